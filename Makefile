@@ -1,0 +1,55 @@
+# Every entry point a newcomer needs. `make run` and `make test` work on a
+# fresh machine with only Python 3.11: the first target they need builds .venv.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+GEN_DIR := clients/python/src
+PROTOS := $(shell find proto -name '*.proto' | sort)
+
+.PHONY: run test proto proto-check proto-breaking lint typecheck bench clean
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e clients/python -e '.[dev]'
+	touch $(STAMP)
+
+## Start the service; with no SEALTRAIL_DATABASE_URL it runs an embedded PostgreSQL.
+run: $(STAMP)
+	$(BIN)/sealtrail-server serve
+
+## Run every check CI runs: the contract, generated code, lint, types, tests.
+test: $(STAMP) lint proto-check typecheck
+	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+
+## Regenerate the Python client's protobuf and gRPC modules (committed).
+proto: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py --out $(GEN_DIR)
+
+## Fail when the committed generated code differs from what proto/ generates.
+proto-check: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py --check $(GEN_DIR)
+
+## Fail when proto/ breaks compatibility with main (skipped where main has no proto/).
+proto-breaking: $(STAMP)
+	@if git rev-parse --verify -q main >/dev/null && git cat-file -e main:buf.yaml 2>/dev/null; then \
+	  $(BIN)/buf breaking --against '.git#branch=main'; \
+	else echo "proto-breaking: main has no buf.yaml yet, nothing to compare"; fi
+
+lint: $(STAMP)
+	$(BIN)/buf lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## Measure throughput against in-run baselines (ratios, never absolute gates).
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
