@@ -1,0 +1,161 @@
+"""The asyncio client of the AuditLogService."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Self, TypeVar, Unpack
+
+import grpc
+
+from sealtrail._convert import (
+    BatchEntryResult,
+    EventFields,
+    Order,
+    RecordResult,
+    batch_request,
+    batch_results,
+    build_event,
+    query_request,
+    with_defaults,
+)
+from sealtrail._errors import from_rpc_error
+from sealtrail._retry import RetryPolicy
+from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, event_pb2
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+
+class AsyncAuditClient:
+    """Records and reads the audit log of the tenant bound to `token`.
+
+    Every call gets `timeout` seconds per attempt and is retried on UNAVAILABLE,
+    DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED (with RetryInfo), up to `max_attempts` attempts.
+    Failures raise SealtrailError subclasses. A given `channel` is used instead of one built
+    from `target` and `tls`, and is not closed; `sleep` and `rng` are for tests.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str,
+        timeout: float = 10.0,
+        max_attempts: int = 5,
+        initial_backoff: float = 0.1,
+        max_backoff: float = 5.0,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        channel: grpc.aio.Channel | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._policy = RetryPolicy(
+            max_attempts=max_attempts,
+            initial_backoff=initial_backoff,
+            max_backoff=max_backoff,
+            rng=rng or random.Random(),
+        )
+        self._owns_channel = channel is None
+        if channel is None:
+            if tls or root_certificates is not None:
+                credentials = grpc.ssl_channel_credentials(root_certificates)
+                channel = grpc.aio.secure_channel(target, credentials)
+            else:
+                channel = grpc.aio.insecure_channel(target)
+        self._channel = channel
+        self._stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+        self._metadata = (("authorization", f"Bearer {token}"),)
+        self._timeout = timeout
+        self._sleep = sleep
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Closes the channel, unless it was passed in."""
+        if self._owns_channel:
+            await self._channel.close(None)
+
+    async def record(
+        self, event: event_pb2.Event | None = None, /, **fields: Unpack[EventFields]
+    ) -> RecordResult:
+        """Records one event, given as an Event or as keyword shorthand (see EventFields)."""
+        if event is not None and fields:
+            raise TypeError("pass either an Event or keyword fields, not both")
+        request = audit_service_pb2.RecordRequest(
+            event=with_defaults(event if event is not None else build_event(**fields))
+        )
+        response = await self._call(self._stub.Record, request)
+        return RecordResult(event=response.event, deduplicated=response.deduplicated)
+
+    async def record_batch(self, events: Sequence[event_pb2.Event]) -> list[BatchEntryResult]:
+        """Records up to 1,000 events; returns a result or an error per event, in order."""
+        response = await self._call(self._stub.RecordBatch, batch_request(events))
+        return batch_results(response)
+
+    async def get_event(self, id: str) -> event_pb2.Event:
+        """Returns one event by id; NotFoundError if the tenant has no such event."""
+        request = audit_service_pb2.GetEventRequest(id=id)
+        return (await self._call(self._stub.GetEvent, request)).event
+
+    async def query(
+        self,
+        filter: event_pb2.EventFilter | None = None,
+        *,
+        order: Order = "newest",
+        page_size: int = 100,
+        limit: int | None = None,
+    ) -> AsyncIterator[event_pb2.Event]:
+        """Yields every matching event, page after page, stopping after `limit` if given."""
+        if limit is not None:
+            page_size = min(page_size, limit)
+        remaining, token = limit, ""
+        while remaining is None or remaining > 0:
+            page = await self.query_page(filter, order=order, page_size=page_size, page_token=token)
+            events = page.events[:remaining]
+            for event in events:
+                yield event
+            if remaining is not None:
+                remaining -= len(events)
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def query_page(
+        self,
+        filter: event_pb2.EventFilter | None = None,
+        *,
+        order: Order = "newest",
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> audit_service_pb2.QueryResponse:
+        """Returns one page of matching events and the token of the next ("" after the last)."""
+        request = query_request(filter, order, page_size, page_token)
+        return await self._call(self._stub.Query, request)
+
+    async def _call(
+        self, method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req
+    ) -> _Resp:
+        attempt = 1
+        while True:
+            try:
+                return await method(request, timeout=self._timeout, metadata=self._metadata)
+            except grpc.RpcError as exc:
+                error = from_rpc_error(exc)
+                delay = self._policy.backoff(attempt, error)
+                if delay is None:
+                    raise error from exc
+            await self._sleep(delay)
+            attempt += 1

@@ -1,0 +1,206 @@
+"""The `sealtrail` command line: record and query audit events."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+import click
+import grpc
+from google.protobuf import json_format
+from rich.console import Console
+from rich.table import Table
+
+from sealtrail._client import AuditClient
+from sealtrail._convert import (
+    EventFields,
+    Order,
+    build_event,
+    build_filter,
+    enum_label,
+    enum_names,
+)
+from sealtrail._errors import SealtrailError
+from sealtrail.v1 import event_pb2
+
+if TYPE_CHECKING:
+    from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
+
+_RELATIVE = re.compile(r"(\d+)([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+# Errors the caller can fix by changing the command, as opposed to failures of the service.
+_USAGE_CODES = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+}
+
+
+def parse_time(value: str, *, now: datetime | None = None) -> datetime:
+    """Parses an RFC 3339 timestamp, a date (UTC midnight) or a duration ago like `15m`,
+    `24h`, `7d` into a timezone-aware datetime."""
+    if match := _RELATIVE.fullmatch(value):
+        amount, unit = match.groups()
+        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: int(amount)})
+    try:
+        return datetime.combine(date.fromisoformat(value), time(), UTC)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an RFC 3339 time, a YYYY-MM-DD date or a duration like 24h"
+        ) from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{value!r} has no UTC offset; add Z or e.g. +02:00")
+    return parsed
+
+
+class _Time(click.ParamType[datetime]):
+    name = "TIME"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_time(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class _JsonObject(click.ParamType[dict[str, Any]]):
+    name = "JSON"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return value
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            self.fail(f"not valid JSON: {exc}", param, ctx)
+        if not isinstance(parsed, dict):
+            self.fail("must be a JSON object", param, ctx)
+        return parsed
+
+
+def _choice(enum: _EnumTypeWrapper[Any]) -> click.Choice[str]:
+    return click.Choice(enum_names(enum), case_sensitive=False)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    server: str
+    token: str | None
+
+
+@click.group()
+@click.option(
+    "--server",
+    envvar="SEALTRAIL_SERVER",
+    default="127.0.0.1:50051",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Address of the Sealtrail service.",
+)
+@click.option("--token", envvar="SEALTRAIL_TOKEN", help="API token (or SEALTRAIL_TOKEN).")
+@click.pass_context
+def main(ctx: click.Context, server: str, token: str | None) -> None:
+    """Record and query Sealtrail audit events."""
+    ctx.obj = _Settings(server=server, token=token)
+
+
+@contextmanager
+def _client(ctx: click.Context) -> Iterator[AuditClient]:
+    settings: _Settings = ctx.obj
+    if not settings.token:
+        raise click.UsageError("Missing option '--token' (or SEALTRAIL_TOKEN).", ctx)
+    try:
+        with AuditClient(settings.server, token=settings.token) as client:
+            yield client
+    except SealtrailError as exc:
+        click.echo(f"error: {exc.code.name}: {exc.message}", err=True)
+        for field, description in exc.field_violations:
+            click.echo(f"  {field}: {description}", err=True)
+        ctx.exit(2 if exc.code in _USAGE_CODES else 1)
+
+
+@main.command()
+@click.option("--action", required=True, help="What was done, e.g. api_key.create.")
+@click.option("--actor-id", required=True, help="Who did it.")
+@click.option("--actor-email")
+@click.option("--actor-type", type=_choice(event_pb2.ActorType))
+@click.option("--resource-type")
+@click.option("--resource-id")
+@click.option("--category", type=_choice(event_pb2.Category))
+@click.option("--severity", type=_choice(event_pb2.Severity))
+@click.option("--outcome", type=_choice(event_pb2.Outcome))
+@click.option("--description")
+@click.option("--details", type=_JsonObject(), help="A JSON object of further detail.")
+@click.option("--request-id", metavar="UUID")
+@click.option("--idempotency-key", help="Records at most once per key (default: a new UUID).")
+@click.pass_context
+def record(ctx: click.Context, /, **options: Any) -> None:
+    """Record one event and print it as stored, as one JSON line."""
+    fields = {name: value for name, value in options.items() if value is not None}
+    event = build_event(**cast(EventFields, fields))
+    with _client(ctx) as client:
+        result = client.record(event)
+    click.echo(json_format.MessageToJson(result.event, indent=None))
+
+
+@main.command()
+@click.option("--action", "actions", multiple=True, help="Exact action or prefix.* (repeatable).")
+@click.option("--actor", help="Actor id or email.")
+@click.option("--resource-type")
+@click.option("--resource-id")
+@click.option("--category", "categories", multiple=True, type=_choice(event_pb2.Category))
+@click.option("--severity", "min_severity", type=_choice(event_pb2.Severity), help="Minimum.")
+@click.option("--outcome", "outcomes", multiple=True, type=_choice(event_pb2.Outcome))
+@click.option("--since", type=_Time(), help="RFC 3339 time, date or duration ago (24h).")
+@click.option("--until", type=_Time(), help="Exclusive upper bound, same forms as --since.")
+@click.option("--request-id")
+@click.option("--trace-id")
+@click.option("--search", "text", help="Full-text search over description and details.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--order", type=click.Choice(["newest", "oldest"]), default="newest")
+@click.option("--format", "output", type=click.Choice(["table", "jsonl"]), default="table")
+@click.pass_context
+def query(ctx: click.Context, /, limit: int, order: Order, output: str, **criteria: Any) -> None:
+    """List matching events, newest first unless --order oldest."""
+    event_filter = build_filter(
+        **{name: value for name, value in criteria.items() if value is not None}
+    )
+    with _client(ctx) as client:
+        events = client.query(event_filter, order=order, page_size=min(limit, 1000), limit=limit)
+        if output == "jsonl":
+            for event in events:
+                click.echo(json_format.MessageToJson(event, indent=None))
+        else:
+            Console().print(_table(events))
+
+
+def _table(events: Iterable[event_pb2.Event]) -> Table:
+    table = Table("time (UTC)", "seq", "action", "actor", "resource", "outcome", "severity", "ip")
+    for event in events:
+        table.add_row(
+            event.occurred_at.ToDatetime(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            str(event.seq),
+            event.action,
+            event.actor.email or event.actor.id,
+            "/".join(part for part in (event.resource.type, event.resource.id) if part),
+            enum_label(event_pb2.Outcome, event.outcome),
+            enum_label(event_pb2.Severity, event.severity),
+            event.context.ip,
+        )
+    return table

@@ -1,0 +1,250 @@
+"""Builds requests from plain Python values and results from responses; shared by both clients."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from sealtrail._errors import SealtrailError, from_entry_error
+from sealtrail.v1 import audit_service_pb2, event_pb2
+
+if TYPE_CHECKING:
+    from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
+
+MAX_BATCH = 1000
+
+Order = Literal["newest", "oldest"]
+_ORDERS = {
+    "newest": audit_service_pb2.ORDER_NEWEST_FIRST,
+    "oldest": audit_service_pb2.ORDER_OLDEST_FIRST,
+}
+
+_E = TypeVar("_E", bound=int)
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """The stored event, and whether its idempotency key had recorded it before."""
+
+    event: event_pb2.Event
+    deduplicated: bool
+
+
+@dataclass(frozen=True)
+class BatchEntryResult:
+    """The outcome of one RecordBatch entry: the stored event or why it was not recorded."""
+
+    event: event_pb2.Event | None
+    error: SealtrailError | None
+    deduplicated: bool
+
+
+class EventFields(TypedDict, total=False):
+    """Keyword shorthand for an Event; enums are lowercase names without prefix."""
+
+    action: str
+    actor_id: str
+    actor_email: str
+    actor_type: str
+    actor_display_name: str
+    resource_type: str
+    resource_id: str
+    resource_name: str
+    category: str
+    severity: str
+    outcome: str
+    description: str
+    details: Mapping[str, Any]
+    changes: Iterable[tuple[str, Any, Any] | Mapping[str, Any]]
+    occurred_at: datetime
+    ip: str
+    user_agent: str
+    request_id: str
+    trace_id: str
+    span_id: str
+    idempotency_key: str
+
+
+def enum_names(enum: _EnumTypeWrapper[_E]) -> list[str]:
+    """The shorthand names of an enum's values: CATEGORY_DATA_ACCESS -> "data_access"."""
+    prefix = _prefix(enum)
+    return [name.removeprefix(prefix).lower() for name in enum.keys()[1:]]
+
+
+def enum_value(enum: _EnumTypeWrapper[_E], name: str, *, field: str) -> _E:
+    """The value of a shorthand name; ValueError naming `field` if there is none."""
+    if name.lower() not in enum_names(enum):
+        choices = ", ".join(enum_names(enum))
+        raise ValueError(f"{field}: unknown value {name!r}, expected one of: {choices}")
+    return enum.Value(_prefix(enum) + name.upper())
+
+
+def enum_label(enum: _EnumTypeWrapper[_E], value: _E) -> str:
+    """The shorthand name of a value: "" for the zero value, the number for an unknown one."""
+    if not value:
+        return ""
+    try:
+        return enum.Name(value).removeprefix(_prefix(enum)).lower()
+    except ValueError:
+        return str(value)
+
+
+def _prefix(enum: _EnumTypeWrapper[_E]) -> str:
+    return enum.keys()[0].removesuffix("UNSPECIFIED")
+
+
+def timestamp(value: datetime, *, field: str) -> timestamp_pb2.Timestamp:
+    """A Timestamp from a timezone-aware datetime."""
+    if value.tzinfo is None:
+        raise ValueError(f"{field}: datetime must be timezone-aware")
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def build_event(**fields: Unpack[EventFields]) -> event_pb2.Event:
+    """Builds an Event from keyword shorthand, e.g. `build_event(action="member.invite",
+    actor_id="u_1", category="member", details={"role": "admin"})`."""
+    f = fields
+    event = event_pb2.Event(
+        action=f.get("action", ""),
+        description=f.get("description", ""),
+        idempotency_key=f.get("idempotency_key", ""),
+        actor=event_pb2.Actor(
+            id=f.get("actor_id", ""),
+            email=f.get("actor_email", ""),
+            display_name=f.get("actor_display_name", ""),
+        ),
+        changes=[_change(c) for c in f.get("changes", ())],
+    )
+    if "actor_type" in f:
+        event.actor.type = enum_value(event_pb2.ActorType, f["actor_type"], field="actor_type")
+    if "category" in f:
+        event.category = enum_value(event_pb2.Category, f["category"], field="category")
+    if "severity" in f:
+        event.severity = enum_value(event_pb2.Severity, f["severity"], field="severity")
+    if "outcome" in f:
+        event.outcome = enum_value(event_pb2.Outcome, f["outcome"], field="outcome")
+    if "resource_type" in f or "resource_id" in f or "resource_name" in f:
+        event.resource.type = f.get("resource_type", "")
+        event.resource.id = f.get("resource_id", "")
+        event.resource.name = f.get("resource_name", "")
+    if "details" in f:
+        event.details.update(f["details"])
+    if "occurred_at" in f:
+        event.occurred_at.CopyFrom(timestamp(f["occurred_at"], field="occurred_at"))
+    context = event_pb2.RequestContext(
+        ip=f.get("ip", ""),
+        user_agent=f.get("user_agent", ""),
+        request_id=f.get("request_id", ""),
+        trace_id=f.get("trace_id", ""),
+        span_id=f.get("span_id", ""),
+    )
+    if context.ByteSize():
+        event.context.CopyFrom(context)
+    return event
+
+
+def _change(change: tuple[str, Any, Any] | Mapping[str, Any]) -> event_pb2.Change:
+    if isinstance(change, Mapping):
+        field, before, after = change["field"], change.get("before"), change.get("after")
+    else:
+        field, before, after = change
+    # None leaves a side unset: the field was created (no before) or removed (no after).
+    return event_pb2.Change(
+        field=field,
+        before=None if before is None else json_format.ParseDict(before, struct_pb2.Value()),
+        after=None if after is None else json_format.ParseDict(after, struct_pb2.Value()),
+    )
+
+
+def with_defaults(event: event_pb2.Event) -> event_pb2.Event:
+    """A copy of `event` with an idempotency key and occurred_at, so that every retry of its
+    request is byte-identical and recorded at most once."""
+    prepared = event_pb2.Event()
+    prepared.CopyFrom(event)
+    if not prepared.idempotency_key:
+        prepared.idempotency_key = str(uuid.uuid4())
+    if not prepared.HasField("occurred_at"):
+        prepared.occurred_at.FromDatetime(datetime.now(UTC))
+    return prepared
+
+
+def batch_request(events: Iterable[event_pb2.Event]) -> audit_service_pb2.RecordBatchRequest:
+    """A RecordBatchRequest of the events with their defaults; ValueError above 1,000."""
+    prepared = [with_defaults(e) for e in events]
+    if len(prepared) > MAX_BATCH:
+        raise ValueError(f"a batch holds at most {MAX_BATCH} events, got {len(prepared)}")
+    return audit_service_pb2.RecordBatchRequest(events=prepared)
+
+
+def batch_results(response: audit_service_pb2.RecordBatchResponse) -> list[BatchEntryResult]:
+    return [
+        BatchEntryResult(
+            event=r.event if r.HasField("event") else None,
+            error=from_entry_error(r.error) if r.HasField("error") else None,
+            deduplicated=r.deduplicated,
+        )
+        for r in response.results
+    ]
+
+
+def query_request(
+    filter: event_pb2.EventFilter | None, order: Order, page_size: int, page_token: str
+) -> audit_service_pb2.QueryRequest:
+    if order not in _ORDERS:
+        raise ValueError(f"order: expected 'newest' or 'oldest', got {order!r}")
+    return audit_service_pb2.QueryRequest(
+        filter=filter, order=_ORDERS[order], page_size=page_size, page_token=page_token
+    )
+
+
+def build_filter(
+    *,
+    actions: str | Iterable[str] = (),
+    actor: str = "",
+    resource_type: str = "",
+    resource_id: str = "",
+    categories: str | Iterable[str] = (),
+    min_severity: str | None = None,
+    outcomes: str | Iterable[str] = (),
+    since: datetime | None = None,
+    until: datetime | None = None,
+    request_id: str = "",
+    trace_id: str = "",
+    text: str = "",
+) -> event_pb2.EventFilter:
+    """Builds an EventFilter. Every given criterion must match; `actions` (exact or `prefix.*`),
+    `categories` and `outcomes` match any of their values; `since` is inclusive, `until`
+    exclusive; `text` is a full-text search."""
+    event_filter = event_pb2.EventFilter(
+        actions=_many(actions),
+        categories=[
+            enum_value(event_pb2.Category, c, field="categories") for c in _many(categories)
+        ],
+        outcomes=[enum_value(event_pb2.Outcome, o, field="outcomes") for o in _many(outcomes)],
+        actor=actor,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        request_id=request_id,
+        trace_id=trace_id,
+        text=text,
+    )
+    if min_severity is not None:
+        event_filter.min_severity = enum_value(
+            event_pb2.Severity, min_severity, field="min_severity"
+        )
+    if since is not None:
+        event_filter.occurred_after.CopyFrom(timestamp(since, field="since"))
+    if until is not None:
+        event_filter.occurred_before.CopyFrom(timestamp(until, field="until"))
+    return event_filter
+
+
+def _many(values: str | Iterable[str]) -> list[str]:
+    return [values] if isinstance(values, str) else list(values)

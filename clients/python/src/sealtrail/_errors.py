@@ -1,0 +1,143 @@
+"""Exceptions raised by the Sealtrail client, and their mapping from gRPC statuses.
+
+SealtrailError                 every failed call; .code, .message, .reason
+├── InvalidArgumentError       INVALID_ARGUMENT; .field_violations
+├── NotFoundError              NOT_FOUND
+├── AlreadyExistsError         ALREADY_EXISTS
+├── UnauthenticatedError       UNAUTHENTICATED
+├── PermissionDeniedError      PERMISSION_DENIED
+├── ResourceExhaustedError     RESOURCE_EXHAUSTED; .retry_after
+├── UnavailableError           UNAVAILABLE; .retry_after
+└── RpcFailedError             any other status (INTERNAL, DEADLINE_EXCEEDED, ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import cast
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from sealtrail.v1 import audit_service_pb2
+
+_DETAILS_KEY = "grpc-status-details-bin"
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class SealtrailError(Exception):
+    """A call failed with a non-OK status.
+
+    `reason` is the machine-readable reason of the google.rpc.ErrorInfo detail ("" without one),
+    `retry_after` the seconds of its google.rpc.RetryInfo (None without one) and
+    `field_violations` the (field, description) pairs of its google.rpc.BadRequest.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: grpc.StatusCode,
+        reason: str = "",
+        retry_after: float | None = None,
+        field_violations: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.reason = reason
+        self.retry_after = retry_after
+        self.field_violations = list(field_violations)
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+
+class InvalidArgumentError(SealtrailError):
+    """The request was invalid; `field_violations` says which fields and why."""
+
+
+class NotFoundError(SealtrailError):
+    """The requested event does not exist in the caller's tenant."""
+
+
+class AlreadyExistsError(SealtrailError):
+    """The entity to create already exists."""
+
+
+class UnauthenticatedError(SealtrailError):
+    """The token is missing, malformed or unknown."""
+
+
+class PermissionDeniedError(SealtrailError):
+    """The token does not allow this call."""
+
+
+class ResourceExhaustedError(SealtrailError):
+    """A quota or rate limit was hit; `retry_after` says when to try again, if known."""
+
+
+class UnavailableError(SealtrailError):
+    """The service could not be reached or is shutting down; the call can be retried."""
+
+
+class RpcFailedError(SealtrailError):
+    """The call failed with a status no other exception stands for."""
+
+
+_CLASSES: dict[grpc.StatusCode, type[SealtrailError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+}
+
+
+def from_rpc_error(err: grpc.RpcError) -> SealtrailError:
+    """Converts a failed call (sync or grpc.aio) into the matching SealtrailError."""
+    code = err.code()
+    reason, retry_after, violations = "", None, []
+    # Sync calls give _Metadatum pairs, grpc.aio ones plain tuples: both unpack as (key, value).
+    metadata = cast(Iterable[tuple[str, str | bytes]], err.trailing_metadata() or ())
+    for key, value in metadata:
+        if key == _DETAILS_KEY and isinstance(value, bytes):
+            status = status_pb2.Status.FromString(value)
+            info = error_details_pb2.ErrorInfo()
+            retry = error_details_pb2.RetryInfo()
+            bad = error_details_pb2.BadRequest()
+            for detail in status.details:
+                # Unpack answers False when the detail is of another type.
+                if detail.Unpack(info):
+                    reason = info.reason
+                elif detail.Unpack(retry):
+                    retry_after = retry.retry_delay.ToNanoseconds() / 1e9
+                elif detail.Unpack(bad):
+                    violations = [(v.field, v.description) for v in bad.field_violations]
+    return _make(code, err.details() or "", reason, retry_after, violations)
+
+
+def from_entry_error(entry: audit_service_pb2.EntryError) -> SealtrailError:
+    """Converts the error of one RecordBatch entry into the matching SealtrailError."""
+    code = _CODES.get(entry.code, grpc.StatusCode.UNKNOWN)
+    violations = [(v.field, v.description) for v in entry.field_violations]
+    return _make(code, entry.message, entry.reason, None, violations)
+
+
+def _make(
+    code: grpc.StatusCode,
+    message: str,
+    reason: str,
+    retry_after: float | None,
+    violations: Iterable[tuple[str, str]],
+) -> SealtrailError:
+    cls = _CLASSES.get(code, RpcFailedError)
+    return cls(
+        message,
+        code=code,
+        reason=reason,
+        retry_after=retry_after,
+        field_violations=list(violations),
+    )

@@ -1,0 +1,47 @@
+"""When to retry a failed call and how long to wait first; shared by both clients."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import grpc
+
+from sealtrail._errors import SealtrailError
+
+# Every RPC the clients retry is safe to repeat: reads are, and each recorded event carries an
+# idempotency key fixed before the first attempt.
+_RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, never shorter than the server's RetryInfo."""
+
+    max_attempts: int = 5
+    initial_backoff: float = 0.1
+    max_backoff: float = 5.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if not 0 < self.initial_backoff <= self.max_backoff:
+            raise ValueError("backoffs must satisfy 0 < initial_backoff <= max_backoff")
+
+    def backoff(self, attempt: int, error: SealtrailError) -> float | None:
+        """Seconds to wait before the attempt after `attempt` (counted from 1) failed with
+        `error`, or None when the error is final."""
+        if attempt >= self.max_attempts or error.code not in _RETRYABLE:
+            return None
+        # Without RetryInfo, an exhausted quota is not expected to recover within our backoff.
+        if error.code is grpc.StatusCode.RESOURCE_EXHAUSTED and error.retry_after is None:
+            return None
+        ceiling = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
+        return max(self.rng.uniform(0, ceiling), error.retry_after or 0.0)

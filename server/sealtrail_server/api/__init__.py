@@ -1,0 +1,1 @@
+"""gRPC servicers: proto <-> domain translation and status mapping, nothing else."""

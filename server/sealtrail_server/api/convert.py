@@ -1,0 +1,223 @@
+"""Proto <-> domain translation. Hand-written rather than json_format-based:
+MessageToDict alone costs more than the rest of a Record call."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from typing import Any
+
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from sealtrail.v1 import event_pb2
+
+from ..domain.canonical import plain_key, plain_number
+from ..domain.errors import FieldViolation
+from ..domain.event import (
+    ACTOR_TYPES,
+    CATEGORIES,
+    MAX_JSON_DEPTH,
+    MISSING,
+    OUTCOMES,
+    SEVERITIES,
+    ChangeDraft,
+    EventDraft,
+)
+from ..domain.filters import FilterDraft
+
+_CATEGORY_NUMBERS = {name: event_pb2.Category.ValueType(n) for n, name in CATEGORIES.items()}
+_SEVERITY_NUMBERS = {name: event_pb2.Severity.ValueType(n) for n, name in SEVERITIES.items()}
+_OUTCOME_NUMBERS = {name: event_pb2.Outcome.ValueType(n) for n, name in OUTCOMES.items()}
+_ACTOR_TYPE_NUMBERS = {name: event_pb2.ActorType.ValueType(n) for n, name in ACTOR_TYPES.items()}
+
+
+class _JsonReader:
+    """Reads protobuf Struct/Value trees into Python JSON values, noting
+    whether they canonicalise through the fast path and the first bad value."""
+
+    __slots__ = ("error", "plain")
+
+    def __init__(self) -> None:
+        self.plain = True
+        self.error: FieldViolation | None = None
+
+    def _fail(self, path: str, description: str) -> None:
+        if self.error is None:
+            self.error = FieldViolation(path, description)
+
+    def struct(self, struct: struct_pb2.Struct, path: str, depth: int = 1) -> dict[str, Any]:
+        if depth > MAX_JSON_DEPTH:
+            self._fail(path, f"nests deeper than {MAX_JSON_DEPTH} levels")
+            return {}
+        result = {}
+        for key, value in struct.fields.items():
+            if "\x00" in key:
+                self._fail(path, "keys must not contain NUL characters")
+            if not plain_key(key):
+                self.plain = False
+            result[key] = self.value(value, f"{path}.{key}", depth)
+        return result
+
+    def value(self, value: struct_pb2.Value, path: str, depth: int) -> Any:
+        kind = value.WhichOneof("kind")
+        if kind == "string_value":
+            text = value.string_value
+            if "\x00" in text:
+                self._fail(path, "must not contain NUL characters")
+            return text
+        if kind == "number_value":
+            number = value.number_value
+            if not math.isfinite(number):
+                self._fail(path, "must be a finite number")
+                return None
+            as_int = plain_number(number)
+            if as_int is None:
+                self.plain = False
+                return number
+            return as_int
+        if kind == "bool_value":
+            return value.bool_value
+        if kind == "struct_value":
+            return self.struct(value.struct_value, path, depth + 1)
+        if kind == "list_value":
+            if depth + 1 > MAX_JSON_DEPTH:
+                self._fail(path, f"nests deeper than {MAX_JSON_DEPTH} levels")
+                return []
+            return [
+                self.value(item, f"{path}[{index}]", depth + 1)
+                for index, item in enumerate(value.list_value.values)
+            ]
+        return None  # null_value, or no kind set
+
+
+def _time(message: Any, name: str) -> tuple[int, int] | None:
+    if not message.HasField(name):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(message, name)
+    return stamp.seconds, stamp.nanos
+
+
+def event_draft(event: event_pb2.Event, path: str) -> EventDraft:
+    """The caller's fields of `event`; output-only fields are ignored."""
+    reader = _JsonReader()
+    actor, resource, context = event.actor, event.resource, event.context
+    changes = [
+        ChangeDraft(
+            field=change.field,
+            before=reader.value(change.before, f"{path}.changes[{i}].before", 1)
+            if change.HasField("before")
+            else MISSING,
+            after=reader.value(change.after, f"{path}.changes[{i}].after", 1)
+            if change.HasField("after")
+            else MISSING,
+        )
+        for i, change in enumerate(event.changes)
+    ]
+    details = reader.struct(event.details, f"{path}.details") if event.HasField("details") else None
+    return EventDraft(
+        action=event.action,
+        occurred_at=_time(event, "occurred_at"),
+        category=event.category,
+        severity=event.severity,
+        outcome=event.outcome,
+        description=event.description,
+        actor_type=actor.type,
+        actor_id=actor.id,
+        actor_email=actor.email,
+        actor_display_name=actor.display_name,
+        resource_type=resource.type,
+        resource_id=resource.id,
+        resource_name=resource.name,
+        changes=changes,
+        details=details,
+        ip=context.ip,
+        user_agent=context.user_agent,
+        request_id=context.request_id,
+        trace_id=context.trace_id,
+        span_id=context.span_id,
+        idempotency_key=event.idempotency_key,
+        plain=reader.plain,
+        json_error=reader.error,
+    )
+
+
+def filter_draft(event_filter: event_pb2.EventFilter) -> FilterDraft:
+    return FilterDraft(
+        occurred_after=_time(event_filter, "occurred_after"),
+        occurred_before=_time(event_filter, "occurred_before"),
+        actions=list(event_filter.actions),
+        categories=list(event_filter.categories),
+        min_severity=event_filter.min_severity,
+        outcomes=list(event_filter.outcomes),
+        actor=event_filter.actor,
+        resource_type=event_filter.resource_type,
+        resource_id=event_filter.resource_id,
+        request_id=event_filter.request_id,
+        trace_id=event_filter.trace_id,
+        text=event_filter.text,
+    )
+
+
+def _set_time(stamp: timestamp_pb2.Timestamp, text: str) -> None:
+    stamp.FromDatetime(datetime.fromisoformat(text))
+
+
+def _set_value(target: struct_pb2.Value, value: Any) -> None:
+    if value is None:
+        target.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(value, bool):
+        target.bool_value = value
+    elif isinstance(value, int | float):
+        target.number_value = value
+    elif isinstance(value, str):
+        target.string_value = value
+    elif isinstance(value, dict):
+        target.struct_value.update(value)
+    else:
+        target.list_value.extend(value)
+
+
+def event_from_record(record: str, leaf_hash: bytes) -> event_pb2.Event:
+    """The API view of a stored canonical record."""
+    data = json.loads(record)
+    event = event_pb2.Event(
+        id=data["id"],
+        seq=data["seq"],
+        tenant_id=data["tenant_id"],
+        action=data["action"],
+        category=_CATEGORY_NUMBERS.get(data.get("category", ""), event_pb2.CATEGORY_UNSPECIFIED),
+        severity=_SEVERITY_NUMBERS[data["severity"]],
+        outcome=_OUTCOME_NUMBERS[data["outcome"]],
+        description=data.get("description", ""),
+        idempotency_key=data.get("idempotency_key", ""),
+        leaf_hash=leaf_hash,
+    )
+    _set_time(event.occurred_at, data["occurred_at"])
+    _set_time(event.received_at, data["received_at"])
+    actor = data["actor"]
+    event.actor.type = _ACTOR_TYPE_NUMBERS[actor["type"]]
+    event.actor.id = actor["id"]
+    event.actor.email = actor.get("email", "")
+    event.actor.display_name = actor.get("display_name", "")
+    if "resource" in data:
+        resource = data["resource"]
+        event.resource.type = resource.get("type", "")
+        event.resource.id = resource.get("id", "")
+        event.resource.name = resource.get("name", "")
+    for change in data.get("changes", ()):
+        entry = event.changes.add(field=change["field"])
+        if "before" in change:
+            _set_value(entry.before, change["before"])
+        if "after" in change:
+            _set_value(entry.after, change["after"])
+    if "details" in data:
+        event.details.update(data["details"])
+    if "context" in data:
+        context = data["context"]
+        event.context.ip = context.get("ip", "")
+        event.context.user_agent = context.get("user_agent", "")
+        event.context.request_id = context.get("request_id", "")
+        event.context.trace_id = context.get("trace_id", "")
+        event.context.span_id = context.get("span_id", "")
+    return event

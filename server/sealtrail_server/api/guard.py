@@ -1,0 +1,112 @@
+"""The interceptor every AuditLogService call passes through: it resolves the
+caller's token to a principal (kept in a contextvar for the servicer),
+checks the principal's role may call the method, and turns the domain's
+errors into rich gRPC statuses. Other services (health, reflection) pass
+untouched."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias, cast
+
+import grpc
+
+from ..auth.roles import Principal, may_call
+from ..auth.tokens import Authenticator
+from ..domain.errors import PermissionDenied, SealtrailError
+from .errors import grpc_status
+
+log = logging.getLogger(__name__)
+
+SERVICE_PREFIX = "/sealtrail.v1.AuditLogService/"
+
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in grpc-stubs
+Behavior = Callable[..., Any]
+
+_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("sealtrail_principal")
+
+
+def current_principal() -> Principal:
+    """The authenticated caller of the RPC being served."""
+    return _principal.get()
+
+
+def _authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: SealtrailError) -> None:
+    # grpc-stubs lacks aio's abort_with_status; it raises, ending the call.
+    abort_with_status: Callable[[grpc.Status], Awaitable[None]] = context.abort_with_status  # type: ignore[attr-defined]
+    await abort_with_status(grpc_status(error))
+
+
+class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._authenticator = authenticator
+
+    async def _admit(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
+        principal = await self._authenticator.authenticate(_authorization(context))
+        if not may_call(principal.role, method):
+            raise PermissionDenied(f"role {principal.role.value!r} may not call {method}")
+        _principal.set(principal)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(details)
+        method_path: str = details.method
+        if handler is None or not method_path.startswith(SERVICE_PREFIX):
+            return handler
+        method = method_path.removeprefix(SERVICE_PREFIX)
+        if handler.unary_unary is not None:
+            return self._guard_unary(handler, method)
+        if handler.unary_stream is not None:
+            return self._guard_stream(handler, method)
+        return handler
+
+    def _guard_unary(self, handler: Handler, method: str) -> Handler:
+        inner = cast(Behavior, handler.unary_unary)
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                await self._admit(context, method)
+                return await inner(request, context)
+            except SealtrailError as error:
+                await _abort(context, error)
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _guard_stream(self, handler: Handler, method: str) -> Handler:
+        inner = cast(Behavior, handler.unary_stream)
+
+        async def guarded(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            try:
+                await self._admit(context, method)
+                responses = inner(request, context)
+                if hasattr(responses, "__aiter__"):
+                    async for response in responses:
+                        yield response
+                else:
+                    await responses
+            except SealtrailError as error:
+                await _abort(context, error)
+
+        return grpc.unary_stream_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -1,0 +1,157 @@
+"""AuditLogService: each method converts its request to domain values,
+delegates, and converts the result back. Errors are raised as domain errors;
+the guard interceptor maps them to gRPC statuses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import grpc
+
+from sealtrail.v1 import audit_service_pb2 as pb
+from sealtrail.v1 import audit_service_pb2_grpc
+
+from ..domain.errors import InvalidArgument, NotFound, SealtrailError
+from ..domain.event import ValidEvent, parse_uuid, validate_event
+from ..domain.filters import (
+    EventFilter,
+    decode_page_token,
+    encode_page_token,
+    page_size,
+    validate_filter,
+)
+from ..store.appender import Appended, Appender
+from ..store.database import Database
+from ..store.events import Order, get_event, query_events
+from .convert import event_draft, event_from_record, filter_draft
+from .errors import entry_error
+from .guard import current_principal
+
+MAX_BATCH_EVENTS = 1000
+
+_ORDERS: dict[int, Order] = {
+    pb.ORDER_UNSPECIFIED: "newest",
+    pb.ORDER_NEWEST_FIRST: "newest",
+    pb.ORDER_OLDEST_FIRST: "oldest",
+}
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class AuditLogServicer(audit_service_pb2_grpc.AuditLogServiceServicer):
+    def __init__(
+        self,
+        *,
+        db: Database,
+        appender: Appender,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._db = db
+        self._appender = appender
+        self._clock = clock
+
+    async def Record(self, request: pb.RecordRequest, context: Context) -> pb.RecordResponse:
+        tenant_id = current_principal().tenant_id
+        event = validate_event(event_draft(request.event, "event"), now=self._clock())
+        [outcome] = await self._appender.append(tenant_id, [event])
+        if isinstance(outcome, SealtrailError):
+            raise outcome
+        return pb.RecordResponse(
+            event=event_from_record(outcome.record, outcome.leaf_hash),
+            deduplicated=outcome.deduplicated,
+        )
+
+    async def RecordBatch(
+        self, request: pb.RecordBatchRequest, context: Context
+    ) -> pb.RecordBatchResponse:
+        tenant_id = current_principal().tenant_id
+        count = len(request.events)
+        if not 1 <= count <= MAX_BATCH_EVENTS:
+            raise InvalidArgument.field(
+                "events", f"has {count} entries; send 1 to {MAX_BATCH_EVENTS}"
+            )
+        now = self._clock()
+        results: list[pb.RecordBatchResult | None] = [None] * count
+        valid: list[ValidEvent] = []
+        positions: list[int] = []
+        for index, entry in enumerate(request.events):
+            path = f"events[{index}]"
+            try:
+                valid.append(validate_event(event_draft(entry, path), now=now, path=path))
+                positions.append(index)
+            except InvalidArgument as error:
+                results[index] = pb.RecordBatchResult(error=entry_error(error))
+        outcomes = await self._appender.append(tenant_id, valid) if valid else []
+        for index, outcome in zip(positions, outcomes, strict=True):
+            results[index] = _batch_result(outcome)
+        return pb.RecordBatchResponse(results=cast(list[pb.RecordBatchResult], results))
+
+    async def GetEvent(self, request: pb.GetEventRequest, context: Context) -> pb.GetEventResponse:
+        event_id = parse_uuid(request.id)
+        if event_id is None:
+            raise InvalidArgument.field("id", "must be a UUID")
+        stored = await get_event(
+            self._db, tenant_id=current_principal().tenant_id, event_id=event_id
+        )
+        if stored is None:
+            raise NotFound(f"no event {event_id}")
+        return pb.GetEventResponse(event=event_from_record(stored.record, stored.leaf_hash))
+
+    async def Query(self, request: pb.QueryRequest, context: Context) -> pb.QueryResponse:
+        tenant_id = current_principal().tenant_id
+        event_filter = (
+            validate_filter(filter_draft(request.filter))
+            if request.HasField("filter")
+            else EventFilter()
+        )
+        order = _ORDERS.get(request.order)
+        if order is None:
+            raise InvalidArgument.field("order", f"unknown enum value {request.order}")
+        limit = page_size(request.page_size)
+        fingerprint = event_filter.fingerprint(tenant_id=tenant_id, order=order)
+        after_seq = (
+            decode_page_token(request.page_token, fingerprint=fingerprint)
+            if request.page_token
+            else None
+        )
+        rows = await query_events(
+            self._db,
+            tenant_id=tenant_id,
+            event_filter=event_filter,
+            order=order,
+            after_seq=after_seq,
+            limit=limit + 1,  # one more tells whether another page exists
+        )
+        page = rows[:limit]
+        next_token = (
+            encode_page_token(fingerprint=fingerprint, last_seq=page[-1].seq)
+            if len(rows) > limit
+            else ""
+        )
+        return pb.QueryResponse(
+            events=[event_from_record(row.record, row.leaf_hash) for row in page],
+            next_page_token=next_token,
+        )
+
+    async def StreamEvents(
+        self, request: pb.StreamEventsRequest, context: Context
+    ) -> AsyncIterator[pb.StreamEventsResponse]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "StreamEvents is not available yet")
+        yield pb.StreamEventsResponse()  # never reached: abort raises
+
+    async def Export(
+        self, request: pb.ExportRequest, context: Context
+    ) -> AsyncIterator[pb.ExportResponse]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Export is not available yet")
+        yield pb.ExportResponse()  # never reached: abort raises
+
+
+def _batch_result(outcome: Appended | SealtrailError) -> pb.RecordBatchResult:
+    if isinstance(outcome, SealtrailError):
+        return pb.RecordBatchResult(error=entry_error(outcome))
+    return pb.RecordBatchResult(
+        event=event_from_record(outcome.record, outcome.leaf_hash),
+        deduplicated=outcome.deduplicated,
+    )

@@ -1,0 +1,104 @@
+"""Assembles and runs the service: database, migrations, appender, the
+grpc.aio server with its interceptor, health and reflection; and takes it down
+in order on SIGTERM (health NOT_SERVING, in-flight calls finish, pending
+appends commit, pool closes)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc
+
+from .api.guard import GuardInterceptor
+from .api.servicer import AuditLogServicer
+from .auth.tokens import Authenticator
+from .config import Settings
+from .store.appender import Appender
+from .store.database import Database
+from .store.migrations import migrate
+from .store.tokens import find_principal
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = audit_service_pb2.DESCRIPTOR.services_by_name["AuditLogService"].full_name
+# Large enough for a RecordBatch of 1,000 events at their size limit.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class Service:
+    """One running Sealtrail server process's worth of parts."""
+
+    def __init__(self, settings: Settings, *, database_url: str) -> None:
+        self.settings = settings
+        self._database_url = database_url
+        self._db: Database | None = None
+        self._appender: Appender | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.port = 0
+
+    async def start(self) -> int:
+        """Open the database, migrate, and start serving; returns the bound port."""
+        settings = self.settings
+        self._db = db = await Database.open(
+            self._database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
+        )
+        async with db.connection() as conn:
+            for migration in await migrate(conn):
+                log.info("applied migration %04d_%s", migration.version, migration.name)
+        self._appender = Appender(
+            db, max_wait=settings.append_max_wait, batch_events=settings.append_batch_events
+        )
+        self._appender.start()
+
+        async def lookup(digest: bytes):  # type: ignore[no-untyped-def]
+            return await find_principal(db, digest)
+
+        authenticator = Authenticator(lookup, cache_seconds=settings.token_cache_seconds)
+        server = grpc.aio.server(
+            interceptors=[GuardInterceptor(authenticator)],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        audit_service_pb2_grpc.add_AuditLogServiceServicer_to_server(
+            AuditLogServicer(db=db, appender=self._appender), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        self.port = server.add_insecure_port(settings.listen)
+        if self.port == 0:
+            raise SystemExit(f"cannot listen on {settings.listen}")
+        await server.start()
+        self._server = server
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, let in-flight ones finish, commit what is pending."""
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(self.settings.shutdown_grace if grace is None else grace)
+        if self._appender is not None:
+            await self._appender.stop()
+        if self._db is not None:
+            await self._db.close()
+
+    async def run_until_signalled(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("shutting down: finishing in-flight calls")
+        await self.stop()

@@ -1,0 +1,1 @@
+"""API tokens, roles and the binding of each call to one tenant."""

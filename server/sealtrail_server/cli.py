@@ -1,0 +1,128 @@
+"""`sealtrail-server`: run the service and manage its tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .app import Service
+from .auth.roles import Role
+from .auth.tokens import valid_tenant_id
+from .config import Settings
+from .embedded import start_embedded_postgres
+from .store.database import Database
+from .store.migrations import migrate
+from .store.tokens import count_tokens, create_token
+
+DEV_TENANT = "dev"
+DEV_TOKEN_FILE = "dev-admin-token"
+
+_data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Embedded PostgreSQL data directory [env SEALTRAIL_DATA_DIR].",
+)
+_database_url_option = click.option(
+    "--database-url", help="PostgreSQL URL; no embedded server [env SEALTRAIL_DATABASE_URL]."
+)
+
+
+def _database_url(settings: Settings) -> tuple[str, bool]:
+    """The URL to use and whether it is the embedded server's."""
+    if settings.database_url:
+        return settings.database_url, False
+    return start_embedded_postgres(settings.data_dir), True
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+def main(verbose: bool) -> None:
+    """Sealtrail: an append-only, tamper-evident audit log service."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@main.command()
+@click.option("--listen", help="HOST:PORT to serve gRPC on [env SEALTRAIL_LISTEN].")
+@_data_dir_option
+@_database_url_option
+def serve(listen: str | None, data_dir: Path | None, database_url: str | None) -> None:
+    """Run the gRPC service until SIGTERM or Ctrl-C."""
+    settings = Settings.load(listen=listen, data_dir=data_dir, database_url=database_url)
+    url, embedded = _database_url(settings)
+    asyncio.run(_serve(settings, url, embedded))
+
+
+async def _serve(settings: Settings, url: str, embedded: bool) -> None:
+    service = Service(settings, database_url=url)
+    port = await service.start()
+    if embedded:
+        await _issue_dev_token(settings, url)
+    host = settings.listen.rsplit(":", 1)[0]
+    click.echo(f"sealtrail: serving gRPC on {host}:{port}")
+    await service.run_until_signalled()
+
+
+async def _issue_dev_token(settings: Settings, url: str) -> None:
+    """On the embedded database's first start, make an admin token to begin with."""
+    db = await Database.open(url, min_size=1, max_size=1)
+    try:
+        if await count_tokens(db):
+            return
+        issued = await create_token(db, tenant_id=DEV_TENANT, role=Role.ADMIN, name="development")
+    finally:
+        await db.close()
+    token_file = settings.data_dir / DEV_TOKEN_FILE
+    token_file.write_text(issued.secret + "\n")
+    os.chmod(token_file, 0o600)
+    click.echo(
+        f"sealtrail: development admin token for tenant {DEV_TENANT!r} (also in {token_file}):\n"
+        f"  {issued.secret}"
+    )
+
+
+@main.group()
+def token() -> None:
+    """Manage API tokens."""
+
+
+@token.command("create")
+@click.option("--tenant", required=True, help="Tenant (organization) the token acts for.")
+@click.option(
+    "--role", required=True, type=click.Choice([r.value for r in Role]), help="What it may do."
+)
+@click.option("--name", default="", help="A label to recognise the token by.")
+@_data_dir_option
+@_database_url_option
+def token_create(
+    tenant: str, role: str, name: str, data_dir: Path | None, database_url: str | None
+) -> None:
+    """Create a token; prints it alone on the last line. It is shown only once."""
+    if not valid_tenant_id(tenant):
+        raise click.BadParameter(
+            "1-63 characters of a-z 0-9 . _ - starting with a letter or digit",
+            param_hint="--tenant",
+        )
+    settings = Settings.load(data_dir=data_dir, database_url=database_url)
+    url, _ = _database_url(settings)
+    issued = asyncio.run(_create_token(url, tenant, Role(role), name))
+    click.echo(f"token {issued.token_id} for tenant {tenant!r} with role {role!r}:", err=True)
+    click.echo(issued.secret)
+
+
+async def _create_token(url: str, tenant: str, role: Role, name: str):  # type: ignore[no-untyped-def]
+    db = await Database.open(url, min_size=1, max_size=1)
+    try:
+        async with db.connection() as conn:
+            await migrate(conn)
+        return await create_token(db, tenant_id=tenant, role=role, name=name)
+    finally:
+        await db.close()

@@ -1,0 +1,58 @@
+"""The server's settings: one frozen object, read once at the edge from
+SEALTRAIL_* environment variables and command-line flags (flags win)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "sealtrail"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    # Address the gRPC server listens on; port 0 picks a free port.
+    listen: str = "127.0.0.1:50051"
+    # PostgreSQL URL; when unset an embedded PostgreSQL runs in data_dir.
+    database_url: str | None = None
+    # Where the embedded PostgreSQL keeps its data (and the dev admin token).
+    data_dir: Path = Path()
+    pool_min_size: int = 2
+    pool_max_size: int = 10
+    # Group commit: wait up to this long for more events, or until this many wait.
+    append_max_wait: float = 0.005
+    append_batch_events: int = 64
+    # How long a resolved token is trusted before it is looked up again.
+    token_cache_seconds: float = 10.0
+    # Seconds in-flight calls get to finish on SIGTERM.
+    shutdown_grace: float = 10.0
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:
+        """Settings from SEALTRAIL_<FIELD> variables, then non-None `overrides`."""
+        values: dict[str, Any] = {"data_dir": default_data_dir()}
+        for spec in fields(cls):
+            raw = env.get(f"SEALTRAIL_{spec.name.upper()}")
+            if raw:
+                values[spec.name] = _parse(spec.type, raw, spec.name)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(cls(), **values)
+
+
+def _parse(kind: Any, raw: str, name: str) -> Any:
+    try:
+        if kind in ("int", int):
+            return int(raw)
+        if kind in ("float", float):
+            return float(raw)
+        if kind in ("Path", Path):
+            return Path(raw).expanduser()
+    except ValueError:
+        raise SystemExit(f"SEALTRAIL_{name.upper()}={raw!r} is not a valid {kind}") from None
+    return raw

@@ -1,0 +1,79 @@
+"""The server's exception tree. Every failure a caller can see is one of these;
+`sealtrail_server.api.errors` maps each to exactly one gRPC status.
+
+    SealtrailError
+     ├── InvalidArgument      a field of the request is wrong (with field violations)
+     ├── NotFound             nothing of that id in the caller's tenant
+     ├── AlreadyExists        an idempotency key reused with a different event
+     ├── Unauthenticated      no token, or one that is unknown or revoked
+     ├── PermissionDenied     the token's role may not call this
+     ├── ResourceExhausted    over a limit; retry after `retry_after` seconds
+     └── Unavailable          the database cannot be reached; retry after `retry_after`
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One invalid field: its path in the request and why it was rejected."""
+
+    field: str
+    description: str
+
+
+class SealtrailError(Exception):
+    """Base of every error the service reports to a caller."""
+
+    reason = "ERROR"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+
+
+class InvalidArgument(SealtrailError):
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: list[FieldViolation], *, reason: str | None = None) -> None:
+        summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        super().__init__(f"invalid request: {summary}", reason=reason)
+        self.violations = violations
+
+    @classmethod
+    def field(cls, field: str, description: str) -> InvalidArgument:
+        return cls([FieldViolation(field, description)])
+
+
+class NotFound(SealtrailError):
+    reason = "NOT_FOUND"
+
+
+class AlreadyExists(SealtrailError):
+    reason = "ALREADY_EXISTS"
+
+
+class Unauthenticated(SealtrailError):
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(SealtrailError):
+    reason = "PERMISSION_DENIED"
+
+
+class _Retryable(SealtrailError):
+    def __init__(self, message: str, *, retry_after: float, reason: str | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after = retry_after
+
+
+class ResourceExhausted(_Retryable):
+    reason = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(_Retryable):
+    reason = "UNAVAILABLE"

@@ -1,0 +1,366 @@
+"""The audit event: what a caller may send, how it is validated, and the record
+it becomes.
+
+A caller's event arrives as an `EventDraft` (plain values read off the
+request), `validate_event` turns it into a `ValidEvent` whose `body` is the
+caller's part of the record, and `finalize_record` adds what the server
+assigns (tenant, id, seq, received time) and produces the canonical bytes that
+are stored verbatim and hashed. docs/record-format.md describes the record.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from .canonical import canonical_json
+from .errors import FieldViolation, InvalidArgument
+
+RECORD_VERSION: Final = 1
+
+# Enum numbers of the contract (sealtrail.v1) and their names in the record.
+CATEGORIES: Final = {
+    1: "authentication",
+    2: "data_access",
+    3: "configuration",
+    4: "member",
+    5: "billing",
+    6: "security",
+    7: "system",
+    8: "api_usage",
+}
+SEVERITIES: Final = {1: "info", 2: "warning", 3: "error", 4: "critical"}
+OUTCOMES: Final = {1: "success", 2: "failure", 3: "denied"}
+ACTOR_TYPES: Final = {1: "user", 2: "api_key", 3: "service", 4: "system"}
+
+# Limits, in characters unless said otherwise (docs/api.md lists them).
+MAX_RECORD_BYTES: Final = 64 * 1024
+MAX_ACTION = 128
+MAX_ID = 256
+MAX_NAME = 256
+MAX_EMAIL = 320
+MAX_DESCRIPTION = 4096
+MAX_USER_AGENT = 1024
+MAX_IDEMPOTENCY_KEY = 128
+MAX_CHANGES = 256
+MAX_JSON_DEPTH = 32
+MAX_FUTURE_SKEW_SECONDS = 300
+
+ACTION_PATTERN: Final = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+")
+_HEX32: Final = re.compile(r"[0-9a-f]{32}")
+_HEX16: Final = re.compile(r"[0-9a-f]{16}")
+
+
+class Missing:
+    """Marks a JSON value that was not set, as distinct from an explicit null."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = Missing()
+
+
+@dataclass(slots=True)
+class ChangeDraft:
+    field: str
+    before: Any = MISSING
+    after: Any = MISSING
+
+
+@dataclass(slots=True)
+class EventDraft:
+    """An event as read off a request, not yet validated.
+
+    JSON values (details, change values) are already Python values; `plain`
+    says whether they canonicalise through the fast path (see canonical.py),
+    and `json_error` carries the first problem met while reading them.
+    """
+
+    action: str = ""
+    occurred_at: tuple[int, int] | None = None  # (seconds, nanos) since the epoch
+    category: int = 0
+    severity: int = 0
+    outcome: int = 0
+    description: str = ""
+    actor_type: int = 0
+    actor_id: str = ""
+    actor_email: str = ""
+    actor_display_name: str = ""
+    resource_type: str = ""
+    resource_id: str = ""
+    resource_name: str = ""
+    changes: list[ChangeDraft] = field(default_factory=list)
+    details: dict[str, Any] | None = None
+    ip: str = ""
+    user_agent: str = ""
+    request_id: str = ""
+    trace_id: str = ""
+    span_id: str = ""
+    idempotency_key: str = ""
+    plain: bool = True
+    json_error: FieldViolation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ValidEvent:
+    """A validated event: the caller's part of the record and the values the
+    indexed columns need."""
+
+    body: dict[str, Any]
+    plain: bool
+    path: str  # where the event sat in its request, for error messages
+    explicit_time: bool  # the caller set occurred_at
+    occurred_at: str
+    action: str
+    category: str | None
+    severity: int
+    outcome: str
+    actor_id: str
+    actor_email: str | None
+    resource_type: str | None
+    resource_id: str | None
+    request_id: str | None
+    trace_id: str | None
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerFields:
+    """What the server assigns to an event when it is appended."""
+
+    tenant_id: str
+    id: str
+    seq: int
+    received_at: str
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with exactly six fractional digits, as records hold times."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def timestamp_from_parts(seconds: int, nanos: int) -> datetime:
+    """A protobuf Timestamp as a datetime, truncated to the microsecond."""
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=nanos // 1000)
+
+
+class _Checker:
+    """Collects every violation of one event, then raises them together."""
+
+    __slots__ = ("path", "violations")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.violations: list[FieldViolation] = []
+
+    def fail(self, name: str, description: str) -> None:
+        self.violations.append(FieldViolation(f"{self.path}.{name}", description))
+
+    def text(self, name: str, value: str, limit: int, *, required: bool = False) -> str | None:
+        if not value:
+            if required:
+                self.fail(name, "is required")
+            return None
+        if len(value) > limit:
+            self.fail(name, f"is {len(value)} characters long; the limit is {limit}")
+        elif "\x00" in value:
+            self.fail(name, "must not contain NUL characters")
+        return value
+
+    def enum(self, name: str, value: int, names: dict[int, str], default: int | None) -> str | None:
+        if value == 0:
+            return None if default is None else names[default]
+        found = names.get(value)
+        if found is None:
+            self.fail(name, f"unknown enum value {value}")
+        return found
+
+
+def validate_event(draft: EventDraft, *, now: datetime, path: str = "event") -> ValidEvent:
+    """Check every field of `draft`; raise InvalidArgument naming each bad one."""
+    check = _Checker(path)
+    body: dict[str, Any] = {}
+
+    action = check.text("action", draft.action, MAX_ACTION, required=True)
+    if action is not None and not ACTION_PATTERN.fullmatch(action):
+        check.fail("action", "must be dotted lowercase `resource.verb`, e.g. `api_key.create`")
+    body["action"] = action
+
+    occurred = _occurred_at(check, draft.occurred_at, now)
+    body["occurred_at"] = occurred
+
+    category = check.enum("category", draft.category, CATEGORIES, None)
+    if category is not None:
+        body["category"] = category
+    severity_name = check.enum("severity", draft.severity, SEVERITIES, 1)
+    body["severity"] = severity_name
+    outcome = check.enum("outcome", draft.outcome, OUTCOMES, 1) or "success"
+    body["outcome"] = outcome
+
+    description = check.text("description", draft.description, MAX_DESCRIPTION)
+    if description is not None:
+        body["description"] = description
+
+    actor: dict[str, Any] = {
+        "type": check.enum("actor.type", draft.actor_type, ACTOR_TYPES, 1),
+        "id": check.text("actor.id", draft.actor_id, MAX_ID, required=True),
+    }
+    actor_email = check.text("actor.email", draft.actor_email, MAX_EMAIL)
+    if actor_email is not None:
+        if "@" not in actor_email:
+            check.fail("actor.email", "must be an email address")
+        actor["email"] = actor_email
+    display_name = check.text("actor.display_name", draft.actor_display_name, MAX_NAME)
+    if display_name is not None:
+        actor["display_name"] = display_name
+    body["actor"] = actor
+
+    resource: dict[str, str] = {}
+    for key, value, limit in (
+        ("type", draft.resource_type, MAX_NAME),
+        ("id", draft.resource_id, MAX_ID),
+        ("name", draft.resource_name, MAX_NAME),
+    ):
+        checked = check.text(f"resource.{key}", value, limit)
+        if checked is not None:
+            resource[key] = checked
+    if resource:
+        body["resource"] = resource
+
+    if draft.changes:
+        body["changes"] = _changes(check, draft.changes)
+    if draft.json_error is not None:
+        check.violations.append(draft.json_error)
+    if draft.details:
+        body["details"] = draft.details
+
+    context = _context(check, draft)
+    if context:
+        body["context"] = context
+
+    idempotency_key = check.text("idempotency_key", draft.idempotency_key, MAX_IDEMPOTENCY_KEY)
+    if idempotency_key is not None:
+        body["idempotency_key"] = idempotency_key
+
+    if check.violations:
+        raise InvalidArgument(check.violations)
+    return ValidEvent(
+        body=body,
+        plain=draft.plain,
+        path=path,
+        explicit_time=draft.occurred_at is not None,
+        occurred_at=occurred,
+        action=draft.action,
+        category=category,
+        severity=draft.severity or 1,
+        outcome=outcome,
+        actor_id=draft.actor_id,
+        actor_email=actor_email,
+        resource_type=resource.get("type"),
+        resource_id=resource.get("id"),
+        request_id=context.get("request_id"),
+        trace_id=context.get("trace_id"),
+        idempotency_key=idempotency_key,
+    )
+
+
+def _occurred_at(check: _Checker, value: tuple[int, int] | None, now: datetime) -> str:
+    if value is None:
+        return format_timestamp(now)
+    seconds, nanos = value
+    if seconds < 0 or not 0 <= nanos < 1_000_000_000:
+        check.fail("occurred_at", "must be a valid time after 1970-01-01T00:00:00Z")
+        return ""
+    if seconds - now.timestamp() > MAX_FUTURE_SKEW_SECONDS:
+        check.fail("occurred_at", "is more than 5 minutes in the future")
+        return ""
+    try:
+        return format_timestamp(timestamp_from_parts(seconds, nanos))
+    except (OverflowError, OSError, ValueError):
+        check.fail("occurred_at", "is out of range")
+        return ""
+
+
+def _changes(check: _Checker, changes: list[ChangeDraft]) -> list[dict[str, Any]]:
+    if len(changes) > MAX_CHANGES:
+        check.fail("changes", f"has {len(changes)} entries; the limit is {MAX_CHANGES}")
+    result = []
+    for index, change in enumerate(changes):
+        entry: dict[str, Any] = {
+            "field": check.text(f"changes[{index}].field", change.field, MAX_NAME, required=True)
+        }
+        if change.before is not MISSING:
+            entry["before"] = change.before
+        if change.after is not MISSING:
+            entry["after"] = change.after
+        result.append(entry)
+    return result
+
+
+def _context(check: _Checker, draft: EventDraft) -> dict[str, str]:
+    context: dict[str, str] = {}
+    if draft.ip:
+        try:
+            context["ip"] = str(ipaddress.ip_address(draft.ip))
+        except ValueError:
+            check.fail("context.ip", "must be an IPv4 or IPv6 address")
+    user_agent = check.text("context.user_agent", draft.user_agent, MAX_USER_AGENT)
+    if user_agent is not None:
+        context["user_agent"] = user_agent
+    if draft.request_id:
+        request_id = parse_uuid(draft.request_id)
+        if request_id is None:
+            check.fail("context.request_id", "must be a UUID")
+        else:
+            context["request_id"] = request_id
+    for name, value, pattern, digits in (
+        ("trace_id", draft.trace_id, _HEX32, 32),
+        ("span_id", draft.span_id, _HEX16, 16),
+    ):
+        if value:
+            normalized = value.lower()
+            if not pattern.fullmatch(normalized) or not normalized.strip("0"):
+                check.fail(f"context.{name}", f"must be {digits} hex digits, not all zero")
+            else:
+                context[name] = normalized
+    return context
+
+
+def parse_uuid(text: str) -> str | None:
+    """The canonical lowercase form of a UUID, or None if `text` is not one."""
+    if len(text) > 45:
+        return None
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return None
+
+
+def finalize_record(event: ValidEvent, server: ServerFields) -> bytes:
+    """The canonical record of an appended event: exactly the bytes that are
+    stored and hashed into the tenant's Merkle tree."""
+    record = {
+        **event.body,
+        "v": RECORD_VERSION,
+        "tenant_id": server.tenant_id,
+        "id": server.id,
+        "seq": server.seq,
+        "received_at": server.received_at,
+    }
+    return canonical_json(record, plain=event.plain)
+
+
+SERVER_FIELDS: Final = frozenset({"v", "tenant_id", "id", "seq", "received_at"})
+
+
+def caller_part(record: dict[str, Any]) -> dict[str, Any]:
+    """A parsed record without what the server assigned: what the caller sent,
+    as validated. Two requests with one idempotency key must agree on it."""
+    return {k: v for k, v in record.items() if k not in SERVER_FIELDS}

@@ -1,0 +1,211 @@
+"""EventFilter validation and keyset page tokens (AIP-158).
+
+A page token is opaque to callers: base64url JSON of the last seq returned and
+a fingerprint of tenant, filter and order, so a token replayed with another
+filter, order or tenant is rejected instead of silently paging something else.
+A forged token can only move the position within the caller's own results.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+from .errors import FieldViolation, InvalidArgument
+from .event import (
+    ACTION_PATTERN,
+    CATEGORIES,
+    OUTCOMES,
+    SEVERITIES,
+    parse_uuid,
+    timestamp_from_parts,
+)
+
+DEFAULT_PAGE_SIZE: Final = 50
+MAX_PAGE_SIZE: Final = 1000
+MAX_FILTER_VALUES: Final = 100
+MAX_TEXT: Final = 256
+_ACTION_PREFIX: Final = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*\.\*")
+_TRACE_ID: Final = re.compile(r"[0-9a-f]{32}")
+_TOKEN_VERSION: Final = 1
+
+_Fail = Callable[[str, str], None]
+
+
+@dataclass(slots=True)
+class FilterDraft:
+    """An EventFilter as read off a request, not yet validated."""
+
+    occurred_after: tuple[int, int] | None = None
+    occurred_before: tuple[int, int] | None = None
+    actions: list[str] = field(default_factory=list)
+    categories: list[int] = field(default_factory=list)
+    min_severity: int = 0
+    outcomes: list[int] = field(default_factory=list)
+    actor: str = ""
+    resource_type: str = ""
+    resource_id: str = ""
+    request_id: str = ""
+    trace_id: str = ""
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """A validated filter. Empty tuples and None match everything."""
+
+    occurred_after: datetime | None = None
+    occurred_before: datetime | None = None
+    actions: tuple[str, ...] = ()
+    action_prefixes: tuple[str, ...] = ()  # each ends with "." (from "api_key.*")
+    categories: tuple[str, ...] = ()
+    min_severity: int = 0
+    outcomes: tuple[str, ...] = ()
+    actor: str | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+    request_id: str | None = None
+    trace_id: str | None = None
+    text: str | None = None
+
+    def fingerprint(self, *, tenant_id: str, order: str) -> str:
+        """Identifies tenant, filter and order, to bind page tokens to them."""
+        material = f"{tenant_id}\x00{order}\x00{self!r}".encode()
+        return hashlib.sha256(material).hexdigest()[:32]
+
+
+def validate_filter(draft: FilterDraft, *, path: str = "filter") -> EventFilter:
+    """Check every field of `draft`; raise InvalidArgument naming each bad one."""
+    violations: list[FieldViolation] = []
+
+    def fail(name: str, description: str) -> None:
+        violations.append(FieldViolation(f"{path}.{name}", description))
+
+    after = _time(draft.occurred_after, "occurred_after", fail)
+    before = _time(draft.occurred_before, "occurred_before", fail)
+    if after and before and after >= before:
+        fail("occurred_before", "must be later than occurred_after")
+
+    for name, values in (
+        ("actions", draft.actions),
+        ("categories", draft.categories),
+        ("outcomes", draft.outcomes),
+    ):
+        if len(values) > MAX_FILTER_VALUES:
+            fail(name, f"has {len(values)} values; the limit is {MAX_FILTER_VALUES}")
+
+    actions, prefixes = [], []
+    for index, action in enumerate(draft.actions):
+        if ACTION_PATTERN.fullmatch(action):
+            actions.append(action)
+        elif _ACTION_PREFIX.fullmatch(action):
+            prefixes.append(action[:-1])
+        else:
+            fail(f"actions[{index}]", "must be an action like `api_key.create` or `api_key.*`")
+
+    categories = _enum_names(draft.categories, CATEGORIES, "categories", fail)
+    outcomes = _enum_names(draft.outcomes, OUTCOMES, "outcomes", fail)
+    if draft.min_severity and draft.min_severity not in SEVERITIES:
+        fail("min_severity", f"unknown enum value {draft.min_severity}")
+
+    request_id = None
+    if draft.request_id:
+        request_id = parse_uuid(draft.request_id)
+        if request_id is None:
+            fail("request_id", "must be a UUID")
+    trace_id = draft.trace_id.lower() or None
+    if trace_id is not None and not _TRACE_ID.fullmatch(trace_id):
+        fail("trace_id", "must be 32 hex digits")
+
+    for name, value in (
+        ("actor", draft.actor),
+        ("resource_type", draft.resource_type),
+        ("resource_id", draft.resource_id),
+        ("text", draft.text),
+    ):
+        if len(value) > MAX_TEXT:
+            fail(name, f"is {len(value)} characters long; the limit is {MAX_TEXT}")
+        elif "\x00" in value:
+            fail(name, "must not contain NUL characters")
+
+    if violations:
+        raise InvalidArgument(violations)
+    return EventFilter(
+        occurred_after=after,
+        occurred_before=before,
+        actions=tuple(sorted(set(actions))),
+        action_prefixes=tuple(sorted(set(prefixes))),
+        categories=categories,
+        min_severity=draft.min_severity,
+        outcomes=outcomes,
+        actor=draft.actor or None,
+        resource_type=draft.resource_type or None,
+        resource_id=draft.resource_id or None,
+        request_id=request_id,
+        trace_id=trace_id,
+        text=draft.text.strip() or None,
+    )
+
+
+def _time(value: tuple[int, int] | None, name: str, fail: _Fail) -> datetime | None:
+    if value is None:
+        return None
+    seconds, nanos = value
+    try:
+        if not 0 <= nanos < 1_000_000_000:
+            raise ValueError
+        return timestamp_from_parts(seconds, nanos)
+    except (OverflowError, OSError, ValueError):
+        fail(name, "is not a valid time")
+        return None
+
+
+def _enum_names(
+    values: list[int], names: dict[int, str], field_name: str, fail: _Fail
+) -> tuple[str, ...]:
+    found = []
+    for index, value in enumerate(values):
+        name = names.get(value)
+        if name is None:
+            fail(f"{field_name}[{index}]", f"unknown enum value {value}")
+        else:
+            found.append(name)
+    return tuple(sorted(set(found)))
+
+
+def page_size(requested: int) -> int:
+    """AIP-158: 0 means the default, larger than the maximum is lowered."""
+    if requested < 0:
+        raise InvalidArgument.field("page_size", "must not be negative")
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def encode_page_token(*, fingerprint: str, last_seq: int) -> str:
+    payload = json.dumps({"v": _TOKEN_VERSION, "f": fingerprint, "s": last_seq})
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str, *, fingerprint: str) -> int:
+    """The last seq of the previous page, if `token` belongs to this query."""
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        payload = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        if payload["v"] != _TOKEN_VERSION:
+            raise ValueError
+        seq, bound_to = payload["s"], payload["f"]
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**63:
+            raise ValueError
+    except (ValueError, TypeError, KeyError, UnicodeError, binascii.Error):
+        raise InvalidArgument.field("page_token", "is not a page token of this API") from None
+    if bound_to != fingerprint:
+        raise InvalidArgument.field(
+            "page_token", "belongs to a query with another filter, order or tenant"
+        )
+    return seq

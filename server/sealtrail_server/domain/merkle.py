@@ -1,0 +1,50 @@
+"""RFC 6962 (RFC 9162 §2.1) Merkle tree hashing and the compact frontier that
+extends a tree one leaf at a time in O(log n).
+
+The frontier of a tree of size n holds the roots of the perfect subtrees that
+make it up, one per set bit of n, largest (leftmost) first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+
+def leaf_hash(record: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + record).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def append_leaf(frontier: list[bytes], size: int, leaf: bytes) -> None:
+    """Extend `frontier` (of a tree of `size` leaves) in place by one leaf."""
+    node = leaf
+    while size & 1:
+        node = node_hash(frontier.pop(), node)
+        size >>= 1
+    frontier.append(node)
+
+
+def frontier_root(frontier: Sequence[bytes]) -> bytes:
+    """The Merkle tree hash of the tree whose frontier this is."""
+    if not frontier:
+        return EMPTY_ROOT
+    root = frontier[-1]
+    for subtree in reversed(frontier[:-1]):
+        root = node_hash(subtree, root)
+    return root
+
+
+def root_of_leaves(leaves: Sequence[bytes]) -> bytes:
+    """MTH(D[n]) straight from the RFC's recursive definition, for checks."""
+    if not leaves:
+        return EMPTY_ROOT
+    if len(leaves) == 1:
+        return leaves[0]
+    split = 1 << ((len(leaves) - 1).bit_length() - 1)
+    return node_hash(root_of_leaves(leaves[:split]), root_of_leaves(leaves[split:]))

@@ -1,0 +1,1 @@
+"""PostgreSQL: the pool, migrations, the appender, queries and tokens."""

@@ -1,0 +1,358 @@
+"""The appender: group commit of concurrent Record and RecordBatch calls.
+
+Calls hand their validated events to `Appender.append` and wait. One task per
+process gathers what arrives within `max_wait` seconds (or until `batch_events`
+events are waiting) and writes it all in ONE transaction:
+
+1. lock each touched tenant's `chain_heads` row FOR UPDATE, in tenant order
+   (this serialises every writer of a tenant across all server processes);
+2. look up the batch's idempotency keys; a repeated key answers with the
+   event recorded before;
+3. give each new event the next seq, its id and received time, build its
+   canonical record, hash it and extend the tenant's Merkle frontier;
+4. COPY the rows, update the heads, commit;
+5. only then resolve the waiting calls.
+
+fsync and round trips are paid once per batch instead of once per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import uuid_utils.compat as uuid_utils
+
+from ..domain.errors import AlreadyExists, InvalidArgument, SealtrailError, Unavailable
+from ..domain.event import (
+    MAX_RECORD_BYTES,
+    ServerFields,
+    ValidEvent,
+    caller_part,
+    finalize_record,
+    format_timestamp,
+)
+from ..domain.merkle import EMPTY_ROOT, append_leaf, frontier_root, leaf_hash
+from .database import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """An event as stored: its position, canonical record and leaf hash."""
+
+    seq: int
+    record: str
+    leaf_hash: bytes
+    deduplicated: bool = False
+
+
+# Per event: the stored event, or why it was not stored.
+AppendOutcome = Appended | SealtrailError
+
+
+@dataclass(slots=True)
+class _Submission:
+    tenant_id: str
+    events: Sequence[ValidEvent]
+    future: asyncio.Future[list[AppendOutcome]]
+
+
+@dataclass(slots=True)
+class _Head:
+    size: int
+    frontier: list[bytes]
+    changed: bool = False
+
+
+@dataclass(slots=True)
+class _Pending:
+    submissions: list[_Submission] = field(default_factory=list)
+    events: int = 0
+
+
+_COPY_EVENTS = (
+    "COPY events (tenant_id, seq, id, occurred_at, received_at, action, category, severity,"
+    " outcome, actor_id, actor_email, resource_type, resource_id, request_id, trace_id,"
+    " idempotency_key, leaf_hash, record) FROM STDIN"
+)
+
+
+class Appender:
+    """Gathers concurrent appends and commits them together. Start it once per
+    process with `start()`; `stop()` commits what is pending and ends it."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        max_wait: float = 0.005,
+        batch_events: int = 64,
+        max_commit_events: int = 5000,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._db = db
+        self._max_wait = max_wait
+        self._batch_events = batch_events
+        self._max_commit_events = max_commit_events
+        self._clock = clock
+        self._pending = _Pending()
+        self._has_work = asyncio.Event()
+        self._batch_full = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._known_tenants: set[str] = set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="sealtrail-appender")
+
+    async def stop(self) -> None:
+        """Commit everything already handed in, then end the appender task."""
+        self._stopping = True
+        self._has_work.set()
+        self._batch_full.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def append(self, tenant_id: str, events: Sequence[ValidEvent]) -> list[AppendOutcome]:
+        """Append `events` to the tenant's log; answers after they are committed."""
+        if self._stopping:
+            raise Unavailable("the server is shutting down", retry_after=1.0)
+        future: asyncio.Future[list[AppendOutcome]] = asyncio.get_running_loop().create_future()
+        self._pending.submissions.append(_Submission(tenant_id, events, future))
+        self._pending.events += len(events)
+        self._has_work.set()
+        if self._pending.events >= self._batch_events:
+            self._batch_full.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._has_work.wait()
+            if not self._pending.submissions:
+                if self._stopping:
+                    return
+                self._has_work.clear()
+                continue
+            if self._pending.events < self._batch_events and not self._stopping:
+                # Wait a little for more callers: larger batches, less overhead each.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._batch_full.wait(), self._max_wait)
+            batch = self._take_batch()
+            try:
+                await self._commit(batch)
+            except Exception:  # keep the appender alive whatever happens
+                log.exception("appender: unexpected failure")
+                _fail(batch, Unavailable("the append failed; retry", retry_after=1.0))
+
+    def _take_batch(self) -> list[_Submission]:
+        pending = self._pending
+        taken, count = 0, 0
+        while taken < len(pending.submissions) and count < self._max_commit_events:
+            count += len(pending.submissions[taken].events)
+            taken += 1
+        batch, pending.submissions = pending.submissions[:taken], pending.submissions[taken:]
+        pending.events -= count
+        if pending.events < self._batch_events:
+            self._batch_full.clear()
+        if not pending.submissions:
+            self._has_work.clear()
+        return batch
+
+    async def _commit(self, batch: list[_Submission]) -> None:
+        try:
+            outcomes = await self._write(batch)
+        except SealtrailError as error:
+            _fail(batch, error)
+            return
+        except psycopg.Error as error:
+            if len(batch) > 1:
+                # Isolate the submission that broke the transaction; the others still land.
+                for submission in batch:
+                    await self._commit([submission])
+                return
+            log.error("appender: database rejected a batch: %s", error)
+            _fail(batch, Unavailable(f"the database rejected the append: {error}", retry_after=1.0))
+            return
+        for submission, outcome in zip(batch, outcomes, strict=True):
+            if not submission.future.done():  # the caller may have gone away
+                submission.future.set_result(outcome)
+
+    async def _write(self, batch: list[_Submission]) -> list[list[AppendOutcome]]:
+        tenants = sorted({s.tenant_id for s in batch})
+        async with self._db.connection() as conn, conn.transaction():
+            heads = await self._lock_heads(conn, tenants)
+            previous = await _find_keys(conn, batch)
+            received_at = format_timestamp(self._clock())
+            rows: list[tuple[Any, ...]] = []
+            outcomes = [
+                self._assign(submission, heads[submission.tenant_id], previous, received_at, rows)
+                for submission in batch
+            ]
+            if rows:
+                cursor = conn.cursor()
+                async with cursor.copy(_COPY_EVENTS) as copy:
+                    for row in rows:
+                        await copy.write_row(row)
+                await cursor.executemany(
+                    "UPDATE chain_heads SET tree_size = %s, root_hash = %s, frontier = %s,"
+                    " updated_at = now() WHERE tenant_id = %s",
+                    [
+                        (head.size, frontier_root(head.frontier), head.frontier, tenant)
+                        for tenant, head in heads.items()
+                        if head.changed
+                    ],
+                )
+        self._known_tenants.update(tenants)
+        return outcomes
+
+    def _assign(
+        self,
+        submission: _Submission,
+        head: _Head,
+        previous: dict[tuple[str, str], Appended],
+        received_at: str,
+        rows: list[tuple[Any, ...]],
+    ) -> list[AppendOutcome]:
+        tenant_id = submission.tenant_id
+        outcomes: list[AppendOutcome] = []
+        for event in submission.events:
+            key = event.idempotency_key
+            if key is not None:
+                earlier = previous.get((tenant_id, key))
+                if earlier is not None:
+                    outcomes.append(_replay(earlier, event))
+                    continue
+            seq = head.size + 1
+            event_id = str(uuid_utils.uuid7())
+            record = finalize_record(event, ServerFields(tenant_id, event_id, seq, received_at))
+            if len(record) > MAX_RECORD_BYTES:
+                outcomes.append(
+                    InvalidArgument.field(
+                        event.path,
+                        f"the event's record is {len(record)} bytes; the limit is"
+                        f" {MAX_RECORD_BYTES} (shorten details or changes)",
+                    )
+                )
+                continue
+            leaf = leaf_hash(record)
+            append_leaf(head.frontier, head.size, leaf)
+            head.size, head.changed = seq, True
+            text = record.decode()
+            rows.append(
+                (
+                    tenant_id,
+                    seq,
+                    event_id,
+                    event.occurred_at,
+                    received_at,
+                    event.action,
+                    event.category,
+                    event.severity,
+                    event.outcome,
+                    event.actor_id,
+                    event.actor_email,
+                    event.resource_type,
+                    event.resource_id,
+                    event.request_id,
+                    event.trace_id,
+                    key,
+                    leaf,
+                    text,
+                )
+            )
+            appended = Appended(seq, text, leaf)
+            outcomes.append(appended)
+            if key is not None:
+                previous[(tenant_id, key)] = appended
+        return outcomes
+
+    async def _lock_heads(
+        self, conn: psycopg.AsyncConnection[Any], tenants: list[str]
+    ) -> dict[str, _Head]:
+        unknown = [t for t in tenants if t not in self._known_tenants]
+        if unknown:
+            await _create_heads(conn, unknown)
+        heads = await _select_heads(conn, tenants)
+        if len(heads) < len(tenants):  # a head vanished since we cached it
+            await _create_heads(conn, [t for t in tenants if t not in heads])
+            heads = await _select_heads(conn, tenants)
+        return heads
+
+
+async def _create_heads(conn: psycopg.AsyncConnection[Any], tenants: list[str]) -> None:
+    await conn.execute(
+        "INSERT INTO chain_heads (tenant_id, tree_size, root_hash, frontier)"
+        " SELECT t, 0, %s, '{}' FROM unnest(%s::text[]) AS t ORDER BY t"
+        " ON CONFLICT (tenant_id) DO NOTHING",
+        [EMPTY_ROOT, tenants],
+    )
+
+
+async def _select_heads(conn: psycopg.AsyncConnection[Any], tenants: list[str]) -> dict[str, _Head]:
+    cursor = await conn.execute(
+        "SELECT tenant_id, tree_size, frontier FROM chain_heads"
+        " WHERE tenant_id = ANY(%s) ORDER BY tenant_id FOR UPDATE",
+        [tenants],
+    )
+    return {
+        tenant: _Head(size, list(frontier)) for tenant, size, frontier in await cursor.fetchall()
+    }
+
+
+async def _find_keys(
+    conn: psycopg.AsyncConnection[Any], batch: list[_Submission]
+) -> dict[tuple[str, str], Appended]:
+    """Events already stored under the batch's idempotency keys."""
+    tenants, keys = [], []
+    for submission in batch:
+        for event in submission.events:
+            if event.idempotency_key is not None:
+                tenants.append(submission.tenant_id)
+                keys.append(event.idempotency_key)
+    if not keys:
+        return {}
+    cursor = await conn.execute(
+        "SELECT e.tenant_id, e.idempotency_key, e.seq, e.record, e.leaf_hash"
+        " FROM unnest(%s::text[], %s::text[]) AS k(tenant_id, idempotency_key)"
+        " JOIN events e ON e.tenant_id = k.tenant_id AND e.idempotency_key = k.idempotency_key",
+        [tenants, keys],
+    )
+    return {
+        (tenant, key): Appended(seq, record, bytes(leaf), deduplicated=True)
+        for tenant, key, seq, record, leaf in await cursor.fetchall()
+    }
+
+
+def _replay(earlier: Appended, event: ValidEvent) -> AppendOutcome:
+    """The answer to a repeated idempotency key: the earlier event, if the
+    request is the same one (AIP-155), else ALREADY_EXISTS."""
+    stored = caller_part(json.loads(earlier.record))
+    sent = event.body
+    if not event.explicit_time:
+        # The server chose occurred_at for this request, so it cannot match.
+        stored.pop("occurred_at", None)
+        sent = {k: v for k, v in sent.items() if k != "occurred_at"}
+    if stored != sent:
+        return AlreadyExists(
+            f"idempotency key {event.idempotency_key!r} was used for a different event"
+            f" (seq {earlier.seq})",
+            reason="IDEMPOTENCY_KEY_REUSED",
+        )
+    return Appended(earlier.seq, earlier.record, earlier.leaf_hash, deduplicated=True)
+
+
+def _fail(batch: list[_Submission], error: SealtrailError) -> None:
+    for submission in batch:
+        if not submission.future.done():
+            submission.future.set_exception(error)

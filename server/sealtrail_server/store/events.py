@@ -1,0 +1,110 @@
+"""Reads of the events table: one event by id, and filtered keyset pages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from psycopg import sql
+
+from ..domain.filters import EventFilter
+from .database import Database
+
+Order = Literal["newest", "oldest"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    seq: int
+    record: str
+    leaf_hash: bytes
+
+
+async def get_event(db: Database, *, tenant_id: str, event_id: str) -> StoredEvent | None:
+    async with db.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT seq, record, leaf_hash FROM events WHERE tenant_id = %s AND id = %s",
+            [tenant_id, event_id],
+        )
+        row = await cursor.fetchone()
+    return None if row is None else _stored(row)
+
+
+async def query_events(
+    db: Database,
+    *,
+    tenant_id: str,
+    event_filter: EventFilter,
+    order: Order,
+    after_seq: int | None,
+    limit: int,
+) -> list[StoredEvent]:
+    """Up to `limit` matching events, strictly past `after_seq` in `order`."""
+    conditions, params = filter_conditions(tenant_id, event_filter)
+    if after_seq is not None:
+        conditions.append(sql.SQL("seq < %s" if order == "newest" else "seq > %s"))
+        params.append(after_seq)
+    query = sql.SQL(
+        "SELECT seq, record, leaf_hash FROM events"
+        " WHERE {conditions} ORDER BY seq {direction} LIMIT %s"
+    ).format(
+        conditions=sql.SQL(" AND ").join(conditions),
+        direction=sql.SQL("DESC" if order == "newest" else "ASC"),
+    )
+    params.append(limit)
+    async with db.connection() as conn:
+        cursor = await conn.execute(query, params)
+        rows = await cursor.fetchall()
+    return [_stored(row) for row in rows]
+
+
+def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composable], list[Any]]:
+    """SQL conditions (ANDed) and their parameters selecting `f` in one tenant."""
+    conditions: list[sql.Composable] = [sql.SQL("tenant_id = %s")]
+    params: list[Any] = [tenant_id]
+
+    def add(condition: str, *values: Any) -> None:
+        conditions.append(sql.SQL(condition))
+        params.extend(values)
+
+    if f.occurred_after is not None:
+        add("occurred_at >= %s", f.occurred_after)
+    if f.occurred_before is not None:
+        add("occurred_at < %s", f.occurred_before)
+    if f.actions or f.action_prefixes:
+        alternatives = [sql.SQL("action = ANY(%s)")] if f.actions else []
+        if f.actions:
+            params.append(list(f.actions))
+        for prefix in f.action_prefixes:
+            alternatives.append(sql.SQL("action LIKE %s"))
+            params.append(_like_prefix(prefix))
+        conditions.append(sql.SQL("({})").format(sql.SQL(" OR ").join(alternatives)))
+    if f.categories:
+        add("category = ANY(%s)", list(f.categories))
+    if f.min_severity:
+        add("severity >= %s", f.min_severity)
+    if f.outcomes:
+        add("outcome = ANY(%s)", list(f.outcomes))
+    if f.actor is not None:
+        add("(actor_id = %s OR actor_email = %s)", f.actor, f.actor)
+    if f.resource_type is not None:
+        add("resource_type = %s", f.resource_type)
+    if f.resource_id is not None:
+        add("resource_id = %s", f.resource_id)
+    if f.request_id is not None:
+        add("request_id = %s", f.request_id)
+    if f.trace_id is not None:
+        add("trace_id = %s", f.trace_id)
+    if f.text is not None:
+        add("search_doc @@ websearch_to_tsquery('simple', %s)", f.text)
+    return conditions, params
+
+
+def _like_prefix(prefix: str) -> str:
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+def _stored(row: tuple[Any, ...]) -> StoredEvent:
+    seq, record, leaf = row
+    return StoredEvent(seq=seq, record=record, leaf_hash=bytes(leaf))

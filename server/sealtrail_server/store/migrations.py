@@ -1,0 +1,61 @@
+"""Numbered SQL migrations (migrations/NNNN_name.sql), applied in order at
+start under an advisory lock, each in its own transaction. Running them again
+applies nothing: applied versions are kept in schema_migrations."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# pg_advisory_lock key shared by every Sealtrail process ("sealtrai" in ASCII).
+_LOCK_KEY = 0x7365616C74726169
+_FILE_NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+
+def available_migrations() -> list[Migration]:
+    found = []
+    for path in MIGRATIONS_DIR.iterdir():
+        match = _FILE_NAME.fullmatch(path.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], path))
+    return sorted(found, key=lambda m: m.version)
+
+
+async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
+    """Apply every migration not yet applied; return those applied now."""
+    applied_now = []
+    await conn.execute("SELECT pg_advisory_lock(%s)", [_LOCK_KEY])
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY,"
+            " name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        cursor = await conn.execute("SELECT version FROM schema_migrations")
+        applied = {row[0] for row in await cursor.fetchall()}
+        for migration in available_migrations():
+            if migration.version in applied:
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.path.read_bytes())
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                    [migration.version, migration.name],
+                )
+            applied_now.append(migration)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
+    return applied_now

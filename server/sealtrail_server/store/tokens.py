@@ -1,0 +1,60 @@
+"""API token rows."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..auth.roles import Principal, Role
+from ..auth.tokens import new_token, token_digest
+from .database import Database
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A new token. `secret` is shown once and never stored."""
+
+    token_id: str
+    tenant_id: str
+    role: Role
+    secret: str
+    created_at: datetime
+
+
+async def create_token(db: Database, *, tenant_id: str, role: Role, name: str = "") -> IssuedToken:
+    secret = new_token()
+    token_id = uuid.uuid4()
+    async with db.connection() as conn:
+        cursor = await conn.execute(
+            "INSERT INTO api_tokens (tenant_id, token_id, secret_sha256, role, name)"
+            " VALUES (%s, %s, %s, %s, %s) RETURNING created_at",
+            [tenant_id, token_id, token_digest(secret), role.value, name],
+        )
+        row = await cursor.fetchone()
+    assert row is not None
+    created_at = row[0]
+    assert isinstance(created_at, datetime)
+    return IssuedToken(str(token_id), tenant_id, role, secret, created_at)
+
+
+async def find_principal(db: Database, digest: bytes) -> Principal | None:
+    """The principal of the live (unrevoked) token with this SHA-256, if any."""
+    async with db.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT tenant_id, token_id, role FROM api_tokens"
+            " WHERE secret_sha256 = %s AND revoked_at IS NULL",
+            [digest],
+        )
+        row = await cursor.fetchone()
+    if row is None:
+        return None
+    tenant_id, token_id, role = row
+    return Principal(tenant_id=str(tenant_id), token_id=str(token_id), role=Role(str(role)))
+
+
+async def count_tokens(db: Database) -> int:
+    async with db.connection() as conn:
+        cursor = await conn.execute("SELECT count(*) FROM api_tokens")
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0  # type: ignore[call-overload]

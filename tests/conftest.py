@@ -1,0 +1,131 @@
+"""Shared fixtures: a real PostgreSQL (embedded in a temp dir, or
+SEALTRAIL_TEST_DATABASE_URL) migrated once per session, and a real Sealtrail
+gRPC server on 127.0.0.1 port 0, run in a background thread with its own event
+loop. Tests stay independent by using tenants of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+import warnings
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+import pytest
+
+from sealtrail import AuditClient
+from sealtrail_server.app import Service
+from sealtrail_server.auth.roles import Role
+from sealtrail_server.config import Settings
+from sealtrail_server.store.database import Database
+from sealtrail_server.store.migrations import migrate
+from sealtrail_server.store.tokens import create_token
+
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    url = os.environ.get("SEALTRAIL_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # platformdirs: no XDG_RUNTIME_DIR
+        import pgserver
+    data_dir = Path(tempfile.mkdtemp(prefix="sealtrail-test-pg-"))
+    server = pgserver.get_server(data_dir, cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def migrated_database_url(database_url: str) -> str:
+    async def run() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            await migrate(conn)
+
+    asyncio.run(run())
+    return database_url
+
+
+class ServerThread:
+    """A Sealtrail server in a thread of its own, with its own event loop."""
+
+    def __init__(self, database_url: str, **settings: Any) -> None:
+        self.settings = Settings(listen="127.0.0.1:0", database_url=database_url, **settings)
+        self.loop = asyncio.new_event_loop()
+        self.service = Service(self.settings, database_url=database_url)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.port = self.run(self.service.start())
+        self.target = f"127.0.0.1:{self.port}"
+        self._db = self.run(Database.open(database_url, min_size=1, max_size=2))
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result(timeout)
+
+    def token(self, tenant_id: str, role: Role | str = Role.ADMIN) -> str:
+        issued = self.run(create_token(self._db, tenant_id=tenant_id, role=Role(role)))
+        return issued.secret
+
+    def close(self) -> None:
+        self.run(self._db.close())
+        self.run(self.service.stop(grace=1))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="session")
+def server(migrated_database_url: str) -> Iterator[ServerThread]:
+    running = ServerThread(migrated_database_url)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A tenant no other test uses."""
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def client_for(server: ServerThread) -> Iterator[Callable[..., AuditClient]]:
+    """Makes sync clients for (tenant, role); closes them after the test."""
+    clients: list[AuditClient] = []
+
+    def make(tenant_id: str, role: Role | str = Role.ADMIN, **options: Any) -> AuditClient:
+        client = AuditClient(server.target, token=server.token(tenant_id, role), **options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def client(client_for: Callable[..., AuditClient], tenant: str) -> AuditClient:
+    """An admin client of this test's own tenant."""
+    return client_for(tenant)
+
+
+@pytest.fixture
+def sql(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A direct (superuser) connection to the test database."""
+    with psycopg.connect(migrated_database_url, autocommit=True) as conn:
+        yield conn

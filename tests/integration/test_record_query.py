@@ -1,0 +1,383 @@
+"""Record, RecordBatch, GetEvent and Query through a real server and database."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from google.protobuf import json_format
+
+from sealtrail import (
+    AlreadyExistsError,
+    AuditClient,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+    build_event,
+    build_filter,
+)
+from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, event_pb2
+from tests.conftest import ServerThread
+
+REQUEST_ID = "8f14e45f-ceea-467f-a9f3-8d0c9e6c2a11"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+SPAN_ID = "00f067aa0ba902b7"
+OCCURRED = datetime(2026, 11, 20, 9, 30, 15, 123456, tzinfo=UTC)
+NOV_2 = datetime(2026, 11, 2, tzinfo=UTC)
+
+
+def full_event(**overrides: object) -> event_pb2.Event:
+    fields: dict[str, object] = {
+        "action": "api_key.create",
+        "occurred_at": OCCURRED,
+        "category": "security",
+        "severity": "warning",
+        "outcome": "success",
+        "description": "Alice created the API key ci-deploy",
+        "actor_type": "user",
+        "actor_id": "user_42",
+        "actor_email": "alice@example.com",
+        "actor_display_name": "Alice Example",
+        "resource_type": "api_key",
+        "resource_id": "key_7",
+        "resource_name": "ci-deploy",
+        "changes": [("scopes", None, ["read", "write"]), ("expires_in_days", 30, 90)],
+        "details": {"environment": "production", "ttl": 90, "ratio": 0.5, "tags": ["a", "b"]},
+        "ip": "203.0.113.9",
+        "user_agent": "curl/8.5.0",
+        "request_id": REQUEST_ID,
+        "trace_id": TRACE_ID,
+        "span_id": SPAN_ID,
+        "idempotency_key": f"key-{uuid.uuid4()}",
+    }
+    fields.update(overrides)
+    return build_event(**fields)  # type: ignore[arg-type]
+
+
+def test_record_round_trips_every_field(client: AuditClient, tenant: str) -> None:
+    sent = full_event()
+    result = client.record(sent)
+    stored = result.event
+
+    assert not result.deduplicated
+    assert uuid.UUID(stored.id).version == 7
+    assert stored.seq == 1
+    assert stored.tenant_id == tenant
+    assert stored.received_at.seconds > 0
+    # Every caller field comes back as sent.
+    for name in ("action", "category", "severity", "outcome", "description", "idempotency_key"):
+        assert getattr(stored, name) == getattr(sent, name), name
+    assert stored.occurred_at == sent.occurred_at
+    assert stored.actor == sent.actor
+    assert stored.resource == sent.resource
+    assert list(stored.changes) == list(sent.changes)
+    assert stored.details == sent.details
+    assert stored.context == sent.context
+
+    assert client.get_event(stored.id) == stored
+    [queried] = list(client.query())
+    assert queried == stored
+
+
+def test_leaf_hash_is_over_the_stored_canonical_record(
+    client: AuditClient, tenant: str, sql: object
+) -> None:
+    stored = client.record(full_event()).event
+    record, leaf = sql.execute(  # type: ignore[attr-defined]
+        "SELECT record, leaf_hash FROM events WHERE tenant_id = %s AND seq = 1", [tenant]
+    ).fetchone()
+    assert bytes(leaf) == stored.leaf_hash == hashlib.sha256(b"\x00" + record.encode()).digest()
+    parsed = json.loads(record)
+    # RFC 8785: sorted keys, no whitespace, integral numbers without a fraction.
+    assert record == json.dumps(parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert parsed["details"]["ttl"] == 90 and '"ttl":90' in record
+    assert parsed["tenant_id"] == tenant and parsed["seq"] == 1 and parsed["v"] == 1
+
+
+def test_defaults_fill_severity_outcome_actor_type_and_time(client: AuditClient) -> None:
+    before = datetime.now(UTC)
+    raw = event_pb2.Event(action="member.invite", actor=event_pb2.Actor(id="u1"))
+    stored = client.record(raw).event
+    assert stored.severity == event_pb2.SEVERITY_INFO
+    assert stored.outcome == event_pb2.OUTCOME_SUCCESS
+    assert stored.actor.type == event_pb2.ACTOR_TYPE_USER
+    assert stored.category == event_pb2.CATEGORY_UNSPECIFIED
+    assert stored.occurred_at.ToDatetime(UTC) >= before - timedelta(seconds=1)
+
+
+def test_output_only_fields_of_the_request_are_ignored(client: AuditClient, tenant: str) -> None:
+    sent = full_event()
+    sent.id, sent.seq, sent.tenant_id = str(uuid.uuid4()), 999, "someone-else"
+    sent.leaf_hash = b"\x01" * 32
+    stored = client.record(sent).event
+    assert (stored.seq, stored.tenant_id) == (1, tenant)
+    assert stored.id != sent.id and stored.leaf_hash != sent.leaf_hash
+
+
+def test_repeated_idempotency_key_returns_the_original(client: AuditClient) -> None:
+    sent = full_event()
+    first = client.record(sent)
+    again = client.record(sent)
+    assert again.deduplicated and not first.deduplicated
+    assert again.event == first.event
+    assert len(list(client.query())) == 1
+
+
+def test_idempotency_key_reused_for_another_event_is_refused(client: AuditClient) -> None:
+    sent = full_event()
+    client.record(sent)
+    with pytest.raises(AlreadyExistsError) as caught:
+        client.record(full_event(idempotency_key=sent.idempotency_key, description="other"))
+    assert caught.value.reason == "IDEMPOTENCY_KEY_REUSED"
+
+
+def test_record_batch_answers_each_entry_in_order(client: AuditClient) -> None:
+    duplicate = full_event()
+    client.record(duplicate)
+    entries = [
+        full_event(action="member.invite"),
+        event_pb2.Event(action="Not An Action", actor=event_pb2.Actor(id="u")),
+        duplicate,
+        full_event(action="member.remove"),
+    ]
+    results = client.record_batch(entries)
+
+    assert [r.error is None for r in results] == [True, False, True, True]
+    assert results[0].event is not None and results[0].event.seq == 2
+    assert results[3].event is not None and results[3].event.seq == 3
+    assert results[2].deduplicated and results[2].event is not None
+    assert results[2].event.seq == 1
+    error = results[1].error
+    assert isinstance(error, InvalidArgumentError)
+    assert [field for field, _ in error.field_violations] == ["events[1].action"]
+    assert [e.action for e in client.query(order="oldest")] == [
+        "api_key.create",
+        "member.invite",
+        "member.remove",
+    ]
+
+
+def test_record_batch_with_the_same_new_key_twice_stores_it_once(client: AuditClient) -> None:
+    event = full_event()
+    results = client.record_batch([event, event])
+    assert results[0].event == results[1].event
+    assert [r.deduplicated for r in results] == [False, True]
+    assert len(list(client.query())) == 1
+
+
+def test_get_event_of_another_tenant_is_not_found(
+    client_for: Callable[..., AuditClient], tenant: str
+) -> None:
+    mine = client_for(tenant)
+    theirs = client_for(f"{tenant}-other")
+    stored = mine.record(full_event()).event
+    with pytest.raises(NotFoundError) as foreign:
+        theirs.get_event(stored.id)
+    with pytest.raises(NotFoundError) as absent:
+        theirs.get_event(str(uuid.uuid4()))
+    assert foreign.value.code == absent.value.code == grpc.StatusCode.NOT_FOUND
+    assert foreign.value.reason == absent.value.reason
+    assert list(theirs.query()) == []
+
+
+def test_tenants_have_separate_logs(client_for: Callable[..., AuditClient], tenant: str) -> None:
+    a, b = client_for(f"{tenant}-a"), client_for(f"{tenant}-b")
+    assert [a.record(full_event()).event.seq for _ in range(3)] == [1, 2, 3]
+    assert b.record(full_event()).event.seq == 1
+    assert {e.tenant_id for e in a.query()} == {f"{tenant}-a"}
+    assert len(list(b.query())) == 1
+
+
+@pytest.fixture
+def populated(client: AuditClient) -> dict[str, event_pb2.Event]:
+    """A small log with one distinguishing value per filter field."""
+    base = datetime(2026, 11, 1, tzinfo=UTC)
+    specs = {
+        "create": dict(action="api_key.create", category="security", severity="info"),
+        "rotate": dict(action="api_key.rotate", category="security", severity="critical"),
+        "invite": dict(
+            action="member.invite",
+            category="member",
+            outcome="denied",
+            actor_id="bob",
+            actor_email="bob@example.com",
+            resource_type="member",
+            resource_id="m_9",
+            description="Invitation refused for contractor",
+            details={"reason": "domain not allowed", "attempts": 3},
+        ),
+        "login": dict(
+            action="session.login",
+            category="authentication",
+            outcome="failure",
+            severity="warning",
+            request_id="0c1f6b2e-3f5a-4c8d-9e7f-112233445566",
+            trace_id="0af7651916cd43dd8448eb211c80319c",
+        ),
+    }
+    stored = {}
+    for index, (name, spec) in enumerate(specs.items()):
+        fields = {
+            "actor_id": "alice",
+            "actor_email": "alice@example.com",
+            "occurred_at": base + timedelta(days=index),
+            "resource_type": "api_key",
+            "resource_id": "key_1",
+            **spec,
+        }
+        stored[name] = client.record(**fields).event  # type: ignore[arg-type]
+    return stored
+
+
+@pytest.mark.parametrize(
+    ("filter_fields", "expected"),
+    [
+        ({}, ["login", "invite", "rotate", "create"]),
+        ({"actions": "api_key.create"}, ["create"]),
+        ({"actions": "api_key.*"}, ["rotate", "create"]),
+        ({"actions": ["member.invite", "session.*"]}, ["login", "invite"]),
+        ({"categories": ["member", "authentication"]}, ["login", "invite"]),
+        ({"min_severity": "warning"}, ["login", "rotate"]),
+        ({"min_severity": "critical"}, ["rotate"]),
+        ({"outcomes": ["denied", "failure"]}, ["login", "invite"]),
+        ({"actor": "bob"}, ["invite"]),
+        ({"actor": "bob@example.com"}, ["invite"]),
+        ({"resource_type": "member"}, ["invite"]),
+        ({"resource_type": "api_key", "resource_id": "key_1"}, ["login", "rotate", "create"]),
+        ({"resource_id": "m_9"}, ["invite"]),
+        ({"request_id": "0C1F6B2E-3F5A-4C8D-9E7F-112233445566"}, ["login"]),
+        ({"trace_id": "0af7651916cd43dd8448eb211c80319c"}, ["login"]),
+        ({"text": "contractor"}, ["invite"]),
+        ({"text": "domain allowed"}, ["invite"]),
+        ({"text": "3"}, ["invite"]),
+        ({"text": "nothing-matches-this"}, []),
+        ({"since": NOV_2}, ["login", "invite", "rotate"]),
+        ({"until": NOV_2}, ["create"]),
+        ({"since": NOV_2, "until": NOV_2 + timedelta(days=2)}, ["invite", "rotate"]),
+        ({"actions": "api_key.*", "min_severity": "critical"}, ["rotate"]),
+    ],
+)
+def test_every_filter_field_selects_exactly_its_events(
+    client: AuditClient,
+    populated: dict[str, event_pb2.Event],
+    filter_fields: dict[str, object],
+    expected: list[str],
+) -> None:
+    names = {event.id: name for name, event in populated.items()}
+    found = client.query(build_filter(**filter_fields))  # type: ignore[arg-type]
+    assert [names[event.id] for event in found] == expected
+
+
+def test_query_pages_cover_every_event_once_in_both_orders(client: AuditClient) -> None:
+    client.record_batch([full_event(action="page.item") for _ in range(23)])
+    newest = list(client.query(page_size=5))
+    oldest = list(client.query(order="oldest", page_size=7))
+    assert [e.seq for e in newest] == list(range(23, 0, -1))
+    assert [e.seq for e in oldest] == list(range(1, 24))
+
+
+def test_page_tokens_end_with_an_empty_token_and_respect_page_size(client: AuditClient) -> None:
+    client.record_batch([full_event(action="page.item") for _ in range(10)])
+    first = client.query_page(page_size=4)
+    assert [e.seq for e in first.events] == [10, 9, 8, 7] and first.next_page_token
+    second = client.query_page(page_size=6, page_token=first.next_page_token)
+    assert [e.seq for e in second.events] == [6, 5, 4, 3, 2, 1]
+    assert second.next_page_token == ""
+
+
+def test_page_size_defaults_to_50_and_caps_at_1000(
+    client: AuditClient, server: ServerThread
+) -> None:
+    client.record_batch([full_event(action="page.item") for _ in range(60)])
+    assert len(client.query_page(page_size=0).events) == 50
+    assert len(client.query_page(page_size=5000).events) == 60
+
+
+def test_page_token_is_bound_to_filter_order_and_tenant(
+    client_for: Callable[..., AuditClient], tenant: str
+) -> None:
+    mine = client_for(tenant)
+    mine.record_batch([full_event(action="page.item") for _ in range(5)])
+    token = mine.query_page(page_size=2).next_page_token
+
+    other_filter = build_filter(actions="page.item")
+    with pytest.raises(InvalidArgumentError) as caught:
+        mine.query_page(other_filter, page_size=2, page_token=token)
+    assert caught.value.field_violations[0][0] == "page_token"
+    with pytest.raises(InvalidArgumentError):
+        mine.query_page(page_size=2, page_token=token, order="oldest")
+    with pytest.raises(InvalidArgumentError):
+        client_for(f"{tenant}-x").query_page(page_size=2, page_token=token)
+    with pytest.raises(InvalidArgumentError):
+        mine.query_page(page_size=2, page_token="not-a-token")
+
+
+def test_stream_and_export_answer_unimplemented_for_now(server: ServerThread, tenant: str) -> None:
+    token = server.token(tenant, "admin")
+    with grpc.insecure_channel(server.target) as channel:
+        stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+        metadata = (("authorization", f"Bearer {token}"),)
+        stream_request = audit_service_pb2.StreamEventsRequest()
+        export_request = audit_service_pb2.ExportRequest()
+        for call in (
+            lambda: list(stub.StreamEvents(stream_request, metadata=metadata)),
+            lambda: list(stub.Export(export_request, metadata=metadata)),
+        ):
+            with pytest.raises(grpc.RpcError) as caught:
+                call()
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_json_mapping_of_a_stored_event_parses_back(client: AuditClient) -> None:
+    stored = client.record(full_event()).event
+    text = json_format.MessageToJson(stored)
+    assert json_format.Parse(text, event_pb2.Event()) == stored
+
+
+def test_missing_bad_and_revoked_tokens_are_unauthenticated(
+    server: ServerThread, tenant: str, sql: object
+) -> None:
+    for token in ("", "stk_" + "A" * 43, "Basic xyz"):
+        with (
+            AuditClient(server.target, token=token, max_attempts=1) as anonymous,
+            pytest.raises(UnauthenticatedError),
+        ):
+            anonymous.record(full_event())
+    with grpc.insecure_channel(server.target) as channel:
+        stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Query(audit_service_pb2.QueryRequest())
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize(
+    ("role", "allowed"),
+    [
+        ("recorder", {"record", "record_batch"}),
+        ("reader", {"get_event", "query"}),
+        ("admin", {"record", "record_batch", "get_event", "query"}),
+    ],
+)
+def test_roles_allow_only_their_methods(
+    client_for: Callable[..., AuditClient], tenant: str, role: str, allowed: set[str]
+) -> None:
+    seed = client_for(tenant).record(full_event()).event
+    caller = client_for(tenant, role)
+    calls = {
+        "record": lambda: caller.record(full_event()),
+        "record_batch": lambda: caller.record_batch([full_event()]),
+        "get_event": lambda: caller.get_event(seed.id),
+        "query": lambda: list(caller.query()),
+    }
+    for name, call in calls.items():
+        if name in allowed:
+            call()
+        else:
+            with pytest.raises(PermissionDeniedError):
+                call()

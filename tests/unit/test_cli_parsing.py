@@ -1,0 +1,200 @@
+"""The CLI's time parser and how options become filters and events; no server involved."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, ClassVar
+
+import pytest
+from click.testing import CliRunner
+from google.protobuf import json_format, timestamp_pb2
+
+from sealtrail import RecordResult, build_filter
+from sealtrail import _cli as cli
+from sealtrail.v1 import event_pb2
+
+NOW = datetime(2026, 11, 22, 12, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-22T10:00:00Z", datetime(2026, 11, 22, 10, tzinfo=UTC)),
+        ("2026-11-22T12:00:00+02:00", datetime(2026, 11, 22, 10, tzinfo=UTC)),
+        ("2026-11-22T10:00:00.250Z", datetime(2026, 11, 22, 10, 0, 0, 250000, tzinfo=UTC)),
+        ("2026-11-22", datetime(2026, 11, 22, tzinfo=UTC)),
+        ("15m", NOW - timedelta(minutes=15)),
+        ("24h", NOW - timedelta(hours=24)),
+        ("7d", NOW - timedelta(days=7)),
+    ],
+)
+def test_parse_time_accepts_timestamps_dates_and_durations(text: str, expected: datetime) -> None:
+    parsed = cli.parse_time(text, now=NOW)
+    assert parsed == expected
+    assert parsed.tzinfo is not None
+
+
+@pytest.mark.parametrize("text", ["yesterday", "2026-11-22T10:00:00", "15", "-5m", "2026-13-01"])
+def test_parse_time_rejects_ambiguous_or_unknown_input(text: str) -> None:
+    with pytest.raises(ValueError):
+        cli.parse_time(text, now=NOW)
+
+
+def test_build_filter_maps_every_criterion() -> None:
+    since = datetime(2026, 11, 1, tzinfo=UTC)
+    until = datetime(2026, 11, 2, 1, tzinfo=timezone(timedelta(hours=1)))
+    built = build_filter(
+        actions=["api_key.*", "member.invite"],
+        actor="alice@example.com",
+        resource_type="api_key",
+        resource_id="k_1",
+        categories=["security", "data_access"],
+        min_severity="warning",
+        outcomes="denied",
+        since=since,
+        until=until,
+        request_id="r_1",
+        trace_id="t_1",
+        text="rotate -test",
+    )
+    assert built == event_pb2.EventFilter(
+        actions=["api_key.*", "member.invite"],
+        actor="alice@example.com",
+        resource_type="api_key",
+        resource_id="k_1",
+        categories=[event_pb2.CATEGORY_SECURITY, event_pb2.CATEGORY_DATA_ACCESS],
+        min_severity=event_pb2.SEVERITY_WARNING,
+        outcomes=[event_pb2.OUTCOME_DENIED],
+        occurred_after=timestamp_pb2.Timestamp(seconds=int(since.timestamp())),
+        occurred_before=timestamp_pb2.Timestamp(seconds=int(since.timestamp()) + 86400),
+        request_id="r_1",
+        trace_id="t_1",
+        text="rotate -test",
+    )
+
+
+def test_build_filter_without_criteria_matches_everything() -> None:
+    assert build_filter() == event_pb2.EventFilter()
+
+
+def test_build_filter_names_the_field_of_an_unknown_enum_value() -> None:
+    with pytest.raises(ValueError, match="categories: unknown value 'secret'"):
+        build_filter(categories=["security", "secret"])
+    with pytest.raises(ValueError, match="since: datetime must be timezone-aware"):
+        build_filter(since=datetime(2026, 11, 1))
+
+
+class FakeClient:
+    """Stands in for AuditClient and keeps what the CLI asked of it."""
+
+    calls: ClassVar[list[tuple[str, Any, dict[str, Any]]]] = []
+
+    def __init__(self, target: str, *, token: str) -> None:
+        self.calls.append(("open", target, {"token": token}))
+
+    def __enter__(self) -> FakeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def query(self, event_filter: event_pb2.EventFilter, **kw: Any) -> Iterator[event_pb2.Event]:
+        self.calls.append(("query", event_filter, kw))
+        yield event_pb2.Event(seq=3, action="api_key.create")
+
+    def record(self, event: event_pb2.Event) -> RecordResult:
+        self.calls.append(("record", event, {}))
+        return RecordResult(event=event, deduplicated=False)
+
+
+@pytest.fixture
+def fake_client(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any, dict[str, Any]]]:
+    FakeClient.calls = []
+    monkeypatch.setattr(cli, "AuditClient", FakeClient)
+    return FakeClient.calls
+
+
+def invoke(*args: str) -> Any:
+    env = {"SEALTRAIL_SERVER": "audit.internal:443", "SEALTRAIL_TOKEN": "s3cret"}
+    return CliRunner().invoke(cli.main, list(args), env=env)
+
+
+def test_query_options_become_a_filter(fake_client: list[tuple[str, Any, dict[str, Any]]]) -> None:
+    result = invoke(
+        "query",
+        "--action", "api_key.*",
+        "--action", "member.invite",
+        "--category", "security",
+        "--severity", "error",
+        "--outcome", "denied",
+        "--since", "2026-11-22",
+        "--search", "rotate",
+        "--limit", "5",
+        "--order", "oldest",
+        "--format", "jsonl",
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    assert fake_client[0] == ("open", "audit.internal:443", {"token": "s3cret"})
+    _, event_filter, kw = fake_client[1]
+    assert event_filter == event_pb2.EventFilter(
+        actions=["api_key.*", "member.invite"],
+        categories=[event_pb2.CATEGORY_SECURITY],
+        min_severity=event_pb2.SEVERITY_ERROR,
+        outcomes=[event_pb2.OUTCOME_DENIED],
+        occurred_after=timestamp_pb2.Timestamp(
+            seconds=int(datetime(2026, 11, 22, tzinfo=UTC).timestamp())
+        ),
+        text="rotate",
+    )
+    assert kw == {"order": "oldest", "page_size": 5, "limit": 5}
+    assert result.output == '{"seq": "3", "action": "api_key.create"}\n'
+
+
+def test_record_options_become_an_event(fake_client: list[tuple[str, Any, dict[str, Any]]]) -> None:
+    result = invoke(
+        "record",
+        "--action", "api_key.create",
+        "--actor-id", "u_1",
+        "--actor-type", "api_key",
+        "--category", "security",
+        "--details", '{"scopes": ["read"]}',
+        "--idempotency-key", "k-1",
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    _, event, _ = fake_client[1]
+    assert event.actor == event_pb2.Actor(id="u_1", type=event_pb2.ACTOR_TYPE_API_KEY)
+    assert event.category == event_pb2.CATEGORY_SECURITY
+    assert json_format.MessageToDict(event.details) == {"scopes": ["read"]}
+    assert event.idempotency_key == "k-1"
+    assert result.output == json_format.MessageToJson(event, indent=None) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["query", "--since", "last week"], "--since"),
+        (["query", "--category", "secret"], "--category"),
+        (["record", "--action", "a.b", "--actor-id", "u", "--details", "{oops"], "--details"),
+        (["record", "--action", "a.b", "--actor-id", "u", "--details", "[1]"], "--details"),
+        (["record", "--action", "a.b", "--actor-id", "u", "--severity", "huge"], "--severity"),
+    ],
+)
+def test_bad_input_is_a_usage_error_naming_the_option(
+    fake_client: list[tuple[str, Any, dict[str, Any]]], args: list[str], option: str
+) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert f"'{option}'" in result.output
+    assert fake_client == []
+
+
+def test_a_missing_token_is_a_usage_error(
+    fake_client: list[tuple[str, Any, dict[str, Any]]],
+) -> None:
+    result = CliRunner().invoke(cli.main, ["query"], env={"SEALTRAIL_TOKEN": ""})
+    assert result.exit_code == 2
+    assert "--token" in result.output
+    assert fake_client == []

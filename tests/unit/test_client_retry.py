@@ -1,0 +1,197 @@
+"""The sync client's retries, idempotency and metadata, against grpcio-testing's fake channel."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import grpc_testing
+import pytest
+from google.protobuf import duration_pb2, message
+from google.rpc import error_details_pb2, status_pb2
+
+from sealtrail import (
+    AuditClient,
+    InvalidArgumentError,
+    RecordResult,
+    ResourceExhaustedError,
+    UnavailableError,
+)
+from sealtrail.v1 import audit_service_pb2, event_pb2
+
+SERVICE = audit_service_pb2.DESCRIPTOR.services_by_name["AuditLogService"]
+RECORD = SERVICE.methods_by_name["Record"]
+QUERY = SERVICE.methods_by_name["Query"]
+
+
+@pytest.fixture
+def channel() -> grpc_testing.Channel:
+    return grpc_testing.channel([SERVICE], grpc_testing.strict_real_time())
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def client(channel: grpc_testing.Channel, sleeps: list[float]) -> Iterator[AuditClient]:
+    with AuditClient(
+        "unused",
+        token="s3cret",
+        max_attempts=3,
+        channel=channel,
+        sleep=sleeps.append,
+        rng=random.Random(0),
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def background() -> Iterator[ThreadPoolExecutor]:
+    # The client blocks until the test, acting as the server, answers each call.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        yield pool
+
+
+def fail(
+    rpc: grpc_testing.UnaryUnaryChannelRpc, code: grpc.StatusCode, *details: message.Message
+) -> None:
+    status = status_pb2.Status(code=code.value[0], message="it failed")
+    for detail in details:
+        status.details.add().Pack(detail)
+    trailers = (("grpc-status-details-bin", status.SerializeToString()),)
+    rpc.terminate(None, trailers, code, status.message)
+
+
+def retry_info(seconds: float) -> error_details_pb2.RetryInfo:
+    return error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=int(seconds * 1e9)))
+
+
+def test_record_retries_with_one_key_and_time_and_the_token(
+    client: AuditClient,
+    channel: grpc_testing.Channel,
+    background: ThreadPoolExecutor,
+    sleeps: list[float],
+) -> None:
+    event = event_pb2.Event(action="member.invite", actor=event_pb2.Actor(id="u_1"))
+    future = background.submit(client.record, event)
+    sent = []
+    for _ in range(2):
+        metadata, request, rpc = channel.take_unary_unary(RECORD)
+        sent.append((request.SerializeToString(), metadata))
+        fail(rpc, grpc.StatusCode.UNAVAILABLE, retry_info(0.5))
+    metadata, request, rpc = channel.take_unary_unary(RECORD)
+    sent.append((request.SerializeToString(), metadata))
+    stored = event_pb2.Event(id="e_1", seq=7, action="member.invite")
+    rpc.terminate(audit_service_pb2.RecordResponse(event=stored), (), grpc.StatusCode.OK, "")
+
+    assert future.result(timeout=5) == RecordResult(event=stored, deduplicated=False)
+    assert len({body for body, _ in sent}) == 1
+    recorded = audit_service_pb2.RecordRequest.FromString(sent[0][0]).event
+    assert uuid.UUID(recorded.idempotency_key)
+    assert recorded.HasField("occurred_at")
+    assert all(("authorization", "Bearer s3cret") in metadata for _, metadata in sent)
+    assert sleeps == [0.5, 0.5]  # the server's RetryInfo outweighs the 0.1-0.2 s backoff
+    assert not event.idempotency_key  # the caller's event is left as it was
+
+
+def test_unavailable_without_retry_info_backs_off_exponentially(
+    client: AuditClient,
+    channel: grpc_testing.Channel,
+    background: ThreadPoolExecutor,
+    sleeps: list[float],
+) -> None:
+    future = background.submit(client.get_event, "e_1")
+    get_event = SERVICE.methods_by_name["GetEvent"]
+    for _ in range(2):
+        _, _, rpc = channel.take_unary_unary(get_event)
+        fail(rpc, grpc.StatusCode.UNAVAILABLE)
+    _, _, rpc = channel.take_unary_unary(get_event)
+    response = audit_service_pb2.GetEventResponse(event=event_pb2.Event(id="e_1"))
+    rpc.terminate(response, (), grpc.StatusCode.OK, "")
+
+    assert future.result(timeout=5).id == "e_1"
+    assert len(sleeps) == 2
+    assert 0 <= sleeps[0] <= 0.1
+    assert 0 <= sleeps[1] <= 0.2
+
+
+def test_invalid_argument_is_raised_at_once_with_its_field_violations(
+    client: AuditClient,
+    channel: grpc_testing.Channel,
+    background: ThreadPoolExecutor,
+    sleeps: list[float],
+) -> None:
+    future = background.submit(client.record, action="Bad Action", actor_id="u_1")
+    _, _, rpc = channel.take_unary_unary(RECORD)
+    violation = error_details_pb2.BadRequest.FieldViolation(
+        field="event.action", description="must be dotted lowercase"
+    )
+    fail(
+        rpc,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        error_details_pb2.ErrorInfo(reason="INVALID_FIELD", domain="sealtrail"),
+        error_details_pb2.BadRequest(field_violations=[violation]),
+    )
+
+    with pytest.raises(InvalidArgumentError) as raised:
+        future.result(timeout=5)
+    assert raised.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.reason == "INVALID_FIELD"
+    assert raised.value.field_violations == [("event.action", "must be dotted lowercase")]
+    assert str(raised.value) == "INVALID_ARGUMENT: it failed"
+    assert sleeps == []  # no retry was scheduled
+
+
+def test_retries_stop_after_max_attempts(
+    client: AuditClient,
+    channel: grpc_testing.Channel,
+    background: ThreadPoolExecutor,
+    sleeps: list[float],
+) -> None:
+    future = background.submit(client.record, action="member.invite", actor_id="u_1")
+    for _ in range(3):
+        _, _, rpc = channel.take_unary_unary(RECORD)
+        fail(rpc, grpc.StatusCode.UNAVAILABLE, retry_info(1.5))
+
+    with pytest.raises(UnavailableError) as raised:
+        future.result(timeout=5)
+    assert raised.value.retry_after == 1.5
+    assert sleeps == [1.5, 1.5]
+
+
+def test_resource_exhausted_without_retry_info_is_not_retried(
+    client: AuditClient,
+    channel: grpc_testing.Channel,
+    background: ThreadPoolExecutor,
+    sleeps: list[float],
+) -> None:
+    future = background.submit(client.record, action="member.invite", actor_id="u_1")
+    _, _, rpc = channel.take_unary_unary(RECORD)
+    fail(rpc, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+    with pytest.raises(ResourceExhaustedError):
+        future.result(timeout=5)
+    assert sleeps == []
+
+
+def test_query_follows_page_tokens_and_stops_at_the_limit(
+    client: AuditClient, channel: grpc_testing.Channel, background: ThreadPoolExecutor
+) -> None:
+    future = background.submit(lambda: [e.seq for e in client.query(page_size=2, limit=3)])
+    pages = []
+    for seqs, token in [((9, 8), "p2"), ((7, 6), "p3")]:
+        _, request, rpc = channel.take_unary_unary(QUERY)
+        pages.append((request.page_token, request.page_size, request.order))
+        response = audit_service_pb2.QueryResponse(
+            events=[event_pb2.Event(seq=s) for s in seqs], next_page_token=token
+        )
+        rpc.terminate(response, (), grpc.StatusCode.OK, "")
+
+    assert future.result(timeout=5) == [9, 8, 7]
+    newest = audit_service_pb2.ORDER_NEWEST_FIRST
+    assert pages == [("", 2, newest), ("p2", 2, newest)]
