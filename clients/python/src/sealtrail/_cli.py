@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -187,11 +188,15 @@ def query(ctx: click.Context, /, limit: int, order: Order, output: str, **criter
             for event in events:
                 click.echo(json_format.MessageToJson(event, indent=None))
         else:
-            Console().print(_table(events))
+            # Piped output is not cut to 80 columns: every value stays whole.
+            width = None if sys.stdout.isatty() else 1000
+            Console(width=width).print(_table(events))
 
 
 def _table(events: Iterable[event_pb2.Event]) -> Table:
-    table = Table("time (UTC)", "seq", "action", "actor", "resource", "outcome", "severity", "ip")
+    table = Table()
+    for header in ("time (UTC)", "seq", "action", "actor", "resource", "outcome", "severity", "ip"):
+        table.add_column(header, overflow="fold")
     for event in events:
         table.add_row(
             event.occurred_at.ToDatetime(UTC).strftime("%Y-%m-%d %H:%M:%S"),

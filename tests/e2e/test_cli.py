@@ -1,0 +1,143 @@
+"""The two command-line tools, run as a user would run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.processes import READY_PREFIX, ServerProcess
+
+BIN = Path(sys.executable).parent
+
+
+def run(*args: str, env: dict[str, str] | None = None, check: bool = True) -> Any:
+    return subprocess.run(
+        [str(BIN / args[0]), *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=check,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def cli_env(migrated_database_url: str, tenant: str) -> Iterator[dict[str, str]]:
+    created = run(
+        "sealtrail-server",
+        "token",
+        "create",
+        "--tenant",
+        tenant,
+        "--role",
+        "admin",
+        "--database-url",
+        migrated_database_url,
+    )
+    token = created.stdout.strip().splitlines()[-1]
+    assert token.startswith("stk_")
+    process = ServerProcess(migrated_database_url)
+    try:
+        yield {"SEALTRAIL_SERVER": process.target, "SEALTRAIL_TOKEN": token}
+    finally:
+        process.terminate()
+
+
+def test_record_prints_the_stored_event_and_query_finds_it(cli_env: dict[str, str]) -> None:
+    recorded = run(
+        "sealtrail",
+        "record",
+        "--action",
+        "api_key.create",
+        "--actor-id",
+        "user_1",
+        "--actor-email",
+        "ann@example.com",
+        "--resource-type",
+        "api_key",
+        "--resource-id",
+        "k_1",
+        "--category",
+        "security",
+        "--severity",
+        "warning",
+        "--description",
+        "created a deploy key",
+        "--details",
+        '{"scopes": ["deploy"], "ttl_days": 30}',
+        "--request-id",
+        "1b4e28ba-2fa1-11d2-883f-0016541e29a3",
+        env=cli_env,
+    )
+    [line] = recorded.stdout.splitlines()
+    event = json.loads(line)
+    assert event["action"] == "api_key.create" and event["seq"] == "1"
+    assert event["category"] == "CATEGORY_SECURITY"
+    assert event["details"] == {"scopes": ["deploy"], "ttl_days": 30}
+    assert event["context"]["requestId"] == "1b4e28ba-2fa1-11d2-883f-0016541e29a3"
+
+    run("sealtrail", "record", "--action", "member.invite", "--actor-id", "u2", env=cli_env)
+    found = run(
+        "sealtrail", "query", "--action", "api_key.*", "--format", "jsonl", env=cli_env
+    ).stdout.splitlines()
+    assert [json.loads(x)["id"] for x in found] == [event["id"]]
+    table = run("sealtrail", "query", "--since", "1h", env=cli_env).stdout
+    assert "member.invite" in table and "api_key.create" in table
+
+
+def test_bad_input_is_reported_with_the_field_and_exit_2(cli_env: dict[str, str]) -> None:
+    failed = run(
+        "sealtrail", "record", "--action", "Bad Action", "--actor-id", "u", env=cli_env, check=False
+    )
+    assert failed.returncode == 2
+    assert "INVALID_ARGUMENT" in failed.stderr and "event.action" in failed.stderr
+
+
+def test_embedded_server_prints_a_dev_token_and_keeps_data_across_restarts() -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="sealtrail-e2e-"))
+    try:
+        first = _serve_embedded(data_dir)
+        token = (data_dir / "dev-admin-token").read_text().strip()
+        assert token in first["stdout"]
+        env = {"SEALTRAIL_SERVER": first["target"], "SEALTRAIL_TOKEN": token}
+        run("sealtrail", "record", "--action", "server.start", "--actor-id", "ops", env=env)
+        first["process"].terminate()
+        first["process"].wait(60)
+
+        second = _serve_embedded(data_dir)
+        assert "development admin token" not in second["stdout"]
+        env["SEALTRAIL_SERVER"] = second["target"]
+        found = run("sealtrail", "query", "--format", "jsonl", env=env).stdout.splitlines()
+        assert [json.loads(x)["action"] for x in found] == ["server.start"]
+        second["process"].terminate()
+        second["process"].wait(60)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _serve_embedded(data_dir: Path) -> dict[str, Any]:
+    process = subprocess.Popen(
+        [str(BIN / "sealtrail-server"), "serve", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "SEALTRAIL_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith(READY_PREFIX):
+            break
+    process.stdout.close()
+    target = lines[-1].removeprefix(READY_PREFIX).strip()
+    return {"process": process, "target": target, "stdout": "".join(lines)}

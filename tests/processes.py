@@ -1,0 +1,83 @@
+"""Sealtrail servers as separate processes, for tests that kill or race them."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from typing import IO
+
+READY_PREFIX = "sealtrail: serving gRPC on "
+
+
+class ServerProcess:
+    """`python -m sealtrail_server serve` on 127.0.0.1 (port 0 unless given)."""
+
+    def __init__(self, database_url: str, *, port: int = 0, start_timeout: float = 60) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sealtrail_server",
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--database-url",
+                database_url,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self._lines: queue.Queue[str] = queue.Queue()
+        self.stderr: list[str] = []
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._pumps = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, None), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr), daemon=True),
+        ]
+        for pump in self._pumps:
+            pump.start()
+        self.target = self._wait_ready(start_timeout)
+        self.port = int(self.target.rsplit(":", 1)[1])
+
+    def _pump(self, stream: IO[str], keep: list[str] | None) -> None:
+        for line in stream:
+            if keep is None:
+                self._lines.put(line)
+            else:
+                keep.append(line)
+
+    def _wait_ready(self, timeout: float) -> str:
+        while True:
+            try:
+                line = self._lines.get(timeout=timeout)
+            except queue.Empty:
+                self.kill()
+                raise RuntimeError("server did not start:\n" + "".join(self.stderr)) from None
+            if line.startswith(READY_PREFIX):
+                return line.removeprefix(READY_PREFIX).strip()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown work at all, as in a crash."""
+        self._end(signal.SIGKILL, 30)
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM: graceful shutdown; returns the exit status."""
+        return self._end(signal.SIGTERM, timeout)
+
+    def _end(self, signum: int, timeout: float) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+        status = self.proc.wait(timeout)
+        for pump in self._pumps:
+            pump.join(timeout)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        return status
