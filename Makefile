@@ -21,7 +21,7 @@ run: $(STAMP)
 	$(BIN)/sealtrail-server serve
 
 ## Run every check CI runs: the contract, generated code, lint, types, tests.
-test: $(STAMP) lint proto-check typecheck
+test: $(STAMP) lint proto-check proto-breaking typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 

@@ -1,8 +1,9 @@
 """The interceptor every AuditLogService call passes through: it resolves the
 caller's token to a principal (kept in a contextvar for the servicer),
-checks the principal's role may call the method, and turns the domain's
-errors into rich gRPC statuses. Other services (health, reflection) pass
-untouched."""
+checks the principal's role may call the method, turns a request that cannot
+be decoded into INVALID_ARGUMENT (gRPC itself would answer INTERNAL), and turns
+the domain's errors into rich gRPC statuses. Other services (health,
+reflection) pass untouched."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias, cast
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from ..auth.roles import Principal, may_call
 from ..auth.tokens import Authenticator
-from ..domain.errors import PermissionDenied, SealtrailError
+from ..domain.errors import InvalidArgument, PermissionDenied, SealtrailError
 from .errors import grpc_status
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,31 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: SealtrailEr
     # grpc-stubs lacks aio's abort_with_status; it raises, ending the call.
     abort_with_status: Callable[[grpc.Status], Awaitable[None]] = context.abort_with_status  # type: ignore[attr-defined]
     await abort_with_status(grpc_status(error))
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse."""
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+
+def _tolerant(decode: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if decode is None:
+        return None
+
+    def tolerant_decode(data: bytes) -> Any:
+        try:
+            return decode(data)
+        except DecodeError as error:
+            return _Undecodable(error)
+
+    return tolerant_decode
+
+
+def _check_decoded(request: Any) -> None:
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument.field("request", f"is not a valid message: {request.error}")
 
 
 class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -78,13 +105,14 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 await self._admit(context, method)
+                _check_decoded(request)
                 return await inner(request, context)
             except SealtrailError as error:
                 await _abort(context, error)
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
@@ -96,6 +124,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         ) -> AsyncIterator[Any]:
             try:
                 await self._admit(context, method)
+                _check_decoded(request)
                 responses = inner(request, context)
                 if hasattr(responses, "__aiter__"):
                     async for response in responses:
@@ -107,6 +136,6 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
         return grpc.unary_stream_rpc_method_handler(
             guarded,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )

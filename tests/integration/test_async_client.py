@@ -1,0 +1,32 @@
+"""The asyncio client against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sealtrail import AsyncAuditClient, NotFoundError, build_event, build_filter
+from tests.conftest import ServerThread
+
+
+async def test_async_client_records_and_reads(server: ServerThread, tenant: str) -> None:
+    async with AsyncAuditClient(server.target, token=server.token(tenant)) as audit:
+        results = await asyncio.gather(
+            *(audit.record(action="file.read", actor_id=f"u{i}") for i in range(40))
+        )
+        assert sorted(r.event.seq for r in results) == list(range(1, 41))
+
+        batch = await audit.record_batch(
+            [build_event(action="file.write", actor_id="bulk") for _ in range(10)]
+        )
+        assert [entry.event.seq for entry in batch if entry.event] == list(range(41, 51))
+
+        stored = await audit.get_event(results[0].event.id)
+        assert stored == results[0].event
+        writes = [e.seq async for e in audit.query(build_filter(actions="file.write"))]
+        assert writes == list(range(50, 40, -1))
+        first_five = [e.seq async for e in audit.query(order="oldest", page_size=2, limit=5)]
+        assert first_five == [1, 2, 3, 4, 5]
+        with pytest.raises(NotFoundError):
+            await audit.get_event("01890a5d-ac96-774b-bcce-b302099a8057")

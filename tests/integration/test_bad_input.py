@@ -1,0 +1,215 @@
+"""Every class of bad input gets INVALID_ARGUMENT naming the field, over the
+wire, and nothing of a rejected request is written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from google.protobuf import struct_pb2, timestamp_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from sealtrail.v1 import audit_service_pb2 as pb
+from sealtrail.v1 import audit_service_pb2_grpc, event_pb2
+from tests.conftest import ServerThread
+
+
+@pytest.fixture
+def call(server: ServerThread, tenant: str) -> Any:
+    """Calls an RPC by name with the raw stub; returns the RpcError it raised."""
+    channel = grpc.insecure_channel(server.target)
+    stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+    metadata = (("authorization", f"Bearer {server.token(tenant)}"),)
+
+    def invoke(method: str, request: Any) -> grpc.RpcError:
+        with pytest.raises(grpc.RpcError) as caught:
+            getattr(stub, method)(request, metadata=metadata, timeout=30)
+        return caught.value
+
+    yield invoke
+    channel.close()
+
+
+def violations(error: grpc.RpcError) -> list[str]:
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    [details] = [v for k, v in error.trailing_metadata() if k == "grpc-status-details-bin"]
+    status = status_pb2.Status.FromString(details)
+    bad = error_details_pb2.BadRequest()
+    assert any(detail.Unpack(bad) for detail in status.details)
+    return [v.field for v in bad.field_violations]
+
+
+def valid_event(**changes: Any) -> event_pb2.Event:
+    event = event_pb2.Event(action="api_key.create", actor=event_pb2.Actor(id="u_1"))
+    for name, value in changes.items():
+        target, _, attribute = name.rpartition("__")
+        setattr(getattr(event, target) if target else event, attribute, value)
+    return event
+
+
+def nested_lists(depth: int) -> struct_pb2.Struct:
+    """details = {"x": [[[...]]]} with `depth` lists: lists nest at two parser
+    levels each, so they can exceed the 32-level limit within the parser's 100."""
+    root = struct_pb2.Struct()
+    value = root.fields["x"]
+    for _ in range(depth):
+        value = value.list_value.values.add()
+    value.string_value = "deep"
+    return root
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field, encoded by hand."""
+    tag, length = (number << 3) | 2, len(payload)
+    encoded = bytearray([tag])
+    while True:
+        byte, length = length & 0x7F, length >> 7
+        encoded.append(byte | (0x80 if length else 0))
+        if not length:
+            return bytes(encoded) + payload
+
+
+def record_request_nested(depth: int) -> bytes:
+    """RecordRequest bytes whose details nest `depth` Structs: deeper than the
+    protobuf parser accepts, so no message object can hold it."""
+    struct = b""
+    for _ in range(depth):
+        value = _field(5, struct)  # Value.struct_value
+        struct = _field(1, _field(1, b"x") + _field(2, value))  # Struct.fields entry
+    event = _field(5, b"a.b") + _field(10, _field(2, b"u")) + _field(13, struct)
+    return _field(1, event)
+
+
+BAD_EVENTS: list[tuple[str, event_pb2.Event, str]] = [
+    ("missing action", valid_event(action=""), "event.action"),
+    ("malformed action", valid_event(action="DeleteUser"), "event.action"),
+    ("action without verb", valid_event(action="user"), "event.action"),
+    ("over-long action", valid_event(action="a." + "b" * 200), "event.action"),
+    ("missing actor id", valid_event(actor__id=""), "event.actor.id"),
+    ("unknown category", valid_event(category=42), "event.category"),
+    ("unknown severity", valid_event(severity=9), "event.severity"),
+    ("unknown outcome", valid_event(outcome=7), "event.outcome"),
+    ("unknown actor type", valid_event(actor__type=5), "event.actor.type"),
+    ("bad email", valid_event(actor__email="not-an-email"), "event.actor.email"),
+    ("over-long description", valid_event(description="x" * 5000), "event.description"),
+    ("NUL in description", valid_event(description="a\x00b"), "event.description"),
+    ("bad ip", valid_event(context__ip="999.1.1.1"), "event.context.ip"),
+    ("bad request id", valid_event(context__request_id="req-1"), "event.context.request_id"),
+    ("bad trace id", valid_event(context__trace_id="xyz"), "event.context.trace_id"),
+    ("zero trace id", valid_event(context__trace_id="0" * 32), "event.context.trace_id"),
+    ("bad span id", valid_event(context__span_id="abc"), "event.context.span_id"),
+    (
+        "over-long idempotency key",
+        valid_event(idempotency_key="k" * 200),
+        "event.idempotency_key",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "event", "field"), BAD_EVENTS, ids=[b[0] for b in BAD_EVENTS])
+def test_bad_event_field_is_named(
+    call: Any, sql: psycopg.Connection[Any], tenant: str, name: str, event: Any, field: str
+) -> None:
+    assert violations(call("Record", pb.RecordRequest(event=event))) == [field]
+    assert _rows(sql, tenant) == 0
+
+
+def test_future_occurred_at_is_rejected(call: Any) -> None:
+    event = valid_event()
+    event.occurred_at.GetCurrentTime()
+    event.occurred_at.seconds += 6 * 60
+    assert violations(call("Record", pb.RecordRequest(event=event))) == ["event.occurred_at"]
+
+
+def test_invalid_timestamp_is_rejected(call: Any) -> None:
+    event = valid_event()
+    event.occurred_at.CopyFrom(timestamp_pb2.Timestamp(seconds=-5))
+    assert violations(call("Record", pb.RecordRequest(event=event))) == ["event.occurred_at"]
+
+
+def test_details_too_deep_or_not_finite_are_rejected(call: Any) -> None:
+    deep = valid_event()
+    deep.details.CopyFrom(nested_lists(40))
+    [field] = violations(call("Record", pb.RecordRequest(event=deep)))
+    assert field.startswith("event.details.x")
+
+    infinite = valid_event()
+    infinite.details.fields["ratio"].number_value = float("inf")
+    assert violations(call("Record", pb.RecordRequest(event=infinite))) == ["event.details.ratio"]
+
+
+def test_a_request_the_parser_refuses_is_invalid_argument_not_internal(
+    server: ServerThread, tenant: str
+) -> None:
+    with grpc.insecure_channel(server.target) as channel:
+        record = channel.unary_unary("/sealtrail.v1.AuditLogService/Record")
+        metadata = (("authorization", f"Bearer {server.token(tenant)}"),)
+        for payload in (record_request_nested(200), b"\xff\xff\xff"):
+            with pytest.raises(grpc.RpcError) as caught:
+                record(payload, metadata=metadata, timeout=30)
+            assert violations(caught.value) == ["request"]
+
+
+def test_record_over_64_kib_is_rejected_without_using_a_seq(
+    call: Any, client: Any, sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    big = valid_event()
+    for i in range(20):
+        big.details.fields[f"blob{i}"].string_value = "x" * 4000
+    assert violations(call("Record", pb.RecordRequest(event=big))) == ["event"]
+    assert _rows(sql, tenant) == 0
+    assert client.record(valid_event()).event.seq == 1
+
+
+def test_every_violation_of_one_event_is_reported(call: Any) -> None:
+    event = valid_event(action="", actor__id="", context__ip="nope")
+    assert sorted(violations(call("Record", pb.RecordRequest(event=event)))) == [
+        "event.action",
+        "event.actor.id",
+        "event.context.ip",
+    ]
+
+
+def test_batch_size_must_be_1_to_1000(call: Any, sql: psycopg.Connection[Any], tenant: str) -> None:
+    assert violations(call("RecordBatch", pb.RecordBatchRequest())) == ["events"]
+    too_many = pb.RecordBatchRequest(events=[valid_event() for _ in range(1001)])
+    assert violations(call("RecordBatch", too_many)) == ["events"]
+    assert _rows(sql, tenant) == 0
+
+
+def test_get_event_needs_a_uuid(call: Any) -> None:
+    assert violations(call("GetEvent", pb.GetEventRequest(id="not-a-uuid"))) == ["id"]
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (pb.QueryRequest(page_size=-1), "page_size"),
+        (pb.QueryRequest(order=17), "order"),
+        (pb.QueryRequest(page_token="%%%"), "page_token"),
+        (pb.QueryRequest(filter=event_pb2.EventFilter(actions=["Bad"])), "filter.actions[0]"),
+        (pb.QueryRequest(filter=event_pb2.EventFilter(categories=[99])), "filter.categories[0]"),
+        (pb.QueryRequest(filter=event_pb2.EventFilter(min_severity=12)), "filter.min_severity"),
+        (pb.QueryRequest(filter=event_pb2.EventFilter(request_id="r1")), "filter.request_id"),
+        (pb.QueryRequest(filter=event_pb2.EventFilter(trace_id="t1")), "filter.trace_id"),
+        (
+            pb.QueryRequest(
+                filter=event_pb2.EventFilter(
+                    occurred_after=timestamp_pb2.Timestamp(seconds=200),
+                    occurred_before=timestamp_pb2.Timestamp(seconds=100),
+                )
+            ),
+            "filter.occurred_before",
+        ),
+    ],
+)
+def test_bad_query_fields_are_named(call: Any, request_: pb.QueryRequest, field: str) -> None:
+    assert violations(call("Query", request_)) == [field]
+
+
+def _rows(sql: psycopg.Connection[Any], tenant: str) -> int:
+    row = sql.execute("SELECT count(*) FROM events WHERE tenant_id = %s", [tenant]).fetchone()
+    assert row is not None
+    return int(row[0])
