@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -53,6 +52,7 @@ MAX_FUTURE_SKEW_SECONDS = 300
 ACTION_PATTERN: Final = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+")
 _HEX32: Final = re.compile(r"[0-9a-f]{32}")
 _HEX16: Final = re.compile(r"[0-9a-f]{16}")
+_UUID: Final = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 
 class Missing:
@@ -278,7 +278,7 @@ def _occurred_at(check: _Checker, value: tuple[int, int] | None, now: datetime) 
     if seconds < 0 or not 0 <= nanos < 1_000_000_000:
         check.fail("occurred_at", "must be a valid time after 1970-01-01T00:00:00Z")
         return ""
-    if seconds - now.timestamp() > MAX_FUTURE_SKEW_SECONDS:
+    if seconds + nanos / 1e9 - now.timestamp() > MAX_FUTURE_SKEW_SECONDS:
         check.fail("occurred_at", "is more than 5 minutes in the future")
         return ""
     try:
@@ -307,8 +307,11 @@ def _changes(check: _Checker, changes: list[ChangeDraft]) -> list[dict[str, Any]
 def _context(check: _Checker, draft: EventDraft) -> dict[str, str]:
     context: dict[str, str] = {}
     if draft.ip:
+        # Kept as sent (lowercased), not re-rendered: ipaddress's text form of
+        # some IPv6 addresses differs between Python versions.
         try:
-            context["ip"] = str(ipaddress.ip_address(draft.ip))
+            ipaddress.ip_address(draft.ip)
+            context["ip"] = draft.ip.lower()
         except ValueError:
             check.fail("context.ip", "must be an IPv4 or IPv6 address")
     user_agent = check.text("context.user_agent", draft.user_agent, MAX_USER_AGENT)
@@ -334,13 +337,8 @@ def _context(check: _Checker, draft: EventDraft) -> dict[str, str]:
 
 
 def parse_uuid(text: str) -> str | None:
-    """The canonical lowercase form of a UUID, or None if `text` is not one."""
-    if len(text) > 45:
-        return None
-    try:
-        return str(uuid.UUID(text))
-    except ValueError:
-        return None
+    """The lowercase 8-4-4-4-12 form of a UUID in that form, else None."""
+    return text.lower() if _UUID.fullmatch(text) else None
 
 
 def finalize_record(event: ValidEvent, server: ServerFields) -> bytes:

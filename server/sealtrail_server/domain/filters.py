@@ -35,6 +35,7 @@ MAX_TEXT: Final = 256
 _ACTION_PREFIX: Final = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*\.\*")
 _TRACE_ID: Final = re.compile(r"[0-9a-f]{32}")
 _TOKEN_VERSION: Final = 1
+_MAX_TOKEN_LENGTH: Final = 512  # real tokens are about 120 characters
 
 _Fail = Callable[[str, str], None]
 
@@ -195,9 +196,12 @@ def encode_page_token(*, fingerprint: str, last_seq: int) -> str:
 def decode_page_token(token: str, *, fingerprint: str) -> int:
     """The last seq of the previous page, if `token` belongs to this query."""
     try:
+        if len(token) > _MAX_TOKEN_LENGTH:
+            raise ValueError
         padded = token + "=" * (-len(token) % 4)
-        payload = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-        if payload["v"] != _TOKEN_VERSION:
+        decoded = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
+        payload = json.loads(decoded)
+        if type(payload["v"]) is not int or payload["v"] != _TOKEN_VERSION:
             raise ValueError
         seq, bound_to = payload["s"], payload["f"]
         if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**63:

@@ -1,0 +1,422 @@
+"""validate_filter, page_size and page tokens: what a valid filter becomes,
+the exact path of every violation, and tokens that are bound to their query."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sealtrail_server.domain.errors import FieldViolation, InvalidArgument
+from sealtrail_server.domain.filters import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    EventFilter,
+    FilterDraft,
+    decode_page_token,
+    encode_page_token,
+    page_size,
+    validate_filter,
+)
+
+T0 = int(datetime(2026, 5, 1, tzinfo=UTC).timestamp())
+
+
+def violations_of(draft: FilterDraft) -> list[FieldViolation]:
+    with pytest.raises(InvalidArgument) as caught:
+        validate_filter(draft)
+    assert caught.value.violations, "InvalidArgument without violations"
+    return caught.value.violations
+
+
+def fields_of(draft: FilterDraft) -> list[str]:
+    return [v.field for v in violations_of(draft)]
+
+
+def token_of(payload: Any) -> str:
+    """A token carrying `payload` exactly as encode_page_token frames it."""
+    raw = json.dumps(payload).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+# --- validate_filter ----------------------------------------------------------
+
+
+def test_empty_draft_matches_everything() -> None:
+    assert validate_filter(FilterDraft()) == EventFilter()
+
+
+def test_full_filter_is_normalised() -> None:
+    valid = validate_filter(
+        FilterDraft(
+            occurred_after=(T0, 500_000_000),
+            occurred_before=(T0 + 60, 0),
+            actions=["user.login", "api_key.*", "api_key.create", "user.login", "org.member.*"],
+            categories=[6, 1, 6],
+            min_severity=3,
+            outcomes=[3, 2],
+            actor="u-1",
+            resource_type="api_key",
+            resource_id="k-9",
+            request_id="6BA7B810-9DAD-11D1-80B4-00C04FD430C8",
+            trace_id="4BF92F3577B34DA6A3CE929D0E0E4736",
+            text="  rotation  ",
+        )
+    )
+    assert valid == EventFilter(
+        occurred_after=datetime(2026, 5, 1, 0, 0, 0, 500_000, tzinfo=UTC),
+        occurred_before=datetime(2026, 5, 1, 0, 1, 0, tzinfo=UTC),
+        actions=("api_key.create", "user.login"),
+        action_prefixes=("api_key.", "org.member."),
+        categories=("authentication", "security"),
+        min_severity=3,
+        outcomes=("denied", "failure"),
+        actor="u-1",
+        resource_type="api_key",
+        resource_id="k-9",
+        request_id="6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+        text="rotation",
+    )
+
+
+@pytest.mark.parametrize(
+    ("action", "exact", "prefix"),
+    [
+        ("api_key.create", ("api_key.create",), ()),
+        ("api_key.*", (), ("api_key.",)),
+        ("org.member.*", (), ("org.member.",)),
+        ("a.b.c", ("a.b.c",), ()),
+    ],
+)
+def test_action_exact_or_prefix(
+    action: str, exact: tuple[str, ...], prefix: tuple[str, ...]
+) -> None:
+    valid = validate_filter(FilterDraft(actions=[action]))
+    assert valid.actions == exact
+    assert valid.action_prefixes == prefix
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        *("", "*", ".*", "api_key", "Api_key.create", "api_key.", "api_key.cr*", "api_key.**"),
+        *("*.create", "api_key.*.create", "a..b", "api-key.*", "api_key.*\n", " api_key.create"),
+    ],
+)
+def test_bad_action_patterns_are_rejected(action: str) -> None:
+    violations = violations_of(FilterDraft(actions=["user.login", action]))
+    assert [v.field for v in violations] == ["filter.actions[1]"]
+
+
+def test_whitespace_only_text_is_no_filter() -> None:
+    assert validate_filter(FilterDraft(text="   ")).text is None
+
+
+@pytest.mark.parametrize(
+    ("draft", "fields"),
+    [
+        (FilterDraft(categories=[1, 99]), ["filter.categories[1]"]),
+        (FilterDraft(categories=[0]), ["filter.categories[0]"]),
+        (FilterDraft(outcomes=[4, 1, -1]), ["filter.outcomes[0]", "filter.outcomes[2]"]),
+        (FilterDraft(min_severity=99), ["filter.min_severity"]),
+        (FilterDraft(min_severity=5), ["filter.min_severity"]),
+        (FilterDraft(request_id="nope"), ["filter.request_id"]),
+        (FilterDraft(request_id="6ba7b810-9dad-11d1-80b4-00c04fd430c"), ["filter.request_id"]),
+        (FilterDraft(trace_id="4bf92f3577b34da6a3ce929d0e0e473"), ["filter.trace_id"]),
+        (FilterDraft(trace_id="4bf92f3577b34da6a3ce929d0e0e473g"), ["filter.trace_id"]),
+        (FilterDraft(trace_id="4bf92f3577b34da6a3ce929d0e0e47360"), ["filter.trace_id"]),
+        (FilterDraft(occurred_after=(T0, 1_000_000_000)), ["filter.occurred_after"]),
+        (FilterDraft(occurred_before=(T0, -1)), ["filter.occurred_before"]),
+        (FilterDraft(occurred_after=(10**20, 0)), ["filter.occurred_after"]),
+        (FilterDraft(actor="a" * 257), ["filter.actor"]),
+        (FilterDraft(resource_type="t" * 257), ["filter.resource_type"]),
+        (FilterDraft(resource_id="i" * 257), ["filter.resource_id"]),
+        (FilterDraft(text="x" * 257), ["filter.text"]),
+        (FilterDraft(text="a\x00b"), ["filter.text"]),
+        (FilterDraft(actor="\x00"), ["filter.actor"]),
+        (FilterDraft(actions=["a.b"] * 101), ["filter.actions"]),
+        (FilterDraft(categories=[1] * 101), ["filter.categories"]),
+        (FilterDraft(outcomes=[1] * 101), ["filter.outcomes"]),
+    ],
+)
+def test_bad_field_is_reported_at_its_path(draft: FilterDraft, fields: list[str]) -> None:
+    assert fields_of(draft) == fields
+
+
+def test_unknown_enum_description_names_the_value() -> None:
+    assert violations_of(FilterDraft(min_severity=9)) == [
+        FieldViolation("filter.min_severity", "unknown enum value 9")
+    ]
+
+
+def test_over_long_text_names_its_length() -> None:
+    assert violations_of(FilterDraft(text="x" * 300)) == [
+        FieldViolation("filter.text", "is 300 characters long; the limit is 256")
+    ]
+
+
+def test_limits_are_inclusive() -> None:
+    valid = validate_filter(
+        FilterDraft(
+            actions=[f"a.b{i}" for i in range(100)],
+            categories=[1] * 100,
+            outcomes=[2] * 100,
+            actor="a" * 256,
+            text="x" * 256,
+        )
+    )
+    assert len(valid.actions) == 100
+    assert valid.categories == ("authentication",)
+    assert valid.outcomes == ("failure",)
+
+
+@pytest.mark.parametrize(
+    ("after", "before"),
+    [((T0, 0), (T0, 0)), ((T0 + 1, 0), (T0, 0)), ((T0, 1000), (T0, 999))],
+)
+def test_occurred_after_not_before_occurred_before_is_rejected(
+    after: tuple[int, int], before: tuple[int, int]
+) -> None:
+    assert violations_of(FilterDraft(occurred_after=after, occurred_before=before)) == [
+        FieldViolation("filter.occurred_before", "must be later than occurred_after")
+    ]
+
+
+def test_a_window_one_microsecond_wide_is_accepted() -> None:
+    valid = validate_filter(FilterDraft(occurred_after=(T0, 0), occurred_before=(T0, 1000)))
+    assert valid.occurred_before is not None and valid.occurred_after is not None
+    assert (valid.occurred_before - valid.occurred_after).total_seconds() == pytest.approx(1e-6)
+
+
+def test_open_ended_windows_are_accepted() -> None:
+    assert validate_filter(FilterDraft(occurred_after=(T0, 0))).occurred_before is None
+    assert validate_filter(FilterDraft(occurred_before=(T0, 0))).occurred_after is None
+
+
+def test_trace_ids_are_lowercased() -> None:
+    valid = validate_filter(FilterDraft(trace_id="ABCDEF0123456789ABCDEF0123456789"))
+    assert valid.trace_id == "abcdef0123456789abcdef0123456789"
+
+
+def test_every_violation_is_reported_at_once() -> None:
+    draft = FilterDraft(
+        occurred_after=(T0 + 10, 0),
+        occurred_before=(T0, 0),
+        actions=["Bad"],
+        categories=[99],
+        min_severity=99,
+        outcomes=[99],
+        actor="a" * 257,
+        request_id="nope",
+        trace_id="nope",
+        text="\x00",
+    )
+    assert fields_of(draft) == [
+        "filter.occurred_before",
+        "filter.actions[0]",
+        "filter.categories[0]",
+        "filter.outcomes[0]",
+        "filter.min_severity",
+        "filter.request_id",
+        "filter.trace_id",
+        "filter.actor",
+        "filter.text",
+    ]
+
+
+def test_custom_path_prefixes_violations() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        validate_filter(FilterDraft(min_severity=9), path="request.filter")
+    assert [v.field for v in caught.value.violations] == ["request.filter.min_severity"]
+
+
+# --- page_size ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("requested", "size"),
+    [
+        (0, DEFAULT_PAGE_SIZE),
+        (1, 1),
+        (50, 50),
+        (999, 999),
+        (1000, 1000),
+        (1001, 1000),
+        (5000, MAX_PAGE_SIZE),
+        (2**63 - 1, MAX_PAGE_SIZE),
+    ],
+)
+def test_page_size(requested: int, size: int) -> None:
+    assert (DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE) == (50, 1000)
+    assert page_size(requested) == size
+
+
+@pytest.mark.parametrize("requested", [-1, -1000])
+def test_negative_page_size_is_rejected(requested: int) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        page_size(requested)
+    assert [v.field for v in caught.value.violations] == ["page_size"]
+
+
+# --- page tokens ----------------------------------------------------------------
+
+FILTER = validate_filter(FilterDraft(actions=["api_key.*"], min_severity=2))
+FINGERPRINT = FILTER.fingerprint(tenant_id="acme", order="asc")
+
+
+@pytest.mark.parametrize("seq", [0, 1, 42, 2**53, 2**63 - 1])
+def test_page_token_round_trips(seq: int) -> None:
+    token = encode_page_token(fingerprint=FINGERPRINT, last_seq=seq)
+    assert "=" not in token
+    assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    assert decode_page_token(token, fingerprint=FINGERPRINT) == seq
+
+
+def test_fingerprint_is_stable_and_binds_tenant_filter_and_order() -> None:
+    same = validate_filter(FilterDraft(actions=["api_key.*", "api_key.*"], min_severity=2))
+    assert same.fingerprint(tenant_id="acme", order="asc") == FINGERPRINT
+    others = {
+        FILTER.fingerprint(tenant_id="globex", order="asc"),
+        FILTER.fingerprint(tenant_id="acme", order="desc"),
+        validate_filter(FilterDraft(actions=["api_key.*"], min_severity=3)).fingerprint(
+            tenant_id="acme", order="asc"
+        ),
+        validate_filter(FilterDraft(actions=["api_key.create"], min_severity=2)).fingerprint(
+            tenant_id="acme", order="asc"
+        ),
+        EventFilter().fingerprint(tenant_id="acme", order="asc"),
+    }
+    assert len(others) == 5
+    assert FINGERPRINT not in others
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        FILTER.fingerprint(tenant_id="globex", order="asc"),
+        FILTER.fingerprint(tenant_id="acme", order="desc"),
+        validate_filter(FilterDraft(actions=["api_key.*"])).fingerprint(
+            tenant_id="acme", order="asc"
+        ),
+    ],
+)
+def test_token_of_another_query_is_rejected(other: str) -> None:
+    token = encode_page_token(fingerprint=other, last_seq=7)
+    assert decode_page_token(token, fingerprint=other) == 7
+    with pytest.raises(InvalidArgument) as caught:
+        decode_page_token(token, fingerprint=FINGERPRINT)
+    assert [v.field for v in caught.value.violations] == ["page_token"]
+    assert "page_token" in caught.value.message
+    assert "another filter, order or tenant" in caught.value.message
+
+
+VALID_TOKEN = encode_page_token(fingerprint=FINGERPRINT, last_seq=12345)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "garbage!",
+        "%%%%",
+        "a",
+        "é",
+        "\x00",
+        VALID_TOKEN[:-3],
+        VALID_TOKEN[: len(VALID_TOKEN) // 2],
+        VALID_TOKEN[1:],
+        "x" + VALID_TOKEN,
+        base64.urlsafe_b64encode(b"\xff\xfe\x00garbage").decode(),
+        token_of(None),
+        token_of("string"),
+        token_of(7),
+        token_of([1, FINGERPRINT, 5]),
+        token_of({}),
+        token_of({"v": 2, "f": FINGERPRINT, "s": 5}),
+        token_of({"v": 0, "f": FINGERPRINT, "s": 5}),
+        token_of({"v": "1", "f": FINGERPRINT, "s": 5}),
+        token_of({"f": FINGERPRINT, "s": 5}),
+        token_of({"v": 1, "s": 5}),
+        token_of({"v": 1, "f": FINGERPRINT}),
+        token_of({"v": 1, "f": FINGERPRINT, "s": -1}),
+        token_of({"v": 1, "f": FINGERPRINT, "s": True}),
+        token_of({"v": 1, "f": FINGERPRINT, "s": False}),
+        token_of({"v": 1, "f": FINGERPRINT, "s": 5.0}),
+        token_of({"v": 1, "f": FINGERPRINT, "s": "5"}),
+        token_of({"v": 1, "f": FINGERPRINT, "s": None}),
+        token_of({"v": 1, "f": FINGERPRINT, "s": [5]}),
+        token_of({"v": 1, "f": FINGERPRINT, "s": 2**63}),
+        token_of({"v": 1, "f": None, "s": 5}),
+        token_of({"v": 1, "f": FINGERPRINT.upper(), "s": 5}),
+        base64.urlsafe_b64encode(b'{"v": 1, "s": 1' + b"0" * 5000 + b"}").decode(),
+        base64.urlsafe_b64encode(b'{"v": NaN}').decode(),
+    ],
+)
+def test_malformed_tokens_are_invalid_argument(token: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        decode_page_token(token, fingerprint=FINGERPRINT)
+    assert [v.field for v in caught.value.violations] == ["page_token"]
+
+
+def test_the_well_formed_token_the_malformed_ones_are_cut_from_is_accepted() -> None:
+    assert decode_page_token(VALID_TOKEN, fingerprint=FINGERPRINT) == 12345
+    assert decode_page_token(token_of({"v": 1, "f": FINGERPRINT, "s": 9}), fingerprint=FINGERPRINT)
+
+
+def test_deeply_nested_token_is_invalid_argument() -> None:
+    token = base64.urlsafe_b64encode(b"[" * 100_000).decode()
+    with pytest.raises(InvalidArgument):
+        decode_page_token(token, fingerprint=FINGERPRINT)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text())
+def test_arbitrary_text_is_never_another_exception(token: str) -> None:
+    with pytest.raises(InvalidArgument):
+        decode_page_token(token, fingerprint=FINGERPRINT)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_arbitrary_decoded_bytes_are_never_another_exception(raw: bytes) -> None:
+    token = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    with pytest.raises(InvalidArgument):
+        decode_page_token(token, fingerprint=FINGERPRINT)
+
+
+json_payloads = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=10)
+    | st.just(FINGERPRINT),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(["v", "f", "s", "x"]), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_payloads)
+def test_arbitrary_json_payloads_decode_or_are_invalid_argument(payload: Any) -> None:
+    token = token_of(payload)
+    well_formed = (
+        isinstance(payload, dict)
+        and payload.get("v") == 1
+        and payload.get("f") == FINGERPRINT
+        and type(payload.get("s")) is int
+        and 0 <= payload["s"] < 2**63
+    )
+    if well_formed:
+        assert decode_page_token(token, fingerprint=FINGERPRINT) == payload["s"]
+    else:
+        with pytest.raises(InvalidArgument):
+            decode_page_token(token, fingerprint=FINGERPRINT)
