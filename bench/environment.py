@@ -1,0 +1,150 @@
+"""What the benchmark runs against: a PostgreSQL database (embedded in a temp
+dir unless SEALTRAIL_BENCH_DATABASE_URL is set), migrated, and the Sealtrail
+server as a separate process started through its own command line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from sealtrail_server.store.migrations import migrate
+
+DATABASE_URL_ENV = "SEALTRAIL_BENCH_DATABASE_URL"
+_SERVING = "sealtrail: serving gRPC on "
+_START_TIMEOUT = 60.0
+_STOP_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class Database:
+    """A migrated database: its URL and, when embedded, the postmaster's pid."""
+
+    url: str
+    postmaster_pid: int | None
+
+
+@contextlib.contextmanager
+def temp_dir() -> Iterator[Path]:
+    """A scratch directory for the run, removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="sealtrail-bench-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def database(workdir: Path) -> Iterator[Database]:
+    """SEALTRAIL_BENCH_DATABASE_URL, or an embedded PostgreSQL stopped and
+    deleted on exit; migrated either way."""
+    url = os.environ.get(DATABASE_URL_ENV)
+    if url:
+        _migrate(url)
+        yield Database(url, None)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # platformdirs: no XDG_RUNTIME_DIR
+        import pgserver
+    server = pgserver.get_server(workdir / "postgres", cleanup_mode="delete")
+    try:
+        url = server.get_uri()
+        _migrate(url)
+        yield Database(url, server.get_pid())
+    finally:
+        server.cleanup()
+
+
+def _migrate(url: str) -> None:
+    async def run() -> None:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await migrate(conn)
+
+    asyncio.run(run())
+
+
+def _sealtrail_server(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sealtrail_server", *args]
+
+
+def create_token(database_url: str, tenant: str) -> str:
+    """A new admin token for `tenant`, made by `sealtrail_server token create`."""
+    done = subprocess.run(
+        _sealtrail_server(
+            "token", "create", "--tenant", tenant, "--role", "admin", "--database-url", database_url
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"token create failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running Sealtrail server process."""
+
+    process: subprocess.Popen[Any]
+    target: str
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+@contextlib.contextmanager
+def server(database_url: str, workdir: Path) -> Iterator[Server]:
+    """`sealtrail_server serve` on a free port; SIGTERM and wait on exit.
+    Its stdout and stderr go to files in `workdir` (shown if it fails)."""
+    out_path, err_path = workdir / "server.out", workdir / "server.err"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        process = subprocess.Popen(
+            _sealtrail_server("serve", "--listen", "127.0.0.1:0", "--database-url", database_url),
+            stdout=out,
+            stderr=err,
+        )
+    try:
+        target = _wait_until_serving(process, out_path, err_path)
+        yield Server(process, target)
+    finally:
+        _stop(process)
+
+
+def _wait_until_serving(process: subprocess.Popen[Any], out: Path, err: Path) -> str:
+    """The HOST:PORT the server prints once it serves."""
+    deadline = time.monotonic() + _START_TIMEOUT
+    while time.monotonic() < deadline:
+        for line in out.read_text().splitlines():
+            if line.startswith(_SERVING):
+                return line.removeprefix(_SERVING).strip()
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    tail = "\n".join(err.read_text().splitlines()[-20:])
+    raise RuntimeError(f"the server did not start (exit code {process.poll()}):\n{tail}")
+
+
+def _stop(process: subprocess.Popen[Any]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(_STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -1,0 +1,145 @@
+"""The events the benchmark records: realistic, each with its own idempotency
+key and request id; and the equivalent rows for the raw COPY baseline."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import uuid_utils.compat as uuid_utils
+from google.protobuf import struct_pb2
+
+from sealtrail.v1 import event_pb2
+
+_ACTORS = 50  # distinct users the events are spread over
+_ACTION = "document.share"
+_DESCRIPTION = "Shared a document with an external collaborator"
+_DETAILS: dict[str, Any] = {
+    "permission": "view",
+    "recipient_domain": "partner.example",
+    "expires_in_days": 30,
+    "notify": True,
+}
+_IP = "203.0.113.42"
+_USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"
+
+
+def _template() -> event_pb2.Event:
+    details = struct_pb2.Struct()
+    details.update(_DETAILS)
+    return event_pb2.Event(
+        action=_ACTION,
+        category=event_pb2.CATEGORY_DATA_ACCESS,
+        severity=event_pb2.SEVERITY_INFO,
+        outcome=event_pb2.OUTCOME_SUCCESS,
+        description=_DESCRIPTION,
+        actor=event_pb2.Actor(type=event_pb2.ACTOR_TYPE_USER),
+        resource=event_pb2.Resource(type="document", name="Q3 board deck.pdf"),
+        details=details,
+        context=event_pb2.RequestContext(ip=_IP, user_agent=_USER_AGENT),
+    )
+
+
+class EventFactory:
+    """Makes Record/RecordBatch events; keys are unique per `prefix`."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+        self._template = _template()
+        self._numbers = itertools.count(1)
+
+    def make(self, into: event_pb2.Event) -> None:
+        """Fill `into` (e.g. `request.event` or `request.events.add()`)."""
+        n = next(self._numbers)
+        into.CopyFrom(self._template)
+        user = n % _ACTORS
+        into.actor.id = f"user_{user:04d}"
+        into.actor.email = f"user{user}@customer.example"
+        into.resource.id = f"doc_{n % 997:05d}"
+        into.context.request_id = str(uuid.uuid4())
+        into.occurred_at.GetCurrentTime()
+        into.idempotency_key = f"{self._prefix}-{n}"
+
+
+# The canonical record (RFC 8785 JSON: keys sorted, no spaces) of an event like
+# EventFactory's, with the server's fields; ASCII only, so plain %-formatting
+# produces exactly the canonical bytes.
+_RECORD = (
+    '{"action":"%(action)s","actor":{"email":"%(email)s","id":"%(actor_id)s","type":"user"},'
+    '"category":"data_access","context":{"ip":"%(ip)s","request_id":"%(request_id)s",'
+    '"user_agent":"%(user_agent)s"},"description":"%(description)s","details":%(details)s,'
+    '"id":"%(id)s","idempotency_key":"%(key)s","occurred_at":"%(occurred_at)s",'
+    '"outcome":"success","received_at":"%(received_at)s","resource":{"id":"%(resource_id)s",'
+    '"name":"Q3 board deck.pdf","type":"document"},"seq":%(seq)d,"severity":"info",'
+    '"tenant_id":"%(tenant)s","v":1}'
+)
+_DETAILS_JSON = json.dumps(_DETAILS, sort_keys=True, separators=(",", ":"))
+
+
+def _timestamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class RowFactory:
+    """Rows for the appender's COPY (same columns, same kind of values) of a
+    tenant's events, with consecutive seqs from 1."""
+
+    def __init__(self, tenant: str, prefix: str) -> None:
+        self._tenant = tenant
+        self._prefix = prefix
+        self._seq = 0
+
+    def batch(self, size: int) -> Iterator[tuple[Any, ...]]:
+        """The next `size` rows; all of a batch share received_at, as in the appender."""
+        received_at = _timestamp()
+        for _ in range(size):
+            yield self._row(received_at)
+
+    def _row(self, received_at: str) -> tuple[Any, ...]:
+        self._seq += 1
+        seq = self._seq
+        user = seq % _ACTORS
+        values = {
+            "action": _ACTION,
+            "email": f"user{user}@customer.example",
+            "actor_id": f"user_{user:04d}",
+            "ip": _IP,
+            "request_id": str(uuid_utils.uuid4()),
+            "user_agent": _USER_AGENT,
+            "description": _DESCRIPTION,
+            "details": _DETAILS_JSON,
+            "id": str(uuid_utils.uuid7()),
+            "key": f"{self._prefix}-{seq}",
+            "occurred_at": _timestamp(),
+            "received_at": received_at,
+            "resource_id": f"doc_{seq % 997:05d}",
+            "seq": seq,
+            "tenant": self._tenant,
+        }
+        record = _RECORD % values
+        leaf = hashlib.sha256(b"\x00" + record.encode()).digest()
+        return (
+            self._tenant,
+            seq,
+            values["id"],
+            values["occurred_at"],
+            received_at,
+            _ACTION,
+            "data_access",
+            1,
+            "success",
+            values["actor_id"],
+            values["email"],
+            "document",
+            values["resource_id"],
+            values["request_id"],
+            None,
+            values["key"],
+            leaf,
+            record,
+        )

@@ -1,0 +1,138 @@
+"""One measured figure ("phase"): start its client processes, run them through
+warm-up and the window, and sum up what they saw."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from . import cpu
+from .load import Tally, Window, Workload, collect, go, start_clients, stop_clients
+
+
+@dataclass(frozen=True)
+class Timing:
+    warmup: float
+    duration: float
+
+
+@dataclass
+class PhaseResult:
+    """What one figure measured inside its window (warm-up excluded).
+
+    `rate` is events (or calls, or rows) completed per second; latencies are
+    per call as the client saw them; `cpu` is where the CPU went (see cpu.py);
+    `events_per_commit` is the appender's average group-commit size, from
+    the distinct received_at values the window's events got (one per commit).
+    """
+
+    name: str
+    unit: str
+    clients: int
+    in_flight: int
+    seconds: float
+    calls: int
+    events: int
+    rate: float
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    errors: dict[str, int]
+    cpu: dict[str, float]
+    events_per_commit: float | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def run_phase(
+    name: str,
+    unit: str,
+    workloads: list[Workload],
+    timing: Timing,
+    *,
+    server_pid: int | None,
+    postmaster_pid: int | None,
+) -> tuple[PhaseResult, Window]:
+    """Run `workloads` (one client process each) together and sum them up."""
+    clients = start_clients(workloads)
+    try:
+        window = go(clients, timing.warmup, timing.duration)
+        usage = cpu.measure(window, cpu.Watched(server_pid, postmaster_pid, clients.pids))
+        tallies = collect(clients, window)
+    finally:
+        stop_clients(clients)
+    return _summarize(name, unit, workloads, window, tallies, usage), window
+
+
+def _summarize(
+    name: str,
+    unit: str,
+    workloads: list[Workload],
+    window: Window,
+    tallies: list[Tally],
+    usage: dict[str, float],
+) -> PhaseResult:
+    latencies = sorted(latency for tally in tallies for latency in tally.latencies)
+    errors: dict[str, int] = {}
+    for tally in tallies:
+        for kind, count in tally.errors.items():
+            errors[kind] = errors.get(kind, 0) + count
+    events = sum(tally.events for tally in tallies)
+    return PhaseResult(
+        name=name,
+        unit=unit,
+        clients=len(workloads),
+        in_flight=sum(workload.in_flight for workload in workloads),
+        seconds=window.seconds,
+        calls=sum(tally.calls for tally in tallies),
+        events=events,
+        rate=events / window.seconds,
+        latency_p50_ms=_percentile_ms(latencies, 0.50),
+        latency_p99_ms=_percentile_ms(latencies, 0.99),
+        errors=errors,
+        cpu=usage,
+    )
+
+
+def _percentile_ms(ordered: list[float], fraction: float) -> float | None:
+    if not ordered:
+        return None
+    return 1000 * ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def events_per_commit(database_url: str, tenant: str, window: Window) -> float | None:
+    """Average events per appender transaction among the tenant's events
+    received in `window`: every event of one commit shares its received_at."""
+    start = datetime.fromtimestamp(window.start, UTC)
+    end = datetime.fromtimestamp(window.end, UTC)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT received_at) FROM events"
+            " WHERE tenant_id = %s AND received_at >= %s AND received_at < %s",
+            [tenant, start, end],
+        ).fetchone()
+    if row is None or not row[1]:
+        return None
+    return float(row[0] / row[1])
+
+
+def settle(database_url: str) -> None:
+    """Between figures: vacuum the events table and checkpoint, so work one
+    figure left behind (autovacuum, GIN pending list, dirty pages) is not
+    billed to the next. Skipped where the role may not do it."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for statement in ("VACUUM (ANALYZE) events", "CHECKPOINT"):
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(statement)
+
+
+def database_facts(database_url: str) -> dict[str, str]:
+    """The PostgreSQL version and the settings durability depends on."""
+    facts: dict[str, str] = {}
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for name in ("server_version", "fsync", "synchronous_commit", "wal_sync_method"):
+            row = conn.execute(f"SHOW {name}").fetchone()
+            facts[name] = str(row[0]) if row else "?"
+    return facts
