@@ -140,6 +140,12 @@ def test_details_too_deep_or_not_finite_are_rejected(call: Any) -> None:
     assert violations(call("Record", pb.RecordRequest(event=infinite))) == ["event.details.ratio"]
 
 
+def test_a_detail_without_a_value_is_rejected(call: Any) -> None:
+    event = valid_event()
+    event.details.fields["empty"].Clear()  # a Value with none of its kinds set
+    assert violations(call("Record", pb.RecordRequest(event=event))) == ["event.details.empty"]
+
+
 def test_a_request_the_parser_refuses_is_invalid_argument_not_internal(
     server: ServerThread, tenant: str
 ) -> None:

@@ -100,6 +100,31 @@ def test_leaf_hash_is_over_the_stored_canonical_record(
     assert parsed["tenant_id"] == tenant and parsed["seq"] == 1 and parsed["v"] == 1
 
 
+def test_the_answer_to_record_is_the_event_as_stored(client: AuditClient) -> None:
+    """Responses are built from the request; they must match what reads return."""
+    normalised = full_event(
+        trace_id=TRACE_ID.upper(),
+        span_id=SPAN_ID.upper(),
+        request_id=REQUEST_ID.upper(),
+        ip="2001:DB8::1",
+        details={"n": 30.0, "half": 0.5, "none": None, "big": 1e300, "nested": {"l": [1, "x"]}},
+        changes=[("limit", 10.0, None)],
+    )
+    normalised.occurred_at.nanos = 123_456_789
+    normalised.severity, normalised.outcome = 0, 0
+    normalised.actor.type = 0
+    defaulted = event_pb2.Event(action="member.invite", actor=event_pb2.Actor(id="u1"))
+
+    answers = [client.record(normalised).event, client.record(defaulted).event]
+    answers += [r.event for r in client.record_batch([full_event(ip="::FFFF:1.2.3.4"), defaulted])]
+    for answer in answers:
+        assert answer is not None
+        assert client.get_event(answer.id) == answer
+    assert answers[0].occurred_at.nanos == 123_456_000
+    assert answers[0].context.trace_id == TRACE_ID
+    assert [e.id for e in client.query(order="oldest")] == [a.id for a in answers if a]
+
+
 def test_defaults_fill_severity_outcome_actor_type_and_time(client: AuditClient) -> None:
     before = datetime.now(UTC)
     raw = event_pb2.Event(action="member.invite", actor=event_pb2.Actor(id="u1"))

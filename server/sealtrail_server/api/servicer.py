@@ -11,7 +11,7 @@ from typing import Any, cast
 import grpc
 
 from sealtrail.v1 import audit_service_pb2 as pb
-from sealtrail.v1 import audit_service_pb2_grpc
+from sealtrail.v1 import audit_service_pb2_grpc, event_pb2
 
 from ..domain.errors import InvalidArgument, NotFound, SealtrailError
 from ..domain.event import ValidEvent, parse_uuid, validate_event
@@ -25,7 +25,7 @@ from ..domain.filters import (
 from ..store.appender import Appended, Appender
 from ..store.database import Database
 from ..store.events import Order, get_event, query_events
-from .convert import event_draft, event_from_record, filter_draft
+from .convert import event_as_stored, event_draft, event_from_record, filter_draft
 from .errors import entry_error
 from .guard import current_principal
 
@@ -54,12 +54,12 @@ class AuditLogServicer(audit_service_pb2_grpc.AuditLogServiceServicer):
 
     async def Record(self, request: pb.RecordRequest, context: Context) -> pb.RecordResponse:
         tenant_id = current_principal().tenant_id
-        event = validate_event(event_draft(request.event, "event"), now=self._clock())
-        [outcome] = await self._appender.append(tenant_id, [event])
+        valid = validate_event(event_draft(request.event, "event"), now=self._clock())
+        [outcome] = await self._appender.append(tenant_id, [valid])
         if isinstance(outcome, SealtrailError):
             raise outcome
         return pb.RecordResponse(
-            event=event_from_record(outcome.record, outcome.leaf_hash),
+            event=_stored_event(request.event, valid, outcome, tenant_id),
             deduplicated=outcome.deduplicated,
         )
 
@@ -84,8 +84,14 @@ class AuditLogServicer(audit_service_pb2_grpc.AuditLogServiceServicer):
             except InvalidArgument as error:
                 results[index] = pb.RecordBatchResult(error=entry_error(error))
         outcomes = await self._appender.append(tenant_id, valid) if valid else []
-        for index, outcome in zip(positions, outcomes, strict=True):
-            results[index] = _batch_result(outcome)
+        for index, event, outcome in zip(positions, valid, outcomes, strict=True):
+            if isinstance(outcome, SealtrailError):
+                results[index] = pb.RecordBatchResult(error=entry_error(outcome))
+            else:
+                results[index] = pb.RecordBatchResult(
+                    event=_stored_event(request.events[index], event, outcome, tenant_id),
+                    deduplicated=outcome.deduplicated,
+                )
         return pb.RecordBatchResponse(results=cast(list[pb.RecordBatchResult], results))
 
     async def GetEvent(self, request: pb.GetEventRequest, context: Context) -> pb.GetEventResponse:
@@ -148,10 +154,17 @@ class AuditLogServicer(audit_service_pb2_grpc.AuditLogServiceServicer):
         yield pb.ExportResponse()  # never reached: abort raises
 
 
-def _batch_result(outcome: Appended | SealtrailError) -> pb.RecordBatchResult:
-    if isinstance(outcome, SealtrailError):
-        return pb.RecordBatchResult(error=entry_error(outcome))
-    return pb.RecordBatchResult(
-        event=event_from_record(outcome.record, outcome.leaf_hash),
-        deduplicated=outcome.deduplicated,
+def _stored_event(
+    sent: event_pb2.Event, valid: ValidEvent, appended: Appended, tenant_id: str
+) -> event_pb2.Event:
+    if appended.received_at is None:  # deduplicated: answer with the original as stored
+        return event_from_record(appended.record, appended.leaf_hash)
+    return event_as_stored(
+        sent,
+        valid,
+        tenant_id=tenant_id,
+        event_id=appended.event_id,
+        seq=appended.seq,
+        received_at=appended.received_at,
+        leaf_hash=appended.leaf_hash,
     )

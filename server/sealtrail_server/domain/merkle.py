@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 
@@ -28,6 +29,11 @@ def append_leaf(frontier: list[bytes], size: int, leaf: bytes) -> None:
         node = node_hash(frontier.pop(), node)
         size >>= 1
     frontier.append(node)
+
+
+def split_frontier(packed: bytes) -> list[bytes]:
+    """A frontier stored as its hashes concatenated, back as a list."""
+    return [packed[i : i + HASH_SIZE] for i in range(0, len(packed), HASH_SIZE)]
 
 
 def frontier_root(frontier: Sequence[bytes]) -> bytes:

@@ -19,7 +19,6 @@ fsync and round trips are paid once per batch instead of once per event.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -39,7 +38,7 @@ from ..domain.event import (
     finalize_record,
     format_timestamp,
 )
-from ..domain.merkle import EMPTY_ROOT, append_leaf, frontier_root, leaf_hash
+from ..domain.merkle import EMPTY_ROOT, append_leaf, frontier_root, leaf_hash, split_frontier
 from .database import Database
 
 log = logging.getLogger(__name__)
@@ -47,12 +46,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Appended:
-    """An event as stored: its position, canonical record and leaf hash."""
+    """An event as stored: its position, canonical record and leaf hash.
+
+    A new event also carries its id and received time, so the caller can answer
+    without parsing the record back; a deduplicated one has only its record."""
 
     seq: int
     record: str
     leaf_hash: bytes
     deduplicated: bool = False
+    event_id: str = ""
+    received_at: datetime | None = None
 
 
 # Per event: the stored event, or why it was not stored.
@@ -146,8 +150,9 @@ class Appender:
                 continue
             if self._pending.events < self._batch_events and not self._stopping:
                 # Wait a little for more callers: larger batches, less overhead each.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._batch_full.wait(), self._max_wait)
+                timer = asyncio.get_running_loop().call_later(self._max_wait, self._batch_full.set)
+                await self._batch_full.wait()
+                timer.cancel()
             batch = self._take_batch()
             try:
                 await self._commit(batch)
@@ -193,26 +198,18 @@ class Appender:
         async with self._db.connection() as conn, conn.transaction():
             heads = await self._lock_heads(conn, tenants)
             previous = await _find_keys(conn, batch)
-            received_at = format_timestamp(self._clock())
-            rows: list[tuple[Any, ...]] = []
-            outcomes = [
-                self._assign(submission, heads[submission.tenant_id], previous, received_at, rows)
-                for submission in batch
-            ]
-            if rows:
-                cursor = conn.cursor()
-                async with cursor.copy(_COPY_EVENTS) as copy:
+            received_at = self._clock()
+            outcomes = []
+            async with conn.cursor().copy(_COPY_EVENTS) as copy:
+                for submission in batch:
+                    rows: list[tuple[Any, ...]] = []
+                    head = heads[submission.tenant_id]
+                    outcomes.append(self._assign(submission, head, previous, received_at, rows))
+                    # Sent as built, so PostgreSQL inserts while the next submission is hashed.
                     for row in rows:
                         await copy.write_row(row)
-                await cursor.executemany(
-                    "UPDATE chain_heads SET tree_size = %s, root_hash = %s, frontier = %s,"
-                    " updated_at = now() WHERE tenant_id = %s",
-                    [
-                        (head.size, frontier_root(head.frontier), head.frontier, tenant)
-                        for tenant, head in heads.items()
-                        if head.changed
-                    ],
-                )
+            if any(head.changed for head in heads.values()):
+                await _update_heads(conn, heads)
         self._known_tenants.update(tenants)
         return outcomes
 
@@ -221,10 +218,11 @@ class Appender:
         submission: _Submission,
         head: _Head,
         previous: dict[tuple[str, str], Appended],
-        received_at: str,
+        received: datetime,
         rows: list[tuple[Any, ...]],
     ) -> list[AppendOutcome]:
         tenant_id = submission.tenant_id
+        received_at = format_timestamp(received)
         outcomes: list[AppendOutcome] = []
         for event in submission.events:
             key = event.idempotency_key
@@ -271,7 +269,7 @@ class Appender:
                     text,
                 )
             )
-            appended = Appended(seq, text, leaf)
+            appended = Appended(seq, text, leaf, event_id=event_id, received_at=received)
             outcomes.append(appended)
             if key is not None:
                 previous[(tenant_id, key)] = appended
@@ -293,7 +291,7 @@ class Appender:
 async def _create_heads(conn: psycopg.AsyncConnection[Any], tenants: list[str]) -> None:
     await conn.execute(
         "INSERT INTO chain_heads (tenant_id, tree_size, root_hash, frontier)"
-        " SELECT t, 0, %s, '{}' FROM unnest(%s::text[]) AS t ORDER BY t"
+        " SELECT t, 0, %s, '' FROM unnest(%s::text[]) AS t ORDER BY t"
         " ON CONFLICT (tenant_id) DO NOTHING",
         [EMPTY_ROOT, tenants],
     )
@@ -306,8 +304,26 @@ async def _select_heads(conn: psycopg.AsyncConnection[Any], tenants: list[str]) 
         [tenants],
     )
     return {
-        tenant: _Head(size, list(frontier)) for tenant, size, frontier in await cursor.fetchall()
+        tenant: _Head(size, split_frontier(bytes(frontier)))
+        for tenant, size, frontier in await cursor.fetchall()
     }
+
+
+async def _update_heads(conn: psycopg.AsyncConnection[Any], heads: dict[str, _Head]) -> None:
+    """One statement for every head the batch extended."""
+    changed = [(tenant, head) for tenant, head in heads.items() if head.changed]
+    await conn.execute(
+        "UPDATE chain_heads AS h SET tree_size = u.tree_size, root_hash = u.root_hash,"
+        " frontier = u.frontier, updated_at = now()"
+        " FROM unnest(%s::text[], %s::bigint[], %s::bytea[], %s::bytea[])"
+        " AS u(tenant_id, tree_size, root_hash, frontier) WHERE h.tenant_id = u.tenant_id",
+        [
+            [tenant for tenant, _ in changed],
+            [head.size for _, head in changed],
+            [frontier_root(head.frontier) for _, head in changed],
+            [b"".join(head.frontier) for _, head in changed],
+        ],
+    )
 
 
 async def _find_keys(

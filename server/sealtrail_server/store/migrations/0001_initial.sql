@@ -20,8 +20,9 @@ CREATE TABLE chain_heads (
     tenant_id  text        PRIMARY KEY,
     tree_size  bigint      NOT NULL CHECK (tree_size >= 0),
     root_hash  bytea       NOT NULL,
-    -- Roots of the perfect subtrees of the tree, largest first (one per set bit of tree_size).
-    frontier   bytea[]     NOT NULL,
+    -- Roots of the perfect subtrees of the tree, largest first (one per set bit of
+    -- tree_size), as their 32-byte hashes concatenated.
+    frontier   bytea       NOT NULL CHECK (length(frontier) % 32 = 0),
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 
