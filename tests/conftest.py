@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from sealtrail import AuditClient
+from sealtrail.tlog import generate_signer_key
 from sealtrail_server.app import Service
 from sealtrail_server.auth.roles import Role
 from sealtrail_server.config import Settings
@@ -29,6 +30,11 @@ from sealtrail_server.store.migrations import migrate
 from sealtrail_server.store.tokens import create_token
 
 T = TypeVar("T")
+
+# One checkpoint signing key for every server of the test session, in-thread or
+# subprocess, as several replicas of one deployment would share theirs.
+SIGNING_KEY = generate_signer_key("sealtrail.test/log").text()
+os.environ["SEALTRAIL_SIGNING_KEY"] = SIGNING_KEY
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +69,13 @@ class ServerThread:
     """A Sealtrail server in a thread of its own, with its own event loop."""
 
     def __init__(self, database_url: str, **settings: Any) -> None:
-        self.settings = Settings(listen="127.0.0.1:0", database_url=database_url, **settings)
+        self.settings = Settings(
+            listen="127.0.0.1:0",
+            database_url=database_url,
+            signing_key=SIGNING_KEY,
+            log_origin="sealtrail.test/log",
+            **settings,
+        )
         self.loop = asyncio.new_event_loop()
         self.service = Service(self.settings, database_url=database_url)
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)

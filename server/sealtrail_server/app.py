@@ -19,6 +19,8 @@ from .api.guard import GuardInterceptor
 from .api.servicer import AuditLogServicer
 from .auth.tokens import Authenticator
 from .config import Settings
+from .integrity.checkpointer import Checkpointer
+from .integrity.keys import load_signer
 from .store.appender import Appender
 from .store.database import Database
 from .store.migrations import migrate
@@ -39,6 +41,7 @@ class Service:
         self._database_url = database_url
         self._db: Database | None = None
         self._appender: Appender | None = None
+        self._checkpointer: Checkpointer | None = None
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.port = 0
@@ -56,6 +59,19 @@ class Service:
             db, max_wait=settings.append_max_wait, batch_events=settings.append_batch_events
         )
         self._appender.start()
+        signer = load_signer(
+            key_text=settings.signing_key,
+            key_file=settings.signing_key_file,
+            data_dir=settings.data_dir,
+            name=settings.log_origin,
+        )
+        self._checkpointer = Checkpointer(
+            db,
+            signer,
+            origin_prefix=settings.log_origin,
+            interval=settings.checkpoint_interval,
+        )
+        await self._checkpointer.start()
 
         async def lookup(digest: bytes):  # type: ignore[no-untyped-def]
             return await find_principal(db, digest)
@@ -69,7 +85,8 @@ class Service:
             ],
         )
         audit_service_pb2_grpc.add_AuditLogServiceServicer_to_server(
-            AuditLogServicer(db=db, appender=self._appender), server
+            AuditLogServicer(db=db, appender=self._appender, checkpointer=self._checkpointer),
+            server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -89,6 +106,8 @@ class Service:
         await self._health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(self.settings.shutdown_grace if grace is None else grace)
+        if self._checkpointer is not None:
+            await self._checkpointer.stop()
         if self._appender is not None:
             await self._appender.stop()
         if self._db is not None:

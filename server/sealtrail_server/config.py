@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ class Settings:
     # PostgreSQL URL; when unset an embedded PostgreSQL runs in data_dir.
     database_url: str | None = None
     # Where the embedded PostgreSQL keeps its data (and the dev admin token).
-    data_dir: Path = Path()
+    data_dir: Path = field(default_factory=default_data_dir)
     pool_min_size: int = 2
     pool_max_size: int = 10
     # Group commit: wait up to this long for more events, or until this many wait.
@@ -32,11 +32,18 @@ class Settings:
     token_cache_seconds: float = 10.0
     # Seconds in-flight calls get to finish on SIGTERM.
     shutdown_grace: float = 10.0
+    # Checkpoint origins are `<log_origin>/<tenant>`; also the signing key's name.
+    log_origin: str = "sealtrail.local/log"
+    # Seconds between checkpoints of a growing log (0: only on demand).
+    checkpoint_interval: float = 10.0
+    # The signing key's text, or a file holding it; else <data_dir>/signing-key.
+    signing_key: str | None = None
+    signing_key_file: Path | None = None
 
     @classmethod
     def load(cls, env: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:
         """Settings from SEALTRAIL_<FIELD> variables, then non-None `overrides`."""
-        values: dict[str, Any] = {"data_dir": default_data_dir()}
+        values: dict[str, Any] = {}
         for spec in fields(cls):
             raw = env.get(f"SEALTRAIL_{spec.name.upper()}")
             if raw:
@@ -51,7 +58,7 @@ def _parse(kind: Any, raw: str, name: str) -> Any:
             return int(raw)
         if kind in ("float", float):
             return float(raw)
-        if kind in ("Path", Path):
+        if "Path" in str(kind):
             return Path(raw).expanduser()
     except ValueError:
         raise SystemExit(f"SEALTRAIL_{name.upper()}={raw!r} is not a valid {kind}") from None

@@ -16,6 +16,8 @@ from sealtrail.v1 import audit_service_pb2
 
 from ..domain.errors import (
     AlreadyExists,
+    FailedPrecondition,
+    IntegrityFailure,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -33,6 +35,8 @@ _CODES: Final[dict[type[SealtrailError], int]] = {
     AlreadyExists: code_pb2.ALREADY_EXISTS,
     Unauthenticated: code_pb2.UNAUTHENTICATED,
     PermissionDenied: code_pb2.PERMISSION_DENIED,
+    FailedPrecondition: code_pb2.FAILED_PRECONDITION,
+    IntegrityFailure: code_pb2.DATA_LOSS,
     ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
     Unavailable: code_pb2.UNAVAILABLE,
 }

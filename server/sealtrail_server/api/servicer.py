@@ -22,12 +22,14 @@ from ..domain.filters import (
     page_size,
     validate_filter,
 )
+from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appended, Appender
 from ..store.database import Database
 from ..store.events import Order, get_event, query_events
 from .convert import event_as_stored, event_draft, event_from_record, filter_draft
 from .errors import entry_error
 from .guard import current_principal
+from .integrity import IntegrityRpcs
 
 MAX_BATCH_EVENTS = 1000
 
@@ -40,16 +42,18 @@ _ORDERS: dict[int, Order] = {
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-class AuditLogServicer(audit_service_pb2_grpc.AuditLogServiceServicer):
+class AuditLogServicer(IntegrityRpcs, audit_service_pb2_grpc.AuditLogServiceServicer):
     def __init__(
         self,
         *,
         db: Database,
         appender: Appender,
+        checkpointer: Checkpointer,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._db = db
         self._appender = appender
+        self._checkpointer = checkpointer
         self._clock = clock
 
     async def Record(self, request: pb.RecordRequest, context: Context) -> pb.RecordResponse:

@@ -24,6 +24,7 @@ class Principal:
 
 _WRITE: Final = frozenset({Role.RECORDER, Role.ADMIN})
 _READ: Final = frozenset({Role.READER, Role.ADMIN})
+_ADMIN: Final = frozenset({Role.ADMIN})
 
 # AuditLogService method name -> roles that may call it.
 METHOD_ROLES: Final[dict[str, frozenset[Role]]] = {
@@ -33,6 +34,11 @@ METHOD_ROLES: Final[dict[str, frozenset[Role]]] = {
     "Query": _READ,
     "StreamEvents": _READ,
     "Export": _READ,
+    "GetCheckpoint": _READ,
+    "GetInclusionProof": _READ,
+    "GetConsistencyProof": _READ,
+    "GetVerifierKeys": _READ,
+    "VerifyLog": _ADMIN,
 }
 
 

@@ -7,6 +7,8 @@
      ├── AlreadyExists        an idempotency key reused with a different event
      ├── Unauthenticated      no token, or one that is unknown or revoked
      ├── PermissionDenied     the token's role may not call this
+     ├── FailedPrecondition   the log is not in a state that allows the call
+     ├── IntegrityFailure     stored data contradicts itself or a signed checkpoint
      ├── ResourceExhausted    over a limit; retry after `retry_after` seconds
      └── Unavailable          the database cannot be reached; retry after `retry_after`
 """
@@ -63,6 +65,17 @@ class Unauthenticated(SealtrailError):
 
 class PermissionDenied(SealtrailError):
     reason = "PERMISSION_DENIED"
+
+
+class FailedPrecondition(SealtrailError):
+    reason = "FAILED_PRECONDITION"
+
+
+class IntegrityFailure(SealtrailError):
+    """Stored hashes or records contradict each other or a signed checkpoint:
+    the database was changed behind the service's back."""
+
+    reason = "INTEGRITY_FAILURE"
 
 
 class _Retryable(SealtrailError):

@@ -22,13 +22,21 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 
 
-def append_leaf(frontier: list[bytes], size: int, leaf: bytes) -> None:
-    """Extend `frontier` (of a tree of `size` leaves) in place by one leaf."""
-    node = leaf
-    while size & 1:
+def append_leaf(frontier: list[bytes], size: int, leaf: bytes) -> list[tuple[int, int, bytes]]:
+    """Extend `frontier` (of a tree of `size` leaves) in place by one leaf.
+
+    Returns the interior nodes the leaf completes, as (level, index, hash):
+    node (level, index) is the root of leaves [index << level, (index + 1) << level).
+    """
+    completed = []
+    node, bits, level = leaf, size, 0
+    while bits & 1:
         node = node_hash(frontier.pop(), node)
-        size >>= 1
+        bits >>= 1
+        level += 1
+        completed.append((level, size >> level, node))
     frontier.append(node)
+    return completed
 
 
 def split_frontier(packed: bytes) -> list[bytes]:

@@ -10,7 +10,7 @@ events are waiting) and writes it all in ONE transaction:
    event recorded before;
 3. give each new event the next seq, its id and received time, build its
    canonical record, hash it and extend the tenant's Merkle frontier;
-4. COPY the rows, update the heads, commit;
+4. COPY the rows and the Merkle nodes they complete, update the heads, commit;
 5. only then resolve the waiting calls.
 
 fsync and round trips are paid once per batch instead of once per event.
@@ -83,6 +83,7 @@ class _Pending:
     events: int = 0
 
 
+_COPY_NODES = "COPY tree_nodes (tenant_id, level, idx, hash) FROM STDIN"
 _COPY_EVENTS = (
     "COPY events (tenant_id, seq, id, occurred_at, received_at, action, category, severity,"
     " outcome, actor_id, actor_email, resource_type, resource_id, request_id, trace_id,"
@@ -200,14 +201,21 @@ class Appender:
             previous = await _find_keys(conn, batch)
             received_at = self._clock()
             outcomes = []
+            nodes: list[tuple[str, int, int, bytes]] = []
             async with conn.cursor().copy(_COPY_EVENTS) as copy:
                 for submission in batch:
                     rows: list[tuple[Any, ...]] = []
                     head = heads[submission.tenant_id]
-                    outcomes.append(self._assign(submission, head, previous, received_at, rows))
+                    outcomes.append(
+                        self._assign(submission, head, previous, received_at, rows, nodes)
+                    )
                     # Sent as built, so PostgreSQL inserts while the next submission is hashed.
                     for row in rows:
                         await copy.write_row(row)
+            if nodes:
+                async with conn.cursor().copy(_COPY_NODES) as copy:
+                    for node in nodes:
+                        await copy.write_row(node)
             if any(head.changed for head in heads.values()):
                 await _update_heads(conn, heads)
         self._known_tenants.update(tenants)
@@ -220,6 +228,7 @@ class Appender:
         previous: dict[tuple[str, str], Appended],
         received: datetime,
         rows: list[tuple[Any, ...]],
+        nodes: list[tuple[str, int, int, bytes]],
     ) -> list[AppendOutcome]:
         tenant_id = submission.tenant_id
         received_at = format_timestamp(received)
@@ -244,7 +253,8 @@ class Appender:
                 )
                 continue
             leaf = leaf_hash(record)
-            append_leaf(head.frontier, head.size, leaf)
+            for level, index, node in append_leaf(head.frontier, head.size, leaf):
+                nodes.append((tenant_id, level, index, node))
             head.size, head.changed = seq, True
             text = record.decode()
             rows.append(

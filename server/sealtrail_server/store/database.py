@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -18,7 +19,7 @@ RETRY_AFTER_SECONDS = 1.0
 class Database:
     """An open pool of autocommit connections to one PostgreSQL database."""
 
-    def __init__(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[object, ...]]]):
+    def __init__(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]):
         self.pool = pool
 
     @classmethod
@@ -31,15 +32,13 @@ class Database:
         timeout: float = DEFAULT_CONNECT_TIMEOUT,
         wait: bool = True,
     ) -> Database:
-        pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[object, ...]]] = (
-            AsyncConnectionPool(
-                url,
-                min_size=min_size,
-                max_size=max_size,
-                timeout=timeout,
-                kwargs={"autocommit": True, "application_name": "sealtrail"},
-                open=False,
-            )
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] = AsyncConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            kwargs={"autocommit": True, "application_name": "sealtrail"},
+            open=False,
         )
         await pool.open(wait=wait, timeout=timeout if wait else 30.0)
         return cls(pool)
@@ -48,7 +47,7 @@ class Database:
         await self.pool.close()
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
         """A pooled connection; an unreachable database raises Unavailable."""
         try:
             async with self.pool.connection() as conn:

@@ -57,4 +57,4 @@ async def count_tokens(db: Database) -> int:
     async with db.connection() as conn:
         cursor = await conn.execute("SELECT count(*) FROM api_tokens")
         row = await cursor.fetchone()
-    return int(row[0]) if row else 0  # type: ignore[call-overload]
+    return int(row[0]) if row else 0

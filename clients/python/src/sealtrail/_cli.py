@@ -1,14 +1,16 @@
-"""The `sealtrail` command line: record and query audit events."""
+"""The `sealtrail` command line: record and query audit events, and check the log's
+integrity (bundle, verify, verify-log)."""
 
 from __future__ import annotations
 
 import json
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import click
@@ -17,6 +19,7 @@ from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
+from sealtrail._bundle import BundleError, BundleSummary, verify_bundle, write_bundle
 from sealtrail._client import AuditClient
 from sealtrail._convert import (
     EventFields,
@@ -160,28 +163,44 @@ def record(ctx: click.Context, /, **options: Any) -> None:
     click.echo(json_format.MessageToJson(result.event, indent=None))
 
 
+def _filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The EventFilter options shared by query, bundle (and later tail, export)."""
+    options = [
+        click.option(
+            "--action", "actions", multiple=True, help="Exact action or prefix.* (repeatable)."
+        ),
+        click.option("--actor", help="Actor id or email."),
+        click.option("--resource-type"),
+        click.option("--resource-id"),
+        click.option("--category", "categories", multiple=True, type=_choice(event_pb2.Category)),
+        click.option(
+            "--severity", "min_severity", type=_choice(event_pb2.Severity), help="Minimum."
+        ),
+        click.option("--outcome", "outcomes", multiple=True, type=_choice(event_pb2.Outcome)),
+        click.option("--since", type=_Time(), help="RFC 3339 time, date or duration ago (24h)."),
+        click.option("--until", type=_Time(), help="Exclusive upper bound, same forms as --since."),
+        click.option("--request-id"),
+        click.option("--trace-id"),
+        click.option("--search", "text", help="Full-text search over description and details."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _filter(criteria: dict[str, Any]) -> event_pb2.EventFilter:
+    return build_filter(**{name: value for name, value in criteria.items() if value is not None})
+
+
 @main.command()
-@click.option("--action", "actions", multiple=True, help="Exact action or prefix.* (repeatable).")
-@click.option("--actor", help="Actor id or email.")
-@click.option("--resource-type")
-@click.option("--resource-id")
-@click.option("--category", "categories", multiple=True, type=_choice(event_pb2.Category))
-@click.option("--severity", "min_severity", type=_choice(event_pb2.Severity), help="Minimum.")
-@click.option("--outcome", "outcomes", multiple=True, type=_choice(event_pb2.Outcome))
-@click.option("--since", type=_Time(), help="RFC 3339 time, date or duration ago (24h).")
-@click.option("--until", type=_Time(), help="Exclusive upper bound, same forms as --since.")
-@click.option("--request-id")
-@click.option("--trace-id")
-@click.option("--search", "text", help="Full-text search over description and details.")
+@_filter_options
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--order", type=click.Choice(["newest", "oldest"]), default="newest")
 @click.option("--format", "output", type=click.Choice(["table", "jsonl"]), default="table")
 @click.pass_context
 def query(ctx: click.Context, /, limit: int, order: Order, output: str, **criteria: Any) -> None:
     """List matching events, newest first unless --order oldest."""
-    event_filter = build_filter(
-        **{name: value for name, value in criteria.items() if value is not None}
-    )
+    event_filter = _filter(criteria)
     with _client(ctx) as client:
         events = client.query(event_filter, order=order, page_size=min(limit, 1000), limit=limit)
         if output == "jsonl":
@@ -209,3 +228,84 @@ def _table(events: Iterable[event_pb2.Event]) -> Table:
             event.context.ip,
         )
     return table
+
+
+@main.command()
+@_filter_options
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="New or empty directory to write the bundle into.",
+)
+@click.pass_context
+def bundle(ctx: click.Context, /, out: Path, **criteria: Any) -> None:
+    """Write matching events as a bundle that `sealtrail verify` checks offline."""
+    with _client(ctx) as client:
+        try:
+            summary = write_bundle(client, out, event_filter=_filter(criteria))
+        except BundleError as error:
+            raise click.ClickException(str(error)) from None
+    click.echo(
+        f"wrote {summary.count} records (seq {summary.first_seq}..{summary.last_seq}) of"
+        f" {summary.origin} with its checkpoint at size {summary.tree_size} to {out}"
+    )
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--key",
+    metavar="VKEY",
+    help="Verifier key (name+id+key) the checkpoint must be signed by. Without it the"
+    " bundle's own keys are used, which proves only that the bundle is self-consistent.",
+)
+def verify(path: Path, key: str | None) -> None:
+    """Check a bundle offline: every record against the signed checkpoint."""
+    try:
+        summary = verify_bundle(path, key=key)
+    except BundleError as error:
+        click.echo(f"FAILED: {error}", err=True)
+        sys.exit(1)
+    _report_verified(summary)
+
+
+def _report_verified(summary: BundleSummary) -> None:
+    whole = ", the complete log with no gap" if summary.complete else ""
+    click.echo(
+        f"OK: {summary.count} records (seq {summary.first_seq}..{summary.last_seq}) are in"
+        f" {summary.origin} at size {summary.tree_size}{whole}; checkpoint signed by"
+        f" {', '.join(summary.signed_by)}"
+    )
+    if summary.trusted_own_keys:
+        click.echo(
+            "warning: checked against the bundle's own keys; pass --key with the log's"
+            " published verifier key to rule out a forged bundle",
+            err=True,
+        )
+
+
+@main.command("verify-log")
+@click.pass_context
+def verify_log(ctx: click.Context) -> None:
+    """Admin: have the server recheck every record, leaf and checkpoint root."""
+    with _client(ctx) as client:
+        result = client.verify_log()
+    if result.ok:
+        click.echo(
+            f"OK: {result.verified_size} records and {result.checkpoints_verified} checkpoints"
+        )
+        return
+    failure = result.failure
+    click.echo(f"FAILED at seq {failure.seq}: {failure.reason}: {failure.message}", err=True)
+    sys.exit(1)
+
+
+@main.command()
+@click.option("--fresh", is_flag=True, help="Sign a new checkpoint if the log has grown.")
+@click.pass_context
+def checkpoint(ctx: click.Context, fresh: bool) -> None:
+    """Print the log's latest signed checkpoint."""
+    with _client(ctx) as client:
+        click.echo(client.get_checkpoint(fresh=fresh).note, nl=False)

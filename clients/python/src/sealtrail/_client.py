@@ -18,12 +18,13 @@ from sealtrail._convert import (
     batch_request,
     batch_results,
     build_event,
+    inclusion_request,
     query_request,
     with_defaults,
 )
 from sealtrail._errors import from_rpc_error
 from sealtrail._retry import RetryPolicy
-from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, event_pb2
+from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, event_pb2, integrity_pb2
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
@@ -143,6 +144,37 @@ class AuditClient:
         """Returns one page of matching events and the token of the next ("" after the last)."""
         request = query_request(filter, order, page_size, page_token)
         return self._call(self._stub.Query, request)
+
+    def get_checkpoint(
+        self, *, tree_size: int = 0, fresh: bool = False
+    ) -> integrity_pb2.SignedCheckpoint:
+        """The latest signed checkpoint, one signed now if `fresh` and the log has
+        grown, or the one at `tree_size`."""
+        request = integrity_pb2.GetCheckpointRequest(tree_size=tree_size, fresh=fresh)
+        return self._call(self._stub.GetCheckpoint, request).checkpoint
+
+    def get_inclusion_proof(
+        self, *, event_id: str = "", seq: int = 0, tree_size: int = 0
+    ) -> integrity_pb2.GetInclusionProofResponse:
+        """The record of one event (by id or seq) and its inclusion proof at
+        `tree_size` (0: the latest checkpoint, signed now if needed)."""
+        return self._call(self._stub.GetInclusionProof, inclusion_request(event_id, seq, tree_size))
+
+    def get_consistency_proof(
+        self, *, old_size: int, new_size: int = 0
+    ) -> integrity_pb2.GetConsistencyProofResponse:
+        """A proof that the log at `old_size` is a prefix of the log at `new_size`."""
+        request = integrity_pb2.GetConsistencyProofRequest(old_size=old_size, new_size=new_size)
+        return self._call(self._stub.GetConsistencyProof, request)
+
+    def get_verifier_keys(self) -> list[integrity_pb2.VerifierKey]:
+        """The keys that verify checkpoint signatures, the active one first."""
+        request = integrity_pb2.GetVerifierKeysRequest()
+        return list(self._call(self._stub.GetVerifierKeys, request).keys)
+
+    def verify_log(self) -> integrity_pb2.VerifyLogResponse:
+        """Admin: have the server recheck every record, leaf and checkpoint root."""
+        return self._call(self._stub.VerifyLog, integrity_pb2.VerifyLogRequest())
 
     def _call(self, method: grpc.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req) -> _Resp:
         attempt = 1

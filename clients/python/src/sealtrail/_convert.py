@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from sealtrail._errors import SealtrailError, from_entry_error
-from sealtrail.v1 import audit_service_pb2, event_pb2
+from sealtrail.v1 import audit_service_pb2, event_pb2, integrity_pb2
 
 if TYPE_CHECKING:
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
@@ -248,3 +248,14 @@ def build_filter(
 
 def _many(values: str | Iterable[str]) -> list[str]:
     return [values] if isinstance(values, str) else list(values)
+
+
+def inclusion_request(
+    event_id: str, seq: int, tree_size: int
+) -> integrity_pb2.GetInclusionProofRequest:
+    """A GetInclusionProof request for an event given by id or by seq."""
+    if bool(event_id) == bool(seq):
+        raise ValueError("give exactly one of event_id and seq")
+    if event_id:
+        return integrity_pb2.GetInclusionProofRequest(event_id=event_id, tree_size=tree_size)
+    return integrity_pb2.GetInclusionProofRequest(seq=seq, tree_size=tree_size)

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from sealtrail.v1 import audit_service_pb2 as sealtrail_dot_v1_dot_audit__service__pb2
+from sealtrail.v1 import integrity_pb2 as sealtrail_dot_v1_dot_integrity__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -67,6 +68,31 @@ class AuditLogServiceStub:
                 request_serializer=sealtrail_dot_v1_dot_audit__service__pb2.ExportRequest.SerializeToString,
                 response_deserializer=sealtrail_dot_v1_dot_audit__service__pb2.ExportResponse.FromString,
                 _registered_method=True)
+        self.GetCheckpoint = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/GetCheckpoint',
+                request_serializer=sealtrail_dot_v1_dot_integrity__pb2.GetCheckpointRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_integrity__pb2.GetCheckpointResponse.FromString,
+                _registered_method=True)
+        self.GetInclusionProof = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/GetInclusionProof',
+                request_serializer=sealtrail_dot_v1_dot_integrity__pb2.GetInclusionProofRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_integrity__pb2.GetInclusionProofResponse.FromString,
+                _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/GetConsistencyProof',
+                request_serializer=sealtrail_dot_v1_dot_integrity__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_integrity__pb2.GetConsistencyProofResponse.FromString,
+                _registered_method=True)
+        self.GetVerifierKeys = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/GetVerifierKeys',
+                request_serializer=sealtrail_dot_v1_dot_integrity__pb2.GetVerifierKeysRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_integrity__pb2.GetVerifierKeysResponse.FromString,
+                _registered_method=True)
+        self.VerifyLog = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/VerifyLog',
+                request_serializer=sealtrail_dot_v1_dot_integrity__pb2.VerifyLogRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_integrity__pb2.VerifyLogResponse.FromString,
+                _registered_method=True)
 
 
 class AuditLogServiceServicer:
@@ -119,6 +145,44 @@ class AuditLogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCheckpoint(self, request, context):
+        """Returns a signed checkpoint of the caller's log: the latest, a fresh one,
+        or the one at a given size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInclusionProof(self, request, context):
+        """Proves that one event is in the log at a checkpoint's size (RFC 9162 §2.1.3).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """Proves that the log at one size is a prefix of the log at a later size
+        (RFC 9162 §2.1.4).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVerifierKeys(self, request, context):
+        """Returns the public keys that verify checkpoint signatures, old ones included.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyLog(self, request, context):
+        """Admin only: recomputes every leaf from its stored record and the root at
+        every stored checkpoint, and reports the first mismatch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditLogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -151,6 +215,31 @@ def add_AuditLogServiceServicer_to_server(servicer, server):
                     servicer.Export,
                     request_deserializer=sealtrail_dot_v1_dot_audit__service__pb2.ExportRequest.FromString,
                     response_serializer=sealtrail_dot_v1_dot_audit__service__pb2.ExportResponse.SerializeToString,
+            ),
+            'GetCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCheckpoint,
+                    request_deserializer=sealtrail_dot_v1_dot_integrity__pb2.GetCheckpointRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_integrity__pb2.GetCheckpointResponse.SerializeToString,
+            ),
+            'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInclusionProof,
+                    request_deserializer=sealtrail_dot_v1_dot_integrity__pb2.GetInclusionProofRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_integrity__pb2.GetInclusionProofResponse.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=sealtrail_dot_v1_dot_integrity__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_integrity__pb2.GetConsistencyProofResponse.SerializeToString,
+            ),
+            'GetVerifierKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVerifierKeys,
+                    request_deserializer=sealtrail_dot_v1_dot_integrity__pb2.GetVerifierKeysRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_integrity__pb2.GetVerifierKeysResponse.SerializeToString,
+            ),
+            'VerifyLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyLog,
+                    request_deserializer=sealtrail_dot_v1_dot_integrity__pb2.VerifyLogRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_integrity__pb2.VerifyLogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -318,6 +407,141 @@ class AuditLogService:
             '/sealtrail.v1.AuditLogService/Export',
             sealtrail_dot_v1_dot_audit__service__pb2.ExportRequest.SerializeToString,
             sealtrail_dot_v1_dot_audit__service__pb2.ExportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/GetCheckpoint',
+            sealtrail_dot_v1_dot_integrity__pb2.GetCheckpointRequest.SerializeToString,
+            sealtrail_dot_v1_dot_integrity__pb2.GetCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/GetInclusionProof',
+            sealtrail_dot_v1_dot_integrity__pb2.GetInclusionProofRequest.SerializeToString,
+            sealtrail_dot_v1_dot_integrity__pb2.GetInclusionProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/GetConsistencyProof',
+            sealtrail_dot_v1_dot_integrity__pb2.GetConsistencyProofRequest.SerializeToString,
+            sealtrail_dot_v1_dot_integrity__pb2.GetConsistencyProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVerifierKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/GetVerifierKeys',
+            sealtrail_dot_v1_dot_integrity__pb2.GetVerifierKeysRequest.SerializeToString,
+            sealtrail_dot_v1_dot_integrity__pb2.GetVerifierKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/VerifyLog',
+            sealtrail_dot_v1_dot_integrity__pb2.VerifyLogRequest.SerializeToString,
+            sealtrail_dot_v1_dot_integrity__pb2.VerifyLogResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from grpc import aio as _aio
 from sealtrail.v1 import audit_service_pb2 as _audit_service_pb2
+from sealtrail.v1 import integrity_pb2 as _integrity_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -51,6 +52,22 @@ class AuditLogServiceStub:
     """Replays matching events from a start position, then follows new ones live."""
     Export: _grpc.UnaryStreamMultiCallable[_audit_service_pb2.ExportRequest, _audit_service_pb2.ExportResponse]
     """Exports matching events as CSV, NDJSON or JSON, in chunks, then a manifest."""
+    GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_integrity_pb2.GetCheckpointRequest, _integrity_pb2.GetCheckpointResponse]
+    """Returns a signed checkpoint of the caller's log: the latest, a fresh one,
+    or the one at a given size.
+    """
+    GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_integrity_pb2.GetInclusionProofRequest, _integrity_pb2.GetInclusionProofResponse]
+    """Proves that one event is in the log at a checkpoint's size (RFC 9162 §2.1.3)."""
+    GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_integrity_pb2.GetConsistencyProofRequest, _integrity_pb2.GetConsistencyProofResponse]
+    """Proves that the log at one size is a prefix of the log at a later size
+    (RFC 9162 §2.1.4).
+    """
+    GetVerifierKeys: _grpc.UnaryUnaryMultiCallable[_integrity_pb2.GetVerifierKeysRequest, _integrity_pb2.GetVerifierKeysResponse]
+    """Returns the public keys that verify checkpoint signatures, old ones included."""
+    VerifyLog: _grpc.UnaryUnaryMultiCallable[_integrity_pb2.VerifyLogRequest, _integrity_pb2.VerifyLogResponse]
+    """Admin only: recomputes every leaf from its stored record and the root at
+    every stored checkpoint, and reports the first mismatch.
+    """
 
 @_typing.type_check_only
 class AuditLogServiceAsyncStub(AuditLogServiceStub):
@@ -75,6 +92,22 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     """Replays matching events from a start position, then follows new ones live."""
     Export: _aio.UnaryStreamMultiCallable[_audit_service_pb2.ExportRequest, _audit_service_pb2.ExportResponse]  # type: ignore[assignment]
     """Exports matching events as CSV, NDJSON or JSON, in chunks, then a manifest."""
+    GetCheckpoint: _aio.UnaryUnaryMultiCallable[_integrity_pb2.GetCheckpointRequest, _integrity_pb2.GetCheckpointResponse]  # type: ignore[assignment]
+    """Returns a signed checkpoint of the caller's log: the latest, a fresh one,
+    or the one at a given size.
+    """
+    GetInclusionProof: _aio.UnaryUnaryMultiCallable[_integrity_pb2.GetInclusionProofRequest, _integrity_pb2.GetInclusionProofResponse]  # type: ignore[assignment]
+    """Proves that one event is in the log at a checkpoint's size (RFC 9162 §2.1.3)."""
+    GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_integrity_pb2.GetConsistencyProofRequest, _integrity_pb2.GetConsistencyProofResponse]  # type: ignore[assignment]
+    """Proves that the log at one size is a prefix of the log at a later size
+    (RFC 9162 §2.1.4).
+    """
+    GetVerifierKeys: _aio.UnaryUnaryMultiCallable[_integrity_pb2.GetVerifierKeysRequest, _integrity_pb2.GetVerifierKeysResponse]  # type: ignore[assignment]
+    """Returns the public keys that verify checkpoint signatures, old ones included."""
+    VerifyLog: _aio.UnaryUnaryMultiCallable[_integrity_pb2.VerifyLogRequest, _integrity_pb2.VerifyLogResponse]  # type: ignore[assignment]
+    """Admin only: recomputes every leaf from its stored record and the root at
+    every stored checkpoint, and reports the first mismatch.
+    """
 
 class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
     """Records, queries, tails and exports a tenant's append-only, tamper-evident
@@ -132,5 +165,51 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_audit_service_pb2.ExportResponse], _abc.AsyncIterator[_audit_service_pb2.ExportResponse]]:
         """Exports matching events as CSV, NDJSON or JSON, in chunks, then a manifest."""
+
+    @_abc_1.abstractmethod
+    def GetCheckpoint(
+        self,
+        request: _integrity_pb2.GetCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_integrity_pb2.GetCheckpointResponse, _abc.Awaitable[_integrity_pb2.GetCheckpointResponse]]:
+        """Returns a signed checkpoint of the caller's log: the latest, a fresh one,
+        or the one at a given size.
+        """
+
+    @_abc_1.abstractmethod
+    def GetInclusionProof(
+        self,
+        request: _integrity_pb2.GetInclusionProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_integrity_pb2.GetInclusionProofResponse, _abc.Awaitable[_integrity_pb2.GetInclusionProofResponse]]:
+        """Proves that one event is in the log at a checkpoint's size (RFC 9162 §2.1.3)."""
+
+    @_abc_1.abstractmethod
+    def GetConsistencyProof(
+        self,
+        request: _integrity_pb2.GetConsistencyProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_integrity_pb2.GetConsistencyProofResponse, _abc.Awaitable[_integrity_pb2.GetConsistencyProofResponse]]:
+        """Proves that the log at one size is a prefix of the log at a later size
+        (RFC 9162 §2.1.4).
+        """
+
+    @_abc_1.abstractmethod
+    def GetVerifierKeys(
+        self,
+        request: _integrity_pb2.GetVerifierKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_integrity_pb2.GetVerifierKeysResponse, _abc.Awaitable[_integrity_pb2.GetVerifierKeysResponse]]:
+        """Returns the public keys that verify checkpoint signatures, old ones included."""
+
+    @_abc_1.abstractmethod
+    def VerifyLog(
+        self,
+        request: _integrity_pb2.VerifyLogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_integrity_pb2.VerifyLogResponse, _abc.Awaitable[_integrity_pb2.VerifyLogResponse]]:
+        """Admin only: recomputes every leaf from its stored record and the root at
+        every stored checkpoint, and reports the first mismatch.
+        """
 
 def add_AuditLogServiceServicer_to_server(servicer: AuditLogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,269 @@
+"""Verifiable bundles: events exactly as hashed, with what proves them in the
+log, checkable offline by anyone (docs/bundle-format.md).
+
+    bundle.json         what the bundle holds: origin, tree size, seq range, and
+                        "complete" when it claims every record of seqs 1..tree size
+    records.ndjson      the records, one per line, exactly as hashed
+    proofs.ndjson       line i is {"seq": s, "proof": [base64, ...]}: the RFC 9162
+                        inclusion proof of record i in the checkpoint's tree
+    checkpoint.txt      the C2SP signed checkpoint at the tree size
+    verifier-keys.txt   the server's verifier keys, one per line, active first
+
+Every record is checked against the signed root through its own proof, so a
+changed record is named exactly; a complete bundle is also checked for gaps
+and its root recomputed over all records.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+
+from sealtrail._errors import NotFoundError, SealtrailError
+from sealtrail.tlog import (
+    NoteError,
+    ProofError,
+    Verifier,
+    leaf_hash,
+    open_note,
+    parse_checkpoint,
+    root_from_leaves,
+    verify_inclusion,
+)
+from sealtrail.v1 import event_pb2, integrity_pb2
+
+FORMAT = "sealtrail-bundle"
+VERSION = 1
+MANIFEST = "bundle.json"
+RECORDS = "records.ndjson"
+PROOFS = "proofs.ndjson"
+CHECKPOINT = "checkpoint.txt"
+KEYS = "verifier-keys.txt"
+
+
+class BundleError(Exception):
+    """A bundle failed verification; the message names the record and the reason."""
+
+
+class _Source(Protocol):
+    """What writing a bundle needs of a client (AuditClient has it)."""
+
+    def query(
+        self, filter: event_pb2.EventFilter | None = ..., *, order: Any = ..., page_size: int = ...
+    ) -> Iterator[event_pb2.Event]: ...
+
+    def get_checkpoint(
+        self, *, tree_size: int = ..., fresh: bool = ...
+    ) -> integrity_pb2.SignedCheckpoint: ...
+
+    def get_inclusion_proof(
+        self, *, event_id: str = ..., seq: int = ..., tree_size: int = ...
+    ) -> integrity_pb2.GetInclusionProofResponse: ...
+
+    def get_verifier_keys(self) -> list[integrity_pb2.VerifierKey]: ...
+
+
+@dataclass(frozen=True)
+class BundleSummary:
+    origin: str
+    tree_size: int
+    count: int
+    first_seq: int
+    last_seq: int
+    complete: bool
+    signed_by: list[str]
+    trusted_own_keys: bool
+
+
+def write_bundle(
+    source: _Source,
+    out: Path,
+    *,
+    event_filter: event_pb2.EventFilter | None = None,
+    workers: int = 16,
+) -> BundleSummary:
+    """Write the events matching `event_filter` as a bundle into the new or
+    empty directory `out`. Without a filter the bundle is the whole log up to
+    a fresh checkpoint ("complete"); a record the log cannot produce or prove
+    is left out, and verification then names the seq that is missing."""
+    out.mkdir(parents=True, exist_ok=True)
+    if any(out.iterdir()):
+        raise BundleError(f"{out} is not empty")
+    checkpoint = source.get_checkpoint(fresh=True)
+    size = checkpoint.tree_size
+    complete = event_filter is None or event_filter.ByteSize() == 0
+    if complete:
+        seqs = list(range(1, size + 1))
+    else:
+        found = source.query(event_filter, order="oldest", page_size=1000)
+        # Events recorded after the checkpoint cannot be proven in it yet.
+        seqs = [event.seq for event in found if event.seq <= size]
+
+    def prove(seq: int) -> integrity_pb2.GetInclusionProofResponse | None:
+        try:
+            return source.get_inclusion_proof(seq=seq, tree_size=size)
+        except NotFoundError:
+            return None  # gone from the log: verification will name it
+        except SealtrailError as error:
+            if error.code is grpc.StatusCode.DATA_LOSS:
+                return None  # the log cannot prove it: the same
+            raise
+
+    written: list[int] = []
+    with (
+        ThreadPoolExecutor(max_workers=workers) as pool,
+        open(out / RECORDS, "wb") as records,
+        open(out / PROOFS, "w") as proofs,
+    ):
+        for answer in pool.map(prove, seqs):
+            if answer is None:
+                continue
+            written.append(answer.seq)
+            records.write(answer.record + b"\n")
+            encoded = [base64.b64encode(h).decode() for h in answer.proof]
+            proofs.write(json.dumps({"seq": answer.seq, "proof": encoded}) + "\n")
+    (out / CHECKPOINT).write_text(checkpoint.note)
+    (out / KEYS).write_text("".join(key.text + "\n" for key in source.get_verifier_keys()))
+    summary = BundleSummary(
+        origin=checkpoint.origin,
+        tree_size=size,
+        count=len(written),
+        first_seq=written[0] if written else 0,
+        last_seq=written[-1] if written else 0,
+        complete=complete,
+        signed_by=[],
+        trusted_own_keys=False,
+    )
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "origin": summary.origin,
+        "tree_size": summary.tree_size,
+        "count": summary.count,
+        "first_seq": summary.first_seq,
+        "last_seq": summary.last_seq,
+        "complete": summary.complete,
+        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return summary
+
+
+def verify_bundle(path: Path, *, key: str | None = None) -> BundleSummary:
+    """Check every record of the bundle at `path` against its signed checkpoint.
+    With `key` (verifier key text) the checkpoint must be signed by that key;
+    without, by one of the bundle's own keys, which proves only that the bundle
+    is consistent with itself. Raises BundleError at the first failure."""
+    manifest = _manifest(path)
+    verifiers, trusted_own = _verifiers(path, key)
+    try:
+        text, signers = open_note((path / CHECKPOINT).read_text(), verifiers)
+        checkpoint = parse_checkpoint(text)
+    except (NoteError, OSError) as error:
+        raise BundleError(f"checkpoint: {error}") from None
+    if (checkpoint.origin, checkpoint.tree_size) != (manifest["origin"], manifest["tree_size"]):
+        raise BundleError("checkpoint: its origin or size differs from bundle.json")
+    tenant = checkpoint.origin.rsplit("/", 1)[-1]
+
+    size, root = checkpoint.tree_size, checkpoint.root_hash
+    complete = manifest["complete"]
+    count, first, last = _verify_each(path, tenant, size, root, complete=complete)
+    if complete:
+        _verify_root(path, tenant, size, root)
+    if count != manifest["count"]:
+        raise BundleError(f"bundle.json says {manifest['count']} records, the bundle has {count}")
+    return BundleSummary(
+        origin=checkpoint.origin,
+        tree_size=checkpoint.tree_size,
+        count=count,
+        first_seq=first,
+        last_seq=last,
+        complete=complete,
+        signed_by=[signer.text() for signer in signers],
+        trusted_own_keys=trusted_own,
+    )
+
+
+def _manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError) as error:
+        raise BundleError(f"{MANIFEST}: {error}") from None
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise BundleError(f"{MANIFEST}: not a {FORMAT} version {VERSION}")
+    if not isinstance(manifest.get("complete"), bool):
+        raise BundleError(f"{MANIFEST}: 'complete' must be true or false")
+    return dict(manifest)
+
+
+def _verifiers(path: Path, key: str | None) -> tuple[list[Verifier], bool]:
+    try:
+        if key is not None:
+            return [Verifier.parse(key)], False
+        lines = (path / KEYS).read_text().split()
+        return [Verifier.parse(line) for line in lines], True
+    except (NoteError, OSError) as error:
+        raise BundleError(f"verifier key: {error}") from None
+
+
+def _records(path: Path, tenant: str) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, seq, leaf hash) of each record, checking it belongs to `tenant`."""
+    with open(path / RECORDS, "rb") as records:
+        for number, line in enumerate(records, start=1):
+            record = line.removesuffix(b"\n")
+            try:
+                parsed = json.loads(record)
+                seq, owner = parsed["seq"], parsed["tenant_id"]
+            except (ValueError, KeyError, TypeError):
+                raise BundleError(f"record {number}: not a Sealtrail record") from None
+            if owner != tenant:
+                raise BundleError(f"record {number} (seq {seq}): belongs to tenant {owner!r}")
+            yield number, seq, leaf_hash(record)
+
+
+def _verify_each(
+    path: Path, tenant: str, size: int, root: bytes, *, complete: bool
+) -> tuple[int, int, int]:
+    count = first = last = 0
+    with open(path / PROOFS) as proofs:
+        for number, seq, leaf in _records(path, tenant):
+            entry = json.loads(proofs.readline() or "null")
+            if not entry or entry.get("seq") != seq:
+                logged = entry.get("seq") if entry else None
+                raise BundleError(
+                    f"record {number} (seq {seq}): the record says seq {seq} but sits at"
+                    f" seq {logged} of the log"
+                )
+            if complete and seq > last + 1:
+                raise BundleError(f"seq {last + 1}: missing (record {number} has seq {seq})")
+            if seq <= last:
+                raise BundleError(f"record {number} (seq {seq}): out of order or repeated")
+            try:
+                proof = [base64.b64decode(h, validate=True) for h in entry["proof"]]
+                verify_inclusion(
+                    leaf_index=seq - 1, tree_size=size, leaf=leaf, proof=proof, root=root
+                )
+            except (ProofError, ValueError) as error:
+                raise BundleError(f"record {number} (seq {seq}): {error}") from None
+            count, first, last = count + 1, first or seq, seq
+    if complete and last < size:
+        raise BundleError(
+            f"seq {last + 1}: missing; the bundle ends at seq {last} but the checkpoint"
+            f" covers {size}"
+        )
+    return count, first, last
+
+
+def _verify_root(path: Path, tenant: str, size: int, root: bytes) -> None:
+    """A complete bundle's root, recomputed over all its records."""
+    count, computed = root_from_leaves(leaf for _, _, leaf in _records(path, tenant))
+    if (count, computed) != (size, root):
+        raise BundleError(f"the records' root differs from the checkpoint at size {size}")

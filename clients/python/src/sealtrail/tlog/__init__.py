@@ -1,0 +1,41 @@
+"""Transparency-log primitives for checking Sealtrail's integrity offline, with
+no server and no database: RFC 6962 / RFC 9162 Merkle hashing and proof
+verification, C2SP signed notes (Ed25519) and C2SP tlog checkpoints."""
+
+from sealtrail.tlog._checkpoint import Checkpoint, format_checkpoint, parse_checkpoint
+from sealtrail.tlog._merkle import (
+    EMPTY_ROOT,
+    ProofError,
+    leaf_hash,
+    node_hash,
+    root_from_leaves,
+    verify_consistency,
+    verify_inclusion,
+)
+from sealtrail.tlog._note import (
+    NoteError,
+    Signer,
+    Verifier,
+    generate_signer_key,
+    open_note,
+    sign_note,
+)
+
+__all__ = [
+    "EMPTY_ROOT",
+    "Checkpoint",
+    "NoteError",
+    "ProofError",
+    "Signer",
+    "Verifier",
+    "format_checkpoint",
+    "generate_signer_key",
+    "leaf_hash",
+    "node_hash",
+    "open_note",
+    "parse_checkpoint",
+    "root_from_leaves",
+    "sign_note",
+    "verify_consistency",
+    "verify_inclusion",
+]

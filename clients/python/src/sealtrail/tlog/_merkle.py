@@ -1,0 +1,117 @@
+"""RFC 9162 §2.1 Merkle tree hashing and proof verification (§2.1.3.2, §2.1.4.2),
+written from the RFC's text."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+
+class ProofError(ValueError):
+    """A proof does not show what it was supposed to."""
+
+
+def leaf_hash(record: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + record).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def root_from_leaves(leaves: Iterable[bytes]) -> tuple[int, bytes]:
+    """(tree size, root) of the tree over `leaves` (leaf hashes, in order),
+    in one pass and O(log n) memory."""
+    frontier: list[bytes] = []  # roots of the perfect subtrees, largest first
+    size = 0
+    for leaf in leaves:
+        node, bits = leaf, size
+        while bits & 1:
+            node = node_hash(frontier.pop(), node)
+            bits >>= 1
+        frontier.append(node)
+        size += 1
+    if not frontier:
+        return 0, EMPTY_ROOT
+    root = frontier[-1]
+    for subtree in reversed(frontier[:-1]):
+        root = node_hash(subtree, root)
+    return size, root
+
+
+def verify_inclusion(
+    *, leaf_index: int, tree_size: int, leaf: bytes, proof: Sequence[bytes], root: bytes
+) -> None:
+    """Raise ProofError unless `proof` shows leaf `leaf_index` of the tree of
+    `tree_size` leaves with root `root` is `leaf` (RFC 9162 §2.1.3.2)."""
+    if not 0 <= leaf_index < tree_size:
+        raise ProofError(f"leaf index {leaf_index} is outside a tree of size {tree_size}")
+    fn, sn, r = leaf_index, tree_size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            raise ProofError("the inclusion proof is longer than the tree is deep")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn, sn = fn >> 1, sn >> 1
+        else:
+            r = node_hash(r, p)
+        fn, sn = fn >> 1, sn >> 1
+    if sn != 0:
+        raise ProofError("the inclusion proof is shorter than the tree is deep")
+    if r != root:
+        raise ProofError("the inclusion proof leads to another root")
+
+
+def verify_consistency(
+    *,
+    old_size: int,
+    new_size: int,
+    old_root: bytes,
+    new_root: bytes,
+    proof: Sequence[bytes],
+) -> None:
+    """Raise ProofError unless `proof` shows the tree of `old_size` with
+    `old_root` is a prefix of the tree of `new_size` with `new_root`
+    (RFC 9162 §2.1.4.2)."""
+    if not 0 <= old_size <= new_size:
+        raise ProofError(f"sizes {old_size} and {new_size} are not in order")
+    if old_size == new_size:
+        if proof:
+            raise ProofError("a proof between equal sizes must be empty")
+        if old_root != new_root:
+            raise ProofError("two different roots for one tree size")
+        return
+    if old_size == 0:
+        if proof:
+            raise ProofError("a proof from the empty tree must be empty")
+        return
+    if not proof:
+        raise ProofError("the consistency proof is empty")
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:  # an exact power of two
+        path.insert(0, old_root)
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn, sn = fn >> 1, sn >> 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise ProofError("the consistency proof is longer than the tree is deep")
+        if fn & 1 or fn == sn:
+            fr, sr = node_hash(c, fr), node_hash(c, sr)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn, sn = fn >> 1, sn >> 1
+        else:
+            sr = node_hash(sr, c)
+        fn, sn = fn >> 1, sn >> 1
+    if sn != 0:
+        raise ProofError("the consistency proof is shorter than the tree is deep")
+    if fr != old_root:
+        raise ProofError("the consistency proof does not lead to the old root")
+    if sr != new_root:
+        raise ProofError("the consistency proof does not lead to the new root")

@@ -1,0 +1,161 @@
+"""C2SP signed notes (https://c2sp.org/signed-note) with Ed25519 keys.
+
+A note is UTF-8 text ending in a newline, a blank line, then one line per
+signature: `— <key name> <base64(key id || signature)>`. The key id is the
+first 4 bytes of SHA-256(key name || 0x0A || 0x01 || public key), 0x01 being
+the Ed25519 signature type. Keys are written as text:
+
+    verifier:  <name>+<hex key id>+<base64(0x01 || public key)>
+    signer:    PRIVATE+KEY+<name>+<hex key id>+<base64(0x01 || private seed)>
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+_ED25519 = b"\x01"
+_DASH = "\u2014 "  # em dash and a space start every signature line
+
+
+class NoteError(ValueError):
+    """A note, key or signature is malformed or does not verify."""
+
+
+def _key_id(name: str, public_key: bytes) -> bytes:
+    return hashlib.sha256(name.encode() + b"\n" + _ED25519 + public_key).digest()[:4]
+
+
+def _check_name(name: str) -> None:
+    if not name or any(c.isspace() or c == "+" for c in name):
+        raise NoteError(f"key name {name!r} must be non-empty, without spaces or '+'")
+
+
+def _decode(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise NoteError(f"{what} is not valid base64") from None
+
+
+@dataclass(frozen=True)
+class Verifier:
+    """Checks signatures by one named Ed25519 key."""
+
+    name: str
+    key_id: bytes
+    public_key: bytes
+
+    @classmethod
+    def parse(cls, text: str) -> Verifier:
+        parts = text.strip().split("+", 2)  # base64 may hold '+' too
+        if len(parts) != 3:
+            raise NoteError("a verifier key is <name>+<hex key id>+<base64 key>")
+        name, hex_id, encoded = parts
+        _check_name(name)
+        raw = _decode(encoded, "the verifier key")
+        if len(raw) != 33 or raw[:1] != _ED25519:
+            raise NoteError("the verifier key is not an Ed25519 key")
+        verifier = cls(name, _key_id(name, raw[1:]), raw[1:])
+        if hex_id.lower() != verifier.key_id.hex():
+            raise NoteError("the verifier key's id does not match its name and key")
+        return verifier
+
+    def text(self) -> str:
+        encoded = base64.b64encode(_ED25519 + self.public_key).decode()
+        return f"{self.name}+{self.key_id.hex()}+{encoded}"
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        try:
+            Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, message)
+        except InvalidSignature:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Signs notes with one named Ed25519 key."""
+
+    name: str
+    seed: bytes
+
+    @classmethod
+    def parse(cls, text: str) -> Signer:
+        parts = text.strip().split("+", 4)  # base64 may hold '+' too
+        if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
+            raise NoteError("a signer key is PRIVATE+KEY+<name>+<hex key id>+<base64 key>")
+        name, hex_id, encoded = parts[2:]
+        _check_name(name)
+        raw = _decode(encoded, "the signer key")
+        if len(raw) != 33 or raw[:1] != _ED25519:
+            raise NoteError("the signer key is not an Ed25519 key")
+        signer = cls(name, raw[1:])
+        if hex_id.lower() != signer.verifier.key_id.hex():
+            raise NoteError("the signer key's id does not match its name and key")
+        return signer
+
+    @property
+    def verifier(self) -> Verifier:
+        public = (
+            Ed25519PrivateKey.from_private_bytes(self.seed)
+            .public_key()
+            .public_bytes(Encoding.Raw, PublicFormat.Raw)
+        )
+        return Verifier(self.name, _key_id(self.name, public), public)
+
+    def text(self) -> str:
+        encoded = base64.b64encode(_ED25519 + self.seed).decode()
+        return f"PRIVATE+KEY+{self.name}+{self.verifier.key_id.hex()}+{encoded}"
+
+    def sign(self, message: bytes) -> bytes:
+        return Ed25519PrivateKey.from_private_bytes(self.seed).sign(message)
+
+
+def generate_signer_key(name: str) -> Signer:
+    _check_name(name)
+    seed = Ed25519PrivateKey.generate().private_bytes_raw()
+    return Signer(name, seed)
+
+
+def sign_note(text: str, signer: Signer) -> str:
+    """`text` (ending in a newline) with a signature line by `signer`."""
+    if not text.endswith("\n") or "\n\n" in text:
+        raise NoteError("note text must end in a newline and hold no blank line")
+    key_id = signer.verifier.key_id
+    signature = base64.b64encode(key_id + signer.sign(text.encode())).decode()
+    return f"{text}\n{_DASH}{signer.name} {signature}\n"
+
+
+def open_note(note: str, verifiers: list[Verifier]) -> tuple[str, list[Verifier]]:
+    """The text of `note` and the verifiers whose signature on it is valid.
+    Raises NoteError if the note is malformed or no known key signed it."""
+    text, separator, signatures = note.rpartition("\n\n")
+    if not separator or not signatures.endswith("\n"):
+        raise NoteError("a signed note is text, a blank line, then signature lines")
+    text += "\n"
+    message = text.encode()
+    valid: list[Verifier] = []
+    for line in signatures[:-1].split("\n"):
+        if not line.startswith(_DASH):
+            raise NoteError(f"malformed signature line {line!r}")
+        name, _, encoded = line.removeprefix(_DASH).rpartition(" ")
+        raw = _decode(encoded, "a signature")
+        if len(raw) < 5:
+            raise NoteError("a signature is too short")
+        for verifier in verifiers:
+            if (
+                verifier.name == name
+                and verifier.key_id == raw[:4]
+                and verifier.verify(message, raw[4:])
+            ):
+                valid.append(verifier)
+    if not valid:
+        raise NoteError("no signature by a known key verifies this note")
+    return text, valid

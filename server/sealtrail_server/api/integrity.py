@@ -1,0 +1,194 @@
+"""The integrity RPCs of AuditLogService: checkpoints, proofs, verifier keys
+and VerifyLog. A mixin of the servicer, kept apart so each file has one job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from sealtrail.v1 import integrity_pb2 as pb
+
+from ..domain.errors import FailedPrecondition, IntegrityFailure, InvalidArgument, NotFound
+from ..domain.event import parse_uuid
+from ..integrity.checkpointer import Checkpointer
+from ..store.checkpoints import StoredCheckpoint, checkpoint_at, known_keys, latest_checkpoint
+from ..store.database import Database
+from ..store.events import StoredEvent, get_event, get_event_by_seq
+from ..store.tree import consistency_proof, inclusion_proof, root_at, tree_size
+from ..store.verify import verify_log
+from .guard import current_principal
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _checkpoint(stored: StoredCheckpoint) -> pb.SignedCheckpoint:
+    checkpoint = pb.SignedCheckpoint(
+        origin=stored.note.split("\n", 1)[0],
+        tree_size=stored.tree_size,
+        root_hash=stored.root_hash,
+        note=stored.note,
+    )
+    checkpoint.issued_at.FromDatetime(stored.issued_at)
+    return checkpoint
+
+
+def _non_negative(name: str, value: int) -> int:
+    if value < 0:
+        raise InvalidArgument.field(name, "must not be negative")
+    return value
+
+
+class IntegrityRpcs:
+    _db: Database
+    _checkpointer: Checkpointer
+
+    async def _covering(self, tenant_id: str, seq: int) -> StoredCheckpoint:
+        """The latest checkpoint if it covers `seq`, else a freshly signed one."""
+        async with self._db.connection() as conn:
+            latest = await latest_checkpoint(conn, tenant_id)
+        if latest is None or latest.tree_size < seq:
+            latest = await self._checkpointer.issue(tenant_id)
+        if latest is None:
+            raise NotFound("the log is empty: there is no checkpoint yet")
+        return latest
+
+    async def GetCheckpoint(
+        self, request: pb.GetCheckpointRequest, context: Context
+    ) -> pb.GetCheckpointResponse:
+        tenant_id = current_principal().tenant_id
+        size = _non_negative("tree_size", request.tree_size)
+        if size:
+            async with self._db.connection() as conn:
+                found = await checkpoint_at(conn, tenant_id, size)
+            if found is None:
+                raise NotFound(f"no checkpoint was signed at size {size}")
+        elif request.fresh:
+            found = await self._checkpointer.issue(tenant_id)
+        else:
+            async with self._db.connection() as conn:
+                found = await latest_checkpoint(conn, tenant_id)
+        if found is None:
+            raise NotFound("the log is empty: there is no checkpoint yet")
+        return pb.GetCheckpointResponse(checkpoint=_checkpoint(found))
+
+    async def GetInclusionProof(
+        self, request: pb.GetInclusionProofRequest, context: Context
+    ) -> pb.GetInclusionProofResponse:
+        tenant_id = current_principal().tenant_id
+        event = await self._leaf(tenant_id, request)
+        size = _non_negative("tree_size", request.tree_size)
+        checkpoint: StoredCheckpoint | None
+        if size == 0:
+            checkpoint = await self._covering(tenant_id, event.seq)
+            size = checkpoint.tree_size
+        elif size < event.seq:
+            raise InvalidArgument.field(
+                "tree_size", f"must be at least the event's seq {event.seq}"
+            )
+        async with self._db.connection() as conn:
+            if request.tree_size:
+                await self._within_log(conn, tenant_id, size, "tree_size")
+                checkpoint = await checkpoint_at(conn, tenant_id, size)
+            proof = await inclusion_proof(conn, tenant_id, leaf_index=event.seq - 1, tree_size=size)
+        response = pb.GetInclusionProofResponse(
+            seq=event.seq,
+            record=event.record.encode(),
+            leaf_hash=event.leaf_hash,
+            tree_size=size,
+            proof=proof,
+        )
+        if checkpoint is not None:
+            response.checkpoint.CopyFrom(_checkpoint(checkpoint))
+        return response
+
+    async def _leaf(self, tenant_id: str, request: pb.GetInclusionProofRequest) -> StoredEvent:
+        which = request.WhichOneof("leaf")
+        if which == "event_id":
+            event_id = parse_uuid(request.event_id)
+            if event_id is None:
+                raise InvalidArgument.field("event_id", "must be a UUID")
+            found = await get_event(self._db, tenant_id=tenant_id, event_id=event_id)
+        elif which == "seq":
+            if request.seq < 1:
+                raise InvalidArgument.field("seq", "must be 1 or more")
+            found = await get_event_by_seq(self._db, tenant_id=tenant_id, seq=request.seq)
+        else:
+            raise InvalidArgument.field("leaf", "set event_id or seq")
+        if found is None:
+            raise NotFound("no such event")
+        return found
+
+    async def _within_log(self, conn: Any, tenant_id: str, size: int, field: str) -> None:
+        current = await tree_size(conn, tenant_id)
+        if size > current:
+            signed = await latest_checkpoint(conn, tenant_id)
+            if signed is not None and signed.tree_size > current:
+                raise IntegrityFailure(
+                    f"the log holds {current} events but a checkpoint was signed at size"
+                    f" {signed.tree_size}: events were removed behind the service's back"
+                )
+            raise FailedPrecondition(
+                f"{field} {size} is beyond the log's size {current}", reason="BEYOND_LOG_SIZE"
+            )
+
+    async def GetConsistencyProof(
+        self, request: pb.GetConsistencyProofRequest, context: Context
+    ) -> pb.GetConsistencyProofResponse:
+        tenant_id = current_principal().tenant_id
+        old = _non_negative("old_size", request.old_size)
+        new = _non_negative("new_size", request.new_size)
+        if old < 1:
+            raise InvalidArgument.field("old_size", "must be 1 or more")
+        if new == 0:
+            new = (await self._covering(tenant_id, old)).tree_size
+        if new < old:
+            raise InvalidArgument.field("new_size", "must not be smaller than old_size")
+        async with self._db.connection() as conn:
+            await self._within_log(conn, tenant_id, new, "new_size")
+            proof = await consistency_proof(conn, tenant_id, old_size=old, new_size=new)
+            old_root = await root_at(conn, tenant_id, old)
+            new_root = await root_at(conn, tenant_id, new)
+        return pb.GetConsistencyProofResponse(
+            old_size=old, new_size=new, proof=proof, old_root=old_root, new_root=new_root
+        )
+
+    async def GetVerifierKeys(
+        self, request: pb.GetVerifierKeysRequest, context: Context
+    ) -> pb.GetVerifierKeysResponse:
+        active = self._checkpointer.signer.verifier
+        async with self._db.connection() as conn:
+            stored = await known_keys(conn)
+        keys = []
+        for key in stored:
+            name, key_id, _ = key.verifier.split("+", 2)
+            entry = pb.VerifierKey(
+                text=key.verifier, name=name, key_id=key_id, active=key.verifier == active.text()
+            )
+            entry.first_used_at.FromDatetime(key.first_used_at)
+            keys.append(entry)
+        keys.sort(key=lambda k: not k.active)
+        return pb.GetVerifierKeysResponse(keys=keys)
+
+    async def VerifyLog(
+        self, request: pb.VerifyLogRequest, context: Context
+    ) -> pb.VerifyLogResponse:
+        result = await verify_log(
+            self._db,
+            tenant_id=current_principal().tenant_id,
+            verifiers=await self._checkpointer.verifiers(),
+        )
+        response = pb.VerifyLogResponse(
+            ok=result.failure is None,
+            verified_size=result.verified_size,
+            checkpoints_verified=result.checkpoints_verified,
+        )
+        if result.failure is not None:
+            response.failure.CopyFrom(
+                pb.VerifyLogFailure(
+                    seq=result.failure.seq,
+                    reason=result.failure.reason,
+                    message=result.failure.message,
+                )
+            )
+        return response

@@ -1,0 +1,1 @@
+"""Signed checkpoints of every tenant's log, and the key that signs them."""

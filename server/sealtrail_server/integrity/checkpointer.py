@@ -1,0 +1,161 @@
+"""Issues signed checkpoints: on demand, and every `interval` seconds for each
+tenant whose log has grown.
+
+Before signing size n, the issuer recomputes the root at n from the stored
+hashes, checks it against the tenant's head, and checks a consistency proof
+from the latest signed checkpoint (its root read from the signed note, not the
+row). So it never signs two inconsistent checkpoints for one origin, even if
+rows were rewritten behind its back: it refuses with IntegrityFailure instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from sealtrail.tlog import (
+    Checkpoint,
+    NoteError,
+    ProofError,
+    Signer,
+    Verifier,
+    format_checkpoint,
+    open_note,
+    parse_checkpoint,
+    sign_note,
+    verify_consistency,
+)
+
+from ..domain.errors import IntegrityFailure, SealtrailError
+from ..store.checkpoints import (
+    StoredCheckpoint,
+    insert_checkpoint,
+    known_keys,
+    latest_checkpoint,
+    register_key,
+    tenants_grown_since_checkpoint,
+)
+from ..store.database import Database
+from ..store.tree import consistency_proof, root_at
+
+log = logging.getLogger(__name__)
+
+
+class Checkpointer:
+    def __init__(
+        self,
+        db: Database,
+        signer: Signer,
+        *,
+        origin_prefix: str,
+        interval: float = 10.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._db = db
+        self.signer = signer
+        self._origin_prefix = origin_prefix
+        self._interval = interval
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+
+    def origin(self, tenant_id: str) -> str:
+        return f"{self._origin_prefix}/{tenant_id}"
+
+    async def start(self) -> None:
+        async with self._db.connection() as conn:
+            await register_key(conn, self.signer.verifier)
+        if self._interval > 0:
+            self._task = asyncio.create_task(self._run(), name="sealtrail-checkpointer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def verifiers(self) -> list[Verifier]:
+        """Every key known to have signed checkpoints, the active one first."""
+        async with self._db.connection() as conn:
+            stored = [Verifier.parse(key.verifier) for key in await known_keys(conn)]
+        active = self.signer.verifier
+        return [active, *(key for key in stored if key != active)]
+
+    async def issue(self, tenant_id: str) -> StoredCheckpoint | None:
+        """A checkpoint covering every committed event of the tenant: the latest
+        one if the log has not grown since, else a newly signed one."""
+        verifiers = await self.verifiers()
+        async with self._db.connection() as conn, conn.transaction():
+            # One issuer per tenant at a time, across processes.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", [tenant_id])
+            cursor = await conn.execute(
+                "SELECT tree_size, root_hash FROM chain_heads WHERE tenant_id = %s", [tenant_id]
+            )
+            head = await cursor.fetchone()
+            latest = await latest_checkpoint(conn, tenant_id)
+            if head is None or head[0] == 0 or (latest and latest.tree_size >= head[0]):
+                return latest
+            size, head_root = int(head[0]), bytes(head[1])
+            root = await root_at(conn, tenant_id, size)
+            if root != head_root:
+                raise IntegrityFailure(
+                    f"the stored tree of {tenant_id!r} does not match its head at size {size}"
+                )
+            if latest is not None:
+                await self._check_extends(conn, tenant_id, latest, size, root, verifiers)
+            note = sign_note(
+                format_checkpoint(Checkpoint(self.origin(tenant_id), size, root)), self.signer
+            )
+            checkpoint = StoredCheckpoint(tenant_id, size, root, note, self._clock())
+            await insert_checkpoint(conn, checkpoint, key=self.signer.verifier)
+        log.debug("signed checkpoint %s at size %d", self.origin(tenant_id), size)
+        return checkpoint
+
+    async def _check_extends(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        tenant_id: str,
+        latest: StoredCheckpoint,
+        size: int,
+        root: bytes,
+        verifiers: list[Verifier],
+    ) -> None:
+        try:
+            text, _ = open_note(latest.note, verifiers)
+            signed = parse_checkpoint(text)
+            proof = await consistency_proof(
+                conn, tenant_id, old_size=signed.tree_size, new_size=size
+            )
+            verify_consistency(
+                old_size=signed.tree_size,
+                new_size=size,
+                old_root=signed.root_hash,
+                new_root=root,
+                proof=proof,
+            )
+        except (NoteError, ProofError) as error:
+            raise IntegrityFailure(
+                f"refusing to sign {self.origin(tenant_id)} at size {size}: it does not extend"
+                f" the checkpoint at size {latest.tree_size} ({error})"
+            ) from error
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                async with self._db.connection() as conn:
+                    tenants = await tenants_grown_since_checkpoint(conn)
+            except SealtrailError as error:
+                log.error("checkpointer: %s", error.message)
+                continue
+            for tenant_id in tenants:
+                try:
+                    await self.issue(tenant_id)
+                except SealtrailError as error:  # one tenant's trouble must not stop the others
+                    log.error("checkpointer: %s", error.message)
+                except Exception:
+                    log.exception("checkpointer: unexpected failure for %r", tenant_id)

@@ -1,0 +1,111 @@
+"""Rows of signed checkpoints and of the keys that signed them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row
+
+from sealtrail.tlog import Verifier
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    tenant_id: str
+    tree_size: int
+    root_hash: bytes
+    note: str
+    issued_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    verifier: str
+    first_used_at: datetime
+
+
+async def latest_checkpoint(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str
+) -> StoredCheckpoint | None:
+    cursor = conn.cursor(row_factory=class_row(StoredCheckpoint))
+    await cursor.execute(
+        "SELECT tenant_id, tree_size, root_hash, note, issued_at FROM checkpoints"
+        " WHERE tenant_id = %s ORDER BY tree_size DESC LIMIT 1",
+        [tenant_id],
+    )
+    return await cursor.fetchone()
+
+
+async def checkpoint_at(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, tree_size: int
+) -> StoredCheckpoint | None:
+    cursor = conn.cursor(row_factory=class_row(StoredCheckpoint))
+    await cursor.execute(
+        "SELECT tenant_id, tree_size, root_hash, note, issued_at FROM checkpoints"
+        " WHERE tenant_id = %s AND tree_size = %s",
+        [tenant_id, tree_size],
+    )
+    return await cursor.fetchone()
+
+
+async def all_checkpoints(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str
+) -> list[StoredCheckpoint]:
+    cursor = conn.cursor(row_factory=class_row(StoredCheckpoint))
+    await cursor.execute(
+        "SELECT tenant_id, tree_size, root_hash, note, issued_at FROM checkpoints"
+        " WHERE tenant_id = %s ORDER BY tree_size",
+        [tenant_id],
+    )
+    return await cursor.fetchall()
+
+
+async def insert_checkpoint(
+    conn: psycopg.AsyncConnection[Any],
+    checkpoint: StoredCheckpoint,
+    *,
+    key: Verifier,
+) -> None:
+    await conn.execute(
+        "INSERT INTO checkpoints"
+        " (tenant_id, tree_size, root_hash, note, key_name, key_id, issued_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (tenant_id, tree_size) DO NOTHING",
+        [
+            checkpoint.tenant_id,
+            checkpoint.tree_size,
+            checkpoint.root_hash,
+            checkpoint.note,
+            key.name,
+            key.key_id,
+            checkpoint.issued_at,
+        ],
+    )
+
+
+async def register_key(conn: psycopg.AsyncConnection[Any], key: Verifier) -> None:
+    await conn.execute(
+        "INSERT INTO signing_keys (key_name, key_id, verifier) VALUES (%s, %s, %s)"
+        " ON CONFLICT (key_name, key_id) DO NOTHING",
+        [key.name, key.key_id, key.text()],
+    )
+
+
+async def known_keys(conn: psycopg.AsyncConnection[Any]) -> list[StoredKey]:
+    cursor = conn.cursor(row_factory=class_row(StoredKey))
+    await cursor.execute("SELECT verifier, first_used_at FROM signing_keys ORDER BY first_used_at")
+    return await cursor.fetchall()
+
+
+async def tenants_grown_since_checkpoint(conn: psycopg.AsyncConnection[Any]) -> list[str]:
+    """Tenants whose log is longer than their latest checkpoint."""
+    cursor = await conn.execute(
+        "SELECT h.tenant_id FROM chain_heads h"
+        " WHERE h.tree_size > coalesce("
+        "   (SELECT max(c.tree_size) FROM checkpoints c WHERE c.tenant_id = h.tenant_id), 0)"
+        " ORDER BY h.tenant_id"
+    )
+    return [row[0] for row in await cursor.fetchall()]

@@ -1,0 +1,158 @@
+"""VerifyLog: read a tenant's whole log in seq order, recompute every leaf from
+its stored record and the root at every signed checkpoint and at the head, and
+report the first mismatch. Reads through a server-side cursor, so memory stays
+constant whatever the log's size."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from sealtrail.tlog import NoteError, Verifier, open_note, parse_checkpoint
+
+from ..domain.merkle import append_leaf, frontier_root
+from .checkpoints import all_checkpoints
+from .database import Database
+
+_FETCH_ROWS = 5000
+_SEQ_KEY = '"seq":'
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    seq: int
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    verified_size: int
+    checkpoints_verified: int
+    failure: Failure | None
+
+
+def _recorded_seq(record: str) -> int | None:
+    """The top-level `seq` of a canonical record. Keys are sorted, and after
+    `seq` only `severity`, `tenant_id` and `v` follow, none of which can hold
+    `"seq":`, so the last occurrence is the top-level one."""
+    at = record.rfind(_SEQ_KEY)
+    if at < 0:
+        return None
+    end = record.find(",", at)
+    try:
+        return int(record[at + len(_SEQ_KEY) : end])
+    except ValueError:
+        return None
+
+
+async def verify_log(db: Database, *, tenant_id: str, verifiers: list[Verifier]) -> Verification:
+    async with db.connection() as conn:
+        checkpoints = await all_checkpoints(conn, tenant_id)
+        cursor = await conn.execute(
+            "SELECT tree_size, root_hash FROM chain_heads WHERE tenant_id = %s", [tenant_id]
+        )
+        head = await cursor.fetchone()
+    head_size, head_root = (int(head[0]), bytes(head[1])) if head else (0, frontier_root([]))
+
+    # Roots to check, by size: each checkpoint's root as signed, then the head's.
+    signed: dict[int, bytes] = {}
+    for checkpoint in checkpoints:
+        try:
+            text, _ = open_note(checkpoint.note, verifiers)
+            parsed = parse_checkpoint(text)
+        except NoteError as error:
+            return _fail(0, 0, checkpoint.tree_size, "CHECKPOINT_INVALID", str(error))
+        if (parsed.tree_size, parsed.root_hash) != (checkpoint.tree_size, checkpoint.root_hash):
+            return _fail(
+                0,
+                0,
+                checkpoint.tree_size,
+                "CHECKPOINT_INVALID",
+                "the row differs from its signed note",
+            )
+        signed[parsed.tree_size] = parsed.root_hash
+    last_signed = max(signed, default=0)
+
+    frontier: list[bytes] = []
+    size = checked = 0
+    sha256 = hashlib.sha256
+    async with (
+        db.connection() as conn,
+        conn.transaction(),
+        conn.cursor(name="sealtrail_verify_log") as cursor,
+        conn.cursor(name="sealtrail_verify_pairs") as pairs,
+    ):
+        cursor.itersize = pairs.itersize = _FETCH_ROWS
+        await cursor.execute(
+            "SELECT seq, record, leaf_hash FROM events WHERE tenant_id = %s ORDER BY seq",
+            [tenant_id],
+        )
+        # Level-1 nodes, stored when their pair of events was appended: a pair
+        # whose records and leaves were rewritten together still shows here.
+        await pairs.execute(
+            "SELECT idx, hash FROM tree_nodes WHERE tenant_id = %s AND level = 1 ORDER BY idx",
+            [tenant_id],
+        )
+        stored_pairs = aiter(pairs)
+        async for seq, record, stored_leaf in cursor:
+            expected = size + 1
+            if seq != expected:
+                return _fail(
+                    size, checked, expected, "RECORD_MISSING", f"seq {expected} is missing"
+                )
+            data = record.encode()
+            leaf = sha256(b"\x00" + data).digest()
+            if leaf != stored_leaf:
+                return _fail(
+                    size, checked, seq, "LEAF_MISMATCH", "the leaf hash is not that of the record"
+                )
+            if _recorded_seq(record) != seq:
+                return _fail(size, checked, seq, "RECORD_MISPLACED", "the record names another seq")
+            for level, index, node in append_leaf(frontier, size, leaf):
+                if level == 1 and await _stored_pair(stored_pairs, index) != node:
+                    first = 2 * index + 1
+                    return _fail(
+                        size,
+                        checked,
+                        first,
+                        "PAIR_MISMATCH",
+                        f"seqs {first} and {first + 1} hash differently from when they were"
+                        " appended: one of them was rewritten",
+                    )
+            size = seq
+            root = signed.get(size)
+            if root is not None:
+                if frontier_root(frontier) != root:
+                    return _fail(
+                        size,
+                        checked,
+                        size,
+                        "ROOT_MISMATCH",
+                        f"the root at size {size} differs from the signed checkpoint",
+                    )
+                checked += 1
+    if size < last_signed:
+        return _fail(
+            size,
+            checked,
+            size + 1,
+            "RECORD_MISSING",
+            f"the log ends at {size} but a checkpoint was signed at {last_signed}",
+        )
+    if (size, frontier_root(frontier)) != (head_size, head_root):
+        return _fail(size, checked, size, "HEAD_MISMATCH", "the stored head differs from the log")
+    return Verification(size, checked, None)
+
+
+async def _stored_pair(stored: AsyncIterator[tuple[Any, ...]], index: int) -> bytes | None:
+    row = await anext(stored, None)
+    if row is None or row[0] != index:
+        return None
+    return bytes(row[1])
+
+
+def _fail(size: int, checked: int, seq: int, reason: str, message: str) -> Verification:
+    return Verification(size, checked, Failure(seq, reason, message))

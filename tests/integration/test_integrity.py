@@ -1,0 +1,322 @@
+"""Checkpoints, proofs, VerifyLog and offline bundles against a real server,
+and tampering by a database superuser, detected both online and offline
+against a checkpoint signed before the tampering."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from sealtrail import AuditClient, build_event, build_filter
+from sealtrail._bundle import BundleError, verify_bundle, write_bundle
+from sealtrail.tlog import Signer, open_note, parse_checkpoint
+from sealtrail_server.domain.merkle import append_leaf, frontier_root
+from tests.conftest import SIGNING_KEY, ServerThread
+from tests.rfc6962 import leaf, mth, root_from_inclusion, roots_from_consistency
+
+EVENTS = 40
+VERIFIER = Signer.parse(SIGNING_KEY).verifier
+
+
+def record_events(client: AuditClient, count: int, start: int = 0) -> None:
+    client.record_batch(
+        [
+            build_event(action="integrity.test", actor_id="u", description=f"event {start + i}")
+            for i in range(count)
+        ]
+    )
+
+
+def stored_leaves(sql: psycopg.Connection[Any], tenant: str) -> list[bytes]:
+    rows = sql.execute(
+        "SELECT leaf_hash FROM events WHERE tenant_id = %s ORDER BY seq", [tenant]
+    ).fetchall()
+    return [bytes(row[0]) for row in rows]
+
+
+@pytest.fixture
+def logged(client: AuditClient, tenant: str) -> AuditClient:
+    """A tenant with EVENTS events and a checkpoint signed at that size."""
+    record_events(client, EVENTS)
+    assert client.get_checkpoint(fresh=True).tree_size == EVENTS
+    return client
+
+
+def test_checkpoint_is_a_signed_c2sp_note_over_the_root(
+    logged: AuditClient, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    checkpoint = logged.get_checkpoint()
+    text, signers = open_note(checkpoint.note, [VERIFIER])
+    parsed = parse_checkpoint(text)
+    assert signers == [VERIFIER]
+    assert parsed.origin == checkpoint.origin == f"sealtrail.test/log/{tenant}"
+    assert parsed.tree_size == checkpoint.tree_size == EVENTS
+    assert parsed.root_hash == checkpoint.root_hash == mth(stored_leaves(sql, tenant))
+    assert checkpoint.note.splitlines()[-1].startswith("\u2014 sealtrail.test/log ")
+    # Not grown: the same checkpoint, even when a fresh one is asked for.
+    assert logged.get_checkpoint(fresh=True) == checkpoint
+    assert logged.get_checkpoint(tree_size=EVENTS) == checkpoint
+
+
+def test_inclusion_proofs_verify_independently(
+    logged: AuditClient, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    root = logged.get_checkpoint().root_hash
+    for seq in range(1, EVENTS + 1):
+        answer = logged.get_inclusion_proof(seq=seq)
+        assert answer.leaf_hash == leaf(answer.record)
+        assert answer.tree_size == EVENTS and answer.checkpoint.tree_size == EVENTS
+        assert root_from_inclusion(seq - 1, EVENTS, answer.leaf_hash, list(answer.proof)) == root
+    event = next(logged.query())
+    by_id = logged.get_inclusion_proof(event_id=event.id)
+    assert by_id.seq == event.seq and by_id.leaf_hash == event.leaf_hash
+
+
+def test_a_proof_for_an_uncovered_event_signs_a_fresh_checkpoint(logged: AuditClient) -> None:
+    record_events(logged, 3, start=EVENTS)
+    answer = logged.get_inclusion_proof(seq=EVENTS + 2)
+    assert answer.tree_size == answer.checkpoint.tree_size == EVENTS + 3
+
+
+def test_consistency_proofs_between_checkpoints(logged: AuditClient) -> None:
+    old = logged.get_checkpoint()
+    record_events(logged, 25, start=EVENTS)
+    new = logged.get_checkpoint(fresh=True)
+    answer = logged.get_consistency_proof(old_size=old.tree_size)
+    assert (answer.new_size, answer.new_root) == (new.tree_size, new.root_hash)
+    assert answer.old_root == old.root_hash
+    assert roots_from_consistency(
+        old.tree_size, new.tree_size, old.root_hash, list(answer.proof)
+    ) == (old.root_hash, new.root_hash)
+
+
+def test_proof_requests_outside_the_log_are_refused(logged: AuditClient) -> None:
+    from sealtrail import InvalidArgumentError, NotFoundError, RpcFailedError
+
+    with pytest.raises(NotFoundError):
+        logged.get_inclusion_proof(seq=EVENTS + 100)
+    with pytest.raises(InvalidArgumentError):
+        logged.get_inclusion_proof(seq=10, tree_size=5)
+    with pytest.raises(RpcFailedError):  # FAILED_PRECONDITION: beyond the log
+        logged.get_consistency_proof(old_size=1, new_size=EVENTS + 1)
+    with pytest.raises(NotFoundError):
+        logged.get_checkpoint(tree_size=7)
+
+
+def test_verifier_keys_list_the_active_key(logged: AuditClient) -> None:
+    keys = logged.get_verifier_keys()
+    assert keys[0].active and keys[0].text == VERIFIER.text()
+
+
+def test_verify_log_passes_on_an_untouched_log(logged: AuditClient) -> None:
+    result = logged.verify_log()
+    assert result.ok and result.verified_size == EVENTS and result.checkpoints_verified == 1
+
+
+def test_checkpoints_are_issued_periodically(
+    migrated_database_url: str, tenant: str, server: ServerThread
+) -> None:
+    periodic = ServerThread(migrated_database_url, checkpoint_interval=0.2)
+    try:
+        with AuditClient(periodic.target, token=periodic.token(tenant)) as client:
+            record_events(client, 5)
+            for _ in range(100):
+                try:
+                    if client.get_checkpoint().tree_size == 5:
+                        break
+                except Exception:  # NOT_FOUND until the first one is signed
+                    pass
+                periodic.run(_sleep(0.05))
+            assert client.get_checkpoint().tree_size == 5
+    finally:
+        periodic.close()
+
+
+async def _sleep(seconds: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)
+
+
+def test_bundles_verify_offline(logged: AuditClient, tmp_path: Path) -> None:
+    full = write_bundle(logged, tmp_path / "full")
+    assert full.complete and full.count == EVENTS
+    part = write_bundle(
+        logged, tmp_path / "part", event_filter=build_filter(text="event 7 or event 33")
+    )
+    assert not part.complete and (part.count, part.first_seq, part.last_seq) == (2, 8, 34)
+    for name in ("full", "part"):
+        summary = verify_bundle(tmp_path / name, key=VERIFIER.text())
+        assert summary.signed_by == [VERIFIER.text()] and not summary.trusted_own_keys
+    assert verify_bundle(tmp_path / "part").trusted_own_keys
+
+
+def test_a_bundle_signed_by_another_key_is_refused(logged: AuditClient, tmp_path: Path) -> None:
+    from sealtrail.tlog import generate_signer_key
+
+    write_bundle(logged, tmp_path / "b")
+    stranger = generate_signer_key("sealtrail.test/log").verifier.text()
+    with pytest.raises(BundleError, match="checkpoint"):
+        verify_bundle(tmp_path / "b", key=stranger)
+
+
+def test_an_edited_bundle_names_the_record(logged: AuditClient, tmp_path: Path) -> None:
+    write_bundle(logged, tmp_path / "b", event_filter=build_filter(actions="integrity.test"))
+    records = tmp_path / "b" / "records.ndjson"
+    lines = records.read_bytes().splitlines(keepends=True)
+    lines[12] = lines[12].replace(b"event 12", b"event 99")
+    records.write_bytes(b"".join(lines))
+    with pytest.raises(BundleError, match=r"^record 13 \(seq 13\)"):
+        verify_bundle(tmp_path / "b", key=VERIFIER.text())
+
+
+# --- Tampering by a database superuser -------------------------------------------
+
+
+@pytest.fixture
+def tamper(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A superuser session with triggers off (session_replication_role = replica)."""
+    with psycopg.connect(migrated_database_url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        yield conn
+
+
+def rewrite_record(conn: psycopg.Connection[Any], tenant: str, seq: int, *, leaf_too: bool) -> None:
+    (record,) = conn.execute(
+        "SELECT record FROM events WHERE tenant_id = %s AND seq = %s", [tenant, seq]
+    ).fetchone()  # type: ignore[misc]
+    forged = record.replace(f"event {seq - 1}", "event forged")
+    assert forged != record
+    conn.execute(
+        "UPDATE events SET record = %s WHERE tenant_id = %s AND seq = %s", [forged, tenant, seq]
+    )
+    if leaf_too:
+        conn.execute(
+            "UPDATE events SET leaf_hash = %s WHERE tenant_id = %s AND seq = %s",
+            [leaf(forged.encode()), tenant, seq],
+        )
+
+
+def rebuild_tree(conn: psycopg.Connection[Any], tenant: str) -> None:
+    """Recompute every node and the head from the (tampered) leaves, as a
+    careful attacker would."""
+    leaves = [
+        bytes(row[0])
+        for row in conn.execute(
+            "SELECT leaf_hash FROM events WHERE tenant_id = %s ORDER BY seq", [tenant]
+        )
+    ]
+    conn.execute("DELETE FROM tree_nodes WHERE tenant_id = %s", [tenant])
+    frontier: list[bytes] = []
+    for index, leaf_hash in enumerate(leaves):
+        for level, node_index, node in append_leaf(frontier, index, leaf_hash):
+            conn.execute(
+                "INSERT INTO tree_nodes (tenant_id, level, idx, hash) VALUES (%s, %s, %s, %s)",
+                [tenant, level, node_index, node],
+            )
+    conn.execute(
+        "UPDATE chain_heads SET tree_size = %s, root_hash = %s, frontier = %s WHERE tenant_id = %s",
+        [len(leaves), frontier_root(frontier), b"".join(frontier), tenant],
+    )
+
+
+def change_field(conn: psycopg.Connection[Any], tenant: str) -> None:
+    rewrite_record(conn, tenant, 13, leaf_too=False)
+
+
+def change_record_and_leaf(conn: psycopg.Connection[Any], tenant: str) -> None:
+    rewrite_record(conn, tenant, 13, leaf_too=True)
+
+
+def swap_records(conn: psycopg.Connection[Any], tenant: str) -> None:
+    rows = {
+        seq: (record, leaf_hash)
+        for seq, record, leaf_hash in conn.execute(
+            "SELECT seq, record, leaf_hash FROM events WHERE tenant_id = %s AND seq IN (13, 20)",
+            [tenant],
+        )
+    }
+    for seq, other in ((13, 20), (20, 13)):
+        conn.execute(
+            "UPDATE events SET record = %s, leaf_hash = %s WHERE tenant_id = %s AND seq = %s",
+            [*rows[other], tenant, seq],
+        )
+
+
+def delete_one(conn: psycopg.Connection[Any], tenant: str) -> None:
+    conn.execute("DELETE FROM events WHERE tenant_id = %s AND seq = 13", [tenant])
+
+
+def truncate_tail(conn: psycopg.Connection[Any], tenant: str) -> None:
+    conn.execute("DELETE FROM events WHERE tenant_id = %s AND seq > 30", [tenant])
+    rebuild_tree(conn, tenant)
+
+
+def rewrite_consistently(conn: psycopg.Connection[Any], tenant: str) -> None:
+    rewrite_record(conn, tenant, 13, leaf_too=True)
+    rebuild_tree(conn, tenant)
+
+
+@pytest.mark.parametrize(
+    ("tampering", "reason", "seqs", "offline"),
+    [
+        (change_field, "LEAF_MISMATCH", {13}, r"^record 13 \(seq 13\)"),
+        (change_record_and_leaf, "PAIR_MISMATCH", {13}, r"^record 13 \(seq 13\)"),
+        (swap_records, "RECORD_MISPLACED", {13}, r"^record 13 \(seq 20\)"),
+        (delete_one, "RECORD_MISSING", {13}, r"^seq 13: missing"),
+        # Nothing can be proven at the signed size once its tail is gone.
+        (truncate_tail, "RECORD_MISSING", {31}, r"^seq 1: missing"),
+        (rewrite_consistently, "ROOT_MISMATCH", {EVENTS}, r"^record 1 \(seq 1\)"),
+    ],
+    ids=["field", "record+leaf", "swap", "delete", "truncate", "rewrite-all"],
+)
+def test_tampering_is_detected_online_and_offline(
+    logged: AuditClient,
+    tenant: str,
+    tamper: psycopg.Connection[Any],
+    tmp_path: Path,
+    tampering: Callable[[psycopg.Connection[Any], str], None],
+    reason: str,
+    seqs: set[int],
+    offline: str,
+) -> None:
+    signed_before = logged.get_checkpoint()
+    tampering(tamper, tenant)
+
+    result = logged.verify_log()
+    assert not result.ok
+    assert (result.failure.reason, result.failure.seq in seqs) == (reason, True), result.failure
+
+    # An auditor's full bundle, written after the tampering, against the
+    # checkpoint signed before it (the log never signs over the tampering).
+    write_bundle(logged, tmp_path / "after")
+    assert (tmp_path / "after" / "checkpoint.txt").read_text() == signed_before.note
+    with pytest.raises(BundleError, match=offline):
+        verify_bundle(tmp_path / "after", key=VERIFIER.text())
+
+
+def test_the_signer_refuses_to_extend_a_rewritten_log(
+    logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any]
+) -> None:
+    from sealtrail import RpcFailedError
+
+    before = logged.get_checkpoint()
+    rewrite_consistently(tamper, tenant)
+    record_events(logged, 2, start=EVENTS)
+    with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
+        logged.get_checkpoint(fresh=True)
+    assert refused.value.reason == "INTEGRITY_FAILURE"
+    assert logged.get_checkpoint() == before
+
+
+def test_proof_hashes_are_base64_in_bundles(logged: AuditClient, tmp_path: Path) -> None:
+    write_bundle(logged, tmp_path / "b", event_filter=build_filter(actions="integrity.test"))
+    first = (tmp_path / "b" / "proofs.ndjson").read_text().splitlines()[0]
+    import json
+
+    assert all(len(base64.b64decode(h)) == 32 for h in json.loads(first)["proof"])
