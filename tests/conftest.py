@@ -23,8 +23,8 @@ import pytest
 from sealtrail import AuditClient
 from sealtrail.tlog import generate_signer_key
 from sealtrail_server.app import Service
-from sealtrail_server.auth.roles import Role
 from sealtrail_server.config import Settings
+from sealtrail_server.domain.access import Role
 from sealtrail_server.store.database import Database
 from sealtrail_server.store.migrations import migrate
 from sealtrail_server.store.tokens import create_token
@@ -82,18 +82,18 @@ class ServerThread:
         self._thread.start()
         self.port = self.run(self.service.start())
         self.target = f"127.0.0.1:{self.port}"
-        self._db = self.run(Database.open(database_url, min_size=1, max_size=2))
+        self.database = self.run(Database.open(database_url, min_size=1, max_size=2))
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
         return future.result(timeout)
 
     def token(self, tenant_id: str, role: Role | str = Role.ADMIN) -> str:
-        issued = self.run(create_token(self._db, tenant_id=tenant_id, role=Role(role)))
+        issued = self.run(create_token(self.database, tenant_id=tenant_id, role=Role(role)))
         return issued.secret
 
     def close(self) -> None:
-        self.run(self._db.close())
+        self.run(self.database.close())
         self.run(self.service.stop(grace=1))
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)

@@ -47,7 +47,15 @@ class Service:
         self.port = 0
 
     async def start(self) -> int:
-        """Open the database, migrate, and start serving; returns the bound port."""
+        """Open the database, migrate, and start serving; returns the bound port.
+        If any step fails, what was already started is stopped again."""
+        try:
+            return await self._start()
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+
+    async def _start(self) -> int:
         settings = self.settings
         self._db = db = await Database.open(
             self._database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
@@ -92,9 +100,10 @@ class Service:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        self.port = server.add_insecure_port(settings.listen)
-        if self.port == 0:
-            raise SystemExit(f"cannot listen on {settings.listen}")
+        try:
+            self.port = server.add_insecure_port(settings.listen)
+        except RuntimeError:
+            raise SystemExit(f"cannot listen on {settings.listen}: in use or invalid") from None
         await server.start()
         self._server = server
         for name in ("", SERVICE_NAME):

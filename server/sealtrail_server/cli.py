@@ -6,18 +6,28 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import click
 
 from .app import Service
-from .auth.roles import Role
-from .auth.tokens import valid_tenant_id
 from .config import Settings
+from .domain.access import Role, valid_tenant_id
+from .domain.event import parse_uuid
 from .embedded import start_embedded_postgres
+from .integrity.keys import load_signer
 from .store.database import Database
 from .store.migrations import migrate
-from .store.tokens import count_tokens, create_token
+from .store.tokens import (
+    IssuedToken,
+    TokenInfo,
+    count_tokens,
+    create_token,
+    list_tokens,
+    revoke_token,
+)
 
 DEV_TENANT = "dev"
 DEV_TOKEN_FILE = "dev-admin-token"
@@ -118,11 +128,76 @@ def token_create(
     click.echo(issued.secret)
 
 
-async def _create_token(url: str, tenant: str, role: Role, name: str):  # type: ignore[no-untyped-def]
+async def _create_token(url: str, tenant: str, role: Role, name: str) -> IssuedToken:
+    async with _database(url) as db:
+        return await create_token(db, tenant_id=tenant, role=role, name=name)
+
+
+@asynccontextmanager
+async def _database(url: str) -> AsyncIterator[Database]:
+    """A small migrated pool for one command."""
     db = await Database.open(url, min_size=1, max_size=1)
     try:
         async with db.connection() as conn:
             await migrate(conn)
-        return await create_token(db, tenant_id=tenant, role=role, name=name)
+        yield db
     finally:
         await db.close()
+
+
+@token.command("list")
+@click.option("--tenant", required=True)
+@_data_dir_option
+@_database_url_option
+def token_list(tenant: str, data_dir: Path | None, database_url: str | None) -> None:
+    """List a tenant's tokens (never their secrets)."""
+    settings = Settings.load(data_dir=data_dir, database_url=database_url)
+    url, _ = _database_url(settings)
+
+    async def run() -> list[TokenInfo]:
+        async with _database(url) as db:
+            return await list_tokens(db, tenant_id=tenant)
+
+    for info in asyncio.run(run()):
+        state = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "live"
+        click.echo(f"{info.token_id}  {info.role:<8}  {state:<22}  {info.name}")
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@_data_dir_option
+@_database_url_option
+def token_revoke(token_id: str, data_dir: Path | None, database_url: str | None) -> None:
+    """Revoke a token by its id; servers stop accepting it within their token cache time."""
+    if parse_uuid(token_id) is None:
+        raise click.BadParameter("must be a token id (a UUID)", param_hint="TOKEN_ID")
+    settings = Settings.load(data_dir=data_dir, database_url=database_url)
+    url, _ = _database_url(settings)
+
+    async def run() -> bool:
+        async with _database(url) as db:
+            return await revoke_token(db, token_id=token_id)
+
+    if not asyncio.run(run()):
+        raise click.ClickException(f"no live token {token_id}")
+    click.echo(f"revoked {token_id}")
+
+
+@main.group()
+def key() -> None:
+    """The checkpoint signing key."""
+
+
+@key.command("show")
+@_data_dir_option
+def key_show(data_dir: Path | None) -> None:
+    """Print the verifier key of the signing key this server uses (generating the
+    key in the data directory if none is configured), for `sealtrail verify --key`."""
+    settings = Settings.load(data_dir=data_dir)
+    signer = load_signer(
+        key_text=settings.signing_key,
+        key_file=settings.signing_key_file,
+        data_dir=settings.data_dir,
+        name=settings.log_origin,
+    )
+    click.echo(signer.verifier.text())

@@ -141,3 +141,54 @@ def _serve_embedded(data_dir: Path) -> dict[str, Any]:
     process.stdout.close()
     target = lines[-1].removeprefix(READY_PREFIX).strip()
     return {"process": process, "target": target, "stdout": "".join(lines)}
+
+
+def test_bundle_and_verify_from_the_command_line(
+    cli_env: dict[str, str], tmp_path: Path, migrated_database_url: str
+) -> None:
+    for action in ("api_key.create", "member.invite", "api_key.rotate"):
+        run("sealtrail", "record", "--action", action, "--actor-id", "ops", env=cli_env)
+    key = run("sealtrail-server", "key", "show").stdout.strip()
+    written = run(
+        "sealtrail", "bundle", "--action", "api_key.*", "-o", str(tmp_path / "b"), env=cli_env
+    )
+    assert "wrote 2 records (seq 1..3)" in written.stdout
+    verified = run("sealtrail", "verify", str(tmp_path / "b"), "--key", key)
+    assert verified.stdout.startswith("OK: 2 records (seq 1..3)")
+
+    records = tmp_path / "b" / "records.ndjson"
+    records.write_text(records.read_text().replace("api_key.rotate", "api_key.delete"))
+    failed = run("sealtrail", "verify", str(tmp_path / "b"), "--key", key, check=False)
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("FAILED: record 2 (seq 3)")
+
+    assert run("sealtrail", "verify-log", env=cli_env).stdout.startswith("OK: 3 records")
+
+
+def test_a_revoked_token_is_refused(cli_env: dict[str, str], migrated_database_url: str) -> None:
+    created = run(
+        "sealtrail-server",
+        "token",
+        "create",
+        "--tenant",
+        "revocation-test",
+        "--role",
+        "reader",
+        "--database-url",
+        migrated_database_url,
+    )
+    token_id = created.stderr.split()[1]
+    run("sealtrail-server", "token", "revoke", token_id, "--database-url", migrated_database_url)
+    listed = run(
+        "sealtrail-server",
+        "token",
+        "list",
+        "--tenant",
+        "revocation-test",
+        "--database-url",
+        migrated_database_url,
+    ).stdout
+    assert token_id in listed and "revoked" in listed
+    env = {**cli_env, "SEALTRAIL_TOKEN": created.stdout.strip().splitlines()[-1]}
+    refused = run("sealtrail", "query", env=env, check=False)
+    assert refused.returncode == 2 and "UNAUTHENTICATED" in refused.stderr

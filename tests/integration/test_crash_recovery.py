@@ -25,6 +25,7 @@ def test_sigkill_under_load_loses_no_acknowledged_event(
     process = ServerProcess(migrated_database_url)
     port = process.port
     acknowledged: dict[str, str] = {}  # idempotency key -> event id
+    attempted: set[str] = set()
     lock = threading.Lock()
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -37,6 +38,8 @@ def test_sigkill_under_load_loses_no_acknowledged_event(
             n = 0
             while not stop.is_set():
                 key = f"w{index}-{n}-{uuid.uuid4()}"
+                with lock:
+                    attempted.add(key)
                 try:
                     stored = client.record(
                         build_event(action="crash.test", actor_id=f"w{index}", idempotency_key=key)
@@ -68,7 +71,10 @@ def test_sigkill_under_load_loses_no_acknowledged_event(
         "SELECT idempotency_key, id::text FROM events WHERE tenant_id = %s", [tenant]
     ).fetchall()
     stored = dict(rows)
-    assert len(stored) == len(rows), "an idempotency key was stored twice"
+    # Each stored event is one a writer attempted; at most the last attempt of
+    # each writer (in flight when stopped) is stored without acknowledgement.
+    assert set(stored) <= attempted
+    assert len(stored) <= len(acknowledged) + WRITERS
     missing = {key for key in acknowledged if stored.get(key) != acknowledged[key]}
     assert missing == set(), "acknowledged events are missing or changed"
     assert len(acknowledged) >= (KILLS + 1) * 40

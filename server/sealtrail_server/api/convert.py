@@ -37,10 +37,11 @@ class _JsonReader:
     """Reads protobuf Struct/Value trees into Python JSON values, noting
     whether they canonicalise through the fast path and the first bad value."""
 
-    __slots__ = ("error", "plain")
+    __slots__ = ("error", "plain", "verbatim")
 
     def __init__(self) -> None:
         self.plain = True
+        self.verbatim = True
         self.error: FieldViolation | None = None
 
     def _fail(self, path: str, description: str) -> None:
@@ -73,6 +74,8 @@ class _JsonReader:
                 self._fail(path, "must be a finite number")
                 return None
             as_int = plain_number(number)
+            if number == 0 and math.copysign(1.0, number) < 0:
+                self.verbatim = False  # -0 is stored as 0
             if as_int is None:
                 self.plain = False
                 return number
@@ -141,6 +144,7 @@ def event_draft(event: event_pb2.Event, path: str) -> EventDraft:
         span_id=context.span_id,
         idempotency_key=event.idempotency_key,
         plain=reader.plain,
+        verbatim=reader.verbatim,
         json_error=reader.error,
     )
 
@@ -167,6 +171,8 @@ def _set_time(stamp: timestamp_pb2.Timestamp, text: str) -> None:
 
 
 def _set_value(target: struct_pb2.Value, value: Any) -> None:
+    # By hand rather than Struct.update: an empty list or object must still set
+    # its kind, or it would read back as no value at all.
     if value is None:
         target.null_value = struct_pb2.NULL_VALUE
     elif isinstance(value, bool):
@@ -176,9 +182,17 @@ def _set_value(target: struct_pb2.Value, value: Any) -> None:
     elif isinstance(value, str):
         target.string_value = value
     elif isinstance(value, dict):
-        target.struct_value.update(value)
+        target.struct_value.SetInParent()
+        _set_struct(target.struct_value, value)
     else:
-        target.list_value.extend(value)
+        target.list_value.SetInParent()
+        for item in value:
+            _set_value(target.list_value.values.add(), item)
+
+
+def _set_struct(target: struct_pb2.Struct, value: dict[str, Any]) -> None:
+    for key, item in value.items():
+        _set_value(target.fields[key], item)
 
 
 def event_from_record(record: str, leaf_hash: bytes) -> event_pb2.Event:
@@ -215,7 +229,8 @@ def event_from_record(record: str, leaf_hash: bytes) -> event_pb2.Event:
         if "after" in change:
             _set_value(entry.after, change["after"])
     if "details" in data:
-        event.details.update(data["details"])
+        event.details.SetInParent()
+        _set_struct(event.details, data["details"])
     if "context" in data:
         context = data["context"]
         event.context.ip = context.get("ip", "")
@@ -239,19 +254,25 @@ def event_as_stored(
     """The API view of a just-appended event, built from the request instead of
     by parsing its record back (several times cheaper). It must equal
     `event_from_record` of the stored record: it applies exactly the
-    normalisations `validate_event` made."""
+    normalisations `validate_event` made. Only for events whose JSON values
+    are stored as sent (`ValidEvent.verbatim`)."""
     event = event_pb2.Event()
     event.CopyFrom(sent)
+    event.DiscardUnknownFields()
+    body = valid.body
+    for part in ("resource", "details", "context"):  # stored only when not empty
+        if part not in body:
+            event.ClearField(part)
     event.id, event.seq, event.tenant_id, event.leaf_hash = event_id, seq, tenant_id, leaf_hash
     event.received_at.FromDatetime(received_at)
     if valid.explicit_time:
         event.occurred_at.nanos -= event.occurred_at.nanos % 1000  # kept to the microsecond
     else:
         _set_time(event.occurred_at, valid.occurred_at)
-    event.severity = _SEVERITY_NUMBERS[valid.body["severity"]]
+    event.severity = _SEVERITY_NUMBERS[body["severity"]]
     event.outcome = _OUTCOME_NUMBERS[valid.outcome]
-    event.actor.type = _ACTOR_TYPE_NUMBERS[valid.body["actor"]["type"]]
-    context = valid.body.get("context")
+    event.actor.type = _ACTOR_TYPE_NUMBERS[body["actor"]["type"]]
+    context = body.get("context")
     if context is not None:
         event.context.ip = context.get("ip", "")
         event.context.request_id = context.get("request_id", "")

@@ -15,8 +15,9 @@ from typing import Any, TypeAlias, cast
 import grpc
 from google.protobuf.message import DecodeError
 
-from ..auth.roles import Principal, may_call
+from ..auth.roles import may_call
 from ..auth.tokens import Authenticator
+from ..domain.access import Principal
 from ..domain.errors import InvalidArgument, PermissionDenied, SealtrailError
 from .errors import grpc_status
 
@@ -125,12 +126,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             try:
                 await self._admit(context, method)
                 _check_decoded(request)
-                responses = inner(request, context)
-                if hasattr(responses, "__aiter__"):
-                    async for response in responses:
-                        yield response
-                else:
-                    await responses
+                async for response in inner(request, context):
+                    yield response
             except SealtrailError as error:
                 await _abort(context, error)
 

@@ -161,7 +161,8 @@ class AuditLogServicer(IntegrityRpcs, audit_service_pb2_grpc.AuditLogServiceServ
 def _stored_event(
     sent: event_pb2.Event, valid: ValidEvent, appended: Appended, tenant_id: str
 ) -> event_pb2.Event:
-    if appended.received_at is None:  # deduplicated: answer with the original as stored
+    if appended.deduplicated or appended.received_at is None or not valid.verbatim:
+        # The original as stored, or values the record normalised: read the record.
         return event_from_record(appended.record, appended.leaf_hash)
     return event_as_stored(
         sent,

@@ -2,25 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Final
 
-
-class Role(StrEnum):
-    RECORDER = "recorder"  # writes events
-    READER = "reader"  # reads, tails and exports events
-    ADMIN = "admin"  # everything
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """The caller behind a token: its tenant is the only one it can touch."""
-
-    tenant_id: str
-    token_id: str
-    role: Role
-
+from ..domain.access import Role
 
 _WRITE: Final = frozenset({Role.RECORDER, Role.ADMIN})
 _READ: Final = frozenset({Role.READER, Role.ADMIN})

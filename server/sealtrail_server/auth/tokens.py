@@ -1,40 +1,14 @@
-"""API tokens: how they look, how they are stored, and how a presented one is
-resolved to its principal.
-
-A token is `stk_` and 43 base64url characters (256 random bits). Only its
-SHA-256 is stored: tokens are random, so a fast hash is as strong as a slow one
-and keeps authentication off the hot path's budget.
-"""
+"""Resolving a presented API token to the principal it stands for."""
 
 from __future__ import annotations
 
-import hashlib
-import re
-import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final
 
+from ..domain.access import TOKEN_PATTERN, Principal, token_digest
 from ..domain.errors import Unauthenticated
-from .roles import Principal
-
-TOKEN_PREFIX: Final = "stk_"
-TENANT_ID_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
-_TOKEN_PATTERN: Final = re.compile(r"stk_[A-Za-z0-9_-]{43}")
 
 TokenLookup = Callable[[bytes], Awaitable[Principal | None]]
-
-
-def new_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-def token_digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
-
-
-def valid_tenant_id(tenant_id: str) -> bool:
-    return TENANT_ID_PATTERN.fullmatch(tenant_id) is not None
 
 
 class Authenticator:
@@ -60,7 +34,7 @@ class Authenticator:
         if not authorization:
             raise Unauthenticated("missing `authorization: Bearer <token>` metadata")
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not _TOKEN_PATTERN.fullmatch(token.strip()):
+        if scheme.lower() != "bearer" or not TOKEN_PATTERN.fullmatch(token.strip()):
             raise Unauthenticated("authorization must be `Bearer stk_...`")
         digest = token_digest(token.strip())
         now = self._clock()

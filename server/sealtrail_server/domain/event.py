@@ -44,6 +44,7 @@ MAX_NAME = 256
 MAX_EMAIL = 320
 MAX_DESCRIPTION = 4096
 MAX_USER_AGENT = 1024
+MAX_IP = 64  # the longest IPv6 text with a zone id that is still sensible
 MAX_IDEMPOTENCY_KEY = 128
 MAX_CHANGES = 256
 MAX_JSON_DEPTH = 32
@@ -105,6 +106,7 @@ class EventDraft:
     span_id: str = ""
     idempotency_key: str = ""
     plain: bool = True
+    verbatim: bool = True  # JSON values are stored exactly as sent (no -0)
     json_error: FieldViolation | None = None
 
 
@@ -117,6 +119,7 @@ class ValidEvent:
     plain: bool
     path: str  # where the event sat in its request, for error messages
     explicit_time: bool  # the caller set occurred_at
+    verbatim: bool  # JSON values are stored exactly as sent
     occurred_at: str
     action: str
     category: str | None
@@ -256,6 +259,7 @@ def validate_event(draft: EventDraft, *, now: datetime, path: str = "event") -> 
         plain=draft.plain,
         path=path,
         explicit_time=draft.occurred_at is not None,
+        verbatim=draft.verbatim,
         occurred_at=occurred,
         action=draft.action,
         category=category,
@@ -306,12 +310,13 @@ def _changes(check: _Checker, changes: list[ChangeDraft]) -> list[dict[str, Any]
 
 def _context(check: _Checker, draft: EventDraft) -> dict[str, str]:
     context: dict[str, str] = {}
-    if draft.ip:
+    ip = check.text("context.ip", draft.ip, MAX_IP)
+    if ip is not None:
         # Kept as sent (lowercased), not re-rendered: ipaddress's text form of
         # some IPv6 addresses differs between Python versions.
         try:
-            ipaddress.ip_address(draft.ip)
-            context["ip"] = draft.ip.lower()
+            ipaddress.ip_address(ip)
+            context["ip"] = ip.lower()
         except ValueError:
             check.fail("context.ip", "must be an IPv4 or IPv6 address")
     user_agent = check.text("context.user_agent", draft.user_agent, MAX_USER_AGENT)

@@ -22,6 +22,9 @@ from .errors import FieldViolation, InvalidArgument
 from .event import (
     ACTION_PATTERN,
     CATEGORIES,
+    MAX_EMAIL,
+    MAX_ID,
+    MAX_NAME,
     OUTCOMES,
     SEVERITIES,
     parse_uuid,
@@ -125,14 +128,14 @@ def validate_filter(draft: FilterDraft, *, path: str = "filter") -> EventFilter:
     if trace_id is not None and not _TRACE_ID.fullmatch(trace_id):
         fail("trace_id", "must be 32 hex digits")
 
-    for name, value in (
-        ("actor", draft.actor),
-        ("resource_type", draft.resource_type),
-        ("resource_id", draft.resource_id),
-        ("text", draft.text),
+    for name, value, limit in (
+        ("actor", draft.actor, MAX_EMAIL),
+        ("resource_type", draft.resource_type, MAX_NAME),
+        ("resource_id", draft.resource_id, MAX_ID),
+        ("text", draft.text, MAX_TEXT),
     ):
-        if len(value) > MAX_TEXT:
-            fail(name, f"is {len(value)} characters long; the limit is {MAX_TEXT}")
+        if len(value) > limit:
+            fail(name, f"is {len(value)} characters long; the limit is {limit}")
         elif "\x00" in value:
             fail(name, "must not contain NUL characters")
 

@@ -120,14 +120,23 @@ class Appender:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="sealtrail-appender")
 
-    async def stop(self) -> None:
-        """Commit everything already handed in, then end the appender task."""
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Commit everything already handed in, then end the appender task.
+        What is not committed within `timeout` (a head locked elsewhere, a
+        database gone) is answered UNAVAILABLE; its callers retry elsewhere."""
         self._stopping = True
         self._has_work.set()
         self._batch_full.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            _fail(self._pending.submissions, Unavailable("the server stopped", retry_after=1.0))
+            self._pending = _Pending()
+        self._task = None
 
     async def append(self, tenant_id: str, events: Sequence[ValidEvent]) -> list[AppendOutcome]:
         """Append `events` to the tenant's log; answers after they are committed."""
@@ -157,6 +166,9 @@ class Appender:
             batch = self._take_batch()
             try:
                 await self._commit(batch)
+            except asyncio.CancelledError:  # stopped mid-commit: rolled back
+                _fail(batch, Unavailable("the server stopped", retry_after=1.0))
+                raise
             except Exception:  # keep the appender alive whatever happens
                 log.exception("appender: unexpected failure")
                 _fail(batch, Unavailable("the append failed; retry", retry_after=1.0))
@@ -182,17 +194,39 @@ class Appender:
             _fail(batch, error)
             return
         except psycopg.Error as error:
+            # Validation should have caught anything the database refuses; if
+            # not, isolate the offender so its neighbours still land.
             if len(batch) > 1:
-                # Isolate the submission that broke the transaction; the others still land.
                 for submission in batch:
                     await self._commit([submission])
                 return
-            log.error("appender: database rejected a batch: %s", error)
-            _fail(batch, Unavailable(f"the database rejected the append: {error}", retry_after=1.0))
+            [submission] = batch
+            log.error("appender: the database refused an append: %s", error)
+            if not isinstance(error, psycopg.DataError | psycopg.IntegrityError):
+                _fail(batch, Unavailable("the database refused the append", retry_after=1.0))
+            elif len(submission.events) > 1:
+                outcomes = [
+                    [await self._write_alone(submission, event)] for event in submission.events
+                ]
+                _resolve(batch, [[outcome for [outcome] in outcomes]])
+            else:
+                _fail(batch, _refused(submission.events[0]))
             return
-        for submission, outcome in zip(batch, outcomes, strict=True):
-            if not submission.future.done():  # the caller may have gone away
-                submission.future.set_result(outcome)
+        _resolve(batch, outcomes)
+
+    async def _write_alone(self, submission: _Submission, event: ValidEvent) -> AppendOutcome:
+        """One event of a submission in a transaction of its own."""
+        alone = _Submission(submission.tenant_id, [event], submission.future)
+        try:
+            [[outcome]] = await self._write([alone])
+        except SealtrailError as error:
+            return error
+        except (psycopg.DataError, psycopg.IntegrityError) as error:
+            log.error("appender: the database refused %s: %s", event.path, error)
+            return _refused(event)
+        except psycopg.Error:
+            return Unavailable("the database refused the append", retry_after=1.0)
+        return outcome
 
     async def _write(self, batch: list[_Submission]) -> list[list[AppendOutcome]]:
         tenants = sorted({s.tenant_id for s in batch})
@@ -376,6 +410,16 @@ def _replay(earlier: Appended, event: ValidEvent) -> AppendOutcome:
             reason="IDEMPOTENCY_KEY_REUSED",
         )
     return Appended(earlier.seq, earlier.record, earlier.leaf_hash, deduplicated=True)
+
+
+def _refused(event: ValidEvent) -> InvalidArgument:
+    return InvalidArgument.field(event.path, "was refused by the database as invalid")
+
+
+def _resolve(batch: list[_Submission], outcomes: list[list[AppendOutcome]]) -> None:
+    for submission, outcome in zip(batch, outcomes, strict=True):
+        if not submission.future.done():  # the caller may have gone away
+            submission.future.set_result(outcome)
 
 
 def _fail(batch: list[_Submission], error: SealtrailError) -> None:

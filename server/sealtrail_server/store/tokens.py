@@ -6,8 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..auth.roles import Principal, Role
-from ..auth.tokens import new_token, token_digest
+from ..domain.access import Principal, Role, new_token, token_digest
 from .database import Database
 
 
@@ -58,3 +57,34 @@ async def count_tokens(db: Database) -> int:
         cursor = await conn.execute("SELECT count(*) FROM api_tokens")
         row = await cursor.fetchone()
     return int(row[0]) if row else 0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    token_id: str
+    tenant_id: str
+    role: str
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+async def list_tokens(db: Database, *, tenant_id: str) -> list[TokenInfo]:
+    async with db.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT token_id::text, tenant_id, role, name, created_at, revoked_at"
+            " FROM api_tokens WHERE tenant_id = %s ORDER BY created_at",
+            [tenant_id],
+        )
+        return [TokenInfo(*row) for row in await cursor.fetchall()]
+
+
+async def revoke_token(db: Database, *, token_id: str) -> bool:
+    """Revoke a live token; False if there is no such live token."""
+    async with db.connection() as conn:
+        cursor = await conn.execute(
+            "UPDATE api_tokens SET revoked_at = now()"
+            " WHERE token_id = %s AND revoked_at IS NULL RETURNING token_id",
+            [token_id],
+        )
+        return await cursor.fetchone() is not None

@@ -1,0 +1,46 @@
+"""Who a caller is: tenants, roles, principals, and what API tokens look like.
+
+A token is `stk_` and 43 base64url characters (256 random bits). Only its
+SHA-256 is stored: tokens are random, so a fast hash is as strong as a slow one
+and keeps authentication off the hot path's budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+TOKEN_PREFIX: Final = "stk_"
+TOKEN_PATTERN: Final = re.compile(r"stk_[A-Za-z0-9_-]{43}")
+TENANT_ID_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+
+
+class Role(StrEnum):
+    RECORDER = "recorder"  # writes events
+    READER = "reader"  # reads, tails and exports events
+    ADMIN = "admin"  # everything
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller behind a token: its tenant is the only one it can touch."""
+
+    tenant_id: str
+    token_id: str
+    role: Role
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def valid_tenant_id(tenant_id: str) -> bool:
+    return TENANT_ID_PATTERN.fullmatch(tenant_id) is not None

@@ -1,0 +1,112 @@
+"""The answer to Record is built from the request (event_as_stored) for speed;
+it must be exactly what reading the stored record gives (event_from_record)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import struct_pb2
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sealtrail.v1 import event_pb2
+from sealtrail_server.api.convert import event_as_stored, event_draft, event_from_record
+from sealtrail_server.domain.errors import InvalidArgument
+from sealtrail_server.domain.event import ServerFields, finalize_record, validate_event
+from sealtrail_server.domain.merkle import leaf_hash
+
+NOW = datetime(2026, 11, 22, 12, 0, 0, 123456, tzinfo=UTC)
+RECEIVED = datetime(2026, 11, 22, 12, 0, 1, 654321, tzinfo=UTC)
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(-(2**53) + 1, 2**53 - 1),
+    st.text(max_size=8),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+def _value(value: Any) -> struct_pb2.Value:
+    holder = struct_pb2.Struct()
+    holder.update({"v": value})
+    return holder.fields["v"]
+
+
+@st.composite
+def events(draw: st.DrawFn) -> event_pb2.Event:
+    event = event_pb2.Event(
+        action=draw(st.sampled_from(["api_key.create", "member.invite", "Bad"])),
+        category=draw(st.integers(0, 8)),
+        severity=draw(st.integers(0, 4)),
+        outcome=draw(st.integers(0, 3)),
+        description=draw(st.text(max_size=10)),
+        idempotency_key=draw(st.sampled_from(["", "k1"])),
+        actor=event_pb2.Actor(
+            type=draw(st.integers(0, 4)),
+            id=draw(st.sampled_from(["u1", "user 2"])),
+            email=draw(st.sampled_from(["", "a@b.c"])),
+        ),
+    )
+    # Sub-messages set but possibly empty, as callers send them.
+    if draw(st.booleans()):
+        event.resource.SetInParent()
+        event.resource.type = draw(st.sampled_from(["", "api_key"]))
+    if draw(st.booleans()):
+        event.context.SetInParent()
+        event.context.ip = draw(st.sampled_from(["", "10.0.0.1", "2001:DB8::1"]))
+        event.context.trace_id = draw(st.sampled_from(["", "4BF92F3577B34DA6A3CE929D0E0E4736"]))
+        event.context.request_id = draw(
+            st.sampled_from(["", "8F14E45F-CEEA-467F-A9F3-8D0C9E6C2A11"])
+        )
+    if draw(st.booleans()):
+        event.details.SetInParent()
+        event.details.update(draw(st.dictionaries(st.text(max_size=5), json_values, max_size=4)))
+    for _ in range(draw(st.integers(0, 2))):
+        change = event.changes.add(field=draw(st.sampled_from(["role", "tags"])))
+        if draw(st.booleans()):
+            change.before.CopyFrom(_value(draw(json_values)))
+        if draw(st.booleans()):
+            change.after.CopyFrom(_value(draw(json_values)))
+    if draw(st.booleans()):
+        event.occurred_at.FromDatetime(NOW)
+        event.occurred_at.nanos = draw(st.integers(0, 999_999_999))
+    if draw(st.booleans()):  # output-only fields a caller should not set
+        event.id, event.seq, event.tenant_id = str(uuid.uuid4()), 99, "other"
+    return event
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events())
+def test_answer_built_from_request_equals_stored_record(sent: event_pb2.Event) -> None:
+    try:
+        valid = validate_event(event_draft(sent, "event"), now=NOW)
+    except InvalidArgument:
+        return
+    server = ServerFields("t-1", str(uuid.uuid4()), 7, "2026-11-22T12:00:01.654321Z")
+    record = finalize_record(valid, server)
+    stored = event_from_record(record.decode(), leaf_hash(record))
+    if not valid.verbatim:
+        return  # answered from the record itself
+    answer = event_as_stored(
+        sent,
+        valid,
+        tenant_id=server.tenant_id,
+        event_id=server.id,
+        seq=server.seq,
+        received_at=RECEIVED,
+        leaf_hash=leaf_hash(record),
+    )
+    assert answer == stored
+    assert answer.SerializeToString(deterministic=True) == stored.SerializeToString(
+        deterministic=True
+    )
