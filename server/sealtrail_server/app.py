@@ -64,7 +64,10 @@ class Service:
             for migration in await migrate(conn):
                 log.info("applied migration %04d_%s", migration.version, migration.name)
         self._appender = Appender(
-            db, max_wait=settings.append_max_wait, batch_events=settings.append_batch_events
+            db,
+            max_wait=settings.append_max_wait,
+            batch_events=settings.append_batch_events,
+            store_tree_nodes=settings.store_tree_nodes,
         )
         self._appender.start()
         signer = load_signer(

@@ -39,6 +39,9 @@ class Settings:
     # The signing key's text, or a file holding it; else <data_dir>/signing-key.
     signing_key: str | None = None
     signing_key_file: Path | None = None
+    # False only to measure what storing Merkle nodes costs (make bench):
+    # proofs, checkpoints and VerifyLog need the nodes.
+    store_tree_nodes: bool = True
 
     @classmethod
     def load(cls, env: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:
@@ -54,6 +57,10 @@ class Settings:
 
 def _parse(kind: Any, raw: str, name: str) -> Any:
     try:
+        if kind in ("bool", bool):
+            if raw.lower() not in ("1", "true", "yes", "0", "false", "no"):
+                raise ValueError
+            return raw.lower() in ("1", "true", "yes")
         if kind in ("int", int):
             return int(raw)
         if kind in ("float", float):

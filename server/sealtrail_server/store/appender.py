@@ -102,12 +102,14 @@ class Appender:
         max_wait: float = 0.005,
         batch_events: int = 64,
         max_commit_events: int = 5000,
+        store_tree_nodes: bool = True,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._db = db
         self._max_wait = max_wait
         self._batch_events = batch_events
         self._max_commit_events = max_commit_events
+        self._store_tree_nodes = store_tree_nodes
         self._clock = clock
         self._pending = _Pending()
         self._has_work = asyncio.Event()
@@ -246,7 +248,7 @@ class Appender:
                     # Sent as built, so PostgreSQL inserts while the next submission is hashed.
                     for row in rows:
                         await copy.write_row(row)
-            if nodes:
+            if nodes and self._store_tree_nodes:
                 async with conn.cursor().copy(_COPY_NODES) as copy:
                     for node in nodes:
                         await copy.write_row(node)
