@@ -69,12 +69,12 @@ class ServerThread:
     """A Sealtrail server in a thread of its own, with its own event loop."""
 
     def __init__(self, database_url: str, **settings: Any) -> None:
+        defaults: dict[str, Any] = {
+            "signing_key": SIGNING_KEY,
+            "log_origin": "sealtrail.test/log",
+        }
         self.settings = Settings(
-            listen="127.0.0.1:0",
-            database_url=database_url,
-            signing_key=SIGNING_KEY,
-            log_origin="sealtrail.test/log",
-            **settings,
+            listen="127.0.0.1:0", database_url=database_url, **{**defaults, **settings}
         )
         self.loop = asyncio.new_event_loop()
         self.service = Service(self.settings, database_url=database_url)

@@ -320,3 +320,33 @@ def test_proof_hashes_are_base64_in_bundles(logged: AuditClient, tmp_path: Path)
     import json
 
     assert all(len(base64.b64decode(h)) == 32 for h in json.loads(first)["proof"])
+
+
+def test_after_a_key_rotation_old_checkpoints_stay_verifiable(
+    migrated_database_url: str, tenant: str, tmp_path: Path
+) -> None:
+    from sealtrail.tlog import generate_signer_key
+
+    old_key, new_key = (generate_signer_key("sealtrail.test/rotation") for _ in range(2))
+    before = ServerThread(migrated_database_url, signing_key=old_key.text())
+    try:
+        with AuditClient(before.target, token=before.token(tenant)) as client:
+            record_events(client, 5)
+            first = client.get_checkpoint(fresh=True)
+    finally:
+        before.close()
+    after = ServerThread(migrated_database_url, signing_key=new_key.text())
+    try:
+        with AuditClient(after.target, token=after.token(tenant)) as client:
+            record_events(client, 5, start=5)
+            second = client.get_checkpoint(fresh=True)  # extends the one the old key signed
+            keys = client.get_verifier_keys()
+            assert [k.text for k in keys if k.active] == [new_key.verifier.text()]
+            assert old_key.verifier.text() in {k.text for k in keys}
+            assert client.verify_log().checkpoints_verified == 2
+            write_bundle(client, tmp_path / "b")
+    finally:
+        after.close()
+    assert open_note(first.note, [old_key.verifier])[1] == [old_key.verifier]
+    assert open_note(second.note, [new_key.verifier])[1] == [new_key.verifier]
+    assert verify_bundle(tmp_path / "b", key=new_key.verifier.text()).count == 10
