@@ -58,6 +58,8 @@ def main(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not verbose:  # pgserver narrates every start step at INFO
+        logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
 @main.command()

@@ -162,7 +162,9 @@ def test_bundle_and_verify_from_the_command_line(
     assert failed.returncode == 1
     assert failed.stderr.startswith("FAILED: record 2 (seq 3)")
 
-    assert run("sealtrail", "verify-log", env=cli_env).stdout.startswith("OK: 3 records")
+    assert run("sealtrail", "verify-log", env=cli_env).stdout.startswith(
+        "OK: 3 records and 1 checkpoint verified"
+    )
 
 
 def test_a_revoked_token_is_refused(cli_env: dict[str, str], migrated_database_url: str) -> None:

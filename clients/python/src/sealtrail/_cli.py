@@ -294,7 +294,8 @@ def verify_log(ctx: click.Context) -> None:
         result = client.verify_log()
     if result.ok:
         click.echo(
-            f"OK: {result.verified_size} records and {result.checkpoints_verified} checkpoints"
+            f"OK: {_count(result.verified_size, 'record')} and"
+            f" {_count(result.checkpoints_verified, 'checkpoint')} verified"
         )
         return
     failure = result.failure
@@ -309,3 +310,7 @@ def checkpoint(ctx: click.Context, fresh: bool) -> None:
     """Print the log's latest signed checkpoint."""
     with _client(ctx) as client:
         click.echo(client.get_checkpoint(fresh=fresh).note, nl=False)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
