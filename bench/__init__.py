@@ -14,6 +14,26 @@ a ratio to a baseline measured alongside it, never as an absolute gate:
   service keeps (target >= 0.40).
 - RecordBatch: batches of realistic events, a few calls in flight.
 
+Issue 3's figures (signed checkpoints, proofs, VerifyLog, offline bundles),
+each against a baseline of the same run and, where the issue sets one, an
+absolute target that is reported (MISSED), never asserted:
+
+- Record, proofs stored / Record, no proofs stored: Record as above, on the
+  usual server and on a second one over the same database started with
+  SEALTRAIL_STORE_TREE_NODES=false (target >= 0.90).
+- GetInclusionProof: random seqs of a log of --integrity-events events
+  (>= 10,000) at its checkpoint's size, as many in flight as Record; against
+  the empty call, and >= 2,000 proofs/s.
+- VerifyLog over that log / a raw read of its rows (server-side cursor, and
+  hashlib SHA-256 of each record, in the bench process); >= 100,000 events/s.
+- verify_bundle of a complete bundle of that log / raw hashlib SHA-256 of
+  every line of the bundle's records and proofs; under 10 s. Writing the
+  bundle (write_bundle, one GetInclusionProof per record) is timed once too.
+  It is the slow part: `--skip bundlehash bundle` leaves it out.
+
+Every server of a run signs checkpoints with one key made for the run, and
+keeps its data in the run's temp dir.
+
 The server runs in its own process (its CPU and the load generator's never
 share a GIL), over an embedded PostgreSQL in a temp dir unless
 SEALTRAIL_BENCH_DATABASE_URL names a database to use.

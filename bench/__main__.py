@@ -11,26 +11,55 @@ import platform
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 
-from . import cpu, environment
+from sealtrail import AuditClient
+from sealtrail.tlog import generate_signer_key
+
+from . import cpu, environment, integrity
 from .load import Window, Workload
 from .phases import (
     PhaseResult,
     Timing,
     database_facts,
     events_per_commit,
+    run_once,
     run_phase,
     settle,
 )
 from .report import format_report, write_json
 
-PHASES = ("empty", "record", "copy", "batch")  # the order they run in
+# The order they run in. After the first four, issue 3's figures, each next
+# to its baseline: Record with proofs stored (the usual server) and without
+# (a second server with SEALTRAIL_STORE_TREE_NODES=false); GetInclusionProof;
+# raw read vs VerifyLog; raw hashlib vs verify_bundle.
+PHASES = (
+    "empty",
+    "record",
+    "copy",
+    "batch",
+    "record-proofs",
+    "record-noproofs",
+    "proofs",
+    "rawread",
+    "verifylog",
+    "bundlehash",
+    "bundle",
+)
+# A figure and its baseline run in the other order every other round, so
+# drift over the run (a growing table, a warming cache) favours neither.
+PAIRS = (("record-proofs", "record-noproofs"), ("rawread", "verifylog"), ("bundlehash", "bundle"))
+NEEDS_LOG = frozenset({"proofs", "rawread", "verifylog", "bundlehash", "bundle"})
+NEEDS_BUNDLE = frozenset({"bundlehash", "bundle"})
+MIN_PROOF_LOG = 10_000  # issue 3: proofs are served from a log of at least this many events
 MAX_BATCH = 1000  # the server's RecordBatch limit
 QUIET_PCT = 15.0  # machine busy percent under which a figure may start
+KEY_NAME = "bench.local/log"  # the run's checkpoint signing key, shared by its servers
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -67,7 +96,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only", nargs="+", choices=PHASES, help="run only these figures (ratios need both)"
     )
+    parser.add_argument(
+        "--skip",
+        nargs="+",
+        choices=PHASES,
+        default=[],
+        help="run every figure but these (e.g. bundlehash bundle: no bundle to write, the slow"
+        " part)",
+    )
+    parser.add_argument(
+        "--integrity-events",
+        type=int,
+        default=100_000,
+        help="events in the log that proofs, VerifyLog and the bundle are measured over",
+    )
     options = parser.parse_args(argv)
+    options.figures = [
+        figure
+        for figure in PHASES
+        if figure in (options.only or PHASES) and figure not in options.skip
+    ]
+    if not options.figures:
+        parser.error("--only and --skip leave no figure to run")
+    if options.integrity_events < 1:
+        parser.error("--integrity-events must be at least 1")
+    if "proofs" in options.figures and options.integrity_events < MIN_PROOF_LOG:
+        parser.error(f"proofs needs --integrity-events of at least {MIN_PROOF_LOG:,}")
     if not 1 <= options.batch_size <= MAX_BATCH:
         parser.error(f"--batch-size must be 1 to {MAX_BATCH}")
     if min(options.concurrency, options.batch_concurrency, options.clients, options.rounds) < 1:
@@ -83,6 +137,17 @@ def split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
+def round_order(figures: list[str], number: int) -> list[str]:
+    """`figures` in run order for round `number`: each pair swapped in even rounds."""
+    order = list(figures)
+    if number % 2 == 0:
+        for first, second in PAIRS:
+            if first in order and second in order:
+                i, j = order.index(first), order.index(second)
+                order[i], order[j] = order[j], order[i]
+    return order
+
+
 def median_result(runs: list[PhaseResult]) -> PhaseResult:
     """The round with the median rate (the lower middle one of an even count);
     every round's rate is kept in its notes."""
@@ -93,21 +158,33 @@ def median_result(runs: list[PhaseResult]) -> PhaseResult:
 
 
 class Bench:
-    """One run's figures against one database and (for gRPC figures) one server."""
+    """One run's figures against one database and (for gRPC figures) one server,
+    plus a second one storing no tree nodes for record-noproofs."""
 
     def __init__(
         self,
         options: argparse.Namespace,
         database: environment.Database,
         server: environment.Server | None,
+        *,
+        bare_server: environment.Server | None = None,
+        verifier_key: str = "",
+        workdir: Path,
     ) -> None:
         self.options = options
         self.database = database
         self.server = server
+        self.bare_server = bare_server
+        self.verifier_key = verifier_key
+        self.workdir = workdir
         self.timing = Timing(options.warmup, options.duration)
         self.run_id = uuid.uuid4().hex[:8]
         self.round = 1  # keys and COPY tenants differ per round: nothing repeats
         self._tokens: dict[str, str] = {}
+        # Made once, when a figure first needs them; not measured (but see `once`).
+        self.log: integrity.IntegrityLog | None = None
+        self.bundle: Path | None = None
+        self.once: dict[str, PhaseResult] = {}  # figures timed once per run: writing the bundle
 
     def tenant(self, figure: str) -> str:
         """A tenant of this run's own: runs against a shared database never collide."""
@@ -119,42 +196,79 @@ class Bench:
         return self._tokens[figure]
 
     def run(self, figure: str) -> PhaseResult:
-        settle(self.database.url)
-        busy = cpu.wait_for_quiet(self.options.quiet_wait, QUIET_PCT)
-        if busy > QUIET_PCT:
-            print(f"machine {busy:.0f}% busy before {figure}; measuring anyway", file=sys.stderr)
+        if figure in NEEDS_LOG and self.log is None:
+            self.log = self._make_log()
+        if figure in NEEDS_BUNDLE and self.bundle is None:
+            self.bundle = self._write_bundle()
+        self._settle_and_wait(figure)
         measure = {
             "empty": self.empty_call,
             "record": self.record,
             "copy": self.raw_copy,
             "batch": self.record_batch,
+            "record-proofs": self.record_proofs,
+            "record-noproofs": self.record_noproofs,
+            "proofs": self.inclusion_proofs,
+            "rawread": self.raw_read,
+            "verifylog": self.verify_log,
+            "bundlehash": self.hash_bundle,
+            "bundle": self.verify_bundle,
         }[figure]
         print(f"round {self.round}: measuring {figure} ...", file=sys.stderr, flush=True)
         return measure()
 
-    def _grpc_workloads(self, kind: str, token: str, in_flight: int) -> list[Workload]:
-        assert self.server is not None
+    def _settle_and_wait(self, figure: str) -> None:
+        settle(self.database.url)
+        busy = cpu.wait_for_quiet(self.options.quiet_wait, QUIET_PCT)
+        if busy > QUIET_PCT:
+            print(f"machine {busy:.0f}% busy before {figure}; measuring anyway", file=sys.stderr)
+
+    def _grpc_workloads(
+        self,
+        kind: str,
+        token: str,
+        in_flight: int,
+        *,
+        server: environment.Server | None = None,
+        label: str | None = None,
+        tree_size: int = 0,
+    ) -> list[Workload]:
+        server = server or self.server
+        assert server is not None
         return [
             Workload(
                 kind,
                 in_flight=n,
                 batch_size=self.options.batch_size,
-                target=self.server.target,
+                target=server.target,
                 token=token,
-                key_prefix=f"{self.run_id}-r{self.round}-{kind}-c{i}",
+                key_prefix=f"{self.run_id}-r{self.round}-{label or kind}-c{i}",
+                tree_size=tree_size,
             )
             for i, n in enumerate(split(in_flight, self.options.clients))
         ]
 
-    def _run(self, name: str, unit: str, workloads: list[Workload]) -> tuple[PhaseResult, Window]:
+    def _run(
+        self,
+        name: str,
+        unit: str,
+        workloads: list[Workload],
+        server: environment.Server | None = None,
+    ) -> tuple[PhaseResult, Window]:
+        server = server or self.server
         return run_phase(
             name,
             unit,
             workloads,
             self.timing,
-            server_pid=self.server.pid if self.server else None,
+            server_pid=server.pid if server else None,
             postmaster_pid=self.database.postmaster_pid,
         )
+
+    def _watched(self) -> cpu.Watched:
+        """For figures timed once: the server, PostgreSQL, and this process as the client."""
+        server = self.server.pid if self.server else None
+        return cpu.Watched(server, self.database.postmaster_pid, [os.getpid()])
 
     def empty_call(self) -> PhaseResult:
         """Baseline for Record: health Check on the same server, with the same
@@ -184,6 +298,109 @@ class Bench:
         )
         return result
 
+    # --- issue 3: proofs, VerifyLog, offline bundles --------------------------
+
+    def record_proofs(self) -> PhaseResult:
+        """Record as above, on the usual server: Merkle nodes stored with each commit."""
+        return self._record_on(self.server, "record-proofs", "Record, proofs stored")
+
+    def record_noproofs(self) -> PhaseResult:
+        """Record on a second server over the same database, started with
+        SEALTRAIL_STORE_TREE_NODES=false (and no periodic checkpoints, which
+        need the nodes): what Record costs without proof storage."""
+        return self._record_on(self.bare_server, "record-noproofs", "Record, no proofs stored")
+
+    def _record_on(self, server: environment.Server | None, figure: str, name: str) -> PhaseResult:
+        workloads = self._grpc_workloads(
+            "record", self.token(figure), self.options.concurrency, server=server, label=figure
+        )
+        result, window = self._run(name, "events/s", workloads, server)
+        result.events_per_commit = events_per_commit(self.database.url, self.tenant(figure), window)
+        return result
+
+    def inclusion_proofs(self) -> PhaseResult:
+        """GetInclusionProof of random seqs of the integrity log at its last
+        checkpoint's size, with as many calls in flight as Record."""
+        log = self._the_log()
+        workloads = self._grpc_workloads(
+            "proof", log.token, self.options.concurrency, tree_size=log.size
+        )
+        result, _ = self._run(f"GetInclusionProof (size {log.size:,})", "proofs/s", workloads)
+        return result
+
+    def raw_read(self) -> PhaseResult:
+        """Baseline for VerifyLog: this process reads the log's rows and hashes each record."""
+        log = self._the_log()
+        with psycopg.connect(self.database.url) as conn:
+            work = integrity.raw_read(conn, log.tenant)
+            return run_once(
+                f"raw read + hashlib ({log.size:,} rows)", "rows/s", work, self._watched()
+            )
+
+    def verify_log(self) -> PhaseResult:
+        """One VerifyLog call over the integrity log (admin token)."""
+        log = self._the_log()
+        assert self.server is not None
+        with AuditClient(
+            self.server.target,
+            token=log.token,
+            timeout=integrity.LONG_CALL_TIMEOUT,
+            max_attempts=1,
+        ) as client:
+            client.get_verifier_keys()  # the channel is connected before the timing starts
+            work = integrity.verify_log(client, log.size)
+            return run_once(f"VerifyLog ({log.size:,} events)", "events/s", work, self._watched())
+
+    def hash_bundle(self) -> PhaseResult:
+        """Baseline for verify_bundle: SHA-256 of each line of the bundle's two files."""
+        assert self.bundle is not None
+        work = integrity.hash_bundle(self.bundle)
+        return run_once("raw hashlib of the bundle", "records/s", work, self._watched())
+
+    def verify_bundle(self) -> PhaseResult:
+        """The offline verifier over the complete bundle, trusting only the run's key."""
+        assert self.bundle is not None
+        work = integrity.verify(self.bundle, self.verifier_key)
+        name = f"verify_bundle ({self._the_log().size:,} records)"
+        return run_once(name, "records/s", work, self._watched())
+
+    def _the_log(self) -> integrity.IntegrityLog:
+        assert self.log is not None
+        return self.log
+
+    def _make_log(self) -> integrity.IntegrityLog:
+        assert self.server is not None
+        events = self.options.integrity_events
+        print(f"making the integrity log: {events:,} events ...", file=sys.stderr, flush=True)
+        log = integrity.make_log(
+            self.server.target,
+            tenant=self.tenant("integrity"),
+            token=self.token("integrity"),
+            events=events,
+            key_prefix=f"{self.run_id}-integrity",
+        )
+        print(f"  made in {log.seconds:.1f} s", file=sys.stderr, flush=True)
+        return log
+
+    def _write_bundle(self) -> Path:
+        """write_bundle with no filter, through GetInclusionProof calls; timed
+        once and reported as bundle-write, since writing is slow."""
+        assert self.server is not None
+        log = self._the_log()
+        path = self.workdir / "bundle"
+        self._settle_and_wait("bundle-write")
+        print(f"writing the bundle: {log.size:,} records ...", file=sys.stderr, flush=True)
+        with AuditClient(self.server.target, token=log.token) as client:
+            self.once["bundle-write"] = result = run_once(
+                "write_bundle (16 threads)",
+                "records/s",
+                integrity.write(client, path),
+                self._watched(),
+                in_flight=16,  # write_bundle's default workers
+            )
+        print(f"  written in {result.seconds:.1f} s", file=sys.stderr, flush=True)
+        return path
+
     def raw_copy(self) -> PhaseResult:
         """Baseline for RecordBatch: what the database ingests with nothing in
         front of it. One connection COPYs equivalent rows into the same events
@@ -203,20 +420,45 @@ class Bench:
 
 @contextlib.contextmanager
 def _server_if_needed(
-    figures: list[str], database: environment.Database, workdir: Path
+    figures: list[str],
+    database: environment.Database,
+    workdir: Path,
+    settings: dict[str, str],
 ) -> Iterator[environment.Server | None]:
     if set(figures) <= {"copy"}:
         yield None
         return
-    with environment.server(database.url, workdir) as server:
+    with environment.server(database.url, workdir, settings=settings) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _bare_server_if_needed(
+    figures: list[str],
+    database: environment.Database,
+    workdir: Path,
+    settings: dict[str, str],
+) -> Iterator[environment.Server | None]:
+    """The second server, storing no Merkle nodes, for record-noproofs."""
+    if "record-noproofs" not in figures:
+        yield None
+        return
+    bare = {**settings, "SEALTRAIL_STORE_TREE_NODES": "false", "SEALTRAIL_CHECKPOINT_INTERVAL": "0"}
+    with environment.server(database.url, workdir, name="bare-server", settings=bare) as server:
         yield server
 
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
-    figures = [figure for figure in PHASES if figure in (options.only or PHASES)]
+    figures = options.figures
     rounds: dict[str, list[PhaseResult]] = {figure: [] for figure in figures}
+    signer = generate_signer_key(KEY_NAME)
     with environment.temp_dir() as workdir, environment.database(workdir) as database:
+        # Every server of the run signs with one key, and keeps nothing in $HOME.
+        settings = {
+            "SEALTRAIL_SIGNING_KEY": signer.text(),
+            "SEALTRAIL_DATA_DIR": str(workdir / "data"),
+        }
         facts: dict[str, Any] = {
             "duration": options.duration,
             "warmup": options.warmup,
@@ -231,14 +473,31 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
             "database": database_facts(database.url),
             "embedded_database": database.postmaster_pid is not None,
+            "integrity_events": options.integrity_events,
+            "verifier_key": signer.verifier.text(),
         }
-        with _server_if_needed(figures, database, workdir) as server:
-            bench = Bench(options, database, server)
+        with (
+            _server_if_needed(figures, database, workdir, settings) as server,
+            _bare_server_if_needed(figures, database, workdir, settings) as bare_server,
+        ):
+            bench = Bench(
+                options,
+                database,
+                server,
+                bare_server=bare_server,
+                verifier_key=signer.verifier.text(),
+                workdir=workdir,
+            )
             for number in range(1, options.rounds + 1):
                 bench.round = number
-                for figure in figures:
+                for figure in round_order(figures, number):
                     rounds[figure].append(bench.run(figure))
+        if bench.log is not None:
+            log = asdict(bench.log)
+            del log["token"]
+            facts["integrity_log"] = log
     results = {figure: median_result(runs) for figure, runs in rounds.items()}
+    results.update(bench.once)
     print(format_report(results, facts))
     path = write_json(results, facts)
     print(f"\nresults: {path}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 
@@ -53,9 +54,17 @@ def _snapshot(watched: Watched) -> dict[str, dict[int, float]]:
             ("server", server),
             ("postgres", _postgres_pids(watched.postmaster)),
             ("clients", watched.clients),
-            ("bench", [os.getpid()]),  # this coordinating process
+            # This coordinating process, unless it is the client itself (Meter).
+            ("bench", [] if os.getpid() in watched.clients else [os.getpid()]),
         )
     }
+
+
+Sample = tuple[dict[str, dict[int, float]], Any]  # per-process CPU seconds, machine times
+
+
+def _sample(watched: Watched) -> Sample:
+    return _snapshot(watched), psutil.cpu_times()
 
 
 def measure(window: Window, watched: Watched) -> dict[str, float]:
@@ -63,10 +72,36 @@ def measure(window: Window, watched: Watched) -> dict[str, float]:
     one core per group and for its busiest process, and machine busy and
     iowait percent of all cores."""
     time.sleep(max(0.0, window.start - time.time()))
-    before, machine_before = _snapshot(watched), psutil.cpu_times()
+    before = _sample(watched)
     time.sleep(max(0.0, window.end - time.time()))
-    after, machine_after = _snapshot(watched), psutil.cpu_times()
-    elapsed = window.seconds
+    return _usage(before, _sample(watched), window.seconds)
+
+
+class Meter:
+    """The same accounting as `measure`, around work done in this process
+    (one long call, a local computation) rather than over a timed window:
+
+        with Meter(watched) as meter:
+            work()
+        meter.usage
+    """
+
+    def __init__(self, watched: Watched) -> None:
+        self._watched = watched
+        self.usage: dict[str, float] = {}
+
+    def __enter__(self) -> Meter:
+        self._started = time.perf_counter()
+        self._before = _sample(self._watched)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        after = _sample(self._watched)
+        self.usage = _usage(self._before, after, time.perf_counter() - self._started)
+
+
+def _usage(before_sample: Sample, after_sample: Sample, elapsed: float) -> dict[str, float]:
+    (before, machine_before), (after, machine_after) = before_sample, after_sample
     usage: dict[str, float] = {}
     ours = 0.0
     for group, pids in after.items():

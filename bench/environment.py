@@ -1,6 +1,7 @@
 """What the benchmark runs against: a PostgreSQL database (embedded in a temp
-dir unless SEALTRAIL_BENCH_DATABASE_URL is set), migrated, and the Sealtrail
-server as a separate process started through its own command line."""
+dir unless SEALTRAIL_BENCH_DATABASE_URL is set), migrated, and Sealtrail
+servers as separate processes started through their own command line, with
+settings given as SEALTRAIL_* environment variables."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,15 +109,23 @@ class Server:
 
 
 @contextlib.contextmanager
-def server(database_url: str, workdir: Path) -> Iterator[Server]:
-    """`sealtrail_server serve` on a free port; SIGTERM and wait on exit.
-    Its stdout and stderr go to files in `workdir` (shown if it fails)."""
-    out_path, err_path = workdir / "server.out", workdir / "server.err"
+def server(
+    database_url: str,
+    workdir: Path,
+    *,
+    name: str = "server",
+    settings: Mapping[str, str] | None = None,
+) -> Iterator[Server]:
+    """`sealtrail_server serve` on a free port, with `settings` (SEALTRAIL_*
+    variables) added to its environment; SIGTERM and wait on exit. Its stdout
+    and stderr go to `workdir`/`name`.out and .err (shown if it fails)."""
+    out_path, err_path = workdir / f"{name}.out", workdir / f"{name}.err"
     with out_path.open("w") as out, err_path.open("w") as err:
         process = subprocess.Popen(
             _sealtrail_server("serve", "--listen", "127.0.0.1:0", "--database-url", database_url),
             stdout=out,
             stderr=err,
+            env={**os.environ, **(settings or {})},
         )
     try:
         target = _wait_until_serving(process, out_path, err_path)

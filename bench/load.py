@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import multiprocessing
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import grpc
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc
+from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, integrity_pb2
 from sealtrail_server.store.appender import _COPY_EVENTS as COPY_EVENTS
 
 from .events import EventFactory, RowFactory
@@ -36,7 +37,8 @@ _CHANNEL_OPTIONS = [
 
 @dataclass(frozen=True)
 class Workload:
-    """What one client process does. `kind` is empty, record, batch or copy."""
+    """What one client process does. `kind` is empty, record, batch, copy or
+    proof (GetInclusionProof of a random seq at `tree_size`, a checkpoint's)."""
 
     kind: str
     in_flight: int = 1
@@ -46,6 +48,7 @@ class Workload:
     database_url: str = ""
     tenant: str = ""
     key_prefix: str = ""
+    tree_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,18 @@ def _make_call(workload: Workload, channel: grpc.aio.Channel) -> Call:
         return empty_call
 
     stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+    if workload.kind == "proof":
+        size = workload.tree_size
+
+        async def inclusion_proof() -> int:
+            request = integrity_pb2.GetInclusionProofRequest(
+                seq=random.randint(1, size), tree_size=size
+            )
+            await stub.GetInclusionProof(request, metadata=metadata, timeout=CALL_TIMEOUT)
+            return 1
+
+        return inclusion_proof
+
     factory = EventFactory(workload.key_prefix)
     if workload.kind == "record":
 

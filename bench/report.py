@@ -17,12 +17,13 @@ NOISY_OTHERS_PCT = 20.0
 
 @dataclass(frozen=True)
 class Ratio:
-    """A figure divided by its in-run baseline, and the target it should reach."""
+    """A figure divided by its in-run baseline, and the target it should reach
+    (None: the figure's target is absolute, see GOALS)."""
 
     name: str
     figure: str
     baseline: str
-    target: float
+    target: float | None
 
     def value(self, results: dict[str, PhaseResult]) -> float | None:
         if self.figure not in results or self.baseline not in results:
@@ -34,6 +35,43 @@ class Ratio:
 RATIOS = (
     Ratio("Record / empty call", "record", "empty", 0.50),
     Ratio("RecordBatch / raw COPY", "batch", "copy", 0.40),
+    # Issue 3's figures.
+    Ratio("Record with proofs / without", "record-proofs", "record-noproofs", 0.90),
+    Ratio("inclusion proofs / empty call", "proofs", "empty", None),
+    Ratio("VerifyLog / raw read", "verifylog", "rawread", None),
+    Ratio("verify_bundle / raw hashlib", "bundle", "bundlehash", None),
+)
+
+
+@dataclass(frozen=True)
+class Goal:
+    """An absolute target of issue 3's: a figure's rate (or seconds) against a
+    limit. Reported, never asserted: this machine's speed is not a contract."""
+
+    name: str
+    figure: str
+    measure: str  # "rate" or "seconds", a PhaseResult attribute
+    at_least: bool  # met when value >= limit; else when value < limit
+    limit: float
+    unit: str
+
+    def value(self, results: dict[str, PhaseResult]) -> float | None:
+        result = results.get(self.figure)
+        if result is None or not result.events:  # not run, or failed
+            return None
+        return float(getattr(result, self.measure))
+
+    def met(self, value: float) -> bool:
+        return value >= self.limit if self.at_least else value < self.limit
+
+    def target(self) -> str:
+        return f"{'>=' if self.at_least else '<'} {self.limit:,g} {self.unit}"
+
+
+GOALS = (
+    Goal("inclusion proofs served", "proofs", "rate", True, 2_000, "proofs/s"),
+    Goal("VerifyLog", "verifylog", "rate", True, 100_000, "events/s"),
+    Goal("offline verify_bundle", "bundle", "seconds", False, 10, "s"),
 )
 
 
@@ -45,10 +83,23 @@ def _rounds(rounds: int) -> str:
     return f" (median of {rounds} rounds)" if rounds > 1 else ""
 
 
-def _verdict(value: float | None, target: float) -> str:
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.3g}"
+
+
+def _verdict(value: float | None, target: float | None) -> str:
     if value is None:
         return "n/a (baseline or figure not run)"
+    if target is None:
+        return f"no ratio target; {1 / value:,.1f}x the baseline's time" if value else "-"
     return "ok" if value >= target else "MISSED"
+
+
+def _one_shot(result: PhaseResult) -> bool:
+    """Timed once from start to end (phases.run_once), not over a window."""
+    return result.latency_p50_ms is None and result.calls == 1
 
 
 def format_report(results: dict[str, PhaseResult], facts: dict[str, Any]) -> str:
@@ -69,13 +120,24 @@ def format_report(results: dict[str, PhaseResult], facts: dict[str, Any]) -> str
             f"{result.name:<40} {_number(result.rate, 0) + ' ' + result.unit:>20}"
             f" {_number(result.latency_p50_ms):>8} {_number(result.latency_p99_ms):>8}  {errors}"
         )
+    lines += _integrity_notes(results, facts)
     lines += ["", f"{'ratio':<40} {'value':>8} {'target':>8}  verdict"]
     for ratio in RATIOS:
+        if ratio.figure not in results and ratio.baseline not in results:
+            continue
         value = ratio.value(results)
+        target = "-" if ratio.target is None else f">= {ratio.target:.2f}"
         lines.append(
-            f"{ratio.name:<40} {_number(value, 2):>8} {'>= ' + format(ratio.target, '.2f'):>8}"
-            f"  {_verdict(value, ratio.target)}"
+            f"{ratio.name:<40} {_ratio(value):>8} {target:>8}  {_verdict(value, ratio.target)}"
         )
+    goals = [goal for goal in GOALS if goal.figure in results]
+    if goals:
+        lines += ["", f"{'issue 3 target':<40} {'value':>20} {'target':>20}  verdict"]
+    for goal in goals:
+        value = goal.value(results)
+        shown = "-" if value is None else f"{_number(value, 0 if goal.at_least else 2)} {goal.unit}"
+        verdict = "n/a (failed)" if value is None else "ok" if goal.met(value) else "MISSED"
+        lines.append(f"{goal.name:<40} {shown:>20} {goal.target():>20}  {verdict}")
     lines += [
         "",
         f"CPU in the window: server, postgres, clients, others in % of one core;"
@@ -105,13 +167,43 @@ def format_report(results: dict[str, PhaseResult], facts: dict[str, Any]) -> str
     return "\n".join(lines)
 
 
+def _integrity_notes(results: dict[str, PhaseResult], facts: dict[str, Any]) -> list[str]:
+    """The integrity log the figures ran over, and the figures timed once."""
+    lines: list[str] = []
+    log = facts.get("integrity_log")
+    if log:
+        sizes = " and ".join(f"{size:,}" for size in log["signed_sizes"])
+        lines += [
+            "",
+            f"integrity log: {log['size']:,} events, recorded in RecordBatch calls of 1,000 in"
+            f" {log['seconds']:.1f} s; checkpoints signed on demand at {sizes} (and every"
+            " 10 s by the server)",
+        ]
+    once = [result for result in results.values() if _one_shot(result)]
+    if once:
+        lines += ["timed once each, from start to end:"]
+    for result in once:
+        unit = result.unit.removesuffix("/s")
+        extra = "".join(
+            f", {key.replace('_', ' ')} {value:,}"
+            for key, value in result.notes.items()
+            if isinstance(value, int)
+        )
+        lines.append(
+            f"  {result.name:<38} {result.events:>9,} {unit:<7} in {result.seconds:7.2f} s{extra}"
+        )
+    return lines
+
+
 def write_json(results: dict[str, PhaseResult], facts: dict[str, Any]) -> Path:
-    """bench/results/latest.json: the run's facts, every figure and the ratios."""
+    """bench/results/latest.json: the run's facts, every figure, the ratios
+    and issue 3's absolute targets."""
     RESULTS_DIR.mkdir(exist_ok=True)
     document = {
         "run": facts,
         "figures": {key: asdict(result) for key, result in results.items()},
         "ratios": {ratio.name: _ratio_json(ratio, results) for ratio in RATIOS},
+        "targets": {goal.name: _goal_json(goal, results) for goal in GOALS},
     }
     path = RESULTS_DIR / "latest.json"
     path.write_text(json.dumps(document, indent=2) + "\n")
@@ -120,5 +212,15 @@ def write_json(results: dict[str, PhaseResult], facts: dict[str, Any]) -> Path:
 
 def _ratio_json(ratio: Ratio, results: dict[str, PhaseResult]) -> dict[str, Any]:
     value = ratio.value(results)
-    met = None if value is None else value >= ratio.target
+    met = None if value is None or ratio.target is None else value >= ratio.target
     return {"value": value, "target": ratio.target, "met": met}
+
+
+def _goal_json(goal: Goal, results: dict[str, PhaseResult]) -> dict[str, Any]:
+    value = goal.value(results)
+    return {
+        "figure": goal.figure,
+        "value": value,
+        "target": goal.target(),
+        "met": None if value is None else goal.met(value),
+    }
