@@ -96,7 +96,13 @@ class Service:
             ],
         )
         audit_service_pb2_grpc.add_AuditLogServiceServicer_to_server(
-            AuditLogServicer(db=db, appender=self._appender, checkpointer=self._checkpointer),
+            AuditLogServicer(
+                db=db,
+                appender=self._appender,
+                checkpointer=self._checkpointer,
+                export_limit=settings.export_rate_limit,
+                export_window=settings.export_rate_window,
+            ),
             server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

@@ -42,6 +42,9 @@ class Settings:
     # False only to measure what storing Merkle nodes costs (make bench):
     # proofs, checkpoints and VerifyLog need the nodes.
     store_tree_nodes: bool = True
+    # Exports allowed per tenant within a sliding window of this many seconds.
+    export_rate_limit: int = 30
+    export_rate_window: float = 60.0
 
     @classmethod
     def load(cls, env: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:

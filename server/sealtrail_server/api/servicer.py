@@ -28,6 +28,7 @@ from ..store.database import Database
 from ..store.events import Order, get_event, query_events
 from .convert import event_as_stored, event_draft, event_from_record, filter_draft
 from .errors import entry_error
+from .export import ExportRpcs
 from .guard import current_principal
 from .integrity import IntegrityRpcs
 
@@ -42,15 +43,19 @@ _ORDERS: dict[int, Order] = {
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-class AuditLogServicer(IntegrityRpcs, audit_service_pb2_grpc.AuditLogServiceServicer):
+class AuditLogServicer(ExportRpcs, IntegrityRpcs, audit_service_pb2_grpc.AuditLogServiceServicer):
     def __init__(
         self,
         *,
         db: Database,
         appender: Appender,
         checkpointer: Checkpointer,
+        export_limit: int = 30,
+        export_window: float = 60.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._export_limit = export_limit
+        self._export_window = export_window
         self._db = db
         self._appender = appender
         self._checkpointer = checkpointer
@@ -150,12 +155,6 @@ class AuditLogServicer(IntegrityRpcs, audit_service_pb2_grpc.AuditLogServiceServ
     ) -> AsyncIterator[pb.StreamEventsResponse]:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "StreamEvents is not available yet")
         yield pb.StreamEventsResponse()  # never reached: abort raises
-
-    async def Export(
-        self, request: pb.ExportRequest, context: Context
-    ) -> AsyncIterator[pb.ExportResponse]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Export is not available yet")
-        yield pb.ExportResponse()  # never reached: abort raises
 
 
 def _stored_event(

@@ -17,6 +17,7 @@ import click
 import grpc
 from google.protobuf import json_format
 from rich.console import Console
+from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
 from sealtrail._bundle import BundleError, BundleSummary, verify_bundle, write_bundle
@@ -30,6 +31,7 @@ from sealtrail._convert import (
     enum_names,
 )
 from sealtrail._errors import SealtrailError
+from sealtrail._export import ExportError, ExportFormat
 from sealtrail.v1 import event_pb2
 
 if TYPE_CHECKING:
@@ -314,3 +316,50 @@ def checkpoint(ctx: click.Context, fresh: bool) -> None:
 
 def _count(number: int, noun: str) -> str:
     return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
+@main.command()
+@_filter_options
+@click.option(
+    "--format",
+    "export_format",
+    type=click.Choice(["csv", "ndjson", "json"]),
+    default="csv",
+    show_default=True,
+)
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write; it appears only once complete and checked.",
+)
+@click.pass_context
+def export(ctx: click.Context, /, export_format: ExportFormat, out: Path, **criteria: Any) -> None:
+    """Export matching events to a file, checked against the server's manifest."""
+    with (
+        _client(ctx) as client,
+        Progress(
+            TextColumn("exporting"),
+            TextColumn("{task.fields[rows]:,} events"),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        ) as progress,
+    ):
+        task = progress.add_task("export", total=None, rows=0)
+
+        def update(rows: int, size: int) -> None:
+            progress.update(task, completed=size, rows=rows)
+
+        try:
+            manifest = client.export(
+                out, format=export_format, filter=_filter(criteria), progress=update
+            )
+        except ExportError as error:
+            raise click.ClickException(str(error)) from None
+    click.echo(
+        f"exported {_count(manifest.row_count, 'event')} ({manifest.byte_count:,} bytes,"
+        f" sha256 {manifest.sha256.hex()}) of a log of {manifest.tree_size:,} to {out}"
+    )

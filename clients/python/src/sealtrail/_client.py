@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar, Unpack
 
@@ -23,6 +25,7 @@ from sealtrail._convert import (
     with_defaults,
 )
 from sealtrail._errors import from_rpc_error
+from sealtrail._export import FORMATS, ExportFile, ExportFormat
 from sealtrail._retry import RetryPolicy
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, event_pb2, integrity_pb2
 
@@ -175,6 +178,35 @@ class AuditClient:
     def verify_log(self) -> integrity_pb2.VerifyLogResponse:
         """Admin: have the server recheck every record, leaf and checkpoint root."""
         return self._call(self._stub.VerifyLog, integrity_pb2.VerifyLogRequest())
+
+    def export_stream(
+        self, filter: event_pb2.EventFilter | None = None, *, format: ExportFormat = "ndjson"
+    ) -> Iterator[audit_service_pb2.ExportResponse]:
+        """The raw Export stream: content chunks, then the manifest. Not retried:
+        each export is itself recorded in the log."""
+        request = audit_service_pb2.ExportRequest(filter=filter, format=FORMATS[format])
+        try:
+            yield from self._stub.Export(request, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+
+    def export(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        format: ExportFormat = "ndjson",
+        filter: event_pb2.EventFilter | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> audit_service_pb2.ExportManifest:
+        """Export matching events to `path`, checked against the manifest's
+        checksum before it is renamed into place. `progress(rows, bytes)` is
+        called after each chunk."""
+        with ExportFile(Path(path)) as target:
+            for message in self.export_stream(filter, format=format):
+                target.receive(message)
+                if progress is not None:
+                    progress(target.rows, target.bytes_written)
+            return target.result()
 
     def _call(self, method: grpc.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req) -> _Resp:
         attempt = 1
