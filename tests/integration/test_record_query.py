@@ -344,16 +344,6 @@ def test_page_token_is_bound_to_filter_order_and_tenant(
         mine.query_page(page_size=2, page_token="not-a-token")
 
 
-def test_stream_answers_unimplemented_for_now(server: ServerThread, tenant: str) -> None:
-    token = server.token(tenant, "admin")
-    with grpc.insecure_channel(server.target) as channel:
-        stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
-        metadata = (("authorization", f"Bearer {token}"),)
-        with pytest.raises(grpc.RpcError) as caught:
-            list(stub.StreamEvents(audit_service_pb2.StreamEventsRequest(), metadata=metadata))
-        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-
-
 def test_json_mapping_of_a_stored_event_parses_back(client: AuditClient) -> None:
     stored = client.record(full_event()).event
     text = json_format.MessageToJson(stored)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from psycopg import sql
@@ -95,6 +96,21 @@ async def stream_events(
         await cursor.execute(query, params)
         async for row in cursor:
             yield _stored(row)
+
+
+async def first_seq_received_since(db: Database, *, tenant_id: str, since: datetime) -> int:
+    """The seq of the first event received at or after `since`; one past the
+    log's end if there is none."""
+    async with db.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT coalesce("
+            " (SELECT min(seq) FROM events WHERE tenant_id = %s AND received_at >= %s),"
+            " (SELECT tree_size + 1 FROM chain_heads WHERE tenant_id = %s), 1)",
+            [tenant_id, since, tenant_id],
+        )
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 async def recent_exports(db: Database, *, tenant_id: str, window: float) -> tuple[int, float]:

@@ -166,7 +166,16 @@ def record(ctx: click.Context, /, **options: Any) -> None:
 
 
 def _filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The EventFilter options shared by query, bundle (and later tail, export)."""
+    """The EventFilter options shared by query, bundle, export and tail."""
+    return _add_filter_options(command, time_range=True)
+
+
+def _tail_filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The EventFilter options of tail: its --since is where the tail starts."""
+    return _add_filter_options(command, time_range=False)
+
+
+def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Callable[..., Any]:
     options = [
         click.option(
             "--action", "actions", multiple=True, help="Exact action or prefix.* (repeatable)."
@@ -179,12 +188,19 @@ def _filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "--severity", "min_severity", type=_choice(event_pb2.Severity), help="Minimum."
         ),
         click.option("--outcome", "outcomes", multiple=True, type=_choice(event_pb2.Outcome)),
-        click.option("--since", type=_Time(), help="RFC 3339 time, date or duration ago (24h)."),
-        click.option("--until", type=_Time(), help="Exclusive upper bound, same forms as --since."),
         click.option("--request-id"),
         click.option("--trace-id"),
         click.option("--search", "text", help="Full-text search over description and details."),
     ]
+    if time_range:
+        options += [
+            click.option(
+                "--since", type=_Time(), help="RFC 3339 time, date or duration ago (24h)."
+            ),
+            click.option(
+                "--until", type=_Time(), help="Exclusive upper bound, same forms as --since."
+            ),
+        ]
     for option in reversed(options):
         command = option(command)
     return command
@@ -363,3 +379,27 @@ def export(ctx: click.Context, /, export_format: ExportFormat, out: Path, **crit
         f"exported {_count(manifest.row_count, 'event')} ({manifest.byte_count:,} bytes,"
         f" sha256 {manifest.sha256.hex()}) of a log of {manifest.tree_size:,} to {out}"
     )
+
+
+@main.command()
+@_tail_filter_options
+@click.option("--from-seq", type=click.IntRange(min=0), help="Start after this seq (0: all).")
+@click.option(
+    "--since", "start_time", type=_Time(), help="Start with events received since this time."
+)
+@click.pass_context
+def tail(
+    ctx: click.Context, /, from_seq: int | None, start_time: datetime | None, **criteria: Any
+) -> None:
+    """Print matching events as JSON lines as they are recorded, until interrupted.
+
+    Without --from-seq or --since it starts with the next event."""
+    if from_seq is not None and start_time is not None:
+        raise click.UsageError("give --from-seq or --since, not both")
+    with _client(ctx) as client:
+        events = client.stream(_filter(criteria), after_seq=from_seq, since=start_time)
+        try:
+            for event in events:
+                click.echo(json_format.MessageToJson(event, indent=None))
+        except KeyboardInterrupt:
+            pass

@@ -6,6 +6,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar, Unpack
@@ -22,6 +23,7 @@ from sealtrail._convert import (
     build_event,
     inclusion_request,
     query_request,
+    stream_request,
     with_defaults,
 )
 from sealtrail._errors import from_rpc_error
@@ -207,6 +209,39 @@ class AuditClient:
                 if progress is not None:
                     progress(target.rows, target.bytes_written)
             return target.result()
+
+    def stream(
+        self,
+        filter: event_pb2.EventFilter | None = None,
+        *,
+        after_seq: int | None = None,
+        since: datetime | None = None,
+        on_heartbeat: Callable[[int], None] | None = None,
+    ) -> Iterator[event_pb2.Event]:
+        """Yields matching events after seq `after_seq` (or received since
+        `since`, or from now), then live ones as they commit, until the caller
+        stops. After a disconnect it resumes from its last cursor, so nothing is
+        skipped or repeated. `on_heartbeat(cursor)` sees the idle heartbeats."""
+        cursor, attempt = after_seq, 1
+        while True:
+            request = stream_request(filter, cursor, since)
+            try:
+                for message in self._stub.StreamEvents(request, metadata=self._metadata):
+                    attempt, since = 1, None
+                    if message.WhichOneof("payload") == "event":
+                        cursor = message.event.seq
+                        yield message.event
+                    else:
+                        cursor = message.heartbeat.cursor
+                        if on_heartbeat is not None:
+                            on_heartbeat(cursor)
+            except grpc.RpcError as exc:
+                error = from_rpc_error(exc)
+                delay = self._policy.backoff(attempt, error)
+                if delay is None:
+                    raise error from exc
+                self._sleep(delay)
+                attempt += 1
 
     def _call(self, method: grpc.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req) -> _Resp:
         attempt = 1
