@@ -199,25 +199,27 @@ def test_resume_after_server_restarts_under_writers_is_exact(
             while not stop.is_set():
                 writer.record_batch(events(5))
 
-    with AuditClient(process.target, **options) as reader:
-        collector = Collector(reader, after_seq=0)
-        writers = [threading.Thread(target=write) for _ in range(3)]
-        for writer in writers:
-            writer.start()
-        seen: list[int] = []
-        try:
-            for _ in range(2):
-                seen += [e.seq for e in collector.take(100)]
-                process.kill()
-                process = ServerProcess(migrated_database_url, port=port)
-            seen += [e.seq for e in collector.take(100)]
-        finally:
-            stop.set()
+    try:
+        with AuditClient(process.target, **options) as reader:
+            collector = Collector(reader, after_seq=0)
+            writers = [threading.Thread(target=write) for _ in range(3)]
             for writer in writers:
-                writer.join(60)
-        with AuditClient(process.target, token=token) as checker:
-            expected = [e.seq for e in checker.query(order="oldest", page_size=1000)]
-        seen += [e.seq for e in collector.take(len(expected) - len(seen))]
-        collector.stop()
-    process.terminate()
+                writer.start()
+            seen: list[int] = []
+            try:
+                for _ in range(2):
+                    seen += [e.seq for e in collector.take(100)]
+                    process.kill()
+                    process = ServerProcess(migrated_database_url, port=port)
+                seen += [e.seq for e in collector.take(100)]
+            finally:
+                stop.set()
+                for writer in writers:
+                    writer.join(60)
+            with AuditClient(process.target, token=token) as checker:
+                expected = [e.seq for e in checker.query(order="oldest", page_size=1000)]
+            seen += [e.seq for e in collector.take(len(expected) - len(seen))]
+            collector.stop()
+    finally:
+        process.terminate()
     assert seen[: len(expected)] == expected == list(range(1, len(expected) + 1))
