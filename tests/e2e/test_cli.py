@@ -206,6 +206,9 @@ def test_export_and_tail_from_the_command_line(cli_env: dict[str, str], tmp_path
     assert exported.stdout.startswith("exported 2 events")
     assert out.read_text().splitlines()[0].startswith("seq,id,occurred_at")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
+    bundled = tmp_path / "bundle"
+    run("sealtrail", "export", "--format", "bundle", "-o", str(bundled), env=cli_env)
+    assert run("sealtrail", "verify", str(bundled)).stdout.startswith("OK: ")
 
     tail = subprocess.Popen(
         [str(BIN / "sealtrail"), "tail", "--from-seq", "0", "--action", "file.*"],

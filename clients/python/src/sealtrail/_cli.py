@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import click
 import grpc
@@ -339,9 +339,11 @@ def _count(number: int, noun: str) -> str:
 @click.option(
     "--format",
     "export_format",
-    type=click.Choice(["csv", "ndjson", "json"]),
+    type=click.Choice(["csv", "ndjson", "json", "bundle"]),
     default="csv",
     show_default=True,
+    help="bundle: NDJSON records with proofs and the signed checkpoint, written as a"
+    " directory that `sealtrail verify` checks offline.",
 )
 @click.option(
     "-o",
@@ -351,8 +353,17 @@ def _count(number: int, noun: str) -> str:
     help="File to write; it appears only once complete and checked.",
 )
 @click.pass_context
-def export(ctx: click.Context, /, export_format: ExportFormat, out: Path, **criteria: Any) -> None:
+def export(
+    ctx: click.Context,
+    /,
+    export_format: ExportFormat | Literal["bundle"],
+    out: Path,
+    **criteria: Any,
+) -> None:
     """Export matching events to a file, checked against the server's manifest."""
+    if export_format == "bundle":
+        ctx.invoke(bundle, out=out, **criteria)
+        return
     with (
         _client(ctx) as client,
         Progress(
