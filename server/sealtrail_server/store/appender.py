@@ -391,9 +391,11 @@ async def _find_keys(
     if not keys:
         return {}
     cursor = await conn.execute(
-        "SELECT e.tenant_id, e.idempotency_key, e.seq, e.record, e.leaf_hash"
+        # LATERAL: one index probe per key, never a join plan over the table.
+        "SELECT k.tenant_id, k.idempotency_key, e.seq, e.record, e.leaf_hash"
         " FROM unnest(%s::text[], %s::text[]) AS k(tenant_id, idempotency_key)"
-        " JOIN events e ON e.tenant_id = k.tenant_id AND e.idempotency_key = k.idempotency_key",
+        " CROSS JOIN LATERAL (SELECT seq, record, leaf_hash FROM events"
+        "  WHERE tenant_id = k.tenant_id AND idempotency_key = k.idempotency_key) AS e",
         [tenants, keys],
     )
     return {
