@@ -25,6 +25,7 @@ from .store.appender import Appender
 from .store.database import Database
 from .store.migrations import migrate
 from .store.tokens import find_principal
+from .stream.hub import StreamHub
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class Service:
         self._db: Database | None = None
         self._appender: Appender | None = None
         self._checkpointer: Checkpointer | None = None
+        self._hub: StreamHub | None = None
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.port = 0
@@ -83,6 +85,10 @@ class Service:
             interval=settings.checkpoint_interval,
         )
         await self._checkpointer.start()
+        self._hub = StreamHub(
+            db, database_url=self._database_url, queue_capacity=settings.stream_queue_capacity
+        )
+        self._hub.start()
 
         async def lookup(digest: bytes):  # type: ignore[no-untyped-def]
             return await find_principal(db, digest)
@@ -96,7 +102,15 @@ class Service:
             ],
         )
         audit_service_pb2_grpc.add_AuditLogServiceServicer_to_server(
-            AuditLogServicer(db=db, appender=self._appender, checkpointer=self._checkpointer),
+            AuditLogServicer(
+                db=db,
+                appender=self._appender,
+                checkpointer=self._checkpointer,
+                hub=self._hub,
+                heartbeat_seconds=settings.stream_heartbeat_seconds,
+                export_limit=settings.export_rate_limit,
+                export_window=settings.export_rate_window,
+            ),
             server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -118,6 +132,8 @@ class Service:
         await self._health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(self.settings.shutdown_grace if grace is None else grace)
+        if self._hub is not None:
+            await self._hub.stop()
         if self._checkpointer is not None:
             await self._checkpointer.stop()
         if self._appender is not None:

@@ -42,6 +42,13 @@ class Settings:
     # False only to measure what storing Merkle nodes costs (make bench):
     # proofs, checkpoints and VerifyLog need the nodes.
     store_tree_nodes: bool = True
+    # Seconds between heartbeats of an idle stream.
+    stream_heartbeat_seconds: float = 5.0
+    # Hub deliveries a stream may have waiting before it reads the table instead.
+    stream_queue_capacity: int = 64
+    # Exports allowed per tenant within a sliding window of this many seconds.
+    export_rate_limit: int = 30
+    export_rate_window: float = 60.0
 
     @classmethod
     def load(cls, env: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:

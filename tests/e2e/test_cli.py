@@ -194,3 +194,36 @@ def test_a_revoked_token_is_refused(cli_env: dict[str, str], migrated_database_u
     env = {**cli_env, "SEALTRAIL_TOKEN": created.stdout.strip().splitlines()[-1]}
     refused = run("sealtrail", "query", env=env, check=False)
     assert refused.returncode == 2 and "UNAUTHENTICATED" in refused.stderr
+
+
+def test_export_and_tail_from_the_command_line(cli_env: dict[str, str], tmp_path: Path) -> None:
+    for action in ("file.read", "file.write"):
+        run("sealtrail", "record", "--action", action, "--actor-id", "ops", env=cli_env)
+    out = tmp_path / "audit.csv"
+    exported = run(
+        "sealtrail", "export", "--format", "csv", "--action", "file.*", "-o", str(out), env=cli_env
+    )
+    assert exported.stdout.startswith("exported 2 events")
+    assert out.read_text().splitlines()[0].startswith("seq,id,occurred_at")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
+    bundled = tmp_path / "bundle"
+    run("sealtrail", "export", "--format", "bundle", "-o", str(bundled), env=cli_env)
+    assert run("sealtrail", "verify", str(bundled)).stdout.startswith("OK: ")
+
+    tail = subprocess.Popen(
+        [str(BIN / "sealtrail"), "tail", "--from-seq", "0", "--action", "file.*"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **cli_env},
+    )
+    try:
+        assert tail.stdout is not None
+        lines = [json.loads(tail.stdout.readline()) for _ in range(2)]
+        assert [line["action"] for line in lines] == ["file.read", "file.write"]
+        run("sealtrail", "record", "--action", "file.delete", "--actor-id", "ops", env=cli_env)
+        assert json.loads(tail.stdout.readline())["action"] == "file.delete"
+    finally:
+        tail.terminate()
+        tail.wait(30)
+        if tail.stdout is not None:
+            tail.stdout.close()

@@ -344,22 +344,6 @@ def test_page_token_is_bound_to_filter_order_and_tenant(
         mine.query_page(page_size=2, page_token="not-a-token")
 
 
-def test_stream_and_export_answer_unimplemented_for_now(server: ServerThread, tenant: str) -> None:
-    token = server.token(tenant, "admin")
-    with grpc.insecure_channel(server.target) as channel:
-        stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
-        metadata = (("authorization", f"Bearer {token}"),)
-        stream_request = audit_service_pb2.StreamEventsRequest()
-        export_request = audit_service_pb2.ExportRequest()
-        for call in (
-            lambda: list(stub.StreamEvents(stream_request, metadata=metadata)),
-            lambda: list(stub.Export(export_request, metadata=metadata)),
-        ):
-            with pytest.raises(grpc.RpcError) as caught:
-                call()
-            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-
-
 def test_json_mapping_of_a_stored_event_parses_back(client: AuditClient) -> None:
     stored = client.record(full_event()).event
     text = json_format.MessageToJson(stored)

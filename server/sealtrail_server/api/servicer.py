@@ -4,7 +4,7 @@ the guard interceptor maps them to gRPC statuses."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -26,10 +26,13 @@ from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appended, Appender
 from ..store.database import Database
 from ..store.events import Order, get_event, query_events
+from ..stream.hub import StreamHub
 from .convert import event_as_stored, event_draft, event_from_record, filter_draft
 from .errors import entry_error
+from .export import ExportRpcs
 from .guard import current_principal
 from .integrity import IntegrityRpcs
+from .stream import StreamRpcs
 
 MAX_BATCH_EVENTS = 1000
 
@@ -42,15 +45,25 @@ _ORDERS: dict[int, Order] = {
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-class AuditLogServicer(IntegrityRpcs, audit_service_pb2_grpc.AuditLogServiceServicer):
+class AuditLogServicer(
+    StreamRpcs, ExportRpcs, IntegrityRpcs, audit_service_pb2_grpc.AuditLogServiceServicer
+):
     def __init__(
         self,
         *,
         db: Database,
         appender: Appender,
         checkpointer: Checkpointer,
+        hub: StreamHub,
+        heartbeat_seconds: float = 5.0,
+        export_limit: int = 30,
+        export_window: float = 60.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._hub = hub
+        self._heartbeat_seconds = heartbeat_seconds
+        self._export_limit = export_limit
+        self._export_window = export_window
         self._db = db
         self._appender = appender
         self._checkpointer = checkpointer
@@ -144,18 +157,6 @@ class AuditLogServicer(IntegrityRpcs, audit_service_pb2_grpc.AuditLogServiceServ
             events=[event_from_record(row.record, row.leaf_hash) for row in page],
             next_page_token=next_token,
         )
-
-    async def StreamEvents(
-        self, request: pb.StreamEventsRequest, context: Context
-    ) -> AsyncIterator[pb.StreamEventsResponse]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "StreamEvents is not available yet")
-        yield pb.StreamEventsResponse()  # never reached: abort raises
-
-    async def Export(
-        self, request: pb.ExportRequest, context: Context
-    ) -> AsyncIterator[pb.ExportResponse]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Export is not available yet")
-        yield pb.ExportResponse()  # never reached: abort raises
 
 
 def _stored_event(

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from .errors import FieldViolation, InvalidArgument
 from .event import (
@@ -27,6 +27,7 @@ from .event import (
     MAX_NAME,
     OUTCOMES,
     SEVERITIES,
+    format_timestamp,
     parse_uuid,
     timestamp_from_parts,
 )
@@ -41,6 +42,7 @@ _TOKEN_VERSION: Final = 1
 _MAX_TOKEN_LENGTH: Final = 512  # real tokens are about 120 characters
 
 _Fail = Callable[[str, str], None]
+SEVERITY_RANKS: Final = {name: rank for rank, name in SEVERITIES.items()}
 
 
 @dataclass(slots=True)
@@ -216,3 +218,53 @@ def decode_page_token(token: str, *, fingerprint: str) -> int:
             "page_token", "belongs to a query with another filter, order or tenant"
         )
     return seq
+
+
+class RecordMatcher:
+    """Evaluates a filter on parsed records, as the SQL of Query does, for live
+    streams that share one fetch among many subscribers. Full-text search
+    (PostgreSQL's parser) is not reproduced: `exact` is False for a filter
+    with `text`, and such records must be checked by the database."""
+
+    def __init__(self, event_filter: EventFilter) -> None:
+        f = event_filter
+        self.exact = f.text is None
+        self._after = format_timestamp(f.occurred_after) if f.occurred_after else None
+        self._before = format_timestamp(f.occurred_before) if f.occurred_before else None
+        self._actions = frozenset(f.actions)
+        self._prefixes = f.action_prefixes
+        self._categories = frozenset(f.categories)
+        self._min_severity = f.min_severity
+        self._outcomes = frozenset(f.outcomes)
+        self._filter = f
+
+    def matches(self, record: dict[str, Any]) -> bool:
+        f = self._filter
+        occurred = record["occurred_at"]  # same fixed-width format: compares as text
+        if self._after is not None and occurred < self._after:
+            return False
+        if self._before is not None and occurred >= self._before:
+            return False
+        action = record["action"]
+        if (self._actions or self._prefixes) and not (
+            action in self._actions or action.startswith(self._prefixes)
+        ):
+            return False
+        if self._categories and record.get("category") not in self._categories:
+            return False
+        if self._min_severity and SEVERITY_RANKS[record["severity"]] < self._min_severity:
+            return False
+        if self._outcomes and record["outcome"] not in self._outcomes:
+            return False
+        actor = record["actor"]
+        if f.actor is not None and f.actor not in (actor["id"], actor.get("email")):
+            return False
+        resource = record.get("resource", {})
+        if f.resource_type is not None and resource.get("type") != f.resource_type:
+            return False
+        if f.resource_id is not None and resource.get("id") != f.resource_id:
+            return False
+        context = record.get("context", {})
+        if f.request_id is not None and context.get("request_id") != f.request_id:
+            return False
+        return f.trace_id is None or context.get("trace_id") == f.trace_id

@@ -83,6 +83,8 @@ class _Pending:
     events: int = 0
 
 
+# Committed appends are announced here as `tenant:tree size` (stream/hub.py).
+NOTIFY_CHANNEL = "sealtrail_events"
 _COPY_NODES = "COPY tree_nodes (tenant_id, level, idx, hash) FROM STDIN"
 _COPY_EVENTS = (
     "COPY events (tenant_id, seq, id, occurred_at, received_at, action, category, severity,"
@@ -356,13 +358,17 @@ async def _select_heads(conn: psycopg.AsyncConnection[Any], tenants: list[str]) 
 
 
 async def _update_heads(conn: psycopg.AsyncConnection[Any], heads: dict[str, _Head]) -> None:
-    """One statement for every head the batch extended."""
+    """One statement for every head the batch extended, which also notifies
+    `tenant:size` on NOTIFY_CHANNEL; PostgreSQL delivers that at commit."""
     changed = [(tenant, head) for tenant, head in heads.items() if head.changed]
     await conn.execute(
-        "UPDATE chain_heads AS h SET tree_size = u.tree_size, root_hash = u.root_hash,"
+        "WITH updated AS ("
+        " UPDATE chain_heads AS h SET tree_size = u.tree_size, root_hash = u.root_hash,"
         " frontier = u.frontier, updated_at = now()"
         " FROM unnest(%s::text[], %s::bigint[], %s::bytea[], %s::bytea[])"
-        " AS u(tenant_id, tree_size, root_hash, frontier) WHERE h.tenant_id = u.tenant_id",
+        " AS u(tenant_id, tree_size, root_hash, frontier) WHERE h.tenant_id = u.tenant_id"
+        " RETURNING h.tenant_id, h.tree_size)"
+        " SELECT pg_notify('sealtrail_events', tenant_id || ':' || tree_size) FROM updated",
         [
             [tenant for tenant, _ in changed],
             [head.size for _, head in changed],
@@ -385,9 +391,11 @@ async def _find_keys(
     if not keys:
         return {}
     cursor = await conn.execute(
-        "SELECT e.tenant_id, e.idempotency_key, e.seq, e.record, e.leaf_hash"
+        # LATERAL: one index probe per key, never a join plan over the table.
+        "SELECT k.tenant_id, k.idempotency_key, e.seq, e.record, e.leaf_hash"
         " FROM unnest(%s::text[], %s::text[]) AS k(tenant_id, idempotency_key)"
-        " JOIN events e ON e.tenant_id = k.tenant_id AND e.idempotency_key = k.idempotency_key",
+        " CROSS JOIN LATERAL (SELECT seq, record, leaf_hash FROM events"
+        "  WHERE tenant_id = k.tenant_id AND idempotency_key = k.idempotency_key) AS e",
         [tenants, keys],
     )
     return {

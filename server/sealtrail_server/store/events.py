@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from psycopg import sql
@@ -66,6 +68,64 @@ async def query_events(
         cursor = await conn.execute(query, params)
         rows = await cursor.fetchall()
     return [_stored(row) for row in rows]
+
+
+async def stream_events(
+    db: Database,
+    *,
+    tenant_id: str,
+    event_filter: EventFilter,
+    after_seq: int,
+    upto_seq: int,
+    fetch_rows: int = 2000,
+) -> AsyncIterator[StoredEvent]:
+    """Matching events with after_seq < seq <= upto_seq, oldest first, read
+    through a server-side cursor: memory stays constant whatever the count."""
+    conditions, params = filter_conditions(tenant_id, event_filter)
+    conditions += [sql.SQL("seq > %s"), sql.SQL("seq <= %s")]
+    params += [after_seq, upto_seq]
+    query = sql.SQL(
+        "SELECT seq, record, leaf_hash FROM events WHERE {conditions} ORDER BY seq"
+    ).format(conditions=sql.SQL(" AND ").join(conditions))
+    async with (
+        db.connection() as conn,
+        conn.transaction(),
+        conn.cursor(name="sealtrail_stream_events") as cursor,
+    ):
+        cursor.itersize = fetch_rows
+        await cursor.execute(query, params)
+        async for row in cursor:
+            yield _stored(row)
+
+
+async def first_seq_received_since(db: Database, *, tenant_id: str, since: datetime) -> int:
+    """The seq of the first event received at or after `since`; one past the
+    log's end if there is none."""
+    async with db.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT coalesce("
+            " (SELECT min(seq) FROM events WHERE tenant_id = %s AND received_at >= %s),"
+            " (SELECT tree_size + 1 FROM chain_heads WHERE tenant_id = %s), 1)",
+            [tenant_id, since, tenant_id],
+        )
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def recent_exports(db: Database, *, tenant_id: str, window: float) -> tuple[int, float]:
+    """How many exports the tenant made in the last `window` seconds, and how
+    many seconds ago the oldest of them was."""
+    async with db.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT count(*), coalesce(extract(epoch FROM now() - min(received_at)), 0)"
+            " FROM events WHERE tenant_id = %s AND action = 'audit_log.exported'"
+            " AND received_at > now() - make_interval(secs => %s)",
+            [tenant_id, window],
+        )
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0]), float(row[1])
 
 
 def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composable], list[Any]]:

@@ -35,10 +35,12 @@ async def read_nodes(
             hashes[(0, seq - 1)] = bytes(leaf)
     if interior:
         cursor = await conn.execute(
-            "SELECT n.level, n.idx, n.hash"
+            # LATERAL: one primary-key probe per node whatever the statistics
+            # say (a stale estimate once chose a hash join over the table).
+            "SELECT k.level, k.idx, n.hash"
             " FROM unnest(%s::smallint[], %s::bigint[]) AS k(level, idx)"
-            " JOIN tree_nodes n"
-            " ON n.tenant_id = %s AND n.level = k.level AND n.idx = k.idx",
+            " CROSS JOIN LATERAL (SELECT hash FROM tree_nodes"
+            "  WHERE tenant_id = %s AND level = k.level AND idx = k.idx) AS n",
             [[level for level, _ in interior], [index for _, index in interior], tenant_id],
         )
         for level, index, value in await cursor.fetchall():

@@ -15,12 +15,14 @@ from sealtrail._errors import (
     UnavailableError,
     from_rpc_error,
 )
+from sealtrail._export import ExportError
 
 __all__ = [
     "AlreadyExistsError",
     "AsyncAuditClient",
     "AuditClient",
     "BatchEntryResult",
+    "ExportError",
     "InvalidArgumentError",
     "NotFoundError",
     "PermissionDeniedError",

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar, Unpack
 
@@ -20,9 +23,11 @@ from sealtrail._convert import (
     build_event,
     inclusion_request,
     query_request,
+    stream_request,
     with_defaults,
 )
 from sealtrail._errors import from_rpc_error
+from sealtrail._export import FORMATS, ExportFile, ExportFormat
 from sealtrail._retry import RetryPolicy
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, event_pb2, integrity_pb2
 
@@ -178,6 +183,69 @@ class AsyncAuditClient:
     async def verify_log(self) -> integrity_pb2.VerifyLogResponse:
         """Admin: have the server recheck every record, leaf and checkpoint root."""
         return await self._call(self._stub.VerifyLog, integrity_pb2.VerifyLogRequest())
+
+    async def export_stream(
+        self, filter: event_pb2.EventFilter | None = None, *, format: ExportFormat = "ndjson"
+    ) -> AsyncIterator[audit_service_pb2.ExportResponse]:
+        """The raw Export stream: content chunks, then the manifest. Not retried:
+        each export is itself recorded in the log."""
+        request = audit_service_pb2.ExportRequest(filter=filter, format=FORMATS[format])
+        try:
+            async for message in self._stub.Export(request, metadata=self._metadata):
+                yield message
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+
+    async def export(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        format: ExportFormat = "ndjson",
+        filter: event_pb2.EventFilter | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> audit_service_pb2.ExportManifest:
+        """Export matching events to `path`, checked against the manifest's
+        checksum before it is renamed into place. `progress(rows, bytes)` is
+        called after each chunk."""
+        with ExportFile(Path(path)) as target:
+            async for message in self.export_stream(filter, format=format):
+                target.receive(message)
+                if progress is not None:
+                    progress(target.rows, target.bytes_written)
+            return target.result()
+
+    async def stream(
+        self,
+        filter: event_pb2.EventFilter | None = None,
+        *,
+        after_seq: int | None = None,
+        since: datetime | None = None,
+        on_heartbeat: Callable[[int], None] | None = None,
+    ) -> AsyncIterator[event_pb2.Event]:
+        """Yields matching events after seq `after_seq` (or received since
+        `since`, or from now), then live ones as they commit, until the caller
+        stops. After a disconnect it resumes from its last cursor, so nothing is
+        skipped or repeated. `on_heartbeat(cursor)` sees the idle heartbeats."""
+        cursor, attempt = after_seq, 1
+        while True:
+            request = stream_request(filter, cursor, since)
+            try:
+                async for message in self._stub.StreamEvents(request, metadata=self._metadata):
+                    attempt, since = 1, None
+                    if message.WhichOneof("payload") == "event":
+                        cursor = message.event.seq
+                        yield message.event
+                    else:
+                        cursor = message.heartbeat.cursor
+                        if on_heartbeat is not None:
+                            on_heartbeat(cursor)
+            except grpc.RpcError as exc:
+                error = from_rpc_error(exc)
+                delay = self._policy.backoff(attempt, error)
+                if delay is None:
+                    raise error from exc
+                await self._sleep(delay)
+                attempt += 1
 
     async def _call(
         self, method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req

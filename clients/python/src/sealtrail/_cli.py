@@ -11,12 +11,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import click
 import grpc
 from google.protobuf import json_format
 from rich.console import Console
+from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
 from sealtrail._bundle import BundleError, BundleSummary, verify_bundle, write_bundle
@@ -30,6 +31,7 @@ from sealtrail._convert import (
     enum_names,
 )
 from sealtrail._errors import SealtrailError
+from sealtrail._export import ExportError, ExportFormat
 from sealtrail.v1 import event_pb2
 
 if TYPE_CHECKING:
@@ -164,7 +166,16 @@ def record(ctx: click.Context, /, **options: Any) -> None:
 
 
 def _filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The EventFilter options shared by query, bundle (and later tail, export)."""
+    """The EventFilter options shared by query, bundle, export and tail."""
+    return _add_filter_options(command, time_range=True)
+
+
+def _tail_filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The EventFilter options of tail: its --since is where the tail starts."""
+    return _add_filter_options(command, time_range=False)
+
+
+def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Callable[..., Any]:
     options = [
         click.option(
             "--action", "actions", multiple=True, help="Exact action or prefix.* (repeatable)."
@@ -177,12 +188,19 @@ def _filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "--severity", "min_severity", type=_choice(event_pb2.Severity), help="Minimum."
         ),
         click.option("--outcome", "outcomes", multiple=True, type=_choice(event_pb2.Outcome)),
-        click.option("--since", type=_Time(), help="RFC 3339 time, date or duration ago (24h)."),
-        click.option("--until", type=_Time(), help="Exclusive upper bound, same forms as --since."),
         click.option("--request-id"),
         click.option("--trace-id"),
         click.option("--search", "text", help="Full-text search over description and details."),
     ]
+    if time_range:
+        options += [
+            click.option(
+                "--since", type=_Time(), help="RFC 3339 time, date or duration ago (24h)."
+            ),
+            click.option(
+                "--until", type=_Time(), help="Exclusive upper bound, same forms as --since."
+            ),
+        ]
     for option in reversed(options):
         command = option(command)
     return command
@@ -314,3 +332,85 @@ def checkpoint(ctx: click.Context, fresh: bool) -> None:
 
 def _count(number: int, noun: str) -> str:
     return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
+@main.command()
+@_filter_options
+@click.option(
+    "--format",
+    "export_format",
+    type=click.Choice(["csv", "ndjson", "json", "bundle"]),
+    default="csv",
+    show_default=True,
+    help="bundle: NDJSON records with proofs and the signed checkpoint, written as a"
+    " directory that `sealtrail verify` checks offline.",
+)
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write; it appears only once complete and checked.",
+)
+@click.pass_context
+def export(
+    ctx: click.Context,
+    /,
+    export_format: ExportFormat | Literal["bundle"],
+    out: Path,
+    **criteria: Any,
+) -> None:
+    """Export matching events to a file, checked against the server's manifest."""
+    if export_format == "bundle":
+        ctx.invoke(bundle, out=out, **criteria)
+        return
+    with (
+        _client(ctx) as client,
+        Progress(
+            TextColumn("exporting"),
+            TextColumn("{task.fields[rows]:,} events"),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        ) as progress,
+    ):
+        task = progress.add_task("export", total=None, rows=0)
+
+        def update(rows: int, size: int) -> None:
+            progress.update(task, completed=size, rows=rows)
+
+        try:
+            manifest = client.export(
+                out, format=export_format, filter=_filter(criteria), progress=update
+            )
+        except ExportError as error:
+            raise click.ClickException(str(error)) from None
+    click.echo(
+        f"exported {_count(manifest.row_count, 'event')} ({manifest.byte_count:,} bytes,"
+        f" sha256 {manifest.sha256.hex()}) of a log of {manifest.tree_size:,} to {out}"
+    )
+
+
+@main.command()
+@_tail_filter_options
+@click.option("--from-seq", type=click.IntRange(min=0), help="Start after this seq (0: all).")
+@click.option(
+    "--since", "start_time", type=_Time(), help="Start with events received since this time."
+)
+@click.pass_context
+def tail(
+    ctx: click.Context, /, from_seq: int | None, start_time: datetime | None, **criteria: Any
+) -> None:
+    """Print matching events as JSON lines as they are recorded, until interrupted.
+
+    Without --from-seq or --since it starts with the next event."""
+    if from_seq is not None and start_time is not None:
+        raise click.UsageError("give --from-seq or --since, not both")
+    with _client(ctx) as client:
+        events = client.stream(_filter(criteria), after_seq=from_seq, since=start_time)
+        try:
+            for event in events:
+                click.echo(json_format.MessageToJson(event, indent=None))
+        except KeyboardInterrupt:
+            pass

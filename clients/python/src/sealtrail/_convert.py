@@ -259,3 +259,15 @@ def inclusion_request(
     if event_id:
         return integrity_pb2.GetInclusionProofRequest(event_id=event_id, tree_size=tree_size)
     return integrity_pb2.GetInclusionProofRequest(seq=seq, tree_size=tree_size)
+
+
+def stream_request(
+    event_filter: event_pb2.EventFilter | None, after_seq: int | None, since: datetime | None
+) -> audit_service_pb2.StreamEventsRequest:
+    """A StreamEvents request starting after a cursor, at a time, or (neither) now."""
+    request = audit_service_pb2.StreamEventsRequest(filter=event_filter)
+    if after_seq is not None:
+        request.after_seq = after_seq
+    elif since is not None:
+        request.since.CopyFrom(timestamp(since, field="since"))
+    return request

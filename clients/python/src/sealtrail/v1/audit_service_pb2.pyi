@@ -529,6 +529,8 @@ class ExportManifest(_message.Message):
     LAST_SEQ_FIELD_NUMBER: _builtins.int
     ROOT_HASH_FIELD_NUMBER: _builtins.int
     CHECKPOINT_FIELD_NUMBER: _builtins.int
+    EXPORT_EVENT_ID_FIELD_NUMBER: _builtins.int
+    MEDIA_TYPE_FIELD_NUMBER: _builtins.int
     row_count: _builtins.int
     """Number of events exported."""
     byte_count: _builtins.int
@@ -536,8 +538,8 @@ class ExportManifest(_message.Message):
     sha256: _builtins.bytes
     """SHA-256 of the content bytes."""
     tree_size: _builtins.int
-    """The tenant's tree size when the export started; no exported event has a
-    greater seq.
+    """The size of the tenant's log the export was taken from (that of a
+    checkpoint signed when it started); no exported event has a greater seq.
     """
     first_seq: _builtins.int
     """Seq of the first exported event; 0 when none was exported."""
@@ -547,6 +549,10 @@ class ExportManifest(_message.Message):
     """RFC 6962 Merkle root of the tenant's log at tree_size."""
     checkpoint: _builtins.str
     """Signed checkpoint (C2SP signed note) at tree_size, when available."""
+    export_event_id: _builtins.str
+    """Id of the `audit_log.exported` event that records this export."""
+    media_type: _builtins.str
+    """The content's media type, e.g. `text/csv`."""
     def __init__(
         self,
         *,
@@ -558,10 +564,12 @@ class ExportManifest(_message.Message):
         last_seq: _builtins.int = ...,
         root_hash: _builtins.bytes = ...,
         checkpoint: _builtins.str = ...,
+        export_event_id: _builtins.str = ...,
+        media_type: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["byte_count", b"byte_count", "checkpoint", b"checkpoint", "first_seq", b"first_seq", "last_seq", b"last_seq", "root_hash", b"root_hash", "row_count", b"row_count", "sha256", b"sha256", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["byte_count", b"byte_count", "checkpoint", b"checkpoint", "export_event_id", b"export_event_id", "first_seq", b"first_seq", "last_seq", b"last_seq", "media_type", b"media_type", "root_hash", b"root_hash", "row_count", b"row_count", "sha256", b"sha256", "tree_size", b"tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -575,8 +583,11 @@ class ExportResponse(_message.Message):
 
     CHUNK_FIELD_NUMBER: _builtins.int
     MANIFEST_FIELD_NUMBER: _builtins.int
+    ROWS_SO_FAR_FIELD_NUMBER: _builtins.int
     chunk: _builtins.bytes
     """The next bytes of the exported content."""
+    rows_so_far: _builtins.int
+    """Events encoded so far, this chunk included: for progress displays."""
     @_builtins.property
     def manifest(self) -> Global___ExportManifest:
         """Sent once, after the last chunk."""
@@ -586,10 +597,11 @@ class ExportResponse(_message.Message):
         *,
         chunk: _builtins.bytes = ...,
         manifest: Global___ExportManifest | None = ...,
+        rows_so_far: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "manifest", b"manifest", "payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "manifest", b"manifest", "payload", b"payload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "manifest", b"manifest", "payload", b"payload", "rows_so_far", b"rows_so_far"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["chunk", "manifest"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015

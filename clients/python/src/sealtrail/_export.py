@@ -1,0 +1,76 @@
+"""Writing an export to a file safely: into a temporary file beside the target,
+checked against the manifest's byte count and SHA-256, then renamed, so an
+interrupted export never leaves a truncated file that looks complete."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from sealtrail.v1 import audit_service_pb2
+
+ExportFormat = Literal["csv", "ndjson", "json"]
+FORMATS: dict[str, audit_service_pb2.ExportFormat.ValueType] = {
+    "csv": audit_service_pb2.EXPORT_FORMAT_CSV,
+    "ndjson": audit_service_pb2.EXPORT_FORMAT_NDJSON,
+    "json": audit_service_pb2.EXPORT_FORMAT_JSON,
+}
+
+
+class ExportError(Exception):
+    """An export ended without a manifest, or its content does not match it."""
+
+
+class ExportFile:
+    """Receives an export's messages and, on its manifest, puts the checked
+    content at `path`. Use as a context manager: on error nothing is left."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+        self._temporary = Path(temporary)
+        self._file = os.fdopen(fd, "wb")
+        self._digest = hashlib.sha256()
+        self._bytes = 0
+        self.rows = 0
+        self.manifest: audit_service_pb2.ExportManifest | None = None
+
+    def __enter__(self) -> ExportFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._file.closed:
+            self._file.close()
+        if self.manifest is None:
+            self._temporary.unlink(missing_ok=True)
+
+    @property
+    def bytes_written(self) -> int:
+        return self._bytes
+
+    def receive(self, message: audit_service_pb2.ExportResponse) -> None:
+        self.rows = message.rows_so_far
+        if message.WhichOneof("payload") == "chunk":
+            self._file.write(message.chunk)
+            self._digest.update(message.chunk)
+            self._bytes += len(message.chunk)
+        elif message.WhichOneof("payload") == "manifest":
+            self._finish(message.manifest)
+
+    def _finish(self, manifest: audit_service_pb2.ExportManifest) -> None:
+        self._file.close()
+        if manifest.byte_count != self._bytes or manifest.sha256 != self._digest.digest():
+            raise ExportError(
+                f"received {self._bytes} bytes that do not match the manifest"
+                f" ({manifest.byte_count} bytes, sha256 {manifest.sha256.hex()})"
+            )
+        os.replace(self._temporary, self.path)
+        self.manifest = manifest
+
+    def result(self) -> audit_service_pb2.ExportManifest:
+        if self.manifest is None:
+            raise ExportError("the export ended without its manifest")
+        return self.manifest

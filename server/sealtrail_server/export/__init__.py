@@ -1,0 +1,1 @@
+"""Export formats: CSV, NDJSON and JSON encoders of stored records, in chunks."""

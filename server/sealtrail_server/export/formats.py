@@ -1,0 +1,151 @@
+"""Encoders that turn stored records into export bytes, a row at a time.
+
+- NDJSON: each canonical record exactly as hashed, one per line.
+- CSV: RFC 4180 with a header row, one flat column per field, nested values
+  as JSON, and every cell neutralised against formula injection (OWASP: a
+  cell starting with = + - @ tab or CR gets a leading ').
+- JSON: one array of events in the API's JSON mapping (camelCase, as the CLI
+  prints them).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, Final
+
+CSV_COLUMNS: Final = (
+    "seq",
+    "id",
+    "occurred_at",
+    "received_at",
+    "action",
+    "category",
+    "severity",
+    "outcome",
+    "description",
+    "actor_type",
+    "actor_id",
+    "actor_email",
+    "actor_display_name",
+    "resource_type",
+    "resource_id",
+    "resource_name",
+    "ip",
+    "user_agent",
+    "request_id",
+    "trace_id",
+    "span_id",
+    "changes",
+    "details",
+    "idempotency_key",
+    "leaf_hash",
+)
+_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(cell: str) -> str:
+    """A cell spreadsheets will not evaluate as a formula (OWASP CSV injection)."""
+    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
+
+
+class Encoder(ABC):
+    """Encodes records into bytes: `start`, `row` per record, `end`."""
+
+    media_type: str
+
+    def start(self) -> bytes:
+        return b""
+
+    @abstractmethod
+    def row(self, record: str, leaf_hash: bytes) -> bytes: ...
+
+    def end(self) -> bytes:
+        return b""
+
+
+class NdjsonEncoder(Encoder):
+    media_type = "application/x-ndjson"
+
+    def row(self, record: str, leaf_hash: bytes) -> bytes:
+        return record.encode() + b"\n"
+
+
+class CsvEncoder(Encoder):
+    media_type = "text/csv"
+
+    def __init__(self) -> None:
+        self._buffer = io.StringIO()
+        self._writer = csv.writer(self._buffer, lineterminator="\r\n")
+
+    def _line(self, cells: list[str]) -> bytes:
+        self._writer.writerow(cells)
+        text = self._buffer.getvalue()
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        return text.encode()
+
+    def start(self) -> bytes:
+        return self._line(list(CSV_COLUMNS))
+
+    def row(self, record: str, leaf_hash: bytes) -> bytes:
+        data = json.loads(record)
+        actor = data["actor"]
+        resource = data.get("resource", {})
+        context = data.get("context", {})
+        values: list[Any] = [
+            data["seq"],
+            data["id"],
+            data["occurred_at"],
+            data["received_at"],
+            data["action"],
+            data.get("category", ""),
+            data["severity"],
+            data["outcome"],
+            data.get("description", ""),
+            actor["type"],
+            actor["id"],
+            actor.get("email", ""),
+            actor.get("display_name", ""),
+            resource.get("type", ""),
+            resource.get("id", ""),
+            resource.get("name", ""),
+            context.get("ip", ""),
+            context.get("user_agent", ""),
+            context.get("request_id", ""),
+            context.get("trace_id", ""),
+            context.get("span_id", ""),
+            _json_cell(data.get("changes")),
+            _json_cell(data.get("details")),
+            data.get("idempotency_key", ""),
+            leaf_hash.hex(),
+        ]
+        return self._line([neutralise(str(value)) for value in values])
+
+
+class JsonEncoder(Encoder):
+    media_type = "application/json"
+
+    def __init__(self, to_json: Callable[[str, bytes], dict[str, Any]]) -> None:
+        """`to_json` maps a record and its leaf hash to the API's JSON view."""
+        self._to_json = to_json
+        self._first = True
+
+    def start(self) -> bytes:
+        return b"["
+
+    def row(self, record: str, leaf_hash: bytes) -> bytes:
+        event = self._to_json(record, leaf_hash)
+        separator = b"\n" if self._first else b",\n"
+        self._first = False
+        return separator + json.dumps(event, ensure_ascii=False).encode()
+
+    def end(self) -> bytes:
+        return b"]\n" if self._first else b"\n]\n"
+
+
+def _json_cell(value: Any) -> str:
+    return "" if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)

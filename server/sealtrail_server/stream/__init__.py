@@ -1,0 +1,1 @@
+"""Live tails: the per-process hub that fans committed events out to subscribers."""

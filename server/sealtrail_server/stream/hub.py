@@ -1,0 +1,188 @@
+"""The per-process hub that fans committed events out to live subscribers.
+
+Every commit notifies `tenant:size` (store/appender.py). The hub LISTENs on one
+connection; for a tenant with subscribers in this process it fetches the new
+rows ONCE per notification and offers them to each subscriber. A subscriber
+whose queue is full is marked lagging and its queue dropped: it then reads
+from the table until it is current (api/stream.py), so nothing is lost and
+nothing is buffered without bound. Lost notifications (a dropped LISTEN
+connection) are covered the same way: subscribers compare their position with
+the log's size at every heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ..domain.filters import RecordMatcher
+from ..store.appender import NOTIFY_CHANNEL
+from ..store.database import Database
+from ..store.events import StoredEvent
+from ..store.tree import tree_size
+
+log = logging.getLogger(__name__)
+
+_FETCH_ROWS = 1000
+_RECONNECT_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LiveEvent:
+    """A committed event, its record parsed once for every subscriber."""
+
+    stored: StoredEvent
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Events of one fetch, and the log position (seq) the fetch reached."""
+
+    events: list[LiveEvent]
+    upto: int
+
+
+class Subscription:
+    """One subscriber's inbox: bounded; overflowing it marks the subscriber lagging."""
+
+    def __init__(self, tenant_id: str, matcher: RecordMatcher, *, capacity: int) -> None:
+        self.tenant_id = tenant_id
+        self.matcher = matcher
+        self.queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=capacity)
+        self.lagging = False
+        self.wakeup = asyncio.Event()
+
+    def offer(self, delivery: Delivery) -> None:
+        if self.lagging:
+            return
+        try:
+            self.queue.put_nowait(delivery)
+        except asyncio.QueueFull:
+            self.lagging = True  # it will read from the table instead
+            while not self.queue.empty():
+                self.queue.get_nowait()
+        self.wakeup.set()
+
+    def caught_up(self) -> None:
+        """The subscriber read the table up to now: deliveries count again."""
+        self.lagging = False
+
+
+@dataclass(slots=True)
+class _Tenant:
+    fetched: int  # the hub has offered every event up to this seq
+    target: int  # the latest size notified
+    subscribers: set[Subscription] = field(default_factory=set)
+    fetching: asyncio.Task[None] | None = None
+
+
+class StreamHub:
+    def __init__(self, db: Database, *, database_url: str, queue_capacity: int = 64) -> None:
+        self._db = db
+        self._url = database_url
+        self._capacity = queue_capacity
+        self._tenants: dict[str, _Tenant] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.listening = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="sealtrail-stream-hub")
+
+    async def stop(self) -> None:
+        tasks = [t.fetching for t in self._tenants.values() if t.fetching is not None]
+        if self._task is not None:
+            tasks.append(self._task)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
+
+    async def subscribe(self, tenant_id: str, matcher: RecordMatcher) -> Subscription:
+        subscription = Subscription(tenant_id, matcher, capacity=self._capacity)
+        tenant = self._tenants.get(tenant_id)
+        if tenant is None:
+            async with self._db.connection() as conn:
+                size = await tree_size(conn, tenant_id)
+            tenant = self._tenants.setdefault(tenant_id, _Tenant(fetched=size, target=size))
+        tenant.subscribers.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        tenant = self._tenants.get(subscription.tenant_id)
+        if tenant is None:
+            return
+        tenant.subscribers.discard(subscription)
+        if not tenant.subscribers:
+            if tenant.fetching is not None:
+                tenant.fetching.cancel()
+            del self._tenants[subscription.tenant_id]
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._url, autocommit=True
+                ) as conn:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
+                    self.listening.set()
+                    for tenant_id in list(self._tenants):
+                        await self._resync(tenant_id)  # what happened while not listening
+                    async for notify in conn.notifies():
+                        self._notified(notify.payload)
+            except psycopg.OperationalError as error:
+                self.listening.clear()
+                log.warning("stream hub: LISTEN connection lost (%s); reconnecting", error)
+                await asyncio.sleep(_RECONNECT_SECONDS)
+
+    async def _resync(self, tenant_id: str) -> None:
+        async with self._db.connection() as conn:
+            size = await tree_size(conn, tenant_id)
+        self._notified(f"{tenant_id}:{size}")
+
+    def _notified(self, payload: str) -> None:
+        tenant_id, _, size_text = payload.rpartition(":")
+        tenant = self._tenants.get(tenant_id)
+        if tenant is None or not size_text.isdigit():
+            return
+        tenant.target = max(tenant.target, int(size_text))
+        if tenant.fetching is None and tenant.target > tenant.fetched:
+            tenant.fetching = asyncio.create_task(self._fetch(tenant_id, tenant))
+
+    async def _fetch(self, tenant_id: str, tenant: _Tenant) -> None:
+        """One read per notification, offered to every subscriber of the tenant."""
+        try:
+            while tenant.fetched < tenant.target and tenant.subscribers:
+                upto = min(tenant.target, tenant.fetched + _FETCH_ROWS)
+                async with self._db.connection() as conn:
+                    cursor = await conn.execute(
+                        "SELECT seq, record, leaf_hash FROM events"
+                        " WHERE tenant_id = %s AND seq > %s AND seq <= %s ORDER BY seq",
+                        [tenant_id, tenant.fetched, upto],
+                    )
+                    rows = await cursor.fetchall()
+                delivery = Delivery(
+                    [
+                        LiveEvent(StoredEvent(seq, record, bytes(leaf)), json.loads(record))
+                        for seq, record, leaf in rows
+                    ],
+                    upto,
+                )
+                for subscription in tenant.subscribers:
+                    subscription.offer(delivery)
+                tenant.fetched = upto
+        except Exception as error:  # subscribers fall back to the table at their heartbeat
+            log.warning("stream hub: fetch for %r failed: %s", tenant_id, error)
+            with contextlib.suppress(Exception):
+                for subscription in tenant.subscribers:
+                    subscription.lagging = True
+                    subscription.wakeup.set()
+        finally:
+            tenant.fetching = None

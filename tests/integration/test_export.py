@@ -1,0 +1,133 @@
+"""Export: CSV, NDJSON and JSON from a real server, checked against the
+manifest, recorded in the log, rate limited, in constant server memory."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+import pytest
+
+from sealtrail import AuditClient, ResourceExhaustedError, build_event, build_filter
+from sealtrail.tlog import Signer, open_note, parse_checkpoint
+from tests.conftest import SIGNING_KEY, ServerThread
+from tests.processes import ServerProcess
+from tests.rfc6962 import leaf, mth
+
+INJECTIONS = ['=HYPERLINK("http://x")', "+1+2", "-3", "@SUM(A1)", "\tlead", "\rcr"]
+
+
+def seed(client: AuditClient) -> None:
+    client.record_batch(
+        [
+            build_event(
+                action="report.download",
+                actor_id=f"user_{i}",
+                actor_email=f"u{i}@example.com",
+                description=payload,
+                details={"cell": payload, "n": i},
+                changes=[("role", "viewer", "admin")],
+            )
+            for i, payload in enumerate(INJECTIONS)
+        ]
+    )
+
+
+def test_csv_export_parses_back_with_neutralised_cells(client: AuditClient, tmp_path: Path) -> None:
+    seed(client)
+    manifest = client.export(
+        tmp_path / "out.csv", format="csv", filter=build_filter(actions="report.*")
+    )
+    content = (tmp_path / "out.csv").read_bytes()
+    assert manifest.byte_count == len(content)
+    assert manifest.sha256 == hashlib.sha256(content).digest()
+    assert manifest.media_type == "text/csv"
+    rows = list(csv.DictReader(io.StringIO(content.decode(), newline="")))
+    assert manifest.row_count == len(rows) == len(INJECTIONS)
+    for row, payload in zip(rows, INJECTIONS, strict=True):
+        assert row["description"] == "'" + payload
+        assert json.loads(row["details"])["cell"] == payload  # JSON cells start with {
+        assert row["action"] == "report.download" and row["actor_id"].startswith("user_")
+        assert json.loads(row["changes"]) == [
+            {"after": "admin", "before": "viewer", "field": "role"}
+        ]
+
+
+def test_ndjson_export_is_the_records_as_hashed_with_a_signed_manifest(
+    client: AuditClient, tenant: str, tmp_path: Path, sql: psycopg.Connection[Any]
+) -> None:
+    seed(client)
+    manifest = client.export(tmp_path / "out.ndjson", format="ndjson")
+    lines = (tmp_path / "out.ndjson").read_bytes().splitlines()
+    stored = sql.execute(
+        "SELECT record, leaf_hash FROM events WHERE tenant_id = %s AND seq <= %s ORDER BY seq",
+        [tenant, manifest.tree_size],
+    ).fetchall()
+    assert lines == [record.encode() for record, _ in stored]
+    assert [leaf(line) for line in lines] == [bytes(h) for _, h in stored]
+    assert (manifest.first_seq, manifest.last_seq) == (1, manifest.tree_size)
+    text, _ = open_note(manifest.checkpoint, [Signer.parse(SIGNING_KEY).verifier])
+    checkpoint = parse_checkpoint(text)
+    assert checkpoint.tree_size == manifest.tree_size
+    assert checkpoint.root_hash == manifest.root_hash == mth([leaf(line) for line in lines])
+
+
+def test_json_export_and_the_export_is_itself_audited(client: AuditClient, tmp_path: Path) -> None:
+    seed(client)
+    manifest = client.export(
+        tmp_path / "out.json", format="json", filter=build_filter(actor="u2@example.com")
+    )
+    events = json.loads((tmp_path / "out.json").read_text())
+    assert [e["actor"]["email"] for e in events] == ["u2@example.com"]
+    [audit] = list(client.query(build_filter(actions="audit_log.exported")))
+    assert audit.id == manifest.export_event_id
+    assert audit.actor.type == 2  # ACTOR_TYPE_API_KEY: the calling token
+    assert audit.details["format"] == "json"
+    assert audit.details["filter"]["actor"] == "u2@example.com"
+
+
+def test_exports_are_rate_limited_per_tenant(
+    migrated_database_url: str, tenant: str, tmp_path: Path
+) -> None:
+    limited = ServerThread(migrated_database_url, export_rate_limit=2, export_rate_window=600)
+    try:
+        with AuditClient(limited.target, token=limited.token(tenant)) as client:
+            seed(client)
+            client.export(tmp_path / "1.csv", format="csv")
+            client.export(tmp_path / "2.csv", format="csv")
+            with pytest.raises(ResourceExhaustedError) as refused:
+                client.export(tmp_path / "3.csv", format="csv")
+            assert refused.value.retry_after is not None and refused.value.retry_after > 500
+            assert not (tmp_path / "3.csv").exists()
+    finally:
+        limited.close()
+
+
+def test_export_of_100k_events_in_constant_server_memory(
+    migrated_database_url: str, tenant: str, tmp_path: Path, server: ServerThread
+) -> None:
+    process = ServerProcess(migrated_database_url)
+    try:
+        with AuditClient(process.target, token=server.token(tenant), timeout=60) as client:
+            for start in range(0, 100_000, 1000):
+                client.record_batch(
+                    [
+                        build_event(action="bulk.item", actor_id="bulk", description=f"{n}")
+                        for n in range(start, start + 1000)
+                    ]
+                )
+            rss_before = psutil.Process(process.proc.pid).memory_info().rss
+            manifest = client.export(tmp_path / "all.csv", format="csv")
+            rss_after = psutil.Process(process.proc.pid).memory_info().rss
+    finally:
+        process.terminate()
+    assert manifest.row_count == 100_001  # and the export's own event
+    with open(tmp_path / "all.csv", newline="") as exported:
+        assert sum(1 for _ in csv.reader(exported)) == 100_002  # with the header
+    assert rss_after - rss_before < 50 * 1024 * 1024

@@ -1,0 +1,225 @@
+"""StreamEvents: replay then live, no gap and no duplicate, across processes,
+disconnects and slow readers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from sealtrail import (
+    AsyncAuditClient,
+    AuditClient,
+    InvalidArgumentError,
+    RpcFailedError,
+    SealtrailError,
+    build_event,
+    build_filter,
+)
+from sealtrail.v1 import event_pb2
+from tests.conftest import ServerThread
+from tests.processes import ServerProcess
+
+
+def events(count: int, action: str = "stream.test", **fields: Any) -> list[event_pb2.Event]:
+    return [build_event(action=action, actor_id="u", **fields) for _ in range(count)]
+
+
+class Collector:
+    """Consumes a sync stream in a thread, as a backend tool would."""
+
+    def __init__(self, client: AuditClient, delay: float = 0.0, **options: Any) -> None:
+        self.received: queue.Queue[event_pb2.Event] = queue.Queue()
+        self.subscribed = threading.Event()
+        self._stop = threading.Event()
+        self._delay = delay
+
+        self.error: SealtrailError | None = None
+
+        def run() -> None:
+            stream = client.stream(on_heartbeat=lambda _: self.subscribed.set(), **options)
+            try:
+                for event in stream:
+                    self.received.put(event)
+                    if self._delay:
+                        time.sleep(self._delay)
+                    if self._stop.is_set():
+                        return
+            except SealtrailError as error:  # the client closed under it, or a real failure
+                if not self._stop.is_set():
+                    self.error = error
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert self.subscribed.wait(30), "the stream never started"
+
+    def take(self, count: int, timeout: float = 60) -> list[event_pb2.Event]:
+        deadline = time.monotonic() + timeout
+        got = []
+        while len(got) < count:
+            try:
+                got.append(self.received.get(timeout=max(0.01, deadline - time.monotonic())))
+            except queue.Empty:
+                raise AssertionError(f"got {len(got)} of {count}; error {self.error}") from None
+        return got
+
+    def stop(self) -> None:
+        """Stop consuming; the stream ends when its client closes."""
+        self._stop.set()
+
+
+async def test_a_subscriber_sees_an_event_recorded_after_it_subscribed(
+    server: ServerThread, tenant: str
+) -> None:
+    async with AsyncAuditClient(server.target, token=server.token(tenant)) as client:
+        await client.record_batch(events(3, action="before.subscribe"))
+        beats: list[int] = []
+        stream = client.stream(on_heartbeat=beats.append)
+        first = asyncio.ensure_future(anext(stream))
+        while not beats:
+            await asyncio.sleep(0.01)
+        assert beats == [3]  # it starts at the log's end
+        recorded = (await client.record(action="after.subscribe", actor_id="u")).event
+        assert await asyncio.wait_for(first, 10) == recorded
+        await stream.aclose()
+
+
+def test_replay_then_live_matches_query(client_for: Any, tenant: str) -> None:
+    client = client_for(tenant)
+    client.record_batch(events(30))
+    collector = Collector(client, after_seq=0)
+    client.record_batch(events(20))
+    got = collector.take(50)
+    collector.stop()
+    assert got == list(client.query(order="oldest"))
+
+
+def test_filters_apply_live_including_full_text(client_for: Any, tenant: str) -> None:
+    client = client_for(tenant)
+    plain = Collector(client, filter=build_filter(actions="keep.*", min_severity="warning"))
+    text = Collector(client, filter=build_filter(text="needle"))
+    client.record_batch(
+        events(3, action="keep.me", severity="error")
+        + events(3, action="keep.me", severity="info")
+        + events(3, action="drop.me", severity="critical", description="a needle here")
+    )
+    assert [e.seq for e in plain.take(3)] == [1, 2, 3]
+    assert [e.seq for e in text.take(3)] == [7, 8, 9]
+    client.record(action="keep.me", actor_id="u", severity="critical", description="needle")
+    assert plain.take(1)[0].seq == text.take(1)[0].seq == 10
+    assert plain.received.empty() and text.received.empty()
+
+
+def test_an_event_recorded_through_another_process_reaches_the_subscriber(
+    migrated_database_url: str, server: ServerThread, tenant: str
+) -> None:
+    token = server.token(tenant)
+    other = ServerProcess(migrated_database_url)
+    try:
+        with (
+            AuditClient(server.target, token=token) as here,
+            AuditClient(other.target, token=token) as there,
+        ):
+            collector = Collector(here)
+            recorded = there.record(action="cross.process", actor_id="u").event
+            assert collector.take(1, timeout=10) == [recorded]
+            collector.stop()
+    finally:
+        other.terminate()
+
+
+def test_a_slow_subscriber_receives_everything_in_order(
+    migrated_database_url: str, tenant: str
+) -> None:
+    tight = ServerThread(migrated_database_url, stream_queue_capacity=1)
+    try:
+        with AuditClient(tight.target, token=tight.token(tenant)) as client:
+            collector = Collector(client, delay=0.002)
+            for _ in range(10):
+                client.record_batch(events(50))
+                client.record(action="stream.single", actor_id="u")
+            got = collector.take(510)
+            collector.stop()
+            assert [e.seq for e in got] == list(range(1, 511))
+    finally:
+        tight.close()
+
+
+def test_heartbeats_carry_the_cursor_of_an_idle_filtered_stream(
+    migrated_database_url: str, tenant: str
+) -> None:
+    quick = ServerThread(migrated_database_url, stream_heartbeat_seconds=0.1)
+    try:
+        with AuditClient(quick.target, token=quick.token(tenant)) as client:
+            beats: queue.Queue[int] = queue.Queue()
+
+            def run() -> None:
+                with contextlib.suppress(SealtrailError):  # ends when the client closes
+                    for _ in client.stream(
+                        build_filter(actions="never.happens"), on_heartbeat=beats.put
+                    ):
+                        pass
+
+            threading.Thread(target=run, daemon=True).start()
+            assert beats.get(timeout=10) == 0
+            client.record_batch(events(5))
+            deadline = time.monotonic() + 10
+            while beats.get(timeout=10) != 5:
+                assert time.monotonic() < deadline
+    finally:
+        quick.close()
+
+
+def test_bad_start_positions_are_refused(client_for: Any, tenant: str) -> None:
+    client = client_for(tenant)
+    client.record(action="one.event", actor_id="u")
+    with pytest.raises(InvalidArgumentError):
+        next(client.stream(after_seq=-1))
+    with pytest.raises(RpcFailedError) as beyond:  # FAILED_PRECONDITION
+        next(client.stream(after_seq=5))
+    assert beyond.value.reason == "BEYOND_LOG_SIZE"
+
+
+def test_resume_after_server_restarts_under_writers_is_exact(
+    migrated_database_url: str, server: ServerThread, tenant: str
+) -> None:
+    token = server.token(tenant)
+    process = ServerProcess(migrated_database_url)
+    port = process.port
+    stop = threading.Event()
+    options = {"token": token, "timeout": 5, "max_attempts": 60, "max_backoff": 0.25}
+
+    def write() -> None:
+        with AuditClient(process.target, **options) as writer:
+            while not stop.is_set():
+                writer.record_batch(events(5))
+
+    try:
+        with AuditClient(process.target, **options) as reader:
+            collector = Collector(reader, after_seq=0)
+            writers = [threading.Thread(target=write) for _ in range(3)]
+            for writer in writers:
+                writer.start()
+            seen: list[int] = []
+            try:
+                for _ in range(2):
+                    seen += [e.seq for e in collector.take(100)]
+                    process.kill()
+                    process = ServerProcess(migrated_database_url, port=port)
+                seen += [e.seq for e in collector.take(100)]
+            finally:
+                stop.set()
+                for writer in writers:
+                    writer.join(60)
+            with AuditClient(process.target, token=token) as checker:
+                expected = [e.seq for e in checker.query(order="oldest", page_size=1000)]
+            seen += [e.seq for e in collector.take(len(expected) - len(seen))]
+            collector.stop()
+    finally:
+        process.terminate()
+    assert seen[: len(expected)] == expected == list(range(1, len(expected) + 1))
