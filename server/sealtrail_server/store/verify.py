@@ -6,9 +6,8 @@ constant whatever the log's size."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 from sealtrail.tlog import NoteError, Verifier, open_note, parse_checkpoint
 
@@ -85,7 +84,6 @@ async def verify_log(db: Database, *, tenant_id: str, verifiers: list[Verifier])
         conn.cursor(name="sealtrail_verify_log") as cursor,
         conn.cursor(name="sealtrail_verify_pairs") as pairs,
     ):
-        cursor.itersize = pairs.itersize = _FETCH_ROWS
         await cursor.execute(
             "SELECT seq, record, leaf_hash FROM events WHERE tenant_id = %s ORDER BY seq",
             [tenant_id],
@@ -96,44 +94,57 @@ async def verify_log(db: Database, *, tenant_id: str, verifiers: list[Verifier])
             "SELECT idx, hash FROM tree_nodes WHERE tenant_id = %s AND level = 1 ORDER BY idx",
             [tenant_id],
         )
-        stored_pairs = aiter(pairs)
-        async for seq, record, stored_leaf in cursor:
-            expected = size + 1
-            if seq != expected:
-                return _fail(
-                    size, checked, expected, "RECORD_MISSING", f"seq {expected} is missing"
-                )
-            data = record.encode()
-            leaf = sha256(b"\x00" + data).digest()
-            if leaf != stored_leaf:
-                return _fail(
-                    size, checked, seq, "LEAF_MISMATCH", "the leaf hash is not that of the record"
-                )
-            if _recorded_seq(record) != seq:
-                return _fail(size, checked, seq, "RECORD_MISPLACED", "the record names another seq")
-            for level, index, node in append_leaf(frontier, size, leaf):
-                if level == 1 and await _stored_pair(stored_pairs, index) != node:
-                    first = 2 * index + 1
+        stored_pairs: deque[tuple[int, bytes]] = deque()
+        pairs_done = False
+        while rows := await cursor.fetchmany(_FETCH_ROWS):
+            # Enough stored pairs for every pair this chunk completes.
+            needed = rows[-1][0] // 2 - 1
+            while not pairs_done and (not stored_pairs or stored_pairs[-1][0] < needed):
+                more = await pairs.fetchmany(_FETCH_ROWS)
+                pairs_done = not more
+                stored_pairs.extend((index, bytes(node)) for index, node in more)
+            for seq, record, stored_leaf in rows:
+                expected = size + 1
+                if seq != expected:
+                    return _fail(
+                        size, checked, expected, "RECORD_MISSING", f"seq {expected} is missing"
+                    )
+                leaf = sha256(b"\x00" + record.encode()).digest()
+                if leaf != stored_leaf:
                     return _fail(
                         size,
                         checked,
-                        first,
-                        "PAIR_MISMATCH",
-                        f"seqs {first} and {first + 1} hash differently from when they were"
-                        " appended: one of them was rewritten",
+                        seq,
+                        "LEAF_MISMATCH",
+                        "the leaf hash is not that of the record",
                     )
-            size = seq
-            root = signed.get(size)
-            if root is not None:
-                if frontier_root(frontier) != root:
+                if _recorded_seq(record) != seq:
                     return _fail(
-                        size,
-                        checked,
-                        size,
-                        "ROOT_MISMATCH",
-                        f"the root at size {size} differs from the signed checkpoint",
+                        size, checked, seq, "RECORD_MISPLACED", "the record names another seq"
                     )
-                checked += 1
+                for level, index, node in append_leaf(frontier, size, leaf):
+                    if level == 1 and (not stored_pairs or stored_pairs.popleft() != (index, node)):
+                        first = 2 * index + 1
+                        return _fail(
+                            size,
+                            checked,
+                            first,
+                            "PAIR_MISMATCH",
+                            f"seqs {first} and {first + 1} hash differently from when they"
+                            " were appended: one of them was rewritten",
+                        )
+                size = seq
+                root = signed.get(size)
+                if root is not None:
+                    if frontier_root(frontier) != root:
+                        return _fail(
+                            size,
+                            checked,
+                            size,
+                            "ROOT_MISMATCH",
+                            f"the root at size {size} differs from the signed checkpoint",
+                        )
+                    checked += 1
     if size < last_signed:
         return _fail(
             size,
@@ -145,13 +156,6 @@ async def verify_log(db: Database, *, tenant_id: str, verifiers: list[Verifier])
     if (size, frontier_root(frontier)) != (head_size, head_root):
         return _fail(size, checked, size, "HEAD_MISMATCH", "the stored head differs from the log")
     return Verification(size, checked, None)
-
-
-async def _stored_pair(stored: AsyncIterator[tuple[Any, ...]], index: int) -> bytes | None:
-    row = await anext(stored, None)
-    if row is None or row[0] != index:
-        return None
-    return bytes(row[1])
 
 
 def _fail(size: int, checked: int, seq: int, reason: str, message: str) -> Verification:
