@@ -127,7 +127,7 @@ def test_an_event_recorded_through_another_process_reaches_the_subscriber(
         ):
             collector = Collector(here)
             recorded = there.record(action="cross.process", actor_id="u").event
-            assert collector.take(1, timeout=10) == [recorded]
+            assert collector.take(1, timeout=30) == [recorded]
             collector.stop()
     finally:
         other.terminate()

@@ -14,12 +14,13 @@ from ..domain.event import parse_uuid
 from ..integrity.checkpointer import Checkpointer
 from ..store.checkpoints import StoredCheckpoint, checkpoint_at, known_keys, latest_checkpoint
 from ..store.database import Database
-from ..store.events import StoredEvent, get_event, get_event_by_seq
+from ..store.events import get_event
 from ..store.tree import consistency_proof, inclusion_proof, root_at, tree_size
 from ..store.verify import verify_log
 from .guard import current_principal
 
 Context = grpc.aio.ServicerContext[Any, Any]
+_CACHED_CHECKPOINTS = 10_000
 
 
 def _checkpoint(stored: StoredCheckpoint) -> pb.SignedCheckpoint:
@@ -42,6 +43,8 @@ def _non_negative(name: str, value: int) -> int:
 class IntegrityRpcs:
     _db: Database
     _checkpointer: Checkpointer
+    _signed_checkpoints: dict[tuple[str, int], StoredCheckpoint]
+    _sizes_seen: dict[str, int]
 
     async def _covering(self, tenant_id: str, seq: int) -> StoredCheckpoint:
         """The latest checkpoint if it covers `seq`, else a freshly signed one."""
@@ -76,23 +79,27 @@ class IntegrityRpcs:
         self, request: pb.GetInclusionProofRequest, context: Context
     ) -> pb.GetInclusionProofResponse:
         tenant_id = current_principal().tenant_id
-        event = await self._leaf(tenant_id, request)
+        seq = await self._seq_of(tenant_id, request)
         size = _non_negative("tree_size", request.tree_size)
         checkpoint: StoredCheckpoint | None
         if size == 0:
-            checkpoint = await self._covering(tenant_id, event.seq)
+            checkpoint = await self._covering(tenant_id, seq)
             size = checkpoint.tree_size
-        elif size < event.seq:
-            raise InvalidArgument.field(
-                "tree_size", f"must be at least the event's seq {event.seq}"
-            )
-        async with self._db.connection() as conn:
-            if request.tree_size:
-                await self._within_log(conn, tenant_id, size, "tree_size")
-                checkpoint = await checkpoint_at(conn, tenant_id, size)
-            proof = await inclusion_proof(conn, tenant_id, leaf_index=event.seq - 1, tree_size=size)
+        elif size < seq:
+            raise InvalidArgument.field("tree_size", f"must be at least the event's seq {seq}")
+        else:
+            checkpoint = await self._checkpoint_at(tenant_id, size)
+        found = None
+        if seq <= size:
+            async with self._db.connection() as conn:
+                if request.tree_size:
+                    await self._within_log(conn, tenant_id, size, "tree_size")
+                found = await inclusion_proof(conn, tenant_id, seq=seq, tree_size=size)
+        if found is None:
+            raise NotFound("no such event")
+        event, proof = found
         response = pb.GetInclusionProofResponse(
-            seq=event.seq,
+            seq=seq,
             record=event.record.encode(),
             leaf_hash=event.leaf_hash,
             tree_size=size,
@@ -102,25 +109,41 @@ class IntegrityRpcs:
             response.checkpoint.CopyFrom(_checkpoint(checkpoint))
         return response
 
-    async def _leaf(self, tenant_id: str, request: pb.GetInclusionProofRequest) -> StoredEvent:
+    async def _seq_of(self, tenant_id: str, request: pb.GetInclusionProofRequest) -> int:
         which = request.WhichOneof("leaf")
-        if which == "event_id":
-            event_id = parse_uuid(request.event_id)
-            if event_id is None:
-                raise InvalidArgument.field("event_id", "must be a UUID")
-            found = await get_event(self._db, tenant_id=tenant_id, event_id=event_id)
-        elif which == "seq":
+        if which == "seq":
             if request.seq < 1:
                 raise InvalidArgument.field("seq", "must be 1 or more")
-            found = await get_event_by_seq(self._db, tenant_id=tenant_id, seq=request.seq)
-        else:
+            return request.seq
+        if which != "event_id":
             raise InvalidArgument.field("leaf", "set event_id or seq")
+        event_id = parse_uuid(request.event_id)
+        if event_id is None:
+            raise InvalidArgument.field("event_id", "must be a UUID")
+        found = await get_event(self._db, tenant_id=tenant_id, event_id=event_id)
         if found is None:
             raise NotFound("no such event")
-        return found
+        return found.seq
+
+    async def _checkpoint_at(self, tenant_id: str, size: int) -> StoredCheckpoint | None:
+        """The checkpoint signed at `size`, if any; signed ones never change, so
+        they are kept in memory once read."""
+        key = (tenant_id, size)
+        cached = self._signed_checkpoints.get(key)
+        if cached is None:
+            async with self._db.connection() as conn:
+                cached = await checkpoint_at(conn, tenant_id, size)
+            if cached is not None:
+                if len(self._signed_checkpoints) >= _CACHED_CHECKPOINTS:
+                    self._signed_checkpoints.clear()
+                self._signed_checkpoints[key] = cached
+        return cached
 
     async def _within_log(self, conn: Any, tenant_id: str, size: int, field: str) -> None:
+        if size <= self._sizes_seen.get(tenant_id, 0):
+            return  # logs only grow: a size once reached stays within the log
         current = await tree_size(conn, tenant_id)
+        self._sizes_seen[tenant_id] = current
         if size > current:
             signed = await latest_checkpoint(conn, tenant_id)
             if signed is not None and signed.tree_size > current:

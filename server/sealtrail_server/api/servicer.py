@@ -61,6 +61,8 @@ class AuditLogServicer(
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._hub = hub
+        self._signed_checkpoints = {}
+        self._sizes_seen = {}
         self._heartbeat_seconds = heartbeat_seconds
         self._export_limit = export_limit
         self._export_window = export_window

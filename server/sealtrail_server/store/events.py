@@ -32,16 +32,6 @@ async def get_event(db: Database, *, tenant_id: str, event_id: str) -> StoredEve
     return None if row is None else _stored(row)
 
 
-async def get_event_by_seq(db: Database, *, tenant_id: str, seq: int) -> StoredEvent | None:
-    async with db.connection() as conn:
-        cursor = await conn.execute(
-            "SELECT seq, record, leaf_hash FROM events WHERE tenant_id = %s AND seq = %s",
-            [tenant_id, seq],
-        )
-        row = await cursor.fetchone()
-    return None if row is None else _stored(row)
-
-
 async def query_events(
     db: Database,
     *,

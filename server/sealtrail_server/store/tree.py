@@ -17,41 +17,57 @@ from ..domain.proofs import (
     nodes_of,
     range_hash,
 )
+from .events import StoredEvent
 
 
 async def read_nodes(
     conn: psycopg.AsyncConnection[Any], tenant_id: str, nodes: set[Node]
 ) -> dict[Node, bytes]:
     """The hashes of `nodes`; IntegrityFailure if any is missing."""
-    hashes: dict[Node, bytes] = {}
+    hashes, _ = await _read(conn, tenant_id, nodes, record_seq=0)
+    return hashes
+
+
+async def _read(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, nodes: set[Node], *, record_seq: int
+) -> tuple[dict[Node, bytes], str | None]:
+    """The hashes of `nodes` and the record of `record_seq` (0: none), in one
+    round trip. Leaves come from events; interior nodes by LATERAL primary-key
+    probes, whatever the statistics say (a stale estimate once chose a hash join
+    over the whole table)."""
     leaves = [index + 1 for level, index in nodes if level == 0]
     interior = [(level, index) for level, index in nodes if level > 0]
-    if leaves:
-        cursor = await conn.execute(
-            "SELECT seq, leaf_hash FROM events WHERE tenant_id = %s AND seq = ANY(%s)",
-            [tenant_id, leaves],
-        )
-        for seq, leaf in await cursor.fetchall():
-            hashes[(0, seq - 1)] = bytes(leaf)
-    if interior:
-        cursor = await conn.execute(
-            # LATERAL: one primary-key probe per node whatever the statistics
-            # say (a stale estimate once chose a hash join over the table).
-            "SELECT k.level, k.idx, n.hash"
-            " FROM unnest(%s::smallint[], %s::bigint[]) AS k(level, idx)"
-            " CROSS JOIN LATERAL (SELECT hash FROM tree_nodes"
-            "  WHERE tenant_id = %s AND level = k.level AND idx = k.idx) AS n",
-            [[level for level, _ in interior], [index for _, index in interior], tenant_id],
-        )
-        for level, index, value in await cursor.fetchall():
-            hashes[(level, index)] = bytes(value)
+    cursor = await conn.execute(
+        "SELECT 0::smallint, seq - 1, leaf_hash, CASE WHEN seq = %(record)s THEN record END"
+        " FROM events WHERE tenant_id = %(tenant)s AND seq = ANY(%(seqs)s)"
+        " UNION ALL"
+        " SELECT k.level, k.idx, n.hash, NULL"
+        " FROM unnest(%(levels)s::smallint[], %(idxs)s::bigint[]) AS k(level, idx)"
+        " CROSS JOIN LATERAL (SELECT hash FROM tree_nodes"
+        "  WHERE tenant_id = %(tenant)s AND level = k.level AND idx = k.idx) AS n",
+        {
+            "tenant": tenant_id,
+            "record": record_seq,
+            "seqs": leaves,
+            "levels": [level for level, _ in interior],
+            "idxs": [index for _, index in interior],
+        },
+    )
+    hashes: dict[Node, bytes] = {}
+    record = None
+    for level, index, value, text in await cursor.fetchall():
+        hashes[(level, index)] = bytes(value)
+        if text is not None:
+            record = text
     missing = nodes - hashes.keys()
+    if missing and record_seq and (0, record_seq - 1) in missing:
+        return hashes, None  # the event itself is not there: the caller says NOT_FOUND
     if missing:
         raise IntegrityFailure(
             f"the Merkle tree of {tenant_id!r} lacks {len(missing)} stored hashes,"
             f" e.g. level {min(missing)[0]} index {min(missing)[1]}"
         )
-    return hashes
+    return hashes, record
 
 
 async def tree_size(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> int:
@@ -76,9 +92,17 @@ async def root_at(conn: psycopg.AsyncConnection[Any], tenant_id: str, size: int)
 
 
 async def inclusion_proof(
-    conn: psycopg.AsyncConnection[Any], tenant_id: str, *, leaf_index: int, tree_size: int
-) -> list[bytes]:
-    return await _range_hashes(conn, tenant_id, inclusion_ranges(leaf_index, tree_size))
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, *, seq: int, tree_size: int
+) -> tuple[StoredEvent, list[bytes]] | None:
+    """The event `seq` and its inclusion proof at `tree_size`, in one round
+    trip; None if the log has no such event."""
+    ranges = inclusion_ranges(seq - 1, tree_size)
+    leaf = (0, seq - 1)
+    hashes, record = await _read(conn, tenant_id, nodes_of(ranges) | {leaf}, record_seq=seq)
+    if record is None:
+        return None
+    proof = [range_hash(start, end, hashes) for start, end in ranges]
+    return StoredEvent(seq, record, hashes[leaf]), proof
 
 
 async def consistency_proof(
