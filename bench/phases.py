@@ -92,8 +92,8 @@ def _summarize(
         calls=sum(tally.calls for tally in tallies),
         events=events,
         rate=events / window.seconds,
-        latency_p50_ms=_percentile_ms(latencies, 0.50),
-        latency_p99_ms=_percentile_ms(latencies, 0.99),
+        latency_p50_ms=percentile_ms(latencies, 0.50),
+        latency_p99_ms=percentile_ms(latencies, 0.99),
         errors=errors,
         cpu=usage,
     )
@@ -140,7 +140,7 @@ def run_once(
     )
 
 
-def _percentile_ms(ordered: list[float], fraction: float) -> float | None:
+def percentile_ms(ordered: list[float], fraction: float) -> float | None:
     if not ordered:
         return None
     return 1000 * ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -163,19 +163,16 @@ def events_per_commit(database_url: str, tenant: str, window: Window) -> float |
 
 
 def settle(database_url: str) -> None:
-    """Between figures: vacuum the events and tree_nodes tables and checkpoint,
-    so work one figure left behind (autovacuum, GIN pending list, dirty pages)
-    is not billed to the next. Skipped where the role may not do it.
+    """Between figures: vacuum the events table and checkpoint, so work one
+    figure left behind (autovacuum, GIN pending list, dirty pages) is not
+    billed to the next. Skipped where the role may not do it.
 
-    tree_nodes is analyzed too, so every figure runs with plans that know
-    the tables as they are: with statistics from before a tenant's nodes
-    were stored, PostgreSQL estimates one node for the tenant and serves each
-    inclusion proof by hashing all of them (a Hash Join, ~70 ms a proof at
-    100,000 events, instead of a nested loop, ~0.15 ms), until autovacuum
-    happens to analyze the table. That is the server's to fix, not the
-    figure's to depend on."""
+    tree_nodes is deliberately left as the figures found it: proofs must be
+    served well whatever statistics PostgreSQL has of it (it once planned a
+    Hash Join over all of a tenant's nodes, ~70 ms a proof, until the table
+    was analyzed), and the figures are there to catch that coming back."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        for statement in ("VACUUM (ANALYZE) events", "VACUUM (ANALYZE) tree_nodes", "CHECKPOINT"):
+        for statement in ("VACUUM (ANALYZE) events", "CHECKPOINT"):
             with contextlib.suppress(psycopg.Error):
                 conn.execute(statement)
 

@@ -31,11 +31,11 @@ from sealtrail._errors import NotFoundError, SealtrailError
 from sealtrail.tlog import (
     NoteError,
     ProofError,
+    TreeBuilder,
     Verifier,
     leaf_hash,
     open_note,
     parse_checkpoint,
-    root_from_leaves,
     verify_inclusion,
 )
 from sealtrail.v1 import event_pb2, integrity_pb2
@@ -176,8 +176,6 @@ def verify_bundle(path: Path, *, key: str | None = None) -> BundleSummary:
     size, root = checkpoint.tree_size, checkpoint.root_hash
     complete = manifest["complete"]
     count, first, last = _verify_each(path, tenant, size, root, complete=complete)
-    if complete:
-        _verify_root(path, tenant, size, root)
     if count != manifest["count"]:
         raise BundleError(f"bundle.json says {manifest['count']} records, the bundle has {count}")
     return BundleSummary(
@@ -233,6 +231,7 @@ def _verify_each(
     path: Path, tenant: str, size: int, root: bytes, *, complete: bool
 ) -> tuple[int, int, int]:
     count = first = last = 0
+    whole = TreeBuilder()  # a complete bundle's root, recomputed over all its records
     with open(path / PROOFS) as proofs:
         for number, seq, leaf in _records(path, tenant):
             entry = json.loads(proofs.readline() or "null")
@@ -254,16 +253,12 @@ def _verify_each(
             except (ProofError, ValueError) as error:
                 raise BundleError(f"record {number} (seq {seq}): {error}") from None
             count, first, last = count + 1, first or seq, seq
+            whole.append(leaf)
     if complete and last < size:
         raise BundleError(
             f"seq {last + 1}: missing; the bundle ends at seq {last} but the checkpoint"
             f" covers {size}"
         )
-    return count, first, last
-
-
-def _verify_root(path: Path, tenant: str, size: int, root: bytes) -> None:
-    """A complete bundle's root, recomputed over all its records."""
-    count, computed = root_from_leaves(leaf for _, _, leaf in _records(path, tenant))
-    if (count, computed) != (size, root):
+    if complete and whole.root() != root:
         raise BundleError(f"the records' root differs from the checkpoint at size {size}")
+    return count, first, last

@@ -6,6 +6,7 @@ from sealtrail.tlog._checkpoint import Checkpoint, format_checkpoint, parse_chec
 from sealtrail.tlog._merkle import (
     EMPTY_ROOT,
     ProofError,
+    TreeBuilder,
     leaf_hash,
     node_hash,
     root_from_leaves,
@@ -27,6 +28,7 @@ __all__ = [
     "NoteError",
     "ProofError",
     "Signer",
+    "TreeBuilder",
     "Verifier",
     "format_checkpoint",
     "generate_signer_key",

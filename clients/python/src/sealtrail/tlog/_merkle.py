@@ -21,24 +21,36 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 
 
-def root_from_leaves(leaves: Iterable[bytes]) -> tuple[int, bytes]:
-    """(tree size, root) of the tree over `leaves` (leaf hashes, in order),
-    in one pass and O(log n) memory."""
-    frontier: list[bytes] = []  # roots of the perfect subtrees, largest first
-    size = 0
-    for leaf in leaves:
-        node, bits = leaf, size
+class TreeBuilder:
+    """Builds a tree leaf by leaf in O(log n) memory."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._frontier: list[bytes] = []  # roots of the perfect subtrees, largest first
+
+    def append(self, leaf: bytes) -> None:
+        node, bits = leaf, self.size
         while bits & 1:
-            node = node_hash(frontier.pop(), node)
+            node = node_hash(self._frontier.pop(), node)
             bits >>= 1
-        frontier.append(node)
-        size += 1
-    if not frontier:
-        return 0, EMPTY_ROOT
-    root = frontier[-1]
-    for subtree in reversed(frontier[:-1]):
-        root = node_hash(subtree, root)
-    return size, root
+        self._frontier.append(node)
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self._frontier:
+            return EMPTY_ROOT
+        root = self._frontier[-1]
+        for subtree in reversed(self._frontier[:-1]):
+            root = node_hash(subtree, root)
+        return root
+
+
+def root_from_leaves(leaves: Iterable[bytes]) -> tuple[int, bytes]:
+    """(tree size, root) of the tree over `leaves` (leaf hashes, in order)."""
+    builder = TreeBuilder()
+    for leaf in leaves:
+        builder.append(leaf)
+    return builder.size, builder.root()
 
 
 def verify_inclusion(
