@@ -31,6 +31,23 @@ absolute target that is reported (MISSED), never asserted:
   bundle (write_bundle, one GetInclusionProof per record) is timed once too.
   It is the slow part: `--skip bundlehash bundle` leaves it out.
 
+Issue 4's figures (StreamEvents, Export), likewise:
+
+- StreamEvents delivery: --subscribers (50) live StreamEvents calls on one
+  tenant, each on its own connection, spread over --stream-clients processes,
+  while one process records --stream-rate (1,000) events/s in RecordBatch
+  calls of 50 started on a fixed schedule. Latency is each event's arrival at
+  each subscriber minus its acknowledgement at the recorder, both time.time()
+  on this machine, matched by seq; p50/p99 over every (subscriber, event)
+  pair whose ack fell in the window, and whether every subscriber got every
+  event. Baseline: the RecordBatch acks of the same window (stream-ack), the
+  same server and load telling the writer rather than the readers. Target:
+  p99 under 100 ms.
+- Export / raw cursor CSV: one Export (CSV) of a log of --export-events
+  (100,000) events, the client reading every chunk, against this process
+  reading the same rows through a server-side cursor and writing them with the
+  server's own CsvEncoder (target >= 0.60).
+
 Every server of a run signs checkpoints with one key made for the run, and
 keeps its data in the run's temp dir.
 

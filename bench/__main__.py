@@ -21,7 +21,7 @@ import psycopg
 from sealtrail import AuditClient
 from sealtrail.tlog import generate_signer_key
 
-from . import cpu, environment, integrity
+from . import cpu, environment, export, integrity, stream
 from .load import Window, Workload
 from .phases import (
     PhaseResult,
@@ -37,7 +37,9 @@ from .report import format_report, write_json
 # The order they run in. After the first four, issue 3's figures, each next
 # to its baseline: Record with proofs stored (the usual server) and without
 # (a second server with SEALTRAIL_STORE_TREE_NODES=false); GetInclusionProof;
-# raw read vs VerifyLog; raw hashlib vs verify_bundle.
+# raw read vs VerifyLog; raw hashlib vs verify_bundle. Then issue 4's: stream
+# delivery (its baseline, the RecordBatch acks, is measured in its window);
+# raw cursor CSV vs Export.
 PHASES = (
     "empty",
     "record",
@@ -50,12 +52,25 @@ PHASES = (
     "verifylog",
     "bundlehash",
     "bundle",
+    "stream",
+    "rawcsv",
+    "export",
 )
 # A figure and its baseline run in the other order every other round, so
 # drift over the run (a growing table, a warming cache) favours neither.
-PAIRS = (("record-proofs", "record-noproofs"), ("rawread", "verifylog"), ("bundlehash", "bundle"))
+PAIRS = (
+    ("record-proofs", "record-noproofs"),
+    ("rawread", "verifylog"),
+    ("bundlehash", "bundle"),
+    ("rawcsv", "export"),
+)
 NEEDS_LOG = frozenset({"proofs", "rawread", "verifylog", "bundlehash", "bundle"})
 NEEDS_BUNDLE = frozenset({"bundlehash", "bundle"})
+NEEDS_EXPORT_LOG = frozenset({"rawcsv", "export"})
+# Measured in the same window as a figure, as its baseline: reported next to it.
+COMPANIONS = {"stream": "stream-ack"}
+# Figures whose median round is the one with the median p99 latency, not rate.
+LATENCY_FIGURES = frozenset({"stream"})
 MIN_PROOF_LOG = 10_000  # issue 3: proofs are served from a log of at least this many events
 MAX_BATCH = 1000  # the server's RecordBatch limit
 QUIET_PCT = 15.0  # machine busy percent under which a figure may start
@@ -110,6 +125,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=100_000,
         help="events in the log that proofs, VerifyLog and the bundle are measured over",
     )
+    parser.add_argument(
+        "--subscribers", type=int, default=50, help="StreamEvents subscribers of the stream figure"
+    )
+    parser.add_argument(
+        "--stream-clients",
+        type=int,
+        default=5,
+        help="client processes the subscribers are spread over",
+    )
+    parser.add_argument(
+        "--stream-rate",
+        type=int,
+        default=1000,
+        help="events/s recorded while the subscribers listen (paced RecordBatch calls)",
+    )
+    parser.add_argument(
+        "--stream-batch-size", type=int, default=50, help="events per paced RecordBatch"
+    )
+    parser.add_argument(
+        "--export-events",
+        type=int,
+        default=100_000,
+        help="events in the log that Export and its raw cursor baseline read",
+    )
     options = parser.parse_args(argv)
     options.figures = [
         figure
@@ -126,6 +165,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--batch-size must be 1 to {MAX_BATCH}")
     if min(options.concurrency, options.batch_concurrency, options.clients, options.rounds) < 1:
         parser.error("--concurrency, --batch-concurrency, --clients, --rounds must be at least 1")
+    if min(options.subscribers, options.stream_clients, options.stream_rate) < 1:
+        parser.error("--subscribers, --stream-clients, --stream-rate must be at least 1")
+    if not 1 <= options.stream_batch_size <= min(MAX_BATCH, options.stream_rate):
+        parser.error(f"--stream-batch-size must be 1 to {MAX_BATCH} and at most --stream-rate")
+    if options.export_events < 1:
+        parser.error("--export-events must be at least 1")
     if options.duration <= 0 or options.warmup < 0:
         parser.error("--duration must be positive and --warmup not negative")
     return options
@@ -148,12 +193,17 @@ def round_order(figures: list[str], number: int) -> list[str]:
     return order
 
 
-def median_result(runs: list[PhaseResult]) -> PhaseResult:
-    """The round with the median rate (the lower middle one of an even count);
-    every round's rate is kept in its notes."""
-    chosen = sorted(runs, key=lambda run: run.rate)[(len(runs) - 1) // 2]
+def median_round(figure: str, runs: list[PhaseResult]) -> int:
+    """Which round is the median (the lower middle one of an even count): by
+    rate, or for a latency figure by p99; every round's value is kept in its
+    notes."""
+    if figure in LATENCY_FIGURES:
+        key, values = "p99_ms_by_round", [run.latency_p99_ms or 0.0 for run in runs]
+    else:
+        key, values = "rates_by_round", [run.rate for run in runs]
+    chosen = sorted(range(len(runs)), key=values.__getitem__)[(len(runs) - 1) // 2]
     if len(runs) > 1:
-        chosen.notes["rates_by_round"] = [run.rate for run in runs]
+        runs[chosen].notes[key] = values
     return chosen
 
 
@@ -184,7 +234,10 @@ class Bench:
         # Made once, when a figure first needs them; not measured (but see `once`).
         self.log: integrity.IntegrityLog | None = None
         self.bundle: Path | None = None
+        self.export_log: integrity.IntegrityLog | None = None
         self.once: dict[str, PhaseResult] = {}  # figures timed once per run: writing the bundle
+        # Baselines measured with a figure (see COMPANIONS), one per round.
+        self.companions: dict[str, list[PhaseResult]] = {}
 
     def tenant(self, figure: str) -> str:
         """A tenant of this run's own: runs against a shared database never collide."""
@@ -200,6 +253,8 @@ class Bench:
             self.log = self._make_log()
         if figure in NEEDS_BUNDLE and self.bundle is None:
             self.bundle = self._write_bundle()
+        if figure in NEEDS_EXPORT_LOG and self.export_log is None:
+            self.export_log = self._make_log("export", self.options.export_events)
         self._settle_and_wait(figure)
         measure = {
             "empty": self.empty_call,
@@ -213,6 +268,9 @@ class Bench:
             "verifylog": self.verify_log,
             "bundlehash": self.hash_bundle,
             "bundle": self.verify_bundle,
+            "stream": self.stream_delivery,
+            "rawcsv": self.raw_csv,
+            "export": self.export_csv,
         }[figure]
         print(f"round {self.round}: measuring {figure} ...", file=sys.stderr, flush=True)
         return measure()
@@ -368,16 +426,20 @@ class Bench:
         assert self.log is not None
         return self.log
 
-    def _make_log(self) -> integrity.IntegrityLog:
+    def _make_log(
+        self, figure: str = "integrity", events: int | None = None
+    ) -> integrity.IntegrityLog:
+        """A tenant's log of `events` (default --integrity-events) events, in
+        RecordBatch calls of 1,000: the integrity log, or the export log."""
         assert self.server is not None
-        events = self.options.integrity_events
-        print(f"making the integrity log: {events:,} events ...", file=sys.stderr, flush=True)
+        events = events or self.options.integrity_events
+        print(f"making the {figure} log: {events:,} events ...", file=sys.stderr, flush=True)
         log = integrity.make_log(
             self.server.target,
-            tenant=self.tenant("integrity"),
-            token=self.token("integrity"),
+            tenant=self.tenant(figure),
+            token=self.token(figure),
             events=events,
-            key_prefix=f"{self.run_id}-integrity",
+            key_prefix=f"{self.run_id}-{figure}",
         )
         print(f"  made in {log.seconds:.1f} s", file=sys.stderr, flush=True)
         return log
@@ -400,6 +462,50 @@ class Bench:
             )
         print(f"  written in {result.seconds:.1f} s", file=sys.stderr, flush=True)
         return path
+
+    # --- issue 4: StreamEvents, Export ----------------------------------------
+
+    def stream_delivery(self) -> PhaseResult:
+        """--subscribers StreamEvents calls (no filter, live start) on one
+        tenant while paced RecordBatch calls record --stream-rate events/s:
+        latency from each event's acknowledgement to each subscriber. The
+        acks themselves, from the same window, are its baseline (stream-ack)."""
+        assert self.server is not None
+        load = stream.StreamLoad(
+            target=self.server.target,
+            token=self.token("stream"),
+            subscribers=self.options.subscribers,
+            processes=self.options.stream_clients,
+            rate=self.options.stream_rate,
+            batch_size=self.options.stream_batch_size,
+            key_prefix=f"{self.run_id}-r{self.round}-stream",
+        )
+        watched = cpu.Watched(self.server.pid, self.database.postmaster_pid, [])
+        delivery, acks, window = stream.run(load, self.timing, watched)
+        per_commit = events_per_commit(self.database.url, self.tenant("stream"), window)
+        delivery.events_per_commit = acks.events_per_commit = per_commit
+        self.companions.setdefault(COMPANIONS["stream"], []).append(acks)
+        return delivery
+
+    def raw_csv(self) -> PhaseResult:
+        """Baseline for Export: this process reads the export log's rows
+        through a server-side cursor and writes them with the server's CsvEncoder."""
+        log = self._the_export_log()
+        with psycopg.connect(self.database.url) as conn:
+            work = export.raw_csv(conn, log.tenant)
+            return run_once("raw cursor + CsvEncoder", "rows/s", work, self._watched())
+
+    def export_csv(self) -> PhaseResult:
+        """One Export (CSV, no filter) of the export log, this process reading every chunk."""
+        log = self._the_export_log()
+        assert self.server is not None
+        with export.connect(self.server.target) as channel:
+            work = export.export_csv(channel, log.token)
+            return run_once(f"Export CSV ({log.size:,}+ events)", "rows/s", work, self._watched())
+
+    def _the_export_log(self) -> integrity.IntegrityLog:
+        assert self.export_log is not None
+        return self.export_log
 
     def raw_copy(self) -> PhaseResult:
         """Baseline for RecordBatch: what the database ingests with nothing in
@@ -458,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = {
             "SEALTRAIL_SIGNING_KEY": signer.text(),
             "SEALTRAIL_DATA_DIR": str(workdir / "data"),
+            # Export's rate limit (30 a minute per tenant) is not what is measured.
+            "SEALTRAIL_EXPORT_RATE_LIMIT": "1000000",
         }
         facts: dict[str, Any] = {
             "duration": options.duration,
@@ -474,6 +582,11 @@ def main(argv: list[str] | None = None) -> int:
             "database": database_facts(database.url),
             "embedded_database": database.postmaster_pid is not None,
             "integrity_events": options.integrity_events,
+            "subscribers": options.subscribers,
+            "stream_clients": options.stream_clients,
+            "stream_rate": options.stream_rate,
+            "stream_batch_size": options.stream_batch_size,
+            "export_events": options.export_events,
             "verifier_key": signer.verifier.text(),
         }
         with (
@@ -492,11 +605,17 @@ def main(argv: list[str] | None = None) -> int:
                 bench.round = number
                 for figure in round_order(figures, number):
                     rounds[figure].append(bench.run(figure))
-        if bench.log is not None:
-            log = asdict(bench.log)
-            del log["token"]
-            facts["integrity_log"] = log
-    results = {figure: median_result(runs) for figure, runs in rounds.items()}
+        for name, made in (("integrity_log", bench.log), ("export_log", bench.export_log)):
+            if made is not None:
+                log = asdict(made)
+                del log["token"]
+                facts[name] = log
+    results: dict[str, PhaseResult] = {}
+    for figure, runs in rounds.items():
+        chosen = median_round(figure, runs)
+        if figure in COMPANIONS:  # its baseline first, from the same round
+            results[COMPANIONS[figure]] = bench.companions[COMPANIONS[figure]][chosen]
+        results[figure] = runs[chosen]
     results.update(bench.once)
     print(format_report(results, facts))
     path = write_json(results, facts)

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import psycopg
 import pytest
+from hypothesis import settings
 
 from sealtrail import AuditClient
 from sealtrail.tlog import generate_signer_key
@@ -30,6 +31,11 @@ from sealtrail_server.store.migrations import migrate
 from sealtrail_server.store.tokens import create_token
 
 T = TypeVar("T")
+
+# Shared, noisy machines: no per-example deadline (tests stay bounded by
+# max_examples and pytest-timeout instead).
+settings.register_profile("sealtrail", deadline=None)
+settings.load_profile("sealtrail")
 
 # One checkpoint signing key for every server of the test session, in-thread or
 # subprocess, as several replicas of one deployment would share theirs.
