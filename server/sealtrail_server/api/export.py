@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from datetime import datetime
 from typing import Any
 
@@ -78,16 +79,18 @@ class ExportRpcs:
 
         digest, sent, rows, first, last = hashlib.sha256(), 0, 0, 0, 0
         buffer = bytearray(encoder.start())
-        async for event in stream_events(
+        events = stream_events(
             self._db, tenant_id=tenant_id, event_filter=event_filter, after_seq=0, upto_seq=size
-        ):
-            buffer += encoder.row(event.record, event.leaf_hash)
-            rows, first, last = rows + 1, first or event.seq, event.seq
-            if len(buffer) >= CHUNK_BYTES:
-                digest.update(buffer)
-                sent += len(buffer)
-                yield pb.ExportResponse(chunk=bytes(buffer), rows_so_far=rows)
-                buffer.clear()
+        )
+        async with aclosing(events):  # a cancelled export gives its connection back now
+            async for event in events:
+                buffer += encoder.row(event.record, event.leaf_hash)
+                rows, first, last = rows + 1, first or event.seq, event.seq
+                if len(buffer) >= CHUNK_BYTES:
+                    digest.update(buffer)
+                    sent += len(buffer)
+                    yield pb.ExportResponse(chunk=bytes(buffer), rows_so_far=rows)
+                    buffer.clear()
         buffer += encoder.end()
         if buffer:
             digest.update(buffer)

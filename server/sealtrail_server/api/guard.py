@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any, TypeAlias, cast
 
 import grpc
@@ -126,8 +127,10 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             try:
                 await self._admit(context, method)
                 _check_decoded(request)
-                async for response in inner(request, context):
-                    yield response
+                responses = inner(request, context)
+                async with aclosing(responses):  # a cancelled call closes the handler now
+                    async for response in responses:
+                        yield response
             except SealtrailError as error:
                 await _abort(context, error)
 

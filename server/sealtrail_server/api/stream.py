@@ -12,7 +12,8 @@ Heartbeats carry `position`, from which a client resumes exactly.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,16 +58,22 @@ class StreamRpcs:
                 # size read below reaches the inbox; what is older, the table has.
                 subscription.caught_up()
                 size = await self._size(tenant_id)
-                async for stored in self._from_table(tenant_id, event_filter, position, size):
-                    yield _event(stored)
+                # aclosing: a stream cancelled mid-read must give its cursor and
+                # connection back now, not whenever the generator is collected.
+                table = self._from_table(tenant_id, event_filter, position, size)
+                async with aclosing(table):
+                    async for stored in table:
+                        yield _event(stored)
                 position = max(position, size)
-                async for item in self._live(tenant_id, subscription, event_filter, position):
-                    if isinstance(item, StoredEvent):
-                        yield _event(item)
-                        position = item.seq
-                    else:
-                        position = max(position, item)
-                        yield _heartbeat(position)
+                live = self._live(tenant_id, subscription, event_filter, position)
+                async with aclosing(live):
+                    async for item in live:
+                        if isinstance(item, StoredEvent):
+                            yield _event(item)
+                            position = item.seq
+                        else:
+                            position = max(position, item)
+                            yield _heartbeat(position)
         finally:
             self._hub.unsubscribe(subscription)
 
@@ -93,7 +100,7 @@ class StreamRpcs:
 
     def _from_table(
         self, tenant_id: str, event_filter: EventFilter, position: int, upto: int
-    ) -> AsyncIterator[StoredEvent]:
+    ) -> AsyncGenerator[StoredEvent, None]:
         return stream_events(
             self._db,
             tenant_id=tenant_id,
@@ -108,7 +115,7 @@ class StreamRpcs:
         subscription: Subscription,
         event_filter: EventFilter,
         position: int,
-    ) -> AsyncIterator[StoredEvent | int]:
+    ) -> AsyncGenerator[StoredEvent | int, None]:
         """Matching events from the hub, and positions to report as heartbeats.
         Returns when the stream must read the table to catch up."""
         while not subscription.lagging:
@@ -125,10 +132,10 @@ class StreamRpcs:
                     if subscription.matcher.matches(live.record):
                         yield live.stored
             elif fresh:  # full-text search: let the database decide
-                async for stored in self._from_table(
-                    tenant_id, event_filter, position, delivery.upto
-                ):
-                    yield stored
+                table = self._from_table(tenant_id, event_filter, position, delivery.upto)
+                async with aclosing(table):
+                    async for stored in table:
+                        yield stored
             position = max(position, delivery.upto)
 
 

@@ -395,7 +395,7 @@ async def _find_keys(
         "SELECT k.tenant_id, k.idempotency_key, e.seq, e.record, e.leaf_hash"
         " FROM unnest(%s::text[], %s::text[]) AS k(tenant_id, idempotency_key)"
         " CROSS JOIN LATERAL (SELECT seq, record, leaf_hash FROM events"
-        "  WHERE tenant_id = k.tenant_id AND idempotency_key = k.idempotency_key) AS e",
+        "  WHERE tenant_id = k.tenant_id AND idempotency_key = k.idempotency_key LIMIT 1) AS e",
         [tenants, keys],
     )
     return {

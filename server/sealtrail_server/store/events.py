@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -68,24 +68,27 @@ async def stream_events(
     after_seq: int,
     upto_seq: int,
     fetch_rows: int = 2000,
-) -> AsyncIterator[StoredEvent]:
-    """Matching events with after_seq < seq <= upto_seq, oldest first, read
-    through a server-side cursor: memory stays constant whatever the count."""
+) -> AsyncGenerator[StoredEvent, None]:
+    """Matching events with after_seq < seq <= upto_seq, oldest first, in
+    keyset pages of `fetch_rows`: memory stays constant whatever the count, and
+    a connection is held only while a page is read, never while the consumer
+    (a slow stream or export client) takes its time: slow readers cannot starve
+    the appender of connections."""
     conditions, params = filter_conditions(tenant_id, event_filter)
     conditions += [sql.SQL("seq > %s"), sql.SQL("seq <= %s")]
-    params += [after_seq, upto_seq]
     query = sql.SQL(
-        "SELECT seq, record, leaf_hash FROM events WHERE {conditions} ORDER BY seq"
+        "SELECT seq, record, leaf_hash FROM events WHERE {conditions} ORDER BY seq LIMIT %s"
     ).format(conditions=sql.SQL(" AND ").join(conditions))
-    async with (
-        db.connection() as conn,
-        conn.transaction(),
-        conn.cursor(name="sealtrail_stream_events") as cursor,
-    ):
-        cursor.itersize = fetch_rows
-        await cursor.execute(query, params)
-        async for row in cursor:
+    position = after_seq
+    while True:
+        async with db.connection() as conn:
+            cursor = await conn.execute(query, [*params, position, upto_seq, fetch_rows])
+            rows = await cursor.fetchall()
+        for row in rows:
             yield _stored(row)
+        if len(rows) < fetch_rows:
+            return
+        position = rows[-1][0]
 
 
 async def first_seq_received_since(db: Database, *, tenant_id: str, since: datetime) -> int:

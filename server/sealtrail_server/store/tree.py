@@ -43,8 +43,9 @@ async def _read(
         " UNION ALL"
         " SELECT k.level, k.idx, n.hash, NULL"
         " FROM unnest(%(levels)s::smallint[], %(idxs)s::bigint[]) AS k(level, idx)"
+        # LIMIT 1 keeps the planner from flattening the LATERAL into a join.
         " CROSS JOIN LATERAL (SELECT hash FROM tree_nodes"
-        "  WHERE tenant_id = %(tenant)s AND level = k.level AND idx = k.idx) AS n",
+        "  WHERE tenant_id = %(tenant)s AND level = k.level AND idx = k.idx LIMIT 1) AS n",
         {
             "tenant": tenant_id,
             "record": record_seq,
