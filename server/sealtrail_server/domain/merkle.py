@@ -52,13 +52,3 @@ def frontier_root(frontier: Sequence[bytes]) -> bytes:
     for subtree in reversed(frontier[:-1]):
         root = node_hash(subtree, root)
     return root
-
-
-def root_of_leaves(leaves: Sequence[bytes]) -> bytes:
-    """MTH(D[n]) straight from the RFC's recursive definition, for checks."""
-    if not leaves:
-        return EMPTY_ROOT
-    if len(leaves) == 1:
-        return leaves[0]
-    split = 1 << ((len(leaves) - 1).bit_length() - 1)
-    return node_hash(root_of_leaves(leaves[:split]), root_of_leaves(leaves[split:]))

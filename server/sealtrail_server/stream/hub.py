@@ -58,7 +58,6 @@ class Subscription:
         self.matcher = matcher
         self.queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=capacity)
         self.lagging = False
-        self.wakeup = asyncio.Event()
 
     def offer(self, delivery: Delivery) -> None:
         if self.lagging:
@@ -69,7 +68,6 @@ class Subscription:
             self.lagging = True  # it will read from the table instead
             while not self.queue.empty():
                 self.queue.get_nowait()
-        self.wakeup.set()
 
     def caught_up(self) -> None:
         """The subscriber read the table up to now: deliveries count again."""
@@ -91,7 +89,6 @@ class StreamHub:
         self._capacity = queue_capacity
         self._tenants: dict[str, _Tenant] = {}
         self._task: asyncio.Task[None] | None = None
-        self.listening = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="sealtrail-stream-hub")
@@ -132,13 +129,11 @@ class StreamHub:
                     self._url, autocommit=True
                 ) as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
-                    self.listening.set()
                     for tenant_id in list(self._tenants):
                         await self._resync(tenant_id)  # what happened while not listening
                     async for notify in conn.notifies():
                         self._notified(notify.payload)
             except psycopg.OperationalError as error:
-                self.listening.clear()
                 log.warning("stream hub: LISTEN connection lost (%s); reconnecting", error)
                 await asyncio.sleep(_RECONNECT_SECONDS)
 
@@ -183,6 +178,5 @@ class StreamHub:
             with contextlib.suppress(Exception):
                 for subscription in tenant.subscribers:
                     subscription.lagging = True
-                    subscription.wakeup.set()
         finally:
             tenant.fetching = None
