@@ -3,6 +3,7 @@ and VerifyLog. A mixin of the servicer, kept apart so each file has one job."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import grpc
@@ -15,7 +16,8 @@ from ..integrity.checkpointer import Checkpointer
 from ..store.checkpoints import StoredCheckpoint, checkpoint_at, known_keys, latest_checkpoint
 from ..store.database import Database
 from ..store.events import get_event
-from ..store.tree import consistency_proof, inclusion_proof, root_at, tree_size
+from ..store.node_reader import NodeReader
+from ..store.tree import consistency_proof, inclusion_proof, inclusion_read, root_at, tree_size
 from ..store.verify import verify_log
 from .guard import current_principal
 
@@ -23,7 +25,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 _CACHED_CHECKPOINTS = 10_000
 
 
+@lru_cache(maxsize=1024)  # signed checkpoints never change; proofs repeat the same few
 def _checkpoint(stored: StoredCheckpoint) -> pb.SignedCheckpoint:
+    """The message of `stored`; shared, so copy it into an answer, never change it."""
     checkpoint = pb.SignedCheckpoint(
         origin=stored.note.split("\n", 1)[0],
         tree_size=stored.tree_size,
@@ -43,6 +47,7 @@ def _non_negative(name: str, value: int) -> int:
 class IntegrityRpcs:
     _db: Database
     _checkpointer: Checkpointer
+    _node_reader: NodeReader
     _signed_checkpoints: dict[tuple[str, int], StoredCheckpoint]
     _sizes_seen: dict[str, int]
 
@@ -91,10 +96,10 @@ class IntegrityRpcs:
             checkpoint = await self._checkpoint_at(tenant_id, size)
         found = None
         if seq <= size:
-            async with self._db.connection() as conn:
-                if request.tree_size:
-                    await self._within_log(conn, tenant_id, size, "tree_size")
-                found = await inclusion_proof(conn, tenant_id, seq=seq, tree_size=size)
+            if request.tree_size:
+                await self._within_log(tenant_id, size, "tree_size")
+            read = inclusion_read(tenant_id, seq=seq, tree_size=size)
+            found = inclusion_proof(read, await self._node_reader.read(read), tree_size=size)
         if found is None:
             raise NotFound("no such event")
         event, proof = found
@@ -139,21 +144,23 @@ class IntegrityRpcs:
                 self._signed_checkpoints[key] = cached
         return cached
 
-    async def _within_log(self, conn: Any, tenant_id: str, size: int, field: str) -> None:
+    async def _within_log(self, tenant_id: str, size: int, field: str) -> None:
         if size <= self._sizes_seen.get(tenant_id, 0):
             return  # logs only grow: a size once reached stays within the log
-        current = await tree_size(conn, tenant_id)
-        self._sizes_seen[tenant_id] = current
-        if size > current:
+        async with self._db.connection() as conn:
+            current = await tree_size(conn, tenant_id)
+            self._sizes_seen[tenant_id] = current
+            if size <= current:
+                return
             signed = await latest_checkpoint(conn, tenant_id)
-            if signed is not None and signed.tree_size > current:
-                raise IntegrityFailure(
-                    f"the log holds {current} events but a checkpoint was signed at size"
-                    f" {signed.tree_size}: events were removed behind the service's back"
-                )
-            raise FailedPrecondition(
-                f"{field} {size} is beyond the log's size {current}", reason="BEYOND_LOG_SIZE"
+        if signed is not None and signed.tree_size > current:
+            raise IntegrityFailure(
+                f"the log holds {current} events but a checkpoint was signed at size"
+                f" {signed.tree_size}: events were removed behind the service's back"
             )
+        raise FailedPrecondition(
+            f"{field} {size} is beyond the log's size {current}", reason="BEYOND_LOG_SIZE"
+        )
 
     async def GetConsistencyProof(
         self, request: pb.GetConsistencyProofRequest, context: Context
@@ -167,8 +174,8 @@ class IntegrityRpcs:
             new = (await self._covering(tenant_id, old)).tree_size
         if new < old:
             raise InvalidArgument.field("new_size", "must not be smaller than old_size")
+        await self._within_log(tenant_id, new, "new_size")
         async with self._db.connection() as conn:
-            await self._within_log(conn, tenant_id, new, "new_size")
             proof = await consistency_proof(conn, tenant_id, old_size=old, new_size=new)
             old_root = await root_at(conn, tenant_id, old)
             new_root = await root_at(conn, tenant_id, new)

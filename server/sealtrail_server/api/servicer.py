@@ -26,6 +26,7 @@ from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appended, Appender
 from ..store.database import Database
 from ..store.events import Order, get_event, query_events
+from ..store.node_reader import NodeReader
 from ..stream.hub import StreamHub
 from .convert import event_as_stored, event_draft, event_from_record, filter_draft
 from .errors import entry_error
@@ -63,6 +64,7 @@ class AuditLogServicer(
         self._hub = hub
         self._signed_checkpoints = {}
         self._sizes_seen = {}
+        self._node_reader = NodeReader(db)
         self._heartbeat_seconds = heartbeat_seconds
         self._export_limit = export_limit
         self._export_window = export_window

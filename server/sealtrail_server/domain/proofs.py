@@ -24,6 +24,9 @@ def _split(size: int) -> int:
 
 def perfect_nodes(start: int, end: int) -> list[Node]:
     """The aligned perfect subtrees covering [start, end), left to right."""
+    width = end - start
+    if width > 0 and width & (width - 1) == 0 and start & (width - 1) == 0:
+        return [(width.bit_length() - 1, start // width)]  # the common case: one node
     nodes = []
     while start < end:
         level = (start & -start).bit_length() - 1 if start else (end - start).bit_length() - 1

@@ -4,6 +4,8 @@ folded from them, each with one read of O(log n) rows."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -20,55 +22,122 @@ from ..domain.proofs import (
 from .events import StoredEvent
 
 
+@dataclass(frozen=True)
+class NodeRead:
+    """One tenant's stored hashes of `nodes`, and the record of `record_seq`
+    (0: none) read along with them."""
+
+    tenant_id: str
+    nodes: frozenset[Node]
+    record_seq: int = 0
+
+
+@dataclass(frozen=True)
+class NodesRead:
+    """What a NodeRead found: the hashes, and the record if one was asked for
+    and exists; `missing` lists the nodes the store lacks."""
+
+    hashes: dict[Node, bytes]
+    record: str | None
+    missing: frozenset[Node]
+
+
+_READ_NODES = (
+    # Leaves come from events, interior nodes from tree_nodes, every one by a
+    # LATERAL primary-key probe whatever the statistics say (a stale estimate
+    # once chose a hash join over the whole table); LIMIT 1 keeps the planner
+    # from flattening a LATERAL into a join. Tenants are named once, in
+    # %(tenants)s, and referred to by their position in it.
+    "SELECT k.t, 0::smallint, k.seq - 1, e.leaf_hash, CASE WHEN k.with_record THEN e.record END"
+    " FROM unnest(%(leaf_t)s::int[], %(seqs)s::bigint[], %(with_record)s::bool[])"
+    "  AS k(t, seq, with_record)"
+    " CROSS JOIN LATERAL (SELECT leaf_hash, record FROM events"
+    "  WHERE tenant_id = (%(tenants)s::text[])[k.t] AND seq = k.seq LIMIT 1) AS e"
+    " UNION ALL"
+    " SELECT k.t, k.level, k.idx, n.hash, NULL"
+    " FROM unnest(%(node_t)s::int[], %(levels)s::smallint[], %(idxs)s::bigint[])"
+    "  AS k(t, level, idx)"
+    " CROSS JOIN LATERAL (SELECT hash FROM tree_nodes"
+    "  WHERE tenant_id = (%(tenants)s::text[])[k.t] AND level = k.level AND idx = k.idx"
+    "  LIMIT 1) AS n"
+)
+
+
+def _array(values: Iterable[object]) -> str:
+    """A PostgreSQL array literal of numbers or booleans: passed as text and
+    cast in the query, it costs far less to send than a list adapted item by
+    item (a proof read carries a few dozen)."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+async def read_many(
+    conn: psycopg.AsyncConnection[Any], reads: Sequence[NodeRead]
+) -> list[NodesRead]:
+    """Every read of `reads` in one round trip, each node fetched once however
+    many reads share it."""
+    tenants: dict[str, int] = {}  # tenant -> its position in the query (from 1)
+    leaves: dict[tuple[int, int], bool] = {}  # (tenant position, seq) -> with its record
+    interior: set[tuple[int, int, int]] = set()
+    for read in reads:
+        t = tenants.setdefault(read.tenant_id, len(tenants) + 1)
+        for level, index in read.nodes:
+            if level == 0:
+                leaves.setdefault((t, index + 1), False)
+            else:
+                interior.add((t, level, index))
+        if read.record_seq:
+            leaves[(t, read.record_seq)] = True
+    cursor = await conn.execute(
+        _READ_NODES,
+        {
+            "tenants": list(tenants),
+            "leaf_t": _array(t for t, _ in leaves),
+            "seqs": _array(seq for _, seq in leaves),
+            "with_record": _array("t" if with_record else "f" for with_record in leaves.values()),
+            "node_t": _array(t for t, _, _ in interior),
+            "levels": _array(level for _, level, _ in interior),
+            "idxs": _array(index for _, _, index in interior),
+        },
+    )
+    found: dict[tuple[int, Node], bytes] = {}
+    records: dict[tuple[int, int], str] = {}
+    for t, level, index, value, record in await cursor.fetchall():
+        found[(t, (level, index))] = value
+        if record is not None:
+            records[(t, index + 1)] = record
+    results = []
+    for read in reads:
+        t = tenants[read.tenant_id]
+        hashes = {}
+        missing = []
+        for node in read.nodes:
+            value = found.get((t, node))
+            if value is None:
+                missing.append(node)
+            else:
+                hashes[node] = value
+        record = records.get((t, read.record_seq)) if read.record_seq else None
+        results.append(NodesRead(hashes, record, frozenset(missing)))
+    return results
+
+
+def lacking(tenant_id: str, missing: frozenset[Node]) -> IntegrityFailure:
+    """The failure of a read that found stored hashes missing."""
+    level, index = min(missing)
+    return IntegrityFailure(
+        f"the Merkle tree of {tenant_id!r} lacks {len(missing)} stored hashes,"
+        f" e.g. level {level} index {index}"
+    )
+
+
 async def read_nodes(
     conn: psycopg.AsyncConnection[Any], tenant_id: str, nodes: set[Node]
 ) -> dict[Node, bytes]:
     """The hashes of `nodes`; IntegrityFailure if any is missing."""
-    hashes, _ = await _read(conn, tenant_id, nodes, record_seq=0)
-    return hashes
-
-
-async def _read(
-    conn: psycopg.AsyncConnection[Any], tenant_id: str, nodes: set[Node], *, record_seq: int
-) -> tuple[dict[Node, bytes], str | None]:
-    """The hashes of `nodes` and the record of `record_seq` (0: none), in one
-    round trip. Leaves come from events; interior nodes by LATERAL primary-key
-    probes, whatever the statistics say (a stale estimate once chose a hash join
-    over the whole table)."""
-    leaves = [index + 1 for level, index in nodes if level == 0]
-    interior = [(level, index) for level, index in nodes if level > 0]
-    cursor = await conn.execute(
-        "SELECT 0::smallint, seq - 1, leaf_hash, CASE WHEN seq = %(record)s THEN record END"
-        " FROM events WHERE tenant_id = %(tenant)s AND seq = ANY(%(seqs)s)"
-        " UNION ALL"
-        " SELECT k.level, k.idx, n.hash, NULL"
-        " FROM unnest(%(levels)s::smallint[], %(idxs)s::bigint[]) AS k(level, idx)"
-        # LIMIT 1 keeps the planner from flattening the LATERAL into a join.
-        " CROSS JOIN LATERAL (SELECT hash FROM tree_nodes"
-        "  WHERE tenant_id = %(tenant)s AND level = k.level AND idx = k.idx LIMIT 1) AS n",
-        {
-            "tenant": tenant_id,
-            "record": record_seq,
-            "seqs": leaves,
-            "levels": [level for level, _ in interior],
-            "idxs": [index for _, index in interior],
-        },
-    )
-    hashes: dict[Node, bytes] = {}
-    record = None
-    for level, index, value, text in await cursor.fetchall():
-        hashes[(level, index)] = bytes(value)
-        if text is not None:
-            record = text
-    missing = nodes - hashes.keys()
-    if missing and record_seq and (0, record_seq - 1) in missing:
-        return hashes, None  # the event itself is not there: the caller says NOT_FOUND
-    if missing:
-        raise IntegrityFailure(
-            f"the Merkle tree of {tenant_id!r} lacks {len(missing)} stored hashes,"
-            f" e.g. level {min(missing)[0]} index {min(missing)[1]}"
-        )
-    return hashes, record
+    [found] = await read_many(conn, [NodeRead(tenant_id, frozenset(nodes))])
+    if found.missing:
+        raise lacking(tenant_id, found.missing)
+    return found.hashes
 
 
 async def tree_size(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> int:
@@ -92,18 +161,28 @@ async def root_at(conn: psycopg.AsyncConnection[Any], tenant_id: str, size: int)
     return root
 
 
-async def inclusion_proof(
-    conn: psycopg.AsyncConnection[Any], tenant_id: str, *, seq: int, tree_size: int
+def inclusion_read(tenant_id: str, *, seq: int, tree_size: int) -> NodeRead:
+    """The read an inclusion proof of `seq` at `tree_size` needs: its path's
+    nodes, its own leaf and its record."""
+    nodes = nodes_of(inclusion_ranges(seq - 1, tree_size)) | {(0, seq - 1)}
+    return NodeRead(tenant_id, frozenset(nodes), record_seq=seq)
+
+
+def inclusion_proof(
+    read: NodeRead, found: NodesRead, *, tree_size: int
 ) -> tuple[StoredEvent, list[bytes]] | None:
-    """The event `seq` and its inclusion proof at `tree_size`, in one round
-    trip; None if the log has no such event."""
-    ranges = inclusion_ranges(seq - 1, tree_size)
-    leaf = (0, seq - 1)
-    hashes, record = await _read(conn, tenant_id, nodes_of(ranges) | {leaf}, record_seq=seq)
-    if record is None:
+    """The event of `read` and its inclusion proof at `tree_size`, from what
+    its read found; None if the log has no such event, IntegrityFailure if the
+    event is there but hashes of its path are not."""
+    seq = read.record_seq
+    if found.record is None:
         return None
-    proof = [range_hash(start, end, hashes) for start, end in ranges]
-    return StoredEvent(seq, record, hashes[leaf]), proof
+    if found.missing:
+        raise lacking(read.tenant_id, found.missing)
+    proof = [
+        range_hash(start, end, found.hashes) for start, end in inclusion_ranges(seq - 1, tree_size)
+    ]
+    return StoredEvent(seq, found.record, found.hashes[(0, seq - 1)]), proof
 
 
 async def consistency_proof(

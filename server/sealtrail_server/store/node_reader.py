@@ -1,0 +1,90 @@
+"""Concurrent reads of Merkle tree hashes served by one query per batch
+(ADR 0009): a read that arrives while a query runs waits for the next one,
+which carries every read queued meanwhile. An idle reader queries at once, so
+a lone caller pays no delay; a busy one pays one round trip per batch instead
+of one per call.
+
+Hashes of the upper levels are kept in memory once read: a stored node never
+changes, and every proof of a tenant shares its top levels."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from ..domain.proofs import Node
+from .database import Database
+from .tree import NodeRead, NodesRead, read_many
+
+DEFAULT_MAX_BATCH = 128  # reads per query: bounds the query's size, not the wait
+# Nodes of this level and above are cached: each covers 64 leaves, so a log of
+# a million events has 31,000 of them (about 5 MB with their keys).
+CACHED_LEVEL = 6
+DEFAULT_CACHED_NODES = 65_536
+
+
+class NodeReader:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        cached_nodes: int = DEFAULT_CACHED_NODES,
+    ) -> None:
+        self._db = db
+        self._max_batch = max_batch
+        self._cached_nodes = cached_nodes
+        self._cache: dict[tuple[str, Node], bytes] = {}
+        self._queue: deque[tuple[NodeRead, asyncio.Future[NodesRead]]] = deque()
+        self._drain_task: asyncio.Task[None] | None = None
+
+    async def read(self, read: NodeRead) -> NodesRead:
+        """What `read` finds, read together with whatever else is queued."""
+        tenant_id, cache = read.tenant_id, self._cache
+        cached = {}
+        for node in read.nodes:
+            if node[0] >= CACHED_LEVEL and (value := cache.get((tenant_id, node))) is not None:
+                cached[node] = value
+        if cached:
+            read = NodeRead(tenant_id, read.nodes - cached.keys(), read.record_seq)
+        future: asyncio.Future[NodesRead] = asyncio.get_running_loop().create_future()
+        self._queue.append((read, future))
+        if self._drain_task is None:
+            self._drain_task = asyncio.create_task(self._drain(), name="sealtrail-node-reader")
+        found = await future
+        if len(cache) < self._cached_nodes:
+            for node, value in found.hashes.items():
+                if node[0] >= CACHED_LEVEL:
+                    cache[(tenant_id, node)] = value
+        if cached:
+            found.hashes.update(cached)
+        return found
+
+    async def _drain(self) -> None:
+        batch: list[tuple[NodeRead, asyncio.Future[NodesRead]]] = []
+        try:
+            while self._queue:
+                batch = [
+                    self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))
+                ]
+                try:
+                    async with self._db.connection() as conn:
+                        found = await read_many(conn, [read for read, _ in batch])
+                except Exception as error:  # each caller gets it, Unavailable included
+                    for _, future in batch:
+                        if not future.done():  # a cancelled caller no longer waits
+                            future.set_exception(error)
+                    continue
+                for (_, future), result in zip(batch, found, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._drain_task = None
+            for _, future in [*batch, *self._queue]:  # only if this task was cancelled
+                future.cancel()
+            self._queue.clear()
+
+    async def close(self) -> None:
+        """Wait for the reads in progress (callers are gone once the server stopped)."""
+        if self._drain_task is not None:
+            await asyncio.shield(self._drain_task)
