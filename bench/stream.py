@@ -4,8 +4,9 @@ to its live subscribers once its write was acknowledged.
 One run of it ("a phase") is:
 
 - subscriber processes, each with some of the subscribers: every subscriber
-  is one StreamEvents call (no filter, live start: the next event) on its own
-  connection, as separate tail clients would be, and notes time.time() as
+  is one StreamEvents call (no filter, live start: the next event, events in
+  batches as stream() asks for them) on its own connection, as separate tail
+  clients would be, and notes time.time() as
   each event arrives; should its call fail, it resumes from its cursor
   (`after_seq`), as the clients' stream() does, and the error is counted;
 - one recorder process: RecordBatch calls of `batch_size` events, started on
@@ -41,6 +42,7 @@ from typing import Any
 
 import grpc
 
+from sealtrail._convert import STREAM_EVENTS_PER_MESSAGE
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc
 
 from . import cpu
@@ -48,6 +50,8 @@ from .events import EventFactory
 from .load import CALL_TIMEOUT, Window
 from .phases import PhaseResult, Timing, percentile_ms
 
+# Events per message, as the clients' stream() asks for them.
+BATCH = STREAM_EVENTS_PER_MESSAGE
 DRAIN_SECONDS = 30.0  # after the last acknowledgement, for every delivery to arrive
 _READY_TIMEOUT = 60.0
 # One connection per subscriber: channels to one target share a connection
@@ -354,7 +358,7 @@ class _Subscriber:
     async def subscribe(self) -> None:
         """Live start (the next event); subscribed once the first message, a
         heartbeat with the start cursor, has come."""
-        self._open(audit_service_pb2.StreamEventsRequest())
+        self._open(audit_service_pb2.StreamEventsRequest(max_events_per_message=BATCH))
         first = await self._call.read()
         if first is grpc.aio.EOF or not first.HasField("heartbeat"):
             raise RuntimeError(f"StreamEvents did not start with a heartbeat: {first}")
@@ -367,10 +371,11 @@ class _Subscriber:
             try:
                 while (response := await self._call.read()) is not grpc.aio.EOF:
                     now = clock()
-                    if response.HasField("event"):
-                        seqs.append(response.event.seq)
-                        arrived.append(now)
-                        self.cursor = response.event.seq
+                    if response.HasField("events"):
+                        for event in response.events.events:
+                            seqs.append(event.seq)
+                            arrived.append(now)
+                        self.cursor = seqs[-1]
                     else:
                         self.cursor = response.heartbeat.cursor
                 failure = "stream ended by the server"
@@ -384,7 +389,11 @@ class _Subscriber:
             await asyncio.sleep(0.1)
             if self._stopped:
                 return
-            self._open(audit_service_pb2.StreamEventsRequest(after_seq=self.cursor))
+            self._open(
+                audit_service_pb2.StreamEventsRequest(
+                    after_seq=self.cursor, max_events_per_message=BATCH
+                )
+            )
 
     def stop(self) -> None:
         self._stopped = True

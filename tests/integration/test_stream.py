@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any
 
+import grpc
 import pytest
 
 from sealtrail import (
@@ -21,7 +22,8 @@ from sealtrail import (
     build_event,
     build_filter,
 )
-from sealtrail.v1 import event_pb2
+from sealtrail.v1 import audit_service_pb2 as pb
+from sealtrail.v1 import audit_service_pb2_grpc, event_pb2
 from tests.conftest import ServerThread
 from tests.processes import ServerProcess
 
@@ -223,3 +225,68 @@ def test_resume_after_server_restarts_under_writers_is_exact(
     finally:
         process.terminate()
     assert seen[: len(expected)] == expected == list(range(1, len(expected) + 1))
+
+
+async def _read_events(call: Any, count: int) -> list[list[int]]:
+    """The seqs of each event-carrying message until `count` events came."""
+    messages: list[list[int]] = []
+    while sum(map(len, messages)) < count:
+        message = await asyncio.wait_for(call.read(), 30)
+        assert message is not grpc.aio.EOF
+        payload = message.WhichOneof("payload")
+        if payload == "events":
+            messages.append([event.seq for event in message.events.events])
+        elif payload == "event":
+            messages.append([message.event.seq])
+    return messages
+
+
+async def test_events_committed_together_arrive_together(server: ServerThread, tenant: str) -> None:
+    metadata = (("authorization", f"Bearer {server.token(tenant)}"),)
+    async with (
+        AsyncAuditClient(server.target, token=server.token(tenant)) as client,
+        grpc.aio.insecure_channel(server.target) as channel,
+    ):
+        stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+        await client.record_batch(events(30))  # replayed from the table
+        batched = stub.StreamEvents(
+            pb.StreamEventsRequest(after_seq=0, max_events_per_message=8), metadata=metadata
+        )
+        single = stub.StreamEvents(pb.StreamEventsRequest(after_seq=0), metadata=metadata)
+        assert (await _read_events(batched, 30)) == [
+            list(range(1, 9)),
+            list(range(9, 17)),
+            list(range(17, 25)),
+            list(range(25, 31)),
+        ]
+        assert (await _read_events(single, 30)) == [[seq] for seq in range(1, 31)]
+        await client.record_batch(events(20))  # one commit, delivered live
+        live = await _read_events(batched, 20)
+        assert [seq for message in live for seq in message] == list(range(31, 51))
+        assert max(map(len, live)) == 8  # the commit's events shared messages
+        assert (await _read_events(single, 20)) == [[seq] for seq in range(31, 51)]
+        batched.cancel()
+        single.cancel()
+
+
+async def test_events_per_message_is_bounded_and_checked(server: ServerThread, tenant: str) -> None:
+    metadata = (("authorization", f"Bearer {server.token(tenant)}"),)
+    async with (
+        AsyncAuditClient(server.target, token=server.token(tenant)) as client,
+        grpc.aio.insecure_channel(server.target) as channel,
+    ):
+        stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+        for _ in range(2):
+            await client.record_batch(events(600))
+        lowered = stub.StreamEvents(
+            pb.StreamEventsRequest(after_seq=0, max_events_per_message=5000), metadata=metadata
+        )
+        assert list(map(len, await _read_events(lowered, 1200))) == [1000, 200]
+        lowered.cancel()
+        negative = stub.StreamEvents(
+            pb.StreamEventsRequest(max_events_per_message=-1), metadata=metadata
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await negative.read()
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "max_events_per_message" in (refused.value.details() or "")

@@ -197,7 +197,11 @@ def _set_struct(target: struct_pb2.Struct, value: dict[str, Any]) -> None:
 
 def event_from_record(record: str, leaf_hash: bytes) -> event_pb2.Event:
     """The API view of a stored canonical record."""
-    data = json.loads(record)
+    return event_from_data(json.loads(record), leaf_hash)
+
+
+def event_from_data(data: dict[str, Any], leaf_hash: bytes) -> event_pb2.Event:
+    """The API view of a stored canonical record, already parsed."""
     event = event_pb2.Event(
         id=data["id"],
         seq=data["seq"],

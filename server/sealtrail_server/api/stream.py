@@ -12,7 +12,7 @@ Heartbeats carry `position`, from which a client resumes exactly.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any
@@ -20,18 +20,29 @@ from typing import Any
 import grpc
 
 from sealtrail.v1 import audit_service_pb2 as pb
+from sealtrail.v1 import event_pb2
 
 from ..domain.errors import FailedPrecondition, InvalidArgument
 from ..domain.event import timestamp_from_parts
 from ..domain.filters import EventFilter, RecordMatcher, validate_filter
 from ..store.database import Database
-from ..store.events import StoredEvent, first_seq_received_since, stream_events
+from ..store.events import first_seq_received_since, stream_events
 from ..store.tree import tree_size
-from ..stream.hub import StreamHub, Subscription
-from .convert import event_from_record, filter_draft
+from ..stream.hub import LiveEvent, StreamHub, Subscription
+from .convert import event_from_data, event_from_record, filter_draft
 from .guard import current_principal
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+
+MAX_EVENTS_PER_MESSAGE = 1000
+
+
+def _batch_limit(requested: int) -> int:
+    """Events per message: 0 for one per message in `event` (the default)."""
+    if requested < 0:
+        raise InvalidArgument.field("max_events_per_message", "must not be negative")
+    return min(requested, MAX_EVENTS_PER_MESSAGE)
 
 
 class StreamRpcs:
@@ -48,6 +59,7 @@ class StreamRpcs:
             if request.HasField("filter")
             else EventFilter()
         )
+        limit = _batch_limit(request.max_events_per_message)
         matcher = RecordMatcher(event_filter)
         subscription = await self._hub.subscribe(tenant_id, matcher)
         try:
@@ -60,20 +72,22 @@ class StreamRpcs:
                 size = await self._size(tenant_id)
                 # aclosing: a stream cancelled mid-read must give its cursor and
                 # connection back now, not whenever the generator is collected.
-                table = self._from_table(tenant_id, event_filter, position, size)
+                table = self._from_table(tenant_id, event_filter, position, size, limit)
                 async with aclosing(table):
-                    async for stored in table:
-                        yield _event(stored)
+                    async for events in table:
+                        for response in _responses(events, limit):
+                            yield response
                 position = max(position, size)
-                live = self._live(tenant_id, subscription, event_filter, position)
+                live = self._live(tenant_id, subscription, event_filter, position, limit)
                 async with aclosing(live):
                     async for item in live:
-                        if isinstance(item, StoredEvent):
-                            yield _event(item)
-                            position = item.seq
-                        else:
+                        if isinstance(item, int):
                             position = max(position, item)
                             yield _heartbeat(position)
+                        else:
+                            for response in _responses(item, limit):
+                                yield response
+                            position = item[-1].seq
         finally:
             self._hub.unsubscribe(subscription)
 
@@ -98,16 +112,27 @@ class StreamRpcs:
             )
         return request.after_seq
 
-    def _from_table(
-        self, tenant_id: str, event_filter: EventFilter, position: int, upto: int
-    ) -> AsyncGenerator[StoredEvent, None]:
-        return stream_events(
+    async def _from_table(
+        self, tenant_id: str, event_filter: EventFilter, position: int, upto: int, limit: int
+    ) -> AsyncGenerator[list[event_pb2.Event], None]:
+        """Matching events with position < seq <= upto from the table, in lists
+        of up to `limit` (at least one)."""
+        rows = stream_events(
             self._db,
             tenant_id=tenant_id,
             event_filter=event_filter,
             after_seq=position,
             upto_seq=upto,
         )
+        events: list[event_pb2.Event] = []
+        async with aclosing(rows):
+            async for stored in rows:
+                events.append(event_from_record(stored.record, stored.leaf_hash))
+                if len(events) >= limit:
+                    yield events
+                    events = []
+        if events:
+            yield events
 
     async def _live(
         self,
@@ -115,9 +140,11 @@ class StreamRpcs:
         subscription: Subscription,
         event_filter: EventFilter,
         position: int,
-    ) -> AsyncGenerator[StoredEvent | int, None]:
-        """Matching events from the hub, and positions to report as heartbeats.
-        Returns when the stream must read the table to catch up."""
+        limit: int,
+    ) -> AsyncGenerator[list[event_pb2.Event] | int, None]:
+        """Matching events from the hub, a delivery's at a time, and positions
+        to report as heartbeats. Returns when the stream must read the table to
+        catch up."""
         while not subscription.lagging:
             try:
                 delivery = await asyncio.wait_for(subscription.queue.get(), self._heartbeat_seconds)
@@ -126,21 +153,41 @@ class StreamRpcs:
                     return  # a notification was lost: read the table
                 yield position
                 continue
+            # Deliveries that queued while this stream was writing go out together.
             fresh = [e for e in delivery.events if e.stored.seq > position]
+            upto = delivery.upto
+            while not subscription.queue.empty():
+                delivery = subscription.queue.get_nowait()
+                fresh.extend(e for e in delivery.events if e.stored.seq > upto)
+                upto = max(upto, delivery.upto)
             if subscription.matcher.exact:
-                for live in fresh:
-                    if subscription.matcher.matches(live.record):
-                        yield live.stored
+                matches = subscription.matcher.matches
+                events = [_message(live) for live in fresh if matches(live.record)]
+                if events:
+                    yield events
             elif fresh:  # full-text search: let the database decide
-                table = self._from_table(tenant_id, event_filter, position, delivery.upto)
+                table = self._from_table(tenant_id, event_filter, position, upto, limit)
                 async with aclosing(table):
-                    async for stored in table:
-                        yield stored
-            position = max(position, delivery.upto)
+                    async for events in table:
+                        yield events
+            position = max(position, upto)
 
 
-def _event(stored: StoredEvent) -> pb.StreamEventsResponse:
-    return pb.StreamEventsResponse(event=event_from_record(stored.record, stored.leaf_hash))
+def _message(live: LiveEvent) -> event_pb2.Event:
+    """The event's wire message, built by its first subscriber for all."""
+    if live.message is None:
+        live.message = event_from_data(live.record, live.stored.leaf_hash)
+    message: event_pb2.Event = live.message
+    return message
+
+
+def _responses(events: list[event_pb2.Event], limit: int) -> Iterator[pb.StreamEventsResponse]:
+    if not limit:
+        for event in events:
+            yield pb.StreamEventsResponse(event=event)
+        return
+    for start in range(0, len(events), limit):
+        yield pb.StreamEventsResponse(events=pb.EventBatch(events=events[start : start + limit]))
 
 
 def _heartbeat(position: int) -> pb.StreamEventsResponse:

@@ -34,12 +34,14 @@ _FETCH_ROWS = 1000
 _RECONNECT_SECONDS = 1.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LiveEvent:
-    """A committed event, its record parsed once for every subscriber."""
+    """A committed event, its record parsed once for every subscriber; the API
+    layer keeps its wire message in `message`, built once for them all too."""
 
     stored: StoredEvent
     record: dict[str, Any]
+    message: Any = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -232,7 +232,12 @@ class AsyncAuditClient:
             try:
                 async for message in self._stub.StreamEvents(request, metadata=self._metadata):
                     attempt, since = 1, None
-                    if message.WhichOneof("payload") == "event":
+                    payload = message.WhichOneof("payload")
+                    if payload == "events":
+                        for event in message.events.events:
+                            cursor = event.seq
+                            yield event
+                    elif payload == "event":  # a server older than batched delivery
                         cursor = message.event.seq
                         yield message.event
                     else:

@@ -261,11 +261,18 @@ def inclusion_request(
     return integrity_pb2.GetInclusionProofRequest(seq=seq, tree_size=tree_size)
 
 
+# Events committed together reach a stream() together, in messages of up to this many.
+STREAM_EVENTS_PER_MESSAGE = 500
+
+
 def stream_request(
     event_filter: event_pb2.EventFilter | None, after_seq: int | None, since: datetime | None
 ) -> audit_service_pb2.StreamEventsRequest:
-    """A StreamEvents request starting after a cursor, at a time, or (neither) now."""
-    request = audit_service_pb2.StreamEventsRequest(filter=event_filter)
+    """A StreamEvents request starting after a cursor, at a time, or (neither)
+    now, for events in batches."""
+    request = audit_service_pb2.StreamEventsRequest(
+        filter=event_filter, max_events_per_message=STREAM_EVENTS_PER_MESSAGE
+    )
     if after_seq is not None:
         request.after_seq = after_seq
     elif since is not None:
