@@ -16,7 +16,7 @@ from .checkpoints import all_checkpoints
 from .database import Database
 
 _FETCH_ROWS = 5000
-_SEQ_KEY = '"seq":'
+_SEQ_KEY = b'"seq":'
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,18 +33,11 @@ class Verification:
     failure: Failure | None
 
 
-def _recorded_seq(record: str) -> int | None:
-    """The top-level `seq` of a canonical record. Keys are sorted, and after
-    `seq` only `severity`, `tenant_id` and `v` follow, none of which can hold
-    `"seq":`, so the last occurrence is the top-level one."""
-    at = record.rfind(_SEQ_KEY)
-    if at < 0:
-        return None
-    end = record.find(",", at)
-    try:
-        return int(record[at + len(_SEQ_KEY) : end])
-    except ValueError:
-        return None
+def _names_seq(record: bytes, seq: int) -> bool:
+    """Whether a canonical record's top-level `seq` is `seq`. Keys are sorted,
+    and after `seq` only `severity`, `tenant_id` and `v` follow, none of which
+    can hold `"seq":`, so the last occurrence is the top-level one."""
+    return record.startswith(b'"seq":%d,' % seq, record.rfind(_SEQ_KEY))
 
 
 async def verify_log(db: Database, *, tenant_id: str, verifiers: list[Verifier]) -> Verification:
@@ -81,11 +74,13 @@ async def verify_log(db: Database, *, tenant_id: str, verifiers: list[Verifier])
     async with (
         db.connection() as conn,
         conn.transaction(),
-        conn.cursor(name="sealtrail_verify_log") as cursor,
+        # Binary: records come as the UTF-8 bytes that were hashed, never decoded.
+        conn.cursor(name="sealtrail_verify_log", binary=True) as cursor,
         conn.cursor(name="sealtrail_verify_pairs") as pairs,
     ):
         await cursor.execute(
-            "SELECT seq, record, leaf_hash FROM events WHERE tenant_id = %s ORDER BY seq",
+            "SELECT seq, convert_to(record, 'UTF8'), leaf_hash FROM events"
+            " WHERE tenant_id = %s ORDER BY seq",
             [tenant_id],
         )
         # Level-1 nodes, stored when their pair of events was appended: a pair
@@ -109,7 +104,7 @@ async def verify_log(db: Database, *, tenant_id: str, verifiers: list[Verifier])
                     return _fail(
                         size, checked, expected, "RECORD_MISSING", f"seq {expected} is missing"
                     )
-                leaf = sha256(b"\x00" + record.encode()).digest()
+                leaf = sha256(b"\x00" + record).digest()
                 if leaf != stored_leaf:
                     return _fail(
                         size,
@@ -118,7 +113,7 @@ async def verify_log(db: Database, *, tenant_id: str, verifiers: list[Verifier])
                         "LEAF_MISMATCH",
                         "the leaf hash is not that of the record",
                     )
-                if _recorded_seq(record) != seq:
+                if not _names_seq(record, seq):
                     return _fail(
                         size, checked, seq, "RECORD_MISPLACED", "the record names another seq"
                     )
