@@ -1,0 +1,319 @@
+"""Redaction: secrets are removed from an event before it is canonicalized and
+hashed, because a hashed secret is committed forever.
+
+Three kinds of rule, each applied to the caller's part of the record:
+
+- field names: a value under a denied key (`password`, `api_key`, ...) in
+  `details` at any depth, or the before/after of a change whose `field` is
+  denied, is replaced whole, whatever its type;
+- value patterns: a secret found inside any free-text string (description,
+  actor and resource names, user agent, and every string in `details` and
+  `changes`) is replaced where it stands, the surrounding text kept;
+- API-key actors: the id of an `api_key` actor keeps its last 4 characters.
+
+A replaced value becomes `[REDACTED:<rule>]`, or, in HMAC mode,
+`hmac-sha256:<hex>`: HMAC-SHA256 under a per-tenant key of the secret's text
+(of its RFC 8785 JSON when it is not a string), so equal secrets still
+correlate and an investigator holding the value can find it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Final
+
+from .canonical import canonical_json
+
+FIELD_NAME_RULE: Final = "field_name"
+API_KEY_VISIBLE: Final = 4
+HMAC_PREFIX: Final = "hmac-sha256:"
+
+# Denied keys, compared lowercased with `_`, `-`, `.` and spaces removed; a key
+# is denied when it is one of these or ends with one (`db_password`,
+# `githubToken`, `aws_secret_access_key`).
+DEFAULT_FIELD_NAMES: Final = frozenset(
+    {
+        "password",
+        "passwd",
+        "passphrase",
+        "pwd",
+        "secret",
+        "secrets",
+        "token",
+        "tokens",
+        "authorization",
+        "cookie",
+        "cookies",
+        "setcookie",
+        "apikey",
+        "privatekey",
+        "secretkey",
+        "accesskey",
+        "credential",
+        "credentials",
+        "sessionid",
+        "cvv",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ValuePattern:
+    """A secret inside text: `regex` finds it; the `group` (0: the whole match)
+    is what is replaced. `check`, when set, must also accept the secret."""
+
+    name: str
+    regex: re.Pattern[str]
+    group: int = 0
+    check: Any = None  # Callable[[str], bool]; Any keeps the dataclass hashable
+
+
+def _high_entropy(value: str) -> bool:
+    """Random-looking: three character classes (so hex digests and UUIDs are
+    not) and at least 3.5 bits of Shannon entropy per character."""
+    classes = (
+        any(c.islower() for c in value)
+        + any(c.isupper() for c in value)
+        + any(c.isdigit() for c in value)
+        + any(not c.isalnum() for c in value)
+    )
+    if classes < 3:
+        return False
+    counts = Counter(value).values()
+    size = len(value)
+    return -sum(n / size * math.log2(n / size) for n in counts) >= 3.5
+
+
+_UUID: Final = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+
+def _random_value(value: str) -> bool:
+    return _UUID.fullmatch(value) is None and _high_entropy(value)
+
+
+def _basic_credentials(value: str) -> bool:
+    """Base64 of `user:password`, not a word that follows "basic"."""
+    try:
+        decoded = base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return b":" in decoded
+
+
+def _pattern(name: str, regex: str, group: int = 0, check: Any = None) -> ValuePattern:
+    return ValuePattern(name, re.compile(regex), group, check)
+
+
+DEFAULT_PATTERNS: Final = (
+    _pattern(
+        "pem_private_key",
+        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?"
+        r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----",
+    ),
+    _pattern("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+    _pattern("bearer", r"(?i)\bbearer\s+([A-Za-z0-9._~+/-]{8,}=*)", 1),
+    _pattern("basic_auth", r"(?i)\bbasic\s+([A-Za-z0-9+/]{8,}={0,2})", 1, _basic_credentials),
+    _pattern("url_password", r"\b[a-z][a-z0-9+.-]*://[^/\s:@]+:([^/\s@]+)@", 1),
+    _pattern("aws_access_key", r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"),
+    _pattern("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
+    _pattern("stripe_key", r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}"),
+    _pattern("slack_token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
+    _pattern("slack_webhook", r"https://hooks\.slack\.com/services/[A-Za-z0-9]+/[A-Za-z0-9]+/\w+"),
+    _pattern("sealtrail_token", r"\bstk_[A-Za-z0-9_-]{20,}"),
+    _pattern(
+        "secret_assignment",
+        r"(?i)\b[a-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key"
+        r"|private[_-]?key|credentials?)[\"']?\s*[=:]\s*[\"']?([^\s\"'&,;]{4,})",
+        1,
+    ),
+    _pattern(
+        "high_entropy_assignment",
+        r"\b[A-Za-z_][A-Za-z0-9_.-]*[\"']?\s*[=:]\s*[\"']?"
+        r"([A-Za-z0-9+_~-][A-Za-z0-9+/_.~-]{19,}={0,2})",
+        1,
+        _random_value,
+    ),
+)
+
+# Strings of the record that are free text, besides those in details and changes.
+_FREE_TEXT: Final = (
+    ("description",),
+    ("actor", "display_name"),
+    ("actor", "email"),
+    ("resource", "name"),
+    ("resource", "id"),
+    ("context", "user_agent"),
+)
+
+
+def _normalized(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "").replace(".", "").replace(" ", "")
+
+
+@dataclass(frozen=True)
+class Redactor:
+    """The rules, and how a match is written."""
+
+    field_names: frozenset[str] = DEFAULT_FIELD_NAMES
+    patterns: tuple[ValuePattern, ...] = DEFAULT_PATTERNS
+    _suffixes: tuple[str, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        names = tuple(sorted({_normalized(n) for n in self.field_names}, key=len, reverse=True))
+        object.__setattr__(self, "_suffixes", names)
+
+    def with_rules(
+        self, *, field_names: Iterable[str] = (), patterns: Iterable[ValuePattern] = ()
+    ) -> Redactor:
+        """These rules and more."""
+        return Redactor(self.field_names | set(field_names), (*self.patterns, *patterns))
+
+    def denies(self, key: str) -> bool:
+        return _normalized(key).endswith(self._suffixes)
+
+    def redact(self, body: dict[str, Any], *, hmac_key: bytes | None = None) -> Redaction:
+        """`body` with its secrets replaced (a new dict; `body` is left as it
+        was), and which rules matched where."""
+        run = _Run(self, hmac_key)
+        result = dict(body)
+        for path in _FREE_TEXT:
+            parent: Any = result
+            for key in path[:-1]:
+                parent = parent.get(key)
+                if not isinstance(parent, dict):
+                    break
+            else:
+                value = parent.get(path[-1])
+                if isinstance(value, str):
+                    cleaned = run.text(value, ".".join(path))
+                    if cleaned is not value:
+                        _set(result, path, cleaned)
+        actor = result.get("actor")
+        if isinstance(actor, dict) and actor.get("type") == "api_key":
+            actor_id = actor.get("id")
+            if isinstance(actor_id, str) and len(actor_id) > API_KEY_VISIBLE:
+                masked = "*" * 4 + actor_id[-API_KEY_VISIBLE:]
+                _set(result, ("actor", "id"), masked)
+                run.hits.append(("actor.id", "api_key_actor"))
+        if "details" in result:
+            result["details"] = run.value(result["details"], "details")
+        if "changes" in result:
+            result["changes"] = [
+                run.change(change, f"changes[{i}]") for i, change in enumerate(result["changes"])
+            ]
+        if not run.hits:
+            return Redaction(body, [])
+        return Redaction(result, run.hits)
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """A body after redaction, and each (path, rule) that changed it."""
+
+    body: dict[str, Any]
+    hits: list[tuple[str, str]]
+
+
+def _set(body: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    """Set body[path] = value, copying the dicts on the way (the caller's body
+    and its parts are never changed)."""
+    if len(path) == 1:
+        body[path[0]] = value
+        return
+    child = dict(body[path[0]])
+    _set(child, path[1:], value)
+    body[path[0]] = child
+
+
+def hmac_token(key: bytes, value: Any) -> str:
+    """`hmac-sha256:<hex>` of a secret: its text, or RFC 8785 JSON if not a string."""
+    data = value.encode() if isinstance(value, str) else canonical_json(value, plain=False)
+    return HMAC_PREFIX + hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+class _Run:
+    """One event's redaction: the replacements and what was hit."""
+
+    def __init__(self, redactor: Redactor, hmac_key: bytes | None) -> None:
+        self.redactor = redactor
+        self.hmac_key = hmac_key
+        self.hits: list[tuple[str, str]] = []
+
+    def replacement(self, secret: Any, rule: str) -> str:
+        if self.hmac_key is not None:
+            return hmac_token(self.hmac_key, secret)
+        return f"[REDACTED:{rule}]"
+
+    def text(self, text: str, path: str) -> str:
+        """`text` with every secret a pattern finds replaced; `text` itself
+        (the same object) when none is found."""
+        result = text
+        for pattern in self.redactor.patterns:
+            if pattern.regex.search(result) is None:
+                continue
+            result = pattern.regex.sub(
+                partial(self._substitute, pattern=pattern, path=path), result
+            )
+        return result
+
+    def _substitute(self, match: re.Match[str], *, pattern: ValuePattern, path: str) -> str:
+        secret = match.group(pattern.group)
+        if secret.startswith(("[REDACTED:", HMAC_PREFIX)):
+            return match.group(0)  # already replaced by an earlier rule
+        if pattern.check is not None and not pattern.check(secret):
+            return match.group(0)
+        self.hits.append((path, pattern.name))
+        whole, offset = match.group(0), match.start(0)
+        start, end = match.start(pattern.group) - offset, match.end(pattern.group) - offset
+        return whole[:start] + self.replacement(secret, pattern.name) + whole[end:]
+
+    def value(self, value: Any, path: str) -> Any:
+        """A JSON value with denied keys' values replaced and text cleaned, at any depth."""
+        if isinstance(value, str):
+            return self.text(value, path)
+        if isinstance(value, dict):
+            cleaned = {}
+            for key, item in value.items():
+                where = f"{path}.{key}"
+                if self.redactor.denies(key) and not _empty(item):
+                    self.hits.append((where, FIELD_NAME_RULE))
+                    cleaned[key] = self.replacement(item, FIELD_NAME_RULE)
+                else:
+                    cleaned[key] = self.value(item, where)
+            return cleaned
+        if isinstance(value, list):
+            return [self.value(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return value
+
+    def change(self, change: dict[str, Any], path: str) -> dict[str, Any]:
+        name = change.get("field")
+        cleaned = dict(change)
+        for side in ("before", "after"):
+            if side not in change:
+                continue
+            if isinstance(name, str) and self.redactor.denies(_last_segment(name)):
+                if not _empty(change[side]):
+                    self.hits.append((f"{path}.{side}", FIELD_NAME_RULE))
+                    cleaned[side] = self.replacement(change[side], FIELD_NAME_RULE)
+            else:
+                cleaned[side] = self.value(change[side], f"{path}.{side}")
+        return cleaned
+
+
+def _last_segment(field_path: str) -> str:
+    """`credentials.password` -> `password`; `headers[authorization]` -> `authorization`."""
+    return re.split(r"[.\[\]/]", field_path.strip(".[]/"))[-1] or field_path
+
+
+def _empty(value: Any) -> bool:
+    """Nothing to hide: null, "", or an empty object or array."""
+    return value is None or value == "" or value == {} or value == []

@@ -1,0 +1,259 @@
+"""Redaction rules: a corpus of secrets (every one fake, shaped like the real
+thing) is removed wherever it is placed, ordinary text is left alone, and HMAC
+mode correlates equal secrets under one tenant's key only."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from typing import Any
+
+import pytest
+
+from sealtrail_server.domain.redaction import (
+    HMAC_PREFIX,
+    Redactor,
+    ValuePattern,
+    hmac_token,
+)
+
+REDACTOR = Redactor()
+
+# (rule, the secret, text around it with {} where the secret goes)
+SECRETS: list[tuple[str, str, str]] = [
+    (
+        "jwt",
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+        "session {} expired",
+    ),
+    (
+        "jwt",
+        "eyJraWQiOiJrMSIsImFsZyI6IlJTMjU2In0.eyJpc3MiOiJhY21lIiwiZXhwIjoxfQ.c2lnbmF0dXJlLWJ5dGVzLWhlcmU",
+        "id_token {}",
+    ),
+    ("bearer", "mF_9.B5f-4.1JqM", "Authorization: Bearer {}"),
+    ("bearer", "ya29.a0AfH6SMBx3kLq9Zt", "sent header 'authorization: bearer {}' upstream"),
+    ("basic_auth", "YWxhZGRpbjpvcGVuc2VzYW1l", "Authorization: Basic {}"),
+    ("basic_auth", "dXNlcjpodW50ZXIy", "curl -H 'Authorization: basic {}'"),
+    ("aws_access_key", "AKIAIOSFODNN7EXAMPLE", "rotated key {} for ci"),
+    ("aws_access_key", "ASIAY34FZKBOKMUTVV7A", "{}"),
+    ("github_token", "ghp_16C7e42F292c6912E7710c838347Ae178B4a", "pushed with {}"),
+    ("github_token", "gho_16C7e42F292c6912E7710c838347Ae178B4b", "oauth {} granted"),
+    ("github_token", "ghs_16C7e42F292c6912E7710c838347Ae178B4c", "{}"),
+    (
+        "github_token",
+        "github_pat_11ABCDEFG0abcdefghijkl_mnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQR",
+        "token {}",
+    ),
+    ("stripe_key", "sk_live_4eC39HqLyjWDarjtT1zdp7dc", "charged with {}"),
+    ("stripe_key", "rk_test_51H8x2eF4kLmNoPqRsTuVwXyZ", "restricted {}"),
+    ("slack_token", "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", "bot {}"),
+    ("slack_token", "xoxp-123456789012-123456789012-123456789012-abcdef1234567890", "{}"),
+    (
+        "slack_webhook",
+        "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX",
+        "alerts go to {}",
+    ),
+    (
+        "pem_private_key",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo\n"
+        "-----END RSA PRIVATE KEY-----",
+        "key:\n{}\n",
+    ),
+    (
+        "pem_private_key",
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIGF3x\n-----END PRIVATE KEY-----",
+        "{}",
+    ),
+    (
+        "pem_private_key",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"
+        "-----END OPENSSH PRIVATE KEY-----",
+        "deploy key {}",
+    ),
+    ("url_password", "s3cr3tP4ss", "postgres://app:{}@db.internal:5432/main"),
+    ("url_password", "hunter2!", "connected to https://admin:{}@example.com/"),
+    ("secret_assignment", "hunter2", "login failed for password={}"),
+    ("secret_assignment", "Tr0ub4dor&3", "user set PASSWORD: {} then left"),
+    ("secret_assignment", "abc123xyz", "config client_secret={}"),
+    ("secret_assignment", "tok_live_99", "api_key={}&page=2"),
+    ("secret_assignment", "qwerty-12", "db_passwd = '{}'"),
+    ("secret_assignment", "s00persecret", 'env {{"AWS_SECRET_ACCESS_KEY": "{}"}}'),
+    ("high_entropy_assignment", "Zq8vN2xLmR4tY7wK1pS9dF3gH6jB0cXe", "signing seed={} loaded"),
+    ("high_entropy_assignment", "a9F+3kLm/Qz7Xw2Rt8Yp5Vn1Bc6Hd4Jg==", "blob: {}"),
+    ("sealtrail_token", "stk_3f9aK2mQ8xW1zR7tY4pL6nB0vC5dH9jG", "issued {}"),
+]
+
+ORDINARY = [
+    "user alice@example.com signed in from 10.0.0.1",
+    "request_id=550e8400-e29b-41d4-a716-446655440000 trace 4bf92f3577b34da6a3ce929d0e0e4736",
+    "sha256=9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "the token count was 42 and the password policy changed",
+    "uses basic authentication for the legacy portal",
+    "see https://docs.example.com/guides/rotating-keys-safely for details",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0",
+    "occurred at 2026-11-22T10:00:00Z in eu-west-1",
+]
+
+
+def _event(**fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "action": "secret.test",
+        "severity": "info",
+        "outcome": "success",
+        "actor": {"type": "user", "id": "u1"},
+    }
+    body.update(fields)
+    return body
+
+
+def _places(text: str) -> list[dict[str, Any]]:
+    """The body with `text` in each free-text place redaction must cover."""
+    return [
+        _event(description=text),
+        _event(context={"user_agent": text}),
+        _event(resource={"type": "doc", "name": text}),
+        _event(actor={"type": "user", "id": "u1", "display_name": text}),
+        _event(details={"note": text}),
+        _event(details={"deep": [{"deeper": {"note": text}}]}),
+        _event(changes=[{"field": "note", "before": "x", "after": text}]),
+        _event(changes=[{"field": "config", "before": {"env": [text]}}]),
+    ]
+
+
+def test_the_corpus_is_large_enough() -> None:
+    assert len(SECRETS) >= 30
+    assert {rule for rule, _, _ in SECRETS} >= {
+        "jwt",
+        "bearer",
+        "basic_auth",
+        "aws_access_key",
+        "github_token",
+        "stripe_key",
+        "slack_token",
+        "pem_private_key",
+        "high_entropy_assignment",
+    }
+
+
+@pytest.mark.parametrize(("rule", "secret", "template"), SECRETS)
+def test_every_secret_is_removed_wherever_it_is(rule: str, secret: str, template: str) -> None:
+    text = template.format(secret)
+    for body in _places(text):
+        redaction = REDACTOR.redact(body)
+        stored = json.dumps(redaction.body)
+        assert secret not in stored and json.dumps(secret)[1:-1] not in stored
+        assert any(hit_rule == rule for _, hit_rule in redaction.hits), redaction.hits
+        assert f"[REDACTED:{rule}]" in stored
+
+
+@pytest.mark.parametrize("text", ORDINARY)
+def test_ordinary_text_is_left_alone(text: str) -> None:
+    for body in _places(text):
+        redaction = REDACTOR.redact(body)
+        assert redaction.hits == [] and redaction.body is body
+
+
+def test_the_surrounding_text_is_kept() -> None:
+    body = _event(description="Authorization: Bearer abcdefgh12345678 from ci")
+    assert REDACTOR.redact(body).body["description"] == (
+        "Authorization: Bearer [REDACTED:bearer] from ci"
+    )
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "password",
+        "db_password",
+        "userPassword",
+        "client-secret",
+        "GITHUB_TOKEN",
+        "api_key",
+        "apiKey",
+        "private_key",
+        "Authorization",
+        "set-cookie",
+        "aws_secret_access_key",
+        "credentials",
+        "session_id",
+    ],
+)
+def test_values_under_denied_keys_are_replaced_whole(key: str) -> None:
+    body = _event(details={"outer": {key: {"nested": ["anything", 1]}}, "kept": "visible"})
+    redaction = REDACTOR.redact(body)
+    assert redaction.body["details"] == {
+        "outer": {key: "[REDACTED:field_name]"},
+        "kept": "visible",
+    }
+    assert redaction.hits == [(f"details.outer.{key}", "field_name")]
+    assert body["details"]["outer"][key] == {"nested": ["anything", 1]}  # the input is untouched
+
+
+@pytest.mark.parametrize("key", ["token_count", "api_key_id", "author", "description", "tokenizer"])
+def test_keys_that_only_resemble_secrets_are_kept(key: str) -> None:
+    body = _event(details={key: "value"})
+    assert REDACTOR.redact(body).hits == []
+
+
+def test_changes_of_a_denied_field_hide_both_sides() -> None:
+    body = _event(
+        changes=[
+            {"field": "settings.smtp.password", "before": "old-pass", "after": "new-pass"},
+            {"field": "api_token", "after": "t0k3n"},
+            {"field": "password", "before": None, "after": ""},  # nothing to hide
+            {"field": "role", "before": "viewer", "after": "admin"},
+        ]
+    )
+    changes = REDACTOR.redact(body).body["changes"]
+    assert changes == [
+        {
+            "field": "settings.smtp.password",
+            "before": "[REDACTED:field_name]",
+            "after": "[REDACTED:field_name]",
+        },
+        {"field": "api_token", "after": "[REDACTED:field_name]"},
+        {"field": "password", "before": None, "after": ""},
+        {"field": "role", "before": "viewer", "after": "admin"},
+    ]
+
+
+def test_api_key_actors_keep_their_last_four_characters() -> None:
+    body = _event(actor={"type": "api_key", "id": "key_live_8f3b2a91c4"})
+    redaction = REDACTOR.redact(body)
+    assert redaction.body["actor"]["id"] == "****91c4"
+    assert ("actor.id", "api_key_actor") in redaction.hits
+    user = _event(actor={"type": "user", "id": "key_live_8f3b2a91c4"})
+    assert REDACTOR.redact(user).body["actor"]["id"] == "key_live_8f3b2a91c4"
+
+
+def test_hmac_mode_correlates_equal_secrets_under_one_tenant_key() -> None:
+    key_a, key_b = b"a" * 32, b"b" * 32
+    body = _event(
+        description="password=hunter22 then password=hunter22",
+        details={"password": "hunter22", "api_key": {"id": 7}},
+    )
+    first = REDACTOR.redact(body, hmac_key=key_a).body
+    again = REDACTOR.redact(body, hmac_key=key_a).body
+    other = REDACTOR.redact(body, hmac_key=key_b).body
+    expected = HMAC_PREFIX + hmac.new(key_a, b"hunter22", hashlib.sha256).hexdigest()
+    assert first == again
+    assert first["details"]["password"] == expected
+    assert first["description"] == f"password={expected} then password={expected}"
+    assert first["details"]["api_key"] == hmac_token(key_a, {"id": 7})
+    assert other["details"]["password"] != expected
+    assert "hunter22" not in json.dumps(first)
+
+
+def test_rules_are_configurable() -> None:
+    custom = REDACTOR.with_rules(
+        field_names=["ssn"],
+        patterns=[ValuePattern("employee_badge", re.compile(r"\bBADGE-\d{6}\b"))],
+    )
+    body = _event(description="badge BADGE-123456 used", details={"SSN": "123-45-6789"})
+    redacted = custom.redact(body).body
+    assert redacted["description"] == "badge [REDACTED:employee_badge] used"
+    assert redacted["details"] == {"SSN": "[REDACTED:field_name]"}
+    assert REDACTOR.redact(body).hits == []  # the defaults are unchanged
