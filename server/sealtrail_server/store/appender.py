@@ -15,11 +15,12 @@ events are waiting) and writes it all in ONE transaction:
 
 fsync and round trips are paid once per batch instead of once per event.
 
-Traced (a `tracer` given), each call waits in a `sealtrail.append` span, a
-child of its RPC's span; each batch is a `sealtrail.append.commit` span of
+Traced (a `tracer` given), each batch is a `sealtrail.append.commit` span of
 its own trace, parent of the batch's statement spans. A batch serves many
-callers, so it is no one's child: it links to each caller's append span, and
-each of those links back to it.
+calls, so it is no one's child: it links to the span of each call it
+commits (the RPC's span, current when `append` was called), and each of
+those links back to it. (A span per waiting call as well cost more than the
+rest of tracing together; the RPC's span already covers the wait.)
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class _Submission:
     tenant_id: str
     events: Sequence[ValidEvent]
     future: asyncio.Future[list[AppendOutcome]]
-    span: trace.Span | None = None  # the caller's append span, when traced
+    span: trace.Span | None = None  # the calling RPC's span, when traced and recorded
 
 
 @dataclass(slots=True)
@@ -158,24 +159,17 @@ class Appender:
         """Append `events` to the tenant's log; answers after they are committed."""
         if self._stopping:
             raise Unavailable("the server is shutting down", retry_after=1.0)
-        if self._tracer is None:
-            return await self._submit(_Submission(tenant_id, events, self._future()))
-        with self._tracer.start_as_current_span(
-            "sealtrail.append", attributes={"sealtrail.events": len(events)}
-        ) as span:
-            return await self._submit(_Submission(tenant_id, events, self._future(), span))
-
-    @staticmethod
-    def _future() -> asyncio.Future[list[AppendOutcome]]:
-        return asyncio.get_running_loop().create_future()
-
-    async def _submit(self, submission: _Submission) -> list[AppendOutcome]:
+        future: asyncio.Future[list[AppendOutcome]] = asyncio.get_running_loop().create_future()
+        caller = trace.get_current_span() if self._tracer is not None else None
+        if caller is not None and not caller.is_recording():
+            caller = None
+        submission = _Submission(tenant_id, events, future, caller)
         self._pending.submissions.append(submission)
-        self._pending.events += len(submission.events)
+        self._pending.events += len(events)
         self._has_work.set()
         if self._pending.events >= self._batch_events:
             self._batch_full.set()
-        return await submission.future
+        return await future
 
     async def _run(self) -> None:
         while True:
@@ -218,6 +212,7 @@ class Appender:
         if self._tracer is None:
             await self._commit(batch)
             return
+        # A call that gave up waiting has ended its span: no links to it.
         callers = [s.span for s in batch if s.span is not None and s.span.is_recording()]
         with self._tracer.start_as_current_span(
             "sealtrail.append.commit",

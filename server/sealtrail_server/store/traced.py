@@ -28,7 +28,6 @@ def describe(text: str) -> tuple[str, dict[str, str]]:
     match = _OPERATION.match(text)
     operation = match.group(1).upper() if match else "SQL"
     attributes = {
-        "db.system": "postgresql",
         "db.system.name": "postgresql",
         "db.operation.name": operation,
         "db.query.text": text,
