@@ -48,6 +48,17 @@ Issue 4's figures (StreamEvents, Export), likewise:
   reading the same rows through a server-side cursor and writing them with the
   server's own CsvEncoder (target >= 0.60).
 
+Issue 5's figure (tracing):
+
+- Record, tracing on / Record, tracing off: Record as above from callers that
+  send a sampled traceparent and an x-request-id with every call, on the usual
+  server (no OTEL_* settings: no spans, but the ids still reach the events)
+  and on a third server that traces every call (OTEL_TRACES_SAMPLER=always_on:
+  server span, append span, batch commit span and statement spans) and exports
+  over OTLP/gRPC to a sink in the bench process that only counts (target >=
+  0.85). Its notes say how many of the window's calls the sink got a server
+  span for, so spans dropped under load would show.
+
 Every server of a run signs checkpoints with one key made for the run, and
 keeps its data in the run's temp dir.
 

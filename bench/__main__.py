@@ -9,6 +9,7 @@ import contextlib
 import os
 import platform
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -21,7 +22,7 @@ import psycopg
 from sealtrail import AuditClient
 from sealtrail.tlog import generate_signer_key
 
-from . import cpu, environment, export, integrity, stream
+from . import cpu, environment, export, integrity, stream, tracing
 from .load import Window, Workload
 from .phases import (
     PhaseResult,
@@ -39,7 +40,9 @@ from .report import format_report, write_json
 # (a second server with SEALTRAIL_STORE_TREE_NODES=false); GetInclusionProof;
 # raw read vs VerifyLog; raw hashlib vs verify_bundle. Then issue 4's: stream
 # delivery (its baseline, the RecordBatch acks, is measured in its window);
-# raw cursor CSV vs Export.
+# raw cursor CSV vs Export. Then issue 5's: Record with tracing off (the usual
+# server) and on (a third server exporting every span to a counting sink),
+# both from callers that send a traceparent and x-request-id.
 PHASES = (
     "empty",
     "record",
@@ -55,6 +58,8 @@ PHASES = (
     "stream",
     "rawcsv",
     "export",
+    "record-untraced",
+    "record-traced",
 )
 # A figure and its baseline run in the other order every other round, so
 # drift over the run (a growing table, a warming cache) favours neither.
@@ -63,6 +68,7 @@ PAIRS = (
     ("rawread", "verifylog"),
     ("bundlehash", "bundle"),
     ("rawcsv", "export"),
+    ("record-untraced", "record-traced"),
 )
 NEEDS_LOG = frozenset({"proofs", "rawread", "verifylog", "bundlehash", "bundle"})
 NEEDS_BUNDLE = frozenset({"bundlehash", "bundle"})
@@ -218,6 +224,8 @@ class Bench:
         server: environment.Server | None,
         *,
         bare_server: environment.Server | None = None,
+        traced_server: environment.Server | None = None,
+        spans: tracing.Received | None = None,
         verifier_key: str = "",
         workdir: Path,
     ) -> None:
@@ -225,6 +233,8 @@ class Bench:
         self.database = database
         self.server = server
         self.bare_server = bare_server
+        self.traced_server = traced_server
+        self.spans = spans
         self.verifier_key = verifier_key
         self.workdir = workdir
         self.timing = Timing(options.warmup, options.duration)
@@ -271,6 +281,8 @@ class Bench:
             "stream": self.stream_delivery,
             "rawcsv": self.raw_csv,
             "export": self.export_csv,
+            "record-untraced": self.record_untraced,
+            "record-traced": self.record_traced,
         }[figure]
         print(f"round {self.round}: measuring {figure} ...", file=sys.stderr, flush=True)
         return measure()
@@ -290,6 +302,7 @@ class Bench:
         server: environment.Server | None = None,
         label: str | None = None,
         tree_size: int = 0,
+        traced: bool = False,
     ) -> list[Workload]:
         server = server or self.server
         assert server is not None
@@ -302,6 +315,7 @@ class Bench:
                 token=token,
                 key_prefix=f"{self.run_id}-r{self.round}-{label or kind}-c{i}",
                 tree_size=tree_size,
+                traced=traced,
             )
             for i, n in enumerate(split(in_flight, self.options.clients))
         ]
@@ -368,12 +382,57 @@ class Bench:
         need the nodes): what Record costs without proof storage."""
         return self._record_on(self.bare_server, "record-noproofs", "Record, no proofs stored")
 
-    def _record_on(self, server: environment.Server | None, figure: str, name: str) -> PhaseResult:
+    def _record_on(
+        self,
+        server: environment.Server | None,
+        figure: str,
+        name: str,
+        *,
+        traced: bool = False,
+    ) -> PhaseResult:
+        return self._record_window(server, figure, name, traced=traced)[0]
+
+    def _record_window(
+        self,
+        server: environment.Server | None,
+        figure: str,
+        name: str,
+        *,
+        traced: bool = False,
+    ) -> tuple[PhaseResult, Window]:
         workloads = self._grpc_workloads(
-            "record", self.token(figure), self.options.concurrency, server=server, label=figure
+            "record",
+            self.token(figure),
+            self.options.concurrency,
+            server=server,
+            label=figure,
+            traced=traced,
         )
         result, window = self._run(name, "events/s", workloads, server)
         result.events_per_commit = events_per_commit(self.database.url, self.tenant(figure), window)
+        return result, window
+
+    # --- issue 5: tracing -----------------------------------------------------
+
+    def record_untraced(self) -> PhaseResult:
+        """Record on the usual server (no OTEL_* settings: no spans), from
+        callers sending a traceparent and an x-request-id with each call."""
+        return self._record_on(self.server, "record-untraced", "Record, tracing off", traced=True)
+
+    def record_traced(self) -> PhaseResult:
+        """The same calls on a third server tracing every call at 100%
+        sampling and exporting the spans over OTLP/gRPC to a counting sink.
+        Notes how many of the window's calls the sink got a server span of."""
+        assert self.spans is not None
+        result, window = self._record_window(
+            self.traced_server, "record-traced", "Record, tracing on (100%)", traced=True
+        )
+        time.sleep(6)  # the batch span processor sends at least every 5 s
+        result.notes["calls"] = result.calls
+        result.notes["server_spans_of_window"] = self.spans.server_spans_between(
+            window.start, window.end
+        )
+        result.notes["spans_exported_so_far"] = self.spans.spans
         return result
 
     def inclusion_proofs(self) -> PhaseResult:
@@ -554,6 +613,25 @@ def _bare_server_if_needed(
         yield server
 
 
+@contextlib.contextmanager
+def _traced_server_if_needed(
+    figures: list[str],
+    database: environment.Database,
+    workdir: Path,
+    settings: dict[str, str],
+) -> Iterator[tuple[environment.Server | None, tracing.Received | None]]:
+    """The third server, tracing every call into a counting OTLP sink, for record-traced."""
+    if "record-traced" not in figures:
+        yield None, None
+        return
+    with tracing.sink() as (endpoint, received):
+        traced = {**settings, **tracing.traced_settings(endpoint)}
+        with environment.server(
+            database.url, workdir, name="traced-server", settings=traced
+        ) as server:
+            yield server, received
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     figures = options.figures
@@ -592,12 +670,18 @@ def main(argv: list[str] | None = None) -> int:
         with (
             _server_if_needed(figures, database, workdir, settings) as server,
             _bare_server_if_needed(figures, database, workdir, settings) as bare_server,
+            _traced_server_if_needed(figures, database, workdir, settings) as (
+                traced_server,
+                spans,
+            ),
         ):
             bench = Bench(
                 options,
                 database,
                 server,
                 bare_server=bare_server,
+                traced_server=traced_server,
+                spans=spans,
                 verifier_key=signer.verifier.text(),
                 workdir=workdir,
             )

@@ -117,15 +117,20 @@ def server(
     settings: Mapping[str, str] | None = None,
 ) -> Iterator[Server]:
     """`sealtrail_server serve` on a free port, with `settings` (SEALTRAIL_*
-    variables) added to its environment; SIGTERM and wait on exit. Its stdout
-    and stderr go to `workdir`/`name`.out and .err (shown if it fails)."""
+    and OTEL_* variables) added to its environment; SIGTERM and wait on exit.
+    OTEL_* variables of this process are not passed on: a server traces only
+    when its settings say so. Its stdout and stderr go to `workdir`/`name`.out
+    and .err (shown if it fails)."""
     out_path, err_path = workdir / f"{name}.out", workdir / f"{name}.err"
     with out_path.open("w") as out, err_path.open("w") as err:
         process = subprocess.Popen(
             _sealtrail_server("serve", "--listen", "127.0.0.1:0", "--database-url", database_url),
             stdout=out,
             stderr=err,
-            env={**os.environ, **(settings or {})},
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+                **(settings or {}),
+            },
         )
     try:
         target = _wait_until_serving(process, out_path, err_path)

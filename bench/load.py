@@ -13,6 +13,7 @@ import collections
 import multiprocessing
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -26,6 +27,7 @@ from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, integrity_pb
 from sealtrail_server.store.appender import _COPY_EVENTS as COPY_EVENTS
 
 from .events import EventFactory, RowFactory
+from .tracing import traceparent
 
 CALL_TIMEOUT = 60.0
 _READY_TIMEOUT = 60.0
@@ -49,6 +51,8 @@ class Workload:
     tenant: str = ""
     key_prefix: str = ""
     tree_size: int = 0
+    # Each call sends a new sampled traceparent and x-request-id, as a traced caller does.
+    traced: bool = False
 
 
 @dataclass(frozen=True)
@@ -235,11 +239,21 @@ def _make_call(workload: Workload, channel: grpc.aio.Channel) -> Call:
 
     factory = EventFactory(workload.key_prefix)
     if workload.kind == "record":
+        traced = workload.traced
 
         async def record() -> int:
             request = audit_service_pb2.RecordRequest()
             factory.make(request.event)
-            await stub.Record(request, metadata=metadata, timeout=CALL_TIMEOUT)
+            if traced:  # the event leaves its correlation to the call, as most callers do
+                request.event.context.ClearField("request_id")
+                call_metadata = (
+                    *metadata,
+                    ("traceparent", traceparent()),
+                    ("x-request-id", str(uuid.uuid4())),
+                )
+            else:
+                call_metadata = metadata
+            await stub.Record(request, metadata=call_metadata, timeout=CALL_TIMEOUT)
             return 1
 
         return record

@@ -51,6 +51,8 @@ RATIOS = (
     # Issue 4's.
     Ratio("stream p99 / RecordBatch ack p99", "stream", "stream-ack", None, "latency_p99_ms"),
     Ratio("Export CSV / raw cursor CSV", "export", "rawcsv", 0.60),
+    # Issue 5's.
+    Ratio("Record traced / untraced", "record-traced", "record-untraced", 0.85),
 )
 
 

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 from hypothesis import settings
+from opentelemetry.sdk.trace import TracerProvider
 
 from sealtrail import AuditClient
 from sealtrail.tlog import generate_signer_key
@@ -74,7 +75,9 @@ def migrated_database_url(database_url: str) -> str:
 class ServerThread:
     """A Sealtrail server in a thread of its own, with its own event loop."""
 
-    def __init__(self, database_url: str, **settings: Any) -> None:
+    def __init__(
+        self, database_url: str, *, tracer_provider: TracerProvider | None = None, **settings: Any
+    ) -> None:
         defaults: dict[str, Any] = {
             "signing_key": SIGNING_KEY,
             "log_origin": "sealtrail.test/log",
@@ -83,7 +86,9 @@ class ServerThread:
             listen="127.0.0.1:0", database_url=database_url, **{**defaults, **settings}
         )
         self.loop = asyncio.new_event_loop()
-        self.service = Service(self.settings, database_url=database_url)
+        self.service = Service(
+            self.settings, database_url=database_url, tracer_provider=tracer_provider
+        )
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         self.port = self.run(self.service.start())

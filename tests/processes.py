@@ -16,13 +16,22 @@ READY_PREFIX = "sealtrail: serving gRPC on "
 class ServerProcess:
     """`python -m sealtrail_server serve` on 127.0.0.1 (port 0 unless given)."""
 
-    def __init__(self, database_url: str, *, port: int = 0, start_timeout: float = 60) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        port: int = 0,
+        start_timeout: float = 60,
+        env: dict[str, str] | None = None,
+        verbose: bool = False,
+    ) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "sealtrail_server",
+                *(["--verbose"] if verbose else []),
                 "serve",
                 "--listen",
                 f"127.0.0.1:{port}",

@@ -1,5 +1,6 @@
 """Assembles and runs the service: database, migrations, appender, the
-grpc.aio server with its interceptor, health and reflection; and takes it down
+grpc.aio server with its interceptors (telemetry, then the guard), health and
+reflection; and takes it down
 in order on SIGTERM (health NOT_SERVING, in-flight calls finish, pending
 appends commit, pool closes)."""
 
@@ -12,6 +13,7 @@ import signal
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.trace import Tracer, TracerProvider
 
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc
 
@@ -26,6 +28,7 @@ from .store.database import Database
 from .store.migrations import migrate
 from .store.tokens import find_principal
 from .stream.hub import StreamHub
+from .telemetry.interceptor import TelemetryInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +38,23 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class Service:
-    """One running Sealtrail server process's worth of parts."""
+    """One running Sealtrail server process's worth of parts. With a
+    `tracer_provider`, every call, append batch and statement is traced
+    through it; without, nothing is (request ids and callers' trace ids
+    still reach events and logs)."""
 
-    def __init__(self, settings: Settings, *, database_url: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        database_url: str,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
         self.settings = settings
         self._database_url = database_url
+        self._tracer: Tracer | None = (
+            tracer_provider.get_tracer("sealtrail_server") if tracer_provider is not None else None
+        )
         self._db: Database | None = None
         self._appender: Appender | None = None
         self._checkpointer: Checkpointer | None = None
@@ -60,7 +75,10 @@ class Service:
     async def _start(self) -> int:
         settings = self.settings
         self._db = db = await Database.open(
-            self._database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
+            self._database_url,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            tracer=self._tracer,
         )
         async with db.connection() as conn:
             for migration in await migrate(conn):
@@ -70,6 +88,7 @@ class Service:
             max_wait=settings.append_max_wait,
             batch_events=settings.append_batch_events,
             store_tree_nodes=settings.store_tree_nodes,
+            tracer=self._tracer,
         )
         self._appender.start()
         signer = load_signer(
@@ -95,7 +114,10 @@ class Service:
 
         authenticator = Authenticator(lookup, cache_seconds=settings.token_cache_seconds)
         server = grpc.aio.server(
-            interceptors=[GuardInterceptor(authenticator)],
+            interceptors=[
+                TelemetryInterceptor(tracer=self._tracer),
+                GuardInterceptor(authenticator),
+            ],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

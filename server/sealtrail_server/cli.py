@@ -11,7 +11,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import click
+from opentelemetry.sdk.trace import TracerProvider
 
+from . import __version__
 from .app import Service
 from .config import Settings
 from .domain.access import Role, valid_tenant_id
@@ -28,6 +30,8 @@ from .store.tokens import (
     list_tokens,
     revoke_token,
 )
+from .telemetry.logs import LogFormat, configure_logging
+from .telemetry.tracing import TracingConfigError, tracer_provider_from_env
 
 DEV_TENANT = "dev"
 DEV_TOKEN_FILE = "dev-admin-token"
@@ -53,10 +57,9 @@ def _database_url(settings: Settings) -> tuple[str, bool]:
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 def main(verbose: bool) -> None:
     """Sealtrail: an append-only, tamper-evident audit log service."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    log_format: LogFormat = "json" if Settings.load().log_format == "json" else "text"
+    configure_logging(
+        level=logging.DEBUG if verbose else logging.INFO, log_format=log_format, stream=sys.stderr
     )
     if not verbose:  # pgserver narrates every start step at INFO
         logging.getLogger("pgserver").setLevel(logging.WARNING)
@@ -69,12 +72,22 @@ def main(verbose: bool) -> None:
 def serve(listen: str | None, data_dir: Path | None, database_url: str | None) -> None:
     """Run the gRPC service until SIGTERM or Ctrl-C."""
     settings = Settings.load(listen=listen, data_dir=data_dir, database_url=database_url)
+    try:
+        tracer_provider = tracer_provider_from_env(os.environ, version=__version__)
+    except TracingConfigError as error:
+        raise click.ClickException(str(error)) from None
     url, embedded = _database_url(settings)
-    asyncio.run(_serve(settings, url, embedded))
+    try:
+        asyncio.run(_serve(settings, url, embedded, tracer_provider))
+    finally:
+        if tracer_provider is not None:
+            tracer_provider.shutdown()  # exports the spans still waiting
 
 
-async def _serve(settings: Settings, url: str, embedded: bool) -> None:
-    service = Service(settings, database_url=url)
+async def _serve(
+    settings: Settings, url: str, embedded: bool, tracer_provider: TracerProvider | None
+) -> None:
+    service = Service(settings, database_url=url, tracer_provider=tracer_provider)
     port = await service.start()
     if embedded:
         await _issue_dev_token(settings, url)

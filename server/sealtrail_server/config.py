@@ -1,5 +1,8 @@
 """The server's settings: one frozen object, read once at the edge from
-SEALTRAIL_* environment variables and command-line flags (flags win)."""
+SEALTRAIL_* environment variables and command-line flags (flags win).
+
+Tracing has no settings here: the standard OTEL_* variables configure it
+(telemetry/tracing.py), as any OpenTelemetry deployment expects."""
 
 from __future__ import annotations
 
@@ -49,6 +52,9 @@ class Settings:
     # Exports allowed per tenant within a sliding window of this many seconds.
     export_rate_limit: int = 30
     export_rate_window: float = 60.0
+    # Server log lines: "text", or "json" (one object per line); both carry
+    # the request id and trace id of the call they were logged in.
+    log_format: str = "text"
 
     @classmethod
     def load(cls, env: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:
@@ -62,7 +68,17 @@ class Settings:
         return replace(cls(), **values)
 
 
+# Settings that take one of a few words.
+_CHOICES: dict[str, tuple[str, ...]] = {"log_format": ("text", "json")}
+
+
 def _parse(kind: Any, raw: str, name: str) -> Any:
+    if name in _CHOICES:
+        if raw not in _CHOICES[name]:
+            raise SystemExit(
+                f"SEALTRAIL_{name.upper()}={raw!r} must be one of {', '.join(_CHOICES[name])}"
+            )
+        return raw
     try:
         if kind in ("bool", bool):
             if raw.lower() not in ("1", "true", "yes", "0", "false", "no"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
+import sealtrail
+from sealtrail import AuditClient
 from tests.processes import READY_PREFIX, ServerProcess
 
 BIN = Path(sys.executable).parent
@@ -227,3 +232,100 @@ def test_export_and_tail_from_the_command_line(cli_env: dict[str, str], tmp_path
         tail.wait(30)
         if tail.stdout is not None:
             tail.stdout.close()
+
+
+@pytest.fixture
+def json_logging_server(migrated_database_url: str, tenant: str) -> Iterator[ServerProcess]:
+    """A server process logging JSON lines at debug level (one line per call)."""
+    process = ServerProcess(
+        migrated_database_url, env={"SEALTRAIL_LOG_FORMAT": "json"}, verbose=True
+    )
+    try:
+        yield process
+    finally:
+        process.terminate()
+
+
+def test_trace_and_request_ids_lead_from_the_command_line_to_events_and_log_lines(
+    json_logging_server: ServerProcess, migrated_database_url: str, tenant: str, tmp_path: Path
+) -> None:
+    created = run(
+        "sealtrail-server", "token", "create", "--tenant", tenant, "--role", "admin",
+        "--database-url", migrated_database_url,
+    )  # fmt: skip
+    env = {
+        "SEALTRAIL_SERVER": json_logging_server.target,
+        "SEALTRAIL_TOKEN": created.stdout.strip().splitlines()[-1],
+    }
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    request_id = "5f0c6f0e-8d1a-4c35-9a57-2b7c1c0d9e11"
+    # An application's span, as its tracing would have set it: the API alone.
+    span = NonRecordingSpan(SpanContext(int(trace_id, 16), 0xF067AA0BA902B7, False, TraceFlags(1)))
+    with AuditClient(env["SEALTRAIL_SERVER"], token=env["SEALTRAIL_TOKEN"]) as client:
+        client.record(action="job.start", actor_id="cron")  # in no trace
+        with trace.use_span(span), sealtrail.request_id(request_id):
+            client.record(action="job.step", actor_id="cron")
+            client.record(action="job.finish", actor_id="cron")
+        client.record(action="job.start", actor_id="cron")
+
+    def ids(stdout: str) -> list[str]:
+        return [json.loads(line)["action"] for line in stdout.splitlines()]
+
+    queried = run("sealtrail", "query", "--trace-id", trace_id, "--format", "jsonl", env=env)
+    assert ids(queried.stdout) == ["job.finish", "job.step"]
+    by_request = run(
+        "sealtrail", "query", "--request-id", request_id, "--order", "oldest", "--format", "jsonl",
+        env=env,
+    )  # fmt: skip
+    assert ids(by_request.stdout) == ["job.step", "job.finish"]
+    assert {json.loads(line)["context"]["spanId"] for line in by_request.stdout.splitlines()} == {
+        "00f067aa0ba902b7"
+    }
+    out = tmp_path / "job.ndjson"
+    run(
+        "sealtrail", "export", "--format", "ndjson", "--trace-id", trace_id, "-o", str(out), env=env
+    )
+    assert [json.loads(line)["action"] for line in out.read_text().splitlines()] == [
+        "job.step",
+        "job.finish",
+    ]
+
+    tail = subprocess.Popen(
+        [str(BIN / "sealtrail"), "tail", "--from-seq", "0", "--request-id", request_id],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+    try:
+        assert tail.stdout is not None
+        assert [json.loads(tail.stdout.readline())["action"] for _ in range(2)] == [
+            "job.step",
+            "job.finish",
+        ]
+        # Live: an event of another request is skipped, the next of this one shows.
+        run("sealtrail", "record", "--action", "job.other", "--actor-id", "cron", env=env)
+        run(
+            "sealtrail", "record", "--action", "job.retry", "--actor-id", "cron",
+            "--request-id", request_id, env=env,
+        )  # fmt: skip
+        assert json.loads(tail.stdout.readline())["action"] == "job.retry"
+    finally:
+        tail.terminate()
+        tail.wait(30)
+        if tail.stdout is not None:
+            tail.stdout.close()
+
+    json_logging_server.terminate()
+    # Every line Python logs is JSON (gRPC's C core may add lines like "I1122 05:38:30.3 ...").
+    lines = [
+        json.loads(line)
+        for line in json_logging_server.stderr
+        if not re.match(r"[IWEF]\d{4} ", line)
+    ]
+    calls = [line for line in lines if line.get("request_id") == request_id]
+    assert [line["message"].split(" in ")[0] for line in calls[:2]] == [
+        "sealtrail.v1.AuditLogService/Record OK",
+        "sealtrail.v1.AuditLogService/Record OK",
+    ]
+    assert {line["trace_id"] for line in calls[:2]} == {trace_id}
+    assert all(line["level"] == "DEBUG" for line in calls[:2])

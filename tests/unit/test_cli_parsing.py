@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -12,7 +13,7 @@ from google.protobuf import json_format, timestamp_pb2
 
 from sealtrail import RecordResult, build_filter
 from sealtrail import _cli as cli
-from sealtrail.v1 import event_pb2
+from sealtrail.v1 import audit_service_pb2, event_pb2
 
 NOW = datetime(2026, 11, 22, 12, 30, tzinfo=UTC)
 
@@ -107,6 +108,14 @@ class FakeClient:
         self.calls.append(("record", event, {}))
         return RecordResult(event=event, deduplicated=False)
 
+    def stream(self, event_filter: event_pb2.EventFilter, **kw: Any) -> Iterator[event_pb2.Event]:
+        self.calls.append(("stream", event_filter, kw))
+        yield event_pb2.Event(seq=4, action="api_key.delete")
+
+    def export(self, path: Any, **kw: Any) -> audit_service_pb2.ExportManifest:
+        self.calls.append(("export", kw.pop("filter"), {"format": kw["format"]}))
+        return audit_service_pb2.ExportManifest(row_count=1)
+
 
 @pytest.fixture
 def fake_client(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any, dict[str, Any]]]:
@@ -198,3 +207,31 @@ def test_a_missing_token_is_a_usage_error(
     assert result.exit_code == 2
     assert "--token" in result.output
     assert fake_client == []
+
+
+CORRELATION = event_pb2.EventFilter(
+    request_id="5f0c6f0e-8d1a-4c35-9a57-2b7c1c0d9e11", trace_id="4bf92f3577b34da6a3ce929d0e0e4736"
+)
+
+
+@pytest.mark.parametrize(
+    ("command", "call"),
+    [
+        (["query"], "query"),
+        (["tail", "--from-seq", "0"], "stream"),
+        (["export", "--format", "csv", "-o", "{tmp}/out.csv"], "export"),
+    ],
+)
+def test_request_and_trace_ids_filter_query_tail_and_export(
+    fake_client: list[tuple[str, Any, dict[str, Any]]],
+    command: list[str],
+    call: str,
+    tmp_path: Path,
+) -> None:
+    result = invoke(
+        *(part.format(tmp=tmp_path) for part in command),
+        "--request-id", CORRELATION.request_id,
+        "--trace-id", CORRELATION.trace_id,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert [entry[:2] for entry in fake_client[1:]] == [(call, CORRELATION)]

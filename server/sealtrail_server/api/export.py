@@ -18,13 +18,14 @@ from sealtrail.v1 import event_pb2
 
 from ..domain.access import Principal
 from ..domain.errors import InvalidArgument, ResourceExhausted, SealtrailError
-from ..domain.event import EventDraft, validate_event
+from ..domain.event import EventDraft, correlate, validate_event
 from ..domain.filters import EventFilter, validate_filter
 from ..export.formats import CsvEncoder, Encoder, JsonEncoder, NdjsonEncoder
 from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
 from ..store.database import Database
 from ..store.events import recent_exports, stream_events
+from ..telemetry.context import current_correlation
 from .convert import event_from_record, filter_draft
 from .guard import current_principal
 
@@ -137,6 +138,7 @@ class ExportRpcs:
             details={"format": name, "filter": json_format.MessageToDict(request.filter)},
             plain=False,  # canonicalised by rfc8785, whatever the filter holds
         )
+        correlate(draft, current_correlation())
         valid = validate_event(draft, now=self._clock(), path="export")
         [outcome] = await self._appender.append(principal.tenant_id, [valid])
         if isinstance(outcome, SealtrailError):

@@ -20,6 +20,7 @@ from ..auth.roles import may_call
 from ..auth.tokens import Authenticator
 from ..domain.access import Principal
 from ..domain.errors import InvalidArgument, PermissionDenied, SealtrailError
+from ..telemetry.context import response_metadata
 from .errors import grpc_status
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,11 @@ def _authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: SealtrailError) -> None:
-    # grpc-stubs lacks aio's abort_with_status; it raises, ending the call.
-    abort_with_status: Callable[[grpc.Status], Awaitable[None]] = context.abort_with_status  # type: ignore[attr-defined]
-    await abort_with_status(grpc_status(error))
+    """End the call with `error`'s rich status. An abort replaces the trailing
+    metadata set before it, so the request id is sent along again."""
+    status = grpc_status(error)
+    trailing = (*status.trailing_metadata, *response_metadata())
+    await context.abort(status.code, status.details, trailing)
 
 
 class _Undecodable:

@@ -14,7 +14,7 @@ from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2
 
 from ..domain.errors import InvalidArgument, NotFound, SealtrailError
-from ..domain.event import ValidEvent, parse_uuid, validate_event
+from ..domain.event import ValidEvent, correlate, parse_uuid, validate_event
 from ..domain.filters import (
     EventFilter,
     decode_page_token,
@@ -28,6 +28,7 @@ from ..store.database import Database
 from ..store.events import Order, get_event, query_events
 from ..store.node_reader import NodeReader
 from ..stream.hub import StreamHub
+from ..telemetry.context import current_correlation
 from .convert import event_as_stored, event_draft, event_from_record, filter_draft
 from .errors import entry_error
 from .export import ExportRpcs
@@ -75,7 +76,8 @@ class AuditLogServicer(
 
     async def Record(self, request: pb.RecordRequest, context: Context) -> pb.RecordResponse:
         tenant_id = current_principal().tenant_id
-        valid = validate_event(event_draft(request.event, "event"), now=self._clock())
+        draft = correlate(event_draft(request.event, "event"), current_correlation())
+        valid = validate_event(draft, now=self._clock())
         [outcome] = await self._appender.append(tenant_id, [valid])
         if isinstance(outcome, SealtrailError):
             raise outcome
@@ -94,13 +96,15 @@ class AuditLogServicer(
                 "events", f"has {count} entries; send 1 to {MAX_BATCH_EVENTS}"
             )
         now = self._clock()
+        correlation = current_correlation()
         results: list[pb.RecordBatchResult | None] = [None] * count
         valid: list[ValidEvent] = []
         positions: list[int] = []
         for index, entry in enumerate(request.events):
             path = f"events[{index}]"
             try:
-                valid.append(validate_event(event_draft(entry, path), now=now, path=path))
+                draft = correlate(event_draft(entry, path), correlation)
+                valid.append(validate_event(draft, now=now, path=path))
                 positions.append(index)
             except InvalidArgument as error:
                 results[index] = pb.RecordBatchResult(error=entry_error(error))

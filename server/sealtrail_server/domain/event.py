@@ -135,6 +135,35 @@ class ValidEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Correlation:
+    """Where a call came from: its request id and the caller's span (W3C ids,
+    lowercase hex), or empty strings for what is not known."""
+
+    request_id: str = ""
+    trace_id: str = ""
+    span_id: str = ""
+
+
+NO_CORRELATION: Final = Correlation()
+# The context fields `correlate` fills; they say how an event arrived, not what
+# happened, so idempotent replays do not compare them (see `asserted_part`).
+CORRELATION_FIELDS: Final = ("request_id", "trace_id", "span_id")
+
+
+def correlate(draft: EventDraft, correlation: Correlation) -> EventDraft:
+    """Fill the draft's request id, and its trace and span ids as a pair, from
+    the call it arrived in, where the caller left them empty. A caller that
+    sets any of trace_id or span_id keeps both as sent: ids of two different
+    traces are never mixed in one event."""
+    if not draft.request_id:
+        draft.request_id = correlation.request_id
+    if not draft.trace_id and not draft.span_id:
+        draft.trace_id = correlation.trace_id
+        draft.span_id = correlation.span_id
+    return draft
+
+
+@dataclass(frozen=True, slots=True)
 class ServerFields:
     """What the server assigns to an event when it is appended."""
 
@@ -365,5 +394,18 @@ SERVER_FIELDS: Final = frozenset({"v", "tenant_id", "id", "seq", "received_at"})
 
 def caller_part(record: dict[str, Any]) -> dict[str, Any]:
     """A parsed record without what the server assigned: what the caller sent,
-    as validated. Two requests with one idempotency key must agree on it."""
+    as validated."""
     return {k: v for k, v in record.items() if k not in SERVER_FIELDS}
+
+
+def asserted_part(part: dict[str, Any]) -> dict[str, Any]:
+    """A caller part (or a validated body) without the correlation ids: what
+    the caller asserts happened. Two requests with one idempotency key must
+    agree on it; a retry may well come with another request id or span."""
+    context = part.get("context")
+    if context is None or not any(name in context for name in CORRELATION_FIELDS):
+        return part
+    rest = {k: v for k, v in context.items() if k not in CORRELATION_FIELDS}
+    if rest:
+        return {**part, "context": rest}
+    return {k: v for k, v in part.items() if k != "context"}

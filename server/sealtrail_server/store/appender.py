@@ -14,6 +14,13 @@ events are waiting) and writes it all in ONE transaction:
 5. only then resolve the waiting calls.
 
 fsync and round trips are paid once per batch instead of once per event.
+
+Traced (a `tracer` given), each batch is a `sealtrail.append.commit` span of
+its own trace, parent of the batch's statement spans. A batch serves many
+calls, so it is no one's child: it links to the span of each call it
+commits (the RPC's span, current when `append` was called), and each of
+those links back to it. (A span per waiting call as well cost more than the
+rest of tracing together; the RPC's span already covers the wait.)
 """
 
 from __future__ import annotations
@@ -28,12 +35,15 @@ from typing import Any
 
 import psycopg
 import uuid_utils.compat as uuid_utils
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
 
 from ..domain.errors import AlreadyExists, InvalidArgument, SealtrailError, Unavailable
 from ..domain.event import (
     MAX_RECORD_BYTES,
     ServerFields,
     ValidEvent,
+    asserted_part,
     caller_part,
     finalize_record,
     format_timestamp,
@@ -68,6 +78,7 @@ class _Submission:
     tenant_id: str
     events: Sequence[ValidEvent]
     future: asyncio.Future[list[AppendOutcome]]
+    span: trace.Span | None = None  # the calling RPC's span, when traced and recorded
 
 
 @dataclass(slots=True)
@@ -106,8 +117,10 @@ class Appender:
         max_commit_events: int = 5000,
         store_tree_nodes: bool = True,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        tracer: Tracer | None = None,
     ) -> None:
         self._db = db
+        self._tracer = tracer
         self._max_wait = max_wait
         self._batch_events = batch_events
         self._max_commit_events = max_commit_events
@@ -147,7 +160,11 @@ class Appender:
         if self._stopping:
             raise Unavailable("the server is shutting down", retry_after=1.0)
         future: asyncio.Future[list[AppendOutcome]] = asyncio.get_running_loop().create_future()
-        self._pending.submissions.append(_Submission(tenant_id, events, future))
+        caller = trace.get_current_span() if self._tracer is not None else None
+        if caller is not None and not caller.is_recording():
+            caller = None
+        submission = _Submission(tenant_id, events, future, caller)
+        self._pending.submissions.append(submission)
         self._pending.events += len(events)
         self._has_work.set()
         if self._pending.events >= self._batch_events:
@@ -169,7 +186,7 @@ class Appender:
                 timer.cancel()
             batch = self._take_batch()
             try:
-                await self._commit(batch)
+                await self._commit_traced(batch)
             except asyncio.CancelledError:  # stopped mid-commit: rolled back
                 _fail(batch, Unavailable("the server stopped", retry_after=1.0))
                 raise
@@ -190,6 +207,25 @@ class Appender:
         if not pending.submissions:
             self._has_work.clear()
         return batch
+
+    async def _commit_traced(self, batch: list[_Submission]) -> None:
+        if self._tracer is None:
+            await self._commit(batch)
+            return
+        # A call that gave up waiting has ended its span: no links to it.
+        callers = [s.span for s in batch if s.span is not None and s.span.is_recording()]
+        with self._tracer.start_as_current_span(
+            "sealtrail.append.commit",
+            links=[trace.Link(span.get_span_context()) for span in callers],
+            attributes={
+                "sealtrail.batch.calls": len(batch),
+                "sealtrail.batch.events": sum(len(s.events) for s in batch),
+                "sealtrail.batch.tenants": len({s.tenant_id for s in batch}),
+            },
+        ) as span:
+            for caller in callers:
+                caller.add_link(span.get_span_context())
+            await self._commit(batch)
 
     async def _commit(self, batch: list[_Submission]) -> None:
         try:
@@ -220,7 +256,7 @@ class Appender:
 
     async def _write_alone(self, submission: _Submission, event: ValidEvent) -> AppendOutcome:
         """One event of a submission in a transaction of its own."""
-        alone = _Submission(submission.tenant_id, [event], submission.future)
+        alone = _Submission(submission.tenant_id, [event], submission.future, submission.span)
         try:
             [[outcome]] = await self._write([alone])
         except SealtrailError as error:
@@ -407,8 +443,8 @@ async def _find_keys(
 def _replay(earlier: Appended, event: ValidEvent) -> AppendOutcome:
     """The answer to a repeated idempotency key: the earlier event, if the
     request is the same one (AIP-155), else ALREADY_EXISTS."""
-    stored = caller_part(json.loads(earlier.record))
-    sent = event.body
+    stored = asserted_part(caller_part(json.loads(earlier.record)))
+    sent = asserted_part(event.body)
     if not event.explicit_time:
         # The server chose occurred_at for this request, so it cannot match.
         stored.pop("occurred_at", None)

@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
+from opentelemetry.trace import Tracer
 from psycopg_pool import AsyncConnectionPool
 
 from ..domain.errors import Unavailable
+from .traced import traced_cursor_class
 
 # How long a caller waits for a connection before being told to retry.
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -31,13 +33,19 @@ class Database:
         max_size: int = 10,
         timeout: float = DEFAULT_CONNECT_TIMEOUT,
         wait: bool = True,
+        tracer: Tracer | None = None,
     ) -> Database:
+        """`tracer`: every statement run inside a recorded span becomes a
+        child span of it (store/traced.py); None, no database spans."""
+        kwargs: dict[str, Any] = {"autocommit": True, "application_name": "sealtrail"}
+        if tracer is not None:
+            kwargs["cursor_factory"] = traced_cursor_class(tracer)
         pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] = AsyncConnectionPool(
             url,
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
-            kwargs={"autocommit": True, "application_name": "sealtrail"},
+            kwargs=kwargs,
             open=False,
         )
         await pool.open(wait=wait, timeout=timeout if wait else 30.0)

@@ -3,6 +3,12 @@
 from sealtrail._async_client import AsyncAuditClient
 from sealtrail._client import AuditClient
 from sealtrail._convert import BatchEntryResult, RecordResult, build_event, build_filter
+from sealtrail._correlation import (
+    CorrelationInterceptor,
+    aio_correlation_interceptors,
+    current_request_id,
+    request_id,
+)
 from sealtrail._errors import (
     AlreadyExistsError,
     InvalidArgumentError,
@@ -22,6 +28,7 @@ __all__ = [
     "AsyncAuditClient",
     "AuditClient",
     "BatchEntryResult",
+    "CorrelationInterceptor",
     "ExportError",
     "InvalidArgumentError",
     "NotFoundError",
@@ -32,7 +39,10 @@ __all__ = [
     "SealtrailError",
     "UnauthenticatedError",
     "UnavailableError",
+    "aio_correlation_interceptors",
     "build_event",
     "build_filter",
+    "current_request_id",
     "from_rpc_error",
+    "request_id",
 ]

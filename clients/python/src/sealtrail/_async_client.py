@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Self, TypeVar, Unpack
+from typing import Any, Self, TypeVar, Unpack
 
 import grpc
 
@@ -26,6 +26,7 @@ from sealtrail._convert import (
     stream_request,
     with_defaults,
 )
+from sealtrail._correlation import aio_correlation_interceptors
 from sealtrail._errors import from_rpc_error
 from sealtrail._export import FORMATS, ExportFile, ExportFormat
 from sealtrail._retry import RetryPolicy
@@ -42,6 +43,10 @@ class AsyncAuditClient:
     DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED (with RetryInfo), up to `max_attempts` attempts.
     Failures raise SealtrailError subclasses. A given `channel` is used instead of one built
     from `target` and `tls`, and is not closed; `sleep` and `rng` are for tests.
+
+    Every call on the client's own channel carries the caller's OpenTelemetry trace
+    context and a request id (see `sealtrail.request_id`). A given channel is used as
+    it was made: make it with `interceptors=sealtrail.aio_correlation_interceptors()`.
     """
 
     def __init__(
@@ -67,11 +72,13 @@ class AsyncAuditClient:
         )
         self._owns_channel = channel is None
         if channel is None:
+            # grpc-stubs types interceptors as a stub to cast to.
+            interceptors: Any = aio_correlation_interceptors()
             if tls or root_certificates is not None:
                 credentials = grpc.ssl_channel_credentials(root_certificates)
-                channel = grpc.aio.secure_channel(target, credentials)
+                channel = grpc.aio.secure_channel(target, credentials, interceptors=interceptors)
             else:
-                channel = grpc.aio.insecure_channel(target)
+                channel = grpc.aio.insecure_channel(target, interceptors=interceptors)
         self._channel = channel
         self._stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
         self._metadata = (("authorization", f"Bearer {token}"),)

@@ -26,6 +26,7 @@ from sealtrail._convert import (
     stream_request,
     with_defaults,
 )
+from sealtrail._correlation import CorrelationInterceptor
 from sealtrail._errors import from_rpc_error
 from sealtrail._export import FORMATS, ExportFile, ExportFormat
 from sealtrail._retry import RetryPolicy
@@ -42,6 +43,10 @@ class AuditClient:
     DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED (with RetryInfo), up to `max_attempts` attempts.
     Failures raise SealtrailError subclasses. A given `channel` is used instead of one built
     from `target` and `tls`, and is not closed; `sleep` and `rng` are for tests.
+
+    Every call on the client's own channel carries the caller's OpenTelemetry trace
+    context and a request id (see `sealtrail.request_id`). A given channel is used as
+    it is: wrap it in `grpc.intercept_channel(channel, sealtrail.CorrelationInterceptor())`.
     """
 
     def __init__(
@@ -72,6 +77,7 @@ class AuditClient:
                 channel = grpc.secure_channel(target, credentials)
             else:
                 channel = grpc.insecure_channel(target)
+            channel = grpc.intercept_channel(channel, CorrelationInterceptor())
         self._channel = channel
         self._stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
         self._metadata = (("authorization", f"Bearer {token}"),)

@@ -1,0 +1,172 @@
+"""Correlation of every call with the caller's request and trace.
+
+Interceptors on both clients add to each call's metadata:
+- `traceparent` (and `tracestate`, `baggage`) from the caller's current
+  OpenTelemetry context, through the globally configured propagator (W3C
+  trace context by default; OTEL_PROPAGATORS). Only the API is needed: with
+  no SDK installed, a context the caller's framework put there still goes out.
+- `x-request-id`: the one set with `request_id(...)` for the calls inside it,
+  else a new UUID per call.
+Metadata the caller passed itself is never replaced.
+
+The server stores the request id, trace id and span id with every event the
+call records (unless the event carries its own), so a trace leads to its audit
+events and back (docs/correlation.md)."""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import uuid
+from collections import namedtuple
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Final
+
+import grpc
+from opentelemetry import propagate
+
+REQUEST_ID_HEADER: Final = "x-request-id"
+_UUID: Final = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}")
+
+_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "sealtrail_request_id", default=None
+)
+
+Metadata = Sequence[tuple[str, str | bytes]]
+
+if TYPE_CHECKING:  # generic only in grpc-stubs
+    _UnaryUnary = grpc.UnaryUnaryClientInterceptor[Any, Any]
+    _UnaryStream = grpc.UnaryStreamClientInterceptor[Any, Any]
+    _AioUnaryUnaryBase = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
+    _AioUnaryStreamBase = grpc.aio.UnaryStreamClientInterceptor[Any, Any]
+else:
+    _UnaryUnary = grpc.UnaryUnaryClientInterceptor
+    _UnaryStream = grpc.UnaryStreamClientInterceptor
+    _AioUnaryUnaryBase = grpc.aio.UnaryUnaryClientInterceptor
+    _AioUnaryStreamBase = grpc.aio.UnaryStreamClientInterceptor
+
+
+def _normalized(value: str | uuid.UUID) -> str:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    text = value.strip().lower()
+    if not _UUID.fullmatch(text) or ("-" in text and len(text) != 36):
+        raise ValueError(f"a request id must be a UUID, not {value!r}")
+    return str(uuid.UUID(text))
+
+
+@contextmanager
+def request_id(value: str | uuid.UUID | None = None) -> Iterator[str]:
+    """Send `value` (a new UUID if None) as the `x-request-id` of every call
+    made inside, from this thread or task and the tasks it starts. Yields the
+    id. Use it where your own request starts, with your request's id, so the
+    audit events of the request carry it::
+
+        with sealtrail.request_id(incoming.headers.get("x-request-id")):
+            audit.record(...)
+
+    Raises ValueError for a value that is not a UUID."""
+    chosen = str(uuid.uuid4()) if value is None else _normalized(value)
+    token = _request_id.set(chosen)
+    try:
+        yield chosen
+    finally:
+        _request_id.reset(token)
+
+
+def current_request_id() -> str | None:
+    """The request id set by the innermost `request_id(...)` block, if any."""
+    return _request_id.get()
+
+
+def correlation_metadata(existing: Metadata | None) -> list[tuple[str, str]]:
+    """The metadata to add to a call that already has `existing`."""
+    present = {key for key, _ in existing or ()}
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    added = [(key, value) for key, value in carrier.items() if key not in present]
+    if REQUEST_ID_HEADER not in present:
+        added.append((REQUEST_ID_HEADER, _request_id.get() or str(uuid.uuid4())))
+    return added
+
+
+class _CallDetails(
+    namedtuple(
+        "_CallDetails",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,
+):
+    """A sync call's details with other metadata (grpc.ClientCallDetails is abstract)."""
+
+
+def _with_correlation(details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+    metadata = list(details.metadata or ())
+    return _CallDetails(
+        details.method,
+        details.timeout,
+        [*metadata, *correlation_metadata(metadata)],
+        details.credentials,
+        getattr(details, "wait_for_ready", None),
+        getattr(details, "compression", None),
+    )
+
+
+class CorrelationInterceptor(_UnaryUnary, _UnaryStream):
+    """For a sync channel: `grpc.intercept_channel(channel, CorrelationInterceptor())`.
+    AuditClient does this to every channel it uses."""
+
+    def intercept_unary_unary(
+        self,
+        continuation: Callable[..., Any],
+        client_call_details: grpc.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        return continuation(_with_correlation(client_call_details), request)
+
+    def intercept_unary_stream(
+        self,
+        continuation: Callable[..., Any],
+        client_call_details: grpc.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        return continuation(_with_correlation(client_call_details), request)
+
+
+def _with_aio_correlation(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    existing = list(details.metadata or ())
+    metadata = grpc.aio.Metadata(*existing, *correlation_metadata(existing))
+    return grpc.aio.ClientCallDetails(
+        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+    )
+
+
+class _AioUnaryUnary(_AioUnaryUnaryBase):
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[..., Any],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        return await continuation(_with_aio_correlation(client_call_details), request)
+
+
+class _AioUnaryStream(_AioUnaryStreamBase):
+    async def intercept_unary_stream(
+        self,
+        continuation: Callable[..., Any],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        return await continuation(_with_aio_correlation(client_call_details), request)
+
+
+AioCorrelationInterceptor = _AioUnaryUnary | _AioUnaryStream
+
+
+def aio_correlation_interceptors() -> list[AioCorrelationInterceptor]:
+    """For an asyncio channel: `grpc.aio.insecure_channel(target,
+    interceptors=aio_correlation_interceptors())`. AsyncAuditClient's own
+    channel has them; a channel passed to it is used as it was made."""
+    return [_AioUnaryUnary(), _AioUnaryStream()]

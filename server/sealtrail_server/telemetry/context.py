@@ -1,0 +1,73 @@
+"""Per-request correlation values, kept in a contextvar by the telemetry
+interceptor for the servicer (events) and for log lines: the request id and
+the caller's span. Also the one place a request id is read off metadata."""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import uuid
+from typing import Final
+
+from opentelemetry import trace
+
+from ..domain.event import NO_CORRELATION, Correlation
+
+REQUEST_ID_HEADER: Final = "x-request-id"
+# A UUID in its usual 8-4-4-4-12 form or as 32 hex digits (nginx's $request_id).
+_REQUEST_ID: Final = re.compile(
+    r"([0-9a-fA-F]{8})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{12})"
+)
+
+_correlation: contextvars.ContextVar[Correlation] = contextvars.ContextVar(
+    "sealtrail_correlation", default=NO_CORRELATION
+)
+
+
+def parse_request_id(value: str) -> str | None:
+    """The lowercase hyphenated UUID `value` spells, else None."""
+    match = _REQUEST_ID.fullmatch(value)
+    if match is None or ("-" in value and len(value) != 36):
+        return None
+    return "-".join(match.groups()).lower()
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def correlation_of(
+    request_id: str, caller: trace.SpanContext, own: trace.SpanContext
+) -> Correlation:
+    """The call's correlation: the caller's span when it sent a valid trace
+    context, else the server's own span for the call when that one is recorded
+    (so it exists in a tracing backend), else no trace at all."""
+    span = caller if caller.is_valid else own if own.is_valid and own.trace_flags.sampled else None
+    if span is None:
+        return Correlation(request_id=request_id)
+    return Correlation(
+        request_id=request_id,
+        trace_id=trace.format_trace_id(span.trace_id),
+        span_id=trace.format_span_id(span.span_id),
+    )
+
+
+def set_correlation(correlation: Correlation) -> None:
+    """For the call being served; each gRPC call runs in a task (and context) of its own."""
+    _correlation.set(correlation)
+
+
+def current_correlation() -> Correlation:
+    """The correlation of the call being served (all empty outside one)."""
+    return _correlation.get()
+
+
+def current_request_id() -> str:
+    """The request id of the call being served ("" outside one)."""
+    return _correlation.get().request_id
+
+
+def response_metadata() -> tuple[tuple[str, str], ...]:
+    """What every answer carries back: the request id the call was served under."""
+    request_id = _correlation.get().request_id
+    return ((REQUEST_ID_HEADER, request_id),) if request_id else ()

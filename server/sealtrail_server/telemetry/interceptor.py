@@ -1,0 +1,219 @@
+"""The outermost interceptor of every AuditLogService call: it reads the
+caller's W3C trace context and `x-request-id` off the metadata, starts the
+call's SERVER span (when tracing is on), keeps the call's correlation in a
+contextvar for the servicer and the log lines, and sends the request id back
+(trailing metadata of every answer; streams also send it in initial metadata,
+before their first message). It runs before the guard, so refused calls are
+traced and answered with their request id too.
+
+A request id that is not a UUID is replaced by a new one, never refused: a
+malformed correlation header must not cost an audit record. The span keeps
+what was received (`sealtrail.request_id.invalid`). An invalid traceparent is
+ignored (the W3C propagator drops it) and the call starts a trace of its own.
+Health checks and reflection are not traced: probes would flood the traces."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from typing import Any, Final, TypeAlias, cast
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context as TraceContext
+from opentelemetry.trace import SpanKind, Status, Tracer
+from opentelemetry.trace import StatusCode as SpanStatus
+
+from .context import (
+    REQUEST_ID_HEADER,
+    correlation_of,
+    new_request_id,
+    parse_request_id,
+    set_correlation,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_PREFIX: Final = "/sealtrail.v1.AuditLogService/"
+REQUEST_ID_ATTRIBUTE: Final = "sealtrail.request_id"
+INVALID_REQUEST_ID_ATTRIBUTE: Final = "sealtrail.request_id.invalid"
+_MAX_KEPT_INVALID = 128  # characters of an invalid request id kept on the span
+# Codes that make a server span an error (OpenTelemetry gRPC conventions);
+# the others are the caller's mistakes, not the server's.
+_SERVER_ERRORS: Final = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+# How calls end without a failure of their own: aborted with a status by the
+# guard, cancelled by the client, or a stream closed early.
+_ENDINGS: Final = (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit)
+
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in grpc-stubs
+Behavior = Callable[..., Any]
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class _Call:
+    """One call's telemetry, from its metadata to its end."""
+
+    __slots__ = ("_started", "_token", "method", "request_id", "span")
+
+    def __init__(
+        self,
+        method: str,
+        span: trace.Span | None,
+        token: contextvars.Token[TraceContext] | None,
+        request_id: str,
+    ) -> None:
+        self.method = method
+        self.span = span
+        self._token = token
+        self.request_id = request_id
+        self._started = time.perf_counter()
+
+    def end(self, context: Context, error: BaseException | None) -> None:
+        code = _code(context, error)
+        span = self.span
+        if span is not None:
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            if code in _SERVER_ERRORS:
+                span.set_status(Status(SpanStatus.ERROR, code.name))
+            if error is not None and not isinstance(error, _ENDINGS):
+                span.record_exception(error)
+            span.end()
+        if log.isEnabledFor(logging.DEBUG):
+            elapsed = (time.perf_counter() - self._started) * 1000
+            log.debug("%s %s in %.1f ms", self.method, code.name, elapsed)
+        if self._token is not None:
+            otel_context.detach(self._token)
+
+
+def _code(context: Context, error: BaseException | None) -> grpc.StatusCode:
+    """The status the call ends with: what an abort set, else what an
+    exception or a normal return give."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if error is None:
+        return grpc.StatusCode.OK
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
+
+
+class TelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """`tracer` None: no spans at all (tracing off); request ids and the
+    caller's trace context still reach events and logs."""
+
+    def __init__(self, *, tracer: Tracer | None) -> None:
+        self._tracer = tracer
+        self._fields = frozenset(propagate.get_global_textmap().fields)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or not method.startswith(SERVICE_PREFIX):
+            return handler
+        if handler.unary_unary is not None:
+            return self._traced_unary(handler, method.removeprefix("/"))
+        if handler.unary_stream is not None:
+            return self._traced_stream(handler, method.removeprefix("/"))
+        return handler
+
+    def _begin(self, context: Context, method: str) -> _Call:
+        received: str | None = None
+        carrier: dict[str, str] | None = None
+        for key, value in context.invocation_metadata() or ():
+            if key == REQUEST_ID_HEADER:
+                if received is None:
+                    received = value if isinstance(value, str) else value.decode("latin-1")
+            elif key in self._fields and isinstance(value, str):
+                if carrier is None:
+                    carrier = {}
+                carrier.setdefault(key, value)
+        parent = propagate.extract(carrier) if carrier is not None else None
+        caller = trace.get_current_span(parent).get_span_context() if parent else None
+        request_id = parse_request_id(received) if received is not None else None
+        invalid = received if received is not None and request_id is None else None
+        if request_id is None:
+            request_id = new_request_id()
+        span: trace.Span | None = None
+        current = parent
+        if self._tracer is not None:
+            service, _, name = method.partition("/")
+            span = self._tracer.start_span(
+                method,
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes={
+                    "rpc.system": "grpc",
+                    "rpc.service": service,
+                    "rpc.method": name,
+                    REQUEST_ID_ATTRIBUTE: request_id,
+                },
+            )
+            if invalid is not None:
+                span.set_attribute(INVALID_REQUEST_ID_ATTRIBUTE, invalid[:_MAX_KEPT_INVALID])
+            current = trace.set_span_in_context(span, parent)
+        token = otel_context.attach(current) if current is not None else None
+        own = span.get_span_context() if span is not None else trace.INVALID_SPAN_CONTEXT
+        set_correlation(correlation_of(request_id, caller or trace.INVALID_SPAN_CONTEXT, own))
+        context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+        return _Call(method, span, token, request_id)
+
+    def _traced_unary(self, handler: Handler, method: str) -> Handler:
+        inner = cast(Behavior, handler.unary_unary)
+
+        async def traced(request: Any, context: Context) -> Any:
+            call = self._begin(context, method)
+            try:
+                response = await inner(request, context)
+            except BaseException as error:
+                call.end(context, error)
+                raise
+            call.end(context, None)
+            return response
+
+        return grpc.unary_unary_rpc_method_handler(
+            traced,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _traced_stream(self, handler: Handler, method: str) -> Handler:
+        inner = cast(Behavior, handler.unary_stream)
+
+        async def traced(request: Any, context: Context) -> AsyncIterator[Any]:
+            call = self._begin(context, method)
+            try:
+                await context.send_initial_metadata(((REQUEST_ID_HEADER, call.request_id),))
+                responses = inner(request, context)
+                async with aclosing(responses):  # a cancelled call closes the handler now
+                    async for response in responses:
+                        yield response
+            except BaseException as error:
+                call.end(context, error)
+                raise
+            call.end(context, None)
+
+        return grpc.unary_stream_rpc_method_handler(
+            traced,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

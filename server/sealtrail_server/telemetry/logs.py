@@ -1,0 +1,90 @@
+"""The server's log lines: plain text by default, or JSON lines
+(SEALTRAIL_LOG_FORMAT=json). Inside a call, every line carries the call's
+request id and the trace and span it was logged in, so a line leads to the
+trace and to the call's audit events."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, Literal, TextIO
+
+from opentelemetry import trace
+
+from .context import current_request_id
+
+LogFormat = Literal["text", "json"]
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class CorrelationFilter(logging.Filter):
+    """Puts `request_id`, `trace_id` and `span_id` on every record ("" when
+    not in a call or not in a trace)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = current_request_id()
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            record.trace_id = trace.format_trace_id(span.trace_id)
+            record.span_id = trace.format_span_id(span.span_id)
+        else:
+            record.trace_id = record.span_id = ""
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """TEXT_FORMAT, then ` request_id=... trace_id=...` for what is known."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extra = " ".join(
+            f"{name}={value}"
+            for name in ("request_id", "trace_id")
+            if (value := getattr(record, name, ""))
+        )
+        if not extra:
+            return line
+        first, newline, rest = line.partition("\n")  # after the message, before a traceback
+        return f"{first} {extra}{newline}{rest}"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (RFC 3339, UTC), level, logger, message,
+    request_id / trace_id / span_id when known, exception when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in ("request_id", "trace_id", "span_id"):
+            value = getattr(record, name, "")
+            if value:
+                entry[name] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def log_handler(log_format: LogFormat, stream: TextIO | None = None) -> logging.Handler:
+    """A handler writing `log_format` lines, with the correlation ids, to `stream` (stderr)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(CorrelationFilter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    return handler
+
+
+def configure_logging(*, level: int, log_format: LogFormat, stream: TextIO | None = None) -> None:
+    """The root logger writes through `log_handler` only."""
+    logging.basicConfig(level=level, handlers=[log_handler(log_format, stream)], force=True)

@@ -1,0 +1,95 @@
+"""The tracer provider, configured only by the standard OTEL_* environment
+variables (https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/).
+
+Tracing is on when OTEL_TRACES_EXPORTER names an exporter, or when an OTLP
+endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT or _TRACES_ENDPOINT), which then
+implies `otlp`; and off when OTEL_SDK_DISABLED is true or neither is set:
+unlike the SDK's own default, a server nobody asked to export does not try
+to reach a collector, and creates no spans at all. OTEL_TRACES_EXPORTER=none
+records spans (for log correlation and sampling) without exporting them.
+
+`otlp` speaks gRPC unless OTEL_EXPORTER_OTLP_TRACES_PROTOCOL (or
+OTEL_EXPORTER_OTLP_PROTOCOL) is `http/protobuf`; any other name is looked up
+among the installed `opentelemetry_traces_exporter` entry points (`console`,
+`zipkin`, ...). The sampler (OTEL_TRACES_SAMPLER, default parent-based
+always-on), the batch processor (OTEL_BSP_*), the resource (OTEL_SERVICE_NAME,
+OTEL_RESOURCE_ATTRIBUTES; service.name defaults to `sealtrail`) and each
+exporter's endpoint, headers, TLS and timeout are read by the SDK itself."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from typing import Final
+
+from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+DEFAULT_SERVICE_NAME: Final = "sealtrail"
+_ENTRY_POINTS: Final = "opentelemetry_traces_exporter"
+_ENDPOINTS: Final = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+
+class TracingConfigError(ValueError):
+    """The OTEL_* variables ask for something that cannot be set up."""
+
+
+def exporter_names(env: Mapping[str, str]) -> list[str] | None:
+    """The exporters the environment asks for ([] for `none`), or None when
+    tracing is off."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    names = [n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "").split(",")]
+    names = [n for n in names if n]
+    if not names:
+        return ["otlp"] if any(env.get(name, "").strip() for name in _ENDPOINTS) else None
+    return [n for n in names if n != "none"]
+
+
+def tracer_provider_from_env(env: Mapping[str, str], *, version: str = "") -> TracerProvider | None:
+    """A tracer provider exporting as the environment says, or None when
+    tracing is off. Raises TracingConfigError for an unknown exporter or
+    protocol, before anything is started."""
+    names = exporter_names(env)
+    if names is None:
+        return None
+    exporters = [_exporter(name, env) for name in names]
+    resource = Resource.create()
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        defaults: dict[str, str] = {SERVICE_NAME: DEFAULT_SERVICE_NAME}
+        if version:
+            defaults[SERVICE_VERSION] = version
+        resource = resource.merge(Resource(defaults))
+    provider = TracerProvider(resource=resource)
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def _exporter(name: str, env: Mapping[str, str]) -> SpanExporter:
+    if name == "otlp":
+        protocol = (
+            env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+            or "grpc"
+        ).strip()
+        if protocol == "grpc":
+            name = "otlp_proto_grpc"
+        elif protocol == "http/protobuf":
+            name = "otlp_proto_http"
+        else:
+            raise TracingConfigError(
+                f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported:"
+                " use grpc or http/protobuf"
+            )
+    found = entry_points(group=_ENTRY_POINTS, name=name)
+    if not found:
+        known = sorted({point.name for point in entry_points(group=_ENTRY_POINTS)} | {"otlp"})
+        raise TracingConfigError(
+            f"OTEL_TRACES_EXPORTER names {name!r}, which is not installed;"
+            f" known: {', '.join(known)}, none"
+        )
+    exporter_class = next(iter(found)).load()
+    exporter: SpanExporter = exporter_class()
+    return exporter

@@ -1,0 +1,223 @@
+"""The server's telemetry parts on their own: which OTEL_* settings turn
+tracing on, request ids off metadata, and correlated log lines."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from sealtrail_server.config import Settings
+from sealtrail_server.domain.event import Correlation, EventDraft, correlate
+from sealtrail_server.telemetry.context import (
+    correlation_of,
+    parse_request_id,
+    set_correlation,
+)
+from sealtrail_server.telemetry.logs import log_handler
+from sealtrail_server.telemetry.tracing import (
+    TracingConfigError,
+    exporter_names,
+    tracer_provider_from_env,
+)
+
+CALLER = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1))
+OWN = SpanContext(0x123, 0x456, is_remote=False, trace_flags=TraceFlags(1))
+OWN_UNSAMPLED = SpanContext(0x123, 0x456, is_remote=False, trace_flags=TraceFlags(0))
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({}, None),
+        ({"OTEL_SERVICE_NAME": "audit"}, None),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, ["otlp"]),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"}, ["otlp"]),
+        ({"OTEL_TRACES_EXPORTER": "none"}, []),
+        ({"OTEL_TRACES_EXPORTER": "otlp, console"}, ["otlp", "console"]),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"}, None),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "false"}, ["otlp"]),
+    ],
+)
+def test_tracing_is_off_unless_an_exporter_or_endpoint_is_configured(
+    env: dict[str, str], names: list[str] | None
+) -> None:
+    assert exporter_names(env) == names
+
+
+def test_no_tracer_provider_by_default() -> None:
+    assert tracer_provider_from_env({}) is None
+
+
+@pytest.fixture
+def clean_resource_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+
+
+def exporters_of(provider: TracerProvider) -> list[object]:
+    processors = provider._active_span_processor._span_processors
+    assert all(isinstance(p, BatchSpanProcessor) for p in processors)
+    return [p._batch_processor._exporter for p in processors]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("env", "kinds"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "none"}, []),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}, [GrpcExporter]),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+            [HttpExporter],
+        ),
+        (
+            {
+                "OTEL_TRACES_EXPORTER": "otlp,console",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
+            },
+            [GrpcExporter, ConsoleSpanExporter],
+        ),
+    ],
+)
+def test_the_provider_exports_as_the_environment_says(
+    clean_resource_env: None, env: dict[str, str], kinds: list[type]
+) -> None:
+    provider = tracer_provider_from_env(env, version="9.9")
+    assert provider is not None
+    try:
+        assert [type(e) for e in exporters_of(provider)] == kinds
+        assert provider.resource.attributes["service.name"] == "sealtrail"
+        assert provider.resource.attributes["service.version"] == "9.9"
+    finally:
+        provider.shutdown()
+
+
+def test_the_service_name_from_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "audit-eu")
+    provider = tracer_provider_from_env({"OTEL_TRACES_EXPORTER": "none"})
+    assert provider is not None
+    assert provider.resource.attributes["service.name"] == "audit-eu"
+    provider.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "jaeger-thrift"}, "'jaeger-thrift', which is not installed"),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+            "'http/json' is not supported",
+        ),
+    ],
+)
+def test_an_unknown_exporter_or_protocol_is_a_clear_error(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(TracingConfigError, match=message):
+        tracer_provider_from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"),
+    [
+        ("5F0C6F0E-8D1A-4C35-9A57-2B7C1C0D9E11", "5f0c6f0e-8d1a-4c35-9a57-2b7c1c0d9e11"),
+        ("5f0c6f0e8d1a4c359a572b7c1c0d9e11", "5f0c6f0e-8d1a-4c35-9a57-2b7c1c0d9e11"),
+        ("5f0c6f0e-8d1a4c35-9a57-2b7c1c0d9e11", None),
+        ("{5f0c6f0e-8d1a-4c35-9a57-2b7c1c0d9e11}", None),
+        ("req-42", None),
+        ("", None),
+    ],
+)
+def test_request_ids_are_uuids(value: str, parsed: str | None) -> None:
+    assert parse_request_id(value) == parsed
+
+
+def test_an_event_takes_the_callers_span_before_the_servers_own() -> None:
+    assert correlation_of("r", CALLER, OWN) == Correlation("r", f"{0xABC:032x}", f"{0xDEF:016x}")
+    invalid = trace.INVALID_SPAN_CONTEXT
+    assert correlation_of("r", invalid, OWN) == Correlation("r", f"{0x123:032x}", f"{0x456:016x}")
+    # A span not sampled is in no backend: pointing at it would lead nowhere.
+    assert correlation_of("r", invalid, OWN_UNSAMPLED) == Correlation("r")
+    assert correlation_of("r", invalid, invalid) == Correlation("r")
+
+
+def test_correlate_fills_what_the_event_left_empty() -> None:
+    call = Correlation("req", "t" * 32, "s" * 16)
+    assert correlate(EventDraft(), call).request_id == "req"
+    filled = correlate(EventDraft(request_id="own"), call)
+    assert (filled.request_id, filled.trace_id, filled.span_id) == ("own", "t" * 32, "s" * 16)
+    kept = correlate(EventDraft(span_id="x" * 16), call)
+    assert (kept.request_id, kept.trace_id, kept.span_id) == ("req", "", "x" * 16)
+
+
+@pytest.fixture
+def logged() -> Iterator[tuple[logging.Logger, dict[str, io.StringIO]]]:
+    streams = {"json": io.StringIO(), "text": io.StringIO()}
+    logger = logging.getLogger("sealtrail_server.test_telemetry")
+    handlers = [log_handler("json", streams["json"]), log_handler("text", streams["text"])]
+    for handler in handlers:
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield logger, streams
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+        logger.propagate = True
+        set_correlation(Correlation())
+
+
+def test_log_lines_in_a_call_carry_its_request_and_trace(
+    logged: tuple[logging.Logger, dict[str, io.StringIO]],
+) -> None:
+    logger, streams = logged
+    logger.info("outside any call")
+    set_correlation(Correlation(request_id="5f0c6f0e-8d1a-4c35-9a57-2b7c1c0d9e11"))
+    with trace.use_span(NonRecordingSpan(OWN)):
+        logger.warning("appended %d events", 3)
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            logger.exception("failed")
+    lines = [json.loads(line) for line in streams["json"].getvalue().splitlines()]
+    assert [line["message"] for line in lines] == [
+        "outside any call",
+        "appended 3 events",
+        "failed",
+    ]
+    assert "request_id" not in lines[0] and "trace_id" not in lines[0]
+    assert lines[1]["request_id"] == "5f0c6f0e-8d1a-4c35-9a57-2b7c1c0d9e11"
+    assert lines[1]["trace_id"] == f"{0x123:032x}"
+    assert lines[1]["span_id"] == f"{0x456:016x}"
+    assert lines[1]["level"] == "WARNING"
+    assert lines[1]["logger"] == "sealtrail_server.test_telemetry"
+    assert "RuntimeError: boom" in lines[2]["exception"]
+
+    text = streams["text"].getvalue().splitlines()
+    assert text[0].endswith("INFO sealtrail_server.test_telemetry: outside any call")
+    assert text[1].endswith(
+        f"appended 3 events request_id=5f0c6f0e-8d1a-4c35-9a57-2b7c1c0d9e11 trace_id={0x123:032x}"
+    )
+    assert text[2].endswith(
+        f"failed request_id=5f0c6f0e-8d1a-4c35-9a57-2b7c1c0d9e11 trace_id={0x123:032x}"
+    )
+    assert text[3] == "Traceback (most recent call last):"
+
+
+def test_the_log_format_setting_takes_text_or_json() -> None:
+    assert Settings.load({}).log_format == "text"
+    assert Settings.load({"SEALTRAIL_LOG_FORMAT": "json"}).log_format == "json"
+    with pytest.raises(SystemExit, match="SEALTRAIL_LOG_FORMAT='xml' must be one of text, json"):
+        Settings.load({"SEALTRAIL_LOG_FORMAT": "xml"})
