@@ -42,7 +42,9 @@ from .report import format_report, write_json
 # delivery (its baseline, the RecordBatch acks, is measured in its window);
 # raw cursor CSV vs Export. Then issue 5's: Record with tracing off (the usual
 # server) and on (a third server exporting every span to a counting sink),
-# both from callers that send a traceparent and x-request-id.
+# both from callers that send a traceparent and x-request-id. Then issue 6's:
+# Record with redaction (the usual server) and without (a fourth server with
+# SEALTRAIL_REDACTION=false).
 PHASES = (
     "empty",
     "record",
@@ -60,6 +62,8 @@ PHASES = (
     "export",
     "record-untraced",
     "record-traced",
+    "record-redacted",
+    "record-unredacted",
 )
 # A figure and its baseline run in the other order every other round, so
 # drift over the run (a growing table, a warming cache) favours neither.
@@ -69,6 +73,7 @@ PAIRS = (
     ("bundlehash", "bundle"),
     ("rawcsv", "export"),
     ("record-untraced", "record-traced"),
+    ("record-unredacted", "record-redacted"),
 )
 NEEDS_LOG = frozenset({"proofs", "rawread", "verifylog", "bundlehash", "bundle"})
 NEEDS_BUNDLE = frozenset({"bundlehash", "bundle"})
@@ -225,6 +230,7 @@ class Bench:
         *,
         bare_server: environment.Server | None = None,
         traced_server: environment.Server | None = None,
+        unredacted_server: environment.Server | None = None,
         spans: tracing.Received | None = None,
         verifier_key: str = "",
         workdir: Path,
@@ -234,6 +240,7 @@ class Bench:
         self.server = server
         self.bare_server = bare_server
         self.traced_server = traced_server
+        self.unredacted_server = unredacted_server
         self.spans = spans
         self.verifier_key = verifier_key
         self.workdir = workdir
@@ -283,6 +290,8 @@ class Bench:
             "export": self.export_csv,
             "record-untraced": self.record_untraced,
             "record-traced": self.record_traced,
+            "record-redacted": self.record_redacted,
+            "record-unredacted": self.record_unredacted,
         }[figure]
         print(f"round {self.round}: measuring {figure} ...", file=sys.stderr, flush=True)
         return measure()
@@ -411,6 +420,17 @@ class Bench:
         result, window = self._run(name, "events/s", workloads, server)
         result.events_per_commit = events_per_commit(self.database.url, self.tenant(figure), window)
         return result, window
+
+    # --- issue 6: redaction ---------------------------------------------------
+
+    def record_redacted(self) -> PhaseResult:
+        """Record on the usual server: every event scanned for secrets (the
+        bench's events hold none, so this is the price every event pays)."""
+        return self._record_on(self.server, "record-redacted", "Record, redaction on")
+
+    def record_unredacted(self) -> PhaseResult:
+        """Record on a fourth server started with SEALTRAIL_REDACTION=false."""
+        return self._record_on(self.unredacted_server, "record-unredacted", "Record, redaction off")
 
     # --- issue 5: tracing -----------------------------------------------------
 
@@ -632,6 +652,24 @@ def _traced_server_if_needed(
             yield server, received
 
 
+@contextlib.contextmanager
+def _unredacted_server_if_needed(
+    figures: list[str],
+    database: environment.Database,
+    workdir: Path,
+    settings: dict[str, str],
+) -> Iterator[environment.Server | None]:
+    """The fourth server, redacting nothing, for record-unredacted."""
+    if "record-unredacted" not in figures:
+        yield None
+        return
+    bare = {**settings, "SEALTRAIL_REDACTION": "false"}
+    with environment.server(
+        database.url, workdir, name="unredacted-server", settings=bare
+    ) as server:
+        yield server
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     figures = options.figures
@@ -674,6 +712,7 @@ def main(argv: list[str] | None = None) -> int:
                 traced_server,
                 spans,
             ),
+            _unredacted_server_if_needed(figures, database, workdir, settings) as unredacted_server,
         ):
             bench = Bench(
                 options,
@@ -681,6 +720,7 @@ def main(argv: list[str] | None = None) -> int:
                 server,
                 bare_server=bare_server,
                 traced_server=traced_server,
+                unredacted_server=unredacted_server,
                 spans=spans,
                 verifier_key=signer.verifier.text(),
                 workdir=workdir,

@@ -53,6 +53,7 @@ RATIOS = (
     Ratio("Export CSV / raw cursor CSV", "export", "rawcsv", 0.60),
     # Issue 5's.
     Ratio("Record traced / untraced", "record-traced", "record-untraced", 0.85),
+    Ratio("Record redacted / unredacted", "record-redacted", "record-unredacted", 0.80),
 )
 
 

@@ -42,6 +42,8 @@ settings.load_profile("sealtrail")
 # subprocess, as several replicas of one deployment would share theirs.
 SIGNING_KEY = generate_signer_key("sealtrail.test/log").text()
 os.environ["SEALTRAIL_SIGNING_KEY"] = SIGNING_KEY
+REDACTION_SECRET = bytes(range(32))
+os.environ["SEALTRAIL_REDACTION_KEY"] = REDACTION_SECRET.hex()
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +82,7 @@ class ServerThread:
     ) -> None:
         defaults: dict[str, Any] = {
             "signing_key": SIGNING_KEY,
+            "redaction_key": REDACTION_SECRET.hex(),
             "log_origin": "sealtrail.test/log",
         }
         self.settings = Settings(

@@ -23,9 +23,11 @@ from .auth.tokens import Authenticator
 from .config import Settings
 from .integrity.checkpointer import Checkpointer
 from .integrity.keys import load_signer
+from .redaction_setup import load_redaction_secret, load_redactor
 from .store.appender import Appender
 from .store.database import Database
 from .store.migrations import migrate
+from .store.tenant_settings import SettingsCache
 from .store.tokens import find_principal
 from .stream.hub import StreamHub
 from .telemetry.interceptor import TelemetryInterceptor
@@ -132,6 +134,9 @@ class Service:
                 heartbeat_seconds=settings.stream_heartbeat_seconds,
                 export_limit=settings.export_rate_limit,
                 export_window=settings.export_rate_window,
+                settings_cache=SettingsCache(db, ttl=settings.settings_cache_seconds),
+                redactor=load_redactor(settings),
+                redaction_secret=load_redaction_secret(settings),
             ),
             server,
         )

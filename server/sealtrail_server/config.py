@@ -52,6 +52,20 @@ class Settings:
     # Exports allowed per tenant within a sliding window of this many seconds.
     export_rate_limit: int = 30
     export_rate_window: float = 60.0
+    # Secrets are redacted before anything is stored (docs/redaction.md); False
+    # only to measure what redaction costs (make bench).
+    redaction: bool = True
+    # More denied field names (comma-separated), and a JSON file of more value
+    # patterns ({"rule_name": "regex", ...}), on top of the built-in rules.
+    redact_fields: str = ""
+    redact_patterns_file: Path | None = None
+    # The secret each tenant's HMAC redaction key is derived from (64 hex
+    # digits), or a file holding it; else <data_dir>/redaction-key. Every
+    # process of a deployment must share it, as they share the signing key.
+    redaction_key: str | None = None
+    redaction_key_file: Path | None = None
+    # Seconds a tenant's settings are trusted before they are read again.
+    settings_cache_seconds: float = 10.0
     # Server log lines: "text", or "json" (one object per line); both carry
     # the request id and trace id of the call they were logged in.
     log_format: str = "text"

@@ -22,11 +22,13 @@ from ..domain.filters import (
     page_size,
     validate_filter,
 )
+from ..domain.redaction import Redactor
 from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appended, Appender
 from ..store.database import Database
 from ..store.events import Order, get_event, query_events
 from ..store.node_reader import NodeReader
+from ..store.tenant_settings import SettingsCache
 from ..stream.hub import StreamHub
 from ..telemetry.context import current_correlation
 from .convert import event_as_stored, event_draft, event_from_record, filter_draft
@@ -34,6 +36,7 @@ from .errors import entry_error
 from .export import ExportRpcs
 from .guard import current_principal
 from .integrity import IntegrityRpcs
+from .settings import SettingsRpcs
 from .stream import StreamRpcs
 
 MAX_BATCH_EVENTS = 1000
@@ -48,7 +51,11 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class AuditLogServicer(
-    StreamRpcs, ExportRpcs, IntegrityRpcs, audit_service_pb2_grpc.AuditLogServiceServicer
+    StreamRpcs,
+    ExportRpcs,
+    IntegrityRpcs,
+    SettingsRpcs,
+    audit_service_pb2_grpc.AuditLogServiceServicer,
 ):
     def __init__(
         self,
@@ -60,9 +67,15 @@ class AuditLogServicer(
         heartbeat_seconds: float = 5.0,
         export_limit: int = 30,
         export_window: float = 60.0,
+        settings_cache: SettingsCache,
+        redactor: Redactor | None = None,
+        redaction_secret: bytes,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._hub = hub
+        self._settings_cache = settings_cache
+        self._redactor = redactor
+        self._redaction_secret = redaction_secret
         self._signed_checkpoints = {}
         self._sizes_seen = {}
         self._node_reader = NodeReader(db)
@@ -77,7 +90,7 @@ class AuditLogServicer(
     async def Record(self, request: pb.RecordRequest, context: Context) -> pb.RecordResponse:
         tenant_id = current_principal().tenant_id
         draft = correlate(event_draft(request.event, "event"), current_correlation())
-        valid = validate_event(draft, now=self._clock())
+        [valid] = await self._redact(tenant_id, [validate_event(draft, now=self._clock())])
         [outcome] = await self._appender.append(tenant_id, [valid])
         if isinstance(outcome, SealtrailError):
             raise outcome
@@ -108,6 +121,7 @@ class AuditLogServicer(
                 positions.append(index)
             except InvalidArgument as error:
                 results[index] = pb.RecordBatchResult(error=entry_error(error))
+        valid = await self._redact(tenant_id, valid)
         outcomes = await self._appender.append(tenant_id, valid) if valid else []
         for index, event, outcome in zip(positions, valid, outcomes, strict=True):
             if isinstance(outcome, SealtrailError):

@@ -23,6 +23,9 @@ METHOD_ROLES: Final[dict[str, frozenset[Role]]] = {
     "GetConsistencyProof": _READ,
     "GetVerifierKeys": _READ,
     "VerifyLog": _ADMIN,
+    "GetTenantSettings": _ADMIN,
+    "UpdateTenantSettings": _ADMIN,
+    "HashSecret": _ADMIN,
 }
 
 

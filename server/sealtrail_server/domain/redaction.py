@@ -7,8 +7,9 @@ Three kinds of rule, each applied to the caller's part of the record:
   `details` at any depth, or the before/after of a change whose `field` is
   denied, is replaced whole, whatever its type;
 - value patterns: a secret found inside any free-text string (description,
-  actor and resource names, user agent, and every string in `details` and
-  `changes`) is replaced where it stands, the surrounding text kept;
+  actor display name, resource name, user agent, and every string in
+  `details` and `changes`) is replaced where it stands, the surrounding text
+  kept; identifiers (action, ids, email, ip) are left as they are;
 - API-key actors: the id of an `api_key` actor keeps its last 4 characters.
 
 A replaced value becomes `[REDACTED:<rule>]`, or, in HMAC mode,
@@ -27,11 +28,12 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Final
 
 from .canonical import canonical_json
+from .event import ValidEvent
 
 FIELD_NAME_RULE: Final = "field_name"
 API_KEY_VISIBLE: Final = 4
@@ -148,9 +150,7 @@ DEFAULT_PATTERNS: Final = (
 _FREE_TEXT: Final = (
     ("description",),
     ("actor", "display_name"),
-    ("actor", "email"),
     ("resource", "name"),
-    ("resource", "id"),
     ("context", "user_agent"),
 )
 
@@ -223,6 +223,16 @@ class Redaction:
     hits: list[tuple[str, str]]
 
 
+def redact_event(event: ValidEvent, redactor: Redactor, *, hmac_key: bytes | None) -> ValidEvent:
+    """`event` with its secrets redacted (itself when it holds none)."""
+    redaction = redactor.redact(event.body, hmac_key=hmac_key)
+    if not redaction.hits:
+        return event
+    body = redaction.body
+    # The answer to Record is then read back from the record, not the request.
+    return replace(event, body=body, verbatim=False, actor_id=body["actor"]["id"])
+
+
 def _set(body: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     """Set body[path] = value, copying the dicts on the way (the caller's body
     and its parts are never changed)."""
@@ -232,6 +242,13 @@ def _set(body: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     child = dict(body[path[0]])
     _set(child, path[1:], value)
     body[path[0]] = child
+
+
+def tenant_key(secret: bytes, tenant_id: str) -> bytes:
+    """A tenant's HMAC key, derived from the deployment's redaction secret:
+    equal secrets correlate within a tenant, never across tenants."""
+    message = b"sealtrail redaction v1\x00" + tenant_id.encode()
+    return hmac.new(secret, message, hashlib.sha256).digest()
 
 
 def hmac_token(key: bytes, value: Any) -> str:

@@ -12,17 +12,20 @@ from types import TracebackType
 from typing import Any, Self, TypeVar, Unpack
 
 import grpc
+from google.protobuf import field_mask_pb2
 
 from sealtrail._convert import (
     BatchEntryResult,
     EventFields,
     Order,
     RecordResult,
+    RedactionMode,
     batch_request,
     batch_results,
     build_event,
     inclusion_request,
     query_request,
+    redaction_mode_value,
     stream_request,
     with_defaults,
 )
@@ -30,7 +33,13 @@ from sealtrail._correlation import aio_correlation_interceptors
 from sealtrail._errors import from_rpc_error
 from sealtrail._export import FORMATS, ExportFile, ExportFormat
 from sealtrail._retry import RetryPolicy
-from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, event_pb2, integrity_pb2
+from sealtrail.v1 import (
+    audit_service_pb2,
+    audit_service_pb2_grpc,
+    event_pb2,
+    integrity_pb2,
+    settings_pb2,
+)
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
@@ -186,6 +195,29 @@ class AsyncAuditClient:
         """The keys that verify checkpoint signatures, the active one first."""
         request = integrity_pb2.GetVerifierKeysRequest()
         return list((await self._call(self._stub.GetVerifierKeys, request)).keys)
+
+    async def get_tenant_settings(self) -> settings_pb2.TenantSettings:
+        """Admin: the tenant's settings (redaction mode)."""
+        request = settings_pb2.GetTenantSettingsRequest()
+        return (await self._call(self._stub.GetTenantSettings, request)).settings
+
+    async def set_redaction_mode(
+        self, mode: RedactionMode
+    ) -> settings_pb2.UpdateTenantSettingsResponse:
+        """Admin: write secrets found in new events as `[REDACTED:<rule>]`
+        ("replace") or as their HMAC under the tenant's key ("hmac"). A change
+        is recorded in the log; asking for the current mode changes nothing."""
+        request = settings_pb2.UpdateTenantSettingsRequest(
+            settings=settings_pb2.TenantSettings(redaction_mode=redaction_mode_value(mode)),
+            update_mask=field_mask_pb2.FieldMask(paths=["redaction_mode"]),
+        )
+        return await self._call(self._stub.UpdateTenantSettings, request)
+
+    async def hash_secret(self, value: str) -> str:
+        """Admin: `hmac-sha256:<hex>`, what redaction in HMAC mode writes for
+        `value`, to search the log for a secret you hold."""
+        request = settings_pb2.HashSecretRequest(value=value)
+        return (await self._call(self._stub.HashSecret, request)).hmac
 
     async def verify_log(self) -> integrity_pb2.VerifyLogResponse:
         """Admin: have the server recheck every record, leaf and checkpoint root."""

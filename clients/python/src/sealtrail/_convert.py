@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from sealtrail._errors import SealtrailError, from_entry_error
-from sealtrail.v1 import audit_service_pb2, event_pb2, integrity_pb2
+from sealtrail.v1 import audit_service_pb2, event_pb2, integrity_pb2, settings_pb2
 
 if TYPE_CHECKING:
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
@@ -19,6 +19,20 @@ if TYPE_CHECKING:
 MAX_BATCH = 1000
 
 Order = Literal["newest", "oldest"]
+RedactionMode = Literal["replace", "hmac"]
+_REDACTION_MODES: dict[str, settings_pb2.RedactionMode.ValueType] = {
+    "replace": settings_pb2.REDACTION_MODE_REPLACE,
+    "hmac": settings_pb2.REDACTION_MODE_HMAC,
+}
+
+
+def redaction_mode_value(mode: str) -> settings_pb2.RedactionMode.ValueType:
+    try:
+        return _REDACTION_MODES[mode]
+    except KeyError:
+        raise ValueError(f"redaction mode must be 'replace' or 'hmac', not {mode!r}") from None
+
+
 _ORDERS = {
     "newest": audit_service_pb2.ORDER_NEWEST_FIRST,
     "oldest": audit_service_pb2.ORDER_OLDEST_FIRST,

@@ -5,6 +5,7 @@ import warnings
 
 from sealtrail.v1 import audit_service_pb2 as sealtrail_dot_v1_dot_audit__service__pb2
 from sealtrail.v1 import integrity_pb2 as sealtrail_dot_v1_dot_integrity__pb2
+from sealtrail.v1 import settings_pb2 as sealtrail_dot_v1_dot_settings__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -92,6 +93,21 @@ class AuditLogServiceStub:
                 '/sealtrail.v1.AuditLogService/VerifyLog',
                 request_serializer=sealtrail_dot_v1_dot_integrity__pb2.VerifyLogRequest.SerializeToString,
                 response_deserializer=sealtrail_dot_v1_dot_integrity__pb2.VerifyLogResponse.FromString,
+                _registered_method=True)
+        self.GetTenantSettings = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/GetTenantSettings',
+                request_serializer=sealtrail_dot_v1_dot_settings__pb2.GetTenantSettingsRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_settings__pb2.GetTenantSettingsResponse.FromString,
+                _registered_method=True)
+        self.UpdateTenantSettings = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/UpdateTenantSettings',
+                request_serializer=sealtrail_dot_v1_dot_settings__pb2.UpdateTenantSettingsRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_settings__pb2.UpdateTenantSettingsResponse.FromString,
+                _registered_method=True)
+        self.HashSecret = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/HashSecret',
+                request_serializer=sealtrail_dot_v1_dot_settings__pb2.HashSecretRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_settings__pb2.HashSecretResponse.FromString,
                 _registered_method=True)
 
 
@@ -183,6 +199,29 @@ class AuditLogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTenantSettings(self, request, context):
+        """Admin only: returns the caller's tenant settings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTenantSettings(self, request, context):
+        """Admin only: changes the caller's tenant settings; a change is recorded as
+        a `tenant.settings_updated` event attributed to the caller.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HashSecret(self, request, context):
+        """Admin only: the HMAC that redaction in HMAC mode writes for a value, so an
+        investigator holding a secret can search the log for it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditLogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -240,6 +279,21 @@ def add_AuditLogServiceServicer_to_server(servicer, server):
                     servicer.VerifyLog,
                     request_deserializer=sealtrail_dot_v1_dot_integrity__pb2.VerifyLogRequest.FromString,
                     response_serializer=sealtrail_dot_v1_dot_integrity__pb2.VerifyLogResponse.SerializeToString,
+            ),
+            'GetTenantSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTenantSettings,
+                    request_deserializer=sealtrail_dot_v1_dot_settings__pb2.GetTenantSettingsRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_settings__pb2.GetTenantSettingsResponse.SerializeToString,
+            ),
+            'UpdateTenantSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTenantSettings,
+                    request_deserializer=sealtrail_dot_v1_dot_settings__pb2.UpdateTenantSettingsRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_settings__pb2.UpdateTenantSettingsResponse.SerializeToString,
+            ),
+            'HashSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.HashSecret,
+                    request_deserializer=sealtrail_dot_v1_dot_settings__pb2.HashSecretRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_settings__pb2.HashSecretResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -542,6 +596,87 @@ class AuditLogService:
             '/sealtrail.v1.AuditLogService/VerifyLog',
             sealtrail_dot_v1_dot_integrity__pb2.VerifyLogRequest.SerializeToString,
             sealtrail_dot_v1_dot_integrity__pb2.VerifyLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTenantSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/GetTenantSettings',
+            sealtrail_dot_v1_dot_settings__pb2.GetTenantSettingsRequest.SerializeToString,
+            sealtrail_dot_v1_dot_settings__pb2.GetTenantSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTenantSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/UpdateTenantSettings',
+            sealtrail_dot_v1_dot_settings__pb2.UpdateTenantSettingsRequest.SerializeToString,
+            sealtrail_dot_v1_dot_settings__pb2.UpdateTenantSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HashSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/HashSecret',
+            sealtrail_dot_v1_dot_settings__pb2.HashSecretRequest.SerializeToString,
+            sealtrail_dot_v1_dot_settings__pb2.HashSecretResponse.FromString,
             options,
             channel_credentials,
             insecure,

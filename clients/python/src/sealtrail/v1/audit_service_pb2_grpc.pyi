@@ -7,6 +7,7 @@ from collections import abc as _abc
 from grpc import aio as _aio
 from sealtrail.v1 import audit_service_pb2 as _audit_service_pb2
 from sealtrail.v1 import integrity_pb2 as _integrity_pb2
+from sealtrail.v1 import settings_pb2 as _settings_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -68,6 +69,16 @@ class AuditLogServiceStub:
     """Admin only: recomputes every leaf from its stored record and the root at
     every stored checkpoint, and reports the first mismatch.
     """
+    GetTenantSettings: _grpc.UnaryUnaryMultiCallable[_settings_pb2.GetTenantSettingsRequest, _settings_pb2.GetTenantSettingsResponse]
+    """Admin only: returns the caller's tenant settings."""
+    UpdateTenantSettings: _grpc.UnaryUnaryMultiCallable[_settings_pb2.UpdateTenantSettingsRequest, _settings_pb2.UpdateTenantSettingsResponse]
+    """Admin only: changes the caller's tenant settings; a change is recorded as
+    a `tenant.settings_updated` event attributed to the caller.
+    """
+    HashSecret: _grpc.UnaryUnaryMultiCallable[_settings_pb2.HashSecretRequest, _settings_pb2.HashSecretResponse]
+    """Admin only: the HMAC that redaction in HMAC mode writes for a value, so an
+    investigator holding a secret can search the log for it.
+    """
 
 @_typing.type_check_only
 class AuditLogServiceAsyncStub(AuditLogServiceStub):
@@ -107,6 +118,16 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     VerifyLog: _aio.UnaryUnaryMultiCallable[_integrity_pb2.VerifyLogRequest, _integrity_pb2.VerifyLogResponse]  # type: ignore[assignment]
     """Admin only: recomputes every leaf from its stored record and the root at
     every stored checkpoint, and reports the first mismatch.
+    """
+    GetTenantSettings: _aio.UnaryUnaryMultiCallable[_settings_pb2.GetTenantSettingsRequest, _settings_pb2.GetTenantSettingsResponse]  # type: ignore[assignment]
+    """Admin only: returns the caller's tenant settings."""
+    UpdateTenantSettings: _aio.UnaryUnaryMultiCallable[_settings_pb2.UpdateTenantSettingsRequest, _settings_pb2.UpdateTenantSettingsResponse]  # type: ignore[assignment]
+    """Admin only: changes the caller's tenant settings; a change is recorded as
+    a `tenant.settings_updated` event attributed to the caller.
+    """
+    HashSecret: _aio.UnaryUnaryMultiCallable[_settings_pb2.HashSecretRequest, _settings_pb2.HashSecretResponse]  # type: ignore[assignment]
+    """Admin only: the HMAC that redaction in HMAC mode writes for a value, so an
+    investigator holding a secret can search the log for it.
     """
 
 class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -210,6 +231,34 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_integrity_pb2.VerifyLogResponse, _abc.Awaitable[_integrity_pb2.VerifyLogResponse]]:
         """Admin only: recomputes every leaf from its stored record and the root at
         every stored checkpoint, and reports the first mismatch.
+        """
+
+    @_abc_1.abstractmethod
+    def GetTenantSettings(
+        self,
+        request: _settings_pb2.GetTenantSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_settings_pb2.GetTenantSettingsResponse, _abc.Awaitable[_settings_pb2.GetTenantSettingsResponse]]:
+        """Admin only: returns the caller's tenant settings."""
+
+    @_abc_1.abstractmethod
+    def UpdateTenantSettings(
+        self,
+        request: _settings_pb2.UpdateTenantSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_settings_pb2.UpdateTenantSettingsResponse, _abc.Awaitable[_settings_pb2.UpdateTenantSettingsResponse]]:
+        """Admin only: changes the caller's tenant settings; a change is recorded as
+        a `tenant.settings_updated` event attributed to the caller.
+        """
+
+    @_abc_1.abstractmethod
+    def HashSecret(
+        self,
+        request: _settings_pb2.HashSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_settings_pb2.HashSecretResponse, _abc.Awaitable[_settings_pb2.HashSecretResponse]]:
+        """Admin only: the HMAC that redaction in HMAC mode writes for a value, so an
+        investigator holding a secret can search the log for it.
         """
 
 def add_AuditLogServiceServicer_to_server(servicer: AuditLogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,132 @@
+"""The admin RPCs of a tenant's settings and of redaction: read and change the
+settings (each change recorded in the log first), and compute the HMAC that
+redaction writes for a secret an investigator holds. A mixin of the servicer.
+
+Also the write path's view of redaction: the rules, and the tenant's HMAC key
+when its settings ask for HMAC mode."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Final
+
+import grpc
+
+from sealtrail.v1 import event_pb2
+from sealtrail.v1 import settings_pb2 as pb
+
+from ..domain.access import Principal
+from ..domain.errors import InvalidArgument, SealtrailError
+from ..domain.event import ChangeDraft, EventDraft, ValidEvent, correlate, validate_event
+from ..domain.redaction import Redactor, hmac_token, redact_event, tenant_key
+from ..store.appender import Appender
+from ..store.database import Database
+from ..store.tenant_settings import SettingsCache, TenantSettings, read_settings, write_settings
+from ..telemetry.context import current_correlation
+from .guard import current_principal
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_MODE_NAMES: Final = {pb.REDACTION_MODE_REPLACE: "replace", pb.REDACTION_MODE_HMAC: "hmac"}
+_MODE_NUMBERS: Final = {name: number for number, name in _MODE_NAMES.items()}
+SETTABLE: Final = ("redaction_mode",)
+MAX_SECRET_BYTES: Final = 65_536
+
+
+def _message(settings: TenantSettings) -> pb.TenantSettings:
+    message = pb.TenantSettings(redaction_mode=_MODE_NUMBERS[settings.redaction_mode])
+    if settings.updated_at is not None:
+        message.update_time.FromDatetime(settings.updated_at)
+    return message
+
+
+def _changed_fields(request: pb.UpdateTenantSettingsRequest) -> list[str]:
+    paths = list(request.update_mask.paths)
+    if not paths:  # no mask: every field the request sets
+        paths = [name for name in SETTABLE if getattr(request.settings, name)]
+    for path in paths:
+        if path not in SETTABLE:
+            raise InvalidArgument.field(
+                "update_mask", f"names {path!r}; settable fields: {', '.join(SETTABLE)}"
+            )
+    if not paths:
+        raise InvalidArgument.field("settings", "sets no field to change")
+    return paths
+
+
+class SettingsRpcs:
+    _db: Database
+    _appender: Appender
+    _clock: Callable[[], datetime]
+    _settings_cache: SettingsCache
+    _redactor: Redactor | None
+    _redaction_secret: bytes
+
+    async def _redact(self, tenant_id: str, events: list[ValidEvent]) -> list[ValidEvent]:
+        """The events as they may be stored: their secrets redacted as the
+        tenant's settings say."""
+        if self._redactor is None:
+            return events
+        settings = await self._settings_cache.get(tenant_id)
+        key = (
+            tenant_key(self._redaction_secret, tenant_id)
+            if settings.redaction_mode == "hmac"
+            else None
+        )
+        return [redact_event(event, self._redactor, hmac_key=key) for event in events]
+
+    async def GetTenantSettings(
+        self, request: pb.GetTenantSettingsRequest, context: Context
+    ) -> pb.GetTenantSettingsResponse:
+        async with self._db.connection() as conn:
+            settings = await read_settings(conn, current_principal().tenant_id)
+        return pb.GetTenantSettingsResponse(settings=_message(settings))
+
+    async def UpdateTenantSettings(
+        self, request: pb.UpdateTenantSettingsRequest, context: Context
+    ) -> pb.UpdateTenantSettingsResponse:
+        principal = current_principal()
+        _changed_fields(request)  # redaction_mode is the only one, so far
+        mode = _MODE_NAMES.get(request.settings.redaction_mode)
+        if mode is None:
+            raise InvalidArgument.field(
+                "settings.redaction_mode", "must be REDACTION_MODE_REPLACE or REDACTION_MODE_HMAC"
+            )
+        async with self._db.connection() as conn:
+            before = await read_settings(conn, principal.tenant_id)
+        if before.redaction_mode == mode:
+            return pb.UpdateTenantSettingsResponse(settings=_message(before))
+        # Recorded before it applies: a change is never without its event.
+        event_id = await self._record_change(principal, before.redaction_mode, mode)
+        async with self._db.connection() as conn:
+            after = await write_settings(conn, principal.tenant_id, redaction_mode=mode)
+        self._settings_cache.put(principal.tenant_id, after)
+        return pb.UpdateTenantSettingsResponse(settings=_message(after), event_id=event_id)
+
+    async def _record_change(self, principal: Principal, before: str, after: str) -> str:
+        draft = EventDraft(
+            action="tenant.settings_updated",
+            category=event_pb2.CATEGORY_CONFIGURATION,
+            actor_type=event_pb2.ACTOR_TYPE_API_KEY,
+            actor_id=principal.token_id,
+            description=f"Redaction mode changed from {before} to {after}",
+            resource_type="tenant",
+            resource_id=principal.tenant_id,
+            changes=[ChangeDraft("redaction_mode", before, after)],
+        )
+        correlate(draft, current_correlation())
+        valid = validate_event(draft, now=self._clock(), path="settings")
+        [outcome] = await self._appender.append(principal.tenant_id, [valid])
+        if isinstance(outcome, SealtrailError):
+            raise outcome
+        return outcome.event_id
+
+    async def HashSecret(
+        self, request: pb.HashSecretRequest, context: Context
+    ) -> pb.HashSecretResponse:
+        size = len(request.value.encode())
+        if not 1 <= size <= MAX_SECRET_BYTES:
+            raise InvalidArgument.field("value", f"has {size} bytes; send 1 to {MAX_SECRET_BYTES}")
+        key = tenant_key(self._redaction_secret, current_principal().tenant_id)
+        return pb.HashSecretResponse(hmac=hmac_token(key, request.value))

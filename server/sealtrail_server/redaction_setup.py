@@ -1,0 +1,73 @@
+"""Redaction as configured: the built-in rules plus the operator's, and the
+secret each tenant's HMAC key is derived from. Read once at startup."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+from pathlib import Path
+
+from .config import Settings
+from .domain.redaction import Redactor, ValuePattern
+
+log = logging.getLogger(__name__)
+
+KEY_FILE_NAME = "redaction-key"
+_KEY_BYTES = 32
+
+
+def load_redactor(settings: Settings) -> Redactor | None:
+    """The configured rules; None when redaction is off."""
+    if not settings.redaction:
+        return None
+    names = [name.strip() for name in settings.redact_fields.split(",") if name.strip()]
+    patterns: list[ValuePattern] = []
+    path = settings.redact_patterns_file
+    if path is not None:
+        try:
+            configured = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"redaction patterns file {path}: {error}") from None
+        if not isinstance(configured, dict):
+            raise SystemExit(f"redaction patterns file {path}: must hold a JSON object")
+        for rule, regex in configured.items():
+            try:
+                patterns.append(ValuePattern(str(rule), re.compile(str(regex))))
+            except re.error as error:
+                raise SystemExit(f"redaction pattern {rule!r} in {path}: {error}") from None
+    return Redactor().with_rules(field_names=names, patterns=patterns)
+
+
+def load_redaction_secret(settings: Settings) -> bytes:
+    """The configured secret; generates and keeps one in the data dir if none is."""
+    if settings.redaction_key:
+        return _parse(settings.redaction_key, "SEALTRAIL_REDACTION_KEY")
+    path = settings.redaction_key_file or settings.data_dir / KEY_FILE_NAME
+    if path.exists():
+        return _parse(path.read_text(), str(path))
+    if settings.redaction_key_file is not None:
+        raise SystemExit(f"redaction key file {path} does not exist")
+    secret = secrets.token_bytes(_KEY_BYTES)
+    _write_new(path, secret.hex() + "\n")
+    log.warning("generated a new redaction key in %s", path)
+    return secret
+
+
+def _parse(text: str, source: str) -> bytes:
+    try:
+        secret = bytes.fromhex(text.strip())
+    except ValueError:
+        secret = b""
+    if len(secret) != _KEY_BYTES:
+        raise SystemExit(f"{source}: the redaction key must be {_KEY_BYTES * 2} hex digits")
+    return secret
+
+
+def _write_new(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)

@@ -1,0 +1,78 @@
+"""Rows of per-tenant settings, and a short-lived cache of them for the write
+path (a tenant without a row has the defaults)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import psycopg
+from psycopg.rows import class_row
+
+from .database import Database
+
+REDACTION_MODES: Final = ("replace", "hmac")
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSettings:
+    redaction_mode: str = "replace"
+    updated_at: datetime | None = None
+
+
+DEFAULTS: Final = TenantSettings()
+
+
+async def read_settings(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> TenantSettings:
+    cursor = conn.cursor(row_factory=class_row(TenantSettings))
+    await cursor.execute(
+        "SELECT redaction_mode, updated_at FROM tenant_settings WHERE tenant_id = %s",
+        [tenant_id],
+    )
+    return await cursor.fetchone() or DEFAULTS
+
+
+async def write_settings(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, *, redaction_mode: str
+) -> TenantSettings:
+    cursor = conn.cursor(row_factory=class_row(TenantSettings))
+    await cursor.execute(
+        "INSERT INTO tenant_settings (tenant_id, redaction_mode) VALUES (%s, %s)"
+        " ON CONFLICT (tenant_id) DO UPDATE"
+        " SET redaction_mode = excluded.redaction_mode, updated_at = now()"
+        " RETURNING redaction_mode, updated_at",
+        [tenant_id, redaction_mode],
+    )
+    written = await cursor.fetchone()
+    assert written is not None
+    return written
+
+
+class SettingsCache:
+    """Each tenant's settings, read at most once per `ttl` seconds per process:
+    a change made through another process applies here within `ttl`."""
+
+    def __init__(
+        self, db: Database, *, ttl: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._db = db
+        self._ttl = ttl
+        self._clock = clock
+        self._entries: dict[str, tuple[float, TenantSettings]] = {}
+
+    async def get(self, tenant_id: str) -> TenantSettings:
+        entry = self._entries.get(tenant_id)
+        now = self._clock()
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        async with self._db.connection() as conn:
+            settings = await read_settings(conn, tenant_id)
+        self.put(tenant_id, settings)
+        return settings
+
+    def put(self, tenant_id: str, settings: TenantSettings) -> None:
+        """What this process just wrote applies here at once."""
+        self._entries[tenant_id] = (self._clock() + self._ttl, settings)

@@ -1,0 +1,166 @@
+"""Redaction end to end: secrets placed anywhere in recorded events are never
+in the database, in Record's answer, in Query results or in exports; HMAC mode
+correlates them and HashSecret finds them; the settings RPCs are admin-only and
+each change is recorded."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from google.protobuf import json_format
+
+from sealtrail import AuditClient, PermissionDeniedError, build_event, build_filter
+from sealtrail_server.domain.redaction import hmac_token, tenant_key
+from tests.conftest import REDACTION_SECRET, ServerThread
+from tests.unit.test_redaction import SECRETS
+
+
+def _carrying(secret: str, template: str, index: int) -> list[Any]:
+    """The secret in each free-text place a caller can put it."""
+    text = template.format(secret)
+    return [
+        build_event(action="secret.test", actor_id="u", description=text),
+        build_event(action="secret.test", actor_id="u", details={"note": text, "n": index}),
+        build_event(action="secret.test", actor_id="u", resource_type="doc", resource_name=text),
+        build_event(
+            action="secret.test",
+            actor_id="u",
+            changes=[{"field": "note", "before": "x", "after": text}],
+        ),
+        build_event(action="secret.test", actor_id="u", user_agent=text),
+    ]
+
+
+def _found_in_database(sql: psycopg.Connection[Any], tenant: str, secret: str) -> int:
+    row = sql.execute(
+        "SELECT count(*) FROM events e WHERE tenant_id = %s AND strpos(e::text, %s) > 0",
+        [tenant, secret],
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_no_secret_of_the_corpus_is_stored_answered_queried_or_exported(
+    client: AuditClient, tenant: str, sql: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    answers = []
+    for index, (_, secret, template) in enumerate(SECRETS):
+        events = _carrying(secret, template, index)
+        answers.append(client.record(events[0]).event)
+        for result in client.record_batch(events[1:]):
+            assert result.error is None
+            answers.append(result.event)
+    recorded = len(SECRETS) * 5
+    page = client.query_page(build_filter(actions="secret.test"), page_size=1000)
+    assert len(page.events) == recorded
+    client.export(tmp_path / "all.ndjson", format="ndjson")
+    client.export(tmp_path / "all.csv", format="csv")
+    exported = (tmp_path / "all.ndjson").read_text() + (tmp_path / "all.csv").read_text()
+    answered = json.dumps([json_format.MessageToDict(event) for event in answers])
+    queried = json.dumps([json_format.MessageToDict(event) for event in page.events])
+    for rule, secret, _ in SECRETS:
+        escaped = json.dumps(secret)[1:-1]
+        assert _found_in_database(sql, tenant, secret) == 0, rule
+        assert _found_in_database(sql, tenant, escaped) == 0, rule
+        for where, text in (("answer", answered), ("query", queried), ("export", exported)):
+            assert secret not in text and escaped not in text, (rule, where)
+        assert f"[REDACTED:{rule}]" in queried
+
+
+def test_denied_fields_and_api_key_actors(client: AuditClient) -> None:
+    event = client.record(
+        build_event(
+            action="secret.test",
+            actor_id="key_8f3b2a91c4",
+            actor_type="api_key",
+            details={"db": {"password": "p4ss", "host": "db1"}},
+            changes=[{"field": "smtp.password", "before": "old", "after": "new"}],
+        )
+    ).event
+    assert event.actor.id == "****91c4"
+    details = json_format.MessageToDict(event.details)
+    assert details == {"db": {"password": "[REDACTED:field_name]", "host": "db1"}}
+    change = event.changes[0]
+    assert (change.before.string_value, change.after.string_value) == (
+        "[REDACTED:field_name]",
+        "[REDACTED:field_name]",
+    )
+    assert client.get_event(event.id) == event  # the answer is what was stored
+
+
+def test_hmac_mode_correlates_and_hash_secret_finds_it(
+    client_for: Any, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    admin = client_for(tenant)
+    assert admin.get_tenant_settings().redaction_mode == 1  # REPLACE, the default
+    changed = admin.set_redaction_mode("hmac")
+    assert changed.event_id and changed.settings.redaction_mode == 2
+    assert admin.set_redaction_mode("hmac").event_id == ""  # no change, no event
+    audit = admin.get_event(changed.event_id)
+    assert audit.action == "tenant.settings_updated"
+    assert audit.changes[0].after.string_value == "hmac"
+
+    first = admin.record(
+        action="secret.test", actor_id="u", description="login with password=hunter22"
+    ).event
+    second = admin.record(
+        action="secret.test", actor_id="u", details={"password": "hunter22"}
+    ).event
+    expected = hmac_token(tenant_key(REDACTION_SECRET, tenant), "hunter22")
+    assert admin.hash_secret("hunter22") == expected
+    assert first.description == f"login with password={expected}"
+    assert json_format.MessageToDict(second.details) == {"password": expected}
+    assert _found_in_database(sql, tenant, "hunter22") == 0
+    found = admin.query(build_filter(text=expected.removeprefix("hmac-sha256:")))
+    assert {event.id for event in found} >= {second.id}
+
+    other = client_for(f"{tenant}-other")
+    assert other.hash_secret("hunter22") != expected  # keys are per tenant
+    admin.set_redaction_mode("replace")
+    assert (
+        admin.record(
+            action="secret.test", actor_id="u", description="password=hunter22"
+        ).event.description
+        == "password=[REDACTED:secret_assignment]"
+    )
+
+
+def test_settings_rpcs_are_admin_only(client_for: Any, tenant: str) -> None:
+    for role in ("recorder", "reader"):
+        limited = client_for(tenant, role=role)
+        with pytest.raises(PermissionDeniedError):
+            limited.get_tenant_settings()
+        with pytest.raises(PermissionDeniedError):
+            limited.set_redaction_mode("hmac")
+        with pytest.raises(PermissionDeniedError):
+            limited.hash_secret("x")
+
+
+def test_redaction_off_stores_what_was_sent(migrated_database_url: str, tenant: str) -> None:
+    bare = ServerThread(migrated_database_url, redaction=False)
+    try:
+        with AuditClient(bare.target, token=bare.token(tenant)) as client:
+            event = client.record(
+                action="secret.test", actor_id="u", description="password=hunter22"
+            ).event
+        assert event.description == "password=hunter22"
+    finally:
+        bare.close()
+
+
+def test_a_retried_event_with_secrets_is_deduplicated(client: AuditClient) -> None:
+    event = build_event(
+        action="secret.test",
+        actor_id="u",
+        description="token=abcdef123456",
+        idempotency_key="retry-with-secret",
+        occurred_at=datetime(2026, 1, 2, 3, 4, tzinfo=UTC),  # as a retry sends it
+    )
+    first = client.record(event)
+    again = client.record(event)
+    assert again.deduplicated and again.event.id == first.event.id
