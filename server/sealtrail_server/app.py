@@ -137,6 +137,7 @@ class Service:
                 settings_cache=SettingsCache(db, ttl=settings.settings_cache_seconds),
                 redactor=load_redactor(settings),
                 redaction_secret=load_redaction_secret(settings),
+                authenticator=authenticator,
             ),
             server,
         )

@@ -167,8 +167,9 @@ def test_bundle_and_verify_from_the_command_line(
     assert failed.returncode == 1
     assert failed.stderr.startswith("FAILED: record 2 (seq 3)")
 
+    # three records and the bundle's query (audit_log.queried, seq 4)
     assert run("sealtrail", "verify-log", env=cli_env).stdout.startswith(
-        "OK: 3 records and 1 checkpoint verified"
+        "OK: 4 records and 1 checkpoint verified"
     )
 
 

@@ -288,16 +288,17 @@ def test_tampering_is_detected_online_and_offline(
     signed_before = logged.get_checkpoint()
     tampering(tamper, tenant)
 
-    result = logged.verify_log()
-    assert not result.ok
-    assert (result.failure.reason, result.failure.seq in seqs) == (reason, True), result.failure
-
     # An auditor's full bundle, written after the tampering, against the
     # checkpoint signed before it (the log never signs over the tampering).
     write_bundle(logged, tmp_path / "after")
     assert (tmp_path / "after" / "checkpoint.txt").read_text() == signed_before.note
     with pytest.raises(BundleError, match=offline):
         verify_bundle(tmp_path / "after", key=VERIFIER.text())
+
+    # VerifyLog (which records itself, so it comes after the bundle here).
+    result = logged.verify_log()
+    assert not result.ok
+    assert (result.failure.reason, result.failure.seq in seqs) == (reason, True), result.failure
 
 
 def test_the_signer_refuses_to_extend_a_rewritten_log(
@@ -349,4 +350,5 @@ def test_after_a_key_rotation_old_checkpoints_stay_verifiable(
         after.close()
     assert open_note(first.note, [old_key.verifier])[1] == [old_key.verifier]
     assert open_note(second.note, [new_key.verifier])[1] == [new_key.verifier]
-    assert verify_bundle(tmp_path / "b", key=new_key.verifier.text()).count == 10
+    # ten events and the VerifyLog call's own audit_log.verified
+    assert verify_bundle(tmp_path / "b", key=new_key.verifier.text()).count == 11

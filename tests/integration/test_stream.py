@@ -85,7 +85,7 @@ async def test_a_subscriber_sees_an_event_recorded_after_it_subscribed(
         first = asyncio.ensure_future(anext(stream))
         while not beats:
             await asyncio.sleep(0.01)
-        assert beats == [3]  # it starts at the log's end
+        assert beats == [4]  # the log's end: 3 events and its own audit_log.streamed
         recorded = (await client.record(action="after.subscribe", actor_id="u")).event
         assert await asyncio.wait_for(first, 10) == recorded
         await stream.aclose()
@@ -96,9 +96,10 @@ def test_replay_then_live_matches_query(client_for: Any, tenant: str) -> None:
     client.record_batch(events(30))
     collector = Collector(client, after_seq=0)
     client.record_batch(events(20))
-    got = collector.take(50)
+    got = collector.take(51)  # with the subscription's own audit_log.streamed (seq 31)
     collector.stop()
-    assert got == list(client.query(order="oldest"))
+    assert got[30].action == "audit_log.streamed"
+    assert got == list(client.query(order="oldest"))  # the query records itself after
 
 
 def test_filters_apply_live_including_full_text(client_for: Any, tenant: str) -> None:
@@ -110,10 +111,11 @@ def test_filters_apply_live_including_full_text(client_for: Any, tenant: str) ->
         + events(3, action="keep.me", severity="info")
         + events(3, action="drop.me", severity="critical", description="a needle here")
     )
-    assert [e.seq for e in plain.take(3)] == [1, 2, 3]
-    assert [e.seq for e in text.take(3)] == [7, 8, 9]
+    # seqs 1 and 2 are the two subscriptions' own audit_log.streamed events
+    assert [e.seq for e in plain.take(3)] == [3, 4, 5]
+    assert [e.seq for e in text.take(3)] == [9, 10, 11]
     client.record(action="keep.me", actor_id="u", severity="critical", description="needle")
-    assert plain.take(1)[0].seq == text.take(1)[0].seq == 10
+    assert plain.take(1)[0].seq == text.take(1)[0].seq == 12
     assert plain.received.empty() and text.received.empty()
 
 
@@ -145,9 +147,9 @@ def test_a_slow_subscriber_receives_everything_in_order(
             for _ in range(10):
                 client.record_batch(events(50))
                 client.record(action="stream.single", actor_id="u")
-            got = collector.take(510)
+            got = collector.take(510)  # seq 1 is its own audit_log.streamed, before its start
             collector.stop()
-            assert [e.seq for e in got] == list(range(1, 511))
+            assert [e.seq for e in got] == list(range(2, 512))
     finally:
         tight.close()
 
@@ -168,10 +170,10 @@ def test_heartbeats_carry_the_cursor_of_an_idle_filtered_stream(
                         pass
 
             threading.Thread(target=run, daemon=True).start()
-            assert beats.get(timeout=10) == 0
+            assert beats.get(timeout=10) == 1  # after its own audit_log.streamed
             client.record_batch(events(5))
             deadline = time.monotonic() + 10
-            while beats.get(timeout=10) != 5:
+            while beats.get(timeout=10) != 6:
                 assert time.monotonic() < deadline
     finally:
         quick.close()
@@ -243,28 +245,32 @@ async def _read_events(call: Any, count: int) -> list[list[int]]:
 
 async def test_events_committed_together_arrive_together(server: ServerThread, tenant: str) -> None:
     metadata = (("authorization", f"Bearer {server.token(tenant)}"),)
+    only = event_pb2.EventFilter(actions=["stream.test"])  # not the audit_log.* events
     async with (
         AsyncAuditClient(server.target, token=server.token(tenant)) as client,
         grpc.aio.insecure_channel(server.target) as channel,
     ):
         stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
-        await client.record_batch(events(30))  # replayed from the table
+        replayed = [r.event.seq for r in await client.record_batch(events(30))]
         batched = stub.StreamEvents(
-            pb.StreamEventsRequest(after_seq=0, max_events_per_message=8), metadata=metadata
+            pb.StreamEventsRequest(filter=only, after_seq=0, max_events_per_message=8),
+            metadata=metadata,
         )
-        single = stub.StreamEvents(pb.StreamEventsRequest(after_seq=0), metadata=metadata)
+        single = stub.StreamEvents(
+            pb.StreamEventsRequest(filter=only, after_seq=0), metadata=metadata
+        )
         assert (await _read_events(batched, 30)) == [
-            list(range(1, 9)),
-            list(range(9, 17)),
-            list(range(17, 25)),
-            list(range(25, 31)),
+            replayed[0:8],
+            replayed[8:16],
+            replayed[16:24],
+            replayed[24:30],
         ]
-        assert (await _read_events(single, 30)) == [[seq] for seq in range(1, 31)]
-        await client.record_batch(events(20))  # one commit, delivered live
-        live = await _read_events(batched, 20)
-        assert [seq for message in live for seq in message] == list(range(31, 51))
-        assert max(map(len, live)) == 8  # the commit's events shared messages
-        assert (await _read_events(single, 20)) == [[seq] for seq in range(31, 51)]
+        assert (await _read_events(single, 30)) == [[seq] for seq in replayed]
+        live = [r.event.seq for r in await client.record_batch(events(20))]  # one commit
+        batches = await _read_events(batched, 20)
+        assert [seq for message in batches for seq in message] == live
+        assert max(map(len, batches)) == 8  # the commit's events shared messages
+        assert (await _read_events(single, 20)) == [[seq] for seq in live]
         batched.cancel()
         single.cancel()
 
@@ -279,7 +285,12 @@ async def test_events_per_message_is_bounded_and_checked(server: ServerThread, t
         for _ in range(2):
             await client.record_batch(events(600))
         lowered = stub.StreamEvents(
-            pb.StreamEventsRequest(after_seq=0, max_events_per_message=5000), metadata=metadata
+            pb.StreamEventsRequest(
+                filter=event_pb2.EventFilter(actions=["stream.test"]),
+                after_seq=0,
+                max_events_per_message=5000,
+            ),
+            metadata=metadata,
         )
         assert list(map(len, await _read_events(lowered, 1200))) == [1000, 200]
         lowered.cancel()

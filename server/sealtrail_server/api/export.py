@@ -14,18 +14,16 @@ import grpc
 from google.protobuf import json_format
 
 from sealtrail.v1 import audit_service_pb2 as pb
-from sealtrail.v1 import event_pb2
 
 from ..domain.access import Principal
-from ..domain.errors import InvalidArgument, ResourceExhausted, SealtrailError
-from ..domain.event import EventDraft, correlate, validate_event
+from ..domain.errors import InvalidArgument, ResourceExhausted
 from ..domain.filters import EventFilter, validate_filter
 from ..export.formats import CsvEncoder, Encoder, JsonEncoder, NdjsonEncoder
 from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
 from ..store.database import Database
 from ..store.events import recent_exports, stream_events
-from ..telemetry.context import current_correlation
+from .audited import filter_details, record_access
 from .convert import event_from_record, filter_draft
 from .guard import current_principal
 
@@ -127,20 +125,11 @@ class ExportRpcs:
     async def _record_export(self, principal: Principal, request: pb.ExportRequest) -> str:
         """Record the export in the log, attributed to the calling token."""
         name = _FORMAT_NAMES[request.format]
-        draft = EventDraft(
+        return await record_access(
+            self._appender,
+            principal,
+            now=self._clock(),
             action="audit_log.exported",
-            category=event_pb2.CATEGORY_DATA_ACCESS,
-            actor_type=event_pb2.ACTOR_TYPE_API_KEY,
-            actor_id=principal.token_id,
             description=f"Exported audit events as {name}",
-            resource_type="audit_log",
-            resource_id=principal.tenant_id,
-            details={"format": name, "filter": json_format.MessageToDict(request.filter)},
-            plain=False,  # canonicalised by rfc8785, whatever the filter holds
+            details={"format": name, "filter": filter_details(request.filter)},
         )
-        correlate(draft, current_correlation())
-        valid = validate_event(draft, now=self._clock(), path="export")
-        [outcome] = await self._appender.append(principal.tenant_id, [valid])
-        if isinstance(outcome, SealtrailError):
-            raise outcome
-        return outcome.event_id

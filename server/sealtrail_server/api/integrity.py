@@ -3,22 +3,27 @@ and VerifyLog. A mixin of the servicer, kept apart so each file has one job."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 import grpc
 
+from sealtrail.v1 import event_pb2
 from sealtrail.v1 import integrity_pb2 as pb
 
 from ..domain.errors import FailedPrecondition, IntegrityFailure, InvalidArgument, NotFound
 from ..domain.event import parse_uuid
 from ..integrity.checkpointer import Checkpointer
+from ..store.appender import Appender
 from ..store.checkpoints import StoredCheckpoint, checkpoint_at, known_keys, latest_checkpoint
 from ..store.database import Database
 from ..store.events import get_event
 from ..store.node_reader import NodeReader
 from ..store.tree import consistency_proof, inclusion_proof, inclusion_read, root_at, tree_size
 from ..store.verify import verify_log
+from .audited import record_access
 from .guard import current_principal
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -46,6 +51,8 @@ def _non_negative(name: str, value: int) -> int:
 
 class IntegrityRpcs:
     _db: Database
+    _appender: Appender
+    _clock: Callable[[], datetime]
     _checkpointer: Checkpointer
     _node_reader: NodeReader
     _signed_checkpoints: dict[tuple[str, int], StoredCheckpoint]
@@ -203,10 +210,27 @@ class IntegrityRpcs:
     async def VerifyLog(
         self, request: pb.VerifyLogRequest, context: Context
     ) -> pb.VerifyLogResponse:
+        principal = current_principal()
         result = await verify_log(
             self._db,
-            tenant_id=current_principal().tenant_id,
+            tenant_id=principal.tenant_id,
             verifiers=await self._checkpointer.verifiers(),
+        )
+        outcome: dict[str, Any] = {
+            "ok": result.failure is None,
+            "verified_size": result.verified_size,
+        }
+        if result.failure is not None:
+            outcome["failure"] = {"seq": result.failure.seq, "reason": result.failure.reason}
+        await record_access(
+            self._appender,
+            principal,
+            now=self._clock(),
+            action="audit_log.verified",
+            category=event_pb2.CATEGORY_SECURITY,
+            description="Verified the audit log"
+            + ("" if result.failure is None else f": {result.failure.reason}"),
+            details=outcome,
         )
         response = pb.VerifyLogResponse(
             ok=result.failure is None,

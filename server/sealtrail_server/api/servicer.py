@@ -13,6 +13,7 @@ import grpc
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2
 
+from ..auth.tokens import Authenticator
 from ..domain.errors import InvalidArgument, NotFound, SealtrailError
 from ..domain.event import ValidEvent, correlate, parse_uuid, validate_event
 from ..domain.filters import (
@@ -31,6 +32,7 @@ from ..store.node_reader import NodeReader
 from ..store.tenant_settings import SettingsCache
 from ..stream.hub import StreamHub
 from ..telemetry.context import current_correlation
+from .audited import filter_details, record_access
 from .convert import event_as_stored, event_draft, event_from_record, filter_draft
 from .errors import entry_error
 from .export import ExportRpcs
@@ -38,6 +40,7 @@ from .guard import current_principal
 from .integrity import IntegrityRpcs
 from .settings import SettingsRpcs
 from .stream import StreamRpcs
+from .tokens import TokenRpcs
 
 MAX_BATCH_EVENTS = 1000
 
@@ -55,6 +58,7 @@ class AuditLogServicer(
     ExportRpcs,
     IntegrityRpcs,
     SettingsRpcs,
+    TokenRpcs,
     audit_service_pb2_grpc.AuditLogServiceServicer,
 ):
     def __init__(
@@ -70,12 +74,14 @@ class AuditLogServicer(
         settings_cache: SettingsCache,
         redactor: Redactor | None = None,
         redaction_secret: bytes,
+        authenticator: Authenticator | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._hub = hub
         self._settings_cache = settings_cache
         self._redactor = redactor
         self._redaction_secret = redaction_secret
+        self._authenticator = authenticator
         self._signed_checkpoints = {}
         self._sizes_seen = {}
         self._node_reader = NodeReader(db)
@@ -145,7 +151,8 @@ class AuditLogServicer(
         return pb.GetEventResponse(event=event_from_record(stored.record, stored.leaf_hash))
 
     async def Query(self, request: pb.QueryRequest, context: Context) -> pb.QueryResponse:
-        tenant_id = current_principal().tenant_id
+        principal = current_principal()
+        tenant_id = principal.tenant_id
         event_filter = (
             validate_filter(filter_draft(request.filter))
             if request.HasField("filter")
@@ -170,6 +177,15 @@ class AuditLogServicer(
             limit=limit + 1,  # one more tells whether another page exists
         )
         page = rows[:limit]
+        if not request.page_token:  # a query is recorded once, not once per page
+            await record_access(
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="audit_log.queried",
+                description="Queried audit events",
+                details={"filter": filter_details(request.filter), "order": order},
+            )
         next_token = (
             encode_page_token(fingerprint=fingerprint, last_seq=page[-1].seq)
             if len(rows) > limit

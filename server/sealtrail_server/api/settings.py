@@ -17,13 +17,13 @@ from sealtrail.v1 import event_pb2
 from sealtrail.v1 import settings_pb2 as pb
 
 from ..domain.access import Principal
-from ..domain.errors import InvalidArgument, SealtrailError
-from ..domain.event import ChangeDraft, EventDraft, ValidEvent, correlate, validate_event
+from ..domain.errors import InvalidArgument
+from ..domain.event import ChangeDraft, ValidEvent
 from ..domain.redaction import Redactor, hmac_token, redact_event, tenant_key
 from ..store.appender import Appender
 from ..store.database import Database
 from ..store.tenant_settings import SettingsCache, TenantSettings, read_settings, write_settings
-from ..telemetry.context import current_correlation
+from .audited import record_access
 from .guard import current_principal
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -105,22 +105,16 @@ class SettingsRpcs:
         return pb.UpdateTenantSettingsResponse(settings=_message(after), event_id=event_id)
 
     async def _record_change(self, principal: Principal, before: str, after: str) -> str:
-        draft = EventDraft(
+        return await record_access(
+            self._appender,
+            principal,
+            now=self._clock(),
             action="tenant.settings_updated",
             category=event_pb2.CATEGORY_CONFIGURATION,
-            actor_type=event_pb2.ACTOR_TYPE_API_KEY,
-            actor_id=principal.token_id,
-            description=f"Redaction mode changed from {before} to {after}",
             resource_type="tenant",
-            resource_id=principal.tenant_id,
+            description=f"Redaction mode changed from {before} to {after}",
             changes=[ChangeDraft("redaction_mode", before, after)],
         )
-        correlate(draft, current_correlation())
-        valid = validate_event(draft, now=self._clock(), path="settings")
-        [outcome] = await self._appender.append(principal.tenant_id, [valid])
-        if isinstance(outcome, SealtrailError):
-            raise outcome
-        return outcome.event_id
 
     async def HashSecret(
         self, request: pb.HashSecretRequest, context: Context

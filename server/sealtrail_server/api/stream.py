@@ -12,7 +12,7 @@ Heartbeats carry `position`, from which a client resumes exactly.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any
@@ -25,10 +25,12 @@ from sealtrail.v1 import event_pb2
 from ..domain.errors import FailedPrecondition, InvalidArgument
 from ..domain.event import timestamp_from_parts
 from ..domain.filters import EventFilter, RecordMatcher, validate_filter
+from ..store.appender import Appender
 from ..store.database import Database
 from ..store.events import first_seq_received_since, stream_events
 from ..store.tree import tree_size
 from ..stream.hub import LiveEvent, StreamHub, Subscription
+from .audited import filter_details, record_access
 from .convert import event_from_data, event_from_record, filter_draft
 from .guard import current_principal
 
@@ -47,19 +49,30 @@ def _batch_limit(requested: int) -> int:
 
 class StreamRpcs:
     _db: Database
+    _appender: Appender
+    _clock: Callable[[], datetime]
     _hub: StreamHub
     _heartbeat_seconds: float
 
     async def StreamEvents(
         self, request: pb.StreamEventsRequest, context: Context
     ) -> AsyncIterator[pb.StreamEventsResponse]:
-        tenant_id = current_principal().tenant_id
+        principal = current_principal()
+        tenant_id = principal.tenant_id
         event_filter = (
             validate_filter(filter_draft(request.filter))
             if request.HasField("filter")
             else EventFilter()
         )
         limit = _batch_limit(request.max_events_per_message)
+        await record_access(
+            self._appender,
+            principal,
+            now=self._clock(),
+            action="audit_log.streamed",
+            description="Subscribed to audit events",
+            details={"filter": filter_details(request.filter), "start": _start_details(request)},
+        )
         matcher = RecordMatcher(event_filter)
         subscription = await self._hub.subscribe(tenant_id, matcher)
         try:
@@ -171,6 +184,15 @@ class StreamRpcs:
                     async for events in table:
                         yield events
             position = max(position, upto)
+
+
+def _start_details(request: pb.StreamEventsRequest) -> dict[str, Any]:
+    start = request.WhichOneof("start")
+    if start == "after_seq":
+        return {"after_seq": request.after_seq}
+    if start == "since":
+        return {"since": request.since.ToJsonString()}
+    return {"live": True}
 
 
 def _message(live: LiveEvent) -> event_pb2.Event:

@@ -49,3 +49,9 @@ class Authenticator:
             self._cache.clear()
         self._cache[digest] = (principal, now + self._cache_seconds)
         return principal
+
+    def forget(self, token_id: str) -> None:
+        """Stop trusting a cached token at once (it was revoked here)."""
+        for digest, (principal, _) in list(self._cache.items()):
+            if principal.token_id == token_id:
+                del self._cache[digest]

@@ -21,8 +21,9 @@ TENANT_ID_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 class Role(StrEnum):
     RECORDER = "recorder"  # writes events
-    READER = "reader"  # reads, tails and exports events
-    ADMIN = "admin"  # everything
+    READER = "reader"  # reads and tails events, proofs and checkpoints
+    EXPORTER = "exporter"  # a reader that may also export
+    ADMIN = "admin"  # everything, settings and tokens included
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,24 +67,45 @@ class TokenInfo:
     name: str
     created_at: datetime
     revoked_at: datetime | None
+    serial: int = 0
 
 
-async def list_tokens(db: Database, *, tenant_id: str) -> list[TokenInfo]:
+_SELECT_TOKENS = (
+    "SELECT token_id::text, tenant_id, role, name, created_at, revoked_at, serial"
+    " FROM api_tokens WHERE tenant_id = %s"
+)
+
+
+async def list_tokens(
+    db: Database, *, tenant_id: str, after_serial: int = 0, limit: int | None = None
+) -> list[TokenInfo]:
+    """The tenant's tokens in creation order, after a page's last `serial`."""
     async with db.connection() as conn:
         cursor = await conn.execute(
-            "SELECT token_id::text, tenant_id, role, name, created_at, revoked_at"
-            " FROM api_tokens WHERE tenant_id = %s ORDER BY created_at",
-            [tenant_id],
+            _SELECT_TOKENS + " AND serial > %s ORDER BY serial LIMIT %s",
+            [tenant_id, after_serial, limit],
         )
         return [TokenInfo(*row) for row in await cursor.fetchall()]
 
 
-async def revoke_token(db: Database, *, token_id: str) -> bool:
-    """Revoke a live token; False if there is no such live token."""
+async def find_token(db: Database, *, tenant_id: str, token_id: str) -> TokenInfo | None:
+    async with db.connection() as conn:
+        cursor = await conn.execute(
+            _SELECT_TOKENS + " AND token_id = %s",
+            [tenant_id, token_id],
+        )
+        row = await cursor.fetchone()
+    return TokenInfo(*row) if row else None
+
+
+async def revoke_token(db: Database, *, token_id: str, tenant_id: str | None = None) -> bool:
+    """Revoke a live token (of `tenant_id`, when given); False if there is no
+    such live token."""
     async with db.connection() as conn:
         cursor = await conn.execute(
             "UPDATE api_tokens SET revoked_at = now()"
-            " WHERE token_id = %s AND revoked_at IS NULL RETURNING token_id",
-            [token_id],
+            " WHERE token_id = %s AND revoked_at IS NULL"
+            " AND (%s::text IS NULL OR tenant_id = %s) RETURNING token_id",
+            [token_id, tenant_id, tenant_id],
         )
         return await cursor.fetchone() is not None

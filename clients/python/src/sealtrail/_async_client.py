@@ -20,6 +20,7 @@ from sealtrail._convert import (
     Order,
     RecordResult,
     RedactionMode,
+    TokenRole,
     batch_request,
     batch_results,
     build_event,
@@ -27,6 +28,7 @@ from sealtrail._convert import (
     query_request,
     redaction_mode_value,
     stream_request,
+    token_role_value,
     with_defaults,
 )
 from sealtrail._correlation import aio_correlation_interceptors
@@ -34,6 +36,7 @@ from sealtrail._errors import from_rpc_error
 from sealtrail._export import FORMATS, ExportFile, ExportFormat
 from sealtrail._retry import RetryPolicy
 from sealtrail.v1 import (
+    access_pb2,
     audit_service_pb2,
     audit_service_pb2_grpc,
     event_pb2,
@@ -219,6 +222,32 @@ class AsyncAuditClient:
         request = settings_pb2.HashSecretRequest(value=value)
         return (await self._call(self._stub.HashSecret, request)).hmac
 
+    async def create_token(
+        self, role: TokenRole, *, name: str = ""
+    ) -> access_pb2.CreateTokenResponse:
+        """Admin: a new API token of your tenant. Its `secret` is in this
+        answer only; keep it. Not retried: a retry could create a second token."""
+        request = access_pb2.CreateTokenRequest(role=token_role_value(role), name=name)
+        return await self._call(self._stub.CreateToken, request, retry=False)
+
+    async def list_tokens(self) -> list[access_pb2.ApiToken]:
+        """Admin: every API token of your tenant, oldest first, revoked ones
+        included (never their secrets)."""
+        tokens: list[access_pb2.ApiToken] = []
+        request = access_pb2.ListTokensRequest(page_size=1000)
+        while True:
+            page = await self._call(self._stub.ListTokens, request)
+            tokens.extend(page.tokens)
+            if not page.next_page_token:
+                return tokens
+            request.page_token = page.next_page_token
+
+    async def revoke_token(self, token_id: str) -> access_pb2.RevokeTokenResponse:
+        """Admin: revoke a live token of your tenant; calls with it fail within
+        the server's token cache interval (at once on the server that revoked it)."""
+        request = access_pb2.RevokeTokenRequest(token_id=token_id)
+        return await self._call(self._stub.RevokeToken, request)
+
     async def verify_log(self) -> integrity_pb2.VerifyLogResponse:
         """Admin: have the server recheck every record, leaf and checkpoint root."""
         return await self._call(self._stub.VerifyLog, integrity_pb2.VerifyLogRequest())
@@ -292,7 +321,11 @@ class AsyncAuditClient:
                 attempt += 1
 
     async def _call(
-        self, method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp],
+        request: _Req,
+        *,
+        retry: bool = True,
     ) -> _Resp:
         attempt = 1
         while True:
@@ -300,7 +333,7 @@ class AsyncAuditClient:
                 return await method(request, timeout=self._timeout, metadata=self._metadata)
             except grpc.RpcError as exc:
                 error = from_rpc_error(exc)
-                delay = self._policy.backoff(attempt, error)
+                delay = self._policy.backoff(attempt, error) if retry else None
                 if delay is None:
                     raise error from exc
             await self._sleep(delay)

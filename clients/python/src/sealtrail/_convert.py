@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from sealtrail._errors import SealtrailError, from_entry_error
-from sealtrail.v1 import audit_service_pb2, event_pb2, integrity_pb2, settings_pb2
+from sealtrail.v1 import access_pb2, audit_service_pb2, event_pb2, integrity_pb2, settings_pb2
 
 if TYPE_CHECKING:
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
@@ -24,6 +24,22 @@ _REDACTION_MODES: dict[str, settings_pb2.RedactionMode.ValueType] = {
     "replace": settings_pb2.REDACTION_MODE_REPLACE,
     "hmac": settings_pb2.REDACTION_MODE_HMAC,
 }
+
+
+TokenRole = Literal["recorder", "reader", "exporter", "admin"]
+_TOKEN_ROLES: dict[str, access_pb2.Role.ValueType] = {
+    "recorder": access_pb2.ROLE_RECORDER,
+    "reader": access_pb2.ROLE_READER,
+    "exporter": access_pb2.ROLE_EXPORTER,
+    "admin": access_pb2.ROLE_ADMIN,
+}
+
+
+def token_role_value(role: str) -> access_pb2.Role.ValueType:
+    try:
+        return _TOKEN_ROLES[role]
+    except KeyError:
+        raise ValueError(f"role must be one of {', '.join(_TOKEN_ROLES)}, not {role!r}") from None
 
 
 def redaction_mode_value(mode: str) -> settings_pb2.RedactionMode.ValueType:

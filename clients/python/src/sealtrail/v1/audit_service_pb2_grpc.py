@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from sealtrail.v1 import access_pb2 as sealtrail_dot_v1_dot_access__pb2
 from sealtrail.v1 import audit_service_pb2 as sealtrail_dot_v1_dot_audit__service__pb2
 from sealtrail.v1 import integrity_pb2 as sealtrail_dot_v1_dot_integrity__pb2
 from sealtrail.v1 import settings_pb2 as sealtrail_dot_v1_dot_settings__pb2
@@ -108,6 +109,21 @@ class AuditLogServiceStub:
                 '/sealtrail.v1.AuditLogService/HashSecret',
                 request_serializer=sealtrail_dot_v1_dot_settings__pb2.HashSecretRequest.SerializeToString,
                 response_deserializer=sealtrail_dot_v1_dot_settings__pb2.HashSecretResponse.FromString,
+                _registered_method=True)
+        self.CreateToken = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/CreateToken',
+                request_serializer=sealtrail_dot_v1_dot_access__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_access__pb2.CreateTokenResponse.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/ListTokens',
+                request_serializer=sealtrail_dot_v1_dot_access__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_access__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/RevokeToken',
+                request_serializer=sealtrail_dot_v1_dot_access__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_access__pb2.RevokeTokenResponse.FromString,
                 _registered_method=True)
 
 
@@ -222,6 +238,30 @@ class AuditLogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateToken(self, request, context):
+        """Admin only: creates an API token of the caller's tenant and shows its
+        secret, once; recorded as `api_token.created`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Admin only: lists the tenant's API tokens, never their secrets; recorded
+        as `api_token.listed`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Admin only: revokes a token of the caller's tenant; calls with it fail
+        within the token cache interval (10 s). Recorded as `api_token.revoked`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditLogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -294,6 +334,21 @@ def add_AuditLogServiceServicer_to_server(servicer, server):
                     servicer.HashSecret,
                     request_deserializer=sealtrail_dot_v1_dot_settings__pb2.HashSecretRequest.FromString,
                     response_serializer=sealtrail_dot_v1_dot_settings__pb2.HashSecretResponse.SerializeToString,
+            ),
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=sealtrail_dot_v1_dot_access__pb2.CreateTokenRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_access__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=sealtrail_dot_v1_dot_access__pb2.ListTokensRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_access__pb2.ListTokensResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=sealtrail_dot_v1_dot_access__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_access__pb2.RevokeTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -677,6 +732,87 @@ class AuditLogService:
             '/sealtrail.v1.AuditLogService/HashSecret',
             sealtrail_dot_v1_dot_settings__pb2.HashSecretRequest.SerializeToString,
             sealtrail_dot_v1_dot_settings__pb2.HashSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/CreateToken',
+            sealtrail_dot_v1_dot_access__pb2.CreateTokenRequest.SerializeToString,
+            sealtrail_dot_v1_dot_access__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/ListTokens',
+            sealtrail_dot_v1_dot_access__pb2.ListTokensRequest.SerializeToString,
+            sealtrail_dot_v1_dot_access__pb2.ListTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/RevokeToken',
+            sealtrail_dot_v1_dot_access__pb2.RevokeTokenRequest.SerializeToString,
+            sealtrail_dot_v1_dot_access__pb2.RevokeTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from sealtrail.v1 import access_pb2 as _access_pb2
 from sealtrail.v1 import audit_service_pb2 as _audit_service_pb2
 from sealtrail.v1 import integrity_pb2 as _integrity_pb2
 from sealtrail.v1 import settings_pb2 as _settings_pb2
@@ -79,6 +80,18 @@ class AuditLogServiceStub:
     """Admin only: the HMAC that redaction in HMAC mode writes for a value, so an
     investigator holding a secret can search the log for it.
     """
+    CreateToken: _grpc.UnaryUnaryMultiCallable[_access_pb2.CreateTokenRequest, _access_pb2.CreateTokenResponse]
+    """Admin only: creates an API token of the caller's tenant and shows its
+    secret, once; recorded as `api_token.created`.
+    """
+    ListTokens: _grpc.UnaryUnaryMultiCallable[_access_pb2.ListTokensRequest, _access_pb2.ListTokensResponse]
+    """Admin only: lists the tenant's API tokens, never their secrets; recorded
+    as `api_token.listed`.
+    """
+    RevokeToken: _grpc.UnaryUnaryMultiCallable[_access_pb2.RevokeTokenRequest, _access_pb2.RevokeTokenResponse]
+    """Admin only: revokes a token of the caller's tenant; calls with it fail
+    within the token cache interval (10 s). Recorded as `api_token.revoked`.
+    """
 
 @_typing.type_check_only
 class AuditLogServiceAsyncStub(AuditLogServiceStub):
@@ -128,6 +141,18 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     HashSecret: _aio.UnaryUnaryMultiCallable[_settings_pb2.HashSecretRequest, _settings_pb2.HashSecretResponse]  # type: ignore[assignment]
     """Admin only: the HMAC that redaction in HMAC mode writes for a value, so an
     investigator holding a secret can search the log for it.
+    """
+    CreateToken: _aio.UnaryUnaryMultiCallable[_access_pb2.CreateTokenRequest, _access_pb2.CreateTokenResponse]  # type: ignore[assignment]
+    """Admin only: creates an API token of the caller's tenant and shows its
+    secret, once; recorded as `api_token.created`.
+    """
+    ListTokens: _aio.UnaryUnaryMultiCallable[_access_pb2.ListTokensRequest, _access_pb2.ListTokensResponse]  # type: ignore[assignment]
+    """Admin only: lists the tenant's API tokens, never their secrets; recorded
+    as `api_token.listed`.
+    """
+    RevokeToken: _aio.UnaryUnaryMultiCallable[_access_pb2.RevokeTokenRequest, _access_pb2.RevokeTokenResponse]  # type: ignore[assignment]
+    """Admin only: revokes a token of the caller's tenant; calls with it fail
+    within the token cache interval (10 s). Recorded as `api_token.revoked`.
     """
 
 class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -259,6 +284,36 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_settings_pb2.HashSecretResponse, _abc.Awaitable[_settings_pb2.HashSecretResponse]]:
         """Admin only: the HMAC that redaction in HMAC mode writes for a value, so an
         investigator holding a secret can search the log for it.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateToken(
+        self,
+        request: _access_pb2.CreateTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_access_pb2.CreateTokenResponse, _abc.Awaitable[_access_pb2.CreateTokenResponse]]:
+        """Admin only: creates an API token of the caller's tenant and shows its
+        secret, once; recorded as `api_token.created`.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTokens(
+        self,
+        request: _access_pb2.ListTokensRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_access_pb2.ListTokensResponse, _abc.Awaitable[_access_pb2.ListTokensResponse]]:
+        """Admin only: lists the tenant's API tokens, never their secrets; recorded
+        as `api_token.listed`.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeToken(
+        self,
+        request: _access_pb2.RevokeTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_access_pb2.RevokeTokenResponse, _abc.Awaitable[_access_pb2.RevokeTokenResponse]]:
+        """Admin only: revokes a token of the caller's tenant; calls with it fail
+        within the token cache interval (10 s). Recorded as `api_token.revoked`.
         """
 
 def add_AuditLogServiceServicer_to_server(servicer: AuditLogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,59 @@
+"""Reading the audit log is itself audited: each Query (its first page), stream
+subscription, export and VerifyLog, each token or settings change, is recorded
+in the caller's log as an event attributed to the calling token, admins
+included. Such an event is recorded before the call answers: no read or change
+goes unrecorded, and if recording fails the call fails."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from google.protobuf import json_format
+
+from sealtrail.v1 import event_pb2
+
+from ..domain.access import Principal
+from ..domain.errors import SealtrailError
+from ..domain.event import ChangeDraft, EventDraft, correlate, validate_event
+from ..store.appender import Appender
+from ..telemetry.context import current_correlation
+
+
+def filter_details(event_filter: event_pb2.EventFilter) -> dict[str, Any]:
+    """A filter as the details of the event that records its use."""
+    return json_format.MessageToDict(event_filter)
+
+
+async def record_access(
+    appender: Appender,
+    principal: Principal,
+    *,
+    now: datetime,
+    action: str,
+    description: str,
+    category: event_pb2.Category.ValueType = event_pb2.CATEGORY_DATA_ACCESS,
+    resource_type: str = "audit_log",
+    resource_id: str | None = None,
+    details: dict[str, Any] | None = None,
+    changes: list[ChangeDraft] | None = None,
+) -> str:
+    """Record what `principal` did in its tenant's log; the new event's id."""
+    draft = EventDraft(
+        action=action,
+        category=category,
+        actor_type=event_pb2.ACTOR_TYPE_API_KEY,
+        actor_id=principal.token_id,
+        description=description,
+        resource_type=resource_type,
+        resource_id=principal.tenant_id if resource_id is None else resource_id,
+        details=details or None,
+        changes=changes or [],
+        plain=False,  # canonicalised by rfc8785, whatever a filter holds
+    )
+    correlate(draft, current_correlation())
+    valid = validate_event(draft, now=now, path=action)
+    [outcome] = await appender.append(principal.tenant_id, [valid])
+    if isinstance(outcome, SealtrailError):
+        raise outcome
+    return outcome.event_id

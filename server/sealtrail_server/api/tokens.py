@@ -1,0 +1,150 @@
+"""The admin RPCs of API tokens: create (the secret shown once), list and
+revoke, within the caller's tenant, each recorded in the log. A mixin of the
+servicer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Final
+
+import grpc
+
+from sealtrail.v1 import access_pb2 as pb
+from sealtrail.v1 import event_pb2
+
+from ..auth.tokens import Authenticator
+from ..domain.access import Role
+from ..domain.errors import InvalidArgument, NotFound
+from ..domain.event import MAX_NAME, parse_uuid
+from ..domain.filters import decode_page_token, encode_page_token, page_size
+from ..store.appender import Appender
+from ..store.database import Database
+from ..store.tokens import TokenInfo, create_token, find_token, list_tokens, revoke_token
+from .audited import record_access
+from .guard import current_principal
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_ROLES: Final = {
+    pb.ROLE_RECORDER: Role.RECORDER,
+    pb.ROLE_READER: Role.READER,
+    pb.ROLE_EXPORTER: Role.EXPORTER,
+    pb.ROLE_ADMIN: Role.ADMIN,
+}
+_ROLE_NUMBERS: Final = {role.value: number for number, role in _ROLES.items()}
+
+
+def _message(info: TokenInfo) -> pb.ApiToken:
+    token = pb.ApiToken(token_id=info.token_id, role=_ROLE_NUMBERS[info.role], name=info.name)
+    token.create_time.FromDatetime(info.created_at)
+    if info.revoked_at is not None:
+        token.revoke_time.FromDatetime(info.revoked_at)
+    return token
+
+
+def _fingerprint(tenant_id: str) -> str:
+    return f"tokens/{tenant_id}"
+
+
+class TokenRpcs:
+    _db: Database
+    _appender: Appender
+    _clock: Callable[[], datetime]
+    _authenticator: Authenticator | None
+
+    async def CreateToken(
+        self, request: pb.CreateTokenRequest, context: Context
+    ) -> pb.CreateTokenResponse:
+        principal = current_principal()
+        role = _ROLES.get(request.role)
+        if role is None:
+            raise InvalidArgument.field("role", "must be RECORDER, READER, EXPORTER or ADMIN")
+        if len(request.name) > MAX_NAME or "\x00" in request.name:
+            raise InvalidArgument.field("name", f"must be at most {MAX_NAME} characters, no NUL")
+        issued = await create_token(
+            self._db, tenant_id=principal.tenant_id, role=role, name=request.name
+        )
+        try:
+            event_id = await record_access(
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="api_token.created",
+                category=event_pb2.CATEGORY_SECURITY,
+                resource_type="api_token",
+                resource_id=issued.token_id,
+                description=f"Created an API token with role {role.value}",
+                details={"role": role.value, "name": request.name},
+            )
+        except BaseException:
+            # Its creation could not be recorded: the token must not live on.
+            await revoke_token(self._db, token_id=issued.token_id, tenant_id=principal.tenant_id)
+            raise
+        info = TokenInfo(
+            issued.token_id, issued.tenant_id, role.value, request.name, issued.created_at, None
+        )
+        return pb.CreateTokenResponse(token=_message(info), secret=issued.secret, event_id=event_id)
+
+    async def ListTokens(
+        self, request: pb.ListTokensRequest, context: Context
+    ) -> pb.ListTokensResponse:
+        principal = current_principal()
+        limit = page_size(request.page_size)
+        fingerprint = _fingerprint(principal.tenant_id)
+        after = (
+            decode_page_token(request.page_token, fingerprint=fingerprint)
+            if request.page_token
+            else 0
+        )
+        rows = await list_tokens(
+            self._db, tenant_id=principal.tenant_id, after_serial=after, limit=limit + 1
+        )
+        page = rows[:limit]
+        if not request.page_token:  # a listing is recorded once, not once per page
+            await record_access(
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="api_token.listed",
+                category=event_pb2.CATEGORY_SECURITY,
+                resource_type="api_token",
+                description="Listed the API tokens",
+            )
+        return pb.ListTokensResponse(
+            tokens=[_message(info) for info in page],
+            next_page_token=(
+                encode_page_token(fingerprint=fingerprint, last_seq=page[-1].serial)
+                if len(rows) > limit
+                else ""
+            ),
+        )
+
+    async def RevokeToken(
+        self, request: pb.RevokeTokenRequest, context: Context
+    ) -> pb.RevokeTokenResponse:
+        principal = current_principal()
+        token_id = parse_uuid(request.token_id)
+        if token_id is None:
+            raise InvalidArgument.field("token_id", "must be a UUID")
+        found = await find_token(self._db, tenant_id=principal.tenant_id, token_id=token_id)
+        if found is None or found.revoked_at is not None:
+            raise NotFound("no live token with that id in this tenant")
+        # Recorded before it applies: a revocation is never without its event.
+        event_id = await record_access(
+            self._appender,
+            principal,
+            now=self._clock(),
+            action="api_token.revoked",
+            category=event_pb2.CATEGORY_SECURITY,
+            resource_type="api_token",
+            resource_id=token_id,
+            description=f"Revoked an API token with role {found.role}",
+            details={"role": found.role, "name": found.name},
+        )
+        await revoke_token(self._db, token_id=token_id, tenant_id=principal.tenant_id)
+        if self._authenticator is not None:
+            self._authenticator.forget(token_id)  # this process stops honouring it now
+        revoked = await find_token(self._db, tenant_id=principal.tenant_id, token_id=token_id)
+        assert revoked is not None
+        return pb.RevokeTokenResponse(token=_message(revoked), event_id=event_id)

@@ -1,0 +1,156 @@
+"""Reading the log and managing its tokens are recorded in the log, attributed
+to the calling token, admins included; token management works over the API
+within the caller's tenant only."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from google.protobuf import json_format
+
+from sealtrail import (
+    AuditClient,
+    InvalidArgumentError,
+    NotFoundError,
+    UnauthenticatedError,
+    build_event,
+    build_filter,
+)
+from sealtrail.v1 import access_pb2, event_pb2
+from tests.conftest import ServerThread
+
+
+def _token_id(sql: psycopg.Connection[Any], secret: str) -> str:
+    row = sql.execute(
+        "SELECT token_id::text FROM api_tokens WHERE secret_sha256 = %s",
+        [hashlib.sha256(secret.encode()).digest()],
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _audit_events(sql: psycopg.Connection[Any], tenant: str) -> list[tuple[str, str]]:
+    rows = sql.execute(
+        "SELECT action, actor_id FROM events WHERE tenant_id = %s"
+        " AND (action LIKE 'audit\\_log.%%' OR action LIKE 'api\\_token.%%') ORDER BY seq",
+        [tenant],
+    ).fetchall()
+    return [(str(action), str(actor)) for action, actor in rows]
+
+
+@pytest.mark.parametrize("role", ["reader", "exporter", "admin"])
+def test_each_read_is_recorded_once_attributed_to_its_token(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any], tmp_path: Path, role: str
+) -> None:
+    with AuditClient(server.target, token=server.token(tenant, "recorder")) as writer:
+        writer.record_batch([build_event(action="doc.read", actor_id=f"u{i}") for i in range(12)])
+    secret = server.token(tenant, role)
+    token_id = _token_id(sql, secret)
+    with AuditClient(server.target, token=secret) as reader:
+        pages = list(reader.query(build_filter(actions="doc.*"), page_size=5))  # 3 pages
+        assert len(pages) == 12
+        stream = reader.stream(build_filter(actions="doc.*"), after_seq=0)
+        assert next(stream).action == "doc.read"
+        stream.close()
+        if role != "reader":
+            reader.export(tmp_path / "out.csv", format="csv")
+    recorded = _audit_events(sql, tenant)
+    expected = ["audit_log.queried", "audit_log.streamed"]
+    if role != "reader":
+        expected.append("audit_log.exported")
+    assert recorded == [(action, token_id) for action in expected]
+    details = sql.execute(
+        "SELECT record::jsonb -> 'details' FROM events WHERE tenant_id = %s"
+        " AND action = 'audit_log.queried'",
+        [tenant],
+    ).fetchone()
+    assert details is not None and details[0]["filter"] == {"actions": ["doc.*"]}
+
+
+def test_verify_log_is_recorded_with_its_outcome(
+    client: AuditClient, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    client.record(action="doc.read", actor_id="u")
+    assert client.verify_log().ok
+    row = sql.execute(
+        "SELECT record::jsonb FROM events WHERE tenant_id = %s AND action = 'audit_log.verified'",
+        [tenant],
+    ).fetchone()
+    assert row is not None
+    assert row[0]["details"] == {"ok": True, "verified_size": 1}
+    assert row[0]["category"] == "security"
+
+
+def test_tokens_are_managed_over_the_api_and_each_change_is_recorded(
+    client_for: Any, tenant: str, server: ServerThread, sql: psycopg.Connection[Any]
+) -> None:
+    admin = client_for(tenant)
+    created = admin.create_token("recorder", name="billing ingest")
+    assert created.secret.startswith("stk_") and created.event_id
+    assert created.token.role == access_pb2.ROLE_RECORDER
+    with AuditClient(server.target, token=created.secret) as recorder:
+        recorder.record(action="billing.charge", actor_id="svc")
+
+    listed = admin.list_tokens()
+    mine = [t for t in listed if t.token_id == created.token.token_id]
+    assert [(t.name, t.HasField("revoke_time")) for t in mine] == [("billing ingest", False)]
+    assert created.secret not in json_format.MessageToJson(
+        access_pb2.ListTokensResponse(tokens=listed)
+    )
+
+    revoked = admin.revoke_token(created.token.token_id)
+    assert revoked.token.HasField("revoke_time") and revoked.event_id
+    with (
+        AuditClient(server.target, token=created.secret, max_attempts=1) as recorder,
+        pytest.raises(UnauthenticatedError),
+    ):
+        recorder.record(action="billing.charge", actor_id="svc")  # refused at once, here
+    with pytest.raises(NotFoundError):
+        admin.revoke_token(created.token.token_id)  # already revoked
+
+    created_event = admin.get_event(created.event_id)
+    assert created_event.action == "api_token.created"
+    assert created_event.resource.id == created.token.token_id
+    assert created_event.category == event_pb2.CATEGORY_SECURITY
+    assert admin.get_event(revoked.event_id).action == "api_token.revoked"
+    actions = [action for action, _ in _audit_events(sql, tenant)]
+    assert actions.count("api_token.listed") == 1  # one listing, however many pages
+
+
+def test_tokens_of_another_tenant_are_out_of_reach(client_for: Any, tenant: str) -> None:
+    other = client_for(f"{tenant}-other").create_token("admin")
+    admin = client_for(tenant)
+    with pytest.raises(NotFoundError):
+        admin.revoke_token(other.token.token_id)
+    assert other.token.token_id not in {t.token_id for t in admin.list_tokens()}
+
+
+def test_bad_token_requests_are_refused_clearly(client_for: Any, tenant: str) -> None:
+    admin = client_for(tenant)
+    for call, field in (
+        (lambda: admin.revoke_token("not-a-uuid"), "token_id"),
+        (lambda: admin._call(admin._stub.CreateToken, access_pb2.CreateTokenRequest()), "role"),
+        (lambda: admin.create_token("reader", name="x" * 300), "name"),
+    ):
+        with pytest.raises(InvalidArgumentError) as refused:
+            call()
+        assert field in str(refused.value)
+
+
+def test_token_pages_cover_every_token_once(client_for: Any, tenant: str) -> None:
+    admin = client_for(tenant)
+    ids = {admin.create_token("reader", name=f"t{i}").token.token_id for i in range(7)}
+    seen: list[str] = []
+    request = access_pb2.ListTokensRequest(page_size=3)
+    while True:
+        page = admin._call(admin._stub.ListTokens, request)
+        assert len(page.tokens) <= 3
+        seen.extend(t.token_id for t in page.tokens)
+        if not page.next_page_token:
+            break
+        request.page_token = page.next_page_token
+    assert ids <= set(seen) and len(seen) == len(set(seen)) == 8  # and the admin's own
