@@ -31,6 +31,7 @@ from .store.tenant_settings import SettingsCache
 from .store.tokens import find_principal
 from .stream.hub import StreamHub
 from .telemetry.interceptor import TelemetryInterceptor
+from .tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,12 @@ class Service:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
+        credentials = server_credentials(settings)
         try:
-            self.port = server.add_insecure_port(settings.listen)
+            if credentials is None:
+                self.port = server.add_insecure_port(settings.listen)
+            else:
+                self.port = server.add_secure_port(settings.listen, credentials)
         except RuntimeError:
             raise SystemExit(f"cannot listen on {settings.listen}: in use or invalid") from None
         await server.start()

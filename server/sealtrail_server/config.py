@@ -35,6 +35,11 @@ class Settings:
     token_cache_seconds: float = 10.0
     # Seconds in-flight calls get to finish on SIGTERM.
     shutdown_grace: float = 10.0
+    # TLS: the server's certificate chain and key (PEM files); with a client CA
+    # as well, clients must present a certificate it signed (mutual TLS).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
     # Checkpoint origins are `<log_origin>/<tenant>`; also the signing key's name.
     log_origin: str = "sealtrail.local/log"
     # Seconds between checkpoints of a growing log (0: only on demand).

@@ -91,7 +91,13 @@ class FakeClient:
 
     calls: ClassVar[list[tuple[str, Any, dict[str, Any]]]] = []
 
-    def __init__(self, target: str, *, token: str) -> None:
+    def __init__(self, target: str, *, token: str, **connection: Any) -> None:
+        assert connection == {
+            "tls": False,
+            "root_certificates": None,
+            "client_certificate": None,
+            "client_key": None,
+        }  # no TLS option given
         self.calls.append(("open", target, {"token": token}))
 
     def __enter__(self) -> FakeClient:

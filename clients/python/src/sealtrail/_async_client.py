@@ -53,7 +53,11 @@ class AsyncAuditClient:
 
     Every call gets `timeout` seconds per attempt and is retried on UNAVAILABLE,
     DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED (with RetryInfo), up to `max_attempts` attempts.
-    Failures raise SealtrailError subclasses. A given `channel` is used instead of one built
+    Failures raise SealtrailError subclasses.
+
+    TLS: `tls=True` verifies the server against the system's roots, or against
+    `root_certificates` (PEM); mutual TLS adds `client_certificate` and `client_key`
+    (PEM). A given `channel` is used instead of one built
     from `target` and `tls`, and is not closed; `sleep` and `rng` are for tests.
 
     Every call on the client's own channel carries the caller's OpenTelemetry trace
@@ -72,6 +76,8 @@ class AsyncAuditClient:
         max_backoff: float = 5.0,
         tls: bool = False,
         root_certificates: bytes | None = None,
+        client_certificate: bytes | None = None,
+        client_key: bytes | None = None,
         channel: grpc.aio.Channel | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
@@ -86,8 +92,12 @@ class AsyncAuditClient:
         if channel is None:
             # grpc-stubs types interceptors as a stub to cast to.
             interceptors: Any = aio_correlation_interceptors()
-            if tls or root_certificates is not None:
-                credentials = grpc.ssl_channel_credentials(root_certificates)
+            if (client_certificate is None) != (client_key is None):
+                raise ValueError("client_certificate and client_key go together")
+            if tls or root_certificates is not None or client_certificate is not None:
+                credentials = grpc.ssl_channel_credentials(
+                    root_certificates, client_key, client_certificate
+                )
                 channel = grpc.aio.secure_channel(target, credentials, interceptors=interceptors)
             else:
                 channel = grpc.aio.insecure_channel(target, interceptors=interceptors)

@@ -108,6 +108,23 @@ def _choice(enum: _EnumTypeWrapper[Any]) -> click.Choice[str]:
 class _Settings:
     server: str
     token: str | None
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def connection(self) -> dict[str, Any]:
+        """AuditClient's TLS options."""
+
+        def read(path: Path | None) -> bytes | None:
+            return path.read_bytes() if path is not None else None
+
+        return {
+            "tls": self.tls,
+            "root_certificates": read(self.ca_file),
+            "client_certificate": read(self.cert_file),
+            "client_key": read(self.key_file),
+        }
 
 
 @click.group()
@@ -120,10 +137,39 @@ class _Settings:
     help="Address of the Sealtrail service.",
 )
 @click.option("--token", envvar="SEALTRAIL_TOKEN", help="API token (or SEALTRAIL_TOKEN).")
+@click.option("--tls", is_flag=True, envvar="SEALTRAIL_TLS", help="Connect over TLS.")
+@click.option(
+    "--ca-file",
+    envvar="SEALTRAIL_TLS_CA_FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM roots to verify the server with (implies --tls).",
+)
+@click.option(
+    "--cert-file",
+    envvar="SEALTRAIL_TLS_CERT_FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM client certificate, for mutual TLS (with --key-file).",
+)
+@click.option(
+    "--key-file",
+    envvar="SEALTRAIL_TLS_KEY_FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM client key, for mutual TLS (with --cert-file).",
+)
 @click.pass_context
-def main(ctx: click.Context, server: str, token: str | None) -> None:
+def main(
+    ctx: click.Context,
+    server: str,
+    token: str | None,
+    tls: bool,
+    ca_file: Path | None,
+    cert_file: Path | None,
+    key_file: Path | None,
+) -> None:
     """Record and query Sealtrail audit events."""
-    ctx.obj = _Settings(server=server, token=token)
+    if (cert_file is None) != (key_file is None):
+        raise click.UsageError("--cert-file and --key-file go together.", ctx)
+    ctx.obj = _Settings(server, token, tls, ca_file, cert_file, key_file)
 
 
 @contextmanager
@@ -132,7 +178,7 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
     if not settings.token:
         raise click.UsageError("Missing option '--token' (or SEALTRAIL_TOKEN).", ctx)
     try:
-        with AuditClient(settings.server, token=settings.token) as client:
+        with AuditClient(settings.server, token=settings.token, **settings.connection()) as client:
             yield client
     except SealtrailError as exc:
         click.echo(f"error: {exc.code.name}: {exc.message}", err=True)

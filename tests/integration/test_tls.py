@@ -1,0 +1,217 @@
+"""TLS and mutual TLS, with certificates made for the test by a CA of its own:
+a client that trusts the CA connects, a plaintext one does not, and with a
+client CA configured only a client holding a certificate it signed gets in."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from sealtrail import AuditClient, UnavailableError
+from sealtrail_server.config import Settings
+from sealtrail_server.tls import server_credentials
+from tests.conftest import ServerThread
+
+
+@dataclass(frozen=True)
+class Issued:
+    cert: bytes
+    key: bytes
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+class Authority:
+    """A CA that issues server and client certificates, valid for an hour."""
+
+    def __init__(self, name: str) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.now(UTC)
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(name))
+            .issuer_name(_name(name))
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
+        self.pem = self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def issue(self, name: str, *, server: bool) -> Issued:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.now(UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(name))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(hours=1))
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+        )
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+        cert = builder.sign(self.key, hashes.SHA256())
+        return Issued(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key))
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("pki")
+    ca, stranger = Authority("sealtrail test CA"), Authority("another CA")
+    server = ca.issue("sealtrail server", server=True)
+    client = ca.issue("billing-service", server=False)
+    foreign = stranger.issue("billing-service", server=False)
+    files = {
+        "ca": ca.pem,
+        "server.crt": server.cert,
+        "server.key": server.key,
+        "client.crt": client.cert,
+        "client.key": client.key,
+        "foreign.crt": foreign.cert,
+        "foreign.key": foreign.key,
+    }
+    paths = {}
+    for name, content in files.items():
+        paths[name] = folder / name
+        paths[name].write_bytes(content)
+    return paths
+
+
+@pytest.fixture
+def tls_server(migrated_database_url: str, pki: dict[str, Path]) -> Iterator[ServerThread]:
+    server = ServerThread(
+        migrated_database_url,
+        tls_cert_file=pki["server.crt"],
+        tls_key_file=pki["server.key"],
+    )
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def mtls_server(migrated_database_url: str, pki: dict[str, Path]) -> Iterator[ServerThread]:
+    server = ServerThread(
+        migrated_database_url,
+        tls_cert_file=pki["server.crt"],
+        tls_key_file=pki["server.key"],
+        tls_client_ca_file=pki["ca"],
+    )
+    yield server
+    server.close()
+
+
+def _record(server: ServerThread, tenant: str, **tls: object) -> str:
+    with AuditClient(
+        server.target, token=server.token(tenant), max_attempts=1, timeout=5, **tls
+    ) as client:
+        return client.record(action="tls.test", actor_id="u").event.id
+
+
+def test_a_client_trusting_the_ca_connects_over_tls(
+    tls_server: ServerThread, tenant: str, pki: dict[str, Path]
+) -> None:
+    assert _record(tls_server, tenant, root_certificates=pki["ca"].read_bytes())
+
+
+def test_plaintext_and_untrusting_clients_are_refused(
+    tls_server: ServerThread, tenant: str, pki: dict[str, Path]
+) -> None:
+    with pytest.raises(UnavailableError):
+        _record(tls_server, tenant)  # plaintext against TLS
+    with pytest.raises(UnavailableError):
+        _record(tls_server, tenant, root_certificates=pki["foreign.crt"].read_bytes())
+
+
+def test_mutual_tls_lets_in_only_certificates_of_the_client_ca(
+    mtls_server: ServerThread, tenant: str, pki: dict[str, Path]
+) -> None:
+    ca = pki["ca"].read_bytes()
+    assert _record(
+        mtls_server,
+        tenant,
+        root_certificates=ca,
+        client_certificate=pki["client.crt"].read_bytes(),
+        client_key=pki["client.key"].read_bytes(),
+    )
+    with pytest.raises(UnavailableError):
+        _record(mtls_server, tenant, root_certificates=ca)  # no client certificate
+    with pytest.raises(UnavailableError):
+        _record(
+            mtls_server,
+            tenant,
+            root_certificates=ca,
+            client_certificate=pki["foreign.crt"].read_bytes(),
+            client_key=pki["foreign.key"].read_bytes(),
+        )
+
+
+def test_the_cli_speaks_mutual_tls(
+    mtls_server: ServerThread, tenant: str, pki: dict[str, Path]
+) -> None:
+    common = [
+        str(Path(sys.executable).parent / "sealtrail"),
+        "--server",
+        mtls_server.target,
+        "--token",
+        mtls_server.token(tenant),
+        "--ca-file",
+        str(pki["ca"]),
+    ]
+    record = ["record", "--action", "tls.cli", "--actor-id", "ops"]
+    refused = subprocess.run([*common, *record], capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "UNAVAILABLE" in refused.stderr
+    mutual = ["--cert-file", str(pki["client.crt"]), "--key-file", str(pki["client.key"])]
+    allowed = subprocess.run(
+        [*common, *mutual, *record],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert allowed.returncode == 0, allowed.stderr
+
+
+def test_an_incomplete_tls_configuration_is_refused_at_start(pki: dict[str, Path]) -> None:
+    with pytest.raises(SystemExit, match="go together"):
+        server_credentials(Settings(tls_cert_file=pki["server.crt"]))
+    with pytest.raises(SystemExit, match="needs a server certificate"):
+        server_credentials(Settings(tls_client_ca_file=pki["ca"]))
+    with pytest.raises(SystemExit, match="cannot read the TLS key"):
+        server_credentials(
+            Settings(tls_cert_file=pki["server.crt"], tls_key_file=pki["ca"].parent / "missing")
+        )
