@@ -1,0 +1,88 @@
+"""A token of one tenant reaches nothing of another, whatever it borrows from
+it: event ids, page tokens, stream cursors, proofs, exports, token ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sealtrail import (
+    InvalidArgumentError,
+    NotFoundError,
+    RpcFailedError,
+    build_event,
+    build_filter,
+)
+
+
+@pytest.fixture
+def pair(client_for: Any, tenant: str) -> tuple[Any, Any, list[Any]]:
+    """Tenant A with 30 events, tenant B with 3; their admin clients."""
+    a, b = client_for(tenant), client_for(f"{tenant}-b")
+    recorded = a.record_batch(
+        [build_event(action="secret.plan", actor_id="ceo", description=f"A{i}") for i in range(30)]
+    )
+    b.record_batch([build_event(action="b.thing", actor_id="u") for _ in range(3)])
+    return a, b, [r.event for r in recorded]
+
+
+def test_event_ids_of_another_tenant_are_not_found(pair: tuple[Any, Any, list[Any]]) -> None:
+    _, b, a_events = pair
+    with pytest.raises(NotFoundError):
+        b.get_event(a_events[0].id)
+    with pytest.raises(NotFoundError):
+        b.get_inclusion_proof(event_id=a_events[0].id)
+
+
+def test_page_tokens_of_another_tenant_are_refused(pair: tuple[Any, Any, list[Any]]) -> None:
+    a, b, _ = pair
+    page = a.query_page(page_size=5)
+    assert page.next_page_token
+    with pytest.raises(InvalidArgumentError) as refused:
+        b.query_page(page_size=5, page_token=page.next_page_token)
+    assert "page_token" in str(refused.value)
+
+
+def test_stream_cursors_reach_only_the_callers_log(pair: tuple[Any, Any, list[Any]]) -> None:
+    _, b, _ = pair
+    with pytest.raises(RpcFailedError) as beyond:  # A's cursor 30 is past B's log
+        next(b.stream(after_seq=20))
+    assert beyond.value.reason == "BEYOND_LOG_SIZE"
+    replay = b.stream(after_seq=0)
+    got = [next(replay) for _ in range(3)]
+    replay.close()
+    assert [e.action for e in got] == ["b.thing"] * 3
+    assert all(e.tenant_id.endswith("-b") for e in got)
+
+
+def test_proofs_and_checkpoints_are_of_the_callers_log(pair: tuple[Any, Any, list[Any]]) -> None:
+    _, b, _ = pair
+    b_checkpoint = b.get_checkpoint(fresh=True)
+    assert b_checkpoint.origin.endswith("-b") and b_checkpoint.tree_size < 30
+    with pytest.raises(NotFoundError):
+        b.get_inclusion_proof(seq=25)  # A has a seq 25; B does not
+    with pytest.raises(RpcFailedError):
+        b.get_consistency_proof(old_size=10, new_size=30)
+
+
+def test_exports_and_queries_hold_only_the_callers_events(
+    pair: tuple[Any, Any, list[Any]], tmp_path: Path
+) -> None:
+    _, b, _ = pair
+    b.export(tmp_path / "b.ndjson", format="ndjson")
+    content = (tmp_path / "b.ndjson").read_text()
+    assert "secret.plan" not in content and "ceo" not in content
+    assert not list(b.query(build_filter(actions="secret.plan")))
+    assert not list(b.query(build_filter(text="A1")))
+
+
+def test_token_ids_of_another_tenant_cannot_be_revoked(
+    pair: tuple[Any, Any, list[Any]],
+) -> None:
+    a, b, _ = pair
+    victim = a.create_token("reader")
+    with pytest.raises(NotFoundError):
+        b.revoke_token(victim.token.token_id)
+    assert not a.list_tokens()[-1].HasField("revoke_time")
