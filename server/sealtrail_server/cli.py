@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 from opentelemetry.sdk.trace import TracerProvider
+
+from sealtrail.v1 import event_pb2
 
 from . import __version__
 from .app import Service
 from .config import Settings
 from .domain.access import Role, valid_tenant_id
-from .domain.event import parse_uuid
+from .domain.errors import SealtrailError
+from .domain.event import EventDraft, parse_uuid, validate_event
 from .embedded import start_embedded_postgres
 from .integrity.keys import load_signer
+from .store.appender import Appender
 from .store.database import Database
 from .store.migrations import migrate
 from .store.tokens import (
@@ -145,7 +153,58 @@ def token_create(
 
 async def _create_token(url: str, tenant: str, role: Role, name: str) -> IssuedToken:
     async with _database(url) as db:
-        return await create_token(db, tenant_id=tenant, role=role, name=name)
+        issued = await create_token(db, tenant_id=tenant, role=role, name=name)
+        await _record_operator_action(
+            db,
+            tenant,
+            action="api_token.created",
+            token_id=issued.token_id,
+            description=f"Created an API token with role {role.value}",
+            details={"role": role.value, "name": name},
+        )
+        return issued
+
+
+def _operator() -> str:
+    """Who ran the command: the operator at this machine's console."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+async def _record_operator_action(
+    db: Database,
+    tenant: str,
+    *,
+    action: str,
+    description: str,
+    token_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Token management from this command is recorded in the tenant's log as the
+    API's is, attributed to the operator (a `system` actor) instead of a token."""
+    draft = EventDraft(
+        action=action,
+        category=event_pb2.CATEGORY_SECURITY,
+        actor_type=event_pb2.ACTOR_TYPE_SYSTEM,
+        actor_id=f"sealtrail-server:{_operator()}",
+        description=description,
+        resource_type="api_token",
+        resource_id=token_id or "",
+        details=details,
+        plain=False,
+    )
+    valid = validate_event(draft, now=datetime.now(UTC), path=action)
+    appender = Appender(db)
+    appender.start()
+    try:
+        [outcome] = await appender.append(tenant, [valid])
+    finally:
+        await appender.stop()
+    if isinstance(outcome, SealtrailError):
+        raise click.ClickException(f"could not record {action}: {outcome}")
 
 
 @asynccontextmanager
@@ -171,7 +230,11 @@ def token_list(tenant: str, data_dir: Path | None, database_url: str | None) -> 
 
     async def run() -> list[TokenInfo]:
         async with _database(url) as db:
-            return await list_tokens(db, tenant_id=tenant)
+            tokens = await list_tokens(db, tenant_id=tenant)
+            await _record_operator_action(
+                db, tenant, action="api_token.listed", description="Listed the API tokens"
+            )
+            return tokens
 
     for info in asyncio.run(run()):
         state = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "live"
@@ -191,7 +254,16 @@ def token_revoke(token_id: str, data_dir: Path | None, database_url: str | None)
 
     async def run() -> bool:
         async with _database(url) as db:
-            return await revoke_token(db, token_id=token_id)
+            tenant = await revoke_token(db, token_id=token_id)
+            if tenant is not None:
+                await _record_operator_action(
+                    db,
+                    tenant,
+                    action="api_token.revoked",
+                    token_id=token_id,
+                    description="Revoked an API token",
+                )
+            return tenant is not None
 
     if not asyncio.run(run()):
         raise click.ClickException(f"no live token {token_id}")

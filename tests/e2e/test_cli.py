@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
@@ -200,6 +201,16 @@ def test_a_revoked_token_is_refused(cli_env: dict[str, str], migrated_database_u
     env = {**cli_env, "SEALTRAIL_TOKEN": created.stdout.strip().splitlines()[-1]}
     refused = run("sealtrail", "query", env=env, check=False)
     assert refused.returncode == 2 and "UNAUTHENTICATED" in refused.stderr
+    with psycopg.connect(migrated_database_url) as conn:
+        recorded = conn.execute(
+            "SELECT action, resource_id, record::jsonb -> 'actor' ->> 'type' FROM events"
+            " WHERE tenant_id = 'revocation-test' ORDER BY seq"
+        ).fetchall()
+    assert recorded == [
+        ("api_token.created", token_id, "system"),
+        ("api_token.revoked", token_id, "system"),
+        ("api_token.listed", None, "system"),
+    ]
 
 
 def test_export_and_tail_from_the_command_line(cli_env: dict[str, str], tmp_path: Path) -> None:

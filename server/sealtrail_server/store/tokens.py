@@ -98,14 +98,15 @@ async def find_token(db: Database, *, tenant_id: str, token_id: str) -> TokenInf
     return TokenInfo(*row) if row else None
 
 
-async def revoke_token(db: Database, *, token_id: str, tenant_id: str | None = None) -> bool:
-    """Revoke a live token (of `tenant_id`, when given); False if there is no
-    such live token."""
+async def revoke_token(db: Database, *, token_id: str, tenant_id: str | None = None) -> str | None:
+    """Revoke a live token (of `tenant_id`, when given); the tenant it belonged
+    to, or None if there is no such live token."""
     async with db.connection() as conn:
         cursor = await conn.execute(
             "UPDATE api_tokens SET revoked_at = now()"
             " WHERE token_id = %s AND revoked_at IS NULL"
-            " AND (%s::text IS NULL OR tenant_id = %s) RETURNING token_id",
+            " AND (%s::text IS NULL OR tenant_id = %s) RETURNING tenant_id",
             [token_id, tenant_id, tenant_id],
         )
-        return await cursor.fetchone() is not None
+        row = await cursor.fetchone()
+    return str(row[0]) if row else None
