@@ -86,7 +86,8 @@ def test_record_prints_the_stored_event_and_query_finds_it(cli_env: dict[str, st
     )
     [line] = recorded.stdout.splitlines()
     event = json.loads(line)
-    assert event["action"] == "api_key.create" and event["seq"] == "1"
+    # seq 1 is the token's creation (api_token.created), recorded by sealtrail-server
+    assert event["action"] == "api_key.create" and event["seq"] == "2"
     assert event["category"] == "CATEGORY_SECURITY"
     assert event["details"] == {"scopes": ["deploy"], "ttl_days": 30}
     assert event["context"]["requestId"] == "1b4e28ba-2fa1-11d2-883f-0016541e29a3"
@@ -158,19 +159,20 @@ def test_bundle_and_verify_from_the_command_line(
     written = run(
         "sealtrail", "bundle", "--action", "api_key.*", "-o", str(tmp_path / "b"), env=cli_env
     )
-    assert "wrote 2 records (seq 1..3)" in written.stdout
+    # seq 1 is the token's creation (api_token.created)
+    assert "wrote 2 records (seq 2..4)" in written.stdout
     verified = run("sealtrail", "verify", str(tmp_path / "b"), "--key", key)
-    assert verified.stdout.startswith("OK: 2 records (seq 1..3)")
+    assert verified.stdout.startswith("OK: 2 records (seq 2..4)")
 
     records = tmp_path / "b" / "records.ndjson"
     records.write_text(records.read_text().replace("api_key.rotate", "api_key.delete"))
     failed = run("sealtrail", "verify", str(tmp_path / "b"), "--key", key, check=False)
     assert failed.returncode == 1
-    assert failed.stderr.startswith("FAILED: record 2 (seq 3)")
+    assert failed.stderr.startswith("FAILED: record 2 (seq 4)")
 
-    # three records and the bundle's query (audit_log.queried, seq 4)
+    # the token's creation, three records and the bundle's query (audit_log.queried)
     assert run("sealtrail", "verify-log", env=cli_env).stdout.startswith(
-        "OK: 4 records and 1 checkpoint verified"
+        "OK: 5 records and 1 checkpoint verified"
     )
 
 
