@@ -414,6 +414,18 @@ async def _update_heads(conn: psycopg.AsyncConnection[Any], heads: dict[str, _He
     )
 
 
+_FIND_KEYS = (
+    # LATERAL: one index probe per key, never a join plan over the table; in
+    # key order (events.KEY_PROBE) so only the idempotency-key index serves it.
+    "SELECT k.tenant_id, k.idempotency_key, e.seq, e.record, e.leaf_hash"
+    " FROM unnest(%s::text[], %s::text[]) AS k(tenant_id, idempotency_key)"
+    " CROSS JOIN LATERAL (SELECT tenant_id, idempotency_key, seq, record, leaf_hash FROM events"
+    "  WHERE (tenant_id, idempotency_key) >= (k.tenant_id, k.idempotency_key)"
+    "  AND idempotency_key IS NOT NULL ORDER BY tenant_id, idempotency_key LIMIT 1) AS e"
+    " WHERE e.tenant_id = k.tenant_id AND e.idempotency_key = k.idempotency_key"
+)
+
+
 async def _find_keys(
     conn: psycopg.AsyncConnection[Any], batch: list[_Submission]
 ) -> dict[tuple[str, str], Appended]:
@@ -426,14 +438,7 @@ async def _find_keys(
                 keys.append(event.idempotency_key)
     if not keys:
         return {}
-    cursor = await conn.execute(
-        # LATERAL: one index probe per key, never a join plan over the table.
-        "SELECT k.tenant_id, k.idempotency_key, e.seq, e.record, e.leaf_hash"
-        " FROM unnest(%s::text[], %s::text[]) AS k(tenant_id, idempotency_key)"
-        " CROSS JOIN LATERAL (SELECT seq, record, leaf_hash FROM events"
-        "  WHERE tenant_id = k.tenant_id AND idempotency_key = k.idempotency_key LIMIT 1) AS e",
-        [tenants, keys],
-    )
+    cursor = await conn.execute(_FIND_KEYS, [tenants, keys])
     return {
         (tenant, key): Appended(seq, record, bytes(leaf), deduplicated=True)
         for tenant, key, seq, record, leaf in await cursor.fetchall()

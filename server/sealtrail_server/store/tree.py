@@ -46,13 +46,18 @@ _READ_NODES = (
     # Leaves come from events, interior nodes from tree_nodes, every one by a
     # LATERAL primary-key probe whatever the statistics say (a stale estimate
     # once chose a hash join over the whole table); LIMIT 1 keeps the planner
-    # from flattening a LATERAL into a join. Tenants are named once, in
-    # %(tenants)s, and referred to by their position in it.
+    # from flattening a LATERAL into a join. The events probe is a row
+    # comparison in key order (see events.KEY_PROBE): only the primary key can
+    # serve it, so statistics taken when a tenant was tiny cannot send it
+    # through another (tenant_id, ...) index, row by row. Tenants are named
+    # once, in %(tenants)s, and referred to by their position in it.
     "SELECT k.t, 0::smallint, k.seq - 1, e.leaf_hash, CASE WHEN k.with_record THEN e.record END"
     " FROM unnest(%(leaf_t)s::int[], %(seqs)s::bigint[], %(with_record)s::bool[])"
     "  AS k(t, seq, with_record)"
-    " CROSS JOIN LATERAL (SELECT leaf_hash, record FROM events"
-    "  WHERE tenant_id = (%(tenants)s::text[])[k.t] AND seq = k.seq LIMIT 1) AS e"
+    " CROSS JOIN LATERAL (SELECT tenant_id, seq, leaf_hash, record FROM events"
+    "  WHERE (tenant_id, seq) >= ((%(tenants)s::text[])[k.t], k.seq)"
+    "  ORDER BY tenant_id, seq LIMIT 1) AS e"
+    " WHERE e.tenant_id = (%(tenants)s::text[])[k.t] AND e.seq = k.seq"
     " UNION ALL"
     " SELECT k.t, k.level, k.idx, n.hash, NULL"
     " FROM unnest(%(node_t)s::int[], %(levels)s::smallint[], %(idxs)s::bigint[])"

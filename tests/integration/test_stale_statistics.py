@@ -1,0 +1,96 @@
+"""Hot lookups by a unique key keep to that key's index even under statistics
+taken while the table was tiny (autoanalyze lags a tenant that grows fast):
+then every (tenant_id, ...) index looks like one row, and a plain equality
+lookup was seen walking a tenant's rows through events_received_at."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql as pgsql
+
+from sealtrail_server.store import appender, events, tree
+from sealtrail_server.store.migrations import migrate
+
+ROWS = 6000
+_INSERT = (
+    "INSERT INTO events (tenant_id, seq, id, occurred_at, received_at, action, severity,"
+    " outcome, actor_id, idempotency_key, leaf_hash, record)"
+    " SELECT 't', g, gen_random_uuid(), now(), now(), 'a.b', 1, 'success', 'u', 'k' || g,"
+    " '\\x00', '{}' FROM generate_series(%s::bigint, %s::bigint) AS g"
+)
+
+
+@pytest.fixture
+def stale(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A database of its own whose events were analyzed at one row, then grew."""
+    name = f"stale_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(migrated_database_url, autocommit=True) as admin:
+        admin.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
+    url = psycopg.conninfo.make_conninfo(migrated_database_url, dbname=name)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            _migrate(url)
+            conn.execute(_INSERT, [1, 1])
+            conn.execute("ANALYZE events")
+            conn.execute(_INSERT, [2, ROWS])
+            yield conn
+    finally:
+        with psycopg.connect(migrated_database_url, autocommit=True) as admin:
+            admin.execute(pgsql.SQL("DROP DATABASE {} WITH (FORCE)").format(pgsql.Identifier(name)))
+
+
+def _migrate(url: str) -> None:
+    import asyncio
+
+    async def run() -> None:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await migrate(conn)
+
+    asyncio.run(run())
+
+
+def _event_indexes(conn: psycopg.Connection[Any], query: str, params: Any) -> set[str]:
+    plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {query}", params).fetchall())
+    return {
+        line.split(" using ")[1].split()[0]
+        for line in plan.splitlines()
+        if " using " in line and " on events" in line
+    }
+
+
+def test_the_naive_lookup_is_fooled_so_the_test_means_something(
+    stale: psycopg.Connection[Any],
+) -> None:
+    naive = "SELECT seq FROM events WHERE tenant_id = %s AND id = %s"
+    assert _event_indexes(stale, naive, ["t", uuid.uuid4()]) != {"events_id"}
+
+
+def test_key_lookups_keep_to_their_index(stale: psycopg.Connection[Any]) -> None:
+    leaf_probe = tree._READ_NODES
+    leaf_params = {
+        "tenants": ["t"],
+        "leaf_t": "{1}",
+        "seqs": "{5000}",
+        "with_record": "{t}",
+        "node_t": "{}",
+        "levels": "{}",
+        "idxs": "{}",
+    }
+    assert _event_indexes(stale, leaf_probe, leaf_params) == {"events_pkey"}
+    assert _event_indexes(stale, appender._FIND_KEYS, [["t"], ["k5000"]]) == {
+        "events_idempotency_key"
+    }
+    by_id = {"tenant": "t", "id": str(uuid.uuid4())}
+    assert _event_indexes(stale, events._GET_EVENT, by_id) == {"events_id"}
+    # and they still find what they look for
+    row = stale.execute("SELECT id FROM events WHERE seq = 5000").fetchone()
+    assert row is not None
+    found = stale.execute(events._GET_EVENT, {"tenant": "t", "id": str(row[0])}).fetchone()
+    assert found is not None and found[0] == 5000
+    assert stale.execute(appender._FIND_KEYS, [["t"], ["k77"]]).fetchone()[2] == 77
+    assert stale.execute(leaf_probe, leaf_params).fetchone()[2] == 4999  # leaf index
