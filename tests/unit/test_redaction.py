@@ -257,3 +257,11 @@ def test_rules_are_configurable() -> None:
     assert redacted["description"] == "badge [REDACTED:employee_badge] used"
     assert redacted["details"] == {"SSN": "[REDACTED:field_name]"}
     assert REDACTOR.redact(body).hits == []  # the defaults are unchanged
+
+
+def test_the_prefilter_lets_every_secret_through() -> None:
+    assert REDACTOR._any is not None  # the default rules combine into one scan
+    for _, secret, template in SECRETS:
+        assert REDACTOR.may_hold_secret(template.format(secret))
+    custom = REDACTOR.with_rules(patterns=[ValuePattern("badge", re.compile(r"BADGE-\d+"))])
+    assert custom.may_hold_secret("BADGE-12") and not REDACTOR.may_hold_secret("BADGE-12")
