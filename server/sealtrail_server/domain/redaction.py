@@ -71,12 +71,15 @@ DEFAULT_FIELD_NAMES: Final = frozenset(
 @dataclass(frozen=True)
 class ValuePattern:
     """A secret inside text: `regex` finds it; the `group` (0: the whole match)
-    is what is replaced. `check`, when set, must also accept the secret."""
+    is what is replaced. `check`, when set, must also accept the secret.
+    `anchor`, when set, is a cheap regex that matches wherever `regex` can:
+    text without it is not scanned further."""
 
     name: str
     regex: re.Pattern[str]
     group: int = 0
     check: Any = None  # Callable[[str], bool]; Any keeps the dataclass hashable
+    anchor: str | None = None
 
 
 def _high_entropy(value: str) -> bool:
@@ -111,8 +114,10 @@ def _basic_credentials(value: str) -> bool:
     return b":" in decoded
 
 
-def _pattern(name: str, regex: str, group: int = 0, check: Any = None) -> ValuePattern:
-    return ValuePattern(name, re.compile(regex), group, check)
+def _pattern(
+    name: str, regex: str, group: int = 0, check: Any = None, *, anchor: str
+) -> ValuePattern:
+    return ValuePattern(name, re.compile(regex), group, check, anchor)
 
 
 DEFAULT_PATTERNS: Final = (
@@ -120,22 +125,42 @@ DEFAULT_PATTERNS: Final = (
         "pem_private_key",
         r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?"
         r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----",
+        anchor="PRIVATE KEY",
     ),
-    _pattern("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
-    _pattern("bearer", r"(?i)\bbearer\s+([A-Za-z0-9._~+/-]{8,}=*)", 1),
-    _pattern("basic_auth", r"(?i)\bbasic\s+([A-Za-z0-9+/]{8,}={0,2})", 1, _basic_credentials),
-    _pattern("url_password", r"\b[a-z][a-z0-9+.-]*://[^/\s:@]+:([^/\s@]+)@", 1),
-    _pattern("aws_access_key", r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"),
-    _pattern("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
-    _pattern("stripe_key", r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}"),
-    _pattern("slack_token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
-    _pattern("slack_webhook", r"https://hooks\.slack\.com/services/[A-Za-z0-9]+/[A-Za-z0-9]+/\w+"),
-    _pattern("sealtrail_token", r"\bstk_[A-Za-z0-9_-]{20,}"),
+    _pattern(
+        "jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", anchor="eyJ"
+    ),
+    _pattern("bearer", r"(?i)\bbearer\s+([A-Za-z0-9._~+/-]{8,}=*)", 1, anchor="(?i:bearer)"),
+    _pattern(
+        "basic_auth",
+        r"(?i)\bbasic\s+([A-Za-z0-9+/]{8,}={0,2})",
+        1,
+        _basic_credentials,
+        anchor="(?i:basic)",
+    ),
+    _pattern("url_password", r"\b[a-z][a-z0-9+.-]*://[^/\s:@]+:([^/\s@]+)@", 1, anchor="://"),
+    _pattern("aws_access_key", r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b", anchor="A[KSBC][IC]A"),
+    _pattern(
+        "github_token",
+        r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})",
+        anchor="gh[pousr]_|github_pat_",
+    ),
+    _pattern(
+        "stripe_key", r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}", anchor="k_(?:live|test)_"
+    ),
+    _pattern("slack_token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}", anchor="xox"),
+    _pattern(
+        "slack_webhook",
+        r"https://hooks\.slack\.com/services/[A-Za-z0-9]+/[A-Za-z0-9]+/\w+",
+        anchor="hooks\\.slack",
+    ),
+    _pattern("sealtrail_token", r"\bstk_[A-Za-z0-9_-]{20,}", anchor="stk_"),
     _pattern(
         "secret_assignment",
         r"(?i)\b[a-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key"
         r"|private[_-]?key|credentials?)[\"']?\s*[=:]\s*[\"']?([^\s\"'&,;]{4,})",
         1,
+        anchor="[=:]",
     ),
     _pattern(
         "high_entropy_assignment",
@@ -143,6 +168,7 @@ DEFAULT_PATTERNS: Final = (
         r"([A-Za-z0-9+_~-][A-Za-z0-9+/_.~-]{19,}={0,2})",
         1,
         _random_value,
+        anchor="[=:]",
     ),
 )
 
@@ -258,11 +284,12 @@ class Redaction:
 
 
 def _union(patterns: tuple[ValuePattern, ...]) -> re.Pattern[str] | None:
-    """One regex matching wherever any of `patterns` may (a prefilter; None if
-    their flags cannot be combined)."""
+    """One regex matching wherever any of `patterns` may: their anchors, or the
+    whole pattern where there is none (a prefilter; None if their flags cannot
+    be combined)."""
     parts = []
     for pattern in patterns:
-        text = pattern.regex.pattern
+        text = pattern.anchor or pattern.regex.pattern
         if text.startswith("(?i)"):
             text = f"(?i:{text[4:]})"
         parts.append(f"(?:{text})")
