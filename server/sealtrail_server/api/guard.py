@@ -21,6 +21,7 @@ from ..auth.tokens import Authenticator
 from ..domain.access import Principal
 from ..domain.errors import InvalidArgument, PermissionDenied, SealtrailError
 from ..telemetry.context import response_metadata
+from ..wrapped_handlers import WrappedHandlers
 from .errors import grpc_status
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ def _check_decoded(request: Any) -> None:
 class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, authenticator: Authenticator) -> None:
         self._authenticator = authenticator
+        self._wrapped = WrappedHandlers()
 
     async def _admit(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
         principal = await self._authenticator.authenticate(_authorization(context))
@@ -97,6 +99,9 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         method_path: str = details.method
         if handler is None or not method_path.startswith(SERVICE_PREFIX):
             return handler
+        return self._wrapped.get(handler, method_path, self._guard)
+
+    def _guard(self, handler: Handler, method_path: str) -> Handler:
         method = method_path.removeprefix(SERVICE_PREFIX)
         if handler.unary_unary is not None:
             return self._guard_unary(handler, method)

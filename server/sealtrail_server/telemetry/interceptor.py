@@ -29,6 +29,7 @@ from opentelemetry.context import Context as TraceContext
 from opentelemetry.trace import SpanKind, Status, Tracer
 from opentelemetry.trace import StatusCode as SpanStatus
 
+from ..wrapped_handlers import WrappedHandlers
 from .context import (
     REQUEST_ID_HEADER,
     correlation_of,
@@ -120,6 +121,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
     def __init__(self, *, tracer: Tracer | None) -> None:
         self._tracer = tracer
         self._fields = frozenset(propagate.get_global_textmap().fields)
+        self._wrapped = WrappedHandlers()
 
     async def intercept_service(
         self,
@@ -130,6 +132,9 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
         method: str = details.method
         if handler is None or not method.startswith(SERVICE_PREFIX):
             return handler
+        return self._wrapped.get(handler, method, self._trace)
+
+    def _trace(self, handler: Handler, method: str) -> Handler:
         if handler.unary_unary is not None:
             return self._traced_unary(handler, method.removeprefix("/"))
         if handler.unary_stream is not None:
