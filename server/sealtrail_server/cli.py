@@ -20,11 +20,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from sealtrail.v1 import event_pb2
 
 from . import __version__
+from .api.audited import record_event
 from .app import Service
 from .config import Settings
 from .domain.access import Role, valid_tenant_id
 from .domain.errors import SealtrailError
-from .domain.event import EventDraft, parse_uuid, validate_event
+from .domain.event import parse_uuid
 from .embedded import start_embedded_postgres
 from .integrity.keys import load_signer
 from .store.appender import Appender
@@ -185,26 +186,26 @@ async def _record_operator_action(
 ) -> None:
     """Token management from this command is recorded in the tenant's log as the
     API's is, attributed to the operator (a `system` actor) instead of a token."""
-    draft = EventDraft(
-        action=action,
-        category=event_pb2.CATEGORY_SECURITY,
-        actor_type=event_pb2.ACTOR_TYPE_SYSTEM,
-        actor_id=f"sealtrail-server:{_operator()}",
-        description=description,
-        resource_type="api_token",
-        resource_id=token_id or "",
-        details=details,
-        plain=False,
-    )
-    valid = validate_event(draft, now=datetime.now(UTC), path=action)
     appender = Appender(db)
     appender.start()
     try:
-        [outcome] = await appender.append(tenant, [valid])
+        await record_event(
+            appender,
+            tenant,
+            actor_type=event_pb2.ACTOR_TYPE_SYSTEM,
+            actor_id=f"sealtrail-server:{_operator()}",
+            now=datetime.now(UTC),
+            action=action,
+            description=description,
+            category=event_pb2.CATEGORY_SECURITY,
+            resource_type="api_token",
+            resource_id=token_id or "",
+            details=details,
+        )
+    except SealtrailError as error:
+        raise click.ClickException(f"could not record {action}: {error}") from None
     finally:
         await appender.stop()
-    if isinstance(outcome, SealtrailError):
-        raise click.ClickException(f"could not record {action}: {outcome}")
 
 
 @asynccontextmanager

@@ -4,16 +4,12 @@ secret each tenant's HMAC key is derived from. Read once at startup."""
 from __future__ import annotations
 
 import json
-import logging
-import os
 import re
 import secrets
-from pathlib import Path
 
 from .config import Settings
 from .domain.redaction import Redactor, ValuePattern
-
-log = logging.getLogger(__name__)
+from .key_files import load_key_text
 
 KEY_FILE_NAME = "redaction-key"
 _KEY_BYTES = 32
@@ -43,17 +39,15 @@ def load_redactor(settings: Settings) -> Redactor | None:
 
 def load_redaction_secret(settings: Settings) -> bytes:
     """The configured secret; generates and keeps one in the data dir if none is."""
-    if settings.redaction_key:
-        return _parse(settings.redaction_key, "SEALTRAIL_REDACTION_KEY")
-    path = settings.redaction_key_file or settings.data_dir / KEY_FILE_NAME
-    if path.exists():
-        return _parse(path.read_text(), str(path))
-    if settings.redaction_key_file is not None:
-        raise SystemExit(f"redaction key file {path} does not exist")
-    secret = secrets.token_bytes(_KEY_BYTES)
-    _write_new(path, secret.hex() + "\n")
-    log.warning("generated a new redaction key in %s", path)
-    return secret
+    text, source = load_key_text(
+        text=settings.redaction_key,
+        file=settings.redaction_key_file,
+        default=settings.data_dir / KEY_FILE_NAME,
+        setting="SEALTRAIL_REDACTION_KEY",
+        generate=lambda: secrets.token_bytes(_KEY_BYTES).hex(),
+        what="redaction key",
+    )
+    return _parse(text, source)
 
 
 def _parse(text: str, source: str) -> bytes:
@@ -64,10 +58,3 @@ def _parse(text: str, source: str) -> bytes:
     if len(secret) != _KEY_BYTES:
         raise SystemExit(f"{source}: the redaction key must be {_KEY_BYTES * 2} hex digits")
     return secret
-
-
-def _write_new(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(text)

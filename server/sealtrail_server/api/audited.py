@@ -39,21 +39,54 @@ async def record_access(
     changes: list[ChangeDraft] | None = None,
 ) -> str:
     """Record what `principal` did in its tenant's log; the new event's id."""
+    return await record_event(
+        appender,
+        principal.tenant_id,
+        actor_type=event_pb2.ACTOR_TYPE_API_KEY,
+        actor_id=principal.token_id,
+        now=now,
+        action=action,
+        description=description,
+        category=category,
+        resource_type=resource_type,
+        resource_id=principal.tenant_id if resource_id is None else resource_id,
+        details=details,
+        changes=changes,
+    )
+
+
+async def record_event(
+    appender: Appender,
+    tenant_id: str,
+    *,
+    actor_type: event_pb2.ActorType.ValueType,
+    actor_id: str,
+    now: datetime,
+    action: str,
+    description: str,
+    category: event_pb2.Category.ValueType,
+    resource_type: str,
+    resource_id: str,
+    details: dict[str, Any] | None = None,
+    changes: list[ChangeDraft] | None = None,
+) -> str:
+    """Record an event Sealtrail itself writes (not redacted: its values are
+    Sealtrail's own); the new event's id. SealtrailError if it is refused."""
     draft = EventDraft(
         action=action,
         category=category,
-        actor_type=event_pb2.ACTOR_TYPE_API_KEY,
-        actor_id=principal.token_id,
+        actor_type=actor_type,
+        actor_id=actor_id,
         description=description,
         resource_type=resource_type,
-        resource_id=principal.tenant_id if resource_id is None else resource_id,
+        resource_id=resource_id,
         details=details or None,
         changes=changes or [],
         plain=False,  # canonicalised by rfc8785, whatever a filter holds
     )
     correlate(draft, current_correlation())
     valid = validate_event(draft, now=now, path=action)
-    [outcome] = await appender.append(principal.tenant_id, [valid])
+    [outcome] = await appender.append(tenant_id, [valid])
     if isinstance(outcome, SealtrailError):
         raise outcome
     return outcome.event_id

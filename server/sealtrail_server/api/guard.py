@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from typing import Any, TypeAlias, cast
+from typing import Any, cast
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -20,16 +20,12 @@ from ..auth.roles import may_call
 from ..auth.tokens import Authenticator
 from ..domain.access import Principal
 from ..domain.errors import InvalidArgument, PermissionDenied, SealtrailError
+from ..service_interceptor import SERVICE_PREFIX, Behavior, Handler, ServiceInterceptor
 from ..telemetry.context import response_metadata
-from ..wrapped_handlers import WrappedHandlers
 from .errors import grpc_status
 
 log = logging.getLogger(__name__)
 
-SERVICE_PREFIX = "/sealtrail.v1.AuditLogService/"
-
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in grpc-stubs
-Behavior = Callable[..., Any]
 
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("sealtrail_principal")
 
@@ -79,10 +75,10 @@ def _check_decoded(request: Any) -> None:
         raise InvalidArgument.field("request", f"is not a valid message: {request.error}")
 
 
-class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class GuardInterceptor(ServiceInterceptor):
     def __init__(self, authenticator: Authenticator) -> None:
+        super().__init__()
         self._authenticator = authenticator
-        self._wrapped = WrappedHandlers()
 
     async def _admit(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
         principal = await self._authenticator.authenticate(_authorization(context))
@@ -90,26 +86,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             raise PermissionDenied(f"role {principal.role.value!r} may not call {method}")
         _principal.set(principal)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(details)
-        method_path: str = details.method
-        if handler is None or not method_path.startswith(SERVICE_PREFIX):
-            return handler
-        return self._wrapped.get(handler, method_path, self._guard)
-
-    def _guard(self, handler: Handler, method_path: str) -> Handler:
+    def _wrap_unary(self, handler: Handler, method_path: str) -> Handler:
         method = method_path.removeprefix(SERVICE_PREFIX)
-        if handler.unary_unary is not None:
-            return self._guard_unary(handler, method)
-        if handler.unary_stream is not None:
-            return self._guard_stream(handler, method)
-        return handler
-
-    def _guard_unary(self, handler: Handler, method: str) -> Handler:
         inner = cast(Behavior, handler.unary_unary)
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -126,7 +104,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             response_serializer=handler.response_serializer,
         )
 
-    def _guard_stream(self, handler: Handler, method: str) -> Handler:
+    def _wrap_stream(self, handler: Handler, method_path: str) -> Handler:
+        method = method_path.removeprefix(SERVICE_PREFIX)
         inner = cast(Behavior, handler.unary_stream)
 
         async def guarded(

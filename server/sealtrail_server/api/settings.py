@@ -41,7 +41,7 @@ def _message(settings: TenantSettings) -> pb.TenantSettings:
     return message
 
 
-def _changed_fields(request: pb.UpdateTenantSettingsRequest) -> list[str]:
+def _check_update_mask(request: pb.UpdateTenantSettingsRequest) -> None:
     paths = list(request.update_mask.paths)
     if not paths:  # no mask: every field the request sets
         paths = [name for name in SETTABLE if getattr(request.settings, name)]
@@ -52,7 +52,6 @@ def _changed_fields(request: pb.UpdateTenantSettingsRequest) -> list[str]:
             )
     if not paths:
         raise InvalidArgument.field("settings", "sets no field to change")
-    return paths
 
 
 class SettingsRpcs:
@@ -87,7 +86,7 @@ class SettingsRpcs:
         self, request: pb.UpdateTenantSettingsRequest, context: Context
     ) -> pb.UpdateTenantSettingsResponse:
         principal = current_principal()
-        _changed_fields(request)  # redaction_mode is the only one, so far
+        _check_update_mask(request)  # redaction_mode is the only field, so far
         mode = _MODE_NAMES.get(request.settings.redaction_mode)
         if mode is None:
             raise InvalidArgument.field(

@@ -83,8 +83,3 @@ class NodeReader:
             for _, future in [*batch, *self._queue]:  # only if this task was cancelled
                 future.cancel()
             self._queue.clear()
-
-    async def close(self) -> None:
-        """Wait for the reads in progress (callers are gone once the server stopped)."""
-        if self._drain_task is not None:
-            await asyncio.shield(self._drain_task)

@@ -18,9 +18,9 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any, Final, TypeAlias, cast
+from typing import Any, Final, cast
 
 import grpc
 from opentelemetry import context as otel_context
@@ -29,7 +29,7 @@ from opentelemetry.context import Context as TraceContext
 from opentelemetry.trace import SpanKind, Status, Tracer
 from opentelemetry.trace import StatusCode as SpanStatus
 
-from ..wrapped_handlers import WrappedHandlers
+from ..service_interceptor import Behavior, Handler, ServiceInterceptor
 from .context import (
     REQUEST_ID_HEADER,
     correlation_of,
@@ -40,7 +40,6 @@ from .context import (
 
 log = logging.getLogger(__name__)
 
-SERVICE_PREFIX: Final = "/sealtrail.v1.AuditLogService/"
 REQUEST_ID_ATTRIBUTE: Final = "sealtrail.request_id"
 INVALID_REQUEST_ID_ATTRIBUTE: Final = "sealtrail.request_id.invalid"
 _MAX_KEPT_INVALID = 128  # characters of an invalid request id kept on the span
@@ -61,8 +60,6 @@ _SERVER_ERRORS: Final = frozenset(
 # guard, cancelled by the client, or a stream closed early.
 _ENDINGS: Final = (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit)
 
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in grpc-stubs
-Behavior = Callable[..., Any]
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -114,32 +111,14 @@ def _code(context: Context, error: BaseException | None) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
-class TelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class TelemetryInterceptor(ServiceInterceptor):
     """`tracer` None: no spans at all (tracing off); request ids and the
     caller's trace context still reach events and logs."""
 
     def __init__(self, *, tracer: Tracer | None) -> None:
+        super().__init__()
         self._tracer = tracer
         self._fields = frozenset(propagate.get_global_textmap().fields)
-        self._wrapped = WrappedHandlers()
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(details)
-        method: str = details.method
-        if handler is None or not method.startswith(SERVICE_PREFIX):
-            return handler
-        return self._wrapped.get(handler, method, self._trace)
-
-    def _trace(self, handler: Handler, method: str) -> Handler:
-        if handler.unary_unary is not None:
-            return self._traced_unary(handler, method.removeprefix("/"))
-        if handler.unary_stream is not None:
-            return self._traced_stream(handler, method.removeprefix("/"))
-        return handler
 
     def _begin(self, context: Context, method: str) -> _Call:
         received: str | None = None
@@ -182,7 +161,8 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
         context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
         return _Call(method, span, token, request_id)
 
-    def _traced_unary(self, handler: Handler, method: str) -> Handler:
+    def _wrap_unary(self, handler: Handler, method_path: str) -> Handler:
+        method = method_path.removeprefix("/")
         inner = cast(Behavior, handler.unary_unary)
 
         async def traced(request: Any, context: Context) -> Any:
@@ -201,7 +181,8 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
             response_serializer=handler.response_serializer,
         )
 
-    def _traced_stream(self, handler: Handler, method: str) -> Handler:
+    def _wrap_stream(self, handler: Handler, method_path: str) -> Handler:
+        method = method_path.removeprefix("/")
         inner = cast(Behavior, handler.unary_stream)
 
         async def traced(request: Any, context: Context) -> AsyncIterator[Any]:

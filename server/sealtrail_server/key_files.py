@@ -1,0 +1,40 @@
+"""Secrets the server keeps (the checkpoint signing key, the redaction secret):
+given as text in a setting, or in a file named by another, or else generated
+on first start and kept in the data dir (mode 0600, never overwritten)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def load_key_text(
+    *,
+    text: str | None,
+    file: Path | None,
+    default: Path,
+    setting: str,
+    generate: Callable[[], str],
+    what: str,
+) -> tuple[str, str]:
+    """The key's text and where it came from (for error messages): `text`
+    (named `setting`), else `file`, which must exist, else `default`, written
+    with `generate()` if it does not exist yet."""
+    if text:
+        return text, setting
+    path = file or default
+    if path.exists():
+        return path.read_text(), str(path)
+    if file is not None:
+        raise SystemExit(f"{what} file {file} does not exist")
+    generated = generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(generated + "\n")
+    log.warning("generated a new %s in %s", what, path)
+    return generated, str(path)
