@@ -31,6 +31,8 @@ from sealtrail_server.store.database import Database
 from sealtrail_server.store.migrations import migrate
 from sealtrail_server.store.tokens import create_token
 
+from .service_login import service_login_url
+
 T = TypeVar("T")
 
 # Shared, noisy machines: no per-example deadline (tests stay bounded by
@@ -75,7 +77,9 @@ def migrated_database_url(database_url: str) -> str:
 
 
 class ServerThread:
-    """A Sealtrail server in a thread of its own, with its own event loop."""
+    """A Sealtrail server in a thread of its own, with its own event loop. It
+    migrates through `database_url` and serves through the service's login
+    role (service_login_url)."""
 
     def __init__(
         self, database_url: str, *, tracer_provider: TracerProvider | None = None, **settings: Any
@@ -85,18 +89,25 @@ class ServerThread:
             "redaction_key": REDACTION_SECRET.hex(),
             "log_origin": "sealtrail.test/log",
         }
+        service_url = service_login_url(database_url)
         self.settings = Settings(
-            listen="127.0.0.1:0", database_url=database_url, **{**defaults, **settings}
+            listen="127.0.0.1:0",
+            database_url=service_url,
+            owner_database_url=database_url,
+            **{**defaults, **settings},
         )
         self.loop = asyncio.new_event_loop()
         self.service = Service(
-            self.settings, database_url=database_url, tracer_provider=tracer_provider
+            self.settings,
+            database_url=service_url,
+            owner_database_url=database_url,
+            tracer_provider=tracer_provider,
         )
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         self.port = self.run(self.service.start())
         self.target = f"127.0.0.1:{self.port}"
-        self.database = self.run(Database.open(database_url, min_size=1, max_size=2))
+        self.database = self.run(Database.open(service_url, min_size=1, max_size=2))
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)

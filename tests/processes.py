@@ -10,6 +10,8 @@ import sys
 import threading
 from typing import IO
 
+from .service_login import service_login_url
+
 READY_PREFIX = "sealtrail: serving gRPC on "
 
 
@@ -25,7 +27,12 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         verbose: bool = False,
     ) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "SEALTRAIL_OWNER_DATABASE_URL": database_url,
+            **(env or {}),
+        }
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -36,7 +43,7 @@ class ServerProcess:
                 "--listen",
                 f"127.0.0.1:{port}",
                 "--database-url",
-                database_url,
+                service_login_url(database_url),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -26,7 +26,7 @@ from .integrity.keys import load_signer
 from .redaction_setup import load_redaction_secret, load_redactor
 from .store.appender import Appender
 from .store.database import Database
-from .store.migrations import migrate
+from .store.migrations import migrate_database
 from .store.tenant_settings import SettingsCache
 from .store.tokens import find_principal
 from .stream.hub import StreamHub
@@ -51,10 +51,13 @@ class Service:
         settings: Settings,
         *,
         database_url: str,
+        owner_database_url: str | None = None,
         tracer_provider: TracerProvider | None = None,
     ) -> None:
+        """`owner_database_url` runs the migrations; by default `database_url` does."""
         self.settings = settings
         self._database_url = database_url
+        self._owner_database_url = owner_database_url or database_url
         self._tracer: Tracer | None = (
             tracer_provider.get_tracer("sealtrail_server") if tracer_provider is not None else None
         )
@@ -77,15 +80,14 @@ class Service:
 
     async def _start(self) -> int:
         settings = self.settings
+        for migration in await migrate_database(self._owner_database_url):
+            log.info("applied migration %04d_%s", migration.version, migration.name)
         self._db = db = await Database.open(
             self._database_url,
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
             tracer=self._tracer,
         )
-        async with db.connection() as conn:
-            for migration in await migrate(conn):
-                log.info("applied migration %04d_%s", migration.version, migration.name)
         self._appender = Appender(
             db,
             max_wait=settings.append_max_wait,

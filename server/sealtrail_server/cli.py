@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 from opentelemetry.sdk.trace import TracerProvider
@@ -30,7 +30,7 @@ from .embedded import start_embedded_postgres
 from .integrity.keys import load_signer
 from .store.appender import Appender
 from .store.database import Database
-from .store.migrations import migrate
+from .store.migrations import migrate_database
 from .store.tokens import (
     IssuedToken,
     TokenInfo,
@@ -55,11 +55,16 @@ _database_url_option = click.option(
 )
 
 
-def _database_url(settings: Settings) -> tuple[str, bool]:
-    """The URL to use and whether it is the embedded server's."""
-    if settings.database_url:
-        return settings.database_url, False
-    return start_embedded_postgres(settings.data_dir), True
+class _Urls(NamedTuple):
+    service: str  # what requests run through
+    owner: str  # what migrates: the tables' owner, or a superuser
+    embedded: bool
+
+
+def _database_urls(settings: Settings) -> _Urls:
+    """The URLs to use, starting the embedded server when none is configured."""
+    url = settings.database_url or start_embedded_postgres(settings.data_dir)
+    return _Urls(url, settings.owner_database_url or url, not settings.database_url)
 
 
 @click.group()
@@ -85,21 +90,24 @@ def serve(listen: str | None, data_dir: Path | None, database_url: str | None) -
         tracer_provider = tracer_provider_from_env(os.environ, version=__version__)
     except TracingConfigError as error:
         raise click.ClickException(str(error)) from None
-    url, embedded = _database_url(settings)
+    urls = _database_urls(settings)
     try:
-        asyncio.run(_serve(settings, url, embedded, tracer_provider))
+        asyncio.run(_serve(settings, urls, tracer_provider))
     finally:
         if tracer_provider is not None:
             tracer_provider.shutdown()  # exports the spans still waiting
 
 
-async def _serve(
-    settings: Settings, url: str, embedded: bool, tracer_provider: TracerProvider | None
-) -> None:
-    service = Service(settings, database_url=url, tracer_provider=tracer_provider)
+async def _serve(settings: Settings, urls: _Urls, tracer_provider: TracerProvider | None) -> None:
+    service = Service(
+        settings,
+        database_url=urls.service,
+        owner_database_url=urls.owner,
+        tracer_provider=tracer_provider,
+    )
     port = await service.start()
-    if embedded:
-        await _issue_dev_token(settings, url)
+    if urls.embedded:
+        await _issue_dev_token(settings, urls.service)
     host = settings.listen.rsplit(":", 1)[0]
     click.echo(f"sealtrail: serving gRPC on {host}:{port}")
     await service.run_until_signalled()
@@ -146,14 +154,14 @@ def token_create(
             param_hint="--tenant",
         )
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
-    url, _ = _database_url(settings)
-    issued = asyncio.run(_create_token(url, tenant, Role(role), name))
+    urls = _database_urls(settings)
+    issued = asyncio.run(_create_token(urls, tenant, Role(role), name))
     click.echo(f"token {issued.token_id} for tenant {tenant!r} with role {role!r}:", err=True)
     click.echo(issued.secret)
 
 
-async def _create_token(url: str, tenant: str, role: Role, name: str) -> IssuedToken:
-    async with _database(url) as db:
+async def _create_token(urls: _Urls, tenant: str, role: Role, name: str) -> IssuedToken:
+    async with _database(urls) as db:
         issued = await create_token(db, tenant_id=tenant, role=role, name=name)
         await _record_operator_action(
             db,
@@ -209,12 +217,11 @@ async def _record_operator_action(
 
 
 @asynccontextmanager
-async def _database(url: str) -> AsyncIterator[Database]:
+async def _database(urls: _Urls) -> AsyncIterator[Database]:
     """A small migrated pool for one command."""
-    db = await Database.open(url, min_size=1, max_size=1)
+    await migrate_database(urls.owner)
+    db = await Database.open(urls.service, min_size=1, max_size=1)
     try:
-        async with db.connection() as conn:
-            await migrate(conn)
         yield db
     finally:
         await db.close()
@@ -227,10 +234,10 @@ async def _database(url: str) -> AsyncIterator[Database]:
 def token_list(tenant: str, data_dir: Path | None, database_url: str | None) -> None:
     """List a tenant's tokens (never their secrets)."""
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
-    url, _ = _database_url(settings)
+    urls = _database_urls(settings)
 
     async def run() -> list[TokenInfo]:
-        async with _database(url) as db:
+        async with _database(urls) as db:
             tokens = await list_tokens(db, tenant_id=tenant)
             await _record_operator_action(
                 db, tenant, action="api_token.listed", description="Listed the API tokens"
@@ -251,10 +258,10 @@ def token_revoke(token_id: str, data_dir: Path | None, database_url: str | None)
     if parse_uuid(token_id) is None:
         raise click.BadParameter("must be a token id (a UUID)", param_hint="TOKEN_ID")
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
-    url, _ = _database_url(settings)
+    urls = _database_urls(settings)
 
     async def run() -> bool:
-        async with _database(url) as db:
+        async with _database(urls) as db:
             tenant = await revoke_token(db, token_id=token_id)
             if tenant is not None:
                 await _record_operator_action(

@@ -60,7 +60,7 @@ class IntegrityRpcs:
 
     async def _covering(self, tenant_id: str, seq: int) -> StoredCheckpoint:
         """The latest checkpoint if it covers `seq`, else a freshly signed one."""
-        async with self._db.connection() as conn:
+        async with self._db.connection(tenant_id) as conn:
             latest = await latest_checkpoint(conn, tenant_id)
         if latest is None or latest.tree_size < seq:
             latest = await self._checkpointer.issue(tenant_id)
@@ -74,14 +74,14 @@ class IntegrityRpcs:
         tenant_id = current_principal().tenant_id
         size = _non_negative("tree_size", request.tree_size)
         if size:
-            async with self._db.connection() as conn:
+            async with self._db.connection(tenant_id) as conn:
                 found = await checkpoint_at(conn, tenant_id, size)
             if found is None:
                 raise NotFound(f"no checkpoint was signed at size {size}")
         elif request.fresh:
             found = await self._checkpointer.issue(tenant_id)
         else:
-            async with self._db.connection() as conn:
+            async with self._db.connection(tenant_id) as conn:
                 found = await latest_checkpoint(conn, tenant_id)
         if found is None:
             raise NotFound("the log is empty: there is no checkpoint yet")
@@ -143,7 +143,7 @@ class IntegrityRpcs:
         key = (tenant_id, size)
         cached = self._signed_checkpoints.get(key)
         if cached is None:
-            async with self._db.connection() as conn:
+            async with self._db.connection(tenant_id) as conn:
                 cached = await checkpoint_at(conn, tenant_id, size)
             if cached is not None:
                 if len(self._signed_checkpoints) >= _CACHED_CHECKPOINTS:
@@ -154,7 +154,7 @@ class IntegrityRpcs:
     async def _within_log(self, tenant_id: str, size: int, field: str) -> None:
         if size <= self._sizes_seen.get(tenant_id, 0):
             return  # logs only grow: a size once reached stays within the log
-        async with self._db.connection() as conn:
+        async with self._db.connection(tenant_id) as conn:
             current = await tree_size(conn, tenant_id)
             self._sizes_seen[tenant_id] = current
             if size <= current:
@@ -182,7 +182,7 @@ class IntegrityRpcs:
         if new < old:
             raise InvalidArgument.field("new_size", "must not be smaller than old_size")
         await self._within_log(tenant_id, new, "new_size")
-        async with self._db.connection() as conn:
+        async with self._db.connection(tenant_id) as conn:
             proof = await consistency_proof(conn, tenant_id, old_size=old, new_size=new)
             old_root = await root_at(conn, tenant_id, old)
             new_root = await root_at(conn, tenant_id, new)
@@ -194,7 +194,7 @@ class IntegrityRpcs:
         self, request: pb.GetVerifierKeysRequest, context: Context
     ) -> pb.GetVerifierKeysResponse:
         active = self._checkpointer.signer.verifier
-        async with self._db.connection() as conn:
+        async with self._db.connection(current_principal().tenant_id) as conn:
             stored = await known_keys(conn)
         keys = []
         for key in stored:

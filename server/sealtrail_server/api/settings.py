@@ -78,8 +78,9 @@ class SettingsRpcs:
     async def GetTenantSettings(
         self, request: pb.GetTenantSettingsRequest, context: Context
     ) -> pb.GetTenantSettingsResponse:
-        async with self._db.connection() as conn:
-            settings = await read_settings(conn, current_principal().tenant_id)
+        tenant_id = current_principal().tenant_id
+        async with self._db.connection(tenant_id) as conn:
+            settings = await read_settings(conn, tenant_id)
         return pb.GetTenantSettingsResponse(settings=_message(settings))
 
     async def UpdateTenantSettings(
@@ -92,13 +93,13 @@ class SettingsRpcs:
             raise InvalidArgument.field(
                 "settings.redaction_mode", "must be REDACTION_MODE_REPLACE or REDACTION_MODE_HMAC"
             )
-        async with self._db.connection() as conn:
+        async with self._db.connection(principal.tenant_id) as conn:
             before = await read_settings(conn, principal.tenant_id)
         if before.redaction_mode == mode:
             return pb.UpdateTenantSettingsResponse(settings=_message(before))
         # Recorded before it applies: a change is never without its event.
         event_id = await self._record_change(principal, before.redaction_mode, mode)
-        async with self._db.connection() as conn:
+        async with self._db.connection(principal.tenant_id) as conn:
             after = await write_settings(conn, principal.tenant_id, redaction_mode=mode)
         self._settings_cache.put(principal.tenant_id, after)
         return pb.UpdateTenantSettingsResponse(settings=_message(after), event_id=event_id)

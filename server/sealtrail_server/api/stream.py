@@ -105,7 +105,7 @@ class StreamRpcs:
             self._hub.unsubscribe(subscription)
 
     async def _size(self, tenant_id: str) -> int:
-        async with self._db.connection() as conn:
+        async with self._db.connection(tenant_id) as conn:
             return await tree_size(conn, tenant_id)
 
     async def _start_position(self, tenant_id: str, request: pb.StreamEventsRequest) -> int:

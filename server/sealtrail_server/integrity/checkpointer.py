@@ -67,7 +67,7 @@ class Checkpointer:
         return f"{self._origin_prefix}/{tenant_id}"
 
     async def start(self) -> None:
-        async with self._db.connection() as conn:
+        async with self._db.system_connection() as conn:
             await register_key(conn, self.signer.verifier)
         if self._interval > 0:
             self._task = asyncio.create_task(self._run(), name="sealtrail-checkpointer")
@@ -80,7 +80,7 @@ class Checkpointer:
 
     async def verifiers(self) -> list[Verifier]:
         """Every key known to have signed checkpoints, the active one first."""
-        async with self._db.connection() as conn:
+        async with self._db.system_connection() as conn:
             stored = [Verifier.parse(key.verifier) for key in await known_keys(conn)]
         active = self.signer.verifier
         return [active, *(key for key in stored if key != active)]
@@ -89,7 +89,7 @@ class Checkpointer:
         """A checkpoint covering every committed event of the tenant: the latest
         one if the log has not grown since, else a newly signed one."""
         verifiers = await self.verifiers()
-        async with self._db.connection() as conn, conn.transaction():
+        async with self._db.system_connection() as conn, conn.transaction():
             # One issuer per tenant at a time, across processes.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", [tenant_id])
             cursor = await conn.execute(
@@ -147,7 +147,7 @@ class Checkpointer:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                async with self._db.connection() as conn:
+                async with self._db.system_connection() as conn:
                     tenants = await tenants_grown_since_checkpoint(conn)
             except SealtrailError as error:
                 log.error("checkpointer: %s", error.message)

@@ -270,7 +270,7 @@ class Appender:
 
     async def _write(self, batch: list[_Submission]) -> list[list[AppendOutcome]]:
         tenants = sorted({s.tenant_id for s in batch})
-        async with self._db.connection() as conn, conn.transaction():
+        async with self._db.system_connection() as conn, conn.transaction():
             heads = await self._lock_heads(conn, tenants)
             previous = await _find_keys(conn, batch)
             received_at = self._clock()

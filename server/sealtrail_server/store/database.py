@@ -1,10 +1,24 @@
-"""The connection pool, and the one place database outages become `Unavailable`."""
+"""The connection pool, the database role each connection works as, and the
+one place database outages become `Unavailable`.
+
+Connections never work as the tables' owner (ADR 0013). Each checkout says
+what it is for, and the connection assumes the matching role first:
+
+- `connection(tenant_id)`: work for one tenant, as `sealtrail_service`, with
+  `sealtrail.tenant` set so that row-level security shows that tenant's rows
+  only. Every read an RPC makes goes through here.
+- `system_connection()`: the cross-tenant machinery (appender, stream hub,
+  checkpointer, token lookup), as `sealtrail_system`.
+
+A connection remembers the scope it was last given, so switching costs one
+round trip only when the scope changes."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 from opentelemetry.trace import Tracer
@@ -17,12 +31,30 @@ from .traced import traced_cursor_class
 DEFAULT_CONNECT_TIMEOUT = 5.0
 RETRY_AFTER_SECONDS = 1.0
 
+SERVICE_ROLE: Final = "sealtrail_service"
+SYSTEM_ROLE: Final = "sealtrail_system"
+# A scope is (role, tenant); the system role sees every tenant.
+_Scope = tuple[str, str]
+_SYSTEM_SCOPE: Final[_Scope] = (SYSTEM_ROLE, "")
+# Fresh connections start with the least they can see: no tenant at all.
+_NO_TENANT: Final[_Scope] = (SERVICE_ROLE, "")
+_SET_SCOPE: Final = (
+    "SELECT set_config('role', %s, false), set_config('sealtrail.tenant', %s, false)"
+)
+
+Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+class RolesMissing(Exception):
+    """The database URL's user cannot assume the service's roles."""
+
 
 class Database:
     """An open pool of autocommit connections to one PostgreSQL database."""
 
-    def __init__(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]):
+    def __init__(self, pool: AsyncConnectionPool[Connection], scopes: _Scopes):
         self.pool = pool
+        self._scopes = scopes
 
     @classmethod
     async def open(
@@ -36,32 +68,94 @@ class Database:
         tracer: Tracer | None = None,
     ) -> Database:
         """`tracer`: every statement run inside a recorded span becomes a
-        child span of it (store/traced.py); None, no database spans."""
+        child span of it (store/traced.py); None, no database spans.
+
+        Raises RolesMissing when the URL's user cannot assume the roles (the
+        migrations create them; docs/database.md)."""
         kwargs: dict[str, Any] = {"autocommit": True, "application_name": "sealtrail"}
+        await _check_roles(url, timeout=timeout)
         if tracer is not None:
             kwargs["cursor_factory"] = traced_cursor_class(tracer)
-        pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] = AsyncConnectionPool(
+        scopes = _Scopes()
+        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             url,
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
             kwargs=kwargs,
+            configure=scopes.configure,
             open=False,
         )
         await pool.open(wait=wait, timeout=timeout if wait else 30.0)
-        return cls(pool)
+        return cls(pool, scopes)
 
     async def close(self) -> None:
         await self.pool.close()
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
-        """A pooled connection; an unreachable database raises Unavailable."""
+    async def connection(self, tenant_id: str) -> AsyncIterator[Connection]:
+        """A pooled connection that sees `tenant_id`'s rows and no other's."""
+        async with self._checkout((SERVICE_ROLE, tenant_id)) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def system_connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection for work across tenants."""
+        async with self._checkout(_SYSTEM_SCOPE) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _checkout(self, scope: _Scope) -> AsyncIterator[Connection]:
         try:
             async with self.pool.connection() as conn:
+                await self._scopes.enter(conn, scope)
                 yield conn
         except psycopg.OperationalError as error:
             # PoolTimeout is an OperationalError too: no connection in time.
             raise Unavailable(
                 f"the database is unavailable: {error}".strip(), retry_after=RETRY_AFTER_SECONDS
             ) from error
+
+
+class _Scopes:
+    """The scope each pooled connection was last given."""
+
+    def __init__(self) -> None:
+        self._current: weakref.WeakKeyDictionary[Connection, _Scope] = weakref.WeakKeyDictionary()
+
+    async def enter(self, conn: Connection, scope: _Scope) -> None:
+        if self._current.get(conn) == scope:
+            return
+        # Set outside any transaction (connections are autocommit), so it
+        # lasts until the next change, whatever later transactions do.
+        self._current.pop(conn, None)
+        await conn.execute(_SET_SCOPE, scope)
+        self._current[conn] = scope
+
+    async def configure(self, conn: Connection) -> None:
+        """A new connection starts with the least it can see: no tenant."""
+        await self.enter(conn, _NO_TENANT)
+
+
+async def _check_roles(url: str, *, timeout: float) -> None:
+    """Fail clearly, before the pool retries in vain, when the URL's user
+    cannot assume both roles."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            url, autocommit=True, connect_timeout=max(1, round(timeout))
+        )
+    except psycopg.OperationalError:
+        return  # unreachable: the pool reports it as it does any outage
+    async with conn:
+        for role in (SYSTEM_ROLE, SERVICE_ROLE):
+            try:
+                await conn.execute("SELECT set_config('role', %s, false)", [role])
+            except (
+                psycopg.errors.InsufficientPrivilege,
+                psycopg.errors.InvalidParameterValue,
+            ) as e:
+                raise RolesMissing(
+                    f"the database user cannot work as {role}: {e.diag.message_primary}."
+                    f" Run the migrations as a superuser or the owner, and grant {SERVICE_ROLE}"
+                    f" and {SYSTEM_ROLE} to the service's user (docs/database.md)"
+                ) from e

@@ -39,7 +39,7 @@ _GET_EVENT = (
 
 
 async def get_event(db: Database, *, tenant_id: str, event_id: str) -> StoredEvent | None:
-    async with db.connection() as conn:
+    async with db.connection(tenant_id) as conn:
         cursor = await conn.execute(_GET_EVENT, {"tenant": tenant_id, "id": event_id})
         row = await cursor.fetchone()
     return None if row is None else _stored(row)
@@ -67,7 +67,7 @@ async def query_events(
         direction=sql.SQL("DESC" if order == "newest" else "ASC"),
     )
     params.append(limit)
-    async with db.connection() as conn:
+    async with db.connection(tenant_id) as conn:
         cursor = await conn.execute(query, params)
         rows = await cursor.fetchall()
     return [_stored(row) for row in rows]
@@ -94,7 +94,7 @@ async def stream_events(
     ).format(conditions=sql.SQL(" AND ").join(conditions))
     position = after_seq
     while True:
-        async with db.connection() as conn:
+        async with db.connection(tenant_id) as conn:
             cursor = await conn.execute(query, [*params, position, upto_seq, fetch_rows])
             rows = await cursor.fetchall()
         for row in rows:
@@ -107,7 +107,7 @@ async def stream_events(
 async def first_seq_received_since(db: Database, *, tenant_id: str, since: datetime) -> int:
     """The seq of the first event received at or after `since`; one past the
     log's end if there is none."""
-    async with db.connection() as conn:
+    async with db.connection(tenant_id) as conn:
         cursor = await conn.execute(
             "SELECT coalesce("
             " (SELECT min(seq) FROM events WHERE tenant_id = %s AND received_at >= %s),"
@@ -122,7 +122,7 @@ async def first_seq_received_since(db: Database, *, tenant_id: str, since: datet
 async def recent_exports(db: Database, *, tenant_id: str, window: float) -> tuple[int, float]:
     """How many exports the tenant made in the last `window` seconds, and how
     many seconds ago the oldest of them was."""
-    async with db.connection() as conn:
+    async with db.connection(tenant_id) as conn:
         cursor = await conn.execute(
             "SELECT count(*), coalesce(extract(epoch FROM now() - min(received_at)), 0)"
             " FROM events WHERE tenant_id = %s AND action = 'audit_log.exported'"
@@ -152,8 +152,11 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
         if f.actions:
             params.append(list(f.actions))
         for prefix in f.action_prefixes:
-            alternatives.append(sql.SQL("action LIKE %s"))
-            params.append(_like_prefix(prefix))
+            # A byte-order range, not LIKE: under row-level security only
+            # leakproof operators may be index conditions (ADR 0013), and
+            # LIKE is not. A prefix ends with "." and "/" follows it.
+            alternatives.append(sql.SQL("(action ~>=~ %s AND action ~<~ %s)"))
+            params += [prefix, prefix[:-1] + "/"]
         conditions.append(sql.SQL("({})").format(sql.SQL(" OR ").join(alternatives)))
     if f.categories:
         add("category = ANY(%s)", list(f.categories))
@@ -174,11 +177,6 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
     if f.text is not None:
         add("search_doc @@ websearch_to_tsquery('simple', %s)", f.text)
     return conditions, params
-
-
-def _like_prefix(prefix: str) -> str:
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + "%"
 
 
 def _stored(row: tuple[Any, ...]) -> StoredEvent:

@@ -33,6 +33,12 @@ def available_migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
+async def migrate_database(url: str) -> list[Migration]:
+    """Connect to `url` (as the owner: ADR 0013) and apply what is missing."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        return await migrate(conn)
+
+
 async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
     """Apply every migration not yet applied; return those applied now."""
     applied_now = []

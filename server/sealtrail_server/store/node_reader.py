@@ -64,11 +64,10 @@ class NodeReader:
         batch: list[tuple[NodeRead, asyncio.Future[NodesRead]]] = []
         try:
             while self._queue:
-                batch = [
-                    self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))
-                ]
+                batch = self._next_batch()
+                tenant_id = batch[0][0].tenant_id
                 try:
-                    async with self._db.connection() as conn:
+                    async with self._db.connection(tenant_id) as conn:
                         found = await read_many(conn, [read for read, _ in batch])
                 except Exception as error:  # each caller gets it, Unavailable included
                     for _, future in batch:
@@ -83,3 +82,15 @@ class NodeReader:
             for _, future in [*batch, *self._queue]:  # only if this task was cancelled
                 future.cancel()
             self._queue.clear()
+
+    def _next_batch(self) -> list[tuple[NodeRead, asyncio.Future[NodesRead]]]:
+        """Up to max_batch queued reads of the first one's tenant (a query sees
+        one tenant's rows: ADR 0013); the others keep their places."""
+        tenant_id = self._queue[0][0].tenant_id
+        batch: list[tuple[NodeRead, asyncio.Future[NodesRead]]] = []
+        others: list[tuple[NodeRead, asyncio.Future[NodesRead]]] = []
+        while self._queue and len(batch) < self._max_batch:
+            item = self._queue.popleft()
+            (batch if item[0].tenant_id == tenant_id else others).append(item)
+        self._queue.extendleft(reversed(others))
+        return batch

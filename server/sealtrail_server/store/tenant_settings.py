@@ -68,7 +68,7 @@ class SettingsCache:
         now = self._clock()
         if entry is not None and entry[0] > now:
             return entry[1]
-        async with self._db.connection() as conn:
+        async with self._db.connection(tenant_id) as conn:
             settings = await read_settings(conn, tenant_id)
         self.put(tenant_id, settings)
         return settings

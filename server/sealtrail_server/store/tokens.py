@@ -24,7 +24,7 @@ class IssuedToken:
 async def create_token(db: Database, *, tenant_id: str, role: Role, name: str = "") -> IssuedToken:
     secret = new_token()
     token_id = uuid.uuid4()
-    async with db.connection() as conn:
+    async with db.connection(tenant_id) as conn:
         cursor = await conn.execute(
             "INSERT INTO api_tokens (tenant_id, token_id, secret_sha256, role, name)"
             " VALUES (%s, %s, %s, %s, %s) RETURNING created_at",
@@ -39,7 +39,7 @@ async def create_token(db: Database, *, tenant_id: str, role: Role, name: str = 
 
 async def find_principal(db: Database, digest: bytes) -> Principal | None:
     """The principal of the live (unrevoked) token with this SHA-256, if any."""
-    async with db.connection() as conn:
+    async with db.system_connection() as conn:
         cursor = await conn.execute(
             "SELECT tenant_id, token_id, role FROM api_tokens"
             " WHERE secret_sha256 = %s AND revoked_at IS NULL",
@@ -53,7 +53,7 @@ async def find_principal(db: Database, digest: bytes) -> Principal | None:
 
 
 async def count_tokens(db: Database) -> int:
-    async with db.connection() as conn:
+    async with db.system_connection() as conn:
         cursor = await conn.execute("SELECT count(*) FROM api_tokens")
         row = await cursor.fetchone()
     return int(row[0]) if row else 0
@@ -80,7 +80,7 @@ async def list_tokens(
     db: Database, *, tenant_id: str, after_serial: int = 0, limit: int | None = None
 ) -> list[TokenInfo]:
     """The tenant's tokens in creation order, after a page's last `serial`."""
-    async with db.connection() as conn:
+    async with db.connection(tenant_id) as conn:
         cursor = await conn.execute(
             _SELECT_TOKENS + " AND serial > %s ORDER BY serial LIMIT %s",
             [tenant_id, after_serial, limit],
@@ -89,7 +89,7 @@ async def list_tokens(
 
 
 async def find_token(db: Database, *, tenant_id: str, token_id: str) -> TokenInfo | None:
-    async with db.connection() as conn:
+    async with db.connection(tenant_id) as conn:
         cursor = await conn.execute(
             _SELECT_TOKENS + " AND token_id = %s",
             [tenant_id, token_id],
@@ -100,8 +100,10 @@ async def find_token(db: Database, *, tenant_id: str, token_id: str) -> TokenInf
 
 async def revoke_token(db: Database, *, token_id: str, tenant_id: str | None = None) -> str | None:
     """Revoke a live token (of `tenant_id`, when given); the tenant it belonged
-    to, or None if there is no such live token."""
-    async with db.connection() as conn:
+    to, or None if there is no such live token. Without a tenant (an operator
+    at the console), the token is found in whichever tenant holds it."""
+    scoped = db.system_connection() if tenant_id is None else db.connection(tenant_id)
+    async with scoped as conn:
         cursor = await conn.execute(
             "UPDATE api_tokens SET revoked_at = now()"
             " WHERE token_id = %s AND revoked_at IS NULL"

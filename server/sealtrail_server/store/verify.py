@@ -41,7 +41,7 @@ def _names_seq(record: bytes, seq: int) -> bool:
 
 
 async def verify_log(db: Database, *, tenant_id: str, verifiers: list[Verifier]) -> Verification:
-    async with db.connection() as conn:
+    async with db.connection(tenant_id) as conn:
         checkpoints = await all_checkpoints(conn, tenant_id)
         cursor = await conn.execute(
             "SELECT tree_size, root_hash FROM chain_heads WHERE tenant_id = %s", [tenant_id]
@@ -72,7 +72,7 @@ async def verify_log(db: Database, *, tenant_id: str, verifiers: list[Verifier])
     size = checked = 0
     sha256 = hashlib.sha256
     async with (
-        db.connection() as conn,
+        db.connection(tenant_id) as conn,
         conn.transaction(),
         # Binary: records come as the UTF-8 bytes that were hashed, never decoded.
         conn.cursor(name="sealtrail_verify_log", binary=True) as cursor,

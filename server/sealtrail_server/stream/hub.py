@@ -108,7 +108,7 @@ class StreamHub:
         subscription = Subscription(tenant_id, matcher, capacity=self._capacity)
         tenant = self._tenants.get(tenant_id)
         if tenant is None:
-            async with self._db.connection() as conn:
+            async with self._db.connection(tenant_id) as conn:
                 size = await tree_size(conn, tenant_id)
             tenant = self._tenants.setdefault(tenant_id, _Tenant(fetched=size, target=size))
         tenant.subscribers.add(subscription)
@@ -140,7 +140,7 @@ class StreamHub:
                 await asyncio.sleep(_RECONNECT_SECONDS)
 
     async def _resync(self, tenant_id: str) -> None:
-        async with self._db.connection() as conn:
+        async with self._db.connection(tenant_id) as conn:
             size = await tree_size(conn, tenant_id)
         self._notified(f"{tenant_id}:{size}")
 
@@ -158,7 +158,7 @@ class StreamHub:
         try:
             while tenant.fetched < tenant.target and tenant.subscribers:
                 upto = min(tenant.target, tenant.fetched + _FETCH_ROWS)
-                async with self._db.connection() as conn:
+                async with self._db.connection(tenant_id) as conn:
                     cursor = await conn.execute(
                         "SELECT seq, record, leaf_hash FROM events"
                         " WHERE tenant_id = %s AND seq > %s AND seq <= %s ORDER BY seq",

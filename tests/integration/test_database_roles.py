@@ -1,0 +1,180 @@
+"""Defence in depth in PostgreSQL (ADR 0013), tried directly in SQL: the roles
+the service works as cannot change or remove the log, row-level security
+shows a tenant-scoped connection one tenant's rows only, and the running
+server never works as the tables' owner."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.sql import SQL, Identifier, Literal
+
+from sealtrail import build_event
+from sealtrail_server.store.database import Database, RolesMissing
+
+from ..service_login import SERVICE_LOGIN, service_login_url
+
+# Every table keyed by tenant, and so under row-level security.
+TENANT_TABLES = [
+    "events",
+    "chain_heads",
+    "tree_nodes",
+    "checkpoints",
+    "api_tokens",
+    "tenant_settings",
+]
+# As the service's login role itself, and as each role it assumes.
+SERVICE_ROLES = [None, "sealtrail_service", "sealtrail_system"]
+
+
+@pytest.fixture
+def as_service(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection as the login role a deployed server uses."""
+    with psycopg.connect(service_login_url(migrated_database_url), autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def two_tenants(client_for: Any, tenant: str) -> tuple[str, str]:
+    """Two tenants with a row in every tenant table."""
+    other = f"{tenant}-other"
+    for name in (tenant, other):
+        client = client_for(name)
+        client.record_batch([build_event(action="doc.edit", actor_id="u") for _ in range(4)])
+        client.get_checkpoint(fresh=True)
+        client.set_redaction_mode("hmac")
+    return tenant, other
+
+
+def _assume(conn: psycopg.Connection[Any], role: str | None, tenant: str | None = None) -> None:
+    if role is not None:
+        conn.execute(SQL("SET ROLE {}").format(Identifier(role)))
+    if tenant is not None:
+        conn.execute("SELECT set_config('sealtrail.tenant', %s, false)", [tenant])
+
+
+def test_the_service_login_has_no_power_of_its_own(as_service: psycopg.Connection[Any]) -> None:
+    row = as_service.execute(
+        "SELECT rolsuper, rolbypassrls, rolcreaterole FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    assert row == (False, False, False)
+
+
+@pytest.mark.parametrize("role", SERVICE_ROLES)
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE events SET action = 'forged.action' WHERE tenant_id = %(t)s",
+        "DELETE FROM events WHERE tenant_id = %(t)s",
+        "TRUNCATE events",
+        "UPDATE tree_nodes SET hash = hash WHERE tenant_id = %(t)s",
+        "DELETE FROM tree_nodes WHERE tenant_id = %(t)s",
+        "DELETE FROM checkpoints WHERE tenant_id = %(t)s",
+        "UPDATE checkpoints SET note = '' WHERE tenant_id = %(t)s",
+        "DELETE FROM chain_heads WHERE tenant_id = %(t)s",
+        "DELETE FROM api_tokens WHERE tenant_id = %(t)s",
+        "ALTER TABLE events DISABLE TRIGGER events_no_update_delete",
+        "DROP TABLE events",
+    ],
+)
+def test_the_service_cannot_change_the_log(
+    as_service: psycopg.Connection[Any], two_tenants: tuple[str, str], role: str, statement: str
+) -> None:
+    tenant, _ = two_tenants
+    _assume(as_service, role, tenant)
+    # Refused for want of privilege, before the append-only triggers are reached.
+    with pytest.raises(
+        psycopg.errors.InsufficientPrivilege, match=r"permission denied|must be owner"
+    ):
+        as_service.execute(statement, {"t": tenant})
+
+
+def test_a_tenant_scoped_connection_sees_one_tenant(
+    as_service: psycopg.Connection[Any], two_tenants: tuple[str, str]
+) -> None:
+    tenant, other = two_tenants
+    _assume(as_service, "sealtrail_service", tenant)
+    for table in TENANT_TABLES:
+        count = SQL("SELECT count(*) FROM {} WHERE tenant_id = %s").format(Identifier(table))
+        assert as_service.execute(count, [tenant]).fetchone() != (0,), table
+        assert as_service.execute(count, [other]).fetchone() == (0,), table
+        # Even a query that forgets the tenant sees only this one.
+        every = SQL("SELECT DISTINCT tenant_id FROM {}").format(Identifier(table))
+        assert as_service.execute(every).fetchall() == [(tenant,)], table
+
+
+def test_a_connection_with_no_tenant_sees_nothing(
+    as_service: psycopg.Connection[Any], two_tenants: tuple[str, str]
+) -> None:
+    _assume(as_service, "sealtrail_service")
+    for table in TENANT_TABLES:
+        every = SQL("SELECT count(*) FROM {}").format(Identifier(table))
+        assert as_service.execute(every).fetchone() == (0,), table
+
+
+def test_a_tenant_scoped_connection_cannot_write_for_another(
+    as_service: psycopg.Connection[Any], two_tenants: tuple[str, str]
+) -> None:
+    tenant, other = two_tenants
+    _assume(as_service, "sealtrail_service", tenant)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+        as_service.execute(
+            "INSERT INTO api_tokens (tenant_id, token_id, secret_sha256, role)"
+            " VALUES (%s, gen_random_uuid(), '\\x00', 'admin')",
+            [other],
+        )
+    revoked = as_service.execute(
+        "UPDATE api_tokens SET revoked_at = now() WHERE tenant_id = %s", [other]
+    )
+    assert revoked.rowcount == 0
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+        as_service.execute(
+            "INSERT INTO events (tenant_id, seq, id, occurred_at, received_at, action, severity,"
+            " outcome, actor_id, leaf_hash, record)"
+            " VALUES (%s, 1000, gen_random_uuid(), now(), now(), 'x.y', 0, 'success', 'u', '', '')",
+            [tenant],
+        )
+
+
+def test_the_system_role_sees_every_tenant_and_still_cannot_rewrite(
+    as_service: psycopg.Connection[Any], two_tenants: tuple[str, str]
+) -> None:
+    tenant, other = two_tenants
+    _assume(as_service, "sealtrail_system")
+    seen = as_service.execute(
+        "SELECT DISTINCT tenant_id FROM events WHERE tenant_id = ANY(%s) ORDER BY 1",
+        [[tenant, other]],
+    ).fetchall()
+    assert seen == sorted([(tenant,), (other,)])
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+        as_service.execute("UPDATE events SET record = record WHERE tenant_id = %s", [tenant])
+
+
+def test_the_running_server_never_works_as_the_owner(
+    server: Any, sql: psycopg.Connection[Any], client: Any
+) -> None:
+    client.record(build_event(action="doc.edit", actor_id="u"))
+    users = sql.execute(
+        "SELECT DISTINCT usename FROM pg_stat_activity"
+        " WHERE application_name = 'sealtrail' AND datname = current_database()"
+    ).fetchall()
+    assert users == [(SERVICE_LOGIN,)]
+
+
+def test_a_user_without_the_roles_is_refused_clearly(
+    migrated_database_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    stranger = "sealtrail_test_stranger"
+    sql.execute(
+        SQL(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {}) THEN"
+            " CREATE ROLE {} LOGIN PASSWORD 'stranger'; END IF; END $$"
+        ).format(Literal(stranger), Identifier(stranger))
+    )
+    url = psycopg.conninfo.make_conninfo(migrated_database_url, user=stranger, password="stranger")
+    with pytest.raises(RolesMissing, match=r"sealtrail_system.*docs/database\.md"):
+        asyncio.run(Database.open(url, min_size=1, max_size=1))
