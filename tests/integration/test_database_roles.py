@@ -15,6 +15,8 @@ from psycopg.sql import SQL, Identifier, Literal
 
 from sealtrail import build_event
 from sealtrail_server.store.database import Database, RolesMissing
+from sealtrail_server.store.events import _GET_EVENT
+from sealtrail_server.store.tree import _READ_NODES
 
 from ..service_login import SERVICE_LOGIN, service_login_url
 
@@ -178,3 +180,61 @@ def test_a_user_without_the_roles_is_refused_clearly(
     url = psycopg.conninfo.make_conninfo(migrated_database_url, user=stranger, password="stranger")
     with pytest.raises(RolesMissing, match=r"sealtrail_system.*docs/database\.md"):
         asyncio.run(Database.open(url, min_size=1, max_size=1))
+
+
+@pytest.fixture
+def large_tenant(sql: psycopg.Connection[Any], tenant: str) -> str:
+    """20,000 rows of a tenant, written straight into the tables (they are only
+    probed for, never verified)."""
+    sql.execute(
+        "INSERT INTO events (tenant_id, seq, id, occurred_at, received_at, action, severity,"
+        " outcome, actor_id, leaf_hash, record)"
+        " SELECT %s, g, gen_random_uuid(), now(), now(), 'doc.edit', 0, 'success', 'u',"
+        " sha256(g::text::bytea), '{}' FROM generate_series(1, 20000) AS g",
+        [tenant],
+    )
+    sql.execute(
+        "INSERT INTO tree_nodes SELECT %s, 1, g, sha256(g::text::bytea)"
+        " FROM generate_series(0, 9999) AS g",
+        [tenant],
+    )
+    sql.execute("ANALYZE events, tree_nodes")
+    return tenant
+
+
+def _buffers_read(conn: psycopg.Connection[Any], query: str, params: Any) -> int:
+    row = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query, params).fetchone()
+    assert row is not None
+    plan = row[0][0]["Plan"]
+    return int(plan["Shared Hit Blocks"]) + int(plan["Shared Read Blocks"])
+
+
+def test_row_level_security_leaves_key_probes_to_their_index(
+    as_service: psycopg.Connection[Any], sql: psycopg.Connection[Any], large_tenant: str
+) -> None:
+    """The policy is a filter, never an index condition: beside a key probe's row
+    comparison, a tenant equality made the probe walk the tenant from its first row."""
+    last = sql.execute(
+        "SELECT id::text FROM events WHERE tenant_id = %s AND seq = 19999", [large_tenant]
+    ).fetchone()
+    assert last is not None
+    reads = {
+        "GetEvent": (_GET_EVENT, {"tenant": large_tenant, "id": last[0]}),
+        "proof nodes": (
+            _READ_NODES,
+            {
+                "tenants": [large_tenant],
+                "leaf_t": "{1,1}",
+                "seqs": "{19000,19999}",
+                "with_record": "{t,f}",
+                "node_t": "{1}",
+                "levels": "{1}",
+                "idxs": "{9990}",
+            },
+        ),
+    }
+    _assume(as_service, "sealtrail_service", large_tenant)
+    for name, (query, params) in reads.items():
+        as_owner = _buffers_read(sql, query, params)
+        # A walk through 20,000 index entries reads some hundred pages.
+        assert _buffers_read(as_service, query, params) <= as_owner + 5, name

@@ -53,6 +53,11 @@ GRANT UPDATE (tree_size, root_hash, frontier, updated_at) ON chain_heads TO seal
 
 -- Row-level security by tenant on every tenant's table (signing_keys holds
 -- public keys only). A connection whose `sealtrail.tenant` is unset sees nothing.
+-- USING is written so that it can only ever be a filter, never an index
+-- condition: as `tenant_id = current_setting(...)` the planner added it to the
+-- key probes' index conditions (events.KEY_PROBE), and an equality beside their
+-- row comparison made each probe walk the tenant's rows from the first (proofs
+-- at a fifth of their speed). The sub-select reads the setting once per query.
 ALTER TABLE events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE chain_heads ENABLE ROW LEVEL SECURITY;
 ALTER TABLE tree_nodes ENABLE ROW LEVEL SECURITY;
@@ -61,20 +66,20 @@ ALTER TABLE api_tokens ENABLE ROW LEVEL SECURITY;
 ALTER TABLE tenant_settings ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY tenant_isolation ON events TO sealtrail_service
-    USING (tenant_id = current_setting('sealtrail.tenant', true))
+    USING ((tenant_id = (SELECT current_setting('sealtrail.tenant', true))) IS TRUE)
     WITH CHECK (tenant_id = current_setting('sealtrail.tenant', true));
 CREATE POLICY tenant_isolation ON chain_heads TO sealtrail_service
-    USING (tenant_id = current_setting('sealtrail.tenant', true))
+    USING ((tenant_id = (SELECT current_setting('sealtrail.tenant', true))) IS TRUE)
     WITH CHECK (tenant_id = current_setting('sealtrail.tenant', true));
 CREATE POLICY tenant_isolation ON tree_nodes TO sealtrail_service
-    USING (tenant_id = current_setting('sealtrail.tenant', true))
+    USING ((tenant_id = (SELECT current_setting('sealtrail.tenant', true))) IS TRUE)
     WITH CHECK (tenant_id = current_setting('sealtrail.tenant', true));
 CREATE POLICY tenant_isolation ON checkpoints TO sealtrail_service
-    USING (tenant_id = current_setting('sealtrail.tenant', true))
+    USING ((tenant_id = (SELECT current_setting('sealtrail.tenant', true))) IS TRUE)
     WITH CHECK (tenant_id = current_setting('sealtrail.tenant', true));
 CREATE POLICY tenant_isolation ON api_tokens TO sealtrail_service
-    USING (tenant_id = current_setting('sealtrail.tenant', true))
+    USING ((tenant_id = (SELECT current_setting('sealtrail.tenant', true))) IS TRUE)
     WITH CHECK (tenant_id = current_setting('sealtrail.tenant', true));
 CREATE POLICY tenant_isolation ON tenant_settings TO sealtrail_service
-    USING (tenant_id = current_setting('sealtrail.tenant', true))
+    USING ((tenant_id = (SELECT current_setting('sealtrail.tenant', true))) IS TRUE)
     WITH CHECK (tenant_id = current_setting('sealtrail.tenant', true));
