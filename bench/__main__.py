@@ -41,8 +41,9 @@ from .report import format_report, write_json
 # raw read vs VerifyLog; raw hashlib vs verify_bundle. Then issue 4's: stream
 # delivery (its baseline, the RecordBatch acks, is measured in its window);
 # raw cursor CSV vs Export. Then issue 5's: Record with tracing off (the usual
-# server) and on (a third server exporting every span to a counting sink),
-# both from callers that send a traceparent and x-request-id. Then issue 6's:
+# server) and on (a third server exporting every span to a counting sink;
+# a fifth tracing every call and exporting nothing, as issue 5 specifies),
+# all from callers that send a traceparent and x-request-id. Then issue 6's:
 # Record with redaction (the usual server) and without (a fourth server with
 # SEALTRAIL_REDACTION=false).
 PHASES = (
@@ -62,6 +63,7 @@ PHASES = (
     "export",
     "record-untraced",
     "record-traced",
+    "record-spans",
     "record-redacted",
     "record-unredacted",
 )
@@ -230,6 +232,7 @@ class Bench:
         *,
         bare_server: environment.Server | None = None,
         traced_server: environment.Server | None = None,
+        spans_server: environment.Server | None = None,
         unredacted_server: environment.Server | None = None,
         spans: tracing.Received | None = None,
         verifier_key: str = "",
@@ -240,6 +243,7 @@ class Bench:
         self.server = server
         self.bare_server = bare_server
         self.traced_server = traced_server
+        self.spans_server = spans_server
         self.unredacted_server = unredacted_server
         self.spans = spans
         self.verifier_key = verifier_key
@@ -290,6 +294,7 @@ class Bench:
             "export": self.export_csv,
             "record-untraced": self.record_untraced,
             "record-traced": self.record_traced,
+            "record-spans": self.record_spans,
             "record-redacted": self.record_redacted,
             "record-unredacted": self.record_unredacted,
         }[figure]
@@ -454,6 +459,18 @@ class Bench:
         )
         result.notes["spans_exported_so_far"] = self.spans.spans
         return result
+
+    def record_spans(self) -> PhaseResult:
+        """Issue 5's own configuration: the same calls on a fifth server that
+        traces every call at 100% sampling (spans made, attributes set, ended)
+        and exports them nowhere (OTEL_TRACES_EXPORTER=none): the price of the
+        instrumentation itself, without record-traced's OTLP encoding."""
+        return self._record_on(
+            self.spans_server,
+            "record-spans",
+            "Record, tracing on (100%), no export",
+            traced=True,
+        )
 
     def inclusion_proofs(self) -> PhaseResult:
         """GetInclusionProof of random seqs of the integrity log at its last
@@ -653,6 +670,24 @@ def _traced_server_if_needed(
 
 
 @contextlib.contextmanager
+def _spans_server_if_needed(
+    figures: list[str],
+    database: environment.Database,
+    workdir: Path,
+    settings: dict[str, str],
+) -> Iterator[environment.Server | None]:
+    """The fifth server, tracing every call and exporting nothing, for record-spans."""
+    if "record-spans" not in figures:
+        yield None
+        return
+    spans_only = {**settings, **tracing.unexported_settings()}
+    with environment.server(
+        database.url, workdir, name="spans-server", settings=spans_only
+    ) as server:
+        yield server
+
+
+@contextlib.contextmanager
 def _unredacted_server_if_needed(
     figures: list[str],
     database: environment.Database,
@@ -712,6 +747,7 @@ def main(argv: list[str] | None = None) -> int:
                 traced_server,
                 spans,
             ),
+            _spans_server_if_needed(figures, database, workdir, settings) as spans_server,
             _unredacted_server_if_needed(figures, database, workdir, settings) as unredacted_server,
         ):
             bench = Bench(
@@ -720,6 +756,7 @@ def main(argv: list[str] | None = None) -> int:
                 server,
                 bare_server=bare_server,
                 traced_server=traced_server,
+                spans_server=spans_server,
                 unredacted_server=unredacted_server,
                 spans=spans,
                 verifier_key=signer.verifier.text(),

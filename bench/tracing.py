@@ -83,6 +83,16 @@ def traced_settings(endpoint: str) -> Mapping[str, str]:
     }
 
 
+def unexported_settings() -> Mapping[str, str]:
+    """The OTEL_* variables of a server that traces every call and exports
+    nothing: issue 5's "100% sampling, no-op exporter"."""
+    return {
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_TRACES_SAMPLER": "always_on",
+        "OTEL_SERVICE_NAME": "sealtrail-bench",
+    }
+
+
 def traceparent() -> str:
     """A sampled W3C trace context of a new trace, as a traced caller sends."""
     trace_id = int.from_bytes(os.urandom(16)) or 1
