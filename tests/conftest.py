@@ -14,6 +14,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -82,7 +83,12 @@ class ServerThread:
     role (service_login_url)."""
 
     def __init__(
-        self, database_url: str, *, tracer_provider: TracerProvider | None = None, **settings: Any
+        self,
+        database_url: str,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        clock: Callable[[], datetime] | None = None,
+        **settings: Any,
     ) -> None:
         defaults: dict[str, Any] = {
             "signing_key": SIGNING_KEY,
@@ -102,6 +108,7 @@ class ServerThread:
             database_url=service_url,
             owner_database_url=database_url,
             tracer_provider=tracer_provider,
+            **({"clock": clock} if clock is not None else {}),
         )
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()

@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.trace import Tracer, TracerProvider
 
-from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc
+from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, event_pb2
 
+from .api.audited import record_event
 from .api.guard import GuardInterceptor
 from .api.servicer import AuditLogServicer
 from .auth.tokens import Authenticator
@@ -24,6 +27,8 @@ from .config import Settings
 from .integrity.checkpointer import Checkpointer
 from .integrity.keys import load_signer
 from .redaction_setup import load_redaction_secret, load_redactor
+from .retention.erasure import Eraser
+from .retention.purger import Purger, TenantPurge
 from .store.appender import Appender
 from .store.database import Database
 from .store.migrations import migrate_database
@@ -53,9 +58,12 @@ class Service:
         database_url: str,
         owner_database_url: str | None = None,
         tracer_provider: TracerProvider | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        """`owner_database_url` runs the migrations; by default `database_url` does."""
+        """`owner_database_url` runs the migrations, retention and erasure; by
+        default `database_url` does. `clock` (tests) stamps events and ages them."""
         self.settings = settings
+        self._clock = clock
         self._database_url = database_url
         self._owner_database_url = owner_database_url or database_url
         self._tracer: Tracer | None = (
@@ -64,6 +72,7 @@ class Service:
         self._db: Database | None = None
         self._appender: Appender | None = None
         self._checkpointer: Checkpointer | None = None
+        self.purger: Purger | None = None
         self._hub: StreamHub | None = None
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -94,6 +103,7 @@ class Service:
             batch_events=settings.append_batch_events,
             store_tree_nodes=settings.store_tree_nodes,
             tracer=self._tracer,
+            clock=self._clock,
         )
         self._appender.start()
         signer = load_signer(
@@ -107,8 +117,34 @@ class Service:
             signer,
             origin_prefix=settings.log_origin,
             interval=settings.checkpoint_interval,
+            clock=self._clock,
         )
         await self._checkpointer.start()
+        appender = self._appender
+
+        async def record_purge(purged: TenantPurge) -> None:
+            await record_event(
+                appender,
+                purged.tenant_id,
+                actor_type=event_pb2.ACTOR_TYPE_SYSTEM,
+                actor_id="sealtrail-server:retention",
+                now=self._clock(),
+                action="retention.purged",
+                description=f"Retention removed {purged.count} events",
+                category=event_pb2.CATEGORY_SYSTEM,
+                resource_type="audit_log",
+                resource_id=purged.tenant_id,
+                details=purged.details(),
+            )
+
+        self.purger = Purger(
+            self._owner_database_url,
+            record=record_purge,
+            interval=settings.retention_interval,
+            batch_events=settings.retention_batch_events,
+            clock=self._clock,
+        )
+        self.purger.start()
         self._hub = StreamHub(
             db, database_url=self._database_url, queue_capacity=settings.stream_queue_capacity
         )
@@ -141,6 +177,8 @@ class Service:
                 redactor=load_redactor(settings),
                 redaction_secret=load_redaction_secret(settings),
                 authenticator=authenticator,
+                eraser=Eraser(self._owner_database_url, self._checkpointer, clock=self._clock),
+                clock=self._clock,
             ),
             server,
         )
@@ -169,6 +207,8 @@ class Service:
             await self._server.stop(self.settings.shutdown_grace if grace is None else grace)
         if self._hub is not None:
             await self._hub.stop()
+        if self.purger is not None:
+            await self.purger.stop()
         if self._checkpointer is not None:
             await self._checkpointer.stop()
         if self._appender is not None:

@@ -75,6 +75,10 @@ class Settings:
     redaction_key_file: Path | None = None
     # Seconds a tenant's settings are trusted before they are read again.
     settings_cache_seconds: float = 10.0
+    # Seconds between passes of the retention purge (0: never); events removed
+    # per transaction. One process of a deployment purges at a time.
+    retention_interval: float = 3600.0
+    retention_batch_events: int = 5000
     # Server log lines: "text", or "json" (one object per line); both carry
     # the request id and trace id of the call they were logged in.
     log_format: str = "text"

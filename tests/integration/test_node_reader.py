@@ -64,11 +64,10 @@ def test_concurrent_proofs_share_queries_and_verify(
     root = _root(sql, logged)
     for proofs in (cold, warm):
         for seq, answer in enumerate(proofs, start=1):
-            assert answer is not None
-            event, path = answer
-            assert event.seq == seq
-            assert leaf(event.record.encode()) == event.leaf_hash
-            assert root_from_inclusion(seq - 1, EVENTS, event.leaf_hash, path) == root
+            assert answer is not None and answer.record is not None
+            assert answer.seq == seq
+            assert leaf(answer.record.encode()) == answer.leaf_hash
+            assert root_from_inclusion(seq - 1, EVENTS, answer.leaf_hash, answer.proof) == root
     # 300 concurrent reads in batches of at most 16, each query carrying a batch
     assert EVENTS / 16 <= cold_queries < EVENTS / 4
     assert cold == warm  # what the cache answers is what the table holds

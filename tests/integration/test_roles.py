@@ -35,6 +35,10 @@ ALLOWED: dict[str, set[str]] = {
     "CreateToken": {"admin"},
     "ListTokens": {"admin"},
     "RevokeToken": {"admin"},
+    "GetRetentionPolicy": {"admin"},
+    "UpdateRetentionPolicy": {"admin"},
+    "SetLegalHold": {"admin"},
+    "EraseTenant": {"admin"},
 }
 
 SERVICE = audit_service_pb2.DESCRIPTOR.services_by_name["AuditLogService"]

@@ -31,7 +31,7 @@ _CACHED_CHECKPOINTS = 10_000
 
 
 @lru_cache(maxsize=1024)  # signed checkpoints never change; proofs repeat the same few
-def _checkpoint(stored: StoredCheckpoint) -> pb.SignedCheckpoint:
+def checkpoint_message(stored: StoredCheckpoint) -> pb.SignedCheckpoint:
     """The message of `stored`; shared, so copy it into an answer, never change it."""
     checkpoint = pb.SignedCheckpoint(
         origin=stored.note.split("\n", 1)[0],
@@ -85,7 +85,7 @@ class IntegrityRpcs:
                 found = await latest_checkpoint(conn, tenant_id)
         if found is None:
             raise NotFound("the log is empty: there is no checkpoint yet")
-        return pb.GetCheckpointResponse(checkpoint=_checkpoint(found))
+        return pb.GetCheckpointResponse(checkpoint=checkpoint_message(found))
 
     async def GetInclusionProof(
         self, request: pb.GetInclusionProofRequest, context: Context
@@ -109,16 +109,21 @@ class IntegrityRpcs:
             found = inclusion_proof(read, await self._node_reader.read(read), tree_size=size)
         if found is None:
             raise NotFound("no such event")
-        event, proof = found
+        if found.record is None and not request.include_purged:
+            raise NotFound(
+                f"event {seq} was removed by retention; set include_purged for its leaf's proof",
+                reason="PURGED",
+            )
         response = pb.GetInclusionProofResponse(
             seq=seq,
-            record=event.record.encode(),
-            leaf_hash=event.leaf_hash,
+            record=found.record.encode() if found.record is not None else b"",
+            leaf_hash=found.leaf_hash,
             tree_size=size,
-            proof=proof,
+            proof=found.proof,
+            purged=found.record is None,
         )
         if checkpoint is not None:
-            response.checkpoint.CopyFrom(_checkpoint(checkpoint))
+            response.checkpoint.CopyFrom(checkpoint_message(checkpoint))
         return response
 
     async def _seq_of(self, tenant_id: str, request: pb.GetInclusionProofRequest) -> int:

@@ -25,6 +25,7 @@ from ..domain.filters import (
 )
 from ..domain.redaction import Redactor
 from ..integrity.checkpointer import Checkpointer
+from ..retention.erasure import Eraser
 from ..store.appender import Appended, Appender
 from ..store.database import Database
 from ..store.events import Order, get_event, query_events
@@ -38,6 +39,7 @@ from .errors import entry_error
 from .export import ExportRpcs
 from .guard import current_principal
 from .integrity import IntegrityRpcs
+from .retention import RetentionRpcs
 from .settings import SettingsRpcs
 from .stream import StreamRpcs
 from .tokens import TokenRpcs
@@ -59,6 +61,7 @@ class AuditLogServicer(
     IntegrityRpcs,
     SettingsRpcs,
     TokenRpcs,
+    RetentionRpcs,
     audit_service_pb2_grpc.AuditLogServiceServicer,
 ):
     def __init__(
@@ -75,8 +78,10 @@ class AuditLogServicer(
         redactor: Redactor | None = None,
         redaction_secret: bytes,
         authenticator: Authenticator | None = None,
+        eraser: Eraser,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._eraser = eraser
         self._hub = hub
         self._settings_cache = settings_cache
         self._redactor = redactor

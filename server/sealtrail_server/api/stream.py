@@ -28,6 +28,7 @@ from ..domain.filters import EventFilter, RecordMatcher, validate_filter
 from ..store.appender import Appender
 from ..store.database import Database
 from ..store.events import first_seq_received_since, stream_events
+from ..store.retention import first_kept_after
 from ..store.tree import tree_size
 from ..stream.hub import LiveEvent, StreamHub, Subscription
 from .audited import filter_details, record_access
@@ -123,6 +124,15 @@ class StreamRpcs:
                 f"after_seq {request.after_seq} is beyond the log's size {size}",
                 reason="BEYOND_LOG_SIZE",
             )
+        if request.after_seq < size:
+            async with self._db.connection(tenant_id) as conn:
+                kept = await first_kept_after(conn, tenant_id, request.after_seq)
+            if kept is not None:
+                raise FailedPrecondition(
+                    f"the events after seq {request.after_seq} were removed by retention;"
+                    f" the first one kept is seq {kept} (resume with after_seq {kept - 1})",
+                    reason="PURGED",
+                )
         return request.after_seq
 
     async def _from_table(

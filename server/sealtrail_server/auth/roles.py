@@ -31,6 +31,10 @@ METHOD_ROLES: Final[dict[str, frozenset[Role]]] = {
     "CreateToken": _ADMIN,
     "ListTokens": _ADMIN,
     "RevokeToken": _ADMIN,
+    "GetRetentionPolicy": _ADMIN,
+    "UpdateRetentionPolicy": _ADMIN,
+    "SetLegalHold": _ADMIN,
+    "EraseTenant": _ADMIN,
 }
 
 

@@ -55,3 +55,9 @@ class Authenticator:
         for digest, (principal, _) in list(self._cache.items()):
             if principal.token_id == token_id:
                 del self._cache[digest]
+
+    def forget_tenant(self, tenant_id: str) -> None:
+        """Stop trusting every cached token of a tenant at once (it was erased here)."""
+        for digest, (principal, _) in list(self._cache.items()):
+            if principal.tenant_id == tenant_id:
+                del self._cache[digest]

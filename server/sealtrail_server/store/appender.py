@@ -38,7 +38,13 @@ import uuid_utils.compat as uuid_utils
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
-from ..domain.errors import AlreadyExists, InvalidArgument, SealtrailError, Unavailable
+from ..domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    SealtrailError,
+    Unavailable,
+)
 from ..domain.event import (
     MAX_RECORD_BYTES,
     ServerFields,
@@ -274,12 +280,15 @@ class Appender:
             heads = await self._lock_heads(conn, tenants)
             previous = await _find_keys(conn, batch)
             received_at = self._clock()
-            outcomes = []
+            outcomes: list[list[AppendOutcome]] = []
             nodes: list[tuple[str, int, int, bytes]] = []
             async with conn.cursor().copy(_COPY_EVENTS) as copy:
                 for submission in batch:
                     rows: list[tuple[Any, ...]] = []
-                    head = heads[submission.tenant_id]
+                    head = heads.get(submission.tenant_id)
+                    if head is None:  # the tenant was erased: its id is retired
+                        outcomes.append([_erased(submission.tenant_id)] * len(submission.events))
+                        continue
                     outcomes.append(
                         self._assign(submission, head, previous, received_at, rows, nodes)
                     )
@@ -372,11 +381,18 @@ class Appender:
         return heads
 
 
+def _erased(tenant_id: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"tenant {tenant_id!r} was erased; its id cannot be used again", reason="TENANT_ERASED"
+    )
+
+
 async def _create_heads(conn: psycopg.AsyncConnection[Any], tenants: list[str]) -> None:
     await conn.execute(
         "INSERT INTO chain_heads (tenant_id, tree_size, root_hash, frontier)"
-        " SELECT t, 0, %s, '' FROM unnest(%s::text[]) AS t ORDER BY t"
-        " ON CONFLICT (tenant_id) DO NOTHING",
+        " SELECT t, 0, %s, '' FROM unnest(%s::text[]) AS t"
+        " WHERE NOT EXISTS (SELECT FROM tenant_erasures AS e WHERE e.tenant_id = t)"
+        " ORDER BY t ON CONFLICT (tenant_id) DO NOTHING",
         [EMPTY_ROOT, tenants],
     )
 

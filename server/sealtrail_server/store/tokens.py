@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..domain.access import Principal, Role, new_token, token_digest
+from ..domain.errors import FailedPrecondition
 from .database import Database
 
 
@@ -27,11 +28,15 @@ async def create_token(db: Database, *, tenant_id: str, role: Role, name: str = 
     async with db.connection(tenant_id) as conn:
         cursor = await conn.execute(
             "INSERT INTO api_tokens (tenant_id, token_id, secret_sha256, role, name)"
-            " VALUES (%s, %s, %s, %s, %s) RETURNING created_at",
-            [tenant_id, token_id, token_digest(secret), role.value, name],
+            " SELECT %s, %s, %s, %s, %s WHERE NOT EXISTS"
+            " (SELECT FROM tenant_erasures WHERE tenant_id = %s) RETURNING created_at",
+            [tenant_id, token_id, token_digest(secret), role.value, name, tenant_id],
         )
         row = await cursor.fetchone()
-    assert row is not None
+    if row is None:
+        raise FailedPrecondition(
+            f"tenant {tenant_id!r} was erased; its id cannot be used again", reason="TENANT_ERASED"
+        )
     created_at = row[0]
     assert isinstance(created_at, datetime)
     return IssuedToken(str(token_id), tenant_id, role, secret, created_at)

@@ -19,7 +19,6 @@ from ..domain.proofs import (
     nodes_of,
     range_hash,
 )
-from .events import StoredEvent
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,8 @@ class NodeRead:
 @dataclass(frozen=True)
 class NodesRead:
     """What a NodeRead found: the hashes, and the record if one was asked for
-    and exists; `missing` lists the nodes the store lacks."""
+    and exists (a leaf with no record was removed by retention: its hash is
+    its tombstone's); `missing` lists the nodes the store lacks."""
 
     hashes: dict[Node, bytes]
     record: str | None
@@ -49,15 +49,21 @@ _READ_NODES = (
     # from flattening a LATERAL into a join. The events probe is a row
     # comparison in key order (see events.KEY_PROBE): only the primary key can
     # serve it, so statistics taken when a tenant was tiny cannot send it
-    # through another (tenant_id, ...) index, row by row. Tenants are named
-    # once, in %(tenants)s, and referred to by their position in it.
-    "SELECT k.t, 0::smallint, k.seq - 1, e.leaf_hash, CASE WHEN k.with_record THEN e.record END"
+    # through another (tenant_id, ...) index, row by row. A leaf whose event
+    # retention removed comes from its tombstone (tree_nodes level 0), with no
+    # record. Tenants are named once, in %(tenants)s, and referred to by their
+    # position in it.
+    "SELECT k.t, 0::smallint, k.seq - 1,"
+    "  coalesce(e.leaf_hash, (SELECT hash FROM tree_nodes"
+    "   WHERE tenant_id = (%(tenants)s::text[])[k.t] AND level = 0 AND idx = k.seq - 1)),"
+    "  CASE WHEN k.with_record THEN e.record END"
     " FROM unnest(%(leaf_t)s::int[], %(seqs)s::bigint[], %(with_record)s::bool[])"
     "  AS k(t, seq, with_record)"
-    " CROSS JOIN LATERAL (SELECT tenant_id, seq, leaf_hash, record FROM events"
-    "  WHERE (tenant_id, seq) >= ((%(tenants)s::text[])[k.t], k.seq)"
-    "  ORDER BY tenant_id, seq LIMIT 1) AS e"
-    " WHERE e.tenant_id = (%(tenants)s::text[])[k.t] AND e.seq = k.seq"
+    " LEFT JOIN LATERAL (SELECT leaf_hash, record FROM"
+    "  (SELECT tenant_id, seq, leaf_hash, record FROM events"
+    "   WHERE (tenant_id, seq) >= ((%(tenants)s::text[])[k.t], k.seq)"
+    "   ORDER BY tenant_id, seq LIMIT 1) AS p"
+    "  WHERE p.tenant_id = (%(tenants)s::text[])[k.t] AND p.seq = k.seq) AS e ON true"
     " UNION ALL"
     " SELECT k.t, k.level, k.idx, n.hash, NULL"
     " FROM unnest(%(node_t)s::int[], %(levels)s::smallint[], %(idxs)s::bigint[])"
@@ -107,6 +113,8 @@ async def read_many(
     found: dict[tuple[int, Node], bytes] = {}
     records: dict[tuple[int, int], str] = {}
     for t, level, index, value, record in await cursor.fetchall():
+        if value is None:
+            continue  # neither an event nor a tombstone: missing
         found[(t, (level, index))] = value
         if record is not None:
             records[(t, index + 1)] = record
@@ -173,21 +181,31 @@ def inclusion_read(tenant_id: str, *, seq: int, tree_size: int) -> NodeRead:
     return NodeRead(tenant_id, frozenset(nodes), record_seq=seq)
 
 
-def inclusion_proof(
-    read: NodeRead, found: NodesRead, *, tree_size: int
-) -> tuple[StoredEvent, list[bytes]] | None:
-    """The event of `read` and its inclusion proof at `tree_size`, from what
+@dataclass(frozen=True, slots=True)
+class ProvenLeaf:
+    """An event's leaf and its inclusion proof; `record` is None when
+    retention removed the event and only its leaf hash remains."""
+
+    seq: int
+    record: str | None
+    leaf_hash: bytes
+    proof: list[bytes]
+
+
+def inclusion_proof(read: NodeRead, found: NodesRead, *, tree_size: int) -> ProvenLeaf | None:
+    """The leaf of `read` and its inclusion proof at `tree_size`, from what
     its read found; None if the log has no such event, IntegrityFailure if the
     event is there but hashes of its path are not."""
     seq = read.record_seq
-    if found.record is None:
+    leaf = found.hashes.get((0, seq - 1))
+    if leaf is None:
         return None
     if found.missing:
         raise lacking(read.tenant_id, found.missing)
     proof = [
         range_hash(start, end, found.hashes) for start, end in inclusion_ranges(seq - 1, tree_size)
     ]
-    return StoredEvent(seq, found.record, found.hashes[(0, seq - 1)]), proof
+    return ProvenLeaf(seq, found.record, leaf, proof)
 
 
 async def consistency_proof(

@@ -71,12 +71,45 @@ async def verify_log(db: Database, *, tenant_id: str, verifiers: list[Verifier])
     frontier: list[bytes] = []
     size = checked = 0
     sha256 = hashlib.sha256
+    stored_pairs: deque[tuple[int, bytes]] = deque()
+    tombstones: deque[tuple[int, bytes]] = deque()
+
+    def advance(seq: int, leaf: bytes) -> Verification | None:
+        """Append the leaf of `seq` (the next one); a failure if its pair or a
+        signed root does not match."""
+        nonlocal size, checked
+        for level, index, node in append_leaf(frontier, size, leaf):
+            if level == 1 and (not stored_pairs or stored_pairs.popleft() != (index, node)):
+                first = 2 * index + 1
+                return _fail(
+                    size,
+                    checked,
+                    first,
+                    "PAIR_MISMATCH",
+                    f"seqs {first} and {first + 1} hash differently from when they"
+                    " were appended: one of them was rewritten",
+                )
+        size = seq
+        root = signed.get(size)
+        if root is not None:
+            if frontier_root(frontier) != root:
+                return _fail(
+                    size,
+                    checked,
+                    size,
+                    "ROOT_MISMATCH",
+                    f"the root at size {size} differs from the signed checkpoint",
+                )
+            checked += 1
+        return None
+
     async with (
         db.connection(tenant_id) as conn,
         conn.transaction(),
         # Binary: records come as the UTF-8 bytes that were hashed, never decoded.
         conn.cursor(name="sealtrail_verify_log", binary=True) as cursor,
         conn.cursor(name="sealtrail_verify_pairs") as pairs,
+        conn.cursor(name="sealtrail_verify_tombstones") as tombs,
     ):
         await cursor.execute(
             "SELECT seq, convert_to(record, 'UTF8'), leaf_hash FROM events"
@@ -89,21 +122,51 @@ async def verify_log(db: Database, *, tenant_id: str, verifiers: list[Verifier])
             "SELECT idx, hash FROM tree_nodes WHERE tenant_id = %s AND level = 1 ORDER BY idx",
             [tenant_id],
         )
-        stored_pairs: deque[tuple[int, bytes]] = deque()
-        pairs_done = False
-        while rows := await cursor.fetchmany(_FETCH_ROWS):
-            # Enough stored pairs for every pair this chunk completes.
-            needed = rows[-1][0] // 2 - 1
+        # Leaves of events removed by retention: they stand in for their events.
+        await tombs.execute(
+            "SELECT idx + 1, hash FROM tree_nodes WHERE tenant_id = %s AND level = 0 ORDER BY idx",
+            [tenant_id],
+        )
+        pairs_done = tombs_done = False
+
+        async def tombstone(seq: int) -> bytes | None:
+            """The tombstone of `seq`, if it has one (asked in seq order)."""
+            nonlocal tombs_done
+            while not tombs_done and (not tombstones or tombstones[-1][0] < seq):
+                more = await tombs.fetchmany(_FETCH_ROWS)
+                tombs_done = not more
+                tombstones.extend((index, bytes(leaf)) for index, leaf in more)
+            while tombstones and tombstones[0][0] < seq:
+                tombstones.popleft()
+            if tombstones and tombstones[0][0] == seq:
+                return tombstones.popleft()[1]
+            return None
+
+        while True:
+            rows = await cursor.fetchmany(_FETCH_ROWS)
+            # Enough stored pairs for every pair this chunk completes (all of
+            # them once the events end: tombstones may follow).
+            needed = rows[-1][0] // 2 - 1 if rows else head_size
             while not pairs_done and (not stored_pairs or stored_pairs[-1][0] < needed):
                 more = await pairs.fetchmany(_FETCH_ROWS)
                 pairs_done = not more
                 stored_pairs.extend((index, bytes(node)) for index, node in more)
+            if not rows:
+                # Events removed by retention after the last one kept.
+                while (leaf := await tombstone(size + 1)) is not None:
+                    if failure := advance(size + 1, leaf):
+                        return failure
+                break
             for seq, record, stored_leaf in rows:
-                expected = size + 1
-                if seq != expected:
-                    return _fail(
-                        size, checked, expected, "RECORD_MISSING", f"seq {expected} is missing"
-                    )
+                while seq != size + 1:
+                    leaf = await tombstone(size + 1)
+                    if leaf is None:
+                        expected = size + 1
+                        return _fail(
+                            size, checked, expected, "RECORD_MISSING", f"seq {expected} is missing"
+                        )
+                    if failure := advance(size + 1, leaf):
+                        return failure
                 leaf = sha256(b"\x00" + record).digest()
                 if leaf != stored_leaf:
                     return _fail(
@@ -117,29 +180,8 @@ async def verify_log(db: Database, *, tenant_id: str, verifiers: list[Verifier])
                     return _fail(
                         size, checked, seq, "RECORD_MISPLACED", "the record names another seq"
                     )
-                for level, index, node in append_leaf(frontier, size, leaf):
-                    if level == 1 and (not stored_pairs or stored_pairs.popleft() != (index, node)):
-                        first = 2 * index + 1
-                        return _fail(
-                            size,
-                            checked,
-                            first,
-                            "PAIR_MISMATCH",
-                            f"seqs {first} and {first + 1} hash differently from when they"
-                            " were appended: one of them was rewritten",
-                        )
-                size = seq
-                root = signed.get(size)
-                if root is not None:
-                    if frontier_root(frontier) != root:
-                        return _fail(
-                            size,
-                            checked,
-                            size,
-                            "ROOT_MISMATCH",
-                            f"the root at size {size} differs from the signed checkpoint",
-                        )
-                    checked += 1
+                if failure := advance(seq, leaf):
+                    return failure
     if size < last_signed:
         return _fail(
             size,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -16,6 +16,7 @@ from google.protobuf import field_mask_pb2
 
 from sealtrail._convert import (
     BatchEntryResult,
+    Days,
     EventFields,
     Order,
     RecordResult,
@@ -27,6 +28,7 @@ from sealtrail._convert import (
     inclusion_request,
     query_request,
     redaction_mode_value,
+    retention_policy_request,
     stream_request,
     token_role_value,
     with_defaults,
@@ -41,6 +43,7 @@ from sealtrail.v1 import (
     audit_service_pb2_grpc,
     event_pb2,
     integrity_pb2,
+    retention_pb2,
     settings_pb2,
 )
 
@@ -189,12 +192,15 @@ class AsyncAuditClient:
         return (await self._call(self._stub.GetCheckpoint, request)).checkpoint
 
     async def get_inclusion_proof(
-        self, *, event_id: str = "", seq: int = 0, tree_size: int = 0
+        self, *, event_id: str = "", seq: int = 0, tree_size: int = 0, include_purged: bool = False
     ) -> integrity_pb2.GetInclusionProofResponse:
         """The record of one event (by id or seq) and its inclusion proof at
-        `tree_size` (0: the latest checkpoint, signed now if needed)."""
+        `tree_size` (0: the latest checkpoint, signed now if needed). An event
+        removed by retention is NotFoundError (reason PURGED), or with
+        `include_purged` an answer with `purged` set, its leaf hash and no record."""
         return await self._call(
-            self._stub.GetInclusionProof, inclusion_request(event_id, seq, tree_size)
+            self._stub.GetInclusionProof,
+            inclusion_request(event_id, seq, tree_size, include_purged),
         )
 
     async def get_consistency_proof(
@@ -257,6 +263,40 @@ class AsyncAuditClient:
         the server's token cache interval (at once on the server that revoked it)."""
         request = access_pb2.RevokeTokenRequest(token_id=token_id)
         return await self._call(self._stub.RevokeToken, request)
+
+    async def get_retention_policy(self) -> retention_pb2.GetRetentionPolicyResponse:
+        """Admin: the tenant's retention policy and legal hold."""
+        request = retention_pb2.GetRetentionPolicyRequest()
+        return await self._call(self._stub.GetRetentionPolicy, request)
+
+    async def set_retention_policy(
+        self,
+        default: Days = "forever",
+        *,
+        categories: Mapping[str, Days] | None = None,
+        action_prefixes: Mapping[str, Days] | None = None,
+    ) -> retention_pb2.UpdateRetentionPolicyResponse:
+        """Admin: replace the retention policy. Days are a number or a preset
+        ("30d", "90d", "180d", "1y", "forever"); overrides go by category name
+        (`{"authentication": "1y"}`) and by action prefix (`{"rag.*": 90}`).
+        The change is recorded in the log before it applies."""
+        request = retention_policy_request(default, categories or {}, action_prefixes or {})
+        return await self._call(self._stub.UpdateRetentionPolicy, request)
+
+    async def set_legal_hold(
+        self, on: bool, *, reason: str = ""
+    ) -> retention_pb2.SetLegalHoldResponse:
+        """Admin: place (a reason is required) or release the tenant's legal
+        hold; while it is on, retention removes nothing and erasure is refused."""
+        request = retention_pb2.SetLegalHoldRequest(on=on, reason=reason)
+        return await self._call(self._stub.SetLegalHold, request)
+
+    async def erase_tenant(self, confirm_tenant_id: str) -> retention_pb2.ErasureReceipt:
+        """Admin: irreversibly remove every event, token, checkpoint and setting
+        of your tenant; `confirm_tenant_id` must be its id, typed back. Returns
+        the receipt with the log's final signed checkpoint; keep it. Not retried."""
+        request = retention_pb2.EraseTenantRequest(confirm_tenant_id=confirm_tenant_id)
+        return (await self._call(self._stub.EraseTenant, request, retry=False)).receipt
 
     async def verify_log(self) -> integrity_pb2.VerifyLogResponse:
         """Admin: have the server recheck every record, leaf and checkpoint root."""

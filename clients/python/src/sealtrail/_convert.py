@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from sealtrail._errors import SealtrailError, from_entry_error
-from sealtrail.v1 import access_pb2, audit_service_pb2, event_pb2, integrity_pb2, settings_pb2
+from sealtrail.v1 import (
+    access_pb2,
+    audit_service_pb2,
+    event_pb2,
+    integrity_pb2,
+    retention_pb2,
+    settings_pb2,
+)
 
 if TYPE_CHECKING:
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
@@ -281,14 +288,53 @@ def _many(values: str | Iterable[str]) -> list[str]:
 
 
 def inclusion_request(
-    event_id: str, seq: int, tree_size: int
+    event_id: str, seq: int, tree_size: int, include_purged: bool = False
 ) -> integrity_pb2.GetInclusionProofRequest:
     """A GetInclusionProof request for an event given by id or by seq."""
     if bool(event_id) == bool(seq):
         raise ValueError("give exactly one of event_id and seq")
+    request = integrity_pb2.GetInclusionProofRequest(
+        tree_size=tree_size, include_purged=include_purged
+    )
     if event_id:
-        return integrity_pb2.GetInclusionProofRequest(event_id=event_id, tree_size=tree_size)
-    return integrity_pb2.GetInclusionProofRequest(seq=seq, tree_size=tree_size)
+        request.event_id = event_id
+    else:
+        request.seq = seq
+    return request
+
+
+# Retention presets (docs/retention.md); a number of days works as well.
+RETENTION_PRESETS: Mapping[str, int] = {"30d": 30, "90d": 90, "180d": 180, "1y": 365, "forever": 0}
+Days = int | str
+
+
+def retention_days(days: Days, *, field: str) -> int:
+    """Days from a number or a preset name ("90d", "1y", "forever")."""
+    if isinstance(days, int):
+        if days < 0:
+            raise ValueError(f"{field}: must not be negative")
+        return days
+    if days not in RETENTION_PRESETS:
+        raise ValueError(f"{field}: {days!r} is not one of {', '.join(RETENTION_PRESETS)}")
+    return RETENTION_PRESETS[days]
+
+
+def retention_policy_request(
+    default: Days, categories: Mapping[str, Days], action_prefixes: Mapping[str, Days]
+) -> retention_pb2.UpdateRetentionPolicyRequest:
+    """An UpdateRetentionPolicy request: a default, and overrides by category
+    name ("authentication") and by action prefix ("rag.*")."""
+    policy = retention_pb2.RetentionPolicy(default_days=retention_days(default, field="default"))
+    for name, days in categories.items():
+        policy.rules.add(
+            category=enum_value(event_pb2.Category, name, field="categories"),
+            days=retention_days(days, field=f"categories[{name!r}]"),
+        )
+    for prefix, days in action_prefixes.items():
+        policy.rules.add(
+            action_prefix=prefix, days=retention_days(days, field=f"action_prefixes[{prefix!r}]")
+        )
+    return retention_pb2.UpdateRetentionPolicyRequest(policy=policy)
 
 
 # Events committed together reach a stream() together, in messages of up to this many.

@@ -6,6 +6,7 @@ import warnings
 from sealtrail.v1 import access_pb2 as sealtrail_dot_v1_dot_access__pb2
 from sealtrail.v1 import audit_service_pb2 as sealtrail_dot_v1_dot_audit__service__pb2
 from sealtrail.v1 import integrity_pb2 as sealtrail_dot_v1_dot_integrity__pb2
+from sealtrail.v1 import retention_pb2 as sealtrail_dot_v1_dot_retention__pb2
 from sealtrail.v1 import settings_pb2 as sealtrail_dot_v1_dot_settings__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -124,6 +125,26 @@ class AuditLogServiceStub:
                 '/sealtrail.v1.AuditLogService/RevokeToken',
                 request_serializer=sealtrail_dot_v1_dot_access__pb2.RevokeTokenRequest.SerializeToString,
                 response_deserializer=sealtrail_dot_v1_dot_access__pb2.RevokeTokenResponse.FromString,
+                _registered_method=True)
+        self.GetRetentionPolicy = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/GetRetentionPolicy',
+                request_serializer=sealtrail_dot_v1_dot_retention__pb2.GetRetentionPolicyRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_retention__pb2.GetRetentionPolicyResponse.FromString,
+                _registered_method=True)
+        self.UpdateRetentionPolicy = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/UpdateRetentionPolicy',
+                request_serializer=sealtrail_dot_v1_dot_retention__pb2.UpdateRetentionPolicyRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_retention__pb2.UpdateRetentionPolicyResponse.FromString,
+                _registered_method=True)
+        self.SetLegalHold = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/SetLegalHold',
+                request_serializer=sealtrail_dot_v1_dot_retention__pb2.SetLegalHoldRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_retention__pb2.SetLegalHoldResponse.FromString,
+                _registered_method=True)
+        self.EraseTenant = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/EraseTenant',
+                request_serializer=sealtrail_dot_v1_dot_retention__pb2.EraseTenantRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_retention__pb2.EraseTenantResponse.FromString,
                 _registered_method=True)
 
 
@@ -262,6 +283,39 @@ class AuditLogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRetentionPolicy(self, request, context):
+        """Admin only: the tenant's retention policy and legal hold.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateRetentionPolicy(self, request, context):
+        """Admin only: replaces the tenant's retention policy; recorded as
+        `retention.policy_updated` before it applies.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetLegalHold(self, request, context):
+        """Admin only: places or releases the tenant's legal hold; recorded as
+        `retention.legal_hold_placed` or `retention.legal_hold_released`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EraseTenant(self, request, context):
+        """Admin only: removes every event, token, checkpoint and setting of the
+        caller's tenant, keeping only a receipt with the log's signed final
+        checkpoint. Refused while a legal hold is on. Irreversible; the tenant id
+        cannot be used again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditLogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -349,6 +403,26 @@ def add_AuditLogServiceServicer_to_server(servicer, server):
                     servicer.RevokeToken,
                     request_deserializer=sealtrail_dot_v1_dot_access__pb2.RevokeTokenRequest.FromString,
                     response_serializer=sealtrail_dot_v1_dot_access__pb2.RevokeTokenResponse.SerializeToString,
+            ),
+            'GetRetentionPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRetentionPolicy,
+                    request_deserializer=sealtrail_dot_v1_dot_retention__pb2.GetRetentionPolicyRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_retention__pb2.GetRetentionPolicyResponse.SerializeToString,
+            ),
+            'UpdateRetentionPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateRetentionPolicy,
+                    request_deserializer=sealtrail_dot_v1_dot_retention__pb2.UpdateRetentionPolicyRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_retention__pb2.UpdateRetentionPolicyResponse.SerializeToString,
+            ),
+            'SetLegalHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLegalHold,
+                    request_deserializer=sealtrail_dot_v1_dot_retention__pb2.SetLegalHoldRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_retention__pb2.SetLegalHoldResponse.SerializeToString,
+            ),
+            'EraseTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseTenant,
+                    request_deserializer=sealtrail_dot_v1_dot_retention__pb2.EraseTenantRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_retention__pb2.EraseTenantResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -813,6 +887,114 @@ class AuditLogService:
             '/sealtrail.v1.AuditLogService/RevokeToken',
             sealtrail_dot_v1_dot_access__pb2.RevokeTokenRequest.SerializeToString,
             sealtrail_dot_v1_dot_access__pb2.RevokeTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRetentionPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/GetRetentionPolicy',
+            sealtrail_dot_v1_dot_retention__pb2.GetRetentionPolicyRequest.SerializeToString,
+            sealtrail_dot_v1_dot_retention__pb2.GetRetentionPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateRetentionPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/UpdateRetentionPolicy',
+            sealtrail_dot_v1_dot_retention__pb2.UpdateRetentionPolicyRequest.SerializeToString,
+            sealtrail_dot_v1_dot_retention__pb2.UpdateRetentionPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLegalHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/SetLegalHold',
+            sealtrail_dot_v1_dot_retention__pb2.SetLegalHoldRequest.SerializeToString,
+            sealtrail_dot_v1_dot_retention__pb2.SetLegalHoldResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/EraseTenant',
+            sealtrail_dot_v1_dot_retention__pb2.EraseTenantRequest.SerializeToString,
+            sealtrail_dot_v1_dot_retention__pb2.EraseTenantResponse.FromString,
             options,
             channel_credentials,
             insecure,

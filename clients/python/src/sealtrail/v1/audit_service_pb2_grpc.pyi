@@ -8,6 +8,7 @@ from grpc import aio as _aio
 from sealtrail.v1 import access_pb2 as _access_pb2
 from sealtrail.v1 import audit_service_pb2 as _audit_service_pb2
 from sealtrail.v1 import integrity_pb2 as _integrity_pb2
+from sealtrail.v1 import retention_pb2 as _retention_pb2
 from sealtrail.v1 import settings_pb2 as _settings_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -92,6 +93,22 @@ class AuditLogServiceStub:
     """Admin only: revokes a token of the caller's tenant; calls with it fail
     within the token cache interval (10 s). Recorded as `api_token.revoked`.
     """
+    GetRetentionPolicy: _grpc.UnaryUnaryMultiCallable[_retention_pb2.GetRetentionPolicyRequest, _retention_pb2.GetRetentionPolicyResponse]
+    """Admin only: the tenant's retention policy and legal hold."""
+    UpdateRetentionPolicy: _grpc.UnaryUnaryMultiCallable[_retention_pb2.UpdateRetentionPolicyRequest, _retention_pb2.UpdateRetentionPolicyResponse]
+    """Admin only: replaces the tenant's retention policy; recorded as
+    `retention.policy_updated` before it applies.
+    """
+    SetLegalHold: _grpc.UnaryUnaryMultiCallable[_retention_pb2.SetLegalHoldRequest, _retention_pb2.SetLegalHoldResponse]
+    """Admin only: places or releases the tenant's legal hold; recorded as
+    `retention.legal_hold_placed` or `retention.legal_hold_released`.
+    """
+    EraseTenant: _grpc.UnaryUnaryMultiCallable[_retention_pb2.EraseTenantRequest, _retention_pb2.EraseTenantResponse]
+    """Admin only: removes every event, token, checkpoint and setting of the
+    caller's tenant, keeping only a receipt with the log's signed final
+    checkpoint. Refused while a legal hold is on. Irreversible; the tenant id
+    cannot be used again.
+    """
 
 @_typing.type_check_only
 class AuditLogServiceAsyncStub(AuditLogServiceStub):
@@ -153,6 +170,22 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     RevokeToken: _aio.UnaryUnaryMultiCallable[_access_pb2.RevokeTokenRequest, _access_pb2.RevokeTokenResponse]  # type: ignore[assignment]
     """Admin only: revokes a token of the caller's tenant; calls with it fail
     within the token cache interval (10 s). Recorded as `api_token.revoked`.
+    """
+    GetRetentionPolicy: _aio.UnaryUnaryMultiCallable[_retention_pb2.GetRetentionPolicyRequest, _retention_pb2.GetRetentionPolicyResponse]  # type: ignore[assignment]
+    """Admin only: the tenant's retention policy and legal hold."""
+    UpdateRetentionPolicy: _aio.UnaryUnaryMultiCallable[_retention_pb2.UpdateRetentionPolicyRequest, _retention_pb2.UpdateRetentionPolicyResponse]  # type: ignore[assignment]
+    """Admin only: replaces the tenant's retention policy; recorded as
+    `retention.policy_updated` before it applies.
+    """
+    SetLegalHold: _aio.UnaryUnaryMultiCallable[_retention_pb2.SetLegalHoldRequest, _retention_pb2.SetLegalHoldResponse]  # type: ignore[assignment]
+    """Admin only: places or releases the tenant's legal hold; recorded as
+    `retention.legal_hold_placed` or `retention.legal_hold_released`.
+    """
+    EraseTenant: _aio.UnaryUnaryMultiCallable[_retention_pb2.EraseTenantRequest, _retention_pb2.EraseTenantResponse]  # type: ignore[assignment]
+    """Admin only: removes every event, token, checkpoint and setting of the
+    caller's tenant, keeping only a receipt with the log's signed final
+    checkpoint. Refused while a legal hold is on. Irreversible; the tenant id
+    cannot be used again.
     """
 
 class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -314,6 +347,46 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_access_pb2.RevokeTokenResponse, _abc.Awaitable[_access_pb2.RevokeTokenResponse]]:
         """Admin only: revokes a token of the caller's tenant; calls with it fail
         within the token cache interval (10 s). Recorded as `api_token.revoked`.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRetentionPolicy(
+        self,
+        request: _retention_pb2.GetRetentionPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retention_pb2.GetRetentionPolicyResponse, _abc.Awaitable[_retention_pb2.GetRetentionPolicyResponse]]:
+        """Admin only: the tenant's retention policy and legal hold."""
+
+    @_abc_1.abstractmethod
+    def UpdateRetentionPolicy(
+        self,
+        request: _retention_pb2.UpdateRetentionPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retention_pb2.UpdateRetentionPolicyResponse, _abc.Awaitable[_retention_pb2.UpdateRetentionPolicyResponse]]:
+        """Admin only: replaces the tenant's retention policy; recorded as
+        `retention.policy_updated` before it applies.
+        """
+
+    @_abc_1.abstractmethod
+    def SetLegalHold(
+        self,
+        request: _retention_pb2.SetLegalHoldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retention_pb2.SetLegalHoldResponse, _abc.Awaitable[_retention_pb2.SetLegalHoldResponse]]:
+        """Admin only: places or releases the tenant's legal hold; recorded as
+        `retention.legal_hold_placed` or `retention.legal_hold_released`.
+        """
+
+    @_abc_1.abstractmethod
+    def EraseTenant(
+        self,
+        request: _retention_pb2.EraseTenantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retention_pb2.EraseTenantResponse, _abc.Awaitable[_retention_pb2.EraseTenantResponse]]:
+        """Admin only: removes every event, token, checkpoint and setting of the
+        caller's tenant, keeping only a receipt with the log's signed final
+        checkpoint. Refused while a legal hold is on. Irreversible; the tenant id
+        cannot be used again.
         """
 
 def add_AuditLogServiceServicer_to_server(servicer: AuditLogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csealtrail/v1/integrity.proto\x12\x0csealtrail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x85\x01\n\x10SignedCheckpoint\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x11\n\ttree_size\x18\x02 \x01(\x03\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\x12\x0c\n\x04note\x18\x04 \x01(\t\x12-\n\tissued_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"|\n\x0bVerifierKey\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12\x31\n\rfirst_used_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x14GetCheckpointRequest\x12\x11\n\ttree_size\x18\x01 \x01(\x03\x12\r\n\x05\x66resh\x18\x02 \x01(\x08\"K\n\x15GetCheckpointResponse\x12\x32\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1e.sealtrail.v1.SignedCheckpoint\"X\n\x18GetInclusionProofRequest\x12\x12\n\x08\x65vent_id\x18\x01 \x01(\tH\x00\x12\r\n\x03seq\x18\x02 \x01(\x03H\x00\x12\x11\n\ttree_size\x18\x03 \x01(\x03\x42\x06\n\x04leaf\"\xa1\x01\n\x19GetInclusionProofResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0e\n\x06record\x18\x02 \x01(\x0c\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\x12\x11\n\ttree_size\x18\x04 \x01(\x03\x12\r\n\x05proof\x18\x05 \x03(\x0c\x12\x32\n\ncheckpoint\x18\x06 \x01(\x0b\x32\x1e.sealtrail.v1.SignedCheckpoint\"@\n\x1aGetConsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x03\x12\x10\n\x08new_size\x18\x02 \x01(\x03\"t\n\x1bGetConsistencyProofResponse\x12\x10\n\x08old_size\x18\x01 \x01(\x03\x12\x10\n\x08new_size\x18\x02 \x01(\x03\x12\r\n\x05proof\x18\x03 \x03(\x0c\x12\x10\n\x08old_root\x18\x04 \x01(\x0c\x12\x10\n\x08new_root\x18\x05 \x01(\x0c\"\x18\n\x16GetVerifierKeysRequest\"B\n\x17GetVerifierKeysResponse\x12\'\n\x04keys\x18\x01 \x03(\x0b\x32\x19.sealtrail.v1.VerifierKey\"\x12\n\x10VerifyLogRequest\"@\n\x10VerifyLogFailure\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x85\x01\n\x11VerifyLogResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x15\n\rverified_size\x18\x02 \x01(\x03\x12\x1c\n\x14\x63heckpoints_verified\x18\x03 \x01(\x03\x12/\n\x07\x66\x61ilure\x18\x04 \x01(\x0b\x32\x1e.sealtrail.v1.VerifyLogFailureb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csealtrail/v1/integrity.proto\x12\x0csealtrail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x85\x01\n\x10SignedCheckpoint\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x11\n\ttree_size\x18\x02 \x01(\x03\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\x12\x0c\n\x04note\x18\x04 \x01(\t\x12-\n\tissued_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"|\n\x0bVerifierKey\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12\x31\n\rfirst_used_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x14GetCheckpointRequest\x12\x11\n\ttree_size\x18\x01 \x01(\x03\x12\r\n\x05\x66resh\x18\x02 \x01(\x08\"K\n\x15GetCheckpointResponse\x12\x32\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1e.sealtrail.v1.SignedCheckpoint\"p\n\x18GetInclusionProofRequest\x12\x12\n\x08\x65vent_id\x18\x01 \x01(\tH\x00\x12\r\n\x03seq\x18\x02 \x01(\x03H\x00\x12\x11\n\ttree_size\x18\x03 \x01(\x03\x12\x16\n\x0einclude_purged\x18\x04 \x01(\x08\x42\x06\n\x04leaf\"\xb1\x01\n\x19GetInclusionProofResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0e\n\x06record\x18\x02 \x01(\x0c\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\x12\x11\n\ttree_size\x18\x04 \x01(\x03\x12\r\n\x05proof\x18\x05 \x03(\x0c\x12\x32\n\ncheckpoint\x18\x06 \x01(\x0b\x32\x1e.sealtrail.v1.SignedCheckpoint\x12\x0e\n\x06purged\x18\x07 \x01(\x08\"@\n\x1aGetConsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x03\x12\x10\n\x08new_size\x18\x02 \x01(\x03\"t\n\x1bGetConsistencyProofResponse\x12\x10\n\x08old_size\x18\x01 \x01(\x03\x12\x10\n\x08new_size\x18\x02 \x01(\x03\x12\r\n\x05proof\x18\x03 \x03(\x0c\x12\x10\n\x08old_root\x18\x04 \x01(\x0c\x12\x10\n\x08new_root\x18\x05 \x01(\x0c\"\x18\n\x16GetVerifierKeysRequest\"B\n\x17GetVerifierKeysResponse\x12\'\n\x04keys\x18\x01 \x03(\x0b\x32\x19.sealtrail.v1.VerifierKey\"\x12\n\x10VerifyLogRequest\"@\n\x10VerifyLogFailure\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x85\x01\n\x11VerifyLogResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x15\n\rverified_size\x18\x02 \x01(\x03\x12\x1c\n\x14\x63heckpoints_verified\x18\x03 \x01(\x03\x12/\n\x07\x66\x61ilure\x18\x04 \x01(\x0b\x32\x1e.sealtrail.v1.VerifyLogFailureb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,21 +41,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCHECKPOINTRESPONSE']._serialized_start=399
   _globals['_GETCHECKPOINTRESPONSE']._serialized_end=474
   _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=476
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=564
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=567
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=728
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=730
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=794
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=796
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=912
-  _globals['_GETVERIFIERKEYSREQUEST']._serialized_start=914
-  _globals['_GETVERIFIERKEYSREQUEST']._serialized_end=938
-  _globals['_GETVERIFIERKEYSRESPONSE']._serialized_start=940
-  _globals['_GETVERIFIERKEYSRESPONSE']._serialized_end=1006
-  _globals['_VERIFYLOGREQUEST']._serialized_start=1008
-  _globals['_VERIFYLOGREQUEST']._serialized_end=1026
-  _globals['_VERIFYLOGFAILURE']._serialized_start=1028
-  _globals['_VERIFYLOGFAILURE']._serialized_end=1092
-  _globals['_VERIFYLOGRESPONSE']._serialized_start=1095
-  _globals['_VERIFYLOGRESPONSE']._serialized_end=1228
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=588
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=591
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=768
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=770
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=834
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=836
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=952
+  _globals['_GETVERIFIERKEYSREQUEST']._serialized_start=954
+  _globals['_GETVERIFIERKEYSREQUEST']._serialized_end=978
+  _globals['_GETVERIFIERKEYSRESPONSE']._serialized_start=980
+  _globals['_GETVERIFIERKEYSRESPONSE']._serialized_end=1046
+  _globals['_VERIFYLOGREQUEST']._serialized_start=1048
+  _globals['_VERIFYLOGREQUEST']._serialized_end=1066
+  _globals['_VERIFYLOGFAILURE']._serialized_start=1068
+  _globals['_VERIFYLOGFAILURE']._serialized_end=1132
+  _globals['_VERIFYLOGRESPONSE']._serialized_start=1135
+  _globals['_VERIFYLOGRESPONSE']._serialized_end=1268
 # @@protoc_insertion_point(module_scope)

@@ -162,6 +162,7 @@ class GetInclusionProofRequest(_message.Message):
     EVENT_ID_FIELD_NUMBER: _builtins.int
     SEQ_FIELD_NUMBER: _builtins.int
     TREE_SIZE_FIELD_NUMBER: _builtins.int
+    INCLUDE_PURGED_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """The event's id (a UUID)."""
     seq: _builtins.int
@@ -170,16 +171,22 @@ class GetInclusionProofRequest(_message.Message):
     """The tree size to prove inclusion in: that of a checkpoint. 0 means the
     latest checkpoint, signing a fresh one if none covers the event yet.
     """
+    include_purged: _builtins.bool
+    """Prove an event removed by retention too: the answer then has its leaf
+    hash and `purged` set, and no record. Without it such an event is
+    NOT_FOUND with reason PURGED.
+    """
     def __init__(
         self,
         *,
         event_id: _builtins.str = ...,
         seq: _builtins.int = ...,
         tree_size: _builtins.int = ...,
+        include_purged: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "leaf", b"leaf", "seq", b"seq"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "leaf", b"leaf", "seq", b"seq", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "include_purged", b"include_purged", "leaf", b"leaf", "seq", b"seq", "tree_size", b"tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_leaf: _TypeAlias = _typing.Literal["event_id", "seq"]  # noqa: Y015
     _WhichOneofArgType_leaf: _TypeAlias = _typing.Literal["leaf", b"leaf"]  # noqa: Y015
@@ -201,6 +208,7 @@ class GetInclusionProofResponse(_message.Message):
     TREE_SIZE_FIELD_NUMBER: _builtins.int
     PROOF_FIELD_NUMBER: _builtins.int
     CHECKPOINT_FIELD_NUMBER: _builtins.int
+    PURGED_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """The event's seq; its leaf index is seq - 1."""
     record: _builtins.bytes
@@ -209,6 +217,10 @@ class GetInclusionProofResponse(_message.Message):
     """SHA-256(0x00 || record)."""
     tree_size: _builtins.int
     """The tree size the proof is for."""
+    purged: _builtins.bool
+    """The event was removed by retention: `record` is empty and `leaf_hash`
+    is the hash the log keeps in its place.
+    """
     @_builtins.property
     def proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """RFC 9162 §2.1.3 inclusion path, from the leaf up."""
@@ -226,10 +238,11 @@ class GetInclusionProofResponse(_message.Message):
         tree_size: _builtins.int = ...,
         proof: _abc.Iterable[_builtins.bytes] | None = ...,
         checkpoint: Global___SignedCheckpoint | None = ...,
+        purged: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "leaf_hash", b"leaf_hash", "proof", b"proof", "record", b"record", "seq", b"seq", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "leaf_hash", b"leaf_hash", "proof", b"proof", "purged", b"purged", "record", b"record", "seq", b"seq", "tree_size", b"tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

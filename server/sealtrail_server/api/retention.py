@@ -1,0 +1,169 @@
+"""The admin RPCs of retention: read and replace a tenant's policy, place and
+release its legal hold (each change recorded in the log before it applies),
+and erase the tenant. A mixin of the servicer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Final
+
+import grpc
+
+from sealtrail.v1 import event_pb2
+from sealtrail.v1 import retention_pb2 as pb
+
+from ..auth.tokens import Authenticator
+from ..domain.errors import FailedPrecondition, InvalidArgument
+from ..domain.event import CATEGORIES, ChangeDraft
+from ..domain.retention import (
+    RetentionPolicy,
+    RuleDraft,
+    validate_hold_reason,
+    validate_policy,
+)
+from ..retention.erasure import Eraser
+from ..store.appender import Appender
+from ..store.database import Database
+from ..store.retention import StoredPolicy, read_policy, write_hold, write_policy
+from .audited import record_access
+from .guard import current_principal
+from .integrity import checkpoint_message
+
+Context = grpc.aio.ServicerContext[Any, Any]
+_CATEGORY_NUMBERS: Final = {name: number for number, name in CATEGORIES.items()}
+
+
+def _policy_message(stored: StoredPolicy) -> pb.RetentionPolicy:
+    message = pb.RetentionPolicy(default_days=stored.policy.default_days)
+    for rule in stored.policy.rules:
+        if rule.category is not None:
+            message.rules.add(days=rule.days, category=_CATEGORY_NUMBERS[rule.category])
+        else:
+            message.rules.add(days=rule.days, action_prefix=f"{rule.action_prefix}*")
+    if stored.updated_at is not None:
+        message.update_time.FromDatetime(stored.updated_at)
+    return message
+
+
+def _hold_message(stored: StoredPolicy) -> pb.LegalHold:
+    message = pb.LegalHold(on=stored.hold.on, reason=stored.hold.reason)
+    if stored.hold.updated_at is not None:
+        message.update_time.FromDatetime(stored.hold.updated_at)
+    return message
+
+
+def describe(policy: RetentionPolicy) -> dict[str, Any]:
+    """The policy as an event's details and change values show it."""
+    return {
+        "default_days": policy.default_days,
+        "rules": [rule.as_json() for rule in policy.rules],
+    }
+
+
+class RetentionRpcs:
+    _db: Database
+    _appender: Appender
+    _clock: Callable[[], datetime]
+    _eraser: Eraser
+    _authenticator: Authenticator | None
+
+    async def GetRetentionPolicy(
+        self, request: pb.GetRetentionPolicyRequest, context: Context
+    ) -> pb.GetRetentionPolicyResponse:
+        tenant_id = current_principal().tenant_id
+        async with self._db.connection(tenant_id) as conn:
+            stored = await read_policy(conn, tenant_id)
+        return pb.GetRetentionPolicyResponse(
+            policy=_policy_message(stored), legal_hold=_hold_message(stored)
+        )
+
+    async def UpdateRetentionPolicy(
+        self, request: pb.UpdateRetentionPolicyRequest, context: Context
+    ) -> pb.UpdateRetentionPolicyResponse:
+        principal = current_principal()
+        policy = validate_policy(
+            request.policy.default_days,
+            [
+                RuleDraft(days=r.days, category=r.category, action_prefix=r.action_prefix)
+                for r in request.policy.rules
+            ],
+        )
+        tenant_id = principal.tenant_id
+        async with self._db.connection(tenant_id) as conn:
+            before = await read_policy(conn, tenant_id)
+        if before.policy == policy:
+            return pb.UpdateRetentionPolicyResponse(policy=_policy_message(before))
+        old, new = describe(before.policy), describe(policy)
+        # Recorded before it applies: a change is never without its event.
+        event_id = await record_access(
+            self._appender,
+            principal,
+            now=self._clock(),
+            action="retention.policy_updated",
+            category=event_pb2.CATEGORY_CONFIGURATION,
+            resource_type="retention_policy",
+            description="Retention policy changed",
+            changes=[
+                ChangeDraft(name, old[name], new[name]) for name in old if old[name] != new[name]
+            ],
+        )
+        async with self._db.connection(tenant_id) as conn:
+            after = await write_policy(conn, tenant_id, policy, now=self._clock())
+        return pb.UpdateRetentionPolicyResponse(policy=_policy_message(after), event_id=event_id)
+
+    async def SetLegalHold(
+        self, request: pb.SetLegalHoldRequest, context: Context
+    ) -> pb.SetLegalHoldResponse:
+        principal = current_principal()
+        reason = validate_hold_reason(request.on, request.reason)
+        tenant_id = principal.tenant_id
+        async with self._db.connection(tenant_id) as conn:
+            before = await read_policy(conn, tenant_id)
+        if before.hold.on == request.on and (not request.on or before.hold.reason == reason):
+            return pb.SetLegalHoldResponse(legal_hold=_hold_message(before))
+        placed = request.on
+        event_id = await record_access(
+            self._appender,
+            principal,
+            now=self._clock(),
+            action="retention.legal_hold_placed" if placed else "retention.legal_hold_released",
+            category=event_pb2.CATEGORY_CONFIGURATION,
+            resource_type="legal_hold",
+            description=(f"Legal hold placed: {reason}" if placed else "Legal hold released"),
+            details={"reason": reason} if placed else {"previous_reason": before.hold.reason},
+        )
+        async with self._db.connection(tenant_id) as conn:
+            after = await write_hold(
+                conn, tenant_id, on=placed, reason=reason if placed else "", now=self._clock()
+            )
+        return pb.SetLegalHoldResponse(legal_hold=_hold_message(after), event_id=event_id)
+
+    async def EraseTenant(
+        self, request: pb.EraseTenantRequest, context: Context
+    ) -> pb.EraseTenantResponse:
+        principal = current_principal()
+        if request.confirm_tenant_id != principal.tenant_id:
+            raise InvalidArgument.field(
+                "confirm_tenant_id", "must be the calling token's tenant id, typed back"
+            )
+        async with self._db.connection(principal.tenant_id) as conn:
+            stored = await read_policy(conn, principal.tenant_id)
+        if stored.hold.on:
+            raise FailedPrecondition(
+                "a legal hold is on: release it before erasing the tenant", reason="LEGAL_HOLD"
+            )
+        receipt = await self._eraser.erase(principal.tenant_id, erased_by=principal.token_id)
+        if self._authenticator is not None:
+            self._authenticator.forget_tenant(principal.tenant_id)
+        message = pb.ErasureReceipt(
+            tenant_id=receipt.tenant_id,
+            erased_by_token_id=receipt.erased_by,
+            final_tree_size=receipt.final_tree_size,
+            final_root_hash=receipt.final_root_hash,
+            removed_rows=receipt.removed_rows,
+        )
+        message.erase_time.FromDatetime(receipt.erased_at)
+        if receipt.final_checkpoint is not None:
+            message.final_checkpoint.CopyFrom(checkpoint_message(receipt.final_checkpoint))
+        return pb.EraseTenantResponse(receipt=message)

@@ -1,0 +1,178 @@
+"""Retention policies: what a tenant keeps, and for how long (docs/retention.md).
+
+An event's rule is the action-prefix rule with the longest matching prefix,
+else its category's rule, else the policy's default. Days count from the time
+the service received the event; 0 keeps events forever.
+
+`purge_selections` turns a policy into disjoint selections, one per rule that
+removes anything, each saying which events it covers and how old they must
+be: the store writes one DELETE per selection, and no event can fall under two.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Final
+
+from .errors import FieldViolation, InvalidArgument
+from .event import CATEGORIES
+
+MAX_DAYS: Final = 36_500  # a hundred years; longer is "forever" (0)
+MAX_RULES: Final = 100
+MAX_HOLD_REASON: Final = 1024
+# Presets offered by the docs and clients: the plans the seeds describe.
+PRESETS: Final = {"30d": 30, "90d": 90, "180d": 180, "1y": 365, "forever": 0}
+_ACTION_PREFIX: Final = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*\.\*")
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionRule:
+    """Exactly one of `category` (its record name) and `action_prefix` (ending
+    with ".") is set."""
+
+    days: int
+    category: str | None = None
+    action_prefix: str | None = None
+
+    def as_json(self) -> dict[str, object]:
+        selector = (
+            {"category": self.category}
+            if self.category is not None
+            else {"action_prefix": self.action_prefix}
+        )
+        return {**selector, "days": self.days}
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> RetentionRule:
+        category, prefix = data.get("category"), data.get("action_prefix")
+        days = data.get("days", 0)
+        assert isinstance(days, int)
+        return cls(
+            days=days,
+            category=category if isinstance(category, str) else None,
+            action_prefix=prefix if isinstance(prefix, str) else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    default_days: int = 0
+    rules: tuple[RetentionRule, ...] = ()
+
+    @property
+    def keeps_everything(self) -> bool:
+        return self.default_days == 0 and all(rule.days == 0 for rule in self.rules)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleDraft:
+    """A rule as a request carries it: a category number or a prefix like `rag.*`."""
+
+    days: int
+    category: int = 0
+    action_prefix: str = ""
+
+
+def validate_policy(default_days: int, rules: list[RuleDraft]) -> RetentionPolicy:
+    """A policy from request values, or InvalidArgument naming every bad field
+    (paths under `policy.`)."""
+    violations: list[FieldViolation] = []
+
+    def fail(path: str, message: str) -> None:
+        violations.append(FieldViolation(f"policy.{path}", message))
+
+    def check_days(path: str, days: int) -> None:
+        if days > MAX_DAYS:
+            fail(path, f"must be at most {MAX_DAYS} (or 0 to keep forever)")
+
+    check_days("default_days", default_days)
+    if len(rules) > MAX_RULES:
+        fail("rules", f"holds {len(rules)} rules; the limit is {MAX_RULES}")
+    valid: list[RetentionRule] = []
+    seen: set[tuple[str, str]] = set()
+    for index, draft in enumerate(rules[:MAX_RULES]):
+        path = f"rules[{index}]"
+        check_days(f"{path}.days", draft.days)
+        if bool(draft.category) == bool(draft.action_prefix):
+            fail(path, "must set exactly one of category and action_prefix")
+            continue
+        if draft.category:
+            name = CATEGORIES.get(draft.category)
+            if name is None:
+                fail(f"{path}.category", f"unknown enum value {draft.category}")
+                continue
+            key, rule = ("category", name), RetentionRule(draft.days, category=name)
+        else:
+            if not _ACTION_PREFIX.fullmatch(draft.action_prefix):
+                fail(f"{path}.action_prefix", "must be a prefix like `api_key.*`")
+                continue
+            prefix = draft.action_prefix[:-1]
+            key, rule = ("prefix", prefix), RetentionRule(draft.days, action_prefix=prefix)
+        if key in seen:
+            fail(path, f"repeats the rule for {key[1]!r}")
+            continue
+        seen.add(key)
+        valid.append(rule)
+    if violations:
+        raise InvalidArgument(violations)
+    return RetentionPolicy(default_days, tuple(valid))
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Events kept `days` days: those with action prefix `prefix` (if set) or
+    category `category` (if set; if neither, any event), minus those whose
+    action starts with one of `except_prefixes` or whose category is one of
+    `except_categories` (they have rules of their own)."""
+
+    days: int
+    rule: str  # how the policy names it: "default", "category:x", "action:x.*"
+    prefix: str | None = None
+    category: str | None = None
+    except_prefixes: tuple[str, ...] = field(default=())
+    except_categories: tuple[str, ...] = field(default=())
+
+
+def purge_selections(policy: RetentionPolicy) -> list[Selection]:
+    """The disjoint selections of `policy` that remove anything (days > 0)."""
+    prefixes = [rule for rule in policy.rules if rule.action_prefix is not None]
+    all_prefixes = tuple(sorted(rule.action_prefix for rule in prefixes if rule.action_prefix))
+    categories = tuple(sorted(rule.category for rule in policy.rules if rule.category))
+    selections = []
+    for rule in prefixes:
+        prefix = rule.action_prefix
+        assert prefix is not None
+        if rule.days:
+            longer = tuple(p for p in all_prefixes if p != prefix and p.startswith(prefix))
+            selections.append(
+                Selection(rule.days, f"action:{prefix}*", prefix=prefix, except_prefixes=longer)
+            )
+    for rule in policy.rules:
+        if rule.category is not None and rule.days:
+            selections.append(
+                Selection(
+                    rule.days,
+                    f"category:{rule.category}",
+                    category=rule.category,
+                    except_prefixes=all_prefixes,
+                )
+            )
+    if policy.default_days:
+        selections.append(
+            Selection(
+                policy.default_days,
+                "default",
+                except_prefixes=all_prefixes,
+                except_categories=categories,
+            )
+        )
+    return selections
+
+
+def validate_hold_reason(on: bool, reason: str) -> str:
+    if len(reason) > MAX_HOLD_REASON:
+        raise InvalidArgument.field("reason", f"must be at most {MAX_HOLD_REASON} characters")
+    if on and not reason.strip():
+        raise InvalidArgument.field("reason", "is required to place a legal hold")
+    return reason.strip()

@@ -1,0 +1,1 @@
+"""Retention: the purge job, and tenant erasure (docs/retention.md)."""

@@ -1,0 +1,115 @@
+"""Tenant erasure: every row of a tenant removed, in one transaction as the
+tables' owner, leaving a receipt with the log's final signed checkpoint
+(ADR 0014). The tenant id is retired: the appender and token creation refuse
+it from then on, so no second log can ever contradict the final checkpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+import psycopg
+from psycopg import sql
+
+from ..domain.errors import IntegrityFailure
+from ..domain.merkle import EMPTY_ROOT
+from ..integrity.checkpointer import Checkpointer
+from ..store.checkpoints import StoredCheckpoint
+
+log = logging.getLogger(__name__)
+
+# Every table holding rows of a tenant, children first. A table added later
+# that is keyed by tenant belongs here too (tests/integration/test_retention.py
+# checks every table of the schema).
+TENANT_TABLES: Final = (
+    "events",
+    "tree_nodes",
+    "checkpoints",
+    "chain_heads",
+    "api_tokens",
+    "tenant_settings",
+    "retention_policies",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    tenant_id: str
+    erased_by: str
+    erased_at: datetime
+    final_tree_size: int
+    final_root_hash: bytes
+    final_checkpoint: StoredCheckpoint | None
+    removed_rows: dict[str, int]
+
+
+class Eraser:
+    def __init__(
+        self,
+        owner_url: str,
+        checkpointer: Checkpointer,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._owner_url = owner_url
+        self._checkpointer = checkpointer
+        self._clock = clock
+
+    async def erase(self, tenant_id: str, *, erased_by: str) -> Receipt:
+        async with (
+            await psycopg.AsyncConnection.connect(
+                self._owner_url, autocommit=True, application_name="sealtrail-erasure"
+            ) as conn,
+            conn.transaction(),
+        ):
+            await conn.execute("SET LOCAL sealtrail.removal = 'erasure'")
+            # The head's lock holds every append of the tenant until the end;
+            # once this commits, the appender finds the id retired.
+            cursor = await conn.execute(
+                "SELECT tree_size, root_hash FROM chain_heads WHERE tenant_id = %s FOR UPDATE",
+                [tenant_id],
+            )
+            head = await cursor.fetchone()
+            size, root = (int(head[0]), bytes(head[1])) if head else (0, EMPTY_ROOT)
+            final = await self._checkpointer.issue(tenant_id) if size else None
+            if final is not None and (final.tree_size, final.root_hash) != (size, root):
+                raise IntegrityFailure(
+                    f"the final checkpoint of {tenant_id!r} ({final.tree_size}) does not match"
+                    f" its head ({size}); nothing was erased"
+                )
+            removed = {}
+            for table in TENANT_TABLES:
+                cursor = await conn.execute(
+                    sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(sql.Identifier(table)),
+                    [tenant_id],
+                )
+                removed[table] = cursor.rowcount
+            receipt = Receipt(
+                tenant_id=tenant_id,
+                erased_by=erased_by,
+                erased_at=self._clock(),
+                final_tree_size=size,
+                final_root_hash=root,
+                final_checkpoint=final,
+                removed_rows=removed,
+            )
+            await conn.execute(
+                "INSERT INTO tenant_erasures (tenant_id, erased_at, erased_by, final_tree_size,"
+                " final_root_hash, final_checkpoint, removed_rows)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                [
+                    tenant_id,
+                    receipt.erased_at,
+                    erased_by,
+                    size,
+                    root,
+                    final.note if final else "",
+                    json.dumps(removed),
+                ],
+            )
+        log.warning("erased tenant %s (%d events) for %s", tenant_id, size, erased_by)
+        return receipt

@@ -1,0 +1,156 @@
+"""The purge job: removes events older than their tenant's retention policy,
+in batches, keeping each one's leaf hash as a tombstone so proofs and
+VerifyLog still reach the same roots (ADR 0014).
+
+Every server process runs the job every `interval` seconds; a session-level
+advisory lock on the owner's connection lets one process purge at a time and
+the others skip that pass. A tenant's purge is recorded in its own log as a
+`retention.purged` event with counts and seq ranges, after the batches commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import psycopg
+
+from ..domain.retention import purge_selections
+from ..store.retention import locked_policy, purge_batch, tenants_with_expiry
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_lock key of the purge job ("sealpurg" in ASCII).
+_LOCK_KEY: Final = 0x7365616C70757267
+DEFAULT_BATCH_EVENTS: Final = 5000
+
+
+@dataclass(slots=True)
+class TenantPurge:
+    """What one pass removed of one tenant."""
+
+    tenant_id: str
+    count: int = 0
+    first_seq: int = 0
+    last_seq: int = 0
+    by_rule: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, rule: str, cutoff: datetime, count: int, first: int, last: int) -> None:
+        self.count += count
+        self.first_seq = min(self.first_seq or first, first)
+        self.last_seq = max(self.last_seq, last)
+        entry = self.by_rule.setdefault(rule, {"purged": 0, "received_before": cutoff.isoformat()})
+        entry["purged"] += count
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "purged": self.count,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "rules": self.by_rule,
+        }
+
+
+# Records a tenant's purge in its log (api/audited.record_event, wired in app.py).
+RecordPurge = Callable[[TenantPurge], Awaitable[None]]
+
+
+class Purger:
+    def __init__(
+        self,
+        owner_url: str,
+        *,
+        record: RecordPurge,
+        interval: float = 3600.0,
+        batch_events: int = DEFAULT_BATCH_EVENTS,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._owner_url = owner_url
+        self._record = record
+        self._interval = interval
+        self._batch_events = batch_events
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._interval > 0:
+            self._task = asyncio.create_task(self._run(), name="sealtrail-purger")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.run_once()
+            except (psycopg.Error, OSError) as error:
+                log.warning(
+                    "retention: purge pass failed (%s); retrying in %ss", error, self._interval
+                )
+
+    async def run_once(self) -> list[TenantPurge]:
+        """One pass over every tenant whose policy removes anything; nothing
+        if another process holds the job's lock."""
+        async with await psycopg.AsyncConnection.connect(
+            self._owner_url, autocommit=True, application_name="sealtrail-retention"
+        ) as conn:
+            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", [_LOCK_KEY])
+            row = await cursor.fetchone()
+            if not (row and row[0]):
+                log.debug("retention: another process is purging; skipping this pass")
+                return []
+            try:
+                done = []
+                for tenant_id in await tenants_with_expiry(conn):
+                    purged = await self._purge_tenant(conn, tenant_id)
+                    if purged.count:
+                        log.info(
+                            "retention: purged %d events of %s (seq %d..%d)",
+                            purged.count,
+                            tenant_id,
+                            purged.first_seq,
+                            purged.last_seq,
+                        )
+                        await self._record(purged)
+                        done.append(purged)
+                return done
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
+
+    async def _purge_tenant(
+        self, conn: psycopg.AsyncConnection[Any], tenant_id: str
+    ) -> TenantPurge:
+        purged = TenantPurge(tenant_id)
+        now = self._clock()
+        finished: set[str] = set()
+        while True:
+            # One batch per transaction: the policy is read again under its
+            # lock each time, so a hold placed meanwhile stops the next batch.
+            async with conn.transaction():
+                await conn.execute("SET LOCAL sealtrail.removal = 'retention'")
+                stored = await locked_policy(conn, tenant_id)
+                if stored.hold.on:
+                    return purged
+                pending = [s for s in purge_selections(stored.policy) if s.rule not in finished]
+                if not pending:
+                    return purged
+                selection = pending[0]
+                cutoff = now - timedelta(days=selection.days)
+                batch = await purge_batch(
+                    conn,
+                    tenant_id,
+                    selection,
+                    received_before=cutoff,
+                    limit=self._batch_events,
+                )
+            if batch.count:
+                purged.add(selection.rule, cutoff, batch.count, batch.first_seq, batch.last_seq)
+            if batch.count < self._batch_events:
+                finished.add(selection.rule)

@@ -1,0 +1,181 @@
+"""Rows of retention policies and legal holds, and the purge of expired events.
+
+A purge batch runs as the tables' owner (the only role that may DELETE events,
+ADR 0013) in a transaction that declares itself to the append-only trigger
+(`SET LOCAL sealtrail.removal = 'retention'`), locks the tenant's policy row
+(so a legal hold placed meanwhile waits for it, and no batch starts after the
+hold), moves each removed event's leaf hash to tree_nodes level 0, and deletes
+the event."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ..domain.retention import RetentionPolicy, RetentionRule, Selection
+
+
+@dataclass(frozen=True, slots=True)
+class LegalHoldState:
+    on: bool = False
+    reason: str = ""
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPolicy:
+    policy: RetentionPolicy
+    updated_at: datetime | None
+    hold: LegalHoldState
+
+
+_NO_POLICY = StoredPolicy(RetentionPolicy(), None, LegalHoldState())
+_SELECT = (
+    "SELECT default_days, rules, policy_updated_at, legal_hold, legal_hold_reason,"
+    " legal_hold_updated_at FROM retention_policies WHERE tenant_id = %s"
+)
+
+
+def _stored(row: tuple[Any, ...] | None) -> StoredPolicy:
+    if row is None:
+        return _NO_POLICY
+    default_days, rules, updated_at, hold, reason, hold_updated_at = row
+    policy = RetentionPolicy(default_days, tuple(RetentionRule.from_json(r) for r in rules))
+    return StoredPolicy(policy, updated_at, LegalHoldState(hold, reason, hold_updated_at))
+
+
+async def read_policy(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> StoredPolicy:
+    cursor = await conn.execute(_SELECT, [tenant_id])
+    return _stored(await cursor.fetchone())
+
+
+async def write_policy(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, policy: RetentionPolicy, *, now: datetime
+) -> StoredPolicy:
+    rules = json.dumps([rule.as_json() for rule in policy.rules])
+    await conn.execute(
+        "INSERT INTO retention_policies (tenant_id, default_days, rules, policy_updated_at)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant_id) DO UPDATE"
+        " SET default_days = excluded.default_days, rules = excluded.rules,"
+        " policy_updated_at = excluded.policy_updated_at",
+        [tenant_id, policy.default_days, rules, now],
+    )
+    return await read_policy(conn, tenant_id)
+
+
+async def write_hold(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, *, on: bool, reason: str, now: datetime
+) -> StoredPolicy:
+    """Waits for a purge batch of the tenant in progress: once this returns,
+    no batch removes anything until the hold is released."""
+    await conn.execute(
+        "INSERT INTO retention_policies"
+        " (tenant_id, legal_hold, legal_hold_reason, legal_hold_updated_at)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant_id) DO UPDATE"
+        " SET legal_hold = excluded.legal_hold, legal_hold_reason = excluded.legal_hold_reason,"
+        " legal_hold_updated_at = excluded.legal_hold_updated_at",
+        [tenant_id, on, reason, now],
+    )
+    return await read_policy(conn, tenant_id)
+
+
+async def tenants_with_expiry(conn: psycopg.AsyncConnection[Any]) -> list[str]:
+    """Tenants whose policy removes anything and who have no legal hold."""
+    cursor = await conn.execute(
+        "SELECT tenant_id FROM retention_policies WHERE NOT legal_hold AND (default_days > 0"
+        " OR jsonb_path_exists(rules, '$[*] ? (@.days > 0)')) ORDER BY tenant_id"
+    )
+    return [row[0] for row in await cursor.fetchall()]
+
+
+async def first_kept_after(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, seq: int
+) -> int | None:
+    """If retention removed event seq + 1: the first event after it that is
+    kept (or one past the log's end); else None."""
+    cursor = await conn.execute(
+        "SELECT coalesce((SELECT min(seq) FROM events WHERE tenant_id = %(t)s AND seq > %(s)s),"
+        " (SELECT tree_size + 1 FROM chain_heads WHERE tenant_id = %(t)s))"
+        " FROM tree_nodes WHERE tenant_id = %(t)s AND level = 0 AND idx = %(s)s",
+        {"t": tenant_id, "s": seq},
+    )
+    row = await cursor.fetchone()
+    return None if row is None else int(row[0])
+
+
+@dataclass(frozen=True, slots=True)
+class PurgedBatch:
+    count: int
+    first_seq: int
+    last_seq: int
+
+
+async def locked_policy(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> StoredPolicy:
+    """The tenant's policy, its row locked until the transaction ends."""
+    cursor = await conn.execute(_SELECT + " FOR SHARE", [tenant_id])
+    return _stored(await cursor.fetchone())
+
+
+async def purge_batch(
+    conn: psycopg.AsyncConnection[Any],
+    tenant_id: str,
+    selection: Selection,
+    *,
+    received_before: datetime,
+    limit: int,
+) -> PurgedBatch:
+    """Remove up to `limit` events of `selection` received before the cutoff,
+    oldest first, keeping their leaf hashes. Call inside a transaction that
+    has declared the removal and holds the policy lock (see the module doc)."""
+    conditions, params = _selection_conditions(selection)
+    query = sql.SQL(
+        "WITH doomed AS ("
+        " SELECT seq, leaf_hash FROM events"
+        " WHERE tenant_id = %(tenant)s AND received_at < %(cutoff)s AND {conditions}"
+        " ORDER BY seq LIMIT %(limit)s FOR UPDATE),"
+        " tombstones AS (INSERT INTO tree_nodes (tenant_id, level, idx, hash)"
+        " SELECT %(tenant)s, 0, seq - 1, leaf_hash FROM doomed),"
+        " removed AS (DELETE FROM events AS e USING doomed AS d"
+        " WHERE e.tenant_id = %(tenant)s AND e.seq = d.seq RETURNING e.seq)"
+        " SELECT count(*), coalesce(min(seq), 0), coalesce(max(seq), 0) FROM removed"
+    ).format(conditions=sql.SQL(" AND ").join(conditions))
+    cursor = await conn.execute(
+        query, {"tenant": tenant_id, "cutoff": received_before, "limit": limit, **params}
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return PurgedBatch(int(row[0]), int(row[1]), int(row[2]))
+
+
+def _prefix_range(name: str) -> sql.Composable:
+    # As in events.filter_conditions: a leakproof byte-order range, "/" follows ".".
+    return sql.SQL("(action ~>=~ %({lo})s AND action ~<~ %({hi})s)").format(
+        lo=sql.SQL(name + "_lo"), hi=sql.SQL(name + "_hi")
+    )
+
+
+def _selection_conditions(selection: Selection) -> tuple[list[sql.Composable], dict[str, Any]]:
+    conditions: list[sql.Composable] = [sql.SQL("true")]
+    params: dict[str, Any] = {}
+
+    def prefix(name: str, value: str) -> sql.Composable:
+        params[name + "_lo"], params[name + "_hi"] = value, value[:-1] + "/"
+        return _prefix_range(name)
+
+    if selection.prefix is not None:
+        conditions.append(prefix("p", selection.prefix))
+    if selection.category is not None:
+        conditions.append(sql.SQL("category = %(category)s"))
+        params["category"] = selection.category
+    for index, other in enumerate(selection.except_prefixes):
+        conditions.append(sql.SQL("NOT {}").format(prefix(f"x{index}", other)))
+    if selection.except_categories:
+        # An event with no category falls under the default.
+        conditions.append(sql.SQL("coalesce(category, '') <> ALL(%(except_categories)s)"))
+        params["except_categories"] = list(selection.except_categories)
+    return conditions, params

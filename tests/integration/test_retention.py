@@ -1,0 +1,334 @@
+"""Retention, legal hold and erasure on a real server whose clock the tests
+move: expired events are purged and newer ones kept, per rule; a hold stops
+it; proofs, VerifyLog and streams stay right after a purge; an erasure leaves
+no row of the tenant and touches no other tenant."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+
+from sealtrail import (
+    AuditClient,
+    InvalidArgumentError,
+    NotFoundError,
+    RpcFailedError,
+    UnauthenticatedError,
+    build_event,
+    build_filter,
+)
+from sealtrail.tlog import leaf_hash, parse_checkpoint, verify_inclusion
+from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, retention_pb2
+from sealtrail_server.domain.access import Role
+from tests.conftest import ServerThread
+
+# Actions the tests record; everything else in a log is the service's own.
+RECORDED = ["doc.edit", "user.login", "rag.query", "rag.index.rebuild"]
+
+
+class Clock:
+    """A clock the test moves forward; it starts at the real time."""
+
+    def __init__(self) -> None:
+        self._now = datetime.now(UTC)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def advance(self, days: float) -> None:
+        with self._lock:
+            self._now += timedelta(days=days)
+
+
+@pytest.fixture(scope="module")
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(scope="module")
+def aged(migrated_database_url: str, clock: Clock) -> Iterator[ServerThread]:
+    """A server on the test's clock, purging only when told to."""
+    server = ServerThread(
+        migrated_database_url,
+        clock=clock,
+        retention_interval=0,
+        checkpoint_interval=0,
+        retention_batch_events=3,  # several batches even for a few events
+    )
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def admin(aged: ServerThread, tenant: str) -> Iterator[AuditClient]:
+    with AuditClient(aged.target, token=aged.token(tenant)) as client:
+        yield client
+
+
+def purge(server: ServerThread) -> list[Any]:
+    assert server.service.purger is not None
+    return server.run(server.service.purger.run_once())
+
+
+def recorded(client: AuditClient) -> list[tuple[int, str]]:
+    return sorted(
+        (event.seq, event.action) for event in client.query(build_filter(actions=RECORDED))
+    )
+
+
+def record(client: AuditClient, action: str, category: str = "") -> int:
+    event = (
+        build_event(action=action, actor_id="u-1", category=category)
+        if category
+        else build_event(action=action, actor_id="u-1")
+    )
+    return client.record(event).event.seq
+
+
+def test_a_tenant_without_a_policy_keeps_everything(admin: AuditClient) -> None:
+    answer = admin.get_retention_policy()
+    assert answer.policy.default_days == 0 and not answer.policy.rules
+    assert not answer.legal_hold.on
+
+
+def test_a_policy_is_validated_field_by_field(
+    aged: ServerThread, admin: AuditClient, tenant: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as refused:
+        admin.set_retention_policy(40_000, action_prefixes={"rag": 10, "rag.*": 5})
+    fields = {field for field, _ in refused.value.field_violations}
+    assert fields == {"policy.default_days", "policy.rules[0].action_prefix"}
+    # Two rules for one category can only come as a raw request.
+    policy = retention_pb2.RetentionPolicy(default_days=30)
+    policy.rules.add(category=event_pb2.CATEGORY_BILLING, days=5)
+    policy.rules.add(category=event_pb2.CATEGORY_BILLING, days=6)
+    policy.rules.add(days=5)  # neither selector
+    with grpc.insecure_channel(aged.target) as channel:
+        stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as raw:
+            stub.UpdateRetentionPolicy(
+                retention_pb2.UpdateRetentionPolicyRequest(policy=policy),
+                metadata=(("authorization", f"Bearer {aged.token(tenant)}"),),
+            )
+    assert raw.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "policy.rules[1]: repeats" in str(raw.value.details())
+    assert "policy.rules[2]: must set exactly one" in str(raw.value.details())
+
+
+def test_a_policy_change_is_recorded(admin: AuditClient) -> None:
+    changed = admin.set_retention_policy("90d", categories={"authentication": "1y"})
+    assert changed.event_id
+    assert changed.policy.default_days == 90 and len(changed.policy.rules) == 1
+    event = admin.get_event(changed.event_id)
+    assert event.action == "retention.policy_updated"
+    assert {change.field for change in event.changes} == {"default_days", "rules"}
+    again = admin.set_retention_policy("90d", categories={"authentication": "1y"})
+    assert not again.event_id  # nothing changed, nothing recorded
+
+
+def test_expired_events_are_purged_by_their_rule(
+    aged: ServerThread, admin: AuditClient, clock: Clock, sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    plain = [record(admin, "doc.edit") for _ in range(4)]
+    login = record(admin, "user.login", "authentication")
+    rag = record(admin, "rag.query", "data_access")
+    rebuild = record(admin, "rag.index.rebuild", "data_access")
+    clock.advance(35)
+    later = record(admin, "doc.edit")
+    admin.set_retention_policy(
+        30,
+        categories={"authentication": "forever"},
+        action_prefixes={"rag.*": 60, "rag.index.*": 20},
+    )
+    clock.advance(5)  # 40 days after the first events, 5 after `later`
+
+    [result] = [r for r in purge(aged) if r.tenant_id == tenant]
+    assert result.count == 5  # the four plain ones and the rebuild (20 days)
+    assert recorded(admin) == sorted(
+        [(login, "user.login"), (rag, "rag.query"), (later, "doc.edit")]
+    )
+    [purged] = admin.query(build_filter(actions="retention.purged"))
+    assert purged.details["purged"] == 5
+    assert purged.details["rules"]["default"]["purged"] == 4
+    assert purged.details["rules"]["action:rag.index.*"]["purged"] == 1
+    assert (purged.details["first_seq"], purged.details["last_seq"]) == (plain[0], rebuild)
+    # Each removed event left its leaf hash, and nothing else.
+    rows = sql.execute(
+        "SELECT idx + 1 FROM tree_nodes WHERE tenant_id = %s AND level = 0 ORDER BY idx", [tenant]
+    ).fetchall()
+    assert [seq for (seq,) in rows] == [*plain, rebuild]
+
+    clock.advance(26)  # 66 days: rag.query (60) goes, and `later` (31 days old)
+    purge(aged)
+    assert recorded(admin) == [(login, "user.login")]
+
+
+def test_a_purged_log_still_verifies_and_proves(
+    aged: ServerThread, admin: AuditClient, clock: Clock
+) -> None:
+    first = record(admin, "doc.edit")
+    kept = record(admin, "user.login", "authentication")
+    checkpoint_before = admin.get_checkpoint(fresh=True)
+    admin.set_retention_policy(10, categories={"authentication": "forever"})
+    clock.advance(11)
+    purge(aged)
+
+    verified = admin.verify_log()
+    assert verified.ok, verified
+    with pytest.raises(NotFoundError) as gone:
+        admin.get_inclusion_proof(seq=first, tree_size=checkpoint_before.tree_size)
+    assert gone.value.reason == "PURGED"
+    tomb = admin.get_inclusion_proof(
+        seq=first, tree_size=checkpoint_before.tree_size, include_purged=True
+    )
+    assert tomb.purged and not tomb.record
+    root = parse_checkpoint(checkpoint_before.note.split("\n\n", 1)[0] + "\n").root_hash
+    verify_inclusion(
+        leaf_index=first - 1,
+        tree_size=tomb.tree_size,
+        leaf=tomb.leaf_hash,
+        proof=list(tomb.proof),
+        root=root,
+    )
+    proven = admin.get_inclusion_proof(seq=kept, tree_size=checkpoint_before.tree_size)
+    assert leaf_hash(proven.record) == proven.leaf_hash and not proven.purged
+    verify_inclusion(
+        leaf_index=kept - 1,
+        tree_size=proven.tree_size,
+        leaf=proven.leaf_hash,
+        proof=list(proven.proof),
+        root=root,
+    )
+    consistency = admin.get_consistency_proof(old_size=checkpoint_before.tree_size)
+    assert consistency.new_size >= checkpoint_before.tree_size
+
+
+def test_a_stream_cursor_inside_the_purged_range_is_refused(
+    aged: ServerThread, admin: AuditClient, clock: Clock
+) -> None:
+    first = record(admin, "doc.edit")
+    record(admin, "doc.edit")
+    kept = record(admin, "user.login", "authentication")
+    admin.set_retention_policy(10, categories={"authentication": "forever"})
+    clock.advance(11)
+    purge(aged)
+    with pytest.raises(RpcFailedError) as refused:
+        next(admin.stream(after_seq=first - 1))
+    assert refused.value.reason == "PURGED"
+    assert f"seq {kept}" in str(refused.value)
+    stream = admin.stream(after_seq=kept - 1)
+    assert next(stream).seq == kept
+    stream.close()
+
+
+def test_a_legal_hold_stops_the_purge(aged: ServerThread, admin: AuditClient, clock: Clock) -> None:
+    seq = record(admin, "doc.edit")
+    with pytest.raises(InvalidArgumentError, match="reason"):
+        admin.set_legal_hold(True)
+    placed = admin.set_legal_hold(True, reason="Case 2026-114")
+    assert placed.legal_hold.on and placed.event_id
+    admin.set_retention_policy(10)
+    clock.advance(11)
+    purge(aged)
+    assert (seq, "doc.edit") in recorded(admin)
+    released = admin.set_legal_hold(False)
+    assert not released.legal_hold.on
+    actions = [e.action for e in admin.query(build_filter(actions="retention.*"))]
+    assert {"retention.legal_hold_placed", "retention.legal_hold_released"} <= set(actions)
+    purge(aged)
+    assert (seq, "doc.edit") not in recorded(admin)
+
+
+def _tenant_tables(sql: psycopg.Connection[Any]) -> list[str]:
+    rows = sql.execute(
+        "SELECT table_name FROM information_schema.columns"
+        " WHERE column_name = 'tenant_id' AND table_schema = 'public'"
+        " AND table_name <> 'tenant_erasures' ORDER BY 1"
+    ).fetchall()
+    return [name for (name,) in rows]
+
+
+def _rows_of(sql: psycopg.Connection[Any], tenant: str) -> dict[str, int]:
+    counts = {}
+    for table in _tenant_tables(sql):
+        query = psycopg.sql.SQL("SELECT count(*) FROM {} WHERE tenant_id = %s").format(
+            psycopg.sql.Identifier(table)
+        )
+        row = sql.execute(query, [tenant]).fetchone()
+        assert row is not None
+        counts[table] = row[0]
+    return counts
+
+
+def test_erasure_leaves_a_receipt_and_no_row(
+    aged: ServerThread,
+    sql: psycopg.Connection[Any],
+    tenant: str,
+    migrated_database_url: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    other = f"{tenant}-other"
+    token = aged.token(tenant)
+    # Another server, which trusts a token for an hour once it has seen it.
+    elsewhere = ServerThread(migrated_database_url, token_cache_seconds=3600)
+    request.addfinalizer(elsewhere.close)
+    with (
+        AuditClient(aged.target, token=token) as doomed,
+        AuditClient(elsewhere.target, token=token) as trusting,
+        AuditClient(aged.target, token=aged.token(other)) as bystander,
+    ):
+        for client in (doomed, bystander):
+            client.record_batch([build_event(action="doc.edit", actor_id="u") for _ in range(5)])
+            client.get_checkpoint(fresh=True)
+            client.set_redaction_mode("hmac")
+            client.set_retention_policy("1y")
+        bystander_rows = _rows_of(sql, other)
+        trusting.get_checkpoint()  # `elsewhere` now trusts the token
+
+        with pytest.raises(InvalidArgumentError, match="confirm_tenant_id"):
+            doomed.erase_tenant(other)
+        doomed.set_legal_hold(True, reason="pending review")
+        with pytest.raises(RpcFailedError) as held:
+            doomed.erase_tenant(tenant)
+        assert held.value.reason == "LEGAL_HOLD"
+        doomed.set_legal_hold(False)
+
+        receipt = doomed.erase_tenant(tenant)
+        assert receipt.tenant_id == tenant and receipt.final_tree_size > 5
+        note = receipt.final_checkpoint.note
+        checkpoint = parse_checkpoint(note.split("\n\n", 1)[0] + "\n")
+        assert (checkpoint.tree_size, checkpoint.root_hash) == (
+            receipt.final_tree_size,
+            receipt.final_root_hash,
+        )
+        assert receipt.removed_rows["events"] == receipt.final_tree_size
+        assert set(receipt.removed_rows) == set(_tenant_tables(sql))  # every table, no less
+        assert not any(_rows_of(sql, tenant).values()), _rows_of(sql, tenant)
+        kept = sql.execute(
+            "SELECT final_tree_size, final_checkpoint FROM tenant_erasures WHERE tenant_id = %s",
+            [tenant],
+        ).fetchone()
+        assert kept == (receipt.final_tree_size, note)
+
+        # The id is retired: its token is refused, a server that still trusts
+        # it cannot append to the tenant, and no new token is made.
+        with pytest.raises(UnauthenticatedError):
+            doomed.record(build_event(action="doc.edit", actor_id="u"))
+        with pytest.raises(RpcFailedError) as retired:
+            trusting.record(build_event(action="doc.edit", actor_id="u"))
+        assert retired.value.reason == "TENANT_ERASED"
+        with pytest.raises(Exception, match="erased"):
+            aged.token(tenant, Role.ADMIN)
+        # Nothing of the other tenant changed, and its log still verifies.
+        assert _rows_of(sql, other) == bystander_rows
+        assert bystander.verify_log().ok
