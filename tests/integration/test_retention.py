@@ -5,9 +5,12 @@ no row of the tenant and touches no other tenant."""
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,12 +19,15 @@ import pytest
 
 from sealtrail import (
     AuditClient,
+    BundleError,
     InvalidArgumentError,
     NotFoundError,
     RpcFailedError,
     UnauthenticatedError,
     build_event,
     build_filter,
+    verify_bundle,
+    write_bundle,
 )
 from sealtrail.tlog import leaf_hash, parse_checkpoint, verify_inclusion
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, retention_pb2
@@ -332,3 +338,31 @@ def test_erasure_leaves_a_receipt_and_no_row(
         # Nothing of the other tenant changed, and its log still verifies.
         assert _rows_of(sql, other) == bystander_rows
         assert bystander.verify_log().ok
+
+
+def test_the_offline_verifier_checks_a_purged_log(
+    aged: ServerThread, admin: AuditClient, clock: Clock, tmp_path: Path
+) -> None:
+    first = record(admin, "doc.edit")
+    record(admin, "user.login", "authentication")
+    admin.set_retention_policy(10, categories={"authentication": "forever"})
+    clock.advance(11)
+    purge(aged)
+    key = admin.get_verifier_keys()[0].text
+
+    written = write_bundle(admin, tmp_path / "bundle")
+    assert written.complete and written.purged >= 1
+    assert json.loads((tmp_path / "bundle" / "bundle.json").read_text())["version"] == 2
+    verified = verify_bundle(tmp_path / "bundle", key=key)
+    assert (verified.purged, verified.count) == (written.purged, written.count)
+    assert verified.first_seq == 1 and verified.last_seq == verified.tree_size
+
+    # A purged leaf is as committed as a record: change one and it is named.
+    purged = tmp_path / "bundle" / "purged.ndjson"
+    lines = purged.read_text().splitlines()
+    entry = json.loads(lines[0])
+    assert entry["seq"] == first
+    entry["leaf_hash"] = base64.b64encode(bytes(32)).decode()
+    purged.write_text("\n".join([json.dumps(entry), *lines[1:]]) + "\n")
+    with pytest.raises(BundleError, match=f"purged seq {first}"):
+        verify_bundle(tmp_path / "bundle", key=key)

@@ -1,6 +1,7 @@
 """Python client and CLI of Sealtrail, the append-only, tamper-evident audit log service."""
 
 from sealtrail._async_client import AsyncAuditClient
+from sealtrail._bundle import BundleError, BundleSummary, verify_bundle, write_bundle
 from sealtrail._client import AuditClient
 from sealtrail._convert import BatchEntryResult, RecordResult, build_event, build_filter
 from sealtrail._correlation import (
@@ -28,6 +29,8 @@ __all__ = [
     "AsyncAuditClient",
     "AuditClient",
     "BatchEntryResult",
+    "BundleError",
+    "BundleSummary",
     "CorrelationInterceptor",
     "ExportError",
     "InvalidArgumentError",
@@ -45,4 +48,6 @@ __all__ = [
     "current_request_id",
     "from_rpc_error",
     "request_id",
+    "verify_bundle",
+    "write_bundle",
 ]

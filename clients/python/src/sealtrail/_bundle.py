@@ -6,12 +6,16 @@ log, checkable offline by anyone (docs/bundle-format.md).
     records.ndjson      the records, one per line, exactly as hashed
     proofs.ndjson       line i is {"seq": s, "proof": [base64, ...]}: the RFC 9162
                         inclusion proof of record i in the checkpoint's tree
+    purged.ndjson       (version 2) events removed by retention, one per line:
+                        {"seq": s, "leaf_hash": base64, "proof": [base64, ...]}
     checkpoint.txt      the C2SP signed checkpoint at the tree size
     verifier-keys.txt   the server's verifier keys, one per line, active first
 
 Every record is checked against the signed root through its own proof, so a
 changed record is named exactly; a complete bundle is also checked for gaps
-and its root recomputed over all records.
+and its root recomputed over all records and purged leaves. A bundle is
+written as version 1 when the log has no purged event in it, so older
+verifiers still read it.
 """
 
 from __future__ import annotations
@@ -41,10 +45,12 @@ from sealtrail.tlog import (
 from sealtrail.v1 import event_pb2, integrity_pb2
 
 FORMAT = "sealtrail-bundle"
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)  # what verify_bundle reads
 MANIFEST = "bundle.json"
 RECORDS = "records.ndjson"
 PROOFS = "proofs.ndjson"
+PURGED = "purged.ndjson"
 CHECKPOINT = "checkpoint.txt"
 KEYS = "verifier-keys.txt"
 
@@ -65,7 +71,12 @@ class _Source(Protocol):
     ) -> integrity_pb2.SignedCheckpoint: ...
 
     def get_inclusion_proof(
-        self, *, event_id: str = ..., seq: int = ..., tree_size: int = ...
+        self,
+        *,
+        event_id: str = ...,
+        seq: int = ...,
+        tree_size: int = ...,
+        include_purged: bool = ...,
     ) -> integrity_pb2.GetInclusionProofResponse: ...
 
     def get_verifier_keys(self) -> list[integrity_pb2.VerifierKey]: ...
@@ -75,12 +86,13 @@ class _Source(Protocol):
 class BundleSummary:
     origin: str
     tree_size: int
-    count: int
+    count: int  # records
     first_seq: int
     last_seq: int
     complete: bool
     signed_by: list[str]
     trusted_own_keys: bool
+    purged: int = 0  # leaves of events removed by retention, each proven too
 
 
 def write_bundle(
@@ -109,7 +121,7 @@ def write_bundle(
 
     def prove(seq: int) -> integrity_pb2.GetInclusionProofResponse | None:
         try:
-            return source.get_inclusion_proof(seq=seq, tree_size=size)
+            return source.get_inclusion_proof(seq=seq, tree_size=size, include_purged=complete)
         except NotFoundError:
             return None  # gone from the log: verification will name it
         except SealtrailError as error:
@@ -118,18 +130,28 @@ def write_bundle(
             raise
 
     written: list[int] = []
+    purged = 0
     with (
         ThreadPoolExecutor(max_workers=workers) as pool,
         open(out / RECORDS, "wb") as records,
         open(out / PROOFS, "w") as proofs,
+        open(out / PURGED, "w") as tombstones,
     ):
         for answer in pool.map(prove, seqs):
             if answer is None:
                 continue
+            encoded = [base64.b64encode(h).decode() for h in answer.proof]
+            if answer.purged:
+                leaf = base64.b64encode(answer.leaf_hash).decode()
+                entry = {"seq": answer.seq, "leaf_hash": leaf, "proof": encoded}
+                tombstones.write(json.dumps(entry) + "\n")
+                purged += 1
+                continue
             written.append(answer.seq)
             records.write(answer.record + b"\n")
-            encoded = [base64.b64encode(h).decode() for h in answer.proof]
             proofs.write(json.dumps({"seq": answer.seq, "proof": encoded}) + "\n")
+    if not purged:
+        (out / PURGED).unlink()
     (out / CHECKPOINT).write_text(checkpoint.note)
     (out / KEYS).write_text("".join(key.text + "\n" for key in source.get_verifier_keys()))
     summary = BundleSummary(
@@ -141,16 +163,18 @@ def write_bundle(
         complete=complete,
         signed_by=[],
         trusted_own_keys=False,
+        purged=purged,
     )
     manifest = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": VERSION if purged else 1,
         "origin": summary.origin,
         "tree_size": summary.tree_size,
         "count": summary.count,
         "first_seq": summary.first_seq,
         "last_seq": summary.last_seq,
         "complete": summary.complete,
+        **({"purged": purged} if purged else {}),
         "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -175,9 +199,13 @@ def verify_bundle(path: Path, *, key: str | None = None) -> BundleSummary:
 
     size, root = checkpoint.tree_size, checkpoint.root_hash
     complete = manifest["complete"]
-    count, first, last = _verify_each(path, tenant, size, root, complete=complete)
+    count, purged, first, last = _verify_each(path, tenant, size, root, complete=complete)
     if count != manifest["count"]:
         raise BundleError(f"bundle.json says {manifest['count']} records, the bundle has {count}")
+    if purged != manifest.get("purged", 0):
+        raise BundleError(
+            f"bundle.json says {manifest.get('purged', 0)} purged events, the bundle has {purged}"
+        )
     return BundleSummary(
         origin=checkpoint.origin,
         tree_size=checkpoint.tree_size,
@@ -187,6 +215,7 @@ def verify_bundle(path: Path, *, key: str | None = None) -> BundleSummary:
         complete=complete,
         signed_by=[signer.text() for signer in signers],
         trusted_own_keys=trusted_own,
+        purged=purged,
     )
 
 
@@ -195,8 +224,10 @@ def _manifest(path: Path) -> dict[str, Any]:
         manifest = json.loads((path / MANIFEST).read_text())
     except (OSError, ValueError) as error:
         raise BundleError(f"{MANIFEST}: {error}") from None
-    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-        raise BundleError(f"{MANIFEST}: not a {FORMAT} version {VERSION}")
+    if manifest.get("format") != FORMAT or manifest.get("version") not in VERSIONS:
+        raise BundleError(
+            f"{MANIFEST}: not a {FORMAT} of version {' or '.join(map(str, VERSIONS))}"
+        )
     if not isinstance(manifest.get("complete"), bool):
         raise BundleError(f"{MANIFEST}: 'complete' must be true or false")
     return dict(manifest)
@@ -227,11 +258,64 @@ def _records(path: Path, tenant: str) -> Iterator[tuple[int, int, bytes]]:
             yield number, seq, leaf_hash(record)
 
 
+def _purged(path: Path) -> Iterator[tuple[int, bytes, list[bytes]]]:
+    """(seq, leaf hash, proof) of each event the bundle says retention removed."""
+    if not (path / PURGED).exists():
+        return
+    with open(path / PURGED) as lines:
+        for number, line in enumerate(lines, start=1):
+            try:
+                entry = json.loads(line)
+                seq = entry["seq"]
+                leaf = base64.b64decode(entry["leaf_hash"], validate=True)
+                proof = [base64.b64decode(h, validate=True) for h in entry["proof"]]
+            except (ValueError, KeyError, TypeError):
+                raise BundleError(f"{PURGED} line {number}: not a purged leaf") from None
+            if not isinstance(seq, int) or len(leaf) != 32:
+                raise BundleError(f"{PURGED} line {number}: not a purged leaf")
+            yield seq, leaf, proof
+
+
+class _Walk:
+    """Leaves met in seq order: each checked against the signed root through
+    its proof, a complete bundle checked for gaps and its root recomputed."""
+
+    def __init__(self, size: int, root: bytes, *, complete: bool) -> None:
+        self.size, self.root, self.complete = size, root, complete
+        self.first = self.last = 0
+        self.whole = TreeBuilder()
+
+    def accept(self, what: str, seq: int, leaf: bytes, proof: list[bytes]) -> None:
+        if self.complete and seq > self.last + 1:
+            raise BundleError(f"seq {self.last + 1}: missing ({what} has seq {seq})")
+        if seq <= self.last:
+            raise BundleError(f"{what} (seq {seq}): out of order or repeated")
+        try:
+            verify_inclusion(
+                leaf_index=seq - 1, tree_size=self.size, leaf=leaf, proof=proof, root=self.root
+            )
+        except ProofError as error:
+            raise BundleError(f"{what} (seq {seq}): {error}") from None
+        self.first, self.last = self.first or seq, seq
+        self.whole.append(leaf)
+
+
 def _verify_each(
     path: Path, tenant: str, size: int, root: bytes, *, complete: bool
-) -> tuple[int, int, int]:
-    count = first = last = 0
-    whole = TreeBuilder()  # a complete bundle's root, recomputed over all its records
+) -> tuple[int, int, int, int]:
+    """(records, purged leaves, first seq, last seq) of a bundle that verifies."""
+    walk = _Walk(size, root, complete=complete)
+    count = purged = 0
+    removed = _purged(path)
+    pending = next(removed, None)
+
+    def purged_before(seq: int) -> None:
+        nonlocal pending, purged
+        while pending is not None and pending[0] < seq:
+            walk.accept(f"purged seq {pending[0]}", *pending)
+            purged += 1
+            pending = next(removed, None)
+
     with open(path / PROOFS) as proofs:
         for number, seq, leaf in _records(path, tenant):
             entry = json.loads(proofs.readline() or "null")
@@ -241,24 +325,22 @@ def _verify_each(
                     f"record {number} (seq {seq}): the record says seq {seq} but sits at"
                     f" seq {logged} of the log"
                 )
-            if complete and seq > last + 1:
-                raise BundleError(f"seq {last + 1}: missing (record {number} has seq {seq})")
-            if seq <= last:
-                raise BundleError(f"record {number} (seq {seq}): out of order or repeated")
+            purged_before(seq)
             try:
                 proof = [base64.b64decode(h, validate=True) for h in entry["proof"]]
-                verify_inclusion(
-                    leaf_index=seq - 1, tree_size=size, leaf=leaf, proof=proof, root=root
-                )
-            except (ProofError, ValueError) as error:
+            except (ValueError, TypeError) as error:
                 raise BundleError(f"record {number} (seq {seq}): {error}") from None
-            count, first, last = count + 1, first or seq, seq
-            whole.append(leaf)
-    if complete and last < size:
+            walk.accept(f"record {number}", seq, leaf, proof)
+            count += 1
+    purged_before(size + 1)
+    if pending is not None:
+        raise BundleError(f"purged seq {pending[0]}: beyond the checkpoint's size {size}")
+    if complete and walk.last < size:
         raise BundleError(
-            f"seq {last + 1}: missing; the bundle ends at seq {last} but the checkpoint"
-            f" covers {size}"
+            f"seq {walk.last + 1}: missing; the bundle ends at seq {walk.last} but the"
+            f" checkpoint covers {size}"
         )
-    if complete and whole.root() != root:
+    if complete and walk.whole.root() != root:
         raise BundleError(f"the records' root differs from the checkpoint at size {size}")
-    return count, first, last
+    first = walk.first
+    return count, purged, first, walk.last

@@ -311,9 +311,10 @@ def bundle(ctx: click.Context, /, out: Path, **criteria: Any) -> None:
             summary = write_bundle(client, out, event_filter=_filter(criteria))
         except BundleError as error:
             raise click.ClickException(str(error)) from None
+    purged = f" and {summary.purged} purged events' leaves" if summary.purged else ""
     click.echo(
-        f"wrote {summary.count} records (seq {summary.first_seq}..{summary.last_seq}) of"
-        f" {summary.origin} with its checkpoint at size {summary.tree_size} to {out}"
+        f"wrote {summary.count} records{purged} (seq {summary.first_seq}..{summary.last_seq})"
+        f" of {summary.origin} with its checkpoint at size {summary.tree_size} to {out}"
     )
 
 
@@ -337,8 +338,11 @@ def verify(path: Path, key: str | None) -> None:
 
 def _report_verified(summary: BundleSummary) -> None:
     whole = ", the complete log with no gap" if summary.complete else ""
+    purged = (
+        f" and the leaves of {summary.purged} events removed by retention" if summary.purged else ""
+    )
     click.echo(
-        f"OK: {summary.count} records (seq {summary.first_seq}..{summary.last_seq}) are in"
+        f"OK: {summary.count} records{purged} (seq {summary.first_seq}..{summary.last_seq}) are in"
         f" {summary.origin} at size {summary.tree_size}{whole}; checkpoint signed by"
         f" {', '.join(summary.signed_by)}"
     )
