@@ -343,3 +343,28 @@ def test_trace_and_request_ids_lead_from_the_command_line_to_events_and_log_line
     ]
     assert {line["trace_id"] for line in calls[:2]} == {trace_id}
     assert all(line["level"] == "DEBUG" for line in calls[:2])
+
+
+def test_retention_legal_hold_and_erasure_from_the_command_line(
+    cli_env: dict[str, str], tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    assert run("sealtrail", "retention", env=cli_env).stdout.startswith("default: forever")
+    bad = run("sealtrail", "retention", "set", "90d", "--action", "rag=5", env=cli_env, check=False)
+    assert bad.returncode == 2 and "policy.rules[0].action_prefix" in bad.stderr
+    run(
+        "sealtrail", "retention", "set", "90d", "--category", "authentication=1y",
+        "--action", "rag.*=30", env=cli_env,
+    )  # fmt: skip
+    shown = run("sealtrail", "retention", env=cli_env).stdout
+    assert "default: 90 days" in shown and "category authentication: 365 days" in shown
+    assert "actions rag.*: 30 days" in shown and "legal hold: off" in shown
+    run("sealtrail", "legal-hold", "on", "--reason", "Case 7", env=cli_env)
+    assert "legal hold: on (Case 7)" in run("sealtrail", "retention", env=cli_env).stdout
+    held = run("sealtrail", "erase-tenant", "--confirm", tenant, env=cli_env, check=False)
+    assert held.returncode == 1 and "legal hold" in held.stderr
+    run("sealtrail", "legal-hold", "off", env=cli_env)
+    receipt = json.loads(run("sealtrail", "erase-tenant", "--confirm", tenant, env=cli_env).stdout)
+    assert receipt["tenantId"] == tenant and int(receipt["finalTreeSize"]) >= 4
+    assert sql.execute("SELECT count(*) FROM events WHERE tenant_id = %s", [tenant]).fetchone() == (
+        0,
+    )

@@ -32,6 +32,7 @@ from sealtrail import (
 from sealtrail.tlog import leaf_hash, parse_checkpoint, verify_inclusion
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, retention_pb2
 from sealtrail_server.domain.access import Role
+from sealtrail_server.retention.purger import LOCK_KEY as PURGE_LOCK
 from tests.conftest import ServerThread
 
 # Actions the tests record; everything else in a log is the service's own.
@@ -366,3 +367,18 @@ def test_the_offline_verifier_checks_a_purged_log(
     purged.write_text("\n".join([json.dumps(entry), *lines[1:]]) + "\n")
     with pytest.raises(BundleError, match=f"purged seq {first}"):
         verify_bundle(tmp_path / "bundle", key=key)
+
+
+def test_one_process_purges_at_a_time(
+    aged: ServerThread, admin: AuditClient, clock: Clock, migrated_database_url: str, tenant: str
+) -> None:
+    for _ in range(3):
+        record(admin, "doc.edit")
+    admin.set_retention_policy(10)
+    clock.advance(11)
+    with psycopg.connect(migrated_database_url, autocommit=True) as other_process:
+        other_process.execute("SELECT pg_advisory_lock(%s)", [PURGE_LOCK])
+        assert purge(aged) == []  # the lock is taken: this pass skips
+        assert len(recorded(admin)) == 3
+    [result] = [r for r in purge(aged) if r.tenant_id == tenant]
+    assert result.count >= 3

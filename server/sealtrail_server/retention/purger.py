@@ -24,7 +24,7 @@ from ..store.retention import locked_policy, purge_batch, tenants_with_expiry
 log = logging.getLogger(__name__)
 
 # pg_advisory_lock key of the purge job ("sealpurg" in ASCII).
-_LOCK_KEY: Final = 0x7365616C70757267
+LOCK_KEY: Final = 0x7365616C70757267
 DEFAULT_BATCH_EVENTS: Final = 5000
 
 
@@ -101,7 +101,7 @@ class Purger:
         async with await psycopg.AsyncConnection.connect(
             self._owner_url, autocommit=True, application_name="sealtrail-retention"
         ) as conn:
-            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", [_LOCK_KEY])
+            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY])
             row = await cursor.fetchone()
             if not (row and row[0]):
                 log.debug("retention: another process is purging; skipping this pass")
@@ -122,7 +122,7 @@ class Purger:
                         done.append(purged)
                 return done
             finally:
-                await conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
+                await conn.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
 
     async def _purge_tenant(
         self, conn: psycopg.AsyncConnection[Any], tenant_id: str

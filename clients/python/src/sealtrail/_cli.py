@@ -464,3 +464,94 @@ def tail(
                 click.echo(json_format.MessageToJson(event, indent=None))
         except KeyboardInterrupt:
             pass
+
+
+def _days(value: int) -> str:
+    return "forever" if value == 0 else f"{value} days"
+
+
+def _rule_option(value: str) -> tuple[str, str]:
+    name, sep, days = value.partition("=")
+    if not sep or not name or not days:
+        raise click.BadParameter(f"{value!r} is not NAME=DAYS")
+    return name, days
+
+
+def _days_value(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def retention(ctx: click.Context) -> None:
+    """Admin: show (no subcommand) or set the tenant's retention policy."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with _client(ctx) as client:
+        answer = client.get_retention_policy()
+    policy, hold = answer.policy, answer.legal_hold
+    click.echo(f"default: {_days(policy.default_days)}")
+    for rule in policy.rules:
+        which = rule.WhichOneof("selector")
+        if which == "category":
+            name = f"category {enum_label(event_pb2.Category, rule.category)}"
+        else:
+            name = f"actions {rule.action_prefix}"
+        click.echo(f"{name}: {_days(rule.days)}")
+    click.echo(f"legal hold: {'on (' + hold.reason + ')' if hold.on else 'off'}")
+
+
+@retention.command("set")
+@click.argument("default")
+@click.option(
+    "--category",
+    "categories",
+    multiple=True,
+    metavar="NAME=DAYS",
+    help="Override for a category, e.g. authentication=1y (repeatable).",
+)
+@click.option(
+    "--action",
+    "actions",
+    multiple=True,
+    metavar="PREFIX=DAYS",
+    help="Override for an action prefix, e.g. rag.*=90 (repeatable).",
+)
+@click.pass_context
+def retention_set(
+    ctx: click.Context, default: str, categories: tuple[str, ...], actions: tuple[str, ...]
+) -> None:
+    """Replace the policy: DEFAULT and every override are days or a preset
+    (30d, 90d, 180d, 1y, forever). Recorded in the log."""
+    by_category = {name: _days_value(days) for name, days in map(_rule_option, categories)}
+    by_action = {prefix: _days_value(days) for prefix, days in map(_rule_option, actions)}
+    with _client(ctx) as client:
+        try:
+            changed = client.set_retention_policy(
+                _days_value(default), categories=by_category, action_prefixes=by_action
+            )
+        except ValueError as error:
+            raise click.BadParameter(str(error)) from None
+    click.echo("policy updated" if changed.event_id else "policy unchanged")
+
+
+@main.command("legal-hold")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.option("--reason", default="", help="Why (a case or matter); required for `on`.")
+@click.pass_context
+def legal_hold(ctx: click.Context, state: str, reason: str) -> None:
+    """Admin: place or release the tenant's legal hold; nothing is purged while it is on."""
+    with _client(ctx) as client:
+        answer = client.set_legal_hold(state == "on", reason=reason)
+    click.echo(f"legal hold {'on' if answer.legal_hold.on else 'off'}")
+
+
+@main.command("erase-tenant")
+@click.option("--confirm", required=True, metavar="TENANT", help="Your tenant id, typed back.")
+@click.pass_context
+def erase_tenant(ctx: click.Context, confirm: str) -> None:
+    """Admin: irreversibly remove every event, token and setting of your tenant.
+    Prints the receipt (keep it: it holds the log's final signed checkpoint)."""
+    with _client(ctx) as client:
+        receipt = client.erase_tenant(confirm)
+    click.echo(json_format.MessageToJson(receipt, indent=2))
