@@ -22,7 +22,7 @@ import psycopg
 from sealtrail import AuditClient
 from sealtrail.tlog import generate_signer_key
 
-from . import cpu, environment, export, integrity, stream, tracing
+from . import cpu, environment, export, integrity, retention, stream, tracing
 from .load import Window, Workload
 from .phases import (
     PhaseResult,
@@ -45,7 +45,8 @@ from .report import format_report, write_json
 # a fifth tracing every call and exporting nothing, as issue 5 specifies),
 # all from callers that send a traceparent and x-request-id. Then issue 6's:
 # Record with redaction (the usual server) and without (a fourth server with
-# SEALTRAIL_REDACTION=false).
+# SEALTRAIL_REDACTION=false). Then issue 7's: batched raw DELETEs of expired
+# rows vs the retention purge of as many (tombstones kept).
 PHASES = (
     "empty",
     "record",
@@ -66,6 +67,8 @@ PHASES = (
     "record-spans",
     "record-redacted",
     "record-unredacted",
+    "rawdelete",
+    "purge",
 )
 # A figure and its baseline run in the other order every other round, so
 # drift over the run (a growing table, a warming cache) favours neither.
@@ -76,6 +79,7 @@ PAIRS = (
     ("rawcsv", "export"),
     ("record-untraced", "record-traced"),
     ("record-unredacted", "record-redacted"),
+    ("rawdelete", "purge"),
 )
 NEEDS_LOG = frozenset({"proofs", "rawread", "verifylog", "bundlehash", "bundle"})
 NEEDS_BUNDLE = frozenset({"bundlehash", "bundle"})
@@ -161,6 +165,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=100_000,
         help="events in the log that Export and its raw cursor baseline read",
+    )
+    parser.add_argument(
+        "--purge-events",
+        type=int,
+        default=100_000,
+        help="expired events the retention purge and its raw DELETE baseline each remove",
     )
     options = parser.parse_args(argv)
     options.figures = [
@@ -297,6 +307,8 @@ class Bench:
             "record-spans": self.record_spans,
             "record-redacted": self.record_redacted,
             "record-unredacted": self.record_unredacted,
+            "rawdelete": self.raw_delete,
+            "purge": self.purge,
         }[figure]
         print(f"round {self.round}: measuring {figure} ...", file=sys.stderr, flush=True)
         return measure()
@@ -582,6 +594,24 @@ class Bench:
         delivery.events_per_commit = acks.events_per_commit = per_commit
         self.companions.setdefault(COMPANIONS["stream"], []).append(acks)
         return delivery
+
+    # --- issue 7: retention ---------------------------------------------------
+
+    def raw_delete(self) -> PhaseResult:
+        """Baseline for the purge: batched DELETEs of a tenant's expired rows."""
+        tenant = self.tenant(f"rawdelete-r{self.round}")
+        count = self.options.purge_events
+        retention.load_expired(self.database.url, tenant, count)
+        work = retention.raw_delete(self.database.url, tenant)
+        return run_once(f"raw DELETE ({count:,} rows, 5,000/txn)", "rows/s", work, self._watched())
+
+    def purge(self) -> PhaseResult:
+        """The retention purge of as many expired events, tombstones kept."""
+        tenant = self.tenant(f"purge-r{self.round}")
+        count = self.options.purge_events
+        retention.load_expired(self.database.url, tenant, count)
+        work = retention.purge(self.database.url, tenant, count)
+        return run_once(f"retention purge ({count:,} events)", "events/s", work, self._watched())
 
     def raw_csv(self) -> PhaseResult:
         """Baseline for Export: this process reads the export log's rows

@@ -94,9 +94,10 @@ class RowFactory:
         self._prefix = prefix
         self._seq = 0
 
-    def batch(self, size: int) -> Iterator[tuple[Any, ...]]:
-        """The next `size` rows; all of a batch share received_at, as in the appender."""
-        received_at = _timestamp()
+    def batch(self, size: int, *, received_at: str | None = None) -> Iterator[tuple[Any, ...]]:
+        """The next `size` rows; all of a batch share received_at (now, unless
+        given), as in the appender."""
+        received_at = received_at or _timestamp()
         for _ in range(size):
             yield self._row(received_at)
 

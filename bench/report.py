@@ -56,6 +56,8 @@ RATIOS = (
     Ratio("Record traced, no export / untraced", "record-spans", "record-untraced", 0.85),
     Ratio("Record traced, OTLP export / untraced", "record-traced", "record-untraced", None),
     Ratio("Record redacted / unredacted", "record-redacted", "record-unredacted", 0.80),
+    # Issue 7's.
+    Ratio("retention purge / raw DELETE", "purge", "rawdelete", None),
 )
 
 
