@@ -1,0 +1,139 @@
+"""Retention policies: validation names each bad field, and a policy's purge
+selections cover every event by exactly the rule the docs say (longest
+action prefix, else category, else default), never by two."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sealtrail_server.domain.errors import InvalidArgument
+from sealtrail_server.domain.event import CATEGORIES
+from sealtrail_server.domain.retention import (
+    MAX_DAYS,
+    RetentionPolicy,
+    RetentionRule,
+    RuleDraft,
+    Selection,
+    purge_selections,
+    validate_hold_reason,
+    validate_policy,
+)
+
+CATEGORY_NUMBERS = {name: number for number, name in CATEGORIES.items()}
+
+
+def fields_of(error: InvalidArgument) -> list[str]:
+    return [violation.field for violation in error.violations]
+
+
+def test_a_valid_policy_keeps_its_rules_in_order() -> None:
+    policy = validate_policy(
+        90,
+        [
+            RuleDraft(365, category=CATEGORY_NUMBERS["authentication"]),
+            RuleDraft(0, action_prefix="rag.*"),
+        ],
+    )
+    assert policy == RetentionPolicy(
+        90, (RetentionRule(365, category="authentication"), RetentionRule(0, action_prefix="rag."))
+    )
+    assert not policy.keeps_everything
+    assert RetentionPolicy(0, (RetentionRule(0, category="billing"),)).keeps_everything
+
+
+def test_every_bad_field_is_named() -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        validate_policy(
+            MAX_DAYS + 1,
+            [
+                RuleDraft(MAX_DAYS + 1, category=1),
+                RuleDraft(5),
+                RuleDraft(5, category=1, action_prefix="a.*"),
+                RuleDraft(5, category=99),
+                RuleDraft(5, action_prefix="rag"),
+                RuleDraft(5, action_prefix="Rag.*"),
+                RuleDraft(6, category=1),
+            ],
+        )
+    assert fields_of(refused.value) == [
+        "policy.default_days",
+        "policy.rules[0].days",
+        "policy.rules[1]",
+        "policy.rules[2]",
+        "policy.rules[3].category",
+        "policy.rules[4].action_prefix",
+        "policy.rules[5].action_prefix",
+        "policy.rules[6]",
+    ]
+
+
+def test_too_many_rules_are_refused() -> None:
+    rules = [RuleDraft(5, action_prefix=f"a{i}.*") for i in range(101)]
+    with pytest.raises(InvalidArgument) as refused:
+        validate_policy(1, rules)
+    assert fields_of(refused.value) == ["policy.rules"]
+
+
+def test_a_hold_needs_a_reason_and_a_release_does_not() -> None:
+    with pytest.raises(InvalidArgument):
+        validate_hold_reason(True, "  ")
+    with pytest.raises(InvalidArgument):
+        validate_hold_reason(True, "x" * 1025)
+    assert validate_hold_reason(True, " Case 7 ") == "Case 7"
+    assert validate_hold_reason(False, "") == ""
+
+
+def _covers(selection: Selection, action: str, category: str | None) -> bool:
+    """What the SQL of store/retention.py selects, in Python."""
+    if selection.prefix is not None and not action.startswith(selection.prefix):
+        return False
+    if selection.category is not None and category != selection.category:
+        return False
+    if any(action.startswith(prefix) for prefix in selection.except_prefixes):
+        return False
+    return (category or "") not in selection.except_categories
+
+
+def _expected_days(policy: RetentionPolicy, action: str, category: str | None) -> int:
+    """The rule the docs describe: longest matching prefix, else category, else default."""
+    prefixes = [
+        rule
+        for rule in policy.rules
+        if rule.action_prefix is not None and action.startswith(rule.action_prefix)
+    ]
+    if prefixes:
+        return max(prefixes, key=lambda rule: len(rule.action_prefix or "")).days
+    for rule in policy.rules:
+        if rule.category is not None and rule.category == category:
+            return rule.days
+    return policy.default_days
+
+
+SEGMENTS = st.sampled_from(["rag", "index", "api_key", "doc", "a"])
+ACTIONS = st.lists(SEGMENTS, min_size=2, max_size=4).map(".".join)
+PREFIXES = st.lists(SEGMENTS, min_size=1, max_size=3).map(lambda parts: ".".join(parts) + ".")
+DAYS = st.sampled_from([0, 10, 30, 365])
+CATEGORY = st.one_of(st.none(), st.sampled_from(sorted(CATEGORY_NUMBERS)))
+
+
+@st.composite
+def policies(draw: st.DrawFn) -> RetentionPolicy:
+    prefixes = draw(st.dictionaries(PREFIXES, DAYS, max_size=4))
+    categories = draw(st.dictionaries(st.sampled_from(sorted(CATEGORY_NUMBERS)), DAYS, max_size=3))
+    rules = [RetentionRule(days, action_prefix=p) for p, days in prefixes.items()]
+    rules += [RetentionRule(days, category=c) for c, days in categories.items()]
+    return RetentionPolicy(draw(DAYS), tuple(rules))
+
+
+@given(policies(), ACTIONS, CATEGORY)
+def test_each_event_falls_under_exactly_its_own_rule(
+    policy: RetentionPolicy, action: str, category: str | None
+) -> None:
+    covering = [s for s in purge_selections(policy) if _covers(s, action, category)]
+    expected = _expected_days(policy, action, category)
+    if expected == 0:
+        assert covering == []  # kept forever: no selection may reach it
+    else:
+        assert [s.days for s in covering] == [expected]
