@@ -28,6 +28,7 @@ TENANT_TABLES = [
     "checkpoints",
     "api_tokens",
     "tenant_settings",
+    "retention_policies",
 ]
 # As the service's login role itself, and as each role it assumes.
 SERVICE_ROLES = [None, "sealtrail_service", "sealtrail_system"]
@@ -49,6 +50,7 @@ def two_tenants(client_for: Any, tenant: str) -> tuple[str, str]:
         client.record_batch([build_event(action="doc.edit", actor_id="u") for _ in range(4)])
         client.get_checkpoint(fresh=True)
         client.set_redaction_mode("hmac")
+        client.set_retention_policy("1y")
     return tenant, other
 
 
@@ -57,6 +59,20 @@ def _assume(conn: psycopg.Connection[Any], role: str | None, tenant: str | None 
         conn.execute(SQL("SET ROLE {}").format(Identifier(role)))
     if tenant is not None:
         conn.execute("SELECT set_config('sealtrail.tenant', %s, false)", [tenant])
+
+
+def test_every_table_keyed_by_tenant_has_row_level_security(sql: psycopg.Connection[Any]) -> None:
+    rows = sql.execute(
+        "SELECT c.relname, c.relrowsecurity, coalesce(array_agg(p.policyname)"
+        " FILTER (WHERE p.policyname IS NOT NULL), '{}')"
+        " FROM pg_class AS c JOIN pg_attribute AS a ON a.attrelid = c.oid"
+        " LEFT JOIN pg_policies AS p ON p.tablename = c.relname"
+        " WHERE a.attname = 'tenant_id' AND c.relkind IN ('r', 'p')"
+        " AND c.relnamespace = 'public'::regnamespace GROUP BY c.relname, c.relrowsecurity"
+    ).fetchall()
+    assert {name for name, _, _ in rows} >= {*TENANT_TABLES, "tenant_erasures"}
+    for name, enabled, policies in rows:
+        assert enabled and policies == ["tenant_isolation"], name
 
 
 def test_the_service_login_has_no_power_of_its_own(as_service: psycopg.Connection[Any]) -> None:

@@ -22,17 +22,14 @@ from ..store.checkpoints import StoredCheckpoint
 
 log = logging.getLogger(__name__)
 
-# Every table holding rows of a tenant, children first. A table added later
-# that is keyed by tenant belongs here too (tests/integration/test_retention.py
-# checks every table of the schema).
-TENANT_TABLES: Final = (
-    "events",
-    "tree_nodes",
-    "checkpoints",
-    "chain_heads",
-    "api_tokens",
-    "tenant_settings",
-    "retention_policies",
+# Every table with a tenant_id column but the receipts: found in the catalog at
+# each erasure, so a table added by a later migration is never left behind.
+_TENANT_TABLES: Final = (
+    "SELECT c.relname FROM pg_catalog.pg_attribute AS a"
+    " JOIN pg_catalog.pg_class AS c ON c.oid = a.attrelid"
+    " WHERE a.attname = 'tenant_id' AND NOT a.attisdropped AND c.relkind IN ('r', 'p')"
+    " AND NOT c.relispartition AND c.relnamespace = current_schema()::regnamespace"
+    " AND c.relname <> 'tenant_erasures' ORDER BY c.relname"
 )
 
 
@@ -82,7 +79,8 @@ class Eraser:
                     f" its head ({size}); nothing was erased"
                 )
             removed = {}
-            for table in TENANT_TABLES:
+            cursor = await conn.execute(_TENANT_TABLES)
+            for (table,) in await cursor.fetchall():
                 cursor = await conn.execute(
                     sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(sql.Identifier(table)),
                     [tenant_id],

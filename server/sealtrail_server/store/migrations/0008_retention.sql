@@ -54,11 +54,5 @@ GRANT UPDATE (default_days, rules, policy_updated_at, legal_hold, legal_hold_rea
     legal_hold_updated_at) ON retention_policies TO sealtrail_service;
 GRANT SELECT ON retention_policies, tenant_erasures TO sealtrail_service, sealtrail_system;
 
-ALTER TABLE retention_policies ENABLE ROW LEVEL SECURITY;
-ALTER TABLE tenant_erasures ENABLE ROW LEVEL SECURITY;
--- As in 0007: a filter, never an index condition.
-CREATE POLICY tenant_isolation ON retention_policies TO sealtrail_service
-    USING ((tenant_id = (SELECT current_setting('sealtrail.tenant', true))) IS TRUE)
-    WITH CHECK (tenant_id = current_setting('sealtrail.tenant', true));
-CREATE POLICY tenant_isolation ON tenant_erasures TO sealtrail_service
-    USING ((tenant_id = (SELECT current_setting('sealtrail.tenant', true))) IS TRUE);
+SELECT sealtrail_isolate_by_tenant('retention_policies');
+SELECT sealtrail_isolate_by_tenant('tenant_erasures');
