@@ -3,12 +3,14 @@ tracing on, request ids off metadata, and correlated log lines."""
 
 from __future__ import annotations
 
+import contextvars
 import io
 import json
 import logging
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
@@ -23,6 +25,7 @@ from sealtrail_server.telemetry.context import (
     parse_request_id,
     set_correlation,
 )
+from sealtrail_server.telemetry.interceptor import _Call
 from sealtrail_server.telemetry.logs import log_handler
 from sealtrail_server.telemetry.tracing import (
     TracingConfigError,
@@ -221,3 +224,30 @@ def test_the_log_format_setting_takes_text_or_json() -> None:
     assert Settings.load({"SEALTRAIL_LOG_FORMAT": "json"}).log_format == "json"
     with pytest.raises(SystemExit, match="SEALTRAIL_LOG_FORMAT='xml' must be one of text, json"):
         Settings.load({"SEALTRAIL_LOG_FORMAT": "xml"})
+
+
+class _NoStatusYet:
+    """The one thing ending a call asks of a gRPC servicer context."""
+
+    def code(self) -> None:
+        return None
+
+
+def test_a_call_ended_in_another_context_leaves_it_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stream the client left may be closed by the garbage collector in
+    another task's context: its call ends there without touching that context."""
+    span = TracerProvider().get_tracer("test").start_span("call")
+    current = trace.set_span_in_context(span)
+    foreign = contextvars.copy_context()  # as it was before the call began
+
+    def call_in_its_own_context() -> None:
+        call = _Call("svc/Method", span, current, request_id="r")
+        assert otel_context.get_current() is current
+        foreign.run(call.end, _NoStatusYet(), None)
+
+    contextvars.copy_context().run(call_in_its_own_context)
+    assert "Failed to detach context" not in caplog.text
+    assert not span.is_recording()  # ended all the same
+    assert foreign.run(otel_context.get_current) is not current

@@ -15,7 +15,6 @@ Health checks and reflection are not traced: probes would flood the traces."""
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -66,18 +65,19 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class _Call:
     """One call's telemetry, from its metadata to its end."""
 
-    __slots__ = ("_started", "_token", "method", "request_id", "span")
+    __slots__ = ("_attached", "_started", "_token", "method", "request_id", "span")
 
     def __init__(
         self,
         method: str,
         span: trace.Span | None,
-        token: contextvars.Token[TraceContext] | None,
+        attached: TraceContext | None,
         request_id: str,
     ) -> None:
         self.method = method
         self.span = span
-        self._token = token
+        self._attached = attached
+        self._token = otel_context.attach(attached) if attached is not None else None
         self.request_id = request_id
         self._started = time.perf_counter()
 
@@ -94,7 +94,9 @@ class _Call:
         if log.isEnabledFor(logging.DEBUG):
             elapsed = (time.perf_counter() - self._started) * 1000
             log.debug("%s %s in %.1f ms", self.method, code.name, elapsed)
-        if self._token is not None:
+        # A stream the client left is sometimes closed by the garbage collector,
+        # in another task's context: nothing of ours is attached there to undo.
+        if self._token is not None and otel_context.get_current() is self._attached:
             otel_context.detach(self._token)
 
 
@@ -155,11 +157,11 @@ class TelemetryInterceptor(ServiceInterceptor):
             if invalid is not None:
                 span.set_attribute(INVALID_REQUEST_ID_ATTRIBUTE, invalid[:_MAX_KEPT_INVALID])
             current = trace.set_span_in_context(span, parent)
-        token = otel_context.attach(current) if current is not None else None
+        call = _Call(method, span, current, request_id)
         own = span.get_span_context() if span is not None else trace.INVALID_SPAN_CONTEXT
         set_correlation(correlation_of(request_id, caller or trace.INVALID_SPAN_CONTEXT, own))
         context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
-        return _Call(method, span, token, request_id)
+        return call
 
     def _wrap_unary(self, handler: Handler, method_path: str) -> Handler:
         method = method_path.removeprefix("/")
