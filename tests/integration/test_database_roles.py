@@ -14,6 +14,7 @@ import pytest
 from psycopg.sql import SQL, Identifier, Literal
 
 from sealtrail import build_event
+from sealtrail_server.store.appender import _FIND_KEYS
 from sealtrail_server.store.database import Database, RolesMissing
 from sealtrail_server.store.events import _GET_EVENT
 from sealtrail_server.store.tree import _READ_NODES
@@ -67,12 +68,19 @@ def test_every_table_keyed_by_tenant_has_row_level_security(sql: psycopg.Connect
         " FILTER (WHERE p.policyname IS NOT NULL), '{}')"
         " FROM pg_class AS c JOIN pg_attribute AS a ON a.attrelid = c.oid"
         " LEFT JOIN pg_policies AS p ON p.tablename = c.relname"
-        " WHERE a.attname = 'tenant_id' AND c.relkind IN ('r', 'p')"
+        " WHERE a.attname = 'tenant_id' AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
         " AND c.relnamespace = 'public'::regnamespace GROUP BY c.relname, c.relrowsecurity"
     ).fetchall()
     assert {name for name, _, _ in rows} >= {*TENANT_TABLES, "tenant_erasures"}
     for name, enabled, policies in rows:
         assert enabled and policies == ["tenant_isolation"], name
+    # Partitions are reached through their table only: the roles hold nothing on them.
+    partitions = sql.execute(
+        "SELECT relname FROM pg_class WHERE relispartition AND relkind = 'r'"
+        " AND (has_table_privilege('sealtrail_service', oid, 'SELECT,INSERT,UPDATE,DELETE')"
+        " OR has_table_privilege('sealtrail_system', oid, 'SELECT,INSERT,UPDATE,DELETE'))"
+    ).fetchall()
+    assert partitions == []
 
 
 def test_the_service_login_has_no_power_of_its_own(as_service: psycopg.Connection[Any]) -> None:
@@ -254,3 +262,25 @@ def test_row_level_security_leaves_key_probes_to_their_index(
         as_owner = _buffers_read(sql, query, params)
         # A walk through 20,000 index entries reads some hundred pages.
         assert _buffers_read(as_service, query, params) <= as_owner + 5, name
+
+
+def test_the_service_never_plans_a_scan_of_a_fresh_partition(server: Any) -> None:
+    """Months ahead are empty partitions, with no floor on their estimated
+    size: a plan cached while the current month was as empty scanned it whole
+    on every key probe. The service's connections plan index probes instead."""
+
+    async def generic_plan() -> str:
+        async with server.database.system_connection() as conn:
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+            query = _FIND_KEYS.replace("%s", "$1", 1).replace("%s", "$2", 1)
+            await conn.execute("PREPARE probe AS " + query)
+            try:
+                cursor = await conn.execute("EXPLAIN EXECUTE probe('{t}', '{k}')")
+                return "\n".join(row[0] for row in await cursor.fetchall())
+            finally:
+                await conn.execute("DEALLOCATE probe")
+                await conn.execute("RESET plan_cache_mode")
+
+    plan = server.run(generic_plan())
+    assert "events_default" in plan  # every partition is in the plan
+    assert "Seq Scan" not in plan, plan

@@ -32,7 +32,9 @@ from sealtrail import (
 from sealtrail.tlog import leaf_hash, parse_checkpoint, verify_inclusion
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, retention_pb2
 from sealtrail_server.domain.access import Role
+from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.retention.purger import LOCK_KEY as PURGE_LOCK
+from sealtrail_server.store.events import filter_conditions
 from tests.conftest import ServerThread
 
 # Actions the tests record; everything else in a log is the service's own.
@@ -257,10 +259,13 @@ def test_a_legal_hold_stops_the_purge(aged: ServerThread, admin: AuditClient, cl
 
 
 def _tenant_tables(sql: psycopg.Connection[Any]) -> list[str]:
+    """Every table with a tenant_id column (partitions are counted in their
+    table), but the erasure receipts."""
     rows = sql.execute(
-        "SELECT table_name FROM information_schema.columns"
-        " WHERE column_name = 'tenant_id' AND table_schema = 'public'"
-        " AND table_name <> 'tenant_erasures' ORDER BY 1"
+        "SELECT c.relname FROM pg_class AS c JOIN pg_attribute AS a ON a.attrelid = c.oid"
+        " WHERE a.attname = 'tenant_id' AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
+        " AND c.relnamespace = 'public'::regnamespace AND c.relname <> 'tenant_erasures'"
+        " ORDER BY 1"
     ).fetchall()
     return [name for (name,) in rows]
 
@@ -382,3 +387,51 @@ def test_one_process_purges_at_a_time(
         assert len(recorded(admin)) == 3
     [result] = [r for r in purge(aged) if r.tenant_id == tenant]
     assert result.count >= 3
+
+
+def _partitions(sql: psycopg.Connection[Any]) -> set[str]:
+    rows = sql.execute(
+        "SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'events'::regclass"
+    ).fetchall()
+    return {name for (name,) in rows}
+
+
+def test_a_pass_creates_months_ahead_and_drops_empty_past_ones(
+    aged: ServerThread, clock: Clock, sql: psycopg.Connection[Any]
+) -> None:
+    sql.execute("SELECT sealtrail_create_event_partitions('2020-01-15', '2020-02-15')")
+    assert {"events_2020_01", "events_2020_02"} <= _partitions(sql)
+    clock.advance(100)
+    purge(aged)
+    now = clock()
+    ahead = now + timedelta(days=85)
+    assert f"events_{now:%Y_%m}" in _partitions(sql)
+    assert f"events_{ahead:%Y_%m}" in _partitions(sql)
+    assert not {"events_2020_01", "events_2020_02"} & _partitions(sql)
+
+
+def test_a_time_range_reads_only_the_months_it_can_hold(
+    admin: AuditClient, clock: Clock, sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    def at_the_server_clock() -> int:
+        event = build_event(action="doc.edit", actor_id="u-1", occurred_at=clock())
+        return admin.record(event).event.seq
+
+    first = at_the_server_clock()
+    clock.advance(62)  # two months on: another partition
+    later = at_the_server_clock()
+    since = clock() - timedelta(days=1)
+    found = list(admin.query(build_filter(actions="doc.edit", since=since)))
+    assert [event.seq for event in found] == [later]
+    assert first < later
+    conditions, params = filter_conditions(
+        tenant, EventFilter(actions=("doc.edit",), occurred_after=since)
+    )
+    query = psycopg.sql.SQL("EXPLAIN SELECT seq FROM events WHERE {} ORDER BY seq DESC").format(
+        psycopg.sql.SQL(" AND ").join(conditions)
+    )
+    plan = "\n".join(row[0] for row in sql.execute(query, params).fetchall())
+    older = clock() - timedelta(days=62)
+    assert f"events_{clock():%Y_%m}" in plan
+    assert f"events_{older:%Y_%m}" not in plan

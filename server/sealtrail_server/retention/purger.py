@@ -1,6 +1,7 @@
 """The purge job: removes events older than their tenant's retention policy,
 in batches, keeping each one's leaf hash as a tombstone so proofs and
-VerifyLog still reach the same roots (ADR 0014).
+VerifyLog still reach the same roots (ADR 0014). Each pass also creates the
+months of event partitions ahead, and drops past months left empty (ADR 0015).
 
 Every server process runs the job every `interval` seconds; a session-level
 advisory lock on the owner's connection lets one process purge at a time and
@@ -19,6 +20,7 @@ from typing import Any, Final
 import psycopg
 
 from ..domain.retention import purge_selections
+from ..store.partitions import create_ahead, drop_empty
 from ..store.retention import locked_policy, purge_batch, tenants_with_expiry
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,8 @@ class Purger:
                 log.debug("retention: another process is purging; skipping this pass")
                 return []
             try:
+                now = self._clock()
+                await create_ahead(conn, now=now)
                 done = []
                 for tenant_id in await tenants_with_expiry(conn):
                     purged = await self._purge_tenant(conn, tenant_id)
@@ -120,6 +124,8 @@ class Purger:
                         )
                         await self._record(purged)
                         done.append(purged)
+                for name in await drop_empty(conn, now=now):
+                    log.info("retention: dropped the empty partition %s", name)
                 return done
             finally:
                 await conn.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from psycopg import sql
 
+from ..domain.event import MAX_FUTURE_SKEW_SECONDS
 from ..domain.filters import EventFilter
 from .database import Database
 
 Order = Literal["newest", "oldest"]
+_SKEW = timedelta(seconds=MAX_FUTURE_SKEW_SECONDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +147,9 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
 
     if f.occurred_after is not None:
         add("occurred_at >= %s", f.occurred_after)
+        # Implied (an event occurs at most MAX_FUTURE_SKEW after it is received),
+        # and it lets PostgreSQL skip the months received before (ADR 0015).
+        add("received_at >= %s", f.occurred_after - _SKEW)
     if f.occurred_before is not None:
         add("occurred_at < %s", f.occurred_before)
     if f.actions or f.action_prefixes:

@@ -1,6 +1,7 @@
 """Numbered SQL migrations (migrations/NNNN_name.sql), applied in order at
 start under an advisory lock, each in its own transaction. Running them again
-applies nothing: applied versions are kept in schema_migrations."""
+applies nothing: applied versions are kept in schema_migrations. Each start
+also creates the months of event partitions ahead that are missing."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import psycopg
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # pg_advisory_lock key shared by every Sealtrail process ("sealtrai" in ASCII).
 _LOCK_KEY = 0x7365616C74726169
+PARTITION_MONTHS_AHEAD = 3
 _FILE_NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 
 
@@ -62,6 +64,11 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
                     [migration.version, migration.name],
                 )
             applied_now.append(migration)
+        # Months of events ahead (0009); the retention pass keeps this up.
+        await conn.execute(
+            "SELECT sealtrail_create_event_partitions(now(), now() + make_interval(months => %s))",
+            [PARTITION_MONTHS_AHEAD],
+        )
     finally:
         await conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
     return applied_now
