@@ -22,7 +22,7 @@ import psycopg
 from sealtrail import AuditClient
 from sealtrail.tlog import generate_signer_key
 
-from . import cpu, environment, export, integrity, retention, stream, tracing
+from . import cpu, environment, export, integrity, retention, scale, stream, tracing
 from .load import Window, Workload
 from .phases import (
     PhaseResult,
@@ -69,6 +69,10 @@ PHASES = (
     "record-unredacted",
     "rawdelete",
     "purge",
+    "sql-latest",
+    "query-latest",
+    "sql-day",
+    "query-day",
 )
 # A figure and its baseline run in the other order every other round, so
 # drift over the run (a growing table, a warming cache) favours neither.
@@ -80,10 +84,13 @@ PAIRS = (
     ("record-untraced", "record-traced"),
     ("record-unredacted", "record-redacted"),
     ("rawdelete", "purge"),
+    ("sql-latest", "query-latest"),
+    ("sql-day", "query-day"),
 )
 NEEDS_LOG = frozenset({"proofs", "rawread", "verifylog", "bundlehash", "bundle"})
 NEEDS_BUNDLE = frozenset({"bundlehash", "bundle"})
 NEEDS_EXPORT_LOG = frozenset({"rawcsv", "export"})
+NEEDS_SCALE = frozenset({"sql-latest", "query-latest", "sql-day", "query-day"})
 # Measured in the same window as a figure, as its baseline: reported next to it.
 COMPANIONS = {"stream": "stream-ack"}
 # Figures whose median round is the one with the median p99 latency, not rate.
@@ -171,6 +178,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=100_000,
         help="expired events the retention purge and its raw DELETE baseline each remove",
+    )
+    parser.add_argument(
+        "--scale-events",
+        type=int,
+        default=10_000_000,
+        help="events over 100 tenants and 90 days under the Query latency figures",
     )
     options = parser.parse_args(argv)
     options.figures = [
@@ -266,6 +279,8 @@ class Bench:
         self.log: integrity.IntegrityLog | None = None
         self.bundle: Path | None = None
         self.export_log: integrity.IntegrityLog | None = None
+        self.scale_log: scale.ScaleLog | None = None
+        self._scale_clients_made: dict[str, AuditClient] = {}
         self.once: dict[str, PhaseResult] = {}  # figures timed once per run: writing the bundle
         # Baselines measured with a figure (see COMPANIONS), one per round.
         self.companions: dict[str, list[PhaseResult]] = {}
@@ -284,6 +299,11 @@ class Bench:
             self.log = self._make_log()
         if figure in NEEDS_BUNDLE and self.bundle is None:
             self.bundle = self._write_bundle()
+        if figure in NEEDS_SCALE and self.scale_log is None:
+            count = self.options.scale_events
+            print(f"loading {count:,} events over {scale.TENANTS} tenants ...", flush=True)
+            self.scale_log = scale.load(self.database.url, self.run_id, count)
+            print(f"  loaded in {self.scale_log.seconds:.1f} s", flush=True)
         if figure in NEEDS_EXPORT_LOG and self.export_log is None:
             self.export_log = self._make_log("export", self.options.export_events)
         self._settle_and_wait(figure)
@@ -309,6 +329,10 @@ class Bench:
             "record-unredacted": self.record_unredacted,
             "rawdelete": self.raw_delete,
             "purge": self.purge,
+            "sql-latest": self.sql_latest,
+            "query-latest": self.query_latest,
+            "sql-day": self.sql_day,
+            "query-day": self.query_day,
         }[figure]
         print(f"round {self.round}: measuring {figure} ...", file=sys.stderr, flush=True)
         return measure()
@@ -594,6 +618,41 @@ class Bench:
         delivery.events_per_commit = acks.events_per_commit = per_commit
         self.companions.setdefault(COMPANIONS["stream"], []).append(acks)
         return delivery
+
+    # --- issue 7: Query at scale ----------------------------------------------
+
+    def _scale_clients(self) -> dict[str, AuditClient]:
+        assert self.scale_log is not None and self.server is not None
+        if not self._scale_clients_made:
+            for tenant in self.scale_log.tenants:
+                token = environment.create_token(self.database.url, tenant)
+                self._scale_clients_made[tenant] = AuditClient(self.server.target, token=token)
+        return self._scale_clients_made
+
+    def query_latest(self) -> PhaseResult:
+        """Query: the latest 100 events of one action of a tenant (one call at a time)."""
+        assert self.scale_log is not None
+        call = scale.latest_by_query(self.scale_log, self._scale_clients())
+        return scale.measure("Query, latest 100 of an action", call, self._watched())
+
+    def sql_latest(self) -> PhaseResult:
+        """Baseline: the same SQL, run directly on the same database."""
+        assert self.scale_log is not None
+        with psycopg.connect(self.database.url, autocommit=True) as conn:
+            call = scale.latest_by_sql(self.scale_log, conn)
+            return scale.measure("raw SQL, latest 100 of an action", call, self._watched())
+
+    def query_day(self) -> PhaseResult:
+        """Query: one day of a tenant, newest first, a page of 1,000."""
+        assert self.scale_log is not None
+        call = scale.day_by_query(self.scale_log, self._scale_clients())
+        return scale.measure("Query, one day of a tenant", call, self._watched())
+
+    def sql_day(self) -> PhaseResult:
+        assert self.scale_log is not None
+        with psycopg.connect(self.database.url, autocommit=True) as conn:
+            call = scale.day_by_sql(self.scale_log, conn)
+            return scale.measure("raw SQL, one day of a tenant", call, self._watched())
 
     # --- issue 7: retention ---------------------------------------------------
 

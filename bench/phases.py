@@ -46,6 +46,7 @@ class PhaseResult:
     errors: dict[str, int]
     cpu: dict[str, float]
     events_per_commit: float | None = None
+    latency_p95_ms: float | None = None  # where a figure's target is set on p95
     notes: dict[str, Any] = field(default_factory=dict)
 
 

@@ -58,6 +58,11 @@ RATIOS = (
     Ratio("Record redacted / unredacted", "record-redacted", "record-unredacted", 0.80),
     # Issue 7's.
     Ratio("retention purge / raw DELETE", "purge", "rawdelete", None),
+    # Query within 2x of the same SQL run directly: the SQL's p95 over Query's.
+    Ratio(
+        "raw SQL p95 / Query p95, latest 100", "sql-latest", "query-latest", 0.5, "latency_p95_ms"
+    ),
+    Ratio("raw SQL p95 / Query p95, one day", "sql-day", "query-day", 0.5, "latency_p95_ms"),
 )
 
 
@@ -93,6 +98,8 @@ GOALS = (
     Goal("VerifyLog", "verifylog", "rate", True, 100_000, "events/s"),
     Goal("offline verify_bundle", "bundle", "seconds", False, 10, "s"),
     Goal("stream delivery p99", "stream", "latency_p99_ms", False, 100, "ms"),
+    Goal("Query p95, latest 100 of an action", "query-latest", "latency_p95_ms", False, 50, "ms"),
+    Goal("Query p95, one day of a tenant", "query-day", "latency_p95_ms", False, 50, "ms"),
 )
 
 
@@ -156,7 +163,7 @@ def format_report(results: dict[str, PhaseResult], facts: dict[str, Any]) -> str
     if goals:
         lines += [
             "",
-            f"{'absolute target (issues 3, 4)':<40} {'value':>20} {'target':>20}  verdict",
+            f"{'absolute target (issues 3, 4, 7)':<40} {'value':>20} {'target':>20}  verdict",
         ]
     for goal in goals:
         value = goal.value(results)

@@ -1,0 +1,229 @@
+"""Issue 7's query figures at scale: Query latency (p50, p95) for "the latest
+100 events of one action" and "one day" of a tenant, with --scale-events
+events over 100 tenants and 90 days loaded, each beside the same SQL the
+server runs, run directly on the same database (its in-run baseline).
+
+Loading: rows are generated inside PostgreSQL (records shaped as the bench's
+other events; leaf = SHA-256(0x00 || record)) into monthly partitions, two
+connections at a time. The tenants the figures query also get their Merkle
+nodes and head computed here from those leaves, so their logs are whole: the
+audit events each Query records extend them as any append would."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from sealtrail import AuditClient, build_filter
+from sealtrail_server.domain.filters import EventFilter
+from sealtrail_server.domain.merkle import append_leaf, frontier_root
+from sealtrail_server.store.events import filter_conditions
+
+from . import cpu
+from .phases import PhaseResult, percentile_ms
+
+TENANTS = 100
+QUERIED = 5  # tenants the figures query (each gets a token and a whole tree)
+DAYS = 90
+ACTION = "user.login"  # one action of five: a fifth of each tenant's events
+LATEST = 100
+DAY_PAGE = 1000
+CALLS = 200
+WARMUP_CALLS = 20
+_CHUNK = 200_000
+
+_INSERT = """
+INSERT INTO events (tenant_id, seq, id, occurred_at, received_at, action, category, severity,
+    outcome, actor_id, actor_email, resource_type, resource_id, request_id, leaf_hash, record)
+SELECT %(tenant)s::text, g, id, t, t, a, 'data_access', 1, 'success', actor, email, 'document',
+    doc, rid, sha256('\\x00'::bytea || convert_to(rec, 'UTF8')), rec
+FROM (SELECT g, id, t, a, actor, email, doc, rid, format(
+    '{"action":"%%s","actor":{"email":"%%s","id":"%%s","type":"user"},"category":"data_access",'
+    '"context":{"ip":"203.0.113.42","request_id":"%%s","user_agent":"Mozilla/5.0 (X11; Linux'
+    ' x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"},"description":"Signed in from a'
+    ' new device","details":{"method":"password","mfa":"totp","session_minutes":30},"id":"%%s",'
+    '"occurred_at":"%%s","outcome":"success","received_at":"%%s","resource":{"id":"%%s",'
+    '"name":"Q3 board deck.pdf","type":"document"},"seq":%%s,"severity":"info",'
+    '"tenant_id":"%%s","v":1}', a, email, actor, rid, id, ts, ts, doc, g, %(tenant)s::text) AS rec
+  FROM (SELECT g, gen_random_uuid() AS id,
+          %(start)s::timestamptz + (g * %(step)s) * interval '1 microsecond' AS t,
+          (ARRAY['document.share', 'user.login', 'api_key.create', 'member.invite',
+                 'billing.invoice_paid'])[1 + g %% 5] AS a,
+          'user_' || lpad((g %% 50)::text, 4, '0') AS actor,
+          'user' || (g %% 50) || '@customer.example' AS email,
+          'doc_' || lpad((g %% 997)::text, 5, '0') AS doc, gen_random_uuid() AS rid
+        FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS g) AS base,
+  LATERAL (SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS ts) AS f
+) AS generated
+"""
+
+
+@dataclass(frozen=True)
+class ScaleLog:
+    tenants: list[str]  # the queried ones
+    per_tenant: int
+    start: datetime
+    seconds: float
+
+
+def load(database_url: str, run_id: str, events: int) -> ScaleLog:
+    """`events` events over TENANTS tenants, spread evenly over the last DAYS days."""
+    started = time.perf_counter()
+    per_tenant = max(1, events // TENANTS)
+    start = datetime.now(UTC) - timedelta(days=DAYS)
+    step = int(DAYS * 86_400 * 1_000_000 / per_tenant)
+    tenants = [f"scale-{run_id}-{n:03d}" for n in range(TENANTS)]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT sealtrail_create_event_partitions(%s, now())", [start - timedelta(days=1)]
+        )
+    jobs = [
+        {
+            "tenant": tenant,
+            "start": start,
+            "step": step,
+            "lo": lo,
+            "hi": min(per_tenant, lo + _CHUNK - 1),
+        }
+        for tenant in tenants
+        for lo in range(1, per_tenant + 1, _CHUNK)
+    ]
+
+    def work(share: list[dict[str, Any]]) -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for job in share:
+                conn.execute(_INSERT, job)
+
+    threads = [threading.Thread(target=work, args=(jobs[i::2],)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    queried = tenants[:QUERIED]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for tenant in queried:
+            _make_whole(conn, tenant)
+        conn.execute("ANALYZE events")
+        conn.execute("ANALYZE tree_nodes")
+    return ScaleLog(queried, per_tenant, start, time.perf_counter() - started)
+
+
+def _make_whole(conn: psycopg.Connection[Any], tenant: str) -> None:
+    """The tenant's Merkle nodes and head, from its leaves, as the appender
+    would have stored them."""
+    frontier: list[bytes] = []
+    size = 0
+    leaves = conn.execute(
+        "SELECT leaf_hash FROM events WHERE tenant_id = %s ORDER BY seq", [tenant]
+    ).fetchall()
+    with conn.transaction():
+        with conn.cursor().copy("COPY tree_nodes (tenant_id, level, idx, hash) FROM STDIN") as copy:
+            for (leaf,) in leaves:
+                for level, index, node in append_leaf(frontier, size, bytes(leaf)):
+                    copy.write_row((tenant, level, index, node))
+                size += 1
+        conn.execute(
+            "INSERT INTO chain_heads (tenant_id, tree_size, root_hash, frontier)"
+            " VALUES (%s, %s, %s, %s)",
+            [tenant, size, frontier_root(frontier), b"".join(frontier)],
+        )
+
+
+Call = Callable[[random.Random], Any]
+
+
+def measure(name: str, call: Call, watched: cpu.Watched) -> PhaseResult:
+    """CALLS calls one at a time (after WARMUP_CALLS), latency of each."""
+    chance = random.Random(7)
+    for _ in range(WARMUP_CALLS):
+        call(chance)
+    latencies = []
+    with cpu.Meter(watched) as meter:
+        started = time.perf_counter()
+        for _ in range(CALLS):
+            begun = time.perf_counter()
+            call(chance)
+            latencies.append(time.perf_counter() - begun)
+        seconds = time.perf_counter() - started
+    latencies.sort()
+    return PhaseResult(
+        name=name,
+        unit="queries/s",
+        clients=1,
+        in_flight=1,
+        seconds=seconds,
+        calls=CALLS,
+        events=CALLS,
+        rate=CALLS / seconds,
+        latency_p50_ms=percentile_ms(latencies, 0.50),
+        latency_p99_ms=percentile_ms(latencies, 0.99),
+        latency_p95_ms=percentile_ms(latencies, 0.95),
+        errors={},
+        cpu=meter.usage,
+    )
+
+
+def _day(log: ScaleLog, chance: random.Random) -> tuple[datetime, datetime]:
+    day = log.start + timedelta(days=chance.randrange(1, DAYS - 1))
+    day = day.replace(hour=0, minute=0, second=0, microsecond=0)
+    return day, day + timedelta(days=1)
+
+
+def latest_by_query(log: ScaleLog, clients: dict[str, AuditClient]) -> Call:
+    def call(chance: random.Random) -> None:
+        tenant = chance.choice(log.tenants)
+        page = clients[tenant].query_page(build_filter(actions=ACTION), page_size=LATEST)
+        assert len(page.events) == LATEST
+
+    return call
+
+
+def day_by_query(log: ScaleLog, clients: dict[str, AuditClient]) -> Call:
+    def call(chance: random.Random) -> None:
+        tenant = chance.choice(log.tenants)
+        since, until = _day(log, chance)
+        page = clients[tenant].query_page(
+            build_filter(since=since, until=until), page_size=DAY_PAGE
+        )
+        assert page.events
+
+    return call
+
+
+def _statement(
+    tenant: str, event_filter: EventFilter, limit: int
+) -> tuple[sql.Composed, list[Any]]:
+    """The SQL the server's Query runs (store/events.query_events), newest first."""
+    conditions, params = filter_conditions(tenant, event_filter)
+    query = sql.SQL(
+        "SELECT seq, record, leaf_hash FROM events WHERE {} ORDER BY seq DESC LIMIT %s"
+    ).format(sql.SQL(" AND ").join(conditions))
+    return query, [*params, limit]
+
+
+def latest_by_sql(log: ScaleLog, conn: psycopg.Connection[Any]) -> Call:
+    def call(chance: random.Random) -> None:
+        tenant = chance.choice(log.tenants)
+        query, params = _statement(tenant, EventFilter(actions=(ACTION,)), LATEST)
+        assert len(conn.execute(query, params).fetchall()) == LATEST
+
+    return call
+
+
+def day_by_sql(log: ScaleLog, conn: psycopg.Connection[Any]) -> Call:
+    def call(chance: random.Random) -> None:
+        tenant = chance.choice(log.tenants)
+        since, until = _day(log, chance)
+        event_filter = EventFilter(occurred_after=since, occurred_before=until)
+        query, params = _statement(tenant, event_filter, DAY_PAGE)
+        assert conn.execute(query, params).fetchall()
+
+    return call
