@@ -65,3 +65,23 @@ def test_concurrent_appends_share_transactions(server: ServerThread, tenant: str
     assert sorted(r.seq for r in results) == list(range(1, 51))
     # One transaction stamps one received time: far fewer than 50 commits.
     assert len({r.received_at for r in results}) <= 5
+
+
+def test_a_lone_caller_does_not_wait_for_company(server: ServerThread, tenant: str) -> None:
+    """With nobody else writing, the wait for more callers would only delay the
+    answer: a lone append commits at once, however long max_wait is."""
+
+    async def run() -> list[Any]:
+        appender = Appender(server.database, max_wait=600, batch_events=64)
+        appender.start()
+        try:
+            answers = []
+            for _ in range(3):  # each after the previous one's lone commit
+                answers.append(
+                    await asyncio.wait_for(appender.append(tenant, [_event("event")]), 30)
+                )
+            return answers
+        finally:
+            await appender.stop()
+
+    assert [outcome.seq for [outcome] in server.run(run())] == [1, 2, 3]
