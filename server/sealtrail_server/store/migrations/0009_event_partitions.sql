@@ -67,29 +67,9 @@ DROP INDEX events_id, events_idempotency_key, events_action, events_occurred_at,
     events_actor_email, events_resource, events_request_id, events_trace_id, events_search,
     events_received_at;
 
+-- The same columns, checks and generated search_doc as before.
 CREATE TABLE events (
-    tenant_id       text        NOT NULL,
-    seq             bigint      NOT NULL CHECK (seq >= 1),
-    id              uuid        NOT NULL,
-    occurred_at     timestamptz NOT NULL,
-    received_at     timestamptz NOT NULL,
-    action          text        NOT NULL,
-    category        text,
-    severity        smallint    NOT NULL,
-    outcome         text        NOT NULL,
-    actor_id        text        NOT NULL,
-    actor_email     text,
-    resource_type   text,
-    resource_id     text,
-    request_id      uuid,
-    trace_id        text,
-    idempotency_key text,
-    leaf_hash       bytea       NOT NULL,
-    record          text        NOT NULL,
-    search_doc      tsvector    GENERATED ALWAYS AS (
-        to_tsvector('simple'::regconfig, coalesce((record::jsonb) ->> 'description', ''))
-        || jsonb_to_tsvector('simple'::regconfig, coalesce((record::jsonb) -> 'details', '{}'::jsonb), '["string", "numeric"]')
-    ) STORED,
+    LIKE events_unpartitioned INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED,
     PRIMARY KEY (tenant_id, seq, received_at)
 ) PARTITION BY RANGE (received_at);
 -- Rows of a month with no partition yet land here rather than being refused.
