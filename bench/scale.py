@@ -20,12 +20,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from sealtrail import AuditClient, build_filter
 from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.domain.merkle import append_leaf, frontier_root
-from sealtrail_server.store.events import filter_conditions
+from sealtrail_server.store.events import query_statement
 
 from . import cpu
 from .phases import PhaseResult, percentile_ms
@@ -198,21 +197,12 @@ def day_by_query(log: ScaleLog, clients: dict[str, AuditClient]) -> Call:
     return call
 
 
-def _statement(
-    tenant: str, event_filter: EventFilter, limit: int
-) -> tuple[sql.Composed, list[Any]]:
-    """The SQL the server's Query runs (store/events.query_events), newest first."""
-    conditions, params = filter_conditions(tenant, event_filter)
-    query = sql.SQL(
-        "SELECT seq, record, leaf_hash FROM events WHERE {} ORDER BY seq DESC LIMIT %s"
-    ).format(sql.SQL(" AND ").join(conditions))
-    return query, [*params, limit]
-
-
 def latest_by_sql(log: ScaleLog, conn: psycopg.Connection[Any]) -> Call:
     def call(chance: random.Random) -> None:
         tenant = chance.choice(log.tenants)
-        query, params = _statement(tenant, EventFilter(actions=(ACTION,)), LATEST)
+        query, params = query_statement(
+            tenant, EventFilter(actions=(ACTION,)), "newest", None, LATEST
+        )
         assert len(conn.execute(query, params).fetchall()) == LATEST
 
     return call
@@ -223,7 +213,7 @@ def day_by_sql(log: ScaleLog, conn: psycopg.Connection[Any]) -> Call:
         tenant = chance.choice(log.tenants)
         since, until = _day(log, chance)
         event_filter = EventFilter(occurred_after=since, occurred_before=until)
-        query, params = _statement(tenant, event_filter, DAY_PAGE)
+        query, params = query_statement(tenant, event_filter, "newest", None, DAY_PAGE)
         assert conn.execute(query, params).fetchall()
 
     return call

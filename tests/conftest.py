@@ -108,7 +108,7 @@ class ServerThread:
             database_url=service_url,
             owner_database_url=database_url,
             tracer_provider=tracer_provider,
-            **({"clock": clock} if clock is not None else {}),
+            clock=clock,
         )
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()

@@ -58,12 +58,12 @@ class Service:
         database_url: str,
         owner_database_url: str | None = None,
         tracer_provider: TracerProvider | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         """`owner_database_url` runs the migrations, retention and erasure; by
         default `database_url` does. `clock` (tests) stamps events and ages them."""
         self.settings = settings
-        self._clock = clock
+        self._clock = clock or (lambda: datetime.now(UTC))
         self._database_url = database_url
         self._owner_database_url = owner_database_url or database_url
         self._tracer: Tracer | None = (

@@ -12,7 +12,7 @@ be: the store writes one DELETE per selection, and no event can fall under two.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 from .errors import FieldViolation, InvalidArgument
@@ -130,8 +130,8 @@ class Selection:
     rule: str  # how the policy names it: "default", "category:x", "action:x.*"
     prefix: str | None = None
     category: str | None = None
-    except_prefixes: tuple[str, ...] = field(default=())
-    except_categories: tuple[str, ...] = field(default=())
+    except_prefixes: tuple[str, ...] = ()
+    except_categories: tuple[str, ...] = ()
 
 
 def purge_selections(policy: RetentionPolicy) -> list[Selection]:

@@ -57,6 +57,17 @@ async def query_events(
     limit: int,
 ) -> list[StoredEvent]:
     """Up to `limit` matching events, strictly past `after_seq` in `order`."""
+    query, params = query_statement(tenant_id, event_filter, order, after_seq, limit)
+    async with db.connection(tenant_id) as conn:
+        cursor = await conn.execute(query, params)
+        rows = await cursor.fetchall()
+    return [_stored(row) for row in rows]
+
+
+def query_statement(
+    tenant_id: str, event_filter: EventFilter, order: Order, after_seq: int | None, limit: int
+) -> tuple[sql.Composed, list[Any]]:
+    """The SQL of one Query page and its parameters (the bench runs it directly too)."""
     conditions, params = filter_conditions(tenant_id, event_filter)
     if after_seq is not None:
         conditions.append(sql.SQL("seq < %s" if order == "newest" else "seq > %s"))
@@ -68,11 +79,7 @@ async def query_events(
         conditions=sql.SQL(" AND ").join(conditions),
         direction=sql.SQL("DESC" if order == "newest" else "ASC"),
     )
-    params.append(limit)
-    async with db.connection(tenant_id) as conn:
-        cursor = await conn.execute(query, params)
-        rows = await cursor.fetchall()
-    return [_stored(row) for row in rows]
+    return query, [*params, limit]
 
 
 async def stream_events(
@@ -153,15 +160,13 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
     if f.occurred_before is not None:
         add("occurred_at < %s", f.occurred_before)
     if f.actions or f.action_prefixes:
-        alternatives = [sql.SQL("action = ANY(%s)")] if f.actions else []
+        alternatives: list[sql.Composable] = [sql.SQL("action = ANY(%s)")] if f.actions else []
         if f.actions:
             params.append(list(f.actions))
         for prefix in f.action_prefixes:
-            # A byte-order range, not LIKE: under row-level security only
-            # leakproof operators may be index conditions (ADR 0013), and
-            # LIKE is not. A prefix ends with "." and "/" follows it.
-            alternatives.append(sql.SQL("(action ~>=~ %s AND action ~<~ %s)"))
-            params += [prefix, prefix[:-1] + "/"]
+            condition, bounds = action_prefix_range(prefix)
+            alternatives.append(condition)
+            params += bounds
         conditions.append(sql.SQL("({})").format(sql.SQL(" OR ").join(alternatives)))
     if f.categories:
         add("category = ANY(%s)", list(f.categories))
@@ -182,6 +187,13 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
     if f.text is not None:
         add("search_doc @@ websearch_to_tsquery('simple', %s)", f.text)
     return conditions, params
+
+
+def action_prefix_range(prefix: str) -> tuple[sql.Composable, list[str]]:
+    """Actions starting with `prefix` (which ends with "."), as a byte-order
+    range, not LIKE: under row-level security only leakproof operators may be
+    index conditions (ADR 0013), and LIKE is not. "/" follows "."."""
+    return sql.SQL("(action ~>=~ %s AND action ~<~ %s)"), [prefix, prefix[:-1] + "/"]
 
 
 def _stored(row: tuple[Any, ...]) -> StoredEvent:

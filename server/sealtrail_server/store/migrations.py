@@ -12,10 +12,11 @@ from typing import Any
 
 import psycopg
 
+from .partitions import create_ahead
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # pg_advisory_lock key shared by every Sealtrail process ("sealtrai" in ASCII).
 _LOCK_KEY = 0x7365616C74726169
-PARTITION_MONTHS_AHEAD = 3
 _FILE_NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 
 
@@ -65,10 +66,7 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
                 )
             applied_now.append(migration)
         # Months of events ahead (0009); the retention pass keeps this up.
-        await conn.execute(
-            "SELECT sealtrail_create_event_partitions(now(), now() + make_interval(months => %s))",
-            [PARTITION_MONTHS_AHEAD],
-        )
+        await create_ahead(conn, now=None)
     finally:
         await conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
     return applied_now

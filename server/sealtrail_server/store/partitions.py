@@ -11,17 +11,17 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-from .migrations import PARTITION_MONTHS_AHEAD
-
+PARTITION_MONTHS_AHEAD: Final = 3
 _MONTHLY: Final = re.compile(r"events_(\d{4})_(\d{2})")
 
 
-async def create_ahead(conn: psycopg.AsyncConnection[Any], *, now: datetime) -> int:
+async def create_ahead(conn: psycopg.AsyncConnection[Any], *, now: datetime | None) -> int:
     """Create the missing partitions from this month to PARTITION_MONTHS_AHEAD
-    months ahead; how many were created."""
+    months ahead of `now` (None: the database's clock); how many were created."""
     cursor = await conn.execute(
-        "SELECT sealtrail_create_event_partitions(%s, %s + make_interval(months => %s))",
-        [now, now, PARTITION_MONTHS_AHEAD],
+        "SELECT sealtrail_create_event_partitions(t, t + make_interval(months => %s))"
+        " FROM coalesce(%s::timestamptz, now()) AS t",
+        [PARTITION_MONTHS_AHEAD, now],
     )
     row = await cursor.fetchone()
     return int(row[0]) if row else 0

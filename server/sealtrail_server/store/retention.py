@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 
 from ..domain.retention import RetentionPolicy, RetentionRule, Selection
+from .events import action_prefix_range
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,46 +137,38 @@ async def purge_batch(
     query = sql.SQL(
         "WITH doomed AS ("
         " SELECT seq, leaf_hash FROM events"
-        " WHERE tenant_id = %(tenant)s AND received_at < %(cutoff)s AND {conditions}"
-        " ORDER BY seq LIMIT %(limit)s FOR UPDATE),"
+        " WHERE tenant_id = %s AND received_at < %s AND {conditions}"
+        " ORDER BY seq LIMIT %s FOR UPDATE),"
         " tombstones AS (INSERT INTO tree_nodes (tenant_id, level, idx, hash)"
-        " SELECT %(tenant)s, 0, seq - 1, leaf_hash FROM doomed),"
+        " SELECT %s, 0, seq - 1, leaf_hash FROM doomed),"
         " removed AS (DELETE FROM events AS e USING doomed AS d"
-        " WHERE e.tenant_id = %(tenant)s AND e.seq = d.seq RETURNING e.seq)"
+        " WHERE e.tenant_id = %s AND e.seq = d.seq RETURNING e.seq)"
         " SELECT count(*), coalesce(min(seq), 0), coalesce(max(seq), 0) FROM removed"
     ).format(conditions=sql.SQL(" AND ").join(conditions))
     cursor = await conn.execute(
-        query, {"tenant": tenant_id, "cutoff": received_before, "limit": limit, **params}
+        query, [tenant_id, received_before, *params, limit, tenant_id, tenant_id]
     )
     row = await cursor.fetchone()
     assert row is not None
     return PurgedBatch(int(row[0]), int(row[1]), int(row[2]))
 
 
-def _prefix_range(name: str) -> sql.Composable:
-    # As in events.filter_conditions: a leakproof byte-order range, "/" follows ".".
-    return sql.SQL("(action ~>=~ %({lo})s AND action ~<~ %({hi})s)").format(
-        lo=sql.SQL(name + "_lo"), hi=sql.SQL(name + "_hi")
-    )
-
-
-def _selection_conditions(selection: Selection) -> tuple[list[sql.Composable], dict[str, Any]]:
+def _selection_conditions(selection: Selection) -> tuple[list[sql.Composable], list[Any]]:
     conditions: list[sql.Composable] = [sql.SQL("true")]
-    params: dict[str, Any] = {}
+    params: list[Any] = []
 
-    def prefix(name: str, value: str) -> sql.Composable:
-        params[name + "_lo"], params[name + "_hi"] = value, value[:-1] + "/"
-        return _prefix_range(name)
+    def add(condition: sql.Composable, values: list[Any]) -> None:
+        conditions.append(condition)
+        params.extend(values)
 
     if selection.prefix is not None:
-        conditions.append(prefix("p", selection.prefix))
+        add(*action_prefix_range(selection.prefix))
     if selection.category is not None:
-        conditions.append(sql.SQL("category = %(category)s"))
-        params["category"] = selection.category
-    for index, other in enumerate(selection.except_prefixes):
-        conditions.append(sql.SQL("NOT {}").format(prefix(f"x{index}", other)))
+        add(sql.SQL("category = %s"), [selection.category])
+    for other in selection.except_prefixes:
+        condition, bounds = action_prefix_range(other)
+        add(sql.SQL("NOT {}").format(condition), bounds)
     if selection.except_categories:
         # An event with no category falls under the default.
-        conditions.append(sql.SQL("coalesce(category, '') <> ALL(%(except_categories)s)"))
-        params["except_categories"] = list(selection.except_categories)
+        add(sql.SQL("coalesce(category, '') <> ALL(%s)"), [list(selection.except_categories)])
     return conditions, params

@@ -32,7 +32,8 @@ ALTER TABLE tree_nodes ADD CONSTRAINT tree_nodes_level_check CHECK (level BETWEE
 
 -- The append-only triggers let exactly two removals through, each declared by
 -- its transaction with `SET LOCAL sealtrail.removal`: retention deleting
--- events, and erasure deleting a tenant's rows of any table. Only the owner
+-- events (from events or, once it is partitioned (0009), one of its months
+-- events_YYYY_MM), and erasure deleting a tenant's rows of any table. Only the owner
 -- holds DELETE at all (0007); TRUNCATE and UPDATE stay refused for everyone.
 CREATE OR REPLACE FUNCTION events_reject_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -40,7 +41,9 @@ BEGIN
         CASE current_setting('sealtrail.removal', true)
             WHEN 'erasure' THEN RETURN OLD;
             WHEN 'retention' THEN
-                IF TG_TABLE_NAME = 'events' THEN RETURN OLD; END IF;
+                IF TG_TABLE_NAME = 'events' OR starts_with(TG_TABLE_NAME, 'events_') THEN
+                    RETURN OLD;
+                END IF;
             ELSE NULL;
         END CASE;
     END IF;
