@@ -46,7 +46,9 @@ from .report import format_report, write_json
 # all from callers that send a traceparent and x-request-id. Then issue 6's:
 # Record with redaction (the usual server) and without (a fourth server with
 # SEALTRAIL_REDACTION=false). Then issue 7's: batched raw DELETEs of expired
-# rows vs the retention purge of as many (tombstones kept).
+# rows vs the retention purge of as many (tombstones kept); with --scale-events
+# loaded, Query latency beside the same SQL run directly, Query's second page
+# (no access record) and a lone durable commit, the two parts of a first page.
 PHASES = (
     "empty",
     "record",
@@ -71,6 +73,8 @@ PHASES = (
     "purge",
     "sql-latest",
     "query-latest",
+    "query-next",
+    "sql-commit",
     "sql-day",
     "query-day",
 )
@@ -90,7 +94,7 @@ PAIRS = (
 NEEDS_LOG = frozenset({"proofs", "rawread", "verifylog", "bundlehash", "bundle"})
 NEEDS_BUNDLE = frozenset({"bundlehash", "bundle"})
 NEEDS_EXPORT_LOG = frozenset({"rawcsv", "export"})
-NEEDS_SCALE = frozenset({"sql-latest", "query-latest", "sql-day", "query-day"})
+NEEDS_SCALE = frozenset({"sql-latest", "query-latest", "query-next", "sql-day", "query-day"})
 # Measured in the same window as a figure, as its baseline: reported next to it.
 COMPANIONS = {"stream": "stream-ack"}
 # Figures whose median round is the one with the median p99 latency, not rate.
@@ -331,6 +335,8 @@ class Bench:
             "purge": self.purge,
             "sql-latest": self.sql_latest,
             "query-latest": self.query_latest,
+            "query-next": self.query_next,
+            "sql-commit": self.sql_commit,
             "sql-day": self.sql_day,
             "query-day": self.query_day,
         }[figure]
@@ -641,6 +647,19 @@ class Bench:
         with psycopg.connect(self.database.url, autocommit=True) as conn:
             call = scale.latest_by_sql(self.scale_log, conn)
             return scale.measure("raw SQL, latest 100 of an action", call, self._watched())
+
+    def query_next(self) -> PhaseResult:
+        """Query's second page of the same: no access record (only a first page
+        writes one), so Query's own cost beside the raw SQL."""
+        assert self.scale_log is not None
+        call = scale.next_page_by_query(self.scale_log, self._scale_clients())
+        return scale.measure("Query, next 100 of an action", call, self._watched())
+
+    def sql_commit(self) -> PhaseResult:
+        """A lone durable commit: what a first page's access record waits for."""
+        with psycopg.connect(self.database.url, autocommit=True) as conn:
+            call = scale.lone_commit(conn)
+            return scale.measure("raw SQL, a lone commit", call, self._watched())
 
     def query_day(self) -> PhaseResult:
         """Query: one day of a tenant, newest first, a page of 1,000."""

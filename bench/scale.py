@@ -11,6 +11,7 @@ audit events each Query records extend them as any append would."""
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -35,7 +36,7 @@ DAYS = 90
 ACTION = "user.login"  # one action of five: a fifth of each tenant's events
 LATEST = 100
 DAY_PAGE = 1000
-CALLS = 200
+CALLS = int(os.environ.get("BENCH_SCALE_CALLS", "200"))
 WARMUP_CALLS = 20
 _CHUNK = 200_000
 
@@ -181,6 +182,38 @@ def latest_by_query(log: ScaleLog, clients: dict[str, AuditClient]) -> Call:
         tenant = chance.choice(log.tenants)
         page = clients[tenant].query_page(build_filter(actions=ACTION), page_size=LATEST)
         assert len(page.events) == LATEST
+
+    return call
+
+
+def next_page_by_query(log: ScaleLog, clients: dict[str, AuditClient]) -> Call:
+    """The second page of "latest 100 of an action": the same work as the first
+    page but for the access record, which only a query's first page writes."""
+    first_pages = {
+        tenant: clients[tenant].query_page(build_filter(actions=ACTION), page_size=LATEST)
+        for tenant in log.tenants
+    }
+
+    def call(chance: random.Random) -> None:
+        tenant = chance.choice(log.tenants)
+        page = clients[tenant].query_page(
+            build_filter(actions=ACTION),
+            page_size=LATEST,
+            page_token=first_pages[tenant].next_page_token,
+        )
+        assert len(page.events) == LATEST
+
+    return call
+
+
+def lone_commit(conn: psycopg.Connection[Any]) -> Call:
+    """One small row inserted and committed, one at a time: the durable commit
+    (a WAL flush) that a query's access record waits for."""
+    conn.execute("CREATE TABLE IF NOT EXISTS bench_lone_commit (at timestamptz NOT NULL)")
+
+    def call(chance: random.Random) -> None:
+        with conn.transaction():
+            conn.execute("INSERT INTO bench_lone_commit VALUES (now())")
 
     return call
 

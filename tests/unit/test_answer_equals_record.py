@@ -3,6 +3,7 @@ it must be exactly what reading the stored record gives (event_from_record)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -110,3 +111,28 @@ def test_answer_built_from_request_equals_stored_record(sent: event_pb2.Event) -
     assert answer.SerializeToString(deterministic=True) == stored.SerializeToString(
         deterministic=True
     )
+
+
+@given(st.datetimes(timezones=st.just(UTC)))
+def test_record_times_read_back_exactly(moment: datetime) -> None:
+    """Record times become Timestamps by arithmetic, not FromDatetime: the
+    same instant for every time, before 1970 included."""
+    text = moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    record = json.dumps(
+        {
+            "action": "a.b",
+            "actor": {"id": "u1", "type": "user"},
+            "id": "x",
+            "occurred_at": text,
+            "outcome": "success",
+            "received_at": text,
+            "seq": 1,
+            "severity": "info",
+            "tenant_id": "t",
+        }
+    )
+    expected = event_pb2.Event()
+    expected.occurred_at.FromDatetime(moment)
+    stored = event_from_record(record, b"")
+    assert stored.occurred_at == expected.occurred_at
+    assert stored.received_at == expected.occurred_at

