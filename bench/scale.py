@@ -36,7 +36,7 @@ DAYS = 90
 ACTION = "user.login"  # one action of five: a fifth of each tenant's events
 LATEST = 100
 DAY_PAGE = 1000
-CALLS = int(os.environ.get("BENCH_SCALE_CALLS", "200"))
+CALLS = int(os.environ.get("BENCH_SCALE_CALLS", "200"))  # more, to profile the server
 WARMUP_CALLS = 20
 _CHUNK = 200_000
 

@@ -94,6 +94,13 @@ class ServerThread:
             "signing_key": SIGNING_KEY,
             "redaction_key": REDACTION_SECRET.hex(),
             "log_origin": "sealtrail.test/log",
+            # Every test server may forward to the tests' endpoints on 127.0.0.1
+            # (any of them may hold a sink's lease), and retries come quickly.
+            "forward_allow_http": True,
+            "forward_allow_networks": "127.0.0.0/8",
+            "forward_poll_interval": 0.2,
+            "forward_backoff_base": 0.05,
+            "forward_timeout": 2.0,
         }
         service_url = service_login_url(database_url)
         self.settings = Settings(

@@ -24,6 +24,8 @@ from .api.guard import GuardInterceptor
 from .api.servicer import AuditLogServicer
 from .auth.tokens import Authenticator
 from .config import Settings
+from .forward.egress import EgressPolicy, OutboundClient
+from .forward.forwarder import Forwarder
 from .integrity.checkpointer import Checkpointer
 from .integrity.keys import load_signer
 from .redaction_setup import load_redaction_secret, load_redactor
@@ -73,6 +75,7 @@ class Service:
         self._appender: Appender | None = None
         self._checkpointer: Checkpointer | None = None
         self.purger: Purger | None = None
+        self.forwarder: Forwarder | None = None
         self._hub: StreamHub | None = None
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -149,6 +152,23 @@ class Service:
             db, database_url=self._database_url, queue_capacity=settings.stream_queue_capacity
         )
         self._hub.start()
+        try:
+            egress = EgressPolicy.parse(
+                allow_http=settings.forward_allow_http,
+                allowed=settings.forward_allow_networks,
+                denied=settings.forward_deny_networks,
+            )
+        except ValueError as error:
+            raise SystemExit(f"SEALTRAIL_FORWARD_*_NETWORKS: {error}") from None
+        self.forwarder = Forwarder(
+            db,
+            OutboundClient(egress, timeout=settings.forward_timeout),
+            poll_interval=settings.forward_poll_interval,
+            lease_seconds=settings.forward_lease_seconds,
+            backoff_base=settings.forward_backoff_base,
+        )
+        self._hub.watch(self.forwarder.wake)
+        self.forwarder.start()
 
         async def lookup(digest: bytes):  # type: ignore[no-untyped-def]
             return await find_principal(db, digest)
@@ -178,6 +198,8 @@ class Service:
                 redaction_secret=load_redaction_secret(settings),
                 authenticator=authenticator,
                 eraser=Eraser(self._owner_database_url, self._checkpointer, clock=self._clock),
+                forwarder=self.forwarder,
+                egress=egress,
                 clock=self._clock,
             ),
             server,
@@ -205,6 +227,8 @@ class Service:
         await self._health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(self.settings.shutdown_grace if grace is None else grace)
+        if self.forwarder is not None:
+            await self.forwarder.stop()
         if self._hub is not None:
             await self._hub.stop()
         if self.purger is not None:

@@ -79,6 +79,22 @@ class Settings:
     # per transaction. One process of a deployment purges at a time.
     retention_interval: float = 3600.0
     retention_batch_events: int = 5000
+    # Forwarding to sinks (docs/forwarding.md). Destinations must be public
+    # https endpoints: plain http only when allowed, internal addresses (private,
+    # loopback, link-local such as cloud metadata) only inside an allowed network
+    # (comma-separated CIDRs); denied networks are refused even when public.
+    forward_allow_http: bool = False
+    forward_allow_networks: str = ""
+    forward_deny_networks: str = ""
+    # Seconds each request may take to connect, send or answer.
+    forward_timeout: float = 10.0
+    # Seconds an idle sink waits before looking for events again (commits wake it sooner).
+    forward_poll_interval: float = 1.0
+    # Seconds a process's lease on a sink lasts unless renewed; another process
+    # takes over a dead one's sinks after it.
+    forward_lease_seconds: float = 30.0
+    # Seconds before the first retry of a failed delivery; each failure doubles it (to 300).
+    forward_backoff_base: float = 1.0
     # Server log lines: "text", or "json" (one object per line); both carry
     # the request id and trace id of the call they were logged in.
     log_format: str = "text"

@@ -39,6 +39,13 @@ ALLOWED: dict[str, set[str]] = {
     "UpdateRetentionPolicy": {"admin"},
     "SetLegalHold": {"admin"},
     "EraseTenant": {"admin"},
+    "CreateSink": {"admin"},
+    "GetSink": {"admin"},
+    "ListSinks": {"admin"},
+    "UpdateSink": {"admin"},
+    "DeleteSink": {"admin"},
+    "ListDeadLetters": {"admin"},
+    "ReplaySink": {"admin"},
 }
 
 SERVICE = audit_service_pb2.DESCRIPTOR.services_by_name["AuditLogService"]

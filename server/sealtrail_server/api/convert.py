@@ -8,7 +8,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from sealtrail.v1 import event_pb2
 
@@ -25,7 +25,7 @@ from ..domain.event import (
     EventDraft,
     ValidEvent,
 )
-from ..domain.filters import FilterDraft
+from ..domain.filters import EventFilter, FilterDraft, validate_filter
 
 _CATEGORY_NUMBERS = {name: event_pb2.Category.ValueType(n) for n, name in CATEGORIES.items()}
 _SEVERITY_NUMBERS = {name: event_pb2.Severity.ValueType(n) for n, name in SEVERITIES.items()}
@@ -165,6 +165,11 @@ def filter_draft(event_filter: event_pb2.EventFilter) -> FilterDraft:
         trace_id=event_filter.trace_id,
         text=event_filter.text,
     )
+
+
+def filter_from_json(data: dict[str, Any]) -> EventFilter:
+    """A stored filter (the EventFilter message in its JSON form), validated."""
+    return validate_filter(filter_draft(json_format.ParseDict(data, event_pb2.EventFilter())))
 
 
 def _set_time(stamp: timestamp_pb2.Timestamp, text: str) -> None:

@@ -24,6 +24,8 @@ from ..domain.filters import (
     validate_filter,
 )
 from ..domain.redaction import Redactor
+from ..forward.egress import EgressPolicy
+from ..forward.forwarder import Forwarder
 from ..integrity.checkpointer import Checkpointer
 from ..retention.erasure import Eraser
 from ..store.appender import Appended, Appender
@@ -37,6 +39,7 @@ from .audited import filter_details, record_access
 from .convert import event_as_stored, event_draft, event_from_record, filter_draft
 from .errors import entry_error
 from .export import ExportRpcs
+from .forwarding import ForwardingRpcs
 from .guard import current_principal
 from .integrity import IntegrityRpcs
 from .retention import RetentionRpcs
@@ -62,6 +65,7 @@ class AuditLogServicer(
     SettingsRpcs,
     TokenRpcs,
     RetentionRpcs,
+    ForwardingRpcs,
     audit_service_pb2_grpc.AuditLogServiceServicer,
 ):
     def __init__(
@@ -79,9 +83,13 @@ class AuditLogServicer(
         redaction_secret: bytes,
         authenticator: Authenticator | None = None,
         eraser: Eraser,
+        forwarder: Forwarder,
+        egress: EgressPolicy,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._eraser = eraser
+        self._forwarder = forwarder
+        self._egress = egress
         self._hub = hub
         self._settings_cache = settings_cache
         self._redactor = redactor

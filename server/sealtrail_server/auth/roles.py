@@ -35,6 +35,13 @@ METHOD_ROLES: Final[dict[str, frozenset[Role]]] = {
     "UpdateRetentionPolicy": _ADMIN,
     "SetLegalHold": _ADMIN,
     "EraseTenant": _ADMIN,
+    "CreateSink": _ADMIN,
+    "GetSink": _ADMIN,
+    "ListSinks": _ADMIN,
+    "UpdateSink": _ADMIN,
+    "DeleteSink": _ADMIN,
+    "ListDeadLetters": _ADMIN,
+    "ReplaySink": _ADMIN,
 }
 
 

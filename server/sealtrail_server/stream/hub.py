@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +92,11 @@ class StreamHub:
         self._capacity = queue_capacity
         self._tenants: dict[str, _Tenant] = {}
         self._task: asyncio.Task[None] | None = None
+        self._watchers: list[Callable[[str], None]] = []
+
+    def watch(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(tenant_id)` on every commit notification of any tenant."""
+        self._watchers.append(callback)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="sealtrail-stream-hub")
@@ -146,6 +152,8 @@ class StreamHub:
 
     def _notified(self, payload: str) -> None:
         tenant_id, _, size_text = payload.rpartition(":")
+        for callback in self._watchers:
+            callback(tenant_id)
         tenant = self._tenants.get(tenant_id)
         if tenant is None or not size_text.isdigit():
             return

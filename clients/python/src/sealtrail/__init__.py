@@ -3,7 +3,13 @@
 from sealtrail._async_client import AsyncAuditClient
 from sealtrail._bundle import BundleError, BundleSummary, verify_bundle, write_bundle
 from sealtrail._client import AuditClient
-from sealtrail._convert import BatchEntryResult, RecordResult, build_event, build_filter
+from sealtrail._convert import (
+    BatchEntryResult,
+    RecordResult,
+    build_event,
+    build_filter,
+    build_sink,
+)
 from sealtrail._correlation import (
     CorrelationInterceptor,
     aio_correlation_interceptors,
@@ -45,6 +51,7 @@ __all__ = [
     "aio_correlation_interceptors",
     "build_event",
     "build_filter",
+    "build_sink",
     "current_request_id",
     "from_rpc_error",
     "request_id",

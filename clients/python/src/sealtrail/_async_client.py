@@ -28,6 +28,7 @@ from sealtrail._convert import (
     inclusion_request,
     query_request,
     redaction_mode_value,
+    replay_request,
     retention_policy_request,
     stream_request,
     token_role_value,
@@ -42,6 +43,7 @@ from sealtrail.v1 import (
     audit_service_pb2,
     audit_service_pb2_grpc,
     event_pb2,
+    forwarding_pb2,
     integrity_pb2,
     retention_pb2,
     settings_pb2,
@@ -297,6 +299,56 @@ class AsyncAuditClient:
         the receipt with the log's final signed checkpoint; keep it. Not retried."""
         request = retention_pb2.EraseTenantRequest(confirm_tenant_id=confirm_tenant_id)
         return (await self._call(self._stub.EraseTenant, request, retry=False)).receipt
+
+    async def create_sink(
+        self, sink: forwarding_pb2.Sink, *, from_beginning: bool = False
+    ) -> forwarding_pb2.CreateSinkResponse:
+        """Admin: start forwarding matching events to a destination (see
+        build_sink); from the next event recorded, or the whole log with
+        `from_beginning`. Recorded as `sink.created`. Not retried."""
+        request = forwarding_pb2.CreateSinkRequest(sink=sink, from_beginning=from_beginning)
+        return await self._call(self._stub.CreateSink, request, retry=False)
+
+    async def get_sink(self, sink_id: str) -> forwarding_pb2.Sink:
+        """Admin: one sink and its delivery state (cursor, lag, last error)."""
+        request = forwarding_pb2.GetSinkRequest(id=sink_id)
+        return (await self._call(self._stub.GetSink, request)).sink
+
+    async def list_sinks(self) -> list[forwarding_pb2.Sink]:
+        """Admin: the tenant's sinks and their delivery state."""
+        response = await self._call(self._stub.ListSinks, forwarding_pb2.ListSinksRequest())
+        return list(response.sinks)
+
+    async def update_sink(self, sink: forwarding_pb2.Sink) -> forwarding_pb2.UpdateSinkResponse:
+        """Admin: replace the definition of the sink `sink.id` (empty secrets
+        keep the current ones); the cursor stays. Recorded as `sink.updated`."""
+        request = forwarding_pb2.UpdateSinkRequest(sink=sink)
+        return await self._call(self._stub.UpdateSink, request)
+
+    async def delete_sink(self, sink_id: str) -> forwarding_pb2.DeleteSinkResponse:
+        """Admin: stop and delete a sink. Recorded as `sink.deleted`."""
+        request = forwarding_pb2.DeleteSinkRequest(id=sink_id)
+        return await self._call(self._stub.DeleteSink, request, retry=False)
+
+    async def list_dead_letters(self, sink_id: str) -> list[forwarding_pb2.DeadLetter]:
+        """Admin: the batches a sink's destination refused for good."""
+        request = forwarding_pb2.ListDeadLettersRequest(sink_id=sink_id)
+        return list((await self._call(self._stub.ListDeadLetters, request)).dead_letters)
+
+    async def replay_sink(
+        self,
+        sink_id: str,
+        *,
+        seq_range: tuple[int, int] | None = None,
+        window: tuple[datetime, datetime] | None = None,
+        dead_letter_id: str = "",
+    ) -> forwarding_pb2.ReplaySinkResponse:
+        """Admin: send a seq range, a window of occurred_at or a dead letter's
+        events to the sink again. Recorded as `sink.replay_requested`. Not retried."""
+        request = replay_request(
+            sink_id, seq_range=seq_range, window=window, dead_letter_id=dead_letter_id
+        )
+        return await self._call(self._stub.ReplaySink, request, retry=False)
 
     async def verify_log(self) -> integrity_pb2.VerifyLogResponse:
         """Admin: have the server recheck every record, leaf and checkpoint root."""

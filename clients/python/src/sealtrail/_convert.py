@@ -15,6 +15,7 @@ from sealtrail.v1 import (
     access_pb2,
     audit_service_pb2,
     event_pb2,
+    forwarding_pb2,
     integrity_pb2,
     retention_pb2,
     settings_pb2,
@@ -353,4 +354,68 @@ def stream_request(
         request.after_seq = after_seq
     elif since is not None:
         request.since.CopyFrom(timestamp(since, field="since"))
+    return request
+
+
+SinkKind = Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch"]
+PayloadFormat = Literal["sealtrail_json", "ocsf"]
+_PAYLOAD_FORMATS: dict[str, forwarding_pb2.PayloadFormat.ValueType] = {
+    "sealtrail_json": forwarding_pb2.PAYLOAD_FORMAT_SEALTRAIL_JSON,
+    "ocsf": forwarding_pb2.PAYLOAD_FORMAT_OCSF,
+}
+# The settings each kind of destination takes (docs/forwarding.md).
+SINK_SETTINGS: Mapping[str, frozenset[str]] = {
+    "webhook": frozenset({"url", "secrets"}),
+    "splunk_hec": frozenset({"url", "token", "index", "source", "sourcetype"}),
+    "datadog_logs": frozenset({"url", "api_key", "service", "tags"}),
+    "elasticsearch": frozenset({"url", "index", "api_key"}),
+}
+
+
+def build_sink(
+    name: str,
+    kind: SinkKind,
+    *,
+    filter: event_pb2.EventFilter | None = None,
+    format: PayloadFormat = "sealtrail_json",
+    paused: bool = False,
+    sink_id: str = "",
+    **settings: str | list[str],
+) -> forwarding_pb2.Sink:
+    """A Sink message: `build_sink("siem", "webhook", url=..., secrets=["whsec_..."])`.
+    Each kind takes the settings of SINK_SETTINGS; others are a ValueError."""
+    if kind not in SINK_SETTINGS:
+        raise ValueError(f"kind: {kind!r} is not one of {', '.join(SINK_SETTINGS)}")
+    unknown = set(settings) - SINK_SETTINGS[kind]
+    if unknown:
+        raise ValueError(f"{kind} sinks take {', '.join(sorted(SINK_SETTINGS[kind]))}, "
+                         f"not {', '.join(sorted(unknown))}")  # fmt: skip
+    if format not in _PAYLOAD_FORMATS:
+        raise ValueError(f"format: {format!r} is not one of {', '.join(_PAYLOAD_FORMATS)}")
+    sink = forwarding_pb2.Sink(
+        id=sink_id, name=name, filter=filter, format=_PAYLOAD_FORMATS[format], paused=paused
+    )
+    json_format.ParseDict(settings, getattr(sink, kind))
+    return sink
+
+
+def replay_request(
+    sink_id: str,
+    *,
+    seq_range: tuple[int, int] | None = None,
+    window: tuple[datetime, datetime] | None = None,
+    dead_letter_id: str = "",
+) -> forwarding_pb2.ReplaySinkRequest:
+    """A ReplaySink request for exactly one of a seq range (both ends included),
+    a window of occurred_at (start included, end excluded) or a dead letter."""
+    if (seq_range is not None) + (window is not None) + bool(dead_letter_id) != 1:
+        raise ValueError("give exactly one of seq_range, window and dead_letter_id")
+    request = forwarding_pb2.ReplaySinkRequest(sink_id=sink_id)
+    if seq_range is not None:
+        request.seq_range.first_seq, request.seq_range.last_seq = seq_range
+    elif window is not None:
+        request.window.start_time.CopyFrom(timestamp(window[0], field="window start"))
+        request.window.end_time.CopyFrom(timestamp(window[1], field="window end"))
+    else:
+        request.dead_letter_id = dead_letter_id
     return request

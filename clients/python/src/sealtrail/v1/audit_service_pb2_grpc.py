@@ -5,6 +5,7 @@ import warnings
 
 from sealtrail.v1 import access_pb2 as sealtrail_dot_v1_dot_access__pb2
 from sealtrail.v1 import audit_service_pb2 as sealtrail_dot_v1_dot_audit__service__pb2
+from sealtrail.v1 import forwarding_pb2 as sealtrail_dot_v1_dot_forwarding__pb2
 from sealtrail.v1 import integrity_pb2 as sealtrail_dot_v1_dot_integrity__pb2
 from sealtrail.v1 import retention_pb2 as sealtrail_dot_v1_dot_retention__pb2
 from sealtrail.v1 import settings_pb2 as sealtrail_dot_v1_dot_settings__pb2
@@ -145,6 +146,41 @@ class AuditLogServiceStub:
                 '/sealtrail.v1.AuditLogService/EraseTenant',
                 request_serializer=sealtrail_dot_v1_dot_retention__pb2.EraseTenantRequest.SerializeToString,
                 response_deserializer=sealtrail_dot_v1_dot_retention__pb2.EraseTenantResponse.FromString,
+                _registered_method=True)
+        self.CreateSink = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/CreateSink',
+                request_serializer=sealtrail_dot_v1_dot_forwarding__pb2.CreateSinkRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_forwarding__pb2.CreateSinkResponse.FromString,
+                _registered_method=True)
+        self.GetSink = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/GetSink',
+                request_serializer=sealtrail_dot_v1_dot_forwarding__pb2.GetSinkRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_forwarding__pb2.GetSinkResponse.FromString,
+                _registered_method=True)
+        self.ListSinks = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/ListSinks',
+                request_serializer=sealtrail_dot_v1_dot_forwarding__pb2.ListSinksRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_forwarding__pb2.ListSinksResponse.FromString,
+                _registered_method=True)
+        self.UpdateSink = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/UpdateSink',
+                request_serializer=sealtrail_dot_v1_dot_forwarding__pb2.UpdateSinkRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_forwarding__pb2.UpdateSinkResponse.FromString,
+                _registered_method=True)
+        self.DeleteSink = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/DeleteSink',
+                request_serializer=sealtrail_dot_v1_dot_forwarding__pb2.DeleteSinkRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_forwarding__pb2.DeleteSinkResponse.FromString,
+                _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/ListDeadLetters',
+                request_serializer=sealtrail_dot_v1_dot_forwarding__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_forwarding__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.ReplaySink = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/ReplaySink',
+                request_serializer=sealtrail_dot_v1_dot_forwarding__pb2.ReplaySinkRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_forwarding__pb2.ReplaySinkResponse.FromString,
                 _registered_method=True)
 
 
@@ -316,6 +352,60 @@ class AuditLogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSink(self, request, context):
+        """Admin only: creates a sink that forwards matching events to a SIEM or
+        webhook; recorded as `sink.created`. At most 50 sinks per tenant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSink(self, request, context):
+        """Admin only: one sink and its delivery state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSinks(self, request, context):
+        """Admin only: the tenant's sinks and their delivery state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSink(self, request, context):
+        """Admin only: replaces a sink's definition (its cursor stays); recorded as
+        `sink.updated`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSink(self, request, context):
+        """Admin only: deletes a sink, its dead letters and replays; recorded as
+        `sink.deleted`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadLetters(self, request, context):
+        """Admin only: the batches a sink's destination refused for good.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplaySink(self, request, context):
+        """Admin only: sends a seq range, a time window or a dead letter's events to
+        a sink again, beside its live delivery; recorded as
+        `sink.replay_requested`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditLogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -423,6 +513,41 @@ def add_AuditLogServiceServicer_to_server(servicer, server):
                     servicer.EraseTenant,
                     request_deserializer=sealtrail_dot_v1_dot_retention__pb2.EraseTenantRequest.FromString,
                     response_serializer=sealtrail_dot_v1_dot_retention__pb2.EraseTenantResponse.SerializeToString,
+            ),
+            'CreateSink': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSink,
+                    request_deserializer=sealtrail_dot_v1_dot_forwarding__pb2.CreateSinkRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_forwarding__pb2.CreateSinkResponse.SerializeToString,
+            ),
+            'GetSink': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSink,
+                    request_deserializer=sealtrail_dot_v1_dot_forwarding__pb2.GetSinkRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_forwarding__pb2.GetSinkResponse.SerializeToString,
+            ),
+            'ListSinks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSinks,
+                    request_deserializer=sealtrail_dot_v1_dot_forwarding__pb2.ListSinksRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_forwarding__pb2.ListSinksResponse.SerializeToString,
+            ),
+            'UpdateSink': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSink,
+                    request_deserializer=sealtrail_dot_v1_dot_forwarding__pb2.UpdateSinkRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_forwarding__pb2.UpdateSinkResponse.SerializeToString,
+            ),
+            'DeleteSink': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSink,
+                    request_deserializer=sealtrail_dot_v1_dot_forwarding__pb2.DeleteSinkRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_forwarding__pb2.DeleteSinkResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=sealtrail_dot_v1_dot_forwarding__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_forwarding__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'ReplaySink': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplaySink,
+                    request_deserializer=sealtrail_dot_v1_dot_forwarding__pb2.ReplaySinkRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_forwarding__pb2.ReplaySinkResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -995,6 +1120,195 @@ class AuditLogService:
             '/sealtrail.v1.AuditLogService/EraseTenant',
             sealtrail_dot_v1_dot_retention__pb2.EraseTenantRequest.SerializeToString,
             sealtrail_dot_v1_dot_retention__pb2.EraseTenantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/CreateSink',
+            sealtrail_dot_v1_dot_forwarding__pb2.CreateSinkRequest.SerializeToString,
+            sealtrail_dot_v1_dot_forwarding__pb2.CreateSinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/GetSink',
+            sealtrail_dot_v1_dot_forwarding__pb2.GetSinkRequest.SerializeToString,
+            sealtrail_dot_v1_dot_forwarding__pb2.GetSinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSinks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/ListSinks',
+            sealtrail_dot_v1_dot_forwarding__pb2.ListSinksRequest.SerializeToString,
+            sealtrail_dot_v1_dot_forwarding__pb2.ListSinksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/UpdateSink',
+            sealtrail_dot_v1_dot_forwarding__pb2.UpdateSinkRequest.SerializeToString,
+            sealtrail_dot_v1_dot_forwarding__pb2.UpdateSinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/DeleteSink',
+            sealtrail_dot_v1_dot_forwarding__pb2.DeleteSinkRequest.SerializeToString,
+            sealtrail_dot_v1_dot_forwarding__pb2.DeleteSinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/ListDeadLetters',
+            sealtrail_dot_v1_dot_forwarding__pb2.ListDeadLettersRequest.SerializeToString,
+            sealtrail_dot_v1_dot_forwarding__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplaySink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/ReplaySink',
+            sealtrail_dot_v1_dot_forwarding__pb2.ReplaySinkRequest.SerializeToString,
+            sealtrail_dot_v1_dot_forwarding__pb2.ReplaySinkResponse.FromString,
             options,
             channel_credentials,
             insecure,

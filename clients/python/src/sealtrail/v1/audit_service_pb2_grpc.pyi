@@ -7,6 +7,7 @@ from collections import abc as _abc
 from grpc import aio as _aio
 from sealtrail.v1 import access_pb2 as _access_pb2
 from sealtrail.v1 import audit_service_pb2 as _audit_service_pb2
+from sealtrail.v1 import forwarding_pb2 as _forwarding_pb2
 from sealtrail.v1 import integrity_pb2 as _integrity_pb2
 from sealtrail.v1 import retention_pb2 as _retention_pb2
 from sealtrail.v1 import settings_pb2 as _settings_pb2
@@ -109,6 +110,29 @@ class AuditLogServiceStub:
     checkpoint. Refused while a legal hold is on. Irreversible; the tenant id
     cannot be used again.
     """
+    CreateSink: _grpc.UnaryUnaryMultiCallable[_forwarding_pb2.CreateSinkRequest, _forwarding_pb2.CreateSinkResponse]
+    """Admin only: creates a sink that forwards matching events to a SIEM or
+    webhook; recorded as `sink.created`. At most 50 sinks per tenant.
+    """
+    GetSink: _grpc.UnaryUnaryMultiCallable[_forwarding_pb2.GetSinkRequest, _forwarding_pb2.GetSinkResponse]
+    """Admin only: one sink and its delivery state."""
+    ListSinks: _grpc.UnaryUnaryMultiCallable[_forwarding_pb2.ListSinksRequest, _forwarding_pb2.ListSinksResponse]
+    """Admin only: the tenant's sinks and their delivery state."""
+    UpdateSink: _grpc.UnaryUnaryMultiCallable[_forwarding_pb2.UpdateSinkRequest, _forwarding_pb2.UpdateSinkResponse]
+    """Admin only: replaces a sink's definition (its cursor stays); recorded as
+    `sink.updated`.
+    """
+    DeleteSink: _grpc.UnaryUnaryMultiCallable[_forwarding_pb2.DeleteSinkRequest, _forwarding_pb2.DeleteSinkResponse]
+    """Admin only: deletes a sink, its dead letters and replays; recorded as
+    `sink.deleted`.
+    """
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_forwarding_pb2.ListDeadLettersRequest, _forwarding_pb2.ListDeadLettersResponse]
+    """Admin only: the batches a sink's destination refused for good."""
+    ReplaySink: _grpc.UnaryUnaryMultiCallable[_forwarding_pb2.ReplaySinkRequest, _forwarding_pb2.ReplaySinkResponse]
+    """Admin only: sends a seq range, a time window or a dead letter's events to
+    a sink again, beside its live delivery; recorded as
+    `sink.replay_requested`.
+    """
 
 @_typing.type_check_only
 class AuditLogServiceAsyncStub(AuditLogServiceStub):
@@ -186,6 +210,29 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     caller's tenant, keeping only a receipt with the log's signed final
     checkpoint. Refused while a legal hold is on. Irreversible; the tenant id
     cannot be used again.
+    """
+    CreateSink: _aio.UnaryUnaryMultiCallable[_forwarding_pb2.CreateSinkRequest, _forwarding_pb2.CreateSinkResponse]  # type: ignore[assignment]
+    """Admin only: creates a sink that forwards matching events to a SIEM or
+    webhook; recorded as `sink.created`. At most 50 sinks per tenant.
+    """
+    GetSink: _aio.UnaryUnaryMultiCallable[_forwarding_pb2.GetSinkRequest, _forwarding_pb2.GetSinkResponse]  # type: ignore[assignment]
+    """Admin only: one sink and its delivery state."""
+    ListSinks: _aio.UnaryUnaryMultiCallable[_forwarding_pb2.ListSinksRequest, _forwarding_pb2.ListSinksResponse]  # type: ignore[assignment]
+    """Admin only: the tenant's sinks and their delivery state."""
+    UpdateSink: _aio.UnaryUnaryMultiCallable[_forwarding_pb2.UpdateSinkRequest, _forwarding_pb2.UpdateSinkResponse]  # type: ignore[assignment]
+    """Admin only: replaces a sink's definition (its cursor stays); recorded as
+    `sink.updated`.
+    """
+    DeleteSink: _aio.UnaryUnaryMultiCallable[_forwarding_pb2.DeleteSinkRequest, _forwarding_pb2.DeleteSinkResponse]  # type: ignore[assignment]
+    """Admin only: deletes a sink, its dead letters and replays; recorded as
+    `sink.deleted`.
+    """
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_forwarding_pb2.ListDeadLettersRequest, _forwarding_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """Admin only: the batches a sink's destination refused for good."""
+    ReplaySink: _aio.UnaryUnaryMultiCallable[_forwarding_pb2.ReplaySinkRequest, _forwarding_pb2.ReplaySinkResponse]  # type: ignore[assignment]
+    """Admin only: sends a seq range, a time window or a dead letter's events to
+    a sink again, beside its live delivery; recorded as
+    `sink.replay_requested`.
     """
 
 class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -387,6 +434,71 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         caller's tenant, keeping only a receipt with the log's signed final
         checkpoint. Refused while a legal hold is on. Irreversible; the tenant id
         cannot be used again.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateSink(
+        self,
+        request: _forwarding_pb2.CreateSinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_forwarding_pb2.CreateSinkResponse, _abc.Awaitable[_forwarding_pb2.CreateSinkResponse]]:
+        """Admin only: creates a sink that forwards matching events to a SIEM or
+        webhook; recorded as `sink.created`. At most 50 sinks per tenant.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSink(
+        self,
+        request: _forwarding_pb2.GetSinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_forwarding_pb2.GetSinkResponse, _abc.Awaitable[_forwarding_pb2.GetSinkResponse]]:
+        """Admin only: one sink and its delivery state."""
+
+    @_abc_1.abstractmethod
+    def ListSinks(
+        self,
+        request: _forwarding_pb2.ListSinksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_forwarding_pb2.ListSinksResponse, _abc.Awaitable[_forwarding_pb2.ListSinksResponse]]:
+        """Admin only: the tenant's sinks and their delivery state."""
+
+    @_abc_1.abstractmethod
+    def UpdateSink(
+        self,
+        request: _forwarding_pb2.UpdateSinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_forwarding_pb2.UpdateSinkResponse, _abc.Awaitable[_forwarding_pb2.UpdateSinkResponse]]:
+        """Admin only: replaces a sink's definition (its cursor stays); recorded as
+        `sink.updated`.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteSink(
+        self,
+        request: _forwarding_pb2.DeleteSinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_forwarding_pb2.DeleteSinkResponse, _abc.Awaitable[_forwarding_pb2.DeleteSinkResponse]]:
+        """Admin only: deletes a sink, its dead letters and replays; recorded as
+        `sink.deleted`.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _forwarding_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_forwarding_pb2.ListDeadLettersResponse, _abc.Awaitable[_forwarding_pb2.ListDeadLettersResponse]]:
+        """Admin only: the batches a sink's destination refused for good."""
+
+    @_abc_1.abstractmethod
+    def ReplaySink(
+        self,
+        request: _forwarding_pb2.ReplaySinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_forwarding_pb2.ReplaySinkResponse, _abc.Awaitable[_forwarding_pb2.ReplaySinkResponse]]:
+        """Admin only: sends a seq range, a time window or a dead letter's events to
+        a sink again, beside its live delivery; recorded as
+        `sink.replay_requested`.
         """
 
 def add_AuditLogServiceServicer_to_server(servicer: AuditLogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

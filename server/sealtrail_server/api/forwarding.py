@@ -1,0 +1,366 @@
+"""The admin RPCs of forwarding: sinks (created, read, changed, deleted, each
+change recorded in the log before it applies), their dead letters, and
+replays. Delivery itself is the forwarder's (forward/). A mixin of the
+servicer."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import grpc
+from google.protobuf import json_format
+
+from sealtrail.v1 import event_pb2
+from sealtrail.v1 import forwarding_pb2 as pb
+
+from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from ..domain.event import ChangeDraft, parse_uuid
+from ..domain.filters import validate_filter
+from ..domain.sinks import (
+    DATADOG_DEFAULT_URL,
+    MAX_SINKS_PER_TENANT,
+    Format,
+    Kind,
+    SinkDefinition,
+    check_sink,
+    keep_secrets,
+    redacted_destination,
+)
+from ..forward.egress import EgressDenied, EgressPolicy, Unresolvable
+from ..forward.forwarder import Forwarder
+from ..store import sinks as store
+from ..store.appender import Appender
+from ..store.database import Database
+from .audited import record_access
+from .convert import filter_draft
+from .guard import current_principal
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_FORMATS: Final[dict[int, Format]] = {
+    pb.PAYLOAD_FORMAT_UNSPECIFIED: "sealtrail_json",
+    pb.PAYLOAD_FORMAT_SEALTRAIL_JSON: "sealtrail_json",
+    pb.PAYLOAD_FORMAT_OCSF: "ocsf",
+}
+_FORMAT_NUMBERS: Final = {
+    "sealtrail_json": pb.PAYLOAD_FORMAT_SEALTRAIL_JSON,
+    "ocsf": pb.PAYLOAD_FORMAT_OCSF,
+}
+
+
+def _destination(sink: pb.Sink) -> tuple[Kind | None, dict[str, Any]]:
+    field = sink.WhichOneof("destination")
+    if field is None:
+        return None, {}
+    settings = json_format.MessageToDict(getattr(sink, field), preserving_proto_field_name=True)
+    for output_only in ("secret_hints", "token_hint", "api_key_hint"):
+        settings.pop(output_only, None)
+    return field, settings  # each kind is named as its oneof field
+
+
+def _sink_message(stored: store.StoredSink, head: int) -> pb.Sink:
+    definition = stored.definition
+    message = pb.Sink(
+        id=stored.id,
+        name=definition.name,
+        format=_FORMAT_NUMBERS[definition.format],
+        paused=definition.paused,
+    )
+    json_format.ParseDict(definition.filter, message.filter)
+    json_format.ParseDict(
+        redacted_destination(definition.kind, definition.destination),
+        getattr(message, definition.kind),
+    )
+    message.create_time.FromDatetime(stored.created_at)
+    message.update_time.FromDatetime(stored.updated_at)
+    state = stored.state
+    message.state.cursor_seq = state.cursor_seq
+    message.state.head_seq = head
+    message.state.lag_events = max(0, head - state.cursor_seq)
+    message.state.delivered_events = state.delivered_events
+    message.state.last_error = state.last_error
+    message.state.consecutive_failures = state.consecutive_failures
+    message.state.dead_letters = state.dead_letters
+    message.state.pending_replays = state.pending_replays
+    for stamp, value in (
+        (message.state.last_delivery_time, state.last_delivery_at),
+        (message.state.last_error_time, state.last_error_at),
+        (message.state.next_attempt_time, state.next_attempt_at),
+    ):
+        if value is not None:
+            stamp.FromDatetime(value)
+    return message
+
+
+def _describe(definition: SinkDefinition) -> dict[str, Any]:
+    """A sink as the events recording its changes show it: no secrets."""
+    return {
+        "name": definition.name,
+        "kind": definition.kind,
+        "format": definition.format,
+        "filter": definition.filter,
+        "destination": redacted_destination(definition.kind, definition.destination),
+        "paused": definition.paused,
+    }
+
+
+class ForwardingRpcs:
+    _db: Database
+    _appender: Appender
+    _clock: Callable[[], datetime]
+    _forwarder: Forwarder
+    _egress: EgressPolicy
+
+    async def _definition(
+        self, sink: pb.Sink, *, path: str, current: SinkDefinition | None = None
+    ) -> SinkDefinition:
+        kind, destination = _destination(sink)
+        if current is not None and kind == current.kind:
+            destination = keep_secrets(kind, destination, current.destination)
+        if sink.format not in _FORMATS:
+            raise InvalidArgument.field(f"{path}.format", f"unknown enum value {sink.format}")
+        check_sink(
+            name=sink.name,
+            kind=kind,
+            format=_FORMATS[sink.format],
+            destination=destination,
+            path=path,
+        )
+        assert kind is not None
+        validate_filter(filter_draft(sink.filter), path=f"{path}.filter")
+        url = destination.get("url") or (DATADOG_DEFAULT_URL if kind == "datadog_logs" else "")
+        parts = urlsplit(url)  # check_sink made sure it is a URL with a host
+        try:
+            self._egress.check_scheme(url)
+            await self._egress.resolve(parts.hostname or "", parts.port or 443)
+        except Unresolvable:
+            pass  # perhaps not yet in DNS: deliveries will say so in the sink's state
+        except EgressDenied as error:
+            raise InvalidArgument.field(f"{path}.{kind}.url", str(error)) from None
+        return SinkDefinition(
+            name=sink.name,
+            kind=kind,
+            format=_FORMATS[sink.format],
+            filter=json_format.MessageToDict(sink.filter),
+            destination=destination,
+            paused=sink.paused,
+        )
+
+    async def _stored_sink(self, tenant_id: str, sink_id_text: str, field: str) -> store.StoredSink:
+        sink_id = parse_uuid(sink_id_text)
+        if sink_id is None:
+            raise InvalidArgument.field(field, "must be a sink id (a UUID)")
+        async with self._db.connection(tenant_id) as conn:
+            stored = await store.read_sink(conn, tenant_id, sink_id)
+        if stored is None:
+            raise NotFound(f"no sink {sink_id}")
+        return stored
+
+    async def _head(self, tenant_id: str) -> int:
+        async with self._db.connection(tenant_id) as conn:
+            return await store.head_seq(conn, tenant_id)
+
+    async def CreateSink(
+        self, request: pb.CreateSinkRequest, context: Context
+    ) -> pb.CreateSinkResponse:
+        principal = current_principal()
+        tenant_id = principal.tenant_id
+        definition = await self._definition(request.sink, path="sink")
+        async with self._db.connection(tenant_id) as conn:
+            if await store.count_sinks(conn, tenant_id) >= MAX_SINKS_PER_TENANT:
+                raise FailedPrecondition(
+                    f"the tenant has {MAX_SINKS_PER_TENANT} sinks, the most it may have",
+                    reason="TOO_MANY_SINKS",
+                )
+            head = await store.head_seq(conn, tenant_id)
+        sink_id = str(uuid.uuid4())
+        cursor = 0 if request.from_beginning else head
+        event_id = await record_access(
+            self._appender,
+            principal,
+            now=self._clock(),
+            action="sink.created",
+            category=event_pb2.CATEGORY_CONFIGURATION,
+            resource_type="sink",
+            resource_id=sink_id,
+            description=f"Sink {definition.name!r} ({definition.kind}) created",
+            details={**_describe(definition), "from_seq": cursor + 1},
+        )
+        async with self._db.connection(tenant_id) as conn:
+            await store.insert_sink(
+                conn, tenant_id, sink_id, definition, cursor_seq=cursor, now=self._clock()
+            )
+            stored = await store.read_sink(conn, tenant_id, sink_id)
+        assert stored is not None
+        self._forwarder.wake(tenant_id)
+        return pb.CreateSinkResponse(sink=_sink_message(stored, head), event_id=event_id)
+
+    async def GetSink(self, request: pb.GetSinkRequest, context: Context) -> pb.GetSinkResponse:
+        tenant_id = current_principal().tenant_id
+        stored = await self._stored_sink(tenant_id, request.id, "id")
+        return pb.GetSinkResponse(sink=_sink_message(stored, await self._head(tenant_id)))
+
+    async def ListSinks(
+        self, request: pb.ListSinksRequest, context: Context
+    ) -> pb.ListSinksResponse:
+        tenant_id = current_principal().tenant_id
+        async with self._db.connection(tenant_id) as conn:
+            stored = await store.list_sinks(conn, tenant_id)
+            head = await store.head_seq(conn, tenant_id)
+        return pb.ListSinksResponse(sinks=[_sink_message(sink, head) for sink in stored])
+
+    async def UpdateSink(
+        self, request: pb.UpdateSinkRequest, context: Context
+    ) -> pb.UpdateSinkResponse:
+        principal = current_principal()
+        tenant_id = principal.tenant_id
+        before = await self._stored_sink(tenant_id, request.sink.id, "sink.id")
+        definition = await self._definition(request.sink, path="sink", current=before.definition)
+        if definition == before.definition:
+            return pb.UpdateSinkResponse(sink=_sink_message(before, await self._head(tenant_id)))
+        old, new = _describe(before.definition), _describe(definition)
+        event_id = await record_access(
+            self._appender,
+            principal,
+            now=self._clock(),
+            action="sink.updated",
+            category=event_pb2.CATEGORY_CONFIGURATION,
+            resource_type="sink",
+            resource_id=before.id,
+            description=f"Sink {definition.name!r} changed",
+            changes=[ChangeDraft(k, old[k], new[k]) for k in old if old[k] != new[k]]
+            or [ChangeDraft("destination", "(secret)", "(secret rotated)")],
+        )
+        async with self._db.connection(tenant_id) as conn:
+            await store.update_sink(conn, tenant_id, before.id, definition, now=self._clock())
+            after = await store.read_sink(conn, tenant_id, before.id)
+            head = await store.head_seq(conn, tenant_id)
+        if after is None:
+            raise NotFound(f"no sink {before.id}")
+        self._forwarder.wake(tenant_id)
+        return pb.UpdateSinkResponse(sink=_sink_message(after, head), event_id=event_id)
+
+    async def DeleteSink(
+        self, request: pb.DeleteSinkRequest, context: Context
+    ) -> pb.DeleteSinkResponse:
+        principal = current_principal()
+        tenant_id = principal.tenant_id
+        stored = await self._stored_sink(tenant_id, request.id, "id")
+        event_id = await record_access(
+            self._appender,
+            principal,
+            now=self._clock(),
+            action="sink.deleted",
+            category=event_pb2.CATEGORY_CONFIGURATION,
+            resource_type="sink",
+            resource_id=stored.id,
+            description=f"Sink {stored.definition.name!r} deleted",
+            details={
+                **_describe(stored.definition),
+                "cursor_seq": stored.state.cursor_seq,
+                "dead_letters": stored.state.dead_letters,
+            },
+        )
+        async with self._db.connection(tenant_id) as conn:
+            await store.delete_sink(conn, tenant_id, stored.id)
+        return pb.DeleteSinkResponse(event_id=event_id)
+
+    async def ListDeadLetters(
+        self, request: pb.ListDeadLettersRequest, context: Context
+    ) -> pb.ListDeadLettersResponse:
+        tenant_id = current_principal().tenant_id
+        stored = await self._stored_sink(tenant_id, request.sink_id, "sink_id")
+        async with self._db.connection(tenant_id) as conn:
+            rows = await store.list_dead_letters(conn, tenant_id, stored.id)
+        response = pb.ListDeadLettersResponse()
+        for row in rows:
+            letter = response.dead_letters.add(
+                id=row.id,
+                sink_id=row.sink_id,
+                first_seq=row.first_seq,
+                last_seq=row.last_seq,
+                event_count=row.event_count,
+                http_status=row.http_status,
+                error=row.error,
+            )
+            letter.create_time.FromDatetime(row.created_at)
+        return response
+
+    async def ReplaySink(
+        self, request: pb.ReplaySinkRequest, context: Context
+    ) -> pb.ReplaySinkResponse:
+        principal = current_principal()
+        tenant_id = principal.tenant_id
+        stored = await self._stored_sink(tenant_id, request.sink_id, "sink_id")
+        head = await self._head(tenant_id)
+        selection = request.WhichOneof("selection")
+        occurred_after = occurred_before = None
+        dead_letter_id = None
+        if selection == "seq_range":
+            first, last = request.seq_range.first_seq, request.seq_range.last_seq
+            if first < 1:
+                raise InvalidArgument.field("seq_range.first_seq", "must be at least 1")
+            if last < first:
+                raise InvalidArgument.field("seq_range.last_seq", "must be at least first_seq")
+            last = min(last, head)
+        elif selection == "window":
+            window = request.window
+            if not window.HasField("start_time") or not window.HasField("end_time"):
+                raise InvalidArgument.field("window", "start_time and end_time are required")
+            occurred_after = window.start_time.ToDatetime(tzinfo=UTC)
+            occurred_before = window.end_time.ToDatetime(tzinfo=UTC)
+            if occurred_before <= occurred_after:
+                raise InvalidArgument.field("window.end_time", "must be after start_time")
+            async with self._db.connection(tenant_id) as conn:
+                first, last = await store.seq_range_of_window(
+                    conn, tenant_id, occurred_after, occurred_before
+                )
+        elif selection == "dead_letter_id":
+            letter_id = parse_uuid(request.dead_letter_id)
+            if letter_id is None:
+                raise InvalidArgument.field("dead_letter_id", "must be a dead letter id (a UUID)")
+            async with self._db.connection(tenant_id) as conn:
+                letter = await store.read_dead_letter(conn, tenant_id, stored.id, letter_id)
+            if letter is None:
+                raise NotFound(f"no dead letter {letter_id} of sink {stored.id}")
+            first, last, dead_letter_id = letter.first_seq, letter.last_seq, letter.id
+        else:
+            raise InvalidArgument.field(
+                "selection", "seq_range, window or dead_letter_id is required"
+            )
+        replay_id = str(uuid.uuid4())
+        details: dict[str, Any] = {"sink_id": stored.id, "first_seq": first, "last_seq": last}
+        if occurred_after is not None and occurred_before is not None:
+            details["window"] = [occurred_after.isoformat(), occurred_before.isoformat()]
+        if dead_letter_id is not None:
+            details["dead_letter_id"] = dead_letter_id
+        event_id = await record_access(
+            self._appender,
+            principal,
+            now=self._clock(),
+            action="sink.replay_requested",
+            category=event_pb2.CATEGORY_CONFIGURATION,
+            resource_type="sink",
+            resource_id=stored.id,
+            description=f"Replay of seq {first}-{last} to sink {stored.definition.name!r}",
+            details=details,
+        )
+        async with self._db.connection(tenant_id) as conn:
+            await store.insert_replay(
+                conn,
+                tenant_id,
+                stored.id,
+                replay_id,
+                first_seq=first,
+                last_seq=last,
+                occurred_after=occurred_after,
+                occurred_before=occurred_before,
+                dead_letter_id=dead_letter_id,
+                now=self._clock(),
+            )
+        self._forwarder.wake(tenant_id)
+        return pb.ReplaySinkResponse(replay_id=replay_id, event_id=event_id)

@@ -1,0 +1,173 @@
+"""Sealtrail events as OCSF 1.3 events, for SIEMs that normalise on OCSF.
+
+The class comes from the event's category, the activity from its action's
+verb (the last dot-separated part, `api_key.create` -> `create`):
+
+    authentication            -> Authentication (3002)     logon, logoff, other
+    member                    -> Account Change (3001)     create, delete, enable, ...
+    configuration, security   -> Entity Management (3004)  create, read, update, delete, ...
+    anything else             -> API Activity (6003)       create, read, update, delete, other
+
+What OCSF has no place for (details, changes, trace ids, the leaf hash) is
+kept under `unmapped`, so nothing of the event is lost on the way."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final
+
+OCSF_VERSION: Final = "1.3.0"
+PRODUCT: Final = {"name": "Sealtrail", "vendor_name": "Sealtrail"}
+
+AUTHENTICATION: Final = 3002
+ACCOUNT_CHANGE: Final = 3001
+ENTITY_MANAGEMENT: Final = 3004
+API_ACTIVITY: Final = 6003
+_CATEGORY_UID: Final = {AUTHENTICATION: 3, ACCOUNT_CHANGE: 3, ENTITY_MANAGEMENT: 3, API_ACTIVITY: 6}
+_CLASS_NAMES: Final = {
+    AUTHENTICATION: "Authentication",
+    ACCOUNT_CHANGE: "Account Change",
+    ENTITY_MANAGEMENT: "Entity Management",
+    API_ACTIVITY: "API Activity",
+}
+_OTHER: Final = 99
+
+_CLASS_OF_CATEGORY: Final = {
+    "authentication": AUTHENTICATION,
+    "member": ACCOUNT_CHANGE,
+    "configuration": ENTITY_MANAGEMENT,
+    "security": ENTITY_MANAGEMENT,
+}
+# Verbs -> activity_id, per class (OCSF 1.3 enumerations).
+_ACTIVITIES: Final[dict[int, dict[str, int]]] = {
+    AUTHENTICATION: {
+        **dict.fromkeys(("login", "logon", "sign_in", "signin"), 1),
+        **dict.fromkeys(("logout", "logoff", "sign_out", "signout"), 2),
+    },
+    ACCOUNT_CHANGE: {
+        **dict.fromkeys(("create", "add", "invite", "join", "signup"), 1),
+        **dict.fromkeys(("enable", "reactivate"), 2),
+        **dict.fromkeys(("password_change", "password_changed"), 3),
+        **dict.fromkeys(("password_reset",), 4),
+        **dict.fromkeys(("disable", "suspend", "deactivate"), 5),
+        **dict.fromkeys(("delete", "remove", "leave"), 6),
+        **dict.fromkeys(("role_change", "role_changed", "grant", "promote"), 7),
+        **dict.fromkeys(("revoke", "demote"), 8),
+        **dict.fromkeys(("lock",), 9),
+        **dict.fromkeys(("mfa_enable", "mfa_enabled"), 10),
+        **dict.fromkeys(("mfa_disable", "mfa_disabled"), 11),
+    },
+    ENTITY_MANAGEMENT: {
+        **dict.fromkeys(("create", "add"), 1),
+        **dict.fromkeys(("read", "view", "get", "list", "reveal"), 2),
+        **dict.fromkeys(("update", "change", "rotate", "set", "edit"), 3),
+        **dict.fromkeys(("delete", "remove", "revoke", "destroy"), 4),
+        **dict.fromkeys(("move",), 5),
+        **dict.fromkeys(("enable",), 8),
+        **dict.fromkeys(("disable",), 9),
+    },
+    API_ACTIVITY: {
+        **dict.fromkeys(("create", "add", "upload", "record"), 1),
+        **dict.fromkeys(("read", "view", "get", "list", "download", "export", "query"), 2),
+        **dict.fromkeys(("update", "change", "edit", "share", "rename"), 3),
+        **dict.fromkeys(("delete", "remove", "destroy"), 4),
+    },
+}
+_SEVERITY_ID: Final = {"info": 1, "warning": 3, "error": 4, "critical": 5}
+_SEVERITY_NAME: Final = {1: "Informational", 3: "Medium", 4: "High", 5: "Critical"}
+_STATUS: Final = {"success": (1, "Success"), "failure": (2, "Failure"), "denied": (2, "Failure")}
+_USER_TYPE: Final = {"user": (1, "User"), "system": (3, "System")}
+_USER_RESOURCES: Final = frozenset({"user", "member", "account"})
+
+
+def ocsf_class(category: str) -> int:
+    return _CLASS_OF_CATEGORY.get(category, API_ACTIVITY)
+
+
+def activity_id(class_uid: int, action: str) -> int:
+    verb = action.rsplit(".", 1)[-1].lower()
+    return _ACTIVITIES[class_uid].get(verb, _OTHER)
+
+
+def _millis(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+def _user(actor: dict[str, Any]) -> dict[str, Any]:
+    type_id, type_name = _USER_TYPE.get(actor["type"], (_OTHER, actor["type"]))
+    user: dict[str, Any] = {"uid": actor["id"], "type_id": type_id, "type": type_name}
+    if "email" in actor:
+        user["email_addr"] = actor["email"]
+    if "display_name" in actor:
+        user["name"] = actor["display_name"]
+    return user
+
+
+def _resource(resource: dict[str, Any]) -> dict[str, Any]:
+    shown = {"uid": resource.get("id"), "name": resource.get("name"), "type": resource.get("type")}
+    return {key: value for key, value in shown.items() if value is not None}
+
+
+def to_ocsf(record: dict[str, Any], leaf_hash: bytes) -> dict[str, Any]:
+    """One stored record (parsed) as an OCSF event."""
+    class_uid = ocsf_class(record.get("category", ""))
+    activity = activity_id(class_uid, record["action"])
+    severity_id = _SEVERITY_ID[record["severity"]]
+    status_id, status = _STATUS[record["outcome"]]
+    actor = _user(record["actor"])
+    metadata: dict[str, Any] = {
+        "version": OCSF_VERSION,
+        "product": PRODUCT,
+        "uid": record["id"],
+        "sequence": record["seq"],
+        "tenant_uid": record["tenant_id"],
+        "logged_time": _millis(record["received_at"]),
+    }
+    context = record.get("context", {})
+    if "request_id" in context:
+        metadata["correlation_uid"] = context["request_id"]
+    event: dict[str, Any] = {
+        "class_uid": class_uid,
+        "class_name": _CLASS_NAMES[class_uid],
+        "category_uid": _CATEGORY_UID[class_uid],
+        "activity_id": activity,
+        "type_uid": class_uid * 100 + activity,
+        "time": _millis(record["occurred_at"]),
+        "severity_id": severity_id,
+        "severity": _SEVERITY_NAME[severity_id],
+        "status_id": status_id,
+        "status": status,
+        "metadata": metadata,
+        "actor": {"user": actor},
+        "message": record.get("description", record["action"]),
+    }
+    if record["outcome"] == "denied":
+        event["status_detail"] = "denied"
+    if "ip" in context:
+        event["src_endpoint"] = {"ip": context["ip"]}
+    if "user_agent" in context:
+        event["http_request"] = {"user_agent": context["user_agent"]}
+    resource = _resource(record["resource"]) if "resource" in record else None
+    if class_uid == API_ACTIVITY:
+        event["api"] = {"operation": record["action"]}
+        if "request_id" in context:
+            event["api"]["request"] = {"uid": context["request_id"]}
+        if resource is not None:
+            event["resources"] = [resource]
+    elif class_uid == ENTITY_MANAGEMENT:
+        event["entity"] = resource or {"type": record["action"].rsplit(".", 1)[0]}
+    else:  # Authentication, Account Change: the user acted on
+        target = record.get("resource", {})
+        if target.get("type") in _USER_RESOURCES and "id" in target:
+            event["user"] = _resource(target)
+        else:
+            event["user"] = actor
+    unmapped: dict[str, Any] = {"action": record["action"], "leaf_hash": leaf_hash.hex()}
+    for key in ("category", "details", "changes", "idempotency_key"):
+        if key in record:
+            unmapped[key] = record[key]
+    for key in ("trace_id", "span_id"):
+        if key in context:
+            unmapped[key] = context[key]
+    event["unmapped"] = unmapped
+    return event

@@ -1,0 +1,177 @@
+"""Sinks: what a tenant forwards, where, and in which form. Pure validation of
+a sink's definition; the outbound address policy (forward/egress.py) and the
+delivery itself (forward/) live elsewhere.
+
+A destination is a plain dict of the kind's settings, stored as JSON. Its
+secret fields are write-only: `redacted_destination` is what answers show."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+from .errors import FieldViolation, InvalidArgument
+
+Kind = Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch"]
+Format = Literal["sealtrail_json", "ocsf"]
+KINDS: Final[tuple[Kind, ...]] = ("webhook", "splunk_hec", "datadog_logs", "elasticsearch")
+
+MAX_SINKS_PER_TENANT: Final = 50
+MAX_NAME: Final = 128
+MAX_URL: Final = 2048
+MAX_WEBHOOK_SECRETS: Final = 2  # the current one and, while rotating, the next
+WEBHOOK_SECRET_PREFIX: Final = "whsec_"
+DATADOG_DEFAULT_URL: Final = "https://http-intake.logs.datadoghq.com"
+
+# Each kind's secret fields: stored, used, never shown.
+SECRET_FIELDS: Final[dict[Kind, tuple[str, ...]]] = {
+    "webhook": ("secrets",),
+    "splunk_hec": ("token",),
+    "datadog_logs": ("api_key",),
+    "elasticsearch": ("api_key",),
+}
+# Elasticsearch index names: lowercase, no spaces or \/*?"<>|,#:, not starting
+# with -_+, not . or .., at most 255 bytes.
+_INDEX = re.compile(r"^(?![-_+.])[^A-Z\s\\/*?\"<>|,#:]{1,255}$")
+_PLAIN_TEXT = re.compile(r"^[\x21-\x7e]{1,512}$")  # tokens and keys: visible ASCII
+
+
+@dataclass(frozen=True, slots=True)
+class SinkDefinition:
+    """A sink as its admin defined it (validated)."""
+
+    name: str
+    kind: Kind
+    format: Format
+    filter: dict[str, Any]  # the EventFilter message as JSON (its API form)
+    destination: dict[str, Any]
+    paused: bool
+
+
+def webhook_key(secret: str) -> bytes:
+    """The HMAC key of a `whsec_` secret (validated beforehand)."""
+    return base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
+
+
+def hint(secret: str) -> str:
+    """What an answer shows of a secret: its last four characters."""
+    return secret[-4:] if len(secret) > 8 else ""
+
+
+def redacted_destination(kind: Kind, destination: dict[str, Any]) -> dict[str, Any]:
+    """The destination without its secrets, each replaced by `<field>_hint(s)`."""
+    shown = dict(destination)
+    for name in SECRET_FIELDS[kind]:
+        value = shown.pop(name, None)
+        if isinstance(value, list):
+            shown["secret_hints"] = [hint(item) for item in value]
+        elif isinstance(value, str):
+            shown[f"{name}_hint"] = hint(value)
+    return shown
+
+
+def keep_secrets(kind: Kind, new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    """An update's destination, with each secret it left empty kept from `old`."""
+    merged = dict(new)
+    for name in SECRET_FIELDS[kind]:
+        if not merged.get(name) and old.get(name):
+            merged[name] = old[name]
+    return merged
+
+
+def validate_sink(
+    *, name: str, kind: str | None, format: str, destination: dict[str, Any], path: str = "sink"
+) -> list[FieldViolation]:
+    """Every violation of a sink's definition (empty when it is valid)."""
+    violations: list[FieldViolation] = []
+
+    def fail(field: str, description: str) -> None:
+        violations.append(FieldViolation(f"{path}.{field}", description))
+
+    if not name.strip() or len(name) > MAX_NAME:
+        fail("name", f"must be 1 to {MAX_NAME} characters, not blank")
+    if format not in ("sealtrail_json", "ocsf"):
+        fail("format", "unknown payload format")
+    if kind is None:
+        fail("destination", "one destination is required")
+        return violations
+    prefix = f"{kind}."
+    url = destination.get("url", "")
+    if kind == "datadog_logs" and not url:
+        url = DATADOG_DEFAULT_URL
+    url_error = _url_error(url)
+    if url_error is not None:
+        fail(prefix + "url", url_error)
+    if kind == "webhook":
+        secrets = destination.get("secrets", [])
+        if not secrets or len(secrets) > MAX_WEBHOOK_SECRETS:
+            fail(prefix + "secrets", f"one or {MAX_WEBHOOK_SECRETS} secrets are required")
+        for index, secret in enumerate(secrets):
+            error = _webhook_secret_error(secret)
+            if error is not None:
+                fail(f"{prefix}secrets[{index}]", error)
+    elif kind == "splunk_hec":
+        if not _PLAIN_TEXT.match(destination.get("token", "")):
+            fail(prefix + "token", "is required: the HEC token (visible ASCII)")
+    elif kind == "datadog_logs":
+        if not _PLAIN_TEXT.match(destination.get("api_key", "")):
+            fail(prefix + "api_key", "is required: a Datadog API key (visible ASCII)")
+    elif kind == "elasticsearch":
+        index = destination.get("index", "")
+        if not _INDEX.match(index) or index in (".", ".."):
+            fail(
+                prefix + "index",
+                'must be a valid index name (lowercase, no spaces or /\\*?"<>|,#:)',
+            )
+        api_key = destination.get("api_key", "")
+        if api_key and not _PLAIN_TEXT.match(api_key):
+            fail(prefix + "api_key", "must be visible ASCII (base64 of id:secret)")
+    for field_name in ("index", "source", "sourcetype", "service", "tags"):
+        value = destination.get(field_name, "")
+        if len(value) > 256:
+            fail(prefix + field_name, "must be at most 256 characters")
+    return violations
+
+
+def check_sink(**definition: Any) -> None:
+    """validate_sink, raising InvalidArgument with every violation."""
+    violations = validate_sink(**definition)
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def _url_error(url: str) -> str | None:
+    if not url:
+        return "is required"
+    if len(url) > MAX_URL:
+        return f"must be at most {MAX_URL} characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port out of range)
+    except ValueError as error:
+        return f"is not a valid URL ({error})"
+    if parts.scheme not in ("https", "http"):
+        return "must be an https URL"
+    if not parts.hostname:
+        return "must name a host"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials (use the destination's key or token)"
+    if parts.fragment:
+        return "must not have a fragment"
+    return None
+
+
+def _webhook_secret_error(secret: str) -> str | None:
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        return f"must start with {WEBHOOK_SECRET_PREFIX}"
+    try:
+        key = webhook_key(secret)
+    except (binascii.Error, ValueError):
+        return f"must be {WEBHOOK_SECRET_PREFIX} followed by base64"
+    if not 24 <= len(key) <= 64:
+        return "must encode 24 to 64 random bytes"
+    return None

@@ -1,0 +1,186 @@
+"""Outbound requests that cannot be turned against the network Sealtrail runs
+in. A sink's URL is chosen by a tenant admin, so without a guard it is a
+server-side request forgery waiting to happen (cloud metadata at
+169.254.169.254, the database, internal admin ports).
+
+- https only, unless the operator allows plain http (tests, a local relay);
+- the host is resolved at connect time and every address it resolves to must
+  be public (`is_global`) and not denied, or inside an allowed network; the
+  connection goes to the checked address itself, so a DNS answer that changes
+  between check and connect (rebinding) gains nothing;
+- no redirects are followed (the HTTP client is httpcore, which never does);
+- connect, read, write and pool timeouts on every request, and answers are
+  read only up to a bound."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import urlsplit
+
+import httpcore
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+MAX_ANSWER_BYTES: Final = 64 * 1024  # what is kept of an answer: enough for any error
+
+
+class EgressDenied(Exception):
+    """The destination is not one Sealtrail may send to."""
+
+
+class Unresolvable(EgressDenied):
+    """The destination's host name does not resolve (now)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EgressPolicy:
+    allow_http: bool = False
+    # Networks allowed even though not public (an internal SIEM); they win over denied.
+    allowed: tuple[IpNetwork, ...] = ()
+    # Public networks refused as well.
+    denied: tuple[IpNetwork, ...] = field(default=())
+
+    @classmethod
+    def parse(cls, *, allow_http: bool, allowed: str, denied: str) -> EgressPolicy:
+        """From comma-separated CIDR lists (settings); ValueError names a bad one."""
+        return cls(allow_http=allow_http, allowed=_networks(allowed), denied=_networks(denied))
+
+    def permits(self, address: IpAddress) -> bool:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if any(address in network for network in self.allowed):
+            return True
+        return address.is_global and not any(address in network for network in self.denied)
+
+    def check_scheme(self, url: str) -> None:
+        scheme = urlsplit(url).scheme
+        if scheme != "https" and not (scheme == "http" and self.allow_http):
+            raise EgressDenied(f"{scheme}:// is not allowed: destinations must use https")
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        """The host's addresses, each permitted; EgressDenied if any is not."""
+        try:
+            literal: IpAddress | None = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            literal = None
+        if literal is not None:
+            addresses = [literal]
+        else:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    host, port, type=socket.SOCK_STREAM
+                )
+            except OSError as error:
+                raise Unresolvable(f"cannot resolve {host}: {error}") from None
+            addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+        refused = [str(a) for a in addresses if not self.permits(a)]
+        if refused:
+            raise EgressDenied(
+                f"{host} resolves to {', '.join(refused)}, an internal or denied address"
+                " (allow it with SEALTRAIL_FORWARD_ALLOW_NETWORKS)"
+            )
+        return [str(a) for a in addresses]
+
+
+def _networks(text: str) -> tuple[IpNetwork, ...]:
+    return tuple(ipaddress.ip_network(part.strip()) for part in text.split(",") if part.strip())
+
+
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Connects only to addresses the policy permits, by address."""
+
+    def __init__(self, policy: EgressPolicy) -> None:
+        self._policy = policy
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        failure: Exception | None = None
+        for address in await self._policy.resolve(host, port):
+            try:
+                return await self._inner.connect_tcp(
+                    address, port, timeout, local_address, socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
+                failure = error
+        assert failure is not None
+        raise failure
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise EgressDenied("unix sockets are not a destination")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes  # at most MAX_ANSWER_BYTES
+    headers: dict[str, str]
+
+
+class OutboundClient:
+    """POSTs to destinations under the policy; one connection pool per process."""
+
+    def __init__(
+        self,
+        policy: EgressPolicy,
+        *,
+        timeout: float = 10.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.policy = policy
+        self._timeout = timeout
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context or ssl.create_default_context(),
+            max_connections=50,
+            keepalive_expiry=30.0,
+            network_backend=_GuardedBackend(policy),
+        )
+
+    async def post(self, url: str, *, headers: list[tuple[str, str]], body: bytes) -> Answer:
+        """The destination's answer. EgressDenied for a refused destination;
+        httpcore's errors for a failed connection, timeout or broken answer."""
+        self.policy.check_scheme(url)
+        timeouts = dict.fromkeys(("connect", "read", "write", "pool"), self._timeout)
+        async with self._pool.stream(
+            "POST",
+            url,
+            headers=[*headers, ("Content-Length", str(len(body))), ("User-Agent", "Sealtrail")],
+            content=body,
+            extensions={"timeout": timeouts},
+        ) as response:
+            kept = bytearray()
+            async for chunk in response.aiter_stream():
+                kept += chunk[: MAX_ANSWER_BYTES - len(kept)]
+                if len(kept) >= MAX_ANSWER_BYTES:
+                    break
+            return Answer(
+                status=response.status,
+                body=bytes(kept),
+                headers={
+                    k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers
+                },
+            )
+
+    async def close(self) -> None:
+        await self._pool.aclose()

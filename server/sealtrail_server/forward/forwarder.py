@@ -1,0 +1,316 @@
+"""Delivers each sink's events at least once, in seq order, from its cursor in
+PostgreSQL (ADR 0016).
+
+Every process runs one Forwarder. It leases sinks (a row lease that expires,
+renewed while held, so exactly one live process delivers a given sink and a
+dead one's sinks are taken over after `lease_seconds`) and runs one task per
+leased sink. A task reads the next matching events past the cursor, sends
+them in the kind's requests, and moves the cursor only once every request
+succeeded or its events were parked as a dead letter: a crash or an outage
+re-sends, never skips. Failures back off exponentially with jitter (Retry-After
+honoured), up to five minutes. Commits wake the tasks of their tenant (the
+stream hub's notifications); a poll covers anything missed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+import httpcore
+
+from ..api.convert import filter_from_json
+from ..domain.errors import SealtrailError
+from ..domain.filters import EventFilter
+from ..store import sinks as store
+from ..store.database import Database
+from ..store.events import StoredEvent, stream_events
+from .destinations import LIMITS, Outgoing, PendingEvent, Sender, requests, verdict
+from .egress import EgressDenied, OutboundClient
+
+log = logging.getLogger(__name__)
+
+BACKOFF_CAP: Final = 300.0
+_TRANSPORT_ERRORS: Final = (
+    httpcore.TimeoutException,
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.UnsupportedProtocol,
+    EgressDenied,
+    OSError,
+)
+
+
+def backoff(failures: int, *, base: float, chance: random.Random) -> float:
+    """Seconds before attempt `failures + 1`: exponential, capped, with the
+    upper half jittered so that sinks failing together do not retry together."""
+    delay = min(BACKOFF_CAP, base * 2.0 ** min(failures, 30))
+    return delay / 2 + chance.uniform(0, delay / 2)
+
+
+def _now() -> datetime:
+    # Wall-clock time, not the service's clock: leases, backoff and webhook
+    # timestamps are about real time, whatever clock stamps events.
+    return datetime.now(UTC)
+
+
+class Forwarder:
+    def __init__(
+        self,
+        db: Database,
+        client: OutboundClient,
+        *,
+        poll_interval: float = 1.0,
+        lease_seconds: float = 30.0,
+        backoff_base: float = 1.0,
+        max_sinks: int = 1000,
+    ) -> None:
+        self._db = db
+        self._client = client
+        self._poll = poll_interval
+        self._lease_seconds = lease_seconds
+        self._backoff_base = backoff_base
+        self._max_sinks = max_sinks
+        self.owner = f"{socket.gethostname()}:{uuid.uuid4().hex[:12]}"
+        self._chance = random.Random()
+        self._tasks: dict[store.Lease, asyncio.Task[None]] = {}
+        self._wakers: dict[store.Lease, asyncio.Event] = {}
+        self._main: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._main = asyncio.create_task(self._run(), name="sealtrail-forwarder")
+
+    async def stop(self) -> None:
+        tasks = [*self._tasks.values(), *([self._main] if self._main else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        with contextlib.suppress(Exception):  # another process takes over at expiry anyway
+            async with self._db.system_connection() as conn:
+                await store.release_leases(conn, owner=self.owner)
+        await self._client.close()
+
+    def wake(self, tenant_id: str) -> None:
+        """Events were committed in `tenant_id`'s log."""
+        for lease, event in self._wakers.items():
+            if lease.tenant_id == tenant_id:
+                event.set()
+
+    async def _run(self) -> None:
+        renew_every = self._lease_seconds / 3
+        while True:
+            try:
+                await self._claim()
+            except (SealtrailError, OSError) as error:  # the database is away: keep trying
+                log.warning("forwarder: cannot lease sinks: %s", error)
+            await asyncio.sleep(min(renew_every, self._poll * 5))
+
+    async def _claim(self) -> None:
+        async with self._db.system_connection() as conn:
+            leases = await store.claim_sinks(
+                conn,
+                owner=self.owner,
+                lease_seconds=self._lease_seconds,
+                now=_now(),
+                limit=self._max_sinks,
+            )
+        held = set(leases)
+        for lease in list(self._tasks):
+            if lease not in held or self._tasks[lease].done():
+                self._tasks.pop(lease).cancel()
+                self._wakers.pop(lease, None)
+        for lease in held - set(self._tasks):
+            self._wakers[lease] = asyncio.Event()
+            self._tasks[lease] = asyncio.create_task(
+                self._deliver(lease), name=f"sealtrail-sink-{lease.sink_id}"
+            )
+
+    async def _deliver(self, lease: store.Lease) -> None:
+        waker = self._wakers[lease]
+        while True:
+            waker.clear()
+            try:
+                wait = await self._step(lease)
+            except (SealtrailError, OSError) as error:
+                log.warning("forwarder: sink %s: %s", lease.sink_id, error)
+                wait = self._poll
+            if wait is None:
+                return  # lease lost, sink paused or deleted
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waker.wait(), timeout=wait)
+
+    async def _step(self, lease: store.Lease) -> float | None:
+        """One batch of a sink: the seconds to wait before the next (0: go on
+        at once), or None when this process no longer delivers the sink."""
+        async with self._db.system_connection() as conn:
+            sink = await store.read_leased(conn, lease, owner=self.owner)
+            replays = await store.pending_replays(conn, lease) if sink else []
+        if sink is None:
+            return None
+        now = _now()
+        due = sink.state.next_attempt_at
+        if due is not None and due > now:
+            return min((due - now).total_seconds(), self._poll * 5)
+        definition = sink.definition
+        sender = Sender(
+            lease.tenant_id,
+            lease.sink_id,
+            definition.kind,
+            definition.format,
+            definition.destination,
+        )
+        event_filter = filter_from_json(definition.filter)
+        limit = LIMITS[definition.kind][0]
+        async with self._db.connection(lease.tenant_id) as conn:
+            head = await store.head_seq(conn, lease.tenant_id)
+        cursor = sink.state.cursor_seq
+        if cursor < head:
+            events = await self._read(lease.tenant_id, event_filter, cursor, head, limit)
+            upto = events[-1].seq if len(events) == limit else head
+            delivered = await self._send(sender, lease, sink.state.consecutive_failures, events)
+            if delivered is None:
+                return 0.0  # the failure set next_attempt_at; the next step waits for it
+            async with self._db.system_connection() as conn:
+                moved = await store.advance(
+                    conn,
+                    lease,
+                    owner=self.owner,
+                    from_seq=cursor,
+                    to_seq=upto,
+                    delivered=delivered,
+                    now=_now(),
+                )
+            return 0.0 if moved else None
+        for replay in replays:
+            window = replace(
+                event_filter,
+                occurred_after=_later(event_filter.occurred_after, replay.occurred_after),
+                occurred_before=_earlier(event_filter.occurred_before, replay.occurred_before),
+            )
+            events = await self._read(
+                lease.tenant_id, window, replay.cursor_seq, replay.last_seq, limit
+            )
+            upto = events[-1].seq if len(events) == limit else replay.last_seq
+            delivered = await self._send(sender, lease, sink.state.consecutive_failures, events)
+            if delivered is None:
+                return 0.0
+            async with self._db.system_connection() as conn:
+                await store.advance_replay(
+                    conn, lease, replay, to_seq=upto, delivered=delivered, now=_now()
+                )
+            return 0.0
+        return self._poll
+
+    async def _read(
+        self, tenant_id: str, event_filter: EventFilter, after: int, upto: int, limit: int
+    ) -> list[StoredEvent]:
+        events: list[StoredEvent] = []
+        stream = stream_events(
+            self._db,
+            tenant_id=tenant_id,
+            event_filter=event_filter,
+            after_seq=after,
+            upto_seq=upto,
+            fetch_rows=limit,
+        )
+        async with contextlib.aclosing(stream):
+            async for event in stream:
+                events.append(event)
+                if len(events) == limit:
+                    break
+        return events
+
+    async def _send(
+        self, sender: Sender, lease: store.Lease, failures: int, events: list[StoredEvent]
+    ) -> int | None:
+        """Sends `events`; how many were delivered (the rest were parked), or
+        None after a failure worth retrying (recorded, with its backoff)."""
+        if not events:
+            return 0
+        pending = [PendingEvent(e.seq, e.record, e.leaf_hash) for e in events]
+        delivered = 0
+        for outgoing in requests(sender, pending, now=_now()):
+            outcome = await self._post(sender, lease, failures, outgoing)
+            if outcome is None:
+                return None
+            delivered += outcome
+        return delivered
+
+    async def _post(
+        self, sender: Sender, lease: store.Lease, failures: int, outgoing: Outgoing
+    ) -> int | None:
+        try:
+            answer = await self._client.post(
+                outgoing.url, headers=outgoing.headers, body=outgoing.body
+            )
+        except _TRANSPORT_ERRORS as error:
+            host = outgoing.url.split("/")[2]
+            text = str(error) or type(error).__name__
+            await self._failed(lease, failures, f"{host}: {text}", retry_after=None)
+            return None
+        result = verdict(sender.kind, outgoing, answer.status, answer.body, answer.headers)
+        if result.outcome == "retry":
+            await self._failed(lease, failures, result.error, retry_after=result.retry_after)
+            return None
+        now = _now()
+        async with self._db.system_connection() as conn:
+            if result.outcome == "park":
+                log.warning("forwarder: sink %s parked seq %d-%d: %s", lease.sink_id,
+                            outgoing.seqs[0], outgoing.seqs[-1], result.error)  # fmt: skip
+                await store.add_dead_letter(
+                    conn,
+                    lease,
+                    first_seq=outgoing.seqs[0],
+                    last_seq=outgoing.seqs[-1],
+                    event_count=len(outgoing.seqs),
+                    http_status=result.status,
+                    error=result.error,
+                    now=now,
+                )
+                return 0
+            for refused in result.refused:
+                await store.add_dead_letter(
+                    conn,
+                    lease,
+                    first_seq=refused.seq,
+                    last_seq=refused.seq,
+                    event_count=1,
+                    http_status=refused.status,
+                    error=refused.error,
+                    now=now,
+                )
+        return len(outgoing.seqs) - len(result.refused)
+
+    async def _failed(
+        self, lease: store.Lease, failures: int, error: str, *, retry_after: float | None
+    ) -> None:
+        delay = backoff(failures, base=self._backoff_base, chance=self._chance)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, BACKOFF_CAP))
+        now = _now()
+        log.info("forwarder: sink %s failed (%s); retrying in %.1f s", lease.sink_id, error, delay)
+        async with self._db.system_connection() as conn:
+            await store.record_failure(
+                conn,
+                lease,
+                owner=self.owner,
+                error=error[:1024],
+                now=now,
+                retry_at=now + timedelta(seconds=delay),
+            )
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else min(a, b)

@@ -1,0 +1,399 @@
+"""Rows of sinks, their dead letters and replays.
+
+Definitions are read and written by admins' calls on tenant connections (the
+service role); delivery state, leases, dead letters and replay cursors by the
+forwarder on system connections. Every write of the forwarder names its lease
+(`lease_owner = %s`): a process that lost its lease (paused too long, say)
+cannot move a cursor another process now owns."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import psycopg
+
+from ..domain.sinks import SinkDefinition
+
+Connection = psycopg.AsyncConnection[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SinkState:
+    cursor_seq: int
+    delivered_events: int
+    last_delivery_at: datetime | None
+    last_error: str
+    last_error_at: datetime | None
+    consecutive_failures: int
+    next_attempt_at: datetime | None
+    dead_letters: int
+    pending_replays: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSink:
+    tenant_id: str
+    id: str
+    definition: SinkDefinition
+    created_at: datetime
+    updated_at: datetime
+    state: SinkState
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRow:
+    id: str
+    sink_id: str
+    first_seq: int
+    last_seq: int
+    event_count: int
+    http_status: int
+    error: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    id: str
+    first_seq: int
+    last_seq: int
+    occurred_after: datetime | None
+    occurred_before: datetime | None
+    dead_letter_id: str | None
+    cursor_seq: int
+
+
+_SINK_COLUMNS: Final = (
+    "s.tenant_id, s.id::text, s.name, s.kind, s.format, s.filter, s.destination, s.paused,"
+    " s.created_at, s.updated_at, s.cursor_seq, s.delivered_events, s.last_delivery_at,"
+    " s.last_error, s.last_error_at, s.consecutive_failures, s.next_attempt_at,"
+    " (SELECT count(*) FROM sink_dead_letters AS d"
+    "   WHERE d.tenant_id = s.tenant_id AND d.sink_id = s.id),"
+    " (SELECT count(*) FROM sink_replays AS r"
+    "   WHERE r.tenant_id = s.tenant_id AND r.sink_id = s.id)"
+)
+
+
+def _sink(row: tuple[Any, ...]) -> StoredSink:
+    (tenant_id, sink_id, name, kind, format, filter, destination, paused, created, updated,
+     cursor, delivered, last_delivery, last_error, last_error_at, failures, next_attempt,
+     dead_letters, replays) = row  # fmt: skip
+    definition = SinkDefinition(name, kind, format, filter, destination, paused)
+    state = SinkState(
+        cursor, delivered, last_delivery, last_error, last_error_at, failures, next_attempt,
+        dead_letters, replays,
+    )  # fmt: skip
+    return StoredSink(tenant_id, sink_id, definition, created, updated, state)
+
+
+async def count_sinks(conn: Connection, tenant_id: str) -> int:
+    cursor = await conn.execute("SELECT count(*) FROM sinks WHERE tenant_id = %s", [tenant_id])
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def insert_sink(
+    conn: Connection,
+    tenant_id: str,
+    sink_id: str,
+    definition: SinkDefinition,
+    *,
+    cursor_seq: int,
+    now: datetime,
+) -> None:
+    await conn.execute(
+        "INSERT INTO sinks (tenant_id, id, name, kind, format, filter, destination, paused,"
+        " created_at, updated_at, cursor_seq) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        [tenant_id, sink_id, *_definition_values(definition), now, now, cursor_seq],
+    )
+
+
+def _definition_values(definition: SinkDefinition) -> list[Any]:
+    return [
+        definition.name,
+        definition.kind,
+        definition.format,
+        json.dumps(definition.filter),
+        json.dumps(definition.destination),
+        definition.paused,
+    ]
+
+
+async def read_sink(conn: Connection, tenant_id: str, sink_id: str) -> StoredSink | None:
+    cursor = await conn.execute(
+        f"SELECT {_SINK_COLUMNS} FROM sinks AS s WHERE s.tenant_id = %s AND s.id = %s",
+        [tenant_id, sink_id],
+    )
+    row = await cursor.fetchone()
+    return None if row is None else _sink(row)
+
+
+async def list_sinks(conn: Connection, tenant_id: str) -> list[StoredSink]:
+    cursor = await conn.execute(
+        f"SELECT {_SINK_COLUMNS} FROM sinks AS s WHERE s.tenant_id = %s"
+        " ORDER BY s.created_at, s.id",
+        [tenant_id],
+    )
+    return [_sink(row) for row in await cursor.fetchall()]
+
+
+async def update_sink(
+    conn: Connection, tenant_id: str, sink_id: str, definition: SinkDefinition, *, now: datetime
+) -> None:
+    """Replaces the definition; a changed destination or a resumed sink is
+    tried at once, whatever backoff its failures had earned."""
+    await conn.execute(
+        "UPDATE sinks SET name = %s, kind = %s, format = %s, filter = %s, destination = %s,"
+        " paused = %s, updated_at = %s, consecutive_failures = 0, next_attempt_at = NULL"
+        " WHERE tenant_id = %s AND id = %s",
+        [*_definition_values(definition), now, tenant_id, sink_id],
+    )
+
+
+async def delete_sink(conn: Connection, tenant_id: str, sink_id: str) -> bool:
+    cursor = await conn.execute(
+        "DELETE FROM sinks WHERE tenant_id = %s AND id = %s", [tenant_id, sink_id]
+    )
+    return cursor.rowcount == 1
+
+
+async def list_dead_letters(
+    conn: Connection, tenant_id: str, sink_id: str, *, limit: int = 1000
+) -> list[DeadLetterRow]:
+    cursor = await conn.execute(
+        "SELECT id::text, sink_id::text, first_seq, last_seq, event_count, http_status, error,"
+        " created_at FROM sink_dead_letters WHERE tenant_id = %s AND sink_id = %s"
+        " ORDER BY created_at, first_seq LIMIT %s",
+        [tenant_id, sink_id, limit],
+    )
+    return [DeadLetterRow(*row) for row in await cursor.fetchall()]
+
+
+async def read_dead_letter(
+    conn: Connection, tenant_id: str, sink_id: str, dead_letter_id: str
+) -> DeadLetterRow | None:
+    cursor = await conn.execute(
+        "SELECT id::text, sink_id::text, first_seq, last_seq, event_count, http_status, error,"
+        " created_at FROM sink_dead_letters WHERE tenant_id = %s AND sink_id = %s AND id = %s",
+        [tenant_id, sink_id, dead_letter_id],
+    )
+    row = await cursor.fetchone()
+    return None if row is None else DeadLetterRow(*row)
+
+
+async def insert_replay(
+    conn: Connection,
+    tenant_id: str,
+    sink_id: str,
+    replay_id: str,
+    *,
+    first_seq: int,
+    last_seq: int,
+    occurred_after: datetime | None,
+    occurred_before: datetime | None,
+    dead_letter_id: str | None,
+    now: datetime,
+) -> None:
+    await conn.execute(
+        "INSERT INTO sink_replays (tenant_id, sink_id, id, first_seq, last_seq, occurred_after,"
+        " occurred_before, dead_letter_id, cursor_seq, created_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        [
+            tenant_id,
+            sink_id,
+            replay_id,
+            first_seq,
+            last_seq,
+            occurred_after,
+            occurred_before,
+            dead_letter_id,
+            first_seq - 1,
+            now,
+        ],
+    )
+
+
+async def head_seq(conn: Connection, tenant_id: str) -> int:
+    """The tenant's latest seq (its tree size); 0 for an empty log."""
+    cursor = await conn.execute(
+        "SELECT coalesce((SELECT tree_size FROM chain_heads WHERE tenant_id = %s), 0)",
+        [tenant_id],
+    )
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def seq_range_of_window(
+    conn: Connection, tenant_id: str, start: datetime, end: datetime
+) -> tuple[int, int]:
+    """The smallest seq range holding every event that occurred in [start, end):
+    (first, first - 1) when none did."""
+    cursor = await conn.execute(
+        "SELECT min(seq), max(seq) FROM events"
+        " WHERE tenant_id = %s AND occurred_at >= %s AND occurred_at < %s",
+        [tenant_id, start, end],
+    )
+    row = await cursor.fetchone()
+    if row is None or row[0] is None:
+        return 1, 0
+    return int(row[0]), int(row[1])
+
+
+# --- the forwarder's side (system connections) --------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    tenant_id: str
+    sink_id: str
+
+
+async def claim_sinks(
+    conn: Connection, *, owner: str, lease_seconds: float, now: datetime, limit: int
+) -> list[Lease]:
+    """Leases up to `limit` sinks nobody else holds (or renews this owner's);
+    paused sinks are left alone."""
+    cursor = await conn.execute(
+        "UPDATE sinks SET lease_owner = %(owner)s,"
+        " lease_until = %(now)s + make_interval(secs => %(lease)s)"
+        " WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM sinks"
+        "   WHERE NOT paused AND (lease_until IS NULL OR lease_until < %(now)s"
+        "   OR lease_owner = %(owner)s) ORDER BY tenant_id, id LIMIT %(limit)s"
+        "   FOR UPDATE SKIP LOCKED)"
+        " RETURNING tenant_id, id::text",
+        {"owner": owner, "lease": lease_seconds, "now": now, "limit": limit},
+    )
+    return [Lease(tenant_id, sink_id) for tenant_id, sink_id in await cursor.fetchall()]
+
+
+async def release_leases(conn: Connection, *, owner: str) -> None:
+    await conn.execute(
+        "UPDATE sinks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = %s", [owner]
+    )
+
+
+async def read_leased(conn: Connection, lease: Lease, *, owner: str) -> StoredSink | None:
+    """The sink, if this owner still holds its lease and it is not paused."""
+    cursor = await conn.execute(
+        f"SELECT {_SINK_COLUMNS} FROM sinks AS s WHERE s.tenant_id = %s AND s.id = %s"
+        " AND s.lease_owner = %s AND NOT s.paused",
+        [lease.tenant_id, lease.sink_id, owner],
+    )
+    row = await cursor.fetchone()
+    return None if row is None else _sink(row)
+
+
+async def advance(
+    conn: Connection,
+    lease: Lease,
+    *,
+    owner: str,
+    from_seq: int,
+    to_seq: int,
+    delivered: int,
+    now: datetime,
+) -> bool:
+    """Moves the cursor from `from_seq` to `to_seq` and clears the failure
+    state; False if the lease or the cursor changed meanwhile."""
+    cursor = await conn.execute(
+        "UPDATE sinks SET cursor_seq = %s, delivered_events = delivered_events + %s,"
+        " last_delivery_at = CASE WHEN %s > 0 THEN %s ELSE last_delivery_at END,"
+        " last_error = CASE WHEN %s > 0 THEN '' ELSE last_error END,"
+        " consecutive_failures = 0, next_attempt_at = NULL"
+        " WHERE tenant_id = %s AND id = %s AND lease_owner = %s AND cursor_seq = %s",
+        [
+            to_seq,
+            delivered,
+            delivered,
+            now,
+            delivered,
+            lease.tenant_id,
+            lease.sink_id,
+            owner,
+            from_seq,
+        ],
+    )
+    return cursor.rowcount == 1
+
+
+async def record_failure(
+    conn: Connection, lease: Lease, *, owner: str, error: str, now: datetime, retry_at: datetime
+) -> None:
+    await conn.execute(
+        "UPDATE sinks SET last_error = %s, last_error_at = %s,"
+        " consecutive_failures = consecutive_failures + 1, next_attempt_at = %s"
+        " WHERE tenant_id = %s AND id = %s AND lease_owner = %s",
+        [error, now, retry_at, lease.tenant_id, lease.sink_id, owner],
+    )
+
+
+async def add_dead_letter(
+    conn: Connection,
+    lease: Lease,
+    *,
+    first_seq: int,
+    last_seq: int,
+    event_count: int,
+    http_status: int,
+    error: str,
+    now: datetime,
+) -> None:
+    await conn.execute(
+        "INSERT INTO sink_dead_letters (tenant_id, sink_id, id, first_seq, last_seq,"
+        " event_count, http_status, error, created_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        [
+            lease.tenant_id,
+            lease.sink_id,
+            str(uuid.uuid4()),
+            first_seq,
+            last_seq,
+            event_count,
+            http_status,
+            error,
+            now,
+        ],
+    )
+
+
+async def pending_replays(conn: Connection, lease: Lease) -> list[Replay]:
+    cursor = await conn.execute(
+        "SELECT id::text, first_seq, last_seq, occurred_after, occurred_before,"
+        " dead_letter_id::text, cursor_seq FROM sink_replays"
+        " WHERE tenant_id = %s AND sink_id = %s ORDER BY created_at, id",
+        [lease.tenant_id, lease.sink_id],
+    )
+    return [Replay(*row) for row in await cursor.fetchall()]
+
+
+async def advance_replay(
+    conn: Connection, lease: Lease, replay: Replay, *, to_seq: int, delivered: int, now: datetime
+) -> None:
+    """Moves a replay's cursor; a finished replay (and its dead letter) goes."""
+    if to_seq >= replay.last_seq:
+        await conn.execute(
+            "DELETE FROM sink_replays WHERE tenant_id = %s AND sink_id = %s AND id = %s",
+            [lease.tenant_id, lease.sink_id, replay.id],
+        )
+        if replay.dead_letter_id is not None:
+            await conn.execute(
+                "DELETE FROM sink_dead_letters WHERE tenant_id = %s AND sink_id = %s AND id = %s",
+                [lease.tenant_id, lease.sink_id, replay.dead_letter_id],
+            )
+    else:
+        await conn.execute(
+            "UPDATE sink_replays SET cursor_seq = %s"
+            " WHERE tenant_id = %s AND sink_id = %s AND id = %s",
+            [to_seq, lease.tenant_id, lease.sink_id, replay.id],
+        )
+    if delivered:
+        await conn.execute(
+            "UPDATE sinks SET delivered_events = delivered_events + %s, last_delivery_at = %s,"
+            " last_error = '', consecutive_failures = 0, next_attempt_at = NULL"
+            " WHERE tenant_id = %s AND id = %s",
+            [delivered, now, lease.tenant_id, lease.sink_id],
+        )

@@ -1,0 +1,517 @@
+"""Forwarding to real HTTP endpoints on 127.0.0.1: what each kind of
+destination receives (signatures, envelopes, limits), delivery through
+failures and restarts (everything, in order, at least once), dead letters,
+replays, the admin RPCs' validation and their audit events."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+import rfc8785
+
+from sealtrail import (
+    AuditClient,
+    InvalidArgumentError,
+    NotFoundError,
+    RpcFailedError,
+    build_event,
+    build_filter,
+    build_sink,
+)
+from sealtrail.tlog import leaf_hash
+from sealtrail.v1 import forwarding_pb2
+from tests.conftest import ServerThread
+from tests.http_endpoint import Endpoint, Received, Reply, endpoint
+
+# What the tests record; a sink without a filter also gets `sink.*` events.
+SHARED = build_filter(actions="document.*")
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Endpoint]:
+    with endpoint() as running:
+        yield running
+
+
+@pytest.fixture
+def sinks(client: AuditClient) -> Iterator[Callable[..., forwarding_pb2.Sink]]:
+    """Creates sinks in the test's tenant; deletes them afterwards, so no
+    forwarder keeps retrying an endpoint that is gone."""
+    created: list[str] = []
+
+    def create(sink: forwarding_pb2.Sink, *, from_beginning: bool = False) -> forwarding_pb2.Sink:
+        made = client.create_sink(sink, from_beginning=from_beginning).sink
+        created.append(made.id)
+        return made
+
+    yield create
+    for sink_id in created:
+        with contextlib.suppress(NotFoundError):
+            client.delete_sink(sink_id)
+
+
+def record(client: AuditClient, count: int, action: str = "document.share") -> list[int]:
+    events = [
+        build_event(action=action, actor_id=f"u-{n}", resource_type="document", resource_id=f"d{n}")
+        for n in range(count)
+    ]
+    seqs = []
+    for start in range(0, count, 1000):
+        seqs += [result.event.seq for result in client.record_batch(events[start : start + 1000])]
+    return seqs
+
+
+def webhook_events(received: list[Received]) -> list[dict[str, Any]]:
+    return [event for request in received for event in json.loads(request.body)["data"]["events"]]
+
+
+def delivered_seqs(received: list[Received]) -> list[int]:
+    return [event["seq"] for event in webhook_events(received)]
+
+
+def verify_signature(request: Received, secret: str) -> bool:
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{request.headers['webhook-id']}.{request.headers['webhook-timestamp']}.".encode()
+    expected = base64.b64encode(hmac.new(key, signed + request.body, hashlib.sha256).digest())
+    offered = [s.split(",", 1)[1] for s in request.headers["webhook-signature"].split(" ")]
+    return any(hmac.compare_digest(expected.decode(), sig) for sig in offered)
+
+
+def wait_for_state(
+    client: AuditClient, sink_id: str, done: Callable[[forwarding_pb2.Sink], bool]
+) -> forwarding_pb2.Sink:
+    deadline = time.monotonic() + 30
+    while True:
+        sink = client.get_sink(sink_id)
+        if done(sink):
+            return sink
+        assert time.monotonic() < deadline, f"sink state never reached: {sink.state}"
+        time.sleep(0.05)
+
+
+# --- webhook ---------------------------------------------------------------------
+
+
+def test_a_webhook_receives_matching_events_signed_in_order_and_verifiable(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    current, next_secret = new_secret(), new_secret()
+    sink = sinks(
+        build_sink(
+            "siem",
+            "webhook",
+            url=receiver.url + "/hook",
+            secrets=[current, next_secret],
+            filter=build_filter(actions="document.*"),
+        )
+    )
+    shared = record(client, 30)
+    record(client, 5, action="user.login")  # filtered out
+    received = receiver.wait_for(lambda r: len(delivered_seqs(r)) >= 30)
+    assert delivered_seqs(received) == shared
+    for request in received:
+        assert request.path == "/hook"
+        assert request.headers["content-type"] == "application/json"
+        assert request.headers["webhook-id"].startswith("msg_")
+        # Both secrets sign while rotating: a receiver holding either accepts.
+        assert verify_signature(request, current) and verify_signature(request, next_secret)
+        assert not verify_signature(request, new_secret())
+        assert abs(int(request.headers["webhook-timestamp"]) - datetime.now(UTC).timestamp()) < 60
+    for event in webhook_events(received):
+        digest = bytes.fromhex(event.pop("leaf_hash"))
+        assert leaf_hash(rfc8785.dumps(event)) == digest  # the exact bytes the log holds
+        assert client.get_event(event["id"]).leaf_hash == digest
+    state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
+    assert state.delivered_events == 30 and state.last_error == ""
+    assert state.last_delivery_time.seconds > 0
+
+
+def test_a_sink_starts_with_the_next_event_unless_asked_for_the_whole_log(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    earlier = record(client, 3)
+    secret = new_secret()
+    sinks(build_sink("new only", "webhook", url=receiver.url + "/new", secrets=[secret]))
+    sinks(
+        build_sink("all", "webhook", url=receiver.url + "/all", secrets=[secret]),
+        from_beginning=True,
+    )
+    later = record(client, 2)
+
+    def seqs(path: str, received: list[Received]) -> list[int]:
+        mine = [r for r in received if r.path == path]
+        return [s for s in delivered_seqs(mine) if s in earlier + later]
+
+    received = receiver.wait_for(lambda r: len(seqs("/all", r)) >= 5 and len(seqs("/new", r)) >= 2)
+    assert seqs("/all", received) == earlier + later
+    assert seqs("/new", received) == later
+
+
+def test_an_endpoint_that_fails_times_out_and_recovers_gets_everything_in_order(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    def flaky(received: Received, index: int) -> Reply:
+        if index < 3:
+            return Reply(503, b"busy")
+        if index == 3:
+            return Reply(200, delay=3.0)  # beyond the test servers' 2 s timeout
+        if index == 4:
+            return Reply(429, headers={"Retry-After": "0"})
+        return Reply(200)
+
+    receiver.responder = flaky
+    sink = sinks(
+        build_sink("flaky", "webhook", url=receiver.url, secrets=[new_secret()], filter=SHARED)
+    )
+    first = record(client, 20)
+    failing = wait_for_state(client, sink.id, lambda s: s.state.consecutive_failures > 0).state
+    assert "503" in failing.last_error and failing.lag_events > 0
+    second = record(client, 20)
+    received = receiver.wait_for(lambda r: set(first + second) <= set(delivered_seqs(r)))
+    seqs = delivered_seqs(received)
+    # At least once: a batch may come again after a timeout, but never out of
+    # order and never with a gap: each request continues where one before ended.
+    assert sorted(set(seqs)) == first + second
+    for request in received:
+        batch = [e["seq"] for e in json.loads(request.body)["data"]["events"]]
+        assert batch == sorted(batch) and batch == list(range(batch[0], batch[-1] + 1))
+    state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
+    assert state.consecutive_failures == 0 and state.last_error == ""
+
+
+def test_a_refused_batch_is_parked_and_a_replay_of_it_delivers_it(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    receiver.responder = lambda received, index: (
+        Reply(400, b"bad payload") if index == 0 else Reply()
+    )
+    sink = sinks(
+        build_sink("strict", "webhook", url=receiver.url, secrets=[new_secret()], filter=SHARED)
+    )
+    parked = record(client, 10)
+    wait_for_state(client, sink.id, lambda s: s.state.dead_letters == 1)
+    after = record(client, 5)
+    receiver.wait_for(lambda r: set(after) <= set(delivered_seqs(r)))
+    [letter] = client.list_dead_letters(sink.id)
+    assert (letter.first_seq, letter.last_seq, letter.event_count) == (parked[0], parked[-1], 10)
+    assert letter.http_status == 400 and "bad payload" in letter.error
+    client.replay_sink(sink.id, dead_letter_id=letter.id)
+    received = receiver.wait_for(lambda r: delivered_seqs(r).count(parked[0]) >= 2)
+    assert delivered_seqs(received)[-10:] == parked
+    wait_for_state(client, sink.id, lambda s: s.state.dead_letters == 0)
+    assert client.list_dead_letters(sink.id) == []
+
+
+def test_a_replay_resends_exactly_the_window_or_range(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    sink = sinks(
+        build_sink("replayed", "webhook", url=receiver.url, secrets=[new_secret()], filter=SHARED)
+    )
+    base = datetime(2026, 11, 1, tzinfo=UTC)
+    events = [
+        build_event(action="document.share", actor_id="u", occurred_at=base + timedelta(hours=n))
+        for n in range(10)
+    ]
+    seqs = [result.event.seq for result in client.record_batch(events)]
+    receiver.wait_for(lambda r: len(delivered_seqs(r)) >= 10)
+    count = len(receiver.requests())
+    client.replay_sink(sink.id, window=(base + timedelta(hours=3), base + timedelta(hours=6)))
+    received = receiver.wait_for(lambda r: len(delivered_seqs(r[count:])) >= 3)
+    assert delivered_seqs(received[count:]) == seqs[3:6]
+    count = len(received)
+    client.replay_sink(sink.id, seq_range=(seqs[7], seqs[8]))
+    received = receiver.wait_for(lambda r: len(delivered_seqs(r[count:])) >= 2)
+    assert delivered_seqs(received[count:]) == seqs[7:9]
+    wait_for_state(client, sink.id, lambda s: s.state.pending_replays == 0)
+
+
+def test_delivery_resumes_from_the_stored_cursor_after_a_restart(
+    migrated_database_url: str, tenant: str, receiver: Endpoint
+) -> None:
+    receiver.responder = lambda received, index: Reply(503)  # down while the server stops
+    first = ServerThread(migrated_database_url)
+    admin = AuditClient(first.target, token=first.token(tenant))
+    sink = admin.create_sink(
+        build_sink("restart", "webhook", url=receiver.url, secrets=[new_secret()], filter=SHARED)
+    ).sink
+    seqs = record(admin, 25)
+    receiver.wait_for(lambda r: len(r) >= 1)
+    admin.close()
+    first.close()  # acknowledged, not yet delivered
+    receiver.responder = lambda received, index: Reply()
+    second = ServerThread(migrated_database_url)
+    try:
+        admin = AuditClient(second.target, token=second.token(tenant))
+        received = receiver.wait_for(lambda r: set(seqs) <= set(delivered_seqs(r)))
+        assert sorted(set(delivered_seqs(received))) == seqs
+        admin.delete_sink(sink.id)
+        admin.close()
+    finally:
+        second.close()
+
+
+# --- Splunk, Datadog, Elasticsearch -------------------------------------------------
+
+
+def test_splunk_hec_gets_its_envelope_and_token(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    sinks(
+        build_sink(
+            "splunk",
+            "splunk_hec",
+            url=receiver.url,
+            token="hec-token-1234",
+            index="audit",
+            filter=SHARED,
+        )
+    )
+    seqs = record(client, 4)
+    [request] = receiver.wait_for(lambda r: len(r) >= 1)
+    assert request.path == "/services/collector/event"
+    assert request.headers["authorization"] == "Splunk hec-token-1234"
+    entries = [json.loads(line) for line in request.body.decode().splitlines()]
+    assert [entry["event"]["seq"] for entry in entries] == seqs
+    for entry in entries:
+        assert entry["index"] == "audit" and entry["sourcetype"] == "sealtrail:audit"
+        occurred = datetime.fromisoformat(entry["event"]["occurred_at"]).timestamp()
+        assert entry["time"] == pytest.approx(occurred)
+
+
+def test_datadog_gets_at_most_1000_entries_a_request(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    sinks(
+        build_sink(
+            "datadog",
+            "datadog_logs",
+            url=receiver.url,
+            api_key="dd-key-abcdef",
+            tags="env:test",
+            format="ocsf",
+            filter=SHARED,
+        )
+    )
+    seqs = record(client, 1500)
+    received = receiver.wait_for(lambda r: sum(len(json.loads(x.body)) for x in r) >= 1500)
+    assert all(
+        r.path == "/api/v2/logs" and r.headers["dd-api-key"] == "dd-key-abcdef" for r in received
+    )
+    batches = [json.loads(request.body) for request in received]
+    assert all(
+        len(batch) <= 1000 and len(r.body) <= 5_000_000
+        for batch, r in zip(batches, received, strict=True)
+    )
+    entries = [entry for batch in batches for entry in batch]
+    assert entries[0]["ddtags"] == "env:test" and entries[0]["ddsource"] == "sealtrail"
+    ocsf = [json.loads(entry["message"]) for entry in entries]
+    assert [event["metadata"]["sequence"] for event in ocsf] == seqs
+    assert {event["class_uid"] for event in ocsf} == {6003}  # document.share: API Activity
+
+
+def test_elasticsearch_bulk_creates_by_event_id_and_handles_item_errors(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    def bulk(received: Received, index: int) -> Reply:
+        lines = received.body.decode().splitlines()
+        actions = [json.loads(line) for line in lines[::2]]
+        items = []
+        for n, action in enumerate(actions):
+            if index == 0 and n == 0:
+                status, error = 429, {"type": "es_rejected_execution_exception"}
+            elif n == 1:
+                status, error = 409, {"type": "version_conflict_engine_exception"}
+            elif n == 2:
+                status, error = 400, {"type": "mapper_parsing_exception", "reason": "bad field"}
+            else:
+                status, error = 201, None
+            item: dict[str, Any] = {"_id": action["create"]["_id"], "status": status}
+            if error:
+                item["error"] = error
+            items.append({"create": item})
+        return Reply(200, json.dumps({"errors": True, "items": items}).encode())
+
+    receiver.responder = bulk
+    sink = sinks(
+        build_sink(
+            "elastic",
+            "elasticsearch",
+            url=receiver.url,
+            index="audit-events",
+            api_key="a2V5",
+            filter=SHARED,
+        )
+    )
+    seqs = record(client, 6)
+    received = receiver.wait_for(lambda r: len(r) >= 2)
+    first, second = received[0], received[1]
+    assert first.body == second.body  # a retried item error re-sends the batch unchanged
+    assert first.path == "/_bulk" and first.headers["content-type"] == "application/x-ndjson"
+    assert first.headers["authorization"] == "ApiKey a2V5"
+    lines = first.body.decode().splitlines()
+    for action, document in zip(lines[::2], lines[1::2], strict=True):
+        event = json.loads(document)
+        assert json.loads(action) == {"create": {"_index": "audit-events", "_id": event["id"]}}
+    wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0)
+    [letter] = client.list_dead_letters(sink.id)
+    assert (letter.first_seq, letter.last_seq, letter.http_status) == (seqs[2], seqs[2], 400)
+    assert "mapper_parsing_exception" in letter.error
+
+
+# --- the admin RPCs -------------------------------------------------------------------
+
+
+def test_sink_changes_are_recorded_without_their_secrets(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+    sql: psycopg.Connection[Any],
+    tenant: str,
+) -> None:
+    secret = new_secret()
+    sink = sinks(build_sink("audited", "webhook", url=receiver.url, secrets=[secret]))
+    assert list(sink.webhook.secrets) == [] and list(sink.webhook.secret_hints) == [secret[-4:]]
+    rotated = new_secret()
+    changed = build_sink(
+        "audited", "webhook", url=receiver.url, secrets=[secret, rotated], sink_id=sink.id
+    )
+    client.update_sink(changed)
+    renamed = build_sink("renamed", "webhook", url=receiver.url, sink_id=sink.id)  # keeps secrets
+    after = client.update_sink(renamed).sink
+    assert after.name == "renamed" and list(after.webhook.secret_hints) == [
+        secret[-4:],
+        rotated[-4:],
+    ]
+    actions = [e.action for e in client.query(build_filter(actions="sink.*"), order="oldest")]
+    assert actions == ["sink.created", "sink.updated", "sink.updated"]
+    stored = sql.execute(
+        "SELECT string_agg(record, '') FROM events WHERE tenant_id = %s", [tenant]
+    ).fetchone()
+    assert stored is not None and secret not in stored[0] and rotated not in stored[0]
+    assert secret[6:] not in stored[0]
+
+
+@pytest.mark.parametrize(
+    ("sink", "field"),
+    [
+        (
+            build_sink("", "webhook", url="https://siem.example", secrets=[new_secret()]),
+            "sink.name",
+        ),
+        (
+            build_sink("x", "webhook", url="https://siem.example", secrets=["plain"]),
+            "sink.webhook.secrets[0]",
+        ),
+        (build_sink("x", "webhook", url="https://siem.example"), "sink.webhook.secrets"),
+        (
+            build_sink("x", "webhook", url="ftp://siem.example", secrets=[new_secret()]),
+            "sink.webhook.url",
+        ),
+        (
+            build_sink("x", "webhook", url="https://u:p@siem.example", secrets=[new_secret()]),
+            "sink.webhook.url",
+        ),
+        (build_sink("x", "splunk_hec", url="https://splunk.example"), "sink.splunk_hec.token"),
+        (
+            build_sink("x", "elasticsearch", url="https://es.example", index="Bad Index"),
+            "sink.elasticsearch.index",
+        ),
+        (forwarding_pb2.Sink(name="no destination"), "sink.destination"),
+        (
+            forwarding_pb2.Sink(
+                name="x", format=7, webhook={"url": "https://a.example", "secrets": [new_secret()]}
+            ),
+            "sink.format",
+        ),
+    ],
+)
+def test_a_bad_sink_is_refused_naming_the_field(
+    client: AuditClient, sink: forwarding_pb2.Sink, field: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.create_sink(sink)
+    assert field in [name for name, _ in refused.value.field_violations]
+    assert client.list_sinks() == []
+
+
+def test_unknown_sinks_and_dead_letters_are_not_found(client: AuditClient) -> None:
+    missing = "00000000-0000-4000-8000-000000000000"
+    for call in (
+        lambda: client.get_sink(missing),
+        lambda: client.delete_sink(missing),
+        lambda: client.list_dead_letters(missing),
+        lambda: client.replay_sink(missing, seq_range=(1, 2)),
+    ):
+        with pytest.raises(NotFoundError):
+            call()
+    with pytest.raises(InvalidArgumentError):
+        client.get_sink("not-a-uuid")
+
+
+def test_another_tenant_cannot_see_or_touch_a_sink(
+    client_for: Callable[..., AuditClient],
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+) -> None:
+    sink = sinks(build_sink("private", "webhook", url=receiver.url, secrets=[new_secret()]))
+    other = client_for(f"other-{sink.id[:8]}")
+    assert other.list_sinks() == []
+    with pytest.raises(NotFoundError):
+        other.get_sink(sink.id)
+    with pytest.raises(NotFoundError):
+        other.delete_sink(sink.id)
+    assert client.get_sink(sink.id).name == "private"
+
+
+def test_internal_destinations_are_refused_by_default(
+    migrated_database_url: str, tenant: str
+) -> None:
+    strict = ServerThread(
+        migrated_database_url, forward_allow_http=False, forward_allow_networks=""
+    )
+    try:
+        admin = AuditClient(strict.target, token=strict.token(tenant))
+        for url, reason in (
+            ("http://siem.example", "https"),
+            ("https://127.0.0.1:8088", "internal"),
+            ("https://169.254.169.254/latest", "internal"),
+            ("https://[::1]/hook", "internal"),
+            ("https://10.1.2.3/hook", "internal"),
+        ):
+            with pytest.raises(InvalidArgumentError) as refused:
+                admin.create_sink(build_sink("x", "webhook", url=url, secrets=[new_secret()]))
+            assert reason in str(refused.value), url
+        admin.close()
+    finally:
+        strict.close()
+
+
+def test_too_many_sinks_are_refused(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    for n in range(50):
+        sinks(build_sink(f"s{n}", "webhook", url=receiver.url, secrets=[new_secret()], paused=True))
+    with pytest.raises(RpcFailedError) as refused:
+        client.create_sink(
+            build_sink("one more", "webhook", url=receiver.url, secrets=[new_secret()])
+        )
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert refused.value.reason == "TOO_MANY_SINKS"
