@@ -31,6 +31,11 @@ class ServerProcess:
             **os.environ,
             "PYTHONUNBUFFERED": "1",
             "SEALTRAIL_OWNER_DATABASE_URL": database_url,
+            # As every test server: any may hold the lease of a test's sink.
+            "SEALTRAIL_FORWARD_ALLOW_HTTP": "true",
+            "SEALTRAIL_FORWARD_ALLOW_NETWORKS": "127.0.0.0/8",
+            "SEALTRAIL_FORWARD_POLL_INTERVAL": "0.2",
+            "SEALTRAIL_FORWARD_BACKOFF_BASE": "0.05",
             **(env or {}),
         }
         self.proc = subprocess.Popen(

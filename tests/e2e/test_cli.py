@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 import sealtrail
 from sealtrail import AuditClient
+from tests.http_endpoint import Reply, endpoint
 from tests.processes import READY_PREFIX, ServerProcess
 
 BIN = Path(sys.executable).parent
@@ -368,3 +370,35 @@ def test_retention_legal_hold_and_erasure_from_the_command_line(
     assert sql.execute("SELECT count(*) FROM events WHERE tenant_id = %s", [tenant]).fetchone() == (
         0,
     )
+
+
+def test_sinks_from_the_command_line(cli_env: dict[str, str]) -> None:
+    with endpoint() as receiver:
+        receiver.responder = lambda received, index: Reply(400) if index == 0 else Reply()
+        created = run(
+            "sealtrail", "sinks", "create", "siem", "--kind", "webhook", "--url", receiver.url,
+            "--generate-secret", "--action", "document.*", env=cli_env,
+        )  # fmt: skip
+        sink_id = created.stdout.strip()
+        assert "signing secret (shown once): whsec_" in created.stderr
+        run("sealtrail", "record", "--action", "document.share", "--actor-id", "u-1", env=cli_env)
+        receiver.wait_for(lambda r: len(r) >= 1)
+        listed = run("sealtrail", "sinks", "dead-letters", sink_id, env=cli_env)
+        for _ in range(100):
+            if "400" in listed.stdout:
+                break
+            time.sleep(0.1)
+            listed = run("sealtrail", "sinks", "dead-letters", sink_id, env=cli_env)
+        assert "400" in listed.stdout
+        shown = json.loads(run("sealtrail", "sinks", "show", sink_id, env=cli_env).stdout)
+        assert shown["name"] == "siem" and "secrets" not in shown["webhook"]
+        run("sealtrail", "sinks", "pause", sink_id, env=cli_env)
+        assert "paused" in run("sealtrail", "sinks", env=cli_env).stdout
+        run("sealtrail", "sinks", "resume", sink_id, env=cli_env)
+        replayed = run("sealtrail", "sinks", "replay", sink_id, "--seq", "1-1", env=cli_env)
+        assert "requested" in replayed.stdout
+        bad = run("sealtrail", "sinks", "replay", sink_id, env=cli_env, check=False)
+        assert bad.returncode == 2 and "exactly one" in bad.stderr
+        run("sealtrail", "sinks", "delete", sink_id, env=cli_env)
+        missing = run("sealtrail", "sinks", "show", sink_id, env=cli_env, check=False)
+        assert missing.returncode == 2 and "NOT_FOUND" in missing.stderr

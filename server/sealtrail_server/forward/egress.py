@@ -57,7 +57,8 @@ class EgressPolicy:
             address = address.ipv4_mapped
         if any(address in network for network in self.allowed):
             return True
-        return address.is_global and not any(address in network for network in self.denied)
+        public = address.is_global and not address.is_multicast  # is_global lets 224/4 through
+        return public and not any(address in network for network in self.denied)
 
     def check_scheme(self, url: str) -> None:
         scheme = urlsplit(url).scheme

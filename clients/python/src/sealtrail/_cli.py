@@ -555,3 +555,9 @@ def erase_tenant(ctx: click.Context, confirm: str) -> None:
     with _client(ctx) as client:
         receipt = client.erase_tenant(confirm)
     click.echo(json_format.MessageToJson(receipt, indent=2))
+
+
+# Registered last: the sinks commands use this module's helpers.
+from sealtrail._cli_sinks import sinks  # noqa: E402
+
+main.add_command(sinks)

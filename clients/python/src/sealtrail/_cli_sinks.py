@@ -1,0 +1,210 @@
+"""`sealtrail sinks`: forwarding to SIEMs and webhooks (admin). Registered on
+the main command by _cli.py, whose helpers it shares."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from datetime import datetime
+from typing import Any, cast
+
+import click
+from google.protobuf import json_format
+from rich.console import Console
+from rich.table import Table
+
+from sealtrail._cli import _client, _filter, _tail_filter_options, _Time
+from sealtrail._convert import SINK_SETTINGS, PayloadFormat, SinkKind, build_sink
+from sealtrail.v1 import forwarding_pb2
+
+
+def _row(sink: forwarding_pb2.Sink) -> list[str]:
+    state = sink.state
+    return [
+        sink.id,
+        sink.name,
+        sink.WhichOneof("destination") or "",
+        "paused" if sink.paused else "on",
+        f"{state.cursor_seq:,}/{state.head_seq:,}",
+        f"{state.delivered_events:,}",
+        f"{state.dead_letters:,}",
+        state.last_error,
+    ]
+
+
+@click.group(invoke_without_command=True)
+@click.pass_context
+def sinks(ctx: click.Context) -> None:
+    """Admin: list (no subcommand), create and manage the tenant's sinks."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with _client(ctx) as client:
+        found = client.list_sinks()
+    table = Table("id", "name", "kind", "state", "cursor/head", "delivered", "dead", "last error")
+    for sink in found:
+        table.add_row(*_row(sink))
+    Console().print(table)
+
+
+@sinks.command("show")
+@click.argument("sink_id")
+@click.pass_context
+def show(ctx: click.Context, sink_id: str) -> None:
+    """A sink, its delivery state included, as JSON (secrets as hints)."""
+    with _client(ctx) as client:
+        click.echo(json_format.MessageToJson(client.get_sink(sink_id), indent=2))
+
+
+@sinks.command("create")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(list(SINK_SETTINGS)), required=True)
+@click.option("--url", help="The destination (Datadog: the site's intake, by default US1).")
+@click.option(
+    "--secret",
+    "secrets_",
+    multiple=True,
+    help="Webhook signing secret whsec_... (twice while rotating).",
+)
+@click.option("--generate-secret", is_flag=True, help="Webhook: make a secret and print it once.")
+@click.option("--token", help="Splunk HEC token.")
+@click.option("--api-key", help="Datadog API key, or Elasticsearch API key.")
+@click.option("--index", help="Splunk or Elasticsearch index.")
+@click.option("--source", help="Splunk source.")
+@click.option("--sourcetype", help="Splunk sourcetype.")
+@click.option("--service", help="Datadog service.")
+@click.option("--tags", help="Datadog ddtags, e.g. env:prod,team:security.")
+@click.option(
+    "--format", "payload", type=click.Choice(["sealtrail_json", "ocsf"]), default="sealtrail_json"
+)
+@click.option("--from-beginning", is_flag=True, help="Deliver the whole log, not only what comes.")
+@_tail_filter_options
+@click.pass_context
+def create(
+    ctx: click.Context,
+    /,
+    name: str,
+    kind: str,
+    payload: str,
+    from_beginning: bool,
+    generate_secret: bool,
+    secrets_: tuple[str, ...],
+    **options: Any,
+) -> None:
+    """Start forwarding matching events to a destination; prints the sink's id."""
+    setting_names = {"url", "token", "api_key", "index", "source", "sourcetype", "service", "tags"}
+    settings: dict[str, Any] = {
+        key: value for key, value in options.items() if key in setting_names and value
+    }
+    criteria = {key: value for key, value in options.items() if key not in setting_names}
+    chosen = list(secrets_)
+    if generate_secret:
+        made = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        chosen.append(made)
+        click.echo(f"signing secret (shown once): {made}", err=True)
+    if chosen:
+        settings["secrets"] = chosen
+    try:
+        sink = build_sink(
+            name,
+            cast(SinkKind, kind),
+            filter=_filter(criteria),
+            format=cast(PayloadFormat, payload),
+            **settings,
+        )
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    with _client(ctx) as client:
+        made_sink = client.create_sink(sink, from_beginning=from_beginning).sink
+    click.echo(made_sink.id)
+
+
+def _set_paused(ctx: click.Context, sink_id: str, paused: bool) -> None:
+    with _client(ctx) as client:
+        sink = client.get_sink(sink_id)
+        sink.paused = paused
+        sink.ClearField("state")  # output only; secrets left empty are kept
+        client.update_sink(sink)
+    click.echo(f"{sink_id} {'paused' if paused else 'resumed'}")
+
+
+@sinks.command("pause")
+@click.argument("sink_id")
+@click.pass_context
+def pause(ctx: click.Context, sink_id: str) -> None:
+    """Stop delivering; the cursor waits where it is."""
+    _set_paused(ctx, sink_id, True)
+
+
+@sinks.command("resume")
+@click.argument("sink_id")
+@click.pass_context
+def resume(ctx: click.Context, sink_id: str) -> None:
+    """Deliver again from where the sink stopped, at once."""
+    _set_paused(ctx, sink_id, False)
+
+
+@sinks.command("delete")
+@click.argument("sink_id")
+@click.pass_context
+def delete(ctx: click.Context, sink_id: str) -> None:
+    """Stop and delete a sink, with its dead letters."""
+    with _client(ctx) as client:
+        client.delete_sink(sink_id)
+    click.echo(f"{sink_id} deleted")
+
+
+@sinks.command("dead-letters")
+@click.argument("sink_id")
+@click.pass_context
+def dead_letters(ctx: click.Context, sink_id: str) -> None:
+    """The batches the destination refused for good (replay them with `replay --dead-letter`)."""
+    with _client(ctx) as client:
+        letters = client.list_dead_letters(sink_id)
+    table = Table("id", "seq", "events", "HTTP", "error", "at")
+    for letter in letters:
+        table.add_row(
+            letter.id,
+            f"{letter.first_seq}-{letter.last_seq}",
+            str(letter.event_count),
+            str(letter.http_status),
+            letter.error,
+            letter.create_time.ToJsonString(),
+        )
+    Console().print(table)
+
+
+def _seq_range(value: str) -> tuple[int, int]:
+    first, sep, last = value.partition("-")
+    if not sep or not first.isdigit() or not last.isdigit():
+        raise click.BadParameter(f"{value!r} is not FIRST-LAST, e.g. 100-250")
+    return int(first), int(last)
+
+
+@sinks.command("replay")
+@click.argument("sink_id")
+@click.option("--seq", "seq_text", metavar="FIRST-LAST", help="A seq range, both ends included.")
+@click.option("--since", "start", type=_Time(), help="Events that occurred since this time ...")
+@click.option("--until", "end", type=_Time(), help="... and before this one.")
+@click.option("--dead-letter", default="", help="A dead letter's id.")
+@click.pass_context
+def replay(
+    ctx: click.Context,
+    sink_id: str,
+    seq_text: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    dead_letter: str,
+) -> None:
+    """Send a seq range, a time window or a dead letter's events to the sink again."""
+    if (start is None) != (end is None):
+        raise click.UsageError("give --since and --until together")
+    window = (start, end) if start is not None and end is not None else None
+    seq_range = _seq_range(seq_text) if seq_text else None
+    with _client(ctx) as client:
+        try:
+            answer = client.replay_sink(
+                sink_id, seq_range=seq_range, window=window, dead_letter_id=dead_letter
+            )
+        except ValueError as error:
+            raise click.UsageError(str(error)) from None
+    click.echo(f"replay {answer.replay_id} requested")

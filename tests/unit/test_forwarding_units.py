@@ -1,0 +1,252 @@
+"""The pure parts of forwarding: OCSF mapping, the outbound address policy,
+each kind's requests and how answers are read, backoff, sink validation."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from sealtrail_server.domain.ocsf import to_ocsf
+from sealtrail_server.domain.sinks import keep_secrets, redacted_destination, validate_sink
+from sealtrail_server.forward.destinations import (
+    LIMITS,
+    PendingEvent,
+    Sender,
+    requests,
+    verdict,
+)
+from sealtrail_server.forward.egress import EgressDenied, EgressPolicy
+from sealtrail_server.forward.forwarder import BACKOFF_CAP, backoff
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
+
+
+def record(seq: int = 1, **overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "action": "user.login",
+        "actor": {"id": "u-1", "type": "user", "email": "a@example.com"},
+        "category": "authentication",
+        "context": {"ip": "203.0.113.9", "request_id": "r-1", "trace_id": "t" * 32},
+        "description": "Signed in",
+        "id": f"00000000-0000-7000-8000-{seq:012d}",
+        "occurred_at": "2026-11-30T11:59:00.000000Z",
+        "outcome": "success",
+        "received_at": "2026-11-30T11:59:01.000000Z",
+        "seq": seq,
+        "severity": "info",
+        "tenant_id": "t-1",
+        "v": 1,
+    }
+    data.update(overrides)
+    return data
+
+
+def pending(data: dict[str, Any]) -> PendingEvent:
+    text = json.dumps(data, separators=(",", ":"), sort_keys=True)
+    return PendingEvent(data["seq"], text, hashlib.sha256(b"\0" + text.encode()).digest())
+
+
+# --- OCSF ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("category", "action", "class_uid", "activity"),
+    [
+        ("authentication", "user.login", 3002, 1),
+        ("authentication", "user.logout", 3002, 2),
+        ("authentication", "user.mfa_challenge", 3002, 99),
+        ("member", "member.invite", 3001, 1),
+        ("member", "member.remove", 3001, 6),
+        ("member", "member.role_changed", 3001, 7),
+        ("security", "api_key.create", 3004, 1),
+        ("configuration", "sso.update", 3004, 3),
+        ("data_access", "document.download", 6003, 2),
+        ("billing", "invoice.pay", 6003, 99),
+    ],
+)
+def test_ocsf_class_and_activity_follow_category_and_verb(
+    category: str, action: str, class_uid: int, activity: int
+) -> None:
+    event = to_ocsf(record(category=category, action=action), b"\1" * 32)
+    assert (event["class_uid"], event["activity_id"]) == (class_uid, activity)
+    assert event["type_uid"] == class_uid * 100 + activity
+    assert event["category_uid"] == class_uid // 1000
+
+
+def test_ocsf_keeps_what_it_has_no_place_for() -> None:
+    data = record(
+        details={"mfa": "totp"},
+        changes=[{"field": "role", "before": "a", "after": "b"}],
+        outcome="denied",
+        severity="critical",
+    )
+    event = to_ocsf(data, b"\2" * 32)
+    assert event["time"] == int(datetime(2026, 11, 30, 11, 59, tzinfo=UTC).timestamp() * 1000)
+    assert event["status_id"] == 2 and event["status_detail"] == "denied"
+    assert event["severity_id"] == 5
+    assert event["src_endpoint"] == {"ip": "203.0.113.9"}
+    assert event["metadata"]["correlation_uid"] == "r-1"
+    assert event["metadata"]["uid"] == data["id"] and event["metadata"]["sequence"] == 1
+    assert event["actor"]["user"]["email_addr"] == "a@example.com"
+    unmapped = event["unmapped"]
+    assert unmapped["details"] == {"mfa": "totp"} and unmapped["changes"] == data["changes"]
+    assert unmapped["trace_id"] == "t" * 32 and unmapped["leaf_hash"] == "02" * 32
+
+
+def test_ocsf_account_change_names_the_user_acted_on() -> None:
+    data = record(
+        category="member",
+        action="member.remove",
+        resource={"type": "member", "id": "u-9", "name": "Bob"},
+    )
+    assert to_ocsf(data, b"")["user"] == {"uid": "u-9", "name": "Bob", "type": "member"}
+
+
+# --- the outbound address policy ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1", "10.0.0.5", "172.16.3.4", "192.168.1.1", "169.254.169.254", "100.64.0.1",
+     "0.0.0.0", "::1", "fd00::1", "fe80::1", "::ffff:127.0.0.1", "224.0.0.1"],
+)  # fmt: skip
+def test_internal_addresses_are_refused_by_default(address: str) -> None:
+    assert not EgressPolicy().permits(ipaddress.ip_address(address))
+
+
+def test_allowed_networks_win_and_denied_networks_refuse_public_addresses() -> None:
+    policy = EgressPolicy.parse(allow_http=False, allowed="10.1.0.0/16", denied="203.0.113.0/24")
+    assert policy.permits(ipaddress.ip_address("10.1.2.3"))
+    assert not policy.permits(ipaddress.ip_address("10.2.0.1"))
+    assert not policy.permits(ipaddress.ip_address("203.0.113.7"))
+    assert policy.permits(ipaddress.ip_address("8.8.8.8"))
+    with pytest.raises(ValueError):
+        EgressPolicy.parse(allow_http=False, allowed="10.1.0.0/33", denied="")
+
+
+def test_plain_http_only_when_allowed() -> None:
+    with pytest.raises(EgressDenied, match="https"):
+        EgressPolicy().check_scheme("http://siem.example/")
+    EgressPolicy(allow_http=True).check_scheme("http://siem.example/")
+    EgressPolicy().check_scheme("https://siem.example/")
+
+
+def test_a_name_resolving_to_an_internal_address_is_refused() -> None:
+    with pytest.raises(EgressDenied, match=r"127\.0\.0\.1"):
+        asyncio.run(EgressPolicy().resolve("localhost", 443))
+    allowed = EgressPolicy.parse(allow_http=False, allowed="127.0.0.0/8,::1/128", denied="")
+    assert "127.0.0.1" in asyncio.run(allowed.resolve("localhost", 443))
+
+
+# --- requests and answers ---------------------------------------------------------
+
+
+def sender(kind: Any, destination: dict[str, Any], format: Any = "sealtrail_json") -> Sender:
+    return Sender("t-1", "s-1", kind, format, destination)
+
+
+def test_webhook_requests_are_signed_with_every_secret_over_id_timestamp_and_body() -> None:
+    other = "whsec_" + base64.b64encode(b"o" * 32).decode()
+    [sent] = requests(
+        sender("webhook", {"url": "https://h.example/x", "secrets": [SECRET, other]}),
+        [pending(record(1)), pending(record(2))],
+        now=NOW,
+    )
+    headers = dict(sent.headers)
+    assert headers["webhook-id"] == "msg_s-1_1_2"
+    assert headers["webhook-timestamp"] == str(int(NOW.timestamp()))
+    signed = f"msg_s-1_1_2.{int(NOW.timestamp())}.".encode() + sent.body
+    signatures = headers["webhook-signature"].split(" ")
+    for key, signature in zip((b"k" * 32, b"o" * 32), signatures, strict=True):
+        digest = hmac.new(key, signed, hashlib.sha256).digest()
+        assert signature == "v1," + base64.b64encode(digest).decode()
+    body = json.loads(sent.body)
+    assert body["type"] == "sealtrail.events"
+    assert [e["seq"] for e in body["data"]["events"]] == [1, 2] == list(sent.seqs)
+
+
+def test_requests_keep_to_each_kinds_limits() -> None:
+    events = [pending(record(n)) for n in range(1, 2502)]
+    sent = requests(sender("datadog_logs", {"api_key": "k"}), events, now=NOW)
+    assert [len(r.seqs) for r in sent] == [1000, 1000, 501]
+    assert sent[0].url == "https://http-intake.logs.datadoghq.com/api/v2/logs"
+    big = [pending(record(n, details={"blob": "x" * 60_000})) for n in range(1, 40)]
+    sent = requests(sender("splunk_hec", {"url": "https://s.example", "token": "t"}), big, now=NOW)
+    assert all(len(r.body) <= LIMITS["splunk_hec"][1] for r in sent) and len(sent) > 1
+    assert [s for r in sent for s in r.seqs] == list(range(1, 40))
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [(200, "delivered"), (202, "delivered"), (301, "retry"), (400, "park"), (401, "park"),
+     (403, "park"), (404, "park"), (408, "retry"), (413, "park"), (429, "retry"),
+     (500, "retry"), (503, "retry")],
+)  # fmt: skip
+def test_answers_are_delivered_retried_or_parked(status: int, outcome: str) -> None:
+    [sent] = requests(sender("webhook", {"url": "https://h.example", "secrets": [SECRET]}),
+                      [pending(record())], now=NOW)  # fmt: skip
+    assert verdict("webhook", sent, status, b"no", {}).outcome == outcome
+
+
+def test_retry_after_is_read() -> None:
+    [sent] = requests(sender("webhook", {"url": "https://h.example", "secrets": [SECRET]}),
+                      [pending(record())], now=NOW)  # fmt: skip
+    assert verdict("webhook", sent, 429, b"", {"retry-after": "7"}).retry_after == 7.0
+
+
+def test_bulk_item_errors() -> None:
+    events = [pending(record(n)) for n in (1, 2, 3)]
+    [sent] = requests(sender("elasticsearch", {"url": "https://e.example", "index": "a"}),
+                      events, now=NOW)  # fmt: skip
+
+    def answer(*statuses: int) -> bytes:
+        items = [{"create": {"status": s, "error": {"type": f"e{s}"}}} for s in statuses]
+        return json.dumps({"errors": True, "items": items}).encode()
+
+    assert verdict("elasticsearch", sent, 200, answer(201, 409, 201), {}).refused == ()
+    parked = verdict("elasticsearch", sent, 200, answer(201, 400, 201), {})
+    assert parked.outcome == "delivered" and [r.seq for r in parked.refused] == [2]
+    assert verdict("elasticsearch", sent, 200, answer(201, 429, 400), {}).outcome == "retry"
+    assert verdict("elasticsearch", sent, 200, b"<html>", {}).outcome == "retry"
+
+
+def test_backoff_doubles_with_jitter_up_to_its_cap() -> None:
+    chance = random.Random(1)
+    for failures in range(12):
+        delay = backoff(failures, base=1.0, chance=chance)
+        full = min(BACKOFF_CAP, 2.0**failures)
+        assert full / 2 <= delay <= full
+    assert backoff(100, base=1.0, chance=chance) <= BACKOFF_CAP
+
+
+# --- sink definitions -------------------------------------------------------------
+
+
+def test_secrets_are_hidden_and_kept_across_updates() -> None:
+    destination = {"url": "https://h.example", "secrets": [SECRET]}
+    shown = redacted_destination("webhook", destination)
+    assert "secrets" not in shown and shown["secret_hints"] == [SECRET[-4:]]
+    kept = keep_secrets("webhook", {"url": "https://new.example"}, destination)
+    assert kept == {"url": "https://new.example", "secrets": [SECRET]}
+
+
+def test_webhook_secrets_need_the_prefix_and_enough_key() -> None:
+    short = "whsec_" + base64.b64encode(b"k" * 8).decode()
+    violations = validate_sink(
+        name="x",
+        kind="webhook",
+        format="sealtrail_json",
+        destination={"url": "https://h.example", "secrets": [short, "whsec_!!", SECRET]},
+    )
+    assert [v.field for v in violations] == ["sink.webhook.secrets", "sink.webhook.secrets[0]",
+                                             "sink.webhook.secrets[1]"]  # fmt: skip
