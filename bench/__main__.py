@@ -22,7 +22,7 @@ import psycopg
 from sealtrail import AuditClient
 from sealtrail.tlog import generate_signer_key
 
-from . import cpu, environment, export, integrity, retention, scale, stream, tracing
+from . import cpu, environment, export, forwarding, integrity, retention, scale, stream, tracing
 from .load import Window, Workload
 from .phases import (
     PhaseResult,
@@ -77,6 +77,9 @@ PHASES = (
     "sql-commit",
     "sql-day",
     "query-day",
+    "rawpost",
+    "forward",
+    "forward-lag",
 )
 # A figure and its baseline run in the other order every other round, so
 # drift over the run (a growing table, a warming cache) favours neither.
@@ -90,15 +93,16 @@ PAIRS = (
     ("rawdelete", "purge"),
     ("sql-latest", "query-latest"),
     ("sql-day", "query-day"),
+    ("rawpost", "forward"),
 )
 NEEDS_LOG = frozenset({"proofs", "rawread", "verifylog", "bundlehash", "bundle"})
 NEEDS_BUNDLE = frozenset({"bundlehash", "bundle"})
-NEEDS_EXPORT_LOG = frozenset({"rawcsv", "export"})
+NEEDS_EXPORT_LOG = frozenset({"rawcsv", "export", "rawpost", "forward"})
 NEEDS_SCALE = frozenset({"sql-latest", "query-latest", "query-next", "sql-day", "query-day"})
 # Measured in the same window as a figure, as its baseline: reported next to it.
-COMPANIONS = {"stream": "stream-ack"}
+COMPANIONS = {"stream": "stream-ack", "forward-lag": "forward-ack"}
 # Figures whose median round is the one with the median p99 latency, not rate.
-LATENCY_FIGURES = frozenset({"stream"})
+LATENCY_FIGURES = frozenset({"stream", "forward-lag"})
 MIN_PROOF_LOG = 10_000  # issue 3: proofs are served from a log of at least this many events
 MAX_BATCH = 1000  # the server's RecordBatch limit
 QUIET_PCT = 15.0  # machine busy percent under which a figure may start
@@ -339,6 +343,9 @@ class Bench:
             "sql-commit": self.sql_commit,
             "sql-day": self.sql_day,
             "query-day": self.query_day,
+            "rawpost": self.raw_post,
+            "forward": self.forward,
+            "forward-lag": self.forward_lag,
         }[figure]
         print(f"round {self.round}: measuring {figure} ...", file=sys.stderr, flush=True)
         return measure()
@@ -673,6 +680,57 @@ class Bench:
             call = scale.day_by_sql(self.scale_log, conn)
             return scale.measure("raw SQL, one day of a tenant", call, self._watched())
 
+    # --- issue 8: forwarding --------------------------------------------------
+
+    def raw_post(self) -> PhaseResult:
+        """Baseline for forward: the export log's rows read, encoded as webhook
+        requests by the server's encoder and POSTed by this process."""
+        log = self._the_export_log()
+        endpoint = forwarding.Endpoint()
+        try:
+            work = forwarding.post_log(self.database.url, log.tenant, endpoint)
+            return run_once("raw read + POST", "events/s", work, self._watched())
+        finally:
+            endpoint.close()
+
+    def forward(self) -> PhaseResult:
+        """A webhook sink created from_beginning on the export log: events/s to the last arrival."""
+        log = self._the_export_log()
+        assert self.server is not None
+        endpoint = forwarding.Endpoint()
+        try:
+            work = forwarding.forward_log(self.server.target, log.token, log.size, endpoint)
+            return run_once(f"forward to a webhook ({log.size:,}+ events)", "events/s", work,
+                            self._watched())  # fmt: skip
+        finally:
+            endpoint.close()
+
+    def forward_lag(self) -> PhaseResult:
+        """Lag from acknowledgement to arrival at a webhook, --stream-rate events/s
+        recorded; the acks from the same window are its baseline (forward-ack)."""
+        assert self.server is not None
+        tenant = f"forward-lag-r{self.round}"
+        token = self.token(tenant)
+        load = stream.StreamLoad(
+            target=self.server.target,
+            token=token,
+            subscribers=0,
+            processes=0,
+            rate=self.options.stream_rate,
+            batch_size=self.options.stream_batch_size,
+            key_prefix=f"{self.run_id}-r{self.round}-forward",
+        )
+        endpoint = forwarding.Endpoint()
+        try:
+            watched = cpu.Watched(self.server.pid, self.database.postmaster_pid, [])
+            delivery, acks, _ = forwarding.lag(
+                self.server.target, token, load, self.timing, watched, endpoint
+            )
+        finally:
+            endpoint.close()
+        self.companions.setdefault(COMPANIONS["forward-lag"], []).append(acks)
+        return delivery
+
     # --- issue 7: retention ---------------------------------------------------
 
     def raw_delete(self) -> PhaseResult:
@@ -738,7 +796,13 @@ def _server_if_needed(
     if set(figures) <= {"copy"}:
         yield None
         return
-    with environment.server(database.url, workdir, settings=settings) as server:
+    forwarding_to_the_bench = {
+        **settings,
+        "SEALTRAIL_FORWARD_MAX_SINKS": "1000",
+        "SEALTRAIL_FORWARD_ALLOW_HTTP": "true",
+        "SEALTRAIL_FORWARD_ALLOW_NETWORKS": "127.0.0.0/8",
+    }
+    with environment.server(database.url, workdir, settings=forwarding_to_the_bench) as server:
         yield server
 
 
@@ -825,6 +889,8 @@ def main(argv: list[str] | None = None) -> int:
             "SEALTRAIL_DATA_DIR": str(workdir / "data"),
             # Export's rate limit (30 a minute per tenant) is not what is measured.
             "SEALTRAIL_EXPORT_RATE_LIMIT": "1000000",
+            # Only the main server forwards (below), to the bench's endpoint on 127.0.0.1.
+            "SEALTRAIL_FORWARD_MAX_SINKS": "0",
         }
         facts: dict[str, Any] = {
             "duration": options.duration,

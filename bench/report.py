@@ -73,6 +73,15 @@ RATIOS = (
         None,
         "latency_p95_ms",
     ),
+    # Issue 8's: forwarding to a webhook on this machine.
+    Ratio("forward / raw read + POST", "forward", "rawpost", None),
+    Ratio(
+        "forward lag p99 / RecordBatch ack p99",
+        "forward-lag",
+        "forward-ack",
+        None,
+        "latency_p99_ms",
+    ),
 )
 
 

@@ -119,9 +119,9 @@ def run(
             for i in range(min(load.processes, load.subscribers))
         ]
         listeners = [start(_subscriber_main, load.target, load.token, n) for n in shares]
-        recorder = start(_recorder_main, load)
+        recorder = start(recorder_main, load)
         for pipe in pipes:  # every subscriber is subscribed, the recorder connected
-            if _receive(pipe, _READY_TIMEOUT) != "ready":
+            if receive(pipe, _READY_TIMEOUT) != "ready":
                 raise RuntimeError("a stream client process did not get ready")
         begin = time.time() + 0.2
         window = Window(begin, begin + timing.warmup, begin + timing.warmup + timing.duration)
@@ -130,12 +130,12 @@ def run(
             watched.server, watched.postmaster, [p.pid for p in processes if p.pid]
         )
         usage = cpu.measure(window, watched)
-        recorded: Recorded = _receive(recorder, CALL_TIMEOUT + 10)
+        recorded: Recorded = receive(recorder, CALL_TIMEOUT + 10)
         last = max(recorded.seqs, default=0)
         for pipe in listeners:
             pipe.send(last)
         received: list[Received] = [
-            item for pipe in listeners for item in _receive(pipe, DRAIN_SECONDS + 30)
+            item for pipe in listeners for item in receive(pipe, DRAIN_SECONDS + 30)
         ]
     except BaseException:
         for process in processes:
@@ -148,10 +148,10 @@ def run(
                 process.terminate()
                 process.join(5)
     delivery = _delivery(load, window, recorded, received, usage)
-    return delivery, _acks(load, window, recorded, usage), window
+    return delivery, acks_result(load, window, recorded, usage), window
 
 
-def _receive(pipe: Connection, timeout: float) -> Any:
+def receive(pipe: Connection, timeout: float) -> Any:
     if not pipe.poll(timeout):
         raise RuntimeError(f"a stream client process sent nothing for {timeout:.0f} s")
     try:
@@ -231,7 +231,7 @@ def _delivery(
     )
 
 
-def _acks(
+def acks_result(
     load: StreamLoad, window: Window, recorded: Recorded, usage: dict[str, float]
 ) -> PhaseResult:
     """The RecordBatch calls that were answered inside the window."""
@@ -261,7 +261,7 @@ def _acks(
 # --- the recorder process ----------------------------------------------------
 
 
-def _recorder_main(load: StreamLoad, pipe: Connection) -> None:
+def recorder_main(load: StreamLoad, pipe: Connection) -> None:
     pipe.send(asyncio.run(_record(load, pipe)))
     pipe.close()
 

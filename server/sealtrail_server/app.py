@@ -166,6 +166,7 @@ class Service:
             poll_interval=settings.forward_poll_interval,
             lease_seconds=settings.forward_lease_seconds,
             backoff_base=settings.forward_backoff_base,
+            max_sinks=settings.forward_max_sinks,
         )
         self._hub.watch(self.forwarder.wake)
         self.forwarder.start()

@@ -95,6 +95,8 @@ class Settings:
     forward_lease_seconds: float = 30.0
     # Seconds before the first retry of a failed delivery; each failure doubles it (to 300).
     forward_backoff_base: float = 1.0
+    # Sinks this process delivers at most; 0: none (a process that only serves calls).
+    forward_max_sinks: int = 1000
     # Server log lines: "text", or "json" (one object per line); both carry
     # the request id and trace id of the call they were logged in.
     log_format: str = "text"

@@ -196,6 +196,7 @@ class ForwardingRpcs:
             )
             stored = await store.read_sink(conn, tenant_id, sink_id)
         assert stored is not None
+        self._forwarder.sinks_changed()
         self._forwarder.wake(tenant_id)
         return pb.CreateSinkResponse(sink=_sink_message(stored, head), event_id=event_id)
 
@@ -241,6 +242,7 @@ class ForwardingRpcs:
             head = await store.head_seq(conn, tenant_id)
         if after is None:
             raise NotFound(f"no sink {before.id}")
+        self._forwarder.sinks_changed()
         self._forwarder.wake(tenant_id)
         return pb.UpdateSinkResponse(sink=_sink_message(after, head), event_id=event_id)
 
@@ -362,5 +364,6 @@ class ForwardingRpcs:
                 dead_letter_id=dead_letter_id,
                 now=self._clock(),
             )
+        self._forwarder.sinks_changed()
         self._forwarder.wake(tenant_id)
         return pb.ReplaySinkResponse(replay_id=replay_id, event_id=event_id)

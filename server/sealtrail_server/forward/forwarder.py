@@ -82,9 +82,11 @@ class Forwarder:
         self._tasks: dict[store.Lease, asyncio.Task[None]] = {}
         self._wakers: dict[store.Lease, asyncio.Event] = {}
         self._main: asyncio.Task[None] | None = None
+        self._claim_now = asyncio.Event()
 
     def start(self) -> None:
-        self._main = asyncio.create_task(self._run(), name="sealtrail-forwarder")
+        if self._max_sinks > 0:
+            self._main = asyncio.create_task(self._run(), name="sealtrail-forwarder")
 
     async def stop(self) -> None:
         tasks = [*self._tasks.values(), *([self._main] if self._main else [])]
@@ -96,6 +98,11 @@ class Forwarder:
             async with self._db.system_connection() as conn:
                 await store.release_leases(conn, owner=self.owner)
         await self._client.close()
+
+    def sinks_changed(self) -> None:
+        """A sink was created, changed or given a replay here: look for sinks
+        to deliver now rather than at the next lease renewal."""
+        self._claim_now.set()
 
     def wake(self, tenant_id: str) -> None:
         """Events were committed in `tenant_id`'s log."""
@@ -110,7 +117,9 @@ class Forwarder:
                 await self._claim()
             except (SealtrailError, OSError) as error:  # the database is away: keep trying
                 log.warning("forwarder: cannot lease sinks: %s", error)
-            await asyncio.sleep(min(renew_every, self._poll * 5))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._claim_now.wait(), min(renew_every, self._poll * 5))
+            self._claim_now.clear()
 
     async def _claim(self) -> None:
         async with self._db.system_connection() as conn:
