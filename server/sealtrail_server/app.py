@@ -19,6 +19,7 @@ from opentelemetry.trace import Tracer, TracerProvider
 
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, event_pb2
 
+from .alerts.evaluator import Evaluator
 from .api.audited import record_event
 from .api.guard import GuardInterceptor
 from .api.servicer import AuditLogServicer
@@ -76,6 +77,7 @@ class Service:
         self._checkpointer: Checkpointer | None = None
         self.purger: Purger | None = None
         self.forwarder: Forwarder | None = None
+        self.evaluator: Evaluator | None = None
         self._hub: StreamHub | None = None
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -170,6 +172,16 @@ class Service:
         )
         self._hub.watch(self.forwarder.wake)
         self.forwarder.start()
+        self.evaluator = Evaluator(
+            db,
+            self._appender,
+            poll_interval=settings.forward_poll_interval,
+            lease_seconds=settings.forward_lease_seconds,
+            max_tenants=settings.alert_max_tenants,
+            sinks_changed=self.forwarder.sinks_changed,
+        )
+        self._hub.watch(self.evaluator.wake)
+        self.evaluator.start()
 
         async def lookup(digest: bytes):  # type: ignore[no-untyped-def]
             return await find_principal(db, digest)
@@ -201,6 +213,7 @@ class Service:
                 eraser=Eraser(self._owner_database_url, self._checkpointer, clock=self._clock),
                 forwarder=self.forwarder,
                 egress=egress,
+                evaluator=self.evaluator,
                 clock=self._clock,
             ),
             server,
@@ -228,6 +241,8 @@ class Service:
         await self._health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(self.settings.shutdown_grace if grace is None else grace)
+        if self.evaluator is not None:
+            await self.evaluator.stop()
         if self.forwarder is not None:
             await self.forwarder.stop()
         if self._hub is not None:

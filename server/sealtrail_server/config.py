@@ -97,6 +97,9 @@ class Settings:
     forward_backoff_base: float = 1.0
     # Sinks this process delivers at most; 0: none (a process that only serves calls).
     forward_max_sinks: int = 1000
+    # Tenants whose alert rules this process evaluates at most (0: none); the
+    # forwarding poll interval and lease length apply to them as well.
+    alert_max_tenants: int = 1000
     # Server log lines: "text", or "json" (one object per line); both carry
     # the request id and trace id of the call they were logged in.
     log_format: str = "text"

@@ -46,6 +46,9 @@ ALLOWED: dict[str, set[str]] = {
     "DeleteSink": {"admin"},
     "ListDeadLetters": {"admin"},
     "ReplaySink": {"admin"},
+    "CreateAlertRule": {"admin"},
+    "ListAlertRules": {"admin"},
+    "DeleteAlertRule": {"admin"},
 }
 
 SERVICE = audit_service_pb2.DESCRIPTOR.services_by_name["AuditLogService"]

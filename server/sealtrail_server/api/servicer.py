@@ -13,6 +13,7 @@ import grpc
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2
 
+from ..alerts.evaluator import Evaluator
 from ..auth.tokens import Authenticator
 from ..domain.errors import InvalidArgument, NotFound, SealtrailError
 from ..domain.event import ValidEvent, correlate, parse_uuid, validate_event
@@ -35,6 +36,7 @@ from ..store.node_reader import NodeReader
 from ..store.tenant_settings import SettingsCache
 from ..stream.hub import StreamHub
 from ..telemetry.context import current_correlation
+from .alerting import AlertingRpcs
 from .audited import filter_details, record_access
 from .convert import event_as_stored, event_draft, event_from_record, filter_draft
 from .errors import entry_error
@@ -66,6 +68,7 @@ class AuditLogServicer(
     TokenRpcs,
     RetentionRpcs,
     ForwardingRpcs,
+    AlertingRpcs,
     audit_service_pb2_grpc.AuditLogServiceServicer,
 ):
     def __init__(
@@ -85,10 +88,12 @@ class AuditLogServicer(
         eraser: Eraser,
         forwarder: Forwarder,
         egress: EgressPolicy,
+        evaluator: Evaluator,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._eraser = eraser
         self._forwarder = forwarder
+        self._evaluator = evaluator
         self._egress = egress
         self._hub = hub
         self._settings_cache = settings_cache

@@ -42,6 +42,9 @@ METHOD_ROLES: Final[dict[str, frozenset[Role]]] = {
     "DeleteSink": _ADMIN,
     "ListDeadLetters": _ADMIN,
     "ReplaySink": _ADMIN,
+    "CreateAlertRule": _ADMIN,
+    "ListAlertRules": _ADMIN,
+    "DeleteAlertRule": _ADMIN,
 }
 
 

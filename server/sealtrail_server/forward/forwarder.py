@@ -199,10 +199,11 @@ class Forwarder:
                 )
             return 0.0 if moved else None
         for replay in replays:
+            base = EventFilter() if replay.bypass_filter else event_filter
             window = replace(
-                event_filter,
-                occurred_after=_later(event_filter.occurred_after, replay.occurred_after),
-                occurred_before=_earlier(event_filter.occurred_before, replay.occurred_before),
+                base,
+                occurred_after=_later(base.occurred_after, replay.occurred_after),
+                occurred_before=_earlier(base.occurred_before, replay.occurred_before),
             )
             events = await self._read(
                 lease.tenant_id, window, replay.cursor_seq, replay.last_seq, limit

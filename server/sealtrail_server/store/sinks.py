@@ -64,6 +64,7 @@ class Replay:
     occurred_after: datetime | None
     occurred_before: datetime | None
     dead_letter_id: str | None
+    bypass_filter: bool
     cursor_seq: int
 
 
@@ -363,7 +364,7 @@ async def add_dead_letter(
 async def pending_replays(conn: Connection, lease: Lease) -> list[Replay]:
     cursor = await conn.execute(
         "SELECT id::text, first_seq, last_seq, occurred_after, occurred_before,"
-        " dead_letter_id::text, cursor_seq FROM sink_replays"
+        " dead_letter_id::text, bypass_filter, cursor_seq FROM sink_replays"
         " WHERE tenant_id = %s AND sink_id = %s ORDER BY created_at, id",
         [lease.tenant_id, lease.sink_id],
     )

@@ -6,6 +6,7 @@ from sealtrail._client import AuditClient
 from sealtrail._convert import (
     BatchEntryResult,
     RecordResult,
+    build_alert_rule,
     build_event,
     build_filter,
     build_sink,
@@ -49,6 +50,7 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "aio_correlation_interceptors",
+    "build_alert_rule",
     "build_event",
     "build_filter",
     "build_sink",

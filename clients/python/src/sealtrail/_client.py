@@ -40,6 +40,7 @@ from sealtrail._export import FORMATS, ExportFile, ExportFormat
 from sealtrail._retry import RetryPolicy
 from sealtrail.v1 import (
     access_pb2,
+    alerting_pb2,
     audit_service_pb2,
     audit_service_pb2_grpc,
     event_pb2,
@@ -340,6 +341,24 @@ class AuditClient:
             sink_id, seq_range=seq_range, window=window, dead_letter_id=dead_letter_id
         )
         return self._call(self._stub.ReplaySink, request, retry=False)
+
+    def create_alert_rule(
+        self, rule: alerting_pb2.AlertRule
+    ) -> alerting_pb2.CreateAlertRuleResponse:
+        """Admin: create an alert rule (see build_alert_rule); it watches the
+        events recorded from then on. Recorded as `alert_rule.created`. Not retried."""
+        request = alerting_pb2.CreateAlertRuleRequest(rule=rule)
+        return self._call(self._stub.CreateAlertRule, request, retry=False)
+
+    def list_alert_rules(self) -> list[alerting_pb2.AlertRule]:
+        """Admin: the tenant's alert rules, with how often each fired."""
+        request = alerting_pb2.ListAlertRulesRequest()
+        return list(self._call(self._stub.ListAlertRules, request).rules)
+
+    def delete_alert_rule(self, rule_id: str) -> alerting_pb2.DeleteAlertRuleResponse:
+        """Admin: delete an alert rule. Recorded as `alert_rule.deleted`."""
+        request = alerting_pb2.DeleteAlertRuleRequest(id=rule_id)
+        return self._call(self._stub.DeleteAlertRule, request, retry=False)
 
     def verify_log(self) -> integrity_pb2.VerifyLogResponse:
         """Admin: have the server recheck every record, leaf and checkpoint root."""

@@ -13,6 +13,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from sealtrail._errors import SealtrailError, from_entry_error
 from sealtrail.v1 import (
     access_pb2,
+    alerting_pb2,
     audit_service_pb2,
     event_pb2,
     forwarding_pb2,
@@ -419,3 +420,58 @@ def replay_request(
     else:
         request.dead_letter_id = dead_letter_id
     return request
+
+
+AlertKind = Literal["match", "threshold", "new_ip", "off_hours"]
+_GROUP_BY: dict[str, alerting_pb2.AlertGroupBy.ValueType] = {
+    "": alerting_pb2.ALERT_GROUP_BY_UNSPECIFIED,
+    "actor": alerting_pb2.ALERT_GROUP_BY_ACTOR,
+    "ip": alerting_pb2.ALERT_GROUP_BY_IP,
+}
+
+
+def build_alert_rule(
+    name: str,
+    kind: AlertKind,
+    *,
+    filter: event_pb2.EventFilter | None = None,
+    count: int = 0,
+    window_seconds: int = 0,
+    group_by: Literal["", "actor", "ip"] = "",
+    time_zone: str = "",
+    start_hour: int = 0,
+    end_hour: int = 0,
+    working_days: Iterable[int] = (),
+    severity: str = "warning",
+    sink_ids: Iterable[str] = (),
+    disabled: bool = False,
+) -> alerting_pb2.AlertRule:
+    """An AlertRule message, e.g. `build_alert_rule("failed logins", "threshold",
+    filter=build_filter(actions="user.login", outcomes="failure"), count=5,
+    window_seconds=300, group_by="ip")`."""
+    rule = alerting_pb2.AlertRule(
+        name=name,
+        severity=enum_value(event_pb2.Severity, severity, field="severity"),
+        sink_ids=list(sink_ids),
+        disabled=disabled,
+    )
+    if kind == "match":
+        rule.match.filter.CopyFrom(filter or event_pb2.EventFilter())
+    elif kind == "threshold":
+        if group_by not in _GROUP_BY:
+            raise ValueError(f"group_by: {group_by!r} is not one of actor, ip")
+        rule.threshold.filter.CopyFrom(filter or event_pb2.EventFilter())
+        rule.threshold.count = count
+        rule.threshold.window_seconds = window_seconds
+        rule.threshold.group_by = _GROUP_BY[group_by]
+    elif kind == "new_ip":
+        rule.new_ip.filter.CopyFrom(filter or event_pb2.EventFilter())
+    elif kind == "off_hours":
+        rule.off_hours.filter.CopyFrom(filter or event_pb2.EventFilter())
+        rule.off_hours.time_zone = time_zone
+        rule.off_hours.start_hour = start_hour
+        rule.off_hours.end_hour = end_hour
+        rule.off_hours.working_days.extend(working_days)
+    else:
+        raise ValueError(f"kind: {kind!r} is not one of match, threshold, new_ip, off_hours")
+    return rule

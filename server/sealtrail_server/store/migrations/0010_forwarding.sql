@@ -58,6 +58,8 @@ CREATE TABLE sink_replays (
     occurred_after  timestamptz,
     occurred_before timestamptz,
     dead_letter_id  uuid,
+    -- Deliver whatever the sink's filter says (an alert sent to the rule's sinks).
+    bypass_filter   boolean     NOT NULL DEFAULT false,
     cursor_seq      bigint      NOT NULL,
     created_at      timestamptz NOT NULL,
     PRIMARY KEY (tenant_id, sink_id, id),
@@ -73,7 +75,7 @@ GRANT UPDATE (cursor_seq, delivered_events, last_delivery_at, last_error, last_e
     consecutive_failures, next_attempt_at, lease_owner, lease_until) ON sinks TO sealtrail_system;
 GRANT INSERT, DELETE ON sink_dead_letters TO sealtrail_system;
 GRANT UPDATE (cursor_seq) ON sink_replays TO sealtrail_system;
-GRANT DELETE ON sink_replays TO sealtrail_system;
+GRANT INSERT, DELETE ON sink_replays TO sealtrail_system;
 
 SELECT sealtrail_isolate_by_tenant('sinks');
 SELECT sealtrail_isolate_by_tenant('sink_dead_letters');

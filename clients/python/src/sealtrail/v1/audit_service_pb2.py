@@ -24,6 +24,7 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from sealtrail.v1 import access_pb2 as sealtrail_dot_v1_dot_access__pb2
+from sealtrail.v1 import alerting_pb2 as sealtrail_dot_v1_dot_alerting__pb2
 from sealtrail.v1 import event_pb2 as sealtrail_dot_v1_dot_event__pb2
 from sealtrail.v1 import forwarding_pb2 as sealtrail_dot_v1_dot_forwarding__pb2
 from sealtrail.v1 import integrity_pb2 as sealtrail_dot_v1_dot_integrity__pb2
@@ -31,53 +32,53 @@ from sealtrail.v1 import retention_pb2 as sealtrail_dot_v1_dot_retention__pb2
 from sealtrail.v1 import settings_pb2 as sealtrail_dot_v1_dot_settings__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sealtrail/v1/audit_service.proto\x12\x0csealtrail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19sealtrail/v1/access.proto\x1a\x18sealtrail/v1/event.proto\x1a\x1dsealtrail/v1/forwarding.proto\x1a\x1csealtrail/v1/integrity.proto\x1a\x1csealtrail/v1/retention.proto\x1a\x1bsealtrail/v1/settings.proto\"3\n\rRecordRequest\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.sealtrail.v1.Event\"J\n\x0eRecordResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.sealtrail.v1.Event\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"9\n\x12RecordBatchRequest\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.sealtrail.v1.Event\"4\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"s\n\nEntryError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x36\n\x10\x66ield_violations\x18\x04 \x03(\x0b\x32\x1c.sealtrail.v1.FieldViolation\"\x84\x01\n\x11RecordBatchResult\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.sealtrail.v1.EventH\x00\x12)\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x18.sealtrail.v1.EntryErrorH\x00\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x03 \x01(\x08\x42\x08\n\x06result\"G\n\x13RecordBatchResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.sealtrail.v1.RecordBatchResult\"\x1d\n\x0fGetEventRequest\x12\n\n\x02id\x18\x01 \x01(\t\"6\n\x10GetEventResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.sealtrail.v1.Event\"\x84\x01\n\x0cQueryRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\"\n\x05order\x18\x04 \x01(\x0e\x32\x13.sealtrail.v1.Order\"M\n\rQueryResponse\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.sealtrail.v1.Event\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xab\x01\n\x13StreamEventsRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12\x13\n\tafter_seq\x18\x02 \x01(\x03H\x00\x12+\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x1e\n\x16max_events_per_message\x18\x04 \x01(\x05\x42\x07\n\x05start\"1\n\nEventBatch\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.sealtrail.v1.Event\"L\n\tHeartbeat\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x03\x12/\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa1\x01\n\x14StreamEventsResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.sealtrail.v1.EventH\x00\x12,\n\theartbeat\x18\x02 \x01(\x0b\x32\x17.sealtrail.v1.HeartbeatH\x00\x12*\n\x06\x65vents\x18\x03 \x01(\x0b\x32\x18.sealtrail.v1.EventBatchH\x00\x42\t\n\x07payload\"f\n\rExportRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12*\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1a.sealtrail.v1.ExportFormat\"\xd3\x01\n\x0e\x45xportManifest\x12\x11\n\trow_count\x18\x01 \x01(\x03\x12\x12\n\nbyte_count\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\x12\x11\n\ttree_size\x18\x04 \x01(\x03\x12\x11\n\tfirst_seq\x18\x05 \x01(\x03\x12\x10\n\x08last_seq\x18\x06 \x01(\x03\x12\x11\n\troot_hash\x18\x07 \x01(\x0c\x12\x12\n\ncheckpoint\x18\x08 \x01(\t\x12\x17\n\x0f\x65xport_event_id\x18\t \x01(\t\x12\x12\n\nmedia_type\x18\n \x01(\t\"s\n\x0e\x45xportResponse\x12\x0f\n\x05\x63hunk\x18\x01 \x01(\x0cH\x00\x12\x30\n\x08manifest\x18\x02 \x01(\x0b\x32\x1c.sealtrail.v1.ExportManifestH\x00\x12\x13\n\x0brows_so_far\x18\x03 \x01(\x03\x42\t\n\x07payload*N\n\x05Order\x12\x15\n\x11ORDER_UNSPECIFIED\x10\x00\x12\x16\n\x12ORDER_NEWEST_FIRST\x10\x01\x12\x16\n\x12ORDER_OLDEST_FIRST\x10\x02*v\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x01\x12\x18\n\x14\x45XPORT_FORMAT_NDJSON\x10\x02\x12\x16\n\x12\x45XPORT_FORMAT_JSON\x10\x03\x32\x90\x13\n\x0f\x41uditLogService\x12\x43\n\x06Record\x12\x1b.sealtrail.v1.RecordRequest\x1a\x1c.sealtrail.v1.RecordResponse\x12R\n\x0bRecordBatch\x12 .sealtrail.v1.RecordBatchRequest\x1a!.sealtrail.v1.RecordBatchResponse\x12I\n\x08GetEvent\x12\x1d.sealtrail.v1.GetEventRequest\x1a\x1e.sealtrail.v1.GetEventResponse\x12@\n\x05Query\x12\x1a.sealtrail.v1.QueryRequest\x1a\x1b.sealtrail.v1.QueryResponse\x12W\n\x0cStreamEvents\x12!.sealtrail.v1.StreamEventsRequest\x1a\".sealtrail.v1.StreamEventsResponse0\x01\x12\x45\n\x06\x45xport\x12\x1b.sealtrail.v1.ExportRequest\x1a\x1c.sealtrail.v1.ExportResponse0\x01\x12X\n\rGetCheckpoint\x12\".sealtrail.v1.GetCheckpointRequest\x1a#.sealtrail.v1.GetCheckpointResponse\x12\x64\n\x11GetInclusionProof\x12&.sealtrail.v1.GetInclusionProofRequest\x1a\'.sealtrail.v1.GetInclusionProofResponse\x12j\n\x13GetConsistencyProof\x12(.sealtrail.v1.GetConsistencyProofRequest\x1a).sealtrail.v1.GetConsistencyProofResponse\x12^\n\x0fGetVerifierKeys\x12$.sealtrail.v1.GetVerifierKeysRequest\x1a%.sealtrail.v1.GetVerifierKeysResponse\x12L\n\tVerifyLog\x12\x1e.sealtrail.v1.VerifyLogRequest\x1a\x1f.sealtrail.v1.VerifyLogResponse\x12\x64\n\x11GetTenantSettings\x12&.sealtrail.v1.GetTenantSettingsRequest\x1a\'.sealtrail.v1.GetTenantSettingsResponse\x12m\n\x14UpdateTenantSettings\x12).sealtrail.v1.UpdateTenantSettingsRequest\x1a*.sealtrail.v1.UpdateTenantSettingsResponse\x12O\n\nHashSecret\x12\x1f.sealtrail.v1.HashSecretRequest\x1a .sealtrail.v1.HashSecretResponse\x12R\n\x0b\x43reateToken\x12 .sealtrail.v1.CreateTokenRequest\x1a!.sealtrail.v1.CreateTokenResponse\x12O\n\nListTokens\x12\x1f.sealtrail.v1.ListTokensRequest\x1a .sealtrail.v1.ListTokensResponse\x12R\n\x0bRevokeToken\x12 .sealtrail.v1.RevokeTokenRequest\x1a!.sealtrail.v1.RevokeTokenResponse\x12g\n\x12GetRetentionPolicy\x12\'.sealtrail.v1.GetRetentionPolicyRequest\x1a(.sealtrail.v1.GetRetentionPolicyResponse\x12p\n\x15UpdateRetentionPolicy\x12*.sealtrail.v1.UpdateRetentionPolicyRequest\x1a+.sealtrail.v1.UpdateRetentionPolicyResponse\x12U\n\x0cSetLegalHold\x12!.sealtrail.v1.SetLegalHoldRequest\x1a\".sealtrail.v1.SetLegalHoldResponse\x12R\n\x0b\x45raseTenant\x12 .sealtrail.v1.EraseTenantRequest\x1a!.sealtrail.v1.EraseTenantResponse\x12O\n\nCreateSink\x12\x1f.sealtrail.v1.CreateSinkRequest\x1a .sealtrail.v1.CreateSinkResponse\x12\x46\n\x07GetSink\x12\x1c.sealtrail.v1.GetSinkRequest\x1a\x1d.sealtrail.v1.GetSinkResponse\x12L\n\tListSinks\x12\x1e.sealtrail.v1.ListSinksRequest\x1a\x1f.sealtrail.v1.ListSinksResponse\x12O\n\nUpdateSink\x12\x1f.sealtrail.v1.UpdateSinkRequest\x1a .sealtrail.v1.UpdateSinkResponse\x12O\n\nDeleteSink\x12\x1f.sealtrail.v1.DeleteSinkRequest\x1a .sealtrail.v1.DeleteSinkResponse\x12^\n\x0fListDeadLetters\x12$.sealtrail.v1.ListDeadLettersRequest\x1a%.sealtrail.v1.ListDeadLettersResponse\x12O\n\nReplaySink\x12\x1f.sealtrail.v1.ReplaySinkRequest\x1a .sealtrail.v1.ReplaySinkResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sealtrail/v1/audit_service.proto\x12\x0csealtrail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19sealtrail/v1/access.proto\x1a\x1bsealtrail/v1/alerting.proto\x1a\x18sealtrail/v1/event.proto\x1a\x1dsealtrail/v1/forwarding.proto\x1a\x1csealtrail/v1/integrity.proto\x1a\x1csealtrail/v1/retention.proto\x1a\x1bsealtrail/v1/settings.proto\"3\n\rRecordRequest\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.sealtrail.v1.Event\"J\n\x0eRecordResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.sealtrail.v1.Event\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"9\n\x12RecordBatchRequest\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.sealtrail.v1.Event\"4\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"s\n\nEntryError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x36\n\x10\x66ield_violations\x18\x04 \x03(\x0b\x32\x1c.sealtrail.v1.FieldViolation\"\x84\x01\n\x11RecordBatchResult\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.sealtrail.v1.EventH\x00\x12)\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x18.sealtrail.v1.EntryErrorH\x00\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x03 \x01(\x08\x42\x08\n\x06result\"G\n\x13RecordBatchResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.sealtrail.v1.RecordBatchResult\"\x1d\n\x0fGetEventRequest\x12\n\n\x02id\x18\x01 \x01(\t\"6\n\x10GetEventResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.sealtrail.v1.Event\"\x84\x01\n\x0cQueryRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\"\n\x05order\x18\x04 \x01(\x0e\x32\x13.sealtrail.v1.Order\"M\n\rQueryResponse\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.sealtrail.v1.Event\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xab\x01\n\x13StreamEventsRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12\x13\n\tafter_seq\x18\x02 \x01(\x03H\x00\x12+\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x1e\n\x16max_events_per_message\x18\x04 \x01(\x05\x42\x07\n\x05start\"1\n\nEventBatch\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.sealtrail.v1.Event\"L\n\tHeartbeat\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x03\x12/\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa1\x01\n\x14StreamEventsResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.sealtrail.v1.EventH\x00\x12,\n\theartbeat\x18\x02 \x01(\x0b\x32\x17.sealtrail.v1.HeartbeatH\x00\x12*\n\x06\x65vents\x18\x03 \x01(\x0b\x32\x18.sealtrail.v1.EventBatchH\x00\x42\t\n\x07payload\"f\n\rExportRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12*\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1a.sealtrail.v1.ExportFormat\"\xd3\x01\n\x0e\x45xportManifest\x12\x11\n\trow_count\x18\x01 \x01(\x03\x12\x12\n\nbyte_count\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\x12\x11\n\ttree_size\x18\x04 \x01(\x03\x12\x11\n\tfirst_seq\x18\x05 \x01(\x03\x12\x10\n\x08last_seq\x18\x06 \x01(\x03\x12\x11\n\troot_hash\x18\x07 \x01(\x0c\x12\x12\n\ncheckpoint\x18\x08 \x01(\t\x12\x17\n\x0f\x65xport_event_id\x18\t \x01(\t\x12\x12\n\nmedia_type\x18\n \x01(\t\"s\n\x0e\x45xportResponse\x12\x0f\n\x05\x63hunk\x18\x01 \x01(\x0cH\x00\x12\x30\n\x08manifest\x18\x02 \x01(\x0b\x32\x1c.sealtrail.v1.ExportManifestH\x00\x12\x13\n\x0brows_so_far\x18\x03 \x01(\x03\x42\t\n\x07payload*N\n\x05Order\x12\x15\n\x11ORDER_UNSPECIFIED\x10\x00\x12\x16\n\x12ORDER_NEWEST_FIRST\x10\x01\x12\x16\n\x12ORDER_OLDEST_FIRST\x10\x02*v\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x01\x12\x18\n\x14\x45XPORT_FORMAT_NDJSON\x10\x02\x12\x16\n\x12\x45XPORT_FORMAT_JSON\x10\x03\x32\xad\x15\n\x0f\x41uditLogService\x12\x43\n\x06Record\x12\x1b.sealtrail.v1.RecordRequest\x1a\x1c.sealtrail.v1.RecordResponse\x12R\n\x0bRecordBatch\x12 .sealtrail.v1.RecordBatchRequest\x1a!.sealtrail.v1.RecordBatchResponse\x12I\n\x08GetEvent\x12\x1d.sealtrail.v1.GetEventRequest\x1a\x1e.sealtrail.v1.GetEventResponse\x12@\n\x05Query\x12\x1a.sealtrail.v1.QueryRequest\x1a\x1b.sealtrail.v1.QueryResponse\x12W\n\x0cStreamEvents\x12!.sealtrail.v1.StreamEventsRequest\x1a\".sealtrail.v1.StreamEventsResponse0\x01\x12\x45\n\x06\x45xport\x12\x1b.sealtrail.v1.ExportRequest\x1a\x1c.sealtrail.v1.ExportResponse0\x01\x12X\n\rGetCheckpoint\x12\".sealtrail.v1.GetCheckpointRequest\x1a#.sealtrail.v1.GetCheckpointResponse\x12\x64\n\x11GetInclusionProof\x12&.sealtrail.v1.GetInclusionProofRequest\x1a\'.sealtrail.v1.GetInclusionProofResponse\x12j\n\x13GetConsistencyProof\x12(.sealtrail.v1.GetConsistencyProofRequest\x1a).sealtrail.v1.GetConsistencyProofResponse\x12^\n\x0fGetVerifierKeys\x12$.sealtrail.v1.GetVerifierKeysRequest\x1a%.sealtrail.v1.GetVerifierKeysResponse\x12L\n\tVerifyLog\x12\x1e.sealtrail.v1.VerifyLogRequest\x1a\x1f.sealtrail.v1.VerifyLogResponse\x12\x64\n\x11GetTenantSettings\x12&.sealtrail.v1.GetTenantSettingsRequest\x1a\'.sealtrail.v1.GetTenantSettingsResponse\x12m\n\x14UpdateTenantSettings\x12).sealtrail.v1.UpdateTenantSettingsRequest\x1a*.sealtrail.v1.UpdateTenantSettingsResponse\x12O\n\nHashSecret\x12\x1f.sealtrail.v1.HashSecretRequest\x1a .sealtrail.v1.HashSecretResponse\x12R\n\x0b\x43reateToken\x12 .sealtrail.v1.CreateTokenRequest\x1a!.sealtrail.v1.CreateTokenResponse\x12O\n\nListTokens\x12\x1f.sealtrail.v1.ListTokensRequest\x1a .sealtrail.v1.ListTokensResponse\x12R\n\x0bRevokeToken\x12 .sealtrail.v1.RevokeTokenRequest\x1a!.sealtrail.v1.RevokeTokenResponse\x12g\n\x12GetRetentionPolicy\x12\'.sealtrail.v1.GetRetentionPolicyRequest\x1a(.sealtrail.v1.GetRetentionPolicyResponse\x12p\n\x15UpdateRetentionPolicy\x12*.sealtrail.v1.UpdateRetentionPolicyRequest\x1a+.sealtrail.v1.UpdateRetentionPolicyResponse\x12U\n\x0cSetLegalHold\x12!.sealtrail.v1.SetLegalHoldRequest\x1a\".sealtrail.v1.SetLegalHoldResponse\x12R\n\x0b\x45raseTenant\x12 .sealtrail.v1.EraseTenantRequest\x1a!.sealtrail.v1.EraseTenantResponse\x12O\n\nCreateSink\x12\x1f.sealtrail.v1.CreateSinkRequest\x1a .sealtrail.v1.CreateSinkResponse\x12\x46\n\x07GetSink\x12\x1c.sealtrail.v1.GetSinkRequest\x1a\x1d.sealtrail.v1.GetSinkResponse\x12L\n\tListSinks\x12\x1e.sealtrail.v1.ListSinksRequest\x1a\x1f.sealtrail.v1.ListSinksResponse\x12O\n\nUpdateSink\x12\x1f.sealtrail.v1.UpdateSinkRequest\x1a .sealtrail.v1.UpdateSinkResponse\x12O\n\nDeleteSink\x12\x1f.sealtrail.v1.DeleteSinkRequest\x1a .sealtrail.v1.DeleteSinkResponse\x12^\n\x0fListDeadLetters\x12$.sealtrail.v1.ListDeadLettersRequest\x1a%.sealtrail.v1.ListDeadLettersResponse\x12O\n\nReplaySink\x12\x1f.sealtrail.v1.ReplaySinkRequest\x1a .sealtrail.v1.ReplaySinkResponse\x12^\n\x0f\x43reateAlertRule\x12$.sealtrail.v1.CreateAlertRuleRequest\x1a%.sealtrail.v1.CreateAlertRuleResponse\x12[\n\x0eListAlertRules\x12#.sealtrail.v1.ListAlertRulesRequest\x1a$.sealtrail.v1.ListAlertRulesResponse\x12^\n\x0f\x44\x65leteAlertRule\x12$.sealtrail.v1.DeleteAlertRuleRequest\x1a%.sealtrail.v1.DeleteAlertRuleResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sealtrail.v1.audit_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDER']._serialized_start=2026
-  _globals['_ORDER']._serialized_end=2104
-  _globals['_EXPORTFORMAT']._serialized_start=2106
-  _globals['_EXPORTFORMAT']._serialized_end=2224
-  _globals['_RECORDREQUEST']._serialized_start=256
-  _globals['_RECORDREQUEST']._serialized_end=307
-  _globals['_RECORDRESPONSE']._serialized_start=309
-  _globals['_RECORDRESPONSE']._serialized_end=383
-  _globals['_RECORDBATCHREQUEST']._serialized_start=385
-  _globals['_RECORDBATCHREQUEST']._serialized_end=442
-  _globals['_FIELDVIOLATION']._serialized_start=444
-  _globals['_FIELDVIOLATION']._serialized_end=496
-  _globals['_ENTRYERROR']._serialized_start=498
-  _globals['_ENTRYERROR']._serialized_end=613
-  _globals['_RECORDBATCHRESULT']._serialized_start=616
-  _globals['_RECORDBATCHRESULT']._serialized_end=748
-  _globals['_RECORDBATCHRESPONSE']._serialized_start=750
-  _globals['_RECORDBATCHRESPONSE']._serialized_end=821
-  _globals['_GETEVENTREQUEST']._serialized_start=823
-  _globals['_GETEVENTREQUEST']._serialized_end=852
-  _globals['_GETEVENTRESPONSE']._serialized_start=854
-  _globals['_GETEVENTRESPONSE']._serialized_end=908
-  _globals['_QUERYREQUEST']._serialized_start=911
-  _globals['_QUERYREQUEST']._serialized_end=1043
-  _globals['_QUERYRESPONSE']._serialized_start=1045
-  _globals['_QUERYRESPONSE']._serialized_end=1122
-  _globals['_STREAMEVENTSREQUEST']._serialized_start=1125
-  _globals['_STREAMEVENTSREQUEST']._serialized_end=1296
-  _globals['_EVENTBATCH']._serialized_start=1298
-  _globals['_EVENTBATCH']._serialized_end=1347
-  _globals['_HEARTBEAT']._serialized_start=1349
-  _globals['_HEARTBEAT']._serialized_end=1425
-  _globals['_STREAMEVENTSRESPONSE']._serialized_start=1428
-  _globals['_STREAMEVENTSRESPONSE']._serialized_end=1589
-  _globals['_EXPORTREQUEST']._serialized_start=1591
-  _globals['_EXPORTREQUEST']._serialized_end=1693
-  _globals['_EXPORTMANIFEST']._serialized_start=1696
-  _globals['_EXPORTMANIFEST']._serialized_end=1907
-  _globals['_EXPORTRESPONSE']._serialized_start=1909
-  _globals['_EXPORTRESPONSE']._serialized_end=2024
-  _globals['_AUDITLOGSERVICE']._serialized_start=2227
-  _globals['_AUDITLOGSERVICE']._serialized_end=4675
+  _globals['_ORDER']._serialized_start=2055
+  _globals['_ORDER']._serialized_end=2133
+  _globals['_EXPORTFORMAT']._serialized_start=2135
+  _globals['_EXPORTFORMAT']._serialized_end=2253
+  _globals['_RECORDREQUEST']._serialized_start=285
+  _globals['_RECORDREQUEST']._serialized_end=336
+  _globals['_RECORDRESPONSE']._serialized_start=338
+  _globals['_RECORDRESPONSE']._serialized_end=412
+  _globals['_RECORDBATCHREQUEST']._serialized_start=414
+  _globals['_RECORDBATCHREQUEST']._serialized_end=471
+  _globals['_FIELDVIOLATION']._serialized_start=473
+  _globals['_FIELDVIOLATION']._serialized_end=525
+  _globals['_ENTRYERROR']._serialized_start=527
+  _globals['_ENTRYERROR']._serialized_end=642
+  _globals['_RECORDBATCHRESULT']._serialized_start=645
+  _globals['_RECORDBATCHRESULT']._serialized_end=777
+  _globals['_RECORDBATCHRESPONSE']._serialized_start=779
+  _globals['_RECORDBATCHRESPONSE']._serialized_end=850
+  _globals['_GETEVENTREQUEST']._serialized_start=852
+  _globals['_GETEVENTREQUEST']._serialized_end=881
+  _globals['_GETEVENTRESPONSE']._serialized_start=883
+  _globals['_GETEVENTRESPONSE']._serialized_end=937
+  _globals['_QUERYREQUEST']._serialized_start=940
+  _globals['_QUERYREQUEST']._serialized_end=1072
+  _globals['_QUERYRESPONSE']._serialized_start=1074
+  _globals['_QUERYRESPONSE']._serialized_end=1151
+  _globals['_STREAMEVENTSREQUEST']._serialized_start=1154
+  _globals['_STREAMEVENTSREQUEST']._serialized_end=1325
+  _globals['_EVENTBATCH']._serialized_start=1327
+  _globals['_EVENTBATCH']._serialized_end=1376
+  _globals['_HEARTBEAT']._serialized_start=1378
+  _globals['_HEARTBEAT']._serialized_end=1454
+  _globals['_STREAMEVENTSRESPONSE']._serialized_start=1457
+  _globals['_STREAMEVENTSRESPONSE']._serialized_end=1618
+  _globals['_EXPORTREQUEST']._serialized_start=1620
+  _globals['_EXPORTREQUEST']._serialized_end=1722
+  _globals['_EXPORTMANIFEST']._serialized_start=1725
+  _globals['_EXPORTMANIFEST']._serialized_end=1936
+  _globals['_EXPORTRESPONSE']._serialized_start=1938
+  _globals['_EXPORTRESPONSE']._serialized_end=2053
+  _globals['_AUDITLOGSERVICE']._serialized_start=2256
+  _globals['_AUDITLOGSERVICE']._serialized_end=4989
 # @@protoc_insertion_point(module_scope)

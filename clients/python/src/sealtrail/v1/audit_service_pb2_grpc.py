@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from sealtrail.v1 import access_pb2 as sealtrail_dot_v1_dot_access__pb2
+from sealtrail.v1 import alerting_pb2 as sealtrail_dot_v1_dot_alerting__pb2
 from sealtrail.v1 import audit_service_pb2 as sealtrail_dot_v1_dot_audit__service__pb2
 from sealtrail.v1 import forwarding_pb2 as sealtrail_dot_v1_dot_forwarding__pb2
 from sealtrail.v1 import integrity_pb2 as sealtrail_dot_v1_dot_integrity__pb2
@@ -181,6 +182,21 @@ class AuditLogServiceStub:
                 '/sealtrail.v1.AuditLogService/ReplaySink',
                 request_serializer=sealtrail_dot_v1_dot_forwarding__pb2.ReplaySinkRequest.SerializeToString,
                 response_deserializer=sealtrail_dot_v1_dot_forwarding__pb2.ReplaySinkResponse.FromString,
+                _registered_method=True)
+        self.CreateAlertRule = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/CreateAlertRule',
+                request_serializer=sealtrail_dot_v1_dot_alerting__pb2.CreateAlertRuleRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_alerting__pb2.CreateAlertRuleResponse.FromString,
+                _registered_method=True)
+        self.ListAlertRules = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/ListAlertRules',
+                request_serializer=sealtrail_dot_v1_dot_alerting__pb2.ListAlertRulesRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_alerting__pb2.ListAlertRulesResponse.FromString,
+                _registered_method=True)
+        self.DeleteAlertRule = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/DeleteAlertRule',
+                request_serializer=sealtrail_dot_v1_dot_alerting__pb2.DeleteAlertRuleRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_alerting__pb2.DeleteAlertRuleResponse.FromString,
                 _registered_method=True)
 
 
@@ -406,6 +422,29 @@ class AuditLogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateAlertRule(self, request, context):
+        """Admin only: creates an alert rule (a match, a threshold, a new IP or
+        off-hours condition); recorded as `alert_rule.created`. At most 100 per
+        tenant. It watches events recorded from then on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAlertRules(self, request, context):
+        """Admin only: the tenant's alert rules, with how often each fired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAlertRule(self, request, context):
+        """Admin only: deletes an alert rule; recorded as `alert_rule.deleted`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditLogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -548,6 +587,21 @@ def add_AuditLogServiceServicer_to_server(servicer, server):
                     servicer.ReplaySink,
                     request_deserializer=sealtrail_dot_v1_dot_forwarding__pb2.ReplaySinkRequest.FromString,
                     response_serializer=sealtrail_dot_v1_dot_forwarding__pb2.ReplaySinkResponse.SerializeToString,
+            ),
+            'CreateAlertRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAlertRule,
+                    request_deserializer=sealtrail_dot_v1_dot_alerting__pb2.CreateAlertRuleRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_alerting__pb2.CreateAlertRuleResponse.SerializeToString,
+            ),
+            'ListAlertRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlertRules,
+                    request_deserializer=sealtrail_dot_v1_dot_alerting__pb2.ListAlertRulesRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_alerting__pb2.ListAlertRulesResponse.SerializeToString,
+            ),
+            'DeleteAlertRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAlertRule,
+                    request_deserializer=sealtrail_dot_v1_dot_alerting__pb2.DeleteAlertRuleRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_alerting__pb2.DeleteAlertRuleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1309,6 +1363,87 @@ class AuditLogService:
             '/sealtrail.v1.AuditLogService/ReplaySink',
             sealtrail_dot_v1_dot_forwarding__pb2.ReplaySinkRequest.SerializeToString,
             sealtrail_dot_v1_dot_forwarding__pb2.ReplaySinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAlertRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/CreateAlertRule',
+            sealtrail_dot_v1_dot_alerting__pb2.CreateAlertRuleRequest.SerializeToString,
+            sealtrail_dot_v1_dot_alerting__pb2.CreateAlertRuleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlertRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/ListAlertRules',
+            sealtrail_dot_v1_dot_alerting__pb2.ListAlertRulesRequest.SerializeToString,
+            sealtrail_dot_v1_dot_alerting__pb2.ListAlertRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAlertRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/DeleteAlertRule',
+            sealtrail_dot_v1_dot_alerting__pb2.DeleteAlertRuleRequest.SerializeToString,
+            sealtrail_dot_v1_dot_alerting__pb2.DeleteAlertRuleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from grpc import aio as _aio
 from sealtrail.v1 import access_pb2 as _access_pb2
+from sealtrail.v1 import alerting_pb2 as _alerting_pb2
 from sealtrail.v1 import audit_service_pb2 as _audit_service_pb2
 from sealtrail.v1 import forwarding_pb2 as _forwarding_pb2
 from sealtrail.v1 import integrity_pb2 as _integrity_pb2
@@ -133,6 +134,15 @@ class AuditLogServiceStub:
     a sink again, beside its live delivery; recorded as
     `sink.replay_requested`.
     """
+    CreateAlertRule: _grpc.UnaryUnaryMultiCallable[_alerting_pb2.CreateAlertRuleRequest, _alerting_pb2.CreateAlertRuleResponse]
+    """Admin only: creates an alert rule (a match, a threshold, a new IP or
+    off-hours condition); recorded as `alert_rule.created`. At most 100 per
+    tenant. It watches events recorded from then on.
+    """
+    ListAlertRules: _grpc.UnaryUnaryMultiCallable[_alerting_pb2.ListAlertRulesRequest, _alerting_pb2.ListAlertRulesResponse]
+    """Admin only: the tenant's alert rules, with how often each fired."""
+    DeleteAlertRule: _grpc.UnaryUnaryMultiCallable[_alerting_pb2.DeleteAlertRuleRequest, _alerting_pb2.DeleteAlertRuleResponse]
+    """Admin only: deletes an alert rule; recorded as `alert_rule.deleted`."""
 
 @_typing.type_check_only
 class AuditLogServiceAsyncStub(AuditLogServiceStub):
@@ -234,6 +244,15 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     a sink again, beside its live delivery; recorded as
     `sink.replay_requested`.
     """
+    CreateAlertRule: _aio.UnaryUnaryMultiCallable[_alerting_pb2.CreateAlertRuleRequest, _alerting_pb2.CreateAlertRuleResponse]  # type: ignore[assignment]
+    """Admin only: creates an alert rule (a match, a threshold, a new IP or
+    off-hours condition); recorded as `alert_rule.created`. At most 100 per
+    tenant. It watches events recorded from then on.
+    """
+    ListAlertRules: _aio.UnaryUnaryMultiCallable[_alerting_pb2.ListAlertRulesRequest, _alerting_pb2.ListAlertRulesResponse]  # type: ignore[assignment]
+    """Admin only: the tenant's alert rules, with how often each fired."""
+    DeleteAlertRule: _aio.UnaryUnaryMultiCallable[_alerting_pb2.DeleteAlertRuleRequest, _alerting_pb2.DeleteAlertRuleResponse]  # type: ignore[assignment]
+    """Admin only: deletes an alert rule; recorded as `alert_rule.deleted`."""
 
 class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
     """Records, queries, tails and exports a tenant's append-only, tamper-evident
@@ -500,5 +519,32 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         a sink again, beside its live delivery; recorded as
         `sink.replay_requested`.
         """
+
+    @_abc_1.abstractmethod
+    def CreateAlertRule(
+        self,
+        request: _alerting_pb2.CreateAlertRuleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_alerting_pb2.CreateAlertRuleResponse, _abc.Awaitable[_alerting_pb2.CreateAlertRuleResponse]]:
+        """Admin only: creates an alert rule (a match, a threshold, a new IP or
+        off-hours condition); recorded as `alert_rule.created`. At most 100 per
+        tenant. It watches events recorded from then on.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAlertRules(
+        self,
+        request: _alerting_pb2.ListAlertRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_alerting_pb2.ListAlertRulesResponse, _abc.Awaitable[_alerting_pb2.ListAlertRulesResponse]]:
+        """Admin only: the tenant's alert rules, with how often each fired."""
+
+    @_abc_1.abstractmethod
+    def DeleteAlertRule(
+        self,
+        request: _alerting_pb2.DeleteAlertRuleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_alerting_pb2.DeleteAlertRuleResponse, _abc.Awaitable[_alerting_pb2.DeleteAlertRuleResponse]]:
+        """Admin only: deletes an alert rule; recorded as `alert_rule.deleted`."""
 
 def add_AuditLogServiceServicer_to_server(servicer: AuditLogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

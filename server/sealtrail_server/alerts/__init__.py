@@ -1,0 +1,1 @@
+"""Alerting: alert rules evaluated against each tenant's new events (docs/alerting.md)."""

@@ -1,0 +1,207 @@
+"""The admin RPCs of alerting: create, list and delete alert rules (each
+change recorded in the log before it applies). Evaluation is the
+evaluator's (alerts/). A mixin of the servicer."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Final
+
+import grpc
+from google.protobuf import json_format
+
+from sealtrail.v1 import alerting_pb2 as pb
+from sealtrail.v1 import event_pb2
+
+from ..alerts.evaluator import Evaluator, condition_of
+from ..domain.alerts import MAX_RULE_NAME, MAX_RULES_PER_TENANT
+from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from ..domain.event import SEVERITIES, parse_uuid
+from ..domain.filters import validate_filter
+from ..store import alerts as store
+from ..store import sinks as sink_store
+from ..store.appender import Appender
+from ..store.database import Database
+from .audited import record_access
+from .convert import filter_draft
+from .guard import current_principal
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_GROUP_BY: Final = {
+    pb.ALERT_GROUP_BY_UNSPECIFIED: "none",
+    pb.ALERT_GROUP_BY_ACTOR: "actor",
+    pb.ALERT_GROUP_BY_IP: "ip",
+}
+_GROUP_BY_NUMBERS: Final = {name: number for number, name in _GROUP_BY.items()}
+_SEVERITY_NUMBERS: Final = {name: number for number, name in SEVERITIES.items()}
+
+
+def _condition(rule: pb.AlertRule) -> dict[str, Any]:
+    """The rule's condition as stored: its kind, filter and settings, validated."""
+    kind = rule.WhichOneof("condition")
+    if kind is None:
+        raise InvalidArgument.field("rule.condition", "one condition is required")
+    message = getattr(rule, kind)
+    path = f"rule.{kind}"
+    validate_filter(filter_draft(message.filter), path=f"{path}.filter")
+    stored: dict[str, Any] = {"kind": kind, "filter": json_format.MessageToDict(message.filter)}
+    settings: dict[str, Any] = {}
+    if kind == "threshold":
+        if message.group_by not in _GROUP_BY:
+            raise InvalidArgument.field(
+                f"{path}.group_by", f"unknown enum value {message.group_by}"
+            )
+        settings = {
+            "count": message.count,
+            "window_seconds": message.window_seconds,
+            "group_by": _GROUP_BY[message.group_by],
+        }
+    elif kind == "off_hours":
+        settings = {
+            "time_zone": message.time_zone or "UTC",
+            "start_hour": message.start_hour,
+            "end_hour": message.end_hour,
+            "working_days": sorted(set(message.working_days)) or [1, 2, 3, 4, 5],
+        }
+    condition_of(stored | settings)  # stored as the request gave it, once it is valid
+    return stored | settings
+
+
+def _rule_message(stored: store.StoredRule) -> pb.AlertRule:
+    message = pb.AlertRule(
+        id=stored.id,
+        name=stored.name,
+        severity=event_pb2.Severity.ValueType(_SEVERITY_NUMBERS[stored.severity]),
+        sink_ids=stored.sink_ids,
+        disabled=stored.disabled,
+        fired=stored.fired,
+    )
+    condition = dict(stored.condition)
+    kind = condition.pop("kind")
+    target = getattr(message, kind)
+    json_format.ParseDict(condition.pop("filter"), target.filter)
+    if kind == "threshold":
+        condition["group_by"] = _GROUP_BY_NUMBERS[condition["group_by"]]
+    for name, value in condition.items():
+        if isinstance(value, list):
+            getattr(target, name).extend(value)
+        else:
+            setattr(target, name, value)
+    message.create_time.FromDatetime(stored.created_at)
+    if stored.last_fired_at is not None:
+        message.last_fired_time.FromDatetime(stored.last_fired_at)
+    return message
+
+
+class AlertingRpcs:
+    _db: Database
+    _appender: Appender
+    _clock: Callable[[], datetime]
+    _evaluator: Evaluator
+
+    async def CreateAlertRule(
+        self, request: pb.CreateAlertRuleRequest, context: Context
+    ) -> pb.CreateAlertRuleResponse:
+        principal = current_principal()
+        tenant_id = principal.tenant_id
+        rule = request.rule
+        if not rule.name.strip() or len(rule.name) > MAX_RULE_NAME:
+            raise InvalidArgument.field("rule.name", f"must be 1 to {MAX_RULE_NAME} characters")
+        condition = _condition(rule)
+        severity = SEVERITIES.get(rule.severity or event_pb2.SEVERITY_WARNING)
+        if severity is None:
+            raise InvalidArgument.field("rule.severity", f"unknown enum value {rule.severity}")
+        sink_ids = []
+        async with self._db.connection(tenant_id) as conn:
+            for index, text in enumerate(rule.sink_ids):
+                sink_id = parse_uuid(text)
+                exists = sink_id is not None and (
+                    await sink_store.read_sink(conn, tenant_id, sink_id) is not None
+                )
+                if not exists or sink_id is None:
+                    raise InvalidArgument.field(f"rule.sink_ids[{index}]", "no such sink")
+                sink_ids.append(sink_id)
+            if await store.count_rules(conn, tenant_id) >= MAX_RULES_PER_TENANT:
+                raise FailedPrecondition(
+                    f"the tenant has {MAX_RULES_PER_TENANT} alert rules, the most it may have",
+                    reason="TOO_MANY_ALERT_RULES",
+                )
+            head = await sink_store.head_seq(conn, tenant_id)
+        rule_id = str(uuid.uuid4())
+        event_id = await record_access(
+            self._appender,
+            principal,
+            now=self._clock(),
+            action="alert_rule.created",
+            category=event_pb2.CATEGORY_CONFIGURATION,
+            resource_type="alert_rule",
+            resource_id=rule_id,
+            description=f"Alert rule {rule.name!r} ({condition['kind']}) created",
+            details={
+                "name": rule.name,
+                "condition": condition,
+                "severity": severity,
+                "sink_ids": sink_ids,
+                "disabled": rule.disabled,
+            },
+        )
+        stored = store.StoredRule(
+            tenant_id=tenant_id,
+            id=rule_id,
+            name=rule.name,
+            condition=condition,
+            severity=severity,
+            sink_ids=sink_ids,
+            disabled=rule.disabled,
+            start_seq=head + 1,  # not its own creation event
+            created_at=self._clock(),
+            fired=0,
+            last_fired_at=None,
+        )
+        async with self._db.connection(tenant_id) as conn:
+            await store.insert_rule(conn, stored)
+        self._evaluator.rules_changed()
+        return pb.CreateAlertRuleResponse(rule=_rule_message(stored), event_id=event_id)
+
+    async def ListAlertRules(
+        self, request: pb.ListAlertRulesRequest, context: Context
+    ) -> pb.ListAlertRulesResponse:
+        tenant_id = current_principal().tenant_id
+        async with self._db.connection(tenant_id) as conn:
+            rules = await store.list_rules(conn, tenant_id)
+        return pb.ListAlertRulesResponse(rules=[_rule_message(rule) for rule in rules])
+
+    async def DeleteAlertRule(
+        self, request: pb.DeleteAlertRuleRequest, context: Context
+    ) -> pb.DeleteAlertRuleResponse:
+        principal = current_principal()
+        tenant_id = principal.tenant_id
+        rule_id = parse_uuid(request.id)
+        if rule_id is None:
+            raise InvalidArgument.field("id", "must be an alert rule id (a UUID)")
+        async with self._db.connection(tenant_id) as conn:
+            found = [rule for rule in await store.list_rules(conn, tenant_id) if rule.id == rule_id]
+        if not found:
+            raise NotFound(f"no alert rule {rule_id}")
+        event_id = await record_access(
+            self._appender,
+            principal,
+            now=self._clock(),
+            action="alert_rule.deleted",
+            category=event_pb2.CATEGORY_CONFIGURATION,
+            resource_type="alert_rule",
+            resource_id=rule_id,
+            description=f"Alert rule {found[0].name!r} deleted",
+            details={
+                "name": found[0].name,
+                "condition": found[0].condition,
+                "fired": found[0].fired,
+            },
+        )
+        async with self._db.connection(tenant_id) as conn:
+            await store.delete_rule(conn, tenant_id, rule_id)
+        self._evaluator.rules_changed()
+        return pb.DeleteAlertRuleResponse(event_id=event_id)

@@ -1,0 +1,144 @@
+"""Alert rules: their validation, and the pure parts of deciding that one
+fires (the threshold's sliding window, working hours). Which events reach
+them, and what a firing records, is the evaluator's (alerts/)."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final, Literal, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from .errors import FieldViolation, InvalidArgument
+from .filters import EventFilter
+
+MAX_RULES_PER_TENANT: Final = 100
+MAX_RULE_NAME: Final = 128
+MAX_THRESHOLD_COUNT: Final = 100_000
+MAX_WINDOW_SECONDS: Final = 7 * 24 * 3600
+ALERT_ACTION: Final = "security.alert"  # never evaluated itself: no alert on an alert
+
+ConditionKind = Literal["match", "threshold", "new_ip", "off_hours"]
+GroupBy = Literal["none", "actor", "ip"]
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A validated condition; the fields of its kind are set."""
+
+    kind: ConditionKind
+    filter: EventFilter
+    count: int = 0
+    window_seconds: int = 0
+    group_by: GroupBy = "none"
+    time_zone: str = "UTC"
+    start_hour: int = 0
+    end_hour: int = 24
+    working_days: tuple[int, ...] = (1, 2, 3, 4, 5)
+
+
+def validate_condition(
+    kind: str | None,
+    event_filter: EventFilter,
+    *,
+    path: str,
+    count: int = 0,
+    window_seconds: int = 0,
+    group_by: str = "none",
+    time_zone: str = "",
+    start_hour: int = 0,
+    end_hour: int = 0,
+    working_days: tuple[int, ...] = (),
+) -> Condition:
+    violations: list[FieldViolation] = []
+
+    def fail(name: str, description: str) -> None:
+        violations.append(FieldViolation(f"{path}.{kind}.{name}", description))
+
+    if kind not in ("match", "threshold", "new_ip", "off_hours"):
+        raise InvalidArgument.field(path, "one condition is required")
+    if event_filter.text is not None:
+        fail("filter.text", "full-text search cannot be used in alert rules")
+    if kind != "new_ip" and event_filter == EventFilter():
+        fail("filter", "at least one criterion is required (a rule on every event is noise)")
+    if kind == "threshold":
+        if not 2 <= count <= MAX_THRESHOLD_COUNT:
+            fail("count", f"must be 2 to {MAX_THRESHOLD_COUNT:,}")
+        if not 1 <= window_seconds <= MAX_WINDOW_SECONDS:
+            fail("window_seconds", f"must be 1 to {MAX_WINDOW_SECONDS:,} (7 days)")
+    zone = time_zone or "UTC"
+    if kind == "off_hours":
+        if zone not in available_timezones() and zone != "UTC":
+            fail("time_zone", f"{time_zone!r} is not an IANA time zone such as Europe/Paris")
+        if not 0 <= start_hour <= 23:
+            fail("start_hour", "must be 0 to 23")
+        if not start_hour < end_hour <= 24:
+            fail("end_hour", "must be after start_hour, at most 24")
+        if any(not 1 <= day <= 7 for day in working_days):
+            fail("working_days", "days are 1 (Monday) to 7 (Sunday)")
+    if violations:
+        raise InvalidArgument(violations)
+    return Condition(
+        kind=cast(ConditionKind, kind),
+        filter=event_filter,
+        count=count,
+        window_seconds=window_seconds,
+        group_by=cast(GroupBy, group_by if group_by in ("actor", "ip") else "none"),
+        time_zone=zone,
+        start_hour=start_hour,
+        end_hour=end_hour,
+        working_days=tuple(sorted(set(working_days))) or (1, 2, 3, 4, 5),
+    )
+
+
+def group_key(condition: Condition, record: dict[str, Any]) -> str | None:
+    """What a threshold counts this event under; None: not counted."""
+    if condition.group_by == "actor":
+        return str(record["actor"]["id"])
+    if condition.group_by == "ip":
+        ip = record.get("context", {}).get("ip")
+        return str(ip) if ip else None
+    return ""
+
+
+@dataclass(slots=True)
+class _Group:
+    times: list[datetime] = field(default_factory=list)  # sorted occurred_at
+    quiet_until: datetime | None = None
+
+
+@dataclass(slots=True)
+class ThresholdWindow:
+    """One threshold rule's sliding windows, by group, in memory. `observe`
+    says whether an event makes its group reach the count within the window;
+    a group that fired is quiet until a window has passed since."""
+
+    count: int
+    window: timedelta
+    _groups: dict[str, _Group] = field(default_factory=dict)
+
+    def observe(self, key: str, occurred_at: datetime) -> int | None:
+        """The number of events in the window when this one fires; else None."""
+        group = self._groups.setdefault(key, _Group())
+        bisect.insort(group.times, occurred_at)
+        horizon = occurred_at - self.window
+        del group.times[: bisect.bisect_left(group.times, horizon)]
+        del group.times[: -self.count]  # the newest `count` are all a decision needs
+        if group.quiet_until is not None and occurred_at < group.quiet_until:
+            return None
+        within = len(group.times) - bisect.bisect_left(group.times, horizon)
+        if within < self.count:
+            return None
+        group.quiet_until = occurred_at + self.window
+        return within
+
+
+def outside_working_hours(condition: Condition, occurred_at: datetime) -> bool:
+    try:
+        local = occurred_at.astimezone(ZoneInfo(condition.time_zone))
+    except ZoneInfoNotFoundError:
+        local = occurred_at
+    if local.isoweekday() not in condition.working_days:
+        return True
+    return not condition.start_hour <= local.hour < condition.end_hour

@@ -1,0 +1,193 @@
+"""Rows of alert rules, the evaluation cursors and the addresses actors were
+seen from. Rules are written by admins' calls (service role); cursors, counts
+and known addresses by the evaluator (system role), every cursor move under
+its lease, as the forwarder's (store/sinks.py)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import psycopg
+
+Connection = psycopg.AsyncConnection[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRule:
+    tenant_id: str
+    id: str
+    name: str
+    condition: dict[str, Any]  # {"kind": ..., "filter": <EventFilter JSON>, ...}
+    severity: str
+    sink_ids: list[str]
+    disabled: bool
+    start_seq: int
+    created_at: datetime
+    fired: int
+    last_fired_at: datetime | None
+
+
+_COLUMNS: Final = (
+    "tenant_id, id::text, name, condition, severity, sink_ids, disabled, start_seq,"
+    " created_at, fired, last_fired_at"
+)
+
+
+async def count_rules(conn: Connection, tenant_id: str) -> int:
+    cursor = await conn.execute(
+        "SELECT count(*) FROM alert_rules WHERE tenant_id = %s", [tenant_id]
+    )
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def insert_rule(conn: Connection, rule: StoredRule) -> None:
+    """The rule, and the tenant's evaluation cursor at the rule's start if it has none."""
+    await conn.execute(
+        "INSERT INTO alert_rules (tenant_id, id, name, condition, severity, sink_ids, disabled,"
+        " start_seq, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        [
+            rule.tenant_id,
+            rule.id,
+            rule.name,
+            json.dumps(rule.condition),
+            rule.severity,
+            json.dumps(rule.sink_ids),
+            rule.disabled,
+            rule.start_seq,
+            rule.created_at,
+        ],
+    )
+    await conn.execute(
+        "INSERT INTO alert_cursors (tenant_id, cursor_seq) VALUES (%s, %s)"
+        " ON CONFLICT (tenant_id) DO NOTHING",
+        [rule.tenant_id, rule.start_seq],
+    )
+
+
+async def list_rules(conn: Connection, tenant_id: str) -> list[StoredRule]:
+    cursor = await conn.execute(
+        f"SELECT {_COLUMNS} FROM alert_rules WHERE tenant_id = %s ORDER BY created_at, id",
+        [tenant_id],
+    )
+    return [StoredRule(*row) for row in await cursor.fetchall()]
+
+
+async def delete_rule(conn: Connection, tenant_id: str, rule_id: str) -> StoredRule | None:
+    cursor = await conn.execute(
+        f"DELETE FROM alert_rules WHERE tenant_id = %s AND id = %s RETURNING {_COLUMNS}",
+        [tenant_id, rule_id],
+    )
+    row = await cursor.fetchone()
+    return None if row is None else StoredRule(*row)
+
+
+# --- the evaluator's side (system connections) ----------------------------------
+
+
+async def claim_tenants(
+    conn: Connection, *, owner: str, lease_seconds: float, now: datetime, limit: int
+) -> list[str]:
+    """Leases the cursors of tenants with enabled rules nobody else holds (or
+    renews this owner's)."""
+    cursor = await conn.execute(
+        "UPDATE alert_cursors SET lease_owner = %(owner)s,"
+        " lease_until = %(now)s + make_interval(secs => %(lease)s)"
+        " WHERE tenant_id IN (SELECT c.tenant_id FROM alert_cursors AS c"
+        "   WHERE (c.lease_until IS NULL OR c.lease_until < %(now)s OR c.lease_owner = %(owner)s)"
+        "   AND EXISTS (SELECT 1 FROM alert_rules AS r"
+        "     WHERE r.tenant_id = c.tenant_id AND NOT r.disabled)"
+        "   ORDER BY c.tenant_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+        " RETURNING tenant_id",
+        {"owner": owner, "lease": lease_seconds, "now": now, "limit": limit},
+    )
+    return [tenant_id for (tenant_id,) in await cursor.fetchall()]
+
+
+async def release_leases(conn: Connection, *, owner: str) -> None:
+    await conn.execute(
+        "UPDATE alert_cursors SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = %s",
+        [owner],
+    )
+
+
+async def leased_cursor(conn: Connection, tenant_id: str, *, owner: str) -> int | None:
+    cursor = await conn.execute(
+        "SELECT cursor_seq FROM alert_cursors WHERE tenant_id = %s AND lease_owner = %s",
+        [tenant_id, owner],
+    )
+    row = await cursor.fetchone()
+    return None if row is None else int(row[0])
+
+
+async def enabled_rules(conn: Connection, tenant_id: str) -> list[StoredRule]:
+    cursor = await conn.execute(
+        f"SELECT {_COLUMNS} FROM alert_rules WHERE tenant_id = %s AND NOT disabled"
+        " ORDER BY created_at, id",
+        [tenant_id],
+    )
+    return [StoredRule(*row) for row in await cursor.fetchall()]
+
+
+async def advance(
+    conn: Connection, tenant_id: str, *, owner: str, from_seq: int, to_seq: int
+) -> bool:
+    cursor = await conn.execute(
+        "UPDATE alert_cursors SET cursor_seq = %s"
+        " WHERE tenant_id = %s AND lease_owner = %s AND cursor_seq = %s",
+        [to_seq, tenant_id, owner, from_seq],
+    )
+    return cursor.rowcount == 1
+
+
+async def count_firing(conn: Connection, tenant_id: str, rule_id: str, *, at: datetime) -> None:
+    await conn.execute(
+        "UPDATE alert_rules SET fired = fired + 1, last_fired_at = %s"
+        " WHERE tenant_id = %s AND id = %s",
+        [at, tenant_id, rule_id],
+    )
+
+
+async def learn_ip(
+    conn: Connection, tenant_id: str, rule_id: str, actor_id: str, ip: str, *, at: datetime
+) -> tuple[bool, bool]:
+    """Notes that `actor_id` was seen from `ip`: (the address is new for the
+    actor, the actor had been seen from another address before)."""
+    cursor = await conn.execute(
+        "WITH added AS (INSERT INTO alert_known_ips"
+        "   (tenant_id, rule_id, actor_id, ip, first_seen_at) VALUES (%s, %s, %s, %s, %s)"
+        "   ON CONFLICT DO NOTHING RETURNING 1)"
+        " SELECT EXISTS (SELECT 1 FROM added), EXISTS (SELECT 1 FROM alert_known_ips"
+        "   WHERE tenant_id = %s AND rule_id = %s AND actor_id = %s AND ip <> %s)",
+        [tenant_id, rule_id, actor_id, ip, at, tenant_id, rule_id, actor_id, ip],
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return bool(row[0]), bool(row[1])
+
+
+async def deliver_to_sink(
+    conn: Connection, tenant_id: str, sink_id: str, replay_id: str, seq: int, *, now: datetime
+) -> bool:
+    """Queues one event for a sink whatever its filter (a replay that bypasses
+    it); False if the tenant has no such sink."""
+    cursor = await conn.execute(
+        "INSERT INTO sink_replays (tenant_id, sink_id, id, first_seq, last_seq, bypass_filter,"
+        " cursor_seq, created_at)"
+        " SELECT tenant_id, id, %s, %s, %s, true, %s, %s FROM sinks"
+        " WHERE tenant_id = %s AND id = %s",
+        [replay_id, seq, seq, seq - 1, now, tenant_id, sink_id],
+    )
+    return cursor.rowcount == 1
+
+
+async def sink_filter(conn: Connection, tenant_id: str, sink_id: str) -> dict[str, Any] | None:
+    """A sink's filter (its EventFilter JSON); None if the tenant has no such sink."""
+    cursor = await conn.execute(
+        "SELECT filter FROM sinks WHERE tenant_id = %s AND id = %s", [tenant_id, sink_id]
+    )
+    row = await cursor.fetchone()
+    return None if row is None else dict(row[0])

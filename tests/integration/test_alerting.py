@@ -1,0 +1,319 @@
+"""Alert rules against a real server: each kind fires on its pattern and not
+on near misses, a firing is a `security.alert` event delivered to the rule's
+sinks, re-evaluation never fires twice, and bad rules are refused by field."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from google.protobuf import json_format
+
+from sealtrail import (
+    AuditClient,
+    InvalidArgumentError,
+    NotFoundError,
+    build_alert_rule,
+    build_filter,
+    build_sink,
+)
+from sealtrail.v1 import alerting_pb2, event_pb2
+from tests.http_endpoint import endpoint
+
+ALERTS = build_filter(actions="security.alert")
+# A recent weekday at 10:00 UTC, so events are neither old nor in the future.
+TUESDAY = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def rules(
+    client: AuditClient,
+) -> Iterator[Callable[[alerting_pb2.AlertRule], alerting_pb2.AlertRule]]:
+    created: list[str] = []
+
+    def create(rule: alerting_pb2.AlertRule) -> alerting_pb2.AlertRule:
+        made = client.create_alert_rule(rule).rule
+        created.append(made.id)
+        return made
+
+    yield create
+    for rule_id in created:
+        with contextlib.suppress(NotFoundError):
+            client.delete_alert_rule(rule_id)
+
+
+def alerts(client: AuditClient) -> list[event_pb2.Event]:
+    return list(client.query(ALERTS, order="oldest"))
+
+
+def wait_for_alerts(client: AuditClient, count: int, timeout: float = 20) -> list[event_pb2.Event]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = alerts(client)
+        if len(found) >= count:
+            return found
+        assert time.monotonic() < deadline, f"{len(found)} alerts, expected {count}"
+        time.sleep(0.1)
+
+
+def settle(client: AuditClient) -> None:
+    """Waits until the evaluator has looked at everything recorded so far: a
+    match rule on a marker event fires last."""
+    marker = client.record(action="test.marker", actor_id="marker").event.seq
+    deadline = time.monotonic() + 20
+    while not any(
+        json.loads(json_details(event)).get("trigger_seq") == marker for event in alerts(client)
+    ):
+        assert time.monotonic() < deadline, "the evaluator did not reach the marker"
+        time.sleep(0.1)
+
+
+def json_details(event: event_pb2.Event) -> str:
+    return json.dumps(json_format.MessageToDict(event.details))
+
+
+@pytest.fixture
+def marked(rules: Callable[[alerting_pb2.AlertRule], alerting_pb2.AlertRule]) -> None:
+    """A rule that fires on `test.marker`, so that settle() knows when evaluation caught up."""
+    rules(build_alert_rule("marker", "match", filter=build_filter(actions="test.marker")))
+
+
+def fired_by(client: AuditClient, rule_id: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(json_details(event)) for event in alerts(client) if event.resource.id == rule_id
+    ]
+
+
+def test_a_match_rule_fires_on_each_matching_event_and_not_on_others(
+    client: AuditClient, rules: Any, marked: None
+) -> None:
+    rule = rules(
+        build_alert_rule(
+            "new API key", "match", filter=build_filter(actions="api_key.create"), severity="error"
+        )
+    )
+    created = [client.record(action="api_key.create", actor_id=f"u{n}").event for n in range(2)]
+    client.record(action="api_key.delete", actor_id="u1")
+    client.record(action="api_key.created_by_mistake", actor_id="u1")
+    settle(client)
+    details = fired_by(client, rule.id)
+    assert [d["trigger_event_id"] for d in details] == [e.id for e in created]
+    [first, *_] = [e for e in alerts(client) if e.resource.id == rule.id]
+    assert first.category == event_pb2.CATEGORY_SECURITY
+    assert first.severity == event_pb2.SEVERITY_ERROR
+    assert first.actor.type == event_pb2.ACTOR_TYPE_SYSTEM
+    assert "new API key" in first.description
+    [listed] = [r for r in client.list_alert_rules() if r.id == rule.id]
+    assert listed.fired == 2 and listed.last_fired_time.seconds > 0
+
+
+def test_a_threshold_fires_once_per_window_per_group_and_not_below_it(
+    client: AuditClient, rules: Any, marked: None
+) -> None:
+    failed = build_filter(actions="user.login", outcomes="failure")
+    rule = rules(
+        build_alert_rule(
+            "failed logins", "threshold", filter=failed, count=5, window_seconds=60, group_by="ip"
+        )
+    )
+
+    def login(ip: str, at: datetime, outcome: str = "failure") -> None:
+        client.record(action="user.login", actor_id="u", ip=ip, outcome=outcome, occurred_at=at)
+
+    for n in range(4):  # four failures: one short
+        login("203.0.113.1", TUESDAY + timedelta(seconds=n))
+    login("203.0.113.1", TUESDAY + timedelta(seconds=5), outcome="success")  # not counted
+    for n in range(4):  # another address: its own group
+        login("203.0.113.2", TUESDAY + timedelta(seconds=n))
+    for n in range(5):  # five, but spread over more than the window
+        login("203.0.113.3", TUESDAY + timedelta(seconds=20 * n))
+    settle(client)
+    assert fired_by(client, rule.id) == []
+    login("203.0.113.1", TUESDAY + timedelta(seconds=30))  # the fifth within 60 s
+    for n in range(3):  # more of the same spike: the group is quiet for a window
+        login("203.0.113.1", TUESDAY + timedelta(seconds=31 + n))
+    settle(client)
+    [fired] = fired_by(client, rule.id)
+    assert fired["count"] == 5 and fired["group"] == {"ip": "203.0.113.1"}
+    assert fired["window_seconds"] == 60
+
+
+def test_new_ip_fires_for_a_known_actor_at_a_new_address_only(
+    client: AuditClient, rules: Any, marked: None
+) -> None:
+    rule = rules(
+        build_alert_rule("new address", "new_ip", filter=build_filter(categories="authentication"))
+    )
+
+    def login(actor: str, ip: str) -> None:
+        client.record(action="user.login", actor_id=actor, ip=ip, category="authentication")
+
+    login("alice", "198.51.100.1")  # first address: learnt
+    login("alice", "198.51.100.1")
+    login("bob", "198.51.100.7")  # another actor's first address
+    client.record(action="document.read", actor_id="alice", ip="198.51.100.9")  # not watched
+    settle(client)
+    assert fired_by(client, rule.id) == []
+    login("alice", "198.51.100.2")
+    login("alice", "198.51.100.2")  # known by now
+    settle(client)
+    [fired] = fired_by(client, rule.id)
+    assert (fired["actor_id"], fired["ip"]) == ("alice", "198.51.100.2")
+
+
+def test_off_hours_fires_outside_working_hours_in_the_rules_time_zone(
+    client: AuditClient, rules: Any, marked: None
+) -> None:
+    rule = rules(
+        build_alert_rule(
+            "prod secrets off hours",
+            "off_hours",
+            filter=build_filter(actions="secret.read", resource_type="production"),
+            time_zone="Europe/Paris",
+            start_hour=9,
+            end_hour=18,
+        )
+    )
+    paris = TUESDAY.replace(hour=0) - timedelta(hours=1)  # Tuesday 00:00 in Paris (UTC+1)
+
+    def read(at: datetime, resource_type: str = "production") -> int:
+        event = client.record(
+            action="secret.read", actor_id="ops", resource_type=resource_type, occurred_at=at
+        )
+        return event.event.seq
+
+    read(paris + timedelta(hours=9))  # 09:00: working hours
+    read(paris + timedelta(hours=17, minutes=59))
+    read(paris + timedelta(hours=20), resource_type="staging")  # not watched
+    late = read(paris + timedelta(hours=18))  # 18:00: after hours
+    early = read(paris + timedelta(hours=8, minutes=59))
+    saturday = read(paris + timedelta(days=4, hours=12))
+    settle(client)
+    assert sorted(d["trigger_seq"] for d in fired_by(client, rule.id)) == [late, early, saturday]
+
+
+def test_an_alert_reaches_the_rules_sinks_whatever_their_filter(
+    client: AuditClient, rules: Any
+) -> None:
+    with endpoint() as receiver:
+        sink = client.create_sink(
+            build_sink(
+                "documents",
+                "webhook",
+                url=receiver.url,
+                secrets=["whsec_" + "A" * 44],
+                filter=build_filter(actions="document.*"),
+            )
+        ).sink
+        try:
+            rules(
+                build_alert_rule(
+                    "role change",
+                    "match",
+                    filter=build_filter(actions="member.role_changed"),
+                    sink_ids=[sink.id],
+                )
+            )
+            client.record(action="member.role_changed", actor_id="admin", resource_id="bob")
+            received = receiver.wait_for(lambda r: _actions(r) >= {"security.alert"})
+            assert _actions(received) == {"security.alert"}  # nothing else passes its filter
+        finally:
+            client.delete_sink(sink.id)
+
+
+def _actions(received: list[Any]) -> set[str]:
+    return {e["action"] for r in received for e in json.loads(r.body)["data"]["events"]}
+
+
+def test_evaluating_again_never_fires_twice(
+    client: AuditClient, rules: Any, marked: None, sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    rule = rules(build_alert_rule("keys", "match", filter=build_filter(actions="api_key.create")))
+    client.record(action="api_key.create", actor_id="u1")
+    settle(client)
+    assert len(fired_by(client, rule.id)) == 1
+    # As after a crash between firing and moving the cursor: evaluate it all again.
+    sql.execute("UPDATE alert_cursors SET cursor_seq = 0 WHERE tenant_id = %s", [tenant])
+    settle(client)
+    assert len(fired_by(client, rule.id)) == 1
+
+
+def test_a_rule_sees_only_what_comes_after_it_and_stops_when_deleted(
+    client: AuditClient, marked: None
+) -> None:
+    client.record(action="api_key.create", actor_id="before")
+    rule = client.create_alert_rule(
+        build_alert_rule("keys", "match", filter=build_filter(actions="api_key.create"))
+    ).rule
+    client.record(action="api_key.create", actor_id="during")
+    settle(client)
+    assert len(fired_by(client, rule.id)) == 1
+    client.delete_alert_rule(rule.id)
+    client.record(action="api_key.create", actor_id="after")
+    settle(client)
+    assert len(fired_by(client, rule.id)) == 1
+    actions = [e.action for e in client.query(build_filter(actions="alert_rule.*"), order="oldest")]
+    assert actions[-2:] == ["alert_rule.created", "alert_rule.deleted"]
+
+
+@pytest.mark.parametrize(
+    ("rule", "field"),
+    [
+        (build_alert_rule("", "match", filter=build_filter(actions="a.b")), "rule.name"),
+        (build_alert_rule("x", "match"), "rule.match.filter"),
+        (alerting_pb2.AlertRule(name="x"), "rule.condition"),
+        (
+            build_alert_rule(
+                "x", "threshold", filter=build_filter(actions="a.b"), count=1, window_seconds=60
+            ),
+            "rule.threshold.count",
+        ),
+        (
+            build_alert_rule("x", "threshold", filter=build_filter(actions="a.b"), count=3),
+            "rule.threshold.window_seconds",
+        ),
+        (
+            build_alert_rule(
+                "x",
+                "off_hours",
+                filter=build_filter(actions="a.b"),
+                time_zone="Mars/Olympus",
+                start_hour=9,
+                end_hour=17,
+            ),
+            "rule.off_hours.time_zone",
+        ),
+        (
+            build_alert_rule(
+                "x", "off_hours", filter=build_filter(actions="a.b"), start_hour=18, end_hour=9
+            ),
+            "rule.off_hours.end_hour",
+        ),
+        (
+            build_alert_rule("x", "match", filter=build_filter(text="password")),
+            "rule.match.filter.text",
+        ),
+        (
+            build_alert_rule(
+                "x",
+                "match",
+                filter=build_filter(actions="a.b"),
+                sink_ids=["00000000-0000-4000-8000-000000000000"],
+            ),
+            "rule.sink_ids[0]",
+        ),
+    ],
+)
+def test_a_bad_rule_is_refused_naming_the_field(
+    client: AuditClient, rule: alerting_pb2.AlertRule, field: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.create_alert_rule(rule)
+    assert field in [name for name, _ in refused.value.field_violations]
+    assert client.list_alert_rules() == []

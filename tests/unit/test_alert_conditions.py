@@ -1,0 +1,81 @@
+"""The pure parts of alerting: the threshold's sliding window and working hours."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sealtrail_server.domain.alerts import (
+    ThresholdWindow,
+    outside_working_hours,
+    validate_condition,
+)
+from sealtrail_server.domain.errors import InvalidArgument
+from sealtrail_server.domain.filters import EventFilter
+
+T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+WATCHED = EventFilter(actions=("secret.read",))
+
+
+def test_the_threshold_fires_at_the_count_within_the_window_then_stays_quiet_for_one() -> None:
+    window = ThresholdWindow(3, timedelta(seconds=60))
+    assert window.observe("a", T0) is None
+    assert window.observe("a", T0 + timedelta(seconds=30)) is None
+    assert window.observe("b", T0 + timedelta(seconds=31)) is None  # another group
+    assert window.observe("a", T0 + timedelta(seconds=59)) == 3
+    assert window.observe("a", T0 + timedelta(seconds=70)) is None  # quiet
+    assert window.observe("a", T0 + timedelta(seconds=100)) is None
+    # A window after firing, three more within 60 s fire again.
+    assert window.observe("a", T0 + timedelta(seconds=125)) == 3
+
+
+def test_events_further_apart_than_the_window_never_add_up() -> None:
+    window = ThresholdWindow(3, timedelta(seconds=60))
+    for n in range(10):
+        assert window.observe("a", T0 + timedelta(seconds=31 * n)) is None
+
+
+def test_events_arriving_out_of_order_count_by_when_they_occurred() -> None:
+    window = ThresholdWindow(3, timedelta(seconds=60))
+    assert window.observe("a", T0 + timedelta(seconds=50)) is None
+    assert window.observe("a", T0) is None
+    assert window.observe("a", T0 + timedelta(seconds=20)) == 3
+
+
+@pytest.mark.parametrize(
+    ("local", "outside"),
+    [
+        ("2026-11-24T09:00:00+01:00", False),  # Tuesday, first working minute
+        ("2026-11-24T17:59:59+01:00", False),
+        ("2026-11-24T18:00:00+01:00", True),
+        ("2026-11-24T08:59:59+01:00", True),
+        ("2026-11-28T12:00:00+01:00", True),  # Saturday
+        ("2026-07-07T09:30:00+02:00", False),  # summer time
+        ("2026-07-07T08:30:00+02:00", True),
+    ],
+)
+def test_working_hours_are_judged_in_the_rules_time_zone(local: str, outside: bool) -> None:
+    condition = validate_condition(
+        "off_hours", WATCHED, path="rule", time_zone="Europe/Paris", start_hour=9, end_hour=18
+    )
+    occurred = datetime.fromisoformat(local).astimezone(UTC)
+    assert outside_working_hours(condition, occurred) is outside
+
+
+def test_working_days_can_be_chosen() -> None:
+    condition = validate_condition(
+        "off_hours", WATCHED, path="rule", start_hour=0, end_hour=24, working_days=(6, 7)
+    )
+    assert outside_working_hours(condition, T0)  # a Tuesday
+    assert not outside_working_hours(condition, T0 + timedelta(days=4))  # Saturday
+
+
+def test_every_violation_is_named() -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        validate_condition("threshold", EventFilter(), path="rule", count=0, window_seconds=0)
+    assert [v.field for v in refused.value.violations] == [
+        "rule.threshold.filter",
+        "rule.threshold.count",
+        "rule.threshold.window_seconds",
+    ]
