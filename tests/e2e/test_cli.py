@@ -402,3 +402,31 @@ def test_sinks_from_the_command_line(cli_env: dict[str, str]) -> None:
         run("sealtrail", "sinks", "delete", sink_id, env=cli_env)
         missing = run("sealtrail", "sinks", "show", sink_id, env=cli_env, check=False)
         assert missing.returncode == 2 and "NOT_FOUND" in missing.stderr
+
+
+def test_alert_rules_from_the_command_line(cli_env: dict[str, str]) -> None:
+    made = run(
+        "sealtrail", "alerts", "create", "failed logins", "--kind", "threshold",
+        "--action", "user.login", "--outcome", "failure", "--count", "3", "--window", "60",
+        "--group-by", "ip", "--alert-severity", "error", env=cli_env,
+    )  # fmt: skip
+    rule_id = made.stdout.strip()
+    for _ in range(3):
+        run(
+            "sealtrail", "record", "--action", "user.login", "--actor-id", "u-1",
+            "--outcome", "failure", "--ip", "203.0.113.5", env=cli_env,
+        )  # fmt: skip
+    for _ in range(200):
+        listed = run("sealtrail", "alerts", env=cli_env).stdout
+        if "failed logins" in listed and " 1 " in listed:
+            break
+        time.sleep(0.1)
+    assert "threshold: 3 in 60 s by ip" in listed and " error " in listed and " 1 " in listed
+    found = run(
+        "sealtrail", "query", "--action", "security.alert", "--format", "jsonl", env=cli_env
+    )
+    assert "203.0.113.5" in found.stdout
+    bad = run("sealtrail", "alerts", "create", "x", "--kind", "match", env=cli_env, check=False)
+    assert bad.returncode == 2 and "rule.match.filter" in bad.stderr
+    run("sealtrail", "alerts", "delete", rule_id, env=cli_env)
+    assert "failed logins" not in run("sealtrail", "alerts", env=cli_env).stdout

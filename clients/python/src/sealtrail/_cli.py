@@ -199,6 +199,8 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
 @click.option("--outcome", type=_choice(event_pb2.Outcome))
 @click.option("--description")
 @click.option("--details", type=_JsonObject(), help="A JSON object of further detail.")
+@click.option("--ip", help="The address the action came from.")
+@click.option("--user-agent")
 @click.option("--request-id", metavar="UUID")
 @click.option("--idempotency-key", help="Records at most once per key (default: a new UUID).")
 @click.pass_context
@@ -271,9 +273,12 @@ def query(ctx: click.Context, /, limit: int, order: Order, output: str, **criter
             for event in events:
                 click.echo(json_format.MessageToJson(event, indent=None))
         else:
-            # Piped output is not cut to 80 columns: every value stays whole.
-            width = None if sys.stdout.isatty() else 1000
-            Console(width=width).print(_table(events))
+            print_table(_table(events))
+
+
+def print_table(table: Table) -> None:
+    """A table on stdout; piped, it is not cut to 80 columns: every value stays whole."""
+    Console(width=None if sys.stdout.isatty() else 1000).print(table)
 
 
 def _table(events: Iterable[event_pb2.Event]) -> Table:
@@ -557,7 +562,9 @@ def erase_tenant(ctx: click.Context, confirm: str) -> None:
     click.echo(json_format.MessageToJson(receipt, indent=2))
 
 
-# Registered last: the sinks commands use this module's helpers.
+# Registered last: the sinks and alerts commands use this module's helpers.
+from sealtrail._cli_alerts import alerts  # noqa: E402
 from sealtrail._cli_sinks import sinks  # noqa: E402
 
 main.add_command(sinks)
+main.add_command(alerts)

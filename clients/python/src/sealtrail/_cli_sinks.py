@@ -10,10 +10,9 @@ from typing import Any, cast
 
 import click
 from google.protobuf import json_format
-from rich.console import Console
 from rich.table import Table
 
-from sealtrail._cli import _client, _filter, _tail_filter_options, _Time
+from sealtrail._cli import _client, _filter, _tail_filter_options, _Time, print_table
 from sealtrail._convert import SINK_SETTINGS, PayloadFormat, SinkKind, build_sink
 from sealtrail.v1 import forwarding_pb2
 
@@ -43,7 +42,7 @@ def sinks(ctx: click.Context) -> None:
     table = Table("id", "name", "kind", "state", "cursor/head", "delivered", "dead", "last error")
     for sink in found:
         table.add_row(*_row(sink))
-    Console().print(table)
+    print_table(table)
 
 
 @sinks.command("show")
@@ -170,7 +169,7 @@ def dead_letters(ctx: click.Context, sink_id: str) -> None:
             letter.error,
             letter.create_time.ToJsonString(),
         )
-    Console().print(table)
+    print_table(table)
 
 
 def _seq_range(value: str) -> tuple[int, int]:

@@ -1,0 +1,133 @@
+"""`sealtrail alerts`: alert rules (admin). Registered on the main command by
+_cli.py, whose helpers it shares."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import click
+from rich.table import Table
+
+from sealtrail._cli import _client, _filter, _tail_filter_options, print_table
+from sealtrail._convert import AlertKind, build_alert_rule, enum_label, enum_names
+from sealtrail.v1 import alerting_pb2, event_pb2
+
+
+def _describe(rule: alerting_pb2.AlertRule) -> str:
+    kind = rule.WhichOneof("condition") or ""
+    if kind == "threshold":
+        by = enum_label(alerting_pb2.AlertGroupBy, rule.threshold.group_by)
+        grouped = "" if by == "unspecified" else f" by {by}"
+        return f"threshold: {rule.threshold.count} in {rule.threshold.window_seconds} s{grouped}"
+    if kind == "off_hours":
+        hours = rule.off_hours
+        days = ",".join(map(str, hours.working_days))
+        return f"off hours: {hours.start_hour}-{hours.end_hour} {hours.time_zone} days {days}"
+    return kind
+
+
+@click.group(invoke_without_command=True)
+@click.pass_context
+def alerts(ctx: click.Context) -> None:
+    """Admin: list (no subcommand), create and delete the tenant's alert rules."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with _client(ctx) as client:
+        rules = client.list_alert_rules()
+    table = Table("id", "name", "condition", "severity", "fired", "last fired")
+    for rule in rules:
+        table.add_row(
+            rule.id,
+            rule.name + (" (disabled)" if rule.disabled else ""),
+            _describe(rule),
+            enum_label(event_pb2.Severity, rule.severity),
+            f"{rule.fired:,}",
+            rule.last_fired_time.ToJsonString() if rule.HasField("last_fired_time") else "",
+        )
+    print_table(table)
+
+
+def _hours(value: str) -> tuple[int, int]:
+    start, sep, end = value.partition("-")
+    if not sep or not start.isdigit() or not end.isdigit():
+        raise click.BadParameter(f"{value!r} is not START-END, e.g. 9-18")
+    return int(start), int(end)
+
+
+def _days(value: str) -> list[int]:
+    try:
+        return [int(day) for day in value.split(",") if day]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not ISO weekdays such as 1,2,3,4,5") from None
+
+
+@alerts.command("create")
+@click.argument("name")
+@click.option(
+    "--kind", type=click.Choice(["match", "threshold", "new_ip", "off_hours"]), required=True
+)
+@click.option(
+    "--count", "threshold_count", type=int, default=0, help="threshold: events that fire."
+)
+@click.option("--window", "window_seconds", type=int, default=0, help="threshold: seconds.")
+@click.option("--group-by", type=click.Choice(["actor", "ip"]), help="threshold: count per ...")
+@click.option("--time-zone", default="", help="off_hours: IANA zone, e.g. Europe/Paris.")
+@click.option(
+    "--hours", "hours_text", default="9-18", show_default=True, help="off_hours: START-END."
+)
+@click.option("--days", "days_text", default="1,2,3,4,5", show_default=True,
+              help="off_hours: ISO working weekdays.")  # fmt: skip
+@click.option(
+    "--alert-severity",
+    "alert_severity",
+    type=click.Choice(enum_names(event_pb2.Severity)),
+    default="warning",
+    show_default=True,
+    help="Of the security.alert events (--severity filters the events watched).",
+)
+@click.option("--sink", "sink_ids", multiple=True, help="A sink the alerts go to (repeatable).")
+@_tail_filter_options
+@click.pass_context
+def create(
+    ctx: click.Context,
+    /,
+    name: str,
+    kind: str,
+    threshold_count: int,
+    window_seconds: int,
+    group_by: str | None,
+    time_zone: str,
+    hours_text: str,
+    days_text: str,
+    alert_severity: str,
+    sink_ids: tuple[str, ...],
+    **criteria: Any,
+) -> None:
+    """Create an alert rule on the matching events; prints its id."""
+    start, end = _hours(hours_text)
+    rule = build_alert_rule(
+        name,
+        cast(AlertKind, kind),
+        filter=_filter(criteria),
+        count=threshold_count,
+        window_seconds=window_seconds,
+        group_by=cast(Any, group_by or ""),
+        time_zone=time_zone,
+        start_hour=start,
+        end_hour=end,
+        working_days=_days(days_text),
+        severity=alert_severity,
+        sink_ids=sink_ids,
+    )
+    with _client(ctx) as client:
+        click.echo(client.create_alert_rule(rule).rule.id)
+
+
+@alerts.command("delete")
+@click.argument("rule_id")
+@click.pass_context
+def delete(ctx: click.Context, rule_id: str) -> None:
+    """Delete an alert rule."""
+    with _client(ctx) as client:
+        client.delete_alert_rule(rule_id)
+    click.echo(f"{rule_id} deleted")
