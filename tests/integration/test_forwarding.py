@@ -515,3 +515,29 @@ def test_too_many_sinks_are_refused(
         )
     assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert refused.value.reason == "TOO_MANY_SINKS"
+
+
+def test_one_process_delivers_a_sink_while_several_run(
+    migrated_database_url: str, client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint, sql: psycopg.Connection[Any],
+) -> None:  # fmt: skip
+    others = [ServerThread(migrated_database_url) for _ in range(2)]  # three with the session's
+    try:
+        sink = sinks(build_sink("shared", "webhook", url=receiver.url, secrets=[new_secret()],
+                                filter=SHARED))  # fmt: skip
+        seqs: list[int] = []
+        owners: set[str] = set()
+        # Several lease rounds (every second here): the sink stays with one process.
+        for _ in range(30):
+            seqs += record(client, 5)
+            [(owner,)] = sql.execute("SELECT lease_owner FROM sinks WHERE id = %s", [sink.id])
+            if owner is not None:
+                owners.add(owner)
+            time.sleep(0.1)
+        received = receiver.wait_for(lambda r: set(seqs) <= set(delivered_seqs(r)))
+        assert len(owners) == 1
+        # No failure was injected: anything seen twice would be two processes at work.
+        assert delivered_seqs(received) == seqs
+    finally:
+        for server in others:
+            server.close()
