@@ -14,11 +14,9 @@ threshold counts from the events it sees from then on."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
-import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from ..domain.alerts import (
 from ..domain.errors import SealtrailError
 from ..domain.event import SEVERITIES, EventDraft, validate_event
 from ..domain.filters import RecordMatcher
+from ..leased_work import LeasedWork, new_owner
 from ..store import alerts as store
 from ..store.appender import Appender
 from ..store.database import Database
@@ -98,84 +97,48 @@ class Evaluator:
         self._poll = poll_interval
         self._lease_seconds = lease_seconds
         self._max_tenants = max_tenants
-        self.owner = f"{socket.gethostname()}:{uuid.uuid4().hex[:12]}"
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._wakers: dict[str, asyncio.Event] = {}
+        self.owner = new_owner()
         self._rules: dict[str, dict[str, _Rule]] = {}  # tenant -> rule id -> rule
-        self._claim_now = asyncio.Event()
-        self._main: asyncio.Task[None] | None = None
+        self._work: LeasedWork[str] = LeasedWork(
+            "alerts",
+            claim=self._claim,
+            step=self._step,
+            release=self._release,
+            tenant_of=lambda tenant_id: tenant_id,
+            poll_interval=poll_interval,
+            lease_seconds=lease_seconds,
+        )
 
     def start(self) -> None:
         if self._max_tenants > 0:
-            self._main = asyncio.create_task(self._run(), name="sealtrail-alerts")
+            self._work.start()
 
     async def stop(self) -> None:
-        tasks = [*self._tasks.values(), *([self._main] if self._main else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
-        with contextlib.suppress(Exception):
-            async with self._db.system_connection() as conn:
-                await store.release_leases(conn, owner=self.owner)
+        await self._work.stop()
 
     def rules_changed(self) -> None:
-        self._claim_now.set()
-        for waker in self._wakers.values():
-            waker.set()
+        self._work.claim_soon()
+        self._work.wake_all()
 
     def wake(self, tenant_id: str) -> None:
-        waker = self._wakers.get(tenant_id)
-        if waker is not None:
-            waker.set()
+        self._work.wake(tenant_id)
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._claim()
-            except (SealtrailError, OSError) as error:
-                log.warning("alerts: cannot lease tenants: %s", error)
-            with contextlib.suppress(TimeoutError):
-                wait = min(self._lease_seconds / 3, self._poll * 5)
-                await asyncio.wait_for(self._claim_now.wait(), wait)
-            self._claim_now.clear()
-
-    async def _claim(self) -> None:
+    async def _claim(self) -> list[str]:
         async with self._db.system_connection() as conn:
-            held = set(
-                await store.claim_tenants(
-                    conn,
-                    owner=self.owner,
-                    lease_seconds=self._lease_seconds,
-                    now=_now(),
-                    limit=self._max_tenants,
-                )
+            held = await store.claim_tenants(
+                conn,
+                owner=self.owner,
+                lease_seconds=self._lease_seconds,
+                now=_now(),
+                limit=self._max_tenants,
             )
-        for tenant_id in list(self._tasks):
-            if tenant_id not in held or self._tasks[tenant_id].done():
-                self._tasks.pop(tenant_id).cancel()
-                self._wakers.pop(tenant_id, None)
-                self._rules.pop(tenant_id, None)
-        for tenant_id in held - set(self._tasks):
-            self._wakers[tenant_id] = asyncio.Event()
-            self._tasks[tenant_id] = asyncio.create_task(
-                self._evaluate(tenant_id), name=f"sealtrail-alerts-{tenant_id}"
-            )
+        for tenant_id in set(self._rules) - set(held):
+            del self._rules[tenant_id]  # another process's now: its windows go with it
+        return held
 
-    async def _evaluate(self, tenant_id: str) -> None:
-        waker = self._wakers[tenant_id]
-        while True:
-            waker.clear()
-            try:
-                wait = await self._step(tenant_id)
-            except (SealtrailError, OSError) as error:
-                log.warning("alerts: tenant %s: %s", tenant_id, error)
-                wait = self._poll
-            if wait is None:
-                return
-            if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waker.wait(), timeout=wait)
+    async def _release(self) -> None:
+        async with self._db.system_connection() as conn:
+            await store.release_leases(conn, owner=self.owner)
 
     async def _step(self, tenant_id: str) -> float | None:
         async with self._db.system_connection() as conn:

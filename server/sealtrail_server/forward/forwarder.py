@@ -13,12 +13,9 @@ stream hub's notifications); a poll covers anything missed."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import random
-import socket
-import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -26,8 +23,8 @@ from typing import Final
 import httpcore
 
 from ..api.convert import filter_from_json
-from ..domain.errors import SealtrailError
 from ..domain.filters import EventFilter
+from ..leased_work import LeasedWork, new_owner
 from ..store import sinks as store
 from ..store.database import Database
 from ..store.events import StoredEvent, stream_events
@@ -77,84 +74,48 @@ class Forwarder:
         self._lease_seconds = lease_seconds
         self._backoff_base = backoff_base
         self._max_sinks = max_sinks
-        self.owner = f"{socket.gethostname()}:{uuid.uuid4().hex[:12]}"
+        self.owner = new_owner()
         self._chance = random.Random()
-        self._tasks: dict[store.Lease, asyncio.Task[None]] = {}
-        self._wakers: dict[store.Lease, asyncio.Event] = {}
-        self._main: asyncio.Task[None] | None = None
-        self._claim_now = asyncio.Event()
+        self._work: LeasedWork[store.Lease] = LeasedWork(
+            "forwarder",
+            claim=self._claim,
+            step=self._step,
+            release=self._release,
+            tenant_of=lambda lease: lease.tenant_id,
+            poll_interval=poll_interval,
+            lease_seconds=lease_seconds,
+        )
 
     def start(self) -> None:
         if self._max_sinks > 0:
-            self._main = asyncio.create_task(self._run(), name="sealtrail-forwarder")
+            self._work.start()
 
     async def stop(self) -> None:
-        tasks = [*self._tasks.values(), *([self._main] if self._main else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
-        with contextlib.suppress(Exception):  # another process takes over at expiry anyway
-            async with self._db.system_connection() as conn:
-                await store.release_leases(conn, owner=self.owner)
+        await self._work.stop()
         await self._client.close()
 
     def sinks_changed(self) -> None:
         """A sink was created, changed or given a replay here: look for sinks
         to deliver now rather than at the next lease renewal."""
-        self._claim_now.set()
+        self._work.claim_soon()
 
     def wake(self, tenant_id: str) -> None:
         """Events were committed in `tenant_id`'s log."""
-        for lease, event in self._wakers.items():
-            if lease.tenant_id == tenant_id:
-                event.set()
+        self._work.wake(tenant_id)
 
-    async def _run(self) -> None:
-        renew_every = self._lease_seconds / 3
-        while True:
-            try:
-                await self._claim()
-            except (SealtrailError, OSError) as error:  # the database is away: keep trying
-                log.warning("forwarder: cannot lease sinks: %s", error)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._claim_now.wait(), min(renew_every, self._poll * 5))
-            self._claim_now.clear()
-
-    async def _claim(self) -> None:
+    async def _claim(self) -> list[store.Lease]:
         async with self._db.system_connection() as conn:
-            leases = await store.claim_sinks(
+            return await store.claim_sinks(
                 conn,
                 owner=self.owner,
                 lease_seconds=self._lease_seconds,
                 now=_now(),
                 limit=self._max_sinks,
             )
-        held = set(leases)
-        for lease in list(self._tasks):
-            if lease not in held or self._tasks[lease].done():
-                self._tasks.pop(lease).cancel()
-                self._wakers.pop(lease, None)
-        for lease in held - set(self._tasks):
-            self._wakers[lease] = asyncio.Event()
-            self._tasks[lease] = asyncio.create_task(
-                self._deliver(lease), name=f"sealtrail-sink-{lease.sink_id}"
-            )
 
-    async def _deliver(self, lease: store.Lease) -> None:
-        waker = self._wakers[lease]
-        while True:
-            waker.clear()
-            try:
-                wait = await self._step(lease)
-            except (SealtrailError, OSError) as error:
-                log.warning("forwarder: sink %s: %s", lease.sink_id, error)
-                wait = self._poll
-            if wait is None:
-                return  # lease lost, sink paused or deleted
-            if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waker.wait(), timeout=wait)
+    async def _release(self) -> None:
+        async with self._db.system_connection() as conn:
+            await store.release_leases(conn, owner=self.owner)
 
     async def _step(self, lease: store.Lease) -> float | None:
         """One batch of a sink: the seconds to wait before the next (0: go on

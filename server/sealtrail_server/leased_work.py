@@ -1,0 +1,123 @@
+"""Work spread over server processes by leases in PostgreSQL: each process
+claims what nobody else holds (renewing what it holds), and runs one task per
+claimed key that repeats a step until the step says the key is no longer its
+own. The forwarder (a key per sink) and the alert evaluator (a key per
+tenant) are both this, with their own claims and steps (ADR 0016)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+from .domain.errors import SealtrailError
+
+log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+# Failures a claim or a step may meet that are worth trying again: the
+# database away, a network error.
+RETRIED = (SealtrailError, OSError)
+
+
+def new_owner() -> str:
+    """This process's name in lease rows: host and a random part."""
+    return f"{socket.gethostname()}:{uuid.uuid4().hex[:12]}"
+
+
+class LeasedWork(Generic[K]):
+    """`claim()` leases keys for this process and returns those it holds;
+    `step(key)` does one piece of a key's work and returns the seconds to wait
+    before the next (0: at once; a wake-up cuts the wait short), or None when
+    the key is no longer this process's. `release()` gives the leases up."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        claim: Callable[[], Awaitable[list[K]]],
+        step: Callable[[K], Awaitable[float | None]],
+        release: Callable[[], Awaitable[None]],
+        tenant_of: Callable[[K], str],
+        poll_interval: float,
+        lease_seconds: float,
+    ) -> None:
+        self._name = name
+        self._claim_keys = claim
+        self._step = step
+        self._release = release
+        self._tenant_of = tenant_of
+        self._poll = poll_interval
+        self._renew_every = min(lease_seconds / 3, poll_interval * 5)
+        self._tasks: dict[K, asyncio.Task[None]] = {}
+        self._wakers: dict[K, asyncio.Event] = {}
+        self._claim_now = asyncio.Event()
+        self._main: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._main = asyncio.create_task(self._run(), name=f"sealtrail-{self._name}")
+
+    async def stop(self) -> None:
+        tasks = [*self._tasks.values(), *([self._main] if self._main else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._wakers.clear()
+        if self._main is not None:
+            with contextlib.suppress(Exception):  # another process takes over at expiry anyway
+                await self._release()
+            self._main = None
+
+    def claim_soon(self) -> None:
+        """Claim now rather than at the next renewal (something was added here)."""
+        self._claim_now.set()
+
+    def wake(self, tenant_id: str) -> None:
+        """Cut short the wait of every key of `tenant_id`."""
+        for key, waker in self._wakers.items():
+            if self._tenant_of(key) == tenant_id:
+                waker.set()
+
+    def wake_all(self) -> None:
+        for waker in self._wakers.values():
+            waker.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._claim()
+            except RETRIED as error:
+                log.warning("%s: cannot claim leases: %s", self._name, error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._claim_now.wait(), self._renew_every)
+            self._claim_now.clear()
+
+    async def _claim(self) -> None:
+        held = set(await self._claim_keys())
+        for key in list(self._tasks):
+            if key not in held or self._tasks[key].done():
+                self._tasks.pop(key).cancel()
+                self._wakers.pop(key, None)
+        for key in held - set(self._tasks):
+            self._wakers[key] = asyncio.Event()
+            self._tasks[key] = asyncio.create_task(self._repeat(key), name=f"{self._name}-{key}")
+
+    async def _repeat(self, key: K) -> None:
+        waker = self._wakers[key]
+        while True:
+            waker.clear()
+            try:
+                wait = await self._step(key)
+            except RETRIED as error:
+                log.warning("%s: %s: %s", self._name, key, error)
+                wait = self._poll
+            if wait is None:
+                return
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waker.wait(), timeout=wait)
