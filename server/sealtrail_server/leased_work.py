@@ -116,6 +116,9 @@ class LeasedWork(Generic[K]):
             except RETRIED as error:
                 log.warning("%s: %s: %s", self._name, key, error)
                 wait = self._poll
+            except Exception:  # a bug: keep the worker alive, loudly, and slowed down
+                log.exception("%s: %s: step failed", self._name, key)
+                wait = self._renew_every
             if wait is None:
                 return
             if wait > 0:

@@ -77,6 +77,16 @@ class Sender:
     destination: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """The events of one request: as stored, parsed, and as the sink's items."""
+
+    events: list[PendingEvent]
+    parsed: list[dict[str, Any]]
+    items: list[str]
+    now: datetime
+
+
 def _item(event: PendingEvent, data: dict[str, Any], format: Format) -> str:
     """One event's JSON text in the sink's format. Sealtrail JSON is the stored
     record verbatim with `leaf_hash` added, so a receiver can check it: drop
@@ -104,50 +114,40 @@ def requests(sender: Sender, events: list[PendingEvent], *, now: datetime) -> li
     return [
         build(
             sender,
-            [events[i] for i in chunk],
-            [parsed[i] for i in chunk],
-            [items[i] for i in chunk],
-            now,
+            _Batch(
+                [events[i] for i in chunk],
+                [parsed[i] for i in chunk],
+                [items[i] for i in chunk],
+                now,
+            ),
         )
         for chunk in chunks
     ]
 
 
-def _outgoing(
-    url: str,
-    headers: list[tuple[str, str]],
-    body: str,
-    events: list[PendingEvent],
-    parsed: list[dict[str, Any]],
-) -> Outgoing:
+def _outgoing(url: str, headers: list[tuple[str, str]], body: str, batch: _Batch) -> Outgoing:
     return Outgoing(
         url=url,
         headers=headers,
         body=body.encode(),
-        seqs=tuple(event.seq for event in events),
-        event_ids=tuple(data["id"] for data in parsed),
+        seqs=tuple(event.seq for event in batch.events),
+        event_ids=tuple(data["id"] for data in batch.parsed),
     )
 
 
-def _webhook(
-    sender: Sender,
-    events: list[PendingEvent],
-    parsed: list[dict[str, Any]],
-    items: list[str],
-    now: datetime,
-) -> Outgoing:
-    first, last = events[0].seq, events[-1].seq
-    stamp = json.dumps(now.isoformat().replace("+00:00", "Z"))
+def _webhook(sender: Sender, batch: _Batch) -> Outgoing:
+    first, last = batch.events[0].seq, batch.events[-1].seq
+    stamp = json.dumps(batch.now.isoformat().replace("+00:00", "Z"))
     tenant, sink = json.dumps(sender.tenant_id), json.dumps(sender.sink_id)
     # Written around the items' text, which must not be parsed and re-serialised.
     body = (
         f'{{"type":"sealtrail.events","timestamp":{stamp},"data":{{"tenant_id":{tenant},'
         f'"sink_id":{sink},"first_seq":{first},"last_seq":{last},'
-        f'"events":[{",".join(items)}]}}}}'
+        f'"events":[{",".join(batch.items)}]}}}}'
     )
     # The same id on every attempt of these events: receivers deduplicate by it.
     message_id = f"msg_{sender.sink_id}_{first}_{last}"
-    timestamp = str(int(now.timestamp()))
+    timestamp = str(int(batch.now.timestamp()))
     signed = f"{message_id}.{timestamp}.".encode() + body.encode()
     signatures = " ".join(
         "v1," + base64.b64encode(_hmac(webhook_key(secret), signed)).decode()
@@ -159,20 +159,14 @@ def _webhook(
         ("webhook-timestamp", timestamp),
         ("webhook-signature", signatures),
     ]
-    return _outgoing(sender.destination["url"], headers, body, events, parsed)
+    return _outgoing(sender.destination["url"], headers, body, batch)
 
 
 def _hmac(key: bytes, message: bytes) -> bytes:
     return hmac.new(key, message, hashlib.sha256).digest()
 
 
-def _splunk_hec(
-    sender: Sender,
-    events: list[PendingEvent],
-    parsed: list[dict[str, Any]],
-    items: list[str],
-    now: datetime,
-) -> Outgoing:
+def _splunk_hec(sender: Sender, batch: _Batch) -> Outgoing:
     settings = sender.destination
     default_type = "ocsf" if sender.format == "ocsf" else "sealtrail:audit"
     envelope: dict[str, Any] = {
@@ -183,7 +177,7 @@ def _splunk_hec(
     if settings.get("index"):
         envelope["index"] = settings["index"]
     lines = []
-    for data, item in zip(parsed, items, strict=True):
+    for data, item in zip(batch.parsed, batch.items, strict=True):
         seconds = datetime.fromisoformat(data["occurred_at"]).timestamp()
         head = json.dumps({"time": round(seconds, 6), **envelope}, separators=(",", ":"))
         lines.append(f'{head[:-1]},"event":{item}}}')
@@ -192,16 +186,10 @@ def _splunk_hec(
         ("Content-Type", "application/json"),
         ("Authorization", f"Splunk {settings['token']}"),
     ]
-    return _outgoing(url, headers, "\n".join(lines), events, parsed)
+    return _outgoing(url, headers, "\n".join(lines), batch)
 
 
-def _datadog_logs(
-    sender: Sender,
-    events: list[PendingEvent],
-    parsed: list[dict[str, Any]],
-    items: list[str],
-    now: datetime,
-) -> Outgoing:
+def _datadog_logs(sender: Sender, batch: _Batch) -> Outgoing:
     settings = sender.destination
     common: dict[str, Any] = {
         "ddsource": "sealtrail",
@@ -211,23 +199,17 @@ def _datadog_logs(
     if settings.get("tags"):
         common["ddtags"] = settings["tags"]
     # The event as the entry's message: Datadog parses a JSON message into attributes.
-    entries = [{**common, "message": item} for item in items]
+    entries = [{**common, "message": item} for item in batch.items]
     url = (settings.get("url") or DATADOG_DEFAULT_URL).rstrip("/") + "/api/v2/logs"
     headers = [("Content-Type", "application/json"), ("DD-API-KEY", settings["api_key"])]
-    return _outgoing(url, headers, json.dumps(entries, separators=(",", ":")), events, parsed)
+    return _outgoing(url, headers, json.dumps(entries, separators=(",", ":")), batch)
 
 
-def _elasticsearch(
-    sender: Sender,
-    events: list[PendingEvent],
-    parsed: list[dict[str, Any]],
-    items: list[str],
-    now: datetime,
-) -> Outgoing:
+def _elasticsearch(sender: Sender, batch: _Batch) -> Outgoing:
     settings = sender.destination
     index = settings["index"]
     lines = []
-    for data, item in zip(parsed, items, strict=True):
+    for data, item in zip(batch.parsed, batch.items, strict=True):
         action = {"create": {"_index": index, "_id": data["id"]}}
         lines.append(json.dumps(action, separators=(",", ":")))
         lines.append(item)
@@ -235,7 +217,7 @@ def _elasticsearch(
     if settings.get("api_key"):
         headers.append(("Authorization", f"ApiKey {settings['api_key']}"))
     url = settings["url"].rstrip("/") + "/_bulk"
-    return _outgoing(url, headers, "\n".join(lines) + "\n", events, parsed)
+    return _outgoing(url, headers, "\n".join(lines) + "\n", batch)
 
 
 _BUILDERS: Final = {
