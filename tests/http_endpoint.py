@@ -3,12 +3,14 @@ it records every request it is sent and answers as a test scripts it."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,9 @@ def always_ok(received: Received, index: int) -> Reply:
 
 
 class Endpoint:
-    def __init__(self) -> None:
+    """`tls`: (certificate chain, key) PEM files to serve HTTPS with."""
+
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
         self.received: list[Received] = []
         self.responder: Responder = always_ok
         self._lock = threading.Lock()
@@ -70,13 +74,19 @@ class Endpoint:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        self._scheme = "http"
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self._scheme = "https"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self._scheme}://{host!s}:{port}"
 
     def requests(self) -> list[Received]:
         with self._lock:
@@ -103,8 +113,8 @@ class Endpoint:
 
 
 @contextmanager
-def endpoint() -> Iterator[Endpoint]:
-    running = Endpoint()
+def endpoint(tls: tuple[Path, Path] | None = None) -> Iterator[Endpoint]:
+    running = Endpoint(tls)
     try:
         yield running
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -162,9 +163,15 @@ class Service:
             )
         except ValueError as error:
             raise SystemExit(f"SEALTRAIL_FORWARD_*_NETWORKS: {error}") from None
+        try:
+            outbound = OutboundClient(
+                egress, timeout=settings.forward_timeout, ca_file=settings.forward_ca_file
+            )
+        except (OSError, ssl.SSLError) as error:
+            raise SystemExit(f"SEALTRAIL_FORWARD_CA_FILE: {error}") from None
         self.forwarder = Forwarder(
             db,
-            OutboundClient(egress, timeout=settings.forward_timeout),
+            outbound,
             poll_interval=settings.forward_poll_interval,
             lease_seconds=settings.forward_lease_seconds,
             backoff_base=settings.forward_backoff_base,

@@ -88,6 +88,9 @@ class Settings:
     forward_deny_networks: str = ""
     # Seconds each request may take to connect, send or answer.
     forward_timeout: float = 10.0
+    # PEM certificates of CAs trusted for destinations besides the system's
+    # (an internal SIEM with a private CA).
+    forward_ca_file: Path | None = None
     # Seconds an idle sink waits before looking for events again (commits wake it sooner).
     forward_poll_interval: float = 1.0
     # Seconds a process's lease on a sink lasts unless renewed; another process

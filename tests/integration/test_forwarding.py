@@ -5,6 +5,7 @@ replays, the admin RPCs' validation and their audit events."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -14,9 +15,11 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
+import httpcore
 import psycopg
 import pytest
 import rfc8785
@@ -32,8 +35,10 @@ from sealtrail import (
 )
 from sealtrail.tlog import leaf_hash
 from sealtrail.v1 import forwarding_pb2
+from sealtrail_server.forward.egress import EgressPolicy, OutboundClient
 from tests.conftest import ServerThread
 from tests.http_endpoint import Endpoint, Received, Reply, endpoint
+from tests.pki import Authority
 
 # What the tests record; a sink without a filter also gets `sink.*` events.
 SHARED = build_filter(actions="document.*")
@@ -541,3 +546,28 @@ def test_one_process_delivers_a_sink_while_several_run(
     finally:
         for server in others:
             server.close()
+
+
+def test_https_destinations_are_verified_against_the_system_or_the_given_cas(
+    tmp_path: Path,
+) -> None:
+    ca = Authority("internal SIEM CA")
+    issued = ca.issue("siem", server=True)
+    (tmp_path / "ca.pem").write_bytes(ca.pem)
+    (tmp_path / "siem.crt").write_bytes(issued.cert)
+    (tmp_path / "siem.key").write_bytes(issued.key)
+    policy = EgressPolicy.parse(allow_http=False, allowed="127.0.0.0/8", denied="")
+
+    async def post(client: OutboundClient, url: str) -> int:
+        try:
+            return (await client.post(url, headers=[], body=b"{}")).status
+        finally:
+            await client.close()
+
+    with endpoint(tls=(tmp_path / "siem.crt", tmp_path / "siem.key")) as receiver:
+        assert receiver.url.startswith("https://")
+        with pytest.raises(httpcore.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            asyncio.run(post(OutboundClient(policy), receiver.url))
+        trusting = OutboundClient(policy, ca_file=tmp_path / "ca.pem")
+        assert asyncio.run(post(trusting, receiver.url)) == 200
+        assert len(receiver.requests()) == 1

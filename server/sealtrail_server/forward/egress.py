@@ -20,6 +20,7 @@ import socket
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -147,12 +148,16 @@ class OutboundClient:
         policy: EgressPolicy,
         *,
         timeout: float = 10.0,
-        ssl_context: ssl.SSLContext | None = None,
+        ca_file: Path | None = None,
     ) -> None:
+        """`ca_file`: CAs trusted besides the system's. Certificates are always verified."""
         self.policy = policy
         self._timeout = timeout
+        trust = ssl.create_default_context()
+        if ca_file is not None:
+            trust.load_verify_locations(cafile=ca_file)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context or ssl.create_default_context(),
+            ssl_context=trust,
             max_connections=50,
             keepalive_expiry=30.0,
             network_backend=_GuardedBackend(policy),

@@ -142,6 +142,7 @@ class Forwarder:
         async with self._db.connection(lease.tenant_id) as conn:
             head = await store.head_seq(conn, lease.tenant_id)
         cursor = sink.state.cursor_seq
+        progressed = False
         if cursor < head:
             events = await self._read(lease.tenant_id, event_filter, cursor, head, limit)
             upto = events[-1].seq if len(events) == limit else head
@@ -158,8 +159,11 @@ class Forwarder:
                     delivered=delivered,
                     now=_now(),
                 )
-            return 0.0 if moved else None
-        for replay in replays:
+            if not moved:
+                return None
+            progressed = True
+        if replays:  # a batch of the oldest replay each step, so that live traffic never starves it
+            replay = replays[0]
             base = EventFilter() if replay.bypass_filter else event_filter
             window = replace(
                 base,
@@ -177,8 +181,8 @@ class Forwarder:
                 await store.advance_replay(
                     conn, lease, replay, to_seq=upto, delivered=delivered, now=_now()
                 )
-            return 0.0
-        return self._poll
+            progressed = True
+        return 0.0 if progressed else self._poll
 
     async def _read(
         self, tenant_id: str, event_filter: EventFilter, after: int, upto: int, limit: int
