@@ -17,11 +17,18 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	touch $(STAMP)
 
 ## Start the service; with no SEALTRAIL_DATABASE_URL it runs an embedded PostgreSQL.
+## The web console listens on 127.0.0.1:8080 (SEALTRAIL_CONSOLE_LISTEN to move it).
 run: $(STAMP)
-	$(BIN)/sealtrail-server serve
+	$(BIN)/sealtrail-server serve --console $${SEALTRAIL_CONSOLE_LISTEN:-127.0.0.1:8080}
+
+## Debian's Chromium and ChromeDriver, for the console's browser tests (needs root).
+CHROMEDRIVER := /usr/bin/chromedriver
+$(CHROMEDRIVER):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 
 ## Run every check CI runs: the contract, generated code, lint, types, tests.
-test: $(STAMP) lint proto-check proto-breaking typecheck
+test: $(STAMP) $(CHROMEDRIVER) lint proto-check proto-breaking typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import signal
 import ssl
+import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -26,6 +28,7 @@ from .api.guard import GuardInterceptor
 from .api.servicer import AuditLogServicer
 from .auth.tokens import Authenticator
 from .config import Settings
+from .console.server import Console
 from .forward.egress import EgressPolicy, OutboundClient
 from .forward.forwarder import Forwarder
 from .integrity.checkpointer import Checkpointer
@@ -78,6 +81,9 @@ class Service:
         self._checkpointer: Checkpointer | None = None
         self.purger: Purger | None = None
         self.forwarder: Forwarder | None = None
+        self.console: Console | None = None
+        self.console_port = 0
+        self._private_dir: str | None = None
         self.evaluator: Evaluator | None = None
         self._hub: StreamHub | None = None
         self._server: grpc.aio.Server | None = None
@@ -229,6 +235,12 @@ class Service:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
+        if settings.console_listen:
+            # The console calls this server as any client would, over a socket only
+            # this process's user can reach, whatever TLS the public port needs.
+            self._private_dir = tempfile.mkdtemp(prefix="sealtrail-console-")
+            console_target = f"unix:{self._private_dir}/grpc.sock"
+            server.add_insecure_port(console_target)
         credentials = server_credentials(settings)
         try:
             if credentials is None:
@@ -239,6 +251,14 @@ class Service:
             raise SystemExit(f"cannot listen on {settings.listen}: in use or invalid") from None
         await server.start()
         self._server = server
+        if settings.console_listen:
+            self.console = Console(console_target, listen=settings.console_listen)
+            try:
+                self.console_port = await self.console.start()
+            except OSError as error:
+                raise SystemExit(
+                    f"cannot serve the console on {settings.console_listen}: {error}"
+                ) from None
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return self.port
@@ -246,6 +266,9 @@ class Service:
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish, commit what is pending."""
         await self._health.enter_graceful_shutdown()
+        if self.console is not None:
+            await self.console.stop()
+            self.console = None
         if self._server is not None:
             await self._server.stop(self.settings.shutdown_grace if grace is None else grace)
         if self.evaluator is not None:
@@ -262,6 +285,9 @@ class Service:
             await self._appender.stop()
         if self._db is not None:
             await self._db.close()
+        if self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
+            self._private_dir = None
 
     async def run_until_signalled(self) -> None:
         stop = asyncio.Event()

@@ -81,11 +81,20 @@ def main(verbose: bool) -> None:
 
 @main.command()
 @click.option("--listen", help="HOST:PORT to serve gRPC on [env SEALTRAIL_LISTEN].")
+@click.option(
+    "--console",
+    "console_listen",
+    help="HOST:PORT of the web console [env SEALTRAIL_CONSOLE_LISTEN].",
+)
 @_data_dir_option
 @_database_url_option
-def serve(listen: str | None, data_dir: Path | None, database_url: str | None) -> None:
-    """Run the gRPC service until SIGTERM or Ctrl-C."""
-    settings = Settings.load(listen=listen, data_dir=data_dir, database_url=database_url)
+def serve(
+    listen: str | None, console_listen: str | None, data_dir: Path | None, database_url: str | None
+) -> None:
+    """Run the gRPC service (and the web console, if asked) until SIGTERM or Ctrl-C."""
+    settings = Settings.load(
+        listen=listen, console_listen=console_listen, data_dir=data_dir, database_url=database_url
+    )
     try:
         tracer_provider = tracer_provider_from_env(os.environ, version=__version__)
     except TracingConfigError as error:
@@ -110,6 +119,9 @@ async def _serve(settings: Settings, urls: _Urls, tracer_provider: TracerProvide
         await _issue_dev_token(settings, urls.service)
     host = settings.listen.rsplit(":", 1)[0]
     click.echo(f"sealtrail: serving gRPC on {host}:{port}")
+    if service.console is not None:
+        console_host = (settings.console_listen or "").rsplit(":", 1)[0] or "127.0.0.1"
+        click.echo(f"sealtrail: console on http://{console_host}:{service.console_port}/")
     await service.run_until_signalled()
 
 

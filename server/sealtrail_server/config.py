@@ -103,6 +103,8 @@ class Settings:
     # Tenants whose alert rules this process evaluates at most (0: none); the
     # forwarding poll interval and lease length apply to them as well.
     alert_max_tenants: int = 1000
+    # The web console's HOST:PORT (docs/console.md); unset: no console.
+    console_listen: str | None = None
     # Server log lines: "text", or "json" (one object per line); both carry
     # the request id and trace id of the call they were logged in.
     log_format: str = "text"

@@ -1,0 +1,280 @@
+"""The web console: a page and a small JSON API on an HTTP port of its own
+(ADR 0018, docs/console.md).
+
+Every API request is carried out as a gRPC call to this same server, over a
+private Unix socket, with the token the browser sent: the console has no
+access of its own, so roles, tenant isolation, audited reads and errors are
+exactly the API's. The token lives in the browser tab's session storage and
+travels in `Authorization: Bearer` on each request; nothing is kept here.
+
+    GET  /                      the page (static files, no CDN)
+    GET  /api/signin            checks a token (GetVerifierKeys: any reading role)
+    GET  /api/events            Query: filter in the query string, ?page_token=
+    GET  /api/stream            StreamEvents from ?after_seq=, as NDJSON lines
+    GET  /api/export            Export ?format=csv|ndjson, the file as it streams
+    GET  /api/proof             GetInclusionProof ?seq=, with the checkpoint
+"""
+
+from __future__ import annotations
+
+import asyncio.base_events
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, cast
+
+import grpc
+from aiohttp import web
+from google.protobuf import json_format
+
+from sealtrail.v1 import audit_service_pb2 as pb
+from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, integrity_pb2
+
+log = logging.getLogger(__name__)
+
+STATIC: Final = Path(__file__).parent / "static"
+PAGE_SIZE: Final = 100
+_STATUS: Final = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503,
+}
+_EXPORT_FORMATS: Final = {
+    "csv": (pb.EXPORT_FORMAT_CSV, "text/csv; charset=utf-8"),
+    "ndjson": (pb.EXPORT_FORMAT_NDJSON, "application/x-ndjson"),
+}
+# Query-string parameters -> EventFilter fields (repeated ones comma-separated).
+_REPEATED: Final = ("actions", "categories", "outcomes")
+_SINGLE: Final = ("actor", "resource_type", "resource_id", "request_id", "trace_id", "text")
+_ENUMS: Final = {
+    "categories": event_pb2.Category,
+    "outcomes": event_pb2.Outcome,
+    "min_severity": event_pb2.Severity,
+}
+
+
+class BadParameter(Exception):
+    """A query-string parameter the console cannot turn into a request."""
+
+
+def event_filter(query: Any) -> event_pb2.EventFilter:
+    """The EventFilter of a request's query string (names as the page's URL uses them)."""
+    message = event_pb2.EventFilter()
+    for name in _REPEATED:
+        values = [v for v in query.get(name, "").split(",") if v]
+        enum = _ENUMS.get(name)
+        for value in values:
+            if enum is None:
+                getattr(message, name).append(value)
+            else:
+                getattr(message, name).append(_enum(enum, name, value))
+    for name in _SINGLE:
+        if query.get(name):
+            setattr(message, name, query[name])
+    if query.get("min_severity"):
+        severity = _enum(event_pb2.Severity, "min_severity", query["min_severity"])
+        message.min_severity = event_pb2.Severity.ValueType(severity)
+    for name in ("occurred_after", "occurred_before"):
+        if query.get(name):
+            try:
+                moment = datetime.fromisoformat(query[name].replace("Z", "+00:00"))
+            except ValueError:
+                raise BadParameter(f"{name}: not an RFC 3339 time") from None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            getattr(message, name).FromDatetime(moment)
+    return message
+
+
+def _enum(enum: Any, name: str, value: str) -> int:
+    prefix = {
+        "categories": "CATEGORY_",
+        "outcomes": "OUTCOME_",
+        "min_severity": "SEVERITY_",
+    }[name]
+    try:
+        return int(enum.Value(prefix + value.upper()))
+    except ValueError:
+        raise BadParameter(f"{name}: unknown value {value!r}") from None
+
+
+def _json(message: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+class Console:
+    """The console's HTTP server, calling the gRPC service at `grpc_target`."""
+
+    def __init__(self, grpc_target: str, *, listen: str) -> None:
+        self._channel = grpc.aio.insecure_channel(grpc_target)
+        self._stub = audit_service_pb2_grpc.AuditLogServiceStub(self._channel)
+        host, _, port = listen.rpartition(":")
+        self._host, self._port = host or "127.0.0.1", int(port)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        app = web.Application(middlewares=[_errors])
+        app.add_routes(
+            [
+                web.get("/", self._page),
+                web.get("/api/signin", self._signin),
+                web.get("/api/events", self._events),
+                web.get("/api/stream", self._stream),
+                web.get("/api/export", self._export),
+                web.get("/api/proof", self._proof),
+                web.static("/static", STATIC),
+            ]
+        )
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        # aiohttp names no public way to the port bound for port 0.
+        server = cast(asyncio.base_events.Server, site._server)
+        self.port = int(server.sockets[0].getsockname()[1])
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self._channel.close(None)
+
+    @staticmethod
+    def _metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
+        authorization = request.headers.get("Authorization", "")
+        if not authorization.startswith("Bearer "):
+            raise web.HTTPUnauthorized(
+                text=json.dumps({"error": "sign in with a token"}), content_type="application/json"
+            )
+        kept = [("authorization", authorization)]
+        request_id = request.headers.get("X-Request-Id")
+        if request_id:
+            kept.append(("x-request-id", request_id))
+        return tuple(kept)
+
+    async def _page(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "index.html", headers=_PAGE_HEADERS)
+
+    async def _signin(self, request: web.Request) -> web.Response:
+        await self._stub.GetVerifierKeys(
+            integrity_pb2.GetVerifierKeysRequest(), metadata=self._metadata(request)
+        )
+        return web.json_response({"ok": True})
+
+    async def _events(self, request: web.Request) -> web.Response:
+        query = pb.QueryRequest(
+            filter=event_filter(request.query),
+            page_size=PAGE_SIZE,
+            page_token=request.query.get("page_token", ""),
+        )
+        answer = await self._stub.Query(query, metadata=self._metadata(request))
+        return web.json_response(
+            {
+                "events": [_json(event) for event in answer.events],
+                "next_page_token": answer.next_page_token,
+            }
+        )
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        stream_request = pb.StreamEventsRequest(
+            filter=event_filter(request.query), max_events_per_message=100
+        )
+        after = request.query.get("after_seq", "")
+        if after.isdigit():
+            stream_request.after_seq = int(after)
+        call = self._stub.StreamEvents(stream_request, metadata=self._metadata(request))
+        response: web.StreamResponse | None = None
+        try:
+            async for message in call:
+                if response is None:
+                    response = await _streaming(request, "application/x-ndjson")
+                lines = [json.dumps(_json(e)) + "\n" for e in _events_of(message)]
+                await response.write("".join(lines).encode() or b"\n")  # heartbeats keep it open
+        finally:
+            call.cancel()
+        if response is None:  # ended before the first message
+            return web.Response(status=204)
+        return response
+
+    async def _export(self, request: web.Request) -> web.StreamResponse:
+        chosen = _EXPORT_FORMATS.get(request.query.get("format", "csv"))
+        if chosen is None:
+            raise BadParameter("format: csv or ndjson")
+        export_format, content_type = chosen
+        call = self._stub.Export(
+            pb.ExportRequest(filter=event_filter(request.query), format=export_format),
+            metadata=self._metadata(request),
+        )
+        response: web.StreamResponse | None = None
+        try:
+            async for message in call:
+                if response is None:
+                    response = await _streaming(request, content_type)
+                if message.HasField("chunk"):
+                    await response.write(message.chunk)
+        finally:
+            call.cancel()
+        if response is None:
+            response = await _streaming(request, content_type)
+        await response.write_eof()
+        return response
+
+    async def _proof(self, request: web.Request) -> web.Response:
+        seq = request.query.get("seq", "")
+        if not seq.isdigit():
+            raise BadParameter("seq: a positive number")
+        metadata = self._metadata(request)
+        answer = await self._stub.GetInclusionProof(
+            integrity_pb2.GetInclusionProofRequest(seq=int(seq)), metadata=metadata
+        )
+        keys = await self._stub.GetVerifierKeys(
+            integrity_pb2.GetVerifierKeysRequest(), metadata=metadata
+        )
+        return web.json_response({"proof": _json(answer), "keys": _json(keys)})
+
+
+def _events_of(message: pb.StreamEventsResponse) -> list[event_pb2.Event]:
+    if message.HasField("event"):
+        return [message.event]
+    if message.HasField("events"):
+        return list(message.events.events)
+    return []
+
+
+async def _streaming(request: web.Request, content_type: str) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={"Content-Type": content_type, "Cache-Control": "no-store"}
+    )
+    await response.prepare(request)
+    return response
+
+
+# The page loads nothing from elsewhere, and nothing may frame it.
+_PAGE_HEADERS: Final = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """gRPC statuses and bad parameters as JSON errors with the matching HTTP status."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except BadParameter as error:
+        return web.json_response({"error": str(error)}, status=400)
+    except grpc.aio.AioRpcError as error:
+        status = _STATUS.get(error.code(), 502)
+        return web.json_response(
+            {"error": error.details() or error.code().name, "code": error.code().name},
+            status=status,
+        )

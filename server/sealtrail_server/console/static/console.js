@@ -1,0 +1,427 @@
+// The Sealtrail console: sign in with a token (kept in this tab's session
+// storage), filter (reflected in the URL), expand rows, follow live, export,
+// and check an event's inclusion proof against the signed checkpoint.
+
+const TOKEN_KEY = "sealtrail.token";
+const PRESETS = { "24h": 1, "7d": 7, "30d": 30, "90d": 90 };
+const FILTER_FIELDS = ["actions", "categories", "min_severity", "outcomes", "actor", "resource_type",
+  "resource_id", "request_id", "trace_id", "text"];
+
+const $ = (selector) => document.querySelector(selector);
+const state = { nextToken: "", loading: false, newestSeq: 0, live: null, shown: new Set() };
+
+function token() { return sessionStorage.getItem(TOKEN_KEY); }
+
+async function api(path, params, { signal } = {}) {
+  const url = params ? `${path}?${params}` : path;
+  const response = await fetch(url, { headers: { Authorization: `Bearer ${token()}` }, signal });
+  if (!response.ok) {
+    let message = `${response.status} ${response.statusText}`;
+    try { message = (await response.json()).error || message; } catch { /* not JSON */ }
+    const error = new Error(message);
+    error.status = response.status;
+    throw error;
+  }
+  return response;
+}
+
+// --- sign-in ---------------------------------------------------------------
+
+async function signIn(event) {
+  event.preventDefault();
+  const candidate = $("#token").value.trim();
+  $("#signin-error").textContent = "";
+  sessionStorage.setItem(TOKEN_KEY, candidate);
+  try {
+    await api("/api/signin");
+  } catch (error) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    $("#signin-error").textContent = error.status === 403
+      ? "This token may not read the log (a recorder token?)."
+      : error.status === 401 ? "Unknown or revoked token." : `Sign-in failed: ${error.message}`;
+    return;
+  }
+  $("#token").value = "";
+  showLog();
+}
+
+function signOut() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  stopLive();
+  $("#log").hidden = true;
+  $("#signout").hidden = true;
+  $("#signin").hidden = false;
+  $("#token").focus();
+}
+
+// --- filters <-> URL ----------------------------------------------------------
+
+function formToUrl() {
+  const form = new FormData($("#filters"));
+  const url = new URLSearchParams();
+  for (const [name, value] of form) if (value) url.set(name, value);
+  return url;
+}
+
+function urlToForm(url) {
+  const form = $("#filters");
+  for (const element of form.elements) {
+    if (element.name && url.has(element.name)) element.value = url.get(element.name);
+  }
+  if (!url.has("range")) form.elements.range.value = "7d";
+  form.classList.toggle("custom-range", form.elements.range.value === "custom");
+}
+
+function apiFilter(url) {
+  const params = new URLSearchParams();
+  for (const name of FILTER_FIELDS) if (url.get(name)) params.set(name, url.get(name));
+  const range = url.get("range") || "7d";
+  if (range in PRESETS) {
+    params.set("occurred_after", new Date(Date.now() - PRESETS[range] * 86400e3).toISOString());
+  } else if (range === "custom") {
+    if (url.get("from")) params.set("occurred_after", new Date(url.get("from")).toISOString());
+    if (url.get("to")) params.set("occurred_before", new Date(url.get("to")).toISOString());
+  }
+  return params;
+}
+
+// --- the table ----------------------------------------------------------------
+
+const label = (value) => (value || "")
+  .replace(/^(ACTOR_TYPE|CATEGORY|SEVERITY|OUTCOME)_/, "").toLowerCase().replace(/_/g, " ");
+const hex = (b64) => Array.from(bytes(b64), (b) => b.toString(16).padStart(2, "0")).join("");
+const text = (value) => (value === undefined || value === null ? "" : String(value));
+
+function cell(row, value, className) {
+  const td = row.insertCell();
+  td.textContent = text(value);
+  if (className) td.className = className;
+  return td;
+}
+
+function eventRow(event, { fresh = false } = {}) {
+  const row = document.createElement("tr");
+  row.className = fresh ? "event fresh" : "event";
+  row.tabIndex = 0;
+  row.setAttribute("role", "button");
+  row.setAttribute("aria-expanded", "false");
+  row.dataset.seq = event.seq;
+  const time = new Date(event.occurred_at);
+  const when = cell(row, time.toLocaleString());
+  when.title = `${event.occurred_at} (UTC)`;
+  cell(row, event.action);
+  cell(row, event.actor?.email || event.actor?.id);
+  const resource = event.resource || {};
+  cell(row, [resource.type, resource.name || resource.id].filter(Boolean).join(": "));
+  const outcome = label(event.outcome);
+  cell(row, outcome, `outcome-${outcome}`);
+  const severity = label(event.severity);
+  cell(row, severity, `severity-${severity}`);
+  cell(row, event.context?.ip);
+  const toggle = () => toggleDetail(row, event);
+  row.addEventListener("click", toggle);
+  row.addEventListener("keydown", (key) => {
+    if (key.key === "Enter" || key.key === " ") { key.preventDefault(); toggle(); }
+  });
+  return row;
+}
+
+function addEvents(events, { atTop = false } = {}) {
+  const body = $("#events tbody");
+  const rows = [];
+  for (const event of events) {
+    if (state.shown.has(event.seq)) continue;
+    state.shown.add(event.seq);
+    state.newestSeq = Math.max(state.newestSeq, Number(event.seq));
+    rows.push(eventRow(event, { fresh: atTop }));
+  }
+  if (atTop) body.prepend(...rows.reverse()); else body.append(...rows);
+  $("#empty").hidden = body.rows.length > 0;
+}
+
+async function loadPage() {
+  if (state.loading) return;
+  state.loading = true;
+  $("#error").textContent = "";
+  try {
+    const params = apiFilter(new URLSearchParams(location.search));
+    if (state.nextToken) params.set("page_token", state.nextToken);
+    const page = await (await api("/api/events", params)).json();
+    addEvents(page.events);
+    state.nextToken = page.next_page_token;
+    $("#more").hidden = !state.nextToken;
+  } catch (error) {
+    if (error.status === 401) return signOut();
+    $("#error").textContent = error.message;
+  } finally {
+    state.loading = false;
+  }
+}
+
+function reload() {
+  stopLive();
+  state.nextToken = "";
+  state.newestSeq = 0;
+  state.shown.clear();
+  $("#events tbody").replaceChildren();
+  loadPage().then(() => { if ($("#live").checked) startLive(); });
+}
+
+// --- a row's detail -------------------------------------------------------------
+
+function toggleDetail(row, event) {
+  const open = row.getAttribute("aria-expanded") === "true";
+  if (open) {
+    row.nextElementSibling?.remove();
+    row.setAttribute("aria-expanded", "false");
+    return;
+  }
+  row.setAttribute("aria-expanded", "true");
+  const detail = document.createElement("tr");
+  detail.className = "detail";
+  const td = detail.insertCell();
+  td.colSpan = 7;
+  td.append(fields(event), changes(event), proofButton(event), json(event));
+  row.after(detail);
+}
+
+function fields(event) {
+  const list = document.createElement("dl");
+  list.className = "fields";
+  const add = (name, value) => {
+    if (value === undefined || value === "" || value === null) return;
+    const dt = document.createElement("dt");
+    dt.textContent = name;
+    const dd = document.createElement("dd");
+    dd.textContent = text(value);
+    list.append(dt, dd);
+  };
+  add("id", event.id);
+  add("seq", event.seq);
+  add("occurred at (UTC)", event.occurred_at);
+  add("received at (UTC)", event.received_at);
+  add("action", event.action);
+  add("category", label(event.category));
+  add("description", event.description);
+  for (const [key, value] of Object.entries(event.actor || {})) add(`actor ${key}`, key === "type" ? label(value) : value);
+  for (const [key, value] of Object.entries(event.resource || {})) add(`resource ${key}`, value);
+  for (const [key, value] of Object.entries(event.context || {})) add(key.replace(/_/g, " "), value);
+  if (event.leaf_hash) add("leaf hash", hex(event.leaf_hash));
+  return list;
+}
+
+function changes(event) {
+  const wrapper = document.createElement("div");
+  if (!event.changes?.length) return wrapper;
+  const table = document.createElement("table");
+  table.className = "diff";
+  table.createCaption().textContent = "Changes";
+  const head = table.createTHead().insertRow();
+  for (const name of ["Field", "Before", "After"]) {
+    const th = document.createElement("th");
+    th.scope = "col";
+    th.textContent = name;
+    head.append(th);
+  }
+  const body = table.createTBody();
+  for (const change of event.changes) {
+    const row = body.insertRow();
+    cell(row, change.field);
+    cell(row, "before" in change ? JSON.stringify(change.before, null, 2) : "—", "before");
+    cell(row, "after" in change ? JSON.stringify(change.after, null, 2) : "—", "after");
+  }
+  wrapper.append(table);
+  return wrapper;
+}
+
+function json(event) {
+  const pre = document.createElement("pre");
+  pre.textContent = JSON.stringify(event, null, 2);
+  pre.setAttribute("aria-label", "The event as JSON");
+  return pre;
+}
+
+// --- inclusion proof, checked here ------------------------------------------------
+
+const bytes = (b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+const equal = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+async function sha256(...parts) {
+  const joined = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) { joined.set(part, at); at += part.length; }
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", joined));
+}
+
+// RFC 9162 section 2.1.3.2: the root an inclusion proof leads to.
+async function rootFrom(index, size, leaf, proof) {
+  let fn = BigInt(index), sn = BigInt(size) - 1n, r = leaf;
+  for (const p of proof) {
+    if (sn === 0n) return null;
+    if ((fn & 1n) === 1n || fn === sn) {
+      r = await sha256(Uint8Array.of(1), p, r);
+      if ((fn & 1n) === 0n) while ((fn & 1n) === 0n && fn !== 0n) { fn >>= 1n; sn >>= 1n; }
+    } else {
+      r = await sha256(Uint8Array.of(1), r, p);
+    }
+    fn >>= 1n; sn >>= 1n;
+  }
+  return sn === 0n ? r : null;
+}
+
+// C2SP signed note: does a line of `note` verify with one of the keys?
+async function signatureChecks(note, keys) {
+  const split = note.indexOf("\n\n");
+  const body = new TextEncoder().encode(note.slice(0, split + 1));
+  for (const line of note.slice(split + 2).split("\n")) {
+    const match = /^\u2014 (\S+) (\S+)$/.exec(line);
+    if (!match) continue;
+    const signature = bytes(match[2]);
+    for (const key of keys) {
+      const [name, , ...rest] = key.text.split("+");  // base64 may hold "+" too
+      const encoded = rest.join("+");
+      if (name !== match[1]) continue;
+      const raw = bytes(encoded);
+      const id = (await sha256(new TextEncoder().encode(`${name}\n`), raw)).slice(0, 4);
+      if (!equal(id, signature.slice(0, 4))) continue;
+      const publicKey = await crypto.subtle.importKey("raw", raw.slice(1), { name: "Ed25519" }, false, ["verify"]);
+      if (await crypto.subtle.verify({ name: "Ed25519" }, publicKey, signature.slice(4), body)) return true;
+    }
+  }
+  return false;
+}
+
+function proofButton(event) {
+  const wrapper = document.createElement("p");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = "Check inclusion proof";
+  const result = document.createElement("span");
+  result.setAttribute("role", "status");
+  button.addEventListener("click", async (click) => {
+    click.stopPropagation();
+    result.textContent = " checking…";
+    result.className = "";
+    try {
+      const { proof, keys } = await (await api("/api/proof", new URLSearchParams({ seq: event.seq }))).json();
+      const record = bytes(proof.record);
+      const leaf = await sha256(Uint8Array.of(0), record);
+      const checkpoint = proof.checkpoint;
+      const root = await rootFrom(Number(event.seq) - 1, checkpoint.tree_size, leaf, (proof.proof || []).map(bytes));
+      const ok = equal(leaf, bytes(event.leaf_hash)) && root && equal(root, bytes(checkpoint.root_hash));
+      let signed = false;
+      try { signed = await signatureChecks(checkpoint.note, keys.keys || []); } catch { signed = false; }
+      result.className = ok && signed ? "proof-ok" : "proof-bad";
+      result.textContent = ok && signed
+        ? ` verified: in the log of ${checkpoint.tree_size} events, checkpoint signed by ${checkpoint.origin}`
+        : ok ? " the proof leads to the checkpoint's root, but its signature did not verify here"
+          : " FAILED: this event does not lead to the signed root";
+    } catch (error) {
+      result.className = "proof-bad";
+      result.textContent = ` could not check: ${error.message}`;
+    }
+  });
+  wrapper.append(button, result);
+  return wrapper;
+}
+
+// --- live -------------------------------------------------------------------
+
+async function startLive() {
+  stopLive();
+  const controller = new AbortController();
+  state.live = controller;
+  const params = apiFilter(new URLSearchParams(location.search));
+  params.delete("occurred_before");
+  params.set("after_seq", String(state.newestSeq));
+  try {
+    const response = await api("/api/stream", params, { signal: controller.signal });
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let pending = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      pending += value;
+      const lines = pending.split("\n");
+      pending = lines.pop();
+      const events = lines.filter((line) => line.trim()).map((line) => JSON.parse(line));
+      if (events.length) addEvents(events.reverse(), { atTop: true });
+    }
+  } catch (error) {
+    if (error.name !== "AbortError") $("#error").textContent = `Live updates stopped: ${error.message}`;
+  }
+}
+
+function stopLive() {
+  state.live?.abort();
+  state.live = null;
+}
+
+// --- export -------------------------------------------------------------------
+
+async function exportAs(format) {
+  const status = $("#status");
+  const params = apiFilter(new URLSearchParams(location.search));
+  params.set("format", format);
+  try {
+    const response = await api("/api/export", params);
+    const reader = response.body.getReader();
+    const chunks = [];
+    let received = 0;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      received += value.length;
+      status.textContent = `Exporting… ${received.toLocaleString()} bytes`;
+    }
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(new Blob(chunks, { type: response.headers.get("Content-Type") }));
+    link.download = `sealtrail-export.${format}`;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    status.textContent = `Exported ${received.toLocaleString()} bytes (${format.toUpperCase()}).`;
+  } catch (error) {
+    status.textContent = "";
+    $("#error").textContent = `Export failed: ${error.message}`;
+  }
+}
+
+// --- wiring -------------------------------------------------------------------
+
+function showLog() {
+  $("#signin").hidden = true;
+  $("#log").hidden = false;
+  $("#signout").hidden = false;
+  urlToForm(new URLSearchParams(location.search));
+  reload();
+}
+
+function init() {
+  $("#signin").addEventListener("submit", signIn);
+  $("#signout").addEventListener("click", signOut);
+  $("#filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    history.replaceState(null, "", `?${formToUrl()}`);
+    reload();
+  });
+  $("#filters").elements.range.addEventListener("change", (event) => {
+    $("#filters").classList.toggle("custom-range", event.target.value === "custom");
+  });
+  $("#clear").addEventListener("click", () => {
+    history.replaceState(null, "", location.pathname);
+    $("#filters").reset();
+    urlToForm(new URLSearchParams());
+    reload();
+  });
+  $("#live").addEventListener("change", (event) => (event.target.checked ? startLive() : stopLive()));
+  $("#more").addEventListener("click", loadPage);
+  $("#export-csv").addEventListener("click", () => exportAs("csv"));
+  $("#export-ndjson").addEventListener("click", () => exportAs("ndjson"));
+  new IntersectionObserver((entries) => {
+    if (entries.some((entry) => entry.isIntersecting) && state.nextToken) loadPage();
+  }).observe($("#more"));
+  if (token()) showLog(); else { $("#signin").hidden = false; $("#token").focus(); }
+}
+
+init();

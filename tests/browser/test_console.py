@@ -1,0 +1,190 @@
+"""The console in a real headless Chromium: sign in (and be refused), filter
+(the URL keeps the view), expand a row, watch a live event arrive, export,
+check an inclusion proof, and fit a 360 px screen."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as seen
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from sealtrail import AuditClient, build_event
+from tests.conftest import ServerThread
+
+WAIT = 15
+
+
+def wait(browser: webdriver.Chrome) -> WebDriverWait[webdriver.Chrome]:
+    return WebDriverWait(browser, WAIT)
+
+
+def sign_in(browser: webdriver.Chrome, url: str, token: str) -> None:
+    browser.get(url)
+    field = wait(browser).until(seen.visibility_of_element_located((By.ID, "token")))
+    field.send_keys(token, Keys.ENTER)
+
+
+def rows(browser: webdriver.Chrome) -> list[str]:
+    return [row.text for row in browser.find_elements(By.CSS_SELECTOR, "#events tbody tr.event")]
+
+
+def wait_for_rows(browser: webdriver.Chrome, done: Callable[[list[str]], bool]) -> list[str]:
+    wait(browser).until(lambda b: done(rows(b)))
+    return rows(browser)
+
+
+@pytest.fixture
+def recorded(console_server: ServerThread, tenant: str) -> AuditClient:
+    client = AuditClient(console_server.target, token=console_server.token(tenant, "recorder"))
+    client.record(
+        build_event(
+            action="api_key.create",
+            actor_id="u-ann",
+            actor_email="ann@example.com",
+            resource_type="api_key",
+            resource_id="key_7",
+            ip="203.0.113.9",
+            changes=[("scopes", ["read"], ["read", "write"])],
+        )
+    )
+    client.record(action="member.invite", actor_id="u-bob", resource_type="member")
+    client.record(action="user.login", actor_id="u-bob", outcome="failure", ip="198.51.100.4")
+    return client
+
+
+def test_a_recorder_or_unknown_token_is_refused(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    sign_in(browser, console_url, console_server.token(tenant, "recorder"))
+    error = wait(browser).until(seen.visibility_of_element_located((By.ID, "signin-error")))
+    wait(browser).until(lambda b: "may not read" in error.text)
+    assert not browser.find_element(By.ID, "log").is_displayed()
+    browser.find_element(By.ID, "token").send_keys("stk_nonsense", Keys.ENTER)
+    wait(browser).until(lambda b: "Unknown or revoked" in error.text)
+    assert browser.execute_script("return sessionStorage.getItem('sealtrail.token')") is None
+
+
+def test_sign_in_filter_and_share_the_view(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    sign_in(browser, console_url, console_server.token(tenant, "reader"))
+    shown = wait_for_rows(browser, lambda r: len(r) >= 3)
+    assert not browser.find_element(By.ID, "signin").is_displayed()
+    assert "user.login" in shown[0] and "api_key.create" in shown[-1]  # newest first
+    assert "failure" in shown[0] and "198.51.100.4" in shown[0]
+    form = browser.find_element(By.ID, "filters")
+    form.find_element(By.NAME, "actions").send_keys("api_key.*")
+    Select(form.find_element(By.NAME, "range")).select_by_value("24h")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    shown = wait_for_rows(browser, lambda r: len(r) == 1 and "api_key.create" in r[0])
+    query = parse_qs(urlsplit(browser.current_url).query)
+    assert query["actions"] == ["api_key.*"] and query["range"] == ["24h"]
+    # The URL is the view: opened again, it shows the same rows.
+    browser.get(browser.current_url)
+    assert wait_for_rows(browser, lambda r: len(r) == 1) == shown
+    assert browser.find_element(By.NAME, "actions").get_attribute("value") == "api_key.*"
+
+
+def test_a_row_expands_into_every_field_the_diff_and_the_json(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    sign_in(
+        browser, console_url + "?actions=api_key.create", console_server.token(tenant, "reader")
+    )
+    wait_for_rows(browser, lambda r: len(r) == 1)
+    row = browser.find_element(By.CSS_SELECTOR, "#events tbody tr.event")
+    row.send_keys(Keys.ENTER)  # keyboard, not only the mouse
+    detail = wait(browser).until(
+        seen.visibility_of_element_located((By.CSS_SELECTOR, "#events tr.detail"))
+    )
+    assert row.get_attribute("aria-expanded") == "true"
+    assert "ann@example.com" in detail.text and "key_7" in detail.text
+    before = detail.find_element(By.CSS_SELECTOR, "td.before").text
+    after = detail.find_element(By.CSS_SELECTOR, "td.after").text
+    assert '"read"' in before and '"write"' not in before and '"write"' in after
+    assert '"action": "api_key.create"' in detail.find_element(By.TAG_NAME, "pre").text
+    title = row.find_element(By.CSS_SELECTOR, "td").get_attribute("title")
+    assert title is not None and title.endswith("(UTC)")
+    detail.find_element(By.XPATH, ".//button[contains(., 'Check inclusion proof')]").click()
+    wait(browser).until(lambda b: "verified" in detail.text or "FAILED" in detail.text)
+    assert "verified: in the log of" in detail.text
+
+
+def test_a_live_event_arrives_at_the_top(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    sign_in(browser, console_url, console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: len(r) >= 3)
+    browser.find_element(By.ID, "live").click()
+    time.sleep(0.5)  # the stream is open once the first heartbeat or event arrives
+    recorded.record(action="secret.read", actor_id="u-night", resource_type="production")
+    shown = wait_for_rows(browser, lambda r: "secret.read" in r[0])
+    assert "u-night" in shown[0]
+    assert "fresh" in browser.find_element(By.CSS_SELECTOR, "#events tbody tr").get_attribute(
+        "class"
+    )
+
+
+def test_export_downloads_the_current_filter(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+    downloads: Path,
+) -> None:
+    sign_in(browser, console_url + "?actions=user.*", console_server.token(tenant, "exporter"))
+    wait_for_rows(browser, lambda r: len(r) == 1)
+    browser.find_element(By.ID, "export-csv").click()
+    wait(browser).until(lambda b: "Exported" in b.find_element(By.ID, "status").text)
+    wait(browser).until(lambda b: (downloads / "sealtrail-export.csv").exists())
+    lines = (downloads / "sealtrail-export.csv").read_text().splitlines()
+    assert len(lines) == 2 and "user.login" in lines[1] and "api_key" not in "\n".join(lines)
+
+
+def test_a_reader_may_not_export(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    sign_in(browser, console_url, console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: len(r) >= 3)
+    browser.find_element(By.ID, "export-ndjson").click()
+    wait(browser).until(lambda b: "Export failed" in b.find_element(By.ID, "error").text)
+
+
+def test_the_page_fits_a_360_pixel_screen(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    browser.set_window_size(360, 800)
+    sign_in(browser, console_url, console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: len(r) >= 3)
+    width = browser.execute_script("return document.documentElement.scrollWidth")
+    viewport = browser.execute_script("return window.innerWidth")
+    assert width <= viewport  # the table scrolls inside its own box; the page does not
