@@ -22,7 +22,18 @@ import psycopg
 from sealtrail import AuditClient
 from sealtrail.tlog import generate_signer_key
 
-from . import cpu, environment, export, forwarding, integrity, retention, scale, stream, tracing
+from . import (
+    console,
+    cpu,
+    environment,
+    export,
+    forwarding,
+    integrity,
+    retention,
+    scale,
+    stream,
+    tracing,
+)
 from .load import Window, Workload
 from .phases import (
     PhaseResult,
@@ -49,6 +60,10 @@ from .report import format_report, write_json
 # rows vs the retention purge of as many (tombstones kept); with --scale-events
 # loaded, Query latency beside the same SQL run directly, Query's second page
 # (no access record) and a lone durable commit, the two parts of a first page.
+# Then issue 8's: forwarding a log to a local webhook beside reading, encoding
+# and POSTing it here; lag to the webhook at 1,000 events/s beside the acks.
+# Then issue 9's: the console's first rows in headless Chromium with 1M events
+# in the tenant, beside the same Query made from here.
 PHASES = (
     "empty",
     "record",
@@ -80,6 +95,8 @@ PHASES = (
     "rawpost",
     "forward",
     "forward-lag",
+    "console-query",
+    "console-load",
 )
 # A figure and its baseline run in the other order every other round, so
 # drift over the run (a growing table, a warming cache) favours neither.
@@ -94,10 +111,12 @@ PAIRS = (
     ("sql-latest", "query-latest"),
     ("sql-day", "query-day"),
     ("rawpost", "forward"),
+    ("console-query", "console-load"),
 )
 NEEDS_LOG = frozenset({"proofs", "rawread", "verifylog", "bundlehash", "bundle"})
 NEEDS_BUNDLE = frozenset({"bundlehash", "bundle"})
 NEEDS_EXPORT_LOG = frozenset({"rawcsv", "export", "rawpost", "forward"})
+NEEDS_CONSOLE_LOG = frozenset({"console-query", "console-load"})
 NEEDS_SCALE = frozenset({"sql-latest", "query-latest", "query-next", "sql-day", "query-day"})
 # Measured in the same window as a figure, as its baseline: reported next to it.
 COMPANIONS = {"stream": "stream-ack", "forward-lag": "forward-ack"}
@@ -288,6 +307,7 @@ class Bench:
         self.bundle: Path | None = None
         self.export_log: integrity.IntegrityLog | None = None
         self.scale_log: scale.ScaleLog | None = None
+        self.console_token: str | None = None
         self._scale_clients_made: dict[str, AuditClient] = {}
         self.once: dict[str, PhaseResult] = {}  # figures timed once per run: writing the bundle
         # Baselines measured with a figure (see COMPANIONS), one per round.
@@ -312,6 +332,12 @@ class Bench:
             print(f"loading {count:,} events over {scale.TENANTS} tenants ...", flush=True)
             self.scale_log = scale.load(self.database.url, self.run_id, count)
             print(f"  loaded in {self.scale_log.seconds:.1f} s", flush=True)
+        if figure in NEEDS_CONSOLE_LOG and self.console_token is None:
+            tenant = self.tenant("console")
+            print(f"loading {console.EVENTS:,} events into one tenant ...", flush=True)
+            seconds = scale.load_tenant(self.database.url, tenant, console.EVENTS)
+            print(f"  loaded in {seconds:.1f} s", flush=True)
+            self.console_token = self.token("console")
         if figure in NEEDS_EXPORT_LOG and self.export_log is None:
             self.export_log = self._make_log("export", self.options.export_events)
         self._settle_and_wait(figure)
@@ -346,6 +372,8 @@ class Bench:
             "rawpost": self.raw_post,
             "forward": self.forward,
             "forward-lag": self.forward_lag,
+            "console-query": self.console_query,
+            "console-load": self.console_load,
         }[figure]
         print(f"round {self.round}: measuring {figure} ...", file=sys.stderr, flush=True)
         return measure()
@@ -680,6 +708,19 @@ class Bench:
             call = scale.day_by_sql(self.scale_log, conn)
             return scale.measure("raw SQL, one day of a tenant", call, self._watched())
 
+    # --- issue 9: the console -------------------------------------------------
+
+    def console_load(self) -> PhaseResult:
+        """The console's first rows, in headless Chromium, with 1M events in the tenant."""
+        assert self.server is not None and self.server.console_url is not None
+        assert self.console_token is not None
+        return console.first_rows(self.server.console_url, self.console_token, self._watched())
+
+    def console_query(self) -> PhaseResult:
+        """Baseline: the console's first Query, as a gRPC call from this process."""
+        assert self.server is not None and self.console_token is not None
+        return console.query_page(self.server.target, self.console_token, self._watched())
+
     # --- issue 8: forwarding --------------------------------------------------
 
     def raw_post(self) -> PhaseResult:
@@ -801,6 +842,7 @@ def _server_if_needed(
         "SEALTRAIL_FORWARD_MAX_SINKS": "1000",
         "SEALTRAIL_FORWARD_ALLOW_HTTP": "true",
         "SEALTRAIL_FORWARD_ALLOW_NETWORKS": "127.0.0.0/8",
+        "SEALTRAIL_CONSOLE_LISTEN": "127.0.0.1:0",
     }
     with environment.server(database.url, workdir, settings=forwarding_to_the_bench) as server:
         yield server

@@ -26,6 +26,7 @@ from sealtrail_server.store.migrations import migrate
 
 DATABASE_URL_ENV = "SEALTRAIL_BENCH_DATABASE_URL"
 _SERVING = "sealtrail: serving gRPC on "
+_CONSOLE = "sealtrail: console on "
 _START_TIMEOUT = 60.0
 _STOP_TIMEOUT = 20.0
 
@@ -102,6 +103,7 @@ class Server:
 
     process: subprocess.Popen[Any]
     target: str
+    console_url: str | None = None  # with SEALTRAIL_CONSOLE_LISTEN set
 
     @property
     def pid(self) -> int:
@@ -133,19 +135,28 @@ def server(
             },
         )
     try:
-        target = _wait_until_serving(process, out_path, err_path)
-        yield Server(process, target)
+        expect_console = bool((settings or {}).get("SEALTRAIL_CONSOLE_LISTEN"))
+        target, console = _wait_until_serving(process, out_path, err_path, expect_console)
+        yield Server(process, target, console)
     finally:
         _stop(process)
 
 
-def _wait_until_serving(process: subprocess.Popen[Any], out: Path, err: Path) -> str:
-    """The HOST:PORT the server prints once it serves."""
+def _wait_until_serving(
+    process: subprocess.Popen[Any], out: Path, err: Path, expect_console: bool
+) -> tuple[str, str | None]:
+    """The HOST:PORT the server prints once it serves (and its console's URL)."""
     deadline = time.monotonic() + _START_TIMEOUT
     while time.monotonic() < deadline:
-        for line in out.read_text().splitlines():
-            if line.startswith(_SERVING):
-                return line.removeprefix(_SERVING).strip()
+        lines = out.read_text().splitlines()
+        target = next(
+            (x.removeprefix(_SERVING).strip() for x in lines if x.startswith(_SERVING)), None
+        )
+        console = next(
+            (x.removeprefix(_CONSOLE).strip() for x in lines if x.startswith(_CONSOLE)), None
+        )
+        if target is not None and (console is not None or not expect_console):
+            return target, console
         if process.poll() is not None:
             break
         time.sleep(0.05)

@@ -75,6 +75,14 @@ RATIOS = (
     ),
     # Issue 8's: forwarding to a webhook on this machine.
     Ratio("forward / raw read + POST", "forward", "rawpost", None),
+    # Issue 9's: the console's first rows against the Query behind them.
+    Ratio(
+        "Query p95 / console first rows p95",
+        "console-query",
+        "console-load",
+        None,
+        "latency_p95_ms",
+    ),
     Ratio(
         "forward lag p99 / RecordBatch ack p99",
         "forward-lag",
@@ -119,6 +127,7 @@ GOALS = (
     Goal("stream delivery p99", "stream", "latency_p99_ms", False, 100, "ms"),
     Goal("Query p95, latest 100 of an action", "query-latest", "latency_p95_ms", False, 50, "ms"),
     Goal("Query p95, one day of a tenant", "query-day", "latency_p95_ms", False, 50, "ms"),
+    Goal("console first rows p95, 1M events", "console-load", "latency_p95_ms", False, 1000, "ms"),
 )
 
 
@@ -182,7 +191,7 @@ def format_report(results: dict[str, PhaseResult], facts: dict[str, Any]) -> str
     if goals:
         lines += [
             "",
-            f"{'absolute target (issues 3, 4, 7)':<40} {'value':>20} {'target':>20}  verdict",
+            f"{'absolute target (issues 3, 4, 7, 9)':<40} {'value':>20} {'target':>20}  verdict",
         ]
     for goal in goals:
         value = goal.value(results)

@@ -116,6 +116,26 @@ def load(database_url: str, run_id: str, events: int) -> ScaleLog:
     return ScaleLog(queried, per_tenant, start, time.perf_counter() - started)
 
 
+def load_tenant(database_url: str, tenant: str, events: int) -> float:
+    """`events` events in one tenant over the last DAYS days, its tree made
+    whole; the seconds it took."""
+    started = time.perf_counter()
+    start = datetime.now(UTC) - timedelta(days=DAYS)
+    step = int(DAYS * 86_400 * 1_000_000 / events)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT sealtrail_create_event_partitions(%s, now())", [start - timedelta(days=1)]
+        )
+        for lo in range(1, events + 1, _CHUNK):
+            hi = min(events, lo + _CHUNK - 1)
+            conn.execute(
+                _INSERT, {"tenant": tenant, "start": start, "step": step, "lo": lo, "hi": hi}
+            )
+        _make_whole(conn, tenant)
+        conn.execute("ANALYZE events")
+    return time.perf_counter() - started
+
+
 def _make_whole(conn: psycopg.Connection[Any], tenant: str) -> None:
     """The tenant's Merkle nodes and head, from its leaves, as the appender
     would have stored them."""
