@@ -1,0 +1,73 @@
+"""The console's JSON API without a browser: it is the gRPC API's access, no
+more (no token, a recorder's, another tenant's), and its errors are clear."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+
+from sealtrail import AuditClient
+from tests.conftest import ServerThread
+
+
+def get(url: str, token: str | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            body = answer.read()
+            return answer.status, json.loads(body) if body.startswith(b"{") else body
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture
+def api(console_url: str) -> str:
+    return console_url + "api/"
+
+
+def test_the_page_is_served_with_a_strict_policy(console_url: str) -> None:
+    with urllib.request.urlopen(console_url, timeout=10) as answer:
+        page = answer.read().decode()
+        policy = answer.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert "<script" in page and "http://" not in page and "https://" not in page  # no CDN
+
+
+def test_no_token_a_recorder_and_bad_parameters_are_refused(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    assert get(api + "events")[0] == 401
+    status, body = get(api + "events", console_server.token(tenant, "recorder"))
+    assert status == 403 and body["code"] == "PERMISSION_DENIED"
+    reader = console_server.token(tenant, "reader")
+    status, body = get(api + "events?categories=nonsense", reader)
+    assert status == 400 and "categories" in body["error"]
+    status, body = get(api + "events?occurred_after=yesterday", reader)
+    assert status == 400 and "occurred_after" in body["error"]
+    status, body = get(api + "export?format=pdf", console_server.token(tenant, "exporter"))
+    assert status == 400 and "format" in body["error"]
+    status, body = get(api + "proof?seq=999999", reader)
+    assert status == 404
+
+
+def test_a_token_sees_its_own_tenant_only(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    writer = AuditClient(console_server.target, token=console_server.token(tenant, "recorder"))
+    writer.record(action="api_key.create", actor_id="u-1")
+    writer.close()
+    mine = get(api + "events?actions=api_key.create", console_server.token(tenant, "reader"))[1]
+    assert [e["action"] for e in mine["events"]] == ["api_key.create"]
+    theirs = get(
+        api + "events?actions=api_key.create", console_server.token(f"{tenant}-b", "reader")
+    )
+    assert theirs[1]["events"] == []
+    # What the console read is recorded in the reader's log, as any Query.
+    queried = get(api + "events?actions=audit_log.queried", console_server.token(tenant, "reader"))
+    assert len(queried[1]["events"]) >= 1
