@@ -23,7 +23,7 @@ from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import event_pb2
 
 from ..domain.errors import FailedPrecondition, InvalidArgument
-from ..domain.event import timestamp_from_parts
+from ..domain.event import MAX_SEQ, checked_timestamp, format_timestamp
 from ..domain.filters import EventFilter, RecordMatcher, validate_filter
 from ..store.appender import Appender
 from ..store.database import Database
@@ -66,13 +66,14 @@ class StreamRpcs:
             else EventFilter()
         )
         limit = _batch_limit(request.max_events_per_message)
+        start = _start_details(request)  # checked before it is recorded
         await record_access(
             self._appender,
             principal,
             now=self._clock(),
             action="audit_log.streamed",
             description="Subscribed to audit events",
-            details={"filter": filter_details(request.filter), "start": _start_details(request)},
+            details={"filter": filter_details(request.filter), "start": start},
         )
         matcher = RecordMatcher(event_filter)
         subscription = await self._hub.subscribe(tenant_id, matcher)
@@ -115,7 +116,7 @@ class StreamRpcs:
         if start is None:
             return size  # live only
         if start == "since":
-            since = timestamp_from_parts(request.since.seconds, request.since.nanos)
+            since = checked_timestamp(request.since.seconds, request.since.nanos, field="since")
             return await first_seq_received_since(self._db, tenant_id=tenant_id, since=since) - 1
         if request.after_seq < 0:
             raise InvalidArgument.field("after_seq", "must not be negative")
@@ -197,11 +198,16 @@ class StreamRpcs:
 
 
 def _start_details(request: pb.StreamEventsRequest) -> dict[str, Any]:
+    """Where the stream starts, as its access record shows it; InvalidArgument
+    for a start no log can have."""
     start = request.WhichOneof("start")
     if start == "after_seq":
+        if not 0 <= request.after_seq <= MAX_SEQ:
+            raise InvalidArgument.field("after_seq", f"must be 0 to {MAX_SEQ}")
         return {"after_seq": request.after_seq}
     if start == "since":
-        return {"since": request.since.ToJsonString()}
+        since = checked_timestamp(request.since.seconds, request.since.nanos, field="since")
+        return {"since": format_timestamp(since)}
     return {"live": True}
 
 

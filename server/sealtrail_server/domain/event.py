@@ -173,6 +173,10 @@ class ServerFields:
     received_at: str
 
 
+# The largest seq a log can reach and a JSON number can hold exactly.
+MAX_SEQ: Final = 2**53 - 1
+
+
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 in UTC with exactly six fractional digits, as records hold times."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -181,6 +185,17 @@ def format_timestamp(moment: datetime) -> str:
 def timestamp_from_parts(seconds: int, nanos: int) -> datetime:
     """A protobuf Timestamp as a datetime, truncated to the microsecond."""
     return datetime.fromtimestamp(seconds, UTC).replace(microsecond=nanos // 1000)
+
+
+def checked_timestamp(seconds: int, nanos: int, *, field: str) -> datetime:
+    """timestamp_from_parts, or InvalidArgument naming `field` for a time no
+    datetime can hold (nanos out of range, seconds past year 1 or 9999)."""
+    try:
+        if not 0 <= nanos < 1_000_000_000:
+            raise ValueError
+        return timestamp_from_parts(seconds, nanos)
+    except (OverflowError, OSError, ValueError):
+        raise InvalidArgument.field(field, "is not a valid time") from None
 
 
 class _Checker:

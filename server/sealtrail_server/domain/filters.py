@@ -27,9 +27,9 @@ from .event import (
     MAX_NAME,
     OUTCOMES,
     SEVERITIES,
+    checked_timestamp,
     format_timestamp,
     parse_uuid,
-    timestamp_from_parts,
 )
 
 DEFAULT_PAGE_SIZE: Final = 50
@@ -163,12 +163,9 @@ def validate_filter(draft: FilterDraft, *, path: str = "filter") -> EventFilter:
 def _time(value: tuple[int, int] | None, name: str, fail: _Fail) -> datetime | None:
     if value is None:
         return None
-    seconds, nanos = value
     try:
-        if not 0 <= nanos < 1_000_000_000:
-            raise ValueError
-        return timestamp_from_parts(seconds, nanos)
-    except (OverflowError, OSError, ValueError):
+        return checked_timestamp(*value, field=name)
+    except InvalidArgument:
         fail(name, "is not a valid time")
         return None
 

@@ -338,7 +338,13 @@ class Appender:
                     continue
             seq = head.size + 1
             event_id = str(uuid_utils.uuid7())
-            record = finalize_record(event, ServerFields(tenant_id, event_id, seq, received_at))
+            try:
+                record = finalize_record(event, ServerFields(tenant_id, event_id, seq, received_at))
+            except ValueError as error:  # a value RFC 8785 cannot write: this event alone fails
+                outcomes.append(
+                    InvalidArgument.field(event.path, f"cannot be canonicalised: {error}")
+                )
+                continue
             if len(record) > MAX_RECORD_BYTES:
                 outcomes.append(
                     InvalidArgument.field(
