@@ -82,6 +82,7 @@ class Service:
         self.purger: Purger | None = None
         self.forwarder: Forwarder | None = None
         self.console: Console | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self.console_port = 0
         self._private_dir: str | None = None
         self.evaluator: Evaluator | None = None
@@ -259,13 +260,48 @@ class Service:
                 raise SystemExit(
                     f"cannot serve the console on {settings.console_listen}: {error}"
                 ) from None
-        for name in ("", SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_health(serving=True)
+        self._watchdog = asyncio.create_task(self._watch_database(db), name="sealtrail-db-watch")
         return self.port
+
+    async def _set_health(self, *, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, status)
+
+    async def _watch_database(self, db: Database) -> None:
+        """Health follows the database: NOT_SERVING while it does not answer
+        (calls then fail at once with UNAVAILABLE and RetryInfo), SERVING again
+        once it does; the pool reconnects by itself."""
+        interval = self.settings.database_probe_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                reachable = await db.probe(timeout=max(interval, 1.0))
+                if reachable == db.reachable:
+                    continue
+                if reachable:
+                    log.warning("the database answers again: serving")
+                    db.reachable = True
+                    await db.drop_broken()
+                else:
+                    log.error("the database does not answer: NOT_SERVING until it does")
+                    db.reachable = False
+                await self._set_health(serving=reachable)
+            except Exception:  # the watch must outlive whatever one round meets
+                log.exception("database watch: unexpected failure")
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish, commit what is pending."""
         await self._health.enter_graceful_shutdown()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
+            self._watchdog = None
         if self.console is not None:
             await self.console.stop()
             self.console = None

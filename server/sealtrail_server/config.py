@@ -32,6 +32,8 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     pool_min_size: int = 2
     pool_max_size: int = 10
+    # Seconds between checks that the database answers (health follows them).
+    database_probe_interval: float = 1.0
     # Group commit: wait up to this long for more events, or until this many wait.
     append_max_wait: float = 0.005
     append_batch_events: int = 64

@@ -15,6 +15,8 @@ round trip only when the scope changes."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -59,9 +61,13 @@ class RolesMissing(Exception):
 class Database:
     """An open pool of autocommit connections to one PostgreSQL database."""
 
-    def __init__(self, pool: AsyncConnectionPool[Connection], scopes: _Scopes):
+    def __init__(self, pool: AsyncConnectionPool[Connection], scopes: _Scopes, url: str):
         self.pool = pool
+        self._url = url
         self._scopes = scopes
+        # False while probe() finds the database down: calls then fail at once
+        # with UNAVAILABLE instead of each waiting out the pool's timeout.
+        self.reachable = True
 
     @classmethod
     async def open(
@@ -94,7 +100,7 @@ class Database:
             open=False,
         )
         await pool.open(wait=wait, timeout=timeout if wait else 30.0)
-        return cls(pool, scopes)
+        return cls(pool, scopes, url)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -111,8 +117,34 @@ class Database:
         async with self._checkout(_SYSTEM_SCOPE) as conn:
             yield conn
 
+    async def probe(self, *, timeout: float) -> bool:
+        """Whether the database answers a query within `timeout` seconds, on a
+        connection of its own: a pool busy with load is not a database down."""
+        try:
+            async with asyncio.timeout(timeout):
+                conn = await psycopg.AsyncConnection.connect(
+                    self._url, autocommit=True, connect_timeout=max(1, int(timeout))
+                )
+                async with conn:
+                    await conn.execute("SELECT 1")
+        except (psycopg.Error, TimeoutError, OSError):
+            return False
+        return True
+
+    async def drop_broken(self) -> None:
+        """After an outage: discard the pool's connections that died with it
+        (a call that still meets one gets UNAVAILABLE, and its retry a fresh one)."""
+        with contextlib.suppress(psycopg.Error, TimeoutError):
+            async with asyncio.timeout(10):
+                await self.pool.check()
+
     @asynccontextmanager
     async def _checkout(self, scope: _Scope) -> AsyncIterator[Connection]:
+        if not self.reachable:
+            raise Unavailable(
+                "the database is unreachable; the server reconnects by itself",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
         try:
             async with self.pool.connection() as conn:
                 await self._scopes.enter(conn, scope)

@@ -1,0 +1,153 @@
+"""PostgreSQL stopped and started again under load, on a cluster of the test's
+own: meanwhile the server answers UNAVAILABLE with RetryInfo at once and its
+health is NOT_SERVING; then it reconnects by itself, health is SERVING again,
+every acknowledged event is there exactly once and the log verifies."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import grpc
+import psycopg
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from sealtrail import AuditClient, UnavailableError, build_event
+from sealtrail_server.store.migrations import migrate
+from tests.conftest import ServerThread
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class Cluster:
+    """A PostgreSQL cluster (pgserver's binaries) that a test may stop and start."""
+
+    def __init__(self) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pgserver
+        self._pgserver = pgserver
+        self.data = Path(tempfile.mkdtemp(prefix="sealtrail-outage-pg-"))
+        self._server = pgserver.get_server(self.data, cleanup_mode="delete")
+        self.url = self._server.get_uri()
+        self._socket_dir = parse_qs(urlsplit(self.url).query)["host"][0]
+
+    def stop(self) -> None:
+        self._pg_ctl("-w", "-m", "fast", "stop")
+
+    def start(self) -> None:
+        self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {self._socket_dir}", "-l",
+                     str(self._server.log), "start")  # fmt: skip
+
+    def _pg_ctl(self, *args: str) -> None:
+        # As pgserver itself runs it: as its own system user when we are root.
+        user = self._server.system_user
+        self._pgserver.pg_ctl(list(args), pgdata=self.data, user=user, timeout=30)
+
+    def close(self) -> None:
+        self._server.cleanup()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    made = Cluster()
+
+    async def migrated() -> None:
+        async with await psycopg.AsyncConnection.connect(made.url, autocommit=True) as conn:
+            await migrate(conn)
+
+    asyncio.run(migrated())
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def health(target: str) -> Any:
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+
+
+def wait_for_health(target: str, status: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while health(target) != status:
+        assert time.monotonic() < deadline, f"health never became {status}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def outage_server(cluster: Cluster) -> Iterator[ServerThread]:
+    running = ServerThread(cluster.url, database_probe_interval=0.2)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def test_a_database_restart_under_load_loses_nothing(
+    cluster: Cluster, outage_server: ServerThread
+) -> None:
+    server = outage_server
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    token = server.token(tenant, "recorder")
+    admin_token = server.token(tenant)  # made now: the test's own pool dies with the outage
+    acknowledged: dict[str, str] = {}
+    stop = threading.Event()
+
+    def write(worker: int) -> None:
+        # Clients retry UNAVAILABLE with the same idempotency key, as a real one would.
+        with AuditClient(server.target, token=token, max_attempts=1000, max_backoff=0.5) as client:
+            n = 0
+            while not stop.is_set():
+                key = f"{worker}-{n}"
+                result = client.record(
+                    build_event(action="doc.edit", actor_id="u", idempotency_key=key)
+                )
+                acknowledged[key] = result.event.id
+                n += 1
+
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    try:
+        for writer in writers:
+            writer.start()
+        time.sleep(1.0)
+        cluster.stop()
+        wait_for_health(server.target, NOT_SERVING)
+        with AuditClient(server.target, token=token, max_attempts=1) as once:
+            with pytest.raises(UnavailableError) as refused:
+                once.record(action="doc.edit", actor_id="u")
+            assert refused.value.retry_after is not None and refused.value.retry_after > 0
+        during = len(acknowledged)
+        time.sleep(1.0)
+        cluster.start()
+        wait_for_health(server.target, SERVING)
+        deadline = time.monotonic() + 30
+        while len(acknowledged) < during + 50:  # writing again
+            assert time.monotonic() < deadline, "writes did not resume"
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join(60)
+    with psycopg.connect(cluster.url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT idempotency_key, id::text FROM events WHERE tenant_id = %s", [tenant]
+        ).fetchall()
+    stored = dict(rows)
+    assert len(stored) == len(rows)  # no key twice
+    assert {k: stored.get(k) for k in acknowledged} == acknowledged  # every ack, as answered
+    with AuditClient(server.target, token=admin_token) as admin:
+        assert admin.verify_log().ok
