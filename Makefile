@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 GEN_DIR := clients/python/src
 PROTOS := $(shell find proto -name '*.proto' | sort)
 
-.PHONY: run test proto proto-check proto-breaking lint typecheck bench clean
+.PHONY: run test proto proto-check proto-breaking lint typecheck bench soak clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,13 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+## A long run of mixed traffic (SOAK_SECONDS, default 600) sampled over time, then
+## many more hostile requests per RPC than CI sends (docs/reliability.md).
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak --duration $${SOAK_SECONDS:-600}
+	SEALTRAIL_HOSTILE_EXAMPLES=$${SOAK_HOSTILE_EXAMPLES:-500} $(BIN)/python -m pytest -q \
+	  -p no:cacheprovider tests/integration/test_hostile_input.py
 
 ## Measure throughput against in-run baselines (ratios, never absolute gates).
 bench: $(STAMP)
