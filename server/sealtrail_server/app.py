@@ -264,6 +264,17 @@ class Service:
         self._watchdog = asyncio.create_task(self._watch_database(db), name="sealtrail-db-watch")
         return self.port
 
+    def resources(self) -> dict[str, int]:
+        """What a leak would grow: this loop's tasks, the pool's connections in
+        use, live stream subscriptions. Call it on the service's loop."""
+        stats = self._db.pool.get_stats() if self._db is not None else {}
+        in_use = stats.get("pool_size", 0) - stats.get("pool_available", 0)
+        return {
+            "tasks": len(asyncio.all_tasks()),
+            "connections_in_use": in_use,
+            "subscribers": self._hub.subscriber_count() if self._hub is not None else 0,
+        }
+
     async def _set_health(self, *, serving: bool) -> None:
         status = (
             health_pb2.HealthCheckResponse.SERVING

@@ -94,6 +94,10 @@ class StreamHub:
         self._task: asyncio.Task[None] | None = None
         self._watchers: list[Callable[[str], None]] = []
 
+    def subscriber_count(self) -> int:
+        """Live subscriptions in this process (a leak shows here)."""
+        return sum(len(tenant.subscribers) for tenant in self._tenants.values())
+
     def watch(self, callback: Callable[[str], None]) -> None:
         """Call `callback(tenant_id)` on every commit notification of any tenant."""
         self._watchers.append(callback)
