@@ -33,12 +33,12 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class Cluster:
     """A PostgreSQL cluster (pgserver's binaries) that a test may stop and start."""
 
-    def __init__(self) -> None:
+    def __init__(self, base: Path | None = None) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import pgserver
         self._pgserver = pgserver
-        self.data = Path(tempfile.mkdtemp(prefix="sealtrail-outage-pg-"))
+        self.data = Path(tempfile.mkdtemp(prefix="sealtrail-outage-pg-", dir=base))
         self._server = pgserver.get_server(self.data, cleanup_mode="delete")
         self.url = self._server.get_uri()
         self._socket_dir = parse_qs(urlsplit(self.url).query)["host"][0]
@@ -49,6 +49,13 @@ class Cluster:
     def start(self) -> None:
         self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {self._socket_dir}", "-l",
                      str(self._server.log), "start")  # fmt: skip
+
+    def running(self) -> bool:
+        try:
+            self._pg_ctl("status")
+        except Exception:  # pg_ctl status exits non-zero when no server runs
+            return False
+        return True
 
     def _pg_ctl(self, *args: str) -> None:
         # As pgserver itself runs it: as its own system user when we are root.
