@@ -88,11 +88,7 @@ def _fill(draw: st.DrawFn, message_descriptor: descriptor.Descriptor, depth: int
                     else:
                         target[key] = draw(SCALARS[value_field.type])
                 continue
-            values = draw(st.lists(_value(field, depth), max_size=3))
-            if field.type == F.TYPE_MESSAGE:
-                getattr(message, field.name).extend(values)
-            else:
-                getattr(message, field.name).extend(values)
+            getattr(message, field.name).extend(draw(st.lists(_value(field, depth), max_size=3)))
         elif field.type == F.TYPE_MESSAGE:
             getattr(message, field.name).CopyFrom(draw(_value(field, depth)))
         else:

@@ -36,13 +36,14 @@ from ..domain.alerts import (
 )
 from ..domain.errors import SealtrailError
 from ..domain.event import SEVERITIES, EventDraft, validate_event
-from ..domain.filters import RecordMatcher
+from ..domain.filters import EventFilter, RecordMatcher
 from ..leased_work import LeasedWork, new_owner
 from ..store import alerts as store
 from ..store.appender import Appender
 from ..store.database import Database
 from ..store.events import StoredEvent, stream_events
-from ..store.sinks import head_seq
+from ..store.sinks import read_sink
+from ..store.tree import tree_size
 
 log = logging.getLogger(__name__)
 
@@ -148,13 +149,13 @@ class Evaluator:
             return None
         rules = self._refresh(tenant_id, stored_rules)
         async with self._db.connection(tenant_id) as conn:
-            head = await head_seq(conn, tenant_id)
+            head = await tree_size(conn, tenant_id)
         if cursor >= head:
             return self._poll
         upto = min(head, cursor + _BATCH)
         events: list[StoredEvent] = []
         stream = stream_events(
-            self._db, tenant_id=tenant_id, event_filter=_EVERYTHING, after_seq=cursor,
+            self._db, tenant_id=tenant_id, event_filter=EventFilter(), after_seq=cursor,
             upto_seq=upto, fetch_rows=_BATCH,
         )  # fmt: skip
         async with contextlib.aclosing(stream):
@@ -277,8 +278,8 @@ class Evaluator:
         async with self._db.system_connection() as conn:
             await store.count_firing(conn, tenant_id, stored.id, at=now)
             for sink_id in stored.sink_ids:
-                sink_filter = await store.sink_filter(conn, tenant_id, sink_id)
-                if sink_filter is None or RecordMatcher(filter_from_json(sink_filter)).matches(
+                sink = await read_sink(conn, tenant_id, sink_id)
+                if sink is None or RecordMatcher(filter_from_json(sink.definition.filter)).matches(
                     alert
                 ):
                     continue  # gone, or its filter takes the alert anyway
@@ -287,6 +288,3 @@ class Evaluator:
                 )
         if queued:
             self._sinks_changed()
-
-
-_EVERYTHING = filter_from_json({})

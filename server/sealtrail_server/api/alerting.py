@@ -24,6 +24,7 @@ from ..store import alerts as store
 from ..store import sinks as sink_store
 from ..store.appender import Appender
 from ..store.database import Database
+from ..store.tree import tree_size
 from .audited import record_access
 from .convert import filter_draft
 from .guard import current_principal
@@ -129,7 +130,7 @@ class AlertingRpcs:
                     f"the tenant has {MAX_RULES_PER_TENANT} alert rules, the most it may have",
                     reason="TOO_MANY_ALERT_RULES",
                 )
-            head = await sink_store.head_seq(conn, tenant_id)
+            head = await tree_size(conn, tenant_id)
         rule_id = str(uuid.uuid4())
         event_id = await record_access(
             self._appender,
@@ -183,8 +184,8 @@ class AlertingRpcs:
         if rule_id is None:
             raise InvalidArgument.field("id", "must be an alert rule id (a UUID)")
         async with self._db.connection(tenant_id) as conn:
-            found = [rule for rule in await store.list_rules(conn, tenant_id) if rule.id == rule_id]
-        if not found:
+            found = await store.read_rule(conn, tenant_id, rule_id)
+        if found is None:
             raise NotFound(f"no alert rule {rule_id}")
         event_id = await record_access(
             self._appender,
@@ -194,11 +195,11 @@ class AlertingRpcs:
             category=event_pb2.CATEGORY_CONFIGURATION,
             resource_type="alert_rule",
             resource_id=rule_id,
-            description=f"Alert rule {found[0].name!r} deleted",
+            description=f"Alert rule {found.name!r} deleted",
             details={
-                "name": found[0].name,
-                "condition": found[0].condition,
-                "fired": found[0].fired,
+                "name": found.name,
+                "condition": found.condition,
+                "fired": found.fired,
             },
         )
         async with self._db.connection(tenant_id) as conn:

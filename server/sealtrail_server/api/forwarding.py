@@ -35,6 +35,7 @@ from ..forward.forwarder import Forwarder
 from ..store import sinks as store
 from ..store.appender import Appender
 from ..store.database import Database
+from ..store.tree import tree_size
 from .audited import record_access
 from .convert import filter_draft
 from .guard import current_principal
@@ -162,7 +163,7 @@ class ForwardingRpcs:
 
     async def _head(self, tenant_id: str) -> int:
         async with self._db.connection(tenant_id) as conn:
-            return await store.head_seq(conn, tenant_id)
+            return await tree_size(conn, tenant_id)
 
     async def CreateSink(
         self, request: pb.CreateSinkRequest, context: Context
@@ -176,7 +177,7 @@ class ForwardingRpcs:
                     f"the tenant has {MAX_SINKS_PER_TENANT} sinks, the most it may have",
                     reason="TOO_MANY_SINKS",
                 )
-            head = await store.head_seq(conn, tenant_id)
+            head = await tree_size(conn, tenant_id)
         sink_id = str(uuid.uuid4())
         cursor = 0 if request.from_beginning else head
         event_id = await record_access(
@@ -196,8 +197,7 @@ class ForwardingRpcs:
             )
             stored = await store.read_sink(conn, tenant_id, sink_id)
         assert stored is not None
-        self._forwarder.sinks_changed()
-        self._forwarder.wake(tenant_id)
+        self._forwarder.sink_changed(tenant_id)
         return pb.CreateSinkResponse(sink=_sink_message(stored, head), event_id=event_id)
 
     async def GetSink(self, request: pb.GetSinkRequest, context: Context) -> pb.GetSinkResponse:
@@ -211,7 +211,7 @@ class ForwardingRpcs:
         tenant_id = current_principal().tenant_id
         async with self._db.connection(tenant_id) as conn:
             stored = await store.list_sinks(conn, tenant_id)
-            head = await store.head_seq(conn, tenant_id)
+            head = await tree_size(conn, tenant_id)
         return pb.ListSinksResponse(sinks=[_sink_message(sink, head) for sink in stored])
 
     async def UpdateSink(
@@ -239,11 +239,10 @@ class ForwardingRpcs:
         async with self._db.connection(tenant_id) as conn:
             await store.update_sink(conn, tenant_id, before.id, definition, now=self._clock())
             after = await store.read_sink(conn, tenant_id, before.id)
-            head = await store.head_seq(conn, tenant_id)
+            head = await tree_size(conn, tenant_id)
         if after is None:
             raise NotFound(f"no sink {before.id}")
-        self._forwarder.sinks_changed()
-        self._forwarder.wake(tenant_id)
+        self._forwarder.sink_changed(tenant_id)
         return pb.UpdateSinkResponse(sink=_sink_message(after, head), event_id=event_id)
 
     async def DeleteSink(
@@ -364,6 +363,5 @@ class ForwardingRpcs:
                 dead_letter_id=dead_letter_id,
                 now=self._clock(),
             )
-        self._forwarder.sinks_changed()
-        self._forwarder.wake(tenant_id)
+        self._forwarder.sink_changed(tenant_id)
         return pb.ReplaySinkResponse(replay_id=replay_id, event_id=event_id)

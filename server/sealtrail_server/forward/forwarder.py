@@ -28,6 +28,7 @@ from ..leased_work import LeasedWork, new_owner
 from ..store import sinks as store
 from ..store.database import Database
 from ..store.events import StoredEvent, stream_events
+from ..store.tree import tree_size
 from .destinations import LIMITS, Outgoing, PendingEvent, Sender, requests, verdict
 from .egress import EgressDenied, OutboundClient
 
@@ -95,9 +96,14 @@ class Forwarder:
         await self._client.close()
 
     def sinks_changed(self) -> None:
-        """A sink was created, changed or given a replay here: look for sinks
+        """Sinks were created, changed or given replays here: look for sinks
         to deliver now rather than at the next lease renewal."""
         self._work.claim_soon()
+
+    def sink_changed(self, tenant_id: str) -> None:
+        """sinks_changed, and the tenant's sinks held here look again at once."""
+        self._work.claim_soon()
+        self._work.wake(tenant_id)
 
     def wake(self, tenant_id: str) -> None:
         """Events were committed in `tenant_id`'s log."""
@@ -138,17 +144,16 @@ class Forwarder:
             definition.destination,
         )
         event_filter = filter_from_json(definition.filter)
-        limit = LIMITS[definition.kind][0]
         async with self._db.connection(lease.tenant_id) as conn:
-            head = await store.head_seq(conn, lease.tenant_id)
+            head = await tree_size(conn, lease.tenant_id)
         cursor = sink.state.cursor_seq
         progressed = False
+        failures = sink.state.consecutive_failures
         if cursor < head:
-            events = await self._read(lease.tenant_id, event_filter, cursor, head, limit)
-            upto = events[-1].seq if len(events) == limit else head
-            delivered = await self._send(sender, lease, sink.state.consecutive_failures, events)
-            if delivered is None:
+            sent = await self._send_range(sender, lease, failures, event_filter, cursor, head)
+            if sent is None:
                 return 0.0  # the failure set next_attempt_at; the next step waits for it
+            upto, delivered = sent
             async with self._db.system_connection() as conn:
                 moved = await store.advance(
                     conn,
@@ -170,19 +175,37 @@ class Forwarder:
                 occurred_after=_later(base.occurred_after, replay.occurred_after),
                 occurred_before=_earlier(base.occurred_before, replay.occurred_before),
             )
-            events = await self._read(
-                lease.tenant_id, window, replay.cursor_seq, replay.last_seq, limit
+            sent = await self._send_range(
+                sender, lease, failures, window, replay.cursor_seq, replay.last_seq
             )
-            upto = events[-1].seq if len(events) == limit else replay.last_seq
-            delivered = await self._send(sender, lease, sink.state.consecutive_failures, events)
-            if delivered is None:
+            if sent is None:
                 return 0.0
+            upto, delivered = sent
             async with self._db.system_connection() as conn:
                 await store.advance_replay(
                     conn, lease, replay, to_seq=upto, delivered=delivered, now=_now()
                 )
             progressed = True
         return 0.0 if progressed else self._poll
+
+    async def _send_range(
+        self,
+        sender: Sender,
+        lease: store.Lease,
+        failures: int,
+        event_filter: EventFilter,
+        after: int,
+        upto: int,
+    ) -> tuple[int, int] | None:
+        """Sends the next matching events in (after, upto], a request's worth:
+        the seq every event up to which is now dealt with, and how many were
+        delivered; None after a failure worth retrying (recorded)."""
+        limit = LIMITS[sender.kind][0]
+        events = await self._read(lease.tenant_id, event_filter, after, upto, limit)
+        delivered = await self._send(sender, lease, failures, events)
+        if delivered is None:
+            return None
+        return (events[-1].seq if len(events) == limit else upto), delivered
 
     async def _read(
         self, tenant_id: str, event_filter: EventFilter, after: int, upto: int, limit: int

@@ -76,6 +76,15 @@ async def list_rules(conn: Connection, tenant_id: str) -> list[StoredRule]:
     return [StoredRule(*row) for row in await cursor.fetchall()]
 
 
+async def read_rule(conn: Connection, tenant_id: str, rule_id: str) -> StoredRule | None:
+    cursor = await conn.execute(
+        f"SELECT {_COLUMNS} FROM alert_rules WHERE tenant_id = %s AND id = %s",
+        [tenant_id, rule_id],
+    )
+    row = await cursor.fetchone()
+    return None if row is None else StoredRule(*row)
+
+
 async def delete_rule(conn: Connection, tenant_id: str, rule_id: str) -> StoredRule | None:
     cursor = await conn.execute(
         f"DELETE FROM alert_rules WHERE tenant_id = %s AND id = %s RETURNING {_COLUMNS}",
@@ -182,12 +191,3 @@ async def deliver_to_sink(
         [replay_id, seq, seq, seq - 1, now, tenant_id, sink_id],
     )
     return cursor.rowcount == 1
-
-
-async def sink_filter(conn: Connection, tenant_id: str, sink_id: str) -> dict[str, Any] | None:
-    """A sink's filter (its EventFilter JSON); None if the tenant has no such sink."""
-    cursor = await conn.execute(
-        "SELECT filter FROM sinks WHERE tenant_id = %s AND id = %s", [tenant_id, sink_id]
-    )
-    row = await cursor.fetchone()
-    return None if row is None else dict(row[0])

@@ -218,16 +218,6 @@ async def insert_replay(
     )
 
 
-async def head_seq(conn: Connection, tenant_id: str) -> int:
-    """The tenant's latest seq (its tree size); 0 for an empty log."""
-    cursor = await conn.execute(
-        "SELECT coalesce((SELECT tree_size FROM chain_heads WHERE tenant_id = %s), 0)",
-        [tenant_id],
-    )
-    row = await cursor.fetchone()
-    return int(row[0]) if row else 0
-
-
 async def seq_range_of_window(
     conn: Connection, tenant_id: str, start: datetime, end: datetime
 ) -> tuple[int, int]:
