@@ -6,6 +6,7 @@ loop. Tests stay independent by using tenants of their own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -69,12 +70,35 @@ def database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def migrated_database_url(database_url: str) -> str:
+    migrate_database(database_url)
+    return database_url
+
+
+def migrate_database(url: str) -> None:
+    """Every migration applied to the database at `url`."""
+
     async def run() -> None:
-        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             await migrate(conn)
 
     asyncio.run(run())
-    return database_url
+
+
+@contextlib.contextmanager
+def database_of_its_own(url: str, prefix: str) -> Iterator[str]:
+    """A new, migrated database beside the one at `url` (for a test that needs
+    the whole events table to itself: its own statistics); dropped after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    quoted = psycopg.sql.Identifier(name)
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(quoted))
+    try:
+        own_url = psycopg.conninfo.make_conninfo(url, dbname=name)
+        migrate_database(own_url)
+        yield own_url
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(psycopg.sql.SQL("DROP DATABASE {} WITH (FORCE)").format(quoted))
 
 
 class ServerThread:

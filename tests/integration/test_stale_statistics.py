@@ -11,10 +11,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql as pgsql
 
 from sealtrail_server.store import appender, events, tree
-from sealtrail_server.store.migrations import migrate
+from tests.conftest import database_of_its_own
 
 ROWS = 6000
 _INSERT = (
@@ -28,30 +27,14 @@ _INSERT = (
 @pytest.fixture
 def stale(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
     """A database of its own whose events were analyzed at one row, then grew."""
-    name = f"stale_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(migrated_database_url, autocommit=True) as admin:
-        admin.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(migrated_database_url, dbname=name)
-    try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            _migrate(url)
-            conn.execute(_INSERT, [1, 1])
-            conn.execute("ANALYZE events")
-            conn.execute(_INSERT, [2, ROWS])
-            yield conn
-    finally:
-        with psycopg.connect(migrated_database_url, autocommit=True) as admin:
-            admin.execute(pgsql.SQL("DROP DATABASE {} WITH (FORCE)").format(pgsql.Identifier(name)))
-
-
-def _migrate(url: str) -> None:
-    import asyncio
-
-    async def run() -> None:
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            await migrate(conn)
-
-    asyncio.run(run())
+    with (
+        database_of_its_own(migrated_database_url, "stale") as url,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        conn.execute(_INSERT, [1, 1])
+        conn.execute("ANALYZE events")
+        conn.execute(_INSERT, [2, ROWS])
+        yield conn
 
 
 def _event_indexes(conn: psycopg.Connection[Any], query: str, params: Any) -> set[str]:

@@ -159,7 +159,13 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
         add("received_at >= %s", f.occurred_after - _SKEW)
     if f.occurred_before is not None:
         add("occurred_at < %s", f.occurred_before)
-    if f.actions or f.action_prefixes:
+    if len(f.actions) == 1 and not f.action_prefixes:
+        # An equality, not `= ANY`: with it the (tenant_id, action, seq) index
+        # yields the action's events in seq order, so "the latest 100 of an
+        # action" reads 100 rows however rare or common the action is (an
+        # array, even of one, makes PostgreSQL read every match and sort).
+        add("action = %s", f.actions[0])
+    elif f.actions or f.action_prefixes:
         alternatives: list[sql.Composable] = [sql.SQL("action = ANY(%s)")] if f.actions else []
         if f.actions:
             params.append(list(f.actions))
