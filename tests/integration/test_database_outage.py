@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -60,7 +61,16 @@ class Cluster:
     def _pg_ctl(self, *args: str) -> None:
         # As pgserver itself runs it: as its own system user when we are root.
         user = self._server.system_user
-        self._pgserver.pg_ctl(list(args), pgdata=self.data, user=user, timeout=30)
+        try:
+            self._pgserver.pg_ctl(list(args), pgdata=self.data, user=user, timeout=30)
+        except subprocess.CalledProcessError as error:
+            if error.returncode >= 0:
+                raise
+            # Seen once in a full run: pg_ctl itself killed by SIGSEGV. Once
+            # more, unless what it was asked to do is done.
+            if args[-1] == "stop" and not self.running():
+                return
+            self._pgserver.pg_ctl(list(args), pgdata=self.data, user=user, timeout=30)
 
     def close(self) -> None:
         self._server.cleanup()

@@ -450,8 +450,9 @@ async def _update_heads(conn: psycopg.AsyncConnection[Any], heads: dict[str, _He
 
 
 _FIND_KEYS = (
-    # LATERAL: one index probe per key, never a join plan over the table; in
-    # key order (events.KEY_PROBE) so only the idempotency-key index serves it.
+    # LATERAL: one index probe per key, never a join plan over the table; a row
+    # comparison in key order (events.KEY_PROBE; the appender works as the
+    # system role, under no policy) so only the idempotency-key index serves it.
     "SELECT k.tenant_id, k.idempotency_key, e.seq, e.record, e.leaf_hash"
     " FROM unnest(%s::text[], %s::text[]) AS k(tenant_id, idempotency_key)"
     " CROSS JOIN LATERAL (SELECT tenant_id, idempotency_key, seq, record, leaf_hash FROM events"

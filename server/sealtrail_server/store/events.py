@@ -28,15 +28,18 @@ class StoredEvent:
 # AND id = $2` can be served by any (tenant_id, ...) index, and with statistics
 # taken while a tenant was tiny the planner rates them all at one row and may
 # pick one that walks the tenant's rows (seen: idempotency lookups through
-# events_received_at, Record throughput halved). A row comparison in the key's
-# order, `(tenant_id, id) >= ($1, $2) ORDER BY tenant_id, id LIMIT 1`, can only
-# be an index condition of the index on exactly those columns; the caller then
-# checks the row found is the one asked for.
+# events_received_at, Record throughput halved). As a range from the key,
+# `tenant_id = $1 AND id >= $2 ORDER BY id LIMIT 1`, only the index on exactly
+# those columns narrows the scan and yields that order, so it is the one
+# chosen; the caller then checks the row found is the one asked for. (Not a
+# row comparison `(tenant_id, id) >= ($1, $2)`: beside the tenant equality the
+# row-level security policy adds, the B-tree starts it at the tenant's first
+# row; the system role's probes, under no policy, may use one.)
 _GET_EVENT = (
     "SELECT seq, record, leaf_hash FROM ("
-    " SELECT tenant_id, id, seq, record, leaf_hash FROM events"
-    " WHERE (tenant_id, id) >= (%(tenant)s, %(id)s::uuid) ORDER BY tenant_id, id LIMIT 1) AS e"
-    " WHERE e.tenant_id = %(tenant)s AND e.id = %(id)s::uuid"
+    " SELECT id, seq, record, leaf_hash FROM events"
+    " WHERE tenant_id = %(tenant)s AND id >= %(id)s::uuid ORDER BY id LIMIT 1) AS e"
+    " WHERE e.id = %(id)s::uuid"
 )
 
 

@@ -46,10 +46,10 @@ _READ_NODES = (
     # Leaves come from events, interior nodes from tree_nodes, every one by a
     # LATERAL primary-key probe whatever the statistics say (a stale estimate
     # once chose a hash join over the whole table); LIMIT 1 keeps the planner
-    # from flattening a LATERAL into a join. The events probe is a row
-    # comparison in key order (see events.KEY_PROBE): only the primary key can
-    # serve it, so statistics taken when a tenant was tiny cannot send it
-    # through another (tenant_id, ...) index, row by row. A leaf whose event
+    # from flattening a LATERAL into a join. The events probe is a range from
+    # the key (see events.KEY_PROBE): only the primary key serves it, so
+    # statistics taken when a tenant was tiny cannot send it through another
+    # (tenant_id, ...) index, row by row. A leaf whose event
     # retention removed comes from its tombstone (tree_nodes level 0), with no
     # record. Tenants are named once, in %(tenants)s, and referred to by their
     # position in it.
@@ -60,10 +60,10 @@ _READ_NODES = (
     " FROM unnest(%(leaf_t)s::int[], %(seqs)s::bigint[], %(with_record)s::bool[])"
     "  AS k(t, seq, with_record)"
     " LEFT JOIN LATERAL (SELECT leaf_hash, record FROM"
-    "  (SELECT tenant_id, seq, leaf_hash, record FROM events"
-    "   WHERE (tenant_id, seq) >= ((%(tenants)s::text[])[k.t], k.seq)"
-    "   ORDER BY tenant_id, seq LIMIT 1) AS p"
-    "  WHERE p.tenant_id = (%(tenants)s::text[])[k.t] AND p.seq = k.seq) AS e ON true"
+    "  (SELECT seq, leaf_hash, record FROM events"
+    "   WHERE tenant_id = (%(tenants)s::text[])[k.t] AND seq >= k.seq"
+    "   ORDER BY seq LIMIT 1) AS p"
+    "  WHERE p.seq = k.seq) AS e ON true"
     " UNION ALL"
     " SELECT k.t, k.level, k.idx, n.hash, NULL"
     " FROM unnest(%(node_t)s::int[], %(levels)s::smallint[], %(idxs)s::bigint[])"
