@@ -59,7 +59,9 @@ from .report import format_report, write_json
 # SEALTRAIL_REDACTION=false). Then issue 7's: batched raw DELETEs of expired
 # rows vs the retention purge of as many (tombstones kept); with --scale-events
 # loaded, Query latency beside the same SQL run directly, Query's second page
-# (no access record) and a lone durable commit, the two parts of a first page.
+# (no access record) and a lone durable commit, the two parts of a first page;
+# the same second page of one event and an empty call one at a time, the parts
+# of a second page that do not grow with it.
 # Then issue 8's: forwarding a log to a local webhook beside reading, encoding
 # and POSTing it here; lag to the webhook at 1,000 events/s beside the acks.
 # Then issue 9's: the console's first rows in headless Chromium with 1M events
@@ -89,6 +91,8 @@ PHASES = (
     "sql-latest",
     "query-latest",
     "query-next",
+    "query-one",
+    "empty-one",
     "sql-commit",
     "sql-day",
     "query-day",
@@ -117,7 +121,9 @@ NEEDS_LOG = frozenset({"proofs", "rawread", "verifylog", "bundlehash", "bundle"}
 NEEDS_BUNDLE = frozenset({"bundlehash", "bundle"})
 NEEDS_EXPORT_LOG = frozenset({"rawcsv", "export", "rawpost", "forward"})
 NEEDS_CONSOLE_LOG = frozenset({"console-query", "console-load"})
-NEEDS_SCALE = frozenset({"sql-latest", "query-latest", "query-next", "sql-day", "query-day"})
+NEEDS_SCALE = frozenset(
+    {"sql-latest", "query-latest", "query-next", "query-one", "sql-day", "query-day"}
+)
 # Measured in the same window as a figure, as its baseline: reported next to it.
 COMPANIONS = {"stream": "stream-ack", "forward-lag": "forward-ack"}
 # Figures whose median round is the one with the median p99 latency, not rate.
@@ -366,6 +372,8 @@ class Bench:
             "sql-latest": self.sql_latest,
             "query-latest": self.query_latest,
             "query-next": self.query_next,
+            "query-one": self.query_one,
+            "empty-one": self.empty_one,
             "sql-commit": self.sql_commit,
             "sql-day": self.sql_day,
             "query-day": self.query_day,
@@ -689,6 +697,19 @@ class Bench:
         assert self.scale_log is not None
         call = scale.next_page_by_query(self.scale_log, self._scale_clients())
         return scale.measure("Query, next 100 of an action", call, self._watched())
+
+    def query_one(self) -> PhaseResult:
+        """The same second page of one event: Query's cost that does not grow
+        with the page (gRPC, interceptors, filter, SQL of one row)."""
+        assert self.scale_log is not None
+        call = scale.next_page_by_query(self.scale_log, self._scale_clients(), page_size=1)
+        return scale.measure("Query, next 1 of an action", call, self._watched())
+
+    def empty_one(self) -> PhaseResult:
+        """An empty call (health Check), one at a time: gRPC's part of any call."""
+        assert self.server is not None
+        call = scale.empty_call(self.server.target)
+        return scale.measure("empty call, one at a time", call, self._watched())
 
     def sql_commit(self) -> PhaseResult:
         """A lone durable commit: what a first page's access record waits for."""

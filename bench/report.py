@@ -66,6 +66,10 @@ RATIOS = (
     # Where a first page's time goes: Query without its access record (a second
     # page), and the lone durable commit that record waits for (ADR 0012 addendum).
     Ratio("raw SQL p95 / Query next page p95", "sql-latest", "query-next", None, "latency_p95_ms"),
+    # And where a second page's time goes: Query's cost for a page of one event,
+    # and gRPC's alone (an empty call); the rest grows with the page.
+    Ratio("Query next 1 p95 / next 100 p95", "query-one", "query-next", None, "latency_p95_ms"),
+    Ratio("empty call p95 / Query next 100 p95", "empty-one", "query-next", None, "latency_p95_ms"),
     Ratio(
         "lone commit p95 / Query p95, latest 100",
         "sql-commit",

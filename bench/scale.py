@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 import psycopg
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sealtrail import AuditClient, build_filter
 from sealtrail_server.domain.filters import EventFilter
@@ -206,11 +208,14 @@ def latest_by_query(log: ScaleLog, clients: dict[str, AuditClient]) -> Call:
     return call
 
 
-def next_page_by_query(log: ScaleLog, clients: dict[str, AuditClient]) -> Call:
+def next_page_by_query(
+    log: ScaleLog, clients: dict[str, AuditClient], page_size: int = LATEST
+) -> Call:
     """The second page of "latest 100 of an action": the same work as the first
-    page but for the access record, which only a query's first page writes."""
+    page but for the access record, which only a query's first page writes.
+    With a page_size of 1, Query's cost that does not grow with the page."""
     first_pages = {
-        tenant: clients[tenant].query_page(build_filter(actions=ACTION), page_size=LATEST)
+        tenant: clients[tenant].query_page(build_filter(actions=ACTION), page_size=page_size)
         for tenant in log.tenants
     }
 
@@ -218,10 +223,21 @@ def next_page_by_query(log: ScaleLog, clients: dict[str, AuditClient]) -> Call:
         tenant = chance.choice(log.tenants)
         page = clients[tenant].query_page(
             build_filter(actions=ACTION),
-            page_size=LATEST,
+            page_size=page_size,
             page_token=first_pages[tenant].next_page_token,
         )
-        assert len(page.events) == LATEST
+        assert len(page.events) == page_size
+
+    return call
+
+
+def empty_call(target: str) -> Call:
+    """A health Check, one at a time: what gRPC alone costs a call on this machine."""
+    channel = grpc.insecure_channel(target)
+    check = health_pb2_grpc.HealthStub(channel).Check
+
+    def call(chance: random.Random) -> None:
+        check(health_pb2.HealthCheckRequest(), timeout=10)
 
     return call
 
