@@ -114,14 +114,36 @@ def test_a_page_reads_as_the_owners_plan_reads(
     assert _read(_plan(as_service, statement, params)) <= _read(_plan(as_owner, statement, params))
 
 
-def test_the_latest_of_one_action_reads_about_one_page(
+def _examined(plan: dict[str, Any]) -> int:
+    """Rows the scans of events looked at: returned or removed by a filter."""
+    return sum(scan["Actual Rows"] + scan.get("Rows Removed by Filter", 0) for scan in _scans(plan))
+
+
+def _latest_of_one_action_examines_a_page(
+    as_service: psycopg.Connection[Any], statement: pgsql.Composable, params: Any
+) -> bool:
+    plan = _plan(as_service, statement, params)
+    # A merge of ordered scans reads at most one row past the page in each.
+    return _examined(plan) <= PAGE + 1 + len(list(_scans(plan)))
+
+
+def test_one_action_as_an_array_examines_more_so_the_test_means_something(
     connections: tuple[psycopg.Connection[Any], psycopg.Connection[Any]],
 ) -> None:
-    """In seq order from the (tenant_id, action, seq) index, however common the action."""
+    as_service, _ = connections
+    statement = pgsql.SQL(
+        "SELECT seq FROM events WHERE tenant_id = %s AND action = ANY(%s)"
+        " ORDER BY seq DESC LIMIT %s"
+    )
+    params = ["t1", ["user.login"], PAGE + 1]
+    assert not _latest_of_one_action_examines_a_page(as_service, statement, params)
+
+
+def test_the_latest_of_one_action_examines_one_page(
+    connections: tuple[psycopg.Connection[Any], psycopg.Connection[Any]],
+) -> None:
+    """In seq order from the (tenant_id, action, seq) index, however common the
+    action: no other index yields that order without filtering or sorting."""
     as_service, _ = connections
     statement, params = query_statement("t1", FILTERS["one action"], "newest", None, PAGE + 1)
-    partitions = as_service.execute(
-        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass"
-    ).fetchone()
-    assert partitions is not None
-    assert _read(_plan(as_service, statement, params)) <= (PAGE + 1) * partitions[0]
+    assert _latest_of_one_action_examines_a_page(as_service, statement, params)
