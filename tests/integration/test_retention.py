@@ -24,8 +24,10 @@ from sealtrail import (
     NotFoundError,
     RpcFailedError,
     UnauthenticatedError,
+    build_alert_rule,
     build_event,
     build_filter,
+    build_sink,
     verify_bundle,
     write_bundle,
 )
@@ -282,6 +284,30 @@ def _rows_of(sql: psycopg.Connection[Any], tenant: str) -> dict[str, int]:
     return counts
 
 
+# The tables each tenant of the erasure test holds rows in before it is erased.
+_HELD_BY_EVERY_TENANT = [
+    "events",
+    "chain_heads",
+    "tree_nodes",
+    "checkpoints",
+    "api_tokens",
+    "tenant_settings",
+    "retention_policies",
+    "sinks",
+    "alert_rules",
+    "alert_cursors",
+]
+
+
+def _add_a_sink_and_an_alert_rule(client: AuditClient) -> None:
+    secret = "whsec_" + base64.b64encode(b"s" * 32).decode()
+    sink = build_sink("siem", "webhook", url="http://127.0.0.1:9/", secrets=[secret], paused=True)
+    client.create_sink(sink)
+    client.create_alert_rule(
+        build_alert_rule("keys", "match", filter=build_filter(actions="api_key.create"))
+    )
+
+
 def test_erasure_leaves_a_receipt_and_no_row(
     aged: ServerThread,
     sql: psycopg.Connection[Any],
@@ -304,6 +330,9 @@ def test_erasure_leaves_a_receipt_and_no_row(
             client.get_checkpoint(fresh=True)
             client.set_redaction_mode("hmac")
             client.set_retention_policy("1y")
+            _add_a_sink_and_an_alert_rule(client)
+        doomed_rows = _rows_of(sql, tenant)
+        assert all(doomed_rows[table] for table in _HELD_BY_EVERY_TENANT), doomed_rows
         bystander_rows = _rows_of(sql, other)
         trusting.get_checkpoint()  # `elsewhere` now trusts the token
 
