@@ -173,8 +173,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         nargs="+",
         choices=PHASES,
         default=[],
-        help="run every figure but these (e.g. bundlehash bundle: no bundle to write, the slow"
-        " part)",
+        help="run every figure but these (e.g. bundlehash bundle: no bundle to write part)",
     )
     parser.add_argument(
         "--integrity-events",
@@ -626,8 +625,8 @@ class Bench:
         return log
 
     def _write_bundle(self) -> Path:
-        """write_bundle with no filter, through GetInclusionProof calls; timed
-        once and reported as bundle-write, since writing is slow."""
+        """write_bundle with no filter (one Export, the proofs computed by the
+        writer); timed once and reported as bundle-write."""
         assert self.server is not None
         log = self._the_log()
         path = self.workdir / "bundle"

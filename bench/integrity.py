@@ -126,7 +126,7 @@ def raw_read(conn: psycopg.Connection[Any], tenant: str) -> Work:
 
 
 def write(client: AuditClient, out: Path) -> Work:
-    """write_bundle with no filter: the complete log, one GetInclusionProof per record."""
+    """write_bundle with no filter: the complete log from one Export, proofs computed here."""
 
     def work(notes: dict[str, Any]) -> int:
         summary = write_bundle(client, out)

@@ -48,6 +48,8 @@ RATIOS = (
     Ratio("inclusion proofs / empty call", "proofs", "empty", None),
     Ratio("VerifyLog / raw read", "verifylog", "rawread", None),
     Ratio("verify_bundle / raw hashlib", "bundle", "bundlehash", None),
+    # Writing a complete bundle: one Export, proofs computed by the writer.
+    Ratio("write_bundle / raw read", "bundle-write", "rawread", None),
     # Issue 4's.
     Ratio("stream p99 / RecordBatch ack p99", "stream", "stream-ack", None, "latency_p99_ms"),
     Ratio("Export CSV / raw cursor CSV", "export", "rawcsv", 0.60),

@@ -5,6 +5,7 @@ against a checkpoint signed before the tampering."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ import pytest
 
 from sealtrail import AuditClient, build_event, build_filter
 from sealtrail._bundle import BundleError, verify_bundle, write_bundle
-from sealtrail.tlog import Signer, open_note, parse_checkpoint
+from sealtrail.tlog import Signer, open_note, parse_checkpoint, verify_consistency
+from sealtrail_server.domain.access import Role
 from sealtrail_server.domain.merkle import append_leaf, frontier_root
 from tests.conftest import SIGNING_KEY, ServerThread
 from tests.rfc6962 import leaf, mth, root_from_inclusion, roots_from_consistency
@@ -145,7 +147,7 @@ async def _sleep(seconds: float) -> None:
 
 def test_bundles_verify_offline(logged: AuditClient, tmp_path: Path) -> None:
     full = write_bundle(logged, tmp_path / "full")
-    assert full.complete and full.count == EVENTS
+    assert full.complete and full.count == EVENTS + 1  # and the export it was read by
     part = write_bundle(
         logged, tmp_path / "part", event_filter=build_filter(text="event 7 or event 33")
     )
@@ -154,6 +156,44 @@ def test_bundles_verify_offline(logged: AuditClient, tmp_path: Path) -> None:
         summary = verify_bundle(tmp_path / name, key=VERIFIER.text())
         assert summary.signed_by == [VERIFIER.text()] and not summary.trusted_own_keys
     assert verify_bundle(tmp_path / "part").trusted_own_keys
+
+
+def test_a_complete_bundle_from_one_export_is_the_one_proven_record_by_record(
+    logged: AuditClient,
+    client_for: Callable[..., AuditClient],
+    tenant: str,
+    tmp_path: Path,
+) -> None:
+    exported = write_bundle(logged, tmp_path / "exported")
+    last = json.loads((tmp_path / "exported" / "records.ndjson").read_bytes().splitlines()[-1])
+    assert last["action"] == "audit_log.exported"  # read by one Export, proofs computed here
+    # A reader may not export: its bundle is proven record by record by the
+    # server, at the same size, and holds the same bytes.
+    reader = client_for(tenant, Role.READER)
+    proven = write_bundle(reader, tmp_path / "proven")
+    assert (proven.tree_size, proven.count) == (exported.tree_size, exported.count)
+    for name in ("records.ndjson", "proofs.ndjson", "checkpoint.txt"):
+        assert (tmp_path / "exported" / name).read_bytes() == (
+            tmp_path / "proven" / name
+        ).read_bytes(), name
+    assert verify_bundle(tmp_path / "exported", key=VERIFIER.text()).count == EVENTS + 1
+
+
+def test_a_bundle_is_still_written_when_the_export_rate_is_spent(
+    migrated_database_url: str, tenant: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    server = ServerThread(migrated_database_url, export_rate_limit=1)
+    request.addfinalizer(server.close)
+    with AuditClient(server.target, token=server.token(tenant)) as client:
+        record_events(client, 5)
+        write_bundle(client, tmp_path / "first")  # the one export the minute allows
+        second = write_bundle(client, tmp_path / "second")
+    exports = [
+        json.loads(line)["action"] == "audit_log.exported"
+        for line in (tmp_path / "second" / "records.ndjson").read_bytes().splitlines()
+    ]
+    assert second.complete and exports.count(True) == 1  # the first bundle's, proven
+    assert verify_bundle(tmp_path / "second", key=VERIFIER.text()).count == 6
 
 
 def test_a_bundle_signed_by_another_key_is_refused(logged: AuditClient, tmp_path: Path) -> None:
@@ -269,8 +309,10 @@ def rewrite_consistently(conn: psycopg.Connection[Any], tenant: str) -> None:
         (change_record_and_leaf, "PAIR_MISMATCH", {13}, r"^record 13 \(seq 13\)"),
         (swap_records, "RECORD_MISPLACED", {13}, r"^record 13 \(seq 20\)"),
         (delete_one, "RECORD_MISSING", {13}, r"^seq 13: missing"),
-        # Nothing can be proven at the signed size once its tail is gone.
-        (truncate_tail, "RECORD_MISSING", {31}, r"^seq 1: missing"),
+        # Nothing can be proven at the signed size once its tail is gone. The
+        # log ends at 31: the 30 kept and the bundle's export, recorded before
+        # it found the log could not be signed.
+        (truncate_tail, "RECORD_MISSING", {32}, r"^seq 1: missing"),
         (rewrite_consistently, "ROOT_MISMATCH", {EVENTS}, r"^record 1 \(seq 1\)"),
     ],
     ids=["field", "record+leaf", "swap", "delete", "truncate", "rewrite-all"],
@@ -289,9 +331,25 @@ def test_tampering_is_detected_online_and_offline(
     tampering(tamper, tenant)
 
     # An auditor's full bundle, written after the tampering, against the
-    # checkpoint signed before it (the log never signs over the tampering).
+    # checkpoint signed before it or one that extends it (the bundle's own
+    # export is recorded, and signed where the log still extends its last
+    # checkpoint): the log never signs over the tampering.
     write_bundle(logged, tmp_path / "after")
-    assert (tmp_path / "after" / "checkpoint.txt").read_text() == signed_before.note
+    note = (tmp_path / "after" / "checkpoint.txt").read_text()
+    if note != signed_before.note:
+        bundled, before = (
+            parse_checkpoint(c.split("\n\n")[0] + "\n") for c in (note, signed_before.note)
+        )
+        assert bundled.tree_size > before.tree_size
+        verify_consistency(
+            old_size=before.tree_size,
+            new_size=bundled.tree_size,
+            old_root=before.root_hash,
+            new_root=bundled.root_hash,
+            proof=logged.get_consistency_proof(
+                old_size=before.tree_size, new_size=bundled.tree_size
+            ).proof,
+        )
     with pytest.raises(BundleError, match=offline):
         verify_bundle(tmp_path / "after", key=VERIFIER.text())
 
@@ -318,8 +376,6 @@ def test_the_signer_refuses_to_extend_a_rewritten_log(
 def test_proof_hashes_are_base64_in_bundles(logged: AuditClient, tmp_path: Path) -> None:
     write_bundle(logged, tmp_path / "b", event_filter=build_filter(actions="integrity.test"))
     first = (tmp_path / "b" / "proofs.ndjson").read_text().splitlines()[0]
-    import json
-
     assert all(len(base64.b64decode(h)) == 32 for h in json.loads(first)["proof"])
 
 
@@ -350,5 +406,5 @@ def test_after_a_key_rotation_old_checkpoints_stay_verifiable(
         after.close()
     assert open_note(first.note, [old_key.verifier])[1] == [old_key.verifier]
     assert open_note(second.note, [new_key.verifier])[1] == [new_key.verifier]
-    # ten events and the VerifyLog call's own audit_log.verified
-    assert verify_bundle(tmp_path / "b", key=new_key.verifier.text()).count == 11
+    # ten events, the VerifyLog call's own audit_log.verified and the bundle's export
+    assert verify_bundle(tmp_path / "b", key=new_key.verifier.text()).count == 12

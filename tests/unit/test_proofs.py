@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sealtrail.tlog import ProofError, verify_consistency, verify_inclusion
+from sealtrail.tlog import LeafTree, ProofError, verify_consistency, verify_inclusion
 from sealtrail_server.domain.merkle import append_leaf, frontier_root
 from sealtrail_server.domain.proofs import consistency_ranges, inclusion_ranges, range_hash
 from tests.rfc6962 import leaf, mth, root_from_inclusion, roots_from_consistency
@@ -107,3 +107,26 @@ def test_a_changed_proof_or_leaf_is_refused(pair: tuple[int, int], data: st.Data
         verify_consistency(
             old_size=old, new_size=n, old_root=other, new_root=ROOTS[n], proof=consistency(old, n)
         )
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 5, 8, 13, 64, 100, 257])
+def test_a_whole_tree_proves_each_leaf_as_the_rfc_defines(size: int) -> None:
+    """sealtrail.tlog.LeafTree, which writes a complete bundle's proofs on the
+    auditor's side, against the recursive definitions and the verifier."""
+    leaves = [leaf(f"record {i}".encode()) for i in range(size)]
+    tree = LeafTree(b"".join(leaves))
+    assert (tree.size, tree.root()) == (size, mth(leaves))
+    for index, hashed in enumerate(leaves):
+        proof = tree.inclusion_proof(index)
+        assert tree.leaf(index) == hashed
+        assert root_from_inclusion(index, size, hashed, proof) == tree.root()
+        verify_inclusion(
+            leaf_index=index, tree_size=size, leaf=hashed, proof=proof, root=tree.root()
+        )
+    with pytest.raises(IndexError):
+        tree.inclusion_proof(size)
+
+
+def test_a_whole_tree_takes_whole_hashes_only() -> None:
+    with pytest.raises(ValueError, match="32-byte"):
+        LeafTree(b"\x00" * 33)

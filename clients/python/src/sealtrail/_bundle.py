@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+import os
+from array import array
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +35,7 @@ import grpc
 
 from sealtrail._errors import NotFoundError, SealtrailError
 from sealtrail.tlog import (
+    LeafTree,
     NoteError,
     ProofError,
     TreeBuilder,
@@ -42,7 +45,7 @@ from sealtrail.tlog import (
     parse_checkpoint,
     verify_inclusion,
 )
-from sealtrail.v1 import event_pb2, integrity_pb2
+from sealtrail.v1 import audit_service_pb2, event_pb2, integrity_pb2
 
 FORMAT = "sealtrail-bundle"
 VERSION = 2
@@ -81,6 +84,10 @@ class _Source(Protocol):
 
     def get_verifier_keys(self) -> list[integrity_pb2.VerifierKey]: ...
 
+    def export(
+        self, path: str | os.PathLike[str], *, format: Any = ...
+    ) -> audit_service_pb2.ExportManifest: ...
+
 
 @dataclass(frozen=True)
 class BundleSummary:
@@ -105,15 +112,189 @@ def write_bundle(
     """Write the events matching `event_filter` as a bundle into the new or
     empty directory `out`. Without a filter the bundle is the whole log up to
     a fresh checkpoint ("complete"); a record the log cannot produce or prove
-    is left out, and verification then names the seq that is missing."""
+    is left out, and verification then names the seq that is missing.
+
+    A complete bundle is read in one Export (its own checkpoint, the export's
+    record included) and its proofs computed here from all its leaves, when
+    those leaves lead to the signed root. Otherwise, and for a filtered
+    bundle, each record is fetched with its proof by GetInclusionProof,
+    `workers` at a time: the way for a reader token (Export needs an
+    exporter's), an export refused by the rate limit, or a log that does not
+    match its checkpoint (which then shows which records it cannot prove)."""
     out.mkdir(parents=True, exist_ok=True)
     if any(out.iterdir()):
         raise BundleError(f"{out} is not empty")
-    checkpoint = source.get_checkpoint(fresh=True)
-    size = checkpoint.tree_size
     complete = event_filter is None or event_filter.ByteSize() == 0
+    written = _from_one_export(source, out, workers) if complete else None
+    if written is None:
+        written = _proven_one_by_one(source, out, event_filter, complete, workers)
+    if not written.purged:
+        (out / PURGED).unlink()
+    (out / CHECKPOINT).write_text(written.checkpoint.note)
+    (out / KEYS).write_text("".join(key.text + "\n" for key in source.get_verifier_keys()))
+    seqs, purged = written.seqs, written.purged
+    summary = BundleSummary(
+        origin=written.checkpoint.origin,
+        tree_size=written.checkpoint.tree_size,
+        count=len(seqs),
+        first_seq=seqs[0] if seqs else 0,
+        last_seq=seqs[-1] if seqs else 0,
+        complete=complete,
+        signed_by=[],
+        trusted_own_keys=False,
+        purged=purged,
+    )
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION if purged else 1,
+        "origin": summary.origin,
+        "tree_size": summary.tree_size,
+        "count": summary.count,
+        "first_seq": summary.first_seq,
+        "last_seq": summary.last_seq,
+        "complete": summary.complete,
+        **({"purged": purged} if purged else {}),
+        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return summary
+
+
+@dataclass(frozen=True)
+class _SignedSize:
+    """The checkpoint a bundle is written against."""
+
+    note: str
+    origin: str
+    tree_size: int
+    root_hash: bytes
+
+
+@dataclass(frozen=True)
+class _Written:
+    checkpoint: _SignedSize
+    seqs: Sequence[int]  # of the records written, in order
+    purged: int  # leaves written to PURGED
+
+
+# Export refusals after which the bundle is still written, one proof per record.
+_PROVE_INSTEAD = frozenset(
+    {
+        grpc.StatusCode.PERMISSION_DENIED,  # a reader's token
+        grpc.StatusCode.RESOURCE_EXHAUSTED,  # the tenant's export rate
+        grpc.StatusCode.DATA_LOSS,  # the log no longer matches its last checkpoint
+    }
+)
+_SEQ_KEY = b'"seq":'
+
+
+def _seq_of(record: bytes) -> int | None:
+    """A canonical record's top-level seq: keys are sorted, so its `"seq":` is
+    the last (a record that fools this fails the root check instead)."""
+    at = record.rfind(_SEQ_KEY)
+    if at < 0:
+        return None
+    try:
+        return int(record[at + len(_SEQ_KEY) : record.find(b",", at)])
+    except ValueError:
+        return None
+
+
+def _from_one_export(source: _Source, out: Path, workers: int) -> _Written | None:
+    """A complete bundle from one NDJSON Export and the leaves of the events
+    retention removed; None, with `out` left empty, when the export is
+    refused or its leaves do not lead to its signed root."""
+    records = out / RECORDS
+    try:
+        exported = source.export(records, format="ndjson")
+    except SealtrailError as error:
+        if error.code in _PROVE_INSTEAD:
+            return None
+        raise
+    signed = _signed_size(exported.checkpoint)
+    size = signed.tree_size
+    leaves = bytearray(32 * size)
+    seqs = array("q")
+    with open(records, "rb") as lines:
+        for line in lines:
+            record = line.removesuffix(b"\n")
+            seq = _seq_of(record)
+            if seq is None or not (seqs[-1] if seqs else 0) < seq <= size:
+                records.unlink()
+                return None
+            leaves[32 * (seq - 1) : 32 * seq] = leaf_hash(record)
+            seqs.append(seq)
+    removed = _gaps(seqs, size)
+
+    def removed_leaf(seq: int) -> bytes | None:
+        try:
+            answer = source.get_inclusion_proof(seq=seq, tree_size=size, include_purged=True)
+        except SealtrailError as error:
+            if isinstance(error, NotFoundError) or error.code is grpc.StatusCode.DATA_LOSS:
+                return None
+            raise
+        return answer.leaf_hash if answer.purged else None
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for seq, leaf in zip(removed, pool.map(removed_leaf, removed), strict=True):
+            if leaf is None:  # neither exported nor removed: missing
+                records.unlink()
+                return None
+            leaves[32 * (seq - 1) : 32 * seq] = leaf
+    tree = LeafTree(leaves)
+    if tree.root() != signed.root_hash:
+        records.unlink()
+        return None
+    with open(out / PROOFS, "w") as proofs:
+        for seq in seqs:
+            proof = [base64.b64encode(h).decode() for h in tree.inclusion_proof(seq - 1)]
+            proofs.write(json.dumps({"seq": seq, "proof": proof}) + "\n")
+    with open(out / PURGED, "w") as tombstones:
+        for seq in removed:
+            proof = [base64.b64encode(h).decode() for h in tree.inclusion_proof(seq - 1)]
+            kept = base64.b64encode(tree.leaf(seq - 1)).decode()
+            tombstones.write(json.dumps({"seq": seq, "leaf_hash": kept, "proof": proof}) + "\n")
+    return _Written(signed, seqs, len(removed))
+
+
+def _signed_size(note: str) -> _SignedSize:
+    """What a signed checkpoint note says (its signature is the verifier's business)."""
+    body = note.split("\n\n", 1)[0] + "\n"
+    checkpoint = parse_checkpoint(body)
+    return _SignedSize(note, checkpoint.origin, checkpoint.tree_size, checkpoint.root_hash)
+
+
+def _gaps(seqs: Sequence[int], size: int) -> list[int]:
+    """The seqs from 1 to `size` not in `seqs` (ascending)."""
+    gaps: list[int] = []
+    expected = 1
+    for seq in seqs:
+        gaps.extend(range(expected, seq))
+        expected = seq + 1
+    gaps.extend(range(expected, size + 1))
+    return gaps
+
+
+def _proven_one_by_one(
+    source: _Source,
+    out: Path,
+    event_filter: event_pb2.EventFilter | None,
+    complete: bool,
+    workers: int,
+) -> _Written:
+    """Each record of the bundle with its proof, from GetInclusionProof,
+    against a fresh checkpoint; or, when the log refuses to sign one because
+    it no longer extends its last (DATA_LOSS), against the last it signed, so
+    that the bundle still shows what changed since."""
+    try:
+        checkpoint = source.get_checkpoint(fresh=True)
+    except SealtrailError as error:
+        if error.code is not grpc.StatusCode.DATA_LOSS:
+            raise
+        checkpoint = source.get_checkpoint()
+    size = checkpoint.tree_size
     if complete:
-        seqs = list(range(1, size + 1))
+        seqs: Sequence[int] = range(1, size + 1)
     else:
         found = source.query(event_filter, order="oldest", page_size=1000)
         # Events recorded after the checkpoint cannot be proven in it yet.
@@ -150,35 +331,10 @@ def write_bundle(
             written.append(answer.seq)
             records.write(answer.record + b"\n")
             proofs.write(json.dumps({"seq": answer.seq, "proof": encoded}) + "\n")
-    if not purged:
-        (out / PURGED).unlink()
-    (out / CHECKPOINT).write_text(checkpoint.note)
-    (out / KEYS).write_text("".join(key.text + "\n" for key in source.get_verifier_keys()))
-    summary = BundleSummary(
-        origin=checkpoint.origin,
-        tree_size=size,
-        count=len(written),
-        first_seq=written[0] if written else 0,
-        last_seq=written[-1] if written else 0,
-        complete=complete,
-        signed_by=[],
-        trusted_own_keys=False,
-        purged=purged,
+    signed = _SignedSize(
+        checkpoint.note, checkpoint.origin, checkpoint.tree_size, checkpoint.root_hash
     )
-    manifest = {
-        "format": FORMAT,
-        "version": VERSION if purged else 1,
-        "origin": summary.origin,
-        "tree_size": summary.tree_size,
-        "count": summary.count,
-        "first_seq": summary.first_seq,
-        "last_seq": summary.last_seq,
-        "complete": summary.complete,
-        **({"purged": purged} if purged else {}),
-        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return summary
+    return _Written(signed, written, purged)
 
 
 def verify_bundle(path: Path, *, key: str | None = None) -> BundleSummary:

@@ -5,6 +5,7 @@ verification, C2SP signed notes (Ed25519) and C2SP tlog checkpoints."""
 from sealtrail.tlog._checkpoint import Checkpoint, format_checkpoint, parse_checkpoint
 from sealtrail.tlog._merkle import (
     EMPTY_ROOT,
+    LeafTree,
     ProofError,
     TreeBuilder,
     leaf_hash,
@@ -25,6 +26,7 @@ from sealtrail.tlog._note import (
 __all__ = [
     "EMPTY_ROOT",
     "Checkpoint",
+    "LeafTree",
     "NoteError",
     "ProofError",
     "Signer",

@@ -53,6 +53,49 @@ def root_from_leaves(leaves: Iterable[bytes]) -> tuple[int, bytes]:
     return builder.size, builder.root()
 
 
+class LeafTree:
+    """A whole tree held in memory, built once over its leaves, to write the
+    inclusion proof of every leaf: 64 bytes a leaf, and each proof without a
+    hash computed. Each level is one buffer of 32-byte nodes; a level's odd
+    last node moves up unchanged, which gives RFC 9162's tree (split at the
+    largest power of two below n) and its proofs."""
+
+    def __init__(self, leaves: bytes | bytearray) -> None:
+        """`leaves`: the leaf hashes in order, concatenated."""
+        if len(leaves) % 32:
+            raise ValueError("leaves must be 32-byte hashes, concatenated")
+        self.size = len(leaves) // 32
+        self._levels = [bytes(leaves)]
+        sha256, prefix = hashlib.sha256, b"\x01"
+        level = self._levels[0]
+        while len(level) > 32:
+            pairs = len(level) // 64 * 64
+            upper = bytearray()
+            for start in range(0, pairs, 64):
+                upper += sha256(prefix + level[start : start + 64]).digest()
+            upper += level[pairs:]  # an odd last node, carried up
+            level = bytes(upper)
+            self._levels.append(level)
+
+    def root(self) -> bytes:
+        return self._levels[-1] if self.size else EMPTY_ROOT
+
+    def leaf(self, index: int) -> bytes:
+        return self._levels[0][32 * index : 32 * index + 32]
+
+    def inclusion_proof(self, index: int) -> list[bytes]:
+        """The RFC 9162 §2.1.3.1 inclusion proof of leaf `index`, leaf side first."""
+        if not 0 <= index < self.size:
+            raise IndexError(f"leaf index {index} is outside a tree of size {self.size}")
+        proof = []
+        for level in self._levels[:-1]:
+            sibling = 32 * (index ^ 1)
+            if sibling < len(level):
+                proof.append(level[sibling : sibling + 32])
+            index >>= 1
+        return proof
+
+
 def verify_inclusion(
     *, leaf_index: int, tree_size: int, leaf: bytes, proof: Sequence[bytes], root: bytes
 ) -> None:
