@@ -18,6 +18,7 @@ from sealtrail import (
     InvalidArgumentError,
     RecordResult,
     ResourceExhaustedError,
+    RpcFailedError,
     UnavailableError,
 )
 from sealtrail.v1 import audit_service_pb2, event_pb2
@@ -176,6 +177,41 @@ def test_resource_exhausted_without_retry_info_is_not_retried(
 
     with pytest.raises(ResourceExhaustedError):
         future.result(timeout=5)
+    assert sleeps == []
+
+
+def test_a_record_cancelled_by_a_stopping_server_is_retried_with_its_key(
+    client: AuditClient,
+    channel: grpc_testing.Channel,
+    background: ThreadPoolExecutor,
+    sleeps: list[float],
+) -> None:
+    future = background.submit(client.record, action="member.invite", actor_id="u_1")
+    _, first, rpc = channel.take_unary_unary(RECORD)
+    fail(rpc, grpc.StatusCode.CANCELLED)  # as a server stopping mid-call answers
+    _, second, rpc = channel.take_unary_unary(RECORD)
+    stored = event_pb2.Event(id="e_1", seq=7, action="member.invite")
+    rpc.terminate(audit_service_pb2.RecordResponse(event=stored), (), grpc.StatusCode.OK, "")
+
+    assert future.result(timeout=5).event == stored
+    assert second == first and first.event.idempotency_key
+    assert len(sleeps) == 1
+
+
+def test_a_closed_client_retries_nothing(
+    client: AuditClient,
+    channel: grpc_testing.Channel,
+    background: ThreadPoolExecutor,
+    sleeps: list[float],
+) -> None:
+    future = background.submit(client.record, action="member.invite", actor_id="u_1")
+    _, _, rpc = channel.take_unary_unary(RECORD)
+    client.close()
+    fail(rpc, grpc.StatusCode.CANCELLED)  # as its closing channel ends the call
+
+    with pytest.raises(RpcFailedError) as raised:
+        future.result(timeout=5)
+    assert raised.value.code is grpc.StatusCode.CANCELLED
     assert sleeps == []
 
 

@@ -35,7 +35,7 @@ from sealtrail._convert import (
     with_defaults,
 )
 from sealtrail._correlation import aio_correlation_interceptors
-from sealtrail._errors import from_rpc_error
+from sealtrail._errors import SealtrailError, from_rpc_error
 from sealtrail._export import FORMATS, ExportFile, ExportFormat
 from sealtrail._retry import RetryPolicy
 from sealtrail.v1 import (
@@ -58,7 +58,8 @@ class AsyncAuditClient:
     """Records and reads the audit log of the tenant bound to `token`.
 
     Every call gets `timeout` seconds per attempt and is retried on UNAVAILABLE,
-    DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED (with RetryInfo), up to `max_attempts` attempts.
+    DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED (with RetryInfo) and CANCELLED (a server
+    stopping mid-call; not once the client is closed), up to `max_attempts` attempts.
     Failures raise SealtrailError subclasses.
 
     TLS: `tls=True` verifies the server against the system's roots, or against
@@ -112,6 +113,7 @@ class AsyncAuditClient:
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._timeout = timeout
         self._sleep = sleep
+        self._closed = False
 
     async def __aenter__(self) -> Self:
         return self
@@ -125,7 +127,9 @@ class AsyncAuditClient:
         await self.close()
 
     async def close(self) -> None:
-        """Closes the channel, unless it was passed in."""
+        """Closes the channel, unless it was passed in; calls in flight are not
+        retried after this."""
+        self._closed = True
         if self._owns_channel:
             await self._channel.close(None)
 
@@ -435,11 +439,15 @@ class AsyncAuditClient:
                             on_heartbeat(cursor)
             except grpc.RpcError as exc:
                 error = from_rpc_error(exc)
-                delay = self._policy.backoff(attempt, error)
+                delay = self._backoff(attempt, error)
                 if delay is None:
                     raise error from exc
                 await self._sleep(delay)
                 attempt += 1
+
+    def _backoff(self, attempt: int, error: SealtrailError) -> float | None:
+        """Seconds to wait before retrying, or None: the policy's answer while open."""
+        return None if self._closed else self._policy.backoff(attempt, error)
 
     async def _call(
         self,
@@ -454,7 +462,7 @@ class AsyncAuditClient:
                 return await method(request, timeout=self._timeout, metadata=self._metadata)
             except grpc.RpcError as exc:
                 error = from_rpc_error(exc)
-                delay = self._policy.backoff(attempt, error) if retry else None
+                delay = self._backoff(attempt, error) if retry else None
                 if delay is None:
                     raise error from exc
             await self._sleep(delay)

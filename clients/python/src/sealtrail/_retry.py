@@ -16,6 +16,10 @@ _RETRYABLE = frozenset(
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
+        # Not asked for by the caller (a caller's own cancellation is
+        # asyncio.CancelledError, and a closed client retries nothing): a server
+        # stopping with the call in flight, or a proxy resetting the stream.
+        grpc.StatusCode.CANCELLED,
     }
 )
 
