@@ -48,6 +48,8 @@ SIGNING_KEY = generate_signer_key("sealtrail.test/log").text()
 os.environ["SEALTRAIL_SIGNING_KEY"] = SIGNING_KEY
 REDACTION_SECRET = bytes(range(32))
 os.environ["SEALTRAIL_REDACTION_KEY"] = REDACTION_SECRET.hex()
+SECRETS_KEY = bytes(range(100, 132))  # seals sinks' secrets at rest
+os.environ["SEALTRAIL_SECRETS_KEY"] = SECRETS_KEY.hex()
 
 
 @pytest.fixture(scope="session")
@@ -117,6 +119,7 @@ class ServerThread:
         defaults: dict[str, Any] = {
             "signing_key": SIGNING_KEY,
             "redaction_key": REDACTION_SECRET.hex(),
+            "secrets_key": SECRETS_KEY.hex(),
             "log_origin": "sealtrail.test/log",
             # Every test server may forward to the tests' endpoints on 127.0.0.1
             # (any of them may hold a sink's lease), and retries come quickly.

@@ -36,9 +36,11 @@ from .integrity.keys import load_signer
 from .redaction_setup import load_redaction_secret, load_redactor
 from .retention.erasure import Eraser
 from .retention.purger import Purger, TenantPurge
+from .sealing_setup import load_secret_box
 from .store.appender import Appender
 from .store.database import Database
 from .store.migrations import migrate_database
+from .store.sinks import reseal_secrets
 from .store.tenant_settings import SettingsCache
 from .store.tokens import find_principal
 from .stream.hub import StreamHub
@@ -104,6 +106,12 @@ class Service:
         settings = self.settings
         for migration in await migrate_database(self._owner_database_url):
             log.info("applied migration %04d_%s", migration.version, migration.name)
+        secret_box = load_secret_box(settings)
+        resealed, unopenable = await reseal_secrets(self._owner_database_url, secret_box)
+        if resealed:
+            log.info("sealed the secrets of %d sinks under the current secrets key", resealed)
+        for problem in unopenable:
+            log.error("sink %s; it delivers nothing until its secrets are set again", problem)
         self._db = db = await Database.open(
             self._database_url,
             min_size=settings.pool_min_size,
@@ -179,6 +187,7 @@ class Service:
         self.forwarder = Forwarder(
             db,
             outbound,
+            box=secret_box,
             poll_interval=settings.forward_poll_interval,
             lease_seconds=settings.forward_lease_seconds,
             backoff_base=settings.forward_backoff_base,
@@ -227,6 +236,7 @@ class Service:
                 eraser=Eraser(self._owner_database_url, self._checkpointer, clock=self._clock),
                 forwarder=self.forwarder,
                 egress=egress,
+                secret_box=secret_box,
                 evaluator=self.evaluator,
                 clock=self._clock,
             ),

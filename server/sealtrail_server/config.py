@@ -75,6 +75,11 @@ class Settings:
     # process of a deployment must share it, as they share the signing key.
     redaction_key: str | None = None
     redaction_key_file: Path | None = None
+    # The key sinks' credentials are sealed with at rest (64 hex digits; several,
+    # comma-separated and the new one first, while rotating), or a file holding
+    # it; else <data_dir>/secrets-key. Every process of a deployment must share it.
+    secrets_key: str | None = None
+    secrets_key_file: Path | None = None
     # Seconds a tenant's settings are trusted before they are read again.
     settings_cache_seconds: float = 10.0
     # Seconds between passes of the retention purge (0: never); events removed

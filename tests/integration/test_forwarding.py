@@ -571,3 +571,92 @@ def test_https_destinations_are_verified_against_the_system_or_the_given_cas(
         trusting = OutboundClient(policy, ca_file=tmp_path / "ca.pem")
         assert asyncio.run(post(trusting, receiver.url)) == 200
         assert len(receiver.requests()) == 1
+
+
+# --- secrets at rest ------------------------------------------------------------------
+
+
+def _stored_destination(sql: psycopg.Connection[Any], sink_id: str) -> dict[str, Any]:
+    row = sql.execute("SELECT destination FROM sinks WHERE id = %s", [sink_id]).fetchone()
+    assert row is not None
+    return dict(row[0])
+
+
+def test_secrets_are_sealed_at_rest_and_still_sign_and_authorize(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+    sql: psycopg.Connection[Any],
+) -> None:
+    secret = new_secret()
+    hook = sinks(build_sink("siem", "webhook", url=receiver.url, secrets=[secret], filter=SHARED))
+    splunk = sinks(
+        build_sink("hec", "splunk_hec", url=receiver.url, token="hec-token-1234", paused=True)
+    )
+    stored = [_stored_destination(sql, sink.id) for sink in (hook, splunk)]
+    assert [stored[0]["secrets"][0][:10], stored[1]["token"][:10]] == ["sealed:v1:"] * 2
+    dump = json.dumps(stored)
+    assert secret not in dump and "hec-token-1234" not in dump
+    assert stored[0]["url"] == receiver.url  # only secrets are sealed
+    record(client, 3)
+    received = receiver.wait_for(lambda r: len(delivered_seqs(r)) >= 3)
+    assert all(verify_signature(request, secret) for request in received)
+    assert client.get_sink(splunk.id).splunk_hec.token_hint == "1234"
+
+
+def test_a_sealed_secret_copied_to_another_sink_does_not_open_there(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+    sql: psycopg.Connection[Any],
+) -> None:
+    def webhook(name: str, secret: str, paused: bool) -> forwarding_pb2.Sink:
+        sink = build_sink(
+            name, "webhook", url=receiver.url, secrets=[secret], paused=paused, filter=SHARED
+        )
+        return sinks(sink)
+
+    source = webhook("source", new_secret(), paused=True)
+    target = webhook("target", new_secret(), paused=False)
+    # Someone with the database swaps a sealed secret from another sink in.
+    sql.execute(
+        "UPDATE sinks SET destination = %s WHERE id = %s",
+        [json.dumps(_stored_destination(sql, source.id)), target.id],
+    )
+    record(client, 2)
+    failing = wait_for_state(client, target.id, lambda s: s.state.last_error != "").state
+    assert failing.last_error.startswith("secrets: ") and "belongs elsewhere" in failing.last_error
+    assert failing.lag_events > 0 and receiver.received == []  # nothing sent with it
+    # The admin sets the secret again: it is sealed for this sink, and delivery resumes.
+    fresh = new_secret()
+    replaced = build_sink(
+        "target", "webhook", url=receiver.url, secrets=[fresh], sink_id=target.id, filter=SHARED
+    )
+    client.update_sink(replaced)
+    received = receiver.wait_for(lambda r: len(delivered_seqs(r)) >= 2)
+    assert all(verify_signature(request, fresh) for request in received)
+
+
+def test_a_start_seals_secrets_stored_in_the_clear(
+    migrated_database_url: str,
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+    sql: psycopg.Connection[Any],
+) -> None:
+    secret = new_secret()
+    definition = build_sink("plain", "webhook", url=receiver.url, secrets=[secret], filter=SHARED)
+    definition.paused = True
+    sink = sinks(definition)
+    # The row as a server from before sealing stored it.
+    clear = {**_stored_destination(sql, sink.id), "secrets": [secret]}
+    sql.execute("UPDATE sinks SET destination = %s WHERE id = %s", [json.dumps(clear), sink.id])
+    ServerThread(migrated_database_url).close()  # any process's start seals it
+    [sealed] = _stored_destination(sql, sink.id)["secrets"]
+    assert sealed.startswith("sealed:v1:") and secret not in sealed
+    definition.paused, definition.id = False, sink.id
+    del definition.webhook.secrets[:]  # kept as they are
+    client.update_sink(definition)
+    record(client, 2)
+    received = receiver.wait_for(lambda r: len(delivered_seqs(r)) >= 2)
+    assert all(verify_signature(request, secret) for request in received)

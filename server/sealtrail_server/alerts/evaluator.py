@@ -42,7 +42,7 @@ from ..store import alerts as store
 from ..store.appender import Appender
 from ..store.database import Database
 from ..store.events import StoredEvent, stream_events
-from ..store.sinks import read_sink
+from ..store.sinks import read_sink_filter
 from ..store.tree import tree_size
 
 log = logging.getLogger(__name__)
@@ -278,8 +278,8 @@ class Evaluator:
         async with self._db.system_connection() as conn:
             await store.count_firing(conn, tenant_id, stored.id, at=now)
             for sink_id in stored.sink_ids:
-                sink = await read_sink(conn, tenant_id, sink_id)
-                if sink is None or RecordMatcher(filter_from_json(sink.definition.filter)).matches(
+                sink_filter = await read_sink_filter(conn, tenant_id, sink_id)
+                if sink_filter is None or RecordMatcher(filter_from_json(sink_filter)).matches(
                     alert
                 ):
                     continue  # gone, or its filter takes the alert anyway

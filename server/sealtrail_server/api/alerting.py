@@ -119,8 +119,8 @@ class AlertingRpcs:
         async with self._db.connection(tenant_id) as conn:
             for index, text in enumerate(rule.sink_ids):
                 sink_id = parse_uuid(text)
-                exists = sink_id is not None and (
-                    await sink_store.read_sink(conn, tenant_id, sink_id) is not None
+                exists = sink_id is not None and await sink_store.sink_exists(
+                    conn, tenant_id, sink_id
                 )
                 if not exists or sink_id is None:
                     raise InvalidArgument.field(f"rule.sink_ids[{index}]", "no such sink")

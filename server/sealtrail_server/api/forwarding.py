@@ -20,6 +20,7 @@ from sealtrail.v1 import forwarding_pb2 as pb
 from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from ..domain.event import ChangeDraft, parse_uuid
 from ..domain.filters import validate_filter
+from ..domain.sealing import SecretBox
 from ..domain.sinks import (
     DATADOG_DEFAULT_URL,
     MAX_SINKS_PER_TENANT,
@@ -115,6 +116,7 @@ class ForwardingRpcs:
     _clock: Callable[[], datetime]
     _forwarder: Forwarder
     _egress: EgressPolicy
+    _box: SecretBox  # seals sinks' secrets at rest
 
     async def _definition(
         self, sink: pb.Sink, *, path: str, current: SinkDefinition | None = None
@@ -156,7 +158,7 @@ class ForwardingRpcs:
         if sink_id is None:
             raise InvalidArgument.field(field, "must be a sink id (a UUID)")
         async with self._db.connection(tenant_id) as conn:
-            stored = await store.read_sink(conn, tenant_id, sink_id)
+            stored = await store.read_sink(conn, tenant_id, sink_id, box=self._box)
         if stored is None:
             raise NotFound(f"no sink {sink_id}")
         return stored
@@ -193,9 +195,15 @@ class ForwardingRpcs:
         )
         async with self._db.connection(tenant_id) as conn:
             await store.insert_sink(
-                conn, tenant_id, sink_id, definition, cursor_seq=cursor, now=self._clock()
+                conn,
+                tenant_id,
+                sink_id,
+                definition,
+                box=self._box,
+                cursor_seq=cursor,
+                now=self._clock(),
             )
-            stored = await store.read_sink(conn, tenant_id, sink_id)
+            stored = await store.read_sink(conn, tenant_id, sink_id, box=self._box)
         assert stored is not None
         self._forwarder.sink_changed(tenant_id)
         return pb.CreateSinkResponse(sink=_sink_message(stored, head), event_id=event_id)
@@ -210,7 +218,7 @@ class ForwardingRpcs:
     ) -> pb.ListSinksResponse:
         tenant_id = current_principal().tenant_id
         async with self._db.connection(tenant_id) as conn:
-            stored = await store.list_sinks(conn, tenant_id)
+            stored = await store.list_sinks(conn, tenant_id, box=self._box)
             head = await tree_size(conn, tenant_id)
         return pb.ListSinksResponse(sinks=[_sink_message(sink, head) for sink in stored])
 
@@ -237,8 +245,10 @@ class ForwardingRpcs:
             or [ChangeDraft("destination", "(secret)", "(secret rotated)")],
         )
         async with self._db.connection(tenant_id) as conn:
-            await store.update_sink(conn, tenant_id, before.id, definition, now=self._clock())
-            after = await store.read_sink(conn, tenant_id, before.id)
+            await store.update_sink(
+                conn, tenant_id, before.id, definition, box=self._box, now=self._clock()
+            )
+            after = await store.read_sink(conn, tenant_id, before.id, box=self._box)
             head = await tree_size(conn, tenant_id)
         if after is None:
             raise NotFound(f"no sink {before.id}")

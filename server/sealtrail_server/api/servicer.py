@@ -25,6 +25,7 @@ from ..domain.filters import (
     validate_filter,
 )
 from ..domain.redaction import Redactor
+from ..domain.sealing import SecretBox
 from ..forward.egress import EgressPolicy
 from ..forward.forwarder import Forwarder
 from ..integrity.checkpointer import Checkpointer
@@ -88,6 +89,7 @@ class AuditLogServicer(
         eraser: Eraser,
         forwarder: Forwarder,
         egress: EgressPolicy,
+        secret_box: SecretBox,
         evaluator: Evaluator,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -95,6 +97,7 @@ class AuditLogServicer(
         self._forwarder = forwarder
         self._evaluator = evaluator
         self._egress = egress
+        self._box = secret_box
         self._hub = hub
         self._settings_cache = settings_cache
         self._redactor = redactor

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
@@ -72,6 +73,20 @@ def redacted_destination(kind: Kind, destination: dict[str, Any]) -> dict[str, A
         elif isinstance(value, str):
             shown[f"{name}_hint"] = hint(value)
     return shown
+
+
+def with_secrets(
+    kind: Kind, destination: dict[str, Any], change: Callable[[str, str], str]
+) -> dict[str, Any]:
+    """The destination with each secret replaced by `change(field, secret)`."""
+    changed = dict(destination)
+    for name in SECRET_FIELDS[kind]:
+        value = changed.get(name)
+        if isinstance(value, list):
+            changed[name] = [change(name, item) for item in value]
+        elif isinstance(value, str) and value:
+            changed[name] = change(name, value)
+    return changed
 
 
 def keep_secrets(kind: Kind, new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:

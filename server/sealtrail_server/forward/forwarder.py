@@ -24,6 +24,7 @@ import httpcore
 
 from ..api.convert import filter_from_json
 from ..domain.filters import EventFilter
+from ..domain.sealing import SecretBox
 from ..leased_work import LeasedWork, new_owner
 from ..store import sinks as store
 from ..store.database import Database
@@ -64,6 +65,7 @@ class Forwarder:
         db: Database,
         client: OutboundClient,
         *,
+        box: SecretBox,
         poll_interval: float = 1.0,
         lease_seconds: float = 30.0,
         backoff_base: float = 1.0,
@@ -71,6 +73,7 @@ class Forwarder:
     ) -> None:
         self._db = db
         self._client = client
+        self._box = box
         self._poll = poll_interval
         self._lease_seconds = lease_seconds
         self._backoff_base = backoff_base
@@ -127,7 +130,7 @@ class Forwarder:
         """One batch of a sink: the seconds to wait before the next (0: go on
         at once), or None when this process no longer delivers the sink."""
         async with self._db.system_connection() as conn:
-            sink = await store.read_leased(conn, lease, owner=self.owner)
+            sink = await store.read_leased(conn, lease, owner=self.owner, box=self._box)
             replays = await store.pending_replays(conn, lease) if sink else []
         if sink is None:
             return None
@@ -135,6 +138,10 @@ class Forwarder:
         due = sink.state.next_attempt_at
         if due is not None and due > now:
             return min((due - now).total_seconds(), self._poll * 5)
+        if sink.unopened:  # nothing is sent, or parked, until its secrets can be used
+            failures = sink.state.consecutive_failures
+            await self._failed(lease, failures, f"secrets: {sink.unopened}", retry_after=None)
+            return 0.0
         definition = sink.definition
         sender = Sender(
             lease.tenant_id,

@@ -1,5 +1,9 @@
 """Rows of sinks, their dead letters and replays.
 
+A sink's secrets are sealed on the way in and opened on the way out
+(domain/sealing.py), bound to their tenant, sink and field: every function
+that reads or writes a definition takes the deployment's SecretBox.
+
 Definitions are read and written by admins' calls on tenant connections (the
 service role); delivery state, leases, dead letters and replay cursors by the
 forwarder on system connections. Every write of the forwarder names its lease
@@ -16,7 +20,8 @@ from typing import Any, Final
 
 import psycopg
 
-from ..domain.sinks import SinkDefinition
+from ..domain.sealing import SealError, SecretBox
+from ..domain.sinks import SinkDefinition, with_secrets
 
 Connection = psycopg.AsyncConnection[Any]
 
@@ -38,10 +43,11 @@ class SinkState:
 class StoredSink:
     tenant_id: str
     id: str
-    definition: SinkDefinition
+    definition: SinkDefinition  # its secrets opened, those it could not left empty
     created_at: datetime
     updated_at: datetime
     state: SinkState
+    unopened: str = ""  # why a secret could not be opened, if one could not
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +85,32 @@ _SINK_COLUMNS: Final = (
 )
 
 
-def _sink(row: tuple[Any, ...]) -> StoredSink:
+def _place(tenant_id: str, sink_id: str, field: str) -> str:
+    """What a sealed secret is bound to: copied elsewhere, it does not open."""
+    return f"sinks/{tenant_id}/{sink_id}/{field}"
+
+
+def _sink(row: tuple[Any, ...], box: SecretBox) -> StoredSink:
     (tenant_id, sink_id, name, kind, format, filter, destination, paused, created, updated,
      cursor, delivered, last_delivery, last_error, last_error_at, failures, next_attempt,
      dead_letters, replays) = row  # fmt: skip
-    definition = SinkDefinition(name, kind, format, filter, destination, paused)
+    problems: list[str] = []
+
+    def open_secret(field: str, value: str) -> str:
+        try:
+            return box.open(value, place=_place(tenant_id, sink_id, field))
+        except SealError as error:
+            problems.append(f"{field}: {error}")
+            return ""
+
+    opened = with_secrets(kind, destination, open_secret)
+    definition = SinkDefinition(name, kind, format, filter, opened, paused)
     state = SinkState(
         cursor, delivered, last_delivery, last_error, last_error_at, failures, next_attempt,
         dead_letters, replays,
     )  # fmt: skip
-    return StoredSink(tenant_id, sink_id, definition, created, updated, state)
+    unopened = "; ".join(problems)
+    return StoredSink(tenant_id, sink_id, definition, created, updated, state, unopened)
 
 
 async def count_sinks(conn: Connection, tenant_id: str) -> int:
@@ -103,47 +125,118 @@ async def insert_sink(
     sink_id: str,
     definition: SinkDefinition,
     *,
+    box: SecretBox,
     cursor_seq: int,
     now: datetime,
 ) -> None:
     await conn.execute(
         "INSERT INTO sinks (tenant_id, id, name, kind, format, filter, destination, paused,"
         " created_at, updated_at, cursor_seq) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        [tenant_id, sink_id, *_definition_values(definition), now, now, cursor_seq],
+        [
+            tenant_id,
+            sink_id,
+            *_definition_values(tenant_id, sink_id, definition, box),
+            now,
+            now,
+            cursor_seq,
+        ],
     )
 
 
-def _definition_values(definition: SinkDefinition) -> list[Any]:
+def _definition_values(
+    tenant_id: str, sink_id: str, definition: SinkDefinition, box: SecretBox
+) -> list[Any]:
+    sealed = with_secrets(
+        definition.kind,
+        definition.destination,
+        lambda field, secret: box.seal(secret, place=_place(tenant_id, sink_id, field)),
+    )
     return [
         definition.name,
         definition.kind,
         definition.format,
         json.dumps(definition.filter),
-        json.dumps(definition.destination),
+        json.dumps(sealed),
         definition.paused,
     ]
 
 
-async def read_sink(conn: Connection, tenant_id: str, sink_id: str) -> StoredSink | None:
+async def reseal_secrets(owner_url: str, box: SecretBox) -> tuple[int, list[str]]:
+    """Seal again, under the sealing key, every sink secret stored in the clear
+    (before sealing began) or under a key being retired; run as the owner at
+    start. Each row changes only if it is still as read, so processes starting
+    together, or an admin's update meanwhile, are not overwritten. Returns the
+    number of sinks changed, and the sinks whose secrets no configured key opens."""
+    changed, unopenable = 0, []
+    async with await psycopg.AsyncConnection.connect(owner_url, autocommit=True) as conn:
+        cursor = await conn.execute("SELECT tenant_id, id::text, kind, destination FROM sinks")
+        for tenant_id, sink_id, kind, destination in await cursor.fetchall():
+
+            def reseal(field: str, value: str) -> str:
+                if box.is_current(value):
+                    return value
+                place = _place(tenant_id, sink_id, field)  # noqa: B023 (called at once)
+                return box.seal(box.open(value, place=place), place=place)
+
+            try:
+                resealed = with_secrets(kind, destination, reseal)
+            except SealError as error:
+                unopenable.append(f"{tenant_id}/{sink_id}: {error}")
+                continue
+            if resealed != destination:
+                updated = await conn.execute(
+                    "UPDATE sinks SET destination = %s"
+                    " WHERE tenant_id = %s AND id = %s AND destination = %s",
+                    [json.dumps(resealed), tenant_id, sink_id, json.dumps(destination)],
+                )
+                changed += updated.rowcount
+    return changed, unopenable
+
+
+async def read_sink(
+    conn: Connection, tenant_id: str, sink_id: str, *, box: SecretBox
+) -> StoredSink | None:
     cursor = await conn.execute(
         f"SELECT {_SINK_COLUMNS} FROM sinks AS s WHERE s.tenant_id = %s AND s.id = %s",
         [tenant_id, sink_id],
     )
     row = await cursor.fetchone()
-    return None if row is None else _sink(row)
+    return None if row is None else _sink(row, box)
 
 
-async def list_sinks(conn: Connection, tenant_id: str) -> list[StoredSink]:
+async def read_sink_filter(conn: Connection, tenant_id: str, sink_id: str) -> dict[str, Any] | None:
+    """A sink's filter (its API form), None if there is no such sink."""
+    cursor = await conn.execute(
+        "SELECT filter FROM sinks WHERE tenant_id = %s AND id = %s", [tenant_id, sink_id]
+    )
+    row = await cursor.fetchone()
+    return None if row is None else dict(row[0])
+
+
+async def sink_exists(conn: Connection, tenant_id: str, sink_id: str) -> bool:
+    cursor = await conn.execute(
+        "SELECT FROM sinks WHERE tenant_id = %s AND id = %s", [tenant_id, sink_id]
+    )
+    return await cursor.fetchone() is not None
+
+
+async def list_sinks(conn: Connection, tenant_id: str, *, box: SecretBox) -> list[StoredSink]:
     cursor = await conn.execute(
         f"SELECT {_SINK_COLUMNS} FROM sinks AS s WHERE s.tenant_id = %s"
         " ORDER BY s.created_at, s.id",
         [tenant_id],
     )
-    return [_sink(row) for row in await cursor.fetchall()]
+    return [_sink(row, box) for row in await cursor.fetchall()]
 
 
 async def update_sink(
-    conn: Connection, tenant_id: str, sink_id: str, definition: SinkDefinition, *, now: datetime
+    conn: Connection,
+    tenant_id: str,
+    sink_id: str,
+    definition: SinkDefinition,
+    *,
+    box: SecretBox,
+    now: datetime,
 ) -> None:
     """Replaces the definition; a changed destination or a resumed sink is
     tried at once, whatever backoff its failures had earned."""
@@ -151,7 +244,7 @@ async def update_sink(
         "UPDATE sinks SET name = %s, kind = %s, format = %s, filter = %s, destination = %s,"
         " paused = %s, updated_at = %s, consecutive_failures = 0, next_attempt_at = NULL"
         " WHERE tenant_id = %s AND id = %s",
-        [*_definition_values(definition), now, tenant_id, sink_id],
+        [*_definition_values(tenant_id, sink_id, definition, box), now, tenant_id, sink_id],
     )
 
 
@@ -267,7 +360,9 @@ async def release_leases(conn: Connection, *, owner: str) -> None:
     )
 
 
-async def read_leased(conn: Connection, lease: Lease, *, owner: str) -> StoredSink | None:
+async def read_leased(
+    conn: Connection, lease: Lease, *, owner: str, box: SecretBox
+) -> StoredSink | None:
     """The sink, if this owner still holds its lease and it is not paused."""
     cursor = await conn.execute(
         f"SELECT {_SINK_COLUMNS} FROM sinks AS s WHERE s.tenant_id = %s AND s.id = %s"
@@ -275,7 +370,7 @@ async def read_leased(conn: Connection, lease: Lease, *, owner: str) -> StoredSi
         [lease.tenant_id, lease.sink_id, owner],
     )
     row = await cursor.fetchone()
-    return None if row is None else _sink(row)
+    return None if row is None else _sink(row, box)
 
 
 async def advance(

@@ -1,0 +1,73 @@
+"""Rotating the secrets key (docs/forwarding.md): with the new key first and
+the old one after it, a start seals every sink secret again under the new key,
+in the clear ones too, and reports those no configured key opens, leaving them
+as they are. On a database of its own: the pass reads every tenant's sinks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+
+from sealtrail_server.domain.sealing import SecretBox
+from sealtrail_server.store.sinks import reseal_secrets
+from tests.conftest import database_of_its_own
+
+OLD, NEW, LOST = bytes(range(32)), bytes(range(32, 64)), bytes(range(64, 96))
+
+
+@pytest.fixture
+def own_url(migrated_database_url: str) -> Iterator[str]:
+    with database_of_its_own(migrated_database_url, "sealing") as url:
+        yield url
+
+
+def _add_sink(url: str, tenant: str, seal: SecretBox | None) -> tuple[str, str]:
+    """A webhook sink whose secret is sealed by `seal` (None: in the clear)."""
+    sink_id, secret = str(uuid.uuid4()), f"whsec_{uuid.uuid4().hex}"
+    place = f"sinks/{tenant}/{sink_id}/secrets"
+    stored = secret if seal is None else seal.seal(secret, place=place)
+    destination = {"url": "https://siem.example.com", "secrets": [stored]}
+    now = datetime.now(UTC)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO sinks (tenant_id, id, name, kind, format, filter, destination,"
+            " created_at, updated_at, cursor_seq)"
+            " VALUES (%s, %s, 'hook', 'webhook', 'sealtrail_json', '{}', %s, %s, %s, 0)",
+            [tenant, sink_id, json.dumps(destination), now, now],
+        )
+    return sink_id, secret
+
+
+def _stored_secret(url: str, sink_id: str) -> str:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT destination FROM sinks WHERE id = %s", [sink_id]).fetchone()
+    assert row is not None
+    return str(row[0]["secrets"][0])
+
+
+def test_a_rotation_seals_everything_again_under_the_new_key(own_url: str) -> None:
+    sealed_old = _add_sink(own_url, "t1", SecretBox([OLD]))
+    in_clear = _add_sink(own_url, "t2", None)
+    lost_id, _ = _add_sink(own_url, "t2", SecretBox([LOST]))
+    lost_before = _stored_secret(own_url, lost_id)
+
+    rotating = SecretBox([NEW, OLD])
+    changed, unopenable = asyncio.run(reseal_secrets(own_url, rotating))
+    assert changed == 2
+    assert len(unopenable) == 1 and unopenable[0].startswith(f"t2/{lost_id}: sealed under key")
+
+    new_only = SecretBox([NEW])
+    for tenant, (sink_id, secret) in (("t1", sealed_old), ("t2", in_clear)):
+        stored = _stored_secret(own_url, sink_id)
+        assert new_only.is_current(stored) and secret not in stored
+        assert new_only.open(stored, place=f"sinks/{tenant}/{sink_id}/secrets") == secret
+    assert _stored_secret(own_url, lost_id) == lost_before  # left for its admin to set again
+
+    # Once done, another start changes nothing.
+    assert asyncio.run(reseal_secrets(own_url, rotating)) == (0, unopenable)
