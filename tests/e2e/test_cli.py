@@ -428,5 +428,11 @@ def test_alert_rules_from_the_command_line(cli_env: dict[str, str]) -> None:
     assert "203.0.113.5" in found.stdout
     bad = run("sealtrail", "alerts", "create", "x", "--kind", "match", env=cli_env, check=False)
     assert bad.returncode == 2 and "rule.match.filter" in bad.stderr
+    assert run("sealtrail", "alerts", "disable", rule_id, env=cli_env).stdout.endswith("disabled\n")
+    assert "failed logins (disabled)" in run("sealtrail", "alerts", env=cli_env).stdout
+    run("sealtrail", "alerts", "enable", rule_id, env=cli_env)
+    assert "(disabled)" not in run("sealtrail", "alerts", env=cli_env).stdout
+    gone = run("sealtrail", "alerts", "disable", "nope", env=cli_env, check=False)
+    assert gone.returncode == 1 and "no alert rule nope" in gone.stderr
     run("sealtrail", "alerts", "delete", rule_id, env=cli_env)
     assert "failed logins" not in run("sealtrail", "alerts", env=cli_env).stdout

@@ -317,3 +317,108 @@ def test_a_bad_rule_is_refused_naming_the_field(
         client.create_alert_rule(rule)
     assert field in [name for name, _ in refused.value.field_violations]
     assert client.list_alert_rules() == []
+
+
+# --- UpdateAlertRule ------------------------------------------------------------------
+
+
+def test_an_updated_threshold_counts_afresh_keeping_its_id_and_count(
+    client: AuditClient, rules: Any, marked: None
+) -> None:
+    keys = build_filter(actions="api_key.create")
+    rule = rules(build_alert_rule("keys", "threshold", filter=keys, count=3, window_seconds=60))
+
+    def create_key(second: int) -> None:
+        client.record(
+            action="api_key.create", actor_id="u", occurred_at=TUESDAY + timedelta(seconds=second)
+        )
+
+    for second in range(2):  # two of three
+        create_key(second)
+    settle(client)
+    rule.threshold.count = 2
+    rule.severity = event_pb2.SEVERITY_ERROR
+    answer = client.update_alert_rule(rule)
+    assert (answer.rule.id, answer.rule.threshold.count) == (rule.id, 2)
+    [updated] = client.query(build_filter(actions="alert_rule.updated"))
+    assert updated.id == answer.event_id and updated.resource.id == rule.id
+    assert {change.field for change in updated.changes} == {"condition", "severity"}
+    create_key(2)  # the window restarted: one of two, not three of two
+    settle(client)
+    assert fired_by(client, rule.id) == []
+    create_key(3)
+    settle(client)
+    [fired] = fired_by(client, rule.id)
+    assert fired["count"] == 2
+    [alert] = [event for event in alerts(client) if event.resource.id == rule.id]
+    assert alert.severity == event_pb2.SEVERITY_ERROR  # the rule as it is now
+    [listed] = [r for r in client.list_alert_rules() if r.id == rule.id]
+    assert listed.fired == 1 and listed.threshold.count == 2
+
+
+def test_a_disabled_rule_is_silent_until_enabled_and_a_repeat_changes_nothing(
+    client: AuditClient, rules: Any, marked: None
+) -> None:
+    rule = rules(build_alert_rule("keys", "match", filter=build_filter(actions="api_key.create")))
+    rule.disabled = True
+    assert client.update_alert_rule(rule).event_id
+    assert client.update_alert_rule(rule).event_id == ""  # as it is: nothing recorded
+    client.record(action="api_key.create", actor_id="while-disabled")
+    settle(client)
+    assert fired_by(client, rule.id) == []
+    rule.disabled = False
+    client.update_alert_rule(rule)
+    after = client.record(action="api_key.create", actor_id="after")
+    settle(client)
+    [fired] = fired_by(client, rule.id)
+    assert fired["trigger_event_id"] == after.event.id
+
+
+def test_a_new_ip_rule_whose_condition_changes_forgets_what_it_learned(
+    client: AuditClient, rules: Any, marked: None, sql: psycopg.Connection[Any]
+) -> None:
+    rule = rules(
+        build_alert_rule("new address", "new_ip", filter=build_filter(actions="user.login"))
+    )
+    client.record(action="user.login", actor_id="alice", ip="198.51.100.1")
+    settle(client)
+
+    def learned() -> int:
+        row = sql.execute(
+            "SELECT count(*) FROM alert_known_ips WHERE rule_id = %s", [rule.id]
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    assert learned() == 1
+    rule.name = "new address (renamed)"
+    client.update_alert_rule(rule)
+    assert learned() == 1  # only its name changed
+    rule.new_ip.filter.CopyFrom(build_filter(actions=["user.login", "user.sso_login"]))
+    client.update_alert_rule(rule)
+    assert learned() == 0
+
+
+def test_a_bad_update_is_refused_naming_the_field(client: AuditClient, rules: Any) -> None:
+    rule = rules(build_alert_rule("keys", "match", filter=build_filter(actions="api_key.create")))
+    cases = [
+        ("not-a-uuid", "rule.id", InvalidArgumentError),
+        ("00000000-0000-4000-8000-000000000000", None, NotFoundError),
+    ]
+    for rule_id, field, error in cases:
+        changed = alerting_pb2.AlertRule()
+        changed.CopyFrom(rule)
+        changed.id = rule_id
+        with pytest.raises(error) as raised:
+            client.update_alert_rule(changed)
+        if field is not None:
+            assert [name for name, _ in raised.value.field_violations] == [field]  # type: ignore[attr-defined]
+    rule.sink_ids.append("00000000-0000-4000-8000-000000000000")
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.update_alert_rule(rule)
+    assert [name for name, _ in refused.value.field_violations] == ["rule.sink_ids[0]"]
+    rule.ClearField("sink_ids")
+    rule.threshold.count = 0  # now a threshold, and an empty one
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.update_alert_rule(rule)
+    assert refused.value.field_violations[0][0].startswith("rule.threshold")

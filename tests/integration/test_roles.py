@@ -49,6 +49,7 @@ ALLOWED: dict[str, set[str]] = {
     "CreateAlertRule": {"admin"},
     "ListAlertRules": {"admin"},
     "DeleteAlertRule": {"admin"},
+    "UpdateAlertRule": {"admin"},
 }
 
 SERVICE = audit_service_pb2.DESCRIPTOR.services_by_name["AuditLogService"]

@@ -175,12 +175,16 @@ class Evaluator:
         return 0.0 if moved else None
 
     def _refresh(self, tenant_id: str, stored: list[store.StoredRule]) -> list[_Rule]:
-        """The tenant's rules, keeping the windows of those unchanged."""
+        """The tenant's rules, keeping the windows of those whose condition is unchanged."""
         known = self._rules.setdefault(tenant_id, {})
         current: dict[str, _Rule] = {}
         for row in stored:
             rule = known.get(row.id)
-            if rule is None:
+            if rule is not None and rule.stored.condition != row.condition:
+                rule = None  # changed (UpdateAlertRule): it counts afresh
+            if rule is not None:
+                rule.stored = row  # its name, severity and sinks as they are now
+            else:
                 try:
                     condition = condition_of(row.condition)
                 except SealtrailError as error:  # stored by an older, laxer version

@@ -1,11 +1,12 @@
-"""The admin RPCs of alerting: create, list and delete alert rules (each
-change recorded in the log before it applies). Evaluation is the
+"""The admin RPCs of alerting: create, list, update and delete alert rules
+(each change recorded in the log before it applies). Evaluation is the
 evaluator's (alerts/). A mixin of the servicer."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -18,12 +19,12 @@ from sealtrail.v1 import event_pb2
 from ..alerts.evaluator import Evaluator, condition_of
 from ..domain.alerts import MAX_RULE_NAME, MAX_RULES_PER_TENANT
 from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound
-from ..domain.event import SEVERITIES, parse_uuid
+from ..domain.event import SEVERITIES, ChangeDraft, parse_uuid
 from ..domain.filters import validate_filter
 from ..store import alerts as store
 from ..store import sinks as sink_store
 from ..store.appender import Appender
-from ..store.database import Database
+from ..store.database import Connection, Database
 from ..store.tree import tree_size
 from .audited import record_access
 from .convert import filter_draft
@@ -97,18 +98,28 @@ def _rule_message(stored: store.StoredRule) -> pb.AlertRule:
     return message
 
 
+def _definition(rule: store.StoredRule) -> dict[str, Any]:
+    """What an admin defines of a rule, as its change events show it."""
+    return {
+        "name": rule.name,
+        "condition": rule.condition,
+        "severity": rule.severity,
+        "sink_ids": rule.sink_ids,
+        "disabled": rule.disabled,
+    }
+
+
 class AlertingRpcs:
     _db: Database
     _appender: Appender
     _clock: Callable[[], datetime]
     _evaluator: Evaluator
 
-    async def CreateAlertRule(
-        self, request: pb.CreateAlertRuleRequest, context: Context
-    ) -> pb.CreateAlertRuleResponse:
-        principal = current_principal()
-        tenant_id = principal.tenant_id
-        rule = request.rule
+    async def _validated(
+        self, rule: pb.AlertRule, conn: Connection, tenant_id: str
+    ) -> tuple[dict[str, Any], str, list[str]]:
+        """The rule's condition, severity and sinks, each checked
+        (INVALID_ARGUMENT naming the field)."""
         if not rule.name.strip() or len(rule.name) > MAX_RULE_NAME:
             raise InvalidArgument.field("rule.name", f"must be 1 to {MAX_RULE_NAME} characters")
         condition = _condition(rule)
@@ -116,15 +127,21 @@ class AlertingRpcs:
         if severity is None:
             raise InvalidArgument.field("rule.severity", f"unknown enum value {rule.severity}")
         sink_ids = []
+        for index, text in enumerate(rule.sink_ids):
+            sink_id = parse_uuid(text)
+            if sink_id is None or not await sink_store.sink_exists(conn, tenant_id, sink_id):
+                raise InvalidArgument.field(f"rule.sink_ids[{index}]", "no such sink")
+            sink_ids.append(sink_id)
+        return condition, severity, sink_ids
+
+    async def CreateAlertRule(
+        self, request: pb.CreateAlertRuleRequest, context: Context
+    ) -> pb.CreateAlertRuleResponse:
+        principal = current_principal()
+        tenant_id = principal.tenant_id
+        rule = request.rule
         async with self._db.connection(tenant_id) as conn:
-            for index, text in enumerate(rule.sink_ids):
-                sink_id = parse_uuid(text)
-                exists = sink_id is not None and await sink_store.sink_exists(
-                    conn, tenant_id, sink_id
-                )
-                if not exists or sink_id is None:
-                    raise InvalidArgument.field(f"rule.sink_ids[{index}]", "no such sink")
-                sink_ids.append(sink_id)
+            condition, severity, sink_ids = await self._validated(rule, conn, tenant_id)
             if await store.count_rules(conn, tenant_id) >= MAX_RULES_PER_TENANT:
                 raise FailedPrecondition(
                     f"the tenant has {MAX_RULES_PER_TENANT} alert rules, the most it may have",
@@ -166,6 +183,54 @@ class AlertingRpcs:
             await store.insert_rule(conn, stored)
         self._evaluator.rules_changed()
         return pb.CreateAlertRuleResponse(rule=_rule_message(stored), event_id=event_id)
+
+    async def UpdateAlertRule(
+        self, request: pb.UpdateAlertRuleRequest, context: Context
+    ) -> pb.UpdateAlertRuleResponse:
+        principal = current_principal()
+        tenant_id = principal.tenant_id
+        rule = request.rule
+        rule_id = parse_uuid(rule.id)
+        if rule_id is None:
+            raise InvalidArgument.field("rule.id", "must be an alert rule id (a UUID)")
+        async with self._db.connection(tenant_id) as conn:
+            before = await store.read_rule(conn, tenant_id, rule_id)
+            if before is None:
+                raise NotFound(f"no alert rule {rule_id}")
+            condition, severity, sink_ids = await self._validated(rule, conn, tenant_id)
+        after = replace(
+            before,
+            name=rule.name,
+            condition=condition,
+            severity=severity,
+            sink_ids=sink_ids,
+            disabled=rule.disabled,
+        )
+        if after == before:
+            return pb.UpdateAlertRuleResponse(rule=_rule_message(before))
+        old, new = _definition(before), _definition(after)
+        event_id = await record_access(
+            self._appender,
+            principal,
+            now=self._clock(),
+            action="alert_rule.updated",
+            category=event_pb2.CATEGORY_CONFIGURATION,
+            resource_type="alert_rule",
+            resource_id=rule_id,
+            description=f"Alert rule {after.name!r} changed",
+            changes=[
+                ChangeDraft(name, old[name], new[name]) for name in old if old[name] != new[name]
+            ],
+        )
+        # What a new-IP rule learned was learned under its old condition.
+        forget = before.condition["kind"] == "new_ip" and before.condition != after.condition
+        async with self._db.connection(tenant_id) as conn:
+            updated = await store.update_rule(conn, after, forget_addresses=forget)
+            current = await store.read_rule(conn, tenant_id, rule_id)
+        if not updated or current is None:
+            raise NotFound(f"no alert rule {rule_id}")
+        self._evaluator.rules_changed()
+        return pb.UpdateAlertRuleResponse(rule=_rule_message(current), event_id=event_id)
 
     async def ListAlertRules(
         self, request: pb.ListAlertRulesRequest, context: Context

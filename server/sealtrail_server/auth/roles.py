@@ -45,6 +45,7 @@ METHOD_ROLES: Final[dict[str, frozenset[Role]]] = {
     "CreateAlertRule": _ADMIN,
     "ListAlertRules": _ADMIN,
     "DeleteAlertRule": _ADMIN,
+    "UpdateAlertRule": _ADMIN,
 }
 
 

@@ -85,6 +85,31 @@ async def read_rule(conn: Connection, tenant_id: str, rule_id: str) -> StoredRul
     return None if row is None else StoredRule(*row)
 
 
+async def update_rule(conn: Connection, rule: StoredRule, *, forget_addresses: bool) -> bool:
+    """Replaces the rule's definition (name, condition, severity, sinks,
+    disabled); with `forget_addresses`, the addresses it learned go too.
+    False if there is no such rule any more."""
+    cursor = await conn.execute(
+        "UPDATE alert_rules SET name = %s, condition = %s, severity = %s, sink_ids = %s,"
+        " disabled = %s WHERE tenant_id = %s AND id = %s",
+        [
+            rule.name,
+            json.dumps(rule.condition),
+            rule.severity,
+            json.dumps(rule.sink_ids),
+            rule.disabled,
+            rule.tenant_id,
+            rule.id,
+        ],
+    )
+    if forget_addresses:
+        await conn.execute(
+            "DELETE FROM alert_known_ips WHERE tenant_id = %s AND rule_id = %s",
+            [rule.tenant_id, rule.id],
+        )
+    return cursor.rowcount == 1
+
+
 async def delete_rule(conn: Connection, tenant_id: str, rule_id: str) -> StoredRule | None:
     cursor = await conn.execute(
         f"DELETE FROM alert_rules WHERE tenant_id = %s AND id = %s RETURNING {_COLUMNS}",

@@ -368,6 +368,15 @@ class AsyncAuditClient:
         request = alerting_pb2.ListAlertRulesRequest()
         return list((await self._call(self._stub.ListAlertRules, request)).rules)
 
+    async def update_alert_rule(
+        self, rule: alerting_pb2.AlertRule
+    ) -> alerting_pb2.UpdateAlertRuleResponse:
+        """Admin: change an alert rule in place, by its id (name, condition,
+        severity, sinks, disabled). Recorded as `alert_rule.updated`; a changed
+        condition counts afresh. Retried: a repeat changes nothing more."""
+        request = alerting_pb2.UpdateAlertRuleRequest(rule=rule)
+        return await self._call(self._stub.UpdateAlertRule, request)
+
     async def delete_alert_rule(self, rule_id: str) -> alerting_pb2.DeleteAlertRuleResponse:
         """Admin: delete an alert rule. Recorded as `alert_rule.deleted`."""
         request = alerting_pb2.DeleteAlertRuleRequest(id=rule_id)

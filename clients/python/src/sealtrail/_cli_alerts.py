@@ -29,7 +29,7 @@ def _describe(rule: alerting_pb2.AlertRule) -> str:
 @click.group(invoke_without_command=True)
 @click.pass_context
 def alerts(ctx: click.Context) -> None:
-    """Admin: list (no subcommand), create and delete the tenant's alert rules."""
+    """Admin: list (no subcommand), create, disable, enable and delete the tenant's alert rules."""
     if ctx.invoked_subcommand is not None:
         return
     with _client(ctx) as client:
@@ -131,3 +131,29 @@ def delete(ctx: click.Context, rule_id: str) -> None:
     with _client(ctx) as client:
         client.delete_alert_rule(rule_id)
     click.echo(f"{rule_id} deleted")
+
+
+def _set_disabled(ctx: click.Context, rule_id: str, disabled: bool) -> None:
+    with _client(ctx) as client:
+        rule = next((r for r in client.list_alert_rules() if r.id == rule_id), None)
+        if rule is None:
+            raise click.ClickException(f"no alert rule {rule_id}")
+        rule.disabled = disabled
+        client.update_alert_rule(rule)
+    click.echo(f"{rule_id} {'disabled' if disabled else 'enabled'}")
+
+
+@alerts.command("disable")
+@click.argument("rule_id")
+@click.pass_context
+def disable(ctx: click.Context, rule_id: str) -> None:
+    """Stop an alert rule from firing, keeping it (and what it learned)."""
+    _set_disabled(ctx, rule_id, True)
+
+
+@alerts.command("enable")
+@click.argument("rule_id")
+@click.pass_context
+def enable(ctx: click.Context, rule_id: str) -> None:
+    """Let a disabled alert rule fire again, from the next event."""
+    _set_disabled(ctx, rule_id, False)

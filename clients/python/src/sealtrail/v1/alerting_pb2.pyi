@@ -409,3 +409,60 @@ class DeleteAlertRuleResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteAlertRuleResponse: _TypeAlias = DeleteAlertRuleResponse  # noqa: Y015
+
+@_typing.final
+class UpdateAlertRuleRequest(_message.Message):
+    """Request of UpdateAlertRule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rule(self) -> Global___AlertRule:
+        """The rule's new definition, by its id: name, condition, severity, sink_ids
+        and disabled replace the current ones (other output-only fields are
+        ignored).
+        """
+
+    def __init__(
+        self,
+        *,
+        rule: Global___AlertRule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateAlertRuleRequest: _TypeAlias = UpdateAlertRuleRequest  # noqa: Y015
+
+@_typing.final
+class UpdateAlertRuleResponse(_message.Message):
+    """Response of UpdateAlertRule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """The id of the `alert_rule.updated` event that recorded the change; empty
+    when the request changed nothing.
+    """
+    @_builtins.property
+    def rule(self) -> Global___AlertRule:
+        """The rule as it is now."""
+
+    def __init__(
+        self,
+        *,
+        rule: Global___AlertRule | None = ...,
+        event_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateAlertRuleResponse: _TypeAlias = UpdateAlertRuleResponse  # noqa: Y015

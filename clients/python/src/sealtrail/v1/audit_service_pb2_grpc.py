@@ -198,6 +198,11 @@ class AuditLogServiceStub:
                 request_serializer=sealtrail_dot_v1_dot_alerting__pb2.DeleteAlertRuleRequest.SerializeToString,
                 response_deserializer=sealtrail_dot_v1_dot_alerting__pb2.DeleteAlertRuleResponse.FromString,
                 _registered_method=True)
+        self.UpdateAlertRule = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/UpdateAlertRule',
+                request_serializer=sealtrail_dot_v1_dot_alerting__pb2.UpdateAlertRuleRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_alerting__pb2.UpdateAlertRuleResponse.FromString,
+                _registered_method=True)
 
 
 class AuditLogServiceServicer:
@@ -445,6 +450,17 @@ class AuditLogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateAlertRule(self, request, context):
+        """Admin only: changes an alert rule in place (its name, condition,
+        severity, sinks, or disabled), keeping its id and its count of alerts;
+        recorded as `alert_rule.updated`. A changed condition counts afresh from
+        the next event (a threshold's window restarts; a new-IP rule whose
+        condition changes forgets the addresses it learned).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditLogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -602,6 +618,11 @@ def add_AuditLogServiceServicer_to_server(servicer, server):
                     servicer.DeleteAlertRule,
                     request_deserializer=sealtrail_dot_v1_dot_alerting__pb2.DeleteAlertRuleRequest.FromString,
                     response_serializer=sealtrail_dot_v1_dot_alerting__pb2.DeleteAlertRuleResponse.SerializeToString,
+            ),
+            'UpdateAlertRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAlertRule,
+                    request_deserializer=sealtrail_dot_v1_dot_alerting__pb2.UpdateAlertRuleRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_alerting__pb2.UpdateAlertRuleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1444,6 +1465,33 @@ class AuditLogService:
             '/sealtrail.v1.AuditLogService/DeleteAlertRule',
             sealtrail_dot_v1_dot_alerting__pb2.DeleteAlertRuleRequest.SerializeToString,
             sealtrail_dot_v1_dot_alerting__pb2.DeleteAlertRuleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAlertRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/UpdateAlertRule',
+            sealtrail_dot_v1_dot_alerting__pb2.UpdateAlertRuleRequest.SerializeToString,
+            sealtrail_dot_v1_dot_alerting__pb2.UpdateAlertRuleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -143,6 +143,13 @@ class AuditLogServiceStub:
     """Admin only: the tenant's alert rules, with how often each fired."""
     DeleteAlertRule: _grpc.UnaryUnaryMultiCallable[_alerting_pb2.DeleteAlertRuleRequest, _alerting_pb2.DeleteAlertRuleResponse]
     """Admin only: deletes an alert rule; recorded as `alert_rule.deleted`."""
+    UpdateAlertRule: _grpc.UnaryUnaryMultiCallable[_alerting_pb2.UpdateAlertRuleRequest, _alerting_pb2.UpdateAlertRuleResponse]
+    """Admin only: changes an alert rule in place (its name, condition,
+    severity, sinks, or disabled), keeping its id and its count of alerts;
+    recorded as `alert_rule.updated`. A changed condition counts afresh from
+    the next event (a threshold's window restarts; a new-IP rule whose
+    condition changes forgets the addresses it learned).
+    """
 
 @_typing.type_check_only
 class AuditLogServiceAsyncStub(AuditLogServiceStub):
@@ -253,6 +260,13 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     """Admin only: the tenant's alert rules, with how often each fired."""
     DeleteAlertRule: _aio.UnaryUnaryMultiCallable[_alerting_pb2.DeleteAlertRuleRequest, _alerting_pb2.DeleteAlertRuleResponse]  # type: ignore[assignment]
     """Admin only: deletes an alert rule; recorded as `alert_rule.deleted`."""
+    UpdateAlertRule: _aio.UnaryUnaryMultiCallable[_alerting_pb2.UpdateAlertRuleRequest, _alerting_pb2.UpdateAlertRuleResponse]  # type: ignore[assignment]
+    """Admin only: changes an alert rule in place (its name, condition,
+    severity, sinks, or disabled), keeping its id and its count of alerts;
+    recorded as `alert_rule.updated`. A changed condition counts afresh from
+    the next event (a threshold's window restarts; a new-IP rule whose
+    condition changes forgets the addresses it learned).
+    """
 
 class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
     """Records, queries, tails and exports a tenant's append-only, tamper-evident
@@ -546,5 +560,18 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_alerting_pb2.DeleteAlertRuleResponse, _abc.Awaitable[_alerting_pb2.DeleteAlertRuleResponse]]:
         """Admin only: deletes an alert rule; recorded as `alert_rule.deleted`."""
+
+    @_abc_1.abstractmethod
+    def UpdateAlertRule(
+        self,
+        request: _alerting_pb2.UpdateAlertRuleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_alerting_pb2.UpdateAlertRuleResponse, _abc.Awaitable[_alerting_pb2.UpdateAlertRuleResponse]]:
+        """Admin only: changes an alert rule in place (its name, condition,
+        severity, sinks, or disabled), keeping its id and its count of alerts;
+        recorded as `alert_rule.updated`. A changed condition counts afresh from
+        the next event (a threshold's window restarts; a new-IP rule whose
+        condition changes forgets the addresses it learned).
+        """
 
 def add_AuditLogServiceServicer_to_server(servicer: AuditLogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
