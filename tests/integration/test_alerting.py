@@ -322,38 +322,38 @@ def test_a_bad_rule_is_refused_naming_the_field(
 # --- UpdateAlertRule ------------------------------------------------------------------
 
 
-def test_an_updated_threshold_counts_afresh_keeping_its_id_and_count(
+def test_an_updated_threshold_judges_the_events_already_in_its_window(
     client: AuditClient, rules: Any, marked: None
 ) -> None:
+    """A changed condition is a rule taken up afresh, as after a restart or a
+    lease moving to another process: its window is rebuilt from the log, so
+    the events before the change still count, under the new condition."""
     keys = build_filter(actions="api_key.create")
-    rule = rules(build_alert_rule("keys", "threshold", filter=keys, count=3, window_seconds=60))
+    rule = rules(build_alert_rule("keys", "threshold", filter=keys, count=4, window_seconds=60))
 
-    def create_key(second: int) -> None:
-        client.record(
-            action="api_key.create", actor_id="u", occurred_at=TUESDAY + timedelta(seconds=second)
-        )
+    def create_key(second: int) -> event_pb2.Event:
+        at = TUESDAY + timedelta(seconds=second)
+        return client.record(action="api_key.create", actor_id="u", occurred_at=at).event
 
-    for second in range(2):  # two of three
+    create_key(-120)  # long before: outside any window of the others
+    for second in range(2):  # two of four
         create_key(second)
     settle(client)
-    rule.threshold.count = 2
+    rule.threshold.count = 3
     rule.severity = event_pb2.SEVERITY_ERROR
     answer = client.update_alert_rule(rule)
-    assert (answer.rule.id, answer.rule.threshold.count) == (rule.id, 2)
+    assert (answer.rule.id, answer.rule.threshold.count) == (rule.id, 3)
     [updated] = client.query(build_filter(actions="alert_rule.updated"))
     assert updated.id == answer.event_id and updated.resource.id == rule.id
     assert {change.field for change in updated.changes} == {"condition", "severity"}
-    create_key(2)  # the window restarted: one of two, not three of two
-    settle(client)
-    assert fired_by(client, rule.id) == []
-    create_key(3)
+    third = create_key(2)  # three of three within 60 s, two of them from before the change
     settle(client)
     [fired] = fired_by(client, rule.id)
-    assert fired["count"] == 2
+    assert (fired["count"], fired["trigger_event_id"]) == (3, third.id)
     [alert] = [event for event in alerts(client) if event.resource.id == rule.id]
     assert alert.severity == event_pb2.SEVERITY_ERROR  # the rule as it is now
     [listed] = [r for r in client.list_alert_rules() if r.id == rule.id]
-    assert listed.fired == 1 and listed.threshold.count == 2
+    assert listed.fired == 1 and listed.threshold.count == 3
 
 
 def test_a_disabled_rule_is_silent_until_enabled_and_a_repeat_changes_nothing(

@@ -9,8 +9,11 @@ re-evaluation after a crash (the cursor not yet moved) finds that event
 instead of recording a second one. The alert then goes to the rule's sinks
 (a one-event replay that bypasses each sink's filter).
 
-Threshold windows live in memory: after a restart or a lease moving, a
-threshold counts from the events it sees from then on."""
+Threshold windows live in memory, but their state is the log's: whenever a
+process takes a threshold rule up (at its start, when a lease moves to it,
+when the rule's condition changes or it is enabled again) it first replays
+the rule's matching events already evaluated, newest first, back to a window
+before the newest of them. A spike that straddles a restart still fires."""
 
 from __future__ import annotations
 
@@ -35,19 +38,21 @@ from ..domain.alerts import (
     validate_condition,
 )
 from ..domain.errors import SealtrailError
-from ..domain.event import SEVERITIES, EventDraft, validate_event
+from ..domain.event import MAX_FUTURE_SKEW_SECONDS, SEVERITIES, EventDraft, validate_event
 from ..domain.filters import EventFilter, RecordMatcher
 from ..leased_work import LeasedWork, new_owner
 from ..store import alerts as store
 from ..store.appender import Appender
 from ..store.database import Database
-from ..store.events import StoredEvent, stream_events
+from ..store.events import StoredEvent, query_events, stream_events
 from ..store.sinks import read_sink_filter
 from ..store.tree import tree_size
 
 log = logging.getLogger(__name__)
 
 _BATCH: Final = 1000  # events read per step
+_PRIME_PAGE: Final = 1000  # events read per query when a threshold's window is rebuilt
+_PRIME_EVENTS: Final = 100_000  # and at most this many in all
 _SEVERITY_NUMBERS: Final = {name: number for number, name in SEVERITIES.items()}
 ACTOR_ID: Final = "sealtrail-server:alerts"
 
@@ -58,6 +63,7 @@ class _Rule:
     condition: Condition
     matcher: RecordMatcher
     window: ThresholdWindow | None
+    primed: bool = False  # its window holds the events evaluated before it was taken up
 
 
 def _now() -> datetime:
@@ -148,6 +154,9 @@ class Evaluator:
         if cursor is None:
             return None
         rules = self._refresh(tenant_id, stored_rules)
+        for rule in rules:
+            if rule.window is not None and not rule.primed:
+                await self._prime(tenant_id, rule, cursor)
         async with self._db.connection(tenant_id) as conn:
             head = await tree_size(conn, tenant_id)
         if cursor >= head:
@@ -181,7 +190,7 @@ class Evaluator:
         for row in stored:
             rule = known.get(row.id)
             if rule is not None and rule.stored.condition != row.condition:
-                rule = None  # changed (UpdateAlertRule): it counts afresh
+                rule = None  # changed (UpdateAlertRule): taken up afresh, and primed
             if rule is not None:
                 rule.stored = row  # its name, severity and sinks as they are now
             else:
@@ -199,6 +208,37 @@ class Evaluator:
             current[row.id] = rule
         self._rules[tenant_id] = current
         return list(current.values())
+
+    async def _prime(self, tenant_id: str, rule: _Rule, cursor: int) -> None:
+        """Replay into a threshold's window the matching events up to `cursor`
+        (since the rule's start), newest first, back to a window (and the
+        allowed clock skew) before the newest of them: at most _PRIME_EVENTS."""
+        assert rule.window is not None
+        condition = rule.condition
+        reach = timedelta(seconds=condition.window_seconds + MAX_FUTURE_SKEW_SECONDS)
+        replayed: list[tuple[str, datetime]] = []
+        newest: datetime | None = None
+        before, done = cursor + 1, False
+        while not done and len(replayed) < _PRIME_EVENTS:
+            page = await query_events(
+                self._db, tenant_id=tenant_id, event_filter=condition.filter, order="newest",
+                after_seq=before, limit=_PRIME_PAGE,
+            )  # fmt: skip
+            done = len(page) < _PRIME_PAGE
+            for event in page:
+                before = event.seq
+                record = json.loads(event.record)
+                occurred = datetime.fromisoformat(record["occurred_at"])
+                newest = occurred if newest is None else max(newest, occurred)
+                if event.seq <= rule.stored.start_seq or occurred < newest - reach:
+                    done = True
+                    break
+                key = group_key(condition, record)
+                if record["action"] != ALERT_ACTION and key is not None:
+                    replayed.append((key, occurred))
+        for key, occurred in reversed(replayed):  # in seq order, as they were evaluated
+            rule.window.observe(key, occurred)
+        rule.primed = True
 
     async def _check(
         self, tenant_id: str, rule: _Rule, event: StoredEvent, record: dict[str, Any]

@@ -373,7 +373,7 @@ class AsyncAuditClient:
     ) -> alerting_pb2.UpdateAlertRuleResponse:
         """Admin: change an alert rule in place, by its id (name, condition,
         severity, sinks, disabled). Recorded as `alert_rule.updated`; a changed
-        condition counts afresh. Retried: a repeat changes nothing more."""
+        condition applies from the next event. Retried: a repeat changes nothing."""
         request = alerting_pb2.UpdateAlertRuleRequest(rule=rule)
         return await self._call(self._stub.UpdateAlertRule, request)
 

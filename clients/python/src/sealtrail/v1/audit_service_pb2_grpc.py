@@ -453,9 +453,9 @@ class AuditLogServiceServicer:
     def UpdateAlertRule(self, request, context):
         """Admin only: changes an alert rule in place (its name, condition,
         severity, sinks, or disabled), keeping its id and its count of alerts;
-        recorded as `alert_rule.updated`. A changed condition counts afresh from
-        the next event (a threshold's window restarts; a new-IP rule whose
-        condition changes forgets the addresses it learned).
+        recorded as `alert_rule.updated`. A changed condition applies from the
+        next event: a threshold judges it with the events already in its window,
+        and a new-IP rule forgets the addresses it learned.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -146,9 +146,9 @@ class AuditLogServiceStub:
     UpdateAlertRule: _grpc.UnaryUnaryMultiCallable[_alerting_pb2.UpdateAlertRuleRequest, _alerting_pb2.UpdateAlertRuleResponse]
     """Admin only: changes an alert rule in place (its name, condition,
     severity, sinks, or disabled), keeping its id and its count of alerts;
-    recorded as `alert_rule.updated`. A changed condition counts afresh from
-    the next event (a threshold's window restarts; a new-IP rule whose
-    condition changes forgets the addresses it learned).
+    recorded as `alert_rule.updated`. A changed condition applies from the
+    next event: a threshold judges it with the events already in its window,
+    and a new-IP rule forgets the addresses it learned.
     """
 
 @_typing.type_check_only
@@ -263,9 +263,9 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     UpdateAlertRule: _aio.UnaryUnaryMultiCallable[_alerting_pb2.UpdateAlertRuleRequest, _alerting_pb2.UpdateAlertRuleResponse]  # type: ignore[assignment]
     """Admin only: changes an alert rule in place (its name, condition,
     severity, sinks, or disabled), keeping its id and its count of alerts;
-    recorded as `alert_rule.updated`. A changed condition counts afresh from
-    the next event (a threshold's window restarts; a new-IP rule whose
-    condition changes forgets the addresses it learned).
+    recorded as `alert_rule.updated`. A changed condition applies from the
+    next event: a threshold judges it with the events already in its window,
+    and a new-IP rule forgets the addresses it learned.
     """
 
 class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -569,9 +569,9 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_alerting_pb2.UpdateAlertRuleResponse, _abc.Awaitable[_alerting_pb2.UpdateAlertRuleResponse]]:
         """Admin only: changes an alert rule in place (its name, condition,
         severity, sinks, or disabled), keeping its id and its count of alerts;
-        recorded as `alert_rule.updated`. A changed condition counts afresh from
-        the next event (a threshold's window restarts; a new-IP rule whose
-        condition changes forgets the addresses it learned).
+        recorded as `alert_rule.updated`. A changed condition applies from the
+        next event: a threshold judges it with the events already in its window,
+        and a new-IP rule forgets the addresses it learned.
         """
 
 def add_AuditLogServiceServicer_to_server(servicer: AuditLogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
