@@ -241,7 +241,8 @@ def _from_one_export(source: _Source, out: Path, workers: int) -> _Written | Non
                 records.unlink()
                 return None
             leaves[32 * (seq - 1) : 32 * seq] = leaf
-    tree = LeafTree(leaves)
+    tree = LeafTree(bytes(leaves))  # its own copy: 64 bytes a leaf once `leaves` goes
+    del leaves
     if tree.root() != signed.root_hash:
         records.unlink()
         return None
