@@ -173,7 +173,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         nargs="+",
         choices=PHASES,
         default=[],
-        help="run every figure but these (e.g. bundlehash bundle: no bundle to write part)",
+        help="run every figure but these (e.g. bundlehash bundle: no bundle to write)",
     )
     parser.add_argument(
         "--integrity-events",

@@ -24,6 +24,7 @@ from sealtrail import (
     build_sink,
 )
 from sealtrail.v1 import alerting_pb2, event_pb2
+from tests.conftest import ServerThread, database_of_its_own
 from tests.http_endpoint import endpoint
 
 ALERTS = build_filter(actions="security.alert")
@@ -356,6 +357,55 @@ def test_an_updated_threshold_judges_the_events_already_in_its_window(
     assert listed.fired == 1 and listed.threshold.count == 3
 
 
+def test_a_rebuilt_window_fires_where_no_alert_was_and_stays_quiet_where_one_was(
+    client: AuditClient, rules: Any, marked: None
+) -> None:
+    keys = build_filter(actions="api_key.create")
+    lowered = rules(
+        build_alert_rule("lowered", "threshold", filter=keys, count=4, window_seconds=60)
+    )
+    fired_once = rules(
+        build_alert_rule("once", "threshold", filter=keys, count=2, window_seconds=60)
+    )
+
+    def create_key(second: int) -> event_pb2.Event:
+        at = TUESDAY + timedelta(seconds=second)
+        return client.record(action="api_key.create", actor_id="u", occurred_at=at).event
+
+    create_key(0)
+    second = create_key(1)  # `once` fires here
+    settle(client)
+    assert [d["trigger_event_id"] for d in fired_by(client, fired_once.id)] == [second.id]
+    # Both are taken up afresh. The replay reaches `lowered`'s new count where it
+    # never fired: the next event fires. It reaches `once`'s where it did fire:
+    # the group stays quiet for the window, as it was.
+    lowered.threshold.count = 2
+    fired_once.threshold.window_seconds = 61
+    for rule in (lowered, fired_once):
+        client.update_alert_rule(rule)
+    third = create_key(2)
+    settle(client)
+    assert [d["trigger_event_id"] for d in fired_by(client, lowered.id)] == [third.id]
+    assert [d["trigger_event_id"] for d in fired_by(client, fired_once.id)] == [second.id]
+
+
+def test_a_rule_enabled_again_ignores_what_was_recorded_while_it_was_off(
+    client: AuditClient, rules: Any
+) -> None:
+    keys = build_filter(actions="api_key.create")
+    rule = rules(build_alert_rule("keys", "match", filter=keys))
+    rule.disabled = True
+    client.update_alert_rule(rule)  # the tenant's only rule: nobody evaluates it now
+    for n in range(3):
+        client.record(action="api_key.create", actor_id=f"while-off-{n}")
+    rule.disabled = False
+    client.update_alert_rule(rule)
+    after = client.record(action="api_key.create", actor_id="after")
+    rules(build_alert_rule("marker", "match", filter=build_filter(actions="test.marker")))
+    settle(client)
+    assert [d["trigger_event_id"] for d in fired_by(client, rule.id)] == [after.event.id]
+
+
 def test_a_disabled_rule_is_silent_until_enabled_and_a_repeat_changes_nothing(
     client: AuditClient, rules: Any, marked: None
 ) -> None:
@@ -422,3 +472,53 @@ def test_a_bad_update_is_refused_naming_the_field(client: AuditClient, rules: An
     with pytest.raises(InvalidArgumentError) as refused:
         client.update_alert_rule(rule)
     assert refused.value.field_violations[0][0].startswith("rule.threshold")
+
+
+def test_a_spike_that_straddles_a_restart_still_fires(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """On a database of its own, so that no other test's server takes the
+    tenant over: one server evaluates two of three, stops; the next one fires."""
+    keys = build_filter(actions="api_key.create")
+
+    def create_key(client: AuditClient, second: int) -> event_pb2.Event:
+        at = TUESDAY + timedelta(seconds=second)
+        return client.record(action="api_key.create", actor_id="u", occurred_at=at).event
+
+    with database_of_its_own(migrated_database_url, "restart") as url:
+        first = ServerThread(url)
+        try:
+            with AuditClient(first.target, token=first.token(tenant)) as client:
+                rule = client.create_alert_rule(
+                    build_alert_rule("keys", "threshold", filter=keys, count=3, window_seconds=60)
+                ).rule
+                for second in range(2):
+                    create_key(client, second)
+                _wait_until_evaluated(url, tenant)
+        finally:
+            first.close()
+        second_server = ServerThread(url)
+        try:
+            with AuditClient(second_server.target, token=second_server.token(tenant)) as client:
+                third = create_key(client, 2)
+                [alert] = wait_for_alerts(client, 1)
+                details = json.loads(json_details(alert))
+                assert (alert.resource.id, details["count"]) == (rule.id, 3)
+                assert details["trigger_event_id"] == third.id
+        finally:
+            second_server.close()
+
+
+def _wait_until_evaluated(url: str, tenant: str) -> None:
+    deadline = time.monotonic() + 20
+    with psycopg.connect(url, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT c.cursor_seq >= h.tree_size FROM alert_cursors AS c"
+                " JOIN chain_heads AS h USING (tenant_id) WHERE tenant_id = %s",
+                [tenant],
+            ).fetchone()
+            if row is not None and row[0]:
+                return
+            assert time.monotonic() < deadline, "the evaluator did not catch up"
+            time.sleep(0.05)

@@ -604,37 +604,91 @@ def test_secrets_are_sealed_at_rest_and_still_sign_and_authorize(
     assert client.get_sink(splunk.id).splunk_hec.token_hint == "1234"
 
 
-def test_a_sealed_secret_copied_to_another_sink_does_not_open_there(
+def _copy_from_another_sink(
+    sql: psycopg.Connection[Any], target: str, other: str, receiver: Endpoint
+) -> None:
+    sql.execute(
+        "UPDATE sinks SET destination = %s WHERE id = %s",
+        [json.dumps(_stored_destination(sql, other)), target],
+    )
+
+
+def _send_elsewhere(
+    sql: psycopg.Connection[Any], target: str, other: str, receiver: Endpoint
+) -> None:
+    moved = {**_stored_destination(sql, target), "url": receiver.url + "/elsewhere"}
+    sql.execute("UPDATE sinks SET destination = %s WHERE id = %s", [json.dumps(moved), target])
+
+
+def _plant_in_the_clear(
+    sql: psycopg.Connection[Any], target: str, other: str, receiver: Endpoint
+) -> None:
+    planted = {**_stored_destination(sql, target), "secrets": [new_secret()]}
+    sql.execute("UPDATE sinks SET destination = %s WHERE id = %s", [json.dumps(planted), target])
+
+
+@pytest.mark.parametrize(
+    ("tampering", "reason"),
+    [
+        (_copy_from_another_sink, "belongs elsewhere"),
+        (_send_elsewhere, "belongs elsewhere"),
+        (_plant_in_the_clear, "in the clear"),
+    ],
+    ids=["copied", "url-changed", "planted"],
+)
+def test_a_secret_tampered_with_in_the_database_is_not_used(
     client: AuditClient,
     sinks: Callable[..., forwarding_pb2.Sink],
     receiver: Endpoint,
     sql: psycopg.Connection[Any],
+    tampering: Callable[[psycopg.Connection[Any], str, str, Endpoint], None],
+    reason: str,
 ) -> None:
-    def webhook(name: str, secret: str, paused: bool) -> forwarding_pb2.Sink:
+    def webhook(name: str, paused: bool) -> forwarding_pb2.Sink:
         sink = build_sink(
-            name, "webhook", url=receiver.url, secrets=[secret], paused=paused, filter=SHARED
+            name, "webhook", url=receiver.url, secrets=[new_secret()], paused=paused, filter=SHARED
         )
         return sinks(sink)
 
-    source = webhook("source", new_secret(), paused=True)
-    target = webhook("target", new_secret(), paused=False)
-    # Someone with the database swaps a sealed secret from another sink in.
-    sql.execute(
-        "UPDATE sinks SET destination = %s WHERE id = %s",
-        [json.dumps(_stored_destination(sql, source.id)), target.id],
-    )
+    other = webhook("other", paused=True)
+    target = webhook("target", paused=False)
+    tampering(sql, target.id, other.id, receiver)
     record(client, 2)
     failing = wait_for_state(client, target.id, lambda s: s.state.last_error != "").state
-    assert failing.last_error.startswith("secrets: ") and "belongs elsewhere" in failing.last_error
-    assert failing.lag_events > 0 and receiver.received == []  # nothing sent with it
-    # The admin sets the secret again: it is sealed for this sink, and delivery resumes.
+    assert failing.last_error.startswith("secrets: ") and reason in failing.last_error
+    assert failing.lag_events > 0 and receiver.received == []  # nothing sent, anywhere
+    # Kept as it is, the secret would be stored empty: the admin must give it again.
+    keep = build_sink("target", "webhook", url=receiver.url, sink_id=target.id, filter=SHARED)
+    with pytest.raises(RpcFailedError) as refused:
+        client.update_sink(keep)
+    assert refused.value.reason == "SINK_SECRETS_UNOPENABLE"
     fresh = new_secret()
     replaced = build_sink(
         "target", "webhook", url=receiver.url, secrets=[fresh], sink_id=target.id, filter=SHARED
     )
-    client.update_sink(replaced)
+    client.update_sink(replaced)  # sealed for this sink and URL: delivery resumes
     received = receiver.wait_for(lambda r: len(delivered_seqs(r)) >= 2)
     assert all(verify_signature(request, fresh) for request in received)
+    assert {request.path for request in received} == {"/"}
+
+
+def test_an_optional_secret_that_cannot_be_opened_is_not_dropped_by_an_update(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], sql: psycopg.Connection[Any]
+) -> None:
+    sink = sinks(
+        build_sink("es", "elasticsearch", url="http://127.0.0.1:9", index="audit",
+                   api_key="es-key-123456", paused=True)
+    )  # fmt: skip
+    moved = {**_stored_destination(sql, sink.id), "url": "http://127.0.0.1:10"}
+    sql.execute("UPDATE sinks SET destination = %s WHERE id = %s", [json.dumps(moved), sink.id])
+    rename = build_sink(
+        "es renamed", "elasticsearch", url="http://127.0.0.1:10", index="audit",
+        sink_id=sink.id, paused=True,
+    )  # fmt: skip
+    with pytest.raises(RpcFailedError) as refused:
+        client.update_sink(rename)
+    assert refused.value.reason == "SINK_SECRETS_UNOPENABLE"
+    assert "api_key" in str(refused.value)
 
 
 def test_a_start_seals_secrets_stored_in_the_clear(

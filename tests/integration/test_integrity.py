@@ -158,19 +158,37 @@ def test_bundles_verify_offline(logged: AuditClient, tmp_path: Path) -> None:
     assert verify_bundle(tmp_path / "part").trusted_own_keys
 
 
+class _CountingProofs:
+    """A client that counts the GetInclusionProof calls made through it."""
+
+    def __init__(self, client: AuditClient) -> None:
+        self._client = client
+        self.proofs_asked = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def get_inclusion_proof(self, **request: Any) -> Any:
+        self.proofs_asked += 1
+        return self._client.get_inclusion_proof(**request)
+
+
 def test_a_complete_bundle_from_one_export_is_the_one_proven_record_by_record(
     logged: AuditClient,
     client_for: Callable[..., AuditClient],
     tenant: str,
     tmp_path: Path,
 ) -> None:
-    exported = write_bundle(logged, tmp_path / "exported")
+    admin = _CountingProofs(logged)
+    exported = write_bundle(admin, tmp_path / "exported")
     last = json.loads((tmp_path / "exported" / "records.ndjson").read_bytes().splitlines()[-1])
-    assert last["action"] == "audit_log.exported"  # read by one Export, proofs computed here
+    assert last["action"] == "audit_log.exported"  # read by one Export,
+    assert admin.proofs_asked == 0  # and every proof computed here
     # A reader may not export: its bundle is proven record by record by the
     # server, at the same size, and holds the same bytes.
-    reader = client_for(tenant, Role.READER)
+    reader = _CountingProofs(client_for(tenant, Role.READER))
     proven = write_bundle(reader, tmp_path / "proven")
+    assert reader.proofs_asked == proven.count
     assert (proven.tree_size, proven.count) == (exported.tree_size, exported.count)
     for name in ("records.ndjson", "proofs.ndjson", "checkpoint.txt"):
         assert (tmp_path / "exported" / name).read_bytes() == (

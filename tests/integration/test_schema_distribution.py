@@ -29,7 +29,7 @@ _UNIQUE_KEYS = (
     " CROSS JOIN LATERAL unnest(x.indkey) WITH ORDINALITY AS k(attnum, n)"
     " JOIN pg_attribute AS a ON a.attrelid = t.oid AND a.attnum = k.attnum"
     " WHERE x.indisunique AND NOT t.relispartition AND t.relnamespace = 'public'::regnamespace"
-    " GROUP BY t.relname, i.relname"
+    " GROUP BY t.relname, i.relname, x.indexrelid"
 )
 _FOREIGN_KEYS = (
     # Each key's column pairs, as "referencing=referenced".
@@ -40,7 +40,7 @@ _FOREIGN_KEYS = (
     " JOIN pg_attribute AS a ON a.attrelid = f.conrelid AND a.attnum = k.col"
     " JOIN pg_attribute AS r ON r.attrelid = f.confrelid AND r.attnum = k.ref"
     " WHERE f.contype = 'f' AND NOT c.relispartition AND f.connamespace = 'public'::regnamespace"
-    " GROUP BY f.conname, f.confrelid"
+    " GROUP BY f.oid, f.conname, f.confrelid"
 )
 
 

@@ -10,12 +10,13 @@ import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 import pytest
 
 from sealtrail_server.domain.sealing import SecretBox
-from sealtrail_server.store.sinks import reseal_secrets
+from sealtrail_server.store.sinks import _place, reseal_secrets
 from tests.conftest import database_of_its_own
 
 OLD, NEW, LOST = bytes(range(32)), bytes(range(32, 64)), bytes(range(64, 96))
@@ -30,9 +31,9 @@ def own_url(migrated_database_url: str) -> Iterator[str]:
 def _add_sink(url: str, tenant: str, seal: SecretBox | None) -> tuple[str, str]:
     """A webhook sink whose secret is sealed by `seal` (None: in the clear)."""
     sink_id, secret = str(uuid.uuid4()), f"whsec_{uuid.uuid4().hex}"
-    place = f"sinks/{tenant}/{sink_id}/secrets"
-    stored = secret if seal is None else seal.seal(secret, place=place)
-    destination = {"url": "https://siem.example.com", "secrets": [stored]}
+    destination: dict[str, Any] = {"url": "https://siem.example.com"}
+    place = _place(tenant, sink_id, "webhook", destination, "secrets")
+    destination["secrets"] = [secret if seal is None else seal.seal(secret, place=place)]
     now = datetime.now(UTC)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
@@ -66,7 +67,8 @@ def test_a_rotation_seals_everything_again_under_the_new_key(own_url: str) -> No
     for tenant, (sink_id, secret) in (("t1", sealed_old), ("t2", in_clear)):
         stored = _stored_secret(own_url, sink_id)
         assert new_only.is_current(stored) and secret not in stored
-        assert new_only.open(stored, place=f"sinks/{tenant}/{sink_id}/secrets") == secret
+        place = _place(tenant, sink_id, "webhook", {"url": "https://siem.example.com"}, "secrets")
+        assert new_only.open(stored, place=place) == secret
     assert _stored_secret(own_url, lost_id) == lost_before  # left for its admin to set again
 
     # Once done, another start changes nothing.

@@ -3,6 +3,7 @@ sealed, only with a configured key, and a rotation reseals under the new key."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -34,11 +35,15 @@ def test_a_sealed_secret_copied_elsewhere_does_not_open() -> None:
 def test_a_changed_sealed_secret_does_not_open() -> None:
     box = SecretBox([NEW])
     sealed = box.seal("hec-token-1234", place=PLACE)
-    changed = sealed[:-3] + ("AAA" if not sealed.endswith("AAA") else "BBB")
-    with pytest.raises(SealError):
+    packed = bytearray(base64.urlsafe_b64decode(sealed.removeprefix(SEALED_PREFIX)))
+    packed[-1] ^= 1  # one bit of the tag
+    changed = SEALED_PREFIX + base64.urlsafe_b64encode(bytes(packed)).decode()
+    with pytest.raises(SealError, match="changed"):
         box.open(changed, place=PLACE)
     with pytest.raises(SealError, match="base64"):
         box.open(SEALED_PREFIX + "%%%", place=PLACE)
+    with pytest.raises(SealError, match="too short"):
+        box.open(SEALED_PREFIX + "AAAA", place=PLACE)
 
 
 def test_a_secret_sealed_under_a_key_not_configured_names_that_key() -> None:
@@ -56,9 +61,10 @@ def test_while_rotating_the_new_key_seals_and_the_old_still_opens() -> None:
     assert SecretBox([NEW]).open(rotating.seal("k", place=PLACE), place=PLACE) == "k"
 
 
-def test_a_secret_stored_before_sealing_began_is_itself_and_not_current() -> None:
+def test_a_secret_in_the_clear_is_refused_and_not_current() -> None:
     box = SecretBox([NEW])
-    assert box.open("whsec_plain", place=PLACE) == "whsec_plain"
+    with pytest.raises(SealError, match="in the clear"):
+        box.open("whsec_plain", place=PLACE)
     assert not box.is_current("whsec_plain")
 
 

@@ -11,9 +11,9 @@ instead of recording a second one. The alert then goes to the rule's sinks
 
 Threshold windows live in memory, but their state is the log's: whenever a
 process takes a threshold rule up (at its start, when a lease moves to it,
-when the rule's condition changes or it is enabled again) it first replays
-the rule's matching events already evaluated, newest first, back to a window
-before the newest of them. A spike that straddles a restart still fires."""
+when the rule's condition changes) it first replays the rule's matching
+events already evaluated, newest first, back to a window before the newest
+of them. A spike that straddles a restart still fires."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ from ..leased_work import LeasedWork, new_owner
 from ..store import alerts as store
 from ..store.appender import Appender
 from ..store.database import Database
-from ..store.events import StoredEvent, query_events, stream_events
+from ..store.events import StoredEvent, key_recorded, query_events, stream_events
 from ..store.sinks import read_sink_filter
 from ..store.tree import tree_size
 
@@ -84,6 +84,12 @@ def condition_of(stored: dict[str, Any], *, path: str = "rule") -> Condition:
         end_hour=stored.get("end_hour", 0),
         working_days=tuple(stored.get("working_days", ())),
     )
+
+
+def _alert_key(rule_id: str, trigger_seq: int) -> str:
+    """An alert's idempotency key: one alert per rule and trigger, however
+    often the trigger is evaluated."""
+    return f"alert:{rule_id}:{trigger_seq}"
 
 
 class Evaluator:
@@ -161,10 +167,12 @@ class Evaluator:
             head = await tree_size(conn, tenant_id)
         if cursor >= head:
             return self._poll
-        upto = min(head, cursor + _BATCH)
+        # Events no rule watches (before every rule's start) are passed over unread.
+        after = max(cursor, min(min((r.stored.start_seq for r in rules), default=head), head))
+        upto = min(head, after + _BATCH)
         events: list[StoredEvent] = []
         stream = stream_events(
-            self._db, tenant_id=tenant_id, event_filter=EventFilter(), after_seq=cursor,
+            self._db, tenant_id=tenant_id, event_filter=EventFilter(), after_seq=after,
             upto_seq=upto, fetch_rows=_BATCH,
         )  # fmt: skip
         async with contextlib.aclosing(stream):
@@ -211,12 +219,14 @@ class Evaluator:
 
     async def _prime(self, tenant_id: str, rule: _Rule, cursor: int) -> None:
         """Replay into a threshold's window the matching events up to `cursor`
-        (since the rule's start), newest first, back to a window (and the
-        allowed clock skew) before the newest of them: at most _PRIME_EVENTS."""
+        (since the rule's start), newest first, back to those received a window
+        (and the allowed clock skew) before the newest occurred: at most
+        _PRIME_EVENTS. A group the replay finds reaching the count is quiet
+        only if an alert was recorded for that event."""
         assert rule.window is not None
         condition = rule.condition
         reach = timedelta(seconds=condition.window_seconds + MAX_FUTURE_SKEW_SECONDS)
-        replayed: list[tuple[str, datetime]] = []
+        replayed: list[tuple[int, str, datetime]] = []
         newest: datetime | None = None
         before, done = cursor + 1, False
         while not done and len(replayed) < _PRIME_EVENTS:
@@ -230,14 +240,22 @@ class Evaluator:
                 record = json.loads(event.record)
                 occurred = datetime.fromisoformat(record["occurred_at"])
                 newest = occurred if newest is None else max(newest, occurred)
-                if event.seq <= rule.stored.start_seq or occurred < newest - reach:
+                # Received in seq order: nothing earlier can share a window with these.
+                if event.seq <= rule.stored.start_seq or (
+                    datetime.fromisoformat(record["received_at"]) < newest - reach
+                ):
                     done = True
                     break
                 key = group_key(condition, record)
-                if record["action"] != ALERT_ACTION and key is not None:
-                    replayed.append((key, occurred))
-        for key, occurred in reversed(replayed):  # in seq order, as they were evaluated
-            rule.window.observe(key, occurred)
+                if record["action"] == ALERT_ACTION or key is None or occurred < newest - reach:
+                    continue  # not counted, or backdated out of every window here
+                replayed.append((event.seq, key, occurred))
+        for seq, key, occurred in reversed(replayed):  # in seq order, as they were evaluated
+            fired = rule.window.observe(key, occurred) is not None
+            if fired and not await key_recorded(
+                self._db, tenant_id=tenant_id, key=_alert_key(rule.stored.id, seq)
+            ):
+                rule.window.unfire(key)
         rule.primed = True
 
     async def _check(
@@ -306,7 +324,7 @@ class Evaluator:
                 **details,
             },
             ip=record.get("context", {}).get("ip", ""),
-            idempotency_key=f"alert:{stored.id}:{event.seq}",
+            idempotency_key=_alert_key(stored.id, event.seq),
             plain=False,
         )
         now = _now()

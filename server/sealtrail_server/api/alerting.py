@@ -149,23 +149,6 @@ class AlertingRpcs:
                 )
             head = await tree_size(conn, tenant_id)
         rule_id = str(uuid.uuid4())
-        event_id = await record_access(
-            self._appender,
-            principal,
-            now=self._clock(),
-            action="alert_rule.created",
-            category=event_pb2.CATEGORY_CONFIGURATION,
-            resource_type="alert_rule",
-            resource_id=rule_id,
-            description=f"Alert rule {rule.name!r} ({condition['kind']}) created",
-            details={
-                "name": rule.name,
-                "condition": condition,
-                "severity": severity,
-                "sink_ids": sink_ids,
-                "disabled": rule.disabled,
-            },
-        )
         stored = store.StoredRule(
             tenant_id=tenant_id,
             id=rule_id,
@@ -178,6 +161,17 @@ class AlertingRpcs:
             created_at=self._clock(),
             fired=0,
             last_fired_at=None,
+        )
+        event_id = await record_access(
+            self._appender,
+            principal,
+            now=self._clock(),
+            action="alert_rule.created",
+            category=event_pb2.CATEGORY_CONFIGURATION,
+            resource_type="alert_rule",
+            resource_id=rule_id,
+            description=f"Alert rule {rule.name!r} ({condition['kind']}) created",
+            details=_definition(stored),
         )
         async with self._db.connection(tenant_id) as conn:
             await store.insert_rule(conn, stored)
@@ -198,6 +192,7 @@ class AlertingRpcs:
             if before is None:
                 raise NotFound(f"no alert rule {rule_id}")
             condition, severity, sink_ids = await self._validated(rule, conn, tenant_id)
+            head = await tree_size(conn, tenant_id)
         after = replace(
             before,
             name=rule.name,
@@ -208,6 +203,10 @@ class AlertingRpcs:
         )
         if after == before:
             return pb.UpdateAlertRuleResponse(rule=_rule_message(before))
+        if before.disabled and not after.disabled:
+            # Enabled again: it watches from the next event, as a new rule
+            # does, never the events recorded while it was off.
+            after = replace(after, start_seq=head + 1)
         old, new = _definition(before), _definition(after)
         event_id = await record_access(
             self._appender,

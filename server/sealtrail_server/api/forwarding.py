@@ -228,6 +228,14 @@ class ForwardingRpcs:
         principal = current_principal()
         tenant_id = principal.tenant_id
         before = await self._stored_sink(tenant_id, request.sink.id, "sink.id")
+        kind, given = _destination(request.sink)
+        if kind == before.definition.kind and any(not given.get(f) for f, _ in before.unopened):
+            # Kept as it is, an unopenable secret would be stored empty.
+            raise FailedPrecondition(
+                f"the sink's secrets cannot be opened ({before.unopened_text()}):"
+                " give them again in this update",
+                reason="SINK_SECRETS_UNOPENABLE",
+            )
         definition = await self._definition(request.sink, path="sink", current=before.definition)
         if definition == before.definition:
             return pb.UpdateSinkResponse(sink=_sink_message(before, await self._head(tenant_id)))

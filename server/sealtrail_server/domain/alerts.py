@@ -133,6 +133,12 @@ class ThresholdWindow:
         group.quiet_until = occurred_at + self.window
         return within
 
+    def unfire(self, key: str) -> None:
+        """Forget that `key`'s group just fired: a replay reached the count
+        where no alert was recorded (the rule was another then), so the next
+        event may fire."""
+        self._groups[key].quiet_until = None
+
 
 def outside_working_hours(condition: Condition, occurred_at: datetime) -> bool:
     try:

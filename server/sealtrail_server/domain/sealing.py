@@ -3,10 +3,12 @@ signing secrets, Splunk HEC tokens, Datadog and Elasticsearch API keys) are
 stored encrypted with AES-256-GCM under the deployment's secrets key, so a
 database dump, a replica or a backup does not hand them out.
 
-A sealed value is bound to its place (tenant, sink, field) as associated data:
-copied to another row, it does not open. Several keys may be configured while
-rotating: the first seals, and each sealed value names the key that sealed it
-(the first 4 bytes of the key's SHA-256), so any configured key opens its own.
+A sealed value is bound to its place (tenant, sink, kind, field and the
+destination's URL) as associated data: copied to another row, or left in a row
+whose URL was changed behind the service's back, it does not open. Several
+keys may be configured while rotating: the first seals, and each sealed value
+names the key that sealed it (the first 4 bytes of the key's SHA-256), so any
+configured key opens its own.
 
     sealed:v1:<base64url(key id, 12-byte nonce, ciphertext and tag)>
 """
@@ -58,10 +60,11 @@ class SecretBox:
         return SEALED_PREFIX + packed
 
     def open(self, value: str, *, place: str) -> str:
-        """The secret in `value`; a value stored before sealing began is its
-        own secret."""
+        """The secret sealed in `value` for `place`. A value in the clear is
+        refused: once a start has sealed what older versions stored, one can
+        only have been put there behind the service's back."""
         if not is_sealed(value):
-            return value
+            raise SealError("stored in the clear, not sealed")
         packed = _unpack(value)
         sealed_by = packed[:_KEY_ID_BYTES]
         cipher = self._ciphers.get(sealed_by)

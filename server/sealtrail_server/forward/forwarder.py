@@ -140,7 +140,8 @@ class Forwarder:
             return min((due - now).total_seconds(), self._poll * 5)
         if sink.unopened:  # nothing is sent, or parked, until its secrets can be used
             failures = sink.state.consecutive_failures
-            await self._failed(lease, failures, f"secrets: {sink.unopened}", retry_after=None)
+            problem = f"secrets: {sink.unopened_text()}"
+            await self._failed(lease, failures, problem, retry_after=None)
             return 0.0
         definition = sink.definition
         sender = Sender(

@@ -87,17 +87,19 @@ async def read_rule(conn: Connection, tenant_id: str, rule_id: str) -> StoredRul
 
 async def update_rule(conn: Connection, rule: StoredRule, *, forget_addresses: bool) -> bool:
     """Replaces the rule's definition (name, condition, severity, sinks,
-    disabled); with `forget_addresses`, the addresses it learned go too.
+    disabled, and the seq it watches from); with `forget_addresses`, the
+    addresses it learned go too.
     False if there is no such rule any more."""
     cursor = await conn.execute(
         "UPDATE alert_rules SET name = %s, condition = %s, severity = %s, sink_ids = %s,"
-        " disabled = %s WHERE tenant_id = %s AND id = %s",
+        " disabled = %s, start_seq = %s WHERE tenant_id = %s AND id = %s",
         [
             rule.name,
             json.dumps(rule.condition),
             rule.severity,
             json.dumps(rule.sink_ids),
             rule.disabled,
+            rule.start_seq,
             rule.tenant_id,
             rule.id,
         ],

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import psycopg
 
-from ..domain.sealing import SealError, SecretBox
+from ..domain.sealing import SealError, SecretBox, is_sealed
 from ..domain.sinks import SinkDefinition, with_secrets
 
 Connection = psycopg.AsyncConnection[Any]
@@ -47,7 +47,11 @@ class StoredSink:
     created_at: datetime
     updated_at: datetime
     state: SinkState
-    unopened: str = ""  # why a secret could not be opened, if one could not
+    # The secret fields that could not be opened, and why (their values are empty).
+    unopened: tuple[tuple[str, str], ...] = ()
+
+    def unopened_text(self) -> str:
+        return "; ".join(f"{field}: {why}" for field, why in self.unopened)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,22 +89,23 @@ _SINK_COLUMNS: Final = (
 )
 
 
-def _place(tenant_id: str, sink_id: str, field: str) -> str:
-    """What a sealed secret is bound to: copied elsewhere, it does not open."""
-    return f"sinks/{tenant_id}/{sink_id}/{field}"
+def _place(tenant_id: str, sink_id: str, kind: str, destination: dict[str, Any], field: str) -> str:
+    """What a sealed secret is bound to: copied to another sink, or sent to
+    another URL than the one it was given for, it does not open."""
+    return f"sinks/{tenant_id}/{sink_id}/{kind}/{field} {destination.get('url', '')}"
 
 
 def _sink(row: tuple[Any, ...], box: SecretBox) -> StoredSink:
     (tenant_id, sink_id, name, kind, format, filter, destination, paused, created, updated,
      cursor, delivered, last_delivery, last_error, last_error_at, failures, next_attempt,
      dead_letters, replays) = row  # fmt: skip
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
 
     def open_secret(field: str, value: str) -> str:
         try:
-            return box.open(value, place=_place(tenant_id, sink_id, field))
+            return box.open(value, place=_place(tenant_id, sink_id, kind, destination, field))
         except SealError as error:
-            problems.append(f"{field}: {error}")
+            problems.append((field, str(error)))
             return ""
 
     opened = with_secrets(kind, destination, open_secret)
@@ -109,8 +114,7 @@ def _sink(row: tuple[Any, ...], box: SecretBox) -> StoredSink:
         cursor, delivered, last_delivery, last_error, last_error_at, failures, next_attempt,
         dead_letters, replays,
     )  # fmt: skip
-    unopened = "; ".join(problems)
-    return StoredSink(tenant_id, sink_id, definition, created, updated, state, unopened)
+    return StoredSink(tenant_id, sink_id, definition, created, updated, state, tuple(problems))
 
 
 async def count_sinks(conn: Connection, tenant_id: str) -> int:
@@ -146,10 +150,13 @@ async def insert_sink(
 def _definition_values(
     tenant_id: str, sink_id: str, definition: SinkDefinition, box: SecretBox
 ) -> list[Any]:
+    kind, destination = definition.kind, definition.destination
     sealed = with_secrets(
-        definition.kind,
-        definition.destination,
-        lambda field, secret: box.seal(secret, place=_place(tenant_id, sink_id, field)),
+        kind,
+        destination,
+        lambda field, secret: box.seal(
+            secret, place=_place(tenant_id, sink_id, kind, destination, field)
+        ),
     )
     return [
         definition.name,
@@ -175,8 +182,9 @@ async def reseal_secrets(owner_url: str, box: SecretBox) -> tuple[int, list[str]
             def reseal(field: str, value: str) -> str:
                 if box.is_current(value):
                     return value
-                place = _place(tenant_id, sink_id, field)  # noqa: B023 (called at once)
-                return box.seal(box.open(value, place=place), place=place)
+                place = _place(tenant_id, sink_id, kind, destination, field)  # noqa: B023
+                secret = box.open(value, place=place) if is_sealed(value) else value
+                return box.seal(secret, place=place)
 
             try:
                 resealed = with_secrets(kind, destination, reseal)

@@ -161,18 +161,8 @@ def write_bundle(
 
 
 @dataclass(frozen=True)
-class _SignedSize:
-    """The checkpoint a bundle is written against."""
-
-    note: str
-    origin: str
-    tree_size: int
-    root_hash: bytes
-
-
-@dataclass(frozen=True)
 class _Written:
-    checkpoint: _SignedSize
+    checkpoint: integrity_pb2.SignedCheckpoint  # what the bundle is written against
     seqs: Sequence[int]  # of the records written, in order
     purged: int  # leaves written to PURGED
 
@@ -204,23 +194,48 @@ def _from_one_export(source: _Source, out: Path, workers: int) -> _Written | Non
     """A complete bundle from one NDJSON Export and the leaves of the events
     retention removed; None, with `out` left empty, when the export is
     refused or its leaves do not lead to its signed root."""
-    records = out / RECORDS
     try:
-        exported = source.export(records, format="ndjson")
+        exported = source.export(out / RECORDS, format="ndjson")
     except SealtrailError as error:
         if error.code in _PROVE_INSTEAD:
             return None
         raise
-    signed = _signed_size(exported.checkpoint)
+    try:
+        written = _prove_exported(source, out, exported.checkpoint, workers)
+    except BaseException:
+        _discard(out)
+        raise
+    if written is None:
+        _discard(out)
+    return written
+
+
+def _discard(out: Path) -> None:
+    for name in (RECORDS, PROOFS, PURGED):
+        (out / name).unlink(missing_ok=True)
+
+
+def _prove_exported(source: _Source, out: Path, note: str, workers: int) -> _Written | None:
+    """Proofs for the exported records (and the removed events' leaves)
+    against the export's checkpoint `note`; None if they do not lead to it."""
+    try:  # what the note says; its signature is the verifier's business
+        checkpoint = parse_checkpoint(note.split("\n\n", 1)[0] + "\n")
+    except (NoteError, ValueError):
+        return None
+    signed = integrity_pb2.SignedCheckpoint(
+        origin=checkpoint.origin,
+        tree_size=checkpoint.tree_size,
+        root_hash=checkpoint.root_hash,
+        note=note,
+    )
     size = signed.tree_size
     leaves = bytearray(32 * size)
     seqs = array("q")
-    with open(records, "rb") as lines:
+    with open(out / RECORDS, "rb") as lines:
         for line in lines:
             record = line.removesuffix(b"\n")
             seq = _seq_of(record)
             if seq is None or not (seqs[-1] if seqs else 0) < seq <= size:
-                records.unlink()
                 return None
             leaves[32 * (seq - 1) : 32 * seq] = leaf_hash(record)
             seqs.append(seq)
@@ -238,13 +253,11 @@ def _from_one_export(source: _Source, out: Path, workers: int) -> _Written | Non
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for seq, leaf in zip(removed, pool.map(removed_leaf, removed), strict=True):
             if leaf is None:  # neither exported nor removed: missing
-                records.unlink()
                 return None
             leaves[32 * (seq - 1) : 32 * seq] = leaf
     tree = LeafTree(bytes(leaves))  # its own copy: 64 bytes a leaf once `leaves` goes
     del leaves
     if tree.root() != signed.root_hash:
-        records.unlink()
         return None
     with open(out / PROOFS, "w") as proofs:
         for seq in seqs:
@@ -256,13 +269,6 @@ def _from_one_export(source: _Source, out: Path, workers: int) -> _Written | Non
             kept = base64.b64encode(tree.leaf(seq - 1)).decode()
             tombstones.write(json.dumps({"seq": seq, "leaf_hash": kept, "proof": proof}) + "\n")
     return _Written(signed, seqs, len(removed))
-
-
-def _signed_size(note: str) -> _SignedSize:
-    """What a signed checkpoint note says (its signature is the verifier's business)."""
-    body = note.split("\n\n", 1)[0] + "\n"
-    checkpoint = parse_checkpoint(body)
-    return _SignedSize(note, checkpoint.origin, checkpoint.tree_size, checkpoint.root_hash)
 
 
 def _gaps(seqs: Sequence[int], size: int) -> list[int]:
@@ -332,10 +338,7 @@ def _proven_one_by_one(
             written.append(answer.seq)
             records.write(answer.record + b"\n")
             proofs.write(json.dumps({"seq": answer.seq, "proof": encoded}) + "\n")
-    signed = _SignedSize(
-        checkpoint.note, checkpoint.origin, checkpoint.tree_size, checkpoint.root_hash
-    )
-    return _Written(signed, written, purged)
+    return _Written(checkpoint, written, purged)
 
 
 def verify_bundle(path: Path, *, key: str | None = None) -> BundleSummary:
