@@ -32,12 +32,13 @@ from sealtrail import (
     write_bundle,
 )
 from sealtrail.tlog import leaf_hash, parse_checkpoint, verify_inclusion
-from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, retention_pb2
+from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, integrity_pb2, retention_pb2
 from sealtrail_server.domain.access import Role
 from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.retention.purger import LOCK_KEY as PURGE_LOCK
 from sealtrail_server.store.events import query_statement
 from tests.conftest import ServerThread
+from tests.integration.test_integrity import _CountingProofs
 
 # Actions the tests record; everything else in a log is the service's own.
 RECORDED = ["doc.edit", "user.login", "rag.query", "rag.index.rebuild"]
@@ -385,8 +386,10 @@ def test_the_offline_verifier_checks_a_purged_log(
     purge(aged)
     key = admin.get_verifier_keys()[0].text
 
-    written = write_bundle(admin, tmp_path / "bundle")
+    counting = _CountingProofs(admin)
+    written = write_bundle(counting, tmp_path / "bundle")
     assert written.complete and written.purged >= 1
+    assert counting.proofs_asked == 0  # one Export, ListPurgedLeaves, proofs computed here
     assert json.loads((tmp_path / "bundle" / "bundle.json").read_text())["version"] == 2
     verified = verify_bundle(tmp_path / "bundle", key=key)
     assert (verified.purged, verified.count) == (written.purged, written.count)
@@ -401,6 +404,47 @@ def test_the_offline_verifier_checks_a_purged_log(
     purged.write_text("\n".join([json.dumps(entry), *lines[1:]]) + "\n")
     with pytest.raises(BundleError, match=f"purged seq {first}"):
         verify_bundle(tmp_path / "bundle", key=key)
+
+
+def test_purged_leaves_are_listed_in_seq_order_page_by_page(
+    aged: ServerThread, admin: AuditClient, clock: Clock
+) -> None:
+    removed = [record(admin, "doc.edit") for _ in range(5)]
+    kept = record(admin, "user.login", "authentication")
+    admin.set_retention_policy(10, categories={"authentication": "forever"})
+    clock.advance(11)
+    purge(aged)
+    size = admin.get_checkpoint(fresh=True).tree_size
+    listed = list(admin.list_purged_leaves(tree_size=size))
+    assert {leaf.seq for leaf in listed} >= set(removed)
+    assert kept not in {leaf.seq for leaf in listed}
+    assert [leaf.seq for leaf in listed] == sorted(leaf.seq for leaf in listed)
+    for leaf in listed:  # each as the proofs give it
+        proven = admin.get_inclusion_proof(seq=leaf.seq, tree_size=size, include_purged=True)
+        assert proven.purged and proven.leaf_hash == leaf.leaf_hash
+
+    stub = audit_service_pb2_grpc.AuditLogServiceStub(admin._channel)
+    metadata = admin._metadata
+
+    def page(**request: Any) -> Any:
+        return stub.ListPurgedLeaves(
+            integrity_pb2.ListPurgedLeavesRequest(**request), metadata=metadata
+        )
+
+    first = page(tree_size=size, page_size=2)
+    second = page(tree_size=size, page_size=2, page_token=first.next_page_token)
+    assert [leaf.seq for leaf in [*first.leaves, *second.leaves]] == [
+        leaf.seq for leaf in listed[:4]
+    ]
+    smaller = list(admin.list_purged_leaves(tree_size=removed[2]))  # a tree of fewer events
+    assert [leaf.seq for leaf in smaller] == [leaf.seq for leaf in listed if leaf.seq <= removed[2]]
+    with pytest.raises(grpc.RpcError) as stale:  # a token goes with its tree size
+        page(tree_size=size - 1, page_token=first.next_page_token)
+    assert stale.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    for request, field in (({"page_size": -1}, "page_size"), ({"tree_size": -1}, "tree_size")):
+        with pytest.raises(grpc.RpcError) as bad:
+            page(**request)
+        assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT and field in str(bad.value)
 
 
 def test_one_process_purges_at_a_time(

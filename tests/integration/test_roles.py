@@ -28,6 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "GetInclusionProof": {"reader", "exporter", "admin"},
     "GetConsistencyProof": {"reader", "exporter", "admin"},
     "GetVerifierKeys": {"reader", "exporter", "admin"},
+    "ListPurgedLeaves": {"reader", "exporter", "admin"},
     "VerifyLog": {"admin"},
     "GetTenantSettings": {"admin"},
     "UpdateTenantSettings": {"admin"},

@@ -15,13 +15,21 @@ from sealtrail.v1 import integrity_pb2 as pb
 
 from ..domain.errors import FailedPrecondition, IntegrityFailure, InvalidArgument, NotFound
 from ..domain.event import parse_uuid
+from ..domain.filters import decode_page_token, encode_page_token, page_size
 from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
 from ..store.checkpoints import StoredCheckpoint, checkpoint_at, known_keys, latest_checkpoint
 from ..store.database import Database
 from ..store.events import get_event
 from ..store.node_reader import NodeReader
-from ..store.tree import consistency_proof, inclusion_proof, inclusion_read, root_at, tree_size
+from ..store.tree import (
+    consistency_proof,
+    inclusion_proof,
+    inclusion_read,
+    purged_leaves,
+    root_at,
+    tree_size,
+)
 from ..store.verify import verify_log
 from .audited import record_access
 from .guard import current_principal
@@ -193,6 +201,38 @@ class IntegrityRpcs:
             new_root = await root_at(conn, tenant_id, new)
         return pb.GetConsistencyProofResponse(
             old_size=old, new_size=new, proof=proof, old_root=old_root, new_root=new_root
+        )
+
+    async def ListPurgedLeaves(
+        self, request: pb.ListPurgedLeavesRequest, context: Context
+    ) -> pb.ListPurgedLeavesResponse:
+        tenant_id = current_principal().tenant_id
+        size = _non_negative("tree_size", request.tree_size)
+        limit = page_size(request.page_size)
+        if size == 0:
+            async with self._db.connection(tenant_id) as conn:
+                size = await tree_size(conn, tenant_id)
+        else:
+            await self._within_log(tenant_id, size, "tree_size")
+        # A page token goes on the listing of one tree size, of one tenant.
+        fingerprint = f"purged-leaves:{tenant_id}:{size}"
+        after = (
+            decode_page_token(request.page_token, fingerprint=fingerprint)
+            if request.page_token
+            else 0
+        )
+        async with self._db.connection(tenant_id) as conn:
+            found = await purged_leaves(
+                conn, tenant_id, after_seq=after, upto_seq=size, limit=limit + 1
+            )
+        page = found[:limit]
+        return pb.ListPurgedLeavesResponse(
+            leaves=[pb.PurgedLeaf(seq=seq, leaf_hash=leaf) for seq, leaf in page],
+            next_page_token=(
+                encode_page_token(fingerprint=fingerprint, last_seq=page[-1][0])
+                if len(found) > limit
+                else ""
+            ),
         )
 
     async def GetVerifierKeys(

@@ -24,6 +24,7 @@ METHOD_ROLES: Final[dict[str, frozenset[Role]]] = {
     "GetInclusionProof": _READ,
     "GetConsistencyProof": _READ,
     "GetVerifierKeys": _READ,
+    "ListPurgedLeaves": _READ,
     "VerifyLog": _ADMIN,
     "GetTenantSettings": _ADMIN,
     "UpdateTenantSettings": _ADMIN,

@@ -212,3 +212,16 @@ async def consistency_proof(
     conn: psycopg.AsyncConnection[Any], tenant_id: str, *, old_size: int, new_size: int
 ) -> list[bytes]:
     return await _range_hashes(conn, tenant_id, consistency_ranges(old_size, new_size))
+
+
+async def purged_leaves(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, *, after_seq: int, upto_seq: int, limit: int
+) -> list[tuple[int, bytes]]:
+    """(seq, leaf hash) of the events retention removed in (after_seq, upto_seq],
+    at most `limit`, in seq order: their tombstones, tree_nodes level 0."""
+    cursor = await conn.execute(
+        "SELECT idx + 1, hash FROM tree_nodes WHERE tenant_id = %s AND level = 0"
+        " AND idx >= %s AND idx < %s ORDER BY idx LIMIT %s",
+        [tenant_id, after_seq, upto_seq, limit],
+    )
+    return [(int(seq), bytes(leaf)) for seq, leaf in await cursor.fetchall()]

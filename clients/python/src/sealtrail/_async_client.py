@@ -222,6 +222,23 @@ class AsyncAuditClient:
         request = integrity_pb2.GetVerifierKeysRequest()
         return list((await self._call(self._stub.GetVerifierKeys, request)).keys)
 
+    async def list_purged_leaves(
+        self, *, tree_size: int = 0
+    ) -> AsyncIterator[integrity_pb2.PurgedLeaf]:
+        """Yields the leaf hash of every event retention removed, in seq order,
+        up to `tree_size` (0: the log as it is now), page after page."""
+        token = ""
+        while True:
+            request = integrity_pb2.ListPurgedLeavesRequest(
+                tree_size=tree_size, page_size=1000, page_token=token
+            )
+            page = await self._call(self._stub.ListPurgedLeaves, request)
+            for leaf in page.leaves:
+                yield leaf
+            token = page.next_page_token
+            if not token:
+                return
+
     async def get_tenant_settings(self) -> settings_pb2.TenantSettings:
         """Admin: the tenant's settings (redaction mode)."""
         request = settings_pb2.GetTenantSettingsRequest()

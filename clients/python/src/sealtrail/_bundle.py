@@ -84,6 +84,8 @@ class _Source(Protocol):
 
     def get_verifier_keys(self) -> list[integrity_pb2.VerifierKey]: ...
 
+    def list_purged_leaves(self, *, tree_size: int = ...) -> Iterator[integrity_pb2.PurgedLeaf]: ...
+
     def export(
         self, path: str | os.PathLike[str], *, format: Any = ...
     ) -> audit_service_pb2.ExportManifest: ...
@@ -115,8 +117,9 @@ def write_bundle(
     is left out, and verification then names the seq that is missing.
 
     A complete bundle is read in one Export (its own checkpoint, the export's
-    record included) and its proofs computed here from all its leaves, when
-    those leaves lead to the signed root. Otherwise, and for a filtered
+    record included) and ListPurgedLeaves (the leaves retention left), and its
+    proofs computed here from all its leaves, when those lead to the signed
+    root. Otherwise, and for a filtered
     bundle, each record is fetched with its proof by GetInclusionProof,
     `workers` at a time: the way for a reader token (Export needs an
     exporter's), an export refused by the rate limit, or a log that does not
@@ -125,7 +128,7 @@ def write_bundle(
     if any(out.iterdir()):
         raise BundleError(f"{out} is not empty")
     complete = event_filter is None or event_filter.ByteSize() == 0
-    written = _from_one_export(source, out, workers) if complete else None
+    written = _from_one_export(source, out) if complete else None
     if written is None:
         written = _proven_one_by_one(source, out, event_filter, complete, workers)
     if not written.purged:
@@ -176,6 +179,7 @@ _PROVE_INSTEAD = frozenset(
     }
 )
 _SEQ_KEY = b'"seq":'
+_NO_LEAF = bytes(32)  # a slot not filled yet
 
 
 def _seq_of(record: bytes) -> int | None:
@@ -190,7 +194,7 @@ def _seq_of(record: bytes) -> int | None:
         return None
 
 
-def _from_one_export(source: _Source, out: Path, workers: int) -> _Written | None:
+def _from_one_export(source: _Source, out: Path) -> _Written | None:
     """A complete bundle from one NDJSON Export and the leaves of the events
     retention removed; None, with `out` left empty, when the export is
     refused or its leaves do not lead to its signed root."""
@@ -201,7 +205,7 @@ def _from_one_export(source: _Source, out: Path, workers: int) -> _Written | Non
             return None
         raise
     try:
-        written = _prove_exported(source, out, exported.checkpoint, workers)
+        written = _prove_exported(source, out, exported.checkpoint)
     except BaseException:
         _discard(out)
         raise
@@ -215,7 +219,7 @@ def _discard(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def _prove_exported(source: _Source, out: Path, note: str, workers: int) -> _Written | None:
+def _prove_exported(source: _Source, out: Path, note: str) -> _Written | None:
     """Proofs for the exported records (and the removed events' leaves)
     against the export's checkpoint `note`; None if they do not lead to it."""
     try:  # what the note says; its signature is the verifier's business
@@ -239,22 +243,22 @@ def _prove_exported(source: _Source, out: Path, note: str, workers: int) -> _Wri
                 return None
             leaves[32 * (seq - 1) : 32 * seq] = leaf_hash(record)
             seqs.append(seq)
-    removed = _gaps(seqs, size)
-
-    def removed_leaf(seq: int) -> bytes | None:
-        try:
-            answer = source.get_inclusion_proof(seq=seq, tree_size=size, include_purged=True)
-        except SealtrailError as error:
-            if isinstance(error, NotFoundError) or error.code is grpc.StatusCode.DATA_LOSS:
+    removed = array("q")
+    try:
+        for purged in source.list_purged_leaves(tree_size=size):
+            seq = purged.seq
+            if not (removed[-1] if removed else 0) < seq <= size or len(purged.leaf_hash) != 32:
                 return None
-            raise
-        return answer.leaf_hash if answer.purged else None
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for seq, leaf in zip(removed, pool.map(removed_leaf, removed), strict=True):
-            if leaf is None:  # neither exported nor removed: missing
-                return None
-            leaves[32 * (seq - 1) : 32 * seq] = leaf
+            if leaves[32 * (seq - 1) : 32 * seq] != _NO_LEAF:
+                return None  # exported and removed both
+            leaves[32 * (seq - 1) : 32 * seq] = purged.leaf_hash
+            removed.append(seq)
+    except SealtrailError as error:
+        if error.code is grpc.StatusCode.DATA_LOSS:
+            return None  # the log is shorter than its checkpoint: proving each shows it
+        raise
+    if len(seqs) + len(removed) != size:
+        return None  # a seq neither exported nor removed: the server will say which
     tree = LeafTree(bytes(leaves))  # its own copy: 64 bytes a leaf once `leaves` goes
     del leaves
     if tree.root() != signed.root_hash:
@@ -269,17 +273,6 @@ def _prove_exported(source: _Source, out: Path, note: str, workers: int) -> _Wri
             kept = base64.b64encode(tree.leaf(seq - 1)).decode()
             tombstones.write(json.dumps({"seq": seq, "leaf_hash": kept, "proof": proof}) + "\n")
     return _Written(signed, seqs, len(removed))
-
-
-def _gaps(seqs: Sequence[int], size: int) -> list[int]:
-    """The seqs from 1 to `size` not in `seqs` (ascending)."""
-    gaps: list[int] = []
-    expected = 1
-    for seq in seqs:
-        gaps.extend(range(expected, seq))
-        expected = seq + 1
-    gaps.extend(range(expected, size + 1))
-    return gaps
 
 
 def _proven_one_by_one(

@@ -220,6 +220,20 @@ class AuditClient:
         request = integrity_pb2.GetVerifierKeysRequest()
         return list(self._call(self._stub.GetVerifierKeys, request).keys)
 
+    def list_purged_leaves(self, *, tree_size: int = 0) -> Iterator[integrity_pb2.PurgedLeaf]:
+        """Yields the leaf hash of every event retention removed, in seq order,
+        up to `tree_size` (0: the log as it is now), page after page."""
+        token = ""
+        while True:
+            request = integrity_pb2.ListPurgedLeavesRequest(
+                tree_size=tree_size, page_size=1000, page_token=token
+            )
+            page = self._call(self._stub.ListPurgedLeaves, request)
+            yield from page.leaves
+            token = page.next_page_token
+            if not token:
+                return
+
     def get_tenant_settings(self) -> settings_pb2.TenantSettings:
         """Admin: the tenant's settings (redaction mode)."""
         request = settings_pb2.GetTenantSettingsRequest()

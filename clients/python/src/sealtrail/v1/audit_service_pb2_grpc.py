@@ -93,6 +93,11 @@ class AuditLogServiceStub:
                 request_serializer=sealtrail_dot_v1_dot_integrity__pb2.GetVerifierKeysRequest.SerializeToString,
                 response_deserializer=sealtrail_dot_v1_dot_integrity__pb2.GetVerifierKeysResponse.FromString,
                 _registered_method=True)
+        self.ListPurgedLeaves = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/ListPurgedLeaves',
+                request_serializer=sealtrail_dot_v1_dot_integrity__pb2.ListPurgedLeavesRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_integrity__pb2.ListPurgedLeavesResponse.FromString,
+                _registered_method=True)
         self.VerifyLog = channel.unary_unary(
                 '/sealtrail.v1.AuditLogService/VerifyLog',
                 request_serializer=sealtrail_dot_v1_dot_integrity__pb2.VerifyLogRequest.SerializeToString,
@@ -280,6 +285,15 @@ class AuditLogServiceServicer:
 
     def GetVerifierKeys(self, request, context):
         """Returns the public keys that verify checkpoint signatures, old ones included.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPurgedLeaves(self, request, context):
+        """Lists the leaf hashes that retention left of the events it removed, in
+        seq order, a page at a time. With an export's records they are every leaf
+        of the tree, from which anyone can compute every proof.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -513,6 +527,11 @@ def add_AuditLogServiceServicer_to_server(servicer, server):
                     servicer.GetVerifierKeys,
                     request_deserializer=sealtrail_dot_v1_dot_integrity__pb2.GetVerifierKeysRequest.FromString,
                     response_serializer=sealtrail_dot_v1_dot_integrity__pb2.GetVerifierKeysResponse.SerializeToString,
+            ),
+            'ListPurgedLeaves': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPurgedLeaves,
+                    request_deserializer=sealtrail_dot_v1_dot_integrity__pb2.ListPurgedLeavesRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_integrity__pb2.ListPurgedLeavesResponse.SerializeToString,
             ),
             'VerifyLog': grpc.unary_unary_rpc_method_handler(
                     servicer.VerifyLog,
@@ -898,6 +917,33 @@ class AuditLogService:
             '/sealtrail.v1.AuditLogService/GetVerifierKeys',
             sealtrail_dot_v1_dot_integrity__pb2.GetVerifierKeysRequest.SerializeToString,
             sealtrail_dot_v1_dot_integrity__pb2.GetVerifierKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPurgedLeaves(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/ListPurgedLeaves',
+            sealtrail_dot_v1_dot_integrity__pb2.ListPurgedLeavesRequest.SerializeToString,
+            sealtrail_dot_v1_dot_integrity__pb2.ListPurgedLeavesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -69,6 +69,11 @@ class AuditLogServiceStub:
     """
     GetVerifierKeys: _grpc.UnaryUnaryMultiCallable[_integrity_pb2.GetVerifierKeysRequest, _integrity_pb2.GetVerifierKeysResponse]
     """Returns the public keys that verify checkpoint signatures, old ones included."""
+    ListPurgedLeaves: _grpc.UnaryUnaryMultiCallable[_integrity_pb2.ListPurgedLeavesRequest, _integrity_pb2.ListPurgedLeavesResponse]
+    """Lists the leaf hashes that retention left of the events it removed, in
+    seq order, a page at a time. With an export's records they are every leaf
+    of the tree, from which anyone can compute every proof.
+    """
     VerifyLog: _grpc.UnaryUnaryMultiCallable[_integrity_pb2.VerifyLogRequest, _integrity_pb2.VerifyLogResponse]
     """Admin only: recomputes every leaf from its stored record and the root at
     every stored checkpoint, and reports the first mismatch.
@@ -186,6 +191,11 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     """
     GetVerifierKeys: _aio.UnaryUnaryMultiCallable[_integrity_pb2.GetVerifierKeysRequest, _integrity_pb2.GetVerifierKeysResponse]  # type: ignore[assignment]
     """Returns the public keys that verify checkpoint signatures, old ones included."""
+    ListPurgedLeaves: _aio.UnaryUnaryMultiCallable[_integrity_pb2.ListPurgedLeavesRequest, _integrity_pb2.ListPurgedLeavesResponse]  # type: ignore[assignment]
+    """Lists the leaf hashes that retention left of the events it removed, in
+    seq order, a page at a time. With an export's records they are every leaf
+    of the tree, from which anyone can compute every proof.
+    """
     VerifyLog: _aio.UnaryUnaryMultiCallable[_integrity_pb2.VerifyLogRequest, _integrity_pb2.VerifyLogResponse]  # type: ignore[assignment]
     """Admin only: recomputes every leaf from its stored record and the root at
     every stored checkpoint, and reports the first mismatch.
@@ -360,6 +370,17 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_integrity_pb2.GetVerifierKeysResponse, _abc.Awaitable[_integrity_pb2.GetVerifierKeysResponse]]:
         """Returns the public keys that verify checkpoint signatures, old ones included."""
+
+    @_abc_1.abstractmethod
+    def ListPurgedLeaves(
+        self,
+        request: _integrity_pb2.ListPurgedLeavesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_integrity_pb2.ListPurgedLeavesResponse, _abc.Awaitable[_integrity_pb2.ListPurgedLeavesResponse]]:
+        """Lists the leaf hashes that retention left of the events it removed, in
+        seq order, a page at a time. With an export's records they are every leaf
+        of the tree, from which anyone can compute every proof.
+        """
 
     @_abc_1.abstractmethod
     def VerifyLog(

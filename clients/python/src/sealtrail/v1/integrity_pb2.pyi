@@ -437,3 +437,89 @@ class VerifyLogResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VerifyLogResponse: _TypeAlias = VerifyLogResponse  # noqa: Y015
+
+@_typing.final
+class ListPurgedLeavesRequest(_message.Message):
+    """Request of ListPurgedLeaves."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    tree_size: _builtins.int
+    """Leaves of the tree of this many events only (a checkpoint's size); 0:
+    the log as it is now.
+    """
+    page_size: _builtins.int
+    """At most this many leaves; 0: 50, more than 1000: 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page, to continue it."""
+    def __init__(
+        self,
+        *,
+        tree_size: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPurgedLeavesRequest: _TypeAlias = ListPurgedLeavesRequest  # noqa: Y015
+
+@_typing.final
+class PurgedLeaf(_message.Message):
+    """The leaf of an event that retention removed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    LEAF_HASH_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """The removed event's position in the log."""
+    leaf_hash: _builtins.bytes
+    """SHA-256(0x00 || record) of the removed record, kept in its place."""
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        leaf_hash: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leaf_hash", b"leaf_hash", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgedLeaf: _TypeAlias = PurgedLeaf  # noqa: Y015
+
+@_typing.final
+class ListPurgedLeavesResponse(_message.Message):
+    """Response of ListPurgedLeaves."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAVES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty when there is none."""
+    @_builtins.property
+    def leaves(self) -> _containers.RepeatedCompositeFieldContainer[Global___PurgedLeaf]:
+        """The leaves, in seq order."""
+
+    def __init__(
+        self,
+        *,
+        leaves: _abc.Iterable[Global___PurgedLeaf] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leaves", b"leaves", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPurgedLeavesResponse: _TypeAlias = ListPurgedLeavesResponse  # noqa: Y015
