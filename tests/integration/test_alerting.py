@@ -390,7 +390,7 @@ def test_a_rebuilt_window_fires_where_no_alert_was_and_stays_quiet_where_one_was
 
 
 def test_a_rule_enabled_again_ignores_what_was_recorded_while_it_was_off(
-    client: AuditClient, rules: Any
+    client: AuditClient, rules: Any, sql: psycopg.Connection[Any], tenant: str
 ) -> None:
     keys = build_filter(actions="api_key.create")
     rule = rules(build_alert_rule("keys", "match", filter=keys))
@@ -398,6 +398,12 @@ def test_a_rule_enabled_again_ignores_what_was_recorded_while_it_was_off(
     client.update_alert_rule(rule)  # the tenant's only rule: nobody evaluates it now
     for n in range(3):
         client.record(action="api_key.create", actor_id=f"while-off-{n}")
+    behind = sql.execute(
+        "SELECT c.cursor_seq < h.tree_size FROM alert_cursors AS c"
+        " JOIN chain_heads AS h USING (tenant_id) WHERE tenant_id = %s",
+        [tenant],
+    ).fetchone()
+    assert behind == (True,)  # those events wait, unevaluated
     rule.disabled = False
     client.update_alert_rule(rule)
     after = client.record(action="api_key.create", actor_id="after")

@@ -691,6 +691,21 @@ def test_an_optional_secret_that_cannot_be_opened_is_not_dropped_by_an_update(
     assert "api_key" in str(refused.value)
 
 
+def test_a_sink_moved_to_another_url_needs_its_secrets_given_again(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    sink = sinks(
+        build_sink("hec", "splunk_hec", url=receiver.url, token="hec-token-1234", paused=True)
+    )
+    elsewhere = receiver.url + "/elsewhere"
+    moved = build_sink("hec", "splunk_hec", url=elsewhere, sink_id=sink.id, paused=True)
+    with pytest.raises(RpcFailedError) as refused:  # or its token would follow the URL
+        client.update_sink(moved)
+    assert refused.value.reason == "SINK_SECRETS_REQUIRED"
+    moved.splunk_hec.token = "hec-token-5678"
+    assert client.update_sink(moved).sink.splunk_hec.token_hint == "5678"
+
+
 def test_a_start_seals_secrets_stored_in_the_clear(
     migrated_database_url: str,
     client: AuditClient,
@@ -702,10 +717,12 @@ def test_a_start_seals_secrets_stored_in_the_clear(
     definition = build_sink("plain", "webhook", url=receiver.url, secrets=[secret], filter=SHARED)
     definition.paused = True
     sink = sinks(definition)
-    # The row as a server from before sealing stored it.
+    # The row as a server from before sealing stored it, in a database that
+    # has not been started by a version that seals.
     clear = {**_stored_destination(sql, sink.id), "secrets": [secret]}
     sql.execute("UPDATE sinks SET destination = %s WHERE id = %s", [json.dumps(clear), sink.id])
-    ServerThread(migrated_database_url).close()  # any process's start seals it
+    sql.execute("DELETE FROM deployment_markers WHERE name = 'sink_secrets_sealed'")
+    ServerThread(migrated_database_url).close()  # the first start that seals seals it
     [sealed] = _stored_destination(sql, sink.id)["secrets"]
     assert sealed.startswith("sealed:v1:") and secret not in sealed
     definition.paused, definition.id = False, sink.id

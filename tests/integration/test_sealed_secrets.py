@@ -1,7 +1,9 @@
 """Rotating the secrets key (docs/forwarding.md): with the new key first and
 the old one after it, a start seals every sink secret again under the new key,
-in the clear ones too, and reports those no configured key opens, leaving them
-as they are. On a database of its own: the pass reads every tenant's sinks."""
+and the first start of all seals those older versions left in the clear. It
+reports those it cannot open (or finds planted in the clear later), leaving
+them as they are. On a database of its own: the pass reads every tenant's
+sinks."""
 
 from __future__ import annotations
 
@@ -71,5 +73,12 @@ def test_a_rotation_seals_everything_again_under_the_new_key(own_url: str) -> No
         assert new_only.open(stored, place=place) == secret
     assert _stored_secret(own_url, lost_id) == lost_before  # left for its admin to set again
 
-    # Once done, another start changes nothing.
+    # Once done, another start changes nothing; and a secret put in the clear
+    # after the first start was planted: it is reported, not sealed.
     assert asyncio.run(reseal_secrets(own_url, rotating)) == (0, unopenable)
+    planted_id, planted = _add_sink(own_url, "t3", None)
+    changed, unopenable = asyncio.run(reseal_secrets(own_url, rotating))
+    assert changed == 0 and any(
+        p.startswith(f"t3/{planted_id}: stored in the clear") for p in unopenable
+    )
+    assert _stored_secret(own_url, planted_id) == planted

@@ -44,7 +44,7 @@ from ..leased_work import LeasedWork, new_owner
 from ..store import alerts as store
 from ..store.appender import Appender
 from ..store.database import Database
-from ..store.events import StoredEvent, key_recorded, query_events, stream_events
+from ..store.events import StoredEvent, query_events, stream_events
 from ..store.sinks import read_sink_filter
 from ..store.tree import tree_size
 
@@ -84,12 +84,6 @@ def condition_of(stored: dict[str, Any], *, path: str = "rule") -> Condition:
         end_hour=stored.get("end_hour", 0),
         working_days=tuple(stored.get("working_days", ())),
     )
-
-
-def _alert_key(rule_id: str, trigger_seq: int) -> str:
-    """An alert's idempotency key: one alert per rule and trigger, however
-    often the trigger is evaluated."""
-    return f"alert:{rule_id}:{trigger_seq}"
 
 
 class Evaluator:
@@ -167,18 +161,21 @@ class Evaluator:
             head = await tree_size(conn, tenant_id)
         if cursor >= head:
             return self._poll
-        # Events no rule watches (before every rule's start) are passed over unread.
-        after = max(cursor, min(min((r.stored.start_seq for r in rules), default=head), head))
-        upto = min(head, after + _BATCH)
+        upto = min(head, cursor + _BATCH)
         events: list[StoredEvent] = []
         stream = stream_events(
-            self._db, tenant_id=tenant_id, event_filter=EventFilter(), after_seq=after,
+            self._db, tenant_id=tenant_id, event_filter=EventFilter(), after_seq=cursor,
             upto_seq=upto, fetch_rows=_BATCH,
         )  # fmt: skip
         async with contextlib.aclosing(stream):
             async for event in stream:
                 events.append(event)
+        # Events before every rule's start (a rule enabled again after a long
+        # pause, say) are passed over unparsed.
+        watched_after = min((rule.stored.start_seq for rule in rules), default=upto)
         for event in events:
+            if event.seq <= watched_after:
+                continue
             record = json.loads(event.record)
             if record["action"] == ALERT_ACTION:
                 continue
@@ -197,8 +194,11 @@ class Evaluator:
         current: dict[str, _Rule] = {}
         for row in stored:
             rule = known.get(row.id)
-            if rule is not None and rule.stored.condition != row.condition:
-                rule = None  # changed (UpdateAlertRule): taken up afresh, and primed
+            if rule is not None and (rule.stored.condition, rule.stored.start_seq) != (
+                row.condition,
+                row.start_seq,
+            ):
+                rule = None  # changed, or enabled again (UpdateAlertRule): taken up afresh
             if rule is not None:
                 rule.stored = row  # its name, severity and sinks as they are now
             else:
@@ -221,19 +221,20 @@ class Evaluator:
         """Replay into a threshold's window the matching events up to `cursor`
         (since the rule's start), newest first, back to those received a window
         (and the allowed clock skew) before the newest occurred: at most
-        _PRIME_EVENTS. A group the replay finds reaching the count is quiet
-        only if an alert was recorded for that event."""
+        _PRIME_EVENTS read. A group the replay finds reaching the count is
+        quiet only if an alert was recorded for that event."""
         assert rule.window is not None
         condition = rule.condition
         reach = timedelta(seconds=condition.window_seconds + MAX_FUTURE_SKEW_SECONDS)
         replayed: list[tuple[int, str, datetime]] = []
         newest: datetime | None = None
-        before, done = cursor + 1, False
-        while not done and len(replayed) < _PRIME_EVENTS:
+        before, read, done = cursor + 1, 0, False
+        while not done and read < _PRIME_EVENTS:
             page = await query_events(
                 self._db, tenant_id=tenant_id, event_filter=condition.filter, order="newest",
                 after_seq=before, limit=_PRIME_PAGE,
             )  # fmt: skip
+            read += len(page)
             done = len(page) < _PRIME_PAGE
             for event in page:
                 before = event.seq
@@ -250,11 +251,9 @@ class Evaluator:
                 if record["action"] == ALERT_ACTION or key is None or occurred < newest - reach:
                     continue  # not counted, or backdated out of every window here
                 replayed.append((event.seq, key, occurred))
+        fired = await store.alert_triggers(self._db, tenant_id=tenant_id, rule_id=rule.stored.id)
         for seq, key, occurred in reversed(replayed):  # in seq order, as they were evaluated
-            fired = rule.window.observe(key, occurred) is not None
-            if fired and not await key_recorded(
-                self._db, tenant_id=tenant_id, key=_alert_key(rule.stored.id, seq)
-            ):
+            if rule.window.observe(key, occurred) is not None and seq not in fired:
                 rule.window.unfire(key)
         rule.primed = True
 
@@ -324,7 +323,7 @@ class Evaluator:
                 **details,
             },
             ip=record.get("context", {}).get("ip", ""),
-            idempotency_key=_alert_key(stored.id, event.seq),
+            idempotency_key=store.alert_key(stored.id, event.seq),
             plain=False,
         )
         now = _now()

@@ -24,6 +24,7 @@ from ..domain.sealing import SecretBox
 from ..domain.sinks import (
     DATADOG_DEFAULT_URL,
     MAX_SINKS_PER_TENANT,
+    SECRET_FIELDS,
     Format,
     Kind,
     SinkDefinition,
@@ -237,6 +238,15 @@ class ForwardingRpcs:
                 reason="SINK_SECRETS_UNOPENABLE",
             )
         definition = await self._definition(request.sink, path="sink", current=before.definition)
+        moved = definition.destination.get("url") != before.definition.destination.get("url")
+        kept = [f for f in SECRET_FIELDS[definition.kind] if definition.destination.get(f)]
+        if kind == before.definition.kind and moved and any(not given.get(f) for f in kept):
+            # A credential goes only where it was given for: whoever moves a
+            # sink must know its secrets.
+            raise FailedPrecondition(
+                "the sink's URL changes: give its secrets again in this update",
+                reason="SINK_SECRETS_REQUIRED",
+            )
         if definition == before.definition:
             return pb.UpdateSinkResponse(sink=_sink_message(before, await self._head(tenant_id)))
         old, new = _describe(before.definition), _describe(definition)

@@ -227,6 +227,7 @@ class IntegrityRpcs:
             )
         page = found[:limit]
         return pb.ListPurgedLeavesResponse(
+            tree_size=size,
             leaves=[pb.PurgedLeaf(seq=seq, leaf_hash=leaf) for seq, leaf in page],
             next_page_token=(
                 encode_page_token(fingerprint=fingerprint, last_seq=page[-1][0])

@@ -12,6 +12,8 @@ from typing import Any, Final
 
 import psycopg
 
+from .database import Database
+
 Connection = psycopg.AsyncConnection[Any]
 
 
@@ -119,6 +121,26 @@ async def delete_rule(conn: Connection, tenant_id: str, rule_id: str) -> StoredR
     )
     row = await cursor.fetchone()
     return None if row is None else StoredRule(*row)
+
+
+def alert_key(rule_id: str, trigger_seq: int) -> str:
+    """An alert's idempotency key: one alert per rule and trigger, however
+    often the trigger is evaluated."""
+    return f"alert:{rule_id}:{trigger_seq}"
+
+
+async def alert_triggers(db: Database, *, tenant_id: str, rule_id: str) -> set[int]:
+    """The seqs of the events that fired the rule's recorded alerts: the keys
+    from `alert:<rule>:` up to `alert:<rule>;` (';' follows ':'), one range of
+    the idempotency-key index."""
+    prefix = alert_key(rule_id, 0).removesuffix("0")
+    async with db.connection(tenant_id) as conn:
+        cursor = await conn.execute(
+            "SELECT idempotency_key FROM events WHERE tenant_id = %s"
+            " AND idempotency_key >= %s AND idempotency_key < %s",
+            [tenant_id, prefix, prefix[:-1] + ";"],
+        )
+        return {int(key.removeprefix(prefix)) for (key,) in await cursor.fetchall()}
 
 
 # --- the evaluator's side (system connections) ----------------------------------

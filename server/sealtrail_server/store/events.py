@@ -50,21 +50,6 @@ async def get_event(db: Database, *, tenant_id: str, event_id: str) -> StoredEve
     return None if row is None else _stored(row)
 
 
-_KEY_RECORDED = (
-    # KEY_PROBE: a range from the key, which only the idempotency-key index serves.
-    "SELECT 1 FROM (SELECT idempotency_key FROM events"
-    " WHERE tenant_id = %(tenant)s AND idempotency_key >= %(key)s"
-    " ORDER BY idempotency_key LIMIT 1) AS e WHERE e.idempotency_key = %(key)s"
-)
-
-
-async def key_recorded(db: Database, *, tenant_id: str, key: str) -> bool:
-    """Whether an event was recorded under idempotency key `key`."""
-    async with db.connection(tenant_id) as conn:
-        cursor = await conn.execute(_KEY_RECORDED, {"tenant": tenant_id, "key": key})
-        return await cursor.fetchone() is not None
-
-
 async def query_events(
     db: Database,
     *,

@@ -168,14 +168,23 @@ def _definition_values(
     ]
 
 
+_CLEAR_SEALED: Final = "sink_secrets_sealed"  # deployment_markers: plaintext sealed once
+
+
 async def reseal_secrets(owner_url: str, box: SecretBox) -> tuple[int, list[str]]:
-    """Seal again, under the sealing key, every sink secret stored in the clear
-    (before sealing began) or under a key being retired; run as the owner at
-    start. Each row changes only if it is still as read, so processes starting
+    """Seal again, under the sealing key, every sink secret sealed under a key
+    being retired, and, on the first start that seals at all, those older
+    versions stored in the clear; run as the owner at start. A value in the
+    clear after that was planted: it is left as it is (refused when read).
+    Each row changes only if it is still as read, so processes starting
     together, or an admin's update meanwhile, are not overwritten. Returns the
-    number of sinks changed, and the sinks whose secrets no configured key opens."""
+    number of sinks changed, and the sinks with a secret that cannot be opened."""
     changed, unopenable = 0, []
     async with await psycopg.AsyncConnection.connect(owner_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT FROM deployment_markers WHERE name = %s", [_CLEAR_SEALED]
+        )
+        seal_clear = await cursor.fetchone() is None
         cursor = await conn.execute("SELECT tenant_id, id::text, kind, destination FROM sinks")
         for tenant_id, sink_id, kind, destination in await cursor.fetchall():
 
@@ -183,8 +192,9 @@ async def reseal_secrets(owner_url: str, box: SecretBox) -> tuple[int, list[str]
                 if box.is_current(value):
                     return value
                 place = _place(tenant_id, sink_id, kind, destination, field)  # noqa: B023
-                secret = box.open(value, place=place) if is_sealed(value) else value
-                return box.seal(secret, place=place)
+                if is_sealed(value) or not seal_clear:
+                    value = box.open(value, place=place)  # SealError for planted plaintext
+                return box.seal(value, place=place)
 
             try:
                 resealed = with_secrets(kind, destination, reseal)
@@ -198,6 +208,11 @@ async def reseal_secrets(owner_url: str, box: SecretBox) -> tuple[int, list[str]
                     [json.dumps(resealed), tenant_id, sink_id, json.dumps(destination)],
                 )
                 changed += updated.rowcount
+        if seal_clear:
+            await conn.execute(
+                "INSERT INTO deployment_markers (name) VALUES (%s) ON CONFLICT DO NOTHING",
+                [_CLEAR_SEALED],
+            )
     return changed, unopenable
 
 

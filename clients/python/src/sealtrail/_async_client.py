@@ -235,7 +235,7 @@ class AsyncAuditClient:
             page = await self._call(self._stub.ListPurgedLeaves, request)
             for leaf in page.leaves:
                 yield leaf
-            token = page.next_page_token
+            token, tree_size = page.next_page_token, page.tree_size  # pages of one size
             if not token:
                 return
 

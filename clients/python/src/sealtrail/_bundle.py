@@ -256,10 +256,12 @@ def _prove_exported(source: _Source, out: Path, note: str) -> _Written | None:
     except SealtrailError as error:
         if error.code is grpc.StatusCode.DATA_LOSS:
             return None  # the log is shorter than its checkpoint: proving each shows it
+        if error.code is grpc.StatusCode.UNIMPLEMENTED:
+            return None  # a server older than ListPurgedLeaves
         raise
     if len(seqs) + len(removed) != size:
         return None  # a seq neither exported nor removed: the server will say which
-    tree = LeafTree(bytes(leaves))  # its own copy: 64 bytes a leaf once `leaves` goes
+    tree = LeafTree(leaves)  # which takes the buffer over: 64 bytes a leaf in all
     del leaves
     if tree.root() != signed.root_hash:
         return None

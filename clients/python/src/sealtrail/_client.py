@@ -230,7 +230,7 @@ class AuditClient:
             )
             page = self._call(self._stub.ListPurgedLeaves, request)
             yield from page.leaves
-            token = page.next_page_token
+            token, tree_size = page.next_page_token, page.tree_size  # pages of one size
             if not token:
                 return
 

@@ -61,11 +61,12 @@ class LeafTree:
     largest power of two below n) and its proofs."""
 
     def __init__(self, leaves: bytes | bytearray) -> None:
-        """`leaves`: the leaf hashes in order, concatenated."""
+        """`leaves`: the leaf hashes in order, concatenated. The tree keeps
+        the buffer itself as its lowest level: do not change it afterwards."""
         if len(leaves) % 32:
             raise ValueError("leaves must be 32-byte hashes, concatenated")
         self.size = len(leaves) // 32
-        self._levels = [bytes(leaves)]
+        self._levels: list[bytes | bytearray] = [leaves]
         sha256, prefix = hashlib.sha256, b"\x01"
         level = self._levels[0]
         while len(level) > 32:
@@ -74,14 +75,14 @@ class LeafTree:
             for start in range(0, pairs, 64):
                 upper += sha256(prefix + level[start : start + 64]).digest()
             upper += level[pairs:]  # an odd last node, carried up
-            level = bytes(upper)
+            level = upper
             self._levels.append(level)
 
     def root(self) -> bytes:
-        return self._levels[-1] if self.size else EMPTY_ROOT
+        return bytes(self._levels[-1]) if self.size else EMPTY_ROOT
 
     def leaf(self, index: int) -> bytes:
-        return self._levels[0][32 * index : 32 * index + 32]
+        return bytes(self._levels[0][32 * index : 32 * index + 32])
 
     def inclusion_proof(self, index: int) -> list[bytes]:
         """The RFC 9162 §2.1.3.1 inclusion proof of leaf `index`, leaf side first."""
@@ -91,7 +92,7 @@ class LeafTree:
         for level in self._levels[:-1]:
             sibling = 32 * (index ^ 1)
             if sibling < len(level):
-                proof.append(level[sibling : sibling + 32])
+                proof.append(bytes(level[sibling : sibling + 32]))
             index >>= 1
         return proof
 

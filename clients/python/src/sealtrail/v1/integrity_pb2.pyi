@@ -504,8 +504,13 @@ class ListPurgedLeavesResponse(_message.Message):
 
     LEAVES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token of the next page; empty when there is none."""
+    tree_size: _builtins.int
+    """The tree size the leaves are of (the log's, when the request gave 0):
+    ask for the next page with it.
+    """
     @_builtins.property
     def leaves(self) -> _containers.RepeatedCompositeFieldContainer[Global___PurgedLeaf]:
         """The leaves, in seq order."""
@@ -515,10 +520,11 @@ class ListPurgedLeavesResponse(_message.Message):
         *,
         leaves: _abc.Iterable[Global___PurgedLeaf] | None = ...,
         next_page_token: _builtins.str = ...,
+        tree_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["leaves", b"leaves", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leaves", b"leaves", "next_page_token", b"next_page_token", "tree_size", b"tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
