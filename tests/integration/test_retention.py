@@ -432,6 +432,7 @@ def test_purged_leaves_are_listed_in_seq_order_page_by_page(
         )
 
     first = page(tree_size=size, page_size=2)
+    assert first.tree_size == size and page(page_size=1).tree_size >= size
     second = page(tree_size=size, page_size=2, page_token=first.next_page_token)
     assert [leaf.seq for leaf in [*first.leaves, *second.leaves]] == [
         leaf.seq for leaf in listed[:4]
