@@ -38,6 +38,7 @@ from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.retention.purger import LOCK_KEY as PURGE_LOCK
 from sealtrail_server.store.events import query_statement
 from tests.conftest import ServerThread
+from tests.integration.test_database_roles import TENANT_TABLES
 from tests.integration.test_integrity import _CountingProofs
 
 # Actions the tests record; everything else in a log is the service's own.
@@ -286,18 +287,7 @@ def _rows_of(sql: psycopg.Connection[Any], tenant: str) -> dict[str, int]:
 
 
 # The tables each tenant of the erasure test holds rows in before it is erased.
-_HELD_BY_EVERY_TENANT = [
-    "events",
-    "chain_heads",
-    "tree_nodes",
-    "checkpoints",
-    "api_tokens",
-    "tenant_settings",
-    "retention_policies",
-    "sinks",
-    "alert_rules",
-    "alert_cursors",
-]
+_HELD_BY_EVERY_TENANT = [*TENANT_TABLES, "sinks", "alert_rules", "alert_cursors"]
 
 
 def _add_a_sink_and_an_alert_rule(client: AuditClient) -> None:

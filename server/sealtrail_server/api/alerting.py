@@ -109,6 +109,20 @@ def _definition(rule: store.StoredRule) -> dict[str, Any]:
     }
 
 
+async def _stored_rule(
+    conn: Connection, tenant_id: str, rule_id_text: str, field: str
+) -> store.StoredRule:
+    """The tenant's rule of that id: INVALID_ARGUMENT naming `field` if it is
+    not an id, NOT_FOUND if there is none."""
+    rule_id = parse_uuid(rule_id_text)
+    if rule_id is None:
+        raise InvalidArgument.field(field, "must be an alert rule id (a UUID)")
+    found = await store.read_rule(conn, tenant_id, rule_id)
+    if found is None:
+        raise NotFound(f"no alert rule {rule_id}")
+    return found
+
+
 class AlertingRpcs:
     _db: Database
     _appender: Appender
@@ -184,13 +198,9 @@ class AlertingRpcs:
         principal = current_principal()
         tenant_id = principal.tenant_id
         rule = request.rule
-        rule_id = parse_uuid(rule.id)
-        if rule_id is None:
-            raise InvalidArgument.field("rule.id", "must be an alert rule id (a UUID)")
         async with self._db.connection(tenant_id) as conn:
-            before = await store.read_rule(conn, tenant_id, rule_id)
-            if before is None:
-                raise NotFound(f"no alert rule {rule_id}")
+            before = await _stored_rule(conn, tenant_id, rule.id, "rule.id")
+            rule_id = before.id
             condition, severity, sink_ids = await self._validated(rule, conn, tenant_id)
             head = await tree_size(conn, tenant_id)
         after = replace(
@@ -244,13 +254,9 @@ class AlertingRpcs:
     ) -> pb.DeleteAlertRuleResponse:
         principal = current_principal()
         tenant_id = principal.tenant_id
-        rule_id = parse_uuid(request.id)
-        if rule_id is None:
-            raise InvalidArgument.field("id", "must be an alert rule id (a UUID)")
         async with self._db.connection(tenant_id) as conn:
-            found = await store.read_rule(conn, tenant_id, rule_id)
-        if found is None:
-            raise NotFound(f"no alert rule {rule_id}")
+            found = await _stored_rule(conn, tenant_id, request.id, "id")
+        rule_id = found.id
         event_id = await record_access(
             self._appender,
             principal,
