@@ -46,22 +46,25 @@ async def count_rules(conn: Connection, tenant_id: str) -> int:
     return int(row[0]) if row else 0
 
 
+def _definition_values(rule: StoredRule) -> list[Any]:
+    """name, condition, severity, sink_ids, disabled, start_seq: as insert and
+    update write them."""
+    return [
+        rule.name,
+        json.dumps(rule.condition),
+        rule.severity,
+        json.dumps(rule.sink_ids),
+        rule.disabled,
+        rule.start_seq,
+    ]
+
+
 async def insert_rule(conn: Connection, rule: StoredRule) -> None:
     """The rule, and the tenant's evaluation cursor at the rule's start if it has none."""
     await conn.execute(
         "INSERT INTO alert_rules (tenant_id, id, name, condition, severity, sink_ids, disabled,"
         " start_seq, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        [
-            rule.tenant_id,
-            rule.id,
-            rule.name,
-            json.dumps(rule.condition),
-            rule.severity,
-            json.dumps(rule.sink_ids),
-            rule.disabled,
-            rule.start_seq,
-            rule.created_at,
-        ],
+        [rule.tenant_id, rule.id, *_definition_values(rule), rule.created_at],
     )
     await conn.execute(
         "INSERT INTO alert_cursors (tenant_id, cursor_seq) VALUES (%s, %s)"
@@ -95,16 +98,7 @@ async def update_rule(conn: Connection, rule: StoredRule, *, forget_addresses: b
     cursor = await conn.execute(
         "UPDATE alert_rules SET name = %s, condition = %s, severity = %s, sink_ids = %s,"
         " disabled = %s, start_seq = %s WHERE tenant_id = %s AND id = %s",
-        [
-            rule.name,
-            json.dumps(rule.condition),
-            rule.severity,
-            json.dumps(rule.sink_ids),
-            rule.disabled,
-            rule.start_seq,
-            rule.tenant_id,
-            rule.id,
-        ],
+        [*_definition_values(rule), rule.tenant_id, rule.id],
     )
     if forget_addresses:
         await conn.execute(
