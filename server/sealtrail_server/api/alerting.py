@@ -24,6 +24,7 @@ from ..domain.filters import validate_filter
 from ..store import alerts as store
 from ..store import sinks as sink_store
 from ..store.appender import Appender
+from ..store.changes import Changes
 from ..store.database import Connection, Database
 from ..store.tree import tree_size
 from .audited import record_access
@@ -109,14 +110,16 @@ def _definition(rule: store.StoredRule) -> dict[str, Any]:
     }
 
 
-async def _stored_rule(
-    conn: Connection, tenant_id: str, rule_id_text: str, field: str
-) -> store.StoredRule:
-    """The tenant's rule of that id: INVALID_ARGUMENT naming `field` if it is
-    not an id, NOT_FOUND if there is none."""
-    rule_id = parse_uuid(rule_id_text)
+def _rule_id(text: str, field: str) -> str:
+    """`text` as an alert rule id: INVALID_ARGUMENT naming `field` if it is not one."""
+    rule_id = parse_uuid(text)
     if rule_id is None:
         raise InvalidArgument.field(field, "must be an alert rule id (a UUID)")
+    return rule_id
+
+
+async def _stored_rule(conn: Connection, tenant_id: str, rule_id: str) -> store.StoredRule:
+    """The tenant's rule of that id; NOT_FOUND if there is none."""
     found = await store.read_rule(conn, tenant_id, rule_id)
     if found is None:
         raise NotFound(f"no alert rule {rule_id}")
@@ -125,6 +128,7 @@ async def _stored_rule(
 
 class AlertingRpcs:
     _db: Database
+    _changes: Changes
     _appender: Appender
     _clock: Callable[[], datetime]
     _evaluator: Evaluator
@@ -198,46 +202,44 @@ class AlertingRpcs:
         principal = current_principal()
         tenant_id = principal.tenant_id
         rule = request.rule
-        async with self._db.connection(tenant_id) as conn:
-            before = await _stored_rule(conn, tenant_id, rule.id, "rule.id")
-            rule_id = before.id
+        rule_id = _rule_id(rule.id, "rule.id")
+        async with self._changes.exclusive(tenant_id, f"alert_rule/{rule_id}") as conn:
+            before = await _stored_rule(conn, tenant_id, rule_id)
             condition, severity, sink_ids = await self._validated(rule, conn, tenant_id)
-            head = await tree_size(conn, tenant_id)
-        after = replace(
-            before,
-            name=rule.name,
-            condition=condition,
-            severity=severity,
-            sink_ids=sink_ids,
-            disabled=rule.disabled,
-        )
-        if after == before:
-            return pb.UpdateAlertRuleResponse(rule=_rule_message(before))
-        if before.disabled and not after.disabled:
-            # Enabled again: it watches from the next event, as a new rule
-            # does, never the events recorded while it was off.
-            after = replace(after, start_seq=head + 1)
-        old, new = _definition(before), _definition(after)
-        event_id = await record_access(
-            self._appender,
-            principal,
-            now=self._clock(),
-            action="alert_rule.updated",
-            category=event_pb2.CATEGORY_CONFIGURATION,
-            resource_type="alert_rule",
-            resource_id=rule_id,
-            description=f"Alert rule {after.name!r} changed",
-            changes=[
-                ChangeDraft(name, old[name], new[name]) for name in old if old[name] != new[name]
-            ],
-        )
-        # What a new-IP rule learned was learned under its old condition.
-        forget = before.condition["kind"] == "new_ip" and before.condition != after.condition
-        async with self._db.connection(tenant_id) as conn:
-            updated = await store.update_rule(conn, after, forget_addresses=forget)
-            current = await store.read_rule(conn, tenant_id, rule_id)
-        if not updated or current is None:
-            raise NotFound(f"no alert rule {rule_id}")
+            after = replace(
+                before,
+                name=rule.name,
+                condition=condition,
+                severity=severity,
+                sink_ids=sink_ids,
+                disabled=rule.disabled,
+            )
+            if after == before:
+                return pb.UpdateAlertRuleResponse(rule=_rule_message(before))
+            if before.disabled and not after.disabled:
+                # Enabled again: it watches from the next event, as a new rule
+                # does, never the events recorded while it was off.
+                after = replace(after, start_seq=await tree_size(conn, tenant_id) + 1)
+            old, new = _definition(before), _definition(after)
+            event_id = await record_access(
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="alert_rule.updated",
+                category=event_pb2.CATEGORY_CONFIGURATION,
+                resource_type="alert_rule",
+                resource_id=rule_id,
+                description=f"Alert rule {after.name!r} changed",
+                changes=[
+                    ChangeDraft(name, old[name], new[name])
+                    for name in old
+                    if old[name] != new[name]
+                ],
+            )
+            # What a new-IP rule learned was learned under its old condition.
+            forget = before.condition["kind"] == "new_ip" and before.condition != after.condition
+            await store.update_rule(conn, after, forget_addresses=forget)
+            current = await _stored_rule(conn, tenant_id, rule_id)
         self._evaluator.rules_changed()
         return pb.UpdateAlertRuleResponse(rule=_rule_message(current), event_id=event_id)
 
@@ -254,25 +256,24 @@ class AlertingRpcs:
     ) -> pb.DeleteAlertRuleResponse:
         principal = current_principal()
         tenant_id = principal.tenant_id
-        async with self._db.connection(tenant_id) as conn:
-            found = await _stored_rule(conn, tenant_id, request.id, "id")
-        rule_id = found.id
-        event_id = await record_access(
-            self._appender,
-            principal,
-            now=self._clock(),
-            action="alert_rule.deleted",
-            category=event_pb2.CATEGORY_CONFIGURATION,
-            resource_type="alert_rule",
-            resource_id=rule_id,
-            description=f"Alert rule {found.name!r} deleted",
-            details={
-                "name": found.name,
-                "condition": found.condition,
-                "fired": found.fired,
-            },
-        )
-        async with self._db.connection(tenant_id) as conn:
+        rule_id = _rule_id(request.id, "id")
+        async with self._changes.exclusive(tenant_id, f"alert_rule/{rule_id}") as conn:
+            found = await _stored_rule(conn, tenant_id, rule_id)
+            event_id = await record_access(
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="alert_rule.deleted",
+                category=event_pb2.CATEGORY_CONFIGURATION,
+                resource_type="alert_rule",
+                resource_id=rule_id,
+                description=f"Alert rule {found.name!r} deleted",
+                details={
+                    "name": found.name,
+                    "condition": found.condition,
+                    "fired": found.fired,
+                },
+            )
             await store.delete_rule(conn, tenant_id, rule_id)
         self._evaluator.rules_changed()
         return pb.DeleteAlertRuleResponse(event_id=event_id)

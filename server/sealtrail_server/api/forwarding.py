@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -36,7 +37,8 @@ from ..forward.egress import EgressDenied, EgressPolicy, Unresolvable
 from ..forward.forwarder import Forwarder
 from ..store import sinks as store
 from ..store.appender import Appender
-from ..store.database import Database
+from ..store.changes import Changes
+from ..store.database import Connection, Database
 from ..store.tree import tree_size
 from .audited import record_access
 from .convert import filter_draft
@@ -113,6 +115,7 @@ def _describe(definition: SinkDefinition) -> dict[str, Any]:
 
 class ForwardingRpcs:
     _db: Database
+    _changes: Changes
     _appender: Appender
     _clock: Callable[[], datetime]
     _forwarder: Forwarder
@@ -154,19 +157,15 @@ class ForwardingRpcs:
             paused=sink.paused,
         )
 
-    async def _stored_sink(self, tenant_id: str, sink_id_text: str, field: str) -> store.StoredSink:
-        sink_id = parse_uuid(sink_id_text)
-        if sink_id is None:
-            raise InvalidArgument.field(field, "must be a sink id (a UUID)")
-        async with self._db.connection(tenant_id) as conn:
-            stored = await store.read_sink(conn, tenant_id, sink_id, box=self._box)
+    async def _stored_sink(
+        self, conn: Connection, tenant_id: str, sink_id_text: str, field: str
+    ) -> store.StoredSink:
+        stored = await store.read_sink(
+            conn, tenant_id, _sink_id(sink_id_text, field), box=self._box
+        )
         if stored is None:
-            raise NotFound(f"no sink {sink_id}")
+            raise NotFound(f"no sink {sink_id_text}")
         return stored
-
-    async def _head(self, tenant_id: str) -> int:
-        async with self._db.connection(tenant_id) as conn:
-            return await tree_size(conn, tenant_id)
 
     async def CreateSink(
         self, request: pb.CreateSinkRequest, context: Context
@@ -211,8 +210,10 @@ class ForwardingRpcs:
 
     async def GetSink(self, request: pb.GetSinkRequest, context: Context) -> pb.GetSinkResponse:
         tenant_id = current_principal().tenant_id
-        stored = await self._stored_sink(tenant_id, request.id, "id")
-        return pb.GetSinkResponse(sink=_sink_message(stored, await self._head(tenant_id)))
+        async with self._db.connection(tenant_id) as conn:
+            stored = await self._stored_sink(conn, tenant_id, request.id, "id")
+            head = await tree_size(conn, tenant_id)
+        return pb.GetSinkResponse(sink=_sink_message(stored, head))
 
     async def ListSinks(
         self, request: pb.ListSinksRequest, context: Context
@@ -228,8 +229,38 @@ class ForwardingRpcs:
     ) -> pb.UpdateSinkResponse:
         principal = current_principal()
         tenant_id = principal.tenant_id
-        before = await self._stored_sink(tenant_id, request.sink.id, "sink.id")
-        kind, given = _destination(request.sink)
+        sink_id = _sink_id(request.sink.id, "sink.id")
+        async with self._changes.exclusive(tenant_id, f"sink/{sink_id}") as conn:
+            before = await self._stored_sink(conn, tenant_id, sink_id, "sink.id")
+            definition = await self._updated_definition(request.sink, before)
+            if definition == before.definition:
+                head = await tree_size(conn, tenant_id)
+                return pb.UpdateSinkResponse(sink=_sink_message(before, head))
+            old, new = _describe(before.definition), _describe(definition)
+            event_id = await record_access(
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="sink.updated",
+                category=event_pb2.CATEGORY_CONFIGURATION,
+                resource_type="sink",
+                resource_id=sink_id,
+                description=f"Sink {definition.name!r} changed",
+                changes=[ChangeDraft(k, old[k], new[k]) for k in old if old[k] != new[k]]
+                or [ChangeDraft("destination", "(secret)", "(secret rotated)")],
+            )
+            await store.update_sink(
+                conn, tenant_id, sink_id, definition, box=self._box, now=self._clock()
+            )
+            after = await self._stored_sink(conn, tenant_id, sink_id, "sink.id")
+            head = await tree_size(conn, tenant_id)
+        self._forwarder.sink_changed(tenant_id)
+        return pb.UpdateSinkResponse(sink=_sink_message(after, head), event_id=event_id)
+
+    async def _updated_definition(self, sink: pb.Sink, before: store.StoredSink) -> SinkDefinition:
+        """`sink` as the new definition of `before`, its secrets kept where
+        none are given, or why that cannot be."""
+        kind, given = _destination(sink)
         if kind == before.definition.kind and any(not given.get(f) for f, _ in before.unopened):
             # Kept as it is, an unopenable secret would be stored empty.
             raise FailedPrecondition(
@@ -237,7 +268,7 @@ class ForwardingRpcs:
                 " give them again in this update",
                 reason="SINK_SECRETS_UNOPENABLE",
             )
-        definition = await self._definition(request.sink, path="sink", current=before.definition)
+        definition = await self._definition(sink, path="sink", current=before.definition)
         moved = definition.destination.get("url") != before.definition.destination.get("url")
         kept = [f for f in SECRET_FIELDS[definition.kind] if definition.destination.get(f)]
         if kind == before.definition.kind and moved and any(not given.get(f) for f in kept):
@@ -247,63 +278,40 @@ class ForwardingRpcs:
                 "the sink's URL changes: give its secrets again in this update",
                 reason="SINK_SECRETS_REQUIRED",
             )
-        if definition == before.definition:
-            return pb.UpdateSinkResponse(sink=_sink_message(before, await self._head(tenant_id)))
-        old, new = _describe(before.definition), _describe(definition)
-        event_id = await record_access(
-            self._appender,
-            principal,
-            now=self._clock(),
-            action="sink.updated",
-            category=event_pb2.CATEGORY_CONFIGURATION,
-            resource_type="sink",
-            resource_id=before.id,
-            description=f"Sink {definition.name!r} changed",
-            changes=[ChangeDraft(k, old[k], new[k]) for k in old if old[k] != new[k]]
-            or [ChangeDraft("destination", "(secret)", "(secret rotated)")],
-        )
-        async with self._db.connection(tenant_id) as conn:
-            await store.update_sink(
-                conn, tenant_id, before.id, definition, box=self._box, now=self._clock()
-            )
-            after = await store.read_sink(conn, tenant_id, before.id, box=self._box)
-            head = await tree_size(conn, tenant_id)
-        if after is None:
-            raise NotFound(f"no sink {before.id}")
-        self._forwarder.sink_changed(tenant_id)
-        return pb.UpdateSinkResponse(sink=_sink_message(after, head), event_id=event_id)
+        return definition
 
     async def DeleteSink(
         self, request: pb.DeleteSinkRequest, context: Context
     ) -> pb.DeleteSinkResponse:
         principal = current_principal()
         tenant_id = principal.tenant_id
-        stored = await self._stored_sink(tenant_id, request.id, "id")
-        event_id = await record_access(
-            self._appender,
-            principal,
-            now=self._clock(),
-            action="sink.deleted",
-            category=event_pb2.CATEGORY_CONFIGURATION,
-            resource_type="sink",
-            resource_id=stored.id,
-            description=f"Sink {stored.definition.name!r} deleted",
-            details={
-                **_describe(stored.definition),
-                "cursor_seq": stored.state.cursor_seq,
-                "dead_letters": stored.state.dead_letters,
-            },
-        )
-        async with self._db.connection(tenant_id) as conn:
-            await store.delete_sink(conn, tenant_id, stored.id)
+        sink_id = _sink_id(request.id, "id")
+        async with self._changes.exclusive(tenant_id, f"sink/{sink_id}") as conn:
+            stored = await self._stored_sink(conn, tenant_id, sink_id, "id")
+            event_id = await record_access(
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="sink.deleted",
+                category=event_pb2.CATEGORY_CONFIGURATION,
+                resource_type="sink",
+                resource_id=sink_id,
+                description=f"Sink {stored.definition.name!r} deleted",
+                details={
+                    **_describe(stored.definition),
+                    "cursor_seq": stored.state.cursor_seq,
+                    "dead_letters": stored.state.dead_letters,
+                },
+            )
+            await store.delete_sink(conn, tenant_id, sink_id)
         return pb.DeleteSinkResponse(event_id=event_id)
 
     async def ListDeadLetters(
         self, request: pb.ListDeadLettersRequest, context: Context
     ) -> pb.ListDeadLettersResponse:
         tenant_id = current_principal().tenant_id
-        stored = await self._stored_sink(tenant_id, request.sink_id, "sink_id")
         async with self._db.connection(tenant_id) as conn:
+            stored = await self._stored_sink(conn, tenant_id, request.sink_id, "sink_id")
             rows = await store.list_dead_letters(conn, tenant_id, stored.id)
         response = pb.ListDeadLettersResponse()
         for row in rows:
@@ -324,72 +332,100 @@ class ForwardingRpcs:
     ) -> pb.ReplaySinkResponse:
         principal = current_principal()
         tenant_id = principal.tenant_id
-        stored = await self._stored_sink(tenant_id, request.sink_id, "sink_id")
-        head = await self._head(tenant_id)
-        selection = request.WhichOneof("selection")
-        occurred_after = occurred_before = None
-        dead_letter_id = None
-        if selection == "seq_range":
-            first, last = request.seq_range.first_seq, request.seq_range.last_seq
-            if first < 1:
-                raise InvalidArgument.field("seq_range.first_seq", "must be at least 1")
-            if last < first:
-                raise InvalidArgument.field("seq_range.last_seq", "must be at least first_seq")
-            last = min(last, head)
-        elif selection == "window":
-            window = request.window
-            if not window.HasField("start_time") or not window.HasField("end_time"):
-                raise InvalidArgument.field("window", "start_time and end_time are required")
-            occurred_after = window.start_time.ToDatetime(tzinfo=UTC)
-            occurred_before = window.end_time.ToDatetime(tzinfo=UTC)
-            if occurred_before <= occurred_after:
-                raise InvalidArgument.field("window.end_time", "must be after start_time")
-            async with self._db.connection(tenant_id) as conn:
-                first, last = await store.seq_range_of_window(
-                    conn, tenant_id, occurred_after, occurred_before
-                )
-        elif selection == "dead_letter_id":
-            letter_id = parse_uuid(request.dead_letter_id)
-            if letter_id is None:
-                raise InvalidArgument.field("dead_letter_id", "must be a dead letter id (a UUID)")
-            async with self._db.connection(tenant_id) as conn:
-                letter = await store.read_dead_letter(conn, tenant_id, stored.id, letter_id)
-            if letter is None:
-                raise NotFound(f"no dead letter {letter_id} of sink {stored.id}")
-            first, last, dead_letter_id = letter.first_seq, letter.last_seq, letter.id
-        else:
-            raise InvalidArgument.field(
-                "selection", "seq_range, window or dead_letter_id is required"
+        sink_id = _sink_id(request.sink_id, "sink_id")
+        async with self._changes.exclusive(tenant_id, f"sink/{sink_id}") as conn:
+            stored = await self._stored_sink(conn, tenant_id, sink_id, "sink_id")
+            replay = await _replay_selection(conn, request, tenant_id, sink_id)
+            details: dict[str, Any] = {
+                "sink_id": sink_id,
+                "first_seq": replay.first_seq,
+                "last_seq": replay.last_seq,
+            }
+            if replay.occurred_after is not None and replay.occurred_before is not None:
+                details["window"] = [
+                    replay.occurred_after.isoformat(),
+                    replay.occurred_before.isoformat(),
+                ]
+            if replay.dead_letter_id is not None:
+                details["dead_letter_id"] = replay.dead_letter_id
+            event_id = await record_access(
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="sink.replay_requested",
+                category=event_pb2.CATEGORY_CONFIGURATION,
+                resource_type="sink",
+                resource_id=sink_id,
+                description=(
+                    f"Replay of seq {replay.first_seq}-{replay.last_seq}"
+                    f" to sink {stored.definition.name!r}"
+                ),
+                details=details,
             )
-        replay_id = str(uuid.uuid4())
-        details: dict[str, Any] = {"sink_id": stored.id, "first_seq": first, "last_seq": last}
-        if occurred_after is not None and occurred_before is not None:
-            details["window"] = [occurred_after.isoformat(), occurred_before.isoformat()]
-        if dead_letter_id is not None:
-            details["dead_letter_id"] = dead_letter_id
-        event_id = await record_access(
-            self._appender,
-            principal,
-            now=self._clock(),
-            action="sink.replay_requested",
-            category=event_pb2.CATEGORY_CONFIGURATION,
-            resource_type="sink",
-            resource_id=stored.id,
-            description=f"Replay of seq {first}-{last} to sink {stored.definition.name!r}",
-            details=details,
-        )
-        async with self._db.connection(tenant_id) as conn:
+            replay_id = str(uuid.uuid4())
             await store.insert_replay(
                 conn,
                 tenant_id,
-                stored.id,
+                sink_id,
                 replay_id,
-                first_seq=first,
-                last_seq=last,
-                occurred_after=occurred_after,
-                occurred_before=occurred_before,
-                dead_letter_id=dead_letter_id,
+                first_seq=replay.first_seq,
+                last_seq=replay.last_seq,
+                occurred_after=replay.occurred_after,
+                occurred_before=replay.occurred_before,
+                dead_letter_id=replay.dead_letter_id,
                 now=self._clock(),
             )
         self._forwarder.sink_changed(tenant_id)
         return pb.ReplaySinkResponse(replay_id=replay_id, event_id=event_id)
+
+
+def _sink_id(text: str, field: str) -> str:
+    """`text` as a sink id: INVALID_ARGUMENT naming `field` if it is not one."""
+    sink_id = parse_uuid(text)
+    if sink_id is None:
+        raise InvalidArgument.field(field, "must be a sink id (a UUID)")
+    return sink_id
+
+
+@dataclass(frozen=True, slots=True)
+class _Replay:
+    """What a ReplaySink request selects: a seq range, and the window or dead
+    letter it came from."""
+
+    first_seq: int
+    last_seq: int
+    occurred_after: datetime | None = None
+    occurred_before: datetime | None = None
+    dead_letter_id: str | None = None
+
+
+async def _replay_selection(
+    conn: Connection, request: pb.ReplaySinkRequest, tenant_id: str, sink_id: str
+) -> _Replay:
+    selection = request.WhichOneof("selection")
+    if selection == "seq_range":
+        first, last = request.seq_range.first_seq, request.seq_range.last_seq
+        if first < 1:
+            raise InvalidArgument.field("seq_range.first_seq", "must be at least 1")
+        if last < first:
+            raise InvalidArgument.field("seq_range.last_seq", "must be at least first_seq")
+        return _Replay(first, min(last, await tree_size(conn, tenant_id)))
+    if selection == "window":
+        window = request.window
+        if not window.HasField("start_time") or not window.HasField("end_time"):
+            raise InvalidArgument.field("window", "start_time and end_time are required")
+        after = window.start_time.ToDatetime(tzinfo=UTC)
+        before = window.end_time.ToDatetime(tzinfo=UTC)
+        if before <= after:
+            raise InvalidArgument.field("window.end_time", "must be after start_time")
+        first, last = await store.seq_range_of_window(conn, tenant_id, after, before)
+        return _Replay(first, last, occurred_after=after, occurred_before=before)
+    if selection == "dead_letter_id":
+        letter_id = parse_uuid(request.dead_letter_id)
+        if letter_id is None:
+            raise InvalidArgument.field("dead_letter_id", "must be a dead letter id (a UUID)")
+        letter = await store.read_dead_letter(conn, tenant_id, sink_id, letter_id)
+        if letter is None:
+            raise NotFound(f"no dead letter {letter_id} of sink {sink_id}")
+        return _Replay(letter.first_seq, letter.last_seq, dead_letter_id=letter.id)
+    raise InvalidArgument.field("selection", "seq_range, window or dead_letter_id is required")

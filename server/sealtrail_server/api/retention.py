@@ -24,6 +24,7 @@ from ..domain.retention import (
 )
 from ..retention.erasure import Eraser
 from ..store.appender import Appender
+from ..store.changes import Changes
 from ..store.database import Database
 from ..store.retention import StoredPolicy, read_policy, write_hold, write_policy
 from .audited import record_access
@@ -63,6 +64,7 @@ def describe(policy: RetentionPolicy) -> dict[str, Any]:
 
 class RetentionRpcs:
     _db: Database
+    _changes: Changes
     _appender: Appender
     _clock: Callable[[], datetime]
     _eraser: Eraser
@@ -90,25 +92,26 @@ class RetentionRpcs:
             ],
         )
         tenant_id = principal.tenant_id
-        async with self._db.connection(tenant_id) as conn:
+        async with self._changes.exclusive(tenant_id, "retention") as conn:
             before = await read_policy(conn, tenant_id)
-        if before.policy == policy:
-            return pb.UpdateRetentionPolicyResponse(policy=_policy_message(before))
-        old, new = describe(before.policy), describe(policy)
-        # Recorded before it applies: a change is never without its event.
-        event_id = await record_access(
-            self._appender,
-            principal,
-            now=self._clock(),
-            action="retention.policy_updated",
-            category=event_pb2.CATEGORY_CONFIGURATION,
-            resource_type="retention_policy",
-            description="Retention policy changed",
-            changes=[
-                ChangeDraft(name, old[name], new[name]) for name in old if old[name] != new[name]
-            ],
-        )
-        async with self._db.connection(tenant_id) as conn:
+            if before.policy == policy:
+                return pb.UpdateRetentionPolicyResponse(policy=_policy_message(before))
+            old, new = describe(before.policy), describe(policy)
+            # Recorded before it applies: a change is never without its event.
+            event_id = await record_access(
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="retention.policy_updated",
+                category=event_pb2.CATEGORY_CONFIGURATION,
+                resource_type="retention_policy",
+                description="Retention policy changed",
+                changes=[
+                    ChangeDraft(name, old[name], new[name])
+                    for name in old
+                    if old[name] != new[name]
+                ],
+            )
             after = await write_policy(conn, tenant_id, policy, now=self._clock())
         return pb.UpdateRetentionPolicyResponse(policy=_policy_message(after), event_id=event_id)
 
@@ -118,22 +121,21 @@ class RetentionRpcs:
         principal = current_principal()
         reason = validate_hold_reason(request.on, request.reason)
         tenant_id = principal.tenant_id
-        async with self._db.connection(tenant_id) as conn:
-            before = await read_policy(conn, tenant_id)
-        if before.hold.on == request.on and (not request.on or before.hold.reason == reason):
-            return pb.SetLegalHoldResponse(legal_hold=_hold_message(before))
         placed = request.on
-        event_id = await record_access(
-            self._appender,
-            principal,
-            now=self._clock(),
-            action="retention.legal_hold_placed" if placed else "retention.legal_hold_released",
-            category=event_pb2.CATEGORY_CONFIGURATION,
-            resource_type="legal_hold",
-            description=(f"Legal hold placed: {reason}" if placed else "Legal hold released"),
-            details={"reason": reason} if placed else {"previous_reason": before.hold.reason},
-        )
-        async with self._db.connection(tenant_id) as conn:
+        async with self._changes.exclusive(tenant_id, "retention") as conn:
+            before = await read_policy(conn, tenant_id)
+            if before.hold.on == placed and (not placed or before.hold.reason == reason):
+                return pb.SetLegalHoldResponse(legal_hold=_hold_message(before))
+            event_id = await record_access(
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="retention.legal_hold_placed" if placed else "retention.legal_hold_released",
+                category=event_pb2.CATEGORY_CONFIGURATION,
+                resource_type="legal_hold",
+                description=(f"Legal hold placed: {reason}" if placed else "Legal hold released"),
+                details={"reason": reason} if placed else {"previous_reason": before.hold.reason},
+            )
             after = await write_hold(
                 conn, tenant_id, on=placed, reason=reason if placed else "", now=self._clock()
             )

@@ -31,6 +31,7 @@ from ..forward.forwarder import Forwarder
 from ..integrity.checkpointer import Checkpointer
 from ..retention.erasure import Eraser
 from ..store.appender import Appended, Appender
+from ..store.changes import Changes
 from ..store.database import Database
 from ..store.events import Order, get_event, query_events
 from ..store.node_reader import NodeReader
@@ -110,6 +111,7 @@ class AuditLogServicer(
         self._export_limit = export_limit
         self._export_window = export_window
         self._db = db
+        self._changes = Changes(db)
         self._appender = appender
         self._checkpointer = checkpointer
         self._clock = clock

@@ -21,6 +21,7 @@ from ..domain.errors import InvalidArgument
 from ..domain.event import ChangeDraft, ValidEvent
 from ..domain.redaction import Redactor, hmac_token, redact_event, tenant_key
 from ..store.appender import Appender
+from ..store.changes import Changes
 from ..store.database import Database
 from ..store.tenant_settings import SettingsCache, TenantSettings, read_settings, write_settings
 from .audited import record_access
@@ -56,6 +57,7 @@ def _check_update_mask(request: pb.UpdateTenantSettingsRequest) -> None:
 
 class SettingsRpcs:
     _db: Database
+    _changes: Changes
     _appender: Appender
     _clock: Callable[[], datetime]
     _settings_cache: SettingsCache
@@ -93,13 +95,12 @@ class SettingsRpcs:
             raise InvalidArgument.field(
                 "settings.redaction_mode", "must be REDACTION_MODE_REPLACE or REDACTION_MODE_HMAC"
             )
-        async with self._db.connection(principal.tenant_id) as conn:
+        async with self._changes.exclusive(principal.tenant_id, "settings") as conn:
             before = await read_settings(conn, principal.tenant_id)
-        if before.redaction_mode == mode:
-            return pb.UpdateTenantSettingsResponse(settings=_message(before))
-        # Recorded before it applies: a change is never without its event.
-        event_id = await self._record_change(principal, before.redaction_mode, mode)
-        async with self._db.connection(principal.tenant_id) as conn:
+            if before.redaction_mode == mode:
+                return pb.UpdateTenantSettingsResponse(settings=_message(before))
+            # Recorded before it applies: a change is never without its event.
+            event_id = await self._record_change(principal, before.redaction_mode, mode)
             after = await write_settings(conn, principal.tenant_id, redaction_mode=mode)
         self._settings_cache.put(principal.tenant_id, after)
         return pb.UpdateTenantSettingsResponse(settings=_message(after), event_id=event_id)

@@ -19,6 +19,7 @@ from ..domain.errors import InvalidArgument, NotFound
 from ..domain.event import MAX_NAME, parse_uuid
 from ..domain.filters import decode_page_token, encode_page_token, page_size
 from ..store.appender import Appender
+from ..store.changes import Changes
 from ..store.database import Database
 from ..store.tokens import TokenInfo, create_token, find_token, list_tokens, revoke_token
 from .audited import record_access
@@ -49,6 +50,7 @@ def _fingerprint(tenant_id: str) -> str:
 
 class TokenRpcs:
     _db: Database
+    _changes: Changes
     _appender: Appender
     _clock: Callable[[], datetime]
     _authenticator: Authenticator | None
@@ -127,22 +129,24 @@ class TokenRpcs:
         token_id = parse_uuid(request.token_id)
         if token_id is None:
             raise InvalidArgument.field("token_id", "must be a UUID")
-        found = await find_token(self._db, tenant_id=principal.tenant_id, token_id=token_id)
-        if found is None or found.revoked_at is not None:
-            raise NotFound("no live token with that id in this tenant")
-        # Recorded before it applies: a revocation is never without its event.
-        event_id = await record_access(
-            self._appender,
-            principal,
-            now=self._clock(),
-            action="api_token.revoked",
-            category=event_pb2.CATEGORY_SECURITY,
-            resource_type="api_token",
-            resource_id=token_id,
-            description=f"Revoked an API token with role {found.role}",
-            details={"role": found.role, "name": found.name},
-        )
-        await revoke_token(self._db, token_id=token_id, tenant_id=principal.tenant_id)
+        # One revocation at a time: a second one finds the token revoked.
+        async with self._changes.exclusive(principal.tenant_id, f"api_token/{token_id}"):
+            found = await find_token(self._db, tenant_id=principal.tenant_id, token_id=token_id)
+            if found is None or found.revoked_at is not None:
+                raise NotFound("no live token with that id in this tenant")
+            # Recorded before it applies: a revocation is never without its event.
+            event_id = await record_access(
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="api_token.revoked",
+                category=event_pb2.CATEGORY_SECURITY,
+                resource_type="api_token",
+                resource_id=token_id,
+                description=f"Revoked an API token with role {found.role}",
+                details={"role": found.role, "name": found.name},
+            )
+            await revoke_token(self._db, token_id=token_id, tenant_id=principal.tenant_id)
         if self._authenticator is not None:
             self._authenticator.forget(token_id)  # this process stops honouring it now
         revoked = await find_token(self._db, tenant_id=principal.tenant_id, token_id=token_id)

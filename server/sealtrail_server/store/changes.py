@@ -1,0 +1,69 @@
+"""One change at a time to each thing a tenant configures.
+
+A change of a sink, an alert rule, the retention policy, the legal hold, the
+tenant's settings or a token reads the current value, records the change as an
+event (through the appender, in a transaction of its own), then writes the new
+value. Two such changes of the same thing at once would both read the same
+value: the log would state changes from a value that was no longer current,
+and its last word could differ from what was applied last.
+
+`Changes.exclusive` serialises them: in this process with an asyncio lock (so
+waiting callers hold no pooled connection), across processes with a
+transaction-level advisory lock, held from the read to the write's commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final
+
+import psycopg
+
+from ..domain.errors import Unavailable
+from .database import Connection, Database
+
+# Seed of the advisory lock keys (the checkpointer locks tenants with seed 7).
+_LOCK_SEED: Final = 0x5EA1C4A9
+# How long a change waits for one of another process before giving up.
+DEFAULT_WAIT_SECONDS: Final = 5.0
+
+
+class Changes:
+    """Hands out one tenant connection at a time per (tenant, subject)."""
+
+    def __init__(self, db: Database, *, wait_seconds: float = DEFAULT_WAIT_SECONDS) -> None:
+        self._db = db
+        self._wait_ms = max(1, round(wait_seconds * 1000))
+        self._local: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    @asynccontextmanager
+    async def exclusive(self, tenant_id: str, subject: str) -> AsyncIterator[Connection]:
+        """A connection of `tenant_id`, in a transaction that no other change
+        of `subject` (like `sink/<id>` or `retention`) overlaps. Read the
+        current value, record the change and write it on this connection; the
+        write commits when the block ends, and a failure rolls it back."""
+        key = (tenant_id, subject)
+        lock = self._local.get(key)
+        if lock is None:
+            lock = self._local[key] = asyncio.Lock()
+        async with lock, self._db.connection(tenant_id) as conn, conn.transaction():
+            await conn.execute(
+                "SELECT set_config('lock_timeout', %s, true)", [f"{self._wait_ms}ms"]
+            )
+            try:
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))",
+                    [f"{tenant_id}/{subject}", _LOCK_SEED],
+                )
+            except psycopg.errors.LockNotAvailable as error:
+                raise Unavailable(
+                    f"another change of {subject} is still being applied; retry",
+                    retry_after=1.0,
+                ) from error
+            await conn.execute("SELECT set_config('lock_timeout', '0', true)")
+            yield conn

@@ -1,0 +1,126 @@
+"""Changes of one configured thing never overlap: each reads the value the
+previous one wrote, so the log's history of changes has no gap and its last
+word is what applies, with callers in one process or in several."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
+from typing import Any
+
+import pytest
+from google.protobuf import json_format
+
+from sealtrail import AuditClient, build_alert_rule, build_filter
+from sealtrail_server.domain.errors import Unavailable
+from sealtrail_server.store.changes import Changes
+from tests.conftest import ServerThread
+
+WRITERS = 8
+
+
+def _history(client: AuditClient, action: str, field: str) -> list[tuple[Any, Any]]:
+    """(before, after) of `field` in each `action` event, oldest first."""
+    pairs = []
+    for event in client.query(build_filter(actions=[action]), order="oldest"):
+        [change] = [c for c in event.changes if c.field == field]
+        pairs.append(
+            (json_format.MessageToDict(change.before), json_format.MessageToDict(change.after))
+        )
+    return pairs
+
+
+def _assert_unbroken(history: list[tuple[Any, Any]], first: Any, last: Any) -> None:
+    assert len(history) == WRITERS
+    assert history[0][0] == first
+    for (_, after), (before, _) in pairwise(history):
+        assert before == after  # each change starts from the one before it
+    assert history[-1][1] == last
+
+
+def test_concurrent_policy_changes_record_an_unbroken_history(client: AuditClient) -> None:
+    def set_days(days: int) -> None:
+        client.set_retention_policy(days)
+
+    with ThreadPoolExecutor(WRITERS) as pool:
+        list(pool.map(set_days, range(30, 30 + WRITERS)))
+
+    applied = client.get_retention_policy().policy.default_days
+    history = _history(client, "retention.policy_updated", "default_days")
+    _assert_unbroken(history, first=0, last=applied)  # 0: forever
+
+
+def test_concurrent_rule_updates_record_an_unbroken_history(client: AuditClient) -> None:
+    rule = client.create_alert_rule(
+        build_alert_rule(
+            "spike", "threshold", filter=build_filter(actions=["x.y"]), count=5, window_seconds=60
+        )
+    ).rule
+
+    def rename(index: int) -> None:
+        renamed = type(rule)()
+        renamed.CopyFrom(rule)
+        renamed.name = f"spike {index}"
+        client.update_alert_rule(renamed)
+
+    with ThreadPoolExecutor(WRITERS) as pool:
+        list(pool.map(rename, range(WRITERS)))
+
+    [applied] = client.list_alert_rules()
+    _assert_unbroken(
+        _history(client, "alert_rule.updated", "name"), first="spike", last=applied.name
+    )
+
+
+def test_a_change_waits_for_one_in_progress_in_another_process(
+    server: ServerThread, tenant: str
+) -> None:
+    # Two Changes on one database share no in-process lock, as two processes
+    # would not: only the database's lock keeps them apart.
+    first, second = Changes(server.database), Changes(server.database)
+
+    async def run() -> list[str]:
+        order: list[str] = []
+        async with first.exclusive(tenant, "retention"):
+            waiting = asyncio.create_task(_enter(second, tenant, order))
+            await asyncio.sleep(0.3)
+            order.append("first done")
+        await asyncio.wait_for(waiting, 10)
+        return order
+
+    assert server.run(run()) == ["first done", "second entered"]
+
+
+def test_other_subjects_and_tenants_do_not_wait(server: ServerThread, tenant: str) -> None:
+    first, second = Changes(server.database), Changes(server.database)
+
+    async def run() -> list[str]:
+        order: list[str] = []
+        async with first.exclusive(tenant, "retention"):
+            await asyncio.wait_for(_enter(second, tenant, order, subject="settings"), 10)
+            await asyncio.wait_for(_enter(second, f"{tenant}-b", order), 10)
+            order.append("first done")
+        return order
+
+    assert server.run(run()) == ["second entered", "second entered", "first done"]
+
+
+def test_a_change_stuck_elsewhere_is_answered_unavailable(
+    server: ServerThread, tenant: str
+) -> None:
+    holder, impatient = Changes(server.database), Changes(server.database, wait_seconds=0.2)
+
+    async def run() -> None:
+        async with holder.exclusive(tenant, "settings"):
+            await _enter(impatient, tenant, [], subject="settings")
+
+    with pytest.raises(Unavailable, match="another change of settings"):
+        server.run(run())
+
+
+async def _enter(
+    changes: Changes, tenant: str, order: list[str], *, subject: str = "retention"
+) -> None:
+    async with changes.exclusive(tenant, subject):
+        order.append("second entered")
