@@ -432,7 +432,10 @@ def test_alert_rules_from_the_command_line(cli_env: dict[str, str]) -> None:
     assert "failed logins (disabled)" in run("sealtrail", "alerts", env=cli_env).stdout
     run("sealtrail", "alerts", "enable", rule_id, env=cli_env)
     assert "(disabled)" not in run("sealtrail", "alerts", env=cli_env).stdout
-    gone = run("sealtrail", "alerts", "disable", "nope", env=cli_env, check=False)
-    assert gone.returncode == 1 and "no alert rule nope" in gone.stderr
+    bad_id = run("sealtrail", "alerts", "disable", "nope", env=cli_env, check=False)
+    assert bad_id.returncode == 2 and "rule.id: must be an alert rule id" in bad_id.stderr
+    unknown = "00000000-0000-4000-8000-000000000000"
+    gone = run("sealtrail", "alerts", "disable", unknown, env=cli_env, check=False)
+    assert gone.returncode == 2 and f"NOT_FOUND: no alert rule {unknown}" in gone.stderr
     run("sealtrail", "alerts", "delete", rule_id, env=cli_env)
     assert "failed logins" not in run("sealtrail", "alerts", env=cli_env).stdout

@@ -528,3 +528,47 @@ def _wait_until_evaluated(url: str, tenant: str) -> None:
                 return
             assert time.monotonic() < deadline, "the evaluator did not catch up"
             time.sleep(0.05)
+
+
+def test_a_masked_update_changes_only_the_fields_it_names(client: AuditClient, rules: Any) -> None:
+    keys = build_filter(actions="api_key.create")
+    rule = rules(build_alert_rule("keys", "threshold", filter=keys, count=5, window_seconds=60))
+    # Only an id and the named field: nothing else is read from the request.
+    off = client.update_alert_rule(
+        alerting_pb2.AlertRule(id=rule.id, disabled=True), fields=["disabled"]
+    )
+    assert off.rule.disabled and off.rule.name == "keys" and off.rule.threshold.count == 5
+    assert [c.field for c in client.get_event(off.event_id).changes] == ["disabled"]
+    same = client.update_alert_rule(
+        alerting_pb2.AlertRule(id=rule.id, disabled=True), fields=["disabled"]
+    )
+    assert same.event_id == ""  # as it is: nothing recorded
+    lowered = alerting_pb2.AlertRule(id=rule.id, name="ignored, not named")
+    lowered.threshold.CopyFrom(rule.threshold)
+    lowered.threshold.count = 3
+    changed = client.update_alert_rule(lowered, fields=["threshold"])
+    assert (changed.rule.name, changed.rule.threshold.count) == ("keys", 3)
+    assert changed.rule.disabled  # not named: kept
+    assert [c.field for c in client.get_event(changed.event_id).changes] == ["condition"]
+
+
+def test_a_bad_update_mask_is_refused_naming_it(client: AuditClient, rules: Any) -> None:
+    rule = rules(build_alert_rule("keys", "match", filter=build_filter(actions="api_key.create")))
+    threshold = alerting_pb2.AlertRule(id=rule.id)
+    threshold.threshold.CopyFrom(alerting_pb2.ThresholdCondition(count=2, window_seconds=60))
+    for sent, fields, says in [
+        (rule, ["fired"], "'fired'"),  # output only
+        (rule, ["condition"], "'condition'"),  # a oneof is named by its member
+        (threshold, ["match"], "rule sets threshold"),
+        (threshold, ["match", "threshold"], "name that one"),
+        (alerting_pb2.AlertRule(id=rule.id), ["new_ip"], "rule sets no condition"),
+    ]:
+        with pytest.raises(InvalidArgumentError) as refused:
+            client.update_alert_rule(sent, fields=fields)
+        [(field, description)] = refused.value.field_violations
+        assert field == "update_mask" and says in description, (fields, description)
+    with pytest.raises(InvalidArgumentError) as blank:
+        client.update_alert_rule(alerting_pb2.AlertRule(id=rule.id), fields=["name"])
+    assert [name for name, _ in blank.value.field_violations] == ["rule.name"]
+    [unchanged] = [r for r in client.list_alert_rules() if r.id == rule.id]
+    assert unchanged.name == "keys" and unchanged.WhichOneof("condition") == "match"

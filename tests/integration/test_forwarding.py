@@ -689,6 +689,10 @@ def test_an_optional_secret_that_cannot_be_opened_is_not_dropped_by_an_update(
         client.update_sink(rename)
     assert refused.value.reason == "SINK_SECRETS_UNOPENABLE"
     assert "api_key" in str(refused.value)
+    # A change that leaves the destination out needs no secrets, and keeps them.
+    renamed = forwarding_pb2.Sink(id=sink.id, name="es renamed")
+    assert client.update_sink(renamed, fields=["name"]).sink.name == "es renamed"
+    assert _stored_destination(sql, sink.id) == moved
 
 
 def test_a_sink_moved_to_another_url_needs_its_secrets_given_again(
@@ -731,3 +735,43 @@ def test_a_start_seals_secrets_stored_in_the_clear(
     record(client, 2)
     received = receiver.wait_for(lambda r: len(delivered_seqs(r)) >= 2)
     assert all(verify_signature(request, secret) for request in received)
+
+
+def test_a_masked_update_changes_only_the_fields_it_names(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    secret = new_secret()
+    sink = sinks(build_sink("masked", "webhook", url=receiver.url, secrets=[secret], filter=SHARED))
+    # Only an id and the named field: nothing else is read from the request.
+    paused = client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=True), fields=["paused"])
+    after = paused.sink
+    assert after.paused and after.name == "masked" and after.filter == sink.filter
+    assert (after.webhook.url, list(after.webhook.secret_hints)) == (receiver.url, [secret[-4:]])
+    assert [c.field for c in client.get_event(paused.event_id).changes] == ["paused"]
+    moved = build_sink("ignored", "webhook", url=receiver.url + "/v2", secrets=[new_secret()])
+    moved.id = sink.id
+    changed = client.update_sink(moved, fields=["webhook"]).sink
+    assert (changed.name, changed.webhook.url) == ("masked", receiver.url + "/v2")
+    assert changed.paused  # not named: kept
+
+
+def test_a_bad_update_mask_is_refused_naming_it(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    sink = sinks(build_sink("kept", "webhook", url=receiver.url, secrets=[new_secret()]))
+    hec = build_sink("hec", "splunk_hec", url=receiver.url, token="hec-token-1234")
+    hec.id = sink.id
+    for sent, fields, says in [
+        (forwarding_pb2.Sink(id=sink.id), ["state"], "'state'"),  # output only
+        (forwarding_pb2.Sink(id=sink.id), ["destination"], "'destination'"),
+        (hec, ["webhook"], "sink sets splunk_hec"),
+        (forwarding_pb2.Sink(id=sink.id), ["webhook"], "sink sets no destination"),
+    ]:
+        with pytest.raises(InvalidArgumentError) as refused:
+            client.update_sink(sent, fields=fields)
+        [(field, description)] = refused.value.field_violations
+        assert field == "update_mask" and says in description, (fields, description)
+    with pytest.raises(InvalidArgumentError) as blank:
+        client.update_sink(forwarding_pb2.Sink(id=sink.id), fields=["name"])
+    assert [name for name, _ in blank.value.field_violations] == ["sink.name"]
+    assert client.get_sink(sink.id).name == "kept"

@@ -30,6 +30,7 @@ from ..store.tree import tree_size
 from .audited import record_access
 from .convert import filter_draft
 from .guard import current_principal
+from .update_mask import replaces_oneof, update_paths
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -97,6 +98,32 @@ def _rule_message(stored: store.StoredRule) -> pb.AlertRule:
     if stored.last_fired_at is not None:
         message.last_fired_time.FromDatetime(stored.last_fired_at)
     return message
+
+
+# What an UpdateAlertRule's mask may name: the settings, and the condition by its kind.
+_SETTINGS: Final = ("name", "severity", "sink_ids", "disabled")
+_UPDATABLE: Final = (
+    *_SETTINGS,
+    *(f.name for f in pb.AlertRule.DESCRIPTOR.oneofs_by_name["condition"].fields),
+)
+
+
+def _merged(rule: pb.AlertRule, current: store.StoredRule, paths: frozenset[str]) -> pb.AlertRule:
+    """`current` as a message, with the fields `paths` names taken from `rule`."""
+    merged = _rule_message(current)
+    if "name" in paths:
+        merged.name = rule.name
+    if "severity" in paths:
+        merged.severity = rule.severity
+    if "sink_ids" in paths:
+        merged.sink_ids[:] = rule.sink_ids
+    if "disabled" in paths:
+        merged.disabled = rule.disabled
+    if replaces_oneof(paths, rule, "condition", path="rule"):
+        kind = rule.WhichOneof("condition")
+        assert kind is not None
+        getattr(merged, kind).CopyFrom(getattr(rule, kind))
+    return merged
 
 
 def _definition(rule: store.StoredRule) -> dict[str, Any]:
@@ -201,10 +228,11 @@ class AlertingRpcs:
     ) -> pb.UpdateAlertRuleResponse:
         principal = current_principal()
         tenant_id = principal.tenant_id
-        rule = request.rule
-        rule_id = _rule_id(rule.id, "rule.id")
+        rule_id = _rule_id(request.rule.id, "rule.id")
+        paths = update_paths(request.update_mask, _UPDATABLE)
         async with self._changes.exclusive(tenant_id, f"alert_rule/{rule_id}") as conn:
             before = await _stored_rule(conn, tenant_id, rule_id)
+            rule = request.rule if paths is None else _merged(request.rule, before, paths)
             condition, severity, sink_ids = await self._validated(rule, conn, tenant_id)
             after = replace(
                 before,

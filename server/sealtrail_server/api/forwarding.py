@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -32,6 +32,7 @@ from ..domain.sinks import (
     check_sink,
     keep_secrets,
     redacted_destination,
+    validate_sink_settings,
 )
 from ..forward.egress import EgressDenied, EgressPolicy, Unresolvable
 from ..forward.forwarder import Forwarder
@@ -43,6 +44,7 @@ from ..store.tree import tree_size
 from .audited import record_access
 from .convert import filter_draft
 from .guard import current_principal
+from .update_mask import replaces_oneof, update_paths
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -111,6 +113,53 @@ def _describe(definition: SinkDefinition) -> dict[str, Any]:
         "destination": redacted_destination(definition.kind, definition.destination),
         "paused": definition.paused,
     }
+
+
+# What an UpdateSink's mask may name: the settings, and the destination by its kind.
+_SETTINGS: Final = ("name", "filter", "format", "paused")
+_UPDATABLE: Final = (
+    *_SETTINGS,
+    *(f.name for f in pb.Sink.DESCRIPTOR.oneofs_by_name["destination"].fields),
+)
+
+
+def _with_settings(sink: pb.Sink, current: SinkDefinition, paths: frozenset[str]) -> SinkDefinition:
+    """`current` with the settings `paths` names taken from `sink`; its
+    destination as it is."""
+    changed: dict[str, Any] = {}
+    if "name" in paths:
+        changed["name"] = sink.name
+    if "format" in paths:
+        if sink.format not in _FORMATS:
+            raise InvalidArgument.field("sink.format", f"unknown enum value {sink.format}")
+        changed["format"] = _FORMATS[sink.format]
+    if "filter" in paths:
+        validate_filter(filter_draft(sink.filter), path="sink.filter")
+        changed["filter"] = json_format.MessageToDict(sink.filter)
+    if "paused" in paths:
+        changed["paused"] = sink.paused
+    definition = replace(current, **changed)
+    violations = validate_sink_settings(name=definition.name, format=definition.format)
+    if violations:
+        raise InvalidArgument(violations)
+    return definition
+
+
+def _merged(sink: pb.Sink, current: store.StoredSink, paths: frozenset[str]) -> pb.Sink:
+    """`sink`, with the current values of the settings `paths` does not name."""
+    merged = pb.Sink()
+    merged.CopyFrom(sink)
+    definition = current.definition
+    if "name" not in paths:
+        merged.name = definition.name
+    if "format" not in paths:
+        merged.format = _FORMAT_NUMBERS[definition.format]
+    if "filter" not in paths:
+        merged.ClearField("filter")
+        json_format.ParseDict(definition.filter, merged.filter)
+    if "paused" not in paths:
+        merged.paused = definition.paused
+    return merged
 
 
 class ForwardingRpcs:
@@ -230,9 +279,18 @@ class ForwardingRpcs:
         principal = current_principal()
         tenant_id = principal.tenant_id
         sink_id = _sink_id(request.sink.id, "sink.id")
+        paths = update_paths(request.update_mask, _UPDATABLE)
         async with self._changes.exclusive(tenant_id, f"sink/{sink_id}") as conn:
             before = await self._stored_sink(conn, tenant_id, sink_id, "sink.id")
-            definition = await self._updated_definition(request.sink, before)
+            keep_destination = paths is not None and not replaces_oneof(
+                paths, request.sink, "destination", path="sink"
+            )
+            if keep_destination:
+                assert paths is not None
+                definition = _with_settings(request.sink, before.definition, paths)
+            else:
+                merged = request.sink if paths is None else _merged(request.sink, before, paths)
+                definition = await self._updated_definition(merged, before)
             if definition == before.definition:
                 head = await tree_size(conn, tenant_id)
                 return pb.UpdateSinkResponse(sink=_sink_message(before, head))
@@ -250,7 +308,13 @@ class ForwardingRpcs:
                 or [ChangeDraft("destination", "(secret)", "(secret rotated)")],
             )
             await store.update_sink(
-                conn, tenant_id, sink_id, definition, box=self._box, now=self._clock()
+                conn,
+                tenant_id,
+                sink_id,
+                definition,
+                box=self._box,
+                now=self._clock(),
+                keep_destination=keep_destination,
             )
             after = await self._stored_sink(conn, tenant_id, sink_id, "sink.id")
             head = await tree_size(conn, tenant_id)

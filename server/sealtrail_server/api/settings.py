@@ -26,6 +26,7 @@ from ..store.database import Database
 from ..store.tenant_settings import SettingsCache, TenantSettings, read_settings, write_settings
 from .audited import record_access
 from .guard import current_principal
+from .update_mask import update_paths
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -43,14 +44,10 @@ def _message(settings: TenantSettings) -> pb.TenantSettings:
 
 
 def _check_update_mask(request: pb.UpdateTenantSettingsRequest) -> None:
-    paths = list(request.update_mask.paths)
-    if not paths:  # no mask: every field the request sets
-        paths = [name for name in SETTABLE if getattr(request.settings, name)]
-    for path in paths:
-        if path not in SETTABLE:
-            raise InvalidArgument.field(
-                "update_mask", f"names {path!r}; settable fields: {', '.join(SETTABLE)}"
-            )
+    # No mask: every field the request sets.
+    paths = update_paths(request.update_mask, SETTABLE) or [
+        name for name in SETTABLE if getattr(request.settings, name)
+    ]
     if not paths:
         raise InvalidArgument.field("settings", "sets no field to change")
 

@@ -98,19 +98,27 @@ def keep_secrets(kind: Kind, new: dict[str, Any], old: dict[str, Any]) -> dict[s
     return merged
 
 
+def validate_sink_settings(*, name: str, format: str, path: str = "sink") -> list[FieldViolation]:
+    """The violations of a sink's name and format."""
+    violations = []
+    if not name.strip() or len(name) > MAX_NAME:
+        violations.append(
+            FieldViolation(f"{path}.name", f"must be 1 to {MAX_NAME} characters, not blank")
+        )
+    if format not in ("sealtrail_json", "ocsf"):
+        violations.append(FieldViolation(f"{path}.format", "unknown payload format"))
+    return violations
+
+
 def validate_sink(
     *, name: str, kind: str | None, format: str, destination: dict[str, Any], path: str = "sink"
 ) -> list[FieldViolation]:
     """Every violation of a sink's definition (empty when it is valid)."""
-    violations: list[FieldViolation] = []
+    violations = validate_sink_settings(name=name, format=format, path=path)
 
     def fail(field: str, description: str) -> None:
         violations.append(FieldViolation(f"{path}.{field}", description))
 
-    if not name.strip() or len(name) > MAX_NAME:
-        fail("name", f"must be 1 to {MAX_NAME} characters, not blank")
-    if format not in ("sealtrail_json", "ocsf"):
-        fail("format", "unknown payload format")
     if kind is None:
         fail("destination", "one destination is required")
         return violations

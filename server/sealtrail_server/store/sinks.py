@@ -260,9 +260,27 @@ async def update_sink(
     *,
     box: SecretBox,
     now: datetime,
+    keep_destination: bool = False,
 ) -> None:
-    """Replaces the definition; a changed destination or a resumed sink is
-    tried at once, whatever backoff its failures had earned."""
+    """Replaces the definition; with `keep_destination`, all of it but its
+    kind and destination, which stay as stored (secrets that could not be
+    opened included). A changed sink is tried at once, whatever backoff its
+    failures had earned."""
+    if keep_destination:
+        await conn.execute(
+            "UPDATE sinks SET name = %s, format = %s, filter = %s, paused = %s, updated_at = %s,"
+            " consecutive_failures = 0, next_attempt_at = NULL WHERE tenant_id = %s AND id = %s",
+            [
+                definition.name,
+                definition.format,
+                json.dumps(definition.filter),
+                definition.paused,
+                now,
+                tenant_id,
+                sink_id,
+            ],
+        )
+        return
     await conn.execute(
         "UPDATE sinks SET name = %s, kind = %s, format = %s, filter = %s, destination = %s,"
         " paused = %s, updated_at = %s, consecutive_failures = 0, next_attempt_at = NULL"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -341,10 +341,18 @@ class AsyncAuditClient:
         response = await self._call(self._stub.ListSinks, forwarding_pb2.ListSinksRequest())
         return list(response.sinks)
 
-    async def update_sink(self, sink: forwarding_pb2.Sink) -> forwarding_pb2.UpdateSinkResponse:
-        """Admin: replace the definition of the sink `sink.id` (empty secrets
-        keep the current ones); the cursor stays. Recorded as `sink.updated`."""
-        request = forwarding_pb2.UpdateSinkRequest(sink=sink)
+    async def update_sink(
+        self, sink: forwarding_pb2.Sink, *, fields: Iterable[str] = ()
+    ) -> forwarding_pb2.UpdateSinkResponse:
+        """Admin: change the sink `sink.id`: the `fields` named (the update
+        mask: "name", "filter", "format", "paused", or the destination's kind
+        such as "webhook"), or, with none named, its whole definition (empty
+        secrets keep the current ones). A change that leaves the destination
+        out keeps it, secrets included. The cursor stays. Recorded as
+        `sink.updated`; retried: a repeat changes nothing."""
+        request = forwarding_pb2.UpdateSinkRequest(
+            sink=sink, update_mask=field_mask_pb2.FieldMask(paths=list(fields))
+        )
         return await self._call(self._stub.UpdateSink, request)
 
     async def delete_sink(self, sink_id: str) -> forwarding_pb2.DeleteSinkResponse:
@@ -386,12 +394,16 @@ class AsyncAuditClient:
         return list((await self._call(self._stub.ListAlertRules, request)).rules)
 
     async def update_alert_rule(
-        self, rule: alerting_pb2.AlertRule
+        self, rule: alerting_pb2.AlertRule, *, fields: Iterable[str] = ()
     ) -> alerting_pb2.UpdateAlertRuleResponse:
-        """Admin: change an alert rule in place, by its id (name, condition,
-        severity, sinks, disabled). Recorded as `alert_rule.updated`; a changed
-        condition applies from the next event. Retried: a repeat changes nothing."""
-        request = alerting_pb2.UpdateAlertRuleRequest(rule=rule)
+        """Admin: change the alert rule `rule.id` in place: the `fields` named
+        (the update mask: "name", "severity", "sink_ids", "disabled", or the
+        condition's kind such as "threshold"), or, with none named, its whole
+        definition. Recorded as `alert_rule.updated`; a changed condition
+        applies from the next event. Retried: a repeat changes nothing."""
+        request = alerting_pb2.UpdateAlertRuleRequest(
+            rule=rule, update_mask=field_mask_pb2.FieldMask(paths=list(fields))
+        )
         return await self._call(self._stub.UpdateAlertRule, request)
 
     async def delete_alert_rule(self, rule_id: str) -> alerting_pb2.DeleteAlertRuleResponse:

@@ -135,11 +135,8 @@ def delete(ctx: click.Context, rule_id: str) -> None:
 
 def _set_disabled(ctx: click.Context, rule_id: str, disabled: bool) -> None:
     with _client(ctx) as client:
-        rule = next((r for r in client.list_alert_rules() if r.id == rule_id), None)
-        if rule is None:
-            raise click.ClickException(f"no alert rule {rule_id}")
-        rule.disabled = disabled
-        client.update_alert_rule(rule)
+        rule = alerting_pb2.AlertRule(id=rule_id, disabled=disabled)
+        client.update_alert_rule(rule, fields=["disabled"])
     click.echo(f"{rule_id} {'disabled' if disabled else 'enabled'}")
 
 

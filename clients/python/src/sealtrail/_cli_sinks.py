@@ -119,10 +119,7 @@ def create(
 
 def _set_paused(ctx: click.Context, sink_id: str, paused: bool) -> None:
     with _client(ctx) as client:
-        sink = client.get_sink(sink_id)
-        sink.paused = paused
-        sink.ClearField("state")  # output only; secrets left empty are kept
-        client.update_sink(sink)
+        client.update_sink(forwarding_pb2.Sink(id=sink_id, paused=paused), fields=["paused"])
     click.echo(f"{sink_id} {'paused' if paused else 'resumed'}")
 
 

@@ -22,63 +22,64 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from sealtrail.v1 import event_pb2 as sealtrail_dot_v1_dot_event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsealtrail/v1/forwarding.proto\x12\x0csealtrail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18sealtrail/v1/event.proto\"H\n\x12WebhookDestination\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0f\n\x07secrets\x18\x02 \x03(\t\x12\x14\n\x0csecret_hints\x18\x03 \x03(\t\"y\n\x14SplunkHecDestination\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x12\n\ntoken_hint\x18\x03 \x01(\t\x12\r\n\x05index\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x12\n\nsourcetype\x18\x06 \x01(\t\"k\n\x16\x44\x61tadogLogsDestination\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12\x14\n\x0c\x61pi_key_hint\x18\x03 \x01(\t\x12\x0f\n\x07service\x18\x04 \x01(\t\x12\x0c\n\x04tags\x18\x05 \x01(\t\"]\n\x18\x45lasticsearchDestination\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\x12\x14\n\x0c\x61pi_key_hint\x18\x04 \x01(\t\"\xe4\x02\n\tSinkState\x12\x12\n\ncursor_seq\x18\x01 \x01(\x03\x12\x10\n\x08head_seq\x18\x02 \x01(\x03\x12\x12\n\nlag_events\x18\x03 \x01(\x03\x12\x18\n\x10\x64\x65livered_events\x18\x04 \x01(\x03\x12\x36\n\x12last_delivery_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x33\n\x0flast_error_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14\x63onsecutive_failures\x18\x08 \x01(\x05\x12\x35\n\x11next_attempt_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\n \x01(\x03\x12\x17\n\x0fpending_replays\x18\x0b \x01(\x03\"\x8f\x04\n\x04Sink\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12+\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x1b.sealtrail.v1.PayloadFormat\x12\x0e\n\x06paused\x18\x05 \x01(\x08\x12\x33\n\x07webhook\x18\x06 \x01(\x0b\x32 .sealtrail.v1.WebhookDestinationH\x00\x12\x38\n\nsplunk_hec\x18\x07 \x01(\x0b\x32\".sealtrail.v1.SplunkHecDestinationH\x00\x12<\n\x0c\x64\x61tadog_logs\x18\x08 \x01(\x0b\x32$.sealtrail.v1.DatadogLogsDestinationH\x00\x12?\n\relasticsearch\x18\t \x01(\x0b\x32&.sealtrail.v1.ElasticsearchDestinationH\x00\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x05state\x18\x0c \x01(\x0b\x32\x17.sealtrail.v1.SinkStateB\r\n\x0b\x64\x65stination\"\xb8\x01\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07sink_id\x18\x02 \x01(\t\x12\x11\n\tfirst_seq\x18\x03 \x01(\x03\x12\x10\n\x08last_seq\x18\x04 \x01(\x03\x12\x13\n\x0b\x65vent_count\x18\x05 \x01(\x05\x12\x13\n\x0bhttp_status\x18\x06 \x01(\x05\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x11\x43reateSinkRequest\x12 \n\x04sink\x18\x01 \x01(\x0b\x32\x12.sealtrail.v1.Sink\x12\x16\n\x0e\x66rom_beginning\x18\x02 \x01(\x08\"H\n\x12\x43reateSinkResponse\x12 \n\x04sink\x18\x01 \x01(\x0b\x32\x12.sealtrail.v1.Sink\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"\x1c\n\x0eGetSinkRequest\x12\n\n\x02id\x18\x01 \x01(\t\"3\n\x0fGetSinkResponse\x12 \n\x04sink\x18\x01 \x01(\x0b\x32\x12.sealtrail.v1.Sink\"\x12\n\x10ListSinksRequest\"6\n\x11ListSinksResponse\x12!\n\x05sinks\x18\x01 \x03(\x0b\x32\x12.sealtrail.v1.Sink\"5\n\x11UpdateSinkRequest\x12 \n\x04sink\x18\x01 \x01(\x0b\x32\x12.sealtrail.v1.Sink\"H\n\x12UpdateSinkResponse\x12 \n\x04sink\x18\x01 \x01(\x0b\x32\x12.sealtrail.v1.Sink\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"\x1f\n\x11\x44\x65leteSinkRequest\x12\n\n\x02id\x18\x01 \x01(\t\"&\n\x12\x44\x65leteSinkResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\")\n\x16ListDeadLettersRequest\x12\x0f\n\x07sink_id\x18\x01 \x01(\t\"I\n\x17ListDeadLettersResponse\x12.\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x18.sealtrail.v1.DeadLetter\"/\n\x08SeqRange\x12\x11\n\tfirst_seq\x18\x01 \x01(\x03\x12\x10\n\x08last_seq\x18\x02 \x01(\x03\"j\n\nTimeWindow\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa4\x01\n\x11ReplaySinkRequest\x12\x0f\n\x07sink_id\x18\x01 \x01(\t\x12+\n\tseq_range\x18\x02 \x01(\x0b\x32\x16.sealtrail.v1.SeqRangeH\x00\x12*\n\x06window\x18\x03 \x01(\x0b\x32\x18.sealtrail.v1.TimeWindowH\x00\x12\x18\n\x0e\x64\x65\x61\x64_letter_id\x18\x04 \x01(\tH\x00\x42\x0b\n\tselection\"9\n\x12ReplaySinkResponse\x12\x11\n\treplay_id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t*k\n\rPayloadFormat\x12\x1e\n\x1aPAYLOAD_FORMAT_UNSPECIFIED\x10\x00\x12!\n\x1dPAYLOAD_FORMAT_SEALTRAIL_JSON\x10\x01\x12\x17\n\x13PAYLOAD_FORMAT_OCSF\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsealtrail/v1/forwarding.proto\x12\x0csealtrail.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18sealtrail/v1/event.proto\"H\n\x12WebhookDestination\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0f\n\x07secrets\x18\x02 \x03(\t\x12\x14\n\x0csecret_hints\x18\x03 \x03(\t\"y\n\x14SplunkHecDestination\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x12\n\ntoken_hint\x18\x03 \x01(\t\x12\r\n\x05index\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x12\n\nsourcetype\x18\x06 \x01(\t\"k\n\x16\x44\x61tadogLogsDestination\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12\x14\n\x0c\x61pi_key_hint\x18\x03 \x01(\t\x12\x0f\n\x07service\x18\x04 \x01(\t\x12\x0c\n\x04tags\x18\x05 \x01(\t\"]\n\x18\x45lasticsearchDestination\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\x12\x14\n\x0c\x61pi_key_hint\x18\x04 \x01(\t\"\xe4\x02\n\tSinkState\x12\x12\n\ncursor_seq\x18\x01 \x01(\x03\x12\x10\n\x08head_seq\x18\x02 \x01(\x03\x12\x12\n\nlag_events\x18\x03 \x01(\x03\x12\x18\n\x10\x64\x65livered_events\x18\x04 \x01(\x03\x12\x36\n\x12last_delivery_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x33\n\x0flast_error_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14\x63onsecutive_failures\x18\x08 \x01(\x05\x12\x35\n\x11next_attempt_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\n \x01(\x03\x12\x17\n\x0fpending_replays\x18\x0b \x01(\x03\"\x8f\x04\n\x04Sink\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12+\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x1b.sealtrail.v1.PayloadFormat\x12\x0e\n\x06paused\x18\x05 \x01(\x08\x12\x33\n\x07webhook\x18\x06 \x01(\x0b\x32 .sealtrail.v1.WebhookDestinationH\x00\x12\x38\n\nsplunk_hec\x18\x07 \x01(\x0b\x32\".sealtrail.v1.SplunkHecDestinationH\x00\x12<\n\x0c\x64\x61tadog_logs\x18\x08 \x01(\x0b\x32$.sealtrail.v1.DatadogLogsDestinationH\x00\x12?\n\relasticsearch\x18\t \x01(\x0b\x32&.sealtrail.v1.ElasticsearchDestinationH\x00\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x05state\x18\x0c \x01(\x0b\x32\x17.sealtrail.v1.SinkStateB\r\n\x0b\x64\x65stination\"\xb8\x01\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07sink_id\x18\x02 \x01(\t\x12\x11\n\tfirst_seq\x18\x03 \x01(\x03\x12\x10\n\x08last_seq\x18\x04 \x01(\x03\x12\x13\n\x0b\x65vent_count\x18\x05 \x01(\x05\x12\x13\n\x0bhttp_status\x18\x06 \x01(\x05\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x11\x43reateSinkRequest\x12 \n\x04sink\x18\x01 \x01(\x0b\x32\x12.sealtrail.v1.Sink\x12\x16\n\x0e\x66rom_beginning\x18\x02 \x01(\x08\"H\n\x12\x43reateSinkResponse\x12 \n\x04sink\x18\x01 \x01(\x0b\x32\x12.sealtrail.v1.Sink\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"\x1c\n\x0eGetSinkRequest\x12\n\n\x02id\x18\x01 \x01(\t\"3\n\x0fGetSinkResponse\x12 \n\x04sink\x18\x01 \x01(\x0b\x32\x12.sealtrail.v1.Sink\"\x12\n\x10ListSinksRequest\"6\n\x11ListSinksResponse\x12!\n\x05sinks\x18\x01 \x03(\x0b\x32\x12.sealtrail.v1.Sink\"f\n\x11UpdateSinkRequest\x12 \n\x04sink\x18\x01 \x01(\x0b\x32\x12.sealtrail.v1.Sink\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"H\n\x12UpdateSinkResponse\x12 \n\x04sink\x18\x01 \x01(\x0b\x32\x12.sealtrail.v1.Sink\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"\x1f\n\x11\x44\x65leteSinkRequest\x12\n\n\x02id\x18\x01 \x01(\t\"&\n\x12\x44\x65leteSinkResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\")\n\x16ListDeadLettersRequest\x12\x0f\n\x07sink_id\x18\x01 \x01(\t\"I\n\x17ListDeadLettersResponse\x12.\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x18.sealtrail.v1.DeadLetter\"/\n\x08SeqRange\x12\x11\n\tfirst_seq\x18\x01 \x01(\x03\x12\x10\n\x08last_seq\x18\x02 \x01(\x03\"j\n\nTimeWindow\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa4\x01\n\x11ReplaySinkRequest\x12\x0f\n\x07sink_id\x18\x01 \x01(\t\x12+\n\tseq_range\x18\x02 \x01(\x0b\x32\x16.sealtrail.v1.SeqRangeH\x00\x12*\n\x06window\x18\x03 \x01(\x0b\x32\x18.sealtrail.v1.TimeWindowH\x00\x12\x18\n\x0e\x64\x65\x61\x64_letter_id\x18\x04 \x01(\tH\x00\x42\x0b\n\tselection\"9\n\x12ReplaySinkResponse\x12\x11\n\treplay_id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t*k\n\rPayloadFormat\x12\x1e\n\x1aPAYLOAD_FORMAT_UNSPECIFIED\x10\x00\x12!\n\x1dPAYLOAD_FORMAT_SEALTRAIL_JSON\x10\x01\x12\x17\n\x13PAYLOAD_FORMAT_OCSF\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sealtrail.v1.forwarding_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYLOADFORMAT']._serialized_start=2598
-  _globals['_PAYLOADFORMAT']._serialized_end=2705
-  _globals['_WEBHOOKDESTINATION']._serialized_start=106
-  _globals['_WEBHOOKDESTINATION']._serialized_end=178
-  _globals['_SPLUNKHECDESTINATION']._serialized_start=180
-  _globals['_SPLUNKHECDESTINATION']._serialized_end=301
-  _globals['_DATADOGLOGSDESTINATION']._serialized_start=303
-  _globals['_DATADOGLOGSDESTINATION']._serialized_end=410
-  _globals['_ELASTICSEARCHDESTINATION']._serialized_start=412
-  _globals['_ELASTICSEARCHDESTINATION']._serialized_end=505
-  _globals['_SINKSTATE']._serialized_start=508
-  _globals['_SINKSTATE']._serialized_end=864
-  _globals['_SINK']._serialized_start=867
-  _globals['_SINK']._serialized_end=1394
-  _globals['_DEADLETTER']._serialized_start=1397
-  _globals['_DEADLETTER']._serialized_end=1581
-  _globals['_CREATESINKREQUEST']._serialized_start=1583
-  _globals['_CREATESINKREQUEST']._serialized_end=1660
-  _globals['_CREATESINKRESPONSE']._serialized_start=1662
-  _globals['_CREATESINKRESPONSE']._serialized_end=1734
-  _globals['_GETSINKREQUEST']._serialized_start=1736
-  _globals['_GETSINKREQUEST']._serialized_end=1764
-  _globals['_GETSINKRESPONSE']._serialized_start=1766
-  _globals['_GETSINKRESPONSE']._serialized_end=1817
-  _globals['_LISTSINKSREQUEST']._serialized_start=1819
-  _globals['_LISTSINKSREQUEST']._serialized_end=1837
-  _globals['_LISTSINKSRESPONSE']._serialized_start=1839
-  _globals['_LISTSINKSRESPONSE']._serialized_end=1893
-  _globals['_UPDATESINKREQUEST']._serialized_start=1895
-  _globals['_UPDATESINKREQUEST']._serialized_end=1948
-  _globals['_UPDATESINKRESPONSE']._serialized_start=1950
-  _globals['_UPDATESINKRESPONSE']._serialized_end=2022
-  _globals['_DELETESINKREQUEST']._serialized_start=2024
-  _globals['_DELETESINKREQUEST']._serialized_end=2055
-  _globals['_DELETESINKRESPONSE']._serialized_start=2057
-  _globals['_DELETESINKRESPONSE']._serialized_end=2095
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=2097
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=2138
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=2140
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=2213
-  _globals['_SEQRANGE']._serialized_start=2215
-  _globals['_SEQRANGE']._serialized_end=2262
-  _globals['_TIMEWINDOW']._serialized_start=2264
-  _globals['_TIMEWINDOW']._serialized_end=2370
-  _globals['_REPLAYSINKREQUEST']._serialized_start=2373
-  _globals['_REPLAYSINKREQUEST']._serialized_end=2537
-  _globals['_REPLAYSINKRESPONSE']._serialized_start=2539
-  _globals['_REPLAYSINKRESPONSE']._serialized_end=2596
+  _globals['_PAYLOADFORMAT']._serialized_start=2681
+  _globals['_PAYLOADFORMAT']._serialized_end=2788
+  _globals['_WEBHOOKDESTINATION']._serialized_start=140
+  _globals['_WEBHOOKDESTINATION']._serialized_end=212
+  _globals['_SPLUNKHECDESTINATION']._serialized_start=214
+  _globals['_SPLUNKHECDESTINATION']._serialized_end=335
+  _globals['_DATADOGLOGSDESTINATION']._serialized_start=337
+  _globals['_DATADOGLOGSDESTINATION']._serialized_end=444
+  _globals['_ELASTICSEARCHDESTINATION']._serialized_start=446
+  _globals['_ELASTICSEARCHDESTINATION']._serialized_end=539
+  _globals['_SINKSTATE']._serialized_start=542
+  _globals['_SINKSTATE']._serialized_end=898
+  _globals['_SINK']._serialized_start=901
+  _globals['_SINK']._serialized_end=1428
+  _globals['_DEADLETTER']._serialized_start=1431
+  _globals['_DEADLETTER']._serialized_end=1615
+  _globals['_CREATESINKREQUEST']._serialized_start=1617
+  _globals['_CREATESINKREQUEST']._serialized_end=1694
+  _globals['_CREATESINKRESPONSE']._serialized_start=1696
+  _globals['_CREATESINKRESPONSE']._serialized_end=1768
+  _globals['_GETSINKREQUEST']._serialized_start=1770
+  _globals['_GETSINKREQUEST']._serialized_end=1798
+  _globals['_GETSINKRESPONSE']._serialized_start=1800
+  _globals['_GETSINKRESPONSE']._serialized_end=1851
+  _globals['_LISTSINKSREQUEST']._serialized_start=1853
+  _globals['_LISTSINKSREQUEST']._serialized_end=1871
+  _globals['_LISTSINKSRESPONSE']._serialized_start=1873
+  _globals['_LISTSINKSRESPONSE']._serialized_end=1927
+  _globals['_UPDATESINKREQUEST']._serialized_start=1929
+  _globals['_UPDATESINKREQUEST']._serialized_end=2031
+  _globals['_UPDATESINKRESPONSE']._serialized_start=2033
+  _globals['_UPDATESINKRESPONSE']._serialized_end=2105
+  _globals['_DELETESINKREQUEST']._serialized_start=2107
+  _globals['_DELETESINKREQUEST']._serialized_end=2138
+  _globals['_DELETESINKRESPONSE']._serialized_start=2140
+  _globals['_DELETESINKRESPONSE']._serialized_end=2178
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=2180
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=2221
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=2223
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=2296
+  _globals['_SEQRANGE']._serialized_start=2298
+  _globals['_SEQRANGE']._serialized_end=2345
+  _globals['_TIMEWINDOW']._serialized_start=2347
+  _globals['_TIMEWINDOW']._serialized_end=2453
+  _globals['_REPLAYSINKREQUEST']._serialized_start=2456
+  _globals['_REPLAYSINKREQUEST']._serialized_end=2620
+  _globals['_REPLAYSINKRESPONSE']._serialized_start=2622
+  _globals['_REPLAYSINKRESPONSE']._serialized_end=2679
 # @@protoc_insertion_point(module_scope)

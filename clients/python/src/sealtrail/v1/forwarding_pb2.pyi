@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -588,20 +589,31 @@ class UpdateSinkRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SINK_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def sink(self) -> Global___Sink:
-        """The sink's new definition, by its id: name, filter, format, paused and
-        destination replace the current ones (empty secrets keep theirs).
+        """The sink's new definition, by its id: the fields named in update_mask
+        replace the current ones (empty secrets keep theirs).
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change: `name`, `filter`, `format`, `paused`, and the
+        destination by its kind (`webhook`, `splunk_hec`, `datadog_logs` or
+        `elasticsearch`, which must be the one `sink` sets; the whole destination
+        is replaced). A change that leaves the destination out keeps it as it
+        is, secrets included. Empty: every field, as `sink` gives it.
         """
 
     def __init__(
         self,
         *,
         sink: Global___Sink | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["sink", b"sink"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sink", b"sink", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sink", b"sink"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sink", b"sink", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
