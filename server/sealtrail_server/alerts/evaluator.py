@@ -150,15 +150,18 @@ class Evaluator:
     async def _step(self, tenant_id: str) -> float | None:
         async with self._db.system_connection() as conn:
             cursor = await store.leased_cursor(conn, tenant_id, owner=self.owner)
-            stored_rules = await store.enabled_rules(conn, tenant_id) if cursor is not None else []
-        if cursor is None:
-            return None
+            if cursor is None:
+                return None
+            # The head before the rules: an event recorded after a rule's
+            # creation (or enabling) answered is past this head, or else the
+            # rule was stored before this read and the step sees it. (Events
+            # recorded while that call ran may be passed over.)
+            head = await tree_size(conn, tenant_id)
+            stored_rules = await store.enabled_rules(conn, tenant_id)
         rules = self._refresh(tenant_id, stored_rules)
         for rule in rules:
             if rule.window is not None and not rule.primed:
                 await self._prime(tenant_id, rule, cursor)
-        async with self._db.connection(tenant_id) as conn:
-            head = await tree_size(conn, tenant_id)
         if cursor >= head:
             return self._poll
         upto = min(head, cursor + _BATCH)
