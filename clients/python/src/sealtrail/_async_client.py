@@ -457,11 +457,17 @@ class AsyncAuditClient:
         `since`, or from now), then live ones as they commit, until the caller
         stops. After a disconnect it resumes from its last cursor, so nothing is
         skipped or repeated. `on_heartbeat(cursor)` sees the idle heartbeats."""
-        cursor, attempt = after_seq, 1
+        cursor, attempt, retrying = after_seq, 1, None
         while True:
             request = stream_request(filter, cursor, since)
             try:
-                async for message in self._stub.StreamEvents(request, metadata=self._metadata):
+                call = self._stub.StreamEvents(request, metadata=self._metadata)
+            except grpc.aio.UsageError as exc:  # grpc.aio's "Channel is closed."
+                if retrying is None:  # closed before the first attempt
+                    raise
+                raise retrying from exc  # closed while the client waited to retry
+            try:
+                async for message in call:
                     attempt, since = 1, None
                     payload = message.WhichOneof("payload")
                     if payload == "events":
@@ -480,6 +486,7 @@ class AsyncAuditClient:
                 delay = self._backoff(attempt, error)
                 if delay is None:
                     raise error from exc
+                retrying = error
                 await self._sleep(delay)
                 attempt += 1
 
@@ -494,7 +501,7 @@ class AsyncAuditClient:
         *,
         retry: bool = True,
     ) -> _Resp:
-        attempt = 1
+        attempt, retrying = 1, None
         while True:
             try:
                 return await method(request, timeout=self._timeout, metadata=self._metadata)
@@ -503,5 +510,10 @@ class AsyncAuditClient:
                 delay = self._backoff(attempt, error) if retry else None
                 if delay is None:
                     raise error from exc
+            except grpc.aio.UsageError as exc:  # grpc.aio's "Channel is closed."
+                if retrying is None:  # closed before the first attempt
+                    raise
+                raise retrying from exc  # closed while the client waited to retry
+            retrying = error
             await self._sleep(delay)
             attempt += 1

@@ -444,11 +444,17 @@ class AuditClient:
         `since`, or from now), then live ones as they commit, until the caller
         stops. After a disconnect it resumes from its last cursor, so nothing is
         skipped or repeated. `on_heartbeat(cursor)` sees the idle heartbeats."""
-        cursor, attempt = after_seq, 1
+        cursor, attempt, retrying = after_seq, 1, None
         while True:
             request = stream_request(filter, cursor, since)
             try:
-                for message in self._stub.StreamEvents(request, metadata=self._metadata):
+                call = self._stub.StreamEvents(request, metadata=self._metadata)
+            except ValueError as exc:  # grpc's "Cannot invoke RPC on closed channel!"
+                if retrying is None:  # closed before the first attempt
+                    raise
+                raise retrying from exc  # closed while the client waited to retry
+            try:
+                for message in call:
                     attempt, since = 1, None
                     payload = message.WhichOneof("payload")
                     if payload == "events":
@@ -467,6 +473,7 @@ class AuditClient:
                 delay = self._backoff(attempt, error)
                 if delay is None:
                     raise error from exc
+                retrying = error
                 self._sleep(delay)
                 attempt += 1
 
@@ -481,7 +488,7 @@ class AuditClient:
         *,
         retry: bool = True,
     ) -> _Resp:
-        attempt = 1
+        attempt, retrying = 1, None
         while True:
             try:
                 return method(request, timeout=self._timeout, metadata=self._metadata)
@@ -490,5 +497,10 @@ class AuditClient:
                 delay = self._backoff(attempt, error) if retry else None
                 if delay is None:
                     raise error from exc
+            except ValueError as exc:  # grpc's "Cannot invoke RPC on closed channel!"
+                if retrying is None:  # closed before the first attempt
+                    raise
+                raise retrying from exc  # closed while the client waited to retry
+            retrying = error
             self._sleep(delay)
             attempt += 1
