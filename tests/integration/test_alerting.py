@@ -4,6 +4,7 @@ sinks, re-evaluation never fires twice, and bad rules are refused by field."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -24,6 +25,7 @@ from sealtrail import (
     build_sink,
 )
 from sealtrail.v1 import alerting_pb2, event_pb2
+from sealtrail_server.store import alerts as alert_store
 from tests.conftest import ServerThread, database_of_its_own
 from tests.http_endpoint import endpoint
 
@@ -455,6 +457,45 @@ def test_a_new_ip_rule_whose_condition_changes_forgets_what_it_learned(
     assert learned() == 0
 
 
+def test_an_address_learned_while_the_condition_changes_does_not_outlive_it(
+    server: ServerThread, rules: Any, sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    """An evaluator step still holding a new-IP rule's old condition learns
+    nothing once an update of the condition has begun: it waits for the
+    update's commit, then finds the condition changed."""
+    rule = rules(
+        build_alert_rule("new address", "new_ip", filter=build_filter(actions="user.login"))
+    )
+    held = server.run(_read_rule(server, tenant, rule.id))  # as the evaluator holds it
+    changed = {**held.condition, "filter": {"actions": ["user.login", "user.sso_login"]}}
+    with sql.transaction():  # as UpdateAlertRule changes it: the row, then its addresses
+        sql.execute(
+            "UPDATE alert_rules SET condition = %s WHERE id = %s", [json.dumps(changed), rule.id]
+        )
+        sql.execute("DELETE FROM alert_known_ips WHERE rule_id = %s", [rule.id])
+        learning = asyncio.run_coroutine_threadsafe(_learn(server, held), server.loop)
+        time.sleep(0.3)
+        assert not learning.done()  # waits for the change
+    assert learning.result(timeout=10) == (False, False)
+    known = "SELECT count(*) FROM alert_known_ips WHERE rule_id = %s"
+    assert sql.execute(known, [rule.id]).fetchone() == (0,)
+    current = server.run(_read_rule(server, tenant, rule.id))
+    assert server.run(_learn(server, current)) == (True, False)  # the new condition learns
+    assert sql.execute(known, [rule.id]).fetchone() == (1,)
+
+
+async def _read_rule(server: ServerThread, tenant: str, rule_id: str) -> alert_store.StoredRule:
+    async with server.database.system_connection() as conn:
+        found = await alert_store.read_rule(conn, tenant, rule_id)
+    assert found is not None
+    return found
+
+
+async def _learn(server: ServerThread, rule: alert_store.StoredRule) -> tuple[bool, bool]:
+    async with server.database.system_connection() as conn:
+        return await alert_store.learn_ip(conn, rule, "alice", "198.51.100.9", at=datetime.now(UTC))
+
+
 def test_a_bad_update_is_refused_naming_the_field(client: AuditClient, rules: Any) -> None:
     rule = rules(build_alert_rule("keys", "match", filter=build_filter(actions="api_key.create")))
     cases = [
@@ -550,6 +591,26 @@ def test_a_masked_update_changes_only_the_fields_it_names(client: AuditClient, r
     assert (changed.rule.name, changed.rule.threshold.count) == ("keys", 3)
     assert changed.rule.disabled  # not named: kept
     assert [c.field for c in client.get_event(changed.event_id).changes] == ["condition"]
+
+
+def test_a_masked_update_keeps_sinks_it_does_not_name_even_deleted_ones(
+    client: AuditClient, rules: Any
+) -> None:
+    with endpoint() as receiver:
+        sink = client.create_sink(
+            build_sink("gone soon", "webhook", url=receiver.url, paused=True,
+                       secrets=["whsec_" + "A" * 32])
+        ).sink  # fmt: skip
+    keys = build_filter(actions="api_key.create")
+    rule = rules(build_alert_rule("keys", "match", filter=keys, sink_ids=[sink.id]))
+    client.delete_sink(sink.id)
+    with pytest.raises(InvalidArgumentError) as refused:  # a whole definition is checked
+        client.update_alert_rule(rule)
+    assert [name for name, _ in refused.value.field_violations] == ["rule.sink_ids[0]"]
+    off = client.update_alert_rule(
+        alerting_pb2.AlertRule(id=rule.id, disabled=True), fields=["disabled"]
+    )
+    assert off.rule.disabled and list(off.rule.sink_ids) == [sink.id]
 
 
 def test_a_bad_update_mask_is_refused_naming_it(client: AuditClient, rules: Any) -> None:

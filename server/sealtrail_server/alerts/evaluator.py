@@ -285,9 +285,7 @@ class Evaluator:
                 return
             actor = record["actor"]["id"]
             async with self._db.system_connection() as conn:
-                new, seen_before = await store.learn_ip(
-                    conn, tenant_id, rule.stored.id, actor, ip, at=occurred
-                )
+                new, seen_before = await store.learn_ip(conn, rule.stored, actor, ip, at=occurred)
             if not (new and seen_before):
                 return
             details |= {"actor_id": actor, "ip": ip}

@@ -161,16 +161,20 @@ class AlertingRpcs:
     _evaluator: Evaluator
 
     async def _validated(
-        self, rule: pb.AlertRule, conn: Connection, tenant_id: str
+        self, rule: pb.AlertRule, conn: Connection, tenant_id: str, *, check_sinks: bool = True
     ) -> tuple[dict[str, Any], str, list[str]]:
         """The rule's condition, severity and sinks, each checked
-        (INVALID_ARGUMENT naming the field)."""
+        (INVALID_ARGUMENT naming the field); without `check_sinks`, its sinks
+        as they are (an update that does not name them keeps them, even one
+        deleted since)."""
         if not rule.name.strip() or len(rule.name) > MAX_RULE_NAME:
             raise InvalidArgument.field("rule.name", f"must be 1 to {MAX_RULE_NAME} characters")
         condition = _condition(rule)
         severity = SEVERITIES.get(rule.severity or event_pb2.SEVERITY_WARNING)
         if severity is None:
             raise InvalidArgument.field("rule.severity", f"unknown enum value {rule.severity}")
+        if not check_sinks:
+            return condition, severity, list(rule.sink_ids)
         sink_ids = []
         for index, text in enumerate(rule.sink_ids):
             sink_id = parse_uuid(text)
@@ -233,7 +237,9 @@ class AlertingRpcs:
         async with self._changes.exclusive(tenant_id, f"alert_rule/{rule_id}") as conn:
             before = await _stored_rule(conn, tenant_id, rule_id)
             rule = request.rule if paths is None else _merged(request.rule, before, paths)
-            condition, severity, sink_ids = await self._validated(rule, conn, tenant_id)
+            condition, severity, sink_ids = await self._validated(
+                rule, conn, tenant_id, check_sinks=paths is None or "sink_ids" in paths
+            )
             after = replace(
                 before,
                 name=rule.name,

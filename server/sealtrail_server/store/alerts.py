@@ -204,17 +204,43 @@ async def count_firing(conn: Connection, tenant_id: str, rule_id: str, *, at: da
 
 
 async def learn_ip(
-    conn: Connection, tenant_id: str, rule_id: str, actor_id: str, ip: str, *, at: datetime
+    conn: Connection,
+    rule: StoredRule,
+    actor_id: str,
+    ip: str,
+    *,
+    at: datetime,
 ) -> tuple[bool, bool]:
-    """Notes that `actor_id` was seen from `ip`: (the address is new for the
-    actor, the actor had been seen from another address before)."""
+    """Notes that `actor_id` was seen from `ip` under `rule`'s condition:
+    (the address is new for the actor, the actor had been seen from another
+    address before). Nothing is noted (the first is False) if the rule's
+    stored condition is no longer `rule`'s. An update that changes the
+    condition forgets the rule's addresses; FOR SHARE makes a call racing it
+    wait for its commit and then see the new condition, so no address learned
+    under the old one outlives it."""
     cursor = await conn.execute(
-        "WITH added AS (INSERT INTO alert_known_ips"
-        "   (tenant_id, rule_id, actor_id, ip, first_seen_at) VALUES (%s, %s, %s, %s, %s)"
-        "   ON CONFLICT DO NOTHING RETURNING 1)"
+        "WITH current AS (SELECT 1 FROM alert_rules"
+        "   WHERE tenant_id = %s AND id = %s AND condition = %s::jsonb FOR SHARE),"
+        " added AS (INSERT INTO alert_known_ips"
+        "   (tenant_id, rule_id, actor_id, ip, first_seen_at)"
+        "   SELECT %s::text, %s::uuid, %s::text, %s::text, %s::timestamptz"
+        "   FROM current ON CONFLICT DO NOTHING RETURNING 1)"
         " SELECT EXISTS (SELECT 1 FROM added), EXISTS (SELECT 1 FROM alert_known_ips"
         "   WHERE tenant_id = %s AND rule_id = %s AND actor_id = %s AND ip <> %s)",
-        [tenant_id, rule_id, actor_id, ip, at, tenant_id, rule_id, actor_id, ip],
+        [
+            rule.tenant_id,
+            rule.id,
+            json.dumps(rule.condition),
+            rule.tenant_id,
+            rule.id,
+            actor_id,
+            ip,
+            at,
+            rule.tenant_id,
+            rule.id,
+            actor_id,
+            ip,
+        ],
     )
     row = await cursor.fetchone()
     assert row is not None
