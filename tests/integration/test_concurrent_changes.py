@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
-from sealtrail import AuditClient, build_alert_rule, build_filter
+from sealtrail import AuditClient, RpcFailedError, build_alert_rule, build_filter
+from sealtrail_server.domain.alerts import MAX_RULES_PER_TENANT
 from sealtrail_server.domain.errors import Unavailable
 from sealtrail_server.store.changes import Changes
 from tests.conftest import ServerThread
@@ -71,6 +72,23 @@ def test_concurrent_rule_updates_record_an_unbroken_history(client: AuditClient)
     _assert_unbroken(
         _history(client, "alert_rule.updated", "name"), first="spike", last=applied.name
     )
+
+
+def test_concurrent_creations_stop_at_the_limit(client: AuditClient) -> None:
+    def create(name: str) -> str:
+        rule = build_alert_rule(name, "match", filter=build_filter(actions=["x.y"]))
+        try:
+            client.create_alert_rule(rule)
+        except RpcFailedError as error:
+            return error.reason
+        return "created"
+
+    for n in range(MAX_RULES_PER_TENANT - 2):
+        create(f"rule {n}")
+    with ThreadPoolExecutor(WRITERS) as pool:
+        answers = list(pool.map(create, [f"late {n}" for n in range(WRITERS)]))
+    assert sorted(answers) == ["TOO_MANY_ALERT_RULES"] * (WRITERS - 2) + ["created"] * 2
+    assert len(client.list_alert_rules()) == MAX_RULES_PER_TENANT
 
 
 def test_a_change_waits_for_one_in_progress_in_another_process(

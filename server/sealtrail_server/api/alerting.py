@@ -189,7 +189,8 @@ class AlertingRpcs:
         principal = current_principal()
         tenant_id = principal.tenant_id
         rule = request.rule
-        async with self._db.connection(tenant_id) as conn:
+        # One creation at a time: concurrent ones cannot pass the limit together.
+        async with self._changes.exclusive(tenant_id, "alert_rules") as conn:
             condition, severity, sink_ids = await self._validated(rule, conn, tenant_id)
             if await store.count_rules(conn, tenant_id) >= MAX_RULES_PER_TENANT:
                 raise FailedPrecondition(
@@ -197,32 +198,31 @@ class AlertingRpcs:
                     reason="TOO_MANY_ALERT_RULES",
                 )
             head = await tree_size(conn, tenant_id)
-        rule_id = str(uuid.uuid4())
-        stored = store.StoredRule(
-            tenant_id=tenant_id,
-            id=rule_id,
-            name=rule.name,
-            condition=condition,
-            severity=severity,
-            sink_ids=sink_ids,
-            disabled=rule.disabled,
-            start_seq=head + 1,  # not its own creation event
-            created_at=self._clock(),
-            fired=0,
-            last_fired_at=None,
-        )
-        event_id = await record_access(
-            self._appender,
-            principal,
-            now=self._clock(),
-            action="alert_rule.created",
-            category=event_pb2.CATEGORY_CONFIGURATION,
-            resource_type="alert_rule",
-            resource_id=rule_id,
-            description=f"Alert rule {rule.name!r} ({condition['kind']}) created",
-            details=_definition(stored),
-        )
-        async with self._db.connection(tenant_id) as conn:
+            rule_id = str(uuid.uuid4())
+            stored = store.StoredRule(
+                tenant_id=tenant_id,
+                id=rule_id,
+                name=rule.name,
+                condition=condition,
+                severity=severity,
+                sink_ids=sink_ids,
+                disabled=rule.disabled,
+                start_seq=head + 1,  # not its own creation event
+                created_at=self._clock(),
+                fired=0,
+                last_fired_at=None,
+            )
+            event_id = await record_access(
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="alert_rule.created",
+                category=event_pb2.CATEGORY_CONFIGURATION,
+                resource_type="alert_rule",
+                resource_id=rule_id,
+                description=f"Alert rule {rule.name!r} ({condition['kind']}) created",
+                details=_definition(stored),
+            )
             await store.insert_rule(conn, stored)
         self._evaluator.rules_changed()
         return pb.CreateAlertRuleResponse(rule=_rule_message(stored), event_id=event_id)

@@ -222,27 +222,27 @@ class ForwardingRpcs:
         principal = current_principal()
         tenant_id = principal.tenant_id
         definition = await self._definition(request.sink, path="sink")
-        async with self._db.connection(tenant_id) as conn:
+        # One creation at a time: concurrent ones cannot pass the limit together.
+        async with self._changes.exclusive(tenant_id, "sinks") as conn:
             if await store.count_sinks(conn, tenant_id) >= MAX_SINKS_PER_TENANT:
                 raise FailedPrecondition(
                     f"the tenant has {MAX_SINKS_PER_TENANT} sinks, the most it may have",
                     reason="TOO_MANY_SINKS",
                 )
             head = await tree_size(conn, tenant_id)
-        sink_id = str(uuid.uuid4())
-        cursor = 0 if request.from_beginning else head
-        event_id = await record_access(
-            self._appender,
-            principal,
-            now=self._clock(),
-            action="sink.created",
-            category=event_pb2.CATEGORY_CONFIGURATION,
-            resource_type="sink",
-            resource_id=sink_id,
-            description=f"Sink {definition.name!r} ({definition.kind}) created",
-            details={**_describe(definition), "from_seq": cursor + 1},
-        )
-        async with self._db.connection(tenant_id) as conn:
+            sink_id = str(uuid.uuid4())
+            cursor = 0 if request.from_beginning else head
+            event_id = await record_access(
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="sink.created",
+                category=event_pb2.CATEGORY_CONFIGURATION,
+                resource_type="sink",
+                resource_id=sink_id,
+                description=f"Sink {definition.name!r} ({definition.kind}) created",
+                details={**_describe(definition), "from_seq": cursor + 1},
+            )
             await store.insert_sink(
                 conn,
                 tenant_id,
