@@ -395,6 +395,22 @@ def test_sinks_from_the_command_line(cli_env: dict[str, str]) -> None:
         run("sealtrail", "sinks", "pause", sink_id, env=cli_env)
         assert "paused" in run("sealtrail", "sinks", env=cli_env).stdout
         run("sealtrail", "sinks", "resume", sink_id, env=cli_env)
+        old = created.stderr.split("signing secret (shown once): ")[1].split()[0]
+        rotated = run(
+            "sealtrail", "sinks", "update", sink_id, "--name", "siem 2", "--secret", old,
+            "--generate-secret", "--action", "document.share", env=cli_env,
+        )  # fmt: skip
+        new = rotated.stderr.split("signing secret (shown once): ")[1].split()[0]
+        shown = json.loads(run("sealtrail", "sinks", "show", sink_id, env=cli_env).stdout)
+        assert shown["name"] == "siem 2" and shown["filter"]["actions"] == ["document.share"]
+        assert shown["webhook"]["url"] == receiver.url and not shown.get("paused")
+        assert shown["webhook"]["secretHints"] == [old[-4:], new[-4:]]
+        nothing = run("sealtrail", "sinks", "update", sink_id, env=cli_env, check=False)
+        assert nothing.returncode == 2 and "nothing to change" in nothing.stderr
+        wrong = run(
+            "sealtrail", "sinks", "update", sink_id, "--token", "t", env=cli_env, check=False
+        )
+        assert wrong.returncode == 2 and "webhook sink takes no token" in wrong.stderr
         replayed = run("sealtrail", "sinks", "replay", sink_id, "--seq", "1-1", env=cli_env)
         assert "requested" in replayed.stdout
         bad = run("sealtrail", "sinks", "replay", sink_id, env=cli_env, check=False)

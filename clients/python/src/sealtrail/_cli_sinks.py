@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, cast
 
@@ -13,7 +14,13 @@ from google.protobuf import json_format
 from rich.table import Table
 
 from sealtrail._cli import _client, _filter, _tail_filter_options, _Time, print_table
-from sealtrail._convert import SINK_SETTINGS, PayloadFormat, SinkKind, build_sink
+from sealtrail._convert import (
+    SINK_SETTINGS,
+    PayloadFormat,
+    SinkKind,
+    build_sink,
+    payload_format_value,
+)
 from sealtrail.v1 import forwarding_pb2
 
 
@@ -54,24 +61,58 @@ def show(ctx: click.Context, sink_id: str) -> None:
         click.echo(json_format.MessageToJson(client.get_sink(sink_id), indent=2))
 
 
+_SETTING_NAMES = frozenset(
+    {"url", "token", "api_key", "index", "source", "sourcetype", "service", "tags"}
+)
+_HINTS = ("secret_hints", "token_hint", "api_key_hint")  # output only
+
+
+def _destination_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The destination settings, shared by create and update."""
+    options = [
+        click.option("--url", help="The destination (Datadog: the site's intake, by default US1)."),
+        click.option(
+            "--secret",
+            "secrets_",
+            multiple=True,
+            help="Webhook signing secret whsec_... (twice while rotating).",
+        ),
+        click.option(
+            "--generate-secret", is_flag=True, help="Webhook: make a secret and print it once."
+        ),
+        click.option("--token", help="Splunk HEC token."),
+        click.option("--api-key", help="Datadog API key, or Elasticsearch API key."),
+        click.option("--index", help="Splunk or Elasticsearch index."),
+        click.option("--source", help="Splunk source."),
+        click.option("--sourcetype", help="Splunk sourcetype."),
+        click.option("--service", help="Datadog service."),
+        click.option("--tags", help="Datadog ddtags, e.g. env:prod,team:security."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _destination_settings(
+    options: dict[str, Any], secrets_: tuple[str, ...], generate_secret: bool
+) -> dict[str, Any]:
+    """The destination settings given, a generated webhook secret included
+    (printed once, to stderr)."""
+    settings = {key: value for key, value in options.items() if key in _SETTING_NAMES and value}
+    chosen = list(secrets_)
+    if generate_secret:
+        made = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        chosen.append(made)
+        click.echo(f"signing secret (shown once): {made}", err=True)
+    if chosen:
+        settings["secrets"] = chosen
+    return settings
+
+
 @sinks.command("create")
 @click.argument("name")
 @click.option("--kind", type=click.Choice(list(SINK_SETTINGS)), required=True)
-@click.option("--url", help="The destination (Datadog: the site's intake, by default US1).")
-@click.option(
-    "--secret",
-    "secrets_",
-    multiple=True,
-    help="Webhook signing secret whsec_... (twice while rotating).",
-)
-@click.option("--generate-secret", is_flag=True, help="Webhook: make a secret and print it once.")
-@click.option("--token", help="Splunk HEC token.")
-@click.option("--api-key", help="Datadog API key, or Elasticsearch API key.")
-@click.option("--index", help="Splunk or Elasticsearch index.")
-@click.option("--source", help="Splunk source.")
-@click.option("--sourcetype", help="Splunk sourcetype.")
-@click.option("--service", help="Datadog service.")
-@click.option("--tags", help="Datadog ddtags, e.g. env:prod,team:security.")
+@_destination_options
 @click.option(
     "--format", "payload", type=click.Choice(["sealtrail_json", "ocsf"]), default="sealtrail_json"
 )
@@ -90,18 +131,8 @@ def create(
     **options: Any,
 ) -> None:
     """Start forwarding matching events to a destination; prints the sink's id."""
-    setting_names = {"url", "token", "api_key", "index", "source", "sourcetype", "service", "tags"}
-    settings: dict[str, Any] = {
-        key: value for key, value in options.items() if key in setting_names and value
-    }
-    criteria = {key: value for key, value in options.items() if key not in setting_names}
-    chosen = list(secrets_)
-    if generate_secret:
-        made = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-        chosen.append(made)
-        click.echo(f"signing secret (shown once): {made}", err=True)
-    if chosen:
-        settings["secrets"] = chosen
+    settings = _destination_settings(options, secrets_, generate_secret)
+    criteria = {key: value for key, value in options.items() if key not in _SETTING_NAMES}
     try:
         sink = build_sink(
             name,
@@ -115,6 +146,66 @@ def create(
     with _client(ctx) as client:
         made_sink = client.create_sink(sink, from_beginning=from_beginning).sink
     click.echo(made_sink.id)
+
+
+@sinks.command("update")
+@click.argument("sink_id")
+@click.option("--name", help="A new name.")
+@_destination_options
+@click.option("--format", "payload", type=click.Choice(["sealtrail_json", "ocsf"]))
+@_tail_filter_options
+@click.pass_context
+def update(
+    ctx: click.Context,
+    /,
+    sink_id: str,
+    name: str | None,
+    payload: str | None,
+    generate_secret: bool,
+    secrets_: tuple[str, ...],
+    **options: Any,
+) -> None:
+    """Change a sink in place, keeping its cursor: only what is given changes.
+
+    Filter options replace the whole filter. Destination options change those
+    settings of the current destination; the others, secrets included, stay.
+    To rotate a webhook's secret, give the current one and the new one
+    (--secret OLD --generate-secret), then, once receivers verify with the
+    new one, the new one alone."""
+    settings = _destination_settings(options, secrets_, generate_secret)
+    criteria = {key: value for key, value in options.items() if key not in _SETTING_NAMES}
+    sink = forwarding_pb2.Sink(id=sink_id)
+    fields = []
+    if name is not None:
+        sink.name = name
+        fields.append("name")
+    if payload is not None:
+        sink.format = payload_format_value(payload)
+        fields.append("format")
+    if any(criteria.values()):
+        sink.filter.CopyFrom(_filter(criteria))
+        fields.append("filter")
+    with _client(ctx) as client:
+        if settings:
+            current = client.get_sink(sink_id)
+            kind = current.WhichOneof("destination")
+            assert kind is not None  # every sink has one
+            unknown = set(settings) - SINK_SETTINGS[kind]
+            if unknown:
+                raise click.BadParameter(
+                    f"a {kind} sink takes no {', '.join(sorted(unknown))}", ctx
+                )
+            destination = getattr(sink, kind)
+            destination.CopyFrom(getattr(current, kind))
+            for hint in _HINTS:
+                if hint in destination.DESCRIPTOR.fields_by_name:
+                    destination.ClearField(hint)
+            json_format.ParseDict(settings, destination)
+            fields.append(kind)
+        if not fields:
+            raise click.UsageError("nothing to change: give a name, format, filter or setting", ctx)
+        client.update_sink(sink, fields=fields)
+    click.echo(f"{sink_id} updated")
 
 
 def _set_paused(ctx: click.Context, sink_id: str, paused: bool) -> None:

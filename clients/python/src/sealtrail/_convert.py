@@ -364,6 +364,17 @@ _PAYLOAD_FORMATS: dict[str, forwarding_pb2.PayloadFormat.ValueType] = {
     "sealtrail_json": forwarding_pb2.PAYLOAD_FORMAT_SEALTRAIL_JSON,
     "ocsf": forwarding_pb2.PAYLOAD_FORMAT_OCSF,
 }
+
+
+def payload_format_value(format: str) -> forwarding_pb2.PayloadFormat.ValueType:
+    try:
+        return _PAYLOAD_FORMATS[format]
+    except KeyError:
+        raise ValueError(
+            f"format: {format!r} is not one of {', '.join(_PAYLOAD_FORMATS)}"
+        ) from None
+
+
 # The settings each kind of destination takes (docs/forwarding.md).
 SINK_SETTINGS: Mapping[str, frozenset[str]] = {
     "webhook": frozenset({"url", "secrets"}),
@@ -391,10 +402,8 @@ def build_sink(
     if unknown:
         raise ValueError(f"{kind} sinks take {', '.join(sorted(SINK_SETTINGS[kind]))}, "
                          f"not {', '.join(sorted(unknown))}")  # fmt: skip
-    if format not in _PAYLOAD_FORMATS:
-        raise ValueError(f"format: {format!r} is not one of {', '.join(_PAYLOAD_FORMATS)}")
     sink = forwarding_pb2.Sink(
-        id=sink_id, name=name, filter=filter, format=_PAYLOAD_FORMATS[format], paused=paused
+        id=sink_id, name=name, filter=filter, format=payload_format_value(format), paused=paused
     )
     json_format.ParseDict(settings, getattr(sink, kind))
     return sink
