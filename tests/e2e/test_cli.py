@@ -444,6 +444,20 @@ def test_alert_rules_from_the_command_line(cli_env: dict[str, str]) -> None:
     assert "203.0.113.5" in found.stdout
     bad = run("sealtrail", "alerts", "create", "x", "--kind", "match", env=cli_env, check=False)
     assert bad.returncode == 2 and "rule.match.filter" in bad.stderr
+    run(
+        "sealtrail", "alerts", "update", rule_id, "--count", "5", "--group-by", "actor",
+        "--alert-severity", "critical", env=cli_env,
+    )  # fmt: skip
+    listed = run("sealtrail", "alerts", env=cli_env).stdout
+    assert "threshold: 5 in 60 s by actor" in listed and "critical" in listed
+    renamed = run("sealtrail", "alerts", "update", rule_id, "--name", "brute force", env=cli_env)
+    assert renamed.stdout == f"{rule_id} updated\n"
+    wrong = run("sealtrail", "alerts", "update", rule_id, "--time-zone", "UTC", env=cli_env,
+                check=False)  # fmt: skip
+    assert wrong.returncode == 2 and "threshold rule takes no time_zone" in wrong.stderr
+    nothing = run("sealtrail", "alerts", "update", rule_id, env=cli_env, check=False)
+    assert nothing.returncode == 2 and "nothing to change" in nothing.stderr
+    run("sealtrail", "alerts", "update", rule_id, "--name", "failed logins", env=cli_env)
     assert run("sealtrail", "alerts", "disable", rule_id, env=cli_env).stdout.endswith("disabled\n")
     assert "failed logins (disabled)" in run("sealtrail", "alerts", env=cli_env).stdout
     run("sealtrail", "alerts", "enable", rule_id, env=cli_env)

@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from sealtrail._cli import _client, _filter, _tail_filter_options, print_table
-from sealtrail._convert import AlertKind, build_alert_rule, enum_label, enum_names
+from sealtrail._convert import AlertKind, build_alert_rule, enum_label, enum_names, enum_value
 from sealtrail.v1 import alerting_pb2, event_pb2
 
 
@@ -29,7 +29,7 @@ def _describe(rule: alerting_pb2.AlertRule) -> str:
 @click.group(invoke_without_command=True)
 @click.pass_context
 def alerts(ctx: click.Context) -> None:
-    """Admin: list (no subcommand), create, disable, enable and delete the tenant's alert rules."""
+    """Admin: list (no subcommand), create, update, disable, enable and delete alert rules."""
     if ctx.invoked_subcommand is not None:
         return
     with _client(ctx) as client:
@@ -121,6 +121,121 @@ def create(
     )
     with _client(ctx) as client:
         click.echo(client.create_alert_rule(rule).rule.id)
+
+
+# The condition settings update may change, by kind (the filter: any kind).
+_CONDITION_SETTINGS = {
+    "match": frozenset(),
+    "threshold": frozenset({"count", "window_seconds", "group_by"}),
+    "new_ip": frozenset(),
+    "off_hours": frozenset({"time_zone", "hours", "working_days"}),
+}
+
+
+@alerts.command("update")
+@click.argument("rule_id")
+@click.option("--name", help="A new name.")
+@click.option("--count", "threshold_count", type=int, help="threshold: events that fire.")
+@click.option("--window", "window_seconds", type=int, help="threshold: seconds.")
+@click.option("--group-by", type=click.Choice(["none", "actor", "ip"]), help="threshold: per ...")
+@click.option("--time-zone", help="off_hours: IANA zone, e.g. Europe/Paris.")
+@click.option("--hours", "hours_text", help="off_hours: START-END.")
+@click.option("--days", "days_text", help="off_hours: ISO working weekdays.")
+@click.option(
+    "--alert-severity",
+    "alert_severity",
+    type=click.Choice(enum_names(event_pb2.Severity)),
+    help="Of the security.alert events (--severity filters the events watched).",
+)
+@click.option("--sink", "sink_ids", multiple=True, help="The sinks the alerts go to (all of them).")
+@_tail_filter_options
+@click.pass_context
+def update(
+    ctx: click.Context,
+    /,
+    rule_id: str,
+    name: str | None,
+    threshold_count: int | None,
+    window_seconds: int | None,
+    group_by: str | None,
+    time_zone: str | None,
+    hours_text: str | None,
+    days_text: str | None,
+    alert_severity: str | None,
+    sink_ids: tuple[str, ...],
+    **criteria: Any,
+) -> None:
+    """Change an alert rule in place, keeping its id and count of alerts: only
+    what is given changes. Filter options replace the whole filter; condition
+    settings change those of the current condition, which applies from the
+    next event."""
+    rule = alerting_pb2.AlertRule(id=rule_id)
+    fields = []
+    if name is not None:
+        rule.name = name
+        fields.append("name")
+    if alert_severity is not None:
+        rule.severity = enum_value(event_pb2.Severity, alert_severity, field="alert severity")
+        fields.append("severity")
+    if sink_ids:
+        rule.sink_ids.extend(sink_ids)
+        fields.append("sink_ids")
+    settings: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "count": threshold_count,
+            "window_seconds": window_seconds,
+            "group_by": group_by,
+            "time_zone": time_zone,
+            "hours": None if hours_text is None else _hours(hours_text),
+            "working_days": None if days_text is None else _days(days_text),
+        }.items()
+        if value is not None
+    }
+    with _client(ctx) as client:
+        if settings or any(criteria.values()):
+            current = next((r for r in client.list_alert_rules() if r.id == rule_id), None)
+            if current is None:
+                raise click.ClickException(f"no alert rule {rule_id}")
+            kind = current.WhichOneof("condition")
+            assert kind is not None  # every rule has one
+            unknown = set(settings) - _CONDITION_SETTINGS[kind]
+            if unknown:
+                raise click.BadParameter(
+                    f"a {kind} rule takes no {', '.join(sorted(unknown))}", ctx
+                )
+            condition = getattr(rule, kind)
+            condition.CopyFrom(getattr(current, kind))
+            _apply(condition, settings, _filter(criteria) if any(criteria.values()) else None)
+            fields.append(kind)
+        if not fields:
+            raise click.UsageError(
+                "nothing to change: give a name, severity, sink or condition", ctx
+            )
+        client.update_alert_rule(rule, fields=fields)
+    click.echo(f"{rule_id} updated")
+
+
+def _apply(
+    condition: Any, settings: dict[str, Any], new_filter: event_pb2.EventFilter | None
+) -> None:
+    """Sets the given settings (and filter) on a condition message."""
+    if new_filter is not None:
+        condition.filter.CopyFrom(new_filter)
+    for key, value in settings.items():
+        if key == "group_by":
+            condition.group_by = (
+                alerting_pb2.ALERT_GROUP_BY_UNSPECIFIED
+                if value == "none"
+                else enum_value(alerting_pb2.AlertGroupBy, value, field="group by")
+            )
+        elif key == "hours":
+            condition.start_hour, condition.end_hour = value
+        elif key == "working_days":
+            condition.ClearField("working_days")
+            condition.working_days.extend(value)
+        else:
+            setattr(condition, key, value)
 
 
 @alerts.command("delete")
