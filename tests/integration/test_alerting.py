@@ -474,7 +474,10 @@ def test_an_address_learned_while_the_condition_changes_does_not_outlive_it(
         )
         sql.execute("DELETE FROM alert_known_ips WHERE rule_id = %s", [rule.id])
         learning = asyncio.run_coroutine_threadsafe(_learn(server, held), server.loop)
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while sql.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone() == (0,):
+            assert time.monotonic() < deadline and not learning.done(), "it did not wait"
+            time.sleep(0.01)
         assert not learning.done()  # waits for the change
     assert learning.result(timeout=10) == (False, False)
     known = "SELECT count(*) FROM alert_known_ips WHERE rule_id = %s"
@@ -591,6 +594,11 @@ def test_a_masked_update_changes_only_the_fields_it_names(client: AuditClient, r
     assert (changed.rule.name, changed.rule.threshold.count) == ("keys", 3)
     assert changed.rule.disabled  # not named: kept
     assert [c.field for c in client.get_event(changed.event_id).changes] == ["condition"]
+    whole = alerting_pb2.AlertRule()
+    whole.CopyFrom(changed.rule)
+    whole.name, whole.disabled = "keys (all fields)", False
+    replaced = client.update_alert_rule(whole, fields=["*"]).rule  # as with no mask
+    assert (replaced.name, replaced.disabled, replaced.threshold.count) == (whole.name, False, 3)
 
 
 def test_a_masked_update_keeps_sinks_it_does_not_name_even_deleted_ones(

@@ -5,6 +5,8 @@ word is what applies, with callers in one process or in several."""
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from typing import Any
@@ -91,6 +93,24 @@ def test_concurrent_creations_stop_at_the_limit(client: AuditClient) -> None:
     assert len(client.list_alert_rules()) == MAX_RULES_PER_TENANT
 
 
+def test_many_changes_at_once_leave_the_appender_connections(
+    server: ServerThread, client_for: Callable[..., AuditClient]
+) -> None:
+    """Three times as many changes at once as the pool has connections, each
+    of its own subject, and records beside them: each change holds a
+    connection while the appender records it, yet nothing waits out the
+    pool (no retries: one attempt each)."""
+    pool = server.settings.pool_max_size
+    admins = [client_for(f"t-{uuid.uuid4().hex[:12]}", max_attempts=1) for _ in range(3 * pool)]
+
+    def change(admin: AuditClient) -> str:
+        admin.set_retention_policy(90)
+        return admin.record(action="doc.edit", actor_id="u").event.id
+
+    with ThreadPoolExecutor(len(admins)) as threads:
+        assert all(threads.map(change, admins, timeout=60))
+
+
 def test_a_change_waits_for_one_in_progress_in_another_process(
     server: ServerThread, tenant: str
 ) -> None:
@@ -100,9 +120,9 @@ def test_a_change_waits_for_one_in_progress_in_another_process(
 
     async def run() -> list[str]:
         order: list[str] = []
-        async with first.exclusive(tenant, "retention"):
+        async with first.exclusive(tenant, "retention") as conn:
             waiting = asyncio.create_task(_enter(second, tenant, order))
-            await asyncio.sleep(0.3)
+            await _until_an_advisory_lock_is_awaited(conn)
             order.append("first done")
         await asyncio.wait_for(waiting, 10)
         return order
@@ -135,6 +155,18 @@ def test_a_change_stuck_elsewhere_is_answered_unavailable(
 
     with pytest.raises(Unavailable, match="another change of settings"):
         server.run(run())
+
+
+async def _until_an_advisory_lock_is_awaited(conn: Any) -> None:
+    """Returns once some session waits for an advisory lock (10 s at most)."""
+    for _ in range(1000):
+        cursor = await conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        )
+        if (await cursor.fetchone())[0]:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("nobody waited for the lock")
 
 
 async def _enter(

@@ -23,21 +23,33 @@ def refusing() -> str:
 
 
 def test_the_sync_client_raises_the_failure_it_was_retrying(refusing: str) -> None:
-    channel = grpc.insecure_channel(refusing)
-    client = AuditClient("unused", token="t", channel=channel, sleep=lambda _: channel.close())
-    with pytest.raises(UnavailableError):
-        client.record(action="doc.edit", actor_id="u")
-    channel = grpc.insecure_channel(refusing)
-    client = AuditClient("unused", token="t", channel=channel, sleep=lambda _: channel.close())
-    with pytest.raises(UnavailableError):
-        next(iter(client.stream()))
+    for use in ("record", "stream"):
+        channel = grpc.insecure_channel(refusing)
+        waits: list[float] = []
+
+        def close_while_waiting(
+            seconds: float, channel: grpc.Channel = channel, waits: list[float] = waits
+        ) -> None:
+            waits.append(seconds)
+            channel.close()
+
+        client = AuditClient("unused", token="t", channel=channel, sleep=close_while_waiting)
+        with pytest.raises(UnavailableError):
+            if use == "record":
+                client.record(action="doc.edit", actor_id="u")
+            else:
+                next(iter(client.stream()))
+        assert len(waits) == 1  # it waited to retry once, and the retry met the closed channel
 
 
 def test_the_async_client_raises_the_failure_it_was_retrying(refusing: str) -> None:
+    waits: list[float] = []
+
     async def attempt(use: str) -> None:
         channel = grpc.aio.insecure_channel(refusing)
 
-        async def close(_: float) -> None:
+        async def close(seconds: float) -> None:
+            waits.append(seconds)
             await channel.close()
 
         client = AsyncAuditClient("unused", token="t", channel=channel, sleep=close)
@@ -48,5 +60,7 @@ def test_the_async_client_raises_the_failure_it_was_retrying(refusing: str) -> N
                 break
 
     for use in ("record", "stream"):
+        waits.clear()
         with pytest.raises(UnavailableError):
             asyncio.run(attempt(use))
+        assert len(waits) == 1  # it waited to retry once, and the retry met the closed channel

@@ -21,7 +21,7 @@ from sealtrail import (
     RpcFailedError,
     UnavailableError,
 )
-from sealtrail.v1 import audit_service_pb2, event_pb2
+from sealtrail.v1 import alerting_pb2, audit_service_pb2, event_pb2, forwarding_pb2
 
 SERVICE = audit_service_pb2.DESCRIPTOR.services_by_name["AuditLogService"]
 RECORD = SERVICE.methods_by_name["Record"]
@@ -231,3 +231,11 @@ def test_query_follows_page_tokens_and_stops_at_the_limit(
     assert future.result(timeout=5) == [9, 8, 7]
     newest = audit_service_pb2.ORDER_NEWEST_FIRST
     assert pages == [("", 2, newest), ("p2", 2, newest)]
+
+
+def test_one_field_name_is_refused_as_an_update_mask(client: AuditClient) -> None:
+    # A string is an iterable of names too: each letter would become a path.
+    with pytest.raises(TypeError, match=r"\['paused'\]"):
+        client.update_sink(forwarding_pb2.Sink(id="s"), fields="paused")
+    with pytest.raises(TypeError, match=r"\['disabled'\]"):
+        client.update_alert_rule(alerting_pb2.AlertRule(id="r"), fields="disabled")

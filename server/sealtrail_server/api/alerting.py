@@ -101,29 +101,13 @@ def _rule_message(stored: store.StoredRule) -> pb.AlertRule:
 
 
 # What an UpdateAlertRule's mask may name: the settings, and the condition by its kind.
-_SETTINGS: Final = ("name", "severity", "sink_ids", "disabled")
 _UPDATABLE: Final = (
-    *_SETTINGS,
+    "name",
+    "severity",
+    "sink_ids",
+    "disabled",
     *(f.name for f in pb.AlertRule.DESCRIPTOR.oneofs_by_name["condition"].fields),
 )
-
-
-def _merged(rule: pb.AlertRule, current: store.StoredRule, paths: frozenset[str]) -> pb.AlertRule:
-    """`current` as a message, with the fields `paths` names taken from `rule`."""
-    merged = _rule_message(current)
-    if "name" in paths:
-        merged.name = rule.name
-    if "severity" in paths:
-        merged.severity = rule.severity
-    if "sink_ids" in paths:
-        merged.sink_ids[:] = rule.sink_ids
-    if "disabled" in paths:
-        merged.disabled = rule.disabled
-    if replaces_oneof(paths, rule, "condition", path="rule"):
-        kind = rule.WhichOneof("condition")
-        assert kind is not None
-        getattr(merged, kind).CopyFrom(getattr(rule, kind))
-    return merged
 
 
 def _definition(rule: store.StoredRule) -> dict[str, Any]:
@@ -161,27 +145,39 @@ class AlertingRpcs:
     _evaluator: Evaluator
 
     async def _validated(
-        self, rule: pb.AlertRule, conn: Connection, tenant_id: str, *, check_sinks: bool = True
-    ) -> tuple[dict[str, Any], str, list[str]]:
-        """The rule's condition, severity and sinks, each checked
-        (INVALID_ARGUMENT naming the field); without `check_sinks`, its sinks
-        as they are (an update that does not name them keeps them, even one
-        deleted since)."""
-        if not rule.name.strip() or len(rule.name) > MAX_RULE_NAME:
-            raise InvalidArgument.field("rule.name", f"must be 1 to {MAX_RULE_NAME} characters")
-        condition = _condition(rule)
-        severity = SEVERITIES.get(rule.severity or event_pb2.SEVERITY_WARNING)
-        if severity is None:
-            raise InvalidArgument.field("rule.severity", f"unknown enum value {rule.severity}")
-        if not check_sinks:
-            return condition, severity, list(rule.sink_ids)
-        sink_ids = []
-        for index, text in enumerate(rule.sink_ids):
-            sink_id = parse_uuid(text)
-            if sink_id is None or not await sink_store.sink_exists(conn, tenant_id, sink_id):
-                raise InvalidArgument.field(f"rule.sink_ids[{index}]", "no such sink")
-            sink_ids.append(sink_id)
-        return condition, severity, sink_ids
+        self,
+        rule: pb.AlertRule,
+        conn: Connection,
+        tenant_id: str,
+        *,
+        paths: frozenset[str] | None = None,
+    ) -> dict[str, Any]:
+        """The definition `rule` gives, as StoredRule fields, each checked
+        (INVALID_ARGUMENT naming it): all of it, or only what an update mask
+        names (the rest, unread, stays as stored, even a sink deleted since)."""
+        values: dict[str, Any] = {}
+        if paths is None or "name" in paths:
+            if not rule.name.strip() or len(rule.name) > MAX_RULE_NAME:
+                raise InvalidArgument.field("rule.name", f"must be 1 to {MAX_RULE_NAME} characters")
+            values["name"] = rule.name
+        if paths is None or replaces_oneof(paths, rule, "condition", path="rule"):
+            values["condition"] = _condition(rule)
+        if paths is None or "severity" in paths:
+            severity = SEVERITIES.get(rule.severity or event_pb2.SEVERITY_WARNING)
+            if severity is None:
+                raise InvalidArgument.field("rule.severity", f"unknown enum value {rule.severity}")
+            values["severity"] = severity
+        if paths is None or "sink_ids" in paths:
+            sink_ids = []
+            for index, text in enumerate(rule.sink_ids):
+                sink_id = parse_uuid(text)
+                if sink_id is None or not await sink_store.sink_exists(conn, tenant_id, sink_id):
+                    raise InvalidArgument.field(f"rule.sink_ids[{index}]", "no such sink")
+                sink_ids.append(sink_id)
+            values["sink_ids"] = sink_ids
+        if paths is None or "disabled" in paths:
+            values["disabled"] = rule.disabled
+        return values
 
     async def CreateAlertRule(
         self, request: pb.CreateAlertRuleRequest, context: Context
@@ -191,7 +187,7 @@ class AlertingRpcs:
         rule = request.rule
         # One creation at a time: concurrent ones cannot pass the limit together.
         async with self._changes.exclusive(tenant_id, "alert_rules") as conn:
-            condition, severity, sink_ids = await self._validated(rule, conn, tenant_id)
+            defined = await self._validated(rule, conn, tenant_id)
             if await store.count_rules(conn, tenant_id) >= MAX_RULES_PER_TENANT:
                 raise FailedPrecondition(
                     f"the tenant has {MAX_RULES_PER_TENANT} alert rules, the most it may have",
@@ -202,11 +198,7 @@ class AlertingRpcs:
             stored = store.StoredRule(
                 tenant_id=tenant_id,
                 id=rule_id,
-                name=rule.name,
-                condition=condition,
-                severity=severity,
-                sink_ids=sink_ids,
-                disabled=rule.disabled,
+                **defined,
                 start_seq=head + 1,  # not its own creation event
                 created_at=self._clock(),
                 fired=0,
@@ -220,7 +212,7 @@ class AlertingRpcs:
                 category=event_pb2.CATEGORY_CONFIGURATION,
                 resource_type="alert_rule",
                 resource_id=rule_id,
-                description=f"Alert rule {rule.name!r} ({condition['kind']}) created",
+                description=f"Alert rule {rule.name!r} ({stored.condition['kind']}) created",
                 details=_definition(stored),
             )
             await store.insert_rule(conn, stored)
@@ -236,17 +228,8 @@ class AlertingRpcs:
         paths = update_paths(request.update_mask, _UPDATABLE)
         async with self._changes.exclusive(tenant_id, f"alert_rule/{rule_id}") as conn:
             before = await _stored_rule(conn, tenant_id, rule_id)
-            rule = request.rule if paths is None else _merged(request.rule, before, paths)
-            condition, severity, sink_ids = await self._validated(
-                rule, conn, tenant_id, check_sinks=paths is None or "sink_ids" in paths
-            )
             after = replace(
-                before,
-                name=rule.name,
-                condition=condition,
-                severity=severity,
-                sink_ids=sink_ids,
-                disabled=rule.disabled,
+                before, **await self._validated(request.rule, conn, tenant_id, paths=paths)
             )
             if after == before:
                 return pb.UpdateAlertRuleResponse(rule=_rule_message(before))

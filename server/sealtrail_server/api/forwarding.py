@@ -172,8 +172,16 @@ class ForwardingRpcs:
     _box: SecretBox  # seals sinks' secrets at rest
 
     async def _definition(
-        self, sink: pb.Sink, *, path: str, current: SinkDefinition | None = None
+        self,
+        sink: pb.Sink,
+        *,
+        path: str,
+        current: SinkDefinition | None = None,
+        check_egress: bool = True,
     ) -> SinkDefinition:
+        """`sink` as a valid definition (with `current`'s secrets where it
+        gives none), its destination checked against the egress policy unless
+        the caller did that already (`_check_egress`)."""
         kind, destination = _destination(sink)
         if current is not None and kind == current.kind:
             destination = keep_secrets(kind, destination, current.destination)
@@ -188,15 +196,8 @@ class ForwardingRpcs:
         )
         assert kind is not None
         validate_filter(filter_draft(sink.filter), path=f"{path}.filter")
-        url = destination.get("url") or (DATADOG_DEFAULT_URL if kind == "datadog_logs" else "")
-        parts = urlsplit(url)  # check_sink made sure it is a URL with a host
-        try:
-            self._egress.check_scheme(url)
-            await self._egress.resolve(parts.hostname or "", parts.port or 443)
-        except Unresolvable:
-            pass  # perhaps not yet in DNS: deliveries will say so in the sink's state
-        except EgressDenied as error:
-            raise InvalidArgument.field(f"{path}.{kind}.url", str(error)) from None
+        if check_egress:
+            await self._check_egress(sink, path=path)
         return SinkDefinition(
             name=sink.name,
             kind=kind,
@@ -205,6 +206,29 @@ class ForwardingRpcs:
             destination=destination,
             paused=sink.paused,
         )
+
+    async def _check_egress(self, sink: pb.Sink, *, path: str) -> None:
+        """INVALID_ARGUMENT if the egress policy refuses `sink`'s destination
+        (its scheme, or the addresses its host resolves to). A URL that is not
+        one is left to the definition's checks, which name it."""
+        kind, destination = _destination(sink)
+        if kind is None:
+            return
+        url = destination.get("url") or (DATADOG_DEFAULT_URL if kind == "datadog_logs" else "")
+        try:
+            parts = urlsplit(url)
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            return
+        if not host:
+            return
+        try:
+            self._egress.check_scheme(url)
+            await self._egress.resolve(host, port or 443)
+        except Unresolvable:
+            pass  # perhaps not yet in DNS: deliveries will say so in the sink's state
+        except EgressDenied as error:
+            raise InvalidArgument.field(f"{path}.{kind}.url", str(error)) from None
 
     async def _stored_sink(
         self, conn: Connection, tenant_id: str, sink_id_text: str, field: str
@@ -280,6 +304,9 @@ class ForwardingRpcs:
         tenant_id = principal.tenant_id
         sink_id = _sink_id(request.sink.id, "sink.id")
         paths = update_paths(request.update_mask, _UPDATABLE)
+        if paths is None or replaces_oneof(paths, request.sink, "destination", path="sink"):
+            # Resolved before the lock is taken: a slow resolver holds up no one.
+            await self._check_egress(request.sink, path="sink")
         async with self._changes.exclusive(tenant_id, f"sink/{sink_id}") as conn:
             before = await self._stored_sink(conn, tenant_id, sink_id, "sink.id")
             keep_destination = paths is not None and not replaces_oneof(
@@ -332,7 +359,9 @@ class ForwardingRpcs:
                 " give them again in this update",
                 reason="SINK_SECRETS_UNOPENABLE",
             )
-        definition = await self._definition(sink, path="sink", current=before.definition)
+        definition = await self._definition(
+            sink, path="sink", current=before.definition, check_egress=False
+        )
         moved = definition.destination.get("url") != before.definition.destination.get("url")
         kept = [f for f in SECRET_FIELDS[definition.kind] if definition.destination.get(f)]
         if kind == before.definition.kind and moved and any(not given.get(f) for f in kept):

@@ -21,7 +21,14 @@ from ..domain.filters import decode_page_token, encode_page_token, page_size
 from ..store.appender import Appender
 from ..store.changes import Changes
 from ..store.database import Database
-from ..store.tokens import TokenInfo, create_token, find_token, list_tokens, revoke_token
+from ..store.tokens import (
+    TokenInfo,
+    create_token,
+    list_tokens,
+    mark_revoked,
+    read_token,
+    revoke_token,
+)
 from .audited import record_access
 from .guard import current_principal
 
@@ -130,8 +137,9 @@ class TokenRpcs:
         if token_id is None:
             raise InvalidArgument.field("token_id", "must be a UUID")
         # One revocation at a time: a second one finds the token revoked.
-        async with self._changes.exclusive(principal.tenant_id, f"api_token/{token_id}"):
-            found = await find_token(self._db, tenant_id=principal.tenant_id, token_id=token_id)
+        tenant_id = principal.tenant_id
+        async with self._changes.exclusive(tenant_id, f"api_token/{token_id}") as conn:
+            found = await read_token(conn, tenant_id=tenant_id, token_id=token_id)
             if found is None or found.revoked_at is not None:
                 raise NotFound("no live token with that id in this tenant")
             # Recorded before it applies: a revocation is never without its event.
@@ -146,9 +154,11 @@ class TokenRpcs:
                 description=f"Revoked an API token with role {found.role}",
                 details={"role": found.role, "name": found.name},
             )
-            await revoke_token(self._db, token_id=token_id, tenant_id=principal.tenant_id)
+            await mark_revoked(conn, token_id=token_id, tenant_id=tenant_id)
+            revoked = await read_token(conn, tenant_id=tenant_id, token_id=token_id)
+        # Committed: this process stops honouring it now (forgotten earlier, a
+        # check meanwhile could have cached it again as live).
         if self._authenticator is not None:
-            self._authenticator.forget(token_id)  # this process stops honouring it now
-        revoked = await find_token(self._db, tenant_id=principal.tenant_id, token_id=token_id)
+            self._authenticator.forget(token_id)
         assert revoked is not None
         return pb.RevokeTokenResponse(token=_message(revoked), event_id=event_id)

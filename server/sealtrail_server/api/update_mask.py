@@ -15,8 +15,10 @@ def update_paths(
     mask: field_mask_pb2.FieldMask, settable: Collection[str]
 ) -> frozenset[str] | None:
     """The fields `mask` names, each one of `settable`; None when it names
-    none (the request replaces every field)."""
+    none, or only `*` (the request replaces every field)."""
     paths = frozenset(mask.paths)
+    if paths == {"*"}:
+        return None
     for path in sorted(paths - frozenset(settable)):
         raise InvalidArgument.field(
             "update_mask", f"names {path!r}; the fields it may name: {', '.join(settable)}"

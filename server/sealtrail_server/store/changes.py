@@ -10,6 +10,11 @@ and its last word could differ from what was applied last.
 `Changes.exclusive` serialises them: in this process with an asyncio lock (so
 waiting callers hold no pooled connection), across processes with a
 transaction-level advisory lock, held from the read to the write's commit.
+
+A change holds its pooled connection while the appender records it, and the
+appender needs a connection of the same pool: at most half the pool is given
+to changes at once (the others wait, holding none), so changes of many
+subjects at once can never starve the appender.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class Changes:
         self._local: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        self._connections = asyncio.Semaphore(max(1, db.pool.max_size // 2))
 
     @asynccontextmanager
     async def exclusive(self, tenant_id: str, subject: str) -> AsyncIterator[Connection]:
@@ -51,7 +57,12 @@ class Changes:
         lock = self._local.get(key)
         if lock is None:
             lock = self._local[key] = asyncio.Lock()
-        async with lock, self._db.connection(tenant_id) as conn, conn.transaction():
+        async with (
+            lock,
+            self._connections,
+            self._db.connection(tenant_id) as conn,
+            conn.transaction(),
+        ):
             await conn.execute(
                 "SELECT set_config('lock_timeout', %s, true)", [f"{self._wait_ms}ms"]
             )
@@ -65,5 +76,5 @@ class Changes:
                     f"another change of {subject} is still being applied; retry",
                     retry_after=1.0,
                 ) from error
-            await conn.execute("SELECT set_config('lock_timeout', '0', true)")
+            await conn.execute("SET LOCAL lock_timeout TO DEFAULT")
             yield conn

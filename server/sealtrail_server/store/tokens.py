@@ -8,7 +8,7 @@ from datetime import datetime
 
 from ..domain.access import Principal, Role, new_token, token_digest
 from ..domain.errors import FailedPrecondition
-from .database import Database
+from .database import Connection, Database
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +95,12 @@ async def list_tokens(
 
 async def find_token(db: Database, *, tenant_id: str, token_id: str) -> TokenInfo | None:
     async with db.connection(tenant_id) as conn:
-        cursor = await conn.execute(
-            _SELECT_TOKENS + " AND token_id = %s",
-            [tenant_id, token_id],
-        )
-        row = await cursor.fetchone()
+        return await read_token(conn, tenant_id=tenant_id, token_id=token_id)
+
+
+async def read_token(conn: Connection, *, tenant_id: str, token_id: str) -> TokenInfo | None:
+    cursor = await conn.execute(_SELECT_TOKENS + " AND token_id = %s", [tenant_id, token_id])
+    row = await cursor.fetchone()
     return TokenInfo(*row) if row else None
 
 
@@ -109,11 +110,16 @@ async def revoke_token(db: Database, *, token_id: str, tenant_id: str | None = N
     at the console), the token is found in whichever tenant holds it."""
     scoped = db.system_connection() if tenant_id is None else db.connection(tenant_id)
     async with scoped as conn:
-        cursor = await conn.execute(
-            "UPDATE api_tokens SET revoked_at = now()"
-            " WHERE token_id = %s AND revoked_at IS NULL"
-            " AND (%s::text IS NULL OR tenant_id = %s) RETURNING tenant_id",
-            [token_id, tenant_id, tenant_id],
-        )
-        row = await cursor.fetchone()
+        return await mark_revoked(conn, token_id=token_id, tenant_id=tenant_id)
+
+
+async def mark_revoked(conn: Connection, *, token_id: str, tenant_id: str | None) -> str | None:
+    """revoke_token on a connection the caller holds (and commits)."""
+    cursor = await conn.execute(
+        "UPDATE api_tokens SET revoked_at = now()"
+        " WHERE token_id = %s AND revoked_at IS NULL"
+        " AND (%s::text IS NULL OR tenant_id = %s) RETURNING tenant_id",
+        [token_id, tenant_id, tenant_id],
+    )
+    row = await cursor.fetchone()
     return str(row[0]) if row else None

@@ -32,6 +32,7 @@ from sealtrail._convert import (
     retention_policy_request,
     stream_request,
     token_role_value,
+    update_mask,
     with_defaults,
 )
 from sealtrail._correlation import CorrelationInterceptor
@@ -338,9 +339,7 @@ class AuditClient:
         secrets keep the current ones). A change that leaves the destination
         out keeps it, secrets included. The cursor stays. Recorded as
         `sink.updated`; retried: a repeat changes nothing."""
-        request = forwarding_pb2.UpdateSinkRequest(
-            sink=sink, update_mask=field_mask_pb2.FieldMask(paths=list(fields))
-        )
+        request = forwarding_pb2.UpdateSinkRequest(sink=sink, update_mask=update_mask(fields))
         return self._call(self._stub.UpdateSink, request)
 
     def delete_sink(self, sink_id: str) -> forwarding_pb2.DeleteSinkResponse:
@@ -389,9 +388,7 @@ class AuditClient:
         condition's kind such as "threshold"), or, with none named, its whole
         definition. Recorded as `alert_rule.updated`; a changed condition
         applies from the next event. Retried: a repeat changes nothing."""
-        request = alerting_pb2.UpdateAlertRuleRequest(
-            rule=rule, update_mask=field_mask_pb2.FieldMask(paths=list(fields))
-        )
+        request = alerting_pb2.UpdateAlertRuleRequest(rule=rule, update_mask=update_mask(fields))
         return self._call(self._stub.UpdateAlertRule, request)
 
     def delete_alert_rule(self, rule_id: str) -> alerting_pb2.DeleteAlertRuleResponse:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import field_mask_pb2, json_format, struct_pb2, timestamp_pb2
 
 from sealtrail._errors import SealtrailError, from_entry_error
 from sealtrail.v1 import (
@@ -49,6 +49,14 @@ def token_role_value(role: str) -> access_pb2.Role.ValueType:
         return _TOKEN_ROLES[role]
     except KeyError:
         raise ValueError(f"role must be one of {', '.join(_TOKEN_ROLES)}, not {role!r}") from None
+
+
+def update_mask(fields: Iterable[str]) -> field_mask_pb2.FieldMask:
+    """An update mask (AIP-134) naming `fields`; one field name alone is a
+    TypeError, not a mask of its letters."""
+    if isinstance(fields, str):
+        raise TypeError(f"fields must be a list of field names, such as [{fields!r}]")
+    return field_mask_pb2.FieldMask(paths=list(fields))
 
 
 def redaction_mode_value(mode: str) -> settings_pb2.RedactionMode.ValueType:

@@ -430,7 +430,7 @@ class UpdateAlertRuleRequest(_message.Message):
         """The fields to change: `name`, `severity`, `sink_ids`, `disabled`, and
         the condition by its kind (`match`, `threshold`, `new_ip` or
         `off_hours`, which must be the one `rule` sets; the whole condition is
-        replaced). Empty: every field, as `rule` gives it.
+        replaced). Empty (or `*`): every field, as `rule` gives it.
         """
 
     def __init__(

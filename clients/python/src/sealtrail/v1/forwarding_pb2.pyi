@@ -602,7 +602,7 @@ class UpdateSinkRequest(_message.Message):
         destination by its kind (`webhook`, `splunk_hec`, `datadog_logs` or
         `elasticsearch`, which must be the one `sink` sets; the whole destination
         is replaced). A change that leaves the destination out keeps it as it
-        is, secrets included. Empty: every field, as `sink` gives it.
+        is, secrets included. Empty (or `*`): every field, as `sink` gives it.
         """
 
     def __init__(
