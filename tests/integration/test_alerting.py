@@ -170,6 +170,39 @@ def test_new_ip_fires_for_a_known_actor_at_a_new_address_only(
     assert (fired["actor_id"], fired["ip"]) == ("alice", "198.51.100.2")
 
 
+def test_new_country_fires_for_a_known_actor_from_a_new_country_only(
+    client: AuditClient, rules: Any, marked: None, sql: psycopg.Connection[Any]
+) -> None:
+    rule = rules(build_alert_rule("unfamiliar place", "new_country"))  # every event with one
+
+    def login(actor: str, country: str, ip: str = "") -> None:
+        client.record(action="user.login", actor_id=actor, country=country, ip=ip)
+
+    login("alice", "FR", ip="198.51.100.1")  # first country: learnt
+    login("alice", "fr", ip="198.51.100.2")  # the same one, whatever the address
+    login("bob", "DE")  # another actor's first country
+    client.record(action="user.login", actor_id="alice", ip="198.51.100.3")  # no country: unseen
+    settle(client)
+    assert fired_by(client, rule.id) == []
+    login("alice", "BR")
+    login("alice", "BR")  # known by now
+    settle(client)
+    [fired] = fired_by(client, rule.id)
+    assert (fired["actor_id"], fired["country"]) == ("alice", "BR")
+    [alert] = [event for event in alerts(client) if event.resource.id == rule.id]
+    assert alert.description.endswith("alice seen from a new country BR")
+    learned = sql.execute(
+        "SELECT actor_id, country FROM alert_known_countries WHERE rule_id = %s ORDER BY 1, 2",
+        [rule.id],
+    ).fetchall()
+    assert learned == [("alice", "BR"), ("alice", "FR"), ("bob", "DE")]
+    # A changed condition forgets them, as a new-IP rule forgets addresses.
+    rule.new_country.filter.CopyFrom(build_filter(categories="authentication"))
+    client.update_alert_rule(rule)
+    count = "SELECT count(*) FROM alert_known_countries WHERE rule_id = %s"
+    assert sql.execute(count, [rule.id]).fetchone() == (0,)
+
+
 def test_off_hours_fires_outside_working_hours_in_the_rules_time_zone(
     client: AuditClient, rules: Any, marked: None
 ) -> None:
@@ -496,7 +529,9 @@ async def _read_rule(server: ServerThread, tenant: str, rule_id: str) -> alert_s
 
 async def _learn(server: ServerThread, rule: alert_store.StoredRule) -> tuple[bool, bool]:
     async with server.database.system_connection() as conn:
-        return await alert_store.learn_ip(conn, rule, "alice", "198.51.100.9", at=datetime.now(UTC))
+        return await alert_store.learn_origin(
+            conn, rule, "alice", "198.51.100.9", at=datetime.now(UTC)
+        )
 
 
 def test_a_bad_update_is_refused_naming_the_field(client: AuditClient, rules: Any) -> None:

@@ -96,6 +96,7 @@ BAD_EVENTS: list[tuple[str, event_pb2.Event, str]] = [
     ("over-long description", valid_event(description="x" * 5000), "event.description"),
     ("NUL in description", valid_event(description="a\x00b"), "event.description"),
     ("bad ip", valid_event(context__ip="999.1.1.1"), "event.context.ip"),
+    ("bad country", valid_event(context__country="FRA"), "event.context.country"),
     ("bad request id", valid_event(context__request_id="req-1"), "event.context.request_id"),
     ("bad trace id", valid_event(context__trace_id="xyz"), "event.context.trace_id"),
     ("zero trace id", valid_event(context__trace_id="0" * 32), "event.context.trace_id"),

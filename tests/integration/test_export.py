@@ -131,3 +131,12 @@ def test_export_of_100k_events_in_constant_server_memory(
     with open(tmp_path / "all.csv", newline="") as exported:
         assert sum(1 for _ in csv.reader(exported)) == 100_002  # with the header
     assert rss_after - rss_before < 50 * 1024 * 1024
+
+
+def test_csv_export_has_the_country_in_its_last_column(client: AuditClient, tmp_path: Path) -> None:
+    client.record(action="report.view", actor_id="u-9", country="nz", ip="192.0.2.4")
+    client.export(tmp_path / "out.csv", format="csv", filter=build_filter(actions="report.view"))
+    with (tmp_path / "out.csv").open(newline="") as exported:
+        [header, row] = list(csv.reader(exported))
+    assert header[-1] == "country" and row[-1] == "NZ"
+    assert row[header.index("ip")] == "192.0.2.4"

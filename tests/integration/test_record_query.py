@@ -52,6 +52,7 @@ def full_event(**overrides: object) -> event_pb2.Event:
         "details": {"environment": "production", "ttl": 90, "ratio": 0.5, "tags": ["a", "b"]},
         "ip": "203.0.113.9",
         "user_agent": "curl/8.5.0",
+        "country": "NL",
         "request_id": REQUEST_ID,
         "trace_id": TRACE_ID,
         "span_id": SPAN_ID,
@@ -108,6 +109,7 @@ def test_the_answer_to_record_is_the_event_as_stored(client: AuditClient) -> Non
         span_id=SPAN_ID.upper(),
         request_id=REQUEST_ID.upper(),
         ip="2001:DB8::1",
+        country="nl",
         details={"n": 30.0, "half": 0.5, "none": None, "big": 1e300, "nested": {"l": [1, "x"]}},
         changes=[("limit", 10.0, None)],
     )
@@ -123,6 +125,7 @@ def test_the_answer_to_record_is_the_event_as_stored(client: AuditClient) -> Non
         assert client.get_event(answer.id) == answer
     assert answers[0].occurred_at.nanos == 123_456_000
     assert answers[0].context.trace_id == TRACE_ID
+    assert answers[0].context.country == "NL"
     assert [e.id for e in client.query(order="oldest")] == [a.id for a in answers if a]
 
 

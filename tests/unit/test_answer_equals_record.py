@@ -65,6 +65,7 @@ def events(draw: st.DrawFn) -> event_pb2.Event:
     if draw(st.booleans()):
         event.context.SetInParent()
         event.context.ip = draw(st.sampled_from(["", "10.0.0.1", "2001:DB8::1"]))
+        event.context.country = draw(st.sampled_from(["", "FR", "de", "Usa"]))
         event.context.trace_id = draw(st.sampled_from(["", "4BF92F3577B34DA6A3CE929D0E0E4736"]))
         event.context.request_id = draw(
             st.sampled_from(["", "8F14E45F-CEEA-467F-A9F3-8D0C9E6C2A11"])

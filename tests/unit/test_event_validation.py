@@ -177,6 +177,12 @@ def test_ip_is_kept_as_sent_in_lowercase(ip: str, normalised: str) -> None:
     assert valid.body["context"] == {"ip": normalised}
 
 
+@pytest.mark.parametrize(("country", "stored"), [("FR", "FR"), ("de", "DE"), ("Us", "US")])
+def test_a_country_is_stored_in_upper_case(country: str, stored: str) -> None:
+    valid = validate_event(minimal(country=country), now=NOW)
+    assert valid.body["context"] == {"country": stored}
+
+
 @pytest.mark.parametrize(
     "request_id",
     [
@@ -302,6 +308,10 @@ def test_negative_time_or_bad_nanos_is_rejected(stamp: tuple[int, int]) -> None:
         (minimal(ip="1.2.3"), "event.context.ip"),
         (minimal(ip="2001:db8::1::2"), "event.context.ip"),
         (minimal(ip=" 10.0.0.1"), "event.context.ip"),
+        (minimal(country="FRA"), "event.context.country"),
+        (minimal(country="F"), "event.context.country"),
+        (minimal(country="F1"), "event.context.country"),
+        (minimal(country="É1"), "event.context.country"),
         (minimal(request_id="not-a-uuid"), "event.context.request_id"),
         (minimal(request_id="6ba7b810-9dad-11d1-80b4-00c04fd430c"), "event.context.request_id"),
         (minimal(request_id="6ba7b810-9dad-11d1-80b4-00c04fd430cg"), "event.context.request_id"),

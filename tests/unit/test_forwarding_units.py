@@ -98,6 +98,8 @@ def test_ocsf_keeps_what_it_has_no_place_for() -> None:
     assert event["metadata"]["correlation_uid"] == "r-1"
     assert event["metadata"]["uid"] == data["id"] and event["metadata"]["sequence"] == 1
     assert event["actor"]["user"]["email_addr"] == "a@example.com"
+    located = to_ocsf(record(context={"ip": "203.0.113.9", "country": "FR"}), b"\3" * 32)
+    assert located["src_endpoint"] == {"ip": "203.0.113.9", "location": {"country": "FR"}}
     unmapped = event["unmapped"]
     assert unmapped["details"] == {"mfa": "totp"} and unmapped["changes"] == data["changes"]
     assert unmapped["trace_id"] == "t" * 32 and unmapped["leaf_hash"] == "02" * 32

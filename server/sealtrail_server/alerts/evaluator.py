@@ -31,9 +31,11 @@ from sealtrail.v1 import event_pb2
 from ..api.convert import filter_from_json
 from ..domain.alerts import (
     ALERT_ACTION,
+    NEW_ORIGIN_KINDS,
     Condition,
     ThresholdWindow,
     group_key,
+    origin_of,
     outside_working_hours,
     validate_condition,
 )
@@ -279,17 +281,23 @@ class Evaluator:
                 details["group"] = {condition.group_by: key}
             grouped = f" for {condition.group_by} {key}" if condition.group_by != "none" else ""
             reason = f"{counted} events within {condition.window_seconds} s{grouped}"
-        elif condition.kind == "new_ip":
-            ip = record.get("context", {}).get("ip")
-            if not ip:
+        elif condition.kind in NEW_ORIGIN_KINDS:
+            origin = origin_of(condition.kind, record)
+            if origin is None:
                 return
             actor = record["actor"]["id"]
             async with self._db.system_connection() as conn:
-                new, seen_before = await store.learn_ip(conn, rule.stored, actor, ip, at=occurred)
+                new, seen_before = await store.learn_origin(
+                    conn, rule.stored, actor, origin, at=occurred
+                )
             if not (new and seen_before):
                 return
-            details |= {"actor_id": actor, "ip": ip}
-            reason = f"{actor} seen from a new address {ip}"
+            if condition.kind == "new_ip":
+                details |= {"actor_id": actor, "ip": origin}
+                reason = f"{actor} seen from a new address {origin}"
+            else:
+                details |= {"actor_id": actor, "country": origin}
+                reason = f"{actor} seen from a new country {origin}"
         else:
             if not outside_working_hours(condition, occurred):
                 return

@@ -17,7 +17,7 @@ from sealtrail.v1 import alerting_pb2 as pb
 from sealtrail.v1 import event_pb2
 
 from ..alerts.evaluator import Evaluator, condition_of
-from ..domain.alerts import MAX_RULE_NAME, MAX_RULES_PER_TENANT
+from ..domain.alerts import MAX_RULE_NAME, MAX_RULES_PER_TENANT, NEW_ORIGIN_KINDS
 from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from ..domain.event import SEVERITIES, ChangeDraft, parse_uuid
 from ..domain.filters import validate_filter
@@ -253,9 +253,12 @@ class AlertingRpcs:
                     if old[name] != new[name]
                 ],
             )
-            # What a new-IP rule learned was learned under its old condition.
-            forget = before.condition["kind"] == "new_ip" and before.condition != after.condition
-            await store.update_rule(conn, after, forget_addresses=forget)
+            # What a new-IP or new-country rule learned was learned under its
+            # old condition.
+            forget = (
+                before.condition["kind"] in NEW_ORIGIN_KINDS and before.condition != after.condition
+            )
+            await store.update_rule(conn, after, forget_origins=forget)
             current = await _stored_rule(conn, tenant_id, rule_id)
         self._evaluator.rules_changed()
         return pb.UpdateAlertRuleResponse(rule=_rule_message(current), event_id=event_id)

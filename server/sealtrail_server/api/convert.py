@@ -140,6 +140,7 @@ def event_draft(event: event_pb2.Event, path: str) -> EventDraft:
         details=details,
         ip=context.ip,
         user_agent=context.user_agent,
+        country=context.country,
         request_id=context.request_id,
         trace_id=context.trace_id,
         span_id=context.span_id,
@@ -257,6 +258,7 @@ def event_from_data(data: dict[str, Any], leaf_hash: bytes) -> event_pb2.Event:
         context = data["context"]
         event.context.ip = context.get("ip", "")
         event.context.user_agent = context.get("user_agent", "")
+        event.context.country = context.get("country", "")
         event.context.request_id = context.get("request_id", "")
         event.context.trace_id = context.get("trace_id", "")
         event.context.span_id = context.get("span_id", "")
@@ -297,6 +299,7 @@ def event_as_stored(
     context = body.get("context")
     if context is not None:
         event.context.ip = context.get("ip", "")
+        event.context.country = context.get("country", "")
         event.context.request_id = context.get("request_id", "")
         event.context.trace_id = context.get("trace_id", "")
         event.context.span_id = context.get("span_id", "")

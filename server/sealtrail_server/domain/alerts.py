@@ -19,7 +19,9 @@ MAX_THRESHOLD_COUNT: Final = 100_000
 MAX_WINDOW_SECONDS: Final = 7 * 24 * 3600
 ALERT_ACTION: Final = "security.alert"  # never evaluated itself: no alert on an alert
 
-ConditionKind = Literal["match", "threshold", "new_ip", "off_hours"]
+ConditionKind = Literal["match", "threshold", "new_ip", "new_country", "off_hours"]
+# The kinds that learn where each actor is seen from, and alert on somewhere new.
+NEW_ORIGIN_KINDS: Final = ("new_ip", "new_country")
 GroupBy = Literal["none", "actor", "ip"]
 
 
@@ -56,11 +58,11 @@ def validate_condition(
     def fail(name: str, description: str) -> None:
         violations.append(FieldViolation(f"{path}.{kind}.{name}", description))
 
-    if kind not in ("match", "threshold", "new_ip", "off_hours"):
+    if kind not in ("match", "threshold", *NEW_ORIGIN_KINDS, "off_hours"):
         raise InvalidArgument.field(path, "one condition is required")
     if event_filter.text is not None:
         fail("filter.text", "full-text search cannot be used in alert rules")
-    if kind != "new_ip" and event_filter == EventFilter():
+    if kind not in NEW_ORIGIN_KINDS and event_filter == EventFilter():
         fail("filter", "at least one criterion is required (a rule on every event is noise)")
     if kind == "threshold":
         if not 2 <= count <= MAX_THRESHOLD_COUNT:
@@ -90,6 +92,14 @@ def validate_condition(
         end_hour=end_hour,
         working_days=tuple(sorted(set(working_days))) or (1, 2, 3, 4, 5),
     )
+
+
+def origin_of(kind: ConditionKind, record: dict[str, Any]) -> str | None:
+    """Where a new-origin rule sees the event's actor from: its IP address
+    (new_ip) or country (new_country); None if the event does not say."""
+    context = record.get("context", {})
+    origin = context.get("ip") if kind == "new_ip" else context.get("country")
+    return str(origin) if origin else None
 
 
 def group_key(condition: Condition, record: dict[str, Any]) -> str | None:

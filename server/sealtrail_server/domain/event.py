@@ -53,6 +53,7 @@ MAX_FUTURE_SKEW_SECONDS = 300
 ACTION_PATTERN: Final = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+")
 _HEX32: Final = re.compile(r"[0-9a-f]{32}")
 _HEX16: Final = re.compile(r"[0-9a-f]{16}")
+_COUNTRY: Final = re.compile(r"[A-Za-z]{2}")
 _UUID: Final = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 
@@ -101,6 +102,7 @@ class EventDraft:
     details: dict[str, Any] | None = None
     ip: str = ""
     user_agent: str = ""
+    country: str = ""
     request_id: str = ""
     trace_id: str = ""
     span_id: str = ""
@@ -363,6 +365,11 @@ def _context(check: _Checker, draft: EventDraft) -> dict[str, str]:
             context["ip"] = ip.lower()
         except ValueError:
             check.fail("context.ip", "must be an IPv4 or IPv6 address")
+    if draft.country:
+        if _COUNTRY.fullmatch(draft.country):
+            context["country"] = draft.country.upper()
+        else:
+            check.fail("context.country", "must be an ISO 3166-1 alpha-2 code: two letters")
     user_agent = check.text("context.user_agent", draft.user_agent, MAX_USER_AGENT)
     if user_agent is not None:
         context["user_agent"] = user_agent

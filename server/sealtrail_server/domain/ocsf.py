@@ -143,8 +143,13 @@ def to_ocsf(record: dict[str, Any], leaf_hash: bytes) -> dict[str, Any]:
     }
     if record["outcome"] == "denied":
         event["status_detail"] = "denied"
-    if "ip" in context:
-        event["src_endpoint"] = {"ip": context["ip"]}
+    if "ip" in context or "country" in context:
+        endpoint: dict[str, Any] = {}
+        if "ip" in context:
+            endpoint["ip"] = context["ip"]
+        if "country" in context:
+            endpoint["location"] = {"country": context["country"]}
+        event["src_endpoint"] = endpoint
     if "user_agent" in context:
         event["http_request"] = {"user_agent": context["user_agent"]}
     resource = _resource(record["resource"]) if "resource" in record else None

@@ -43,6 +43,7 @@ CSV_COLUMNS: Final = (
     "details",
     "idempotency_key",
     "leaf_hash",
+    "country",  # last: added after the others, so that their positions stay
 )
 _FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
 
@@ -122,6 +123,7 @@ class CsvEncoder(Encoder):
             _json_cell(data.get("details")),
             data.get("idempotency_key", ""),
             leaf_hash.hex(),
+            context.get("country", ""),
         ]
         return self._line([neutralise(str(value)) for value in values])
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Final
 
 import psycopg
+from psycopg import sql
 
 from .database import Database
 
@@ -90,21 +91,24 @@ async def read_rule(conn: Connection, tenant_id: str, rule_id: str) -> StoredRul
     return None if row is None else StoredRule(*row)
 
 
-async def update_rule(conn: Connection, rule: StoredRule, *, forget_addresses: bool) -> bool:
+async def update_rule(conn: Connection, rule: StoredRule, *, forget_origins: bool) -> bool:
     """Replaces the rule's definition (name, condition, severity, sinks,
-    disabled, and the seq it watches from); with `forget_addresses`, the
-    addresses it learned go too.
+    disabled, and the seq it watches from); with `forget_origins`, the
+    addresses or countries it learned go too.
     False if there is no such rule any more."""
     cursor = await conn.execute(
         "UPDATE alert_rules SET name = %s, condition = %s, severity = %s, sink_ids = %s,"
         " disabled = %s, start_seq = %s WHERE tenant_id = %s AND id = %s",
         [*_definition_values(rule), rule.tenant_id, rule.id],
     )
-    if forget_addresses:
-        await conn.execute(
-            "DELETE FROM alert_known_ips WHERE tenant_id = %s AND rule_id = %s",
-            [rule.tenant_id, rule.id],
-        )
+    if forget_origins:
+        for table, _ in _KNOWN.values():
+            await conn.execute(
+                sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND rule_id = %s").format(
+                    sql.Identifier(table)
+                ),
+                [rule.tenant_id, rule.id],
+            )
     return cursor.rowcount == 1
 
 
@@ -203,30 +207,41 @@ async def count_firing(conn: Connection, tenant_id: str, rule_id: str, *, at: da
     )
 
 
-async def learn_ip(
+# Where each new-origin kind keeps what it learned: (table, column).
+_KNOWN: Final = {
+    "new_ip": ("alert_known_ips", "ip"),
+    "new_country": ("alert_known_countries", "country"),
+}
+
+
+async def learn_origin(
     conn: Connection,
     rule: StoredRule,
     actor_id: str,
-    ip: str,
+    origin: str,
     *,
     at: datetime,
 ) -> tuple[bool, bool]:
-    """Notes that `actor_id` was seen from `ip` under `rule`'s condition:
-    (the address is new for the actor, the actor had been seen from another
-    address before). Nothing is noted (the first is False) if the rule's
-    stored condition is no longer `rule`'s. An update that changes the
-    condition forgets the rule's addresses; FOR SHARE makes a call racing it
-    wait for its commit and then see the new condition, so no address learned
-    under the old one outlives it."""
-    cursor = await conn.execute(
+    """Notes that `actor_id` was seen from `origin` (an IP address for a
+    new-IP rule, a country for a new-country rule) under `rule`'s condition:
+    (the origin is new for the actor, the actor had been seen from another
+    before). Nothing is noted (the first is False) if the rule's stored
+    condition is no longer `rule`'s. An update that changes the condition
+    forgets what the rule learned; FOR SHARE makes a call racing it wait for
+    its commit and then see the new condition, so nothing learned under the
+    old one outlives it."""
+    table, column = _KNOWN[rule.condition["kind"]]
+    statement = sql.SQL(
         "WITH current AS (SELECT 1 FROM alert_rules"
         "   WHERE tenant_id = %s AND id = %s AND condition = %s::jsonb FOR SHARE),"
-        " added AS (INSERT INTO alert_known_ips"
-        "   (tenant_id, rule_id, actor_id, ip, first_seen_at)"
+        " added AS (INSERT INTO {table} (tenant_id, rule_id, actor_id, {column}, first_seen_at)"
         "   SELECT %s::text, %s::uuid, %s::text, %s::text, %s::timestamptz"
         "   FROM current ON CONFLICT DO NOTHING RETURNING 1)"
-        " SELECT EXISTS (SELECT 1 FROM added), EXISTS (SELECT 1 FROM alert_known_ips"
-        "   WHERE tenant_id = %s AND rule_id = %s AND actor_id = %s AND ip <> %s)",
+        " SELECT EXISTS (SELECT 1 FROM added), EXISTS (SELECT 1 FROM {table}"
+        "   WHERE tenant_id = %s AND rule_id = %s AND actor_id = %s AND {column} <> %s)"
+    ).format(table=sql.Identifier(table), column=sql.Identifier(column))
+    cursor = await conn.execute(
+        statement,
         [
             rule.tenant_id,
             rule.id,
@@ -234,12 +249,12 @@ async def learn_ip(
             rule.tenant_id,
             rule.id,
             actor_id,
-            ip,
+            origin,
             at,
             rule.tenant_id,
             rule.id,
             actor_id,
-            ip,
+            origin,
         ],
     )
     row = await cursor.fetchone()

@@ -201,6 +201,7 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
 @click.option("--details", type=_JsonObject(), help="A JSON object of further detail.")
 @click.option("--ip", help="The address the action came from.")
 @click.option("--user-agent")
+@click.option("--country", help="ISO 3166-1 alpha-2 code of where it came from, e.g. FR.")
 @click.option("--request-id", metavar="UUID")
 @click.option("--idempotency-key", help="Records at most once per key (default: a new UUID).")
 @click.pass_context

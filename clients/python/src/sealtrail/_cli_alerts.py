@@ -64,7 +64,9 @@ def _days(value: str) -> list[int]:
 @alerts.command("create")
 @click.argument("name")
 @click.option(
-    "--kind", type=click.Choice(["match", "threshold", "new_ip", "off_hours"]), required=True
+    "--kind",
+    type=click.Choice(["match", "threshold", "new_ip", "new_country", "off_hours"]),
+    required=True,
 )
 @click.option(
     "--count", "threshold_count", type=int, default=0, help="threshold: events that fire."
@@ -128,6 +130,7 @@ _CONDITION_SETTINGS = {
     "match": frozenset(),
     "threshold": frozenset({"count", "window_seconds", "group_by"}),
     "new_ip": frozenset(),
+    "new_country": frozenset(),
     "off_hours": frozenset({"time_zone", "hours", "working_days"}),
 }
 

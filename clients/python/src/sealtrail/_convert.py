@@ -111,6 +111,7 @@ class EventFields(TypedDict, total=False):
     occurred_at: datetime
     ip: str
     user_agent: str
+    country: str
     request_id: str
     trace_id: str
     span_id: str
@@ -188,6 +189,7 @@ def build_event(**fields: Unpack[EventFields]) -> event_pb2.Event:
     context = event_pb2.RequestContext(
         ip=f.get("ip", ""),
         user_agent=f.get("user_agent", ""),
+        country=f.get("country", ""),
         request_id=f.get("request_id", ""),
         trace_id=f.get("trace_id", ""),
         span_id=f.get("span_id", ""),
@@ -439,7 +441,7 @@ def replay_request(
     return request
 
 
-AlertKind = Literal["match", "threshold", "new_ip", "off_hours"]
+AlertKind = Literal["match", "threshold", "new_ip", "new_country", "off_hours"]
 _GROUP_BY: dict[str, alerting_pb2.AlertGroupBy.ValueType] = {
     "": alerting_pb2.ALERT_GROUP_BY_UNSPECIFIED,
     "actor": alerting_pb2.ALERT_GROUP_BY_ACTOR,
@@ -483,6 +485,8 @@ def build_alert_rule(
         rule.threshold.group_by = _GROUP_BY[group_by]
     elif kind == "new_ip":
         rule.new_ip.filter.CopyFrom(filter or event_pb2.EventFilter())
+    elif kind == "new_country":
+        rule.new_country.filter.CopyFrom(filter or event_pb2.EventFilter())
     elif kind == "off_hours":
         rule.off_hours.filter.CopyFrom(filter or event_pb2.EventFilter())
         rule.off_hours.time_zone = time_zone
@@ -490,5 +494,7 @@ def build_alert_rule(
         rule.off_hours.end_hour = end_hour
         rule.off_hours.working_days.extend(working_days)
     else:
-        raise ValueError(f"kind: {kind!r} is not one of match, threshold, new_ip, off_hours")
+        raise ValueError(
+            f"kind: {kind!r} is not one of match, threshold, new_ip, new_country, off_hours"
+        )
     return rule

@@ -142,6 +142,36 @@ class NewIpCondition(_message.Message):
 Global___NewIpCondition: _TypeAlias = NewIpCondition  # noqa: Y015
 
 @_typing.final
+class NewCountryCondition(_message.Message):
+    """Fires the first time an actor is seen from a country (the event's
+    `context.country`), once the actor has been seen from at least one other
+    (an actor's first country is learnt, not alerted on): sign-ins from an
+    unfamiliar place.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def filter(self) -> _event_pb2.EventFilter:
+        """The events considered (empty: every event with a country), such as
+        `categories: [CATEGORY_AUTHENTICATION]`.
+        """
+
+    def __init__(
+        self,
+        *,
+        filter: _event_pb2.EventFilter | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NewCountryCondition: _TypeAlias = NewCountryCondition  # noqa: Y015
+
+@_typing.final
 class OffHoursCondition(_message.Message):
     """Fires on a matching event that occurred outside working hours: before
     `start_hour` or from `end_hour` on, or on a day that is not a working day,
@@ -204,6 +234,7 @@ class AlertRule(_message.Message):
     THRESHOLD_FIELD_NUMBER: _builtins.int
     NEW_IP_FIELD_NUMBER: _builtins.int
     OFF_HOURS_FIELD_NUMBER: _builtins.int
+    NEW_COUNTRY_FIELD_NUMBER: _builtins.int
     SEVERITY_FIELD_NUMBER: _builtins.int
     SINK_IDS_FIELD_NUMBER: _builtins.int
     DISABLED_FIELD_NUMBER: _builtins.int
@@ -237,6 +268,10 @@ class AlertRule(_message.Message):
         """A privileged action outside working hours."""
 
     @_builtins.property
+    def new_country(self) -> Global___NewCountryCondition:
+        """An actor seen from a new country."""
+
+    @_builtins.property
     def sink_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Sinks the alert events are delivered to, whatever their filters."""
 
@@ -257,6 +292,7 @@ class AlertRule(_message.Message):
         threshold: Global___ThresholdCondition | None = ...,
         new_ip: Global___NewIpCondition | None = ...,
         off_hours: Global___OffHoursCondition | None = ...,
+        new_country: Global___NewCountryCondition | None = ...,
         severity: _event_pb2.Severity.ValueType = ...,
         sink_ids: _abc.Iterable[_builtins.str] | None = ...,
         disabled: _builtins.bool = ...,
@@ -264,11 +300,11 @@ class AlertRule(_message.Message):
         fired: _builtins.int = ...,
         last_fired_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "create_time", b"create_time", "last_fired_time", b"last_fired_time", "match", b"match", "new_ip", b"new_ip", "off_hours", b"off_hours", "threshold", b"threshold"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "create_time", b"create_time", "last_fired_time", b"last_fired_time", "match", b"match", "new_country", b"new_country", "new_ip", b"new_ip", "off_hours", b"off_hours", "threshold", b"threshold"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "create_time", b"create_time", "disabled", b"disabled", "fired", b"fired", "id", b"id", "last_fired_time", b"last_fired_time", "match", b"match", "name", b"name", "new_ip", b"new_ip", "off_hours", b"off_hours", "severity", b"severity", "sink_ids", b"sink_ids", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "create_time", b"create_time", "disabled", b"disabled", "fired", b"fired", "id", b"id", "last_fired_time", b"last_fired_time", "match", b"match", "name", b"name", "new_country", b"new_country", "new_ip", b"new_ip", "off_hours", b"off_hours", "severity", b"severity", "sink_ids", b"sink_ids", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_condition: _TypeAlias = _typing.Literal["match", "threshold", "new_ip", "off_hours"]  # noqa: Y015
+    _WhichOneofReturnType_condition: _TypeAlias = _typing.Literal["match", "threshold", "new_ip", "off_hours", "new_country"]  # noqa: Y015
     _WhichOneofArgType_condition: _TypeAlias = _typing.Literal["condition", b"condition"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_condition) -> _WhichOneofReturnType_condition | None: ...
 

@@ -272,6 +272,7 @@ class RequestContext(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
     SPAN_ID_FIELD_NUMBER: _builtins.int
+    COUNTRY_FIELD_NUMBER: _builtins.int
     ip: _builtins.str
     """IP address of the client (IPv4 or IPv6)."""
     user_agent: _builtins.str
@@ -282,6 +283,11 @@ class RequestContext(_message.Message):
     """W3C trace id (32 lowercase hex characters) of the request's trace."""
     span_id: _builtins.str
     """W3C span id (16 lowercase hex characters) of the span that acted."""
+    country: _builtins.str
+    """Country of the client: ISO 3166-1 alpha-2 code (two letters, stored in
+    upper case, e.g. `FR`), as the calling service located it (say, from its
+    CDN's geolocation header). New-country alerts watch it.
+    """
     def __init__(
         self,
         *,
@@ -290,10 +296,11 @@ class RequestContext(_message.Message):
         request_id: _builtins.str = ...,
         trace_id: _builtins.str = ...,
         span_id: _builtins.str = ...,
+        country: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ip", b"ip", "request_id", b"request_id", "span_id", b"span_id", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["country", b"country", "ip", b"ip", "request_id", b"request_id", "span_id", b"span_id", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
