@@ -8,12 +8,15 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncServerCursor
 
 from sealtrail.tlog import NoteError, Verifier, open_note, parse_checkpoint
 
 from ..domain.merkle import append_leaf, frontier_root
 from .checkpoints import all_checkpoints
-from .database import Database
+from .database import Connection, Database
 
 _FETCH_ROWS = 5000
 _SEQ_KEY = b'"seq":'
@@ -41,12 +44,33 @@ def _names_seq(record: bytes, seq: int) -> bool:
 
 
 async def verify_log(db: Database, *, tenant_id: str, verifiers: list[Verifier]) -> Verification:
-    async with db.connection(tenant_id) as conn:
-        checkpoints = await all_checkpoints(conn, tenant_id)
-        cursor = await conn.execute(
-            "SELECT tree_size, root_hash FROM chain_heads WHERE tenant_id = %s", [tenant_id]
-        )
-        head = await cursor.fetchone()
+    async with (
+        db.connection(tenant_id) as conn,
+        conn.transaction(),
+        # Binary: records come as the UTF-8 bytes that were hashed, never decoded.
+        conn.cursor(name="sealtrail_verify_log", binary=True) as cursor,
+        conn.cursor(name="sealtrail_verify_pairs") as pairs,
+        conn.cursor(name="sealtrail_verify_tombstones") as tombs,
+    ):
+        # One snapshot for the head, the checkpoints and every row: what is
+        # appended (or purged) meanwhile is neither read nor a mismatch.
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        return await _verify(conn, cursor, pairs, tombs, tenant_id, verifiers)
+
+
+async def _verify(
+    conn: Connection,
+    cursor: AsyncServerCursor[Any],
+    pairs: AsyncServerCursor[Any],
+    tombs: AsyncServerCursor[Any],
+    tenant_id: str,
+    verifiers: list[Verifier],
+) -> Verification:
+    checkpoints = await all_checkpoints(conn, tenant_id)
+    head_row = await conn.execute(
+        "SELECT tree_size, root_hash FROM chain_heads WHERE tenant_id = %s", [tenant_id]
+    )
+    head = await head_row.fetchone()
     head_size, head_root = (int(head[0]), bytes(head[1])) if head else (0, frontier_root([]))
 
     # Roots to check, by size: each checkpoint's root as signed, then the head's.
@@ -103,85 +127,75 @@ async def verify_log(db: Database, *, tenant_id: str, verifiers: list[Verifier])
             checked += 1
         return None
 
-    async with (
-        db.connection(tenant_id) as conn,
-        conn.transaction(),
-        # Binary: records come as the UTF-8 bytes that were hashed, never decoded.
-        conn.cursor(name="sealtrail_verify_log", binary=True) as cursor,
-        conn.cursor(name="sealtrail_verify_pairs") as pairs,
-        conn.cursor(name="sealtrail_verify_tombstones") as tombs,
-    ):
-        await cursor.execute(
-            "SELECT seq, convert_to(record, 'UTF8'), leaf_hash FROM events"
-            " WHERE tenant_id = %s ORDER BY seq",
-            [tenant_id],
-        )
-        # Level-1 nodes, stored when their pair of events was appended: a pair
-        # whose records and leaves were rewritten together still shows here.
-        await pairs.execute(
-            "SELECT idx, hash FROM tree_nodes WHERE tenant_id = %s AND level = 1 ORDER BY idx",
-            [tenant_id],
-        )
-        # Leaves of events removed by retention: they stand in for their events.
-        await tombs.execute(
-            "SELECT idx + 1, hash FROM tree_nodes WHERE tenant_id = %s AND level = 0 ORDER BY idx",
-            [tenant_id],
-        )
-        pairs_done = tombs_done = False
+    await cursor.execute(
+        "SELECT seq, convert_to(record, 'UTF8'), leaf_hash FROM events"
+        " WHERE tenant_id = %s ORDER BY seq",
+        [tenant_id],
+    )
+    # Level-1 nodes, stored when their pair of events was appended: a pair
+    # whose records and leaves were rewritten together still shows here.
+    await pairs.execute(
+        "SELECT idx, hash FROM tree_nodes WHERE tenant_id = %s AND level = 1 ORDER BY idx",
+        [tenant_id],
+    )
+    # Leaves of events removed by retention: they stand in for their events.
+    await tombs.execute(
+        "SELECT idx + 1, hash FROM tree_nodes WHERE tenant_id = %s AND level = 0 ORDER BY idx",
+        [tenant_id],
+    )
+    pairs_done = tombs_done = False
 
-        async def tombstone(seq: int) -> bytes | None:
-            """The tombstone of `seq`, if it has one (asked in seq order)."""
-            nonlocal tombs_done
-            while not tombs_done and (not tombstones or tombstones[-1][0] < seq):
-                more = await tombs.fetchmany(_FETCH_ROWS)
-                tombs_done = not more
-                tombstones.extend((index, bytes(leaf)) for index, leaf in more)
-            while tombstones and tombstones[0][0] < seq:
-                tombstones.popleft()
-            if tombstones and tombstones[0][0] == seq:
-                return tombstones.popleft()[1]
-            return None
+    async def tombstone(seq: int) -> bytes | None:
+        """The tombstone of `seq`, if it has one (asked in seq order)."""
+        nonlocal tombs_done
+        while not tombs_done and (not tombstones or tombstones[-1][0] < seq):
+            more = await tombs.fetchmany(_FETCH_ROWS)
+            tombs_done = not more
+            tombstones.extend((index, bytes(leaf)) for index, leaf in more)
+        while tombstones and tombstones[0][0] < seq:
+            tombstones.popleft()
+        if tombstones and tombstones[0][0] == seq:
+            return tombstones.popleft()[1]
+        return None
 
-        while True:
-            rows = await cursor.fetchmany(_FETCH_ROWS)
-            # Enough stored pairs for every pair this chunk completes (all of
-            # them once the events end: tombstones may follow).
-            needed = rows[-1][0] // 2 - 1 if rows else head_size
-            while not pairs_done and (not stored_pairs or stored_pairs[-1][0] < needed):
-                more = await pairs.fetchmany(_FETCH_ROWS)
-                pairs_done = not more
-                stored_pairs.extend((index, bytes(node)) for index, node in more)
-            if not rows:
-                # Events removed by retention after the last one kept.
-                while (leaf := await tombstone(size + 1)) is not None:
-                    if failure := advance(size + 1, leaf):
-                        return failure
-                break
-            for seq, record, stored_leaf in rows:
-                while seq != size + 1:
-                    leaf = await tombstone(size + 1)
-                    if leaf is None:
-                        expected = size + 1
-                        return _fail(
-                            size, checked, expected, "RECORD_MISSING", f"seq {expected} is missing"
-                        )
-                    if failure := advance(size + 1, leaf):
-                        return failure
-                leaf = sha256(b"\x00" + record).digest()
-                if leaf != stored_leaf:
-                    return _fail(
-                        size,
-                        checked,
-                        seq,
-                        "LEAF_MISMATCH",
-                        "the leaf hash is not that of the record",
-                    )
-                if not _names_seq(record, seq):
-                    return _fail(
-                        size, checked, seq, "RECORD_MISPLACED", "the record names another seq"
-                    )
-                if failure := advance(seq, leaf):
+    while True:
+        rows = await cursor.fetchmany(_FETCH_ROWS)
+        # Enough stored pairs for every pair this chunk completes (all of
+        # them once the events end: tombstones may follow).
+        needed = rows[-1][0] // 2 - 1 if rows else head_size
+        while not pairs_done and (not stored_pairs or stored_pairs[-1][0] < needed):
+            more = await pairs.fetchmany(_FETCH_ROWS)
+            pairs_done = not more
+            stored_pairs.extend((index, bytes(node)) for index, node in more)
+        if not rows:
+            # Events removed by retention after the last one kept.
+            while (leaf := await tombstone(size + 1)) is not None:
+                if failure := advance(size + 1, leaf):
                     return failure
+            break
+        for seq, record, stored_leaf in rows:
+            while seq != size + 1:
+                leaf = await tombstone(size + 1)
+                if leaf is None:
+                    expected = size + 1
+                    return _fail(
+                        size, checked, expected, "RECORD_MISSING", f"seq {expected} is missing"
+                    )
+                if failure := advance(size + 1, leaf):
+                    return failure
+            leaf = sha256(b"\x00" + record).digest()
+            if leaf != stored_leaf:
+                return _fail(
+                    size,
+                    checked,
+                    seq,
+                    "LEAF_MISMATCH",
+                    "the leaf hash is not that of the record",
+                )
+            if not _names_seq(record, seq):
+                return _fail(size, checked, seq, "RECORD_MISPLACED", "the record names another seq")
+            if failure := advance(seq, leaf):
+                return failure
     if size < last_signed:
         return _fail(
             size,
