@@ -14,7 +14,7 @@ from sealtrail.v1 import event_pb2
 from sealtrail.v1 import retention_pb2 as pb
 
 from ..auth.tokens import Authenticator
-from ..domain.errors import FailedPrecondition, InvalidArgument
+from ..domain.errors import InvalidArgument
 from ..domain.event import CATEGORIES, ChangeDraft
 from ..domain.retention import (
     RetentionPolicy,
@@ -24,7 +24,7 @@ from ..domain.retention import (
 )
 from ..retention.erasure import Eraser
 from ..store.appender import Appender
-from ..store.changes import Changes
+from ..store.changes import RETENTION_SUBJECT, Changes
 from ..store.database import Database
 from ..store.retention import StoredPolicy, read_policy, write_hold, write_policy
 from .audited import record_access
@@ -92,7 +92,7 @@ class RetentionRpcs:
             ],
         )
         tenant_id = principal.tenant_id
-        async with self._changes.exclusive(tenant_id, "retention") as conn:
+        async with self._changes.exclusive(tenant_id, RETENTION_SUBJECT) as conn:
             before = await read_policy(conn, tenant_id)
             if before.policy == policy:
                 return pb.UpdateRetentionPolicyResponse(policy=_policy_message(before))
@@ -122,7 +122,7 @@ class RetentionRpcs:
         reason = validate_hold_reason(request.on, request.reason)
         tenant_id = principal.tenant_id
         placed = request.on
-        async with self._changes.exclusive(tenant_id, "retention") as conn:
+        async with self._changes.exclusive(tenant_id, RETENTION_SUBJECT) as conn:
             before = await read_policy(conn, tenant_id)
             if before.hold.on == placed and (not placed or before.hold.reason == reason):
                 return pb.SetLegalHoldResponse(legal_hold=_hold_message(before))
@@ -149,12 +149,7 @@ class RetentionRpcs:
             raise InvalidArgument.field(
                 "confirm_tenant_id", "must be the calling token's tenant id, typed back"
             )
-        async with self._db.connection(principal.tenant_id) as conn:
-            stored = await read_policy(conn, principal.tenant_id)
-        if stored.hold.on:
-            raise FailedPrecondition(
-                "a legal hold is on: release it before erasing the tenant", reason="LEGAL_HOLD"
-            )
+        # A legal hold refuses it (checked by the eraser, under the hold's lock).
         receipt = await self._eraser.erase(principal.tenant_id, erased_by=principal.token_id)
         if self._authenticator is not None:
             self._authenticator.forget_tenant(principal.tenant_id)

@@ -15,9 +15,10 @@ from typing import Final
 import psycopg
 from psycopg import sql
 
-from ..domain.errors import IntegrityFailure
+from ..domain.errors import FailedPrecondition, IntegrityFailure
 from ..domain.merkle import EMPTY_ROOT
 from ..integrity.checkpointer import Checkpointer
+from ..store.changes import ERASURE_SUBJECT, RETENTION_SUBJECT, lock_subject
 from ..store.checkpoints import StoredCheckpoint
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,19 @@ class Eraser:
             conn.transaction(),
         ):
             await conn.execute("SET LOCAL sealtrail.removal = 'erasure'")
+            # No head created for the tenant meanwhile (the appender shares this
+            # lock while it creates one), and no legal hold placed: a hold
+            # change holds the retention subject from its read to its commit.
+            await lock_subject(conn, tenant_id, ERASURE_SUBJECT)
+            await lock_subject(conn, tenant_id, RETENTION_SUBJECT)
+            cursor = await conn.execute(
+                "SELECT legal_hold FROM retention_policies WHERE tenant_id = %s", [tenant_id]
+            )
+            if (await cursor.fetchone() or (False,))[0]:
+                raise FailedPrecondition(
+                    "a legal hold is on: release it before erasing the tenant",
+                    reason="LEGAL_HOLD",
+                )
             # The head's lock holds every append of the tenant until the end;
             # once this commits, the appender finds the id retired.
             cursor = await conn.execute(

@@ -56,6 +56,7 @@ from ..domain.event import (
     format_timestamp,
 )
 from ..domain.merkle import EMPTY_ROOT, append_leaf, frontier_root, leaf_hash, split_frontier
+from .changes import ERASURE_SUBJECT, share_subjects
 from .database import Database
 
 log = logging.getLogger(__name__)
@@ -407,6 +408,10 @@ def _erased(tenant_id: str) -> FailedPrecondition:
 
 
 async def _create_heads(conn: psycopg.AsyncConnection[Any], tenants: list[str]) -> None:
+    # Shared with every other append, exclusive to an erasure: an erasure in
+    # progress finishes first, and the INSERT below, a statement of its own,
+    # then sees its receipt (it would not, started before the erasure commits).
+    await share_subjects(conn, tenants, ERASURE_SUBJECT)
     await conn.execute(
         "INSERT INTO chain_heads (tenant_id, tree_size, root_hash, frontier)"
         " SELECT t, 0, %s, '' FROM unnest(%s::text[]) AS t"

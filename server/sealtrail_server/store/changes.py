@@ -23,15 +23,22 @@ import asyncio
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import Any, Final
 
 import psycopg
 
 from ..domain.errors import Unavailable
 from .database import Connection, Database
 
+AnyConnection = psycopg.AsyncConnection[Any]
+
 # Seed of the advisory lock keys (the checkpointer locks tenants with seed 7).
 _LOCK_SEED: Final = 0x5EA1C4A9
+# The subject an erasure holds, and the appender shares while it creates a
+# tenant's head: no head is created for a tenant while it is being erased.
+ERASURE_SUBJECT: Final = "erasure"
+# The subject of the retention policy and the legal hold (one row).
+RETENTION_SUBJECT: Final = "retention"
 # How long a change waits for one of another process before giving up.
 DEFAULT_WAIT_SECONDS: Final = 5.0
 
@@ -67,10 +74,7 @@ class Changes:
                 "SELECT set_config('lock_timeout', %s, true)", [f"{self._wait_ms}ms"]
             )
             try:
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))",
-                    [f"{tenant_id}/{subject}", _LOCK_SEED],
-                )
+                await lock_subject(conn, tenant_id, subject)
             except psycopg.errors.LockNotAvailable as error:
                 raise Unavailable(
                     f"another change of {subject} is still being applied; retry",
@@ -78,3 +82,23 @@ class Changes:
                 ) from error
             await conn.execute("SET LOCAL lock_timeout TO DEFAULT")
             yield conn
+
+
+async def lock_subject(conn: AnyConnection, tenant_id: str, subject: str) -> None:
+    """Takes the subject's lock for the rest of `conn`'s transaction (for work
+    outside `Changes`, such as an erasure on the owner's connection)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))",
+        [f"{tenant_id}/{subject}", _LOCK_SEED],
+    )
+
+
+async def share_subjects(conn: AnyConnection, tenant_ids: list[str], subject: str) -> None:
+    """Takes the subject's lock of each tenant in shared mode, for the rest of
+    `conn`'s transaction: any number of holders at once, none while
+    `lock_subject` holds it."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock_shared(hashtextextended(key, %s))"
+        " FROM unnest(%s::text[]) AS key",
+        [_LOCK_SEED, [f"{tenant_id}/{subject}" for tenant_id in tenant_ids]],
+    )

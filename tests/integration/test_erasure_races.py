@@ -1,0 +1,83 @@
+"""An erasure and what may run beside it: a legal hold being placed, and a
+process creating the tenant's head for its first append. Each interleaving
+is forced by holding, in a transaction of the test's own, the lock the other
+side takes, until the erasure (or the append) is seen waiting for it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+
+from sealtrail import AuditClient, RpcFailedError
+from sealtrail_server.domain.errors import FailedPrecondition
+from sealtrail_server.domain.event import EventDraft, validate_event
+from sealtrail_server.store.appender import Appender
+from sealtrail_server.store.changes import ERASURE_SUBJECT, RETENTION_SUBJECT
+from tests.conftest import ServerThread
+
+_SUBJECT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, x'5EA1C4A9'::int::bigint))"
+
+
+def _until_waiting(sql: psycopg.Connection[Any], pending: Future[Any]) -> None:
+    """Returns once some session waits for a lock the test holds."""
+    deadline = time.monotonic() + 10
+    while sql.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone() == (0,):
+        assert time.monotonic() < deadline and not pending.done(), "nothing waited"
+        time.sleep(0.01)
+
+
+def test_an_erasure_waits_for_a_hold_being_placed_and_is_refused_by_it(
+    client_for: Callable[..., AuditClient], tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    admin = client_for(tenant)
+    admin.record(action="doc.edit", actor_id="u")
+    with ThreadPoolExecutor(1) as pool:
+        with sql.transaction():  # as SetLegalHold does: its lock, then the row
+            sql.execute(_SUBJECT_LOCK, [f"{tenant}/{RETENTION_SUBJECT}"])
+            sql.execute(
+                "INSERT INTO retention_policies (tenant_id, legal_hold, legal_hold_reason)"
+                " VALUES (%s, true, 'Case 9')",
+                [tenant],
+            )
+            erasing = pool.submit(admin.erase_tenant, tenant)
+            _until_waiting(sql, erasing)
+        with pytest.raises(RpcFailedError) as refused:
+            erasing.result(timeout=30)
+    assert refused.value.reason == "LEGAL_HOLD"
+    assert admin.query_page(page_size=1).events  # nothing was erased
+
+
+def test_no_head_is_created_for_a_tenant_being_erased(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    event = validate_event(EventDraft(action="doc.edit", actor_id="u"), now=datetime.now(UTC))
+
+    async def append() -> list[Any]:
+        appender = Appender(server.database)  # a process that never saw the tenant
+        appender.start()
+        try:
+            return await appender.append(tenant, [event])
+        finally:
+            await appender.stop()
+
+    with sql.transaction():  # as an erasure does: its lock, then its receipt
+        sql.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
+        sql.execute(
+            "INSERT INTO tenant_erasures (tenant_id, erased_at, erased_by, final_tree_size,"
+            " final_root_hash, final_checkpoint, removed_rows)"
+            " VALUES (%s, now(), 'test', 0, sha256(''), '', '{}')",
+            [tenant],
+        )
+        appending = asyncio.run_coroutine_threadsafe(append(), server.loop)
+        _until_waiting(sql, appending)
+    [outcome] = appending.result(timeout=30)
+    assert isinstance(outcome, FailedPrecondition) and outcome.reason == "TENANT_ERASED"
+    heads = sql.execute("SELECT count(*) FROM chain_heads WHERE tenant_id = %s", [tenant])
+    assert heads.fetchone() == (0,)
