@@ -475,6 +475,20 @@ def test_a_pass_creates_months_ahead_and_drops_empty_past_ones(
     assert not {"events_2020_01", "events_2020_02"} & _partitions(sql)
 
 
+def test_a_month_in_use_is_left_for_the_next_pass(
+    aged: ServerThread, clock: Clock, sql: psycopg.Connection[Any], migrated_database_url: str
+) -> None:
+    """A reader holding an empty past month (a long Export, say) does not make
+    the pass wait, which would queue every statement on events behind it."""
+    sql.execute("SELECT sealtrail_create_event_partitions('2019-03-15', '2019-03-16')")
+    with psycopg.connect(migrated_database_url) as reader:  # in a transaction until closed
+        reader.execute("SELECT count(*) FROM events_2019_03")
+        purge(aged)  # waiting for the reader, it would not return before it closes
+        assert "events_2019_03" in _partitions(sql)
+    purge(aged)
+    assert "events_2019_03" not in _partitions(sql)
+
+
 def test_a_time_range_reads_only_the_months_it_can_hold(
     admin: AuditClient, clock: Clock, sql: psycopg.Connection[Any], tenant: str
 ) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import psycopg
 
+from ..domain.errors import SealtrailError
 from ..domain.retention import purge_selections
 from ..store.partitions import create_ahead, drop_empty
 from ..store.retention import locked_policy, purge_batch, tenants_with_expiry
@@ -92,10 +93,12 @@ class Purger:
             await asyncio.sleep(self._interval)
             try:
                 await self.run_once()
-            except (psycopg.Error, OSError) as error:
+            except (psycopg.Error, OSError, SealtrailError) as error:
                 log.warning(
                     "retention: purge pass failed (%s); retrying in %ss", error, self._interval
                 )
+            except Exception:  # the job must outlive any one pass
+                log.exception("retention: purge pass failed; retrying in %ss", self._interval)
 
     async def run_once(self) -> list[TenantPurge]:
         """One pass over every tenant whose policy removes anything; nothing
