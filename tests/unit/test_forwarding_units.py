@@ -13,6 +13,7 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
+import httpcore
 import pytest
 
 from sealtrail_server.domain.ocsf import to_ocsf
@@ -24,7 +25,7 @@ from sealtrail_server.forward.destinations import (
     requests,
     verdict,
 )
-from sealtrail_server.forward.egress import EgressDenied, EgressPolicy
+from sealtrail_server.forward.egress import EgressDenied, EgressPolicy, OutboundClient
 from sealtrail_server.forward.forwarder import BACKOFF_CAP, backoff
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -51,8 +52,10 @@ def record(seq: int = 1, **overrides: Any) -> dict[str, Any]:
     return data
 
 
-def pending(data: dict[str, Any]) -> PendingEvent:
-    text = json.dumps(data, separators=(",", ":"), sort_keys=True)
+def pending(data: dict[str, Any], *, ascii_only: bool = True) -> PendingEvent:
+    """As stored; `ascii_only=False` writes non-ASCII characters as they are,
+    as RFC 8785 does, rather than as \\u escapes."""
+    text = json.dumps(data, separators=(",", ":"), sort_keys=True, ensure_ascii=ascii_only)
     return PendingEvent(data["seq"], text, hashlib.sha256(b"\0" + text.encode()).digest())
 
 
@@ -189,6 +192,23 @@ def test_requests_keep_to_each_kinds_limits() -> None:
 
 
 @pytest.mark.parametrize(
+    ("kind", "destination"),
+    [("datadog_logs", {"api_key": "k"}), ("splunk_hec", {"url": "https://s.example", "token": "t"}),
+     ("webhook", {"url": "https://h.example", "secrets": [SECRET]})],
+)  # fmt: skip
+def test_limits_count_the_bytes_sent_not_the_characters(
+    kind: Any, destination: dict[str, Any]
+) -> None:
+    # Quotes escaped in a Datadog message, CJK text three bytes a character in UTF-8:
+    # counted as characters, these batches were a tenth over the limit.
+    text = '"引用"' * 1000
+    events = [pending(record(n, details={"note": text}), ascii_only=False) for n in range(1, 1001)]
+    sent = requests(sender(kind, destination), events, now=NOW)
+    assert all(len(r.body) <= LIMITS[kind][1] for r in sent) and len(sent) > 1
+    assert [s for r in sent for s in r.seqs] == list(range(1, 1001))
+
+
+@pytest.mark.parametrize(
     ("status", "outcome"),
     [(200, "delivered"), (202, "delivered"), (301, "retry"), (400, "park"), (401, "park"),
      (403, "park"), (404, "park"), (408, "retry"), (413, "park"), (429, "retry"),
@@ -220,6 +240,41 @@ def test_bulk_item_errors() -> None:
     assert parked.outcome == "delivered" and [r.seq for r in parked.refused] == [2]
     assert verdict("elasticsearch", sent, 200, answer(201, 429, 400), {}).outcome == "retry"
     assert verdict("elasticsearch", sent, 200, b"<html>", {}).outcome == "retry"
+    # Asked for the fields the verdict reads only: a full answer is ~200 bytes an item.
+    assert sent.url == (
+        "https://e.example/_bulk"
+        "?filter_path=errors,items.*.status,items.*.error.type,items.*.error.reason"
+    )
+
+
+def test_a_trickled_answer_meets_the_exchange_deadline() -> None:
+    """One byte every 0.1 s never trips a read timeout of 0.25 s; the whole
+    exchange's deadline (four step timeouts) ends it."""
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        try:
+            while True:
+                writer.write(b"x")
+                await writer.drain()
+                await asyncio.sleep(0.1)
+        except (ConnectionError, asyncio.CancelledError):
+            writer.close()
+
+    async def run() -> None:
+        server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        policy = EgressPolicy.parse(allow_http=True, allowed="127.0.0.0/8", denied="")
+        client = OutboundClient(policy, timeout=0.25)
+        try:
+            with pytest.raises(httpcore.ReadTimeout, match="no complete answer within 1 s"):
+                await client.post(f"http://127.0.0.1:{port}/", headers=[], body=b"{}")
+        finally:
+            await client.close()
+            server.close()
+
+    asyncio.run(run())
 
 
 def test_backoff_doubles_with_jitter_up_to_its_cap() -> None:

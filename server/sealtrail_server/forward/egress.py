@@ -30,6 +30,8 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_ANSWER_BYTES: Final = 64 * 1024  # what is kept of an answer: enough for any error
+# A whole exchange's deadline, in step timeouts: connect, send, wait, read.
+_DEADLINE_TIMEOUTS: Final = 4
 
 
 class EgressDenied(Exception):
@@ -163,10 +165,31 @@ class OutboundClient:
             network_backend=_GuardedBackend(policy),
         )
 
-    async def post(self, url: str, *, headers: list[tuple[str, str]], body: bytes) -> Answer:
-        """The destination's answer. EgressDenied for a refused destination;
-        httpcore's errors for a failed connection, timeout or broken answer."""
+    async def post(
+        self,
+        url: str,
+        *,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        keep: int = MAX_ANSWER_BYTES,
+    ) -> Answer:
+        """The destination's answer, its first `keep` bytes. EgressDenied for a
+        refused destination; httpcore's errors for a failed connection, a
+        timeout or a broken answer. Besides each step's timeout, the whole
+        exchange has a deadline: a destination that trickles its answer a byte
+        at a time cannot hold a connection of the shared pool for long."""
         self.policy.check_scheme(url)
+        try:
+            async with asyncio.timeout(_DEADLINE_TIMEOUTS * self._timeout):
+                return await self._exchange(url, headers=headers, body=body, keep=keep)
+        except TimeoutError:
+            raise httpcore.ReadTimeout(
+                f"no complete answer within {_DEADLINE_TIMEOUTS * self._timeout:g} s"
+            ) from None
+
+    async def _exchange(
+        self, url: str, *, headers: list[tuple[str, str]], body: bytes, keep: int
+    ) -> Answer:
         timeouts = dict.fromkeys(("connect", "read", "write", "pool"), self._timeout)
         async with self._pool.stream(
             "POST",
@@ -177,8 +200,8 @@ class OutboundClient:
         ) as response:
             kept = bytearray()
             async for chunk in response.aiter_stream():
-                kept += chunk[: MAX_ANSWER_BYTES - len(kept)]
-                if len(kept) >= MAX_ANSWER_BYTES:
+                kept += chunk[: keep - len(kept)]
+                if len(kept) >= keep:
                     break
             return Answer(
                 status=response.status,

@@ -30,7 +30,15 @@ from ..store import sinks as store
 from ..store.database import Database
 from ..store.events import StoredEvent, stream_events
 from ..store.tree import tree_size
-from .destinations import LIMITS, Outgoing, PendingEvent, Sender, requests, verdict
+from .destinations import (
+    ANSWER_BYTES,
+    LIMITS,
+    Outgoing,
+    PendingEvent,
+    Sender,
+    requests,
+    verdict,
+)
 from .egress import EgressDenied, OutboundClient
 
 log = logging.getLogger(__name__)
@@ -255,7 +263,10 @@ class Forwarder:
     ) -> int | None:
         try:
             answer = await self._client.post(
-                outgoing.url, headers=outgoing.headers, body=outgoing.body
+                outgoing.url,
+                headers=outgoing.headers,
+                body=outgoing.body,
+                keep=ANSWER_BYTES[sender.kind],
             )
         except _TRANSPORT_ERRORS as error:
             host = outgoing.url.split("/")[2]
