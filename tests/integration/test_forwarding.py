@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,7 @@ from sealtrail import (
 from sealtrail.tlog import leaf_hash
 from sealtrail.v1 import forwarding_pb2
 from sealtrail_server.forward.egress import EgressPolicy, OutboundClient
+from sealtrail_server.forward.forwarder import TENANT_REQUESTS
 from tests.conftest import ServerThread
 from tests.http_endpoint import Endpoint, Received, Reply, endpoint
 from tests.pki import Authority
@@ -410,6 +412,38 @@ def test_elasticsearch_takes_a_backlog_whose_bulk_answer_is_large(
     delivered = {json.loads(line)["seq"] for r in receiver.received
                  for line in r.body.decode().splitlines()[1::2]}  # fmt: skip
     assert set(seqs) <= delivered
+
+
+def test_one_tenants_slow_destinations_hold_a_bounded_share_of_connections(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """Twelve sinks of one tenant, each waiting a second on its destination:
+    at most TENANT_REQUESTS of their requests are in flight at once, so the
+    process's shared connections stay free for other tenants."""
+    lock, active, peak = threading.Lock(), [0], [0]
+
+    def slow(received: Received, index: int) -> Reply:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(1.0)
+        with lock:
+            active[0] -= 1
+        return Reply()
+
+    receiver.responder = slow
+    made = [
+        sinks(build_sink(f"slow {n}", "webhook", url=receiver.url, secrets=[new_secret()],
+                         filter=SHARED, paused=True))
+        for n in range(TENANT_REQUESTS + 2)
+    ]  # fmt: skip
+    record(client, 1)
+    for sink in made:
+        client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    for sink in made:
+        wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0)
+    assert len(receiver.received) >= len(made)
+    assert 2 <= peak[0] <= TENANT_REQUESTS  # concurrent, and bounded
 
 
 # --- the admin RPCs -------------------------------------------------------------------

@@ -129,6 +129,18 @@ def test_internal_addresses_are_refused_by_default(address: str) -> None:
     assert not EgressPolicy().permits(ipaddress.ip_address(address))
 
 
+@pytest.mark.parametrize(
+    ("address", "reaches"),
+    [("64:ff9b::a9fe:a9fe", "169.254.169.254"), ("64:ff9b:1::a00:1", "10.0.0.1"),
+     ("2002:a00:1::1", "10.0.0.1"), ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "10.0.0.1")],
+)  # fmt: skip
+def test_ipv6_that_reaches_an_internal_ipv4_host_is_refused(address: str, reaches: str) -> None:
+    # NAT64 (some Python versions call its prefix global), 6to4 and Teredo.
+    assert not EgressPolicy().permits(ipaddress.ip_address(address)), reaches
+    for public in ("64:ff9b::808:808", "2002:808:808::1"):  # 8.8.8.8 through each
+        assert EgressPolicy().permits(ipaddress.ip_address(public))
+
+
 def test_allowed_networks_win_and_denied_networks_refuse_public_addresses() -> None:
     policy = EgressPolicy.parse(allow_http=False, allowed="10.1.0.0/16", denied="203.0.113.0/24")
     assert policy.permits(ipaddress.ip_address("10.1.2.3"))

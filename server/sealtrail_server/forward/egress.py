@@ -34,6 +34,25 @@ MAX_ANSWER_BYTES: Final = 64 * 1024  # what is kept of an answer: enough for any
 _DEADLINE_TIMEOUTS: Final = 4
 
 
+# NAT64 prefixes (RFC 6052, RFC 8215): the IPv4 address is the last 32 bits.
+_NAT64: Final = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+)
+
+
+def _tunnelled_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 host an IPv6 address reaches through a translator or a tunnel
+    (NAT64, 6to4, Teredo), if any."""
+    if any(address in network for network in _NAT64):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    return None
+
+
 class EgressDenied(Exception):
     """The destination is not one Sealtrail may send to."""
 
@@ -56,8 +75,12 @@ class EgressPolicy:
         return cls(allow_http=allow_http, allowed=_networks(allowed), denied=_networks(denied))
 
     def permits(self, address: IpAddress) -> bool:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
+        if isinstance(address, ipaddress.IPv6Address):
+            if address.ipv4_mapped is not None:
+                return self.permits(address.ipv4_mapped)
+            embedded = _tunnelled_ipv4(address)
+            if embedded is not None and not self.permits(embedded):
+                return False  # it reaches that IPv4 host: refused, it is refused
         if any(address in network for network in self.allowed):
             return True
         public = address.is_global and not address.is_multicast  # is_global lets 224/4 through

@@ -13,9 +13,11 @@ stream hub's notifications); a poll covers anything missed."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import random
+import weakref
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -44,6 +46,10 @@ from .egress import EgressDenied, OutboundClient
 log = logging.getLogger(__name__)
 
 BACKOFF_CAP: Final = 300.0
+# Requests in flight at once for one tenant's sinks, of the process's shared
+# pool of 50 connections: a tenant whose destinations are slow (or made slow on
+# purpose) holds up its own deliveries, never every other tenant's.
+TENANT_REQUESTS: Final = 10
 _TRANSPORT_ERRORS: Final = (
     httpcore.TimeoutException,
     httpcore.NetworkError,
@@ -78,8 +84,13 @@ class Forwarder:
         lease_seconds: float = 30.0,
         backoff_base: float = 1.0,
         max_sinks: int = 1000,
+        tenant_requests: int = TENANT_REQUESTS,
     ) -> None:
         self._db = db
+        self._tenant_requests = tenant_requests
+        self._tenant_slots: weakref.WeakValueDictionary[str, asyncio.Semaphore] = (
+            weakref.WeakValueDictionary()
+        )
         self._client = client
         self._box = box
         self._poll = poll_interval
@@ -261,13 +272,17 @@ class Forwarder:
     async def _post(
         self, sender: Sender, lease: store.Lease, failures: int, outgoing: Outgoing
     ) -> int | None:
+        slots = self._tenant_slots.get(lease.tenant_id)
+        if slots is None:
+            slots = self._tenant_slots[lease.tenant_id] = asyncio.Semaphore(self._tenant_requests)
         try:
-            answer = await self._client.post(
-                outgoing.url,
-                headers=outgoing.headers,
-                body=outgoing.body,
-                keep=ANSWER_BYTES[sender.kind],
-            )
+            async with slots:
+                answer = await self._client.post(
+                    outgoing.url,
+                    headers=outgoing.headers,
+                    body=outgoing.body,
+                    keep=ANSWER_BYTES[sender.kind],
+                )
         except _TRANSPORT_ERRORS as error:
             host = outgoing.url.split("/")[2]
             text = str(error) or type(error).__name__
