@@ -466,6 +466,7 @@ class ForwardingRpcs:
                 occurred_after=replay.occurred_after,
                 occurred_before=replay.occurred_before,
                 dead_letter_id=replay.dead_letter_id,
+                bypass_filter=replay.bypass_filter,
                 now=self._clock(),
             )
         self._forwarder.sink_changed(tenant_id)
@@ -490,6 +491,7 @@ class _Replay:
     occurred_after: datetime | None = None
     occurred_before: datetime | None = None
     dead_letter_id: str | None = None
+    bypass_filter: bool = False  # a dead letter parked from a delivery that bypassed it
 
 
 async def _replay_selection(
@@ -520,5 +522,10 @@ async def _replay_selection(
         letter = await store.read_dead_letter(conn, tenant_id, sink_id, letter_id)
         if letter is None:
             raise NotFound(f"no dead letter {letter_id} of sink {sink_id}")
-        return _Replay(letter.first_seq, letter.last_seq, dead_letter_id=letter.id)
+        return _Replay(
+            letter.first_seq,
+            letter.last_seq,
+            dead_letter_id=letter.id,
+            bypass_filter=letter.bypass_filter,
+        )
     raise InvalidArgument.field("selection", "seq_range, window or dead_letter_id is required")

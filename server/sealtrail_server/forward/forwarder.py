@@ -203,7 +203,13 @@ class Forwarder:
                 occurred_before=_earlier(base.occurred_before, replay.occurred_before),
             )
             sent = await self._send_range(
-                sender, lease, failures, window, replay.cursor_seq, replay.last_seq
+                sender,
+                lease,
+                failures,
+                window,
+                replay.cursor_seq,
+                replay.last_seq,
+                bypass_filter=replay.bypass_filter,
             )
             if sent is None:
                 return 0.0
@@ -223,13 +229,17 @@ class Forwarder:
         event_filter: EventFilter,
         after: int,
         upto: int,
+        *,
+        bypass_filter: bool = False,
     ) -> tuple[int, int] | None:
         """Sends the next matching events in (after, upto], a request's worth:
         the seq every event up to which is now dealt with, and how many were
-        delivered; None after a failure worth retrying (recorded)."""
+        delivered; None after a failure worth retrying (recorded).
+        `bypass_filter`: `event_filter` is not the sink's (a replay that
+        bypasses it); what is parked is marked so, to be replayed the same way."""
         limit = LIMITS[sender.kind][0]
         events = await self._read(lease.tenant_id, event_filter, after, upto, limit)
-        delivered = await self._send(sender, lease, failures, events)
+        delivered = await self._send(sender, lease, failures, events, bypass_filter)
         if delivered is None:
             return None
         return (events[-1].seq if len(events) == limit else upto), delivered
@@ -254,7 +264,12 @@ class Forwarder:
         return events
 
     async def _send(
-        self, sender: Sender, lease: store.Lease, failures: int, events: list[StoredEvent]
+        self,
+        sender: Sender,
+        lease: store.Lease,
+        failures: int,
+        events: list[StoredEvent],
+        bypass_filter: bool,
     ) -> int | None:
         """Sends `events`; how many were delivered (the rest were parked), or
         None after a failure worth retrying (recorded, with its backoff)."""
@@ -263,14 +278,19 @@ class Forwarder:
         pending = [PendingEvent(e.seq, e.record, e.leaf_hash) for e in events]
         delivered = 0
         for outgoing in requests(sender, pending, now=_now()):
-            outcome = await self._post(sender, lease, failures, outgoing)
+            outcome = await self._post(sender, lease, failures, outgoing, bypass_filter)
             if outcome is None:
                 return None
             delivered += outcome
         return delivered
 
     async def _post(
-        self, sender: Sender, lease: store.Lease, failures: int, outgoing: Outgoing
+        self,
+        sender: Sender,
+        lease: store.Lease,
+        failures: int,
+        outgoing: Outgoing,
+        bypass_filter: bool,
     ) -> int | None:
         slots = self._tenant_slots.get(lease.tenant_id)
         if slots is None:
@@ -305,6 +325,7 @@ class Forwarder:
                     event_count=len(outgoing.seqs),
                     http_status=result.status,
                     error=result.error,
+                    bypass_filter=bypass_filter,
                     now=now,
                 )
                 return 0
@@ -317,6 +338,7 @@ class Forwarder:
                     event_count=1,
                     http_status=refused.status,
                     error=refused.error,
+                    bypass_filter=bypass_filter,
                     now=now,
                 )
         return len(outgoing.seqs) - len(result.refused)

@@ -64,6 +64,7 @@ class DeadLetterRow:
     http_status: int
     error: str
     created_at: datetime
+    bypass_filter: bool = False  # parked from a delivery that bypassed the sink's filter
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +314,8 @@ async def read_dead_letter(
 ) -> DeadLetterRow | None:
     cursor = await conn.execute(
         "SELECT id::text, sink_id::text, first_seq, last_seq, event_count, http_status, error,"
-        " created_at FROM sink_dead_letters WHERE tenant_id = %s AND sink_id = %s AND id = %s",
+        " created_at, bypass_filter FROM sink_dead_letters"
+        " WHERE tenant_id = %s AND sink_id = %s AND id = %s",
         [tenant_id, sink_id, dead_letter_id],
     )
     row = await cursor.fetchone()
@@ -331,12 +333,13 @@ async def insert_replay(
     occurred_after: datetime | None,
     occurred_before: datetime | None,
     dead_letter_id: str | None,
+    bypass_filter: bool = False,
     now: datetime,
 ) -> None:
     await conn.execute(
         "INSERT INTO sink_replays (tenant_id, sink_id, id, first_seq, last_seq, occurred_after,"
-        " occurred_before, dead_letter_id, cursor_seq, created_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " occurred_before, dead_letter_id, bypass_filter, cursor_seq, created_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         [
             tenant_id,
             sink_id,
@@ -346,6 +349,7 @@ async def insert_replay(
             occurred_after,
             occurred_before,
             dead_letter_id,
+            bypass_filter,
             first_seq - 1,
             now,
         ],
@@ -467,12 +471,13 @@ async def add_dead_letter(
     event_count: int,
     http_status: int,
     error: str,
+    bypass_filter: bool,
     now: datetime,
 ) -> None:
     await conn.execute(
         "INSERT INTO sink_dead_letters (tenant_id, sink_id, id, first_seq, last_seq,"
-        " event_count, http_status, error, created_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " event_count, http_status, error, bypass_filter, created_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         [
             lease.tenant_id,
             lease.sink_id,
@@ -482,6 +487,7 @@ async def add_dead_letter(
             event_count,
             http_status,
             error,
+            bypass_filter,
             now,
         ],
     )
