@@ -446,6 +446,28 @@ def test_one_tenants_slow_destinations_hold_a_bounded_share_of_connections(
     assert 2 <= peak[0] <= TENANT_REQUESTS  # concurrent, and bounded
 
 
+def test_a_request_delivered_is_not_sent_again_when_the_next_one_fails(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """Events too big for one Splunk request (1 MiB) take several; the second
+    failing (503) must not send the first again: each request's events are
+    dealt with once it is answered."""
+    receiver.responder = lambda received, index: Reply(503) if index == 1 else Reply()
+    sink = sinks(build_sink("hec", "splunk_hec", url=receiver.url, token="hec-token-1234",
+                            filter=SHARED, paused=True))  # fmt: skip
+    events = [
+        build_event(action="document.share", actor_id="u", details={"blob": "x" * 60_000})
+        for _ in range(40)
+    ]
+    seqs = [result.event.seq for result in client.record_batch(events)]
+    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0)
+    answered_ok = [r for index, r in enumerate(receiver.received) if index != 1]
+    delivered = [json.loads(line)["event"]["seq"] for r in answered_ok
+                 for line in r.body.decode().splitlines()]  # fmt: skip
+    assert len(receiver.received) >= 3 and sorted(delivered) == seqs  # each once
+
+
 # --- the admin RPCs -------------------------------------------------------------------
 
 

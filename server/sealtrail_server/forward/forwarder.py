@@ -239,9 +239,17 @@ class Forwarder:
         bypasses it); what is parked is marked so, to be replayed the same way."""
         limit = LIMITS[sender.kind][0]
         events = await self._read(lease.tenant_id, event_filter, after, upto, limit)
-        delivered = await self._send(sender, lease, failures, events, bypass_filter)
+        if not events:
+            return upto, 0
+        pending = [PendingEvent(e.seq, e.record, e.leaf_hash) for e in events]
+        # One request a step, its events then dealt with (delivered or parked):
+        # a later request of the same read failing must not send this one again.
+        [first, *rest] = requests(sender, pending, now=_now())
+        delivered = await self._post(sender, lease, failures, first, bypass_filter)
         if delivered is None:
             return None
+        if rest:
+            return first.seqs[-1], delivered
         return (events[-1].seq if len(events) == limit else upto), delivered
 
     async def _read(
@@ -262,27 +270,6 @@ class Forwarder:
                 if len(events) == limit:
                     break
         return events
-
-    async def _send(
-        self,
-        sender: Sender,
-        lease: store.Lease,
-        failures: int,
-        events: list[StoredEvent],
-        bypass_filter: bool,
-    ) -> int | None:
-        """Sends `events`; how many were delivered (the rest were parked), or
-        None after a failure worth retrying (recorded, with its backoff)."""
-        if not events:
-            return 0
-        pending = [PendingEvent(e.seq, e.record, e.leaf_hash) for e in events]
-        delivered = 0
-        for outgoing in requests(sender, pending, now=_now()):
-            outcome = await self._post(sender, lease, failures, outgoing, bypass_filter)
-            if outcome is None:
-                return None
-            delivered += outcome
-        return delivered
 
     async def _post(
         self,
