@@ -52,7 +52,9 @@ class LeasedWork(Generic[K]):
         self._release = release
         self._tenant_of = tenant_of
         self._poll = poll_interval
+        self._lease_seconds = lease_seconds
         self._renew_every = min(lease_seconds / 3, poll_interval * 5)
+        self._renewed_at: float | None = None  # loop time of the last successful claim
         self._tasks: dict[K, asyncio.Task[None]] = {}
         self._wakers: dict[K, asyncio.Event] = {}
         self._claim_now = asyncio.Event()
@@ -88,14 +90,35 @@ class LeasedWork(Generic[K]):
             waker.set()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 await self._claim()
+                self._renewed_at = loop.time()
             except RETRIED as error:
                 log.warning("%s: cannot claim leases: %s", self._name, error)
+                self._fence(loop.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._claim_now.wait(), self._renew_every)
             self._claim_now.clear()
+
+    def _fence(self, now: float) -> None:
+        """Renewals failing, the leases may lapse and another process take the
+        keys over: past half a lease without one, stop working on them (the
+        next successful claim starts again whatever is still held)."""
+        if self._renewed_at is None or now - self._renewed_at <= self._lease_seconds / 2:
+            return
+        if self._tasks:
+            log.warning(
+                "%s: no lease renewed for %.0f s: stopping %d workers until a claim succeeds",
+                self._name,
+                now - self._renewed_at,
+                len(self._tasks),
+            )
+        for task in self._tasks.values():
+            task.cancel()
+        self._tasks.clear()
+        self._wakers.clear()
 
     async def _claim(self) -> None:
         held = set(await self._claim_keys())

@@ -215,9 +215,17 @@ class Forwarder:
                 return 0.0
             upto, delivered = sent
             async with self._db.system_connection() as conn:
-                await store.advance_replay(
-                    conn, lease, replay, to_seq=upto, delivered=delivered, now=_now()
+                moved = await store.advance_replay(
+                    conn,
+                    lease,
+                    replay,
+                    owner=self.owner,
+                    to_seq=upto,
+                    delivered=delivered,
+                    now=_now(),
                 )
+            if not moved:
+                return None
             progressed = True
         return 0.0 if progressed else self._poll
 

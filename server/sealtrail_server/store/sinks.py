@@ -504,25 +504,41 @@ async def pending_replays(conn: Connection, lease: Lease) -> list[Replay]:
 
 
 async def advance_replay(
-    conn: Connection, lease: Lease, replay: Replay, *, to_seq: int, delivered: int, now: datetime
-) -> None:
-    """Moves a replay's cursor; a finished replay (and its dead letter) goes."""
+    conn: Connection,
+    lease: Lease,
+    replay: Replay,
+    *,
+    owner: str,
+    to_seq: int,
+    delivered: int,
+    now: datetime,
+) -> bool:
+    """Moves a replay's cursor; a finished replay (and its dead letter) goes.
+    False, nothing done, if the sink's lease or the replay's cursor changed
+    meanwhile (another process delivers it now)."""
+    held = (
+        " AND cursor_seq = %s AND EXISTS (SELECT FROM sinks AS s"
+        " WHERE s.tenant_id = %s AND s.id = %s AND s.lease_owner = %s)"
+    )
+    guard = [replay.cursor_seq, lease.tenant_id, lease.sink_id, owner]
     if to_seq >= replay.last_seq:
-        await conn.execute(
-            "DELETE FROM sink_replays WHERE tenant_id = %s AND sink_id = %s AND id = %s",
-            [lease.tenant_id, lease.sink_id, replay.id],
+        cursor = await conn.execute(
+            "DELETE FROM sink_replays WHERE tenant_id = %s AND sink_id = %s AND id = %s" + held,
+            [lease.tenant_id, lease.sink_id, replay.id, *guard],
         )
-        if replay.dead_letter_id is not None:
+        if cursor.rowcount == 1 and replay.dead_letter_id is not None:
             await conn.execute(
                 "DELETE FROM sink_dead_letters WHERE tenant_id = %s AND sink_id = %s AND id = %s",
                 [lease.tenant_id, lease.sink_id, replay.dead_letter_id],
             )
     else:
-        await conn.execute(
+        cursor = await conn.execute(
             "UPDATE sink_replays SET cursor_seq = %s"
-            " WHERE tenant_id = %s AND sink_id = %s AND id = %s",
-            [to_seq, lease.tenant_id, lease.sink_id, replay.id],
+            " WHERE tenant_id = %s AND sink_id = %s AND id = %s" + held,
+            [to_seq, lease.tenant_id, lease.sink_id, replay.id, *guard],
         )
+    if cursor.rowcount != 1:
+        return False
     if delivered:
         await conn.execute(
             "UPDATE sinks SET delivered_events = delivered_events + %s, last_delivery_at = %s,"
@@ -530,3 +546,4 @@ async def advance_replay(
             " WHERE tenant_id = %s AND id = %s",
             [delivered, now, lease.tenant_id, lease.sink_id],
         )
+    return True

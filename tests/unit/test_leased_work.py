@@ -1,0 +1,57 @@
+"""LeasedWork's own behaviour: a process that cannot renew its leases stops
+working on their keys before another process may take them over, and starts
+again once a claim succeeds."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sealtrail_server.leased_work import LeasedWork
+
+
+def test_work_stops_while_leases_cannot_be_renewed_and_resumes_after() -> None:
+    async def run() -> tuple[int, int, int]:
+        claims_fail = False
+        steps = 0
+
+        async def claim() -> list[str]:
+            if claims_fail:
+                raise OSError("the database is away")
+            return ["sink-1"]
+
+        async def step(key: str) -> float:
+            nonlocal steps
+            steps += 1
+            return 0.01
+
+        async def release() -> None:
+            return None
+
+        work = LeasedWork(
+            "test",
+            claim=claim,
+            step=step,
+            release=release,
+            tenant_of=lambda key: "t",
+            poll_interval=0.02,
+            lease_seconds=0.3,  # renewed every 0.1 s; fenced 0.15 s after the last renewal
+        )
+        work.start()
+        try:
+            await asyncio.sleep(0.2)
+            working = steps
+            claims_fail = True
+            await asyncio.sleep(1.0)  # renewals fail past half a lease: the worker stops
+            stopped_at = steps
+            await asyncio.sleep(0.3)
+            still = steps - stopped_at
+            claims_fail = False
+            await asyncio.sleep(0.3)
+            return working, still, steps - stopped_at - still
+        finally:
+            await work.stop()
+
+    working, while_fenced, after = asyncio.run(run())
+    assert working > 0
+    assert while_fenced == 0  # no step while the leases may belong to another process
+    assert after > 0  # a successful claim starts the work again
