@@ -245,8 +245,10 @@ class Forwarder:
         delivered; None after a failure worth retrying (recorded).
         `bypass_filter`: `event_filter` is not the sink's (a replay that
         bypasses it); what is parked is marked so, to be replayed the same way."""
-        limit = LIMITS[sender.kind][0]
-        events = await self._read(lease.tenant_id, event_filter, after, upto, limit)
+        limit, max_bytes = LIMITS[sender.kind]
+        events, exhausted = await self._read(
+            lease.tenant_id, event_filter, after, upto, limit, max_bytes
+        )
         if not events:
             return upto, 0
         pending = [PendingEvent(e.seq, e.record, e.leaf_hash) for e in events]
@@ -258,12 +260,23 @@ class Forwarder:
             return None
         if rest:
             return first.seqs[-1], delivered
-        return (events[-1].seq if len(events) == limit else upto), delivered
+        return (upto if exhausted else events[-1].seq), delivered
 
     async def _read(
-        self, tenant_id: str, event_filter: EventFilter, after: int, upto: int, limit: int
-    ) -> list[StoredEvent]:
+        self,
+        tenant_id: str,
+        event_filter: EventFilter,
+        after: int,
+        upto: int,
+        limit: int,
+        max_bytes: int,
+    ) -> tuple[list[StoredEvent], bool]:
+        """The matching events after `after`, up to a request's worth (`limit`
+        events, or records of `max_bytes` in all: a backlog of large events
+        is read a request at a time, not 1,000 of 64 KiB); and whether they
+        are all there are up to `upto`."""
         events: list[StoredEvent] = []
+        size = 0
         stream = stream_events(
             self._db,
             tenant_id=tenant_id,
@@ -275,9 +288,10 @@ class Forwarder:
         async with contextlib.aclosing(stream):
             async for event in stream:
                 events.append(event)
-                if len(events) == limit:
-                    break
-        return events
+                size += len(event.record)
+                if len(events) == limit or size >= max_bytes:
+                    return events, False
+        return events, True
 
     async def _post(
         self,
