@@ -139,7 +139,7 @@ def _encoded_size(kind: Kind, item: str) -> int:
     JSON string (escaped, non-ASCII as \\u escapes), the entry's message."""
     if kind == "datadog_logs":
         return len(json.dumps(item))
-    return len(item.encode())
+    return len(item) if item.isascii() else len(item.encode())  # no copy for ASCII
 
 
 def _outgoing(url: str, headers: list[tuple[str, str]], body: str, batch: _Batch) -> Outgoing:
