@@ -92,15 +92,26 @@ class LeasedWork(Generic[K]):
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             try:
-                await self._claim()
-                self._renewed_at = loop.time()
-            except RETRIED as error:
-                log.warning("%s: cannot claim leases: %s", self._name, error)
-                self._fence(loop.time())
+                # A claim hung on a dead connection must not outlast the fence.
+                async with asyncio.timeout(self._until_fence(started)):
+                    await self._claim()
+                self._renewed_at = started  # the leases run from before the claim
+            except (*RETRIED, TimeoutError) as error:
+                log.warning("%s: cannot claim leases: %s", self._name, str(error) or "timed out")
+            self._fence(loop.time())
+            wait = min(self._renew_every, self._until_fence(loop.time()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._claim_now.wait(), self._renew_every)
+                await asyncio.wait_for(self._claim_now.wait(), wait)
             self._claim_now.clear()
+
+    def _until_fence(self, now: float) -> float:
+        """Seconds until the workers must stop unless a claim succeeds (half a
+        lease after the last successful one); a little at least, to try."""
+        if self._renewed_at is None:
+            return self._lease_seconds / 2
+        return max(0.05, self._renewed_at + self._lease_seconds / 2 - now)
 
     def _fence(self, now: float) -> None:
         """Renewals failing, the leases may lapse and another process take the

@@ -26,9 +26,14 @@ _SUBJECT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, x'5EA1C4A9'::
 
 
 def _until_waiting(sql: psycopg.Connection[Any], pending: Future[Any]) -> None:
-    """Returns once some session waits for a lock the test holds."""
+    """Returns once another session waits for an advisory lock this one holds."""
     deadline = time.monotonic() + 10
-    while sql.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone() == (0,):
+    waiting = (
+        "SELECT count(*) FROM pg_locks AS w JOIN pg_locks AS h USING (locktype, classid, objid)"
+        " WHERE w.locktype = 'advisory' AND NOT w.granted AND h.granted"
+        " AND h.pid = pg_backend_pid()"
+    )
+    while sql.execute(waiting).fetchone() == (0,):
         assert time.monotonic() < deadline and not pending.done(), "nothing waited"
         time.sleep(0.01)
 
@@ -81,3 +86,37 @@ def test_no_head_is_created_for_a_tenant_being_erased(
     assert isinstance(outcome, FailedPrecondition) and outcome.reason == "TENANT_ERASED"
     heads = sql.execute("SELECT count(*) FROM chain_heads WHERE tenant_id = %s", [tenant])
     assert heads.fetchone() == (0,)
+
+
+def test_an_erasure_waiting_for_a_hold_change_lets_the_change_record_itself(
+    server: ServerThread,
+    client_for: Callable[..., AuditClient],
+    tenant: str,
+    sql: psycopg.Connection[Any],
+) -> None:
+    """A hold change holds its lock while the appender records it, and an
+    appender new to the tenant shares the erasure's lock: the erasure waits
+    for the change before it takes its own, or the three would wait in a
+    circle (and every Record of that appender with them)."""
+    admin = client_for(tenant)
+    admin.record(action="doc.edit", actor_id="u")
+    event = validate_event(EventDraft(action="doc.edit", actor_id="u"), now=datetime.now(UTC))
+
+    async def append() -> list[Any]:
+        appender = Appender(server.database)  # a process that never saw the tenant
+        appender.start()
+        try:
+            return await appender.append(tenant, [event])
+        finally:
+            await appender.stop()
+
+    with ThreadPoolExecutor(1) as pool:
+        with sql.transaction():  # a hold change, holding its lock, about to record
+            sql.execute(_SUBJECT_LOCK, [f"{tenant}/{RETENTION_SUBJECT}"])
+            erasing = pool.submit(admin.erase_tenant, tenant)
+            _until_waiting(sql, erasing)
+            appending = asyncio.run_coroutine_threadsafe(append(), server.loop)
+            [recorded] = appending.result(timeout=30)  # not held up by the erasure
+        assert not isinstance(recorded, Exception)
+        receipt = erasing.result(timeout=30)
+    assert receipt.final_tree_size >= 2  # the change's record is in the erased log

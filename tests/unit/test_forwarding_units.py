@@ -131,14 +131,16 @@ def test_internal_addresses_are_refused_by_default(address: str) -> None:
 
 @pytest.mark.parametrize(
     ("address", "reaches"),
-    [("64:ff9b::a9fe:a9fe", "169.254.169.254"), ("64:ff9b:1::a00:1", "10.0.0.1"),
-     ("2002:a00:1::1", "10.0.0.1"), ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "10.0.0.1")],
+    [("64:ff9b::a9fe:a9fe", "169.254.169.254"), ("2002:a00:1::1", "10.0.0.1"),
+     ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "10.0.0.1"),
+     ("64:ff9b:1:808:808::", "8.8.8.8 (a /48 translator: refused unless allowed)")],
 )  # fmt: skip
 def test_ipv6_that_reaches_an_internal_ipv4_host_is_refused(address: str, reaches: str) -> None:
     # NAT64 (some Python versions call its prefix global), 6to4 and Teredo.
     assert not EgressPolicy().permits(ipaddress.ip_address(address)), reaches
-    for public in ("64:ff9b::808:808", "2002:808:808::1"):  # 8.8.8.8 through each
-        assert EgressPolicy().permits(ipaddress.ip_address(public))
+    assert EgressPolicy().permits(ipaddress.ip_address("64:ff9b::808:808"))  # 8.8.8.8
+    allowed = EgressPolicy.parse(allow_http=False, allowed="64:ff9b:1::/48", denied="")
+    assert allowed.permits(ipaddress.ip_address("64:ff9b:1:808:808::"))
 
 
 def test_allowed_networks_win_and_denied_networks_refuse_public_addresses() -> None:
@@ -255,12 +257,12 @@ def test_bulk_item_errors() -> None:
     # Asked for the fields the verdict reads only: a full answer is ~200 bytes an item.
     assert sent.url == (
         "https://e.example/_bulk"
-        "?filter_path=errors,items.*.status,items.*.error.type,items.*.error.reason"
+        "?filter_path=errors,items.*.status,items.*.error.type,items.*.error.reason,error,status"
     )
 
 
 def test_a_trickled_answer_meets_the_exchange_deadline() -> None:
-    """One byte every 0.1 s never trips a read timeout of 0.25 s; the whole
+    """One byte every 0.05 s never trips a read timeout of 0.5 s; the whole
     exchange's deadline (four step timeouts) ends it."""
 
     async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -270,7 +272,7 @@ def test_a_trickled_answer_meets_the_exchange_deadline() -> None:
             while True:
                 writer.write(b"x")
                 await writer.drain()
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.05)
         except (ConnectionError, asyncio.CancelledError):
             writer.close()
 
@@ -278,9 +280,9 @@ def test_a_trickled_answer_meets_the_exchange_deadline() -> None:
         server = await asyncio.start_server(trickle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         policy = EgressPolicy.parse(allow_http=True, allowed="127.0.0.0/8", denied="")
-        client = OutboundClient(policy, timeout=0.25)
+        client = OutboundClient(policy, timeout=0.5)
         try:
-            with pytest.raises(httpcore.ReadTimeout, match="no complete answer within 1 s"):
+            with pytest.raises(httpcore.ReadTimeout, match="no complete answer within 2 s"):
                 await client.post(f"http://127.0.0.1:{port}/", headers=[], body=b"{}")
         finally:
             await client.close()

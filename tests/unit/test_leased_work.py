@@ -55,3 +55,48 @@ def test_work_stops_while_leases_cannot_be_renewed_and_resumes_after() -> None:
     assert working > 0
     assert while_fenced == 0  # no step while the leases may belong to another process
     assert after > 0  # a successful claim starts the work again
+
+
+def test_a_claim_that_hangs_does_not_keep_the_work_going() -> None:
+    """A claim stuck on a dead connection neither fails nor succeeds: the
+    fence comes from the clock, half a lease after the last renewal."""
+
+    async def run() -> tuple[int, int]:
+        hang = False
+        steps = 0
+
+        async def claim() -> list[str]:
+            if hang:
+                await asyncio.sleep(3600)
+            return ["sink-1"]
+
+        async def step(key: str) -> float:
+            nonlocal steps
+            steps += 1
+            return 0.01
+
+        async def release() -> None:
+            return None
+
+        work = LeasedWork(
+            "test",
+            claim=claim,
+            step=step,
+            release=release,
+            tenant_of=lambda key: "t",
+            poll_interval=0.02,
+            lease_seconds=0.3,
+        )
+        work.start()
+        try:
+            await asyncio.sleep(0.2)
+            hang = True
+            await asyncio.sleep(1.0)
+            stopped_at = steps
+            await asyncio.sleep(0.3)
+            return stopped_at, steps - stopped_at
+        finally:
+            await work.stop()
+
+    stopped_at, while_hung = asyncio.run(run())
+    assert stopped_at > 0 and while_hung == 0

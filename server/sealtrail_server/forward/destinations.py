@@ -21,7 +21,11 @@ from ..domain.sinks import DATADOG_DEFAULT_URL, Format, Kind, webhook_key
 # Per request: (events, bytes of body). Datadog's intake: 1,000 entries and
 # 5 MB; Splunk's HEC refuses bodies over its max_content_length, 1 MB on older
 # releases; Elasticsearch's bulk API works best at a few MB.
-_BULK_ANSWER_FIELDS: Final = "errors,items.*.status,items.*.error.type,items.*.error.reason"
+# Also `error` and `status`: filter_path applies to an error answer (a 400 or
+# 401 of the whole request) too, which would otherwise arrive as `{}`.
+_BULK_ANSWER_FIELDS: Final = (
+    "errors,items.*.status,items.*.error.type,items.*.error.reason,error,status"
+)
 # What is kept of a destination's answer: enough for any error, and for a bulk
 # answer an item per event, each with its error.
 ANSWER_BYTES: Final[dict[Kind, int]] = {

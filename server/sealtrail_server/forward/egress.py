@@ -34,17 +34,17 @@ MAX_ANSWER_BYTES: Final = 64 * 1024  # what is kept of an answer: enough for any
 _DEADLINE_TIMEOUTS: Final = 4
 
 
-# NAT64 prefixes (RFC 6052, RFC 8215): the IPv4 address is the last 32 bits.
-_NAT64: Final = (
-    ipaddress.IPv6Network("64:ff9b::/96"),
-    ipaddress.IPv6Network("64:ff9b:1::/48"),
-)
+# The well-known NAT64 prefix (RFC 6052): the IPv4 address is the last 32 bits.
+_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
+# Local-use NAT64 (RFC 8215): where the IPv4 address sits depends on the
+# translator's prefix length, so it is refused unless allowed by name.
+_LOCAL_NAT64: Final = ipaddress.IPv6Network("64:ff9b:1::/48")
 
 
 def _tunnelled_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 host an IPv6 address reaches through a translator or a tunnel
     (NAT64, 6to4, Teredo), if any."""
-    if any(address in network for network in _NAT64):
+    if address in _NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     if address.sixtofour is not None:
         return address.sixtofour
@@ -81,6 +81,8 @@ class EgressPolicy:
             embedded = _tunnelled_ipv4(address)
             if embedded is not None and not self.permits(embedded):
                 return False  # it reaches that IPv4 host: refused, it is refused
+            if address in _LOCAL_NAT64 and not any(address in n for n in self.allowed):
+                return False
         if any(address in network for network in self.allowed):
             return True
         public = address.is_global and not address.is_multicast  # is_global lets 224/4 through

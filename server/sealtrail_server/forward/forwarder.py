@@ -60,6 +60,20 @@ _TRANSPORT_ERRORS: Final = (
 )
 
 
+# Rows of the first page a step reads: at most 4 MiB of the largest records.
+_FIRST_PAGE: Final = 64
+
+
+def _size(record: str) -> int:
+    return len(record) if record.isascii() else len(record.encode())
+
+
+def _page(events: int, budget: int, average: float) -> int:
+    """Rows to read for `budget` bytes of records of `average` size, at most
+    `events`: a little over, so that one page fills a request."""
+    return max(1, min(events, int(budget / average * 1.1) + 1))
+
+
 def backoff(failures: int, *, base: float, chance: random.Random) -> float:
     """Seconds before attempt `failures + 1`: exponential, capped, with the
     upper half jittered so that sinks failing together do not retry together."""
@@ -88,6 +102,7 @@ class Forwarder:
     ) -> None:
         self._db = db
         self._tenant_requests = tenant_requests
+        self._record_sizes: dict[str, float] = {}  # sink -> its records' recent average size
         self._tenant_slots: weakref.WeakValueDictionary[str, asyncio.Semaphore] = (
             weakref.WeakValueDictionary()
         )
@@ -246,9 +261,7 @@ class Forwarder:
         `bypass_filter`: `event_filter` is not the sink's (a replay that
         bypasses it); what is parked is marked so, to be replayed the same way."""
         limit, max_bytes = LIMITS[sender.kind]
-        events, exhausted = await self._read(
-            lease.tenant_id, event_filter, after, upto, limit, max_bytes
-        )
+        events, exhausted = await self._read(lease, event_filter, after, upto, limit, max_bytes)
         if not events:
             return upto, 0
         pending = [PendingEvent(e.seq, e.record, e.leaf_hash) for e in events]
@@ -264,7 +277,7 @@ class Forwarder:
 
     async def _read(
         self,
-        tenant_id: str,
+        lease: store.Lease,
         event_filter: EventFilter,
         after: int,
         upto: int,
@@ -272,26 +285,39 @@ class Forwarder:
         max_bytes: int,
     ) -> tuple[list[StoredEvent], bool]:
         """The matching events after `after`, up to a request's worth (`limit`
-        events, or records of `max_bytes` in all: a backlog of large events
-        is read a request at a time, not 1,000 of 64 KiB); and whether they
-        are all there are up to `upto`."""
+        events, or records of `max_bytes` in all); and whether they are all
+        there are up to `upto`. Read in pages sized by the sink's records so
+        far (one page a step, in the steady state): a backlog of large events
+        is read a request at a time, not 1,000 rows of up to 64 KiB each."""
         events: list[StoredEvent] = []
         size = 0
-        stream = stream_events(
-            self._db,
-            tenant_id=tenant_id,
-            event_filter=event_filter,
-            after_seq=after,
-            upto_seq=upto,
-            fetch_rows=limit,
-        )
-        async with contextlib.aclosing(stream):
-            async for event in stream:
-                events.append(event)
-                size += len(event.record)
-                if len(events) == limit or size >= max_bytes:
-                    return events, False
-        return events, True
+        average = self._record_sizes.get(lease.sink_id)
+        page = _page(limit, max_bytes, average) if average else min(limit, _FIRST_PAGE)
+        while True:
+            stream = stream_events(
+                self._db,
+                tenant_id=lease.tenant_id,
+                event_filter=event_filter,
+                after_seq=events[-1].seq if events else after,
+                upto_seq=upto,
+                fetch_rows=page,
+            )
+            got = 0
+            async with contextlib.aclosing(stream):
+                async for event in stream:
+                    events.append(event)
+                    got += 1
+                    size += _size(event.record)
+                    if len(events) == limit or size >= max_bytes:
+                        self._record_sizes[lease.sink_id] = size / len(events)
+                        return events, False
+                    if got == page:
+                        break
+            if events:
+                self._record_sizes[lease.sink_id] = size / len(events)
+            if got < page:
+                return events, True
+            page = _page(limit - len(events), max_bytes - size, size / len(events))
 
     async def _post(
         self,

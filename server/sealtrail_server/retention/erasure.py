@@ -15,13 +15,16 @@ from typing import Final
 import psycopg
 from psycopg import sql
 
-from ..domain.errors import FailedPrecondition, IntegrityFailure
+from ..domain.errors import FailedPrecondition, IntegrityFailure, Unavailable
 from ..domain.merkle import EMPTY_ROOT
 from ..integrity.checkpointer import Checkpointer
 from ..store.changes import ERASURE_SUBJECT, RETENTION_SUBJECT, lock_subject
 from ..store.checkpoints import StoredCheckpoint
 
 log = logging.getLogger(__name__)
+
+# How long an erasure waits for a change of the tenant in progress.
+_LOCK_WAIT: Final = "10s"
 
 # Every table with a tenant_id column but the receipts: found in the catalog at
 # each erasure, so a table added by a later migration is never left behind.
@@ -65,11 +68,22 @@ class Eraser:
             conn.transaction(),
         ):
             await conn.execute("SET LOCAL sealtrail.removal = 'erasure'")
-            # No head created for the tenant meanwhile (the appender shares this
-            # lock while it creates one), and no legal hold placed: a hold
-            # change holds the retention subject from its read to its commit.
-            await lock_subject(conn, tenant_id, ERASURE_SUBJECT)
-            await lock_subject(conn, tenant_id, RETENTION_SUBJECT)
+            # No legal hold placed meanwhile (a hold change holds the retention
+            # subject from its read to its commit), and no head created for the
+            # tenant (the appender shares the erasure's lock while it creates
+            # one). Retention first: a hold change holding it waits for the
+            # appender, which may wait for the erasure's lock. Each wait is
+            # bounded: a change of the tenant in progress is answered UNAVAILABLE.
+            await conn.execute("SELECT set_config('lock_timeout', %s, true)", [_LOCK_WAIT])
+            try:
+                await lock_subject(conn, tenant_id, RETENTION_SUBJECT)
+                await lock_subject(conn, tenant_id, ERASURE_SUBJECT)
+            except psycopg.errors.LockNotAvailable as error:
+                raise Unavailable(
+                    "another change of the tenant is in progress; retry the erasure",
+                    retry_after=1.0,
+                ) from error
+            await conn.execute("SET LOCAL lock_timeout TO DEFAULT")
             cursor = await conn.execute(
                 "SELECT legal_hold FROM retention_policies WHERE tenant_id = %s", [tenant_id]
             )
