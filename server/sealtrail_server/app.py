@@ -156,6 +156,8 @@ class Service:
                 resource_type="audit_log",
                 resource_id=purged.tenant_id,
                 details=purged.details(),
+                # Recorded once, should a crash make a later pass record it again.
+                idempotency_key=f"retention.purged:{purged.purge_id}",
             )
 
         self.purger = Purger(

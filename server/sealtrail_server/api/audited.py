@@ -69,9 +69,11 @@ async def record_event(
     resource_id: str,
     details: dict[str, Any] | None = None,
     changes: list[ChangeDraft] | None = None,
+    idempotency_key: str = "",
 ) -> str:
     """Record an event Sealtrail itself writes (not redacted: its values are
-    Sealtrail's own); the new event's id. SealtrailError if it is refused."""
+    Sealtrail's own); the new event's id ("" when `idempotency_key` found it
+    recorded already). SealtrailError if it is refused."""
     draft = EventDraft(
         action=action,
         category=category,
@@ -82,6 +84,7 @@ async def record_event(
         resource_id=resource_id,
         details=details or None,
         changes=changes or [],
+        idempotency_key=idempotency_key,
         plain=False,  # canonicalised by rfc8785, whatever a filter holds
     )
     correlate(draft, current_correlation())

@@ -6,12 +6,16 @@ months of event partitions ahead, and drops past months left empty (ADR 0015).
 Every server process runs the job every `interval` seconds; a session-level
 advisory lock on the owner's connection lets one process purge at a time and
 the others skip that pass. A tenant's purge is recorded in its own log as a
-`retention.purged` event with counts and seq ranges, after the batches commit."""
+`retention.purged` event with counts and seq ranges, after the batches commit.
+Until then its summary is kept beside the batches, in their transactions
+(`retention_pending_purges`): a pass first records what a crashed one left,
+under the same idempotency key, so every removal is recorded exactly once."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,7 +26,14 @@ import psycopg
 from ..domain.errors import SealtrailError
 from ..domain.retention import purge_selections
 from ..store.partitions import create_ahead, drop_empty
-from ..store.retention import locked_policy, purge_batch, tenants_with_expiry
+from ..store.retention import (
+    forget_pending_purge,
+    locked_policy,
+    note_pending_purge,
+    pending_purges,
+    purge_batch,
+    tenants_with_expiry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +51,20 @@ class TenantPurge:
     first_seq: int = 0
     last_seq: int = 0
     by_rule: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The idempotency key of its `retention.purged` event.
+    purge_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @classmethod
+    def from_summary(cls, tenant_id: str, purge_id: str, summary: dict[str, Any]) -> TenantPurge:
+        """A purge as `details()` summarised it (kept until recorded)."""
+        return cls(
+            tenant_id,
+            count=summary["purged"],
+            first_seq=summary["first_seq"],
+            last_seq=summary["last_seq"],
+            by_rule=summary["rules"],
+            purge_id=purge_id,
+        )
 
     def add(self, rule: str, cutoff: datetime, count: int, first: int, last: int) -> None:
         self.count += count
@@ -115,6 +140,12 @@ class Purger:
                 now = self._clock()
                 await create_ahead(conn, now=now)
                 done = []
+                for tenant_id, purge_id, summary in await pending_purges(conn):
+                    left = TenantPurge.from_summary(tenant_id, purge_id, summary)
+                    log.warning("retention: recording the purge of %s a pass left", tenant_id)
+                    await self._record(left)
+                    await forget_pending_purge(conn, tenant_id, purge_id)
+                    done.append(left)
                 for tenant_id in await tenants_with_expiry(conn):
                     purged = await self._purge_tenant(conn, tenant_id)
                     if purged.count:
@@ -126,6 +157,7 @@ class Purger:
                             purged.last_seq,
                         )
                         await self._record(purged)
+                        await forget_pending_purge(conn, tenant_id, purged.purge_id)
                         done.append(purged)
                 for name in await drop_empty(conn, now=now):
                     log.info("retention: dropped the empty partition %s", name)
@@ -159,7 +191,11 @@ class Purger:
                     received_before=cutoff,
                     limit=self._batch_events,
                 )
-            if batch.count:
-                purged.add(selection.rule, cutoff, batch.count, batch.first_seq, batch.last_seq)
+                if batch.count:
+                    purged.add(selection.rule, cutoff, batch.count, batch.first_seq, batch.last_seq)
+                    # Committed with the batch: recorded, even after a crash.
+                    await note_pending_purge(
+                        conn, tenant_id, purged.purge_id, purged.details(), now=self._clock()
+                    )
             if batch.count < self._batch_events:
                 finished.add(selection.rule)

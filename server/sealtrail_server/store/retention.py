@@ -172,3 +172,42 @@ def _selection_conditions(selection: Selection) -> tuple[list[sql.Composable], l
         # An event with no category falls under the default.
         add(sql.SQL("coalesce(category, '') <> ALL(%s)"), [list(selection.except_categories)])
     return conditions, params
+
+
+async def note_pending_purge(
+    conn: psycopg.AsyncConnection[Any],
+    tenant_id: str,
+    purge_id: str,
+    summary: dict[str, Any],
+    *,
+    now: datetime,
+) -> None:
+    """Keeps what a pass has removed of the tenant so far, until it is
+    recorded (in the transaction of the batch that removed the latest)."""
+    await conn.execute(
+        "INSERT INTO retention_pending_purges (tenant_id, purge_id, summary, updated_at)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant_id) DO UPDATE"
+        " SET purge_id = excluded.purge_id, summary = excluded.summary,"
+        " updated_at = excluded.updated_at",
+        [tenant_id, purge_id, json.dumps(summary), now],
+    )
+
+
+async def pending_purges(
+    conn: psycopg.AsyncConnection[Any],
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """(tenant, purge id, summary) of every removal not yet recorded."""
+    cursor = await conn.execute(
+        "SELECT tenant_id, purge_id::text, summary FROM retention_pending_purges ORDER BY tenant_id"
+    )
+    return [(str(t), str(p), dict(s)) for t, p, s in await cursor.fetchall()]
+
+
+async def forget_pending_purge(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, purge_id: str
+) -> None:
+    """Its `retention.purged` event is in the log."""
+    await conn.execute(
+        "DELETE FROM retention_pending_purges WHERE tenant_id = %s AND purge_id = %s",
+        [tenant_id, purge_id],
+    )
