@@ -138,7 +138,6 @@ class Evaluator:
                 conn,
                 owner=self.owner,
                 lease_seconds=self._lease_seconds,
-                now=_now(),
                 limit=self._max_tenants,
             )
         for tenant_id in set(self._rules) - set(held):

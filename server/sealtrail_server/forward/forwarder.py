@@ -152,7 +152,6 @@ class Forwarder:
                 conn,
                 owner=self.owner,
                 lease_seconds=self._lease_seconds,
-                now=_now(),
                 limit=self._max_sinks,
             )
 

@@ -145,20 +145,20 @@ async def alert_triggers(db: Database, *, tenant_id: str, rule_id: str) -> set[i
 
 
 async def claim_tenants(
-    conn: Connection, *, owner: str, lease_seconds: float, now: datetime, limit: int
+    conn: Connection, *, owner: str, lease_seconds: float, limit: int
 ) -> list[str]:
     """Leases the cursors of tenants with enabled rules nobody else holds (or
-    renews this owner's)."""
+    renews this owner's). Lease times are the database's (see claim_sinks)."""
     cursor = await conn.execute(
         "UPDATE alert_cursors SET lease_owner = %(owner)s,"
-        " lease_until = %(now)s + make_interval(secs => %(lease)s)"
+        " lease_until = now() + make_interval(secs => %(lease)s)"
         " WHERE tenant_id IN (SELECT c.tenant_id FROM alert_cursors AS c"
-        "   WHERE (c.lease_until IS NULL OR c.lease_until < %(now)s OR c.lease_owner = %(owner)s)"
+        "   WHERE (c.lease_until IS NULL OR c.lease_until < now() OR c.lease_owner = %(owner)s)"
         "   AND EXISTS (SELECT 1 FROM alert_rules AS r"
         "     WHERE r.tenant_id = c.tenant_id AND NOT r.disabled)"
         "   ORDER BY c.tenant_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
         " RETURNING tenant_id",
-        {"owner": owner, "lease": lease_seconds, "now": now, "limit": limit},
+        {"owner": owner, "lease": lease_seconds, "limit": limit},
     )
     return [tenant_id for (tenant_id,) in await cursor.fetchall()]
 

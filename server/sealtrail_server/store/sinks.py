@@ -382,19 +382,20 @@ class Lease:
 
 
 async def claim_sinks(
-    conn: Connection, *, owner: str, lease_seconds: float, now: datetime, limit: int
+    conn: Connection, *, owner: str, lease_seconds: float, limit: int
 ) -> list[Lease]:
     """Leases up to `limit` sinks nobody else holds (or renews this owner's);
-    paused sinks are left alone."""
+    paused sinks are left alone. Lease times are the database's: one clock
+    for every process, however far theirs drift."""
     cursor = await conn.execute(
         "UPDATE sinks SET lease_owner = %(owner)s,"
-        " lease_until = %(now)s + make_interval(secs => %(lease)s)"
+        " lease_until = now() + make_interval(secs => %(lease)s)"
         " WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM sinks"
-        "   WHERE NOT paused AND (lease_until IS NULL OR lease_until < %(now)s"
+        "   WHERE NOT paused AND (lease_until IS NULL OR lease_until < now()"
         "   OR lease_owner = %(owner)s) ORDER BY tenant_id, id LIMIT %(limit)s"
         "   FOR UPDATE SKIP LOCKED)"
         " RETURNING tenant_id, id::text",
-        {"owner": owner, "lease": lease_seconds, "now": now, "limit": limit},
+        {"owner": owner, "lease": lease_seconds, "limit": limit},
     )
     return [Lease(tenant_id, sink_id) for tenant_id, sink_id in await cursor.fetchall()]
 
