@@ -24,10 +24,10 @@ from sealtrail import (
     build_filter,
     build_sink,
 )
-from sealtrail.v1 import alerting_pb2, event_pb2
+from sealtrail.v1 import alerting_pb2, event_pb2, forwarding_pb2
 from sealtrail_server.store import alerts as alert_store
 from tests.conftest import ServerThread, database_of_its_own
-from tests.http_endpoint import Reply, endpoint
+from tests.http_endpoint import Endpoint, Reply, endpoint
 
 ALERTS = build_filter(actions="security.alert")
 # A recent weekday at 10:00 UTC, so events are neither old nor in the future.
@@ -234,43 +234,15 @@ def test_off_hours_fires_outside_working_hours_in_the_rules_time_zone(
     assert sorted(d["trigger_seq"] for d in fired_by(client, rule.id)) == [late, early, saturday]
 
 
-def test_an_alert_reaches_the_rules_sinks_whatever_their_filter(
-    client: AuditClient, rules: Any
-) -> None:
+@contextlib.contextmanager
+def _role_change_alerts_to_a_documents_sink(
+    client: AuditClient, rules: Any, responder: Callable[[Any, int], Reply] | None = None
+) -> Iterator[tuple[Endpoint, forwarding_pb2.Sink]]:
+    """A sink for document events only, and a rule sending role-change alerts
+    to it; its destination answers as `responder` says (200 by default)."""
     with endpoint() as receiver:
-        sink = client.create_sink(
-            build_sink(
-                "documents",
-                "webhook",
-                url=receiver.url,
-                secrets=["whsec_" + "A" * 44],
-                filter=build_filter(actions="document.*"),
-            )
-        ).sink
-        try:
-            rules(
-                build_alert_rule(
-                    "role change",
-                    "match",
-                    filter=build_filter(actions="member.role_changed"),
-                    sink_ids=[sink.id],
-                )
-            )
-            client.record(action="member.role_changed", actor_id="admin", resource_id="bob")
-            received = receiver.wait_for(lambda r: _actions(r) >= {"security.alert"})
-            assert _actions(received) == {"security.alert"}  # nothing else passes its filter
-        finally:
-            client.delete_sink(sink.id)
-
-
-def test_a_refused_alert_is_parked_and_replayed_whatever_the_sinks_filter(
-    client: AuditClient, rules: Any
-) -> None:
-    """An alert a sink's destination refused is parked like any batch; its
-    replay bypasses the sink's filter as the delivery did, or the alert would
-    match nothing and the replay would end (and drop the dead letter) unsent."""
-    with endpoint() as receiver:
-        receiver.responder = lambda received, index: Reply(400) if index == 0 else Reply()
+        if responder is not None:
+            receiver.responder = responder
         sink = client.create_sink(
             build_sink("documents", "webhook", url=receiver.url, secrets=["whsec_" + "A" * 44],
                        filter=build_filter(actions="document.*"))
@@ -284,23 +256,46 @@ def test_a_refused_alert_is_parked_and_replayed_whatever_the_sinks_filter(
                     sink_ids=[sink.id],
                 )
             )
-            client.record(action="member.role_changed", actor_id="admin", resource_id="bob")
-            deadline = time.monotonic() + 20
-            while not (letters := client.list_dead_letters(sink.id)):
-                assert time.monotonic() < deadline, "the refused alert was not parked"
-                time.sleep(0.05)
-            [letter] = letters
-            client.replay_sink(sink.id, dead_letter_id=letter.id)
-            received = receiver.wait_for(lambda r: len(r) >= 2)
-            assert _actions(received[1:]) == {"security.alert"}
-            [first, again] = [json.loads(r.body)["data"]["events"] for r in received[:2]]
-            assert again == first  # the same alert, sent again
-            deadline = time.monotonic() + 20
-            while client.list_dead_letters(sink.id):
-                assert time.monotonic() < deadline, "the dead letter stayed"
-                time.sleep(0.05)
+            yield receiver, sink
         finally:
             client.delete_sink(sink.id)
+
+
+def test_an_alert_reaches_the_rules_sinks_whatever_their_filter(
+    client: AuditClient, rules: Any
+) -> None:
+    with _role_change_alerts_to_a_documents_sink(client, rules) as (receiver, _):
+        client.record(action="member.role_changed", actor_id="admin", resource_id="bob")
+        received = receiver.wait_for(lambda r: _actions(r) >= {"security.alert"})
+        assert _actions(received) == {"security.alert"}  # nothing else passes its filter
+
+
+def test_a_refused_alert_is_parked_and_replayed_whatever_the_sinks_filter(
+    client: AuditClient, rules: Any
+) -> None:
+    """An alert a sink's destination refused is parked like any batch; its
+    replay bypasses the sink's filter as the delivery did, or the alert would
+    match nothing and the replay would end (and drop the dead letter) unsent."""
+
+    def refuse_once(received: Any, index: int) -> Reply:
+        return Reply(400) if index == 0 else Reply()
+
+    with _role_change_alerts_to_a_documents_sink(client, rules, refuse_once) as (receiver, sink):
+        client.record(action="member.role_changed", actor_id="admin", resource_id="bob")
+        deadline = time.monotonic() + 20
+        while not (letters := client.list_dead_letters(sink.id)):
+            assert time.monotonic() < deadline, "the refused alert was not parked"
+            time.sleep(0.05)
+        [letter] = letters
+        client.replay_sink(sink.id, dead_letter_id=letter.id)
+        received = receiver.wait_for(lambda r: len(r) >= 2)
+        assert _actions(received[1:]) == {"security.alert"}
+        [first, again] = [json.loads(r.body)["data"]["events"] for r in received[:2]]
+        assert again == first  # the same alert, sent again
+        deadline = time.monotonic() + 20
+        while client.list_dead_letters(sink.id):
+            assert time.monotonic() < deadline, "the dead letter stayed"
+            time.sleep(0.05)
 
 
 def _actions(received: list[Any]) -> set[str]:

@@ -38,6 +38,18 @@ def _until_waiting(sql: psycopg.Connection[Any], pending: Future[Any]) -> None:
         time.sleep(0.01)
 
 
+async def _first_append(server: ServerThread, tenant: str) -> list[Any]:
+    """An event appended to `tenant` by a new appender: a process that never
+    saw the tenant, which creates its head."""
+    event = validate_event(EventDraft(action="doc.edit", actor_id="u"), now=datetime.now(UTC))
+    appender = Appender(server.database)
+    appender.start()
+    try:
+        return await appender.append(tenant, [event])
+    finally:
+        await appender.stop()
+
+
 def test_an_erasure_waits_for_a_hold_being_placed_and_is_refused_by_it(
     client_for: Callable[..., AuditClient], tenant: str, sql: psycopg.Connection[Any]
 ) -> None:
@@ -62,16 +74,6 @@ def test_an_erasure_waits_for_a_hold_being_placed_and_is_refused_by_it(
 def test_no_head_is_created_for_a_tenant_being_erased(
     server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
 ) -> None:
-    event = validate_event(EventDraft(action="doc.edit", actor_id="u"), now=datetime.now(UTC))
-
-    async def append() -> list[Any]:
-        appender = Appender(server.database)  # a process that never saw the tenant
-        appender.start()
-        try:
-            return await appender.append(tenant, [event])
-        finally:
-            await appender.stop()
-
     with sql.transaction():  # as an erasure does: its lock, then its receipt
         sql.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
         sql.execute(
@@ -80,7 +82,7 @@ def test_no_head_is_created_for_a_tenant_being_erased(
             " VALUES (%s, now(), 'test', 0, sha256(''), '', '{}')",
             [tenant],
         )
-        appending = asyncio.run_coroutine_threadsafe(append(), server.loop)
+        appending = asyncio.run_coroutine_threadsafe(_first_append(server, tenant), server.loop)
         _until_waiting(sql, appending)
     [outcome] = appending.result(timeout=30)
     assert isinstance(outcome, FailedPrecondition) and outcome.reason == "TENANT_ERASED"
@@ -100,22 +102,12 @@ def test_an_erasure_waiting_for_a_hold_change_lets_the_change_record_itself(
     circle (and every Record of that appender with them)."""
     admin = client_for(tenant)
     admin.record(action="doc.edit", actor_id="u")
-    event = validate_event(EventDraft(action="doc.edit", actor_id="u"), now=datetime.now(UTC))
-
-    async def append() -> list[Any]:
-        appender = Appender(server.database)  # a process that never saw the tenant
-        appender.start()
-        try:
-            return await appender.append(tenant, [event])
-        finally:
-            await appender.stop()
-
     with ThreadPoolExecutor(1) as pool:
         with sql.transaction():  # a hold change, holding its lock, about to record
             sql.execute(_SUBJECT_LOCK, [f"{tenant}/{RETENTION_SUBJECT}"])
             erasing = pool.submit(admin.erase_tenant, tenant)
             _until_waiting(sql, erasing)
-            appending = asyncio.run_coroutine_threadsafe(append(), server.loop)
+            appending = asyncio.run_coroutine_threadsafe(_first_append(server, tenant), server.loop)
             [recorded] = appending.result(timeout=30)  # not held up by the erasure
         assert not isinstance(recorded, Exception)
         receipt = erasing.result(timeout=30)

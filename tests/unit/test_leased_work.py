@@ -5,8 +5,29 @@ again once a claim succeeds."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from sealtrail_server.leased_work import LeasedWork
+
+
+def _work(
+    claim: Callable[[], Awaitable[list[str]]], step: Callable[[str], Awaitable[float]]
+) -> LeasedWork[str]:
+    """Work on the keys `claim` returns: leases of 0.3 s, renewed every 0.1 s,
+    fenced 0.15 s after the last successful claim."""
+
+    async def release() -> None:
+        return None
+
+    return LeasedWork(
+        "test",
+        claim=claim,
+        step=step,
+        release=release,
+        tenant_of=lambda key: "t",
+        poll_interval=0.02,
+        lease_seconds=0.3,
+    )
 
 
 def test_work_stops_while_leases_cannot_be_renewed_and_resumes_after() -> None:
@@ -24,18 +45,7 @@ def test_work_stops_while_leases_cannot_be_renewed_and_resumes_after() -> None:
             steps += 1
             return 0.01
 
-        async def release() -> None:
-            return None
-
-        work = LeasedWork(
-            "test",
-            claim=claim,
-            step=step,
-            release=release,
-            tenant_of=lambda key: "t",
-            poll_interval=0.02,
-            lease_seconds=0.3,  # renewed every 0.1 s; fenced 0.15 s after the last renewal
-        )
+        work = _work(claim, step)
         work.start()
         try:
             await asyncio.sleep(0.2)
@@ -75,18 +85,7 @@ def test_a_claim_that_hangs_does_not_keep_the_work_going() -> None:
             steps += 1
             return 0.01
 
-        async def release() -> None:
-            return None
-
-        work = LeasedWork(
-            "test",
-            claim=claim,
-            step=step,
-            release=release,
-            tenant_of=lambda key: "t",
-            poll_interval=0.02,
-            lease_seconds=0.3,
-        )
+        work = _work(claim, step)
         work.start()
         try:
             await asyncio.sleep(0.2)
