@@ -55,6 +55,7 @@ class LeasedWork(Generic[K]):
         self._lease_seconds = lease_seconds
         self._renew_every = min(lease_seconds / 3, poll_interval * 5)
         self._renewed_at: float | None = None  # loop time of the last successful claim
+        self._claiming: asyncio.Task[None] | None = None
         self._tasks: dict[K, asyncio.Task[None]] = {}
         self._wakers: dict[K, asyncio.Event] = {}
         self._claim_now = asyncio.Event()
@@ -64,10 +65,15 @@ class LeasedWork(Generic[K]):
         self._main = asyncio.create_task(self._run(), name=f"sealtrail-{self._name}")
 
     async def stop(self) -> None:
-        tasks = [*self._tasks.values(), *([self._main] if self._main else [])]
+        tasks = [
+            *self._tasks.values(),
+            *([self._main] if self._main else []),
+            *([self._claiming] if self._claiming else []),
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._claiming = None
         self._tasks.clear()
         self._wakers.clear()
         if self._main is not None:
@@ -91,15 +97,28 @@ class LeasedWork(Generic[K]):
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        started = loop.time()
         while True:
-            started = loop.time()
-            try:
-                # A claim hung on a dead connection must not outlast the fence.
-                async with asyncio.timeout(self._until_fence(started)):
-                    await self._claim()
-                self._renewed_at = started  # the leases run from before the claim
-            except (*RETRIED, TimeoutError) as error:
-                log.warning("%s: cannot claim leases: %s", self._name, str(error) or "timed out")
+            if self._claiming is None:
+                started = loop.time()  # the leases it renews run from before it
+                self._claiming = asyncio.create_task(self._claim())
+            # Waited for apart from the claim: one hung on a dead connection
+            # (psycopg takes seconds to give up a cancelled query) must not
+            # hold the fence back.
+            done, _ = await asyncio.wait({self._claiming}, timeout=self._until_fence(started))
+            if done:
+                claim, self._claiming = self._claiming, None
+                error = None if claim.cancelled() else claim.exception()
+                if claim.cancelled():
+                    log.warning("%s: a claim hung; claiming again", self._name)
+                elif error is None:
+                    self._renewed_at = started
+                elif isinstance(error, RETRIED):
+                    log.warning("%s: cannot claim leases: %s", self._name, error)
+                else:
+                    log.error("%s: claim failed", self._name, exc_info=error)
+            elif loop.time() - started >= self._lease_seconds / 2:
+                self._claiming.cancel()  # too late to renew anything: it ends, then a new one
             self._fence(loop.time())
             wait = min(self._renew_every, self._until_fence(loop.time()))
             with contextlib.suppress(TimeoutError):
@@ -108,10 +127,12 @@ class LeasedWork(Generic[K]):
 
     def _until_fence(self, now: float) -> float:
         """Seconds until the workers must stop unless a claim succeeds (half a
-        lease after the last successful one); a little at least, to try."""
+        lease after the last successful one); once stopped, nothing is left
+        to protect, and a claim may take its time again."""
         if self._renewed_at is None:
             return self._lease_seconds / 2
-        return max(0.05, self._renewed_at + self._lease_seconds / 2 - now)
+        left = self._renewed_at + self._lease_seconds / 2 - now
+        return left if left > 0 else self._lease_seconds / 2
 
     def _fence(self, now: float) -> None:
         """Renewals failing, the leases may lapse and another process take the

@@ -187,7 +187,7 @@ def test_expired_events_are_purged_by_their_rule(
     assert recorded(admin) == [(login, "user.login")]
 
 
-def test_a_purge_a_crash_left_unrecorded_is_recorded_by_the_next_pass(
+def test_a_purge_a_crash_left_unrecorded_is_recorded_by_the_next_pass_once(
     aged: ServerThread,
     admin: AuditClient,
     clock: Clock,
@@ -197,24 +197,37 @@ def test_a_purge_a_crash_left_unrecorded_is_recorded_by_the_next_pass(
 ) -> None:
     """The batches commit, then the process dies before the `retention.purged`
     event is recorded: what they removed is kept beside them, and the next
-    pass records it, once."""
+    pass records it. A pass that dies after recording it, before letting the
+    summary go, leaves it to be recorded again: under the same idempotency
+    key, which finds the event already there."""
+    assert aged.service.purger is not None
+    real = aged.service.purger.record
     first = admin.get_event(admin.set_retention_policy(30).event_id).seq  # removed as well
     seqs = [first, *(record(admin, "doc.edit") for _ in range(4))]
     clock.advance(31)
 
-    async def crash(purged: Any) -> None:
-        if purged.tenant_id == tenant:  # other tests' tenants: left for the next pass too
-            raise OSError("the process died before recording")
+    def dying(*, recorded_first: bool) -> Purger:
+        async def record_then_die(purged: Any) -> None:
+            if purged.tenant_id != tenant:
+                await real(purged)  # other tests' tenants: recorded as usual
+                return
+            if recorded_first:
+                await real(purged)
+            raise OSError("the process died")
 
-    dying = Purger(migrated_database_url, record=crash, batch_events=3, clock=clock)
+        return Purger(migrated_database_url, record=record_then_die, batch_events=3, clock=clock)
+
     with pytest.raises(OSError):
-        aged.run(dying.run_once())
+        aged.run(dying(recorded_first=False).run_once())
     assert recorded(admin) == []  # removed, in two batches of three
     assert admin.query_page(build_filter(actions="retention.purged")).events == []
     pending = "SELECT summary FROM retention_pending_purges WHERE tenant_id = %s"
     [(summary,)] = sql.execute(pending, [tenant]).fetchall()
     assert (summary["purged"], summary["first_seq"], summary["last_seq"]) == (5, seqs[0], seqs[-1])
 
+    with pytest.raises(OSError):
+        aged.run(dying(recorded_first=True).run_once())
+    assert len(sql.execute(pending, [tenant]).fetchall()) == 1  # recorded, not yet let go
     purge(aged)
     purge(aged)
     [purged] = admin.query(build_filter(actions="retention.purged"))

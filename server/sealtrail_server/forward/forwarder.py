@@ -287,7 +287,9 @@ class Forwarder:
         events, or records of `max_bytes` in all); and whether they are all
         there are up to `upto`. Read in pages sized by the sink's records so
         far (one page a step, in the steady state): a backlog of large events
-        is read a request at a time, not 1,000 rows of up to 64 KiB each."""
+        is read about a request at a time, not 1,000 rows of up to 64 KiB
+        each. (Records much larger than the sink's recent ones still arrive
+        in one page of as many rows as those would fill.)"""
         events: list[StoredEvent] = []
         size = 0
         average = self._record_sizes.get(lease.sink_id)

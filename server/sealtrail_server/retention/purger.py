@@ -97,7 +97,7 @@ class Purger:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._owner_url = owner_url
-        self._record = record
+        self.record = record  # how a purge is recorded in its tenant's log
         self._interval = interval
         self._batch_events = batch_events
         self._clock = clock
@@ -143,7 +143,11 @@ class Purger:
                 for tenant_id, purge_id, summary in await pending_purges(conn):
                     left = TenantPurge.from_summary(tenant_id, purge_id, summary)
                     log.warning("retention: recording the purge of %s a pass left", tenant_id)
-                    await self._record(left)
+                    try:
+                        await self.record(left)
+                    except SealtrailError as error:  # kept for the next pass; the rest goes on
+                        log.warning("retention: cannot record it yet: %s", error)
+                        continue
                     await forget_pending_purge(conn, tenant_id, purge_id)
                     done.append(left)
                 for tenant_id in await tenants_with_expiry(conn):
@@ -156,7 +160,7 @@ class Purger:
                             purged.first_seq,
                             purged.last_seq,
                         )
-                        await self._record(purged)
+                        await self.record(purged)
                         await forget_pending_purge(conn, tenant_id, purged.purge_id)
                         done.append(purged)
                 for name in await drop_empty(conn, now=now):
