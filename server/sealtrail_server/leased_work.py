@@ -105,7 +105,8 @@ class LeasedWork(Generic[K]):
             # Waited for apart from the claim: one hung on a dead connection
             # (psycopg takes seconds to give up a cancelled query) must not
             # hold the fence back.
-            done, _ = await asyncio.wait({self._claiming}, timeout=self._until_fence(started))
+            timeout = self._until_fence(loop.time())
+            done, _ = await asyncio.wait({self._claiming}, timeout=timeout)
             if done:
                 claim, self._claiming = self._claiming, None
                 error = None if claim.cancelled() else claim.exception()
