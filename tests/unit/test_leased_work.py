@@ -10,9 +10,18 @@ from collections.abc import Awaitable, Callable
 from sealtrail_server.leased_work import LeasedWork
 
 
-def _work(
-    claim: Callable[[], Awaitable[list[str]]], step: Callable[[str], Awaitable[float]]
-) -> LeasedWork[str]:
+class _Steps:
+    """Counts the steps of the one key's worker."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def step(self, key: str) -> float:
+        self.count += 1
+        return 0.01
+
+
+def _work(claim: Callable[[], Awaitable[list[str]]], steps: _Steps) -> LeasedWork[str]:
     """Work on the keys `claim` returns: leases of 0.3 s, renewed every 0.1 s,
     fenced 0.15 s after the last successful claim."""
 
@@ -22,7 +31,7 @@ def _work(
     return LeasedWork(
         "test",
         claim=claim,
-        step=step,
+        step=steps.step,
         release=release,
         tenant_of=lambda key: "t",
         poll_interval=0.02,
@@ -33,31 +42,26 @@ def _work(
 def test_work_stops_while_leases_cannot_be_renewed_and_resumes_after() -> None:
     async def run() -> tuple[int, int, int]:
         claims_fail = False
-        steps = 0
+        steps = _Steps()
 
         async def claim() -> list[str]:
             if claims_fail:
                 raise OSError("the database is away")
             return ["sink-1"]
 
-        async def step(key: str) -> float:
-            nonlocal steps
-            steps += 1
-            return 0.01
-
-        work = _work(claim, step)
+        work = _work(claim, steps)
         work.start()
         try:
             await asyncio.sleep(0.2)
-            working = steps
+            working = steps.count
             claims_fail = True
             await asyncio.sleep(1.0)  # renewals fail past half a lease: the worker stops
-            stopped_at = steps
+            stopped_at = steps.count
             await asyncio.sleep(0.3)
-            still = steps - stopped_at
+            still = steps.count - stopped_at
             claims_fail = False
             await asyncio.sleep(0.3)
-            return working, still, steps - stopped_at - still
+            return working, still, steps.count - stopped_at - still
         finally:
             await work.stop()
 
@@ -74,7 +78,7 @@ def test_a_claim_that_hangs_does_not_keep_the_work_going() -> None:
 
     async def run() -> tuple[int, int]:
         hang = False
-        steps = 0
+        steps = _Steps()
 
         async def claim() -> list[str]:
             if hang:
@@ -85,20 +89,15 @@ def test_a_claim_that_hangs_does_not_keep_the_work_going() -> None:
                     raise
             return ["sink-1"]
 
-        async def step(key: str) -> float:
-            nonlocal steps
-            steps += 1
-            return 0.01
-
-        work = _work(claim, step)
+        work = _work(claim, steps)
         work.start()
         try:
             await asyncio.sleep(0.2)
             hang = True
             await asyncio.sleep(1.0)
-            stopped_at = steps
+            stopped_at = steps.count
             await asyncio.sleep(0.3)
-            return stopped_at, steps - stopped_at
+            return stopped_at, steps.count - stopped_at
         finally:
             await work.stop()
 

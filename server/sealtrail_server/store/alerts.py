@@ -91,12 +91,12 @@ async def read_rule(conn: Connection, tenant_id: str, rule_id: str) -> StoredRul
     return None if row is None else StoredRule(*row)
 
 
-async def update_rule(conn: Connection, rule: StoredRule, *, forget_origins: bool) -> bool:
+async def update_rule(conn: Connection, rule: StoredRule, *, forget_origins: bool) -> None:
     """Replaces the rule's definition (name, condition, severity, sinks,
     disabled, and the seq it watches from); with `forget_origins`, the
-    addresses or countries it learned go too.
-    False if there is no such rule any more."""
-    cursor = await conn.execute(
+    addresses or countries it learned go too. The caller holds the rule's
+    change lock (store/changes.py), so the rule is there."""
+    await conn.execute(
         "UPDATE alert_rules SET name = %s, condition = %s, severity = %s, sink_ids = %s,"
         " disabled = %s, start_seq = %s WHERE tenant_id = %s AND id = %s",
         [*_definition_values(rule), rule.tenant_id, rule.id],
@@ -109,7 +109,6 @@ async def update_rule(conn: Connection, rule: StoredRule, *, forget_origins: boo
                 ),
                 [rule.tenant_id, rule.id],
             )
-    return cursor.rowcount == 1
 
 
 async def delete_rule(conn: Connection, tenant_id: str, rule_id: str) -> StoredRule | None:

@@ -93,11 +93,6 @@ async def list_tokens(
         return [TokenInfo(*row) for row in await cursor.fetchall()]
 
 
-async def find_token(db: Database, *, tenant_id: str, token_id: str) -> TokenInfo | None:
-    async with db.connection(tenant_id) as conn:
-        return await read_token(conn, tenant_id=tenant_id, token_id=token_id)
-
-
 async def read_token(conn: Connection, *, tenant_id: str, token_id: str) -> TokenInfo | None:
     cursor = await conn.execute(_SELECT_TOKENS + " AND token_id = %s", [tenant_id, token_id])
     row = await cursor.fetchone()
