@@ -1,5 +1,6 @@
-"""An erasure and what may run beside it: a legal hold being placed, and a
-process creating the tenant's head for its first append. Each interleaving
+"""An erasure and what may run beside it: a legal hold being placed, a
+process creating the tenant's head for its first append or a token, a purge
+pass, a second erasure, and a deadlock PostgreSQL breaks by failing one. Each interleaving
 is forced by holding, in a transaction of the test's own, the lock the other
 side takes, until the erasure (or the append) is seen waiting for it."""
 
@@ -9,15 +10,16 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
 
-from sealtrail import AuditClient, RpcFailedError
+from sealtrail import AuditClient, RpcFailedError, UnavailableError
 from sealtrail_server.domain.errors import FailedPrecondition
 from sealtrail_server.domain.event import EventDraft, validate_event
+from sealtrail_server.retention.purger import Purger
 from sealtrail_server.store.appender import Appender
 from sealtrail_server.store.changes import ERASURE_SUBJECT, RETENTION_SUBJECT
 from tests.conftest import ServerThread
@@ -112,3 +114,110 @@ def test_an_erasure_waiting_for_a_hold_change_lets_the_change_record_itself(
         assert not isinstance(recorded, Exception)
         receipt = erasing.result(timeout=30)
     assert receipt.final_tree_size >= 2  # the change's record is in the erased log
+
+
+def test_a_purge_waits_for_an_erasure_of_the_tenant(
+    server: ServerThread,
+    client_for: Callable[..., AuditClient],
+    tenant: str,
+    sql: psycopg.Connection[Any],
+    migrated_database_url: str,
+) -> None:
+    """A purge batch takes the erasure's subject, shared, before it locks any
+    row. An erasure holds it before its first row: the batch waits for it.
+    Had the batch locked its rows first, the erasure's DELETE would wait for
+    them while the batch waited for the erasure, and PostgreSQL would fail one."""
+    admin = client_for(tenant)
+    for _ in range(3):
+        admin.record(action="doc.edit", actor_id="u")
+    admin.set_retention_policy(10)
+    assert server.service.purger is not None
+    eleven_days_on = datetime.now(UTC) + timedelta(days=11)
+    purger = Purger(
+        migrated_database_url,
+        record=server.service.purger.record,
+        batch_events=2,
+        clock=lambda: eleven_days_on,
+    )
+    count = "SELECT count(*) FROM events WHERE tenant_id = %s"
+    [(stored,)] = sql.execute(count, [tenant]).fetchall()
+    with sql.transaction():  # as an erasure does, before its first row
+        sql.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
+        purging = asyncio.run_coroutine_threadsafe(purger.run_once(), server.loop)
+        _until_waiting(sql, purging)
+        assert sql.execute(count, [tenant]).fetchone() == (stored,)  # nothing removed yet
+    [purged] = [p for p in purging.result(timeout=30) if p.tenant_id == tenant]
+    assert purged.count == stored
+    assert sql.execute(count, [tenant]).fetchone() == (1,)  # only its retention.purged event
+
+
+def test_an_erasure_the_database_fails_is_unavailable_and_erases_nothing(
+    client_for: Callable[..., AuditClient], tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    admin = client_for(tenant)
+    admin.record(action="doc.edit", actor_id="u")
+    row_waits = (
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid()"
+        " AND locktype IN ('transactionid', 'tuple')"
+    )
+    with ThreadPoolExecutor(1) as pool:
+        with sql.transaction():
+            sql.execute("SELECT 1 FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
+            erasing = pool.submit(admin.erase_tenant, tenant)
+            deadline = time.monotonic() + 10
+            while sql.execute(row_waits).fetchone() == (0,):  # the erasure waits for the head
+                assert time.monotonic() < deadline and not erasing.done(), "nothing waited"
+                time.sleep(0.01)
+            # ... and this waits for the erasure's lock: a cycle. The erasure,
+            # waiting longer, finds it first (deadlock_timeout) and is failed.
+            sql.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
+        with pytest.raises(UnavailableError, match="the erasure failed, retry it"):
+            erasing.result(timeout=30)
+    assert admin.query_page(page_size=1).events  # nothing was erased
+
+
+def test_a_token_created_during_an_erasure_waits_for_it_and_is_refused(
+    server: ServerThread,
+    client_for: Callable[..., AuditClient],
+    tenant: str,
+    sql: psycopg.Connection[Any],
+) -> None:
+    admin = client_for(tenant)
+    with ThreadPoolExecutor(1) as pool:
+        with sql.transaction():  # as an erasure does: its lock, its DELETEs, its receipt
+            sql.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
+            sql.execute(
+                "INSERT INTO tenant_erasures (tenant_id, erased_at, erased_by, final_tree_size,"
+                " final_root_hash, final_checkpoint, removed_rows)"
+                " VALUES (%s, now(), 'test', 0, sha256(''), '', '{}')",
+                [tenant],
+            )
+            creating = pool.submit(admin.create_token, "reader")
+            _until_waiting(sql, creating)
+        with pytest.raises(RpcFailedError) as refused:
+            creating.result(timeout=30)
+    assert refused.value.reason == "TENANT_ERASED"
+    tokens = sql.execute("SELECT count(*) FROM api_tokens WHERE tenant_id = %s", [tenant])
+    assert tokens.fetchone() == (1,)  # the admin's own, which the test's erasure kept
+
+
+def test_a_second_erasure_is_refused_with_what_the_first_did(
+    server: ServerThread, tenant: str, migrated_database_url: str
+) -> None:
+    """A second click, on another process that still knows the caller's token."""
+    other = ServerThread(migrated_database_url, token_cache_seconds=300)
+    secret = server.token(tenant)
+    try:
+        with (
+            AuditClient(server.target, token=secret) as first,
+            AuditClient(other.target, token=secret) as second,
+        ):
+            first.record(action="doc.edit", actor_id="u")
+            second.list_tokens()  # its token is known there
+            receipt = first.erase_tenant(tenant)
+            with pytest.raises(RpcFailedError) as refused:
+                second.erase_tenant(tenant)
+    finally:
+        other.close()
+    assert refused.value.reason == "TENANT_ERASED"
+    assert f"by token {receipt.erased_by_token_id}" in str(refused.value)

@@ -34,6 +34,7 @@ from sealtrail import (
 from sealtrail.tlog import leaf_hash, parse_checkpoint, verify_inclusion
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, integrity_pb2, retention_pb2
 from sealtrail_server.domain.access import Role
+from sealtrail_server.domain.errors import Unavailable
 from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.retention.purger import LOCK_KEY as PURGE_LOCK
 from sealtrail_server.retention.purger import Purger
@@ -234,6 +235,66 @@ def test_a_purge_a_crash_left_unrecorded_is_recorded_by_the_next_pass_once(
     assert purged.details["purged"] == 5
     assert (purged.details["first_seq"], purged.details["last_seq"]) == (seqs[0], seqs[-1])
     assert sql.execute(pending, [tenant]).fetchall() == []
+
+
+def test_a_tenant_whose_purge_cannot_be_recorded_is_not_purged_further(
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    sql: psycopg.Connection[Any],
+    tenant: str,
+    migrated_database_url: str,
+) -> None:
+    """Its summary is one row a tenant: purging more before it is recorded
+    would replace it, and what the first purge removed would never be told.
+    The refusal leaves the pass going for the other tenants."""
+    assert aged.service.purger is not None
+    real = aged.service.purger.record
+    first = admin.get_event(admin.set_retention_policy(30).event_id).seq
+    seqs = [first, record(admin, "doc.edit")]
+    clock.advance(31)
+
+    async def refused(purged: Any) -> None:
+        if purged.tenant_id == tenant:
+            raise Unavailable("the appender is busy", retry_after=1.0)
+        await real(purged)
+
+    refusing = Purger(migrated_database_url, record=refused, batch_events=3, clock=clock)
+    aged.run(refusing.run_once())
+    assert recorded(admin) == []
+    later = record(admin, "doc.edit")
+    clock.advance(31)
+    aged.run(refusing.run_once())  # refused again: the newer event stays
+    assert recorded(admin) == [(later, "doc.edit")]
+    pending = "SELECT summary FROM retention_pending_purges WHERE tenant_id = %s"
+    [(summary,)] = sql.execute(pending, [tenant]).fetchall()
+    assert (summary["first_seq"], summary["last_seq"]) == (seqs[0], seqs[-1])
+
+    purge(aged)  # recorded first, then purged again
+    assert recorded(admin) == []
+    told = admin.query(build_filter(actions="retention.purged"), order="oldest")
+    ranges = [(e.details["first_seq"], e.details["last_seq"]) for e in told]
+    assert ranges == [(seqs[0], seqs[-1]), (seqs[-1] + 1, later)]
+    assert sql.execute(pending, [tenant]).fetchall() == []
+
+
+def test_with_purging_off_the_months_ahead_are_still_created(
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    sql: psycopg.Connection[Any],
+    migrated_database_url: str,
+) -> None:
+    seq = record(admin, "doc.edit")
+    admin.set_retention_policy(10)
+    clock.advance(130)
+    ahead = clock() + timedelta(days=85)
+    assert f"events_{ahead:%Y_%m}" not in _partitions(sql)
+    assert aged.service.purger is not None
+    off = Purger(migrated_database_url, record=aged.service.purger.record, clock=clock)
+    aged.run(off.create_months_ahead())
+    assert f"events_{ahead:%Y_%m}" in _partitions(sql)
+    assert (seq, "doc.edit") in recorded(admin)  # nothing purged
 
 
 def test_a_purged_log_still_verifies_and_proves(

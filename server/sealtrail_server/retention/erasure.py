@@ -61,6 +61,20 @@ class Eraser:
         self._clock = clock
 
     async def erase(self, tenant_id: str, *, erased_by: str) -> Receipt:
+        """Erase the tenant in one transaction. Unavailable when the database
+        fails it (unreachable, or a deadlock it broke): rolled back, unless the
+        connection was lost at the commit; a retry then tells which
+        (FailedPrecondition TENANT_ERASED, or UNAUTHENTICATED once its token is
+        forgotten, if the erasure did land)."""
+        try:
+            return await self._erase(tenant_id, erased_by=erased_by)
+        except psycopg.OperationalError as error:
+            raise Unavailable(
+                f"the erasure failed, retry it: {error}".strip(),
+                retry_after=1.0,
+            ) from error
+
+    async def _erase(self, tenant_id: str, *, erased_by: str) -> Receipt:
         async with (
             await psycopg.AsyncConnection.connect(
                 self._owner_url, autocommit=True, application_name="sealtrail-erasure"
@@ -84,6 +98,17 @@ class Eraser:
                     retry_after=1.0,
                 ) from error
             await conn.execute("SET LOCAL lock_timeout TO DEFAULT")
+            cursor = await conn.execute(
+                "SELECT erased_at, erased_by FROM tenant_erasures WHERE tenant_id = %s",
+                [tenant_id],
+            )
+            if erased := await cursor.fetchone():  # by a call just before this one
+                when = erased[0].astimezone(UTC)
+                raise FailedPrecondition(
+                    f"tenant {tenant_id!r} was erased at {when:%Y-%m-%dT%H:%M:%SZ}"
+                    f" by token {erased[1]}; its receipt was that call's answer",
+                    reason="TENANT_ERASED",
+                )
             cursor = await conn.execute(
                 "SELECT legal_hold FROM retention_policies WHERE tenant_id = %s", [tenant_id]
             )

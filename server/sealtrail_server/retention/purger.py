@@ -3,20 +3,24 @@ in batches, keeping each one's leaf hash as a tombstone so proofs and
 VerifyLog still reach the same roots (ADR 0014). Each pass also creates the
 months of event partitions ahead, and drops past months left empty (ADR 0015).
 
-Every server process runs the job every `interval` seconds; a session-level
-advisory lock on the owner's connection lets one process purge at a time and
-the others skip that pass. A tenant's purge is recorded in its own log as a
+Every server process runs the job every `interval` seconds (with purging
+off, interval 0, only its partitions part, hourly); a session-level advisory
+lock on the owner's connection lets one process run it at a time and the
+others skip that pass. A tenant's purge is recorded in its own log as a
 `retention.purged` event with counts and seq ranges, after the batches commit.
 Until then its summary is kept beside the batches, in their transactions
-(`retention_pending_purges`): a pass first records what a crashed one left,
-under the same idempotency key, so every removal is recorded exactly once."""
+(`retention_pending_purges`, one row a tenant): a pass first records what a
+crashed or refused record left, under the same idempotency key, so every
+removal is recorded exactly once; a tenant whose summary still cannot be
+recorded is not purged further until it is."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -25,6 +29,7 @@ import psycopg
 
 from ..domain.errors import SealtrailError
 from ..domain.retention import purge_selections
+from ..store.changes import ERASURE_SUBJECT, share_subjects
 from ..store.partitions import create_ahead, drop_empty
 from ..store.retention import (
     forget_pending_purge,
@@ -40,6 +45,8 @@ log = logging.getLogger(__name__)
 # pg_advisory_lock key of the purge job ("sealpurg" in ASCII).
 LOCK_KEY: Final = 0x7365616C70757267
 DEFAULT_BATCH_EVENTS: Final = 5000
+# Seconds between creations of the months ahead when purging is off.
+MONTHS_AHEAD_INTERVAL: Final = 3600.0
 
 
 @dataclass(slots=True)
@@ -104,8 +111,7 @@ class Purger:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        if self._interval > 0:
-            self._task = asyncio.create_task(self._run(), name="sealtrail-purger")
+        self._task = asyncio.create_task(self._run(), name="sealtrail-purger")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -114,20 +120,62 @@ class Purger:
             self._task = None
 
     async def _run(self) -> None:
+        # With purging off (interval 0) the months ahead are still created:
+        # without them, new events would land in the default partition.
+        purging = self._interval > 0
         while True:
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(self._interval if purging else MONTHS_AHEAD_INTERVAL)
             try:
-                await self.run_once()
+                await (self.run_once() if purging else self.create_months_ahead())
             except (psycopg.Error, OSError, SealtrailError) as error:
-                log.warning(
-                    "retention: purge pass failed (%s); retrying in %ss", error, self._interval
-                )
+                log.warning("retention: pass failed (%s); retrying at the next", error)
             except Exception:  # the job must outlive any one pass
-                log.exception("retention: purge pass failed; retrying in %ss", self._interval)
+                log.exception("retention: pass failed; retrying at the next")
+
+    async def create_months_ahead(self) -> None:
+        """Only the partitions part of a pass: the months ahead, created."""
+        async with self._job() as conn:
+            if conn is not None:
+                await create_ahead(conn, now=self._clock())
 
     async def run_once(self) -> list[TenantPurge]:
         """One pass over every tenant whose policy removes anything; nothing
         if another process holds the job's lock."""
+        async with self._job() as conn:
+            if conn is None:
+                return []
+            now = self._clock()
+            await create_ahead(conn, now=now)
+            done, unrecorded = [], set()
+            for tenant_id, purge_id, summary in await pending_purges(conn):
+                left = TenantPurge.from_summary(tenant_id, purge_id, summary)
+                log.warning("retention: recording the purge of %s a pass left", tenant_id)
+                if await self._recorded(conn, left):
+                    done.append(left)
+                else:  # purging more would replace its summary before it is recorded
+                    unrecorded.add(tenant_id)
+            for tenant_id in await tenants_with_expiry(conn):
+                if tenant_id in unrecorded:
+                    continue
+                purged = await self._purge_tenant(conn, tenant_id)
+                if purged.count:
+                    log.info(
+                        "retention: purged %d events of %s (seq %d..%d)",
+                        purged.count,
+                        tenant_id,
+                        purged.first_seq,
+                        purged.last_seq,
+                    )
+                    if await self._recorded(conn, purged):
+                        done.append(purged)
+            for name in await drop_empty(conn, now=now):
+                log.info("retention: dropped the empty partition %s", name)
+            return done
+
+    @asynccontextmanager
+    async def _job(self) -> AsyncIterator[psycopg.AsyncConnection[Any] | None]:
+        """The owner's connection holding the job's lock, or None if another
+        process holds it."""
         async with await psycopg.AsyncConnection.connect(
             self._owner_url, autocommit=True, application_name="sealtrail-retention"
         ) as conn:
@@ -135,39 +183,23 @@ class Purger:
             row = await cursor.fetchone()
             if not (row and row[0]):
                 log.debug("retention: another process is purging; skipping this pass")
-                return []
+                yield None
+                return
             try:
-                now = self._clock()
-                await create_ahead(conn, now=now)
-                done = []
-                for tenant_id, purge_id, summary in await pending_purges(conn):
-                    left = TenantPurge.from_summary(tenant_id, purge_id, summary)
-                    log.warning("retention: recording the purge of %s a pass left", tenant_id)
-                    try:
-                        await self.record(left)
-                    except SealtrailError as error:  # kept for the next pass; the rest goes on
-                        log.warning("retention: cannot record it yet: %s", error)
-                        continue
-                    await forget_pending_purge(conn, tenant_id, purge_id)
-                    done.append(left)
-                for tenant_id in await tenants_with_expiry(conn):
-                    purged = await self._purge_tenant(conn, tenant_id)
-                    if purged.count:
-                        log.info(
-                            "retention: purged %d events of %s (seq %d..%d)",
-                            purged.count,
-                            tenant_id,
-                            purged.first_seq,
-                            purged.last_seq,
-                        )
-                        await self.record(purged)
-                        await forget_pending_purge(conn, tenant_id, purged.purge_id)
-                        done.append(purged)
-                for name in await drop_empty(conn, now=now):
-                    log.info("retention: dropped the empty partition %s", name)
-                return done
+                yield conn
             finally:
                 await conn.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
+
+    async def _recorded(self, conn: psycopg.AsyncConnection[Any], purged: TenantPurge) -> bool:
+        """Record the purge in its tenant's log, then let go of its summary;
+        False, summary kept for the next pass, if it cannot be recorded yet."""
+        try:
+            await self.record(purged)
+        except SealtrailError as error:
+            log.warning("retention: cannot record the purge of %s yet: %s", purged.tenant_id, error)
+            return False
+        await forget_pending_purge(conn, purged.tenant_id, purged.purge_id)
+        return True
 
     async def _purge_tenant(
         self, conn: psycopg.AsyncConnection[Any], tenant_id: str
@@ -180,6 +212,9 @@ class Purger:
             # lock each time, so a hold placed meanwhile stops the next batch.
             async with conn.transaction():
                 await conn.execute("SET LOCAL sealtrail.removal = 'retention'")
+                # Before any row: an erasure of the tenant (holding this from
+                # before its first row) is waited for, never deadlocked with.
+                await share_subjects(conn, [tenant_id], ERASURE_SUBJECT)
                 stored = await locked_policy(conn, tenant_id)
                 if stored.hold.on:
                     return purged

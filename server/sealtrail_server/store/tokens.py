@@ -8,6 +8,7 @@ from datetime import datetime
 
 from ..domain.access import Principal, Role, new_token, token_digest
 from ..domain.errors import FailedPrecondition
+from .changes import ERASURE_SUBJECT, share_subjects
 from .database import Connection, Database
 
 
@@ -25,7 +26,10 @@ class IssuedToken:
 async def create_token(db: Database, *, tenant_id: str, role: Role, name: str = "") -> IssuedToken:
     secret = new_token()
     token_id = uuid.uuid4()
-    async with db.connection(tenant_id) as conn:
+    async with db.connection(tenant_id) as conn, conn.transaction():
+        # An erasure of the tenant in progress is waited for: created before
+        # its commit, the token would outlive it.
+        await share_subjects(conn, [tenant_id], ERASURE_SUBJECT)
         cursor = await conn.execute(
             "INSERT INTO api_tokens (tenant_id, token_id, secret_sha256, role, name)"
             " SELECT %s, %s, %s, %s, %s WHERE NOT EXISTS"
