@@ -125,8 +125,20 @@ class Settings:
             if raw:
                 values[spec.name] = _parse(spec.type, raw, spec.name)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return replace(cls(), **values)
+        settings = replace(cls(), **values)
+        for name in _AT_LEAST_ONE:
+            if getattr(settings, name) < 1:
+                raise SystemExit(f"SEALTRAIL_{name.upper()} must be at least 1")
+        return settings
 
+
+# Counts that 0 would break (a purge batch of 0 events, say, would never end).
+_AT_LEAST_ONE = (
+    "pool_max_size",
+    "append_batch_events",
+    "stream_queue_capacity",
+    "retention_batch_events",
+)
 
 # Settings that take one of a few words.
 _CHOICES: dict[str, tuple[str, ...]] = {"log_format": ("text", "json")}

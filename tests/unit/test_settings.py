@@ -1,0 +1,21 @@
+"""Settings refuse, at start, counts that would break the server."""
+
+from __future__ import annotations
+
+import pytest
+
+from sealtrail_server.config import Settings
+
+COUNTS = ["POOL_MAX_SIZE", "APPEND_BATCH_EVENTS", "STREAM_QUEUE_CAPACITY", "RETENTION_BATCH_EVENTS"]
+
+
+@pytest.mark.parametrize("name", COUNTS)
+def test_a_count_of_zero_is_refused_by_name(name: str) -> None:
+    with pytest.raises(SystemExit, match=f"SEALTRAIL_{name} must be at least 1"):
+        Settings.load({f"SEALTRAIL_{name}": "0"})
+    assert getattr(Settings.load({f"SEALTRAIL_{name}": "1"}), name.lower()) == 1
+
+
+def test_a_count_given_as_an_override_is_checked_too() -> None:
+    with pytest.raises(SystemExit, match="SEALTRAIL_RETENTION_BATCH_EVENTS must be at least 1"):
+        Settings.load({}, retention_batch_events=-5)
