@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 import pytest
@@ -69,6 +69,28 @@ def test_each_read_is_recorded_once_attributed_to_its_token(
         [tenant],
     ).fetchone()
     assert details is not None and details[0]["filter"] == {"actions": ["doc.*"]}
+
+
+@pytest.mark.parametrize("order", ["newest", "oldest"])
+def test_a_first_page_is_the_log_before_its_own_record_which_is_durable_when_it_answers(
+    client: AuditClient,
+    tenant: str,
+    sql: psycopg.Connection[Any],
+    order: Literal["newest", "oldest"],
+) -> None:
+    client.record_batch([build_event(action="doc.read", actor_id=f"u{i}") for i in range(7)])
+    for queries_before in range(5):
+        page = client.query_page(order=order, page_size=3 if order == "newest" else 1000)
+        own = sql.execute(
+            "SELECT max(seq) FROM events WHERE tenant_id = %s AND action = 'audit_log.queried'",
+            [tenant],
+        ).fetchone()
+        assert own is not None and own[0] == 7 + queries_before + 1  # durable on answer
+        seqs = [event.seq for event in page.events]
+        if order == "newest":  # the 3 events just before its own record
+            assert seqs == [own[0] - 1, own[0] - 2, own[0] - 3] and page.next_page_token
+        else:  # the whole log before it, and nothing follows
+            assert seqs == list(range(1, own[0])) and not page.next_page_token
 
 
 def test_verify_log_is_recorded_with_its_outcome(
