@@ -129,12 +129,16 @@ class Settings:
         for name in _AT_LEAST_ONE:
             if getattr(settings, name) < 1:
                 raise SystemExit(f"SEALTRAIL_{name.upper()} must be at least 1")
+        if settings.pool_max_size < max(2, settings.pool_min_size):
+            # A change holds one connection while the appender records it in another.
+            raise SystemExit(
+                "SEALTRAIL_POOL_MAX_SIZE must be at least 2 and at least SEALTRAIL_POOL_MIN_SIZE"
+            )
         return settings
 
 
 # Counts that 0 would break (a purge batch of 0 events, say, would never end).
 _AT_LEAST_ONE = (
-    "pool_max_size",
     "append_batch_events",
     "stream_queue_capacity",
     "retention_batch_events",

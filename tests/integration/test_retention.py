@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +37,7 @@ from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, integrity_pb2, reten
 from sealtrail_server.domain.access import Role
 from sealtrail_server.domain.errors import Unavailable
 from sealtrail_server.domain.filters import EventFilter
+from sealtrail_server.retention import purger as purger_module
 from sealtrail_server.retention.purger import LOCK_KEY as PURGE_LOCK
 from sealtrail_server.retention.purger import Purger
 from sealtrail_server.store.events import query_statement
@@ -252,6 +254,10 @@ def test_a_tenant_whose_purge_cannot_be_recorded_is_not_purged_further(
     real = aged.service.purger.record
     first = admin.get_event(admin.set_retention_policy(30).event_id).seq
     seqs = [first, record(admin, "doc.edit")]
+    after = f"{tenant}-after"  # purged after it in the pass (by tenant id)
+    with AuditClient(aged.target, token=aged.token(after)) as neighbour:
+        neighbour.set_retention_policy(30)
+        record(neighbour, "doc.edit")
     clock.advance(31)
 
     async def refused(purged: Any) -> None:
@@ -260,8 +266,9 @@ def test_a_tenant_whose_purge_cannot_be_recorded_is_not_purged_further(
         await real(purged)
 
     refusing = Purger(migrated_database_url, record=refused, batch_events=3, clock=clock)
-    aged.run(refusing.run_once())
+    passed = aged.run(refusing.run_once())
     assert recorded(admin) == []
+    assert [p.count for p in passed if p.tenant_id == after] == [2]  # its policy's record too
     later = record(admin, "doc.edit")
     clock.advance(31)
     aged.run(refusing.run_once())  # refused again: the newer event stays
@@ -284,6 +291,7 @@ def test_with_purging_off_the_months_ahead_are_still_created(
     clock: Clock,
     sql: psycopg.Connection[Any],
     migrated_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seq = record(admin, "doc.edit")
     admin.set_retention_policy(10)
@@ -291,10 +299,21 @@ def test_with_purging_off_the_months_ahead_are_still_created(
     ahead = clock() + timedelta(days=85)
     assert f"events_{ahead:%Y_%m}" not in _partitions(sql)
     assert aged.service.purger is not None
-    off = Purger(migrated_database_url, record=aged.service.purger.record, clock=clock)
-    aged.run(off.create_months_ahead())
-    assert f"events_{ahead:%Y_%m}" in _partitions(sql)
-    assert (seq, "doc.edit") in recorded(admin)  # nothing purged
+    monkeypatch.setattr(purger_module, "MONTHS_AHEAD_INTERVAL", 0.05)
+    off = Purger(migrated_database_url, record=aged.service.purger.record, interval=0, clock=clock)
+
+    async def started() -> None:
+        off.start()
+
+    aged.run(started())
+    try:
+        deadline = time.monotonic() + 10
+        while f"events_{ahead:%Y_%m}" not in _partitions(sql):
+            assert time.monotonic() < deadline, "no month was created"
+            time.sleep(0.05)
+    finally:
+        aged.run(off.stop())
+    assert (seq, "doc.edit") in recorded(admin)  # expired, and kept: purging is off
 
 
 def test_a_purged_log_still_verifies_and_proves(

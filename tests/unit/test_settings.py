@@ -6,7 +6,7 @@ import pytest
 
 from sealtrail_server.config import Settings
 
-COUNTS = ["POOL_MAX_SIZE", "APPEND_BATCH_EVENTS", "STREAM_QUEUE_CAPACITY", "RETENTION_BATCH_EVENTS"]
+COUNTS = ["APPEND_BATCH_EVENTS", "STREAM_QUEUE_CAPACITY", "RETENTION_BATCH_EVENTS"]
 
 
 @pytest.mark.parametrize("name", COUNTS)
@@ -19,3 +19,12 @@ def test_a_count_of_zero_is_refused_by_name(name: str) -> None:
 def test_a_count_given_as_an_override_is_checked_too() -> None:
     with pytest.raises(SystemExit, match="SEALTRAIL_RETENTION_BATCH_EVENTS must be at least 1"):
         Settings.load({}, retention_batch_events=-5)
+
+
+@pytest.mark.parametrize(("max_size", "min_size"), [("1", "1"), ("3", "4")])
+def test_a_pool_too_small_for_a_change_and_its_record_is_refused(
+    max_size: str, min_size: str
+) -> None:
+    env = {"SEALTRAIL_POOL_MAX_SIZE": max_size, "SEALTRAIL_POOL_MIN_SIZE": min_size}
+    with pytest.raises(SystemExit, match="SEALTRAIL_POOL_MAX_SIZE must be at least 2"):
+        Settings.load(env)
