@@ -40,6 +40,18 @@ def _until_waiting(sql: psycopg.Connection[Any], pending: Future[Any]) -> None:
         time.sleep(0.01)
 
 
+def _erase_uncommitted(sql: psycopg.Connection[Any], tenant: str) -> None:
+    """In `sql`'s transaction, as an erasure does: its lock, then its receipt
+    (the rows it removes between them matter not here)."""
+    sql.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
+    sql.execute(
+        "INSERT INTO tenant_erasures (tenant_id, erased_at, erased_by, final_tree_size,"
+        " final_root_hash, final_checkpoint, removed_rows)"
+        " VALUES (%s, now(), 'test', 0, sha256(''), '', '{}')",
+        [tenant],
+    )
+
+
 async def _first_append(server: ServerThread, tenant: str) -> list[Any]:
     """An event appended to `tenant` by a new appender: a process that never
     saw the tenant, which creates its head."""
@@ -76,14 +88,8 @@ def test_an_erasure_waits_for_a_hold_being_placed_and_is_refused_by_it(
 def test_no_head_is_created_for_a_tenant_being_erased(
     server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
 ) -> None:
-    with sql.transaction():  # as an erasure does: its lock, then its receipt
-        sql.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
-        sql.execute(
-            "INSERT INTO tenant_erasures (tenant_id, erased_at, erased_by, final_tree_size,"
-            " final_root_hash, final_checkpoint, removed_rows)"
-            " VALUES (%s, now(), 'test', 0, sha256(''), '', '{}')",
-            [tenant],
-        )
+    with sql.transaction():
+        _erase_uncommitted(sql, tenant)
         appending = asyncio.run_coroutine_threadsafe(_first_append(server, tenant), server.loop)
         _until_waiting(sql, appending)
     [outcome] = appending.result(timeout=30)
@@ -188,14 +194,8 @@ def test_a_token_created_during_an_erasure_waits_for_it_and_is_refused(
 ) -> None:
     admin = client_for(tenant)
     with ThreadPoolExecutor(1) as pool:
-        with sql.transaction():  # as an erasure does: its lock, its DELETEs, its receipt
-            sql.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
-            sql.execute(
-                "INSERT INTO tenant_erasures (tenant_id, erased_at, erased_by, final_tree_size,"
-                " final_root_hash, final_checkpoint, removed_rows)"
-                " VALUES (%s, now(), 'test', 0, sha256(''), '', '{}')",
-                [tenant],
-            )
+        with sql.transaction():
+            _erase_uncommitted(sql, tenant)
             creating = pool.submit(admin.create_token, "reader")
             _until_waiting(sql, creating)
         with pytest.raises(RpcFailedError) as refused:
