@@ -42,7 +42,7 @@ def _until_waiting(sql: psycopg.Connection[Any], pending: Future[Any]) -> None:
 
 def _erase_uncommitted(sql: psycopg.Connection[Any], tenant: str) -> None:
     """In `sql`'s transaction, as an erasure does: its lock, then its receipt
-    (the rows it removes between them matter not here)."""
+    (the rows it removes in between do not matter here)."""
     sql.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
     sql.execute(
         "INSERT INTO tenant_erasures (tenant_id, erased_at, erased_by, final_tree_size,"
