@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from sealtrail.v1 import event_pb2
 
@@ -174,15 +176,16 @@ def filter_from_json(data: dict[str, Any]) -> EventFilter:
 
 
 def _set_time(stamp: timestamp_pb2.Timestamp, text: str) -> None:
-    stamp.CopyFrom(_timestamp(text))
+    stamp.CopyFrom(timestamp_pb2.Timestamp(**_timestamp_fields(text)))
 
 
-def _timestamp(text: str) -> timestamp_pb2.Timestamp:
+def _timestamp_fields(text: str) -> dict[str, int]:
     # Arithmetic on the parsed time: Timestamp.FromDatetime costs 18x the parse.
     elapsed = datetime.fromisoformat(text) - _EPOCH
-    return timestamp_pb2.Timestamp(
-        seconds=elapsed.days * 86_400 + elapsed.seconds, nanos=elapsed.microseconds * 1_000
-    )
+    return {
+        "seconds": elapsed.days * 86_400 + elapsed.seconds,
+        "nanos": elapsed.microseconds * 1_000,
+    }
 
 
 def _set_value(target: struct_pb2.Value, value: Any) -> None:
@@ -216,53 +219,80 @@ def event_from_record(record: str, leaf_hash: bytes) -> event_pb2.Event:
 
 
 def event_from_data(data: dict[str, Any], leaf_hash: bytes) -> event_pb2.Event:
-    """The API view of a stored canonical record, already parsed. Built in one
-    constructor call: a Query page converts hundreds of these, and setting
-    fields one by one cost twice as much."""
+    """The API view of a stored canonical record, already parsed."""
+    event = event_pb2.Event(**event_fields(data, leaf_hash))
+    if "changes" in data:
+        _add_changes(event, data["changes"])
+    return event
+
+
+def add_events(
+    events: RepeatedCompositeFieldContainer[event_pb2.Event], rows: Iterable[tuple[str, bytes]]
+) -> None:
+    """Append the API view of each stored (record, leaf hash) to `events`, a
+    repeated field: built in place, where an Event built apart would be copied
+    in (a third of the cost of a page)."""
+    add = events.add
+    for record, leaf_hash in rows:
+        data = json.loads(record)
+        event = add(**event_fields(data, leaf_hash))
+        if "changes" in data:
+            _add_changes(event, data["changes"])
+
+
+def event_fields(data: dict[str, Any], leaf_hash: bytes) -> dict[str, Any]:
+    """An Event's fields from a parsed stored record, but its changes, as
+    constructor arguments: a Query page converts hundreds of these, and one
+    constructor call given plain dicts (sub-messages, the details Struct)
+    costs a third of setting fields or building sub-messages one by one."""
     actor = data["actor"]
-    event = event_pb2.Event(
-        id=data["id"],
-        seq=data["seq"],
-        tenant_id=data["tenant_id"],
-        action=data["action"],
-        category=_CATEGORY_NUMBERS.get(data.get("category", ""), event_pb2.CATEGORY_UNSPECIFIED),
-        severity=_SEVERITY_NUMBERS[data["severity"]],
-        outcome=_OUTCOME_NUMBERS[data["outcome"]],
-        description=data.get("description", ""),
-        idempotency_key=data.get("idempotency_key", ""),
-        leaf_hash=leaf_hash,
-        occurred_at=_timestamp(data["occurred_at"]),
-        received_at=_timestamp(data["received_at"]),
-        actor=event_pb2.Actor(
-            type=_ACTOR_TYPE_NUMBERS[actor["type"]],
-            id=actor["id"],
-            email=actor.get("email", ""),
-            display_name=actor.get("display_name", ""),
-        ),
-    )
+    fields: dict[str, Any] = {
+        "id": data["id"],
+        "seq": data["seq"],
+        "tenant_id": data["tenant_id"],
+        "action": data["action"],
+        "category": _CATEGORY_NUMBERS.get(data.get("category", ""), event_pb2.CATEGORY_UNSPECIFIED),
+        "severity": _SEVERITY_NUMBERS[data["severity"]],
+        "outcome": _OUTCOME_NUMBERS[data["outcome"]],
+        "description": data.get("description", ""),
+        "idempotency_key": data.get("idempotency_key", ""),
+        "leaf_hash": leaf_hash,
+        "occurred_at": _timestamp_fields(data["occurred_at"]),
+        "received_at": _timestamp_fields(data["received_at"]),
+        "actor": {
+            "type": _ACTOR_TYPE_NUMBERS[actor["type"]],
+            "id": actor["id"],
+            "email": actor.get("email", ""),
+            "display_name": actor.get("display_name", ""),
+        },
+    }
     if "resource" in data:
         resource = data["resource"]
-        event.resource.type = resource.get("type", "")
-        event.resource.id = resource.get("id", "")
-        event.resource.name = resource.get("name", "")
-    for change in data.get("changes", ()):
+        fields["resource"] = {
+            "type": resource.get("type", ""),
+            "id": resource.get("id", ""),
+            "name": resource.get("name", ""),
+        }
+    if "details" in data:
+        fields["details"] = data["details"]  # a dict makes the Struct, empty kinds kept
+    if "context" in data:
+        context = data["context"]
+        fields["context"] = {key: context.get(key, "") for key in _CONTEXT_FIELDS}
+    return fields
+
+
+# RequestContext's fields, each a string in the record when set.
+_CONTEXT_FIELDS = ("ip", "user_agent", "country", "request_id", "trace_id", "span_id")
+
+
+def _add_changes(event: event_pb2.Event, changes: list[dict[str, Any]]) -> None:
+    # Value fields take no plain values in a constructor: set by hand.
+    for change in changes:
         entry = event.changes.add(field=change["field"])
         if "before" in change:
             _set_value(entry.before, change["before"])
         if "after" in change:
             _set_value(entry.after, change["after"])
-    if "details" in data:
-        event.details.SetInParent()
-        _set_struct(event.details, data["details"])
-    if "context" in data:
-        context = data["context"]
-        event.context.ip = context.get("ip", "")
-        event.context.user_agent = context.get("user_agent", "")
-        event.context.country = context.get("country", "")
-        event.context.request_id = context.get("request_id", "")
-        event.context.trace_id = context.get("trace_id", "")
-        event.context.span_id = context.get("span_id", "")
-    return event
 
 
 def event_as_stored(

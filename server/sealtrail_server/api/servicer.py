@@ -40,7 +40,7 @@ from ..stream.hub import StreamHub
 from ..telemetry.context import current_correlation
 from .alerting import AlertingRpcs
 from .audited import filter_details, record_access
-from .convert import event_as_stored, event_draft, event_from_record, filter_draft
+from .convert import add_events, event_as_stored, event_draft, event_from_record, filter_draft
 from .errors import entry_error
 from .export import ExportRpcs
 from .forwarding import ForwardingRpcs
@@ -214,10 +214,9 @@ class AuditLogServicer(
             if len(rows) > limit
             else ""
         )
-        return pb.QueryResponse(
-            events=[event_from_record(row.record, row.leaf_hash) for row in page],
-            next_page_token=next_token,
-        )
+        response = pb.QueryResponse(next_page_token=next_token)
+        add_events(response.events, ((row.record, row.leaf_hash) for row in page))
+        return response
 
 
 def _stored_event(
