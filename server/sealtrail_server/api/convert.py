@@ -220,7 +220,7 @@ def event_from_record(record: str, leaf_hash: bytes) -> event_pb2.Event:
 
 def event_from_data(data: dict[str, Any], leaf_hash: bytes) -> event_pb2.Event:
     """The API view of a stored canonical record, already parsed."""
-    event = event_pb2.Event(**event_fields(data, leaf_hash))
+    event = event_pb2.Event(**_event_fields(data, leaf_hash))
     if "changes" in data:
         _add_changes(event, data["changes"])
     return event
@@ -235,12 +235,12 @@ def add_events(
     add = events.add
     for record, leaf_hash in rows:
         data = json.loads(record)
-        event = add(**event_fields(data, leaf_hash))
+        event = add(**_event_fields(data, leaf_hash))
         if "changes" in data:
             _add_changes(event, data["changes"])
 
 
-def event_fields(data: dict[str, Any], leaf_hash: bytes) -> dict[str, Any]:
+def _event_fields(data: dict[str, Any], leaf_hash: bytes) -> dict[str, Any]:
     """An Event's fields from a parsed stored record, but its changes, as
     constructor arguments: a Query page converts hundreds of these, and one
     constructor call given plain dicts (sub-messages, the details Struct)
