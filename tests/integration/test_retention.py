@@ -190,6 +190,14 @@ def test_expired_events_are_purged_by_their_rule(
     assert recorded(admin) == [(login, "user.login")]
 
 
+def _pending_summaries(sql: psycopg.Connection[Any], tenant: str) -> list[dict[str, Any]]:
+    """The tenant's purge summaries not yet recorded in its log."""
+    rows = sql.execute(
+        "SELECT summary FROM retention_pending_purges WHERE tenant_id = %s", [tenant]
+    ).fetchall()
+    return [summary for (summary,) in rows]
+
+
 def test_a_purge_a_crash_left_unrecorded_is_recorded_by_the_next_pass_once(
     aged: ServerThread,
     admin: AuditClient,
@@ -224,19 +232,18 @@ def test_a_purge_a_crash_left_unrecorded_is_recorded_by_the_next_pass_once(
         aged.run(dying(recorded_first=False).run_once())
     assert recorded(admin) == []  # removed, in two batches of three
     assert admin.query_page(build_filter(actions="retention.purged")).events == []
-    pending = "SELECT summary FROM retention_pending_purges WHERE tenant_id = %s"
-    [(summary,)] = sql.execute(pending, [tenant]).fetchall()
+    [summary] = _pending_summaries(sql, tenant)
     assert (summary["purged"], summary["first_seq"], summary["last_seq"]) == (5, seqs[0], seqs[-1])
 
     with pytest.raises(OSError):
         aged.run(dying(recorded_first=True).run_once())
-    assert len(sql.execute(pending, [tenant]).fetchall()) == 1  # recorded, not yet let go
+    assert len(_pending_summaries(sql, tenant)) == 1  # recorded, not yet let go
     purge(aged)
     purge(aged)
     [purged] = admin.query(build_filter(actions="retention.purged"))
     assert purged.details["purged"] == 5
     assert (purged.details["first_seq"], purged.details["last_seq"]) == (seqs[0], seqs[-1])
-    assert sql.execute(pending, [tenant]).fetchall() == []
+    assert _pending_summaries(sql, tenant) == []
 
 
 def test_a_tenant_whose_purge_cannot_be_recorded_is_not_purged_further(
@@ -273,8 +280,7 @@ def test_a_tenant_whose_purge_cannot_be_recorded_is_not_purged_further(
     clock.advance(31)
     aged.run(refusing.run_once())  # refused again: the newer event stays
     assert recorded(admin) == [(later, "doc.edit")]
-    pending = "SELECT summary FROM retention_pending_purges WHERE tenant_id = %s"
-    [(summary,)] = sql.execute(pending, [tenant]).fetchall()
+    [summary] = _pending_summaries(sql, tenant)
     assert (summary["first_seq"], summary["last_seq"]) == (seqs[0], seqs[-1])
 
     purge(aged)  # recorded first, then purged again
@@ -282,7 +288,7 @@ def test_a_tenant_whose_purge_cannot_be_recorded_is_not_purged_further(
     told = admin.query(build_filter(actions="retention.purged"), order="oldest")
     ranges = [(e.details["first_seq"], e.details["last_seq"]) for e in told]
     assert ranges == [(seqs[0], seqs[-1]), (seqs[-1] + 1, later)]
-    assert sql.execute(pending, [tenant]).fetchall() == []
+    assert _pending_summaries(sql, tenant) == []
 
 
 def test_with_purging_off_the_months_ahead_are_still_created(

@@ -18,13 +18,18 @@ from psycopg import sql
 from ..domain.errors import FailedPrecondition, IntegrityFailure, Unavailable
 from ..domain.merkle import EMPTY_ROOT
 from ..integrity.checkpointer import Checkpointer
-from ..store.changes import ERASURE_SUBJECT, RETENTION_SUBJECT, lock_subject
+from ..store.changes import (
+    ERASURE_SUBJECT,
+    RETENTION_SUBJECT,
+    lock_subject,
+    waiting_at_most,
+)
 from ..store.checkpoints import StoredCheckpoint
 
 log = logging.getLogger(__name__)
 
 # How long an erasure waits for a change of the tenant in progress.
-_LOCK_WAIT: Final = "10s"
+_LOCK_WAIT_SECONDS: Final = 10.0
 
 # Every table with a tenant_id column but the receipts: found in the catalog at
 # each erasure, so a table added by a later migration is never left behind.
@@ -88,16 +93,10 @@ class Eraser:
             # one). Retention first: a hold change holding it waits for the
             # appender, which may wait for the erasure's lock. Each wait is
             # bounded: a change of the tenant in progress is answered UNAVAILABLE.
-            await conn.execute("SELECT set_config('lock_timeout', %s, true)", [_LOCK_WAIT])
-            try:
+            busy = "another change of the tenant is in progress; retry the erasure"
+            async with waiting_at_most(conn, _LOCK_WAIT_SECONDS, busy=busy):
                 await lock_subject(conn, tenant_id, RETENTION_SUBJECT)
                 await lock_subject(conn, tenant_id, ERASURE_SUBJECT)
-            except psycopg.errors.LockNotAvailable as error:
-                raise Unavailable(
-                    "another change of the tenant is in progress; retry the erasure",
-                    retry_after=1.0,
-                ) from error
-            await conn.execute("SET LOCAL lock_timeout TO DEFAULT")
             cursor = await conn.execute(
                 "SELECT erased_at, erased_by FROM tenant_erasures WHERE tenant_id = %s",
                 [tenant_id],

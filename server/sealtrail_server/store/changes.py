@@ -48,7 +48,7 @@ class Changes:
 
     def __init__(self, db: Database, *, wait_seconds: float = DEFAULT_WAIT_SECONDS) -> None:
         self._db = db
-        self._wait_ms = max(1, round(wait_seconds * 1000))
+        self._wait_seconds = wait_seconds
         self._local: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -70,18 +70,24 @@ class Changes:
             self._db.connection(tenant_id) as conn,
             conn.transaction(),
         ):
-            await conn.execute(
-                "SELECT set_config('lock_timeout', %s, true)", [f"{self._wait_ms}ms"]
-            )
-            try:
+            busy = f"another change of {subject} is still being applied; retry"
+            async with waiting_at_most(conn, self._wait_seconds, busy=busy):
                 await lock_subject(conn, tenant_id, subject)
-            except psycopg.errors.LockNotAvailable as error:
-                raise Unavailable(
-                    f"another change of {subject} is still being applied; retry",
-                    retry_after=1.0,
-                ) from error
-            await conn.execute("SET LOCAL lock_timeout TO DEFAULT")
             yield conn
+
+
+@asynccontextmanager
+async def waiting_at_most(conn: AnyConnection, seconds: float, *, busy: str) -> AsyncIterator[None]:
+    """Lock waits in the block (of `conn`'s transaction) give up after
+    `seconds`, answered Unavailable(`busy`); after it, waits are unbounded again."""
+    await conn.execute(
+        "SELECT set_config('lock_timeout', %s, true)", [f"{max(1, round(seconds * 1000))}ms"]
+    )
+    try:
+        yield
+    except psycopg.errors.LockNotAvailable as error:
+        raise Unavailable(busy, retry_after=1.0) from error
+    await conn.execute("SET LOCAL lock_timeout TO DEFAULT")
 
 
 async def lock_subject(conn: AnyConnection, tenant_id: str, subject: str) -> None:

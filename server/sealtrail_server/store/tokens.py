@@ -6,11 +6,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-import psycopg
-
 from ..domain.access import Principal, Role, new_token, token_digest
-from ..domain.errors import FailedPrecondition, Unavailable
-from .changes import ERASURE_SUBJECT, share_subjects
+from ..domain.errors import FailedPrecondition
+from .changes import ERASURE_SUBJECT, share_subjects, waiting_at_most
 from .database import Connection, Database
 
 
@@ -32,12 +30,8 @@ async def create_token(db: Database, *, tenant_id: str, role: Role, name: str = 
         # An erasure of the tenant in progress is waited for (a while, holding
         # a pooled connection): created before its commit, the token would
         # outlive it.
-        await conn.execute("SET LOCAL lock_timeout = '5s'")
-        try:
+        async with waiting_at_most(conn, 5.0, busy="the tenant is being erased; retry"):
             await share_subjects(conn, [tenant_id], ERASURE_SUBJECT)
-        except psycopg.errors.LockNotAvailable as error:
-            raise Unavailable("the tenant is being erased", retry_after=1.0) from error
-        await conn.execute("SET LOCAL lock_timeout TO DEFAULT")
         cursor = await conn.execute(
             "INSERT INTO api_tokens (tenant_id, token_id, secret_sha256, role, name)"
             " SELECT %s, %s, %s, %s, %s WHERE NOT EXISTS"
