@@ -1,5 +1,6 @@
 """The events the benchmark records: realistic, each with its own idempotency
-key and request id; and the equivalent rows for the raw COPY baseline."""
+key and request id; and the equivalent rows for the raw COPY baseline, with
+the caller view the server stores beside each record (ADR 0022)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import itertools
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import uuid_utils.compat as uuid_utils
 from google.protobuf import struct_pb2
 
 from sealtrail.v1 import event_pb2
+from sealtrail_server.api.convert import view_matches
 
 _ACTORS = 50  # distinct users the events are spread over
 _ACTION = "document.share"
@@ -85,6 +87,29 @@ def _timestamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _part(**fields: Any) -> bytes:
+    return event_pb2.Event(**fields).SerializeToString()
+
+
+# A row's caller view in serialized parts, joined per row (concatenated
+# messages merge): what every row shares, then what varies with its actor and
+# resource; its time, key and request id are serialized per row.
+_SHARED_VIEW = _template().SerializeToString()
+_ACTOR_VIEWS = [
+    _part(actor={"id": f"user_{n:04d}", "email": f"user{n}@customer.example"})
+    for n in range(_ACTORS)
+]
+_RESOURCE_VIEWS = [_part(resource={"id": f"doc_{n:05d}"}) for n in range(997)]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def assert_views_match(rows: Iterator[tuple[str, bytes]]) -> None:
+    """Each (record, caller view) shows through Query what its record says,
+    checked as VerifyLog's check_views checks it: bench rows are the server's."""
+    for record, view in rows:
+        assert view_matches(record.encode(), view), "a bench row's caller view is not its record's"
+
+
 class RowFactory:
     """Rows for the appender's COPY (same columns, same kind of values) of a
     tenant's events, with consecutive seqs from 1."""
@@ -105,6 +130,7 @@ class RowFactory:
         self._seq += 1
         seq = self._seq
         user = seq % _ACTORS
+        occurred = datetime.now(UTC)
         values = {
             "action": _ACTION,
             "email": f"user{user}@customer.example",
@@ -116,7 +142,7 @@ class RowFactory:
             "details": _DETAILS_JSON,
             "id": str(uuid_utils.uuid7()),
             "key": f"{self._prefix}-{seq}",
-            "occurred_at": _timestamp(),
+            "occurred_at": occurred.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "received_at": received_at,
             "resource_id": f"doc_{seq % 997:05d}",
             "seq": seq,
@@ -124,6 +150,24 @@ class RowFactory:
         }
         record = _RECORD % values
         leaf = hashlib.sha256(b"\x00" + record.encode()).digest()
+        since_epoch = occurred - _EPOCH
+        view = b"".join(
+            (
+                _SHARED_VIEW,
+                _ACTOR_VIEWS[user],
+                _RESOURCE_VIEWS[seq % 997],
+                _part(
+                    occurred_at={
+                        "seconds": since_epoch // timedelta(seconds=1),
+                        "nanos": since_epoch.microseconds * 1000,
+                    },
+                    idempotency_key=values["key"],
+                    context={"request_id": values["request_id"]},
+                ),
+            )
+        )
+        if seq == 1:
+            assert_views_match(iter([(record, view)]))
         return (
             self._tenant,
             seq,
@@ -143,4 +187,5 @@ class RowFactory:
             values["key"],
             leaf,
             record,
+            view,
         )

@@ -5,9 +5,12 @@ server runs, run directly on the same database (its in-run baseline).
 
 Loading: rows are generated inside PostgreSQL (records shaped as the bench's
 other events; leaf = SHA-256(0x00 || record)) into monthly partitions, two
-connections at a time. The tenants the figures query also get their Merkle
-nodes and head computed here from those leaves, so their logs are whole: the
-audit events each Query records extend them as any append would."""
+connections at a time, each with the caller view the server would store beside
+it (ADR 0022): protobuf fragments made here, joined there (concatenated
+messages merge), and checked against the records they came from. The tenants
+the figures query also get their Merkle nodes and head computed here from
+those leaves, so their logs are whole: the audit events each Query records
+extend them as any append would."""
 
 from __future__ import annotations
 
@@ -25,11 +28,13 @@ import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sealtrail import AuditClient, build_filter
+from sealtrail.v1 import event_pb2
 from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.domain.merkle import append_leaf, frontier_root
 from sealtrail_server.store.events import query_statement
 
 from . import cpu
+from .events import assert_views_match
 from .phases import PhaseResult, percentile_ms
 
 TENANTS = 100
@@ -44,10 +49,17 @@ _CHUNK = 200_000
 
 _INSERT = """
 INSERT INTO events (tenant_id, seq, id, occurred_at, received_at, action, category, severity,
-    outcome, actor_id, actor_email, resource_type, resource_id, request_id, leaf_hash, record)
+    outcome, actor_id, actor_email, resource_type, resource_id, request_id, leaf_hash, record,
+    caller_view)
 SELECT %(tenant)s::text, g, id, t, t, a, 'data_access', 1, 'success', actor, email, 'document',
-    doc, rid, sha256('\\x00'::bytea || convert_to(rec, 'UTF8')), rec
-FROM (SELECT g, id, t, a, actor, email, doc, rid, format(
+    doc, rid, sha256('\\x00'::bytea || convert_to(rec, 'UTF8')), rec,
+    %(fixed_view)s::bytea || (%(action_views)s::bytea[])[1 + g %% 5]
+    || (%(actor_views)s::bytea[])[1 + g %% 50] || (%(resource_views)s::bytea[])[1 + g %% 997]
+    || %(request_id_prefix)s::bytea || convert_to(rid::text, 'UTF8')
+    || '\\x1a0c08'::bytea || pg_temp.varint5(us / 1000000)
+    || '\\x10'::bytea || pg_temp.varint5(us %% 1000000 * 1000)
+FROM (SELECT g, id, t, a, actor, email, doc, rid, (extract(epoch FROM t) * 1000000)::bigint AS us,
+  format(
     '{"action":"%%s","actor":{"email":"%%s","id":"%%s","type":"user"},"category":"data_access",'
     '"context":{"ip":"203.0.113.42","request_id":"%%s","user_agent":"Mozilla/5.0 (X11; Linux'
     ' x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"},"description":"Signed in from a'
@@ -67,6 +79,70 @@ FROM (SELECT g, id, t, a, actor, email, doc, rid, format(
 ) AS generated
 """
 
+# A varint in five bytes (any value below 2^35; parsers take the padding), so
+# that an occurred_at Timestamp has a fixed length.
+_VARINT5 = """
+CREATE FUNCTION pg_temp.varint5(n bigint) RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
+  SELECT set_byte(set_byte(set_byte(set_byte(set_byte('\\x0000000000'::bytea,
+    0, ((n & 127) | 128)::int), 1, ((n >> 7 & 127) | 128)::int),
+    2, ((n >> 14 & 127) | 128)::int), 3, ((n >> 21 & 127) | 128)::int), 4, (n >> 28)::int)
+$$
+"""
+
+
+def _view_fragments() -> dict[str, Any]:
+    """The caller view of a generated record in parts, as `_INSERT` joins them:
+    what every record shares, then what varies with its action, actor and
+    resource, and the serialized prefix of a request id (the id follows)."""
+
+    def part(**fields: Any) -> bytes:
+        return event_pb2.Event(**fields).SerializeToString()
+
+    request_id = part(context={"request_id": "0" * 36})
+    return {
+        "fixed_view": part(
+            category=event_pb2.CATEGORY_DATA_ACCESS,
+            severity=event_pb2.SEVERITY_INFO,
+            outcome=event_pb2.OUTCOME_SUCCESS,
+            description="Signed in from a new device",
+            resource={"type": "document", "name": "Q3 board deck.pdf"},
+            details={"method": "password", "mfa": "totp", "session_minutes": 30},
+            context={"ip": "203.0.113.42", "user_agent": _USER_AGENT},
+        ),
+        "action_views": [part(action=action) for action in _ACTIONS],
+        "actor_views": [
+            part(
+                actor={
+                    "type": event_pb2.ACTOR_TYPE_USER,
+                    "id": f"user_{n:04d}",
+                    "email": f"user{n}@customer.example",
+                }
+            )
+            for n in range(50)
+        ],
+        "resource_views": [part(resource={"id": f"doc_{n:05d}"}) for n in range(997)],
+        "request_id_prefix": request_id[:-36],
+    }
+
+
+_ACTIONS = (
+    "document.share",
+    "user.login",
+    "api_key.create",
+    "member.invite",
+    "billing.invoice_paid",
+)
+_USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"
+
+
+def _check_views(conn: psycopg.Connection[Any], tenant: str) -> None:
+    """The caller views loaded are exactly what the server would store."""
+    rows = conn.execute(
+        "SELECT record, caller_view FROM events WHERE tenant_id = %s ORDER BY seq LIMIT 20",
+        [tenant],
+    ).fetchall()
+    assert_views_match(iter(rows))
+
 
 @dataclass(frozen=True)
 class ScaleLog:
@@ -83,6 +159,7 @@ def load(database_url: str, run_id: str, events: int) -> ScaleLog:
     start = datetime.now(UTC) - timedelta(days=DAYS)
     step = int(DAYS * 86_400 * 1_000_000 / per_tenant)
     tenants = [f"scale-{run_id}-{n:03d}" for n in range(TENANTS)]
+    fragments = _view_fragments()
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
             "SELECT sealtrail_create_event_partitions(%s, now())", [start - timedelta(days=1)]
@@ -94,6 +171,7 @@ def load(database_url: str, run_id: str, events: int) -> ScaleLog:
             "step": step,
             "lo": lo,
             "hi": min(per_tenant, lo + _CHUNK - 1),
+            **fragments,
         }
         for tenant in tenants
         for lo in range(1, per_tenant + 1, _CHUNK)
@@ -101,6 +179,7 @@ def load(database_url: str, run_id: str, events: int) -> ScaleLog:
 
     def work(share: list[dict[str, Any]]) -> None:
         with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(_VARINT5)
             for job in share:
                 conn.execute(_INSERT, job)
 
@@ -112,6 +191,7 @@ def load(database_url: str, run_id: str, events: int) -> ScaleLog:
     queried = tenants[:QUERIED]
     with psycopg.connect(database_url, autocommit=True) as conn:
         for tenant in queried:
+            _check_views(conn, tenant)
             _make_whole(conn, tenant)
         conn.execute("ANALYZE events")
         conn.execute("ANALYZE tree_nodes")
@@ -128,11 +208,15 @@ def load_tenant(database_url: str, tenant: str, events: int) -> float:
         conn.execute(
             "SELECT sealtrail_create_event_partitions(%s, now())", [start - timedelta(days=1)]
         )
+        conn.execute(_VARINT5)
+        fragments = _view_fragments()
         for lo in range(1, events + 1, _CHUNK):
             hi = min(events, lo + _CHUNK - 1)
             conn.execute(
-                _INSERT, {"tenant": tenant, "start": start, "step": step, "lo": lo, "hi": hi}
+                _INSERT,
+                {"tenant": tenant, "start": start, "step": step, "lo": lo, "hi": hi, **fragments},
             )
+        _check_views(conn, tenant)
         _make_whole(conn, tenant)
         conn.execute("ANALYZE events")
     return time.perf_counter() - started

@@ -176,6 +176,9 @@ def test_bundle_and_verify_from_the_command_line(
     # checkpoints: the bundle's, and any a server's checkpointer signed meanwhile
     verified_log = run("sealtrail", "verify-log", env=cli_env).stdout
     assert re.match(r"OK: 5 records and \d+ checkpoints? verified", verified_log), verified_log
+    # and what Query shows of each (ADR 0022), now with that verify-log's access record
+    with_views = run("sealtrail", "verify-log", "--check-views", env=cli_env).stdout
+    assert re.match(r"OK: 6 records, 6 views and \d+ checkpoints? verified", with_views), with_views
 
 
 def test_a_revoked_token_is_refused(cli_env: dict[str, str], migrated_database_url: str) -> None:

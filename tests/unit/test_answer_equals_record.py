@@ -1,5 +1,7 @@
-"""The answer to Record is built from the request (event_as_stored) for speed;
-it must be exactly what reading the stored record gives (event_from_record)."""
+"""What Record answers and Query shows of an event is its caller view (built
+from the request, or from the validated body when values were normalised or
+redacted) merged with the server's fields, for speed; it must be exactly what
+reading the stored record gives (event_from_record)."""
 
 from __future__ import annotations
 
@@ -12,11 +14,18 @@ from google.protobuf import struct_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sealtrail.v1 import event_pb2
-from sealtrail_server.api.convert import event_as_stored, event_draft, event_from_record
+from sealtrail.v1 import audit_service_pb2, event_pb2
+from sealtrail_server.api.convert import (
+    add_events,
+    caller_view,
+    event_draft,
+    event_from_record,
+    with_server_fields,
+)
 from sealtrail_server.domain.errors import InvalidArgument
 from sealtrail_server.domain.event import ServerFields, finalize_record, validate_event
 from sealtrail_server.domain.merkle import leaf_hash
+from sealtrail_server.store.events import ShownEvent
 
 NOW = datetime(2026, 11, 22, 12, 0, 0, 123456, tzinfo=UTC)
 RECEIVED = datetime(2026, 11, 22, 12, 0, 1, 654321, tzinfo=UTC)
@@ -88,30 +97,41 @@ def events(draw: st.DrawFn) -> event_pb2.Event:
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(events())
-def test_answer_built_from_request_equals_stored_record(sent: event_pb2.Event) -> None:
+@given(events(), st.booleans())
+def test_caller_view_with_server_fields_equals_stored_record(
+    sent: event_pb2.Event, from_body: bool
+) -> None:
     try:
         valid = validate_event(event_draft(sent, "event"), now=NOW)
     except InvalidArgument:
         return
     server = ServerFields("t-1", str(uuid.uuid4()), 7, "2026-11-22T12:00:01.654321Z")
     record = finalize_record(valid, server)
-    stored = event_from_record(record.decode(), leaf_hash(record))
-    if not valid.verbatim:
-        return  # answered from the record itself
-    answer = event_as_stored(
-        sent,
-        valid,
+    leaf = leaf_hash(record)
+    stored = event_from_record(record.decode(), leaf)
+    # From the body, as for a redacted event, one with values normalised, or
+    # one Sealtrail writes itself; else from the request when it may be.
+    view = caller_view(valid) if from_body else caller_view(valid, sent=sent)
+    serialized = view.SerializeToString()
+    answer = with_server_fields(
+        view,
         tenant_id=server.tenant_id,
         event_id=server.id,
         seq=server.seq,
         received_at=RECEIVED,
-        leaf_hash=leaf_hash(record),
+        leaf_hash=leaf,
     )
     assert answer == stored
     assert answer.SerializeToString(deterministic=True) == stored.SerializeToString(
         deterministic=True
     )
+    shown = audit_service_pb2.QueryResponse()  # as Query reads it back
+    add_events(
+        shown.events,
+        [ShownEvent(server.seq, server.id, RECEIVED, leaf, serialized, None)],
+        tenant_id=server.tenant_id,
+    )
+    assert list(shown.events) == [stored]
 
 
 @given(st.datetimes(timezones=st.just(UTC)))

@@ -18,6 +18,7 @@ from ..domain.errors import SealtrailError
 from ..domain.event import ChangeDraft, EventDraft, correlate, validate_event
 from ..store.appender import Appender
 from ..telemetry.context import current_correlation
+from .convert import caller_view
 
 
 def filter_details(event_filter: event_pb2.EventFilter) -> dict[str, Any]:
@@ -89,7 +90,8 @@ async def record_event(
     )
     correlate(draft, current_correlation())
     valid = validate_event(draft, now=now, path=action)
-    [outcome] = await appender.append(tenant_id, [valid])
+    view = caller_view(valid).SerializeToString()
+    [outcome] = await appender.append(tenant_id, [valid], [view])
     if isinstance(outcome, SealtrailError):
         raise outcome
     return outcome.event_id

@@ -32,6 +32,7 @@ from ..store.tree import (
 )
 from ..store.verify import verify_log
 from .audited import record_access
+from .convert import view_matches
 from .guard import current_principal
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -261,11 +262,14 @@ class IntegrityRpcs:
             self._db,
             tenant_id=principal.tenant_id,
             verifiers=await self._checkpointer.verifiers(),
+            view_matches=view_matches if request.check_views else None,
         )
         outcome: dict[str, Any] = {
             "ok": result.failure is None,
             "verified_size": result.verified_size,
         }
+        if request.check_views:
+            outcome["views_verified"] = result.views_verified
         if result.failure is not None:
             outcome["failure"] = {"seq": result.failure.seq, "reason": result.failure.reason}
         await record_access(
@@ -282,6 +286,7 @@ class IntegrityRpcs:
             ok=result.failure is None,
             verified_size=result.verified_size,
             checkpoints_verified=result.checkpoints_verified,
+            views_verified=result.views_verified,
         )
         if result.failure is not None:
             response.failure.CopyFrom(

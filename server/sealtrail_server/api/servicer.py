@@ -33,14 +33,21 @@ from ..retention.erasure import Eraser
 from ..store.appender import Appended, Appender
 from ..store.changes import Changes
 from ..store.database import Database
-from ..store.events import Order, get_event, query_events
+from ..store.events import Order, get_event, query_page
 from ..store.node_reader import NodeReader
 from ..store.tenant_settings import SettingsCache
 from ..stream.hub import StreamHub
 from ..telemetry.context import current_correlation
 from .alerting import AlertingRpcs
 from .audited import filter_details, record_access
-from .convert import add_events, event_as_stored, event_draft, event_from_record, filter_draft
+from .convert import (
+    add_events,
+    caller_view,
+    event_draft,
+    event_from_record,
+    filter_draft,
+    with_server_fields,
+)
 from .errors import entry_error
 from .export import ExportRpcs
 from .forwarding import ForwardingRpcs
@@ -120,12 +127,12 @@ class AuditLogServicer(
         tenant_id = current_principal().tenant_id
         draft = correlate(event_draft(request.event, "event"), current_correlation())
         [valid] = await self._redact(tenant_id, [validate_event(draft, now=self._clock())])
-        [outcome] = await self._appender.append(tenant_id, [valid])
+        view = caller_view(valid, sent=request.event)
+        [outcome] = await self._appender.append(tenant_id, [valid], [view.SerializeToString()])
         if isinstance(outcome, SealtrailError):
             raise outcome
         return pb.RecordResponse(
-            event=_stored_event(request.event, valid, outcome, tenant_id),
-            deduplicated=outcome.deduplicated,
+            event=_stored_event(view, outcome, tenant_id), deduplicated=outcome.deduplicated
         )
 
     async def RecordBatch(
@@ -151,13 +158,23 @@ class AuditLogServicer(
             except InvalidArgument as error:
                 results[index] = pb.RecordBatchResult(error=entry_error(error))
         valid = await self._redact(tenant_id, valid)
-        outcomes = await self._appender.append(tenant_id, valid) if valid else []
-        for index, event, outcome in zip(positions, valid, outcomes, strict=True):
+        views = [
+            caller_view(event, sent=request.events[index])
+            for index, event in zip(positions, valid, strict=True)
+        ]
+        outcomes = (
+            await self._appender.append(
+                tenant_id, valid, [view.SerializeToString() for view in views]
+            )
+            if valid
+            else []
+        )
+        for index, view, outcome in zip(positions, views, outcomes, strict=True):
             if isinstance(outcome, SealtrailError):
                 results[index] = pb.RecordBatchResult(error=entry_error(outcome))
             else:
                 results[index] = pb.RecordBatchResult(
-                    event=_stored_event(request.events[index], event, outcome, tenant_id),
+                    event=_stored_event(view, outcome, tenant_id),
                     deduplicated=outcome.deduplicated,
                 )
         return pb.RecordBatchResponse(results=cast(list[pb.RecordBatchResult], results))
@@ -191,7 +208,7 @@ class AuditLogServicer(
             if request.page_token
             else None
         )
-        rows = await query_events(
+        rows = await query_page(
             self._db,
             tenant_id=tenant_id,
             event_filter=event_filter,
@@ -215,19 +232,18 @@ class AuditLogServicer(
             else ""
         )
         response = pb.QueryResponse(next_page_token=next_token)
-        add_events(response.events, ((row.record, row.leaf_hash) for row in page))
+        add_events(response.events, page, tenant_id=tenant_id)
         return response
 
 
-def _stored_event(
-    sent: event_pb2.Event, valid: ValidEvent, appended: Appended, tenant_id: str
-) -> event_pb2.Event:
-    if appended.deduplicated or appended.received_at is None or not valid.verbatim:
-        # The original as stored, or values the record normalised: read the record.
+def _stored_event(view: event_pb2.Event, appended: Appended, tenant_id: str) -> event_pb2.Event:
+    """The answer for an appended event: its caller view (as stored beside its
+    record) with the server's fields; for a repeated idempotency key, the
+    original as stored."""
+    if appended.deduplicated or appended.received_at is None:
         return event_from_record(appended.record, appended.leaf_hash)
-    return event_as_stored(
-        sent,
-        valid,
+    return with_server_fields(
+        view,
         tenant_id=tenant_id,
         event_id=appended.event_id,
         seq=appended.seq,

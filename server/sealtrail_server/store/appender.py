@@ -85,6 +85,7 @@ AppendOutcome = Appended | SealtrailError
 class _Submission:
     tenant_id: str
     events: Sequence[ValidEvent]
+    views: Sequence[bytes | None]  # each event's caller view, stored beside its record
     future: asyncio.Future[list[AppendOutcome]]
     span: trace.Span | None = None  # the calling RPC's span, when traced and recorded
 
@@ -108,7 +109,7 @@ _COPY_NODES = "COPY tree_nodes (tenant_id, level, idx, hash) FROM STDIN"
 _COPY_EVENTS = (
     "COPY events (tenant_id, seq, id, occurred_at, received_at, action, category, severity,"
     " outcome, actor_id, actor_email, resource_type, resource_id, request_id, trace_id,"
-    " idempotency_key, leaf_hash, record) FROM STDIN"
+    " idempotency_key, leaf_hash, record, caller_view) FROM STDIN"
 )
 
 
@@ -164,15 +165,26 @@ class Appender:
             self._pending = _Pending()
         self._task = None
 
-    async def append(self, tenant_id: str, events: Sequence[ValidEvent]) -> list[AppendOutcome]:
-        """Append `events` to the tenant's log; answers after they are committed."""
+    async def append(
+        self,
+        tenant_id: str,
+        events: Sequence[ValidEvent],
+        views: Sequence[bytes | None] | None = None,
+    ) -> list[AppendOutcome]:
+        """Append `events` to the tenant's log; answers after they are committed.
+        `views`, one per event, are what Query shows of each (ADR 0022): the
+        API's serialized caller view, stored as given; None stores none, and
+        the event is shown from its record."""
         if self._stopping:
             raise Unavailable("the server is shutting down", retry_after=1.0)
         future: asyncio.Future[list[AppendOutcome]] = asyncio.get_running_loop().create_future()
         caller = trace.get_current_span() if self._tracer is not None else None
         if caller is not None and not caller.is_recording():
             caller = None
-        submission = _Submission(tenant_id, events, future, caller)
+        if views is None:
+            views = [None] * len(events)
+        assert len(views) == len(events)
+        submission = _Submission(tenant_id, events, views, future, caller)
         self._pending.submissions.append(submission)
         self._pending.events += len(events)
         self._has_work.set()
@@ -266,7 +278,8 @@ class Appender:
                 _fail(batch, Unavailable("the database refused the append", retry_after=1.0))
             elif len(submission.events) > 1:
                 outcomes = [
-                    [await self._write_alone(submission, event)] for event in submission.events
+                    [await self._write_alone(submission, event, view)]
+                    for event, view in zip(submission.events, submission.views, strict=True)
                 ]
                 _resolve(batch, [[outcome for [outcome] in outcomes]])
             else:
@@ -274,9 +287,13 @@ class Appender:
             return
         _resolve(batch, outcomes)
 
-    async def _write_alone(self, submission: _Submission, event: ValidEvent) -> AppendOutcome:
+    async def _write_alone(
+        self, submission: _Submission, event: ValidEvent, view: bytes | None
+    ) -> AppendOutcome:
         """One event of a submission in a transaction of its own."""
-        alone = _Submission(submission.tenant_id, [event], submission.future, submission.span)
+        alone = _Submission(
+            submission.tenant_id, [event], [view], submission.future, submission.span
+        )
         try:
             [[outcome]] = await self._write([alone])
         except SealtrailError as error:
@@ -330,7 +347,7 @@ class Appender:
         tenant_id = submission.tenant_id
         received_at = format_timestamp(received)
         outcomes: list[AppendOutcome] = []
-        for event in submission.events:
+        for event, view in zip(submission.events, submission.views, strict=True):
             key = event.idempotency_key
             if key is not None:
                 earlier = previous.get((tenant_id, key))
@@ -380,6 +397,7 @@ class Appender:
                     key,
                     leaf,
                     text,
+                    view,
                 )
             )
             appended = Appended(seq, text, leaf, event_id=event_id, received_at=received)

@@ -24,6 +24,28 @@ class StoredEvent:
     leaf_hash: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class ShownEvent:
+    """An event as Query reads it: the server's fields from their columns and
+    the caller's part serialized when it was appended (ADR 0022), or, for an
+    event appended without one, its record."""
+
+    seq: int
+    event_id: str
+    received_at: datetime
+    leaf_hash: bytes
+    caller_view: bytes | None
+    record: str | None  # only when there is no caller part
+
+
+# What Query selects, and what the alert evaluator does (it reads records).
+_SHOWN_COLUMNS = sql.SQL(
+    "seq, id::text, received_at, leaf_hash, caller_view,"
+    " CASE WHEN caller_view IS NULL THEN record END"
+)
+_RECORD_COLUMNS = sql.SQL("seq, record, leaf_hash")
+
+
 # KEY_PROBE: how a hot lookup by a unique key is written. `WHERE tenant_id = $1
 # AND id = $2` can be served by any (tenant_id, ...) index, and with statistics
 # taken while a tenant was tiny the planner rates them all at one row and may
@@ -59,16 +81,42 @@ async def query_events(
     after_seq: int | None,
     limit: int,
 ) -> list[StoredEvent]:
-    """Up to `limit` matching events, strictly past `after_seq` in `order`."""
-    query, params = query_statement(tenant_id, event_filter, order, after_seq, limit)
+    """Up to `limit` matching events' records, strictly past `after_seq` in `order`."""
+    query, params = query_statement(
+        tenant_id, event_filter, order, after_seq, limit, columns=_RECORD_COLUMNS
+    )
     async with db.connection(tenant_id) as conn:
         cursor = await conn.execute(query, params)
         rows = await cursor.fetchall()
     return [_stored(row) for row in rows]
 
 
+async def query_page(
+    db: Database,
+    *,
+    tenant_id: str,
+    event_filter: EventFilter,
+    order: Order,
+    after_seq: int | None,
+    limit: int,
+) -> list[ShownEvent]:
+    """Up to `limit` matching events as Query shows them, strictly past
+    `after_seq` in `order`."""
+    query, params = query_statement(tenant_id, event_filter, order, after_seq, limit)
+    async with db.connection(tenant_id) as conn:
+        cursor = await conn.execute(query, params)
+        rows = await cursor.fetchall()
+    return [ShownEvent(*row) for row in rows]
+
+
 def query_statement(
-    tenant_id: str, event_filter: EventFilter, order: Order, after_seq: int | None, limit: int
+    tenant_id: str,
+    event_filter: EventFilter,
+    order: Order,
+    after_seq: int | None,
+    limit: int,
+    *,
+    columns: sql.Composable = _SHOWN_COLUMNS,
 ) -> tuple[sql.Composed, list[Any]]:
     """The SQL of one Query page and its parameters (the bench runs it directly too)."""
     conditions, params = filter_conditions(tenant_id, event_filter)
@@ -76,9 +124,9 @@ def query_statement(
         conditions.append(sql.SQL("seq < %s" if order == "newest" else "seq > %s"))
         params.append(after_seq)
     query = sql.SQL(
-        "SELECT seq, record, leaf_hash FROM events"
-        " WHERE {conditions} ORDER BY seq {direction} LIMIT %s"
+        "SELECT {columns} FROM events WHERE {conditions} ORDER BY seq {direction} LIMIT %s"
     ).format(
+        columns=columns,
         conditions=sql.SQL(" AND ").join(conditions),
         direction=sql.SQL("DESC" if order == "newest" else "ASC"),
     )

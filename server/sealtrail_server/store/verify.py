@@ -1,12 +1,14 @@
 """VerifyLog: read a tenant's whole log in seq order, recompute every leaf from
 its stored record and the root at every signed checkpoint and at the head, and
-report the first mismatch. Reads through a server-side cursor, so memory stays
-constant whatever the log's size."""
+report the first mismatch; on request, also check each event's caller view
+(what Query shows of it) against its record. Reads through a server-side
+cursor, so memory stays constant whatever the log's size."""
 
 from __future__ import annotations
 
 import hashlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,12 @@ class Verification:
     verified_size: int
     checkpoints_verified: int
     failure: Failure | None
+    views_verified: int = 0
+
+
+# Whether a stored caller view (serialized) shows what its record (the UTF-8
+# bytes hashed) says; the API layer knows how views are made.
+ViewCheck = Callable[[bytes, bytes], bool]
 
 
 def _names_seq(record: bytes, seq: int) -> bool:
@@ -43,7 +51,13 @@ def _names_seq(record: bytes, seq: int) -> bool:
     return record.startswith(b'"seq":%d,' % seq, record.rfind(_SEQ_KEY))
 
 
-async def verify_log(db: Database, *, tenant_id: str, verifiers: list[Verifier]) -> Verification:
+async def verify_log(
+    db: Database,
+    *,
+    tenant_id: str,
+    verifiers: list[Verifier],
+    view_matches: ViewCheck | None = None,
+) -> Verification:
     async with (
         db.connection(tenant_id) as conn,
         conn.transaction(),
@@ -55,7 +69,7 @@ async def verify_log(db: Database, *, tenant_id: str, verifiers: list[Verifier])
         # One snapshot for the head, the checkpoints and every row: what is
         # appended (or purged) meanwhile is neither read nor a mismatch.
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        return await _verify(conn, cursor, pairs, tombs, tenant_id, verifiers)
+        return await _verify(conn, cursor, pairs, tombs, tenant_id, verifiers, view_matches)
 
 
 async def _verify(
@@ -65,7 +79,13 @@ async def _verify(
     tombs: AsyncServerCursor[Any],
     tenant_id: str,
     verifiers: list[Verifier],
+    view_matches: ViewCheck | None,
 ) -> Verification:
+    size = checked = views = 0
+
+    def fail(seq: int, reason: str, message: str) -> Verification:
+        return Verification(size, checked, Failure(seq, reason, message), views)
+
     checkpoints = await all_checkpoints(conn, tenant_id)
     head_row = await conn.execute(
         "SELECT tree_size, root_hash FROM chain_heads WHERE tenant_id = %s", [tenant_id]
@@ -80,11 +100,9 @@ async def _verify(
             text, _ = open_note(checkpoint.note, verifiers)
             parsed = parse_checkpoint(text)
         except NoteError as error:
-            return _fail(0, 0, checkpoint.tree_size, "CHECKPOINT_INVALID", str(error))
+            return fail(checkpoint.tree_size, "CHECKPOINT_INVALID", str(error))
         if (parsed.tree_size, parsed.root_hash) != (checkpoint.tree_size, checkpoint.root_hash):
-            return _fail(
-                0,
-                0,
+            return fail(
                 checkpoint.tree_size,
                 "CHECKPOINT_INVALID",
                 "the row differs from its signed note",
@@ -93,7 +111,6 @@ async def _verify(
     last_signed = max(signed, default=0)
 
     frontier: list[bytes] = []
-    size = checked = 0
     sha256 = hashlib.sha256
     stored_pairs: deque[tuple[int, bytes]] = deque()
     tombstones: deque[tuple[int, bytes]] = deque()
@@ -105,9 +122,7 @@ async def _verify(
         for level, index, node in append_leaf(frontier, size, leaf):
             if level == 1 and (not stored_pairs or stored_pairs.popleft() != (index, node)):
                 first = 2 * index + 1
-                return _fail(
-                    size,
-                    checked,
+                return fail(
                     first,
                     "PAIR_MISMATCH",
                     f"seqs {first} and {first + 1} hash differently from when they"
@@ -117,9 +132,7 @@ async def _verify(
         root = signed.get(size)
         if root is not None:
             if frontier_root(frontier) != root:
-                return _fail(
-                    size,
-                    checked,
+                return fail(
                     size,
                     "ROOT_MISMATCH",
                     f"the root at size {size} differs from the signed checkpoint",
@@ -127,11 +140,7 @@ async def _verify(
             checked += 1
         return None
 
-    await cursor.execute(
-        "SELECT seq, convert_to(record, 'UTF8'), leaf_hash FROM events"
-        " WHERE tenant_id = %s ORDER BY seq",
-        [tenant_id],
-    )
+    await cursor.execute(_WITH_VIEWS if view_matches is not None else _WITHOUT_VIEWS, [tenant_id])
     # Level-1 nodes, stored when their pair of events was appended: a pair
     # whose records and leaves were rewritten together still shows here.
     await pairs.execute(
@@ -173,41 +182,49 @@ async def _verify(
                 if failure := advance(size + 1, leaf):
                     return failure
             break
-        for seq, record, stored_leaf in rows:
+        for seq, record, stored_leaf, view in rows:
             while seq != size + 1:
                 leaf = await tombstone(size + 1)
                 if leaf is None:
                     expected = size + 1
-                    return _fail(
-                        size, checked, expected, "RECORD_MISSING", f"seq {expected} is missing"
-                    )
+                    return fail(expected, "RECORD_MISSING", f"seq {expected} is missing")
                 if failure := advance(size + 1, leaf):
                     return failure
             leaf = sha256(b"\x00" + record).digest()
             if leaf != stored_leaf:
-                return _fail(
-                    size,
-                    checked,
+                return fail(
                     seq,
                     "LEAF_MISMATCH",
                     "the leaf hash is not that of the record",
                 )
             if not _names_seq(record, seq):
-                return _fail(size, checked, seq, "RECORD_MISPLACED", "the record names another seq")
+                return fail(seq, "RECORD_MISPLACED", "the record names another seq")
+            if view is not None and view_matches is not None:
+                if not view_matches(record, view):
+                    return fail(
+                        seq,
+                        "VIEW_MISMATCH",
+                        "what Query shows of this event differs from its record",
+                    )
+                views += 1
             if failure := advance(seq, leaf):
                 return failure
     if size < last_signed:
-        return _fail(
-            size,
-            checked,
+        return fail(
             size + 1,
             "RECORD_MISSING",
             f"the log ends at {size} but a checkpoint was signed at {last_signed}",
         )
     if (size, frontier_root(frontier)) != (head_size, head_root):
-        return _fail(size, checked, size, "HEAD_MISMATCH", "the stored head differs from the log")
-    return Verification(size, checked, None)
+        return fail(size, "HEAD_MISMATCH", "the stored head differs from the log")
+    return Verification(size, checked, None, views)
 
 
-def _fail(size: int, checked: int, seq: int, reason: str, message: str) -> Verification:
-    return Verification(size, checked, Failure(seq, reason, message))
+_WITHOUT_VIEWS = (
+    "SELECT seq, convert_to(record, 'UTF8'), leaf_hash, NULL::bytea FROM events"
+    " WHERE tenant_id = %s ORDER BY seq"
+)
+_WITH_VIEWS = (
+    "SELECT seq, convert_to(record, 'UTF8'), leaf_hash, caller_view FROM events"
+    " WHERE tenant_id = %s ORDER BY seq"
+)

@@ -408,9 +408,12 @@ class AsyncAuditClient:
         request = alerting_pb2.DeleteAlertRuleRequest(id=rule_id)
         return await self._call(self._stub.DeleteAlertRule, request, retry=False)
 
-    async def verify_log(self) -> integrity_pb2.VerifyLogResponse:
-        """Admin: have the server recheck every record, leaf and checkpoint root."""
-        return await self._call(self._stub.VerifyLog, integrity_pb2.VerifyLogRequest())
+    async def verify_log(self, *, check_views: bool = False) -> integrity_pb2.VerifyLogResponse:
+        """Admin: have the server recheck every record, leaf and checkpoint root;
+        with `check_views`, also that what Query shows of each event is what its
+        record says (slower)."""
+        request = integrity_pb2.VerifyLogRequest(check_views=check_views)
+        return await self._call(self._stub.VerifyLog, request)
 
     async def export_stream(
         self, filter: event_pb2.EventFilter | None = None, *, format: ExportFormat = "ndjson"

@@ -361,14 +361,20 @@ def _report_verified(summary: BundleSummary) -> None:
 
 
 @main.command("verify-log")
+@click.option(
+    "--check-views",
+    is_flag=True,
+    help="Also check that what Query shows of each event is what its record says (slower).",
+)
 @click.pass_context
-def verify_log(ctx: click.Context) -> None:
+def verify_log(ctx: click.Context, check_views: bool) -> None:
     """Admin: have the server recheck every record, leaf and checkpoint root."""
     with _client(ctx) as client:
-        result = client.verify_log()
+        result = client.verify_log(check_views=check_views)
     if result.ok:
+        views = f", {_count(result.views_verified, 'view')}" if check_views else ""
         click.echo(
-            f"OK: {_count(result.verified_size, 'record')} and"
+            f"OK: {_count(result.verified_size, 'record')}{views} and"
             f" {_count(result.checkpoints_verified, 'checkpoint')} verified"
         )
         return

@@ -396,9 +396,12 @@ class AuditClient:
         request = alerting_pb2.DeleteAlertRuleRequest(id=rule_id)
         return self._call(self._stub.DeleteAlertRule, request, retry=False)
 
-    def verify_log(self) -> integrity_pb2.VerifyLogResponse:
-        """Admin: have the server recheck every record, leaf and checkpoint root."""
-        return self._call(self._stub.VerifyLog, integrity_pb2.VerifyLogRequest())
+    def verify_log(self, *, check_views: bool = False) -> integrity_pb2.VerifyLogResponse:
+        """Admin: have the server recheck every record, leaf and checkpoint root;
+        with `check_views`, also that what Query shows of each event is what its
+        record says (slower)."""
+        request = integrity_pb2.VerifyLogRequest(check_views=check_views)
+        return self._call(self._stub.VerifyLog, request)
 
     def export_stream(
         self, filter: event_pb2.EventFilter | None = None, *, format: ExportFormat = "ndjson"

@@ -361,12 +361,20 @@ class VerifyLogRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    CHECK_VIEWS_FIELD_NUMBER: _builtins.int
+    check_views: _builtins.bool
+    """Also check that what Query shows of each event, the caller view stored
+    beside its record, is what the record says (failure reason
+    `VIEW_MISMATCH`). Slower: every record is read back and compared.
+    """
     def __init__(
         self,
+        *,
+        check_views: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check_views", b"check_views"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -412,12 +420,17 @@ class VerifyLogResponse(_message.Message):
     VERIFIED_SIZE_FIELD_NUMBER: _builtins.int
     CHECKPOINTS_VERIFIED_FIELD_NUMBER: _builtins.int
     FAILURE_FIELD_NUMBER: _builtins.int
+    VIEWS_VERIFIED_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
     """True when every record, leaf and checkpoint root matched."""
     verified_size: _builtins.int
     """Number of records read and checked."""
     checkpoints_verified: _builtins.int
     """Number of signed checkpoints whose root was recomputed and matched."""
+    views_verified: _builtins.int
+    """Number of caller views checked against their records (check_views); an
+    event stored without one is shown from its record and has none to check.
+    """
     @_builtins.property
     def failure(self) -> Global___VerifyLogFailure:
         """Set when ok is false."""
@@ -429,10 +442,11 @@ class VerifyLogResponse(_message.Message):
         verified_size: _builtins.int = ...,
         checkpoints_verified: _builtins.int = ...,
         failure: Global___VerifyLogFailure | None = ...,
+        views_verified: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoints_verified", b"checkpoints_verified", "failure", b"failure", "ok", b"ok", "verified_size", b"verified_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoints_verified", b"checkpoints_verified", "failure", b"failure", "ok", b"ok", "verified_size", b"verified_size", "views_verified", b"views_verified"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,112 @@
+"""Query shows each event from the caller view stored beside its record (ADR
+0022): what it shows must be exactly the record read back, whichever way the
+view was made, and an event stored without one is shown from its record."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from sealtrail import AuditClient, build_event, build_filter
+from sealtrail.v1 import event_pb2
+
+ACTIONS = ["view.test", "view.other"]
+
+
+def _record_each_kind(client: AuditClient) -> list[event_pb2.Event]:
+    """Events whose views are made each way: from the request as sent, from
+    the body (values normalised, a secret redacted), through RecordBatch."""
+    as_sent = build_event(
+        action="view.test",
+        actor_id="user_1",
+        details={"n": 3, "nested": {"list": [1, "x", None, True, {}]}, "empty": []},
+        changes=[{"field": "role", "before": "viewer", "after": "admin"}],
+        ip="203.0.113.9",
+        request_id="8f14e45f-ceea-467f-a9f3-8d0c9e6c2a11",
+    )
+    normalised = build_event(
+        action="view.other", actor_id="user_2", ip="2001:DB8::1", country="nl", details={"f": 2.0}
+    )
+    redacted = build_event(
+        action="view.test", actor_id="user_3", details={"db": {"password": "p4ss", "host": "h"}}
+    )
+    answers = [client.record(event).event for event in (as_sent, normalised, redacted)]
+    answers += [result.event for result in client.record_batch([as_sent, redacted])]
+    assert all(answer is not None for answer in answers)
+    return [answer for answer in answers if answer is not None]
+
+
+@pytest.fixture
+def tamper(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A superuser session with triggers off (session_replication_role = replica)."""
+    with psycopg.connect(migrated_database_url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        yield conn
+
+
+def test_every_event_recorded_through_the_api_is_shown_from_its_view(
+    client: AuditClient, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    answers = _record_each_kind(client)
+    shown = list(client.query(build_filter(actions=ACTIONS), order="oldest"))
+    assert shown == answers == [client.get_event(answer.id) for answer in answers]
+    assert shown[2].details["db"]["password"] == "[REDACTED:field_name]"
+    # Sealtrail's own events (here the access record of that query) too.
+    [access] = client.query(build_filter(actions="audit_log.queried"))
+    assert access == client.get_event(access.id)
+    row = sql.execute(
+        "SELECT count(*), count(caller_view) FROM events WHERE tenant_id = %s", [tenant]
+    ).fetchone()
+    assert row is not None
+    stored, with_view = row
+    assert stored == with_view == len(answers) + 2  # and the second query's access record
+
+
+def test_events_stored_without_a_view_are_shown_from_their_records(
+    client: AuditClient, tenant: str, tamper: psycopg.Connection[Any]
+) -> None:
+    """As events appended before views existed are: on a page alone, and mixed."""
+    answers = _record_each_kind(client)
+    everything = build_filter(actions=ACTIONS)
+    tamper.execute(
+        "UPDATE events SET caller_view = NULL WHERE tenant_id = %s AND seq %% 2 = 0", [tenant]
+    )
+    assert list(client.query(everything, order="oldest")) == answers
+    tamper.execute("UPDATE events SET caller_view = NULL WHERE tenant_id = %s", [tenant])
+    assert list(client.query(everything, order="oldest")) == answers
+    assert list(client.query(everything, page_size=2)) == answers[::-1]
+
+
+def test_verify_log_checks_views_when_asked(
+    client: AuditClient, tenant: str, tamper: psycopg.Connection[Any]
+) -> None:
+    """A view rewritten in the database changes what Query shows, not what the
+    log proves: VerifyLog finds it only when asked to check views."""
+    answers = _record_each_kind(client)
+    checked = client.verify_log(check_views=True)
+    assert checked.ok and checked.views_verified == checked.verified_size == len(answers)
+    assert client.verify_log().views_verified == 0  # not asked
+
+    forged = event_pb2.Event(description="nothing to see here").SerializeToString()
+    seq = answers[2].seq
+    tamper.execute(
+        "UPDATE events SET caller_view = caller_view || %s WHERE tenant_id = %s AND seq = %s",
+        [forged, tenant, seq],
+    )
+    [shown] = [e for e in client.query(build_filter(actions=ACTIONS)) if e.seq == seq]
+    assert shown.description == "nothing to see here"
+    assert client.verify_log().ok  # the records are intact
+    result = client.verify_log(check_views=True)
+    assert not result.ok
+    assert (result.failure.seq, result.failure.reason) == (seq, "VIEW_MISMATCH")
+    assert result.views_verified == 2  # the views before it
+
+    tamper.execute(
+        "UPDATE events SET caller_view = '\\xff'::bytea WHERE tenant_id = %s AND seq = %s",
+        [tenant, seq],
+    )
+    unreadable = client.verify_log(check_views=True)
+    assert (unreadable.failure.seq, unreadable.failure.reason) == (seq, "VIEW_MISMATCH")
