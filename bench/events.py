@@ -8,7 +8,7 @@ import hashlib
 import itertools
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +17,7 @@ from google.protobuf import struct_pb2
 
 from sealtrail.v1 import event_pb2
 from sealtrail_server.api.convert import view_matches
+from sealtrail_server.store.events import ShownEvent
 
 _ACTORS = 50  # distinct users the events are spread over
 _ACTION = "document.share"
@@ -103,11 +104,12 @@ _RESOURCE_VIEWS = [_part(resource={"id": f"doc_{n:05d}"}) for n in range(997)]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def assert_views_match(rows: Iterator[tuple[str, bytes]]) -> None:
-    """Each (record, caller view) shows through Query what its record says,
-    checked as VerifyLog's check_views checks it: bench rows are the server's."""
-    for record, view in rows:
-        assert view_matches(record.encode(), view), "a bench row's caller view is not its record's"
+def check_views(rows: Iterable[tuple[ShownEvent, str]], *, tenant_id: str) -> None:
+    """Each (row as Query reads it, record) shows what its record says, checked
+    as VerifyLog's check_views checks it: the bench's rows are the server's."""
+    for row, record in rows:
+        if not view_matches(row, record.encode(), tenant_id=tenant_id):
+            raise RuntimeError(f"the bench's caller view of seq {row.seq} is not its record's")
 
 
 class RowFactory:
@@ -167,7 +169,9 @@ class RowFactory:
             )
         )
         if seq == 1:
-            assert_views_match(iter([(record, view)]))
+            received = datetime.fromisoformat(received_at)
+            shown = ShownEvent(seq, values["id"], received, leaf, view, None)
+            check_views([(shown, record)], tenant_id=self._tenant)
         return (
             self._tenant,
             seq,

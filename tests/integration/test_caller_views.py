@@ -7,10 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import psycopg
 import pytest
+from psycopg import sql
 
-from sealtrail import AuditClient, build_event, build_filter
+from sealtrail import AuditClient, SealtrailError, build_event, build_filter
 from sealtrail.v1 import event_pb2
 
 ACTIONS = ["view.test", "view.other"]
@@ -83,30 +85,46 @@ def test_events_stored_without_a_view_are_shown_from_their_records(
 def test_verify_log_checks_views_when_asked(
     client: AuditClient, tenant: str, tamper: psycopg.Connection[Any]
 ) -> None:
-    """A view rewritten in the database changes what Query shows, not what the
-    log proves: VerifyLog finds it only when asked to check views."""
+    """A view or column rewritten in the database changes what Query shows, not
+    what the log proves: VerifyLog finds it only when asked to check views."""
     answers = _record_each_kind(client)
     checked = client.verify_log(check_views=True)
     assert checked.ok and checked.views_verified == checked.verified_size == len(answers)
     assert client.verify_log().views_verified == 0  # not asked
-
-    forged = event_pb2.Event(description="nothing to see here").SerializeToString()
     seq = answers[2].seq
-    tamper.execute(
-        "UPDATE events SET caller_view = caller_view || %s WHERE tenant_id = %s AND seq = %s",
-        [forged, tenant, seq],
-    )
-    [shown] = [e for e in client.query(build_filter(actions=ACTIONS)) if e.seq == seq]
-    assert shown.description == "nothing to see here"
-    assert client.verify_log().ok  # the records are intact
-    result = client.verify_log(check_views=True)
-    assert not result.ok
-    assert (result.failure.seq, result.failure.reason) == (seq, "VIEW_MISMATCH")
-    assert result.views_verified == 2  # the views before it
+    where = sql.SQL(" WHERE tenant_id = {} AND seq = {}").format(tenant, seq)
+    [original] = tamper.execute(
+        sql.SQL("SELECT (caller_view, id, received_at) FROM events") + where
+    ).fetchall()
+    view, event_id, received_at = original[0]
 
-    tamper.execute(
-        "UPDATE events SET caller_view = '\\xff'::bytea WHERE tenant_id = %s AND seq = %s",
-        [tenant, seq],
-    )
-    unreadable = client.verify_log(check_views=True)
-    assert (unreadable.failure.seq, unreadable.failure.reason) == (seq, "VIEW_MISMATCH")
+    def forged(change: str) -> str:
+        """VerifyLog's check_views failure with the event's row changed by
+        `change`; the row put back after."""
+        tamper.execute(sql.SQL("UPDATE events SET ") + sql.SQL(change) + where)
+        result = client.verify_log(check_views=True)
+        try:
+            shown = [e for e in client.query(build_filter(actions=ACTIONS)) if e.seq == seq]
+        except SealtrailError as error:  # a view Query cannot read: the data is lost
+            assert error.code is grpc.StatusCode.DATA_LOSS
+            assert f"the stored view of seq {seq} cannot be read" in error.message
+            shown = []
+        tamper.execute(
+            sql.SQL("UPDATE events SET caller_view = %s, id = %s, received_at = %s") + where,
+            [view, event_id, received_at],
+        )
+        assert client.verify_log().ok  # the records were intact throughout
+        assert not result.ok and result.failure.seq == seq
+        assert result.views_verified == 2  # the views before it
+        assert shown != [answers[2]]  # Query shows the change
+        return result.failure.reason
+
+    description = event_pb2.Event(description="nothing to see here").SerializeToString().hex()
+    assert forged(f"caller_view = caller_view || '\\x{description}'::bytea") == "VIEW_MISMATCH"
+    # One that sets a server field to its default (seq 0: Query's merge shows
+    # it); the columns Query shows id and received_at from.
+    assert forged("caller_view = caller_view || '\\x1000'::bytea") == "VIEW_MISMATCH"
+    assert forged("id = gen_random_uuid()") == "VIEW_MISMATCH"
+    assert forged("received_at = received_at + interval '1 microsecond'") == "VIEW_MISMATCH"
+    assert forged("caller_view = '\\xff'::bytea") == "VIEW_MISMATCH"  # unreadable
+    assert client.verify_log(check_views=True).ok

@@ -52,6 +52,13 @@ def _value(value: Any) -> struct_pb2.Value:
     return holder.fields["v"]
 
 
+# A null sent as a NullValue number the enum does not name (proto3 enums are
+# open): read, and stored, as null.
+ODD_NULL = struct_pb2.Value(null_value=5)
+# A field of a later version of the contract, which this server does not know.
+UNKNOWN_FIELD = b"\xa8\x06\x01"  # field 101, varint 1
+
+
 @st.composite
 def events(draw: st.DrawFn) -> event_pb2.Event:
     event = event_pb2.Event(
@@ -82,17 +89,25 @@ def events(draw: st.DrawFn) -> event_pb2.Event:
     if draw(st.booleans()):
         event.details.SetInParent()
         event.details.update(draw(st.dictionaries(st.text(max_size=5), json_values, max_size=4)))
+        if draw(st.booleans()):
+            event.details.fields["odd"].CopyFrom(ODD_NULL)
     for _ in range(draw(st.integers(0, 2))):
         change = event.changes.add(field=draw(st.sampled_from(["role", "tags"])))
         if draw(st.booleans()):
             change.before.CopyFrom(_value(draw(json_values)))
         if draw(st.booleans()):
             change.after.CopyFrom(_value(draw(json_values)))
+        elif draw(st.booleans()):
+            change.after.CopyFrom(ODD_NULL)
     if draw(st.booleans()):
         event.occurred_at.FromDatetime(NOW)
         event.occurred_at.nanos = draw(st.integers(0, 999_999_999))
     if draw(st.booleans()):  # output-only fields a caller should not set
         event.id, event.seq, event.tenant_id = str(uuid.uuid4()), 99, "other"
+        event.leaf_hash = b"forged"
+        event.received_at.FromDatetime(NOW)
+    if draw(st.booleans()):
+        event.MergeFromString(UNKNOWN_FIELD)
     return event
 
 

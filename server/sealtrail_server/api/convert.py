@@ -16,7 +16,7 @@ from google.protobuf.message import DecodeError
 from sealtrail.v1 import event_pb2
 
 from ..domain.canonical import plain_key, plain_number
-from ..domain.errors import FieldViolation
+from ..domain.errors import FieldViolation, IntegrityFailure
 from ..domain.event import (
     ACTOR_TYPES,
     CATEGORIES,
@@ -87,6 +87,10 @@ class _JsonReader:
             return as_int
         if kind == "bool_value":
             return value.bool_value
+        if kind == "null_value":
+            if value.null_value != struct_pb2.NULL_VALUE:
+                self.verbatim = False  # an unknown NullValue number is stored as null
+            return None
         if kind == "struct_value":
             return self.struct(value.struct_value, path, depth + 1)
         if kind == "list_value":
@@ -237,22 +241,37 @@ def add_events(
     parsed in C: a few microseconds, where reading its record back (an event
     stored without one) costs tens."""
     for row in rows:
-        if row.caller_view is None:
-            assert row.record is not None
-            data = json.loads(row.record)
-            _built(events.add, data, _record_server_fields(data, row.leaf_hash))
-            continue
-        elapsed = row.received_at - _EPOCH
-        events.add(
-            id=row.event_id,
-            seq=row.seq,
-            tenant_id=tenant_id,
-            leaf_hash=row.leaf_hash,
-            received_at={
-                "seconds": elapsed.days * 86_400 + elapsed.seconds,
-                "nanos": elapsed.microseconds * 1_000,
-            },
-        ).MergeFromString(row.caller_view)
+        _shown(events.add, row, tenant_id)
+
+
+def _shown(
+    make: Callable[..., event_pb2.Event], row: ShownEvent, tenant_id: str
+) -> event_pb2.Event:
+    """The event `make` builds of `row` as Query shows it. IntegrityFailure if
+    its stored view cannot be read (rewritten in the database)."""
+    if row.caller_view is None:
+        assert row.record is not None
+        data = json.loads(row.record)
+        return _built(make, data, _record_server_fields(data, row.leaf_hash))
+    elapsed = row.received_at - _EPOCH
+    event = make(
+        id=row.event_id,
+        seq=row.seq,
+        tenant_id=tenant_id,
+        leaf_hash=row.leaf_hash,
+        received_at={
+            "seconds": elapsed.days * 86_400 + elapsed.seconds,
+            "nanos": elapsed.microseconds * 1_000,
+        },
+    )
+    try:
+        event.MergeFromString(row.caller_view)
+    except DecodeError:
+        raise IntegrityFailure(
+            f"the stored view of seq {row.seq} cannot be read: it was changed behind the"
+            " service's back (VerifyLog with check_views finds every such event)"
+        ) from None
+    return event
 
 
 def caller_view(valid: ValidEvent, *, sent: event_pb2.Event | None = None) -> event_pb2.Event:
@@ -307,14 +326,15 @@ def with_server_fields(
     return part
 
 
-def view_matches(record: bytes, view: bytes) -> bool:
-    """Whether a stored caller view shows exactly what its record says
-    (VerifyLog's check_views)."""
+def view_matches(row: ShownEvent, record: bytes, *, tenant_id: str) -> bool:
+    """Whether Query shows of `row` exactly what its record (the bytes hashed)
+    says: its caller view merged onto its columns as Query merges them, every
+    field compared (VerifyLog's check_views)."""
     try:
-        shown = event_pb2.Event.FromString(view)
-    except DecodeError:
+        shown = _shown(event_pb2.Event, row, tenant_id)
+    except IntegrityFailure:
         return False
-    return shown == _built(event_pb2.Event, json.loads(record), {})
+    return shown == event_from_record(record.decode(), row.leaf_hash)
 
 
 # The Event fields the server assigns; a caller view never holds them.

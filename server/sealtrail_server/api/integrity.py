@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import grpc
@@ -262,7 +262,11 @@ class IntegrityRpcs:
             self._db,
             tenant_id=principal.tenant_id,
             verifiers=await self._checkpointer.verifiers(),
-            view_matches=view_matches if request.check_views else None,
+            view_matches=(
+                partial(view_matches, tenant_id=principal.tenant_id)
+                if request.check_views
+                else None
+            ),
         )
         outcome: dict[str, Any] = {
             "ok": result.failure is None,

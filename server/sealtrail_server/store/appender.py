@@ -183,7 +183,8 @@ class Appender:
             caller = None
         if views is None:
             views = [None] * len(events)
-        assert len(views) == len(events)
+        elif len(views) != len(events):
+            raise ValueError(f"{len(views)} views for {len(events)} events")
         submission = _Submission(tenant_id, events, views, future, caller)
         self._pending.submissions.append(submission)
         self._pending.events += len(events)

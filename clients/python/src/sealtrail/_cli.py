@@ -377,6 +377,12 @@ def verify_log(ctx: click.Context, check_views: bool) -> None:
             f"OK: {_count(result.verified_size, 'record')}{views} and"
             f" {_count(result.checkpoints_verified, 'checkpoint')} verified"
         )
+        if check_views and result.verified_size and not result.views_verified:
+            click.echo(
+                "warning: no view was checked: the server predates --check-views, or its"
+                " events were all stored without views (shown from their records)",
+                err=True,
+            )
         return
     failure = result.failure
     click.echo(f"FAILED at seq {failure.seq}: {failure.reason}: {failure.message}", err=True)
