@@ -98,33 +98,48 @@ def test_verify_log_checks_views_when_asked(
     ).fetchall()
     view, event_id, received_at = original[0]
 
-    def forged(change: str) -> str:
+    def forged(change: str) -> tuple[str, bool]:
         """VerifyLog's check_views failure with the event's row changed by
-        `change`; the row put back after."""
+        `change`, and whether Query lost the event (could not read its view);
+        the row put back after."""
         tamper.execute(sql.SQL("UPDATE events SET ") + sql.SQL(change) + where)
         result = client.verify_log(check_views=True)
+        lost = False
         try:
             shown = [e for e in client.query(build_filter(actions=ACTIONS)) if e.seq == seq]
-        except SealtrailError as error:  # a view Query cannot read: the data is lost
+        except SealtrailError as error:
             assert error.code is grpc.StatusCode.DATA_LOSS
             assert f"the stored view of seq {seq} cannot be read" in error.message
-            shown = []
+            shown, lost = [], True
         tamper.execute(
             sql.SQL("UPDATE events SET caller_view = %s, id = %s, received_at = %s") + where,
             [view, event_id, received_at],
         )
         assert client.verify_log().ok  # the records were intact throughout
         assert not result.ok and result.failure.seq == seq
-        assert result.views_verified == 2  # the views before it
+        # Every other view was checked, and matched: the walk went on past it.
+        assert result.views_verified == result.verified_size - 1
         assert shown != [answers[2]]  # Query shows the change
-        return result.failure.reason
+        return result.failure.reason, lost
 
     description = event_pb2.Event(description="nothing to see here").SerializeToString().hex()
-    assert forged(f"caller_view = caller_view || '\\x{description}'::bytea") == "VIEW_MISMATCH"
+    changed = f"caller_view = caller_view || '\\x{description}'::bytea"
+    assert forged(changed) == ("VIEW_MISMATCH", False)
     # One that sets a server field to its default (seq 0: Query's merge shows
-    # it); the columns Query shows id and received_at from.
-    assert forged("caller_view = caller_view || '\\x1000'::bytea") == "VIEW_MISMATCH"
-    assert forged("id = gen_random_uuid()") == "VIEW_MISMATCH"
-    assert forged("received_at = received_at + interval '1 microsecond'") == "VIEW_MISMATCH"
-    assert forged("caller_view = '\\xff'::bytea") == "VIEW_MISMATCH"  # unreadable
+    # it); the columns Query shows id and received_at from; an unreadable view.
+    assert forged("caller_view = caller_view || '\\x1000'::bytea") == ("VIEW_MISMATCH", False)
+    assert forged("id = gen_random_uuid()") == ("VIEW_MISMATCH", False)
+    assert forged("received_at = received_at + interval '1 microsecond'") == (
+        "VIEW_MISMATCH",
+        False,
+    )
+    assert forged("caller_view = '\\xff'::bytea") == ("VIEW_MISMATCH", True)
     assert client.verify_log(check_views=True).ok
+
+    # A record rewritten after a rewritten view is the finding reported.
+    later = sql.SQL(" WHERE tenant_id = {} AND seq = {}").format(tenant, answers[3].seq)
+    tamper.execute(sql.SQL("UPDATE events SET " + changed) + where)
+    tamper.execute(sql.SQL("UPDATE events SET record = record || ' '") + later)
+    graver = client.verify_log(check_views=True)
+    assert (graver.failure.seq, graver.failure.reason) == (answers[3].seq, "LEAF_MISMATCH")
+    assert graver.views_verified <= graver.verified_size

@@ -108,7 +108,9 @@ class EventDraft:
     span_id: str = ""
     idempotency_key: str = ""
     plain: bool = True
-    verbatim: bool = True  # JSON values are stored exactly as sent (no -0)
+    # JSON values are stored exactly as sent: no -0, no NullValue number the
+    # enum does not name, nothing redacted (the API may copy the request).
+    verbatim: bool = True
     json_error: FieldViolation | None = None
 
 

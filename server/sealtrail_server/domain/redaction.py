@@ -314,7 +314,8 @@ def redact_event(event: ValidEvent, redactor: Redactor, *, hmac_key: bytes | Non
     if not redaction.hits:
         return event
     body = redaction.body
-    # The answer to Record is then read back from the record, not the request.
+    # Its API view (the answer to Record, what Query shows) is then built from
+    # this body, not copied from the request.
     return replace(event, body=body, verbatim=False, actor_id=body["actor"]["id"])
 
 

@@ -87,6 +87,7 @@ async def _verify(
     view_matches: ViewCheck | None,
 ) -> Verification:
     size = checked = views = 0
+    view_mismatch: Failure | None = None  # the first, once the whole log is walked
 
     def fail(seq: int, reason: str, message: str) -> Verification:
         return Verification(size, checked, Failure(seq, reason, message), views)
@@ -204,19 +205,22 @@ async def _verify(
                 )
             if not _names_seq(record, seq):
                 return fail(seq, "RECORD_MISPLACED", "the record names another seq")
+            if failure := advance(seq, leaf):
+                return failure
             if view is not None and view_matches is not None:
+                # Noted and walked past: a record or root changed further on is
+                # the graver finding, and is reported instead.
                 shown = ShownEvent(seq, event_id, received_at, stored_leaf, view, None)
-                if not view_matches(shown, record):
-                    return fail(
+                if view_matches(shown, record):
+                    views += 1
+                elif view_mismatch is None:
+                    view_mismatch = Failure(
                         seq,
                         "VIEW_MISMATCH",
                         "what Query shows of this event differs from its record",
                     )
-                views += 1
-                if views % _VIEWS_PER_TURN == 0:
+                if seq % _VIEWS_PER_TURN == 0:
                     await asyncio.sleep(0)
-            if failure := advance(seq, leaf):
-                return failure
     if size < last_signed:
         return fail(
             size + 1,
@@ -225,7 +229,7 @@ async def _verify(
         )
     if (size, frontier_root(frontier)) != (head_size, head_root):
         return fail(size, "HEAD_MISMATCH", "the stored head differs from the log")
-    return Verification(size, checked, None, views)
+    return Verification(size, checked, view_mismatch, views)
 
 
 _WITHOUT_VIEWS = (

@@ -3,7 +3,7 @@
 -- it is appended, so that Query merges it onto those columns in C instead of
 -- parsing and converting every record it returns (ADR 0022). Derived from the
 -- record like the indexed columns, never part of what is hashed: VerifyLog,
--- exports and proofs read the record. NULL for events appended before this
--- column existed, and for those the server writes for itself: they are shown
--- from their records.
+-- exports and proofs read the record (VerifyLog compares the two when asked).
+-- NULL for events appended before this column existed, and for the alerts the
+-- evaluator records: they are shown from their records.
 ALTER TABLE events ADD COLUMN caller_view bytea;

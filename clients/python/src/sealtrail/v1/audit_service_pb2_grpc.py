@@ -301,7 +301,8 @@ class AuditLogServiceServicer:
 
     def VerifyLog(self, request, context):
         """Admin only: recomputes every leaf from its stored record and the root at
-        every stored checkpoint, and reports the first mismatch.
+        every stored checkpoint, and reports the first mismatch; with
+        check_views, also compares what Query shows of each event with its record.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

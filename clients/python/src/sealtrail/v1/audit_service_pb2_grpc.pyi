@@ -76,7 +76,8 @@ class AuditLogServiceStub:
     """
     VerifyLog: _grpc.UnaryUnaryMultiCallable[_integrity_pb2.VerifyLogRequest, _integrity_pb2.VerifyLogResponse]
     """Admin only: recomputes every leaf from its stored record and the root at
-    every stored checkpoint, and reports the first mismatch.
+    every stored checkpoint, and reports the first mismatch; with
+    check_views, also compares what Query shows of each event with its record.
     """
     GetTenantSettings: _grpc.UnaryUnaryMultiCallable[_settings_pb2.GetTenantSettingsRequest, _settings_pb2.GetTenantSettingsResponse]
     """Admin only: returns the caller's tenant settings."""
@@ -198,7 +199,8 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     """
     VerifyLog: _aio.UnaryUnaryMultiCallable[_integrity_pb2.VerifyLogRequest, _integrity_pb2.VerifyLogResponse]  # type: ignore[assignment]
     """Admin only: recomputes every leaf from its stored record and the root at
-    every stored checkpoint, and reports the first mismatch.
+    every stored checkpoint, and reports the first mismatch; with
+    check_views, also compares what Query shows of each event with its record.
     """
     GetTenantSettings: _aio.UnaryUnaryMultiCallable[_settings_pb2.GetTenantSettingsRequest, _settings_pb2.GetTenantSettingsResponse]  # type: ignore[assignment]
     """Admin only: returns the caller's tenant settings."""
@@ -389,7 +391,8 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_integrity_pb2.VerifyLogResponse, _abc.Awaitable[_integrity_pb2.VerifyLogResponse]]:
         """Admin only: recomputes every leaf from its stored record and the root at
-        every stored checkpoint, and reports the first mismatch.
+        every stored checkpoint, and reports the first mismatch; with
+        check_views, also compares what Query shows of each event with its record.
         """
 
     @_abc_1.abstractmethod

@@ -365,7 +365,8 @@ class VerifyLogRequest(_message.Message):
     check_views: _builtins.bool
     """Also check that what Query shows of each event, the caller view stored
     beside its record, is what the record says (failure reason
-    `VIEW_MISMATCH`). Slower: every record is read back and compared.
+    `VIEW_MISMATCH`, reported only when the records, leaves and roots all
+    match). Slower: every record is read back and compared.
     """
     def __init__(
         self,
@@ -390,7 +391,9 @@ class VerifyLogFailure(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
-    """The first seq whose record, leaf hash or tree root does not match."""
+    """The first seq whose record, leaf hash or tree root does not match (or,
+    with check_views and all of those matching, whose shown view does not).
+    """
     reason: _builtins.str
     """Machine-readable reason, e.g. `LEAF_MISMATCH`, `ROOT_MISMATCH`."""
     message: _builtins.str
@@ -422,14 +425,17 @@ class VerifyLogResponse(_message.Message):
     FAILURE_FIELD_NUMBER: _builtins.int
     VIEWS_VERIFIED_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
-    """True when every record, leaf and checkpoint root matched."""
+    """True when every record, leaf and checkpoint root matched (and, with
+    check_views, every caller view).
+    """
     verified_size: _builtins.int
     """Number of records read and checked."""
     checkpoints_verified: _builtins.int
     """Number of signed checkpoints whose root was recomputed and matched."""
     views_verified: _builtins.int
-    """Number of caller views checked against their records (check_views); an
-    event stored without one is shown from its record and has none to check.
+    """Number of caller views found to show what their records say
+    (check_views); an event stored without one is shown from its record and
+    has none to check.
     """
     @_builtins.property
     def failure(self) -> Global___VerifyLogFailure:
