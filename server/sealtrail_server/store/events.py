@@ -27,7 +27,7 @@ class StoredEvent:
 @dataclass(frozen=True, slots=True)
 class ShownEvent:
     """An event as Query reads it: the server's fields from their columns and
-    the caller's part serialized when it was appended (ADR 0022), or, for an
+    the caller view serialized when it was appended (ADR 0022), or, for an
     event appended without one, its record."""
 
     seq: int
@@ -35,7 +35,7 @@ class ShownEvent:
     received_at: datetime
     leaf_hash: bytes
     caller_view: bytes | None
-    record: str | None  # only when there is no caller part
+    record: str | None  # only when there is no caller view
 
 
 # What Query selects, and what the alert evaluator does (it reads records).
