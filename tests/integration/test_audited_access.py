@@ -5,6 +5,8 @@ within the caller's tenant only."""
 from __future__ import annotations
 
 import hashlib
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +19,7 @@ from sealtrail import (
     InvalidArgumentError,
     NotFoundError,
     UnauthenticatedError,
+    UnavailableError,
     build_event,
     build_filter,
 )
@@ -91,6 +94,61 @@ def test_a_first_page_is_the_log_before_its_own_record_which_is_durable_when_it_
             assert seqs == [own[0] - 1, own[0] - 2, own[0] - 3] and page.next_page_token
         else:  # the whole log before it, and nothing follows
             assert seqs == list(range(1, own[0])) and not page.next_page_token
+
+
+def test_a_first_page_leaves_out_its_own_record_when_it_committed_before_the_page_was_read(
+    client: AuditClient,
+    tenant: str,
+    sql: psycopg.Connection[Any],
+    migrated_database_url: str,
+) -> None:
+    """The access record is written while the page is read (ADR 0023). Here the
+    read is held until the record has committed, so the page's snapshot holds
+    it: the answer is still the log before it."""
+    client.record_batch([build_event(action="doc.read", actor_id=f"u{i}") for i in range(7)])
+    with psycopg.connect(migrated_database_url) as locker, ThreadPoolExecutor(1) as pool:
+        # A query with no time bounds plans over every partition, so it waits
+        # for this lock; the record goes to this month's partition and does not.
+        locker.execute("LOCK TABLE events_default IN ACCESS EXCLUSIVE MODE")
+        answer = pool.submit(client.query_page, page_size=3)
+        deadline = time.monotonic() + 30
+        while _tree_size(sql, tenant) < 8:
+            assert time.monotonic() < deadline and not answer.done()
+            time.sleep(0.01)
+        locker.rollback()
+        page = answer.result(timeout=30)
+    assert [event.seq for event in page.events] == [7, 6, 5] and page.next_page_token
+    [own] = client.query(build_filter(actions="audit_log.queried"))
+    assert own.seq == 8
+
+
+def test_a_query_whose_record_the_database_refuses_answers_no_page(
+    client_for: Any, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    client = client_for(tenant, max_attempts=1)
+    client.record(action="doc.read", actor_id="u")
+    refuse = psycopg.sql.SQL(
+        "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN IF NEW.tenant_id = {tenant} AND NEW.action = 'audit_log.queried' THEN"
+        " RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$;"
+        " CREATE TRIGGER refuse_access_records BEFORE INSERT ON events"
+        " FOR EACH ROW EXECUTE FUNCTION {function}()"
+    ).format(function=psycopg.sql.Identifier(f"refuse_{tenant}"), tenant=tenant)
+    sql.execute(refuse)
+    try:
+        with pytest.raises(UnavailableError):
+            client.query_page()
+    finally:
+        sql.execute("DROP TRIGGER refuse_access_records ON events")
+        sql.execute(
+            psycopg.sql.SQL("DROP FUNCTION {}()").format(psycopg.sql.Identifier(f"refuse_{tenant}"))
+        )
+    assert [event.action for event in client.query()] == ["doc.read"]
+
+
+def _tree_size(sql: psycopg.Connection[Any], tenant: str) -> int:
+    row = sql.execute("SELECT tree_size FROM chain_heads WHERE tenant_id = %s", [tenant]).fetchone()
+    return 0 if row is None else int(row[0])
 
 
 def test_verify_log_is_recorded_with_its_outcome(

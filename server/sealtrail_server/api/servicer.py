@@ -4,9 +4,10 @@ the guard interceptor maps them to gRPC statuses."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import grpc
 
@@ -57,6 +58,9 @@ from .retention import RetentionRpcs
 from .settings import SettingsRpcs
 from .stream import StreamRpcs
 from .tokens import TokenRpcs
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 MAX_BATCH_EVENTS = 1000
 
@@ -208,17 +212,22 @@ class AuditLogServicer(
             if request.page_token
             else None
         )
-        rows = await query_page(
+        first_page = not request.page_token
+        read = query_page(
             self._db,
             tenant_id=tenant_id,
             event_filter=event_filter,
             order=order,
             after_seq=after_seq,
-            limit=limit + 1,  # one more tells whether another page exists
+            # One more tells whether another page exists; a first page reads one
+            # more again, in case its own access record is among them.
+            limit=limit + (2 if first_page else 1),
         )
-        page = rows[:limit]
-        if not request.page_token:  # a query is recorded once, not once per page
-            await record_access(
+        if first_page:
+            # A query is recorded once, not once per page, and before it is
+            # answered (ADR 0012). The record is written while the page is read:
+            # after it, its durable commit added to every first page (ADR 0023).
+            record = record_access(
                 self._appender,
                 principal,
                 now=self._clock(),
@@ -226,6 +235,13 @@ class AuditLogServicer(
                 description="Queried audit events",
                 details={"filter": filter_details(request.filter), "order": order},
             )
+            rows, recorded_id = await _together(read, record)
+            # Left out whether it committed before the page was read or after:
+            # the answer does not depend on which won.
+            rows = [row for row in rows if row.event_id != recorded_id]
+        else:
+            rows = await read
+        page = rows[:limit]
         next_token = (
             encode_page_token(fingerprint=fingerprint, last_seq=page[-1].seq)
             if len(rows) > limit
@@ -234,6 +250,18 @@ class AuditLogServicer(
         response = pb.QueryResponse(next_page_token=next_token)
         add_events(response.events, page, tenant_id=tenant_id)
         return response
+
+
+async def _together(first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B]) -> tuple[A, B]:
+    """Both results, awaited concurrently. If either fails, the other is
+    cancelled and the failure raised as it is, not inside an ExceptionGroup."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            one = group.create_task(first)
+            two = group.create_task(second)
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return one.result(), two.result()
 
 
 def _stored_event(view: event_pb2.Event, appended: Appended, tenant_id: str) -> event_pb2.Event:
