@@ -12,6 +12,7 @@ import psycopg
 
 from sealtrail_server.domain.errors import InvalidArgument
 from sealtrail_server.domain.event import EventDraft, validate_event
+from sealtrail_server.domain.merkle import append_leaf, frontier_root, leaf_hash
 from sealtrail_server.store.appender import Appended, Appender
 from tests.conftest import ServerThread
 
@@ -85,3 +86,54 @@ def test_a_lone_caller_does_not_wait_for_company(server: ServerThread, tenant: s
             await appender.stop()
 
     assert [outcome.seq for [outcome] in server.run(run())] == [1, 2, 3]
+
+
+def test_small_and_large_batches_store_the_same_rows_nodes_and_heads(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A batch of up to 64 events is written in one statement, a larger one by
+    COPY (appender._ONE_STATEMENT_EVENTS): the log is the same either way."""
+    sizes = [1, 64, 65, 3]  # one statement, one statement, COPY, one statement
+
+    async def run() -> None:
+        appender = Appender(server.database)
+        appender.start()
+        try:
+            for size in sizes:
+                events = [
+                    _event(f"events[{i}]", actor_email=f"u{i}@example.com" if i % 2 else "")
+                    for i in range(size)
+                ]
+                views = [bytes([i % 256]) * 3 if i % 3 else None for i in range(size)]
+                outcomes = await appender.append(tenant, events, views)
+                assert all(isinstance(outcome, Appended) for outcome in outcomes)
+        finally:
+            await appender.stop()
+
+    server.run(run())
+    rows = sql.execute(
+        "SELECT seq, actor_email, caller_view, record, leaf_hash FROM events"
+        " WHERE tenant_id = %s ORDER BY seq",
+        [tenant],
+    ).fetchall()
+    expected_views = [
+        bytes([i % 256]) * 3 if i % 3 else None for size in sizes for i in range(size)
+    ]
+    assert [seq for seq, *_ in rows] == list(range(1, sum(sizes) + 1))
+    assert [view for _, _, view, _, _ in rows] == expected_views
+    assert [email for _, email, *_ in rows] == [
+        f"u{i}@example.com" if i % 2 else None for size in sizes for i in range(size)
+    ]
+    frontier: list[bytes] = []
+    nodes: set[tuple[int, int, bytes]] = set()
+    for size, (_, _, _, record, leaf) in enumerate(rows):
+        assert bytes(leaf) == leaf_hash(record.encode())
+        nodes.update(append_leaf(frontier, size, bytes(leaf)))
+    stored_nodes = sql.execute(
+        "SELECT level, idx, hash FROM tree_nodes WHERE tenant_id = %s", [tenant]
+    ).fetchall()
+    assert {(level, idx, bytes(node)) for level, idx, node in stored_nodes} == nodes
+    head = sql.execute(
+        "SELECT tree_size, root_hash FROM chain_heads WHERE tenant_id = %s", [tenant]
+    ).fetchone()
+    assert head is not None and (head[0], bytes(head[1])) == (len(rows), frontier_root(frontier))

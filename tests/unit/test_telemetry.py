@@ -20,6 +20,8 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from sealtrail_server.config import Settings
 from sealtrail_server.domain.event import Correlation, EventDraft, correlate
+from sealtrail_server.store.appender import _EXTEND
+from sealtrail_server.store.traced import describe
 from sealtrail_server.telemetry.context import (
     correlation_of,
     parse_request_id,
@@ -251,3 +253,22 @@ def test_a_call_ended_in_another_context_leaves_it_alone(
     assert "Failed to detach context" not in caplog.text
     assert not span.is_recording()  # ended all the same
     assert foreign.run(otel_context.get_current) is not current
+
+
+@pytest.mark.parametrize(
+    ("statement", "name"),
+    [
+        ("SELECT seq FROM events WHERE tenant_id = %s", "SELECT events"),
+        ("COPY events (tenant_id, seq) FROM STDIN", "COPY events"),
+        (_EXTEND, "INSERT events"),  # the appender's one statement for a small batch
+        (
+            "WITH updated AS (UPDATE chain_heads SET tree_size = 1 RETURNING 1) SELECT 1",
+            "UPDATE chain_heads",
+        ),
+        ("WITH recent AS (SELECT seq FROM events) SELECT count(*) FROM recent", "SELECT events"),
+    ],
+)
+def test_a_statements_span_is_named_for_what_it_does_to_which_table(
+    statement: str, name: str
+) -> None:
+    assert describe(statement)[0] == name

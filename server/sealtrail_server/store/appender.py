@@ -11,7 +11,8 @@ one too) and writes it all in ONE transaction:
    event recorded before;
 3. give each new event the next seq, its id and received time, build its
    canonical record, hash it and extend the tenant's Merkle frontier;
-4. COPY the rows and the Merkle nodes they complete, update the heads, commit;
+4. insert the rows and the Merkle nodes they complete and update the heads, in
+   one statement for a small batch (COPYing the rows of a large one), commit;
 5. only then resolve the waiting calls.
 
 fsync and round trips are paid once per batch instead of once per event.
@@ -38,6 +39,7 @@ import psycopg
 import uuid_utils.compat as uuid_utils
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
+from psycopg import sql
 
 from ..domain.errors import (
     AlreadyExists,
@@ -105,11 +107,61 @@ class _Pending:
 
 # Committed appends are announced here as `tenant:tree size` (stream/hub.py).
 NOTIFY_CHANNEL = "sealtrail_events"
-_COPY_NODES = "COPY tree_nodes (tenant_id, level, idx, hash) FROM STDIN"
+_EVENT_COLUMNS = (
+    ("tenant_id", "text"),
+    ("seq", "bigint"),
+    ("id", "uuid"),
+    ("occurred_at", "timestamptz"),
+    ("received_at", "timestamptz"),
+    ("action", "text"),
+    ("category", "text"),
+    ("severity", "smallint"),
+    ("outcome", "text"),
+    ("actor_id", "text"),
+    ("actor_email", "text"),
+    ("resource_type", "text"),
+    ("resource_id", "text"),
+    ("request_id", "uuid"),
+    ("trace_id", "text"),
+    ("idempotency_key", "text"),
+    ("leaf_hash", "bytea"),
+    ("record", "text"),
+    ("caller_view", "bytea"),
+)
 _COPY_EVENTS = (
-    "COPY events (tenant_id, seq, id, occurred_at, received_at, action, category, severity,"
-    " outcome, actor_id, actor_email, resource_type, resource_id, request_id, trace_id,"
-    " idempotency_key, leaf_hash, record, caller_view) FROM STDIN"
+    sql.SQL("COPY events ({columns}) FROM STDIN")
+    .format(columns=sql.SQL(", ").join(sql.Identifier(name) for name, _ in _EVENT_COLUMNS))
+    .as_string(None)  # composed once, not at every execution
+)
+# A batch of up to this many events is written in one statement with its nodes
+# and heads (_EXTEND, one round trip); a larger one is COPYed as it is built,
+# then extends the heads. Measured on 2 cores: the one statement saves about
+# 1 ms of a lone event's 4 ms; COPY is ahead again from about 100 events.
+_ONE_STATEMENT_EVENTS = 64
+_EXTEND = (
+    sql.SQL(
+        "WITH appended AS ("
+        " INSERT INTO events ({columns}) SELECT * FROM unnest({event_arrays})),"
+        " nodes AS ("
+        " INSERT INTO tree_nodes (tenant_id, level, idx, hash)"
+        " SELECT * FROM unnest(%b::text[], %b::smallint[], %b::bigint[], %b::bytea[])),"
+        " updated AS ("
+        " UPDATE chain_heads AS h SET tree_size = u.tree_size, root_hash = u.root_hash,"
+        " frontier = u.frontier, updated_at = now()"
+        " FROM unnest(%b::text[], %b::bigint[], %b::bytea[], %b::bytea[])"
+        " AS u(tenant_id, tree_size, root_hash, frontier) WHERE h.tenant_id = u.tenant_id"
+        " RETURNING h.tenant_id, h.tree_size)"
+        " SELECT pg_notify({channel}, tenant_id || ':' || tree_size) FROM updated"
+    )
+    .format(
+        columns=sql.SQL(", ").join(sql.Identifier(name) for name, _ in _EVENT_COLUMNS),
+        # Binary arrays: a record's quotes need no escaping, bytea no hex.
+        event_arrays=sql.SQL(", ").join(
+            sql.SQL("%b::{}[]").format(sql.SQL(kind)) for _, kind in _EVENT_COLUMNS
+        ),
+        channel=sql.Literal(NOTIFY_CHANNEL),
+    )
+    .as_string(None)
 )
 
 
@@ -313,28 +365,41 @@ class Appender:
             previous = await _find_keys(conn, batch)
             received_at = self._clock()
             outcomes: list[list[AppendOutcome]] = []
+            rows: list[tuple[Any, ...]] = []
             nodes: list[tuple[str, int, int, bytes]] = []
-            async with conn.cursor().copy(_COPY_EVENTS) as copy:
+            if sum(len(s.events) for s in batch) <= _ONE_STATEMENT_EVENTS:
                 for submission in batch:
-                    rows: list[tuple[Any, ...]] = []
-                    head = heads.get(submission.tenant_id)
-                    if head is None:  # the tenant was erased: its id is retired
-                        outcomes.append([_erased(submission.tenant_id)] * len(submission.events))
-                        continue
                     outcomes.append(
-                        self._assign(submission, head, previous, received_at, rows, nodes)
+                        self._assigned(submission, heads, previous, received_at, rows, nodes)
                     )
-                    # Sent as built, so PostgreSQL inserts while the next submission is hashed.
-                    for row in rows:
-                        await copy.write_row(row)
-            if nodes and self._store_tree_nodes:
-                async with conn.cursor().copy(_COPY_NODES) as copy:
-                    for node in nodes:
-                        await copy.write_row(node)
+            else:
+                async with conn.cursor().copy(_COPY_EVENTS) as copy:
+                    for submission in batch:
+                        outcomes.append(
+                            self._assigned(submission, heads, previous, received_at, rows, nodes)
+                        )
+                        # Sent as built, so PostgreSQL inserts while the next submission is hashed.
+                        for row in rows:
+                            await copy.write_row(row)
+                        rows.clear()
             if any(head.changed for head in heads.values()):
-                await _update_heads(conn, heads)
+                await _extend(conn, heads, rows, nodes if self._store_tree_nodes else [])
         self._known_tenants.update(tenants)
         return outcomes
+
+    def _assigned(
+        self,
+        submission: _Submission,
+        heads: dict[str, _Head],
+        previous: dict[tuple[str, str], Appended],
+        received: datetime,
+        rows: list[tuple[Any, ...]],
+        nodes: list[tuple[str, int, int, bytes]],
+    ) -> list[AppendOutcome]:
+        head = heads.get(submission.tenant_id)
+        if head is None:  # the tenant was erased: its id is retired
+            return [_erased(submission.tenant_id)] * len(submission.events)
+        return self._assign(submission, head, previous, received, rows, nodes)
 
     def _assign(
         self,
@@ -378,7 +443,7 @@ class Appender:
                 nodes.append((tenant_id, level, index, node))
             head.size, head.changed = seq, True
             text = record.decode()
-            rows.append(
+            rows.append(  # in _EVENT_COLUMNS order
                 (
                     tenant_id,
                     seq,
@@ -452,25 +517,32 @@ async def _select_heads(conn: psycopg.AsyncConnection[Any], tenants: list[str]) 
     }
 
 
-async def _update_heads(conn: psycopg.AsyncConnection[Any], heads: dict[str, _Head]) -> None:
-    """One statement for every head the batch extended, which also notifies
-    `tenant:size` on NOTIFY_CHANNEL; PostgreSQL delivers that at commit."""
+async def _extend(
+    conn: psycopg.AsyncConnection[Any],
+    heads: dict[str, _Head],
+    rows: list[tuple[Any, ...]],
+    nodes: list[tuple[str, int, int, bytes]],
+) -> None:
+    """One statement: insert `rows` (events not COPYed) and `nodes`, update
+    every head the batch extended, and notify `tenant:size` on NOTIFY_CHANNEL
+    (PostgreSQL delivers that at commit)."""
     changed = [(tenant, head) for tenant, head in heads.items() if head.changed]
     await conn.execute(
-        "WITH updated AS ("
-        " UPDATE chain_heads AS h SET tree_size = u.tree_size, root_hash = u.root_hash,"
-        " frontier = u.frontier, updated_at = now()"
-        " FROM unnest(%s::text[], %s::bigint[], %s::bytea[], %s::bytea[])"
-        " AS u(tenant_id, tree_size, root_hash, frontier) WHERE h.tenant_id = u.tenant_id"
-        " RETURNING h.tenant_id, h.tree_size)"
-        " SELECT pg_notify('sealtrail_events', tenant_id || ':' || tree_size) FROM updated",
+        _EXTEND,
         [
+            *_columns(rows, len(_EVENT_COLUMNS)),
+            *_columns(nodes, 4),
             [tenant for tenant, _ in changed],
             [head.size for _, head in changed],
             [frontier_root(head.frontier) for _, head in changed],
             [b"".join(head.frontier) for _, head in changed],
         ],
     )
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """`rows` as `width` column lists, each sent as one array parameter."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
 
 
 _FIND_KEYS = (

@@ -18,6 +18,9 @@ from opentelemetry.trace import SpanKind, Tracer
 from psycopg import sql
 
 _OPERATION: Final = re.compile(r"\s*(\w+)")
+# A statement of common table expressions is named for its first data change
+# (`WITH appended AS (INSERT INTO events ...` is `INSERT events`), else SELECT.
+_DATA_CHANGE: Final = re.compile(r"\b(INSERT|UPDATE|DELETE)\b", re.I)
 _TARGET: Final = re.compile(r"\b(?:FROM|INTO|UPDATE|COPY|JOIN)\s+([a-z_][a-z0-9_]*)\b", re.I)
 _NOT_TABLES: Final = frozenset({"stdin", "stdout", "unnest", "lateral", "select"})
 
@@ -27,6 +30,9 @@ def describe(text: str) -> tuple[str, dict[str, str]]:
     """A statement's span name and attributes, from its text."""
     match = _OPERATION.match(text)
     operation = match.group(1).upper() if match else "SQL"
+    if operation == "WITH":
+        change = _DATA_CHANGE.search(text)
+        operation = change.group(1).upper() if change else "SELECT"
     attributes = {
         "db.system.name": "postgresql",
         "db.operation.name": operation,
