@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +14,7 @@ import psycopg
 from sealtrail_server.domain.errors import InvalidArgument
 from sealtrail_server.domain.event import EventDraft, validate_event
 from sealtrail_server.domain.merkle import append_leaf, frontier_root, leaf_hash
-from sealtrail_server.store.appender import Appended, Appender
+from sealtrail_server.store.appender import _ONE_STATEMENT_EVENTS, Appended, Appender
 from tests.conftest import ServerThread
 
 
@@ -91,42 +92,74 @@ def test_a_lone_caller_does_not_wait_for_company(server: ServerThread, tenant: s
 def test_small_and_large_batches_store_the_same_rows_nodes_and_heads(
     server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
 ) -> None:
-    """A batch of up to 64 events is written in one statement, a larger one by
-    COPY (appender._ONE_STATEMENT_EVENTS): the log is the same either way."""
-    sizes = [1, 64, 65, 3]  # one statement, one statement, COPY, one statement
+    """A batch of up to _ONE_STATEMENT_EVENTS events is written in one
+    statement, a larger one by COPY: the log is the same either way, each
+    column what its record says."""
+    # one statement, one statement, COPY, one statement
+    sizes = [1, _ONE_STATEMENT_EVENTS, _ONE_STATEMENT_EVENTS + 1, 3]
+
+    def event(i: int) -> Any:
+        return _event(
+            f"events[{i}]",
+            occurred_at=(1_700_000_000 + i, 123_456_789),
+            severity=1 + i % 4,
+            category=i % 4,
+            actor_email=f"u{i}@example.com" if i % 2 else "",
+            resource_type="doc" if i % 3 else "",
+            resource_id=f"d{i}",
+            request_id=str(uuid.uuid4()) if i % 2 else "",
+            trace_id=uuid.uuid4().hex if i % 3 else "",
+            idempotency_key=f"key-{uuid.uuid4()}" if i % 4 else "",
+        )
+
+    def view(i: int) -> bytes | None:
+        return bytes([i % 256]) * 3 if i % 3 else None
 
     async def run() -> None:
         appender = Appender(server.database)
         appender.start()
         try:
             for size in sizes:
-                events = [
-                    _event(f"events[{i}]", actor_email=f"u{i}@example.com" if i % 2 else "")
-                    for i in range(size)
-                ]
-                views = [bytes([i % 256]) * 3 if i % 3 else None for i in range(size)]
-                outcomes = await appender.append(tenant, events, views)
+                outcomes = await appender.append(
+                    tenant, [event(i) for i in range(size)], [view(i) for i in range(size)]
+                )
                 assert all(isinstance(outcome, Appended) for outcome in outcomes)
         finally:
             await appender.stop()
 
     server.run(run())
+    # Every column as its record has it (severity, category: by name there).
+    mismatched = sql.execute(
+        "SELECT seq FROM events, LATERAL (SELECT record::jsonb AS r) AS j WHERE tenant_id = %s"
+        " AND (id::text IS DISTINCT FROM r ->> 'id'"
+        " OR occurred_at IS DISTINCT FROM (r ->> 'occurred_at')::timestamptz"
+        " OR received_at IS DISTINCT FROM (r ->> 'received_at')::timestamptz"
+        " OR action IS DISTINCT FROM r ->> 'action'"
+        " OR category IS DISTINCT FROM r ->> 'category'"
+        " OR outcome IS DISTINCT FROM r ->> 'outcome'"
+        " OR actor_id IS DISTINCT FROM r -> 'actor' ->> 'id'"
+        " OR actor_email IS DISTINCT FROM r -> 'actor' ->> 'email'"
+        " OR resource_type IS DISTINCT FROM r -> 'resource' ->> 'type'"
+        " OR resource_id IS DISTINCT FROM r -> 'resource' ->> 'id'"
+        " OR request_id::text IS DISTINCT FROM r -> 'context' ->> 'request_id'"
+        " OR trace_id IS DISTINCT FROM r -> 'context' ->> 'trace_id'"
+        " OR idempotency_key IS DISTINCT FROM r ->> 'idempotency_key'"
+        " OR seq IS DISTINCT FROM (r ->> 'seq')::bigint)",
+        [tenant],
+    ).fetchall()
+    assert mismatched == []
     rows = sql.execute(
-        "SELECT seq, actor_email, caller_view, record, leaf_hash FROM events"
+        "SELECT seq, severity, caller_view, record, leaf_hash FROM events"
         " WHERE tenant_id = %s ORDER BY seq",
         [tenant],
     ).fetchall()
-    expected_views = [
-        bytes([i % 256]) * 3 if i % 3 else None for size in sizes for i in range(size)
-    ]
-    assert [seq for seq, *_ in rows] == list(range(1, sum(sizes) + 1))
-    assert [view for _, _, view, _, _ in rows] == expected_views
-    assert [email for _, email, *_ in rows] == [
-        f"u{i}@example.com" if i % 2 else None for size in sizes for i in range(size)
-    ]
+    indexes = [i for size in sizes for i in range(size)]
+    assert [seq for seq, *_ in rows] == list(range(1, len(indexes) + 1))
+    assert [severity for _, severity, *_ in rows] == [1 + i % 4 for i in indexes]
+    assert [stored for _, _, stored, _, _ in rows] == [view(i) for i in indexes]
     frontier: list[bytes] = []
     nodes: set[tuple[int, int, bytes]] = set()
-    for size, (_, _, _, record, leaf) in enumerate(rows):
+    for size, (*_, record, leaf) in enumerate(rows):
         assert bytes(leaf) == leaf_hash(record.encode())
         nodes.update(append_leaf(frontier, size, bytes(leaf)))
     stored_nodes = sql.execute(

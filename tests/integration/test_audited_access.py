@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,8 @@ from sealtrail import (
     build_filter,
 )
 from sealtrail.v1 import access_pb2, event_pb2
+from sealtrail_server.domain.event import EventDraft, ValidEvent, validate_event
+from sealtrail_server.store.appender import Appended, Appender
 from tests.conftest import ServerThread
 
 
@@ -96,30 +99,63 @@ def test_a_first_page_is_the_log_before_its_own_record_which_is_durable_when_it_
             assert seqs == list(range(1, own[0])) and not page.next_page_token
 
 
-def test_a_first_page_leaves_out_its_own_record_when_it_committed_before_the_page_was_read(
+def test_a_first_page_is_the_log_before_its_own_record_when_the_read_sees_it_and_more(
+    server: ServerThread,
     client: AuditClient,
     tenant: str,
     sql: psycopg.Connection[Any],
     migrated_database_url: str,
 ) -> None:
     """The access record is written while the page is read (ADR 0023). Here the
-    read is held until the record has committed, so the page's snapshot holds
-    it: the answer is still the log before it."""
+    read is held until the record and three events after it have committed, so
+    its snapshot holds them all: the answer, page after page, is still the log
+    before the record."""
     client.record_batch([build_event(action="doc.read", actor_id=f"u{i}") for i in range(7)])
+    this_month = sql.execute(
+        "SELECT (SELECT tableoid::regclass::text FROM events WHERE tenant_id = %s LIMIT 1)",
+        [tenant],
+    ).fetchone()
+    assert this_month is not None and this_month[0] != "events_default"  # else the lock holds all
     with psycopg.connect(migrated_database_url) as locker, ThreadPoolExecutor(1) as pool:
         # A query with no time bounds plans over every partition, so it waits
-        # for this lock; the record goes to this month's partition and does not.
+        # for this lock; appends go to this month's partition and do not.
         locker.execute("LOCK TABLE events_default IN ACCESS EXCLUSIVE MODE")
         answer = pool.submit(client.query_page, page_size=3)
         deadline = time.monotonic() + 30
         while _tree_size(sql, tenant) < 8:
             assert time.monotonic() < deadline and not answer.done()
             time.sleep(0.01)
+        # Without idempotency keys, whose lookup would wait for the lock too.
+        later = [_plain_event("doc.later") for _ in range(3)]
+        assert all(isinstance(a, Appended) for a in server.run(_append(server, tenant, later)))
+        assert not answer.done()
         locker.rollback()
         page = answer.result(timeout=30)
-    assert [event.seq for event in page.events] == [7, 6, 5] and page.next_page_token
-    [own] = client.query(build_filter(actions="audit_log.queried"))
-    assert own.seq == 8
+    seqs = [event.seq for event in page.events]
+    while page.next_page_token:
+        page = client.query_page(page_size=3, page_token=page.next_page_token)
+        seqs += [event.seq for event in page.events]
+    assert seqs == [7, 6, 5, 4, 3, 2, 1]
+    own = client.query_page(build_filter(actions="audit_log.queried"), order="oldest")
+    assert [event.seq for event in own.events] == [8]
+
+
+def _plain_event(action: str) -> ValidEvent:
+    return validate_event(EventDraft(action=action, actor_id="u"), now=datetime.now(UTC), path="e")
+
+
+async def _append(server: ServerThread, tenant: str, events: list[ValidEvent]) -> list[Any]:
+    appender = Appender(server.database)
+    appender.start()
+    try:
+        return await appender.append(tenant, events)
+    finally:
+        await appender.stop()
+
+
+def _tree_size(sql: psycopg.Connection[Any], tenant: str) -> int:
+    row = sql.execute("SELECT tree_size FROM chain_heads WHERE tenant_id = %s", [tenant]).fetchone()
+    return 0 if row is None else int(row[0])
 
 
 def test_a_query_whose_record_the_database_refuses_answers_no_page(
@@ -144,11 +180,6 @@ def test_a_query_whose_record_the_database_refuses_answers_no_page(
             psycopg.sql.SQL("DROP FUNCTION {}()").format(psycopg.sql.Identifier(f"refuse_{tenant}"))
         )
     assert [event.action for event in client.query()] == ["doc.read"]
-
-
-def _tree_size(sql: psycopg.Connection[Any], tenant: str) -> int:
-    row = sql.execute("SELECT tree_size FROM chain_heads WHERE tenant_id = %s", [tenant]).fetchone()
-    return 0 if row is None else int(row[0])
 
 
 def test_verify_log_is_recorded_with_its_outcome(

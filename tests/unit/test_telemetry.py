@@ -266,6 +266,16 @@ def test_a_call_ended_in_another_context_leaves_it_alone(
             "UPDATE chain_heads",
         ),
         ("WITH recent AS (SELECT seq FROM events) SELECT count(*) FROM recent", "SELECT events"),
+        (  # a row lock is not a change: the retention purge deletes
+            "WITH doomed AS (SELECT seq FROM events WHERE tenant_id = %s FOR UPDATE)"
+            " DELETE FROM events USING doomed WHERE events.seq = doomed.seq",
+            "DELETE events",
+        ),
+        (
+            "WITH held AS (SELECT 1 FROM alert_rules FOR NO KEY UPDATE)"
+            " INSERT INTO alert_states SELECT 1 FROM held",
+            "INSERT alert_states",
+        ),
     ],
 )
 def test_a_statements_span_is_named_for_what_it_does_to_which_table(

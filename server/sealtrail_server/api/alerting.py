@@ -204,17 +204,19 @@ class AlertingRpcs:
                 fired=0,
                 last_fired_at=None,
             )
-            event_id = await record_access(
-                self._appender,
-                principal,
-                now=self._clock(),
-                action="alert_rule.created",
-                category=event_pb2.CATEGORY_CONFIGURATION,
-                resource_type="alert_rule",
-                resource_id=rule_id,
-                description=f"Alert rule {rule.name!r} ({stored.condition['kind']}) created",
-                details=_definition(stored),
-            )
+            event_id = (
+                await record_access(
+                    self._appender,
+                    principal,
+                    now=self._clock(),
+                    action="alert_rule.created",
+                    category=event_pb2.CATEGORY_CONFIGURATION,
+                    resource_type="alert_rule",
+                    resource_id=rule_id,
+                    description=f"Alert rule {rule.name!r} ({stored.condition['kind']}) created",
+                    details=_definition(stored),
+                )
+            ).event_id
             await store.insert_rule(conn, stored)
         self._evaluator.rules_changed()
         return pb.CreateAlertRuleResponse(rule=_rule_message(stored), event_id=event_id)
@@ -238,21 +240,23 @@ class AlertingRpcs:
                 # does, never the events recorded while it was off.
                 after = replace(after, start_seq=await tree_size(conn, tenant_id) + 1)
             old, new = _definition(before), _definition(after)
-            event_id = await record_access(
-                self._appender,
-                principal,
-                now=self._clock(),
-                action="alert_rule.updated",
-                category=event_pb2.CATEGORY_CONFIGURATION,
-                resource_type="alert_rule",
-                resource_id=rule_id,
-                description=f"Alert rule {after.name!r} changed",
-                changes=[
-                    ChangeDraft(name, old[name], new[name])
-                    for name in old
-                    if old[name] != new[name]
-                ],
-            )
+            event_id = (
+                await record_access(
+                    self._appender,
+                    principal,
+                    now=self._clock(),
+                    action="alert_rule.updated",
+                    category=event_pb2.CATEGORY_CONFIGURATION,
+                    resource_type="alert_rule",
+                    resource_id=rule_id,
+                    description=f"Alert rule {after.name!r} changed",
+                    changes=[
+                        ChangeDraft(name, old[name], new[name])
+                        for name in old
+                        if old[name] != new[name]
+                    ],
+                )
+            ).event_id
             # What a new-IP or new-country rule learned was learned under its
             # old condition.
             forget = (
@@ -279,21 +283,23 @@ class AlertingRpcs:
         rule_id = _rule_id(request.id, "id")
         async with self._changes.exclusive(tenant_id, f"alert_rule/{rule_id}") as conn:
             found = await _stored_rule(conn, tenant_id, rule_id)
-            event_id = await record_access(
-                self._appender,
-                principal,
-                now=self._clock(),
-                action="alert_rule.deleted",
-                category=event_pb2.CATEGORY_CONFIGURATION,
-                resource_type="alert_rule",
-                resource_id=rule_id,
-                description=f"Alert rule {found.name!r} deleted",
-                details={
-                    "name": found.name,
-                    "condition": found.condition,
-                    "fired": found.fired,
-                },
-            )
+            event_id = (
+                await record_access(
+                    self._appender,
+                    principal,
+                    now=self._clock(),
+                    action="alert_rule.deleted",
+                    category=event_pb2.CATEGORY_CONFIGURATION,
+                    resource_type="alert_rule",
+                    resource_id=rule_id,
+                    description=f"Alert rule {found.name!r} deleted",
+                    details={
+                        "name": found.name,
+                        "condition": found.condition,
+                        "fired": found.fired,
+                    },
+                )
+            ).event_id
             await store.delete_rule(conn, tenant_id, rule_id)
         self._evaluator.rules_changed()
         return pb.DeleteAlertRuleResponse(event_id=event_id)

@@ -16,7 +16,7 @@ from sealtrail.v1 import event_pb2
 from ..domain.access import Principal
 from ..domain.errors import SealtrailError
 from ..domain.event import ChangeDraft, EventDraft, correlate, validate_event
-from ..store.appender import Appender
+from ..store.appender import Appended, Appender
 from ..telemetry.context import current_correlation
 from .convert import caller_view
 
@@ -38,8 +38,8 @@ async def record_access(
     resource_id: str | None = None,
     details: dict[str, Any] | None = None,
     changes: list[ChangeDraft] | None = None,
-) -> str:
-    """Record what `principal` did in its tenant's log; the new event's id."""
+) -> Appended:
+    """Record what `principal` did in its tenant's log; the new event as stored."""
     return await record_event(
         appender,
         principal.tenant_id,
@@ -71,10 +71,11 @@ async def record_event(
     details: dict[str, Any] | None = None,
     changes: list[ChangeDraft] | None = None,
     idempotency_key: str = "",
-) -> str:
+) -> Appended:
     """Record an event Sealtrail itself writes (not redacted: its values are
-    Sealtrail's own); the new event's id ("" when `idempotency_key` found it
-    recorded already). SealtrailError if it is refused."""
+    Sealtrail's own); the event as stored (`deduplicated`, with no id, when
+    `idempotency_key` found it recorded already). SealtrailError if it is
+    refused."""
     draft = EventDraft(
         action=action,
         category=category,
@@ -94,4 +95,4 @@ async def record_event(
     [outcome] = await appender.append(tenant_id, [valid], [view])
     if isinstance(outcome, SealtrailError):
         raise outcome
-    return outcome.event_id
+    return outcome

@@ -125,11 +125,13 @@ class ExportRpcs:
     async def _record_export(self, principal: Principal, request: pb.ExportRequest) -> str:
         """Record the export in the log, attributed to the calling token."""
         name = _FORMAT_NAMES[request.format]
-        return await record_access(
-            self._appender,
-            principal,
-            now=self._clock(),
-            action="audit_log.exported",
-            description=f"Exported audit events as {name}",
-            details={"format": name, "filter": filter_details(request.filter)},
-        )
+        return (
+            await record_access(
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="audit_log.exported",
+                description=f"Exported audit events as {name}",
+                details={"format": name, "filter": filter_details(request.filter)},
+            )
+        ).event_id

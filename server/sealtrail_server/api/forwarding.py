@@ -256,17 +256,19 @@ class ForwardingRpcs:
             head = await tree_size(conn, tenant_id)
             sink_id = str(uuid.uuid4())
             cursor = 0 if request.from_beginning else head
-            event_id = await record_access(
-                self._appender,
-                principal,
-                now=self._clock(),
-                action="sink.created",
-                category=event_pb2.CATEGORY_CONFIGURATION,
-                resource_type="sink",
-                resource_id=sink_id,
-                description=f"Sink {definition.name!r} ({definition.kind}) created",
-                details={**_describe(definition), "from_seq": cursor + 1},
-            )
+            event_id = (
+                await record_access(
+                    self._appender,
+                    principal,
+                    now=self._clock(),
+                    action="sink.created",
+                    category=event_pb2.CATEGORY_CONFIGURATION,
+                    resource_type="sink",
+                    resource_id=sink_id,
+                    description=f"Sink {definition.name!r} ({definition.kind}) created",
+                    details={**_describe(definition), "from_seq": cursor + 1},
+                )
+            ).event_id
             await store.insert_sink(
                 conn,
                 tenant_id,
@@ -322,18 +324,20 @@ class ForwardingRpcs:
                 head = await tree_size(conn, tenant_id)
                 return pb.UpdateSinkResponse(sink=_sink_message(before, head))
             old, new = _describe(before.definition), _describe(definition)
-            event_id = await record_access(
-                self._appender,
-                principal,
-                now=self._clock(),
-                action="sink.updated",
-                category=event_pb2.CATEGORY_CONFIGURATION,
-                resource_type="sink",
-                resource_id=sink_id,
-                description=f"Sink {definition.name!r} changed",
-                changes=[ChangeDraft(k, old[k], new[k]) for k in old if old[k] != new[k]]
-                or [ChangeDraft("destination", "(secret)", "(secret rotated)")],
-            )
+            event_id = (
+                await record_access(
+                    self._appender,
+                    principal,
+                    now=self._clock(),
+                    action="sink.updated",
+                    category=event_pb2.CATEGORY_CONFIGURATION,
+                    resource_type="sink",
+                    resource_id=sink_id,
+                    description=f"Sink {definition.name!r} changed",
+                    changes=[ChangeDraft(k, old[k], new[k]) for k in old if old[k] != new[k]]
+                    or [ChangeDraft("destination", "(secret)", "(secret rotated)")],
+                )
+            ).event_id
             await store.update_sink(
                 conn,
                 tenant_id,
@@ -381,21 +385,23 @@ class ForwardingRpcs:
         sink_id = _sink_id(request.id, "id")
         async with self._changes.exclusive(tenant_id, f"sink/{sink_id}") as conn:
             stored = await self._stored_sink(conn, tenant_id, sink_id, "id")
-            event_id = await record_access(
-                self._appender,
-                principal,
-                now=self._clock(),
-                action="sink.deleted",
-                category=event_pb2.CATEGORY_CONFIGURATION,
-                resource_type="sink",
-                resource_id=sink_id,
-                description=f"Sink {stored.definition.name!r} deleted",
-                details={
-                    **_describe(stored.definition),
-                    "cursor_seq": stored.state.cursor_seq,
-                    "dead_letters": stored.state.dead_letters,
-                },
-            )
+            event_id = (
+                await record_access(
+                    self._appender,
+                    principal,
+                    now=self._clock(),
+                    action="sink.deleted",
+                    category=event_pb2.CATEGORY_CONFIGURATION,
+                    resource_type="sink",
+                    resource_id=sink_id,
+                    description=f"Sink {stored.definition.name!r} deleted",
+                    details={
+                        **_describe(stored.definition),
+                        "cursor_seq": stored.state.cursor_seq,
+                        "dead_letters": stored.state.dead_letters,
+                    },
+                )
+            ).event_id
             await store.delete_sink(conn, tenant_id, sink_id)
         return pb.DeleteSinkResponse(event_id=event_id)
 
@@ -441,20 +447,22 @@ class ForwardingRpcs:
                 ]
             if replay.dead_letter_id is not None:
                 details["dead_letter_id"] = replay.dead_letter_id
-            event_id = await record_access(
-                self._appender,
-                principal,
-                now=self._clock(),
-                action="sink.replay_requested",
-                category=event_pb2.CATEGORY_CONFIGURATION,
-                resource_type="sink",
-                resource_id=sink_id,
-                description=(
-                    f"Replay of seq {replay.first_seq}-{replay.last_seq}"
-                    f" to sink {stored.definition.name!r}"
-                ),
-                details=details,
-            )
+            event_id = (
+                await record_access(
+                    self._appender,
+                    principal,
+                    now=self._clock(),
+                    action="sink.replay_requested",
+                    category=event_pb2.CATEGORY_CONFIGURATION,
+                    resource_type="sink",
+                    resource_id=sink_id,
+                    description=(
+                        f"Replay of seq {replay.first_seq}-{replay.last_seq}"
+                        f" to sink {stored.definition.name!r}"
+                    ),
+                    details=details,
+                )
+            ).event_id
             replay_id = str(uuid.uuid4())
             await store.insert_replay(
                 conn,

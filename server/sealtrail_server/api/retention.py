@@ -98,20 +98,22 @@ class RetentionRpcs:
                 return pb.UpdateRetentionPolicyResponse(policy=_policy_message(before))
             old, new = describe(before.policy), describe(policy)
             # Recorded before it applies: a change is never without its event.
-            event_id = await record_access(
-                self._appender,
-                principal,
-                now=self._clock(),
-                action="retention.policy_updated",
-                category=event_pb2.CATEGORY_CONFIGURATION,
-                resource_type="retention_policy",
-                description="Retention policy changed",
-                changes=[
-                    ChangeDraft(name, old[name], new[name])
-                    for name in old
-                    if old[name] != new[name]
-                ],
-            )
+            event_id = (
+                await record_access(
+                    self._appender,
+                    principal,
+                    now=self._clock(),
+                    action="retention.policy_updated",
+                    category=event_pb2.CATEGORY_CONFIGURATION,
+                    resource_type="retention_policy",
+                    description="Retention policy changed",
+                    changes=[
+                        ChangeDraft(name, old[name], new[name])
+                        for name in old
+                        if old[name] != new[name]
+                    ],
+                )
+            ).event_id
             after = await write_policy(conn, tenant_id, policy, now=self._clock())
         return pb.UpdateRetentionPolicyResponse(policy=_policy_message(after), event_id=event_id)
 
@@ -126,16 +128,24 @@ class RetentionRpcs:
             before = await read_policy(conn, tenant_id)
             if before.hold.on == placed and (not placed or before.hold.reason == reason):
                 return pb.SetLegalHoldResponse(legal_hold=_hold_message(before))
-            event_id = await record_access(
-                self._appender,
-                principal,
-                now=self._clock(),
-                action="retention.legal_hold_placed" if placed else "retention.legal_hold_released",
-                category=event_pb2.CATEGORY_CONFIGURATION,
-                resource_type="legal_hold",
-                description=(f"Legal hold placed: {reason}" if placed else "Legal hold released"),
-                details={"reason": reason} if placed else {"previous_reason": before.hold.reason},
-            )
+            event_id = (
+                await record_access(
+                    self._appender,
+                    principal,
+                    now=self._clock(),
+                    action="retention.legal_hold_placed"
+                    if placed
+                    else "retention.legal_hold_released",
+                    category=event_pb2.CATEGORY_CONFIGURATION,
+                    resource_type="legal_hold",
+                    description=(
+                        f"Legal hold placed: {reason}" if placed else "Legal hold released"
+                    ),
+                    details={"reason": reason}
+                    if placed
+                    else {"previous_reason": before.hold.reason},
+                )
+            ).event_id
             after = await write_hold(
                 conn, tenant_id, on=placed, reason=reason if placed else "", now=self._clock()
             )

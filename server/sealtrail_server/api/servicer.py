@@ -5,6 +5,8 @@ the guard interceptor maps them to gRPC statuses."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
@@ -34,7 +36,7 @@ from ..retention.erasure import Eraser
 from ..store.appender import Appended, Appender
 from ..store.changes import Changes
 from ..store.database import Database
-from ..store.events import Order, get_event, query_page
+from ..store.events import Order, ShownEvent, get_event, query_page
 from ..store.node_reader import NodeReader
 from ..store.tenant_settings import SettingsCache
 from ..stream.hub import StreamHub
@@ -59,6 +61,7 @@ from .settings import SettingsRpcs
 from .stream import StreamRpcs
 from .tokens import TokenRpcs
 
+log = logging.getLogger(__name__)
 A = TypeVar("A")
 B = TypeVar("B")
 
@@ -212,18 +215,19 @@ class AuditLogServicer(
             if request.page_token
             else None
         )
-        first_page = not request.page_token
-        read = query_page(
+        read = functools.partial(
+            query_page,
             self._db,
             tenant_id=tenant_id,
             event_filter=event_filter,
             order=order,
             after_seq=after_seq,
-            # One more tells whether another page exists; a first page reads one
-            # more again, in case its own access record is among them.
-            limit=limit + (2 if first_page else 1),
         )
-        if first_page:
+        if request.page_token:
+            rows = await read(limit=limit + 1)  # one more tells whether another page exists
+            page = rows[:limit]
+            after = page[-1].seq if len(rows) > limit else None
+        else:
             # A query is recorded once, not once per page, and before it is
             # answered (ADR 0012). The record is written while the page is read:
             # after it, its durable commit added to every first page (ADR 0023).
@@ -235,21 +239,35 @@ class AuditLogServicer(
                 description="Queried audit events",
                 details={"filter": filter_details(request.filter), "order": order},
             )
-            rows, recorded_id = await _together(read, record)
-            # Left out whether it committed before the page was read or after:
-            # the answer does not depend on which won.
-            rows = [row for row in rows if row.event_id != recorded_id]
-        else:
-            rows = await read
-        page = rows[:limit]
+            read_limit = limit + 2  # one more again, in case its own record is among them
+            rows, recorded = await _together(read(limit=read_limit), record)
+            page, after = _page_before(
+                rows, recorded.seq, limit=limit, order=order, read_limit=read_limit
+            )
         next_token = (
-            encode_page_token(fingerprint=fingerprint, last_seq=page[-1].seq)
-            if len(rows) > limit
-            else ""
+            "" if after is None else encode_page_token(fingerprint=fingerprint, last_seq=after)
         )
         response = pb.QueryResponse(next_page_token=next_token)
         add_events(response.events, page, tenant_id=tenant_id)
         return response
+
+
+def _page_before(
+    rows: list[ShownEvent], own_seq: int, *, limit: int, order: Order, read_limit: int
+) -> tuple[list[ShownEvent], int | None]:
+    """A first page as the log stood before its own access record (at
+    `own_seq`), from `rows` read while that record was written: the page and
+    the seq the next page starts after (None: the end). The read may have seen
+    the record and whatever committed after it; both are left out, so the
+    answer is the same whichever came first, on this page and the next."""
+    before = [row for row in rows if row.seq < own_seq]
+    page = before[:limit]
+    if len(before) > limit:
+        return page, page[-1].seq
+    if order == "newest" and len(rows) == read_limit:
+        # Newer events filled the read: older ones remain below what it reached.
+        return page, page[-1].seq if page else own_seq
+    return page, None
 
 
 async def _together(first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B]) -> tuple[A, B]:
@@ -260,6 +278,8 @@ async def _together(first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B
             one = group.create_task(first)
             two = group.create_task(second)
     except BaseExceptionGroup as failed:
+        for other in failed.exceptions[1:]:
+            log.warning("also failed while answering: %r", other)
         raise failed.exceptions[0] from None
     return one.result(), two.result()
 

@@ -103,16 +103,18 @@ class SettingsRpcs:
         return pb.UpdateTenantSettingsResponse(settings=_message(after), event_id=event_id)
 
     async def _record_change(self, principal: Principal, before: str, after: str) -> str:
-        return await record_access(
-            self._appender,
-            principal,
-            now=self._clock(),
-            action="tenant.settings_updated",
-            category=event_pb2.CATEGORY_CONFIGURATION,
-            resource_type="tenant",
-            description=f"Redaction mode changed from {before} to {after}",
-            changes=[ChangeDraft("redaction_mode", before, after)],
-        )
+        return (
+            await record_access(
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="tenant.settings_updated",
+                category=event_pb2.CATEGORY_CONFIGURATION,
+                resource_type="tenant",
+                description=f"Redaction mode changed from {before} to {after}",
+                changes=[ChangeDraft("redaction_mode", before, after)],
+            )
+        ).event_id
 
     async def HashSecret(
         self, request: pb.HashSecretRequest, context: Context

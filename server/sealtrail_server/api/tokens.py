@@ -75,17 +75,19 @@ class TokenRpcs:
             self._db, tenant_id=principal.tenant_id, role=role, name=request.name
         )
         try:
-            event_id = await record_access(
-                self._appender,
-                principal,
-                now=self._clock(),
-                action="api_token.created",
-                category=event_pb2.CATEGORY_SECURITY,
-                resource_type="api_token",
-                resource_id=issued.token_id,
-                description=f"Created an API token with role {role.value}",
-                details={"role": role.value, "name": request.name},
-            )
+            event_id = (
+                await record_access(
+                    self._appender,
+                    principal,
+                    now=self._clock(),
+                    action="api_token.created",
+                    category=event_pb2.CATEGORY_SECURITY,
+                    resource_type="api_token",
+                    resource_id=issued.token_id,
+                    description=f"Created an API token with role {role.value}",
+                    details={"role": role.value, "name": request.name},
+                )
+            ).event_id
         except BaseException:
             # Its creation could not be recorded: the token must not live on.
             await revoke_token(self._db, token_id=issued.token_id, tenant_id=principal.tenant_id)
@@ -143,17 +145,19 @@ class TokenRpcs:
             if found is None or found.revoked_at is not None:
                 raise NotFound("no live token with that id in this tenant")
             # Recorded before it applies: a revocation is never without its event.
-            event_id = await record_access(
-                self._appender,
-                principal,
-                now=self._clock(),
-                action="api_token.revoked",
-                category=event_pb2.CATEGORY_SECURITY,
-                resource_type="api_token",
-                resource_id=token_id,
-                description=f"Revoked an API token with role {found.role}",
-                details={"role": found.role, "name": found.name},
-            )
+            event_id = (
+                await record_access(
+                    self._appender,
+                    principal,
+                    now=self._clock(),
+                    action="api_token.revoked",
+                    category=event_pb2.CATEGORY_SECURITY,
+                    resource_type="api_token",
+                    resource_id=token_id,
+                    description=f"Revoked an API token with role {found.role}",
+                    details={"role": found.role, "name": found.name},
+                )
+            ).event_id
             await mark_revoked(conn, token_id=token_id, tenant_id=tenant_id)
             revoked = await read_token(conn, tenant_id=tenant_id, token_id=token_id)
         # Committed: this process stops honouring it now (forgotten earlier, a

@@ -19,8 +19,11 @@ from psycopg import sql
 
 _OPERATION: Final = re.compile(r"\s*(\w+)")
 # A statement of common table expressions is named for its first data change
-# (`WITH appended AS (INSERT INTO events ...` is `INSERT events`), else SELECT.
-_DATA_CHANGE: Final = re.compile(r"\b(INSERT|UPDATE|DELETE)\b", re.I)
+# and the table it changes (`WITH appended AS (INSERT INTO events ...` is
+# `INSERT events`; a row lock, `FOR UPDATE`, is none), else as a query.
+_DATA_CHANGE: Final = re.compile(
+    r"\b(INSERT\s+INTO|(?<!FOR )(?<!KEY )UPDATE|DELETE\s+FROM)\s+([a-z_][a-z0-9_]*)\b", re.I
+)
 _TARGET: Final = re.compile(r"\b(?:FROM|INTO|UPDATE|COPY|JOIN)\s+([a-z_][a-z0-9_]*)\b", re.I)
 _NOT_TABLES: Final = frozenset({"stdin", "stdout", "unnest", "lateral", "select"})
 
@@ -30,20 +33,25 @@ def describe(text: str) -> tuple[str, dict[str, str]]:
     """A statement's span name and attributes, from its text."""
     match = _OPERATION.match(text)
     operation = match.group(1).upper() if match else "SQL"
+    table = None
     if operation == "WITH":
         change = _DATA_CHANGE.search(text)
-        operation = change.group(1).upper() if change else "SELECT"
+        if change is None:
+            operation = "SELECT"
+        else:
+            operation, table = change.group(1).split()[0].upper(), change.group(2).lower()
+    if table is None:
+        targets = (found.group(1).lower() for found in _TARGET.finditer(text))
+        table = next((name for name in targets if name not in _NOT_TABLES), None)
     attributes = {
         "db.system.name": "postgresql",
         "db.operation.name": operation,
         "db.query.text": text,
     }
-    for found in _TARGET.finditer(text):
-        table = found.group(1).lower()
-        if table not in _NOT_TABLES:
-            attributes["db.collection.name"] = table
-            return f"{operation} {table}", attributes
-    return operation, attributes
+    if table is None:
+        return operation, attributes
+    attributes["db.collection.name"] = table
+    return f"{operation} {table}", attributes
 
 
 def _text(query: Any, conn: psycopg.AsyncConnection[Any]) -> str:

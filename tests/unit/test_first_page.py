@@ -1,0 +1,48 @@
+"""A query's first page is read while its own access record is written
+(ADR 0023): what the read saw of that record, and of what committed after it,
+is left out, and the next page starts where the log before it continues."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from sealtrail_server.api.servicer import _page_before
+from sealtrail_server.store.events import Order, ShownEvent
+
+LIMIT = 3
+READ = LIMIT + 2
+
+
+def _rows(*seqs: int) -> list[ShownEvent]:
+    return [ShownEvent(seq, f"id-{seq}", datetime.now(UTC), b"", b"", None) for seq in seqs]
+
+
+@pytest.mark.parametrize(
+    ("order", "read", "own", "page", "after"),
+    [
+        # The record committed after the read: nothing to leave out.
+        ("newest", (10, 9, 8, 7, 6), 11, [10, 9, 8], 8),
+        ("newest", (4, 3, 2, 1), 5, [4, 3, 2], 2),
+        ("newest", (2, 1), 3, [2, 1], None),
+        # The read saw it (first): left out, the page is unchanged.
+        ("newest", (11, 10, 9, 8, 7), 11, [10, 9, 8], 8),
+        ("newest", (4, 3, 2, 1), 4, [3, 2, 1], None),
+        # ... and events committed after it: left out too, and the page, short
+        # of them, still leads on to the older events the read did not reach.
+        ("newest", (13, 12, 11, 10, 9), 11, [10, 9], 9),
+        ("newest", (15, 14, 13, 12, 11), 11, [], 11),
+        ("newest", (13, 12, 11, 10), 11, [10], None),
+        ("oldest", (1, 2, 3, 4, 5), 9, [1, 2, 3], 3),
+        ("oldest", (1, 2, 3, 4, 5), 4, [1, 2, 3], None),
+        ("oldest", (1, 2, 3, 4, 5), 5, [1, 2, 3], 3),
+        ("oldest", (1, 2), 3, [1, 2], None),
+        ("oldest", (), 1, [], None),
+    ],
+)
+def test_a_first_page_is_the_log_before_its_own_record(
+    order: Order, read: tuple[int, ...], own: int, page: list[int], after: int | None
+) -> None:
+    shown, next_after = _page_before(_rows(*read), own, limit=LIMIT, order=order, read_limit=READ)
+    assert ([row.seq for row in shown], next_after) == (page, after)
