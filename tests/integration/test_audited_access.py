@@ -101,7 +101,7 @@ def test_a_first_page_is_the_log_before_its_own_record_which_is_durable_when_it_
 
 def test_a_first_page_is_the_log_before_its_own_record_when_the_read_sees_it_and_more(
     server: ServerThread,
-    client: AuditClient,
+    client_for: Any,
     tenant: str,
     sql: psycopg.Connection[Any],
     migrated_database_url: str,
@@ -110,13 +110,15 @@ def test_a_first_page_is_the_log_before_its_own_record_when_the_read_sees_it_and
     read is held until the record and three events after it have committed, so
     its snapshot holds them all: the answer, page after page, is still the log
     before the record."""
+    client = client_for(tenant, max_attempts=1)
     client.record_batch([build_event(action="doc.read", actor_id=f"u{i}") for i in range(7)])
     this_month = sql.execute(
         "SELECT (SELECT tableoid::regclass::text FROM events WHERE tenant_id = %s LIMIT 1)",
         [tenant],
     ).fetchone()
     assert this_month is not None and this_month[0] != "events_default"  # else the lock holds all
-    with psycopg.connect(migrated_database_url) as locker, ThreadPoolExecutor(1) as pool:
+    # The lock is released (locker closed) before the pool waits for the query.
+    with ThreadPoolExecutor(1) as pool, psycopg.connect(migrated_database_url) as locker:
         # A query with no time bounds plans over every partition, so it waits
         # for this lock; appends go to this month's partition and do not.
         locker.execute("LOCK TABLE events_default IN ACCESS EXCLUSIVE MODE")
@@ -131,7 +133,10 @@ def test_a_first_page_is_the_log_before_its_own_record_when_the_read_sees_it_and
         assert not answer.done()
         locker.rollback()
         page = answer.result(timeout=30)
-    seqs = [event.seq for event in page.events]
+    # The read saw seqs 11 to 7 (three later events, its own record, one before):
+    # one event is left to show, and the token leads on to the rest.
+    assert [event.seq for event in page.events] == [7] and page.next_page_token
+    seqs = [7]
     while page.next_page_token:
         page = client.query_page(page_size=3, page_token=page.next_page_token)
         seqs += [event.seq for event in page.events]

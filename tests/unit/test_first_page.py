@@ -39,6 +39,9 @@ def _rows(*seqs: int) -> list[ShownEvent]:
         ("oldest", (1, 2, 3, 4, 5), 5, [1, 2, 3], 3),
         ("oldest", (1, 2), 3, [1, 2], None),
         ("oldest", (), 1, [], None),
+        ("oldest", (1, 2, 3), 1, [], None),  # nothing before the record
+        ("newest", (), 1, [], None),
+        ("newest", (13, 12, 10, 9, 8), 11, [10, 9, 8], 8),  # full, exactly a page left
     ],
 )
 def test_a_first_page_is_the_log_before_its_own_record(
@@ -46,3 +49,25 @@ def test_a_first_page_is_the_log_before_its_own_record(
 ) -> None:
     shown, next_after = _page_before(_rows(*read), own, limit=LIMIT, order=order, read_limit=READ)
     assert ([row.seq for row in shown], next_after) == (page, after)
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3])
+def test_newest_pages_are_the_log_before_the_record_however_the_race_went(limit: int) -> None:
+    """Followed page after page, whenever the read's snapshot was taken (before
+    the record, or after it and any number of events after it), the pages show
+    every event before the record once, newest first, and nothing else."""
+    for before in range(7):
+        own = before + 1
+        for later in range(4):  # events committed after the record
+            log = range(1, own + later + 1)
+            for seen in range(own - 1, own + later + 1):  # the snapshot's newest seq
+                read = sorted((seq for seq in log if seq <= seen), reverse=True)[: limit + 2]
+                page, after = _page_before(
+                    _rows(*read), own, limit=limit, order="newest", read_limit=limit + 2
+                )
+                shown = [row.seq for row in page]
+                while after is not None:  # later pages: seq < after, in the log as it is now
+                    rest = [seq for seq in reversed(log) if seq < after][: limit + 1]
+                    shown += rest[:limit]
+                    after = rest[limit - 1] if len(rest) > limit else None
+                assert shown == list(range(own - 1, 0, -1)), (before, later, seen)

@@ -266,16 +266,22 @@ def test_a_call_ended_in_another_context_leaves_it_alone(
             "UPDATE chain_heads",
         ),
         ("WITH recent AS (SELECT seq FROM events) SELECT count(*) FROM recent", "SELECT events"),
-        (  # a row lock is not a change: the retention purge deletes
-            "WITH doomed AS (SELECT seq FROM events WHERE tenant_id = %s FOR UPDATE)"
-            " DELETE FROM events USING doomed WHERE events.seq = doomed.seq",
-            "DELETE events",
+        (  # a row lock is no change; quoted names as sql.Identifier writes them
+            "WITH current AS (SELECT 1 FROM alert_rules WHERE id = %s FOR SHARE),"
+            ' added AS (INSERT INTO "alert_known_ips" (tenant_id) SELECT %s FROM current)'
+            " SELECT EXISTS (SELECT 1 FROM added)",
+            "INSERT alert_known_ips",
         ),
         (
-            "WITH held AS (SELECT 1 FROM alert_rules FOR NO KEY UPDATE)"
-            " INSERT INTO alert_states SELECT 1 FROM held",
-            "INSERT alert_states",
+            "WITH next AS (SELECT id FROM sink_batches FOR UPDATE SKIP LOCKED)"
+            " DELETE FROM sink_batches USING next WHERE sink_batches.id = next.id",
+            "DELETE sink_batches",
         ),
+        (
+            "WITH held AS (SELECT 1 FROM alert_rules FOR NO KEY UPDATE) SELECT count(*) FROM held",
+            "SELECT alert_rules",
+        ),
+        ('SELECT 1 FROM "events" WHERE seq = %s', "SELECT events"),
     ],
 )
 def test_a_statements_span_is_named_for_what_it_does_to_which_table(

@@ -22,9 +22,10 @@ _OPERATION: Final = re.compile(r"\s*(\w+)")
 # and the table it changes (`WITH appended AS (INSERT INTO events ...` is
 # `INSERT events`; a row lock, `FOR UPDATE`, is none), else as a query.
 _DATA_CHANGE: Final = re.compile(
-    r"\b(INSERT\s+INTO|(?<!FOR )(?<!KEY )UPDATE|DELETE\s+FROM)\s+([a-z_][a-z0-9_]*)\b", re.I
+    r'\b(INSERT\s+INTO|(?<!FOR\s)(?<!KEY\s)UPDATE|DELETE\s+FROM)\s+"?([a-z_][a-z0-9_]*)\b', re.I
 )
-_TARGET: Final = re.compile(r"\b(?:FROM|INTO|UPDATE|COPY|JOIN)\s+([a-z_][a-z0-9_]*)\b", re.I)
+# A table's name, bare or quoted (as sql.Identifier writes it).
+_TARGET: Final = re.compile(r'\b(?:FROM|INTO|UPDATE|COPY|JOIN)\s+"?([a-z_][a-z0-9_]*)\b', re.I)
 _NOT_TABLES: Final = frozenset({"stdin", "stdout", "unnest", "lateral", "select"})
 
 
