@@ -8,11 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sealtrail_server.api.servicer import _page_before
+from sealtrail_server.api.servicer import _FIRST_PAGE_EXTRA, _page_before
 from sealtrail_server.store.events import Order, ShownEvent
 
 LIMIT = 3
-READ = LIMIT + 2
 
 
 def _rows(*seqs: int) -> list[ShownEvent]:
@@ -47,7 +46,7 @@ def _rows(*seqs: int) -> list[ShownEvent]:
 def test_a_first_page_is_the_log_before_its_own_record(
     order: Order, read: tuple[int, ...], own: int, page: list[int], after: int | None
 ) -> None:
-    shown, next_after = _page_before(_rows(*read), own, limit=LIMIT, order=order, read_limit=READ)
+    shown, next_after = _page_before(_rows(*read), own, limit=LIMIT, order=order)
     assert ([row.seq for row in shown], next_after) == (page, after)
 
 
@@ -61,10 +60,10 @@ def test_newest_pages_are_the_log_before_the_record_however_the_race_went(limit:
         for later in range(4):  # events committed after the record
             log = range(1, own + later + 1)
             for seen in range(own - 1, own + later + 1):  # the snapshot's newest seq
-                read = sorted((seq for seq in log if seq <= seen), reverse=True)[: limit + 2]
-                page, after = _page_before(
-                    _rows(*read), own, limit=limit, order="newest", read_limit=limit + 2
-                )
+                read = sorted((seq for seq in log if seq <= seen), reverse=True)[
+                    : limit + _FIRST_PAGE_EXTRA
+                ]
+                page, after = _page_before(_rows(*read), own, limit=limit, order="newest")
                 shown = [row.seq for row in page]
                 while after is not None:  # later pages: seq < after, in the log as it is now
                     rest = [seq for seq in reversed(log) if seq < after][: limit + 1]

@@ -239,11 +239,8 @@ class AuditLogServicer(
                 description="Queried audit events",
                 details={"filter": filter_details(request.filter), "order": order},
             )
-            read_limit = limit + 2  # one more again, in case its own record is among them
-            rows, recorded = await _together(read(limit=read_limit), record)
-            page, after = _page_before(
-                rows, recorded.seq, limit=limit, order=order, read_limit=read_limit
-            )
+            rows, recorded = await _together(read(limit=limit + _FIRST_PAGE_EXTRA), record)
+            page, after = _page_before(rows, recorded.seq, limit=limit, order=order)
         next_token = (
             "" if after is None else encode_page_token(fingerprint=fingerprint, last_seq=after)
         )
@@ -252,8 +249,13 @@ class AuditLogServicer(
         return response
 
 
+# Rows a first page reads beyond its size: one tells whether another page
+# exists, one stands in for its own access record should the read see it.
+_FIRST_PAGE_EXTRA = 2
+
+
 def _page_before(
-    rows: list[ShownEvent], own_seq: int, *, limit: int, order: Order, read_limit: int
+    rows: list[ShownEvent], own_seq: int, *, limit: int, order: Order
 ) -> tuple[list[ShownEvent], int | None]:
     """A first page as the log stood before its own access record (at
     `own_seq`), from `rows` read while that record was written: the page and
@@ -264,7 +266,7 @@ def _page_before(
     page = before[:limit]
     if len(before) > limit:
         return page, page[-1].seq
-    if order == "newest" and len(rows) == read_limit:
+    if order == "newest" and len(rows) == limit + _FIRST_PAGE_EXTRA:
         # Newer events filled the read: older ones remain below what it reached.
         return page, page[-1].seq if page else own_seq
     return page, None

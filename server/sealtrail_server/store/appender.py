@@ -370,13 +370,13 @@ class Appender:
             if sum(len(s.events) for s in batch) <= _ONE_STATEMENT_EVENTS:
                 for submission in batch:
                     outcomes.append(
-                        self._assigned(submission, heads, previous, received_at, rows, nodes)
+                        self._assign(submission, heads, previous, received_at, rows, nodes)
                     )
             else:
                 async with conn.cursor().copy(_COPY_EVENTS) as copy:
                     for submission in batch:
                         outcomes.append(
-                            self._assigned(submission, heads, previous, received_at, rows, nodes)
+                            self._assign(submission, heads, previous, received_at, rows, nodes)
                         )
                         # Sent as built, so PostgreSQL inserts while the next submission is hashed.
                         for row in rows:
@@ -387,7 +387,7 @@ class Appender:
         self._known_tenants.update(tenants)
         return outcomes
 
-    def _assigned(
+    def _assign(
         self,
         submission: _Submission,
         heads: dict[str, _Head],
@@ -396,21 +396,10 @@ class Appender:
         rows: list[tuple[Any, ...]],
         nodes: list[tuple[str, int, int, bytes]],
     ) -> list[AppendOutcome]:
-        head = heads.get(submission.tenant_id)
-        if head is None:  # the tenant was erased: its id is retired
-            return [_erased(submission.tenant_id)] * len(submission.events)
-        return self._assign(submission, head, previous, received, rows, nodes)
-
-    def _assign(
-        self,
-        submission: _Submission,
-        head: _Head,
-        previous: dict[tuple[str, str], Appended],
-        received: datetime,
-        rows: list[tuple[Any, ...]],
-        nodes: list[tuple[str, int, int, bytes]],
-    ) -> list[AppendOutcome]:
         tenant_id = submission.tenant_id
+        head = heads.get(tenant_id)
+        if head is None:  # the tenant was erased: its id is retired
+            return [_erased(tenant_id)] * len(submission.events)
         received_at = format_timestamp(received)
         outcomes: list[AppendOutcome] = []
         for event, view in zip(submission.events, submission.views, strict=True):
