@@ -157,9 +157,61 @@ def test_small_and_large_batches_store_the_same_rows_nodes_and_heads(
     assert [seq for seq, *_ in rows] == list(range(1, len(indexes) + 1))
     assert [severity for _, severity, *_ in rows] == [1 + i % 4 for i in indexes]
     assert [stored for _, _, stored, _, _ in rows] == [view(i) for i in indexes]
+    assert _whole_log_size(sql, tenant) == len(indexes)
+
+
+def test_appenders_of_two_processes_keep_one_log_per_tenant(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """Each appender writes a tenant it wrote last without a lock, from the
+    head it kept (ADR 0024). Another process's appender moves that head; the
+    write then finds the head moved, writes nothing, and writes again under
+    lock: never a second event at a seq, never a gap or a broken tree."""
+    tenants = [tenant, f"{tenant}-b", f"{tenant}-c"]
+
+    async def run() -> tuple[list[int], list[Any]]:
+        first, second = Appender(server.database), Appender(server.database)
+        first.start()
+        second.start()
+        try:
+            # Taking turns: every write after the first two finds its kept head moved.
+            turns = []
+            for appender in [first, second] * 3:
+                [outcome] = await appender.append(tenant, [_event("event")])
+                turns.append(outcome.seq)
+            # Both at once, over three tenants, in batches of one to three.
+            together = await asyncio.gather(
+                *(
+                    appender.append(
+                        tenants[i % 3], [_event(f"events[{j}]") for j in range(i % 3 + 1)]
+                    )
+                    for i in range(60)
+                    for appender in (first, second)
+                )
+            )
+            return turns, [outcome for outcomes in together for outcome in outcomes]
+        finally:
+            await first.stop()
+            await second.stop()
+
+    turns, together = server.run(run())
+    assert turns == [1, 2, 3, 4, 5, 6]
+    assert all(isinstance(outcome, Appended) for outcome in together)
+    # 40 appends of each tenant, of 1, 2 and 3 events
+    assert [_whole_log_size(sql, t) for t in tenants] == [6 + 40, 80, 120]
+
+
+def _whole_log_size(sql: psycopg.Connection[Any], tenant: str) -> int:
+    """The tenant's size, once its events are checked to be seq 1..size, each
+    leaf its record's hash, and its stored Merkle nodes and head exactly what
+    those leaves make."""
+    rows = sql.execute(
+        "SELECT seq, record, leaf_hash FROM events WHERE tenant_id = %s ORDER BY seq", [tenant]
+    ).fetchall()
+    assert [seq for seq, _, _ in rows] == list(range(1, len(rows) + 1))
     frontier: list[bytes] = []
     nodes: set[tuple[int, int, bytes]] = set()
-    for size, (*_, record, leaf) in enumerate(rows):
+    for size, (_, record, leaf) in enumerate(rows):
         assert bytes(leaf) == leaf_hash(record.encode())
         nodes.update(append_leaf(frontier, size, bytes(leaf)))
     stored_nodes = sql.execute(
@@ -170,3 +222,4 @@ def test_small_and_large_batches_store_the_same_rows_nodes_and_heads(
         "SELECT tree_size, root_hash FROM chain_heads WHERE tenant_id = %s", [tenant]
     ).fetchone()
     assert head is not None and (head[0], bytes(head[1])) == (len(rows), frontier_root(frontier))
+    return len(rows)

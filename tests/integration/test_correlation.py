@@ -158,7 +158,9 @@ def test_the_callers_span_the_server_span_and_the_event_share_one_trace(
     insert = wait_for(
         exporter,
         lambda s: (
-            s.name == "INSERT events"  # a small batch: events, nodes and heads in one statement
+            # A small batch: heads, events and nodes in one statement, named
+            # for its first change.
+            s.name == "UPDATE chain_heads"
             and s.parent is not None
             and s.parent.span_id == commit.context.span_id
         ),

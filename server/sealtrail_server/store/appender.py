@@ -15,6 +15,12 @@ one too) and writes it all in ONE transaction:
    one statement for a small batch (COPYing the rows of a large one), commit;
 5. only then resolve the waiting calls.
 
+A small batch of tenants whose heads the process itself wrote last needs no
+lock and no transaction (ADR 0024): step 4's statement moves each head only
+if its row is still as kept in memory, and commits alone. What another process
+appended to meanwhile fails that check, writes nothing, and is written again
+as above.
+
 fsync and round trips are paid once per batch instead of once per event.
 
 Traced (a `tracer` given), each batch is a `sealtrail.append.commit` span of
@@ -30,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -94,9 +101,28 @@ class _Submission:
 
 @dataclass(slots=True)
 class _Head:
-    size: int
+    """A tenant's head as its row has it (`stored_size`, `stored_root`), and
+    as the batch being written extends it (`size`, `frontier`)."""
+
+    stored_size: int
+    stored_root: bytes
     frontier: list[bytes]
-    changed: bool = False
+    size: int = -1
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            self.size = self.stored_size
+
+    @property
+    def changed(self) -> bool:
+        return self.size != self.stored_size
+
+    def copy(self) -> _Head:
+        return _Head(self.stored_size, self.stored_root, list(self.frontier))
+
+    def written(self) -> _Head:
+        """The head its row has once the batch is committed."""
+        return _Head(self.size, frontier_root(self.frontier), self.frontier)
 
 
 @dataclass(slots=True)
@@ -128,9 +154,10 @@ _EVENT_COLUMNS = (
     ("record", "text"),
     ("caller_view", "bytea"),
 )
+_EVENT_NAMES = sql.SQL(", ").join(sql.Identifier(name) for name, _ in _EVENT_COLUMNS)
 _COPY_EVENTS = (
     sql.SQL("COPY events ({columns}) FROM STDIN")
-    .format(columns=sql.SQL(", ").join(sql.Identifier(name) for name, _ in _EVENT_COLUMNS))
+    .format(columns=_EVENT_NAMES)
     .as_string(None)  # composed once, not at every execution
 )
 # A batch of up to this many events is written in one statement with its nodes
@@ -138,23 +165,35 @@ _COPY_EVENTS = (
 # then extends the heads. Measured on 2 cores: the one statement saves about
 # 1 ms of a lone event's 4 ms; COPY is ahead again from about 100 events.
 _ONE_STATEMENT_EVENTS = 64
+# Heads kept in memory for writes without a lock (most recently written first
+# to stay); a tenant whose head is not kept is written under lock, as at first.
+_KEPT_HEADS = 10_000
+# Each head is updated only if its row is still as the batch found it (size and
+# root); a tenant whose head another process extended meanwhile gets none of
+# its rows or nodes inserted, and is not in the answer (`tenant_id`s updated).
+# Under a head lock that always holds; without one it is what makes the write
+# safe (see Appender._write).
 _EXTEND = (
     sql.SQL(
-        "WITH appended AS ("
-        " INSERT INTO events ({columns}) SELECT * FROM unnest({event_arrays})),"
-        " nodes AS ("
-        " INSERT INTO tree_nodes (tenant_id, level, idx, hash)"
-        " SELECT * FROM unnest(%b::text[], %b::smallint[], %b::bigint[], %b::bytea[])),"
-        " updated AS ("
+        "WITH updated AS ("
         " UPDATE chain_heads AS h SET tree_size = u.tree_size, root_hash = u.root_hash,"
         " frontier = u.frontier, updated_at = now()"
-        " FROM unnest(%b::text[], %b::bigint[], %b::bytea[], %b::bytea[])"
-        " AS u(tenant_id, tree_size, root_hash, frontier) WHERE h.tenant_id = u.tenant_id"
-        " RETURNING h.tenant_id, h.tree_size)"
-        " SELECT pg_notify({channel}, tenant_id || ':' || tree_size) FROM updated"
+        " FROM unnest(%b::text[], %b::bigint[], %b::bytea[], %b::bigint[], %b::bytea[],"
+        " %b::bytea[]) AS u(tenant_id, stored_size, stored_root, tree_size, root_hash, frontier)"
+        " WHERE h.tenant_id = u.tenant_id AND h.tree_size = u.stored_size"
+        " AND h.root_hash = u.stored_root"
+        " RETURNING h.tenant_id, h.tree_size),"
+        " appended AS ("
+        " INSERT INTO events ({columns}) SELECT * FROM unnest({event_arrays}) AS e({columns})"
+        " WHERE e.tenant_id IN (SELECT tenant_id FROM updated)),"
+        " nodes AS ("
+        " INSERT INTO tree_nodes (tenant_id, level, idx, hash)"
+        " SELECT * FROM unnest(%b::text[], %b::smallint[], %b::bigint[], %b::bytea[])"
+        " AS n(tenant_id, level, idx, hash) WHERE n.tenant_id IN (SELECT tenant_id FROM updated))"
+        " SELECT tenant_id, pg_notify({channel}, tenant_id || ':' || tree_size) FROM updated"
     )
     .format(
-        columns=sql.SQL(", ").join(sql.Identifier(name) for name, _ in _EVENT_COLUMNS),
+        columns=_EVENT_NAMES,
         # Binary arrays: a record's quotes need no escaping, bytea no hex.
         event_arrays=sql.SQL(", ").join(
             sql.SQL("%b::{}[]").format(sql.SQL(kind)) for _, kind in _EVENT_COLUMNS
@@ -193,6 +232,8 @@ class Appender:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._known_tenants: set[str] = set()
+        # Heads as this process last wrote or locked them (ADR 0024).
+        self._heads: OrderedDict[str, _Head] = OrderedDict()
         self._last_batch_calls = 0  # calls the previous commit served
 
     def start(self) -> None:
@@ -359,6 +400,49 @@ class Appender:
         return outcome
 
     async def _write(self, batch: list[_Submission]) -> list[list[AppendOutcome]]:
+        """Each submission's outcomes, once written and committed.
+
+        A small batch of tenants whose heads this process wrote last (kept in
+        `_heads`) is written without a lock or a transaction: one statement
+        inserts it and moves each head only from the size and root kept, so it
+        commits alone (ADR 0024). Whatever another process appended meanwhile
+        fails that check and writes nothing; those tenants' submissions are
+        written again under lock, from the heads as they are now."""
+        if sum(len(s.events) for s in batch) > _ONE_STATEMENT_EVENTS or any(
+            s.tenant_id not in self._heads for s in batch
+        ):
+            return await self._write_locked(batch)
+        written = await self._write_from_kept(batch)
+        stale = [s for s, outcome in zip(batch, written, strict=True) if outcome is None]
+        rewritten = iter(await self._write_locked(stale) if stale else [])
+        return [next(rewritten) if outcome is None else outcome for outcome in written]
+
+    async def _write_from_kept(self, batch: list[_Submission]) -> list[list[AppendOutcome] | None]:
+        """`batch` written from the kept heads; None for the submissions of a
+        tenant whose head was not as kept (nothing of that tenant written)."""
+        # In tenant order, as the locked write takes its locks: the statement
+        # updates the rows in the order given, so two processes cannot deadlock.
+        heads = {t: self._heads[t].copy() for t in sorted({s.tenant_id for s in batch})}
+        async with self._db.system_connection() as conn:
+            # Keys stored before the kept heads are seen here; one stored since
+            # moved its head, and the statement below writes nothing of it.
+            previous = await _find_keys(conn, batch)
+            received_at = self._clock()
+            rows: list[tuple[Any, ...]] = []
+            nodes: list[tuple[str, int, int, bytes]] = []
+            outcomes = [
+                self._assign(submission, heads, previous, received_at, rows, nodes)
+                for submission in batch
+            ]
+            written = await self._extend(conn, heads, rows, nodes)
+        self._keep(written)  # committed: the statement was its own transaction
+        moved = {tenant for tenant, head in heads.items() if head.changed} - written.keys()
+        for tenant in moved:
+            del self._heads[tenant]
+        return [None if s.tenant_id in moved else o for s, o in zip(batch, outcomes, strict=True)]
+
+    async def _write_locked(self, batch: list[_Submission]) -> list[list[AppendOutcome]]:
+        """`batch` written in one transaction holding its tenants' head locks."""
         tenants = sorted({s.tenant_id for s in batch})
         async with self._db.system_connection() as conn, conn.transaction():
             heads = await self._lock_heads(conn, tenants)
@@ -382,10 +466,52 @@ class Appender:
                         for row in rows:
                             await copy.write_row(row)
                         rows.clear()
-            if any(head.changed for head in heads.values()):
-                await _extend(conn, heads, rows, nodes if self._store_tree_nodes else [])
+            changed = {tenant for tenant, head in heads.items() if head.changed}
+            written = await self._extend(conn, heads, rows, nodes)
+            if written.keys() != changed:
+                raise RuntimeError(f"a locked head changed under the lock: {sorted(changed)}")
         self._known_tenants.update(tenants)
+        self._keep({**heads, **written})
         return outcomes
+
+    async def _extend(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        heads: dict[str, _Head],
+        rows: list[tuple[Any, ...]],
+        nodes: list[tuple[str, int, int, bytes]],
+    ) -> dict[str, _Head]:
+        """One statement (_EXTEND): insert `rows` (events not COPYed) and
+        `nodes`, and move every head the batch extended, of each tenant whose
+        head is still as `heads` found it; notify `tenant:size` on
+        NOTIFY_CHANNEL for each (PostgreSQL delivers that at commit). The heads
+        written, by tenant."""
+        changed = {tenant: head for tenant, head in heads.items() if head.changed}
+        if not changed:
+            return {}
+        written = {tenant: head.written() for tenant, head in changed.items()}
+        cursor = await conn.execute(
+            _EXTEND,
+            [
+                list(changed),
+                [head.stored_size for head in changed.values()],
+                [head.stored_root for head in changed.values()],
+                [head.stored_size for head in written.values()],
+                [head.stored_root for head in written.values()],
+                [b"".join(head.frontier) for head in written.values()],
+                *_columns(rows, len(_EVENT_COLUMNS)),
+                *_columns(nodes if self._store_tree_nodes else [], 4),
+            ],
+        )
+        return {tenant: written[tenant] for tenant, _ in await cursor.fetchall()}
+
+    def _keep(self, heads: dict[str, _Head]) -> None:
+        """Keep `heads` as the latest known, evicting the least recently written."""
+        for tenant, head in heads.items():
+            self._heads[tenant] = head
+            self._heads.move_to_end(tenant)
+        while len(self._heads) > _KEPT_HEADS:
+            self._heads.popitem(last=False)
 
     def _assign(
         self,
@@ -430,7 +556,7 @@ class Appender:
             leaf = leaf_hash(record)
             for level, index, node in append_leaf(head.frontier, head.size, leaf):
                 nodes.append((tenant_id, level, index, node))
-            head.size, head.changed = seq, True
+            head.size = seq
             text = record.decode()
             rows.append(  # in _EVENT_COLUMNS order
                 (
@@ -496,37 +622,14 @@ async def _create_heads(conn: psycopg.AsyncConnection[Any], tenants: list[str]) 
 
 async def _select_heads(conn: psycopg.AsyncConnection[Any], tenants: list[str]) -> dict[str, _Head]:
     cursor = await conn.execute(
-        "SELECT tenant_id, tree_size, frontier FROM chain_heads"
+        "SELECT tenant_id, tree_size, root_hash, frontier FROM chain_heads"
         " WHERE tenant_id = ANY(%s) ORDER BY tenant_id FOR UPDATE",
         [tenants],
     )
     return {
-        tenant: _Head(size, split_frontier(bytes(frontier)))
-        for tenant, size, frontier in await cursor.fetchall()
+        tenant: _Head(size, bytes(root), split_frontier(bytes(frontier)))
+        for tenant, size, root, frontier in await cursor.fetchall()
     }
-
-
-async def _extend(
-    conn: psycopg.AsyncConnection[Any],
-    heads: dict[str, _Head],
-    rows: list[tuple[Any, ...]],
-    nodes: list[tuple[str, int, int, bytes]],
-) -> None:
-    """One statement: insert `rows` (events not COPYed) and `nodes`, update
-    every head the batch extended, and notify `tenant:size` on NOTIFY_CHANNEL
-    (PostgreSQL delivers that at commit)."""
-    changed = [(tenant, head) for tenant, head in heads.items() if head.changed]
-    await conn.execute(
-        _EXTEND,
-        [
-            *_columns(rows, len(_EVENT_COLUMNS)),
-            *_columns(nodes, 4),
-            [tenant for tenant, _ in changed],
-            [head.size for _, head in changed],
-            [frontier_root(head.frontier) for _, head in changed],
-            [b"".join(head.frontier) for _, head in changed],
-        ],
-    )
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
