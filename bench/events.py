@@ -16,7 +16,7 @@ import uuid_utils.compat as uuid_utils
 from google.protobuf import struct_pb2
 
 from sealtrail.v1 import event_pb2
-from sealtrail_server.api.convert import view_matches
+from sealtrail_server.api.convert import server_view, view_matches
 from sealtrail_server.store.events import ShownEvent
 
 _ACTORS = 50  # distinct users the events are spread over
@@ -94,7 +94,8 @@ def _part(**fields: Any) -> bytes:
 
 # A row's caller view in serialized parts, joined per row (concatenated
 # messages merge): what every row shares, then what varies with its actor and
-# resource; its time, key and request id are serialized per row.
+# resource; its time, key and request id, and the server's fields, are
+# serialized per row.
 _SHARED_VIEW = _template().SerializeToString()
 _ACTOR_VIEWS = [
     _part(actor={"id": f"user_{n:04d}", "email": f"user{n}@customer.example"})
@@ -168,9 +169,16 @@ class RowFactory:
                 ),
             )
         )
+        # The whole view, as the server stores it (ADR 0025).
+        view += server_view(
+            tenant_id=self._tenant,
+            event_id=values["id"],
+            seq=seq,
+            received_at=datetime.fromisoformat(received_at),
+            leaf_hash=leaf,
+        )
         if seq == 1:
-            received = datetime.fromisoformat(received_at)
-            shown = ShownEvent(seq, values["id"], received, leaf, view, None)
+            shown = ShownEvent(seq, view, None, None, None, None, None)
             check_views([(shown, record)], tenant_id=self._tenant)
         return (
             self._tenant,
@@ -191,5 +199,6 @@ class RowFactory:
             values["key"],
             leaf,
             record,
+            None,  # caller_view: the whole view holds it
             view,
         )

@@ -5,8 +5,8 @@ server runs, run directly on the same database (its in-run baseline).
 
 Loading: rows are generated inside PostgreSQL (records shaped as the bench's
 other events; leaf = SHA-256(0x00 || record)) into monthly partitions, two
-connections at a time, each with the caller view the server would store beside
-it (ADR 0022): protobuf fragments made here, joined there (concatenated
+connections at a time, each with the whole view the server would store beside
+it (ADR 0025): protobuf fragments made here, joined there (concatenated
 messages merge), and checked against the records they came from. The tenants
 the figures query also get their Merkle nodes and head computed here from
 those leaves, so their logs are whole: the audit events each Query records
@@ -50,14 +50,21 @@ _CHUNK = 200_000
 _INSERT = """
 INSERT INTO events (tenant_id, seq, id, occurred_at, received_at, action, category, severity,
     outcome, actor_id, actor_email, resource_type, resource_id, request_id, leaf_hash, record,
-    caller_view)
+    event_view)
 SELECT %(tenant)s::text, g, id, t, t, a, 'data_access', 1, 'success', actor, email, 'document',
-    doc, rid, sha256('\\x00'::bytea || convert_to(rec, 'UTF8')), rec,
+    doc, rid, leaf, rec,
     %(fixed_view)s::bytea || (%(action_views)s::bytea[])[1 + g %% 5]
     || (%(actor_views)s::bytea[])[1 + g %% 50] || (%(resource_views)s::bytea[])[1 + g %% 997]
     || %(request_id_prefix)s::bytea || convert_to(rid::text, 'UTF8')
-    || '\\x1a0c08'::bytea || pg_temp.varint5(us / 1000000)
-    || '\\x10'::bytea || pg_temp.varint5(us %% 1000000 * 1000)
+    || %(occurred_at_prefix)s::bytea || time_fields
+    -- what the server assigned (id, seq, received_at = occurred_at here, tenant, leaf)
+    || %(id_prefix)s::bytea || convert_to(id::text, 'UTF8')
+    || %(seq_prefix)s::bytea || pg_temp.varint5(g)
+    || %(received_at_prefix)s::bytea || time_fields
+    || %(tenant_view)s::bytea || %(leaf_prefix)s::bytea || leaf
+FROM (SELECT *, sha256('\\x00'::bytea || convert_to(rec, 'UTF8')) AS leaf,
+  '\\x08'::bytea || pg_temp.varint5(us / 1000000)
+    || '\\x10'::bytea || pg_temp.varint5(us %% 1000000 * 1000) AS time_fields
 FROM (SELECT g, id, t, a, actor, email, doc, rid, (extract(epoch FROM t) * 1000000)::bigint AS us,
   format(
     '{"action":"%%s","actor":{"email":"%%s","id":"%%s","type":"user"},"category":"data_access",'
@@ -76,7 +83,7 @@ FROM (SELECT g, id, t, a, actor, email, doc, rid, (extract(epoch FROM t) * 10000
           'doc_' || lpad((g %% 997)::text, 5, '0') AS doc, gen_random_uuid() AS rid
         FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS g) AS base,
   LATERAL (SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS ts) AS f
-) AS generated
+) AS generated) AS hashed
 """
 
 # A varint in five bytes (any value below 2^35; parsers take the padding), so
@@ -91,9 +98,10 @@ $$
 
 
 def _view_fragments() -> dict[str, Any]:
-    """The caller view of a generated record in parts, as `_INSERT` joins them:
+    """The whole view of a generated record in parts, as `_INSERT` joins them:
     what every record shares, then what varies with its action, actor and
-    resource, and the serialized prefix of a request id (the id follows)."""
+    resource, and the serialized prefixes (tag, length) of the values made
+    in SQL (a request id, times, the server's fields)."""
 
     def part(**fields: Any) -> bytes:
         return event_pb2.Event(**fields).SerializeToString()
@@ -122,7 +130,18 @@ def _view_fragments() -> dict[str, Any]:
         ],
         "resource_views": [part(resource={"id": f"doc_{n:05d}"}) for n in range(997)],
         "request_id_prefix": request_id[:-36],
+        # Tags (and lengths) the generated values follow. The times are 12
+        # bytes: seconds and nanos as 5-byte varints each.
+        "occurred_at_prefix": part(occurred_at={"seconds": 2**34, "nanos": 2**28})[:2],
+        "received_at_prefix": part(received_at={"seconds": 2**34, "nanos": 2**28})[:2],
+        "id_prefix": part(id="0" * 36)[:-36],
+        "seq_prefix": part(seq=1)[:-1],
+        "leaf_prefix": part(leaf_hash=bytes(32))[:-32],
     }
+
+
+def _tenant_view(tenant: str) -> bytes:
+    return event_pb2.Event(tenant_id=tenant).SerializeToString()
 
 
 _ACTIONS = (
@@ -136,13 +155,18 @@ _USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 S
 
 
 def _check_views(conn: psycopg.Connection[Any], tenant: str) -> None:
-    """The caller views loaded are exactly what the server would store."""
+    """The views loaded show exactly what the server would store."""
     rows = conn.execute(
-        "SELECT seq, id::text, received_at, leaf_hash, caller_view, record FROM events"
-        " WHERE tenant_id = %s ORDER BY seq LIMIT 1000",
+        "SELECT seq, event_view, record FROM events WHERE tenant_id = %s ORDER BY seq LIMIT 1000",
         [tenant],
     ).fetchall()
-    check_views(((ShownEvent(*row[:5], None), row[5]) for row in rows), tenant_id=tenant)
+    check_views(
+        (
+            (ShownEvent(seq, view, None, None, None, None, None), record)
+            for seq, view, record in rows
+        ),
+        tenant_id=tenant,
+    )
 
 
 @dataclass(frozen=True)
@@ -172,6 +196,7 @@ def load(database_url: str, run_id: str, events: int) -> ScaleLog:
             "step": step,
             "lo": lo,
             "hi": min(per_tenant, lo + _CHUNK - 1),
+            "tenant_view": _tenant_view(tenant),
             **fragments,
         }
         for tenant in tenants
@@ -215,7 +240,15 @@ def load_tenant(database_url: str, tenant: str, events: int) -> float:
             hi = min(events, lo + _CHUNK - 1)
             conn.execute(
                 _INSERT,
-                {"tenant": tenant, "start": start, "step": step, "lo": lo, "hi": hi, **fragments},
+                {
+                    "tenant": tenant,
+                    "start": start,
+                    "step": step,
+                    "lo": lo,
+                    "hi": hi,
+                    "tenant_view": _tenant_view(tenant),
+                    **fragments,
+                },
             )
         _check_views(conn, tenant)
         _make_whole(conn, tenant)

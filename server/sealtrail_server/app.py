@@ -24,6 +24,7 @@ from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, event_pb2
 
 from .alerts.evaluator import Evaluator
 from .api.audited import record_event
+from .api.convert import server_view
 from .api.guard import GuardInterceptor
 from .api.servicer import AuditLogServicer
 from .auth.tokens import Authenticator
@@ -123,6 +124,7 @@ class Service:
             max_wait=settings.append_max_wait,
             batch_events=settings.append_batch_events,
             store_tree_nodes=settings.store_tree_nodes,
+            server_view=server_view,
             tracer=self._tracer,
             clock=self._clock,
         )

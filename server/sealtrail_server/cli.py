@@ -21,6 +21,7 @@ from sealtrail.v1 import event_pb2
 
 from . import __version__
 from .api.audited import record_event
+from .api.convert import server_view
 from .app import Service
 from .config import Settings
 from .domain.access import Role, valid_tenant_id
@@ -206,7 +207,7 @@ async def _record_operator_action(
 ) -> None:
     """Token management from this command is recorded in the tenant's log as the
     API's is, attributed to the operator (a `system` actor) instead of a token."""
-    appender = Appender(db)
+    appender = Appender(db, server_view=server_view)
     appender.start()
     try:
         await record_event(

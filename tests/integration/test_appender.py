@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+import pytest
 
+from sealtrail_server.api.convert import server_view
 from sealtrail_server.domain.errors import InvalidArgument
 from sealtrail_server.domain.event import EventDraft, validate_event
 from sealtrail_server.domain.merkle import append_leaf, frontier_root, leaf_hash
@@ -89,12 +91,14 @@ def test_a_lone_caller_does_not_wait_for_company(server: ServerThread, tenant: s
     assert [outcome.seq for [outcome] in server.run(run())] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("whole_views", [True, False], ids=["whole views", "caller views"])
 def test_small_and_large_batches_store_the_same_rows_nodes_and_heads(
-    server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any], whole_views: bool
 ) -> None:
     """A batch of up to _ONE_STATEMENT_EVENTS events is written in one
     statement, a larger one by COPY: the log is the same either way, each
-    column what its record says."""
+    column what its record says, each view the caller's followed by the
+    server's fields (ADR 0025), or, with no `server_view`, the caller's alone."""
     # one statement, one statement, COPY, one statement
     sizes = [1, _ONE_STATEMENT_EVENTS, _ONE_STATEMENT_EVENTS + 1, 3]
 
@@ -116,7 +120,7 @@ def test_small_and_large_batches_store_the_same_rows_nodes_and_heads(
         return bytes([i % 256]) * 3 if i % 3 else None
 
     async def run() -> None:
-        appender = Appender(server.database)
+        appender = Appender(server.database, server_view=server_view if whole_views else None)
         appender.start()
         try:
             for size in sizes:
@@ -149,14 +153,33 @@ def test_small_and_large_batches_store_the_same_rows_nodes_and_heads(
     ).fetchall()
     assert mismatched == []
     rows = sql.execute(
-        "SELECT seq, severity, caller_view, record, leaf_hash FROM events"
-        " WHERE tenant_id = %s ORDER BY seq",
+        "SELECT seq, severity, caller_view, event_view, id::text, received_at, leaf_hash"
+        " FROM events WHERE tenant_id = %s ORDER BY seq",
         [tenant],
     ).fetchall()
     indexes = [i for size in sizes for i in range(size)]
     assert [seq for seq, *_ in rows] == list(range(1, len(indexes) + 1))
     assert [severity for _, severity, *_ in rows] == [1 + i % 4 for i in indexes]
-    assert [stored for _, _, stored, _, _ in rows] == [view(i) for i in indexes]
+    views = [(caller, whole) for _, _, caller, whole, *_ in rows]
+    if not whole_views:
+        assert views == [(view(i), None) for i in indexes]
+    else:
+        assert views == [
+            (None, None)
+            if view(i) is None
+            else (
+                None,
+                view(i)
+                + server_view(
+                    tenant_id=tenant,
+                    event_id=event_id,
+                    seq=seq,
+                    received_at=received_at,
+                    leaf_hash=bytes(leaf),
+                ),
+            )
+            for i, (seq, _, _, _, event_id, received_at, leaf) in zip(indexes, rows, strict=True)
+        ]
     assert _whole_log_size(sql, tenant) == len(indexes)
 
 

@@ -20,6 +20,7 @@ from sealtrail_server.api.convert import (
     caller_view,
     event_draft,
     event_from_record,
+    server_view,
     with_server_fields,
 )
 from sealtrail_server.domain.errors import InvalidArgument
@@ -140,13 +141,26 @@ def test_caller_view_with_server_fields_equals_stored_record(
     assert answer.SerializeToString(deterministic=True) == stored.SerializeToString(
         deterministic=True
     )
-    shown = audit_service_pb2.QueryResponse()  # as Query reads it back
+    # As Query reads it back: stored whole (ADR 0025), as the caller's part
+    # onto the columns (ADR 0022), and from the record alone.
+    whole = serialized + server_view(
+        tenant_id=server.tenant_id,
+        event_id=server.id,
+        seq=server.seq,
+        received_at=RECEIVED,
+        leaf_hash=leaf,
+    )
+    shown = audit_service_pb2.QueryResponse()
     add_events(
         shown.events,
-        [ShownEvent(server.seq, server.id, RECEIVED, leaf, serialized, None)],
+        [
+            ShownEvent(server.seq, whole, None, None, None, None, None),
+            ShownEvent(server.seq, None, server.id, RECEIVED, leaf, serialized, None),
+            ShownEvent(server.seq, None, None, None, leaf, None, record.decode()),
+        ],
         tenant_id=server.tenant_id,
     )
-    assert list(shown.events) == [stored]
+    assert list(shown.events) == [stored] * 3
 
 
 @given(st.datetimes(timezones=st.just(UTC)))

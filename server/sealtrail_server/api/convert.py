@@ -15,6 +15,7 @@ from google.protobuf.message import DecodeError
 
 from sealtrail.v1 import event_pb2
 
+from ..domain import merkle
 from ..domain.canonical import plain_key, plain_number
 from ..domain.errors import FieldViolation, IntegrityFailure
 from ..domain.event import (
@@ -242,9 +243,9 @@ def add_events(
 ) -> None:
     """Append the API view of each stored event to `events`, a repeated field,
     built in place (an Event built apart would be copied in). An event stored
-    with its caller view is the server's fields with that view merged in,
-    parsed in C: a few microseconds, where reading its record back (an event
-    stored without one) costs tens."""
+    with its whole view is that view parsed, in C; one stored with its caller
+    view (before ADR 0025) is the server's fields with that view merged in; one
+    stored with neither is read back from its record, at ten times the cost."""
     for row in rows:
         _shown(events.add, row, tenant_id)
 
@@ -254,19 +255,26 @@ def _shown(
 ) -> event_pb2.Event:
     """The event `make` builds of `row` as Query shows it. IntegrityFailure if
     its stored view cannot be read (rewritten in the database)."""
-    if row.caller_view is None:
-        assert row.record is not None
+    if row.event_view is not None:  # the whole view, as appended (ADR 0025)
+        event = make()
+        view = row.event_view
+    elif row.caller_view is not None:  # the caller's part (ADR 0022), onto the columns
+        assert row.event_id is not None and row.received_at is not None
+        assert row.leaf_hash is not None
+        event = make(
+            id=row.event_id,
+            seq=row.seq,
+            tenant_id=tenant_id,
+            leaf_hash=row.leaf_hash,
+            received_at=_since_epoch(row.received_at),
+        )
+        view = row.caller_view
+    else:
+        assert row.record is not None and row.leaf_hash is not None
         data = json.loads(row.record)
         return _built(make, data, _record_server_fields(data, row.leaf_hash))
-    event = make(
-        id=row.event_id,
-        seq=row.seq,
-        tenant_id=tenant_id,
-        leaf_hash=row.leaf_hash,
-        received_at=_since_epoch(row.received_at),
-    )
     try:
-        event.MergeFromString(row.caller_view)
+        event.MergeFromString(view)
     except DecodeError:
         raise IntegrityFailure(
             f"the stored view of seq {row.seq} cannot be read: it was changed behind the"
@@ -328,15 +336,32 @@ def with_server_fields(
     return part
 
 
+def server_view(
+    *, tenant_id: str, event_id: str, seq: int, received_at: datetime, leaf_hash: bytes
+) -> bytes:
+    """What the server assigned an event, serialized as an `Event` of those
+    fields alone: after its caller view, the event's whole API view (messages
+    merge by concatenation). The appender stores that as `event_view` (ADR 0025)."""
+    return with_server_fields(
+        event_pb2.Event(),
+        tenant_id=tenant_id,
+        event_id=event_id,
+        seq=seq,
+        received_at=received_at,
+        leaf_hash=leaf_hash,
+    ).SerializeToString()
+
+
 def view_matches(row: ShownEvent, record: bytes, *, tenant_id: str) -> bool:
     """Whether Query shows of `row` exactly what its record (the bytes hashed)
-    says: its caller view merged onto its columns as Query merges them, every
-    field compared (VerifyLog's check_views)."""
+    says, every field compared, the leaf hash with the record's own
+    (VerifyLog's check_views): its whole view, or its caller view merged onto
+    its columns, read as Query reads them."""
     try:
         shown = _shown(event_pb2.Event, row, tenant_id)
     except IntegrityFailure:
         return False
-    return shown == event_from_record(record.decode(), row.leaf_hash)
+    return shown == event_from_record(record.decode(), merkle.leaf_hash(record))
 
 
 # The Event fields the server assigns; a caller view never holds them.

@@ -40,7 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 import uuid_utils.compat as uuid_utils
@@ -90,11 +90,20 @@ class Appended:
 AppendOutcome = Appended | SealtrailError
 
 
+class ServerView(Protocol):
+    """What the server assigned an event, serialized as the API serializes an
+    event: after the event's caller view, its whole view (api/convert.py)."""
+
+    def __call__(
+        self, *, tenant_id: str, event_id: str, seq: int, received_at: datetime, leaf_hash: bytes
+    ) -> bytes: ...
+
+
 @dataclass(slots=True)
 class _Submission:
     tenant_id: str
     events: Sequence[ValidEvent]
-    views: Sequence[bytes | None]  # each event's caller view, stored beside its record
+    views: Sequence[bytes | None]  # each event's caller view (see Appender.append)
     future: asyncio.Future[list[AppendOutcome]]
     span: trace.Span | None = None  # the calling RPC's span, when traced and recorded
 
@@ -153,6 +162,7 @@ _EVENT_COLUMNS = (
     ("leaf_hash", "bytea"),
     ("record", "text"),
     ("caller_view", "bytea"),
+    ("event_view", "bytea"),
 )
 _EVENT_NAMES = sql.SQL(", ").join(sql.Identifier(name) for name, _ in _EVENT_COLUMNS)
 _COPY_EVENTS = (
@@ -216,10 +226,15 @@ class Appender:
         batch_events: int = 64,
         max_commit_events: int = 5000,
         store_tree_nodes: bool = True,
+        server_view: ServerView | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         tracer: Tracer | None = None,
     ) -> None:
+        """`server_view`: given, each event appended with a caller view is
+        stored with its whole view (the caller view, then this; ADR 0025);
+        None, with the caller view alone (ADR 0022)."""
         self._db = db
+        self._server_view = server_view
         self._tracer = tracer
         self._max_wait = max_wait
         self._batch_events = batch_events
@@ -265,8 +280,9 @@ class Appender:
         views: Sequence[bytes | None] | None = None,
     ) -> list[AppendOutcome]:
         """Append `events` to the tenant's log; answers after they are committed.
-        `views`, one per event, are what Query shows of each (ADR 0022): the
-        API's serialized caller view, stored as given; None stores none, and
+        `views`, one per event, are what Query shows of each: the API's
+        serialized caller view (ADR 0022), stored with the server's fields
+        after it (`server_view`; ADR 0025) or as given; None stores none, and
         the event is shown from its record."""
         if self._stopping:
             raise Unavailable("the server is shutting down", retry_after=1.0)
@@ -558,6 +574,16 @@ class Appender:
                 nodes.append((tenant_id, level, index, node))
             head.size = seq
             text = record.decode()
+            whole_view = None
+            if view is not None and self._server_view is not None:
+                whole_view = view + self._server_view(
+                    tenant_id=tenant_id,
+                    event_id=event_id,
+                    seq=seq,
+                    received_at=received,
+                    leaf_hash=leaf,
+                )
+                view = None  # the whole view holds it
             rows.append(  # in _EVENT_COLUMNS order
                 (
                     tenant_id,
@@ -579,6 +605,7 @@ class Appender:
                     leaf,
                     text,
                     view,
+                    whole_view,
                 )
             )
             appended = Appended(seq, text, leaf, event_id=event_id, received_at=received)

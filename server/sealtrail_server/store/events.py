@@ -25,24 +25,32 @@ class StoredEvent:
 
 
 class ShownEvent(NamedTuple):
-    """An event as Query reads it: the server's fields from their columns and
-    the caller view serialized when it was appended (ADR 0022), or, for an
-    event appended without one, its record. A tuple, not a dataclass: a page
-    makes a thousand of them, at a third of a frozen dataclass's cost."""
+    """An event as Query reads it: its whole view as appended (ADR 0025); for
+    an event appended before there were whole views, the server's fields from
+    their columns and the caller view (ADR 0022), or, without one, its record.
+    A tuple, not a dataclass: a page makes a thousand of them, at a third of a
+    frozen dataclass's cost."""
 
     seq: int
-    event_id: str
-    received_at: datetime
-    leaf_hash: bytes
+    event_view: bytes | None
+    event_id: str | None  # this and the rest only when there is no event view
+    received_at: datetime | None
+    leaf_hash: bytes | None
     caller_view: bytes | None
-    record: str | None  # only when there is no caller view
+    record: str | None  # only when there is no view at all
 
 
-# What Query selects, and what the alert evaluator does (it reads records).
+# What Query selects. An event with a whole view reads two columns: the others
+# are NULL, which costs nothing to send or load.
 _SHOWN_COLUMNS = sql.SQL(
-    "seq, id::text, received_at, leaf_hash, caller_view,"
-    " CASE WHEN caller_view IS NULL THEN record END"
+    "seq, event_view,"
+    " CASE WHEN event_view IS NULL THEN id::text END,"
+    " CASE WHEN event_view IS NULL THEN received_at END,"
+    " CASE WHEN event_view IS NULL THEN leaf_hash END,"
+    " caller_view,"  # NULL where there is an event view
+    " CASE WHEN event_view IS NULL AND caller_view IS NULL THEN record END"
 )
+# What the alert evaluator reads.
 _RECORD_COLUMNS = sql.SQL("seq, record, leaf_hash")
 
 

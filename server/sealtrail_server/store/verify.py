@@ -188,7 +188,7 @@ async def _verify(
                 if failure := advance(size + 1, leaf):
                     return failure
             break
-        for seq, record, stored_leaf, event_id, received_at, view in rows:
+        for seq, record, stored_leaf, event_id, received_at, view, whole_view in rows:
             while seq != size + 1:
                 leaf = await tombstone(size + 1)
                 if leaf is None:
@@ -207,10 +207,10 @@ async def _verify(
                 return fail(seq, "RECORD_MISPLACED", "the record names another seq")
             if failure := advance(seq, leaf):
                 return failure
-            if view is not None and view_matches is not None:
+            if (view is not None or whole_view is not None) and view_matches is not None:
                 # Noted and walked past: a record or root changed further on is
                 # the graver finding, and is reported instead.
-                shown = ShownEvent(seq, event_id, received_at, stored_leaf, view, None)
+                shown = ShownEvent(seq, whole_view, event_id, received_at, stored_leaf, view, None)
                 if view_matches(shown, record):
                     views += 1
                 elif view_mismatch is None:
@@ -233,11 +233,11 @@ async def _verify(
 
 
 _WITHOUT_VIEWS = (
-    "SELECT seq, convert_to(record, 'UTF8'), leaf_hash, NULL, NULL, NULL::bytea FROM events"
-    " WHERE tenant_id = %s ORDER BY seq"
+    "SELECT seq, convert_to(record, 'UTF8'), leaf_hash, NULL, NULL, NULL::bytea, NULL::bytea"
+    " FROM events WHERE tenant_id = %s ORDER BY seq"
 )
 # With what Query shows each event from (events.py, `_SHOWN_COLUMNS`).
 _WITH_VIEWS = (
-    "SELECT seq, convert_to(record, 'UTF8'), leaf_hash, id::text, received_at, caller_view"
-    " FROM events WHERE tenant_id = %s ORDER BY seq"
+    "SELECT seq, convert_to(record, 'UTF8'), leaf_hash, id::text, received_at, caller_view,"
+    " event_view FROM events WHERE tenant_id = %s ORDER BY seq"
 )

@@ -363,8 +363,8 @@ class VerifyLogRequest(_message.Message):
 
     CHECK_VIEWS_FIELD_NUMBER: _builtins.int
     check_views: _builtins.bool
-    """Also check that what Query shows of each event, the caller view stored
-    beside its record, is what the record says (failure reason
+    """Also check that what Query shows of each event, the view stored beside
+    its record, is what the record says (failure reason
     `VIEW_MISMATCH`, reported only when the records, leaves and roots all
     match). Slower: every record is read back and compared.
     """
@@ -426,14 +426,14 @@ class VerifyLogResponse(_message.Message):
     VIEWS_VERIFIED_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
     """True when every record, leaf and checkpoint root matched (and, with
-    check_views, every caller view).
+    check_views, every stored view).
     """
     verified_size: _builtins.int
     """Number of records read and checked."""
     checkpoints_verified: _builtins.int
     """Number of signed checkpoints whose root was recomputed and matched."""
     views_verified: _builtins.int
-    """Number of caller views found to show what their records say
+    """Number of stored views found to show what their records say
     (check_views); an event stored without one is shown from its record and
     has none to check.
     """
