@@ -11,13 +11,18 @@ from typing import Any
 
 import psycopg
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from sealtrail_server.api.convert import server_view
 from sealtrail_server.domain.errors import InvalidArgument
 from sealtrail_server.domain.event import EventDraft, validate_event
 from sealtrail_server.domain.merkle import append_leaf, frontier_root, leaf_hash
 from sealtrail_server.store.appender import _ONE_STATEMENT_EVENTS, Appended, Appender
+from sealtrail_server.store.database import Database
 from tests.conftest import ServerThread
+from tests.service_login import service_login_url
 
 
 def _event(path: str, **fields: Any) -> Any:
@@ -222,6 +227,49 @@ def test_appenders_of_two_processes_keep_one_log_per_tenant(
     assert all(isinstance(outcome, Appended) for outcome in together)
     # 40 appends of each tenant, of 1, 2 and 3 events
     assert [_whole_log_size(sql, t) for t in tenants] == [6 + 40, 80, 120]
+
+
+def test_a_tenant_the_process_wrote_last_is_written_without_a_lock(
+    server: ServerThread, tenant: str, migrated_database_url: str
+) -> None:
+    """The statements of each commit, as spans: a write from a kept head is
+    the one statement (no head lock, no key lookup without keys); when another
+    process moved the head, that statement writes nothing and the batch is
+    written under lock (ADR 0024)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer(__name__)
+
+    def statements() -> list[str]:
+        names = [s.name for s in exporter.get_finished_spans() if s.name.split()[0].isupper()]
+        exporter.clear()
+        return names
+
+    async def run() -> list[list[str]]:
+        db = await Database.open(
+            service_login_url(migrated_database_url), min_size=1, max_size=2, tracer=tracer
+        )
+        traced, other = Appender(db, tracer=tracer), Appender(server.database)
+        traced.start()
+        other.start()
+        seen = []
+        try:
+            for appender in (traced, traced, other, traced, traced):
+                [outcome] = await appender.append(tenant, [_event("event")])
+                assert isinstance(outcome, Appended)
+                seen.append(statements())
+        finally:
+            await traced.stop()
+            await other.stop()
+            await db.close()
+        return seen
+
+    first, kept, moved, retried, kept_again = server.run(run())
+    assert first[-2:] == ["SELECT chain_heads", "UPDATE chain_heads"]  # locked: the head unknown
+    assert kept == kept_again == ["UPDATE chain_heads"]
+    assert moved == []  # another process's appender (untraced)
+    assert retried == ["UPDATE chain_heads", "SELECT chain_heads", "UPDATE chain_heads"]
 
 
 def _whole_log_size(sql: psycopg.Connection[Any], tenant: str) -> int:

@@ -126,8 +126,8 @@ def test_the_answer_to_record_is_the_event_as_stored(client: AuditClient) -> Non
     assert answers[0].occurred_at.nanos == 123_456_000
     assert answers[0].context.trace_id == TRACE_ID
     assert answers[0].context.country == "NL"
-    # Query shows each from the caller view stored beside its record, GetEvent
-    # from the record itself (ADR 0022): the same events.
+    # Query shows each from the view stored beside its record, GetEvent from
+    # the record itself (ADR 0022, 0025): the same events.
     assert list(client.query(order="oldest")) == answers
 
 

@@ -37,12 +37,13 @@ def _carrying(secret: str, template: str, index: int) -> list[Any]:
 
 
 def _found_in_database(sql: psycopg.Connection[Any], tenant: str, secret: str) -> int:
-    # The row as text shows the serialized caller view (ADR 0022) in hex: its
+    # The row as text shows the serialized views (ADR 0022, 0025) in hex: their
     # bytes are searched as bytes.
     row = sql.execute(
         "SELECT count(*) FROM events e WHERE tenant_id = %s AND (strpos(e::text, %s) > 0"
-        " OR position(convert_to(%s, 'UTF8') IN e.caller_view) > 0)",
-        [tenant, secret, secret],
+        " OR position(convert_to(%s, 'UTF8') IN e.caller_view) > 0"
+        " OR position(convert_to(%s, 'UTF8') IN e.event_view) > 0)",
+        [tenant, secret, secret, secret],
     ).fetchone()
     assert row is not None
     return int(row[0])

@@ -287,9 +287,9 @@ async def _together(first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B
 
 
 def _stored_event(view: event_pb2.Event, appended: Appended, tenant_id: str) -> event_pb2.Event:
-    """The answer for an appended event: its caller view (as stored beside its
-    record) with the server's fields; for a repeated idempotency key, the
-    original as stored."""
+    """The answer for an appended event: its caller view with the server's
+    fields (what is stored beside its record as its whole view); for a
+    repeated idempotency key, the original as stored."""
     if appended.deduplicated or appended.received_at is None:
         return event_from_record(appended.record, appended.leaf_hash)
     return with_server_fields(

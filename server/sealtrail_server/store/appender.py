@@ -15,11 +15,11 @@ one too) and writes it all in ONE transaction:
    one statement for a small batch (COPYing the rows of a large one), commit;
 5. only then resolve the waiting calls.
 
-A small batch of tenants whose heads the process itself wrote last needs no
-lock and no transaction (ADR 0024): step 4's statement moves each head only
-if its row is still as kept in memory, and commits alone. What another process
-appended to meanwhile fails that check, writes nothing, and is written again
-as above.
+A small batch of one tenant whose head the process itself wrote last needs
+no lock and no transaction (ADR 0024): step 4's statement moves the head only
+if its row is still as kept in memory, and commits alone. If another process
+appended meanwhile, that check fails, nothing is written, and the batch is
+written again as above.
 
 fsync and round trips are paid once per batch instead of once per event.
 
@@ -418,30 +418,34 @@ class Appender:
     async def _write(self, batch: list[_Submission]) -> list[list[AppendOutcome]]:
         """Each submission's outcomes, once written and committed.
 
-        A small batch of tenants whose heads this process wrote last (kept in
+        A small batch of one tenant whose head this process wrote last (kept in
         `_heads`) is written without a lock or a transaction: one statement
-        inserts it and moves each head only from the size and root kept, so it
-        commits alone (ADR 0024). Whatever another process appended meanwhile
-        fails that check and writes nothing; those tenants' submissions are
-        written again under lock, from the heads as they are now."""
-        if sum(len(s.events) for s in batch) > _ONE_STATEMENT_EVENTS or any(
-            s.tenant_id not in self._heads for s in batch
+        inserts it and moves the head only from the size and root kept, so it
+        commits alone (ADR 0024). If another process appended meanwhile, that
+        check fails and nothing is written; the batch is then written under
+        lock, from the head as it is now. (One tenant: the statement then waits
+        for at most one row lock while holding none, so it cannot deadlock; and
+        a batch is written whole or not at all, never in part.)"""
+        [tenant, *others] = {s.tenant_id for s in batch}
+        if (
+            not others
+            and tenant in self._heads
+            and sum(len(s.events) for s in batch) <= _ONE_STATEMENT_EVENTS
         ):
-            return await self._write_locked(batch)
-        written = await self._write_from_kept(batch)
-        stale = [s for s, outcome in zip(batch, written, strict=True) if outcome is None]
-        rewritten = iter(await self._write_locked(stale) if stale else [])
-        return [next(rewritten) if outcome is None else outcome for outcome in written]
+            outcomes = await self._write_from_kept(tenant, batch)
+            if outcomes is not None:
+                return outcomes
+        return await self._write_locked(batch)
 
-    async def _write_from_kept(self, batch: list[_Submission]) -> list[list[AppendOutcome] | None]:
-        """`batch` written from the kept heads; None for the submissions of a
-        tenant whose head was not as kept (nothing of that tenant written)."""
-        # In tenant order, as the locked write takes its locks: the statement
-        # updates the rows in the order given, so two processes cannot deadlock.
-        heads = {t: self._heads[t].copy() for t in sorted({s.tenant_id for s in batch})}
+    async def _write_from_kept(
+        self, tenant: str, batch: list[_Submission]
+    ) -> list[list[AppendOutcome]] | None:
+        """`batch`, all of `tenant`, written from its kept head; None, and
+        nothing written, if its head is not as kept."""
+        heads = {tenant: self._heads[tenant].copy()}
         async with self._db.system_connection() as conn:
-            # Keys stored before the kept heads are seen here; one stored since
-            # moved its head, and the statement below writes nothing of it.
+            # Keys stored before the kept head are seen here; one stored since
+            # moved the head, and the statement below writes nothing.
             previous = await _find_keys(conn, batch)
             received_at = self._clock()
             rows: list[tuple[Any, ...]] = []
@@ -451,11 +455,11 @@ class Appender:
                 for submission in batch
             ]
             written = await self._extend(conn, heads, rows, nodes)
+        if heads[tenant].changed and not written:
+            del self._heads[tenant]  # moved by another process, or erased
+            return None
         self._keep(written)  # committed: the statement was its own transaction
-        moved = {tenant for tenant, head in heads.items() if head.changed} - written.keys()
-        for tenant in moved:
-            del self._heads[tenant]
-        return [None if s.tenant_id in moved else o for s, o in zip(batch, outcomes, strict=True)]
+        return outcomes
 
     async def _write_locked(self, batch: list[_Submission]) -> list[list[AppendOutcome]]:
         """`batch` written in one transaction holding its tenants' head locks."""

@@ -19,8 +19,8 @@ from psycopg import sql
 
 _OPERATION: Final = re.compile(r"\s*(\w+)")
 # A statement of common table expressions is named for its first data change
-# and the table it changes (`WITH appended AS (INSERT INTO events ...` is
-# `INSERT events`; a row lock, `FOR UPDATE`, is none), else as a query.
+# and the table it changes (`WITH updated AS (UPDATE chain_heads ...` is
+# `UPDATE chain_heads`; a row lock, `FOR UPDATE`, is none), else as a query.
 _DATA_CHANGE: Final = re.compile(
     r'\b(INSERT\s+INTO|(?<!FOR\s)(?<!KEY\s)UPDATE|DELETE\s+FROM)\s+"?([a-z_][a-z0-9_]*)\b', re.I
 )

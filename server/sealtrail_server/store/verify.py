@@ -1,6 +1,6 @@
 """VerifyLog: read a tenant's whole log in seq order, recompute every leaf from
 its stored record and the root at every signed checkpoint and at the head, and
-report the first mismatch; on request, also check each event's caller view
+report the first mismatch; on request, also check each event's stored view
 (what Query shows of it) against its record. Reads through a server-side
 cursor, so memory stays constant whatever the log's size."""
 
