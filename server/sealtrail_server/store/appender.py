@@ -445,16 +445,8 @@ class Appender:
         heads = {tenant: self._heads[tenant].copy()}
         async with self._db.system_connection() as conn:
             # Keys stored before the kept head are seen here; one stored since
-            # moved the head, and the statement below writes nothing.
-            previous = await _find_keys(conn, batch)
-            received_at = self._clock()
-            rows: list[tuple[Any, ...]] = []
-            nodes: list[tuple[str, int, int, bytes]] = []
-            outcomes = [
-                self._assign(submission, heads, previous, received_at, rows, nodes)
-                for submission in batch
-            ]
-            written = await self._extend(conn, heads, rows, nodes)
+            # moved the head, and the statement writes nothing.
+            outcomes, written = await self._write_from(heads, conn, batch)
         if heads[tenant].changed and not written:
             del self._heads[tenant]  # moved by another process, or erased
             return None
@@ -466,33 +458,37 @@ class Appender:
         tenants = sorted({s.tenant_id for s in batch})
         async with self._db.system_connection() as conn, conn.transaction():
             heads = await self._lock_heads(conn, tenants)
-            previous = await _find_keys(conn, batch)
-            received_at = self._clock()
-            outcomes: list[list[AppendOutcome]] = []
-            rows: list[tuple[Any, ...]] = []
-            nodes: list[tuple[str, int, int, bytes]] = []
-            if sum(len(s.events) for s in batch) <= _ONE_STATEMENT_EVENTS:
+            outcomes, written = await self._write_from(heads, conn, batch)
+            if written.keys() != {tenant for tenant, head in heads.items() if head.changed}:
+                raise RuntimeError(f"a locked head changed under the lock: {tenants}")
+        self._known_tenants.update(tenants)
+        self._keep({**heads, **written})
+        return outcomes
+
+    async def _write_from(
+        self, heads: dict[str, _Head], conn: psycopg.AsyncConnection[Any], batch: list[_Submission]
+    ) -> tuple[list[list[AppendOutcome]], dict[str, _Head]]:
+        """`batch` appended to `heads` (extended in place): each submission's
+        outcomes, and the heads written (`_extend`)."""
+        previous = await _find_keys(conn, batch)
+        received_at = self._clock()
+        outcomes: list[list[AppendOutcome]] = []
+        rows: list[tuple[Any, ...]] = []
+        nodes: list[tuple[str, int, int, bytes]] = []
+        if sum(len(s.events) for s in batch) <= _ONE_STATEMENT_EVENTS:
+            for submission in batch:
+                outcomes.append(self._assign(submission, heads, previous, received_at, rows, nodes))
+        else:
+            async with conn.cursor().copy(_COPY_EVENTS) as copy:
                 for submission in batch:
                     outcomes.append(
                         self._assign(submission, heads, previous, received_at, rows, nodes)
                     )
-            else:
-                async with conn.cursor().copy(_COPY_EVENTS) as copy:
-                    for submission in batch:
-                        outcomes.append(
-                            self._assign(submission, heads, previous, received_at, rows, nodes)
-                        )
-                        # Sent as built, so PostgreSQL inserts while the next submission is hashed.
-                        for row in rows:
-                            await copy.write_row(row)
-                        rows.clear()
-            changed = {tenant for tenant, head in heads.items() if head.changed}
-            written = await self._extend(conn, heads, rows, nodes)
-            if written.keys() != changed:
-                raise RuntimeError(f"a locked head changed under the lock: {sorted(changed)}")
-        self._known_tenants.update(tenants)
-        self._keep({**heads, **written})
-        return outcomes
+                    # Sent as built, so PostgreSQL inserts while the next submission is hashed.
+                    for row in rows:
+                        await copy.write_row(row)
+                    rows.clear()
+        return outcomes, await self._extend(conn, heads, rows, nodes)
 
     async def _extend(
         self,
