@@ -3,6 +3,7 @@ tracing on, request ids off metadata, and correlated log lines."""
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import io
 import json
@@ -253,6 +254,30 @@ def test_a_call_ended_in_another_context_leaves_it_alone(
     assert "Failed to detach context" not in caplog.text
     assert not span.is_recording()  # ended all the same
     assert foreign.run(otel_context.get_current) is not current
+
+
+def test_a_call_ended_by_a_task_that_inherited_its_context_leaves_it_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """asyncio closes an abandoned stream in a task of its own, whose context is
+    copied from wherever the loop was, often the call's own task with its
+    trace context attached: the value is the same there, the context is not."""
+    span = TracerProvider().get_tracer("test").start_span("call")
+    current = trace.set_span_in_context(span)
+
+    async def the_calls_task() -> None:
+        call = _Call("svc/Method", span, current, request_id="r")
+        # Started while the call's trace context is attached: it inherits it.
+        await asyncio.create_task(_end(call))
+        assert otel_context.get_current() is current  # still attached here
+
+    async def _end(call: _Call) -> None:
+        assert otel_context.get_current() is current  # inherited
+        call.end(_NoStatusYet(), None)
+
+    asyncio.run(the_calls_task())
+    assert "Failed to detach context" not in caplog.text
+    assert not span.is_recording()  # ended all the same
 
 
 @pytest.mark.parametrize(

@@ -65,7 +65,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class _Call:
     """One call's telemetry, from its metadata to its end."""
 
-    __slots__ = ("_attached", "_started", "_token", "method", "request_id", "span")
+    __slots__ = ("_attached", "_started", "_task", "_token", "method", "request_id", "span")
 
     def __init__(
         self,
@@ -78,6 +78,7 @@ class _Call:
         self.span = span
         self._attached = attached
         self._token = otel_context.attach(attached) if attached is not None else None
+        self._task = _running_task()  # whose context the token belongs to
         self.request_id = request_id
         self._started = time.perf_counter()
 
@@ -96,8 +97,21 @@ class _Call:
             log.debug("%s %s in %.1f ms", self.method, code.name, elapsed)
         # A stream the client left is sometimes closed by the garbage collector,
         # in another task's context: nothing of ours is attached there to undo.
-        if self._token is not None and otel_context.get_current() is self._attached:
+        # That context may hold our trace context too (a task started while it
+        # was attached inherits it), so the task is compared, not the value.
+        if (
+            self._token is not None
+            and _running_task() is self._task
+            and otel_context.get_current() is self._attached
+        ):
             otel_context.detach(self._token)
+
+
+def _running_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no event loop running here
+        return None
 
 
 def _code(context: Context, error: BaseException | None) -> grpc.StatusCode:
