@@ -20,12 +20,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.trace import Tracer, TracerProvider
 
-from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, event_pb2
+from sealtrail.v1 import audit_service_pb2, event_pb2
 
 from .alerts.evaluator import Evaluator
 from .api.audited import record_event
 from .api.convert import server_view
 from .api.guard import GuardInterceptor
+from .api.registration import add_audit_log_service
 from .api.servicer import AuditLogServicer
 from .auth.tokens import Authenticator
 from .config import Settings
@@ -224,7 +225,7 @@ class Service:
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
         )
-        audit_service_pb2_grpc.add_AuditLogServiceServicer_to_server(
+        add_audit_log_service(
             AuditLogServicer(
                 db=db,
                 appender=self._appender,

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from sealtrail.v1 import audit_service_pb2, event_pb2
 from sealtrail_server.api.convert import (
-    add_events,
     caller_view,
+    encoded_response,
     event_draft,
     event_from_record,
     server_view,
@@ -150,9 +150,9 @@ def test_caller_view_with_server_fields_equals_stored_record(
         received_at=RECEIVED,
         leaf_hash=leaf,
     )
-    shown = audit_service_pb2.QueryResponse()
-    add_events(
-        shown.events,
+    encoded = encoded_response(
+        audit_service_pb2.QueryResponse(next_page_token="next"),
+        "events",
         [
             ShownEvent(server.seq, whole, None, None, None, None, None),
             ShownEvent(server.seq, None, server.id, RECEIVED, leaf, serialized, None),
@@ -160,6 +160,8 @@ def test_caller_view_with_server_fields_equals_stored_record(
         ],
         tenant_id=server.tenant_id,
     )
+    shown = audit_service_pb2.QueryResponse.FromString(encoded)
+    assert shown.next_page_token == "next"
     assert list(shown.events) == [stored] * 3
 
 

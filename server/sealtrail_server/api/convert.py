@@ -3,15 +3,15 @@ MessageToDict alone costs more than the rest of a Record call."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
-from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from sealtrail.v1 import event_pb2
 
@@ -235,19 +235,76 @@ def event_from_data(data: dict[str, Any], leaf_hash: bytes) -> event_pb2.Event:
     return _built(event_pb2.Event, data, _record_server_fields(data, leaf_hash))
 
 
-def add_events(
-    events: RepeatedCompositeFieldContainer[event_pb2.Event],
-    rows: Iterable[ShownEvent],
-    *,
-    tenant_id: str,
-) -> None:
-    """Append the API view of each stored event to `events`, a repeated field,
-    built in place (an Event built apart would be copied in). An event stored
-    with its whole view is that view parsed, in C; one stored with its caller
-    view (before ADR 0025) is the server's fields with that view merged in; one
-    stored with neither is read back from its record, at ten times the cost."""
+def encoded_response(
+    response: Message, field: str, rows: Sequence[ShownEvent], *, tenant_id: str
+) -> bytes:
+    """The encoding of `response` with the API view of each stored event in
+    `rows` as the elements of its repeated Event field `field`, which must be
+    empty in `response` itself (ADR 0026). An event stored with its whole view
+    is that view, as stored: it is not parsed into the response only to be
+    serialized again. One stored with its caller view (before ADR 0025) is the
+    server's fields with that view merged in; one stored with neither is read
+    back from its record, at ten times the cost. The result parses equal to the
+    response built and serialized by protobuf (byte for byte where each view's
+    fields are in field order, as protobuf writes them).
+
+    The whole encoding is then read once, in C, at a fraction of building it, so
+    that a view rewritten into unreadable bytes is an IntegrityFailure naming
+    its seq, not a response no client can read."""
+    if len(getattr(response, field)):
+        raise ValueError(f"response.{field} must be empty: the rows are its elements")
+    number = response.DESCRIPTOR.fields_by_name[field].number
+    parts: list[bytes] = []
     for row in rows:
-        _shown(events.add, row, tenant_id)
+        view = _encoded_view(row, tenant_id)
+        parts += (_element_prefix(number, len(view)), view)
+    parts.append(response.SerializeToString())
+    encoded = b"".join(parts)
+    try:
+        type(response).FromString(encoded)
+    except DecodeError:
+        # Each element read as it is nested here: a view can read on its own
+        # and not one level deeper (protobuf's nesting limit).
+        for row in rows:
+            view = _encoded_view(row, tenant_id)
+            try:
+                type(response).FromString(_element_prefix(number, len(view)) + view)
+            except DecodeError:
+                raise _unreadable_view(row.seq) from None
+        raise _unreadable_view(None) from None
+    return encoded
+
+
+def _encoded_view(row: ShownEvent, tenant_id: str) -> bytes:
+    if row.event_view is not None:  # the whole view, as appended (ADR 0025)
+        return row.event_view
+    return _shown(event_pb2.Event, row, tenant_id).SerializeToString()
+
+
+def _unreadable_view(seq: int | None) -> IntegrityFailure:
+    which = "a stored view" if seq is None else f"the stored view of seq {seq}"
+    return IntegrityFailure(
+        f"{which} cannot be read: it was changed behind the service's back"
+        " (VerifyLog with check_views finds every such event)"
+    )
+
+
+@functools.lru_cache(maxsize=8192)
+def _element_prefix(field_number: int, length: int) -> bytes:
+    """What precedes an embedded message of `length` bytes in field
+    `field_number`: its key (wire type 2, length-delimited), then its length."""
+    return _varint(field_number << 3 | 2) + _varint(length)
+
+
+def _varint(value: int) -> bytes:
+    """Protobuf's base-128 varint of a non-negative int: seven bits a byte,
+    least significant first, the high bit set on all but the last."""
+    encoded = bytearray()
+    while value > 0x7F:
+        encoded.append(value & 0x7F | 0x80)
+        value >>= 7
+    encoded.append(value)
+    return bytes(encoded)
 
 
 def _shown(
@@ -276,10 +333,7 @@ def _shown(
     try:
         event.MergeFromString(view)
     except DecodeError:
-        raise IntegrityFailure(
-            f"the stored view of seq {row.seq} cannot be read: it was changed behind the"
-            " service's back (VerifyLog with check_views finds every such event)"
-        ) from None
+        raise _unreadable_view(row.seq) from None
     return event
 
 

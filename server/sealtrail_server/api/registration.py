@@ -1,0 +1,62 @@
+"""The AuditLogService's registration on a gRPC server: the generated one,
+except that Query answers with its response already encoded (ADR 0026).
+
+Query's events are stored as their encoded views. Parsing a page of them into
+a QueryResponse only to serialize it again cost more than reading the page
+from PostgreSQL, so Query builds the response's bytes itself, and the method
+is served with a serializer that sends them as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+
+from sealtrail.v1 import audit_service_pb2_grpc
+
+from .servicer import AuditLogServicer
+
+# The methods whose servicer returns the response's encoding, not a message.
+_ENCODED_RESPONSES = ("Query",)
+
+
+def add_audit_log_service(servicer: AuditLogServicer, server: grpc.aio.Server) -> None:
+    """Register `servicer` on `server` as the generated add_*_to_server does,
+    with the methods in _ENCODED_RESPONSES sending the bytes they return."""
+    generated = _GeneratedRegistration()
+    audit_service_pb2_grpc.add_AuditLogServiceServicer_to_server(servicer, generated)  # type: ignore[arg-type]
+    handlers = dict(generated.handlers)
+    for method in _ENCODED_RESPONSES:
+        # A namedtuple (grpc._utilities.RpcMethodHandler): everything else as generated.
+        handlers[method] = handlers[method]._replace(  # type: ignore[attr-defined]
+            response_serializer=_as_encoded
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(generated.service, handlers),)
+    )
+    # As the generated code does (grpcio >= 1.63; not in grpc-stubs yet).
+    server.add_registered_method_handlers(generated.service, handlers)  # type: ignore[attr-defined]
+
+
+def _as_encoded(response: bytes) -> bytes:
+    return response
+
+
+class _GeneratedRegistration:
+    """Stands in for the server while the generated code registers the
+    service, and keeps the method handlers it gives."""
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
+    def add_generic_rpc_handlers(self, generic_handlers: object) -> None:
+        """Ignored: they are built again from the method handlers."""
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        self.service = service
+        self.handlers = handlers
