@@ -30,7 +30,7 @@ from ..store.database import Database
 from ..store.events import first_seq_received_since, stream_events
 from ..store.retention import first_kept_after
 from ..store.tree import tree_size
-from ..stream.hub import LiveEvent, StreamHub, Subscription
+from ..stream.hub import Delivery, LiveEvent, StreamHub, Subscription
 from .audited import filter_details, record_access
 from .convert import event_from_data, event_from_record, filter_draft
 from .guard import current_principal
@@ -178,12 +178,7 @@ class StreamRpcs:
                 yield position
                 continue
             # Deliveries that queued while this stream was writing go out together.
-            fresh = [e for e in delivery.events if e.stored.seq > position]
-            upto = delivery.upto
-            while not subscription.queue.empty():
-                delivery = subscription.queue.get_nowait()
-                fresh.extend(e for e in delivery.events if e.stored.seq > upto)
-                upto = max(upto, delivery.upto)
+            fresh, upto = unseen_events(delivery, subscription.queue, position)
             if subscription.matcher.exact:
                 matches = subscription.matcher.matches
                 events = [_message(live) for live in fresh if matches(live.record)]
@@ -195,6 +190,25 @@ class StreamRpcs:
                     async for events in table:
                         yield events
             position = max(position, upto)
+
+
+def unseen_events(
+    first: Delivery, queued: asyncio.Queue[Delivery], position: int
+) -> tuple[list[LiveEvent], int]:
+    """The events of `first` and of the deliveries queued behind it with a seq
+    beyond `position`, and the position they all reach.
+
+    Each delivery is filtered by everything before it, the stream's position
+    included: the hub may have fetched events that the stream then also read
+    from the table (a new subscriber catches up while writers commit), so a
+    delivery queued behind a stale one can repeat what the stream has sent."""
+    fresh: list[LiveEvent] = []
+    delivery: Delivery | None = first
+    while delivery is not None:
+        fresh.extend(e for e in delivery.events if e.stored.seq > position)
+        position = max(position, delivery.upto)
+        delivery = None if queued.empty() else queued.get_nowait()
+    return fresh, position
 
 
 def _start_details(request: pb.StreamEventsRequest) -> dict[str, Any]:
