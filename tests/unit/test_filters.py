@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sealtrail_server.domain.errors import FieldViolation, InvalidArgument
@@ -406,11 +406,14 @@ json_payloads = st.recursive(
 
 @settings(max_examples=300, deadline=None)
 @given(json_payloads)
+@example({"v": True, "s": 0, "f": FINGERPRINT})  # equal to 1, but not the version
+@example({"v": 1.0, "s": 0, "f": FINGERPRINT})
 def test_arbitrary_json_payloads_decode_or_are_invalid_argument(payload: Any) -> None:
     token = token_of(payload)
     well_formed = (
         isinstance(payload, dict)
-        and payload.get("v") == 1
+        and type(payload.get("v")) is int
+        and payload["v"] == 1
         and payload.get("f") == FINGERPRINT
         and type(payload.get("s")) is int
         and 0 <= payload["s"] < 2**63
