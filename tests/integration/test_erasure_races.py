@@ -23,21 +23,36 @@ from sealtrail_server.retention.purger import Purger
 from sealtrail_server.store.appender import Appender
 from sealtrail_server.store.changes import ERASURE_SUBJECT, RETENTION_SUBJECT
 from tests.conftest import ServerThread
+from tests.tenant_rows import rows_of
 
 _SUBJECT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, x'5EA1C4A9'::int::bigint))"
 
 
+def _count(sql: psycopg.Connection[Any], query: str) -> int:
+    """`query`'s count, with pg_stat_activity read afresh: within a transaction
+    PostgreSQL keeps its first reading, before the sessions to find began."""
+    sql.execute("SELECT pg_stat_clear_snapshot()")
+    row = sql.execute(query).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _until(condition: Callable[[], bool], pending: Future[Any]) -> None:
+    """Returns once `condition()` holds, while `pending` is still pending."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline and not pending.done(), "nothing waited"
+        time.sleep(0.01)
+
+
 def _until_waiting(sql: psycopg.Connection[Any], pending: Future[Any]) -> None:
     """Returns once another session waits for an advisory lock this one holds."""
-    deadline = time.monotonic() + 10
     waiting = (
         "SELECT count(*) FROM pg_locks AS w JOIN pg_locks AS h USING (locktype, classid, objid)"
         " WHERE w.locktype = 'advisory' AND NOT w.granted AND h.granted"
         " AND h.pid = pg_backend_pid()"
     )
-    while sql.execute(waiting).fetchone() == (0,):
-        assert time.monotonic() < deadline and not pending.done(), "nothing waited"
-        time.sleep(0.01)
+    _until(lambda: _count(sql, waiting) > 0, pending)
 
 
 def _erase_uncommitted(sql: psycopg.Connection[Any], tenant: str) -> None:
@@ -174,10 +189,7 @@ def test_an_erasure_the_database_fails_is_unavailable_and_erases_nothing(
             sql.execute("SET LOCAL deadlock_timeout = '60s'")
             sql.execute("SELECT 1 FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
             erasing = pool.submit(admin.erase_tenant, tenant)
-            deadline = time.monotonic() + 10
-            while sql.execute(erasure_waits).fetchone() == (0,):  # it waits for the head
-                assert time.monotonic() < deadline and not erasing.done(), "nothing waited"
-                time.sleep(0.01)
+            _until(lambda: _count(sql, erasure_waits) > 0, erasing)  # it waits for the head
             # ... and this waits for the erasure's lock: a cycle, which the
             # erasure's check finds (after the default 1 s), failing the erasure.
             sql.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
@@ -225,3 +237,60 @@ def test_a_second_erasure_is_refused_with_what_the_first_did(
         other.close()
     assert refused.value.reason == "TENANT_ERASED"
     assert f"by token {receipt.erased_by_token_id}" in str(refused.value)
+
+
+def _change_settings(admin: AuditClient) -> None:
+    admin.set_redaction_mode("hmac")
+
+
+def _change_retention(admin: AuditClient) -> None:
+    admin.set_retention_policy("1y")
+
+
+@pytest.mark.parametrize("change", [_change_settings, _change_retention])
+def test_a_change_made_during_an_erasure_waits_for_it_and_is_refused(
+    client_for: Callable[..., AuditClient],
+    tenant: str,
+    sql: psycopg.Connection[Any],
+    change: Callable[[AuditClient], None],
+) -> None:
+    admin = client_for(tenant)
+    # A log already begun: the change's event would not wait to create its head.
+    admin.record(action="doc.edit", actor_id="u")
+    before = rows_of(sql, tenant)
+    with ThreadPoolExecutor(1) as pool:
+        with sql.transaction():
+            _erase_uncommitted(sql, tenant)
+            changing = pool.submit(change, admin)
+            _until_waiting(sql, changing)
+        with pytest.raises(RpcFailedError) as refused:
+            changing.result(timeout=30)
+    assert refused.value.reason == "TENANT_ERASED"
+    assert rows_of(sql, tenant) == before  # no row written, no event recorded
+
+
+def test_an_erasure_waits_for_a_change_in_flight_and_removes_its_row(
+    client_for: Callable[..., AuditClient], tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """The change has read and is recording its event; the erasure must not
+    run its DELETEs before the change's row commits (an INSERT it would miss)."""
+    admin = client_for(tenant)
+    admin.record(action="doc.edit", actor_id="u")
+    assert rows_of(sql, tenant)["tenant_settings"] == 0  # the change inserts its row
+    others_wait = "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid()"
+    erasure_waits_for_a_change = (
+        "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid)"
+        " WHERE NOT l.granted AND l.locktype = 'advisory'"
+        " AND a.application_name = 'sealtrail-erasure'"
+    )
+    with ThreadPoolExecutor(2) as pool:
+        with sql.transaction():  # the change's event waits for the log's head
+            sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
+            changing = pool.submit(_change_settings, admin)
+            _until(lambda: _count(sql, others_wait) > 0, changing)
+            erasing = pool.submit(admin.erase_tenant, tenant)
+            _until(lambda: _count(sql, erasure_waits_for_a_change) > 0, erasing)
+        changing.result(timeout=30)
+        receipt = erasing.result(timeout=30)
+    assert receipt.removed_rows["tenant_settings"] == 1
+    assert not any(rows_of(sql, tenant).values()), rows_of(sql, tenant)

@@ -44,6 +44,7 @@ from sealtrail_server.store.events import query_statement
 from tests.conftest import ServerThread
 from tests.integration.test_database_roles import TENANT_TABLES
 from tests.integration.test_integrity import _CountingProofs
+from tests.tenant_rows import rows_of, tenant_tables
 
 # Actions the tests record; everything else in a log is the service's own.
 RECORDED = ["doc.edit", "user.login", "rag.query", "rag.index.rebuild"]
@@ -398,30 +399,6 @@ def test_a_legal_hold_stops_the_purge(aged: ServerThread, admin: AuditClient, cl
     assert (seq, "doc.edit") not in recorded(admin)
 
 
-def _tenant_tables(sql: psycopg.Connection[Any]) -> list[str]:
-    """Every table with a tenant_id column (partitions are counted in their
-    table), but the erasure receipts."""
-    rows = sql.execute(
-        "SELECT c.relname FROM pg_class AS c JOIN pg_attribute AS a ON a.attrelid = c.oid"
-        " WHERE a.attname = 'tenant_id' AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
-        " AND c.relnamespace = 'public'::regnamespace AND c.relname <> 'tenant_erasures'"
-        " ORDER BY 1"
-    ).fetchall()
-    return [name for (name,) in rows]
-
-
-def _rows_of(sql: psycopg.Connection[Any], tenant: str) -> dict[str, int]:
-    counts = {}
-    for table in _tenant_tables(sql):
-        query = psycopg.sql.SQL("SELECT count(*) FROM {} WHERE tenant_id = %s").format(
-            psycopg.sql.Identifier(table)
-        )
-        row = sql.execute(query, [tenant]).fetchone()
-        assert row is not None
-        counts[table] = row[0]
-    return counts
-
-
 # The tables each tenant of the erasure test holds rows in before it is erased.
 _HELD_BY_EVERY_TENANT = [*TENANT_TABLES, "sinks", "alert_rules", "alert_cursors"]
 
@@ -458,9 +435,9 @@ def test_erasure_leaves_a_receipt_and_no_row(
             client.set_redaction_mode("hmac")
             client.set_retention_policy("1y")
             _add_a_sink_and_an_alert_rule(client)
-        doomed_rows = _rows_of(sql, tenant)
+        doomed_rows = rows_of(sql, tenant)
         assert all(doomed_rows[table] for table in _HELD_BY_EVERY_TENANT), doomed_rows
-        bystander_rows = _rows_of(sql, other)
+        bystander_rows = rows_of(sql, other)
         trusting.get_checkpoint()  # `elsewhere` now trusts the token
 
         with pytest.raises(InvalidArgumentError, match="confirm_tenant_id"):
@@ -483,8 +460,8 @@ def test_erasure_leaves_a_receipt_and_no_row(
             receipt.final_root_hash,
         )
         assert receipt.removed_rows["events"] == receipt.final_tree_size
-        assert set(receipt.removed_rows) == set(_tenant_tables(sql))  # every table, no less
-        assert not any(_rows_of(sql, tenant).values()), _rows_of(sql, tenant)
+        assert set(receipt.removed_rows) == set(tenant_tables(sql))  # every table, no less
+        assert not any(rows_of(sql, tenant).values()), rows_of(sql, tenant)
         kept = sql.execute(
             "SELECT final_tree_size, final_checkpoint FROM tenant_erasures WHERE tenant_id = %s",
             [tenant],
@@ -501,7 +478,7 @@ def test_erasure_leaves_a_receipt_and_no_row(
         with pytest.raises(Exception, match="erased"):
             aged.token(tenant, Role.ADMIN)
         # Nothing of the other tenant changed, and its log still verifies.
-        assert _rows_of(sql, other) == bystander_rows
+        assert rows_of(sql, other) == bystander_rows
         assert bystander.verify_log().ok
 
 

@@ -15,6 +15,11 @@ A change holds its pooled connection while the appender records it, and the
 appender needs a connection of the same pool: at most half the pool is given
 to changes at once (the others wait, holding none), so changes of many
 subjects at once can never starve the appender.
+
+Every change also shares the tenant's erasure lock (ADR 0014): an erasure
+waits for the changes in flight, whose rows it would otherwise miss, and a
+change that waited for an erasure is refused (TENANT_ERASED) before it records
+anything.
 """
 
 from __future__ import annotations
@@ -23,19 +28,21 @@ import asyncio
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC
 from typing import Any, Final
 
 import psycopg
 
-from ..domain.errors import Unavailable
+from ..domain.errors import FailedPrecondition, Unavailable
 from .database import Connection, Database
 
 AnyConnection = psycopg.AsyncConnection[Any]
 
 # Seed of the advisory lock keys (the checkpointer locks tenants with seed 7).
 _LOCK_SEED: Final = 0x5EA1C4A9
-# The subject an erasure holds, and the appender shares while it creates a
-# tenant's head: no head is created for a tenant while it is being erased.
+# The subject an erasure holds, and the appender (while it creates a tenant's
+# head), token creation and every change share: none of them writes a row of a
+# tenant while it is being erased.
 ERASURE_SUBJECT: Final = "erasure"
 # The subject of the retention policy and the legal hold (one row).
 RETENTION_SUBJECT: Final = "retention"
@@ -73,6 +80,14 @@ class Changes:
             busy = f"another change of {subject} is still being applied; retry"
             async with waiting_at_most(conn, self._wait_seconds, busy=busy):
                 await lock_subject(conn, tenant_id, subject)
+            # An erasure waits for a change in flight, whose row it would
+            # otherwise miss (written after its DELETEs, committed after it);
+            # a change that waited for an erasure finds it done. The subject
+            # first, as the erasure takes retention's before its own.
+            busy = "the tenant is being erased; retry"
+            async with waiting_at_most(conn, self._wait_seconds, busy=busy):
+                await share_subjects(conn, [tenant_id], ERASURE_SUBJECT)
+            await refuse_if_erased(conn, tenant_id)
             yield conn
 
 
@@ -97,6 +112,21 @@ async def lock_subject(conn: AnyConnection, tenant_id: str, subject: str) -> Non
         "SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))",
         [f"{tenant_id}/{subject}", _LOCK_SEED],
     )
+
+
+async def refuse_if_erased(conn: AnyConnection, tenant_id: str) -> None:
+    """FailedPrecondition (TENANT_ERASED) if the tenant was erased. Run it after
+    sharing the erasure's lock, in a statement of its own: its snapshot must
+    be taken after the wait, to see an erasure that committed meanwhile."""
+    cursor = await conn.execute(
+        "SELECT erased_at FROM tenant_erasures WHERE tenant_id = %s", [tenant_id]
+    )
+    if erased := await cursor.fetchone():
+        raise FailedPrecondition(
+            f"tenant {tenant_id!r} was erased at {erased[0].astimezone(UTC):%Y-%m-%dT%H:%M:%SZ};"
+            " its id cannot be used again",
+            reason="TENANT_ERASED",
+        )
 
 
 async def share_subjects(conn: AnyConnection, tenant_ids: list[str], subject: str) -> None:
