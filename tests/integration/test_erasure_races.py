@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from sealtrail import AuditClient, RpcFailedError, UnavailableError
-from sealtrail_server.domain.errors import FailedPrecondition
+from sealtrail_server.domain.errors import FailedPrecondition, Unavailable
 from sealtrail_server.domain.event import EventDraft, validate_event
 from sealtrail_server.retention.purger import Purger
 from sealtrail_server.store.appender import Appender
@@ -103,12 +103,21 @@ def test_an_erasure_waits_for_a_hold_being_placed_and_is_refused_by_it(
 def test_no_head_is_created_for_a_tenant_being_erased(
     server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
 ) -> None:
+    """Refused at once while the erasure runs (retry: it may yet fail), and
+    for good once it has committed."""
+
+    def first_append() -> Any:
+        [outcome] = asyncio.run_coroutine_threadsafe(
+            _first_append(server, tenant), server.loop
+        ).result(timeout=30)
+        return outcome
+
     with sql.transaction():
         _erase_uncommitted(sql, tenant)
-        appending = asyncio.run_coroutine_threadsafe(_first_append(server, tenant), server.loop)
-        _until_waiting(sql, appending)
-    [outcome] = appending.result(timeout=30)
-    assert isinstance(outcome, FailedPrecondition) and outcome.reason == "TENANT_ERASED"
+        during = first_append()
+    after = first_append()
+    assert isinstance(during, Unavailable), during
+    assert isinstance(after, FailedPrecondition) and after.reason == "TENANT_ERASED"
     heads = sql.execute("SELECT count(*) FROM chain_heads WHERE tenant_id = %s", [tenant])
     assert heads.fetchone() == (0,)
 
@@ -119,10 +128,9 @@ def test_an_erasure_waiting_for_a_hold_change_lets_the_change_record_itself(
     tenant: str,
     sql: psycopg.Connection[Any],
 ) -> None:
-    """A hold change holds its lock while the appender records it, and an
-    appender new to the tenant shares the erasure's lock: the erasure waits
-    for the change before it takes its own, or the three would wait in a
-    circle (and every Record of that appender with them)."""
+    """A hold change holds its lock while the appender records it: the
+    erasure takes that lock before its own, so an appender new to the tenant
+    is not held up by it."""
     admin = client_for(tenant)
     admin.record(action="doc.edit", actor_id="u")
     with ThreadPoolExecutor(1) as pool:
@@ -277,7 +285,9 @@ def test_an_erasure_waits_for_a_change_in_flight_and_removes_its_row(
     admin = client_for(tenant)
     admin.record(action="doc.edit", actor_id="u")
     assert rows_of(sql, tenant)["tenant_settings"] == 0  # the change inserts its row
-    others_wait = "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid()"
+    waits_for_this = (
+        "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+    )
     erasure_waits_for_a_change = (
         "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid)"
         " WHERE NOT l.granted AND l.locktype = 'advisory'"
@@ -287,10 +297,41 @@ def test_an_erasure_waits_for_a_change_in_flight_and_removes_its_row(
         with sql.transaction():  # the change's event waits for the log's head
             sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
             changing = pool.submit(_change_settings, admin)
-            _until(lambda: _count(sql, others_wait) > 0, changing)
+            _until(lambda: _count(sql, waits_for_this) > 0, changing)
             erasing = pool.submit(admin.erase_tenant, tenant)
             _until(lambda: _count(sql, erasure_waits_for_a_change) > 0, erasing)
         changing.result(timeout=30)
         receipt = erasing.result(timeout=30)
     assert receipt.removed_rows["tenant_settings"] == 1
     assert not any(rows_of(sql, tenant).values()), rows_of(sql, tenant)
+
+
+def test_a_first_append_while_an_erasure_queues_behind_a_change_is_refused_not_stalled(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any], migrated_database_url: str
+) -> None:
+    """A change holds the erasure's lock, shared, while the appender records
+    its event; an erasure queues for it. Were the appender, creating the
+    tenant's head, to wait for that lock, it would queue behind the erasure,
+    which waits for the change, which waits for the appender: a cycle
+    PostgreSQL cannot see, every append of the process stalled until the
+    erasure's lock wait ran out. The appender only tries the lock."""
+    share = "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, x'5EA1C4A9'::int::bigint))"
+
+    def erase(conn: psycopg.Connection[Any]) -> None:
+        with conn.transaction():  # takes the lock once the change has committed
+            conn.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
+
+    with (
+        ThreadPoolExecutor(1) as pool,
+        psycopg.connect(migrated_database_url, autocommit=True) as eraser,
+    ):
+        with sql.transaction():  # the change, in flight
+            sql.execute(share, [f"{tenant}/{ERASURE_SUBJECT}"])
+            erasing = pool.submit(erase, eraser)
+            _until_waiting(sql, erasing)
+            appending = asyncio.run_coroutine_threadsafe(_first_append(server, tenant), server.loop)
+            [outcome] = appending.result(timeout=10)
+        erasing.result(timeout=10)
+    assert isinstance(outcome, Unavailable), outcome
+    assert f"tenant {tenant!r} is being erased; retry" in str(outcome)
+    assert rows_of(sql, tenant)["chain_heads"] == 0

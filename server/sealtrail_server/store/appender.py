@@ -65,7 +65,7 @@ from ..domain.event import (
     format_timestamp,
 )
 from ..domain.merkle import EMPTY_ROOT, append_leaf, frontier_root, leaf_hash, split_frontier
-from .changes import ERASURE_SUBJECT, share_subjects
+from .changes import ERASURE_SUBJECT, try_share_subjects
 from .database import Database
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,6 @@ class Appender:
         self._batch_full = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self._known_tenants: set[str] = set()
         # Heads as this process last wrote or locked them (ADR 0024).
         self._heads: OrderedDict[str, _Head] = OrderedDict()
         self._last_batch_calls = 0  # calls the previous commit served
@@ -457,19 +456,24 @@ class Appender:
         """`batch` written in one transaction holding its tenants' head locks."""
         tenants = sorted({s.tenant_id for s in batch})
         async with self._db.system_connection() as conn, conn.transaction():
-            heads = await self._lock_heads(conn, tenants)
-            outcomes, written = await self._write_from(heads, conn, batch)
+            heads, erasing = await _lock_heads(conn, tenants)
+            outcomes, written = await self._write_from(heads, conn, batch, erasing=erasing)
             if written.keys() != {tenant for tenant, head in heads.items() if head.changed}:
                 raise RuntimeError(f"a locked head changed under the lock: {tenants}")
-        self._known_tenants.update(tenants)
         self._keep({**heads, **written})
         return outcomes
 
     async def _write_from(
-        self, heads: dict[str, _Head], conn: psycopg.AsyncConnection[Any], batch: list[_Submission]
+        self,
+        heads: dict[str, _Head],
+        conn: psycopg.AsyncConnection[Any],
+        batch: list[_Submission],
+        *,
+        erasing: frozenset[str] = frozenset(),
     ) -> tuple[list[list[AppendOutcome]], dict[str, _Head]]:
         """`batch` appended to `heads` (extended in place): each submission's
-        outcomes, and the heads written (`_extend`)."""
+        outcomes, and the heads written (`_extend`). A tenant without a head
+        was erased, or is being erased if in `erasing`."""
         previous = await _find_keys(conn, batch)
         received_at = self._clock()
         outcomes: list[list[AppendOutcome]] = []
@@ -477,12 +481,14 @@ class Appender:
         nodes: list[tuple[str, int, int, bytes]] = []
         if sum(len(s.events) for s in batch) <= _ONE_STATEMENT_EVENTS:
             for submission in batch:
-                outcomes.append(self._assign(submission, heads, previous, received_at, rows, nodes))
+                outcomes.append(
+                    self._assign(submission, heads, erasing, previous, received_at, rows, nodes)
+                )
         else:
             async with conn.cursor().copy(_COPY_EVENTS) as copy:
                 for submission in batch:
                     outcomes.append(
-                        self._assign(submission, heads, previous, received_at, rows, nodes)
+                        self._assign(submission, heads, erasing, previous, received_at, rows, nodes)
                     )
                     # Sent as built, so PostgreSQL inserts while the next submission is hashed.
                     for row in rows:
@@ -533,6 +539,7 @@ class Appender:
         self,
         submission: _Submission,
         heads: dict[str, _Head],
+        erasing: frozenset[str],
         previous: dict[tuple[str, str], Appended],
         received: datetime,
         rows: list[tuple[Any, ...]],
@@ -540,8 +547,9 @@ class Appender:
     ) -> list[AppendOutcome]:
         tenant_id = submission.tenant_id
         head = heads.get(tenant_id)
-        if head is None:  # the tenant was erased: its id is retired
-            return [_erased(tenant_id)] * len(submission.events)
+        if head is None:  # the tenant was erased (its id is retired), or is being erased
+            refusal = _being_erased(tenant_id) if tenant_id in erasing else _erased(tenant_id)
+            return [refusal] * len(submission.events)
         received_at = format_timestamp(received)
         outcomes: list[AppendOutcome] = []
         for event, view in zip(submission.events, submission.views, strict=True):
@@ -614,17 +622,18 @@ class Appender:
                 previous[(tenant_id, key)] = appended
         return outcomes
 
-    async def _lock_heads(
-        self, conn: psycopg.AsyncConnection[Any], tenants: list[str]
-    ) -> dict[str, _Head]:
-        unknown = [t for t in tenants if t not in self._known_tenants]
-        if unknown:
-            await _create_heads(conn, unknown)
-        heads = await _select_heads(conn, tenants)
-        if len(heads) < len(tenants):  # a head vanished since we cached it
-            await _create_heads(conn, [t for t in tenants if t not in heads])
-            heads = await _select_heads(conn, tenants)
-        return heads
+
+async def _lock_heads(
+    conn: psycopg.AsyncConnection[Any], tenants: list[str]
+) -> tuple[dict[str, _Head], frozenset[str]]:
+    """The heads of `tenants`, locked, created for those that have none; and
+    the tenants being erased, whose heads were not created."""
+    heads = await _select_heads(conn, tenants)
+    missing = [t for t in tenants if t not in heads]
+    if not missing:
+        return heads, frozenset()
+    erasing = await _create_heads(conn, missing)
+    return await _select_heads(conn, tenants), erasing
 
 
 def _erased(tenant_id: str) -> FailedPrecondition:
@@ -633,18 +642,30 @@ def _erased(tenant_id: str) -> FailedPrecondition:
     )
 
 
-async def _create_heads(conn: psycopg.AsyncConnection[Any], tenants: list[str]) -> None:
-    # Shared with every other append, exclusive to an erasure: an erasure in
-    # progress finishes first, and the INSERT below, a statement of its own,
-    # then sees its receipt (it would not, started before the erasure commits).
-    await share_subjects(conn, tenants, ERASURE_SUBJECT)
+def _being_erased(tenant_id: str) -> Unavailable:
+    return Unavailable(f"tenant {tenant_id!r} is being erased; retry", retry_after=1.0)
+
+
+async def _create_heads(conn: psycopg.AsyncConnection[Any], tenants: list[str]) -> frozenset[str]:
+    """Creates the heads of `tenants` but those erased, and those being erased,
+    which it returns.
+
+    A head is created under the tenant's erasure lock, shared: no erasure runs
+    meanwhile, and the INSERT below, a statement of its own, sees the receipt
+    of one that committed before. The lock is only tried, never waited for: a
+    change of the tenant holds it while this records its event, and a wait
+    here would queue behind an erasure waiting for that change, which waits
+    for this (a cycle PostgreSQL cannot see; every append would stall). Only
+    an erasure takes it exclusive, so a refusal means one is running or queued."""
+    erasing = frozenset(await try_share_subjects(conn, tenants, ERASURE_SUBJECT))
     await conn.execute(
         "INSERT INTO chain_heads (tenant_id, tree_size, root_hash, frontier)"
         " SELECT t, 0, %s, '' FROM unnest(%s::text[]) AS t"
         " WHERE NOT EXISTS (SELECT FROM tenant_erasures AS e WHERE e.tenant_id = t)"
         " ORDER BY t ON CONFLICT (tenant_id) DO NOTHING",
-        [EMPTY_ROOT, tenants],
+        [EMPTY_ROOT, [t for t in tenants if t not in erasing]],
     )
+    return erasing
 
 
 async def _select_heads(conn: psycopg.AsyncConnection[Any], tenants: list[str]) -> dict[str, _Head]:

@@ -40,9 +40,9 @@ AnyConnection = psycopg.AsyncConnection[Any]
 
 # Seed of the advisory lock keys (the checkpointer locks tenants with seed 7).
 _LOCK_SEED: Final = 0x5EA1C4A9
-# The subject an erasure holds, and the appender (while it creates a tenant's
-# head), token creation and every change share: none of them writes a row of a
-# tenant while it is being erased.
+# The subject an erasure holds, and token creation, purge batches and every
+# change share (the appender tries to, to create a tenant's head): none of
+# them writes a row of a tenant while it is being erased.
 ERASURE_SUBJECT: Final = "erasure"
 # The subject of the retention policy and the legal hold (one row).
 RETENTION_SUBJECT: Final = "retention"
@@ -127,6 +127,19 @@ async def refuse_if_erased(conn: AnyConnection, tenant_id: str) -> None:
             " its id cannot be used again",
             reason="TENANT_ERASED",
         )
+
+
+async def try_share_subjects(conn: AnyConnection, tenant_ids: list[str], subject: str) -> list[str]:
+    """Takes the subject's lock of each tenant in shared mode where that needs
+    no wait, for the rest of `conn`'s transaction; the tenants where it would
+    (`lock_subject` holds it, or waits for it: PostgreSQL queues a shared
+    request behind an exclusive one waiting)."""
+    cursor = await conn.execute(
+        "SELECT tenant_id FROM unnest(%s::text[]) AS tenant_id"
+        " WHERE NOT pg_try_advisory_xact_lock_shared(hashtextextended(tenant_id || %s, %s))",
+        [tenant_ids, f"/{subject}", _LOCK_SEED],
+    )
+    return [tenant_id for (tenant_id,) in await cursor.fetchall()]
 
 
 async def share_subjects(conn: AnyConnection, tenant_ids: list[str], subject: str) -> None:
