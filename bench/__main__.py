@@ -89,6 +89,7 @@ PHASES = (
     "rawdelete",
     "purge",
     "sql-latest",
+    "sql-latest-generic",
     "query-latest",
     "query-next",
     "query-one",
@@ -122,7 +123,15 @@ NEEDS_BUNDLE = frozenset({"bundlehash", "bundle"})
 NEEDS_EXPORT_LOG = frozenset({"rawcsv", "export", "rawpost", "forward"})
 NEEDS_CONSOLE_LOG = frozenset({"console-query", "console-load"})
 NEEDS_SCALE = frozenset(
-    {"sql-latest", "query-latest", "query-next", "query-one", "sql-day", "query-day"}
+    {
+        "sql-latest",
+        "sql-latest-generic",
+        "query-latest",
+        "query-next",
+        "query-one",
+        "sql-day",
+        "query-day",
+    }
 )
 # Measured in the same window as a figure, as its baseline: reported next to it.
 COMPANIONS = {"stream": "stream-ack", "forward-lag": "forward-ack"}
@@ -369,6 +378,7 @@ class Bench:
             "rawdelete": self.raw_delete,
             "purge": self.purge,
             "sql-latest": self.sql_latest,
+            "sql-latest-generic": self.sql_latest_generic,
             "query-latest": self.query_latest,
             "query-next": self.query_next,
             "query-one": self.query_one,
@@ -689,6 +699,18 @@ class Bench:
         with psycopg.connect(self.database.url, autocommit=True) as conn:
             call = scale.latest_by_sql(self.scale_log, conn)
             return scale.measure("raw SQL, latest 100 of an action", call, self._watched())
+
+    def sql_latest_generic(self) -> PhaseResult:
+        """The same SQL with the generic plan Query gives it (ADR 0027): the
+        database's part of Query's page, where sql-latest adds the planning
+        PostgreSQL does at each run for a client that asks nothing else."""
+        assert self.scale_log is not None
+        with psycopg.connect(self.database.url, autocommit=True) as conn:
+            conn.execute("SET plan_cache_mode = force_generic_plan")
+            call = scale.latest_by_sql(self.scale_log, conn)
+            return scale.measure(
+                "raw SQL, latest 100 of an action, generic plan", call, self._watched()
+            )
 
     def query_next(self) -> PhaseResult:
         """Query's second page of the same: no access record (only a first page

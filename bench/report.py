@@ -65,6 +65,14 @@ RATIOS = (
         "raw SQL p95 / Query p95, latest 100", "sql-latest", "query-latest", 0.5, "latency_p95_ms"
     ),
     Ratio("raw SQL p95 / Query p95, one day", "sql-day", "query-day", 0.5, "latency_p95_ms"),
+    # The same with the generic plan Query gives that statement (ADR 0027).
+    Ratio(
+        "raw SQL generic p95 / Query p95, latest 100",
+        "sql-latest-generic",
+        "query-latest",
+        None,
+        "latency_p95_ms",
+    ),
     # Where a first page's time goes: Query without its access record (a second
     # page), and the lone durable commit that record waits for (ADR 0012 addendum).
     Ratio("raw SQL p95 / Query next page p95", "sql-latest", "query-next", None, "latency_p95_ms"),

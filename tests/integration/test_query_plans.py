@@ -9,6 +9,8 @@ match: 41 ms as the service, 0.25 ms as the owner (migration 0012)."""
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +20,7 @@ import pytest
 from psycopg import sql as pgsql
 
 from sealtrail_server.domain.filters import EventFilter
-from sealtrail_server.store.events import Order, query_statement
+from sealtrail_server.store.events import Order, plan_fixed_by_index, query_statement
 from tests.conftest import database_of_its_own
 
 TENANTS = 40
@@ -147,3 +149,50 @@ def test_the_latest_of_one_action_examines_one_page(
     as_service, _ = connections
     statement, params = query_statement("t1", FILTERS["one action"], "newest", None, PAGE + 1)
     assert _latest_of_one_action_examines_a_page(as_service, statement, params)
+
+
+_prepared = itertools.count()
+
+
+def _generic_plan(conn: psycopg.Connection[Any], statement: pgsql.Composable, params: Any) -> Any:
+    """The plan PostgreSQL keeps for `statement` whatever its values (as
+    query_page runs the shapes an index decides), run with `params`."""
+    name = f"page_{next(_prepared)}"
+    numbered = itertools.count(1)
+    text = re.sub("%s", lambda _: f"${next(numbered)}", statement.as_string(conn))
+    conn.execute(f"PREPARE {name} AS {text}")
+    try:
+        with conn.transaction():
+            conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            arguments = pgsql.SQL(", ").join(map(pgsql.Literal, params))
+            explain = pgsql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {} ({})")
+            row = conn.execute(explain.format(pgsql.Identifier(name), arguments)).fetchone()
+        generic = conn.execute(
+            "SELECT generic_plans FROM pg_prepared_statements WHERE name = %s", [name]
+        ).fetchone()
+        assert generic == (1,), "the plan was made for the values"
+    finally:
+        conn.execute(pgsql.SQL("DEALLOCATE {}").format(pgsql.Identifier(name)))
+    assert row is not None
+    return row[0][0]["Plan"]
+
+
+@pytest.mark.parametrize("keyset", [None, PER_TENANT // 2], ids=["first page", "next page"])
+@pytest.mark.parametrize("order", ["newest", "oldest"])
+@pytest.mark.parametrize("name", ["one action", "no filter"])
+def test_a_generic_plan_of_a_shape_its_index_decides_examines_one_page(
+    connections: tuple[psycopg.Connection[Any], psycopg.Connection[Any]],
+    name: str,
+    order: Order,
+    keyset: int | None,
+) -> None:
+    as_service, as_owner = connections
+    assert plan_fixed_by_index(FILTERS[name])
+    statement, params = query_statement("t1", FILTERS[name], order, keyset, PAGE + 1)
+    plan = _generic_plan(as_service, statement, params)
+    assert _read(plan) >= PAGE + 1  # it ran, and found the page
+    # A merge of ordered scans reads at most one row past the page in each.
+    assert _examined(plan) <= PAGE + 1 + len(list(_scans(plan)))
+    served = as_service.execute(statement, params).fetchall()
+    assert len(served) == PAGE + 1
+    assert served == as_owner.execute(statement, params).fetchall()

@@ -10,6 +10,11 @@ what it is for, and the connection assumes the matching role first:
 - `system_connection()`: the cross-tenant machinery (appender, stream hub,
   checkpointer, token lookup), as `sealtrail_system`.
 
+A checkout also says how statements are planned: for the values of each run
+(PostgreSQL's default), or with generic plans, for the Query pages whose plan
+one index decides (store/events.py, ADR 0027). Every checkout states it, so a
+connection never carries it to work it was not asked for.
+
 A connection remembers the scope it was last given, so switching costs one
 round trip only when the scope changes."""
 
@@ -35,13 +40,17 @@ RETRY_AFTER_SECONDS = 1.0
 
 SERVICE_ROLE: Final = "sealtrail_service"
 SYSTEM_ROLE: Final = "sealtrail_system"
-# A scope is (role, tenant); the system role sees every tenant.
-_Scope = tuple[str, str]
-_SYSTEM_SCOPE: Final[_Scope] = (SYSTEM_ROLE, "")
+# plan_cache_mode: plans made for each run's values, or one generic plan.
+_PLANS_FOR_VALUES: Final = "auto"
+_GENERIC_PLANS: Final = "force_generic_plan"
+# A scope is (role, tenant, plan_cache_mode); the system role sees every tenant.
+_Scope = tuple[str, str, str]
+_SYSTEM_SCOPE: Final[_Scope] = (SYSTEM_ROLE, "", _PLANS_FOR_VALUES)
 # Fresh connections start with the least they can see: no tenant at all.
-_NO_TENANT: Final[_Scope] = (SERVICE_ROLE, "")
+_NO_TENANT: Final[_Scope] = (SERVICE_ROLE, "", _PLANS_FOR_VALUES)
 _SET_SCOPE: Final = (
-    "SELECT set_config('role', %s, false), set_config('sealtrail.tenant', %s, false)"
+    "SELECT set_config('role', %s, false), set_config('sealtrail.tenant', %s, false),"
+    " set_config('plan_cache_mode', %s, false)"
 )
 
 # Every statement of the service reads by an index. A month's partition of
@@ -106,9 +115,14 @@ class Database:
         await self.pool.close()
 
     @asynccontextmanager
-    async def connection(self, tenant_id: str) -> AsyncIterator[Connection]:
-        """A pooled connection that sees `tenant_id`'s rows and no other's."""
-        async with self._checkout((SERVICE_ROLE, tenant_id)) as conn:
+    async def connection(
+        self, tenant_id: str, *, generic_plans: bool = False
+    ) -> AsyncIterator[Connection]:
+        """A pooled connection that sees `tenant_id`'s rows and no other's.
+        `generic_plans`: its statements are planned once for any values, not
+        for each run's; only for statements whose plan no value can change."""
+        plans = _GENERIC_PLANS if generic_plans else _PLANS_FOR_VALUES
+        async with self._checkout((SERVICE_ROLE, tenant_id, plans)) as conn:
             yield conn
 
     @asynccontextmanager

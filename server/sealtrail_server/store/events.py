@@ -111,12 +111,28 @@ async def query_page(
     """Up to `limit` matching events as Query shows them, strictly past
     `after_seq` in `order`."""
     query, params = query_statement(tenant_id, event_filter, order, after_seq, limit)
-    async with db.connection(tenant_id) as conn:
+    # PostgreSQL plans a statement on the partitioned table anew at each run,
+    # for the values given: about 1 ms of planning for a page that reads in a
+    # fraction of that (latest 100 of an action: 2.5 -> 1.0 ms p50 generic).
+    generic = plan_fixed_by_index(event_filter)
+    async with db.connection(tenant_id, generic_plans=generic) as conn:
         # Binary: bytea arrives as its bytes, not as hex twice their size to
         # decode (a page of 1,000 events reads in three quarters of the time).
         cursor = await conn.execute(query, params, binary=True)
         rows = await cursor.fetchall()
     return list(map(ShownEvent._make, rows))
+
+
+def plan_fixed_by_index(f: EventFilter) -> bool:
+    """Whether one index decides the plan of a page of `f`, whatever the
+    values: no filter, or one action, keyset bound or not. Its (tenant_id, seq)
+    or (tenant_id, action, seq) index yields the page in order; nothing is
+    left to the values but where the scan starts. Any other filter's plan
+    depends on them: over a wide time range a generic plan sorts every event
+    of the range where the plan made for the values walks seq and stops at the
+    page (2.3 -> 181 ms, latest 100 over 89 days); a rare category or actor
+    wants its own index where a common one does not (ADR 0027)."""
+    return len(f.actions) <= 1 and f == EventFilter(actions=f.actions)
 
 
 def query_statement(
