@@ -701,7 +701,8 @@ class Bench:
             return scale.measure("raw SQL, latest 100 of an action", call, self._watched())
 
     def sql_latest_generic(self) -> PhaseResult:
-        """The same SQL with the generic plan Query gives it (ADR 0027): the
+        """The same SQL with a generic plan, as Query runs it (ADR 0027), though
+        as the URL's user like sql-latest (no row-level security): about the
         database's part of Query's page, where sql-latest adds the planning
         PostgreSQL does at each run for a client that asks nothing else."""
         assert self.scale_log is not None

@@ -21,7 +21,7 @@ from psycopg import sql as pgsql
 
 from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.store.events import Order, plan_fixed_by_index, query_statement
-from tests.conftest import database_of_its_own
+from tests.conftest import ServerThread, database_of_its_own
 
 TENANTS = 40
 PER_TENANT = 2500
@@ -154,9 +154,12 @@ def test_the_latest_of_one_action_examines_one_page(
 _prepared = itertools.count()
 
 
-def _generic_plan(conn: psycopg.Connection[Any], statement: pgsql.Composable, params: Any) -> Any:
+def _generic_plan(
+    conn: psycopg.Connection[Any], statement: pgsql.Composable, params: Any
+) -> tuple[Any, list[Any]]:
     """The plan PostgreSQL keeps for `statement` whatever its values (as
-    query_page runs the shapes an index decides), run with `params`."""
+    query_page runs the shapes an index decides), run with `params`; and the
+    rows that plan returns."""
     name = f"page_{next(_prepared)}"
     numbered = itertools.count(1)
     text = re.sub("%s", lambda _: f"${next(numbered)}", statement.as_string(conn))
@@ -165,16 +168,18 @@ def _generic_plan(conn: psycopg.Connection[Any], statement: pgsql.Composable, pa
         with conn.transaction():
             conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
             arguments = pgsql.SQL(", ").join(map(pgsql.Literal, params))
-            explain = pgsql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {} ({})")
-            row = conn.execute(explain.format(pgsql.Identifier(name), arguments)).fetchone()
+            execute = pgsql.SQL("EXECUTE {} ({})").format(pgsql.Identifier(name), arguments)
+            explain = pgsql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) {}").format(execute)
+            row = conn.execute(explain).fetchone()
+            rows = conn.execute(execute).fetchall()
         generic = conn.execute(
             "SELECT generic_plans FROM pg_prepared_statements WHERE name = %s", [name]
         ).fetchone()
-        assert generic == (1,), "the plan was made for the values"
+        assert generic == (2,), "the plan was made for the values"
     finally:
         conn.execute(pgsql.SQL("DEALLOCATE {}").format(pgsql.Identifier(name)))
     assert row is not None
-    return row[0][0]["Plan"]
+    return row[0][0]["Plan"], rows
 
 
 @pytest.mark.parametrize("keyset", [None, PER_TENANT // 2], ids=["first page", "next page"])
@@ -189,10 +194,26 @@ def test_a_generic_plan_of_a_shape_its_index_decides_examines_one_page(
     as_service, as_owner = connections
     assert plan_fixed_by_index(FILTERS[name])
     statement, params = query_statement("t1", FILTERS[name], order, keyset, PAGE + 1)
-    plan = _generic_plan(as_service, statement, params)
+    plan, served = _generic_plan(as_service, statement, params)
     assert _read(plan) >= PAGE + 1  # it ran, and found the page
     # A merge of ordered scans reads at most one row past the page in each.
     assert _examined(plan) <= PAGE + 1 + len(list(_scans(plan)))
-    served = as_service.execute(statement, params).fetchall()
     assert len(served) == PAGE + 1
     assert served == as_owner.execute(statement, params).fetchall()
+
+
+def test_a_checkout_plans_generically_only_when_it_asks(server: ServerThread, tenant: str) -> None:
+    """The mode is part of a pooled connection's scope: a checkout that did
+    not ask for generic plans never inherits them from the one before."""
+
+    async def modes() -> list[tuple[bool, str]]:
+        seen = []
+        for generic in (True, False, True, True, False, False, True, False):
+            async with server.database.connection(tenant, generic_plans=generic) as conn:
+                cursor = await conn.execute("SELECT current_setting('plan_cache_mode')")
+                [(mode,)] = await cursor.fetchall()
+                seen.append((generic, mode))
+        return seen
+
+    for generic, mode in server.run(modes()):
+        assert mode == ("force_generic_plan" if generic else "auto")

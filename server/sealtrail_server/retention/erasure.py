@@ -88,11 +88,13 @@ class Eraser:
         ):
             await conn.execute("SET LOCAL sealtrail.removal = 'erasure'")
             # No legal hold placed meanwhile (a hold change holds the retention
-            # subject from its read to its commit), and no head created for the
-            # tenant (the appender shares the erasure's lock while it creates
-            # one). Retention first: a hold change holding it waits for the
-            # appender, which may wait for the erasure's lock. Each wait is
-            # bounded: a change of the tenant in progress is answered UNAVAILABLE.
+            # subject from its read to its commit), no change of the tenant in
+            # flight (each shares the erasure's lock after its subject's), and
+            # no head created for the tenant (the appender only tries the
+            # erasure's lock to create one, and answers UNAVAILABLE if it must
+            # wait). Retention first, as a change takes its subject first. Each
+            # wait is bounded: a change of the tenant in progress is answered
+            # UNAVAILABLE.
             busy = "another change of the tenant is in progress; retry the erasure"
             async with waiting_at_most(conn, _LOCK_WAIT_SECONDS, busy=busy):
                 await lock_subject(conn, tenant_id, RETENTION_SUBJECT)

@@ -88,6 +88,9 @@ class Appended:
 
 # Per event: the stored event, or why it was not stored.
 AppendOutcome = Appended | SealtrailError
+# A submission's outcomes, one per event; or one error for all of them (its
+# tenant was erased, or is being erased).
+SubmissionOutcome = list[AppendOutcome] | SealtrailError
 
 
 class ServerView(Protocol):
@@ -249,6 +252,8 @@ class Appender:
         # Heads as this process last wrote or locked them (ADR 0024).
         self._heads: OrderedDict[str, _Head] = OrderedDict()
         self._last_batch_calls = 0  # calls the previous commit served
+        # Tenants whose head this process has seen: the others' may need creating.
+        self._known_tenants: set[str] = set()
 
     def start(self) -> None:
         if self._task is None:
@@ -386,11 +391,11 @@ class Appender:
             if not isinstance(error, psycopg.DataError | psycopg.IntegrityError):
                 _fail(batch, Unavailable("the database refused the append", retry_after=1.0))
             elif len(submission.events) > 1:
-                outcomes = [
-                    [await self._write_alone(submission, event, view)]
+                each = [
+                    await self._write_alone(submission, event, view)
                     for event, view in zip(submission.events, submission.views, strict=True)
                 ]
-                _resolve(batch, [[outcome for [outcome] in outcomes]])
+                _resolve(batch, [each])
             else:
                 _fail(batch, _refused(submission.events[0]))
             return
@@ -404,7 +409,7 @@ class Appender:
             submission.tenant_id, [event], [view], submission.future, submission.span
         )
         try:
-            [[outcome]] = await self._write([alone])
+            [written] = await self._write([alone])
         except SealtrailError as error:
             return error
         except (psycopg.DataError, psycopg.IntegrityError) as error:
@@ -412,9 +417,12 @@ class Appender:
             return _refused(event)
         except psycopg.Error:
             return Unavailable("the database refused the append", retry_after=1.0)
+        if isinstance(written, SealtrailError):
+            return written
+        [outcome] = written
         return outcome
 
-    async def _write(self, batch: list[_Submission]) -> list[list[AppendOutcome]]:
+    async def _write(self, batch: list[_Submission]) -> list[SubmissionOutcome]:
         """Each submission's outcomes, once written and committed.
 
         A small batch of one tenant whose head this process wrote last (kept in
@@ -438,7 +446,7 @@ class Appender:
 
     async def _write_from_kept(
         self, tenant: str, batch: list[_Submission]
-    ) -> list[list[AppendOutcome]] | None:
+    ) -> list[SubmissionOutcome] | None:
         """`batch`, all of `tenant`, written from its kept head; None, and
         nothing written, if its head is not as kept."""
         heads = {tenant: self._heads[tenant].copy()}
@@ -452,14 +460,15 @@ class Appender:
         self._keep(written)  # committed: the statement was its own transaction
         return outcomes
 
-    async def _write_locked(self, batch: list[_Submission]) -> list[list[AppendOutcome]]:
+    async def _write_locked(self, batch: list[_Submission]) -> list[SubmissionOutcome]:
         """`batch` written in one transaction holding its tenants' head locks."""
         tenants = sorted({s.tenant_id for s in batch})
         async with self._db.system_connection() as conn, conn.transaction():
-            heads, erasing = await _lock_heads(conn, tenants)
+            heads, erasing = await self._lock_heads(conn, tenants)
             outcomes, written = await self._write_from(heads, conn, batch, erasing=erasing)
             if written.keys() != {tenant for tenant, head in heads.items() if head.changed}:
                 raise RuntimeError(f"a locked head changed under the lock: {tenants}")
+        self._known_tenants.update(heads)
         self._keep({**heads, **written})
         return outcomes
 
@@ -470,13 +479,13 @@ class Appender:
         batch: list[_Submission],
         *,
         erasing: frozenset[str] = frozenset(),
-    ) -> tuple[list[list[AppendOutcome]], dict[str, _Head]]:
+    ) -> tuple[list[SubmissionOutcome], dict[str, _Head]]:
         """`batch` appended to `heads` (extended in place): each submission's
         outcomes, and the heads written (`_extend`). A tenant without a head
         was erased, or is being erased if in `erasing`."""
         previous = await _find_keys(conn, batch)
         received_at = self._clock()
-        outcomes: list[list[AppendOutcome]] = []
+        outcomes: list[SubmissionOutcome] = []
         rows: list[tuple[Any, ...]] = []
         nodes: list[tuple[str, int, int, bytes]] = []
         if sum(len(s.events) for s in batch) <= _ONE_STATEMENT_EVENTS:
@@ -544,12 +553,11 @@ class Appender:
         received: datetime,
         rows: list[tuple[Any, ...]],
         nodes: list[tuple[str, int, int, bytes]],
-    ) -> list[AppendOutcome]:
+    ) -> SubmissionOutcome:
         tenant_id = submission.tenant_id
         head = heads.get(tenant_id)
         if head is None:  # the tenant was erased (its id is retired), or is being erased
-            refusal = _being_erased(tenant_id) if tenant_id in erasing else _erased(tenant_id)
-            return [refusal] * len(submission.events)
+            return _being_erased(tenant_id) if tenant_id in erasing else _erased(tenant_id)
         received_at = format_timestamp(received)
         outcomes: list[AppendOutcome] = []
         for event, view in zip(submission.events, submission.views, strict=True):
@@ -622,18 +630,20 @@ class Appender:
                 previous[(tenant_id, key)] = appended
         return outcomes
 
-
-async def _lock_heads(
-    conn: psycopg.AsyncConnection[Any], tenants: list[str]
-) -> tuple[dict[str, _Head], frozenset[str]]:
-    """The heads of `tenants`, locked, created for those that have none; and
-    the tenants being erased, whose heads were not created."""
-    heads = await _select_heads(conn, tenants)
-    missing = [t for t in tenants if t not in heads]
-    if not missing:
-        return heads, frozenset()
-    erasing = await _create_heads(conn, missing)
-    return await _select_heads(conn, tenants), erasing
+    async def _lock_heads(
+        self, conn: psycopg.AsyncConnection[Any], tenants: list[str]
+    ) -> tuple[dict[str, _Head], frozenset[str]]:
+        """The heads of `tenants`, locked in the database's order, created
+        first where this process has not seen them (a head created between
+        two lockings would be locked out of order); and the tenants being
+        erased, whose heads were not created."""
+        unknown = [t for t in tenants if t not in self._known_tenants]
+        erasing = await _create_heads(conn, unknown) if unknown else frozenset()
+        heads = await _select_heads(conn, tenants)
+        if len(heads) < len(tenants):  # a head vanished since we saw it (an erasure)
+            erasing |= await _create_heads(conn, [t for t in tenants if t not in heads])
+            heads = await _select_heads(conn, tenants)
+        return heads, erasing
 
 
 def _erased(tenant_id: str) -> FailedPrecondition:
@@ -739,9 +749,13 @@ def _refused(event: ValidEvent) -> InvalidArgument:
     return InvalidArgument.field(event.path, "was refused by the database as invalid")
 
 
-def _resolve(batch: list[_Submission], outcomes: list[list[AppendOutcome]]) -> None:
+def _resolve(batch: list[_Submission], outcomes: list[SubmissionOutcome]) -> None:
     for submission, outcome in zip(batch, outcomes, strict=True):
-        if not submission.future.done():  # the caller may have gone away
+        if submission.future.done():  # the caller may have gone away
+            continue
+        if isinstance(outcome, SealtrailError):
+            submission.future.set_exception(outcome)
+        else:
             submission.future.set_result(outcome)
 
 
