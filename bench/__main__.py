@@ -695,23 +695,23 @@ class Bench:
 
     def sql_latest(self) -> PhaseResult:
         """Baseline: the same SQL, run directly on the same database."""
-        assert self.scale_log is not None
-        with psycopg.connect(self.database.url, autocommit=True) as conn:
-            call = scale.latest_by_sql(self.scale_log, conn)
-            return scale.measure("raw SQL, latest 100 of an action", call, self._watched())
+        return self._latest_by_sql("raw SQL, latest 100 of an action", plan_cache_mode="auto")
 
     def sql_latest_generic(self) -> PhaseResult:
         """The same SQL with a generic plan, as Query runs it (ADR 0027), though
         as the URL's user like sql-latest (no row-level security): about the
         database's part of Query's page, where sql-latest adds the planning
         PostgreSQL does at each run for a client that asks nothing else."""
+        return self._latest_by_sql(
+            "raw SQL, latest 100 of an action, generic plan", plan_cache_mode="force_generic_plan"
+        )
+
+    def _latest_by_sql(self, name: str, *, plan_cache_mode: str) -> PhaseResult:
         assert self.scale_log is not None
         with psycopg.connect(self.database.url, autocommit=True) as conn:
-            conn.execute("SET plan_cache_mode = force_generic_plan")
+            conn.execute("SELECT set_config('plan_cache_mode', %s, false)", [plan_cache_mode])
             call = scale.latest_by_sql(self.scale_log, conn)
-            return scale.measure(
-                "raw SQL, latest 100 of an action, generic plan", call, self._watched()
-            )
+            return scale.measure(name, call, self._watched())
 
     def query_next(self) -> PhaseResult:
         """Query's second page of the same: no access record (only a first page

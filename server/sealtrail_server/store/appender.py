@@ -422,7 +422,7 @@ class Appender:
         [outcome] = written
         return outcome
 
-    async def _write(self, batch: list[_Submission]) -> list[SubmissionOutcome]:
+    async def _write(self, batch: list[_Submission]) -> Sequence[SubmissionOutcome]:
         """Each submission's outcomes, once written and committed.
 
         A small batch of one tenant whose head this process wrote last (kept in
@@ -446,7 +446,7 @@ class Appender:
 
     async def _write_from_kept(
         self, tenant: str, batch: list[_Submission]
-    ) -> list[SubmissionOutcome] | None:
+    ) -> Sequence[SubmissionOutcome] | None:
         """`batch`, all of `tenant`, written from its kept head; None, and
         nothing written, if its head is not as kept."""
         heads = {tenant: self._heads[tenant].copy()}
@@ -460,44 +460,47 @@ class Appender:
         self._keep(written)  # committed: the statement was its own transaction
         return outcomes
 
-    async def _write_locked(self, batch: list[_Submission]) -> list[SubmissionOutcome]:
+    async def _write_locked(self, batch: list[_Submission]) -> Sequence[SubmissionOutcome]:
         """`batch` written in one transaction holding its tenants' head locks."""
         tenants = sorted({s.tenant_id for s in batch})
         async with self._db.system_connection() as conn, conn.transaction():
             heads, erasing = await self._lock_heads(conn, tenants)
-            outcomes, written = await self._write_from(heads, conn, batch, erasing=erasing)
+            # A tenant without a head was erased, or is being erased: its
+            # submissions are refused whole, the others written.
+            refused = {
+                tenant: _being_erased(tenant) if tenant in erasing else _erased(tenant)
+                for tenant in tenants
+                if tenant not in heads
+            }
+            writable = [s for s in batch if s.tenant_id not in refused]
+            outcomes, written = await self._write_from(heads, conn, writable)
             if written.keys() != {tenant for tenant, head in heads.items() if head.changed}:
                 raise RuntimeError(f"a locked head changed under the lock: {tenants}")
         self._known_tenants.update(heads)
         self._keep({**heads, **written})
-        return outcomes
+        if not refused:
+            return outcomes
+        written_outcomes = iter(outcomes)
+        return [refused.get(s.tenant_id) or next(written_outcomes) for s in batch]
 
     async def _write_from(
-        self,
-        heads: dict[str, _Head],
-        conn: psycopg.AsyncConnection[Any],
-        batch: list[_Submission],
-        *,
-        erasing: frozenset[str] = frozenset(),
-    ) -> tuple[list[SubmissionOutcome], dict[str, _Head]]:
-        """`batch` appended to `heads` (extended in place): each submission's
-        outcomes, and the heads written (`_extend`). A tenant without a head
-        was erased, or is being erased if in `erasing`."""
+        self, heads: dict[str, _Head], conn: psycopg.AsyncConnection[Any], batch: list[_Submission]
+    ) -> tuple[list[list[AppendOutcome]], dict[str, _Head]]:
+        """`batch` appended to `heads` (extended in place; each of its tenants
+        has one): each submission's outcomes, and the heads written (`_extend`)."""
         previous = await _find_keys(conn, batch)
         received_at = self._clock()
-        outcomes: list[SubmissionOutcome] = []
+        outcomes: list[list[AppendOutcome]] = []
         rows: list[tuple[Any, ...]] = []
         nodes: list[tuple[str, int, int, bytes]] = []
         if sum(len(s.events) for s in batch) <= _ONE_STATEMENT_EVENTS:
             for submission in batch:
-                outcomes.append(
-                    self._assign(submission, heads, erasing, previous, received_at, rows, nodes)
-                )
+                outcomes.append(self._assign(submission, heads, previous, received_at, rows, nodes))
         else:
             async with conn.cursor().copy(_COPY_EVENTS) as copy:
                 for submission in batch:
                     outcomes.append(
-                        self._assign(submission, heads, erasing, previous, received_at, rows, nodes)
+                        self._assign(submission, heads, previous, received_at, rows, nodes)
                     )
                     # Sent as built, so PostgreSQL inserts while the next submission is hashed.
                     for row in rows:
@@ -548,16 +551,13 @@ class Appender:
         self,
         submission: _Submission,
         heads: dict[str, _Head],
-        erasing: frozenset[str],
         previous: dict[tuple[str, str], Appended],
         received: datetime,
         rows: list[tuple[Any, ...]],
         nodes: list[tuple[str, int, int, bytes]],
-    ) -> SubmissionOutcome:
+    ) -> list[AppendOutcome]:
         tenant_id = submission.tenant_id
-        head = heads.get(tenant_id)
-        if head is None:  # the tenant was erased (its id is retired), or is being erased
-            return _being_erased(tenant_id) if tenant_id in erasing else _erased(tenant_id)
+        head = heads[tenant_id]
         received_at = format_timestamp(received)
         outcomes: list[AppendOutcome] = []
         for event, view in zip(submission.events, submission.views, strict=True):
@@ -749,7 +749,7 @@ def _refused(event: ValidEvent) -> InvalidArgument:
     return InvalidArgument.field(event.path, "was refused by the database as invalid")
 
 
-def _resolve(batch: list[_Submission], outcomes: list[SubmissionOutcome]) -> None:
+def _resolve(batch: list[_Submission], outcomes: Sequence[SubmissionOutcome]) -> None:
     for submission, outcome in zip(batch, outcomes, strict=True):
         if submission.future.done():  # the caller may have gone away
             continue

@@ -128,11 +128,11 @@ def plan_fixed_by_index(f: EventFilter) -> bool:
     values: no filter, or one action, keyset bound or not. The primary key
     (tenant_id, seq, ...) or the (tenant_id, action, seq) index yields the page
     in order; nothing is left to the values but where the scan starts. Any
-    other filter's plan
-    depends on them: over a wide time range a generic plan sorts every event
-    of the range where the plan made for the values walks seq and stops at the
-    page (2.3 -> 181 ms, latest 100 over 89 days); a rare category or actor
-    wants its own index where a common one does not (ADR 0027)."""
+    other filter's plan depends on them: over a wide time range a generic plan
+    sorts every event of the range where the plan made for the values walks
+    seq and stops at the page (2.3 -> 181 ms, latest 100 over 89 days); a rare
+    category or actor wants its own index where a common one does not
+    (ADR 0027)."""
     return len(f.actions) <= 1 and f == EventFilter(actions=f.actions)
 
 
