@@ -32,6 +32,7 @@ from opentelemetry.trace import Tracer
 from psycopg_pool import AsyncConnectionPool
 
 from ..domain.errors import Unavailable
+from .eager import EagerConnection
 from .traced import traced_cursor_class
 
 # How long a caller waits for a connection before being told to retry.
@@ -60,7 +61,7 @@ _SET_SCOPE: Final = (
 # it). Off, a sequential scan is only chosen where no index can serve.
 _NO_SEQSCAN: Final = "SELECT set_config('enable_seqscan', 'off', false)"
 
-Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+Connection = EagerConnection
 
 
 class RolesMissing(Exception):
@@ -101,6 +102,8 @@ class Database:
         scopes = _Scopes()
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             url,
+            # Reads what has arrived without a turn of the loop (ADR 0028).
+            connection_class=EagerConnection,
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
