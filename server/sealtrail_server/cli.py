@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import getpass
 import logging
 import os
@@ -118,12 +119,22 @@ async def _serve(settings: Settings, urls: _Urls, tracer_provider: TracerProvide
     port = await service.start()
     if urls.embedded:
         await _issue_dev_token(settings, urls.service)
+    _freeze_startup_objects()
     host = settings.listen.rsplit(":", 1)[0]
     click.echo(f"sealtrail: serving gRPC on {host}:{port}")
     if service.console is not None:
         console_host = (settings.console_listen or "").rsplit(":", 1)[0] or "127.0.0.1"
         click.echo(f"sealtrail: console on http://{console_host}:{service.console_port}/")
     await service.run_until_signalled()
+
+
+def _freeze_startup_objects() -> None:
+    """Keep what startup built (modules, protobuf descriptors, the pool, the
+    servicers: it lives as long as the process) out of the cyclic garbage
+    collector's full collections, which otherwise walk all of it every few
+    hundred calls: 55-68 ms each, stalling every call in flight (ADR 0029)."""
+    gc.collect()  # startup's own garbage is freed, not frozen with the rest
+    gc.freeze()
 
 
 async def _issue_dev_token(settings: Settings, url: str) -> None:
