@@ -58,6 +58,9 @@ class LeasedWork(Generic[K]):
         self._claiming: asyncio.Task[None] | None = None
         self._tasks: dict[K, asyncio.Task[None]] = {}
         self._wakers: dict[K, asyncio.Event] = {}
+        # Workers cancelled (fenced, or their key lost) that have not ended yet:
+        # stop() waits for them too, so none outlives the server's loop.
+        self._ending: set[asyncio.Task[None]] = set()
         self._claim_now = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
 
@@ -67,6 +70,7 @@ class LeasedWork(Generic[K]):
     async def stop(self) -> None:
         tasks = [
             *self._tasks.values(),
+            *self._ending,
             *([self._main] if self._main else []),
             *([self._claiming] if self._claiming else []),
         ]
@@ -148,20 +152,26 @@ class LeasedWork(Generic[K]):
                 now - self._renewed_at,
                 len(self._tasks),
             )
-        for task in self._tasks.values():
-            task.cancel()
-        self._tasks.clear()
-        self._wakers.clear()
+        for key in list(self._tasks):
+            self._end(key)
 
     async def _claim(self) -> None:
         held = set(await self._claim_keys())
         for key in list(self._tasks):
             if key not in held or self._tasks[key].done():
-                self._tasks.pop(key).cancel()
-                self._wakers.pop(key, None)
+                self._end(key)
         for key in held - set(self._tasks):
             self._wakers[key] = asyncio.Event()
             self._tasks[key] = asyncio.create_task(self._repeat(key), name=f"{self._name}-{key}")
+
+    def _end(self, key: K) -> None:
+        """Cancel `key`'s worker; stop() waits for it if it has not ended by then."""
+        task = self._tasks.pop(key)
+        self._wakers.pop(key, None)
+        task.cancel()
+        if not task.done():
+            self._ending.add(task)
+            task.add_done_callback(self._ending.discard)
 
     async def _repeat(self, key: K) -> None:
         waker = self._wakers[key]

@@ -103,3 +103,42 @@ def test_a_claim_that_hangs_does_not_keep_the_work_going() -> None:
 
     stopped_at, while_hung = asyncio.run(run())
     assert stopped_at > 0 and while_hung == 0
+
+
+def test_stop_waits_for_a_worker_whose_key_was_lost() -> None:
+    """A worker cancelled because its key went elsewhere may take a while to
+    end (it finishes what it was sending): stop() waits for it, so it does not
+    outlive the server's loop."""
+
+    async def run() -> tuple[bool, bool]:
+        keys = ["sink-1"]
+        ended = asyncio.Event()
+        workers: list[asyncio.Task[None] | None] = []
+
+        class _Slow(_Steps):
+            async def step(self, key: str) -> float:
+                workers.append(asyncio.current_task())
+                try:
+                    await asyncio.sleep(10)
+                finally:
+                    await asyncio.shield(asyncio.sleep(0.6))  # ending takes its time
+                    ended.set()
+                return 0.01
+
+        async def claim() -> list[str]:
+            return list(keys)
+
+        work = _work(claim, _Slow())
+        work.start()
+        await asyncio.sleep(0.1)  # the worker is in its step
+        keys.clear()  # the next renewal finds the key gone: the worker is cancelled
+        await asyncio.sleep(0.3)  # renewals every 0.1 s
+        worker = workers[0]
+        assert worker is not None
+        ending = worker.cancelling() > 0 and not ended.is_set()
+        await work.stop()
+        return ending, worker.done()
+
+    ending_at_stop, done_at_stop = asyncio.run(run())
+    assert ending_at_stop  # stop() came while the cancelled worker was still ending
+    assert done_at_stop
