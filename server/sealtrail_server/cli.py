@@ -132,7 +132,7 @@ def _freeze_startup_objects() -> None:
     """Keep what startup built (modules, protobuf descriptors, the pool, the
     servicers: it lives as long as the process) out of the cyclic garbage
     collector's full collections, which otherwise walk all of it every few
-    hundred calls: 55-68 ms each, stalling every call in flight (ADR 0029)."""
+    hundred calls: 74-87 ms each, stalling every call in flight (ADR 0029)."""
     gc.collect()  # startup's own garbage is freed, not frozen with the rest
     gc.freeze()
 

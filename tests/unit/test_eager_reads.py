@@ -13,6 +13,10 @@ from psycopg.waiting import Ready, Wait
 
 from sealtrail_server.store.eager import read_eagerly
 
+# A budget no pause of a loaded machine exhausts, for the tests of what the
+# budget does not decide.
+_AMPLE = 60.0
+
 
 @pytest.fixture
 def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
@@ -50,7 +54,8 @@ def test_reads_what_has_arrived_without_a_turn_of_the_loop(pair) -> None:
     ours, theirs = pair
     ours.sendall(b"abcdefghijkl")  # three reads' worth, all there
     got: list[Ready | int] = []
-    yielded, data = _run(read_eagerly(_reads(theirs, 3, got), theirs.fileno()), [])
+    gen = read_eagerly(_reads(theirs, 3, got), theirs.fileno(), budget=_AMPLE)
+    yielded, data = _run(gen, [])
     assert (yielded, data) == ([], b"abcdefghijkl")
     assert got == [Ready.R] * 3
 
@@ -59,7 +64,7 @@ def test_waits_on_the_loop_for_what_has_not_arrived(pair) -> None:
     ours, theirs = pair
     ours.sendall(b"abcd")  # the first read's worth
     got: list[Ready | int] = []
-    gen = read_eagerly(_reads(theirs, 3, got), theirs.fileno())
+    gen = read_eagerly(_reads(theirs, 3, got), theirs.fileno(), budget=_AMPLE)
     assert next(gen) == Wait.R  # the first read went on at once; nothing for the second
     assert got == [Ready.R]
     ours.sendall(b"efghijkl")  # the loop then finds the socket readable
@@ -100,3 +105,50 @@ def test_a_generator_that_never_waits_returns_at_once(pair) -> None:
         yield Wait.R  # a generator all the same
 
     assert _run(read_eagerly(done_already(), theirs.fileno()), []) == ([], 7)
+
+
+def test_the_generators_failure_comes_out_as_it_is(pair) -> None:
+    ours, theirs = pair
+    ours.sendall(b"abcd")
+
+    def fails() -> PQGen[None]:
+        yield Wait.R
+        raise ValueError("the server said no")
+
+    with pytest.raises(ValueError, match="the server said no"):
+        next(read_eagerly(fails(), theirs.fileno(), budget=_AMPLE))
+
+
+def test_closing_it_closes_the_generator_waiting_on_the_loop(pair) -> None:
+    _, theirs = pair
+    closed: list[bool] = []
+
+    def waits() -> PQGen[None]:
+        try:
+            yield Wait.R
+        except GeneratorExit:
+            closed.append(True)
+            raise
+
+    gen = read_eagerly(waits(), theirs.fileno())
+    assert next(gen) == Wait.R  # nothing has arrived
+    gen.close()  # as when the task waiting on it is cancelled
+    assert closed == [True]
+
+
+def test_a_closed_socket_is_left_to_the_loop_to_report() -> None:
+    """poll() answers POLLNVAL, not POLLIN, for a closed descriptor: that is
+    not data to read (resuming would make libpq fail on it, and go on failing
+    until the budget ran out); the loop's own wait reports the socket closed."""
+    ours, theirs = socket.socketpair()
+    fileno = theirs.fileno()
+    ours.close()
+    theirs.close()
+    got: list[Ready | int] = []
+
+    def reads_nothing() -> PQGen[None]:
+        got.append((yield Wait.R))
+
+    gen = read_eagerly(reads_nothing(), fileno, budget=_AMPLE)
+    assert next(gen) == Wait.R
+    assert got == []
