@@ -4,8 +4,10 @@ the connection has read for its budget without a turn of the loop."""
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
+from typing import TypeVar
 
 import pytest
 from psycopg.abc import PQGen
@@ -18,8 +20,12 @@ from sealtrail_server.store.eager import read_eagerly
 _AMPLE = 60.0
 
 
+_Pair = tuple[socket.socket, socket.socket]
+T = TypeVar("T")
+
+
 @pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+def pair() -> Iterator[_Pair]:
     """A connected pair: what is sent on the first is read on the second."""
     ours, theirs = socket.socketpair()
     theirs.setblocking(False)
@@ -37,7 +43,7 @@ def _reads(sock: socket.socket, chunks: int, got: list[Ready | int]) -> PQGen[by
     return data
 
 
-def _run(gen: PQGen[bytes], answers: list[Ready]) -> tuple[list[Wait], bytes]:
+def _run(gen: PQGen[T], answers: list[Ready]) -> tuple[list[Wait], T]:
     """Drive `gen` as the event loop would, answering its waits in turn: the
     waits it yielded, and its result."""
     yielded: list[Wait] = []
@@ -50,7 +56,7 @@ def _run(gen: PQGen[bytes], answers: list[Ready]) -> tuple[list[Wait], bytes]:
     raise AssertionError(f"still waiting after {yielded}")
 
 
-def test_reads_what_has_arrived_without_a_turn_of_the_loop(pair) -> None:
+def test_reads_what_has_arrived_without_a_turn_of_the_loop(pair: _Pair) -> None:
     ours, theirs = pair
     ours.sendall(b"abcdefghijkl")  # three reads' worth, all there
     got: list[Ready | int] = []
@@ -60,7 +66,7 @@ def test_reads_what_has_arrived_without_a_turn_of_the_loop(pair) -> None:
     assert got == [Ready.R] * 3
 
 
-def test_waits_on_the_loop_for_what_has_not_arrived(pair) -> None:
+def test_waits_on_the_loop_for_what_has_not_arrived(pair: _Pair) -> None:
     ours, theirs = pair
     ours.sendall(b"abcd")  # the first read's worth
     got: list[Ready | int] = []
@@ -74,7 +80,7 @@ def test_waits_on_the_loop_for_what_has_not_arrived(pair) -> None:
     assert got == [Ready.R] * 3  # the loop's answer passed on, then the third read at once
 
 
-def test_yields_to_the_loop_once_its_budget_is_spent(pair) -> None:
+def test_yields_to_the_loop_once_its_budget_is_spent(pair: _Pair) -> None:
     ours, theirs = pair
     ours.sendall(b"abcdefghijkl")
     got: list[Ready | int] = []
@@ -84,7 +90,7 @@ def test_yields_to_the_loop_once_its_budget_is_spent(pair) -> None:
     assert data == b"abcdefghijkl"
 
 
-def test_other_waits_go_to_the_loop_as_they_are(pair) -> None:
+def test_other_waits_go_to_the_loop_as_they_are(pair: _Pair) -> None:
     _, theirs = pair
 
     def writes() -> PQGen[str]:
@@ -97,7 +103,7 @@ def test_other_waits_go_to_the_loop_as_they_are(pair) -> None:
     assert result == f"{Ready.W}/{Ready.RW}"
 
 
-def test_a_generator_that_never_waits_returns_at_once(pair) -> None:
+def test_a_generator_that_never_waits_returns_at_once(pair: _Pair) -> None:
     _, theirs = pair
 
     def done_already() -> PQGen[int]:
@@ -107,7 +113,7 @@ def test_a_generator_that_never_waits_returns_at_once(pair) -> None:
     assert _run(read_eagerly(done_already(), theirs.fileno()), []) == ([], 7)
 
 
-def test_the_generators_failure_comes_out_as_it_is(pair) -> None:
+def test_the_generators_failure_comes_out_as_it_is(pair: _Pair) -> None:
     ours, theirs = pair
     ours.sendall(b"abcd")
 
@@ -119,7 +125,7 @@ def test_the_generators_failure_comes_out_as_it_is(pair) -> None:
         next(read_eagerly(fails(), theirs.fileno(), budget=_AMPLE))
 
 
-def test_closing_it_closes_the_generator_waiting_on_the_loop(pair) -> None:
+def test_closing_it_closes_the_generator_waiting_on_the_loop(pair: _Pair) -> None:
     _, theirs = pair
     closed: list[bool] = []
 
@@ -137,13 +143,12 @@ def test_closing_it_closes_the_generator_waiting_on_the_loop(pair) -> None:
 
 
 def test_a_closed_socket_is_left_to_the_loop_to_report() -> None:
-    """poll() answers POLLNVAL, not POLLIN, for a closed descriptor: that is
-    not data to read (resuming would make libpq fail on it, and go on failing
-    until the budget ran out); the loop's own wait reports the socket closed."""
-    ours, theirs = socket.socketpair()
-    fileno = theirs.fileno()
-    ours.close()
-    theirs.close()
+    """poll() answers POLLNVAL, not POLLIN, for a descriptor no file is open
+    on: that is not data to read (resuming would make libpq fail on it, and go
+    on failing until the budget ran out); the loop's own wait reports it."""
+    # The highest a process may have: descriptors are handed out lowest first,
+    # so no thread of the test process opens this one meanwhile.
+    fileno = os.sysconf("SC_OPEN_MAX") - 1
     got: list[Ready | int] = []
 
     def reads_nothing() -> PQGen[None]:
