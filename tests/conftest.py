@@ -22,6 +22,11 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 from hypothesis import settings
+
+# Before anything imports grpc (the client below does): a pg_ctl forked while
+# a test server's gRPC threads were busy died by SIGSEGV in gRPC's fork
+# handlers, before it ran (ADR 0030). sealtrail_server sets the same.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 from opentelemetry.sdk.trace import TracerProvider
 
 from sealtrail import AuditClient

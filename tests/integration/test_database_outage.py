@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -29,10 +28,6 @@ from tests.conftest import ServerThread
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-# Runs of pg_ctl before a death by signal is an error (see Cluster._pg_ctl).
-_PG_CTL_ATTEMPTS = 3
 
 
 class Cluster:
@@ -64,28 +59,10 @@ class Cluster:
 
     def _pg_ctl(self, *args: str) -> None:
         # As pgserver itself runs it: as its own system user when we are root.
+        # (That fork, beside the test server's gRPC threads, is why gRPC's fork
+        # support is off: ADR 0030.)
         user = self._server.system_user
-        for attempt in range(1, _PG_CTL_ATTEMPTS + 1):
-            try:
-                self._pgserver.pg_ctl(list(args), pgdata=self.data, user=user, timeout=30)
-                return
-            except subprocess.CalledProcessError as error:
-                # pg_ctl itself killed by SIGSEGV: seen in full runs, once twice
-                # in a row, stopping (pgserver's PostgreSQL 16.2). A stop has
-                # usually signalled the postmaster by then: wait for it to end,
-                # and ask again only if it does not.
-                if error.returncode >= 0 or attempt == _PG_CTL_ATTEMPTS:
-                    raise
-                if args[-1] == "stop" and self._stopped_within(seconds=15):
-                    return
-
-    def _stopped_within(self, *, seconds: float) -> bool:
-        deadline = time.monotonic() + seconds
-        while self.running():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.2)
-        return True
+        self._pgserver.pg_ctl(list(args), pgdata=self.data, user=user, timeout=30)
 
     def close(self) -> None:
         self._server.cleanup()
