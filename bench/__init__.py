@@ -67,3 +67,8 @@ The server runs in its own process (its CPU and the load generator's never
 share a GIL), over an embedded PostgreSQL in a temp dir unless
 SEALTRAIL_BENCH_DATABASE_URL names a database to use.
 """
+
+import os
+
+# Before grpc is imported: the bench forks pg_ctl beside its gRPC clients (ADR 0030).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
