@@ -68,7 +68,6 @@ share a GIL), over an embedded PostgreSQL in a temp dir unless
 SEALTRAIL_BENCH_DATABASE_URL names a database to use.
 """
 
-import os
-
-# Before grpc is imported: the bench forks pg_ctl beside its gRPC clients (ADR 0030).
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+# Before grpc is imported: importing the server turns gRPC's fork support off,
+# and the bench forks pg_ctl beside its gRPC clients (ADR 0030).
+import sealtrail_server  # noqa: F401

@@ -19,14 +19,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+# First, before the client imports grpc: importing it turns gRPC's fork support
+# off, without which a pg_ctl forked beside a test server's busy gRPC threads
+# died by SIGSEGV before it ran (ADR 0030).
+import sealtrail_server  # noqa: F401
+
+# isort: split
 import psycopg
 import pytest
 from hypothesis import settings
-
-# Before anything imports grpc (the client below does): a pg_ctl forked while
-# a test server's gRPC threads were busy died by SIGSEGV in gRPC's fork
-# handlers, before it ran (ADR 0030). sealtrail_server sets the same.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 from opentelemetry.sdk.trace import TracerProvider
 
 from sealtrail import AuditClient

@@ -16,8 +16,9 @@ _FORKS = 200  # with fork support on, 36-39 of them died in two runs
 
 
 def test_children_forked_beside_busy_grpc_threads_run() -> None:
-    # The environment as an operator's: the test process sets the variable
-    # itself (conftest.py), and the server must not rely on that.
+    # The environment as an operator's: the test process has the variable set
+    # (conftest.py imports sealtrail_server first), and a child inheriting it
+    # would prove nothing.
     env = {k: v for k, v in os.environ.items() if k != "GRPC_ENABLE_FORK_SUPPORT"}
     ran = subprocess.run(
         [sys.executable, str(_SCRIPT), str(_FORKS)],
