@@ -50,7 +50,6 @@ from psycopg import sql
 
 from ..domain.errors import (
     AlreadyExists,
-    FailedPrecondition,
     InvalidArgument,
     SealtrailError,
     Unavailable,
@@ -65,7 +64,7 @@ from ..domain.event import (
     format_timestamp,
 )
 from ..domain.merkle import EMPTY_ROOT, append_leaf, frontier_root, leaf_hash, split_frontier
-from .changes import ERASURE_SUBJECT, try_share_subjects
+from .changes import ERASURE_SUBJECT, tenant_erased, try_share_subjects
 from .database import Database
 
 log = logging.getLogger(__name__)
@@ -468,7 +467,7 @@ class Appender:
             # A tenant without a head was erased, or is being erased: its
             # submissions are refused whole, the others written.
             refused = {
-                tenant: _being_erased(tenant) if tenant in erasing else _erased(tenant)
+                tenant: _being_erased(tenant) if tenant in erasing else tenant_erased(tenant)
                 for tenant in tenants
                 if tenant not in heads
             }
@@ -640,16 +639,14 @@ class Appender:
         unknown = [t for t in tenants if t not in self._known_tenants]
         erasing = await _create_heads(conn, unknown) if unknown else frozenset()
         heads = await _select_heads(conn, tenants)
-        if len(heads) < len(tenants):  # a head vanished since we saw it (an erasure)
-            erasing |= await _create_heads(conn, [t for t in tenants if t not in heads])
+        # A head seen before and gone since (an erasure): created again, or
+        # not. One created just now cannot have gone: no erasure runs while
+        # this transaction holds the erasure lock _create_heads took.
+        vanished = [t for t in tenants if t not in heads and t not in unknown]
+        if vanished:
+            erasing |= await _create_heads(conn, vanished)
             heads = await _select_heads(conn, tenants)
         return heads, erasing
-
-
-def _erased(tenant_id: str) -> FailedPrecondition:
-    return FailedPrecondition(
-        f"tenant {tenant_id!r} was erased; its id cannot be used again", reason="TENANT_ERASED"
-    )
 
 
 def _being_erased(tenant_id: str) -> Unavailable:
@@ -754,7 +751,7 @@ def _resolve(batch: list[_Submission], outcomes: Sequence[SubmissionOutcome]) ->
         if submission.future.done():  # the caller may have gone away
             continue
         if isinstance(outcome, SealtrailError):
-            submission.future.set_exception(outcome)
+            _fail([submission], outcome)
         else:
             submission.future.set_result(outcome)
 

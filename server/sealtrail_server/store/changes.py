@@ -28,7 +28,7 @@ import asyncio
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import psycopg
@@ -84,9 +84,7 @@ class Changes:
             # otherwise miss (written after its DELETEs, committed after it);
             # a change that waited for an erasure finds it done. The subject
             # first, as the erasure takes retention's before its own.
-            busy = "the tenant is being erased; retry"
-            async with waiting_at_most(conn, self._wait_seconds, busy=busy):
-                await share_subjects(conn, [tenant_id], ERASURE_SUBJECT)
+            await share_erasure(conn, tenant_id, seconds=self._wait_seconds)
             await refuse_if_erased(conn, tenant_id)
             yield conn
 
@@ -110,7 +108,7 @@ async def lock_subject(conn: AnyConnection, tenant_id: str, subject: str) -> Non
     outside `Changes`, such as an erasure on the owner's connection)."""
     await conn.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))",
-        [f"{tenant_id}/{subject}", _LOCK_SEED],
+        [_lock_key(tenant_id, subject), _LOCK_SEED],
     )
 
 
@@ -122,11 +120,24 @@ async def refuse_if_erased(conn: AnyConnection, tenant_id: str) -> None:
         "SELECT erased_at FROM tenant_erasures WHERE tenant_id = %s", [tenant_id]
     )
     if erased := await cursor.fetchone():
-        raise FailedPrecondition(
-            f"tenant {tenant_id!r} was erased at {erased[0].astimezone(UTC):%Y-%m-%dT%H:%M:%SZ};"
-            " its id cannot be used again",
-            reason="TENANT_ERASED",
-        )
+        raise tenant_erased(tenant_id, at=erased[0])
+
+
+def tenant_erased(tenant_id: str, *, at: datetime | None = None) -> FailedPrecondition:
+    """The refusal of any work for an erased tenant (TENANT_ERASED), saying when
+    if `at` is known."""
+    when = "" if at is None else f" at {at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+    return FailedPrecondition(
+        f"tenant {tenant_id!r} was erased{when}; its id cannot be used again",
+        reason="TENANT_ERASED",
+    )
+
+
+async def share_erasure(conn: AnyConnection, tenant_id: str, *, seconds: float) -> None:
+    """Shares the tenant's erasure lock for the rest of `conn`'s transaction,
+    waiting at most `seconds` for an erasure in progress (then Unavailable)."""
+    async with waiting_at_most(conn, seconds, busy="the tenant is being erased; retry"):
+        await share_subjects(conn, [tenant_id], ERASURE_SUBJECT)
 
 
 async def try_share_subjects(conn: AnyConnection, tenant_ids: list[str], subject: str) -> list[str]:
@@ -135,9 +146,9 @@ async def try_share_subjects(conn: AnyConnection, tenant_ids: list[str], subject
     (`lock_subject` holds it, or waits for it: PostgreSQL queues a shared
     request behind an exclusive one waiting)."""
     cursor = await conn.execute(
-        "SELECT tenant_id FROM unnest(%s::text[]) AS tenant_id"
-        " WHERE NOT pg_try_advisory_xact_lock_shared(hashtextextended(tenant_id || %s, %s))",
-        [tenant_ids, f"/{subject}", _LOCK_SEED],
+        "SELECT tenant_id FROM unnest(%s::text[], %s::text[]) AS k(tenant_id, key)"
+        " WHERE NOT pg_try_advisory_xact_lock_shared(hashtextextended(key, %s))",
+        [tenant_ids, [_lock_key(t, subject) for t in tenant_ids], _LOCK_SEED],
     )
     return [tenant_id for (tenant_id,) in await cursor.fetchall()]
 
@@ -149,5 +160,10 @@ async def share_subjects(conn: AnyConnection, tenant_ids: list[str], subject: st
     await conn.execute(
         "SELECT pg_advisory_xact_lock_shared(hashtextextended(key, %s))"
         " FROM unnest(%s::text[]) AS key",
-        [_LOCK_SEED, [f"{tenant_id}/{subject}" for tenant_id in tenant_ids]],
+        [_LOCK_SEED, [_lock_key(tenant_id, subject) for tenant_id in tenant_ids]],
     )
+
+
+def _lock_key(tenant_id: str, subject: str) -> str:
+    """What a subject's advisory lock is taken on (hashed with _LOCK_SEED)."""
+    return f"{tenant_id}/{subject}"

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..domain.access import Principal, Role, new_token, token_digest
-from ..domain.errors import FailedPrecondition
-from .changes import ERASURE_SUBJECT, share_subjects, waiting_at_most
+from .changes import share_erasure, tenant_erased
 from .database import Connection, Database
 
 
@@ -30,8 +29,7 @@ async def create_token(db: Database, *, tenant_id: str, role: Role, name: str = 
         # An erasure of the tenant in progress is waited for (a while, holding
         # a pooled connection): created before its commit, the token would
         # outlive it.
-        async with waiting_at_most(conn, 5.0, busy="the tenant is being erased; retry"):
-            await share_subjects(conn, [tenant_id], ERASURE_SUBJECT)
+        await share_erasure(conn, tenant_id, seconds=5.0)
         cursor = await conn.execute(
             "INSERT INTO api_tokens (tenant_id, token_id, secret_sha256, role, name)"
             " SELECT %s, %s, %s, %s, %s WHERE NOT EXISTS"
@@ -40,9 +38,7 @@ async def create_token(db: Database, *, tenant_id: str, role: Role, name: str = 
         )
         row = await cursor.fetchone()
     if row is None:
-        raise FailedPrecondition(
-            f"tenant {tenant_id!r} was erased; its id cannot be used again", reason="TENANT_ERASED"
-        )
+        raise tenant_erased(tenant_id)
     created_at = row[0]
     assert isinstance(created_at, datetime)
     return IssuedToken(str(token_id), tenant_id, role, secret, created_at)
