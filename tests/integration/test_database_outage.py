@@ -50,6 +50,13 @@ class Cluster:
         self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {self._socket_dir}", "-l",
                      str(self._server.log), "start")  # fmt: skip
 
+    def running(self) -> bool:
+        try:
+            self._pg_ctl("status")
+        except Exception:  # pg_ctl status exits non-zero when no server runs
+            return False
+        return True
+
     def _pg_ctl(self, *args: str) -> None:
         # As pgserver itself runs it: as its own system user when we are root.
         # (That fork, beside the test server's gRPC threads, is why gRPC's fork
