@@ -18,10 +18,12 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from psycopg.sql import SQL
 
 from sealtrail_server.config import Settings
 from sealtrail_server.domain.event import Correlation, EventDraft, correlate
 from sealtrail_server.store.appender import _EXTEND
+from sealtrail_server.store.retention import _PURGE
 from sealtrail_server.store.traced import describe
 from sealtrail_server.telemetry.context import (
     correlation_of,
@@ -307,6 +309,8 @@ def test_a_call_ended_by_a_task_that_inherited_its_context_leaves_it_alone(
             "SELECT alert_rules",
         ),
         ('SELECT 1 FROM "events" WHERE seq = %s', "SELECT events"),
+        # A retention batch: deleted, with tombstones kept (it read `INSERT tree_nodes`).
+        (_PURGE.format(conditions=SQL("true")).as_string(), "DELETE events"),
     ],
 )
 def test_a_statements_span_is_named_for_what_it_does_to_which_table(

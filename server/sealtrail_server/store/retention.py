@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 from psycopg import sql
@@ -122,6 +122,22 @@ async def locked_policy(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> S
     return _stored(await cursor.fetchone())
 
 
+# One batch: the doomed rows locked, deleted, and their leaf hashes kept in
+# tree_nodes as tombstones, in one statement. The DELETE comes first, so that
+# the statement's span is named for it (`DELETE events`, store/traced.py).
+_PURGE: Final = sql.SQL(
+    "WITH doomed AS ("
+    " SELECT seq FROM events"
+    " WHERE tenant_id = %s AND received_at < %s AND {conditions}"
+    " ORDER BY seq LIMIT %s FOR UPDATE),"
+    " removed AS (DELETE FROM events AS e USING doomed AS d"
+    " WHERE e.tenant_id = %s AND e.seq = d.seq RETURNING e.seq, e.leaf_hash),"
+    " tombstones AS (INSERT INTO tree_nodes (tenant_id, level, idx, hash)"
+    " SELECT %s, 0, seq - 1, leaf_hash FROM removed)"
+    " SELECT count(*), coalesce(min(seq), 0), coalesce(max(seq), 0) FROM removed"
+)
+
+
 async def purge_batch(
     conn: psycopg.AsyncConnection[Any],
     tenant_id: str,
@@ -134,17 +150,7 @@ async def purge_batch(
     oldest first, keeping their leaf hashes. Call inside a transaction that
     has declared the removal and holds the policy lock (see the module doc)."""
     conditions, params = _selection_conditions(selection)
-    query = sql.SQL(
-        "WITH doomed AS ("
-        " SELECT seq, leaf_hash FROM events"
-        " WHERE tenant_id = %s AND received_at < %s AND {conditions}"
-        " ORDER BY seq LIMIT %s FOR UPDATE),"
-        " tombstones AS (INSERT INTO tree_nodes (tenant_id, level, idx, hash)"
-        " SELECT %s, 0, seq - 1, leaf_hash FROM doomed),"
-        " removed AS (DELETE FROM events AS e USING doomed AS d"
-        " WHERE e.tenant_id = %s AND e.seq = d.seq RETURNING e.seq)"
-        " SELECT count(*), coalesce(min(seq), 0), coalesce(max(seq), 0) FROM removed"
-    ).format(conditions=sql.SQL(" AND ").join(conditions))
+    query = _PURGE.format(conditions=sql.SQL(" AND ").join(conditions))
     cursor = await conn.execute(
         query, [tenant_id, received_before, *params, limit, tenant_id, tenant_id]
     )
