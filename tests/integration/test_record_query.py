@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from google.protobuf import json_format
 
@@ -24,6 +27,8 @@ from sealtrail import (
 )
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, event_pb2
 from sealtrail_server.domain.access import Role
+from sealtrail_server.domain.event_ids import mint_event_id, received_within
+from sealtrail_server.store.events import _GET_EVENT_RECEIVED
 from tests.conftest import ServerThread
 
 REQUEST_ID = "8f14e45f-ceea-467f-a9f3-8d0c9e6c2a11"
@@ -215,6 +220,45 @@ def test_get_event_of_another_tenant_is_not_found(
     assert foreign.value.code == absent.value.code == grpc.StatusCode.NOT_FOUND
     assert foreign.value.reason == absent.value.reason
     assert list(theirs.query()) == []
+
+
+def test_get_event_reads_the_one_partition_its_id_names(
+    client: AuditClient, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """An id names the millisecond its event was received, so the lookup is
+    pruned to that month's partition (ADR 0031), not one probe per month kept."""
+    stored = client.record(full_event()).event
+    window = received_within(stored.id)
+    assert window is not None
+    assert window[0] <= stored.received_at.ToDatetime(UTC) < window[1]
+    params = {
+        "tenant": tenant,
+        "id": stored.id,
+        "received_from": window[0],
+        "received_until": window[1],
+    }
+    plan = "\n".join(row[0] for row in sql.execute("EXPLAIN " + _GET_EVENT_RECEIVED, params))
+    assert set(re.findall(r"events_(?:\d{4}_\d{2}|default)", plan)) == {
+        f"events_{window[0]:%Y_%m}"
+    }, plan
+    assert client.get_event(stored.id) == stored
+
+
+def test_get_event_finds_an_event_whose_id_names_another_time(
+    client: AuditClient, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """Ids minted before they named the received time (from another clock)
+    are looked for in every partition."""
+    stored = client.record(full_event()).event
+    elsewhen = mint_event_id(datetime(2020, 1, 1, tzinfo=UTC))
+    sql.execute("SET session_replication_role = replica")  # past the refusal of UPDATE
+    sql.execute(
+        "UPDATE events SET id = %s WHERE tenant_id = %s AND seq = %s",
+        [elsewhen, tenant, stored.seq],
+    )
+    assert client.get_event(elsewhen) == stored  # as its record says, with its own id
+    with pytest.raises(NotFoundError):
+        client.get_event(stored.id)
 
 
 def test_tenants_have_separate_logs(client_for: Callable[..., AuditClient], tenant: str) -> None:

@@ -36,6 +36,7 @@ from sealtrail.tlog import leaf_hash, parse_checkpoint, verify_inclusion
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, integrity_pb2, retention_pb2
 from sealtrail_server.domain.access import Role
 from sealtrail_server.domain.errors import Unavailable
+from sealtrail_server.domain.event_ids import received_within
 from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.retention import purger as purger_module
 from sealtrail_server.retention.purger import LOCK_KEY as PURGE_LOCK
@@ -630,3 +631,17 @@ def test_a_time_range_reads_only_the_months_it_can_hold(
     older = clock() - timedelta(days=62)
     assert f"events_{clock():%Y_%m}" in plan
     assert f"events_{older:%Y_%m}" not in plan
+
+
+def test_an_id_names_the_time_its_event_was_received_by_the_servers_clock(
+    admin: AuditClient, clock: Clock
+) -> None:
+    """Ids are minted from the appender's clock, the one `received_at` is
+    read from, not the machine's (ADR 0031); GetEvent finds the event there."""
+    clock.advance(3)
+    stored = admin.record(build_event(action="doc.edit", actor_id="u-1")).event
+    window = received_within(stored.id)
+    assert window is not None
+    assert window[0] <= stored.received_at.ToDatetime(UTC) < window[1]
+    assert window[0] > datetime.now(UTC) + timedelta(days=2)
+    assert admin.get_event(stored.id) == stored

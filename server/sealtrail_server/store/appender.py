@@ -43,7 +43,6 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import psycopg
-import uuid_utils.compat as uuid_utils
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 from psycopg import sql
@@ -63,6 +62,7 @@ from ..domain.event import (
     finalize_record,
     format_timestamp,
 )
+from ..domain.event_ids import mint_event_id
 from ..domain.merkle import EMPTY_ROOT, append_leaf, frontier_root, leaf_hash, split_frontier
 from .changes import ERASURE_SUBJECT, tenant_erased, try_share_subjects
 from .database import Database
@@ -567,7 +567,7 @@ class Appender:
                     outcomes.append(_replay(earlier, event))
                     continue
             seq = head.size + 1
-            event_id = str(uuid_utils.uuid7())
+            event_id = mint_event_id(received)
             try:
                 record = finalize_record(event, ServerFields(tenant_id, event_id, seq, received_at))
             except ValueError as error:  # a value RFC 8785 cannot write: this event alone fails

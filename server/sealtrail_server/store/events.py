@@ -10,6 +10,7 @@ from typing import Any, Literal, NamedTuple
 from psycopg import sql
 
 from ..domain.event import MAX_FUTURE_SKEW_SECONDS
+from ..domain.event_ids import received_within
 from ..domain.filters import EventFilter
 from .database import Database
 
@@ -71,12 +72,34 @@ _GET_EVENT = (
     " WHERE tenant_id = %(tenant)s AND id >= %(id)s::uuid ORDER BY id LIMIT 1) AS e"
     " WHERE e.id = %(id)s::uuid"
 )
+# The same, in the partition of the millisecond the id names (ADR 0031).
+_GET_EVENT_RECEIVED = (
+    "SELECT seq, record, leaf_hash FROM ("
+    " SELECT id, seq, record, leaf_hash FROM events"
+    " WHERE tenant_id = %(tenant)s AND id >= %(id)s::uuid"
+    " AND received_at >= %(received_from)s AND received_at < %(received_until)s"
+    " ORDER BY id LIMIT 1) AS e"
+    " WHERE e.id = %(id)s::uuid"
+)
 
 
 async def get_event(db: Database, *, tenant_id: str, event_id: str) -> StoredEvent | None:
+    """The event `event_id` (a UUID in lowercase text) of `tenant_id`, if any.
+    Looked for where its id says it was received, then, for an event appended
+    before ids said so (or none at all), in every partition."""
+    received = received_within(event_id)
+    params = {"tenant": tenant_id, "id": event_id}
     async with db.connection(tenant_id) as conn:
-        cursor = await conn.execute(_GET_EVENT, {"tenant": tenant_id, "id": event_id})
-        row = await cursor.fetchone()
+        row = None
+        if received is not None:
+            cursor = await conn.execute(
+                _GET_EVENT_RECEIVED,
+                {**params, "received_from": received[0], "received_until": received[1]},
+            )
+            row = await cursor.fetchone()
+        if row is None:
+            cursor = await conn.execute(_GET_EVENT, params)
+            row = await cursor.fetchone()
     return None if row is None else _stored(row)
 
 

@@ -1,0 +1,37 @@
+"""Event ids: UUIDv7 minted from the time their event was received, so that
+an id names the millisecond of its `received_at`, the key the events table is
+partitioned by (ADR 0031). A lookup by id then reads the one partition that
+millisecond falls in, not every month the log has kept."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+import uuid_utils.compat as uuid_utils
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND: Final = timedelta(milliseconds=1)
+
+
+def mint_event_id(received: datetime) -> str:
+    """A new UUIDv7 whose timestamp is `received` (an aware datetime): its
+    milliseconds since the epoch, and random bits that keep the ids of one
+    instant (a batch shares it) apart."""
+    nanoseconds = (received - _EPOCH) // timedelta(microseconds=1) * 1000
+    return str(uuid_utils.uuid7(nanoseconds=nanoseconds))
+
+
+def received_within(event_id: str) -> tuple[datetime, datetime] | None:
+    """The millisecond (start included, end excluded) in which the event
+    `event_id` (a UUID in text) was received, if `mint_event_id` minted it;
+    None for an id that is no UUIDv7 or names no time a datetime can hold.
+    (An id minted before ids named that time may name another.)"""
+    digits = event_id.replace("-", "")
+    if digits[12] != "7":  # the version nibble
+        return None
+    try:
+        start = _EPOCH + timedelta(milliseconds=int(digits[:12], 16))  # the first 48 bits
+        return start, start + _MILLISECOND
+    except OverflowError:  # past the year 9999: 48 bits of milliseconds reach 10889
+        return None
