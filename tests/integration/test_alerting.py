@@ -94,7 +94,7 @@ def fired_by(client: AuditClient, rule_id: str) -> list[dict[str, Any]]:
 
 
 def test_a_match_rule_fires_on_each_matching_event_and_not_on_others(
-    client: AuditClient, rules: Any, marked: None
+    client: AuditClient, rules: Any, marked: None, sql: psycopg.Connection[Any], tenant: str
 ) -> None:
     rule = rules(
         build_alert_rule(
@@ -114,6 +114,14 @@ def test_a_match_rule_fires_on_each_matching_event_and_not_on_others(
     assert "new API key" in first.description
     [listed] = [r for r in client.list_alert_rules() if r.id == rule.id]
     assert listed.fired == 2 and listed.last_fired_time.seconds > 0
+    # Stored with its whole view, as Record's events are (ADR 0025): Query
+    # shows it as stored, and as GetEvent builds it from its record.
+    assert client.get_event(first.id) == first
+    without_view = sql.execute(
+        "SELECT count(*) FROM events WHERE tenant_id = %s AND action = %s AND event_view IS NULL",
+        [tenant, first.action],
+    ).fetchone()
+    assert without_view == (0,)
 
 
 def test_a_threshold_fires_once_per_window_per_group_and_not_below_it(

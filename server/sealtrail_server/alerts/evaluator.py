@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from sealtrail.v1 import event_pb2
 
-from ..api.convert import filter_from_json
+from ..api.convert import caller_view, filter_from_json
 from ..domain.alerts import (
     ALERT_ACTION,
     NEW_ORIGIN_KINDS,
@@ -336,7 +336,10 @@ class Evaluator:
         )
         now = _now()
         valid = validate_event(draft, now=now, path=ALERT_ACTION)
-        [outcome] = await self._appender.append(tenant_id, [valid])
+        # With its view, as every event is stored: Query shows it as stored,
+        # not rebuilt from its record (ADR 0025).
+        view = caller_view(valid).SerializeToString()
+        [outcome] = await self._appender.append(tenant_id, [valid], [view])
         if isinstance(outcome, SealtrailError):
             raise outcome
         if outcome.deduplicated:
