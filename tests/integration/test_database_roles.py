@@ -16,7 +16,7 @@ from psycopg.sql import SQL, Identifier, Literal
 from sealtrail import build_event
 from sealtrail_server.store.appender import _FIND_KEYS
 from sealtrail_server.store.database import Database, RolesMissing
-from sealtrail_server.store.events import _GET_EVENT
+from sealtrail_server.store.events import _GET_EVENT_ANYWHERE
 from sealtrail_server.store.tree import _READ_NODES
 
 from ..service_login import SERVICE_LOGIN, service_login_url
@@ -243,7 +243,7 @@ def test_row_level_security_leaves_key_probes_to_their_index(
     ).fetchone()
     assert last is not None
     reads = {
-        "GetEvent": (_GET_EVENT, {"tenant": large_tenant, "id": last[0]}),
+        "GetEvent": (_GET_EVENT_ANYWHERE.as_string(sql), {"tenant": large_tenant, "id": last[0]}),
         "proof nodes": (
             _READ_NODES,
             {

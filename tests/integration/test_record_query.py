@@ -237,7 +237,8 @@ def test_get_event_reads_the_one_partition_its_id_names(
         "received_from": window[0],
         "received_until": window[1],
     }
-    plan = "\n".join(row[0] for row in sql.execute("EXPLAIN " + _GET_EVENT_RECEIVED, params))
+    explain = "EXPLAIN " + _GET_EVENT_RECEIVED.as_string(sql)
+    plan = "\n".join(row[0] for row in sql.execute(explain, params))
     assert set(re.findall(r"events_(?:\d{4}_\d{2}|default)", plan)) == {
         f"events_{window[0]:%Y_%m}"
     }, plan

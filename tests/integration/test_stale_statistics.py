@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -92,13 +93,21 @@ def test_key_lookups_keep_to_their_index(stale: psycopg.Connection[Any], role: s
         assert _event_indexes(stale, appender._FIND_KEYS, [["t"], ["k5000"]]) == {
             "events_idempotency_key"
         }
-    by_id = {"tenant": "t", "id": str(uuid.uuid4())}
-    assert _event_indexes(stale, events._GET_EVENT, by_id) == {"events_id"}
-    # and they still find what they look for
-    row = stale.execute("SELECT id FROM events WHERE seq = 5000").fetchone()
+    row = stale.execute("SELECT id, received_at FROM events WHERE seq = 5000").fetchone()
     assert row is not None
-    found = stale.execute(events._GET_EVENT, {"tenant": "t", "id": str(row[0])}).fetchone()
-    assert found is not None and found[0] == 5000
+    by_id = {"tenant": "t", "id": str(row[0])}
+    # Every row was received in the same millisecond: the worst for a probe
+    # bounded to the id's (ADR 0031), were it to walk that time's index.
+    received = {"received_from": row[1], "received_until": row[1] + timedelta(milliseconds=1)}
+    for probe, params in (
+        (events._GET_EVENT_ANYWHERE, by_id),
+        (events._GET_EVENT_RECEIVED, by_id | received),
+    ):
+        text = probe.as_string(stale)
+        assert _event_indexes(stale, text, params) == {"events_id"}, text
+        # and it still finds what it looks for
+        found = stale.execute(probe, params).fetchone()
+        assert found is not None and found[0] == 5000
     if appender_role:
         assert stale.execute(appender._FIND_KEYS, [["t"], ["k77"]]).fetchone()[2] == 77
     assert stale.execute(leaf_probe, leaf_params).fetchone()[2] == 4999  # leaf index

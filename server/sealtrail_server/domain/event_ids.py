@@ -8,18 +8,20 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-import uuid_utils.compat as uuid_utils
+import uuid_utils
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND: Final = timedelta(milliseconds=1)
+_MICROSECOND: Final = timedelta(microseconds=1)
 
 
 def mint_event_id(received: datetime) -> str:
     """A new UUIDv7 whose timestamp is `received` (an aware datetime): its
     milliseconds since the epoch, and random bits that keep the ids of one
     instant (a batch shares it) apart."""
-    nanoseconds = (received - _EPOCH) // timedelta(microseconds=1) * 1000
-    return str(uuid_utils.uuid7(nanoseconds=nanoseconds))
+    # uuid_utils' own UUID, not its stdlib-compatible one: about a tenth of
+    # the cost, on the Record path (once an event).
+    return str(uuid_utils.uuid7(nanoseconds=(received - _EPOCH) // _MICROSECOND * 1000))
 
 
 def received_within(event_id: str) -> tuple[datetime, datetime] | None:

@@ -66,20 +66,16 @@ _RECORD_COLUMNS = sql.SQL("seq, record, leaf_hash")
 # row comparison `(tenant_id, id) >= ($1, $2)`: beside the tenant equality the
 # row-level security policy adds, the B-tree starts it at the tenant's first
 # row; the system role's probes, under no policy, may use one.)
-_GET_EVENT = (
+_GET_EVENT = sql.SQL(
     "SELECT seq, record, leaf_hash FROM ("
     " SELECT id, seq, record, leaf_hash FROM events"
-    " WHERE tenant_id = %(tenant)s AND id >= %(id)s::uuid ORDER BY id LIMIT 1) AS e"
+    " WHERE tenant_id = %(tenant)s AND id >= %(id)s::uuid{received} ORDER BY id LIMIT 1) AS e"
     " WHERE e.id = %(id)s::uuid"
 )
-# The same, in the partition of the millisecond the id names (ADR 0031).
-_GET_EVENT_RECEIVED = (
-    "SELECT seq, record, leaf_hash FROM ("
-    " SELECT id, seq, record, leaf_hash FROM events"
-    " WHERE tenant_id = %(tenant)s AND id >= %(id)s::uuid"
-    " AND received_at >= %(received_from)s AND received_at < %(received_until)s"
-    " ORDER BY id LIMIT 1) AS e"
-    " WHERE e.id = %(id)s::uuid"
+# In every partition, and in the one of the millisecond the id names (ADR 0031).
+_GET_EVENT_ANYWHERE = _GET_EVENT.format(received=sql.SQL(""))
+_GET_EVENT_RECEIVED = _GET_EVENT.format(
+    received=sql.SQL(" AND received_at >= %(received_from)s AND received_at < %(received_until)s")
 )
 
 
@@ -98,7 +94,7 @@ async def get_event(db: Database, *, tenant_id: str, event_id: str) -> StoredEve
             )
             row = await cursor.fetchone()
         if row is None:
-            cursor = await conn.execute(_GET_EVENT, params)
+            cursor = await conn.execute(_GET_EVENT_ANYWHERE, params)
             row = await cursor.fetchone()
     return None if row is None else _stored(row)
 
