@@ -17,6 +17,7 @@ from google.protobuf import struct_pb2
 
 from sealtrail.v1 import event_pb2
 from sealtrail_server.api.convert import server_view, view_matches
+from sealtrail_server.domain.event_ids import mint_event_id
 from sealtrail_server.store.events import ShownEvent
 
 _ACTORS = 50  # distinct users the events are spread over
@@ -126,10 +127,11 @@ class RowFactory:
         """The next `size` rows; all of a batch share received_at (now, unless
         given), as in the appender."""
         received_at = received_at or _timestamp()
+        received = datetime.fromisoformat(received_at)
         for _ in range(size):
-            yield self._row(received_at)
+            yield self._row(received_at, received)
 
-    def _row(self, received_at: str) -> tuple[Any, ...]:
+    def _row(self, received_at: str, received: datetime) -> tuple[Any, ...]:
         self._seq += 1
         seq = self._seq
         user = seq % _ACTORS
@@ -143,7 +145,7 @@ class RowFactory:
             "user_agent": _USER_AGENT,
             "description": _DESCRIPTION,
             "details": _DETAILS_JSON,
-            "id": str(uuid_utils.uuid7()),
+            "id": mint_event_id(received),  # as the appender mints it (ADR 0031)
             "key": f"{self._prefix}-{seq}",
             "occurred_at": occurred.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "received_at": received_at,
@@ -174,7 +176,7 @@ class RowFactory:
             tenant_id=self._tenant,
             event_id=values["id"],
             seq=seq,
-            received_at=datetime.fromisoformat(received_at),
+            received_at=received,
             leaf_hash=leaf,
         )
         if seq == 1:

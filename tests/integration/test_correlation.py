@@ -25,9 +25,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import sealtrail
-from sealtrail import AuditClient, InvalidArgumentError, build_event, build_filter
+from sealtrail import AuditClient, InvalidArgumentError, NotFoundError, build_event, build_filter
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, event_pb2
 from sealtrail_server.domain.access import Role
+from sealtrail_server.domain.event_ids import mint_event_id
 from tests.conftest import ServerThread
 
 RECORD_SPAN = "sealtrail.v1.AuditLogService/Record"
@@ -186,6 +187,30 @@ def test_reads_are_traced_with_their_statements_as_child_spans(
         ),
     )
     assert "tenant_id = %s" in str((select.attributes or {})["db.query.text"])
+
+
+def test_get_event_looks_where_its_id_says_then_everywhere(
+    traced_client: AuditClient, exporter: InMemorySpanExporter
+) -> None:
+    """A recorded event is found by one probe, bounded to the millisecond its id
+    names (ADR 0031); an id found nowhere there is looked for in every partition."""
+    stored = traced_client.record(event()).event
+    with sealtrail.request_id() as found:
+        assert traced_client.get_event(stored.id) == stored
+    with sealtrail.request_id() as missing, pytest.raises(NotFoundError):
+        traced_client.get_event(mint_event_id(datetime.now(UTC)))
+    for request_id, bounded in ((found, [True]), (missing, [True, False])):
+        served = server_span(exporter, request_id)
+        probes = sorted(
+            (s for s in exporter.get_finished_spans() if s.name == "SELECT events"),
+            key=lambda s: s.start_time or 0,
+        )
+        texts = [
+            str((s.attributes or {})["db.query.text"])
+            for s in probes
+            if s.parent is not None and s.parent.span_id == served.context.span_id
+        ]
+        assert ["received_at >=" in text for text in texts] == bounded, texts
 
 
 def test_filters_return_exactly_the_events_of_a_trace_or_a_request(

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql as pgsql
 
+from sealtrail_server.domain.event_ids import mint_event_id, received_within
 from sealtrail_server.store import appender, events, tree
 from tests.conftest import database_of_its_own
 
@@ -96,8 +97,9 @@ def test_key_lookups_keep_to_their_index(stale: psycopg.Connection[Any], role: s
     row = stale.execute("SELECT id, received_at FROM events WHERE seq = 5000").fetchone()
     assert row is not None
     by_id = {"tenant": "t", "id": str(row[0])}
-    # Every row was received in the same millisecond: the worst for a probe
-    # bounded to the id's (ADR 0031), were it to walk that time's index.
+    # All rows but the first were received in the same millisecond: were the
+    # probe bounded to the id's (ADR 0031) to walk that time's index, it would
+    # read them all.
     received = {"received_from": row[1], "received_until": row[1] + timedelta(milliseconds=1)}
     for probe, params in (
         (events._GET_EVENT_ANYWHERE, by_id),
@@ -111,3 +113,28 @@ def test_key_lookups_keep_to_their_index(stale: psycopg.Connection[Any], role: s
     if appender_role:
         assert stale.execute(appender._FIND_KEYS, [["t"], ["k77"]]).fetchone()[2] == 77
     assert stale.execute(leaf_probe, leaf_params).fetchone()[2] == 4999  # leaf index
+
+
+def test_a_probe_bounded_by_time_ends_at_its_id(stale: psycopg.Connection[Any]) -> None:
+    """An id whose millisecond holds no event (one missing, or minted before ids
+    named that time) is looked up through a few index pages, not through every
+    later id of the tenant in its partition (received_at is no bound of the
+    index's scan; ADR 0031)."""
+    row = stale.execute("SELECT max(received_at) FROM events").fetchone()
+    assert row is not None
+    missing = mint_event_id(row[0] + timedelta(milliseconds=1))  # after every row
+    window = received_within(missing)
+    assert window is not None
+    params = {
+        "tenant": "t",
+        "id": missing,
+        "received_from": window[0],
+        "received_until": window[1],
+    }
+    probe = events._GET_EVENT_RECEIVED.as_string(stale)
+    assert stale.execute(probe, params).fetchone() is None
+    assert _event_indexes(stale, probe, params) == {"events_id"}
+    explained = stale.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + probe, params)
+    plan = explained.fetchone()[0][0]["Plan"]  # type: ignore[index]
+    # The tenant's 6,000 ids fill some 30 leaf pages; a walk of them reads them all.
+    assert plan["Shared Hit Blocks"] + plan["Shared Read Blocks"] <= 6, plan

@@ -27,7 +27,8 @@ def mint_event_id(received: datetime) -> str:
 def received_within(event_id: str) -> tuple[datetime, datetime] | None:
     """The millisecond (start included, end excluded) in which the event
     `event_id` (a UUID in text) was received, if `mint_event_id` minted it;
-    None for an id that is no UUIDv7 or names no time a datetime can hold.
+    None for an id that is no UUIDv7, or whose millisecond a datetime cannot
+    hold (past 9999-12-31 23:59:59.998).
     (An id minted before ids named that time may name another.)"""
     digits = event_id.replace("-", "")
     if digits[12] != "7":  # the version nibble
@@ -35,5 +36,5 @@ def received_within(event_id: str) -> tuple[datetime, datetime] | None:
     try:
         start = _EPOCH + timedelta(milliseconds=int(digits[:12], 16))  # the first 48 bits
         return start, start + _MILLISECOND
-    except OverflowError:  # past the year 9999: 48 bits of milliseconds reach 10889
+    except OverflowError:  # 48 bits of milliseconds reach the year 10889
         return None

@@ -123,8 +123,9 @@ async def locked_policy(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> S
 
 
 # One batch: the doomed rows locked, deleted, and their leaf hashes kept in
-# tree_nodes as tombstones, in one statement. The DELETE comes first, so that
-# the statement's span is named for it (`DELETE events`, store/traced.py).
+# tree_nodes as tombstones, in one statement. The DELETE is written first, so
+# that the statement's span is named for it (`DELETE events`, store/traced.py);
+# PostgreSQL runs the parts of a WITH in no written order.
 _PURGE: Final = sql.SQL(
     "WITH doomed AS ("
     " SELECT seq FROM events"
