@@ -17,7 +17,7 @@ from google.protobuf import struct_pb2
 
 from sealtrail.v1 import event_pb2
 from sealtrail_server.api.convert import server_view, view_matches
-from sealtrail_server.domain.event_ids import mint_event_id
+from sealtrail_server.domain.event_ids import event_id_minter
 from sealtrail_server.store.events import ShownEvent
 
 _ACTORS = 50  # distinct users the events are spread over
@@ -128,10 +128,11 @@ class RowFactory:
         given), as in the appender."""
         received_at = received_at or _timestamp()
         received = datetime.fromisoformat(received_at)
+        mint_event_id = event_id_minter(received)  # as the appender mints them (ADR 0031)
         for _ in range(size):
-            yield self._row(received_at, received)
+            yield self._row(received_at, received, mint_event_id())
 
-    def _row(self, received_at: str, received: datetime) -> tuple[Any, ...]:
+    def _row(self, received_at: str, received: datetime, event_id: str) -> tuple[Any, ...]:
         self._seq += 1
         seq = self._seq
         user = seq % _ACTORS
@@ -145,7 +146,7 @@ class RowFactory:
             "user_agent": _USER_AGENT,
             "description": _DESCRIPTION,
             "details": _DETAILS_JSON,
-            "id": mint_event_id(received),  # as the appender mints it (ADR 0031)
+            "id": event_id,
             "key": f"{self._prefix}-{seq}",
             "occurred_at": occurred.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "received_at": received_at,

@@ -28,7 +28,7 @@ import sealtrail
 from sealtrail import AuditClient, InvalidArgumentError, NotFoundError, build_event, build_filter
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, event_pb2
 from sealtrail_server.domain.access import Role
-from sealtrail_server.domain.event_ids import mint_event_id
+from sealtrail_server.domain.event_ids import event_id_minter
 from tests.conftest import ServerThread
 
 RECORD_SPAN = "sealtrail.v1.AuditLogService/Record"
@@ -198,7 +198,7 @@ def test_get_event_looks_where_its_id_says_then_everywhere(
     with sealtrail.request_id() as found:
         assert traced_client.get_event(stored.id) == stored
     with sealtrail.request_id() as missing, pytest.raises(NotFoundError):
-        traced_client.get_event(mint_event_id(datetime.now(UTC)))
+        traced_client.get_event(event_id_minter(datetime.now(UTC))())
     for request_id, bounded in ((found, [True]), (missing, [True, False])):
         served = server_span(exporter, request_id)
         probes = sorted(

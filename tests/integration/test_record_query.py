@@ -27,7 +27,7 @@ from sealtrail import (
 )
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, event_pb2
 from sealtrail_server.domain.access import Role
-from sealtrail_server.domain.event_ids import mint_event_id, received_within
+from sealtrail_server.domain.event_ids import event_id_minter, received_within
 from sealtrail_server.store.events import _GET_EVENT_RECEIVED
 from tests.conftest import ServerThread
 
@@ -251,7 +251,7 @@ def test_get_event_finds_an_event_whose_id_names_another_time(
     """Ids minted before they named the received time (from another clock)
     are looked for in every partition."""
     stored = client.record(full_event()).event
-    elsewhen = mint_event_id(datetime(2020, 1, 1, tzinfo=UTC))
+    elsewhen = event_id_minter(datetime(2020, 1, 1, tzinfo=UTC))()
     sql.execute("SET session_replication_role = replica")  # past the refusal of UPDATE
     sql.execute(
         "UPDATE events SET id = %s WHERE tenant_id = %s AND seq = %s",

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql as pgsql
 
-from sealtrail_server.domain.event_ids import mint_event_id, received_within
+from sealtrail_server.domain.event_ids import event_id_minter, received_within
 from sealtrail_server.store import appender, events, tree
 from tests.conftest import database_of_its_own
 
@@ -122,7 +122,7 @@ def test_a_probe_bounded_by_time_ends_at_its_id(stale: psycopg.Connection[Any]) 
     index's scan; ADR 0031)."""
     row = stale.execute("SELECT max(received_at) FROM events").fetchone()
     assert row is not None
-    missing = mint_event_id(row[0] + timedelta(milliseconds=1))  # after every row
+    missing = event_id_minter(row[0] + timedelta(milliseconds=1))()  # after every row
     window = received_within(missing)
     assert window is not None
     params = {

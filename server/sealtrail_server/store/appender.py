@@ -62,7 +62,7 @@ from ..domain.event import (
     finalize_record,
     format_timestamp,
 )
-from ..domain.event_ids import mint_event_id
+from ..domain.event_ids import event_id_minter
 from ..domain.merkle import EMPTY_ROOT, append_leaf, frontier_root, leaf_hash, split_frontier
 from .changes import ERASURE_SUBJECT, tenant_erased, try_share_subjects
 from .database import Database
@@ -214,6 +214,20 @@ _EXTEND = (
     )
     .as_string(None)
 )
+
+
+@dataclass(frozen=True, slots=True)
+class _Received:
+    """When a batch was received, in each form its events take it: made once a
+    batch, not once a submission or an event."""
+
+    time: datetime
+    text: str  # as records write it
+    mint_event_id: Callable[[], str]  # ids that name it (ADR 0031)
+
+    @classmethod
+    def at_time(cls, time: datetime) -> _Received:
+        return cls(time, format_timestamp(time), event_id_minter(time))
 
 
 class Appender:
@@ -488,18 +502,18 @@ class Appender:
         """`batch` appended to `heads` (extended in place; each of its tenants
         has one): each submission's outcomes, and the heads written (`_extend`)."""
         previous = await _find_keys(conn, batch)
-        received_at = self._clock()
+        received = _Received.at_time(self._clock())
         outcomes: list[list[AppendOutcome]] = []
         rows: list[tuple[Any, ...]] = []
         nodes: list[tuple[str, int, int, bytes]] = []
         if sum(len(s.events) for s in batch) <= _ONE_STATEMENT_EVENTS:
             for submission in batch:
-                outcomes.append(self._assign(submission, heads, previous, received_at, rows, nodes))
+                outcomes.append(self._assign(submission, heads, previous, received, rows, nodes))
         else:
             async with conn.cursor().copy(_COPY_EVENTS) as copy:
                 for submission in batch:
                     outcomes.append(
-                        self._assign(submission, heads, previous, received_at, rows, nodes)
+                        self._assign(submission, heads, previous, received, rows, nodes)
                     )
                     # Sent as built, so PostgreSQL inserts while the next submission is hashed.
                     for row in rows:
@@ -551,13 +565,13 @@ class Appender:
         submission: _Submission,
         heads: dict[str, _Head],
         previous: dict[tuple[str, str], Appended],
-        received: datetime,
+        received: _Received,
         rows: list[tuple[Any, ...]],
         nodes: list[tuple[str, int, int, bytes]],
     ) -> list[AppendOutcome]:
         tenant_id = submission.tenant_id
         head = heads[tenant_id]
-        received_at = format_timestamp(received)
+        received_at = received.text
         outcomes: list[AppendOutcome] = []
         for event, view in zip(submission.events, submission.views, strict=True):
             key = event.idempotency_key
@@ -567,7 +581,7 @@ class Appender:
                     outcomes.append(_replay(earlier, event))
                     continue
             seq = head.size + 1
-            event_id = mint_event_id(received)
+            event_id = received.mint_event_id()
             try:
                 record = finalize_record(event, ServerFields(tenant_id, event_id, seq, received_at))
             except ValueError as error:  # a value RFC 8785 cannot write: this event alone fails
@@ -595,7 +609,7 @@ class Appender:
                     tenant_id=tenant_id,
                     event_id=event_id,
                     seq=seq,
-                    received_at=received,
+                    received_at=received.time,
                     leaf_hash=leaf,
                 )
                 view = None  # the whole view holds it
@@ -623,7 +637,7 @@ class Appender:
                     whole_view,
                 )
             )
-            appended = Appended(seq, text, leaf, event_id=event_id, received_at=received)
+            appended = Appended(seq, text, leaf, event_id=event_id, received_at=received.time)
             outcomes.append(appended)
             if key is not None:
                 previous[(tenant_id, key)] = appended
