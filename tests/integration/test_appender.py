@@ -272,6 +272,41 @@ def test_a_tenant_the_process_wrote_last_is_written_without_a_lock(
     assert retried == ["UPDATE chain_heads", "SELECT chain_heads", "UPDATE chain_heads"]
 
 
+def test_the_appenders_statements_are_planned_once(
+    server: ServerThread, tenant: str, migrated_database_url: str
+) -> None:
+    """Every statement the appender runs reads and writes by key, so one
+    generic plan serves every run (ADR 0032). Left to choose, PostgreSQL planned
+    the idempotency-key lookup anew for each run, across every partition's index,
+    for longer than the lookup took."""
+
+    async def run() -> list[tuple[str, int, int]]:
+        # One connection: the one the appender wrote with is the one read here.
+        db = await Database.open(service_login_url(migrated_database_url), min_size=1, max_size=1)
+        appender = Appender(db)
+        appender.start()
+        try:
+            for i in range(12):  # psycopg prepares a statement on its 6th run
+                key = f"key-{uuid.uuid4()}" if i % 3 else ""
+                [outcome] = await appender.append(tenant, [_event("event", idempotency_key=key)])
+                assert isinstance(outcome, Appended)
+            async with db.system_connection() as conn:
+                cursor = await conn.execute(
+                    "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+                )
+                return [
+                    (str(text), int(generic), int(custom))
+                    for text, generic, custom in await cursor.fetchall()
+                ]
+        finally:
+            await appender.stop()
+            await db.close()
+
+    prepared = server.run(run())
+    assert any("idempotency_key" in text and generic > 0 for text, generic, _ in prepared)
+    assert [text for text, _, custom in prepared if custom] == []
+
+
 def _whole_log_size(sql: psycopg.Connection[Any], tenant: str) -> int:
     """The tenant's size, once its events are checked to be seq 1..size, each
     leaf its record's hash, and its stored Merkle nodes and head exactly what

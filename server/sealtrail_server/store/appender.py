@@ -38,6 +38,7 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -65,7 +66,7 @@ from ..domain.event import (
 from ..domain.event_ids import event_id_minter
 from ..domain.merkle import EMPTY_ROOT, append_leaf, frontier_root, leaf_hash, split_frontier
 from .changes import ERASURE_SUBJECT, tenant_erased, try_share_subjects
-from .database import Database
+from .database import Connection, Database
 
 log = logging.getLogger(__name__)
 
@@ -463,7 +464,7 @@ class Appender:
         """`batch`, all of `tenant`, written from its kept head; None, and
         nothing written, if its head is not as kept."""
         heads = {tenant: self._heads[tenant].copy()}
-        async with self._db.system_connection() as conn:
+        async with self._connection() as conn:
             # Keys stored before the kept head are seen here; one stored since
             # moved the head, and the statement writes nothing.
             outcomes, written = await self._write_from(heads, conn, batch)
@@ -476,7 +477,10 @@ class Appender:
     async def _write_locked(self, batch: list[_Submission]) -> Sequence[SubmissionOutcome]:
         """`batch` written in one transaction holding its tenants' head locks."""
         tenants = sorted({s.tenant_id for s in batch})
-        async with self._db.system_connection() as conn, conn.transaction():
+        async with (
+            self._connection() as conn,
+            conn.transaction(),
+        ):
             heads, erasing = await self._lock_heads(conn, tenants)
             # A tenant without a head was erased, or is being erased: its
             # submissions are refused whole, the others written.
@@ -551,6 +555,16 @@ class Appender:
             ],
         )
         return {tenant: written[tenant] for tenant, _ in await cursor.fetchall()}
+
+    def _connection(self) -> AbstractAsyncContextManager[Connection]:
+        """A connection for writing batches. Each of its statements reads and
+        writes by key, through one index whatever the values, so one generic
+        plan serves every run. Left to choose, PostgreSQL planned the key
+        lookup anew for each run's values (its generic plan costs an unnest()ed
+        array as ten rows, its custom plans as one) and spent several times
+        longer planning that probe of every partition's index than running
+        it (ADR 0032)."""
+        return self._db.system_connection(generic_plans=True)
 
     def _keep(self, heads: dict[str, _Head]) -> None:
         """Keep `heads` as the latest known, evicting the least recently written."""

@@ -11,8 +11,9 @@ what it is for, and the connection assumes the matching role first:
   checkpointer, token lookup), as `sealtrail_system`.
 
 A checkout also says how statements are planned: for the values of each run
-(PostgreSQL's default), or with generic plans, for the Query pages whose plan
-one index decides (store/events.py, ADR 0027). Every checkout states it, so a
+(PostgreSQL's default), or with generic plans, for statements whose plan one
+index decides: the Query pages that have such a shape (store/events.py,
+ADR 0027) and the appender's (ADR 0032). Every checkout states it, so a
 connection never carries it to work it was not asked for.
 
 A connection remembers the scope it was last given, so switching costs one
@@ -46,7 +47,6 @@ _PLANS_FOR_VALUES: Final = "auto"
 _GENERIC_PLANS: Final = "force_generic_plan"
 # A scope is (role, tenant, plan_cache_mode); the system role sees every tenant.
 _Scope = tuple[str, str, str]
-_SYSTEM_SCOPE: Final[_Scope] = (SYSTEM_ROLE, "", _PLANS_FOR_VALUES)
 # Fresh connections start with the least they can see: no tenant at all.
 _NO_TENANT: Final[_Scope] = (SERVICE_ROLE, "", _PLANS_FOR_VALUES)
 _SET_SCOPE: Final = (
@@ -129,9 +129,11 @@ class Database:
             yield conn
 
     @asynccontextmanager
-    async def system_connection(self) -> AsyncIterator[Connection]:
-        """A pooled connection for work across tenants."""
-        async with self._checkout(_SYSTEM_SCOPE) as conn:
+    async def system_connection(self, *, generic_plans: bool = False) -> AsyncIterator[Connection]:
+        """A pooled connection for work across tenants; `generic_plans` as
+        for `connection`."""
+        plans = _GENERIC_PLANS if generic_plans else _PLANS_FOR_VALUES
+        async with self._checkout((SYSTEM_ROLE, "", plans)) as conn:
             yield conn
 
     async def probe(self, *, timeout: float) -> bool:
