@@ -170,7 +170,10 @@ class StreamHub:
         try:
             while tenant.fetched < tenant.target and tenant.subscribers:
                 upto = min(tenant.target, tenant.fetched + _FETCH_ROWS)
-                async with self._db.connection(tenant_id) as conn:
+                # A range of the primary key whatever its bounds: one generic
+                # plan serves every fetch. Planned for each run's values, a
+                # fetch of a few rows cost more planning than reading (ADR 0032).
+                async with self._db.connection(tenant_id, generic_plans=True) as conn:
                     cursor = await conn.execute(
                         "SELECT seq, record, leaf_hash FROM events"
                         " WHERE tenant_id = %s AND seq > %s AND seq <= %s ORDER BY seq",
