@@ -22,6 +22,13 @@ from sealtrail_server.domain.merkle import append_leaf, frontier_root, leaf_hash
 from sealtrail_server.store.appender import _ONE_STATEMENT_EVENTS, Appended, Appender
 from sealtrail_server.store.database import Database
 from tests.conftest import ServerThread
+from tests.prepared_plans import (
+    RUNS,
+    Prepared,
+    one_connection_database,
+    prepared_statements,
+    the_one,
+)
 from tests.service_login import service_login_url
 
 
@@ -280,31 +287,23 @@ def test_the_appenders_statements_are_planned_once(
     the idempotency-key lookup anew for each run, across every partition's index,
     for longer than the lookup took."""
 
-    async def run() -> list[tuple[str, int, int]]:
-        # One connection: the one the appender wrote with is the one read here.
-        db = await Database.open(service_login_url(migrated_database_url), min_size=1, max_size=1)
-        appender = Appender(db)
-        appender.start()
-        try:
-            for i in range(12):  # psycopg prepares a statement on its 6th run
-                key = f"key-{uuid.uuid4()}" if i % 3 else ""
-                [outcome] = await appender.append(tenant, [_event("event", idempotency_key=key)])
-                assert isinstance(outcome, Appended)
-            async with db.system_connection() as conn:
-                cursor = await conn.execute(
-                    "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
-                )
-                return [
-                    (str(text), int(generic), int(custom))
-                    for text, generic, custom in await cursor.fetchall()
-                ]
-        finally:
-            await appender.stop()
-            await db.close()
+    async def run() -> list[Prepared]:
+        async with one_connection_database(migrated_database_url) as db:
+            appender = Appender(db)
+            appender.start()
+            try:
+                for i in range(RUNS):
+                    key = f"key-{uuid.uuid4()}" if i % 3 else ""
+                    event = _event("event", idempotency_key=key)
+                    [outcome] = await appender.append(tenant, [event])
+                    assert isinstance(outcome, Appended)
+            finally:
+                await appender.stop()
+            return await prepared_statements(db, tenant)
 
     prepared = server.run(run())
-    assert any("idempotency_key" in text and generic > 0 for text, generic, _ in prepared)
-    assert [text for text, _, custom in prepared if custom] == []
+    assert the_one(prepared, "idempotency_key").generic_plans > 0
+    assert [p.statement for p in prepared if p.custom_plans] == []
 
 
 def _whole_log_size(sql: psycopg.Connection[Any], tenant: str) -> int:

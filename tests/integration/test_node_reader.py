@@ -1,7 +1,7 @@
 """Batched reads of the Merkle tree against the real database: concurrent
 inclusion proofs share queries and still verify, a cancelled caller leaves the
 others their answers, and every stored hash is reached by a primary-key probe
-whatever the planner's statistics say."""
+whatever the planner's statistics say, on one generic plan."""
 
 from __future__ import annotations
 
@@ -12,11 +12,20 @@ import psycopg
 import pytest
 
 from sealtrail import AuditClient, build_event
+from sealtrail.tlog import Signer
 from sealtrail_server.domain.errors import IntegrityFailure
+from sealtrail_server.integrity.checkpointer import Checkpointer
 from sealtrail_server.store import node_reader, tree
 from sealtrail_server.store.node_reader import CACHED_LEVEL, NodeReader
 from sealtrail_server.store.tree import NodeRead, inclusion_proof, inclusion_read
-from tests.conftest import ServerThread
+from tests.conftest import SIGNING_KEY, ServerThread
+from tests.prepared_plans import (
+    RUNS,
+    Prepared,
+    one_connection_database,
+    prepared_statements,
+    the_one,
+)
 from tests.rfc6962 import leaf, root_from_inclusion
 
 EVENTS = 300  # deep enough for cached levels: 2**8 leaves lie under level 8
@@ -71,6 +80,70 @@ def test_concurrent_proofs_share_queries_and_verify(
     # 300 concurrent reads in batches of at most 16, each query carrying a batch
     assert EVENTS / 16 <= cold_queries < EVENTS / 4
     assert cold == warm  # what the cache answers is what the table holds
+
+
+def test_a_proofs_read_is_planned_once(
+    server: ServerThread, logged: str, migrated_database_url: str
+) -> None:
+    """Every hash a proof needs is a probe by key, so one generic plan serves
+    every read (ADR 0032). Left to choose, PostgreSQL planned each read anew for
+    its values, three times as long as the read took on its generic plan."""
+
+    async def run() -> list[Prepared]:
+        async with one_connection_database(migrated_database_url) as db:
+            reader = NodeReader(db)
+            for seq in range(1, RUNS + 1):
+                found = await reader.read(inclusion_read(logged, seq=seq, tree_size=EVENTS))
+                assert not found.missing and found.record is not None
+            return await prepared_statements(db, logged)
+
+    read = the_one(server.run(run()), "UNION ALL")
+    assert read.generic_plans > 0 and read.custom_plans == 0
+
+
+def test_a_consistency_read_is_planned_once(
+    server: ServerThread, logged: str, migrated_database_url: str
+) -> None:
+    """A consistency proof and its two roots: one read by key, on one generic
+    plan (ADR 0032)."""
+
+    async def run() -> list[Prepared]:
+        async with one_connection_database(migrated_database_url) as db:
+            for old_size in range(1, RUNS + 1):
+                found = await tree.read_consistency(db, logged, old_size=old_size, new_size=EVENTS)
+                assert found.proof and found.old_root != found.new_root
+            return await prepared_statements(db, logged)
+
+    read = the_one(server.run(run()), "UNION ALL")
+    assert read.generic_plans > 0 and read.custom_plans == 0
+
+
+def test_issuing_checkpoints_is_planned_once(
+    server: ServerThread, client: AuditClient, logged: str, migrated_database_url: str
+) -> None:
+    """A new checkpoint reads the tree's root and its consistency with the
+    last one, by key, on generic plans (ADR 0032)."""
+    signer = Signer.parse(SIGNING_KEY)
+
+    async def run() -> list[Prepared]:
+        async with one_connection_database(migrated_database_url) as db:
+            checkpointer = Checkpointer(
+                db, signer, origin_prefix=server.settings.log_origin, interval=0
+            )
+            await checkpointer.start()
+            sizes = []
+            for _ in range(RUNS):
+                await asyncio.to_thread(client.record, action="reader.test", actor_id="u")
+                issued = await checkpointer.issue(logged)
+                assert issued is not None
+                sizes.append(issued.tree_size)
+            assert sizes == list(range(EVENTS + 1, EVENTS + RUNS + 1))
+            return await prepared_statements(db, logged)
+
+    prepared = server.run(run())
+    read = the_one(prepared, "UNION ALL")
+    assert read.generic_plans > 0
+    assert [p.statement for p in prepared if p.custom_plans] == []
 
 
 def test_cached_levels_are_not_read_again(server: ServerThread, logged: str) -> None:

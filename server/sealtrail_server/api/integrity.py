@@ -23,11 +23,10 @@ from ..store.database import Database
 from ..store.events import get_event
 from ..store.node_reader import NodeReader
 from ..store.tree import (
-    consistency_proof,
     inclusion_proof,
     inclusion_read,
     purged_leaves,
-    root_at,
+    read_consistency,
     tree_size,
 )
 from ..store.verify import verify_log
@@ -196,12 +195,13 @@ class IntegrityRpcs:
         if new < old:
             raise InvalidArgument.field("new_size", "must not be smaller than old_size")
         await self._within_log(tenant_id, new, "new_size")
-        async with self._db.connection(tenant_id) as conn:
-            proof = await consistency_proof(conn, tenant_id, old_size=old, new_size=new)
-            old_root = await root_at(conn, tenant_id, old)
-            new_root = await root_at(conn, tenant_id, new)
+        found = await read_consistency(self._db, tenant_id, old_size=old, new_size=new)
         return pb.GetConsistencyProofResponse(
-            old_size=old, new_size=new, proof=proof, old_root=old_root, new_root=new_root
+            old_size=old,
+            new_size=new,
+            proof=found.proof,
+            old_root=found.old_root,
+            new_root=found.new_root,
         )
 
     async def ListPurgedLeaves(

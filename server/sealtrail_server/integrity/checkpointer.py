@@ -80,7 +80,8 @@ class Checkpointer:
 
     async def verifiers(self) -> list[Verifier]:
         """Every key known to have signed checkpoints, the active one first."""
-        async with self._db.system_connection() as conn:
+        # In issue()'s plan mode: no switch between the two.
+        async with self._db.system_connection(generic_plans=True) as conn:
             stored = [Verifier.parse(key.verifier) for key in await known_keys(conn)]
         active = self.signer.verifier
         return [active, *(key for key in stored if key != active)]
@@ -89,7 +90,12 @@ class Checkpointer:
         """A checkpoint covering every committed event of the tenant: the latest
         one if the log has not grown since, else a newly signed one."""
         verifiers = await self.verifiers()
-        async with self._db.system_connection() as conn, conn.transaction():
+        # Every read and write by key: a generic plan serves every tenant and
+        # size (ADR 0032).
+        async with (
+            self._db.system_connection(generic_plans=True) as conn,
+            conn.transaction(),
+        ):
             # One issuer per tenant at a time, across processes.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", [tenant_id])
             cursor = await conn.execute(

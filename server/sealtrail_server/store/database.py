@@ -13,7 +13,8 @@ what it is for, and the connection assumes the matching role first:
 A checkout also says how statements are planned: for the values of each run
 (PostgreSQL's default), or with generic plans, for statements whose plan one
 index decides: the Query pages that have such a shape (store/events.py,
-ADR 0027) and the appender's (ADR 0032). Every checkout states it, so a
+ADR 0027), and the appender's writes, the Merkle tree's reads and the stream
+hub's fetch, all by key (ADR 0032). Every checkout states it, so a
 connection never carries it to work it was not asked for.
 
 A connection remembers the scope it was last given, so switching costs one

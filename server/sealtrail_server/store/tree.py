@@ -19,6 +19,7 @@ from ..domain.proofs import (
     nodes_of,
     range_hash,
 )
+from .database import Database
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,27 @@ async def consistency_proof(
     conn: psycopg.AsyncConnection[Any], tenant_id: str, *, old_size: int, new_size: int
 ) -> list[bytes]:
     return await _range_hashes(conn, tenant_id, consistency_ranges(old_size, new_size))
+
+
+@dataclass(frozen=True, slots=True)
+class Consistency:
+    """A consistency proof between two sizes of a log, and the log's root at each."""
+
+    proof: list[bytes]
+    old_root: bytes
+    new_root: bytes
+
+
+async def read_consistency(
+    db: Database, tenant_id: str, *, old_size: int, new_size: int
+) -> Consistency:
+    """The proof that the log at `old_size` is a prefix of the log at
+    `new_size`, and both roots, in one read. Every hash is read by key, so on a
+    generic plan (ADR 0032)."""
+    ranges = [*consistency_ranges(old_size, new_size), (0, old_size), (0, new_size)]
+    async with db.connection(tenant_id, generic_plans=True) as conn:
+        *proof, old_root, new_root = await _range_hashes(conn, tenant_id, ranges)
+    return Consistency(proof, old_root, new_root)
 
 
 async def purged_leaves(
