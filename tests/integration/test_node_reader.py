@@ -22,6 +22,7 @@ from tests.conftest import SIGNING_KEY, ServerThread
 from tests.prepared_plans import (
     RUNS,
     Prepared,
+    generic_plan,
     one_connection_database,
     prepared_statements,
     the_one,
@@ -89,16 +90,23 @@ def test_a_proofs_read_is_planned_once(
     every read (ADR 0032). Left to choose, PostgreSQL planned each read anew for
     its values, three times as long as the read took on its generic plan."""
 
-    async def run() -> list[Prepared]:
+    async def run() -> tuple[Prepared, str]:
         async with one_connection_database(migrated_database_url) as db:
             reader = NodeReader(db)
             for seq in range(1, RUNS + 1):
                 found = await reader.read(inclusion_read(logged, seq=seq, tree_size=EVENTS))
                 assert not found.missing and found.record is not None
-            return await prepared_statements(db, logged)
+            read = the_one(await prepared_statements(db, logged), "UNION ALL")
+            async with db.connection(logged, generic_plans=True) as conn:
+                # tenants, then each leaf's tenant, seq and record flag, then
+                # each interior node's tenant, level and index
+                args = [logged], "{1}", "{7}", "{t}", "{1}", "{3}", "{2}"
+                return read, await generic_plan(conn, read, *args)
 
-    read = the_one(server.run(run()), "UNION ALL")
+    read, plan = server.run(run())
     assert read.generic_plans > 0 and read.custom_plans == 0
+    assert "Seq Scan" not in plan, plan
+    assert "Index Scan using events_" in plan and "Index Scan using tree_nodes" in plan, plan
 
 
 def test_a_consistency_read_is_planned_once(

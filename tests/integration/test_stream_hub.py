@@ -13,6 +13,7 @@ from tests.conftest import ServerThread
 from tests.prepared_plans import (
     RUNS,
     Prepared,
+    generic_plan,
     one_connection_database,
     prepared_statements,
     the_one,
@@ -28,7 +29,7 @@ def test_a_live_fetch_is_planned_once(
     PostgreSQL planned each small fetch anew, across every partition's index,
     for longer than the fetch took."""
 
-    async def run() -> list[Prepared]:
+    async def run() -> tuple[Prepared, str]:
         async with one_connection_database(migrated_database_url) as db:
             hub = StreamHub(db, database_url=service_login_url(migrated_database_url))
             appender = Appender(server.database)
@@ -41,12 +42,16 @@ def test_a_live_fetch_is_planned_once(
                     event = validate_event(draft, now=datetime.now(UTC), path="event")
                     [outcome] = await appender.append(tenant, [event])
                     assert isinstance(outcome, Appended) and outcome.seq == seq
-                    delivery = await asyncio.wait_for(subscription.queue.get(), 30)
+                    delivery = await asyncio.wait_for(subscription.queue.get(), 10)
                     assert [live.stored.seq for live in delivery.events] == [seq]
+                    assert not subscription.lagging  # a failed fetch marks it
             finally:
                 await appender.stop()
                 await hub.stop()
-            return await prepared_statements(db, tenant)
+            fetch = the_one(await prepared_statements(db, tenant), "seq <= $3")
+            async with db.connection(tenant, generic_plans=True) as conn:
+                return fetch, await generic_plan(conn, fetch, tenant, 10, 12)
 
-    fetch = the_one(server.run(run()), "seq <= $3")
+    fetch, plan = server.run(run())
     assert fetch.generic_plans > 0 and fetch.custom_plans == 0
+    assert "Index Scan using events_" in plan and "Seq Scan" not in plan, plan

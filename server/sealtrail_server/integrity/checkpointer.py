@@ -153,7 +153,8 @@ class Checkpointer:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                async with self._db.system_connection() as conn:
+                # In issue()'s plan mode, which comes next: no switch between.
+                async with self._db.system_connection(generic_plans=True) as conn:
                     tenants = await tenants_grown_since_checkpoint(conn)
             except SealtrailError as error:
                 log.error("checkpointer: %s", error.message)

@@ -7,8 +7,8 @@ what it is for, and the connection assumes the matching role first:
 - `connection(tenant_id)`: work for one tenant, as `sealtrail_service`, with
   `sealtrail.tenant` set so that row-level security shows that tenant's rows
   only. Every read an RPC makes goes through here.
-- `system_connection()`: the cross-tenant machinery (appender, stream hub,
-  checkpointer, token lookup), as `sealtrail_system`.
+- `system_connection()`: the cross-tenant machinery (appender, checkpointer,
+  forwarding, alerts, token lookup), as `sealtrail_system`.
 
 A checkout also says how statements are planned: for the values of each run
 (PostgreSQL's default), or with generic plans, for statements whose plan one
