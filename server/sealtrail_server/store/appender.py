@@ -477,10 +477,7 @@ class Appender:
     async def _write_locked(self, batch: list[_Submission]) -> Sequence[SubmissionOutcome]:
         """`batch` written in one transaction holding its tenants' head locks."""
         tenants = sorted({s.tenant_id for s in batch})
-        async with (
-            self._connection() as conn,
-            conn.transaction(),
-        ):
+        async with self._connection() as conn, conn.transaction():
             heads, erasing = await self._lock_heads(conn, tenants)
             # A tenant without a head was erased, or is being erased: its
             # submissions are refused whole, the others written.
