@@ -27,6 +27,11 @@ class Prepared:
     generic_plans: int
     custom_plans: int
 
+    @property
+    def planned_once(self) -> bool:
+        """Every run it made prepared used its generic plan."""
+        return self.generic_plans > 0 and self.custom_plans == 0
+
 
 @asynccontextmanager
 async def one_connection_database(owner_url: str) -> AsyncIterator[Database]:
