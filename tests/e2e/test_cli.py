@@ -363,6 +363,11 @@ def test_retention_legal_hold_and_erasure_from_the_command_line(
     shown = run("sealtrail", "retention", env=cli_env).stdout
     assert "default: 90 days" in shown and "category authentication: 365 days" in shown
     assert "actions rag.*: 30 days" in shown and "legal hold: off" in shown
+    [etag] = [line.removeprefix("etag: ") for line in shown.splitlines() if line.startswith("etag")]
+    run("sealtrail", "retention", "set", "30d", "--etag", etag, env=cli_env)
+    stale = run("sealtrail", "retention", "set", "1y", "--etag", etag, env=cli_env, check=False)
+    assert stale.returncode == 1 and "ABORTED" in stale.stderr
+    assert "default: 30 days" in run("sealtrail", "retention", env=cli_env).stdout
     run("sealtrail", "legal-hold", "on", "--reason", "Case 7", env=cli_env)
     assert "legal hold: on (Case 7)" in run("sealtrail", "retention", env=cli_env).stdout
     held = run("sealtrail", "erase-tenant", "--confirm", tenant, env=cli_env, check=False)

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from sealtrail import AsyncAuditClient, NotFoundError, build_event, build_filter
+from sealtrail import AbortedError, AsyncAuditClient, NotFoundError, build_event, build_filter
 from tests.conftest import ServerThread
 
 
@@ -30,3 +30,19 @@ async def test_async_client_records_and_reads(server: ServerThread, tenant: str)
         assert first_five == [1, 2, 3, 4, 5]
         with pytest.raises(NotFoundError):
             await audit.get_event("01890a5d-ac96-774b-bcce-b302099a8057")
+
+
+async def test_async_client_changes_retention_on_condition_of_an_etag(
+    server: ServerThread, tenant: str
+) -> None:
+    async with AsyncAuditClient(server.target, token=server.token(tenant)) as audit:
+        read = await audit.get_retention_policy()
+        changed = await audit.set_retention_policy("1y", etag=read.policy.etag)
+        assert changed.policy.default_days == 365
+        with pytest.raises(AbortedError, match="changed since it was read"):
+            await audit.set_retention_policy("30d", etag=read.policy.etag)
+        placed = await audit.set_legal_hold(True, reason="Case 3", etag=read.legal_hold.etag)
+        with pytest.raises(AbortedError):
+            await audit.set_legal_hold(False, etag=read.legal_hold.etag)
+        released = await audit.set_legal_hold(False, etag=placed.legal_hold.etag)
+        assert not released.legal_hold.on

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from sealtrail import (
+    AbortedError,
     AuditClient,
     BundleError,
     InvalidArgumentError,
@@ -153,6 +154,74 @@ def test_a_policy_change_is_recorded(admin: AuditClient) -> None:
     assert {change.field for change in event.changes} == {"default_days", "rules"}
     again = admin.set_retention_policy("90d", categories={"authentication": "1y"})
     assert not again.event_id  # nothing changed, nothing recorded
+
+
+def _policy_changes(client: AuditClient) -> int:
+    return len(list(client.query(build_filter(actions="retention.policy_updated"))))
+
+
+def test_a_policy_change_on_a_stale_etag_is_aborted_and_changes_nothing(
+    admin: AuditClient,
+) -> None:
+    never_set = admin.get_retention_policy().policy.etag
+    assert never_set.startswith('"') and never_set.endswith('"')  # RFC 7232
+    changed = admin.set_retention_policy("90d", etag=never_set)
+    assert changed.event_id and changed.policy.etag != never_set
+    assert admin.get_retention_policy().policy.etag == changed.policy.etag
+    for stale in ("30d", "90d"):  # another policy, or the same one: both refused
+        with pytest.raises(AbortedError) as aborted:
+            admin.set_retention_policy(stale, etag=never_set)
+        assert aborted.value.reason == "ETAG_MISMATCH"
+        assert aborted.value.code == grpc.StatusCode.ABORTED
+    now = admin.get_retention_policy().policy
+    assert now.default_days == 90 and now.etag == changed.policy.etag
+    assert _policy_changes(admin) == 1  # an aborted change records nothing
+    again = admin.set_retention_policy("30d", etag=changed.policy.etag)
+    assert again.policy.default_days == 30 and again.policy.etag not in (
+        never_set,
+        changed.policy.etag,
+    )
+    unconditional = admin.set_retention_policy("1y")  # no etag: applies to any policy
+    assert unconditional.policy.default_days == 365 and _policy_changes(admin) == 3
+
+
+def test_of_two_changes_made_on_one_etag_exactly_one_applies(
+    aged: ServerThread, tenant: str
+) -> None:
+    with AuditClient(aged.target, token=aged.token(tenant)) as first:
+        read = first.get_retention_policy().policy.etag
+    outcomes: list[str] = []
+
+    def change(days: str) -> None:
+        with AuditClient(aged.target, token=aged.token(tenant)) as client:
+            try:
+                client.set_retention_policy(days, etag=read)
+                outcomes.append(days)
+            except AbortedError:
+                outcomes.append("aborted")
+
+    threads = [threading.Thread(target=change, args=(days,)) for days in ("30d", "90d")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(outcomes) in (["30d", "aborted"], ["90d", "aborted"])
+    with AuditClient(aged.target, token=aged.token(tenant)) as client:
+        kept = client.get_retention_policy().policy
+        assert kept.default_days == {"30d": 30, "90d": 90}[min(outcomes)]
+        assert _policy_changes(client) == 1
+
+
+def test_a_legal_hold_change_on_a_stale_etag_is_aborted(admin: AuditClient) -> None:
+    released = admin.get_retention_policy().legal_hold.etag
+    placed = admin.set_legal_hold(True, reason="Case 9", etag=released)
+    assert placed.legal_hold.on and placed.legal_hold.etag != released
+    with pytest.raises(AbortedError) as aborted:
+        admin.set_legal_hold(False, etag=released)
+    assert aborted.value.reason == "ETAG_MISMATCH"
+    hold = admin.get_retention_policy().legal_hold
+    assert hold.on and hold.reason == "Case 9" and hold.etag == placed.legal_hold.etag
+    assert not admin.set_legal_hold(False, etag=hold.etag).legal_hold.on
 
 
 def test_expired_events_are_purged_by_their_rule(

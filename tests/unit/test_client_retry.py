@@ -14,6 +14,7 @@ from google.protobuf import duration_pb2, message
 from google.rpc import error_details_pb2, status_pb2
 
 from sealtrail import (
+    AbortedError,
     AuditClient,
     InvalidArgumentError,
     RecordResult,
@@ -21,7 +22,7 @@ from sealtrail import (
     RpcFailedError,
     UnavailableError,
 )
-from sealtrail.v1 import alerting_pb2, audit_service_pb2, event_pb2, forwarding_pb2
+from sealtrail.v1 import alerting_pb2, audit_service_pb2, event_pb2, forwarding_pb2, retention_pb2
 
 SERVICE = audit_service_pb2.DESCRIPTOR.services_by_name["AuditLogService"]
 RECORD = SERVICE.methods_by_name["Record"]
@@ -146,6 +147,29 @@ def test_invalid_argument_is_raised_at_once_with_its_field_violations(
     assert raised.value.field_violations == [("event.action", "must be dotted lowercase")]
     assert str(raised.value) == "INVALID_ARGUMENT: it failed"
     assert sleeps == []  # no retry was scheduled
+
+
+def test_a_change_aborted_on_its_etag_is_raised_at_once(
+    client: AuditClient,
+    channel: grpc_testing.Channel,
+    background: ThreadPoolExecutor,
+    sleeps: list[float],
+) -> None:
+    future = background.submit(client.set_retention_policy, "90d", etag='"e1"')
+    _, request, rpc = channel.take_unary_unary(SERVICE.methods_by_name["UpdateRetentionPolicy"])
+    assert request == retention_pb2.UpdateRetentionPolicyRequest(
+        policy=retention_pb2.RetentionPolicy(default_days=90, etag='"e1"')
+    )
+    fail(
+        rpc,
+        grpc.StatusCode.ABORTED,
+        error_details_pb2.ErrorInfo(reason="ETAG_MISMATCH", domain="sealtrail"),
+    )
+
+    with pytest.raises(AbortedError) as raised:
+        future.result(timeout=5)
+    assert raised.value.reason == "ETAG_MISMATCH"
+    assert sleeps == []  # read again and decide: never retried as it was
 
 
 def test_retries_stop_after_max_attempts(

@@ -4,11 +4,13 @@ action prefix, else category, else default), never by two."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sealtrail_server.domain.errors import InvalidArgument
+from sealtrail_server.domain.errors import Aborted, InvalidArgument
 from sealtrail_server.domain.event import CATEGORIES
 from sealtrail_server.domain.retention import (
     MAX_DAYS,
@@ -16,7 +18,10 @@ from sealtrail_server.domain.retention import (
     RetentionRule,
     RuleDraft,
     Selection,
+    hold_etag,
+    policy_etag,
     purge_selections,
+    require_etag,
     validate_hold_reason,
     validate_policy,
 )
@@ -83,6 +88,37 @@ def test_a_hold_needs_a_reason_and_a_release_does_not() -> None:
         validate_hold_reason(True, "x" * 1025)
     assert validate_hold_reason(True, " Case 7 ") == "Case 7"
     assert validate_hold_reason(False, "") == ""
+
+
+def test_an_etag_changes_with_every_field_of_what_it_stands_for() -> None:
+    at = datetime(2026, 12, 2, 5, 0, tzinfo=UTC)
+    policy = RetentionPolicy(90, (RetentionRule(365, category="authentication"),))
+    etags = {
+        policy_etag(policy, at),
+        policy_etag(policy, None),
+        policy_etag(policy, at + timedelta(microseconds=1)),
+        policy_etag(RetentionPolicy(30, policy.rules), at),
+        policy_etag(RetentionPolicy(90, (RetentionRule(366, category="authentication"),)), at),
+        policy_etag(
+            RetentionPolicy(90, (RetentionRule(365, action_prefix="authentication."),)), at
+        ),
+        policy_etag(RetentionPolicy(90), at),
+        hold_etag(True, "Case 7", at),
+        hold_etag(True, "Case 8", at),
+        hold_etag(False, "Case 7", at),
+        hold_etag(True, "Case 7", None),
+    }
+    assert len(etags) == 11
+    assert policy_etag(policy, at) == policy_etag(RetentionPolicy(90, policy.rules), at)
+    assert all(etag.startswith('"') and etag.endswith('"') for etag in etags)  # RFC 7232
+
+
+def test_a_condition_holds_when_absent_or_met() -> None:
+    require_etag("", '"abc"', what="policy")
+    require_etag('"abc"', '"abc"', what="policy")
+    with pytest.raises(Aborted, match="policy changed since it was read") as aborted:
+        require_etag('"abd"', '"abc"', what="policy")
+    assert aborted.value.reason == "ETAG_MISMATCH"
 
 
 def _covers(selection: Selection, action: str, category: str | None) -> bool:

@@ -15,6 +15,7 @@ from grpc_status import rpc_status
 from sealtrail.v1 import audit_service_pb2
 
 from ..domain.errors import (
+    Aborted,
     AlreadyExists,
     FailedPrecondition,
     IntegrityFailure,
@@ -36,6 +37,7 @@ _CODES: Final[dict[type[SealtrailError], int]] = {
     Unauthenticated: code_pb2.UNAUTHENTICATED,
     PermissionDenied: code_pb2.PERMISSION_DENIED,
     FailedPrecondition: code_pb2.FAILED_PRECONDITION,
+    Aborted: code_pb2.ABORTED,
     IntegrityFailure: code_pb2.DATA_LOSS,
     ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
     Unavailable: code_pb2.UNAVAILABLE,

@@ -19,6 +19,9 @@ from ..domain.event import CATEGORIES, ChangeDraft
 from ..domain.retention import (
     RetentionPolicy,
     RuleDraft,
+    hold_etag,
+    policy_etag,
+    require_etag,
     validate_hold_reason,
     validate_policy,
 )
@@ -36,7 +39,10 @@ _CATEGORY_NUMBERS: Final = {name: number for number, name in CATEGORIES.items()}
 
 
 def _policy_message(stored: StoredPolicy) -> pb.RetentionPolicy:
-    message = pb.RetentionPolicy(default_days=stored.policy.default_days)
+    message = pb.RetentionPolicy(
+        default_days=stored.policy.default_days,
+        etag=policy_etag(stored.policy, stored.updated_at),
+    )
     for rule in stored.policy.rules:
         if rule.category is not None:
             message.rules.add(days=rule.days, category=_CATEGORY_NUMBERS[rule.category])
@@ -48,7 +54,10 @@ def _policy_message(stored: StoredPolicy) -> pb.RetentionPolicy:
 
 
 def _hold_message(stored: StoredPolicy) -> pb.LegalHold:
-    message = pb.LegalHold(on=stored.hold.on, reason=stored.hold.reason)
+    hold = stored.hold
+    message = pb.LegalHold(
+        on=hold.on, reason=hold.reason, etag=hold_etag(hold.on, hold.reason, hold.updated_at)
+    )
     if stored.hold.updated_at is not None:
         message.update_time.FromDatetime(stored.hold.updated_at)
     return message
@@ -94,6 +103,11 @@ class RetentionRpcs:
         tenant_id = principal.tenant_id
         async with self._changes.exclusive(tenant_id, RETENTION_SUBJECT) as conn:
             before = await read_policy(conn, tenant_id)
+            require_etag(
+                request.policy.etag,
+                policy_etag(before.policy, before.updated_at),
+                what="retention policy",
+            )
             if before.policy == policy:
                 return pb.UpdateRetentionPolicyResponse(policy=_policy_message(before))
             old, new = describe(before.policy), describe(policy)
@@ -126,6 +140,10 @@ class RetentionRpcs:
         placed = request.on
         async with self._changes.exclusive(tenant_id, RETENTION_SUBJECT) as conn:
             before = await read_policy(conn, tenant_id)
+            hold = before.hold
+            require_etag(
+                request.etag, hold_etag(hold.on, hold.reason, hold.updated_at), what="legal hold"
+            )
             if before.hold.on == placed and (not placed or before.hold.reason == reason):
                 return pb.SetLegalHoldResponse(legal_hold=_hold_message(before))
             event_id = (

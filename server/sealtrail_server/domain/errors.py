@@ -8,6 +8,7 @@
      ├── Unauthenticated      no token, or one that is unknown or revoked
      ├── PermissionDenied     the token's role may not call this
      ├── FailedPrecondition   the log is not in a state that allows the call
+     ├── Aborted              a conditional change lost a race: read again, then retry
      ├── IntegrityFailure     stored data contradicts itself or a signed checkpoint
      ├── ResourceExhausted    over a limit; retry after `retry_after` seconds
      └── Unavailable          the database cannot be reached; retry after `retry_after`
@@ -69,6 +70,13 @@ class PermissionDenied(SealtrailError):
 
 class FailedPrecondition(SealtrailError):
     reason = "FAILED_PRECONDITION"
+
+
+class Aborted(SealtrailError):
+    """A change made on condition (an etag, AIP-154) found the resource changed
+    since the caller read it; nothing was changed."""
+
+    reason = "ABORTED"
 
 
 class IntegrityFailure(SealtrailError):

@@ -18,6 +18,7 @@ from sealtrail._correlation import (
     request_id,
 )
 from sealtrail._errors import (
+    AbortedError,
     AlreadyExistsError,
     InvalidArgumentError,
     NotFoundError,
@@ -32,6 +33,7 @@ from sealtrail._errors import (
 from sealtrail._export import ExportError
 
 __all__ = [
+    "AbortedError",
     "AlreadyExistsError",
     "AsyncAuditClient",
     "AuditClient",

@@ -300,20 +300,26 @@ class AsyncAuditClient:
         *,
         categories: Mapping[str, Days] | None = None,
         action_prefixes: Mapping[str, Days] | None = None,
+        etag: str = "",
     ) -> retention_pb2.UpdateRetentionPolicyResponse:
         """Admin: replace the retention policy. Days are a number or a preset
         ("30d", "90d", "180d", "1y", "forever"); overrides go by category name
         (`{"authentication": "1y"}`) and by action prefix (`{"rag.*": 90}`).
-        The change is recorded in the log before it applies."""
+        The change is recorded in the log before it applies. With `etag` (the
+        policy's, as read), it applies only to that policy: AbortedError if it
+        changed since."""
         request = retention_policy_request(default, categories or {}, action_prefixes or {})
+        request.policy.etag = etag
         return await self._call(self._stub.UpdateRetentionPolicy, request)
 
     async def set_legal_hold(
-        self, on: bool, *, reason: str = ""
+        self, on: bool, *, reason: str = "", etag: str = ""
     ) -> retention_pb2.SetLegalHoldResponse:
         """Admin: place (a reason is required) or release the tenant's legal
-        hold; while it is on, retention removes nothing and erasure is refused."""
-        request = retention_pb2.SetLegalHoldRequest(on=on, reason=reason)
+        hold; while it is on, retention removes nothing and erasure is refused.
+        With `etag` (the hold's, as read), it applies only to that hold:
+        AbortedError if it changed since."""
+        request = retention_pb2.SetLegalHoldRequest(on=on, reason=reason, etag=etag)
         return await self._call(self._stub.SetLegalHold, request)
 
     async def erase_tenant(self, confirm_tenant_id: str) -> retention_pb2.ErasureReceipt:

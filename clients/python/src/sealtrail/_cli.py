@@ -499,6 +499,12 @@ def _days_value(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
+_ETAG_HELP = (
+    "Change only the {what} `sealtrail retention` showed with this etag; if it changed"
+    " since, nothing is changed and the command fails (ABORTED)."
+)
+
+
 @main.group(invoke_without_command=True)
 @click.pass_context
 def retention(ctx: click.Context) -> None:
@@ -516,7 +522,9 @@ def retention(ctx: click.Context) -> None:
         else:
             name = f"actions {rule.action_prefix}"
         click.echo(f"{name}: {_days(rule.days)}")
+    click.echo(f"etag: {policy.etag}")
     click.echo(f"legal hold: {'on (' + hold.reason + ')' if hold.on else 'off'}")
+    click.echo(f"legal hold etag: {hold.etag}")
 
 
 @retention.command("set")
@@ -535,9 +543,14 @@ def retention(ctx: click.Context) -> None:
     metavar="PREFIX=DAYS",
     help="Override for an action prefix, e.g. rag.*=90 (repeatable).",
 )
+@click.option("--etag", default="", help=_ETAG_HELP.format(what="policy"))
 @click.pass_context
 def retention_set(
-    ctx: click.Context, default: str, categories: tuple[str, ...], actions: tuple[str, ...]
+    ctx: click.Context,
+    default: str,
+    categories: tuple[str, ...],
+    actions: tuple[str, ...],
+    etag: str,
 ) -> None:
     """Replace the policy: DEFAULT and every override are days or a preset
     (30d, 90d, 180d, 1y, forever). Recorded in the log."""
@@ -546,7 +559,10 @@ def retention_set(
     with _client(ctx) as client:
         try:
             changed = client.set_retention_policy(
-                _days_value(default), categories=by_category, action_prefixes=by_action
+                _days_value(default),
+                categories=by_category,
+                action_prefixes=by_action,
+                etag=etag,
             )
         except ValueError as error:
             raise click.BadParameter(str(error)) from None
@@ -556,11 +572,12 @@ def retention_set(
 @main.command("legal-hold")
 @click.argument("state", type=click.Choice(["on", "off"]))
 @click.option("--reason", default="", help="Why (a case or matter); required for `on`.")
+@click.option("--etag", default="", help=_ETAG_HELP.format(what="hold"))
 @click.pass_context
-def legal_hold(ctx: click.Context, state: str, reason: str) -> None:
+def legal_hold(ctx: click.Context, state: str, reason: str, etag: str) -> None:
     """Admin: place or release the tenant's legal hold; nothing is purged while it is on."""
     with _client(ctx) as client:
-        answer = client.set_legal_hold(state == "on", reason=reason)
+        answer = client.set_legal_hold(state == "on", reason=reason, etag=etag)
     click.echo(f"legal hold {'on' if answer.legal_hold.on else 'off'}")
 
 

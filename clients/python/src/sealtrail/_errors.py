@@ -6,6 +6,7 @@ SealtrailError                 every failed call; .code, .message, .reason
 ├── AlreadyExistsError         ALREADY_EXISTS
 ├── UnauthenticatedError       UNAUTHENTICATED
 ├── PermissionDeniedError      PERMISSION_DENIED
+├── AbortedError               ABORTED (a change on condition of an etag lost a race)
 ├── ResourceExhaustedError     RESOURCE_EXHAUSTED; .retry_after
 ├── UnavailableError           UNAVAILABLE; .retry_after
 └── RpcFailedError             any other status (INTERNAL, DEADLINE_EXCEEDED, ...)
@@ -73,6 +74,11 @@ class PermissionDeniedError(SealtrailError):
     """The token does not allow this call."""
 
 
+class AbortedError(SealtrailError):
+    """A change made on condition of an etag found the resource changed since it
+    was read (reason ETAG_MISMATCH): nothing was changed; read it again."""
+
+
 class ResourceExhaustedError(SealtrailError):
     """A quota or rate limit was hit; `retry_after` says when to try again, if known."""
 
@@ -91,6 +97,7 @@ _CLASSES: dict[grpc.StatusCode, type[SealtrailError]] = {
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
     grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.ABORTED: AbortedError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
 }

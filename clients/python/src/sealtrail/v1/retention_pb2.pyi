@@ -67,9 +67,17 @@ class RetentionPolicy(_message.Message):
     DEFAULT_DAYS_FIELD_NUMBER: _builtins.int
     RULES_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     default_days: _builtins.int
     """Days events are kept when no rule applies; 0 keeps them forever (the
     default of a tenant that never set a policy). Presets: 30, 90, 180, 365.
+    """
+    etag: _builtins.str
+    """A checksum of the policy as stored (a quoted string, RFC 7232), which
+    changes whenever the policy does. Sent back in UpdateRetentionPolicy, the
+    change applies only if the policy is still the one read, else the call
+    fails with ABORTED (reason ETAG_MISMATCH) and changes nothing; empty, the
+    change applies to whatever policy is current (AIP-154).
     """
     @_builtins.property
     def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RetentionRule]:
@@ -87,10 +95,11 @@ class RetentionPolicy(_message.Message):
         default_days: _builtins.int = ...,
         rules: _abc.Iterable[Global___RetentionRule] | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_days", b"default_days", "rules", b"rules", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_days", b"default_days", "etag", b"etag", "rules", b"rules", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -105,10 +114,15 @@ class LegalHold(_message.Message):
     ON_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     on: _builtins.bool
     """Whether the hold is on."""
     reason: _builtins.str
     """Why it was placed (a matter or case reference), up to 1,024 characters."""
+    etag: _builtins.str
+    """A checksum of the hold as stored (a quoted string, RFC 7232), which
+    changes whenever the hold does; see SetLegalHoldRequest.etag.
+    """
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When it was last placed or released; unset if it never was. Output only."""
@@ -119,10 +133,11 @@ class LegalHold(_message.Message):
         on: _builtins.bool = ...,
         reason: _builtins.str = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["on", b"on", "reason", b"reason", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "on", b"on", "reason", b"reason", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -184,7 +199,9 @@ class UpdateRetentionPolicyRequest(_message.Message):
     POLICY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def policy(self) -> Global___RetentionPolicy:
-        """The whole new policy (update_time is ignored)."""
+        """The whole new policy (update_time is ignored; etag, if set, must be
+        the current policy's).
+        """
 
     def __init__(
         self,
@@ -237,19 +254,27 @@ class SetLegalHoldRequest(_message.Message):
 
     ON_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     on: _builtins.bool
     """Place (true) or release (false) the hold."""
     reason: _builtins.str
     """Why; required when placing the hold."""
+    etag: _builtins.str
+    """The etag of the hold as last read (LegalHold.etag): the change applies
+    only if the hold is still that one, else the call fails with ABORTED
+    (reason ETAG_MISMATCH) and changes nothing; empty, it applies to whatever
+    hold is current (AIP-154).
+    """
     def __init__(
         self,
         *,
         on: _builtins.bool = ...,
         reason: _builtins.str = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["on", b"on", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "on", b"on", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
