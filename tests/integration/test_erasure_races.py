@@ -179,8 +179,9 @@ def test_a_purge_waits_for_an_erasure_of_the_tenant(
         _until_waiting(sql, purging)
         assert sql.execute(count, [tenant]).fetchone() == (stored,)  # nothing removed yet
     [purged] = [p for p in purging.result(timeout=30) if p.tenant_id == tenant]
-    assert purged.count == stored
-    assert sql.execute(count, [tenant]).fetchone() == (1,)  # only its retention.purged event
+    assert purged.count == stored - 1  # all but the policy's record: retention's own
+    kept = sql.execute("SELECT action FROM events WHERE tenant_id = %s ORDER BY seq", [tenant])
+    assert [action for (action,) in kept] == ["retention.policy_updated", "retention.purged"]
 
 
 def test_an_erasure_the_database_fails_is_unavailable_and_erases_nothing(
@@ -335,6 +336,29 @@ def test_a_first_append_while_an_erasure_queues_behind_a_change_is_refused_not_s
                 appending.result(timeout=10)
         erasing.result(timeout=10)
     assert rows_of(sql, tenant)["chain_heads"] == 0
+
+
+def test_appends_of_a_tenant_being_erased_are_refused_at_once_and_others_go_on(
+    client_for: Callable[..., AuditClient], tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """An erasure holds its lock and the tenant's head for as long as deleting
+    the tenant's rows takes (minutes, for a large one). Were the appender to
+    wait for that head, every append of the process, of any tenant, would
+    wait with it: it tries the erasure's lock first, and refuses the tenant."""
+    erased, other = client_for(tenant, max_attempts=1), client_for(f"{tenant}-other")
+    erased.record(action="doc.edit", actor_id="u")  # a head the process keeps in memory
+    other.record(action="doc.edit", actor_id="u")
+    with ThreadPoolExecutor(2) as pool, sql.transaction():
+        # As an erasure does: its lock, then the head, then (here: never) its DELETEs.
+        sql.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
+        sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
+        refused = pool.submit(erased.record, action="doc.edit", actor_id="u")
+        with pytest.raises(UnavailableError, match="is being erased; retry"):
+            refused.result(timeout=10)
+        written = pool.submit(other.record, action="doc.view", actor_id="u")
+        assert written.result(timeout=10).event.seq == 2
+    # The erasure rolled back: the tenant appends again, from its head as it was.
+    assert erased.record(action="doc.view", actor_id="u").event.seq == 2
 
 
 def test_a_batch_for_a_tenant_being_erased_is_unavailable_whole_with_a_retry_delay(

@@ -259,6 +259,16 @@ def test_expired_events_are_purged_by_their_rule(
     clock.advance(26)  # 66 days: rag.query (60) goes, and `later` (31 days old)
     purge(aged)
     assert recorded(admin) == [(login, "user.login")]
+    # Retention's own records stay, though the default (30 days) covers their
+    # categories: the policy's change is 31 days old here, and later ones older.
+    clock.advance(400)
+    purge(aged)
+    own = sorted((e.seq, e.action) for e in admin.query(build_filter(actions="retention.*")))
+    assert own[0][1] == "retention.policy_updated"
+    assert (purged.seq, "retention.purged") in own  # the first pass's record
+    assert [action for _, action in own[1:]] == ["retention.purged"] * (len(own) - 1) and len(
+        own
+    ) >= 3
 
 
 def _pending_summaries(sql: psycopg.Connection[Any], tenant: str) -> list[dict[str, Any]]:
@@ -284,8 +294,8 @@ def test_a_purge_a_crash_left_unrecorded_is_recorded_by_the_next_pass_once(
     key, which finds the event already there."""
     assert aged.service.purger is not None
     real = aged.service.purger.record
-    first = admin.get_event(admin.set_retention_policy(30).event_id).seq  # removed as well
-    seqs = [first, *(record(admin, "doc.edit") for _ in range(4))]
+    admin.set_retention_policy(30)  # its record stays: retention's own
+    seqs = [record(admin, "doc.edit") for _ in range(5)]
     clock.advance(31)
 
     def dying(*, recorded_first: bool) -> Purger:
@@ -330,11 +340,12 @@ def test_a_tenant_whose_purge_cannot_be_recorded_is_not_purged_further(
     The refusal leaves the pass going for the other tenants."""
     assert aged.service.purger is not None
     real = aged.service.purger.record
-    first = admin.get_event(admin.set_retention_policy(30).event_id).seq
-    seqs = [first, record(admin, "doc.edit")]
+    admin.set_retention_policy(30)
+    seqs = [record(admin, "doc.edit") for _ in range(2)]
     after = f"{tenant}-after"  # purged after it in the pass (by tenant id)
     with AuditClient(aged.target, token=aged.token(after)) as neighbour:
         neighbour.set_retention_policy(30)
+        record(neighbour, "doc.edit")
         record(neighbour, "doc.edit")
     clock.advance(31)
 
@@ -346,7 +357,7 @@ def test_a_tenant_whose_purge_cannot_be_recorded_is_not_purged_further(
     refusing = Purger(migrated_database_url, record=refused, batch_events=3, clock=clock)
     passed = aged.run(refusing.run_once())
     assert recorded(admin) == []
-    assert [p.count for p in passed if p.tenant_id == after] == [2]  # its policy's record too
+    assert [p.count for p in passed if p.tenant_id == after] == [2]
     later = record(admin, "doc.edit")
     clock.advance(31)
     aged.run(refusing.run_once())  # refused again: the newer event stays
@@ -391,6 +402,36 @@ def test_with_purging_off_the_months_ahead_are_still_created(
     finally:
         aged.run(off.stop())
     assert (seq, "doc.edit") in recorded(admin)  # expired, and kept: purging is off
+
+
+def test_a_process_purges_soon_after_it_starts_not_a_whole_interval_later(
+    aged: ServerThread, admin: AuditClient, clock: Clock, migrated_database_url: str
+) -> None:
+    """Processes replaced more often than the interval (rolling deploys,
+    autoscaling) would otherwise never purge at all."""
+    seq = record(admin, "doc.edit")
+    admin.set_retention_policy(10)
+    clock.advance(11)
+    assert aged.service.purger is not None
+    hourly = Purger(
+        migrated_database_url,
+        record=aged.service.purger.record,
+        interval=3600,
+        first_pass_after=0.05,
+        clock=clock,
+    )
+
+    async def started() -> None:
+        hourly.start()
+
+    aged.run(started())
+    try:
+        deadline = time.monotonic() + 10
+        while (seq, "doc.edit") in recorded(admin):
+            assert time.monotonic() < deadline, "no pass ran"
+            time.sleep(0.05)
+    finally:
+        aged.run(hourly.stop())
 
 
 def test_a_purged_log_still_verifies_and_proves(
@@ -443,12 +484,16 @@ def test_a_stream_cursor_inside_the_purged_range_is_refused(
     clock.advance(11)
     purge(aged)
     with pytest.raises(RpcFailedError) as refused:
-        next(admin.stream(after_seq=first - 1))
+        next(admin.stream(after_seq=first))  # it had `first`, and missed the next
     assert refused.value.reason == "PURGED"
     assert f"seq {kept}" in str(refused.value)
     stream = admin.stream(after_seq=kept - 1)
     assert next(stream).seq == kept
     stream.close()
+    # From the beginning (0) is everything kept: no cursor had anything removed.
+    from_the_start = admin.stream(after_seq=0)
+    assert (first, next(from_the_start).seq) == (1, kept)
+    from_the_start.close()
 
 
 def test_a_legal_hold_stops_the_purge(aged: ServerThread, admin: AuditClient, clock: Clock) -> None:

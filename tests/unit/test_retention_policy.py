@@ -60,6 +60,9 @@ def test_every_bad_field_is_named() -> None:
                 RuleDraft(5, action_prefix="rag"),
                 RuleDraft(5, action_prefix="Rag.*"),
                 RuleDraft(6, category=1),
+                RuleDraft(5, action_prefix="a." * 64 + "*"),  # longer than any action
+                RuleDraft(5, action_prefix="retention.*"),
+                RuleDraft(0, action_prefix="retention.purged.*"),
             ],
         )
     assert fields_of(refused.value) == [
@@ -71,6 +74,32 @@ def test_every_bad_field_is_named() -> None:
         "policy.rules[4].action_prefix",
         "policy.rules[5].action_prefix",
         "policy.rules[6]",
+        "policy.rules[7].action_prefix",
+        "policy.rules[8].action_prefix",
+        "policy.rules[9].action_prefix",
+    ]
+    assert "kept for as long as the log" in str(refused.value)
+
+
+def test_retentions_own_records_fall_under_no_selection() -> None:
+    """They tell a removal by retention from a superuser's: a tombstone whose
+    purge record was purged too would be indistinguishable (ADR 0014)."""
+    policy = validate_policy(
+        30,
+        [
+            RuleDraft(10, category=CATEGORY_NUMBERS["configuration"]),
+            RuleDraft(10, category=CATEGORY_NUMBERS["system"]),
+            RuleDraft(5, action_prefix="rag.*"),
+        ],
+    )
+    for action, category in [
+        ("retention.purged", "system"),
+        ("retention.policy_updated", "configuration"),
+        ("retention.legal_hold_released", "configuration"),
+    ]:
+        assert not [s for s in purge_selections(policy) if _covers(s, action, category)]
+    assert [s.rule for s in purge_selections(policy) if _covers(s, "rag.query", None)] == [
+        "action:rag.*"
     ]
 
 

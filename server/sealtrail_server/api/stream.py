@@ -125,7 +125,9 @@ class StreamRpcs:
                 f"after_seq {request.after_seq} is beyond the log's size {size}",
                 reason="BEYOND_LOG_SIZE",
             )
-        if request.after_seq < size:
+        # From the start (0) is whatever is kept; a cursor past it must not
+        # have missed an event retention removed.
+        if 0 < request.after_seq < size:
             async with self._db.connection(tenant_id) as conn:
                 kept = await first_kept_after(conn, tenant_id, request.after_seq)
             if kept is not None:

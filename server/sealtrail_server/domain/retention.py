@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Final
 
 from .errors import Aborted, FieldViolation, InvalidArgument
-from .event import CATEGORIES
+from .event import CATEGORIES, MAX_ACTION
 
 MAX_DAYS: Final = 36_500  # a hundred years; longer is "forever" (0)
 MAX_RULES: Final = 100
@@ -27,6 +27,10 @@ MAX_HOLD_REASON: Final = 1024
 # Presets offered by the docs and clients: the plans the seeds describe.
 PRESETS: Final = {"30d": 30, "90d": 90, "180d": 180, "1y": 365, "forever": 0}
 _ACTION_PREFIX: Final = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*\.\*")
+# Retention's own records (`retention.purged`, the policy's and the hold's
+# changes) fall under no rule: they are what tells a tombstone retention left
+# from one a superuser forged (ADR 0014), so they are kept as long as the log.
+KEPT_FOR_GOOD: Final = "retention."
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +149,20 @@ def validate_policy(default_days: int, rules: list[RuleDraft]) -> RetentionPolic
                 continue
             key, rule = ("category", name), RetentionRule(draft.days, category=name)
         else:
+            if len(draft.action_prefix) > MAX_ACTION:
+                fail(f"{path}.action_prefix", f"must be at most {MAX_ACTION} characters")
+                continue
             if not _ACTION_PREFIX.fullmatch(draft.action_prefix):
                 fail(f"{path}.action_prefix", "must be a prefix like `api_key.*`")
                 continue
             prefix = draft.action_prefix[:-1]
+            if prefix.startswith(KEPT_FOR_GOOD):
+                fail(
+                    f"{path}.action_prefix",
+                    f"`{KEPT_FOR_GOOD}*` events record what retention does:"
+                    " they are kept for as long as the log",
+                )
+                continue
             key, rule = ("prefix", prefix), RetentionRule(draft.days, action_prefix=prefix)
         if key in seen:
             fail(path, f"repeats the rule for {key[1]!r}")
@@ -176,15 +190,18 @@ class Selection:
 
 
 def purge_selections(policy: RetentionPolicy) -> list[Selection]:
-    """The disjoint selections of `policy` that remove anything (days > 0)."""
+    """The disjoint selections of `policy` that remove anything (days > 0),
+    none of them covering KEPT_FOR_GOOD (whatever rule a policy stored before
+    it was refused names)."""
     prefixes = [rule for rule in policy.rules if rule.action_prefix is not None]
     all_prefixes = tuple(sorted(rule.action_prefix for rule in prefixes if rule.action_prefix))
+    never = tuple(sorted({*all_prefixes, KEPT_FOR_GOOD}))
     categories = tuple(sorted(rule.category for rule in policy.rules if rule.category))
     selections = []
     for rule in prefixes:
         prefix = rule.action_prefix
         assert prefix is not None
-        if rule.days:
+        if rule.days and not prefix.startswith(KEPT_FOR_GOOD):
             longer = tuple(p for p in all_prefixes if p != prefix and p.startswith(prefix))
             selections.append(
                 Selection(rule.days, f"action:{prefix}*", prefix=prefix, except_prefixes=longer)
@@ -196,7 +213,7 @@ def purge_selections(policy: RetentionPolicy) -> list[Selection]:
                     rule.days,
                     f"category:{rule.category}",
                     category=rule.category,
-                    except_prefixes=all_prefixes,
+                    except_prefixes=never,
                 )
             )
     if policy.default_days:
@@ -204,7 +221,7 @@ def purge_selections(policy: RetentionPolicy) -> list[Selection]:
             Selection(
                 policy.default_days,
                 "default",
-                except_prefixes=all_prefixes,
+                except_prefixes=never,
                 except_categories=categories,
             )
         )

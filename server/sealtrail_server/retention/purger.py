@@ -3,8 +3,10 @@ in batches, keeping each one's leaf hash as a tombstone so proofs and
 VerifyLog still reach the same roots (ADR 0014). Each pass also creates the
 months of event partitions ahead, and drops past months left empty (ADR 0015).
 
-Every server process runs the job every `interval` seconds (with purging
-off, interval 0, only its partitions part, hourly); a session-level advisory
+Every server process runs the job a minute after it starts (so that processes
+replaced more often than the interval still purge), then every `interval`
+seconds (with purging off, interval 0, only its partitions part, hourly); a
+session-level advisory
 lock on the owner's connection lets one process run it at a time and the
 others skip that pass. A tenant's purge is recorded in its own log as a
 `retention.purged` event with counts and seq ranges, after the batches commit.
@@ -28,7 +30,7 @@ from typing import Any, Final
 import psycopg
 
 from ..domain.errors import SealtrailError
-from ..domain.retention import purge_selections
+from ..domain.retention import Selection, purge_selections
 from ..store.changes import ERASURE_SUBJECT, share_subjects
 from ..store.partitions import create_ahead, drop_empty
 from ..store.retention import (
@@ -47,6 +49,8 @@ LOCK_KEY: Final = 0x7365616C70757267
 DEFAULT_BATCH_EVENTS: Final = 5000
 # Seconds between creations of the months ahead when purging is off.
 MONTHS_AHEAD_INTERVAL: Final = 3600.0
+# Seconds from a process's start to its first pass (at most the interval).
+FIRST_PASS_AFTER: Final = 60.0
 
 
 @dataclass(slots=True)
@@ -100,12 +104,14 @@ class Purger:
         *,
         record: RecordPurge,
         interval: float = 3600.0,
+        first_pass_after: float = FIRST_PASS_AFTER,
         batch_events: int = DEFAULT_BATCH_EVENTS,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._owner_url = owner_url
         self.record = record  # how a purge is recorded in its tenant's log
         self._interval = interval
+        self._first_pass_after = first_pass_after
         self._batch_events = batch_events
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
@@ -123,8 +129,10 @@ class Purger:
         # With purging off (interval 0) the months ahead are still created:
         # without them, new events would land in the default partition.
         purging = self._interval > 0
+        wait = min(self._first_pass_after, self._interval) if purging else MONTHS_AHEAD_INTERVAL
         while True:
-            await asyncio.sleep(self._interval if purging else MONTHS_AHEAD_INTERVAL)
+            await asyncio.sleep(wait)
+            wait = self._interval if purging else MONTHS_AHEAD_INTERVAL
             try:
                 await (self.run_once() if purging else self.create_months_ahead())
             except (psycopg.Error, OSError, SealtrailError) as error:
@@ -207,6 +215,8 @@ class Purger:
         purged = TenantPurge(tenant_id)
         now = self._clock()
         finished: set[str] = set()
+        # The last seq each rule's batches reached, for the selection they ran.
+        reached: dict[str, tuple[Selection, int]] = {}
         while True:
             # One batch per transaction: the policy is read again under its
             # lock each time, so a hold placed meanwhile stops the next batch.
@@ -223,14 +233,17 @@ class Purger:
                     return purged
                 selection = pending[0]
                 cutoff = now - timedelta(days=selection.days)
+                ran, last_seq = reached.get(selection.rule, (selection, 0))
                 batch = await purge_batch(
                     conn,
                     tenant_id,
                     selection,
                     received_before=cutoff,
                     limit=self._batch_events,
+                    after_seq=last_seq if ran == selection else 0,  # else the policy changed
                 )
                 if batch.count:
+                    reached[selection.rule] = (selection, batch.last_seq)
                     purged.add(selection.rule, cutoff, batch.count, batch.first_seq, batch.last_seq)
                     # Committed with the batch: recorded, even after a crash.
                     await note_pending_purge(

@@ -65,7 +65,13 @@ from ..domain.event import (
 )
 from ..domain.event_ids import event_id_minter
 from ..domain.merkle import EMPTY_ROOT, append_leaf, frontier_root, leaf_hash, split_frontier
-from .changes import ERASURE_SUBJECT, tenant_erased, try_share_subjects
+from .changes import (
+    ERASURE_SUBJECT,
+    erasure_lock_keys,
+    tenant_erased,
+    try_share_condition,
+    try_share_subjects,
+)
 from .database import Connection, Database
 
 log = logging.getLogger(__name__)
@@ -192,9 +198,12 @@ _EXTEND = (
         " UPDATE chain_heads AS h SET tree_size = u.tree_size, root_hash = u.root_hash,"
         " frontier = u.frontier, updated_at = now()"
         " FROM unnest(%b::text[], %b::bigint[], %b::bytea[], %b::bigint[], %b::bytea[],"
-        " %b::bytea[]) AS u(tenant_id, stored_size, stored_root, tree_size, root_hash, frontier)"
+        " %b::bytea[], %b::text[])"
+        " AS u(tenant_id, stored_size, stored_root, tree_size, root_hash, frontier, erasure_key)"
         " WHERE h.tenant_id = u.tenant_id AND h.tree_size = u.stored_size"
         " AND h.root_hash = u.stored_root"
+        # Of u alone, so tried before any head is locked: never wait for an erasure.
+        " AND {not_being_erased}"
         " RETURNING h.tenant_id, h.tree_size),"
         " appended AS ("
         " INSERT INTO events ({columns}) SELECT * FROM unnest({event_arrays}) AS e({columns})"
@@ -212,6 +221,7 @@ _EXTEND = (
             sql.SQL("%b::{}[]").format(sql.SQL(kind)) for _, kind in _EVENT_COLUMNS
         ),
         channel=sql.Literal(NOTIFY_CHANNEL),
+        not_being_erased=try_share_condition(sql.SQL("u.erasure_key")),
     )
     .as_string(None)
 )
@@ -547,6 +557,7 @@ class Appender:
                 [head.stored_size for head in written.values()],
                 [head.stored_root for head in written.values()],
                 [b"".join(head.frontier) for head in written.values()],
+                erasure_lock_keys(list(changed)),
                 *_columns(rows, len(_EVENT_COLUMNS)),
                 *_columns(nodes if self._store_tree_nodes else [], 4),
             ],
@@ -664,9 +675,10 @@ class Appender:
         unknown = [t for t in tenants if t not in self._known_tenants]
         erasing = await _create_heads(conn, unknown) if unknown else frozenset()
         heads = await _select_heads(conn, tenants)
-        # A head seen before and gone since (an erasure): created again, or
-        # not. One created just now cannot have gone: no erasure runs while
-        # this transaction holds the erasure lock _create_heads took.
+        # A head seen before and not locked: gone since (an erasure), or held
+        # by an erasure still running. Created again, or not: either way
+        # _create_heads tries the erasure's lock. One created just now cannot
+        # be missing: no erasure runs while this transaction shares its lock.
         vanished = [t for t in tenants if t not in heads and t not in unknown]
         if vanished:
             erasing |= await _create_heads(conn, vanished)
@@ -701,15 +713,26 @@ async def _create_heads(conn: psycopg.AsyncConnection[Any], tenants: list[str]) 
 
 
 async def _select_heads(conn: psycopg.AsyncConnection[Any], tenants: list[str]) -> dict[str, _Head]:
-    cursor = await conn.execute(
-        "SELECT tenant_id, tree_size, root_hash, frontier FROM chain_heads"
-        " WHERE tenant_id = ANY(%s) ORDER BY tenant_id FOR UPDATE",
-        [tenants],
-    )
+    """The heads of `tenants`, locked, but those of tenants being erased: their
+    erasure holds the head for as long as its DELETEs take, and a wait here
+    would hold up every batch of the process behind this one (ADR 0034)."""
+    cursor = await conn.execute(_SELECT_HEADS, [tenants, erasure_lock_keys(tenants)])
     return {
         tenant: _Head(size, bytes(root), split_frontier(bytes(frontier)))
         for tenant, size, root, frontier in await cursor.fetchall()
     }
+
+
+_SELECT_HEADS = (
+    sql.SQL(
+        "SELECT h.tenant_id, h.tree_size, h.root_hash, h.frontier"
+        " FROM unnest(%s::text[], %s::text[]) AS k(tenant_id, erasure_key)"
+        " JOIN chain_heads AS h ON h.tenant_id = k.tenant_id"
+        " WHERE {not_being_erased} ORDER BY h.tenant_id FOR UPDATE OF h"
+    )
+    .format(not_being_erased=try_share_condition(sql.SQL("k.erasure_key")))
+    .as_string(None)
+)
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:

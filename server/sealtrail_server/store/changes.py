@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import psycopg
+from psycopg import sql
 
 from ..domain.errors import FailedPrecondition, Unavailable
 from .database import Connection, Database
@@ -146,9 +147,10 @@ async def try_share_subjects(conn: AnyConnection, tenant_ids: list[str], subject
     (`lock_subject` holds it, or waits for it: PostgreSQL queues a shared
     request behind an exclusive one waiting)."""
     cursor = await conn.execute(
-        "SELECT tenant_id FROM unnest(%s::text[], %s::text[]) AS k(tenant_id, key)"
-        " WHERE NOT pg_try_advisory_xact_lock_shared(hashtextextended(key, %s))",
-        [tenant_ids, [_lock_key(t, subject) for t in tenant_ids], _LOCK_SEED],
+        sql.SQL(
+            "SELECT tenant_id FROM unnest(%s::text[], %s::text[]) AS k(tenant_id, key) WHERE NOT {}"
+        ).format(try_share_condition(sql.Identifier("key"))),
+        [tenant_ids, [_lock_key(t, subject) for t in tenant_ids]],
     )
     return [tenant_id for (tenant_id,) in await cursor.fetchall()]
 
@@ -161,6 +163,20 @@ async def share_subjects(conn: AnyConnection, tenant_ids: list[str], subject: st
         "SELECT pg_advisory_xact_lock_shared(hashtextextended(key, %s))"
         " FROM unnest(%s::text[]) AS key",
         [_LOCK_SEED, [_lock_key(tenant_id, subject) for tenant_id in tenant_ids]],
+    )
+
+
+def erasure_lock_keys(tenant_ids: Sequence[str]) -> list[str]:
+    """The key of each tenant's erasure lock, for `try_share_condition`."""
+    return [_lock_key(tenant_id, ERASURE_SUBJECT) for tenant_id in tenant_ids]
+
+
+def try_share_condition(key: sql.Composable) -> sql.Composed:
+    """A condition on `key` (an `erasure_lock_keys` key) for a statement's
+    WHERE: true, with the lock now shared for the rest of the transaction;
+    false, at once, where an erasure holds it or is queued for it."""
+    return sql.SQL("pg_try_advisory_xact_lock_shared(hashtextextended({}, {}))").format(
+        key, sql.Literal(_LOCK_SEED)
     )
 
 

@@ -129,7 +129,7 @@ async def locked_policy(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> S
 _PURGE: Final = sql.SQL(
     "WITH doomed AS ("
     " SELECT seq FROM events"
-    " WHERE tenant_id = %s AND received_at < %s AND {conditions}"
+    " WHERE tenant_id = %s AND received_at < %s AND seq > %s AND {conditions}"
     " ORDER BY seq LIMIT %s FOR UPDATE),"
     " removed AS (DELETE FROM events AS e USING doomed AS d"
     " WHERE e.tenant_id = %s AND e.seq = d.seq RETURNING e.seq, e.leaf_hash),"
@@ -146,14 +146,18 @@ async def purge_batch(
     *,
     received_before: datetime,
     limit: int,
+    after_seq: int = 0,
 ) -> PurgedBatch:
-    """Remove up to `limit` events of `selection` received before the cutoff,
-    oldest first, keeping their leaf hashes. Call inside a transaction that
-    has declared the removal and holds the policy lock (see the module doc)."""
+    """Remove up to `limit` events of `selection` received before the cutoff
+    and after `after_seq`, oldest first, keeping their leaf hashes. Call
+    inside a transaction that has declared the removal and holds the policy
+    lock (see the module doc). A batch that follows one of the same selection
+    and cutoff starts after its last seq: every match up to it is gone, and
+    what is left below it (events other rules keep) is not walked again."""
     conditions, params = _selection_conditions(selection)
     query = _PURGE.format(conditions=sql.SQL(" AND ").join(conditions))
     cursor = await conn.execute(
-        query, [tenant_id, received_before, *params, limit, tenant_id, tenant_id]
+        query, [tenant_id, received_before, after_seq, *params, limit, tenant_id, tenant_id]
     )
     row = await cursor.fetchone()
     assert row is not None

@@ -400,7 +400,10 @@ class StreamEventsRequest(_message.Message):
     SINCE_FIELD_NUMBER: _builtins.int
     MAX_EVENTS_PER_MESSAGE_FIELD_NUMBER: _builtins.int
     after_seq: _builtins.int
-    """Deliver events with seq greater than this cursor (0 replays everything)."""
+    """Deliver events with seq greater than this cursor (0 replays every
+    event retention has kept; a cursor whose next event retention removed
+    fails with FAILED_PRECONDITION, reason PURGED).
+    """
     max_events_per_message: _builtins.int
     """The most events one message may carry, in `events`: at most 1,000 (a
     larger value is lowered to 1,000), never negative. Unset (0) sends each
