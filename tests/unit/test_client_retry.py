@@ -172,6 +172,31 @@ def test_a_change_aborted_on_its_etag_is_raised_at_once(
     assert sleeps == []  # read again and decide: never retried as it was
 
 
+def test_a_change_on_condition_of_an_etag_is_never_retried(
+    client: AuditClient,
+    channel: grpc_testing.Channel,
+    background: ThreadPoolExecutor,
+    sleeps: list[float],
+) -> None:
+    """Had the first attempt applied, a retry would fail on the change's own
+    etag: the caller reads again instead. Without an etag it is retried."""
+    update = SERVICE.methods_by_name["UpdateRetentionPolicy"]
+    future = background.submit(client.set_retention_policy, "90d", etag='"e1"')
+    _, _, rpc = channel.take_unary_unary(update)
+    fail(rpc, grpc.StatusCode.UNAVAILABLE, retry_info(0.5))
+    with pytest.raises(UnavailableError):
+        future.result(timeout=5)
+    assert sleeps == []
+
+    future = background.submit(client.set_retention_policy, "90d")
+    _, _, rpc = channel.take_unary_unary(update)
+    fail(rpc, grpc.StatusCode.UNAVAILABLE, retry_info(0.5))
+    _, _, rpc = channel.take_unary_unary(update)
+    rpc.terminate(retention_pb2.UpdateRetentionPolicyResponse(), (), grpc.StatusCode.OK, "")
+    future.result(timeout=5)
+    assert sleeps == [0.5]
+
+
 def test_retries_stop_after_max_attempts(
     client: AuditClient,
     channel: grpc_testing.Channel,

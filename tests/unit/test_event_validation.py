@@ -220,6 +220,15 @@ def test_well_formed_actions_are_accepted(action: str) -> None:
     assert validate_event(minimal(action=action), now=NOW).body["action"] == action
 
 
+def test_retentions_actions_are_sealtrails_own() -> None:
+    """No retention rule removes them: a caller could forge a purge's record,
+    or keep its own events for good by naming them so."""
+    for action in ("retention.purged", "retention.offer_accepted"):
+        assert fields_of(minimal(action=action)) == ["event.action"]
+        assert validate_event(minimal(action=action), now=NOW, own=True).body["action"] == action
+    assert validate_event(minimal(action="retentions.kept"), now=NOW).body["action"]
+
+
 def test_limits_are_inclusive() -> None:
     draft = minimal(
         action="a." + "b" * 126,

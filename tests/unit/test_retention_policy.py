@@ -101,6 +101,9 @@ def test_retentions_own_records_fall_under_no_selection() -> None:
     assert [s.rule for s in purge_selections(policy) if _covers(s, "rag.query", None)] == [
         "action:rag.*"
     ]
+    # A rule for them stored before such rules were refused selects nothing either.
+    stored = RetentionPolicy(30, (RetentionRule(10, action_prefix="retention."),))
+    assert not [s for s in purge_selections(stored) if _covers(s, "retention.purged", "system")]
 
 
 def test_too_many_rules_are_refused() -> None:
@@ -162,7 +165,11 @@ def _covers(selection: Selection, action: str, category: str | None) -> bool:
 
 
 def _expected_days(policy: RetentionPolicy, action: str, category: str | None) -> int:
-    """The rule the docs describe: longest matching prefix, else category, else default."""
+    """The rule the docs describe: longest matching prefix, else category, else
+    default; retention's own records under none (whatever an older stored
+    policy says of them)."""
+    if action.startswith("retention."):
+        return 0
     prefixes = [
         rule
         for rule in policy.rules
@@ -176,7 +183,7 @@ def _expected_days(policy: RetentionPolicy, action: str, category: str | None) -
     return policy.default_days
 
 
-SEGMENTS = st.sampled_from(["rag", "index", "api_key", "doc", "a"])
+SEGMENTS = st.sampled_from(["rag", "index", "api_key", "doc", "a", "retention"])
 ACTIONS = st.lists(SEGMENTS, min_size=2, max_size=4).map(".".join)
 PREFIXES = st.lists(SEGMENTS, min_size=1, max_size=3).map(lambda parts: ".".join(parts) + ".")
 DAYS = st.sampled_from([0, 10, 30, 365])

@@ -90,7 +90,7 @@ async def record_event(
         plain=False,  # canonicalised by rfc8785, whatever a filter holds
     )
     correlate(draft, current_correlation())
-    valid = validate_event(draft, now=now, path=action)
+    valid = validate_event(draft, now=now, path=action, own=True)
     view = caller_view(valid).SerializeToString()
     [outcome] = await appender.append(tenant_id, [valid], [view])
     if isinstance(outcome, SealtrailError):

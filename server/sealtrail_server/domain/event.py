@@ -51,6 +51,10 @@ MAX_JSON_DEPTH = 32
 MAX_FUTURE_SKEW_SECONDS = 300
 
 ACTION_PATTERN: Final = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+")
+# Actions only Sealtrail itself records (`validate_event(own=True)`): retention's
+# records, which no retention rule removes (domain/retention.py). A caller can
+# neither forge one nor keep events for good by naming them so.
+RESERVED_ACTION_PREFIX: Final = "retention."
 _HEX32: Final = re.compile(r"[0-9a-f]{32}")
 _HEX16: Final = re.compile(r"[0-9a-f]{16}")
 _COUNTRY: Final = re.compile(r"[A-Za-z]{2}")
@@ -234,14 +238,19 @@ class _Checker:
         return found
 
 
-def validate_event(draft: EventDraft, *, now: datetime, path: str = "event") -> ValidEvent:
-    """Check every field of `draft`; raise InvalidArgument naming each bad one."""
+def validate_event(
+    draft: EventDraft, *, now: datetime, path: str = "event", own: bool = False
+) -> ValidEvent:
+    """Check every field of `draft`; raise InvalidArgument naming each bad one.
+    `own`: an event Sealtrail records itself, which may use reserved actions."""
     check = _Checker(path)
     body: dict[str, Any] = {}
 
     action = check.text("action", draft.action, MAX_ACTION, required=True)
     if action is not None and not ACTION_PATTERN.fullmatch(action):
         check.fail("action", "must be dotted lowercase `resource.verb`, e.g. `api_key.create`")
+    elif action is not None and not own and action.startswith(RESERVED_ACTION_PREFIX):
+        check.fail("action", f"`{RESERVED_ACTION_PREFIX}*` is reserved for Sealtrail's own records")
     body["action"] = action
 
     occurred = _occurred_at(check, draft.occurred_at, now)

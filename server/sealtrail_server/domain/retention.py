@@ -15,11 +15,11 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 from .errors import Aborted, FieldViolation, InvalidArgument
-from .event import CATEGORIES, MAX_ACTION
+from .event import CATEGORIES, MAX_ACTION, RESERVED_ACTION_PREFIX
 
 MAX_DAYS: Final = 36_500  # a hundred years; longer is "forever" (0)
 MAX_RULES: Final = 100
@@ -30,7 +30,8 @@ _ACTION_PREFIX: Final = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*\.\*")
 # Retention's own records (`retention.purged`, the policy's and the hold's
 # changes) fall under no rule: they are what tells a tombstone retention left
 # from one a superuser forged (ADR 0014), so they are kept as long as the log.
-KEPT_FOR_GOOD: Final = "retention."
+# Callers cannot record such actions (domain/event.py).
+KEPT_FOR_GOOD: Final = RESERVED_ACTION_PREFIX
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +102,8 @@ def require_etag(sent: str, current: str, *, what: str) -> None:
 
 
 def _instant(at: datetime | None) -> str | None:
-    return None if at is None else at.isoformat()
+    # In UTC: a connection's TimeZone setting must not change an etag.
+    return None if at is None else at.astimezone(UTC).isoformat()
 
 
 def _etag(fields: dict[str, object]) -> str:

@@ -90,9 +90,9 @@ class Eraser:
             # No legal hold placed meanwhile (a hold change holds the retention
             # subject from its read to its commit), no change of the tenant in
             # flight (each shares the erasure's lock after its subject's), and
-            # no head created for the tenant (the appender only tries the
-            # erasure's lock to create one, and answers UNAVAILABLE if it must
-            # wait). Retention first, as a change takes its subject first. Each
+            # no head created or moved for the tenant (the appender only tries
+            # the erasure's lock, and answers UNAVAILABLE if it would have to
+            # wait: ADR 0034). Retention first, as a change takes its subject first. Each
             # wait is bounded: a change of the tenant in progress is answered
             # UNAVAILABLE.
             busy = "another change of the tenant is in progress; retry the erasure"
@@ -118,8 +118,9 @@ class Eraser:
                     "a legal hold is on: release it before erasing the tenant",
                     reason="LEGAL_HOLD",
                 )
-            # The head's lock holds every append of the tenant until the end;
-            # once this commits, the appender finds the id retired.
+            # No append of the tenant moves the head until the end (appenders
+            # try the erasure's lock first, and skip the tenant); once this
+            # commits, the appender finds the id retired.
             cursor = await conn.execute(
                 "SELECT tree_size, root_hash FROM chain_heads WHERE tenant_id = %s FOR UPDATE",
                 [tenant_id],

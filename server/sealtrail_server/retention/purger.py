@@ -6,15 +6,14 @@ months of event partitions ahead, and drops past months left empty (ADR 0015).
 Every server process runs the job a minute after it starts (so that processes
 replaced more often than the interval still purge), then every `interval`
 seconds (with purging off, interval 0, only its partitions part, hourly); a
-session-level advisory
-lock on the owner's connection lets one process run it at a time and the
-others skip that pass. A tenant's purge is recorded in its own log as a
-`retention.purged` event with counts and seq ranges, after the batches commit.
-Until then its summary is kept beside the batches, in their transactions
-(`retention_pending_purges`, one row a tenant): a pass first records what a
-crashed or refused record left, under the same idempotency key, so every
-removal is recorded exactly once; a tenant whose summary still cannot be
-recorded is not purged further until it is."""
+session-level advisory lock on the owner's connection lets one process run it
+at a time and the others skip that pass. A tenant's purge is recorded in its
+own log as a `retention.purged` event with counts and seq ranges, after the
+batches commit. Until then its summary is kept beside the batches, in their
+transactions (`retention_pending_purges`, one row a tenant): a pass first
+records what a crashed or refused record left, under the same idempotency
+key, so every removal is recorded exactly once; a tenant whose summary still
+cannot be recorded is not purged further until it is."""
 
 from __future__ import annotations
 

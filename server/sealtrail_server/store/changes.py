@@ -42,8 +42,9 @@ AnyConnection = psycopg.AsyncConnection[Any]
 # Seed of the advisory lock keys (the checkpointer locks tenants with seed 7).
 _LOCK_SEED: Final = 0x5EA1C4A9
 # The subject an erasure holds, and token creation, purge batches and every
-# change share (the appender tries to, to create a tenant's head): none of
-# them writes a row of a tenant while it is being erased.
+# change share (the appender tries to, wherever it locks or moves a head, and
+# skips the tenant if it cannot): none of them writes a row of a tenant while
+# it is being erased.
 ERASURE_SUBJECT: Final = "erasure"
 # The subject of the retention policy and the legal hold (one row).
 RETENTION_SUBJECT: Final = "retention"

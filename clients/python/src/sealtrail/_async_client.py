@@ -307,10 +307,11 @@ class AsyncAuditClient:
         (`{"authentication": "1y"}`) and by action prefix (`{"rag.*": 90}`).
         The change is recorded in the log before it applies. With `etag` (the
         policy's, as read), it applies only to that policy: AbortedError if it
-        changed since."""
+        changed since. Such a call is not retried: a retry of one that applied
+        would find its own change and fail; read the policy again instead."""
         request = retention_policy_request(default, categories or {}, action_prefixes or {})
         request.policy.etag = etag
-        return await self._call(self._stub.UpdateRetentionPolicy, request)
+        return await self._call(self._stub.UpdateRetentionPolicy, request, retry=not etag)
 
     async def set_legal_hold(
         self, on: bool, *, reason: str = "", etag: str = ""
@@ -318,9 +319,10 @@ class AsyncAuditClient:
         """Admin: place (a reason is required) or release the tenant's legal
         hold; while it is on, retention removes nothing and erasure is refused.
         With `etag` (the hold's, as read), it applies only to that hold:
-        AbortedError if it changed since."""
+        AbortedError if it changed since; not retried, as for
+        `set_retention_policy`."""
         request = retention_pb2.SetLegalHoldRequest(on=on, reason=reason, etag=etag)
-        return await self._call(self._stub.SetLegalHold, request)
+        return await self._call(self._stub.SetLegalHold, request, retry=not etag)
 
     async def erase_tenant(self, confirm_tenant_id: str) -> retention_pb2.ErasureReceipt:
         """Admin: irreversibly remove every event, token, checkpoint and setting
