@@ -7,6 +7,7 @@ side takes, until the erasure (or the append) is seen waiting for it."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -359,6 +360,47 @@ def test_appends_of_a_tenant_being_erased_are_refused_at_once_and_others_go_on(
         assert written.result(timeout=10).event.seq == 2
     # The erasure rolled back: the tenant appends again, from its head as it was.
     assert erased.record(action="doc.view", actor_id="u").event.seq == 2
+
+
+def test_a_batch_of_several_tenants_writes_all_but_the_one_being_erased(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """The locked path, where a batch holds its other tenants' heads: the one
+    being erased is skipped, not waited for, and the others are written in
+    the same transaction."""
+    other = f"{tenant}-other"
+    warmed, locked = threading.Event(), threading.Event()
+
+    def event() -> Any:
+        return validate_event(EventDraft(action="doc.edit", actor_id="u"), now=datetime.now(UTC))
+
+    async def append_both() -> tuple[Any, Any, int]:
+        appender = Appender(server.database)
+        appender.start()
+        try:
+            for name in (tenant, other):  # heads this process then knows
+                await appender.append(name, [event()])
+            warmed.set()
+            assert await asyncio.to_thread(locked.wait, 10)
+            erased, written = await asyncio.gather(
+                appender.append(tenant, [event()]),
+                appender.append(other, [event()]),
+                return_exceptions=True,
+            )
+            return erased, written, appender._last_batch_calls
+        finally:
+            await appender.stop()
+
+    appending = asyncio.run_coroutine_threadsafe(append_both(), server.loop)
+    assert warmed.wait(10)
+    with sql.transaction():  # as an erasure does: its lock, then the head
+        sql.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
+        sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
+        locked.set()
+        refused, [appended], calls = appending.result(timeout=10)
+    assert calls == 2  # one batch, of both tenants
+    assert isinstance(refused, Unavailable) and "being erased" in refused.message
+    assert isinstance(appended, Appended) and appended.seq == 2
 
 
 def test_a_batch_for_a_tenant_being_erased_is_unavailable_whole_with_a_retry_delay(
