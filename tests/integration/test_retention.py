@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -707,6 +708,31 @@ def test_a_pass_creates_months_ahead_and_drops_empty_past_ones(
     assert f"events_{now:%Y_%m}" in _partitions(sql)
     assert f"events_{ahead:%Y_%m}" in _partitions(sql)
     assert not {"events_2020_01", "events_2020_02"} & _partitions(sql)
+
+
+def test_a_month_two_sessions_create_at_once_is_created_once_without_an_error(
+    sql: psycopg.Connection[Any], migrated_database_url: str
+) -> None:
+    """A start's migrations and another process's pass hold different locks:
+    both can find a month missing. The second waits for the first's lock on
+    events, then finds the month there: not an error that fails its start."""
+    create = "SELECT sealtrail_create_event_partitions('2099-01-15', '2099-01-15')"
+    with (
+        ThreadPoolExecutor(1) as pool,
+        psycopg.connect(migrated_database_url, autocommit=True) as other,
+    ):
+        blocked = "SELECT pg_backend_pid() = ANY(pg_blocking_pids(%s))"
+        try:
+            with sql.transaction():
+                assert sql.execute(create).fetchone() == (1,)
+                racing = pool.submit(lambda: other.execute(create).fetchone())
+                deadline = time.monotonic() + 10
+                while not sql.execute(blocked, [other.info.backend_pid]).fetchone()[0]:
+                    assert time.monotonic() < deadline and not racing.done(), "no wait"
+                    time.sleep(0.01)
+            assert racing.result(timeout=10) == (0,)
+        finally:
+            sql.execute("DROP TABLE IF EXISTS events_2099_01")
 
 
 def test_a_month_in_use_is_left_for_the_next_pass(
