@@ -508,6 +508,27 @@ def test_a_disabled_rule_is_silent_until_enabled_and_a_repeat_changes_nothing(
     assert fired["trigger_event_id"] == after.event.id
 
 
+def test_a_known_address_seen_again_a_day_later_moves_its_last_sighting(
+    client: AuditClient, rules: Any, marked: None, sql: psycopg.Connection[Any]
+) -> None:
+    """Retention forgets an origin not seen for long (docs/retention.md): an
+    actor's known address keeps its last sighting, moved at most once a day."""
+    rule = rules(
+        build_alert_rule("new address", "new_ip", filter=build_filter(actions="user.login"))
+    )
+    now = datetime.now(UTC).replace(microsecond=0)
+    login: dict[str, Any] = {"action": "user.login", "actor_id": "alice", "ip": "198.51.100.7"}
+    for ago in (timedelta(days=3), timedelta(days=2, hours=12)):  # the second: within a day
+        client.record(**login, occurred_at=now - ago)
+    settle(client)
+    sightings = "SELECT first_seen_at, last_seen_at FROM alert_known_ips WHERE rule_id = %s"
+    assert sql.execute(sightings, [rule.id]).fetchall() == [(now - timedelta(days=3),) * 2]
+    client.record(**login, occurred_at=now)
+    settle(client)
+    assert sql.execute(sightings, [rule.id]).fetchall() == [(now - timedelta(days=3), now)]
+    assert fired_by(client, rule.id) == []  # known all along: never a new address
+
+
 def test_a_new_ip_rule_whose_condition_changes_forgets_what_it_learned(
     client: AuditClient, rules: Any, marked: None, sql: psycopg.Connection[Any]
 ) -> None:

@@ -435,6 +435,32 @@ def test_a_process_purges_soon_after_it_starts_not_a_whole_interval_later(
         aged.run(hourly.stop())
 
 
+def test_what_alert_rules_learned_is_forgotten_after_the_default_retention(
+    aged: ServerThread, admin: AuditClient, clock: Clock, sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    """An actor's addresses and countries a new-origin rule learned are
+    personal data derived from events: kept no longer than the default keeps
+    events, counted from their last sighting; kept under a legal hold."""
+    rule = admin.create_alert_rule(build_alert_rule("new address", "new_ip")).rule
+    for at, ip in [(clock() - timedelta(days=40), "198.51.100.1"), (clock(), "198.51.100.2")]:
+        sql.execute(
+            "INSERT INTO alert_known_ips (tenant_id, rule_id, actor_id, ip, first_seen_at,"
+            " last_seen_at) VALUES (%s, %s, 'alice', %s, %s, %s)",
+            [tenant, rule.id, ip, at - timedelta(days=100), at],
+        )
+    known = "SELECT ip FROM alert_known_ips WHERE tenant_id = %s ORDER BY ip"
+    admin.set_retention_policy("forever", categories={"authentication": 10})
+    purge(aged)
+    assert len(sql.execute(known, [tenant]).fetchall()) == 2  # the default keeps everything
+    admin.set_retention_policy(30)
+    admin.set_legal_hold(True, reason="Case 12")
+    purge(aged)
+    assert len(sql.execute(known, [tenant]).fetchall()) == 2  # held
+    admin.set_legal_hold(False)
+    purge(aged)
+    assert sql.execute(known, [tenant]).fetchall() == [("198.51.100.2",)]
+
+
 def test_a_purged_log_still_verifies_and_proves(
     aged: ServerThread, admin: AuditClient, clock: Clock
 ) -> None:

@@ -33,6 +33,7 @@ from ..domain.retention import Selection, purge_selections
 from ..store.changes import ERASURE_SUBJECT, share_subjects
 from ..store.partitions import create_ahead, drop_empty
 from ..store.retention import (
+    forget_origins,
     forget_pending_purge,
     locked_policy,
     note_pending_purge,
@@ -175,6 +176,13 @@ class Purger:
                     )
                     if await self._recorded(conn, purged):
                         done.append(purged)
+                forgotten = await self._forget_origins(conn, tenant_id)
+                if forgotten:
+                    log.info(
+                        "retention: forgot %d origins alert rules learned of %s",
+                        forgotten,
+                        tenant_id,
+                    )
             for name in await drop_empty(conn, now=now):
                 log.info("retention: dropped the empty partition %s", name)
             return done
@@ -207,6 +215,19 @@ class Purger:
             return False
         await forget_pending_purge(conn, purged.tenant_id, purged.purge_id)
         return True
+
+    async def _forget_origins(self, conn: psycopg.AsyncConnection[Any], tenant_id: str) -> int:
+        """What alert rules learned of the tenant's actors (an address, a
+        country) and have not seen for the default retention is personal data
+        kept no longer than the events: forgotten, unless a hold is on or the
+        default keeps everything; how many."""
+        async with conn.transaction():
+            await share_subjects(conn, [tenant_id], ERASURE_SUBJECT)
+            stored = await locked_policy(conn, tenant_id)
+            if stored.hold.on or not stored.policy.default_days:
+                return 0
+            cutoff = self._clock() - timedelta(days=stored.policy.default_days)
+            return await forget_origins(conn, tenant_id, seen_before=cutoff)
 
     async def _purge_tenant(
         self, conn: psycopg.AsyncConnection[Any], tenant_id: str

@@ -228,15 +228,20 @@ async def learn_origin(
     condition is no longer `rule`'s. An update that changes the condition
     forgets what the rule learned; FOR SHARE makes a call racing it wait for
     its commit and then see the new condition, so nothing learned under the
-    old one outlives it."""
+    old one outlives it. A known origin's last sighting moves to `at` when it
+    is a day or more older (retention forgets origins not seen for long)."""
     table, column = _KNOWN[rule.condition["kind"]]
     statement = sql.SQL(
         "WITH current AS (SELECT 1 FROM alert_rules"
         "   WHERE tenant_id = %s AND id = %s AND condition = %s::jsonb FOR SHARE),"
-        " added AS (INSERT INTO {table} (tenant_id, rule_id, actor_id, {column}, first_seen_at)"
-        "   SELECT %s::text, %s::uuid, %s::text, %s::text, %s::timestamptz"
-        "   FROM current ON CONFLICT DO NOTHING RETURNING 1)"
-        " SELECT EXISTS (SELECT 1 FROM added), EXISTS (SELECT 1 FROM {table}"
+        " added AS (INSERT INTO {table} AS k"
+        "   (tenant_id, rule_id, actor_id, {column}, first_seen_at, last_seen_at)"
+        "   SELECT %s::text, %s::uuid, %s::text, %s::text, %s::timestamptz, %s::timestamptz"
+        "   FROM current ON CONFLICT (tenant_id, rule_id, actor_id, {column})"
+        "   DO UPDATE SET last_seen_at = excluded.last_seen_at"
+        "   WHERE k.last_seen_at < excluded.last_seen_at - interval '1 day'"
+        "   RETURNING k.xmax = 0 AS inserted)"  # xmax 0: a new row, not an update
+        " SELECT EXISTS (SELECT 1 FROM added WHERE inserted), EXISTS (SELECT 1 FROM {table}"
         "   WHERE tenant_id = %s AND rule_id = %s AND actor_id = %s AND {column} <> %s)"
     ).format(table=sql.Identifier(table), column=sql.Identifier(column))
     cursor = await conn.execute(
@@ -249,6 +254,7 @@ async def learn_origin(
             rule.id,
             actor_id,
             origin,
+            at,
             at,
             rule.tenant_id,
             rule.id,

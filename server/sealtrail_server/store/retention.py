@@ -185,6 +185,27 @@ def _selection_conditions(selection: Selection) -> tuple[list[sql.Composable], l
     return conditions, params
 
 
+# What alert rules learned of a tenant's actors (migration 0021).
+_LEARNED_ORIGINS: Final = ("alert_known_ips", "alert_known_countries")
+
+
+async def forget_origins(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, *, seen_before: datetime
+) -> int:
+    """Forget the addresses and countries alert rules learned of the tenant's
+    actors and last saw before the cutoff; how many."""
+    forgotten = 0
+    for table in _LEARNED_ORIGINS:
+        cursor = await conn.execute(
+            sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND last_seen_at < %s").format(
+                sql.Identifier(table)
+            ),
+            [tenant_id, seen_before],
+        )
+        forgotten += cursor.rowcount
+    return forgotten
+
+
 async def note_pending_purge(
     conn: psycopg.AsyncConnection[Any],
     tenant_id: str,
