@@ -511,22 +511,33 @@ def test_a_disabled_rule_is_silent_until_enabled_and_a_repeat_changes_nothing(
 def test_a_known_address_seen_again_a_day_later_moves_its_last_sighting(
     client: AuditClient, rules: Any, marked: None, sql: psycopg.Connection[Any]
 ) -> None:
-    """Retention forgets an origin not seen for long (docs/retention.md): an
-    actor's known address keeps its last sighting, moved at most once a day."""
+    """Retention forgets an origin not seen for long (docs/retention.md): a
+    known address keeps its last sighting, the receive time of the latest
+    event that showed it, moved at most once a day, and is never new again."""
     rule = rules(
         build_alert_rule("new address", "new_ip", filter=build_filter(actions="user.login"))
     )
-    now = datetime.now(UTC).replace(microsecond=0)
-    login: dict[str, Any] = {"action": "user.login", "actor_id": "alice", "ip": "198.51.100.7"}
-    for ago in (timedelta(days=3), timedelta(days=2, hours=12)):  # the second: within a day
-        client.record(**login, occurred_at=now - ago)
+
+    def login(ip: str) -> datetime:
+        event = client.record(action="user.login", actor_id="alice", ip=ip).event
+        return event.received_at.ToDatetime(tzinfo=UTC)
+
+    login("198.51.100.1")  # the first address: learnt
+    login("198.51.100.2")  # a new one, beside the first: fires once
     settle(client)
-    sightings = "SELECT first_seen_at, last_seen_at FROM alert_known_ips WHERE rule_id = %s"
-    assert sql.execute(sightings, [rule.id]).fetchall() == [(now - timedelta(days=3),) * 2]
-    client.record(**login, occurred_at=now)
+    sighting = "SELECT last_seen_at FROM alert_known_ips WHERE rule_id = %s AND ip = %s"
+    three_days_ago = datetime.now(UTC) - timedelta(days=3)
+    sql.execute(
+        "UPDATE alert_known_ips SET last_seen_at = %s WHERE rule_id = %s AND ip = %s",
+        [three_days_ago, rule.id, "198.51.100.2"],
+    )
+    seen = login("198.51.100.2")
     settle(client)
-    assert sql.execute(sightings, [rule.id]).fetchall() == [(now - timedelta(days=3), now)]
-    assert fired_by(client, rule.id) == []  # known all along: never a new address
+    assert sql.execute(sighting, [rule.id, "198.51.100.2"]).fetchone() == (seen,)
+    login("198.51.100.2")  # within a day of the last move: the row is not written
+    settle(client)
+    assert sql.execute(sighting, [rule.id, "198.51.100.2"]).fetchone() == (seen,)
+    assert [f["ip"] for f in fired_by(client, rule.id)] == ["198.51.100.2"]  # once, when new
 
 
 def test_a_new_ip_rule_whose_condition_changes_forgets_what_it_learned(
@@ -594,7 +605,7 @@ async def _read_rule(server: ServerThread, tenant: str, rule_id: str) -> alert_s
 async def _learn(server: ServerThread, rule: alert_store.StoredRule) -> tuple[bool, bool]:
     async with server.database.system_connection() as conn:
         return await alert_store.learn_origin(
-            conn, rule, "alice", "198.51.100.9", at=datetime.now(UTC)
+            conn, rule, "alice", "198.51.100.9", at=datetime.now(UTC), received=datetime.now(UTC)
         )
 
 

@@ -287,7 +287,12 @@ class Evaluator:
             actor = record["actor"]["id"]
             async with self._db.system_connection() as conn:
                 new, seen_before = await store.learn_origin(
-                    conn, rule.stored, actor, origin, at=occurred
+                    conn,
+                    rule.stored,
+                    actor,
+                    origin,
+                    at=occurred,
+                    received=datetime.fromisoformat(record["received_at"]),
                 )
             if not (new and seen_before):
                 return

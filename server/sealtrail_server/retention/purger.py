@@ -163,6 +163,13 @@ class Purger:
                 else:  # purging more would replace its summary before it is recorded
                     unrecorded.add(tenant_id)
             for tenant_id in await tenants_with_expiry(conn):
+                forgotten = await self._forget_origins(conn, tenant_id)
+                if forgotten:
+                    log.info(
+                        "retention: forgot %d origins alert rules learned of %s",
+                        forgotten,
+                        tenant_id,
+                    )
                 if tenant_id in unrecorded:
                     continue
                 purged = await self._purge_tenant(conn, tenant_id)
@@ -176,13 +183,6 @@ class Purger:
                     )
                     if await self._recorded(conn, purged):
                         done.append(purged)
-                forgotten = await self._forget_origins(conn, tenant_id)
-                if forgotten:
-                    log.info(
-                        "retention: forgot %d origins alert rules learned of %s",
-                        forgotten,
-                        tenant_id,
-                    )
             for name in await drop_empty(conn, now=now):
                 log.info("retention: dropped the empty partition %s", name)
             return done
@@ -220,13 +220,15 @@ class Purger:
         """What alert rules learned of the tenant's actors (an address, a
         country) and have not seen for the default retention is personal data
         kept no longer than the events: forgotten, unless a hold is on or the
-        default keeps everything; how many."""
+        default keeps everything; how many. A day is added to the retention:
+        a last sighting moves at most once a day, so one seen within the
+        retention is never forgotten."""
         async with conn.transaction():
             await share_subjects(conn, [tenant_id], ERASURE_SUBJECT)
             stored = await locked_policy(conn, tenant_id)
             if stored.hold.on or not stored.policy.default_days:
                 return 0
-            cutoff = self._clock() - timedelta(days=stored.policy.default_days)
+            cutoff = self._clock() - timedelta(days=stored.policy.default_days + 1)
             return await forget_origins(conn, tenant_id, seen_before=cutoff)
 
     async def _purge_tenant(

@@ -220,47 +220,49 @@ async def learn_origin(
     origin: str,
     *,
     at: datetime,
+    received: datetime,
 ) -> tuple[bool, bool]:
     """Notes that `actor_id` was seen from `origin` (an IP address for a
-    new-IP rule, a country for a new-country rule) under `rule`'s condition:
-    (the origin is new for the actor, the actor had been seen from another
-    before). Nothing is noted (the first is False) if the rule's stored
-    condition is no longer `rule`'s. An update that changes the condition
-    forgets what the rule learned; FOR SHARE makes a call racing it wait for
-    its commit and then see the new condition, so nothing learned under the
-    old one outlives it. A known origin's last sighting moves to `at` when it
-    is a day or more older (retention forgets origins not seen for long)."""
+    new-IP rule, a country for a new-country rule) under `rule`'s condition,
+    by an event that occurred `at` and was received `received`: (the origin
+    is new for the actor, the actor had been seen from another before).
+    Nothing is noted (the first is False) if the rule's stored condition is
+    no longer `rule`'s. An update that changes the condition forgets what
+    the rule learned; FOR SHARE makes a call racing it wait for its commit
+    and then see the new condition, so nothing learned under the old one
+    outlives it. A known origin's last sighting moves to `received` when it
+    is a day or more older (retention forgets origins not seen for long); an
+    UPDATE skips a row its WHERE rules out without locking or writing it, so
+    an origin seen all day long costs one write a day."""
     table, column = _KNOWN[rule.condition["kind"]]
     statement = sql.SQL(
         "WITH current AS (SELECT 1 FROM alert_rules"
-        "   WHERE tenant_id = %s AND id = %s AND condition = %s::jsonb FOR SHARE),"
-        " added AS (INSERT INTO {table} AS k"
+        "   WHERE tenant_id = %(tenant)s AND id = %(rule)s AND condition = %(condition)s::jsonb"
+        "   FOR SHARE),"
+        " added AS (INSERT INTO {table}"
         "   (tenant_id, rule_id, actor_id, {column}, first_seen_at, last_seen_at)"
-        "   SELECT %s::text, %s::uuid, %s::text, %s::text, %s::timestamptz, %s::timestamptz"
-        "   FROM current ON CONFLICT (tenant_id, rule_id, actor_id, {column})"
-        "   DO UPDATE SET last_seen_at = excluded.last_seen_at"
-        "   WHERE k.last_seen_at < excluded.last_seen_at - interval '1 day'"
-        "   RETURNING k.xmax = 0 AS inserted)"  # xmax 0: a new row, not an update
-        " SELECT EXISTS (SELECT 1 FROM added WHERE inserted), EXISTS (SELECT 1 FROM {table}"
-        "   WHERE tenant_id = %s AND rule_id = %s AND actor_id = %s AND {column} <> %s)"
+        "   SELECT %(tenant)s::text, %(rule)s::uuid, %(actor)s::text, %(origin)s::text,"
+        "   %(at)s::timestamptz, %(received)s::timestamptz"
+        "   FROM current ON CONFLICT DO NOTHING RETURNING 1),"
+        " seen AS (UPDATE {table} SET last_seen_at = %(received)s"
+        "   WHERE tenant_id = %(tenant)s AND rule_id = %(rule)s AND actor_id = %(actor)s"
+        "   AND {column} = %(origin)s AND last_seen_at < %(received)s - interval '1 day'"
+        "   AND EXISTS (SELECT FROM current))"
+        " SELECT EXISTS (SELECT 1 FROM added), EXISTS (SELECT 1 FROM {table}"
+        "   WHERE tenant_id = %(tenant)s AND rule_id = %(rule)s AND actor_id = %(actor)s"
+        "   AND {column} <> %(origin)s)"
     ).format(table=sql.Identifier(table), column=sql.Identifier(column))
     cursor = await conn.execute(
         statement,
-        [
-            rule.tenant_id,
-            rule.id,
-            json.dumps(rule.condition),
-            rule.tenant_id,
-            rule.id,
-            actor_id,
-            origin,
-            at,
-            at,
-            rule.tenant_id,
-            rule.id,
-            actor_id,
-            origin,
-        ],
+        {
+            "tenant": rule.tenant_id,
+            "rule": rule.id,
+            "condition": json.dumps(rule.condition),
+            "actor": actor_id,
+            "origin": origin,
+            "at": at,
+            "received": received,
+        },
     )
     row = await cursor.fetchone()
     assert row is not None
