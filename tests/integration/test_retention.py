@@ -6,10 +6,11 @@ no row of the tenant and touches no other tenant."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -267,9 +268,7 @@ def test_expired_events_are_purged_by_their_rule(
     own = sorted((e.seq, e.action) for e in admin.query(build_filter(actions="retention.*")))
     assert own[0][1] == "retention.policy_updated"
     assert (purged.seq, "retention.purged") in own  # the first pass's record
-    assert [action for _, action in own[1:]] == ["retention.purged"] * (len(own) - 1) and len(
-        own
-    ) >= 3
+    assert len(own) >= 3 and {action for _, action in own[1:]} == {"retention.purged"}
 
 
 def _pending_summaries(sql: psycopg.Connection[Any], tenant: str) -> list[dict[str, Any]]:
@@ -374,6 +373,27 @@ def test_a_tenant_whose_purge_cannot_be_recorded_is_not_purged_further(
     assert _pending_summaries(sql, tenant) == []
 
 
+@contextlib.contextmanager
+def _running(server: ServerThread, purger: Purger) -> Iterator[None]:
+    """`purger`'s own job running in `server`'s loop, as a process runs it."""
+
+    async def started() -> None:
+        purger.start()
+
+    server.run(started())
+    try:
+        yield
+    finally:
+        server.run(purger.stop())
+
+
+def _until(condition: Callable[[], bool], failure: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.05)
+
+
 def test_with_purging_off_the_months_ahead_are_still_created(
     aged: ServerThread,
     admin: AuditClient,
@@ -391,17 +411,8 @@ def test_with_purging_off_the_months_ahead_are_still_created(
     monkeypatch.setattr(purger_module, "MONTHS_AHEAD_INTERVAL", 0.05)
     off = Purger(migrated_database_url, record=aged.service.purger.record, interval=0, clock=clock)
 
-    async def started() -> None:
-        off.start()
-
-    aged.run(started())
-    try:
-        deadline = time.monotonic() + 10
-        while f"events_{ahead:%Y_%m}" not in _partitions(sql):
-            assert time.monotonic() < deadline, "no month was created"
-            time.sleep(0.05)
-    finally:
-        aged.run(off.stop())
+    with _running(aged, off):
+        _until(lambda: f"events_{ahead:%Y_%m}" in _partitions(sql), "no month was created")
     assert (seq, "doc.edit") in recorded(admin)  # expired, and kept: purging is off
 
 
@@ -422,17 +433,8 @@ def test_a_process_purges_soon_after_it_starts_not_a_whole_interval_later(
         clock=clock,
     )
 
-    async def started() -> None:
-        hourly.start()
-
-    aged.run(started())
-    try:
-        deadline = time.monotonic() + 10
-        while (seq, "doc.edit") in recorded(admin):
-            assert time.monotonic() < deadline, "no pass ran"
-            time.sleep(0.05)
-    finally:
-        aged.run(hourly.stop())
+    with _running(aged, hourly):
+        _until(lambda: (seq, "doc.edit") not in recorded(admin), "no pass ran")
 
 
 def test_what_alert_rules_learned_is_forgotten_after_the_default_retention(

@@ -4,7 +4,7 @@ action prefix, else category, else default), never by two."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
@@ -142,6 +142,10 @@ def test_an_etag_changes_with_every_field_of_what_it_stands_for() -> None:
     }
     assert len(etags) == 11
     assert policy_etag(policy, at) == policy_etag(RetentionPolicy(90, policy.rules), at)
+    # One instant read in another time zone (a session's TimeZone) is the same etag.
+    elsewhere = at.astimezone(timezone(timedelta(hours=-5)))
+    assert policy_etag(policy, elsewhere) == policy_etag(policy, at)
+    assert hold_etag(True, "Case 7", elsewhere) == hold_etag(True, "Case 7", at)
     assert all(etag.startswith('"') and etag.endswith('"') for etag in etags)  # RFC 7232
 
 

@@ -58,8 +58,8 @@ def _hold_message(stored: StoredPolicy) -> pb.LegalHold:
     message = pb.LegalHold(
         on=hold.on, reason=hold.reason, etag=hold_etag(hold.on, hold.reason, hold.updated_at)
     )
-    if stored.hold.updated_at is not None:
-        message.update_time.FromDatetime(stored.hold.updated_at)
+    if hold.updated_at is not None:
+        message.update_time.FromDatetime(hold.updated_at)
     return message
 
 
@@ -144,7 +144,7 @@ class RetentionRpcs:
             require_etag(
                 request.etag, hold_etag(hold.on, hold.reason, hold.updated_at), what="legal hold"
             )
-            if before.hold.on == placed and (not placed or before.hold.reason == reason):
+            if hold.on == placed and (not placed or hold.reason == reason):
                 return pb.SetLegalHoldResponse(legal_hold=_hold_message(before))
             event_id = (
                 await record_access(
@@ -159,9 +159,7 @@ class RetentionRpcs:
                     description=(
                         f"Legal hold placed: {reason}" if placed else "Legal hold released"
                     ),
-                    details={"reason": reason}
-                    if placed
-                    else {"previous_reason": before.hold.reason},
+                    details={"reason": reason} if placed else {"previous_reason": hold.reason},
                 )
             ).event_id
             after = await write_hold(
