@@ -17,6 +17,7 @@ import pytest
 from google.protobuf import json_format
 
 from sealtrail import (
+    AbortedError,
     AuditClient,
     InvalidArgumentError,
     NotFoundError,
@@ -114,6 +115,8 @@ def test_a_match_rule_fires_on_each_matching_event_and_not_on_others(
     assert "new API key" in first.description
     [listed] = [r for r in client.list_alert_rules() if r.id == rule.id]
     assert listed.fired == 2 and listed.last_fired_time.seconds > 0
+    # Firing changes what the rule did, not what it is.
+    assert listed.etag == rule.etag and listed.update_time == rule.update_time
     # Stored with its whole view, as Record's events are (ADR 0025): Query
     # shows it as stored, and as GetEvent builds it from its record.
     assert client.get_event(first.id) == first
@@ -473,7 +476,7 @@ def test_a_rule_enabled_again_ignores_what_was_recorded_while_it_was_off(
     keys = build_filter(actions="api_key.create")
     rule = rules(build_alert_rule("keys", "match", filter=keys))
     rule.disabled = True
-    client.update_alert_rule(rule)  # the tenant's only rule: nobody evaluates it now
+    rule = client.update_alert_rule(rule).rule  # the tenant's only rule: nobody evaluates it now
     for n in range(3):
         client.record(action="api_key.create", actor_id=f"while-off-{n}")
     behind = sql.execute(
@@ -496,6 +499,7 @@ def test_a_disabled_rule_is_silent_until_enabled_and_a_repeat_changes_nothing(
     rule = rules(build_alert_rule("keys", "match", filter=build_filter(actions="api_key.create")))
     rule.disabled = True
     assert client.update_alert_rule(rule).event_id
+    rule.etag = ""  # the same change again, on no condition
     assert client.update_alert_rule(rule).event_id == ""  # as it is: nothing recorded
     client.record(action="api_key.create", actor_id="while-disabled")
     settle(client)
@@ -506,6 +510,30 @@ def test_a_disabled_rule_is_silent_until_enabled_and_a_repeat_changes_nothing(
     settle(client)
     [fired] = fired_by(client, rule.id)
     assert fired["trigger_event_id"] == after.event.id
+
+
+def test_a_rule_change_on_a_stale_etag_is_aborted_and_changes_nothing(
+    client: AuditClient, rules: Any
+) -> None:
+    rule = rules(build_alert_rule("keys", "match", filter=build_filter(actions="api_key.*")))
+    assert rule.etag.startswith('"') and rule.update_time == rule.create_time
+    rule.severity = event_pb2.SEVERITY_CRITICAL  # carries the etag it was read with
+    raised = client.update_alert_rule(rule).rule
+    assert raised.etag != rule.etag
+    assert raised.update_time.ToNanoseconds() > rule.create_time.ToNanoseconds()
+    rule.disabled = True
+    for fields in ((), ("disabled",)):
+        with pytest.raises(AbortedError) as aborted:
+            client.update_alert_rule(rule, fields=fields)
+        assert aborted.value.reason == "ETAG_MISMATCH"
+    with pytest.raises(AbortedError):
+        client.delete_alert_rule(rule.id, etag=rule.etag)
+    [now] = client.list_alert_rules()
+    assert not now.disabled and now.etag == raised.etag
+    actions = [e.action for e in client.query(build_filter(actions="alert_rule.*"), order="oldest")]
+    assert actions == ["alert_rule.created", "alert_rule.updated"]  # refusals record nothing
+    client.delete_alert_rule(rule.id, etag=now.etag)
+    assert client.list_alert_rules() == []
 
 
 def test_a_known_address_seen_again_a_day_later_moves_its_last_sighting(
@@ -558,7 +586,7 @@ def test_a_new_ip_rule_whose_condition_changes_forgets_what_it_learned(
 
     assert learned() == 1
     rule.name = "new address (renamed)"
-    client.update_alert_rule(rule)
+    rule = client.update_alert_rule(rule).rule
     assert learned() == 1  # only its name changed
     rule.new_ip.filter.CopyFrom(build_filter(actions=["user.login", "user.sso_login"]))
     client.update_alert_rule(rule)

@@ -39,7 +39,7 @@ async def test_async_client_changes_retention_on_condition_of_an_etag(
         read = await audit.get_retention_policy()
         changed = await audit.set_retention_policy("1y", etag=read.policy.etag)
         assert changed.policy.default_days == 365
-        with pytest.raises(AbortedError, match="changed since it was read"):
+        with pytest.raises(AbortedError, match="changed since etag"):
             await audit.set_retention_policy("30d", etag=read.policy.etag)
         placed = await audit.set_legal_hold(True, reason="Case 3", etag=read.legal_hold.etag)
         with pytest.raises(AbortedError):

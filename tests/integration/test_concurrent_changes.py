@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
-from sealtrail import AuditClient, RpcFailedError, build_alert_rule, build_filter
+from sealtrail import (
+    AbortedError,
+    AuditClient,
+    RpcFailedError,
+    build_alert_rule,
+    build_filter,
+)
 from sealtrail_server.domain.alerts import MAX_RULES_PER_TENANT
 from sealtrail_server.domain.errors import Unavailable
 from sealtrail_server.store.changes import Changes
@@ -65,6 +71,7 @@ def test_concurrent_rule_updates_record_an_unbroken_history(client: AuditClient)
         renamed = type(rule)()
         renamed.CopyFrom(rule)
         renamed.name = f"spike {index}"
+        renamed.etag = ""  # each applies to whatever the rule is then
         client.update_alert_rule(renamed)
 
     with ThreadPoolExecutor(WRITERS) as pool:
@@ -74,6 +81,30 @@ def test_concurrent_rule_updates_record_an_unbroken_history(client: AuditClient)
     _assert_unbroken(
         _history(client, "alert_rule.updated", "name"), first="spike", last=applied.name
     )
+
+
+def test_of_concurrent_rule_updates_on_one_etag_exactly_one_applies(
+    client: AuditClient,
+) -> None:
+    rule = client.create_alert_rule(
+        build_alert_rule("spike", "match", filter=build_filter(actions=["x.y"]))
+    ).rule
+
+    def rename(index: int) -> str:
+        renamed = type(rule)()
+        renamed.CopyFrom(rule)  # each read the rule once, with its etag
+        renamed.name = f"spike {index}"
+        try:
+            return client.update_alert_rule(renamed).rule.name
+        except AbortedError as aborted:
+            return aborted.reason
+
+    with ThreadPoolExecutor(WRITERS) as pool:
+        outcomes = list(pool.map(rename, range(WRITERS)))
+    [applied] = [outcome for outcome in outcomes if outcome != "ETAG_MISMATCH"]
+    assert outcomes.count("ETAG_MISMATCH") == WRITERS - 1
+    assert [rule.name for rule in client.list_alert_rules()] == [applied]
+    assert len(_history(client, "alert_rule.updated", "name")) == 1
 
 
 def test_concurrent_creations_stop_at_the_limit(client: AuditClient) -> None:

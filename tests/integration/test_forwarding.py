@@ -26,6 +26,7 @@ import pytest
 import rfc8785
 
 from sealtrail import (
+    AbortedError,
     AuditClient,
     InvalidArgumentError,
     NotFoundError,
@@ -499,6 +500,35 @@ def test_sink_changes_are_recorded_without_their_secrets(
     ).fetchone()
     assert stored is not None and secret not in stored[0] and rotated not in stored[0]
     assert secret[6:] not in stored[0]
+
+
+def test_a_sink_change_on_a_stale_etag_is_aborted_and_changes_nothing(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    sink = sinks(build_sink("etagged", "webhook", url=receiver.url, secrets=[new_secret()]))
+    assert sink.etag.startswith('"')  # RFC 7232
+    # Delivery moves the sink's state, never its etag.
+    delivered = wait_for_state(client, sink.id, lambda s: s.state.delivered_events > 0)
+    assert delivered.etag == sink.etag
+    assert [listed.etag for listed in client.list_sinks()] == [sink.etag]
+    sink.name = "read, changed and sent back"  # carries the etag it was read with
+    renamed = client.update_sink(sink).sink
+    assert renamed.name == sink.name and renamed.etag != sink.etag
+    # Whatever it changes (here only what a mask names), a stale etag is refused.
+    sink.paused = True
+    for fields in ((), ("paused",)):
+        with pytest.raises(AbortedError) as aborted:
+            client.update_sink(sink, fields=fields)
+        assert aborted.value.reason == "ETAG_MISMATCH"
+    with pytest.raises(AbortedError):
+        client.delete_sink(sink.id, etag=sink.etag)
+    now = client.get_sink(sink.id)
+    assert not now.paused and now.etag == renamed.etag
+    actions = [e.action for e in client.query(build_filter(actions="sink.*"), order="oldest")]
+    assert actions == ["sink.created", "sink.updated"]  # refusals record nothing
+    client.delete_sink(sink.id, etag=now.etag)
+    with pytest.raises(NotFoundError):
+        client.get_sink(sink.id)
 
 
 @pytest.mark.parametrize(

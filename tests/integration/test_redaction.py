@@ -14,7 +14,13 @@ import psycopg
 import pytest
 from google.protobuf import json_format
 
-from sealtrail import AuditClient, PermissionDeniedError, build_event, build_filter
+from sealtrail import (
+    AbortedError,
+    AuditClient,
+    PermissionDeniedError,
+    build_event,
+    build_filter,
+)
 from sealtrail_server.domain.redaction import hmac_token, tenant_key
 from tests.conftest import REDACTION_SECRET, ServerThread
 from tests.unit.test_redaction import SECRETS
@@ -133,6 +139,24 @@ def test_hmac_mode_correlates_and_hash_secret_finds_it(
         ).event.description
         == "password=[REDACTED:secret_assignment]"
     )
+
+
+def test_a_settings_change_on_a_stale_etag_is_aborted_and_changes_nothing(
+    client: AuditClient,
+) -> None:
+    never_set = client.get_tenant_settings().etag
+    assert never_set.startswith('"')  # RFC 7232
+    changed = client.set_redaction_mode("hmac", etag=never_set)
+    assert changed.event_id and changed.settings.etag != never_set
+    for mode in ("replace", "hmac"):  # another mode, or the same one: both refused
+        with pytest.raises(AbortedError) as aborted:
+            client.set_redaction_mode(mode, etag=never_set)
+        assert aborted.value.reason == "ETAG_MISMATCH"
+    now = client.get_tenant_settings()
+    assert now.redaction_mode == 2 and now.etag == changed.settings.etag  # HMAC
+    updates = client.query(build_filter(actions="tenant.settings_updated"))
+    assert len(list(updates)) == 1  # refusals record nothing
+    assert client.set_redaction_mode("replace", etag=now.etag).settings.redaction_mode == 1
 
 
 def test_settings_rpcs_are_admin_only(client_for: Any, tenant: str) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Final
 
 import grpc
 import grpc_testing
@@ -22,7 +23,14 @@ from sealtrail import (
     RpcFailedError,
     UnavailableError,
 )
-from sealtrail.v1 import alerting_pb2, audit_service_pb2, event_pb2, forwarding_pb2, retention_pb2
+from sealtrail.v1 import (
+    alerting_pb2,
+    audit_service_pb2,
+    event_pb2,
+    forwarding_pb2,
+    retention_pb2,
+    settings_pb2,
+)
 
 SERVICE = audit_service_pb2.DESCRIPTOR.services_by_name["AuditLogService"]
 RECORD = SERVICE.methods_by_name["Record"]
@@ -172,27 +180,73 @@ def test_a_change_aborted_on_its_etag_is_raised_at_once(
     assert sleeps == []  # read again and decide: never retried as it was
 
 
+# Each change a caller can make on condition of an etag: (method, the call
+# with an etag, the same call without, its response).
+CONDITIONAL_CHANGES: Final = [
+    (
+        "UpdateRetentionPolicy",
+        lambda c: c.set_retention_policy("90d", etag='"e1"'),
+        lambda c: c.set_retention_policy("90d"),
+        retention_pb2.UpdateRetentionPolicyResponse(),
+    ),
+    (
+        "SetLegalHold",
+        lambda c: c.set_legal_hold(False, etag='"e1"'),
+        lambda c: c.set_legal_hold(False),
+        retention_pb2.SetLegalHoldResponse(),
+    ),
+    (
+        "UpdateTenantSettings",
+        lambda c: c.set_redaction_mode("hmac", etag='"e1"'),
+        lambda c: c.set_redaction_mode("hmac"),
+        settings_pb2.UpdateTenantSettingsResponse(),
+    ),
+    (
+        "UpdateSink",
+        lambda c: c.update_sink(forwarding_pb2.Sink(id="s", paused=True, etag='"e1"')),
+        lambda c: c.update_sink(forwarding_pb2.Sink(id="s", paused=True)),
+        forwarding_pb2.UpdateSinkResponse(),
+    ),
+    (
+        "UpdateAlertRule",
+        lambda c: c.update_alert_rule(alerting_pb2.AlertRule(id="r", disabled=True, etag='"e1"')),
+        lambda c: c.update_alert_rule(alerting_pb2.AlertRule(id="r", disabled=True)),
+        alerting_pb2.UpdateAlertRuleResponse(),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "conditional", "unconditional", "response"),
+    CONDITIONAL_CHANGES,
+    ids=[change[0] for change in CONDITIONAL_CHANGES],
+)
 def test_a_change_on_condition_of_an_etag_is_never_retried(
     client: AuditClient,
     channel: grpc_testing.Channel,
     background: ThreadPoolExecutor,
     sleeps: list[float],
+    method: str,
+    conditional: Callable[[AuditClient], object],
+    unconditional: Callable[[AuditClient], object],
+    response: message.Message,
 ) -> None:
     """Had the first attempt applied, a retry would fail on the change's own
     etag: the caller reads again instead. Without an etag it is retried."""
-    update = SERVICE.methods_by_name["UpdateRetentionPolicy"]
-    future = background.submit(client.set_retention_policy, "90d", etag='"e1"')
-    _, _, rpc = channel.take_unary_unary(update)
+    descriptor = SERVICE.methods_by_name[method]
+    future = background.submit(conditional, client)
+    _, request, rpc = channel.take_unary_unary(descriptor)
     fail(rpc, grpc.StatusCode.UNAVAILABLE, retry_info(0.5))
     with pytest.raises(UnavailableError):
         future.result(timeout=5)
     assert sleeps == []
+    assert 'etag: "\\"e1\\""' in str(request)  # the etag was sent
 
-    future = background.submit(client.set_retention_policy, "90d")
-    _, _, rpc = channel.take_unary_unary(update)
+    future = background.submit(unconditional, client)
+    _, _, rpc = channel.take_unary_unary(descriptor)
     fail(rpc, grpc.StatusCode.UNAVAILABLE, retry_info(0.5))
-    _, _, rpc = channel.take_unary_unary(update)
-    rpc.terminate(retention_pb2.UpdateRetentionPolicyResponse(), (), grpc.StatusCode.OK, "")
+    _, _, rpc = channel.take_unary_unary(descriptor)
+    rpc.terminate(response, (), grpc.StatusCode.OK, "")
     future.result(timeout=5)
     assert sleeps == [0.5]
 

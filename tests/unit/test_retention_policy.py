@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sealtrail_server.domain.errors import Aborted, InvalidArgument
+from sealtrail_server.domain.errors import InvalidArgument
 from sealtrail_server.domain.event import CATEGORIES
 from sealtrail_server.domain.retention import (
     MAX_DAYS,
@@ -21,7 +21,6 @@ from sealtrail_server.domain.retention import (
     hold_etag,
     policy_etag,
     purge_selections,
-    require_etag,
     validate_hold_reason,
     validate_policy,
 )
@@ -147,14 +146,6 @@ def test_an_etag_changes_with_every_field_of_what_it_stands_for() -> None:
     assert policy_etag(policy, elsewhere) == policy_etag(policy, at)
     assert hold_etag(True, "Case 7", elsewhere) == hold_etag(True, "Case 7", at)
     assert all(etag.startswith('"') and etag.endswith('"') for etag in etags)  # RFC 7232
-
-
-def test_a_condition_holds_when_absent_or_met() -> None:
-    require_etag("", '"abc"', what="policy")
-    require_etag('"abc"', '"abc"', what="policy")
-    with pytest.raises(Aborted, match="policy changed since it was read") as aborted:
-        require_etag('"abd"', '"abc"', what="policy")
-    assert aborted.value.reason == "ETAG_MISMATCH"
 
 
 def _covers(selection: Selection, action: str, category: str | None) -> bool:

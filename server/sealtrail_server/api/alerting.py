@@ -19,6 +19,7 @@ from sealtrail.v1 import event_pb2
 from ..alerts.evaluator import Evaluator, condition_of
 from ..domain.alerts import MAX_RULE_NAME, MAX_RULES_PER_TENANT, NEW_ORIGIN_KINDS
 from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from ..domain.etags import etag_of, instant, require_etag
 from ..domain.event import SEVERITIES, ChangeDraft, parse_uuid
 from ..domain.filters import validate_filter
 from ..store import alerts as store
@@ -95,9 +96,17 @@ def _rule_message(stored: store.StoredRule) -> pb.AlertRule:
         else:
             setattr(target, name, value)
     message.create_time.FromDatetime(stored.created_at)
+    message.update_time.FromDatetime(stored.updated_at)
     if stored.last_fired_at is not None:
         message.last_fired_time.FromDatetime(stored.last_fired_at)
+    message.etag = _etag(stored)
     return message
+
+
+def _etag(rule: store.StoredRule) -> str:
+    """The rule's etag (AIP-154, ADR 0035): its definition and when it
+    changed; firing changes neither."""
+    return etag_of({**_definition(rule), "update_time": instant(rule.updated_at)})
 
 
 # What an UpdateAlertRule's mask may name: the settings, and the condition by its kind.
@@ -195,12 +204,14 @@ class AlertingRpcs:
                 )
             head = await tree_size(conn, tenant_id)
             rule_id = str(uuid.uuid4())
+            now = self._clock()
             stored = store.StoredRule(
                 tenant_id=tenant_id,
                 id=rule_id,
                 **defined,
                 start_seq=head + 1,  # not its own creation event
-                created_at=self._clock(),
+                created_at=now,
+                updated_at=now,
                 fired=0,
                 last_fired_at=None,
             )
@@ -230,6 +241,7 @@ class AlertingRpcs:
         paths = update_paths(request.update_mask, _UPDATABLE)
         async with self._changes.exclusive(tenant_id, f"alert_rule/{rule_id}") as conn:
             before = await _stored_rule(conn, tenant_id, rule_id)
+            require_etag(request.rule.etag, _etag(before), what=f"alert rule {rule_id}")
             after = replace(
                 before, **await self._validated(request.rule, conn, tenant_id, paths=paths)
             )
@@ -262,6 +274,7 @@ class AlertingRpcs:
             forget = (
                 before.condition["kind"] in NEW_ORIGIN_KINDS and before.condition != after.condition
             )
+            after = replace(after, updated_at=self._clock())
             await store.update_rule(conn, after, forget_origins=forget)
             current = await _stored_rule(conn, tenant_id, rule_id)
         self._evaluator.rules_changed()
@@ -283,6 +296,7 @@ class AlertingRpcs:
         rule_id = _rule_id(request.id, "id")
         async with self._changes.exclusive(tenant_id, f"alert_rule/{rule_id}") as conn:
             found = await _stored_rule(conn, tenant_id, rule_id)
+            require_etag(request.etag, _etag(found), what=f"alert rule {rule_id}")
             event_id = (
                 await record_access(
                     self._appender,

@@ -19,6 +19,7 @@ from sealtrail.v1 import event_pb2
 from sealtrail.v1 import forwarding_pb2 as pb
 
 from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from ..domain.etags import require_etag
 from ..domain.event import ChangeDraft, parse_uuid
 from ..domain.filters import validate_filter
 from ..domain.sealing import SecretBox
@@ -30,8 +31,10 @@ from ..domain.sinks import (
     Kind,
     SinkDefinition,
     check_sink,
+    described,
     keep_secrets,
     redacted_destination,
+    sink_etag,
     validate_sink_settings,
 )
 from ..forward.egress import EgressDenied, EgressPolicy, Unresolvable
@@ -84,6 +87,7 @@ def _sink_message(stored: store.StoredSink, head: int) -> pb.Sink:
     )
     message.create_time.FromDatetime(stored.created_at)
     message.update_time.FromDatetime(stored.updated_at)
+    message.etag = sink_etag(definition, stored.updated_at)
     state = stored.state
     message.state.cursor_seq = state.cursor_seq
     message.state.head_seq = head
@@ -101,18 +105,6 @@ def _sink_message(stored: store.StoredSink, head: int) -> pb.Sink:
         if value is not None:
             stamp.FromDatetime(value)
     return message
-
-
-def _describe(definition: SinkDefinition) -> dict[str, Any]:
-    """A sink as the events recording its changes show it: no secrets."""
-    return {
-        "name": definition.name,
-        "kind": definition.kind,
-        "format": definition.format,
-        "filter": definition.filter,
-        "destination": redacted_destination(definition.kind, definition.destination),
-        "paused": definition.paused,
-    }
 
 
 # What an UpdateSink's mask may name: the settings, and the destination by its kind.
@@ -266,7 +258,7 @@ class ForwardingRpcs:
                     resource_type="sink",
                     resource_id=sink_id,
                     description=f"Sink {definition.name!r} ({definition.kind}) created",
-                    details={**_describe(definition), "from_seq": cursor + 1},
+                    details={**described(definition), "from_seq": cursor + 1},
                 )
             ).event_id
             await store.insert_sink(
@@ -311,6 +303,11 @@ class ForwardingRpcs:
             await self._check_egress(request.sink, path="sink")
         async with self._changes.exclusive(tenant_id, f"sink/{sink_id}") as conn:
             before = await self._stored_sink(conn, tenant_id, sink_id, "sink.id")
+            require_etag(
+                request.sink.etag,
+                sink_etag(before.definition, before.updated_at),
+                what=f"sink {sink_id}",
+            )
             keep_destination = paths is not None and not replaces_oneof(
                 paths, request.sink, "destination", path="sink"
             )
@@ -323,7 +320,7 @@ class ForwardingRpcs:
             if definition == before.definition:
                 head = await tree_size(conn, tenant_id)
                 return pb.UpdateSinkResponse(sink=_sink_message(before, head))
-            old, new = _describe(before.definition), _describe(definition)
+            old, new = described(before.definition), described(definition)
             event_id = (
                 await record_access(
                     self._appender,
@@ -385,6 +382,8 @@ class ForwardingRpcs:
         sink_id = _sink_id(request.id, "id")
         async with self._changes.exclusive(tenant_id, f"sink/{sink_id}") as conn:
             stored = await self._stored_sink(conn, tenant_id, sink_id, "id")
+            current = sink_etag(stored.definition, stored.updated_at)
+            require_etag(request.etag, current, what=f"sink {sink_id}")
             event_id = (
                 await record_access(
                     self._appender,
@@ -396,7 +395,7 @@ class ForwardingRpcs:
                     resource_id=sink_id,
                     description=f"Sink {stored.definition.name!r} deleted",
                     details={
-                        **_describe(stored.definition),
+                        **described(stored.definition),
                         "cursor_seq": stored.state.cursor_seq,
                         "dead_letters": stored.state.dead_letters,
                     },

@@ -15,13 +15,13 @@ from sealtrail.v1 import retention_pb2 as pb
 
 from ..auth.tokens import Authenticator
 from ..domain.errors import InvalidArgument
+from ..domain.etags import require_etag
 from ..domain.event import CATEGORIES, ChangeDraft
 from ..domain.retention import (
     RetentionPolicy,
     RuleDraft,
     hold_etag,
     policy_etag,
-    require_etag,
     validate_hold_reason,
     validate_policy,
 )

@@ -18,6 +18,7 @@ from sealtrail.v1 import settings_pb2 as pb
 
 from ..domain.access import Principal
 from ..domain.errors import InvalidArgument
+from ..domain.etags import etag_of, instant, require_etag
 from ..domain.event import ChangeDraft, ValidEvent
 from ..domain.redaction import Redactor, hmac_token, redact_event, tenant_key
 from ..store.appender import Appender
@@ -37,10 +38,19 @@ MAX_SECRET_BYTES: Final = 65_536
 
 
 def _message(settings: TenantSettings) -> pb.TenantSettings:
-    message = pb.TenantSettings(redaction_mode=_MODE_NUMBERS[settings.redaction_mode])
+    message = pb.TenantSettings(
+        redaction_mode=_MODE_NUMBERS[settings.redaction_mode], etag=_etag(settings)
+    )
     if settings.updated_at is not None:
         message.update_time.FromDatetime(settings.updated_at)
     return message
+
+
+def _etag(settings: TenantSettings) -> str:
+    """The settings' etag (AIP-154, ADR 0035)."""
+    return etag_of(
+        {"redaction_mode": settings.redaction_mode, "update_time": instant(settings.updated_at)}
+    )
 
 
 def _check_update_mask(request: pb.UpdateTenantSettingsRequest) -> None:
@@ -94,6 +104,7 @@ class SettingsRpcs:
             )
         async with self._changes.exclusive(principal.tenant_id, "settings") as conn:
             before = await read_settings(conn, principal.tenant_id)
+            require_etag(request.settings.etag, _etag(before), what="tenant settings")
             if before.redaction_mode == mode:
                 return pb.UpdateTenantSettingsResponse(settings=_message(before))
             # Recorded before it applies: a change is never without its event.

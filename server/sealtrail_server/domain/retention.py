@@ -11,14 +11,13 @@ be: the store writes one DELETE per selection, and no event can fall under two.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
-from .errors import Aborted, FieldViolation, InvalidArgument
+from .errors import FieldViolation, InvalidArgument
+from .etags import etag_of, instant
 from .event import CATEGORIES, MAX_ACTION, RESERVED_ACTION_PREFIX
 
 MAX_DAYS: Final = 36_500  # a hundred years; longer is "forever" (0)
@@ -76,40 +75,18 @@ class RetentionPolicy:
 def policy_etag(policy: RetentionPolicy, updated_at: datetime | None) -> str:
     """The policy's etag as stored (AIP-154): it changes with any rule, day
     count or update time."""
-    return _etag(
+    return etag_of(
         {
             "default_days": policy.default_days,
             "rules": [rule.as_json() for rule in policy.rules],
-            "update_time": _instant(updated_at),
+            "update_time": instant(updated_at),
         }
     )
 
 
 def hold_etag(on: bool, reason: str, updated_at: datetime | None) -> str:
     """The legal hold's etag as stored (AIP-154)."""
-    return _etag({"on": on, "reason": reason, "update_time": _instant(updated_at)})
-
-
-def require_etag(sent: str, current: str, *, what: str) -> None:
-    """Aborted (reason ETAG_MISMATCH) unless `sent` is empty (no condition) or
-    `current`: `what` changed since the caller read it."""
-    if sent and sent != current:
-        raise Aborted(
-            f"the {what} changed since it was read (etag {sent}, now {current});"
-            " read it again and decide anew",
-            reason="ETAG_MISMATCH",
-        )
-
-
-def _instant(at: datetime | None) -> str | None:
-    # In UTC: a connection's TimeZone setting must not change an etag.
-    return None if at is None else at.astimezone(UTC).isoformat()
-
-
-def _etag(fields: dict[str, object]) -> str:
-    """A strong etag (RFC 7232: quoted) of a resource's fields as JSON values."""
-    material = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
-    return f'"{hashlib.sha256(material).hexdigest()[:32]}"'
+    return etag_of({"on": on, "reason": reason, "update_time": instant(updated_at)})
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,12 @@ import binascii
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from .errors import FieldViolation, InvalidArgument
+from .etags import etag_of, instant
 
 Kind = Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch"]
 Format = Literal["sealtrail_json", "ocsf"]
@@ -73,6 +75,25 @@ def redacted_destination(kind: Kind, destination: dict[str, Any]) -> dict[str, A
         elif isinstance(value, str):
             shown[f"{name}_hint"] = hint(value)
     return shown
+
+
+def described(definition: SinkDefinition) -> dict[str, Any]:
+    """A sink as its change events and its etag show it: secrets as hints."""
+    return {
+        "name": definition.name,
+        "kind": definition.kind,
+        "format": definition.format,
+        "filter": definition.filter,
+        "destination": redacted_destination(definition.kind, definition.destination),
+        "paused": definition.paused,
+    }
+
+
+def sink_etag(definition: SinkDefinition, updated_at: datetime) -> str:
+    """The sink's etag (AIP-154, ADR 0035): its definition as described and
+    when it changed. Every change moves that time, a secret's too; a secret
+    itself is never part of it, so the etag tells nothing of one."""
+    return etag_of({**described(definition), "update_time": instant(updated_at)})
 
 
 def with_secrets(

@@ -29,13 +29,14 @@ class StoredRule:
     disabled: bool
     start_seq: int
     created_at: datetime
+    updated_at: datetime  # of the definition: firing does not move it
     fired: int
     last_fired_at: datetime | None
 
 
 _COLUMNS: Final = (
     "tenant_id, id::text, name, condition, severity, sink_ids, disabled, start_seq,"
-    " created_at, fired, last_fired_at"
+    " created_at, updated_at, fired, last_fired_at"
 )
 
 
@@ -64,8 +65,8 @@ async def insert_rule(conn: Connection, rule: StoredRule) -> None:
     """The rule, and the tenant's evaluation cursor at the rule's start if it has none."""
     await conn.execute(
         "INSERT INTO alert_rules (tenant_id, id, name, condition, severity, sink_ids, disabled,"
-        " start_seq, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        [rule.tenant_id, rule.id, *_definition_values(rule), rule.created_at],
+        " start_seq, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        [rule.tenant_id, rule.id, *_definition_values(rule), rule.created_at, rule.updated_at],
     )
     await conn.execute(
         "INSERT INTO alert_cursors (tenant_id, cursor_seq) VALUES (%s, %s)"
@@ -93,13 +94,13 @@ async def read_rule(conn: Connection, tenant_id: str, rule_id: str) -> StoredRul
 
 async def update_rule(conn: Connection, rule: StoredRule, *, forget_origins: bool) -> None:
     """Replaces the rule's definition (name, condition, severity, sinks,
-    disabled, and the seq it watches from); with `forget_origins`, the
-    addresses or countries it learned go too. The caller holds the rule's
+    disabled, the seq it watches from) and when it changed; with
+    `forget_origins`, the addresses or countries it learned go too. The caller holds the rule's
     change lock (store/changes.py), so the rule is there."""
     await conn.execute(
         "UPDATE alert_rules SET name = %s, condition = %s, severity = %s, sink_ids = %s,"
-        " disabled = %s, start_seq = %s WHERE tenant_id = %s AND id = %s",
-        [*_definition_values(rule), rule.tenant_id, rule.id],
+        " disabled = %s, start_seq = %s, updated_at = %s WHERE tenant_id = %s AND id = %s",
+        [*_definition_values(rule), rule.updated_at, rule.tenant_id, rule.id],
     )
     if forget_origins:
         for table, _ in _KNOWN.values():

@@ -246,16 +246,21 @@ class AsyncAuditClient:
         return (await self._call(self._stub.GetTenantSettings, request)).settings
 
     async def set_redaction_mode(
-        self, mode: RedactionMode
+        self, mode: RedactionMode, *, etag: str = ""
     ) -> settings_pb2.UpdateTenantSettingsResponse:
         """Admin: write secrets found in new events as `[REDACTED:<rule>]`
         ("replace") or as their HMAC under the tenant's key ("hmac"). A change
-        is recorded in the log; asking for the current mode changes nothing."""
+        is recorded in the log; asking for the current mode changes nothing.
+        With `etag` (the settings', as read), it applies only to those
+        settings: AbortedError if they changed since; not retried, as for
+        `set_retention_policy`."""
         request = settings_pb2.UpdateTenantSettingsRequest(
-            settings=settings_pb2.TenantSettings(redaction_mode=redaction_mode_value(mode)),
+            settings=settings_pb2.TenantSettings(
+                redaction_mode=redaction_mode_value(mode), etag=etag
+            ),
             update_mask=field_mask_pb2.FieldMask(paths=["redaction_mode"]),
         )
-        return await self._call(self._stub.UpdateTenantSettings, request)
+        return await self._call(self._stub.UpdateTenantSettings, request, retry=not etag)
 
     async def hash_secret(self, value: str) -> str:
         """Admin: `hmac-sha256:<hex>`, what redaction in HMAC mode writes for
@@ -358,13 +363,20 @@ class AsyncAuditClient:
         such as "webhook"), or, with none named, its whole definition (empty
         secrets keep the current ones). A change that leaves the destination
         out keeps it, secrets included. The cursor stays. Recorded as
-        `sink.updated`; retried: a repeat changes nothing."""
+        `sink.updated`. A `sink` that carries an etag (as one read with
+        get_sink does) changes only that sink: AbortedError if it changed
+        since, and not retried; clear `sink.etag` to change whatever it is
+        now. Without an etag, retried: a repeat changes nothing."""
         request = forwarding_pb2.UpdateSinkRequest(sink=sink, update_mask=update_mask(fields))
-        return await self._call(self._stub.UpdateSink, request)
+        return await self._call(self._stub.UpdateSink, request, retry=not sink.etag)
 
-    async def delete_sink(self, sink_id: str) -> forwarding_pb2.DeleteSinkResponse:
-        """Admin: stop and delete a sink. Recorded as `sink.deleted`."""
-        request = forwarding_pb2.DeleteSinkRequest(id=sink_id)
+    async def delete_sink(
+        self, sink_id: str, *, etag: str = ""
+    ) -> forwarding_pb2.DeleteSinkResponse:
+        """Admin: stop and delete a sink. Recorded as `sink.deleted`. With
+        `etag` (the sink's, as read), only if it is still that sink:
+        AbortedError if it changed since."""
+        request = forwarding_pb2.DeleteSinkRequest(id=sink_id, etag=etag)
         return await self._call(self._stub.DeleteSink, request, retry=False)
 
     async def list_dead_letters(self, sink_id: str) -> list[forwarding_pb2.DeadLetter]:
@@ -407,13 +419,20 @@ class AsyncAuditClient:
         (the update mask: "name", "severity", "sink_ids", "disabled", or the
         condition's kind such as "threshold"), or, with none named, its whole
         definition. Recorded as `alert_rule.updated`; a changed condition
-        applies from the next event. Retried: a repeat changes nothing."""
+        applies from the next event. A `rule` that carries an etag (as one
+        read with list_alert_rules does) changes only that rule: AbortedError
+        if it changed since, and not retried; clear `rule.etag` to change
+        whatever it is now. Without an etag, retried: a repeat changes nothing."""
         request = alerting_pb2.UpdateAlertRuleRequest(rule=rule, update_mask=update_mask(fields))
-        return await self._call(self._stub.UpdateAlertRule, request)
+        return await self._call(self._stub.UpdateAlertRule, request, retry=not rule.etag)
 
-    async def delete_alert_rule(self, rule_id: str) -> alerting_pb2.DeleteAlertRuleResponse:
-        """Admin: delete an alert rule. Recorded as `alert_rule.deleted`."""
-        request = alerting_pb2.DeleteAlertRuleRequest(id=rule_id)
+    async def delete_alert_rule(
+        self, rule_id: str, *, etag: str = ""
+    ) -> alerting_pb2.DeleteAlertRuleResponse:
+        """Admin: delete an alert rule. Recorded as `alert_rule.deleted`. With
+        `etag` (the rule's, as read), only if it is still that rule:
+        AbortedError if it changed since."""
+        request = alerting_pb2.DeleteAlertRuleRequest(id=rule_id, etag=etag)
         return await self._call(self._stub.DeleteAlertRule, request, retry=False)
 
     async def verify_log(self, *, check_views: bool = False) -> integrity_pb2.VerifyLogResponse:

@@ -241,6 +241,8 @@ class AlertRule(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     FIRED_FIELD_NUMBER: _builtins.int
     LAST_FIRED_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The rule's id (a UUID). Output only."""
     name: _builtins.str
@@ -251,6 +253,14 @@ class AlertRule(_message.Message):
     """While true, the rule does not fire."""
     fired: _builtins.int
     """Alerts the rule has fired. Output only."""
+    etag: _builtins.str
+    """A checksum of its definition as stored (a quoted string, RFC 7232), which
+    changes whenever the definition does, not when the rule fires. Sent back
+    in UpdateAlertRule, the change applies only if the rule is still the one
+    read, else the call fails with ABORTED (reason ETAG_MISMATCH) and changes
+    nothing; empty, the change applies to whatever rule is current (AIP-154).
+    Output only otherwise.
+    """
     @_builtins.property
     def match(self) -> Global___MatchCondition:
         """Every matching event."""
@@ -283,6 +293,12 @@ class AlertRule(_message.Message):
     def last_fired_time(self) -> _timestamp_pb2.Timestamp:
         """When it last fired; unset if never. Output only."""
 
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When its definition was last changed (at creation, its create_time).
+        Output only.
+        """
+
     def __init__(
         self,
         *,
@@ -299,10 +315,12 @@ class AlertRule(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         fired: _builtins.int = ...,
         last_fired_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "create_time", b"create_time", "last_fired_time", b"last_fired_time", "match", b"match", "new_country", b"new_country", "new_ip", b"new_ip", "off_hours", b"off_hours", "threshold", b"threshold"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "create_time", b"create_time", "last_fired_time", b"last_fired_time", "match", b"match", "new_country", b"new_country", "new_ip", b"new_ip", "off_hours", b"off_hours", "threshold", b"threshold", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "create_time", b"create_time", "disabled", b"disabled", "fired", b"fired", "id", b"id", "last_fired_time", b"last_fired_time", "match", b"match", "name", b"name", "new_country", b"new_country", "new_ip", b"new_ip", "off_hours", b"off_hours", "severity", b"severity", "sink_ids", b"sink_ids", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "create_time", b"create_time", "disabled", b"disabled", "etag", b"etag", "fired", b"fired", "id", b"id", "last_fired_time", b"last_fired_time", "match", b"match", "name", b"name", "new_country", b"new_country", "new_ip", b"new_ip", "off_hours", b"off_hours", "severity", b"severity", "sink_ids", b"sink_ids", "threshold", b"threshold", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_condition: _TypeAlias = _typing.Literal["match", "threshold", "new_ip", "off_hours", "new_country"]  # noqa: Y015
     _WhichOneofArgType_condition: _TypeAlias = _typing.Literal["condition", b"condition"]  # noqa: Y015
@@ -410,16 +428,23 @@ class DeleteAlertRuleRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The rule's id."""
+    etag: _builtins.str
+    """The etag of the rule as last read (AlertRule.etag): the rule is deleted
+    only if it is still that one, else the call fails with ABORTED (reason
+    ETAG_MISMATCH); empty, it is deleted whatever it is now (AIP-154).
+    """
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "id", b"id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -458,7 +483,8 @@ class UpdateAlertRuleRequest(_message.Message):
     @_builtins.property
     def rule(self) -> Global___AlertRule:
         """The rule's new definition, by its id: the fields named in update_mask
-        replace the current ones (output-only fields are ignored).
+        replace the current ones (output-only fields are ignored; etag, if set,
+        must be the current rule's, whatever the mask names).
         """
 
     @_builtins.property

@@ -314,6 +314,7 @@ class Sink(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The sink's id (a UUID). Output only."""
     name: _builtins.str
@@ -322,6 +323,14 @@ class Sink(_message.Message):
     """How each event is written."""
     paused: _builtins.bool
     """While true, nothing is delivered; the cursor waits where it is."""
+    etag: _builtins.str
+    """A checksum of its definition as stored (a quoted string, RFC 7232), which
+    changes whenever the definition does (a secret too), not with delivery.
+    Sent back in UpdateSink, the change applies only if the sink is still the
+    one read, else the call fails with ABORTED (reason ETAG_MISMATCH) and
+    changes nothing; empty, the change applies to whatever sink is current
+    (AIP-154). Output only otherwise.
+    """
     @_builtins.property
     def filter(self) -> _event_pb2.EventFilter:
         """Which events the sink receives; empty: all of them."""
@@ -369,10 +378,11 @@ class Sink(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         state: Global___SinkState | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "datadog_logs", b"datadog_logs", "destination", b"destination", "elasticsearch", b"elasticsearch", "filter", b"filter", "splunk_hec", b"splunk_hec", "state", b"state", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "datadog_logs", b"datadog_logs", "destination", b"destination", "elasticsearch", b"elasticsearch", "filter", b"filter", "format", b"format", "id", b"id", "name", b"name", "paused", b"paused", "splunk_hec", b"splunk_hec", "state", b"state", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "datadog_logs", b"datadog_logs", "destination", b"destination", "elasticsearch", b"elasticsearch", "etag", b"etag", "filter", b"filter", "format", b"format", "id", b"id", "name", b"name", "paused", b"paused", "splunk_hec", b"splunk_hec", "state", b"state", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_destination: _TypeAlias = _typing.Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch"]  # noqa: Y015
     _WhichOneofArgType_destination: _TypeAlias = _typing.Literal["destination", b"destination"]  # noqa: Y015
@@ -593,7 +603,8 @@ class UpdateSinkRequest(_message.Message):
     @_builtins.property
     def sink(self) -> Global___Sink:
         """The sink's new definition, by its id: the fields named in update_mask
-        replace the current ones (empty secrets keep theirs).
+        replace the current ones (empty secrets keep theirs; etag, if set, must
+        be the current sink's, whatever the mask names).
         """
 
     @_builtins.property
@@ -654,16 +665,23 @@ class DeleteSinkRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The sink's id."""
+    etag: _builtins.str
+    """The etag of the sink as last read (Sink.etag): the sink is deleted only
+    if it is still that one, else the call fails with ABORTED (reason
+    ETAG_MISMATCH); empty, it is deleted whatever it is now (AIP-154).
+    """
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "id", b"id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

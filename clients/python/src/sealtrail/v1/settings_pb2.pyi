@@ -55,8 +55,16 @@ class TenantSettings(_message.Message):
 
     REDACTION_MODE_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     redaction_mode: Global___RedactionMode.ValueType
     """How secrets found in recorded events are written."""
+    etag: _builtins.str
+    """A checksum of the settings as stored (a quoted string, RFC 7232), which
+    changes whenever they do. Sent back in UpdateTenantSettings, the change
+    applies only if the settings are still the ones read, else the call fails
+    with ABORTED (reason ETAG_MISMATCH) and changes nothing; empty, the
+    change applies to whatever settings are current (AIP-154).
+    """
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the settings were last changed; unset if they never were."""
@@ -66,10 +74,11 @@ class TenantSettings(_message.Message):
         *,
         redaction_mode: Global___RedactionMode.ValueType = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["redaction_mode", b"redaction_mode", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "redaction_mode", b"redaction_mode", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -126,7 +135,9 @@ class UpdateTenantSettingsRequest(_message.Message):
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def settings(self) -> Global___TenantSettings:
-        """The new values of the fields named in update_mask."""
+        """The new values of the fields named in update_mask (etag, if set, must be
+        the current settings', whatever the mask names).
+        """
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
