@@ -26,7 +26,11 @@ from sealtrail import (
     build_sink,
 )
 from sealtrail.v1 import alerting_pb2, event_pb2, forwarding_pb2
+from sealtrail_server.alerts.evaluator import Evaluator
+from sealtrail_server.domain.errors import Unavailable
 from sealtrail_server.store import alerts as alert_store
+from sealtrail_server.store.appender import Appender
+from sealtrail_server.store.changes import erasure_lock_keys
 from tests.conftest import ServerThread, database_of_its_own
 from tests.http_endpoint import Endpoint, Reply, endpoint
 
@@ -630,11 +634,101 @@ async def _read_rule(server: ServerThread, tenant: str, rule_id: str) -> alert_s
     return found
 
 
-async def _learn(server: ServerThread, rule: alert_store.StoredRule) -> tuple[bool, bool]:
+async def _learn(
+    server: ServerThread, rule: alert_store.StoredRule, origin: str = "198.51.100.9", seq: int = 1
+) -> tuple[bool, bool]:
     async with server.database.system_connection() as conn:
         return await alert_store.learn_origin(
-            conn, rule, "alice", "198.51.100.9", at=datetime.now(UTC), received=datetime.now(UTC)
+            conn, rule, "alice", origin, seq=seq, at=datetime.now(UTC), received=datetime.now(UTC)
         )
+
+
+def test_an_origin_is_new_to_the_event_that_first_showed_it_however_often_it_is_evaluated(
+    server: ServerThread, rules: Any, tenant: str
+) -> None:
+    """A step that failed after learning an origin runs again from the same
+    cursor: the event that taught it must still find it new, and an origin
+    learned from a later event must not count as seen before it."""
+    rule = rules(
+        build_alert_rule("new address", "new_ip", filter=build_filter(actions="user.login"))
+    )
+    held = server.run(_read_rule(server, tenant, rule.id))
+    first, second = "198.51.100.1", "198.51.100.2"
+    assert server.run(_learn(server, held, first, seq=10)) == (True, False)  # a first sighting
+    assert server.run(_learn(server, held, second, seq=11)) == (True, True)  # a new address
+    # The step runs again: each event finds what it found the first time.
+    assert server.run(_learn(server, held, first, seq=10)) == (True, False)
+    assert server.run(_learn(server, held, second, seq=11)) == (True, True)
+    # Later events find both known.
+    assert server.run(_learn(server, held, first, seq=12)) == (False, True)
+    assert server.run(_learn(server, held, second, seq=13)) == (False, True)
+
+
+# An erasure's lock on the tenant, as store/changes.py takes it.
+ERASURE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, x'5EA1C4A9'::int::bigint))"
+
+
+@pytest.fixture
+def unevaluated(migrated_database_url: str) -> Iterator[ServerThread]:
+    """A server whose own evaluator is off: the test runs steps itself."""
+    running = ServerThread(migrated_database_url, alert_max_tenants=0)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def test_a_step_that_failed_part_way_does_its_work_once_when_run_again(
+    unevaluated: ServerThread, sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    server = unevaluated
+    client = AuditClient(server.target, token=server.token(tenant))
+    logins = build_filter(actions="user.login")
+    new_ip = client.create_alert_rule(build_alert_rule("new address", "new_ip", filter=logins))
+    spike = client.create_alert_rule(
+        build_alert_rule("logins", "threshold", filter=logins, count=3, window_seconds=3600)
+    )
+    seqs = [
+        client.record(action="user.login", actor_id="alice", ip=ip).event.seq
+        for ip in ("198.51.100.1", "198.51.100.2", "198.51.100.1")
+    ]
+    evaluator = Evaluator(server.database, appender := Appender(server.database))
+
+    async def step() -> float | None:
+        assert tenant in await evaluator._claim()
+        return await evaluator._step(tenant)
+
+    async def start() -> None:
+        appender.start()  # in the server's loop
+
+    server.run(start())
+    try:
+        # As while the tenant is being erased: its appends are refused
+        # (ADR 0034), so the new-address alert of the second login fails,
+        # after that login's address was learned and the first one counted.
+        with sql.transaction():
+            sql.execute(ERASURE_LOCK, erasure_lock_keys([tenant]))
+            with pytest.raises(Unavailable, match="being erased"):
+                server.run(step())
+        server.run(step())  # again from the same cursor
+        # Run once more from the start, as a process taking the lease over
+        # after a crash before the cursor moved would.
+        server.run(evaluator._release())
+        sql.execute("UPDATE alert_cursors SET cursor_seq = 0 WHERE tenant_id = %s", [tenant])
+        evaluator = Evaluator(server.database, appender)
+        server.run(step())
+    finally:
+        server.run(evaluator._release())
+        server.run(appender.stop())
+    [address] = fired_by(client, new_ip.rule.id)
+    assert address["trigger_seq"] == seqs[1] and address["ip"] == "198.51.100.2"
+    [burst] = fired_by(client, spike.rule.id)
+    assert burst["trigger_seq"] == seqs[2] and burst["count"] == 3
+    assert {rule.name: rule.fired for rule in client.list_alert_rules()} == {
+        "new address": 1,
+        "logins": 1,
+    }
+    client.close()
 
 
 def test_a_bad_update_is_refused_naming_the_field(client: AuditClient, rules: Any) -> None:

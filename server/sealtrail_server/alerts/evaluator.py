@@ -57,6 +57,9 @@ _PRIME_PAGE: Final = 1000  # events read per query when a threshold's window is 
 _PRIME_EVENTS: Final = 100_000  # and at most this many in all
 _SEVERITY_NUMBERS: Final = {name: number for number, name in SEVERITIES.items()}
 ACTOR_ID: Final = "sealtrail-server:alerts"
+# Names the replay that delivers an alert to one of its rule's sinks (UUIDv5 of
+# the alert's key and the sink): queued once, however often its step runs.
+_ALERT_DELIVERIES: Final = uuid.UUID("0c4f7a52-3d0e-4f8e-9a51-2f6b1e8d7c43")
 
 
 @dataclass(slots=True)
@@ -177,15 +180,22 @@ class Evaluator:
         # Events before every rule's start (a rule enabled again after a long
         # pause, say) are passed over unparsed.
         watched_after = min((rule.stored.start_seq for rule in rules), default=upto)
-        for event in events:
-            if event.seq <= watched_after:
-                continue
-            record = json.loads(event.record)
-            if record["action"] == ALERT_ACTION:
-                continue
-            for rule in rules:
-                if event.seq > rule.stored.start_seq and rule.matcher.matches(record):
-                    await self._check(tenant_id, rule, event, record)
+        try:
+            for event in events:
+                if event.seq <= watched_after:
+                    continue
+                record = json.loads(event.record)
+                if record["action"] == ALERT_ACTION:
+                    continue
+                for rule in rules:
+                    if event.seq > rule.stored.start_seq and rule.matcher.matches(record):
+                        await self._check(tenant_id, rule, event, record)
+        except BaseException:
+            # The step runs again from the same cursor. Windows that counted
+            # part of its events would count them twice: primed afresh from
+            # the log instead, they stand as they did before it.
+            self._rules.pop(tenant_id, None)
+            raise
         async with self._db.system_connection() as conn:
             moved = await store.advance(
                 conn, tenant_id, owner=self.owner, from_seq=cursor, to_seq=upto
@@ -291,6 +301,7 @@ class Evaluator:
                     rule.stored,
                     actor,
                     origin,
+                    seq=event.seq,
                     at=occurred,
                     received=datetime.fromisoformat(record["received_at"]),
                 )
@@ -319,6 +330,7 @@ class Evaluator:
         details: dict[str, Any],
     ) -> None:
         stored = rule.stored
+        key = store.alert_key(stored.id, event.seq)
         draft = EventDraft(
             action=ALERT_ACTION,
             category=event_pb2.CATEGORY_SECURITY,
@@ -336,7 +348,7 @@ class Evaluator:
                 **details,
             },
             ip=record.get("context", {}).get("ip", ""),
-            idempotency_key=store.alert_key(stored.id, event.seq),
+            idempotency_key=key,
             plain=False,
         )
         now = _now()
@@ -347,21 +359,23 @@ class Evaluator:
         [outcome] = await self._appender.append(tenant_id, [valid], [view])
         if isinstance(outcome, SealtrailError):
             raise outcome
-        if outcome.deduplicated:
-            return  # fired before a crash or a lease move; delivered then
-        log.info("alerts: tenant %s: %s", tenant_id, draft.description)
+        if not outcome.deduplicated:
+            log.info("alerts: tenant %s: %s", tenant_id, draft.description)
+        # Recorded now, or by a run of this step that may have failed before
+        # the rest: counted and queued for the rule's sinks once either way.
         alert = json.loads(outcome.record)
         queued = False
-        async with self._db.system_connection() as conn:
-            await store.count_firing(conn, tenant_id, stored.id, at=now)
+        async with self._db.system_connection() as conn, conn.transaction():
+            await store.count_firing(conn, tenant_id, stored.id, alert_seq=outcome.seq, at=now)
             for sink_id in stored.sink_ids:
                 sink_filter = await read_sink_filter(conn, tenant_id, sink_id)
                 if sink_filter is None or RecordMatcher(filter_from_json(sink_filter)).matches(
                     alert
                 ):
                     continue  # gone, or its filter takes the alert anyway
+                replay_id = str(uuid.uuid5(_ALERT_DELIVERIES, f"{key}/{sink_id}"))
                 queued |= await store.deliver_to_sink(
-                    conn, tenant_id, sink_id, str(uuid.uuid4()), outcome.seq, now=now
+                    conn, tenant_id, sink_id, replay_id, outcome.seq, now=now
                 )
         if queued:
             self._sinks_changed()

@@ -199,11 +199,17 @@ async def advance(
     return cursor.rowcount == 1
 
 
-async def count_firing(conn: Connection, tenant_id: str, rule_id: str, *, at: datetime) -> None:
+async def count_firing(
+    conn: Connection, tenant_id: str, rule_id: str, *, alert_seq: int, at: datetime
+) -> None:
+    """Counts the rule's alert at `alert_seq`, unless it was counted already:
+    its step may run again after a failure. (One evaluator at a time holds a
+    tenant, and fires its rules' alerts in seq order.)"""
     await conn.execute(
-        "UPDATE alert_rules SET fired = fired + 1, last_fired_at = %s"
-        " WHERE tenant_id = %s AND id = %s",
-        [at, tenant_id, rule_id],
+        "UPDATE alert_rules SET fired = fired + 1, last_fired_at = %s, counted_alert_seq = %s"
+        " WHERE tenant_id = %s AND id = %s"
+        " AND (counted_alert_seq IS NULL OR counted_alert_seq < %s)",
+        [at, alert_seq, tenant_id, rule_id, alert_seq],
     )
 
 
@@ -220,13 +226,16 @@ async def learn_origin(
     actor_id: str,
     origin: str,
     *,
+    seq: int,
     at: datetime,
     received: datetime,
 ) -> tuple[bool, bool]:
     """Notes that `actor_id` was seen from `origin` (an IP address for a
     new-IP rule, a country for a new-country rule) under `rule`'s condition,
-    by an event that occurred `at` and was received `received`: (the origin
-    is new for the actor, the actor had been seen from another before).
+    by the event `seq`, which occurred `at` and was received `received`: (the
+    origin is new for the actor, the actor had been seen from another before).
+    New means first shown by this event: noted now, or by an earlier run of
+    the same step that failed before its alert was recorded.
     Nothing is noted (the first is False) if the rule's stored condition is
     no longer `rule`'s. An update that changes the condition forgets what
     the rule learned; FOR SHARE makes a call racing it wait for its commit
@@ -241,17 +250,21 @@ async def learn_origin(
         "   WHERE tenant_id = %(tenant)s AND id = %(rule)s AND condition = %(condition)s::jsonb"
         "   FOR SHARE),"
         " added AS (INSERT INTO {table}"
-        "   (tenant_id, rule_id, actor_id, {column}, first_seen_at, last_seen_at)"
+        "   (tenant_id, rule_id, actor_id, {column}, first_seen_at, last_seen_at, first_seq)"
         "   SELECT %(tenant)s::text, %(rule)s::uuid, %(actor)s::text, %(origin)s::text,"
-        "   %(at)s::timestamptz, %(received)s::timestamptz"
+        "   %(at)s::timestamptz, %(received)s::timestamptz, %(seq)s::bigint"
         "   FROM current ON CONFLICT DO NOTHING RETURNING 1),"
         " seen AS (UPDATE {table} SET last_seen_at = %(received)s"
         "   WHERE tenant_id = %(tenant)s AND rule_id = %(rule)s AND actor_id = %(actor)s"
         "   AND {column} = %(origin)s AND last_seen_at < %(received)s - interval '1 day'"
         "   AND EXISTS (SELECT FROM current))"
-        " SELECT EXISTS (SELECT 1 FROM added), EXISTS (SELECT 1 FROM {table}"
+        " SELECT EXISTS (SELECT 1 FROM added) OR EXISTS (SELECT 1 FROM {table}"
         "   WHERE tenant_id = %(tenant)s AND rule_id = %(rule)s AND actor_id = %(actor)s"
-        "   AND {column} <> %(origin)s)"
+        "   AND {column} = %(origin)s AND first_seq = %(seq)s AND EXISTS (SELECT FROM current)),"
+        # Origins a failed run learned from later events were not known yet.
+        " EXISTS (SELECT 1 FROM {table}"
+        "   WHERE tenant_id = %(tenant)s AND rule_id = %(rule)s AND actor_id = %(actor)s"
+        "   AND {column} <> %(origin)s AND (first_seq IS NULL OR first_seq < %(seq)s))"
     ).format(table=sql.Identifier(table), column=sql.Identifier(column))
     cursor = await conn.execute(
         statement,
@@ -261,6 +274,7 @@ async def learn_origin(
             "condition": json.dumps(rule.condition),
             "actor": actor_id,
             "origin": origin,
+            "seq": seq,
             "at": at,
             "received": received,
         },
@@ -274,12 +288,13 @@ async def deliver_to_sink(
     conn: Connection, tenant_id: str, sink_id: str, replay_id: str, seq: int, *, now: datetime
 ) -> bool:
     """Queues one event for a sink whatever its filter (a replay that bypasses
-    it); False if the tenant has no such sink."""
+    it), as the replay `replay_id`; False if the tenant has no such sink, or
+    that replay was queued already (by a run of the step that failed after)."""
     cursor = await conn.execute(
         "INSERT INTO sink_replays (tenant_id, sink_id, id, first_seq, last_seq, bypass_filter,"
         " cursor_seq, created_at)"
         " SELECT tenant_id, id, %s, %s, %s, true, %s, %s FROM sinks"
-        " WHERE tenant_id = %s AND id = %s",
+        " WHERE tenant_id = %s AND id = %s ON CONFLICT DO NOTHING",
         [replay_id, seq, seq, seq - 1, now, tenant_id, sink_id],
     )
     return cursor.rowcount == 1

@@ -1,0 +1,12 @@
+-- An evaluator step that fails after part of its work (an append refused
+-- while the tenant is being erased, a pool timeout, a crash) runs again from
+-- the same cursor. So that its second run does what the first would have:
+-- an origin keeps the seq of the event that first showed it, so that event
+-- is still the origin's first sighting when it is evaluated again (and its
+-- alert, if the first run did not record it, fires then); a rule keeps the
+-- seq of the last alert it counted, so an alert is counted once however
+-- often its step runs. NULL for rows of earlier versions: their steps ran.
+ALTER TABLE alert_known_ips ADD COLUMN first_seq bigint;
+ALTER TABLE alert_known_countries ADD COLUMN first_seq bigint;
+ALTER TABLE alert_rules ADD COLUMN counted_alert_seq bigint;
+GRANT UPDATE (counted_alert_seq) ON alert_rules TO sealtrail_system;
