@@ -731,6 +731,33 @@ def test_a_step_that_failed_part_way_does_its_work_once_when_run_again(
     client.close()
 
 
+def test_leases_are_given_up_at_once_but_one_an_erasure_holds(
+    unevaluated: ServerThread, sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    """An erasure holds its tenant's cursor row until it commits: a process
+    stopping meanwhile gives up its other leases without waiting for it."""
+    erased, other = tenant, f"{tenant}-other"
+    for tenant_id in (erased, other):
+        with AuditClient(unevaluated.target, token=unevaluated.token(tenant_id)) as client:
+            client.create_alert_rule(
+                build_alert_rule("keys", "match", filter=build_filter(actions="api_key.*"))
+            )
+    evaluator = Evaluator(unevaluated.database, Appender(unevaluated.database))
+    assert {erased, other} <= set(unevaluated.run(evaluator._claim()))
+    lease = "SELECT lease_owner FROM alert_cursors WHERE tenant_id = %s"
+    # As an erasure does (alert_cursors is the first table it deletes from).
+    with pytest.raises(_RolledBack), sql.transaction():
+        sql.execute("DELETE FROM alert_cursors WHERE tenant_id = %s", [erased])
+        unevaluated.run(evaluator._release(), timeout=10)
+        assert sql.execute(lease, [other]).fetchone() == (None,)
+        raise _RolledBack  # the erasure failed: the row and its lease are back
+    assert sql.execute(lease, [erased]).fetchone() == (evaluator.owner,)  # it expires
+
+
+class _RolledBack(Exception):
+    """Ends a test's transaction by rolling it back."""
+
+
 def test_a_bad_update_is_refused_naming_the_field(client: AuditClient, rules: Any) -> None:
     rule = rules(build_alert_rule("keys", "match", filter=build_filter(actions="api_key.create")))
     cases = [

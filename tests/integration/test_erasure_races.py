@@ -17,7 +17,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from sealtrail import AuditClient, RpcFailedError, UnavailableError, build_event
+from sealtrail import (
+    AuditClient,
+    RpcFailedError,
+    UnavailableError,
+    build_alert_rule,
+    build_event,
+    build_filter,
+)
 from sealtrail_server.domain.errors import FailedPrecondition, Unavailable
 from sealtrail_server.domain.event import EventDraft, validate_event
 from sealtrail_server.retention.purger import Purger
@@ -306,6 +313,40 @@ def test_an_erasure_waits_for_a_change_in_flight_and_removes_its_row(
         changing.result(timeout=30)
         receipt = erasing.result(timeout=30)
     assert receipt.removed_rows["tenant_settings"] == 1
+    assert not any(rows_of(sql, tenant).values()), rows_of(sql, tenant)
+
+
+def test_an_erasure_waits_for_a_rule_in_use_before_it_deletes_what_the_rule_learned(
+    client_for: Callable[..., AuditClient], tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """Learning an origin holds its rule (FOR SHARE), then writes the origin's
+    row. Had the erasure deleted that row before waiting for the rule, each
+    would wait for the other: it waits for the rule first."""
+    admin = client_for(tenant)
+    rule = admin.create_alert_rule(
+        build_alert_rule("new address", "new_ip", filter=build_filter(actions="user.login"))
+    ).rule
+    sql.execute(
+        "INSERT INTO alert_known_ips (tenant_id, rule_id, actor_id, ip, first_seen_at)"
+        " VALUES (%s, %s, 'alice', '198.51.100.1', now())",
+        [tenant, rule.id],
+    )
+    waits_for_this = (
+        "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+    )
+    with ThreadPoolExecutor(1) as pool:
+        with sql.transaction():  # as store/alerts.learn_origin does
+            sql.execute(
+                "SELECT FROM alert_rules WHERE tenant_id = %s AND id = %s FOR SHARE",
+                [tenant, rule.id],
+            )
+            erasing = pool.submit(admin.erase_tenant, tenant)
+            _until(lambda: _count(sql, waits_for_this) > 0, erasing)
+            sql.execute(  # alice seen again from the address
+                "UPDATE alert_known_ips SET last_seen_at = now() WHERE tenant_id = %s", [tenant]
+            )
+        receipt = erasing.result(timeout=30)
+    assert receipt.removed_rows["alert_known_ips"] == 1
     assert not any(rows_of(sql, tenant).values()), rows_of(sql, tenant)
 
 

@@ -21,6 +21,7 @@ from ..domain.filters import EventFilter, validate_filter
 from ..export.formats import CsvEncoder, Encoder, JsonEncoder, NdjsonEncoder
 from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
+from ..store.changes import tenant_erased
 from ..store.database import Database
 from ..store.events import recent_exports, stream_events
 from .audited import filter_details, record_access
@@ -73,7 +74,10 @@ class ExportRpcs:
         await self._check_export_rate(tenant_id)
         export_event_id = await self._record_export(principal, request)
         checkpoint = await self._checkpointer.issue(tenant_id)
-        assert checkpoint is not None  # the export event itself is in the log
+        if checkpoint is None:
+            # The export's own event is in the log, so the log is gone: erased
+            # since that event was recorded.
+            raise tenant_erased(tenant_id)
         size = checkpoint.tree_size
 
         digest, sent, rows, first, last = hashlib.sha256(), 0, 0, 0, 0

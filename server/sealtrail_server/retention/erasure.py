@@ -42,6 +42,21 @@ _TENANT_TABLES: Final = (
 )
 
 
+# The tenant tables other tables reference (sinks, alert rules): their rows
+# are locked before any row is deleted. A worker that holds one (learning an
+# origin holds its rule FOR SHARE; a child's insert holds its parent FOR KEY
+# SHARE) may go on to wait for a child row this erasure deleted; had the
+# erasure deleted the children first, it would then wait for that parent
+# while the worker waits for it, a deadlock PostgreSQL breaks by failing one.
+_PARENT_TABLES: Final = (
+    "SELECT DISTINCT c.relname FROM pg_catalog.pg_constraint AS f"
+    " JOIN pg_catalog.pg_class AS c ON c.oid = f.confrelid"
+    " JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.oid"
+    " WHERE f.contype = 'f' AND f.connamespace = current_schema()::regnamespace"
+    " AND a.attname = 'tenant_id' AND NOT a.attisdropped ORDER BY c.relname"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Receipt:
     tenant_id: str
@@ -132,6 +147,14 @@ class Eraser:
                 raise IntegrityFailure(
                     f"the final checkpoint of {tenant_id!r} ({final.tree_size}) does not match"
                     f" its head ({size}); nothing was erased"
+                )
+            cursor = await conn.execute(_PARENT_TABLES)
+            for (table,) in await cursor.fetchall():
+                await conn.execute(
+                    sql.SQL("SELECT FROM {} WHERE tenant_id = %s FOR UPDATE").format(
+                        sql.Identifier(table)
+                    ),
+                    [tenant_id],
                 )
             removed = {}
             cursor = await conn.execute(_TENANT_TABLES)

@@ -164,8 +164,15 @@ async def claim_tenants(
 
 
 async def release_leases(conn: Connection, *, owner: str) -> None:
+    """Gives this owner's leases up (at shutdown), but of rows another
+    transaction holds: an erasure holds its tenant's until it commits (minutes
+    for a large tenant), and waiting for it would keep every other lease
+    locked, unclaimable (claims skip locked rows), as long. A lease not given
+    up expires."""
     await conn.execute(
-        "UPDATE alert_cursors SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = %s",
+        "UPDATE alert_cursors SET lease_owner = NULL, lease_until = NULL"
+        " WHERE tenant_id IN (SELECT tenant_id FROM alert_cursors WHERE lease_owner = %s"
+        "   FOR UPDATE SKIP LOCKED)",
         [owner],
     )
 

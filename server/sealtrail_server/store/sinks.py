@@ -401,8 +401,13 @@ async def claim_sinks(
 
 
 async def release_leases(conn: Connection, *, owner: str) -> None:
+    """Gives this owner's leases up, but of rows another transaction holds (as
+    store/alerts.release_leases, for the same reason)."""
     await conn.execute(
-        "UPDATE sinks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = %s", [owner]
+        "UPDATE sinks SET lease_owner = NULL, lease_until = NULL"
+        " WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM sinks WHERE lease_owner = %s"
+        "   FOR UPDATE SKIP LOCKED)",
+        [owner],
     )
 
 
