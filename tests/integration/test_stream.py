@@ -179,6 +179,35 @@ def test_heartbeats_carry_the_cursor_of_an_idle_filtered_stream(
         quick.close()
 
 
+def test_a_stream_ends_when_its_tenant_is_erased(migrated_database_url: str, tenant: str) -> None:
+    """Its log is gone: TENANT_ERASED ends the stream, where it would
+    otherwise send heartbeats for a log that no longer exists."""
+    quick = ServerThread(migrated_database_url, stream_heartbeat_seconds=0.1)
+    try:
+        with (
+            AuditClient(quick.target, token=quick.token(tenant)) as tailing,
+            AuditClient(quick.target, token=quick.token(tenant)) as admin,
+        ):
+            beats: queue.Queue[int] = queue.Queue()
+            ended: queue.Queue[SealtrailError | None] = queue.Queue()
+
+            def run() -> None:
+                try:
+                    for _ in tailing.stream(on_heartbeat=beats.put):
+                        pass
+                    ended.put(None)
+                except SealtrailError as error:
+                    ended.put(error)
+
+            threading.Thread(target=run, daemon=True).start()
+            beats.get(timeout=10)  # tailing, idle
+            admin.erase_tenant(tenant)
+            error = ended.get(timeout=10)
+            assert isinstance(error, RpcFailedError) and error.reason == "TENANT_ERASED", error
+    finally:
+        quick.close()
+
+
 def test_bad_start_positions_are_refused(client_for: Any, tenant: str) -> None:
     client = client_for(tenant)
     client.record(action="one.event", actor_id="u")

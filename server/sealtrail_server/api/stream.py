@@ -26,6 +26,7 @@ from ..domain.errors import FailedPrecondition, InvalidArgument
 from ..domain.event import MAX_SEQ, checked_timestamp, format_timestamp
 from ..domain.filters import EventFilter, RecordMatcher, validate_filter
 from ..store.appender import Appender
+from ..store.changes import tenant_erased
 from ..store.database import Database
 from ..store.events import first_seq_received_since, stream_events
 from ..store.retention import first_kept_after
@@ -84,7 +85,7 @@ class StreamRpcs:
                 # Deliveries count again from here, so all that commits after the
                 # size read below reaches the inbox; what is older, the table has.
                 subscription.caught_up()
-                size = await self._size(tenant_id)
+                size = await self._size(tenant_id, reached=position)
                 # aclosing: a stream cancelled mid-read must give its cursor and
                 # connection back now, not whenever the generator is collected.
                 table = self._from_table(tenant_id, event_filter, position, size, limit)
@@ -106,9 +107,15 @@ class StreamRpcs:
         finally:
             self._hub.unsubscribe(subscription)
 
-    async def _size(self, tenant_id: str) -> int:
+    async def _size(self, tenant_id: str, *, reached: int = 0) -> int:
+        """The log's size. Below `reached`, where the stream got to, the log
+        is gone (a purge keeps a log's size): TENANT_ERASED, which ends the
+        stream, rather than heartbeats for a log that no longer exists."""
         async with self._db.connection(tenant_id) as conn:
-            return await tree_size(conn, tenant_id)
+            size = await tree_size(conn, tenant_id)
+        if size < reached:
+            raise tenant_erased(tenant_id)
+        return size
 
     async def _start_position(self, tenant_id: str, request: pb.StreamEventsRequest) -> int:
         size = await self._size(tenant_id)
@@ -175,7 +182,7 @@ class StreamRpcs:
             try:
                 delivery = await asyncio.wait_for(subscription.queue.get(), self._heartbeat_seconds)
             except TimeoutError:
-                if await self._size(tenant_id) > position:
+                if await self._size(tenant_id, reached=position) > position:
                     return  # a notification was lost: read the table
                 yield position
                 continue
