@@ -670,21 +670,38 @@ ERASURE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, x'5EA1C4A9'::i
 
 @pytest.fixture
 def unevaluated(migrated_database_url: str) -> Iterator[ServerThread]:
-    """A server whose own evaluator is off: the test runs steps itself."""
-    running = ServerThread(migrated_database_url, alert_max_tenants=0)
-    try:
-        yield running
-    finally:
-        running.close()
+    """A server whose own evaluator and forwarder are off, on a database of its
+    own (no other server's evaluator takes its tenants): the test runs steps
+    itself, and the replays that queue alerts for sinks stay to be counted."""
+    with database_of_its_own(migrated_database_url, "steps") as url:
+        running = ServerThread(url, alert_max_tenants=0, forward_max_sinks=0)
+        try:
+            yield running
+        finally:
+            running.close()
+
+
+@pytest.fixture
+def own_sql(unevaluated: ServerThread) -> Iterator[psycopg.Connection[Any]]:
+    """A direct (superuser) connection to that server's database."""
+    with psycopg.connect(unevaluated.settings.owner_database_url, autocommit=True) as conn:
+        yield conn
 
 
 def test_a_step_that_failed_part_way_does_its_work_once_when_run_again(
-    unevaluated: ServerThread, sql: psycopg.Connection[Any], tenant: str
+    unevaluated: ServerThread, own_sql: psycopg.Connection[Any], tenant: str
 ) -> None:
-    server = unevaluated
+    server, sql = unevaluated, own_sql
     client = AuditClient(server.target, token=server.token(tenant))
     logins = build_filter(actions="user.login")
-    new_ip = client.create_alert_rule(build_alert_rule("new address", "new_ip", filter=logins))
+    siem = client.create_sink(
+        # Its filter does not take alerts: the rule queues each for it.
+        build_sink("siem", "webhook", url="http://127.0.0.1:9/", filter=logins,
+                   secrets=["whsec_" + "A" * 44])
+    )  # fmt: skip
+    new_ip = client.create_alert_rule(
+        build_alert_rule("new address", "new_ip", filter=logins, sink_ids=[siem.sink.id])
+    )
     spike = client.create_alert_rule(
         build_alert_rule("logins", "threshold", filter=logins, count=3, window_seconds=3600)
     )
@@ -728,11 +745,14 @@ def test_a_step_that_failed_part_way_does_its_work_once_when_run_again(
         "new address": 1,
         "logins": 1,
     }
+    [alert] = [event.seq for event in alerts(client) if event.resource.id == new_ip.rule.id]
+    queued = "SELECT first_seq FROM sink_replays WHERE tenant_id = %s"
+    assert sql.execute(queued, [tenant]).fetchall() == [(alert,)]  # for its sink, once
     client.close()
 
 
 def test_leases_are_given_up_at_once_but_one_an_erasure_holds(
-    unevaluated: ServerThread, sql: psycopg.Connection[Any], tenant: str
+    unevaluated: ServerThread, own_sql: psycopg.Connection[Any], tenant: str
 ) -> None:
     """An erasure holds its tenant's cursor row until it commits: a process
     stopping meanwhile gives up its other leases without waiting for it."""
@@ -744,7 +764,7 @@ def test_leases_are_given_up_at_once_but_one_an_erasure_holds(
             )
     evaluator = Evaluator(unevaluated.database, Appender(unevaluated.database))
     assert {erased, other} <= set(unevaluated.run(evaluator._claim()))
-    lease = "SELECT lease_owner FROM alert_cursors WHERE tenant_id = %s"
+    lease, sql = "SELECT lease_owner FROM alert_cursors WHERE tenant_id = %s", own_sql
     # As an erasure does (alert_cursors is the first table it deletes from).
     with pytest.raises(_RolledBack), sql.transaction():
         sql.execute("DELETE FROM alert_cursors WHERE tenant_id = %s", [erased])

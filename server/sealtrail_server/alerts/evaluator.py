@@ -57,9 +57,6 @@ _PRIME_PAGE: Final = 1000  # events read per query when a threshold's window is 
 _PRIME_EVENTS: Final = 100_000  # and at most this many in all
 _SEVERITY_NUMBERS: Final = {name: number for number, name in SEVERITIES.items()}
 ACTOR_ID: Final = "sealtrail-server:alerts"
-# Names the replay that delivers an alert to one of its rule's sinks (UUIDv5 of
-# the alert's key and the sink): queued once, however often its step runs.
-_ALERT_DELIVERIES: Final = uuid.UUID("0c4f7a52-3d0e-4f8e-9a51-2f6b1e8d7c43")
 
 
 @dataclass(slots=True)
@@ -180,6 +177,7 @@ class Evaluator:
         # Events before every rule's start (a rule enabled again after a long
         # pause, say) are passed over unparsed.
         watched_after = min((rule.stored.start_seq for rule in rules), default=upto)
+        moved = False
         try:
             for event in events:
                 if event.seq <= watched_after:
@@ -190,16 +188,17 @@ class Evaluator:
                 for rule in rules:
                     if event.seq > rule.stored.start_seq and rule.matcher.matches(record):
                         await self._check(tenant_id, rule, event, record)
-        except BaseException:
-            # The step runs again from the same cursor. Windows that counted
-            # part of its events would count them twice: primed afresh from
-            # the log instead, they stand as they did before it.
-            self._rules.pop(tenant_id, None)
-            raise
-        async with self._db.system_connection() as conn:
-            moved = await store.advance(
-                conn, tenant_id, owner=self.owner, from_seq=cursor, to_seq=upto
-            )
+            async with self._db.system_connection() as conn:
+                moved = await store.advance(
+                    conn, tenant_id, owner=self.owner, from_seq=cursor, to_seq=upto
+                )
+        finally:
+            if not moved:
+                # The step runs again from the same cursor (here or where the
+                # lease went). Windows that counted part of its events would
+                # count them twice: primed afresh from the log instead, they
+                # stand as they did before it.
+                self._rules.pop(tenant_id, None)
         return 0.0 if moved else None
 
     def _refresh(self, tenant_id: str, stored: list[store.StoredRule]) -> list[_Rule]:
@@ -330,7 +329,6 @@ class Evaluator:
         details: dict[str, Any],
     ) -> None:
         stored = rule.stored
-        key = store.alert_key(stored.id, event.seq)
         draft = EventDraft(
             action=ALERT_ACTION,
             category=event_pb2.CATEGORY_SECURITY,
@@ -348,7 +346,7 @@ class Evaluator:
                 **details,
             },
             ip=record.get("context", {}).get("ip", ""),
-            idempotency_key=key,
+            idempotency_key=store.alert_key(stored.id, event.seq),
             plain=False,
         )
         now = _now()
@@ -361,21 +359,23 @@ class Evaluator:
             raise outcome
         if not outcome.deduplicated:
             log.info("alerts: tenant %s: %s", tenant_id, draft.description)
-        # Recorded now, or by a run of this step that may have failed before
-        # the rest: counted and queued for the rule's sinks once either way.
+        # Recorded now, or by a run of this step that failed before or after
+        # the rest: counted and queued for the rule's sinks together, once.
         alert = json.loads(outcome.record)
         queued = False
         async with self._db.system_connection() as conn, conn.transaction():
-            await store.count_firing(conn, tenant_id, stored.id, alert_seq=outcome.seq, at=now)
+            if not await store.count_firing(
+                conn, tenant_id, stored.id, alert_seq=outcome.seq, at=now
+            ):
+                return  # counted and queued by the run that failed after
             for sink_id in stored.sink_ids:
                 sink_filter = await read_sink_filter(conn, tenant_id, sink_id)
                 if sink_filter is None or RecordMatcher(filter_from_json(sink_filter)).matches(
                     alert
                 ):
                     continue  # gone, or its filter takes the alert anyway
-                replay_id = str(uuid.uuid5(_ALERT_DELIVERIES, f"{key}/{sink_id}"))
                 queued |= await store.deliver_to_sink(
-                    conn, tenant_id, sink_id, replay_id, outcome.seq, now=now
+                    conn, tenant_id, sink_id, str(uuid.uuid4()), outcome.seq, now=now
                 )
         if queued:
             self._sinks_changed()

@@ -108,12 +108,13 @@ class StreamRpcs:
             self._hub.unsubscribe(subscription)
 
     async def _size(self, tenant_id: str, *, reached: int = 0) -> int:
-        """The log's size. Below `reached`, where the stream got to, the log
-        is gone (a purge keeps a log's size): TENANT_ERASED, which ends the
-        stream, rather than heartbeats for a log that no longer exists."""
+        """The log's size. Below `reached`, where the stream got to (or below
+        1: the stream's own access record is in it), the log is gone (a purge
+        keeps a log's size): TENANT_ERASED, which ends the stream, rather than
+        heartbeats for a log that no longer exists."""
         async with self._db.connection(tenant_id) as conn:
             size = await tree_size(conn, tenant_id)
-        if size < reached:
+        if size < max(reached, 1):
             raise tenant_erased(tenant_id)
         return size
 

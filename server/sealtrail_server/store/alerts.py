@@ -208,16 +208,17 @@ async def advance(
 
 async def count_firing(
     conn: Connection, tenant_id: str, rule_id: str, *, alert_seq: int, at: datetime
-) -> None:
-    """Counts the rule's alert at `alert_seq`, unless it was counted already:
-    its step may run again after a failure. (One evaluator at a time holds a
-    tenant, and fires its rules' alerts in seq order.)"""
-    await conn.execute(
+) -> bool:
+    """Counts the rule's alert at `alert_seq`; False if it was counted already
+    (its step may run again after a failure). One evaluator at a time holds a
+    tenant, and fires its rules' alerts in seq order."""
+    cursor = await conn.execute(
         "UPDATE alert_rules SET fired = fired + 1, last_fired_at = %s, counted_alert_seq = %s"
         " WHERE tenant_id = %s AND id = %s"
         " AND (counted_alert_seq IS NULL OR counted_alert_seq < %s)",
         [at, alert_seq, tenant_id, rule_id, alert_seq],
     )
+    return cursor.rowcount == 1
 
 
 # Where each new-origin kind keeps what it learned: (table, column).
@@ -295,13 +296,12 @@ async def deliver_to_sink(
     conn: Connection, tenant_id: str, sink_id: str, replay_id: str, seq: int, *, now: datetime
 ) -> bool:
     """Queues one event for a sink whatever its filter (a replay that bypasses
-    it), as the replay `replay_id`; False if the tenant has no such sink, or
-    that replay was queued already (by a run of the step that failed after)."""
+    it); False if the tenant has no such sink."""
     cursor = await conn.execute(
         "INSERT INTO sink_replays (tenant_id, sink_id, id, first_seq, last_seq, bypass_filter,"
         " cursor_seq, created_at)"
         " SELECT tenant_id, id, %s, %s, %s, true, %s, %s FROM sinks"
-        " WHERE tenant_id = %s AND id = %s ON CONFLICT DO NOTHING",
+        " WHERE tenant_id = %s AND id = %s",
         [replay_id, seq, seq, seq - 1, now, tenant_id, sink_id],
     )
     return cursor.rowcount == 1
