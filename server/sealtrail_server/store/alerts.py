@@ -95,8 +95,8 @@ async def read_rule(conn: Connection, tenant_id: str, rule_id: str) -> StoredRul
 async def update_rule(conn: Connection, rule: StoredRule, *, forget_origins: bool) -> None:
     """Replaces the rule's definition (name, condition, severity, sinks,
     disabled, the seq it watches from) and when it changed; with
-    `forget_origins`, the addresses or countries it learned go too. The caller holds the rule's
-    change lock (store/changes.py), so the rule is there."""
+    `forget_origins`, the addresses or countries it learned go too. The caller
+    holds the rule's change lock (store/changes.py), so the rule is there."""
     await conn.execute(
         "UPDATE alert_rules SET name = %s, condition = %s, severity = %s, sink_ids = %s,"
         " disabled = %s, start_seq = %s, updated_at = %s WHERE tenant_id = %s AND id = %s",
