@@ -14,7 +14,13 @@ import psutil
 import psycopg
 import pytest
 
-from sealtrail import AuditClient, ResourceExhaustedError, build_event, build_filter
+from sealtrail import (
+    AuditClient,
+    ResourceExhaustedError,
+    RpcFailedError,
+    build_event,
+    build_filter,
+)
 from sealtrail.tlog import Signer, open_note, parse_checkpoint
 from tests.conftest import SIGNING_KEY, ServerThread
 from tests.processes import ServerProcess
@@ -131,6 +137,27 @@ def test_export_of_100k_events_in_constant_server_memory(
     with open(tmp_path / "all.csv", newline="") as exported:
         assert sum(1 for _ in csv.reader(exported)) == 100_002  # with the header
     assert rss_after - rss_before < 50 * 1024 * 1024
+
+
+def test_an_export_overtaken_by_an_erasure_ends_without_a_manifest(
+    client_for: Any, tenant: str
+) -> None:
+    """Its pages after the erasure read nothing; it must not end as if
+    complete, with a manifest and a valid checkpoint for a fraction."""
+    admin = client_for(tenant, timeout=60)
+    blob = "x" * 50_000
+    for start in range(0, 600, 50):  # about 30 MB: more than gRPC buffers ahead of a reader
+        admin.record_batch(
+            [build_event(action="bulk.item", actor_id="bulk", details={"blob": blob, "n": n})
+             for n in range(start, start + 50)]
+        )  # fmt: skip
+    export = admin.export_stream(format="ndjson")
+    assert next(export).chunk
+    admin.erase_tenant(tenant)
+    with pytest.raises(RpcFailedError) as ended:
+        for message in export:
+            assert not message.HasField("manifest")
+    assert ended.value.reason == "TENANT_ERASED"
 
 
 def test_csv_export_has_the_country_in_its_last_column(client: AuditClient, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from ..store.appender import Appender
 from ..store.changes import tenant_erased
 from ..store.database import Database
 from ..store.events import recent_exports, stream_events
+from ..store.tree import tree_size
 from .audited import filter_details, record_access
 from .convert import event_from_record, filter_draft
 from .guard import current_principal
@@ -94,6 +95,12 @@ class ExportRpcs:
                     sent += len(buffer)
                     yield pb.ExportResponse(chunk=bytes(buffer), rows_so_far=rows)
                     buffer.clear()
+        # Each page is read afresh, so an erasure that commits mid-export leaves
+        # the rest unread: end without a manifest that would pass for complete.
+        # (A purge keeps the log's size; only an erasure makes it shrink.)
+        async with self._db.connection(tenant_id) as conn:
+            if await tree_size(conn, tenant_id) < size:
+                raise tenant_erased(tenant_id)
         buffer += encoder.end()
         if buffer:
             digest.update(buffer)
