@@ -27,7 +27,7 @@ from ..domain.event import MAX_SEQ, checked_timestamp, format_timestamp
 from ..domain.filters import EventFilter, RecordMatcher, validate_filter
 from ..store.appender import Appender
 from ..store.changes import tenant_erased
-from ..store.database import Database
+from ..store.database import Connection, Database
 from ..store.events import first_seq_received_since, stream_events
 from ..store.retention import first_kept_after
 from ..store.tree import tree_size
@@ -80,6 +80,9 @@ class StreamRpcs:
         subscription = await self._hub.subscribe(tenant_id, matcher)
         try:
             position = await self._start_position(tenant_id, request)
+            # A client's cursor must not have missed an event retention removed
+            # (from 0 is whatever is kept); checked with the first read.
+            resumed = position if request.WhichOneof("start") == "after_seq" else 0
             yield _heartbeat(position)  # the client knows where it starts, even if idle
             while True:
                 # Deliveries count again from here, so all that commits after the
@@ -88,7 +91,10 @@ class StreamRpcs:
                 size = await self._size(tenant_id, reached=position)
                 # aclosing: a stream cancelled mid-read must give its cursor and
                 # connection back now, not whenever the generator is collected.
-                table = self._from_table(tenant_id, event_filter, position, size, limit)
+                table = self._from_table(
+                    tenant_id, event_filter, position, size, limit, resumed=resumed
+                )
+                resumed = 0
                 async with aclosing(table):
                     async for events in table:
                         for response in _responses(events, limit):
@@ -133,30 +139,40 @@ class StreamRpcs:
                 f"after_seq {request.after_seq} is beyond the log's size {size}",
                 reason="BEYOND_LOG_SIZE",
             )
-        # From the start (0) is whatever is kept; a cursor past it must not
-        # have missed an event retention removed.
-        if 0 < request.after_seq < size:
-            async with self._db.connection(tenant_id) as conn:
-                kept = await first_kept_after(conn, tenant_id, request.after_seq)
-            if kept is not None:
-                raise FailedPrecondition(
-                    f"the events after seq {request.after_seq} were removed by retention;"
-                    f" the first one kept is seq {kept} (resume with after_seq {kept - 1})",
-                    reason="PURGED",
-                )
         return request.after_seq
 
     async def _from_table(
-        self, tenant_id: str, event_filter: EventFilter, position: int, upto: int, limit: int
+        self,
+        tenant_id: str,
+        event_filter: EventFilter,
+        position: int,
+        upto: int,
+        limit: int,
+        *,
+        resumed: int = 0,
     ) -> AsyncGenerator[list[event_pb2.Event], None]:
         """Matching events with position < seq <= upto from the table, in lists
-        of up to `limit` (at least one)."""
+        of up to `limit` (at least one). `resumed`: a client's cursor, refused
+        with PURGED if retention removed the event after it. That is checked
+        after the first page is read, not before: a purge committed between a
+        check and the read would go unseen, its events skipped unannounced."""
+
+        async def refuse_purged(conn: Connection) -> None:
+            kept = await first_kept_after(conn, tenant_id, resumed)
+            if kept is not None:
+                raise FailedPrecondition(
+                    f"the events after seq {resumed} were removed by retention;"
+                    f" the first one kept is seq {kept} (resume with after_seq {kept - 1})",
+                    reason="PURGED",
+                )
+
         rows = stream_events(
             self._db,
             tenant_id=tenant_id,
             event_filter=event_filter,
             after_seq=position,
             upto_seq=upto,
+            after_first_page=refuse_purged if resumed else None,
         )
         events: list[event_pb2.Event] = []
         async with aclosing(rows):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple
@@ -12,7 +12,7 @@ from psycopg import sql
 from ..domain.event import MAX_FUTURE_SKEW_SECONDS
 from ..domain.event_ids import received_within
 from ..domain.filters import EventFilter
-from .database import Database
+from .database import Connection, Database
 
 Order = Literal["newest", "oldest"]
 _SKEW = timedelta(seconds=MAX_FUTURE_SKEW_SECONDS)
@@ -193,12 +193,16 @@ async def stream_events(
     after_seq: int,
     upto_seq: int,
     fetch_rows: int = 2000,
+    after_first_page: Callable[[Connection], Awaitable[None]] | None = None,
 ) -> AsyncGenerator[StoredEvent, None]:
     """Matching events with after_seq < seq <= upto_seq, oldest first, in
     keyset pages of `fetch_rows`: memory stays constant whatever the count, and
     a connection is held only while a page is read, never while the consumer
     (a slow stream or export client) takes its time: slow readers cannot starve
-    the appender of connections."""
+    the appender of connections. `after_first_page` runs on the first page's
+    connection once it is read, before any event is yielded (and may raise):
+    whatever it then finds committed was committed before that read too, or
+    during it."""
     conditions, params = filter_conditions(tenant_id, event_filter)
     conditions += [sql.SQL("seq > %s"), sql.SQL("seq <= %s")]
     query = sql.SQL(
@@ -209,6 +213,9 @@ async def stream_events(
         async with db.connection(tenant_id) as conn:
             cursor = await conn.execute(query, [*params, position, upto_seq, fetch_rows])
             rows = await cursor.fetchall()
+            if after_first_page is not None:
+                await after_first_page(conn)
+                after_first_page = None
         for row in rows:
             yield _stored(row)
         if len(rows) < fetch_rows:
