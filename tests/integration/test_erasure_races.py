@@ -1,12 +1,15 @@
 """An erasure and what may run beside it: a legal hold being placed, a
 process creating the tenant's head for its first append or a token, a purge
-pass, a second erasure, and a deadlock PostgreSQL breaks by failing one. Each interleaving
-is forced by holding, in a transaction of the test's own, the lock the other
-side takes, until the erasure (or the append) is seen waiting for it."""
+pass, a sink's delivery, a second erasure, and a deadlock PostgreSQL breaks
+by failing one. Each interleaving is forced by holding, in a transaction of
+the test's own, the lock the other side takes, until the erasure (or the
+append) is seen waiting for it."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -24,13 +27,18 @@ from sealtrail import (
     build_alert_rule,
     build_event,
     build_filter,
+    build_sink,
 )
 from sealtrail_server.domain.errors import FailedPrecondition, Unavailable
 from sealtrail_server.domain.event import EventDraft, validate_event
+from sealtrail_server.forward.egress import EgressPolicy, OutboundClient
+from sealtrail_server.forward.forwarder import Forwarder
 from sealtrail_server.retention.purger import Purger
+from sealtrail_server.sealing_setup import load_secret_box
 from sealtrail_server.store.appender import Appended, Appender
 from sealtrail_server.store.changes import ERASURE_SUBJECT, RETENTION_SUBJECT
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, database_of_its_own
+from tests.http_endpoint import Received, Reply, endpoint
 from tests.tenant_rows import rows_of
 
 _SUBJECT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, x'5EA1C4A9'::int::bigint))"
@@ -463,3 +471,62 @@ def test_a_batch_for_a_tenant_being_erased_is_unavailable_whole_with_a_retry_del
     with pytest.raises(RpcFailedError) as retired:
         admin.record_batch([build_event(action="doc.edit", actor_id="u")])
     assert retired.value.reason == "TENANT_ERASED"
+
+
+class _RolledBack(Exception):
+    """Ends a test's transaction by rolling it back."""
+
+
+def test_a_delivery_under_way_ends_rather_than_wait_for_an_erasure(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """An erasure locks the tenant's sinks first, then deletes them, in one
+    transaction that lasts minutes for a large tenant. A delivery step waiting
+    for it would hold a pooled connection (one for each of up to 50 sinks):
+    it ends instead, sends nothing more, and if the erasure fails, delivery
+    resumes where its cursor was."""
+    # A database of its own, with forwarding off: only this test's forwarder delivers.
+    with (
+        database_of_its_own(migrated_database_url, "erasing") as url,
+        endpoint() as receiver,
+        psycopg.connect(url, autocommit=True) as sql,
+    ):
+        server = ServerThread(url, forward_max_sinks=0, alert_max_tenants=0)
+        try:
+            with AuditClient(server.target, token=server.token(tenant)) as admin:
+                admin.create_sink(
+                    build_sink("siem", "webhook", url=receiver.url,
+                               secrets=["whsec_" + "A" * 44], filter=build_filter(actions="doc.*"))
+                )  # fmt: skip
+                seqs = [admin.record(action="doc.edit", actor_id="u").event.seq for _ in range(3)]
+            sending, answer = threading.Event(), threading.Event()
+
+            def hold_the_first(received: Received, index: int) -> Reply:
+                if index == 0:
+                    sending.set()
+                    answer.wait(10)
+                return Reply()
+
+            receiver.responder = hold_the_first
+            outbound = OutboundClient(
+                EgressPolicy(allow_http=True, allowed=(ipaddress.ip_network("127.0.0.0/8"),))
+            )
+            forwarder = Forwarder(server.database, outbound, box=load_secret_box(server.settings))
+            [lease] = server.run(forwarder._claim())
+            stepping = asyncio.run_coroutine_threadsafe(forwarder._step(lease), server.loop)
+            assert sending.wait(10)  # its request is on its way
+            with pytest.raises(_RolledBack), sql.transaction():
+                # As an erasure does: its lock, then the rows other tables reference.
+                sql.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
+                sql.execute("SELECT FROM sinks WHERE tenant_id = %s FOR UPDATE", [tenant])
+                answer.set()
+                assert stepping.result(timeout=5) is None  # not waiting to move its cursor
+                assert server.run(forwarder._step(lease), timeout=5) is None
+                assert len(receiver.received) == 1  # nothing read or sent meanwhile
+                raise _RolledBack  # the erasure failed
+            assert server.run(forwarder._step(lease)) == 0.0
+            server.run(forwarder.stop())
+        finally:
+            server.close()
+    sent = [[e["seq"] for e in json.loads(r.body)["data"]["events"]] for r in receiver.received]
+    assert sent == [seqs, seqs]  # the first request's events again: at least once

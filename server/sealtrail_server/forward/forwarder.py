@@ -81,6 +81,11 @@ def backoff(failures: int, *, base: float, chance: random.Random) -> float:
     return delay / 2 + chance.uniform(0, delay / 2)
 
 
+class _NotHeld(Exception):
+    """The sink is no longer this step's: its lease was lost, or its tenant is
+    being erased (the store's writes then do nothing rather than wait)."""
+
+
 def _now() -> datetime:
     # Wall-clock time, not the service's clock: leases, backoff and webhook
     # timestamps are about real time, whatever clock stamps events.
@@ -162,6 +167,12 @@ class Forwarder:
     async def _step(self, lease: store.Lease) -> float | None:
         """One batch of a sink: the seconds to wait before the next (0: go on
         at once), or None when this process no longer delivers the sink."""
+        try:
+            return await self._deliver(lease)
+        except _NotHeld:
+            return None
+
+    async def _deliver(self, lease: store.Lease) -> float | None:
         async with self._db.system_connection() as conn:
             sink = await store.read_leased(conn, lease, owner=self.owner, box=self._box)
             replays = await store.pending_replays(conn, lease) if sink else []
@@ -353,7 +364,7 @@ class Forwarder:
             if result.outcome == "park":
                 log.warning("forwarder: sink %s parked seq %d-%d: %s", lease.sink_id,
                             outgoing.seqs[0], outgoing.seqs[-1], result.error)  # fmt: skip
-                await store.add_dead_letter(
+                parked = await store.add_dead_letter(
                     conn,
                     lease,
                     first_seq=outgoing.seqs[0],
@@ -364,9 +375,11 @@ class Forwarder:
                     bypass_filter=bypass_filter,
                     now=now,
                 )
+                if not parked:
+                    raise _NotHeld
                 return 0
             for refused in result.refused:
-                await store.add_dead_letter(
+                parked = await store.add_dead_letter(
                     conn,
                     lease,
                     first_seq=refused.seq,
@@ -377,18 +390,22 @@ class Forwarder:
                     bypass_filter=bypass_filter,
                     now=now,
                 )
+                if not parked:
+                    raise _NotHeld
         return len(outgoing.seqs) - len(result.refused)
 
     async def _failed(
         self, lease: store.Lease, failures: int, error: str, *, retry_after: float | None
     ) -> None:
+        """Records the failure and when to try again; _NotHeld if it could not
+        be (retrying at once would hammer the destination)."""
         delay = backoff(failures, base=self._backoff_base, chance=self._chance)
         if retry_after is not None:
             delay = max(delay, min(retry_after, BACKOFF_CAP))
         now = _now()
         log.info("forwarder: sink %s failed (%s); retrying in %.1f s", lease.sink_id, error, delay)
         async with self._db.system_connection() as conn:
-            await store.record_failure(
+            recorded = await store.record_failure(
                 conn,
                 lease,
                 owner=self.owner,
@@ -396,6 +413,8 @@ class Forwarder:
                 now=now,
                 retry_at=now + timedelta(seconds=delay),
             )
+        if not recorded:
+            raise _NotHeld
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:

@@ -8,7 +8,12 @@ Definitions are read and written by admins' calls on tenant connections (the
 service role); delivery state, leases, dead letters and replay cursors by the
 forwarder on system connections. Every write of the forwarder names its lease
 (`lease_owner = %s`): a process that lost its lease (paused too long, say)
-cannot move a cursor another process now owns."""
+cannot move a cursor another process now owns. Every statement of a delivery
+also tries the tenant's erasure lock, shared (`_NOT_BEING_ERASED`): an
+erasure locks the tenant's sinks and deletes their rows in one long
+transaction, and a delivery step waiting for it would hold a pooled
+connection meanwhile, one for each of up to 50 sinks (ADR 0036). Where the
+try fails the statement does nothing, and says so, without waiting."""
 
 from __future__ import annotations
 
@@ -19,11 +24,22 @@ from datetime import datetime
 from typing import Any, Final
 
 import psycopg
+from psycopg import sql
 
 from ..domain.sealing import SealError, SecretBox, is_sealed
 from ..domain.sinks import SinkDefinition, with_secrets
+from .changes import erasure_lock_keys, try_share_condition
 
 Connection = psycopg.AsyncConnection[Any]
+
+# True, the tenant's erasure lock shared until the statement ends; false at
+# once while an erasure holds it or waits for it. Its parameter: _erasure_key.
+_NOT_BEING_ERASED: Final = try_share_condition(sql.SQL("%s"))
+
+
+def _erasure_key(lease: Lease) -> str:
+    [key] = erasure_lock_keys([lease.tenant_id])
+    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,11 +430,14 @@ async def release_leases(conn: Connection, *, owner: str) -> None:
 async def read_leased(
     conn: Connection, lease: Lease, *, owner: str, box: SecretBox
 ) -> StoredSink | None:
-    """The sink, if this owner still holds its lease and it is not paused."""
+    """The sink, if this owner still holds its lease, it is not paused and
+    its tenant is not being erased (then nothing of it is read or sent)."""
     cursor = await conn.execute(
-        f"SELECT {_SINK_COLUMNS} FROM sinks AS s WHERE s.tenant_id = %s AND s.id = %s"
-        " AND s.lease_owner = %s AND NOT s.paused",
-        [lease.tenant_id, lease.sink_id, owner],
+        sql.SQL(
+            f"SELECT {_SINK_COLUMNS} FROM sinks AS s WHERE s.tenant_id = %s AND s.id = %s"
+            " AND s.lease_owner = %s AND NOT s.paused AND {}"
+        ).format(_NOT_BEING_ERASED),
+        [lease.tenant_id, lease.sink_id, owner, _erasure_key(lease)],
     )
     row = await cursor.fetchone()
     return None if row is None else _sink(row, box)
@@ -435,13 +454,16 @@ async def advance(
     now: datetime,
 ) -> bool:
     """Moves the cursor from `from_seq` to `to_seq` and clears the failure
-    state; False if the lease or the cursor changed meanwhile."""
+    state; False if the lease or the cursor changed meanwhile, or the tenant
+    is being erased."""
     cursor = await conn.execute(
-        "UPDATE sinks SET cursor_seq = %s, delivered_events = delivered_events + %s,"
-        " last_delivery_at = CASE WHEN %s > 0 THEN %s ELSE last_delivery_at END,"
-        " last_error = CASE WHEN %s > 0 THEN '' ELSE last_error END,"
-        " consecutive_failures = 0, next_attempt_at = NULL"
-        " WHERE tenant_id = %s AND id = %s AND lease_owner = %s AND cursor_seq = %s",
+        sql.SQL(
+            "UPDATE sinks SET cursor_seq = %s, delivered_events = delivered_events + %s,"
+            " last_delivery_at = CASE WHEN %s > 0 THEN %s ELSE last_delivery_at END,"
+            " last_error = CASE WHEN %s > 0 THEN '' ELSE last_error END,"
+            " consecutive_failures = 0, next_attempt_at = NULL"
+            " WHERE tenant_id = %s AND id = %s AND lease_owner = %s AND cursor_seq = %s AND {}"
+        ).format(_NOT_BEING_ERASED),
         [
             to_seq,
             delivered,
@@ -452,6 +474,7 @@ async def advance(
             lease.sink_id,
             owner,
             from_seq,
+            _erasure_key(lease),
         ],
     )
     return cursor.rowcount == 1
@@ -459,13 +482,18 @@ async def advance(
 
 async def record_failure(
     conn: Connection, lease: Lease, *, owner: str, error: str, now: datetime, retry_at: datetime
-) -> None:
-    await conn.execute(
-        "UPDATE sinks SET last_error = %s, last_error_at = %s,"
-        " consecutive_failures = consecutive_failures + 1, next_attempt_at = %s"
-        " WHERE tenant_id = %s AND id = %s AND lease_owner = %s",
-        [error, now, retry_at, lease.tenant_id, lease.sink_id, owner],
+) -> bool:
+    """Records a failed attempt and when to try again; False, nothing done,
+    if this owner lost the lease or the tenant is being erased."""
+    cursor = await conn.execute(
+        sql.SQL(
+            "UPDATE sinks SET last_error = %s, last_error_at = %s,"
+            " consecutive_failures = consecutive_failures + 1, next_attempt_at = %s"
+            " WHERE tenant_id = %s AND id = %s AND lease_owner = %s AND {}"
+        ).format(_NOT_BEING_ERASED),
+        [error, now, retry_at, lease.tenant_id, lease.sink_id, owner, _erasure_key(lease)],
     )
+    return cursor.rowcount == 1
 
 
 async def add_dead_letter(
@@ -479,11 +507,14 @@ async def add_dead_letter(
     error: str,
     bypass_filter: bool,
     now: datetime,
-) -> None:
-    await conn.execute(
-        "INSERT INTO sink_dead_letters (tenant_id, sink_id, id, first_seq, last_seq,"
-        " event_count, http_status, error, bypass_filter, created_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+) -> bool:
+    """Parks events; False, nothing done, if the tenant is being erased."""
+    cursor = await conn.execute(
+        sql.SQL(
+            "INSERT INTO sink_dead_letters (tenant_id, sink_id, id, first_seq, last_seq,"
+            " event_count, http_status, error, bypass_filter, created_at)"
+            " SELECT %s, %s::uuid, %s::uuid, %s, %s, %s, %s, %s, %s, %s WHERE {}"
+        ).format(_NOT_BEING_ERASED),
         [
             lease.tenant_id,
             lease.sink_id,
@@ -495,8 +526,10 @@ async def add_dead_letter(
             error,
             bypass_filter,
             now,
+            _erasure_key(lease),
         ],
     )
+    return cursor.rowcount == 1
 
 
 async def pending_replays(conn: Connection, lease: Lease) -> list[Replay]:
@@ -521,35 +554,47 @@ async def advance_replay(
 ) -> bool:
     """Moves a replay's cursor; a finished replay (and its dead letter) goes.
     False, nothing done, if the sink's lease or the replay's cursor changed
-    meanwhile (another process delivers it now)."""
-    held = (
+    meanwhile (another process delivers it now), or the tenant is being
+    erased."""
+    held = sql.SQL(
         " AND cursor_seq = %s AND EXISTS (SELECT FROM sinks AS s"
-        " WHERE s.tenant_id = %s AND s.id = %s AND s.lease_owner = %s)"
-    )
-    guard = [replay.cursor_seq, lease.tenant_id, lease.sink_id, owner]
+        " WHERE s.tenant_id = %s AND s.id = %s AND s.lease_owner = %s) AND {}"
+    ).format(_NOT_BEING_ERASED)
+    guard = [replay.cursor_seq, lease.tenant_id, lease.sink_id, owner, _erasure_key(lease)]
+    key = [lease.tenant_id, lease.sink_id]
     if to_seq >= replay.last_seq:
         cursor = await conn.execute(
-            "DELETE FROM sink_replays WHERE tenant_id = %s AND sink_id = %s AND id = %s" + held,
-            [lease.tenant_id, lease.sink_id, replay.id, *guard],
+            sql.SQL("DELETE FROM sink_replays WHERE tenant_id = %s AND sink_id = %s AND id = %s")
+            + held,
+            [*key, replay.id, *guard],
         )
         if cursor.rowcount == 1 and replay.dead_letter_id is not None:
+            # A statement of its own (autocommit), so it tries the lock again.
             await conn.execute(
-                "DELETE FROM sink_dead_letters WHERE tenant_id = %s AND sink_id = %s AND id = %s",
-                [lease.tenant_id, lease.sink_id, replay.dead_letter_id],
+                sql.SQL(
+                    "DELETE FROM sink_dead_letters WHERE tenant_id = %s AND sink_id = %s"
+                    " AND id = %s AND {}"
+                ).format(_NOT_BEING_ERASED),
+                [*key, replay.dead_letter_id, _erasure_key(lease)],
             )
     else:
         cursor = await conn.execute(
-            "UPDATE sink_replays SET cursor_seq = %s"
-            " WHERE tenant_id = %s AND sink_id = %s AND id = %s" + held,
-            [to_seq, lease.tenant_id, lease.sink_id, replay.id, *guard],
+            sql.SQL(
+                "UPDATE sink_replays SET cursor_seq = %s"
+                " WHERE tenant_id = %s AND sink_id = %s AND id = %s"
+            )
+            + held,
+            [to_seq, *key, replay.id, *guard],
         )
     if cursor.rowcount != 1:
         return False
     if delivered:
         await conn.execute(
-            "UPDATE sinks SET delivered_events = delivered_events + %s, last_delivery_at = %s,"
-            " last_error = '', consecutive_failures = 0, next_attempt_at = NULL"
-            " WHERE tenant_id = %s AND id = %s",
-            [delivered, now, lease.tenant_id, lease.sink_id],
+            sql.SQL(
+                "UPDATE sinks SET delivered_events = delivered_events + %s, last_delivery_at = %s,"
+                " last_error = '', consecutive_failures = 0, next_attempt_at = NULL"
+                " WHERE tenant_id = %s AND id = %s AND {}"
+            ).format(_NOT_BEING_ERASED),
+            [delivered, now, *key, _erasure_key(lease)],
         )
     return True
