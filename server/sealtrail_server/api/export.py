@@ -21,10 +21,9 @@ from ..domain.filters import EventFilter, validate_filter
 from ..export.formats import CsvEncoder, Encoder, JsonEncoder, NdjsonEncoder
 from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
-from ..store.changes import tenant_erased
+from ..store.changes import refuse_if_erased, tenant_erased
 from ..store.database import Database
 from ..store.events import recent_exports, stream_events
-from ..store.tree import tree_size
 from .audited import filter_details, record_access
 from .convert import event_from_record, filter_draft
 from .guard import current_principal
@@ -97,10 +96,8 @@ class ExportRpcs:
                     buffer.clear()
         # Each page is read afresh, so an erasure that commits mid-export leaves
         # the rest unread: end without a manifest that would pass for complete.
-        # (A purge keeps the log's size; only an erasure makes it shrink.)
         async with self._db.connection(tenant_id) as conn:
-            if await tree_size(conn, tenant_id) < size:
-                raise tenant_erased(tenant_id)
+            await refuse_if_erased(conn, tenant_id)
         buffer += encoder.end()
         if buffer:
             digest.update(buffer)

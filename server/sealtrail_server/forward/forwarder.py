@@ -31,6 +31,7 @@ from ..leased_work import LeasedWork, new_owner
 from ..store import sinks as store
 from ..store.database import Database
 from ..store.events import StoredEvent, stream_events
+from ..store.sinks import Parking
 from ..store.tree import tree_size
 from .destinations import (
     ANSWER_BYTES,
@@ -359,39 +360,22 @@ class Forwarder:
         if result.outcome == "retry":
             await self._failed(lease, failures, result.error, retry_after=result.retry_after)
             return None
-        now = _now()
-        async with self._db.system_connection() as conn:
-            if result.outcome == "park":
-                log.warning("forwarder: sink %s parked seq %d-%d: %s", lease.sink_id,
-                            outgoing.seqs[0], outgoing.seqs[-1], result.error)  # fmt: skip
-                parked = await store.add_dead_letter(
-                    conn,
-                    lease,
-                    first_seq=outgoing.seqs[0],
-                    last_seq=outgoing.seqs[-1],
-                    event_count=len(outgoing.seqs),
-                    http_status=result.status,
-                    error=result.error,
-                    bypass_filter=bypass_filter,
-                    now=now,
+        if result.outcome == "park":
+            log.warning("forwarder: sink %s parked seq %d-%d: %s", lease.sink_id,
+                        outgoing.seqs[0], outgoing.seqs[-1], result.error)  # fmt: skip
+            first, last = outgoing.seqs[0], outgoing.seqs[-1]
+            letters = [Parking(first, last, len(outgoing.seqs), result.status, result.error)]
+        else:
+            letters = [Parking(r.seq, r.seq, 1, r.status, r.error) for r in result.refused]
+        if letters:
+            async with self._db.system_connection() as conn:
+                parked = await store.park(
+                    conn, lease, letters, owner=self.owner, bypass_filter=bypass_filter, now=_now()
                 )
-                if not parked:
-                    raise _NotHeld
-                return 0
-            for refused in result.refused:
-                parked = await store.add_dead_letter(
-                    conn,
-                    lease,
-                    first_seq=refused.seq,
-                    last_seq=refused.seq,
-                    event_count=1,
-                    http_status=refused.status,
-                    error=refused.error,
-                    bypass_filter=bypass_filter,
-                    now=now,
-                )
-                if not parked:
-                    raise _NotHeld
+            if not parked:
+                raise _NotHeld
+        if result.outcome == "park":
+            return 0
         return len(outgoing.seqs) - len(result.refused)
 
     async def _failed(

@@ -18,7 +18,7 @@ try fails the statement does nothing, and says so, without waiting."""
 from __future__ import annotations
 
 import json
-import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -32,9 +32,15 @@ from .changes import erasure_lock_keys, try_share_condition
 
 Connection = psycopg.AsyncConnection[Any]
 
-# True, the tenant's erasure lock shared until the statement ends; false at
-# once while an erasure holds it or waits for it. Its parameter: _erasure_key.
-_NOT_BEING_ERASED: Final = try_share_condition(sql.SQL("%s"))
+
+def _not_being_erased(name: str | None = None) -> sql.Composed:
+    """True, the tenant's erasure lock shared until the statement ends; false
+    at once while an erasure holds it or waits for it. Its parameter, the
+    `_erasure_key`: positional, or the one `name`d."""
+    return try_share_condition(sql.Placeholder(name) if name else sql.SQL("%s"))
+
+
+_NOT_BEING_ERASED: Final = _not_being_erased()
 
 
 def _erasure_key(lease: Lease) -> str:
@@ -496,40 +502,56 @@ async def record_failure(
     return cursor.rowcount == 1
 
 
-async def add_dead_letter(
+@dataclass(frozen=True, slots=True)
+class Parking:
+    """Events to park as one dead letter, and why."""
+
+    first_seq: int
+    last_seq: int
+    event_count: int
+    http_status: int
+    error: str
+
+
+async def park(
     conn: Connection,
     lease: Lease,
+    letters: Sequence[Parking],
     *,
-    first_seq: int,
-    last_seq: int,
-    event_count: int,
-    http_status: int,
-    error: str,
+    owner: str,
     bypass_filter: bool,
     now: datetime,
 ) -> bool:
-    """Parks events; False, nothing done, if the tenant is being erased."""
+    """Parks each of `letters` as a dead letter, all in one statement; False,
+    nothing done, if this owner lost the lease or the tenant is being erased
+    (the events are then sent again, and parked again if refused again)."""
     cursor = await conn.execute(
         sql.SQL(
             "INSERT INTO sink_dead_letters (tenant_id, sink_id, id, first_seq, last_seq,"
             " event_count, http_status, error, bypass_filter, created_at)"
-            " SELECT %s, %s::uuid, %s::uuid, %s, %s, %s, %s, %s, %s, %s WHERE {}"
-        ).format(_NOT_BEING_ERASED),
-        [
-            lease.tenant_id,
-            lease.sink_id,
-            str(uuid.uuid4()),
-            first_seq,
-            last_seq,
-            event_count,
-            http_status,
-            error,
-            bypass_filter,
-            now,
-            _erasure_key(lease),
-        ],
+            " SELECT %(tenant)s, %(sink)s::uuid, gen_random_uuid(), l.first_seq, l.last_seq,"
+            " l.event_count, l.http_status, l.error, %(bypass)s, %(now)s"
+            " FROM unnest(%(first)s::bigint[], %(last)s::bigint[], %(count)s::int[],"
+            "   %(status)s::int[], %(error)s::text[])"
+            "   AS l(first_seq, last_seq, event_count, http_status, error)"
+            " WHERE EXISTS (SELECT FROM sinks WHERE tenant_id = %(tenant)s"
+            "   AND id = %(sink)s::uuid AND lease_owner = %(owner)s) AND {}"
+        ).format(_not_being_erased("erasure")),
+        {
+            "tenant": lease.tenant_id,
+            "sink": lease.sink_id,
+            "bypass": bypass_filter,
+            "now": now,
+            "first": [letter.first_seq for letter in letters],
+            "last": [letter.last_seq for letter in letters],
+            "count": [letter.event_count for letter in letters],
+            "status": [letter.http_status for letter in letters],
+            "error": [letter.error for letter in letters],
+            "owner": owner,
+            "erasure": _erasure_key(lease),
+        },
     )
-    return cursor.rowcount == 1
+    return cursor.rowcount == len(letters)
 
 
 async def pending_replays(conn: Connection, lease: Lease) -> list[Replay]:
@@ -552,49 +574,42 @@ async def advance_replay(
     delivered: int,
     now: datetime,
 ) -> bool:
-    """Moves a replay's cursor; a finished replay (and its dead letter) goes.
-    False, nothing done, if the sink's lease or the replay's cursor changed
-    meanwhile (another process delivers it now), or the tenant is being
-    erased."""
-    held = sql.SQL(
-        " AND cursor_seq = %s AND EXISTS (SELECT FROM sinks AS s"
-        " WHERE s.tenant_id = %s AND s.id = %s AND s.lease_owner = %s) AND {}"
-    ).format(_NOT_BEING_ERASED)
-    guard = [replay.cursor_seq, lease.tenant_id, lease.sink_id, owner, _erasure_key(lease)]
-    key = [lease.tenant_id, lease.sink_id]
-    if to_seq >= replay.last_seq:
-        cursor = await conn.execute(
-            sql.SQL("DELETE FROM sink_replays WHERE tenant_id = %s AND sink_id = %s AND id = %s")
-            + held,
-            [*key, replay.id, *guard],
-        )
-        if cursor.rowcount == 1 and replay.dead_letter_id is not None:
-            # A statement of its own (autocommit), so it tries the lock again.
-            await conn.execute(
-                sql.SQL(
-                    "DELETE FROM sink_dead_letters WHERE tenant_id = %s AND sink_id = %s"
-                    " AND id = %s AND {}"
-                ).format(_NOT_BEING_ERASED),
-                [*key, replay.dead_letter_id, _erasure_key(lease)],
-            )
-    else:
-        cursor = await conn.execute(
-            sql.SQL(
-                "UPDATE sink_replays SET cursor_seq = %s"
-                " WHERE tenant_id = %s AND sink_id = %s AND id = %s"
-            )
-            + held,
-            [to_seq, *key, replay.id, *guard],
-        )
-    if cursor.rowcount != 1:
-        return False
-    if delivered:
-        await conn.execute(
-            sql.SQL(
-                "UPDATE sinks SET delivered_events = delivered_events + %s, last_delivery_at = %s,"
-                " last_error = '', consecutive_failures = 0, next_attempt_at = NULL"
-                " WHERE tenant_id = %s AND id = %s AND {}"
-            ).format(_NOT_BEING_ERASED),
-            [delivered, now, *key, _erasure_key(lease)],
-        )
-    return True
+    """Moves a replay's cursor and counts what it delivered; a finished replay
+    (and its dead letter) goes. One statement, so all of it or none: False,
+    nothing done, if the sink's lease or the replay's cursor changed meanwhile
+    (another process delivers it now), or the tenant is being erased."""
+    move = "DELETE FROM sink_replays" if to_seq >= replay.last_seq else (
+        "UPDATE sink_replays SET cursor_seq = %(to)s"
+    )  # fmt: skip
+    cursor = await conn.execute(
+        sql.SQL(
+            "WITH moved AS (" + move + " WHERE tenant_id = %(tenant)s AND sink_id = %(sink)s"
+            "   AND id = %(replay)s AND cursor_seq = %(from)s AND EXISTS (SELECT FROM sinks"
+            "   WHERE tenant_id = %(tenant)s AND id = %(sink)s AND lease_owner = %(owner)s)"
+            "   AND {not_being_erased} RETURNING dead_letter_id),"
+            # A finished replay of a dead letter takes the letter with it (when
+            # it moved, which shares the erasure's lock for the statement).
+            " delivered AS (DELETE FROM sink_dead_letters AS d USING moved AS m"
+            "   WHERE %(finished)s AND d.tenant_id = %(tenant)s AND d.sink_id = %(sink)s"
+            "   AND d.id = m.dead_letter_id),"
+            " counted AS (UPDATE sinks SET delivered_events = delivered_events + %(count)s,"
+            "   last_delivery_at = %(now)s, last_error = '', consecutive_failures = 0,"
+            "   next_attempt_at = NULL WHERE tenant_id = %(tenant)s AND id = %(sink)s"
+            "   AND %(count)s > 0 AND EXISTS (SELECT FROM moved))"
+            " SELECT count(*) FROM moved"
+        ).format(not_being_erased=_not_being_erased("erasure")),
+        {
+            "to": to_seq,
+            "tenant": lease.tenant_id,
+            "sink": lease.sink_id,
+            "replay": replay.id,
+            "from": replay.cursor_seq,
+            "owner": owner,
+            "erasure": _erasure_key(lease),
+            "finished": to_seq >= replay.last_seq,
+            "count": delivered,
+            "now": now,
+        },
+    )
+    row = await cursor.fetchone()
+    return row is not None and row[0] == 1
