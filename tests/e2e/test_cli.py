@@ -364,6 +364,9 @@ def test_retention_legal_hold_and_erasure_from_the_command_line(
     assert "default: 90 days" in shown and "category authentication: 365 days" in shown
     assert "actions rag.*: 30 days" in shown and "legal hold: off" in shown
     [etag] = [line.removeprefix("etag: ") for line in shown.splitlines() if line.startswith("etag")]
+    dry = run("sealtrail", "retention", "set", "30d", "--etag", etag, "--dry-run", env=cli_env)
+    assert dry.stdout.startswith("would remove 0 events now\n  default: 0 events (30 days:")
+    assert run("sealtrail", "retention", env=cli_env).stdout == shown  # a dry run changes nothing
     run("sealtrail", "retention", "set", "30d", "--etag", etag, env=cli_env)
     stale = run("sealtrail", "retention", "set", "1y", "--etag", etag, env=cli_env, check=False)
     assert stale.returncode == 1 and "ABORTED" in stale.stderr

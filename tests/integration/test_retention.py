@@ -37,6 +37,7 @@ from sealtrail import (
 )
 from sealtrail.tlog import leaf_hash, parse_checkpoint, verify_inclusion
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, integrity_pb2, retention_pb2
+from sealtrail_server.api import retention as retention_api
 from sealtrail_server.domain.access import Role
 from sealtrail_server.domain.errors import Unavailable
 from sealtrail_server.domain.event_ids import received_within
@@ -185,6 +186,66 @@ def test_a_policy_change_on_a_stale_etag_is_aborted_and_changes_nothing(
     )
     unconditional = admin.set_retention_policy("1y")  # no etag: applies to any policy
     assert unconditional.policy.default_days == 365 and _policy_changes(admin) == 3
+
+
+def test_a_preview_says_what_a_policy_would_remove_and_changes_nothing(
+    aged: ServerThread, admin: AuditClient, clock: Clock
+) -> None:
+    """The dry run before a change that removes events for good: each rule's
+    count is what the purge then removes."""
+    doc, login, rag = (
+        record(admin, "doc.edit"),
+        record(admin, "user.login", "authentication"),
+        record(admin, "rag.query"),
+    )
+    clock.advance(40)
+    fresh = record(admin, "doc.edit")
+    current = admin.get_retention_policy().policy
+    proposed: dict[str, Any] = {
+        "categories": {"authentication": "forever"},
+        "action_prefixes": {"rag.*": 60},
+    }
+    preview = admin.preview_retention_policy("30d", **proposed)
+    horizon = clock() - timedelta(days=30)
+    assert [(r.rule, r.days, r.events, r.at_least) for r in preview.rules] == [
+        ("action:rag.*", 60, 0, False),  # 40 days old: kept
+        ("default", 30, 1, False),  # the edit; the login is kept for good
+    ]
+    assert preview.rules[1].received_before.ToDatetime(UTC) == horizon
+    assert (preview.events, preview.at_least, preview.legal_hold) == (1, False, False)
+    # Nothing changed or recorded, nothing removed.
+    assert admin.get_retention_policy().policy == current
+    assert _policy_changes(admin) == 0
+    purge(aged)
+    assert [seq for seq, _ in recorded(admin)] == [doc, login, rag, fresh]
+    # Checked as the change would be: fields, and the etag.
+    with pytest.raises(InvalidArgumentError, match=r"policy\.default_days"):
+        admin.preview_retention_policy(40_000)
+    changed = admin.set_retention_policy("1y")
+    with pytest.raises(AbortedError):
+        admin.preview_retention_policy("30d", etag=current.etag)
+    # Applied, the purge removes what the preview said.
+    admin.set_retention_policy("30d", etag=changed.policy.etag, **proposed)
+    purge(aged)
+    assert [seq for seq, _ in recorded(admin)] == [login, rag, fresh]
+    admin.set_legal_hold(True, reason="Case 12")
+    assert admin.preview_retention_policy(1).legal_hold
+    admin.set_legal_hold(False)
+
+
+def test_a_preview_counts_up_to_its_limit(
+    admin: AuditClient, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for _ in range(3):
+        record(admin, "doc.edit")
+    clock.advance(2)
+    monkeypatch.setattr(retention_api, "PREVIEW_LIMIT", 2)  # the server runs in this process
+    preview = admin.preview_retention_policy(1, categories={"authentication": 1})
+    assert [(r.rule, r.events, r.at_least) for r in preview.rules] == [
+        ("category:authentication", 0, False),
+        ("default", 2, True),
+    ]
+    assert (preview.events, preview.at_least) == (2, True)
 
 
 def test_of_two_changes_made_on_one_etag_exactly_one_applies(

@@ -5,7 +5,7 @@ and erase the tenant. A mixin of the servicer."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import grpc
@@ -22,6 +22,7 @@ from ..domain.retention import (
     RuleDraft,
     hold_etag,
     policy_etag,
+    purge_selections,
     validate_hold_reason,
     validate_policy,
 )
@@ -29,12 +30,21 @@ from ..retention.erasure import Eraser
 from ..store.appender import Appender
 from ..store.changes import RETENTION_SUBJECT, Changes
 from ..store.database import Database
-from ..store.retention import StoredPolicy, read_policy, write_hold, write_policy
+from ..store.retention import (
+    StoredPolicy,
+    count_expired,
+    read_policy,
+    write_hold,
+    write_policy,
+)
 from .audited import record_access
 from .guard import current_principal
 from .integrity import checkpoint_message
 
 Context = grpc.aio.ServicerContext[Any, Any]
+# Events counted for each rule of a policy's preview, at most: enough to tell
+# a change's size, and a bound on the reads of one call.
+PREVIEW_LIMIT: Final = 1_000_000
 _CATEGORY_NUMBERS: Final = {name: number for number, name in CATEGORIES.items()}
 
 
@@ -101,6 +111,8 @@ class RetentionRpcs:
             ],
         )
         tenant_id = principal.tenant_id
+        if request.validate_only:
+            return await self._preview(tenant_id, policy, etag=request.policy.etag)
         async with self._changes.exclusive(tenant_id, RETENTION_SUBJECT) as conn:
             before = await read_policy(conn, tenant_id)
             require_etag(
@@ -130,6 +142,37 @@ class RetentionRpcs:
             ).event_id
             after = await write_policy(conn, tenant_id, policy, now=self._clock())
         return pb.UpdateRetentionPolicyResponse(policy=_policy_message(after), event_id=event_id)
+
+    async def _preview(
+        self, tenant_id: str, policy: RetentionPolicy, *, etag: str
+    ) -> pb.UpdateRetentionPolicyResponse:
+        """What `policy` would remove if it applied now, each rule's events
+        selected as the purge selects them; nothing changed or recorded."""
+        now = self._clock()
+        preview = pb.RetentionPreview()
+        async with self._db.connection(tenant_id) as conn:
+            current = await read_policy(conn, tenant_id)
+            require_etag(
+                etag, policy_etag(current.policy, current.updated_at), what="retention policy"
+            )
+            for selection in purge_selections(policy):
+                horizon = now - timedelta(days=selection.days)
+                counted = await count_expired(
+                    conn, tenant_id, selection, received_before=horizon, limit=PREVIEW_LIMIT + 1
+                )
+                rule = preview.rules.add(
+                    rule=selection.rule,
+                    days=selection.days,
+                    events=min(counted, PREVIEW_LIMIT),
+                    at_least=counted > PREVIEW_LIMIT,
+                )
+                rule.received_before.FromDatetime(horizon)
+        preview.events = sum(rule.events for rule in preview.rules)
+        preview.at_least = any(rule.at_least for rule in preview.rules)
+        preview.legal_hold = current.hold.on
+        proposed = _policy_message(StoredPolicy(policy, None, current.hold))
+        proposed.ClearField("etag")  # nothing was stored
+        return pb.UpdateRetentionPolicyResponse(policy=proposed, preview=preview)
 
     async def SetLegalHold(
         self, request: pb.SetLegalHoldRequest, context: Context

@@ -164,6 +164,28 @@ async def purge_batch(
     return PurgedBatch(int(row[0]), int(row[1]), int(row[2]))
 
 
+async def count_expired(
+    conn: psycopg.AsyncConnection[Any],
+    tenant_id: str,
+    selection: Selection,
+    *,
+    received_before: datetime,
+    limit: int,
+) -> int:
+    """How many events of `selection` received before the cutoff a purge
+    would remove, counted up to `limit`: one index range of the tenant's
+    older partitions, read no further than that."""
+    conditions, params = _selection_conditions(selection)
+    query = sql.SQL(
+        "SELECT count(*) FROM (SELECT FROM events WHERE tenant_id = %s AND received_at < %s"
+        " AND {conditions} LIMIT %s) AS expired"
+    ).format(conditions=sql.SQL(" AND ").join(conditions))
+    cursor = await conn.execute(query, [tenant_id, received_before, *params, limit])
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def _selection_conditions(selection: Selection) -> tuple[list[sql.Composable], list[Any]]:
     conditions: list[sql.Composable] = [sql.SQL("true")]
     params: list[Any] = []

@@ -32,7 +32,7 @@ from sealtrail._convert import (
 )
 from sealtrail._errors import SealtrailError
 from sealtrail._export import ExportError, ExportFormat
-from sealtrail.v1 import event_pb2
+from sealtrail.v1 import event_pb2, retention_pb2
 
 if TYPE_CHECKING:
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
@@ -544,6 +544,11 @@ def retention(ctx: click.Context) -> None:
     help="Override for an action prefix, e.g. rag.*=90 (repeatable).",
 )
 @click.option("--etag", default="", help=_ETAG_HELP.format(what="policy"))
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Only show what the policy would remove if it applied now; change nothing.",
+)
 @click.pass_context
 def retention_set(
     ctx: click.Context,
@@ -551,22 +556,39 @@ def retention_set(
     categories: tuple[str, ...],
     actions: tuple[str, ...],
     etag: str,
+    dry_run: bool,
 ) -> None:
     """Replace the policy: DEFAULT and every override are days or a preset
     (30d, 90d, 180d, 1y, forever). Recorded in the log."""
     by_category = {name: _days_value(days) for name, days in map(_rule_option, categories)}
     by_action = {prefix: _days_value(days) for prefix, days in map(_rule_option, actions)}
     with _client(ctx) as client:
+        call = client.preview_retention_policy if dry_run else client.set_retention_policy
         try:
-            changed = client.set_retention_policy(
-                _days_value(default),
-                categories=by_category,
-                action_prefixes=by_action,
-                etag=etag,
+            answer = call(
+                _days_value(default), categories=by_category, action_prefixes=by_action, etag=etag
             )
         except ValueError as error:
             raise click.BadParameter(str(error)) from None
-    click.echo("policy updated" if changed.event_id else "policy unchanged")
+    if isinstance(answer, retention_pb2.RetentionPreview):
+        _echo_preview(answer)
+    else:
+        click.echo("policy updated" if answer.event_id else "policy unchanged")
+
+
+def _echo_preview(preview: retention_pb2.RetentionPreview) -> None:
+    def count(events: int, at_least: bool) -> str:
+        return f"{'at least ' if at_least else ''}{events:,} events"
+
+    click.echo(f"would remove {count(preview.events, preview.at_least)} now")
+    for rule in preview.rules:
+        horizon = rule.received_before.ToDatetime(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        click.echo(
+            f"  {rule.rule}: {count(rule.events, rule.at_least)}"
+            f" ({rule.days} days: received before {horizon})"
+        )
+    if preview.legal_hold:
+        click.echo("legal hold on: nothing is removed until it is released")
 
 
 @main.command("legal-hold")

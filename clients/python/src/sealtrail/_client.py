@@ -311,6 +311,22 @@ class AuditClient:
         request.policy.etag = etag
         return self._call(self._stub.UpdateRetentionPolicy, request, retry=not etag)
 
+    def preview_retention_policy(
+        self,
+        default: Days = "forever",
+        *,
+        categories: Mapping[str, Days] | None = None,
+        action_prefixes: Mapping[str, Days] | None = None,
+        etag: str = "",
+    ) -> retention_pb2.RetentionPreview:
+        """Admin: what `set_retention_policy` with these arguments would remove
+        if it applied now, rule by rule, changing and recording nothing (a dry
+        run). Each rule's count stops at 1,000,000 (`at_least`)."""
+        request = retention_policy_request(default, categories or {}, action_prefixes or {})
+        request.policy.etag = etag
+        request.validate_only = True
+        return (self._call(self._stub.UpdateRetentionPolicy, request)).preview
+
     def set_legal_hold(
         self, on: bool, *, reason: str = "", etag: str = ""
     ) -> retention_pb2.SetLegalHoldResponse:

@@ -364,7 +364,8 @@ class AuditLogServiceServicer:
 
     def UpdateRetentionPolicy(self, request, context):
         """Admin only: replaces the tenant's retention policy; recorded as
-        `retention.policy_updated` before it applies.
+        `retention.policy_updated` before it applies. With validate_only, a dry
+        run: says what the policy would remove, and changes and records nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -105,7 +105,8 @@ class AuditLogServiceStub:
     """Admin only: the tenant's retention policy and legal hold."""
     UpdateRetentionPolicy: _grpc.UnaryUnaryMultiCallable[_retention_pb2.UpdateRetentionPolicyRequest, _retention_pb2.UpdateRetentionPolicyResponse]
     """Admin only: replaces the tenant's retention policy; recorded as
-    `retention.policy_updated` before it applies.
+    `retention.policy_updated` before it applies. With validate_only, a dry
+    run: says what the policy would remove, and changes and records nothing.
     """
     SetLegalHold: _grpc.UnaryUnaryMultiCallable[_retention_pb2.SetLegalHoldRequest, _retention_pb2.SetLegalHoldResponse]
     """Admin only: places or releases the tenant's legal hold; recorded as
@@ -228,7 +229,8 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     """Admin only: the tenant's retention policy and legal hold."""
     UpdateRetentionPolicy: _aio.UnaryUnaryMultiCallable[_retention_pb2.UpdateRetentionPolicyRequest, _retention_pb2.UpdateRetentionPolicyResponse]  # type: ignore[assignment]
     """Admin only: replaces the tenant's retention policy; recorded as
-    `retention.policy_updated` before it applies.
+    `retention.policy_updated` before it applies. With validate_only, a dry
+    run: says what the policy would remove, and changes and records nothing.
     """
     SetLegalHold: _aio.UnaryUnaryMultiCallable[_retention_pb2.SetLegalHoldRequest, _retention_pb2.SetLegalHoldResponse]  # type: ignore[assignment]
     """Admin only: places or releases the tenant's legal hold; recorded as
@@ -468,7 +470,8 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_retention_pb2.UpdateRetentionPolicyResponse, _abc.Awaitable[_retention_pb2.UpdateRetentionPolicyResponse]]:
         """Admin only: replaces the tenant's retention policy; recorded as
-        `retention.policy_updated` before it applies.
+        `retention.policy_updated` before it applies. With validate_only, a dry
+        run: says what the policy would remove, and changes and records nothing.
         """
 
     @_abc_1.abstractmethod
