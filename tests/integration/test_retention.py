@@ -189,10 +189,11 @@ def test_a_policy_change_on_a_stale_etag_is_aborted_and_changes_nothing(
 
 
 def test_a_preview_says_what_a_policy_would_remove_and_changes_nothing(
-    aged: ServerThread, admin: AuditClient, clock: Clock
+    aged: ServerThread, admin: AuditClient, clock: Clock, tenant: str
 ) -> None:
     """The dry run before a change that removes events for good: each rule's
     count is what the purge then removes."""
+    admin.set_retention_policy("1y")  # its record, 40 days old below, is kept for good
     doc, login, rag = (
         record(admin, "doc.edit"),
         record(admin, "user.login", "authentication"),
@@ -207,43 +208,45 @@ def test_a_preview_says_what_a_policy_would_remove_and_changes_nothing(
     }
     preview = admin.preview_retention_policy("30d", **proposed)
     horizon = clock() - timedelta(days=30)
-    assert [(r.rule, r.days, r.events, r.at_least) for r in preview.rules] == [
-        ("action:rag.*", 60, 0, False),  # 40 days old: kept
-        ("default", 30, 1, False),  # the edit; the login is kept for good
+    assert [(r.rule, r.days, r.events) for r in preview.rules] == [
+        ("action:rag.*", 60, 0),  # 40 days old: kept
+        ("default", 30, 1),  # the edit: not the login, nor the policy's record
     ]
     assert preview.rules[1].received_before.ToDatetime(UTC) == horizon
     assert (preview.events, preview.at_least, preview.legal_hold) == (1, False, False)
+    assert preview.policy.default_days == 30 and not preview.policy.etag
     # Nothing changed or recorded, nothing removed.
     assert admin.get_retention_policy().policy == current
-    assert _policy_changes(admin) == 0
+    assert _policy_changes(admin) == 1
     purge(aged)
     assert [seq for seq, _ in recorded(admin)] == [doc, login, rag, fresh]
     # Checked as the change would be: fields, and the etag.
     with pytest.raises(InvalidArgumentError, match=r"policy\.default_days"):
         admin.preview_retention_policy(40_000)
-    changed = admin.set_retention_policy("1y")
+    changed = admin.set_retention_policy("180d")
     with pytest.raises(AbortedError):
         admin.preview_retention_policy("30d", etag=current.etag)
     # Applied, the purge removes what the preview said.
     admin.set_retention_policy("30d", etag=changed.policy.etag, **proposed)
-    purge(aged)
+    [purged] = [done for done in purge(aged) if done.tenant_id == tenant]
+    assert {rule: done["purged"] for rule, done in purged.by_rule.items()} == {"default": 1}
     assert [seq for seq, _ in recorded(admin)] == [login, rag, fresh]
     admin.set_legal_hold(True, reason="Case 12")
     assert admin.preview_retention_policy(1).legal_hold
     admin.set_legal_hold(False)
 
 
-def test_a_preview_counts_up_to_its_limit(
+def test_a_preview_reads_at_most_its_limit(
     admin: AuditClient, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for _ in range(3):
         record(admin, "doc.edit")
     clock.advance(2)
-    monkeypatch.setattr(retention_api, "PREVIEW_LIMIT", 2)  # the server runs in this process
+    monkeypatch.setattr(retention_api, "PREVIEW_READ_LIMIT", 2)  # the server runs in this process
     preview = admin.preview_retention_policy(1, categories={"authentication": 1})
-    assert [(r.rule, r.events, r.at_least) for r in preview.rules] == [
-        ("category:authentication", 0, False),
-        ("default", 2, True),
+    assert [(r.rule, r.events) for r in preview.rules] == [
+        ("category:authentication", 0),
+        ("default", 2),
     ]
     assert (preview.events, preview.at_least) == (2, True)
 

@@ -38,6 +38,7 @@ ALLOWED: dict[str, set[str]] = {
     "RevokeToken": {"admin"},
     "GetRetentionPolicy": {"admin"},
     "UpdateRetentionPolicy": {"admin"},
+    "PreviewRetentionPolicy": {"admin"},
     "SetLegalHold": {"admin"},
     "EraseTenant": {"admin"},
     "CreateSink": {"admin"},

@@ -42,9 +42,9 @@ from .guard import current_principal
 from .integrity import checkpoint_message
 
 Context = grpc.aio.ServicerContext[Any, Any]
-# Events counted for each rule of a policy's preview, at most: enough to tell
-# a change's size, and a bound on the reads of one call.
-PREVIEW_LIMIT: Final = 1_000_000
+# Events a policy's preview reads at most: enough to tell a change's size,
+# and a bound on what one call reads, whatever its rules.
+PREVIEW_READ_LIMIT: Final = 1_000_000
 _CATEGORY_NUMBERS: Final = {name: number for number, name in CATEGORIES.items()}
 
 
@@ -71,6 +71,16 @@ def _hold_message(stored: StoredPolicy) -> pb.LegalHold:
     if hold.updated_at is not None:
         message.update_time.FromDatetime(hold.updated_at)
     return message
+
+
+def _validated(message: pb.RetentionPolicy) -> RetentionPolicy:
+    return validate_policy(
+        message.default_days,
+        [
+            RuleDraft(days=r.days, category=r.category, action_prefix=r.action_prefix)
+            for r in message.rules
+        ],
+    )
 
 
 def describe(policy: RetentionPolicy) -> dict[str, Any]:
@@ -103,16 +113,8 @@ class RetentionRpcs:
         self, request: pb.UpdateRetentionPolicyRequest, context: Context
     ) -> pb.UpdateRetentionPolicyResponse:
         principal = current_principal()
-        policy = validate_policy(
-            request.policy.default_days,
-            [
-                RuleDraft(days=r.days, category=r.category, action_prefix=r.action_prefix)
-                for r in request.policy.rules
-            ],
-        )
+        policy = _validated(request.policy)
         tenant_id = principal.tenant_id
-        if request.validate_only:
-            return await self._preview(tenant_id, policy, etag=request.policy.etag)
         async with self._changes.exclusive(tenant_id, RETENTION_SUBJECT) as conn:
             before = await read_policy(conn, tenant_id)
             require_etag(
@@ -143,36 +145,32 @@ class RetentionRpcs:
             after = await write_policy(conn, tenant_id, policy, now=self._clock())
         return pb.UpdateRetentionPolicyResponse(policy=_policy_message(after), event_id=event_id)
 
-    async def _preview(
-        self, tenant_id: str, policy: RetentionPolicy, *, etag: str
-    ) -> pb.UpdateRetentionPolicyResponse:
-        """What `policy` would remove if it applied now, each rule's events
-        selected as the purge selects them; nothing changed or recorded."""
+    async def PreviewRetentionPolicy(
+        self, request: pb.PreviewRetentionPolicyRequest, context: Context
+    ) -> pb.PreviewRetentionPolicyResponse:
+        policy = _validated(request.policy)
+        tenant_id = current_principal().tenant_id
         now = self._clock()
-        preview = pb.RetentionPreview()
+        horizons = [(s, now - timedelta(days=s.days)) for s in purge_selections(policy)]
         async with self._db.connection(tenant_id) as conn:
             current = await read_policy(conn, tenant_id)
             require_etag(
-                etag, policy_etag(current.policy, current.updated_at), what="retention policy"
+                request.policy.etag,
+                policy_etag(current.policy, current.updated_at),
+                what="retention policy",
             )
-            for selection in purge_selections(policy):
-                horizon = now - timedelta(days=selection.days)
-                counted = await count_expired(
-                    conn, tenant_id, selection, received_before=horizon, limit=PREVIEW_LIMIT + 1
-                )
-                rule = preview.rules.add(
-                    rule=selection.rule,
-                    days=selection.days,
-                    events=min(counted, PREVIEW_LIMIT),
-                    at_least=counted > PREVIEW_LIMIT,
-                )
-                rule.received_before.FromDatetime(horizon)
-        preview.events = sum(rule.events for rule in preview.rules)
-        preview.at_least = any(rule.at_least for rule in preview.rules)
-        preview.legal_hold = current.hold.on
+            counts, at_least = await count_expired(
+                conn, tenant_id, horizons, read_limit=PREVIEW_READ_LIMIT
+            )
         proposed = _policy_message(StoredPolicy(policy, None, current.hold))
         proposed.ClearField("etag")  # nothing was stored
-        return pb.UpdateRetentionPolicyResponse(policy=proposed, preview=preview)
+        answer = pb.PreviewRetentionPolicyResponse(
+            policy=proposed, events=sum(counts), at_least=at_least, legal_hold=current.hold.on
+        )
+        for (selection, horizon), events in zip(horizons, counts, strict=True):
+            rule = answer.rules.add(rule=selection.rule, days=selection.days, events=events)
+            rule.received_before.FromDatetime(horizon)
+        return answer
 
     async def SetLegalHold(
         self, request: pb.SetLegalHoldRequest, context: Context

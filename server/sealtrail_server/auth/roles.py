@@ -34,6 +34,7 @@ METHOD_ROLES: Final[dict[str, frozenset[Role]]] = {
     "RevokeToken": _ADMIN,
     "GetRetentionPolicy": _ADMIN,
     "UpdateRetentionPolicy": _ADMIN,
+    "PreviewRetentionPolicy": _ADMIN,
     "SetLegalHold": _ADMIN,
     "EraseTenant": _ADMIN,
     "CreateSink": _ADMIN,

@@ -10,6 +10,7 @@ the event."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -167,23 +168,37 @@ async def purge_batch(
 async def count_expired(
     conn: psycopg.AsyncConnection[Any],
     tenant_id: str,
-    selection: Selection,
+    horizons: Sequence[tuple[Selection, datetime]],
     *,
-    received_before: datetime,
-    limit: int,
-) -> int:
-    """How many events of `selection` received before the cutoff a purge
-    would remove, counted up to `limit`: one index range of the tenant's
-    older partitions, read no further than that."""
-    conditions, params = _selection_conditions(selection)
+    read_limit: int,
+) -> tuple[list[int], bool]:
+    """For each (selection, horizon), how many events of the selection
+    received before the horizon a purge would remove; and whether counting
+    stopped before the end (then each count is a lower bound). One read of
+    the tenant's events received before the latest horizon, at most
+    `read_limit` of them, whatever the number of rules."""
+    if not horizons:
+        return [], False
+    counts: list[sql.Composable] = []
+    params: list[Any] = []
+    for selection, horizon in horizons:
+        conditions, values = _selection_conditions(selection)
+        counts.append(
+            sql.SQL("count(*) FILTER (WHERE received_at < %s AND {})").format(
+                sql.SQL(" AND ").join(conditions)
+            )
+        )
+        params += [horizon, *values]
     query = sql.SQL(
-        "SELECT count(*) FROM (SELECT FROM events WHERE tenant_id = %s AND received_at < %s"
-        " AND {conditions} LIMIT %s) AS expired"
-    ).format(conditions=sql.SQL(" AND ").join(conditions))
-    cursor = await conn.execute(query, [tenant_id, received_before, *params, limit])
+        "SELECT {counts}, count(*) FROM (SELECT received_at, action, category FROM events"
+        " WHERE tenant_id = %s AND received_at < %s LIMIT %s) AS older"
+    ).format(counts=sql.SQL(", ").join(counts))
+    latest = max(horizon for _, horizon in horizons)
+    cursor = await conn.execute(query, [*params, tenant_id, latest, read_limit])
     row = await cursor.fetchone()
     assert row is not None
-    return int(row[0])
+    *expired, read = row
+    return [int(count) for count in expired], read >= read_limit
 
 
 def _selection_conditions(selection: Selection) -> tuple[list[sql.Composable], list[Any]]:

@@ -18,6 +18,7 @@ try fails the statement does nothing, and says so, without waiting."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -529,19 +530,22 @@ async def park(
         sql.SQL(
             "INSERT INTO sink_dead_letters (tenant_id, sink_id, id, first_seq, last_seq,"
             " event_count, http_status, error, bypass_filter, created_at)"
-            " SELECT %(tenant)s, %(sink)s::uuid, gen_random_uuid(), l.first_seq, l.last_seq,"
+            " SELECT %(tenant)s, %(sink)s::uuid, l.id, l.first_seq, l.last_seq,"
             " l.event_count, l.http_status, l.error, %(bypass)s, %(now)s"
-            " FROM unnest(%(first)s::bigint[], %(last)s::bigint[], %(count)s::int[],"
-            "   %(status)s::int[], %(error)s::text[])"
-            "   AS l(first_seq, last_seq, event_count, http_status, error)"
+            " FROM unnest(%(id)s::uuid[], %(first)s::bigint[], %(last)s::bigint[],"
+            "   %(count)s::int[], %(status)s::int[], %(error)s::text[])"
+            "   AS l(id, first_seq, last_seq, event_count, http_status, error)"
+            # The sink's row held, so a DeleteSink committing meanwhile leaves
+            # nothing parked rather than failing the letters' foreign key.
             " WHERE EXISTS (SELECT FROM sinks WHERE tenant_id = %(tenant)s"
-            "   AND id = %(sink)s::uuid AND lease_owner = %(owner)s) AND {}"
+            "   AND id = %(sink)s::uuid AND lease_owner = %(owner)s AND {} FOR KEY SHARE)"
         ).format(_not_being_erased("erasure")),
         {
             "tenant": lease.tenant_id,
             "sink": lease.sink_id,
             "bypass": bypass_filter,
             "now": now,
+            "id": [uuid.uuid4() for _ in letters],
             "first": [letter.first_seq for letter in letters],
             "last": [letter.last_seq for letter in letters],
             "count": [letter.event_count for letter in letters],
@@ -583,10 +587,12 @@ async def advance_replay(
     )  # fmt: skip
     cursor = await conn.execute(
         sql.SQL(
+            # The sink's row first, as DeleteSink takes it before its cascade
+            # reaches the replay and the letter (no lock cycle with it).
             "WITH moved AS (" + move + " WHERE tenant_id = %(tenant)s AND sink_id = %(sink)s"
             "   AND id = %(replay)s AND cursor_seq = %(from)s AND EXISTS (SELECT FROM sinks"
-            "   WHERE tenant_id = %(tenant)s AND id = %(sink)s AND lease_owner = %(owner)s)"
-            "   AND {not_being_erased} RETURNING dead_letter_id),"
+            "   WHERE tenant_id = %(tenant)s AND id = %(sink)s AND lease_owner = %(owner)s"
+            "   AND {not_being_erased} FOR NO KEY UPDATE) RETURNING dead_letter_id),"
             # A finished replay of a dead letter takes the letter with it (when
             # it moved, which shares the erasure's lock for the statement).
             " delivered AS (DELETE FROM sink_dead_letters AS d USING moved AS m"

@@ -325,14 +325,14 @@ class AsyncAuditClient:
         categories: Mapping[str, Days] | None = None,
         action_prefixes: Mapping[str, Days] | None = None,
         etag: str = "",
-    ) -> retention_pb2.RetentionPreview:
+    ) -> retention_pb2.PreviewRetentionPolicyResponse:
         """Admin: what `set_retention_policy` with these arguments would remove
         if it applied now, rule by rule, changing and recording nothing (a dry
-        run). Each rule's count stops at 1,000,000 (`at_least`)."""
-        request = retention_policy_request(default, categories or {}, action_prefixes or {})
-        request.policy.etag = etag
-        request.validate_only = True
-        return (await self._call(self._stub.UpdateRetentionPolicy, request)).preview
+        run). Counting reads at most 1,000,000 events (then `at_least`)."""
+        policy = retention_policy_request(default, categories or {}, action_prefixes or {}).policy
+        policy.etag = etag
+        request = retention_pb2.PreviewRetentionPolicyRequest(policy=policy)
+        return await self._call(self._stub.PreviewRetentionPolicy, request)
 
     async def set_legal_hold(
         self, on: bool, *, reason: str = "", etag: str = ""

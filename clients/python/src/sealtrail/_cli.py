@@ -559,7 +559,8 @@ def retention_set(
     dry_run: bool,
 ) -> None:
     """Replace the policy: DEFAULT and every override are days or a preset
-    (30d, 90d, 180d, 1y, forever). Recorded in the log."""
+    (30d, 90d, 180d, 1y, forever). Recorded in the log; with --dry-run, only
+    shows what it would remove."""
     by_category = {name: _days_value(days) for name, days in map(_rule_option, categories)}
     by_action = {prefix: _days_value(days) for prefix, days in map(_rule_option, actions)}
     with _client(ctx) as client:
@@ -570,21 +571,19 @@ def retention_set(
             )
         except ValueError as error:
             raise click.BadParameter(str(error)) from None
-    if isinstance(answer, retention_pb2.RetentionPreview):
+    if isinstance(answer, retention_pb2.PreviewRetentionPolicyResponse):
         _echo_preview(answer)
     else:
         click.echo("policy updated" if answer.event_id else "policy unchanged")
 
 
-def _echo_preview(preview: retention_pb2.RetentionPreview) -> None:
-    def count(events: int, at_least: bool) -> str:
-        return f"{'at least ' if at_least else ''}{events:,} events"
-
-    click.echo(f"would remove {count(preview.events, preview.at_least)} now")
+def _echo_preview(preview: retention_pb2.PreviewRetentionPolicyResponse) -> None:
+    at_least = "at least " if preview.at_least else ""
+    click.echo(f"would remove {at_least}{preview.events:,} events now")
     for rule in preview.rules:
         horizon = rule.received_before.ToDatetime(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         click.echo(
-            f"  {rule.rule}: {count(rule.events, rule.at_least)}"
+            f"  {rule.rule}: {at_least}{rule.events:,} events"
             f" ({rule.days} days: received before {horizon})"
         )
     if preview.legal_hold:

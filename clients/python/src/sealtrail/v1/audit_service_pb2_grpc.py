@@ -143,6 +143,11 @@ class AuditLogServiceStub:
                 request_serializer=sealtrail_dot_v1_dot_retention__pb2.UpdateRetentionPolicyRequest.SerializeToString,
                 response_deserializer=sealtrail_dot_v1_dot_retention__pb2.UpdateRetentionPolicyResponse.FromString,
                 _registered_method=True)
+        self.PreviewRetentionPolicy = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/PreviewRetentionPolicy',
+                request_serializer=sealtrail_dot_v1_dot_retention__pb2.PreviewRetentionPolicyRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_retention__pb2.PreviewRetentionPolicyResponse.FromString,
+                _registered_method=True)
         self.SetLegalHold = channel.unary_unary(
                 '/sealtrail.v1.AuditLogService/SetLegalHold',
                 request_serializer=sealtrail_dot_v1_dot_retention__pb2.SetLegalHoldRequest.SerializeToString,
@@ -364,8 +369,18 @@ class AuditLogServiceServicer:
 
     def UpdateRetentionPolicy(self, request, context):
         """Admin only: replaces the tenant's retention policy; recorded as
-        `retention.policy_updated` before it applies. With validate_only, a dry
-        run: says what the policy would remove, and changes and records nothing.
+        `retention.policy_updated` before it applies.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewRetentionPolicy(self, request, context):
+        """Admin only: what a retention policy would remove of the tenant's log if
+        it applied now, rule by rule: the dry run before UpdateRetentionPolicy.
+        Checked as that change is (fields, etag); changes and records nothing.
+        A method of its own, not a flag of UpdateRetentionPolicy: a server that
+        predates it answers UNIMPLEMENTED, where it would ignore a flag and apply.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -579,6 +594,11 @@ def add_AuditLogServiceServicer_to_server(servicer, server):
                     servicer.UpdateRetentionPolicy,
                     request_deserializer=sealtrail_dot_v1_dot_retention__pb2.UpdateRetentionPolicyRequest.FromString,
                     response_serializer=sealtrail_dot_v1_dot_retention__pb2.UpdateRetentionPolicyResponse.SerializeToString,
+            ),
+            'PreviewRetentionPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewRetentionPolicy,
+                    request_deserializer=sealtrail_dot_v1_dot_retention__pb2.PreviewRetentionPolicyRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_retention__pb2.PreviewRetentionPolicyResponse.SerializeToString,
             ),
             'SetLegalHold': grpc.unary_unary_rpc_method_handler(
                     servicer.SetLegalHold,
@@ -1189,6 +1209,33 @@ class AuditLogService:
             '/sealtrail.v1.AuditLogService/UpdateRetentionPolicy',
             sealtrail_dot_v1_dot_retention__pb2.UpdateRetentionPolicyRequest.SerializeToString,
             sealtrail_dot_v1_dot_retention__pb2.UpdateRetentionPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewRetentionPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/PreviewRetentionPolicy',
+            sealtrail_dot_v1_dot_retention__pb2.PreviewRetentionPolicyRequest.SerializeToString,
+            sealtrail_dot_v1_dot_retention__pb2.PreviewRetentionPolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,

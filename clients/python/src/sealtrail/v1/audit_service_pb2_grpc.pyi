@@ -105,8 +105,14 @@ class AuditLogServiceStub:
     """Admin only: the tenant's retention policy and legal hold."""
     UpdateRetentionPolicy: _grpc.UnaryUnaryMultiCallable[_retention_pb2.UpdateRetentionPolicyRequest, _retention_pb2.UpdateRetentionPolicyResponse]
     """Admin only: replaces the tenant's retention policy; recorded as
-    `retention.policy_updated` before it applies. With validate_only, a dry
-    run: says what the policy would remove, and changes and records nothing.
+    `retention.policy_updated` before it applies.
+    """
+    PreviewRetentionPolicy: _grpc.UnaryUnaryMultiCallable[_retention_pb2.PreviewRetentionPolicyRequest, _retention_pb2.PreviewRetentionPolicyResponse]
+    """Admin only: what a retention policy would remove of the tenant's log if
+    it applied now, rule by rule: the dry run before UpdateRetentionPolicy.
+    Checked as that change is (fields, etag); changes and records nothing.
+    A method of its own, not a flag of UpdateRetentionPolicy: a server that
+    predates it answers UNIMPLEMENTED, where it would ignore a flag and apply.
     """
     SetLegalHold: _grpc.UnaryUnaryMultiCallable[_retention_pb2.SetLegalHoldRequest, _retention_pb2.SetLegalHoldResponse]
     """Admin only: places or releases the tenant's legal hold; recorded as
@@ -229,8 +235,14 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     """Admin only: the tenant's retention policy and legal hold."""
     UpdateRetentionPolicy: _aio.UnaryUnaryMultiCallable[_retention_pb2.UpdateRetentionPolicyRequest, _retention_pb2.UpdateRetentionPolicyResponse]  # type: ignore[assignment]
     """Admin only: replaces the tenant's retention policy; recorded as
-    `retention.policy_updated` before it applies. With validate_only, a dry
-    run: says what the policy would remove, and changes and records nothing.
+    `retention.policy_updated` before it applies.
+    """
+    PreviewRetentionPolicy: _aio.UnaryUnaryMultiCallable[_retention_pb2.PreviewRetentionPolicyRequest, _retention_pb2.PreviewRetentionPolicyResponse]  # type: ignore[assignment]
+    """Admin only: what a retention policy would remove of the tenant's log if
+    it applied now, rule by rule: the dry run before UpdateRetentionPolicy.
+    Checked as that change is (fields, etag); changes and records nothing.
+    A method of its own, not a flag of UpdateRetentionPolicy: a server that
+    predates it answers UNIMPLEMENTED, where it would ignore a flag and apply.
     """
     SetLegalHold: _aio.UnaryUnaryMultiCallable[_retention_pb2.SetLegalHoldRequest, _retention_pb2.SetLegalHoldResponse]  # type: ignore[assignment]
     """Admin only: places or releases the tenant's legal hold; recorded as
@@ -470,8 +482,20 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_retention_pb2.UpdateRetentionPolicyResponse, _abc.Awaitable[_retention_pb2.UpdateRetentionPolicyResponse]]:
         """Admin only: replaces the tenant's retention policy; recorded as
-        `retention.policy_updated` before it applies. With validate_only, a dry
-        run: says what the policy would remove, and changes and records nothing.
+        `retention.policy_updated` before it applies.
+        """
+
+    @_abc_1.abstractmethod
+    def PreviewRetentionPolicy(
+        self,
+        request: _retention_pb2.PreviewRetentionPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retention_pb2.PreviewRetentionPolicyResponse, _abc.Awaitable[_retention_pb2.PreviewRetentionPolicyResponse]]:
+        """Admin only: what a retention policy would remove of the tenant's log if
+        it applied now, rule by rule: the dry run before UpdateRetentionPolicy.
+        Checked as that change is (fields, etag); changes and records nothing.
+        A method of its own, not a flag of UpdateRetentionPolicy: a server that
+        predates it answers UNIMPLEMENTED, where it would ignore a flag and apply.
         """
 
     @_abc_1.abstractmethod

@@ -197,13 +197,6 @@ class UpdateRetentionPolicyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     POLICY_FIELD_NUMBER: _builtins.int
-    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
-    validate_only: _builtins.bool
-    """Check the policy and say what it would remove, changing and recording
-    nothing (AIP-163): a dry run before a change that removes events for
-    good. Checked as a change is (role, fields, etag); the response's
-    `preview` is set, its `event_id` empty.
-    """
     @_builtins.property
     def policy(self) -> Global___RetentionPolicy:
         """The whole new policy (update_time is ignored; etag, if set, must be
@@ -214,11 +207,10 @@ class UpdateRetentionPolicyRequest(_message.Message):
         self,
         *,
         policy: Global___RetentionPolicy | None = ...,
-        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "validate_only", b"validate_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -232,80 +224,107 @@ class UpdateRetentionPolicyResponse(_message.Message):
 
     POLICY_FIELD_NUMBER: _builtins.int
     EVENT_ID_FIELD_NUMBER: _builtins.int
-    PREVIEW_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """The id of the `retention.policy_updated` event that recorded the change;
     empty when nothing changed.
     """
     @_builtins.property
     def policy(self) -> Global___RetentionPolicy:
-        """The policy as it is now; with validate_only, the policy as it would be
-        (without update_time and etag: nothing was stored).
-        """
-
-    @_builtins.property
-    def preview(self) -> Global___RetentionPreview:
-        """With validate_only: what the policy would remove if it applied now."""
+        """The policy as it is now."""
 
     def __init__(
         self,
         *,
         policy: Global___RetentionPolicy | None = ...,
         event_id: _builtins.str = ...,
-        preview: Global___RetentionPreview | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "preview", b"preview"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "policy", b"policy", "preview", b"preview"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "policy", b"policy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateRetentionPolicyResponse: _TypeAlias = UpdateRetentionPolicyResponse  # noqa: Y015
 
 @_typing.final
-class RetentionPreview(_message.Message):
-    """What a retention policy would remove of the tenant's log if it applied
-    now: the events received before their rule's horizon, counted as the
-    purge would select them.
-    """
+class PreviewRetentionPolicyRequest(_message.Message):
+    """Request of PreviewRetentionPolicy."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    EVENTS_FIELD_NUMBER: _builtins.int
-    AT_LEAST_FIELD_NUMBER: _builtins.int
-    RULES_FIELD_NUMBER: _builtins.int
-    LEGAL_HOLD_FIELD_NUMBER: _builtins.int
-    events: _builtins.int
-    """The events all rules would remove (a lower bound if any rule's count
-    is `at_least`).
-    """
-    at_least: _builtins.bool
-    """True if some rule's count stopped at its limit."""
-    legal_hold: _builtins.bool
-    """Whether the tenant's legal hold is on: then nothing is removed until it
-    is released, whatever the policy.
-    """
+    POLICY_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RetentionRulePreview]:
-        """One entry for each rule that removes anything (days > 0), the default
-        last as "default".
+    def policy(self) -> Global___RetentionPolicy:
+        """The policy to preview, as UpdateRetentionPolicy takes it (update_time is
+        ignored; etag, if set, must be the current policy's).
         """
 
     def __init__(
         self,
         *,
+        policy: Global___RetentionPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewRetentionPolicyRequest: _TypeAlias = PreviewRetentionPolicyRequest  # noqa: Y015
+
+@_typing.final
+class PreviewRetentionPolicyResponse(_message.Message):
+    """Response of PreviewRetentionPolicy: what the policy would remove of the
+    tenant's log if it applied now, its events selected as the purge selects
+    them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    AT_LEAST_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    LEGAL_HOLD_FIELD_NUMBER: _builtins.int
+    events: _builtins.int
+    """The events all rules would remove."""
+    at_least: _builtins.bool
+    """True if counting stopped before the end: it reads at most 1,000,000 of
+    the tenant's events received before the latest horizon, and every count
+    is then a lower bound.
+    """
+    legal_hold: _builtins.bool
+    """Whether the tenant's legal hold is on: then nothing is removed until it
+    is released, whatever the policy.
+    """
+    @_builtins.property
+    def policy(self) -> Global___RetentionPolicy:
+        """The policy as UpdateRetentionPolicy would store it, without update_time
+        and etag (nothing was stored).
+        """
+
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RetentionRulePreview]:
+        """One entry for each rule that removes anything (days > 0), the default
+        last.
+        """
+
+    def __init__(
+        self,
+        *,
+        policy: Global___RetentionPolicy | None = ...,
         events: _builtins.int = ...,
         at_least: _builtins.bool = ...,
         rules: _abc.Iterable[Global___RetentionRulePreview] | None = ...,
         legal_hold: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_least", b"at_least", "events", b"events", "legal_hold", b"legal_hold", "rules", b"rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_least", b"at_least", "events", b"events", "legal_hold", b"legal_hold", "policy", b"policy", "rules", b"rules"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___RetentionPreview: _TypeAlias = RetentionPreview  # noqa: Y015
+Global___PreviewRetentionPolicyResponse: _TypeAlias = PreviewRetentionPolicyResponse  # noqa: Y015
 
 @_typing.final
 class RetentionRulePreview(_message.Message):
@@ -317,17 +336,14 @@ class RetentionRulePreview(_message.Message):
     DAYS_FIELD_NUMBER: _builtins.int
     RECEIVED_BEFORE_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
-    AT_LEAST_FIELD_NUMBER: _builtins.int
     rule: _builtins.str
-    """The rule as events' purge records name it: "default",
+    """The rule as the records of purges name it: "default",
     "category:authentication", "action:rag.*".
     """
     days: _builtins.int
     """Days the rule keeps events."""
     events: _builtins.int
-    """How many events it would remove now, counted up to 1,000,000."""
-    at_least: _builtins.bool
-    """True if there are more than `events` (counting stopped at the limit)."""
+    """How many events it would remove now."""
     @_builtins.property
     def received_before(self) -> _timestamp_pb2.Timestamp:
         """Its horizon: the events it selects that were received before this are
@@ -341,11 +357,10 @@ class RetentionRulePreview(_message.Message):
         days: _builtins.int = ...,
         received_before: _timestamp_pb2.Timestamp | None = ...,
         events: _builtins.int = ...,
-        at_least: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["received_before", b"received_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_least", b"at_least", "days", b"days", "events", b"events", "received_before", b"received_before", "rule", b"rule"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["days", b"days", "events", b"events", "received_before", b"received_before", "rule", b"rule"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
