@@ -236,19 +236,25 @@ def test_a_preview_says_what_a_policy_would_remove_and_changes_nothing(
     admin.set_legal_hold(False)
 
 
-def test_a_preview_reads_at_most_its_limit(
+def test_a_preview_reads_at_most_its_limit_oldest_first(
     admin: AuditClient, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Where the read stops, a rule whose horizon it passed is counted
+    exactly; one whose horizon lies beyond is a lower bound."""
+    for _ in range(2):
+        record(admin, "user.login", "authentication")
+    clock.advance(10)
     for _ in range(3):
         record(admin, "doc.edit")
     clock.advance(2)
     monkeypatch.setattr(retention_api, "PREVIEW_READ_LIMIT", 2)  # the server runs in this process
-    preview = admin.preview_retention_policy(1, categories={"authentication": 1})
-    assert [(r.rule, r.events) for r in preview.rules] == [
-        ("category:authentication", 0),
-        ("default", 2),
+    preview = admin.preview_retention_policy(1, categories={"authentication": 5})
+    # Read: the two logins, then one edit (the one past the limit).
+    assert [(r.rule, r.events, r.at_least) for r in preview.rules] == [
+        ("category:authentication", 2, False),  # its horizon, 7 days ago, was passed
+        ("default", 1, True),
     ]
-    assert (preview.events, preview.at_least) == (2, True)
+    assert (preview.events, preview.at_least) == (3, True)
 
 
 def test_of_two_changes_made_on_one_etag_exactly_one_applies(

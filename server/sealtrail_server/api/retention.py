@@ -159,17 +159,17 @@ class RetentionRpcs:
                 policy_etag(current.policy, current.updated_at),
                 what="retention policy",
             )
-            counts, at_least = await count_expired(
-                conn, tenant_id, horizons, read_limit=PREVIEW_READ_LIMIT
-            )
+            counts = await count_expired(conn, tenant_id, horizons, read_limit=PREVIEW_READ_LIMIT)
         proposed = _policy_message(StoredPolicy(policy, None, current.hold))
         proposed.ClearField("etag")  # nothing was stored
-        answer = pb.PreviewRetentionPolicyResponse(
-            policy=proposed, events=sum(counts), at_least=at_least, legal_hold=current.hold.on
-        )
-        for (selection, horizon), events in zip(horizons, counts, strict=True):
-            rule = answer.rules.add(rule=selection.rule, days=selection.days, events=events)
+        answer = pb.PreviewRetentionPolicyResponse(policy=proposed, legal_hold=current.hold.on)
+        for (selection, horizon), (events, at_least) in zip(horizons, counts, strict=True):
+            rule = answer.rules.add(
+                rule=selection.rule, days=selection.days, events=events, at_least=at_least
+            )
             rule.received_before.FromDatetime(horizon)
+        answer.events = sum(rule.events for rule in answer.rules)
+        answer.at_least = any(rule.at_least for rule in answer.rules)
         return answer
 
     async def SetLegalHold(

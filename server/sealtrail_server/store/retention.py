@@ -171,14 +171,15 @@ async def count_expired(
     horizons: Sequence[tuple[Selection, datetime]],
     *,
     read_limit: int,
-) -> tuple[list[int], bool]:
+) -> list[tuple[int, bool]]:
     """For each (selection, horizon), how many events of the selection
-    received before the horizon a purge would remove; and whether counting
-    stopped before the end (then each count is a lower bound). One read of
-    the tenant's events received before the latest horizon, at most
-    `read_limit` of them, whatever the number of rules."""
+    received before the horizon a purge would remove, and whether that is a
+    lower bound. One read of the tenant's events received before the latest
+    horizon, oldest first, at most `read_limit` of them, whatever the number
+    of rules: where it stops, a selection whose horizon lies beyond the last
+    event read may have more."""
     if not horizons:
-        return [], False
+        return []
     counts: list[sql.Composable] = []
     params: list[Any] = []
     for selection, horizon in horizons:
@@ -189,16 +190,23 @@ async def count_expired(
             )
         )
         params += [horizon, *values]
+    # One row past the limit tells a read that stopped from one that ended.
     query = sql.SQL(
-        "SELECT {counts}, count(*) FROM (SELECT received_at, action, category FROM events"
-        " WHERE tenant_id = %s AND received_at < %s LIMIT %s) AS older"
+        "SELECT {counts}, count(*), max(received_at) FROM (SELECT received_at, action,"
+        " category FROM events WHERE tenant_id = %s AND received_at < %s"
+        " ORDER BY received_at LIMIT %s) AS older"
     ).format(counts=sql.SQL(", ").join(counts))
     latest = max(horizon for _, horizon in horizons)
-    cursor = await conn.execute(query, [*params, tenant_id, latest, read_limit])
+    cursor = await conn.execute(query, [*params, tenant_id, latest, read_limit + 1])
     row = await cursor.fetchone()
     assert row is not None
-    *expired, read = row
-    return [int(count) for count in expired], read >= read_limit
+    *expired, read, last = row
+    stopped = read > read_limit
+    # Every event received before the last one read was read.
+    return [
+        (int(count), stopped and horizon > last)
+        for count, (_, horizon) in zip(expired, horizons, strict=True)
+    ]
 
 
 def _selection_conditions(selection: Selection) -> tuple[list[sql.Composable], list[Any]]:

@@ -29,7 +29,7 @@ from sealtrail._convert import (
     query_request,
     redaction_mode_value,
     replay_request,
-    retention_policy_request,
+    retention_policy,
     stream_request,
     token_role_value,
     update_mask,
@@ -314,8 +314,8 @@ class AsyncAuditClient:
         policy's, as read), it applies only to that policy: AbortedError if it
         changed since. Such a call is not retried: a retry of one that applied
         would find its own change and fail; read the policy again instead."""
-        request = retention_policy_request(default, categories or {}, action_prefixes or {})
-        request.policy.etag = etag
+        policy = retention_policy(default, categories or {}, action_prefixes or {}, etag=etag)
+        request = retention_pb2.UpdateRetentionPolicyRequest(policy=policy)
         return await self._call(self._stub.UpdateRetentionPolicy, request, retry=not etag)
 
     async def preview_retention_policy(
@@ -329,8 +329,7 @@ class AsyncAuditClient:
         """Admin: what `set_retention_policy` with these arguments would remove
         if it applied now, rule by rule, changing and recording nothing (a dry
         run). Counting reads at most 1,000,000 events (then `at_least`)."""
-        policy = retention_policy_request(default, categories or {}, action_prefixes or {}).policy
-        policy.etag = etag
+        policy = retention_policy(default, categories or {}, action_prefixes or {}, etag=etag)
         request = retention_pb2.PreviewRetentionPolicyRequest(policy=policy)
         return await self._call(self._stub.PreviewRetentionPolicy, request)
 

@@ -578,12 +578,14 @@ def retention_set(
 
 
 def _echo_preview(preview: retention_pb2.PreviewRetentionPolicyResponse) -> None:
-    at_least = "at least " if preview.at_least else ""
-    click.echo(f"would remove {at_least}{preview.events:,} events now")
+    def events(count: int, at_least: bool) -> str:
+        return f"{'at least ' if at_least else ''}{count:,} events"
+
+    click.echo(f"would remove {events(preview.events, preview.at_least)} now")
     for rule in preview.rules:
         horizon = rule.received_before.ToDatetime(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         click.echo(
-            f"  {rule.rule}: {at_least}{rule.events:,} events"
+            f"  {rule.rule}: {events(rule.events, rule.at_least)}"
             f" ({rule.days} days: received before {horizon})"
         )
     if preview.legal_hold:

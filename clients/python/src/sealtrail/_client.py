@@ -29,7 +29,7 @@ from sealtrail._convert import (
     query_request,
     redaction_mode_value,
     replay_request,
-    retention_policy_request,
+    retention_policy,
     stream_request,
     token_role_value,
     update_mask,
@@ -307,8 +307,8 @@ class AuditClient:
         policy's, as read), it applies only to that policy: AbortedError if it
         changed since. Such a call is not retried: a retry of one that applied
         would find its own change and fail; read the policy again instead."""
-        request = retention_policy_request(default, categories or {}, action_prefixes or {})
-        request.policy.etag = etag
+        policy = retention_policy(default, categories or {}, action_prefixes or {}, etag=etag)
+        request = retention_pb2.UpdateRetentionPolicyRequest(policy=policy)
         return self._call(self._stub.UpdateRetentionPolicy, request, retry=not etag)
 
     def preview_retention_policy(
@@ -322,8 +322,7 @@ class AuditClient:
         """Admin: what `set_retention_policy` with these arguments would remove
         if it applied now, rule by rule, changing and recording nothing (a dry
         run). Counting reads at most 1,000,000 events (then `at_least`)."""
-        policy = retention_policy_request(default, categories or {}, action_prefixes or {}).policy
-        policy.etag = etag
+        policy = retention_policy(default, categories or {}, action_prefixes or {}, etag=etag)
         request = retention_pb2.PreviewRetentionPolicyRequest(policy=policy)
         return self._call(self._stub.PreviewRetentionPolicy, request)
 

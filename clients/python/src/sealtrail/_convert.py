@@ -331,12 +331,18 @@ def retention_days(days: Days, *, field: str) -> int:
     return RETENTION_PRESETS[days]
 
 
-def retention_policy_request(
-    default: Days, categories: Mapping[str, Days], action_prefixes: Mapping[str, Days]
-) -> retention_pb2.UpdateRetentionPolicyRequest:
-    """An UpdateRetentionPolicy request: a default, and overrides by category
-    name ("authentication") and by action prefix ("rag.*")."""
-    policy = retention_pb2.RetentionPolicy(default_days=retention_days(default, field="default"))
+def retention_policy(
+    default: Days,
+    categories: Mapping[str, Days],
+    action_prefixes: Mapping[str, Days],
+    *,
+    etag: str = "",
+) -> retention_pb2.RetentionPolicy:
+    """A policy to set or preview: a default, and overrides by category name
+    ("authentication") and by action prefix ("rag.*"); `etag` as read."""
+    policy = retention_pb2.RetentionPolicy(
+        default_days=retention_days(default, field="default"), etag=etag
+    )
     for name, days in categories.items():
         policy.rules.add(
             category=enum_value(event_pb2.Category, name, field="categories"),
@@ -346,7 +352,7 @@ def retention_policy_request(
         policy.rules.add(
             action_prefix=prefix, days=retention_days(days, field=f"action_prefixes[{prefix!r}]")
         )
-    return retention_pb2.UpdateRetentionPolicyRequest(policy=policy)
+    return policy
 
 
 # Events committed together reach a stream() together, in messages of up to this many.

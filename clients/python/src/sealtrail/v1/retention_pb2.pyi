@@ -289,10 +289,7 @@ class PreviewRetentionPolicyResponse(_message.Message):
     events: _builtins.int
     """The events all rules would remove."""
     at_least: _builtins.bool
-    """True if counting stopped before the end: it reads at most 1,000,000 of
-    the tenant's events received before the latest horizon, and every count
-    is then a lower bound.
-    """
+    """True if some rule's count is a lower bound (see its `at_least`)."""
     legal_hold: _builtins.bool
     """Whether the tenant's legal hold is on: then nothing is removed until it
     is released, whatever the policy.
@@ -336,6 +333,7 @@ class RetentionRulePreview(_message.Message):
     DAYS_FIELD_NUMBER: _builtins.int
     RECEIVED_BEFORE_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    AT_LEAST_FIELD_NUMBER: _builtins.int
     rule: _builtins.str
     """The rule as the records of purges name it: "default",
     "category:authentication", "action:rag.*".
@@ -344,6 +342,12 @@ class RetentionRulePreview(_message.Message):
     """Days the rule keeps events."""
     events: _builtins.int
     """How many events it would remove now."""
+    at_least: _builtins.bool
+    """True if there may be more than `events`. The preview reads at most
+    1,000,000 of the tenant's events received before the latest horizon,
+    oldest first; a rule whose horizon lies beyond the last one read is
+    counted only up to it.
+    """
     @_builtins.property
     def received_before(self) -> _timestamp_pb2.Timestamp:
         """Its horizon: the events it selects that were received before this are
@@ -357,10 +361,11 @@ class RetentionRulePreview(_message.Message):
         days: _builtins.int = ...,
         received_before: _timestamp_pb2.Timestamp | None = ...,
         events: _builtins.int = ...,
+        at_least: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["received_before", b"received_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["days", b"days", "events", b"events", "received_before", b"received_before", "rule", b"rule"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_least", b"at_least", "days", b"days", "events", b"events", "received_before", b"received_before", "rule", b"rule"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
