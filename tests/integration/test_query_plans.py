@@ -20,7 +20,9 @@ import pytest
 from psycopg import sql as pgsql
 
 from sealtrail_server.domain.filters import EventFilter
+from sealtrail_server.domain.retention import RetentionPolicy, RetentionRule, purge_selections
 from sealtrail_server.store.events import Order, plan_fixed_by_index, query_statement
+from sealtrail_server.store.retention import count_expired_statement
 from tests.conftest import ServerThread, database_of_its_own
 
 TENANTS = 40
@@ -217,3 +219,18 @@ def test_a_checkout_plans_generically_only_when_it_asks(server: ServerThread, te
 
     for generic, mode in server.run(modes()):
         assert mode == ("force_generic_plan" if generic else "auto")
+
+
+def test_a_retention_preview_reads_no_further_than_its_limit(
+    connections: tuple[psycopg.Connection[Any], psycopg.Connection[Any]],
+) -> None:
+    """Oldest first from the (tenant_id, received_at) index, stopping at the
+    limit: not every event of the tenant's history read and sorted."""
+    as_service, _ = connections
+    policy = RetentionPolicy(30, (RetentionRule(days=90, category="authentication"),))
+    after_every_event = datetime.now(UTC) + timedelta(days=1)
+    horizons = [(selection, after_every_event) for selection in purge_selections(policy)]
+    statement, params = count_expired_statement("t1", horizons, read_limit=PAGE)
+    plan = _plan(as_service, statement, params)
+    assert _read(plan) >= PAGE + 1  # it ran, and stopped: the tenant has PER_TENANT
+    assert _examined(plan) <= PAGE + 1 + len(list(_scans(plan)))

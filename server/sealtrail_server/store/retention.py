@@ -180,6 +180,25 @@ async def count_expired(
     event read may have more."""
     if not horizons:
         return []
+    query, params = count_expired_statement(tenant_id, horizons, read_limit=read_limit)
+    cursor = await conn.execute(query, params)
+    row = await cursor.fetchone()
+    assert row is not None
+    *expired, read, last = row
+    stopped = read > read_limit
+    # Every event received before the last one read was read.
+    return [
+        (int(count), stopped and horizon > last)
+        for count, (_, horizon) in zip(expired, horizons, strict=True)
+    ]
+
+
+def count_expired_statement(
+    tenant_id: str, horizons: Sequence[tuple[Selection, datetime]], *, read_limit: int
+) -> tuple[sql.Composed, list[Any]]:
+    """count_expired's statement and parameters: a count for each selection,
+    then the rows read and the last one's received_at. It reads one row past
+    the limit, which tells a read that stopped from one that ended at it."""
     counts: list[sql.Composable] = []
     params: list[Any] = []
     for selection, horizon in horizons:
@@ -190,23 +209,13 @@ async def count_expired(
             )
         )
         params += [horizon, *values]
-    # One row past the limit tells a read that stopped from one that ended.
     query = sql.SQL(
         "SELECT {counts}, count(*), max(received_at) FROM (SELECT received_at, action,"
         " category FROM events WHERE tenant_id = %s AND received_at < %s"
         " ORDER BY received_at LIMIT %s) AS older"
     ).format(counts=sql.SQL(", ").join(counts))
     latest = max(horizon for _, horizon in horizons)
-    cursor = await conn.execute(query, [*params, tenant_id, latest, read_limit + 1])
-    row = await cursor.fetchone()
-    assert row is not None
-    *expired, read, last = row
-    stopped = read > read_limit
-    # Every event received before the last one read was read.
-    return [
-        (int(count), stopped and horizon > last)
-        for count, (_, horizon) in zip(expired, horizons, strict=True)
-    ]
+    return query, [*params, tenant_id, latest, read_limit + 1]
 
 
 def _selection_conditions(selection: Selection) -> tuple[list[sql.Composable], list[Any]]:
