@@ -176,16 +176,19 @@ class OutboundClient:
         *,
         timeout: float = 10.0,
         ca_file: Path | None = None,
+        max_connections: int = 50,
     ) -> None:
-        """`ca_file`: CAs trusted besides the system's. Certificates are always verified."""
+        """`ca_file`: CAs trusted besides the system's. Certificates are always
+        verified. `max_connections`: shared by every request."""
         self.policy = policy
         self._timeout = timeout
         trust = ssl.create_default_context()
         if ca_file is not None:
             trust.load_verify_locations(cafile=ca_file)
+        self.max_connections = max_connections
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=trust,
-            max_connections=50,
+            max_connections=max_connections,
             keepalive_expiry=30.0,
             network_backend=_GuardedBackend(policy),
         )

@@ -13,11 +13,9 @@ stream hub's notifications); a poll covers anything missed."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import random
-import weakref
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -43,13 +41,15 @@ from .destinations import (
     verdict,
 )
 from .egress import EgressDenied, OutboundClient
+from .fair_share import FairShare
 
 log = logging.getLogger(__name__)
 
 BACKOFF_CAP: Final = 300.0
-# Requests in flight at once for one tenant's sinks, of the process's shared
-# pool of 50 connections: a tenant whose destinations are slow (or made slow on
-# purpose) holds up its own deliveries, never every other tenant's.
+# Requests in flight at once for one tenant's sinks, at most, of the process's
+# shared outbound connections; fewer while many tenants want them (FairShare):
+# a tenant whose destinations are slow (or made slow on purpose) holds up its
+# own deliveries, never every other tenant's.
 TENANT_REQUESTS: Final = 10
 _TRANSPORT_ERRORS: Final = (
     httpcore.TimeoutException,
@@ -107,11 +107,8 @@ class Forwarder:
         tenant_requests: int = TENANT_REQUESTS,
     ) -> None:
         self._db = db
-        self._tenant_requests = tenant_requests
         self._record_sizes: dict[str, float] = {}  # sink -> its records' recent average size
-        self._tenant_slots: weakref.WeakValueDictionary[str, asyncio.Semaphore] = (
-            weakref.WeakValueDictionary()
-        )
+        self._slots = FairShare(capacity=client.max_connections, per_key=tenant_requests)
         self._client = client
         self._box = box
         self._poll = poll_interval
@@ -340,11 +337,8 @@ class Forwarder:
         outgoing: Outgoing,
         bypass_filter: bool,
     ) -> int | None:
-        slots = self._tenant_slots.get(lease.tenant_id)
-        if slots is None:
-            slots = self._tenant_slots[lease.tenant_id] = asyncio.Semaphore(self._tenant_requests)
         try:
-            async with slots:
+            async with self._slots.slot(lease.tenant_id):
                 answer = await self._client.post(
                     outgoing.url,
                     headers=outgoing.headers,
