@@ -1,6 +1,6 @@
-"""FairShare: the forwarder's outbound connections split among the tenants
-that want them, so that a few tenants with slow destinations cannot hold
-them all."""
+"""FairShare: the forwarder's outbound connections handed out fairly among
+the tenants that want them, so that a few tenants with slow destinations
+cannot hold them all, and none stays idle while a tenant could use it."""
 
 from __future__ import annotations
 
@@ -12,22 +12,21 @@ import pytest
 from sealtrail_server.forward.fair_share import FairShare
 
 
-class Holder:
-    """Holds one of a key's slots until released."""
+class Request:
+    """Holds one of a key's slots, once given, until it ends."""
 
     def __init__(self, share: FairShare, key: str) -> None:
-        self.holding = asyncio.Event()
-        self._release = asyncio.Event()
+        self.sending = asyncio.Event()
+        self._answered = asyncio.Event()
         self.task = asyncio.create_task(self._run(share, key))
 
     async def _run(self, share: FairShare, key: str) -> None:
         async with share.slot(key):
-            self.holding.set()
-            await self._release.wait()
+            self.sending.set()
+            await self._answered.wait()
 
-    async def release(self) -> None:
-        self._release.set()
-        await self.task
+    def answer(self) -> None:
+        self._answered.set()
 
 
 async def settle() -> None:
@@ -36,82 +35,102 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def holders(share: FairShare, key: str, count: int) -> list[Holder]:
-    made = [Holder(share, key) for _ in range(count)]
+async def requests(share: FairShare, key: str, count: int) -> list[Request]:
+    made = [Request(share, key) for _ in range(count)]
     await settle()
     return made
 
 
-def holding(made: list[Holder]) -> int:
-    return sum(holder.holding.is_set() for holder in made)
+def sending(made: list[Request]) -> int:
+    return sum(request.sending.is_set() for request in made)
+
+
+async def answer(*made: Request) -> None:
+    for request in made:
+        request.answer()
+    await settle()
+
+
+async def finish(share: FairShare, *groups: list[Request]) -> None:
+    everything = [request for group in groups for request in group]
+    await answer(*everything)
+    await asyncio.gather(*(request.task for request in everything))
+    assert share.share() == share.share(including="anyone")  # nothing held or waiting
 
 
 async def test_a_key_alone_takes_up_to_its_cap() -> None:
     share = FairShare(capacity=10, per_key=4)
-    slow = await holders(share, "slow", 6)
-    assert holding(slow) == 4 and share.held("slow") == 4
-    await slow[0].release()
-    await settle()
-    assert holding(slow) == 5  # the next one went in
-    for holder in slow:
-        holder._release.set()
-    await asyncio.gather(*(holder.task for holder in slow))
-    assert share.held("slow") == 0
+    alone = await requests(share, "alone", 6)
+    assert sending(alone) == 4 and share.held("alone") == 4
+    await answer(alone[0])
+    assert sending(alone) == 5  # the next one went in
+    await finish(share, alone)
+    assert share.held("alone") == 0
 
 
-async def test_keys_that_come_get_their_share_of_a_full_capacity() -> None:
-    """Two slow tenants hold every slot; a third gets the first one given
-    back, and once shares are even neither slow tenant takes more."""
+async def test_a_slot_given_back_goes_to_the_key_under_its_share() -> None:
+    """A slow key holds every slot and wants more; the slot it gives back goes
+    to the key that came, not to its own queue, until shares are even."""
     share = FairShare(capacity=6, per_key=6)
-    first = await holders(share, "first", 6)
-    assert share.share() == 6 and holding(first) == 6
-    waiting = await holders(share, "second", 3)
-    assert holding(waiting) == 0 and share.share() == 3  # the capacity is full
-    await first[0].release()
-    await settle()
-    # "first" holds 5, over its share of 3: the slot given back goes to "second".
-    assert holding(waiting) == 1
-    third = await holders(share, "third", 2)
-    assert share.share() == 2
-    for holder in first[1:4]:
-        await holder.release()
-    await settle()
-    # Six slots: "first" keeps its two, "second" and "third" reach two each.
-    assert (share.held("first"), share.held("second"), share.held("third")) == (2, 2, 2)
-    assert holding(waiting) == 2 and holding(third) == 2
-    for holder in [*first[4:], *waiting, *third]:
-        holder._release.set()
-    await asyncio.gather(*(holder.task for holder in [*first, *waiting, *third]))
+    slow = await requests(share, "slow", 9)
+    assert sending(slow) == 6
+    new = await requests(share, "new", 4)
+    assert sending(new) == 0 and share.share() == 3
+    await answer(slow[0])
+    assert (sending(new), share.held("slow")) == (1, 5)
+    await answer(*slow[1:3])
+    assert (sending(new), share.held("slow")) == (3, 3)  # even: 3 each
+    await answer(slow[3])
+    assert (share.held("new"), share.held("slow")) == (3, 3)  # its own queue's turn
+    await finish(share, slow, new)
+
+
+async def test_no_slot_stays_idle_while_a_key_could_use_it() -> None:
+    """Shares are what each key may count on, not a cap: a key takes free
+    slots past its share while no key under its share waits."""
+    share = FairShare(capacity=6, per_key=6)
+    light = await requests(share, "light", 1)
+    busy = await requests(share, "busy", 8)
+    assert share.share() == 3
+    assert (sending(light), sending(busy)) == (1, 5)  # all six in use
+    await finish(share, light, busy)
 
 
 async def test_shares_grow_back_when_a_key_is_done() -> None:
     share = FairShare(capacity=4, per_key=4)
-    one = await holders(share, "one", 2)
-    two = await holders(share, "two", 4)
-    assert (holding(one), holding(two)) == (2, 2)  # even split of 4
-    for holder in one:
-        await holder.release()
-    await settle()
-    assert holding(two) == 4 and share.share() == 4
-    for holder in two:
-        await holder.release()
+    one = await requests(share, "one", 2)
+    two = await requests(share, "two", 4)
+    assert (sending(one), sending(two)) == (2, 2)
+    await answer(*one)
+    assert sending(two) == 4 and share.share() == 4
+    await finish(share, one, two)
 
 
-async def test_a_cancelled_waiter_leaves_nothing_behind() -> None:
+async def test_a_cancelled_wait_gives_its_turn_on() -> None:
     share = FairShare(capacity=2, per_key=2)
-    held = await holders(share, "held", 2)
-    gone = await holders(share, "gone", 1)
-    assert share.share() == 1  # two keys want slots
+    held = await requests(share, "held", 2)
+    gone = await requests(share, "gone", 1)
+    later = await requests(share, "later", 1)
     gone[0].task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await gone[0].task
-    assert share.share() == 2 and share.held("gone") == 0
-    more = await holders(share, "held", 1)
-    await held[0].release()
+    await answer(held[0])
+    assert sending(later) == 1 and share.held("gone") == 0
+    await finish(share, held, later)
+
+
+async def test_a_wait_cancelled_as_its_slot_was_given_gives_the_slot_back() -> None:
+    share = FairShare(capacity=1, per_key=1)
+    async with share.slot("a"):
+        second = await requests(share, "b", 1)
+        third = await requests(share, "c", 1)
+    # Leaving assigned the slot to "b", whose task has not run since.
+    second[0].task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await second[0].task
     await settle()
-    assert holding(more) == 1  # its share is whole again
-    for holder in [*held[1:], *more]:
-        await holder.release()
+    assert (sending(second), sending(third)) == (0, 1)  # "b"'s slot went on to "c"
+    await finish(share, third)
 
 
 def test_a_share_needs_a_slot_to_split() -> None:

@@ -1,21 +1,27 @@
-"""Slots of one shared capacity, split evenly among the keys that want them.
+"""Slots of one shared capacity, handed out fairly among the keys that want them.
 
 The forwarder's requests share one pool of outbound connections. A tenant
 whose destinations are slow (or made slow on purpose) holds each of its
-connections for up to a timeout; with a fixed cap per tenant, a few such
-tenants together would still hold every connection, and every other tenant's
-deliveries would wait behind them. Here a key (a tenant) holds at most
-`per_key` slots, and no more than an even split of the capacity among the
-keys holding or waiting for slots: the more tenants want connections, the
-fewer each may take. A key above its share keeps what it holds (no request
-is cut short) and takes no more until it is back under: a key that comes
-while every slot is held takes the first one given back, at most one request
-(a timeout) later."""
+connections until its request ends, at worst at its deadline; with only a
+fixed cap per tenant,
+a few such tenants together held every connection, and every other tenant's
+deliveries waited behind them (ADR 0037).
+
+Here a key (a tenant) holds at most `per_key` slots. Its share is an even
+split of the capacity among the keys holding or waiting for slots. A slot
+given back goes to a waiting key under its share, the one holding fewest
+first, so a key that comes while every slot is held gets one of the first
+given back; only when no key under its share waits does a slot go to a key
+over it (no slot stays idle while a key could use it). A key over its share
+keeps what it holds: no request is cut short.
+
+Slots are handed over, not raced for: a released slot is assigned to the
+waiter chosen, and only that waiter is woken."""
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 
@@ -27,43 +33,77 @@ class FairShare:
         self._capacity = capacity
         self._per_key = per_key
         self._held: Counter[Hashable] = Counter()
-        self._waiting: Counter[Hashable] = Counter()
-        self._changed = asyncio.Event()
+        self._waiters: dict[Hashable, deque[asyncio.Future[None]]] = {}
 
-    def share(self) -> int:
-        """The most slots a key may hold now."""
-        wanting = len(self._held.keys() | self._waiting.keys())
-        return max(1, min(self._per_key, self._capacity // max(1, wanting)))
+    def share(self, *, including: Hashable | None = None) -> int:
+        """The slots a key may count on now, whatever the others want (with
+        `including` counted among the keys that want slots)."""
+        wanting = self._held.keys() | self._waiters.keys()
+        if including is not None:
+            wanting |= {including}
+        return max(1, min(self._per_key, self._capacity // max(1, len(wanting))))
 
     def held(self, key: Hashable) -> int:
         return self._held[key]
 
     @asynccontextmanager
     async def slot(self, key: Hashable) -> AsyncIterator[None]:
-        """Holds one of `key`'s slots for the block, once its share and the
-        capacity allow."""
-        self._waiting[key] += 1
-        given = False
-        try:
-            while self._held[key] >= self.share() or self._held.total() >= self._capacity:
-                await self._changed.wait()
-            given = True
-        finally:
-            self._waiting[key] -= 1
-            if not self._waiting[key]:
-                del self._waiting[key]
-            if not given:  # cancelled: one key fewer may want slots, and shares grow
-                self._signal()
-        self._held[key] += 1
+        """Holds one of `key`'s slots for the block, once it is given one."""
+        if key not in self._waiters and self._may_take(key):
+            self._held[key] += 1
+        else:
+            await self._wait(key)
         try:
             yield
         finally:
-            self._held[key] -= 1
-            if not self._held[key]:
-                del self._held[key]
-            self._signal()
+            self._give_back(key)
 
-    def _signal(self) -> None:
-        """Wakes every waiter to look again (each then waits on a new event)."""
-        self._changed.set()
-        self._changed = asyncio.Event()
+    async def _wait(self, key: Hashable) -> None:
+        given: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, deque()).append(given)
+        try:
+            await given
+        except asyncio.CancelledError:
+            if given.done() and not given.cancelled():
+                self._give_back(key)  # assigned just as the wait was cancelled
+            else:
+                self._forget(key, given)
+                self._hand_out()  # one key fewer may want slots
+            raise
+
+    def _may_take(self, key: Hashable) -> bool:
+        """Whether a free slot may go to `key` now (it has no waiter queued)."""
+        if self._held.total() >= self._capacity or self._held[key] >= self._per_key:
+            return False
+        share = self.share(including=key)
+        return self._held[key] < share or not any(
+            self._held[other] < share for other in self._waiters
+        )
+
+    def _give_back(self, key: Hashable) -> None:
+        self._held[key] -= 1
+        if not self._held[key]:
+            del self._held[key]
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        """Assigns free slots to waiters: keys under their share first, the
+        one holding fewest first; then, slots still free, keys over it."""
+        while self._waiters and self._held.total() < self._capacity:
+            share = self.share()
+            candidates = [k for k in self._waiters if self._held[k] < self._per_key]
+            if not candidates:
+                return
+            key = min(candidates, key=lambda k: (self._held[k] >= share, self._held[k]))
+            given = self._waiters[key].popleft()
+            if not self._waiters[key]:
+                del self._waiters[key]
+            self._held[key] += 1
+            given.set_result(None)
+
+    def _forget(self, key: Hashable, given: asyncio.Future[None]) -> None:
+        queue = self._waiters.get(key)
+        if queue is not None and given in queue:
+            queue.remove(given)
+            if not queue:
+                del self._waiters[key]
