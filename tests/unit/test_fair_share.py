@@ -55,7 +55,7 @@ async def finish(share: FairShare, *groups: list[Request]) -> None:
     everything = [request for group in groups for request in group]
     await answer(*everything)
     await asyncio.gather(*(request.task for request in everything))
-    assert share.share() == share.share(including="anyone")  # nothing held or waiting
+    assert (share.in_use(), share.queued()) == (0, 0)
 
 
 async def test_a_key_alone_takes_up_to_its_cap() -> None:
@@ -131,6 +131,51 @@ async def test_a_wait_cancelled_as_its_slot_was_given_gives_the_slot_back() -> N
     await settle()
     assert (sending(second), sending(third)) == (0, 1)  # "b"'s slot went on to "c"
     await finish(share, third)
+
+
+async def test_a_wait_cancelled_before_its_task_ran_again_is_passed_over() -> None:
+    """Cancelling a task cancels the wait at once; its task takes it out of
+    the queue only when it next runs. A slot given back meanwhile goes on."""
+    share = FairShare(capacity=1, per_key=1)
+    async with share.slot("a"):
+        second = await requests(share, "b", 1)
+        third = await requests(share, "c", 1)
+        second[0].task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await second[0].task
+    await settle()
+    assert (sending(second), sending(third)) == (0, 1)
+    await finish(share, third)
+
+
+async def test_keys_under_their_share_take_turns() -> None:
+    """With more keys than slots, a slot given back goes to the key given one
+    longest ago: not back to the key that gave it, over one that came."""
+    share = FairShare(capacity=2, per_key=2)
+    first = await requests(share, "first", 3)
+    second = await requests(share, "second", 3)
+    assert (share.held("first"), share.held("second")) == (2, 0)  # "first" came alone
+    await answer(first[0])
+    assert (share.held("first"), share.held("second")) == (1, 1)  # even at one each
+    third = await requests(share, "third", 2)
+    assert share.share() == 1
+    await answer(second[0])
+    assert share.held("third") == 1  # never given one, where "second" just was
+    await answer(first[1])
+    # Both hold none now: "first" was given its last slot before "second" was.
+    assert (share.held("first"), share.held("second")) == (1, 0)
+    await finish(share, first, second, third)
+
+
+async def test_a_slot_goes_past_a_share_when_nobody_under_theirs_waits() -> None:
+    share = FairShare(capacity=4, per_key=4)
+    many = await requests(share, "many", 2)
+    few = await requests(share, "few", 2)
+    more = await requests(share, "many", 2)
+    assert (share.held("many"), share.held("few"), share.share()) == (2, 2, 2)
+    await answer(few[0])
+    assert share.held("many") == 3  # over its share of 2: "few" wants no more
+    await finish(share, many, few, more)
 
 
 def test_a_share_needs_a_slot_to_split() -> None:

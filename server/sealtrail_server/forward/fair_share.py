@@ -9,11 +9,12 @@ deliveries waited behind them (ADR 0037).
 
 Here a key (a tenant) holds at most `per_key` slots. Its share is an even
 split of the capacity among the keys holding or waiting for slots. A slot
-given back goes to a waiting key under its share, the one holding fewest
-first, so a key that comes while every slot is held gets one of the first
-given back; only when no key under its share waits does a slot go to a key
-over it (no slot stays idle while a key could use it). A key over its share
-keeps what it holds: no request is cut short.
+given back goes to a waiting key under its share: the one holding fewest,
+and of those the one given a slot longest ago (a key that comes first of
+all), so keys under their share take turns and none is passed over for
+good. Only when no key under its share waits does a slot go to a key over
+it: no slot stays idle while a key could use it. A key over its share keeps
+what it holds: no request is cut short.
 
 Slots are handed over, not raced for: a released slot is assigned to the
 waiter chosen, and only that waiter is woken."""
@@ -34,23 +35,37 @@ class FairShare:
         self._per_key = per_key
         self._held: Counter[Hashable] = Counter()
         self._waiters: dict[Hashable, deque[asyncio.Future[None]]] = {}
+        # When each key holding or waiting for slots was last given one (a
+        # count of slots given), for turns among keys holding as few.
+        self._given_at: dict[Hashable, int] = {}
+        self._given = 0
 
-    def share(self, *, including: Hashable | None = None) -> int:
-        """The slots a key may count on now, whatever the others want (with
-        `including` counted among the keys that want slots)."""
-        wanting = self._held.keys() | self._waiters.keys()
-        if including is not None:
-            wanting |= {including}
-        return max(1, min(self._per_key, self._capacity // max(1, len(wanting))))
+    def share(self) -> int:
+        """The slots a key may count on now, whatever the others want."""
+        wanting = len(self._held.keys() | self._waiters.keys())
+        return max(1, min(self._per_key, self._capacity // max(1, wanting)))
 
     def held(self, key: Hashable) -> int:
         return self._held[key]
 
+    def in_use(self) -> int:
+        return self._held.total()
+
+    def queued(self) -> int:
+        """Requests waiting for a slot."""
+        return sum(len(queue) for queue in self._waiters.values())
+
     @asynccontextmanager
     async def slot(self, key: Hashable) -> AsyncIterator[None]:
         """Holds one of `key`'s slots for the block, once it is given one."""
-        if key not in self._waiters and self._may_take(key):
-            self._held[key] += 1
+        # A slot is free only while every waiting key has its most (hand-out
+        # keeps it so), unless this key's own requests already queue.
+        if (
+            key not in self._waiters
+            and self._held.total() < self._capacity
+            and self._held[key] < self._per_key
+        ):
+            self._take(key)
         else:
             await self._wait(key)
         try:
@@ -68,37 +83,41 @@ class FairShare:
                 self._give_back(key)  # assigned just as the wait was cancelled
             else:
                 self._forget(key, given)
-                self._hand_out()  # one key fewer may want slots
+                self._hand_out()  # for a request that queued behind this one
             raise
 
-    def _may_take(self, key: Hashable) -> bool:
-        """Whether a free slot may go to `key` now (it has no waiter queued)."""
-        if self._held.total() >= self._capacity or self._held[key] >= self._per_key:
-            return False
-        share = self.share(including=key)
-        return self._held[key] < share or not any(
-            self._held[other] < share for other in self._waiters
-        )
+    def _take(self, key: Hashable) -> None:
+        self._held[key] += 1
+        self._given += 1
+        self._given_at[key] = self._given
 
     def _give_back(self, key: Hashable) -> None:
         self._held[key] -= 1
         if not self._held[key]:
             del self._held[key]
+            self._forget_if_idle(key)
         self._hand_out()
 
     def _hand_out(self) -> None:
         """Assigns free slots to waiters: keys under their share first, the
-        one holding fewest first; then, slots still free, keys over it."""
+        one holding fewest, then the one given a slot longest ago, first;
+        then, slots still free, keys over their share."""
         while self._waiters and self._held.total() < self._capacity:
             share = self.share()
             candidates = [k for k in self._waiters if self._held[k] < self._per_key]
             if not candidates:
                 return
-            key = min(candidates, key=lambda k: (self._held[k] >= share, self._held[k]))
+            key = min(
+                candidates,
+                key=lambda k: (self._held[k] >= share, self._held[k], self._given_at.get(k, 0)),
+            )
             given = self._waiters[key].popleft()
             if not self._waiters[key]:
                 del self._waiters[key]
-            self._held[key] += 1
+            if given.done():  # cancelled, its task not yet run to take it out
+                self._forget_if_idle(key)
+                continue
+            self._take(key)
             given.set_result(None)
 
     def _forget(self, key: Hashable, given: asyncio.Future[None]) -> None:
@@ -107,3 +126,8 @@ class FairShare:
             queue.remove(given)
             if not queue:
                 del self._waiters[key]
+                self._forget_if_idle(key)
+
+    def _forget_if_idle(self, key: Hashable) -> None:
+        if key not in self._held and key not in self._waiters:
+            self._given_at.pop(key, None)
