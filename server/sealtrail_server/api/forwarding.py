@@ -382,8 +382,11 @@ class ForwardingRpcs:
         sink_id = _sink_id(request.id, "id")
         async with self._changes.exclusive(tenant_id, f"sink/{sink_id}") as conn:
             stored = await self._stored_sink(conn, tenant_id, sink_id, "id")
-            current = sink_etag(stored.definition, stored.updated_at)
-            require_etag(request.etag, current, what=f"sink {sink_id}")
+            require_etag(
+                request.etag,
+                sink_etag(stored.definition, stored.updated_at),
+                what=f"sink {sink_id}",
+            )
             event_id = (
                 await record_access(
                     self._appender,

@@ -354,13 +354,15 @@ class Forwarder:
         if result.outcome == "retry":
             await self._failed(lease, failures, result.error, retry_after=result.retry_after)
             return None
+        seqs = outgoing.seqs
         if result.outcome == "park":
-            log.warning("forwarder: sink %s parked seq %d-%d: %s", lease.sink_id,
-                        outgoing.seqs[0], outgoing.seqs[-1], result.error)  # fmt: skip
-            first, last = outgoing.seqs[0], outgoing.seqs[-1]
-            letters = [Parking(first, last, len(outgoing.seqs), result.status, result.error)]
+            log.warning("forwarder: sink %s parked seq %d-%d: %s",
+                        lease.sink_id, seqs[0], seqs[-1], result.error)  # fmt: skip
+            letters = [Parking(seqs[0], seqs[-1], len(seqs), result.status, result.error)]
+            delivered = 0
         else:
             letters = [Parking(r.seq, r.seq, 1, r.status, r.error) for r in result.refused]
+            delivered = len(seqs) - len(letters)
         if letters:
             async with self._db.system_connection() as conn:
                 parked = await store.park(
@@ -368,9 +370,7 @@ class Forwarder:
                 )
             if not parked:
                 raise _NotHeld
-        if result.outcome == "park":
-            return 0
-        return len(outgoing.seqs) - len(result.refused)
+        return delivered
 
     async def _failed(
         self, lease: store.Lease, failures: int, error: str, *, retry_after: float | None
