@@ -61,7 +61,8 @@ from .report import format_report, write_json
 # loaded, Query latency beside the same SQL run directly, Query's second page
 # (no access record) and a lone durable commit, the two parts of a first page;
 # the same second page of one event and an empty call one at a time, the parts
-# of a second page that do not grow with it.
+# of a second page that do not grow with it; and the floor of a day's Query
+# (its SQL, an empty call, the client's parse), the least any server could take.
 # Then issue 8's: forwarding a log to a local webhook beside reading, encoding
 # and POSTing it here; lag to the webhook at 1,000 events/s beside the acks.
 # Then issue 9's: the console's first rows in headless Chromium with 1M events
@@ -97,6 +98,7 @@ PHASES = (
     "sql-commit",
     "sql-day",
     "query-day",
+    "floor-day",
     "rawpost",
     "forward",
     "forward-lag",
@@ -131,6 +133,7 @@ NEEDS_SCALE = frozenset(
         "query-one",
         "sql-day",
         "query-day",
+        "floor-day",
     }
 )
 # Measured in the same window as a figure, as its baseline: reported next to it.
@@ -386,6 +389,7 @@ class Bench:
             "sql-commit": self.sql_commit,
             "sql-day": self.sql_day,
             "query-day": self.query_day,
+            "floor-day": self.floor_day,
             "rawpost": self.raw_post,
             "forward": self.forward,
             "forward-lag": self.forward_lag,
@@ -750,6 +754,14 @@ class Bench:
         with psycopg.connect(self.database.url, autocommit=True) as conn:
             call = scale.day_by_sql(self.scale_log, conn)
             return scale.measure("raw SQL, one day of a tenant", call, self._watched())
+
+    def floor_day(self) -> PhaseResult:
+        """The least a Query of one day could take: its raw SQL, framed, an
+        empty call, and the client's parse (scale.day_floor)."""
+        assert self.scale_log is not None and self.server is not None
+        with psycopg.connect(self.database.url, autocommit=True) as conn:
+            call = scale.day_floor(self.scale_log, conn, self.server.target)
+            return scale.measure("floor of Query, one day of a tenant", call, self._watched())
 
     # --- issue 9: the console -------------------------------------------------
 

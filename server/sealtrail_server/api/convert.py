@@ -257,7 +257,7 @@ def encoded_response(
     parts: list[bytes] = []
     for row in rows:
         view = _encoded_view(row, tenant_id)
-        parts += (_element_prefix(number, len(view)), view)
+        parts += (element_prefix(number, len(view)), view)
     parts.append(response.SerializeToString())
     encoded = b"".join(parts)
     try:
@@ -268,7 +268,7 @@ def encoded_response(
         for row in rows:
             view = _encoded_view(row, tenant_id)
             try:
-                type(response).FromString(_element_prefix(number, len(view)) + view)
+                type(response).FromString(element_prefix(number, len(view)) + view)
             except DecodeError:
                 raise _unreadable_view(row.seq) from None
         raise _unreadable_view(None) from None
@@ -290,7 +290,7 @@ def _unreadable_view(seq: int | None) -> IntegrityFailure:
 
 
 @functools.lru_cache(maxsize=8192)
-def _element_prefix(field_number: int, length: int) -> bytes:
+def element_prefix(field_number: int, length: int) -> bytes:
     """What precedes an embedded message of `length` bytes in field
     `field_number`: its key (wire type 2, length-delimited), then its length."""
     return _varint(field_number << 3 | 2) + _varint(length)
