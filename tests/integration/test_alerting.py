@@ -30,7 +30,6 @@ from sealtrail_server.alerts.evaluator import Evaluator
 from sealtrail_server.domain.errors import Unavailable
 from sealtrail_server.store import alerts as alert_store
 from sealtrail_server.store.appender import Appender
-from sealtrail_server.store.changes import erasure_lock_keys
 from tests.conftest import ServerThread, database_of_its_own
 from tests.http_endpoint import Endpoint, Reply, endpoint
 
@@ -664,10 +663,6 @@ def test_an_origin_is_new_to_the_event_that_first_showed_it_however_often_it_is_
     assert server.run(_learn(server, held, second, seq=13)) == (False, True)
 
 
-# An erasure's lock on the tenant, as store/changes.py takes it.
-ERASURE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, x'5EA1C4A9'::int::bigint))"
-
-
 @pytest.fixture
 def unevaluated(migrated_database_url: str) -> Iterator[ServerThread]:
     """A server whose own evaluator and forwarder are off, on a database of its
@@ -709,7 +704,8 @@ def test_a_step_that_failed_part_way_does_its_work_once_when_run_again(
         client.record(action="user.login", actor_id="alice", ip=ip).event.seq
         for ip in ("198.51.100.1", "198.51.100.2", "198.51.100.1")
     ]
-    evaluator = Evaluator(server.database, appender := Appender(server.database))
+    stopped, appender = Appender(server.database), Appender(server.database)
+    evaluator = Evaluator(server.database, stopped)
 
     async def step() -> float | None:
         assert tenant in await evaluator._claim()
@@ -719,14 +715,14 @@ def test_a_step_that_failed_part_way_does_its_work_once_when_run_again(
         appender.start()  # in the server's loop
 
     server.run(start())
+    server.run(stopped.stop())
     try:
-        # As while the tenant is being erased: its appends are refused
-        # (ADR 0034), so the new-address alert of the second login fails,
-        # after that login's address was learned and the first one counted.
-        with sql.transaction():
-            sql.execute(ERASURE_LOCK, erasure_lock_keys([tenant]))
-            with pytest.raises(Unavailable, match="being erased"):
-                server.run(step())
+        # Its appends refused (as by a stopping appender, or an erasure that
+        # began during the step), the new-address alert of the second login
+        # fails, after that login's address was learned and the first one counted.
+        with pytest.raises(Unavailable, match="shutting down"):
+            server.run(step())
+        evaluator._appender = appender  # appends taken again
         server.run(step())  # again from the same cursor
         # Run once more from the start, as a process taking the lease over
         # after a crash before the cursor moved would.

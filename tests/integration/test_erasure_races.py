@@ -8,11 +8,12 @@ append) is seen waiting for it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,12 +30,14 @@ from sealtrail import (
     build_filter,
     build_sink,
 )
+from sealtrail_server.alerts.evaluator import Evaluator
 from sealtrail_server.domain.errors import FailedPrecondition, Unavailable
 from sealtrail_server.domain.event import EventDraft, validate_event
 from sealtrail_server.forward.egress import EgressPolicy, OutboundClient
 from sealtrail_server.forward.forwarder import Forwarder
 from sealtrail_server.retention.purger import Purger
 from sealtrail_server.sealing_setup import load_secret_box
+from sealtrail_server.store import alerts as alert_store
 from sealtrail_server.store.appender import Appended, Appender
 from sealtrail_server.store.changes import ERASURE_SUBJECT, RETENTION_SUBJECT
 from tests.conftest import ServerThread, database_of_its_own
@@ -44,11 +47,11 @@ from tests.tenant_rows import rows_of
 _SUBJECT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, x'5EA1C4A9'::int::bigint))"
 
 
-def _count(sql: psycopg.Connection[Any], query: str) -> int:
+def _count(sql: psycopg.Connection[Any], query: str, params: Sequence[Any] = ()) -> int:
     """`query`'s count, with pg_stat_activity read afresh: within a transaction
     PostgreSQL keeps its first reading, before the sessions to find began."""
     sql.execute("SELECT pg_stat_clear_snapshot()")
-    row = sql.execute(query).fetchone()
+    row = sql.execute(query, params).fetchone()
     assert row is not None
     return int(row[0])
 
@@ -530,3 +533,141 @@ def test_a_delivery_under_way_ends_rather_than_wait_for_an_erasure(
             server.close()
     sent = [[e["seq"] for e in json.loads(r.body)["data"]["events"]] for r in receiver.received]
     assert sent == [seqs, seqs]  # the first request's events again: at least once
+
+
+@pytest.fixture
+def unevaluated(migrated_database_url: str) -> Iterator[tuple[ServerThread, str]]:
+    """A server whose own evaluator and forwarder are off, on a database of its
+    own (no other server's evaluator takes its tenants), and that database's
+    URL: the test runs evaluation steps itself."""
+    with database_of_its_own(migrated_database_url, "erasing") as url:
+        server = ServerThread(url, forward_max_sinks=0, alert_max_tenants=0)
+        try:
+            yield server, url
+        finally:
+            server.close()
+
+
+@contextlib.contextmanager
+def _evaluating(server: ServerThread) -> Iterator[Evaluator]:
+    """An evaluator with an appender of its own; its leases given up after."""
+    appender = Appender(server.database)
+
+    async def start() -> None:
+        appender.start()  # in the server's loop
+
+    server.run(start())
+    evaluator = Evaluator(server.database, appender)
+    try:
+        yield evaluator
+    finally:
+        server.run(evaluator._release())
+        server.run(appender.stop())
+
+
+def _alerts_counted(admin: AuditClient) -> tuple[int, list[int]]:
+    """The alerts the rules counted, and the seqs of the events that fired those recorded."""
+    recorded = admin.query(build_filter(actions="security.alert"), order="oldest")
+    triggers = [int(event.details.fields["trigger_seq"].number_value) for event in recorded]
+    return sum(rule.fired for rule in admin.list_alert_rules()), triggers
+
+
+def test_an_evaluation_step_begun_during_an_erasure_reads_and_waits_for_nothing(
+    unevaluated: tuple[ServerThread, str], tenant: str
+) -> None:
+    """An erasure locks the tenant's rules and deletes its rows in one
+    transaction that lasts minutes for a large tenant; an evaluation step
+    waiting for it would hold a pooled connection all along. A step that
+    begins meanwhile reads nothing and ends; learning an origin is refused and
+    a cursor move does nothing, each at once; if the erasure fails, the next
+    step fires what the ended one did not."""
+    server, url = unevaluated
+    with (
+        AuditClient(server.target, token=server.token(tenant)) as admin,
+        psycopg.connect(url, autocommit=True) as sql,
+        _evaluating(server) as evaluator,
+    ):
+        logins = build_filter(actions="user.login")
+        keys = build_filter(actions="api_key.*")
+        admin.create_alert_rule(build_alert_rule("keys", "match", filter=keys))
+        new_ip = admin.create_alert_rule(build_alert_rule("new address", "new_ip", filter=logins))
+        created = admin.record(action="api_key.create", actor_id="u").event.seq
+        assert tenant in server.run(evaluator._claim())
+        [(cursor,)] = sql.execute(
+            "SELECT cursor_seq FROM alert_cursors WHERE tenant_id = %s", [tenant]
+        ).fetchall()
+
+        async def learn() -> tuple[bool, bool]:
+            async with server.database.system_connection() as conn:
+                rule = await alert_store.read_rule(conn, tenant, new_ip.rule.id)
+                assert rule is not None
+                now = datetime.now(UTC)
+                return await alert_store.learn_origin(
+                    conn, rule, "alice", "198.51.100.1", seq=created, at=now, received=now
+                )
+
+        async def advance() -> bool:
+            async with server.database.system_connection() as conn:
+                return await alert_store.advance(
+                    conn, tenant, owner=evaluator.owner, from_seq=cursor, to_seq=created
+                )
+
+        with pytest.raises(_RolledBack), sql.transaction():
+            # As an erasure does: its lock, the rows other tables reference,
+            # then the deletes (alert_cursors first).
+            sql.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
+            sql.execute("SELECT FROM alert_rules WHERE tenant_id = %s FOR UPDATE", [tenant])
+            sql.execute("DELETE FROM alert_cursors WHERE tenant_id = %s", [tenant])
+            assert server.run(evaluator._step(tenant), timeout=5) is None
+            with pytest.raises(Unavailable, match="being erased"):
+                server.run(learn(), timeout=5)
+            assert server.run(advance(), timeout=5) is False
+            raise _RolledBack  # the erasure failed
+        assert _alerts_counted(admin) == (0, [])
+        assert server.run(evaluator._step(tenant)) == 0.0
+        assert _alerts_counted(admin) == (1, [created])
+
+
+def test_an_alert_recorded_as_an_erasure_begins_is_counted_when_the_step_runs_again(
+    unevaluated: tuple[ServerThread, str], tenant: str
+) -> None:
+    """A step that recorded an alert, then found the tenant being erased, is
+    refused rather than wait for the erasure's lock on the rule to count it;
+    if the erasure fails, the step runs again and counts that alert, once."""
+    server, url = unevaluated
+    appending = (
+        "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+    )
+    advisory_wait = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    with (
+        AuditClient(server.target, token=server.token(tenant)) as admin,
+        psycopg.connect(url, autocommit=True) as sql,
+        psycopg.connect(url, autocommit=True) as erasure,
+        _evaluating(server) as evaluator,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        keys = build_filter(actions="api_key.*")
+        admin.create_alert_rule(build_alert_rule("keys", "match", filter=keys))
+        created = admin.record(action="api_key.create", actor_id="u").event.seq
+        assert tenant in server.run(evaluator._claim())
+        with pytest.raises(_RolledBack), erasure.transaction():
+            with sql.transaction():
+                # The tenant's head held: the alert's append waits for it.
+                sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
+                stepping = asyncio.run_coroutine_threadsafe(evaluator._step(tenant), server.loop)
+                _until(lambda: _count(sql, appending) > 0, stepping)
+                # An erasure begins: it holds the rules (here before its lock,
+                # which waits for the share the append holds).
+                erasure.execute("SELECT FROM alert_rules WHERE tenant_id = %s FOR UPDATE", [tenant])
+                locking = pool.submit(
+                    erasure.execute, _SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"]
+                )
+                waiting = advisory_wait + " AND pid = %s"
+                _until(lambda: _count(sql, waiting, [erasure.info.backend_pid]) > 0, locking)
+            locking.result(timeout=10)  # the alert is recorded; the erasure holds its lock
+            with pytest.raises(Unavailable, match="being erased"):
+                stepping.result(timeout=5)  # not waiting to count it
+            raise _RolledBack  # the erasure failed
+        assert _alerts_counted(admin) == (0, [created])
+        assert server.run(evaluator._step(tenant)) == 0.0
+        assert _alerts_counted(admin) == (1, [created])

@@ -45,6 +45,7 @@ from ..domain.filters import EventFilter, RecordMatcher
 from ..leased_work import LeasedWork, new_owner
 from ..store import alerts as store
 from ..store.appender import Appender
+from ..store.changes import share_erasure_at_once
 from ..store.database import Database
 from ..store.events import StoredEvent, query_events, stream_events
 from ..store.sinks import read_sink_filter
@@ -364,6 +365,9 @@ class Evaluator:
         alert = json.loads(outcome.record)
         queued = False
         async with self._db.system_connection() as conn, conn.transaction():
+            # No wait for an erasure's lock on the rule or its sinks: refused
+            # instead, the step runs again (store/alerts.py).
+            await share_erasure_at_once(conn, tenant_id)
             if not await store.count_firing(
                 conn, tenant_id, stored.id, alert_seq=outcome.seq, at=now
             ):

@@ -1,7 +1,18 @@
 """Rows of alert rules, the evaluation cursors and the addresses actors were
 seen from. Rules are written by admins' calls (service role); cursors, counts
 and known addresses by the evaluator (system role), every cursor move under
-its lease, as the forwarder's (store/sinks.py)."""
+its lease, as the forwarder's (store/sinks.py).
+
+An erasure locks the tenant's rules and deletes its rows in one transaction
+that lasts minutes for a large tenant; an evaluation step waiting for it would
+hold a pooled connection meanwhile. So a step's statements that would wait
+try the tenant's erasure lock, shared, first, as the forwarder's do (ADR
+0036): reading the leased cursor or moving it finds nothing to do (the step
+ends as when its lease is lost), and learning an origin is refused
+(`tenant_being_erased`), as is counting an alert, whose transaction shares
+the lock before it counts (the evaluator's `_fire`). Skipped, either would let
+the step move its cursor past an alert; refused, the step fails and runs
+again from its cursor."""
 
 from __future__ import annotations
 
@@ -13,6 +24,7 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
+from .changes import erasure_lock_keys, tenant_being_erased, try_share_condition
 from .database import Database
 
 Connection = psycopg.AsyncConnection[Any]
@@ -177,10 +189,25 @@ async def release_leases(conn: Connection, *, owner: str) -> None:
     )
 
 
+def _erasure_key(tenant_id: str) -> str:
+    [key] = erasure_lock_keys([tenant_id])
+    return key
+
+
+# True, the tenant's erasure lock shared until the statement's transaction
+# ends; false at once while an erasure holds it or waits for it.
+_NOT_BEING_ERASED: Final = try_share_condition(sql.Placeholder("erasure"))
+
+
 async def leased_cursor(conn: Connection, tenant_id: str, *, owner: str) -> int | None:
+    """The tenant's cursor if this owner leases it; None if not, or while the
+    tenant is being erased (the step reads and fires nothing)."""
     cursor = await conn.execute(
-        "SELECT cursor_seq FROM alert_cursors WHERE tenant_id = %s AND lease_owner = %s",
-        [tenant_id, owner],
+        sql.SQL(
+            "SELECT cursor_seq FROM alert_cursors"
+            " WHERE tenant_id = %(tenant)s AND lease_owner = %(owner)s AND {}"
+        ).format(_NOT_BEING_ERASED),
+        {"tenant": tenant_id, "owner": owner, "erasure": _erasure_key(tenant_id)},
     )
     row = await cursor.fetchone()
     return None if row is None else int(row[0])
@@ -198,10 +225,21 @@ async def enabled_rules(conn: Connection, tenant_id: str) -> list[StoredRule]:
 async def advance(
     conn: Connection, tenant_id: str, *, owner: str, from_seq: int, to_seq: int
 ) -> bool:
+    """Moves this owner's cursor from `from_seq` to `to_seq`; False if the
+    lease or the cursor moved meanwhile, or while the tenant is being erased."""
     cursor = await conn.execute(
-        "UPDATE alert_cursors SET cursor_seq = %s"
-        " WHERE tenant_id = %s AND lease_owner = %s AND cursor_seq = %s",
-        [to_seq, tenant_id, owner, from_seq],
+        sql.SQL(
+            "UPDATE alert_cursors SET cursor_seq = %(to)s"
+            " WHERE tenant_id = %(tenant)s AND lease_owner = %(owner)s"
+            " AND cursor_seq = %(from)s AND {}"
+        ).format(_NOT_BEING_ERASED),
+        {
+            "to": to_seq,
+            "tenant": tenant_id,
+            "owner": owner,
+            "from": from_seq,
+            "erasure": _erasure_key(tenant_id),
+        },
     )
     return cursor.rowcount == 1
 
@@ -251,12 +289,15 @@ async def learn_origin(
     outlives it. A known origin's last sighting moves to `received` when it
     is a day or more older (retention forgets origins not seen for long); an
     UPDATE skips a row its WHERE rules out without locking or writing it, so
-    an origin seen all day long costs one write a day."""
+    an origin seen all day long costs one write a day. Unavailable, noting
+    nothing and without a wait, while the tenant is being erased."""
     table, column = _KNOWN[rule.condition["kind"]]
     statement = sql.SQL(
-        "WITH current AS (SELECT 1 FROM alert_rules"
+        # Tried before the rule is looked at, so never waiting for an erasure's lock on it.
+        "WITH guard AS MATERIALIZED (SELECT {not_being_erased} AS held),"
+        " current AS (SELECT 1 FROM alert_rules"
         "   WHERE tenant_id = %(tenant)s AND id = %(rule)s AND condition = %(condition)s::jsonb"
-        "   FOR SHARE),"
+        "   AND (SELECT held FROM guard) FOR SHARE),"
         " added AS (INSERT INTO {table}"
         "   (tenant_id, rule_id, actor_id, {column}, first_seen_at, last_seen_at, first_seq)"
         "   SELECT %(tenant)s::text, %(rule)s::uuid, %(actor)s::text, %(origin)s::text,"
@@ -272,8 +313,13 @@ async def learn_origin(
         # Origins a failed run learned from later events were not known yet.
         " EXISTS (SELECT 1 FROM {table}"
         "   WHERE tenant_id = %(tenant)s AND rule_id = %(rule)s AND actor_id = %(actor)s"
-        "   AND {column} <> %(origin)s AND (first_seq IS NULL OR first_seq < %(seq)s))"
-    ).format(table=sql.Identifier(table), column=sql.Identifier(column))
+        "   AND {column} <> %(origin)s AND (first_seq IS NULL OR first_seq < %(seq)s)),"
+        " (SELECT held FROM guard)"
+    ).format(
+        table=sql.Identifier(table),
+        column=sql.Identifier(column),
+        not_being_erased=_NOT_BEING_ERASED,
+    )
     cursor = await conn.execute(
         statement,
         {
@@ -285,10 +331,13 @@ async def learn_origin(
             "seq": seq,
             "at": at,
             "received": received,
+            "erasure": _erasure_key(rule.tenant_id),
         },
     )
     row = await cursor.fetchone()
     assert row is not None
+    if not row[2]:
+        raise tenant_being_erased(rule.tenant_id)
     return bool(row[0]), bool(row[1])
 
 

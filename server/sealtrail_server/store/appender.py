@@ -68,6 +68,7 @@ from ..domain.merkle import EMPTY_ROOT, append_leaf, frontier_root, leaf_hash, s
 from .changes import (
     ERASURE_SUBJECT,
     erasure_lock_keys,
+    tenant_being_erased,
     tenant_erased,
     try_share_condition,
     try_share_subjects,
@@ -492,7 +493,7 @@ class Appender:
             # A tenant without a head was erased, or is being erased: its
             # submissions are refused whole, the others written.
             refused = {
-                tenant: _being_erased(tenant) if tenant in erasing else tenant_erased(tenant)
+                tenant: tenant_being_erased(tenant) if tenant in erasing else tenant_erased(tenant)
                 for tenant in tenants
                 if tenant not in heads
             }
@@ -684,10 +685,6 @@ class Appender:
             erasing |= await _create_heads(conn, vanished)
             heads = await _select_heads(conn, tenants)
         return heads, erasing
-
-
-def _being_erased(tenant_id: str) -> Unavailable:
-    return Unavailable(f"tenant {tenant_id!r} is being erased; retry", retry_after=1.0)
 
 
 async def _create_heads(conn: psycopg.AsyncConnection[Any], tenants: list[str]) -> frozenset[str]:

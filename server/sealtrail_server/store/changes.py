@@ -135,11 +135,26 @@ def tenant_erased(tenant_id: str, *, at: datetime | None = None) -> FailedPrecon
     )
 
 
+def tenant_being_erased(tenant_id: str) -> Unavailable:
+    """The refusal of work that would have to wait for an erasure in progress:
+    worth retrying, as the erasure may fail."""
+    return Unavailable(f"tenant {tenant_id!r} is being erased; retry", retry_after=1.0)
+
+
 async def share_erasure(conn: AnyConnection, tenant_id: str, *, seconds: float) -> None:
     """Shares the tenant's erasure lock for the rest of `conn`'s transaction,
     waiting at most `seconds` for an erasure in progress (then Unavailable)."""
     async with waiting_at_most(conn, seconds, busy="the tenant is being erased; retry"):
         await share_subjects(conn, [tenant_id], ERASURE_SUBJECT)
+
+
+async def share_erasure_at_once(conn: AnyConnection, tenant_id: str) -> None:
+    """Shares the tenant's erasure lock for the rest of `conn`'s transaction
+    where that needs no wait: no erasure begins before the transaction ends,
+    so nothing in it waits for one. Unavailable at once where an erasure holds
+    the lock or waits for it."""
+    if await try_share_subjects(conn, [tenant_id], ERASURE_SUBJECT):
+        raise tenant_being_erased(tenant_id)
 
 
 async def try_share_subjects(conn: AnyConnection, tenant_ids: list[str], subject: str) -> list[str]:
