@@ -8,6 +8,7 @@ import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -348,6 +349,20 @@ def test_every_filter_field_selects_exactly_its_events(
     names = {event.id: name for name, event in populated.items()}
     found = client.query(build_filter(**filter_fields))  # type: ignore[arg-type]
     assert [names[event.id] for event in found] == expected
+
+
+def test_a_filter_as_wide_as_time_is_answered(client: AuditClient, tmp_path: Path) -> None:
+    """The earliest and latest times a Timestamp holds (a client's "everything")
+    bound a filter as any others do: in a Query, an Export and a stream."""
+    seq = client.record(action="doc.edit", actor_id="u").event.seq
+    everything = build_filter(
+        since=datetime(1, 1, 1, 0, 1, tzinfo=UTC), until=datetime(9999, 12, 31, tzinfo=UTC)
+    )
+    assert seq in [event.seq for event in client.query(everything)]
+    assert client.export(tmp_path / "all.ndjson", filter=everything).row_count >= 1
+    stream = client.stream(everything, after_seq=seq - 1)
+    assert next(stream).seq == seq
+    stream.close()
 
 
 def test_query_pages_cover_every_event_once_in_both_orders(client: AuditClient) -> None:

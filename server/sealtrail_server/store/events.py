@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
 from psycopg import sql
@@ -16,6 +16,9 @@ from .database import Connection, Database
 
 Order = Literal["newest", "oldest"]
 _SKEW = timedelta(seconds=MAX_FUTURE_SKEW_SECONDS)
+# The earliest time a filter may name (a Timestamp's, year 1), so that a bound
+# derived from it stays a time.
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +269,7 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
         add("occurred_at >= %s", f.occurred_after)
         # Implied (an event occurs at most MAX_FUTURE_SKEW after it is received),
         # and it lets PostgreSQL skip the months received before (ADR 0015).
-        add("received_at >= %s", f.occurred_after - _SKEW)
+        add("received_at >= %s", max(f.occurred_after, _EARLIEST + _SKEW) - _SKEW)
     if f.occurred_before is not None:
         add("occurred_at < %s", f.occurred_before)
     if len(f.actions) == 1 and not f.action_prefixes:
