@@ -107,6 +107,9 @@ def test_proof_requests_outside_the_log_are_refused(logged: AuditClient) -> None
         logged.get_inclusion_proof(seq=10, tree_size=5)
     with pytest.raises(RpcFailedError):  # FAILED_PRECONDITION: beyond the log
         logged.get_consistency_proof(old_size=1, new_size=EVENTS + 1)
+    with pytest.raises(RpcFailedError) as beyond:  # to the latest checkpoint, unset new_size
+        logged.get_consistency_proof(old_size=10**9)
+    assert beyond.value.reason == "BEYOND_LOG_SIZE" and "old_size" in str(beyond.value)
     with pytest.raises(NotFoundError):
         logged.get_checkpoint(tree_size=7)
 

@@ -661,6 +661,7 @@ def test_erasure_leaves_a_receipt_and_no_row(
         bystander.get_checkpoint(fresh=True)
         bystander_rows = rows_of(sql, other)
         trusting.get_checkpoint()  # `elsewhere` now trusts the token
+        trusting.get_consistency_proof(old_size=1, new_size=5)  # and knows the log reaches 5
 
         with pytest.raises(InvalidArgumentError, match="confirm_tenant_id"):
             doomed.erase_tenant(other)
@@ -697,6 +698,9 @@ def test_erasure_leaves_a_receipt_and_no_row(
         with pytest.raises(RpcFailedError) as retired:
             trusting.record(build_event(action="doc.edit", actor_id="u"))
         assert retired.value.reason == "TENANT_ERASED"
+        with pytest.raises(RpcFailedError) as gone:  # its hashes gone: erased, not tampered with
+            trusting.get_consistency_proof(old_size=1, new_size=5)
+        assert gone.value.reason == "TENANT_ERASED"
         with pytest.raises(Exception, match="erased"):
             aged.token(tenant, Role.ADMIN)
         # Nothing of the other tenant changed, and its log still verifies.

@@ -3,7 +3,8 @@ and VerifyLog. A mixin of the servicer, kept apart so each file has one job."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from functools import lru_cache, partial
 from typing import Any
@@ -18,6 +19,7 @@ from ..domain.event import parse_uuid
 from ..domain.filters import decode_page_token, encode_page_token, page_size
 from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
+from ..store.changes import refuse_if_erased
 from ..store.checkpoints import StoredCheckpoint, checkpoint_at, known_keys, latest_checkpoint
 from ..store.database import Database
 from ..store.events import get_event
@@ -114,7 +116,8 @@ class IntegrityRpcs:
             if request.tree_size:
                 await self._within_log(tenant_id, size, "tree_size")
             read = inclusion_read(tenant_id, seq=seq, tree_size=size)
-            found = inclusion_proof(read, await self._node_reader.read(read), tree_size=size)
+            async with self._erasure_explains(tenant_id):
+                found = inclusion_proof(read, await self._node_reader.read(read), tree_size=size)
         if found is None:
             raise NotFound("no such event")
         if found.record is None and not request.include_purged:
@@ -164,6 +167,18 @@ class IntegrityRpcs:
                 self._signed_checkpoints[key] = cached
         return cached
 
+    @contextlib.asynccontextmanager
+    async def _erasure_explains(self, tenant_id: str) -> AsyncIterator[None]:
+        """Hashes found missing where the tenant was erased meanwhile (after a
+        size this process saw, by a token it still trusts) are TENANT_ERASED:
+        the log is gone, not tampered with."""
+        try:
+            yield
+        except IntegrityFailure:
+            async with self._db.connection(tenant_id) as conn:
+                await refuse_if_erased(conn, tenant_id)
+            raise
+
     async def _within_log(self, tenant_id: str, size: int, field: str) -> None:
         if size <= self._sizes_seen.get(tenant_id, 0):
             return  # logs only grow: a size once reached stays within the log
@@ -190,12 +205,14 @@ class IntegrityRpcs:
         new = _non_negative("new_size", request.new_size)
         if old < 1:
             raise InvalidArgument.field("old_size", "must be 1 or more")
-        if new == 0:
+        if new == 0:  # the latest checkpoint: old_size must be within the log
+            await self._within_log(tenant_id, old, "old_size")
             new = (await self._covering(tenant_id, old)).tree_size
         if new < old:
             raise InvalidArgument.field("new_size", "must not be smaller than old_size")
         await self._within_log(tenant_id, new, "new_size")
-        found = await read_consistency(self._db, tenant_id, old_size=old, new_size=new)
+        async with self._erasure_explains(tenant_id):
+            found = await read_consistency(self._db, tenant_id, old_size=old, new_size=new)
         return pb.GetConsistencyProofResponse(
             old_size=old,
             new_size=new,
