@@ -510,7 +510,7 @@ class AsyncAuditClient:
                 raise retrying from exc  # closed while the client waited to retry
             try:
                 async for message in call:
-                    attempt, since = 1, None
+                    attempt = 1
                     payload = message.WhichOneof("payload")
                     if payload == "events":
                         for event in message.events.events:
@@ -519,10 +519,11 @@ class AsyncAuditClient:
                     elif payload == "event":  # a server older than batched delivery
                         cursor = message.event.seq
                         yield message.event
-                    else:
+                    elif payload == "heartbeat":
                         cursor = message.heartbeat.cursor
                         if on_heartbeat is not None:
                             on_heartbeat(cursor)
+                    # Else a message of a newer server: it moves no cursor.
             except grpc.RpcError as exc:
                 error = from_rpc_error(exc)
                 delay = self._backoff(attempt, error)
