@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -616,6 +617,39 @@ def test_a_legal_hold_stops_the_purge(aged: ServerThread, admin: AuditClient, cl
     assert {"retention.legal_hold_placed", "retention.legal_hold_released"} <= set(actions)
     purge(aged)
     assert (seq, "doc.edit") not in recorded(admin)
+
+
+def test_a_tenant_whose_purge_fails_stops_no_other_tenants_purge(
+    aged: ServerThread,
+    tenant: str,
+    sql: psycopg.Connection[Any],
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A purge that fails for one tenant (here its event's tombstone is already
+    stored: the log was tampered with) is logged, and the pass goes on with
+    the tenants after it."""
+    failing, other = f"{tenant}-a", f"{tenant}-b"  # in this order in the pass
+    with contextlib.ExitStack() as stack:
+        clients = {
+            t: stack.enter_context(AuditClient(aged.target, token=aged.token(t)))
+            for t in (failing, other)
+        }
+        seqs = {t: record(client, "doc.edit") for t, client in clients.items()}
+        for client in clients.values():
+            client.set_retention_policy(10)
+        sql.execute(
+            "INSERT INTO tree_nodes (tenant_id, level, idx, hash) VALUES (%s, 0, %s, sha256('x'))",
+            [failing, seqs[failing] - 1],
+        )
+        clock.advance(11)
+        with caplog.at_level(logging.ERROR, logger=purger_module.__name__):
+            done = purge(aged)
+        assert [p.tenant_id for p in done if p.tenant_id in clients] == [other]
+        assert f"the pass over {failing} failed" in caplog.text
+        assert (seqs[failing], "doc.edit") in recorded(clients[failing])
+        assert (seqs[other], "doc.edit") not in recorded(clients[other])
+        clients[failing].set_retention_policy("forever")  # later passes leave it alone
 
 
 # The tables each tenant of the erasure test holds rows in before it is erased.

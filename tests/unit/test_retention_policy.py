@@ -24,6 +24,7 @@ from sealtrail_server.domain.retention import (
     validate_hold_reason,
     validate_policy,
 )
+from sealtrail_server.retention.purger import TenantPurge
 
 CATEGORY_NUMBERS = {name: number for number, name in CATEGORIES.items()}
 
@@ -204,3 +205,23 @@ def test_each_event_falls_under_exactly_its_own_rule(
         assert covering == []  # kept forever: no selection may reach it
     else:
         assert [s.days for s in covering] == [expected]
+
+
+def test_a_purge_names_the_latest_cutoff_each_rule_ran_with() -> None:
+    """A policy changed during a pass moves a rule's cutoff between batches:
+    what the rule removed was received before the latest of them."""
+    earlier, later = datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)
+    purge = TenantPurge("t")
+    purge.add("default", earlier, 5, 1, 5)
+    purge.add("default", later, 3, 6, 8)  # the default shortened
+    purge.add("default", earlier, 1, 9, 9)  # and lengthened again
+    purge.add("category:authentication", earlier, 2, 3, 4)
+    assert purge.details() == {
+        "purged": 11,
+        "first_seq": 1,
+        "last_seq": 9,
+        "rules": {
+            "default": {"purged": 9, "received_before": later.isoformat()},
+            "category:authentication": {"purged": 2, "received_before": earlier.isoformat()},
+        },
+    }

@@ -83,6 +83,10 @@ class TenantPurge:
         self.last_seq = max(self.last_seq, last)
         entry = self.by_rule.setdefault(rule, {"purged": 0, "received_before": cutoff.isoformat()})
         entry["purged"] += count
+        # A policy changed during the pass moves a rule's cutoff: everything it
+        # removed was received before the latest.
+        latest = max(datetime.fromisoformat(entry["received_before"]), cutoff)
+        entry["received_before"] = latest.isoformat()
 
     def details(self) -> dict[str, Any]:
         return {
@@ -163,29 +167,45 @@ class Purger:
                 else:  # purging more would replace its summary before it is recorded
                     unrecorded.add(tenant_id)
             for tenant_id in await tenants_with_expiry(conn):
-                forgotten = await self._forget_origins(conn, tenant_id)
-                if forgotten:
-                    log.info(
-                        "retention: forgot %d origins alert rules learned of %s",
-                        forgotten,
-                        tenant_id,
+                try:
+                    purged = await self._pass_tenant(
+                        conn, tenant_id, may_purge=tenant_id not in unrecorded
                     )
-                if tenant_id in unrecorded:
+                except psycopg.Error:
+                    if conn.broken:
+                        raise  # the pass ends: the next starts on a new connection
+                    # One tenant's fault (its batch rolled back; what earlier
+                    # batches removed is noted, to record) stops no other's purge.
+                    log.exception("retention: the pass over %s failed; going on", tenant_id)
                     continue
-                purged = await self._purge_tenant(conn, tenant_id)
-                if purged.count:
-                    log.info(
-                        "retention: purged %d events of %s (seq %d..%d)",
-                        purged.count,
-                        tenant_id,
-                        purged.first_seq,
-                        purged.last_seq,
-                    )
-                    if await self._recorded(conn, purged):
-                        done.append(purged)
+                if purged is not None:
+                    done.append(purged)
             for name in await drop_empty(conn, now=now):
                 log.info("retention: dropped the empty partition %s", name)
             return done
+
+    async def _pass_tenant(
+        self, conn: psycopg.AsyncConnection[Any], tenant_id: str, *, may_purge: bool
+    ) -> TenantPurge | None:
+        """Forgets the origins the tenant's alert rules learned long ago, then
+        purges its expired events if it `may_purge` (its last purge is
+        recorded); the purge if it removed anything and was recorded."""
+        forgotten = await self._forget_origins(conn, tenant_id)
+        if forgotten:
+            log.info("retention: forgot %d origins alert rules learned of %s", forgotten, tenant_id)
+        if not may_purge:
+            return None
+        purged = await self._purge_tenant(conn, tenant_id)
+        if not purged.count:
+            return None
+        log.info(
+            "retention: purged %d events of %s (seq %d..%d)",
+            purged.count,
+            tenant_id,
+            purged.first_seq,
+            purged.last_seq,
+        )
+        return purged if await self._recorded(conn, purged) else None
 
     @asynccontextmanager
     async def _job(self) -> AsyncIterator[psycopg.AsyncConnection[Any] | None]:
