@@ -696,6 +696,7 @@ def test_erasure_leaves_a_receipt_and_no_row(
         bystander_rows = rows_of(sql, other)
         trusting.get_checkpoint()  # `elsewhere` now trusts the token
         trusting.get_consistency_proof(old_size=1, new_size=5)  # and knows the log reaches 5
+        first_page = trusting.query_page(page_size=1)
 
         with pytest.raises(InvalidArgumentError, match="confirm_tenant_id"):
             doomed.erase_tenant(other)
@@ -735,6 +736,9 @@ def test_erasure_leaves_a_receipt_and_no_row(
         with pytest.raises(RpcFailedError) as gone:  # its hashes gone: erased, not tampered with
             trusting.get_consistency_proof(old_size=1, new_size=5)
         assert gone.value.reason == "TENANT_ERASED"
+        with pytest.raises(RpcFailedError) as ended:  # not an empty last page
+            trusting.query_page(page_size=1, page_token=first_page.next_page_token)
+        assert ended.value.reason == "TENANT_ERASED"
         with pytest.raises(Exception, match="erased"):
             aged.token(tenant, Role.ADMIN)
         # Nothing of the other tenant changed, and its log still verifies.

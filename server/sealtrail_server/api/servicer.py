@@ -34,7 +34,7 @@ from ..forward.forwarder import Forwarder
 from ..integrity.checkpointer import Checkpointer
 from ..retention.erasure import Eraser
 from ..store.appender import Appended, Appender
-from ..store.changes import Changes
+from ..store.changes import Changes, refuse_if_erased
 from ..store.database import Database
 from ..store.events import Order, ShownEvent, get_event, query_page
 from ..store.node_reader import NodeReader
@@ -229,6 +229,11 @@ class AuditLogServicer(
         )
         if request.page_token:
             rows = await read(limit=limit + 1)  # one more tells whether another page exists
+            if not rows:
+                # Erased since the first page (by a token this process still
+                # trusts): an error, not an end that passes for the whole answer.
+                async with self._db.connection(tenant_id) as conn:
+                    await refuse_if_erased(conn, tenant_id)
             page = rows[:limit]
             after = page[-1].seq if len(rows) > limit else None
         else:
