@@ -37,8 +37,15 @@ from sealtrail import (
     write_bundle,
 )
 from sealtrail.tlog import leaf_hash, parse_checkpoint, verify_inclusion
-from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, integrity_pb2, retention_pb2
+from sealtrail.v1 import (
+    audit_service_pb2,
+    audit_service_pb2_grpc,
+    event_pb2,
+    integrity_pb2,
+    retention_pb2,
+)
 from sealtrail_server.api import retention as retention_api
+from sealtrail_server.api import stream as stream_api
 from sealtrail_server.domain.access import Role
 from sealtrail_server.domain.errors import Unavailable
 from sealtrail_server.domain.event_ids import received_within
@@ -599,6 +606,72 @@ def test_a_stream_cursor_inside_the_purged_range_is_refused(
     from_the_start = admin.stream(after_seq=0)
     assert (first, next(from_the_start).seq) == (1, kept)
     from_the_start.close()
+
+
+def _interleaved_removal(aged: ServerThread, admin: AuditClient, clock: Clock) -> list[int]:
+    """Seven events, of which a rule keeps the first, third and sixth (logins)
+    and the default removes the others; their seqs."""
+    seqs = [
+        record(admin, "user.login", "authentication")
+        if n in (0, 2, 5)
+        else record(admin, "doc.edit")
+        for n in range(7)
+    ]
+    admin.set_retention_policy(10, categories={"authentication": "forever"})
+    clock.advance(11)
+    purge(aged)
+    return seqs
+
+
+def test_a_stream_that_asks_is_told_of_what_retention_removed_between_kept_events(
+    aged: ServerThread, admin: AuditClient, clock: Clock
+) -> None:
+    """Rules leave kept events between removed ones, where a cursor's next
+    event may be kept though later ones were removed: a stream that asks
+    (announce_purged) is told how many were removed, before the events after
+    them, and a cursor whose next event was removed is not refused."""
+    seqs = _interleaved_removal(aged, admin, clock)
+    ranges: list[Any] = []
+    stream = admin.stream(after_seq=seqs[0], on_purged=ranges.append)  # the next was removed
+    assert [next(stream).seq for _ in range(2)] == [seqs[2], seqs[5]]
+    stream.close()
+    [removed] = ranges  # one count over what the stream read: fewer than 1,000 events
+    assert (removed.after_seq, removed.count) == (seqs[0], 4)
+    assert removed.through_seq > seqs[6]
+
+
+def test_removals_are_announced_before_the_events_after_them(
+    aged: ServerThread, admin: AuditClient, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counted every so many events read (here each: the server runs in this
+    process), each range comes before the next event and covers what lies
+    between the two it separates."""
+    seqs = _interleaved_removal(aged, admin, clock)
+    monkeypatch.setattr(stream_api, "_ANNOUNCED_EVERY", 1)
+    stub = audit_service_pb2_grpc.AuditLogServiceStub(admin._channel)
+    request = audit_service_pb2.StreamEventsRequest(
+        after_seq=seqs[0], max_events_per_message=1, announce_purged=True
+    )
+    call = stub.StreamEvents(request, metadata=admin._metadata)
+    seen: list[tuple[Any, ...]] = []
+    for message in call:
+        if message.HasField("purged"):
+            purged = message.purged
+            seen.append(("purged", purged.after_seq, purged.through_seq, purged.count))
+        elif message.HasField("events"):
+            seen += [("event", event.seq) for event in message.events.events]
+        if len(seen) == 6:
+            break
+    call.cancel()
+    policy_updated = seqs[6] + 1
+    assert seen == [
+        ("purged", seqs[0], seqs[2], 1),
+        ("event", seqs[2]),
+        ("purged", seqs[2], seqs[5], 2),
+        ("event", seqs[5]),
+        ("purged", seqs[5], policy_updated, 1),
+        ("event", policy_updated),
+    ]
 
 
 def test_a_legal_hold_stops_the_purge(aged: ServerThread, admin: AuditClient, clock: Clock) -> None:

@@ -17,6 +17,7 @@ from sealtrail.v1 import audit_service_pb2, event_pb2
 SERVICE = audit_service_pb2.DESCRIPTOR.services_by_name["AuditLogService"]
 STREAM = SERVICE.methods_by_name["StreamEvents"]
 Response = audit_service_pb2.StreamEventsResponse
+REMOVED = audit_service_pb2.PurgedRange(after_seq=9, through_seq=12, count=2)
 
 
 @pytest.fixture
@@ -48,15 +49,17 @@ def test_a_message_of_a_newer_server_moves_no_cursor(
     assert unknown.WhichOneof("payload") is None
     heartbeats: list[int] = []
     with ThreadPoolExecutor(max_workers=1) as pool:
-        stream = client.stream(after_seq=5, on_heartbeat=heartbeats.append)
+        ranges: list[audit_service_pb2.PurgedRange] = []
+        stream = client.stream(after_seq=5, on_heartbeat=heartbeats.append, on_purged=ranges.append)
         first = pool.submit(next, stream)
         _, request, rpc = channel.take_unary_stream(STREAM)
-        assert request.after_seq == 5
+        assert request.after_seq == 5 and request.announce_purged
         rpc.send_response(_events(6, 7))
         assert first.result(timeout=10).seq == 6
         assert next(stream).seq == 7
         following = pool.submit(next, stream)
         rpc.send_response(Response(heartbeat=audit_service_pb2.Heartbeat(cursor=9)))
+        rpc.send_response(Response(purged=REMOVED))  # moves no cursor
         rpc.send_response(unknown)
         # Ended (OK: what was sent before is read first), the stream reconnects.
         rpc.terminate((), grpc.StatusCode.OK, "")
@@ -65,7 +68,7 @@ def test_a_message_of_a_newer_server_moves_no_cursor(
         rpc.send_response(_events(10))
         assert following.result(timeout=10).seq == 10
         stream.close()
-    assert heartbeats == [9]
+    assert heartbeats == [9] and ranges == [REMOVED]
 
 
 async def test_the_async_stream_passes_a_message_of_a_newer_server_over() -> None:
@@ -81,6 +84,7 @@ async def test_the_async_stream_passes_a_message_of_a_newer_server_over() -> Non
         if len(requests) == 1:
             yield _events(6).SerializeToString()
             yield Response(heartbeat=audit_service_pb2.Heartbeat(cursor=9)).SerializeToString()
+            yield Response(purged=REMOVED).SerializeToString()
             yield b"\x7a\x00"  # field 15: a message of a newer server
         else:
             yield _events(10).SerializeToString()
@@ -99,10 +103,14 @@ async def test_the_async_stream_passes_a_message_of_a_newer_server_over() -> Non
     try:
         async with AsyncAuditClient(f"127.0.0.1:{port}", token="s3cret") as client:
             heartbeats: list[int] = []
-            stream = client.stream(after_seq=5, on_heartbeat=heartbeats.append)
+            ranges: list[audit_service_pb2.PurgedRange] = []
+            stream = client.stream(
+                after_seq=5, on_heartbeat=heartbeats.append, on_purged=ranges.append
+            )
             assert [(await anext(stream)).seq for _ in range(2)] == [6, 10]
             await stream.aclose()
     finally:
         await server.stop(None)
-    assert [request.after_seq for request in requests] == [5, 9]
+    assert [(r.after_seq, r.announce_purged) for r in requests] == [(5, True), (9, True)]
     assert heartbeats == [9]
+    assert ranges == [REMOVED]  # a range moves no cursor

@@ -29,7 +29,7 @@ from ..store.appender import Appender
 from ..store.changes import tenant_erased
 from ..store.database import Connection, Database
 from ..store.events import first_seq_received_since, stream_events
-from ..store.retention import first_kept_after
+from ..store.retention import count_purged, first_kept_after
 from ..store.tree import tree_size
 from ..stream.hub import Delivery, LiveEvent, StreamHub, Subscription
 from .audited import filter_details, record_access
@@ -40,6 +40,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 MAX_EVENTS_PER_MESSAGE = 1000
+# With announce_purged, removals are counted (one indexed count) every this
+# many events a stream reads from the table, and where the reading ends.
+_ANNOUNCED_EVERY = 1000
 
 
 def _batch_limit(requested: int) -> int:
@@ -92,12 +95,21 @@ class StreamRpcs:
                 # aclosing: a stream cancelled mid-read must give its cursor and
                 # connection back now, not whenever the generator is collected.
                 table = self._from_table(
-                    tenant_id, event_filter, position, size, limit, resumed=resumed
+                    tenant_id,
+                    event_filter,
+                    position,
+                    size,
+                    limit,
+                    resumed=resumed,
+                    announce=request.announce_purged,
                 )
                 resumed = 0
                 async with aclosing(table):
-                    async for events in table:
-                        for response in _responses(events, limit):
+                    async for read in table:
+                        if isinstance(read, pb.PurgedRange):
+                            yield pb.StreamEventsResponse(purged=read)
+                            continue
+                        for response in _responses(read, limit):
                             yield response
                 position = max(position, size)
                 live = self._live(tenant_id, subscription, event_filter, position, limit)
@@ -150,12 +162,19 @@ class StreamRpcs:
         limit: int,
         *,
         resumed: int = 0,
-    ) -> AsyncGenerator[list[event_pb2.Event], None]:
+        announce: bool = False,
+    ) -> AsyncGenerator[list[event_pb2.Event] | pb.PurgedRange, None]:
         """Matching events with position < seq <= upto from the table, in lists
         of up to `limit` (at least one). `resumed`: a client's cursor, refused
         with PURGED if retention removed the event after it. That is checked
         after the first page is read, not before: a purge committed between a
-        check and the read would go unseen, its events skipped unannounced."""
+        check and the read would go unseen, its events skipped unannounced.
+
+        `announce`: the events retention removed in the range are announced
+        instead, in a PurgedRange before the events after them, counted from
+        their tombstones once those events are read (so, again, a purge that
+        committed before the read is seen), every _ANNOUNCED_EVERY events read
+        and at the end. A cursor is then announced, not refused."""
 
         async def refuse_purged(conn: Connection) -> None:
             kept = await first_kept_after(conn, tenant_id, resumed)
@@ -166,21 +185,38 @@ class StreamRpcs:
                     reason="PURGED",
                 )
 
+        announced = position  # removals are announced up to here
+
+        async def removed(through: int) -> pb.PurgedRange | None:
+            nonlocal announced
+            async with self._db.connection(tenant_id) as conn:
+                count = await count_purged(
+                    conn, tenant_id, after_seq=announced, through_seq=through
+                )
+            found = pb.PurgedRange(after_seq=announced, through_seq=through, count=count)
+            announced = through
+            return found if count else None
+
         rows = stream_events(
             self._db,
             tenant_id=tenant_id,
             event_filter=event_filter,
             after_seq=position,
             upto_seq=upto,
-            after_first_page=refuse_purged if resumed else None,
+            after_first_page=refuse_purged if resumed and not announce else None,
         )
+        chunk = max(limit, _ANNOUNCED_EVERY) if announce else limit
         events: list[event_pb2.Event] = []
         async with aclosing(rows):
             async for stored in rows:
                 events.append(event_from_record(stored.record, stored.leaf_hash))
-                if len(events) >= limit:
+                if len(events) >= chunk:
+                    if announce and (purged := await removed(events[-1].seq)):
+                        yield purged
                     yield events
                     events = []
+        if announce and (purged := await removed(upto)):
+            yield purged
         if events:
             yield events
 
@@ -213,8 +249,9 @@ class StreamRpcs:
             elif fresh:  # full-text search: let the database decide
                 table = self._from_table(tenant_id, event_filter, position, upto, limit)
                 async with aclosing(table):
-                    async for events in table:
-                        yield events
+                    async for read in table:
+                        if isinstance(read, list):  # no announcements asked here
+                            yield read
             position = max(position, upto)
 
 

@@ -110,6 +110,20 @@ async def first_kept_after(
     return None if row is None else int(row[0])
 
 
+async def count_purged(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, *, after_seq: int, through_seq: int
+) -> int:
+    """How many events with after_seq < seq <= through_seq retention removed:
+    their tombstones (a leaf's index is its seq - 1)."""
+    cursor = await conn.execute(
+        "SELECT count(*) FROM tree_nodes"
+        " WHERE tenant_id = %s AND level = 0 AND idx >= %s AND idx < %s",
+        [tenant_id, after_seq, through_seq],
+    )
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
 @dataclass(frozen=True, slots=True)
 class PurgedBatch:
     count: int

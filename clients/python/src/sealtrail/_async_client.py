@@ -494,14 +494,18 @@ class AsyncAuditClient:
         after_seq: int | None = None,
         since: datetime | None = None,
         on_heartbeat: Callable[[int], None] | None = None,
+        on_purged: Callable[[audit_service_pb2.PurgedRange], None] | None = None,
     ) -> AsyncIterator[event_pb2.Event]:
         """Yields matching events after seq `after_seq` (or received since
         `since`, or from now), then live ones as they commit, until the caller
         stops. After a disconnect it resumes from its last cursor, so nothing is
-        skipped or repeated. `on_heartbeat(cursor)` sees the idle heartbeats."""
+        skipped or repeated. `on_heartbeat(cursor)` sees the idle heartbeats;
+        `on_purged(range)`, if given, each range of seqs retention removed that
+        the stream passes over (announced before the events after it, and
+        instead of a PURGED error for a cursor whose next event was removed)."""
         cursor, attempt, retrying = after_seq, 1, None
         while True:
-            request = stream_request(filter, cursor, since)
+            request = stream_request(filter, cursor, since, announce_purged=on_purged is not None)
             try:
                 call = self._stub.StreamEvents(request, metadata=self._metadata)
             except grpc.aio.UsageError as exc:  # grpc.aio's "Channel is closed."
@@ -523,6 +527,8 @@ class AsyncAuditClient:
                         cursor = message.heartbeat.cursor
                         if on_heartbeat is not None:
                             on_heartbeat(cursor)
+                    elif payload == "purged" and on_purged is not None:
+                        on_purged(message.purged)  # moves no cursor: the events after come next
                     # Else a message of a newer server: it moves no cursor.
             except grpc.RpcError as exc:
                 error = from_rpc_error(exc)

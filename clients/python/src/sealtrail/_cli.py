@@ -32,7 +32,7 @@ from sealtrail._convert import (
 )
 from sealtrail._errors import SealtrailError
 from sealtrail._export import ExportError, ExportFormat
-from sealtrail.v1 import event_pb2, retention_pb2
+from sealtrail.v1 import audit_service_pb2, event_pb2, retention_pb2
 
 if TYPE_CHECKING:
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
@@ -472,11 +472,22 @@ def tail(
 ) -> None:
     """Print matching events as JSON lines as they are recorded, until interrupted.
 
-    Without --from-seq or --since it starts with the next event."""
+    Without --from-seq or --since it starts with the next event. Events
+    retention removed on the way are counted on stderr, where they were."""
     if from_seq is not None and start_time is not None:
         raise click.UsageError("give --from-seq or --since, not both")
+
+    def removed(purged: audit_service_pb2.PurgedRange) -> None:
+        click.echo(
+            f"retention removed {_count(purged.count, 'event')} after seq {purged.after_seq},"
+            f" up to seq {purged.through_seq}",
+            err=True,
+        )
+
     with _client(ctx) as client:
-        events = client.stream(_filter(criteria), after_seq=from_seq, since=start_time)
+        events = client.stream(
+            _filter(criteria), after_seq=from_seq, since=start_time, on_purged=removed
+        )
         try:
             for event in events:
                 click.echo(json_format.MessageToJson(event, indent=None))

@@ -360,12 +360,18 @@ STREAM_EVENTS_PER_MESSAGE = 500
 
 
 def stream_request(
-    event_filter: event_pb2.EventFilter | None, after_seq: int | None, since: datetime | None
+    event_filter: event_pb2.EventFilter | None,
+    after_seq: int | None,
+    since: datetime | None,
+    *,
+    announce_purged: bool = False,
 ) -> audit_service_pb2.StreamEventsRequest:
     """A StreamEvents request starting after a cursor, at a time, or (neither)
-    now, for events in batches."""
+    now, for events in batches, with removals announced if asked."""
     request = audit_service_pb2.StreamEventsRequest(
-        filter=event_filter, max_events_per_message=STREAM_EVENTS_PER_MESSAGE
+        filter=event_filter,
+        max_events_per_message=STREAM_EVENTS_PER_MESSAGE,
+        announce_purged=announce_purged,
     )
     if after_seq is not None:
         request.after_seq = after_seq

@@ -399,10 +399,11 @@ class StreamEventsRequest(_message.Message):
     AFTER_SEQ_FIELD_NUMBER: _builtins.int
     SINCE_FIELD_NUMBER: _builtins.int
     MAX_EVENTS_PER_MESSAGE_FIELD_NUMBER: _builtins.int
+    ANNOUNCE_PURGED_FIELD_NUMBER: _builtins.int
     after_seq: _builtins.int
     """Deliver events with seq greater than this cursor (0 replays every
     event retention has kept; a cursor whose next event retention removed
-    fails with FAILED_PRECONDITION, reason PURGED).
+    fails with FAILED_PRECONDITION, reason PURGED, unless announce_purged).
     """
     max_events_per_message: _builtins.int
     """The most events one message may carry, in `events`: at most 1,000 (a
@@ -410,6 +411,12 @@ class StreamEventsRequest(_message.Message):
     event in a message of its own, in `event`. A tail of a busy log should
     set it: events committed together then reach it together, at a fraction
     of the cost per event for the subscriber and the server.
+    """
+    announce_purged: _builtins.bool
+    """Announce the events retention removed that the stream passes over, in
+    `purged` messages, rather than pass over them in silence; a cursor whose
+    next event was removed is then announced too, not refused. Set it only
+    where the `purged` payload is handled: servers before it ignore it.
     """
     @_builtins.property
     def filter(self) -> _event_pb2.EventFilter:
@@ -426,16 +433,51 @@ class StreamEventsRequest(_message.Message):
         after_seq: _builtins.int = ...,
         since: _timestamp_pb2.Timestamp | None = ...,
         max_events_per_message: _builtins.int = ...,
+        announce_purged: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "filter", b"filter", "since", b"since", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "filter", b"filter", "max_events_per_message", b"max_events_per_message", "since", b"since", "start", b"start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "announce_purged", b"announce_purged", "filter", b"filter", "max_events_per_message", b"max_events_per_message", "since", b"since", "start", b"start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_start: _TypeAlias = _typing.Literal["after_seq", "since"]  # noqa: Y015
     _WhichOneofArgType_start: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_start) -> _WhichOneofReturnType_start | None: ...
 
 Global___StreamEventsRequest: _TypeAlias = StreamEventsRequest  # noqa: Y015
+
+@_typing.final
+class PurgedRange(_message.Message):
+    """Events retention removed in a range of seqs a stream passed over (with
+    announce_purged). Sent before the events that follow them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    THROUGH_SEQ_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    after_seq: _builtins.int
+    """The range begins after this seq."""
+    through_seq: _builtins.int
+    """The range ends at this seq, included."""
+    count: _builtins.int
+    """How many events of the range retention removed, whether or not they
+    matched the stream's filter: what they were went with them.
+    """
+    def __init__(
+        self,
+        *,
+        after_seq: _builtins.int = ...,
+        through_seq: _builtins.int = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "count", b"count", "through_seq", b"through_seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgedRange: _TypeAlias = PurgedRange  # noqa: Y015
 
 @_typing.final
 class EventBatch(_message.Message):
@@ -500,6 +542,7 @@ class StreamEventsResponse(_message.Message):
     EVENT_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    PURGED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def event(self) -> _event_pb2.Event:
         """The next matching event, in seq order (when max_events_per_message is 0)."""
@@ -512,18 +555,23 @@ class StreamEventsResponse(_message.Message):
     def events(self) -> Global___EventBatch:
         """The next matching events, in seq order (when max_events_per_message is set)."""
 
+    @_builtins.property
+    def purged(self) -> Global___PurgedRange:
+        """Events retention removed before the next ones (when announce_purged is set)."""
+
     def __init__(
         self,
         *,
         event: _event_pb2.Event | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
         events: Global___EventBatch | None = ...,
+        purged: Global___PurgedRange | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "events", b"events", "heartbeat", b"heartbeat", "payload", b"payload"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "events", b"events", "heartbeat", b"heartbeat", "payload", b"payload", "purged", b"purged"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "events", b"events", "heartbeat", b"heartbeat", "payload", b"payload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "events", b"events", "heartbeat", b"heartbeat", "payload", b"payload", "purged", b"purged"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["event", "heartbeat", "events"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["event", "heartbeat", "events", "purged"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
