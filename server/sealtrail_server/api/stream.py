@@ -189,6 +189,8 @@ class StreamRpcs:
 
         async def removed(through: int) -> pb.PurgedRange | None:
             nonlocal announced
+            if through <= announced:
+                return None  # nothing read since the last count
             async with self._db.connection(tenant_id) as conn:
                 count = await count_purged(
                     conn, tenant_id, after_seq=announced, through_seq=through

@@ -24,7 +24,7 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-from .changes import erasure_lock_keys, tenant_being_erased, try_share_condition
+from .changes import erasure_lock_key, tenant_being_erased, try_share_condition
 from .database import Database
 
 Connection = psycopg.AsyncConnection[Any]
@@ -189,11 +189,6 @@ async def release_leases(conn: Connection, *, owner: str) -> None:
     )
 
 
-def _erasure_key(tenant_id: str) -> str:
-    [key] = erasure_lock_keys([tenant_id])
-    return key
-
-
 # True, the tenant's erasure lock shared until the statement's transaction
 # ends; false at once while an erasure holds it or waits for it.
 _NOT_BEING_ERASED: Final = try_share_condition(sql.Placeholder("erasure"))
@@ -207,7 +202,7 @@ async def leased_cursor(conn: Connection, tenant_id: str, *, owner: str) -> int 
             "SELECT cursor_seq FROM alert_cursors"
             " WHERE tenant_id = %(tenant)s AND lease_owner = %(owner)s AND {}"
         ).format(_NOT_BEING_ERASED),
-        {"tenant": tenant_id, "owner": owner, "erasure": _erasure_key(tenant_id)},
+        {"tenant": tenant_id, "owner": owner, "erasure": erasure_lock_key(tenant_id)},
     )
     row = await cursor.fetchone()
     return None if row is None else int(row[0])
@@ -238,7 +233,7 @@ async def advance(
             "tenant": tenant_id,
             "owner": owner,
             "from": from_seq,
-            "erasure": _erasure_key(tenant_id),
+            "erasure": erasure_lock_key(tenant_id),
         },
     )
     return cursor.rowcount == 1
@@ -331,7 +326,7 @@ async def learn_origin(
             "seq": seq,
             "at": at,
             "received": received,
-            "erasure": _erasure_key(rule.tenant_id),
+            "erasure": erasure_lock_key(rule.tenant_id),
         },
     )
     row = await cursor.fetchone()

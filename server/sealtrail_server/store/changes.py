@@ -184,7 +184,12 @@ async def share_subjects(conn: AnyConnection, tenant_ids: list[str], subject: st
 
 def erasure_lock_keys(tenant_ids: Sequence[str]) -> list[str]:
     """The key of each tenant's erasure lock, for `try_share_condition`."""
-    return [_lock_key(tenant_id, ERASURE_SUBJECT) for tenant_id in tenant_ids]
+    return [erasure_lock_key(tenant_id) for tenant_id in tenant_ids]
+
+
+def erasure_lock_key(tenant_id: str) -> str:
+    """The key of the tenant's erasure lock, for `try_share_condition`."""
+    return _lock_key(tenant_id, ERASURE_SUBJECT)
 
 
 def try_share_condition(key: sql.Composable) -> sql.Composed:

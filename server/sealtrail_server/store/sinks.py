@@ -29,7 +29,7 @@ from psycopg import sql
 
 from ..domain.sealing import SealError, SecretBox, is_sealed
 from ..domain.sinks import SinkDefinition, with_secrets
-from .changes import erasure_lock_keys, try_share_condition
+from .changes import erasure_lock_key, try_share_condition
 
 Connection = psycopg.AsyncConnection[Any]
 
@@ -37,16 +37,11 @@ Connection = psycopg.AsyncConnection[Any]
 def _not_being_erased(name: str | None = None) -> sql.Composed:
     """True, the tenant's erasure lock shared until the statement ends; false
     at once while an erasure holds it or waits for it. Its parameter, the
-    `_erasure_key`: positional, or the one `name`d."""
+    `erasure_lock_key`: positional, or the one `name`d."""
     return try_share_condition(sql.Placeholder(name) if name else sql.SQL("%s"))
 
 
 _NOT_BEING_ERASED: Final = _not_being_erased()
-
-
-def _erasure_key(lease: Lease) -> str:
-    [key] = erasure_lock_keys([lease.tenant_id])
-    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,7 +439,7 @@ async def read_leased(
             f"SELECT {_SINK_COLUMNS} FROM sinks AS s WHERE s.tenant_id = %s AND s.id = %s"
             " AND s.lease_owner = %s AND NOT s.paused AND {}"
         ).format(_NOT_BEING_ERASED),
-        [lease.tenant_id, lease.sink_id, owner, _erasure_key(lease)],
+        [lease.tenant_id, lease.sink_id, owner, erasure_lock_key(lease.tenant_id)],
     )
     row = await cursor.fetchone()
     return None if row is None else _sink(row, box)
@@ -481,7 +476,7 @@ async def advance(
             lease.sink_id,
             owner,
             from_seq,
-            _erasure_key(lease),
+            erasure_lock_key(lease.tenant_id),
         ],
     )
     return cursor.rowcount == 1
@@ -498,7 +493,15 @@ async def record_failure(
             " consecutive_failures = consecutive_failures + 1, next_attempt_at = %s"
             " WHERE tenant_id = %s AND id = %s AND lease_owner = %s AND {}"
         ).format(_NOT_BEING_ERASED),
-        [error, now, retry_at, lease.tenant_id, lease.sink_id, owner, _erasure_key(lease)],
+        [
+            error,
+            now,
+            retry_at,
+            lease.tenant_id,
+            lease.sink_id,
+            owner,
+            erasure_lock_key(lease.tenant_id),
+        ],
     )
     return cursor.rowcount == 1
 
@@ -552,7 +555,7 @@ async def park(
             "status": [letter.http_status for letter in letters],
             "error": [letter.error for letter in letters],
             "owner": owner,
-            "erasure": _erasure_key(lease),
+            "erasure": erasure_lock_key(lease.tenant_id),
         },
     )
     return cursor.rowcount == len(letters)
@@ -611,7 +614,7 @@ async def advance_replay(
             "replay": replay.id,
             "from": replay.cursor_seq,
             "owner": owner,
-            "erasure": _erasure_key(lease),
+            "erasure": erasure_lock_key(lease.tenant_id),
             "finished": to_seq >= replay.last_seq,
             "count": delivered,
             "now": now,
