@@ -674,6 +674,26 @@ def test_removals_are_announced_before_the_events_after_them(
     ]
 
 
+def test_the_purge_job_ends_its_session_if_its_process_stops_answering(
+    aged: ServerThread,
+) -> None:
+    """A purging process that hangs must not hold the job's lock, or a batch's
+    lock on a policy (which a legal hold waits for), until TCP gives up."""
+    assert aged.service.purger is not None
+    job = aged.service.purger._job
+
+    async def timeouts() -> tuple[str, str] | None:
+        async with job() as conn:
+            assert conn is not None
+            cursor = await conn.execute(
+                "SELECT current_setting('idle_in_transaction_session_timeout'),"
+                " current_setting('idle_session_timeout')"
+            )
+            return await cursor.fetchone()
+
+    assert aged.run(timeouts()) == ("1min", "10min")
+
+
 def test_a_legal_hold_stops_the_purge(aged: ServerThread, admin: AuditClient, clock: Clock) -> None:
     seq = record(admin, "doc.edit")
     with pytest.raises(InvalidArgumentError, match="reason"):

@@ -51,6 +51,14 @@ DEFAULT_BATCH_EVENTS: Final = 5000
 MONTHS_AHEAD_INTERVAL: Final = 3600.0
 # Seconds from a process's start to its first pass (at most the interval).
 FIRST_PASS_AFTER: Final = 60.0
+# The job's session ends itself when its process stops answering (paused,
+# hung, cut off): the database then rolls back its batch and lets go of the
+# policy row it holds (a legal hold being placed waits for it) and of the job's
+# lock (every other process skips its passes meanwhile). Within a transaction a
+# pass never idles but between statements; outside one, at most while the
+# appender records a purge.
+_IDLE_IN_TRANSACTION: Final = "1min"
+_IDLE_SESSION: Final = "10min"  # PostgreSQL 14 and later
 
 
 @dataclass(slots=True)
@@ -220,6 +228,14 @@ class Purger:
                 log.debug("retention: another process is purging; skipping this pass")
                 yield None
                 return
+            await conn.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+                [_IDLE_IN_TRANSACTION],
+            )
+            if conn.info.server_version >= 140000:
+                await conn.execute(
+                    "SELECT set_config('idle_session_timeout', %s, false)", [_IDLE_SESSION]
+                )
             try:
                 yield conn
             finally:
