@@ -472,13 +472,19 @@ def _until(condition: Callable[[], bool], failure: str) -> None:
         time.sleep(0.05)
 
 
-def test_with_purging_off_the_months_ahead_are_still_created(
+@pytest.mark.parametrize(
+    "interval",
+    [0, 90 * 86_400],  # purging off; passes further apart than the months made ahead last
+    ids=["purging off", "passes quarterly"],
+)
+def test_the_months_ahead_are_created_hourly_whatever_the_interval(
     aged: ServerThread,
     admin: AuditClient,
     clock: Clock,
     sql: psycopg.Connection[Any],
     migrated_database_url: str,
     monkeypatch: pytest.MonkeyPatch,
+    interval: float,
 ) -> None:
     seq = record(admin, "doc.edit")
     admin.set_retention_policy(10)
@@ -487,11 +493,17 @@ def test_with_purging_off_the_months_ahead_are_still_created(
     assert f"events_{ahead:%Y_%m}" not in _partitions(sql)
     assert aged.service.purger is not None
     monkeypatch.setattr(purger_module, "MONTHS_AHEAD_INTERVAL", 0.05)
-    off = Purger(migrated_database_url, record=aged.service.purger.record, interval=0, clock=clock)
+    seldom = Purger(
+        migrated_database_url,
+        record=aged.service.purger.record,
+        interval=interval,
+        first_pass_after=interval,
+        clock=clock,
+    )
 
-    with _running(aged, off):
+    with _running(aged, seldom):
         _until(lambda: f"events_{ahead:%Y_%m}" in _partitions(sql), "no month was created")
-    assert (seq, "doc.edit") in recorded(admin)  # expired, and kept: purging is off
+    assert (seq, "doc.edit") in recorded(admin)  # expired, and kept: no pass ran
 
 
 def test_a_process_purges_soon_after_it_starts_not_a_whole_interval_later(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -138,13 +139,19 @@ class Purger:
             self._task = None
 
     async def _run(self) -> None:
-        # With purging off (interval 0) the months ahead are still created:
-        # without them, new events would land in the default partition.
-        purging = self._interval > 0
-        wait = min(self._first_pass_after, self._interval) if purging else MONTHS_AHEAD_INTERVAL
+        # The months ahead are created at least every MONTHS_AHEAD_INTERVAL,
+        # with purging off (interval 0) or passes further apart than the months
+        # created ahead last: without them, new events would land in the
+        # default partition, and their month could never be created.
+        clock = asyncio.get_running_loop().time
+        next_pass = clock() + min(self._first_pass_after, self._interval)
+        if self._interval <= 0:
+            next_pass = math.inf
         while True:
-            await asyncio.sleep(wait)
-            wait = self._interval if purging else MONTHS_AHEAD_INTERVAL
+            await asyncio.sleep(max(0.0, min(next_pass - clock(), MONTHS_AHEAD_INTERVAL)))
+            purging = clock() >= next_pass
+            if purging:
+                next_pass = clock() + self._interval
             try:
                 await (self.run_once() if purging else self.create_months_ahead())
             except (psycopg.Error, OSError, SealtrailError) as error:
