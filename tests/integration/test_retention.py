@@ -54,6 +54,7 @@ from sealtrail_server.retention import purger as purger_module
 from sealtrail_server.retention.purger import LOCK_KEY as PURGE_LOCK
 from sealtrail_server.retention.purger import Purger
 from sealtrail_server.store.events import query_statement
+from sealtrail_server.store.retention import count_purged
 from tests.conftest import ServerThread
 from tests.integration.test_database_roles import TENANT_TABLES
 from tests.integration.test_integrity import _CountingProofs
@@ -652,6 +653,23 @@ def test_a_stream_that_asks_is_told_of_what_retention_removed_between_kept_event
     assert removed.through_seq > seqs[6]
 
 
+def test_a_count_of_removals_leaves_out_the_events_sent(
+    aged: ServerThread, admin: AuditClient, clock: Clock, tenant: str
+) -> None:
+    """An event a stream read before a purge removed it is sent, so it is not
+    counted as removed too."""
+    seqs = _interleaved_removal(aged, admin, clock)
+
+    async def count(sent: list[int]) -> int:
+        async with aged.database.connection(tenant) as conn:
+            return await count_purged(
+                conn, tenant, after_seq=seqs[0], through_seq=seqs[6], sent=sent
+            )
+
+    assert aged.run(count([])) == 4
+    assert aged.run(count([seqs[3], seqs[4], seqs[5]])) == 2  # seqs[5] was kept
+
+
 def test_removals_are_announced_before_the_events_after_them(
     aged: ServerThread, admin: AuditClient, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -664,7 +682,8 @@ def test_removals_are_announced_before_the_events_after_them(
     request = audit_service_pb2.StreamEventsRequest(
         after_seq=seqs[0], max_events_per_message=1, announce_purged=True
     )
-    call = stub.StreamEvents(request, metadata=admin._metadata)
+    # Well within the 5 s an idle stream waits for its next heartbeat.
+    call = stub.StreamEvents(request, metadata=admin._metadata, timeout=3)
     seen: list[tuple[Any, ...]] = []
     for message in call:
         if message.HasField("purged"):
@@ -672,11 +691,15 @@ def test_removals_are_announced_before_the_events_after_them(
             seen.append(("purged", purged.after_seq, purged.through_seq, purged.count))
         elif message.HasField("events"):
             seen += [("event", event.seq) for event in message.events.events]
-        if len(seen) == 6:
+        elif len(seen) > 0:  # the caught-up heartbeat, not the first
+            seen.append(("heartbeat", message.heartbeat.cursor))
             break
     call.cancel()
+    # Once caught up, at once, a heartbeat at the end of what the last range
+    # covered: a client reconnecting from it is not told of that range again.
+    assert seen[-1] == ("heartbeat", max(s for kind, s, *_ in seen if kind == "event"))
     policy_updated = seqs[6] + 1
-    assert seen == [
+    assert seen[:6] == [
         ("purged", seqs[0], seqs[2], 1),
         ("event", seqs[2]),
         ("purged", seqs[2], seqs[5], 2),
@@ -841,6 +864,9 @@ def test_erasure_leaves_a_receipt_and_no_row(
         with pytest.raises(RpcFailedError) as gone:  # its hashes gone: erased, not tampered with
             trusting.get_consistency_proof(old_size=1, new_size=5)
         assert gone.value.reason == "TENANT_ERASED"
+        with pytest.raises(RpcFailedError) as unproven:  # not "no such event"
+            trusting.get_inclusion_proof(seq=1, tree_size=5)
+        assert unproven.value.reason == "TENANT_ERASED"
         with pytest.raises(RpcFailedError) as ended:  # not an empty last page
             trusting.query_page(page_size=1, page_token=first_page.next_page_token)
         assert ended.value.reason == "TENANT_ERASED"

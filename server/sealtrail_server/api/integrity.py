@@ -119,6 +119,7 @@ class IntegrityRpcs:
             async with self._erasure_explains(tenant_id):
                 found = inclusion_proof(read, await self._node_reader.read(read), tree_size=size)
         if found is None:
+            await self._refuse_if_erased(tenant_id)  # gone with its tenant, not never there
             raise NotFound("no such event")
         if found.record is None and not request.include_purged:
             raise NotFound(
@@ -175,9 +176,12 @@ class IntegrityRpcs:
         try:
             yield
         except IntegrityFailure:
-            async with self._db.connection(tenant_id) as conn:
-                await refuse_if_erased(conn, tenant_id)
+            await self._refuse_if_erased(tenant_id)
             raise
+
+    async def _refuse_if_erased(self, tenant_id: str) -> None:
+        async with self._db.connection(tenant_id) as conn:
+            await refuse_if_erased(conn, tenant_id)
 
     async def _within_log(self, tenant_id: str, size: int, field: str) -> None:
         if size <= self._sizes_seen.get(tenant_id, 0):

@@ -92,6 +92,7 @@ class StreamRpcs:
                 # size read below reaches the inbox; what is older, the table has.
                 subscription.caught_up()
                 size = await self._size(tenant_id, reached=position)
+                caught_up_from = position
                 # aclosing: a stream cancelled mid-read must give its cursor and
                 # connection back now, not whenever the generator is collected.
                 table = self._from_table(
@@ -112,6 +113,10 @@ class StreamRpcs:
                         for response in _responses(read, limit):
                             yield response
                 position = max(position, size)
+                if request.announce_purged and position > caught_up_from:
+                    # Its last range reaches `size`: a client that reconnects
+                    # from here is not told of it again.
+                    yield _heartbeat(position)
                 live = self._live(tenant_id, subscription, event_filter, position, limit)
                 async with aclosing(live):
                     async for item in live:
@@ -187,13 +192,19 @@ class StreamRpcs:
 
         announced = position  # removals are announced up to here
 
-        async def removed(through: int) -> pb.PurgedRange | None:
+        async def removed(through: int, sent: list[event_pb2.Event]) -> pb.PurgedRange | None:
+            """The removals after `announced` up to `through`, but of the events
+            `sent` with them: read before a purge that came since, they go out."""
             nonlocal announced
             if through <= announced:
                 return None  # nothing read since the last count
             async with self._db.connection(tenant_id) as conn:
                 count = await count_purged(
-                    conn, tenant_id, after_seq=announced, through_seq=through
+                    conn,
+                    tenant_id,
+                    after_seq=announced,
+                    through_seq=through,
+                    sent=[event.seq for event in sent],
                 )
             found = pb.PurgedRange(after_seq=announced, through_seq=through, count=count)
             announced = through
@@ -213,11 +224,11 @@ class StreamRpcs:
             async for stored in rows:
                 events.append(event_from_record(stored.record, stored.leaf_hash))
                 if len(events) >= chunk:
-                    if announce and (purged := await removed(events[-1].seq)):
+                    if announce and (purged := await removed(events[-1].seq, events)):
                         yield purged
                     yield events
                     events = []
-        if announce and (purged := await removed(upto)):
+        if announce and (purged := await removed(upto, events)):
             yield purged
         if events:
             yield events

@@ -111,14 +111,21 @@ async def first_kept_after(
 
 
 async def count_purged(
-    conn: psycopg.AsyncConnection[Any], tenant_id: str, *, after_seq: int, through_seq: int
+    conn: psycopg.AsyncConnection[Any],
+    tenant_id: str,
+    *,
+    after_seq: int,
+    through_seq: int,
+    sent: list[int],
 ) -> int:
-    """How many events with after_seq < seq <= through_seq retention removed:
-    their tombstones (a leaf's index is its seq - 1)."""
+    """How many events with after_seq < seq <= through_seq retention removed,
+    but those `sent` (read before their removal): their tombstones (a leaf's
+    index is its seq - 1)."""
     cursor = await conn.execute(
         "SELECT count(*) FROM tree_nodes"
-        " WHERE tenant_id = %s AND level = 0 AND idx >= %s AND idx < %s",
-        [tenant_id, after_seq, through_seq],
+        " WHERE tenant_id = %s AND level = 0 AND idx >= %s AND idx < %s"
+        " AND idx + 1 <> ALL(%s::bigint[])",
+        [tenant_id, after_seq, through_seq, sent],
     )
     row = await cursor.fetchone()
     return int(row[0]) if row else 0

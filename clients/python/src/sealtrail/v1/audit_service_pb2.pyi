@@ -415,8 +415,12 @@ class StreamEventsRequest(_message.Message):
     announce_purged: _builtins.bool
     """Announce the events retention removed that the stream passes over, in
     `purged` messages, rather than pass over them in silence; a cursor whose
-    next event was removed is then announced too, not refused. Set it only
-    where the `purged` payload is handled: servers before it ignore it.
+    next event was removed is then announced too, not refused. Once caught up
+    with the log, such a stream gets a heartbeat at once: resuming from its
+    cursor repeats no range (from an earlier cursor, a range may come again).
+    From `since`, removals before the first kept event received since are not
+    announced: a removed event's time went with it. Set it only where the
+    `purged` payload is handled: servers before it ignore it.
     """
     @_builtins.property
     def filter(self) -> _event_pb2.EventFilter:
@@ -462,7 +466,8 @@ class PurgedRange(_message.Message):
     """The range ends at this seq, included."""
     count: _builtins.int
     """How many events of the range retention removed, whether or not they
-    matched the stream's filter: what they were went with them.
+    matched the stream's filter (what they were went with them), but for
+    those the stream read before their removal and sends.
     """
     def __init__(
         self,
