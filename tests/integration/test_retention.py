@@ -717,16 +717,18 @@ def test_the_purge_job_ends_its_session_if_its_process_stops_answering(
     assert aged.service.purger is not None
     job = aged.service.purger._job
 
-    async def timeouts() -> tuple[str, str] | None:
+    async def timeouts() -> list[str]:
         async with job() as conn:
             assert conn is not None
+            names = ["idle_in_transaction_session_timeout"]
+            if conn.info.server_version >= 140000:
+                names.append("idle_session_timeout")
             cursor = await conn.execute(
-                "SELECT current_setting('idle_in_transaction_session_timeout'),"
-                " current_setting('idle_session_timeout')"
+                "SELECT current_setting(name) FROM unnest(%s::text[]) AS name", [names]
             )
-            return await cursor.fetchone()
+            return [value for (value,) in await cursor.fetchall()]
 
-    assert aged.run(timeouts()) == ("1min", "10min")
+    assert aged.run(timeouts()) in (["1min", "10min"], ["1min"])
 
 
 def test_a_legal_hold_stops_the_purge(aged: ServerThread, admin: AuditClient, clock: Clock) -> None:

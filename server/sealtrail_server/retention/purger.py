@@ -18,6 +18,7 @@ cannot be recorded is not purged further until it is."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import uuid
@@ -150,14 +151,14 @@ class Purger:
         while True:
             await asyncio.sleep(max(0.0, min(next_pass - clock(), MONTHS_AHEAD_INTERVAL)))
             purging = clock() >= next_pass
-            if purging:
-                next_pass = clock() + self._interval
             try:
                 await (self.run_once() if purging else self.create_months_ahead())
             except (psycopg.Error, OSError, SealtrailError) as error:
                 log.warning("retention: pass failed (%s); retrying at the next", error)
             except Exception:  # the job must outlive any one pass
                 log.exception("retention: pass failed; retrying at the next")
+            if purging:  # a whole interval after the pass, however long it took
+                next_pass = clock() + self._interval
 
     async def create_months_ahead(self) -> None:
         """Only the partitions part of a pass: the months ahead, created."""
@@ -246,7 +247,10 @@ class Purger:
             try:
                 yield conn
             finally:
-                await conn.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
+                # A session the database ended (its timeouts) let go of the lock
+                # with it: no error of the unlock may replace what is raised.
+                with contextlib.suppress(psycopg.Error):
+                    await conn.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
 
     async def _recorded(self, conn: psycopg.AsyncConnection[Any], purged: TenantPurge) -> bool:
         """Record the purge in its tenant's log, then let go of its summary;

@@ -119,13 +119,21 @@ async def count_purged(
     sent: list[int],
 ) -> int:
     """How many events with after_seq < seq <= through_seq retention removed,
-    but those `sent` (read before their removal): their tombstones (a leaf's
-    index is its seq - 1)."""
+    but those `sent` (read before their removal, all within the range): their
+    tombstones (a leaf's index is its seq - 1). The range's count less the sent
+    ones found, each by the index: a filter of the range's rows against the
+    list would compare every tombstone with every sent seq."""
     cursor = await conn.execute(
-        "SELECT count(*) FROM tree_nodes"
-        " WHERE tenant_id = %s AND level = 0 AND idx >= %s AND idx < %s"
-        " AND idx + 1 <> ALL(%s::bigint[])",
-        [tenant_id, after_seq, through_seq, sent],
+        "SELECT (SELECT count(*) FROM tree_nodes"
+        "   WHERE tenant_id = %(t)s AND level = 0 AND idx >= %(after)s AND idx < %(through)s)"
+        " - (SELECT count(*) FROM tree_nodes"
+        "   WHERE tenant_id = %(t)s AND level = 0 AND idx = ANY(%(sent)s::bigint[]))",
+        {
+            "t": tenant_id,
+            "after": after_seq,
+            "through": through_seq,
+            "sent": [seq - 1 for seq in sent],
+        },
     )
     row = await cursor.fetchone()
     return int(row[0]) if row else 0
