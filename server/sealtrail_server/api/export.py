@@ -21,7 +21,7 @@ from ..domain.filters import EventFilter, validate_filter
 from ..export.formats import CsvEncoder, Encoder, JsonEncoder, NdjsonEncoder
 from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
-from ..store.changes import refuse_if_erased, tenant_erased
+from ..store.changes import refuse_if_erased_now, tenant_erased
 from ..store.database import Database
 from ..store.events import recent_exports, stream_events
 from .audited import filter_details, record_access
@@ -96,8 +96,7 @@ class ExportRpcs:
                     buffer.clear()
         # Each page is read afresh, so an erasure that commits mid-export leaves
         # the rest unread: end without a manifest that would pass for complete.
-        async with self._db.connection(tenant_id) as conn:
-            await refuse_if_erased(conn, tenant_id)
+        await refuse_if_erased_now(self._db, tenant_id)
         buffer += encoder.end()
         if buffer:
             digest.update(buffer)

@@ -19,7 +19,7 @@ from ..domain.event import parse_uuid
 from ..domain.filters import decode_page_token, encode_page_token, page_size
 from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
-from ..store.changes import refuse_if_erased
+from ..store.changes import refuse_if_erased_now
 from ..store.checkpoints import StoredCheckpoint, checkpoint_at, known_keys, latest_checkpoint
 from ..store.database import Database
 from ..store.events import get_event
@@ -119,7 +119,7 @@ class IntegrityRpcs:
             async with self._erasure_explains(tenant_id):
                 found = inclusion_proof(read, await self._node_reader.read(read), tree_size=size)
         if found is None:
-            await self._refuse_if_erased(tenant_id)  # gone with its tenant, not never there
+            await refuse_if_erased_now(self._db, tenant_id)  # gone with its tenant, not never there
             raise NotFound("no such event")
         if found.record is None and not request.include_purged:
             raise NotFound(
@@ -176,12 +176,8 @@ class IntegrityRpcs:
         try:
             yield
         except IntegrityFailure:
-            await self._refuse_if_erased(tenant_id)
+            await refuse_if_erased_now(self._db, tenant_id)
             raise
-
-    async def _refuse_if_erased(self, tenant_id: str) -> None:
-        async with self._db.connection(tenant_id) as conn:
-            await refuse_if_erased(conn, tenant_id)
 
     async def _within_log(self, tenant_id: str, size: int, field: str) -> None:
         if size <= self._sizes_seen.get(tenant_id, 0):

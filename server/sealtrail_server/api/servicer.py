@@ -34,7 +34,7 @@ from ..forward.forwarder import Forwarder
 from ..integrity.checkpointer import Checkpointer
 from ..retention.erasure import Eraser
 from ..store.appender import Appended, Appender
-from ..store.changes import Changes, refuse_if_erased
+from ..store.changes import Changes, refuse_if_erased_now
 from ..store.database import Database
 from ..store.events import Order, ShownEvent, get_event, query_page
 from ..store.node_reader import NodeReader
@@ -232,8 +232,7 @@ class AuditLogServicer(
             if not rows:
                 # Erased since the first page (by a token this process still
                 # trusts): an error, not an end that passes for the whole answer.
-                async with self._db.connection(tenant_id) as conn:
-                    await refuse_if_erased(conn, tenant_id)
+                await refuse_if_erased_now(self._db, tenant_id)
             page = rows[:limit]
             after = page[-1].seq if len(rows) > limit else None
         else:

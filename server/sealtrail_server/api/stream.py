@@ -40,8 +40,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 MAX_EVENTS_PER_MESSAGE = 1000
-# With announce_purged, removals are counted (one indexed count) every this
-# many events a stream reads from the table, and where the reading ends.
+# With announce_purged, removals are counted (one statement, by the index)
+# every this many events a stream reads from the table, and where it ends.
 _ANNOUNCED_EVERY = 1000
 
 
@@ -206,9 +206,10 @@ class StreamRpcs:
                     through_seq=through,
                     sent=[event.seq for event in sent],
                 )
-            found = pb.PurgedRange(after_seq=announced, through_seq=through, count=count)
-            announced = through
-            return found if count else None
+            after, announced = announced, through
+            if not count:
+                return None
+            return pb.PurgedRange(after_seq=after, through_seq=through, count=count)
 
         rows = stream_events(
             self._db,

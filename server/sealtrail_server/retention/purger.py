@@ -145,9 +145,11 @@ class Purger:
         # created ahead last: without them, new events would land in the
         # default partition, and their month could never be created.
         clock = asyncio.get_running_loop().time
-        next_pass = clock() + min(self._first_pass_after, self._interval)
-        if self._interval <= 0:
-            next_pass = math.inf
+        next_pass = (
+            clock() + min(self._first_pass_after, self._interval)
+            if self._interval > 0
+            else math.inf  # purging off
+        )
         while True:
             await asyncio.sleep(max(0.0, min(next_pass - clock(), MONTHS_AHEAD_INTERVAL)))
             purging = clock() >= next_pass

@@ -125,6 +125,13 @@ async def refuse_if_erased(conn: AnyConnection, tenant_id: str) -> None:
         raise tenant_erased(tenant_id, at=erased[0])
 
 
+async def refuse_if_erased_now(db: Database, tenant_id: str) -> None:
+    """`refuse_if_erased` on a pooled connection of its own: for a read that
+    found the tenant's rows gone, to tell an erased log from an empty one."""
+    async with db.connection(tenant_id) as conn:
+        await refuse_if_erased(conn, tenant_id)
+
+
 def tenant_erased(tenant_id: str, *, at: datetime | None = None) -> FailedPrecondition:
     """The refusal of any work for an erased tenant (TENANT_ERASED), saying when
     if `at` is known."""
