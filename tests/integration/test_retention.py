@@ -384,18 +384,18 @@ def test_a_purge_a_crash_left_unrecorded_is_recorded_by_the_next_pass_once(
                 return
             if recorded_first:
                 await real(purged)
-            raise OSError("the process died")
+            raise _ProcessDied
 
         return Purger(migrated_database_url, record=record_then_die, batch_events=3, clock=clock)
 
-    with pytest.raises(OSError):
+    with pytest.raises(_ProcessDied):
         aged.run(dying(recorded_first=False).run_once())
     assert recorded(admin) == []  # removed, in two batches of three
     assert admin.query_page(build_filter(actions="retention.purged")).events == []
     [summary] = _pending_summaries(sql, tenant)
     assert (summary["purged"], summary["first_seq"], summary["last_seq"]) == (5, seqs[0], seqs[-1])
 
-    with pytest.raises(OSError):
+    with pytest.raises(_ProcessDied):
         aged.run(dying(recorded_first=True).run_once())
     assert len(_pending_summaries(sql, tenant)) == 1  # recorded, not yet let go
     purge(aged)
@@ -404,6 +404,11 @@ def test_a_purge_a_crash_left_unrecorded_is_recorded_by_the_next_pass_once(
     assert purged.details["purged"] == 5
     assert (purged.details["first_seq"], purged.details["last_seq"]) == (seqs[0], seqs[-1])
     assert _pending_summaries(sql, tenant) == []
+
+
+class _ProcessDied(BaseException):
+    """The process ending mid-pass, as a signal ends it: nothing of the pass
+    catches it (the pass goes on past any one tenant's Exception)."""
 
 
 def test_a_tenant_whose_purge_cannot_be_recorded_is_not_purged_further(
@@ -449,6 +454,57 @@ def test_a_tenant_whose_purge_cannot_be_recorded_is_not_purged_further(
     told = admin.query(build_filter(actions="retention.purged"), order="oldest")
     ranges = [(e.details["first_seq"], e.details["last_seq"]) for e in told]
     assert ranges == [(seqs[0], seqs[-1]), (seqs[-1] + 1, later)]
+    assert _pending_summaries(sql, tenant) == []
+
+
+def test_a_flaw_met_in_one_tenants_pass_stops_no_other_tenants_purge(
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    sql: psycopg.Connection[Any],
+    tenant: str,
+    migrated_database_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not only the database's refusals: whatever one tenant's pass raises
+    (here its purge's record fails on a flaw, not a refusal) is logged, and
+    the tenants after it are purged; its summary is kept and recorded by a
+    later pass."""
+    assert aged.service.purger is not None
+    real = aged.service.purger.record
+    admin.set_retention_policy(30)
+    seqs = [record(admin, "doc.edit") for _ in range(2)]
+    after = f"{tenant}-after"  # purged after it in the pass (by tenant id)
+    with AuditClient(aged.target, token=aged.token(after)) as neighbour:
+        neighbour.set_retention_policy(30)
+        kept_apart = [record(neighbour, "doc.edit") for _ in range(2)]
+    clock.advance(31)
+
+    async def flawed(purged: Any) -> None:
+        if purged.tenant_id == tenant:
+            raise KeyError("rules")
+        await real(purged)
+
+    flawed_purger = Purger(migrated_database_url, record=flawed, clock=clock)
+    with caplog.at_level(logging.ERROR, logger=purger_module.__name__):
+        passed = aged.run(flawed_purger.run_once())
+    assert f"the pass over {tenant} failed" in caplog.text
+    assert [p.count for p in passed if p.tenant_id == after] == [len(kept_apart)]
+    assert recorded(admin) == []
+    [summary] = _pending_summaries(sql, tenant)
+    assert (summary["first_seq"], summary["last_seq"]) == (seqs[0], seqs[-1])
+
+    with AuditClient(aged.target, token=aged.token(after)) as neighbour:
+        newer = record(neighbour, "doc.edit")
+    clock.advance(31)
+    passed = aged.run(flawed_purger.run_once())  # the summary left fails again, first
+    assert [p.count for p in passed if p.tenant_id == after] == [1], newer
+    assert len(_pending_summaries(sql, tenant)) == 1
+
+    purge(aged)
+    # Recorded first; the pass then purges the access records queries left since.
+    told = next(admin.query(build_filter(actions="retention.purged"), order="oldest"))
+    assert (told.details["first_seq"], told.details["last_seq"]) == (seqs[0], seqs[-1])
     assert _pending_summaries(sql, tenant) == []
 
 

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import psycopg
 
@@ -45,6 +45,8 @@ from ..store.retention import (
 )
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 # pg_advisory_lock key of the purge job ("sealpurg" in ASCII).
 LOCK_KEY: Final = 0x7365616C70757267
@@ -180,27 +182,37 @@ class Purger:
             for tenant_id, purge_id, summary in await pending_purges(conn):
                 left = TenantPurge.from_summary(tenant_id, purge_id, summary)
                 log.warning("retention: recording the purge of %s a pass left", tenant_id)
-                if await self._recorded(conn, left):
+                if await self._contained(conn, tenant_id, self._recorded(conn, left)):
                     done.append(left)
                 else:  # purging more would replace its summary before it is recorded
                     unrecorded.add(tenant_id)
             for tenant_id in await tenants_with_expiry(conn):
-                try:
-                    purged = await self._pass_tenant(
-                        conn, tenant_id, may_purge=tenant_id not in unrecorded
-                    )
-                except psycopg.Error:
-                    if conn.broken:
-                        raise  # the pass ends: the next starts on a new connection
-                    # One tenant's fault (its batch rolled back; what earlier
-                    # batches removed is noted, to record) stops no other's purge.
-                    log.exception("retention: the pass over %s failed; going on", tenant_id)
-                    continue
+                purged = await self._contained(
+                    conn,
+                    tenant_id,
+                    self._pass_tenant(conn, tenant_id, may_purge=tenant_id not in unrecorded),
+                )
                 if purged is not None:
                     done.append(purged)
             for name in await drop_empty(conn, now=now):
                 log.info("retention: dropped the empty partition %s", name)
             return done
+
+    async def _contained(
+        self, conn: psycopg.AsyncConnection[Any], tenant_id: str, step: Awaitable[_T]
+    ) -> _T | None:
+        """`step` of the pass over one tenant, or None if it failed: one
+        tenant's fault (its batch rolled back; what earlier batches removed is
+        noted, to record) stops no other's purge, whether the database refused
+        a statement or a flaw of this code met its data. A fault that broke
+        the connection ends the pass; the next starts on a new one."""
+        try:
+            return await step
+        except Exception:
+            if conn.broken:
+                raise
+            log.exception("retention: the pass over %s failed; going on", tenant_id)
+            return None
 
     async def _pass_tenant(
         self, conn: psycopg.AsyncConnection[Any], tenant_id: str, *, may_purge: bool
