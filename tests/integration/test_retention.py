@@ -9,6 +9,10 @@ import base64
 import contextlib
 import json
 import logging
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -707,6 +711,34 @@ def test_a_stream_that_asks_is_told_of_what_retention_removed_between_kept_event
     [removed] = ranges  # one count over what the stream read: fewer than 1,000 events
     assert (removed.after_seq, removed.count) == (seqs[0], 4)
     assert removed.through_seq > seqs[6]
+
+
+def test_sealtrail_tail_says_on_stderr_what_retention_removed(
+    aged: ServerThread, admin: AuditClient, clock: Clock, tenant: str
+) -> None:
+    """`sealtrail tail` asks to be told, and says where events were removed on
+    stderr: its stdout stays one JSON event a line, for whatever reads it."""
+    seqs = _interleaved_removal(aged, admin, clock)
+    tail = subprocess.Popen(
+        [str(Path(sys.executable).parent / "sealtrail"), "tail", "--from-seq", str(seqs[0])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SEALTRAIL_SERVER": aged.target, "SEALTRAIL_TOKEN": aged.token(tenant)},
+    )
+    assert tail.stdout is not None and tail.stderr is not None
+    try:
+        shown = [json.loads(tail.stdout.readline()) for _ in range(2)]
+        told = tail.stderr.readline()
+    finally:
+        tail.terminate()
+        tail.wait(30)
+        tail.stdout.close()
+        tail.stderr.close()
+    assert [int(event["seq"]) for event in shown] == [seqs[2], seqs[5]]
+    assert re.fullmatch(
+        rf"retention removed 4 events after seq {seqs[0]}, up to seq (\d+)\n", told
+    ), told
 
 
 def test_a_count_of_removals_leaves_out_the_events_sent(
