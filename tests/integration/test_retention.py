@@ -10,7 +10,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -58,7 +57,7 @@ from sealtrail_server.retention import purger as purger_module
 from sealtrail_server.retention.purger import LOCK_KEY as PURGE_LOCK
 from sealtrail_server.retention.purger import Purger
 from sealtrail_server.store.events import query_statement
-from sealtrail_server.store.retention import count_purged
+from sealtrail_server.store.retention import purged_between
 from tests.conftest import ServerThread
 from tests.integration.test_database_roles import TENANT_TABLES
 from tests.integration.test_integrity import _CountingProofs
@@ -708,9 +707,8 @@ def test_a_stream_that_asks_is_told_of_what_retention_removed_between_kept_event
     stream = admin.stream(after_seq=seqs[0], on_purged=ranges.append)  # the next was removed
     assert [next(stream).seq for _ in range(2)] == [seqs[2], seqs[5]]
     stream.close()
-    [removed] = ranges  # one count over what the stream read: fewer than 1,000 events
-    assert (removed.after_seq, removed.count) == (seqs[0], 4)
-    assert removed.through_seq > seqs[6]
+    told = [(r.after_seq, r.through_seq, r.count) for r in ranges]
+    assert told == [(seqs[0], seqs[2] - 1, 1), (seqs[2], seqs[5] - 1, 2)]
 
 
 def test_sealtrail_tail_says_on_stderr_what_retention_removed(
@@ -729,16 +727,17 @@ def test_sealtrail_tail_says_on_stderr_what_retention_removed(
     assert tail.stdout is not None and tail.stderr is not None
     try:
         shown = [json.loads(tail.stdout.readline()) for _ in range(2)]
-        told = tail.stderr.readline()
+        told = [tail.stderr.readline() for _ in range(2)]
     finally:
         tail.terminate()
         tail.wait(30)
         tail.stdout.close()
         tail.stderr.close()
     assert [int(event["seq"]) for event in shown] == [seqs[2], seqs[5]]
-    assert re.fullmatch(
-        rf"retention removed 4 events after seq {seqs[0]}, up to seq (\d+)\n", told
-    ), told
+    assert told == [
+        f"retention removed 1 event after seq {seqs[0]}, up to seq {seqs[2] - 1}\n",
+        f"retention removed 2 events after seq {seqs[2]}, up to seq {seqs[5] - 1}\n",
+    ]
 
 
 def test_a_count_of_removals_leaves_out_the_events_sent(
@@ -748,24 +747,31 @@ def test_a_count_of_removals_leaves_out_the_events_sent(
     counted as removed too."""
     seqs = _interleaved_removal(aged, admin, clock)
 
-    async def count(sent: list[int]) -> int:
+    async def counts(sent: list[int]) -> list[int]:
         async with aged.database.connection(tenant) as conn:
-            return await count_purged(
+            return await purged_between(
                 conn, tenant, after_seq=seqs[0], through_seq=seqs[6], sent=sent
             )
 
-    assert aged.run(count([])) == 4
-    assert aged.run(count([seqs[3], seqs[4], seqs[5]])) == 2  # seqs[5] was kept
+    assert aged.run(counts([])) == [4]
+    # seqs[5] was kept; seqs[3] and seqs[4] are sent though removed.
+    assert aged.run(counts([seqs[3], seqs[4], seqs[5]])) == [1, 0, 0, 1]
+    assert aged.run(counts([seqs[2]])) == [1, 3]
 
 
-def test_removals_are_announced_before_the_events_after_them(
-    aged: ServerThread, admin: AuditClient, clock: Clock, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("counted_every", [1, 1000])
+def test_removals_are_announced_between_the_events_they_lie_between(
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+    counted_every: int,
 ) -> None:
-    """Counted every so many events read (here each: the server runs in this
-    process), each range comes before the next event and covers what lies
-    between the two it separates."""
+    """Each range covers exactly the gap between two events sent, and comes
+    between them, however many events are read before a count (here each, or
+    all at once: the server runs in this process)."""
     seqs = _interleaved_removal(aged, admin, clock)
-    monkeypatch.setattr(stream_api, "_ANNOUNCED_EVERY", 1)
+    monkeypatch.setattr(stream_api, "_ANNOUNCED_EVERY", counted_every)
     stub = audit_service_pb2_grpc.AuditLogServiceStub(admin._channel)
     request = audit_service_pb2.StreamEventsRequest(
         after_seq=seqs[0], max_events_per_message=1, announce_purged=True
@@ -788,11 +794,11 @@ def test_removals_are_announced_before_the_events_after_them(
     assert seen[-1] == ("heartbeat", max(s for kind, s, *_ in seen if kind == "event"))
     policy_updated = seqs[6] + 1
     assert seen[:6] == [
-        ("purged", seqs[0], seqs[2], 1),
+        ("purged", seqs[0], seqs[2] - 1, 1),
         ("event", seqs[2]),
-        ("purged", seqs[2], seqs[5], 2),
+        ("purged", seqs[2], seqs[5] - 1, 2),
         ("event", seqs[5]),
-        ("purged", seqs[5], policy_updated, 1),
+        ("purged", seqs[5], policy_updated - 1, 1),
         ("event", policy_updated),
     ]
 

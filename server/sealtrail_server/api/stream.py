@@ -29,7 +29,7 @@ from ..store.appender import Appender
 from ..store.changes import tenant_erased
 from ..store.database import Connection, Database
 from ..store.events import first_seq_received_since, stream_events
-from ..store.retention import count_purged, first_kept_after
+from ..store.retention import first_kept_after, purged_between
 from ..store.tree import tree_size
 from ..stream.hub import Delivery, LiveEvent, StreamHub, Subscription
 from .audited import filter_details, record_access
@@ -176,10 +176,12 @@ class StreamRpcs:
         check and the read would go unseen, its events skipped unannounced.
 
         `announce`: the events retention removed in the range are announced
-        instead, in a PurgedRange before the events after them, counted from
-        their tombstones once those events are read (so, again, a purge that
-        committed before the read is seen), every _ANNOUNCED_EVERY events read
-        and at the end. A cursor is then announced, not refused."""
+        instead: each gap between two events sent that had removals, in a
+        PurgedRange of exactly that gap, sent between the two. They are
+        counted from their tombstones once the events around them are read (so,
+        again, a purge that committed before the read is seen), every
+        _ANNOUNCED_EVERY events read and at the end. A cursor is then
+        announced, not refused."""
 
         async def refuse_purged(conn: Connection) -> None:
             kept = await first_kept_after(conn, tenant_id, resumed)
@@ -192,24 +194,24 @@ class StreamRpcs:
 
         announced = position  # removals are announced up to here
 
-        async def removed(through: int, sent: list[event_pb2.Event]) -> pb.PurgedRange | None:
-            """The removals after `announced` up to `through`, but of the events
-            `sent` with them: read before a purge that came since, they go out."""
+        async def with_removals(
+            events: list[event_pb2.Event], through: int
+        ) -> list[list[event_pb2.Event] | pb.PurgedRange]:
+            """`events`, the last of those read up to `through`, with the
+            removals after `announced` announced where they lie among them."""
             nonlocal announced
             if through <= announced:
-                return None  # nothing read since the last count
+                return [events]  # nothing read since the last count
             async with self._db.connection(tenant_id) as conn:
-                count = await count_purged(
+                counts = await purged_between(
                     conn,
                     tenant_id,
                     after_seq=announced,
                     through_seq=through,
-                    sent=[event.seq for event in sent],
+                    sent=[event.seq for event in events],
                 )
             after, announced = announced, through
-            if not count:
-                return None
-            return pb.PurgedRange(after_seq=after, through_seq=through, count=count)
+            return list(_interleaved(events, counts, after_seq=after, through_seq=through))
 
         rows = stream_events(
             self._db,
@@ -225,14 +227,14 @@ class StreamRpcs:
             async for stored in rows:
                 events.append(event_from_record(stored.record, stored.leaf_hash))
                 if len(events) >= chunk:
-                    if announce and (purged := await removed(events[-1].seq, events)):
-                        yield purged
-                    yield events
+                    for part in (
+                        await with_removals(events, events[-1].seq) if announce else [events]
+                    ):
+                        yield part
                     events = []
-        if announce and (purged := await removed(upto, events)):
-            yield purged
-        if events:
-            yield events
+        for part in await with_removals(events, upto) if announce else [events]:
+            if part:
+                yield part
 
     async def _live(
         self,
@@ -286,6 +288,26 @@ def unseen_events(
         position = max(position, delivery.upto)
         delivery = None if queued.empty() else queued.get_nowait()
     return fresh, position
+
+
+def _interleaved(
+    events: list[event_pb2.Event], counts: list[int], *, after_seq: int, through_seq: int
+) -> Iterator[list[event_pb2.Event] | pb.PurgedRange]:
+    """`events` (read after `after_seq`, up to `through_seq`) in runs, each
+    run after the PurgedRange of the removals just before it: counts[i] is
+    of those before events[i], the last of those after the last event."""
+    start, previous = 0, after_seq
+    for i, event in enumerate(events):
+        if counts[i]:
+            if start < i:
+                yield events[start:i]
+            yield pb.PurgedRange(after_seq=previous, through_seq=event.seq - 1, count=counts[i])
+            start = i
+        previous = event.seq
+    if start < len(events):
+        yield events[start:]
+    if counts[-1]:
+        yield pb.PurgedRange(after_seq=previous, through_seq=through_seq, count=counts[-1])
 
 
 def _start_details(request: pb.StreamEventsRequest) -> dict[str, Any]:

@@ -110,33 +110,44 @@ async def first_kept_after(
     return None if row is None else int(row[0])
 
 
-async def count_purged(
+async def purged_between(
     conn: psycopg.AsyncConnection[Any],
     tenant_id: str,
     *,
     after_seq: int,
     through_seq: int,
     sent: list[int],
-) -> int:
-    """How many events with after_seq < seq <= through_seq retention removed,
-    but those `sent` (read before their removal, all within the range): their
-    tombstones (a leaf's index is its seq - 1). The range's count less the sent
-    ones found, each by the index: a filter of the range's rows against the
-    list would compare every tombstone with every sent seq."""
+) -> list[int]:
+    """How many events retention removed in each gap that the events `sent`
+    (ascending, all within after_seq < seq <= through_seq) leave in that
+    range: the i-th count is of those just before sent[i], the last of those
+    after the last sent one. An event sent and removed since (read before its
+    purge) goes out, so it is not counted. From the tombstones (a leaf's index
+    is its seq - 1), each placed by a binary search of `sent`
+    (width_bucket); the sent ones are taken off as found by the index, not by
+    comparing every tombstone with every sent seq."""
     cursor = await conn.execute(
-        "SELECT (SELECT count(*) FROM tree_nodes"
-        "   WHERE tenant_id = %(t)s AND level = 0 AND idx >= %(after)s AND idx < %(through)s)"
-        " - (SELECT count(*) FROM tree_nodes"
-        "   WHERE tenant_id = %(t)s AND level = 0 AND idx = ANY(%(sent)s::bigint[]))",
+        "SELECT gap, sum(n) FROM ("
+        "  SELECT width_bucket(idx + 1, %(sent)s::bigint[]) AS gap, count(*) AS n"
+        "  FROM tree_nodes WHERE tenant_id = %(t)s AND level = 0"
+        "  AND idx >= %(after)s AND idx < %(through)s GROUP BY 1"
+        "  UNION ALL"
+        "  SELECT width_bucket(idx + 1, %(sent)s::bigint[]), -count(*)"
+        "  FROM tree_nodes WHERE tenant_id = %(t)s AND level = 0"
+        "  AND idx = ANY(%(sent_idx)s::bigint[]) GROUP BY 1"
+        ") AS counted GROUP BY gap HAVING sum(n) > 0",
         {
             "t": tenant_id,
             "after": after_seq,
             "through": through_seq,
-            "sent": [seq - 1 for seq in sent],
+            "sent": sent,
+            "sent_idx": [seq - 1 for seq in sent],
         },
     )
-    row = await cursor.fetchone()
-    return int(row[0]) if row else 0
+    counts = [0] * (len(sent) + 1)
+    for gap, count in await cursor.fetchall():
+        counts[gap] = int(count)
+    return counts
 
 
 @dataclass(frozen=True, slots=True)

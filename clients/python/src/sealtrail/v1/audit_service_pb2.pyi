@@ -452,7 +452,9 @@ Global___StreamEventsRequest: _TypeAlias = StreamEventsRequest  # noqa: Y015
 @_typing.final
 class PurgedRange(_message.Message):
     """Events retention removed in a range of seqs a stream passed over (with
-    announce_purged). Sent before the events that follow them.
+    announce_purged): a gap between two events the stream sends (or before the
+    first, after the last), sent between them. No event sent lies inside it;
+    events kept that did not match the filter may.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -461,9 +463,13 @@ class PurgedRange(_message.Message):
     THROUGH_SEQ_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
     after_seq: _builtins.int
-    """The range begins after this seq."""
+    """The range begins after this seq: the event sent before it, or where the
+    stream's read began.
+    """
     through_seq: _builtins.int
-    """The range ends at this seq, included."""
+    """The range ends at this seq, included: just before the event sent after
+    it, or where the stream's read ended.
+    """
     count: _builtins.int
     """How many events of the range retention removed, whether or not they
     matched the stream's filter (what they were went with them), but for
