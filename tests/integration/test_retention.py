@@ -876,6 +876,36 @@ def test_a_tenant_whose_purge_fails_stops_no_other_tenants_purge(
         clients[failing].set_retention_policy("forever")  # later passes leave it alone
 
 
+
+def test_a_summary_left_unreadable_stops_no_other_tenants_purge(
+    aged: ServerThread,
+    admin: AuditClient,
+    tenant: str,
+    sql: psycopg.Connection[Any],
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A purge summary left to record that cannot be read (written by another
+    release, restored in part) is that tenant's fault alone: logged, and the
+    pass goes on with every tenant, that one's alert origins too."""
+    unreadable = f"{tenant}-0"  # before the tenant in the pass
+    sql.execute(
+        "INSERT INTO retention_pending_purges (tenant_id, purge_id, summary, updated_at)"
+        " VALUES (%s, gen_random_uuid(), '{}', now())",
+        [unreadable],
+    )
+    try:
+        seq = record(admin, "doc.edit")
+        admin.set_retention_policy(10)
+        clock.advance(11)
+        with caplog.at_level(logging.ERROR, logger=purger_module.__name__):
+            done = purge(aged)
+        assert f"the pass over {unreadable} failed" in caplog.text
+        assert [p.tenant_id for p in done if p.tenant_id in (tenant, unreadable)] == [tenant]
+        assert (seq, "doc.edit") not in recorded(admin)
+    finally:
+        sql.execute("DELETE FROM retention_pending_purges WHERE tenant_id = %s", [unreadable])
+
 # The tables each tenant of the erasure test holds rows in before it is erased.
 _HELD_BY_EVERY_TENANT = [*TENANT_TABLES, "sinks", "alert_rules", "alert_cursors"]
 

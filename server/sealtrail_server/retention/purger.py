@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from ..domain.errors import SealtrailError
 from ..domain.retention import Selection, purge_selections
@@ -177,54 +178,76 @@ class Purger:
             if conn is None:
                 return []
             now = self._clock()
-            await create_ahead(conn, now=now)
+            await self._contained(conn, "creating the months ahead", create_ahead(conn, now=now))
             done, unrecorded = [], set()
             for tenant_id, purge_id, summary in await pending_purges(conn):
-                left = TenantPurge.from_summary(tenant_id, purge_id, summary)
-                log.warning("retention: recording the purge of %s a pass left", tenant_id)
-                if await self._contained(conn, tenant_id, self._recorded(conn, left)):
+                left = await self._contained(
+                    conn,
+                    f"the pass over {tenant_id}",
+                    self._record_left(conn, tenant_id, purge_id, summary),
+                )
+                if left is not None:
                     done.append(left)
                 else:  # purging more would replace its summary before it is recorded
                     unrecorded.add(tenant_id)
             for tenant_id in await tenants_with_expiry(conn):
-                purged = await self._contained(
+                # Apart: a fault in either leaves the other to do.
+                await self._contained(
                     conn,
-                    tenant_id,
-                    self._pass_tenant(conn, tenant_id, may_purge=tenant_id not in unrecorded),
+                    f"forgetting what alert rules learned of {tenant_id}",
+                    self._forget_origins(conn, tenant_id),
+                )
+                if tenant_id in unrecorded:
+                    continue
+                purged = await self._contained(
+                    conn, f"the pass over {tenant_id}", self._purge_recorded(conn, tenant_id)
                 )
                 if purged is not None:
                     done.append(purged)
-            for name in await drop_empty(conn, now=now):
+            dropped = await self._contained(
+                conn, "dropping empty months", drop_empty(conn, now=now)
+            )
+            for name in dropped or []:
                 log.info("retention: dropped the empty partition %s", name)
             return done
 
     async def _contained(
-        self, conn: psycopg.AsyncConnection[Any], tenant_id: str, step: Awaitable[_T]
+        self, conn: psycopg.AsyncConnection[Any], what: str, step: Awaitable[_T]
     ) -> _T | None:
-        """`step` of the pass over one tenant, or None if it failed: one
-        tenant's fault (its batch rolled back; what earlier batches removed is
-        noted, to record) stops no other's purge, whether the database refused
-        a statement or a flaw of this code met its data. A fault that broke
-        the connection ends the pass; the next starts on a new one."""
+        """`step` of the pass, or None if it failed: one tenant's fault (its
+        batch rolled back; what earlier batches removed is noted, to record)
+        stops no other's purge, whether the database refused a statement or a
+        flaw of this code met its data; nor does a fault of the months'
+        upkeep. A fault that broke the connection, or left it in a transaction
+        (its rollback failed: the next batches would be savepoints of it, and
+        the purges recorded of them might never commit), ends the pass; the
+        next starts on a new connection."""
         try:
             return await step
         except Exception:
-            if conn.broken:
+            if conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
                 raise
-            log.exception("retention: the pass over %s failed; going on", tenant_id)
+            log.exception("retention: %s failed; going on", what)
             return None
 
-    async def _pass_tenant(
-        self, conn: psycopg.AsyncConnection[Any], tenant_id: str, *, may_purge: bool
+    async def _record_left(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        tenant_id: str,
+        purge_id: str,
+        summary: dict[str, Any],
     ) -> TenantPurge | None:
-        """Forgets the origins the tenant's alert rules learned long ago, then
-        purges its expired events if it `may_purge` (its last purge is
-        recorded); the purge if it removed anything and was recorded."""
-        forgotten = await self._forget_origins(conn, tenant_id)
-        if forgotten:
-            log.info("retention: forgot %d origins alert rules learned of %s", forgotten, tenant_id)
-        if not may_purge:
-            return None
+        """The purge a pass left unrecorded, recorded now; None if it cannot
+        be yet."""
+        left = TenantPurge.from_summary(tenant_id, purge_id, summary)
+        log.warning("retention: recording the purge of %s a pass left", tenant_id)
+        return left if await self._recorded(conn, left) else None
+
+    async def _purge_recorded(
+        self, conn: psycopg.AsyncConnection[Any], tenant_id: str
+    ) -> TenantPurge | None:
+        """The tenant's expired events purged; the purge if it removed
+        anything and was recorded."""
         purged = await self._purge_tenant(conn, tenant_id)
         if not purged.count:
             return None
@@ -277,20 +300,22 @@ class Purger:
         await forget_pending_purge(conn, purged.tenant_id, purged.purge_id)
         return True
 
-    async def _forget_origins(self, conn: psycopg.AsyncConnection[Any], tenant_id: str) -> int:
+    async def _forget_origins(self, conn: psycopg.AsyncConnection[Any], tenant_id: str) -> None:
         """What alert rules learned of the tenant's actors (an address, a
         country) and have not seen for the default retention is personal data
         kept no longer than the events: forgotten, unless a hold is on or the
-        default keeps everything; how many. A day is added to the retention:
-        a last sighting moves at most once a day, so one seen within the
-        retention is never forgotten."""
+        default keeps everything. A day is added to the retention: a last
+        sighting moves at most once a day, so one seen within the retention is
+        never forgotten."""
         async with conn.transaction():
             await share_subjects(conn, [tenant_id], ERASURE_SUBJECT)
             stored = await locked_policy(conn, tenant_id)
             if stored.hold.on or not stored.policy.default_days:
-                return 0
+                return
             cutoff = self._clock() - timedelta(days=stored.policy.default_days + 1)
-            return await forget_origins(conn, tenant_id, seen_before=cutoff)
+            forgotten = await forget_origins(conn, tenant_id, seen_before=cutoff)
+        if forgotten:
+            log.info("retention: forgot %d origins alert rules learned of %s", forgotten, tenant_id)
 
     async def _purge_tenant(
         self, conn: psycopg.AsyncConnection[Any], tenant_id: str
