@@ -138,15 +138,27 @@ def _freeze_startup_objects() -> None:
 
 
 async def _issue_dev_token(settings: Settings, url: str) -> None:
-    """On the embedded database's first start, make an admin token to begin with."""
+    """On the embedded database's first start, make an admin token to begin
+    with; none once its tenant was erased (its id is retired), nor then ever
+    again: the server starts all the same."""
+    token_file = settings.data_dir / DEV_TOKEN_FILE
     db = await Database.open(url, min_size=1, max_size=1)
     try:
         if await count_tokens(db):
             return
         issued = await create_token(db, tenant_id=DEV_TENANT, role=Role.ADMIN, name="development")
+    except SealtrailError as error:
+        if error.reason != "TENANT_ERASED":
+            raise
+        token_file.unlink(missing_ok=True)  # it names a token the erasure removed
+        click.echo(
+            f"sealtrail: no development token: {error}. Create a token of another tenant:"
+            " sealtrail-server token create --tenant NAME --role admin",
+            err=True,
+        )
+        return
     finally:
         await db.close()
-    token_file = settings.data_dir / DEV_TOKEN_FILE
     token_file.write_text(issued.secret + "\n")
     os.chmod(token_file, 0o600)
     click.echo(
@@ -247,6 +259,8 @@ async def _database(urls: _Urls) -> AsyncIterator[Database]:
     db = await Database.open(urls.service, min_size=1, max_size=1)
     try:
         yield db
+    except SealtrailError as error:  # a refusal (an erased tenant's id): no traceback
+        raise click.ClickException(str(error)) from None
     finally:
         await db.close()
 

@@ -127,20 +127,41 @@ def test_embedded_server_prints_a_dev_token_and_keeps_data_across_restarts() -> 
         env["SEALTRAIL_SERVER"] = second["target"]
         found = run("sealtrail", "query", "--format", "jsonl", env=env).stdout.splitlines()
         assert [json.loads(x)["action"] for x in found] == ["server.start"]
+
+        # Once its tenant is erased (its id retired), there is no development
+        # token to make, and the server still starts, saying so.
+        run("sealtrail", "erase-tenant", "--confirm", "dev", env=env)
         second["process"].terminate()
         second["process"].wait(60)
+        third = _serve_embedded(data_dir)
+        assert "development admin token" not in third["stdout"]
+        assert "no development token: tenant 'dev' was erased" in third["stderr"]()
+        assert not (data_dir / "dev-admin-token").exists()
+        refused = run(
+            "sealtrail-server", "token", "create", "--tenant", "dev", "--role", "admin",
+            env={"SEALTRAIL_DATA_DIR": str(data_dir)}, check=False,
+        )  # fmt: skip
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        assert "tenant 'dev' was erased" in refused.stderr
+        third["process"].terminate()
+        third["process"].wait(60)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _serve_embedded(data_dir: Path) -> dict[str, Any]:
-    process = subprocess.Popen(
-        [str(BIN / "sealtrail-server"), "serve", "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "SEALTRAIL_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"},
-    )
+    """`sealtrail-server serve` on `data_dir`'s embedded database, once
+    serving: its process, target, stdout so far, and a reader of its stderr
+    (kept in a file of `data_dir`: a pipe nobody reads would fill and stall it)."""
+    stderr_path = data_dir / f"serve-{time.monotonic_ns()}.err"
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(
+            [str(BIN / "sealtrail-server"), "serve", "--listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env={**os.environ, "SEALTRAIL_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"},
+        )
     assert process.stdout is not None
     lines = []
     for line in process.stdout:
@@ -149,7 +170,11 @@ def _serve_embedded(data_dir: Path) -> dict[str, Any]:
             break
     process.stdout.close()
     target = lines[-1].removeprefix(READY_PREFIX).strip()
-    return {"process": process, "target": target, "stdout": "".join(lines)}
+
+    def read_stderr() -> str:
+        return stderr_path.read_text()
+
+    return {"process": process, "target": target, "stdout": "".join(lines), "stderr": read_stderr}
 
 
 def test_bundle_and_verify_from_the_command_line(

@@ -31,7 +31,7 @@ from sealtrail import (
     build_sink,
 )
 from sealtrail_server.alerts.evaluator import Evaluator
-from sealtrail_server.domain.errors import FailedPrecondition, Unavailable
+from sealtrail_server.domain.errors import FailedPrecondition, IntegrityFailure, Unavailable
 from sealtrail_server.domain.event import EventDraft, validate_event
 from sealtrail_server.forward.egress import EgressPolicy, OutboundClient
 from sealtrail_server.forward.forwarder import Forwarder
@@ -246,10 +246,43 @@ def test_a_token_created_during_an_erasure_waits_for_it_and_is_refused(
     assert tokens.fetchone() == (1,)  # the admin's own, which the test's erasure kept
 
 
-def test_a_second_erasure_is_refused_with_what_the_first_did(
-    server: ServerThread, tenant: str, migrated_database_url: str
+def test_a_checkpoint_signed_as_its_tenant_is_erased_is_refused_as_erased(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
 ) -> None:
-    """A second click, on another process that still knows the caller's token."""
+    """An erasure that commits between the checkpointer's reads of the head
+    and of the latest checkpoint leaves it a head to sign with none of its
+    hashes: TENANT_ERASED, not the tampering (DATA_LOSS) the same state
+    would be without the receipt. That state, as those reads find it, is set
+    here: the window is too narrow to meet on purpose."""
+    with AuditClient(server.target, token=server.token(tenant)) as admin:
+        admin.record(action="doc.edit", actor_id="u")
+        admin.get_checkpoint(fresh=True)
+        admin.record(action="doc.edit", actor_id="u")  # grown: a checkpoint to sign
+    with sql.transaction():
+        sql.execute("SET LOCAL sealtrail.removal = 'erasure'")
+        sql.execute("DELETE FROM tree_nodes WHERE tenant_id = %s", [tenant])
+        sql.execute("DELETE FROM checkpoints WHERE tenant_id = %s", [tenant])
+    checkpointer = server.service._checkpointer
+    assert checkpointer is not None
+    with pytest.raises(IntegrityFailure):  # no receipt: tampered with
+        server.run(checkpointer.issue(tenant))
+    sql.execute(
+        "INSERT INTO tenant_erasures (tenant_id, erased_at, erased_by, final_tree_size,"
+        " final_root_hash, final_checkpoint, removed_rows)"
+        " VALUES (%s, now(), 'test', 0, sha256(''), '', '{}')",
+        [tenant],
+    )
+    with pytest.raises(FailedPrecondition) as refused:
+        server.run(checkpointer.issue(tenant))
+    assert refused.value.reason == "TENANT_ERASED"
+
+
+def test_a_second_erasure_answers_the_receipt_of_the_first(
+    server: ServerThread, tenant: str, migrated_database_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A second click, or a retry whose answer was lost, on another process
+    that still knows the caller's token: the receipt is the only thing left,
+    and nothing else returns it."""
     other = ServerThread(migrated_database_url, token_cache_seconds=300)
     secret = server.token(tenant)
     try:
@@ -260,10 +293,19 @@ def test_a_second_erasure_is_refused_with_what_the_first_did(
             first.record(action="doc.edit", actor_id="u")
             second.list_tokens()  # its token is known there
             receipt = first.erase_tenant(tenant)
+            # Kept before its checkpoint's time was (migration 0024): no whole
+            # receipt, refused (which leaves the token trusted there).
+            kept_time = (
+                "UPDATE tenant_erasures SET final_checkpoint_issued_at = %s WHERE tenant_id = %s"
+            )
+            sql.execute(kept_time, [None, tenant])
             with pytest.raises(RpcFailedError) as refused:
                 second.erase_tenant(tenant)
+            sql.execute(kept_time, [receipt.final_checkpoint.issued_at.ToDatetime(UTC), tenant])
+            again = second.erase_tenant(tenant)
     finally:
         other.close()
+    assert again == receipt and receipt.final_checkpoint.note
     assert refused.value.reason == "TENANT_ERASED"
     assert f"by token {receipt.erased_by_token_id}" in str(refused.value)
 

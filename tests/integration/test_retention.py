@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -876,7 +877,6 @@ def test_a_tenant_whose_purge_fails_stops_no_other_tenants_purge(
         clients[failing].set_retention_policy("forever")  # later passes leave it alone
 
 
-
 def test_a_summary_left_unreadable_stops_no_other_tenants_purge(
     aged: ServerThread,
     admin: AuditClient,
@@ -905,6 +905,7 @@ def test_a_summary_left_unreadable_stops_no_other_tenants_purge(
         assert (seq, "doc.edit") not in recorded(admin)
     finally:
         sql.execute("DELETE FROM retention_pending_purges WHERE tenant_id = %s", [unreadable])
+
 
 # The tables each tenant of the erasure test holds rows in before it is erased.
 _HELD_BY_EVERY_TENANT = [*TENANT_TABLES, "sinks", "alert_rules", "alert_cursors"]
@@ -996,6 +997,18 @@ def test_erasure_leaves_a_receipt_and_no_row(
         with pytest.raises(RpcFailedError) as ended:  # not an empty last page
             trusting.query_page(page_size=1, page_token=first_page.next_page_token)
         assert ended.value.reason == "TENANT_ERASED"
+        # Nor an empty log, an unknown event, or a size beyond the log.
+        for asked in (
+            trusting.get_checkpoint,
+            functools.partial(trusting.get_checkpoint, fresh=True),
+            functools.partial(trusting.get_checkpoint, tree_size=5),
+            functools.partial(trusting.get_inclusion_proof, seq=1),
+            functools.partial(trusting.get_inclusion_proof, event_id=first_page.events[0].id),
+            functools.partial(trusting.get_consistency_proof, old_size=1, new_size=10**6),
+        ):
+            with pytest.raises(RpcFailedError) as refused:
+                asked()
+            assert refused.value.reason == "TENANT_ERASED", asked
         with pytest.raises(Exception, match="erased"):
             aged.token(tenant, Role.ADMIN)
         # Nothing of the other tenant changed, and its log still verifies.

@@ -75,7 +75,7 @@ class IntegrityRpcs:
         if latest is None or latest.tree_size < seq:
             latest = await self._checkpointer.issue(tenant_id)
         if latest is None:
-            raise NotFound("the log is empty: there is no checkpoint yet")
+            raise await self._not_found(tenant_id, "the log is empty: there is no checkpoint yet")
         return latest
 
     async def GetCheckpoint(
@@ -87,14 +87,14 @@ class IntegrityRpcs:
             async with self._db.connection(tenant_id) as conn:
                 found = await checkpoint_at(conn, tenant_id, size)
             if found is None:
-                raise NotFound(f"no checkpoint was signed at size {size}")
+                raise await self._not_found(tenant_id, f"no checkpoint was signed at size {size}")
         elif request.fresh:
             found = await self._checkpointer.issue(tenant_id)
         else:
             async with self._db.connection(tenant_id) as conn:
                 found = await latest_checkpoint(conn, tenant_id)
         if found is None:
-            raise NotFound("the log is empty: there is no checkpoint yet")
+            raise await self._not_found(tenant_id, "the log is empty: there is no checkpoint yet")
         return pb.GetCheckpointResponse(checkpoint=checkpoint_message(found))
 
     async def GetInclusionProof(
@@ -119,8 +119,7 @@ class IntegrityRpcs:
             async with self._erasure_explains(tenant_id):
                 found = inclusion_proof(read, await self._node_reader.read(read), tree_size=size)
         if found is None:
-            await refuse_if_erased_now(self._db, tenant_id)  # gone with its tenant, not never there
-            raise NotFound("no such event")
+            raise await self._not_found(tenant_id, "no such event")
         if found.record is None and not request.include_purged:
             raise NotFound(
                 f"event {seq} was removed by retention; set include_purged for its leaf's proof",
@@ -151,8 +150,15 @@ class IntegrityRpcs:
             raise InvalidArgument.field("event_id", "must be a UUID")
         found = await get_event(self._db, tenant_id=tenant_id, event_id=event_id)
         if found is None:
-            raise NotFound("no such event")
+            raise await self._not_found(tenant_id, "no such event")
         return found.seq
+
+    async def _not_found(self, tenant_id: str, message: str) -> NotFound:
+        """NotFound, unless the tenant was erased since this process began to
+        trust the caller's token (for up to its cache time): then
+        TENANT_ERASED. The log is gone, not empty, and the event was there."""
+        await refuse_if_erased_now(self._db, tenant_id)
+        return NotFound(message)
 
     async def _checkpoint_at(self, tenant_id: str, size: int) -> StoredCheckpoint | None:
         """The checkpoint signed at `size`, if any; signed ones never change, so
@@ -193,6 +199,7 @@ class IntegrityRpcs:
                 f"the log holds {current} events but a checkpoint was signed at size"
                 f" {signed.tree_size}: events were removed behind the service's back"
             )
+        await refuse_if_erased_now(self._db, tenant_id)  # a log gone has no size to be beyond
         raise FailedPrecondition(
             f"{field} {size} is beyond the log's size {current}", reason="BEYOND_LOG_SIZE"
         )

@@ -32,6 +32,7 @@ from sealtrail.tlog import (
 )
 
 from ..domain.errors import IntegrityFailure, SealtrailError
+from ..store.changes import refuse_if_erased_now
 from ..store.checkpoints import (
     StoredCheckpoint,
     insert_checkpoint,
@@ -88,7 +89,18 @@ class Checkpointer:
 
     async def issue(self, tenant_id: str) -> StoredCheckpoint | None:
         """A checkpoint covering every committed event of the tenant: the latest
-        one if the log has not grown since, else a newly signed one."""
+        one if the log has not grown since, else a newly signed one.
+        TENANT_ERASED if the tenant was erased as this read its log: an
+        erasure that commits between the reads of the head and of the latest
+        checkpoint leaves a head to sign with none of its hashes, which is
+        not tampering."""
+        try:
+            return await self._issue(tenant_id)
+        except IntegrityFailure:
+            await refuse_if_erased_now(self._db, tenant_id)
+            raise
+
+    async def _issue(self, tenant_id: str) -> StoredCheckpoint | None:
         verifiers = await self.verifiers()
         # Every read and write by key: a generic plan serves every tenant and
         # size (ADR 0032).
@@ -163,6 +175,8 @@ class Checkpointer:
                 try:
                     await self.issue(tenant_id)
                 except SealtrailError as error:  # one tenant's trouble must not stop the others
+                    if error.reason == "TENANT_ERASED":
+                        continue  # erased since the tenants were listed: nothing to sign
                     log.error("checkpointer: %s", error.message)
                 except Exception:
                     log.exception("checkpointer: unexpected failure for %r", tenant_id)

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 import psycopg
 from psycopg import sql
@@ -81,11 +81,11 @@ class Eraser:
         self._clock = clock
 
     async def erase(self, tenant_id: str, *, erased_by: str) -> Receipt:
-        """Erase the tenant in one transaction. Unavailable when the database
-        fails it (unreachable, or a deadlock it broke): rolled back, unless the
-        connection was lost at the commit; a retry then tells which
-        (FailedPrecondition TENANT_ERASED, or UNAUTHENTICATED once its token is
-        forgotten, if the erasure did land)."""
+        """Erase the tenant in one transaction; the receipt. Unavailable when
+        the database fails it (unreachable, or a deadlock it broke): rolled
+        back, unless the connection was lost at the commit; a retry then tells
+        which (the erasure again, or the receipt kept if it did land; or
+        UNAUTHENTICATED once the caller's token is forgotten)."""
         try:
             return await self._erase(tenant_id, erased_by=erased_by)
         except psycopg.OperationalError as error:
@@ -114,17 +114,9 @@ class Eraser:
             async with waiting_at_most(conn, _LOCK_WAIT_SECONDS, busy=busy):
                 await lock_subject(conn, tenant_id, RETENTION_SUBJECT)
                 await lock_subject(conn, tenant_id, ERASURE_SUBJECT)
-            cursor = await conn.execute(
-                "SELECT erased_at, erased_by FROM tenant_erasures WHERE tenant_id = %s",
-                [tenant_id],
-            )
-            if erased := await cursor.fetchone():  # by a call just before this one
-                when = erased[0].astimezone(UTC)
-                raise FailedPrecondition(
-                    f"tenant {tenant_id!r} was erased at {when:%Y-%m-%dT%H:%M:%SZ}"
-                    f" by token {erased[1]}; its receipt was that call's answer",
-                    reason="TENANT_ERASED",
-                )
+            if earlier := await _kept_receipt(conn, tenant_id):  # by a call before this one
+                log.info("tenant %s was erased already; answering its receipt", tenant_id)
+                return earlier
             cursor = await conn.execute(
                 "SELECT legal_hold FROM retention_policies WHERE tenant_id = %s", [tenant_id]
             )
@@ -175,8 +167,8 @@ class Eraser:
             )
             await conn.execute(
                 "INSERT INTO tenant_erasures (tenant_id, erased_at, erased_by, final_tree_size,"
-                " final_root_hash, final_checkpoint, removed_rows)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                " final_root_hash, final_checkpoint, final_checkpoint_issued_at, removed_rows)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 [
                     tenant_id,
                     receipt.erased_at,
@@ -184,8 +176,42 @@ class Eraser:
                     size,
                     root,
                     final.note if final else "",
+                    final.issued_at if final else None,
                     json.dumps(removed),
                 ],
             )
         log.warning("erased tenant %s (%d events) for %s", tenant_id, size, erased_by)
         return receipt
+
+
+async def _kept_receipt(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> Receipt | None:
+    """The receipt of the tenant's erasure, as kept; None if it was not
+    erased. A repeat of the erasure answers it: the first call's answer may
+    have been lost with its connection, and nothing else returns it. One kept
+    before the checkpoint's time was (migration 0024) cannot be made whole:
+    the repeat is refused, saying when and by whom."""
+    cursor = await conn.execute(
+        "SELECT erased_at, erased_by, final_tree_size, final_root_hash, final_checkpoint,"
+        " final_checkpoint_issued_at, removed_rows FROM tenant_erasures WHERE tenant_id = %s",
+        [tenant_id],
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        return None
+    erased_at, erased_by, size, root, note, issued_at, removed = row
+    if note and issued_at is None:
+        raise FailedPrecondition(
+            f"tenant {tenant_id!r} was erased at {erased_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+            f" by token {erased_by}; its receipt is kept in tenant_erasures",
+            reason="TENANT_ERASED",
+        )
+    final = StoredCheckpoint(tenant_id, size, bytes(root), note, issued_at) if note else None
+    return Receipt(
+        tenant_id=tenant_id,
+        erased_by=erased_by,
+        erased_at=erased_at,
+        final_tree_size=size,
+        final_root_hash=bytes(root),
+        final_checkpoint=final,
+        removed_rows=dict(removed),
+    )

@@ -398,7 +398,9 @@ class AuditLogServiceServicer:
         """Admin only: removes every event, token, checkpoint and setting of the
         caller's tenant, keeping only a receipt with the log's signed final
         checkpoint. Refused while a legal hold is on. Irreversible; the tenant id
-        cannot be used again.
+        cannot be used again. Repeated (a retry whose answer was lost, a second
+        click on a process that still trusts the token), it answers the receipt
+        of the erasure that took place.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

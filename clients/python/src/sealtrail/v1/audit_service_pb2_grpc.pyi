@@ -122,7 +122,9 @@ class AuditLogServiceStub:
     """Admin only: removes every event, token, checkpoint and setting of the
     caller's tenant, keeping only a receipt with the log's signed final
     checkpoint. Refused while a legal hold is on. Irreversible; the tenant id
-    cannot be used again.
+    cannot be used again. Repeated (a retry whose answer was lost, a second
+    click on a process that still trusts the token), it answers the receipt
+    of the erasure that took place.
     """
     CreateSink: _grpc.UnaryUnaryMultiCallable[_forwarding_pb2.CreateSinkRequest, _forwarding_pb2.CreateSinkResponse]
     """Admin only: creates a sink that forwards matching events to a SIEM or
@@ -252,7 +254,9 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     """Admin only: removes every event, token, checkpoint and setting of the
     caller's tenant, keeping only a receipt with the log's signed final
     checkpoint. Refused while a legal hold is on. Irreversible; the tenant id
-    cannot be used again.
+    cannot be used again. Repeated (a retry whose answer was lost, a second
+    click on a process that still trusts the token), it answers the receipt
+    of the erasure that took place.
     """
     CreateSink: _aio.UnaryUnaryMultiCallable[_forwarding_pb2.CreateSinkRequest, _forwarding_pb2.CreateSinkResponse]  # type: ignore[assignment]
     """Admin only: creates a sink that forwards matching events to a SIEM or
@@ -517,7 +521,9 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         """Admin only: removes every event, token, checkpoint and setting of the
         caller's tenant, keeping only a receipt with the log's signed final
         checkpoint. Refused while a legal hold is on. Irreversible; the tenant id
-        cannot be used again.
+        cannot be used again. Repeated (a retry whose answer was lost, a second
+        click on a process that still trusts the token), it answers the receipt
+        of the erasure that took place.
         """
 
     @_abc_1.abstractmethod
