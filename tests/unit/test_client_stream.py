@@ -11,7 +11,8 @@ import grpc
 import grpc_testing
 import pytest
 
-from sealtrail import AsyncAuditClient, AuditClient
+from sealtrail import AsyncAuditClient, AuditClient, PermissionDeniedError, UnavailableError
+from sealtrail._retry import RetryPolicy
 from sealtrail.v1 import audit_service_pb2, event_pb2
 
 SERVICE = audit_service_pb2.DESCRIPTOR.services_by_name["AuditLogService"]
@@ -71,6 +72,44 @@ def test_a_message_of_a_newer_server_moves_no_cursor(
     assert heartbeats == [9] and ranges == [REMOVED]
 
 
+def test_a_stream_reconnects_past_the_attempts_a_call_is_given(
+    channel: grpc_testing.Channel,
+) -> None:
+    """A call gives up after max_attempts; a stream runs until its caller
+    stops it, so it keeps reconnecting from its cursor through a server's
+    restart (here ten refusals against three attempts), max_backoff apart at
+    most. An error not worth retrying still ends it."""
+    sleeps: list[float] = []
+    with (
+        AuditClient(
+            "unused", token="s3cret", channel=channel, max_attempts=3, max_backoff=2.0,
+            sleep=sleeps.append, rng=random.Random(0),
+        ) as client,
+        ThreadPoolExecutor(max_workers=1) as pool,
+    ):  # fmt: skip
+        stream = client.stream(after_seq=5)
+        first = pool.submit(next, stream)
+        for _ in range(10):
+            _, request, rpc = channel.take_unary_stream(STREAM)
+            assert request.after_seq == 5
+            rpc.terminate((), grpc.StatusCode.UNAVAILABLE, "restarting")
+        _, request, rpc = channel.take_unary_stream(STREAM)
+        rpc.send_response(_events(6))
+        assert first.result(timeout=10).seq == 6
+        following = pool.submit(next, stream)
+        rpc.terminate((), grpc.StatusCode.PERMISSION_DENIED, "revoked")
+        with pytest.raises(PermissionDeniedError):
+            following.result(timeout=10)
+    assert len(sleeps) == 10 and max(sleeps) <= 2.0
+
+
+def test_a_backoff_never_overflows_however_many_attempts() -> None:
+    error = UnavailableError("down", code=grpc.StatusCode.UNAVAILABLE)
+    policy = RetryPolicy(max_backoff=5.0, rng=random.Random(0))
+    assert 0 <= (policy.backoff(100_000, error, bounded=False) or -1) <= 5.0
+    assert policy.backoff(100_000, error) is None  # a call's attempts are bounded
+
+
 async def test_the_async_stream_passes_a_message_of_a_newer_server_over() -> None:
     """The same with the async client, against a scripted server: a first
     stream sends events, a heartbeat and a message of a newer server, then
@@ -114,3 +153,45 @@ async def test_the_async_stream_passes_a_message_of_a_newer_server_over() -> Non
     assert [(r.after_seq, r.announce_purged) for r in requests] == [(5, True), (9, True)]
     assert heartbeats == [9]
     assert ranges == [REMOVED]  # a range moves no cursor
+
+
+async def test_the_async_stream_reconnects_past_the_attempts_a_call_is_given() -> None:
+    """The same with the async client: a scripted server refuses ten times
+    (UNAVAILABLE) against three attempts, then sends an event."""
+    requests: list[audit_service_pb2.StreamEventsRequest] = []
+
+    async def stream_events(
+        request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> AsyncIterator[bytes]:
+        requests.append(audit_service_pb2.StreamEventsRequest.FromString(request))
+        if len(requests) <= 10:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+        yield _events(6).SerializeToString()
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                SERVICE.full_name,
+                {"StreamEvents": grpc.unary_stream_rpc_method_handler(stream_events)},
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    try:
+        async with AsyncAuditClient(
+            f"127.0.0.1:{port}", token="s3cret", max_attempts=3, max_backoff=2.0, sleep=sleep
+        ) as client:
+            stream = client.stream(after_seq=5)
+            assert (await anext(stream)).seq == 6
+            await stream.aclose()
+    finally:
+        await server.stop(None)
+    assert [r.after_seq for r in requests] == [5] * 11
+    assert len(sleeps) == 10 and max(sleeps) <= 2.0

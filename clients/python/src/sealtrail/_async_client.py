@@ -501,8 +501,11 @@ class AsyncAuditClient:
         stops. After a disconnect it resumes from its last cursor, so nothing is
         skipped or repeated. `on_heartbeat(cursor)` sees the idle heartbeats;
         `on_purged(range)`, if given, each range of seqs retention removed that
-        the stream passes over (announced before the events after it, and
-        instead of a PURGED error for a cursor whose next event was removed)."""
+        the stream passes over (announced between the events around it, and
+        instead of a PURGED error for a cursor whose next event was removed).
+        It reconnects while the errors are worth retrying (UNAVAILABLE, ...)
+        however many, max_backoff apart at most, so it outlasts a server's
+        restart; any other error ends it."""
         cursor, attempt, retrying = after_seq, 1, None
         while True:
             request = stream_request(filter, cursor, since, announce_purged=on_purged is not None)
@@ -532,16 +535,18 @@ class AsyncAuditClient:
                     # Else a message of a newer server: it moves no cursor.
             except grpc.RpcError as exc:
                 error = from_rpc_error(exc)
-                delay = self._backoff(attempt, error)
+                delay = self._backoff(attempt, error, bounded=False)  # until the caller stops
                 if delay is None:
                     raise error from exc
                 retrying = error
                 await self._sleep(delay)
                 attempt += 1
 
-    def _backoff(self, attempt: int, error: SealtrailError) -> float | None:
+    def _backoff(
+        self, attempt: int, error: SealtrailError, *, bounded: bool = True
+    ) -> float | None:
         """Seconds to wait before retrying, or None: the policy's answer while open."""
-        return None if self._closed else self._policy.backoff(attempt, error)
+        return None if self._closed else self._policy.backoff(attempt, error, bounded=bounded)
 
     async def _call(
         self,

@@ -24,6 +24,10 @@ _RETRYABLE = frozenset(
 )
 
 
+# Doublings of the initial backoff past which it is the maximum anyway.
+_DOUBLINGS = 60
+
+
 @dataclass(frozen=True, kw_only=True)
 class RetryPolicy:
     """Exponential backoff with full jitter, never shorter than the server's RetryInfo."""
@@ -39,13 +43,17 @@ class RetryPolicy:
         if not 0 < self.initial_backoff <= self.max_backoff:
             raise ValueError("backoffs must satisfy 0 < initial_backoff <= max_backoff")
 
-    def backoff(self, attempt: int, error: SealtrailError) -> float | None:
+    def backoff(self, attempt: int, error: SealtrailError, *, bounded: bool = True) -> float | None:
         """Seconds to wait before the attempt after `attempt` (counted from 1) failed with
-        `error`, or None when the error is final."""
-        if attempt >= self.max_attempts or error.code not in _RETRYABLE:
+        `error`, or None when the error is final. A call gives up after max_attempts;
+        a stream's reconnects are not `bounded`: it runs until its caller stops it, so it
+        outlasts a server's restart, waiting at most max_backoff between attempts."""
+        if (bounded and attempt >= self.max_attempts) or error.code not in _RETRYABLE:
             return None
         # Without RetryInfo, an exhausted quota is not expected to recover within our backoff.
         if error.code is grpc.StatusCode.RESOURCE_EXHAUSTED and error.retry_after is None:
             return None
-        ceiling = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
+        # The exponent capped: an unbounded attempt count must not overflow a float.
+        growth = 2 ** min(attempt - 1, _DOUBLINGS)
+        ceiling = min(self.max_backoff, self.initial_backoff * growth)
         return max(self.rng.uniform(0, ceiling), error.retry_after or 0.0)
