@@ -6,6 +6,7 @@ Tracing has no settings here: the standard OTEL_* variables configure it
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -129,6 +130,12 @@ class Settings:
         for name in _AT_LEAST_ONE:
             if getattr(settings, name) < 1:
                 raise SystemExit(f"SEALTRAIL_{name.upper()} must be at least 1")
+        for spec in fields(settings):
+            value = getattr(settings, spec.name)
+            # Seconds, all of them: a negative one would pass for 0 ("off", for
+            # an interval) without a word, and nan or inf for anything at all.
+            if spec.type in ("float", float) and not (math.isfinite(value) and value >= 0):
+                raise SystemExit(f"SEALTRAIL_{spec.name.upper()} must be 0 or more seconds")
         if settings.pool_max_size < max(2, settings.pool_min_size):
             # A change holds one connection while the appender records it in another.
             raise SystemExit(

@@ -28,3 +28,12 @@ def test_a_pool_too_small_for_a_change_and_its_record_is_refused(
     env = {"SEALTRAIL_POOL_MAX_SIZE": max_size, "SEALTRAIL_POOL_MIN_SIZE": min_size}
     with pytest.raises(SystemExit, match="SEALTRAIL_POOL_MAX_SIZE must be at least 2"):
         Settings.load(env)
+
+
+@pytest.mark.parametrize("raw", ["-1", "nan", "inf"])
+@pytest.mark.parametrize("name", ["RETENTION_INTERVAL", "CHECKPOINT_INTERVAL", "APPEND_MAX_WAIT"])
+def test_seconds_below_zero_or_not_finite_are_refused_by_name(name: str, raw: str) -> None:
+    """A negative interval used to pass for 0 (off) without a word."""
+    with pytest.raises(SystemExit, match=f"SEALTRAIL_{name} must be 0 or more seconds"):
+        Settings.load({f"SEALTRAIL_{name}": raw})
+    assert getattr(Settings.load({f"SEALTRAIL_{name}": "0"}), name.lower()) == 0
