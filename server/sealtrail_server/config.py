@@ -136,6 +136,9 @@ class Settings:
             # an interval) without a word, and nan or inf for anything at all.
             if spec.type in ("float", float) and not (math.isfinite(value) and value >= 0):
                 raise SystemExit(f"SEALTRAIL_{spec.name.upper()} must be 0 or more seconds")
+        for name in _MORE_THAN_ZERO:
+            if getattr(settings, name) <= 0:
+                raise SystemExit(f"SEALTRAIL_{name.upper()} must be more than 0 seconds")
         if settings.pool_max_size < max(2, settings.pool_min_size):
             # A change holds one connection while the appender records it in another.
             raise SystemExit(
@@ -149,6 +152,19 @@ _AT_LEAST_ONE = (
     "append_batch_events",
     "stream_queue_capacity",
     "retention_batch_events",
+)
+
+# Seconds that 0 would turn into a loop without a pause (a heartbeat, a
+# probe, a poll), a lease that ends as it begins, a delivery or an export
+# window that cannot be; the other intervals take 0 for "off".
+_MORE_THAN_ZERO = (
+    "database_probe_interval",
+    "stream_heartbeat_seconds",
+    "export_rate_window",
+    "forward_timeout",
+    "forward_poll_interval",
+    "forward_lease_seconds",
+    "forward_backoff_base",
 )
 
 # Settings that take one of a few words.

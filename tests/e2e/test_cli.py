@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -113,16 +114,16 @@ def test_bad_input_is_reported_with_the_field_and_exit_2(cli_env: dict[str, str]
 
 def test_embedded_server_prints_a_dev_token_and_keeps_data_across_restarts() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="sealtrail-e2e-"))
-    try:
-        first = _serve_embedded(data_dir)
+    with contextlib.ExitStack() as running:
+        running.callback(shutil.rmtree, data_dir, ignore_errors=True)  # once all have stopped
+        first = _serve_embedded(data_dir, running)
         token = (data_dir / "dev-admin-token").read_text().strip()
         assert token in first["stdout"]
         env = {"SEALTRAIL_SERVER": first["target"], "SEALTRAIL_TOKEN": token}
         run("sealtrail", "record", "--action", "server.start", "--actor-id", "ops", env=env)
-        first["process"].terminate()
-        first["process"].wait(60)
+        _stop(first["process"])
 
-        second = _serve_embedded(data_dir)
+        second = _serve_embedded(data_dir, running)
         assert "development admin token" not in second["stdout"]
         env["SEALTRAIL_SERVER"] = second["target"]
         found = run("sealtrail", "query", "--format", "jsonl", env=env).stdout.splitlines()
@@ -131,9 +132,8 @@ def test_embedded_server_prints_a_dev_token_and_keeps_data_across_restarts() -> 
         # Once its tenant is erased (its id retired), there is no development
         # token to make, and the server still starts, saying so.
         run("sealtrail", "erase-tenant", "--confirm", "dev", env=env)
-        second["process"].terminate()
-        second["process"].wait(60)
-        third = _serve_embedded(data_dir)
+        _stop(second["process"])
+        third = _serve_embedded(data_dir, running)
         assert "development admin token" not in third["stdout"]
         assert "no development token: tenant 'dev' was erased" in third["stderr"]()
         assert not (data_dir / "dev-admin-token").exists()
@@ -143,16 +143,23 @@ def test_embedded_server_prints_a_dev_token_and_keeps_data_across_restarts() -> 
         )  # fmt: skip
         assert refused.returncode == 1 and "Traceback" not in refused.stderr
         assert "tenant 'dev' was erased" in refused.stderr
-        third["process"].terminate()
-        third["process"].wait(60)
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _serve_embedded(data_dir: Path) -> dict[str, Any]:
+def _stop(process: subprocess.Popen[str]) -> None:
+    """SIGTERM, and SIGKILL if it has not ended within a minute."""
+    process.terminate()
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(60)
+
+
+def _serve_embedded(data_dir: Path, running: contextlib.ExitStack) -> dict[str, Any]:
     """`sealtrail-server serve` on `data_dir`'s embedded database, once
-    serving: its process, target, stdout so far, and a reader of its stderr
-    (kept in a file of `data_dir`: a pipe nobody reads would fill and stall it)."""
+    serving, stopped when `running` ends if not before: its process, target,
+    stdout so far, and a reader of its stderr (kept in a file of `data_dir`:
+    a pipe nobody reads would fill and stall it)."""
     stderr_path = data_dir / f"serve-{time.monotonic_ns()}.err"
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(
@@ -162,6 +169,7 @@ def _serve_embedded(data_dir: Path) -> dict[str, Any]:
             text=True,
             env={**os.environ, "SEALTRAIL_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"},
         )
+    running.callback(_stop, process)
     assert process.stdout is not None
     lines = []
     for line in process.stdout:

@@ -119,6 +119,25 @@ def test_an_erasure_waits_for_a_hold_being_placed_and_is_refused_by_it(
     assert admin.query_page(page_size=1).events  # nothing was erased
 
 
+def test_an_erasure_is_waited_for_past_the_timeout_of_other_calls(
+    client_for: Callable[..., AuditClient], tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A large tenant's erasure takes minutes: the client waits for it past
+    its own timeout for calls (here 1 s), where a call cut off at its
+    deadline is cancelled by the server and its erasure rolled back. It is
+    made to last by a change of the tenant it waits for."""
+    admin = client_for(tenant, timeout=1.0)
+    admin.record(action="doc.edit", actor_id="u")
+    with ThreadPoolExecutor(1) as pool:
+        with sql.transaction():  # a change of the tenant's retention, under way
+            sql.execute(_SUBJECT_LOCK, [f"{tenant}/{RETENTION_SUBJECT}"])
+            erasing = pool.submit(admin.erase_tenant, tenant)
+            _until_waiting(sql, erasing)
+            time.sleep(1.5)  # past the client's timeout
+        receipt = erasing.result(timeout=30)
+    assert receipt.tenant_id == tenant and receipt.final_tree_size >= 1
+
+
 def test_no_head_is_created_for_a_tenant_being_erased(
     server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
 ) -> None:
@@ -272,8 +291,14 @@ def test_a_checkpoint_signed_as_its_tenant_is_erased_is_refused_as_erased(
         " VALUES (%s, now(), 'test', 0, sha256(''), '', '{}')",
         [tenant],
     )
-    with pytest.raises(FailedPrecondition) as refused:
+    with pytest.raises(IntegrityFailure):  # a head still there: a receipt excuses nothing
         server.run(checkpointer.issue(tenant))
+    with sql.transaction():  # as the erasure leaves it, the head read before it committed
+        sql.execute("SET LOCAL sealtrail.removal = 'erasure'")
+        sql.execute("DELETE FROM chain_heads WHERE tenant_id = %s", [tenant])
+    assert server.run(checkpointer.issue(tenant)) is None  # read after: nothing to sign
+    with pytest.raises(FailedPrecondition) as refused:  # what a read before it failed on
+        server.run(checkpointer._refuse_if_erased_meanwhile(tenant))
     assert refused.value.reason == "TENANT_ERASED"
 
 

@@ -731,7 +731,11 @@ def test_sealtrail_tail_says_on_stderr_what_retention_removed(
         told = [tail.stderr.readline() for _ in range(2)]
     finally:
         tail.terminate()
-        tail.wait(30)
+        try:
+            tail.wait(30)
+        except subprocess.TimeoutExpired:
+            tail.kill()
+            tail.wait(30)
         tail.stdout.close()
         tail.stderr.close()
     assert [int(event["seq"]) for event in shown] == [seqs[2], seqs[5]]

@@ -268,6 +268,27 @@ def test_retries_stop_after_max_attempts(
     assert sleeps == [1.5, 1.5]
 
 
+def test_an_erasure_is_retried_and_answers_its_receipt(
+    client: AuditClient,
+    channel: grpc_testing.Channel,
+    background: ThreadPoolExecutor,
+    sleeps: list[float],
+) -> None:
+    """A repeated erasure answers the receipt of the one that took place, so
+    one whose answer was lost (UNAVAILABLE: the database connection dropped
+    at its commit) is retried like any call."""
+    erase = SERVICE.methods_by_name["EraseTenant"]
+    future = background.submit(client.erase_tenant, "acme")
+    _, request, rpc = channel.take_unary_unary(erase)
+    fail(rpc, grpc.StatusCode.UNAVAILABLE, retry_info(1.0))
+    _, again, rpc = channel.take_unary_unary(erase)
+    assert again == request and request.confirm_tenant_id == "acme"
+    receipt = retention_pb2.ErasureReceipt(tenant_id="acme", final_tree_size=7)
+    rpc.terminate(retention_pb2.EraseTenantResponse(receipt=receipt), (), grpc.StatusCode.OK, "")
+    assert future.result(timeout=5) == receipt
+    assert sleeps == [1.0]
+
+
 def test_resource_exhausted_without_retry_info_is_not_retried(
     client: AuditClient,
     channel: grpc_testing.Channel,

@@ -4,6 +4,7 @@ against grpcio-testing's fake channel (the test plays the server)."""
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -72,23 +73,45 @@ def test_a_message_of_a_newer_server_moves_no_cursor(
     assert heartbeats == [9] and ranges == [REMOVED]
 
 
+def _client(channel: grpc_testing.Channel, sleeps: list[float]) -> AuditClient:
+    return AuditClient(
+        "unused", token="s3cret", channel=channel, max_attempts=3, max_backoff=2.0,
+        sleep=sleeps.append, rng=random.Random(0),
+    )  # fmt: skip
+
+
+def test_a_stream_that_never_connects_gives_up_as_a_call_does(
+    channel: grpc_testing.Channel,
+) -> None:
+    """A wrong address, a server that is not there: an error to report after
+    max_attempts, not a wait without end."""
+    sleeps: list[float] = []
+    with _client(channel, sleeps) as client, ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(next, client.stream(after_seq=5))
+        for _ in range(3):
+            _, _, rpc = channel.take_unary_stream(STREAM)
+            rpc.terminate((), grpc.StatusCode.UNAVAILABLE, "connection refused")
+        with pytest.raises(UnavailableError):
+            first.result(timeout=10)
+    assert len(sleeps) == 2
+
+
 def test_a_stream_reconnects_past_the_attempts_a_call_is_given(
     channel: grpc_testing.Channel,
 ) -> None:
-    """A call gives up after max_attempts; a stream runs until its caller
-    stops it, so it keeps reconnecting from its cursor through a server's
-    restart (here ten refusals against three attempts), max_backoff apart at
-    most. An error not worth retrying still ends it."""
+    """A call gives up after max_attempts; a stream that has connected runs
+    until its caller stops it, so it keeps reconnecting from its cursor
+    through a server's restart (here ten refusals against three attempts),
+    max_backoff apart at most. An error not worth retrying still ends it."""
     sleeps: list[float] = []
-    with (
-        AuditClient(
-            "unused", token="s3cret", channel=channel, max_attempts=3, max_backoff=2.0,
-            sleep=sleeps.append, rng=random.Random(0),
-        ) as client,
-        ThreadPoolExecutor(max_workers=1) as pool,
-    ):  # fmt: skip
-        stream = client.stream(after_seq=5)
+    with _client(channel, sleeps) as client, ThreadPoolExecutor(max_workers=1) as pool:
+        beat = threading.Event()
+        stream = client.stream(after_seq=5, on_heartbeat=lambda _: beat.set())
         first = pool.submit(next, stream)
+        _, _, rpc = channel.take_unary_stream(STREAM)
+        rpc.send_response(Response(heartbeat=audit_service_pb2.Heartbeat(cursor=5)))
+        assert beat.wait(10)  # read before the failure (a fake call drops what is unread)
+        rpc.terminate((), grpc.StatusCode.UNAVAILABLE, "stopping")  # connected, then lost
         for _ in range(10):
             _, request, rpc = channel.take_unary_stream(STREAM)
             assert request.after_seq == 5
@@ -100,7 +123,7 @@ def test_a_stream_reconnects_past_the_attempts_a_call_is_given(
         rpc.terminate((), grpc.StatusCode.PERMISSION_DENIED, "revoked")
         with pytest.raises(PermissionDeniedError):
             following.result(timeout=10)
-    assert len(sleeps) == 10 and max(sleeps) <= 2.0
+    assert len(sleeps) == 11 and max(sleeps) <= 2.0
 
 
 def test_a_backoff_never_overflows_however_many_attempts() -> None:
@@ -156,15 +179,18 @@ async def test_the_async_stream_passes_a_message_of_a_newer_server_over() -> Non
 
 
 async def test_the_async_stream_reconnects_past_the_attempts_a_call_is_given() -> None:
-    """The same with the async client: a scripted server refuses ten times
-    (UNAVAILABLE) against three attempts, then sends an event."""
+    """The same with the async client: a scripted server connects, fails,
+    refuses ten times (UNAVAILABLE) against three attempts, then sends an
+    event."""
     requests: list[audit_service_pb2.StreamEventsRequest] = []
 
     async def stream_events(
         request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
     ) -> AsyncIterator[bytes]:
         requests.append(audit_service_pb2.StreamEventsRequest.FromString(request))
-        if len(requests) <= 10:
+        if len(requests) == 1:  # connected, then lost
+            yield Response(heartbeat=audit_service_pb2.Heartbeat(cursor=5)).SerializeToString()
+        if len(requests) <= 11:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
         yield _events(6).SerializeToString()
 
@@ -193,5 +219,5 @@ async def test_the_async_stream_reconnects_past_the_attempts_a_call_is_given() -
             await stream.aclose()
     finally:
         await server.stop(None)
-    assert [r.after_seq for r in requests] == [5] * 11
-    assert len(sleeps) == 10 and max(sleeps) <= 2.0
+    assert [r.after_seq for r in requests] == [5] * 12
+    assert len(sleeps) == 11 and max(sleeps) <= 2.0

@@ -37,3 +37,9 @@ def test_seconds_below_zero_or_not_finite_are_refused_by_name(name: str, raw: st
     with pytest.raises(SystemExit, match=f"SEALTRAIL_{name} must be 0 or more seconds"):
         Settings.load({f"SEALTRAIL_{name}": raw})
     assert getattr(Settings.load({f"SEALTRAIL_{name}": "0"}), name.lower()) == 0
+
+
+@pytest.mark.parametrize("name", ["STREAM_HEARTBEAT_SECONDS", "FORWARD_POLL_INTERVAL"])
+def test_seconds_that_zero_would_make_a_loop_of_are_refused_at_zero(name: str) -> None:
+    with pytest.raises(SystemExit, match=f"SEALTRAIL_{name} must be more than 0 seconds"):
+        Settings.load({f"SEALTRAIL_{name}": "0"})

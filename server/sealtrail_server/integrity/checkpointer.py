@@ -93,12 +93,22 @@ class Checkpointer:
         TENANT_ERASED if the tenant was erased as this read its log: an
         erasure that commits between the reads of the head and of the latest
         checkpoint leaves a head to sign with none of its hashes, which is
-        not tampering."""
+        not tampering. A head still there is: a receipt does not excuse it
+        (a restore that brought back part of an erased tenant)."""
         try:
             return await self._issue(tenant_id)
         except IntegrityFailure:
-            await refuse_if_erased_now(self._db, tenant_id)
+            await self._refuse_if_erased_meanwhile(tenant_id)
             raise
+
+    async def _refuse_if_erased_meanwhile(self, tenant_id: str) -> None:
+        """TENANT_ERASED if the tenant's head is gone and its erasure's
+        receipt is there: what failed was read as the erasure committed."""
+        async with self._db.system_connection() as conn:
+            cursor = await conn.execute("SELECT FROM chain_heads WHERE tenant_id = %s", [tenant_id])
+            head_gone = await cursor.fetchone() is None
+        if head_gone:
+            await refuse_if_erased_now(self._db, tenant_id)
 
     async def _issue(self, tenant_id: str) -> StoredCheckpoint | None:
         verifiers = await self.verifiers()
@@ -175,8 +185,9 @@ class Checkpointer:
                 try:
                     await self.issue(tenant_id)
                 except SealtrailError as error:  # one tenant's trouble must not stop the others
-                    if error.reason == "TENANT_ERASED":
-                        continue  # erased since the tenants were listed: nothing to sign
+                    if error.reason == "TENANT_ERASED":  # since the tenants were listed
+                        log.debug("checkpointer: %s", error.message)
+                        continue
                     log.error("checkpointer: %s", error.message)
                 except Exception:
                     log.exception("checkpointer: unexpected failure for %r", tenant_id)

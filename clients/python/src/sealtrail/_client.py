@@ -38,7 +38,7 @@ from sealtrail._convert import (
 from sealtrail._correlation import CorrelationInterceptor
 from sealtrail._errors import SealtrailError, from_rpc_error
 from sealtrail._export import FORMATS, ExportFile, ExportFormat
-from sealtrail._retry import RetryPolicy
+from sealtrail._retry import ERASURE_TIMEOUT, RetryPolicy
 from sealtrail.v1 import (
     access_pb2,
     alerting_pb2,
@@ -337,12 +337,18 @@ class AuditClient:
         request = retention_pb2.SetLegalHoldRequest(on=on, reason=reason, etag=etag)
         return self._call(self._stub.SetLegalHold, request, retry=not etag)
 
-    def erase_tenant(self, confirm_tenant_id: str) -> retention_pb2.ErasureReceipt:
+    def erase_tenant(
+        self, confirm_tenant_id: str, *, timeout: float = ERASURE_TIMEOUT
+    ) -> retention_pb2.ErasureReceipt:
         """Admin: irreversibly remove every event, token, checkpoint and setting
         of your tenant; `confirm_tenant_id` must be its id, typed back. Returns
-        the receipt with the log's final signed checkpoint; keep it. Not retried."""
+        the receipt with the log's final signed checkpoint; keep it. A large
+        tenant takes minutes: the call waits up to `timeout` seconds (an hour),
+        not the client's timeout, which would cut it off and roll it back.
+        Retried as other calls are: a repeat answers the receipt of the
+        erasure that took place."""
         request = retention_pb2.EraseTenantRequest(confirm_tenant_id=confirm_tenant_id)
-        return (self._call(self._stub.EraseTenant, request, retry=False)).receipt
+        return (self._call(self._stub.EraseTenant, request, timeout=timeout)).receipt
 
     def create_sink(
         self, sink: forwarding_pb2.Sink, *, from_beginning: bool = False
@@ -492,10 +498,12 @@ class AuditClient:
         `on_purged(range)`, if given, each range of seqs retention removed that
         the stream passes over (announced between the events around it, and
         instead of a PURGED error for a cursor whose next event was removed).
-        It reconnects while the errors are worth retrying (UNAVAILABLE, ...)
-        however many, max_backoff apart at most, so it outlasts a server's
-        restart; any other error ends it."""
-        cursor, attempt, retrying = after_seq, 1, None
+        Once connected, it reconnects while the errors are worth retrying
+        (UNAVAILABLE, ...) however many, backing off more (to max_backoff, or
+        the server's retry delay) while it makes no progress, so it outlasts a
+        server's restart; before it first connects it gives up as a call does
+        (max_attempts), and any other error ends it."""
+        cursor, attempt, retrying, connected = after_seq, 1, None, False
         while True:
             request = stream_request(filter, cursor, since, announce_purged=on_purged is not None)
             try:
@@ -506,7 +514,7 @@ class AuditClient:
                 raise retrying from exc  # closed while the client waited to retry
             try:
                 for message in call:
-                    attempt = 1
+                    connected, before = True, cursor
                     payload = message.WhichOneof("payload")
                     if payload == "events":
                         for event in message.events.events:
@@ -522,9 +530,13 @@ class AuditClient:
                     elif payload == "purged" and on_purged is not None:
                         on_purged(message.purged)  # moves no cursor: the events after come next
                     # Else a message of a newer server: it moves no cursor.
+                    if cursor != before:  # progress: the next failure backs off from the start
+                        attempt = 1
             except grpc.RpcError as exc:
                 error = from_rpc_error(exc)
-                delay = self._backoff(attempt, error, bounded=False)  # until the caller stops
+                # Bounded until the stream first connects: an address that never
+                # answers is an error to report. Then it runs until the caller stops it.
+                delay = self._backoff(attempt, error, bounded=not connected)
                 if delay is None:
                     raise error from exc
                 retrying = error
@@ -543,11 +555,15 @@ class AuditClient:
         request: _Req,
         *,
         retry: bool = True,
+        timeout: float | None = None,
     ) -> _Resp:
+        """`method`'s answer, retried as the policy says unless not to `retry`;
+        each attempt given `timeout` seconds, or the client's."""
+        deadline = self._timeout if timeout is None else timeout
         attempt, retrying = 1, None
         while True:
             try:
-                return method(request, timeout=self._timeout, metadata=self._metadata)
+                return method(request, timeout=deadline, metadata=self._metadata)
             except grpc.RpcError as exc:
                 error = from_rpc_error(exc)
                 delay = self._backoff(attempt, error) if retry else None

@@ -1,4 +1,5 @@
-"""When to retry a failed call and how long to wait first; shared by both clients."""
+"""When to retry a failed call, how long to wait first, and for how long to wait on the
+slowest call; shared by both clients."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ _RETRYABLE = frozenset(
     }
 )
 
+
+# Seconds an erasure is waited for: a large tenant's takes minutes, and a call
+# cut off at its deadline is cancelled, its erasure rolled back.
+ERASURE_TIMEOUT = 3600.0
 
 # Doublings of the initial backoff past which it is the maximum anyway.
 _DOUBLINGS = 60

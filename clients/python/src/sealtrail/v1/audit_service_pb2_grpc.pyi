@@ -122,9 +122,13 @@ class AuditLogServiceStub:
     """Admin only: removes every event, token, checkpoint and setting of the
     caller's tenant, keeping only a receipt with the log's signed final
     checkpoint. Refused while a legal hold is on. Irreversible; the tenant id
-    cannot be used again. Repeated (a retry whose answer was lost, a second
-    click on a process that still trusts the token), it answers the receipt
-    of the erasure that took place.
+    cannot be used again. Repeated where the caller's token is still trusted
+    (a retry after UNAVAILABLE, when the database connection was lost at the
+    commit; another server process, up to its token cache time), it answers
+    the receipt of the erasure that took place; the process that answered
+    the erasure trusts none of the tenant's tokens after it. A large tenant
+    takes minutes: set the call's deadline accordingly (the clients wait an
+    hour), as a call cut off at its deadline is cancelled and rolled back.
     """
     CreateSink: _grpc.UnaryUnaryMultiCallable[_forwarding_pb2.CreateSinkRequest, _forwarding_pb2.CreateSinkResponse]
     """Admin only: creates a sink that forwards matching events to a SIEM or
@@ -254,9 +258,13 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     """Admin only: removes every event, token, checkpoint and setting of the
     caller's tenant, keeping only a receipt with the log's signed final
     checkpoint. Refused while a legal hold is on. Irreversible; the tenant id
-    cannot be used again. Repeated (a retry whose answer was lost, a second
-    click on a process that still trusts the token), it answers the receipt
-    of the erasure that took place.
+    cannot be used again. Repeated where the caller's token is still trusted
+    (a retry after UNAVAILABLE, when the database connection was lost at the
+    commit; another server process, up to its token cache time), it answers
+    the receipt of the erasure that took place; the process that answered
+    the erasure trusts none of the tenant's tokens after it. A large tenant
+    takes minutes: set the call's deadline accordingly (the clients wait an
+    hour), as a call cut off at its deadline is cancelled and rolled back.
     """
     CreateSink: _aio.UnaryUnaryMultiCallable[_forwarding_pb2.CreateSinkRequest, _forwarding_pb2.CreateSinkResponse]  # type: ignore[assignment]
     """Admin only: creates a sink that forwards matching events to a SIEM or
@@ -521,9 +529,13 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         """Admin only: removes every event, token, checkpoint and setting of the
         caller's tenant, keeping only a receipt with the log's signed final
         checkpoint. Refused while a legal hold is on. Irreversible; the tenant id
-        cannot be used again. Repeated (a retry whose answer was lost, a second
-        click on a process that still trusts the token), it answers the receipt
-        of the erasure that took place.
+        cannot be used again. Repeated where the caller's token is still trusted
+        (a retry after UNAVAILABLE, when the database connection was lost at the
+        commit; another server process, up to its token cache time), it answers
+        the receipt of the erasure that took place; the process that answered
+        the erasure trusts none of the tenant's tokens after it. A large tenant
+        takes minutes: set the call's deadline accordingly (the clients wait an
+        hour), as a call cut off at its deadline is cancelled and rolled back.
         """
 
     @_abc_1.abstractmethod
