@@ -110,6 +110,7 @@ def test_proof_requests_outside_the_log_are_refused(logged: AuditClient) -> None
     with pytest.raises(RpcFailedError) as beyond:  # to the latest checkpoint, unset new_size
         logged.get_consistency_proof(old_size=10**9)
     assert beyond.value.reason == "BEYOND_LOG_SIZE" and "old_size" in str(beyond.value)
+    assert int(beyond.value.metadata["tree_size"]) >= EVENTS  # the log's size, for a program
     with pytest.raises(NotFoundError):
         logged.get_checkpoint(tree_size=7)
 

@@ -672,6 +672,7 @@ def test_a_stream_cursor_inside_the_purged_range_is_refused(
     # is seen too), which follows the first heartbeat.
     assert beats == [first]
     assert f"seq {kept}" in str(refused.value)
+    assert refused.value.metadata == {"resume_after_seq": str(kept - 1)}  # for a program
     stream = admin.stream(after_seq=kept - 1)
     assert next(stream).seq == kept
     stream.close()

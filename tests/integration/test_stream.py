@@ -216,6 +216,7 @@ def test_bad_start_positions_are_refused(client_for: Any, tenant: str) -> None:
     with pytest.raises(RpcFailedError) as beyond:  # FAILED_PRECONDITION
         next(client.stream(after_seq=5))
     assert beyond.value.reason == "BEYOND_LOG_SIZE"
+    assert beyond.value.metadata == {"tree_size": "2"}  # its event and the stream's record
 
 
 def test_resume_after_server_restarts_under_writers_is_exact(

@@ -289,6 +289,20 @@ def test_an_erasure_is_retried_and_answers_its_receipt(
     assert sleeps == [1.0]
 
 
+def test_an_errors_reason_and_metadata_reach_the_caller(
+    client: AuditClient, channel: grpc_testing.Channel, background: ThreadPoolExecutor
+) -> None:
+    future = background.submit(client.get_checkpoint, tree_size=99)
+    _, _, rpc = channel.take_unary_unary(SERVICE.methods_by_name["GetCheckpoint"])
+    info = error_details_pb2.ErrorInfo(
+        reason="BEYOND_LOG_SIZE", domain="sealtrail", metadata={"tree_size": "41"}
+    )
+    fail(rpc, grpc.StatusCode.FAILED_PRECONDITION, info)
+    with pytest.raises(RpcFailedError) as raised:
+        future.result(timeout=5)
+    assert (raised.value.reason, raised.value.metadata) == ("BEYOND_LOG_SIZE", {"tree_size": "41"})
+
+
 def test_resource_exhausted_without_retry_info_is_not_retried(
     client: AuditClient,
     channel: grpc_testing.Channel,

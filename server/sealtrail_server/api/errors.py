@@ -58,7 +58,10 @@ def _packed(message: Message) -> any_pb2.Any:
 
 
 def rich_status(error: SealtrailError) -> status_pb2.Status:
-    details = [_packed(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))]
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+    )
+    details = [_packed(info)]
     if isinstance(error, InvalidArgument):
         details.append(
             _packed(

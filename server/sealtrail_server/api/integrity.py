@@ -201,7 +201,9 @@ class IntegrityRpcs:
             )
         await refuse_if_erased_now(self._db, tenant_id)  # a log gone has no size to be beyond
         raise FailedPrecondition(
-            f"{field} {size} is beyond the log's size {current}", reason="BEYOND_LOG_SIZE"
+            f"{field} {size} is beyond the log's size {current}",
+            reason="BEYOND_LOG_SIZE",
+            metadata={"tree_size": str(current)},
         )
 
     async def GetConsistencyProof(

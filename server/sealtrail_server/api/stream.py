@@ -155,6 +155,7 @@ class StreamRpcs:
             raise FailedPrecondition(
                 f"after_seq {request.after_seq} is beyond the log's size {size}",
                 reason="BEYOND_LOG_SIZE",
+                metadata={"tree_size": str(size)},
             )
         return request.after_seq
 
@@ -190,6 +191,7 @@ class StreamRpcs:
                     f"the events after seq {resumed} were removed by retention;"
                     f" the first one kept is seq {kept} (resume with after_seq {kept - 1})",
                     reason="PURGED",
+                    metadata={"resume_after_seq": str(kept - 1)},
                 )
 
         announced = position  # removals are announced up to here

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -28,13 +29,21 @@ class FieldViolation:
 
 
 class SealtrailError(Exception):
-    """Base of every error the service reports to a caller."""
+    """Base of every error the service reports to a caller; `metadata`, what a
+    program needs of it beside its reason (ErrorInfo's metadata, AIP-193)."""
 
     reason = "ERROR"
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.metadata = dict(metadata or {})
         if reason is not None:
             self.reason = reason
 

@@ -1,6 +1,6 @@
 """Exceptions raised by the Sealtrail client, and their mapping from gRPC statuses.
 
-SealtrailError                 every failed call; .code, .message, .reason
+SealtrailError                 every failed call; .code, .message, .reason, .metadata
 ├── InvalidArgumentError       INVALID_ARGUMENT; .field_violations
 ├── NotFoundError              NOT_FOUND
 ├── AlreadyExistsError         ALREADY_EXISTS
@@ -14,7 +14,7 @@ SealtrailError                 every failed call; .code, .message, .reason
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import cast
 
 import grpc
@@ -31,7 +31,9 @@ class SealtrailError(Exception):
 
     `reason` is the machine-readable reason of the google.rpc.ErrorInfo detail ("" without one),
     `retry_after` the seconds of its google.rpc.RetryInfo (None without one) and
-    `field_violations` the (field, description) pairs of its google.rpc.BadRequest.
+    `field_violations` the (field, description) pairs of its google.rpc.BadRequest, and
+    `metadata` the ErrorInfo's metadata: what a program needs beside the reason (for
+    reason PURGED, `resume_after_seq`; for BEYOND_LOG_SIZE, `tree_size`).
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class SealtrailError(Exception):
         reason: str = "",
         retry_after: float | None = None,
         field_violations: Sequence[tuple[str, str]] = (),
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -49,6 +52,7 @@ class SealtrailError(Exception):
         self.reason = reason
         self.retry_after = retry_after
         self.field_violations = list(field_violations)
+        self.metadata = dict(metadata or {})
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
@@ -106,7 +110,7 @@ _CLASSES: dict[grpc.StatusCode, type[SealtrailError]] = {
 def from_rpc_error(err: grpc.RpcError) -> SealtrailError:
     """Converts a failed call (sync or grpc.aio) into the matching SealtrailError."""
     code = err.code()
-    reason, retry_after, violations = "", None, []
+    reason, retry_after, violations, info_metadata = "", None, [], {}
     # Sync calls give _Metadatum pairs, grpc.aio ones plain tuples: both unpack as (key, value).
     metadata = cast(Iterable[tuple[str, str | bytes]], err.trailing_metadata() or ())
     for key, value in metadata:
@@ -118,12 +122,12 @@ def from_rpc_error(err: grpc.RpcError) -> SealtrailError:
             for detail in status.details:
                 # Unpack answers False when the detail is of another type.
                 if detail.Unpack(info):
-                    reason = info.reason
+                    reason, info_metadata = info.reason, dict(info.metadata)
                 elif detail.Unpack(retry):
                     retry_after = retry.retry_delay.ToNanoseconds() / 1e9
                 elif detail.Unpack(bad):
                     violations = [(v.field, v.description) for v in bad.field_violations]
-    return _make(code, err.details() or "", reason, retry_after, violations)
+    return _make(code, err.details() or "", reason, retry_after, violations, info_metadata)
 
 
 def from_entry_error(entry: audit_service_pb2.EntryError) -> SealtrailError:
@@ -139,6 +143,7 @@ def _make(
     reason: str,
     retry_after: float | None,
     violations: Iterable[tuple[str, str]],
+    metadata: Mapping[str, str] | None = None,
 ) -> SealtrailError:
     cls = _CLASSES.get(code, RpcFailedError)
     return cls(
@@ -147,4 +152,5 @@ def _make(
         reason=reason,
         retry_after=retry_after,
         field_violations=list(violations),
+        metadata=metadata,
     )
