@@ -250,16 +250,20 @@ def test_off_hours_fires_outside_working_hours_in_the_rules_time_zone(
 
 @contextlib.contextmanager
 def _role_change_alerts_to_a_documents_sink(
-    client: AuditClient, rules: Any, responder: Callable[[Any, int], Reply] | None = None
+    client: AuditClient,
+    rules: Any,
+    responder: Callable[[Any, int], Reply] | None = None,
+    sink_filter: Any = None,
 ) -> Iterator[tuple[Endpoint, forwarding_pb2.Sink]]:
-    """A sink for document events only, and a rule sending role-change alerts
-    to it; its destination answers as `responder` says (200 by default)."""
+    """A sink for document events only (or `sink_filter`), and a rule sending
+    role-change alerts to it; its destination answers as `responder` says
+    (200 by default)."""
     with endpoint() as receiver:
         if responder is not None:
             receiver.responder = responder
         sink = client.create_sink(
             build_sink("documents", "webhook", url=receiver.url, secrets=["whsec_" + "A" * 44],
-                       filter=build_filter(actions="document.*"))
+                       filter=sink_filter or build_filter(actions="document.*"))
         ).sink  # fmt: skip
         try:
             rules(
@@ -282,6 +286,22 @@ def test_an_alert_reaches_the_rules_sinks_whatever_their_filter(
         client.record(action="member.role_changed", actor_id="admin", resource_id="bob")
         received = receiver.wait_for(lambda r: _actions(r) >= {"security.alert"})
         assert _actions(received) == {"security.alert"}  # nothing else passes its filter
+
+
+def test_an_alert_reaches_a_sink_whose_filter_searches_text(
+    client: AuditClient, rules: Any
+) -> None:
+    """Full-text search is the database's: whether such a filter takes the
+    alert (and leaves it to the forwarder) is asked of it, not guessed."""
+    invoices = build_filter(text="invoice")
+    with _role_change_alerts_to_a_documents_sink(client, rules, sink_filter=invoices) as (
+        receiver,
+        _,
+    ):
+        client.record(action="member.role_changed", actor_id="admin", resource_id="bob")
+        received = receiver.wait_for(lambda r: _actions(r) >= {"security.alert"})
+        # The sink's own creation passes its filter too: the record names the filter.
+        assert _actions(received) <= {"security.alert", "sink.created"}
 
 
 def test_a_refused_alert_is_parked_and_replayed_whatever_the_sinks_filter(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ from sealtrail_server.domain.filters import (
     MAX_PAGE_SIZE,
     EventFilter,
     FilterDraft,
+    RecordMatcher,
     decode_page_token,
     encode_page_token,
     page_size,
@@ -192,6 +193,36 @@ def test_a_window_one_microsecond_wide_is_accepted() -> None:
     valid = validate_filter(FilterDraft(occurred_after=(T0, 0), occurred_before=(T0, 1000)))
     assert valid.occurred_before is not None and valid.occurred_after is not None
     assert (valid.occurred_before - valid.occurred_after).total_seconds() == pytest.approx(1e-6)
+
+
+def test_a_bound_between_two_microseconds_is_the_later_one() -> None:
+    """Times are kept to the microsecond: an event at T is before T + 500 ns, so
+    it passes occurred_before and fails occurred_after at that bound."""
+    at_t = datetime.fromtimestamp(T0, UTC)
+    valid = validate_filter(FilterDraft(occurred_after=(T0, 500), occurred_before=(T0, 1500)))
+    assert valid.occurred_after == at_t + timedelta(microseconds=1)
+    assert valid.occurred_before == at_t + timedelta(microseconds=2)
+    assert validate_filter(FilterDraft(occurred_after=(T0, 3000))).occurred_after == (
+        at_t + timedelta(microseconds=3)
+    )
+
+
+@pytest.mark.parametrize("year", [1, 9, 500, 999, 1000])
+def test_live_matching_agrees_with_a_bound_of_any_year(year: int) -> None:
+    """RecordMatcher compares times as text: a year below 1000 must be padded
+    as the records' are, or "500-..." sorts after "2026-..."."""
+    bound = int(datetime(year, 1, 1, tzinfo=UTC).timestamp())
+    record = {
+        "occurred_at": "2026-05-01T00:00:00.000000Z",
+        "action": "doc.edit",
+        "severity": "info",
+        "outcome": "success",
+        "actor": {"id": "u"},
+    }
+    assert RecordMatcher(validate_filter(FilterDraft(occurred_after=(bound, 0)))).matches(record)
+    assert not RecordMatcher(validate_filter(FilterDraft(occurred_before=(bound, 0)))).matches(
+        record
+    )
 
 
 def test_open_ended_windows_are_accepted() -> None:

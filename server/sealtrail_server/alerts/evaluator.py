@@ -46,8 +46,8 @@ from ..leased_work import LeasedWork, new_owner
 from ..store import alerts as store
 from ..store.appender import Appender
 from ..store.changes import share_erasure_at_once
-from ..store.database import Database
-from ..store.events import StoredEvent, query_events, stream_events
+from ..store.database import Connection, Database
+from ..store.events import StoredEvent, event_matches, query_events, stream_events
 from ..store.sinks import read_sink_filter
 from ..store.tree import tree_size
 
@@ -374,12 +374,24 @@ class Evaluator:
                 return  # counted and queued by the run that failed after
             for sink_id in stored.sink_ids:
                 sink_filter = await read_sink_filter(conn, tenant_id, sink_id)
-                if sink_filter is None or RecordMatcher(filter_from_json(sink_filter)).matches(
-                    alert
-                ):
-                    continue  # gone, or its filter takes the alert anyway
+                if sink_filter is None:
+                    continue  # gone
+                if await _takes(conn, tenant_id, filter_from_json(sink_filter), alert):
+                    continue  # its filter takes the alert anyway: the forwarder sends it
                 queued |= await store.deliver_to_sink(
                     conn, tenant_id, sink_id, str(uuid.uuid4()), outcome.seq, now=now
                 )
         if queued:
             self._sinks_changed()
+
+
+async def _takes(
+    conn: Connection, tenant_id: str, sink_filter: EventFilter, alert: dict[str, Any]
+) -> bool:
+    """Whether a sink's filter takes `alert` (a record), as its forwarder's
+    read will decide: full-text search by the database, as RecordMatcher
+    leaves it."""
+    matcher = RecordMatcher(sink_filter)
+    if matcher.exact:
+        return matcher.matches(alert)
+    return await event_matches(conn, tenant_id, int(alert["seq"]), sink_filter)

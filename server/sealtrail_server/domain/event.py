@@ -186,8 +186,11 @@ MAX_SEQ: Final = 2**53 - 1
 
 
 def format_timestamp(moment: datetime) -> str:
-    """RFC 3339 in UTC with exactly six fractional digits, as records hold times."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 in UTC with exactly six fractional digits, as records hold times:
+    fixed width, so that such times compare as text (the year padded to four
+    digits, which strftime does not do below 1000: a filter's bound may be)."""
+    utc = moment.astimezone(UTC)
+    return f"{utc.year:04d}" + utc.strftime("-%m-%dT%H:%M:%S.%fZ")
 
 
 def timestamp_from_parts(seconds: int, nanos: int) -> datetime:

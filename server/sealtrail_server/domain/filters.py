@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from .errors import FieldViolation, InvalidArgument
@@ -161,11 +161,15 @@ def validate_filter(draft: FilterDraft, *, path: str = "filter") -> EventFilter:
 
 
 def _time(value: tuple[int, int] | None, name: str, fail: _Fail) -> datetime | None:
+    """A bound of the filter. Times are kept to the microsecond: a bound
+    between two is the later one, so that an event before it neither passes
+    occurred_after nor fails occurred_before."""
     if value is None:
         return None
     try:
-        return checked_timestamp(*value, field=name)
-    except InvalidArgument:
+        moment = checked_timestamp(*value, field=name)
+        return moment + timedelta(microseconds=1) if value[1] % 1000 else moment
+    except (InvalidArgument, OverflowError):
         fail(name, "is not a valid time")
         return None
 

@@ -256,6 +256,21 @@ async def recent_exports(db: Database, *, tenant_id: str, window: float) -> tupl
     return int(row[0]), float(row[1])
 
 
+async def event_matches(
+    conn: Connection, tenant_id: str, seq: int, event_filter: EventFilter
+) -> bool:
+    """Whether the tenant's event `seq` matches `event_filter`, as Query and
+    the forwarder's reads decide it: full-text search included, which
+    RecordMatcher leaves to the database."""
+    conditions, params = filter_conditions(tenant_id, event_filter)
+    query = sql.SQL("SELECT EXISTS (SELECT FROM events WHERE {} AND seq = %s)").format(
+        sql.SQL(" AND ").join(conditions)
+    )
+    cursor = await conn.execute(query, [*params, seq])
+    row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
 def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composable], list[Any]]:
     """SQL conditions (ANDed) and their parameters selecting `f` in one tenant."""
     conditions: list[sql.Composable] = [sql.SQL("tenant_id = %s")]
