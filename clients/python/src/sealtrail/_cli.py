@@ -146,13 +146,15 @@ class _Settings:
 )
 @click.option(
     "--cert-file",
-    envvar="SEALTRAIL_TLS_CERT_FILE",
+    # Not SEALTRAIL_TLS_CERT_FILE: that is the server's own certificate, which
+    # a shell set up for the server would present as this client's.
+    envvar="SEALTRAIL_CLIENT_CERT_FILE",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="PEM client certificate, for mutual TLS (with --key-file).",
 )
 @click.option(
     "--key-file",
-    envvar="SEALTRAIL_TLS_KEY_FILE",
+    envvar="SEALTRAIL_CLIENT_KEY_FILE",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="PEM client key, for mutual TLS (with --cert-file).",
 )
