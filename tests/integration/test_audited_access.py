@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -225,8 +226,10 @@ def test_tokens_are_managed_over_the_api_and_each_change_is_recorded(
         pytest.raises(UnauthenticatedError),
     ):
         recorder.record(action="billing.charge", actor_id="svc")  # refused at once, here
+    again = admin.revoke_token(created.token.token_id)  # a retry whose answer was lost
+    assert again.token == revoked.token and not again.event_id  # as it is, nothing recorded
     with pytest.raises(NotFoundError):
-        admin.revoke_token(created.token.token_id)  # already revoked
+        admin.revoke_token(str(uuid.uuid4()))
 
     created_event = admin.get_event(created.event_id)
     assert created_event.action == "api_token.created"

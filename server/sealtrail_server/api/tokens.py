@@ -138,12 +138,15 @@ class TokenRpcs:
         token_id = parse_uuid(request.token_id)
         if token_id is None:
             raise InvalidArgument.field("token_id", "must be a UUID")
-        # One revocation at a time: a second one finds the token revoked.
+        # One revocation at a time: a second one finds the token revoked, and
+        # answers it as it is, recording nothing (a retry whose answer was lost).
         tenant_id = principal.tenant_id
         async with self._changes.exclusive(tenant_id, f"api_token/{token_id}") as conn:
             found = await read_token(conn, tenant_id=tenant_id, token_id=token_id)
-            if found is None or found.revoked_at is not None:
-                raise NotFound("no live token with that id in this tenant")
+            if found is None:
+                raise NotFound("no token with that id in this tenant")
+            if found.revoked_at is not None:
+                return pb.RevokeTokenResponse(token=_message(found))
             # Recorded before it applies: a revocation is never without its event.
             event_id = (
                 await record_access(

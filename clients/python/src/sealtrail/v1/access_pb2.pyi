@@ -243,7 +243,9 @@ class RevokeTokenResponse(_message.Message):
     TOKEN_FIELD_NUMBER: _builtins.int
     EVENT_ID_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
-    """The id of the `api_token.revoked` event that recorded the revocation."""
+    """The id of the `api_token.revoked` event that recorded the revocation;
+    empty when the token was revoked already (nothing changed).
+    """
     @_builtins.property
     def token(self) -> Global___ApiToken:
         """The token as it is now, revoked."""

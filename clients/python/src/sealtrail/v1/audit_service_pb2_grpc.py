@@ -355,6 +355,8 @@ class AuditLogServiceServicer:
     def RevokeToken(self, request, context):
         """Admin only: revokes a token of the caller's tenant; calls with it fail
         within the token cache interval (10 s). Recorded as `api_token.revoked`.
+        A token revoked already is answered as it is, with no event_id: a retry
+        whose answer was lost does not fail.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -100,6 +100,8 @@ class AuditLogServiceStub:
     RevokeToken: _grpc.UnaryUnaryMultiCallable[_access_pb2.RevokeTokenRequest, _access_pb2.RevokeTokenResponse]
     """Admin only: revokes a token of the caller's tenant; calls with it fail
     within the token cache interval (10 s). Recorded as `api_token.revoked`.
+    A token revoked already is answered as it is, with no event_id: a retry
+    whose answer was lost does not fail.
     """
     GetRetentionPolicy: _grpc.UnaryUnaryMultiCallable[_retention_pb2.GetRetentionPolicyRequest, _retention_pb2.GetRetentionPolicyResponse]
     """Admin only: the tenant's retention policy and legal hold."""
@@ -236,6 +238,8 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     RevokeToken: _aio.UnaryUnaryMultiCallable[_access_pb2.RevokeTokenRequest, _access_pb2.RevokeTokenResponse]  # type: ignore[assignment]
     """Admin only: revokes a token of the caller's tenant; calls with it fail
     within the token cache interval (10 s). Recorded as `api_token.revoked`.
+    A token revoked already is answered as it is, with no event_id: a retry
+    whose answer was lost does not fail.
     """
     GetRetentionPolicy: _aio.UnaryUnaryMultiCallable[_retention_pb2.GetRetentionPolicyRequest, _retention_pb2.GetRetentionPolicyResponse]  # type: ignore[assignment]
     """Admin only: the tenant's retention policy and legal hold."""
@@ -477,6 +481,8 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_access_pb2.RevokeTokenResponse, _abc.Awaitable[_access_pb2.RevokeTokenResponse]]:
         """Admin only: revokes a token of the caller's tenant; calls with it fail
         within the token cache interval (10 s). Recorded as `api_token.revoked`.
+        A token revoked already is answered as it is, with no event_id: a retry
+        whose answer was lost does not fail.
         """
 
     @_abc_1.abstractmethod
