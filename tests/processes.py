@@ -15,6 +15,17 @@ from .service_login import service_login_url
 READY_PREFIX = "sealtrail: serving gRPC on "
 
 
+def stop(process: subprocess.Popen[str], timeout: float = 60) -> None:
+    """SIGTERM, and SIGKILL if it has not ended within `timeout`: a test
+    leaves no process behind, whatever failed."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout)
+
+
 class ServerProcess:
     """`python -m sealtrail_server serve` on 127.0.0.1 (port 0 unless given)."""
 

@@ -23,7 +23,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 import sealtrail
 from sealtrail import AuditClient
 from tests.http_endpoint import Reply, endpoint
-from tests.processes import READY_PREFIX, ServerProcess
+from tests.processes import READY_PREFIX, ServerProcess, stop
 
 BIN = Path(sys.executable).parent
 
@@ -121,7 +121,7 @@ def test_embedded_server_prints_a_dev_token_and_keeps_data_across_restarts() -> 
         assert token in first["stdout"]
         env = {"SEALTRAIL_SERVER": first["target"], "SEALTRAIL_TOKEN": token}
         run("sealtrail", "record", "--action", "server.start", "--actor-id", "ops", env=env)
-        _stop(first["process"])
+        stop(first["process"])
 
         second = _serve_embedded(data_dir, running)
         assert "development admin token" not in second["stdout"]
@@ -132,7 +132,7 @@ def test_embedded_server_prints_a_dev_token_and_keeps_data_across_restarts() -> 
         # Once its tenant is erased (its id retired), there is no development
         # token to make, and the server still starts, saying so.
         run("sealtrail", "erase-tenant", "--confirm", "dev", env=env)
-        _stop(second["process"])
+        stop(second["process"])
         third = _serve_embedded(data_dir, running)
         assert "development admin token" not in third["stdout"]
         assert "no development token: tenant 'dev' was erased" in third["stderr"]()
@@ -143,16 +143,6 @@ def test_embedded_server_prints_a_dev_token_and_keeps_data_across_restarts() -> 
         )  # fmt: skip
         assert refused.returncode == 1 and "Traceback" not in refused.stderr
         assert "tenant 'dev' was erased" in refused.stderr
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    """SIGTERM, and SIGKILL if it has not ended within a minute."""
-    process.terminate()
-    try:
-        process.wait(60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(60)
 
 
 def _serve_embedded(data_dir: Path, running: contextlib.ExitStack) -> dict[str, Any]:
@@ -169,7 +159,7 @@ def _serve_embedded(data_dir: Path, running: contextlib.ExitStack) -> dict[str, 
             text=True,
             env={**os.environ, "SEALTRAIL_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"},
         )
-    running.callback(_stop, process)
+    running.callback(stop, process)
     assert process.stdout is not None
     lines = []
     for line in process.stdout:

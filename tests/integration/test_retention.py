@@ -62,6 +62,7 @@ from sealtrail_server.store.retention import purged_between
 from tests.conftest import ServerThread
 from tests.integration.test_database_roles import TENANT_TABLES
 from tests.integration.test_integrity import _CountingProofs
+from tests.processes import stop
 from tests.tenant_rows import rows_of, tenant_tables
 
 # Actions the tests record; everything else in a log is the service's own.
@@ -731,12 +732,7 @@ def test_sealtrail_tail_says_on_stderr_what_retention_removed(
         shown = [json.loads(tail.stdout.readline()) for _ in range(2)]
         told = [tail.stderr.readline() for _ in range(2)]
     finally:
-        tail.terminate()
-        try:
-            tail.wait(30)
-        except subprocess.TimeoutExpired:
-            tail.kill()
-            tail.wait(30)
+        stop(tail)
         tail.stdout.close()
         tail.stderr.close()
     assert [int(event["seq"]) for event in shown] == [seqs[2], seqs[5]]

@@ -3,9 +3,10 @@ against grpcio-testing's fake channel (the test plays the server)."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -151,28 +152,15 @@ async def test_the_async_stream_passes_a_message_of_a_newer_server_over() -> Non
         else:
             yield _events(10).SerializeToString()
 
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                SERVICE.full_name,
-                {"StreamEvents": grpc.unary_stream_rpc_method_handler(stream_events)},
-            ),
-        )
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with AsyncAuditClient(f"127.0.0.1:{port}", token="s3cret") as client:
-            heartbeats: list[int] = []
-            ranges: list[audit_service_pb2.PurgedRange] = []
-            stream = client.stream(
-                after_seq=5, on_heartbeat=heartbeats.append, on_purged=ranges.append
-            )
-            assert [(await anext(stream)).seq for _ in range(2)] == [6, 10]
-            await stream.aclose()
-    finally:
-        await server.stop(None)
+    async with (
+        _scripted(stream_events) as target,
+        AsyncAuditClient(target, token="s3cret") as client,
+    ):
+        heartbeats: list[int] = []
+        ranges: list[audit_service_pb2.PurgedRange] = []
+        stream = client.stream(after_seq=5, on_heartbeat=heartbeats.append, on_purged=ranges.append)
+        assert [(await anext(stream)).seq for _ in range(2)] == [6, 10]
+        await stream.aclose()
     assert [(r.after_seq, r.announce_purged) for r in requests] == [(5, True), (9, True)]
     assert heartbeats == [9]
     assert ranges == [REMOVED]  # a range moves no cursor
@@ -194,6 +182,30 @@ async def test_the_async_stream_reconnects_past_the_attempts_a_call_is_given() -
             await context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
         yield _events(6).SerializeToString()
 
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    async with (
+        _scripted(stream_events) as target,
+        AsyncAuditClient(
+            target, token="s3cret", max_attempts=3, max_backoff=2.0, sleep=sleep
+        ) as client,
+    ):
+        stream = client.stream(after_seq=5)
+        assert (await anext(stream)).seq == 6
+        await stream.aclose()
+    assert [r.after_seq for r in requests] == [5] * 12
+    assert len(sleeps) == 11 and max(sleeps) <= 2.0
+
+
+@contextlib.asynccontextmanager
+async def _scripted(
+    stream_events: Callable[[bytes, grpc.aio.ServicerContext[bytes, bytes]], AsyncIterator[bytes]],
+) -> AsyncIterator[str]:
+    """A grpc.aio server on 127.0.0.1 whose StreamEvents is `stream_events`
+    (raw bytes in and out); its target."""
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(
         (
@@ -205,19 +217,7 @@ async def test_the_async_stream_reconnects_past_the_attempts_a_call_is_given() -
     )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    sleeps: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-
     try:
-        async with AsyncAuditClient(
-            f"127.0.0.1:{port}", token="s3cret", max_attempts=3, max_backoff=2.0, sleep=sleep
-        ) as client:
-            stream = client.stream(after_seq=5)
-            assert (await anext(stream)).seq == 6
-            await stream.aclose()
+        yield f"127.0.0.1:{port}"
     finally:
         await server.stop(None)
-    assert [r.after_seq for r in requests] == [5] * 12
-    assert len(sleeps) == 11 and max(sleeps) <= 2.0
