@@ -196,14 +196,14 @@ class StreamRpcs:
 
         announced = position  # removals are announced up to here
 
-        async def with_removals(
+        async def parts(
             events: list[event_pb2.Event], through: int
         ) -> list[list[event_pb2.Event] | pb.PurgedRange]:
-            """`events`, the last of those read up to `through`, with the
-            removals after `announced` announced where they lie among them."""
+            """`events`, the last of those read up to `through`, with (if
+            `announce`) the removals after `announced` where they lie among them."""
             nonlocal announced
-            if through <= announced:
-                return [events]  # nothing read since the last count
+            if not announce or through <= announced:
+                return [events]  # not asked, or nothing read since the last count
             async with self._db.connection(tenant_id) as conn:
                 counts = await purged_between(
                     conn,
@@ -229,13 +229,11 @@ class StreamRpcs:
             async for stored in rows:
                 events.append(event_from_record(stored.record, stored.leaf_hash))
                 if len(events) >= chunk:
-                    for part in (
-                        await with_removals(events, events[-1].seq) if announce else [events]
-                    ):
+                    for part in await parts(events, events[-1].seq):
                         yield part
                     events = []
-        for part in await with_removals(events, upto) if announce else [events]:
-            if part:
+        for part in await parts(events, upto):
+            if part:  # no event left, or none at all
                 yield part
 
     async def _live(
