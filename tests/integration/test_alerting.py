@@ -349,6 +349,26 @@ def test_evaluating_again_never_fires_twice(
     assert len(fired_by(client, rule.id)) == 1
 
 
+def test_evaluating_again_after_a_rule_was_renamed_keeps_its_first_alert(
+    client: AuditClient, rules: Any, marked: None, sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    """A step that recorded an alert and failed before its cursor moved runs
+    again; the rule renamed meanwhile, the alert it builds differs from the
+    one recorded under the same key. That alert stands, and the step goes on:
+    refused, it failed at it for ever, and every rule of the tenant with it."""
+    rule = rules(build_alert_rule("keys", "match", filter=build_filter(actions="api_key.create")))
+    first = client.record(action="api_key.create", actor_id="u1").event.seq
+    settle(client)
+    rule.name = "API keys created"
+    client.update_alert_rule(rule)
+    sql.execute("UPDATE alert_cursors SET cursor_seq = 0 WHERE tenant_id = %s", [tenant])
+    later = client.record(action="api_key.create", actor_id="u2").event.seq
+    settle(client)
+    fired = fired_by(client, rule.id)
+    assert sorted(d["trigger_seq"] for d in fired) == [first, later]
+    assert {d["rule"] for d in fired} == {"keys", "API keys created"}
+
+
 def test_a_rule_sees_only_what_comes_after_it_and_stops_when_deleted(
     client: AuditClient, marked: None
 ) -> None:

@@ -39,12 +39,12 @@ from ..domain.alerts import (
     outside_working_hours,
     validate_condition,
 )
-from ..domain.errors import SealtrailError
+from ..domain.errors import AlreadyExists, SealtrailError
 from ..domain.event import MAX_FUTURE_SKEW_SECONDS, SEVERITIES, EventDraft, validate_event
 from ..domain.filters import EventFilter, RecordMatcher
 from ..leased_work import LeasedWork, new_owner
 from ..store import alerts as store
-from ..store.appender import Appender
+from ..store.appender import Appender, stored_under_key
 from ..store.changes import share_erasure_at_once
 from ..store.database import Connection, Database
 from ..store.events import StoredEvent, event_matches, query_events, stream_events
@@ -356,6 +356,12 @@ class Evaluator:
         # not rebuilt from its record (ADR 0025).
         view = caller_view(valid).SerializeToString()
         [outcome] = await self._appender.append(tenant_id, [valid], [view])
+        if isinstance(outcome, AlreadyExists):
+            # Recorded by a run of this step that failed after, since when the
+            # rule's name or severity (or this release's wording) changed: that
+            # alert stands, counted and queued as it is. Refused, the step
+            # would fail at it for ever, and the tenant's rules with it.
+            outcome = await stored_under_key(self._db, tenant_id, draft.idempotency_key) or outcome
         if isinstance(outcome, SealtrailError):
             raise outcome
         if not outcome.deduplicated:

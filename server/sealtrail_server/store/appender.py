@@ -750,6 +750,19 @@ _FIND_KEYS = (
 )
 
 
+async def stored_under_key(db: Database, tenant_id: str, key: str) -> Appended | None:
+    """The event stored under an idempotency key, if any, whatever its
+    content: for the server's own records, which a repeat must not refuse
+    for a wording that changed since (a rule renamed between two runs)."""
+    async with db.system_connection(generic_plans=True) as conn:
+        cursor = await conn.execute(_FIND_KEYS, [[tenant_id], [key]])
+        row = await cursor.fetchone()
+    if row is None:
+        return None
+    _, _, seq, record, leaf = row
+    return Appended(seq, record, bytes(leaf), deduplicated=True)
+
+
 async def _find_keys(
     conn: psycopg.AsyncConnection[Any], batch: list[_Submission]
 ) -> dict[tuple[str, str], Appended]:
