@@ -470,6 +470,33 @@ def test_a_request_delivered_is_not_sent_again_when_the_next_one_fails(
     assert len(receiver.received) >= 3 and sorted(delivered) == seqs  # each once
 
 
+def test_a_sink_changed_while_a_batch_is_sent_gets_the_range_by_its_new_filter(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """A step reads the sink's filter, sends what it takes, and moves the
+    cursor over the whole range; widened while its request was on the way,
+    the filter's new events in that range were passed over for good. The
+    cursor now moves only if the sink is as the step read it; else the range
+    goes again, by the new filter (at least once, never skipped)."""
+    widened = threading.Event()
+
+    def widen_during_the_first(received: Any, index: int) -> Reply:
+        if index == 0:
+            wider = build_filter(actions=["document.*", "member.*"])
+            client.update_sink(forwarding_pb2.Sink(id=sink.id, filter=wider), fields=["filter"])
+            widened.set()
+        return Reply()
+
+    receiver.responder = widen_during_the_first
+    sink = sinks(build_sink("docs", "webhook", url=receiver.url, secrets=[new_secret()],
+                            filter=build_filter(actions="document.*"), paused=True))  # fmt: skip
+    [shared] = record(client, 1)
+    [invited] = record(client, 1, action="member.invite")
+    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    received = receiver.wait_for(lambda r: invited in delivered_seqs(r))
+    assert widened.is_set() and shared in delivered_seqs(received)
+
+
 # --- the admin RPCs -------------------------------------------------------------------
 
 

@@ -213,9 +213,10 @@ class Forwarder:
                     to_seq=upto,
                     delivered=delivered,
                     now=_now(),
+                    defined_at=sink.updated_at,
                 )
             if not moved:
-                return None
+                return await self._after_refused_move(lease, sink.updated_at)
             progressed = True
         if replays:  # a batch of the oldest replay each step, so that live traffic never starves it
             replay = replays[0]
@@ -246,11 +247,24 @@ class Forwarder:
                     to_seq=upto,
                     delivered=delivered,
                     now=_now(),
+                    defined_at=sink.updated_at,
                 )
             if not moved:
-                return None
+                return await self._after_refused_move(lease, sink.updated_at)
             progressed = True
         return 0.0 if progressed else self._poll
+
+    async def _after_refused_move(self, lease: store.Lease, defined_at: datetime) -> float | None:
+        """After a cursor that would not move: at once again if the sink was
+        changed while its batch was sent (the range goes again, by the new
+        filter and destination: at least once, never skipped), else None (the
+        lease went, or the tenant is being erased: another step would only
+        send the batch again)."""
+        async with self._db.system_connection() as conn:
+            changed = await store.changed_since(
+                conn, lease, owner=self.owner, defined_at=defined_at
+            )
+        return 0.0 if changed else None
 
     async def _send_range(
         self,

@@ -454,17 +454,21 @@ async def advance(
     to_seq: int,
     delivered: int,
     now: datetime,
+    defined_at: datetime,
 ) -> bool:
     """Moves the cursor from `from_seq` to `to_seq` and clears the failure
-    state; False if the lease or the cursor changed meanwhile, or the tenant
-    is being erased."""
+    state; False if the lease or the cursor changed meanwhile, the sink was
+    changed since its definition of `defined_at` was read (what was sent went
+    by the old filter and destination: the range is sent again by the new),
+    or the tenant is being erased."""
     cursor = await conn.execute(
         sql.SQL(
             "UPDATE sinks SET cursor_seq = %s, delivered_events = delivered_events + %s,"
             " last_delivery_at = CASE WHEN %s > 0 THEN %s ELSE last_delivery_at END,"
             " last_error = CASE WHEN %s > 0 THEN '' ELSE last_error END,"
             " consecutive_failures = 0, next_attempt_at = NULL"
-            " WHERE tenant_id = %s AND id = %s AND lease_owner = %s AND cursor_seq = %s AND {}"
+            " WHERE tenant_id = %s AND id = %s AND lease_owner = %s AND cursor_seq = %s"
+            " AND updated_at = %s AND {}"
         ).format(_NOT_BEING_ERASED),
         [
             to_seq,
@@ -476,10 +480,24 @@ async def advance(
             lease.sink_id,
             owner,
             from_seq,
+            defined_at,
             erasure_lock_key(lease.tenant_id),
         ],
     )
     return cursor.rowcount == 1
+
+
+async def changed_since(
+    conn: Connection, lease: Lease, *, owner: str, defined_at: datetime
+) -> bool:
+    """Whether the sink, still leased to `owner`, was changed since its
+    definition of `defined_at` was read."""
+    cursor = await conn.execute(
+        "SELECT updated_at <> %s FROM sinks WHERE tenant_id = %s AND id = %s AND lease_owner = %s",
+        [defined_at, lease.tenant_id, lease.sink_id, owner],
+    )
+    row = await cursor.fetchone()
+    return bool(row and row[0])
 
 
 async def record_failure(
@@ -580,11 +598,13 @@ async def advance_replay(
     to_seq: int,
     delivered: int,
     now: datetime,
+    defined_at: datetime,
 ) -> bool:
     """Moves a replay's cursor and counts what it delivered; a finished replay
     (and its dead letter) goes. One statement, so all of it or none: False,
     nothing done, if the sink's lease or the replay's cursor changed meanwhile
-    (another process delivers it now), or the tenant is being erased."""
+    (another process delivers it now), the sink was changed since its
+    definition of `defined_at` was read, or the tenant is being erased."""
     move = "DELETE FROM sink_replays" if to_seq >= replay.last_seq else (
         "UPDATE sink_replays SET cursor_seq = %(to)s"
     )  # fmt: skip
@@ -595,7 +615,8 @@ async def advance_replay(
             "WITH moved AS (" + move + " WHERE tenant_id = %(tenant)s AND sink_id = %(sink)s"
             "   AND id = %(replay)s AND cursor_seq = %(from)s AND EXISTS (SELECT FROM sinks"
             "   WHERE tenant_id = %(tenant)s AND id = %(sink)s AND lease_owner = %(owner)s"
-            "   AND {not_being_erased} FOR NO KEY UPDATE) RETURNING dead_letter_id),"
+            "   AND updated_at = %(defined_at)s AND {not_being_erased} FOR NO KEY UPDATE)"
+            "   RETURNING dead_letter_id),"
             # A finished replay of a dead letter takes the letter with it (when
             # it moved, which shares the erasure's lock for the statement).
             " delivered AS (DELETE FROM sink_dead_letters AS d USING moved AS m"
@@ -618,6 +639,7 @@ async def advance_replay(
             "finished": to_seq >= replay.last_seq,
             "count": delivered,
             "now": now,
+            "defined_at": defined_at,
         },
     )
     row = await cursor.fetchone()
