@@ -421,13 +421,17 @@ def test_one_tenants_slow_destinations_hold_a_bounded_share_of_connections(
 ) -> None:
     """Twelve sinks of one tenant, each waiting a second on its destination:
     at most TENANT_REQUESTS of their requests are in flight at once, so the
-    process's shared connections stay free for other tenants."""
-    lock, active, peak = threading.Lock(), [0], [0]
+    process's shared connections stay free for other tenants. A request that
+    waited for a connection is built, and signed, once it has one: it
+    carries the time it is sent, which receivers check, not when it queued."""
+    lock, active, peak, waited = threading.Lock(), [0], [0], []
 
     def slow(received: Received, index: int) -> Reply:
+        built = datetime.fromisoformat(json.loads(received.body)["timestamp"])
         with lock:
             active[0] += 1
             peak[0] = max(peak[0], active[0])
+            waited.append((datetime.now(UTC) - built).total_seconds())
         time.sleep(1.0)
         with lock:
             active[0] -= 1
@@ -446,6 +450,7 @@ def test_one_tenants_slow_destinations_hold_a_bounded_share_of_connections(
         wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0)
     assert len(receiver.received) >= len(made)
     assert 2 <= peak[0] <= TENANT_REQUESTS  # concurrent, and bounded
+    assert max(waited) < 0.8, waited  # two of them queued a second for a connection
 
 
 def test_a_request_delivered_is_not_sent_again_when_the_next_one_fails(

@@ -40,7 +40,7 @@ from .destinations import (
     requests,
     verdict,
 )
-from .egress import EgressDenied, OutboundClient
+from .egress import Answer, EgressDenied, OutboundClient
 from .fair_share import FairShare
 
 log = logging.getLogger(__name__)
@@ -287,10 +287,15 @@ class Forwarder:
         if not events:
             return upto, 0
         pending = [PendingEvent(e.seq, e.record, e.leaf_hash) for e in events]
-        # One request a step, its events then dealt with (delivered or parked):
-        # a later request of the same read failing must not send this one again.
-        [first, *rest] = requests(sender, pending, now=_now())
-        delivered = await self._post(sender, lease, failures, first, bypass_filter)
+        async with self._slots.slot(lease.tenant_id):
+            # Built and signed once a connection is free: a request that waited
+            # for one still carries the time it is sent, which receivers check
+            # (a webhook's timestamp, within five minutes).
+            # One request a step, its events then dealt with (delivered or parked):
+            # a later request of the same read failing must not send this one again.
+            [first, *rest] = requests(sender, pending, now=_now())
+            answer = await self._exchange(sender, first)
+        delivered = await self._settle(sender, lease, failures, first, bypass_filter, answer)
         if delivered is None:
             return None
         if rest:
@@ -343,26 +348,33 @@ class Forwarder:
                 return events, True
             page = _page(limit - len(events), max_bytes - size, size / len(events))
 
-    async def _post(
+    async def _exchange(self, sender: Sender, outgoing: Outgoing) -> Answer | str:
+        """The destination's answer to `outgoing`, or why there is none."""
+        try:
+            return await self._client.post(
+                outgoing.url,
+                headers=outgoing.headers,
+                body=outgoing.body,
+                keep=ANSWER_BYTES[sender.kind],
+            )
+        except _TRANSPORT_ERRORS as error:
+            host = outgoing.url.split("/")[2]
+            return f"{host}: {str(error) or type(error).__name__}"
+
+    async def _settle(
         self,
         sender: Sender,
         lease: store.Lease,
         failures: int,
         outgoing: Outgoing,
         bypass_filter: bool,
+        answer: Answer | str,
     ) -> int | None:
-        try:
-            async with self._slots.slot(lease.tenant_id):
-                answer = await self._client.post(
-                    outgoing.url,
-                    headers=outgoing.headers,
-                    body=outgoing.body,
-                    keep=ANSWER_BYTES[sender.kind],
-                )
-        except _TRANSPORT_ERRORS as error:
-            host = outgoing.url.split("/")[2]
-            text = str(error) or type(error).__name__
-            await self._failed(lease, failures, f"{host}: {text}", retry_after=None)
+        """What the answer to `outgoing` makes of its events: how many were
+        delivered (the refused ones parked), or None after a failure worth
+        retrying (recorded)."""
+        if isinstance(answer, str):
+            await self._failed(lease, failures, answer, retry_after=None)
             return None
         result = verdict(sender.kind, outgoing, answer.status, answer.body, answer.headers)
         if result.outcome == "retry":
