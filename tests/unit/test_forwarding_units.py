@@ -133,7 +133,9 @@ def test_internal_addresses_are_refused_by_default(address: str) -> None:
     ("address", "reaches"),
     [("64:ff9b::a9fe:a9fe", "169.254.169.254"), ("2002:a00:1::1", "10.0.0.1"),
      ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "10.0.0.1"),
-     ("64:ff9b:1:808:808::", "8.8.8.8 (a /48 translator: refused unless allowed)")],
+     ("64:ff9b:1:808:808::", "8.8.8.8 (a /48 translator: refused unless allowed)"),
+     ("::7f00:1", "127.0.0.1 (IPv4-compatible)"), ("::ffff:0:7f00:1", "127.0.0.1 (SIIT)"),
+     ("fec0::1", "a site-local host")],
 )  # fmt: skip
 def test_ipv6_that_reaches_an_internal_ipv4_host_is_refused(address: str, reaches: str) -> None:
     # NAT64 (some Python versions call its prefix global), 6to4 and Teredo.

@@ -39,6 +39,15 @@ _NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
 # Local-use NAT64 (RFC 8215): where the IPv4 address sits depends on the
 # translator's prefix length, so it is refused unless allowed by name.
 _LOCAL_NAT64: Final = ipaddress.IPv6Network("64:ff9b:1::/48")
+# Forms that reach an IPv4 host, or a site's own network, on hosts set up for
+# them, and that Python counts as global: IPv4-compatible (::a.b.c.d, RFC 4291,
+# deprecated), IPv4-translated (::ffff:0:a.b.c.d, SIIT, RFC 2765) and site-local
+# (fec0::/10, deprecated). Refused unless allowed by name.
+_REACH_UNSEEN: Final = (
+    ipaddress.IPv6Network("::/96"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
+    ipaddress.IPv6Network("fec0::/10"),
+)
 
 
 def _tunnelled_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -81,7 +90,8 @@ class EgressPolicy:
             embedded = _tunnelled_ipv4(address)
             if embedded is not None and not self.permits(embedded):
                 return False  # it reaches that IPv4 host: refused, it is refused
-            if address in _LOCAL_NAT64 and not any(address in n for n in self.allowed):
+            unseen = address in _LOCAL_NAT64 or any(address in n for n in _REACH_UNSEEN)
+            if unseen and not any(address in n for n in self.allowed):
                 return False
         if any(address in network for network in self.allowed):
             return True
