@@ -43,6 +43,33 @@ def test_events_arriving_out_of_order_count_by_when_they_occurred() -> None:
     assert window.observe("a", T0 + timedelta(seconds=20)) == 3
 
 
+def test_a_late_event_counts_with_what_shares_a_window_with_it_not_with_later_ones() -> None:
+    """Backdated: the events at 0 s and 100 s are a window apart, so the three
+    never share one; a late one that completes a window does fire."""
+    window = ThresholdWindow(3, timedelta(seconds=60))
+    assert window.observe("a", T0 + timedelta(seconds=50)) is None
+    assert window.observe("a", T0 + timedelta(seconds=100)) is None
+    assert window.observe("a", T0) is None  # 0, 50, 100: no 60 s hold all three
+    late = ThresholdWindow(3, timedelta(seconds=60))
+    assert late.observe("a", T0 + timedelta(seconds=100)) is None
+    assert late.observe("a", T0 + timedelta(seconds=120)) is None
+    assert late.observe("a", T0 + timedelta(seconds=90)) == 3  # 90-150 holds all three
+
+
+def test_groups_no_window_can_reach_are_dropped() -> None:
+    """One group an address, as a rule grouped by IP meets them: those a
+    window behind the newest events go, but one quiet since it fired."""
+    window = ThresholdWindow(2, timedelta(seconds=60))
+    window.observe("fired", T0)
+    assert window.observe("fired", T0 + timedelta(seconds=1)) == 2
+    for n in range(3000):
+        window.observe(f"10.0.{n // 256}.{n % 256}", T0 + timedelta(seconds=2))
+    for n in range(2000):  # a window and more later
+        window.observe(f"later-{n}", T0 + timedelta(seconds=120))
+    assert window.groups() <= 2000 + 1 + 1  # the later ones, "fired" perhaps, none of the 3,000
+    assert window.observe("fired", T0 + timedelta(seconds=121)) is None  # a new group: one event
+
+
 @pytest.mark.parametrize(
     ("local", "outside"),
     [

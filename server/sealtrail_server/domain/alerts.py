@@ -118,30 +118,72 @@ class _Group:
     quiet_until: datetime | None = None
 
 
+# Observations between two sweeps of the groups no window can reach any more.
+_SWEEP_EVERY: Final = 1024
+
+
 @dataclass(slots=True)
 class ThresholdWindow:
     """One threshold rule's sliding windows, by group, in memory. `observe`
-    says whether an event makes its group reach the count within the window;
-    a group that fired is quiet until a window has passed since."""
+    says whether an event makes its group reach the count within a window
+    that holds it; a group that fired is quiet until a window has passed
+    since. Memory stays bounded: a group keeps its newest `count` times, and
+    groups no window of the newest events can reach are dropped now and then
+    (a rule grouped by IP meets every address of a credential-stuffing run)."""
 
     count: int
     window: timedelta
     _groups: dict[str, _Group] = field(default_factory=dict)
+    _newest: datetime | None = None
+    _observed: int = 0
 
     def observe(self, key: str, occurred_at: datetime) -> int | None:
-        """The number of events in the window when this one fires; else None."""
+        """The number of events in the window when this one fires; else None.
+        An event that arrives late (backdated) counts with the events kept
+        that share a window with it, not with later ones a window apart."""
+        self._sweep(occurred_at)
         group = self._groups.setdefault(key, _Group())
-        bisect.insort(group.times, occurred_at)
-        horizon = occurred_at - self.window
-        del group.times[: bisect.bisect_left(group.times, horizon)]
-        del group.times[: -self.count]  # the newest `count` are all a decision needs
-        if group.quiet_until is not None and occurred_at < group.quiet_until:
-            return None
-        within = len(group.times) - bisect.bisect_left(group.times, horizon)
+        times = group.times
+        bisect.insort(times, occurred_at)
+        del times[: bisect.bisect_left(times, times[-1] - self.window)]
+        quiet = group.quiet_until is not None and occurred_at < group.quiet_until
+        within = 0 if quiet else self._most_in_a_window_with(times, occurred_at)
+        del times[: -self.count]  # the newest `count` are all a decision needs
         if within < self.count:
             return None
         group.quiet_until = occurred_at + self.window
         return within
+
+    def _most_in_a_window_with(self, times: list[datetime], moment: datetime) -> int:
+        """The most of `times` one window holding `moment` holds: of the
+        windows that start at a time at most a window before it, and at or
+        before it. For the newest event, the window that ends at it."""
+        first = bisect.bisect_left(times, moment - self.window)
+        last = bisect.bisect_right(times, moment)
+        return max(
+            (bisect.bisect_right(times, times[j] + self.window) - j for j in range(first, last)),
+            default=0,
+        )
+
+    def _sweep(self, occurred_at: datetime) -> None:
+        """Now and then, drops the groups that no window of the newest events
+        can reach and that are not quiet."""
+        if self._newest is None or occurred_at > self._newest:
+            self._newest = occurred_at
+        self._observed += 1
+        if self._observed % _SWEEP_EVERY:
+            return
+        horizon = self._newest - self.window
+        self._groups = {
+            key: group
+            for key, group in self._groups.items()
+            if group.times[-1] >= horizon
+            or (group.quiet_until is not None and group.quiet_until > self._newest)
+        }
+
+    def groups(self) -> int:
+        """How many groups are kept."""
+        return len(self._groups)
 
     def unfire(self, key: str) -> None:
         """Forget that `key`'s group just fired: a replay reached the count
