@@ -160,6 +160,8 @@ class ThresholdWindow:
         before it. For the newest event, the window that ends at it."""
         first = bisect.bisect_left(times, moment - self.window)
         last = bisect.bisect_right(times, moment)
+        if last == len(times):  # the newest, as events in order are: nothing after it
+            return last - first
         return max(
             (bisect.bisect_right(times, times[j] + self.window) - j for j in range(first, last)),
             default=0,
