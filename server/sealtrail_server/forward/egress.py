@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 import ssl
 from collections.abc import Iterable
@@ -25,6 +26,8 @@ from typing import Final
 from urllib.parse import urlsplit
 
 import httpcore
+
+log = logging.getLogger(__name__)
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -120,10 +123,19 @@ class EgressPolicy:
                 raise Unresolvable(f"cannot resolve {host}: {error}") from None
             addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
         refused = [str(a) for a in addresses if not self.permits(a)]
-        if refused:
+        if refused and literal is not None:
             raise EgressDenied(
-                f"{host} resolves to {', '.join(refused)}, an internal or denied address"
+                f"{host} is an internal or denied address"
                 " (allow it with SEALTRAIL_FORWARD_ALLOW_NETWORKS)"
+            )
+        if refused:
+            # The addresses are for the operator only: told to the tenant's
+            # admin (an API answer, a sink's last error), they would map the
+            # internal network's names for whoever asks.
+            log.warning("egress: %s resolves to %s, refused", host, ", ".join(refused))
+            raise EgressDenied(
+                f"{host} resolves to an internal or denied address (the server's log"
+                " names it; allow it with SEALTRAIL_FORWARD_ALLOW_NETWORKS)"
             )
         return [str(a) for a in addresses]
 
