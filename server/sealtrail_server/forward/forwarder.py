@@ -173,7 +173,7 @@ class Forwarder:
     async def _deliver(self, lease: store.Lease) -> float | None:
         async with self._db.system_connection() as conn:
             sink = await store.read_leased(conn, lease, owner=self.owner, box=self._box)
-            replays = await store.pending_replays(conn, lease) if sink else []
+            replay = await store.oldest_replay(conn, lease) if sink else None
         if sink is None:
             return None
         now = _now()
@@ -218,8 +218,7 @@ class Forwarder:
             if not moved:
                 return await self._after_refused_move(lease, sink.updated_at)
             progressed = True
-        if replays:  # a batch of the oldest replay each step, so that live traffic never starves it
-            replay = replays[0]
+        if replay is not None:  # a batch of it each step: live traffic never starves it
             base = EventFilter() if replay.bypass_filter else event_filter
             window = replace(
                 base,

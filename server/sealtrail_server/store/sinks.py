@@ -579,14 +579,18 @@ async def park(
     return cursor.rowcount == len(letters)
 
 
-async def pending_replays(conn: Connection, lease: Lease) -> list[Replay]:
+async def oldest_replay(conn: Connection, lease: Lease) -> Replay | None:
+    """The sink's oldest pending replay, the one a step delivers a batch of;
+    one row, however many wait (an alert a sink's filter does not take adds
+    one each, and a destination down for hours gathers them)."""
     cursor = await conn.execute(
         "SELECT id::text, first_seq, last_seq, occurred_after, occurred_before,"
         " dead_letter_id::text, bypass_filter, cursor_seq FROM sink_replays"
-        " WHERE tenant_id = %s AND sink_id = %s ORDER BY created_at, id",
+        " WHERE tenant_id = %s AND sink_id = %s ORDER BY created_at, id LIMIT 1",
         [lease.tenant_id, lease.sink_id],
     )
-    return [Replay(*row) for row in await cursor.fetchall()]
+    row = await cursor.fetchone()
+    return None if row is None else Replay(*row)
 
 
 async def advance_replay(
