@@ -32,7 +32,7 @@ from sealtrail.tlog import (
 )
 
 from ..domain.errors import IntegrityFailure, SealtrailError
-from ..store.changes import refuse_if_erased_now
+from ..store.changes import refuse_if_erased
 from ..store.checkpoints import (
     StoredCheckpoint,
     insert_checkpoint,
@@ -106,9 +106,8 @@ class Checkpointer:
         receipt is there: what failed was read as the erasure committed."""
         async with self._db.system_connection() as conn:
             cursor = await conn.execute("SELECT FROM chain_heads WHERE tenant_id = %s", [tenant_id])
-            head_gone = await cursor.fetchone() is None
-        if head_gone:
-            await refuse_if_erased_now(self._db, tenant_id)
+            if await cursor.fetchone() is None:
+                await refuse_if_erased(conn, tenant_id)
 
     async def _issue(self, tenant_id: str) -> StoredCheckpoint | None:
         verifiers = await self.verifiers()

@@ -755,12 +755,8 @@ async def stored_under_key(db: Database, tenant_id: str, key: str) -> Appended |
     content: for the server's own records, which a repeat must not refuse
     for a wording that changed since (a rule renamed between two runs)."""
     async with db.system_connection(generic_plans=True) as conn:
-        cursor = await conn.execute(_FIND_KEYS, [[tenant_id], [key]])
-        row = await cursor.fetchone()
-    if row is None:
-        return None
-    _, _, seq, record, leaf = row
-    return Appended(seq, record, bytes(leaf), deduplicated=True)
+        found = await _stored_under(conn, [tenant_id], [key])
+    return found.get((tenant_id, key))
 
 
 async def _find_keys(
@@ -775,6 +771,13 @@ async def _find_keys(
                 keys.append(event.idempotency_key)
     if not keys:
         return {}
+    return await _stored_under(conn, tenants, keys)
+
+
+async def _stored_under(
+    conn: psycopg.AsyncConnection[Any], tenants: list[str], keys: list[str]
+) -> dict[tuple[str, str], Appended]:
+    """The events stored under these (tenant, idempotency key) pairs."""
     cursor = await conn.execute(_FIND_KEYS, [tenants, keys])
     return {
         (tenant, key): Appended(seq, record, bytes(leaf), deduplicated=True)
