@@ -170,6 +170,42 @@ def test_record_over_64_kib_is_rejected_without_using_a_seq(
     assert client.record(valid_event()).event.seq == 1
 
 
+def test_an_event_megabytes_large_is_refused_unread(
+    call: Any, server: ServerThread, sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    """Refused before it is read, redacted or canonicalised (which held up every
+    call of the process for seconds); in a batch, that entry alone."""
+    huge = valid_event(description="ok")
+    huge.details.fields["blob"].string_value = "a." * 1_000_000 + "="
+    error = call("Record", pb.RecordRequest(event=huge))
+    assert violations(error) == ["event"]
+    assert "as sent" in error.details()
+    with grpc.insecure_channel(server.target) as channel:
+        answer = audit_service_pb2_grpc.AuditLogServiceStub(channel).RecordBatch(
+            pb.RecordBatchRequest(events=[valid_event(), huge]),
+            metadata=(("authorization", f"Bearer {server.token(tenant)}"),),
+            timeout=30,
+        )
+    kept, refused = answer.results
+    assert kept.event.seq == 1
+    assert [v.field for v in refused.error.field_violations] == ["events[1]"]
+    assert _rows(sql, tenant) == 1
+
+
+def test_hundreds_of_bad_fields_still_name_the_first(call: Any) -> None:
+    """Violations are capped, each cut short: a client refuses trailers over
+    16 KiB and would have reported RESOURCE_EXHAUSTED instead."""
+    event = valid_event()
+    for _ in range(300):
+        event.changes.add(field="")
+    key = "k" * 20_000
+    event.details.fields[key].string_value = "\x00"
+    error = call("Record", pb.RecordRequest(event=event))
+    named = violations(error)
+    assert 1 <= len(named) <= 24 and named[0].startswith("event.")
+    assert "more" in error.details()
+
+
 def test_every_violation_of_one_event_is_reported(call: Any) -> None:
     event = valid_event(action="", actor__id="", context__ip="nope")
     assert sorted(violations(call("Record", pb.RecordRequest(event=event)))) == [

@@ -17,11 +17,13 @@ from sealtrail.v1 import event_pb2
 
 from ..domain import merkle
 from ..domain.canonical import plain_key, plain_number
-from ..domain.errors import FieldViolation, IntegrityFailure
+from ..domain.errors import FieldViolation, IntegrityFailure, InvalidArgument
 from ..domain.event import (
     ACTOR_TYPES,
     CATEGORIES,
     MAX_JSON_DEPTH,
+    MAX_RECORD_BYTES,
+    MAX_SENT_EVENT_BYTES,
     MISSING,
     OUTCOMES,
     SEVERITIES,
@@ -116,6 +118,13 @@ def _time(message: Any, name: str) -> tuple[int, int] | None:
 
 def event_draft(event: event_pb2.Event, path: str) -> EventDraft:
     """The caller's fields of `event`; output-only fields are ignored."""
+    size = event.ByteSize()
+    if size > MAX_SENT_EVENT_BYTES:
+        raise InvalidArgument.field(
+            path,
+            f"is {size} bytes as sent; its record may be at most {MAX_RECORD_BYTES} bytes,"
+            f" and an event over {MAX_SENT_EVENT_BYTES} bytes as sent is refused unread",
+        )
     reader = _JsonReader()
     actor, resource, context = event.actor, event.resource, event.context
     changes = [

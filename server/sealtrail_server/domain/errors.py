@@ -48,13 +48,38 @@ class SealtrailError(Exception):
             self.reason = reason
 
 
+# What one error reports of its violations: gRPC clients refuse trailers over
+# 16 KiB (the message, and the status details with the message again and every
+# violation, base64), and would report RESOURCE_EXHAUSTED instead of naming a
+# field of a request with hundreds of bad fields or a 20 KB key.
+MAX_VIOLATIONS = 24
+MAX_FIELD_TEXT = 100
+MAX_DESCRIPTION_TEXT = 160
+MAX_SUMMARY_TEXT = 1000
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class InvalidArgument(SealtrailError):
     reason = "INVALID_ARGUMENT"
 
     def __init__(self, violations: list[FieldViolation], *, reason: str | None = None) -> None:
-        summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        kept = [
+            FieldViolation(_cut(v.field, MAX_FIELD_TEXT), _cut(v.description, MAX_DESCRIPTION_TEXT))
+            for v in violations[:MAX_VIOLATIONS]
+        ]
+        summary, told = "", 0
+        for v in kept:
+            part = f"{'; ' if told else ''}{v.field}: {v.description}"
+            if told and len(summary) + len(part) > MAX_SUMMARY_TEXT:
+                break
+            summary, told = summary + part, told + 1
+        if told < len(violations):
+            summary += f"; and {len(violations) - told} more"
         super().__init__(f"invalid request: {summary}", reason=reason)
-        self.violations = violations
+        self.violations = kept
 
     @classmethod
     def field(cls, field: str, description: str) -> InvalidArgument:

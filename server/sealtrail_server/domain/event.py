@@ -38,6 +38,11 @@ ACTOR_TYPES: Final = {1: "user", 2: "api_key", 3: "service", 4: "system"}
 
 # Limits, in characters unless said otherwise (docs/api.md lists them).
 MAX_RECORD_BYTES: Final = 64 * 1024
+# An event larger than this as sent is refused before it is read: its record
+# could not fit (protobuf spends at most a few times JSON's bytes on any
+# value), and reading, redacting and canonicalising megabytes would hold up
+# every call of the process.
+MAX_SENT_EVENT_BYTES: Final = 8 * MAX_RECORD_BYTES
 MAX_ACTION = 128
 MAX_ID = 256
 MAX_NAME = 256

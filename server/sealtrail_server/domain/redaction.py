@@ -5,11 +5,15 @@ Three kinds of rule, each applied to the caller's part of the record:
 
 - field names: a value under a denied key (`password`, `api_key`, ...) in
   `details` at any depth, or the before/after of a change whose `field` is
-  denied, is replaced whole, whatever its type;
+  denied, or the value of a name/value pair whose name is denied, is
+  replaced whole, whatever its type (but flags and counts: a boolean, a
+  number under `tokens`);
 - value patterns: a secret found inside any free-text string (description,
   actor display name, resource name, user agent, and every string in
   `details` and `changes`) is replaced where it stands, the surrounding text
-  kept; identifiers (action, ids, email, ip) are left as they are;
+  kept; the actor's and the resource's ids are searched for secrets of a
+  known shape only (tokens, URL passwords, keys); other identifiers (action,
+  email, ip) are left as they are;
 - API-key actors: the id of an `api_key` actor keeps its last 4 characters.
 
 A replaced value becomes `[REDACTED:<rule>]`, or, in HMAC mode,
@@ -64,8 +68,55 @@ DEFAULT_FIELD_NAMES: Final = frozenset(
         "credentials",
         "sessionid",
         "cvv",
+        "encryptionkey",
+        "signingkey",
     }
 )
+
+# Words that make a key denied wherever they stand in it (`password_confirmation`,
+# `passwordHash`, `api_key_2`), unless the key ends with a word saying it is
+# about the secret rather than the secret (`password_changed_at`, `api_key_id`).
+STRONG_FIELD_WORDS: Final = (
+    "password",
+    "passwd",
+    "passphrase",
+    "privatekey",
+    "secretkey",
+    "apikey",
+    "clientsecret",
+    "accesskey",
+)
+ABOUT_THE_SECRET: Final = (
+    "changedat",
+    "updatedat",
+    "createdat",
+    "expiresat",
+    "resetat",
+    "lastchanged",
+    "changed",
+    "updated",
+    "created",
+    "expires",
+    "expired",
+    "expiry",
+    "count",
+    "policy",
+    "length",
+    "strength",
+    "rules",
+    "enabled",
+    "required",
+    "reset",
+    "age",
+    "id",
+    "ids",
+    "version",
+    "type",
+)
+
+# Plural denied names that also name a count: a number under them is kept
+# (`total_tokens: 20` of a model's usage).
+_COUNTABLE: Final = ("tokens", "secrets", "credentials", "cookies")
 
 
 @dataclass(frozen=True)
@@ -73,13 +124,15 @@ class ValuePattern:
     """A secret inside text: `regex` finds it; the `group` (0: the whole match)
     is what is replaced. `check`, when set, must also accept the secret.
     `anchor`, when set, is a cheap regex that matches wherever `regex` can:
-    text without it is not scanned further."""
+    text without it is not scanned further. `in_identifiers`: the pattern is
+    also looked for in ids (a token is one, a `name=value` is not)."""
 
     name: str
     regex: re.Pattern[str]
     group: int = 0
     check: Any = None  # Callable[[str], bool]; Any keeps the dataclass hashable
     anchor: str | None = None
+    in_identifiers: bool = True
 
 
 def _high_entropy(value: str) -> bool:
@@ -115,16 +168,23 @@ def _basic_credentials(value: str) -> bool:
 
 
 def _pattern(
-    name: str, regex: str, group: int = 0, check: Any = None, *, anchor: str
+    name: str,
+    regex: str,
+    group: int = 0,
+    check: Any = None,
+    *,
+    anchor: str,
+    in_identifiers: bool = True,
 ) -> ValuePattern:
-    return ValuePattern(name, re.compile(regex), group, check, anchor)
+    return ValuePattern(name, re.compile(regex), group, check, anchor, in_identifiers)
 
 
 DEFAULT_PATTERNS: Final = (
     _pattern(
         "pem_private_key",
-        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?"
-        r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----",
+        # To its END line, or to the end of the text when it was cut off.
+        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?"
+        r"(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)",
         anchor="PRIVATE KEY",
     ),
     _pattern(
@@ -138,7 +198,14 @@ DEFAULT_PATTERNS: Final = (
         _basic_credentials,
         anchor="(?i:basic)",
     ),
-    _pattern("url_password", r"\b[a-z][a-z0-9+.-]*://[^/\s:@]+:([^/\s@]+)@", 1, anchor="://"),
+    # The password runs to the authority's last `@` (`p@ss@host`); the user may
+    # be empty (`redis://:pass@host`).
+    _pattern(
+        "url_password",
+        r"(?i)(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*+://[^/\s:@]*:([^/\s]+)@",
+        1,
+        anchor="://",
+    ),
     _pattern("aws_access_key", r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b", anchor="A[KSBC][IC]A"),
     _pattern(
         "github_token",
@@ -156,19 +223,43 @@ DEFAULT_PATTERNS: Final = (
     ),
     _pattern("sealtrail_token", r"\bstk_[A-Za-z0-9_-]{20,}", anchor="stk_"),
     _pattern(
-        "secret_assignment",
-        r"(?i)\b[a-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key"
-        r"|private[_-]?key|credentials?)[\"']?\s*[=:]\s*[\"']?([^\s\"'&,;]{4,})",
+        "authorization_header",
+        r"(?i)\bauthorization[\"']?\s*[=:]\s*[\"']?(?:[a-z]+\s+)?([^\s\"',;]{8,})",
         1,
-        anchor="[=:]",
+        anchor="(?i:authorization)",
+        in_identifiers=False,
     ),
     _pattern(
+        "cookie_header",
+        r"(?i)\b(?:set-)?cookie\s*:\s*([^\r\n\"']+)",
+        1,
+        anchor="(?i:cookie)",
+        in_identifiers=False,
+    ),
+    # The name is matched from its secret word on, never from where it starts:
+    # a prefix class before the word made each boundary of a long run of
+    # `a.a.a.` rescan the run (quadratic, seconds of CPU for 4 KiB). A quoted
+    # value is taken whole, spaces and all.
+    _pattern(
+        "secret_assignment",
+        r"(?i)(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|access[_-]?key"
+        r"|private[_-]?key|credentials?)[\"']?\s*[=:]\s*[\"']?"
+        r"((?<=\")[^\"]+|(?<=')[^']+|[^\s\"'&,;]{4,})",
+        1,
+        anchor="[=:]",
+        in_identifiers=False,
+    ),
+    # A name starts where a run of name characters does (the look-behind):
+    # tried from each boundary inside a run, the run was scanned again each
+    # time.
+    _pattern(
         "high_entropy_assignment",
-        r"\b[A-Za-z_][A-Za-z0-9_.-]*[\"']?\s*[=:]\s*[\"']?"
+        r"(?<![A-Za-z0-9_.-])[A-Za-z_-][A-Za-z0-9_.-]*+[\"']?\s*[=:]\s*[\"']?"
         r"([A-Za-z0-9+_~-][A-Za-z0-9+/_.~-]{19,}={0,2})",
         1,
         _random_value,
         anchor="[=:]",
+        in_identifiers=False,
     ),
 )
 
@@ -179,6 +270,12 @@ _FREE_TEXT: Final = (
     ("resource", "name"),
     ("context", "user_agent"),
 )
+# Ids, scanned for secrets of a known shape only (a token or a URL's password
+# sent as a resource id): `name=value` is how ids are often written.
+_IDENTIFIERS: Final = (("actor", "id"), ("resource", "id"))
+
+
+_STRONG: Final = re.compile("|".join(STRONG_FIELD_WORDS))
 
 
 def _normalized(name: str) -> str:
@@ -193,15 +290,25 @@ class Redactor:
     patterns: tuple[ValuePattern, ...] = DEFAULT_PATTERNS
     _suffixes: tuple[str, ...] = field(init=False, repr=False)
     _any: re.Pattern[str] | None = field(init=False, repr=False)
+    _id_patterns: tuple[ValuePattern, ...] = field(init=False, repr=False)
+    _any_in_id: re.Pattern[str] | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         names = tuple(sorted({_normalized(n) for n in self.field_names}, key=len, reverse=True))
         object.__setattr__(self, "_suffixes", names)
         object.__setattr__(self, "_any", _union(self.patterns))
+        in_ids = tuple(pattern for pattern in self.patterns if pattern.in_identifiers)
+        object.__setattr__(self, "_id_patterns", in_ids)
+        object.__setattr__(self, "_any_in_id", _union(in_ids))
 
     def may_hold_secret(self, text: str) -> bool:
         """False when no pattern can match `text`: one scan instead of one per rule."""
         return self._any is None or self._any.search(text) is not None
+
+    def _clean_id(self, value: Any) -> bool:
+        return not isinstance(value, str) or (
+            self._any_in_id is not None and self._any_in_id.search(value) is None
+        )
 
     def with_rules(
         self, *, field_names: Iterable[str] = (), patterns: Iterable[ValuePattern] = ()
@@ -210,7 +317,17 @@ class Redactor:
         return Redactor(self.field_names | set(field_names), (*self.patterns, *patterns))
 
     def denies(self, key: str) -> bool:
-        return _normalized(key).endswith(self._suffixes)
+        name = _normalized(key)
+        return name.endswith(self._suffixes) or (
+            _STRONG.search(name) is not None and not name.endswith(ABOUT_THE_SECRET)
+        )
+
+    def hides(self, key: str, value: Any) -> bool:
+        """Whether `value` under `key` is a secret to replace."""
+        if _hides_nothing(value) or not self.denies(key):
+            return False
+        counted = isinstance(value, int | float) and _normalized(key).endswith(_COUNTABLE)
+        return not counted
 
     def _clean(self, value: Any) -> bool:
         """Whether a JSON value certainly needs nothing redacted (most do not:
@@ -218,9 +335,8 @@ class Redactor:
         if isinstance(value, str):
             return not self.may_hold_secret(value)
         if isinstance(value, dict):
-            return all(
-                not (self.denies(key) and not _empty(item)) and self._clean(item)
-                for key, item in value.items()
+            return not _paired_secret(self, value) and all(
+                not self.hides(key, item) and self._clean(item) for key, item in value.items()
             )
         if isinstance(value, list):
             return all(self._clean(item) for item in value)
@@ -229,7 +345,7 @@ class Redactor:
     def _clean_change(self, change: dict[str, Any]) -> bool:
         name = change.get("field")
         if isinstance(name, str) and self.denies(_last_segment(name)):
-            return all(_empty(change.get(side)) for side in ("before", "after"))
+            return all(_hides_nothing(change.get(side)) for side in ("before", "after"))
         return self._clean(change)
 
     def redact(self, body: dict[str, Any], *, hmac_key: bytes | None = None) -> Redaction:
@@ -241,20 +357,16 @@ class Redactor:
             and self._clean(body.get("details"))
             and all(self._clean_change(change) for change in body.get("changes", ()))
             and all(self._clean(_at(body, path)) for path in _FREE_TEXT)
+            and all(self._clean_id(_at(body, path)) for path in _IDENTIFIERS)
         ):
             return Redaction(body, [])
         run = _Run(self, hmac_key)
         result = dict(body)
-        for path in _FREE_TEXT:
-            parent: Any = result
-            for key in path[:-1]:
-                parent = parent.get(key)
-                if not isinstance(parent, dict):
-                    break
-            else:
-                value = parent.get(path[-1])
+        for paths, patterns in ((_FREE_TEXT, self.patterns), (_IDENTIFIERS, self._id_patterns)):
+            for path in paths:
+                value = _at(result, path)
                 if isinstance(value, str):
-                    cleaned = run.text(value, ".".join(path))
+                    cleaned = run.text(value, ".".join(path), patterns)
                     if cleaned is not value:
                         _set(result, path, cleaned)
         actor = result.get("actor")
@@ -316,7 +428,13 @@ def redact_event(event: ValidEvent, redactor: Redactor, *, hmac_key: bytes | Non
     body = redaction.body
     # Its API view (the answer to Record, what Query shows) is then built from
     # this body, not copied from the request.
-    return replace(event, body=body, verbatim=False, actor_id=body["actor"]["id"])
+    return replace(
+        event,
+        body=body,
+        verbatim=False,
+        actor_id=body["actor"]["id"],
+        resource_id=_at(body, ("resource", "id")),
+    )
 
 
 def _set(body: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
@@ -356,11 +474,11 @@ class _Run:
             return hmac_token(self.hmac_key, secret)
         return f"[REDACTED:{rule}]"
 
-    def text(self, text: str, path: str) -> str:
-        """`text` with every secret a pattern finds replaced; `text` itself
-        (the same object) when none is found."""
+    def text(self, text: str, path: str, patterns: Iterable[ValuePattern] | None = None) -> str:
+        """`text` with every secret a pattern (the redactor's, unless given)
+        finds replaced; `text` itself (the same object) when none is found."""
         result = text
-        for pattern in self.redactor.patterns:
+        for pattern in self.redactor.patterns if patterns is None else patterns:
             if pattern.regex.search(result) is None:
                 continue
             result = pattern.regex.sub(
@@ -385,9 +503,10 @@ class _Run:
             return self.text(value, path)
         if isinstance(value, dict):
             cleaned = {}
+            paired = _paired_secret(self.redactor, value)
             for key, item in value.items():
                 where = f"{path}.{key}"
-                if self.redactor.denies(key) and not _empty(item):
+                if self.redactor.hides(key, item) or (paired and key == "value"):
                     self.hits.append((where, FIELD_NAME_RULE))
                     cleaned[key] = self.replacement(item, FIELD_NAME_RULE)
                 else:
@@ -404,7 +523,7 @@ class _Run:
             if side not in change:
                 continue
             if isinstance(name, str) and self.redactor.denies(_last_segment(name)):
-                if not _empty(change[side]):
+                if not _hides_nothing(change[side]):
                     self.hits.append((f"{path}.{side}", FIELD_NAME_RULE))
                     cleaned[side] = self.replacement(change[side], FIELD_NAME_RULE)
             else:
@@ -417,6 +536,16 @@ def _last_segment(field_path: str) -> str:
     return re.split(r"[.\[\]/]", field_path.strip(".[]/"))[-1] or field_path
 
 
-def _empty(value: Any) -> bool:
-    """Nothing to hide: null, "", or an empty object or array."""
-    return value is None or value == "" or value == {} or value == []
+def _hides_nothing(value: Any) -> bool:
+    """Nothing to hide: null, a boolean, "", or an empty object or array."""
+    return value is None or isinstance(value, bool) or value in ("", {}, [])
+
+
+def _paired_secret(redactor: Redactor, item: dict[str, Any]) -> bool:
+    """A name/value pair whose name is denied: `{"name": "DB_PASSWORD",
+    "value": "..."}` as Kubernetes lists environment variables, or
+    `{"key": "X-Api-Key", "value": "..."}` as many list headers."""
+    if _hides_nothing(item.get("value")):
+        return False
+    name = item.get("name", item.get("key"))
+    return isinstance(name, str) and redactor.denies(name)
