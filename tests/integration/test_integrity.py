@@ -341,6 +341,18 @@ def delete_one(conn: psycopg.Connection[Any], tenant: str) -> None:
     conn.execute("DELETE FROM events WHERE tenant_id = %s AND seq = 13", [tenant])
 
 
+def hide_as_removed(conn: psycopg.Connection[Any], tenant: str) -> None:
+    """Replace an event by its leaf, as retention leaves one: every proof still
+    checks; only retention's own records, which count what it removed, tell."""
+    [(leaf_hash,)] = conn.execute(
+        "DELETE FROM events WHERE tenant_id = %s AND seq = 13 RETURNING leaf_hash", [tenant]
+    ).fetchall()
+    conn.execute(
+        "INSERT INTO tree_nodes (tenant_id, level, idx, hash) VALUES (%s, 0, 12, %s)",
+        [tenant, leaf_hash],
+    )
+
+
 def truncate_tail(conn: psycopg.Connection[Any], tenant: str) -> None:
     conn.execute("DELETE FROM events WHERE tenant_id = %s AND seq > 30", [tenant])
     rebuild_tree(conn, tenant)
@@ -358,13 +370,20 @@ def rewrite_consistently(conn: psycopg.Connection[Any], tenant: str) -> None:
         (change_record_and_leaf, "PAIR_MISMATCH", {13}, r"^record 13 \(seq 13\)"),
         (swap_records, "RECORD_MISPLACED", {13}, r"^record 13 \(seq 20\)"),
         (delete_one, "RECORD_MISSING", {13}, r"^seq 13: missing"),
+        (
+            hide_as_removed,
+            "REMOVALS_UNACCOUNTED",
+            {13},
+            r"^the log holds the leaves of 1 removed events, but its retention records"
+            r" account for 0",
+        ),
         # Nothing can be proven at the signed size once its tail is gone. The
         # log ends at 31: the 30 kept and the bundle's export, recorded before
         # it found the log could not be signed.
         (truncate_tail, "RECORD_MISSING", {32}, r"^seq 1: missing"),
         (rewrite_consistently, "ROOT_MISMATCH", {EVENTS}, r"^record 1 \(seq 1\)"),
     ],
-    ids=["field", "record+leaf", "swap", "delete", "truncate", "rewrite-all"],
+    ids=["field", "record+leaf", "swap", "delete", "hide-as-removed", "truncate", "rewrite-all"],
 )
 def test_tampering_is_detected_online_and_offline(
     logged: AuditClient,

@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -1025,7 +1026,7 @@ def test_the_offline_verifier_checks_a_purged_log(
     aged: ServerThread, admin: AuditClient, clock: Clock, tmp_path: Path
 ) -> None:
     first = record(admin, "doc.edit")
-    record(admin, "user.login", "authentication")
+    kept = record(admin, "user.login", "authentication")
     admin.set_retention_policy(10, categories={"authentication": "forever"})
     clock.advance(11)
     purge(aged)
@@ -1033,6 +1034,7 @@ def test_the_offline_verifier_checks_a_purged_log(
 
     counting = _CountingProofs(admin)
     written = write_bundle(counting, tmp_path / "bundle")
+    shutil.copytree(tmp_path / "bundle", tmp_path / "hidden")
     assert written.complete and written.purged >= 1
     assert counting.proofs_asked == 0  # one Export, ListPurgedLeaves, proofs computed here
     assert json.loads((tmp_path / "bundle" / "bundle.json").read_text())["version"] == 2
@@ -1049,6 +1051,32 @@ def test_the_offline_verifier_checks_a_purged_log(
     purged.write_text("\n".join([json.dumps(entry), *lines[1:]]) + "\n")
     with pytest.raises(BundleError, match=f"purged seq {first}"):
         verify_bundle(tmp_path / "bundle", key=key)
+
+    # A kept event passed off as removed (its record and proof moved to the
+    # removed leaves, the counts mended) proves as well as a purged one; the
+    # log's retention records count one removal fewer.
+    _hide_as_removed(tmp_path / "hidden", kept)
+    with pytest.raises(BundleError, match="removed outside retention"):
+        verify_bundle(tmp_path / "hidden", key=key)
+
+
+def _hide_as_removed(bundle: Path, seq: int) -> None:
+    records = (bundle / "records.ndjson").read_bytes().splitlines(keepends=True)
+    proofs = (bundle / "proofs.ndjson").read_text().splitlines(keepends=True)
+    [at] = [i for i, line in enumerate(proofs) if json.loads(line)["seq"] == seq]
+    record, proof = records.pop(at).removesuffix(b"\n"), json.loads(proofs.pop(at))["proof"]
+    (bundle / "records.ndjson").write_bytes(b"".join(records))
+    (bundle / "proofs.ndjson").write_text("".join(proofs))
+    removed = [json.loads(line) for line in (bundle / "purged.ndjson").read_text().splitlines()]
+    removed.append(
+        {"seq": seq, "leaf_hash": base64.b64encode(leaf_hash(record)).decode(), "proof": proof}
+    )
+    removed.sort(key=lambda entry: entry["seq"])
+    (bundle / "purged.ndjson").write_text("".join(json.dumps(entry) + "\n" for entry in removed))
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    manifest["count"] -= 1
+    manifest["purged"] += 1
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
 
 
 def test_purged_leaves_are_listed_in_seq_order_page_by_page(

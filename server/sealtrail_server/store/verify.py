@@ -15,7 +15,14 @@ from typing import Any
 
 from psycopg import AsyncServerCursor
 
-from sealtrail.tlog import NoteError, Verifier, open_note, parse_checkpoint
+from sealtrail.tlog import (
+    NoteError,
+    Verifier,
+    open_note,
+    parse_checkpoint,
+    removals_recorded,
+    unaccounted_removals,
+)
 
 from ..domain.merkle import append_leaf, frontier_root
 from .checkpoints import all_checkpoints
@@ -87,6 +94,7 @@ async def _verify(
     view_matches: ViewCheck | None,
 ) -> Verification:
     size = checked = views = 0
+    removed = recorded = last_removed = 0  # leaves of removed events; retention's counts
     view_mismatch: Failure | None = None  # the first, once the whole log is walked
 
     def fail(seq: int, reason: str, message: str) -> Verification:
@@ -120,6 +128,11 @@ async def _verify(
     sha256 = hashlib.sha256
     stored_pairs: deque[tuple[int, bytes]] = deque()
     tombstones: deque[tuple[int, bytes]] = deque()
+
+    def removed_leaf(seq: int, leaf: bytes) -> Verification | None:
+        nonlocal removed, last_removed
+        removed, last_removed = removed + 1, seq
+        return advance(seq, leaf)
 
     def advance(seq: int, leaf: bytes) -> Verification | None:
         """Append the leaf of `seq` (the next one); a failure if its pair or a
@@ -185,7 +198,7 @@ async def _verify(
         if not rows:
             # Events removed by retention after the last one kept.
             while (leaf := await tombstone(size + 1)) is not None:
-                if failure := advance(size + 1, leaf):
+                if failure := removed_leaf(size + 1, leaf):
                     return failure
             break
         for seq, record, stored_leaf, event_id, received_at, view, whole_view in rows:
@@ -194,7 +207,7 @@ async def _verify(
                 if leaf is None:
                     expected = size + 1
                     return fail(expected, "RECORD_MISSING", f"seq {expected} is missing")
-                if failure := advance(size + 1, leaf):
+                if failure := removed_leaf(size + 1, leaf):
                     return failure
             leaf = sha256(b"\x00" + record).digest()
             if leaf != stored_leaf:
@@ -207,6 +220,7 @@ async def _verify(
                 return fail(seq, "RECORD_MISPLACED", "the record names another seq")
             if failure := advance(seq, leaf):
                 return failure
+            recorded += removals_recorded(record)
             if (view is not None or whole_view is not None) and view_matches is not None:
                 # Noted and walked past: a record or root changed further on is
                 # the graver finding, and is reported instead.
@@ -229,6 +243,15 @@ async def _verify(
         )
     if (size, frontier_root(frontier)) != (head_size, head_root):
         return fail(size, "HEAD_MISMATCH", "the stored head differs from the log")
+    if removed != recorded:
+        pending = await conn.execute(
+            "SELECT coalesce(sum((summary->>'purged')::bigint), 0)"
+            " FROM retention_pending_purges WHERE tenant_id = %s",
+            [tenant_id],
+        )
+        [(not_yet_recorded,)] = await pending.fetchall()
+        if why := unaccounted_removals(removed, recorded, pending=int(not_yet_recorded)):
+            return fail(last_removed, "REMOVALS_UNACCOUNTED", why)
     return Verification(size, checked, view_mismatch, views)
 
 

@@ -22,6 +22,7 @@ from sealtrail.tlog._note import (
     open_note,
     sign_note,
 )
+from sealtrail.tlog._removals import removals_recorded, unaccounted_removals
 
 __all__ = [
     "EMPTY_ROOT",
@@ -38,8 +39,10 @@ __all__ = [
     "node_hash",
     "open_note",
     "parse_checkpoint",
+    "removals_recorded",
     "root_from_leaves",
     "sign_note",
+    "unaccounted_removals",
     "verify_consistency",
     "verify_inclusion",
 ]

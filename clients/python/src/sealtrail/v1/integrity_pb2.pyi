@@ -392,10 +392,14 @@ class VerifyLogFailure(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """The first seq whose record, leaf hash or tree root does not match (or,
-    with check_views and all of those matching, whose shown view does not).
+    with check_views and all of those matching, whose shown view does not);
+    for REMOVALS_UNACCOUNTED, the last removed leaf's seq.
     """
     reason: _builtins.str
-    """Machine-readable reason, e.g. `LEAF_MISMATCH`, `ROOT_MISMATCH`."""
+    """Machine-readable reason, e.g. `LEAF_MISMATCH`, `ROOT_MISMATCH`,
+    `REMOVALS_UNACCOUNTED` (more or fewer leaves of removed events than the
+    log's `retention.purged` records count).
+    """
     message: _builtins.str
     """What was found, for people."""
     def __init__(
