@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import grpc
 import psycopg
 import pytest
 from google.protobuf import json_format
@@ -25,9 +26,10 @@ from sealtrail import (
     build_event,
     build_filter,
 )
-from sealtrail.v1 import access_pb2, event_pb2
+from sealtrail.v1 import access_pb2, audit_service_pb2, audit_service_pb2_grpc, event_pb2
 from sealtrail_server.domain.event import EventDraft, ValidEvent, validate_event
 from sealtrail_server.store.appender import Appended, Appender
+from sealtrail_server.store.tokens import revoke_token
 from tests.conftest import ServerThread
 
 
@@ -238,6 +240,47 @@ def test_tokens_are_managed_over_the_api_and_each_change_is_recorded(
     assert admin.get_event(revoked.event_id).action == "api_token.revoked"
     actions = [action for action, _ in _audit_events(sql, tenant)]
     assert actions.count("api_token.listed") == 1  # one listing, however many pages
+
+
+def test_a_stream_ends_when_its_token_is_revoked(
+    client_for: Any, tenant: str, server: ServerThread
+) -> None:
+    """A stream was authenticated once, at its start, and outlived its token's
+    revocation for good (the console's live view, a departed employee's tail)."""
+    admin = client_for(tenant)
+    reader = admin.create_token("reader")
+    with grpc.insecure_channel(server.target) as channel:
+        stream = audit_service_pb2_grpc.AuditLogServiceStub(channel).StreamEvents(
+            audit_service_pb2.StreamEventsRequest(),
+            metadata=(("authorization", f"Bearer {reader.secret}"),),
+            timeout=30,
+        )
+        assert next(stream).HasField("heartbeat")
+        admin.revoke_token(reader.token.token_id)
+        admin.record(action="doc.read", actor_id="u1")
+        with pytest.raises(grpc.RpcError) as ended:
+            for message in stream:
+                assert not message.HasField("event"), "an event reached a revoked token"
+        assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_token_revoked_by_another_process_changes_nothing_meanwhile(
+    client_for: Any, tenant: str, server: ServerThread
+) -> None:
+    """Another process's revocation reaches this one's cache within its
+    interval; until then the token still reads, but may change nothing (a
+    stolen admin token minted itself a successor in those seconds)."""
+    admin = client_for(tenant)
+    stolen = admin.create_token("admin")
+    with AuditClient(server.target, token=stolen.secret, max_attempts=1) as thief:
+        thief.get_retention_policy()  # now cached here
+        server.run(revoke_token(server.database, token_id=stolen.token.token_id))
+        thief.get_retention_policy()  # the cache's documented bound
+        with pytest.raises(UnauthenticatedError):
+            thief.create_token("admin")
+        with pytest.raises(UnauthenticatedError):
+            thief.set_legal_hold(True, reason="x")
+    assert len(admin.list_tokens()) == 2  # the admin's and the stolen one: no successor
 
 
 def test_tokens_of_another_tenant_are_out_of_reach(client_for: Any, tenant: str) -> None:

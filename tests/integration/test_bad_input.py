@@ -12,7 +12,8 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from sealtrail.v1 import audit_service_pb2 as pb
-from sealtrail.v1 import audit_service_pb2_grpc, event_pb2
+from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, integrity_pb2
+from sealtrail_server.api.integrity import IntegrityRpcs
 from tests.conftest import ServerThread
 
 
@@ -256,3 +257,36 @@ def _rows(sql: psycopg.Connection[Any], tenant: str) -> int:
     row = sql.execute("SELECT count(*) FROM events WHERE tenant_id = %s", [tenant]).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def test_a_bug_answers_internal_without_its_text_and_logs_it(
+    migrated_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tenant: str,
+) -> None:
+    """gRPC answered an exception the server did not expect UNKNOWN, with its
+    text (which may quote stored rows), and logged it outside the call's span."""
+
+    async def broken(*args: Any) -> Any:
+        raise RuntimeError("row (alice, hunter2) is odd")
+
+    monkeypatch.setattr(IntegrityRpcs, "GetVerifierKeys", broken)
+    running = ServerThread(migrated_database_url)
+    try:
+        with grpc.insecure_channel(running.target) as channel:
+            stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.GetVerifierKeys(
+                    integrity_pb2.GetVerifierKeysRequest(),
+                    metadata=(("authorization", f"Bearer {running.token(tenant)}"),),
+                    timeout=30,
+                )
+    finally:
+        running.close()
+    error = caught.value
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert "hunter2" not in error.details() and "request id" in error.details()
+    assert dict(error.trailing_metadata())["x-request-id"]
+    [logged] = [r for r in caplog.records if "failed unexpectedly" in r.getMessage()]
+    assert logged.exc_info is not None and "hunter2" in str(logged.exc_info[1])

@@ -1,8 +1,12 @@
 """The interceptor every AuditLogService call passes through: it resolves the
-caller's token to a principal (kept in a contextvar for the servicer),
-checks the principal's role may call the method, turns a request that cannot
+caller's token to a principal (kept in a contextvar for the servicer), afresh
+for a change of configuration and again before each message of a stream (a
+stream outlives a revocation otherwise), checks the principal's role may
+call the method, turns a request that cannot
 be decoded into INVALID_ARGUMENT (gRPC itself would answer INTERNAL), and turns
-the domain's errors into rich gRPC statuses. Other services (health,
+the domain's errors into rich gRPC statuses, and anything else (a bug) into
+INTERNAL without its text (which may quote stored rows), logged here, inside
+the call's span and with its request id. Other services (health,
 reflection) pass untouched."""
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any, cast
 import grpc
 from google.protobuf.message import DecodeError
 
-from ..auth.roles import may_call
+from ..auth.roles import CHANGES, may_call
 from ..auth.tokens import Authenticator
 from ..domain.access import Principal
 from ..domain.errors import InvalidArgument, PermissionDenied, SealtrailError
@@ -50,6 +54,14 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: SealtrailEr
     await context.abort(status.code, status.details, trailing)
 
 
+def _unexpected(method: str) -> SealtrailError:
+    log.exception("%s failed unexpectedly", method)
+    return SealtrailError(
+        "the server failed unexpectedly; its log has the details under this call's request id",
+        reason="INTERNAL",
+    )
+
+
 class _Undecodable:
     """Stands in for a request whose bytes did not parse."""
 
@@ -81,7 +93,9 @@ class GuardInterceptor(ServiceInterceptor):
         self._authenticator = authenticator
 
     async def _admit(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
-        principal = await self._authenticator.authenticate(_authorization(context))
+        principal = await self._authenticator.authenticate(
+            _authorization(context), fresh=method in CHANGES
+        )
         if not may_call(principal.role, method):
             raise PermissionDenied(f"role {principal.role.value!r} may not call {method}")
         _principal.set(principal)
@@ -97,6 +111,10 @@ class GuardInterceptor(ServiceInterceptor):
                 return await inner(request, context)
             except SealtrailError as error:
                 await _abort(context, error)
+            except grpc.aio.AbortError:
+                raise
+            except Exception:
+                await _abort(context, _unexpected(method))
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
@@ -114,12 +132,22 @@ class GuardInterceptor(ServiceInterceptor):
             try:
                 await self._admit(context, method)
                 _check_decoded(request)
+                authorization = _authorization(context)
                 responses = inner(request, context)
                 async with aclosing(responses):  # a cancelled call closes the handler now
                     async for response in responses:
+                        # A dict read while the token is cached; once it is not,
+                        # one lookup: a revoked token's stream ends within the
+                        # cache's time (at once where it was revoked), an idle
+                        # one at its next heartbeat.
+                        await self._authenticator.authenticate(authorization)
                         yield response
             except SealtrailError as error:
                 await _abort(context, error)
+            except grpc.aio.AbortError:
+                raise
+            except Exception:
+                await _abort(context, _unexpected(method))
 
         return grpc.unary_stream_rpc_method_handler(
             guarded,

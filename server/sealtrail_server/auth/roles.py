@@ -51,5 +51,27 @@ METHOD_ROLES: Final[dict[str, frozenset[Role]]] = {
 }
 
 
+# Methods that change a tenant's configuration: their caller's token is looked
+# up afresh, never taken from the cache (a revoked token must not mint a new
+# one, or point a sink elsewhere, in the seconds other processes still trust it).
+CHANGES: Final = frozenset(
+    {
+        "UpdateTenantSettings",
+        "CreateToken",
+        "RevokeToken",
+        "UpdateRetentionPolicy",
+        "SetLegalHold",
+        "EraseTenant",
+        "CreateSink",
+        "UpdateSink",
+        "DeleteSink",
+        "ReplaySink",
+        "CreateAlertRule",
+        "UpdateAlertRule",
+        "DeleteAlertRule",
+    }
+)
+
+
 def may_call(role: Role, method: str) -> bool:
     return role in METHOD_ROLES.get(method, frozenset())

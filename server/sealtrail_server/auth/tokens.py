@@ -14,7 +14,10 @@ TokenLookup = Callable[[bytes], Awaitable[Principal | None]]
 class Authenticator:
     """Resolves presented tokens to principals, caching hits for `cache_seconds`
     so a busy caller costs one database read per interval, not per call. A
-    revoked token therefore stops working within that interval."""
+    revoked token therefore stops working within that interval, but where a
+    caller asks for `fresh`: a change of configuration, which a stolen token
+    revoked a moment ago must not make (a new token, a sink sending the log
+    elsewhere)."""
 
     def __init__(
         self,
@@ -29,8 +32,11 @@ class Authenticator:
         self._max_cached = max_cached
         self._clock = clock
         self._cache: dict[bytes, tuple[Principal, float]] = {}
+        # Bumped by each forget: a lookup that began before it must not put
+        # back what it forgot.
+        self._forgets = 0
 
-    async def authenticate(self, authorization: str | None) -> Principal:
+    async def authenticate(self, authorization: str | None, *, fresh: bool = False) -> Principal:
         if not authorization:
             raise Unauthenticated("missing `authorization: Bearer <token>` metadata")
         scheme, _, token = authorization.partition(" ")
@@ -39,12 +45,15 @@ class Authenticator:
         digest = token_digest(token.strip())
         now = self._clock()
         cached = self._cache.get(digest)
-        if cached is not None and cached[1] > now:
+        if cached is not None and cached[1] > now and not fresh:
             return cached[0]
+        forgets = self._forgets
         principal = await self._lookup(digest)
         if principal is None:
             self._cache.pop(digest, None)
             raise Unauthenticated("unknown or revoked token")
+        if forgets != self._forgets:
+            return principal  # true when read; not kept past a revocation since
         if len(self._cache) >= self._max_cached:
             self._cache.clear()
         self._cache[digest] = (principal, now + self._cache_seconds)
@@ -52,12 +61,14 @@ class Authenticator:
 
     def forget(self, token_id: str) -> None:
         """Stop trusting a cached token at once (it was revoked here)."""
+        self._forgets += 1
         for digest, (principal, _) in list(self._cache.items()):
             if principal.token_id == token_id:
                 del self._cache[digest]
 
     def forget_tenant(self, tenant_id: str) -> None:
         """Stop trusting every cached token of a tenant at once (it was erased here)."""
+        self._forgets += 1
         for digest, (principal, _) in list(self._cache.items()):
             if principal.tenant_id == tenant_id:
                 del self._cache[digest]
