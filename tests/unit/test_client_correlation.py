@@ -90,6 +90,19 @@ def test_metadata_the_caller_set_is_kept() -> None:
     assert metadata == {"x-request-id": ["mine"], "traceparent": [own[1][1]]}
 
 
+def test_a_caller_who_sent_a_trace_header_gets_none_of_the_current_contexts() -> None:
+    """The current context's tracestate and baggage belong to another trace."""
+    own = (("traceparent", "00-" + "1" * 32 + "-" + "2" * 16 + "-01"),)
+    token = otel_context.attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        with trace.use_span(caller_span()):
+            metadata = sent(own)
+    finally:
+        otel_context.detach(token)
+    assert set(metadata) == {"traceparent", "x-request-id"}
+    assert metadata["traceparent"] == [own[0][1]]
+
+
 def test_baggage_travels_with_the_trace_context() -> None:
     token = otel_context.attach(baggage.set_baggage("tenant", "acme"))
     try:
@@ -120,8 +133,16 @@ def test_request_id_normalises_a_uuid(given: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize("given", ["req-42", "", "5f0c6f0e-8d1a4c35-9a57-2b7c1c0d9e11"])
-def test_request_id_refuses_what_is_not_a_uuid(given: str) -> None:
-    with pytest.raises(ValueError, match="must be a UUID"), sealtrail.request_id(given):
+def test_request_id_replaces_what_is_not_a_uuid(given: str) -> None:
+    """As the server does: a malformed header an application passes on from its
+    own caller must not fail the application's request, nor cost its record."""
+    with sealtrail.request_id(given) as chosen:
+        assert str(uuid.UUID(chosen)) == chosen
+        assert sealtrail.current_request_id() == chosen
+    with (
+        pytest.raises(ValueError, match="must be a UUID"),
+        sealtrail.request_id(given, strict=True),
+    ):
         pass
 
 

@@ -21,16 +21,16 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from psycopg.sql import SQL
 
 from sealtrail_server.config import Settings
-from sealtrail_server.domain.event import Correlation, EventDraft, correlate
+from sealtrail_server.domain.event import Correlation, EventDraft, correlate, parse_request_id
 from sealtrail_server.store.appender import _EXTEND
 from sealtrail_server.store.retention import _PURGE
 from sealtrail_server.store.traced import describe
 from sealtrail_server.telemetry.context import (
     correlation_of,
-    parse_request_id,
+    current_correlation,
     set_correlation,
 )
-from sealtrail_server.telemetry.interceptor import _Call
+from sealtrail_server.telemetry.interceptor import TelemetryInterceptor, _Call
 from sealtrail_server.telemetry.logs import log_handler
 from sealtrail_server.telemetry.tracing import (
     TracingConfigError,
@@ -317,3 +317,49 @@ def test_a_statements_span_is_named_for_what_it_does_to_which_table(
     statement: str, name: str
 ) -> None:
     assert describe(statement)[0] == name
+
+
+class _Metadata:
+    """A servicer context as the interceptor reads one: its metadata, no status yet."""
+
+    def __init__(self, *pairs: tuple[str, str]) -> None:
+        self._pairs = pairs
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._pairs
+
+    def code(self) -> None:
+        return None
+
+    def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        pass
+
+
+def _correlation_of_a_call(*metadata: tuple[str, str]) -> Correlation:
+    def call() -> Correlation:
+        begun = TelemetryInterceptor(tracer=None)._begin(_Metadata(*metadata), "svc/Method")
+        try:
+            return current_correlation()
+        finally:
+            begun.end(_Metadata(), None)
+
+    return contextvars.copy_context().run(call)
+
+
+PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+OTHER_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_a_call_with_two_parents_has_none() -> None:
+    once = _correlation_of_a_call(("traceparent", PARENT))
+    assert (once.trace_id, once.span_id) == (PARENT[3:35], PARENT[36:52])
+    twice = _correlation_of_a_call(("traceparent", PARENT), ("traceparent", OTHER_PARENT))
+    assert (twice.trace_id, twice.span_id) == ("", "")
+
+
+def test_baggage_is_never_parsed(caplog: pytest.LogCaptureFixture) -> None:
+    """Parsing it wrote a warning per malformed entry, with the caller's text,
+    before any token was checked: 180 lines a call for anyone to send."""
+    with caplog.at_level(logging.WARNING):
+        _correlation_of_a_call(("traceparent", PARENT), ("baggage", "a," * 180))
+    assert caplog.records == []

@@ -395,9 +395,9 @@ def _context(check: _Checker, draft: EventDraft) -> dict[str, str]:
     if user_agent is not None:
         context["user_agent"] = user_agent
     if draft.request_id:
-        request_id = parse_uuid(draft.request_id)
+        request_id = parse_request_id(draft.request_id)
         if request_id is None:
-            check.fail("context.request_id", "must be a UUID")
+            check.fail("context.request_id", "must be a UUID (32 hex digits, hyphens optional)")
         else:
             context["request_id"] = request_id
     for name, value, pattern, digits in (
@@ -416,6 +416,21 @@ def _context(check: _Checker, draft: EventDraft) -> dict[str, str]:
 def parse_uuid(text: str) -> str | None:
     """The lowercase 8-4-4-4-12 form of a UUID in that form, else None."""
     return text.lower() if _UUID.fullmatch(text) else None
+
+
+# A request id: a UUID in its usual 8-4-4-4-12 form or as 32 hex digits
+# (nginx's $request_id), read the same off metadata, an event and a filter.
+_REQUEST_ID: Final = re.compile(
+    r"([0-9a-fA-F]{8})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{12})"
+)
+
+
+def parse_request_id(value: str) -> str | None:
+    """The lowercase hyphenated UUID `value` spells, else None."""
+    match = _REQUEST_ID.fullmatch(value)
+    if match is None or ("-" in value and len(value) != 36):
+        return None
+    return "-".join(match.groups()).lower()
 
 
 def finalize_record(event: ValidEvent, server: ServerFields) -> bytes:

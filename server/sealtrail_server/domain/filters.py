@@ -29,7 +29,7 @@ from .event import (
     SEVERITIES,
     checked_timestamp,
     format_timestamp,
-    parse_uuid,
+    parse_request_id,
 )
 
 DEFAULT_PAGE_SIZE: Final = 50
@@ -123,9 +123,9 @@ def validate_filter(draft: FilterDraft, *, path: str = "filter") -> EventFilter:
 
     request_id = None
     if draft.request_id:
-        request_id = parse_uuid(draft.request_id)
+        request_id = parse_request_id(draft.request_id)
         if request_id is None:
-            fail("request_id", "must be a UUID")
+            fail("request_id", "must be a UUID (32 hex digits, hyphens optional)")
     trace_id = draft.trace_id.lower() or None
     if trace_id is not None and not _TRACE_ID.fullmatch(trace_id):
         fail("trace_id", "must be 32 hex digits")

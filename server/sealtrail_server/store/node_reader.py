@@ -10,6 +10,7 @@ changes, and every proof of a tenant shares its top levels."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
 
 from ..domain.proofs import Node
@@ -50,7 +51,12 @@ class NodeReader:
         future: asyncio.Future[NodesRead] = asyncio.get_running_loop().create_future()
         self._queue.append((read, future))
         if self._drain_task is None:
-            self._drain_task = asyncio.create_task(self._drain(), name="sealtrail-node-reader")
+            # In a context of its own: made in the first caller's, it read
+            # every later caller's nodes inside that caller's span and with its
+            # request id on its log lines.
+            self._drain_task = asyncio.create_task(
+                self._drain(), name="sealtrail-node-reader", context=contextvars.Context()
+            )
         found = await future
         if len(cache) < self._cached_nodes:
             for node, value in found.hashes.items():

@@ -1,11 +1,10 @@
 """Per-request correlation values, kept in a contextvar by the telemetry
 interceptor for the servicer (events) and for log lines: the request id and
-the caller's span. Also the one place a request id is read off metadata."""
+the caller's span."""
 
 from __future__ import annotations
 
 import contextvars
-import re
 import uuid
 from typing import Final
 
@@ -14,22 +13,9 @@ from opentelemetry import trace
 from ..domain.event import NO_CORRELATION, Correlation
 
 REQUEST_ID_HEADER: Final = "x-request-id"
-# A UUID in its usual 8-4-4-4-12 form or as 32 hex digits (nginx's $request_id).
-_REQUEST_ID: Final = re.compile(
-    r"([0-9a-fA-F]{8})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{12})"
-)
-
 _correlation: contextvars.ContextVar[Correlation] = contextvars.ContextVar(
     "sealtrail_correlation", default=NO_CORRELATION
 )
-
-
-def parse_request_id(value: str) -> str | None:
-    """The lowercase hyphenated UUID `value` spells, else None."""
-    match = _REQUEST_ID.fullmatch(value)
-    if match is None or ("-" in value and len(value) != 36):
-        return None
-    return "-".join(match.groups()).lower()
 
 
 def new_request_id() -> str:

@@ -28,12 +28,12 @@ from opentelemetry.context import Context as TraceContext
 from opentelemetry.trace import SpanKind, Status, Tracer
 from opentelemetry.trace import StatusCode as SpanStatus
 
+from ..domain.event import parse_request_id
 from ..service_interceptor import Behavior, Handler, ServiceInterceptor
 from .context import (
     REQUEST_ID_HEADER,
     correlation_of,
     new_request_id,
-    parse_request_id,
     set_correlation,
 )
 
@@ -127,6 +127,9 @@ def _code(context: Context, error: BaseException | None) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
+_TRACEPARENT: Final = "traceparent"
+
+
 class TelemetryInterceptor(ServiceInterceptor):
     """`tracer` None: no spans at all (tracing off); request ids and the
     caller's trace context still reach events and logs."""
@@ -134,7 +137,8 @@ class TelemetryInterceptor(ServiceInterceptor):
     def __init__(self, *, tracer: Tracer | None) -> None:
         super().__init__()
         self._tracer = tracer
-        self._fields = frozenset(propagate.get_global_textmap().fields)
+        # Sealtrail never reads baggage: parsing it costs a warning per bad entry.
+        self._fields = frozenset(propagate.get_global_textmap().fields) - {"baggage"}
 
     def _begin(self, context: Context, method: str) -> _Call:
         received: str | None = None
@@ -146,7 +150,11 @@ class TelemetryInterceptor(ServiceInterceptor):
             elif key in self._fields and isinstance(value, str):
                 if carrier is None:
                     carrier = {}
-                carrier.setdefault(key, value)
+                # A header sent twice is one list (W3C), but two parents are none.
+                earlier = carrier.get(key)
+                carrier[key] = value if earlier is None else f"{earlier},{value}"
+        if carrier is not None and "," in carrier.get(_TRACEPARENT, ""):
+            del carrier[_TRACEPARENT]
         parent = propagate.extract(carrier) if carrier is not None else None
         caller = trace.get_current_span(parent).get_span_context() if parent else None
         request_id = parse_request_id(received) if received is not None else None

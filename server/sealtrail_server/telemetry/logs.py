@@ -9,7 +9,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
-from typing import Any, Literal, TextIO
+from typing import Any, Final, Literal, TextIO
 
 from opentelemetry import trace
 
@@ -85,6 +85,18 @@ def log_handler(log_format: LogFormat, stream: TextIO | None = None) -> logging.
     return handler
 
 
+# OpenTelemetry warns of each malformed trace header it parses, with the
+# header's text, before any token is checked: anyone could fill the log.
+_CALLER_WRITTEN_WARNINGS: Final = (
+    "opentelemetry.trace.span",
+    "opentelemetry.trace.propagation.tracecontext",
+    "opentelemetry.baggage.propagation",
+)
+
+
 def configure_logging(*, level: int, log_format: LogFormat, stream: TextIO | None = None) -> None:
-    """The root logger writes through `log_handler` only."""
+    """The root logger writes through `log_handler` only; OpenTelemetry's
+    warnings about the headers callers send are not written."""
     logging.basicConfig(level=level, handlers=[log_handler(log_format, stream)], force=True)
+    for name in _CALLER_WRITTEN_WARNINGS:
+        logging.getLogger(name).setLevel(max(level, logging.ERROR))

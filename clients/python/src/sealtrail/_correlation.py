@@ -7,7 +7,9 @@ Interceptors on both clients add to each call's metadata:
   no SDK installed, a context the caller's framework put there still goes out.
 - `x-request-id`: the one set with `request_id(...)` for the calls inside it,
   else a new UUID per call.
-Metadata the caller passed itself is never replaced.
+Metadata the caller passed itself is never replaced, and a caller who passed
+a trace header gets none of the current context's (which belong to another
+trace).
 
 The server stores the request id, trace id and span id with every event the
 call records (unless the event carries its own), so a trace leads to its audit
@@ -16,6 +18,7 @@ events and back (docs/correlation.md)."""
 from __future__ import annotations
 
 import contextvars
+import logging
 import re
 import uuid
 from collections import namedtuple
@@ -47,27 +50,39 @@ else:
     _AioUnaryStreamBase = grpc.aio.UnaryStreamClientInterceptor
 
 
-def _normalized(value: str | uuid.UUID) -> str:
+log = logging.getLogger("sealtrail")
+
+
+def _normalized(value: str | uuid.UUID) -> str | None:
     if isinstance(value, uuid.UUID):
         return str(value)
     text = value.strip().lower()
     if not _UUID.fullmatch(text) or ("-" in text and len(text) != 36):
-        raise ValueError(f"a request id must be a UUID, not {value!r}")
+        return None
     return str(uuid.UUID(text))
 
 
 @contextmanager
-def request_id(value: str | uuid.UUID | None = None) -> Iterator[str]:
-    """Send `value` (a new UUID if None) as the `x-request-id` of every call
-    made inside, from this thread or task and the tasks it starts. Yields the
-    id. Use it where your own request starts, with your request's id, so the
-    audit events of the request carry it::
+def request_id(value: str | uuid.UUID | None = None, *, strict: bool = False) -> Iterator[str]:
+    """Send `value` as the `x-request-id` of every call made inside, from this
+    thread or task and the tasks it starts. Yields the id. Use it where your
+    own request starts, with your request's id, so the audit events of the
+    request carry it::
 
         with sealtrail.request_id(incoming.headers.get("x-request-id")):
             audit.record(...)
 
-    Raises ValueError for a value that is not a UUID."""
-    chosen = str(uuid.uuid4()) if value is None else _normalized(value)
+    A UUID (hyphens optional) is sent as it is; None, or anything else (a
+    proxy's `req-abc`, an empty header), is replaced by a new UUID, as the
+    server would: a malformed header your caller sent must not cost you the
+    request or its audit record. `strict=True` raises ValueError instead."""
+    chosen = None if value is None else _normalized(value)
+    if chosen is None:
+        if value is not None:
+            if strict:
+                raise ValueError(f"a request id must be a UUID, not {value!r}")
+            log.debug("request id %r is not a UUID; sending a new one", value)
+        chosen = str(uuid.uuid4())
     token = _request_id.set(chosen)
     try:
         yield chosen
@@ -85,7 +100,8 @@ def correlation_metadata(existing: Metadata | None) -> list[tuple[str, str]]:
     present = {key for key, _ in existing or ()}
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
-    added = [(key, value) for key, value in carrier.items() if key not in present]
+    own_trace = not present.isdisjoint(propagate.get_global_textmap().fields)
+    added = [] if own_trace else list(carrier.items())
     if REQUEST_ID_HEADER not in present:
         added.append((REQUEST_ID_HEADER, _request_id.get() or str(uuid.uuid4())))
     return added
