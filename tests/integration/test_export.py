@@ -26,7 +26,9 @@ from tests.conftest import SIGNING_KEY, ServerThread
 from tests.processes import ServerProcess
 from tests.rfc6962 import leaf, mth
 
-INJECTIONS = ['=HYPERLINK("http://x")', "+1+2", "-3", "@SUM(A1)", "\tlead", "\rcr"]
+# The last two differ only by the `'` a neutralised cell gains: their cells
+# must differ too, or the recorded value could not be read back.
+INJECTIONS = ['=HYPERLINK("http://x")', "+1+2", "-3", "@SUM(A1)", "\tlead", "\rcr", "'-3"]
 
 
 def seed(client: AuditClient) -> None:

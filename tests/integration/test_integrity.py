@@ -9,12 +9,13 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import grpc
 import psycopg
 import pytest
 
-from sealtrail import AuditClient, build_event, build_filter
+from sealtrail import AuditClient, RpcFailedError, build_event, build_filter
 from sealtrail._bundle import BundleError, verify_bundle, write_bundle
 from sealtrail.tlog import Signer, open_note, parse_checkpoint, verify_consistency
 from sealtrail_server.domain.access import Role
@@ -476,3 +477,45 @@ def test_after_a_key_rotation_old_checkpoints_stay_verifiable(
     assert open_note(second.note, [new_key.verifier])[1] == [new_key.verifier]
     # ten events, the VerifyLog call's own audit_log.verified and the bundle's export
     assert verify_bundle(tmp_path / "b", key=new_key.verifier.text()).count == 12
+
+
+@pytest.mark.parametrize("export_format", ["csv", "json"])
+def test_an_export_meeting_an_unreadable_record_is_data_loss_naming_it(
+    logged: AuditClient,
+    tenant: str,
+    tamper: psycopg.Connection[Any],
+    tmp_path: Path,
+    export_format: Literal["csv", "json"],
+) -> None:
+    """A record rewritten into something no event is failed the export as
+    UNKNOWN ("Unexpected KeyError"), naming nothing."""
+    tamper.execute(
+        "UPDATE events SET record = '{\"seq\":13}' WHERE tenant_id = %s AND seq = 13", [tenant]
+    )
+    with pytest.raises(RpcFailedError) as failed:
+        logged.export(tmp_path / f"out.{export_format}", format=export_format)
+    assert failed.value.code == grpc.StatusCode.DATA_LOSS
+    assert "seq 13" in str(failed.value)
+    assert not (tmp_path / f"out.{export_format}").exists()
+
+
+@pytest.mark.parametrize(
+    ("file", "damage", "message"),
+    [
+        ("proofs.ndjson", lambda text: "not json\n" + text.split("\n", 1)[1], "not JSON"),
+        ("proofs.ndjson", lambda text: "[1]\n" + text.split("\n", 1)[1], "not a proof"),
+        ("proofs.ndjson", lambda text: '{"seq": 1}\n' + text.split("\n", 1)[1], "proof"),
+        ("records.ndjson", lambda text: text.replace('"seq":1,', '"seq":"1",', 1), "seq"),
+        ("bundle.json", lambda text: text.replace('"origin"', '"elsewhere"'), "origin"),
+        ("bundle.json", lambda text: text.replace('"count": ', '"count": -'), "count"),
+    ],
+    ids=["proof-not-json", "proof-not-object", "proof-missing", "seq-text", "no-origin", "count"],
+)
+def test_a_malformed_bundle_is_a_failure_named_not_a_traceback(
+    logged: AuditClient, tmp_path: Path, file: str, damage: Callable[[str], str], message: str
+) -> None:
+    write_bundle(logged, tmp_path / "b")
+    target = tmp_path / "b" / file
+    target.write_text(damage(target.read_text()))
+    with pytest.raises(BundleError, match=message):
+        verify_bundle(tmp_path / "b", key=VERIFIER.text())

@@ -16,7 +16,7 @@ from google.protobuf import json_format
 from sealtrail.v1 import audit_service_pb2 as pb
 
 from ..domain.access import Principal
-from ..domain.errors import InvalidArgument, ResourceExhausted
+from ..domain.errors import IntegrityFailure, InvalidArgument, ResourceExhausted
 from ..domain.filters import EventFilter, validate_filter
 from ..export.formats import CsvEncoder, Encoder, JsonEncoder, NdjsonEncoder
 from ..integrity.checkpointer import Checkpointer
@@ -87,7 +87,15 @@ class ExportRpcs:
         )
         async with aclosing(events):  # a cancelled export gives its connection back now
             async for event in events:
-                buffer += encoder.row(event.record, event.leaf_hash)
+                try:
+                    buffer += encoder.row(event.record, event.leaf_hash)
+                except (ValueError, KeyError, TypeError, AttributeError) as error:
+                    # A record rewritten in the database into something no event
+                    # is (Query's answer to the same is DATA_LOSS naming it).
+                    raise IntegrityFailure(
+                        f"the record at seq {event.seq} is not a readable event ({error!r}):"
+                        " it was changed in the database; run VerifyLog"
+                    ) from None
                 rows, first, last = rows + 1, first or event.seq, event.seq
                 if len(buffer) >= CHUNK_BYTES:
                     digest.update(buffer)

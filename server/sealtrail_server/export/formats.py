@@ -45,7 +45,9 @@ CSV_COLUMNS: Final = (
     "leaf_hash",
     "country",  # last: added after the others, so that their positions stay
 )
-_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
+# A cell starting with `'` is prefixed too, so that taking one leading `'` off
+# every cell that has one gives back exactly what was recorded.
+_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r", "'")
 
 
 def neutralise(cell: str) -> str:

@@ -387,6 +387,12 @@ def _manifest(path: Path) -> dict[str, Any]:
         )
     if not isinstance(manifest.get("complete"), bool):
         raise BundleError(f"{MANIFEST}: 'complete' must be true or false")
+    if not isinstance(manifest.get("origin"), str):
+        raise BundleError(f"{MANIFEST}: 'origin' must be a string")
+    for name in ("tree_size", "count", "purged"):
+        value = manifest.get(name, 0)
+        if type(value) is not int or value < 0:
+            raise BundleError(f"{MANIFEST}: {name!r} must be a number of events")
     return dict(manifest)
 
 
@@ -411,6 +417,8 @@ def _records(path: Path, tenant: str) -> Iterator[tuple[int, int, bytes, int]]:
                 seq, owner = parsed["seq"], parsed["tenant_id"]
             except (ValueError, KeyError, TypeError):
                 raise BundleError(f"record {number}: not a Sealtrail record") from None
+            if type(seq) is not int:
+                raise BundleError(f"record {number}: its seq is not a number")
             if owner != tenant:
                 raise BundleError(f"record {number} (seq {seq}): belongs to tenant {owner!r}")
             yield number, seq, leaf_hash(record), removals_recorded(parsed)
@@ -476,7 +484,12 @@ def _verify_each(
 
     with open(path / PROOFS) as proofs:
         for number, seq, leaf, removals in _records(path, tenant):
-            entry = json.loads(proofs.readline() or "null")
+            try:
+                entry = json.loads(proofs.readline() or "null")
+            except ValueError:
+                raise BundleError(f"{PROOFS} line {number}: not JSON") from None
+            if not isinstance(entry, dict | None):
+                raise BundleError(f"{PROOFS} line {number}: not a proof")
             if not entry or entry.get("seq") != seq:
                 logged = entry.get("seq") if entry else None
                 raise BundleError(
@@ -486,7 +499,7 @@ def _verify_each(
             purged_before(seq)
             try:
                 proof = [base64.b64decode(h, validate=True) for h in entry["proof"]]
-            except (ValueError, TypeError) as error:
+            except (ValueError, TypeError, KeyError) as error:
                 raise BundleError(f"record {number} (seq {seq}): {error}") from None
             walk.accept(f"record {number}", seq, leaf, proof)
             count += 1

@@ -317,7 +317,7 @@ def bundle(ctx: click.Context, /, out: Path, **criteria: Any) -> None:
     with _client(ctx) as client:
         try:
             summary = write_bundle(client, out, event_filter=_filter(criteria))
-        except BundleError as error:
+        except (BundleError, ExportError) as error:
             raise click.ClickException(str(error)) from None
     purged = f" and {summary.purged} purged events' leaves" if summary.purged else ""
     click.echo(
@@ -419,8 +419,9 @@ def _count(number: int, noun: str) -> str:
     "-o",
     "--out",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="File to write; it appears only once complete and checked.",
+    type=click.Path(path_type=Path),
+    help="File to write; it appears only once complete and checked (for a bundle, a new or"
+    " empty directory).",
 )
 @click.pass_context
 def export(
@@ -434,6 +435,8 @@ def export(
     if export_format == "bundle":
         ctx.invoke(bundle, out=out, **criteria)
         return
+    if out.is_dir():
+        raise click.BadParameter(f"{out} is a directory", param_hint="'-o' / '--out'")
     with (
         _client(ctx) as client,
         Progress(
