@@ -25,7 +25,7 @@ from .api.audited import record_event
 from .api.convert import server_view
 from .app import Service
 from .config import Settings
-from .domain.access import Role, valid_tenant_id
+from .domain.access import Role, token_name_problem, valid_tenant_id
 from .domain.errors import SealtrailError
 from .domain.event import parse_uuid
 from .embedded import start_embedded_postgres
@@ -39,6 +39,7 @@ from .store.tokens import (
     count_tokens,
     create_token,
     list_tokens,
+    live_token_tenant,
     revoke_token,
 )
 from .telemetry.logs import LogFormat, configure_logging
@@ -147,6 +148,7 @@ async def _issue_dev_token(settings: Settings, url: str) -> None:
         if await count_tokens(db):
             return
         issued = await create_token(db, tenant_id=DEV_TENANT, role=Role.ADMIN, name="development")
+        await _record_created(db, issued, name="development")
     except SealtrailError as error:
         if error.reason != "TENANT_ERASED":
             raise
@@ -159,8 +161,10 @@ async def _issue_dev_token(settings: Settings, url: str) -> None:
         return
     finally:
         await db.close()
-    token_file.write_text(issued.secret + "\n")
-    os.chmod(token_file, 0o600)
+    token_file.unlink(missing_ok=True)
+    # Created readable by its owner alone, never for a moment by others.
+    with os.fdopen(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(issued.secret + "\n")
     click.echo(
         f"sealtrail: development admin token for tenant {DEV_TENANT!r} (also in {token_file}):\n"
         f"  {issued.secret}"
@@ -184,6 +188,8 @@ def token_create(
     tenant: str, role: str, name: str, data_dir: Path | None, database_url: str | None
 ) -> None:
     """Create a token; prints it alone on the last line. It is shown only once."""
+    if problem := token_name_problem(name):
+        raise click.BadParameter(problem, param_hint="--name")
     if not valid_tenant_id(tenant):
         raise click.BadParameter(
             "1-63 characters of a-z 0-9 . _ - starting with a letter or digit",
@@ -199,15 +205,25 @@ def token_create(
 async def _create_token(urls: _Urls, tenant: str, role: Role, name: str) -> IssuedToken:
     async with _database(urls) as db:
         issued = await create_token(db, tenant_id=tenant, role=role, name=name)
+        await _record_created(db, issued, name=name)
+        return issued
+
+
+async def _record_created(db: Database, issued: IssuedToken, *, name: str) -> None:
+    """Record a token's creation; a token whose creation cannot be recorded is
+    revoked again (as the API does): no token lives without its event."""
+    try:
         await _record_operator_action(
             db,
-            tenant,
+            issued.tenant_id,
             action="api_token.created",
             token_id=issued.token_id,
-            description=f"Created an API token with role {role.value}",
-            details={"role": role.value, "name": name},
+            description=f"Created an API token with role {issued.role.value}",
+            details={"role": issued.role.value, "name": name},
         )
-        return issued
+    except BaseException:
+        await revoke_token(db, token_id=issued.token_id, tenant_id=issued.tenant_id)
+        raise
 
 
 def _operator() -> str:
@@ -300,16 +316,20 @@ def token_revoke(token_id: str, data_dir: Path | None, database_url: str | None)
 
     async def run() -> bool:
         async with _database(urls) as db:
-            tenant = await revoke_token(db, token_id=token_id)
-            if tenant is not None:
-                await _record_operator_action(
-                    db,
-                    tenant,
-                    action="api_token.revoked",
-                    token_id=token_id,
-                    description="Revoked an API token",
-                )
-            return tenant is not None
+            tenant = await live_token_tenant(db, token_id)
+            if tenant is None:
+                return False
+            # Recorded before it applies, as the API does: a revocation is
+            # never without its event (one that fails to apply is retried).
+            await _record_operator_action(
+                db,
+                tenant,
+                action="api_token.revoked",
+                token_id=token_id,
+                description="Revoked an API token",
+            )
+            await revoke_token(db, token_id=token_id, tenant_id=tenant)
+            return True
 
     if not asyncio.run(run()):
         raise click.ClickException(f"no live token {token_id}")

@@ -71,3 +71,46 @@ def test_a_token_sees_its_own_tenant_only(
     # What the console read is recorded in the reader's log, as any Query.
     queried = get(api + "events?actions=audit_log.queried", console_server.token(tenant, "reader"))
     assert len(queried[1]["events"]) >= 1
+
+
+def _headers(url: str, token: str | None = None, **extra: str) -> Any:
+    request = urllib.request.Request(url, headers=extra)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.headers
+    except urllib.error.HTTPError as error:
+        return error.headers
+
+
+def test_every_answer_is_kept_from_caches_frames_and_sniffing(
+    console_url: str, api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """Only the page had these: audit data in /api answers could stay in a
+    browser's disk cache."""
+    reader = console_server.token(tenant, "reader")
+    for headers in (
+        _headers(console_url),
+        _headers(api + "events", reader),
+        _headers(api + "events"),  # 401
+        _headers(api + "events?categories=nonsense", reader),  # 400
+        _headers(console_url + "static/console.js"),
+    ):
+        assert headers["Cache-Control"] == "no-store"
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+
+
+def test_a_request_id_that_is_no_uuid_is_replaced_not_a_failure(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    reader = console_server.token(tenant, "reader")
+    status, _ = get_with(api + "events", reader, {"X-Request-Id": "req-\u00e9\u00e9"})
+    assert status == 200
+
+
+def get_with(url: str, token: str, headers: dict[str, str]) -> tuple[int, Any]:
+    request = urllib.request.Request(url, headers={**headers, "Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return answer.status, answer.read()

@@ -127,7 +127,8 @@ def test_embedded_server_prints_a_dev_token_and_keeps_data_across_restarts() -> 
         assert "development admin token" not in second["stdout"]
         env["SEALTRAIL_SERVER"] = second["target"]
         found = run("sealtrail", "query", "--format", "jsonl", env=env).stdout.splitlines()
-        assert [json.loads(x)["action"] for x in found] == ["server.start"]
+        # newest first; the development token's creation is recorded as any token's
+        assert [json.loads(x)["action"] for x in found] == ["server.start", "api_token.created"]
 
         # Once its tenant is erased (its id retired), there is no development
         # token to make, and the server still starts, saying so.
@@ -254,7 +255,12 @@ def test_export_and_tail_from_the_command_line(cli_env: dict[str, str], tmp_path
     assert out.read_text().splitlines()[0].startswith("seq,id,occurred_at")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
     bundled = tmp_path / "bundle"
+    bundled.mkdir()  # a new or empty directory, as `sealtrail bundle` takes
     run("sealtrail", "export", "--format", "bundle", "-o", str(bundled), env=cli_env)
+    refused = run(
+        "sealtrail", "export", "--format", "csv", "-o", str(bundled), env=cli_env, check=False
+    )
+    assert refused.returncode == 2 and "is a directory" in refused.stderr
     assert run("sealtrail", "verify", str(bundled)).stdout.startswith("OK: ")
 
     tail = subprocess.Popen(

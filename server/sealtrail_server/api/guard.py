@@ -23,8 +23,9 @@ from google.protobuf.message import DecodeError
 from ..auth.roles import CHANGES, may_call
 from ..auth.tokens import Authenticator
 from ..domain.access import Principal
-from ..domain.errors import InvalidArgument, PermissionDenied, SealtrailError
+from ..domain.errors import InvalidArgument, PermissionDenied, SealtrailError, Unauthenticated
 from ..service_interceptor import SERVICE_PREFIX, Behavior, Handler, ServiceInterceptor
+from ..store.changes import tenant_erased
 from ..telemetry.context import response_metadata
 from .errors import grpc_status
 
@@ -100,6 +101,19 @@ class GuardInterceptor(ServiceInterceptor):
             raise PermissionDenied(f"role {principal.role.value!r} may not call {method}")
         _principal.set(principal)
 
+    async def _still_trusted(self, authorization: str | None) -> None:
+        """Before each message of a stream: a dict read while the token is
+        cached; once it is not, one lookup. A revoked token's stream ends
+        within the cache's time (at once where it was revoked), an idle one at
+        its next heartbeat; an erased tenant's says so."""
+        try:
+            await self._authenticator.authenticate(authorization)
+        except Unauthenticated:
+            tenant_id = current_principal().tenant_id
+            if self._authenticator.erased_here(tenant_id):
+                raise tenant_erased(tenant_id) from None
+            raise
+
     def _wrap_unary(self, handler: Handler, method_path: str) -> Handler:
         method = method_path.removeprefix(SERVICE_PREFIX)
         inner = cast(Behavior, handler.unary_unary)
@@ -136,11 +150,7 @@ class GuardInterceptor(ServiceInterceptor):
                 responses = inner(request, context)
                 async with aclosing(responses):  # a cancelled call closes the handler now
                     async for response in responses:
-                        # A dict read while the token is cached; once it is not,
-                        # one lookup: a revoked token's stream ends within the
-                        # cache's time (at once where it was revoked), an idle
-                        # one at its next heartbeat.
-                        await self._authenticator.authenticate(authorization)
+                        await self._still_trusted(authorization)
                         yield response
             except SealtrailError as error:
                 await _abort(context, error)

@@ -14,9 +14,9 @@ from sealtrail.v1 import access_pb2 as pb
 from sealtrail.v1 import event_pb2
 
 from ..auth.tokens import Authenticator
-from ..domain.access import Role
+from ..domain.access import Role, token_name_problem
 from ..domain.errors import InvalidArgument, NotFound
-from ..domain.event import MAX_NAME, parse_uuid
+from ..domain.event import parse_uuid
 from ..domain.filters import decode_page_token, encode_page_token, page_size
 from ..store.appender import Appender
 from ..store.changes import Changes
@@ -69,8 +69,8 @@ class TokenRpcs:
         role = _ROLES.get(request.role)
         if role is None:
             raise InvalidArgument.field("role", "must be RECORDER, READER, EXPORTER or ADMIN")
-        if len(request.name) > MAX_NAME or "\x00" in request.name:
-            raise InvalidArgument.field("name", f"must be at most {MAX_NAME} characters, no NUL")
+        if problem := token_name_problem(request.name):
+            raise InvalidArgument.field("name", problem)
         issued = await create_token(
             self._db, tenant_id=principal.tenant_id, role=role, name=request.name
         )

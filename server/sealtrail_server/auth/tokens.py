@@ -35,6 +35,8 @@ class Authenticator:
         # Bumped by each forget: a lookup that began before it must not put
         # back what it forgot.
         self._forgets = 0
+        # Tenants erased here (at most `max_cached`): a stream of one ends saying so.
+        self._erased: dict[str, None] = {}
 
     async def authenticate(self, authorization: str | None, *, fresh: bool = False) -> Principal:
         if not authorization:
@@ -69,6 +71,13 @@ class Authenticator:
     def forget_tenant(self, tenant_id: str) -> None:
         """Stop trusting every cached token of a tenant at once (it was erased here)."""
         self._forgets += 1
+        self._erased[tenant_id] = None
+        if len(self._erased) > self._max_cached:
+            del self._erased[next(iter(self._erased))]
         for digest, (principal, _) in list(self._cache.items()):
             if principal.tenant_id == tenant_id:
                 del self._cache[digest]
+
+    def erased_here(self, tenant_id: str) -> bool:
+        """Whether this process erased `tenant_id` (lately)."""
+        return tenant_id in self._erased

@@ -31,6 +31,8 @@ from google.protobuf import json_format
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, integrity_pb2
 
+from ..domain.event import parse_request_id
+
 log = logging.getLogger(__name__)
 
 STATIC: Final = Path(__file__).parent / "static"
@@ -120,6 +122,7 @@ class Console:
 
     async def start(self) -> int:
         app = web.Application(middlewares=[_errors])
+        app.on_response_prepare.append(_secure)
         app.add_routes(
             [
                 web.get("/", self._page),
@@ -153,13 +156,15 @@ class Console:
                 text=json.dumps({"error": "sign in with a token"}), content_type="application/json"
             )
         kept = [("authorization", authorization)]
-        request_id = request.headers.get("X-Request-Id")
-        if request_id:
+        # Passed on if it is one (gRPC refuses some bytes in metadata; the
+        # server would replace anything else anyway).
+        request_id = parse_request_id(request.headers.get("X-Request-Id", ""))
+        if request_id is not None:
             kept.append(("x-request-id", request_id))
         return tuple(kept)
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(STATIC / "index.html", headers=_PAGE_HEADERS)
+        return web.FileResponse(STATIC / "index.html")
 
     async def _signin(self, request: web.Request) -> web.Response:
         await self._stub.GetVerifierKeys(
@@ -256,12 +261,18 @@ async def _streaming(request: web.Request, content_type: str) -> web.StreamRespo
 
 
 # The page loads nothing from elsewhere, and nothing may frame it.
-_PAGE_HEADERS: Final = {
+# On every answer, the page's, the API's, errors and static files alike: audit
+# data must not stay in a browser's cache, nor be framed or sniffed.
+_SECURE_HEADERS: Final = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+
+async def _secure(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(_SECURE_HEADERS)
 
 
 @web.middleware

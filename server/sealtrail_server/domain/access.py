@@ -35,6 +35,19 @@ class Principal:
     role: Role
 
 
+MAX_TOKEN_NAME: Final = 256
+# C0 and C1 controls and DEL: a name is printed to operators' terminals
+# (`sealtrail-server token list`), where they would be escape sequences.
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def token_name_problem(name: str) -> str | None:
+    """Why `name` cannot label a token, or None."""
+    if len(name) > MAX_TOKEN_NAME or _CONTROL.search(name):
+        return f"must be at most {MAX_TOKEN_NAME} characters, none of them control characters"
+    return None
+
+
 def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 

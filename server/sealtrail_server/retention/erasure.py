@@ -15,7 +15,7 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-from ..domain.errors import FailedPrecondition, IntegrityFailure, Unavailable
+from ..domain.errors import FailedPrecondition, IntegrityFailure, Unauthenticated, Unavailable
 from ..domain.merkle import EMPTY_ROOT
 from ..integrity.checkpointer import Checkpointer
 from ..store.changes import (
@@ -117,6 +117,15 @@ class Eraser:
             if earlier := await _kept_receipt(conn, tenant_id):  # by a call before this one
                 log.info("tenant %s was erased already; answering its receipt", tenant_id)
                 return earlier
+            # The caller's token, as it stands now (the guard's may be cached): a
+            # token revoked on another process must not erase meanwhile.
+            cursor = await conn.execute(
+                "SELECT FROM api_tokens WHERE tenant_id = %s AND token_id = %s"
+                " AND revoked_at IS NULL FOR SHARE",
+                [tenant_id, erased_by],
+            )
+            if await cursor.fetchone() is None:
+                raise Unauthenticated("unknown or revoked token")
             cursor = await conn.execute(
                 "SELECT legal_hold FROM retention_policies WHERE tenant_id = %s", [tenant_id]
             )

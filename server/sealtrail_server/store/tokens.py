@@ -59,6 +59,18 @@ async def find_principal(db: Database, digest: bytes) -> Principal | None:
     return Principal(tenant_id=str(tenant_id), token_id=str(token_id), role=Role(str(role)))
 
 
+async def live_token_tenant(db: Database, token_id: str) -> str | None:
+    """The tenant of the live token `token_id`, whichever it is (an operator
+    at the console names a token, not its tenant)."""
+    async with db.system_connection() as conn:
+        cursor = await conn.execute(
+            "SELECT tenant_id FROM api_tokens WHERE token_id = %s AND revoked_at IS NULL",
+            [token_id],
+        )
+        row = await cursor.fetchone()
+    return str(row[0]) if row else None
+
+
 async def count_tokens(db: Database) -> int:
     async with db.system_connection() as conn:
         cursor = await conn.execute("SELECT count(*) FROM api_tokens")
