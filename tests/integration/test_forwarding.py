@@ -24,6 +24,7 @@ import httpcore
 import psycopg
 import pytest
 import rfc8785
+from google.protobuf import json_format
 
 from sealtrail import (
     AbortedError,
@@ -533,6 +534,35 @@ def test_sink_changes_are_recorded_without_their_secrets(
     ).fetchone()
     assert stored is not None and secret not in stored[0] and rotated not in stored[0]
     assert secret[6:] not in stored[0]
+
+
+def test_a_credential_in_a_webhook_url_is_never_recorded(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+    sql: psycopg.Connection[Any],
+    tenant: str,
+) -> None:
+    """Many webhook URLs are their own credential (a `?token=`, Slack's path):
+    the sink's events showed the URL whole, hashed into the log for good."""
+    token, path_key, secret = "q7Zp2LwX9mK4vR8t", "A1b2C3d4E5f6G7h8I9j0", new_secret()
+    url = f"{receiver.url}/hooks/{path_key}?token={token}"
+    sink = sinks(build_sink("tokened", "webhook", url=url, secrets=[secret]))
+    assert sink.webhook.url == url  # an admin still reads it whole
+    moved = f"{receiver.url}/hooks/{path_key}?token={token[::-1]}"
+    client.update_sink(
+        build_sink("tokened", "webhook", url=moved, secrets=[secret], sink_id=sink.id)
+    )
+    [created, updated] = client.query(build_filter(actions="sink.*"), order="oldest")
+    shown = json_format.MessageToDict(created.details)["destination"]
+    assert shown["url"] == receiver.url.rstrip("/") + "/hooks/…?…"
+    [change] = updated.changes
+    assert change.field == "destination"  # the fingerprint tells the change
+    stored = sql.execute(
+        "SELECT string_agg(record, '') FROM events WHERE tenant_id = %s", [tenant]
+    ).fetchone()
+    assert stored is not None
+    assert token not in stored[0] and token[::-1] not in stored[0] and path_key not in stored[0]
 
 
 def test_a_sink_change_on_a_stale_etag_is_aborted_and_changes_nothing(

@@ -31,8 +31,8 @@ from ..domain.sinks import (
     Kind,
     SinkDefinition,
     check_sink,
-    described,
     keep_secrets,
+    recorded,
     redacted_destination,
     sink_etag,
     validate_sink_settings,
@@ -258,7 +258,7 @@ class ForwardingRpcs:
                     resource_type="sink",
                     resource_id=sink_id,
                     description=f"Sink {definition.name!r} ({definition.kind}) created",
-                    details={**described(definition), "from_seq": cursor + 1},
+                    details={**recorded(definition), "from_seq": cursor + 1},
                 )
             ).event_id
             await store.insert_sink(
@@ -320,7 +320,7 @@ class ForwardingRpcs:
             if definition == before.definition:
                 head = await tree_size(conn, tenant_id)
                 return pb.UpdateSinkResponse(sink=_sink_message(before, head))
-            old, new = described(before.definition), described(definition)
+            old, new = recorded(before.definition), recorded(definition)
             event_id = (
                 await record_access(
                     self._appender,
@@ -398,7 +398,7 @@ class ForwardingRpcs:
                     resource_id=sink_id,
                     description=f"Sink {stored.definition.name!r} deleted",
                     details={
-                        **described(stored.definition),
+                        **recorded(stored.definition),
                         "cursor_seq": stored.state.cursor_seq,
                         "dead_letters": stored.state.dead_letters,
                     },

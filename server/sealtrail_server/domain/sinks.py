@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,6 +88,40 @@ def described(definition: SinkDefinition) -> dict[str, Any]:
         "destination": redacted_destination(definition.kind, definition.destination),
         "paused": definition.paused,
     }
+
+
+def recorded(definition: SinkDefinition) -> dict[str, Any]:
+    """A sink as its change events record it, in the log for good: `described`,
+    with its URL shown only so far as it cannot hold a credential (scheme, host,
+    port, and path segments too short to be a token; a query as `?…`), and a
+    fingerprint of the whole URL that tells a change of it. A webhook URL often
+    is the credential (Slack's, a `?token=`), and nothing can be redacted from
+    the log once it is hashed."""
+    shown = described(definition)
+    url = definition.destination.get("url")
+    if isinstance(url, str) and url:
+        destination = dict(shown["destination"])
+        destination["url"] = shown_url(url)
+        destination["url_sha256_prefix"] = hashlib.sha256(url.encode()).hexdigest()[:8]
+        shown["destination"] = destination
+    return shown
+
+
+_SHOWN_SEGMENT: Final = 16  # a path segment this long or longer may be a token
+
+
+def shown_url(url: str) -> str:
+    """`url` without what could be a credential in it."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    path = "/".join(
+        segment if len(segment) < _SHOWN_SEGMENT else "…" for segment in parts.path.split("/")
+    )
+    rest = "?…" if parts.query else ""
+    return f"{parts.scheme}://{host}{port}{path}{rest}"
 
 
 def sink_etag(definition: SinkDefinition, updated_at: datetime) -> str:
