@@ -38,6 +38,9 @@ class Settings:
     # Group commit: wait up to this long for more events, or until this many wait.
     append_max_wait: float = 0.005
     append_batch_events: int = 64
+    # Events handed in and not yet being written beyond which Record is refused
+    # (RESOURCE_EXHAUSTED, retry shortly) rather than left to miss its deadline.
+    append_max_pending_events: int = 20_000
     # How long a resolved token is trusted before it is looked up again.
     token_cache_seconds: float = 10.0
     # Seconds in-flight calls get to finish on SIGTERM.
@@ -150,6 +153,7 @@ class Settings:
 # Counts that 0 would break (a purge batch of 0 events, say, would never end).
 _AT_LEAST_ONE = (
     "append_batch_events",
+    "append_max_pending_events",
     "stream_queue_capacity",
     "retention_batch_events",
 )

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from sealtrail_server.api.convert import server_view
-from sealtrail_server.domain.errors import InvalidArgument
+from sealtrail_server.domain.errors import InvalidArgument, ResourceExhausted
 from sealtrail_server.domain.event import EventDraft, validate_event
 from sealtrail_server.domain.merkle import append_leaf, frontier_root, leaf_hash
 from sealtrail_server.store.appender import _ONE_STATEMENT_EVENTS, Appended, Appender
@@ -330,3 +330,48 @@ def _whole_log_size(sql: psycopg.Connection[Any], tenant: str) -> int:
     ).fetchone()
     assert head is not None and (head[0], bytes(head[1])) == (len(rows), frontier_root(frontier))
     return len(rows)
+
+
+def test_an_overloaded_appender_refuses_with_a_retry_delay_and_writes_nothing(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """Callers queued without bound behind a slow commit (a head locked
+    elsewhere, a flood of batches) until their deadlines passed, and their
+    retries queued more. Past the limit a call is refused at once, with when to
+    retry, and nothing of it is written."""
+    appender = Appender(server.database, max_wait=0.0, batch_events=1, max_pending_events=2)
+
+    async def begin() -> None:
+        appender.start()
+        await appender.append(tenant, [_event("event")])  # its head exists
+
+    server.run(begin())
+    tasks: list[asyncio.Task[Any]] = []
+
+    async def overload() -> BaseException | None:
+        tasks.append(asyncio.create_task(appender.append(tenant, [_event("a")])))
+        await asyncio.sleep(0)  # handed in
+        while appender._pending.events:  # taken, and waiting for the head's lock
+            await asyncio.sleep(0.01)
+        tasks.append(asyncio.create_task(appender.append(tenant, [_event("b"), _event("c")])))
+        while appender._pending.events < 2:
+            await asyncio.sleep(0.01)
+        try:
+            await appender.append(tenant, [_event("d")])
+        except ResourceExhausted as refused:
+            return refused
+        return None
+
+    with sql.transaction():
+        sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
+        refused = server.run(overload())
+    assert isinstance(refused, ResourceExhausted) and refused.retry_after > 0
+
+    async def finish() -> list[Any]:
+        try:
+            return await asyncio.gather(*tasks)
+        finally:
+            await appender.stop()
+
+    written = [outcome.seq for outcomes in server.run(finish()) for outcome in outcomes]
+    assert written == [2, 3, 4]  # the queued ones, and not the refused one

@@ -51,6 +51,7 @@ from psycopg import sql
 from ..domain.errors import (
     AlreadyExists,
     InvalidArgument,
+    ResourceExhausted,
     SealtrailError,
     Unavailable,
 )
@@ -188,6 +189,8 @@ _ONE_STATEMENT_EVENTS = 64
 # Heads kept in memory for writes without a lock (most recently written first
 # to stay); a tenant whose head is not kept is written under lock, as at first.
 _KEPT_HEADS = 10_000
+# When an overloaded process asks callers to come back: a few batches' time.
+_OVERLOADED_RETRY_SECONDS = 1.0
 # Each head is updated only if its row is still as the batch found it (size and
 # root); a tenant whose head another process extended meanwhile gets none of
 # its rows or nodes inserted, and is not in the answer (`tenant_id`s updated).
@@ -252,6 +255,7 @@ class Appender:
         *,
         max_wait: float = 0.005,
         batch_events: int = 64,
+        max_pending_events: int = 20_000,
         max_commit_events: int = 5000,
         store_tree_nodes: bool = True,
         server_view: ServerView | None = None,
@@ -266,6 +270,7 @@ class Appender:
         self._tracer = tracer
         self._max_wait = max_wait
         self._batch_events = batch_events
+        self._max_pending_events = max_pending_events
         self._max_commit_events = max_commit_events
         self._store_tree_nodes = store_tree_nodes
         self._clock = clock
@@ -315,6 +320,15 @@ class Appender:
         the event is shown from its record."""
         if self._stopping:
             raise Unavailable("the server is shutting down", retry_after=1.0)
+        waiting = self._pending.events
+        if waiting and waiting + len(events) > self._max_pending_events:
+            # Overloaded: more would wait past callers' deadlines (whose retries
+            # add more still). Refused now, nothing written; one batch however
+            # large is taken when nothing waits.
+            raise ResourceExhausted(
+                f"{waiting} events are waiting to be written on this server; retry shortly",
+                retry_after=_OVERLOADED_RETRY_SECONDS,
+            )
         future: asyncio.Future[list[AppendOutcome]] = asyncio.get_running_loop().create_future()
         caller = trace.get_current_span() if self._tracer is not None else None
         if caller is not None and not caller.is_recording():
