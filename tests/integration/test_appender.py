@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from sealtrail_server.api.convert import server_view
-from sealtrail_server.domain.errors import InvalidArgument, ResourceExhausted
+from sealtrail_server.domain.errors import InvalidArgument, ResourceExhausted, Unavailable
 from sealtrail_server.domain.event import EventDraft, validate_event
 from sealtrail_server.domain.merkle import append_leaf, frontier_root, leaf_hash
 from sealtrail_server.store.appender import _ONE_STATEMENT_EVENTS, Appended, Appender
@@ -375,3 +375,42 @@ def test_an_overloaded_appender_refuses_with_a_retry_delay_and_writes_nothing(
 
     written = [outcome.seq for outcomes in server.run(finish()) for outcome in outcomes]
     assert written == [2, 3, 4]  # the queued ones, and not the refused one
+
+
+def test_a_head_locked_elsewhere_fails_its_batch_in_seconds_and_the_appender_goes_on(
+    server: ServerThread,
+    tenant: str,
+    migrated_database_url: str,
+    sql: psycopg.Connection[Any],
+) -> None:
+    """A process frozen mid-append keeps its head's lock until TCP gives up
+    (hours); one appender task writes every tenant of a process, so each of
+    them waited as long. The wait is bounded: that batch fails UNAVAILABLE,
+    worth retrying, and later batches are written."""
+    other = f"{tenant}-other"
+
+    async def run(locked: bool) -> list[Any]:
+        db = await Database.open(
+            service_login_url(migrated_database_url), min_size=1, max_size=2,
+            system_lock_timeout=0.2,
+        )  # fmt: skip
+        appender = Appender(db, max_wait=0.0)
+        appender.start()
+        try:
+            if not locked:
+                return [await appender.append(t, [_event("event")]) for t in (tenant, other)]
+            with pytest.raises(Unavailable) as refused:
+                await appender.append(tenant, [_event("event")])
+            return [refused.value, await appender.append(other, [_event("event")])]
+        finally:
+            await appender.stop()
+            await db.close()
+
+    server.run(run(locked=False))  # both heads exist
+    with sql.transaction():
+        sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
+        refused, [written] = server.run(run(locked=True), timeout=30)
+    assert refused.retry_after > 0
+    assert written.seq == 2
+    [[again]] = [server.run(run(locked=False))[0]]
+    assert again.seq == 2  # nothing of the refused batch was written

@@ -46,14 +46,23 @@ SYSTEM_ROLE: Final = "sealtrail_system"
 # plan_cache_mode: plans made for each run's values, or one generic plan.
 _PLANS_FOR_VALUES: Final = "auto"
 _GENERIC_PLANS: Final = "force_generic_plan"
-# A scope is (role, tenant, plan_cache_mode); the system role sees every tenant.
-_Scope = tuple[str, str, str]
+# A scope is (role, tenant, plan_cache_mode, lock_timeout); the system role
+# sees every tenant.
+_Scope = tuple[str, str, str, str]
+# The service role's waits are its own to bound (store/changes.py); "0": none.
+_NO_LOCK_TIMEOUT: Final = "0"
 # Fresh connections start with the least they can see: no tenant at all.
-_NO_TENANT: Final[_Scope] = (SERVICE_ROLE, "", _PLANS_FOR_VALUES)
+_NO_TENANT: Final[_Scope] = (SERVICE_ROLE, "", _PLANS_FOR_VALUES, _NO_LOCK_TIMEOUT)
 _SET_SCOPE: Final = (
     "SELECT set_config('role', %s, false), set_config('sealtrail.tenant', %s, false),"
-    " set_config('plan_cache_mode', %s, false)"
+    " set_config('plan_cache_mode', %s, false), set_config('lock_timeout', %s, false)"
 )
+# How long the system role's work (the appender above all: one task writes
+# every tenant of the process) waits for a row another session holds. A head
+# locked by a process that froze mid-transaction (until TCP gives up: hours)
+# stalled every append of this one; now the batch fails UNAVAILABLE and its
+# callers retry. Other processes append to a tenant in milliseconds.
+SYSTEM_LOCK_TIMEOUT: Final = 5.0
 
 # Every statement of the service reads by an index. A month's partition of
 # events is empty when created, and PostgreSQL gives a partition no 10-page
@@ -76,6 +85,7 @@ class Database:
         self.pool = pool
         self._url = url
         self._scopes = scopes
+        self._system_lock_timeout = f"{round(SYSTEM_LOCK_TIMEOUT * 1000)}ms"
         # False while probe() finds the database down: calls then fail at once
         # with UNAVAILABLE instead of each waiting out the pool's timeout.
         self.reachable = True
@@ -90,6 +100,7 @@ class Database:
         timeout: float = DEFAULT_CONNECT_TIMEOUT,
         wait: bool = True,
         tracer: Tracer | None = None,
+        system_lock_timeout: float = SYSTEM_LOCK_TIMEOUT,
     ) -> Database:
         """`tracer`: every statement run inside a recorded span becomes a
         child span of it (store/traced.py); None, no database spans.
@@ -113,7 +124,9 @@ class Database:
             open=False,
         )
         await pool.open(wait=wait, timeout=timeout if wait else 30.0)
-        return cls(pool, scopes, url)
+        database = cls(pool, scopes, url)
+        database._system_lock_timeout = f"{max(1, round(system_lock_timeout * 1000))}ms"
+        return database
 
     async def close(self) -> None:
         await self.pool.close()
@@ -126,7 +139,7 @@ class Database:
         `generic_plans`: its statements are planned once for any values, not
         for each run's; only for statements whose plan no value can change."""
         plans = _GENERIC_PLANS if generic_plans else _PLANS_FOR_VALUES
-        async with self._checkout((SERVICE_ROLE, tenant_id, plans)) as conn:
+        async with self._checkout((SERVICE_ROLE, tenant_id, plans, _NO_LOCK_TIMEOUT)) as conn:
             yield conn
 
     @asynccontextmanager
@@ -134,7 +147,7 @@ class Database:
         """A pooled connection for work across tenants; `generic_plans` as
         for `connection`."""
         plans = _GENERIC_PLANS if generic_plans else _PLANS_FOR_VALUES
-        async with self._checkout((SYSTEM_ROLE, "", plans)) as conn:
+        async with self._checkout((SYSTEM_ROLE, "", plans, self._system_lock_timeout)) as conn:
             yield conn
 
     async def probe(self, *, timeout: float) -> bool:
