@@ -177,7 +177,7 @@ def _serve_embedded(data_dir: Path, running: contextlib.ExitStack) -> dict[str, 
 
 
 def test_bundle_and_verify_from_the_command_line(
-    cli_env: dict[str, str], tmp_path: Path, migrated_database_url: str
+    cli_env: dict[str, str], tmp_path: Path, migrated_database_url: str, tenant: str
 ) -> None:
     for action in ("api_key.create", "member.invite", "api_key.rotate"):
         run("sealtrail", "record", "--action", action, "--actor-id", "ops", env=cli_env)
@@ -187,8 +187,13 @@ def test_bundle_and_verify_from_the_command_line(
     )
     # seq 1 is the token's creation (api_token.created)
     assert "wrote 2 records (seq 2..4)" in written.stdout
-    verified = run("sealtrail", "verify", str(tmp_path / "b"), "--key", key)
+    verified = run("sealtrail", "verify", str(tmp_path / "b"), "--key", key, "--tenant", tenant)
     assert verified.stdout.startswith("OK: 2 records (seq 2..4)")
+    assert "partial bundle" in verified.stderr  # records left out would not be noticed
+    elsewhere = run(
+        "sealtrail", "verify", str(tmp_path / "b"), "--key", key, "--tenant", "other", check=False
+    )
+    assert elsewhere.returncode == 1 and "not 'other'" in elsewhere.stderr
 
     records = tmp_path / "b" / "records.ndjson"
     records.write_text(records.read_text().replace("api_key.rotate", "api_key.delete"))

@@ -338,11 +338,15 @@ def _proven_one_by_one(
     return _Written(checkpoint, written, purged)
 
 
-def verify_bundle(path: Path, *, key: str | None = None) -> BundleSummary:
+def verify_bundle(
+    path: Path, *, key: str | None = None, tenant: str | None = None
+) -> BundleSummary:
     """Check every record of the bundle at `path` against its signed checkpoint.
     With `key` (verifier key text) the checkpoint must be signed by that key;
     without, by one of the bundle's own keys, which proves only that the bundle
-    is consistent with itself. Raises BundleError at the first failure."""
+    is consistent with itself. With `tenant`, the log must be that tenant's:
+    one key signs every tenant's checkpoints, so another tenant's bundle would
+    verify as well. Raises BundleError at the first failure."""
     manifest = _manifest(path)
     verifiers, trusted_own = _verifiers(path, key)
     try:
@@ -352,11 +356,16 @@ def verify_bundle(path: Path, *, key: str | None = None) -> BundleSummary:
         raise BundleError(f"checkpoint: {error}") from None
     if (checkpoint.origin, checkpoint.tree_size) != (manifest["origin"], manifest["tree_size"]):
         raise BundleError("checkpoint: its origin or size differs from bundle.json")
-    tenant = checkpoint.origin.rsplit("/", 1)[-1]
+    logged_tenant = checkpoint.origin.rsplit("/", 1)[-1]
+    if tenant is not None and logged_tenant != tenant:
+        raise BundleError(
+            f"checkpoint: the log is tenant {logged_tenant!r}'s ({checkpoint.origin}),"
+            f" not {tenant!r}'s"
+        )
 
     size, root = checkpoint.tree_size, checkpoint.root_hash
     complete = manifest["complete"]
-    count, purged, first, last = _verify_each(path, tenant, size, root, complete=complete)
+    count, purged, first, last = _verify_each(path, logged_tenant, size, root, complete=complete)
     if count != manifest["count"]:
         raise BundleError(f"bundle.json says {manifest['count']} records, the bundle has {count}")
     if purged != manifest.get("purged", 0):

@@ -334,10 +334,15 @@ def bundle(ctx: click.Context, /, out: Path, **criteria: Any) -> None:
     help="Verifier key (name+id+key) the checkpoint must be signed by. Without it the"
     " bundle's own keys are used, which proves only that the bundle is self-consistent.",
 )
-def verify(path: Path, key: str | None) -> None:
+@click.option(
+    "--tenant",
+    help="Tenant whose log the bundle must be: one key signs every tenant's checkpoints,"
+    " so another tenant's bundle would verify as well.",
+)
+def verify(path: Path, key: str | None, tenant: str | None) -> None:
     """Check a bundle offline: every record against the signed checkpoint."""
     try:
-        summary = verify_bundle(path, key=key)
+        summary = verify_bundle(path, key=key, tenant=tenant)
     except BundleError as error:
         click.echo(f"FAILED: {error}", err=True)
         sys.exit(1)
@@ -358,6 +363,13 @@ def _report_verified(summary: BundleSummary) -> None:
         click.echo(
             "warning: checked against the bundle's own keys; pass --key with the log's"
             " published verifier key to rule out a forged bundle",
+            err=True,
+        )
+    if not summary.complete:
+        click.echo(
+            "warning: a partial bundle (a filter's selection): each record it holds is"
+            " proven, but one left out would not be noticed; only a complete bundle shows"
+            " the log has no gap",
             err=True,
         )
 
