@@ -191,6 +191,20 @@ _ONE_STATEMENT_EVENTS = 64
 _KEPT_HEADS = 10_000
 # When an overloaded process asks callers to come back: a few batches' time.
 _OVERLOADED_RETRY_SECONDS = 1.0
+# How long appends of a tenant whose head another session held past the lock
+# timeout are refused without a try: each try may cost the whole process a
+# lock timeout's wait.
+HELD_ELSEWHERE_SECONDS = 30.0
+
+
+def _held_elsewhere(tenant_id: str, seconds: float) -> Unavailable:
+    return Unavailable(
+        f"tenant {tenant_id!r}'s log is held by another server process that stopped"
+        " answering; retry later",
+        retry_after=seconds,
+    )
+
+
 # Each head is updated only if its row is still as the batch found it (size and
 # root); a tenant whose head another process extended meanwhile gets none of
 # its rows or nodes inserted, and is not in the answer (`tenant_id`s updated).
@@ -284,6 +298,9 @@ class Appender:
         self._last_batch_calls = 0  # calls the previous commit served
         # Tenants whose head this process has seen: the others' may need creating.
         self._known_tenants: set[str] = set()
+        # Tenants whose head another session held past the lock timeout, and
+        # until when their appends are refused without a try (loop time).
+        self._held_elsewhere: dict[str, float] = {}
 
     def start(self) -> None:
         if self._task is None:
@@ -320,6 +337,11 @@ class Appender:
         the event is shown from its record."""
         if self._stopping:
             raise Unavailable("the server is shutting down", retry_after=1.0)
+        if (held_until := self._held_elsewhere.get(tenant_id)) is not None:
+            remaining = held_until - asyncio.get_running_loop().time()
+            if remaining > 0:
+                raise _held_elsewhere(tenant_id, remaining)
+            del self._held_elsewhere[tenant_id]
         waiting = self._pending.events
         if waiting and waiting + len(events) > self._max_pending_events:
             # Overloaded: more would wait past callers' deadlines (whose retries
@@ -328,6 +350,7 @@ class Appender:
             raise ResourceExhausted(
                 f"{waiting} events are waiting to be written on this server; retry shortly",
                 retry_after=_OVERLOADED_RETRY_SECONDS,
+                reason="OVERLOADED",
             )
         future: asyncio.Future[list[AppendOutcome]] = asyncio.get_running_loop().create_future()
         caller = trace.get_current_span() if self._tracer is not None else None
@@ -416,7 +439,10 @@ class Appender:
         try:
             outcomes = await self._write(batch)
         except SealtrailError as error:
-            _fail(batch, error)
+            if isinstance(error.__cause__, psycopg.errors.LockNotAvailable):
+                await self._commit_around_held_heads(batch)
+            else:
+                _fail(batch, error)
             return
         except psycopg.Error as error:
             # Validation should have caught anything the database refuses; if
@@ -439,6 +465,35 @@ class Appender:
                 _fail(batch, _refused(submission.events[0]))
             return
         _resolve(batch, outcomes)
+
+    async def _commit_around_held_heads(self, batch: list[_Submission]) -> None:
+        """After a lock timeout: the tenants whose heads another session holds
+        (a process frozen mid-append keeps its lock until TCP gives up) are
+        refused for a while without a try, and the rest of the batch written.
+        The one appender task otherwise waited out the timeout again on every
+        batch that held one of their retries."""
+        tenants = sorted({s.tenant_id for s in batch})
+        async with self._connection() as conn, conn.transaction():
+            cursor = await conn.execute(_HEADS_HELD, {"t": tenants})
+            held = [str(tenant) for (tenant,) in await cursor.fetchall()]
+        until = asyncio.get_running_loop().time() + HELD_ELSEWHERE_SECONDS
+        for tenant in held:
+            log.warning(
+                "appender: the head of tenant %s is held by another session; its appends"
+                " are refused for %.0f s",
+                tenant,
+                HELD_ELSEWHERE_SECONDS,
+            )
+            self._held_elsewhere[tenant] = until
+            _fail(
+                [s for s in batch if s.tenant_id == tenant],
+                _held_elsewhere(tenant, HELD_ELSEWHERE_SECONDS),
+            )
+        rest = [s for s in batch if s.tenant_id not in held]
+        if rest and held:
+            await self._commit(rest)
+        elif rest:  # freed meanwhile: worth one more try, later
+            _fail(rest, Unavailable("a tenant's log was locked elsewhere; retry", retry_after=1.0))
 
     async def _write_alone(
         self, submission: _Submission, event: ValidEvent, view: bytes | None
@@ -733,6 +788,14 @@ async def _select_heads(conn: psycopg.AsyncConnection[Any], tenants: list[str]) 
         for tenant, size, root, frontier in await cursor.fetchall()
     }
 
+
+# Which of the heads another session holds now: those there, less those this
+# one can lock without waiting (let go again when its transaction ends).
+_HEADS_HELD = (
+    "SELECT tenant_id FROM chain_heads WHERE tenant_id = ANY(%(t)s)"
+    " EXCEPT SELECT tenant_id FROM (SELECT tenant_id FROM chain_heads"
+    "  WHERE tenant_id = ANY(%(t)s) FOR UPDATE SKIP LOCKED) AS free"
+)
 
 _SELECT_HEADS = (
     sql.SQL(

@@ -48,14 +48,16 @@ _PLANS_FOR_VALUES: Final = "auto"
 _GENERIC_PLANS: Final = "force_generic_plan"
 # A scope is (role, tenant, plan_cache_mode, lock_timeout); the system role
 # sees every tenant.
-_Scope = tuple[str, str, str, str]
-# The service role's waits are its own to bound (store/changes.py); "0": none.
-_NO_LOCK_TIMEOUT: Final = "0"
+_Scope = tuple[str, str, str, str | None]
+# The service role's waits are its own to bound (store/changes.py): its lock
+# timeout is the database's or role's default (None), whatever an operator set.
+_NO_LOCK_TIMEOUT: Final = None
 # Fresh connections start with the least they can see: no tenant at all.
 _NO_TENANT: Final[_Scope] = (SERVICE_ROLE, "", _PLANS_FOR_VALUES, _NO_LOCK_TIMEOUT)
 _SET_SCOPE: Final = (
     "SELECT set_config('role', %s, false), set_config('sealtrail.tenant', %s, false),"
-    " set_config('plan_cache_mode', %s, false), set_config('lock_timeout', %s, false)"
+    " set_config('plan_cache_mode', %s, false), set_config('lock_timeout',"
+    " coalesce(%s, (SELECT reset_val FROM pg_settings WHERE name = 'lock_timeout')), false)"
 )
 # How long the system role's work (the appender above all: one task writes
 # every tenant of the process) waits for a row another session holds. A head

@@ -172,12 +172,13 @@ class _Written:
     purged: int  # leaves written to PURGED
 
 
-# Export refusals after which the bundle is still written, one proof per record.
+# Export refusals after which the bundle is still written, one proof per record
+# (not a server overloaded, OVERLOADED: a proof a record would load it more).
 _PROVE_INSTEAD = frozenset(
     {
-        grpc.StatusCode.PERMISSION_DENIED,  # a reader's token
-        grpc.StatusCode.RESOURCE_EXHAUSTED,  # the tenant's export rate
-        grpc.StatusCode.DATA_LOSS,  # the log no longer matches its last checkpoint
+        (grpc.StatusCode.PERMISSION_DENIED, None),  # a reader's token
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "EXPORT_RATE_LIMITED"),  # the tenant's rate
+        (grpc.StatusCode.DATA_LOSS, None),  # the log no longer matches its last checkpoint
     }
 )
 _SEQ_KEY = b'"seq":'
@@ -203,7 +204,7 @@ def _from_one_export(source: _Source, out: Path) -> _Written | None:
     try:
         exported = source.export(out / RECORDS, format="ndjson")
     except SealtrailError as error:
-        if error.code in _PROVE_INSTEAD:
+        if {(error.code, None), (error.code, error.reason)} & _PROVE_INSTEAD:
             return None
         raise
     try:
