@@ -236,6 +236,14 @@ def test_keys_holding_a_secret_word_anywhere_are_denied(key: str) -> None:
         "password_changed_at",
         "password_policy",
         "passwordLength",
+        "api_key_name",
+        "api_key_prefix",
+        "api_key_scopes",
+        "password_expiry_days",
+        "password_min_uppercase",
+        "secretKeyRef",
+        "private_key_path",
+        "passwordless_method",
     ],
 )
 def test_keys_that_only_resemble_secrets_are_kept(key: str) -> None:
@@ -286,6 +294,24 @@ def test_ids_lose_secrets_of_a_known_shape_and_keep_the_rest() -> None:
         resource={"type": "bucket", "id": "arn:aws:s3:::secret=Zq8vN2xLmR4tY7wK1pS9dF3gH6jB0cXe"},
     )
     assert REDACTOR.redact(plain).body is plain
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Authorization: approved by lead",  # a word, not a credential: no digit
+        "Cookie: consent accepted on the banner",  # no name=value
+    ],
+)
+def test_headers_named_in_prose_are_left_alone(text: str) -> None:
+    body = _event(description=text)
+    assert REDACTOR.redact(body).body is body
+
+
+def test_an_access_key_id_as_a_resource_id_is_kept() -> None:
+    """It names a key (CloudTrail logs it so); in text, beside its secret, it goes."""
+    body = _event(resource={"type": "aws_access_key", "id": "AKIAIOSFODNN7EXAMPLE"})
+    assert REDACTOR.redact(body).body is body
 
 
 @pytest.mark.parametrize("unit", ["a.", "a-", "ab=", "x:", "password ", "Authorization ", "p://a:"])

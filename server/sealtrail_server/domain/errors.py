@@ -48,18 +48,22 @@ class SealtrailError(Exception):
             self.reason = reason
 
 
-# What one error reports of its violations: gRPC clients refuse trailers over
-# 16 KiB (the message, and the status details with the message again and every
-# violation, base64), and would report RESOURCE_EXHAUSTED instead of naming a
-# field of a request with hundreds of bad fields or a 20 KB key.
-MAX_VIOLATIONS = 24
-MAX_FIELD_TEXT = 100
-MAX_DESCRIPTION_TEXT = 160
-MAX_SUMMARY_TEXT = 1000
+# What one error reports of its violations, in UTF-8 bytes: the message and the
+# status details (the message again and every violation, base64) travel in the
+# trailers, which gRPC clients may refuse past 8 KiB and do past 16 KiB (then
+# reporting RESOURCE_EXHAUSTED instead of naming a field); the message is also
+# percent-encoded, up to three bytes a byte. At most about 7 KiB.
+MAX_VIOLATIONS = 20
+MAX_FIELD_BYTES = 80
+MAX_DESCRIPTION_BYTES = 100
+MAX_SUMMARY_BYTES = 500
 
 
 def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    return encoded[: limit - 3].decode(errors="ignore") + "…"
 
 
 class InvalidArgument(SealtrailError):
@@ -67,13 +71,15 @@ class InvalidArgument(SealtrailError):
 
     def __init__(self, violations: list[FieldViolation], *, reason: str | None = None) -> None:
         kept = [
-            FieldViolation(_cut(v.field, MAX_FIELD_TEXT), _cut(v.description, MAX_DESCRIPTION_TEXT))
+            FieldViolation(
+                _cut(v.field, MAX_FIELD_BYTES), _cut(v.description, MAX_DESCRIPTION_BYTES)
+            )
             for v in violations[:MAX_VIOLATIONS]
         ]
         summary, told = "", 0
         for v in kept:
             part = f"{'; ' if told else ''}{v.field}: {v.description}"
-            if told and len(summary) + len(part) > MAX_SUMMARY_TEXT:
+            if told and len(summary.encode()) + len(part.encode()) > MAX_SUMMARY_BYTES:
                 break
             summary, told = summary + part, told + 1
         if told < len(violations):

@@ -112,6 +112,29 @@ ABOUT_THE_SECRET: Final = (
     "ids",
     "version",
     "type",
+    "name",
+    "prefix",
+    "suffix",
+    "last4",
+    "hint",
+    "scope",
+    "scopes",
+    "path",
+    "file",
+    "ref",
+    "days",
+    "min",
+    "max",
+    "uppercase",
+    "lowercase",
+    "digits",
+    "symbols",
+    "less",
+    "manager",
+    "method",
+    "mode",
+    "status",
+    "state",
 )
 
 # Plural denied names that also name a count: a number under them is kept
@@ -206,7 +229,14 @@ DEFAULT_PATTERNS: Final = (
         1,
         anchor="://",
     ),
-    _pattern("aws_access_key", r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b", anchor="A[KSBC][IC]A"),
+    # An access key id names a key (CloudTrail logs it as such): redacted in
+    # text, where it often sits beside its secret, but not where it is an id.
+    _pattern(
+        "aws_access_key",
+        r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b",
+        anchor="A[KSBC][IC]A",
+        in_identifiers=False,
+    ),
     _pattern(
         "github_token",
         r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})",
@@ -224,14 +254,15 @@ DEFAULT_PATTERNS: Final = (
     _pattern("sealtrail_token", r"\bstk_[A-Za-z0-9_-]{20,}", anchor="stk_"),
     _pattern(
         "authorization_header",
-        r"(?i)\bauthorization[\"']?\s*[=:]\s*[\"']?(?:[a-z]+\s+)?([^\s\"',;]{8,})",
+        # A credential has a digit in it; "Authorization: approved by lead" has none.
+        r"(?i)\bauthorization[\"']?\s*[=:]\s*[\"']?(?:[a-z]+\s+)?((?=[^\s\"',;]*\d)[^\s\"',;]{8,})",
         1,
         anchor="(?i:authorization)",
         in_identifiers=False,
     ),
     _pattern(
         "cookie_header",
-        r"(?i)\b(?:set-)?cookie\s*:\s*([^\r\n\"']+)",
+        r"(?i)\b(?:set-)?cookie\s*:\s*([^\r\n\"'=]*=[^\r\n\"']*)",  # name=value...
         1,
         anchor="(?i:cookie)",
         in_identifiers=False,
@@ -352,18 +383,22 @@ class Redactor:
         """`body` with its secrets replaced (a new dict; `body` is left as it
         was), and which rules matched where."""
         actor = body.get("actor")
-        if (
-            not (isinstance(actor, dict) and actor.get("type") == "api_key")
-            and self._clean(body.get("details"))
-            and all(self._clean_change(change) for change in body.get("changes", ()))
-            and all(self._clean(_at(body, path)) for path in _FREE_TEXT)
-            and all(self._clean_id(_at(body, path)) for path in _IDENTIFIERS)
-        ):
+        api_key_actor = isinstance(actor, dict) and actor.get("type") == "api_key"
+        # Each part is looked at closely only if its quick check finds it may
+        # need it: a URL as an id must not cost the details their fast path.
+        details_clean = self._clean(body.get("details"))
+        changes_clean = all(self._clean_change(change) for change in body.get("changes", ()))
+        text_clean = all(self._clean(_at(body, path)) for path in _FREE_TEXT)
+        ids_clean = all(self._clean_id(_at(body, path)) for path in _IDENTIFIERS)
+        if details_clean and changes_clean and text_clean and ids_clean and not api_key_actor:
             return Redaction(body, [])
         run = _Run(self, hmac_key)
         result = dict(body)
-        for paths, patterns in ((_FREE_TEXT, self.patterns), (_IDENTIFIERS, self._id_patterns)):
-            for path in paths:
+        for clean, paths, patterns in (
+            (text_clean, _FREE_TEXT, self.patterns),
+            (ids_clean, _IDENTIFIERS, self._id_patterns),
+        ):
+            for path in () if clean else paths:
                 value = _at(result, path)
                 if isinstance(value, str):
                     cleaned = run.text(value, ".".join(path), patterns)
@@ -376,9 +411,9 @@ class Redactor:
                 masked = "*" * 4 + actor_id[-API_KEY_VISIBLE:]
                 _set(result, ("actor", "id"), masked)
                 run.hits.append(("actor.id", "api_key_actor"))
-        if "details" in result:
+        if "details" in result and not details_clean:
             result["details"] = run.value(result["details"], "details")
-        if "changes" in result:
+        if "changes" in result and not changes_clean:
             result["changes"] = [
                 run.change(change, f"changes[{i}]") for i, change in enumerate(result["changes"])
             ]
