@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.trace import Tracer, TracerProvider
 
+from sealtrail.tlog import RETENTION_ACTION, RETENTION_ACTOR
 from sealtrail.v1 import audit_service_pb2, event_pb2
 
 from .alerts.evaluator import Evaluator
@@ -152,9 +153,9 @@ class Service:
                 appender,
                 purged.tenant_id,
                 actor_type=event_pb2.ACTOR_TYPE_SYSTEM,
-                actor_id="sealtrail-server:retention",
+                actor_id=RETENTION_ACTOR["id"],  # what the verifiers count (tlog._removals)
                 now=self._clock(),
-                action="retention.purged",
+                action=RETENTION_ACTION,
                 description=f"Retention removed {purged.count} events",
                 category=event_pb2.CATEGORY_SYSTEM,
                 resource_type="audit_log",

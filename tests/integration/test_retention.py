@@ -400,16 +400,19 @@ def test_a_purge_a_crash_left_unrecorded_is_recorded_by_the_next_pass_once(
     assert admin.query_page(build_filter(actions="retention.purged")).events == []
     [summary] = _pending_summaries(sql, tenant)
     assert (summary["purged"], summary["first_seq"], summary["last_seq"]) == (5, seqs[0], seqs[-1])
+    assert admin.verify_log().ok  # the removals are pending: accounted for
 
     with pytest.raises(_ProcessDied):
         aged.run(dying(recorded_first=True).run_once())
     assert len(_pending_summaries(sql, tenant)) == 1  # recorded, not yet let go
+    assert admin.verify_log().ok  # both recorded and pending: counted once
     purge(aged)
     purge(aged)
     [purged] = admin.query(build_filter(actions="retention.purged"))
     assert purged.details["purged"] == 5
     assert (purged.details["first_seq"], purged.details["last_seq"]) == (seqs[0], seqs[-1])
     assert _pending_summaries(sql, tenant) == []
+    assert admin.verify_log().ok
 
 
 class _ProcessDied(BaseException):

@@ -245,7 +245,9 @@ async def _verify(
         return fail(size, "HEAD_MISMATCH", "the stored head differs from the log")
     if removed != recorded:
         pending = await conn.execute(
-            "SELECT coalesce(sum((summary->>'purged')::bigint), 0)"
+            # A summary of another shape (another release's) counts as none.
+            "SELECT coalesce(sum(CASE WHEN jsonb_typeof(summary->'purged') = 'number'"
+            " THEN (summary->>'purged')::numeric END), 0)::bigint"
             " FROM retention_pending_purges WHERE tenant_id = %s",
             [tenant_id],
         )

@@ -100,7 +100,8 @@ def correlation_metadata(existing: Metadata | None) -> list[tuple[str, str]]:
     present = {key for key, _ in existing or ()}
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
-    own_trace = not present.isdisjoint(propagate.get_global_textmap().fields)
+    # Baggage is not a trace: a caller's own may go with the current trace.
+    own_trace = not present.isdisjoint(propagate.get_global_textmap().fields - {"baggage"})
     added = [] if own_trace else list(carrier.items())
     if REQUEST_ID_HEADER not in present:
         added.append((REQUEST_ID_HEADER, _request_id.get() or str(uuid.uuid4())))

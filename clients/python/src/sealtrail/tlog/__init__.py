@@ -22,10 +22,17 @@ from sealtrail.tlog._note import (
     open_note,
     sign_note,
 )
-from sealtrail.tlog._removals import removals_recorded, unaccounted_removals
+from sealtrail.tlog._removals import (
+    RETENTION_ACTION,
+    RETENTION_ACTOR,
+    removals_recorded,
+    unaccounted_removals,
+)
 
 __all__ = [
     "EMPTY_ROOT",
+    "RETENTION_ACTION",
+    "RETENTION_ACTOR",
     "Checkpoint",
     "LeafTree",
     "NoteError",

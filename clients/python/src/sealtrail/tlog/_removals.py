@@ -41,18 +41,25 @@ def removals_recorded(record: bytes | dict[str, Any]) -> int:
     return count if type(count) is int and count > 0 else 0
 
 
-def unaccounted_removals(removed: int, recorded: int, *, pending: int = 0) -> str | None:
+def unaccounted_removals(removed: int, recorded: int, *, pending: int | None = None) -> str | None:
     """Why `removed` leaves do not match the `recorded` count of the log's
-    retention records (plus `pending`: removals a purge has still to record,
-    which only the database knows), or None when they match."""
-    if recorded <= removed <= recorded + pending:
+    retention records, or None when they match. `pending`: the removals a
+    purge has made and not yet recorded, which only the database knows (None
+    for a bundle, which cannot)."""
+    if recorded <= removed <= recorded + (pending or 0):
         return None
     if removed > recorded:
+        hidden = removed - recorded - (pending or 0)
+        unless = (
+            ", unless a purge that had just run had not recorded itself when the bundle was"
+            " written (it does at once, or at its next pass if the log refused it then):"
+            " write the bundle again"
+            if pending is None
+            else ""
+        )
         return (
             f"the log holds the leaves of {removed} removed events, but its retention records"
-            f" account for {recorded}: {removed - recorded - pending} were removed outside"
-            " retention (hidden), unless a purge that has just run is still to record itself"
-            " (check again in a minute)"
+            f" account for {recorded}: {hidden} were removed outside retention (hidden){unless}"
         )
     return (
         f"the log's retention records account for {recorded} removed events, but it holds"
