@@ -14,6 +14,7 @@ import pytest
 from google.protobuf import duration_pb2, message
 from google.rpc import error_details_pb2, status_pb2
 
+import sealtrail
 from sealtrail import (
     AbortedError,
     AuditClient,
@@ -107,6 +108,39 @@ def test_record_retries_with_one_key_and_time_and_the_token(
     assert all(("authorization", "Bearer s3cret") in metadata for _, metadata in sent)
     assert sleeps == [0.5, 0.5]  # the server's RetryInfo outweighs the 0.1-0.2 s backoff
     assert not event.idempotency_key  # the caller's event is left as it was
+
+
+class _Unavailable(grpc.RpcError):
+    """What a failed attempt raises, as much of it as the client reads."""
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return "try again"
+
+    def trailing_metadata(self) -> tuple[()]:
+        return ()
+
+
+def test_every_attempt_of_a_call_carries_one_request_id(client: AuditClient) -> None:
+    """Each retry sent a new one (the correlation interceptor reads the id set
+    around the call): the stored event named an id the caller never saw, and
+    the server's log split one call in three."""
+    seen: list[str | None] = []
+
+    def attempt(request: object, **_: object) -> str:
+        seen.append(sealtrail.current_request_id())
+        if len(seen) < 3:
+            raise _Unavailable()
+        return "answer"
+
+    assert client._call(attempt, None) == "answer"  # type: ignore[arg-type]
+    assert len(seen) == 3 and len(set(seen)) == 1 and uuid.UUID(str(seen[0]))
+    with sealtrail.request_id("5f0c6f0e-8d1a-4c35-9a57-2b7c1c0d9e11"):
+        seen.clear()
+        client._call(attempt, None)  # type: ignore[arg-type]
+    assert set(seen) == {"5f0c6f0e-8d1a-4c35-9a57-2b7c1c0d9e11"}  # the caller's own
 
 
 def test_unavailable_without_retry_info_backs_off_exponentially(
@@ -297,10 +331,17 @@ def test_an_errors_reason_and_metadata_reach_the_caller(
     info = error_details_pb2.ErrorInfo(
         reason="BEYOND_LOG_SIZE", domain="sealtrail", metadata={"tree_size": "41"}
     )
-    fail(rpc, grpc.StatusCode.FAILED_PRECONDITION, info)
+    status = status_pb2.Status(code=grpc.StatusCode.FAILED_PRECONDITION.value[0], message="no")
+    status.details.add().Pack(info)
+    trailers = (
+        ("grpc-status-details-bin", status.SerializeToString()),
+        ("x-request-id", "5f0c6f0e-8d1a-4c35-9a57-2b7c1c0d9e11"),  # the server's log knows it so
+    )
+    rpc.terminate(None, trailers, grpc.StatusCode.FAILED_PRECONDITION, status.message)
     with pytest.raises(RpcFailedError) as raised:
         future.result(timeout=5)
     assert (raised.value.reason, raised.value.metadata) == ("BEYOND_LOG_SIZE", {"tree_size": "41"})
+    assert raised.value.request_id == "5f0c6f0e-8d1a-4c35-9a57-2b7c1c0d9e11"
 
 
 def test_resource_exhausted_without_retry_info_is_not_retried(

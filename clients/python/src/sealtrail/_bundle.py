@@ -24,12 +24,13 @@ import base64
 import json
 import os
 from array import array
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
@@ -48,6 +49,9 @@ from sealtrail.tlog import (
     verify_inclusion,
 )
 from sealtrail.v1 import audit_service_pb2, event_pb2, integrity_pb2
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 FORMAT = "sealtrail-bundle"
 VERSION = 2
@@ -323,7 +327,7 @@ def _proven_one_by_one(
         open(out / PROOFS, "w") as proofs,
         open(out / PURGED, "w") as tombstones,
     ):
-        for answer in pool.map(prove, seqs):
+        for answer in in_order(pool, prove, seqs, ahead=4 * workers):
             if answer is None:
                 continue
             encoded = [base64.b64encode(h).decode() for h in answer.proof]
@@ -337,6 +341,21 @@ def _proven_one_by_one(
             records.write(answer.record + b"\n")
             proofs.write(json.dumps({"seq": answer.seq, "proof": encoded}) + "\n")
     return _Written(checkpoint, written, purged)
+
+
+def in_order(
+    pool: ThreadPoolExecutor, call: Callable[[_T], _R], items: Iterable[_T], *, ahead: int
+) -> Iterator[_R]:
+    """`call` of each item, run in `pool`, answered in the items' order, with at
+    most `ahead` submitted and not yet answered. `pool.map` submits every item
+    first: a future per seq of a log of millions before the first record."""
+    pending: deque[Future[_R]] = deque()
+    for item in items:
+        pending.append(pool.submit(call, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def verify_bundle(

@@ -35,7 +35,7 @@ from sealtrail._convert import (
     update_mask,
     with_defaults,
 )
-from sealtrail._correlation import CorrelationInterceptor
+from sealtrail._correlation import CorrelationInterceptor, current_request_id, request_id
 from sealtrail._errors import SealtrailError, from_rpc_error
 from sealtrail._export import FORMATS, ExportFile, ExportFormat
 from sealtrail._retry import ERASURE_TIMEOUT, RetryPolicy
@@ -561,18 +561,20 @@ class AuditClient:
         each attempt given `timeout` seconds, or the client's."""
         deadline = self._timeout if timeout is None else timeout
         attempt, retrying = 1, None
-        while True:
-            try:
-                return method(request, timeout=deadline, metadata=self._metadata)
-            except grpc.RpcError as exc:
-                error = from_rpc_error(exc)
-                delay = self._backoff(attempt, error) if retry else None
-                if delay is None:
-                    raise error from exc
-            except ValueError as exc:  # grpc's "Cannot invoke RPC on closed channel!"
-                if retrying is None:  # closed before the first attempt
-                    raise
-                raise retrying from exc  # closed while the client waited to retry
-            retrying = error
-            self._sleep(delay)
-            attempt += 1
+        # One request id for every attempt: the one the caller set, else a new one.
+        with request_id(current_request_id()):
+            while True:
+                try:
+                    return method(request, timeout=deadline, metadata=self._metadata)
+                except grpc.RpcError as exc:
+                    error = from_rpc_error(exc)
+                    delay = self._backoff(attempt, error) if retry else None
+                    if delay is None:
+                        raise error from exc
+                except ValueError as exc:  # grpc's "Cannot invoke RPC on closed channel!"
+                    if retrying is None:  # closed before the first attempt
+                        raise
+                    raise retrying from exc  # closed while the client waited to retry
+                retrying = error
+                self._sleep(delay)
+                attempt += 1

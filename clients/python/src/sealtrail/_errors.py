@@ -1,6 +1,7 @@
 """Exceptions raised by the Sealtrail client, and their mapping from gRPC statuses.
 
-SealtrailError                 every failed call; .code, .message, .reason, .metadata
+SealtrailError                 every failed call; .code, .message, .reason, .metadata,
+│                              .request_id (what the server's log and span know it by)
 ├── InvalidArgumentError       INVALID_ARGUMENT; .field_violations
 ├── NotFoundError              NOT_FOUND
 ├── AlreadyExistsError         ALREADY_EXISTS
@@ -20,6 +21,7 @@ from typing import cast
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
+from sealtrail._correlation import REQUEST_ID_HEADER
 from sealtrail.v1 import audit_service_pb2
 
 _DETAILS_KEY = "grpc-status-details-bin"
@@ -45,6 +47,7 @@ class SealtrailError(Exception):
         retry_after: float | None = None,
         field_violations: Sequence[tuple[str, str]] = (),
         metadata: Mapping[str, str] | None = None,
+        request_id: str = "",
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -53,6 +56,7 @@ class SealtrailError(Exception):
         self.retry_after = retry_after
         self.field_violations = list(field_violations)
         self.metadata = dict(metadata or {})
+        self.request_id = request_id
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
@@ -110,10 +114,12 @@ _CLASSES: dict[grpc.StatusCode, type[SealtrailError]] = {
 def from_rpc_error(err: grpc.RpcError) -> SealtrailError:
     """Converts a failed call (sync or grpc.aio) into the matching SealtrailError."""
     code = err.code()
-    reason, retry_after, violations, info_metadata = "", None, [], {}
+    reason, retry_after, violations, info_metadata, request_id = "", None, [], {}, ""
     # Sync calls give _Metadatum pairs, grpc.aio ones plain tuples: both unpack as (key, value).
     metadata = cast(Iterable[tuple[str, str | bytes]], err.trailing_metadata() or ())
     for key, value in metadata:
+        if key == REQUEST_ID_HEADER and isinstance(value, str):
+            request_id = value
         if key == _DETAILS_KEY and isinstance(value, bytes):
             status = status_pb2.Status.FromString(value)
             info = error_details_pb2.ErrorInfo()
@@ -127,7 +133,9 @@ def from_rpc_error(err: grpc.RpcError) -> SealtrailError:
                     retry_after = retry.retry_delay.ToNanoseconds() / 1e9
                 elif detail.Unpack(bad):
                     violations = [(v.field, v.description) for v in bad.field_violations]
-    return _make(code, err.details() or "", reason, retry_after, violations, info_metadata)
+    return _make(
+        code, err.details() or "", reason, retry_after, violations, info_metadata, request_id
+    )
 
 
 def from_entry_error(entry: audit_service_pb2.EntryError) -> SealtrailError:
@@ -144,6 +152,7 @@ def _make(
     retry_after: float | None,
     violations: Iterable[tuple[str, str]],
     metadata: Mapping[str, str] | None = None,
+    request_id: str = "",
 ) -> SealtrailError:
     cls = _CLASSES.get(code, RpcFailedError)
     return cls(
@@ -153,4 +162,5 @@ def _make(
         retry_after=retry_after,
         field_violations=list(violations),
         metadata=metadata,
+        request_id=request_id,
     )
