@@ -55,12 +55,16 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: SealtrailEr
     await context.abort(status.code, status.details, trailing)
 
 
-def _unexpected(method: str) -> SealtrailError:
-    log.exception("%s failed unexpectedly", method)
-    return SealtrailError(
-        "the server failed unexpectedly; its log has the details under this call's request id",
-        reason="INTERNAL",
-    )
+async def _fail(context: grpc.aio.ServicerContext[Any, Any], method: str, error: Exception) -> None:
+    """End the call with `error`'s status; anything but the domain's errors (a
+    bug) as INTERNAL, logged here, its text kept out of the answer."""
+    if not isinstance(error, SealtrailError):
+        log.exception("%s failed unexpectedly", method, exc_info=error)
+        error = SealtrailError(
+            "the server failed unexpectedly; its log has the details under this call's request id",
+            reason="INTERNAL",
+        )
+    await _abort(context, error)
 
 
 class _Undecodable:
@@ -123,12 +127,10 @@ class GuardInterceptor(ServiceInterceptor):
                 await self._admit(context, method)
                 _check_decoded(request)
                 return await inner(request, context)
-            except SealtrailError as error:
-                await _abort(context, error)
             except grpc.aio.AbortError:
                 raise
-            except Exception:
-                await _abort(context, _unexpected(method))
+            except Exception as error:
+                await _fail(context, method, error)
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
@@ -152,12 +154,10 @@ class GuardInterceptor(ServiceInterceptor):
                     async for response in responses:
                         await self._still_trusted(authorization)
                         yield response
-            except SealtrailError as error:
-                await _abort(context, error)
             except grpc.aio.AbortError:
                 raise
-            except Exception:
-                await _abort(context, _unexpected(method))
+            except Exception as error:
+                await _fail(context, method, error)
 
         return grpc.unary_stream_rpc_method_handler(
             guarded,

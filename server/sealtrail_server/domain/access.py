@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+from .event import MAX_NAME
+
 TOKEN_PREFIX: Final = "stk_"
 TOKEN_PATTERN: Final = re.compile(r"stk_[A-Za-z0-9_-]{43}")
 TENANT_ID_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
@@ -35,7 +37,6 @@ class Principal:
     role: Role
 
 
-MAX_TOKEN_NAME: Final = 256
 # C0 and C1 controls and DEL: a name is printed to operators' terminals
 # (`sealtrail-server token list`), where they would be escape sequences.
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -43,8 +44,8 @@ _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 def token_name_problem(name: str) -> str | None:
     """Why `name` cannot label a token, or None."""
-    if len(name) > MAX_TOKEN_NAME or _CONTROL.search(name):
-        return f"must be at most {MAX_TOKEN_NAME} characters, none of them control characters"
+    if len(name) > MAX_NAME or _CONTROL.search(name):
+        return f"must be at most {MAX_NAME} characters, none of them control characters"
     return None
 
 

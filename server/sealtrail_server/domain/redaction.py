@@ -348,17 +348,20 @@ class Redactor:
         return Redactor(self.field_names | set(field_names), (*self.patterns, *patterns))
 
     def denies(self, key: str) -> bool:
-        name = _normalized(key)
+        return self._denies(_normalized(key))
+
+    def _denies(self, name: str) -> bool:
         return name.endswith(self._suffixes) or (
             _STRONG.search(name) is not None and not name.endswith(ABOUT_THE_SECRET)
         )
 
     def hides(self, key: str, value: Any) -> bool:
         """Whether `value` under `key` is a secret to replace."""
-        if _hides_nothing(value) or not self.denies(key):
+        if _hides_nothing(value):
             return False
-        counted = isinstance(value, int | float) and _normalized(key).endswith(_COUNTABLE)
-        return not counted
+        name = _normalized(key)
+        counted = isinstance(value, int | float) and name.endswith(_COUNTABLE)
+        return not counted and self._denies(name)
 
     def _clean(self, value: Any) -> bool:
         """Whether a JSON value certainly needs nothing redacted (most do not:

@@ -197,7 +197,7 @@ _OVERLOADED_RETRY_SECONDS = 1.0
 HELD_ELSEWHERE_SECONDS = 30.0
 
 
-def _held_elsewhere(tenant_id: str, seconds: float) -> Unavailable:
+def _held_elsewhere_error(tenant_id: str, seconds: float) -> Unavailable:
     return Unavailable(
         f"tenant {tenant_id!r}'s log is held by another server process that stopped"
         " answering; retry later",
@@ -340,7 +340,7 @@ class Appender:
         if (held_until := self._held_elsewhere.get(tenant_id)) is not None:
             remaining = held_until - asyncio.get_running_loop().time()
             if remaining > 0:
-                raise _held_elsewhere(tenant_id, remaining)
+                raise _held_elsewhere_error(tenant_id, remaining)
             del self._held_elsewhere[tenant_id]
         waiting = self._pending.events
         if waiting and waiting + len(events) > self._max_pending_events:
@@ -487,7 +487,7 @@ class Appender:
             self._held_elsewhere[tenant] = until
             _fail(
                 [s for s in batch if s.tenant_id == tenant],
-                _held_elsewhere(tenant, HELD_ELSEWHERE_SECONDS),
+                _held_elsewhere_error(tenant, HELD_ELSEWHERE_SECONDS),
             )
         rest = [s for s in batch if s.tenant_id not in held]
         if rest and held:

@@ -62,8 +62,8 @@ _SET_SCOPE: Final = (
 # How long the system role's work (the appender above all: one task writes
 # every tenant of the process) waits for a row another session holds. A head
 # locked by a process that froze mid-transaction (until TCP gives up: hours)
-# stalled every append of this one; now the batch fails UNAVAILABLE and its
-# callers retry. Other processes append to a tenant in milliseconds.
+# stalled every append of this one; now the appender refuses that tenant for a
+# while and writes the rest. Other processes append to a tenant in milliseconds.
 SYSTEM_LOCK_TIMEOUT: Final = 5.0
 
 # Every statement of the service reads by an index. A month's partition of
@@ -83,11 +83,18 @@ class RolesMissing(Exception):
 class Database:
     """An open pool of autocommit connections to one PostgreSQL database."""
 
-    def __init__(self, pool: AsyncConnectionPool[Connection], scopes: _Scopes, url: str):
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Connection],
+        scopes: _Scopes,
+        url: str,
+        *,
+        system_lock_timeout: float = SYSTEM_LOCK_TIMEOUT,
+    ):
         self.pool = pool
         self._url = url
         self._scopes = scopes
-        self._system_lock_timeout = f"{round(SYSTEM_LOCK_TIMEOUT * 1000)}ms"
+        self._system_lock_timeout = f"{max(1, round(system_lock_timeout * 1000))}ms"
         # False while probe() finds the database down: calls then fail at once
         # with UNAVAILABLE instead of each waiting out the pool's timeout.
         self.reachable = True
@@ -126,9 +133,7 @@ class Database:
             open=False,
         )
         await pool.open(wait=wait, timeout=timeout if wait else 30.0)
-        database = cls(pool, scopes, url)
-        database._system_lock_timeout = f"{max(1, round(system_lock_timeout * 1000))}ms"
-        return database
+        return cls(pool, scopes, url, system_lock_timeout=system_lock_timeout)
 
     async def close(self) -> None:
         await self.pool.close()

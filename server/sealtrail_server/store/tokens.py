@@ -61,7 +61,7 @@ async def find_principal(db: Database, digest: bytes) -> Principal | None:
 
 async def live_token_tenant(db: Database, token_id: str) -> str | None:
     """The tenant of the live token `token_id`, whichever it is (an operator
-    at the console names a token, not its tenant)."""
+    at the command line names a token, not its tenant)."""
     async with db.system_connection() as conn:
         cursor = await conn.execute(
             "SELECT tenant_id FROM api_tokens WHERE token_id = %s AND revoked_at IS NULL",
