@@ -266,6 +266,20 @@ def test_flags_and_counts_under_denied_keys_are_kept() -> None:
     ]
 
 
+def test_a_change_of_a_denied_field_follows_the_rule_of_details() -> None:
+    """Counts and flags were kept under a key in `details` but replaced as the
+    before/after of a change of the same field."""
+    kept = _event(
+        changes=[
+            {"field": "limits.max_tokens", "before": 1024, "after": 2048},
+            {"field": "mfa.password_required", "before": False, "after": True},
+        ]
+    )
+    assert REDACTOR.redact(kept).body is kept
+    hidden = REDACTOR.redact(_event(changes=[{"field": "db.password", "after": "hunter2"}]))
+    assert hidden.hits == [("changes[0].after", "field_name")]
+
+
 def test_the_value_of_a_name_value_pair_with_a_denied_name_is_replaced() -> None:
     env = [
         {"name": "DATABASE_PASSWORD", "value": "hunter2"},

@@ -379,7 +379,8 @@ class Redactor:
     def _clean_change(self, change: dict[str, Any]) -> bool:
         name = change.get("field")
         if isinstance(name, str) and self.denies(_last_segment(name)):
-            return all(_hides_nothing(change.get(side)) for side in ("before", "after"))
+            field = _last_segment(name)
+            return not any(self.hides(field, change.get(side)) for side in ("before", "after"))
         return self._clean(change)
 
     def redact(self, body: dict[str, Any], *, hmac_key: bytes | None = None) -> Redaction:
@@ -561,7 +562,8 @@ class _Run:
             if side not in change:
                 continue
             if isinstance(name, str) and self.redactor.denies(_last_segment(name)):
-                if not _hides_nothing(change[side]):
+                # As a value under that key in `details` would be (`hides`).
+                if self.redactor.hides(_last_segment(name), change[side]):
                     self.hits.append((f"{path}.{side}", FIELD_NAME_RULE))
                     cleaned[side] = self.replacement(change[side], FIELD_NAME_RULE)
             else:
