@@ -13,7 +13,7 @@ import signal
 import ssl
 import tempfile
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -236,6 +236,7 @@ class Service:
                 heartbeat_seconds=settings.stream_heartbeat_seconds,
                 export_limit=settings.export_rate_limit,
                 export_window=settings.export_rate_window,
+                key_read_window=timedelta(seconds=settings.key_read_window),
                 settings_cache=SettingsCache(db, ttl=settings.settings_cache_seconds),
                 redactor=load_redactor(settings),
                 redaction_secret=load_redaction_secret(settings),

@@ -67,6 +67,9 @@ class Settings:
     # Exports allowed per tenant within a sliding window of this many seconds.
     export_rate_limit: int = 30
     export_rate_window: float = 60.0
+    # Reads by key (GetEvent, GetInclusionProof) are recorded once per token,
+    # RPC and process within this many seconds; 0 records every read.
+    key_read_window: float = 600.0
     # Secrets are redacted before anything is stored (docs/redaction.md); False
     # only to measure what redaction costs (make bench).
     redaction: bool = True

@@ -201,13 +201,14 @@ def test_bundle_and_verify_from_the_command_line(
     assert failed.returncode == 1
     assert failed.stderr.startswith("FAILED: record 2 (seq 4)")
 
-    # the token's creation, three records and the bundle's query (audit_log.queried);
-    # checkpoints: the bundle's, and any a server's checkpointer signed meanwhile
+    # the token's creation, three records, the bundle's query (audit_log.queried) and
+    # its proofs read by key (audit_log.read_by_key); checkpoints: the bundle's, and any
+    # a server's checkpointer signed meanwhile
     verified_log = run("sealtrail", "verify-log", env=cli_env).stdout
-    assert re.match(r"OK: 5 records and \d+ checkpoints? verified", verified_log), verified_log
+    assert re.match(r"OK: 6 records and \d+ checkpoints? verified", verified_log), verified_log
     # and what Query shows of each (ADR 0022), now with that verify-log's access record
     with_views = run("sealtrail", "verify-log", "--check-views", env=cli_env).stdout
-    assert re.match(r"OK: 6 records, 6 views and \d+ checkpoints? verified", with_views), with_views
+    assert re.match(r"OK: 7 records, 7 views and \d+ checkpoints? verified", with_views), with_views
 
 
 def test_a_revoked_token_is_refused(cli_env: dict[str, str], migrated_database_url: str) -> None:

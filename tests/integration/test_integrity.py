@@ -107,7 +107,7 @@ def test_proof_requests_outside_the_log_are_refused(logged: AuditClient) -> None
     with pytest.raises(InvalidArgumentError):
         logged.get_inclusion_proof(seq=10, tree_size=5)
     with pytest.raises(RpcFailedError):  # FAILED_PRECONDITION: beyond the log
-        logged.get_consistency_proof(old_size=1, new_size=EVENTS + 1)
+        logged.get_consistency_proof(old_size=1, new_size=EVENTS + 1000)
     with pytest.raises(RpcFailedError) as beyond:  # to the latest checkpoint, unset new_size
         logged.get_consistency_proof(old_size=10**9)
     assert beyond.value.reason == "BEYOND_LOG_SIZE" and "old_size" in str(beyond.value)
@@ -379,9 +379,9 @@ def rewrite_consistently(conn: psycopg.Connection[Any], tenant: str) -> None:
             r" account for 0",
         ),
         # Nothing can be proven at the signed size once its tail is gone. The
-        # log ends at 31: the 30 kept and the bundle's export, recorded before
-        # it found the log could not be signed.
-        (truncate_tail, "RECORD_MISSING", {32}, r"^seq 1: missing"),
+        # log ends at 32: the 30 kept, the bundle's export, recorded before it
+        # found the log could not be signed, and its first proof read by key.
+        (truncate_tail, "RECORD_MISSING", {33}, r"^seq 1: missing"),
         (rewrite_consistently, "ROOT_MISMATCH", {EVENTS}, r"^record 1 \(seq 1\)"),
     ],
     ids=["field", "record+leaf", "swap", "delete", "hide-as-removed", "truncate", "rewrite-all"],

@@ -60,6 +60,7 @@ from sealtrail_server.retention.purger import LOCK_KEY as PURGE_LOCK
 from sealtrail_server.retention.purger import Purger
 from sealtrail_server.store.events import query_statement
 from sealtrail_server.store.retention import purged_between
+from tests.clock import Clock
 from tests.conftest import ServerThread
 from tests.integration.test_database_roles import TENANT_TABLES
 from tests.integration.test_integrity import _CountingProofs
@@ -68,22 +69,6 @@ from tests.tenant_rows import rows_of, tenant_tables
 
 # Actions the tests record; everything else in a log is the service's own.
 RECORDED = ["doc.edit", "user.login", "rag.query", "rag.index.rebuild"]
-
-
-class Clock:
-    """A clock the test moves forward; it starts at the real time."""
-
-    def __init__(self) -> None:
-        self._now = datetime.now(UTC)
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self._now
-
-    def advance(self, days: float) -> None:
-        with self._lock:
-            self._now += timedelta(days=days)
 
 
 @pytest.fixture(scope="module")

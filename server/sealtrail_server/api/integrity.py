@@ -35,6 +35,7 @@ from ..store.verify import verify_log
 from .audited import record_access
 from .convert import view_matches
 from .guard import current_principal
+from .key_reads import KeyReads
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _CACHED_CHECKPOINTS = 10_000
@@ -67,6 +68,7 @@ class IntegrityRpcs:
     _node_reader: NodeReader
     _signed_checkpoints: dict[tuple[str, int], StoredCheckpoint]
     _sizes_seen: dict[str, int]
+    _key_reads: KeyReads
 
     async def _covering(self, tenant_id: str, seq: int) -> StoredCheckpoint:
         """The latest checkpoint if it covers `seq`, else a freshly signed one."""
@@ -100,7 +102,8 @@ class IntegrityRpcs:
     async def GetInclusionProof(
         self, request: pb.GetInclusionProofRequest, context: Context
     ) -> pb.GetInclusionProofResponse:
-        tenant_id = current_principal().tenant_id
+        principal = current_principal()
+        tenant_id = principal.tenant_id
         seq = await self._seq_of(tenant_id, request)
         size = _non_negative("tree_size", request.tree_size)
         checkpoint: StoredCheckpoint | None
@@ -111,6 +114,10 @@ class IntegrityRpcs:
             raise InvalidArgument.field("tree_size", f"must be at least the event's seq {seq}")
         else:
             checkpoint = await self._checkpoint_at(tenant_id, size)
+        # The answer carries the record: a read, recorded as Query's are.
+        leaf = request.WhichOneof("leaf")
+        key = {"seq": seq} if leaf == "seq" else {"event_id": request.event_id}
+        await self._key_reads.recorded(principal, rpc="GetInclusionProof", key=key)
         found = None
         if seq <= size:
             if request.tree_size:

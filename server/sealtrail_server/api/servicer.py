@@ -8,7 +8,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -56,6 +56,7 @@ from .export import ExportRpcs
 from .forwarding import ForwardingRpcs
 from .guard import current_principal
 from .integrity import IntegrityRpcs
+from .key_reads import KeyReads
 from .retention import RetentionRpcs
 from .settings import SettingsRpcs
 from .stream import StreamRpcs
@@ -97,6 +98,7 @@ class AuditLogServicer(
         heartbeat_seconds: float = 5.0,
         export_limit: int = 30,
         export_window: float = 60.0,
+        key_read_window: timedelta = timedelta(minutes=10),
         settings_cache: SettingsCache,
         redactor: Redactor | None = None,
         redaction_secret: bytes,
@@ -129,6 +131,7 @@ class AuditLogServicer(
         self._appender = appender
         self._checkpointer = checkpointer
         self._clock = clock
+        self._key_reads = KeyReads(appender, clock=clock, window=key_read_window)
 
     async def Record(self, request: pb.RecordRequest, context: Context) -> pb.RecordResponse:
         tenant_id = current_principal().tenant_id
@@ -190,9 +193,9 @@ class AuditLogServicer(
         event_id = parse_uuid(request.id)
         if event_id is None:
             raise InvalidArgument.field("id", "must be a UUID")
-        stored = await get_event(
-            self._db, tenant_id=current_principal().tenant_id, event_id=event_id
-        )
+        principal = current_principal()
+        await self._key_reads.recorded(principal, rpc="GetEvent", key={"id": str(event_id)})
+        stored = await get_event(self._db, tenant_id=principal.tenant_id, event_id=event_id)
         if stored is None:
             raise NotFound(f"no event {event_id}")
         return pb.GetEventResponse(event=event_from_record(stored.record, stored.leaf_hash))
