@@ -275,7 +275,7 @@ def test_a_token_revoked_by_another_process_changes_nothing_meanwhile(
     stolen = admin.create_token("admin")
     with AuditClient(server.target, token=stolen.secret, max_attempts=1) as thief:
         thief.get_retention_policy()  # now cached here
-        server.run(revoke_token(server.database, token_id=stolen.token.token_id))
+        server.run(revoke_token(server.database, token_id=stolen.token.token_id, tenant_id=tenant))
         thief.get_retention_policy()  # the cache's documented bound
         with pytest.raises(UnauthenticatedError):
             thief.create_token("admin")

@@ -17,6 +17,7 @@ from sealtrail import build_event
 from sealtrail_server.store.appender import _FIND_KEYS
 from sealtrail_server.store.database import Database, RolesMissing
 from sealtrail_server.store.events import _GET_EVENT_ANYWHERE
+from sealtrail_server.store.migrations import UnsafeSchema, migrate_database
 from sealtrail_server.store.tree import _READ_NODES
 
 from ..service_login import SERVICE_LOGIN, service_login_url
@@ -204,6 +205,60 @@ def test_a_user_without_the_roles_is_refused_clearly(
     url = psycopg.conninfo.make_conninfo(migrated_database_url, user=stranger, password="stranger")
     with pytest.raises(RolesMissing, match=r"sealtrail_system.*docs/database\.md"):
         asyncio.run(Database.open(url, min_size=1, max_size=1))
+
+
+def test_a_head_only_grows_and_a_revocation_is_final(
+    as_service: psycopg.Connection[Any], sql: psycopg.Connection[Any], two_tenants: tuple[str, str]
+) -> None:
+    """Two rows the roles may update, and no role (not even the owner) may move
+    back: a head moved back would let a seq be written twice."""
+    tenant, _ = two_tenants
+    for change in ("tree_size = tree_size - 1", "root_hash = sha256(root_hash)"):
+        with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="may only grow"):
+            sql.execute(f"UPDATE chain_heads SET {change} WHERE tenant_id = %s", [tenant])
+    [(token_id,)] = sql.execute(
+        "UPDATE api_tokens SET revoked_at = now() WHERE tenant_id = %s AND revoked_at IS NULL"
+        " RETURNING token_id",
+        [tenant],
+    ).fetchall()
+    with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="final"):
+        sql.execute("UPDATE api_tokens SET revoked_at = NULL WHERE token_id = %s", [token_id])
+    _assume(as_service, "sealtrail_system")  # revocations are tenant-scoped work
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+        as_service.execute(
+            "UPDATE api_tokens SET revoked_at = now() WHERE tenant_id = %s", [tenant]
+        )
+
+
+def test_roles_that_may_create_in_the_schema_stop_the_start(
+    migrated_database_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    sql.execute("GRANT CREATE ON SCHEMA public TO sealtrail_service")
+    try:
+        with pytest.raises(UnsafeSchema, match=r"sealtrail_service may create .* schema public"):
+            asyncio.run(migrate_database(migrated_database_url))
+    finally:
+        sql.execute("REVOKE CREATE ON SCHEMA public FROM sealtrail_service")
+    asyncio.run(migrate_database(migrated_database_url))
+
+
+def test_an_erasure_leaves_tables_it_does_not_own(
+    client_for: Any, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A table with a tenant_id that another role owns is not the log's: an
+    erasure deleting from it would run that role's triggers as the owner."""
+    table = Identifier(f"foreign_{tenant.replace('-', '_')}")
+    sql.execute(SQL("CREATE TABLE {} (tenant_id text)").format(table))
+    try:
+        sql.execute(SQL("ALTER TABLE {} OWNER TO sealtrail_service").format(table))
+        sql.execute(SQL("INSERT INTO {} VALUES (%s)").format(table), [tenant])
+        admin = client_for(tenant)
+        admin.record(build_event(action="doc.edit", actor_id="u"))
+        receipt = admin.erase_tenant(tenant)
+        assert receipt.final_tree_size >= 1
+        assert sql.execute(SQL("SELECT count(*) FROM {}").format(table)).fetchone() == (1,)
+    finally:
+        sql.execute(SQL("DROP TABLE {}").format(table))
 
 
 @pytest.fixture

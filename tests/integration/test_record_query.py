@@ -426,7 +426,7 @@ def test_missing_bad_and_revoked_tokens_are_unauthenticated(
     from sealtrail_server.store.tokens import create_token, revoke_token
 
     issued = server.run(create_token(server.database, tenant_id=tenant, role=Role.ADMIN))
-    assert server.run(revoke_token(server.database, token_id=issued.token_id))
+    assert server.run(revoke_token(server.database, token_id=issued.token_id, tenant_id=tenant))
     with (
         AuditClient(server.target, token=issued.secret, max_attempts=1) as revoked,
         pytest.raises(UnauthenticatedError),

@@ -32,12 +32,15 @@ log = logging.getLogger(__name__)
 _LOCK_WAIT_SECONDS: Final = 10.0
 
 # Every table with a tenant_id column but the receipts: found in the catalog at
-# each erasure, so a table added by a later migration is never left behind.
+# each erasure, so a table added by a later migration is never left behind. Only
+# tables of the log's owner (who owns `events`): a table anyone else created in
+# the schema could carry a trigger that would run as the owner, mid-erasure.
 _TENANT_TABLES: Final = (
     "SELECT c.relname FROM pg_catalog.pg_attribute AS a"
     " JOIN pg_catalog.pg_class AS c ON c.oid = a.attrelid"
     " WHERE a.attname = 'tenant_id' AND NOT a.attisdropped AND c.relkind IN ('r', 'p')"
     " AND NOT c.relispartition AND c.relnamespace = current_schema()::regnamespace"
+    " AND c.relowner = (SELECT relowner FROM pg_catalog.pg_class WHERE oid = 'events'::regclass)"
     " AND c.relname <> 'tenant_erasures' ORDER BY c.relname"
 )
 
@@ -53,6 +56,7 @@ _PARENT_TABLES: Final = (
     " JOIN pg_catalog.pg_class AS c ON c.oid = f.confrelid"
     " JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.oid"
     " WHERE f.contype = 'f' AND f.connamespace = current_schema()::regnamespace"
+    " AND c.relowner = (SELECT relowner FROM pg_catalog.pg_class WHERE oid = 'events'::regclass)"
     " AND a.attname = 'tenant_id' AND NOT a.attisdropped ORDER BY c.relname"
 )
 

@@ -20,6 +20,22 @@ _LOCK_KEY = 0x7365616C74726169
 _FILE_NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 
 
+# The service's roles may create nothing in the schema: a table of their own
+# there, with a trigger, would run that trigger as the owner when an erasure
+# deletes the tenant's rows (the erasure takes only the owner's tables since
+# migration 0027; this keeps the schema closed as well). PostgreSQL 15 and
+# later grant PUBLIC no CREATE on `public`; 13 and 14 do.
+_ROLES_THAT_MAY_CREATE = (
+    "SELECT rolname, current_schema() FROM pg_catalog.pg_roles"
+    " WHERE rolname IN ('sealtrail_service', 'sealtrail_system')"
+    " AND has_schema_privilege(oid, current_schema(), 'CREATE') ORDER BY rolname"
+)
+
+
+class UnsafeSchema(Exception):
+    """The service's roles may create objects in the tables' schema."""
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -67,6 +83,20 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
             applied_now.append(migration)
         # Months of events ahead (0009); the retention pass keeps this up.
         await create_ahead(conn, now=None)
+        await _refuse_unsafe_schema(conn)
     finally:
         await conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
     return applied_now
+
+
+async def _refuse_unsafe_schema(conn: psycopg.AsyncConnection[Any]) -> None:
+    cursor = await conn.execute(_ROLES_THAT_MAY_CREATE)
+    rows = await cursor.fetchall()
+    if rows:
+        roles, schema = " and ".join(str(row[0]) for row in rows), rows[0][1]
+        raise UnsafeSchema(
+            f"{roles} may create objects in schema {schema}, where the log lives: a table"
+            " of theirs could run code as the tables' owner. As the schema's owner or a"
+            f" superuser: REVOKE CREATE ON SCHEMA {schema} FROM PUBLIC (and from any role"
+            " that grants it to them); see docs/database.md"
+        )

@@ -113,22 +113,19 @@ async def read_token(conn: Connection, *, tenant_id: str, token_id: str) -> Toke
     return TokenInfo(*row) if row else None
 
 
-async def revoke_token(db: Database, *, token_id: str, tenant_id: str | None = None) -> str | None:
-    """Revoke a live token (of `tenant_id`, when given); the tenant it belonged
-    to, or None if there is no such live token. Without a tenant (an operator
-    at the console), the token is found in whichever tenant holds it."""
-    scoped = db.system_connection() if tenant_id is None else db.connection(tenant_id)
-    async with scoped as conn:
+async def revoke_token(db: Database, *, token_id: str, tenant_id: str) -> bool:
+    """Revoke a live token of `tenant_id`; False if it has no such live token.
+    Revocations are tenant-scoped work: the cross-tenant role may not revoke,
+    and no role may undo a revocation (migration 0027)."""
+    async with db.connection(tenant_id) as conn:
         return await mark_revoked(conn, token_id=token_id, tenant_id=tenant_id)
 
 
-async def mark_revoked(conn: Connection, *, token_id: str, tenant_id: str | None) -> str | None:
+async def mark_revoked(conn: Connection, *, token_id: str, tenant_id: str) -> bool:
     """revoke_token on a connection the caller holds (and commits)."""
     cursor = await conn.execute(
         "UPDATE api_tokens SET revoked_at = now()"
-        " WHERE token_id = %s AND revoked_at IS NULL"
-        " AND (%s::text IS NULL OR tenant_id = %s) RETURNING tenant_id",
-        [token_id, tenant_id, tenant_id],
+        " WHERE token_id = %s AND revoked_at IS NULL AND tenant_id = %s RETURNING tenant_id",
+        [token_id, tenant_id],
     )
-    row = await cursor.fetchone()
-    return str(row[0]) if row else None
+    return await cursor.fetchone() is not None
