@@ -61,7 +61,7 @@ from sealtrail_server.retention.purger import Purger
 from sealtrail_server.store.events import query_statement
 from sealtrail_server.store.retention import purged_between
 from tests.clock import Clock
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, database_of_its_own
 from tests.integration.test_database_roles import TENANT_TABLES
 from tests.integration.test_integrity import _CountingProofs
 from tests.processes import stop
@@ -1183,6 +1183,42 @@ def test_a_month_in_use_is_left_for_the_next_pass(
         assert "events_2019_03" in _partitions(sql)
     purge(aged)
     assert "events_2019_03" not in _partitions(sql)
+
+
+def test_a_month_retention_emptied_is_dropped_and_its_records_kept_for_good_move(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """Retention's own records are never purged: left in place, the first one
+    of a month would keep the month, and all the disk it ever took, for good.
+    They move to events_default as they are, and the log still verifies."""
+    own_clock = Clock()
+    month = f"events_{own_clock():%Y_%m}"
+    with database_of_its_own(migrated_database_url, "retire") as url:
+        server = ServerThread(url, clock=own_clock, checkpoint_interval=0)
+        try:
+            with (
+                AuditClient(server.target, token=server.token(tenant)) as admin,
+                psycopg.connect(url, autocommit=True) as sql,
+            ):
+                for _ in range(3):
+                    record(admin, "doc.edit")
+                admin.set_retention_policy("30d")
+                kept = list(admin.query(build_filter(actions="retention.*")))
+                assert [event.action for event in kept] == ["retention.policy_updated"]
+                own_clock.advance(70)
+                purge(server)
+
+                assert month not in _partitions(sql)
+                moved = sql.execute(
+                    "SELECT seq, record FROM events_default WHERE tenant_id = %s", [tenant]
+                ).fetchall()
+                assert [seq for seq, _ in moved] == [kept[0].seq]
+                assert admin.get_event(kept[0].id) == kept[0]
+                proof = admin.get_inclusion_proof(seq=kept[0].seq)
+                assert proof.record == moved[0][1].encode() and not proof.purged
+                assert admin.verify_log().ok
+        finally:
+            server.close()
 
 
 def test_a_time_range_reads_only_the_months_it_can_hold(

@@ -34,7 +34,7 @@ from psycopg.pq import TransactionStatus
 from ..domain.errors import SealtrailError
 from ..domain.retention import Selection, purge_selections
 from ..store.changes import ERASURE_SUBJECT, share_subjects
-from ..store.partitions import create_ahead, drop_empty
+from ..store.partitions import create_ahead, retire_past_months
 from ..store.retention import (
     forget_origins,
     forget_pending_purge,
@@ -204,11 +204,16 @@ class Purger:
                 )
                 if purged is not None:
                     done.append(purged)
-            dropped = await self._contained(
-                conn, "dropping empty months", drop_empty(conn, now=now)
+            retired = await self._contained(
+                conn, "dropping emptied months", retire_past_months(conn, now=now)
             )
-            for name in dropped or []:
-                log.info("retention: dropped the empty partition %s", name)
+            for name, kept in (retired or {}).items():
+                log.info(
+                    "retention: dropped the partition %s, moving the %d records kept for good"
+                    " it held to events_default",
+                    name,
+                    kept,
+                )
             return done
 
     async def _contained(

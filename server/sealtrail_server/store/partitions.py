@@ -1,6 +1,6 @@
 """The monthly partitions of events (ADR 0015): created months ahead, and
-dropped once a past month holds no event (retention emptied it). Both run as
-the tables' owner, in the retention pass."""
+dropped once retention has emptied a past month of every event it removes
+(ADR 0041). Both run as the tables' owner, in the retention pass."""
 
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
+from ..domain.retention import KEPT_FOR_GOOD
+
 PARTITION_MONTHS_AHEAD: Final = 3
+# The events no policy removes, as a LIKE pattern.
+KEPT_FOR_GOOD_PATTERN: Final = KEPT_FOR_GOOD + "%"
 _MONTHLY: Final = re.compile(r"events_(\d{4})_(\d{2})")
 
 log = logging.getLogger(__name__)
@@ -43,17 +47,28 @@ async def create_ahead(conn: psycopg.AsyncConnection[Any], *, now: datetime | No
     return int(row[0]) if row else 0
 
 
-async def drop_empty(conn: psycopg.AsyncConnection[Any], *, now: datetime) -> list[str]:
+async def retire_past_months(
+    conn: psycopg.AsyncConnection[Any], *, now: datetime
+) -> dict[str, int]:
     """Drop each monthly partition that ended more than a day before `now`
-    and holds no row; the names dropped. Locked first (`events`, then the
-    month, the order every statement takes them in), so no row can arrive
-    between the check and the drop; a month whose locks are not free at once
-    is left for the next pass."""
+    and holds nothing but records kept for good (retention's own, which no
+    policy removes); {name: rows kept} for each dropped. Those few rows move
+    to `events_default` first, unchanged, in the drop's transaction: else one
+    `retention.*` record would hold its month, and the disk it takes, for as
+    long as the log lives (helper-58).
+
+    `conn` is autocommit (VACUUM runs outside a transaction). Under the locks
+    (`events`, then the month, the order every statement takes them in; a
+    month whose locks are not free at once is left for the next pass) no row
+    can arrive, and the month is read through its indexes only: VACUUM has
+    just removed what retention deleted, so that is a few pages, where a scan
+    of its heap would read every page the month ever had while every
+    statement on `events` waits."""
     cursor = await conn.execute(
         "SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid"
         " WHERE i.inhparent = 'events'::regclass ORDER BY c.relname"
     )
-    dropped = []
+    retired: dict[str, int] = {}
     for (name,) in await cursor.fetchall():
         match = _MONTHLY.fullmatch(name)
         if match is None:
@@ -63,23 +78,48 @@ async def drop_empty(conn: psycopg.AsyncConnection[Any], *, now: datetime) -> li
         if ends > now - timedelta(days=1):
             continue
         table = sql.Identifier(name)
-        if not await _empty(conn, table):  # most past months still hold rows: no lock
+        # Most past months still hold events: the first one found says so, unlocked.
+        if await _holds_events_not_kept(conn, table):
             continue
+        await conn.execute(sql.SQL("VACUUM {}").format(table))
         try:
             async with conn.transaction():
                 await conn.execute("SELECT set_config('lock_timeout', %s, true)", [_LOCK_TIMEOUT])
+                await conn.execute("SET LOCAL enable_seqscan = off")
                 await conn.execute(
                     sql.SQL("LOCK TABLE ONLY events, {} IN ACCESS EXCLUSIVE MODE").format(table)
                 )
-                if await _empty(conn, table):
-                    await conn.execute(sql.SQL("DROP TABLE {}").format(table))
-                    dropped.append(name)
+                if await _holds_events_not_kept(conn, table):
+                    continue
+                retired[name] = await _move_kept_and_drop(conn, table)
         except psycopg.errors.LockNotAvailable:
             log.info("partitions: %s is busy; dropping it at the next pass", name)
-    return dropped
+    return retired
 
 
-async def _empty(conn: psycopg.AsyncConnection[Any], table: sql.Identifier) -> bool:
-    cursor = await conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(table))
+async def _holds_events_not_kept(conn: psycopg.AsyncConnection[Any], table: sql.Identifier) -> bool:
+    cursor = await conn.execute(
+        sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE action NOT LIKE %s)").format(table),
+        [KEPT_FOR_GOOD_PATTERN],
+    )
     row = await cursor.fetchone()
     return bool(row and row[0])
+
+
+async def _move_kept_and_drop(conn: psycopg.AsyncConnection[Any], table: sql.Identifier) -> int:
+    """The month's rows into `events_default` (they are in no month's range
+    once it is detached), then the month dropped; the rows moved."""
+    await conn.execute(sql.SQL("ALTER TABLE events DETACH PARTITION {}").format(table))
+    # Every stored column, in the table's order; generated ones are computed again.
+    cursor = await conn.execute(
+        "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = 'events'::regclass"
+        " AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum"
+    )
+    columns = sql.SQL(", ").join(sql.Identifier(str(row[0])) for row in await cursor.fetchall())
+    moved = await conn.execute(
+        sql.SQL("INSERT INTO events ({columns}) SELECT {columns} FROM {month}").format(
+            columns=columns, month=table
+        )
+    )
+    await conn.execute(sql.SQL("DROP TABLE {}").format(table))
+    return moved.rowcount

@@ -81,6 +81,11 @@ async def verify_log(
         # One snapshot for the head, the checkpoints and every row: what is
         # appended (or purged) meanwhile is neither read nor a mismatch.
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        # Before the snapshot (LOCK takes none): a month retention retires moves
+        # its kept records and drops the month under an exclusive lock, which
+        # this waits for or holds off; else a snapshot from before the move,
+        # reading after it, would find neither the month nor the moved rows.
+        await conn.execute("LOCK TABLE ONLY events IN ACCESS SHARE MODE")
         return await _verify(conn, cursor, pairs, tombs, tenant_id, verifiers, view_matches)
 
 
