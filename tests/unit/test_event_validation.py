@@ -230,6 +230,18 @@ def test_retentions_actions_are_sealtrails_own() -> None:
     assert validate_event(minimal(action="retentions.kept"), now=NOW).body["action"]
 
 
+def test_alerts_and_the_keys_of_sealtrails_own_records_cannot_be_forged() -> None:
+    """A recorder's `security.alert` reached a SIEM as Sealtrail's alert; a key
+    claimed ahead (`alert:<rule>:<seq>`) made the real alert find the caller's
+    event under it and take it for itself: an alert never raised."""
+    assert fields_of(minimal(action="security.alert")) == ["event.action"]
+    for key in ("alert:r1:42", "retention.purged:p1"):
+        assert fields_of(minimal(idempotency_key=key)) == ["event.idempotency_key"]
+        assert validate_event(minimal(idempotency_key=key), now=NOW, own=True).idempotency_key
+    assert validate_event(minimal(action="security.alerted"), now=NOW).body["action"]
+    assert validate_event(minimal(idempotency_key="alerts-1"), now=NOW).idempotency_key
+
+
 def test_limits_are_inclusive() -> None:
     draft = minimal(
         action="a." + "b" * 126,

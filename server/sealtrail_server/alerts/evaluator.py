@@ -351,7 +351,7 @@ class Evaluator:
             plain=False,
         )
         now = _now()
-        valid = validate_event(draft, now=now, path=ALERT_ACTION)
+        valid = validate_event(draft, now=now, path=ALERT_ACTION, own=True)
         # With its view, as every event is stored: Query shows it as stored,
         # not rebuilt from its record (ADR 0025).
         view = caller_view(valid).SerializeToString()

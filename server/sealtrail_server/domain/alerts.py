@@ -11,13 +11,15 @@ from typing import Any, Final, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from .errors import FieldViolation, InvalidArgument
+
+# Re-exported: reserved in domain/event.py; never evaluated itself (no alert on an alert).
+from .event import ALERT_ACTION as ALERT_ACTION
 from .filters import EventFilter
 
 MAX_RULES_PER_TENANT: Final = 100
 MAX_RULE_NAME: Final = 128
 MAX_THRESHOLD_COUNT: Final = 100_000
 MAX_WINDOW_SECONDS: Final = 7 * 24 * 3600
-ALERT_ACTION: Final = "security.alert"  # never evaluated itself: no alert on an alert
 
 ConditionKind = Literal["match", "threshold", "new_ip", "new_country", "off_hours"]
 # The kinds that learn where each actor is seen from, and alert on somewhere new.

@@ -60,6 +60,13 @@ ACTION_PATTERN: Final = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+")
 # records, which no retention rule removes (domain/retention.py). A caller can
 # neither forge one nor keep events for good by naming them so.
 RESERVED_ACTION_PREFIX: Final = "retention."
+# The alerts Sealtrail raises (domain/alerts.py): forged, a recorder's event
+# would reach a SIEM as Sealtrail's alert.
+ALERT_ACTION: Final = "security.alert"
+# Idempotency keys of Sealtrail's own records (a purge's summary, an alert per
+# rule and trigger): claimed first by a caller, the record would find the
+# caller's event under its key and take it for itself (an alert never raised).
+RESERVED_KEY_PREFIXES: Final = ("retention.", "alert:")
 _HEX32: Final = re.compile(r"[0-9a-f]{32}")
 _HEX16: Final = re.compile(r"[0-9a-f]{16}")
 _COUNTRY: Final = re.compile(r"[A-Za-z]{2}")
@@ -261,6 +268,8 @@ def validate_event(
         check.fail("action", "must be dotted lowercase `resource.verb`, e.g. `api_key.create`")
     elif action is not None and not own and action.startswith(RESERVED_ACTION_PREFIX):
         check.fail("action", f"`{RESERVED_ACTION_PREFIX}*` is reserved for Sealtrail's own records")
+    elif action == ALERT_ACTION and not own:
+        check.fail("action", f"`{ALERT_ACTION}` is reserved for the alerts Sealtrail raises")
     body["action"] = action
 
     occurred = _occurred_at(check, draft.occurred_at, now)
@@ -317,6 +326,9 @@ def validate_event(
 
     idempotency_key = check.text("idempotency_key", draft.idempotency_key, MAX_IDEMPOTENCY_KEY)
     if idempotency_key is not None:
+        if not own and idempotency_key.startswith(RESERVED_KEY_PREFIXES):
+            prefixes = " or ".join(RESERVED_KEY_PREFIXES)
+            check.fail("idempotency_key", f"must not start with {prefixes}: Sealtrail's own keys")
         body["idempotency_key"] = idempotency_key
 
     if check.violations:
