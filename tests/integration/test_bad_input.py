@@ -11,10 +11,14 @@ import pytest
 from google.protobuf import struct_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from sealtrail import build_sink
 from sealtrail.v1 import audit_service_pb2 as pb
-from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, integrity_pb2
+from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, forwarding_pb2, integrity_pb2
 from sealtrail_server.api.integrity import IntegrityRpcs
 from tests.conftest import ServerThread
+
+# A webhook signing secret: "whsec_" and 32 bytes of base64.
+WEBHOOK_SECRET = "whsec_" + "a2V5" * 11
 
 
 @pytest.fixture
@@ -302,3 +306,29 @@ def test_bad_fields_named_in_wide_characters_still_fit_a_clients_trailers(call: 
     assert violations(error)[0].startswith("event.details.")
     size = sum(len(k) + len(v) for k, v in error.trailing_metadata())
     assert size < 8 * 1024, size
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "field"),
+    [
+        (timestamp_pb2.Timestamp(seconds=-(10**12)), timestamp_pb2.Timestamp(seconds=1), "start"),
+        (timestamp_pb2.Timestamp(seconds=1), timestamp_pb2.Timestamp(seconds=10**12), "end"),
+        (timestamp_pb2.Timestamp(seconds=1, nanos=-1), timestamp_pb2.Timestamp(seconds=2), "start"),
+    ],
+)
+def test_a_replay_window_no_time_can_hold_names_its_field(
+    call: Any,
+    client_for: Any,
+    tenant: str,
+    start: timestamp_pb2.Timestamp,
+    end: timestamp_pb2.Timestamp,
+    field: str,
+) -> None:
+    """Timestamp.ToDatetime raised ValueError past year 9999 or for bad nanos: INTERNAL."""
+    sink = client_for(tenant).create_sink(
+        build_sink("replayed", "webhook", url="http://127.0.0.1:9/h", secrets=[WEBHOOK_SECRET])
+    )
+    request = forwarding_pb2.ReplaySinkRequest(
+        sink_id=sink.sink.id, window=forwarding_pb2.TimeWindow(start_time=start, end_time=end)
+    )
+    assert violations(call("ReplaySink", request)) == [f"window.{field}_time"]

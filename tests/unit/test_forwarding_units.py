@@ -18,6 +18,7 @@ import pytest
 
 from sealtrail_server.domain.ocsf import to_ocsf
 from sealtrail_server.domain.sinks import keep_secrets, redacted_destination, validate_sink
+from sealtrail_server.forward import egress
 from sealtrail_server.forward.destinations import (
     LIMITS,
     PendingEvent,
@@ -25,7 +26,13 @@ from sealtrail_server.forward.destinations import (
     requests,
     verdict,
 )
-from sealtrail_server.forward.egress import EgressDenied, EgressPolicy, OutboundClient
+from sealtrail_server.forward.egress import (
+    RESOLVER_THREADS,
+    EgressDenied,
+    EgressPolicy,
+    OutboundClient,
+    Unresolvable,
+)
 from sealtrail_server.forward.forwarder import BACKOFF_CAP, backoff
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -174,6 +181,51 @@ def test_a_name_resolving_to_an_internal_address_is_refused_without_naming_it() 
     assert "127.0.0.1" in asyncio.run(allowed.resolve("localhost", 443))
 
 
+def test_a_host_no_lookup_can_take_is_unresolvable_not_a_crash() -> None:
+    """getaddrinfo raises UnicodeError, no OSError, for a label over 63
+    characters or an empty one: it escaped as INTERNAL from CreateSink."""
+    for host in ("a..example.com", "x" * 64 + ".example.com"):
+        with pytest.raises(Unresolvable, match="cannot resolve"):
+            asyncio.run(EgressPolicy().resolve(host, 443))
+
+
+def test_lookups_in_flight_are_bounded_and_past_the_bound_fail_at_once() -> None:
+    """Sink hosts resolve on threads of their own, so a tenant's hosts that
+    never answer hold those, not the threads psycopg resolves the database on."""
+    taken = [egress._resolver_slots.acquire(blocking=False) for _ in range(RESOLVER_THREADS)]
+    try:
+        assert all(taken)
+        with pytest.raises(Unresolvable, match="lookups in flight"):
+            asyncio.run(EgressPolicy().resolve("localhost", 443))
+    finally:
+        for _ in taken:
+            egress._resolver_slots.release()
+    allowed = EgressPolicy.parse(allow_http=False, allowed="127.0.0.0/8,::1/128", denied="")
+    assert "127.0.0.1" in asyncio.run(allowed.resolve("localhost", 443))
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("https://example.com/événements", "must be ASCII"),
+        ("https://exämple.com/h", "must be ASCII"),
+        ("https://example.com/a b", "must be ASCII"),
+        ("https://a..example.com/h", "labels are 1 to 63"),
+        ("https://" + "x" * 64 + ".example.com/h", "labels are 1 to 63"),
+    ],
+)
+def test_urls_no_request_can_carry_are_refused_naming_the_field(url: str, problem: str) -> None:
+    """Each passed validation, then failed every delivery with TypeError, no
+    state recorded and no backoff, or CreateSink with INTERNAL."""
+    [violation] = validate_sink(
+        name="x",
+        kind="webhook",
+        format="sealtrail_json",
+        destination={"url": url, "secrets": [SECRET]},
+    )
+    assert violation.field == "sink.webhook.url" and problem in violation.description
+
+
 # --- requests and answers ---------------------------------------------------------
 
 
@@ -245,6 +297,9 @@ def test_retry_after_is_read() -> None:
     [sent] = requests(sender("webhook", {"url": "https://h.example", "secrets": [SECRET]}),
                       [pending(record())], now=NOW)  # fmt: skip
     assert verdict("webhook", sent, 429, b"", {"retry-after": "7"}).retry_after == 7.0
+    for unreadable in ("\xb2", "1.5", "Wed, 21 Oct 2015 07:28:00 GMT", "9" * 30):
+        # "²" passed str.isdigit and failed float(): a traceback every 5 s, no backoff.
+        assert verdict("webhook", sent, 429, b"", {"retry-after": unreadable}).retry_after is None
 
 
 def test_bulk_item_errors() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -20,7 +20,7 @@ from sealtrail.v1 import forwarding_pb2 as pb
 
 from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from ..domain.etags import require_etag
-from ..domain.event import ChangeDraft, parse_uuid
+from ..domain.event import ChangeDraft, checked_timestamp, parse_uuid
 from ..domain.filters import validate_filter
 from ..domain.sealing import SecretBox
 from ..domain.sinks import (
@@ -519,8 +519,9 @@ async def _replay_selection(
         window = request.window
         if not window.HasField("start_time") or not window.HasField("end_time"):
             raise InvalidArgument.field("window", "start_time and end_time are required")
-        after = window.start_time.ToDatetime(tzinfo=UTC)
-        before = window.end_time.ToDatetime(tzinfo=UTC)
+        start, end = window.start_time, window.end_time
+        after = checked_timestamp(start.seconds, start.nanos, field="window.start_time")
+        before = checked_timestamp(end.seconds, end.nanos, field="window.end_time")
         if before <= after:
             raise InvalidArgument.field("window.end_time", "must be after start_time")
         first, last = await store.seq_range_of_window(conn, tenant_id, after, before)

@@ -228,6 +228,9 @@ def _url_error(url: str) -> str | None:
         return "is required"
     if len(url) > MAX_URL:
         return f"must be at most {MAX_URL} characters"
+    if not (url.isascii() and url.isprintable()) or " " in url:
+        # What is sent is what was checked: no client encodes it on the way.
+        return "must be ASCII without spaces (an international host in its xn-- form)"
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (raises on a port out of range)
@@ -237,6 +240,10 @@ def _url_error(url: str) -> str | None:
         return "must be an https URL"
     if not parts.hostname:
         return "must name a host"
+    try:
+        parts.hostname.encode("idna")  # each label 1 to 63 characters
+    except UnicodeError:
+        return "must name a host whose labels are 1 to 63 characters"
     if parts.username is not None or parts.password is not None:
         return "must not carry credentials (use the destination's key or token)"
     if parts.fragment:

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
@@ -243,6 +244,8 @@ def _elasticsearch(sender: Sender, batch: _Batch) -> Outgoing:
     return _outgoing(url, headers, "\n".join(lines) + "\n", batch)
 
 
+_DELAY_SECONDS: Final = re.compile(r"[0-9]{1,9}")
+
 _BUILDERS: Final = {
     "webhook": _webhook,
     "splunk_hec": _splunk_hec,
@@ -256,8 +259,10 @@ def _excerpt(body: bytes) -> str:
 
 
 def _retry_after(headers: dict[str, str]) -> float | None:
-    value = headers.get("retry-after", "")
-    return float(value) if value.isdigit() else None
+    """Delay-seconds only (an HTTP date is ignored); ASCII digits: `isdigit`
+    took "²", which float() refuses."""
+    value = headers.get("retry-after", "").strip()
+    return float(value) if _DELAY_SECONDS.fullmatch(value) else None
 
 
 def verdict(

@@ -19,7 +19,9 @@ import ipaddress
 import logging
 import socket
 import ssl
+import threading
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -73,6 +75,42 @@ class Unresolvable(EgressDenied):
     """The destination's host name does not resolve (now)."""
 
 
+# Sink hosts are resolved on threads of their own (getaddrinfo blocks). On the
+# loop's default executor, a tenant's hosts whose name servers never answer
+# held its few threads, each until the resolver gave up, and with them every
+# other sink's lookups and psycopg's lookups of the database's own host
+# (helper-59). At most this many at once: past that a lookup fails at once,
+# and its delivery is retried as any failed one, rather than queue behind.
+RESOLVER_THREADS: Final = 8
+_resolver = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="sealtrail-sink-dns")
+_resolver_slots = threading.BoundedSemaphore(RESOLVER_THREADS)
+
+
+def _release_if_cancelled(done: Future[list[str]]) -> None:
+    if done.cancelled():  # before it ran: it never released its slot itself
+        _resolver_slots.release()
+
+
+async def _getaddrinfo(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to, on the sinks' own resolver threads."""
+    if not _resolver_slots.acquire(blocking=False):
+        raise Unresolvable(f"cannot resolve {host} now: {RESOLVER_THREADS} lookups in flight")
+
+    def lookup() -> list[str]:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        finally:
+            _resolver_slots.release()  # here: a lookup gone on holds its thread
+        return [str(info[4][0]) for info in infos]
+
+    submitted = _resolver.submit(lookup)
+    submitted.add_done_callback(_release_if_cancelled)
+    try:
+        return await asyncio.wrap_future(submitted)
+    except (OSError, UnicodeError, ValueError) as error:  # UnicodeError: a label too long
+        raise Unresolvable(f"cannot resolve {host}: {error}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class EgressPolicy:
     allow_http: bool = False
@@ -115,13 +153,8 @@ class EgressPolicy:
         if literal is not None:
             addresses = [literal]
         else:
-            try:
-                infos = await asyncio.get_running_loop().getaddrinfo(
-                    host, port, type=socket.SOCK_STREAM
-                )
-            except OSError as error:
-                raise Unresolvable(f"cannot resolve {host}: {error}") from None
-            addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+            found = await _getaddrinfo(host, port)
+            addresses = list(dict.fromkeys(ipaddress.ip_address(text) for text in found))
         refused = [str(a) for a in addresses if not self.permits(a)]
         if refused and literal is not None:
             raise EgressDenied(
