@@ -267,7 +267,10 @@ def test_export_and_tail_from_the_command_line(cli_env: dict[str, str], tmp_path
         "sealtrail", "export", "--format", "csv", "-o", str(bundled), env=cli_env, check=False
     )
     assert refused.returncode == 2 and "is a directory" in refused.stderr
-    assert run("sealtrail", "verify", str(bundled)).stdout.startswith("OK: ")
+    # Without --key, against the bundle's own keys: consistent, not authentic.
+    unkeyed = run("sealtrail", "verify", str(bundled), check=False)
+    assert unkeyed.returncode == 3 and unkeyed.stdout.startswith("SELF-CONSISTENT: ")
+    assert "not authenticated" in unkeyed.stderr
 
     tail = subprocess.Popen(
         [str(BIN / "sealtrail"), "tail", "--from-seq", "0", "--action", "file.*"],

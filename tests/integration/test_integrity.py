@@ -428,6 +428,23 @@ def test_tampering_is_detected_online_and_offline(
     assert (result.failure.reason, result.failure.seq in seqs) == (reason, True), result.failure
 
 
+def test_a_filtered_bundle_names_the_matched_records_the_log_could_not_prove(
+    logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """They were left out without a word: `sealtrail bundle` said it wrote
+    them all and the bundle verified, as partial bundles are not checked for
+    gaps. Exactly the records a tampering touched went missing unnoticed."""
+    tamper.execute("DELETE FROM tree_nodes WHERE tenant_id = %s", [tenant])
+    summary = write_bundle(
+        logged, tmp_path / "part", event_filter=build_filter(actions="integrity.test")
+    )
+    assert summary.unproven and set(summary.unproven) <= set(range(1, EVENTS + 1))
+    assert summary.count + len(summary.unproven) == EVENTS
+    assert summary.log_fault is not None and "could not prove" in summary.log_fault
+    with pytest.raises(BundleError, match=rf"could not prove {len(summary.unproven)} records"):
+        verify_bundle(tmp_path / "part", key=VERIFIER.text())
+
+
 def test_the_signer_refuses_to_extend_a_rewritten_log(
     logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any]
 ) -> None:

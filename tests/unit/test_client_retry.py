@@ -29,6 +29,7 @@ from sealtrail.v1 import (
     audit_service_pb2,
     event_pb2,
     forwarding_pb2,
+    integrity_pb2,
     retention_pb2,
     settings_pb2,
 )
@@ -418,3 +419,21 @@ def test_one_field_name_is_refused_as_an_update_mask(client: AuditClient) -> Non
         client.update_sink(forwarding_pb2.Sink(id="s"), fields="paused")
     with pytest.raises(TypeError, match=r"\['disabled'\]"):
         client.update_alert_rule(alerting_pb2.AlertRule(id="r"), fields="disabled")
+
+
+def test_a_whole_log_scan_is_not_retried(
+    client: AuditClient,
+    channel: grpc_testing.Channel,
+    sleeps: list[float],
+    background: ThreadPoolExecutor,
+) -> None:
+    """VerifyLog (and a retention preview) read the whole log: cut off by a
+    deadline, each retry began the scan again (five, for one command)."""
+    verify = SERVICE.methods_by_name["VerifyLog"]
+    future = background.submit(client.verify_log)
+    _, request, rpc = channel.take_unary_unary(verify)
+    assert isinstance(request, integrity_pb2.VerifyLogRequest)
+    fail(rpc, grpc.StatusCode.DEADLINE_EXCEEDED)
+    with pytest.raises(RpcFailedError):
+        future.result(timeout=5)
+    assert sleeps == []

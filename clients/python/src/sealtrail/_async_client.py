@@ -38,7 +38,7 @@ from sealtrail._convert import (
 from sealtrail._correlation import aio_correlation_interceptors, current_request_id, request_id
 from sealtrail._errors import SealtrailError, from_rpc_error
 from sealtrail._export import FORMATS, ExportFile, ExportFormat
-from sealtrail._retry import ERASURE_TIMEOUT, RetryPolicy
+from sealtrail._retry import ERASURE_TIMEOUT, WHOLE_LOG_TIMEOUT, RetryPolicy
 from sealtrail.v1 import (
     access_pb2,
     alerting_pb2,
@@ -328,10 +328,13 @@ class AsyncAuditClient:
     ) -> retention_pb2.PreviewRetentionPolicyResponse:
         """Admin: what `set_retention_policy` with these arguments would remove
         if it applied now, rule by rule, changing and recording nothing (a dry
-        run). Counting reads at most 1,000,000 events (then `at_least`)."""
+        run). Counting reads at most 1,000,000 events (then `at_least`): waited
+        for up to an hour, and not retried (each attempt would count anew)."""
         policy = retention_policy(default, categories or {}, action_prefixes or {}, etag=etag)
         request = retention_pb2.PreviewRetentionPolicyRequest(policy=policy)
-        return await self._call(self._stub.PreviewRetentionPolicy, request)
+        return await self._call(
+            self._stub.PreviewRetentionPolicy, request, timeout=WHOLE_LOG_TIMEOUT, retry=False
+        )
 
     async def set_legal_hold(
         self, on: bool, *, reason: str = "", etag: str = ""
@@ -456,12 +459,16 @@ class AsyncAuditClient:
         request = alerting_pb2.DeleteAlertRuleRequest(id=rule_id, etag=etag)
         return await self._call(self._stub.DeleteAlertRule, request, retry=False)
 
-    async def verify_log(self, *, check_views: bool = False) -> integrity_pb2.VerifyLogResponse:
+    async def verify_log(
+        self, *, check_views: bool = False, timeout: float = WHOLE_LOG_TIMEOUT
+    ) -> integrity_pb2.VerifyLogResponse:
         """Admin: have the server recheck every record, leaf and checkpoint root;
         with `check_views`, also that what Query shows of each event is what its
-        record says (slower)."""
+        record says (slower). It reads the whole log: waited for up to `timeout`
+        seconds (an hour), and not retried (each attempt would begin the scan
+        again; each is recorded)."""
         request = integrity_pb2.VerifyLogRequest(check_views=check_views)
-        return await self._call(self._stub.VerifyLog, request)
+        return await self._call(self._stub.VerifyLog, request, retry=False, timeout=timeout)
 
     async def export_stream(
         self, filter: event_pb2.EventFilter | None = None, *, format: ExportFormat = "ndjson"

@@ -108,6 +108,19 @@ class BundleSummary:
     signed_by: list[str]
     trusted_own_keys: bool
     purged: int = 0  # leaves of events removed by retention, each proven too
+    # Seqs the filter matched that the log could not prove (a partial bundle):
+    # the records are not in it, and verification fails naming them.
+    unproven: tuple[int, ...] = ()
+    # The log refused to sign a checkpoint over its current state (it no longer
+    # extends its last): the bundle is written against that last one, and
+    # verification fails saying so, once its records are checked.
+    log_refused_to_sign: bool = False
+
+    @property
+    def log_fault(self) -> str | None:
+        """What the log could not do when the bundle was written, which says
+        it had been changed (the bundle fails verification with it), or None."""
+        return _log_fault(self.unproven, refused=self.log_refused_to_sign)
 
 
 def write_bundle(
@@ -120,7 +133,10 @@ def write_bundle(
     """Write the events matching `event_filter` as a bundle into the new or
     empty directory `out`. Without a filter the bundle is the whole log up to
     a fresh checkpoint ("complete"); a record the log cannot produce or prove
-    is left out, and verification then names the seq that is missing.
+    is left out, and verification then names the seq that is missing. A
+    filtered bundle lists the matched seqs the log could not prove (and notes
+    a log that refused to sign a fresh checkpoint): the summary's `log_fault`
+    says so, and verification fails with it after checking every record.
 
     A complete bundle is read in one Export (its own checkpoint, the export's
     record included) and ListPurgedLeaves (the leaves retention left), and its
@@ -152,6 +168,8 @@ def write_bundle(
         signed_by=[],
         trusted_own_keys=False,
         purged=purged,
+        unproven=tuple(written.unproven),
+        log_refused_to_sign=written.refused,
     )
     manifest = {
         "format": FORMAT,
@@ -163,6 +181,8 @@ def write_bundle(
         "last_seq": summary.last_seq,
         "complete": summary.complete,
         **({"purged": purged} if purged else {}),
+        **({"unproven": list(summary.unproven)} if summary.unproven else {}),
+        **({"log_refused_to_sign": True} if written.refused else {}),
         "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -174,6 +194,8 @@ class _Written:
     checkpoint: integrity_pb2.SignedCheckpoint  # what the bundle is written against
     seqs: Sequence[int]  # of the records written, in order
     purged: int  # leaves written to PURGED
+    unproven: Sequence[int] = ()  # matched by the filter, not provable
+    refused: bool = False  # the log would not sign a fresh checkpoint
 
 
 # Export refusals after which the bundle is still written, one proof per record
@@ -295,19 +317,27 @@ def _proven_one_by_one(
     against a fresh checkpoint; or, when the log refuses to sign one because
     it no longer extends its last (DATA_LOSS), against the last it signed, so
     that the bundle still shows what changed since."""
+    refused = False
     try:
         checkpoint = source.get_checkpoint(fresh=True)
     except SealtrailError as error:
         if error.code is not grpc.StatusCode.DATA_LOSS:
             raise
-        checkpoint = source.get_checkpoint()
+        checkpoint, refused = source.get_checkpoint(), True
     size = checkpoint.tree_size
+    unproven: list[int] = []
     if complete:
         seqs: Sequence[int] = range(1, size + 1)
     else:
-        found = source.query(event_filter, order="oldest", page_size=1000)
-        # Events recorded after the checkpoint cannot be proven in it yet.
-        seqs = [event.seq for event in found if event.seq <= size]
+        seqs = []
+        for event in source.query(event_filter, order="oldest", page_size=1000):
+            if event.seq <= size:
+                seqs.append(event.seq)
+            elif refused:
+                # Recorded since the last checkpoint the log would sign: it
+                # cannot be proven in any the log will sign now.
+                unproven.append(event.seq)
+            # (else recorded after the fresh checkpoint, while this was written)
 
     def prove(seq: int) -> integrity_pb2.GetInclusionProofResponse | None:
         try:
@@ -327,8 +357,10 @@ def _proven_one_by_one(
         open(out / PROOFS, "w") as proofs,
         open(out / PURGED, "w") as tombstones,
     ):
-        for answer in in_order(pool, prove, seqs, ahead=4 * workers):
+        for seq, answer in zip(seqs, in_order(pool, prove, seqs, ahead=4 * workers), strict=True):
             if answer is None:
+                if not complete:  # a complete bundle's verification names the gap
+                    unproven.append(seq)
                 continue
             encoded = [base64.b64encode(h).decode() for h in answer.proof]
             if answer.purged:
@@ -340,7 +372,7 @@ def _proven_one_by_one(
             written.append(answer.seq)
             records.write(answer.record + b"\n")
             proofs.write(json.dumps({"seq": answer.seq, "proof": encoded}) + "\n")
-    return _Written(checkpoint, written, purged)
+    return _Written(checkpoint, written, purged, sorted(unproven), refused)
 
 
 def in_order(
@@ -392,6 +424,7 @@ def verify_bundle(
         raise BundleError(
             f"bundle.json says {manifest.get('purged', 0)} purged events, the bundle has {purged}"
         )
+    _refuse_what_the_log_could_not_do(manifest)
     return BundleSummary(
         origin=checkpoint.origin,
         tree_size=checkpoint.tree_size,
@@ -403,6 +436,34 @@ def verify_bundle(
         trusted_own_keys=trusted_own,
         purged=purged,
     )
+
+
+def _refuse_what_the_log_could_not_do(manifest: dict[str, Any]) -> None:
+    """What the writer found the log could not do: each record here checks,
+    but the log they came from had been changed."""
+    unproven = manifest.get("unproven", [])
+    if not isinstance(unproven, list) or not all(isinstance(seq, int) for seq in unproven):
+        raise BundleError(f"{MANIFEST}: 'unproven' must be a list of seqs")
+    fault = _log_fault(unproven, refused=manifest.get("log_refused_to_sign") is True)
+    if fault is not None:
+        raise BundleError(fault)
+
+
+def _log_fault(unproven: Sequence[int], *, refused: bool) -> str | None:
+    if unproven:
+        shown = ", ".join(str(seq) for seq in unproven[:20])
+        more = f" and {len(unproven) - 20} more" if len(unproven) > 20 else ""
+        return (
+            f"the log could not prove {len(unproven)} records the bundle's filter matched"
+            f" (seq {shown}{more}): they are not in the bundle, and the log no longer holds"
+            " them as it signed them"
+        )
+    if refused:
+        return (
+            "the log refused to sign a checkpoint over its state when the bundle was written:"
+            " it no longer extends its last checkpoint, against which these records verify"
+        )
+    return None
 
 
 def _manifest(path: Path) -> dict[str, Any]:

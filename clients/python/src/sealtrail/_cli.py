@@ -324,6 +324,9 @@ def bundle(ctx: click.Context, /, out: Path, **criteria: Any) -> None:
         f"wrote {summary.count} records{purged} (seq {summary.first_seq}..{summary.last_seq})"
         f" of {summary.origin} with its checkpoint at size {summary.tree_size} to {out}"
     )
+    if summary.log_fault is not None:
+        click.echo(f"FAILED: {summary.log_fault}", err=True)
+        sys.exit(1)
 
 
 @main.command()
@@ -332,7 +335,8 @@ def bundle(ctx: click.Context, /, out: Path, **criteria: Any) -> None:
     "--key",
     metavar="VKEY",
     help="Verifier key (name+id+key) the checkpoint must be signed by. Without it the"
-    " bundle's own keys are used, which proves only that the bundle is self-consistent.",
+    " bundle's own keys are used, which proves only that the bundle is self-consistent:"
+    " the command then says SELF-CONSISTENT, not OK, and exits 3.",
 )
 @click.option(
     "--tenant",
@@ -340,7 +344,9 @@ def bundle(ctx: click.Context, /, out: Path, **criteria: Any) -> None:
     " so another tenant's bundle would verify as well.",
 )
 def verify(path: Path, key: str | None, tenant: str | None) -> None:
-    """Check a bundle offline: every record against the signed checkpoint."""
+    """Check a bundle offline: every record against the signed checkpoint.
+    Exits 0 when verified against --key, 1 on a failure, 3 when verified only
+    against the bundle's own keys (which a forger writes too)."""
     try:
         summary = verify_bundle(path, key=key, tenant=tenant)
     except BundleError as error:
@@ -354,17 +360,12 @@ def _report_verified(summary: BundleSummary) -> None:
     purged = (
         f" and the leaves of {summary.purged} events removed by retention" if summary.purged else ""
     )
+    verdict = "SELF-CONSISTENT" if summary.trusted_own_keys else "OK"
     click.echo(
-        f"OK: {summary.count} records{purged} (seq {summary.first_seq}..{summary.last_seq}) are in"
-        f" {summary.origin} at size {summary.tree_size}{whole}; checkpoint signed by"
+        f"{verdict}: {summary.count} records{purged} (seq {summary.first_seq}..{summary.last_seq})"
+        f" are in {summary.origin} at size {summary.tree_size}{whole}; checkpoint signed by"
         f" {', '.join(summary.signed_by)}"
     )
-    if summary.trusted_own_keys:
-        click.echo(
-            "warning: checked against the bundle's own keys; pass --key with the log's"
-            " published verifier key to rule out a forged bundle",
-            err=True,
-        )
     if not summary.complete:
         click.echo(
             "warning: a partial bundle (a filter's selection): each record it holds is"
@@ -372,6 +373,13 @@ def _report_verified(summary: BundleSummary) -> None:
             " the log has no gap",
             err=True,
         )
+    if summary.trusted_own_keys:
+        click.echo(
+            "not authenticated: checked against the bundle's own keys, which whoever wrote"
+            " it chose; pass --key with the log's published verifier key",
+            err=True,
+        )
+        sys.exit(3)
 
 
 @main.command("verify-log")

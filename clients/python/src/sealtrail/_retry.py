@@ -28,6 +28,10 @@ _RETRYABLE = frozenset(
 # Seconds an erasure is waited for: a large tenant's takes minutes, and a call
 # cut off at its deadline is cancelled, its erasure rolled back.
 ERASURE_TIMEOUT = 3600.0
+# Seconds a call that reads a tenant's whole log (VerifyLog; a retention
+# preview, up to a million events) is waited for: minutes for a large log,
+# where the client's default deadline cut it off, and each retry began anew.
+WHOLE_LOG_TIMEOUT = 3600.0
 
 # Doublings of the initial backoff past which it is the maximum anyway.
 _DOUBLINGS = 60
