@@ -25,9 +25,10 @@ class Settings:
     listen: str = "127.0.0.1:50051"
     # PostgreSQL URL; when unset an embedded PostgreSQL runs in data_dir.
     database_url: str | None = None
-    # PostgreSQL URL of the tables' owner, which runs the migrations; when
-    # unset, database_url's user does (a superuser, or the owner itself).
-    # Requests never run as the owner (docs/database.md).
+    # PostgreSQL URL of the tables' owner, which runs the migrations, the
+    # retention purge and erasures; when unset, database_url's user does (a
+    # superuser, or the owner itself). Requests never run as the owner, but
+    # the process holds this URL (docs/database.md says what that means).
     owner_database_url: str | None = None
     # Where the embedded PostgreSQL keeps its data (and the dev admin token).
     data_dir: Path = field(default_factory=default_data_dir)
