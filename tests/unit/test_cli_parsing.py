@@ -42,6 +42,48 @@ def test_parse_time_rejects_ambiguous_or_unknown_input(text: str) -> None:
         cli.parse_time(text, now=NOW)
 
 
+def test_a_duration_past_the_year_one_is_a_value_error_not_a_crash() -> None:
+    for text in ("99999999999d", "800000d"):
+        with pytest.raises(ValueError, match="before the year 1"):
+            cli.parse_time(text, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("target", "local"),
+    [
+        ("127.0.0.1:50051", True),
+        ("localhost:50051", True),
+        ("[::1]:50051", True),
+        ("unix:/run/sealtrail.sock", True),
+        ("audit.internal:443", False),
+        ("10.0.0.7:50051", False),
+        ("[2001:db8::1]:50051", False),
+        ("dns:///audit.internal:443", False),
+    ],
+)
+def test_only_loopback_and_unix_targets_are_this_machine(target: str, local: bool) -> None:
+    assert cli.on_this_machine(target) is local
+
+
+def test_a_token_is_not_sent_in_plain_text_off_this_machine(
+    fake_client: list[tuple[str, Any, dict[str, Any]]],
+) -> None:
+    env = {"SEALTRAIL_SERVER": "audit.internal:443", "SEALTRAIL_TOKEN": "s3cret"}
+    refused = CliRunner().invoke(cli.main, ["query"], env=env)
+    assert refused.exit_code == 2 and "--tls" in refused.output and "s3cret" not in refused.output
+    assert fake_client == []
+    local = CliRunner().invoke(cli.main, ["query"], env={**env, "SEALTRAIL_SERVER": "127.0.0.1:1"})
+    assert local.exit_code == 0, local.output
+
+
+def test_a_query_cut_short_by_its_limit_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    events = [event_pb2.Event(seq=seq) for seq in (3, 2, 1)]
+    assert [event.seq for event in cli._at_most(events, 2)] == [3, 2]
+    assert "more events match" in capsys.readouterr().err
+    assert [event.seq for event in cli._at_most(events, 3)] == [3, 2, 1]
+    assert capsys.readouterr().err == ""
+
+
 def test_build_filter_maps_every_criterion() -> None:
     since = datetime(2026, 11, 1, tzinfo=UTC)
     until = datetime(2026, 11, 2, 1, tzinfo=timezone(timedelta(hours=1)))
@@ -131,7 +173,11 @@ def fake_client(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any, dict[st
 
 
 def invoke(*args: str) -> Any:
-    env = {"SEALTRAIL_SERVER": "audit.internal:443", "SEALTRAIL_TOKEN": "s3cret"}
+    env = {
+        "SEALTRAIL_SERVER": "audit.internal:443",
+        "SEALTRAIL_TOKEN": "s3cret",
+        "SEALTRAIL_INSECURE": "1",  # what these check is the mapping, not the channel
+    }
     return CliRunner().invoke(cli.main, list(args), env=env)
 
 
@@ -163,7 +209,7 @@ def test_query_options_become_a_filter(fake_client: list[tuple[str, Any, dict[st
         ),
         text="rotate",
     )
-    assert kw == {"order": "oldest", "page_size": 5, "limit": 5}
+    assert kw == {"order": "oldest", "page_size": 6, "limit": 6}  # one more tells of more
     assert result.output == '{"seq": "3", "action": "api_key.create"}\n'
 
 

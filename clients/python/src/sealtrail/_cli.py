@@ -3,12 +3,13 @@ integrity (bundle, verify, verify-log)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -53,7 +54,10 @@ def parse_time(value: str, *, now: datetime | None = None) -> datetime:
     `24h`, `7d` into a timezone-aware datetime."""
     if match := _RELATIVE.fullmatch(value):
         amount, unit = match.groups()
-        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: int(amount)})
+        try:
+            return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: int(amount)})
+        except OverflowError:
+            raise ValueError(f"{value!r} reaches back before the year 1") from None
     try:
         return datetime.combine(date.fromisoformat(value), time(), UTC)
     except ValueError:
@@ -100,6 +104,21 @@ class _JsonObject(click.ParamType[dict[str, Any]]):
         return parsed
 
 
+def on_this_machine(target: str) -> bool:
+    """Whether the gRPC target `target` (HOST:PORT, [V6]:PORT, unix:PATH) is
+    reached without leaving this machine."""
+    if target.startswith(("unix:", "unix-abstract:")):
+        return True
+    host = target.rsplit(":", 1)[0] if target.count(":") == 1 or "]" in target else target
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _choice(enum: _EnumTypeWrapper[Any]) -> click.Choice[str]:
     return click.Choice(enum_names(enum), case_sensitive=False)
 
@@ -107,7 +126,7 @@ def _choice(enum: _EnumTypeWrapper[Any]) -> click.Choice[str]:
 @dataclass(frozen=True)
 class _Settings:
     server: str
-    token: str | None
+    token: str | None = field(repr=False)  # never in a traceback or a log
     tls: bool = False
     ca_file: Path | None = None
     cert_file: Path | None = None
@@ -158,6 +177,12 @@ class _Settings:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="PEM client key, for mutual TLS (with --cert-file).",
 )
+@click.option(
+    "--insecure",
+    is_flag=True,
+    envvar="SEALTRAIL_INSECURE",
+    help="Send the token without TLS to a server that is not on this machine.",
+)
 @click.pass_context
 def main(
     ctx: click.Context,
@@ -167,10 +192,17 @@ def main(
     ca_file: Path | None,
     cert_file: Path | None,
     key_file: Path | None,
+    insecure: bool,
 ) -> None:
     """Record and query Sealtrail audit events."""
     if (cert_file is None) != (key_file is None):
         raise click.UsageError("--cert-file and --key-file go together.", ctx)
+    if token and not (tls or ca_file) and not insecure and not on_this_machine(server):
+        raise click.UsageError(
+            f"{server} is not this machine: the token would cross the network in plain text."
+            " Use --tls (or --ca-file), or --insecure to send it anyway.",
+            ctx,
+        )
     ctx.obj = _Settings(server, token, tls, ca_file, cert_file, key_file)
 
 
@@ -271,12 +303,28 @@ def query(ctx: click.Context, /, limit: int, order: Order, output: str, **criter
     """List matching events, newest first unless --order oldest."""
     event_filter = _filter(criteria)
     with _client(ctx) as client:
-        events = client.query(event_filter, order=order, page_size=min(limit, 1000), limit=limit)
+        # One more than shown tells whether --limit cut the answer short.
+        found = client.query(
+            event_filter, order=order, page_size=min(limit + 1, 1000), limit=limit + 1
+        )
+        events = _at_most(found, limit)
         if output == "jsonl":
             for event in events:
                 click.echo(json_format.MessageToJson(event, indent=None))
         else:
             print_table(_table(events))
+
+
+def _at_most(events: Iterable[event_pb2.Event], limit: int) -> Iterator[event_pb2.Event]:
+    """The first `limit` of `events`; saying so on stderr if there were more."""
+    for count, event in enumerate(events, 1):
+        if count > limit:
+            click.echo(
+                f"more events match: showing the first {limit}; raise --limit or narrow the filter",
+                err=True,
+            )
+            return
+        yield event
 
 
 def print_table(table: Table) -> None:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from sealtrail._cli import _client, _filter, _tail_filter_options, print_table
 from sealtrail._convert import AlertKind, build_alert_rule, enum_label, enum_names, enum_value
+from sealtrail._errors import AbortedError
 from sealtrail.v1 import alerting_pb2, event_pb2
 
 
@@ -207,6 +208,7 @@ def update(
                 raise click.BadParameter(
                     f"a {kind} rule takes no {', '.join(sorted(unknown))}", ctx
                 )
+            rule.etag = current.etag  # as for sinks: a change made meanwhile is not overwritten
             condition = getattr(rule, kind)
             condition.CopyFrom(getattr(current, kind))
             _apply(condition, settings, _filter(criteria) if any(criteria.values()) else None)
@@ -215,7 +217,12 @@ def update(
             raise click.UsageError(
                 "nothing to change: give a name, severity, sink or condition", ctx
             )
-        client.update_alert_rule(rule, fields=fields)
+        try:
+            client.update_alert_rule(rule, fields=fields)
+        except AbortedError:
+            raise click.ClickException(
+                f"{rule_id} changed while this command ran; run it again"
+            ) from None
     click.echo(f"{rule_id} updated")
 
 

@@ -21,6 +21,7 @@ from sealtrail._convert import (
     build_sink,
     payload_format_value,
 )
+from sealtrail._errors import AbortedError
 from sealtrail.v1 import forwarding_pb2
 
 
@@ -195,6 +196,9 @@ def update(
                 raise click.BadParameter(
                     f"a {kind} sink takes no {', '.join(sorted(unknown))}", ctx
                 )
+            # Changed only if it is still the sink just read: a change made
+            # meanwhile is not overwritten with what this read held.
+            sink.etag = current.etag
             destination = getattr(sink, kind)
             destination.CopyFrom(getattr(current, kind))
             for hint in _HINTS:
@@ -204,7 +208,12 @@ def update(
             fields.append(kind)
         if not fields:
             raise click.UsageError("nothing to change: give a name, format, filter or setting", ctx)
-        client.update_sink(sink, fields=fields)
+        try:
+            client.update_sink(sink, fields=fields)
+        except AbortedError:
+            raise click.ClickException(
+                f"{sink_id} changed while this command ran; run it again"
+            ) from None
     click.echo(f"{sink_id} updated")
 
 
