@@ -12,7 +12,7 @@ import logging
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from .domain.errors import SealtrailError
 
@@ -22,6 +22,12 @@ K = TypeVar("K", bound=Hashable)
 # Failures a claim or a step may meet that are worth trying again: the
 # database away, a network error.
 RETRIED = (SealtrailError, OSError)
+# The longest a key's worker waits between steps that keep failing so: the
+# waits double from the poll interval, and commits do not cut them short. At
+# the poll interval, a step failing at once (an appender refusing OVERLOADED in
+# the very spike alerts exist for) ran again every second, and every commit
+# of the tenant woke it sooner.
+RETRY_CAP_SECONDS: Final = 30.0
 
 
 def new_owner() -> str:
@@ -164,6 +170,11 @@ class LeasedWork(Generic[K]):
             self._wakers[key] = asyncio.Event()
             self._tasks[key] = asyncio.create_task(self._repeat(key), name=f"{self._name}-{key}")
 
+    def retry_wait(self, failures: int) -> float:
+        """Seconds before a key's next step after `failures` failed in a row."""
+        cap = max(self._poll, RETRY_CAP_SECONDS)
+        return min(self._poll * 2.0 ** min(failures - 1, 16), cap)
+
     def _end(self, key: K) -> None:
         """Cancel `key`'s worker; stop() waits for it if it has not ended by then."""
         task = self._tasks.pop(key)
@@ -175,13 +186,18 @@ class LeasedWork(Generic[K]):
 
     async def _repeat(self, key: K) -> None:
         waker = self._wakers[key]
+        failures = 0
         while True:
             waker.clear()
             try:
                 wait = await self._step(key)
+                failures = 0
             except RETRIED as error:
-                log.warning("%s: %s: %s", self._name, key, error)
-                wait = self._poll
+                failures += 1
+                wait = self.retry_wait(failures)
+                log.warning("%s: %s: %s (again in %.1f s)", self._name, key, error, wait)
+                await asyncio.sleep(wait)
+                continue
             except Exception:  # a bug: keep the worker alive, loudly, and slowed down
                 log.exception("%s: %s: step failed", self._name, key)
                 wait = self._renew_every

@@ -7,7 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sealtrail_server.domain.alerts import (
+    MAX_GROUPS,
+    Condition,
     ThresholdWindow,
+    group_key,
     outside_working_hours,
     validate_condition,
 )
@@ -68,6 +71,39 @@ def test_groups_no_window_can_reach_are_dropped() -> None:
         window.observe(f"later-{n}", T0 + timedelta(seconds=120))
     assert window.groups() <= 2000 + 1 + 1  # the later ones, "fired" perhaps, none of the 3,000
     assert window.observe("fired", T0 + timedelta(seconds=121)) is None  # a new group: one event
+
+
+def test_a_rule_keeps_at_most_its_bound_of_groups_the_least_recent_going_first() -> None:
+    """With a window of days, sweeps keep every address seen in it: one a
+    request, for a run that takes a new one each time."""
+    window = ThresholdWindow(13, timedelta(days=7))
+    window.observe("kept", T0)
+    for n in range(MAX_GROUPS + 500):
+        window.observe(f"addr-{n}", T0 + timedelta(seconds=1))
+        if n % 1000 == 0:
+            window.observe("kept", T0 + timedelta(seconds=2))  # seen lately: stays
+    assert window.groups() == MAX_GROUPS
+    # Its 13th event: 1, then 11 while the others came, then this one.
+    assert window.observe("kept", T0 + timedelta(seconds=3)) == 13
+
+
+def test_a_rule_grouped_by_ip_counts_an_ipv6_slash_64_as_one() -> None:
+    """Each attempt from a new address of the same /64 was a group of its own:
+    the count was never reached."""
+    rule = Condition(
+        kind="threshold", filter=EventFilter(), group_by="ip", count=3, window_seconds=60
+    )
+    keys = {
+        group_key(rule, {"context": {"ip": ip}, "actor": {"id": "u"}})
+        for ip in ("2001:db8:1:2::1", "2001:db8:1:2:ffff::9", "2001:db8:1:2:aaaa:bbbb:cccc:dddd")
+    }
+    assert keys == {"2001:db8:1:2::/64"}
+    assert group_key(rule, {"context": {"ip": "203.0.113.7"}, "actor": {"id": "u"}}) == (
+        "203.0.113.7"
+    )
+    assert group_key(rule, {"context": {"ip": "::ffff:203.0.113.7"}, "actor": {"id": "u"}}) == (
+        "203.0.113.7"
+    )
 
 
 @pytest.mark.parametrize(

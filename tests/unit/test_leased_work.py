@@ -5,8 +5,10 @@ again once a claim succeeds."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable
 
+from sealtrail_server.domain.errors import SealtrailError
 from sealtrail_server.leased_work import LeasedWork
 
 
@@ -142,3 +144,49 @@ def test_stop_waits_for_a_worker_whose_key_was_lost() -> None:
     ending_at_stop, done_at_stop = asyncio.run(run())
     assert ending_at_stop  # stop() came while the cancelled worker was still ending
     assert done_at_stop
+
+
+def test_a_failing_step_backs_off_and_commits_do_not_cut_the_wait_short() -> None:
+    """A step failing at once (the appender refusing OVERLOADED) ran again at
+    every poll, and sooner at every commit of its tenant: during the very
+    spikes alerting is for."""
+
+    async def run() -> tuple[list[float], float]:
+        loop = asyncio.get_running_loop()
+        times: list[float] = []
+
+        async def failing(key: str) -> float:
+            times.append(loop.time())
+            raise SealtrailError("refused: overloaded")
+
+        async def claim() -> list[str]:
+            return ["tenant-1"]
+
+        async def release() -> None:
+            return None
+
+        work = LeasedWork(
+            "test",
+            claim=claim,
+            step=failing,
+            release=release,
+            tenant_of=lambda key: key,
+            poll_interval=0.02,
+            lease_seconds=30,
+        )
+        work.start()
+        try:
+            deadline = loop.time() + 0.7
+            while loop.time() < deadline:
+                work.wake("tenant-1")  # a commit of the tenant, again and again
+                await asyncio.sleep(0.005)
+        finally:
+            await work.stop()
+        return times, work.retry_wait(3)
+
+    times, third = asyncio.run(run())
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    # 0.02, 0.04, 0.08, 0.16, 0.32 s: about five steps in 0.7 s, each wait longer
+    assert 2 <= len(times) <= 7, gaps  # at every wake-up, it was over a hundred
+    assert all(gap >= 0.015 * 2**i for i, gap in enumerate(gaps)), gaps
+    assert third == 0.08

@@ -5,6 +5,7 @@ them, and what a firing records, is the evaluator's (alerts/)."""
 from __future__ import annotations
 
 import bisect
+import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal, cast
@@ -110,8 +111,22 @@ def group_key(condition: Condition, record: dict[str, Any]) -> str | None:
         return str(record["actor"]["id"])
     if condition.group_by == "ip":
         ip = record.get("context", {}).get("ip")
-        return str(ip) if ip else None
+        return _network_of(str(ip)) if ip else None
     return ""
+
+
+def _network_of(ip: str) -> str:
+    """An IPv6 address's /64, a site's or a host's whole share (one attacker
+    takes a new address from it for every attempt); an IPv4 address itself."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 @dataclass(slots=True)
@@ -122,6 +137,10 @@ class _Group:
 
 # Observations between two sweeps of the groups no window can reach any more.
 _SWEEP_EVERY: Final = 1024
+# Groups a threshold rule keeps at most; past it the one least recently seen
+# goes. Sweeps bound them by a window's worth of distinct keys, which for a
+# rule grouped by IP with a window of days is unbounded: an address a request.
+MAX_GROUPS: Final = 10_000
 
 
 @dataclass(slots=True)
@@ -144,7 +163,13 @@ class ThresholdWindow:
         An event that arrives late (backdated) counts with the events kept
         that share a window with it, not with later ones a window apart."""
         self._sweep(occurred_at)
-        group = self._groups.setdefault(key, _Group())
+        # Moved to the end on every event: the dict is least recently seen first.
+        group = self._groups.pop(key, None)
+        if group is None:
+            group = _Group()
+            if len(self._groups) >= MAX_GROUPS:
+                del self._groups[next(iter(self._groups))]
+        self._groups[key] = group
         times = group.times
         bisect.insort(times, occurred_at)
         del times[: bisect.bisect_left(times, times[-1] - self.window)]

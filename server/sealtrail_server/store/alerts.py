@@ -24,6 +24,7 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
+from ..domain.event import ALERT_ACTION
 from .changes import erasure_lock_key, tenant_being_erased, try_share_condition
 from .database import Database
 
@@ -140,17 +141,21 @@ def alert_key(rule_id: str, trigger_seq: int) -> str:
 
 
 async def alert_triggers(db: Database, *, tenant_id: str, rule_id: str) -> set[int]:
-    """The seqs of the events that fired the rule's recorded alerts: the keys
-    from `alert:<rule>:` up to `alert:<rule>;` (';' follows ':'), one range of
-    the idempotency-key index."""
+    """The seqs of the events that fired the rule's recorded alerts, from
+    their idempotency keys: the rule's alerts are read by resource (the rule),
+    one range of the resource index. (A range of the keys themselves, from
+    `alert:<rule>:` to `alert:<rule>;`, assumed byte order: under a
+    linguistic collation, en_US or ICU, punctuation sorts otherwise and the
+    range came back empty, so a restart fired each alert again.)"""
     prefix = alert_key(rule_id, 0).removesuffix("0")
     async with db.connection(tenant_id) as conn:
         cursor = await conn.execute(
             "SELECT idempotency_key FROM events WHERE tenant_id = %s"
-            " AND idempotency_key >= %s AND idempotency_key < %s",
-            [tenant_id, prefix, prefix[:-1] + ";"],
+            " AND resource_type = 'alert_rule' AND resource_id = %s AND action = %s",
+            [tenant_id, rule_id, ALERT_ACTION],
         )
-        return {int(key.removeprefix(prefix)) for (key,) in await cursor.fetchall()}
+        keys = [str(key) for (key,) in await cursor.fetchall() if key]
+        return {int(key.removeprefix(prefix)) for key in keys if key.startswith(prefix)}
 
 
 # --- the evaluator's side (system connections) ----------------------------------
