@@ -120,6 +120,9 @@ def test_a_hold_needs_a_reason_and_a_release_does_not() -> None:
         validate_hold_reason(True, "  ")
     with pytest.raises(InvalidArgument):
         validate_hold_reason(True, "x" * 1025)
+    with pytest.raises(InvalidArgument) as nul:
+        validate_hold_reason(True, "Case\x007")
+    assert [v.field for v in nul.value.violations] == ["reason"]
     assert validate_hold_reason(True, " Case 7 ") == "Case 7"
     assert validate_hold_reason(False, "") == ""
 

@@ -210,6 +210,8 @@ def purge_selections(policy: RetentionPolicy) -> list[Selection]:
 def validate_hold_reason(on: bool, reason: str) -> str:
     if len(reason) > MAX_HOLD_REASON:
         raise InvalidArgument.field("reason", f"must be at most {MAX_HOLD_REASON} characters")
+    if "\x00" in reason:  # else refused as the description of the hold's event, a field not sent
+        raise InvalidArgument.field("reason", "must not contain NUL characters")
     if on and not reason.strip():
         raise InvalidArgument.field("reason", "is required to place a legal hold")
     return reason.strip()

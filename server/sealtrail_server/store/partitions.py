@@ -42,7 +42,17 @@ async def create_ahead(conn: psycopg.AsyncConnection[Any], *, now: datetime | No
             )
             row = await cursor.fetchone()
     except psycopg.errors.LockNotAvailable:
-        log.info("partitions: events is busy; creating months ahead at the next pass")
+        next_month = await conn.execute(
+            "SELECT to_regclass('events_' || to_char("
+            "(coalesce(%s::timestamptz, now()) + interval '1 month') AT TIME ZONE 'UTC',"
+            " 'YYYY_MM')) IS NULL",
+            [now],
+        )
+        missing = await next_month.fetchone()
+        # Next month's events would go to events_default, whose rows no month
+        # can be created over: say so while there is time to act.
+        level = logging.WARNING if missing and missing[0] else logging.INFO
+        log.log(level, "partitions: events is busy; creating months ahead at the next pass")
         return 0
     return int(row[0]) if row else 0
 
