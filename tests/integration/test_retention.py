@@ -341,6 +341,43 @@ def test_expired_events_are_purged_by_their_rule(
     assert len(own) >= 3 and {action for _, action in own[1:]} == {"retention.purged"}
 
 
+def test_each_selection_resumes_where_the_last_pass_left_it(
+    aged: ServerThread, admin: AuditClient, clock: Clock, sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    """A pass read each selection from the tenant's first event: every event
+    an override keeps, in every month, at every pass, while the policy row was
+    locked. It starts where the last pass of the same selection left it; a
+    selection the policy did not have starts from the beginning."""
+
+    def marks() -> dict[str, datetime]:
+        rows = sql.execute(
+            "SELECT selection, removed_before FROM retention_marks WHERE tenant_id = %s", [tenant]
+        ).fetchall()
+        return {key: before for key, before in rows}
+
+    login = record(admin, "user.login", "authentication")
+    record(admin, "doc.edit")
+    admin.set_retention_policy(30, categories={"authentication": "forever"})
+    clock.advance(40)
+    purge(aged)
+    [(default, removed_before)] = marks().items()
+    assert json.loads(default)["rule"] == "default"
+    assert removed_before == clock() - timedelta(days=30)
+
+    record(admin, "doc.edit")
+    clock.advance(31)
+    purge(aged)
+    assert marks() == {default: clock() - timedelta(days=30)}
+    assert recorded(admin) == [(login, "user.login")]  # `later` went, from the mark on
+
+    admin.set_retention_policy(30, categories={"authentication": 10})
+    clock.advance(1)
+    purge(aged)
+    assert recorded(admin) == []  # the new rule read from the beginning, before the mark
+    now_marked = marks()  # the default's (its selection unchanged) and the new rule's
+    assert default in now_marked and len(now_marked) == 2
+
+
 def _pending_summaries(sql: psycopg.Connection[Any], tenant: str) -> list[dict[str, Any]]:
     """The tenant's purge summaries not yet recorded in its log."""
     rows = sql.execute(

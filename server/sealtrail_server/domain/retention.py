@@ -11,8 +11,9 @@ be: the store writes one DELETE per selection, and no event can fall under two.
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Final
 
@@ -166,6 +167,12 @@ class Selection:
     category: str | None = None
     except_prefixes: tuple[str, ...] = ()
     except_categories: tuple[str, ...] = ()
+
+
+def selection_key(selection: Selection) -> str:
+    """All that decides what `selection` removes, as one string: equal keys,
+    equal selections."""
+    return json.dumps(asdict(selection), sort_keys=True, separators=(",", ":"))
 
 
 def purge_selections(policy: RetentionPolicy) -> list[Selection]:

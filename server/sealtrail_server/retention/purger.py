@@ -32,16 +32,18 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from ..domain.errors import SealtrailError
-from ..domain.retention import Selection, purge_selections
+from ..domain.retention import Selection, purge_selections, selection_key
 from ..store.changes import ERASURE_SUBJECT, share_subjects
 from ..store.partitions import create_ahead, retire_past_months
 from ..store.retention import (
     forget_origins,
     forget_pending_purge,
     locked_policy,
+    mark_purged,
     note_pending_purge,
     pending_purges,
     purge_batch,
+    purge_marks,
     tenants_with_expiry,
 )
 
@@ -330,6 +332,8 @@ class Purger:
         finished: set[str] = set()
         # The last seq each rule's batches reached, for the selection they ran.
         reached: dict[str, tuple[Selection, int]] = {}
+        # Where earlier passes left each selection: all before is gone.
+        marks = await purge_marks(conn, tenant_id)
         while True:
             # One batch per transaction: the policy is read again under its
             # lock each time, so a hold placed meanwhile stops the next batch.
@@ -345,6 +349,7 @@ class Purger:
                 if not pending:
                     return purged
                 selection = pending[0]
+                key = selection_key(selection)
                 cutoff = now - timedelta(days=selection.days)
                 ran, last_seq = reached.get(selection.rule, (selection, 0))
                 batch = await purge_batch(
@@ -354,6 +359,7 @@ class Purger:
                     received_before=cutoff,
                     limit=self._batch_events,
                     after_seq=last_seq if ran == selection else 0,  # else the policy changed
+                    received_from=marks.get(key),
                 )
                 if batch.count:
                     reached[selection.rule] = (selection, batch.last_seq)
@@ -362,5 +368,11 @@ class Purger:
                     await note_pending_purge(
                         conn, tenant_id, purged.purge_id, purged.details(), now=self._clock()
                     )
+                if batch.count < self._batch_events and marks.get(key) != cutoff:
+                    # The selection is done up to the cutoff (under the policy
+                    # read in this transaction): the next pass starts there.
+                    current = [selection_key(s) for s in purge_selections(stored.policy)]
+                    await mark_purged(conn, tenant_id, key, removed_before=cutoff, current=current)
+                    marks[key] = cutoff
             if batch.count < self._batch_events:
                 finished.add(selection.rule)

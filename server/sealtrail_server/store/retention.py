@@ -188,6 +188,7 @@ async def purge_batch(
     received_before: datetime,
     limit: int,
     after_seq: int = 0,
+    received_from: datetime | None = None,
 ) -> PurgedBatch:
     """Remove up to `limit` events of `selection` received before the cutoff
     and after `after_seq`, oldest first, keeping their leaf hashes. Call
@@ -196,6 +197,9 @@ async def purge_batch(
     and cutoff starts after its last seq: every match up to it is gone, and
     what is left below it (events other rules keep) is not walked again."""
     conditions, params = _selection_conditions(selection)
+    if received_from is not None:  # all before it is gone (a mark): its months are not read
+        conditions = [*conditions, sql.SQL("received_at >= %s")]
+        params = [*params, received_from]
     query = _PURGE.format(conditions=sql.SQL(" AND ").join(conditions))
     cursor = await conn.execute(
         query, [tenant_id, received_before, after_seq, *params, limit, tenant_id, tenant_id]
@@ -203,6 +207,36 @@ async def purge_batch(
     row = await cursor.fetchone()
     assert row is not None
     return PurgedBatch(int(row[0]), int(row[1]), int(row[2]))
+
+
+async def purge_marks(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> dict[str, datetime]:
+    """{selection key: the time before which all of it is removed}."""
+    cursor = await conn.execute(
+        "SELECT selection, removed_before FROM retention_marks WHERE tenant_id = %s", [tenant_id]
+    )
+    return {str(key): before for key, before in await cursor.fetchall()}
+
+
+async def mark_purged(
+    conn: psycopg.AsyncConnection[Any],
+    tenant_id: str,
+    selection_key: str,
+    *,
+    removed_before: datetime,
+    current: Sequence[str],
+) -> None:
+    """Note that every event of the selection received before `removed_before`
+    is gone, and forget the marks of selections the policy no longer has."""
+    await conn.execute(
+        "INSERT INTO retention_marks (tenant_id, selection, removed_before) VALUES (%s, %s, %s)"
+        " ON CONFLICT (tenant_id, selection) DO UPDATE SET removed_before ="
+        " greatest(retention_marks.removed_before, excluded.removed_before)",
+        [tenant_id, selection_key, removed_before],
+    )
+    await conn.execute(
+        "DELETE FROM retention_marks WHERE tenant_id = %s AND selection <> ALL(%s)",
+        [tenant_id, list(current)],
+    )
 
 
 async def count_expired(
