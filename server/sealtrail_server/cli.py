@@ -344,13 +344,15 @@ def key() -> None:
 @key.command("show")
 @_data_dir_option
 def key_show(data_dir: Path | None) -> None:
-    """Print the verifier key of the signing key this server uses (generating the
-    key in the data directory if none is configured), for `sealtrail verify --key`."""
+    """Print the verifier key of the signing key this server uses, for
+    `sealtrail verify --key`. Where no key is configured and none is in the
+    data directory yet, it fails rather than make one no server signs with."""
     settings = Settings.load(data_dir=data_dir)
     signer = load_signer(
         key_text=settings.signing_key,
         key_file=settings.signing_key_file,
         data_dir=settings.data_dir,
         name=settings.log_origin,
+        create=False,
     )
     click.echo(signer.verifier.text())

@@ -18,12 +18,12 @@ def load_key_text(
     file: Path | None,
     default: Path,
     setting: str,
-    generate: Callable[[], str],
+    generate: Callable[[], str] | None,
     what: str,
 ) -> tuple[str, str]:
     """The key's text and where it came from (for error messages): `text`
     (named `setting`), else `file`, which must exist, else `default`, written
-    with `generate()` if it does not exist yet."""
+    with `generate()` if it does not exist yet (with None, it must exist)."""
     if text:
         return text, setting
     path = file or default
@@ -31,6 +31,11 @@ def load_key_text(
         return path.read_text(), str(path)
     if file is not None:
         raise SystemExit(f"{what} file {file} does not exist")
+    if generate is None:
+        raise SystemExit(
+            f"no {what} at {path}: a server creates it at its first start there;"
+            f" run this where the server runs, or name the key with {setting}(_FILE)"
+        )
     generated = generate()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -444,6 +444,19 @@ def test_a_bad_rule_is_refused_naming_the_field(
     assert client.list_alert_rules() == []
 
 
+def test_a_rule_naming_a_sink_twice_is_refused(client: AuditClient) -> None:
+    """Each alert was queued to the sink once per time it was named."""
+    siem = client.create_sink(
+        build_sink("siem", "webhook", url="http://127.0.0.1:9/", secrets=["whsec_" + "A" * 44])
+    ).sink
+    rule = build_alert_rule(
+        "twice", "match", filter=build_filter(actions="a.b"), sink_ids=[siem.id, siem.id]
+    )
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.create_alert_rule(rule)
+    assert [name for name, _ in refused.value.field_violations] == ["rule.sink_ids[1]"]
+
+
 # --- UpdateAlertRule ------------------------------------------------------------------
 
 

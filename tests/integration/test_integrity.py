@@ -536,3 +536,17 @@ def test_a_malformed_bundle_is_a_failure_named_not_a_traceback(
     target.write_text(damage(target.read_text()))
     with pytest.raises(BundleError, match=message):
         verify_bundle(tmp_path / "b", key=VERIFIER.text())
+
+
+@pytest.mark.parametrize("file", ["records.ndjson", "proofs.ndjson", "checkpoint.txt"])
+def test_a_bundle_with_a_file_missing_or_not_text_is_a_failure_named(
+    logged: AuditClient, tmp_path: Path, file: str
+) -> None:
+    write_bundle(logged, tmp_path / "gone")
+    (tmp_path / "gone" / file).unlink()
+    with pytest.raises(BundleError, match=file):
+        verify_bundle(tmp_path / "gone", key=VERIFIER.text())
+    write_bundle(logged, tmp_path / "binary")
+    (tmp_path / "binary" / file).write_bytes(b"\xff\xfe\x00 not text")
+    with pytest.raises(BundleError):
+        verify_bundle(tmp_path / "binary")

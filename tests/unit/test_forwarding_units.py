@@ -233,6 +233,21 @@ def sender(kind: Any, destination: dict[str, Any], format: Any = "sealtrail_json
     return Sender("t-1", "s-1", kind, format, destination)
 
 
+def test_two_sets_of_events_between_the_same_seqs_have_two_webhook_ids() -> None:
+    """A filter changed between attempts (or a replay through it) sent other
+    events between the same first and last under the id of the first set: a
+    receiver deduplicating by it dropped them."""
+    webhook = sender("webhook", {"url": "https://h.example/x", "secrets": [SECRET]})
+    ids = {
+        dict(sent.headers)["webhook-id"]
+        for seqs in ((1, 2, 3), (1, 3))
+        for sent in requests(webhook, [pending(record(seq)) for seq in seqs], now=NOW)
+    }
+    assert len(ids) == 2
+    again = requests(webhook, [pending(record(seq)) for seq in (1, 2, 3)], now=NOW)
+    assert dict(again[0].headers)["webhook-id"] in ids  # the same events: the same id
+
+
 def test_webhook_requests_are_signed_with_every_secret_over_id_timestamp_and_body() -> None:
     other = "whsec_" + base64.b64encode(b"o" * 32).decode()
     [sent] = requests(
@@ -241,9 +256,10 @@ def test_webhook_requests_are_signed_with_every_secret_over_id_timestamp_and_bod
         now=NOW,
     )
     headers = dict(sent.headers)
-    assert headers["webhook-id"] == "msg_s-1_1_2"
+    message_id = "msg_s-1_1_2_" + hashlib.sha256(b"1,2").hexdigest()[:12]
+    assert headers["webhook-id"] == message_id
     assert headers["webhook-timestamp"] == str(int(NOW.timestamp()))
-    signed = f"msg_s-1_1_2.{int(NOW.timestamp())}.".encode() + sent.body
+    signed = f"{message_id}.{int(NOW.timestamp())}.".encode() + sent.body
     signatures = headers["webhook-signature"].split(" ")
     for key, signature in zip((b"k" * 32, b"o" * 32), signatures, strict=True):
         digest = hmac.new(key, signed, hashlib.sha256).digest()

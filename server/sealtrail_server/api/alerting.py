@@ -182,6 +182,8 @@ class AlertingRpcs:
                 sink_id = parse_uuid(text)
                 if sink_id is None or not await sink_store.sink_exists(conn, tenant_id, sink_id):
                     raise InvalidArgument.field(f"rule.sink_ids[{index}]", "no such sink")
+                if sink_id in sink_ids:  # else each alert was queued to it twice
+                    raise InvalidArgument.field(f"rule.sink_ids[{index}]", "repeats a sink")
                 sink_ids.append(sink_id)
             values["sink_ids"] = sink_ids
         if paths is None or "disabled" in paths:

@@ -167,8 +167,12 @@ def _webhook(sender: Sender, batch: _Batch) -> Outgoing:
         f'"sink_id":{sink},"first_seq":{first},"last_seq":{last},'
         f'"events":[{",".join(batch.items)}]}}}}'
     )
-    # The same id on every attempt of these events: receivers deduplicate by it.
-    message_id = f"msg_{sender.sink_id}_{first}_{last}"
+    # The same id on every attempt of these events: receivers deduplicate by
+    # it. The seqs' digest tells apart two sets of events between the same
+    # first and last (a filter changed, a replay through it), which a receiver
+    # would otherwise drop as the message it already has.
+    listed = ",".join(str(event.seq) for event in batch.events).encode()
+    message_id = f"msg_{sender.sink_id}_{first}_{last}_{hashlib.sha256(listed).hexdigest()[:12]}"
     timestamp = str(int(batch.now.timestamp()))
     signed = f"{message_id}.{timestamp}.".encode() + body.encode()
     signatures = " ".join(

@@ -15,15 +15,21 @@ KEY_FILE_NAME = "signing-key"
 
 
 def load_signer(
-    *, key_text: str | None, key_file: Path | None, data_dir: Path, name: str
+    *,
+    key_text: str | None,
+    key_file: Path | None,
+    data_dir: Path,
+    name: str,
+    create: bool = True,
 ) -> Signer:
-    """The configured signer; generates and keeps one in `data_dir` if none is."""
+    """The configured signer; generates and keeps one in `data_dir` if none is
+    (unless not to `create`: then SystemExit)."""
     text, source = load_key_text(
         text=key_text,
         file=key_file,
         default=data_dir / KEY_FILE_NAME,
         setting="SEALTRAIL_SIGNING_KEY",
-        generate=lambda: generate_signer_key(name).text(),
+        generate=(lambda: generate_signer_key(name).text()) if create else None,
         what="checkpoint signing key",
     )
     return _parse(text, source)

@@ -399,6 +399,13 @@ def verify_bundle(
     is consistent with itself. With `tenant`, the log must be that tenant's:
     one key signs every tenant's checkpoints, so another tenant's bundle would
     verify as well. Raises BundleError at the first failure."""
+    try:
+        return _verify_bundle(path, key=key, tenant=tenant)
+    except (OSError, UnicodeDecodeError) as error:  # a file missing, unreadable, not text
+        raise BundleError(f"cannot read the bundle: {error}") from None
+
+
+def _verify_bundle(path: Path, *, key: str | None, tenant: str | None) -> BundleSummary:
     manifest = _manifest(path)
     verifiers, trusted_own = _verifiers(path, key)
     try:

@@ -30,6 +30,8 @@ class ExportFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        if not (path.parent or Path(".")).is_dir():
+            raise ExportError(f"{path.parent} is not a directory to write {path.name} in")
         fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
         self._temporary = Path(temporary)
         self._file = os.fdopen(fd, "wb")
@@ -61,6 +63,10 @@ class ExportFile:
             self._finish(message.manifest)
 
     def _finish(self, manifest: audit_service_pb2.ExportManifest) -> None:
+        # On disk before it takes the name: a crash after the rename must not
+        # leave an empty or partial file that looks like the whole export.
+        self._file.flush()
+        os.fsync(self._file.fileno())
         self._file.close()
         if manifest.byte_count != self._bytes or manifest.sha256 != self._digest.digest():
             raise ExportError(
