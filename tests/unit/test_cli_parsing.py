@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
+import click
 import pytest
 from click.testing import CliRunner
 from google.protobuf import json_format, timestamp_pb2
@@ -287,3 +288,24 @@ def test_request_and_trace_ids_filter_query_tail_and_export(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert [entry[:2] for entry in fake_client[1:]] == [(call, CORRELATION)]
+
+
+def test_a_credential_comes_from_a_file_or_stdin_off_the_command_line(tmp_path: Path) -> None:
+    """A sink's token given as its value is in every user's process list."""
+    from sealtrail._cli_sinks import read_credential
+
+    token_file = tmp_path / "hec-token.txt"
+    token_file.write_text("hec-0123\n")
+
+    @click.command()
+    @click.option("--token", callback=read_credential)
+    @click.option("--secret", multiple=True, callback=read_credential)
+    def show(token: str | None, secret: tuple[str, ...]) -> None:
+        click.echo(f"{token}|{','.join(secret)}")
+
+    runner = CliRunner()
+    result = runner.invoke(show, ["--token", f"@{token_file}", "--secret", "-"], input="whsec_a\n")
+    assert result.output == "hec-0123|whsec_a\n"
+    assert runner.invoke(show, ["--token", "plain"]).output == "plain|\n"
+    missing = runner.invoke(show, ["--token", f"@{tmp_path / 'nope'}"])
+    assert missing.exit_code == 2 and "cannot read" in missing.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, cast
@@ -68,6 +69,30 @@ _SETTING_NAMES = frozenset(
 _HINTS = ("secret_hints", "token_hint", "api_key_hint")  # output only
 
 
+def read_credential(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A credential option's value, or with `@PATH` the file's first line, or
+    with `-` stdin's: a value on the command line is in every user's process
+    list and in the shell's history."""
+
+    def one(text: str) -> str:
+        if text == "-":
+            return sys.stdin.readline().strip()
+        if text.startswith("@"):
+            try:
+                with open(text[1:]) as source:
+                    return source.readline().strip()
+            except OSError as error:
+                raise click.BadParameter(f"cannot read {text[1:]}: {error.strerror}") from None
+        return text
+
+    if value is None:
+        return None
+    return tuple(one(text) for text in value) if isinstance(value, tuple) else one(value)
+
+
+_FROM_FILE = " @PATH reads it from a file, - from stdin."
+
+
 def _destination_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The destination settings, shared by create and update."""
     options = [
@@ -76,13 +101,18 @@ def _destination_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "--secret",
             "secrets_",
             multiple=True,
-            help="Webhook signing secret whsec_... (twice while rotating).",
+            callback=read_credential,
+            help="Webhook signing secret whsec_... (twice while rotating)." + _FROM_FILE,
         ),
         click.option(
             "--generate-secret", is_flag=True, help="Webhook: make a secret and print it once."
         ),
-        click.option("--token", help="Splunk HEC token."),
-        click.option("--api-key", help="Datadog API key, or Elasticsearch API key."),
+        click.option("--token", callback=read_credential, help="Splunk HEC token." + _FROM_FILE),
+        click.option(
+            "--api-key",
+            callback=read_credential,
+            help="Datadog API key, or Elasticsearch API key." + _FROM_FILE,
+        ),
         click.option("--index", help="Splunk or Elasticsearch index."),
         click.option("--source", help="Splunk source."),
         click.option("--sourcetype", help="Splunk sourcetype."),
