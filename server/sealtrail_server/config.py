@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 
 def default_data_dir() -> Path:
@@ -69,7 +69,8 @@ class Settings:
     export_rate_limit: int = 30
     export_rate_window: float = 60.0
     # Reads by key (GetEvent, GetInclusionProof) are recorded once per token,
-    # RPC and process within this many seconds; 0 records every read.
+    # RPC and process within this many seconds (at most a day); 0 records
+    # every read.
     key_read_window: float = 600.0
     # Secrets are redacted before anything is stored (docs/redaction.md); False
     # only to measure what redaction costs (make bench).
@@ -143,6 +144,8 @@ class Settings:
             # an interval) without a word, and nan or inf for anything at all.
             if spec.type in ("float", float) and not (math.isfinite(value) and value >= 0):
                 raise SystemExit(f"SEALTRAIL_{spec.name.upper()} must be 0 or more seconds")
+        if settings.key_read_window > _DAY:
+            raise SystemExit("SEALTRAIL_KEY_READ_WINDOW must be at most 86400 seconds (a day)")
         for name in _MORE_THAN_ZERO:
             if getattr(settings, name) <= 0:
                 raise SystemExit(f"SEALTRAIL_{name.upper()} must be more than 0 seconds")
@@ -153,6 +156,8 @@ class Settings:
             )
         return settings
 
+
+_DAY: Final = 86400.0
 
 # Counts that 0 would break (a purge batch of 0 events, say, would never end).
 _AT_LEAST_ONE = (

@@ -87,6 +87,24 @@ def test_a_rule_keeps_at_most_its_bound_of_groups_the_least_recent_going_first()
     assert window.observe("kept", T0 + timedelta(seconds=3)) == 13
 
 
+def test_a_flood_of_one_event_groups_does_not_push_out_the_one_it_hides() -> None:
+    """Least recently seen first out, 10,000 failed logins on random names
+    between two on the real target evicted the target's group every time: it
+    never reached its count. Nor may a group that just fired go (it would fire
+    again inside its quiet window). (A group of one event is as any of the
+    flood's, and may go.)"""
+    window = ThresholdWindow(5, timedelta(days=1))
+    assert [window.observe("fired", T0) for _ in range(5)] == [None, None, None, None, 5]
+    assert window.observe("target", T0) is None
+    for attempt in range(1, 4):
+        assert window.observe("target", T0 + timedelta(seconds=attempt)) is None
+        for n in range(MAX_GROUPS + 10):
+            window.observe(f"noise-{attempt}-{n}", T0 + timedelta(seconds=attempt))
+    assert window.groups() == MAX_GROUPS
+    assert window.observe("target", T0 + timedelta(seconds=4)) == 5  # all its events counted
+    assert window.observe("fired", T0 + timedelta(seconds=5)) is None  # still quiet
+
+
 def test_a_rule_grouped_by_ip_counts_an_ipv6_slash_64_as_one() -> None:
     """Each attempt from a new address of the same /64 was a group of its own:
     the count was never reached."""

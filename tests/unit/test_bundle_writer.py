@@ -5,8 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
-from sealtrail._bundle import in_order
+import grpc
+
+from sealtrail import NotFoundError
+from sealtrail._bundle import in_order, write_bundle
+from sealtrail.v1 import event_pb2, integrity_pb2
 
 
 def test_proofs_are_asked_a_bounded_window_ahead_and_answered_in_order() -> None:
@@ -26,3 +32,39 @@ def test_proofs_are_asked_a_bounded_window_ahead_and_answered_in_order() -> None
             answered.append(answer)
             assert drawn - len(answered) <= 16
     assert answered == [seq * 2 for seq in range(1, 20_001)]
+
+
+class _LogPurgedMeanwhile:
+    """A log of three events whose second retention removes between the
+    bundle's query and its proof; the third the log cannot prove."""
+
+    def get_checkpoint(self, *, fresh: bool = False) -> integrity_pb2.SignedCheckpoint:
+        return integrity_pb2.SignedCheckpoint(origin="o/t", tree_size=3, note="o/t\n3\nroot\n")
+
+    def query(self, *args: Any, **kwargs: Any) -> Iterator[event_pb2.Event]:
+        yield from (event_pb2.Event(seq=seq) for seq in (1, 2, 3))
+
+    def get_inclusion_proof(
+        self, *, seq: int, tree_size: int, include_purged: bool
+    ) -> integrity_pb2.GetInclusionProofResponse:
+        if seq == 2:
+            raise NotFoundError("removed", code=grpc.StatusCode.NOT_FOUND, reason="PURGED")
+        if seq == 3:
+            raise NotFoundError("no such event", code=grpc.StatusCode.NOT_FOUND)
+        return integrity_pb2.GetInclusionProofResponse(seq=seq, record=b'{"seq":1}', tree_size=3)
+
+    def get_verifier_keys(self) -> list[integrity_pb2.VerifierKey]:
+        return []
+
+
+def test_a_record_retention_removed_after_the_query_is_no_fault_of_the_log(
+    tmp_path: Path,
+) -> None:
+    """It was listed as unproven: `sealtrail bundle` exited 1 and verification
+    said the log no longer held it as it signed it, a false alarm for any
+    bundle near a rule's cutoff. A record the log cannot produce still is."""
+    source: Any = _LogPurgedMeanwhile()
+    summary = write_bundle(
+        source, tmp_path / "b", event_filter=event_pb2.EventFilter(actions=["a.b"]), workers=2
+    )
+    assert (summary.count, summary.unproven) == (1, (3,))

@@ -309,3 +309,13 @@ def test_a_credential_comes_from_a_file_or_stdin_off_the_command_line(tmp_path: 
     assert runner.invoke(show, ["--token", "plain"]).output == "plain|\n"
     missing = runner.invoke(show, ["--token", f"@{tmp_path / 'nope'}"])
     assert missing.exit_code == 2 and "cannot read" in missing.output
+
+
+def test_a_command_that_never_connects_is_not_stopped_by_the_plain_text_guard(
+    tmp_path: Path,
+) -> None:
+    """`sealtrail verify` reads files only: a shell set up for a remote server
+    without TLS made it a usage error about a token it never sends."""
+    env = {"SEALTRAIL_SERVER": "audit.internal:443", "SEALTRAIL_TOKEN": "s3cret"}
+    result = CliRunner().invoke(cli.main, ["verify", str(tmp_path)], env=env)
+    assert result.exit_code == 1 and "not this machine" not in result.output

@@ -24,7 +24,7 @@ from sealtrail_server.domain.retention import (
     validate_hold_reason,
     validate_policy,
 )
-from sealtrail_server.retention.purger import TenantPurge
+from sealtrail_server.retention.purger import TenantPurge, _read_from
 
 CATEGORY_NUMBERS = {name: number for number, name in CATEGORIES.items()}
 
@@ -230,3 +230,12 @@ def test_a_purge_names_the_latest_cutoff_each_rule_ran_with() -> None:
             "category:authentication": {"purged": 2, "received_before": earlier.isoformat()},
         },
     }
+
+
+def test_a_selection_is_read_from_a_day_before_its_mark_and_never_past_its_cutoff() -> None:
+    """Receive times come from the appenders' clocks, the mark from the
+    purger's: a mark one clock set ahead hid what was due for good."""
+    cutoff = datetime(2026, 12, 2, tzinfo=UTC)
+    assert _read_from(None, cutoff) is None
+    assert _read_from(cutoff - timedelta(days=3), cutoff) == cutoff - timedelta(days=4)
+    assert _read_from(cutoff + timedelta(days=30), cutoff) == cutoff - timedelta(days=1)

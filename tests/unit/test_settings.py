@@ -43,3 +43,11 @@ def test_seconds_below_zero_or_not_finite_are_refused_by_name(name: str, raw: st
 def test_seconds_that_zero_would_make_a_loop_of_are_refused_at_zero(name: str) -> None:
     with pytest.raises(SystemExit, match=f"SEALTRAIL_{name} must be more than 0 seconds"):
         Settings.load({f"SEALTRAIL_{name}": "0"})
+
+
+def test_a_key_read_window_past_a_day_is_refused() -> None:
+    """1e12 seconds passed, then every GetEvent failed with INTERNAL: the
+    window's end lay past the year 9999."""
+    with pytest.raises(SystemExit, match="SEALTRAIL_KEY_READ_WINDOW must be at most 86400"):
+        Settings.load({"SEALTRAIL_KEY_READ_WINDOW": "1e12"})
+    assert Settings.load({"SEALTRAIL_KEY_READ_WINDOW": "0"}).key_read_window == 0

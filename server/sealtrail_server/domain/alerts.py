@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import itertools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal, cast
@@ -137,10 +138,13 @@ class _Group:
 
 # Observations between two sweeps of the groups no window can reach any more.
 _SWEEP_EVERY: Final = 1024
-# Groups a threshold rule keeps at most; past it the one least recently seen
-# goes. Sweeps bound them by a window's worth of distinct keys, which for a
-# rule grouped by IP with a window of days is unbounded: an address a request.
+# Groups a threshold rule keeps at most. Sweeps bound them by a window's worth
+# of distinct keys, which for a rule grouped by IP with a window of days is
+# unbounded: an address a request. Past it, of the least recently seen (this
+# many of them), the group with the fewest events goes, and never one that
+# fired: a flood of one-event keys cannot push out the group it hides.
 MAX_GROUPS: Final = 10_000
+_EVICTION_SAMPLE: Final = 64
 
 
 @dataclass(slots=True)
@@ -168,7 +172,7 @@ class ThresholdWindow:
         if group is None:
             group = _Group()
             if len(self._groups) >= MAX_GROUPS:
-                del self._groups[next(iter(self._groups))]
+                self._evict_one()
         self._groups[key] = group
         times = group.times
         bisect.insort(times, occurred_at)
@@ -209,6 +213,18 @@ class ThresholdWindow:
             if group.times[-1] >= horizon
             or (group.quiet_until is not None and group.quiet_until > self._newest)
         }
+
+    def _evict_one(self) -> None:
+        sample = list(itertools.islice(self._groups.items(), _EVICTION_SAMPLE))
+        newest = self._newest
+
+        def quiet(group: _Group) -> bool:
+            until = group.quiet_until
+            return until is not None and newest is not None and until > newest
+
+        loud = [item for item in sample if not quiet(item[1])]
+        key, _ = min(loud or sample, key=lambda item: len(item[1].times))
+        del self._groups[key]
 
     def groups(self) -> int:
         """How many groups are kept."""

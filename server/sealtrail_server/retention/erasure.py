@@ -32,15 +32,16 @@ log = logging.getLogger(__name__)
 _LOCK_WAIT_SECONDS: Final = 10.0
 
 # Every table with a tenant_id column but the receipts: found in the catalog at
-# each erasure, so a table added by a later migration is never left behind. Only
-# tables of the log's owner (who owns `events`): a table anyone else created in
-# the schema could carry a trigger that would run as the owner, mid-erasure.
-_TENANT_TABLES: Final = (
-    "SELECT c.relname FROM pg_catalog.pg_attribute AS a"
+# each erasure, so a table added by a later migration is never left behind; and
+# whether the log's owner (who owns `events`) owns it. Only those are erased: a
+# table anyone else created in the schema could carry a trigger that would run
+# as the owner, mid-erasure. The others are named in the server's log.
+_TABLES_WITH_TENANTS: Final = (
+    "SELECT c.relname, c.relowner = (SELECT relowner FROM pg_catalog.pg_class"
+    " WHERE oid = 'events'::regclass) FROM pg_catalog.pg_attribute AS a"
     " JOIN pg_catalog.pg_class AS c ON c.oid = a.attrelid"
     " WHERE a.attname = 'tenant_id' AND NOT a.attisdropped AND c.relkind IN ('r', 'p')"
     " AND NOT c.relispartition AND c.relnamespace = current_schema()::regnamespace"
-    " AND c.relowner = (SELECT relowner FROM pg_catalog.pg_class WHERE oid = 'events'::regclass)"
     " AND c.relname <> 'tenant_erasures' ORDER BY c.relname"
 )
 
@@ -162,8 +163,16 @@ class Eraser:
                     [tenant_id],
                 )
             removed = {}
-            cursor = await conn.execute(_TENANT_TABLES)
-            for (table,) in await cursor.fetchall():
+            cursor = await conn.execute(_TABLES_WITH_TENANTS)
+            for table, the_logs in await cursor.fetchall():
+                if not the_logs:
+                    log.warning(
+                        "erasure of %s: table %s has a tenant_id but another owner than the"
+                        " log's tables: left as it is",
+                        tenant_id,
+                        table,
+                    )
+                    continue
                 cursor = await conn.execute(
                     sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(sql.Identifier(table)),
                     [tenant_id],

@@ -116,6 +116,18 @@ class TenantPurge:
 RecordPurge = Callable[[TenantPurge], Awaitable[None]]
 
 
+# How far before its mark a selection is read again: receive times come from
+# the appending processes' clocks, the mark from this one's.
+MARK_MARGIN: Final = timedelta(days=1)
+
+
+def _read_from(mark: datetime | None, cutoff: datetime) -> datetime | None:
+    """Where a selection's batches start reading: a day before its mark, and
+    never after its cutoff (a mark a clock ahead set must not hide what is
+    due now); None (the beginning) without a mark."""
+    return None if mark is None else min(mark, cutoff) - MARK_MARGIN
+
+
 class Purger:
     def __init__(
         self,
@@ -359,7 +371,7 @@ class Purger:
                     received_before=cutoff,
                     limit=self._batch_events,
                     after_seq=last_seq if ran == selection else 0,  # else the policy changed
-                    received_from=marks.get(key),
+                    received_from=_read_from(marks.get(key), cutoff),
                 )
                 if batch.count:
                     reached[selection.rule] = (selection, batch.last_seq)

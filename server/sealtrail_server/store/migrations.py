@@ -69,6 +69,8 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
             " name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
+        # Before any change: a start it refuses leaves the database as it was.
+        await _refuse_unsafe_schema(conn)
         cursor = await conn.execute("SELECT version FROM schema_migrations")
         applied = {row[0] for row in await cursor.fetchall()}
         for migration in available_migrations():
@@ -83,7 +85,6 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
             applied_now.append(migration)
         # Months of events ahead (0009); the retention pass keeps this up.
         await create_ahead(conn, now=None)
-        await _refuse_unsafe_schema(conn)
     finally:
         await conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
     return applied_now

@@ -22,6 +22,14 @@ _MONTHLY: Final = re.compile(r"events_(\d{4})_(\d{2})")
 log = logging.getLogger(__name__)
 
 
+# Records kept for good a month may hold to be retired: they are inserted again
+# under an exclusive lock on `events`, which every statement waits for (about
+# a second for this many). A pass records one per tenant it purges, so hourly
+# passes leave ~720 a tenant a month, daily ones ~30. A month with more stays,
+# said in the server's log. And the longest the move may hold the lock.
+RETIRE_MAX_ROWS: Final = 50_000
+_RETIRE_TIMEOUT: Final = "5s"
+
 # The longest a pass waits for a table lock. Statements queue behind a lock
 # request, so a pass that waited behind a long reader (an Export, VerifyLog)
 # would stall every Record meanwhile: it gives up instead, until the next pass.
@@ -92,9 +100,23 @@ async def retire_past_months(
         if await _holds_events_not_kept(conn, table):
             continue
         await conn.execute(sql.SQL("VACUUM {}").format(table))
+        kept = await _rows(conn, table)
+        if kept > RETIRE_MAX_ROWS:
+            log.warning(
+                "partitions: %s holds %d records kept for good, more than the %d a pass moves"
+                " under a lock on events: it stays (passes less often, such as daily with"
+                " SEALTRAIL_RETENTION_INTERVAL=86400, leave fewer)",
+                name,
+                kept,
+                RETIRE_MAX_ROWS,
+            )
+            continue
         try:
             async with conn.transaction():
                 await conn.execute("SELECT set_config('lock_timeout', %s, true)", [_LOCK_TIMEOUT])
+                await conn.execute(
+                    "SELECT set_config('statement_timeout', %s, true)", [_RETIRE_TIMEOUT]
+                )
                 await conn.execute("SET LOCAL enable_seqscan = off")
                 await conn.execute(
                     sql.SQL("LOCK TABLE ONLY events, {} IN ACCESS EXCLUSIVE MODE").format(table)
@@ -104,7 +126,18 @@ async def retire_past_months(
                 retired[name] = await _move_kept_and_drop(conn, table)
         except psycopg.errors.LockNotAvailable:
             log.info("partitions: %s is busy; dropping it at the next pass", name)
+        except psycopg.errors.QueryCanceled:
+            log.warning("partitions: moving what %s keeps took too long; it stays", name)
     return retired
+
+
+async def _rows(conn: psycopg.AsyncConnection[Any], table: sql.Identifier) -> int:
+    """The month's rows, counted through an index (it was just vacuumed)."""
+    async with conn.transaction():
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        cursor = await conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table))
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def _holds_events_not_kept(conn: psycopg.AsyncConnection[Any], table: sql.Identifier) -> bool:

@@ -30,7 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import grpc
 
@@ -306,6 +306,13 @@ def _prove_exported(source: _Source, out: Path, note: str) -> _Written | None:
     return _Written(signed, seqs, len(removed))
 
 
+class _Removed:
+    """An event retention removed after the bundle's query matched it."""
+
+
+REMOVED_SINCE: Final = _Removed()
+
+
 def _proven_one_by_one(
     source: _Source,
     out: Path,
@@ -339,10 +346,12 @@ def _proven_one_by_one(
                 unproven.append(event.seq)
             # (else recorded after the fresh checkpoint, while this was written)
 
-    def prove(seq: int) -> integrity_pb2.GetInclusionProofResponse | None:
+    def prove(seq: int) -> integrity_pb2.GetInclusionProofResponse | _Removed | None:
         try:
             return source.get_inclusion_proof(seq=seq, tree_size=size, include_purged=complete)
-        except NotFoundError:
+        except NotFoundError as error:
+            if error.reason == "PURGED":  # (a partial bundle's) removed since it matched
+                return REMOVED_SINCE
             return None  # gone from the log: verification will name it
         except SealtrailError as error:
             if error.code is grpc.StatusCode.DATA_LOSS:
@@ -358,10 +367,13 @@ def _proven_one_by_one(
         open(out / PURGED, "w") as tombstones,
     ):
         for seq, answer in zip(seqs, in_order(pool, prove, seqs, ahead=4 * workers), strict=True):
+            if answer is REMOVED_SINCE:
+                continue  # retention's doing, recorded in the log: not the log's fault
             if answer is None:
                 if not complete:  # a complete bundle's verification names the gap
                     unproven.append(seq)
                 continue
+            assert isinstance(answer, integrity_pb2.GetInclusionProofResponse)
             encoded = [base64.b64encode(h).decode() for h in answer.proof]
             if answer.purged:
                 leaf = base64.b64encode(answer.leaf_hash).decode()

@@ -131,6 +131,7 @@ class _Settings:
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+    insecure: bool = False  # a token may go in plain text to another machine
 
     def connection(self) -> dict[str, Any]:
         """AuditClient's TLS options."""
@@ -197,13 +198,7 @@ def main(
     """Record and query Sealtrail audit events."""
     if (cert_file is None) != (key_file is None):
         raise click.UsageError("--cert-file and --key-file go together.", ctx)
-    if token and not (tls or ca_file) and not insecure and not on_this_machine(server):
-        raise click.UsageError(
-            f"{server} is not this machine: the token would cross the network in plain text."
-            " Use --tls (or --ca-file), or --insecure to send it anyway.",
-            ctx,
-        )
-    ctx.obj = _Settings(server, token, tls, ca_file, cert_file, key_file)
+    ctx.obj = _Settings(server, token, tls, ca_file, cert_file, key_file, insecure)
 
 
 @contextmanager
@@ -211,6 +206,13 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
     settings: _Settings = ctx.obj
     if not settings.token:
         raise click.UsageError("Missing option '--token' (or SEALTRAIL_TOKEN).", ctx)
+    plain = not (settings.tls or settings.ca_file)
+    if plain and not settings.insecure and not on_this_machine(settings.server):
+        raise click.UsageError(
+            f"{settings.server} is not this machine: the token would cross the network in plain"
+            " text. Use --tls (or --ca-file), or --insecure to send it anyway.",
+            ctx,
+        )
     try:
         with AuditClient(settings.server, token=settings.token, **settings.connection()) as client:
             yield client
