@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -213,6 +214,16 @@ def client_for(server: ServerThread) -> Iterator[Callable[..., AuditClient]]:
 def client(client_for: Callable[..., AuditClient], tenant: str) -> AuditClient:
     """An admin client of this test's own tenant."""
     return client_for(tenant)
+
+
+def token_id_of(sql: psycopg.Connection[Any], secret: str) -> str:
+    """The id of the token whose secret is `secret`, as its events name it."""
+    row = sql.execute(
+        "SELECT token_id::text FROM api_tokens WHERE secret_sha256 = %s",
+        [hashlib.sha256(secret.encode()).digest()],
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 @pytest.fixture

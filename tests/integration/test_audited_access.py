@@ -4,7 +4,6 @@ within the caller's tenant only."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -30,16 +29,7 @@ from sealtrail.v1 import access_pb2, audit_service_pb2, audit_service_pb2_grpc, 
 from sealtrail_server.domain.event import EventDraft, ValidEvent, validate_event
 from sealtrail_server.store.appender import Appended, Appender
 from sealtrail_server.store.tokens import revoke_token
-from tests.conftest import ServerThread
-
-
-def _token_id(sql: psycopg.Connection[Any], secret: str) -> str:
-    row = sql.execute(
-        "SELECT token_id::text FROM api_tokens WHERE secret_sha256 = %s",
-        [hashlib.sha256(secret.encode()).digest()],
-    ).fetchone()
-    assert row is not None
-    return str(row[0])
+from tests.conftest import ServerThread, token_id_of
 
 
 def _audit_events(sql: psycopg.Connection[Any], tenant: str) -> list[tuple[str, str]]:
@@ -58,7 +48,7 @@ def test_each_read_is_recorded_once_attributed_to_its_token(
     with AuditClient(server.target, token=server.token(tenant, "recorder")) as writer:
         writer.record_batch([build_event(action="doc.read", actor_id=f"u{i}") for i in range(12)])
     secret = server.token(tenant, role)
-    token_id = _token_id(sql, secret)
+    token_id = token_id_of(sql, secret)
     with AuditClient(server.target, token=secret) as reader:
         pages = list(reader.query(build_filter(actions="doc.*"), page_size=5))  # 3 pages
         assert len(pages) == 12

@@ -4,7 +4,6 @@ fails too (ADR 0040)."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 
 from sealtrail import AuditClient, UnavailableError, build_event
 from tests.clock import Clock
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, token_id_of
 
 WINDOW_SECONDS = 60
 
@@ -46,15 +45,6 @@ def _key_reads(sql: psycopg.Connection[Any], tenant: str) -> list[tuple[str, dic
     return [(str(actor), dict(details)) for actor, details in rows]
 
 
-def _token_id(sql: psycopg.Connection[Any], secret: str) -> str:
-    row = sql.execute(
-        "SELECT token_id::text FROM api_tokens WHERE secret_sha256 = %s",
-        [hashlib.sha256(secret.encode()).digest()],
-    ).fetchone()
-    assert row is not None
-    return str(row[0])
-
-
 def _recorded_events(timed: ServerThread, tenant: str, count: int) -> list[str]:
     with AuditClient(timed.target, token=timed.token(tenant, "recorder")) as writer:
         results = writer.record_batch(
@@ -74,7 +64,7 @@ def test_reads_by_key_are_recorded_once_per_token_and_rpc_in_a_window(
             assert reader.get_inclusion_proof(seq=seq).record
     with AuditClient(timed.target, token=second) as other:
         other.get_inclusion_proof(event_id=ids[2])
-    first_id, second_id = _token_id(sql, first), _token_id(sql, second)
+    first_id, second_id = token_id_of(sql, first), token_id_of(sql, second)
     assert _key_reads(sql, tenant) == [
         (first_id, {"rpc": "GetEvent", "first_key": {"id": ids[0]}, "window_seconds": 60}),
         (first_id, {"rpc": "GetInclusionProof", "first_key": {"seq": 1}, "window_seconds": 60}),

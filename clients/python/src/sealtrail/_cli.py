@@ -3,6 +3,7 @@ integrity (bundle, verify, verify-log)."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import re
@@ -31,7 +32,7 @@ from sealtrail._convert import (
     enum_label,
     enum_names,
 )
-from sealtrail._errors import SealtrailError
+from sealtrail._errors import AbortedError, SealtrailError
 from sealtrail._export import ExportError, ExportFormat
 from sealtrail.v1 import audit_service_pb2, event_pb2, retention_pb2
 
@@ -315,6 +316,16 @@ def query(ctx: click.Context, /, limit: int, order: Order, output: str, **criter
                 click.echo(json_format.MessageToJson(event, indent=None))
         else:
             print_table(_table(events))
+
+
+@contextlib.contextmanager
+def unchanged_since_read(name: str) -> Iterator[None]:
+    """Around an update sent with the etag the command read: a change made
+    meanwhile (AbortedError) is a clear error, not a traceback."""
+    try:
+        yield
+    except AbortedError:
+        raise click.ClickException(f"{name} changed while this command ran; run it again") from None
 
 
 def _at_most(events: Iterable[event_pb2.Event], limit: int) -> Iterator[event_pb2.Event]:

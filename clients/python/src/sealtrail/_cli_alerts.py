@@ -8,9 +8,14 @@ from typing import Any, cast
 import click
 from rich.table import Table
 
-from sealtrail._cli import _client, _filter, _tail_filter_options, print_table
+from sealtrail._cli import (
+    _client,
+    _filter,
+    _tail_filter_options,
+    print_table,
+    unchanged_since_read,
+)
 from sealtrail._convert import AlertKind, build_alert_rule, enum_label, enum_names, enum_value
-from sealtrail._errors import AbortedError
 from sealtrail.v1 import alerting_pb2, event_pb2
 
 
@@ -217,12 +222,8 @@ def update(
             raise click.UsageError(
                 "nothing to change: give a name, severity, sink or condition", ctx
             )
-        try:
+        with unchanged_since_read(rule_id):
             client.update_alert_rule(rule, fields=fields)
-        except AbortedError:
-            raise click.ClickException(
-                f"{rule_id} changed while this command ran; run it again"
-            ) from None
     click.echo(f"{rule_id} updated")
 
 

@@ -14,7 +14,14 @@ import click
 from google.protobuf import json_format
 from rich.table import Table
 
-from sealtrail._cli import _client, _filter, _tail_filter_options, _Time, print_table
+from sealtrail._cli import (
+    _client,
+    _filter,
+    _tail_filter_options,
+    _Time,
+    print_table,
+    unchanged_since_read,
+)
 from sealtrail._convert import (
     SINK_SETTINGS,
     PayloadFormat,
@@ -22,7 +29,6 @@ from sealtrail._convert import (
     build_sink,
     payload_format_value,
 )
-from sealtrail._errors import AbortedError
 from sealtrail.v1 import forwarding_pb2
 
 
@@ -238,12 +244,8 @@ def update(
             fields.append(kind)
         if not fields:
             raise click.UsageError("nothing to change: give a name, format, filter or setting", ctx)
-        try:
+        with unchanged_since_read(sink_id):
             client.update_sink(sink, fields=fields)
-        except AbortedError:
-            raise click.ClickException(
-                f"{sink_id} changed while this command ran; run it again"
-            ) from None
     click.echo(f"{sink_id} updated")
 
 
