@@ -164,8 +164,8 @@ class Eraser:
                 )
             removed = {}
             cursor = await conn.execute(_TABLES_WITH_TENANTS)
-            for table, the_logs in await cursor.fetchall():
-                if not the_logs:
+            for table, owned in await cursor.fetchall():
+                if not owned:
                     log.warning(
                         "erasure of %s: table %s has a tenant_id but another owner than the"
                         " log's tables: left as it is",

@@ -22,9 +22,9 @@ _FILE_NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 
 # The service's roles may create nothing in the schema: a table of their own
 # there, with a trigger, would run that trigger as the owner when an erasure
-# deletes the tenant's rows (the erasure takes only the owner's tables since
-# migration 0027; this keeps the schema closed as well). PostgreSQL 15 and
-# later grant PUBLIC no CREATE on `public`; 13 and 14 do.
+# deletes the tenant's rows (the erasure also takes only the log owner's
+# tables; this keeps the schema closed as well). PostgreSQL 15 and later
+# grant PUBLIC no CREATE on `public`; 13 and 14 do.
 _ROLES_THAT_MAY_CREATE = (
     "SELECT rolname, current_schema() FROM pg_catalog.pg_roles"
     " WHERE rolname IN ('sealtrail_service', 'sealtrail_system')"
