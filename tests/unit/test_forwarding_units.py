@@ -28,6 +28,7 @@ from sealtrail_server.forward.destinations import (
 )
 from sealtrail_server.forward.egress import (
     RESOLVER_THREADS,
+    TENANT_LOOKUPS,
     EgressDenied,
     EgressPolicy,
     OutboundClient,
@@ -192,16 +193,33 @@ def test_a_host_no_lookup_can_take_is_unresolvable_not_a_crash() -> None:
 def test_lookups_in_flight_are_bounded_and_past_the_bound_fail_at_once() -> None:
     """Sink hosts resolve on threads of their own, so a tenant's hosts that
     never answer hold those, not the threads psycopg resolves the database on."""
-    taken = [egress._resolver_slots.acquire(blocking=False) for _ in range(RESOLVER_THREADS)]
+    busy = [f"t-{n}" for n in range(RESOLVER_THREADS)]
+    for tenant in busy:
+        egress._take_slot("held.example", tenant)  # as lookups that never end would
     try:
-        assert all(taken)
         with pytest.raises(Unresolvable, match="lookups in flight"):
             asyncio.run(EgressPolicy().resolve("localhost", 443))
     finally:
-        for _ in taken:
-            egress._resolver_slots.release()
+        for tenant in busy:
+            egress._give_slot(tenant)
     allowed = EgressPolicy.parse(allow_http=False, allowed="127.0.0.0/8,::1/128", denied="")
     assert "127.0.0.1" in asyncio.run(allowed.resolve("localhost", 443))
+
+
+def test_one_tenants_lookups_cannot_take_every_resolver_thread() -> None:
+    """A tenant whose sinks' name servers never answer held all 8: every other
+    tenant's deliveries failed their lookups and backed off."""
+    allowed = EgressPolicy.parse(allow_http=False, allowed="127.0.0.0/8,::1/128", denied="")
+    for _ in range(TENANT_LOOKUPS):
+        egress._take_slot("silent.example", "t-hostile")
+    try:
+        with pytest.raises(Unresolvable, match="lookups of this tenant"):
+            asyncio.run(allowed.resolve("localhost", 443, tenant_id="t-hostile"))
+        assert "127.0.0.1" in asyncio.run(allowed.resolve("localhost", 443, tenant_id="t-other"))
+    finally:
+        for _ in range(TENANT_LOOKUPS):
+            egress._give_slot("t-hostile")
+    assert egress._in_flight == {}  # every slot given back
 
 
 @pytest.mark.parametrize(

@@ -216,7 +216,7 @@ class ForwardingRpcs:
             return
         try:
             self._egress.check_scheme(url)
-            await self._egress.resolve(host, port or 443)
+            await self._egress.resolve(host, port or 443, tenant_id=current_principal().tenant_id)
         except Unresolvable:
             pass  # perhaps not yet in DNS: deliveries will say so in the sink's state
         except EgressDenied as error:

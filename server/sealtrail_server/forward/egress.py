@@ -22,6 +22,7 @@ import ssl
 import threading
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -80,31 +81,57 @@ class Unresolvable(EgressDenied):
 # held its few threads, each until the resolver gave up, and with them every
 # other sink's lookups and psycopg's lookups of the database's own host
 # (helper-59). At most this many at once: past that a lookup fails at once,
-# and its delivery is retried as any failed one, rather than queue behind.
+# and its delivery is retried as any failed one, rather than queue behind. And
+# at most TENANT_LOOKUPS of them for one tenant, so that one tenant's silent
+# name servers cannot take them all from the others (helper-62).
 RESOLVER_THREADS: Final = 8
+TENANT_LOOKUPS: Final = 2
 _resolver = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="sealtrail-sink-dns")
-_resolver_slots = threading.BoundedSemaphore(RESOLVER_THREADS)
+_slots_lock = threading.Lock()  # lookups end on the resolver's threads
+_in_flight: dict[str | None, int] = {}  # by tenant; None: on no tenant's behalf
+
+# The tenant on whose behalf connections are made in this context: set by
+# OutboundClient.post for a delivery.
+lookups_for: ContextVar[str | None] = ContextVar("sealtrail_lookups_for", default=None)
 
 
-def _release_if_cancelled(done: Future[list[str]]) -> None:
-    if done.cancelled():  # before it ran: it never released its slot itself
-        _resolver_slots.release()
+def _take_slot(host: str, tenant_id: str | None) -> None:
+    with _slots_lock:
+        if sum(_in_flight.values()) >= RESOLVER_THREADS:
+            raise Unresolvable(f"cannot resolve {host} now: {RESOLVER_THREADS} lookups in flight")
+        if tenant_id is not None and _in_flight.get(tenant_id, 0) >= TENANT_LOOKUPS:
+            raise Unresolvable(
+                f"cannot resolve {host} now: {TENANT_LOOKUPS} lookups of this tenant in flight"
+            )
+        _in_flight[tenant_id] = _in_flight.get(tenant_id, 0) + 1
 
 
-async def _getaddrinfo(host: str, port: int) -> list[str]:
+def _give_slot(tenant_id: str | None) -> None:
+    with _slots_lock:
+        left = _in_flight[tenant_id] - 1
+        if left:
+            _in_flight[tenant_id] = left
+        else:
+            del _in_flight[tenant_id]
+
+
+async def _getaddrinfo(host: str, port: int, tenant_id: str | None) -> list[str]:
     """The addresses `host` resolves to, on the sinks' own resolver threads."""
-    if not _resolver_slots.acquire(blocking=False):
-        raise Unresolvable(f"cannot resolve {host} now: {RESOLVER_THREADS} lookups in flight")
+    _take_slot(host, tenant_id)
 
     def lookup() -> list[str]:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         finally:
-            _resolver_slots.release()  # here: a lookup gone on holds its thread
+            _give_slot(tenant_id)  # here: a lookup gone on holds its thread
         return [str(info[4][0]) for info in infos]
 
+    def given_back_if_cancelled(done: Future[list[str]]) -> None:
+        if done.cancelled():  # before it ran: it never gave its slot back itself
+            _give_slot(tenant_id)
+
     submitted = _resolver.submit(lookup)
-    submitted.add_done_callback(_release_if_cancelled)
+    submitted.add_done_callback(given_back_if_cancelled)
     try:
         return await asyncio.wrap_future(submitted)
     except (OSError, UnicodeError, ValueError) as error:  # UnicodeError: a label too long
@@ -144,8 +171,9 @@ class EgressPolicy:
         if scheme != "https" and not (scheme == "http" and self.allow_http):
             raise EgressDenied(f"{scheme}:// is not allowed: destinations must use https")
 
-    async def resolve(self, host: str, port: int) -> list[str]:
-        """The host's addresses, each permitted; EgressDenied if any is not."""
+    async def resolve(self, host: str, port: int, *, tenant_id: str | None = None) -> list[str]:
+        """The host's addresses, each permitted; EgressDenied if any is not.
+        `tenant_id`: on whose behalf (its lookups in flight are limited)."""
         try:
             literal: IpAddress | None = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
@@ -153,7 +181,7 @@ class EgressPolicy:
         if literal is not None:
             addresses = [literal]
         else:
-            found = await _getaddrinfo(host, port)
+            found = await _getaddrinfo(host, port, tenant_id)
             addresses = list(dict.fromkeys(ipaddress.ip_address(text) for text in found))
         refused = [str(a) for a in addresses if not self.permits(a)]
         if refused and literal is not None:
@@ -193,7 +221,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         failure: Exception | None = None
-        for address in await self._policy.resolve(host, port):
+        for address in await self._policy.resolve(host, port, tenant_id=lookups_for.get()):
             try:
                 return await self._inner.connect_tcp(
                     address, port, timeout, local_address, socket_options
@@ -255,6 +283,7 @@ class OutboundClient:
         headers: list[tuple[str, str]],
         body: bytes,
         keep: int = MAX_ANSWER_BYTES,
+        tenant_id: str | None = None,
     ) -> Answer:
         """The destination's answer, its first `keep` bytes. EgressDenied for a
         refused destination; httpcore's errors for a failed connection, a
@@ -262,6 +291,7 @@ class OutboundClient:
         exchange has a deadline: a destination that trickles its answer a byte
         at a time cannot hold a connection of the shared pool for long."""
         self.policy.check_scheme(url)
+        behalf = lookups_for.set(tenant_id)  # httpcore connects in this task
         try:
             async with asyncio.timeout(_DEADLINE_TIMEOUTS * self._timeout):
                 return await self._exchange(url, headers=headers, body=body, keep=keep)
@@ -269,6 +299,8 @@ class OutboundClient:
             raise httpcore.ReadTimeout(
                 f"no complete answer within {_DEADLINE_TIMEOUTS * self._timeout:g} s"
             ) from None
+        finally:
+            lookups_for.reset(behalf)
 
     async def _exchange(
         self, url: str, *, headers: list[tuple[str, str]], body: bytes, keep: int

@@ -355,6 +355,7 @@ class Forwarder:
                 headers=outgoing.headers,
                 body=outgoing.body,
                 keep=ANSWER_BYTES[sender.kind],
+                tenant_id=sender.tenant_id,
             )
         except _TRANSPORT_ERRORS as error:
             host = outgoing.url.split("/")[2]
