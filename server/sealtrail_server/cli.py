@@ -31,8 +31,8 @@ from .domain.event import parse_uuid
 from .embedded import start_embedded_postgres
 from .integrity.keys import load_signer
 from .store.appender import Appender
-from .store.database import Database
-from .store.migrations import migrate_database
+from .store.database import Database, RolesMissing
+from .store.migrations import UnsafeSchema, migrate_database
 from .store.tokens import (
     IssuedToken,
     TokenInfo,
@@ -105,6 +105,8 @@ def serve(
     urls = _database_urls(settings)
     try:
         asyncio.run(_serve(settings, urls, tracer_provider))
+    except (UnsafeSchema, RolesMissing) as error:
+        raise click.ClickException(str(error)) from None
     finally:
         if tracer_provider is not None:
             tracer_provider.shutdown()  # exports the spans still waiting
@@ -271,8 +273,11 @@ async def _record_operator_action(
 @asynccontextmanager
 async def _database(urls: _Urls) -> AsyncIterator[Database]:
     """A small migrated pool for one command."""
-    await migrate_database(urls.owner)
-    db = await Database.open(urls.service, min_size=1, max_size=1)
+    try:
+        await migrate_database(urls.owner)
+        db = await Database.open(urls.service, min_size=1, max_size=1)
+    except (UnsafeSchema, RolesMissing) as error:  # the database's setup: said, not a traceback
+        raise click.ClickException(str(error)) from None
     try:
         yield db
     except SealtrailError as error:  # a refusal (an erased tenant's id): no traceback
@@ -293,6 +298,8 @@ def token_list(tenant: str, data_dir: Path | None, database_url: str | None) -> 
     async def run() -> list[TokenInfo]:
         async with _database(urls) as db:
             tokens = await list_tokens(db, tenant_id=tenant)
+            if not tokens:  # a mistyped tenant: nothing to list, nor to record in a new log
+                raise click.ClickException(f"tenant {tenant} has no tokens")
             await _record_operator_action(
                 db, tenant, action="api_token.listed", description="Listed the API tokens"
             )

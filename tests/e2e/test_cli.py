@@ -248,6 +248,15 @@ def test_a_revoked_token_is_refused(cli_env: dict[str, str], migrated_database_u
         ("api_token.revoked", token_id, "system"),
         ("api_token.listed", None, "system"),
     ]
+    # A mistyped tenant: said so, and no log begun for it with a listing's record.
+    mistyped = run(
+        "sealtrail-server", "token", "list", "--tenant", "revocation-tset",
+        "--database-url", migrated_database_url, check=False,
+    )  # fmt: skip
+    assert mistyped.returncode == 1 and "has no tokens" in mistyped.stderr
+    with psycopg.connect(migrated_database_url) as conn:
+        begun = conn.execute("SELECT count(*) FROM events WHERE tenant_id = 'revocation-tset'")
+        assert begun.fetchone() == (0,)
 
 
 def test_export_and_tail_from_the_command_line(cli_env: dict[str, str], tmp_path: Path) -> None:

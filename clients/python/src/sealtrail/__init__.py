@@ -5,6 +5,8 @@ from sealtrail._bundle import BundleError, BundleSummary, verify_bundle, write_b
 from sealtrail._client import AuditClient
 from sealtrail._convert import (
     BatchEntryResult,
+    EventFields,
+    Order,
     RecordResult,
     build_alert_rule,
     build_event,
@@ -30,7 +32,7 @@ from sealtrail._errors import (
     UnavailableError,
     from_rpc_error,
 )
-from sealtrail._export import ExportError
+from sealtrail._export import ExportError, ExportFormat
 
 __all__ = [
     "AbortedError",
@@ -41,9 +43,12 @@ __all__ = [
     "BundleError",
     "BundleSummary",
     "CorrelationInterceptor",
+    "EventFields",
     "ExportError",
+    "ExportFormat",
     "InvalidArgumentError",
     "NotFoundError",
+    "Order",
     "PermissionDeniedError",
     "RecordResult",
     "ResourceExhaustedError",
