@@ -357,7 +357,8 @@ class Purger:
                 stored = await locked_policy(conn, tenant_id)
                 if stored.hold.on:
                     return purged
-                pending = [s for s in purge_selections(stored.policy) if s.rule not in finished]
+                selections = purge_selections(stored.policy)
+                pending = [s for s in selections if s.rule not in finished]
                 if not pending:
                     return purged
                 selection = pending[0]
@@ -380,11 +381,12 @@ class Purger:
                     await note_pending_purge(
                         conn, tenant_id, purged.purge_id, purged.details(), now=self._clock()
                     )
-                if batch.count < self._batch_events and marks.get(key) != cutoff:
+                done = batch.count < self._batch_events
+                if done and marks.get(key) != cutoff:
                     # The selection is done up to the cutoff (under the policy
                     # read in this transaction): the next pass starts there.
-                    current = [selection_key(s) for s in purge_selections(stored.policy)]
+                    current = [selection_key(s) for s in selections]
                     await mark_purged(conn, tenant_id, key, removed_before=cutoff, current=current)
                     marks[key] = cutoff
-            if batch.count < self._batch_events:
+            if done:
                 finished.add(selection.rule)
