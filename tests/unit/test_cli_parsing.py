@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from google.protobuf import json_format, timestamp_pb2
 
-from sealtrail import RecordResult, build_filter
+from sealtrail import RecordResult, build_event, build_filter
 from sealtrail import _cli as cli
 from sealtrail.v1 import audit_service_pb2, event_pb2
 
@@ -129,6 +129,17 @@ def test_build_filter_names_the_field_of_an_unknown_enum_value() -> None:
         build_filter(since=datetime(2026, 11, 1))
 
 
+def test_an_integer_a_json_number_would_round_is_refused_where_it_is() -> None:
+    with pytest.raises(ValueError, match=r"details\.a\.b\[1\]: 9007199254740993 is beyond"):
+        build_event(action="a.b", actor_id="u", details={"a": {"b": [1, 2**53 + 1]}})
+    with pytest.raises(ValueError, match=r"changes\[quota\]\.after: -9007199254740993"):
+        build_event(action="a.b", actor_id="u", changes=[("quota", 1, -(2**53) - 1)])
+    with pytest.raises(ValueError, match=r"details\.x: nan is not a JSON number"):
+        build_event(action="a.b", actor_id="u", details={"x": float("nan")})
+    event = build_event(action="a.b", actor_id="u", details={"n": 2**53, "t": True})
+    assert json_format.MessageToDict(event.details) == {"n": float(2**53), "t": True}
+
+
 class FakeClient:
     """Stands in for AuditClient and keeps what the CLI asked of it."""
 
@@ -234,6 +245,9 @@ def test_record_options_become_an_event(fake_client: list[tuple[str, Any, dict[s
     assert result.output == json_format.MessageToJson(event, indent=None) + "\n"
 
 
+RECORD = ["record", "--action", "a.b", "--actor-id", "u"]
+
+
 @pytest.mark.parametrize(
     ("args", "option"),
     [
@@ -242,6 +256,22 @@ def test_record_options_become_an_event(fake_client: list[tuple[str, Any, dict[s
         (["record", "--action", "a.b", "--actor-id", "u", "--details", "{oops"], "--details"),
         (["record", "--action", "a.b", "--actor-id", "u", "--details", "[1]"], "--details"),
         (["record", "--action", "a.b", "--actor-id", "u", "--severity", "huge"], "--severity"),
+        (
+            ["record", "--action", "a.b", "--actor-id", "u", "--details", '{"n": 2e99999}'],
+            "--details",
+        ),
+        (
+            [
+                "record",
+                "--action",
+                "a.b",
+                "--actor-id",
+                "u",
+                "--details",
+                '{"id": 9007199254740993}',
+            ],
+            "--details",
+        ),
     ],
 )
 def test_bad_input_is_a_usage_error_naming_the_option(

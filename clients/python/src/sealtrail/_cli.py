@@ -245,7 +245,10 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
 def record(ctx: click.Context, /, **options: Any) -> None:
     """Record one event and print it as stored, as one JSON line."""
     fields = {name: value for name, value in options.items() if value is not None}
-    event = build_event(**cast(EventFields, fields))
+    try:
+        event = build_event(**cast(EventFields, fields))
+    except ValueError as error:  # only --details can hold what build_event refuses
+        raise click.BadParameter(str(error), param_hint="'--details'") from None
     with _client(ctx) as client:
         result = client.record(event)
     click.echo(json_format.MessageToJson(result.event, indent=None))

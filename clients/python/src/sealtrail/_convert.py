@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -183,7 +184,7 @@ def build_event(**fields: Unpack[EventFields]) -> event_pb2.Event:
         event.resource.id = f.get("resource_id", "")
         event.resource.name = f.get("resource_name", "")
     if "details" in f:
-        event.details.update(f["details"])
+        event.details.update(_exact(f["details"], "details"))
     if "occurred_at" in f:
         event.occurred_at.CopyFrom(timestamp(f["occurred_at"], field="occurred_at"))
     context = event_pb2.RequestContext(
@@ -207,9 +208,40 @@ def _change(change: tuple[str, Any, Any] | Mapping[str, Any]) -> event_pb2.Chang
     # None leaves a side unset: the field was created (no before) or removed (no after).
     return event_pb2.Change(
         field=field,
-        before=None if before is None else json_format.ParseDict(before, struct_pb2.Value()),
-        after=None if after is None else json_format.ParseDict(after, struct_pb2.Value()),
+        before=None if before is None else _value(_exact(before, f"changes[{field}].before")),
+        after=None if after is None else _value(_exact(after, f"changes[{field}].after")),
     )
+
+
+def _value(value: Any) -> struct_pb2.Value:
+    return json_format.ParseDict(value, struct_pb2.Value())
+
+
+# A JSON number travels as a double (google.protobuf.Value): integers beyond
+# this magnitude would arrive rounded, a different value than the caller's.
+_MAX_EXACT_INT = 2**53
+_V = TypeVar("_V")
+
+
+def _exact(value: _V, path: str) -> _V:
+    """`value`, once every number in it is known to arrive as it is; a
+    ValueError naming where one would arrive rounded or is no JSON number."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path}: {value} is not a JSON number")
+    if isinstance(value, int) and not -_MAX_EXACT_INT <= value <= _MAX_EXACT_INT:
+        raise ValueError(
+            f"{path}: {value} is beyond what a JSON number carries exactly (±2^53);"
+            " send it as a string"
+        )
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _exact(item, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _exact(item, f"{path}[{index}]")
+    return value
 
 
 def with_defaults(event: event_pb2.Event) -> event_pb2.Event:
