@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -27,8 +28,10 @@ from sealtrail import (
 )
 from sealtrail.v1 import alerting_pb2, event_pb2, forwarding_pb2
 from sealtrail_server.alerts.evaluator import Evaluator
+from sealtrail_server.domain.alerts import network_of
 from sealtrail_server.domain.errors import Unavailable
 from sealtrail_server.store import alerts as alert_store
+from sealtrail_server.store import migrations
 from sealtrail_server.store.appender import Appender
 from tests.conftest import ServerThread, database_of_its_own
 from tests.http_endpoint import Endpoint, Reply, endpoint
@@ -182,6 +185,92 @@ def test_new_ip_fires_for_a_known_actor_at_a_new_address_only(
     settle(client)
     [fired] = fired_by(client, rule.id)
     assert (fired["actor_id"], fired["ip"]) == ("alice", "198.51.100.2")
+
+
+def test_a_new_ip_rule_knows_an_ipv6_actor_by_its_slash_64(
+    client: AuditClient, rules: Any, marked: None, sql: psycopg.Connection[Any]
+) -> None:
+    """A device's privacy address changes within its /64 every day: each new
+    one fired the rule for every IPv6 user, and was learned as a row of its own."""
+    rule = rules(
+        build_alert_rule("new address", "new_ip", filter=build_filter(actions="user.login"))
+    )
+
+    def login(ip: str) -> None:
+        client.record(action="user.login", actor_id="alice", ip=ip)
+
+    login("2001:db8:1:2:a::10")  # first network: learnt
+    login("2001:db8:1:2:b::99")  # tomorrow's privacy address, the same /64
+    login("::ffff:198.51.100.1")  # IPv4, as IPv6 writes it
+    settle(client)
+    [fired] = fired_by(client, rule.id)
+    assert (fired["ip"], fired["network"]) == ("::ffff:198.51.100.1", "198.51.100.1")
+    login("198.51.100.1")  # the same address
+    login("2001:db8:1:3::1")  # another /64
+    settle(client)
+    fired = fired_by(client, rule.id)[1]
+    assert (fired["ip"], fired["network"]) == ("2001:db8:1:3::1", "2001:db8:1:3::/64")
+    [alert] = [e for e in alerts(client) if e.resource.id == rule.id][1:]
+    assert alert.description.endswith(
+        "alice seen from a new network 2001:db8:1:3::/64 (2001:db8:1:3::1)"
+    )
+    learned = sql.execute(
+        "SELECT ip FROM alert_known_ips WHERE rule_id = %s ORDER BY 1", [rule.id]
+    ).fetchall()
+    assert learned == [("198.51.100.1",), ("2001:db8:1:2::/64",), ("2001:db8:1:3::/64",)]
+
+
+MIGRATION_0030 = (
+    Path(migrations.__file__).parent / "migrations" / "0030_alert_known_ipv6_networks.sql"
+)
+
+
+def test_the_ipv6_addresses_a_rule_learned_before_become_the_networks_it_now_learns(
+    client: AuditClient, rules: Any, marked: None, sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    """Migration 0030 writes each network as network_of does, so that no
+    address learned before fires the rule again from its own /64."""
+    rule = rules(
+        build_alert_rule("new address", "new_ip", filter=build_filter(actions="user.login"))
+    )
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    learned_before = [  # (address, first seen, last seen, first seq)
+        ("2001:db8:0:0:1::5", at, at + timedelta(days=2), 4),
+        ("2001:db8::2:0:0:6", at + timedelta(days=1), at + timedelta(days=9), None),
+        ("2001:0:0:1::1", at, at, 7),
+        ("fe80::1%eth0", at, at, None),
+        ("::", at, at, None),
+        ("0:0:0:1::1", at, at, None),
+        ("2001:db8:abcd:12:ffff:ffff:ffff:ffff", at, at, None),
+        ("::ffff:198.51.100.1", at + timedelta(days=3), at + timedelta(days=3), 9),
+        ("198.51.100.1", at, at + timedelta(days=1), None),
+    ]
+    for ip, first, last, seq in learned_before:
+        sql.execute(
+            "INSERT INTO alert_known_ips (tenant_id, rule_id, actor_id, ip, first_seen_at,"
+            " last_seen_at, first_seq) VALUES (%s, %s, 'alice', %s, %s, %s, %s)",
+            [tenant, rule.id, ip, first, last, seq],
+        )
+    with sql.transaction():
+        sql.execute(MIGRATION_0030.read_bytes())
+    expected: dict[str, tuple[datetime, datetime, int | None]] = {}
+    for ip, first, last, seq in learned_before:
+        network = network_of(ip)
+        if network in expected:
+            was_first, was_last, was_seq = expected[network]
+            seqs = [s for s in (was_seq, seq) if s is not None]
+            first, last, seq = min(was_first, first), max(was_last, last), min(seqs, default=None)
+        expected[network] = (first, last, seq)
+    rows = sql.execute(
+        "SELECT ip, first_seen_at, last_seen_at, first_seq FROM alert_known_ips WHERE rule_id = %s",
+        [rule.id],
+    ).fetchall()
+    assert {ip: (first, last, seq) for ip, first, last, seq in rows} == expected
+    assert len(expected) == 7 and "2001:db8::/64" in expected and "::/64" in expected
+    client.record(action="user.login", actor_id="alice", ip="2001:db8::7")  # a known /64
+    client.record(action="user.login", actor_id="alice", ip="198.51.100.1")
+    settle(client)
+    assert fired_by(client, rule.id) == []
 
 
 def test_new_country_fires_for_a_known_actor_from_a_new_country_only(

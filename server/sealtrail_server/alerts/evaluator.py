@@ -308,8 +308,10 @@ class Evaluator:
             if not (new and seen_before):
                 return
             if condition.kind == "new_ip":
-                details |= {"actor_id": actor, "ip": origin}
-                reason = f"{actor} seen from a new address {origin}"
+                ip = record["context"]["ip"]
+                details |= {"actor_id": actor, "ip": ip, "network": origin}
+                seen = f"{'network' if '/' in origin else 'address'} {origin}"
+                reason = f"{actor} seen from a new {seen}" + ("" if ip == origin else f" ({ip})")
             else:
                 details |= {"actor_id": actor, "country": origin}
                 reason = f"{actor} seen from a new country {origin}"

@@ -99,11 +99,15 @@ def validate_condition(
 
 
 def origin_of(kind: ConditionKind, record: dict[str, Any]) -> str | None:
-    """Where a new-origin rule sees the event's actor from: its IP address
-    (new_ip) or country (new_country); None if the event does not say."""
+    """Where a new-origin rule sees the event's actor from: its network
+    (new_ip: an IPv4 address, an IPv6 address's /64) or its country
+    (new_country); None if the event does not say."""
     context = record.get("context", {})
-    origin = context.get("ip") if kind == "new_ip" else context.get("country")
-    return str(origin) if origin else None
+    if kind == "new_ip":
+        ip = context.get("ip")
+        return network_of(str(ip)) if ip else None
+    country = context.get("country")
+    return str(country) if country else None
 
 
 def group_key(condition: Condition, record: dict[str, Any]) -> str | None:
@@ -112,13 +116,17 @@ def group_key(condition: Condition, record: dict[str, Any]) -> str | None:
         return str(record["actor"]["id"])
     if condition.group_by == "ip":
         ip = record.get("context", {}).get("ip")
-        return _network_of(str(ip)) if ip else None
+        return network_of(str(ip)) if ip else None
     return ""
 
 
-def _network_of(ip: str) -> str:
-    """An IPv6 address's /64, a site's or a host's whole share (one attacker
-    takes a new address from it for every attempt); an IPv4 address itself."""
+def network_of(ip: str) -> str:
+    """An IPv6 address's /64, a site's or a host's whole share (an attacker
+    takes a new address from it for every attempt; a device's privacy address
+    changes within it every day); an IPv4 address itself, and an IPv4-mapped
+    one as IPv4. Written as PostgreSQL writes the network (migration 0030
+    turned the addresses learned before into these): lowercase, the longest
+    run of two or more zero groups shortened to `::`, no zone."""
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
@@ -126,7 +134,7 @@ def _network_of(ip: str) -> str:
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
+        return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
     return str(address)
 
 
