@@ -16,6 +16,7 @@ from sealtrail_server.domain import merkle
 from sealtrail_server.domain.errors import FieldViolation, InvalidArgument
 from sealtrail_server.domain.event import (
     MISSING,
+    OWN_ACTIONS,
     SERVER_FIELDS,
     ChangeDraft,
     EventDraft,
@@ -240,6 +241,16 @@ def test_alerts_and_the_keys_of_sealtrails_own_records_cannot_be_forged() -> Non
         assert validate_event(minimal(idempotency_key=key), now=NOW, own=True).idempotency_key
     assert validate_event(minimal(action="security.alerted"), now=NOW).body["action"]
     assert validate_event(minimal(idempotency_key="alerts-1"), now=NOW).idempotency_key
+
+
+@pytest.mark.parametrize("action", sorted(OWN_ACTIONS))
+def test_the_records_of_sealtrails_own_api_cannot_be_forged(action: str) -> None:
+    """A recorder's `audit_log.exported` counted against the tenant's export
+    rate limit (30 a minute blocked every export), and its `api_token.revoked`
+    or `audit_log.queried` showed a change or a read that never happened."""
+    assert fields_of(minimal(action=action)) == ["event.action"]
+    assert validate_event(minimal(action=action), now=NOW, own=True).body["action"] == action
+    assert validate_event(minimal(action=action + "_elsewhere"), now=NOW).body["action"]
 
 
 def test_limits_are_inclusive() -> None:

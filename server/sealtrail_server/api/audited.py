@@ -15,7 +15,14 @@ from sealtrail.v1 import event_pb2
 
 from ..domain.access import Principal
 from ..domain.errors import SealtrailError
-from ..domain.event import ChangeDraft, EventDraft, correlate, validate_event
+from ..domain.event import (
+    OWN_ACTIONS,
+    RESERVED_ACTION_PREFIX,
+    ChangeDraft,
+    EventDraft,
+    correlate,
+    validate_event,
+)
 from ..store.appender import Appended, Appender
 from ..telemetry.context import current_correlation
 from .convert import caller_view
@@ -76,6 +83,9 @@ async def record_event(
     Sealtrail's own); the event as stored (`deduplicated`, with no id, when
     `idempotency_key` found it recorded already). SealtrailError if it is
     refused."""
+    if action not in OWN_ACTIONS and not action.startswith(RESERVED_ACTION_PREFIX):
+        # Every caller could record it too: a forged one would pass for Sealtrail's.
+        raise ValueError(f"{action} is not among domain/event.py's OWN_ACTIONS")
     draft = EventDraft(
         action=action,
         category=category,

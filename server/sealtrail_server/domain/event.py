@@ -63,6 +63,30 @@ RESERVED_ACTION_PREFIX: Final = "retention."
 # The alerts Sealtrail raises (domain/alerts.py): forged, a recorder's event
 # would reach a SIEM as Sealtrail's alert.
 ALERT_ACTION: Final = "security.alert"
+# The records Sealtrail keeps of its own API: each read of the log, each
+# token, sink, rule and setting change. Forged by a caller, they would show
+# reads and changes that never happened (a revocation, an export), and
+# forged exports would count against the tenant's export rate limit.
+OWN_ACTIONS: Final = frozenset(
+    {
+        "alert_rule.created",
+        "alert_rule.deleted",
+        "alert_rule.updated",
+        "api_token.created",
+        "api_token.listed",
+        "api_token.revoked",
+        "audit_log.exported",
+        "audit_log.queried",
+        "audit_log.read_by_key",
+        "audit_log.streamed",
+        "audit_log.verified",
+        "sink.created",
+        "sink.deleted",
+        "sink.replay_requested",
+        "sink.updated",
+        "tenant.settings_updated",
+    }
+)
 # Idempotency keys of Sealtrail's own records (a purge's summary, an alert per
 # rule and trigger): claimed first by a caller, the record would find the
 # caller's event under its key and take it for itself (an alert never raised).
@@ -270,6 +294,8 @@ def validate_event(
         check.fail("action", f"`{RESERVED_ACTION_PREFIX}*` is reserved for Sealtrail's own records")
     elif action == ALERT_ACTION and not own:
         check.fail("action", f"`{ALERT_ACTION}` is reserved for the alerts Sealtrail raises")
+    elif action in OWN_ACTIONS and not own:
+        check.fail("action", f"`{action}` is reserved for Sealtrail's records of its own API")
     body["action"] = action
 
     occurred = _occurred_at(check, draft.occurred_at, now)
