@@ -32,6 +32,7 @@ from ..domain.event import (
     ValidEvent,
 )
 from ..domain.filters import EventFilter, FilterDraft, validate_filter
+from ..domain.json_path import JsonPath, path_text
 from ..store.events import ShownEvent
 
 _CATEGORY_NUMBERS = {name: event_pb2.Category.ValueType(n) for n, name in CATEGORIES.items()}
@@ -52,11 +53,11 @@ class _JsonReader:
         self.verbatim = True
         self.error: FieldViolation | None = None
 
-    def _fail(self, path: str, description: str) -> None:
+    def _fail(self, path: JsonPath, description: str) -> None:
         if self.error is None:
-            self.error = FieldViolation(path, description)
+            self.error = FieldViolation(path_text(path), description)
 
-    def struct(self, struct: struct_pb2.Struct, path: str, depth: int = 1) -> dict[str, Any]:
+    def struct(self, struct: struct_pb2.Struct, path: JsonPath, depth: int = 1) -> dict[str, Any]:
         if depth > MAX_JSON_DEPTH:
             self._fail(path, f"nests deeper than {MAX_JSON_DEPTH} levels")
             return {}
@@ -66,10 +67,10 @@ class _JsonReader:
                 self._fail(path, "keys must not contain NUL characters")
             if not plain_key(key):
                 self.plain = False
-            result[key] = self.value(value, f"{path}.{key}", depth)
+            result[key] = self.value(value, (path, key), depth)
         return result
 
-    def value(self, value: struct_pb2.Value, path: str, depth: int) -> Any:
+    def value(self, value: struct_pb2.Value, path: JsonPath, depth: int) -> Any:
         kind = value.WhichOneof("kind")
         if kind == "string_value":
             text = value.string_value
@@ -101,7 +102,7 @@ class _JsonReader:
                 self._fail(path, f"nests deeper than {MAX_JSON_DEPTH} levels")
                 return []
             return [
-                self.value(item, f"{path}[{index}]", depth + 1)
+                self.value(item, (path, index), depth + 1)
                 for index, item in enumerate(value.list_value.values)
             ]
         if kind is None:

@@ -38,6 +38,7 @@ from typing import Any, Final
 
 from .canonical import canonical_json
 from .event import ValidEvent
+from .json_path import JsonPath, path_text
 
 FIELD_NAME_RULE: Final = "field_name"
 API_KEY_VISIBLE: Final = 4
@@ -210,8 +211,13 @@ DEFAULT_PATTERNS: Final = (
         r"(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)",
         anchor="PRIVATE KEY",
     ),
+    # Only from where a run of token characters starts (or after a URL-encoded
+    # `=`): from each `eyJ` inside a run, the run was read to its end again.
     _pattern(
-        "jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", anchor="eyJ"
+        "jwt",
+        r"(?:(?<![A-Za-z0-9_-])|(?<=%3[Dd]))"
+        r"eyJ[A-Za-z0-9_-]{8,}+\.eyJ[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]{8,}",
+        anchor="eyJ",
     ),
     _pattern("bearer", r"(?i)\bbearer\s+([A-Za-z0-9._~+/-]{8,}=*)", 1, anchor="(?i:bearer)"),
     _pattern(
@@ -254,15 +260,20 @@ DEFAULT_PATTERNS: Final = (
     _pattern("sealtrail_token", r"\bstk_[A-Za-z0-9_-]{20,}", anchor="stk_"),
     _pattern(
         "authorization_header",
-        # A credential has a digit in it; "Authorization: approved by lead" has none.
-        r"(?i)\bauthorization[\"']?\s*[=:]\s*[\"']?(?:[a-z]+\s+)?((?=[^\s\"',;]*\d)[^\s\"',;]{8,})",
+        # A credential has a digit in it; "Authorization: approved by lead" has
+        # none. Looked for within its first 256 characters: unbounded, the
+        # look from each header of a run of them read the run to its end.
+        r"(?i)\bauthorization[\"']?\s*[=:]\s*[\"']?(?:[a-z]++\s+)?"
+        r"((?=[^\s\"',;]{0,255}\d)[^\s\"',;]{8,})",
         1,
         anchor="(?i:authorization)",
         in_identifiers=False,
     ),
     _pattern(
         "cookie_header",
-        r"(?i)\b(?:set-)?cookie\s*:\s*([^\r\n\"'=]*=[^\r\n\"']*)",  # name=value...
+        # name=value...; a name holds no `:`, so the look for its `=` stops at
+        # the next header instead of reading a run of them to its end.
+        r"(?i)\b(?:set-)?cookie\s*:\s*([^\s\"'=;:]+=[^\r\n\"']*)",
         1,
         anchor="(?i:cookie)",
         in_identifiers=False,
@@ -373,14 +384,16 @@ class Redactor:
                 not self.hides(key, item) and self._clean(item) for key, item in value.items()
             )
         if isinstance(value, list):
+            if _is_pairs(value) and any(self.hides(name, item) for name, item in value):
+                return False
             return all(self._clean(item) for item in value)
         return True
 
     def _clean_change(self, change: dict[str, Any]) -> bool:
         name = change.get("field")
-        if isinstance(name, str) and self.denies(_last_segment(name)):
-            field = _last_segment(name)
-            return not any(self.hides(field, change.get(side)) for side in ("before", "after"))
+        denied = _denied_step(self, name) if isinstance(name, str) else None
+        if denied is not None:
+            return not any(self.hides(denied, change.get(side)) for side in ("before", "after"))
         return self._clean(change)
 
     def redact(self, body: dict[str, Any], *, hmac_key: bytes | None = None) -> Redaction:
@@ -431,7 +444,13 @@ class Redaction:
     """A body after redaction, and each (path, rule) that changed it."""
 
     body: dict[str, Any]
-    hits: list[tuple[str, str]]
+    # Paths written out only when shown: a path per hit, each as long as a
+    # caller's key, would cost their product.
+    found: list[tuple[JsonPath, str]]
+
+    @property
+    def hits(self) -> list[tuple[str, str]]:
+        return [(path_text(path), rule) for path, rule in self.found]
 
 
 def _union(patterns: tuple[ValuePattern, ...]) -> re.Pattern[str] | None:
@@ -462,7 +481,7 @@ def _at(body: dict[str, Any], path: tuple[str, ...]) -> Any:
 def redact_event(event: ValidEvent, redactor: Redactor, *, hmac_key: bytes | None) -> ValidEvent:
     """`event` with its secrets redacted (itself when it holds none)."""
     redaction = redactor.redact(event.body, hmac_key=hmac_key)
-    if not redaction.hits:
+    if not redaction.found:
         return event
     body = redaction.body
     # Its API view (the answer to Record, what Query shows) is then built from
@@ -506,14 +525,16 @@ class _Run:
     def __init__(self, redactor: Redactor, hmac_key: bytes | None) -> None:
         self.redactor = redactor
         self.hmac_key = hmac_key
-        self.hits: list[tuple[str, str]] = []
+        self.hits: list[tuple[JsonPath, str]] = []
 
     def replacement(self, secret: Any, rule: str) -> str:
         if self.hmac_key is not None:
             return hmac_token(self.hmac_key, secret)
         return f"[REDACTED:{rule}]"
 
-    def text(self, text: str, path: str, patterns: Iterable[ValuePattern] | None = None) -> str:
+    def text(
+        self, text: str, path: JsonPath, patterns: Iterable[ValuePattern] | None = None
+    ) -> str:
         """`text` with every secret a pattern (the redactor's, unless given)
         finds replaced; `text` itself (the same object) when none is found."""
         result = text
@@ -525,7 +546,7 @@ class _Run:
             )
         return result
 
-    def _substitute(self, match: re.Match[str], *, pattern: ValuePattern, path: str) -> str:
+    def _substitute(self, match: re.Match[str], *, pattern: ValuePattern, path: JsonPath) -> str:
         secret = match.group(pattern.group)
         if secret.startswith(("[REDACTED:", HMAC_PREFIX)):
             return match.group(0)  # already replaced by an earlier rule
@@ -536,7 +557,7 @@ class _Run:
         start, end = match.start(pattern.group) - offset, match.end(pattern.group) - offset
         return whole[:start] + self.replacement(secret, pattern.name) + whole[end:]
 
-    def value(self, value: Any, path: str) -> Any:
+    def value(self, value: Any, path: JsonPath) -> Any:
         """A JSON value with denied keys' values replaced and text cleaned, at any depth."""
         if isinstance(value, str):
             return self.text(value, path)
@@ -544,26 +565,35 @@ class _Run:
             cleaned = {}
             paired = _paired_secret(self.redactor, value)
             for key, item in value.items():
-                where = f"{path}.{key}"
-                if self.redactor.hides(key, item) or (paired and key == "value"):
-                    self.hits.append((where, FIELD_NAME_RULE))
+                if self.redactor.hides(key, item) or (paired and key.lower() == "value"):
+                    self.hits.append(((path, key), FIELD_NAME_RULE))
                     cleaned[key] = self.replacement(item, FIELD_NAME_RULE)
                 else:
-                    cleaned[key] = self.value(item, where)
+                    cleaned[key] = self.value(item, (path, key))
             return cleaned
         if isinstance(value, list):
-            return [self.value(item, f"{path}[{i}]") for i, item in enumerate(value)]
+            if _is_pairs(value):
+                return [self.pair(item, (path, i)) for i, item in enumerate(value)]
+            return [self.value(item, (path, i)) for i, item in enumerate(value)]
         return value
+
+    def pair(self, pair: list[Any], path: JsonPath) -> list[Any]:
+        name, item = pair
+        if self.redactor.hides(name, item):
+            self.hits.append(((path, 1), FIELD_NAME_RULE))
+            return [name, self.replacement(item, FIELD_NAME_RULE)]
+        return [self.text(name, (path, 0)), self.value(item, (path, 1))]
 
     def change(self, change: dict[str, Any], path: str) -> dict[str, Any]:
         name = change.get("field")
+        denied = _denied_step(self.redactor, name) if isinstance(name, str) else None
         cleaned = dict(change)
         for side in ("before", "after"):
             if side not in change:
                 continue
-            if isinstance(name, str) and self.redactor.denies(_last_segment(name)):
+            if denied is not None:
                 # As a value under that key in `details` would be (`hides`).
-                if self.redactor.hides(_last_segment(name), change[side]):
+                if self.redactor.hides(denied, change[side]):
                     self.hits.append((f"{path}.{side}", FIELD_NAME_RULE))
                     cleaned[side] = self.replacement(change[side], FIELD_NAME_RULE)
             else:
@@ -571,9 +601,15 @@ class _Run:
         return cleaned
 
 
-def _last_segment(field_path: str) -> str:
-    """`credentials.password` -> `password`; `headers[authorization]` -> `authorization`."""
-    return re.split(r"[.\[\]/]", field_path.strip(".[]/"))[-1] or field_path
+def _denied_step(redactor: Redactor, field_path: str) -> str | None:
+    """The first step of a change's field path that names a secret, which
+    hides the values under it as a key in `details` hides all beneath it:
+    `credentials.password.new` -> `password`; `api_keys[0]` -> `api_keys`;
+    None when no step does."""
+    for step in re.split(r"[.\[\]/]", field_path):
+        if step and not step.isdigit() and redactor.denies(step):
+            return step
+    return None
 
 
 def _hides_nothing(value: Any) -> bool:
@@ -585,7 +621,18 @@ def _paired_secret(redactor: Redactor, item: dict[str, Any]) -> bool:
     """A name/value pair whose name is denied: `{"name": "DB_PASSWORD",
     "value": "..."}` as Kubernetes lists environment variables, or
     `{"key": "X-Api-Key", "value": "..."}` as many list headers."""
-    if _hides_nothing(item.get("value")):
+    fields = {key.lower(): value for key, value in item.items() if len(key) <= len("value")}
+    if _hides_nothing(fields.get("value")):
         return False
-    name = item.get("name", item.get("key"))
+    name = fields.get("name", fields.get("key"))
     return isinstance(name, str) and redactor.denies(name)
+
+
+def _is_pairs(items: list[Any]) -> bool:
+    """Name/value pairs written as lists, `[["user", "bob"], ["password",
+    "..."]]`, as form fields and query strings are often kept: a value under
+    a denied name is hidden as under a denied key. (A list of two strings
+    alone, `["password", "reset"]`, is not taken for a pair.)"""
+    return bool(items) and all(
+        isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) for item in items
+    )
