@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import secrets
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -37,12 +38,22 @@ def _event(path: str, **fields: Any) -> Any:
     return validate_event(draft, now=datetime.now(UTC), path=path)
 
 
+@pytest.mark.parametrize("refused_for", ["a NUL", "an index entry over a page"])
 def test_an_event_the_database_refuses_fails_alone(
-    server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any], refused_for: str
 ) -> None:
+    """Whatever the database refuses an event for, its neighbours land and it
+    is INVALID_ARGUMENT. An index entry over a page (an id that redaction
+    made long) is an operational error to psycopg: it failed every caller
+    and tenant of the batch as UNAVAILABLE, and again at each retry."""
     good = _event("events[0]")
-    # NUL passes no validation; forced in here, the database refuses it.
-    bad = dataclasses.replace(good, body={**good.body, "description": "a\x00b"}, path="events[1]")
+    # Neither passes validation; forced in here, the database refuses them.
+    if refused_for == "a NUL":
+        bad = dataclasses.replace(
+            good, body={**good.body, "description": "a\x00b"}, path="events[1]"
+        )
+    else:
+        bad = dataclasses.replace(good, resource_id=secrets.token_hex(2000), path="events[1]")
 
     async def run() -> list[Any]:
         appender = Appender(server.database)

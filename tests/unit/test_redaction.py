@@ -443,6 +443,22 @@ def test_api_key_actors_keep_their_last_four_characters() -> None:
     assert REDACTOR.redact(user).body["actor"]["id"] == "key_live_8f3b2a91c4"
 
 
+@pytest.mark.parametrize("hmac_key", [None, b"k" * 32])
+def test_an_id_its_secrets_would_make_too_long_is_replaced_whole(hmac_key: bytes | None) -> None:
+    """32 URL passwords in a 256-character id became 32 HMACs of 76
+    characters: an id of 2,600, an index entry over a page, and a batch the
+    database refused whole (helper-63)."""
+    resource_id = "".join(f"a://:{n:02}@/" for n in range(32))[:256]
+    redaction = REDACTOR.redact(
+        _event(resource={"type": "db", "id": resource_id}), hmac_key=hmac_key
+    )
+    stored = redaction.body["resource"]["id"]
+    assert stored == (
+        "[REDACTED:id_of_secrets]" if hmac_key is None else hmac_token(hmac_key, resource_id)
+    )
+    assert len(stored) <= 256
+
+
 def test_hmac_mode_correlates_equal_secrets_under_one_tenant_key() -> None:
     key_a, key_b = b"a" * 32, b"b" * 32
     body = _event(

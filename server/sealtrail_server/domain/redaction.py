@@ -37,10 +37,12 @@ from functools import partial
 from typing import Any, Final
 
 from .canonical import canonical_json
-from .event import ValidEvent
+from .event import MAX_ID, ValidEvent
 from .json_path import JsonPath, path_text
 
 FIELD_NAME_RULE: Final = "field_name"
+# An id whose secrets, replaced, would make it longer than MAX_ID.
+WHOLE_ID_RULE: Final = "id_of_secrets"
 API_KEY_VISIBLE: Final = 4
 HMAC_PREFIX: Final = "hmac-sha256:"
 
@@ -419,6 +421,10 @@ class Redactor:
                 value = _at(result, path)
                 if isinstance(value, str):
                     cleaned = run.text(value, ".".join(path), patterns)
+                    if len(cleaned) > MAX_ID:
+                        # Its secrets' HMACs made it longer than an id may be
+                        # (an index entry can outgrow a page): replaced whole.
+                        cleaned = run.replacement(value, WHOLE_ID_RULE)
                     if cleaned is not value:
                         _set(result, path, cleaned)
         actor = result.get("actor")

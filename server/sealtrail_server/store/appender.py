@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import psycopg
 from opentelemetry import trace
@@ -439,32 +439,39 @@ class Appender:
         try:
             outcomes = await self._write(batch)
         except SealtrailError as error:
-            if isinstance(error.__cause__, psycopg.errors.LockNotAvailable):
+            refusal = _refusal(error)
+            if refusal is not None:
+                await self._isolate(batch, refusal)
+            elif isinstance(error.__cause__, psycopg.errors.LockNotAvailable):
                 await self._commit_around_held_heads(batch)
             else:
                 _fail(batch, error)
             return
         except psycopg.Error as error:
-            # Validation should have caught anything the database refuses; if
-            # not, isolate the offender so its neighbours still land.
-            if len(batch) > 1:
-                for submission in batch:
-                    await self._commit([submission])
-                return
-            [submission] = batch
-            log.error("appender: the database refused an append: %s", error)
-            if not isinstance(error, psycopg.DataError | psycopg.IntegrityError):
-                _fail(batch, Unavailable("the database refused the append", retry_after=1.0))
-            elif len(submission.events) > 1:
-                each = [
-                    await self._write_alone(submission, event, view)
-                    for event, view in zip(submission.events, submission.views, strict=True)
-                ]
-                _resolve(batch, [each])
-            else:
-                _fail(batch, _refused(submission.events[0]))
+            await self._isolate(batch, error)
             return
         _resolve(batch, outcomes)
+
+    async def _isolate(self, batch: list[_Submission], error: psycopg.Error) -> None:
+        """After the database refused `batch`: validation should have caught
+        anything it refuses; if not, the offender is isolated so its
+        neighbours (other callers, other tenants) still land."""
+        if len(batch) > 1:
+            for submission in batch:
+                await self._commit([submission])
+            return
+        [submission] = batch
+        log.error("appender: the database refused an append: %s", error)
+        if not isinstance(error, _REFUSALS):
+            _fail(batch, Unavailable("the database refused the append", retry_after=1.0))
+        elif len(submission.events) > 1:
+            each = [
+                await self._write_alone(submission, event, view)
+                for event, view in zip(submission.events, submission.views, strict=True)
+            ]
+            _resolve(batch, [each])
+        else:
+            _fail(batch, _refused(submission.events[0]))
 
     async def _commit_around_held_heads(self, batch: list[_Submission]) -> None:
         """After a lock timeout: the tenants whose heads another session holds
@@ -505,8 +512,11 @@ class Appender:
         try:
             [written] = await self._write([alone])
         except SealtrailError as error:
-            return error
-        except (psycopg.DataError, psycopg.IntegrityError) as error:
+            if _refusal(error) is None:
+                return error
+            log.error("appender: the database refused %s: %s", event.path, error.__cause__)
+            return _refused(event)
+        except _REFUSALS as error:
             log.error("appender: the database refused %s: %s", event.path, error)
             return _refused(event)
         except psycopg.Error:
@@ -878,6 +888,22 @@ def _replay(earlier: Appended, event: ValidEvent) -> AppendOutcome:
             reason="IDEMPOTENCY_KEY_REUSED",
         )
     return Appended(earlier.seq, earlier.record, earlier.leaf_hash, deduplicated=True)
+
+
+# What the database refuses an event for (not for being unwell): a value it
+# rejects, a constraint, or a limit such as an index entry larger than a page.
+# psycopg classes the last as operational, which the pool turns into Unavailable.
+_REFUSALS: Final = (
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    psycopg.errors.ProgramLimitExceeded,
+)
+
+
+def _refusal(error: SealtrailError) -> psycopg.Error | None:
+    """The database's refusal behind `error`, if that is what it is."""
+    cause = error.__cause__
+    return cause if isinstance(cause, _REFUSALS) else None
 
 
 def _refused(event: ValidEvent) -> InvalidArgument:
