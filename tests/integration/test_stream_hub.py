@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
 
 from sealtrail_server.domain.event import EventDraft, validate_event
 from sealtrail_server.domain.filters import EventFilter, RecordMatcher
@@ -55,3 +58,57 @@ def test_a_live_fetch_is_planned_once(
     fetch, plan = server.run(run())
     assert fetch.planned_once
     assert "Index Scan using events_" in plan and "Seq Scan" not in plan, plan
+
+
+def test_the_hub_listens_on_after_its_connections_died_under_it(
+    server: ServerThread, tenant: str, migrated_database_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A database restart killed the LISTEN connection and the pooled ones:
+    the LISTEN came back, but the read of each tenant's size that follows met
+    a dead pooled connection, and its error ended the hub for good, without a
+    word (helper-64). Every stream of the process then waited a heartbeat for
+    each event."""
+
+    async def run() -> None:
+        async with one_connection_database(migrated_database_url) as db:
+            hub = StreamHub(db, database_url=service_login_url(migrated_database_url))
+            appender = Appender(server.database)
+
+            async def delivered() -> list[int]:
+                draft = EventDraft(action="hub.test", actor_id="u")
+                event = validate_event(draft, now=datetime.now(UTC), path="event")
+                [outcome] = await appender.append(tenant, [event])
+                assert isinstance(outcome, Appended)
+                while True:
+                    delivery = await asyncio.wait_for(subscription.queue.get(), 10)
+                    if delivery.events and delivery.events[-1].stored.seq == outcome.seq:
+                        return [live.stored.seq for live in delivery.events]
+
+            try:
+                subscription = await hub.subscribe(tenant, RecordMatcher(EventFilter()))
+                hub.start()
+                appender.start()
+                assert await delivered() == [1]  # listening
+                async with db.connection(tenant) as conn:
+                    pooled = await (await conn.execute("SELECT pg_backend_pid()")).fetchone()
+                assert pooled is not None
+                killed = sql.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE pid = %s OR query LIKE 'LISTEN %%'",
+                    [pooled[0]],
+                ).fetchone()
+                assert killed is not None and killed[0] >= 2
+                # It reconnects after a second; its read of the log's size then
+                # fails on the dead pooled connection, and marks the subscriber
+                # lagging: what it missed is read from the table.
+                for _ in range(60):
+                    if subscription.lagging:
+                        break
+                    await asyncio.sleep(0.05)
+                subscription.caught_up()  # as a stream does at its heartbeat
+                assert (await delivered())[-1] == 2  # announced: the hub listens on
+            finally:
+                await appender.stop()
+                await hub.stop()
+
+    server.run(run())

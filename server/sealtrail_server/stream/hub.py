@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 from psycopg import sql
@@ -33,6 +33,15 @@ log = logging.getLogger(__name__)
 
 _FETCH_ROWS = 1000
 _RECONNECT_SECONDS = 1.0
+# A LISTEN connection whose peer vanished without a word (a failover that
+# moved the address, a NAT that forgot it) is found out in about a minute,
+# not the operating system's two hours: until then no commit is announced.
+_KEEPALIVES: Final[dict[str, Any]] = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 
 
 @dataclass(slots=True)
@@ -135,24 +144,39 @@ class StreamHub:
             del self._tenants[subscription.tenant_id]
 
     async def _listen(self) -> None:
+        """Listens until stopped, whatever fails: had it ended, every stream
+        of the process would have waited a heartbeat for each event, and the
+        forwarder and the alert evaluator for their polls, unannounced."""
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self._url, autocommit=True
+                    self._url, autocommit=True, **_KEEPALIVES
                 ) as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
                     for tenant_id in list(self._tenants):
                         await self._resync(tenant_id)  # what happened while not listening
                     async for notify in conn.notifies():
                         self._notified(notify.payload)
-            except psycopg.OperationalError as error:
+            except Exception as error:
                 log.warning("stream hub: LISTEN connection lost (%s); reconnecting", error)
                 await asyncio.sleep(_RECONNECT_SECONDS)
 
     async def _resync(self, tenant_id: str) -> None:
-        async with self._db.connection(tenant_id) as conn:
-            size = await tree_size(conn, tenant_id)
+        try:
+            async with self._db.connection(tenant_id) as conn:
+                size = await tree_size(conn, tenant_id)
+        except Exception as error:  # after an outage, a pooled connection may have died with it
+            log.warning("stream hub: could not read the log size of %r: %s", tenant_id, error)
+            self._lagging(tenant_id)
+            return
         self._notified(f"{tenant_id}:{size}")
+
+    def _lagging(self, tenant_id: str) -> None:
+        """The tenant's subscribers read what they missed from the table at
+        their next heartbeat."""
+        tenant = self._tenants.get(tenant_id)
+        for subscription in () if tenant is None else tenant.subscribers:
+            subscription.lagging = True
 
     def _notified(self, payload: str) -> None:
         tenant_id, _, size_text = payload.rpartition(":")
