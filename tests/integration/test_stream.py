@@ -24,6 +24,7 @@ from sealtrail import (
 )
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2
+from sealtrail_server.api import stream as stream_api
 from tests.conftest import ServerThread
 from tests.processes import ServerProcess
 
@@ -303,6 +304,39 @@ async def test_events_committed_together_arrive_together(server: ServerThread, t
         assert (await _read_events(single, 20)) == [[seq] for seq in live]
         batched.cancel()
         single.cancel()
+
+
+async def test_large_events_read_together_reach_a_client_with_default_limits(
+    server: ServerThread, tenant: str
+) -> None:
+    """600 events of 10 KB read together were messages of 5 MB for a client
+    asking 500 a message (the Python client does): over a gRPC client's
+    default 4 MiB, so refused, and again at each resume, for good."""
+    large = [
+        build_event(action="stream.large", actor_id="u", details={"blob": f"{n:05}" + "x" * 10_000})
+        for n in range(600)
+    ]
+    async with AsyncAuditClient(server.target, token=server.token(tenant)) as client:
+        recorded = [
+            r.event.seq
+            for start in range(0, 600, 100)
+            for r in await client.record_batch(large[start : start + 100])
+        ]  # read back from the table together
+        received: list[int] = []
+        async with asyncio.timeout(60):
+            stream = client.stream(build_filter(actions="stream.large"), after_seq=0)
+            async for event in stream:
+                received.append(event.seq)
+                if len(received) == len(recorded):
+                    break
+    assert received == recorded
+    sizes = [
+        response.ByteSize()
+        for response in stream_api._responses(
+            [build_event(action="a.b", actor_id="u", details={"b": "x" * 10_000})] * 600, 500
+        )
+    ]
+    assert max(sizes) <= stream_api.MAX_BATCH_BYTES + 16 < sum(sizes)
 
 
 async def test_events_per_message_is_bounded_and_checked(server: ServerThread, tenant: str) -> None:

@@ -40,6 +40,11 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 MAX_EVENTS_PER_MESSAGE = 1000
+# An EventBatch holds at most this many bytes of events (one event, whatever
+# its size, always goes): counted in events alone, 500 of 10 KB outgrew the
+# 4 MiB a gRPC client receives by default, and a tail could never get past
+# them, resuming into the same message every time (helper-64).
+MAX_BATCH_BYTES = 1 << 20
 # With announce_purged, removals are counted (one statement, by the index)
 # every this many events a stream reads from the table, and where it ends.
 _ANNOUNCED_EVERY = 1000
@@ -337,8 +342,17 @@ def _responses(events: list[event_pb2.Event], limit: int) -> Iterator[pb.StreamE
         for event in events:
             yield pb.StreamEventsResponse(event=event)
         return
-    for start in range(0, len(events), limit):
-        yield pb.StreamEventsResponse(events=pb.EventBatch(events=events[start : start + limit]))
+    batch: list[event_pb2.Event] = []
+    size = 0
+    for event in events:
+        event_size = event.ByteSize()
+        if batch and (len(batch) == limit or size + event_size > MAX_BATCH_BYTES):
+            yield pb.StreamEventsResponse(events=pb.EventBatch(events=batch))
+            batch, size = [], 0
+        batch.append(event)
+        size += event_size
+    if batch:
+        yield pb.StreamEventsResponse(events=pb.EventBatch(events=batch))
 
 
 def _heartbeat(position: int) -> pb.StreamEventsResponse:

@@ -410,7 +410,9 @@ class StreamEventsRequest(_message.Message):
     larger value is lowered to 1,000), never negative. Unset (0) sends each
     event in a message of its own, in `event`. A tail of a busy log should
     set it: events committed together then reach it together, at a fraction
-    of the cost per event for the subscriber and the server.
+    of the cost per event for the subscriber and the server. A message also
+    holds at most 1 MiB of events (one event always goes, whatever its size),
+    so that it stays under a client's default 4 MiB receive limit.
     """
     announce_purged: _builtins.bool
     """Announce the events retention removed that the stream passes over, in
