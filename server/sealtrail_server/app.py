@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = audit_service_pb2.DESCRIPTOR.services_by_name["AuditLogService"].full_name
 # Large enough for a RecordBatch of 1,000 events at their size limit.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Its answer holds them as stored, ids, times and correlation added: a batch
+# just under the limit must still be answered (clients accept as much).
+MAX_RESPONSE_BYTES = 96 * 1024 * 1024
 
 
 class Service:
@@ -224,7 +227,7 @@ class Service:
             ],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
             ],
         )
         add_audit_log_service(

@@ -6,7 +6,14 @@ import asyncio
 
 import pytest
 
-from sealtrail import AbortedError, AsyncAuditClient, NotFoundError, build_event, build_filter
+from sealtrail import (
+    AbortedError,
+    AsyncAuditClient,
+    AuditClient,
+    NotFoundError,
+    build_event,
+    build_filter,
+)
 from tests.conftest import ServerThread
 
 
@@ -50,3 +57,24 @@ async def test_async_client_changes_retention_on_condition_of_an_etag(
         assert [(rule.rule, rule.days) for rule in preview.rules] == [("default", 30)]
         assert (preview.events, preview.at_least) == (0, False)  # its events are all of today
         assert (await audit.get_retention_policy()).policy.default_days == 365
+
+
+@pytest.mark.parametrize("client_kind", ["sync", "async"])
+async def test_a_batch_of_a_few_megabytes_is_answered(
+    server: ServerThread, tenant: str, client_kind: str
+) -> None:
+    """The answer of 600 events of 10 KB is 6 MB: over gRPC's default 4 MiB a
+    client accepts, so the client refused the answer to a batch the server
+    had recorded, and its retry got the same answer."""
+    large = [
+        build_event(action="file.write", actor_id="bulk", details={"blob": f"{n}" + "x" * 10_000})
+        for n in range(600)
+    ]
+    if client_kind == "sync":
+        with AuditClient(server.target, token=server.token(tenant)) as client:
+            results = await asyncio.to_thread(client.record_batch, large)
+    else:
+        async with AsyncAuditClient(server.target, token=server.token(tenant)) as audit:
+            results = await audit.record_batch(large)
+    assert [entry.event.details["blob"][:3] for entry in results[:2]] == ["0xx", "1xx"]
+    assert len({entry.event.seq for entry in results}) == 600

@@ -15,6 +15,7 @@ import grpc
 from google.protobuf import field_mask_pb2
 
 from sealtrail._convert import (
+    CHANNEL_OPTIONS,
     BatchEntryResult,
     Days,
     EventFields,
@@ -106,9 +107,13 @@ class AsyncAuditClient:
                 credentials = grpc.ssl_channel_credentials(
                     root_certificates, client_key, client_certificate
                 )
-                channel = grpc.aio.secure_channel(target, credentials, interceptors=interceptors)
+                channel = grpc.aio.secure_channel(
+                    target, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
+                )
             else:
-                channel = grpc.aio.insecure_channel(target, interceptors=interceptors)
+                channel = grpc.aio.insecure_channel(
+                    target, options=CHANNEL_OPTIONS, interceptors=interceptors
+                )
         self._channel = channel
         self._stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
         self._metadata = (("authorization", f"Bearer {token}"),)

@@ -15,6 +15,7 @@ import grpc
 from google.protobuf import field_mask_pb2
 
 from sealtrail._convert import (
+    CHANNEL_OPTIONS,
     BatchEntryResult,
     Days,
     EventFields,
@@ -104,9 +105,9 @@ class AuditClient:
                 credentials = grpc.ssl_channel_credentials(
                     root_certificates, client_key, client_certificate
                 )
-                channel = grpc.secure_channel(target, credentials)
+                channel = grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
             else:
-                channel = grpc.insecure_channel(target)
+                channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
             channel = grpc.intercept_channel(channel, CorrelationInterceptor())
         self._channel = channel
         self._stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)

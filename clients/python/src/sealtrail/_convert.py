@@ -27,6 +27,13 @@ if TYPE_CHECKING:
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
 
 MAX_BATCH = 1000
+# What a channel of the client accepts: RecordBatch's answer holds each event
+# as stored, ids and times added, so a batch of a few MB outgrew gRPC's default
+# 4 MiB, and the client refused the answer to a batch it had recorded (its
+# retries got the same answer). The server sends at most 96 MiB.
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_receive_message_length", 96 * 1024 * 1024),
+)
 
 Order = Literal["newest", "oldest"]
 RedactionMode = Literal["replace", "hmac"]
