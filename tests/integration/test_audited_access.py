@@ -70,6 +70,31 @@ def test_each_read_is_recorded_once_attributed_to_its_token(
     assert details is not None and details[0]["filter"] == {"actions": ["doc.*"]}
 
 
+def test_a_later_page_is_read_only_by_the_token_whose_first_page_was_recorded(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """Later pages are not recorded: their token must come from a recorded
+    first page of the same caller. A page token written by hand or handed to
+    another token paged through the log with no record (helper-67)."""
+    with AuditClient(server.target, token=server.token(tenant, "recorder")) as writer:
+        writer.record_batch([build_event(action="doc.read", actor_id=f"u{i}") for i in range(6)])
+    first_secret, other_secret = server.token(tenant, "reader"), server.token(tenant, "reader")
+    with (
+        AuditClient(server.target, token=first_secret) as first,
+        AuditClient(server.target, token=other_secret) as other,
+    ):
+        page = first.query_page(build_filter(actions="doc.*"), page_size=2)
+        assert first.query_page(
+            build_filter(actions="doc.*"), page_size=2, page_token=page.next_page_token
+        ).events
+        with pytest.raises(InvalidArgumentError, match="issued to this caller") as refused:
+            other.query_page(
+                build_filter(actions="doc.*"), page_size=2, page_token=page.next_page_token
+            )
+        assert refused.value.field_violations[0][0] == "page_token"
+    assert _audit_events(sql, tenant) == [("audit_log.queried", token_id_of(sql, first_secret))]
+
+
 @pytest.mark.parametrize("order", ["newest", "oldest"])
 def test_a_first_page_is_the_log_before_its_own_record_which_is_durable_when_it_answers(
     client: AuditClient,

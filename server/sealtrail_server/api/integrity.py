@@ -16,7 +16,8 @@ from sealtrail.v1 import integrity_pb2 as pb
 
 from ..domain.errors import FailedPrecondition, IntegrityFailure, InvalidArgument, NotFound
 from ..domain.event import parse_uuid
-from ..domain.filters import decode_page_token, encode_page_token, page_size
+from ..domain.filters import page_size
+from ..domain.page_tokens import PageTokens
 from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
 from ..store.changes import refuse_if_erased_now
@@ -64,6 +65,7 @@ class IntegrityRpcs:
     _db: Database
     _appender: Appender
     _clock: Callable[[], datetime]
+    _page_tokens: PageTokens
     _checkpointer: Checkpointer
     _node_reader: NodeReader
     _signed_checkpoints: dict[tuple[str, int], StoredCheckpoint]
@@ -83,7 +85,8 @@ class IntegrityRpcs:
     async def GetCheckpoint(
         self, request: pb.GetCheckpointRequest, context: Context
     ) -> pb.GetCheckpointResponse:
-        tenant_id = current_principal().tenant_id
+        principal = current_principal()
+        tenant_id = principal.tenant_id
         size = _non_negative("tree_size", request.tree_size)
         if size:
             async with self._db.connection(tenant_id) as conn:
@@ -240,7 +243,8 @@ class IntegrityRpcs:
     async def ListPurgedLeaves(
         self, request: pb.ListPurgedLeavesRequest, context: Context
     ) -> pb.ListPurgedLeavesResponse:
-        tenant_id = current_principal().tenant_id
+        principal = current_principal()
+        tenant_id = principal.tenant_id
         size = _non_negative("tree_size", request.tree_size)
         limit = page_size(request.page_size)
         if size == 0:
@@ -251,7 +255,9 @@ class IntegrityRpcs:
         # A page token goes on the listing of one tree size, of one tenant.
         fingerprint = f"purged-leaves:{tenant_id}:{size}"
         after = (
-            decode_page_token(request.page_token, fingerprint=fingerprint)
+            self._page_tokens.decode(
+                request.page_token, fingerprint=fingerprint, caller=principal.token_id
+            )
             if request.page_token
             else 0
         )
@@ -264,7 +270,9 @@ class IntegrityRpcs:
             tree_size=size,
             leaves=[pb.PurgedLeaf(seq=seq, leaf_hash=leaf) for seq, leaf in page],
             next_page_token=(
-                encode_page_token(fingerprint=fingerprint, last_seq=page[-1][0])
+                self._page_tokens.encode(
+                    fingerprint=fingerprint, last_seq=page[-1][0], caller=principal.token_id
+                )
                 if len(found) > limit
                 else ""
             ),

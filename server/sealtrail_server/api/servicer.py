@@ -22,11 +22,10 @@ from ..domain.errors import InvalidArgument, NotFound, SealtrailError
 from ..domain.event import ValidEvent, correlate, parse_uuid, validate_event
 from ..domain.filters import (
     EventFilter,
-    decode_page_token,
-    encode_page_token,
     page_size,
     validate_filter,
 )
+from ..domain.page_tokens import PageTokens
 from ..domain.redaction import Redactor
 from ..domain.sealing import SecretBox
 from ..forward.egress import EgressPolicy
@@ -119,6 +118,7 @@ class AuditLogServicer(
         self._settings_cache = settings_cache
         self._redactor = redactor
         self._redaction_secret = redaction_secret
+        self._page_tokens = PageTokens(redaction_secret)
         self._authenticator = authenticator
         self._signed_checkpoints = {}
         self._sizes_seen = {}
@@ -218,7 +218,9 @@ class AuditLogServicer(
         limit = page_size(request.page_size)
         fingerprint = event_filter.fingerprint(tenant_id=tenant_id, order=order)
         after_seq = (
-            decode_page_token(request.page_token, fingerprint=fingerprint)
+            self._page_tokens.decode(
+                request.page_token, fingerprint=fingerprint, caller=principal.token_id
+            )
             if request.page_token
             else None
         )
@@ -253,7 +255,11 @@ class AuditLogServicer(
             rows, recorded = await _together(read(limit=limit + _FIRST_PAGE_EXTRA), record)
             page, after = _page_before(rows, recorded.seq, limit=limit, order=order)
         next_token = (
-            "" if after is None else encode_page_token(fingerprint=fingerprint, last_seq=after)
+            ""
+            if after is None
+            else self._page_tokens.encode(
+                fingerprint=fingerprint, last_seq=after, caller=principal.token_id
+            )
         )
         response = pb.QueryResponse(next_page_token=next_token)
         return encoded_response(response, "events", page, tenant_id=tenant_id)

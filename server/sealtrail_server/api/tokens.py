@@ -17,7 +17,8 @@ from ..auth.tokens import Authenticator
 from ..domain.access import Role, token_name_problem
 from ..domain.errors import InvalidArgument, NotFound
 from ..domain.event import parse_uuid
-from ..domain.filters import decode_page_token, encode_page_token, page_size
+from ..domain.filters import page_size
+from ..domain.page_tokens import PageTokens
 from ..store.appender import Appender
 from ..store.changes import Changes
 from ..store.database import Database
@@ -60,6 +61,7 @@ class TokenRpcs:
     _changes: Changes
     _appender: Appender
     _clock: Callable[[], datetime]
+    _page_tokens: PageTokens
     _authenticator: Authenticator | None
 
     async def CreateToken(
@@ -104,7 +106,9 @@ class TokenRpcs:
         limit = page_size(request.page_size)
         fingerprint = _fingerprint(principal.tenant_id)
         after = (
-            decode_page_token(request.page_token, fingerprint=fingerprint)
+            self._page_tokens.decode(
+                request.page_token, fingerprint=fingerprint, caller=principal.token_id
+            )
             if request.page_token
             else 0
         )
@@ -125,7 +129,9 @@ class TokenRpcs:
         return pb.ListTokensResponse(
             tokens=[_message(info) for info in page],
             next_page_token=(
-                encode_page_token(fingerprint=fingerprint, last_seq=page[-1].serial)
+                self._page_tokens.encode(
+                    fingerprint=fingerprint, last_seq=page[-1].serial, caller=principal.token_id
+                )
                 if len(rows) > limit
                 else ""
             ),

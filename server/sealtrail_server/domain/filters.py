@@ -8,10 +8,7 @@ A forged token can only move the position within the caller's own results.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,8 +35,6 @@ MAX_FILTER_VALUES: Final = 100
 MAX_TEXT: Final = 256
 _ACTION_PREFIX: Final = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*\.\*")
 _TRACE_ID: Final = re.compile(r"[0-9a-f]{32}")
-_TOKEN_VERSION: Final = 1
-_MAX_TOKEN_LENGTH: Final = 512  # real tokens are about 120 characters
 
 _Fail = Callable[[str, str], None]
 SEVERITY_RANKS: Final = {name: rank for rank, name in SEVERITIES.items()}
@@ -192,33 +187,6 @@ def page_size(requested: int) -> int:
     if requested < 0:
         raise InvalidArgument.field("page_size", "must not be negative")
     return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
-def encode_page_token(*, fingerprint: str, last_seq: int) -> str:
-    payload = json.dumps({"v": _TOKEN_VERSION, "f": fingerprint, "s": last_seq})
-    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
-
-
-def decode_page_token(token: str, *, fingerprint: str) -> int:
-    """The last seq of the previous page, if `token` belongs to this query."""
-    try:
-        if len(token) > _MAX_TOKEN_LENGTH:
-            raise ValueError
-        padded = token + "=" * (-len(token) % 4)
-        decoded = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
-        payload = json.loads(decoded)
-        if type(payload["v"]) is not int or payload["v"] != _TOKEN_VERSION:
-            raise ValueError
-        seq, bound_to = payload["s"], payload["f"]
-        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**63:
-            raise ValueError
-    except (ValueError, TypeError, KeyError, UnicodeError, binascii.Error):
-        raise InvalidArgument.field("page_token", "is not a page token of this API") from None
-    if bound_to != fingerprint:
-        raise InvalidArgument.field(
-            "page_token", "belongs to a query with another filter, order or tenant"
-        )
-    return seq
 
 
 class RecordMatcher:
