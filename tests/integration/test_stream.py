@@ -155,6 +155,43 @@ def test_a_slow_subscriber_receives_everything_in_order(
         tight.close()
 
 
+def test_heartbeats_go_on_while_a_busy_log_sends_a_filtered_stream_nothing(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """A heartbeat went out only after a heartbeat's time with no commit at
+    all: a log committing more often than that, none of it matching, kept
+    the stream silent (the cursor still, a proxy cutting the idle stream, a
+    revoked token's stream alive) for as long as it was busy (helper-64)."""
+    quick = ServerThread(migrated_database_url, stream_heartbeat_seconds=0.5)
+    try:
+        with AuditClient(quick.target, token=quick.token(tenant)) as client:
+            beats: queue.Queue[tuple[float, int]] = queue.Queue()
+
+            def run() -> None:
+                with contextlib.suppress(SealtrailError):  # ends when the client closes
+                    for _ in client.stream(
+                        build_filter(actions="never.happens"),
+                        on_heartbeat=lambda cursor: beats.put((time.monotonic(), cursor)),
+                    ):
+                        pass
+
+            threading.Thread(target=run, daemon=True).start()
+            assert beats.get(timeout=10)[1] == 1  # after its own audit_log.streamed
+            busy_until = time.monotonic() + 3
+            while time.monotonic() < busy_until:  # a commit every 0.1 s
+                client.record(action="stream.test", actor_id="u")
+                time.sleep(0.1)
+            during = []
+            while not beats.empty():
+                at, cursor = beats.get()
+                if at < busy_until:
+                    during.append(cursor)
+            assert len(during) >= 3, during  # about one each 0.5 s
+            assert during == sorted(during) and during[-1] > during[0] > 1
+    finally:
+        quick.close()
+
+
 def test_heartbeats_carry_the_cursor_of_an_idle_filtered_stream(
     migrated_database_url: str, tenant: str
 ) -> None:

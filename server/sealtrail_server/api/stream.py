@@ -250,30 +250,46 @@ class StreamRpcs:
         limit: int,
     ) -> AsyncGenerator[list[event_pb2.Event] | int, None]:
         """Matching events from the hub, a delivery's at a time, and positions
-        to report as heartbeats. Returns when the stream must read the table to
-        catch up."""
+        to report as heartbeats: after a heartbeat's time without a message,
+        whether or not the log grew meanwhile (a busy log none of whose events
+        match is no reason to fall silent). Returns when the stream must read
+        the table to catch up."""
+        clock = asyncio.get_running_loop().time
+        last_sent = clock()
         while not subscription.lagging:
+            quiet_for = clock() - last_sent
             try:
-                delivery = await asyncio.wait_for(subscription.queue.get(), self._heartbeat_seconds)
+                delivery = await asyncio.wait_for(
+                    subscription.queue.get(), max(0.0, self._heartbeat_seconds - quiet_for)
+                )
             except TimeoutError:
                 if await self._size(tenant_id, reached=position) > position:
                     return  # a notification was lost: read the table
                 yield position
+                last_sent = clock()
                 continue
             # Deliveries that queued while this stream was writing go out together.
             fresh, upto = unseen_events(delivery, subscription.queue, position)
+            sent = False
             if subscription.matcher.exact:
                 matches = subscription.matcher.matches
                 events = [_message(live) for live in fresh if matches(live.record)]
                 if events:
                     yield events
+                    sent = True
             elif fresh:  # full-text search: let the database decide
                 table = self._from_table(tenant_id, event_filter, position, upto, limit)
                 async with aclosing(table):
                     async for read in table:
                         if isinstance(read, list):  # no announcements asked here
                             yield read
+                            sent = True
             position = max(position, upto)
+            if sent:
+                last_sent = clock()
+            elif clock() - last_sent >= self._heartbeat_seconds:
+                yield position
+                last_sent = clock()
 
 
 def unseen_events(
