@@ -127,8 +127,13 @@ def test_hmac_mode_correlates_and_hash_secret_finds_it(
     assert first.description == f"login with password={expected}"
     assert json_format.MessageToDict(second.details) == {"password": expected}
     assert _found_in_database(sql, tenant, "hunter22") == 0
+    [hashed] = admin.query(build_filter(actions="tenant.secret_hashed"))
+    assert json_format.MessageToDict(hashed.details) == {"hmac": expected}  # each guess is seen
     found = admin.query(build_filter(text=expected.removeprefix("hmac-sha256:")))
     assert {event.id for event in found} >= {second.id}
+    # A secret searched for is not committed in clear by the search's own record.
+    admin.query(build_filter(text="password=hunter22"))
+    assert _found_in_database(sql, tenant, "hunter22") == 0
 
     other = client_for(f"{tenant}-other")
     assert other.hash_secret("hunter22") != expected  # keys are per tenant

@@ -23,7 +23,9 @@ from ..domain.event import (
     correlate,
     validate_event,
 )
+from ..domain.redaction import Redactor, tenant_key
 from ..store.appender import Appended, Appender
+from ..store.tenant_settings import SettingsCache
 from ..telemetry.context import current_correlation
 from .convert import caller_view
 
@@ -31,6 +33,32 @@ from .convert import caller_view
 def filter_details(event_filter: event_pb2.EventFilter) -> dict[str, Any]:
     """A filter as the details of the event that records its use."""
     return json_format.MessageToDict(event_filter)
+
+
+class FilterDetails:
+    """A caller's filter as the details of the access record of its use,
+    redacted as the tenant's events are: a secret pasted into a search (to
+    find where a leaked token appears) was committed in clear to the log for
+    good, in the record of that very search (helper-66)."""
+
+    def __init__(
+        self, redactor: Redactor | None, settings: SettingsCache, *, redaction_secret: bytes
+    ) -> None:
+        self._redactor = redactor
+        self._settings = settings
+        self._secret = redaction_secret
+
+    async def __call__(self, tenant_id: str, event_filter: event_pb2.EventFilter) -> dict[str, Any]:
+        details = filter_details(event_filter)
+        # Nearly every filter holds nothing to redact: no settings read then.
+        if self._redactor is None or not self._redactor.redact({"details": details}).found:
+            return details
+        settings = await self._settings.get(tenant_id)
+        key = tenant_key(self._secret, tenant_id) if settings.redaction_mode == "hmac" else None
+        redacted: dict[str, Any] = self._redactor.redact({"details": details}, hmac_key=key).body[
+            "details"
+        ]
+        return redacted
 
 
 async def record_access(

@@ -24,7 +24,7 @@ from ..store.appender import Appender
 from ..store.changes import refuse_if_erased_now, tenant_erased
 from ..store.database import Database
 from ..store.events import recent_exports, stream_events
-from .audited import filter_details, record_access
+from .audited import FilterDetails, record_access
 from .convert import event_from_record, filter_draft
 from .guard import current_principal
 
@@ -59,6 +59,7 @@ class ExportRpcs:
     _clock: Callable[[], datetime]
     _export_limit: int
     _export_window: float
+    _filter_details: FilterDetails
 
     async def Export(
         self, request: pb.ExportRequest, context: Context
@@ -147,6 +148,9 @@ class ExportRpcs:
                 now=self._clock(),
                 action="audit_log.exported",
                 description=f"Exported audit events as {name}",
-                details={"format": name, "filter": filter_details(request.filter)},
+                details={
+                    "format": name,
+                    "filter": await self._filter_details(principal.tenant_id, request.filter),
+                },
             )
         ).event_id

@@ -41,7 +41,7 @@ from ..store.tenant_settings import SettingsCache
 from ..stream.hub import StreamHub
 from ..telemetry.context import current_correlation
 from .alerting import AlertingRpcs
-from .audited import filter_details, record_access
+from .audited import FilterDetails, record_access
 from .convert import (
     caller_view,
     encoded_response,
@@ -119,6 +119,9 @@ class AuditLogServicer(
         self._redactor = redactor
         self._redaction_secret = redaction_secret
         self._page_tokens = PageTokens(redaction_secret)
+        self._filter_details = FilterDetails(
+            redactor, settings_cache, redaction_secret=redaction_secret
+        )
         self._authenticator = authenticator
         self._signed_checkpoints = {}
         self._sizes_seen = {}
@@ -250,7 +253,10 @@ class AuditLogServicer(
                 now=self._clock(),
                 action="audit_log.queried",
                 description="Queried audit events",
-                details={"filter": filter_details(request.filter), "order": order},
+                details={
+                    "filter": await self._filter_details(tenant_id, request.filter),
+                    "order": order,
+                },
             )
             rows, recorded = await _together(read(limit=limit + _FIRST_PAGE_EXTRA), record)
             page, after = _page_before(rows, recorded.seq, limit=limit, order=order)

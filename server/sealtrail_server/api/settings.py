@@ -133,5 +133,18 @@ class SettingsRpcs:
         size = len(request.value.encode())
         if not 1 <= size <= MAX_SECRET_BYTES:
             raise InvalidArgument.field("value", f"has {size} bytes; send 1 to {MAX_SECRET_BYTES}")
-        key = tenant_key(self._redaction_secret, current_principal().tenant_id)
-        return pb.HashSecretResponse(hmac=hmac_token(key, request.value))
+        principal = current_principal()
+        token = hmac_token(tenant_key(self._redaction_secret, principal.tenant_id), request.value)
+        # Recorded as any read: each guess at a secret behind an HMAC in the log
+        # (a password from a dictionary) leaves a trace, the HMAC it tried.
+        await record_access(
+            self._appender,
+            principal,
+            now=self._clock(),
+            action="tenant.secret_hashed",
+            category=event_pb2.CATEGORY_SECURITY,
+            resource_type="tenant",
+            description="Computed the HMAC of a secret, to search the log for it",
+            details={"hmac": token},
+        )
+        return pb.HashSecretResponse(hmac=token)

@@ -32,7 +32,7 @@ from ..store.events import first_seq_received_since, stream_events
 from ..store.retention import first_kept_after, purged_between
 from ..store.tree import tree_size
 from ..stream.hub import Delivery, LiveEvent, StreamHub, Subscription
-from .audited import filter_details, record_access
+from .audited import FilterDetails, record_access
 from .convert import event_from_data, event_from_record, filter_draft
 from .guard import current_principal
 
@@ -63,6 +63,7 @@ class StreamRpcs:
     _clock: Callable[[], datetime]
     _hub: StreamHub
     _heartbeat_seconds: float
+    _filter_details: FilterDetails
 
     async def StreamEvents(
         self, request: pb.StreamEventsRequest, context: Context
@@ -82,7 +83,10 @@ class StreamRpcs:
             now=self._clock(),
             action="audit_log.streamed",
             description="Subscribed to audit events",
-            details={"filter": filter_details(request.filter), "start": start},
+            details={
+                "filter": await self._filter_details(tenant_id, request.filter),
+                "start": start,
+            },
         )
         matcher = RecordMatcher(event_filter)
         subscription = await self._hub.subscribe(tenant_id, matcher)

@@ -84,6 +84,7 @@ OWN_ACTIONS: Final = frozenset(
         "sink.deleted",
         "sink.replay_requested",
         "sink.updated",
+        "tenant.secret_hashed",
         "tenant.settings_updated",
     }
 )
