@@ -173,6 +173,22 @@ def test_idempotency_key_reused_for_another_event_is_refused(client: AuditClient
     with pytest.raises(AlreadyExistsError) as caught:
         client.record(full_event(idempotency_key=sent.idempotency_key, description="other"))
     assert caught.value.reason == "IDEMPOTENCY_KEY_REUSED"
+    # true is not 1, though Python's == holds True == 1.
+    at = datetime.now(UTC)
+
+    def admin(flag: object) -> event_pb2.Event:
+        return build_event(
+            action="a.b", actor_id="u", idempotency_key="k-bool", details={"admin": flag}
+        )
+
+    first = admin(1)
+    first.occurred_at.FromDatetime(at)
+    assert not client.record(first).deduplicated
+    assert client.record(first).deduplicated
+    second = admin(True)
+    second.occurred_at.FromDatetime(at)
+    with pytest.raises(AlreadyExistsError):
+        client.record(second)
 
 
 def test_record_batch_answers_each_entry_in_order(client: AuditClient) -> None:

@@ -48,6 +48,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Tracer
 from psycopg import sql
 
+from ..domain.canonical import canonical_json
 from ..domain.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -881,7 +882,9 @@ def _replay(earlier: Appended, event: ValidEvent) -> AppendOutcome:
         # The server chose occurred_at for this request, so it cannot match.
         stored.pop("occurred_at", None)
         sent = {k: v for k, v in sent.items() if k != "occurred_at"}
-    if stored != sent:
+    # Compared as canonical JSON, as they are hashed: Python's == holds
+    # True == 1, so `{"admin": true}` passed for a retry of `{"admin": 1}`.
+    if canonical_json(stored, plain=False) != canonical_json(sent, plain=False):
         return AlreadyExists(
             f"idempotency key {event.idempotency_key!r} was used for a different event"
             f" (seq {earlier.seq})",
