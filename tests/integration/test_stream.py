@@ -8,6 +8,7 @@ import contextlib
 import queue
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -402,3 +403,10 @@ async def test_events_per_message_is_bounded_and_checked(server: ServerThread, t
             await negative.read()
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "max_events_per_message" in (refused.value.details() or "")
+        # From a time to come, it started at the log's end and sent what came before it.
+        tomorrow = pb.StreamEventsRequest()
+        tomorrow.since.FromDatetime(datetime.now(UTC) + timedelta(days=1))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.StreamEvents(tomorrow, metadata=metadata).read()
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "since" in (refused.value.details() or "")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import aclosing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -23,7 +23,12 @@ from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import event_pb2
 
 from ..domain.errors import FailedPrecondition, InvalidArgument
-from ..domain.event import MAX_SEQ, checked_timestamp, format_timestamp
+from ..domain.event import (
+    MAX_FUTURE_SKEW_SECONDS,
+    MAX_SEQ,
+    checked_timestamp,
+    format_timestamp,
+)
 from ..domain.filters import EventFilter, RecordMatcher, validate_filter
 from ..store.appender import Appender
 from ..store.changes import tenant_erased
@@ -76,7 +81,7 @@ class StreamRpcs:
             else EventFilter()
         )
         limit = _batch_limit(request.max_events_per_message)
-        start = _start_details(request)  # checked before it is recorded
+        start = _start_details(request, now=self._clock())  # checked before it is recorded
         await record_access(
             self._appender,
             principal,
@@ -335,7 +340,7 @@ def _interleaved(
         yield pb.PurgedRange(after_seq=previous, through_seq=through_seq, count=counts[-1])
 
 
-def _start_details(request: pb.StreamEventsRequest) -> dict[str, Any]:
+def _start_details(request: pb.StreamEventsRequest, *, now: datetime) -> dict[str, Any]:
     """Where the stream starts, as its access record shows it; InvalidArgument
     for a start no log can have."""
     start = request.WhichOneof("start")
@@ -345,6 +350,12 @@ def _start_details(request: pb.StreamEventsRequest) -> dict[str, Any]:
         return {"after_seq": request.after_seq}
     if start == "since":
         since = checked_timestamp(request.since.seconds, request.since.nanos, field="since")
+        if since > now + timedelta(seconds=MAX_FUTURE_SKEW_SECONDS):
+            # The stream would start at the log's end and send what is received
+            # before that time, which it was asked not to.
+            raise InvalidArgument.field(
+                "since", "is in the future; leave the start unset to follow from now"
+            )
         return {"since": format_timestamp(since)}
     return {"live": True}
 

@@ -430,7 +430,9 @@ class StreamEventsRequest(_message.Message):
 
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
-        """Deliver events received at or after this time."""
+        """Deliver events received at or after this time. More than five minutes
+        ahead of the server's clock is INVALID_ARGUMENT.
+        """
 
     def __init__(
         self,
