@@ -75,6 +75,17 @@ def test_a_call_inside_a_span_and_a_request_carries_both() -> None:
     assert sealtrail.current_request_id() is None
 
 
+def test_the_callers_baggage_is_not_sent() -> None:
+    """Sealtrail reads no baggage; the caller's (user ids, say) stays with it."""
+    token = otel_context.attach(baggage.set_baggage("user.email", "ann@example.com"))
+    try:
+        with trace.use_span(caller_span()):
+            metadata = sent()
+    finally:
+        otel_context.detach(token)
+    assert "baggage" not in metadata and metadata["traceparent"] == [TRACEPARENT]
+
+
 def test_outside_a_span_and_a_request_a_call_gets_a_new_request_id_and_no_trace() -> None:
     first, second = sent(), sent()
     assert "traceparent" not in first
@@ -101,14 +112,6 @@ def test_a_caller_who_sent_a_trace_header_gets_none_of_the_current_contexts() ->
         otel_context.detach(token)
     assert set(metadata) == {"traceparent", "x-request-id"}
     assert metadata["traceparent"] == [own[0][1]]
-
-
-def test_baggage_travels_with_the_trace_context() -> None:
-    token = otel_context.attach(baggage.set_baggage("tenant", "acme"))
-    try:
-        assert sent()["baggage"] == ["tenant=acme"]
-    finally:
-        otel_context.detach(token)
 
 
 def test_streams_are_intercepted_too() -> None:

@@ -100,6 +100,9 @@ def correlation_metadata(existing: Metadata | None) -> list[tuple[str, str]]:
     present = {key for key, _ in existing or ()}
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
+    # The caller's baggage (user ids, tenant names) is for its own services:
+    # Sealtrail reads none of it, so none of it leaves for Sealtrail.
+    carrier.pop("baggage", None)
     # Baggage is not a trace: a caller's own may go with the current trace.
     own_trace = not present.isdisjoint(propagate.get_global_textmap().fields - {"baggage"})
     added = [] if own_trace else list(carrier.items())
