@@ -205,6 +205,34 @@ def test_a_query_whose_record_the_database_refuses_answers_no_page(
     assert [event.action for event in client.query()] == ["doc.read"]
 
 
+def test_a_token_whose_creation_cannot_be_recorded_is_never_created(
+    client_for: Any, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """Created first and undone when its record failed, a token lived on,
+    unrecorded, whenever the undo failed too (the database down for both)."""
+    admin = client_for(tenant, max_attempts=1)
+    tokens = "SELECT count(*) FROM api_tokens WHERE tenant_id = %s"
+    before = sql.execute(tokens, [tenant]).fetchone()
+    refuse = psycopg.sql.SQL(
+        "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN IF NEW.tenant_id = {tenant} AND NEW.action = 'api_token.created' THEN"
+        " RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$;"
+        " CREATE TRIGGER refuse_token_records BEFORE INSERT ON events"
+        " FOR EACH ROW EXECUTE FUNCTION {function}()"
+    ).format(function=psycopg.sql.Identifier(f"refuse_{tenant}"), tenant=tenant)
+    sql.execute(refuse)
+    try:
+        with pytest.raises(UnavailableError):
+            admin.create_token("admin")
+    finally:
+        sql.execute("DROP TRIGGER refuse_token_records ON events")
+        sql.execute(
+            psycopg.sql.SQL("DROP FUNCTION {}()").format(psycopg.sql.Identifier(f"refuse_{tenant}"))
+        )
+    assert sql.execute(tokens, [tenant]).fetchone() == before
+    assert admin.create_token("reader").token.role  # and the next one is created
+
+
 def test_verify_log_is_recorded_with_its_outcome(
     client: AuditClient, tenant: str, sql: psycopg.Connection[Any]
 ) -> None:

@@ -4,6 +4,8 @@ servicer."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final
@@ -14,7 +16,7 @@ from sealtrail.v1 import access_pb2 as pb
 from sealtrail.v1 import event_pb2
 
 from ..auth.tokens import Authenticator
-from ..domain.access import Role, token_name_problem
+from ..domain.access import Principal, Role, token_name_problem
 from ..domain.errors import InvalidArgument, NotFound
 from ..domain.event import parse_uuid
 from ..domain.filters import page_size
@@ -23,12 +25,12 @@ from ..store.appender import Appender
 from ..store.changes import Changes
 from ..store.database import Database
 from ..store.tokens import (
+    IssuedToken,
     TokenInfo,
     create_token,
     list_tokens,
     mark_revoked,
     read_token,
-    revoke_token,
 )
 from .audited import record_access
 from .guard import current_principal
@@ -73,27 +75,36 @@ class TokenRpcs:
             raise InvalidArgument.field("role", "must be RECORDER, READER, EXPORTER or ADMIN")
         if problem := token_name_problem(request.name):
             raise InvalidArgument.field("name", problem)
-        issued = await create_token(
-            self._db, tenant_id=principal.tenant_id, role=role, name=request.name
-        )
-        try:
-            event_id = (
-                await record_access(
-                    self._appender,
-                    principal,
-                    now=self._clock(),
-                    action="api_token.created",
-                    category=event_pb2.CATEGORY_SECURITY,
-                    resource_type="api_token",
-                    resource_id=issued.token_id,
-                    description=f"Created an API token with role {role.value}",
-                    details={"role": role.value, "name": request.name},
-                )
-            ).event_id
-        except BaseException:
-            # Its creation could not be recorded: the token must not live on.
-            await revoke_token(self._db, token_id=issued.token_id, tenant_id=principal.tenant_id)
-            raise
+        token_id = str(uuid.uuid4())
+
+        async def create() -> tuple[IssuedToken, str]:
+            # Recorded before the token exists: a token never lives without its
+            # record. (Recorded after, a failed record's undo could fail too,
+            # the database being down, and leave it live and unrecorded.) A
+            # creation failing after its record leaves the record of a token
+            # that never worked.
+            recorded = await record_access(
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="api_token.created",
+                category=event_pb2.CATEGORY_SECURITY,
+                resource_type="api_token",
+                resource_id=token_id,
+                description=f"Created an API token with role {role.value}",
+                details={"role": role.value, "name": request.name},
+            )
+            issued = await create_token(
+                self._db,
+                tenant_id=principal.tenant_id,
+                role=role,
+                name=request.name,
+                token_id=token_id,
+            )
+            return issued, recorded.event_id
+
+        # A caller going away does not stop it halfway.
+        issued, event_id = await asyncio.shield(asyncio.ensure_future(create()))
         info = TokenInfo(
             issued.token_id, issued.tenant_id, role.value, request.name, issued.created_at, None
         )
@@ -144,6 +155,12 @@ class TokenRpcs:
         token_id = parse_uuid(request.token_id)
         if token_id is None:
             raise InvalidArgument.field("token_id", "must be a UUID")
+        # Its record, the revocation and this process's forgetting of the token
+        # go together: a caller going away between the record and the
+        # revocation left a token the log says was revoked, live.
+        return await asyncio.shield(asyncio.ensure_future(self._revoke(principal, token_id)))
+
+    async def _revoke(self, principal: Principal, token_id: str) -> pb.RevokeTokenResponse:
         # One revocation at a time: a second one finds the token revoked, and
         # answers it as it is, recording nothing (a retry whose answer was lost).
         tenant_id = principal.tenant_id

@@ -22,9 +22,12 @@ class IssuedToken:
     created_at: datetime
 
 
-async def create_token(db: Database, *, tenant_id: str, role: Role, name: str = "") -> IssuedToken:
+async def create_token(
+    db: Database, *, tenant_id: str, role: Role, name: str = "", token_id: str | None = None
+) -> IssuedToken:
+    """A new token (with `token_id`, else a new one) and its secret, shown once."""
     secret = new_token()
-    token_id = uuid.uuid4()
+    token_id = token_id or str(uuid.uuid4())
     async with db.connection(tenant_id) as conn, conn.transaction():
         # An erasure of the tenant in progress is waited for (a while, holding
         # a pooled connection): created before its commit, the token would
@@ -41,7 +44,7 @@ async def create_token(db: Database, *, tenant_id: str, role: Role, name: str = 
         raise tenant_erased(tenant_id)
     created_at = row[0]
     assert isinstance(created_at, datetime)
-    return IssuedToken(str(token_id), tenant_id, role, secret, created_at)
+    return IssuedToken(token_id, tenant_id, role, secret, created_at)
 
 
 async def find_principal(db: Database, digest: bytes) -> Principal | None:
