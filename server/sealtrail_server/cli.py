@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -149,8 +150,7 @@ async def _issue_dev_token(settings: Settings, url: str) -> None:
     try:
         if await count_tokens(db):
             return
-        issued = await create_token(db, tenant_id=DEV_TENANT, role=Role.ADMIN, name="development")
-        await _record_created(db, issued, name="development")
+        issued = await _recorded_token(db, DEV_TENANT, Role.ADMIN, "development")
     except SealtrailError as error:
         if error.reason != "TENANT_ERASED":
             raise
@@ -206,26 +206,22 @@ def token_create(
 
 async def _create_token(urls: _Urls, tenant: str, role: Role, name: str) -> IssuedToken:
     async with _database(urls) as db:
-        issued = await create_token(db, tenant_id=tenant, role=role, name=name)
-        await _record_created(db, issued, name=name)
-        return issued
+        return await _recorded_token(db, tenant, role, name)
 
 
-async def _record_created(db: Database, issued: IssuedToken, *, name: str) -> None:
-    """Record a token's creation; a token whose creation cannot be recorded is
-    revoked again (as the API does): no token lives without its event."""
-    try:
-        await _record_operator_action(
-            db,
-            issued.tenant_id,
-            action="api_token.created",
-            token_id=issued.token_id,
-            description=f"Created an API token with role {issued.role.value}",
-            details={"role": issued.role.value, "name": name},
-        )
-    except BaseException:
-        await revoke_token(db, token_id=issued.token_id, tenant_id=issued.tenant_id)
-        raise
+async def _recorded_token(db: Database, tenant: str, role: Role, name: str) -> IssuedToken:
+    """A new token, its creation recorded first (as the API does): no token
+    lives without its record, even if the database fails between the two."""
+    token_id = str(uuid.uuid4())
+    await _record_operator_action(
+        db,
+        tenant,
+        action="api_token.created",
+        token_id=token_id,
+        description=f"Created an API token with role {role.value}",
+        details={"role": role.value, "name": name},
+    )
+    return await create_token(db, tenant_id=tenant, role=role, name=name, token_id=token_id)
 
 
 def _operator() -> str:
@@ -265,6 +261,8 @@ async def _record_operator_action(
             details=details,
         )
     except SealtrailError as error:
+        if error.reason == "TENANT_ERASED":
+            raise  # what the caller tells apart (no development token then)
         raise click.ClickException(f"could not record {action}: {error}") from None
     finally:
         await appender.stop()
