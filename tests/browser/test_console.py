@@ -7,8 +7,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import psycopg
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
@@ -17,6 +19,7 @@ from selenium.webdriver.support import expected_conditions as seen
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from sealtrail import AuditClient, build_event
+from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
 
 WAIT = 15
@@ -124,6 +127,37 @@ def test_a_row_expands_into_every_field_the_diff_and_the_json(
     detail.find_element(By.XPATH, ".//button[contains(., 'Check inclusion proof')]").click()
     wait(browser).until(lambda b: "verified" in detail.text or "FAILED" in detail.text)
     assert "verified: in the log of" in detail.text
+
+
+def test_a_row_rewritten_in_the_database_fails_its_proof_check(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+    sql: psycopg.Connection[Any],
+) -> None:
+    """The row shown is a stored view of the record: rewritten (its leaf hash
+    kept), it showed a changed description beside "verified" (helper-65)."""
+    forged = event_pb2.Event(description="nothing to see").SerializeToString()
+    sql.execute("SET session_replication_role = replica")  # past the refusal of UPDATE
+    sql.execute(
+        "UPDATE events SET event_view = event_view || %s"
+        " WHERE tenant_id = %s AND action = 'member.invite'",
+        [forged, tenant],
+    )
+    sign_in(browser, console_url + "?actions=member.invite", console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: len(r) == 1)
+    browser.find_element(By.CSS_SELECTOR, "#events tbody tr.event").send_keys(Keys.ENTER)
+    detail = wait(browser).until(
+        seen.visibility_of_element_located((By.CSS_SELECTOR, "#events tr.detail"))
+    )
+    assert "nothing to see" in detail.text
+    detail.find_element(By.XPATH, ".//button[contains(., 'Check inclusion proof')]").click()
+    wait(browser).until(lambda b: "verified" in detail.text or "FAILED" in detail.text)
+    assert "FAILED: the row shown differs from the record the proof covers (description)" in (
+        detail.text
+    )
 
 
 def test_a_live_event_arrives_at_the_top(

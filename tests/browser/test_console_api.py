@@ -3,6 +3,8 @@ more (no token, a recorder's, another tenant's), and its errors are clear."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import urllib.error
 import urllib.request
@@ -10,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sealtrail import AuditClient
+from sealtrail import AuditClient, build_event
 from tests.conftest import ServerThread
 
 
@@ -54,6 +56,9 @@ def test_no_token_a_recorder_and_bad_parameters_are_refused(
     assert status == 400 and "format" in body["error"]
     status, body = get(api + "proof?seq=999999", reader)
     assert status == 404
+    for bad in ("proof?seq=%C2%B2", "proof?seq=99999999999999999999", "stream?after_seq=x"):
+        status, body = get(api + bad, reader)  # "²" is a digit to str.isdigit, not to int()
+        assert status == 400 and ("seq" in body["error"]), (bad, status, body)
 
 
 def test_a_token_sees_its_own_tenant_only(
@@ -114,3 +119,23 @@ def get_with(url: str, token: str, headers: dict[str, str]) -> tuple[int, Any]:
     request = urllib.request.Request(url, headers={**headers, "Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=10) as answer:
         return answer.status, answer.read()
+
+
+def test_an_export_is_its_chunks_then_its_manifest_which_they_match(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """Relayed as raw bytes, a cut export could pass for a complete one and its
+    manifest never reached the page: each piece is a line, the manifest the
+    last, and an error after the start is a line too."""
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as writer:
+        writer.record_batch([build_event(action="doc.read", actor_id=f"u{n}") for n in range(300)])
+    url = api + "export?format=csv&actions=doc.read"
+    status, body = get_with(url, console_server.token(tenant), {})
+    assert status == 200
+    lines = [json.loads(line) for line in body.decode().splitlines()]
+    *chunks, last = lines
+    data = b"".join(base64.b64decode(line["chunk"]) for line in chunks)
+    manifest = last["manifest"]
+    assert int(manifest["row_count"]) == 300 and int(manifest["byte_count"]) == len(data)
+    assert base64.b64decode(manifest["sha256"]) == hashlib.sha256(data).digest()
+    assert data.decode().count("doc.read") == 300

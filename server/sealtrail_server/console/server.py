@@ -11,15 +11,24 @@ travels in `Authorization: Bearer` on each request; nothing is kept here.
     GET  /api/signin            checks a token (GetVerifierKeys: any reading role)
     GET  /api/events            Query: filter in the query string, ?page_token=
     GET  /api/stream            StreamEvents from ?after_seq=, as NDJSON lines
-    GET  /api/export            Export ?format=csv|ndjson, the file as it streams
+    GET  /api/export            Export ?format=csv|ndjson, as NDJSON lines: the file's
+                                chunks ({"chunk": base64}), then {"manifest": ...}
     GET  /api/proof             GetInclusionProof ?seq=, with the checkpoint
+
+An error before an answer has begun is its HTTP status with a JSON body; one
+after (a stream or an export cut by a revocation, an erasure, an outage) is a
+last line {"error": ..., "code": ...}: a second answer cannot be sent, and an
+answer that just stops could pass for a complete one. An export without its
+manifest line is not complete, whatever the connection did.
 """
 
 from __future__ import annotations
 
 import asyncio.base_events
+import base64
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, cast
@@ -46,10 +55,8 @@ _STATUS: Final = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
     grpc.StatusCode.UNAVAILABLE: 503,
 }
-_EXPORT_FORMATS: Final = {
-    "csv": (pb.EXPORT_FORMAT_CSV, "text/csv; charset=utf-8"),
-    "ndjson": (pb.EXPORT_FORMAT_NDJSON, "application/x-ndjson"),
-}
+_EXPORT_FORMATS: Final = {"csv": pb.EXPORT_FORMAT_CSV, "ndjson": pb.EXPORT_FORMAT_NDJSON}
+_SEQ: Final = re.compile(r"[0-9]{1,19}")
 # Query-string parameters -> EventFilter fields (repeated ones comma-separated).
 _REPEATED: Final = ("actions", "categories", "outcomes")
 _SINGLE: Final = ("actor", "resource_type", "resource_id", "request_id", "trace_id", "text")
@@ -113,10 +120,13 @@ class Console:
     """The console's HTTP server, calling the gRPC service at `grpc_target`."""
 
     def __init__(self, grpc_target: str, *, listen: str) -> None:
-        self._channel = grpc.aio.insecure_channel(grpc_target)
+        # As the clients do: a page of 100 large events outgrows gRPC's default 4 MiB.
+        self._channel = grpc.aio.insecure_channel(
+            grpc_target, options=[("grpc.max_receive_message_length", 96 * 1024 * 1024)]
+        )
         self._stub = audit_service_pb2_grpc.AuditLogServiceStub(self._channel)
         host, _, port = listen.rpartition(":")
-        self._host, self._port = host or "127.0.0.1", int(port)
+        self._host, self._port = host.strip("[]") or "127.0.0.1", int(port)
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -191,8 +201,8 @@ class Console:
             filter=event_filter(request.query), max_events_per_message=100
         )
         after = request.query.get("after_seq", "")
-        if after.isdigit():
-            stream_request.after_seq = int(after)
+        if after:
+            stream_request.after_seq = _seq(after, "after_seq")
         call = self._stub.StreamEvents(stream_request, metadata=self._metadata(request))
         response: web.StreamResponse | None = None
         try:
@@ -201,6 +211,10 @@ class Console:
                     response = await _streaming(request, "application/x-ndjson")
                 lines = [json.dumps(_json(e)) + "\n" for e in _events_of(message)]
                 await response.write("".join(lines).encode() or b"\n")  # heartbeats keep it open
+        except grpc.aio.AioRpcError as error:
+            if response is None:
+                raise
+            await response.write(_error_line(error))
         finally:
             call.cancel()
         if response is None:  # ended before the first message
@@ -211,37 +225,57 @@ class Console:
         chosen = _EXPORT_FORMATS.get(request.query.get("format", "csv"))
         if chosen is None:
             raise BadParameter("format: csv or ndjson")
-        export_format, content_type = chosen
         call = self._stub.Export(
-            pb.ExportRequest(filter=event_filter(request.query), format=export_format),
+            pb.ExportRequest(filter=event_filter(request.query), format=chosen),
             metadata=self._metadata(request),
         )
         response: web.StreamResponse | None = None
         try:
             async for message in call:
                 if response is None:
-                    response = await _streaming(request, content_type)
+                    response = await _streaming(request, "application/x-ndjson")
+                line: dict[str, Any]
                 if message.HasField("chunk"):
-                    await response.write(message.chunk)
+                    line = {"chunk": base64.b64encode(message.chunk).decode()}
+                elif message.HasField("manifest"):
+                    line = {"manifest": _json(message.manifest)}
+                else:
+                    continue
+                await response.write(json.dumps(line).encode() + b"\n")
+        except grpc.aio.AioRpcError as error:
+            if response is None:
+                raise
+            await response.write(_error_line(error))
         finally:
             call.cancel()
         if response is None:
-            response = await _streaming(request, content_type)
+            response = await _streaming(request, "application/x-ndjson")
         await response.write_eof()
         return response
 
     async def _proof(self, request: web.Request) -> web.Response:
-        seq = request.query.get("seq", "")
-        if not seq.isdigit():
-            raise BadParameter("seq: a positive number")
+        seq = _seq(request.query.get("seq", ""), "seq")
         metadata = self._metadata(request)
         answer = await self._stub.GetInclusionProof(
-            integrity_pb2.GetInclusionProofRequest(seq=int(seq)), metadata=metadata
+            integrity_pb2.GetInclusionProofRequest(seq=seq), metadata=metadata
         )
         keys = await self._stub.GetVerifierKeys(
             integrity_pb2.GetVerifierKeysRequest(), metadata=metadata
         )
         return web.json_response({"proof": _json(answer), "keys": _json(keys)})
+
+
+def _seq(text: str, name: str) -> int:
+    """A seq from the query string; BadParameter naming `name` if it is none."""
+    if _SEQ.fullmatch(text) is None or int(text) >= 2**63:
+        raise BadParameter(f"{name}: a number from 0 to 2^63 - 1")
+    return int(text)
+
+
+def _error_line(error: grpc.aio.AioRpcError) -> bytes:
+    """The last line of an answer a gRPC error cut short."""
+    line = {"error": error.details() or error.code().name, "code": error.code().name}
+    return json.dumps(line).encode() + b"\n"
 
 
 def _events_of(message: pb.StreamEventsResponse) -> list[event_pb2.Event]:

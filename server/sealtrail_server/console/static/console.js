@@ -294,6 +294,21 @@ async function signatureChecks(note, keys) {
   return false;
 }
 
+// The fields of a shown row that the proven record does not hold as shown.
+function differences(event, record) {
+  const fields = {
+    id: [event.id, record.id],
+    seq: [String(event.seq), String(record.seq)],
+    action: [event.action, record.action],
+    description: [event.description || "", record.description || ""],
+    "actor.id": [event.actor?.id, record.actor?.id],
+    "resource.id": [event.resource?.id || "", record.resource?.id || ""],
+    "resource.type": [event.resource?.type || "", record.resource?.type || ""],
+    "context.ip": [event.context?.ip || "", record.context?.ip || ""],
+  };
+  return Object.entries(fields).filter(([, [shown, proven]]) => shown !== proven).map(([name]) => name);
+}
+
 function proofButton(event) {
   const wrapper = document.createElement("p");
   const button = document.createElement("button");
@@ -310,15 +325,24 @@ function proofButton(event) {
       const record = bytes(proof.record);
       const leaf = await sha256(Uint8Array.of(0), record);
       const checkpoint = proof.checkpoint;
-      const root = await rootFrom(Number(event.seq) - 1, checkpoint.tree_size, leaf, (proof.proof || []).map(bytes));
-      const ok = equal(leaf, bytes(event.leaf_hash)) && root && equal(root, bytes(checkpoint.root_hash));
+      // The size and root the signature covers: those of the note itself, not
+      // the copies beside it, which a rewritten database could change alone.
+      const [, sizeLine, rootLine] = checkpoint.note.split("\n");
+      const root = await rootFrom(Number(event.seq) - 1, sizeLine, leaf, (proof.proof || []).map(bytes));
+      const ok = equal(leaf, bytes(event.leaf_hash)) && root && equal(root, bytes(rootLine));
+      // The row shown is a stored view of the record: it must say what the proven record says.
+      const differing = differences(event, JSON.parse(new TextDecoder().decode(record)));
       let signed = false;
       try { signed = await signatureChecks(checkpoint.note, keys.keys || []); } catch { signed = false; }
-      result.className = ok && signed ? "proof-ok" : "proof-bad";
-      result.textContent = ok && signed
-        ? ` verified: in the log of ${checkpoint.tree_size} events, checkpoint signed by ${checkpoint.origin}`
-        : ok ? " the proof leads to the checkpoint's root, but its signature did not verify here"
-          : " FAILED: this event does not lead to the signed root";
+      result.className = ok && signed && !differing.length ? "proof-ok" : "proof-bad";
+      result.textContent = differing.length
+        ? ` FAILED: the row shown differs from the record the proof covers (${differing.join(", ")})`
+        : ok && signed
+          ? ` verified: in the log of ${sizeLine} events, checkpoint signed by ${checkpoint.origin}`
+            + " with a key this server publishes (pin it with `sealtrail verify --key` to check"
+            + " against the server itself)"
+          : ok ? " the proof leads to the checkpoint's root, but its signature did not verify here"
+            : " FAILED: this event does not lead to the signed root";
     } catch (error) {
       result.className = "proof-bad";
       result.textContent = ` could not check: ${error.message}`;
@@ -348,6 +372,8 @@ async function startLive() {
       const lines = pending.split("\n");
       pending = lines.pop();
       const events = lines.filter((line) => line.trim()).map((line) => JSON.parse(line));
+      const failure = events.find((line) => line.error);  // the stream was cut short
+      if (failure) throw new Error(failure.error);
       if (events.length) addEvents(events.reverse(), { atTop: true });
     }
   } catch (error) {
@@ -362,29 +388,53 @@ function stopLive() {
 
 // --- export -------------------------------------------------------------------
 
+// The parsed NDJSON lines of a response, as they arrive.
+async function* lines(response) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let pending = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    pending += value;
+    const complete = pending.split("\n");
+    pending = complete.pop();
+    for (const line of complete) if (line.trim()) yield JSON.parse(line);
+  }
+  if (pending.trim()) yield JSON.parse(pending);
+}
+
 async function exportAs(format) {
   const status = $("#status");
   const params = apiFilter(new URLSearchParams(location.search));
   params.set("format", format);
   try {
     const response = await api("/api/export", params);
-    const reader = response.body.getReader();
+    // NDJSON lines: the file's chunks, then its manifest; or an error that cut it short.
     const chunks = [];
     let received = 0;
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      chunks.push(value);
-      received += value.length;
+    let manifest = null;
+    for await (const line of lines(response)) {
+      if (line.error) throw new Error(`${line.error} (cut short after ${received.toLocaleString()} bytes)`);
+      if (line.manifest) { manifest = line.manifest; continue; }
+      const chunk = bytes(line.chunk);
+      chunks.push(chunk);
+      received += chunk.length;
       status.textContent = `Exporting… ${received.toLocaleString()} bytes`;
     }
+    if (!manifest) throw new Error(`cut short after ${received.toLocaleString()} bytes`);
+    const file = new Blob(chunks, { type: format === "csv" ? "text/csv" : "application/x-ndjson" });
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", await file.arrayBuffer()));
+    if (received !== Number(manifest.byte_count) || !equal(digest, bytes(manifest.sha256))) {
+      throw new Error("the file does not match its manifest (size or SHA-256)");
+    }
     const link = document.createElement("a");
-    link.href = URL.createObjectURL(new Blob(chunks, { type: response.headers.get("Content-Type") }));
+    link.href = URL.createObjectURL(file);
     link.download = `sealtrail-export.${format}`;
     document.body.append(link);
     link.click();
     link.remove();
-    status.textContent = `Exported ${received.toLocaleString()} bytes (${format.toUpperCase()}).`;
+    status.textContent = `Exported ${Number(manifest.row_count || 0).toLocaleString()} events,`
+      + ` ${received.toLocaleString()} bytes (${format.toUpperCase()}), checked against its manifest.`;
   } catch (error) {
     status.textContent = "";
     $("#error").textContent = `Export failed: ${error.message}`;
