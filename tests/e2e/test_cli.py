@@ -190,6 +190,11 @@ def test_bundle_and_verify_from_the_command_line(
     verified = run("sealtrail", "verify", str(tmp_path / "b"), "--key", key, "--tenant", tenant)
     assert verified.stdout.startswith("OK: 2 records (seq 2..4)")
     assert "partial bundle" in verified.stderr  # records left out would not be noticed
+    whole_required = run(
+        "sealtrail", "verify", str(tmp_path / "b"), "--key", key, "--complete", check=False
+    )
+    assert whole_required.returncode == 1
+    assert whole_required.stderr.startswith("FAILED: a partial bundle (2 records of ")
     elsewhere = run(
         "sealtrail", "verify", str(tmp_path / "b"), "--key", key, "--tenant", "other", check=False
     )
@@ -209,6 +214,11 @@ def test_bundle_and_verify_from_the_command_line(
     # and what Query shows of each (ADR 0022), now with that verify-log's access record
     with_views = run("sealtrail", "verify-log", "--check-views", env=cli_env).stdout
     assert re.match(r"OK: 7 records, 7 views and \d+ checkpoints? verified", with_views), with_views
+
+    # the whole log, which --complete requires
+    run("sealtrail", "bundle", "-o", str(tmp_path / "whole"), env=cli_env)
+    whole = run("sealtrail", "verify", str(tmp_path / "whole"), "--key", key, "--complete")
+    assert whole.stdout.startswith("OK: ") and "the complete log with no gap" in whole.stdout
 
 
 def test_a_revoked_token_is_refused(cli_env: dict[str, str], migrated_database_url: str) -> None:

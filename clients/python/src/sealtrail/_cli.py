@@ -407,7 +407,14 @@ def bundle(ctx: click.Context, /, out: Path, **criteria: Any) -> None:
     help="Tenant whose log the bundle must be: one key signs every tenant's checkpoints,"
     " so another tenant's bundle would verify as well.",
 )
-def verify(path: Path, key: str | None, tenant: str | None) -> None:
+@click.option(
+    "--complete",
+    "require_complete",
+    is_flag=True,
+    help="Require the whole log (a bundle written without filters): a partial bundle fails,"
+    " however well its records check, since one left out of it would not be noticed.",
+)
+def verify(path: Path, key: str | None, tenant: str | None, require_complete: bool) -> None:
     """Check a bundle offline: every record against the signed checkpoint.
     Exits 0 when verified against --key, 1 on a failure, 3 when verified only
     against the bundle's own keys (which a forger writes too)."""
@@ -415,6 +422,13 @@ def verify(path: Path, key: str | None, tenant: str | None) -> None:
         summary = verify_bundle(path, key=key, tenant=tenant)
     except BundleError as error:
         click.echo(f"FAILED: {error}", err=True)
+        sys.exit(1)
+    if require_complete and not summary.complete:
+        click.echo(
+            f"FAILED: a partial bundle ({summary.count} records of {summary.tree_size},"
+            " written with filters) where --complete requires the whole log",
+            err=True,
+        )
         sys.exit(1)
     _report_verified(summary)
 
