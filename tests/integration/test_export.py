@@ -7,6 +7,7 @@ import csv
 import hashlib
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,30 @@ def test_exports_are_rate_limited_per_tenant(
                 client.export(tmp_path / "3.csv", format="csv")
             assert refused.value.retry_after is not None and refused.value.retry_after > 500
             assert not (tmp_path / "3.csv").exists()
+    finally:
+        limited.close()
+
+
+def test_concurrent_exports_keep_to_the_rate(
+    migrated_database_url: str, tenant: str, tmp_path: Path
+) -> None:
+    """Each export is counted and recorded under one lock: concurrent ones once
+    all counted the same past exports, and all went ahead."""
+    limited = ServerThread(migrated_database_url, export_rate_limit=2, export_rate_window=600)
+    try:
+        with AuditClient(limited.target, token=limited.token(tenant)) as client:
+            seed(client)
+
+            def export(n: int) -> str:
+                try:
+                    client.export(tmp_path / f"{n}.csv", format="csv")
+                except ResourceExhaustedError:
+                    return "refused"
+                return "exported"
+
+            with ThreadPoolExecutor(8) as pool:
+                outcomes = sorted(pool.map(export, range(8)))
+        assert outcomes == ["exported"] * 2 + ["refused"] * 6
     finally:
         limited.close()
 

@@ -21,8 +21,8 @@ from ..domain.filters import EventFilter, validate_filter
 from ..export.formats import CsvEncoder, Encoder, JsonEncoder, NdjsonEncoder
 from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
-from ..store.changes import refuse_if_erased_now, tenant_erased
-from ..store.database import Database
+from ..store.changes import Changes, refuse_if_erased_now, tenant_erased
+from ..store.database import Connection, Database
 from ..store.events import recent_exports, stream_events
 from .audited import FilterDetails, record_access
 from .convert import event_from_record, filter_draft
@@ -30,6 +30,8 @@ from .guard import current_principal
 
 Context = grpc.aio.ServicerContext[Any, Any]
 CHUNK_BYTES = 64 * 1024
+# The lock under which an export is counted against the tenant's rate and recorded.
+_EXPORT_RATE_SUBJECT = "export_rate"
 
 _FORMAT_NAMES = {
     pb.EXPORT_FORMAT_CSV: "csv",
@@ -55,6 +57,7 @@ def _encoder(export_format: int) -> Encoder:
 class ExportRpcs:
     _db: Database
     _appender: Appender
+    _changes: Changes
     _checkpointer: Checkpointer
     _clock: Callable[[], datetime]
     _export_limit: int
@@ -72,8 +75,11 @@ class ExportRpcs:
             if request.HasField("filter")
             else EventFilter()
         )
-        await self._check_export_rate(tenant_id)
-        export_event_id = await self._record_export(principal, request)
+        # Counted and recorded under one lock (across processes too): concurrent
+        # exports once all counted the same past ones and all went ahead.
+        async with self._changes.exclusive(tenant_id, _EXPORT_RATE_SUBJECT) as conn:
+            await self._check_export_rate(conn, tenant_id)
+            export_event_id = await self._record_export(principal, request)
         checkpoint = await self._checkpointer.issue(tenant_id)
         if checkpoint is None:
             # The export's own event is in the log, so the log is gone: erased
@@ -127,9 +133,9 @@ class ExportRpcs:
             rows_so_far=rows,
         )
 
-    async def _check_export_rate(self, tenant_id: str) -> None:
+    async def _check_export_rate(self, conn: Connection, tenant_id: str) -> None:
         count, oldest_age = await recent_exports(
-            self._db, tenant_id=tenant_id, window=self._export_window
+            conn, tenant_id=tenant_id, window=self._export_window
         )
         if count >= self._export_limit:
             raise ResourceExhausted(

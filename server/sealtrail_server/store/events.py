@@ -241,17 +241,16 @@ async def first_seq_received_since(db: Database, *, tenant_id: str, since: datet
     return int(row[0])
 
 
-async def recent_exports(db: Database, *, tenant_id: str, window: float) -> tuple[int, float]:
+async def recent_exports(conn: Connection, *, tenant_id: str, window: float) -> tuple[int, float]:
     """How many exports the tenant made in the last `window` seconds, and how
     many seconds ago the oldest of them was."""
-    async with db.connection(tenant_id) as conn:
-        cursor = await conn.execute(
-            "SELECT count(*), coalesce(extract(epoch FROM now() - min(received_at)), 0)"
-            " FROM events WHERE tenant_id = %s AND action = 'audit_log.exported'"
-            " AND received_at > now() - make_interval(secs => %s)",
-            [tenant_id, window],
-        )
-        row = await cursor.fetchone()
+    cursor = await conn.execute(
+        "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(received_at)), 0)"
+        " FROM events WHERE tenant_id = %s AND action = 'audit_log.exported'"
+        " AND received_at > clock_timestamp() - make_interval(secs => %s)",
+        [tenant_id, window],
+    )
+    row = await cursor.fetchone()
     assert row is not None
     return int(row[0]), float(row[1])
 
