@@ -151,7 +151,7 @@ def test_a_change_waits_for_one_in_progress_in_another_process(
 
     async def run() -> list[str]:
         order: list[str] = []
-        async with first.exclusive(tenant, "retention") as conn:
+        async with first.exclusive(tenant, "retention", caller=None) as conn:
             waiting = asyncio.create_task(_enter(second, tenant, order))
             await _until_an_advisory_lock_is_awaited(conn)
             order.append("first done")
@@ -166,7 +166,7 @@ def test_other_subjects_and_tenants_do_not_wait(server: ServerThread, tenant: st
 
     async def run() -> list[str]:
         order: list[str] = []
-        async with first.exclusive(tenant, "retention"):
+        async with first.exclusive(tenant, "retention", caller=None):
             await asyncio.wait_for(_enter(second, tenant, order, subject="settings"), 10)
             await asyncio.wait_for(_enter(second, f"{tenant}-b", order), 10)
             order.append("first done")
@@ -181,7 +181,7 @@ def test_a_change_stuck_elsewhere_is_answered_unavailable(
     holder, impatient = Changes(server.database), Changes(server.database, wait_seconds=0.2)
 
     async def run() -> None:
-        async with holder.exclusive(tenant, "settings"):
+        async with holder.exclusive(tenant, "settings", caller=None):
             await _enter(impatient, tenant, [], subject="settings")
 
     with pytest.raises(Unavailable, match="another change of settings"):
@@ -203,5 +203,5 @@ async def _until_an_advisory_lock_is_awaited(conn: Any) -> None:
 async def _enter(
     changes: Changes, tenant: str, order: list[str], *, subject: str = "retention"
 ) -> None:
-    async with changes.exclusive(tenant, subject):
+    async with changes.exclusive(tenant, subject, caller=None):
         order.append("second entered")

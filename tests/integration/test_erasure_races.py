@@ -13,8 +13,8 @@ import ipaddress
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,42 +42,14 @@ from sealtrail_server.store.appender import Appended, Appender
 from sealtrail_server.store.changes import ERASURE_SUBJECT, RETENTION_SUBJECT
 from tests.conftest import ServerThread, database_of_its_own
 from tests.http_endpoint import Received, Reply, endpoint
+from tests.lock_waits import SUBJECT_LOCK, count_now, until, until_blocked, until_waiting
 from tests.tenant_rows import rows_of
-
-_SUBJECT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, x'5EA1C4A9'::int::bigint))"
-
-
-def _count(sql: psycopg.Connection[Any], query: str, params: Sequence[Any] = ()) -> int:
-    """`query`'s count, with pg_stat_activity read afresh: within a transaction
-    PostgreSQL keeps its first reading, before the sessions to find began."""
-    sql.execute("SELECT pg_stat_clear_snapshot()")
-    row = sql.execute(query, params).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def _until(condition: Callable[[], bool], pending: Future[Any]) -> None:
-    """Returns once `condition()` holds, while `pending` is still pending."""
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline and not pending.done(), "nothing waited"
-        time.sleep(0.01)
-
-
-def _until_waiting(sql: psycopg.Connection[Any], pending: Future[Any]) -> None:
-    """Returns once another session waits for an advisory lock this one holds."""
-    waiting = (
-        "SELECT count(*) FROM pg_locks AS w JOIN pg_locks AS h USING (locktype, classid, objid)"
-        " WHERE w.locktype = 'advisory' AND NOT w.granted AND h.granted"
-        " AND h.pid = pg_backend_pid()"
-    )
-    _until(lambda: _count(sql, waiting) > 0, pending)
 
 
 def _erase_uncommitted(sql: psycopg.Connection[Any], tenant: str) -> None:
     """In `sql`'s transaction, as an erasure does: its lock, then its receipt
     (the rows it removes in between do not matter here)."""
-    sql.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
+    sql.execute(SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
     sql.execute(
         "INSERT INTO tenant_erasures (tenant_id, erased_at, erased_by, final_tree_size,"
         " final_root_hash, final_checkpoint, removed_rows)"
@@ -105,14 +77,14 @@ def test_an_erasure_waits_for_a_hold_being_placed_and_is_refused_by_it(
     admin.record(action="doc.edit", actor_id="u")
     with ThreadPoolExecutor(1) as pool:
         with sql.transaction():  # as SetLegalHold does: its lock, then the row
-            sql.execute(_SUBJECT_LOCK, [f"{tenant}/{RETENTION_SUBJECT}"])
+            sql.execute(SUBJECT_LOCK, [f"{tenant}/{RETENTION_SUBJECT}"])
             sql.execute(
                 "INSERT INTO retention_policies (tenant_id, legal_hold, legal_hold_reason)"
                 " VALUES (%s, true, 'Case 9')",
                 [tenant],
             )
             erasing = pool.submit(admin.erase_tenant, tenant)
-            _until_waiting(sql, erasing)
+            until_waiting(sql, erasing)
         with pytest.raises(RpcFailedError) as refused:
             erasing.result(timeout=30)
     assert refused.value.reason == "LEGAL_HOLD"
@@ -130,9 +102,9 @@ def test_an_erasure_is_waited_for_past_the_timeout_of_other_calls(
     admin.record(action="doc.edit", actor_id="u")
     with ThreadPoolExecutor(1) as pool:
         with sql.transaction():  # a change of the tenant's retention, under way
-            sql.execute(_SUBJECT_LOCK, [f"{tenant}/{RETENTION_SUBJECT}"])
+            sql.execute(SUBJECT_LOCK, [f"{tenant}/{RETENTION_SUBJECT}"])
             erasing = pool.submit(admin.erase_tenant, tenant)
-            _until_waiting(sql, erasing)
+            until_waiting(sql, erasing)
             time.sleep(1.5)  # past the client's timeout
         receipt = erasing.result(timeout=30)
     assert receipt.tenant_id == tenant and receipt.final_tree_size >= 1
@@ -174,9 +146,9 @@ def test_an_erasure_waiting_for_a_hold_change_lets_the_change_record_itself(
     admin = client_for(tenant)
     with ThreadPoolExecutor(1) as pool:
         with sql.transaction():  # a hold change, holding its lock, about to record
-            sql.execute(_SUBJECT_LOCK, [f"{tenant}/{RETENTION_SUBJECT}"])
+            sql.execute(SUBJECT_LOCK, [f"{tenant}/{RETENTION_SUBJECT}"])
             erasing = pool.submit(admin.erase_tenant, tenant)
-            _until_waiting(sql, erasing)
+            until_waiting(sql, erasing)
             appending = asyncio.run_coroutine_threadsafe(_first_append(server, tenant), server.loop)
             [recorded] = appending.result(timeout=30)  # not held up by the erasure
         assert isinstance(recorded, Appended), recorded
@@ -212,9 +184,9 @@ def test_a_purge_waits_for_an_erasure_of_the_tenant(
     count = "SELECT count(*) FROM events WHERE tenant_id = %s"
     [(stored,)] = sql.execute(count, [tenant]).fetchall()
     with sql.transaction():  # as an erasure does, before its first row
-        sql.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
+        sql.execute(SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
         purging = asyncio.run_coroutine_threadsafe(purger.run_once(), server.loop)
-        _until_waiting(sql, purging)
+        until_waiting(sql, purging)
         assert sql.execute(count, [tenant]).fetchone() == (stored,)  # nothing removed yet
     [purged] = [p for p in purging.result(timeout=30) if p.tenant_id == tenant]
     assert purged.count == stored - 1  # all but the policy's record: retention's own
@@ -237,10 +209,10 @@ def test_an_erasure_the_database_fails_is_unavailable_and_erases_nothing(
             sql.execute("SET LOCAL deadlock_timeout = '60s'")
             sql.execute("SELECT 1 FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
             erasing = pool.submit(admin.erase_tenant, tenant)
-            _until(lambda: _count(sql, erasure_waits) > 0, erasing)  # it waits for the head
+            until(lambda: count_now(sql, erasure_waits) > 0, erasing)  # it waits for the head
             # ... and this waits for the erasure's lock: a cycle, which the
             # erasure's check finds (after the default 1 s), failing the erasure.
-            sql.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
+            sql.execute(SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
         with pytest.raises(UnavailableError, match="the erasure failed, retry it"):
             erasing.result(timeout=30)
     assert admin.query_page(page_size=1).events  # nothing was erased
@@ -367,7 +339,7 @@ def test_a_change_made_during_an_erasure_waits_for_it_and_is_refused(
         with sql.transaction():
             _erase_uncommitted(sql, tenant)
             changing = pool.submit(change, admin)
-            _until_waiting(sql, changing)
+            until_waiting(sql, changing)
         with pytest.raises(RpcFailedError) as refused:
             changing.result(timeout=30)
     assert refused.value.reason == "TENANT_ERASED"
@@ -382,9 +354,6 @@ def test_an_erasure_waits_for_a_change_in_flight_and_removes_its_row(
     admin = client_for(tenant)
     admin.record(action="doc.edit", actor_id="u")
     assert rows_of(sql, tenant)["tenant_settings"] == 0  # the change inserts its row
-    waits_for_this = (
-        "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
-    )
     erasure_waits_for_a_change = (
         "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid)"
         " WHERE NOT l.granted AND l.locktype = 'advisory'"
@@ -394,9 +363,9 @@ def test_an_erasure_waits_for_a_change_in_flight_and_removes_its_row(
         with sql.transaction():  # the change's event waits for the log's head
             sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
             changing = pool.submit(_change_settings, admin)
-            _until(lambda: _count(sql, waits_for_this) > 0, changing)
+            until_blocked(sql, changing)
             erasing = pool.submit(admin.erase_tenant, tenant)
-            _until(lambda: _count(sql, erasure_waits_for_a_change) > 0, erasing)
+            until(lambda: count_now(sql, erasure_waits_for_a_change) > 0, erasing)
         changing.result(timeout=30)
         receipt = erasing.result(timeout=30)
     assert receipt.removed_rows["tenant_settings"] == 1
@@ -418,9 +387,6 @@ def test_an_erasure_waits_for_a_rule_in_use_before_it_deletes_what_the_rule_lear
         " VALUES (%s, %s, 'alice', '198.51.100.1', now())",
         [tenant, rule.id],
     )
-    waits_for_this = (
-        "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
-    )
     with ThreadPoolExecutor(1) as pool:
         with sql.transaction():  # as store/alerts.learn_origin does
             sql.execute(
@@ -428,7 +394,7 @@ def test_an_erasure_waits_for_a_rule_in_use_before_it_deletes_what_the_rule_lear
                 [tenant, rule.id],
             )
             erasing = pool.submit(admin.erase_tenant, tenant)
-            _until(lambda: _count(sql, waits_for_this) > 0, erasing)
+            until_blocked(sql, erasing)
             sql.execute(  # alice seen again from the address
                 "UPDATE alert_known_ips SET last_seen_at = now() WHERE tenant_id = %s", [tenant]
             )
@@ -450,7 +416,7 @@ def test_a_first_append_while_an_erasure_queues_behind_a_change_is_refused_not_s
 
     def erase(conn: psycopg.Connection[Any]) -> None:
         with conn.transaction():  # takes the lock once the change has committed
-            conn.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
+            conn.execute(SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
 
     with (
         ThreadPoolExecutor(1) as pool,
@@ -459,7 +425,7 @@ def test_a_first_append_while_an_erasure_queues_behind_a_change_is_refused_not_s
         with sql.transaction():  # the change, in flight
             sql.execute(share, [f"{tenant}/{ERASURE_SUBJECT}"])
             erasing = pool.submit(erase, eraser)
-            _until_waiting(sql, erasing)
+            until_waiting(sql, erasing)
             appending = asyncio.run_coroutine_threadsafe(_first_append(server, tenant), server.loop)
             with pytest.raises(Unavailable, match=f"tenant {tenant!r} is being erased; retry"):
                 appending.result(timeout=10)
@@ -479,7 +445,7 @@ def test_appends_of_a_tenant_being_erased_are_refused_at_once_and_others_go_on(
     other.record(action="doc.edit", actor_id="u")
     with ThreadPoolExecutor(2) as pool, sql.transaction():
         # As an erasure does: its lock, then the head, then (here: never) its DELETEs.
-        sql.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
+        sql.execute(SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
         sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
         refused = pool.submit(erased.record, action="doc.edit", actor_id="u")
         with pytest.raises(UnavailableError, match="is being erased; retry"):
@@ -522,7 +488,7 @@ def test_a_batch_of_several_tenants_writes_all_but_the_one_being_erased(
     appending = asyncio.run_coroutine_threadsafe(append_both(), server.loop)
     assert warmed.wait(10)
     with sql.transaction():  # as an erasure does: its lock, then the head
-        sql.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
+        sql.execute(SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
         sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
         locked.set()
         refused, [appended], calls = appending.result(timeout=10)
@@ -596,7 +562,7 @@ def test_a_delivery_under_way_ends_rather_than_wait_for_an_erasure(
             assert sending.wait(10)  # its request is on its way
             with pytest.raises(_RolledBack), sql.transaction():
                 # As an erasure does: its lock, then the rows other tables reference.
-                sql.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
+                sql.execute(SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
                 sql.execute("SELECT FROM sinks WHERE tenant_id = %s FOR UPDATE", [tenant])
                 answer.set()
                 assert stepping.result(timeout=5) is None  # not waiting to move its cursor
@@ -691,7 +657,7 @@ def test_an_evaluation_step_begun_during_an_erasure_reads_and_waits_for_nothing(
         with pytest.raises(_RolledBack), sql.transaction():
             # As an erasure does: its lock, the rows other tables reference,
             # then the deletes (alert_cursors first).
-            sql.execute(_SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
+            sql.execute(SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])
             sql.execute("SELECT FROM alert_rules WHERE tenant_id = %s FOR UPDATE", [tenant])
             sql.execute("DELETE FROM alert_cursors WHERE tenant_id = %s", [tenant])
             assert server.run(evaluator._step(tenant), timeout=5) is None
@@ -731,15 +697,15 @@ def test_an_alert_recorded_as_an_erasure_begins_is_counted_when_the_step_runs_ag
                 # The tenant's head held: the alert's append waits for it.
                 sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
                 stepping = asyncio.run_coroutine_threadsafe(evaluator._step(tenant), server.loop)
-                _until(lambda: _count(sql, appending) > 0, stepping)
+                until(lambda: count_now(sql, appending) > 0, stepping)
                 # An erasure begins: it holds the rules (here before its lock,
                 # which waits for the share the append holds).
                 erasure.execute("SELECT FROM alert_rules WHERE tenant_id = %s FOR UPDATE", [tenant])
                 locking = pool.submit(
-                    erasure.execute, _SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"]
+                    erasure.execute, SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"]
                 )
                 waiting = advisory_wait + " AND pid = %s"
-                _until(lambda: _count(sql, waiting, [erasure.info.backend_pid]) > 0, locking)
+                until(lambda: count_now(sql, waiting, [erasure.info.backend_pid]) > 0, locking)
             locking.result(timeout=10)  # the alert is recorded; the erasure holds its lock
             with pytest.raises(Unavailable, match="being erased"):
                 stepping.result(timeout=5)  # not waiting to count it

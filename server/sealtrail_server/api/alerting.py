@@ -197,7 +197,9 @@ class AlertingRpcs:
         tenant_id = principal.tenant_id
         rule = request.rule
         # One creation at a time: concurrent ones cannot pass the limit together.
-        async with self._changes.exclusive(tenant_id, "alert_rules") as conn:
+        async with self._changes.exclusive(
+            tenant_id, "alert_rules", caller=principal.token_id
+        ) as conn:
             defined = await self._validated(rule, conn, tenant_id)
             if await store.count_rules(conn, tenant_id) >= MAX_RULES_PER_TENANT:
                 raise FailedPrecondition(
@@ -241,7 +243,9 @@ class AlertingRpcs:
         tenant_id = principal.tenant_id
         rule_id = _rule_id(request.rule.id, "rule.id")
         paths = update_paths(request.update_mask, _UPDATABLE)
-        async with self._changes.exclusive(tenant_id, f"alert_rule/{rule_id}") as conn:
+        async with self._changes.exclusive(
+            tenant_id, f"alert_rule/{rule_id}", caller=principal.token_id
+        ) as conn:
             before = await _stored_rule(conn, tenant_id, rule_id)
             require_etag(request.rule.etag, _etag(before), what=f"alert rule {rule_id}")
             after = replace(
@@ -296,7 +300,9 @@ class AlertingRpcs:
         principal = current_principal()
         tenant_id = principal.tenant_id
         rule_id = _rule_id(request.id, "id")
-        async with self._changes.exclusive(tenant_id, f"alert_rule/{rule_id}") as conn:
+        async with self._changes.exclusive(
+            tenant_id, f"alert_rule/{rule_id}", caller=principal.token_id
+        ) as conn:
             found = await _stored_rule(conn, tenant_id, rule_id)
             require_etag(request.etag, _etag(found), what=f"alert rule {rule_id}")
             event_id = (

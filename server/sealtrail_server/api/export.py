@@ -77,7 +77,9 @@ class ExportRpcs:
         )
         # Counted and recorded under one lock (across processes too): concurrent
         # exports once all counted the same past ones and all went ahead.
-        async with self._changes.exclusive(tenant_id, _EXPORT_RATE_SUBJECT) as conn:
+        async with self._changes.exclusive(
+            tenant_id, _EXPORT_RATE_SUBJECT, caller=principal.token_id
+        ) as conn:
             await self._check_export_rate(conn, tenant_id)
             export_event_id = await self._record_export(principal, request)
         checkpoint = await self._checkpointer.issue(tenant_id)

@@ -239,7 +239,7 @@ class ForwardingRpcs:
         tenant_id = principal.tenant_id
         definition = await self._definition(request.sink, path="sink")
         # One creation at a time: concurrent ones cannot pass the limit together.
-        async with self._changes.exclusive(tenant_id, "sinks") as conn:
+        async with self._changes.exclusive(tenant_id, "sinks", caller=principal.token_id) as conn:
             if await store.count_sinks(conn, tenant_id) >= MAX_SINKS_PER_TENANT:
                 raise FailedPrecondition(
                     f"the tenant has {MAX_SINKS_PER_TENANT} sinks, the most it may have",
@@ -301,7 +301,9 @@ class ForwardingRpcs:
         if paths is None or replaces_oneof(paths, request.sink, "destination", path="sink"):
             # Resolved before the lock is taken: a slow resolver holds up no one.
             await self._check_egress(request.sink, path="sink")
-        async with self._changes.exclusive(tenant_id, f"sink/{sink_id}") as conn:
+        async with self._changes.exclusive(
+            tenant_id, f"sink/{sink_id}", caller=principal.token_id
+        ) as conn:
             before = await self._stored_sink(conn, tenant_id, sink_id, "sink.id")
             require_etag(
                 request.sink.etag,
@@ -380,7 +382,9 @@ class ForwardingRpcs:
         principal = current_principal()
         tenant_id = principal.tenant_id
         sink_id = _sink_id(request.id, "id")
-        async with self._changes.exclusive(tenant_id, f"sink/{sink_id}") as conn:
+        async with self._changes.exclusive(
+            tenant_id, f"sink/{sink_id}", caller=principal.token_id
+        ) as conn:
             stored = await self._stored_sink(conn, tenant_id, sink_id, "id")
             require_etag(
                 request.etag,
@@ -434,7 +438,9 @@ class ForwardingRpcs:
         principal = current_principal()
         tenant_id = principal.tenant_id
         sink_id = _sink_id(request.sink_id, "sink_id")
-        async with self._changes.exclusive(tenant_id, f"sink/{sink_id}") as conn:
+        async with self._changes.exclusive(
+            tenant_id, f"sink/{sink_id}", caller=principal.token_id
+        ) as conn:
             stored = await self._stored_sink(conn, tenant_id, sink_id, "sink_id")
             replay = await _replay_selection(conn, request, tenant_id, sink_id)
             details: dict[str, Any] = {

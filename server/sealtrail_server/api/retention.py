@@ -115,7 +115,9 @@ class RetentionRpcs:
         principal = current_principal()
         policy = _validated(request.policy)
         tenant_id = principal.tenant_id
-        async with self._changes.exclusive(tenant_id, RETENTION_SUBJECT) as conn:
+        async with self._changes.exclusive(
+            tenant_id, RETENTION_SUBJECT, caller=principal.token_id
+        ) as conn:
             before = await read_policy(conn, tenant_id)
             require_etag(
                 request.policy.etag,
@@ -179,7 +181,9 @@ class RetentionRpcs:
         reason = validate_hold_reason(request.on, request.reason)
         tenant_id = principal.tenant_id
         placed = request.on
-        async with self._changes.exclusive(tenant_id, RETENTION_SUBJECT) as conn:
+        async with self._changes.exclusive(
+            tenant_id, RETENTION_SUBJECT, caller=principal.token_id
+        ) as conn:
             before = await read_policy(conn, tenant_id)
             hold = before.hold
             require_etag(

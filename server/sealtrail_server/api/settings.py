@@ -102,7 +102,9 @@ class SettingsRpcs:
             raise InvalidArgument.field(
                 "settings.redaction_mode", "must be REDACTION_MODE_REPLACE or REDACTION_MODE_HMAC"
             )
-        async with self._changes.exclusive(principal.tenant_id, "settings") as conn:
+        async with self._changes.exclusive(
+            principal.tenant_id, "settings", caller=principal.token_id
+        ) as conn:
             before = await read_settings(conn, principal.tenant_id)
             require_etag(request.settings.etag, _etag(before), what="tenant settings")
             if before.redaction_mode == mode:

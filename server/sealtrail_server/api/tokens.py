@@ -100,6 +100,7 @@ class TokenRpcs:
                 role=role,
                 name=request.name,
                 token_id=token_id,
+                caller=principal.token_id,
             )
             return issued, recorded.event_id
 
@@ -164,8 +165,12 @@ class TokenRpcs:
         # One revocation at a time: a second one finds the token revoked, and
         # answers it as it is, recording nothing (a retry whose answer was lost).
         tenant_id = principal.tenant_id
-        async with self._changes.exclusive(tenant_id, f"api_token/{token_id}") as conn:
-            found = await read_token(conn, tenant_id=tenant_id, token_id=token_id)
+        async with self._changes.exclusive(
+            tenant_id, f"api_token/{token_id}", caller=principal.token_id
+        ) as conn:
+            # Locked before its record: a change the token is making ends before
+            # the revocation is recorded, and one it begins now is refused.
+            found = await read_token(conn, tenant_id=tenant_id, token_id=token_id, for_update=True)
             if found is None:
                 raise NotFound("no token with that id in this tenant")
             if found.revoked_at is not None:

@@ -34,7 +34,7 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-from ..domain.errors import FailedPrecondition, Unavailable
+from ..domain.errors import FailedPrecondition, Unauthenticated, Unavailable
 from .database import Connection, Database
 
 AnyConnection = psycopg.AsyncConnection[Any]
@@ -64,11 +64,16 @@ class Changes:
         self._connections = asyncio.Semaphore(max(1, db.pool.max_size // 2))
 
     @asynccontextmanager
-    async def exclusive(self, tenant_id: str, subject: str) -> AsyncIterator[Connection]:
+    async def exclusive(
+        self, tenant_id: str, subject: str, *, caller: str | None
+    ) -> AsyncIterator[Connection]:
         """A connection of `tenant_id`, in a transaction that no other change
         of `subject` (like `sink/<id>` or `retention`) overlaps. Read the
         current value, record the change and write it on this connection; the
-        write commits when the block ends, and a failure rolls it back."""
+        write commits when the block ends, and a failure rolls it back.
+
+        `caller`, the id of the token making the change (None for an
+        operator's), must be live, and stays live until the change commits."""
         key = (tenant_id, subject)
         lock = self._local.get(key)
         if lock is None:
@@ -88,7 +93,23 @@ class Changes:
             # first, as the erasure takes retention's before its own.
             await share_erasure(conn, tenant_id, seconds=self._wait_seconds)
             await refuse_if_erased(conn, tenant_id)
+            if caller is not None:
+                await hold_live_token(conn, caller)
             yield conn
+
+
+async def hold_live_token(conn: AnyConnection, token_id: str) -> None:
+    """Unauthenticated unless token `token_id` is live; if it is, its
+    revocation (which locks the token before recording itself) waits for
+    `conn`'s transaction. The caller was checked when its call began, but a
+    change can wait seconds for its lock: a token revoked meanwhile made it
+    after the log said the token was revoked."""
+    cursor = await conn.execute(
+        "SELECT FROM api_tokens WHERE token_id = %s AND revoked_at IS NULL FOR SHARE",
+        [token_id],
+    )
+    if await cursor.fetchone() is None:
+        raise Unauthenticated("unknown or revoked token")
 
 
 @asynccontextmanager

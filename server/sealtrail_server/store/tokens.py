@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..domain.access import Principal, Role, new_token, token_digest
-from .changes import share_erasure, tenant_erased
+from .changes import hold_live_token, share_erasure, tenant_erased
 from .database import Connection, Database
 
 
@@ -23,9 +23,17 @@ class IssuedToken:
 
 
 async def create_token(
-    db: Database, *, tenant_id: str, role: Role, name: str = "", token_id: str | None = None
+    db: Database,
+    *,
+    tenant_id: str,
+    role: Role,
+    name: str = "",
+    token_id: str | None = None,
+    caller: str | None = None,
 ) -> IssuedToken:
-    """A new token (with `token_id`, else a new one) and its secret, shown once."""
+    """A new token (with `token_id`, else a new one) and its secret, shown once.
+    `caller`, the id of the token creating it (None for an operator), must
+    still be live: a token revoked as it creates its successor creates none."""
     secret = new_token()
     token_id = token_id or str(uuid.uuid4())
     async with db.connection(tenant_id) as conn, conn.transaction():
@@ -33,6 +41,8 @@ async def create_token(
         # a pooled connection): created before its commit, the token would
         # outlive it.
         await share_erasure(conn, tenant_id, seconds=5.0)
+        if caller is not None:
+            await hold_live_token(conn, caller)
         cursor = await conn.execute(
             "INSERT INTO api_tokens (tenant_id, token_id, secret_sha256, role, name)"
             " SELECT %s, %s, %s, %s, %s WHERE NOT EXISTS"
@@ -110,8 +120,14 @@ async def list_tokens(
         return [TokenInfo(*row) for row in await cursor.fetchall()]
 
 
-async def read_token(conn: Connection, *, tenant_id: str, token_id: str) -> TokenInfo | None:
-    cursor = await conn.execute(_SELECT_TOKENS + " AND token_id = %s", [tenant_id, token_id])
+async def read_token(
+    conn: Connection, *, tenant_id: str, token_id: str, for_update: bool = False
+) -> TokenInfo | None:
+    """The tenant's token `token_id`; with `for_update`, locked until `conn`'s
+    transaction ends (changes the token is making finish first, and changes it
+    begins meanwhile wait, then find it revoked: see `hold_live_token`)."""
+    query = _SELECT_TOKENS + " AND token_id = %s" + (" FOR UPDATE" if for_update else "")
+    cursor = await conn.execute(query, [tenant_id, token_id])
     row = await cursor.fetchone()
     return TokenInfo(*row) if row else None
 

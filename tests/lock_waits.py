@@ -1,0 +1,49 @@
+"""Forcing an interleaving: a test holds, in a transaction of its own, a lock
+the code under test takes, and goes on once that code is seen waiting for it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import psycopg
+
+# A change's subject lock (store/changes.py), for f"{tenant}/{subject}".
+SUBJECT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, x'5EA1C4A9'::int::bigint))"
+
+
+def count_now(sql: psycopg.Connection[Any], query: str, params: Sequence[Any] = ()) -> int:
+    """`query`'s count, with pg_stat_activity read afresh: within a transaction
+    PostgreSQL keeps its first reading, before the sessions to find began."""
+    sql.execute("SELECT pg_stat_clear_snapshot()")
+    row = sql.execute(query, params).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def until(condition: Callable[[], bool], pending: Future[Any]) -> None:
+    """Returns once `condition()` holds, while `pending` is still pending."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline and not pending.done(), "nothing waited"
+        time.sleep(0.01)
+
+
+def until_waiting(sql: psycopg.Connection[Any], pending: Future[Any]) -> None:
+    """Returns once another session waits for an advisory lock this one holds."""
+    waiting = (
+        "SELECT count(*) FROM pg_locks AS w JOIN pg_locks AS h USING (locktype, classid, objid)"
+        " WHERE w.locktype = 'advisory' AND NOT w.granted AND h.granted"
+        " AND h.pid = pg_backend_pid()"
+    )
+    until(lambda: count_now(sql, waiting) > 0, pending)
+
+
+def until_blocked(sql: psycopg.Connection[Any], pending: Future[Any]) -> None:
+    """Returns once another session waits for any lock this one holds."""
+    blocked = (
+        "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+    )
+    until(lambda: count_now(sql, blocked) > 0, pending)
