@@ -177,7 +177,10 @@ class Service:
         )
         self.purger.start()
         self._hub = StreamHub(
-            db, database_url=self._database_url, queue_capacity=settings.stream_queue_capacity
+            db,
+            database_url=self._database_url,
+            queue_capacity=settings.stream_queue_capacity,
+            queue_bytes=settings.stream_queue_bytes,
         )
         self._hub.start()
         try:

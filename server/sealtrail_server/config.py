@@ -65,6 +65,8 @@ class Settings:
     stream_heartbeat_seconds: float = 5.0
     # Hub deliveries a stream may have waiting before it reads the table instead.
     stream_queue_capacity: int = 64
+    # ... and bytes of their records (one delivery however large is taken).
+    stream_queue_bytes: int = 16 * 1024 * 1024
     # Exports allowed per tenant within a sliding window of this many seconds.
     export_rate_limit: int = 30
     export_rate_window: float = 60.0
@@ -164,6 +166,7 @@ _AT_LEAST_ONE = (
     "append_batch_events",
     "append_max_pending_events",
     "stream_queue_capacity",
+    "stream_queue_bytes",
     "retention_batch_events",
 )
 

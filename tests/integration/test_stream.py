@@ -139,10 +139,13 @@ def test_an_event_recorded_through_another_process_reaches_the_subscriber(
         other.terminate()
 
 
+@pytest.mark.parametrize(
+    "bound", [{"stream_queue_capacity": 1}, {"stream_queue_bytes": 1}], ids=["deliveries", "bytes"]
+)
 def test_a_slow_subscriber_receives_everything_in_order(
-    migrated_database_url: str, tenant: str
+    migrated_database_url: str, tenant: str, bound: dict[str, int]
 ) -> None:
-    tight = ServerThread(migrated_database_url, stream_queue_capacity=1)
+    tight = ServerThread(migrated_database_url, **bound)
     try:
         with AuditClient(tight.target, token=tight.token(tenant)) as client:
             collector = Collector(client, delay=0.002)

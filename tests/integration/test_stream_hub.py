@@ -45,7 +45,7 @@ def test_a_live_fetch_is_planned_once(
                     event = validate_event(draft, now=datetime.now(UTC), path="event")
                     [outcome] = await appender.append(tenant, [event])
                     assert isinstance(outcome, Appended) and outcome.seq == seq
-                    delivery = await asyncio.wait_for(subscription.queue.get(), 10)
+                    delivery = await asyncio.wait_for(subscription.next(), 10)
                     assert [live.stored.seq for live in delivery.events] == [seq]
                     assert not subscription.lagging  # a failed fetch marks it
             finally:
@@ -80,7 +80,7 @@ def test_the_hub_listens_on_after_its_connections_died_under_it(
                 [outcome] = await appender.append(tenant, [event])
                 assert isinstance(outcome, Appended)
                 while True:
-                    delivery = await asyncio.wait_for(subscription.queue.get(), 10)
+                    delivery = await asyncio.wait_for(subscription.next(), 10)
                     if delivery.events and delivery.events[-1].stored.seq == outcome.seq:
                         return [live.stored.seq for live in delivery.events]
 

@@ -5,15 +5,15 @@ seqs 219-223 twice after a server restart)."""
 
 from __future__ import annotations
 
-import asyncio
 from itertools import pairwise
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from sealtrail_server.api.stream import unseen_events
+from sealtrail_server.domain.filters import EventFilter, RecordMatcher
 from sealtrail_server.store.events import StoredEvent
-from sealtrail_server.stream.hub import Delivery, LiveEvent
+from sealtrail_server.stream.hub import Delivery, LiveEvent, Subscription
 
 
 def _delivery(first: int, last: int) -> Delivery:
@@ -23,11 +23,11 @@ def _delivery(first: int, last: int) -> Delivery:
 
 
 def _merged(deliveries: list[Delivery], position: int) -> tuple[list[int], int]:
-    queued: asyncio.Queue[Delivery] = asyncio.Queue()
+    queued = Subscription("t", RecordMatcher(EventFilter()), capacity=64, max_bytes=1 << 20)
     for delivery in deliveries[1:]:
-        queued.put_nowait(delivery)
+        queued.offer(delivery)
     fresh, upto = unseen_events(deliveries[0], queued, position)
-    assert queued.empty()
+    assert queued.next_queued() is None and not queued.lagging
     return [live.stored.seq for live in fresh], upto
 
 

@@ -269,7 +269,7 @@ class StreamRpcs:
             quiet_for = clock() - last_sent
             try:
                 delivery = await asyncio.wait_for(
-                    subscription.queue.get(), max(0.0, self._heartbeat_seconds - quiet_for)
+                    subscription.next(), max(0.0, self._heartbeat_seconds - quiet_for)
                 )
             except TimeoutError:
                 if await self._size(tenant_id, reached=position) > position:
@@ -278,7 +278,7 @@ class StreamRpcs:
                 last_sent = clock()
                 continue
             # Deliveries that queued while this stream was writing go out together.
-            fresh, upto = unseen_events(delivery, subscription.queue, position)
+            fresh, upto = unseen_events(delivery, subscription, position)
             sent = False
             if subscription.matcher.exact:
                 matches = subscription.matcher.matches
@@ -302,7 +302,7 @@ class StreamRpcs:
 
 
 def unseen_events(
-    first: Delivery, queued: asyncio.Queue[Delivery], position: int
+    first: Delivery, queued: Subscription, position: int
 ) -> tuple[list[LiveEvent], int]:
     """The events of `first` and of the deliveries queued behind it with a seq
     beyond `position`, and the position they all reach.
@@ -316,7 +316,7 @@ def unseen_events(
     while delivery is not None:
         fresh.extend(e for e in delivery.events if e.stored.seq > position)
         position = max(position, delivery.upto)
-        delivery = None if queued.empty() else queued.get_nowait()
+        delivery = queued.next_queued()
     return fresh, position
 
 

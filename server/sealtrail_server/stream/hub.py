@@ -3,11 +3,11 @@
 Every commit notifies `tenant:size` (store/appender.py). The hub LISTENs on one
 connection; for a tenant with subscribers in this process it fetches the new
 rows ONCE per notification and offers them to each subscriber. A subscriber
-whose queue is full is marked lagging and its queue dropped: it then reads
-from the table until it is current (api/stream.py), so nothing is lost and
-nothing is buffered without bound. Lost notifications (a dropped LISTEN
-connection) are covered the same way: subscribers compare their position with
-the log's size at every heartbeat.
+whose queue is full (in deliveries or in bytes) is marked lagging and its
+queue dropped: it then reads from the table until it is current
+(api/stream.py), so nothing is lost and nothing is buffered without bound.
+Lost notifications (a dropped LISTEN connection) are covered the same way:
+subscribers compare their position with the log's size at every heartbeat.
 """
 
 from __future__ import annotations
@@ -56,30 +56,58 @@ class LiveEvent:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """Events of one fetch, and the log position (seq) the fetch reached."""
+    """Events of one fetch, the log position (seq) the fetch reached, and the
+    size of the events' records in bytes."""
 
     events: list[LiveEvent]
     upto: int
+    size: int = 0
 
 
 class Subscription:
-    """One subscriber's inbox: bounded; overflowing it marks the subscriber lagging."""
+    """One subscriber's inbox, bounded in deliveries (`capacity`) and in the
+    bytes of their records (`max_bytes`): a fetch holds up to 1,000 records of
+    up to 64 KiB, so a count of deliveries alone let a slow subscriber pin
+    gigabytes. Overflowing either marks the subscriber lagging."""
 
-    def __init__(self, tenant_id: str, matcher: RecordMatcher, *, capacity: int) -> None:
+    def __init__(
+        self, tenant_id: str, matcher: RecordMatcher, *, capacity: int, max_bytes: int
+    ) -> None:
         self.tenant_id = tenant_id
         self.matcher = matcher
-        self.queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=capacity)
+        self._queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=capacity)
+        self._max_bytes = max_bytes
+        self._queued_bytes = 0
         self.lagging = False
 
     def offer(self, delivery: Delivery) -> None:
         if self.lagging:
             return
-        try:
-            self.queue.put_nowait(delivery)
-        except asyncio.QueueFull:
+        # One delivery however large is taken into an empty inbox: a subscriber
+        # keeping up is not sent to the table for the size of one fetch.
+        over = self._queued_bytes + delivery.size > self._max_bytes and not self._queue.empty()
+        if over or self._queue.full():
             self.lagging = True  # it will read from the table instead
-            while not self.queue.empty():
-                self.queue.get_nowait()
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._queued_bytes = 0
+            return
+        self._queue.put_nowait(delivery)
+        self._queued_bytes += delivery.size
+
+    async def next(self) -> Delivery:
+        """The oldest delivery, once there is one."""
+        delivery = await self._queue.get()
+        self._queued_bytes -= delivery.size
+        return delivery
+
+    def next_queued(self) -> Delivery | None:
+        """The oldest delivery, if one is queued."""
+        if self._queue.empty():
+            return None
+        delivery = self._queue.get_nowait()
+        self._queued_bytes -= delivery.size
+        return delivery
 
     def caught_up(self) -> None:
         """The subscriber read the table up to now: deliveries count again."""
@@ -95,10 +123,18 @@ class _Tenant:
 
 
 class StreamHub:
-    def __init__(self, db: Database, *, database_url: str, queue_capacity: int = 64) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        database_url: str,
+        queue_capacity: int = 64,
+        queue_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
         self._db = db
         self._url = database_url
         self._capacity = queue_capacity
+        self._queue_bytes = queue_bytes
         self._tenants: dict[str, _Tenant] = {}
         self._task: asyncio.Task[None] | None = None
         self._watchers: list[Callable[[str], None]] = []
@@ -124,7 +160,9 @@ class StreamHub:
         self._task = None
 
     async def subscribe(self, tenant_id: str, matcher: RecordMatcher) -> Subscription:
-        subscription = Subscription(tenant_id, matcher, capacity=self._capacity)
+        subscription = Subscription(
+            tenant_id, matcher, capacity=self._capacity, max_bytes=self._queue_bytes
+        )
         tenant = self._tenants.get(tenant_id)
         if tenant is None:
             async with self._db.connection(tenant_id) as conn:
@@ -210,6 +248,7 @@ class StreamHub:
                         for seq, record, leaf in rows
                     ],
                     upto,
+                    sum(len(record) for _, record, _ in rows),
                 )
                 for subscription in tenant.subscribers:
                     subscription.offer(delivery)

@@ -1,0 +1,64 @@
+"""A live subscriber's inbox is bounded in deliveries and in the bytes of their
+records: past either bound the subscriber lags (reads the table instead), and
+the inbox holds nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sealtrail_server.domain.filters import EventFilter, RecordMatcher
+from sealtrail_server.store.events import StoredEvent
+from sealtrail_server.stream.hub import Delivery, LiveEvent, Subscription
+
+
+def _delivery(seq: int, size: int) -> Delivery:
+    return Delivery([LiveEvent(StoredEvent(seq, "{}", b""), {})], seq, size)
+
+
+def _inbox(*, capacity: int = 64, max_bytes: int = 1000) -> Subscription:
+    return Subscription("t", RecordMatcher(EventFilter()), capacity=capacity, max_bytes=max_bytes)
+
+
+def _drained(inbox: Subscription) -> list[int]:
+    seqs = []
+    while (delivery := inbox.next_queued()) is not None:
+        seqs.append(delivery.upto)
+    return seqs
+
+
+def test_deliveries_past_the_byte_budget_make_the_subscriber_lag() -> None:
+    inbox = _inbox(max_bytes=1000)
+    inbox.offer(_delivery(1, 600))
+    inbox.offer(_delivery(2, 400))  # 1,000: at the budget, still taken
+    assert not inbox.lagging
+    inbox.offer(_delivery(3, 1))
+    assert inbox.lagging and _drained(inbox) == []
+    inbox.offer(_delivery(4, 1))  # lagging: nothing queues until it caught up
+    assert _drained(inbox) == []
+    inbox.caught_up()
+    inbox.offer(_delivery(5, 1000))  # the budget is whole again
+    assert _drained(inbox) == [5]
+
+
+def test_bytes_read_are_given_back() -> None:
+    inbox = _inbox(max_bytes=1000)
+    for seq in range(1, 11):
+        inbox.offer(_delivery(seq, 600))
+        assert asyncio.run(inbox.next()).upto == seq  # read as it comes: never over
+    assert not inbox.lagging
+
+
+def test_one_delivery_larger_than_the_budget_is_taken_into_an_empty_inbox() -> None:
+    inbox = _inbox(max_bytes=1000)
+    inbox.offer(_delivery(1, 5000))  # one fetch of large records
+    assert not inbox.lagging
+    inbox.offer(_delivery(2, 1))
+    assert inbox.lagging and _drained(inbox) == []
+
+
+def test_the_count_of_deliveries_still_bounds_the_inbox() -> None:
+    inbox = _inbox(capacity=2, max_bytes=1 << 20)
+    inbox.offer(_delivery(1, 1))
+    inbox.offer(_delivery(2, 1))
+    inbox.offer(_delivery(3, 1))
+    assert inbox.lagging and _drained(inbox) == []
