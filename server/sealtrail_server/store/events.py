@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 from psycopg import sql
 
-from ..domain.event import MAX_FUTURE_SKEW_SECONDS
+from ..domain.event import MAX_FUTURE_SKEW_SECONDS, MAX_RECORD_BYTES
 from ..domain.event_ids import received_within
 from ..domain.filters import EventFilter
 from .database import Connection, Database
 
 Order = Literal["newest", "oldest"]
 _SKEW = timedelta(seconds=MAX_FUTURE_SKEW_SECONDS)
+# About how much of records a page of `stream_events` holds.
+PAGE_BYTES: Final = 8 * 1024 * 1024
 # The earliest time a filter may name (a Timestamp's, year 1), so that a bound
 # derived from it stays a time.
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
@@ -196,34 +198,46 @@ async def stream_events(
     after_seq: int,
     upto_seq: int,
     fetch_rows: int = 2000,
+    page_bytes: int = PAGE_BYTES,
     after_first_page: Callable[[Connection], Awaitable[None]] | None = None,
 ) -> AsyncGenerator[StoredEvent, None]:
     """Matching events with after_seq < seq <= upto_seq, oldest first, in
-    keyset pages of `fetch_rows`: memory stays constant whatever the count, and
-    a connection is held only while a page is read, never while the consumer
-    (a slow stream or export client) takes its time: slow readers cannot starve
-    the appender of connections. `after_first_page` runs on the first page's
-    connection once it is read, before any event is yielded (and may raise):
-    whatever it then finds committed was committed before that read too, or
-    during it."""
+    keyset pages of at most `fetch_rows`, sized to hold about `page_bytes` of
+    records: memory stays bounded whatever the count or the records' size (a
+    page of 2,000 records of 64 KiB was 128 MiB). The first page assumes
+    records of the largest size; each next one is sized by the records of the
+    page before. A connection is held only while a page is read, never while
+    the consumer (a slow stream or export client) takes its time: slow readers
+    cannot starve the appender of connections. `after_first_page` runs on the
+    first page's connection once it is read, before any event is yielded (and
+    may raise): whatever it then finds committed was committed before that
+    read too, or during it."""
     conditions, params = filter_conditions(tenant_id, event_filter)
     conditions += [sql.SQL("seq > %s"), sql.SQL("seq <= %s")]
     query = sql.SQL(
         "SELECT seq, record, leaf_hash FROM events WHERE {conditions} ORDER BY seq LIMIT %s"
     ).format(conditions=sql.SQL(" AND ").join(conditions))
     position = after_seq
+    limit = page_rows(fetch_rows, page_bytes, rows=1, size=MAX_RECORD_BYTES)
     while True:
         async with db.connection(tenant_id) as conn:
-            cursor = await conn.execute(query, [*params, position, upto_seq, fetch_rows])
+            cursor = await conn.execute(query, [*params, position, upto_seq, limit])
             rows = await cursor.fetchall()
             if after_first_page is not None:
                 await after_first_page(conn)
                 after_first_page = None
         for row in rows:
             yield _stored(row)
-        if len(rows) < fetch_rows:
+        if len(rows) < limit:
             return
         position = rows[-1][0]
+        limit = page_rows(fetch_rows, page_bytes, rows=len(rows), size=sum(len(r[1]) for r in rows))
+
+
+def page_rows(most: int, page_bytes: int, *, rows: int, size: int) -> int:
+    """Rows of about `page_bytes` (at least 1, at most `most`) where `rows`
+    records took `size` bytes."""
+    return max(1, min(most, page_bytes * rows // max(1, size)))
 
 
 async def first_seq_received_since(db: Database, *, tenant_id: str, since: datetime) -> int:

@@ -1,0 +1,58 @@
+"""`stream_events` (Export, a stream's catch-up, forwarding, alerts) reads in
+keyset pages sized by the bytes of the records: whatever the pages' sizes,
+every event comes once, in order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from sealtrail import AuditClient, build_event
+from sealtrail_server.domain.event import MAX_RECORD_BYTES
+from sealtrail_server.domain.filters import EventFilter
+from sealtrail_server.store.events import page_rows, stream_events
+from tests.conftest import ServerThread
+
+
+async def _seqs(server: ServerThread, tenant: str, page_bytes: int) -> list[int]:
+    events = stream_events(
+        server.database,
+        tenant_id=tenant,
+        event_filter=EventFilter(actions=("doc.write",)),
+        after_seq=0,
+        upto_seq=10**9,
+        page_bytes=page_bytes,
+    )
+    return [event.seq async for event in events]
+
+
+@pytest.mark.parametrize("page_bytes", [1, 40_000, 8 * 1024 * 1024])
+def test_every_event_comes_once_in_order_whatever_the_page_size(
+    server: ServerThread,
+    client_for: Callable[..., AuditClient],
+    tenant: str,
+    page_bytes: int,
+) -> None:
+    client = client_for(tenant)
+    # Records from under 1 KiB to about 30 KiB, and others the filter leaves out.
+    client.record_batch(
+        [
+            build_event(
+                action="doc.write" if n % 3 else "doc.read",
+                actor_id="u",
+                details={"text": "x" * (n * 997 % 30_000)},
+            )
+            for n in range(60)
+        ]
+    )
+    expected = [n + 1 for n in range(60) if n % 3]
+    assert server.run(_seqs(server, tenant, page_bytes)) == expected
+
+
+def test_a_page_holds_about_its_bytes_of_records() -> None:
+    assert page_rows(2000, 8 << 20, rows=1, size=MAX_RECORD_BYTES) == 128  # the first page
+    assert page_rows(2000, 8 << 20, rows=128, size=128 * 1024) == 2000  # small ones: at most
+    assert page_rows(2000, 8 << 20, rows=2000, size=2000 * 32 * 1024) == 256
+    assert page_rows(2000, 1, rows=10, size=10_000) == 1  # never none
+    assert page_rows(2000, 8 << 20, rows=10, size=0) == 2000
