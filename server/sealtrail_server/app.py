@@ -129,6 +129,7 @@ class Service:
             max_wait=settings.append_max_wait,
             batch_events=settings.append_batch_events,
             max_pending_events=settings.append_max_pending_events,
+            max_pending_bytes=settings.append_max_pending_bytes,
             store_tree_nodes=settings.store_tree_nodes,
             server_view=server_view,
             tracer=self._tracer,

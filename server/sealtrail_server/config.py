@@ -42,6 +42,8 @@ class Settings:
     # Events handed in and not yet being written beyond which Record is refused
     # (RESOURCE_EXHAUSTED, retry shortly) rather than left to miss its deadline.
     append_max_pending_events: int = 20_000
+    # ... or bytes of those events (as the API serialized them).
+    append_max_pending_bytes: int = 256 * 1024 * 1024
     # How long a resolved token is trusted before it is looked up again.
     token_cache_seconds: float = 10.0
     # Seconds in-flight calls get to finish on SIGTERM.
@@ -165,6 +167,7 @@ _DAY: Final = 86400.0
 _AT_LEAST_ONE = (
     "append_batch_events",
     "append_max_pending_events",
+    "append_max_pending_bytes",
     "stream_queue_capacity",
     "stream_queue_bytes",
     "retention_batch_events",

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from sealtrail.v1 import event_pb2
 from sealtrail_server.api.convert import server_view
 from sealtrail_server.domain.errors import InvalidArgument, ResourceExhausted, Unavailable
 from sealtrail_server.domain.event import EventDraft, validate_event
@@ -343,32 +344,44 @@ def _whole_log_size(sql: psycopg.Connection[Any], tenant: str) -> int:
     return len(rows)
 
 
+def _views(count: int) -> list[bytes]:
+    """Caller views of 100 bytes or so each."""
+    return [event_pb2.Event(description="x" * 96).SerializeToString()] * count
+
+
+@pytest.mark.parametrize(
+    "bound",
+    [{"max_pending_events": 2}, {"max_pending_bytes": 2 * len(_views(1)[0])}],
+    ids=["events", "bytes"],
+)
 def test_an_overloaded_appender_refuses_with_a_retry_delay_and_writes_nothing(
-    server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any], bound: dict[str, int]
 ) -> None:
     """Callers queued without bound behind a slow commit (a head locked
     elsewhere, a flood of batches) until their deadlines passed, and their
-    retries queued more. Past the limit a call is refused at once, with when to
-    retry, and nothing of it is written."""
-    appender = Appender(server.database, max_wait=0.0, batch_events=1, max_pending_events=2)
+    retries queued more. Past the limit (in events, or in bytes: events may
+    be of 64 KiB) a call is refused at once, with when to retry, and nothing
+    of it is written."""
+    appender = Appender(server.database, max_wait=0.0, batch_events=1, **bound)
 
     async def begin() -> None:
         appender.start()
-        await appender.append(tenant, [_event("event")])  # its head exists
+        await appender.append(tenant, [_event("event")], _views(1))  # its head exists
 
     server.run(begin())
     tasks: list[asyncio.Task[Any]] = []
 
     async def overload() -> BaseException | None:
-        tasks.append(asyncio.create_task(appender.append(tenant, [_event("a")])))
+        tasks.append(asyncio.create_task(appender.append(tenant, [_event("a")], _views(1))))
         await asyncio.sleep(0)  # handed in
         while appender._pending.events:  # taken, and waiting for the head's lock
             await asyncio.sleep(0.01)
-        tasks.append(asyncio.create_task(appender.append(tenant, [_event("b"), _event("c")])))
+        queued = appender.append(tenant, [_event("b"), _event("c")], _views(2))
+        tasks.append(asyncio.create_task(queued))
         while appender._pending.events < 2:
             await asyncio.sleep(0.01)
         try:
-            await appender.append(tenant, [_event("d")])
+            await appender.append(tenant, [_event("d")], _views(1))
         except ResourceExhausted as refused:
             return refused
         return None

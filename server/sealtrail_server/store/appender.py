@@ -118,6 +118,7 @@ class _Submission:
     views: Sequence[bytes | None]  # each event's caller view (see Appender.append)
     future: asyncio.Future[list[AppendOutcome]]
     span: trace.Span | None = None  # the calling RPC's span, when traced and recorded
+    size: int = 0  # bytes of its views: what it holds in memory, about
 
 
 @dataclass(slots=True)
@@ -150,6 +151,7 @@ class _Head:
 class _Pending:
     submissions: list[_Submission] = field(default_factory=list)
     events: int = 0
+    size: int = 0
 
 
 # Committed appends are announced here as `tenant:tree size` (stream/hub.py).
@@ -271,6 +273,7 @@ class Appender:
         max_wait: float = 0.005,
         batch_events: int = 64,
         max_pending_events: int = 20_000,
+        max_pending_bytes: int = 256 * 1024 * 1024,
         max_commit_events: int = 5000,
         store_tree_nodes: bool = True,
         server_view: ServerView | None = None,
@@ -286,6 +289,7 @@ class Appender:
         self._max_wait = max_wait
         self._batch_events = batch_events
         self._max_pending_events = max_pending_events
+        self._max_pending_bytes = max_pending_bytes
         self._max_commit_events = max_commit_events
         self._store_tree_nodes = store_tree_nodes
         self._clock = clock
@@ -343,13 +347,23 @@ class Appender:
             if remaining > 0:
                 raise _held_elsewhere_error(tenant_id, remaining)
             del self._held_elsewhere[tenant_id]
-        waiting = self._pending.events
-        if waiting and waiting + len(events) > self._max_pending_events:
+        if views is None:
+            views = [None] * len(events)
+        elif len(views) != len(events):
+            raise ValueError(f"{len(views)} views for {len(events)} events")
+        size = sum(len(view) for view in views if view is not None)
+        waiting, waiting_size = self._pending.events, self._pending.size
+        if waiting and (
+            waiting + len(events) > self._max_pending_events
+            or waiting_size + size > self._max_pending_bytes
+        ):
             # Overloaded: more would wait past callers' deadlines (whose retries
-            # add more still). Refused now, nothing written; one batch however
-            # large is taken when nothing waits.
+            # add more still), or hold more memory than the process may give
+            # them (events of up to 64 KiB). Refused now, nothing written; one
+            # batch however large is taken when nothing waits.
             raise ResourceExhausted(
-                f"{waiting} events are waiting to be written on this server; retry shortly",
+                f"{waiting} events ({waiting_size} bytes) are waiting to be written on this"
+                " server; retry shortly",
                 retry_after=_OVERLOADED_RETRY_SECONDS,
                 reason="OVERLOADED",
             )
@@ -357,13 +371,10 @@ class Appender:
         caller = trace.get_current_span() if self._tracer is not None else None
         if caller is not None and not caller.is_recording():
             caller = None
-        if views is None:
-            views = [None] * len(events)
-        elif len(views) != len(events):
-            raise ValueError(f"{len(views)} views for {len(events)} events")
-        submission = _Submission(tenant_id, events, views, future, caller)
+        submission = _Submission(tenant_id, events, views, future, caller, size)
         self._pending.submissions.append(submission)
         self._pending.events += len(events)
+        self._pending.size += size
         self._has_work.set()
         if self._pending.events >= self._batch_events:
             self._batch_full.set()
@@ -405,12 +416,14 @@ class Appender:
 
     def _take_batch(self) -> list[_Submission]:
         pending = self._pending
-        taken, count = 0, 0
+        taken, count, size = 0, 0, 0
         while taken < len(pending.submissions) and count < self._max_commit_events:
             count += len(pending.submissions[taken].events)
+            size += pending.submissions[taken].size
             taken += 1
         batch, pending.submissions = pending.submissions[:taken], pending.submissions[taken:]
         pending.events -= count
+        pending.size -= size
         if pending.events < self._batch_events:
             self._batch_full.clear()
         if not pending.submissions:
