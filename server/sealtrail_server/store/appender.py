@@ -401,8 +401,18 @@ class Appender:
             self._last_batch_calls = len(batch)
             try:
                 await self._commit_traced(batch)
-            except asyncio.CancelledError:  # stopped mid-commit: rolled back
-                _fail(batch, Unavailable("the server stopped", retry_after=1.0))
+            except asyncio.CancelledError:
+                # Stopped mid-commit: rolled back, unless the COMMIT had already
+                # reached the database, which no one here can tell. A retry with
+                # the event's idempotency key is answered from what was written.
+                _fail(
+                    batch,
+                    Unavailable(
+                        "the server stopped during the write, which may or may not have"
+                        " committed; retry (with an idempotency key to avoid a duplicate)",
+                        retry_after=1.0,
+                    ),
+                )
                 raise
             except Exception:  # keep the appender alive whatever happens
                 log.exception("appender: unexpected failure")
