@@ -271,6 +271,33 @@ def test_flags_and_counts_under_denied_keys_are_kept() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "key",
+    [
+        "otp",
+        "totp_code",
+        "mfaCode",
+        "passcode",
+        "pin",
+        "card_pin",
+        "recovery_codes",
+        "backup-code",
+        "mnemonic",
+        "wallet_seed_phrase",
+    ],
+)
+def test_one_time_codes_pins_and_recovery_phrases_are_secrets(key: str) -> None:
+    assert REDACTOR.redact(_event(details={key: "492817"})).hits == [
+        (f"details.{key}", "field_name")
+    ]
+
+
+@pytest.mark.parametrize("key", ["pin_attempts", "otp_sent_at", "shipping", "opinion", "topic"])
+def test_names_near_those_are_kept(key: str) -> None:
+    body = _event(details={key: "492817 tries"})
+    assert REDACTOR.redact(body).hits == []
+
+
 def test_a_change_of_a_denied_field_follows_the_rule_of_details() -> None:
     """Counts and flags were kept under a key in `details` but replaced as the
     before/after of a change of the same field."""

@@ -73,6 +73,21 @@ DEFAULT_FIELD_NAMES: Final = frozenset(
         "cvv",
         "encryptionkey",
         "signingkey",
+        # One-time and recovery codes, PINs and wallet phrases: each a credential.
+        "otp",
+        "totp",
+        "hotp",
+        "otpcode",
+        "mfacode",
+        "passcode",
+        "pin",
+        "pincode",
+        "recoverycode",
+        "recoverycodes",
+        "backupcode",
+        "backupcodes",
+        "mnemonic",
+        "seedphrase",
     }
 )
 
