@@ -298,6 +298,28 @@ def test_names_near_those_are_kept(key: str) -> None:
     assert REDACTOR.redact(body).hits == []
 
 
+def _fullwidth(text: str) -> str:
+    """`text` in fullwidth forms (U+FF01..), as East Asian keyboards type it."""
+    return "".join(chr(ord(c) + 0xFEE0) for c in text)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        _fullwidth("password"),
+        "pass\u200bword",
+        "api\u2010key",
+        "db\u00a0password",
+        _fullwidth("API_KEY"),
+    ],
+    ids=["fullwidth", "zero-width", "unicode-dash", "no-break-space", "fullwidth-upper"],
+)
+def test_a_denied_name_written_in_other_unicode_is_denied(key: str) -> None:
+    assert REDACTOR.redact(_event(details={key: "hunter22"})).hits == [
+        (f"details.{key}", "field_name")
+    ]
+
+
 def test_a_change_of_a_denied_field_follows_the_rule_of_details() -> None:
     """Counts and flags were kept under a key in `details` but replaced as the
     before/after of a change of the same field."""

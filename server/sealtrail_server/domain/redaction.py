@@ -30,6 +30,7 @@ import hashlib
 import hmac
 import math
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -338,7 +339,17 @@ _STRONG: Final = re.compile("|".join(STRONG_FIELD_WORDS))
 
 
 def _normalized(name: str) -> str:
-    return name.lower().replace("_", "").replace("-", "").replace(".", "").replace(" ", "")
+    if name.isascii():
+        return name.lower().replace("_", "").replace("-", "").replace(".", "").replace(" ", "")
+    # Fullwidth letters, zero-width characters, and Unicode dashes or spaces
+    # between the letters hid a denied name that reads the same.
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    return "".join(c for c in folded if c not in "_-." and unicodedata.category(c) not in _GAPS)
+
+
+# Unicode categories dropped from a key that is not ASCII: separators, controls,
+# format characters (zero-width ones), dashes and connectors.
+_GAPS: Final = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Pd", "Pc"})
 
 
 @dataclass(frozen=True)
