@@ -12,6 +12,8 @@ import psycopg
 
 # A change's subject lock (store/changes.py), for f"{tenant}/{subject}".
 SUBJECT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, x'5EA1C4A9'::int::bigint))"
+# ... shared, as a change shares its caller's token subject.
+SHARED_SUBJECT_LOCK = SUBJECT_LOCK.replace("_lock(", "_lock_shared(")
 
 
 def count_now(sql: psycopg.Connection[Any], query: str, params: Sequence[Any] = ()) -> int:
@@ -31,14 +33,14 @@ def until(condition: Callable[[], bool], pending: Future[Any]) -> None:
         time.sleep(0.01)
 
 
-def until_waiting(sql: psycopg.Connection[Any], pending: Future[Any]) -> None:
-    """Returns once another session waits for an advisory lock this one holds."""
+def until_waiting(sql: psycopg.Connection[Any], pending: Future[Any], *, sessions: int = 1) -> None:
+    """Returns once `sessions` other sessions wait for an advisory lock this one holds."""
     waiting = (
         "SELECT count(*) FROM pg_locks AS w JOIN pg_locks AS h USING (locktype, classid, objid)"
         " WHERE w.locktype = 'advisory' AND NOT w.granted AND h.granted"
         " AND h.pid = pg_backend_pid()"
     )
-    until(lambda: count_now(sql, waiting) > 0, pending)
+    until(lambda: count_now(sql, waiting) >= sessions, pending)
 
 
 def until_blocked(sql: psycopg.Connection[Any], pending: Future[Any]) -> None:

@@ -32,6 +32,7 @@ from .domain.event import parse_uuid
 from .embedded import start_embedded_postgres
 from .integrity.keys import load_signer
 from .store.appender import Appender
+from .store.changes import Changes, token_subject
 from .store.database import Database, RolesMissing
 from .store.migrations import UnsafeSchema, migrate_database
 from .store.tokens import (
@@ -41,7 +42,8 @@ from .store.tokens import (
     create_token,
     list_tokens,
     live_token_tenant,
-    revoke_token,
+    mark_revoked,
+    read_token,
 )
 from .telemetry.logs import LogFormat, configure_logging
 from .telemetry.tracing import TracingConfigError, tracer_provider_from_env
@@ -269,11 +271,11 @@ async def _record_operator_action(
 
 
 @asynccontextmanager
-async def _database(urls: _Urls) -> AsyncIterator[Database]:
+async def _database(urls: _Urls, *, connections: int = 1) -> AsyncIterator[Database]:
     """A small migrated pool for one command."""
     try:
         await migrate_database(urls.owner)
-        db = await Database.open(urls.service, min_size=1, max_size=1)
+        db = await Database.open(urls.service, min_size=1, max_size=connections)
     except (UnsafeSchema, RolesMissing) as error:  # the database's setup: said, not a traceback
         raise click.ClickException(str(error)) from None
     try:
@@ -320,20 +322,28 @@ def token_revoke(token_id: str, data_dir: Path | None, database_url: str | None)
     urls = _database_urls(settings)
 
     async def run() -> bool:
-        async with _database(urls) as db:
+        # Two connections: the revocation's, and the one its record is written on.
+        async with _database(urls, connections=2) as db:
             tenant = await live_token_tenant(db, token_id)
             if tenant is None:
                 return False
-            # Recorded before it applies, as the API does: a revocation is
-            # never without its event (one that fails to apply is retried).
-            await _record_operator_action(
-                db,
-                tenant,
-                action="api_token.revoked",
-                token_id=token_id,
-                description="Revoked an API token",
-            )
-            await revoke_token(db, token_id=token_id, tenant_id=tenant)
+            # As the API revokes: under the token's subject lock, which the
+            # changes it is making hold shared (they end first; those it begins
+            # now wait, then find it revoked), and recorded before it applies
+            # (a revocation is never without its event).
+            subject = token_subject(token_id)
+            async with Changes(db).exclusive(tenant, subject, caller=None) as conn:
+                found = await read_token(conn, tenant_id=tenant, token_id=token_id)
+                if found is None or found.revoked_at is not None:
+                    return False
+                await _record_operator_action(
+                    db,
+                    tenant,
+                    action="api_token.revoked",
+                    token_id=token_id,
+                    description="Revoked an API token",
+                )
+                await mark_revoked(conn, token_id=token_id, tenant_id=tenant)
             return True
 
     if not asyncio.run(run()):

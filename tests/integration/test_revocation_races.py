@@ -13,9 +13,9 @@ import psycopg
 import pytest
 
 from sealtrail import AuditClient, UnauthenticatedError
-from sealtrail_server.store.changes import RETENTION_SUBJECT
+from sealtrail_server.store.changes import RETENTION_SUBJECT, token_subject
 from tests.conftest import ServerThread
-from tests.lock_waits import SUBJECT_LOCK, until_blocked, until_waiting
+from tests.lock_waits import SHARED_SUBJECT_LOCK, SUBJECT_LOCK, until_waiting
 
 
 def _recorded(sql: psycopg.Connection[Any], tenant: str, action: str) -> int:
@@ -49,22 +49,36 @@ def test_a_change_whose_token_is_revoked_while_it_waits_is_refused(
     assert _recorded(sql, tenant, "retention.policy_updated") == 0
 
 
-def test_a_revocation_waits_for_a_change_its_token_is_making_before_it_is_recorded(
-    client_for: Callable[..., AuditClient], tenant: str, sql: psycopg.Connection[Any]
+def test_a_revocation_waits_for_the_changes_its_token_is_making_and_those_after_it_are_refused(
+    server: ServerThread,
+    client_for: Callable[..., AuditClient],
+    tenant: str,
+    sql: psycopg.Connection[Any],
 ) -> None:
-    """Recorded first, the revocation was in the log before the change it
-    then waited for: the log said a revoked token made a change."""
+    """Recorded first, the revocation was in the log before the change it then
+    waited for: the log said a revoked token made a change. Held by row locks,
+    a token making overlapping changes put its revocation off for as long as
+    it went on: PostgreSQL grants a new FOR SHARE while a FOR UPDATE waits."""
     admin = client_for(tenant)
     created = admin.create_token("admin", name="busy")
     token_id = created.token.token_id
-    with ThreadPoolExecutor(1) as pool:
-        with sql.transaction():  # as a change by that token holds it
-            sql.execute("SELECT FROM api_tokens WHERE token_id = %s FOR SHARE", [token_id])
+    subject = f"{tenant}/{token_subject(token_id)}"
+    with (
+        AuditClient(server.target, token=created.secret, max_attempts=1) as busy,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        with sql.transaction():  # as a change the token is making holds its subject
+            sql.execute(SHARED_SUBJECT_LOCK, [subject])
             revoking = pool.submit(admin.revoke_token, token_id)
-            until_blocked(sql, revoking)
+            until_waiting(sql, revoking)
             assert _recorded(sql, tenant, "api_token.revoked") == 0
+            changing = pool.submit(busy.set_retention_policy, "1y")  # queues behind it
+            until_waiting(sql, changing, sessions=2)
         assert revoking.result(timeout=30).token.HasField("revoke_time")
+        with pytest.raises(UnauthenticatedError, match="revoked"):
+            changing.result(timeout=30)
     assert _recorded(sql, tenant, "api_token.revoked") == 1
+    assert _recorded(sql, tenant, "retention.policy_updated") == 0
 
 
 def test_a_token_created_by_a_token_revoked_meanwhile_is_not_created(
@@ -82,10 +96,10 @@ def test_a_token_created_by_a_token_revoked_meanwhile_is_not_created(
         AuditClient(server.target, token=created.secret, max_attempts=1) as stolen,
         ThreadPoolExecutor(1) as pool,
     ):
-        with sql.transaction():  # as a revocation does: the token locked, then revoked
-            sql.execute("SELECT FROM api_tokens WHERE token_id = %s FOR UPDATE", [token_id])
+        with sql.transaction():  # as a revocation does: the token's subject, then the row
+            sql.execute(SUBJECT_LOCK, [f"{tenant}/{token_subject(token_id)}"])
             creating = pool.submit(stolen.create_token, "admin", name="successor")
-            until_blocked(sql, creating)
+            until_waiting(sql, creating)
             sql.execute("UPDATE api_tokens SET revoked_at = now() WHERE token_id = %s", [token_id])
         with pytest.raises(UnauthenticatedError, match="revoked"):
             creating.result(timeout=30)

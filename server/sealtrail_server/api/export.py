@@ -77,11 +77,15 @@ class ExportRpcs:
         )
         # Counted and recorded under one lock (across processes too): concurrent
         # exports once all counted the same past ones and all went ahead.
+        # The filter as recorded, read before the lock: it may need a pooled
+        # connection of its own (the tenant's settings), which a change holding
+        # one must not wait for.
+        recorded_filter = await self._filter_details(tenant_id, request.filter)
         async with self._changes.exclusive(
             tenant_id, _EXPORT_RATE_SUBJECT, caller=principal.token_id
         ) as conn:
             await self._check_export_rate(conn, tenant_id)
-            export_event_id = await self._record_export(principal, request)
+            export_event_id = await self._record_export(principal, request, recorded_filter)
         checkpoint = await self._checkpointer.issue(tenant_id)
         if checkpoint is None:
             # The export's own event is in the log, so the log is gone: erased
@@ -146,7 +150,9 @@ class ExportRpcs:
                 reason="EXPORT_RATE_LIMITED",
             )
 
-    async def _record_export(self, principal: Principal, request: pb.ExportRequest) -> str:
+    async def _record_export(
+        self, principal: Principal, request: pb.ExportRequest, recorded_filter: dict[str, Any]
+    ) -> str:
         """Record the export in the log, attributed to the calling token."""
         name = _FORMAT_NAMES[request.format]
         return (
@@ -158,7 +164,7 @@ class ExportRpcs:
                 description=f"Exported audit events as {name}",
                 details={
                     "format": name,
-                    "filter": await self._filter_details(principal.tenant_id, request.filter),
+                    "filter": recorded_filter,
                 },
             )
         ).event_id

@@ -22,7 +22,7 @@ from ..domain.event import parse_uuid
 from ..domain.filters import page_size
 from ..domain.page_tokens import PageTokens
 from ..store.appender import Appender
-from ..store.changes import Changes
+from ..store.changes import Changes, token_subject
 from ..store.database import Database
 from ..store.tokens import (
     IssuedToken,
@@ -165,12 +165,13 @@ class TokenRpcs:
         # One revocation at a time: a second one finds the token revoked, and
         # answers it as it is, recording nothing (a retry whose answer was lost).
         tenant_id = principal.tenant_id
+        # The token's subject, held before the record: the changes the token is
+        # making end first, and those it begins now wait, then find it revoked
+        # (`hold_live_token`).
         async with self._changes.exclusive(
-            tenant_id, f"api_token/{token_id}", caller=principal.token_id
+            tenant_id, token_subject(token_id), caller=principal.token_id
         ) as conn:
-            # Locked before its record: a change the token is making ends before
-            # the revocation is recorded, and one it begins now is refused.
-            found = await read_token(conn, tenant_id=tenant_id, token_id=token_id, for_update=True)
+            found = await read_token(conn, tenant_id=tenant_id, token_id=token_id)
             if found is None:
                 raise NotFound("no token with that id in this tenant")
             if found.revoked_at is not None:

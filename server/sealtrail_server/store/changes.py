@@ -94,19 +94,35 @@ class Changes:
             await share_erasure(conn, tenant_id, seconds=self._wait_seconds)
             await refuse_if_erased(conn, tenant_id)
             if caller is not None:
-                await hold_live_token(conn, caller)
+                await hold_live_token(conn, tenant_id, caller, seconds=self._wait_seconds)
             yield conn
 
 
-async def hold_live_token(conn: AnyConnection, token_id: str) -> None:
-    """Unauthenticated unless token `token_id` is live; if it is, its
-    revocation (which locks the token before recording itself) waits for
-    `conn`'s transaction. The caller was checked when its call began, but a
-    change can wait seconds for its lock: a token revoked meanwhile made it
-    after the log said the token was revoked."""
+def token_subject(token_id: str) -> str:
+    """The subject of a token's changes: its revocation holds it, and every
+    change the token makes shares it (`hold_live_token`)."""
+    return f"api_token/{token_id}"
+
+
+async def hold_live_token(
+    conn: AnyConnection, tenant_id: str, token_id: str, *, seconds: float
+) -> None:
+    """Unauthenticated unless token `token_id` is live; if it is, it stays so
+    until `conn`'s transaction ends. The caller was checked when its call
+    began, but a change can wait seconds for its lock: a token revoked
+    meanwhile made it after the log said the token was revoked.
+
+    The token's subject lock is shared: its revocation (`Changes.exclusive`
+    on `token_subject`, before it records anything) waits for the changes in
+    flight, and the changes that come after it queue behind it, then find the
+    token revoked. A row lock would not do: PostgreSQL grants a new FOR SHARE
+    while a FOR UPDATE waits, so a token making overlapping changes could put
+    its revocation off for as long as it went on."""
+    busy = "the calling token is being revoked; retry"
+    async with waiting_at_most(conn, seconds, busy=busy):
+        await share_subjects(conn, [tenant_id], token_subject(token_id))
     cursor = await conn.execute(
-        "SELECT FROM api_tokens WHERE token_id = %s AND revoked_at IS NULL FOR SHARE",
-        [token_id],
+        "SELECT FROM api_tokens WHERE token_id = %s AND revoked_at IS NULL", [token_id]
     )
     if await cursor.fetchone() is None:
         raise Unauthenticated("unknown or revoked token")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..domain.access import Principal, Role, new_token, token_digest
-from .changes import hold_live_token, share_erasure, tenant_erased
+from .changes import hold_live_token, refuse_if_erased, share_erasure, tenant_erased
 from .database import Connection, Database
 
 
@@ -41,8 +41,9 @@ async def create_token(
         # a pooled connection): created before its commit, the token would
         # outlive it.
         await share_erasure(conn, tenant_id, seconds=5.0)
+        await refuse_if_erased(conn, tenant_id)  # before the caller's token, which it removed
         if caller is not None:
-            await hold_live_token(conn, caller)
+            await hold_live_token(conn, tenant_id, caller, seconds=5.0)
         cursor = await conn.execute(
             "INSERT INTO api_tokens (tenant_id, token_id, secret_sha256, role, name)"
             " SELECT %s, %s, %s, %s, %s WHERE NOT EXISTS"
@@ -120,14 +121,8 @@ async def list_tokens(
         return [TokenInfo(*row) for row in await cursor.fetchall()]
 
 
-async def read_token(
-    conn: Connection, *, tenant_id: str, token_id: str, for_update: bool = False
-) -> TokenInfo | None:
-    """The tenant's token `token_id`; with `for_update`, locked until `conn`'s
-    transaction ends (changes the token is making finish first, and changes it
-    begins meanwhile wait, then find it revoked: see `hold_live_token`)."""
-    query = _SELECT_TOKENS + " AND token_id = %s" + (" FOR UPDATE" if for_update else "")
-    cursor = await conn.execute(query, [tenant_id, token_id])
+async def read_token(conn: Connection, *, tenant_id: str, token_id: str) -> TokenInfo | None:
+    cursor = await conn.execute(_SELECT_TOKENS + " AND token_id = %s", [tenant_id, token_id])
     row = await cursor.fetchone()
     return TokenInfo(*row) if row else None
 
