@@ -62,3 +62,16 @@ def test_the_count_of_deliveries_still_bounds_the_inbox() -> None:
     inbox.offer(_delivery(2, 1))
     inbox.offer(_delivery(3, 1))
     assert inbox.lagging and _drained(inbox) == []
+
+
+def test_falling_behind_drops_what_was_queued_and_its_bytes() -> None:
+    """The hub marks a subscriber lagging when a fetch fails or a notification
+    was lost: what it had queued is dropped with its bytes, not kept pinned."""
+    inbox = _inbox(max_bytes=1000)
+    inbox.offer(_delivery(1, 900))
+    inbox.fall_behind()
+    assert inbox.lagging and _drained(inbox) == []
+    inbox.caught_up()
+    inbox.offer(_delivery(2, 900))
+    inbox.offer(_delivery(3, 100))  # 1,000: the 900 dropped no longer counts
+    assert not inbox.lagging and _drained(inbox) == [2, 3]

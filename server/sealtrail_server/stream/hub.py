@@ -57,7 +57,8 @@ class LiveEvent:
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """Events of one fetch, the log position (seq) the fetch reached, and the
-    size of the events' records in bytes."""
+    size of the events' records in bytes (as stored: the parsed copies each
+    event keeps beside its text take a few times that again)."""
 
     events: list[LiveEvent]
     upto: int
@@ -87,13 +88,18 @@ class Subscription:
         # keeping up is not sent to the table for the size of one fetch.
         over = self._queued_bytes + delivery.size > self._max_bytes and not self._queue.empty()
         if over or self._queue.full():
-            self.lagging = True  # it will read from the table instead
-            while not self._queue.empty():
-                self._queue.get_nowait()
-            self._queued_bytes = 0
+            self.fall_behind()
             return
         self._queue.put_nowait(delivery)
         self._queued_bytes += delivery.size
+
+    def fall_behind(self) -> None:
+        """The subscriber reads from the table instead: what it has queued is
+        dropped (the table has it too), and nothing queues until it caught up."""
+        self.lagging = True
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queued_bytes = 0
 
     async def next(self) -> Delivery:
         """The oldest delivery, once there is one."""
@@ -214,7 +220,7 @@ class StreamHub:
         their next heartbeat."""
         tenant = self._tenants.get(tenant_id)
         for subscription in () if tenant is None else tenant.subscribers:
-            subscription.lagging = True
+            subscription.fall_behind()
 
     def _notified(self, payload: str) -> None:
         tenant_id, _, size_text = payload.rpartition(":")
@@ -237,7 +243,7 @@ class StreamHub:
                 # fetch of a few rows cost more planning than reading (ADR 0032).
                 async with self._db.connection(tenant_id, generic_plans=True) as conn:
                     cursor = await conn.execute(
-                        "SELECT seq, record, leaf_hash FROM events"
+                        "SELECT seq, record, leaf_hash, octet_length(record) FROM events"
                         " WHERE tenant_id = %s AND seq > %s AND seq <= %s ORDER BY seq",
                         [tenant_id, tenant.fetched, upto],
                     )
@@ -245,10 +251,10 @@ class StreamHub:
                 delivery = Delivery(
                     [
                         LiveEvent(StoredEvent(seq, record, bytes(leaf)), json.loads(record))
-                        for seq, record, leaf in rows
+                        for seq, record, leaf, _ in rows
                     ],
                     upto,
-                    sum(len(record) for _, record, _ in rows),
+                    sum(size for *_, size in rows),
                 )
                 for subscription in tenant.subscribers:
                     subscription.offer(delivery)
@@ -257,6 +263,6 @@ class StreamHub:
             log.warning("stream hub: fetch for %r failed: %s", tenant_id, error)
             with contextlib.suppress(Exception):
                 for subscription in tenant.subscribers:
-                    subscription.lagging = True
+                    subscription.fall_behind()
         finally:
             tenant.fetching = None
