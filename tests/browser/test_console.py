@@ -129,6 +129,19 @@ def test_a_row_expands_into_every_field_the_diff_and_the_json(
     assert "verified: in the log of" in detail.text
 
 
+@pytest.mark.parametrize(
+    ("forged", "shown", "named"),
+    [
+        (event_pb2.Event(description="nothing to see"), "nothing to see", "description"),
+        (
+            event_pb2.Event(actor=event_pb2.Actor(email="x@elsewhere.example")),
+            "x@elsewhere",
+            "actor.email",
+        ),
+        (event_pb2.Event(outcome=event_pb2.OUTCOME_DENIED), "OUTCOME_DENIED", "outcome"),
+    ],
+    ids=["description", "actor-email", "outcome"],
+)
 def test_a_row_rewritten_in_the_database_fails_its_proof_check(
     browser: webdriver.Chrome,
     console_url: str,
@@ -136,15 +149,18 @@ def test_a_row_rewritten_in_the_database_fails_its_proof_check(
     tenant: str,
     recorded: AuditClient,
     sql: psycopg.Connection[Any],
+    forged: event_pb2.Event,
+    shown: str,
+    named: str,
 ) -> None:
     """The row shown is a stored view of the record: rewritten (its leaf hash
-    kept), it showed a changed description beside "verified" (helper-65)."""
-    forged = event_pb2.Event(description="nothing to see").SerializeToString()
+    kept), it showed a changed description beside "verified" (helper-65), and
+    then a changed email or outcome, fields the check left out (helper-68)."""
     sql.execute("SET session_replication_role = replica")  # past the refusal of UPDATE
     sql.execute(
         "UPDATE events SET event_view = event_view || %s"
         " WHERE tenant_id = %s AND action = 'member.invite'",
-        [forged, tenant],
+        [forged.SerializeToString(), tenant],
     )
     sign_in(browser, console_url + "?actions=member.invite", console_server.token(tenant, "reader"))
     wait_for_rows(browser, lambda r: len(r) == 1)
@@ -152,10 +168,10 @@ def test_a_row_rewritten_in_the_database_fails_its_proof_check(
     detail = wait(browser).until(
         seen.visibility_of_element_located((By.CSS_SELECTOR, "#events tr.detail"))
     )
-    assert "nothing to see" in detail.text
+    assert shown in detail.text
     detail.find_element(By.XPATH, ".//button[contains(., 'Check inclusion proof')]").click()
     wait(browser).until(lambda b: "verified" in detail.text or "FAILED" in detail.text)
-    assert "FAILED: the row shown differs from the record the proof covers (description)" in (
+    assert f"FAILED: the row shown differs from the record the proof covers ({named})" in (
         detail.text
     )
 
@@ -194,6 +210,26 @@ def test_export_downloads_the_current_filter(
     wait(browser).until(lambda b: (downloads / "sealtrail-export.csv").exists())
     lines = (downloads / "sealtrail-export.csv").read_text().splitlines()
     assert len(lines) == 2 and "user.login" in lines[1] and "api_key" not in "\n".join(lines)
+
+
+def test_an_export_of_nothing_is_an_empty_file(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+    downloads: Path,
+) -> None:
+    """Its manifest's zero byte count is left out of the JSON: read as NaN, it
+    failed as "does not match its manifest" (helper-68)."""
+    sign_in(
+        browser, console_url + "?actions=never.happened", console_server.token(tenant, "exporter")
+    )
+    browser.find_element(By.ID, "export-ndjson").click()
+    wait(browser).until(lambda b: "Exported" in b.find_element(By.ID, "status").text)
+    assert "Exported 0 events, 0 bytes" in browser.find_element(By.ID, "status").text
+    wait(browser).until(lambda b: (downloads / "sealtrail-export.ndjson").exists())
+    assert (downloads / "sealtrail-export.ndjson").read_bytes() == b""
 
 
 def test_a_reader_may_not_export(

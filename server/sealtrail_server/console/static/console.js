@@ -294,19 +294,53 @@ async function signatureChecks(note, keys) {
   return false;
 }
 
-// The fields of a shown row that the proven record does not hold as shown.
+// An RFC 3339 UTC time with nine fractional digits: the API drops trailing
+// zeros (".448Z"), the record keeps six (".448000Z").
+function instant(time) {
+  const parts = /^(.*?)(?:\.(\d+))?Z$/.exec(time || "");
+  return parts ? `${parts[1]}.${(parts[2] || "").padEnd(9, "0")}Z` : time || "";
+}
+
+// An API enum name as the record writes it: "OUTCOME_DENIED" -> "denied".
+function enumWord(value, prefix) {
+  return value && value !== `${prefix}_UNSPECIFIED` ? value.slice(prefix.length + 1).toLowerCase() : "";
+}
+
+// JSON with its object keys sorted, to compare values whatever their order.
+function stable(value) {
+  if (Array.isArray(value)) return `[${value.map(stable).join(",")}]`;
+  if (value && typeof value === "object") {
+    return `{${Object.keys(value).sort().map((key) => `${JSON.stringify(key)}:${stable(value[key])}`).join(",")}}`;
+  }
+  return JSON.stringify(value ?? null);
+}
+
+// The fields shown (in the row or its detail) that the proven record does not
+// hold as shown: every field of the event, not only those of the row.
 function differences(event, record) {
+  const same = (shown, proven) => (shown ?? "") === (proven ?? "");
   const fields = {
-    id: [event.id, record.id],
-    seq: [String(event.seq), String(record.seq)],
-    action: [event.action, record.action],
-    description: [event.description || "", record.description || ""],
-    "actor.id": [event.actor?.id, record.actor?.id],
-    "resource.id": [event.resource?.id || "", record.resource?.id || ""],
-    "resource.type": [event.resource?.type || "", record.resource?.type || ""],
-    "context.ip": [event.context?.ip || "", record.context?.ip || ""],
+    id: same(event.id, record.id),
+    seq: String(event.seq) === String(record.seq),
+    tenant_id: same(event.tenant_id, record.tenant_id),
+    occurred_at: instant(event.occurred_at) === instant(record.occurred_at),
+    received_at: instant(event.received_at) === instant(record.received_at),
+    action: same(event.action, record.action),
+    category: same(enumWord(event.category, "CATEGORY"), record.category),
+    severity: same(enumWord(event.severity, "SEVERITY"), record.severity),
+    outcome: same(enumWord(event.outcome, "OUTCOME"), record.outcome),
+    description: same(event.description, record.description),
+    "actor.type": same(enumWord(event.actor?.type, "ACTOR_TYPE"), record.actor?.type),
+    idempotency_key: same(event.idempotency_key, record.idempotency_key),
+    changes: stable(event.changes || []) === stable(record.changes || []),
+    details: stable(event.details || {}) === stable(record.details || {}),
   };
-  return Object.entries(fields).filter(([, [shown, proven]]) => shown !== proven).map(([name]) => name);
+  for (const key of ["id", "email", "display_name"]) fields[`actor.${key}`] = same(event.actor?.[key], record.actor?.[key]);
+  for (const key of ["type", "id", "name"]) fields[`resource.${key}`] = same(event.resource?.[key], record.resource?.[key]);
+  for (const key of ["ip", "user_agent", "country", "request_id", "trace_id", "span_id"]) {
+    fields[`context.${key}`] = same(event.context?.[key], record.context?.[key]);
+  }
+  return Object.entries(fields).filter(([, agrees]) => !agrees).map(([name]) => name);
 }
 
 function proofButton(event) {
@@ -327,18 +361,21 @@ function proofButton(event) {
       const checkpoint = proof.checkpoint;
       // The size and root the signature covers: those of the note itself, not
       // the copies beside it, which a rewritten database could change alone.
-      const [, sizeLine, rootLine] = checkpoint.note.split("\n");
+      const [originLine, sizeLine, rootLine] = checkpoint.note.split("\n");
       const root = await rootFrom(Number(event.seq) - 1, sizeLine, leaf, (proof.proof || []).map(bytes));
       const ok = equal(leaf, bytes(event.leaf_hash)) && root && equal(root, bytes(rootLine));
       // The row shown is a stored view of the record: it must say what the proven record says.
-      const differing = differences(event, JSON.parse(new TextDecoder().decode(record)));
+      const proven = JSON.parse(new TextDecoder().decode(record));
+      const differing = differences(event, proven);
+      // One key signs every tenant's checkpoints: the note must be of this record's log.
+      if (!originLine.endsWith(`/${proven.tenant_id}`)) differing.push("the checkpoint's log");
       let signed = false;
       try { signed = await signatureChecks(checkpoint.note, keys.keys || []); } catch { signed = false; }
       result.className = ok && signed && !differing.length ? "proof-ok" : "proof-bad";
       result.textContent = differing.length
         ? ` FAILED: the row shown differs from the record the proof covers (${differing.join(", ")})`
         : ok && signed
-          ? ` verified: in the log of ${sizeLine} events, checkpoint signed by ${checkpoint.origin}`
+          ? ` verified: in the log of ${sizeLine} events, checkpoint signed by ${originLine}`
             + " with a key this server publishes (pin it with `sealtrail verify --key` to check"
             + " against the server itself)"
           : ok ? " the proof leads to the checkpoint's root, but its signature did not verify here"
@@ -371,10 +408,11 @@ async function startLive() {
       pending += value;
       const lines = pending.split("\n");
       pending = lines.pop();
-      const events = lines.filter((line) => line.trim()).map((line) => JSON.parse(line));
-      const failure = events.find((line) => line.error);  // the stream was cut short
-      if (failure) throw new Error(failure.error);
+      const parsed = lines.filter((line) => line.trim()).map((line) => JSON.parse(line));
+      const cut = parsed.findIndex((line) => line.error);  // the stream was cut short
+      const events = cut < 0 ? parsed : parsed.slice(0, cut);  // those before it arrived
       if (events.length) addEvents(events.reverse(), { atTop: true });
+      if (cut >= 0) throw new Error(parsed[cut].error);
     }
   } catch (error) {
     if (error.name !== "AbortError") $("#error").textContent = `Live updates stopped: ${error.message}`;
@@ -424,7 +462,8 @@ async function exportAs(format) {
     if (!manifest) throw new Error(`cut short after ${received.toLocaleString()} bytes`);
     const file = new Blob(chunks, { type: format === "csv" ? "text/csv" : "application/x-ndjson" });
     const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", await file.arrayBuffer()));
-    if (received !== Number(manifest.byte_count) || !equal(digest, bytes(manifest.sha256))) {
+    // Zero fields are left out of the manifest's JSON (an empty NDJSON export).
+    if (received !== Number(manifest.byte_count || 0) || !equal(digest, bytes(manifest.sha256))) {
       throw new Error("the file does not match its manifest (size or SHA-256)");
     }
     const link = document.createElement("a");
