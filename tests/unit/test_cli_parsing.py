@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import click
+import grpc
 import pytest
 from click.testing import CliRunner
 from google.protobuf import json_format, timestamp_pb2
 
+import sealtrail
 from sealtrail import RecordResult, build_event, build_filter
 from sealtrail import _cli as cli
 from sealtrail.v1 import audit_service_pb2, event_pb2
@@ -75,6 +77,27 @@ def test_a_token_is_not_sent_in_plain_text_off_this_machine(
     assert fake_client == []
     local = CliRunner().invoke(cli.main, ["query"], env={**env, "SEALTRAIL_SERVER": "127.0.0.1:1"})
     assert local.exit_code == 0, local.output
+
+
+def test_a_client_certificate_is_tls_off_this_machine(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """mTLS alone (no --tls, no --ca-file) was refused as plain text, though
+    AuditClient sends a client certificate over TLS."""
+    opened: list[dict[str, Any]] = []
+
+    class Recording(FakeClient):
+        def __init__(self, target: str, *, token: str, **connection: Any) -> None:
+            opened.append(connection)
+
+    monkeypatch.setattr(cli, "AuditClient", Recording)
+    (tmp_path / "c.pem").write_text("cert")
+    (tmp_path / "k.pem").write_text("key")
+    env = {"SEALTRAIL_SERVER": "audit.internal:443", "SEALTRAIL_TOKEN": "s3cret"}
+    args = ["--cert-file", str(tmp_path / "c.pem"), "--key-file", str(tmp_path / "k.pem"), "query"]
+    result = CliRunner().invoke(cli.main, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert [(o["client_certificate"], o["client_key"]) for o in opened] == [(b"cert", b"key")]
 
 
 def test_a_query_cut_short_by_its_limit_says_so(capsys: pytest.CaptureFixture[str]) -> None:
@@ -349,3 +372,29 @@ def test_a_command_that_never_connects_is_not_stopped_by_the_plain_text_guard(
     env = {"SEALTRAIL_SERVER": "audit.internal:443", "SEALTRAIL_TOKEN": "s3cret"}
     result = CliRunner().invoke(cli.main, ["verify", str(tmp_path)], env=env)
     assert result.exit_code == 1 and "not this machine" not in result.output
+
+
+def test_an_error_says_its_reason_details_and_request_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the code and message were printed: a PURGED stream's resume point
+    and the id the server's logs know the call by were lost."""
+
+    class Refusing(FakeClient):
+        def query(
+            self, event_filter: event_pb2.EventFilter, **kw: Any
+        ) -> Iterator[event_pb2.Event]:
+            raise sealtrail.RpcFailedError(
+                "events up to seq 40 were removed by retention",
+                code=grpc.StatusCode.FAILED_PRECONDITION,
+                reason="PURGED",
+                metadata={"resume_after_seq": "40"},
+                request_id="5f0c6a52-5a3e-4d6b-9f7e-2b8f3c1d9e21",
+            )
+
+    monkeypatch.setattr(cli, "AuditClient", Refusing)
+    result = invoke("query")
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "error: FAILED_PRECONDITION (PURGED): events up to seq 40 were removed by retention",
+        "  resume_after_seq: 40",
+        "  request id: 5f0c6a52-5a3e-4d6b-9f7e-2b8f3c1d9e21",
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from sealtrail import (
     RpcFailedError,
     UnavailableError,
 )
+from sealtrail._retry import RetryPolicy
 from sealtrail.v1 import (
     alerting_pb2,
     audit_service_pb2,
@@ -107,7 +109,9 @@ def test_record_retries_with_one_key_and_time_and_the_token(
     assert uuid.UUID(recorded.idempotency_key)
     assert recorded.HasField("occurred_at")
     assert all(("authorization", "Bearer s3cret") in metadata for _, metadata in sent)
-    assert sleeps == [0.5, 0.5]  # the server's RetryInfo outweighs the 0.1-0.2 s backoff
+    # The server's RetryInfo, plus the backoff's jitter (0-0.1 s, then 0-0.2 s): clients
+    # told the same delay do not all come back at once.
+    assert 0.5 < sleeps[0] <= 0.6 and 0.5 < sleeps[1] <= 0.7 and sleeps[0] != sleeps[1]
     assert not event.idempotency_key  # the caller's event is left as it was
 
 
@@ -283,7 +287,7 @@ def test_a_change_on_condition_of_an_etag_is_never_retried(
     _, _, rpc = channel.take_unary_unary(descriptor)
     rpc.terminate(response, (), grpc.StatusCode.OK, "")
     future.result(timeout=5)
-    assert sleeps == [0.5]
+    assert len(sleeps) == 1 and 0.5 < sleeps[0] <= 0.6
 
 
 def test_retries_stop_after_max_attempts(
@@ -300,18 +304,17 @@ def test_retries_stop_after_max_attempts(
     with pytest.raises(UnavailableError) as raised:
         future.result(timeout=5)
     assert raised.value.retry_after == 1.5
-    assert sleeps == [1.5, 1.5]
+    assert 1.5 < sleeps[0] <= 1.6 and 1.5 < sleeps[1] <= 1.7
 
 
-def test_an_erasure_is_retried_and_answers_its_receipt(
+def test_an_erasure_the_server_could_not_take_is_retried_and_answers_its_receipt(
     client: AuditClient,
     channel: grpc_testing.Channel,
     background: ThreadPoolExecutor,
     sleeps: list[float],
 ) -> None:
-    """A repeated erasure answers the receipt of the one that took place, so
-    one whose answer was lost (UNAVAILABLE: the database connection dropped
-    at its commit) is retried like any call."""
+    """UNAVAILABLE: a server that could not take it (the database unreachable,
+    the tenant being erased by another call)."""
     erase = SERVICE.methods_by_name["EraseTenant"]
     future = background.submit(client.erase_tenant, "acme")
     _, request, rpc = channel.take_unary_unary(erase)
@@ -321,7 +324,81 @@ def test_an_erasure_is_retried_and_answers_its_receipt(
     receipt = retention_pb2.ErasureReceipt(tenant_id="acme", final_tree_size=7)
     rpc.terminate(retention_pb2.EraseTenantResponse(receipt=receipt), (), grpc.StatusCode.OK, "")
     assert future.result(timeout=5) == receipt
-    assert sleeps == [1.0]
+    assert len(sleeps) == 1 and 1.0 < sleeps[0] <= 1.1
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED])
+def test_an_erasure_cut_off_or_cancelled_is_not_retried(
+    client: AuditClient,
+    channel: grpc_testing.Channel,
+    background: ThreadPoolExecutor,
+    sleeps: list[float],
+    code: grpc.StatusCode,
+) -> None:
+    """Cut off at its deadline, an erasure was rolled back and would take as
+    long again (five hours of tries for a large tenant); cancelled or reset, it
+    may have completed, and a repeat would find the tenant's tokens gone."""
+    future = background.submit(client.erase_tenant, "acme")
+    _, _, rpc = channel.take_unary_unary(SERVICE.methods_by_name["EraseTenant"])
+    fail(rpc, code)
+    with pytest.raises(RpcFailedError) as raised:
+        future.result(timeout=5)
+    assert raised.value.code is code and not raised.value.retried
+    assert sleeps == []
+
+
+def test_an_erasure_whose_retry_finds_its_token_gone_says_it_probably_completed(
+    client: AuditClient,
+    channel: grpc_testing.Channel,
+    background: ThreadPoolExecutor,
+    sleeps: list[float],
+) -> None:
+    erase = SERVICE.methods_by_name["EraseTenant"]
+    future = background.submit(client.erase_tenant, "acme")
+    _, _, rpc = channel.take_unary_unary(erase)
+    fail(rpc, grpc.StatusCode.UNAVAILABLE)  # a proxy lost the answer
+    _, _, rpc = channel.take_unary_unary(erase)
+    fail(rpc, grpc.StatusCode.UNAUTHENTICATED)  # the erasure removed the token
+    with pytest.raises(sealtrail.UnauthenticatedError, match="probably completed") as raised:
+        future.result(timeout=5)
+    assert raised.value.code is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_closed_client_makes_no_call() -> None:
+    """grpc's intercepted channel, closed, crashed the process (SIGSEGV) on the
+    first call of a method not called before; the async client raised grpc's
+    UsageError. Both raise ClientClosedError (a ValueError) at once."""
+    client = AuditClient("127.0.0.1:1", token="t")
+    client.close()
+    with pytest.raises(sealtrail.ClientClosedError):
+        client.get_event("e_1")
+    with pytest.raises(sealtrail.ClientClosedError):
+        next(iter(client.stream()))
+    with pytest.raises(ValueError, match="closed"):
+        next(iter(client.export_stream()))
+
+    async def closed_async() -> None:
+        client = sealtrail.AsyncAuditClient("127.0.0.1:1", token="t")
+        await client.close()
+        with pytest.raises(sealtrail.ClientClosedError):
+            await client.get_event("e_1")
+        with pytest.raises(sealtrail.ClientClosedError):
+            await anext(aiter(client.stream()))
+        with pytest.raises(sealtrail.ClientClosedError):
+            await anext(aiter(client.export_stream()))
+
+    asyncio.run(closed_async())
+
+
+def test_jitter_comes_on_top_of_the_servers_delay_and_grows() -> None:
+    policy = RetryPolicy(max_attempts=10, rng=random.Random(7))
+    told = UnavailableError("busy", code=grpc.StatusCode.UNAVAILABLE, retry_after=1.0)
+    waits = [policy.backoff(attempt, told) for attempt in range(1, 8)]
+    assert all(
+        w is not None and 1.0 < w <= 1.0 + min(5.0, 0.1 * 2 ** (n)) for n, w in enumerate(waits)
+    )
+    assert len(set(waits)) == len(waits)  # not in lockstep
+    assert max(w for w in waits if w is not None) > 2.0  # and later as it goes on
 
 
 def test_an_errors_reason_and_metadata_reach_the_caller(

@@ -62,14 +62,15 @@ def test_a_message_of_a_newer_server_moves_no_cursor(
         assert next(stream).seq == 7
         following = pool.submit(next, stream)
         rpc.send_response(Response(heartbeat=audit_service_pb2.Heartbeat(cursor=9)))
-        rpc.send_response(Response(purged=REMOVED))  # moves no cursor
+        rpc.send_response(Response(purged=REMOVED))  # 10-12 removed: past them
         rpc.send_response(unknown)
-        # Ended (OK: what was sent before is read first), the stream reconnects.
+        # Ended (OK: what was sent before is read first), the stream reconnects,
+        # past the range it was told of: not announced twice.
         rpc.terminate((), grpc.StatusCode.OK, "")
         _, resumed, rpc = channel.take_unary_stream(STREAM)
-        assert resumed.after_seq == 9
-        rpc.send_response(_events(10))
-        assert following.result(timeout=10).seq == 10
+        assert resumed.after_seq == 12
+        rpc.send_response(_events(13))
+        assert following.result(timeout=10).seq == 13
         stream.close()
     assert heartbeats == [9] and ranges == [REMOVED]
 
@@ -150,7 +151,7 @@ async def test_the_async_stream_passes_a_message_of_a_newer_server_over() -> Non
             yield Response(purged=REMOVED).SerializeToString()
             yield b"\x7a\x00"  # field 15: a message of a newer server
         else:
-            yield _events(10).SerializeToString()
+            yield _events(13).SerializeToString()
 
     async with (
         _scripted(stream_events) as target,
@@ -159,11 +160,12 @@ async def test_the_async_stream_passes_a_message_of_a_newer_server_over() -> Non
         heartbeats: list[int] = []
         ranges: list[audit_service_pb2.PurgedRange] = []
         stream = client.stream(after_seq=5, on_heartbeat=heartbeats.append, on_purged=ranges.append)
-        assert [(await anext(stream)).seq for _ in range(2)] == [6, 10]
+        assert [(await anext(stream)).seq for _ in range(2)] == [6, 13]
         await stream.aclose()
-    assert [(r.after_seq, r.announce_purged) for r in requests] == [(5, True), (9, True)]
+    # Past the range it was told of (10-12): a reconnect does not announce it again.
+    assert [(r.after_seq, r.announce_purged) for r in requests] == [(5, True), (12, True)]
     assert heartbeats == [9]
-    assert ranges == [REMOVED]  # a range moves no cursor
+    assert ranges == [REMOVED]
 
 
 async def test_the_async_stream_reconnects_past_the_attempts_a_call_is_given() -> None:

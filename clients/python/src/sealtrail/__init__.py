@@ -22,6 +22,7 @@ from sealtrail._correlation import (
 from sealtrail._errors import (
     AbortedError,
     AlreadyExistsError,
+    ClientClosedError,
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
@@ -42,6 +43,7 @@ __all__ = [
     "BatchEntryResult",
     "BundleError",
     "BundleSummary",
+    "ClientClosedError",
     "CorrelationInterceptor",
     "EventFields",
     "ExportError",

@@ -37,9 +37,21 @@ from sealtrail._convert import (
     with_defaults,
 )
 from sealtrail._correlation import aio_correlation_interceptors, current_request_id, request_id
-from sealtrail._errors import SealtrailError, from_rpc_error
+from sealtrail._errors import (
+    ClientClosedError,
+    SealtrailError,
+    UnauthenticatedError,
+    from_rpc_error,
+)
 from sealtrail._export import FORMATS, ExportFile, ExportFormat
-from sealtrail._retry import ERASURE_TIMEOUT, WHOLE_LOG_TIMEOUT, RetryPolicy
+from sealtrail._retry import (
+    ERASURE_RETRYABLE,
+    ERASURE_TIMEOUT,
+    RETRYABLE,
+    WHOLE_LOG_TIMEOUT,
+    RetryPolicy,
+    erased_meanwhile,
+)
 from sealtrail.v1 import (
     access_pb2,
     alerting_pb2,
@@ -360,10 +372,19 @@ class AsyncAuditClient:
         the receipt with the log's final signed checkpoint; keep it. A large
         tenant takes minutes: the call waits up to `timeout` seconds (an hour),
         not the client's timeout, which would cut it off and roll it back.
-        Retried as other calls are: a repeat answers the receipt of the
-        erasure that took place."""
+        Retried only after UNAVAILABLE (see ERASURE_RETRYABLE); a retry that
+        finds the token unknown raises UnauthenticatedError saying the erasure
+        probably completed on an earlier attempt."""
         request = retention_pb2.EraseTenantRequest(confirm_tenant_id=confirm_tenant_id)
-        return (await self._call(self._stub.EraseTenant, request, timeout=timeout)).receipt
+        try:
+            answer = await self._call(
+                self._stub.EraseTenant, request, timeout=timeout, retry_on=ERASURE_RETRYABLE
+            )
+        except UnauthenticatedError as error:
+            if not error.retried:
+                raise
+            raise erased_meanwhile(error) from error
+        return answer.receipt
 
     async def create_sink(
         self, sink: forwarding_pb2.Sink, *, from_beginning: bool = False
@@ -480,6 +501,8 @@ class AsyncAuditClient:
     ) -> AsyncIterator[audit_service_pb2.ExportResponse]:
         """The raw Export stream: content chunks, then the manifest. Not retried:
         each export is itself recorded in the log."""
+        if self._closed:
+            raise ClientClosedError
         request = audit_service_pb2.ExportRequest(filter=filter, format=FORMATS[format])
         try:
             async for message in self._stub.Export(request, metadata=self._metadata):
@@ -497,13 +520,18 @@ class AsyncAuditClient:
     ) -> audit_service_pb2.ExportManifest:
         """Export matching events to `path`, checked against the manifest's
         checksum before it is renamed into place. `progress(rows, bytes)` is
-        called after each chunk."""
-        with ExportFile(Path(path)) as target:
+        called after each chunk. The file is written in a worker thread: its
+        writes and its final fsync (of a file of gigabytes, perhaps) would
+        hold up the event loop."""
+        target = await asyncio.to_thread(ExportFile, Path(path))
+        try:
             async for message in self.export_stream(filter, format=format):
-                target.receive(message)
+                await asyncio.to_thread(target.receive, message)
                 if progress is not None:
                     progress(target.rows, target.bytes_written)
             return target.result()
+        finally:
+            await asyncio.to_thread(target.__exit__, None, None, None)
 
     async def stream(
         self,
@@ -526,6 +554,8 @@ class AsyncAuditClient:
         the server's retry delay) while it makes no progress, so it outlasts a
         server's restart; before it first connects it gives up as a call does
         (max_attempts), and any other error ends it."""
+        if self._closed:
+            raise ClientClosedError
         cursor, attempt, retrying, connected = after_seq, 1, None, False
         while True:
             request = stream_request(filter, cursor, since, announce_purged=on_purged is not None)
@@ -550,8 +580,12 @@ class AsyncAuditClient:
                         cursor = message.heartbeat.cursor
                         if on_heartbeat is not None:
                             on_heartbeat(cursor)
-                    elif payload == "purged" and on_purged is not None:
-                        on_purged(message.purged)  # moves no cursor: the events after come next
+                    elif payload == "purged":
+                        # No event sent lies in it: past it, a reconnect does not
+                        # announce it again.
+                        cursor = max(cursor or 0, message.purged.through_seq)
+                        if on_purged is not None:
+                            on_purged(message.purged)
                     # Else a message of a newer server: it moves no cursor.
                     if cursor != before:  # progress: the next failure backs off from the start
                         attempt = 1
@@ -567,10 +601,17 @@ class AsyncAuditClient:
                 attempt += 1
 
     def _backoff(
-        self, attempt: int, error: SealtrailError, *, bounded: bool = True
+        self,
+        attempt: int,
+        error: SealtrailError,
+        *,
+        bounded: bool = True,
+        codes: frozenset[grpc.StatusCode] = RETRYABLE,
     ) -> float | None:
         """Seconds to wait before retrying, or None: the policy's answer while open."""
-        return None if self._closed else self._policy.backoff(attempt, error, bounded=bounded)
+        if self._closed:
+            return None
+        return self._policy.backoff(attempt, error, bounded=bounded, codes=codes)
 
     async def _call(
         self,
@@ -578,10 +619,15 @@ class AsyncAuditClient:
         request: _Req,
         *,
         retry: bool = True,
+        retry_on: frozenset[grpc.StatusCode] = RETRYABLE,
         timeout: float | None = None,
     ) -> _Resp:
-        """`method`'s answer, retried as the policy says unless not to `retry`;
-        each attempt given `timeout` seconds, or the client's."""
+        """`method`'s answer, retried as the policy says (after the codes of
+        `retry_on`) unless not to `retry`; each attempt given `timeout`
+        seconds, or the client's. The error raised says whether the call was
+        retried before it (`retried`): an earlier attempt may have taken effect."""
+        if self._closed:
+            raise ClientClosedError
         deadline = self._timeout if timeout is None else timeout
         attempt, retrying = 1, None
         # One request id for every attempt: the one the caller set, else a new one.
@@ -591,8 +637,9 @@ class AsyncAuditClient:
                     return await method(request, timeout=deadline, metadata=self._metadata)
                 except grpc.RpcError as exc:
                     error = from_rpc_error(exc)
-                    delay = self._backoff(attempt, error) if retry else None
+                    delay = self._backoff(attempt, error, codes=retry_on) if retry else None
                     if delay is None:
+                        error.retried = retrying is not None
                         raise error from exc
                 except grpc.aio.UsageError as exc:  # grpc.aio's "Channel is closed."
                     if retrying is None:  # closed before the first attempt

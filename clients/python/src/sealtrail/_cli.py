@@ -207,7 +207,8 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
     settings: _Settings = ctx.obj
     if not settings.token:
         raise click.UsageError("Missing option '--token' (or SEALTRAIL_TOKEN).", ctx)
-    plain = not (settings.tls or settings.ca_file)
+    # A client certificate means TLS, as it does to AuditClient.
+    plain = not (settings.tls or settings.ca_file or settings.cert_file)
     if plain and not settings.insecure and not on_this_machine(settings.server):
         raise click.UsageError(
             f"{settings.server} is not this machine: the token would cross the network in plain"
@@ -218,9 +219,14 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
         with AuditClient(settings.server, token=settings.token, **settings.connection()) as client:
             yield client
     except SealtrailError as exc:
-        click.echo(f"error: {exc.code.name}: {exc.message}", err=True)
+        reason = f" ({exc.reason})" if exc.reason and exc.reason != exc.code.name else ""
+        click.echo(f"error: {exc.code.name}{reason}: {exc.message}", err=True)
         for field, description in exc.field_violations:
             click.echo(f"  {field}: {description}", err=True)
+        for key, value in sorted(exc.metadata.items()):
+            click.echo(f"  {key}: {value}", err=True)
+        if exc.request_id:  # what the server's logs and spans know the call by
+            click.echo(f"  request id: {exc.request_id}", err=True)
         ctx.exit(2 if exc.code in _USAGE_CODES else 1)
 
 
@@ -595,7 +601,7 @@ def tail(
             for event in events:
                 click.echo(json_format.MessageToJson(event, indent=None))
         except KeyboardInterrupt:
-            pass
+            ctx.exit(130)  # as a shell reports a command Ctrl-C ended
 
 
 def _days(value: int) -> str:
@@ -680,9 +686,13 @@ def retention_set(
     with _client(ctx) as client:
         call = client.preview_retention_policy if dry_run else client.set_retention_policy
         try:
-            answer = call(
-                _days_value(default), categories=by_category, action_prefixes=by_action, etag=etag
-            )
+            with unchanged_since_read("the retention policy"):
+                answer = call(
+                    _days_value(default),
+                    categories=by_category,
+                    action_prefixes=by_action,
+                    etag=etag,
+                )
         except ValueError as error:
             raise click.BadParameter(str(error)) from None
     if isinstance(answer, retention_pb2.PreviewRetentionPolicyResponse):
@@ -713,7 +723,7 @@ def _echo_preview(preview: retention_pb2.PreviewRetentionPolicyResponse) -> None
 @click.pass_context
 def legal_hold(ctx: click.Context, state: str, reason: str, etag: str) -> None:
     """Admin: place or release the tenant's legal hold; nothing is purged while it is on."""
-    with _client(ctx) as client:
+    with _client(ctx) as client, unchanged_since_read("the legal hold"):
         answer = client.set_legal_hold(state == "on", reason=reason, etag=etag)
     click.echo(f"legal hold {'on' if answer.legal_hold.on else 'off'}")
 

@@ -37,9 +37,21 @@ from sealtrail._convert import (
     with_defaults,
 )
 from sealtrail._correlation import CorrelationInterceptor, current_request_id, request_id
-from sealtrail._errors import SealtrailError, from_rpc_error
+from sealtrail._errors import (
+    ClientClosedError,
+    SealtrailError,
+    UnauthenticatedError,
+    from_rpc_error,
+)
 from sealtrail._export import FORMATS, ExportFile, ExportFormat
-from sealtrail._retry import ERASURE_TIMEOUT, WHOLE_LOG_TIMEOUT, RetryPolicy
+from sealtrail._retry import (
+    ERASURE_RETRYABLE,
+    ERASURE_TIMEOUT,
+    RETRYABLE,
+    WHOLE_LOG_TIMEOUT,
+    RetryPolicy,
+    erased_meanwhile,
+)
 from sealtrail.v1 import (
     access_pb2,
     alerting_pb2,
@@ -349,10 +361,19 @@ class AuditClient:
         the receipt with the log's final signed checkpoint; keep it. A large
         tenant takes minutes: the call waits up to `timeout` seconds (an hour),
         not the client's timeout, which would cut it off and roll it back.
-        Retried as other calls are: a repeat answers the receipt of the
-        erasure that took place."""
+        Retried only after UNAVAILABLE (see ERASURE_RETRYABLE); a retry that
+        finds the token unknown raises UnauthenticatedError saying the erasure
+        probably completed on an earlier attempt."""
         request = retention_pb2.EraseTenantRequest(confirm_tenant_id=confirm_tenant_id)
-        return (self._call(self._stub.EraseTenant, request, timeout=timeout)).receipt
+        try:
+            answer = self._call(
+                self._stub.EraseTenant, request, timeout=timeout, retry_on=ERASURE_RETRYABLE
+            )
+        except UnauthenticatedError as error:
+            if not error.retried:
+                raise
+            raise erased_meanwhile(error) from error
+        return answer.receipt
 
     def create_sink(
         self, sink: forwarding_pb2.Sink, *, from_beginning: bool = False
@@ -466,6 +487,8 @@ class AuditClient:
     ) -> Iterator[audit_service_pb2.ExportResponse]:
         """The raw Export stream: content chunks, then the manifest. Not retried:
         each export is itself recorded in the log."""
+        if self._closed:
+            raise ClientClosedError
         request = audit_service_pb2.ExportRequest(filter=filter, format=FORMATS[format])
         try:
             yield from self._stub.Export(request, metadata=self._metadata)
@@ -511,6 +534,8 @@ class AuditClient:
         the server's retry delay) while it makes no progress, so it outlasts a
         server's restart; before it first connects it gives up as a call does
         (max_attempts), and any other error ends it."""
+        if self._closed:
+            raise ClientClosedError
         cursor, attempt, retrying, connected = after_seq, 1, None, False
         while True:
             request = stream_request(filter, cursor, since, announce_purged=on_purged is not None)
@@ -535,8 +560,12 @@ class AuditClient:
                         cursor = message.heartbeat.cursor
                         if on_heartbeat is not None:
                             on_heartbeat(cursor)
-                    elif payload == "purged" and on_purged is not None:
-                        on_purged(message.purged)  # moves no cursor: the events after come next
+                    elif payload == "purged":
+                        # No event sent lies in it: past it, a reconnect does not
+                        # announce it again.
+                        cursor = max(cursor or 0, message.purged.through_seq)
+                        if on_purged is not None:
+                            on_purged(message.purged)
                     # Else a message of a newer server: it moves no cursor.
                     if cursor != before:  # progress: the next failure backs off from the start
                         attempt = 1
@@ -552,10 +581,17 @@ class AuditClient:
                 attempt += 1
 
     def _backoff(
-        self, attempt: int, error: SealtrailError, *, bounded: bool = True
+        self,
+        attempt: int,
+        error: SealtrailError,
+        *,
+        bounded: bool = True,
+        codes: frozenset[grpc.StatusCode] = RETRYABLE,
     ) -> float | None:
         """Seconds to wait before retrying, or None: the policy's answer while open."""
-        return None if self._closed else self._policy.backoff(attempt, error, bounded=bounded)
+        if self._closed:
+            return None
+        return self._policy.backoff(attempt, error, bounded=bounded, codes=codes)
 
     def _call(
         self,
@@ -563,10 +599,15 @@ class AuditClient:
         request: _Req,
         *,
         retry: bool = True,
+        retry_on: frozenset[grpc.StatusCode] = RETRYABLE,
         timeout: float | None = None,
     ) -> _Resp:
-        """`method`'s answer, retried as the policy says unless not to `retry`;
-        each attempt given `timeout` seconds, or the client's."""
+        """`method`'s answer, retried as the policy says (after the codes of
+        `retry_on`) unless not to `retry`; each attempt given `timeout`
+        seconds, or the client's. The error raised says whether the call was
+        retried before it (`retried`): an earlier attempt may have taken effect."""
+        if self._closed:
+            raise ClientClosedError
         deadline = self._timeout if timeout is None else timeout
         attempt, retrying = 1, None
         # One request id for every attempt: the one the caller set, else a new one.
@@ -576,8 +617,9 @@ class AuditClient:
                     return method(request, timeout=deadline, metadata=self._metadata)
                 except grpc.RpcError as exc:
                     error = from_rpc_error(exc)
-                    delay = self._backoff(attempt, error) if retry else None
+                    delay = self._backoff(attempt, error, codes=retry_on) if retry else None
                     if delay is None:
+                        error.retried = retrying is not None
                         raise error from exc
                 except ValueError as exc:  # grpc's "Cannot invoke RPC on closed channel!"
                     if retrying is None:  # closed before the first attempt

@@ -28,6 +28,14 @@ _DETAILS_KEY = "grpc-status-details-bin"
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
+class ClientClosedError(ValueError):
+    """A call on a client after its `close()`: no call is made. (A ValueError, as
+    an operation on a closed file is.)"""
+
+    def __init__(self) -> None:
+        super().__init__("the client is closed")
+
+
 class SealtrailError(Exception):
     """A call failed with a non-OK status.
 
@@ -36,6 +44,8 @@ class SealtrailError(Exception):
     `field_violations` the (field, description) pairs of its google.rpc.BadRequest, and
     `metadata` the ErrorInfo's metadata: what a program needs beside the reason (for
     reason PURGED, `resume_after_seq`; for BEYOND_LOG_SIZE, `tree_size`).
+    `retried` is whether the client retried the call before this error: an earlier
+    attempt, whose answer was lost, may have taken effect.
     """
 
     def __init__(
@@ -57,6 +67,7 @@ class SealtrailError(Exception):
         self.field_violations = list(field_violations)
         self.metadata = dict(metadata or {})
         self.request_id = request_id
+        self.retried = False
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"

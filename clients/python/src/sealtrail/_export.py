@@ -44,10 +44,12 @@ class ExportFile:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if not self._file.closed:
-            self._file.close()
-        if self.manifest is None:
-            self._temporary.unlink(missing_ok=True)
+        try:
+            if not self._file.closed:
+                self._file.close()  # fails too on a full disk, flushing what it buffered
+        finally:
+            if self.manifest is None:
+                self._temporary.unlink(missing_ok=True)
 
     @property
     def bytes_written(self) -> int:

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from sealtrail._errors import SealtrailError
+from sealtrail._errors import SealtrailError, UnauthenticatedError
 
 # Every RPC the clients retry is safe to repeat: reads are, and each recorded event carries an
 # idempotency key fixed before the first attempt.
-_RETRYABLE = frozenset(
+RETRYABLE = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -28,6 +28,26 @@ _RETRYABLE = frozenset(
 # Seconds an erasure is waited for: a large tenant's takes minutes, and a call
 # cut off at its deadline is cancelled, its erasure rolled back.
 ERASURE_TIMEOUT = 3600.0
+# What an erasure is retried after: only a server that could not take it. Cut off at
+# its deadline it was rolled back, and another attempt would take as long again; a
+# call cancelled or reset may have completed, and a repeat then finds the tenant's
+# tokens gone.
+ERASURE_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+
+
+def erased_meanwhile(error: UnauthenticatedError) -> UnauthenticatedError:
+    """What a retried erasure's UNAUTHENTICATED most likely means."""
+    return UnauthenticatedError(
+        f"{error.message}, on a retry: the erasure probably completed on an earlier attempt"
+        " whose answer was lost (an erased tenant's tokens are gone); the erasure receipt is"
+        " kept in the log's database",
+        code=error.code,
+        reason=error.reason,
+        metadata=error.metadata,
+        request_id=error.request_id,
+    )
+
+
 # Seconds a call that reads a tenant's whole log (VerifyLog; a retention
 # preview, up to a million events) is waited for: minutes for a large log,
 # where the client's default deadline cut it off, and each retry began anew.
@@ -39,7 +59,7 @@ _DOUBLINGS = 60
 
 @dataclass(frozen=True, kw_only=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter, never shorter than the server's RetryInfo."""
+    """Exponential backoff with full jitter, added to the server's RetryInfo delay."""
 
     max_attempts: int = 5
     initial_backoff: float = 0.1
@@ -52,12 +72,20 @@ class RetryPolicy:
         if not 0 < self.initial_backoff <= self.max_backoff:
             raise ValueError("backoffs must satisfy 0 < initial_backoff <= max_backoff")
 
-    def backoff(self, attempt: int, error: SealtrailError, *, bounded: bool = True) -> float | None:
+    def backoff(
+        self,
+        attempt: int,
+        error: SealtrailError,
+        *,
+        bounded: bool = True,
+        codes: frozenset[grpc.StatusCode] = RETRYABLE,
+    ) -> float | None:
         """Seconds to wait before the attempt after `attempt` (counted from 1) failed with
-        `error`, or None when the error is final. A call gives up after max_attempts;
-        a stream's reconnects are not `bounded`: it runs until its caller stops it, so it
-        outlasts a server's restart, waiting at most max_backoff between attempts."""
-        if (bounded and attempt >= self.max_attempts) or error.code not in _RETRYABLE:
+        `error`, or None when the error is final (its code not among `codes`). A call
+        gives up after max_attempts; a stream's reconnects are not `bounded`: it runs
+        until its caller stops it, so it outlasts a server's restart, waiting at most
+        max_backoff between attempts (besides the server's own delay)."""
+        if (bounded and attempt >= self.max_attempts) or error.code not in codes:
             return None
         # Without RetryInfo, an exhausted quota is not expected to recover within our backoff.
         if error.code is grpc.StatusCode.RESOURCE_EXHAUSTED and error.retry_after is None:
@@ -65,4 +93,6 @@ class RetryPolicy:
         # The exponent capped: an unbounded attempt count must not overflow a float.
         growth = 2 ** min(attempt - 1, _DOUBLINGS)
         ceiling = min(self.max_backoff, self.initial_backoff * growth)
-        return max(self.rng.uniform(0, ceiling), error.retry_after or 0.0)
+        # Jitter on top of the server's delay, not under it: every client told
+        # "1 s" by an overloaded server came back together, and never later.
+        return (error.retry_after or 0.0) + self.rng.uniform(0, ceiling)

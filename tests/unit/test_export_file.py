@@ -1,0 +1,67 @@
+"""An export is written to a temporary file beside its target and renamed only
+once it matches its manifest: whatever fails, nothing that looks like an export
+is left, and no temporary file either."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sealtrail import ExportError
+from sealtrail._export import ExportFile
+from sealtrail.v1 import audit_service_pb2 as pb
+
+
+def _chunk(data: bytes) -> pb.ExportResponse:
+    return pb.ExportResponse(chunk=data, rows_so_far=1)
+
+
+def _manifest(data: bytes) -> pb.ExportResponse:
+    manifest = pb.ExportManifest(
+        row_count=1, byte_count=len(data), sha256=hashlib.sha256(data).digest()
+    )
+    return pb.ExportResponse(manifest=manifest)
+
+
+class _FullDisk:
+    """The file as a full disk leaves it: what it buffered cannot be written."""
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        return len(data)  # buffered
+
+    def close(self) -> None:
+        self._file.close()
+        self.closed = True
+        raise OSError(28, "No space left on device")
+
+
+def test_a_whole_export_is_renamed_into_place(tmp_path: Path) -> None:
+    with ExportFile(tmp_path / "out.csv") as target:
+        target.receive(_chunk(b"a,b\n"))
+        target.receive(_manifest(b"a,b\n"))
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+    assert (tmp_path / "out.csv").read_bytes() == b"a,b\n"
+
+
+def test_an_export_without_its_manifest_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ExportError), ExportFile(tmp_path / "out.csv") as target:
+        target.receive(_chunk(b"a,b\n"))
+        target.result()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_that_cannot_be_closed_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """Closing flushes what was buffered, and fails on a full disk: the
+    temporary file, perhaps of gigabytes, was left on that full disk."""
+    with pytest.raises(OSError, match="No space"), ExportFile(tmp_path / "out.csv") as target:
+        target._file = _FullDisk(target._file)  # type: ignore[assignment]
+        target.receive(_chunk(b"a,b\n"))
+        raise ConnectionError("the export was cut off")
+    assert list(tmp_path.iterdir()) == []
