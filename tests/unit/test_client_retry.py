@@ -422,6 +422,24 @@ def test_an_errors_reason_and_metadata_reach_the_caller(
     assert raised.value.request_id == "5f0c6f0e-8d1a-4c35-9a57-2b7c1c0d9e11"
 
 
+def test_an_error_without_the_servers_id_carries_the_id_sent(
+    client: AuditClient, channel: grpc_testing.Channel, background: ThreadPoolExecutor
+) -> None:
+    """A deadline the client enforced, or a proxy's UNAVAILABLE, has no trailer:
+    `request_id` was empty for exactly the calls one looks up in the logs."""
+
+    def get() -> object:
+        with sealtrail.request_id("0b6f3c1e-2a44-4f1b-8a61-7c3e9d2f5a10"):
+            return client.get_event("e_1")
+
+    future = background.submit(get)
+    _, _, rpc = channel.take_unary_unary(SERVICE.methods_by_name["GetEvent"])
+    rpc.terminate(None, (), grpc.StatusCode.PERMISSION_DENIED, "no")  # no x-request-id
+    with pytest.raises(sealtrail.SealtrailError) as raised:
+        future.result(timeout=5)
+    assert raised.value.request_id == "0b6f3c1e-2a44-4f1b-8a61-7c3e9d2f5a10"
+
+
 def test_resource_exhausted_without_retry_info_is_not_retried(
     client: AuditClient,
     channel: grpc_testing.Channel,

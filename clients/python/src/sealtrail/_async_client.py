@@ -631,7 +631,7 @@ class AsyncAuditClient:
         deadline = self._timeout if timeout is None else timeout
         attempt, retrying = 1, None
         # One request id for every attempt: the one the caller set, else a new one.
-        with request_id(current_request_id()):
+        with request_id(current_request_id()) as sent_id:
             while True:
                 try:
                     return await method(request, timeout=deadline, metadata=self._metadata)
@@ -640,6 +640,8 @@ class AsyncAuditClient:
                     delay = self._backoff(attempt, error, codes=retry_on) if retry else None
                     if delay is None:
                         error.retried = retrying is not None
+                        # One the client or a proxy made has no trailer: the id sent.
+                        error.request_id = error.request_id or sent_id
                         raise error from exc
                 except grpc.aio.UsageError as exc:  # grpc.aio's "Channel is closed."
                     if retrying is None:  # closed before the first attempt

@@ -611,7 +611,7 @@ class AuditClient:
         deadline = self._timeout if timeout is None else timeout
         attempt, retrying = 1, None
         # One request id for every attempt: the one the caller set, else a new one.
-        with request_id(current_request_id()):
+        with request_id(current_request_id()) as sent_id:
             while True:
                 try:
                     return method(request, timeout=deadline, metadata=self._metadata)
@@ -620,6 +620,8 @@ class AuditClient:
                     delay = self._backoff(attempt, error, codes=retry_on) if retry else None
                     if delay is None:
                         error.retried = retrying is not None
+                        # One the client or a proxy made has no trailer: the id sent.
+                        error.request_id = error.request_id or sent_id
                         raise error from exc
                 except ValueError as exc:  # grpc's "Cannot invoke RPC on closed channel!"
                     if retrying is None:  # closed before the first attempt
