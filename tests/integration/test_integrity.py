@@ -15,7 +15,7 @@ import grpc
 import psycopg
 import pytest
 
-from sealtrail import AuditClient, RpcFailedError, build_event, build_filter
+from sealtrail import AuditClient, RpcFailedError, UnavailableError, build_event, build_filter
 from sealtrail._bundle import BundleError, verify_bundle, write_bundle
 from sealtrail.tlog import Signer, open_note, parse_checkpoint, verify_consistency
 from sealtrail_server.domain.access import Role
@@ -244,6 +244,35 @@ def test_a_bundle_is_still_written_when_the_export_rate_is_spent(
     ]
     assert second.complete and exports.count(True) == 1  # the first bundle's, proven
     assert verify_bundle(tmp_path / "second", key=VERIFIER.text()).count == 6
+
+
+class _KeysUnavailable:
+    """A client whose server goes away after the records, before the keys."""
+
+    def __init__(self, client: AuditClient) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def get_verifier_keys(self) -> Any:
+        raise UnavailableError("the server went away", code=grpc.StatusCode.UNAVAILABLE)
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-directory", "empty-directory"])
+def test_a_bundle_that_fails_midway_leaves_nothing(
+    logged: AuditClient, tmp_path: Path, existing: bool
+) -> None:
+    """Records and proofs without a manifest were left behind, and the rerun
+    then refused the directory as not empty."""
+    out = tmp_path / "bundle"
+    if existing:
+        out.mkdir()
+    with pytest.raises(UnavailableError):
+        write_bundle(_KeysUnavailable(logged), out)  # type: ignore[arg-type]
+    assert out.exists() == existing and (not existing or not any(out.iterdir()))
+    write_bundle(logged, out)  # the rerun
+    assert verify_bundle(out, key=VERIFIER.text()).complete
 
 
 def test_a_bundle_signed_by_another_key_is_refused(logged: AuditClient, tmp_path: Path) -> None:

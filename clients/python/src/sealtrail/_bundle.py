@@ -21,6 +21,7 @@ verifiers still read it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 from array import array
@@ -145,10 +146,29 @@ def write_bundle(
     bundle, each record is fetched with its proof by GetInclusionProof,
     `workers` at a time: the way for a reader token (Export needs an
     exporter's), an export refused by the rate limit, or a log that does not
-    match its checkpoint (which then shows which records it cannot prove)."""
+    match its checkpoint (which then shows which records it cannot prove).
+
+    A bundle that fails midway (the server gone for good, say) leaves nothing:
+    what it wrote is removed, and `out` too if this call created it."""
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     if any(out.iterdir()):
         raise BundleError(f"{out} is not empty")
+    try:
+        return _write(source, out, event_filter, workers)
+    except BaseException:
+        for name in (RECORDS, PROOFS, PURGED, CHECKPOINT, KEYS, MANIFEST):
+            (out / name).unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):  # not emptied: someone else wrote in it
+                out.rmdir()
+        raise
+
+
+def _write(
+    source: _Source, out: Path, event_filter: event_pb2.EventFilter | None, workers: int
+) -> BundleSummary:
+    """`write_bundle` into `out`, which is empty."""
     complete = event_filter is None or event_filter.ByteSize() == 0
     written = _from_one_export(source, out) if complete else None
     if written is None:
