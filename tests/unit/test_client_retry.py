@@ -440,6 +440,33 @@ def test_an_error_without_the_servers_id_carries_the_id_sent(
     assert raised.value.request_id == "0b6f3c1e-2a44-4f1b-8a61-7c3e9d2f5a10"
 
 
+def test_a_total_timeout_bounds_a_call_with_its_retries(channel: grpc_testing.Channel) -> None:
+    """`timeout` is per attempt: five attempts and the server's delays made
+    one `record()` last a minute. Within `total_timeout`, no retry starts that
+    could not begin in time (and each attempt gets only what is left)."""
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    client = AuditClient(
+        "unused", token="t", channel=channel, timeout=10.0, total_timeout=3.0,
+        sleep=sleep, rng=random.Random(0), clock=lambda: now[0],
+    )  # fmt: skip
+    with ThreadPoolExecutor(max_workers=1) as background:
+        future = background.submit(client.get_event, "e_1")
+        get_event = SERVICE.methods_by_name["GetEvent"]
+        for _ in range(2):
+            _, _, rpc = channel.take_unary_unary(get_event)
+            fail(rpc, grpc.StatusCode.UNAVAILABLE, retry_info(1.6))
+        with pytest.raises(UnavailableError) as raised:
+            future.result(timeout=5)
+    assert len(sleeps) == 1 and 1.6 < sleeps[0] <= 1.7  # a second wait would end past 3 s
+    assert raised.value.retried
+
+
 def test_resource_exhausted_without_retry_info_is_not_retried(
     client: AuditClient,
     channel: grpc_testing.Channel,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -73,13 +74,15 @@ class AsyncAuditClient:
 
     Every call gets `timeout` seconds per attempt and is retried on UNAVAILABLE,
     DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED (with RetryInfo) and CANCELLED (a server
-    stopping mid-call; not once the client is closed), up to `max_attempts` attempts.
+    stopping mid-call; not once the client is closed), up to `max_attempts` attempts;
+    with `total_timeout`, within that many seconds in all, attempts and waits included
+    (each attempt gets what is left, and no retry starts that could not begin in time).
     Failures raise SealtrailError subclasses.
 
     TLS: `tls=True` verifies the server against the system's roots, or against
     `root_certificates` (PEM); mutual TLS adds `client_certificate` and `client_key`
     (PEM). A given `channel` is used instead of one built
-    from `target` and `tls`, and is not closed; `sleep` and `rng` are for tests.
+    from `target` and `tls`, and is not closed; `sleep`, `rng` and `clock` are for tests.
 
     Every call on the client's own channel carries the caller's OpenTelemetry trace
     context and a request id (see `sealtrail.request_id`). A given channel is used as
@@ -92,6 +95,7 @@ class AsyncAuditClient:
         *,
         token: str,
         timeout: float = 10.0,
+        total_timeout: float | None = None,
         max_attempts: int = 5,
         initial_backoff: float = 0.1,
         max_backoff: float = 5.0,
@@ -102,7 +106,12 @@ class AsyncAuditClient:
         channel: grpc.aio.Channel | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if total_timeout is not None and total_timeout <= 0:
+            raise ValueError("total_timeout must be more than 0 seconds")
+        self._total_timeout = total_timeout
+        self._clock = clock
         self._policy = RetryPolicy(
             max_attempts=max_attempts,
             initial_backoff=initial_backoff,
@@ -628,16 +637,26 @@ class AsyncAuditClient:
         retried before it (`retried`): an earlier attempt may have taken effect."""
         if self._closed:
             raise ClientClosedError
-        deadline = self._timeout if timeout is None else timeout
+        per_attempt = self._timeout if timeout is None else timeout
+        # A given `timeout` (an erasure's hour) is the call's own; the client's
+        # total_timeout bounds the calls that take the client's.
+        ends = (
+            self._clock() + self._total_timeout
+            if self._total_timeout is not None and timeout is None
+            else None
+        )
         attempt, retrying = 1, None
         # One request id for every attempt: the one the caller set, else a new one.
         with request_id(current_request_id()) as sent_id:
             while True:
+                deadline = per_attempt if ends is None else min(per_attempt, ends - self._clock())
                 try:
                     return await method(request, timeout=deadline, metadata=self._metadata)
                 except grpc.RpcError as exc:
                     error = from_rpc_error(exc)
                     delay = self._backoff(attempt, error, codes=retry_on) if retry else None
+                    if delay is not None and ends is not None and self._clock() + delay >= ends:
+                        delay = None  # no time left for another attempt
                     if delay is None:
                         error.retried = retrying is not None
                         # One the client or a proxy made has no trailer: the id sent.
