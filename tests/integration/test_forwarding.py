@@ -11,11 +11,14 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,7 @@ from sealtrail.tlog import leaf_hash
 from sealtrail.v1 import forwarding_pb2
 from sealtrail_server.forward.egress import EgressPolicy, OutboundClient
 from sealtrail_server.forward.forwarder import TENANT_REQUESTS
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, database_of_its_own
 from tests.http_endpoint import Endpoint, Received, Reply, endpoint
 from tests.pki import Authority
 
@@ -84,6 +87,16 @@ def record(client: AuditClient, count: int, action: str = "document.share") -> l
     for start in range(0, count, 1000):
         seqs += [result.event.seq for result in client.record_batch(events[start : start + 1000])]
     return seqs
+
+
+def record_large(client: AuditClient, count: int, size: int) -> list[int]:
+    """`count` events of about `size` bytes each, recorded 100 at a time."""
+    events = [
+        build_event(action="document.share", actor_id="u", details={"blob": "x" * size})
+        for _ in range(count)
+    ]
+    return [r.event.seq for start in range(0, count, 100)
+            for r in client.record_batch(events[start : start + 100])]  # fmt: skip
 
 
 def webhook_events(received: list[Received]) -> list[dict[str, Any]]:
@@ -501,6 +514,309 @@ def test_a_sink_changed_while_a_batch_is_sent_gets_the_range_by_its_new_filter(
     client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
     received = receiver.wait_for(lambda r: invited in delivered_seqs(r))
     assert widened.is_set() and shared in delivered_seqs(received)
+
+
+def _sent_seqs(kind: str, body: bytes) -> list[int]:
+    """The seqs of the events a Datadog or Splunk request carried."""
+    if kind == "datadog_logs":
+        return [json.loads(entry["message"])["seq"] for entry in json.loads(body)]
+    return [json.loads(line)["event"]["seq"] for line in body.decode().splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("kind", "settings", "limit", "count"),
+    [
+        ("datadog_logs", {"api_key": "dd-key-abcdef", "service": "ü" * 256, "tags": "é" * 256},
+         5_000_000, 1000),
+        ("splunk_hec", {"token": "hec-token-1234", "source": "ü" * 256, "sourcetype": "ü" * 256,
+                        "index": "ü" * 256}, 1_000_000, 300),
+    ],
+    ids=["datadog", "splunk"],
+)  # fmt: skip
+def test_requests_keep_to_the_destinations_limits_whatever_the_sinks_settings(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+    kind: str,
+    settings: dict[str, str],
+    limit: int,
+    count: int,
+) -> None:
+    """Each event's wrapper counted at a fixed 256 bytes: Datadog's service
+    and tags, Splunk's source, sourcetype and index, may each be 256
+    characters, 6 bytes each escaped. Batches went over the destination's
+    limit, which answers 413: parked, and parked again on replay."""
+    receiver.responder = lambda received, index: (
+        Reply(413, b"request too large") if len(received.body) > limit else Reply()
+    )
+    sink = sinks(build_sink("long settings", kind, url=receiver.url, filter=SHARED, paused=True,
+                            **settings))  # fmt: skip
+    seqs = record_large(client, count, 5000)  # a backlog: full requests
+    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
+    sizes = [len(r.body) for r in receiver.received]
+    assert max(sizes) <= limit and len(sizes) > 1, sizes  # none refused, none parked
+    assert state.dead_letters == 0
+    assert [seq for r in receiver.received for seq in _sent_seqs(kind, r.body)] == seqs
+
+
+def test_a_request_too_large_for_the_destination_goes_in_halves(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """A destination that takes less than the kind's limit (a proxy in front
+    of it) answers 413: the batch was parked whole, and a replay of it was
+    refused the same way. Now it goes again in halves; only an event that is
+    too large alone is parked, alone."""
+    limit = 30_000
+    receiver.responder = lambda received, index: (
+        Reply(413, b"payload too large") if len(received.body) > limit else Reply()
+    )
+    sink = sinks(build_sink("behind a proxy", "webhook", url=receiver.url, secrets=[new_secret()],
+                            filter=SHARED, paused=True))  # fmt: skip
+    before = record_large(client, 20, 1000)
+    [large] = record_large(client, 1, 50_000)
+    after = record_large(client, 20, 1000)
+    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
+    assert receiver.received[0].body.count(b'"seq"') == 41  # the whole backlog, refused
+    taken = [r for r in receiver.received if len(r.body) <= limit]
+    assert delivered_seqs(taken) == before + after  # each once, in order
+    assert state.dead_letters == 1
+    [letter] = client.list_dead_letters(sink.id)
+    assert (letter.first_seq, letter.last_seq, letter.event_count) == (large, large, 1)
+    assert letter.http_status == 413 and "payload too large" in letter.error
+
+
+def test_an_elasticsearch_answer_too_long_to_keep_splits_the_batch(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """Of a bulk answer, 4 MiB is kept; long error reasons for hundreds of
+    items make it longer, and cut, it could not be read: the same batch was
+    retried for ever, answered as long each time."""
+
+    def bulk(received: Received, index: int) -> Reply:
+        actions = [json.loads(line) for line in received.body.decode().splitlines()[::2]]
+        items = [
+            {"create": {"_id": a["create"]["_id"], "status": 409,
+                        "error": {"type": "version_conflict_engine_exception",
+                                  "reason": "document already exists " + "x" * 10_000}}}
+            for a in actions
+        ]  # fmt: skip
+        return Reply(200, json.dumps({"errors": True, "items": items}).encode())
+
+    receiver.responder = bulk
+    sink = sinks(build_sink("elastic", "elasticsearch", url=receiver.url, index="audit",
+                            filter=SHARED, paused=True))  # fmt: skip
+    seqs = record(client, 500)
+    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
+    counts = [len(r.body.splitlines()) // 2 for r in receiver.received]
+    assert counts[0] == 500 and max(counts[1:]) <= 250, counts
+    assert state.dead_letters == 0 and state.delivered_events == 500
+    delivered = [json.loads(line)["seq"] for r in receiver.received[1:]
+                 for line in r.body.decode().splitlines()[1::2]]  # fmt: skip
+    assert delivered == seqs
+
+
+def _missing_status(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"create": {"_id": item["create"]["_id"]}} for item in items]
+
+
+def _status_zero(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"create": {**item["create"], "status": 0}} for item in items]
+
+
+def _items_missing(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return items[:1]
+
+
+@pytest.mark.parametrize(
+    "broken", [_missing_status, _status_zero, _items_missing], ids=["no-status", "zero", "short"]
+)
+def test_a_bulk_answer_that_does_not_account_for_every_event_is_retried(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+    broken: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+) -> None:
+    """An item without a status counted as status 0, delivered; items
+    missing from the answer were not looked at, delivered too."""
+
+    def bulk(received: Received, index: int) -> Reply:
+        actions = [json.loads(line) for line in received.body.decode().splitlines()[::2]]
+        items = [{"create": {"_id": a["create"]["_id"], "status": 201}} for a in actions]
+        items[0]["create"] |= {"status": 400, "error": {"type": "mapper_parsing_exception"}}
+        answer = {"errors": True, "items": broken(items) if index == 0 else items}
+        return Reply(200, json.dumps(answer).encode())
+
+    receiver.responder = bulk
+    sink = sinks(build_sink("elastic", "elasticsearch", url=receiver.url, index="audit",
+                            filter=SHARED, paused=True))  # fmt: skip
+    seqs = record(client, 3)
+    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    first, second = receiver.wait_for(lambda r: len(r) >= 2, timeout=10)[:2]
+    assert first.body == second.body  # the same events again: none taken as delivered
+    state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
+    assert (state.delivered_events, state.dead_letters) == (2, 1)
+    [letter] = client.list_dead_letters(sink.id)
+    assert (letter.first_seq, letter.last_seq) == (seqs[0], seqs[0])
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [Reply(401, b"invalid token"), Reply(503, b"busy", headers={"Retry-After": "300"})],
+    ids=["parked", "failed"],
+)
+def test_what_the_old_definition_met_is_not_held_against_the_new_one(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+    refusal: Reply,
+) -> None:
+    """A bad token fixed while a batch is on its way with it: the 401 parked
+    the batch (also sent again by the new token: a replay of the letter sent
+    it twice), a 503 with Retry-After held the fixed sink back five minutes.
+    Neither is recorded once the sink changed: the batch goes again at once."""
+
+    def fixed_meanwhile(received: Received, index: int) -> Reply:
+        if received.headers["authorization"] == "Splunk hec-token-old1":
+            fixed = build_sink("hec", "splunk_hec", url=receiver.url, token="hec-token-new2",
+                               sink_id=sink.id, filter=SHARED)  # fmt: skip
+            client.update_sink(fixed)
+            return refusal
+        return Reply()
+
+    receiver.responder = fixed_meanwhile
+    sink = sinks(build_sink("hec", "splunk_hec", url=receiver.url, token="hec-token-old1",
+                            filter=SHARED, paused=True))  # fmt: skip
+    seqs = record(client, 3)
+    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    received = receiver.wait_for(lambda r: len(r) >= 2, timeout=10)
+    assert [r.headers["authorization"] for r in received[:2]] == [
+        "Splunk hec-token-old1", "Splunk hec-token-new2"
+    ]  # fmt: skip
+    assert _sent_seqs("splunk_hec", received[1].body) == seqs
+    state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
+    assert state.dead_letters == 0 and state.consecutive_failures == 0
+    assert client.list_dead_letters(sink.id) == []
+
+
+def test_a_replay_failing_after_a_live_batch_backs_off_from_the_start(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+    sql: psycopg.Connection[Any],
+) -> None:
+    """A step whose live batch is delivered (which clears the sink's
+    failures) and whose replay batch then fails backed off by the failures
+    counted before the live batch: minutes, for a destination that just
+    took a batch."""
+    earlier = record(client, 2)
+    sink = sinks(build_sink("recovered", "webhook", url=receiver.url, secrets=[new_secret()],
+                            filter=SHARED, paused=True))  # fmt: skip
+    live = record(client, 2)
+    client.replay_sink(sink.id, seq_range=(earlier[0], earlier[-1]))
+    refused = threading.Event()
+
+    def replay_fails_once(received: Received, index: int) -> Reply:
+        first = json.loads(received.body)["data"]["events"][0]["seq"]
+        if first in earlier and not refused.is_set():
+            refused.set()
+            return Reply(503, b"busy")
+        return Reply()
+
+    receiver.responder = replay_fails_once
+    # As a destination down for a while leaves it: 12 failures, worth ~3 minutes
+    # of backoff; due now. Resumed in the database, so no change clears them.
+    sql.execute(
+        "UPDATE sinks SET consecutive_failures = 12, paused = false WHERE id = %s", [sink.id]
+    )
+    received = receiver.wait_for(lambda r: delivered_seqs(r).count(earlier[0]) >= 2, timeout=15)
+    assert delivered_seqs(received) == live + earlier + earlier
+
+
+def test_a_process_at_its_most_sinks_keeps_those_it_holds(
+    migrated_database_url: str, receiver: Endpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Claims took sinks in (tenant, id) order: a new sink sorting before
+    one a process held, at its most sinks, took its place, the held one's
+    delivery cut off midway and never taken up again. The held one stays;
+    the new one waits for room, said once in the log."""
+    held_tenant, later_tenant = f"zz-{uuid.uuid4().hex[:8]}", f"aa-{uuid.uuid4().hex[:8]}"
+
+    def sent_to(path: str, received: list[Received]) -> list[int]:
+        return delivered_seqs([r for r in received if r.path == path])
+
+    with database_of_its_own(migrated_database_url, "claims") as url:
+        server = ServerThread(url, forward_max_sinks=1)  # the database's only process
+        holder = AuditClient(server.target, token=server.token(held_tenant))
+        newcomer = AuditClient(server.target, token=server.token(later_tenant))
+        try:
+            held = holder.create_sink(
+                build_sink("held", "webhook", url=receiver.url + "/held", secrets=[new_secret()],
+                           filter=SHARED)
+            ).sink  # fmt: skip
+            first = record(holder, 2)
+            receiver.wait_for(lambda r: sent_to("/held", r) == first)
+            with caplog.at_level(logging.INFO, logger="sealtrail_server.forward.forwarder"):
+                newcomer.create_sink(build_sink("waiting", "webhook", url=receiver.url + "/new",
+                                                secrets=[new_secret()], filter=SHARED))  # fmt: skip
+                waiting = record(newcomer, 1)
+                time.sleep(3)  # claims every second
+                second = record(holder, 2)
+                receiver.wait_for(lambda r: sent_to("/held", r) == first + second, timeout=10)
+                assert sent_to("/new", receiver.requests()) == []
+                holder.delete_sink(held.id)  # room: the waiting sink is taken
+                receiver.wait_for(lambda r: sent_to("/new", r) == waiting, timeout=10)
+            said = [r.getMessage() for r in caplog.records if r.name.endswith("forwarder")]
+            assert [m for m in said if "1 more wait for a process with room" in m] == [said[0]]
+            assert "no sink waits for a process with room any more" in said[-1]
+        finally:
+            holder.close()
+            newcomer.close()
+            server.close()
+
+
+def test_a_replay_from_past_the_logs_end_is_refused_naming_the_field(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """`last_seq` was cut at the log's end, `first_seq` was not: past it, the
+    replay's row broke a CHECK (INTERNAL) after its request was recorded,
+    or, just past it, an empty replay was recorded."""
+    sink = sinks(build_sink("replayed", "webhook", url=receiver.url, secrets=[new_secret()],
+                            filter=SHARED, paused=True))  # fmt: skip
+    [last] = record(client, 1)
+    assert client.get_sink(sink.id).state.head_seq == last
+    for first in (last + 1, last + 50):
+        with pytest.raises(InvalidArgumentError) as refused:
+            client.replay_sink(sink.id, seq_range=(first, first + 10))
+        [(field, description)] = refused.value.field_violations
+        assert field == "seq_range.first_seq" and str(last) in description
+    assert client.get_sink(sink.id).state.pending_replays == 0
+    actions = [e.action for e in client.query(build_filter(actions="sink.*"), order="oldest")]
+    assert actions == ["sink.created"]  # nothing of the refused replays
+    client.replay_sink(sink.id, seq_range=(last, last + 50))  # reaching past it: cut, taken
+    assert client.get_sink(sink.id).state.pending_replays == 1
+
+
+@pytest.mark.parametrize(("ahead", "waited"), [(120, 120), (7200, 300)], ids=["date", "capped"])
+def test_a_retry_after_date_is_waited_for_up_to_five_minutes(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+    ahead: int,
+    waited: int,
+) -> None:
+    """Retry-After as an HTTP date was ignored: the sink retried after its
+    backoff alone, however long the destination asked it to wait."""
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=ahead), usegmt=True)
+    receiver.responder = lambda received, index: Reply(503, b"busy", headers={"Retry-After": when})
+    sink = sinks(build_sink("told", "webhook", url=receiver.url, secrets=[new_secret()],
+                            filter=SHARED))  # fmt: skip
+    record(client, 1)
+    state = wait_for_state(client, sink.id, lambda s: s.state.consecutive_failures > 0).state
+    wait = state.next_attempt_time.ToDatetime(UTC) - state.last_error_time.ToDatetime(UTC)
+    assert waited - 2 <= wait.total_seconds() <= waited + 0.5, wait
 
 
 # --- the admin RPCs -------------------------------------------------------------------

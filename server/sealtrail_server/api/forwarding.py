@@ -520,7 +520,14 @@ async def _replay_selection(
             raise InvalidArgument.field("seq_range.first_seq", "must be at least 1")
         if last < first:
             raise InvalidArgument.field("seq_range.last_seq", "must be at least first_seq")
-        return _Replay(first, min(last, await tree_size(conn, tenant_id)))
+        head = await tree_size(conn, tenant_id)
+        if first > head:
+            # Before anything is recorded: past the log's end, no event is
+            # there to replay (and the replay's row would break its CHECK).
+            raise InvalidArgument.field(
+                "seq_range.first_seq", f"must be at most {head}, the log's last seq"
+            )
+        return _Replay(first, min(last, head))
     if selection == "window":
         window = request.window
         if not window.HasField("start_time") or not window.HasField("end_time"):

@@ -2,8 +2,10 @@
 
 `requests()` turns a run of events (oldest first) into the HTTP requests of a
 sink's kind, within that kind's limits; `verdict()` reads one answer:
-delivered, retry later (timeouts, 408, 429, 5xx, redirects) or park in the
-dead-letter list (any other 4xx, and per item for Elasticsearch's bulk API)."""
+delivered, retry later (timeouts, 408, 429, 5xx, redirects), split (a 413,
+or a bulk answer too long to keep, for a request of several events: they go
+again in smaller ones) or park in the dead-letter list (any other 4xx, and
+per item for Elasticsearch's bulk API)."""
 
 from __future__ import annotations
 
@@ -12,36 +14,41 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Final, Literal
 
 from ..domain.ocsf import to_ocsf
 from ..domain.sinks import DATADOG_DEFAULT_URL, Format, Kind, webhook_key
 
-# Per request: (events, bytes of body). Datadog's intake: 1,000 entries and
-# 5 MB; Splunk's HEC refuses bodies over its max_content_length, 1 MB on older
-# releases; Elasticsearch's bulk API works best at a few MB.
 # Also `error` and `status`: filter_path applies to an error answer (a 400 or
 # 401 of the whole request) too, which would otherwise arrive as `{}`.
 _BULK_ANSWER_FIELDS: Final = (
     "errors,items.*.status,items.*.error.type,items.*.error.reason,error,status"
 )
 # What is kept of a destination's answer: enough for any error, and for a bulk
-# answer an item per event, each with its error.
+# answer an item per event, each with its error (one longer, of long error
+# reasons, splits its batch).
 ANSWER_BYTES: Final[dict[Kind, int]] = {
     "webhook": 64 * 1024,
     "splunk_hec": 64 * 1024,
     "datadog_logs": 64 * 1024,
     "elasticsearch": 4 * 1024 * 1024,
 }
+# Per request: (events, bytes of body, the kind's framing included). Datadog's
+# intake: 1,000 entries and 5 MB; Splunk's HEC refuses bodies over its
+# max_content_length, 1,000,000 bytes on older releases (413); Elasticsearch's
+# bulk API works best at a few MB.
 LIMITS: Final[dict[Kind, tuple[int, int]]] = {
     "webhook": (500, 4 * 1024 * 1024),
-    "splunk_hec": (500, 1024 * 1024),
+    "splunk_hec": (500, 1_000_000),
     "datadog_logs": (1000, 5 * 1000 * 1000),
     "elasticsearch": (1000, 8 * 1024 * 1024),
 }
 _RETRIED_4XX: Final = frozenset({408, 429})
+_TOO_LARGE: Final = 413
 MAX_ERROR_TEXT: Final = 1024
 
 
@@ -72,7 +79,7 @@ class ItemRefusal:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    outcome: Literal["delivered", "retry", "park"]
+    outcome: Literal["delivered", "retry", "park", "split"]
     status: int = 0
     error: str = ""
     retry_after: float | None = None
@@ -93,11 +100,12 @@ class Sender:
 
 @dataclass(frozen=True, slots=True)
 class _Batch:
-    """The events of one request: as stored, parsed, and as the sink's items."""
+    """The events of one request: as stored, parsed, and each as the text it
+    takes in the body (the kind's wrapper around the event's item)."""
 
     events: list[PendingEvent]
     parsed: list[dict[str, Any]]
-    items: list[str]
+    pieces: list[str]
     now: datetime
 
 
@@ -110,20 +118,44 @@ def _item(event: PendingEvent, data: dict[str, Any], format: Format) -> str:
     return f'{event.record[:-1]},"leaf_hash":"{event.leaf_hash.hex()}"}}'
 
 
-def requests(sender: Sender, events: list[PendingEvent], *, now: datetime) -> list[Outgoing]:
-    """The requests that carry `events`, in order."""
-    max_events, max_bytes = LIMITS[sender.kind]
+def requests(
+    sender: Sender,
+    events: list[PendingEvent],
+    *,
+    now: datetime,
+    max_events: int | None = None,
+    max_bytes: int | None = None,
+) -> list[Outgoing]:
+    """The requests that carry `events`, in order, each within the kind's
+    limits and `max_events` and `max_bytes` where given (smaller: what the
+    destination was found to take). An event too large alone goes alone."""
+    if not events:
+        return []
+    kind_events, kind_bytes = LIMITS[sender.kind]
+    most_events = min(kind_events, max_events or kind_events)
+    most_bytes = min(kind_bytes, max_bytes or kind_bytes)
     parsed = [json.loads(event.record) for event in events]
-    items = [_item(event, data, sender.format) for event, data in zip(events, parsed, strict=True)]
+    piece = _PIECES[sender.kind](sender)
+    pieces = [
+        piece(data, _item(event, data, sender.format))
+        for event, data in zip(events, parsed, strict=True)
+    ]
+    # Each request's size counted as it will be sent: its framing (counted
+    # with the largest seqs, for the webhook's envelope that names them), each
+    # piece's UTF-8 bytes, one byte between two pieces. A fixed allowance per
+    # event fell short: Splunk's source, sourcetype and index, Datadog's
+    # service and tags, may each be 256 characters, escaped to 6 bytes each.
+    framing = _framing(sender, events[-1].seq, now)
     chunks: list[list[int]] = []
     size = 0
-    for index, item in enumerate(items):
-        grows = _encoded_size(sender.kind, item) + 256  # and the kind's envelope around it
-        if not chunks or len(chunks[-1]) >= max_events or size + grows > max_bytes:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(index)
-        size += grows
+    for index, text in enumerate(pieces):
+        grows = _size(text)
+        if chunks and len(chunks[-1]) < most_events and size + 1 + grows <= most_bytes:
+            chunks[-1].append(index)
+            size += 1 + grows
+        else:
+            chunks.append([index])
+            size = framing + grows
     build = _BUILDERS[sender.kind]
     return [
         build(
@@ -131,7 +163,7 @@ def requests(sender: Sender, events: list[PendingEvent], *, now: datetime) -> li
             _Batch(
                 [events[i] for i in chunk],
                 [parsed[i] for i in chunk],
-                [items[i] for i in chunk],
+                [pieces[i] for i in chunk],
                 now,
             ),
         )
@@ -139,12 +171,9 @@ def requests(sender: Sender, events: list[PendingEvent], *, now: datetime) -> li
     ]
 
 
-def _encoded_size(kind: Kind, item: str) -> int:
-    """The bytes an item takes in the kind's body: UTF-8, and for Datadog as a
-    JSON string (escaped, non-ASCII as \\u escapes), the entry's message."""
-    if kind == "datadog_logs":
-        return len(json.dumps(item))
-    return len(item) if item.isascii() else len(item.encode())  # no copy for ASCII
+def _size(text: str) -> int:
+    """Its bytes in UTF-8."""
+    return len(text) if text.isascii() else len(text.encode())  # no copy for ASCII
 
 
 def _outgoing(url: str, headers: list[tuple[str, str]], body: str, batch: _Batch) -> Outgoing:
@@ -157,16 +186,35 @@ def _outgoing(url: str, headers: list[tuple[str, str]], body: str, batch: _Batch
     )
 
 
-def _webhook(sender: Sender, batch: _Batch) -> Outgoing:
-    first, last = batch.events[0].seq, batch.events[-1].seq
-    stamp = json.dumps(batch.now.isoformat().replace("+00:00", "Z"))
+# Each kind's piece of a body for one event: given the sender, a function of
+# the event (parsed) and its item, with what every event shares made once.
+Piece = Callable[[dict[str, Any], str], str]
+
+
+def _webhook_piece(sender: Sender) -> Piece:
+    return lambda data, item: item
+
+
+def _webhook_body(sender: Sender, first: int, last: int, now: datetime, events: str) -> str:
+    stamp = json.dumps(now.isoformat().replace("+00:00", "Z"))
     tenant, sink = json.dumps(sender.tenant_id), json.dumps(sender.sink_id)
     # Written around the items' text, which must not be parsed and re-serialised.
-    body = (
+    return (
         f'{{"type":"sealtrail.events","timestamp":{stamp},"data":{{"tenant_id":{tenant},'
-        f'"sink_id":{sink},"first_seq":{first},"last_seq":{last},'
-        f'"events":[{",".join(batch.items)}]}}}}'
+        f'"sink_id":{sink},"first_seq":{first},"last_seq":{last},"events":[{events}]}}}}'
     )
+
+
+def _framing(sender: Sender, last_seq: int, now: datetime) -> int:
+    """The bytes of a request's body around its pieces, at most."""
+    if sender.kind == "webhook":
+        return len(_webhook_body(sender, last_seq, last_seq, now, ""))  # ASCII: json.dumps
+    return {"splunk_hec": 0, "datadog_logs": 2, "elasticsearch": 1}[sender.kind]
+
+
+def _webhook(sender: Sender, batch: _Batch) -> Outgoing:
+    first, last = batch.events[0].seq, batch.events[-1].seq
+    body = _webhook_body(sender, first, last, batch.now, ",".join(batch.pieces))
     # The same id on every attempt of these events: receivers deduplicate by
     # it. The seqs' digest tells apart two sets of events between the same
     # first and last (a filter changed, a replay through it), which a receiver
@@ -192,7 +240,7 @@ def _hmac(key: bytes, message: bytes) -> bytes:
     return hmac.new(key, message, hashlib.sha256).digest()
 
 
-def _splunk_hec(sender: Sender, batch: _Batch) -> Outgoing:
+def _splunk_piece(sender: Sender) -> Piece:
     settings = sender.destination
     default_type = "ocsf" if sender.format == "ocsf" else "sealtrail:audit"
     envelope: dict[str, Any] = {
@@ -202,20 +250,26 @@ def _splunk_hec(sender: Sender, batch: _Batch) -> Outgoing:
     }
     if settings.get("index"):
         envelope["index"] = settings["index"]
-    lines = []
-    for data, item in zip(batch.parsed, batch.items, strict=True):
+
+    def piece(data: dict[str, Any], item: str) -> str:
         seconds = datetime.fromisoformat(data["occurred_at"]).timestamp()
         head = json.dumps({"time": round(seconds, 6), **envelope}, separators=(",", ":"))
-        lines.append(f'{head[:-1]},"event":{item}}}')
+        return f'{head[:-1]},"event":{item}}}'
+
+    return piece
+
+
+def _splunk_hec(sender: Sender, batch: _Batch) -> Outgoing:
+    settings = sender.destination
     url = settings["url"].rstrip("/") + "/services/collector/event"
     headers = [
         ("Content-Type", "application/json"),
         ("Authorization", f"Splunk {settings['token']}"),
     ]
-    return _outgoing(url, headers, "\n".join(lines), batch)
+    return _outgoing(url, headers, "\n".join(batch.pieces), batch)
 
 
-def _datadog_logs(sender: Sender, batch: _Batch) -> Outgoing:
+def _datadog_piece(sender: Sender) -> Piece:
     settings = sender.destination
     common: dict[str, Any] = {
         "ddsource": "sealtrail",
@@ -225,27 +279,35 @@ def _datadog_logs(sender: Sender, batch: _Batch) -> Outgoing:
     if settings.get("tags"):
         common["ddtags"] = settings["tags"]
     # The event as the entry's message: Datadog parses a JSON message into attributes.
-    entries = [{**common, "message": item} for item in batch.items]
+    return lambda data, item: json.dumps({**common, "message": item}, separators=(",", ":"))
+
+
+def _datadog_logs(sender: Sender, batch: _Batch) -> Outgoing:
+    settings = sender.destination
     url = (settings.get("url") or DATADOG_DEFAULT_URL).rstrip("/") + "/api/v2/logs"
     headers = [("Content-Type", "application/json"), ("DD-API-KEY", settings["api_key"])]
-    return _outgoing(url, headers, json.dumps(entries, separators=(",", ":")), batch)
+    return _outgoing(url, headers, "[" + ",".join(batch.pieces) + "]", batch)
+
+
+def _elasticsearch_piece(sender: Sender) -> Piece:
+    index = sender.destination["index"]
+
+    def piece(data: dict[str, Any], item: str) -> str:
+        action = {"create": {"_index": index, "_id": data["id"]}}
+        return json.dumps(action, separators=(",", ":")) + "\n" + item
+
+    return piece
 
 
 def _elasticsearch(sender: Sender, batch: _Batch) -> Outgoing:
     settings = sender.destination
-    index = settings["index"]
-    lines = []
-    for data, item in zip(batch.parsed, batch.items, strict=True):
-        action = {"create": {"_index": index, "_id": data["id"]}}
-        lines.append(json.dumps(action, separators=(",", ":")))
-        lines.append(item)
     headers = [("Content-Type", "application/x-ndjson")]
     if settings.get("api_key"):
         headers.append(("Authorization", f"ApiKey {settings['api_key']}"))
     # Only what the verdict reads: Elasticsearch answers every item, about
     # 200 bytes each even when none failed.
     url = settings["url"].rstrip("/") + "/_bulk?filter_path=" + _BULK_ANSWER_FIELDS
-    return _outgoing(url, headers, "\n".join(lines) + "\n", batch)
+    return _outgoing(url, headers, "\n".join(batch.pieces) + "\n", batch)
 
 
 _DELAY_SECONDS: Final = re.compile(r"[0-9]{1,9}")
@@ -256,23 +318,45 @@ _BUILDERS: Final = {
     "datadog_logs": _datadog_logs,
     "elasticsearch": _elasticsearch,
 }
+_PIECES: Final[dict[Kind, Callable[[Sender], Piece]]] = {
+    "webhook": _webhook_piece,
+    "splunk_hec": _splunk_piece,
+    "datadog_logs": _datadog_piece,
+    "elasticsearch": _elasticsearch_piece,
+}
 
 
 def _excerpt(body: bytes) -> str:
     return body[:MAX_ERROR_TEXT].decode("utf-8", "replace")
 
 
-def _retry_after(headers: dict[str, str]) -> float | None:
-    """Delay-seconds only (an HTTP date is ignored); ASCII digits: `isdigit`
-    took "²", which float() refuses."""
+def _retry_after(headers: dict[str, str], now: datetime) -> float | None:
+    """Retry-After's seconds from `now`: delay-seconds (ASCII digits: `isdigit`
+    took "²", which float() refuses) or an HTTP date (RFC 9110); None when
+    absent, unreadable or already past (then the backoff alone applies)."""
     value = headers.get("retry-after", "").strip()
-    return float(value) if _DELAY_SECONDS.fullmatch(value) else None
+    if _DELAY_SECONDS.fullmatch(value):
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000", or asctime's form: HTTP dates are GMT
+        when = when.replace(tzinfo=UTC)
+    seconds = (when - now).total_seconds()
+    return seconds if seconds > 0 else None
 
 
 def verdict(
-    kind: Kind, sent: Outgoing, status: int, body: bytes, headers: dict[str, str]
+    kind: Kind,
+    sent: Outgoing,
+    status: int,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    now: datetime | None = None,
 ) -> Verdict:
-    """What an answer means for the events of `sent`."""
+    """What an answer, received at `now`, means for the events of `sent`."""
     host = sent.url.split("/")[2]
     if 300 <= status < 400:
         where = headers.get("location", "?")
@@ -280,9 +364,13 @@ def verdict(
             "retry", status, f"HTTP {status} from {host}: redirect to {where} not followed"
         )
     if status in _RETRIED_4XX or status >= 500:
-        return Verdict(
-            "retry", status, f"HTTP {status} from {host}: {_excerpt(body)}", _retry_after(headers)
-        )
+        wait = _retry_after(headers, now or datetime.now(UTC))
+        return Verdict("retry", status, f"HTTP {status} from {host}: {_excerpt(body)}", wait)
+    if status == _TOO_LARGE and len(sent.seqs) > 1:
+        # Too large for this destination (a proxy's limit, a HEC's lowered
+        # max_content_length): parked, the same events would be refused
+        # again on replay. Only an event too large alone is parked.
+        return Verdict("split", status, f"HTTP {status} from {host}: {_excerpt(body)}")
     if status >= 400:
         return Verdict("park", status, f"HTTP {status} from {host}: {_excerpt(body)}")
     if not 200 <= status < 300:
@@ -295,16 +383,32 @@ def verdict(
 def _bulk_verdict(sent: Outgoing, body: bytes, host: str) -> Verdict:
     """Elasticsearch answers 200 with an error per item: 409 means the event
     is already there (a repeated delivery); 429 and 5xx are retried; other
-    item errors are parked, one dead letter per event."""
+    item errors are parked, one dead letter per event. An answer that does
+    not account for every event (an item missing, or without a status) is
+    retried: nothing says those events were indexed."""
     try:
         answer = json.loads(body)
-        items = answer["items"] if answer.get("errors") else []
+        items = answer["items"] if answer.get("errors") else answer.get("items", [])
     except (ValueError, KeyError, TypeError, AttributeError):
+        if len(body) >= ANSWER_BYTES["elasticsearch"] and len(sent.seqs) > 1:
+            # Cut where it was no longer kept (long error reasons): the same
+            # batch would be answered as long again, so it goes in halves.
+            return Verdict("split", 200, f"bulk answer from {host} over {len(body)} bytes")
         return Verdict("retry", 200, f"unreadable bulk answer from {host}: {_excerpt(body)}")
+    if not answer.get("errors") and not items:
+        return Verdict("delivered", 200)  # no errors, and no items asked back
+    if not isinstance(items, list) or len(items) != len(sent.seqs):
+        count = len(items) if isinstance(items, list) else 0
+        return Verdict(
+            "retry", 200, f"bulk answer from {host}: {count} items for {len(sent.seqs)} events"
+        )
     refused = []
-    for seq, item in zip(sent.seqs, items, strict=False):
-        result: dict[str, Any] = next(iter(item.values()), {}) if isinstance(item, dict) else {}
-        status = int(result.get("status", 0))
+    for seq, item in zip(sent.seqs, items, strict=True):
+        values = list(item.values()) if isinstance(item, dict) else []
+        result: dict[str, Any] = values[0] if values and isinstance(values[0], dict) else {}
+        status = result.get("status")
+        if type(status) is not int or status < 100:
+            return Verdict("retry", 200, f"bulk answer from {host}: seq {seq} has no status")
         if status < 300 or status == 409:
             continue
         error = json.dumps(result.get("error", ""))[:MAX_ERROR_TEXT]

@@ -8,15 +8,17 @@ leased sink. A task reads the next matching events past the cursor, sends
 them in the kind's requests, and moves the cursor only once every request
 succeeded or its events were parked as a dead letter: a crash or an outage
 re-sends, never skips. Failures back off exponentially with jitter (Retry-After
-honoured), up to five minutes. Commits wake the tasks of their tenant (the
-stream hub's notifications); a poll covers anything missed."""
+honoured), up to five minutes. A request the destination finds too large
+(413) goes again in halves, and the sink's requests stay that small. Commits
+wake the tasks of their tenant (the stream hub's notifications); a poll
+covers anything missed."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import random
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -82,9 +84,25 @@ def backoff(failures: int, *, base: float, chance: random.Random) -> float:
     return delay / 2 + chance.uniform(0, delay / 2)
 
 
-class _NotHeld(Exception):
-    """The sink is no longer this step's: its lease was lost, or its tenant is
-    being erased (the store's writes then do nothing rather than wait)."""
+class _Refused(Exception):
+    """A write of the step did nothing: the sink's lease was lost, its tenant
+    is being erased (the store's writes then do nothing rather than wait), or
+    its definition changed since the step read it, of `defined_at`."""
+
+    def __init__(self, defined_at: datetime) -> None:
+        super().__init__()
+        self.defined_at = defined_at
+
+
+@dataclass(frozen=True, slots=True)
+class _Smaller:
+    """What a sink's destination was found to take (a 413, a bulk answer too
+    long to keep): at most this much a request, while its definition is the
+    one of `defined_at`."""
+
+    defined_at: datetime
+    events: int
+    bytes: int
 
 
 def _now() -> datetime:
@@ -108,6 +126,8 @@ class Forwarder:
     ) -> None:
         self._db = db
         self._record_sizes: dict[str, float] = {}  # sink -> its records' recent average size
+        self._smaller: dict[str, _Smaller] = {}  # sink -> its destination's own limits
+        self._sinks_waiting = False  # whether sinks wait for room in some process
         self._slots = FairShare(capacity=client.max_connections, per_key=tenant_requests)
         self._client = client
         self._box = box
@@ -151,12 +171,25 @@ class Forwarder:
 
     async def _claim(self) -> list[store.Lease]:
         async with self._db.system_connection() as conn:
-            return await store.claim_sinks(
+            leases = await store.claim_sinks(
                 conn,
                 owner=self.owner,
                 lease_seconds=self._lease_seconds,
                 limit=self._max_sinks,
             )
+            waiting = await store.count_unleased(conn) if len(leases) >= self._max_sinks else 0
+        # Said when it starts and when it ends, not at every claim while it lasts.
+        if waiting and not self._sinks_waiting:
+            log.warning(
+                "forwarder: this process delivers %d sinks, its most"
+                " (SEALTRAIL_FORWARD_MAX_SINKS); %d more wait for a process with room",
+                len(leases),
+                waiting,
+            )
+        elif not waiting and self._sinks_waiting:
+            log.info("forwarder: no sink waits for a process with room any more")
+        self._sinks_waiting = waiting > 0
+        return leases
 
     async def _release(self) -> None:
         async with self._db.system_connection() as conn:
@@ -167,8 +200,8 @@ class Forwarder:
         at once), or None when this process no longer delivers the sink."""
         try:
             return await self._deliver(lease)
-        except _NotHeld:
-            return None
+        except _Refused as refused:
+            return await self._after_refused_move(lease, refused.defined_at)
 
     async def _deliver(self, lease: store.Lease) -> float | None:
         async with self._db.system_connection() as conn:
@@ -183,7 +216,7 @@ class Forwarder:
         if sink.unopened:  # nothing is sent, or parked, until its secrets can be used
             failures = sink.state.consecutive_failures
             problem = f"secrets: {sink.unopened_text()}"
-            await self._failed(lease, failures, problem, retry_after=None)
+            await self._failed(lease, sink.updated_at, failures, problem, retry_after=None)
             return 0.0
         definition = sink.definition
         sender = Sender(
@@ -200,9 +233,13 @@ class Forwarder:
         progressed = False
         failures = sink.state.consecutive_failures
         if cursor < head:
-            sent = await self._send_range(sender, lease, failures, event_filter, cursor, head)
+            sent = await self._send_range(
+                sender, lease, sink.updated_at, failures, event_filter, cursor, head
+            )
             if sent is None:
-                return 0.0  # the failure set next_attempt_at; the next step waits for it
+                # The failure set next_attempt_at, and the next step waits for
+                # it; or the request goes again at once, smaller.
+                return 0.0
             upto, delivered = sent
             async with self._db.system_connection() as conn:
                 moved = await store.advance(
@@ -218,6 +255,7 @@ class Forwarder:
             if not moved:
                 return await self._after_refused_move(lease, sink.updated_at)
             progressed = True
+            failures = 0  # as `advance` left it: a replay failing next starts its backoff anew
         if replay is not None:  # a batch of it each step: live traffic never starves it
             base = EventFilter() if replay.bypass_filter else event_filter
             window = replace(
@@ -228,6 +266,7 @@ class Forwarder:
             sent = await self._send_range(
                 sender,
                 lease,
+                sink.updated_at,
                 failures,
                 window,
                 replay.cursor_seq,
@@ -254,9 +293,11 @@ class Forwarder:
         return 0.0 if progressed else self._poll
 
     async def _after_refused_move(self, lease: store.Lease, defined_at: datetime) -> float | None:
-        """After a cursor that would not move: at once again if the sink was
-        changed while its batch was sent (the range goes again, by the new
-        filter and destination: at least once, never skipped), else None (the
+        """After a cursor that would not move, or a failure or dead letter
+        that was not recorded: at once again if the sink was changed while its
+        batch was sent (the range goes again, by the new filter and
+        destination: at least once, never skipped; and neither a dead letter
+        nor a backoff is left of what the old definition met), else None (the
         lease went, or the tenant is being erased: another step would only
         send the batch again)."""
         async with self._db.system_connection() as conn:
@@ -269,6 +310,7 @@ class Forwarder:
         self,
         sender: Sender,
         lease: store.Lease,
+        defined_at: datetime,
         failures: int,
         event_filter: EventFilter,
         after: int,
@@ -278,10 +320,12 @@ class Forwarder:
     ) -> tuple[int, int] | None:
         """Sends the next matching events in (after, upto], a request's worth:
         the seq every event up to which is now dealt with, and how many were
-        delivered; None after a failure worth retrying (recorded).
-        `bypass_filter`: `event_filter` is not the sink's (a replay that
-        bypasses it); what is parked is marked so, to be replayed the same way."""
-        limit, max_bytes = LIMITS[sender.kind]
+        delivered; None after a failure worth retrying (recorded), or a
+        request to send again smaller. `defined_at`: when the sink's
+        definition the step read was made. `bypass_filter`: `event_filter` is
+        not the sink's (a replay that bypasses it); what is parked is marked
+        so, to be replayed the same way."""
+        limit, max_bytes = self._limits(sender, lease, defined_at)
         events, exhausted = await self._read(lease, event_filter, after, upto, limit, max_bytes)
         if not events:
             return upto, 0
@@ -292,14 +336,36 @@ class Forwarder:
             # (a webhook's timestamp, within five minutes).
             # One request a step, its events then dealt with (delivered or parked):
             # a later request of the same read failing must not send this one again.
-            [first, *rest] = requests(sender, pending, now=_now())
+            [first, *rest] = requests(
+                sender, pending, now=_now(), max_events=limit, max_bytes=max_bytes
+            )
             answer = await self._exchange(sender, first)
-        delivered = await self._settle(sender, lease, failures, first, bypass_filter, answer)
+        delivered = await self._settle(
+            sender, lease, defined_at, failures, first, bypass_filter, answer
+        )
         if delivered is None:
             return None
         if rest:
             return first.seqs[-1], delivered
         return (upto if exhausted else events[-1].seq), delivered
+
+    def _limits(self, sender: Sender, lease: store.Lease, defined_at: datetime) -> tuple[int, int]:
+        """A request's most events and bytes for the sink: its kind's, or
+        less where its destination was found to take less."""
+        events, size = LIMITS[sender.kind]
+        smaller = self._smaller.get(lease.sink_id)
+        if smaller is None or smaller.defined_at != defined_at:
+            return events, size  # a changed sink starts again from its kind's limits
+        return min(events, smaller.events), min(size, smaller.bytes)
+
+    def _halve(self, lease: store.Lease, defined_at: datetime, sent: Outgoing) -> None:
+        """The sink's requests from now on: at most half the events and half
+        the bytes of `sent`, which its destination would not take. Kept while
+        the definition is the same (in this process): each batch the same
+        size would be refused again."""
+        self._smaller[lease.sink_id] = _Smaller(
+            defined_at, max(1, len(sent.seqs) // 2), max(1, len(sent.body) // 2)
+        )
 
     async def _read(
         self,
@@ -365,6 +431,7 @@ class Forwarder:
         self,
         sender: Sender,
         lease: store.Lease,
+        defined_at: datetime,
         failures: int,
         outgoing: Outgoing,
         bypass_filter: bool,
@@ -372,13 +439,26 @@ class Forwarder:
     ) -> int | None:
         """What the answer to `outgoing` makes of its events: how many were
         delivered (the refused ones parked), or None after a failure worth
-        retrying (recorded)."""
+        retrying (recorded) or an answer that they go again in smaller
+        requests."""
         if isinstance(answer, str):
-            await self._failed(lease, failures, answer, retry_after=None)
+            await self._failed(lease, defined_at, failures, answer, retry_after=None)
             return None
-        result = verdict(sender.kind, outgoing, answer.status, answer.body, answer.headers)
+        result = verdict(
+            sender.kind, outgoing, answer.status, answer.body, answer.headers, now=_now()
+        )
         if result.outcome == "retry":
-            await self._failed(lease, failures, result.error, retry_after=result.retry_after)
+            await self._failed(
+                lease, defined_at, failures, result.error, retry_after=result.retry_after
+            )
+            return None
+        if result.outcome == "split":
+            # Not a failure: no backoff, the same events go again at once, in
+            # halves, down to one event a request (parked if refused alone).
+            self._halve(lease, defined_at, outgoing)
+            log.warning("forwarder: sink %s: %d events in %d bytes not taken (%s); sending"
+                        " at most half as many", lease.sink_id, len(outgoing.seqs),
+                        len(outgoing.body), result.error)  # fmt: skip
             return None
         seqs = outgoing.seqs
         if result.outcome == "park":
@@ -392,17 +472,30 @@ class Forwarder:
         if letters:
             async with self._db.system_connection() as conn:
                 parked = await store.park(
-                    conn, lease, letters, owner=self.owner, bypass_filter=bypass_filter, now=_now()
+                    conn,
+                    lease,
+                    letters,
+                    owner=self.owner,
+                    defined_at=defined_at,
+                    bypass_filter=bypass_filter,
+                    now=_now(),
                 )
             if not parked:
-                raise _NotHeld
+                raise _Refused(defined_at)
         return delivered
 
     async def _failed(
-        self, lease: store.Lease, failures: int, error: str, *, retry_after: float | None
+        self,
+        lease: store.Lease,
+        defined_at: datetime,
+        failures: int,
+        error: str,
+        *,
+        retry_after: float | None,
     ) -> None:
-        """Records the failure and when to try again; _NotHeld if it could not
-        be (retrying at once would hammer the destination)."""
+        """Records the failure and when to try again; _Refused if it could
+        not be (the step then ends, or goes again at once by a definition
+        changed meanwhile, which the failure may not be of)."""
         delay = backoff(failures, base=self._backoff_base, chance=self._chance)
         if retry_after is not None:
             delay = max(delay, min(retry_after, BACKOFF_CAP))
@@ -413,12 +506,13 @@ class Forwarder:
                 conn,
                 lease,
                 owner=self.owner,
+                defined_at=defined_at,
                 error=error[:1024],
                 now=now,
                 retry_at=now + timedelta(seconds=delay),
             )
         if not recorded:
-            raise _NotHeld
+            raise _Refused(defined_at)
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:

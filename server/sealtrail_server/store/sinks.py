@@ -403,19 +403,32 @@ async def claim_sinks(
     conn: Connection, *, owner: str, lease_seconds: float, limit: int
 ) -> list[Lease]:
     """Leases up to `limit` sinks nobody else holds (or renews this owner's);
-    paused sinks are left alone. Lease times are the database's: one clock
-    for every process, however far theirs drift."""
+    paused sinks are left alone. This owner's come first: at the limit, a
+    free sink does not displace one it holds (whose delivery would be cut off
+    midway), it waits for a process with room. Lease times are the
+    database's: one clock for every process, however far theirs drift."""
     cursor = await conn.execute(
         "UPDATE sinks SET lease_owner = %(owner)s,"
         " lease_until = now() + make_interval(secs => %(lease)s)"
         " WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM sinks"
         "   WHERE NOT paused AND (lease_until IS NULL OR lease_until < now()"
-        "   OR lease_owner = %(owner)s) ORDER BY tenant_id, id LIMIT %(limit)s"
-        "   FOR UPDATE SKIP LOCKED)"
+        "   OR lease_owner = %(owner)s)"
+        "   ORDER BY (lease_owner IS NOT DISTINCT FROM %(owner)s) DESC, tenant_id, id"
+        "   LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
         " RETURNING tenant_id, id::text",
         {"owner": owner, "lease": lease_seconds, "limit": limit},
     )
     return [Lease(tenant_id, sink_id) for tenant_id, sink_id in await cursor.fetchall()]
+
+
+async def count_unleased(conn: Connection) -> int:
+    """Sinks to deliver that no process holds (a lease never taken, or expired)."""
+    cursor = await conn.execute(
+        "SELECT count(*) FROM sinks WHERE NOT paused"
+        " AND (lease_until IS NULL OR lease_until < now())"
+    )
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def release_leases(conn: Connection, *, owner: str) -> None:
@@ -501,15 +514,24 @@ async def changed_since(
 
 
 async def record_failure(
-    conn: Connection, lease: Lease, *, owner: str, error: str, now: datetime, retry_at: datetime
+    conn: Connection,
+    lease: Lease,
+    *,
+    owner: str,
+    defined_at: datetime,
+    error: str,
+    now: datetime,
+    retry_at: datetime,
 ) -> bool:
     """Records a failed attempt and when to try again; False, nothing done,
-    if this owner lost the lease or the tenant is being erased."""
+    if this owner lost the lease, the tenant is being erased, or the sink was
+    changed since its definition of `defined_at` was read (the failure is the
+    old definition's: a token since fixed must not hold the new one back)."""
     cursor = await conn.execute(
         sql.SQL(
             "UPDATE sinks SET last_error = %s, last_error_at = %s,"
             " consecutive_failures = consecutive_failures + 1, next_attempt_at = %s"
-            " WHERE tenant_id = %s AND id = %s AND lease_owner = %s AND {}"
+            " WHERE tenant_id = %s AND id = %s AND lease_owner = %s AND updated_at = %s AND {}"
         ).format(_NOT_BEING_ERASED),
         [
             error,
@@ -518,6 +540,7 @@ async def record_failure(
             lease.tenant_id,
             lease.sink_id,
             owner,
+            defined_at,
             erasure_lock_key(lease.tenant_id),
         ],
     )
@@ -541,12 +564,16 @@ async def park(
     letters: Sequence[Parking],
     *,
     owner: str,
+    defined_at: datetime,
     bypass_filter: bool,
     now: datetime,
 ) -> bool:
     """Parks each of `letters` as a dead letter, all in one statement; False,
-    nothing done, if this owner lost the lease or the tenant is being erased
-    (the events are then sent again, and parked again if refused again)."""
+    nothing done, if this owner lost the lease, the tenant is being erased,
+    or the sink was changed since its definition of `defined_at` was read
+    (the events are then sent again, by the new one, and parked again if
+    refused again: a letter of what the old one was refused, replayed, would
+    send them twice)."""
     cursor = await conn.execute(
         sql.SQL(
             "INSERT INTO sink_dead_letters (tenant_id, sink_id, id, first_seq, last_seq,"
@@ -557,9 +584,12 @@ async def park(
             "   %(count)s::int[], %(status)s::int[], %(error)s::text[])"
             "   AS l(id, first_seq, last_seq, event_count, http_status, error)"
             # The sink's row held, so a DeleteSink committing meanwhile leaves
-            # nothing parked rather than failing the letters' foreign key.
+            # nothing parked rather than failing the letters' foreign key; held
+            # shared, so an UpdateSink's change of it under way is waited for
+            # and its updated_at read once committed.
             " WHERE EXISTS (SELECT FROM sinks WHERE tenant_id = %(tenant)s"
-            "   AND id = %(sink)s::uuid AND lease_owner = %(owner)s AND {} FOR KEY SHARE)"
+            "   AND id = %(sink)s::uuid AND lease_owner = %(owner)s"
+            "   AND updated_at = %(defined_at)s AND {} FOR SHARE)"
         ).format(_not_being_erased("erasure")),
         {
             "tenant": lease.tenant_id,
@@ -573,6 +603,7 @@ async def park(
             "status": [letter.http_status for letter in letters],
             "error": [letter.error for letter in letters],
             "owner": owner,
+            "defined_at": defined_at,
             "erasure": erasure_lock_key(lease.tenant_id),
         },
     )
