@@ -872,6 +872,12 @@ def test_a_credential_in_a_webhook_url_is_never_recorded(
     [created, updated] = client.query(build_filter(actions="sink.*"), order="oldest")
     shown = json_format.MessageToDict(created.details)["destination"]
     assert shown["url"] == receiver.url.rstrip("/") + "/hooks/…?…"
+    # Keyed fingerprints: an unkeyed hash of the URL gave its short token away to a
+    # search offline, and a secret's last four characters stayed in the log for good.
+    assert len(shown["url_fingerprint"]) == 16 and "url_sha256_prefix" not in shown
+    assert shown["url_fingerprint"] not in hashlib.sha256(url.encode()).hexdigest()
+    assert len(shown["secret_fingerprints"]) == 1 and "secret_hints" not in shown
+    assert secret[-4:] not in json.dumps(shown)
     [change] = updated.changes
     assert change.field == "destination"  # the fingerprint tells the change
     stored = sql.execute(

@@ -22,6 +22,7 @@ from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from ..domain.etags import require_etag
 from ..domain.event import ChangeDraft, checked_timestamp, parse_uuid
 from ..domain.filters import validate_filter
+from ..domain.redaction import tenant_key
 from ..domain.sealing import SecretBox
 from ..domain.sinks import (
     DATADOG_DEFAULT_URL,
@@ -162,6 +163,11 @@ class ForwardingRpcs:
     _forwarder: Forwarder
     _egress: EgressPolicy
     _box: SecretBox  # seals sinks' secrets at rest
+    _redaction_secret: bytes  # keys the fingerprints of sinks' secrets in the log
+
+    def _sink_key(self, tenant_id: str) -> bytes:
+        """The tenant's key of its sinks' recorded fingerprints."""
+        return tenant_key(self._redaction_secret, tenant_id)
 
     async def _definition(
         self,
@@ -258,7 +264,10 @@ class ForwardingRpcs:
                     resource_type="sink",
                     resource_id=sink_id,
                     description=f"Sink {definition.name!r} ({definition.kind}) created",
-                    details={**recorded(definition), "from_seq": cursor + 1},
+                    details={
+                        **recorded(definition, self._sink_key(tenant_id)),
+                        "from_seq": cursor + 1,
+                    },
                 )
             ).event_id
             await store.insert_sink(
@@ -322,7 +331,8 @@ class ForwardingRpcs:
             if definition == before.definition:
                 head = await tree_size(conn, tenant_id)
                 return pb.UpdateSinkResponse(sink=_sink_message(before, head))
-            old, new = recorded(before.definition), recorded(definition)
+            key = self._sink_key(tenant_id)
+            old, new = recorded(before.definition, key), recorded(definition, key)
             event_id = (
                 await record_access(
                     self._appender,
@@ -402,7 +412,7 @@ class ForwardingRpcs:
                     resource_id=sink_id,
                     description=f"Sink {stored.definition.name!r} deleted",
                     details={
-                        **recorded(stored.definition),
+                        **recorded(stored.definition, self._sink_key(tenant_id)),
                         "cursor_seq": stored.state.cursor_seq,
                         "dead_letters": stored.state.dead_letters,
                     },

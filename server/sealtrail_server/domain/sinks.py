@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,21 +91,35 @@ def described(definition: SinkDefinition) -> dict[str, Any]:
     }
 
 
-def recorded(definition: SinkDefinition) -> dict[str, Any]:
+def recorded(definition: SinkDefinition, key: bytes) -> dict[str, Any]:
     """A sink as its change events record it, in the log for good: `described`,
     with its URL shown only so far as it cannot hold a credential (scheme, host,
-    port, and path segments too short to be a token; a query as `?…`), and a
-    fingerprint of the whole URL that tells a change of it. A webhook URL often
-    is the credential (Slack's, a `?token=`), and nothing can be redacted from
-    the log once it is hashed."""
-    shown = described(definition)
-    url = definition.destination.get("url")
+    port, and path segments too short to be a token; a query as `?…`), and
+    instead of the whole URL and of each secret a fingerprint under the
+    tenant's `key`, which tells a change (a rotated token, a moved URL). A
+    webhook URL often is the credential (Slack's, a `?token=`), and nothing
+    can be redacted from the log once it is hashed. Unkeyed, a fingerprint of
+    a URL whose only secret is a short `?token=` gave it away to a search
+    offline; a secret's last characters (what answers show) would stay in the
+    log for good."""
+    destination = dict(definition.destination)
+    for name in SECRET_FIELDS[definition.kind]:
+        value = destination.pop(name, None)
+        if isinstance(value, list):
+            destination["secret_fingerprints"] = [fingerprint(key, item) for item in value]
+        elif isinstance(value, str):
+            destination[f"{name}_fingerprint"] = fingerprint(key, value)
+    url = destination.get("url")
     if isinstance(url, str) and url:
-        destination = dict(shown["destination"])
         destination["url"] = shown_url(url)
-        destination["url_sha256_prefix"] = hashlib.sha256(url.encode()).hexdigest()[:8]
-        shown["destination"] = destination
-    return shown
+        destination["url_fingerprint"] = fingerprint(key, url)
+    return {**described(definition), "destination": destination}
+
+
+def fingerprint(key: bytes, value: str) -> str:
+    """64 bits of HMAC-SHA256 of `value` under `key`: tells two values apart,
+    and says nothing of either to whoever does not hold the key."""
+    return hmac.new(key, b"sealtrail sink\x00" + value.encode(), hashlib.sha256).hexdigest()[:16]
 
 
 _SHOWN_SEGMENT: Final = 16  # a path segment this long or longer may be a token
