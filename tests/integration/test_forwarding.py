@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -43,8 +44,10 @@ from sealtrail.tlog import leaf_hash
 from sealtrail.v1 import forwarding_pb2
 from sealtrail_server.forward.egress import EgressPolicy, OutboundClient
 from sealtrail_server.forward.forwarder import TENANT_REQUESTS
+from sealtrail_server.store import sinks as sink_store
 from tests.conftest import ServerThread, database_of_its_own
 from tests.http_endpoint import Endpoint, Received, Reply, endpoint
+from tests.lock_waits import until_blocked
 from tests.pki import Authority
 
 # What the tests record; a sink without a filter also gets `sink.*` events.
@@ -575,7 +578,7 @@ def test_a_request_too_large_for_the_destination_goes_in_halves(
                             filter=SHARED, paused=True))  # fmt: skip
     before = record_large(client, 20, 1000)
     [large] = record_large(client, 1, 50_000)
-    after = record_large(client, 20, 1000)
+    after = record_large(client, 20, 500)  # all twenty fit in one request the proxy takes
     client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
     state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
     assert receiver.received[0].body.count(b'"seq"') == 41  # the whole backlog, refused
@@ -585,6 +588,10 @@ def test_a_request_too_large_for_the_destination_goes_in_halves(
     [letter] = client.list_dead_letters(sink.id)
     assert (letter.first_seq, letter.last_seq, letter.event_count) == (large, large, 1)
     assert letter.http_status == 413 and "payload too large" in letter.error
+    # Halved down to the large event alone, then back to the kind's limits: the
+    # events after it did not go in the small requests found for it (helper-72).
+    carrying_after = [r for r in taken if set(delivered_seqs([r])) & set(after)]
+    assert len(carrying_after) == 1, [len(delivered_seqs([r])) for r in carrying_after]
 
 
 def test_an_elasticsearch_answer_too_long_to_keep_splits_the_batch(
@@ -630,23 +637,31 @@ def _items_missing(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return items[:1]
 
 
+def _no_items(items: list[dict[str, Any]]) -> None:
+    """`{"errors": false}` and nothing else: a proxy, a wrong endpoint (helper-72)."""
+
+
 @pytest.mark.parametrize(
-    "broken", [_missing_status, _status_zero, _items_missing], ids=["no-status", "zero", "short"]
+    "broken",
+    [_missing_status, _status_zero, _items_missing, _no_items],
+    ids=["no-status", "zero", "short", "none"],
 )
 def test_a_bulk_answer_that_does_not_account_for_every_event_is_retried(
     client: AuditClient,
     sinks: Callable[..., forwarding_pb2.Sink],
     receiver: Endpoint,
-    broken: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+    broken: Callable[[list[dict[str, Any]]], list[dict[str, Any]] | None],
 ) -> None:
     """An item without a status counted as status 0, delivered; items
-    missing from the answer were not looked at, delivered too."""
+    missing from the answer were not looked at, delivered too; an answer of
+    no errors and no items was taken as delivered."""
 
     def bulk(received: Received, index: int) -> Reply:
         actions = [json.loads(line) for line in received.body.decode().splitlines()[::2]]
         items = [{"create": {"_id": a["create"]["_id"], "status": 201}} for a in actions]
         items[0]["create"] |= {"status": 400, "error": {"type": "mapper_parsing_exception"}}
-        answer = {"errors": True, "items": broken(items) if index == 0 else items}
+        answered = broken(items) if index == 0 else items
+        answer = {"errors": False} if answered is None else {"errors": True, "items": answered}
         return Reply(200, json.dumps(answer).encode())
 
     receiver.responder = bulk
@@ -774,6 +789,46 @@ def test_a_process_at_its_most_sinks_keeps_those_it_holds(
         finally:
             holder.close()
             newcomer.close()
+            server.close()
+
+
+def test_a_claim_renews_a_sink_its_process_is_writing_to(
+    migrated_database_url: str, receiver: Endpoint
+) -> None:
+    """Claims skipped locked rows, this process's own too: a claim meeting the
+    sink's row locked by the process's own cursor update left it out, and its
+    delivery was cancelled midway (at the cap, a free sink took its place). A
+    claim waits for its own rows (helper-72)."""
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    with database_of_its_own(migrated_database_url, "renewals") as url:
+        server = ServerThread(url, forward_max_sinks=1)
+        try:
+            with AuditClient(server.target, token=server.token(tenant)) as admin:
+                sink = admin.create_sink(
+                    build_sink("held", "webhook", url=receiver.url, secrets=[new_secret()])
+                ).sink
+            with psycopg.connect(url, autocommit=True) as sql:
+                owner = None
+                deadline = time.monotonic() + 10
+                while owner is None and time.monotonic() < deadline:
+                    row = sql.execute("SELECT lease_owner FROM sinks WHERE id = %s", [sink.id])
+                    owner = (row.fetchone() or (None,))[0]
+                    time.sleep(0.05)
+                assert owner is not None
+
+                async def claim() -> list[sink_store.Lease]:
+                    async with server.database.system_connection() as conn:
+                        return await sink_store.claim_sinks(
+                            conn, owner=owner, lease_seconds=30, limit=1
+                        )
+
+                with ThreadPoolExecutor(1) as pool:
+                    with sql.transaction():  # as the process's own cursor update holds it
+                        sql.execute("SELECT FROM sinks WHERE id = %s FOR UPDATE", [sink.id])
+                        claiming = pool.submit(server.run, claim())
+                        until_blocked(sql, claiming)
+                    assert claiming.result(timeout=10) == [sink_store.Lease(tenant, sink.id)]
+        finally:
             server.close()
 
 

@@ -388,15 +388,16 @@ def _bulk_verdict(sent: Outgoing, body: bytes, host: str) -> Verdict:
     retried: nothing says those events were indexed."""
     try:
         answer = json.loads(body)
-        items = answer["items"] if answer.get("errors") else answer.get("items", [])
-    except (ValueError, KeyError, TypeError, AttributeError):
+        items = answer.get("items")
+    except (ValueError, TypeError, AttributeError):
         if len(body) >= ANSWER_BYTES["elasticsearch"] and len(sent.seqs) > 1:
             # Cut where it was no longer kept (long error reasons): the same
             # batch would be answered as long again, so it goes in halves.
             return Verdict("split", 200, f"bulk answer from {host} over {len(body)} bytes")
         return Verdict("retry", 200, f"unreadable bulk answer from {host}: {_excerpt(body)}")
-    if not answer.get("errors") and not items:
-        return Verdict("delivered", 200)  # no errors, and no items asked back
+    # Items are asked back (filter_path keeps their status) whatever the errors:
+    # an answer without them (`{}`, `{"errors": false}`: a proxy, a wrong
+    # endpoint answering 200) says nothing of the events.
     if not isinstance(items, list) or len(items) != len(sent.seqs):
         count = len(items) if isinstance(items, list) else 0
         return Verdict(

@@ -27,6 +27,7 @@ import httpcore
 from ..api.convert import filter_from_json
 from ..domain.filters import EventFilter
 from ..domain.sealing import SecretBox
+from ..domain.sinks import Kind
 from ..leased_work import LeasedWork, new_owner
 from ..store import sinks as store
 from ..store.database import Database
@@ -65,6 +66,10 @@ _TRANSPORT_ERRORS: Final = (
 
 # Rows of the first page a step reads: at most 4 MiB of the largest records.
 _FIRST_PAGE: Final = 64
+# Requests a destination takes at a size smaller than its kind's (after a 413)
+# before the sink's requests double again: a destination's own limit is found
+# again now and then (one 413 and a resend), not paid for on every request.
+_REGROW_AFTER: Final = 4
 
 
 def _size(record: str) -> int:
@@ -103,6 +108,7 @@ class _Smaller:
     defined_at: datetime
     events: int
     bytes: int
+    taken: int = 0  # requests of this size the destination took (or refused one by one)
 
 
 def _now() -> datetime:
@@ -482,7 +488,29 @@ class Forwarder:
                 )
             if not parked:
                 raise _Refused(defined_at)
+        self._regrow(lease, defined_at, sender.kind)
         return delivered
+
+    def _regrow(self, lease: store.Lease, defined_at: datetime, kind: Kind) -> None:
+        """After a request the destination took (or whose events it refused
+        one by one): the sink's requests grow back towards its kind's limits,
+        doubling after each _REGROW_AFTER taken at a size. After a lone event
+        (halved down to it, then taken or parked: most likely the one too
+        large) they are the kind's again at once: the events after it must not
+        go one by one for good."""
+        smaller = self._smaller.get(lease.sink_id)
+        if smaller is None or smaller.defined_at != defined_at:
+            return
+        events, size = LIMITS[kind]
+        if smaller.events == 1 or (smaller.events * 2 >= events and smaller.bytes * 2 >= size):
+            del self._smaller[lease.sink_id]  # back to the kind's limits
+            return
+        if smaller.taken + 1 < _REGROW_AFTER:
+            self._smaller[lease.sink_id] = replace(smaller, taken=smaller.taken + 1)
+            return
+        self._smaller[lease.sink_id] = _Smaller(
+            defined_at, min(events, smaller.events * 2), min(size, smaller.bytes * 2)
+        )
 
     async def _failed(
         self,

@@ -402,23 +402,37 @@ class Lease:
 async def claim_sinks(
     conn: Connection, *, owner: str, lease_seconds: float, limit: int
 ) -> list[Lease]:
-    """Leases up to `limit` sinks nobody else holds (or renews this owner's);
-    paused sinks are left alone. This owner's come first: at the limit, a
-    free sink does not displace one it holds (whose delivery would be cut off
-    midway), it waits for a process with room. Lease times are the
-    database's: one clock for every process, however far theirs drift."""
-    cursor = await conn.execute(
+    """Renews this owner's leases, then leases sinks nobody holds up to
+    `limit` in all; paused sinks are left alone. This owner's are renewed
+    waiting for their rows (its own writes to them last milliseconds):
+    skipped while locked, a sink being delivered was dropped, its delivery
+    cut off midway, and at the limit a free sink took its place. Free sinks
+    are taken without waiting (SKIP LOCKED), as other processes claim them
+    too. Lease times are the database's: one clock for every process,
+    however far theirs drift."""
+    params = {"owner": owner, "lease": lease_seconds, "limit": limit}
+    renewed = await conn.execute(
+        "UPDATE sinks SET lease_until = now() + make_interval(secs => %(lease)s)"
+        " WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM sinks"
+        "   WHERE lease_owner = %(owner)s AND NOT paused"
+        "   ORDER BY tenant_id, id LIMIT %(limit)s FOR UPDATE)"
+        " RETURNING tenant_id, id::text",
+        params,
+    )
+    held = [Lease(tenant_id, sink_id) for tenant_id, sink_id in await renewed.fetchall()]
+    if len(held) >= limit:
+        return held
+    taken = await conn.execute(
         "UPDATE sinks SET lease_owner = %(owner)s,"
         " lease_until = now() + make_interval(secs => %(lease)s)"
         " WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM sinks"
-        "   WHERE NOT paused AND (lease_until IS NULL OR lease_until < now()"
-        "   OR lease_owner = %(owner)s)"
-        "   ORDER BY (lease_owner IS NOT DISTINCT FROM %(owner)s) DESC, tenant_id, id"
-        "   LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+        "   WHERE NOT paused AND (lease_until IS NULL OR lease_until < now())"
+        "   AND lease_owner IS DISTINCT FROM %(owner)s"
+        "   ORDER BY tenant_id, id LIMIT %(free)s FOR UPDATE SKIP LOCKED)"
         " RETURNING tenant_id, id::text",
-        {"owner": owner, "lease": lease_seconds, "limit": limit},
+        {**params, "free": limit - len(held)},
     )
-    return [Lease(tenant_id, sink_id) for tenant_id, sink_id in await cursor.fetchall()]
+    return held + [Lease(tenant_id, sink_id) for tenant_id, sink_id in await taken.fetchall()]
 
 
 async def count_unleased(conn: Connection) -> int:
