@@ -389,6 +389,28 @@ function proofButton(event) {
   return wrapper;
 }
 
+// --- reading NDJSON answers (live updates, exports) ----------------------------
+
+// The parsed NDJSON lines of a response, as they arrive: those of each read together.
+async function* batches(response) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let pending = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    pending += value;
+    const complete = pending.split("\n");
+    pending = complete.pop();
+    yield complete.filter((line) => line.trim()).map((line) => JSON.parse(line));
+  }
+  if (pending.trim()) yield [JSON.parse(pending)];
+}
+
+// The parsed NDJSON lines of a response, one at a time.
+async function* lines(response) {
+  for await (const batch of batches(response)) yield* batch;
+}
+
 // --- live -------------------------------------------------------------------
 
 async function startLive() {
@@ -400,15 +422,7 @@ async function startLive() {
   params.set("after_seq", String(state.newestSeq));
   try {
     const response = await api("/api/stream", params, { signal: controller.signal });
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let pending = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      pending += value;
-      const lines = pending.split("\n");
-      pending = lines.pop();
-      const parsed = lines.filter((line) => line.trim()).map((line) => JSON.parse(line));
+    for await (const parsed of batches(response)) {
       const cut = parsed.findIndex((line) => line.error);  // the stream was cut short
       const events = cut < 0 ? parsed : parsed.slice(0, cut);  // those before it arrived
       if (events.length) addEvents(events.reverse(), { atTop: true });
@@ -425,21 +439,6 @@ function stopLive() {
 }
 
 // --- export -------------------------------------------------------------------
-
-// The parsed NDJSON lines of a response, as they arrive.
-async function* lines(response) {
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let pending = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    pending += value;
-    const complete = pending.split("\n");
-    pending = complete.pop();
-    for (const line of complete) if (line.trim()) yield JSON.parse(line);
-  }
-  if (pending.trim()) yield JSON.parse(pending);
-}
 
 async function exportAs(format) {
   const status = $("#status");
