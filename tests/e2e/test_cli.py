@@ -430,7 +430,7 @@ def test_retention_legal_hold_and_erasure_from_the_command_line(
     assert run("sealtrail", "retention", env=cli_env).stdout == shown  # a dry run changes nothing
     run("sealtrail", "retention", "set", "30d", "--etag", etag, env=cli_env)
     stale = run("sealtrail", "retention", "set", "1y", "--etag", etag, env=cli_env, check=False)
-    assert stale.returncode == 1 and "changed while this command ran" in stale.stderr
+    assert stale.returncode == 1 and "changed since that etag was read" in stale.stderr
     assert "default: 30 days" in run("sealtrail", "retention", env=cli_env).stdout
     run("sealtrail", "legal-hold", "on", "--reason", "Case 7", env=cli_env)
     assert "legal hold: on (Case 7)" in run("sealtrail", "retention", env=cli_env).stdout

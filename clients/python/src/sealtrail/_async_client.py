@@ -649,7 +649,9 @@ class AsyncAuditClient:
         # One request id for every attempt: the one the caller set, else a new one.
         with request_id(current_request_id()) as sent_id:
             while True:
-                deadline = per_attempt if ends is None else min(per_attempt, ends - self._clock())
+                # A wait that ran over leaves a sliver: at least 10 ms an attempt.
+                left = None if ends is None else max(ends - self._clock(), 0.01)
+                deadline = per_attempt if left is None else min(per_attempt, left)
                 try:
                     return await method(request, timeout=deadline, metadata=self._metadata)
                 except grpc.RpcError as exc:
@@ -659,8 +661,10 @@ class AsyncAuditClient:
                         delay = None  # no time left for another attempt
                     if delay is None:
                         error.retried = retrying is not None
-                        # One the client or a proxy made has no trailer: the id sent.
-                        error.request_id = error.request_id or sent_id
+                        # One the client or a proxy made has no trailer: the id sent
+                        # (sent by the client's own channel; a given one may not).
+                        if self._owns_channel:
+                            error.request_id = error.request_id or sent_id
                         raise error from exc
                 except grpc.aio.UsageError as exc:  # grpc.aio's "Channel is closed."
                     if retrying is None:  # closed before the first attempt

@@ -328,13 +328,22 @@ def query(ctx: click.Context, /, limit: int, order: Order, output: str, **criter
 
 
 @contextlib.contextmanager
-def unchanged_since_read(name: str) -> Iterator[None]:
-    """Around an update sent with the etag the command read: a change made
-    meanwhile (AbortedError) is a clear error, not a traceback."""
+def unchanged_since_read(name: str, *, read_with: str | None = None) -> Iterator[None]:
+    """Around an update sent with an etag: a change made since (AbortedError)
+    is a clear error, not a traceback. Without `read_with` the command read
+    the etag itself (running it again reads afresh); with it, the caller
+    gave the etag, read earlier with that command, which gives the current one."""
     try:
         yield
     except AbortedError:
-        raise click.ClickException(f"{name} changed while this command ran; run it again") from None
+        if read_with is None:
+            message = f"{name} changed while this command ran; run it again"
+        else:
+            message = (
+                f"{name} changed since that etag was read; read it again with"
+                f" `{read_with}`, then decide"
+            )
+        raise click.ClickException(message) from None
 
 
 def _at_most(events: Iterable[event_pb2.Event], limit: int) -> Iterator[event_pb2.Event]:
@@ -686,7 +695,7 @@ def retention_set(
     with _client(ctx) as client:
         call = client.preview_retention_policy if dry_run else client.set_retention_policy
         try:
-            with unchanged_since_read("the retention policy"):
+            with unchanged_since_read("the retention policy", read_with="sealtrail retention"):
                 answer = call(
                     _days_value(default),
                     categories=by_category,
@@ -723,7 +732,10 @@ def _echo_preview(preview: retention_pb2.PreviewRetentionPolicyResponse) -> None
 @click.pass_context
 def legal_hold(ctx: click.Context, state: str, reason: str, etag: str) -> None:
     """Admin: place or release the tenant's legal hold; nothing is purged while it is on."""
-    with _client(ctx) as client, unchanged_since_read("the legal hold"):
+    with (
+        _client(ctx) as client,
+        unchanged_since_read("the legal hold", read_with="sealtrail retention"),
+    ):
         answer = client.set_legal_hold(state == "on", reason=reason, etag=etag)
     click.echo(f"legal hold {'on' if answer.legal_hold.on else 'off'}")
 

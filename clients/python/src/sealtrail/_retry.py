@@ -37,7 +37,7 @@ ERASURE_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 
 def erased_meanwhile(error: UnauthenticatedError) -> UnauthenticatedError:
     """What a retried erasure's UNAUTHENTICATED most likely means."""
-    return UnauthenticatedError(
+    said = UnauthenticatedError(
         f"{error.message}, on a retry: the erasure probably completed on an earlier attempt"
         " whose answer was lost (an erased tenant's tokens are gone); the erasure receipt is"
         " kept in the log's database",
@@ -46,6 +46,8 @@ def erased_meanwhile(error: UnauthenticatedError) -> UnauthenticatedError:
         metadata=error.metadata,
         request_id=error.request_id,
     )
+    said.retried = True
+    return said
 
 
 # Seconds a call that reads a tenant's whole log (VerifyLog; a retention
