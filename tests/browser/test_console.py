@@ -195,6 +195,16 @@ def test_a_live_event_arrives_at_the_top(
     )
 
 
+def exported(browser: webdriver.Chrome, downloads: Path, format: str) -> tuple[str, bytes]:
+    """Clicks the page's export button of `format`: what the page then says,
+    and the file it saved."""
+    browser.find_element(By.ID, f"export-{format}").click()
+    wait(browser).until(lambda b: "Exported" in b.find_element(By.ID, "status").text)
+    saved = downloads / f"sealtrail-export.{format}"
+    wait(browser).until(lambda b: saved.exists())
+    return browser.find_element(By.ID, "status").text, saved.read_bytes()
+
+
 def test_export_downloads_the_current_filter(
     browser: webdriver.Chrome,
     console_url: str,
@@ -205,10 +215,8 @@ def test_export_downloads_the_current_filter(
 ) -> None:
     sign_in(browser, console_url + "?actions=user.*", console_server.token(tenant, "exporter"))
     wait_for_rows(browser, lambda r: len(r) == 1)
-    browser.find_element(By.ID, "export-csv").click()
-    wait(browser).until(lambda b: "Exported" in b.find_element(By.ID, "status").text)
-    wait(browser).until(lambda b: (downloads / "sealtrail-export.csv").exists())
-    lines = (downloads / "sealtrail-export.csv").read_text().splitlines()
+    _, saved = exported(browser, downloads, "csv")
+    lines = saved.decode().splitlines()
     assert len(lines) == 2 and "user.login" in lines[1] and "api_key" not in "\n".join(lines)
 
 
@@ -225,11 +233,8 @@ def test_an_export_of_nothing_is_an_empty_file(
     sign_in(
         browser, console_url + "?actions=never.happened", console_server.token(tenant, "exporter")
     )
-    browser.find_element(By.ID, "export-ndjson").click()
-    wait(browser).until(lambda b: "Exported" in b.find_element(By.ID, "status").text)
-    assert "Exported 0 events, 0 bytes" in browser.find_element(By.ID, "status").text
-    wait(browser).until(lambda b: (downloads / "sealtrail-export.ndjson").exists())
-    assert (downloads / "sealtrail-export.ndjson").read_bytes() == b""
+    said, saved = exported(browser, downloads, "ndjson")
+    assert "Exported 0 events, 0 bytes" in said and saved == b""
 
 
 def test_a_reader_may_not_export(

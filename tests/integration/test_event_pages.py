@@ -15,24 +15,25 @@ from sealtrail_server.store.events import page_rows, stream_events
 from tests.conftest import ServerThread
 
 
-async def _seqs(server: ServerThread, tenant: str, page_bytes: int) -> list[int]:
+async def _seqs(server: ServerThread, tenant: str, page_bytes: int | None) -> list[int]:
     events = stream_events(
         server.database,
         tenant_id=tenant,
         event_filter=EventFilter(actions=("doc.write",)),
         after_seq=0,
         upto_seq=10**9,
+        fetch_rows=7,  # with page_bytes None (the forwarder's): pages of exactly that
         page_bytes=page_bytes,
     )
     return [event.seq async for event in events]
 
 
-@pytest.mark.parametrize("page_bytes", [1, 40_000, 8 * 1024 * 1024])
+@pytest.mark.parametrize("page_bytes", [1, 40_000, 8 * 1024 * 1024, None])
 def test_every_event_comes_once_in_order_whatever_the_page_size(
     server: ServerThread,
     client_for: Callable[..., AuditClient],
     tenant: str,
-    page_bytes: int,
+    page_bytes: int | None,
 ) -> None:
     client = client_for(tenant)
     # Records from under 1 KiB to about 30 KiB, and others the filter leaves out.

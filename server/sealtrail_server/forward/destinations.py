@@ -384,8 +384,8 @@ def _bulk_verdict(sent: Outgoing, body: bytes, host: str) -> Verdict:
     """Elasticsearch answers 200 with an error per item: 409 means the event
     is already there (a repeated delivery); 429 and 5xx are retried; other
     item errors are parked, one dead letter per event. An answer that does
-    not account for every event (an item missing, or without a status) is
-    retried: nothing says those events were indexed."""
+    not account for every event (no items, an item missing, or one without a
+    status) is retried: nothing says those events were indexed."""
     try:
         answer = json.loads(body)
         items = answer.get("items")

@@ -360,8 +360,11 @@ class Forwarder:
         less where its destination was found to take less."""
         events, size = LIMITS[sender.kind]
         smaller = self._smaller.get(lease.sink_id)
-        if smaller is None or smaller.defined_at != defined_at:
-            return events, size  # a changed sink starts again from its kind's limits
+        if smaller is None:
+            return events, size
+        if smaller.defined_at != defined_at:  # a changed sink starts again from its kind's
+            del self._smaller[lease.sink_id]
+            return events, size
         return min(events, smaller.events), min(size, smaller.bytes)
 
     def _halve(self, lease: store.Lease, defined_at: datetime, sent: Outgoing) -> None:
@@ -401,6 +404,7 @@ class Forwarder:
                 after_seq=events[-1].seq if events else after,
                 upto_seq=upto,
                 fetch_rows=page,
+                page_bytes=None,  # sized here, by the sink's records: read as asked
             )
             got = 0
             async with contextlib.aclosing(stream):

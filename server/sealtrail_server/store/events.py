@@ -198,7 +198,7 @@ async def stream_events(
     after_seq: int,
     upto_seq: int,
     fetch_rows: int = 2000,
-    page_bytes: int = PAGE_BYTES,
+    page_bytes: int | None = PAGE_BYTES,
     after_first_page: Callable[[Connection], Awaitable[None]] | None = None,
 ) -> AsyncGenerator[StoredEvent, None]:
     """Matching events with after_seq < seq <= upto_seq, oldest first, in
@@ -206,7 +206,9 @@ async def stream_events(
     records: memory stays bounded whatever the count or the records' size (a
     page of 2,000 records of 64 KiB was 128 MiB). The first page assumes
     records of the largest size; each next one is sized by the records of the
-    page before. A connection is held only while a page is read, never while
+    page before. None: pages of `fetch_rows`, a caller that sized them by its
+    records itself (the forwarder, a request's worth). A connection is held
+    only while a page is read, never while
     the consumer (a slow stream or export client) takes its time: slow readers
     cannot starve the appender of connections. `after_first_page` runs on the
     first page's connection once it is read, before any event is yielded (and
@@ -218,7 +220,9 @@ async def stream_events(
         "SELECT seq, record, leaf_hash FROM events WHERE {conditions} ORDER BY seq LIMIT %s"
     ).format(conditions=sql.SQL(" AND ").join(conditions))
     position = after_seq
-    limit = page_rows(fetch_rows, page_bytes, rows=1, size=MAX_RECORD_BYTES)
+    limit = fetch_rows
+    if page_bytes is not None:
+        limit = page_rows(fetch_rows, page_bytes, rows=1, size=MAX_RECORD_BYTES)
     while True:
         async with db.connection(tenant_id) as conn:
             cursor = await conn.execute(query, [*params, position, upto_seq, limit])
@@ -231,7 +235,9 @@ async def stream_events(
         if len(rows) < limit:
             return
         position = rows[-1][0]
-        limit = page_rows(fetch_rows, page_bytes, rows=len(rows), size=sum(len(r[1]) for r in rows))
+        if page_bytes is not None:
+            size = sum(len(row[1]) for row in rows)
+            limit = page_rows(fetch_rows, page_bytes, rows=len(rows), size=size)
 
 
 def page_rows(most: int, page_bytes: int, *, rows: int, size: int) -> int:
