@@ -371,12 +371,9 @@ async def test_large_events_read_together_reach_a_client_with_default_limits(
                 if len(received) == len(recorded):
                     break
     assert received == recorded
-    sizes = [
-        response.ByteSize()
-        for response in stream_api._responses(
-            [build_event(action="a.b", actor_id="u", details={"b": "x" * 10_000})] * 600, 500
-        )
-    ]
+    event = build_event(action="a.b", actor_id="u", details={"b": "x" * 10_000})
+    encoded = stream_api.EncodedEvent(1, event.SerializeToString())
+    sizes = [len(response) for response in stream_api._responses([encoded] * 600, 500)]
     assert max(sizes) <= stream_api.MAX_BATCH_BYTES + 16 < sum(sizes)
 
 

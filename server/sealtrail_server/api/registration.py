@@ -1,10 +1,13 @@
 """The AuditLogService's registration on a gRPC server: the generated one,
-except that Query answers with its response already encoded (ADR 0026).
+except that Query and StreamEvents answer with their responses already
+encoded (ADRs 0026 and 0043).
 
 Query's events are stored as their encoded views. Parsing a page of them into
 a QueryResponse only to serialize it again cost more than reading the page
-from PostgreSQL, so Query builds the response's bytes itself, and the method
-is served with a serializer that sends them as they are.
+from PostgreSQL, so Query builds the response's bytes itself. A stream's
+events are encoded once per process, whichever number of streams send them,
+and each stream's responses are framed around those encodings. Both methods
+are served with a serializer that sends the bytes as they are.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from sealtrail.v1 import audit_service_pb2_grpc
 from .servicer import AuditLogServicer
 
 # The methods whose servicer returns the response's encoding, not a message.
-_ENCODED_RESPONSES = ("Query",)
+_ENCODED_RESPONSES = ("Query", "StreamEvents")
 
 
 def add_audit_log_service(servicer: AuditLogServicer, server: grpc.aio.Server) -> None:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import aclosing
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import grpc
 
 from sealtrail.v1 import audit_service_pb2 as pb
-from sealtrail.v1 import event_pb2
 
 from ..domain.errors import FailedPrecondition, InvalidArgument
 from ..domain.event import (
@@ -38,7 +38,7 @@ from ..store.retention import first_kept_after, purged_between
 from ..store.tree import tree_size
 from ..stream.hub import Delivery, LiveEvent, StreamHub, Subscription
 from .audited import FilterDetails, record_access
-from .convert import event_from_data, event_from_record, filter_draft
+from .convert import element_prefix, event_from_data, event_from_record, filter_draft
 from .guard import current_principal
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -53,6 +53,19 @@ MAX_BATCH_BYTES = 1 << 20
 # With announce_purged, removals are counted (one statement, by the index)
 # every this many events a stream reads from the table, and where it ends.
 _ANNOUNCED_EVERY = 1000
+# Where an event's encoding goes in a response: alone, or in a batch.
+_ALONE: Final = pb.StreamEventsResponse.DESCRIPTOR.fields_by_name["event"].number
+_BATCH: Final = pb.StreamEventsResponse.DESCRIPTOR.fields_by_name["events"].number
+_IN_BATCH: Final = pb.EventBatch.DESCRIPTOR.fields_by_name["events"].number
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """An event as streams send it: its seq and its `Event` message's
+    encoding, which responses are framed around (ADR 0043)."""
+
+    seq: int
+    data: bytes
 
 
 def _batch_limit(requested: int) -> int:
@@ -72,7 +85,9 @@ class StreamRpcs:
 
     async def StreamEvents(
         self, request: pb.StreamEventsRequest, context: Context
-    ) -> AsyncIterator[pb.StreamEventsResponse]:
+    ) -> AsyncIterator[bytes]:
+        """The stream's responses as their encodings: events framed around the
+        encoding each one has once per process (ADR 0043)."""
         principal = current_principal()
         tenant_id = principal.tenant_id
         event_filter = (
@@ -122,7 +137,7 @@ class StreamRpcs:
                 async with aclosing(table):
                     async for read in table:
                         if isinstance(read, pb.PurgedRange):
-                            yield pb.StreamEventsResponse(purged=read)
+                            yield pb.StreamEventsResponse(purged=read).SerializeToString()
                             continue
                         for response in _responses(read, limit):
                             yield response
@@ -183,7 +198,7 @@ class StreamRpcs:
         *,
         resumed: int = 0,
         announce: bool = False,
-    ) -> AsyncGenerator[list[event_pb2.Event] | pb.PurgedRange, None]:
+    ) -> AsyncGenerator[list[EncodedEvent] | pb.PurgedRange, None]:
         """Matching events with position < seq <= upto from the table, in lists
         of up to `limit` (at least one). `resumed`: a client's cursor, refused
         with PURGED if retention removed the event after it. That is checked
@@ -211,8 +226,8 @@ class StreamRpcs:
         announced = position  # removals are announced up to here
 
         async def parts(
-            events: list[event_pb2.Event], through: int
-        ) -> list[list[event_pb2.Event] | pb.PurgedRange]:
+            events: list[EncodedEvent], through: int
+        ) -> list[list[EncodedEvent] | pb.PurgedRange]:
             """`events`, the last of those read up to `through`, with (if
             `announce`) the removals after `announced` where they lie among them."""
             nonlocal announced
@@ -238,10 +253,11 @@ class StreamRpcs:
             after_first_page=refuse_purged if resumed and not announce else None,
         )
         chunk = max(limit, _ANNOUNCED_EVERY) if announce else limit
-        events: list[event_pb2.Event] = []
+        events: list[EncodedEvent] = []
         async with aclosing(rows):
             async for stored in rows:
-                events.append(event_from_record(stored.record, stored.leaf_hash))
+                message = event_from_record(stored.record, stored.leaf_hash)
+                events.append(EncodedEvent(stored.seq, message.SerializeToString()))
                 if len(events) >= chunk:
                     for part in await parts(events, events[-1].seq):
                         yield part
@@ -257,7 +273,7 @@ class StreamRpcs:
         event_filter: EventFilter,
         position: int,
         limit: int,
-    ) -> AsyncGenerator[list[event_pb2.Event] | int, None]:
+    ) -> AsyncGenerator[list[EncodedEvent] | int, None]:
         """Matching events from the hub, a delivery's at a time, and positions
         to report as heartbeats: after a heartbeat's time without a message,
         whether or not the log grew meanwhile (a busy log none of whose events
@@ -282,7 +298,7 @@ class StreamRpcs:
             sent = False
             if subscription.matcher.exact:
                 matches = subscription.matcher.matches
-                events = [_message(live) for live in fresh if matches(live.record)]
+                events = [_encoded(live) for live in fresh if matches(live.record)]
                 if events:
                     yield events
                     sent = True
@@ -321,8 +337,8 @@ def unseen_events(
 
 
 def _interleaved(
-    events: list[event_pb2.Event], counts: list[int], *, after_seq: int, through_seq: int
-) -> Iterator[list[event_pb2.Event] | pb.PurgedRange]:
+    events: list[EncodedEvent], counts: list[int], *, after_seq: int, through_seq: int
+) -> Iterator[list[EncodedEvent] | pb.PurgedRange]:
     """`events` (read after `after_seq`, up to `through_seq`) in runs, each
     run after the PurgedRange of the removals just before it: counts[i] is
     of those before events[i], the last of those after the last event."""
@@ -360,33 +376,44 @@ def _start_details(request: pb.StreamEventsRequest, *, now: datetime) -> dict[st
     return {"live": True}
 
 
-def _message(live: LiveEvent) -> event_pb2.Event:
-    """The event's wire message, built by its first subscriber for all."""
-    if live.message is None:
-        live.message = event_from_data(live.record, live.stored.leaf_hash)
-    message: event_pb2.Event = live.message
-    return message
+def _encoded(live: LiveEvent) -> EncodedEvent:
+    """The event as streams send it, encoded by its first subscriber for all."""
+    if live.encoded is None:
+        message = event_from_data(live.record, live.stored.leaf_hash)
+        live.encoded = EncodedEvent(live.stored.seq, message.SerializeToString())
+    encoded: EncodedEvent = live.encoded
+    return encoded
 
 
-def _responses(events: list[event_pb2.Event], limit: int) -> Iterator[pb.StreamEventsResponse]:
+def _responses(events: list[EncodedEvent], limit: int) -> Iterator[bytes]:
+    """The encodings of the responses that send `events`: each alone (`limit`
+    0), or in EventBatches of up to `limit` events and MAX_BATCH_BYTES (one
+    event, whatever its size, always goes). Framed by hand around each event's
+    encoding: building an EventBatch copied every event into it, and gRPC then
+    serialized it, for every stream that sent it (ADR 0043)."""
     if not limit:
         for event in events:
-            yield pb.StreamEventsResponse(event=event)
+            yield element_prefix(_ALONE, len(event.data)) + event.data
         return
-    batch: list[event_pb2.Event] = []
-    size = 0
+    parts: list[bytes] = []
+    count = size = 0
     for event in events:
-        event_size = event.ByteSize()
-        if batch and (len(batch) == limit or size + event_size > MAX_BATCH_BYTES):
-            yield pb.StreamEventsResponse(events=pb.EventBatch(events=batch))
-            batch, size = [], 0
-        batch.append(event)
-        size += event_size
-    if batch:
-        yield pb.StreamEventsResponse(events=pb.EventBatch(events=batch))
+        if count and (count == limit or size + len(event.data) > MAX_BATCH_BYTES):
+            yield _batch(parts)
+            parts, count, size = [], 0, 0
+        parts += (element_prefix(_IN_BATCH, len(event.data)), event.data)
+        count += 1
+        size += len(event.data)
+    if parts:
+        yield _batch(parts)
 
 
-def _heartbeat(position: int) -> pb.StreamEventsResponse:
+def _batch(parts: list[bytes]) -> bytes:
+    batch = b"".join(parts)
+    return element_prefix(_BATCH, len(batch)) + batch
+
+
+def _heartbeat(position: int) -> bytes:
     response = pb.StreamEventsResponse(heartbeat=pb.Heartbeat(cursor=position))
     response.heartbeat.server_time.FromDatetime(datetime.now(UTC))
-    return response
+    return response.SerializeToString()

@@ -47,11 +47,11 @@ _KEEPALIVES: Final[dict[str, Any]] = {
 @dataclass(slots=True)
 class LiveEvent:
     """A committed event, its record parsed once for every subscriber; the API
-    layer keeps its wire message in `message`, built once for them all too."""
+    layer keeps what it sends in `encoded`, built once for them all too."""
 
     stored: StoredEvent
     record: dict[str, Any]
-    message: Any = None
+    encoded: Any = None
 
 
 @dataclass(frozen=True, slots=True)
