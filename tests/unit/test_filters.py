@@ -4,6 +4,7 @@ the exact path of every violation, and tokens that are bound to their query."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -289,3 +290,23 @@ def test_negative_page_size_is_rejected(requested: int) -> None:
     with pytest.raises(InvalidArgument) as caught:
         page_size(requested)
     assert [v.field for v in caught.value.violations] == ["page_size"]
+
+
+def test_only_a_filter_that_sets_nothing_matches_every_record_unasked() -> None:
+    """Streams skip the matcher for a filter that sets nothing: any field set,
+    including one added to EventFilter later, must keep it asked."""
+    assert RecordMatcher(EventFilter()).matches_all
+    assert RecordMatcher(validate_filter(FilterDraft())).matches_all
+    for field in dataclasses.fields(EventFilter):
+        default = getattr(EventFilter(), field.name)
+        value: object = (
+            ("x.y",)
+            if isinstance(default, tuple)
+            else 1
+            if isinstance(default, int)
+            else datetime(2026, 1, 1, tzinfo=UTC)
+            if field.name.startswith("occurred")
+            else "x"
+        )
+        narrowed = dataclasses.replace(EventFilter(), **{field.name: value})
+        assert not RecordMatcher(narrowed).matches_all, field.name

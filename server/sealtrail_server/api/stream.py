@@ -296,7 +296,12 @@ class StreamRpcs:
             # Deliveries that queued while this stream was writing go out together.
             fresh, upto = unseen_events(delivery, subscription, position)
             sent = False
-            if subscription.matcher.exact:
+            if subscription.matcher.matches_all:
+                events = [_encoded(live) for live in fresh]
+                if events:
+                    yield events
+                    sent = True
+            elif subscription.matcher.exact:
                 matches = subscription.matcher.matches
                 events = [_encoded(live) for live in fresh if matches(live.record)]
                 if events:

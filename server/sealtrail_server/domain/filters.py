@@ -198,6 +198,8 @@ class RecordMatcher:
     def __init__(self, event_filter: EventFilter) -> None:
         f = event_filter
         self.exact = f.text is None
+        # No filter: every record matches, and a busy stream need not ask each.
+        self.matches_all = f == EventFilter()
         self._after = format_timestamp(f.occurred_after) if f.occurred_after else None
         self._before = format_timestamp(f.occurred_before) if f.occurred_before else None
         self._actions = frozenset(f.actions)
