@@ -26,6 +26,7 @@ from sealtrail import (
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2
 from sealtrail_server.api import stream as stream_api
+from sealtrail_server.stream.hub import EncodedEvent
 from tests.conftest import ServerThread
 from tests.processes import ServerProcess
 
@@ -372,7 +373,7 @@ async def test_large_events_read_together_reach_a_client_with_default_limits(
                     break
     assert received == recorded
     event = build_event(action="a.b", actor_id="u", details={"b": "x" * 10_000})
-    encoded = stream_api.EncodedEvent(1, event.SerializeToString())
+    encoded = EncodedEvent(1, event.SerializeToString())
     sizes = [len(response) for response in stream_api._responses([encoded] * 600, 500)]
     assert max(sizes) <= stream_api.MAX_BATCH_BYTES + 16 < sum(sizes)
 

@@ -76,8 +76,7 @@ _ORDERS: dict[int, Order] = {
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-# StreamRpcs.StreamEvents answers encoded, as Query does (registration.py).
-class AuditLogServicer(  # type: ignore[misc]
+class AuditLogServicer(
     StreamRpcs,
     ExportRpcs,
     IntegrityRpcs,
@@ -88,6 +87,10 @@ class AuditLogServicer(  # type: ignore[misc]
     AlertingRpcs,
     audit_service_pb2_grpc.AuditLogServiceServicer,
 ):
+    # Answered encoded, as Query is (registration.py): bytes, not the generated
+    # servicer's responses.
+    StreamEvents = StreamRpcs.StreamEvents  # type: ignore[assignment]
+
     def __init__(
         self,
         *,

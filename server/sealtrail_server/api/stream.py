@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import aclosing
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -36,7 +35,7 @@ from ..store.database import Connection, Database
 from ..store.events import first_seq_received_since, stream_events
 from ..store.retention import first_kept_after, purged_between
 from ..store.tree import tree_size
-from ..stream.hub import Delivery, LiveEvent, StreamHub, Subscription
+from ..stream.hub import Delivery, EncodedEvent, LiveEvent, StreamHub, Subscription
 from .audited import FilterDetails, record_access
 from .convert import element_prefix, event_from_data, event_from_record, filter_draft
 from .guard import current_principal
@@ -57,15 +56,6 @@ _ANNOUNCED_EVERY = 1000
 _ALONE: Final = pb.StreamEventsResponse.DESCRIPTOR.fields_by_name["event"].number
 _BATCH: Final = pb.StreamEventsResponse.DESCRIPTOR.fields_by_name["events"].number
 _IN_BATCH: Final = pb.EventBatch.DESCRIPTOR.fields_by_name["events"].number
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedEvent:
-    """An event as streams send it: its seq and its `Event` message's
-    encoding, which responses are framed around (ADR 0043)."""
-
-    seq: int
-    data: bytes
 
 
 def _batch_limit(requested: int) -> int:
@@ -386,8 +376,7 @@ def _encoded(live: LiveEvent) -> EncodedEvent:
     if live.encoded is None:
         message = event_from_data(live.record, live.stored.leaf_hash)
         live.encoded = EncodedEvent(live.stored.seq, message.SerializeToString())
-    encoded: EncodedEvent = live.encoded
-    return encoded
+    return live.encoded
 
 
 def _responses(events: list[EncodedEvent], limit: int) -> Iterator[bytes]:
@@ -400,22 +389,21 @@ def _responses(events: list[EncodedEvent], limit: int) -> Iterator[bytes]:
         for event in events:
             yield element_prefix(_ALONE, len(event.data)) + event.data
         return
-    parts: list[bytes] = []
-    count = size = 0
+    parts: list[bytes] = [b""]  # [0]: the batch's key and length, once they are known
+    count = size = length = 0
     for event in events:
         if count and (count == limit or size + len(event.data) > MAX_BATCH_BYTES):
-            yield _batch(parts)
-            parts, count, size = [], 0, 0
-        parts += (element_prefix(_IN_BATCH, len(event.data)), event.data)
+            parts[0] = element_prefix(_BATCH, length)
+            yield b"".join(parts)
+            parts, count, size, length = [b""], 0, 0, 0
+        prefix = element_prefix(_IN_BATCH, len(event.data))
+        parts += (prefix, event.data)
         count += 1
         size += len(event.data)
-    if parts:
-        yield _batch(parts)
-
-
-def _batch(parts: list[bytes]) -> bytes:
-    batch = b"".join(parts)
-    return element_prefix(_BATCH, len(batch)) + batch
+        length += len(prefix) + len(event.data)
+    if count:
+        parts[0] = element_prefix(_BATCH, length)
+        yield b"".join(parts)
 
 
 def _heartbeat(position: int) -> bytes:

@@ -44,6 +44,15 @@ _KEEPALIVES: Final[dict[str, Any]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """An event as streams send it: its seq and its `Event` message's
+    encoding, which responses are framed around (ADR 0043)."""
+
+    seq: int
+    data: bytes
+
+
 @dataclass(slots=True)
 class LiveEvent:
     """A committed event, its record parsed once for every subscriber; the API
@@ -51,7 +60,7 @@ class LiveEvent:
 
     stored: StoredEvent
     record: dict[str, Any]
-    encoded: Any = None
+    encoded: EncodedEvent | None = None
 
 
 @dataclass(frozen=True, slots=True)
