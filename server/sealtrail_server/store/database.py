@@ -9,6 +9,9 @@ what it is for, and the connection assumes the matching role first:
   only. Every read an RPC makes goes through here.
 - `system_connection()`: the cross-tenant machinery (appender, checkpointer,
   forwarding, alerts, token lookup), as `sealtrail_system`.
+- `bulk_connection(tenant_id)`: `connection(tenant_id)` for reading a page of
+  many events (streams catching up, exports, forwarding, alerts); at most half
+  the pool does that at once, so the rest stays for appends and small reads.
 
 A checkout also says how statements are planned: for the values of each run
 (PostgreSQL's default), or with generic plans, for statements whose plan one
@@ -94,6 +97,11 @@ class Database:
         self.pool = pool
         self._url = url
         self._scopes = scopes
+        # Many readers catching up at once (a restart's worth of streams
+        # resuming, exports) took every pooled connection and queued for more:
+        # each append of the process waited behind all the pages asked before
+        # it, and failed (UNAVAILABLE) past the pool's timeout.
+        self._bulk_reads = asyncio.Semaphore(max(1, pool.max_size // 2))
         self._system_lock_timeout = f"{max(1, round(system_lock_timeout * 1000))}ms"
         # False while probe() finds the database down: calls then fail at once
         # with UNAVAILABLE instead of each waiting out the pool's timeout.
@@ -147,6 +155,14 @@ class Database:
         for each run's; only for statements whose plan no value can change."""
         plans = _GENERIC_PLANS if generic_plans else _PLANS_FOR_VALUES
         async with self._checkout((SERVICE_ROLE, tenant_id, plans, _NO_LOCK_TIMEOUT)) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def bulk_connection(self, tenant_id: str) -> AsyncIterator[Connection]:
+        """`connection(tenant_id)`, for reading a page of many events: at most
+        half the pool's connections (at least one) do that at once; the others
+        wait their turn here, not in the pool's queue ahead of appends."""
+        async with self._bulk_reads, self.connection(tenant_id) as conn:
             yield conn
 
     @asynccontextmanager

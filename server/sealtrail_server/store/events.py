@@ -210,10 +210,11 @@ async def stream_events(
     records itself (the forwarder, a request's worth). A connection is held
     only while a page is read, never while
     the consumer (a slow stream or export client) takes its time: slow readers
-    cannot starve the appender of connections. `after_first_page` runs on the
-    first page's connection once it is read, before any event is yielded (and
-    may raise): whatever it then finds committed was committed before that
-    read too, or during it."""
+    cannot starve the appender of connections; and through the pool's share
+    for bulk reads (`Database.bulk_connection`), so many at once cannot
+    either. `after_first_page` runs on the first page's connection once it is
+    read, before any event is yielded (and may raise): whatever it then finds
+    committed was committed before that read too, or during it."""
     conditions, params = filter_conditions(tenant_id, event_filter)
     conditions += [sql.SQL("seq > %s"), sql.SQL("seq <= %s")]
     query = sql.SQL(
@@ -224,7 +225,7 @@ async def stream_events(
     if page_bytes is not None:
         limit = page_rows(fetch_rows, page_bytes, rows=1, size=MAX_RECORD_BYTES)
     while True:
-        async with db.connection(tenant_id) as conn:
+        async with db.bulk_connection(tenant_id) as conn:
             cursor = await conn.execute(query, [*params, position, upto_seq, limit])
             rows = await cursor.fetchall()
             if after_first_page is not None:
