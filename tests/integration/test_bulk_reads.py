@@ -1,24 +1,43 @@
 """Pages of many events (streams catching up, exports, forwarding, alerts) are
-read through at most half the pool at once (`Database.bulk_connection`): many
-readers catching up together, a restart's worth of streams resuming say, used
-to take every pooled connection, and every append of the process waited
-behind their pages, then failed."""
+read on at most `bulk_connections` of the pool at once
+(`Database.bulk_connection`): many readers catching up together, a restart's
+worth of streams resuming say, used to take every pooled connection and queue
+for more, ahead of every append of the process."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from collections.abc import Callable
 
 from sealtrail import AsyncAuditClient, build_event
-from sealtrail_server.store.database import Database
+from sealtrail_server.store.database import Database, bulk_connections, change_connections
 from tests.conftest import ServerThread
 from tests.service_login import service_login_url
 
 _SETTLE = 0.3  # seconds in which readers that could get in would have
 
 
-async def test_bulk_reads_take_at_most_half_the_pool(migrated_database_url: str) -> None:
+async def _until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "not reached in 10 s"
+        await asyncio.sleep(0.01)
+
+
+def test_changes_and_bulk_reads_always_leave_the_appender_a_connection() -> None:
+    assert [bulk_connections(size) for size in (2, 3, 4, 10, 11)] == [1, 1, 1, 4, 5]
+    for size in range(3, 101):
+        assert change_connections(size) + bulk_connections(size) < size, size
+
+
+async def test_bulk_reads_take_at_most_their_share_of_the_pool(
+    migrated_database_url: str,
+) -> None:
+    share = bulk_connections(6)
     db = await Database.open(
-        service_login_url(migrated_database_url), min_size=1, max_size=4, timeout=2
+        service_login_url(migrated_database_url), min_size=6, max_size=6, timeout=2
     )
     inside = most = 0
     release = asyncio.Event()
@@ -32,49 +51,63 @@ async def test_bulk_reads_take_at_most_half_the_pool(migrated_database_url: str)
             await release.wait()
             inside -= 1
 
+    readers = [asyncio.create_task(read()) for _ in range(share + 3)]
     try:
-        readers = [asyncio.create_task(read()) for _ in range(5)]
+        await _until(lambda: inside == share)
         await asyncio.sleep(_SETTLE)
-        assert inside == 2
-        # The other half of the pool is free for everything else.
+        assert inside == share
+        # What the share leaves is free for everything else.
         async with db.connection("t-bulk") as one, db.system_connection() as other:
             await one.execute("SELECT 1")
             await other.execute("SELECT 1")
+    finally:
         release.set()
         async with asyncio.timeout(10):
             await asyncio.gather(*readers)  # the others got their turn, none timed out
-        assert most == 2
-    finally:
         await db.close()
+    assert most == share
 
 
-async def test_a_stream_catching_up_waits_for_a_bulk_read_while_appends_go_on(
+async def test_streams_catching_up_wait_their_turn_while_appends_and_changes_go_on(
     migrated_database_url: str, tenant: str
 ) -> None:
-    server = ServerThread(migrated_database_url, pool_max_size=2)  # one bulk read at a time
-    gate = server.service._db._bulk_reads
+    server = ServerThread(migrated_database_url, pool_max_size=4)  # one bulk read at a time
+    db = server.service._db
+    assert db is not None and bulk_connections(4) == 1
+    entered, done = threading.Event(), threading.Event()
+
+    async def slow_page() -> None:
+        """Another reader's page, on a pooled connection, as long as it takes."""
+        async with db.bulk_connection(tenant):
+            entered.set()
+            while not done.is_set():
+                await asyncio.sleep(0.01)
+
     try:
         async with AsyncAuditClient(server.target, token=server.token(tenant)) as client:
-            first = await client.record(build_event(action="bulk.read", actor_id="u"))
-            server.run(gate.acquire())  # another reader's page, as long as it takes
+            first = (await client.record(build_event(action="bulk.read", actor_id="u"))).event
+            page = asyncio.run_coroutine_threadsafe(slow_page(), server.loop)
+            assert await asyncio.to_thread(entered.wait, 10)
             try:
-                received: list[int] = []
+                received: list[list[int]] = [[] for _ in range(4)]  # more than the pool
 
-                async def catch_up() -> None:
+                async def catch_up(seqs: list[int]) -> None:
                     async for event in client.stream(after_seq=0):
-                        received.append(event.seq)
-                        if event.seq >= first.event.seq:
+                        seqs.append(event.seq)
+                        if event.seq >= first.seq:
                             return
 
-                stream = asyncio.create_task(catch_up())
+                streams = [asyncio.create_task(catch_up(seqs)) for seqs in received]
                 await asyncio.sleep(_SETTLE)
-                assert not received and not stream.done()
-                async with asyncio.timeout(5):  # appends are not behind the reads
+                assert not any(received) and not any(stream.done() for stream in streams)
+                async with asyncio.timeout(5):  # neither waits behind the readers
                     await client.record(build_event(action="bulk.read", actor_id="u"))
+                    await client.set_legal_hold(True, reason="bulk reads")
             finally:
-                server.loop.call_soon_threadsafe(gate.release)
+                done.set()
+                page.result(10)
             async with asyncio.timeout(10):
-                await stream
-            assert received[-1] == first.event.seq
+                await asyncio.gather(*streams)
+            assert all(seqs[-1] == first.seq for seqs in received)
     finally:
         server.close()

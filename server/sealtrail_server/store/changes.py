@@ -35,7 +35,7 @@ import psycopg
 from psycopg import sql
 
 from ..domain.errors import FailedPrecondition, Unauthenticated, Unavailable
-from .database import Connection, Database
+from .database import Connection, Database, change_connections
 
 AnyConnection = psycopg.AsyncConnection[Any]
 
@@ -61,7 +61,7 @@ class Changes:
         self._local: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
-        self._connections = asyncio.Semaphore(max(1, db.pool.max_size // 2))
+        self._connections = asyncio.Semaphore(change_connections(db.pool.max_size))
 
     @asynccontextmanager
     async def exclusive(

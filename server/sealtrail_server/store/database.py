@@ -10,8 +10,10 @@ what it is for, and the connection assumes the matching role first:
 - `system_connection()`: the cross-tenant machinery (appender, checkpointer,
   forwarding, alerts, token lookup), as `sealtrail_system`.
 - `bulk_connection(tenant_id)`: `connection(tenant_id)` for reading a page of
-  many events (streams catching up, exports, forwarding, alerts); at most half
-  the pool does that at once, so the rest stays for appends and small reads.
+  many events (streams catching up, exports, forwarding, alerts); at most
+  `bulk_connections` of the pool do that at once, so that with the changes'
+  share (`change_connections`, store/changes.py) one is always left for the
+  appender and the reads of single calls.
 
 A checkout also says how statements are planned: for the values of each run
 (PostgreSQL's default), or with generic plans, for statements whose plan one
@@ -79,6 +81,19 @@ _NO_SEQSCAN: Final = "SELECT set_config('enable_seqscan', 'off', false)"
 Connection = EagerConnection
 
 
+def change_connections(pool_size: int) -> int:
+    """Connections a process's configuration changes hold at most at once
+    (store/changes.py): each holds one while the appender records it."""
+    return max(1, pool_size // 2)
+
+
+def bulk_connections(pool_size: int) -> int:
+    """Connections pages of many events are read on at most at once: what the
+    changes leave, less one for the appender and single reads (at least one;
+    from a pool of 3 up, the two shares never take the whole pool)."""
+    return max(1, pool_size - change_connections(pool_size) - 1)
+
+
 class RolesMissing(Exception):
     """The database URL's user cannot assume the service's roles."""
 
@@ -101,7 +116,7 @@ class Database:
         # resuming, exports) took every pooled connection and queued for more:
         # each append of the process waited behind all the pages asked before
         # it, and failed (UNAVAILABLE) past the pool's timeout.
-        self._bulk_reads = asyncio.Semaphore(max(1, pool.max_size // 2))
+        self._bulk_reads = asyncio.Semaphore(bulk_connections(pool.max_size))
         self._system_lock_timeout = f"{max(1, round(system_lock_timeout * 1000))}ms"
         # False while probe() finds the database down: calls then fail at once
         # with UNAVAILABLE instead of each waiting out the pool's timeout.
@@ -160,8 +175,9 @@ class Database:
     @asynccontextmanager
     async def bulk_connection(self, tenant_id: str) -> AsyncIterator[Connection]:
         """`connection(tenant_id)`, for reading a page of many events: at most
-        half the pool's connections (at least one) do that at once; the others
-        wait their turn here, not in the pool's queue ahead of appends."""
+        `bulk_connections` of the pool do that at once; the others wait their
+        turn here, not in the pool's queue ahead of appends."""
+        self._refuse_if_unreachable()  # at once, not after those ahead time out
         async with self._bulk_reads, self.connection(tenant_id) as conn:
             yield conn
 
@@ -194,13 +210,16 @@ class Database:
             async with asyncio.timeout(10):
                 await self.pool.check()
 
-    @asynccontextmanager
-    async def _checkout(self, scope: _Scope) -> AsyncIterator[Connection]:
+    def _refuse_if_unreachable(self) -> None:
         if not self.reachable:
             raise Unavailable(
                 "the database is unreachable; the server reconnects by itself",
                 retry_after=RETRY_AFTER_SECONDS,
             )
+
+    @asynccontextmanager
+    async def _checkout(self, scope: _Scope) -> AsyncIterator[Connection]:
+        self._refuse_if_unreachable()
         try:
             async with self.pool.connection() as conn:
                 await self._scopes.enter(conn, scope)
