@@ -286,16 +286,15 @@ class StreamRpcs:
             # Deliveries that queued while this stream was writing go out together.
             fresh, upto = unseen_events(delivery, subscription, position)
             sent = False
-            if subscription.matcher.matches_all:
-                events = [_encoded(live) for live in fresh]
-                if events:
-                    yield events
-                    sent = True
-            elif subscription.matcher.exact:
-                matches = subscription.matcher.matches
-                events = [_encoded(live) for live in fresh if matches(live.record)]
-                if events:
-                    yield events
+            matcher = subscription.matcher
+            if matcher.exact:
+                matching = (
+                    fresh
+                    if matcher.matches_all  # no filter: no need to ask of each
+                    else [live for live in fresh if matcher.matches(live.record)]
+                )
+                if matching:
+                    yield [_encoded(live) for live in matching]
                     sent = True
             elif fresh:  # full-text search: let the database decide
                 table = self._from_table(tenant_id, event_filter, position, upto, limit)
