@@ -4,12 +4,18 @@ secret each tenant's HMAC key is derived from. Read once at startup."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
+from pathlib import Path
+
+import re2
 
 from .config import Settings
-from .domain.redaction import Redactor, ValuePattern
+from .domain.redaction import Redactor, TextPattern, ValuePattern
 from .key_files import load_key_text
+
+log = logging.getLogger(__name__)
 
 KEY_FILE_NAME = "redaction-key"
 _KEY_BYTES = 32
@@ -30,11 +36,33 @@ def load_redactor(settings: Settings) -> Redactor | None:
         if not isinstance(configured, dict):
             raise SystemExit(f"redaction patterns file {path}: must hold a JSON object")
         for rule, regex in configured.items():
-            try:
-                patterns.append(ValuePattern(str(rule), re.compile(str(regex))))
-            except re.error as error:
-                raise SystemExit(f"redaction pattern {rule!r} in {path}: {error}") from None
+            patterns.append(ValuePattern(str(rule), compile_pattern(str(rule), str(regex), path)))
     return Redactor().with_rules(field_names=names, patterns=patterns)
+
+
+def compile_pattern(rule: str, regex: str, path: Path) -> TextPattern:
+    """An operator's pattern, compiled by RE2 (google-re2), whose time grows
+    linearly with the text whatever the pattern: every event's free text
+    passes through it, and a backtracking pattern (`(a+)+$`) on a long text
+    would hold the process. A pattern RE2 cannot run (look-around, a
+    backreference) runs on Python's engine, with a warning."""
+    try:
+        linear: TextPattern = re2.compile(regex)
+        return linear
+    except re2.error:
+        pass
+    try:
+        compiled = re.compile(regex)
+    except re.error as error:
+        raise SystemExit(f"redaction pattern {rule!r} in {path}: {error}") from None
+    log.warning(
+        "redaction pattern %r in %s is not RE2 syntax (look-around or a backreference?): "
+        "it runs on Python's backtracking engine, whose time on a long text can grow "
+        "exponentially with the pattern; rewrite it without them to run it on RE2",
+        rule,
+        path,
+    )
+    return compiled
 
 
 def load_redaction_secret(settings: Settings) -> bytes:

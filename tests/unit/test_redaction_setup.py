@@ -1,0 +1,91 @@
+"""An operator's redaction patterns, as the server loads them: compiled by
+RE2, so that no pattern's time can grow faster than the text it reads; one
+RE2 cannot run kept on Python's engine with a warning; a broken file or
+pattern stops the server with its name."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sealtrail_server.config import Settings
+from sealtrail_server.domain.redaction import Redactor
+from sealtrail_server.redaction_setup import load_redactor
+
+
+def _load(tmp_path: Path, patterns: Any) -> Redactor:
+    path = tmp_path / "patterns.json"
+    path.write_text(json.dumps(patterns))
+    redactor = load_redactor(Settings(data_dir=tmp_path, redact_patterns_file=path))
+    assert redactor is not None
+    return redactor
+
+
+def _event(description: str) -> dict[str, Any]:
+    return {
+        "action": "secret.test",
+        "actor": {"type": "user", "id": "u1"},
+        "description": description,
+    }
+
+
+def test_operator_patterns_redact_with_re2(tmp_path: Path) -> None:
+    redactor = _load(tmp_path, {"employee_badge": r"\bBADGE-\d{6}\b"})
+    (badge,) = [pattern for pattern in redactor.patterns if pattern.name == "employee_badge"]
+    assert not isinstance(badge.regex, re.Pattern)  # RE2's, not Python's
+    redacted = redactor.redact(_event("über BADGE-123456 — and BADGE-654321 ✓")).body
+    assert redacted["description"] == (
+        "über [REDACTED:employee_badge] — and [REDACTED:employee_badge] ✓"
+    )
+    assert redactor.redact(_event("BADGE-12 only")).hits == []
+
+
+def test_a_backtracking_pattern_costs_time_linear_in_the_text(tmp_path: Path) -> None:
+    """`(a+)+b` on Python's engine takes twice as long for each `a` more on a
+    text without a `b` (22 of them: about a second); on RE2 the time follows
+    the text. Each length's best of three; 2^6 = 64x apart if exponential."""
+    redactor = _load(tmp_path, {"nested": "(a+)+b"})
+
+    def best_time(length: int) -> float:
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            redactor.redact(_event("a" * length + "!"))
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    short, long = best_time(16), best_time(22)
+    assert long < 8 * max(short, 1e-4)
+
+
+def test_a_pattern_re2_cannot_run_runs_on_pythons_engine_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="sealtrail_server.redaction_setup"):
+        redactor = _load(tmp_path, {"after_pin": r"(?<=PIN )\d{4}"})
+    (warning,) = caplog.records
+    assert "'after_pin'" in warning.getMessage() and "not RE2 syntax" in warning.getMessage()
+    assert redactor.redact(_event("PIN 1234 used")).body["description"] == (
+        "PIN [REDACTED:after_pin] used"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"broken": "(unclosed"}, "redaction pattern 'broken' in"),
+        (["not", "an", "object"], "must hold a JSON object"),
+    ],
+)
+def test_a_broken_patterns_file_stops_the_server_with_its_name(
+    tmp_path: Path, content: Any, message: str
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        _load(tmp_path, content)
+    assert message in str(stopped.value) and "patterns.json" in str(stopped.value)
