@@ -156,15 +156,15 @@ ABOUT_THE_SECRET: Final = (
     "state",
 )
 
-# Short names that are a secret only as a key's last word (`pass`, `db_pass`,
-# `smtpPass`, `PW`), never inside one (`bypass`, `compass`).
-LAST_WORD_FIELD_NAMES: Final = frozenset({"pass", "pw"})
-# `auth` holds a credential (`"auth": "user:s3cret"`) as often as the name of
-# a method (`"auth": "password"`, `"auth": "sso"`): as a key's last word it
-# hides a text with anything but letters, `_` and `-` in it.
-CREDENTIAL_TEXT_FIELD_NAMES: Final = frozenset({"auth"})
-_SHORT_NAME_ENDINGS: Final = tuple(LAST_WORD_FIELD_NAMES | CREDENTIAL_TEXT_FIELD_NAMES)
-_A_METHODS_NAME: Final = re.compile(r"[A-Za-z_-]*")
+# Short names that name a secret as a key's last word (`db_pass`, `smtpPass`,
+# `root-pw`, `proxy_auth`; never inside a word: `bypass`, `compass`), but name
+# other things too (`boarding_pass`, `first_pass`, `"auth": "sso"`): under
+# them only a value shaped like the secret is hidden (`_password_shaped`,
+# `_credentials_shaped`). A key that is `pass` or `pw` alone is denied as
+# `pwd` is.
+PASSWORD_WORDS: Final = frozenset({"pass", "pw"})
+AUTH_WORDS: Final = frozenset({"auth"})
+_SHORT_WORDS: Final = tuple(PASSWORD_WORDS | AUTH_WORDS)
 
 # Plural denied names that also name a count: a number under them is kept
 # (`total_tokens: 20` of a model's usage).
@@ -238,16 +238,22 @@ def _basic_credentials(value: str) -> bool:
     return b":" in decoded
 
 
-def _has_digit(value: str) -> bool:
-    return any(c.isdigit() for c in value)
+# What else Python's case-insensitive matching takes for a letter than its two
+# cases (`(?i)s` matches the long s); a test checks this against the engine.
+_OTHER_CASES: Final = {"i": "\u0130\u0131", "k": "\u212a", "s": "\u017f"}
 
 
 def _either_case(word: str) -> str:
-    """`word` in any case, as alternatives that start with a literal:
-    `bearer` -> `B[Ee][Aa]…|b[Ee][Aa]…` (where `(?i:bearer)` starts with a
-    case-insensitive one, which `_prefilter`'s fast path does not take)."""
-    rest = "".join(f"[{c.upper()}{c.lower()}]" for c in word[1:])
-    return f"{word[0].upper()}{rest}|{word[0].lower()}{rest}"
+    """`word` in any case, as `(?i)` matches it, in alternatives that start
+    with a literal: `bearer` -> `B[Ee][Aa]…|b[Ee][Aa]…` (where `(?i:bearer)`
+    starts with a case-insensitive one, which `_prefilter`'s fast path does
+    not take)."""
+
+    def cases(letter: str) -> str:
+        return letter.upper() + letter.lower() + _OTHER_CASES.get(letter.lower(), "")
+
+    rest = "".join(f"[{cases(c)}]" for c in word[1:])
+    return "|".join(first + rest for first in cases(word[0]))
 
 
 def _pattern(
@@ -290,13 +296,13 @@ DEFAULT_PATTERNS: Final = (
     ),
     # The password runs to the authority's last `@` (`p@ss@host`); the user may
     # be empty (`redis://:pass@host`). One with a raw `/` (`admin:pa/ss@db`, not
-    # valid in a URL but written so) runs to the next `@`, at most 256
-    # characters on, unless what stands before its `/` is a port
-    # (`https://host:443/@alice` is a path).
+    # valid in a URL but written so) runs to the last `@` within 256 characters
+    # before a `?`, `#` or space, unless it starts as a port does, digits then
+    # `/`, `?`, `#` or `,` (`https://host:443/@alice`, `mongodb://h1:27017,h2`).
     _pattern(
         "url_password",
-        r"(?i)(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*+://[^/\s:@]*:"
-        r"([^/\s]+|(?!\d+/)[^/\s@]*/[^\s@]{0,255}+)@",
+        r"(?i)(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*+://[^/\s:@\[]*:"
+        r"([^/\s]+|(?!\d*[/?#,])[^/\s?#]*/[^\s?#]{0,255})@",
         1,
         anchor="://",
     ),
@@ -315,12 +321,14 @@ DEFAULT_PATTERNS: Final = (
     ),
     _pattern("stripe_key", r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}", anchor="k_live_|k_test_"),
     _pattern("slack_token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}", anchor="xox"),
-    # OpenAI's and Anthropic's keys (`sk-proj-…`, `sk-ant-api03-…`): `sk-` at a
-    # word's start, 32 or more key characters with a digit among them.
+    # OpenAI's keys (`sk-` and 48 letters and digits; `sk-proj-`, `sk-svcacct-`,
+    # `sk-admin-` and 40 or more) and Anthropic's (`sk-ant-api03-`, 80 or more):
+    # random-looking, as `sk-prod-eu-west-1-cluster-01` is not.
     _pattern(
         "ai_api_key",
-        r"(?<![A-Za-z0-9_-])sk-[A-Za-z0-9_-]{32,}+",
-        check=_has_digit,
+        r"(?<![A-Za-z0-9_-])sk-(?:[A-Za-z0-9]{48}|(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,}+"
+        r"|ant-(?:api|admin)\d\d-[A-Za-z0-9_-]{80,}+)(?![A-Za-z0-9_-])",
+        check=_random_value,
         anchor="sk-",
     ),
     _pattern("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])", anchor="AIza"),
@@ -425,7 +433,7 @@ class _KeyVerdict(NamedTuple):
 
     denied: bool  # any value under it but a flag or an empty one is a secret
     counts: bool  # ... but a number, which counts them (`total_tokens`)
-    credential_text: bool  # `auth`: a text under it is one, unless letters alone
+    short_word: str  # its last word, if one of the short names, else ""
     may_hold_secret: bool  # the key's own text may hold one
 
 
@@ -470,14 +478,14 @@ class Redactor:
         return Redactor(self.field_names | set(field_names), (*self.patterns, *patterns))
 
     def denies(self, key: str) -> bool:
-        """Whether `key` names a secret, whatever its value (not `auth`,
-        which names one only for some values: `hides`)."""
+        """Whether `key` names a secret, whatever its value (not one of the
+        short names, which name one only for some values: `hides`)."""
         return self._verdict(key).denied
 
     def names_a_secret(self, key: str) -> bool:
         """Whether some value under `key` would be a secret."""
         verdict = self._verdict(key)
-        return verdict.denied or verdict.credential_text
+        return verdict.denied or bool(verdict.short_word)
 
     def hides(self, key: str, value: Any) -> bool:
         """Whether `value` under `key` is a secret to replace."""
@@ -486,11 +494,9 @@ class Redactor:
         verdict = self._verdict(key)
         if verdict.denied:
             return not (verdict.counts and isinstance(value, int | float))
-        return (
-            verdict.credential_text
-            and isinstance(value, str)
-            and _A_METHODS_NAME.fullmatch(value) is None
-        )
+        if verdict.short_word in PASSWORD_WORDS:
+            return _password_shaped(value)
+        return verdict.short_word in AUTH_WORDS and _credentials_shaped(value)
 
     def _verdict(self, key: str) -> _KeyVerdict:
         """What the rules say of `key`, remembered: most events repeat the
@@ -502,9 +508,9 @@ class Redactor:
         verdict = _KeyVerdict(
             denied=name.endswith(self._suffixes)
             or (_STRONG.search(name) is not None and not name.endswith(ABOUT_THE_SECRET))
-            or (_may_end_short(name) and _last_word(key) in LAST_WORD_FIELD_NAMES),
+            or name in PASSWORD_WORDS,
             counts=name.endswith(_COUNTABLE),
-            credential_text=_may_end_short(name) and _last_word(key) in CREDENTIAL_TEXT_FIELD_NAMES,
+            short_word=_short_word(name, key),
             may_hold_secret=self.may_hold_secret(key),
         )
         if len(key) <= _REMEMBERED_KEY_LENGTH:
@@ -684,6 +690,26 @@ def hmac_token(key: bytes, value: Any) -> str:
     return HMAC_PREFIX + hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
+class _ObjectKeys:
+    """The keys of one object as it is rewritten: which are taken, and the
+    last number given to each replaced key, so that numbering N keys that
+    replace alike costs N steps, not N^2."""
+
+    def __init__(self, original: dict[str, Any], cleaned: dict[str, Any]) -> None:
+        self.original = original
+        self.cleaned = cleaned
+        self.numbers: dict[str, int] = {}
+
+    def unique(self, shown: str) -> str:
+        number = self.numbers.get(shown, 1)
+        unique = shown if number == 1 else f"{shown} ({number})"
+        while unique in self.cleaned or unique in self.original:
+            number += 1
+            unique = f"{shown} ({number})"
+        self.numbers[shown] = number
+        return unique
+
+
 class _Run:
     """One event's redaction: the replacements and what was hit."""
 
@@ -728,10 +754,11 @@ class _Run:
             return self.text(value, path)
         if isinstance(value, dict):
             cleaned: dict[str, Any] = {}
+            keys = _ObjectKeys(value, cleaned)
             paired = _paired_secret(self.redactor, value)
             for key, item in value.items():
                 hidden = self.redactor.hides(key, item) or (paired and key.lower() == "value")
-                shown_key = self.key(key, path, value, cleaned)
+                shown_key = self.key(key, path, keys)
                 if hidden:
                     self.hits.append(((path, shown_key), FIELD_NAME_RULE))
                     cleaned[shown_key] = self.replacement(item, FIELD_NAME_RULE)
@@ -744,9 +771,7 @@ class _Run:
             return [self.value(item, (path, i)) for i, item in enumerate(value)]
         return value
 
-    def key(
-        self, key: str, path: JsonPath, original: dict[str, Any], cleaned: dict[str, Any]
-    ) -> str:
+    def key(self, key: str, path: JsonPath, keys: _ObjectKeys) -> str:
         """A key of the object at `path` with its secrets replaced (a key is
         caller's text too: `{"ghp_…": "repo"}`), numbered when that makes it
         a key the object has already (`[REDACTED:github_token] (2)`)."""
@@ -756,10 +781,7 @@ class _Run:
         shown = self.text(key, path)
         if shown is key:
             return key
-        unique, number = shown, 1
-        while unique in cleaned or unique in original:
-            number += 1
-            unique = f"{shown} ({number})"
+        unique = keys.unique(shown)
         # The secret is no part of where it was found.
         self.hits[found:] = [((path, unique), rule) for _, rule in self.hits[found:]]
         return unique
@@ -768,7 +790,7 @@ class _Run:
         name, item = pair
         if self.redactor.hides(name, item):
             self.hits.append(((path, 1), FIELD_NAME_RULE))
-            return [name, self.replacement(item, FIELD_NAME_RULE)]
+            return [self.text(name, (path, 0)), self.replacement(item, FIELD_NAME_RULE)]
         return [self.text(name, (path, 0)), self.value(item, (path, 1))]
 
     def change(self, change: dict[str, Any], path: str) -> dict[str, Any]:
@@ -792,16 +814,59 @@ def _denied_step(redactor: Redactor, field_path: str) -> str | None:
     hides the values under it as a key in `details` hides all beneath it:
     `credentials.password.new` -> `password`; `api_keys[0]` -> `api_keys`;
     None when no step does."""
-    for step in re.split(r"[.\[\]/]", field_path):
-        if step and not step.isdigit() and redactor.names_a_secret(step):
+    steps = [step for step in re.split(r"[.\[\]/]", field_path) if step and not step.isdigit()]
+    # A step that names a secret whatever its value first: `auth.password` is
+    # a password, whatever `auth` alone would hide.
+    for step in steps:
+        if redactor.denies(step):
+            return step
+    for step in steps:
+        if redactor.names_a_secret(step):
             return step
     return None
 
 
-def _may_end_short(name: str) -> bool:
-    """A cheap test before `_last_word`: a normalized name that may end with
-    one of the short names, digits aside (`db_pass2`)."""
-    return name.rstrip("0123456789").endswith(_SHORT_NAME_ENDINGS)
+def _short_word(name: str, key: str) -> str:
+    """The key's last word if it is one of the short names, else "" (the
+    normalized name tested first, as few keys end with one)."""
+    if not name.rstrip("0123456789").endswith(_SHORT_WORDS):
+        return ""
+    word = _last_word(key)
+    return word if word in _SHORT_WORDS else ""
+
+
+# A value that is neither a password nor credentials: an email address, a date.
+_NOT_A_PASSWORD: Final = re.compile(r"[^\s@]+@[^\s@]+\.[A-Za-z]{2,}|\d{4}-\d\d-\d\d(?:[T ].*)?")
+
+
+def _password_shaped(value: Any) -> bool:
+    """A text that may be a password: one token (no whitespace) with more
+    than letters, `-` and `_` in it (`hunter2`, not `completed` nor
+    `BA117 seat 4C`), not an email address or a date. A number is a count
+    (`tests_pass: 120`)."""
+    return (
+        isinstance(value, str)
+        and _A_WORD.fullmatch(value) is None
+        and not any(c.isspace() for c in value)
+        and _NOT_A_PASSWORD.fullmatch(value) is None
+    )
+
+
+_A_WORD: Final = re.compile(r"[A-Za-z_-]*")
+# `user:password`, the user not starting with a digit (`10:00:00` is a time).
+_USER_AND_PASSWORD: Final = re.compile(r"(?!\d)[^\s:/@]+:\S+")
+_RANDOM_TOKEN_LENGTH: Final = 16
+
+
+def _credentials_shaped(value: Any) -> bool:
+    """A text that may be credentials: `user:password`, its base64 (as
+    Basic authentication sends it), or a random-looking token of 16 or more
+    characters. A method's name is not (`sso`, `oauth2`, `HMAC-SHA256`)."""
+    return isinstance(value, str) and (
+        _USER_AND_PASSWORD.fullmatch(value) is not None
+        or _basic_credentials(value)
+        or (len(value) >= _RANDOM_TOKEN_LENGTH and _random_value(value))
+    )
 
 
 def _last_word(key: str) -> str:
