@@ -16,6 +16,7 @@ from google.protobuf import json_format
 
 from sealtrail import (
     AbortedError,
+    AlreadyExistsError,
     AuditClient,
     PermissionDeniedError,
     build_event,
@@ -198,3 +199,42 @@ def test_a_retried_event_with_secrets_is_deduplicated(client: AuditClient) -> No
     first = client.record(event)
     again = client.record(event)
     assert again.deduplicated and again.event.id == first.event.id
+
+
+def test_a_retry_across_a_change_of_redaction_mode_is_the_same_event(
+    client: AuditClient,
+) -> None:
+    """The first attempt stored `[REDACTED:…]`; its retry, after an admin
+    turned HMAC mode on, would store an HMAC: the same request all the same,
+    answered with the first attempt's event, not ALREADY_EXISTS. And back."""
+    for key, first_mode, then_mode in (
+        ("retry-across-modes-1", "replace", "hmac"),
+        ("retry-across-modes-2", "hmac", "replace"),
+    ):
+        client.set_redaction_mode(first_mode)
+        event = build_event(
+            action="secret.test",
+            actor_id="u",
+            description="token=abcdef123456",
+            details={"password": "hunter22"},
+            idempotency_key=key,
+            occurred_at=datetime(2026, 1, 2, 3, 4, tzinfo=UTC),
+        )
+        first = client.record(event)
+        client.set_redaction_mode(then_mode)
+        again = client.record(event)
+        assert again.deduplicated and again.event == first.event
+        # Another event under the key is still refused, in either mode.
+        other = build_event(
+            action="secret.other",
+            actor_id="u",
+            description="token=abcdef123456",
+            details={"password": "hunter22"},
+            idempotency_key=key,
+            occurred_at=datetime(2026, 1, 2, 3, 4, tzinfo=UTC),
+        )
+        for mode in (then_mode, first_mode):
+            client.set_redaction_mode(mode)
+            with pytest.raises(AlreadyExistsError) as refused:
+                client.record(other)
+            assert refused.value.reason == "IDEMPOTENCY_KEY_REUSED"

@@ -8,6 +8,7 @@ when its settings ask for HMAC mode."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -77,12 +78,18 @@ class SettingsRpcs:
         if self._redactor is None:
             return events
         settings = await self._settings_cache.get(tenant_id)
-        key = (
-            tenant_key(self._redaction_secret, tenant_id)
-            if settings.redaction_mode == "hmac"
-            else None
-        )
-        return [redact_event(event, self._redactor, hmac_key=key) for event in events]
+        hmac_key = tenant_key(self._redaction_secret, tenant_id)
+        key, other_key = (hmac_key, None) if settings.redaction_mode == "hmac" else (None, hmac_key)
+        redacted = []
+        for event in events:
+            stored = redact_event(event, self._redactor, hmac_key=key)
+            if stored is not event and event.idempotency_key is not None:
+                # What an attempt before a change of mode stored, or one after
+                # it will: the same request (ADR 0011).
+                otherwise = self._redactor.redact(event.body, hmac_key=other_key).body
+                stored = replace(stored, stored_otherwise=(otherwise,))
+            redacted.append(stored)
+        return redacted
 
     async def GetTenantSettings(
         self, request: pb.GetTenantSettingsRequest, context: Context

@@ -177,6 +177,10 @@ class ValidEvent:
     request_id: str | None
     trace_id: str | None
     idempotency_key: str | None
+    # The body as the tenant's other redaction mode would have stored it, when
+    # redaction changed it and a retry may follow: a retry across a change of
+    # mode is the same request (`store.appender._replay`).
+    stored_otherwise: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

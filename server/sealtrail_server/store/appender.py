@@ -900,14 +900,22 @@ def _replay(earlier: Appended, event: ValidEvent) -> AppendOutcome:
     """The answer to a repeated idempotency key: the earlier event, if the
     request is the same one (AIP-155), else ALREADY_EXISTS."""
     stored = asserted_part(caller_part(json.loads(earlier.record)))
-    sent = asserted_part(event.body)
     if not event.explicit_time:
         # The server chose occurred_at for this request, so it cannot match.
         stored.pop("occurred_at", None)
-        sent = {k: v for k, v in sent.items() if k != "occurred_at"}
-    # Compared as canonical JSON, as they are hashed: Python's == holds
-    # True == 1, so `{"admin": true}` passed for a retry of `{"admin": 1}`.
-    if canonical_json(stored, plain=False) != canonical_json(sent, plain=False):
+    stored_json = canonical_json(stored, plain=False)
+
+    def same(body: dict[str, Any]) -> bool:
+        sent = asserted_part(body)
+        if not event.explicit_time:
+            sent = {k: v for k, v in sent.items() if k != "occurred_at"}
+        # Compared as canonical JSON, as they are hashed: Python's == holds
+        # True == 1, so `{"admin": true}` passed for a retry of `{"admin": 1}`.
+        return canonical_json(sent, plain=False) == stored_json
+
+    # Redacted as the tenant's mode says now, or, if it changed since the
+    # first attempt, as it said then.
+    if not any(same(body) for body in (event.body, *event.stored_otherwise)):
         return AlreadyExists(
             f"idempotency key {event.idempotency_key!r} was used for a different event"
             f" (seq {earlier.seq})",
