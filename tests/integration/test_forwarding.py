@@ -592,6 +592,51 @@ def test_a_request_too_large_for_the_destination_goes_in_halves(
     # events after it did not go in the small requests found for it (helper-72).
     carrying_after = [r for r in taken if set(delivered_seqs([r])) & set(after)]
     assert len(carrying_after) == 1, [len(delivered_seqs([r])) for r in carrying_after]
+    # Parked at its first refusal alone: the destination had taken smaller requests.
+    assert [delivered_seqs([r]) for r in receiver.received].count([large]) == 1
+
+
+def test_a_lone_event_refused_by_a_destination_that_took_nothing_is_retried(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """A destination answering 413 to every request (a proxy's limit set to
+    nothing) made each event a dead letter, a few requests apiece and without
+    a pause, draining the backlog. An event refused alone by a destination
+    not seen taking any request is a failure, retried with backoff; here the
+    destination takes it at the third try, and nothing is parked."""
+    lone: list[int] = []  # indexes of the requests of one event, until it is taken
+
+    def respond(received: Received, index: int) -> Reply:
+        if len(lone) < 3 and len(delivered_seqs([received])) == 1:
+            lone.append(index)
+        return Reply() if len(lone) == 3 else Reply(413, b"request entity too large")
+
+    receiver.responder = respond
+    sink = sinks(build_sink("refuses all", "webhook", url=receiver.url, secrets=[new_secret()],
+                            filter=SHARED, paused=True))  # fmt: skip
+    seqs = record_large(client, 3, 100)
+    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
+    assert state.dead_letters == 0 and state.consecutive_failures == 0
+    taken = [r for i, r in enumerate(receiver.received) if i >= lone[2]]
+    assert delivered_seqs(taken) == seqs  # each once, in order, the first after two refusals
+
+
+def test_a_destination_refusing_everything_parks_an_event_after_a_few_failures(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """Retried, but not for ever: an event too large for a destination met
+    first after a restart (nothing taken yet) must not stop the sink."""
+    receiver.responder = lambda received, index: Reply(413, b"request entity too large")
+    sink = sinks(build_sink("refuses all", "webhook", url=receiver.url, secrets=[new_secret()],
+                            filter=SHARED, paused=True))  # fmt: skip
+    [seq] = record_large(client, 1, 100)
+    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    wait_for_state(client, sink.id, lambda s: s.state.dead_letters == 1)
+    # Refused alone four times: the first, then three failures retried with backoff.
+    assert [delivered_seqs([r]) for r in receiver.received] == [[seq]] * 4
+    [letter] = client.list_dead_letters(sink.id)
+    assert (letter.first_seq, letter.http_status) == (seq, 413)
 
 
 def test_an_elasticsearch_answer_too_long_to_keep_splits_the_batch(

@@ -48,7 +48,7 @@ LIMITS: Final[dict[Kind, tuple[int, int]]] = {
     "elasticsearch": (1000, 8 * 1024 * 1024),
 }
 _RETRIED_4XX: Final = frozenset({408, 429})
-_TOO_LARGE: Final = 413
+TOO_LARGE: Final = 413
 MAX_ERROR_TEXT: Final = 1024
 
 
@@ -366,7 +366,7 @@ def verdict(
     if status in _RETRIED_4XX or status >= 500:
         wait = _retry_after(headers, now or datetime.now(UTC))
         return Verdict("retry", status, f"HTTP {status} from {host}: {_excerpt(body)}", wait)
-    if status == _TOO_LARGE and len(sent.seqs) > 1:
+    if status == TOO_LARGE and len(sent.seqs) > 1:
         # Too large for this destination (a proxy's limit, a HEC's lowered
         # max_content_length): parked, the same events would be refused
         # again on replay. Only an event too large alone is parked.

@@ -9,7 +9,10 @@ them in the kind's requests, and moves the cursor only once every request
 succeeded or its events were parked as a dead letter: a crash or an outage
 re-sends, never skips. Failures back off exponentially with jitter (Retry-After
 honoured), up to five minutes. A request the destination finds too large
-(413) goes again in halves, and the sink's requests stay that small. Commits
+(413) goes again in halves, and the sink's requests stay that small; an
+event refused alone is parked if the destination took larger requests, else
+retried with backoff (a destination refusing everything is at fault, not
+its events), and parked after a few failures. Commits
 wake the tasks of their tenant (the stream hub's notifications); a poll
 covers anything missed."""
 
@@ -37,6 +40,7 @@ from ..store.tree import tree_size
 from .destinations import (
     ANSWER_BYTES,
     LIMITS,
+    TOO_LARGE,
     Outgoing,
     PendingEvent,
     Sender,
@@ -70,6 +74,9 @@ _FIRST_PAGE: Final = 64
 # before the sink's requests double again: a destination's own limit is found
 # again now and then (one 413 and a resend), not paid for on every request.
 _REGROW_AFTER: Final = 4
+# Failures of an event refused alone as too large (413), by a destination not
+# seen taking a larger request, before it is parked all the same.
+_LONE_TOO_LARGE_RETRIES: Final = 3
 
 
 def _size(record: str) -> int:
@@ -133,6 +140,8 @@ class Forwarder:
         self._db = db
         self._record_sizes: dict[str, float] = {}  # sink -> its records' recent average size
         self._smaller: dict[str, _Smaller] = {}  # sink -> its destination's own limits
+        # sink -> the largest request its destination took, under the definition of when
+        self._largest_taken: dict[str, tuple[datetime, int]] = {}
         self._sinks_waiting = False  # whether sinks wait for room in some process
         self._slots = FairShare(capacity=client.max_connections, per_key=tenant_requests)
         self._client = client
@@ -195,6 +204,10 @@ class Forwarder:
         elif not waiting and self._sinks_waiting:
             log.info("forwarder: no sink waits for a process with room any more")
         self._sinks_waiting = waiting > 0
+        held = {lease.sink_id for lease in leases}
+        for known in (self._record_sizes, self._smaller, self._largest_taken):
+            for sink_id in [sink_id for sink_id in known if sink_id not in held]:
+                del known[sink_id]  # a sink deleted, or delivered elsewhere now
         return leases
 
     async def _release(self) -> None:
@@ -471,6 +484,15 @@ class Forwarder:
                         len(outgoing.body), result.error)  # fmt: skip
             return None
         seqs = outgoing.seqs
+        too_large = result.outcome == "park" and result.status == TOO_LARGE
+        why = self._not_too_large_alone(lease, defined_at, failures, outgoing) if too_large else ""
+        if why:
+            error = (
+                f"{result.error}; a lone event of {len(outgoing.body)} bytes, and {why}:"
+                f" retried, parked after {_LONE_TOO_LARGE_RETRIES} failures"
+            )
+            await self._failed(lease, defined_at, failures, error, retry_after=None)
+            return None
         if result.outcome == "park":
             log.warning("forwarder: sink %s parked seq %d-%d: %s",
                         lease.sink_id, seqs[0], seqs[-1], result.error)  # fmt: skip
@@ -492,8 +514,34 @@ class Forwarder:
                 )
             if not parked:
                 raise _Refused(defined_at)
+        if result.outcome != "park":
+            largest = self._largest_taken.get(lease.sink_id)
+            if largest is None or largest[0] != defined_at or largest[1] < len(outgoing.body):
+                self._largest_taken[lease.sink_id] = (defined_at, len(outgoing.body))
         self._regrow(lease, defined_at, sender.kind)
         return delivered
+
+    def _not_too_large_alone(
+        self, lease: store.Lease, defined_at: datetime, failures: int, outgoing: Outgoing
+    ) -> str:
+        """Why an event refused alone as too large (413) may not be: the
+        destination was not seen taking any request (under this definition,
+        by this process), so it may refuse every one (a proxy's limit set to
+        nothing, a wrong endpoint), or it took a larger one. Parking it would
+        then drain the backlog into dead letters, an event every few
+        requests, without a pause: it is a failure, retried with backoff.
+        "" when it is too large (the destination took only smaller ones), or
+        after _LONE_TOO_LARGE_RETRIES failures all the same: an event too
+        large for a destination first met after a restart must not stop the
+        sink."""
+        if len(outgoing.seqs) != 1 or failures >= _LONE_TOO_LARGE_RETRIES:
+            return ""
+        largest = self._largest_taken.get(lease.sink_id)
+        if largest is None or largest[0] != defined_at:
+            return "this destination was not seen taking any request"
+        if largest[1] >= len(outgoing.body):
+            return f"this destination took a request of {largest[1]} bytes"
+        return ""
 
     def _regrow(self, lease: store.Lease, defined_at: datetime, kind: Kind) -> None:
         """After a request the destination took (or whose events it refused
