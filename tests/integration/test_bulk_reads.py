@@ -111,3 +111,40 @@ async def test_streams_catching_up_wait_their_turn_while_appends_and_changes_go_
             assert all(seqs[-1] == first.seq for seqs in received)
     finally:
         server.close()
+
+
+async def test_a_tenants_bulk_read_goes_before_another_tenants_queue(
+    migrated_database_url: str,
+) -> None:
+    """One tenant's many readers (its streams resuming, its exports) hold the
+    whole share and queue for more: another tenant's reader used to wait
+    behind every one of them. It now gets the next connection given back."""
+    share = bulk_connections(10)
+    db = await Database.open(
+        service_login_url(migrated_database_url), min_size=2, max_size=10, timeout=2
+    )
+    order: list[str] = []
+    releases = [asyncio.Event() for _ in range(share + 4)]
+
+    async def read(tenant: str, release: asyncio.Event) -> None:
+        async with db.bulk_connection(tenant) as conn:
+            order.append(tenant)
+            await conn.execute("SELECT 1")
+            await release.wait()
+
+    readers = [asyncio.create_task(read("t-busy", releases[n])) for n in range(share + 3)]
+    try:
+        await _until(lambda: len(order) == share)
+        await asyncio.sleep(_SETTLE)  # the busy tenant's further readers queue first
+        readers.append(asyncio.create_task(read("t-other", releases[-1])))
+        await asyncio.sleep(_SETTLE)
+        assert order == ["t-busy"] * share  # the share is held
+        releases[0].set()  # one connection given back
+        await _until(lambda: len(order) == share + 1)
+        assert order[-1] == "t-other"
+    finally:
+        for release in releases:
+            release.set()
+        async with asyncio.timeout(10):
+            await asyncio.gather(*readers)
+        await db.close()

@@ -9,7 +9,7 @@ import contextlib
 
 import pytest
 
-from sealtrail_server.forward.fair_share import FairShare
+from sealtrail_server.fair_share import FairShare
 
 
 class Request:

@@ -31,6 +31,7 @@ from ..api.convert import filter_from_json
 from ..domain.filters import EventFilter
 from ..domain.sealing import SecretBox
 from ..domain.sinks import Kind
+from ..fair_share import FairShare
 from ..leased_work import LeasedWork, new_owner
 from ..store import sinks as store
 from ..store.database import Database
@@ -48,7 +49,6 @@ from .destinations import (
     verdict,
 )
 from .egress import Answer, EgressDenied, OutboundClient
-from .fair_share import FairShare
 
 log = logging.getLogger(__name__)
 

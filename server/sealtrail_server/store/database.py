@@ -39,6 +39,7 @@ from opentelemetry.trace import Tracer
 from psycopg_pool import AsyncConnectionPool
 
 from ..domain.errors import Unavailable
+from ..fair_share import FairShare
 from .eager import EagerConnection
 from .traced import traced_cursor_class
 
@@ -115,8 +116,11 @@ class Database:
         # Many readers catching up at once (a restart's worth of streams
         # resuming, exports) took every pooled connection and queued for more:
         # each append of the process waited behind all the pages asked before
-        # it, and failed (UNAVAILABLE) past the pool's timeout.
-        self._bulk_reads = asyncio.Semaphore(bulk_connections(pool.max_size))
+        # it, and failed (UNAVAILABLE) past the pool's timeout. Shared fairly
+        # among tenants: one tenant's many readers must not make another's
+        # wait behind all of them.
+        share = bulk_connections(pool.max_size)
+        self._bulk_reads = FairShare(capacity=share, per_key=share)
         self._system_lock_timeout = f"{max(1, round(system_lock_timeout * 1000))}ms"
         # False while probe() finds the database down: calls then fail at once
         # with UNAVAILABLE instead of each waiting out the pool's timeout.
@@ -176,9 +180,10 @@ class Database:
     async def bulk_connection(self, tenant_id: str) -> AsyncIterator[Connection]:
         """`connection(tenant_id)`, for reading a page of many events: at most
         `bulk_connections` of the pool do that at once; the others wait their
-        turn here, not in the pool's queue ahead of appends."""
+        turn here, not in the pool's queue ahead of appends, and a tenant's
+        turn comes before another's that holds more of them (FairShare)."""
         self._refuse_if_unreachable()  # at once, not after those ahead time out
-        async with self._bulk_reads, self.connection(tenant_id) as conn:
+        async with self._bulk_reads.slot(tenant_id), self.connection(tenant_id) as conn:
             yield conn
 
     @asynccontextmanager

@@ -1,6 +1,9 @@
 """Slots of one shared capacity, handed out fairly among the keys that want them.
 
-The forwarder's requests share one pool of outbound connections. A tenant
+Two users: the forwarder's outbound connections, and the pooled connections
+pages of many events are read on (`store.database.Database.bulk_connection`),
+each keyed by tenant. The forwarder's requests share one pool of outbound
+connections. A tenant
 whose destinations are slow (or made slow on purpose) holds each of its
 connections until its request ends, at worst at its deadline; with only a
 fixed cap per tenant,
