@@ -19,6 +19,7 @@ from google.rpc import error_details_pb2, status_pb2
 import sealtrail
 from sealtrail import (
     AbortedError,
+    AsyncAuditClient,
     AuditClient,
     InvalidArgumentError,
     RecordResult,
@@ -438,6 +439,46 @@ def test_an_error_without_the_servers_id_carries_the_id_sent() -> None:
     ):
         client.get_event("e_1")
     assert raised.value.request_id == "0b6f3c1e-2a44-4f1b-8a61-7c3e9d2f5a10"
+
+
+def _unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_streams_error_says_it_was_retried_and_carries_the_id_sent() -> None:
+    """A stream that never connected gave up with neither `retried` nor the
+    request id its attempts were sent with, as calls have; an export too."""
+    with (
+        AuditClient(
+            f"127.0.0.1:{_unused_port()}", token="t", max_attempts=2, sleep=lambda seconds: None
+        ) as client,  # fmt: skip
+        sealtrail.request_id("3c1b7a52-0f7e-4a8e-9d6b-1e2f3a4b5c6d"),
+    ):
+        with pytest.raises(UnavailableError) as streamed:
+            next(iter(client.stream()))
+        with pytest.raises(UnavailableError) as exported:
+            next(iter(client.export_stream()))
+    assert streamed.value.retried and not exported.value.retried
+    assert streamed.value.request_id == "3c1b7a52-0f7e-4a8e-9d6b-1e2f3a4b5c6d"
+    assert exported.value.request_id == "3c1b7a52-0f7e-4a8e-9d6b-1e2f3a4b5c6d"
+
+
+async def test_an_async_streams_error_says_it_was_retried_and_carries_a_request_id() -> None:
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    async with AsyncAuditClient(
+        f"127.0.0.1:{_unused_port()}", token="t", max_attempts=2, sleep=no_wait
+    ) as client:
+        with pytest.raises(UnavailableError) as streamed:
+            await anext(aiter(client.stream()))
+        with pytest.raises(UnavailableError) as exported:
+            await anext(aiter(client.export_stream()))
+    assert streamed.value.retried and not exported.value.retried
+    # None set by the caller: one made for the stream, its attempts all sent with it.
+    assert uuid.UUID(streamed.value.request_id) and uuid.UUID(exported.value.request_id)
 
 
 def test_a_total_timeout_bounds_a_call_with_its_retries(channel: grpc_testing.Channel) -> None:

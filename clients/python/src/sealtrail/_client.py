@@ -42,6 +42,8 @@ from sealtrail._errors import (
     SealtrailError,
     UnauthenticatedError,
     from_rpc_error,
+    stream_error,
+    stream_metadata,
 )
 from sealtrail._export import FORMATS, ExportFile, ExportFormat
 from sealtrail._retry import (
@@ -498,10 +500,11 @@ class AuditClient:
         if self._closed:
             raise ClientClosedError
         request = audit_service_pb2.ExportRequest(filter=filter, format=FORMATS[format])
+        metadata, sent_id = stream_metadata(self._metadata)
         try:
-            yield from self._stub.Export(request, metadata=self._metadata)
+            yield from self._stub.Export(request, metadata=metadata)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from exc
+            raise stream_error(exc, sent_id=sent_id, retried=False) from exc
 
     def export(
         self,
@@ -545,10 +548,11 @@ class AuditClient:
         if self._closed:
             raise ClientClosedError
         cursor, attempt, retrying, connected = after_seq, 1, None, False
+        metadata, sent_id = stream_metadata(self._metadata)
         while True:
             request = stream_request(filter, cursor, since, announce_purged=on_purged is not None)
             try:
-                call = self._stub.StreamEvents(request, metadata=self._metadata)
+                call = self._stub.StreamEvents(request, metadata=metadata)
             except ValueError as exc:  # grpc's "Cannot invoke RPC on closed channel!"
                 if retrying is None:  # closed before the first attempt
                     raise
@@ -578,7 +582,7 @@ class AuditClient:
                     if cursor != before:  # progress: the next failure backs off from the start
                         attempt = 1
             except grpc.RpcError as exc:
-                error = from_rpc_error(exc)
+                error = stream_error(exc, sent_id=sent_id, retried=retrying is not None)
                 # Bounded until the stream first connects: an address that never
                 # answers is an error to report. Then it runs until the caller stops it.
                 delay = self._backoff(attempt, error, bounded=not connected)

@@ -15,13 +15,14 @@ SealtrailError                 every failed call; .code, .message, .reason, .met
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import cast
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from sealtrail._correlation import REQUEST_ID_HEADER
+from sealtrail._correlation import REQUEST_ID_HEADER, current_request_id
 from sealtrail.v1 import audit_service_pb2
 
 _DETAILS_KEY = "grpc-status-details-bin"
@@ -147,6 +148,26 @@ def from_rpc_error(err: grpc.RpcError) -> SealtrailError:
     return _make(
         code, err.details() or "", reason, retry_after, violations, info_metadata, request_id
     )
+
+
+def stream_error(err: grpc.RpcError, *, sent_id: str, retried: bool) -> SealtrailError:
+    """`from_rpc_error` for a stream's last attempt: whether it was retried,
+    and the request id it was sent with when the server's trailer has none
+    (a failure to connect, a deadline)."""
+    error = from_rpc_error(err)
+    error.retried = retried
+    error.request_id = error.request_id or sent_id
+    return error
+
+
+def stream_metadata(
+    metadata: Sequence[tuple[str, str]],
+) -> tuple[tuple[tuple[str, str], ...], str]:
+    """A stream's metadata with its request id, and that id: the caller's
+    (`request_id(...)`), else a new one, sent with every attempt (a stream
+    reconnecting is one request), whatever channel carries it."""
+    sent_id = current_request_id() or str(uuid.uuid4())
+    return (*metadata, (REQUEST_ID_HEADER, sent_id)), sent_id
 
 
 def from_entry_error(entry: audit_service_pb2.EntryError) -> SealtrailError:
