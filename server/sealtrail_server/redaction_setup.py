@@ -14,6 +14,7 @@ import re2
 from .config import Settings
 from .domain.redaction import Redactor, TextPattern, ValuePattern
 from .key_files import load_key_text
+from .python_regex_on_re2 import translate
 
 log = logging.getLogger(__name__)
 
@@ -41,24 +42,28 @@ def load_redactor(settings: Settings) -> Redactor | None:
 
 
 def compile_pattern(rule: str, regex: str, path: Path) -> TextPattern:
-    """An operator's pattern, compiled by RE2 (google-re2), whose time grows
-    linearly with the text whatever the pattern: every event's free text
-    passes through it, and a backtracking pattern (`(a+)+$`) on a long text
-    would hold the process. A pattern RE2 cannot run (look-around, a
-    backreference) runs on Python's engine, with a warning."""
-    try:
-        linear: TextPattern = re2.compile(regex)
-        return linear
-    except re2.error:
-        pass
+    """An operator's pattern (a Python regex), compiled by RE2 (google-re2)
+    with Python's meaning (`python_regex_on_re2`): RE2 never backtracks, so
+    no pattern's search can take time exponential in the text, as one such
+    as `(a+)+b` does on Python's engine, which would hold the process on one
+    long description. A pattern RE2 cannot run with that meaning (`$`,
+    look-around, a backreference) runs on Python's engine, with a warning."""
     try:
         compiled = re.compile(regex)
     except re.error as error:
         raise SystemExit(f"redaction pattern {rule!r} in {path}: {error}") from None
+    translated = translate(regex)
+    if translated is not None:
+        try:
+            linear: TextPattern = re2.compile(translated)
+            return linear
+        except re2.error:
+            pass
     log.warning(
-        "redaction pattern %r in %s is not RE2 syntax (look-around or a backreference?): "
-        "it runs on Python's backtracking engine, whose time on a long text can grow "
-        "exponentially with the pattern; rewrite it without them to run it on RE2",
+        "redaction pattern %r in %s cannot run on RE2 with its meaning in Python ($,"
+        " look-around, a backreference, \\W or \\S in a class): it runs on Python's"
+        " backtracking engine, where a search can take time exponential in the text;"
+        " rewrite it without them to run it on RE2",
         rule,
         path,
     )

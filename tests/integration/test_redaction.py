@@ -238,3 +238,18 @@ def test_a_retry_across_a_change_of_redaction_mode_is_the_same_event(
             with pytest.raises(AlreadyExistsError) as refused:
                 client.record(other)
             assert refused.value.reason == "IDEMPOTENCY_KEY_REUSED"
+    # Stored in HMAC mode, a secret is told from another: a request with another
+    # secret is not taken for a retry of it after a change to replace (helper-76).
+    client.set_redaction_mode("hmac")
+    sent = build_event(
+        action="secret.test",
+        actor_id="u",
+        description="token=abcdef123456",
+        idempotency_key="retry-across-modes-3",
+        occurred_at=datetime(2026, 1, 2, 3, 4, tzinfo=UTC),
+    )
+    client.record(sent)
+    client.set_redaction_mode("replace")
+    sent.description = "token=zyxwvu654321"
+    with pytest.raises(AlreadyExistsError):
+        client.record(sent)

@@ -136,6 +136,8 @@ SECRETS: list[tuple[str, str, str]] = [
     ("url_password", "pa/ss:w0rd", "postgres://admin:{}@db.internal/app"),
     ("url_password", "s3cr/et", "redis://:{}@cache:6379/0"),
     ("url_password", "pa/ss@w0rd", "postgres://admin:{}@db/app"),
+    ("url_password", "xK9#mP/2qL", "redis://:{}@cache:6379/0"),  # helper-76
+    ("url_password", "Zq8?v/N2x", "postgres://admin:{}@db/app"),
 ]
 
 ORDINARY = [
@@ -650,12 +652,21 @@ def test_pass_alone_hides_any_value_and_a_longer_name_only_a_passwords_shape() -
         "byPass": "maintenance",
         "guest_pass": "alice@example.com",
         "day_pass": "2026-11-22",
+        # More of them (helper-76): ids, ratios, dates and times, UUIDs.
+        "visitor_pass": "VP-00123",
+        "suite_pass": "120/120",
+        "season_pass": "2026/11/22",
+        "last_pass": "10:32:05",
+        "ticket_pass": "550e8400-e29b-41d4-a716-446655440000",
+        "hall_pass": "N/A",
     }
     assert REDACTOR.redact(_event(details=kept)).hits == []
-    assert REDACTOR.redact(_event(details={"pass": "letmein", "PW": 1234})).hits == [
+    assert REDACTOR.redact(_event(details={"pass": "letmein", "PW": "1234"})).hits == [
         ("details.pass", "field_name"),
         ("details.PW", "field_name"),
     ]
+    counts = _event(details={"pass": 120, "fail": 2, "form": [["pass", 12], ["fail", 0]]})
+    assert REDACTOR.redact(counts).hits == []
 
 
 @pytest.mark.parametrize(
@@ -668,20 +679,26 @@ def test_words_ending_in_those_names_are_kept(key: str) -> None:
 def test_auth_hides_a_credential_and_keeps_a_methods_name() -> None:
     body = _event(
         details={
-            "auth": "deploy:s3cret",
+            "auth": "deploy:s3cret-99",
             "basic_auth": "dXNlcjpodW50ZXIy",
-            "proxyAuth": "proxy:hunter2",
+            "proxyAuth": "it@acme.io:hunter2",
             "sso": {"auth": "saml", "method_auth": "password", "kind_auth": "oauth2"},
             "methods": {"auth": "HMAC-SHA256", "mtls_auth": "x509", "saml_auth": "SAML 2.0"},
             "last_auth": "2026-11-22T10:00:00Z",
             "user_auth": "alice@example.com",
             "token_auth": "Zq8vN2xLmR4tY7wK1pS9",
             "upstream": {"auth": {"user": "bot", "token": "t0k3n"}},
-            "env": [{"name": "SMTP_AUTH", "value": "u:p4ss"}, {"name": "AUTH", "value": "sso"}],
+            "env": [
+                {"name": "SMTP_AUTH", "value": "mailer:changeme"},
+                {"name": "AUTH", "value": "sso"},
+            ],
+            # Methods' names (helper-76): Okta's base64 decodes to bytes with a `:`.
+            "idp": {"auth": "Okta", "sso_auth": "OneLogin", "aws_auth": "aws:sigv4"},
+            "login": {"auth": "oidc:google", "url_auth": "https://login.example.com/authorize"},
             "author": "alice:1",
         },
         changes=[
-            {"field": "smtp.auth", "before": "plain", "after": "u:p4ss"},
+            {"field": "smtp.auth", "before": "plain", "after": "mailer:changeme"},
             {"field": "auth", "after": {"api_key": "k3y"}},
             {"field": "auth.password", "after": "correct-horse-battery"},
             {"field": "basic_auth.pin", "before": 4821},
@@ -702,6 +719,8 @@ def test_auth_hides_a_credential_and_keeps_a_methods_name() -> None:
             {"name": "SMTP_AUTH", "value": "[REDACTED:field_name]"},
             {"name": "AUTH", "value": "sso"},
         ],
+        "idp": {"auth": "Okta", "sso_auth": "OneLogin", "aws_auth": "aws:sigv4"},
+        "login": {"auth": "oidc:google", "url_auth": "https://login.example.com/authorize"},
         "author": "alice:1",
     }
     assert redacted["changes"] == [
@@ -772,3 +791,13 @@ def test_an_anchor_in_either_case_matches_what_the_case_insensitive_rule_does(wo
     assert REDACTOR.redact(_event(description="BA\u017fIC dXNlcjpodW50ZXIy")).hits == [
         ("description", "basic_auth")
     ]
+
+
+@pytest.mark.parametrize("hmac_key", [None, b"k" * 32])
+def test_free_text_longer_than_an_id_keeps_all_but_its_secrets(hmac_key: bytes | None) -> None:
+    """The rule for ids too long once their secrets are replaced wiped every
+    description, name or user agent over 256 characters that held a secret
+    (helper-76)."""
+    text = "deployed release 2026.11 to the eu fleet; " * 6 + "db postgres://admin:hunter2@db/app"
+    redacted = REDACTOR.redact(_event(description=text), hmac_key=hmac_key).body["description"]
+    assert redacted.startswith(text[:200]) and "hunter2" not in redacted

@@ -70,7 +70,7 @@ def test_a_pattern_re2_cannot_run_runs_on_pythons_engine_with_a_warning(
     with caplog.at_level(logging.WARNING, logger="sealtrail_server.redaction_setup"):
         redactor = _load(tmp_path, {"after_pin": r"(?<=PIN )\d{4}"})
     (warning,) = caplog.records
-    assert "'after_pin'" in warning.getMessage() and "not RE2 syntax" in warning.getMessage()
+    assert "'after_pin'" in warning.getMessage() and "cannot run on RE2" in warning.getMessage()
     assert redactor.redact(_event("PIN 1234 used")).body["description"] == (
         "PIN [REDACTED:after_pin] used"
     )
@@ -89,3 +89,30 @@ def test_a_broken_patterns_file_stops_the_server_with_its_name(
     with pytest.raises(SystemExit) as stopped:
         _load(tmp_path, content)
     assert message in str(stopped.value) and "patterns.json" in str(stopped.value)
+
+
+@pytest.mark.parametrize(
+    ("regex", "text", "secret", "on_re2"),
+    [
+        (r"PIN-\d{,6}", "PIN-4821 used", "PIN-4821", True),  # RE2 reads `{,6}` as text
+        (r"geheim_\w+", "key geheim_müller123 set", "geheim_müller123", True),
+        (r"acct\s\d+", "acct\u00a04711", "acct\u00a04711", True),  # a no-break space
+        (
+            r"\d{4}-\d{4}",
+            "card \uff11\uff12\uff13\uff14-5678",
+            "\uff11\uff12\uff13\uff14-5678",
+            True,
+        ),
+        (r"BADGE-\d+$", "BADGE-123456\n", "BADGE-123456", False),  # `$` before a final newline
+    ],
+)
+def test_an_operator_pattern_means_what_it_means_in_python(
+    tmp_path: Path, regex: str, text: str, secret: str, on_re2: bool
+) -> None:
+    """RE2 reads `\\d`, `\\w`, `\\s` as ASCII and `{,n}` as text: run as written,
+    these patterns kept the secrets they were written for (helper-76)."""
+    redactor = _load(tmp_path, {"custom": regex})
+    (custom,) = [pattern for pattern in redactor.patterns if pattern.name == "custom"]
+    assert isinstance(custom.regex, re.Pattern) is not on_re2
+    redacted = redactor.redact(_event(text)).body["description"]
+    assert redacted == text.replace(secret, "[REDACTED:custom]")

@@ -160,8 +160,7 @@ ABOUT_THE_SECRET: Final = (
 # `root-pw`, `proxy_auth`; never inside a word: `bypass`, `compass`), but name
 # other things too (`boarding_pass`, `first_pass`, `"auth": "sso"`): under
 # them only a value shaped like the secret is hidden (`_password_shaped`,
-# `_credentials_shaped`). A key that is `pass` or `pw` alone is denied as
-# `pwd` is.
+# `_credentials_shaped`). Under a key that is `pass` or `pw` alone, any text.
 PASSWORD_WORDS: Final = frozenset({"pass", "pw"})
 AUTH_WORDS: Final = frozenset({"auth"})
 _SHORT_WORDS: Final = tuple(PASSWORD_WORDS | AUTH_WORDS)
@@ -230,12 +229,14 @@ def _random_value(value: str) -> bool:
 
 
 def _basic_credentials(value: str) -> bool:
-    """Base64 of `user:password`, not a word that follows "basic"."""
+    """Base64 of `user:password` in printable text, not a word that follows
+    "basic" nor one that decodes to bytes with a `:` among them (`Okta`)."""
     try:
-        decoded = base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
-    except (binascii.Error, ValueError):
+        decoded = base64.b64decode(value + "=" * (-len(value) % 4), validate=True).decode()
+    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
         return False
-    return b":" in decoded
+    user, colon, password = decoded.partition(":")
+    return bool(colon and user and password) and decoded.isprintable()
 
 
 # What else Python's case-insensitive matching takes for a letter than its two
@@ -297,12 +298,12 @@ DEFAULT_PATTERNS: Final = (
     # The password runs to the authority's last `@` (`p@ss@host`); the user may
     # be empty (`redis://:pass@host`). One with a raw `/` (`admin:pa/ss@db`, not
     # valid in a URL but written so) runs to the last `@` within 256 characters
-    # before a `?`, `#` or space, unless it starts as a port does, digits then
-    # `/`, `?`, `#` or `,` (`https://host:443/@alice`, `mongodb://h1:27017,h2`).
+    # before a space, unless it starts as a port does, digits then `/`, `?`,
+    # `#` or `,` (`https://host:443/@alice`, `mongodb://h1:27017,h2`).
     _pattern(
         "url_password",
         r"(?i)(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*+://[^/\s:@\[]*:"
-        r"([^/\s]+|(?!\d*[/?#,])[^/\s?#]*/[^\s?#]{0,255})@",
+        r"([^/\s]+|(?!\d*[/?#,])[^/\s]*/\S{0,255})@",
         1,
         anchor="://",
     ),
@@ -434,6 +435,7 @@ class _KeyVerdict(NamedTuple):
     denied: bool  # any value under it but a flag or an empty one is a secret
     counts: bool  # ... but a number, which counts them (`total_tokens`)
     short_word: str  # its last word, if one of the short names, else ""
+    whole_word: bool  # ... and it is the whole key (`pass`, `PW`)
     may_hold_secret: bool  # the key's own text may hold one
 
 
@@ -495,7 +497,8 @@ class Redactor:
         if verdict.denied:
             return not (verdict.counts and isinstance(value, int | float))
         if verdict.short_word in PASSWORD_WORDS:
-            return _password_shaped(value)
+            # `pass` alone is a password as `pwd` is, but for a count (`pass: 120`).
+            return isinstance(value, str) if verdict.whole_word else _password_shaped(value)
         return verdict.short_word in AUTH_WORDS and _credentials_shaped(value)
 
     def _verdict(self, key: str) -> _KeyVerdict:
@@ -507,10 +510,10 @@ class Redactor:
         name = _normalized(key)
         verdict = _KeyVerdict(
             denied=name.endswith(self._suffixes)
-            or (_STRONG.search(name) is not None and not name.endswith(ABOUT_THE_SECRET))
-            or name in PASSWORD_WORDS,
+            or (_STRONG.search(name) is not None and not name.endswith(ABOUT_THE_SECRET)),
             counts=name.endswith(_COUNTABLE),
             short_word=_short_word(name, key),
+            whole_word=name in _SHORT_WORDS,
             may_hold_secret=self.may_hold_secret(key),
         )
         if len(key) <= _REMEMBERED_KEY_LENGTH:
@@ -561,15 +564,15 @@ class Redactor:
             return Redaction(body, [])
         run = _Run(self, hmac_key)
         result = dict(body)
-        for clean, paths, patterns in (
-            (text_clean, _FREE_TEXT, self.patterns),
-            (ids_clean, _IDENTIFIERS, self._id_patterns),
+        for clean, paths, patterns, ids in (
+            (text_clean, _FREE_TEXT, self.patterns, False),
+            (ids_clean, _IDENTIFIERS, self._id_patterns, True),
         ):
             for path in () if clean else paths:
                 value = _at(result, path)
                 if isinstance(value, str):
                     cleaned = run.text(value, ".".join(path), patterns)
-                    if len(cleaned) > MAX_ID:
+                    if ids and len(cleaned) > MAX_ID:
                         # Its secrets' HMACs made it longer than an id may be
                         # (an index entry can outgrow a page): replaced whole.
                         cleaned = run.replacement(value, WHOLE_ID_RULE)
@@ -835,33 +838,42 @@ def _short_word(name: str, key: str) -> str:
     return word if word in _SHORT_WORDS else ""
 
 
-# A value that is neither a password nor credentials: an email address, a date.
-_NOT_A_PASSWORD: Final = re.compile(r"[^\s@]+@[^\s@]+\.[A-Za-z]{2,}|\d{4}-\d\d-\d\d(?:[T ].*)?")
+# A value that is not a password: an email address, a date, a UUID.
+_NOT_A_PASSWORD: Final = re.compile(
+    r"[^\s@]+@[^\s@]+\.[A-Za-z]{2,}|\d{4}[-/]\d\d[-/]\d\d(?:[T ].*)?"
+    r"|[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
+)
+_PASSWORD_LENGTH: Final = range(6, 257)
 
 
 def _password_shaped(value: Any) -> bool:
-    """A text that may be a password: one token (no whitespace) with more
-    than letters, `-` and `_` in it (`hunter2`, not `completed` nor
-    `BA117 seat 4C`), not an email address or a date. A number is a count
+    """A text that may be a password: one token (no whitespace) of 6 to 256
+    characters with a lowercase letter and a digit or a symbol in it
+    (`hunter2!`; not `completed`, `VP-00123`, `120/120`, `N/A`, `BA117 seat
+    4C`), not an email address, a date or a UUID. A number is a count
     (`tests_pass: 120`)."""
     return (
         isinstance(value, str)
-        and _A_WORD.fullmatch(value) is None
+        and len(value) in _PASSWORD_LENGTH
+        and any(c.islower() for c in value)
+        and any(not c.isalpha() for c in value)
         and not any(c.isspace() for c in value)
         and _NOT_A_PASSWORD.fullmatch(value) is None
     )
 
 
-_A_WORD: Final = re.compile(r"[A-Za-z_-]*")
-# `user:password`, the user not starting with a digit (`10:00:00` is a time).
-_USER_AND_PASSWORD: Final = re.compile(r"(?!\d)[^\s:/@]+:\S+")
+# `user:password`: a user not starting with a digit (`10:00:00` is a time) and
+# no URL (`https://…`), a password of 8 or more characters (`aws:sigv4`,
+# `oidc:google` name methods); or `email:password`, any password.
+_USER_AND_PASSWORD: Final = re.compile(r"(?!\d)[^\s:/@]+:(?!//)\S{8,}|[^\s:/@]+@[^\s:/@]+:\S+")
 _RANDOM_TOKEN_LENGTH: Final = 16
 
 
 def _credentials_shaped(value: Any) -> bool:
-    """A text that may be credentials: `user:password`, its base64 (as
-    Basic authentication sends it), or a random-looking token of 16 or more
-    characters. A method's name is not (`sso`, `oauth2`, `HMAC-SHA256`)."""
+    """A text that may be credentials: `user:password` (above), Basic
+    authentication's base64 of it, or a random-looking token of 16 or more
+    characters. A method's name is not (`sso`, `oauth2`, `HMAC-SHA256`,
+    `aws:sigv4`, `Okta`), nor a URL."""
     return isinstance(value, str) and (
         _USER_AND_PASSWORD.fullmatch(value) is not None
         or _basic_credentials(value)
