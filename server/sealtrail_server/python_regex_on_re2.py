@@ -9,14 +9,17 @@ that quietly matched less on RE2 would keep the secrets it was written for:
 - `\\d`, `\\w`, `\\s` (and `\\D`, `\\W`, `\\S`) are Unicode classes in Python, ASCII
   ones in RE2: rewritten as the Unicode classes Python means;
 - `\\Z` is RE2's `\\z`; `\\uXXXX` and `\\UXXXXXXXX` are RE2's `\\x{...}`;
-- `{,n}` is `{0,n}` in Python and literal text in RE2.
+- `{,n}` and `{,}` are `{0,n}` and `{0,}` in Python, literal text in RE2.
 
 What cannot be said in RE2 with the same meaning makes `translate` answer
 None, and the pattern runs on Python's engine: `$` (Python's also matches
-before a final newline), `\\W` or `\\S` inside a class. RE2 refuses on its own
-what it lacks (look-around, backreferences, the `a`, `L`, `u`, `x` flags).
-Left as RE2 reads it: `\\b` and `\\B`, whose word characters are ASCII in RE2,
-so a boundary beside a non-ASCII letter is one more place it matches.
+before a final newline), `\\b` and `\\B` (RE2's word characters are ASCII:
+a boundary beside a Cyrillic letter is none there), `\\W` or `\\S` inside a class, `[:` inside a
+class (RE2 reads `[[:alpha:]]` as a POSIX class), `\\1` to `\\9` (a
+backreference in Python, which RE2 may read as octal). RE2 refuses on its own
+what it lacks (look-around, the `a`, `L`, `u`, `x` flags). Left as RE2 reads
+it: `(?i)`, whose case folding differs from Python's for a few letters (the
+dotted capital I).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ _OUTSIDE: Final = {
     "Z": r"\z",
 }
 _INSIDE: Final = {"d": _DIGIT, "D": r"\P{Nd}", "w": _WORD, "s": _SPACE}
-_OMITTED_MIN: Final = re.compile(r"\{,(\d+)\}")
+_OMITTED_MIN: Final = re.compile(r"\{,(\d*)\}")
 
 
 def translate(pattern: str) -> str | None:
@@ -62,8 +65,10 @@ def translate(pattern: str) -> str | None:
             table = _INSIDE if in_class else _OUTSIDE
             if escaped in table:
                 out.append(table[escaped])
-            elif in_class and escaped in "WS":
-                return None  # "not a word character" inside a class: no RE2 spelling
+            elif (in_class and escaped in "WS") or (not in_class and escaped in "bB"):
+                return None  # no RE2 spelling of "not a word character" inside a class
+            elif escaped in "123456789":
+                return None  # a backreference
             else:
                 out.append(char + escaped)
             i += 2
@@ -71,6 +76,8 @@ def translate(pattern: str) -> str | None:
         if in_class:
             if char == "]" and i != first:
                 in_class = False
+            elif char == "[" and pattern.startswith(":", i + 1):
+                return None  # `[:alpha:]`: a POSIX class to RE2, characters to Python
             out.append(char)
         elif char == "[":
             in_class = True

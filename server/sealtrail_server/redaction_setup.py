@@ -52,6 +52,11 @@ def compile_pattern(rule: str, regex: str, path: Path) -> TextPattern:
         compiled = re.compile(regex)
     except re.error as error:
         raise SystemExit(f"redaction pattern {rule!r} in {path}: {error}") from None
+    if compiled.search("") is not None:
+        raise SystemExit(
+            f"redaction pattern {rule!r} in {path} matches the empty text: it would write"
+            " its replacement between every two characters of every event"
+        )
     translated = translate(regex)
     if translated is not None:
         try:
@@ -60,7 +65,7 @@ def compile_pattern(rule: str, regex: str, path: Path) -> TextPattern:
         except re2.error:
             pass
     log.warning(
-        "redaction pattern %r in %s cannot run on RE2 with its meaning in Python ($,"
+        "redaction pattern %r in %s cannot run on RE2 with its meaning in Python ($, \\b,"
         " look-around, a backreference, \\W or \\S in a class): it runs on Python's"
         " backtracking engine, where a search can take time exponential in the text;"
         " rewrite it without them to run it on RE2",

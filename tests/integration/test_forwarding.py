@@ -622,6 +622,36 @@ def test_a_lone_event_refused_by_a_destination_that_took_nothing_is_retried(
     assert delivered_seqs(taken) == seqs  # each once, in order, the first after two refusals
 
 
+def test_a_replayed_event_refused_alone_is_parked_while_live_traffic_flows(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """Each step that moves the live cursor (over events the filter does not
+    take) sets the sink's failures back to none, so a replay's event refused
+    alone, counted by them, was retried for ever (helper-77). Its refusals
+    are counted of it: parked after the fourth."""
+    [earlier] = record(client, 1)
+    receiver.responder = lambda received, index: Reply(413, b"request entity too large")
+    sink = sinks(build_sink("replayed", "webhook", url=receiver.url, secrets=[new_secret()],
+                            filter=SHARED, paused=True))  # fmt: skip
+    client.replay_sink(sink.id, seq_range=(earlier, earlier))
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():  # events the sink's filter does not take
+            client.record(build_event(action="other.thing", actor_id="u"))
+            time.sleep(0.02)
+
+    flowing = threading.Thread(target=traffic)
+    flowing.start()
+    try:
+        client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+        wait_for_state(client, sink.id, lambda s: s.state.dead_letters == 1)
+    finally:
+        stop.set()
+        flowing.join()
+    assert [delivered_seqs([r]) for r in receiver.received] == [[earlier]] * 4
+
+
 def test_a_destination_refusing_everything_parks_an_event_after_a_few_failures(
     client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
 ) -> None:

@@ -22,6 +22,7 @@ from sealtrail import (
     AsyncAuditClient,
     AuditClient,
     InvalidArgumentError,
+    PermissionDeniedError,
     RecordResult,
     ResourceExhaustedError,
     RpcFailedError,
@@ -463,6 +464,20 @@ def test_a_streams_error_says_it_was_retried_and_carries_the_id_sent() -> None:
     assert streamed.value.retried and not exported.value.retried
     assert streamed.value.request_id == "3c1b7a52-0f7e-4a8e-9d6b-1e2f3a4b5c6d"
     assert exported.value.request_id == "3c1b7a52-0f7e-4a8e-9d6b-1e2f3a4b5c6d"
+
+
+def test_a_stream_on_a_given_channel_sends_no_request_id_of_its_own(
+    client: AuditClient, channel: grpc_testing.Channel, background: ThreadPoolExecutor
+) -> None:
+    """A channel given to the client is used as it is: its interceptors may
+    send ids of their own, which one added here went before (helper-77)."""
+    future = background.submit(lambda: next(iter(client.export_stream())))
+    metadata, _, rpc = channel.take_unary_stream(SERVICE.methods_by_name["Export"])
+    assert "x-request-id" not in dict(metadata)
+    rpc.terminate((), grpc.StatusCode.PERMISSION_DENIED, "no")
+    with pytest.raises(PermissionDeniedError) as raised:
+        future.result(timeout=5)
+    assert raised.value.request_id == "" and not raised.value.retried
 
 
 async def test_an_async_streams_error_says_it_was_retried_and_carries_a_request_id() -> None:

@@ -28,6 +28,7 @@ def test_a_class_takes_the_same_characters_on_both_engines(escape: str) -> None:
     ("pattern", "text"),
     [
         (r"PIN-\d{,6}", "PIN-4821 PIN-1234567 PIN-"),
+        (r"x{,}y|PIN-\d{,}", "xxxy y PIN-48213"),  # `{,}` is `*` (helper-77)
         (r"geheim_\w+", "geheim_müller123, geheim_日本語 geheim_"),
         (r"acct\s\d+", "acct\u00a04711 acct\u20034712 acct\u200b4713"),
         (r"\d{4}-\d{4}", "\uff11\uff12\uff13\uff14-5678 \u0661\u0662\u0663\u0664-1234"),
@@ -46,6 +47,18 @@ def test_matches_have_the_same_spans_on_both_engines(pattern: str, text: str) ->
     assert [match.span() for match in re2.compile(translated).finditer(text)] == python
 
 
-@pytest.mark.parametrize("pattern", [r"BADGE-\d+$", r"[\W]", r"[^\S]x"])
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"BADGE-\d+$",
+        r"[\W]",
+        r"[^\S]x",
+        # RE2's word characters are ASCII: `\b` beside a Cyrillic letter is none (helper-77).
+        r"\b\u043f\u0438\u043d=\S+",  # Cyrillic "pin"
+        r"x\By",
+        r"[[:alpha:]]+",  # a POSIX class to RE2, a set and a `]` to Python
+        r"(a)(b)\2",
+    ],
+)
 def test_what_re2_cannot_say_with_pythons_meaning_is_refused(pattern: str) -> None:
     assert translate(pattern) is None

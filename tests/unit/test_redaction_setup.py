@@ -36,7 +36,7 @@ def _event(description: str) -> dict[str, Any]:
 
 
 def test_operator_patterns_redact_with_re2(tmp_path: Path) -> None:
-    redactor = _load(tmp_path, {"employee_badge": r"\bBADGE-\d{6}\b"})
+    redactor = _load(tmp_path, {"employee_badge": r"BADGE-\d{6}"})
     (badge,) = [pattern for pattern in redactor.patterns if pattern.name == "employee_badge"]
     assert not isinstance(badge.regex, re.Pattern)  # RE2's, not Python's
     redacted = redactor.redact(_event("über BADGE-123456 — and BADGE-654321 ✓")).body
@@ -80,6 +80,7 @@ def test_a_pattern_re2_cannot_run_runs_on_pythons_engine_with_a_warning(
     ("content", "message"),
     [
         ({"broken": "(unclosed"}, "redaction pattern 'broken' in"),
+        ({"everywhere": "x*"}, "matches the empty text"),
         (["not", "an", "object"], "must hold a JSON object"),
     ],
 )
@@ -89,6 +90,7 @@ def test_a_broken_patterns_file_stops_the_server_with_its_name(
     with pytest.raises(SystemExit) as stopped:
         _load(tmp_path, content)
     assert message in str(stopped.value) and "patterns.json" in str(stopped.value)
+    # (One matching "" would have written its replacement between every two characters.)
 
 
 @pytest.mark.parametrize(

@@ -74,8 +74,8 @@ _FIRST_PAGE: Final = 64
 # before the sink's requests double again: a destination's own limit is found
 # again now and then (one 413 and a resend), not paid for on every request.
 _REGROW_AFTER: Final = 4
-# Failures of an event refused alone as too large (413), by a destination not
-# seen taking a larger request, before it is parked all the same.
+# Refusals of an event sent alone as too large (413), by a destination not seen
+# taking a request of its size, retried before it is parked all the same.
 _LONE_TOO_LARGE_RETRIES: Final = 3
 
 
@@ -142,6 +142,8 @@ class Forwarder:
         self._smaller: dict[str, _Smaller] = {}  # sink -> its destination's own limits
         # sink -> the largest request its destination took, under the definition of when
         self._largest_taken: dict[str, tuple[datetime, int]] = {}
+        # sink -> the event last refused alone as too large, and how often in a row
+        self._refused_alone: dict[str, tuple[datetime, int, int]] = {}
         self._sinks_waiting = False  # whether sinks wait for room in some process
         self._slots = FairShare(capacity=client.max_connections, per_key=tenant_requests)
         self._client = client
@@ -205,7 +207,7 @@ class Forwarder:
             log.info("forwarder: no sink waits for a process with room any more")
         self._sinks_waiting = waiting > 0
         held = {lease.sink_id for lease in leases}
-        for known in (self._record_sizes, self._smaller, self._largest_taken):
+        for known in (self._record_sizes, self._smaller, self._largest_taken, self._refused_alone):
             for sink_id in [sink_id for sink_id in known if sink_id not in held]:
                 del known[sink_id]  # a sink deleted, or delivered elsewhere now
         return leases
@@ -485,11 +487,11 @@ class Forwarder:
             return None
         seqs = outgoing.seqs
         too_large = result.outcome == "park" and result.status == TOO_LARGE
-        why = self._not_too_large_alone(lease, defined_at, failures, outgoing) if too_large else ""
+        why = self._not_too_large_alone(lease, defined_at, outgoing) if too_large else ""
         if why:
             error = (
                 f"{result.error}; a lone event of {len(outgoing.body)} bytes, and {why}:"
-                f" retried, parked after {_LONE_TOO_LARGE_RETRIES} failures"
+                f" retried, parked after {_LONE_TOO_LARGE_RETRIES + 1} refusals"
             )
             await self._failed(lease, defined_at, failures, error, retry_after=None)
             return None
@@ -522,7 +524,7 @@ class Forwarder:
         return delivered
 
     def _not_too_large_alone(
-        self, lease: store.Lease, defined_at: datetime, failures: int, outgoing: Outgoing
+        self, lease: store.Lease, defined_at: datetime, outgoing: Outgoing
     ) -> str:
         """Why an event refused alone as too large (413) may not be: the
         destination was not seen taking any request (under this definition,
@@ -531,10 +533,18 @@ class Forwarder:
         then drain the backlog into dead letters, an event every few
         requests, without a pause: it is a failure, retried with backoff.
         "" when it is too large (the destination took only smaller ones), or
-        after _LONE_TOO_LARGE_RETRIES failures all the same: an event too
+        after _LONE_TOO_LARGE_RETRIES retries of it all the same: an event too
         large for a destination first met after a restart must not stop the
-        sink."""
-        if len(outgoing.seqs) != 1 or failures >= _LONE_TOO_LARGE_RETRIES:
+        sink. Its refusals are counted here, not as the sink's failures, which
+        a step that moves the live cursor (with nothing to send) sets back to
+        none while a replay's event is refused (helper-77)."""
+        if len(outgoing.seqs) != 1:
+            return ""
+        [seq] = outgoing.seqs
+        last = self._refused_alone.get(lease.sink_id)
+        refusals = last[2] + 1 if last is not None and last[:2] == (defined_at, seq) else 1
+        self._refused_alone[lease.sink_id] = (defined_at, seq, refusals)
+        if refusals > _LONE_TOO_LARGE_RETRIES:
             return ""
         largest = self._largest_taken.get(lease.sink_id)
         if largest is None or largest[0] != defined_at:

@@ -515,7 +515,7 @@ class AsyncAuditClient:
         if self._closed:
             raise ClientClosedError
         request = audit_service_pb2.ExportRequest(filter=filter, format=FORMATS[format])
-        metadata, sent_id = stream_metadata(self._metadata)
+        metadata, sent_id = stream_metadata(self._metadata, owns_channel=self._owns_channel)
         try:
             async for message in self._stub.Export(request, metadata=metadata):
                 yield message
@@ -569,7 +569,7 @@ class AsyncAuditClient:
         if self._closed:
             raise ClientClosedError
         cursor, attempt, retrying, connected = after_seq, 1, None, False
-        metadata, sent_id = stream_metadata(self._metadata)
+        metadata, sent_id = stream_metadata(self._metadata, owns_channel=self._owns_channel)
         while True:
             request = stream_request(filter, cursor, since, announce_purged=on_purged is not None)
             try:

@@ -500,7 +500,7 @@ class AuditClient:
         if self._closed:
             raise ClientClosedError
         request = audit_service_pb2.ExportRequest(filter=filter, format=FORMATS[format])
-        metadata, sent_id = stream_metadata(self._metadata)
+        metadata, sent_id = stream_metadata(self._metadata, owns_channel=self._owns_channel)
         try:
             yield from self._stub.Export(request, metadata=metadata)
         except grpc.RpcError as exc:
@@ -548,7 +548,7 @@ class AuditClient:
         if self._closed:
             raise ClientClosedError
         cursor, attempt, retrying, connected = after_seq, 1, None, False
-        metadata, sent_id = stream_metadata(self._metadata)
+        metadata, sent_id = stream_metadata(self._metadata, owns_channel=self._owns_channel)
         while True:
             request = stream_request(filter, cursor, since, announce_purged=on_purged is not None)
             try:

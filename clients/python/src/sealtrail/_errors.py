@@ -161,11 +161,15 @@ def stream_error(err: grpc.RpcError, *, sent_id: str, retried: bool) -> Sealtrai
 
 
 def stream_metadata(
-    metadata: Sequence[tuple[str, str]],
+    metadata: Sequence[tuple[str, str]], *, owns_channel: bool
 ) -> tuple[tuple[tuple[str, str], ...], str]:
     """A stream's metadata with its request id, and that id: the caller's
     (`request_id(...)`), else a new one, sent with every attempt (a stream
-    reconnecting is one request), whatever channel carries it."""
+    reconnecting is one request). On a channel given to the client, which is
+    used as it is (its interceptors may send ids of their own), none is
+    added, and none is claimed ("")."""
+    if not owns_channel:
+        return tuple(metadata), ""
     sent_id = current_request_id() or str(uuid.uuid4())
     return (*metadata, (REQUEST_ID_HEADER, sent_id)), sent_id
 
