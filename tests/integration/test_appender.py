@@ -252,9 +252,9 @@ def test_a_tenant_the_process_wrote_last_is_written_without_a_lock(
     server: ServerThread, tenant: str, migrated_database_url: str
 ) -> None:
     """The statements of each commit, as spans: a write from a kept head is
-    the one statement (no head lock, no key lookup without keys); when another
-    process moved the head, that statement writes nothing and the batch is
-    written under lock (ADR 0024)."""
+    the one statement (no head lock; its idempotency keys looked up in it);
+    when another process moved the head, that statement writes nothing and the
+    batch is written under lock (ADR 0024), as when a key is found stored."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -278,17 +278,25 @@ def test_a_tenant_the_process_wrote_last_is_written_without_a_lock(
                 [outcome] = await appender.append(tenant, [_event("event")])
                 assert isinstance(outcome, Appended)
                 seen.append(statements())
+            keyed = _event("event", idempotency_key=f"key-{uuid.uuid4()}")
+            for _ in range(2):  # written, then retried
+                [outcome] = await traced.append(tenant, [keyed])
+                assert isinstance(outcome, Appended)
+                seen.append(statements())
         finally:
             await traced.stop()
             await other.stop()
             await db.close()
         return seen
 
-    first, kept, moved, retried, kept_again = server.run(run())
+    first, kept, moved, retried, kept_again, keyed, replayed = server.run(run())
     assert first[-2:] == ["SELECT chain_heads", "UPDATE chain_heads"]  # locked: the head unknown
     assert kept == kept_again == ["UPDATE chain_heads"]
     assert moved == []  # another process's appender (untraced)
     assert retried == ["UPDATE chain_heads", "SELECT chain_heads", "UPDATE chain_heads"]
+    assert keyed == ["UPDATE chain_heads"]  # its key looked up by the write itself
+    # Found stored: nothing written, and the locked path answers with the event.
+    assert replayed[:2] == ["UPDATE chain_heads", "SELECT chain_heads"] and len(replayed) == 3
 
 
 def test_the_appenders_statements_are_planned_once(
@@ -310,13 +318,22 @@ def test_the_appenders_statements_are_planned_once(
                     event = _event("event", idempotency_key=f"key-{uuid.uuid4()}")
                     [outcome] = await appender.append(tenant, [event])
                     assert isinstance(outcome, Appended)
+                    # Its retry: found by the write's own lookup, answered by the
+                    # locked path's (_FIND_KEYS).
+                    [again] = await appender.append(tenant, [event])
+                    assert isinstance(again, Appended) and again.deduplicated
             finally:
                 await appender.stop()
             return await prepared_statements(db, tenant)
 
     prepared = server.run(run())
-    assert the_one(prepared, "CROSS JOIN LATERAL").planned_once  # the key lookup
-    assert any(p.generic_plans for p in prepared if "WITH updated AS" in p.statement)  # the write
+    assert the_one(prepared, "SELECT k.tenant_id").planned_once  # the key lookup, under lock
+    # The write, which looks its keys up itself when written from a kept head.
+    assert any(
+        p.generic_plans
+        for p in prepared
+        if "CROSS JOIN LATERAL" in p.statement and "updated AS" in p.statement
+    )
     assert [p.statement for p in prepared if p.custom_plans] == []
 
 

@@ -212,40 +212,65 @@ def _held_elsewhere_error(tenant_id: str, seconds: float) -> Unavailable:
 # root); a tenant whose head another process extended meanwhile gets none of
 # its rows or nodes inserted, and is not in the answer (`tenant_id`s updated).
 # Under a head lock that always holds; without one it is what makes the write
-# safe (see Appender._write).
-_EXTEND = (
-    sql.SQL(
-        "WITH updated AS ("
-        " UPDATE chain_heads AS h SET tree_size = u.tree_size, root_hash = u.root_hash,"
-        " frontier = u.frontier, updated_at = now()"
-        " FROM unnest(%b::text[], %b::bigint[], %b::bytea[], %b::bigint[], %b::bytea[],"
-        " %b::bytea[], %b::text[])"
-        " AS u(tenant_id, stored_size, stored_root, tree_size, root_hash, frontier, erasure_key)"
-        " WHERE h.tenant_id = u.tenant_id AND h.tree_size = u.stored_size"
-        " AND h.root_hash = u.stored_root"
-        # Of u alone, so tried before any head is locked: never wait for an erasure.
-        " AND {not_being_erased}"
-        " RETURNING h.tenant_id, h.tree_size),"
-        " appended AS ("
-        " INSERT INTO events ({columns}) SELECT * FROM unnest({event_arrays}) AS e({columns})"
-        " WHERE e.tenant_id IN (SELECT tenant_id FROM updated)),"
-        " nodes AS ("
-        " INSERT INTO tree_nodes (tenant_id, level, idx, hash)"
-        " SELECT * FROM unnest(%b::text[], %b::smallint[], %b::bigint[], %b::bytea[])"
-        " AS n(tenant_id, level, idx, hash) WHERE n.tenant_id IN (SELECT tenant_id FROM updated))"
-        " SELECT tenant_id, pg_notify({channel}, tenant_id || ':' || tree_size) FROM updated"
-    )
-    .format(
-        columns=_EVENT_NAMES,
-        # Binary arrays: a record's quotes need no escaping, bytea no hex.
-        event_arrays=sql.SQL(", ").join(
-            sql.SQL("%b::{}[]").format(sql.SQL(kind)) for _, kind in _EVENT_COLUMNS
-        ),
-        channel=sql.Literal(NOTIFY_CHANNEL),
-        not_being_erased=try_share_condition(sql.SQL("u.erasure_key")),
-    )
-    .as_string(None)
+# safe (see Appender._write). Written from a kept head, the batch's idempotency
+# keys are looked up here too (`seen`, one index probe each, as _FIND_KEYS):
+# if one is stored, nothing is written and the answer says so (a row of NULL,
+# 'seen'), where a lookup of its own cost every append a round trip. A batch
+# without keys does not look (_EXTEND): a lookup plans over, and locks, every
+# partition of events, where an insert touches only the one it goes to.
+_SEEN_NOTHING = sql.SQL("SELECT WHERE false")
+_SEEN_STORED = sql.SQL(
+    "SELECT FROM unnest(%b::text[], %b::text[]) AS k(tenant_id, idempotency_key)"
+    " CROSS JOIN LATERAL (SELECT tenant_id, idempotency_key FROM events"
+    "  WHERE (tenant_id, idempotency_key) >= (k.tenant_id, k.idempotency_key)"
+    "  AND idempotency_key IS NOT NULL ORDER BY tenant_id, idempotency_key LIMIT 1) AS e"
+    " WHERE e.tenant_id = k.tenant_id AND e.idempotency_key = k.idempotency_key LIMIT 1"
 )
+
+
+def _extend_statement(seen: sql.SQL) -> str:
+    return (
+        sql.SQL(
+            "WITH seen AS ({seen}),"
+            " updated AS ("
+            " UPDATE chain_heads AS h SET tree_size = u.tree_size, root_hash = u.root_hash,"
+            " frontier = u.frontier, updated_at = now()"
+            " FROM unnest(%b::text[], %b::bigint[], %b::bytea[], %b::bigint[], %b::bytea[],"
+            " %b::bytea[], %b::text[])"
+            " AS u(tenant_id, stored_size, stored_root, tree_size, root_hash, frontier,"
+            " erasure_key)"
+            " WHERE h.tenant_id = u.tenant_id AND h.tree_size = u.stored_size"
+            " AND h.root_hash = u.stored_root"
+            # Of u alone, so tried before any head is locked: never wait for an erasure.
+            " AND {not_being_erased} AND NOT EXISTS (SELECT FROM seen)"
+            " RETURNING h.tenant_id, h.tree_size),"
+            " appended AS ("
+            " INSERT INTO events ({columns}) SELECT * FROM unnest({event_arrays}) AS e({columns})"
+            " WHERE e.tenant_id IN (SELECT tenant_id FROM updated)),"
+            " nodes AS ("
+            " INSERT INTO tree_nodes (tenant_id, level, idx, hash)"
+            " SELECT * FROM unnest(%b::text[], %b::smallint[], %b::bigint[], %b::bytea[])"
+            " AS n(tenant_id, level, idx, hash)"
+            " WHERE n.tenant_id IN (SELECT tenant_id FROM updated))"
+            " SELECT tenant_id, pg_notify({channel}, tenant_id || ':' || tree_size)::text"
+            " FROM updated UNION ALL SELECT NULL, 'seen' FROM seen"
+        )
+        .format(
+            seen=seen,
+            columns=_EVENT_NAMES,
+            # Binary arrays: a record's quotes need no escaping, bytea no hex.
+            event_arrays=sql.SQL(", ").join(
+                sql.SQL("%b::{}[]").format(sql.SQL(kind)) for _, kind in _EVENT_COLUMNS
+            ),
+            channel=sql.Literal(NOTIFY_CHANNEL),
+            not_being_erased=try_share_condition(sql.SQL("u.erasure_key")),
+        )
+        .as_string(None)
+    )
+
+
+_EXTEND = _extend_statement(_SEEN_NOTHING)
+_EXTEND_UNLESS_SEEN = _extend_statement(_SEEN_STORED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -579,9 +604,13 @@ class Appender:
         nothing written, if its head is not as kept."""
         heads = {tenant: self._heads[tenant].copy()}
         async with self._connection() as conn:
-            # Keys stored before the kept head are seen here; one stored since
-            # moved the head, and the statement writes nothing.
-            outcomes, written = await self._write_from(heads, conn, batch)
+            # Keys stored before the kept head are seen by the statement; one
+            # stored since moved the head, and the statement writes nothing.
+            outcomes, written, seen = await self._write_from(
+                heads, conn, batch, keys_looked_up=False
+            )
+        if seen:
+            return None  # a retry: the locked write answers it with the stored event
         if heads[tenant].changed and not written:
             del self._heads[tenant]  # moved by another process, or erased
             return None
@@ -601,7 +630,7 @@ class Appender:
                 if tenant not in heads
             }
             writable = [s for s in batch if s.tenant_id not in refused]
-            outcomes, written = await self._write_from(heads, conn, writable)
+            outcomes, written, _ = await self._write_from(heads, conn, writable)
             if written.keys() != {tenant for tenant, head in heads.items() if head.changed}:
                 raise RuntimeError(f"a locked head changed under the lock: {tenants}")
         self._known_tenants.update(heads)
@@ -612,11 +641,19 @@ class Appender:
         return [refused.get(s.tenant_id) or next(written_outcomes) for s in batch]
 
     async def _write_from(
-        self, heads: dict[str, _Head], conn: psycopg.AsyncConnection[Any], batch: list[_Submission]
-    ) -> tuple[list[list[AppendOutcome]], dict[str, _Head]]:
+        self,
+        heads: dict[str, _Head],
+        conn: psycopg.AsyncConnection[Any],
+        batch: list[_Submission],
+        *,
+        keys_looked_up: bool = True,
+    ) -> tuple[list[list[AppendOutcome]], dict[str, _Head], bool]:
         """`batch` appended to `heads` (extended in place; each of its tenants
-        has one): each submission's outcomes, and the heads written (`_extend`)."""
-        previous = await _find_keys(conn, batch)
+        has one): each submission's outcomes, the heads written (`_extend`),
+        and whether one of its idempotency keys was found stored, in which
+        case nothing was written. Its keys are looked up first, or, unless
+        `keys_looked_up`, by the statement that writes it."""
+        previous = await _find_keys(conn, batch) if keys_looked_up else {}
         received = _Received.at_time(self._clock())
         outcomes: list[list[AppendOutcome]] = []
         rows: list[tuple[Any, ...]] = []
@@ -634,7 +671,9 @@ class Appender:
                     for row in rows:
                         await copy.write_row(row)
                     rows.clear()
-        return outcomes, await self._extend(conn, heads, rows, nodes)
+        keys = ([], []) if keys_looked_up else _batch_keys(batch)
+        written, seen = await self._extend(conn, heads, rows, nodes, keys)
+        return outcomes, written, seen
 
     async def _extend(
         self,
@@ -642,19 +681,23 @@ class Appender:
         heads: dict[str, _Head],
         rows: list[tuple[Any, ...]],
         nodes: list[tuple[str, int, int, bytes]],
-    ) -> dict[str, _Head]:
+        keys: tuple[list[str], list[str]],
+    ) -> tuple[dict[str, _Head], bool]:
         """One statement (_EXTEND): insert `rows` (events not COPYed) and
         `nodes`, and move every head the batch extended, of each tenant whose
         head is still as `heads` found it; notify `tenant:size` on
-        NOTIFY_CHANNEL for each (PostgreSQL delivers that at commit). The heads
-        written, by tenant."""
+        NOTIFY_CHANNEL for each (PostgreSQL delivers that at commit). Nothing
+        of it if one of `keys` (tenants, idempotency keys) is stored. The heads
+        written, by tenant, and whether a key was."""
         changed = {tenant: head for tenant, head in heads.items() if head.changed}
         if not changed:
-            return {}
+            return {}, False
         written = {tenant: head.written() for tenant, head in changed.items()}
+        tenants, idempotency_keys = keys
         cursor = await conn.execute(
-            _EXTEND,
+            _EXTEND_UNLESS_SEEN if idempotency_keys else _EXTEND,
             [
+                *([tenants, idempotency_keys] if idempotency_keys else []),
                 list(changed),
                 [head.stored_size for head in changed.values()],
                 [head.stored_root for head in changed.values()],
@@ -666,7 +709,9 @@ class Appender:
                 *_columns(nodes if self._store_tree_nodes else [], 4),
             ],
         )
-        return {tenant: written[tenant] for tenant, _ in await cursor.fetchall()}
+        answer = await cursor.fetchall()
+        seen = any(tenant is None for tenant, _ in answer)
+        return {tenant: written[tenant] for tenant, _ in answer if tenant is not None}, seen
 
     def _connection(self) -> AbstractAsyncContextManager[Connection]:
         """A connection for writing batches. Each of its statements reads and
@@ -874,15 +919,21 @@ async def _find_keys(
     conn: psycopg.AsyncConnection[Any], batch: list[_Submission]
 ) -> dict[tuple[str, str], Appended]:
     """Events already stored under the batch's idempotency keys."""
+    tenants, keys = _batch_keys(batch)
+    if not keys:
+        return {}
+    return await _stored_under(conn, tenants, keys)
+
+
+def _batch_keys(batch: list[_Submission]) -> tuple[list[str], list[str]]:
+    """The batch's idempotency keys, and the tenant of each."""
     tenants, keys = [], []
     for submission in batch:
         for event in submission.events:
             if event.idempotency_key is not None:
                 tenants.append(submission.tenant_id)
                 keys.append(event.idempotency_key)
-    if not keys:
-        return {}
-    return await _stored_under(conn, tenants, keys)
+    return tenants, keys
 
 
 async def _stored_under(
