@@ -19,7 +19,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sealtrail.v1 import event_pb2
 from sealtrail_server.api.convert import server_view
 from sealtrail_server.domain.errors import InvalidArgument, ResourceExhausted, Unavailable
-from sealtrail_server.domain.event import EventDraft, validate_event
+from sealtrail_server.domain.event import (
+    MAX_RECORD_BYTES,
+    EventDraft,
+    ServerFields,
+    finalize_record,
+    format_timestamp,
+    validate_event,
+)
 from sealtrail_server.domain.merkle import append_leaf, frontier_root, leaf_hash
 from sealtrail_server.store.appender import _ONE_STATEMENT_EVENTS, Appended, Appender
 from sealtrail_server.store.database import Database
@@ -295,8 +302,9 @@ def test_a_tenant_the_process_wrote_last_is_written_without_a_lock(
     assert moved == []  # another process's appender (untraced)
     assert retried == ["UPDATE chain_heads", "SELECT chain_heads", "UPDATE chain_heads"]
     assert keyed == ["UPDATE chain_heads"]  # its key looked up by the write itself
-    # Found stored: nothing written, and the locked path answers with the event.
-    assert replayed[:2] == ["UPDATE chain_heads", "SELECT chain_heads"] and len(replayed) == 3
+    # Found stored: nothing written, and the key's own lookup answers with the event,
+    # no lock taken (helper-78).
+    assert replayed == ["UPDATE chain_heads", "SELECT events"]
 
 
 def test_the_appenders_statements_are_planned_once(
@@ -469,3 +477,69 @@ def test_a_head_held_elsewhere_fails_its_tenant_alone_and_is_not_waited_for_agai
         ).fetchone() == (1,)
     finally:
         server.run(finish())
+
+
+def test_a_retry_from_a_kept_head_needs_no_lock(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A retry's key, found by the write's own lookup, sent its whole batch to
+    the locked path: with the head's row held by another session (a process
+    frozen mid-append), the retry failed after the lock timeout where it had
+    been answered at once (helper-78). It is looked up apart and answered
+    from the kept head again, without a statement or a lock."""
+
+    async def write() -> tuple[Appender, Any, Appended]:
+        appender = Appender(server.database)
+        appender.start()
+        keyed = _event("keyed", idempotency_key=f"key-{uuid.uuid4()}")
+        [stored] = await appender.append(tenant, [keyed])
+        await appender.append(tenant, [_event("after")])  # the head kept is the latest
+        assert isinstance(stored, Appended)
+        return appender, keyed, stored
+
+    appender, keyed, stored = server.run(write())
+    try:
+        with sql.transaction():
+            sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
+            [again] = server.run(appender.append(tenant, [keyed]))
+    finally:
+        server.run(appender.stop())
+    assert isinstance(again, Appended) and again.deduplicated and again.seq == stored.seq
+
+
+def test_a_retry_whose_event_the_batch_cannot_write_is_answered_with_the_stored_one(
+    server: ServerThread, tenant: str
+) -> None:
+    """Stored at the record limit, an event is one byte over it once its seq
+    has one more digit: its retry wrote nothing, so no statement looked its
+    key up, and it was answered INVALID_ARGUMENT, not with the stored event
+    (helper-78)."""
+    now = datetime.now(UTC)
+
+    def at_the_limit(seq: int) -> Any:
+        pad = MAX_RECORD_BYTES - 400
+        while True:
+            event = _event("large", idempotency_key="at-the-limit", details={"p": "x" * pad})
+            fields = ServerFields(tenant, str(uuid.uuid4()), seq, format_timestamp(now))
+            size = len(finalize_record(event, fields))
+            if size == MAX_RECORD_BYTES:
+                return event
+            pad += MAX_RECORD_BYTES - size
+
+    async def run() -> tuple[Any, Any]:
+        appender = Appender(server.database)
+        appender.start()
+        try:
+            for _ in range(8):
+                await appender.append(tenant, [_event("small")])
+            event = at_the_limit(9)
+            [stored] = await appender.append(tenant, [event])
+            await appender.append(tenant, [_event("small")])  # seq 10: the retry's would be 11
+            [again] = await appender.append(tenant, [event])
+            return stored, again
+        finally:
+            await appender.stop()
+
+    stored, again = server.run(run())
+    assert isinstance(stored, Appended) and stored.seq == 9
+    assert isinstance(again, Appended) and again.deduplicated and again.seq == 9

@@ -201,6 +201,18 @@ def test_a_retried_event_with_secrets_is_deduplicated(client: AuditClient) -> No
     assert again.deduplicated and again.event.id == first.event.id
 
 
+def _keyed(action: str, key: str, **fields: Any) -> Any:
+    """An event with a secret and an idempotency key, as a retry sends it again."""
+    return build_event(
+        action=action,
+        actor_id="u",
+        description="token=abcdef123456",
+        idempotency_key=key,
+        occurred_at=datetime(2026, 1, 2, 3, 4, tzinfo=UTC),
+        **fields,
+    )
+
+
 def test_a_retry_across_a_change_of_redaction_mode_is_the_same_event(
     client: AuditClient,
 ) -> None:
@@ -212,27 +224,13 @@ def test_a_retry_across_a_change_of_redaction_mode_is_the_same_event(
         ("retry-across-modes-2", "hmac", "replace"),
     ):
         client.set_redaction_mode(first_mode)
-        event = build_event(
-            action="secret.test",
-            actor_id="u",
-            description="token=abcdef123456",
-            details={"password": "hunter22"},
-            idempotency_key=key,
-            occurred_at=datetime(2026, 1, 2, 3, 4, tzinfo=UTC),
-        )
+        event = _keyed("secret.test", key, details={"password": "hunter22"})
         first = client.record(event)
         client.set_redaction_mode(then_mode)
         again = client.record(event)
         assert again.deduplicated and again.event == first.event
         # Another event under the key is still refused, in either mode.
-        other = build_event(
-            action="secret.other",
-            actor_id="u",
-            description="token=abcdef123456",
-            details={"password": "hunter22"},
-            idempotency_key=key,
-            occurred_at=datetime(2026, 1, 2, 3, 4, tzinfo=UTC),
-        )
+        other = _keyed("secret.other", key, details={"password": "hunter22"})
         for mode in (then_mode, first_mode):
             client.set_redaction_mode(mode)
             with pytest.raises(AlreadyExistsError) as refused:
@@ -241,13 +239,7 @@ def test_a_retry_across_a_change_of_redaction_mode_is_the_same_event(
     # Stored in HMAC mode, a secret is told from another: a request with another
     # secret is not taken for a retry of it after a change to replace (helper-76).
     client.set_redaction_mode("hmac")
-    sent = build_event(
-        action="secret.test",
-        actor_id="u",
-        description="token=abcdef123456",
-        idempotency_key="retry-across-modes-3",
-        occurred_at=datetime(2026, 1, 2, 3, 4, tzinfo=UTC),
-    )
+    sent = _keyed("secret.test", "retry-across-modes-3")
     client.record(sent)
     client.set_redaction_mode("replace")
     sent.description = "token=zyxwvu654321"

@@ -609,8 +609,13 @@ class Appender:
             outcomes, written, seen = await self._write_from(
                 heads, conn, batch, keys_looked_up=False
             )
-        if seen:
-            return None  # a retry: the locked write answers it with the stored event
+            if seen or (not heads[tenant].changed and _batch_keys(batch)[1]):
+                # A retry among them (found stored), or nothing to write, so
+                # no statement looked its keys up: looked up apart, and
+                # written again from the kept head (replays need no statement,
+                # and no lock another process may hold, helper-78).
+                heads = {tenant: self._heads[tenant].copy()}
+                outcomes, written, _ = await self._write_from(heads, conn, batch)
         if heads[tenant].changed and not written:
             del self._heads[tenant]  # moved by another process, or erased
             return None
