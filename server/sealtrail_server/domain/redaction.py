@@ -622,10 +622,10 @@ class _Prefilter:
     def may_match(self, text: str) -> bool:
         if self.anchored is not None and self.anchored.search(text) is not None:
             return True
-        for pattern in self.unanchored:  # a loop: most redactors have none (any() cost each call)
-            if pattern.search(text) is not None:
-                return True
-        return False
+        # Most redactors have none: any() over a generator cost every string.
+        return bool(self.unanchored) and any(
+            pattern.search(text) is not None for pattern in self.unanchored
+        )
 
 
 def _prefilter(patterns: tuple[ValuePattern, ...]) -> _Prefilter:
