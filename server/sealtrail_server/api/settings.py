@@ -78,14 +78,16 @@ class SettingsRpcs:
         if self._redactor is None:
             return events
         settings = await self._settings_cache.get(tenant_id)
-        hmac_key = tenant_key(self._redaction_secret, tenant_id)
-        key, other_key = (hmac_key, None) if settings.redaction_mode == "hmac" else (None, hmac_key)
+        hmac_mode = settings.redaction_mode == "hmac"
+        key = tenant_key(self._redaction_secret, tenant_id) if hmac_mode else None
         redacted = []
         for event in events:
             stored = redact_event(event, self._redactor, hmac_key=key)
             if stored is not event and event.idempotency_key is not None:
                 # What an attempt before a change of mode stored, or one after
-                # it will: the same request (ADR 0011).
+                # it will: the same request (ADR 0011). The tenant's key is
+                # derived only then in replace mode, not for every call.
+                other_key = None if hmac_mode else tenant_key(self._redaction_secret, tenant_id)
                 otherwise = self._redactor.redact(event.body, hmac_key=other_key).body
                 stored = replace(stored, stored_otherwise=(otherwise,))
             redacted.append(stored)
