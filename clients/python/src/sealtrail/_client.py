@@ -41,8 +41,7 @@ from sealtrail._errors import (
     ClientClosedError,
     SealtrailError,
     UnauthenticatedError,
-    from_rpc_error,
-    stream_error,
+    failed_call,
     stream_metadata,
 )
 from sealtrail._export import FORMATS, ExportFile, ExportFormat
@@ -504,7 +503,7 @@ class AuditClient:
         try:
             yield from self._stub.Export(request, metadata=metadata)
         except grpc.RpcError as exc:
-            raise stream_error(exc, sent_id=sent_id, retried=False) from exc
+            raise failed_call(exc, sent_id=sent_id, retried=False) from exc
 
     def export(
         self,
@@ -582,7 +581,7 @@ class AuditClient:
                     if cursor != before:  # progress: the next failure backs off from the start
                         attempt = 1
             except grpc.RpcError as exc:
-                error = stream_error(exc, sent_id=sent_id, retried=retrying is not None)
+                error = failed_call(exc, sent_id=sent_id, retried=retrying is not None)
                 # Bounded until the stream first connects: an address that never
                 # answers is an error to report. Then it runs until the caller stops it.
                 delay = self._backoff(attempt, error, bounded=not connected)
@@ -638,16 +637,16 @@ class AuditClient:
                 try:
                     return method(request, timeout=deadline, metadata=self._metadata)
                 except grpc.RpcError as exc:
-                    error = from_rpc_error(exc)
+                    # The id sent by the client's own channel (a given one may not send one).
+                    error = failed_call(
+                        exc,
+                        sent_id=sent_id if self._owns_channel else "",
+                        retried=retrying is not None,
+                    )
                     delay = self._backoff(attempt, error, codes=retry_on) if retry else None
                     if delay is not None and ends is not None and self._clock() + delay >= ends:
                         delay = None  # no time left for another attempt
                     if delay is None:
-                        error.retried = retrying is not None
-                        # One the client or a proxy made has no trailer: the id sent
-                        # (sent by the client's own channel; a given one may not).
-                        if self._owns_channel:
-                            error.request_id = error.request_id or sent_id
                         raise error from exc
                 except ValueError as exc:  # grpc's "Cannot invoke RPC on closed channel!"
                     if retrying is None:  # closed before the first attempt

@@ -150,10 +150,11 @@ def from_rpc_error(err: grpc.RpcError) -> SealtrailError:
     )
 
 
-def stream_error(err: grpc.RpcError, *, sent_id: str, retried: bool) -> SealtrailError:
-    """`from_rpc_error` for a stream's last attempt: whether it was retried,
-    and the request id it was sent with when the server's trailer has none
-    (a failure to connect, a deadline)."""
+def failed_call(err: grpc.RpcError, *, sent_id: str, retried: bool) -> SealtrailError:
+    """`from_rpc_error` for an attempt of a call or a stream: whether it was
+    retried before, and the request id it was sent with when the server's
+    trailer has none (a failure to connect, a deadline, a proxy's answer);
+    `sent_id` "" where the client cannot know it (a channel given to it)."""
     error = from_rpc_error(err)
     error.retried = retried
     error.request_id = error.request_id or sent_id
