@@ -208,6 +208,21 @@ def _held_elsewhere_error(tenant_id: str, seconds: float) -> Unavailable:
     )
 
 
+def _key_probe(columns: str) -> str:
+    """The events stored under arrays of (tenant, idempotency key), each with
+    `columns` (besides tenant_id and idempotency_key) as `e`, `k` the pair.
+    LATERAL: one index probe per key, never a join plan over the table; a row
+    comparison in key order (events.KEY_PROBE; the appender works as the
+    system role, under no policy) so only the idempotency-key index serves it."""
+    return (
+        " FROM unnest(%s::text[], %s::text[]) AS k(tenant_id, idempotency_key)"
+        f" CROSS JOIN LATERAL (SELECT tenant_id, idempotency_key{columns} FROM events"
+        "  WHERE (tenant_id, idempotency_key) >= (k.tenant_id, k.idempotency_key)"
+        "  AND idempotency_key IS NOT NULL ORDER BY tenant_id, idempotency_key LIMIT 1) AS e"
+        " WHERE e.tenant_id = k.tenant_id AND e.idempotency_key = k.idempotency_key"
+    )
+
+
 # Each head is updated only if its row is still as the batch found it (size and
 # root); a tenant whose head another process extended meanwhile gets none of
 # its rows or nodes inserted, and is not in the answer (`tenant_id`s updated).
@@ -219,13 +234,8 @@ def _held_elsewhere_error(tenant_id: str, seconds: float) -> Unavailable:
 # without keys does not look (_EXTEND): a lookup plans over, and locks, every
 # partition of events, where an insert touches only the one it goes to.
 _SEEN_NOTHING = sql.SQL("SELECT WHERE false")
-_SEEN_STORED = sql.SQL(
-    "SELECT FROM unnest(%b::text[], %b::text[]) AS k(tenant_id, idempotency_key)"
-    " CROSS JOIN LATERAL (SELECT tenant_id, idempotency_key FROM events"
-    "  WHERE (tenant_id, idempotency_key) >= (k.tenant_id, k.idempotency_key)"
-    "  AND idempotency_key IS NOT NULL ORDER BY tenant_id, idempotency_key LIMIT 1) AS e"
-    " WHERE e.tenant_id = k.tenant_id AND e.idempotency_key = k.idempotency_key LIMIT 1"
-)
+# The keys alone, so the probe reads the index only.
+_SEEN_STORED = sql.SQL("SELECT" + _key_probe("") + " LIMIT 1")
 
 
 def _extend_statement(seen: sql.SQL) -> str:
@@ -898,16 +908,8 @@ def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
 
 
-_FIND_KEYS = (
-    # LATERAL: one index probe per key, never a join plan over the table; a row
-    # comparison in key order (events.KEY_PROBE; the appender works as the
-    # system role, under no policy) so only the idempotency-key index serves it.
-    "SELECT k.tenant_id, k.idempotency_key, e.seq, e.record, e.leaf_hash"
-    " FROM unnest(%s::text[], %s::text[]) AS k(tenant_id, idempotency_key)"
-    " CROSS JOIN LATERAL (SELECT tenant_id, idempotency_key, seq, record, leaf_hash FROM events"
-    "  WHERE (tenant_id, idempotency_key) >= (k.tenant_id, k.idempotency_key)"
-    "  AND idempotency_key IS NOT NULL ORDER BY tenant_id, idempotency_key LIMIT 1) AS e"
-    " WHERE e.tenant_id = k.tenant_id AND e.idempotency_key = k.idempotency_key"
+_FIND_KEYS = "SELECT k.tenant_id, k.idempotency_key, e.seq, e.record, e.leaf_hash" + _key_probe(
+    ", seq, record, leaf_hash"
 )
 
 
