@@ -677,25 +677,31 @@ def test_words_ending_in_those_names_are_kept(key: str) -> None:
 
 
 def test_auth_hides_a_credential_and_keeps_a_methods_name() -> None:
+    hidden = {
+        "auth": "deploy:s3cret-99",
+        "basic_auth": "dXNlcjpodW50ZXIy",
+        "proxyAuth": "it@acme.io:hunter2",
+        "token_auth": "Zq8vN2xLmR4tY7wK1pS9",
+    }
+    kept = {
+        "sso": {"auth": "saml", "method_auth": "password", "kind_auth": "oauth2"},
+        "methods": {"auth": "HMAC-SHA256", "mtls_auth": "x509", "saml_auth": "SAML 2.0"},
+        "last_auth": "2026-11-22T10:00:00Z",
+        "user_auth": "alice@example.com",
+        # Methods' names (helper-76): Okta's base64 decodes to bytes with a `:`.
+        "idp": {"auth": "Okta", "sso_auth": "OneLogin", "aws_auth": "aws:sigv4"},
+        "login": {"auth": "oidc:google", "url_auth": "https://login.example.com/authorize"},
+        "author": "alice:1",
+    }
     body = _event(
         details={
-            "auth": "deploy:s3cret-99",
-            "basic_auth": "dXNlcjpodW50ZXIy",
-            "proxyAuth": "it@acme.io:hunter2",
-            "sso": {"auth": "saml", "method_auth": "password", "kind_auth": "oauth2"},
-            "methods": {"auth": "HMAC-SHA256", "mtls_auth": "x509", "saml_auth": "SAML 2.0"},
-            "last_auth": "2026-11-22T10:00:00Z",
-            "user_auth": "alice@example.com",
-            "token_auth": "Zq8vN2xLmR4tY7wK1pS9",
+            **hidden,
+            **kept,
             "upstream": {"auth": {"user": "bot", "token": "t0k3n"}},
             "env": [
                 {"name": "SMTP_AUTH", "value": "mailer:changeme"},
                 {"name": "AUTH", "value": "sso"},
             ],
-            # Methods' names (helper-76): Okta's base64 decodes to bytes with a `:`.
-            "idp": {"auth": "Okta", "sso_auth": "OneLogin", "aws_auth": "aws:sigv4"},
-            "login": {"auth": "oidc:google", "url_auth": "https://login.example.com/authorize"},
-            "author": "alice:1",
         },
         changes=[
             {"field": "smtp.auth", "before": "plain", "after": "mailer:changeme"},
@@ -706,22 +712,14 @@ def test_auth_hides_a_credential_and_keeps_a_methods_name() -> None:
     )
     redacted = REDACTOR.redact(body).body
     assert redacted["details"] == {
-        "auth": "[REDACTED:field_name]",
-        "basic_auth": "[REDACTED:field_name]",
-        "proxyAuth": "[REDACTED:field_name]",
-        "sso": {"auth": "saml", "method_auth": "password", "kind_auth": "oauth2"},
-        "methods": {"auth": "HMAC-SHA256", "mtls_auth": "x509", "saml_auth": "SAML 2.0"},
-        "last_auth": "2026-11-22T10:00:00Z",
-        "user_auth": "alice@example.com",
-        "token_auth": "[REDACTED:field_name]",
+        **dict.fromkeys(hidden, "[REDACTED:field_name]"),
+        **kept,
+        # An object under `auth` is looked into, not hidden whole.
         "upstream": {"auth": {"user": "bot", "token": "[REDACTED:field_name]"}},
         "env": [
             {"name": "SMTP_AUTH", "value": "[REDACTED:field_name]"},
             {"name": "AUTH", "value": "sso"},
         ],
-        "idp": {"auth": "Okta", "sso_auth": "OneLogin", "aws_auth": "aws:sigv4"},
-        "login": {"auth": "oidc:google", "url_auth": "https://login.example.com/authorize"},
-        "author": "alice:1",
     }
     assert redacted["changes"] == [
         {"field": "smtp.auth", "before": "plain", "after": "[REDACTED:field_name]"},
@@ -730,7 +728,7 @@ def test_auth_hides_a_credential_and_keeps_a_methods_name() -> None:
         {"field": "auth.password", "after": "[REDACTED:field_name]"},
         {"field": "basic_auth.pin", "before": "[REDACTED:field_name]"},
     ]
-    assert REDACTOR.redact(_event(details={"sso": {"auth": "saml"}})).hits == []
+    assert REDACTOR.redact(_event(details=kept)).hits == []
 
 
 def test_the_built_in_anchors_keep_the_prefilters_fast_path() -> None:
