@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 from psycopg.sql import SQL, Identifier, Literal
 
 from sealtrail import build_event
@@ -339,3 +340,29 @@ def test_the_service_never_plans_a_scan_of_a_fresh_partition(server: Any) -> Non
     plan = server.run(generic_plan())
     assert "events_default" in plan  # every partition is in the plan
     assert "Seq Scan" not in plan, plan
+
+
+def test_a_tenants_checkout_waits_for_locks_as_the_connection_started(
+    server: Any, migrated_database_url: str
+) -> None:
+    """The system role bounds its lock waits (SYSTEM_LOCK_TIMEOUT); a tenant's
+    checkout of the same connection after it works with the connection's
+    starting default again, here one the URL sets, whatever came between."""
+    url = make_conninfo(service_login_url(migrated_database_url), options="-c lock_timeout=1234")
+
+    async def timeouts() -> list[tuple[str, str]]:
+        db = await Database.open(url, min_size=1, max_size=1)
+        seen = []
+        try:
+            for system in (False, True, False, True, True, False):
+                checkout = db.system_connection() if system else db.connection("t1")
+                async with checkout as conn:
+                    cursor = await conn.execute("SELECT current_setting('lock_timeout')")
+                    [(timeout,)] = await cursor.fetchall()
+                    seen.append(("system" if system else "tenant", timeout))
+        finally:
+            await db.close()
+        return seen
+
+    for checkout, timeout in server.run(timeouts()):
+        assert timeout == ("5s" if checkout == "system" else "1234ms"), checkout
