@@ -245,3 +245,65 @@ def test_a_retry_across_a_change_of_redaction_mode_is_the_same_event(
     sent.description = "token=zyxwvu654321"
     with pytest.raises(AlreadyExistsError):
         client.record(sent)
+
+
+def test_a_request_that_differs_only_in_its_secret_is_not_a_retry(
+    client: AuditClient, sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    """Both attempts store `[REDACTED:…]`, so their stored bodies are equal;
+    the digest of what was sent, stored beside the first, tells them apart."""
+    client.set_redaction_mode("replace")
+    sent = _keyed("secret.test", "differs-in-secret")
+    first = client.record(sent)
+    assert client.record(sent).event == first.event  # the same request: a retry
+    sent.description = "token=zyxwvu654321"
+    with pytest.raises(AlreadyExistsError) as refused:
+        client.record(sent)
+    assert refused.value.reason == "IDEMPOTENCY_KEY_REUSED"
+    # The digest is kept only for an event redaction changed, and is no secret.
+    digests = dict(
+        sql.execute(
+            "SELECT idempotency_key, request_digest FROM events"
+            " WHERE tenant_id = %s AND idempotency_key IS NOT NULL",
+            [tenant],
+        ).fetchall()
+    )
+    assert len(digests["differs-in-secret"]) == 32
+    plain = client.record(build_event(action="plain.test", actor_id="u", idempotency_key="plain"))
+    assert not plain.deduplicated
+    [(digest,)] = sql.execute(
+        "SELECT request_digest FROM events WHERE tenant_id = %s AND idempotency_key = 'plain'",
+        [tenant],
+    ).fetchall()
+    assert digest is None
+
+
+def test_a_retry_across_a_change_of_redaction_rules_is_the_same_event(
+    client: AuditClient, migrated_database_url: str, tenant: str
+) -> None:
+    """An upgrade or an operator adds a rule between two attempts (here a
+    denied field, on a second server of the deployment), or takes one away,
+    or redaction is turned off: the retry is still the same request."""
+    stricter = ServerThread(migrated_database_url, redact_fields="internal_code")
+    bare = ServerThread(migrated_database_url, redaction=False)
+    try:
+        with (
+            AuditClient(stricter.target, token=stricter.token(tenant)) as on_stricter,
+            AuditClient(bare.target, token=bare.token(tenant)) as on_bare,
+        ):
+            for key, first_on, then_on in (
+                ("rule-added", client, on_stricter),
+                ("rule-removed", on_stricter, client),
+                ("redaction-off", on_stricter, on_bare),
+            ):
+                event = _keyed("secret.test", key, details={"internal_code": "X-1234"})
+                first = first_on.record(event)
+                again = then_on.record(event)
+                assert again.deduplicated and again.event == first.event, key
+                other = _keyed("secret.test", key, details={"internal_code": "X-9999"})
+                for each in (client, on_stricter, on_bare):
+                    with pytest.raises(AlreadyExistsError):
+                        each.record(other)
+    finally:
+        stricter.close()
+        bare.close()

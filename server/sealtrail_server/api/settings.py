@@ -20,7 +20,7 @@ from sealtrail.v1 import settings_pb2 as pb
 from ..domain.access import Principal
 from ..domain.errors import InvalidArgument
 from ..domain.etags import etag_of, instant, require_etag
-from ..domain.event import ChangeDraft, ValidEvent
+from ..domain.event import ChangeDraft, SentEvent, ValidEvent
 from ..domain.redaction import Redactor, hmac_token, redact_event, tenant_key
 from ..store.appender import Appender
 from ..store.changes import Changes
@@ -74,24 +74,30 @@ class SettingsRpcs:
 
     async def _redact(self, tenant_id: str, events: list[ValidEvent]) -> list[ValidEvent]:
         """The events as they may be stored: their secrets redacted as the
-        tenant's settings say."""
-        if self._redactor is None:
+        tenant's settings say. One with an idempotency key also carries itself
+        as sent, and the digest of that if redaction changed it: a retry is
+        recognised by it across changes of the rules and of the mode (ADR 0011)."""
+        keyed = any(event.idempotency_key is not None for event in events)
+        if self._redactor is None and not keyed:
             return events
-        settings = await self._settings_cache.get(tenant_id)
-        hmac_mode = settings.redaction_mode == "hmac"
-        key = tenant_key(self._redaction_secret, tenant_id) if hmac_mode else None
-        redacted = []
+        key = tenant_key(self._redaction_secret, tenant_id)
+        hmac_key = None
+        if self._redactor is not None:
+            settings = await self._settings_cache.get(tenant_id)
+            hmac_key = key if settings.redaction_mode == "hmac" else None
+        stored_events = []
         for event in events:
-            stored = redact_event(event, self._redactor, hmac_key=key)
-            if stored is not event and event.idempotency_key is not None:
-                # What an attempt before a change of mode stored, or one after
-                # it will: the same request (ADR 0011). The tenant's key is
-                # derived only then in replace mode, not for every call.
-                other_key = None if hmac_mode else tenant_key(self._redaction_secret, tenant_id)
-                otherwise = self._redactor.redact(event.body, hmac_key=other_key).body
-                stored = replace(stored, stored_otherwise=(otherwise,))
-            redacted.append(stored)
-        return redacted
+            stored = (
+                event
+                if self._redactor is None
+                else redact_event(event, self._redactor, hmac_key=hmac_key)
+            )
+            if event.idempotency_key is not None:
+                sent = SentEvent(event.body, event.plain, event.explicit_time, key)
+                digest = None if stored is event else sent.digest()
+                stored = replace(stored, sent=sent, request_digest=digest)
+            stored_events.append(stored)
+        return stored_events
 
     async def GetTenantSettings(
         self, request: pb.GetTenantSettingsRequest, context: Context

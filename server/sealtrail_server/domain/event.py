@@ -10,6 +10,8 @@ are stored verbatim and hashed. docs/record-format.md describes the record.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -177,10 +179,38 @@ class ValidEvent:
     request_id: str | None
     trace_id: str | None
     idempotency_key: str | None
-    # The body as the tenant's other redaction mode would have stored it, when
-    # redaction changed it and a retry may follow: a retry across a change of
-    # mode is the same request (`store.appender._replay`).
-    stored_otherwise: tuple[dict[str, Any], ...] = ()
+    # For an event with an idempotency key: the event as its caller sent it,
+    # before redaction, by which a retry is recognised whatever the redaction
+    # rules or mode made of either attempt (`store.appender._replay`, ADR 0011).
+    sent: SentEvent | None = None
+    # Its digest, stored with the event when redaction changed it.
+    request_digest: bytes | None = None
+
+
+# Prefixed to what a request digest covers, so that it is never the HMAC of
+# some secret redaction hashed with the same tenant key.
+_REQUEST_DIGEST_DOMAIN: Final = b"sealtrail request v1\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class SentEvent:
+    """An event with an idempotency key as its caller sent it, before redaction,
+    and the tenant's key for a digest of it."""
+
+    body: dict[str, Any]
+    plain: bool
+    explicit_time: bool
+    tenant_key: bytes
+
+    def digest(self) -> bytes:
+        """HMAC-SHA256 of what the caller asserts (`asserted_part`, less the
+        occurred_at the server chose if it did): one value for every attempt of
+        a request, two for two requests that differ only in their secrets."""
+        asserted = asserted_part(self.body)
+        if not self.explicit_time:
+            asserted = {k: v for k, v in asserted.items() if k != "occurred_at"}
+        text = _REQUEST_DIGEST_DOMAIN + canonical_json(asserted, plain=self.plain)
+        return hmac.new(self.tenant_key, text, hashlib.sha256).digest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ rest of tracing together; the RPC's span already covers the wait.)
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 from collections import OrderedDict
@@ -93,6 +94,8 @@ class Appended:
     deduplicated: bool = False
     event_id: str = ""
     received_at: datetime | None = None
+    # The digest of the request as sent, stored where redaction changed it.
+    request_digest: bytes | None = None
 
 
 # Per event: the stored event, or why it was not stored.
@@ -173,6 +176,7 @@ _EVENT_COLUMNS = (
     ("request_id", "uuid"),
     ("trace_id", "text"),
     ("idempotency_key", "text"),
+    ("request_digest", "bytea"),
     ("leaf_hash", "bytea"),
     ("record", "text"),
     ("caller_view", "bytea"),
@@ -817,13 +821,21 @@ class Appender:
                     event.request_id,
                     event.trace_id,
                     key,
+                    event.request_digest,
                     leaf,
                     text,
                     view,
                     whole_view,
                 )
             )
-            appended = Appended(seq, text, leaf, event_id=event_id, received_at=received.time)
+            appended = Appended(
+                seq,
+                text,
+                leaf,
+                event_id=event_id,
+                received_at=received.time,
+                request_digest=event.request_digest,
+            )
             outcomes.append(appended)
             if key is not None:
                 previous[(tenant_id, key)] = appended
@@ -908,8 +920,9 @@ def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
 
 
-_FIND_KEYS = "SELECT k.tenant_id, k.idempotency_key, e.seq, e.record, e.leaf_hash" + _key_probe(
-    ", seq, record, leaf_hash"
+_FIND_KEYS = (
+    "SELECT k.tenant_id, k.idempotency_key, e.seq, e.record, e.leaf_hash, e.request_digest"
+    + _key_probe(", seq, record, leaf_hash, request_digest")
 )
 
 
@@ -949,14 +962,44 @@ async def _stored_under(
     """The events stored under these (tenant, idempotency key) pairs."""
     cursor = await conn.execute(_FIND_KEYS, [tenants, keys])
     return {
-        (tenant, key): Appended(seq, record, bytes(leaf), deduplicated=True)
-        for tenant, key, seq, record, leaf in await cursor.fetchall()
+        (tenant, key): Appended(
+            seq,
+            record,
+            bytes(leaf),
+            deduplicated=True,
+            request_digest=None if digest is None else bytes(digest),
+        )
+        for tenant, key, seq, record, leaf, digest in await cursor.fetchall()
     }
 
 
 def _replay(earlier: Appended, event: ValidEvent) -> AppendOutcome:
     """The answer to a repeated idempotency key: the earlier event, if the
     request is the same one (AIP-155), else ALREADY_EXISTS."""
+    if not _same_request(earlier, event):
+        return AlreadyExists(
+            f"idempotency key {event.idempotency_key!r} was used for a different event"
+            f" (seq {earlier.seq})",
+            reason="IDEMPOTENCY_KEY_REUSED",
+        )
+    return Appended(
+        earlier.seq,
+        earlier.record,
+        earlier.leaf_hash,
+        deduplicated=True,
+        request_digest=earlier.request_digest,
+    )
+
+
+def _same_request(earlier: Appended, event: ValidEvent) -> bool:
+    """Whether `event` is a retry of the request that stored `earlier`. Stored
+    redacted, the earlier event has the digest of what was sent, which a retry
+    as sent must match, whatever redaction makes of it now (ADR 0011).
+    Otherwise the stored body is what was sent: the retry must match it as it
+    will be stored or as it was sent (redacted now by a rule added since)."""
+    if earlier.request_digest is not None and event.sent is not None:
+        digest = event.request_digest or event.sent.digest()
+        return hmac.compare_digest(digest, earlier.request_digest)
     stored = asserted_part(caller_part(json.loads(earlier.record)))
     if not event.explicit_time:
         # The server chose occurred_at for this request, so it cannot match.
@@ -971,15 +1014,8 @@ def _replay(earlier: Appended, event: ValidEvent) -> AppendOutcome:
         # True == 1, so `{"admin": true}` passed for a retry of `{"admin": 1}`.
         return canonical_json(sent, plain=False) == stored_json
 
-    # Redacted as the tenant's mode says now, or, if it changed since the
-    # first attempt, as it said then.
-    if not any(same(body) for body in (event.body, *event.stored_otherwise)):
-        return AlreadyExists(
-            f"idempotency key {event.idempotency_key!r} was used for a different event"
-            f" (seq {earlier.seq})",
-            reason="IDEMPOTENCY_KEY_REUSED",
-        )
-    return Appended(earlier.seq, earlier.record, earlier.leaf_hash, deduplicated=True)
+    as_sent = () if event.sent is None else (event.sent.body,)
+    return any(same(body) for body in (event.body, *as_sent))
 
 
 # What the database refuses an event for (not for being unwell): a value it
