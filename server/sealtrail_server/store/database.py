@@ -60,6 +60,10 @@ _Scope = tuple[str, str, str, str | None]
 _NO_LOCK_TIMEOUT: Final = None
 # Fresh connections start with the least they can see: no tenant at all.
 _NO_TENANT: Final[_Scope] = (SERVICE_ROLE, "", _PLANS_FOR_VALUES, _NO_LOCK_TIMEOUT)
+# A NULL lock timeout resets it to the connection's default (the database's
+# or role's, as RESET would): set_config takes NULL for that. Reading the
+# default from pg_settings instead, which builds a row of every setting, cost
+# about 0.9 ms of PostgreSQL at each change of scope.
 _SET_SCOPE: Final = (
     "SELECT set_config('role', %s, false), set_config('sealtrail.tenant', %s, false),"
     " set_config('plan_cache_mode', %s, false), set_config('lock_timeout', %s, false)"
@@ -76,15 +80,7 @@ SYSTEM_LOCK_TIMEOUT: Final = 5.0
 # floor: a plan cached while it looked empty sorted a sequential scan of it on
 # every key probe (Record at a third of its speed until autovacuum analyzed
 # it). Off, a sequential scan is only chosen where no index can serve.
-# With it, the lock timeout the connection started with (the database's or
-# role's default), read once: pg_settings builds a row of every setting, and
-# read at each change of scope it cost about 0.9 ms of a tenant's checkout.
-# (A default changed by a reload reaches the connections opened after it; the
-# pool replaces each within its max_lifetime, an hour.)
-_CONFIGURE: Final = (
-    "SELECT set_config('enable_seqscan', 'off', false),"
-    " (SELECT reset_val FROM pg_settings WHERE name = 'lock_timeout')"
-)
+_NO_SEQSCAN: Final = "SELECT set_config('enable_seqscan', 'off', false)"
 
 Connection = EagerConnection
 
@@ -248,9 +244,6 @@ class _Scopes:
 
     def __init__(self) -> None:
         self._current: weakref.WeakKeyDictionary[Connection, _Scope] = weakref.WeakKeyDictionary()
-        self._default_lock_timeout: weakref.WeakKeyDictionary[Connection, str] = (
-            weakref.WeakKeyDictionary()
-        )
 
     async def enter(self, conn: Connection, scope: _Scope) -> None:
         if self._current.get(conn) == scope:
@@ -258,19 +251,13 @@ class _Scopes:
         # Set outside any transaction (connections are autocommit), so it
         # lasts until the next change, whatever later transactions do.
         self._current.pop(conn, None)
-        role, tenant_id, plans, lock_timeout = scope
-        if lock_timeout is None:
-            lock_timeout = self._default_lock_timeout[conn]
-        await conn.execute(_SET_SCOPE, (role, tenant_id, plans, lock_timeout))
+        await conn.execute(_SET_SCOPE, scope)
         self._current[conn] = scope
 
     async def configure(self, conn: Connection) -> None:
         """A new connection starts with the least it can see (no tenant), and
-        plans no sequential scan where an index serves (see _CONFIGURE)."""
-        cursor = await conn.execute(_CONFIGURE)
-        configured = await cursor.fetchone()
-        assert configured is not None  # a SELECT without FROM returns its one row
-        self._default_lock_timeout[conn] = configured[1]
+        plans no sequential scan where an index serves (see _NO_SEQSCAN)."""
+        await conn.execute(_NO_SEQSCAN)
         await self.enter(conn, _NO_TENANT)
 
 
