@@ -20,8 +20,14 @@ from sealtrail.v1 import settings_pb2 as pb
 from ..domain.access import Principal
 from ..domain.errors import InvalidArgument
 from ..domain.etags import etag_of, instant, require_etag
-from ..domain.event import ChangeDraft, SentEvent, ValidEvent
-from ..domain.redaction import Redactor, hmac_token, redact_event, tenant_key
+from ..domain.event import ChangeDraft, ValidEvent, request_digest
+from ..domain.redaction import (
+    Redactor,
+    hmac_token,
+    redact_event,
+    request_digest_key,
+    tenant_key,
+)
 from ..store.appender import Appender
 from ..store.changes import Changes
 from ..store.database import Database
@@ -74,30 +80,25 @@ class SettingsRpcs:
 
     async def _redact(self, tenant_id: str, events: list[ValidEvent]) -> list[ValidEvent]:
         """The events as they may be stored: their secrets redacted as the
-        tenant's settings say. One with an idempotency key also carries itself
-        as sent, and the digest of that if redaction changed it: a retry is
-        recognised by it across changes of the rules and of the mode (ADR 0011)."""
-        keyed = any(event.idempotency_key is not None for event in events)
-        if self._redactor is None and not keyed:
+        tenant's settings say. One with an idempotency key that redaction
+        changed also carries its body as sent and the digest of that, by which
+        a retry is recognised whatever redaction makes of it (ADR 0011)."""
+        if self._redactor is None:
             return events
-        key = tenant_key(self._redaction_secret, tenant_id)
-        hmac_key = None
-        if self._redactor is not None:
-            settings = await self._settings_cache.get(tenant_id)
-            hmac_key = key if settings.redaction_mode == "hmac" else None
-        stored_events = []
+        settings = await self._settings_cache.get(tenant_id)
+        hmac_mode = settings.redaction_mode == "hmac"
+        key = tenant_key(self._redaction_secret, tenant_id) if hmac_mode else None
+        digest_key = None
+        redacted = []
         for event in events:
-            stored = (
-                event
-                if self._redactor is None
-                else redact_event(event, self._redactor, hmac_key=hmac_key)
-            )
-            if event.idempotency_key is not None:
-                sent = SentEvent(event.body, event.plain, event.explicit_time, key)
-                digest = None if stored is event else sent.digest()
-                stored = replace(stored, sent=sent, request_digest=digest)
-            stored_events.append(stored)
-        return stored_events
+            stored = redact_event(event, self._redactor, hmac_key=key)
+            if stored is not event and event.idempotency_key is not None:
+                # Derived only then: most events hold no secret.
+                digest_key = digest_key or request_digest_key(self._redaction_secret, tenant_id)
+                digest = request_digest(digest_key, event)
+                stored = replace(stored, sent_body=event.body, request_digest=digest)
+            redacted.append(stored)
+        return redacted
 
     async def GetTenantSettings(
         self, request: pb.GetTenantSettingsRequest, context: Context

@@ -179,38 +179,28 @@ class ValidEvent:
     request_id: str | None
     trace_id: str | None
     idempotency_key: str | None
-    # For an event with an idempotency key: the event as its caller sent it,
-    # before redaction, by which a retry is recognised whatever the redaction
-    # rules or mode made of either attempt (`store.appender._replay`, ADR 0011).
-    sent: SentEvent | None = None
-    # Its digest, stored with the event when redaction changed it.
+    # For an event with an idempotency key that redaction changed: its body as
+    # sent, and the keyed digest of that, stored with it; a retry across a
+    # change of the redaction rules or mode is recognised by the digest
+    # (`store.appender._same_request`, ADR 0011).
+    sent_body: dict[str, Any] | None = None
     request_digest: bytes | None = None
 
+    @property
+    def as_sent(self) -> dict[str, Any]:
+        """The body as the caller sent it, before redaction."""
+        return self.body if self.sent_body is None else self.sent_body
 
-# Prefixed to what a request digest covers, so that it is never the HMAC of
-# some secret redaction hashed with the same tenant key.
-_REQUEST_DIGEST_DOMAIN: Final = b"sealtrail request v1\x00"
 
-
-@dataclass(frozen=True, slots=True)
-class SentEvent:
-    """An event with an idempotency key as its caller sent it, before redaction,
-    and the tenant's key for a digest of it."""
-
-    body: dict[str, Any]
-    plain: bool
-    explicit_time: bool
-    tenant_key: bytes
-
-    def digest(self) -> bytes:
-        """HMAC-SHA256 of what the caller asserts (`asserted_part`, less the
-        occurred_at the server chose if it did): one value for every attempt of
-        a request, two for two requests that differ only in their secrets."""
-        asserted = asserted_part(self.body)
-        if not self.explicit_time:
-            asserted = {k: v for k, v in asserted.items() if k != "occurred_at"}
-        text = _REQUEST_DIGEST_DOMAIN + canonical_json(asserted, plain=self.plain)
-        return hmac.new(self.tenant_key, text, hashlib.sha256).digest()
+def request_digest(key: bytes, event: ValidEvent) -> bytes:
+    """HMAC-SHA256 under `key` (`redaction.request_digest_key`) of what the
+    caller of `event` asserts as sent (`asserted_part`, less the occurred_at
+    the server chose if it did): one value for the attempts of one request,
+    whatever redaction made of each."""
+    asserted = asserted_part(event.as_sent)
+    if not event.explicit_time:
+        asserted = {k: v for k, v in asserted.items() if k != "occurred_at"}
+    return hmac.new(key, canonical_json(asserted, plain=event.plain), hashlib.sha256).digest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,7 @@ from ..domain.event import (
     caller_part,
     finalize_record,
     format_timestamp,
+    request_digest,
 )
 from ..domain.event_ids import event_id_minter
 from ..domain.merkle import EMPTY_ROOT, append_leaf, frontier_root, leaf_hash, split_frontier
@@ -316,13 +317,18 @@ class Appender:
         max_commit_events: int = 5000,
         store_tree_nodes: bool = True,
         server_view: ServerView | None = None,
+        request_key: Callable[[str], bytes] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         tracer: Tracer | None = None,
     ) -> None:
         """`server_view`: given, each event appended with a caller view is
         stored with its whole view (the caller view, then this; ADR 0025);
-        None, with the caller view alone (ADR 0022)."""
+        None, with the caller view alone (ADR 0022). `request_key`: a tenant's
+        key for request digests (`redaction.request_digest_key`), by which a
+        retry of an event stored redacted is recognised (ADR 0011); None, by
+        its body alone."""
         self._db = db
+        self._request_key = request_key
         self._server_view = server_view
         self._tracer = tracer
         self._max_wait = max_wait
@@ -742,6 +748,14 @@ class Appender:
         it (ADR 0032)."""
         return self._db.system_connection(generic_plans=True)
 
+    def _digest_of(self, tenant_id: str, earlier: Appended) -> Callable[[ValidEvent], bytes] | None:
+        """How to digest a retry of `earlier` as it was sent, if `earlier` has a
+        digest to compare it with (only an event stored redacted has one)."""
+        if earlier.request_digest is None or self._request_key is None:
+            return None
+        key = self._request_key(tenant_id)
+        return lambda event: event.request_digest or request_digest(key, event)
+
     def _keep(self, heads: dict[str, _Head]) -> None:
         """Keep `heads` as the latest known, evicting the least recently written."""
         for tenant, head in heads.items():
@@ -768,7 +782,7 @@ class Appender:
             if key is not None:
                 earlier = previous.get((tenant_id, key))
                 if earlier is not None:
-                    outcomes.append(_replay(earlier, event))
+                    outcomes.append(_replay(earlier, event, self._digest_of(tenant_id, earlier)))
                     continue
             seq = head.size + 1
             event_id = received.mint_event_id()
@@ -973,10 +987,12 @@ async def _stored_under(
     }
 
 
-def _replay(earlier: Appended, event: ValidEvent) -> AppendOutcome:
+def _replay(
+    earlier: Appended, event: ValidEvent, digest: Callable[[ValidEvent], bytes] | None
+) -> AppendOutcome:
     """The answer to a repeated idempotency key: the earlier event, if the
     request is the same one (AIP-155), else ALREADY_EXISTS."""
-    if not _same_request(earlier, event):
+    if not _same_request(earlier, event, digest):
         return AlreadyExists(
             f"idempotency key {event.idempotency_key!r} was used for a different event"
             f" (seq {earlier.seq})",
@@ -991,15 +1007,23 @@ def _replay(earlier: Appended, event: ValidEvent) -> AppendOutcome:
     )
 
 
-def _same_request(earlier: Appended, event: ValidEvent) -> bool:
-    """Whether `event` is a retry of the request that stored `earlier`. Stored
-    redacted, the earlier event has the digest of what was sent, which a retry
-    as sent must match, whatever redaction makes of it now (ADR 0011).
-    Otherwise the stored body is what was sent: the retry must match it as it
-    will be stored or as it was sent (redacted now by a rule added since)."""
-    if earlier.request_digest is not None and event.sent is not None:
-        digest = event.request_digest or event.sent.digest()
-        return hmac.compare_digest(digest, earlier.request_digest)
+def _same_request(
+    earlier: Appended, event: ValidEvent, digest: Callable[[ValidEvent], bytes] | None
+) -> bool:
+    """Whether `event` is a retry of the request that stored `earlier`: its
+    body as it will be stored or as it was sent is the stored one, or, for an
+    event stored redacted, what it was sent as has the stored digest (`digest`
+    computes it), whatever redaction makes of it now (ADR 0011). The digest
+    only accepts: a request whose stored body matches is a retry even where
+    only its secrets differ, or a recorder could test guesses of a secret
+    stored as `[REDACTED:…]` by the answer."""
+    sent_as_stored = (
+        digest is not None
+        and earlier.request_digest is not None
+        and hmac.compare_digest(digest(event), earlier.request_digest)
+    )
+    if sent_as_stored:
+        return True
     stored = asserted_part(caller_part(json.loads(earlier.record)))
     if not event.explicit_time:
         # The server chose occurred_at for this request, so it cannot match.
@@ -1014,8 +1038,7 @@ def _same_request(earlier: Appended, event: ValidEvent) -> bool:
         # True == 1, so `{"admin": true}` passed for a retry of `{"admin": 1}`.
         return canonical_json(sent, plain=False) == stored_json
 
-    as_sent = () if event.sent is None else (event.sent.body,)
-    return any(same(body) for body in (event.body, *as_sent))
+    return same(event.body) or (event.sent_body is not None and same(event.sent_body))
 
 
 # What the database refuses an event for (not for being unwell): a value it
