@@ -200,7 +200,6 @@ class RowFactory:
             values["request_id"],
             None,
             values["key"],
-            None,  # request_digest: nothing of these is redacted
             leaf,
             record,
             None,  # caller_view: the whole view holds it

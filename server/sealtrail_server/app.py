@@ -7,7 +7,6 @@ appends commit, pool closes)."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import shutil
 import signal
@@ -33,7 +32,6 @@ from .api.servicer import AuditLogServicer
 from .auth.tokens import Authenticator
 from .config import Settings
 from .console.server import Console
-from .domain.redaction import request_digest_key
 from .forward.egress import EgressPolicy, OutboundClient
 from .forward.forwarder import Forwarder
 from .integrity.checkpointer import Checkpointer
@@ -115,7 +113,6 @@ class Service:
         for migration in await migrate_database(self._owner_database_url):
             log.info("applied migration %04d_%s", migration.version, migration.name)
         secret_box = load_secret_box(settings)
-        redaction_secret = load_redaction_secret(settings)
         resealed, unopenable = await reseal_secrets(self._owner_database_url, secret_box)
         if resealed:
             log.info("sealed the secrets of %d sinks under the current secrets key", resealed)
@@ -135,7 +132,6 @@ class Service:
             max_pending_bytes=settings.append_max_pending_bytes,
             store_tree_nodes=settings.store_tree_nodes,
             server_view=server_view,
-            request_key=functools.partial(request_digest_key, redaction_secret),
             tracer=self._tracer,
             clock=self._clock,
         )
@@ -250,7 +246,7 @@ class Service:
                 key_read_window=timedelta(seconds=settings.key_read_window),
                 settings_cache=SettingsCache(db, ttl=settings.settings_cache_seconds),
                 redactor=load_redactor(settings),
-                redaction_secret=redaction_secret,
+                redaction_secret=load_redaction_secret(settings),
                 authenticator=authenticator,
                 eraser=Eraser(self._owner_database_url, self._checkpointer, clock=self._clock),
                 forwarder=self.forwarder,

@@ -20,14 +20,8 @@ from sealtrail.v1 import settings_pb2 as pb
 from ..domain.access import Principal
 from ..domain.errors import InvalidArgument
 from ..domain.etags import etag_of, instant, require_etag
-from ..domain.event import ChangeDraft, ValidEvent, request_digest
-from ..domain.redaction import (
-    Redactor,
-    hmac_token,
-    redact_event,
-    request_digest_key,
-    tenant_key,
-)
+from ..domain.event import ChangeDraft, ValidEvent
+from ..domain.redaction import Redactor, hmac_token, redact_event, tenant_key
 from ..store.appender import Appender
 from ..store.changes import Changes
 from ..store.database import Database
@@ -80,23 +74,23 @@ class SettingsRpcs:
 
     async def _redact(self, tenant_id: str, events: list[ValidEvent]) -> list[ValidEvent]:
         """The events as they may be stored: their secrets redacted as the
-        tenant's settings say. One with an idempotency key that redaction
-        changed also carries its body as sent and the digest of that, by which
-        a retry is recognised whatever redaction makes of it (ADR 0011)."""
+        tenant's settings say."""
         if self._redactor is None:
             return events
         settings = await self._settings_cache.get(tenant_id)
         hmac_mode = settings.redaction_mode == "hmac"
         key = tenant_key(self._redaction_secret, tenant_id) if hmac_mode else None
-        digest_key = None
         redacted = []
         for event in events:
             stored = redact_event(event, self._redactor, hmac_key=key)
             if stored is not event and event.idempotency_key is not None:
-                # Derived only then: most events hold no secret.
-                digest_key = digest_key or request_digest_key(self._redaction_secret, tenant_id)
-                digest = request_digest(digest_key, event)
-                stored = replace(stored, sent_body=event.body, request_digest=digest)
+                # What an attempt before a change of mode stored, or one after
+                # it will, and what one before a rule was added stored: the same
+                # request (ADR 0011). The tenant's key is derived only then in
+                # replace mode, not for every call.
+                other_key = None if hmac_mode else tenant_key(self._redaction_secret, tenant_id)
+                otherwise = self._redactor.redact(event.body, hmac_key=other_key).body
+                stored = replace(stored, stored_otherwise=(otherwise, event.body))
             redacted.append(stored)
         return redacted
 

@@ -10,8 +10,6 @@ are stored verbatim and hashed. docs/record-format.md describes the record.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -179,28 +177,12 @@ class ValidEvent:
     request_id: str | None
     trace_id: str | None
     idempotency_key: str | None
-    # For an event with an idempotency key that redaction changed: its body as
-    # sent, and the keyed digest of that, stored with it; a retry across a
-    # change of the redaction rules or mode is recognised by the digest
-    # (`store.appender._same_request`, ADR 0011).
-    sent_body: dict[str, Any] | None = None
-    request_digest: bytes | None = None
-
-    @property
-    def as_sent(self) -> dict[str, Any]:
-        """The body as the caller sent it, before redaction."""
-        return self.body if self.sent_body is None else self.sent_body
-
-
-def request_digest(key: bytes, event: ValidEvent) -> bytes:
-    """HMAC-SHA256 under `key` (`redaction.request_digest_key`) of what the
-    caller of `event` asserts as sent (`asserted_part`, less the occurred_at
-    the server chose if it did): one value for the attempts of one request,
-    whatever redaction made of each."""
-    asserted = asserted_part(event.as_sent)
-    if not event.explicit_time:
-        asserted = {k: v for k, v in asserted.items() if k != "occurred_at"}
-    return hmac.new(key, canonical_json(asserted, plain=event.plain), hashlib.sha256).digest()
+    # When redaction changed it and a retry may follow (it has an idempotency
+    # key): the body as the tenant's other redaction mode would have stored
+    # it, and as it was sent. A retry across a change of mode, or of a rule
+    # added since the first attempt stored the body as sent, is the same
+    # request (`store.appender._replay`, ADR 0011).
+    stored_otherwise: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -690,14 +690,6 @@ def tenant_key(secret: bytes, tenant_id: str) -> bytes:
     return hmac.new(secret, message, hashlib.sha256).digest()
 
 
-def request_digest_key(secret: bytes, tenant_id: str) -> bytes:
-    """A tenant's key for digests of requests as sent (`event.request_digest`),
-    derived apart from `tenant_key`: no HMAC of a secret that HashSecret or
-    HMAC mode shows is ever a request's digest."""
-    message = b"sealtrail request digest v1\x00" + tenant_id.encode()
-    return hmac.new(secret, message, hashlib.sha256).digest()
-
-
 def hmac_token(key: bytes, value: Any) -> str:
     """`hmac-sha256:<hex>` of a secret: its text, or RFC 8785 JSON if not a string."""
     data = value.encode() if isinstance(value, str) else canonical_json(value, plain=False)

@@ -34,7 +34,6 @@ rest of tracing together; the RPC's span already covers the wait.)
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 from collections import OrderedDict
@@ -65,7 +64,6 @@ from ..domain.event import (
     caller_part,
     finalize_record,
     format_timestamp,
-    request_digest,
 )
 from ..domain.event_ids import event_id_minter
 from ..domain.merkle import EMPTY_ROOT, append_leaf, frontier_root, leaf_hash, split_frontier
@@ -95,8 +93,6 @@ class Appended:
     deduplicated: bool = False
     event_id: str = ""
     received_at: datetime | None = None
-    # The digest of the request as sent, stored where redaction changed it.
-    request_digest: bytes | None = None
 
 
 # Per event: the stored event, or why it was not stored.
@@ -177,7 +173,6 @@ _EVENT_COLUMNS = (
     ("request_id", "uuid"),
     ("trace_id", "text"),
     ("idempotency_key", "text"),
-    ("request_digest", "bytea"),
     ("leaf_hash", "bytea"),
     ("record", "text"),
     ("caller_view", "bytea"),
@@ -317,18 +312,13 @@ class Appender:
         max_commit_events: int = 5000,
         store_tree_nodes: bool = True,
         server_view: ServerView | None = None,
-        request_key: Callable[[str], bytes] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         tracer: Tracer | None = None,
     ) -> None:
         """`server_view`: given, each event appended with a caller view is
         stored with its whole view (the caller view, then this; ADR 0025);
-        None, with the caller view alone (ADR 0022). `request_key`: a tenant's
-        key for request digests (`redaction.request_digest_key`), by which a
-        retry of an event stored redacted is recognised (ADR 0011); None, by
-        its body alone."""
+        None, with the caller view alone (ADR 0022)."""
         self._db = db
-        self._request_key = request_key
         self._server_view = server_view
         self._tracer = tracer
         self._max_wait = max_wait
@@ -748,14 +738,6 @@ class Appender:
         it (ADR 0032)."""
         return self._db.system_connection(generic_plans=True)
 
-    def _digest_of(self, tenant_id: str, earlier: Appended) -> Callable[[ValidEvent], bytes] | None:
-        """How to digest a retry of `earlier` as it was sent, if `earlier` has a
-        digest to compare it with (only an event stored redacted has one)."""
-        if earlier.request_digest is None or self._request_key is None:
-            return None
-        key = self._request_key(tenant_id)
-        return lambda event: event.request_digest or request_digest(key, event)
-
     def _keep(self, heads: dict[str, _Head]) -> None:
         """Keep `heads` as the latest known, evicting the least recently written."""
         for tenant, head in heads.items():
@@ -782,7 +764,7 @@ class Appender:
             if key is not None:
                 earlier = previous.get((tenant_id, key))
                 if earlier is not None:
-                    outcomes.append(_replay(earlier, event, self._digest_of(tenant_id, earlier)))
+                    outcomes.append(_replay(earlier, event))
                     continue
             seq = head.size + 1
             event_id = received.mint_event_id()
@@ -835,21 +817,13 @@ class Appender:
                     event.request_id,
                     event.trace_id,
                     key,
-                    event.request_digest,
                     leaf,
                     text,
                     view,
                     whole_view,
                 )
             )
-            appended = Appended(
-                seq,
-                text,
-                leaf,
-                event_id=event_id,
-                received_at=received.time,
-                request_digest=event.request_digest,
-            )
+            appended = Appended(seq, text, leaf, event_id=event_id, received_at=received.time)
             outcomes.append(appended)
             if key is not None:
                 previous[(tenant_id, key)] = appended
@@ -934,9 +908,8 @@ def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
 
 
-_FIND_KEYS = (
-    "SELECT k.tenant_id, k.idempotency_key, e.seq, e.record, e.leaf_hash, e.request_digest"
-    + _key_probe(", seq, record, leaf_hash, request_digest")
+_FIND_KEYS = "SELECT k.tenant_id, k.idempotency_key, e.seq, e.record, e.leaf_hash" + _key_probe(
+    ", seq, record, leaf_hash"
 )
 
 
@@ -976,54 +949,14 @@ async def _stored_under(
     """The events stored under these (tenant, idempotency key) pairs."""
     cursor = await conn.execute(_FIND_KEYS, [tenants, keys])
     return {
-        (tenant, key): Appended(
-            seq,
-            record,
-            bytes(leaf),
-            deduplicated=True,
-            request_digest=None if digest is None else bytes(digest),
-        )
-        for tenant, key, seq, record, leaf, digest in await cursor.fetchall()
+        (tenant, key): Appended(seq, record, bytes(leaf), deduplicated=True)
+        for tenant, key, seq, record, leaf in await cursor.fetchall()
     }
 
 
-def _replay(
-    earlier: Appended, event: ValidEvent, digest: Callable[[ValidEvent], bytes] | None
-) -> AppendOutcome:
+def _replay(earlier: Appended, event: ValidEvent) -> AppendOutcome:
     """The answer to a repeated idempotency key: the earlier event, if the
     request is the same one (AIP-155), else ALREADY_EXISTS."""
-    if not _same_request(earlier, event, digest):
-        return AlreadyExists(
-            f"idempotency key {event.idempotency_key!r} was used for a different event"
-            f" (seq {earlier.seq})",
-            reason="IDEMPOTENCY_KEY_REUSED",
-        )
-    return Appended(
-        earlier.seq,
-        earlier.record,
-        earlier.leaf_hash,
-        deduplicated=True,
-        request_digest=earlier.request_digest,
-    )
-
-
-def _same_request(
-    earlier: Appended, event: ValidEvent, digest: Callable[[ValidEvent], bytes] | None
-) -> bool:
-    """Whether `event` is a retry of the request that stored `earlier`: its
-    body as it will be stored or as it was sent is the stored one, or, for an
-    event stored redacted, what it was sent as has the stored digest (`digest`
-    computes it), whatever redaction makes of it now (ADR 0011). The digest
-    only accepts: a request whose stored body matches is a retry even where
-    only its secrets differ, or a recorder could test guesses of a secret
-    stored as `[REDACTED:…]` by the answer."""
-    sent_as_stored = (
-        digest is not None
-        and earlier.request_digest is not None
-        and hmac.compare_digest(digest(event), earlier.request_digest)
-    )
-    if sent_as_stored:
-        return True
     stored = asserted_part(caller_part(json.loads(earlier.record)))
     if not event.explicit_time:
         # The server chose occurred_at for this request, so it cannot match.
@@ -1038,7 +971,20 @@ def _same_request(
         # True == 1, so `{"admin": true}` passed for a retry of `{"admin": 1}`.
         return canonical_json(sent, plain=False) == stored_json
 
-    return same(event.body) or (event.sent_body is not None and same(event.sent_body))
+    # Redacted as the tenant's mode says now, or, if it changed since the
+    # first attempt, as it said then; or as sent, if the first attempt was
+    # stored so (a rule added since finds a secret in it). A body stored as
+    # `[REDACTED:…]` matches whatever the secret, in either mode now, so that
+    # resending an event with guesses under its key tells nothing of it
+    # (helper-80, helper-81); one stored in HMAC mode tells secrets apart, as
+    # HMAC mode always does.
+    if not any(same(body) for body in (event.body, *event.stored_otherwise)):
+        return AlreadyExists(
+            f"idempotency key {event.idempotency_key!r} was used for a different event"
+            f" (seq {earlier.seq})",
+            reason="IDEMPOTENCY_KEY_REUSED",
+        )
+    return Appended(earlier.seq, earlier.record, earlier.leaf_hash, deduplicated=True)
 
 
 # What the database refuses an event for (not for being unwell): a value it
