@@ -67,6 +67,7 @@ from ..domain.event import (
 )
 from ..domain.event_ids import event_id_minter
 from ..domain.merkle import EMPTY_ROOT, append_leaf, frontier_root, leaf_hash, split_frontier
+from .arrays import ByteaArray, Int8Array, TextArray
 from .changes import (
     ERASURE_SUBJECT,
     erasure_lock_keys,
@@ -179,6 +180,19 @@ _EVENT_COLUMNS = (
     ("event_view", "bytea"),
 )
 _EVENT_NAMES = sql.SQL(", ").join(sql.Identifier(name) for name, _ in _EVENT_COLUMNS)
+# The array each column is sent as (store/arrays.py). Ids and times are sent as
+# text, as the appender holds them, and cast by the statement.
+_Array = type[TextArray] | type[Int8Array] | type[ByteaArray]
+_ARRAY_OF: Final[dict[str, _Array]] = {
+    "text": TextArray,
+    "uuid": TextArray,
+    "timestamptz": TextArray,
+    "bigint": Int8Array,
+    "smallint": Int8Array,
+    "bytea": ByteaArray,
+}
+_EVENT_ARRAYS: Final = tuple(_ARRAY_OF[kind] for _, kind in _EVENT_COLUMNS)
+_NODE_ARRAYS: Final = (TextArray, Int8Array, Int8Array, ByteaArray)  # tenant, level, idx, hash
 _COPY_EVENTS = (
     sql.SQL("COPY events ({columns}) FROM STDIN")
     .format(columns=_EVENT_NAMES)
@@ -712,16 +726,16 @@ class Appender:
         cursor = await conn.execute(
             _EXTEND_UNLESS_SEEN if idempotency_keys else _EXTEND,
             [
-                *([tenants, idempotency_keys] if idempotency_keys else []),
-                list(changed),
-                [head.stored_size for head in changed.values()],
-                [head.stored_root for head in changed.values()],
-                [head.stored_size for head in written.values()],
-                [head.stored_root for head in written.values()],
-                [b"".join(head.frontier) for head in written.values()],
-                erasure_lock_keys(list(changed)),
-                *_columns(rows, len(_EVENT_COLUMNS)),
-                *_columns(nodes if self._store_tree_nodes else [], 4),
+                *([TextArray(tenants), TextArray(idempotency_keys)] if idempotency_keys else []),
+                TextArray(changed),
+                Int8Array(head.stored_size for head in changed.values()),
+                ByteaArray(head.stored_root for head in changed.values()),
+                Int8Array(head.stored_size for head in written.values()),
+                ByteaArray(head.stored_root for head in written.values()),
+                ByteaArray(b"".join(head.frontier) for head in written.values()),
+                TextArray(erasure_lock_keys(list(changed))),
+                *_columns(rows, _EVENT_ARRAYS),
+                *_columns(nodes if self._store_tree_nodes else [], _NODE_ARRAYS),
             ],
         )
         answer = await cursor.fetchall()
@@ -903,9 +917,11 @@ _SELECT_HEADS = (
 )
 
 
-def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """`rows` as `width` column lists, each sent as one array parameter."""
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+def _columns(rows: Sequence[tuple[Any, ...]], arrays: Sequence[_Array]) -> list[list[Any]]:
+    """`rows` as column lists, each sent as one array parameter of its kind."""
+    if not rows:
+        return [array() for array in arrays]
+    return [array(column) for array, column in zip(arrays, zip(*rows, strict=True), strict=True)]
 
 
 _FIND_KEYS = "SELECT k.tenant_id, k.idempotency_key, e.seq, e.record, e.leaf_hash" + _key_probe(
