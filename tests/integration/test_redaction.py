@@ -294,5 +294,17 @@ def test_a_retry_across_a_rule_added_since_is_the_same_event(
             for each in (client, on_stricter):
                 with pytest.raises(AlreadyExistsError):
                     each.record(other)
+            # A secret the old rules redacted, beside a value the new one does:
+            # the retry's form differs from the stored one whatever the secret,
+            # and so does the answer to a right and a wrong guess of it.
+            stored = _keyed("secret.test", "partly-redacted", details={"internal_code": "X-1"})
+            client.record(stored)
+            answers = []
+            for guess in ("token=abcdef123456", "token=zyxwvu654321"):
+                stored.description = guess
+                with pytest.raises(AlreadyExistsError) as refused:
+                    on_stricter.record(stored)
+                answers.append(refused.value.reason)
+            assert answers == ["IDEMPOTENCY_KEY_REUSED"] * 2
     finally:
         stricter.close()
