@@ -23,9 +23,11 @@ CASES = [
     (TextArray, "timestamptz", ["2026-01-02T03:04:05.123456Z", None, "1970-01-01T00:00:00Z"]),
     (Int8Array, "bigint", [0, -1, 1, 2**63 - 1, -(2**63), None]),
     (Int8Array, "bigint", []),
+    (Int8Array, "bigint", [None]),
     (Int8Array, "smallint", [0, 1, 32767, -32768, None]),
     (ByteaArray, "bytea", [b"", b"\x00\xff", None, bytes(range(256)), b"z" * 70_000]),
     (ByteaArray, "bytea", []),
+    (ByteaArray, "bytea", [None, memoryview(b"view")]),
 ]
 
 
@@ -35,11 +37,15 @@ def test_an_array_arrives_as_psycopg_would_send_it(
 ) -> None:
     # The array's own dumper, not psycopg's for lists (a TextArray is a list).
     assert sql.adapters.get_dumper(array, PyFormat.BINARY).__module__ == arrays.__name__
-    statement = SQL("SELECT %b::{}[]").format(SQL(kind))
-    [(sent,)] = sql.execute(statement, [array(values)]).fetchall()
-    [(as_psycopg,)] = sql.execute(statement, [list(values)]).fetchall()
+    # The values, and the array's shape (its lower bound, whether it holds NULL).
+    statement = SQL(
+        "SELECT a, array_lower(a, 1), array_position(a, NULL) IS NOT NULL"
+        " FROM (SELECT %b::{}[] AS a) AS sent"
+    ).format(SQL(kind))
+    [sent] = sql.execute(statement, [array(values)]).fetchall()
+    [as_psycopg] = sql.execute(statement, [list(values)]).fetchall()
     assert sent == as_psycopg
-    assert len(sent) == len(values)
+    assert len(sent[0]) == len(values)
 
 
 def test_a_value_postgresql_refuses_is_refused_as_it_would_be(
@@ -50,6 +56,7 @@ def test_a_value_postgresql_refuses_is_refused_as_it_would_be(
     for array, kind, values in (
         (TextArray, "text", ["a\x00b"]),
         (Int8Array, "smallint", [40_000]),
+        (Int8Array, "bigint", [2**63]),
     ):
         statement = SQL("SELECT %b::{}[]").format(SQL(kind))
         with pytest.raises(psycopg.DataError) as ours:

@@ -80,7 +80,9 @@ class _TextArrayDumper(_ArrayDumper):
     def __init__(self, cls: type, context: AdaptContext | None = None):
         super().__init__(cls, context)
         connection = self.connection
-        self._encoding = connection.info.encoding if connection is not None else "utf-8"
+        encoding = connection.info.encoding if connection is not None else "utf-8"
+        # As psycopg's own str dumper: SQL_ASCII takes any bytes, UTF-8 ones.
+        self._encoding = "utf-8" if encoding == "ascii" else encoding
 
     def _element_bytes(self, item: Any) -> bytes:
         data: bytes = item.encode(self._encoding)
@@ -91,14 +93,22 @@ class _Int8ArrayDumper(_ArrayDumper):
     element = "int8"
 
     def _element_bytes(self, item: Any) -> bytes:
-        return _INT8.pack(8, item)
+        try:
+            return _INT8.pack(8, item)
+        except struct.error:
+            # What PostgreSQL answers psycopg's numeric for it: the appender
+            # fails that event alone, as for any value the database refuses.
+            raise psycopg.errors.NumericValueOutOfRange(
+                f"{item} is out of range for type bigint"
+            ) from None
 
 
 class _ByteaArrayDumper(_ArrayDumper):
     element = "bytea"
 
     def _element_bytes(self, item: Any) -> bytes:
-        return _LENGTH.pack(len(item)) + bytes(item)
+        data = bytes(item)  # a memoryview's length in bytes, not in its items
+        return _LENGTH.pack(len(data)) + data
 
 
 psycopg.adapters.register_dumper(TextArray, _TextArrayDumper)
