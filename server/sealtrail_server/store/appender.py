@@ -700,7 +700,7 @@ class Appender:
                     for row in rows:
                         await copy.write_row(row)
                     rows.clear()
-        keys = ([], []) if keys_looked_up else _batch_keys(batch)
+        keys = (TextArray(), TextArray()) if keys_looked_up else _batch_keys(batch)
         written, seen = await self._extend(conn, heads, rows, nodes, keys)
         return outcomes, written, seen
 
@@ -710,7 +710,7 @@ class Appender:
         heads: dict[str, _Head],
         rows: list[tuple[Any, ...]],
         nodes: list[tuple[str, int, int, bytes]],
-        keys: tuple[list[str], list[str]],
+        keys: tuple[TextArray, TextArray],
     ) -> tuple[dict[str, _Head], bool]:
         """One statement (_EXTEND): insert `rows` (events not COPYed) and
         `nodes`, and move every head the batch extended, of each tenant whose
@@ -726,7 +726,7 @@ class Appender:
         cursor = await conn.execute(
             _EXTEND_UNLESS_SEEN if idempotency_keys else _EXTEND,
             [
-                *([TextArray(tenants), TextArray(idempotency_keys)] if idempotency_keys else []),
+                *([tenants, idempotency_keys] if idempotency_keys else []),
                 TextArray(changed),
                 Int8Array(head.stored_size for head in changed.values()),
                 ByteaArray(head.stored_root for head in changed.values()),
@@ -934,7 +934,7 @@ async def stored_under_key(db: Database, tenant_id: str, key: str) -> Appended |
     content: for the server's own records, which a repeat must not refuse
     for a wording that changed since (a rule renamed between two runs)."""
     async with db.system_connection(generic_plans=True) as conn:
-        found = await _stored_under(conn, [tenant_id], [key])
+        found = await _stored_under(conn, TextArray([tenant_id]), TextArray([key]))
     return found.get((tenant_id, key))
 
 
@@ -948,9 +948,9 @@ async def _find_keys(
     return await _stored_under(conn, tenants, keys)
 
 
-def _batch_keys(batch: list[_Submission]) -> tuple[list[str], list[str]]:
-    """The batch's idempotency keys, and the tenant of each."""
-    tenants, keys = [], []
+def _batch_keys(batch: list[_Submission]) -> tuple[TextArray, TextArray]:
+    """The batch's idempotency keys, and the tenant of each, as sent."""
+    tenants, keys = TextArray(), TextArray()
     for submission in batch:
         for event in submission.events:
             if event.idempotency_key is not None:
@@ -960,7 +960,7 @@ def _batch_keys(batch: list[_Submission]) -> tuple[list[str], list[str]]:
 
 
 async def _stored_under(
-    conn: psycopg.AsyncConnection[Any], tenants: list[str], keys: list[str]
+    conn: psycopg.AsyncConnection[Any], tenants: TextArray, keys: TextArray
 ) -> dict[tuple[str, str], Appended]:
     """The events stored under these (tenant, idempotency key) pairs."""
     cursor = await conn.execute(_FIND_KEYS, [tenants, keys])
