@@ -4,6 +4,7 @@ within the caller's tenant only."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ from typing import Any, Literal
 import grpc
 import psycopg
 import pytest
+import rfc8785
 from google.protobuf import json_format
 
 from sealtrail import (
@@ -68,6 +70,9 @@ def test_each_read_is_recorded_once_attributed_to_its_token(
         [tenant],
     ).fetchone()
     assert details is not None and details[0]["filter"] == {"actions": ["doc.*"]}
+    # Its own events, canonicalised by the fast path, are in RFC 8785 form.
+    records = sql.execute("SELECT record FROM events WHERE tenant_id = %s", [tenant]).fetchall()
+    assert all(rfc8785.dumps(json.loads(record)) == record.encode() for (record,) in records)
 
 
 def test_a_later_page_is_read_only_by_the_token_whose_first_page_was_recorded(

@@ -13,7 +13,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sealtrail_server.api.convert import _JsonReader
-from sealtrail_server.domain.canonical import canonical_json, plain_key, plain_number
+from sealtrail_server.domain.canonical import canonical_json, plain_key, plain_number, plain_value
+from sealtrail_server.domain.event import MISSING, ChangeDraft, plain_values
 
 SAFE = 2**53 - 1  # rfc8785 refuses ints of magnitude 2**53 and more
 
@@ -202,3 +203,63 @@ def test_output_is_compact_utf8_json_that_round_trips() -> None:
 def test_non_finite_numbers_are_refused(plain: bool) -> None:
     with pytest.raises(ValueError):
         canonical_json({"n": float("nan")}, plain=plain)
+
+
+# Values Sealtrail builds itself (its own events' details and changes): any
+# int, tuples, and keys or values rfc8785 refuses.
+built_scalars = (
+    scalars
+    | st.integers()
+    | st.sampled_from([2**53 - 1, 2**53, -(2**53) + 1, -(2**53), 1.0, -0.0, 10**30])
+)
+built_values = st.recursive(
+    built_scalars,
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.lists(children, max_size=3).map(tuple)
+        | st.dictionaries(keys, children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(keys, built_values, max_size=6))
+@example({"seq": 2**53, "n": 1.0, "t": (1, "\ue000")})
+@example({"\U0001f600": {"a": 1}, "\ue000": None})
+def test_a_value_built_in_python_is_plain_only_where_both_paths_agree(
+    value: dict[str, Any],
+) -> None:
+    try:
+        reference = rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError:
+        assert not plain_value(value)  # left to rfc8785, to refuse as before
+        return
+    if plain_value(value):
+        assert canonical_json(value, plain=True) == reference
+    assert canonical_json(value, plain=plain_value(value)) == reference
+
+
+@pytest.mark.parametrize(
+    ("value", "plain"),
+    [
+        (None, True),
+        ({"filter": {"actions": ["a.b"]}, "page_size": 100, "ok": True}, True),
+        ({"limit": 2**53 - 1}, True),
+        ({"limit": 2**53}, False),  # rfc8785 refuses it: left to it
+        ({"ratio": 0.5}, False),
+        ({"whole": 1.0}, False),  # a float, even integral: JCS writes 1, json 1.0
+        ({"\ue000": 1}, False),
+        ({1: "a"}, False),  # json.dumps would write "1"; rfc8785 refuses it
+        ({"at": object()}, False),
+    ],
+)
+def test_plain_value(value: Any, plain: bool) -> None:
+    assert plain_value(value) is plain
+
+
+def test_plain_values_of_an_own_event_count_each_change_set_and_skip_those_missing() -> None:
+    assert plain_values({"a": 1}, [ChangeDraft("x", before=MISSING, after={"days": 30})])
+    assert plain_values(None, [ChangeDraft("x")])
+    assert not plain_values({"a": 1}, [ChangeDraft("x", before=0.5)])
+    assert not plain_values({"a": 1.5}, [])

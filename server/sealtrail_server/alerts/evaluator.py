@@ -40,7 +40,13 @@ from ..domain.alerts import (
     validate_condition,
 )
 from ..domain.errors import AlreadyExists, SealtrailError
-from ..domain.event import MAX_FUTURE_SKEW_SECONDS, SEVERITIES, EventDraft, validate_event
+from ..domain.event import (
+    MAX_FUTURE_SKEW_SECONDS,
+    SEVERITIES,
+    EventDraft,
+    plain_values,
+    validate_event,
+)
 from ..domain.filters import EventFilter, RecordMatcher
 from ..leased_work import LeasedWork, new_owner
 from ..store import alerts as store
@@ -332,6 +338,12 @@ class Evaluator:
         details: dict[str, Any],
     ) -> None:
         stored = rule.stored
+        alert_details = {
+            "rule_id": stored.id,
+            "rule": stored.name,
+            "condition": rule.condition.kind,
+            **details,
+        }
         draft = EventDraft(
             action=ALERT_ACTION,
             category=event_pb2.CATEGORY_SECURITY,
@@ -342,15 +354,10 @@ class Evaluator:
             resource_type="alert_rule",
             resource_id=stored.id,
             resource_name=stored.name,
-            details={
-                "rule_id": stored.id,
-                "rule": stored.name,
-                "condition": rule.condition.kind,
-                **details,
-            },
+            details=alert_details,
             ip=record.get("context", {}).get("ip", ""),
             idempotency_key=store.alert_key(stored.id, event.seq),
-            plain=False,
+            plain=plain_values(alert_details, []),
         )
         now = _now()
         valid = validate_event(draft, now=now, path=ALERT_ACTION, own=True)

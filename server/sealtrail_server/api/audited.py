@@ -21,6 +21,7 @@ from ..domain.event import (
     ChangeDraft,
     EventDraft,
     correlate,
+    plain_values,
     validate_event,
 )
 from ..domain.redaction import Redactor, tenant_key
@@ -125,7 +126,7 @@ async def record_event(
         details=details or None,
         changes=changes or [],
         idempotency_key=idempotency_key,
-        plain=False,  # canonicalised by rfc8785, whatever a filter holds
+        plain=plain_values(details, changes or []),
     )
     correlate(draft, current_correlation())
     valid = validate_event(draft, now=now, path=action, own=True)

@@ -7,6 +7,10 @@ sorts by UTF-16 code units, Python by code points). Records without either,
 which is nearly all of them, take the C-accelerated `json` path, about six
 times faster than the pure-Python `rfc8785` package; the rest go through
 `rfc8785`. Property tests hold the two paths equal.
+
+A caller's values are judged as the API reads them off protobuf (api/convert.py);
+the values of Sealtrail's own events (access records, alerts), built in Python,
+by `plain_value`.
 """
 
 from __future__ import annotations
@@ -35,6 +39,25 @@ def plain_number(number: float) -> int | None:
     if number.is_integer() and -_MAX_EXACT_INT < number < _MAX_EXACT_INT:
         return int(number)
     return None
+
+
+def plain_value(value: Any) -> bool:
+    """Whether `value`, a JSON value built in Python (not read off protobuf),
+    canonicalises through the fast path: no float, no int outside JCS's range,
+    no key `plain_key` refuses. Any other type is left to `rfc8785`, which
+    refuses it as before."""
+    if value is None or isinstance(value, (str, bool)):
+        return True
+    if isinstance(value, int):
+        return -_MAX_EXACT_INT < value < _MAX_EXACT_INT
+    if isinstance(value, dict):
+        return all(
+            isinstance(key, str) and plain_key(key) and plain_value(item)
+            for key, item in value.items()
+        )
+    if isinstance(value, (list, tuple)):
+        return all(plain_value(item) for item in value)
+    return False
 
 
 def plain_key(key: str) -> bool:

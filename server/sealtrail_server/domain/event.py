@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from .canonical import canonical_json
+from .canonical import canonical_json, plain_value
 from .errors import FieldViolation, InvalidArgument
 
 RECORD_VERSION: Final = 1
@@ -115,6 +115,16 @@ class ChangeDraft:
     field: str
     before: Any = MISSING
     after: Any = MISSING
+
+
+def plain_values(details: dict[str, Any] | None, changes: list[ChangeDraft]) -> bool:
+    """An event Sealtrail builds itself: whether its JSON values (`details`,
+    each change's) canonicalise through the fast path (canonical.py)."""
+    return plain_value(details) and all(
+        value is MISSING or plain_value(value)
+        for change in changes
+        for value in (change.before, change.after)
+    )
 
 
 @dataclass(slots=True)
