@@ -34,6 +34,7 @@ from sealtrail import (
     NotFoundError,
     RpcFailedError,
     UnauthenticatedError,
+    UnavailableError,
     build_alert_rule,
     build_event,
     build_filter,
@@ -294,6 +295,39 @@ def test_a_legal_hold_change_on_a_stale_etag_is_aborted(admin: AuditClient) -> N
     hold = admin.get_retention_policy().legal_hold
     assert hold.on and hold.reason == "Case 9" and hold.etag == placed.legal_hold.etag
     assert not admin.set_legal_hold(False, etag=hold.etag).legal_hold.on
+
+
+@pytest.mark.parametrize("change", ["legal hold", "policy"])
+def test_a_change_a_purge_batch_holds_up_is_unavailable_and_unrecorded(
+    admin: AuditClient, sql: psycopg.Connection[Any], tenant: str, change: str
+) -> None:
+    """A purge batch holds its tenant's policy row while it removes (a batch
+    can take long). A change waited for it after recording itself, with no
+    limit: a caller whose deadline ran out retried, recording the change each
+    time, while none of it applied (helper-84). It waits at most the changes'
+    wait (5 s), recording nothing, and is UNAVAILABLE."""
+    admin.set_retention_policy("90d")
+    before = admin.get_retention_policy()
+
+    def apply() -> Any:
+        if change == "legal hold":  # with an etag: not retried by the client
+            return admin.set_legal_hold(True, reason="Case 3", etag=before.legal_hold.etag)
+        return admin.set_retention_policy("30d", etag=before.policy.etag)
+
+    with sql.transaction():
+        sql.execute("SELECT FROM retention_policies WHERE tenant_id = %s FOR SHARE", [tenant])
+        with pytest.raises(UnavailableError) as busy:
+            apply()
+    assert "purge" in str(busy.value)
+    assert _changes_recorded(admin) == ["retention.policy_updated"]  # the first alone
+    assert admin.get_retention_policy() == before
+    apply()  # once the batch is done
+    assert len(_changes_recorded(admin)) == 2
+
+
+def _changes_recorded(client: AuditClient) -> list[str]:
+    found = client.query(build_filter(actions="retention.*"), order="oldest")
+    return [event.action for event in found]
 
 
 def test_expired_events_are_purged_by_their_rule(

@@ -33,6 +33,7 @@ from ..store.database import Database
 from ..store.retention import (
     StoredPolicy,
     count_expired,
+    policy_to_change,
     read_policy,
     write_hold,
     write_policy,
@@ -118,7 +119,7 @@ class RetentionRpcs:
         async with self._changes.exclusive(
             tenant_id, RETENTION_SUBJECT, caller=principal.token_id
         ) as conn:
-            before = await read_policy(conn, tenant_id)
+            before = await policy_to_change(conn, tenant_id, seconds=self._changes.wait_seconds)
             require_etag(
                 request.policy.etag,
                 policy_etag(before.policy, before.updated_at),
@@ -184,7 +185,7 @@ class RetentionRpcs:
         async with self._changes.exclusive(
             tenant_id, RETENTION_SUBJECT, caller=principal.token_id
         ) as conn:
-            before = await read_policy(conn, tenant_id)
+            before = await policy_to_change(conn, tenant_id, seconds=self._changes.wait_seconds)
             hold = before.hold
             require_etag(
                 request.etag, hold_etag(hold.on, hold.reason, hold.updated_at), what="legal hold"

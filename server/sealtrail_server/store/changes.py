@@ -63,6 +63,11 @@ class Changes:
         )
         self._connections = asyncio.Semaphore(change_connections(db.pool.max_size))
 
+    @property
+    def wait_seconds(self) -> float:
+        """How long a change waits for a lock another session holds."""
+        return self._wait_seconds
+
     @asynccontextmanager
     async def exclusive(
         self, tenant_id: str, subject: str, *, caller: str | None
@@ -234,6 +239,11 @@ def erasure_lock_keys(tenant_ids: Sequence[str]) -> list[str]:
 def erasure_lock_key(tenant_id: str) -> str:
     """The key of the tenant's erasure lock, for `try_share_condition`."""
     return _lock_key(tenant_id, ERASURE_SUBJECT)
+
+
+def erasure_lock_key_of(tenant_id: sql.Composable) -> sql.Composed:
+    """`erasure_lock_key` computed by the statement, of `tenant_id` (a column)."""
+    return sql.SQL("({} || {})").format(tenant_id, sql.Literal(_lock_key("", ERASURE_SUBJECT)))
 
 
 def try_share_condition(key: sql.Composable) -> sql.Composed:

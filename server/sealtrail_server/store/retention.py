@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from ..domain.retention import RetentionPolicy, RetentionRule, Selection
+from .changes import waiting_at_most
 from .events import action_prefix_range
 
 
@@ -54,6 +55,21 @@ def _stored(row: tuple[Any, ...] | None) -> StoredPolicy:
 async def read_policy(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> StoredPolicy:
     cursor = await conn.execute(_SELECT, [tenant_id])
     return _stored(await cursor.fetchone())
+
+
+async def policy_to_change(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, *, seconds: float
+) -> StoredPolicy:
+    """The tenant's policy, its row locked until the change's transaction
+    ends; Unavailable if a purge batch holds it past `seconds`. Taken before
+    the change is recorded: the write waited for the batch after the record,
+    with no limit, and a batch can take long (helper-84). A caller whose
+    deadline ran out meanwhile retried, recording the change again each time,
+    while none of it was applied."""
+    busy = "a retention purge of this tenant is removing a batch; retry"
+    async with waiting_at_most(conn, seconds, busy=busy):
+        cursor = await conn.execute(_SELECT + " FOR UPDATE", [tenant_id])
+        return _stored(await cursor.fetchone())
 
 
 async def write_policy(

@@ -29,7 +29,7 @@ from psycopg import sql
 
 from ..domain.sealing import SealError, SecretBox, is_sealed
 from ..domain.sinks import SinkDefinition, with_secrets
-from .changes import erasure_lock_key, try_share_condition
+from .changes import erasure_lock_key, erasure_lock_key_of, try_share_condition
 
 Connection = psycopg.AsyncConnection[Any]
 
@@ -393,6 +393,24 @@ async def seq_range_of_window(
 # --- the forwarder's side (system connections) --------------------------------
 
 
+# An erasure locks its tenant's sinks until it commits (minutes for a large
+# tenant): renewing one of them waited that long, holding meanwhile the rows of
+# every sink locked before it, past the lock timeout, at every try; the
+# process's forwarding of every tenant stopped (helper-85). Those of a tenant
+# being erased are left out before any row is locked, their leases to expire.
+_RENEW_LEASES: Final = (
+    sql.SQL(
+        "UPDATE sinks SET lease_until = now() + make_interval(secs => %(lease)s)"
+        " WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM sinks"
+        "   WHERE lease_owner = %(owner)s AND NOT paused AND {not_being_erased}"
+        "   ORDER BY tenant_id, id LIMIT %(limit)s FOR UPDATE)"
+        " RETURNING tenant_id, id::text"
+    )
+    .format(not_being_erased=try_share_condition(erasure_lock_key_of(sql.Identifier("tenant_id"))))
+    .as_string(None)
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Lease:
     tenant_id: str
@@ -403,22 +421,16 @@ async def claim_sinks(
     conn: Connection, *, owner: str, lease_seconds: float, limit: int
 ) -> list[Lease]:
     """Renews this owner's leases, then leases sinks nobody holds up to
-    `limit` in all; paused sinks are left alone. This owner's are renewed
-    waiting for their rows (its own writes to them last milliseconds):
-    skipped while locked, a sink being delivered was dropped, its delivery
-    cut off midway, and at the limit a free sink took its place. Free sinks
+    `limit` in all; paused sinks, and those of a tenant being erased, are left
+    alone. This owner's are renewed waiting for their rows (its own writes to
+    them last milliseconds): skipped while locked, a sink being delivered was
+    dropped, its delivery cut off midway, and at the limit a free sink took
+    its place. Free sinks
     are taken without waiting (SKIP LOCKED), as other processes claim them
     too. Lease times are the database's: one clock for every process,
     however far theirs drift."""
     params = {"owner": owner, "lease": lease_seconds, "limit": limit}
-    renewed = await conn.execute(
-        "UPDATE sinks SET lease_until = now() + make_interval(secs => %(lease)s)"
-        " WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM sinks"
-        "   WHERE lease_owner = %(owner)s AND NOT paused"
-        "   ORDER BY tenant_id, id LIMIT %(limit)s FOR UPDATE)"
-        " RETURNING tenant_id, id::text",
-        params,
-    )
+    renewed = await conn.execute(_RENEW_LEASES, params)
     held = [Lease(tenant_id, sink_id) for tenant_id, sink_id in await renewed.fetchall()]
     if len(held) >= limit:
         return held
