@@ -77,6 +77,7 @@ from .changes import (
     try_share_subjects,
 )
 from .database import Connection, Database
+from .kept import KEEP_IDLE_SECONDS, KeptConnection
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +209,8 @@ _ONE_STATEMENT_EVENTS = 64
 _KEPT_HEADS = 10_000
 # When an overloaded process asks callers to come back: a few batches' time.
 _OVERLOADED_RETRY_SECONDS = 1.0
+# How often an idle appender looks whether a caller waits for its kept connection.
+_IDLE_CHECK_SECONDS = 0.05
 # How long appends of a tenant whose head another session held past the lock
 # timeout are refused without a try: each try may cost the whole process a
 # lock timeout's wait.
@@ -333,6 +336,8 @@ class Appender:
         stored with its whole view (the caller view, then this; ADR 0025);
         None, with the caller view alone (ADR 0022)."""
         self._db = db
+        # Its writes' connection, kept from batch to batch (ADR 0046).
+        self._kept = KeptConnection(db, lambda: db.system_connection(generic_plans=True))
         self._server_view = server_view
         self._tracer = tracer
         self._max_wait = max_wait
@@ -430,8 +435,28 @@ class Appender:
         return await future
 
     async def _run(self) -> None:
+        try:
+            await self._take_batches()
+        finally:
+            await self._kept.give_back()
+
+    async def _wait_for_work(self) -> None:
+        """Until there is work. The kept connection goes back to the pool once
+        unused for KEEP_IDLE_SECONDS, or sooner when another caller waits."""
+        loop = asyncio.get_running_loop()
+        idle_until = loop.time() + KEEP_IDLE_SECONDS
+        while self._kept.kept and not self._has_work.is_set():
+            try:
+                async with asyncio.timeout(_IDLE_CHECK_SECONDS):
+                    await self._has_work.wait()
+            except TimeoutError:
+                if loop.time() >= idle_until or self._db.pool_has_waiters():
+                    await self._kept.give_back()
+        await self._has_work.wait()
+
+    async def _take_batches(self) -> None:
         while True:
-            await self._has_work.wait()
+            await self._wait_for_work()
             if not self._pending.submissions:
                 if self._stopping:
                     return
@@ -743,14 +768,14 @@ class Appender:
         return {tenant: written[tenant] for tenant, _ in answer if tenant is not None}, seen
 
     def _connection(self) -> AbstractAsyncContextManager[Connection]:
-        """A connection for writing batches. Each of its statements reads and
-        writes by key, through one index whatever the values, so one generic
-        plan serves every run. Left to choose, PostgreSQL planned the key
-        lookup anew for each run's values (its generic plan costs an unnest()ed
-        array as ten rows, its custom plans as one) and spent several times
-        longer planning that probe of every partition's index than running
-        it (ADR 0032)."""
-        return self._db.system_connection(generic_plans=True)
+        """The connection batches are written on, kept between batches (ADR
+        0046). Each of its statements reads and writes by key, through one
+        index whatever the values, so one generic plan serves every run. Left
+        to choose, PostgreSQL planned the key lookup anew for each run's values
+        (its generic plan costs an unnest()ed array as ten rows, its custom
+        plans as one) and spent several times longer planning that probe of
+        every partition's index than running it (ADR 0032)."""
+        return self._kept.use()
 
     def _keep(self, heads: dict[str, _Head]) -> None:
         """Keep `heads` as the latest known, evicting the least recently written."""

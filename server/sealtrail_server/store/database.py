@@ -185,7 +185,7 @@ class Database:
         `bulk_connections` of the pool do that at once; the others wait their
         turn here, not in the pool's queue ahead of appends, and a tenant's
         turn comes before another's that holds more of them (FairShare)."""
-        self._refuse_if_unreachable()  # at once, not after those ahead time out
+        self.refuse_if_unreachable()  # at once, not after those ahead time out
         async with self._bulk_reads.slot(tenant_id), self.connection(tenant_id) as conn:
             yield conn
 
@@ -218,16 +218,21 @@ class Database:
             async with asyncio.timeout(10):
                 await self.pool.check()
 
-    def _refuse_if_unreachable(self) -> None:
+    def refuse_if_unreachable(self) -> None:
+        """Unavailable at once while probe() finds the database down."""
         if not self.reachable:
             raise Unavailable(
                 "the database is unreachable; the server reconnects by itself",
                 retry_after=RETRY_AFTER_SECONDS,
             )
 
+    def pool_has_waiters(self) -> bool:
+        """Whether a caller waits for a connection of the pool now."""
+        return self.pool.get_stats().get("requests_waiting", 0) > 0
+
     @asynccontextmanager
     async def _checkout(self, scope: _Scope) -> AsyncIterator[Connection]:
-        self._refuse_if_unreachable()
+        self.refuse_if_unreachable()
         try:
             async with self.pool.connection() as conn:
                 await self._scopes.enter(conn, scope)
