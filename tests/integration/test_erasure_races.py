@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 import psycopg
 import pytest
 
@@ -278,6 +279,33 @@ def test_a_checkpoint_signed_as_its_tenant_is_erased_is_refused_as_erased(
     with pytest.raises(FailedPrecondition) as refused:  # what a read before it failed on
         server.run(checkpointer._refuse_if_erased_meanwhile(tenant))
     assert refused.value.reason == "TENANT_ERASED"
+
+
+def test_an_erasure_whose_final_checkpoint_signs_another_head_erases_nothing(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A log that has not grown since its latest checkpoint is erased with
+    that one, as stored, as its final checkpoint. Its note swapped for an
+    older one's (signed, of a smaller tree), its size and root columns left
+    stating the head, the receipt paired the head's root with a note that
+    does not sign it, and the erasure removed all that could show it
+    (helper-85). The signed note is what is checked: nothing is erased."""
+    with AuditClient(server.target, token=server.token(tenant)) as admin:
+        admin.record(action="doc.edit", actor_id="u")
+        older = admin.get_checkpoint(fresh=True)
+        admin.record(action="doc.edit", actor_id="u")
+        assert admin.get_checkpoint(fresh=True).tree_size == 2
+        with sql.transaction():
+            sql.execute("SET LOCAL session_replication_role = replica")  # past the refusal
+            sql.execute(
+                "UPDATE checkpoints SET note = %s WHERE tenant_id = %s AND tree_size = 2",
+                [older.note, tenant],
+            )
+        with pytest.raises(RpcFailedError) as refused:
+            admin.erase_tenant(tenant)
+        assert refused.value.code is grpc.StatusCode.DATA_LOSS
+        assert "does not state its head" in str(refused.value)
+    assert rows_of(sql, tenant)["events"] == 2
 
 
 def test_a_second_erasure_answers_the_receipt_of_the_first(

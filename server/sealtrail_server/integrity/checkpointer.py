@@ -79,6 +79,18 @@ class Checkpointer:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
+    async def signed(self, checkpoint: StoredCheckpoint) -> Checkpoint:
+        """What `checkpoint`'s note signs (its stored size and root are not
+        signed); IntegrityFailure if no known key signed it."""
+        try:
+            text, _ = open_note(checkpoint.note, await self.verifiers())
+            return parse_checkpoint(text)
+        except NoteError as error:
+            raise IntegrityFailure(
+                f"the checkpoint of {checkpoint.tenant_id!r} at size {checkpoint.tree_size}"
+                f" does not verify: {error}"
+            ) from error
+
     async def verifiers(self) -> list[Verifier]:
         """Every key known to have signed checkpoints, the active one first."""
         # In issue()'s plan mode: no switch between the two.

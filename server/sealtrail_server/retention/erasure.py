@@ -149,11 +149,8 @@ class Eraser:
             head = await cursor.fetchone()
             size, root = (int(head[0]), bytes(head[1])) if head else (0, EMPTY_ROOT)
             final = await self._checkpointer.issue(tenant_id) if size else None
-            if final is not None and (final.tree_size, final.root_hash) != (size, root):
-                raise IntegrityFailure(
-                    f"the final checkpoint of {tenant_id!r} ({final.tree_size}) does not match"
-                    f" its head ({size}); nothing was erased"
-                )
+            if final is not None:
+                await self._check_states_head(final, size, root)
             cursor = await conn.execute(_PARENT_TABLES)
             for (table,) in await cursor.fetchall():
                 await conn.execute(
@@ -204,6 +201,24 @@ class Eraser:
             )
         log.warning("erased tenant %s (%d events) for %s", tenant_id, size, erased_by)
         return receipt
+
+    async def _check_states_head(self, final: StoredCheckpoint, size: int, root: bytes) -> None:
+        """IntegrityFailure unless the final checkpoint's signed note states the
+        head: the receipt pairs the two, and the erasure is about to remove all
+        that could show otherwise. A log that has not grown since its latest
+        checkpoint gets that one, as stored; its size and root columns are not
+        what is signed (helper-85)."""
+        tenant_id = final.tenant_id
+        signed = await self._checkpointer.signed(final)
+        if (signed.origin, signed.tree_size, signed.root_hash) != (
+            self._checkpointer.origin(tenant_id),
+            size,
+            root,
+        ):
+            raise IntegrityFailure(
+                f"the final checkpoint of {tenant_id!r} (signed at size {signed.tree_size})"
+                f" does not state its head (size {size}); nothing was erased"
+            )
 
 
 async def _kept_receipt(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> Receipt | None:
