@@ -35,7 +35,9 @@ _LOCK_WAIT_SECONDS: Final = 10.0
 # each erasure, so a table added by a later migration is never left behind; and
 # whether the log's owner (who owns `events`) owns it. Only those are erased: a
 # table anyone else created in the schema could carry a trigger that would run
-# as the owner, mid-erasure. The others are named in the server's log.
+# as the owner, mid-erasure. While there is such a table the erasure is refused:
+# it would leave that table's rows of the tenant behind a receipt that says
+# nothing of them (helper-85).
 _TABLES_WITH_TENANTS: Final = (
     "SELECT c.relname, c.relowner = (SELECT relowner FROM pg_catalog.pg_class"
     " WHERE oid = 'events'::regclass) FROM pg_catalog.pg_attribute AS a"
@@ -142,6 +144,15 @@ class Eraser:
             # No append of the tenant moves the head until the end (appenders
             # try the erasure's lock first, and skip the tenant); once this
             # commits, the appender finds the id retired.
+            cursor = await conn.execute(_TABLES_WITH_TENANTS)
+            tables = await cursor.fetchall()
+            if foreign := [str(table) for table, owned in tables if not owned]:
+                raise FailedPrecondition(
+                    f"tables {', '.join(foreign)} have a tenant_id but another owner than the"
+                    " log's tables: the erasure would leave their rows behind. Give the log's"
+                    " owner those tables, or drop them, then erase",
+                    reason="FOREIGN_TENANT_TABLES",
+                )
             cursor = await conn.execute(
                 "SELECT tree_size, root_hash FROM chain_heads WHERE tenant_id = %s FOR UPDATE",
                 [tenant_id],
@@ -160,16 +171,7 @@ class Eraser:
                     [tenant_id],
                 )
             removed = {}
-            cursor = await conn.execute(_TABLES_WITH_TENANTS)
-            for table, owned in await cursor.fetchall():
-                if not owned:
-                    log.warning(
-                        "erasure of %s: table %s has a tenant_id but another owner than the"
-                        " log's tables: left as it is",
-                        tenant_id,
-                        table,
-                    )
-                    continue
+            for table, _ in tables:
                 cursor = await conn.execute(
                     sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(sql.Identifier(table)),
                     [tenant_id],
