@@ -308,37 +308,6 @@ def test_an_erasure_whose_final_checkpoint_signs_another_head_erases_nothing(
     assert rows_of(sql, tenant)["events"] == 2
 
 
-def test_an_erasure_is_refused_while_a_tenant_table_has_another_owner(
-    migrated_database_url: str, tenant: str
-) -> None:
-    """A table with a tenant_id that another role owns (a DBA's, in the schema)
-    was left as it was, named only in the server's log, and the receipt said
-    the tenant was erased (helper-85): the erasure is refused, erasing nothing."""
-    with (
-        database_of_its_own(migrated_database_url, "erasing") as url,
-        psycopg.connect(url, autocommit=True) as sql,
-    ):
-        server = ServerThread(url)
-        try:
-            sql.execute("DROP ROLE IF EXISTS sealtrail_test_dba")
-            sql.execute("CREATE ROLE sealtrail_test_dba")
-            sql.execute("CREATE TABLE dba_report (tenant_id text NOT NULL, note text)")
-            sql.execute("ALTER TABLE dba_report OWNER TO sealtrail_test_dba")
-            sql.execute("INSERT INTO dba_report VALUES (%s, 'kept by the DBA')", [tenant])
-            with AuditClient(server.target, token=server.token(tenant)) as admin:
-                admin.record(action="doc.edit", actor_id="u")
-                with pytest.raises(RpcFailedError) as refused:
-                    admin.erase_tenant(tenant)
-                assert refused.value.code is grpc.StatusCode.FAILED_PRECONDITION
-                assert refused.value.reason == "FOREIGN_TENANT_TABLES"
-                assert "dba_report" in str(refused.value)
-                assert admin.get_checkpoint(fresh=True).tree_size == 1  # nothing erased
-            sql.execute("DROP TABLE dba_report")
-            sql.execute("DROP ROLE sealtrail_test_dba")
-        finally:
-            server.close()
-
-
 def test_a_second_erasure_answers_the_receipt_of_the_first(
     server: ServerThread, tenant: str, migrated_database_url: str, sql: psycopg.Connection[Any]
 ) -> None:
