@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 
+from sealtrail_server.domain.purge_summaries import SummarySeal
 from sealtrail_server.retention.purger import DEFAULT_BATCH_EVENTS, Purger, TenantPurge
 from sealtrail_server.store.appender import _COPY_EVENTS as COPY_EVENTS
 
@@ -78,7 +80,7 @@ def purge(owner_url: str, tenant: str, expected: int) -> Work:
                 "INSERT INTO retention_policies (tenant_id, default_days) VALUES (%s, %s)",
                 [tenant, POLICY_DAYS],
             )
-        purger = Purger(owner_url, record=nothing, interval=0)
+        purger = Purger(owner_url, record=nothing, seal=SummarySeal(os.urandom(32)), interval=0)
         done = asyncio.run(purger.run_once())
         removed = sum(result.count for result in done if result.tenant_id == tenant)
         with psycopg.connect(owner_url, autocommit=True) as conn:

@@ -32,6 +32,7 @@ from .api.servicer import AuditLogServicer
 from .auth.tokens import Authenticator
 from .config import Settings
 from .console.server import Console
+from .domain.purge_summaries import SummarySeal
 from .forward.egress import EgressPolicy, OutboundClient
 from .forward.forwarder import Forwarder
 from .integrity.checkpointer import Checkpointer
@@ -172,6 +173,7 @@ class Service:
         self.purger = Purger(
             self._owner_database_url,
             record=record_purge,
+            seal=SummarySeal(load_redaction_secret(settings)),
             interval=settings.retention_interval,
             batch_events=settings.retention_batch_events,
             clock=self._clock,

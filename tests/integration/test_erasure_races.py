@@ -34,6 +34,7 @@ from sealtrail import (
 from sealtrail_server.alerts.evaluator import Evaluator
 from sealtrail_server.domain.errors import FailedPrecondition, IntegrityFailure, Unavailable
 from sealtrail_server.domain.event import EventDraft, validate_event
+from sealtrail_server.domain.purge_summaries import SummarySeal
 from sealtrail_server.forward.egress import EgressPolicy, OutboundClient
 from sealtrail_server.forward.forwarder import Forwarder
 from sealtrail_server.retention.purger import Purger
@@ -41,10 +42,13 @@ from sealtrail_server.sealing_setup import load_secret_box
 from sealtrail_server.store import alerts as alert_store
 from sealtrail_server.store.appender import Appended, Appender
 from sealtrail_server.store.changes import ERASURE_SUBJECT, RETENTION_SUBJECT
-from tests.conftest import ServerThread, database_of_its_own
+from tests.conftest import REDACTION_SECRET, ServerThread, database_of_its_own
 from tests.http_endpoint import Received, Reply, endpoint
 from tests.lock_waits import SUBJECT_LOCK, count_now, until, until_blocked, until_waiting
 from tests.tenant_rows import rows_of
+
+# The deployment's seal of purge summaries (the test servers' redaction secret).
+SEAL = SummarySeal(REDACTION_SECRET)
 
 
 def _erase_uncommitted(sql: psycopg.Connection[Any], tenant: str) -> None:
@@ -179,6 +183,7 @@ def test_a_purge_waits_for_an_erasure_of_the_tenant(
     purger = Purger(
         migrated_database_url,
         record=server.service.purger.record,
+        seal=SEAL,
         batch_events=2,
         clock=lambda: eleven_days_on,
     )

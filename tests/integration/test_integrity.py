@@ -385,6 +385,18 @@ def hide_as_removed(conn: psycopg.Connection[Any], tenant: str) -> None:
     )
 
 
+def hide_as_purged(conn: psycopg.Connection[Any], tenant: str) -> None:
+    """`hide_as_removed`, with the summary a pass keeps of a purge it has not
+    recorded yet: not sealed by the service, it accounts for nothing (helper-84)."""
+    hide_as_removed(conn, tenant)
+    summary = {"purged": 1, "first_seq": 13, "last_seq": 13, "rules": [{"default": {}}]}
+    conn.execute(
+        "INSERT INTO retention_pending_purges (tenant_id, purge_id, summary, mac, updated_at)"
+        " VALUES (%s, gen_random_uuid(), %s, %s, now())",
+        [tenant, json.dumps(summary), bytes(32)],
+    )
+
+
 def truncate_tail(conn: psycopg.Connection[Any], tenant: str) -> None:
     conn.execute("DELETE FROM events WHERE tenant_id = %s AND seq > 30", [tenant])
     rebuild_tree(conn, tenant)
@@ -409,13 +421,29 @@ def rewrite_consistently(conn: psycopg.Connection[Any], tenant: str) -> None:
             r"^the log holds the leaves of 1 removed events, but its retention records"
             r" account for 0",
         ),
+        (
+            hide_as_purged,
+            "REMOVALS_UNACCOUNTED",
+            {13},
+            r"^the log holds the leaves of 1 removed events, but its retention records"
+            r" account for 0",
+        ),
         # Nothing can be proven at the signed size once its tail is gone. The
         # log ends at 32: the 30 kept, the bundle's export, recorded before it
         # found the log could not be signed, and its first proof read by key.
         (truncate_tail, "RECORD_MISSING", {33}, r"^seq 1: missing"),
         (rewrite_consistently, "ROOT_MISMATCH", {EVENTS}, r"^record 1 \(seq 1\)"),
     ],
-    ids=["field", "record+leaf", "swap", "delete", "hide-as-removed", "truncate", "rewrite-all"],
+    ids=[
+        "field",
+        "record+leaf",
+        "swap",
+        "delete",
+        "hide-as-removed",
+        "hide-as-purged",
+        "truncate",
+        "rewrite-all",
+    ],
 )
 def test_tampering_is_detected_online_and_offline(
     logged: AuditClient,

@@ -56,13 +56,14 @@ from sealtrail_server.domain.access import Role
 from sealtrail_server.domain.errors import Unavailable
 from sealtrail_server.domain.event_ids import received_within
 from sealtrail_server.domain.filters import EventFilter
+from sealtrail_server.domain.purge_summaries import SummarySeal
 from sealtrail_server.retention import purger as purger_module
 from sealtrail_server.retention.purger import LOCK_KEY as PURGE_LOCK
 from sealtrail_server.retention.purger import Purger
 from sealtrail_server.store.events import query_statement
 from sealtrail_server.store.retention import purged_between
 from tests.clock import Clock
-from tests.conftest import ServerThread, database_of_its_own
+from tests.conftest import REDACTION_SECRET, ServerThread, database_of_its_own
 from tests.integration.test_database_roles import TENANT_TABLES
 from tests.integration.test_integrity import _CountingProofs
 from tests.processes import stop
@@ -70,6 +71,9 @@ from tests.tenant_rows import rows_of, tenant_tables
 
 # Actions the tests record; everything else in a log is the service's own.
 RECORDED = ["doc.edit", "user.login", "rag.query", "rag.index.rebuild"]
+
+# The deployment's seal of purge summaries (the test servers' redaction secret).
+SEAL = SummarySeal(REDACTION_SECRET)
 
 
 @pytest.fixture(scope="module")
@@ -448,7 +452,9 @@ def test_a_purge_a_crash_left_unrecorded_is_recorded_by_the_next_pass_once(
                 await real(purged)
             raise _ProcessDied
 
-        return Purger(migrated_database_url, record=record_then_die, batch_events=3, clock=clock)
+        return Purger(
+            migrated_database_url, record=record_then_die, seal=SEAL, batch_events=3, clock=clock
+        )
 
     with pytest.raises(_ProcessDied):
         aged.run(dying(recorded_first=False).run_once())
@@ -513,7 +519,7 @@ def test_a_tenant_whose_purge_cannot_be_recorded_is_not_purged_further(
             raise Unavailable("the appender is busy", retry_after=1.0)
         await real(purged)
 
-    refusing = Purger(migrated_database_url, record=refused, batch_events=3, clock=clock)
+    refusing = Purger(migrated_database_url, record=refused, seal=SEAL, batch_events=3, clock=clock)
     passed = aged.run(refusing.run_once())
     assert recorded(admin) == []
     assert [p.count for p in passed if p.tenant_id == after] == [2]
@@ -554,7 +560,7 @@ def test_a_flaw_met_in_one_tenants_pass_stops_no_other_tenants_purge(
             raise KeyError("rules")
         await real(purged)
 
-    flawed_purger = Purger(migrated_database_url, record=flawed, clock=clock)
+    flawed_purger = Purger(migrated_database_url, record=flawed, seal=SEAL, clock=clock)
     with caplog.at_level(logging.ERROR, logger=purger_module.__name__):
         passed = aged.run(flawed_purger.run_once())
     assert f"the pass over {tenant} failed" in caplog.text
@@ -622,6 +628,7 @@ def test_the_months_ahead_are_created_hourly_whatever_the_interval(
     seldom = Purger(
         migrated_database_url,
         record=aged.service.purger.record,
+        seal=SEAL,
         interval=interval,
         first_pass_after=interval,
         clock=clock,
@@ -644,6 +651,7 @@ def test_a_process_purges_soon_after_it_starts_not_a_whole_interval_later(
     hourly = Purger(
         migrated_database_url,
         record=aged.service.purger.record,
+        seal=SEAL,
         interval=3600,
         first_pass_after=0.05,
         clock=clock,
@@ -954,10 +962,11 @@ def test_a_summary_left_unreadable_stops_no_other_tenants_purge(
     release, restored in part) is that tenant's fault alone: logged, and the
     pass goes on with every tenant, that one's alert origins too."""
     unreadable = f"{tenant}-0"  # before the tenant in the pass
+    purge_id = "00000000-0000-4000-8000-000000000001"
     sql.execute(
-        "INSERT INTO retention_pending_purges (tenant_id, purge_id, summary, updated_at)"
-        " VALUES (%s, gen_random_uuid(), '{}', now())",
-        [unreadable],
+        "INSERT INTO retention_pending_purges (tenant_id, purge_id, summary, mac, updated_at)"
+        " VALUES (%s, %s, '{}', %s, now())",
+        [unreadable, purge_id, SEAL.seal(unreadable, purge_id, {})],
     )
     try:
         seq = record(admin, "doc.edit")
@@ -970,6 +979,52 @@ def test_a_summary_left_unreadable_stops_no_other_tenants_purge(
         assert (seq, "doc.edit") not in recorded(admin)
     finally:
         sql.execute("DELETE FROM retention_pending_purges WHERE tenant_id = %s", [unreadable])
+
+
+def test_a_summary_the_service_did_not_seal_is_never_recorded_nor_counted(
+    aged: ServerThread,
+    admin: AuditClient,
+    tenant: str,
+    sql: psycopg.Connection[Any],
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A superuser hid an event as removed (deleted it, kept its leaf as a
+    tombstone) and wrote a summary of a purge beside it: VerifyLog counted it,
+    and the next pass recorded it as retention's own event, a purge that never
+    ran (helper-84). Unsealed, it counts for nothing, is not recorded, and the
+    tenant is not purged while it is there (its row would be replaced)."""
+    seqs = [record(admin, "doc.edit") for _ in range(3)]
+    admin.set_retention_policy(10)
+    with sql.transaction():
+        sql.execute("SET LOCAL session_replication_role = replica")  # past the refusal
+        [(leaf,)] = sql.execute(
+            "DELETE FROM events WHERE tenant_id = %s AND seq = %s RETURNING leaf_hash",
+            [tenant, seqs[0]],
+        ).fetchall()
+        sql.execute(
+            "INSERT INTO tree_nodes (tenant_id, level, idx, hash) VALUES (%s, 0, %s, %s)",
+            [tenant, seqs[0] - 1, leaf],
+        )
+        summary = {"purged": 1, "first_seq": seqs[0], "last_seq": seqs[0], "rules": []}
+        sql.execute(
+            "INSERT INTO retention_pending_purges (tenant_id, purge_id, summary, mac, updated_at)"
+            " VALUES (%s, gen_random_uuid(), %s, %s, now())",
+            [tenant, json.dumps(summary), bytes(32)],
+        )
+    try:
+        verified = admin.verify_log()
+        assert verified.failure.reason == "REMOVALS_UNACCOUNTED"
+        clock.advance(11)
+        with caplog.at_level(logging.ERROR, logger=purger_module.__name__):
+            done = purge(aged)
+        assert "does not bear the service's seal" in caplog.text
+        assert tenant not in {p.tenant_id for p in done}
+        purges = admin.query(build_filter(actions="retention.purged"))
+        assert list(purges) == []
+        assert [seq for seq, _ in recorded(admin)] == seqs[1:]  # expired, but not purged
+    finally:
+        sql.execute("DELETE FROM retention_pending_purges WHERE tenant_id = %s", [tenant])
 
 
 # The tables each tenant of the erasure test holds rows in before it is erased.

@@ -18,6 +18,7 @@ from ..domain.errors import FailedPrecondition, IntegrityFailure, InvalidArgumen
 from ..domain.event import parse_uuid
 from ..domain.filters import page_size
 from ..domain.page_tokens import PageTokens
+from ..domain.purge_summaries import SummarySeal
 from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
 from ..store.changes import refuse_if_erased_now
@@ -71,6 +72,7 @@ class IntegrityRpcs:
     _signed_checkpoints: dict[tuple[str, int], StoredCheckpoint]
     _sizes_seen: dict[str, int]
     _key_reads: KeyReads
+    _summary_seal: SummarySeal
 
     async def _covering(self, tenant_id: str, seq: int) -> StoredCheckpoint:
         """The latest checkpoint if it covers `seq`, else a freshly signed one."""
@@ -303,6 +305,7 @@ class IntegrityRpcs:
             self._db,
             tenant_id=principal.tenant_id,
             verifiers=await self._checkpointer.verifiers(),
+            seal=self._summary_seal,
             view_matches=(
                 partial(view_matches, tenant_id=principal.tenant_id)
                 if request.check_views

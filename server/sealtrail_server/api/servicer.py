@@ -26,6 +26,7 @@ from ..domain.filters import (
     validate_filter,
 )
 from ..domain.page_tokens import PageTokens
+from ..domain.purge_summaries import SummarySeal
 from ..domain.redaction import Redactor
 from ..domain.sealing import SecretBox
 from ..forward.egress import EgressPolicy
@@ -123,6 +124,7 @@ class AuditLogServicer(
         self._redactor = redactor
         self._redaction_secret = redaction_secret
         self._page_tokens = PageTokens(redaction_secret)
+        self._summary_seal = SummarySeal(redaction_secret)
         self._filter_details = FilterDetails(
             redactor, settings_cache, redaction_secret=redaction_secret
         )

@@ -32,6 +32,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from ..domain.errors import SealtrailError
+from ..domain.purge_summaries import SummarySeal
 from ..domain.retention import Selection, purge_selections, selection_key
 from ..store.changes import ERASURE_SUBJECT, share_subjects
 from ..store.partitions import create_ahead, retire_past_months
@@ -134,6 +135,7 @@ class Purger:
         owner_url: str,
         *,
         record: RecordPurge,
+        seal: SummarySeal,
         interval: float = 3600.0,
         first_pass_after: float = FIRST_PASS_AFTER,
         batch_events: int = DEFAULT_BATCH_EVENTS,
@@ -141,6 +143,7 @@ class Purger:
     ) -> None:
         self._owner_url = owner_url
         self.record = record  # how a purge is recorded in its tenant's log
+        self._seal = seal  # of the summaries kept until then
         self._interval = interval
         self._first_pass_after = first_pass_after
         self._batch_events = batch_events
@@ -194,11 +197,25 @@ class Purger:
             now = self._clock()
             await self._contained(conn, "creating the months ahead", create_ahead(conn, now=now))
             done, unrecorded = [], set()
-            for tenant_id, purge_id, summary in await pending_purges(conn):
+            for pending in await pending_purges(conn):
+                tenant_id = pending.tenant_id
+                if not pending.sealed_by(self._seal):
+                    # Not this service's: left for an operator to look at, and
+                    # the tenant not purged meanwhile (its row would be replaced).
+                    log.error(
+                        "retention: the summary of a purge of %s left to record (%s) does not"
+                        " bear the service's seal: not recorded, and the tenant not purged"
+                        " while it is there. Written behind the service's back, or by an"
+                        " earlier release (docs/retention.md)",
+                        tenant_id,
+                        pending.purge_id,
+                    )
+                    unrecorded.add(tenant_id)
+                    continue
                 left = await self._contained(
                     conn,
                     f"the pass over {tenant_id}",
-                    self._record_left(conn, tenant_id, purge_id, summary),
+                    self._record_left(conn, tenant_id, pending.purge_id, pending.summary),
                 )
                 if left is not None:
                     done.append(left)
@@ -379,7 +396,12 @@ class Purger:
                     purged.add(selection.rule, cutoff, batch.count, batch.first_seq, batch.last_seq)
                     # Committed with the batch: recorded, even after a crash.
                     await note_pending_purge(
-                        conn, tenant_id, purged.purge_id, purged.details(), now=self._clock()
+                        conn,
+                        self._seal,
+                        tenant_id,
+                        purged.purge_id,
+                        purged.details(),
+                        now=self._clock(),
                     )
                 done = batch.count < self._batch_events
                 if done and marks.get(key) != cutoff:

@@ -18,6 +18,7 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
+from ..domain.purge_summaries import SummarySeal
 from ..domain.retention import RetentionPolicy, RetentionRule, Selection
 from .changes import waiting_at_most
 from .events import action_prefix_range
@@ -350,33 +351,60 @@ async def forget_origins(
     return forgotten
 
 
+@dataclass(frozen=True, slots=True)
+class PendingPurge:
+    """What a pass removed of a tenant and has not recorded yet, as kept."""
+
+    tenant_id: str
+    purge_id: str
+    summary: dict[str, Any]
+    mac: bytes | None  # the service's seal of it (domain/purge_summaries.py)
+
+    def sealed_by(self, seal: SummarySeal) -> bool:
+        return seal.opens(self.tenant_id, self.purge_id, self.summary, self.mac)
+
+
 async def note_pending_purge(
     conn: psycopg.AsyncConnection[Any],
+    seal: SummarySeal,
     tenant_id: str,
     purge_id: str,
     summary: dict[str, Any],
     *,
     now: datetime,
 ) -> None:
-    """Keeps what a pass has removed of the tenant so far, until it is
+    """Keeps what a pass has removed of the tenant so far, sealed, until it is
     recorded (in the transaction of the batch that removed the latest)."""
     await conn.execute(
-        "INSERT INTO retention_pending_purges (tenant_id, purge_id, summary, updated_at)"
-        " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant_id) DO UPDATE"
-        " SET purge_id = excluded.purge_id, summary = excluded.summary,"
+        "INSERT INTO retention_pending_purges (tenant_id, purge_id, summary, mac, updated_at)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tenant_id) DO UPDATE"
+        " SET purge_id = excluded.purge_id, summary = excluded.summary, mac = excluded.mac,"
         " updated_at = excluded.updated_at",
-        [tenant_id, purge_id, json.dumps(summary), now],
+        [
+            tenant_id,
+            purge_id,
+            json.dumps(summary),
+            seal.seal(tenant_id, purge_id, summary),
+            now,
+        ],
     )
 
 
 async def pending_purges(
-    conn: psycopg.AsyncConnection[Any],
-) -> list[tuple[str, str, dict[str, Any]]]:
-    """(tenant, purge id, summary) of every removal not yet recorded."""
+    conn: psycopg.AsyncConnection[Any], tenant_id: str | None = None
+) -> list[PendingPurge]:
+    """Every removal not yet recorded (of `tenant_id`, or of every tenant)."""
     cursor = await conn.execute(
-        "SELECT tenant_id, purge_id::text, summary FROM retention_pending_purges ORDER BY tenant_id"
+        "SELECT tenant_id, purge_id::text, summary, mac FROM retention_pending_purges"
+        " WHERE tenant_id = coalesce(%s, tenant_id) ORDER BY tenant_id",
+        [tenant_id],
     )
-    return [(str(t), str(p), dict(s)) for t, p, s in await cursor.fetchall()]
+    return [
+        PendingPurge(
+            str(t), str(p), s if isinstance(s, dict) else {}, None if m is None else bytes(m)
+        )
+        for t, p, s, m in await cursor.fetchall()
+    ]
 
 
 async def forget_pending_purge(

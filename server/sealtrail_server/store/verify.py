@@ -25,9 +25,11 @@ from sealtrail.tlog import (
 )
 
 from ..domain.merkle import append_leaf, frontier_root
+from ..domain.purge_summaries import SummarySeal
 from .checkpoints import all_checkpoints
 from .database import Connection, Database
 from .events import ShownEvent
+from .retention import pending_purges
 
 _FETCH_ROWS = 5000
 _SEQ_KEY = b'"seq":'
@@ -68,6 +70,7 @@ async def verify_log(
     *,
     tenant_id: str,
     verifiers: list[Verifier],
+    seal: SummarySeal,
     view_matches: ViewCheck | None = None,
 ) -> Verification:
     async with (
@@ -86,7 +89,7 @@ async def verify_log(
         # this waits for or holds off; else a snapshot from before the move,
         # reading after it, would find neither the month nor the moved rows.
         await conn.execute("LOCK TABLE ONLY events IN ACCESS SHARE MODE")
-        return await _verify(conn, cursor, pairs, tombs, tenant_id, verifiers, view_matches)
+        return await _verify(conn, cursor, pairs, tombs, tenant_id, verifiers, seal, view_matches)
 
 
 async def _verify(
@@ -96,6 +99,7 @@ async def _verify(
     tombs: AsyncServerCursor[Any],
     tenant_id: str,
     verifiers: list[Verifier],
+    seal: SummarySeal,
     view_matches: ViewCheck | None,
 ) -> Verification:
     size = checked = views = 0
@@ -249,15 +253,14 @@ async def _verify(
     if (size, frontier_root(frontier)) != (head_size, head_root):
         return fail(size, "HEAD_MISMATCH", "the stored head differs from the log")
     if removed != recorded:
-        pending = await conn.execute(
-            # A summary of another shape (another release's) counts as none.
-            "SELECT coalesce(sum(CASE WHEN jsonb_typeof(summary->'purged') = 'number'"
-            " THEN (summary->>'purged')::numeric END), 0)::bigint"
-            " FROM retention_pending_purges WHERE tenant_id = %s",
-            [tenant_id],
+        # Only the service's own summaries count (domain/purge_summaries.py),
+        # and of another shape (another release's) none.
+        not_yet_recorded = sum(
+            pending.summary["purged"]
+            for pending in await pending_purges(conn, tenant_id)
+            if pending.sealed_by(seal) and type(pending.summary.get("purged")) is int
         )
-        [(not_yet_recorded,)] = await pending.fetchall()
-        if why := unaccounted_removals(removed, recorded, pending=int(not_yet_recorded)):
+        if why := unaccounted_removals(removed, recorded, pending=not_yet_recorded):
             return fail(last_removed, "REMOVALS_UNACCOUNTED", why)
     return Verification(size, checked, view_mismatch, views)
 
