@@ -37,8 +37,11 @@ async def _backend_pid(db: Database, tenant: str) -> int:
 
 
 @pytest.fixture
-def small_pool(server: ServerThread, migrated_database_url: str) -> Iterator[Database]:
-    """A pool of two connections, with a short wait for one (3 s)."""
+def small_pool(
+    server: ServerThread, migrated_database_url: str, sql: psycopg.Connection[Any]
+) -> Iterator[Database]:
+    """A pool of two connections, with a short wait for one (3 s); opened
+    after `sql`, whose backend is thus older than the pool's."""
     db = server.run(
         Database.open(service_login_url(migrated_database_url), min_size=2, max_size=2, timeout=3.0)
     )
@@ -52,10 +55,15 @@ def _in_use(db: Database) -> int:
 
 
 def test_batches_are_written_on_one_connection_that_reads_never_get(
-    server: ServerThread, small_pool: Database, tenant: str, sql: psycopg.Connection[Any]
+    server: ServerThread,
+    small_pool: Database,
+    tenant: str,
+    sql: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Between batches the appender keeps its connection: reads of other
-    tenants in between all get the other one, so neither changes scope."""
+    """Between batches the appender keeps its connection, in its scope: reads
+    of other tenants in between all get the other one."""
+    monkeypatch.setattr(appender_module, "KEEP_IDLE_SECONDS", 3600.0)  # however slow a round
     appender = Appender(small_pool)
 
     async def written_and_read() -> tuple[int, set[int]]:
@@ -66,7 +74,7 @@ def test_batches_are_written_on_one_connection_that_reads_never_get(
 
     async def start() -> None:
         appender.start()
-        await appender.append(tenant, [_event()])  # its head, under lock (no statement seen)
+        await appender.append(tenant, [_event()])  # its head made, under lock: COMMIT last
 
     writers: set[int] = set()
     readers: set[int] = set()
@@ -84,12 +92,15 @@ def test_batches_are_written_on_one_connection_that_reads_never_get(
 
 
 def _writer_pid(sql: psycopg.Connection[Any]) -> int:
-    """The backend that ran the latest write from a kept head (pg_stat_activity
-    shows each backend's last statement; only these tests' appenders write)."""
+    """The backend of the test's pool (started after `sql`'s) that ran the
+    latest write from a kept head (pg_stat_activity shows each backend's last
+    statement)."""
     sql.execute("SELECT pg_stat_clear_snapshot()")
     row = sql.execute(
-        "SELECT pid FROM pg_stat_activity WHERE query LIKE 'WITH seen AS%%'"
-        " ORDER BY state_change DESC LIMIT 1"
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND backend_start > (SELECT backend_start FROM pg_stat_activity"
+        "   WHERE pid = pg_backend_pid())"
+        " AND query LIKE 'WITH seen AS%' ORDER BY state_change DESC LIMIT 1"
     ).fetchone()
     assert row is not None, "no appender statement seen"
     return int(row[0])
@@ -157,11 +168,16 @@ def test_a_caller_waiting_for_the_pool_gets_the_kept_connection_at_once(
 
 
 def test_a_write_that_fails_gives_the_connection_back_and_the_next_gets_a_new_one(
-    server: ServerThread, small_pool: Database, tenant: str, sql: psycopg.Connection[Any]
+    server: ServerThread,
+    small_pool: Database,
+    tenant: str,
+    sql: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The kept connection's backend ends (a restart, a network cut): that
     batch is UNAVAILABLE, as on any lost connection, and is given back to
     the pool, which drops it; the next batch is written on a live one."""
+    monkeypatch.setattr(appender_module, "KEEP_IDLE_SECONDS", 3600.0)  # kept, however slow
     appender = Appender(small_pool)
 
     async def append() -> Any:
@@ -186,3 +202,35 @@ def test_a_write_that_fails_gives_the_connection_back_and_the_next_gets_a_new_on
         assert _writer_pid(sql) != pid
     finally:
         server.run(appender.stop())
+
+
+def test_a_database_marked_unreachable_gets_the_kept_connection_back(
+    server: ServerThread, small_pool: Database, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the database is marked unreachable an append is refused at once,
+    as a fresh checkout would be, and the kept connection goes back to the
+    pool: the check after the outage sees only the pool's, and one kept
+    through it would fail the first batch after (helper-86)."""
+    monkeypatch.setattr(appender_module, "KEEP_IDLE_SECONDS", 3600.0)
+    appender = Appender(small_pool)
+
+    async def run() -> tuple[int, Any]:
+        appender.start()
+        try:
+            await appender.append(tenant, [_event()])
+            small_pool.reachable = False
+            try:
+                refused: Any = await appender.append(tenant, [_event()])
+            except Unavailable as error:
+                refused = error
+            given_back = _in_use(small_pool)
+            small_pool.reachable = True
+            await appender.append(tenant, [_event()])
+            return given_back, refused
+        finally:
+            small_pool.reachable = True
+            await appender.stop()
+
+    given_back, refused = server.run(run())
+    assert isinstance(refused, Unavailable)
+    assert given_back == 0

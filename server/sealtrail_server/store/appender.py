@@ -361,6 +361,11 @@ class Appender:
         # until when their appends are refused without a try (loop time).
         self._held_elsewhere: dict[str, float] = {}
 
+    @property
+    def keeps_connection(self) -> bool:
+        """Whether it holds a pooled connection between batches now (ADR 0046)."""
+        return self._kept.kept
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="sealtrail-appender")
@@ -438,7 +443,7 @@ class Appender:
         try:
             await self._take_batches()
         finally:
-            await self._kept.give_back()
+            await self._give_back_kept()
 
     async def _wait_for_work(self) -> None:
         """Until there is work. The kept connection goes back to the pool once
@@ -451,8 +456,16 @@ class Appender:
                     await self._has_work.wait()
             except TimeoutError:
                 if loop.time() >= idle_until or self._db.pool_has_waiters():
-                    await self._kept.give_back()
+                    await self._give_back_kept()
         await self._has_work.wait()
+
+    async def _give_back_kept(self) -> None:
+        """The kept connection back to the pool; a failure there (none is known)
+        is logged, not let end the one task that writes every append."""
+        try:
+            await self._kept.give_back()
+        except Exception:
+            log.exception("appender: giving its connection back failed")
 
     async def _take_batches(self) -> None:
         while True:

@@ -11,8 +11,9 @@ appender's scope, and a lone append costs one round trip.
 The connection goes back to the pool when an error interrupts a use (the pool
 then finds out whether it still works, and the error is the checkout's, as it
 would be for a fresh one), when its task has been idle for KEEP_IDLE_SECONDS
-(the task sees to that), at once when another caller waits for the pool, and
-after a use once kept for KEEP_AT_MOST_SECONDS.
+(the task sees to that, and within 50 ms when another caller waits for the
+pool), after a use when another caller waits or once it has been kept for
+KEEP_AT_MOST_SECONDS, and while the database is marked unreachable.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Final
+
+from psycopg import pq
 
 from .database import Connection, Database
 
@@ -57,7 +60,14 @@ class KeptConnection:
             async with self._checkout() as conn:
                 yield conn
             return
-        self._db.refuse_if_unreachable()  # as a fresh checkout would be
+        if not self._db.reachable:
+            # As a fresh checkout would be refused. The connection goes back
+            # too: the pool's check after the outage (drop_broken) sees only
+            # those it holds, and this one likely died with the database.
+            await self._give_back(None)
+            self._db.refuse_if_unreachable()
+        if self._conn is not None and not _idle(self._conn):
+            await self._give_back(None)  # no use leaves it so; checked all the same
         if self._conn is None:
             opened = self._checkout()
             self._conn = await opened.__aenter__()
@@ -90,3 +100,8 @@ class KeptConnection:
             # The checkout sees the error as it would have: the pool discards a
             # broken connection, and a lost one becomes Unavailable.
             await opened.__aexit__(type(error), error, error.__traceback__)
+
+
+def _idle(conn: Connection) -> bool:
+    """Open, and in no transaction (its last use ended cleanly)."""
+    return not conn.closed and conn.info.transaction_status == pq.TransactionStatus.IDLE
