@@ -1040,6 +1040,49 @@ def _add_a_sink_and_an_alert_rule(client: AuditClient) -> None:
     )
 
 
+def _fill_what_the_calls_leave_empty(sql: psycopg.Connection[Any], tenant: str) -> None:
+    """A row in each table the calls above leave empty for the tenant (a dead
+    letter, a replay, what an alert rule learned, a purge's summary and mark),
+    written directly: an erasure must remove those too, and a count of zero
+    after it proves that only where there was a row before (helper-85)."""
+    [(sink,)] = sql.execute("SELECT id FROM sinks WHERE tenant_id = %s", [tenant]).fetchall()
+    [(rule,)] = sql.execute("SELECT id FROM alert_rules WHERE tenant_id = %s", [tenant]).fetchall()
+    for statement, params in [
+        (
+            "INSERT INTO sink_dead_letters (tenant_id, sink_id, id, first_seq, last_seq,"
+            " event_count, http_status, error, created_at)"
+            " VALUES (%s, %s, gen_random_uuid(), 1, 1, 1, 500, 'refused', now())",
+            [tenant, sink],
+        ),
+        (
+            "INSERT INTO sink_replays (tenant_id, sink_id, id, first_seq, last_seq, cursor_seq,"
+            " created_at) VALUES (%s, %s, gen_random_uuid(), 1, 1, 0, now())",
+            [tenant, sink],
+        ),
+        (
+            "INSERT INTO alert_known_ips (tenant_id, rule_id, actor_id, ip, first_seen_at)"
+            " VALUES (%s, %s, 'alice', '198.51.100.1', now())",
+            [tenant, rule],
+        ),
+        (
+            "INSERT INTO alert_known_countries (tenant_id, rule_id, actor_id, country,"
+            " first_seen_at) VALUES (%s, %s, 'alice', 'NL', now())",
+            [tenant, rule],
+        ),
+        (
+            "INSERT INTO retention_pending_purges (tenant_id, purge_id, summary, updated_at)"
+            " VALUES (%s, gen_random_uuid(), '{}', now())",
+            [tenant],
+        ),
+        (
+            "INSERT INTO retention_marks (tenant_id, selection, removed_before)"
+            " VALUES (%s, 'test', now())",
+            [tenant],
+        ),
+    ]:
+        sql.execute(statement, params)
+
+
 def test_erasure_leaves_a_receipt_and_no_row(
     aged: ServerThread,
     sql: psycopg.Connection[Any],
@@ -1063,8 +1106,10 @@ def test_erasure_leaves_a_receipt_and_no_row(
             client.set_redaction_mode("hmac")
             client.set_retention_policy("1y")
             _add_a_sink_and_an_alert_rule(client)
+        _fill_what_the_calls_leave_empty(sql, tenant)
         doomed_rows = rows_of(sql, tenant)
         assert all(doomed_rows[table] for table in _HELD_BY_EVERY_TENANT), doomed_rows
+        assert all(doomed_rows.values()), doomed_rows  # a row in every table it could have
         # Signed up to its end: a background checkpointer (any test server's,
         # every 10 s) then has nothing of it to sign while the test compares.
         bystander.get_checkpoint(fresh=True)
