@@ -32,7 +32,7 @@ from .api.servicer import AuditLogServicer
 from .auth.tokens import Authenticator
 from .config import Settings
 from .console.server import Console
-from .domain.purge_summaries import SummarySeal
+from .domain.purge_summaries import SummarySeal, purge_key
 from .forward.egress import EgressPolicy, OutboundClient
 from .forward.forwarder import Forwarder
 from .integrity.checkpointer import Checkpointer
@@ -167,7 +167,7 @@ class Service:
                 resource_id=purged.tenant_id,
                 details=purged.details(),
                 # Recorded once, should a crash make a later pass record it again.
-                idempotency_key=f"retention.purged:{purged.purge_id}",
+                idempotency_key=purge_key(purged.purge_id),
             )
 
         self.purger = Purger(

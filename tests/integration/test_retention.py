@@ -1027,6 +1027,58 @@ def test_a_summary_the_service_did_not_seal_is_never_recorded_nor_counted(
         sql.execute("DELETE FROM retention_pending_purges WHERE tenant_id = %s", [tenant])
 
 
+def test_a_sealed_summary_copied_back_after_its_record_counts_for_nothing(
+    aged: ServerThread,
+    admin: AuditClient,
+    tenant: str,
+    sql: psycopg.Connection[Any],
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each version of a summary a pass writes is sealed. One copied back
+    after its purge was recorded (read during the pass, or from a backup) made
+    room in VerifyLog's count for an event hidden as removed, for good: the
+    next pass could not record it again, and left it (helper-87). A summary of
+    a purge the log records counts for nothing, and the pass says so."""
+    seqs = [record(admin, "doc.edit") for _ in range(6)]
+    admin.set_retention_policy(10)
+    clock.advance(11)
+    kept = record(admin, "doc.edit")
+    purge(aged)
+    [(key, details)] = sql.execute(
+        "SELECT idempotency_key, record::jsonb -> 'details' FROM events"
+        " WHERE tenant_id = %s AND action = 'retention.purged'",
+        [tenant],
+    ).fetchall()
+    assert details["purged"] == len(seqs)
+    purge_id = key.removeprefix("retention.purged:")
+    earlier = {**details, "purged": 3, "last_seq": seqs[2]}  # as after its first batch of 3
+    earlier["rules"] = {"default": {**details["rules"]["default"], "purged": 3}}
+    with sql.transaction():
+        sql.execute("SET LOCAL session_replication_role = replica")  # past the refusal
+        [(leaf,)] = sql.execute(
+            "DELETE FROM events WHERE tenant_id = %s AND seq = %s RETURNING leaf_hash",
+            [tenant, kept],
+        ).fetchall()
+        sql.execute(
+            "INSERT INTO tree_nodes (tenant_id, level, idx, hash) VALUES (%s, 0, %s, %s)",
+            [tenant, kept - 1, leaf],
+        )
+        sql.execute(
+            "INSERT INTO retention_pending_purges (tenant_id, purge_id, summary, mac, updated_at)"
+            " VALUES (%s, %s, %s, %s, now())",
+            [tenant, purge_id, json.dumps(earlier), SEAL.seal(tenant, purge_id, earlier)],
+        )
+    try:
+        assert admin.verify_log().failure.reason == "REMOVALS_UNACCOUNTED"
+        with caplog.at_level(logging.ERROR, logger=purger_module.__name__):
+            purge(aged)
+        assert "differs from its record in the log" in caplog.text
+        assert admin.verify_log().failure.reason == "REMOVALS_UNACCOUNTED"  # still
+    finally:
+        sql.execute("DELETE FROM retention_pending_purges WHERE tenant_id = %s", [tenant])
+
+
 # The tables each tenant of the erasure test holds rows in before it is erased.
 _HELD_BY_EVERY_TENANT = [*TENANT_TABLES, "sinks", "alert_rules", "alert_cursors"]
 

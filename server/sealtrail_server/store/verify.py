@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from sealtrail.tlog import (
 )
 
 from ..domain.merkle import append_leaf, frontier_root
-from ..domain.purge_summaries import SummarySeal
+from ..domain.purge_summaries import SummarySeal, purge_key
 from .checkpoints import all_checkpoints
 from .database import Connection, Database
 from .events import ShownEvent
@@ -104,6 +105,7 @@ async def _verify(
 ) -> Verification:
     size = checked = views = 0
     removed = recorded = last_removed = 0  # leaves of removed events; retention's counts
+    recorded_purges: set[str | None] = set()  # the idempotency keys of retention's records
     view_mismatch: Failure | None = None  # the first, once the whole log is walked
 
     def fail(seq: int, reason: str, message: str) -> Verification:
@@ -229,7 +231,9 @@ async def _verify(
                 return fail(seq, "RECORD_MISPLACED", "the record names another seq")
             if failure := advance(seq, leaf):
                 return failure
-            recorded += removals_recorded(record)
+            if counted := removals_recorded(record):
+                recorded += counted
+                recorded_purges.add(json.loads(record).get("idempotency_key"))
             if (view is not None or whole_view is not None) and view_matches is not None:
                 # Noted and walked past: a record or root changed further on is
                 # the graver finding, and is reported instead.
@@ -254,11 +258,17 @@ async def _verify(
         return fail(size, "HEAD_MISMATCH", "the stored head differs from the log")
     if removed != recorded:
         # Only the service's own summaries count (domain/purge_summaries.py),
-        # and of another shape (another release's) none.
+        # of another shape (another release's) none, and none of a purge the
+        # log records already: each version of a summary a pass wrote is
+        # sealed, and one copied back after its record (from a backup, or read
+        # during the pass) would make room for an event hidden as removed
+        # (helper-87).
         not_yet_recorded = sum(
             pending.summary["purged"]
             for pending in await pending_purges(conn, tenant_id)
-            if pending.sealed_by(seal) and type(pending.summary.get("purged")) is int
+            if pending.sealed_by(seal)
+            and type(pending.summary.get("purged")) is int
+            and purge_key(pending.purge_id) not in recorded_purges
         )
         if why := unaccounted_removals(removed, recorded, pending=not_yet_recorded):
             return fail(last_removed, "REMOVALS_UNACCOUNTED", why)
