@@ -303,29 +303,33 @@ def test_a_legal_hold_change_on_a_stale_etag_is_aborted(admin: AuditClient) -> N
 
 @pytest.mark.parametrize("change", ["legal hold", "policy"])
 def test_a_change_a_purge_batch_holds_up_is_unavailable_and_unrecorded(
-    admin: AuditClient, sql: psycopg.Connection[Any], tenant: str, change: str
+    aged: ServerThread, admin: AuditClient, sql: psycopg.Connection[Any], tenant: str, change: str
 ) -> None:
     """A purge batch holds its tenant's policy row while it removes (a batch
     can take long). A change waited for it after recording itself, with no
     limit: a caller whose deadline ran out retried, recording the change each
-    time, while none of it applied (helper-84). It waits at most the changes'
-    wait (5 s), recording nothing, and is UNAVAILABLE."""
+    time, while none of it applied (helper-84). It waits for the batch until a
+    second before its deadline (at most a minute), recording nothing, and is
+    then UNAVAILABLE."""
     admin.set_retention_policy("90d")
     before = admin.get_retention_policy()
 
-    def apply() -> Any:
+    def apply(client: AuditClient) -> Any:
         if change == "legal hold":  # with an etag: not retried by the client
-            return admin.set_legal_hold(True, reason="Case 3", etag=before.legal_hold.etag)
-        return admin.set_retention_policy("30d", etag=before.policy.etag)
+            return client.set_legal_hold(True, reason="Case 3", etag=before.legal_hold.etag)
+        return client.set_retention_policy("30d", etag=before.policy.etag)
 
-    with sql.transaction():
+    with (
+        sql.transaction(),
+        AuditClient(aged.target, token=aged.token(tenant), timeout=3) as hurried,
+    ):
         sql.execute("SELECT FROM retention_policies WHERE tenant_id = %s FOR SHARE", [tenant])
-        with pytest.raises(UnavailableError) as busy:
-            apply()
+        with pytest.raises(UnavailableError) as busy:  # not DEADLINE_EXCEEDED: it gave up first
+            apply(hurried)
     assert "purge" in str(busy.value)
     assert _changes_recorded(admin) == ["retention.policy_updated"]  # the first alone
     assert admin.get_retention_policy() == before
-    apply()  # once the batch is done
+    apply(admin)  # once the batch is done
     assert len(_changes_recorded(admin)) == 2
 
 

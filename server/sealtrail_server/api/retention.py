@@ -47,6 +47,20 @@ Context = grpc.aio.ServicerContext[Any, Any]
 # and a bound on what one call reads, whatever its rules.
 PREVIEW_READ_LIMIT: Final = 1_000_000
 _CATEGORY_NUMBERS: Final = {name: number for number, name in CATEGORIES.items()}
+# How long a policy or hold change waits at most for a purge batch of its
+# tenant, with no deadline of its own; with one, until a second before it.
+_BATCH_WAIT_SECONDS: Final = 60.0
+
+
+def _batch_wait(context: Context) -> float:
+    """How long a change may wait for a purge batch holding the policy. A
+    batch can take long (a rule over a large log), and a fixed few seconds
+    made a hold all but impossible while batches outlasted them (helper-87);
+    nothing is recorded before the wait ends, so waiting costs only time."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return _BATCH_WAIT_SECONDS
+    return max(0.5, min(_BATCH_WAIT_SECONDS, remaining - 1.0))
 
 
 def _policy_message(stored: StoredPolicy) -> pb.RetentionPolicy:
@@ -119,7 +133,7 @@ class RetentionRpcs:
         async with self._changes.exclusive(
             tenant_id, RETENTION_SUBJECT, caller=principal.token_id
         ) as conn:
-            before = await policy_to_change(conn, tenant_id, seconds=self._changes.wait_seconds)
+            before = await policy_to_change(conn, tenant_id, seconds=_batch_wait(context))
             require_etag(
                 request.policy.etag,
                 policy_etag(before.policy, before.updated_at),
@@ -185,7 +199,7 @@ class RetentionRpcs:
         async with self._changes.exclusive(
             tenant_id, RETENTION_SUBJECT, caller=principal.token_id
         ) as conn:
-            before = await policy_to_change(conn, tenant_id, seconds=self._changes.wait_seconds)
+            before = await policy_to_change(conn, tenant_id, seconds=_batch_wait(context))
             hold = before.hold
             require_etag(
                 request.etag, hold_etag(hold.on, hold.reason, hold.updated_at), what="legal hold"

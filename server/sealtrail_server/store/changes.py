@@ -63,11 +63,6 @@ class Changes:
         )
         self._connections = asyncio.Semaphore(change_connections(db.pool.max_size))
 
-    @property
-    def wait_seconds(self) -> float:
-        """How long a change waits for a lock another session holds."""
-        return self._wait_seconds
-
     @asynccontextmanager
     async def exclusive(
         self, tenant_id: str, subject: str, *, caller: str | None
