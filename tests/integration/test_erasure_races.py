@@ -555,6 +555,14 @@ class _RolledBack(Exception):
     """Ends a test's transaction by rolling it back."""
 
 
+def _forwarder(server: ServerThread) -> Forwarder:
+    """A forwarder of `server`'s, to the tests' endpoints, that the test drives."""
+    outbound = OutboundClient(
+        EgressPolicy(allow_http=True, allowed=(ipaddress.ip_network("127.0.0.0/8"),))
+    )
+    return Forwarder(server.database, outbound, box=load_secret_box(server.settings))
+
+
 def test_a_delivery_under_way_ends_rather_than_wait_for_an_erasure(
     migrated_database_url: str, tenant: str
 ) -> None:
@@ -586,10 +594,7 @@ def test_a_delivery_under_way_ends_rather_than_wait_for_an_erasure(
                 return Reply()
 
             receiver.responder = hold_the_first
-            outbound = OutboundClient(
-                EgressPolicy(allow_http=True, allowed=(ipaddress.ip_network("127.0.0.0/8"),))
-            )
-            forwarder = Forwarder(server.database, outbound, box=load_secret_box(server.settings))
+            forwarder = _forwarder(server)
             [lease] = server.run(forwarder._claim())
             stepping = asyncio.run_coroutine_threadsafe(forwarder._step(lease), server.loop)
             assert sending.wait(10)  # its request is on its way
@@ -632,10 +637,7 @@ def test_a_lease_renewal_leaves_out_the_sinks_of_a_tenant_being_erased(
                         build_sink("siem", "webhook", url=receiver.url,
                                    secrets=["whsec_" + "A" * 44], filter=build_filter())
                     )  # fmt: skip
-            outbound = OutboundClient(
-                EgressPolicy(allow_http=True, allowed=(ipaddress.ip_network("127.0.0.0/8"),))
-            )
-            forwarder = Forwarder(server.database, outbound, box=load_secret_box(server.settings))
+            forwarder = _forwarder(server)
             leased = server.run(forwarder._claim())
             assert sorted(lease.tenant_id for lease in leased) == [bystander, erased]
             with pytest.raises(_RolledBack), sql.transaction():

@@ -5,7 +5,8 @@ fails, and when it stops."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,25 @@ def _event() -> ValidEvent:
     return validate_event(
         EventDraft(action="kept.test", actor_id="u"), now=datetime.now(UTC), path="event"
     )
+
+
+@contextlib.asynccontextmanager
+async def _started(appender: Appender) -> AsyncIterator[None]:
+    """`appender` running in the calling loop; stopped after, which gives its
+    connection back."""
+    appender.start()
+    try:
+        yield
+    finally:
+        await appender.stop()
+
+
+async def _append(appender: Appender, tenant: str) -> Any:
+    """One event appended: its outcome, or the Unavailable it met."""
+    try:
+        return await appender.append(tenant, [_event()])
+    except Unavailable as error:
+        return error
 
 
 async def _backend_pid(db: Database, tenant: str) -> int:
@@ -113,14 +133,11 @@ def test_an_idle_appender_gives_its_connection_back(
     appender = Appender(small_pool)
 
     async def run() -> tuple[int, int]:
-        appender.start()
-        try:
+        async with _started(appender):
             await appender.append(tenant, [_event()])
             kept = _in_use(small_pool)
             await asyncio.sleep(1.0)
             return kept, _in_use(small_pool)
-        finally:
-            await appender.stop()
 
     assert server.run(run()) == (1, 0)
 
@@ -134,12 +151,9 @@ def test_a_connection_kept_its_longest_goes_back_after_its_next_use(
     appender = Appender(small_pool)
 
     async def run() -> int:
-        appender.start()
-        try:
+        async with _started(appender):
             await appender.append(tenant, [_event()])
             return _in_use(small_pool)
-        finally:
-            await appender.stop()
 
     assert server.run(run()) == 0
 
@@ -154,15 +168,12 @@ def test_a_caller_waiting_for_the_pool_gets_the_kept_connection_at_once(
     appender = Appender(small_pool)
 
     async def run() -> int:
-        appender.start()
-        try:
+        async with _started(appender):
             await appender.append(tenant, [_event()])
             async with small_pool.connection(tenant):  # the pool's other connection
                 read = await _backend_pid(small_pool, tenant)  # waits for the kept one
             await appender.append(tenant, [_event()])  # checks one out again
-        finally:
-            await appender.stop()
-        return read
+            return read
 
     assert server.run(run(), timeout=30) > 0
 
@@ -180,12 +191,6 @@ def test_a_write_that_fails_gives_the_connection_back_and_the_next_gets_a_new_on
     monkeypatch.setattr(appender_module, "KEEP_IDLE_SECONDS", 3600.0)  # kept, however slow
     appender = Appender(small_pool)
 
-    async def append() -> Any:
-        try:
-            return await appender.append(tenant, [_event()])
-        except Unavailable as error:
-            return error
-
     async def start() -> None:
         appender.start()
         for _ in range(2):  # its head made under lock, then written from the kept head
@@ -195,9 +200,9 @@ def test_a_write_that_fails_gives_the_connection_back_and_the_next_gets_a_new_on
     try:
         pid = _writer_pid(sql)
         sql.execute("SELECT pg_terminate_backend(%s)", [pid])
-        lost = server.run(append())
+        lost = server.run(_append(appender, tenant))
         assert isinstance(lost, Unavailable)
-        [written] = server.run(append())
+        [written] = server.run(_append(appender, tenant))
         assert written.seq == 3
         assert _writer_pid(sql) != pid
     finally:
@@ -215,21 +220,16 @@ def test_a_database_marked_unreachable_gets_the_kept_connection_back(
     appender = Appender(small_pool)
 
     async def run() -> tuple[int, Any]:
-        appender.start()
-        try:
+        async with _started(appender):
             await appender.append(tenant, [_event()])
             small_pool.reachable = False
             try:
-                refused: Any = await appender.append(tenant, [_event()])
-            except Unavailable as error:
-                refused = error
-            given_back = _in_use(small_pool)
-            small_pool.reachable = True
+                refused = await _append(appender, tenant)
+                given_back = _in_use(small_pool)
+            finally:
+                small_pool.reachable = True
             await appender.append(tenant, [_event()])
             return given_back, refused
-        finally:
-            small_pool.reachable = True
-            await appender.stop()
 
     given_back, refused = server.run(run())
     assert isinstance(refused, Unavailable)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -985,6 +986,35 @@ def test_a_summary_left_unreadable_stops_no_other_tenants_purge(
         sql.execute("DELETE FROM retention_pending_purges WHERE tenant_id = %s", [unreadable])
 
 
+def _hide_as_purged(
+    sql: psycopg.Connection[Any],
+    tenant: str,
+    seq: int,
+    purge_id: str,
+    summary: dict[str, Any],
+    *,
+    mac: bytes,
+) -> None:
+    """As a superuser would hide event `seq` as removed by retention: the
+    event deleted, its leaf kept as a tombstone, and a summary of a purge not
+    yet recorded beside it, with `mac` as its seal."""
+    with sql.transaction():
+        sql.execute("SET LOCAL session_replication_role = replica")  # past the refusal
+        [(leaf,)] = sql.execute(
+            "DELETE FROM events WHERE tenant_id = %s AND seq = %s RETURNING leaf_hash",
+            [tenant, seq],
+        ).fetchall()
+        sql.execute(
+            "INSERT INTO tree_nodes (tenant_id, level, idx, hash) VALUES (%s, 0, %s, %s)",
+            [tenant, seq - 1, leaf],
+        )
+        sql.execute(
+            "INSERT INTO retention_pending_purges (tenant_id, purge_id, summary, mac, updated_at)"
+            " VALUES (%s, %s, %s, %s, now())",
+            [tenant, purge_id, json.dumps(summary), mac],
+        )
+
+
 def test_a_summary_the_service_did_not_seal_is_never_recorded_nor_counted(
     aged: ServerThread,
     admin: AuditClient,
@@ -1000,22 +1030,8 @@ def test_a_summary_the_service_did_not_seal_is_never_recorded_nor_counted(
     tenant is not purged while it is there (its row would be replaced)."""
     seqs = [record(admin, "doc.edit") for _ in range(3)]
     admin.set_retention_policy(10)
-    with sql.transaction():
-        sql.execute("SET LOCAL session_replication_role = replica")  # past the refusal
-        [(leaf,)] = sql.execute(
-            "DELETE FROM events WHERE tenant_id = %s AND seq = %s RETURNING leaf_hash",
-            [tenant, seqs[0]],
-        ).fetchall()
-        sql.execute(
-            "INSERT INTO tree_nodes (tenant_id, level, idx, hash) VALUES (%s, 0, %s, %s)",
-            [tenant, seqs[0] - 1, leaf],
-        )
-        summary = {"purged": 1, "first_seq": seqs[0], "last_seq": seqs[0], "rules": []}
-        sql.execute(
-            "INSERT INTO retention_pending_purges (tenant_id, purge_id, summary, mac, updated_at)"
-            " VALUES (%s, gen_random_uuid(), %s, %s, now())",
-            [tenant, json.dumps(summary), bytes(32)],
-        )
+    summary = {"purged": 1, "first_seq": seqs[0], "last_seq": seqs[0], "rules": []}
+    _hide_as_purged(sql, tenant, seqs[0], str(uuid.uuid4()), summary, mac=bytes(32))
     try:
         verified = admin.verify_log()
         assert verified.failure.reason == "REMOVALS_UNACCOUNTED"
@@ -1058,21 +1074,7 @@ def test_a_sealed_summary_copied_back_after_its_record_counts_for_nothing(
     purge_id = key.removeprefix("retention.purged:")
     earlier = {**details, "purged": 3, "last_seq": seqs[2]}  # as after its first batch of 3
     earlier["rules"] = {"default": {**details["rules"]["default"], "purged": 3}}
-    with sql.transaction():
-        sql.execute("SET LOCAL session_replication_role = replica")  # past the refusal
-        [(leaf,)] = sql.execute(
-            "DELETE FROM events WHERE tenant_id = %s AND seq = %s RETURNING leaf_hash",
-            [tenant, kept],
-        ).fetchall()
-        sql.execute(
-            "INSERT INTO tree_nodes (tenant_id, level, idx, hash) VALUES (%s, 0, %s, %s)",
-            [tenant, kept - 1, leaf],
-        )
-        sql.execute(
-            "INSERT INTO retention_pending_purges (tenant_id, purge_id, summary, mac, updated_at)"
-            " VALUES (%s, %s, %s, %s, now())",
-            [tenant, purge_id, json.dumps(earlier), SEAL.seal(tenant, purge_id, earlier)],
-        )
+    _hide_as_purged(sql, tenant, kept, purge_id, earlier, mac=SEAL.seal(tenant, purge_id, earlier))
     try:
         assert admin.verify_log().failure.reason == "REMOVALS_UNACCOUNTED"
         with caplog.at_level(logging.ERROR, logger=purger_module.__name__):
