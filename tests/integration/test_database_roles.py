@@ -269,6 +269,34 @@ def test_an_erasure_is_refused_while_a_tenant_table_has_another_owner(
         sql.execute(SQL("DROP TABLE {}").format(table))
 
 
+def test_an_erasure_removes_a_tenant_table_owned_by_a_member_of_the_log_owner(
+    client_for: Any, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A role that has the log owner's privileges (the owner URL's role
+    changed to a member of the first, and a later migration run as it) could
+    run a trigger as the owner anyway: its table is the log's, and erased
+    (helper-87)."""
+    name = f"member_{tenant.replace('-', '_')}"
+    table, role = Identifier(name), Identifier(f"sealtrail_test_{tenant.replace('-', '_')}")
+    [(owner,)] = sql.execute(
+        "SELECT relowner::regrole::text FROM pg_class WHERE oid = 'events'::regclass"
+    ).fetchall()
+    sql.execute(SQL("CREATE ROLE {}").format(role))
+    sql.execute(SQL("CREATE TABLE {} (tenant_id text)").format(table))
+    try:
+        sql.execute(SQL("GRANT {} TO {}").format(Identifier(owner), role))
+        sql.execute(SQL("ALTER TABLE {} OWNER TO {}").format(table, role))
+        sql.execute(SQL("INSERT INTO {} VALUES (%s)").format(table), [tenant])
+        admin = client_for(tenant)
+        admin.record(build_event(action="doc.edit", actor_id="u"))
+        receipt = admin.erase_tenant(tenant)
+        assert receipt.removed_rows[name] == 1
+        assert sql.execute(SQL("SELECT count(*) FROM {}").format(table)).fetchone() == (0,)
+    finally:
+        sql.execute(SQL("DROP TABLE {}").format(table))
+        sql.execute(SQL("DROP ROLE {}").format(role))
+
+
 @pytest.fixture
 def large_tenant(sql: psycopg.Connection[Any], tenant: str) -> str:
     """20,000 rows of a tenant, written straight into the tables (they are only

@@ -33,14 +33,17 @@ _LOCK_WAIT_SECONDS: Final = 10.0
 
 # Every table with a tenant_id column but the receipts: found in the catalog at
 # each erasure, so a table added by a later migration is never left behind; and
-# whether the log's owner (who owns `events`) owns it. Only those are erased: a
-# table anyone else created in the schema could carry a trigger that would run
-# as the owner, mid-erasure. While there is such a table the erasure is refused:
-# it would leave that table's rows of the tenant behind a receipt that says
-# nothing of them (helper-85).
+# whether its owner may act as the log's owner (who owns `events`): that owner,
+# or a role that has its privileges (the owner URL's role changed to a member of
+# the first, which later migrations then ran as; helper-87). Only those are
+# erased: a table another role created in the schema could carry a trigger that
+# would run as the log's owner, mid-erasure, with privileges its author lacks.
+# While there is such a table the erasure is refused: it would leave that
+# table's rows of the tenant behind a receipt that says nothing of them
+# (helper-85).
 _TABLES_WITH_TENANTS: Final = (
-    "SELECT c.relname, c.relowner = (SELECT relowner FROM pg_catalog.pg_class"
-    " WHERE oid = 'events'::regclass) FROM pg_catalog.pg_attribute AS a"
+    "SELECT c.relname, pg_has_role(c.relowner, (SELECT relowner FROM pg_catalog.pg_class"
+    " WHERE oid = 'events'::regclass), 'MEMBER') FROM pg_catalog.pg_attribute AS a"
     " JOIN pg_catalog.pg_class AS c ON c.oid = a.attrelid"
     " WHERE a.attname = 'tenant_id' AND NOT a.attisdropped AND c.relkind IN ('r', 'p')"
     " AND NOT c.relispartition AND c.relnamespace = current_schema()::regnamespace"
