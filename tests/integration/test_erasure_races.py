@@ -616,47 +616,40 @@ def test_a_delivery_under_way_ends_rather_than_wait_for_an_erasure(
 
 
 def test_a_lease_renewal_leaves_out_the_sinks_of_a_tenant_being_erased(
-    migrated_database_url: str, tenant: str
+    unevaluated: tuple[ServerThread, str], tenant: str
 ) -> None:
     """An erasure locks its tenant's sinks until it commits. A forwarder
     renewing its leases waited for them, holding the rows of the sinks it had
     locked before (other tenants'), past its lock timeout, at every try: the
     process forwarded nothing for any tenant until the erasure ended
     (helper-85). It renews the others' at once, and leaves that one to expire."""
+    server, url = unevaluated
     bystander, erased = f"{tenant}-a", f"{tenant}-z"  # the bystander's row is locked first
-    with (
-        database_of_its_own(migrated_database_url, "erasing") as url,
-        endpoint() as receiver,
-        psycopg.connect(url, autocommit=True) as sql,
-    ):
-        server = ServerThread(url, forward_max_sinks=0, alert_max_tenants=0)
-        try:
-            for each in (bystander, erased):
-                with AuditClient(server.target, token=server.token(each)) as admin:
-                    admin.create_sink(
-                        build_sink("siem", "webhook", url=receiver.url,
-                                   secrets=["whsec_" + "A" * 44], filter=build_filter())
-                    )  # fmt: skip
-            forwarder = _forwarder(server)
-            leased = server.run(forwarder._claim())
-            assert sorted(lease.tenant_id for lease in leased) == [bystander, erased]
-            with pytest.raises(_RolledBack), sql.transaction():
-                # As an erasure does: its lock, then the rows other tables reference.
-                sql.execute(SUBJECT_LOCK, [f"{erased}/{ERASURE_SUBJECT}"])
-                sql.execute("SELECT FROM sinks WHERE tenant_id = %s FOR UPDATE", [erased])
-                renewed = server.run(forwarder._claim(), timeout=3)  # its lock timeout is 5 s
-                assert [lease.tenant_id for lease in renewed] == [bystander]
-                raise _RolledBack
-            server.run(forwarder.stop())
-        finally:
-            server.close()
+    with endpoint() as receiver, psycopg.connect(url, autocommit=True) as sql:
+        for each in (bystander, erased):
+            with AuditClient(server.target, token=server.token(each)) as admin:
+                admin.create_sink(
+                    build_sink("siem", "webhook", url=receiver.url,
+                               secrets=["whsec_" + "A" * 44], filter=build_filter())
+                )  # fmt: skip
+        forwarder = _forwarder(server)
+        leased = server.run(forwarder._claim())
+        assert sorted(lease.tenant_id for lease in leased) == [bystander, erased]
+        with pytest.raises(_RolledBack), sql.transaction():
+            # As an erasure does: its lock, then the rows other tables reference.
+            sql.execute(SUBJECT_LOCK, [f"{erased}/{ERASURE_SUBJECT}"])
+            sql.execute("SELECT FROM sinks WHERE tenant_id = %s FOR UPDATE", [erased])
+            renewed = server.run(forwarder._claim(), timeout=3)  # its lock timeout is 5 s
+            assert [lease.tenant_id for lease in renewed] == [bystander]
+            raise _RolledBack
+        server.run(forwarder.stop())
 
 
 @pytest.fixture
 def unevaluated(migrated_database_url: str) -> Iterator[tuple[ServerThread, str]]:
     """A server whose own evaluator and forwarder are off, on a database of its
-    own (no other server's evaluator takes its tenants), and that database's
-    URL: the test runs evaluation steps itself."""
+    own (no other server's evaluator or forwarder takes its tenants), and that
+    database's URL: the test runs evaluation or delivery steps itself."""
     with database_of_its_own(migrated_database_url, "erasing") as url:
         server = ServerThread(url, forward_max_sinks=0, alert_max_tenants=0)
         try:
