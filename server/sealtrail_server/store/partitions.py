@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any, Final
 
 import psycopg
@@ -18,6 +20,14 @@ PARTITION_MONTHS_AHEAD: Final = 3
 # The events no policy removes, as a LIKE pattern.
 KEPT_FOR_GOOD_PATTERN: Final = KEPT_FOR_GOOD + "%"
 _MONTHLY: Final = re.compile(r"events_(\d{4})_(\d{2})")
+
+# events_default's CHECK that it holds no row of the months named in it (ADR
+# 0047): creating one of them then need not scan it under the lock on events.
+OUTSIDE_MONTHS: Final = "events_default_outside_months"
+# A month is named in it only while its start is further ahead than this: no
+# row can be received in it before then, and a month whose creation keeps
+# failing is left out again in time for its rows to land in events_default.
+_NAMED_AHEAD: Final = timedelta(days=1)
 
 log = logging.getLogger(__name__)
 
@@ -34,35 +44,149 @@ _RETIRE_TIMEOUT: Final = "5s"
 # request, so a pass that waited behind a long reader (an Export, VerifyLog)
 # would stall every Record meanwhile: it gives up instead, until the next pass.
 _LOCK_TIMEOUT: Final = "200ms"
+# The longest the check's validation waits for its lock, which stops no read
+# or write (only autovacuum of events_default, which gives way within 1 s).
+_VALIDATE_LOCK_TIMEOUT: Final = "5s"
 
 
 async def create_ahead(conn: psycopg.AsyncConnection[Any], *, now: datetime | None) -> int:
     """Create the missing partitions from this month to PARTITION_MONTHS_AHEAD
     months ahead of `now` (None: the database's clock); how many were created.
     0 as well if `events` could not be locked at once (the next pass tries)."""
+    if now is None:
+        cursor = await conn.execute("SELECT now()")
+        row = await cursor.fetchone()
+        assert row is not None
+        now = row[0]
+    now = now.astimezone(UTC)
+    existing = set((await _monthly_partitions(conn)).values())
+    this_month = datetime(now.year, now.month, 1, tzinfo=UTC)
+    wanted = [_months_after(this_month, n) for n in range(PARTITION_MONTHS_AHEAD + 1)]
+    missing = [month for month in wanted if month not in existing]
+    if not missing:
+        return 0
+    if ahead := [month for month in missing if month > now + _NAMED_AHEAD]:
+        await _name_in_the_default_check(conn, existing | set(ahead))
     try:
         async with conn.transaction():
             await conn.execute("SELECT set_config('lock_timeout', %s, true)", [_LOCK_TIMEOUT])
             cursor = await conn.execute(
-                "SELECT sealtrail_create_event_partitions(t, t + make_interval(months => %s))"
-                " FROM coalesce(%s::timestamptz, now()) AS t",
-                [PARTITION_MONTHS_AHEAD, now],
+                "SELECT sealtrail_create_event_partitions(%s, %s)", [this_month, wanted[-1]]
             )
             row = await cursor.fetchone()
     except psycopg.errors.LockNotAvailable:
-        next_month = await conn.execute(
-            "SELECT to_regclass('events_' || to_char("
-            "(coalesce(%s::timestamptz, now()) + interval '1 month') AT TIME ZONE 'UTC',"
-            " 'YYYY_MM')) IS NULL",
-            [now],
-        )
-        missing = await next_month.fetchone()
         # Next month's events would go to events_default, whose rows no month
         # can be created over: say so while there is time to act.
-        level = logging.WARNING if missing and missing[0] else logging.INFO
+        level = logging.WARNING if wanted[1] in missing else logging.INFO
         log.log(level, "partitions: events is busy; creating months ahead at the next pass")
+        if ahead:  # the check names months that are not there
+            await _drop_the_default_check_at_once(conn)
         return 0
     return int(row[0]) if row else 0
+
+
+async def _name_in_the_default_check(
+    conn: psycopg.AsyncConnection[Any], months: set[datetime]
+) -> None:
+    """Make events_default's check name `months` (those that exist and those
+    about to be created): added NOT VALID under a brief lock of events_default
+    alone, then validated by a scan that stops no read or write. If it cannot
+    be, the default is left with no check, and creating a month scans it, under
+    the lock on events, as it did before."""
+    name = sql.Identifier(OUTSIDE_MONTHS)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('lock_timeout', %s, true)", [_LOCK_TIMEOUT])
+            await conn.execute(
+                sql.SQL(
+                    "ALTER TABLE events_default DROP CONSTRAINT IF EXISTS {name},"
+                    " ADD CONSTRAINT {name} CHECK ({outside}) NOT VALID"
+                ).format(name=name, outside=_outside(months))
+            )
+    except psycopg.errors.LockNotAvailable:
+        log.info("partitions: events_default is busy; a month created now scans it")
+        return
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT set_config('lock_timeout', %s, true)", [_VALIDATE_LOCK_TIMEOUT]
+            )
+            await conn.execute(
+                sql.SQL("ALTER TABLE events_default VALIDATE CONSTRAINT {}").format(name)
+            )
+    except psycopg.Error as error:
+        # A row received in a month not yet created (a clock that ran ahead)
+        # is refused by the check meanwhile: it must not stay.
+        log.warning(
+            "partitions: events_default holds rows of a month to create, or is busy (%s);"
+            " creating that month scans it",
+            error.diag.message_primary or type(error).__name__,
+        )
+        await _drop_the_default_check_at_once(conn)
+
+
+async def _drop_the_default_check_at_once(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The check dropped, if events_default can be locked at once; else it
+    stays until the next creation replaces it, at the latest a day before the
+    start of any month it names that is still missing."""
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('lock_timeout', %s, true)", [_LOCK_TIMEOUT])
+            await _drop_the_default_check(conn)
+    except psycopg.errors.LockNotAvailable:
+        log.info("partitions: events_default is busy; its check goes at the next pass")
+
+
+async def _drop_the_default_check(conn: psycopg.AsyncConnection[Any]) -> None:
+    """events_default left with no check of the months (it then takes any row
+    no month's partition takes); in the caller's transaction, if any."""
+    await conn.execute(
+        sql.SQL("ALTER TABLE events_default DROP CONSTRAINT IF EXISTS {}").format(
+            sql.Identifier(OUTSIDE_MONTHS)
+        )
+    )
+
+
+def _outside(months: Iterable[datetime]) -> sql.Composable:
+    """A condition on received_at that holds outside each of `months` (month
+    starts, UTC): the ranges between runs of consecutive months. In this form
+    PostgreSQL proves that it excludes any one of them (a NOT of their union
+    it does not)."""
+    runs: list[list[datetime]] = []
+    for start in sorted(months):
+        end = _months_after(start, 1)
+        if runs and runs[-1][1] == start:
+            runs[-1][1] = end
+        else:
+            runs.append([start, end])
+    below, above = sql.SQL("received_at < {}"), sql.SQL("received_at >= {}")
+    arms = [below.format(sql.Literal(runs[0][0]))]
+    arms += [
+        sql.SQL("({} AND {})").format(
+            above.format(sql.Literal(end)), below.format(sql.Literal(next_start))
+        )
+        for (_, end), (next_start, _) in pairwise(runs)
+    ]
+    arms.append(above.format(sql.Literal(runs[-1][1])))
+    return sql.SQL(" OR ").join(arms)
+
+
+def _months_after(month: datetime, count: int) -> datetime:
+    index = month.year * 12 + month.month - 1 + count
+    return datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC)
+
+
+async def _monthly_partitions(conn: psycopg.AsyncConnection[Any]) -> dict[str, datetime]:
+    """{name: month start} of each monthly partition of events."""
+    cursor = await conn.execute(
+        "SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'events'::regclass ORDER BY c.relname"
+    )
+    months = {}
+    for (name,) in await cursor.fetchall():
+        if match := _MONTHLY.fullmatch(name):  # not events_default
+            months[name] = datetime(int(match[1]), int(match[2]), 1, tzinfo=UTC)
+    return months
 
 
 async def retire_past_months(
@@ -82,18 +206,9 @@ async def retire_past_months(
     just removed what retention deleted, so that is a few pages, where a scan
     of its heap would read every page the month ever had while every
     statement on `events` waits."""
-    cursor = await conn.execute(
-        "SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid"
-        " WHERE i.inhparent = 'events'::regclass ORDER BY c.relname"
-    )
     retired: dict[str, int] = {}
-    for (name,) in await cursor.fetchall():
-        match = _MONTHLY.fullmatch(name)
-        if match is None:
-            continue  # events_default
-        year, month = int(match[1]), int(match[2])
-        ends = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
-        if ends > now - timedelta(days=1):
+    for name, month in (await _monthly_partitions(conn)).items():
+        if _months_after(month, 1) > now - timedelta(days=1):
             continue
         table = sql.Identifier(name)
         # Most past months still hold events: the first one found says so, unlocked.
@@ -151,8 +266,10 @@ async def _holds_events_not_kept(conn: psycopg.AsyncConnection[Any], table: sql.
 
 async def _move_kept_and_drop(conn: psycopg.AsyncConnection[Any], table: sql.Identifier) -> int:
     """The month's rows into `events_default` (they are in no month's range
-    once it is detached), then the month dropped; the rows moved."""
+    once it is detached, and its check is dropped), then the month dropped;
+    the rows moved."""
     await conn.execute(sql.SQL("ALTER TABLE events DETACH PARTITION {}").format(table))
+    await _drop_the_default_check(conn)  # it names the month; the next creation will not
     # Every stored column, in the table's order; generated ones are computed again.
     cursor = await conn.execute(
         "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = 'events'::regclass"

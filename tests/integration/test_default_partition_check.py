@@ -1,0 +1,101 @@
+"""events_default's check of the months (ADR 0047): creating a month ahead
+does not scan events_default under the lock on events, and the check never
+refuses a row that events_default must take."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from sealtrail_server.store.partitions import OUTSIDE_MONTHS, create_ahead
+from tests.conftest import database_of_its_own
+
+# Years ahead of any month the database's own clock has created.
+_YEAR = datetime.now(UTC).year + 3
+_SKIPPED_SCAN = "is implied by existing constraints"
+
+
+@pytest.fixture
+def url(migrated_database_url: str) -> Iterator[str]:
+    with database_of_its_own(migrated_database_url, "months") as own:
+        yield own
+
+
+def _create_ahead(url: str, now: datetime) -> tuple[int, list[str]]:
+    """create_ahead(now) as the tables' owner: (months created, what
+    PostgreSQL said of the default partition as it did)."""
+
+    async def run() -> tuple[int, list[str]]:
+        said: list[str] = []
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            conn.add_notice_handler(lambda notice: said.append(notice.message_primary or ""))
+            await conn.execute("SET client_min_messages = debug1")
+            created = await create_ahead(conn, now=now)
+        return created, [line for line in said if "default partition" in line]
+
+    return asyncio.run(run())
+
+
+def _receive_at(sql: psycopg.Connection[Any], when: datetime) -> str:
+    """A row received at `when`, inserted as the owner; the partition it went to."""
+    row = sql.execute(
+        "INSERT INTO events (tenant_id, seq, id, occurred_at, received_at, action, severity,"
+        " outcome, actor_id, leaf_hash, record)"
+        " VALUES ('t-months', 1, %s, %s, %s, 'doc.edit', 1, 'success', 'u-1', '\\x00', '{}')"
+        " RETURNING tableoid::regclass::text",
+        [uuid.uuid4(), when, when],
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _check(sql: psycopg.Connection[Any]) -> str | None:
+    row = sql.execute(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid = 'events_default'::regclass AND conname = %s",
+        [OUTSIDE_MONTHS],
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def test_a_month_ahead_is_created_without_scanning_events_default(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as sql:
+        assert _receive_at(sql, datetime(2001, 1, 1, tzinfo=UTC)) == "events_default"
+    # June is this month at `now`: a row may already be received in it, so
+    # PostgreSQL scans events_default for June; not for the three months ahead.
+    created, said = _create_ahead(url, datetime(_YEAR, 6, 15, 12, tzinfo=UTC))
+    assert created == 4
+    assert sum(_SKIPPED_SCAN in line for line in said) == 3, said
+
+
+def test_a_month_that_could_not_be_created_takes_its_rows_in_events_default(url: str) -> None:
+    """The check names the months ahead just before creating them: if the
+    creation fails (events is busy), the check goes with it."""
+    july = datetime(_YEAR, 7, 1, tzinfo=UTC)
+    with (
+        psycopg.connect(url, autocommit=True) as sql,
+        psycopg.connect(url) as holder,  # in a transaction until closed
+    ):
+        holder.execute("LOCK TABLE ONLY events IN ACCESS SHARE MODE")
+        assert _create_ahead(url, datetime(_YEAR, 6, 15, tzinfo=UTC))[0] == 0
+        assert _check(sql) is None
+        assert _receive_at(sql, july + timedelta(days=1)) == "events_default"
+
+
+def test_a_row_already_in_a_month_ahead_leaves_events_default_unchecked(url: str) -> None:
+    """A row received in a month not yet created (a clock that ran ahead)
+    fails the check's validation: the check goes, and that month is not
+    created (as before), while the others are."""
+    august = datetime(_YEAR, 8, 1, tzinfo=UTC)
+    with psycopg.connect(url, autocommit=True) as sql:
+        assert _receive_at(sql, august + timedelta(days=2)) == "events_default"
+        created, _ = _create_ahead(url, datetime(_YEAR, 6, 15, tzinfo=UTC))
+        assert created == 3
+        assert _check(sql) is None
+        assert _receive_at(sql, august + timedelta(days=3)) == "events_default"
