@@ -5,6 +5,7 @@ no row of the tenant and touches no other tenant."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import functools
@@ -58,11 +59,12 @@ from sealtrail_server.domain.errors import Unavailable
 from sealtrail_server.domain.event_ids import received_within
 from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.domain.purge_summaries import SummarySeal
+from sealtrail_server.domain.retention import Selection
 from sealtrail_server.retention import purger as purger_module
 from sealtrail_server.retention.purger import LOCK_KEY as PURGE_LOCK
 from sealtrail_server.retention.purger import Purger
 from sealtrail_server.store.events import query_statement
-from sealtrail_server.store.retention import purged_between
+from sealtrail_server.store.retention import purge_batch, purged_between
 from tests.clock import Clock
 from tests.conftest import REDACTION_SECRET, ServerThread, database_of_its_own
 from tests.integration.test_database_roles import TENANT_TABLES
@@ -419,6 +421,86 @@ def test_each_selection_resumes_where_the_last_pass_left_it(
     assert recorded(admin) == []  # the new rule read from the beginning, before the mark
     now_marked = marks()  # the default's (its selection unchanged) and the new rule's
     assert default in now_marked and len(now_marked) == 2
+
+
+def test_a_new_rule_is_read_a_window_of_seqs_a_batch_to_the_end_of_the_log(
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    tenant: str,
+    migrated_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rule with no mark yet reads from the tenant's first event. By
+    windows of seqs, a batch that finds few matches stops at its window's end
+    instead of reading on; the next starts there, until the end of the log."""
+    windows: list[tuple[int, int | None]] = []
+
+    async def watched(conn: Any, tenant_id: str, *args: Any, **kwargs: Any) -> Any:
+        if tenant_id == tenant:
+            windows.append((kwargs["after_seq"], kwargs["through_seq"]))
+        return await purge_batch(conn, tenant_id, *args, **kwargs)
+
+    monkeypatch.setattr(purger_module, "purge_batch", watched)
+    logins = []
+    for n in range(20):
+        record(admin, "doc.edit")
+        if n % 6 == 5:
+            logins.append(record(admin, "user.login", "authentication"))
+    logins.append(record(admin, "user.login", "authentication"))  # the last event
+    admin.set_retention_policy("forever", categories={"authentication": 30})
+    clock.advance(31)
+    assert aged.service.purger is not None
+    windowed = Purger(
+        migrated_database_url,
+        record=aged.service.purger.record,
+        seal=SEAL,
+        batch_events=2,
+        scan_window=4,
+        clock=clock,
+    )
+    [result] = [r for r in aged.run(windowed.run_once()) if r.tenant_id == tenant]
+    assert result.count == len(logins)
+    assert (result.first_seq, result.last_seq) == (logins[0], logins[-1])
+    assert {action for _, action in recorded(admin)} == {"doc.edit"}
+    assert admin.verify_log().ok
+    # No batch read more than its window; together they read to the log's end.
+    assert all(through is not None and through - after <= 4 for after, through in windows)
+    size = logins[-1] + 1  # the policy's change came last
+    assert windows[0][0] == 0 and (windows[-1][1] or 0) >= size
+
+
+def test_a_batch_of_a_window_reads_no_event_past_it(
+    admin: AuditClient, clock: Clock, tenant: str, migrated_database_url: str
+) -> None:
+    """Shown by a lock: a batch that read past its window's end would wait
+    for the later match another session holds."""
+    inside = record(admin, "user.login", "authentication")
+    record(admin, "doc.edit")
+    past = record(admin, "user.login", "authentication")
+    clock.advance(31)
+    logins = Selection(30, "category:authentication", category="authentication")
+
+    async def one_batch() -> int:
+        async with await psycopg.AsyncConnection.connect(migrated_database_url) as conn:
+            await conn.execute("SET LOCAL sealtrail.removal = 'retention'")
+            await conn.execute("SET LOCAL lock_timeout = '10s'")
+            batch = await purge_batch(
+                conn,
+                tenant,
+                logins,
+                received_before=clock() - timedelta(days=30),
+                limit=2,
+                through_seq=past - 1,
+            )
+            await conn.rollback()
+            return batch.first_seq
+
+    with psycopg.connect(migrated_database_url) as holder:  # in a transaction until closed
+        holder.execute(
+            "SELECT FROM events WHERE tenant_id = %s AND seq = %s FOR UPDATE", [tenant, past]
+        )
+        assert asyncio.run(one_batch()) == inside
 
 
 def _pending_summaries(sql: psycopg.Connection[Any], tenant: str) -> list[dict[str, Any]]:

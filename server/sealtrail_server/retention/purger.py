@@ -47,6 +47,7 @@ from ..store.retention import (
     purge_marks,
     tenants_with_expiry,
 )
+from ..store.tree import tree_size
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,11 @@ _T = TypeVar("_T")
 # pg_advisory_lock key of the purge job ("sealpurg" in ASCII).
 LOCK_KEY: Final = 0x7365616C70757267
 DEFAULT_BATCH_EVENTS: Final = 5000
+# A selection with no mark (new to the policy) is read from the tenant's first
+# event, this many batches' worth of seqs a batch at most: where few events
+# match (a rare category), a batch limited by its matches alone would read the
+# tenant's whole log while holding the policy row a legal hold waits for.
+SCAN_WINDOW_BATCHES: Final = 50
 # Seconds between creations of the months ahead when purging is off.
 MONTHS_AHEAD_INTERVAL: Final = 3600.0
 # Seconds from a process's start to its first pass (at most the interval).
@@ -139,6 +145,7 @@ class Purger:
         interval: float = 3600.0,
         first_pass_after: float = FIRST_PASS_AFTER,
         batch_events: int = DEFAULT_BATCH_EVENTS,
+        scan_window: int | None = None,  # seqs; None: SCAN_WINDOW_BATCHES batches
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._owner_url = owner_url
@@ -147,6 +154,7 @@ class Purger:
         self._interval = interval
         self._first_pass_after = first_pass_after
         self._batch_events = batch_events
+        self._scan_window = scan_window or batch_events * SCAN_WINDOW_BATCHES
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
 
@@ -375,6 +383,9 @@ class Purger:
         reached: dict[str, tuple[Selection, int]] = {}
         # Where earlier passes left each selection: all before is gone.
         marks = await purge_marks(conn, tenant_id)
+        # Where a selection read by windows ends: events appended later are
+        # too recent for any cutoff (a day at least).
+        size = await tree_size(conn, tenant_id)
         while True:
             # One batch per transaction: the policy is read again under its
             # lock each time, so a hold placed meanwhile stops the next batch.
@@ -394,17 +405,26 @@ class Purger:
                 key = selection_key(selection)
                 cutoff = now - timedelta(days=selection.days)
                 ran, last_seq = reached.get(selection.rule, (selection, 0))
+                after = last_seq if ran == selection else 0  # else the policy changed
+                read_from = _read_from(marks.get(key), cutoff)
+                # A marked selection reads by receive time, from its mark.
+                through = None if read_from is not None else after + self._scan_window
                 batch = await purge_batch(
                     conn,
                     tenant_id,
                     selection,
                     received_before=cutoff,
                     limit=self._batch_events,
-                    after_seq=last_seq if ran == selection else 0,  # else the policy changed
-                    received_from=_read_from(marks.get(key), cutoff),
+                    after_seq=after,
+                    through_seq=through,
+                    received_from=read_from,
                 )
-                if batch.count:
+                full = batch.count == self._batch_events
+                if full:  # more may match up to the window's end
                     reached[selection.rule] = (selection, batch.last_seq)
+                elif through is not None:  # all of the window is done
+                    reached[selection.rule] = (selection, through)
+                if batch.count:
                     purged.add(selection.rule, cutoff, batch.count, batch.first_seq, batch.last_seq)
                     # Committed with the batch: recorded, even after a crash.
                     await note_pending_purge(
@@ -415,7 +435,7 @@ class Purger:
                         purged.details(),
                         now=self._clock(),
                     )
-                done = batch.count < self._batch_events
+                done = not full and (through is None or through >= size)
                 if done and marks.get(key) != cutoff:
                     # The selection is done up to the cutoff (under the policy
                     # read in this transaction): the next pass starts there.

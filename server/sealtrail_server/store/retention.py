@@ -205,15 +205,20 @@ async def purge_batch(
     received_before: datetime,
     limit: int,
     after_seq: int = 0,
+    through_seq: int | None = None,
     received_from: datetime | None = None,
 ) -> PurgedBatch:
-    """Remove up to `limit` events of `selection` received before the cutoff
-    and after `after_seq`, oldest first, keeping their leaf hashes. Call
-    inside a transaction that has declared the removal and holds the policy
-    lock (see the module doc). A batch that follows one of the same selection
-    and cutoff starts after its last seq: every match up to it is gone, and
-    what is left below it (events other rules keep) is not walked again."""
+    """Remove up to `limit` events of `selection` received before the cutoff,
+    after `after_seq` and up to `through_seq` (if set: no later event is
+    read), oldest first, keeping their leaf hashes. Call inside a transaction
+    that has declared the removal and holds the policy lock (see the module
+    doc). A batch that follows one of the same selection and cutoff starts
+    after its last seq: every match up to it is gone, and what is left below
+    it (events other rules keep) is not walked again."""
     conditions, params = _selection_conditions(selection)
+    if through_seq is not None:
+        conditions = [*conditions, sql.SQL("seq <= %s")]
+        params = [*params, through_seq]
     if received_from is not None:  # all before it is gone (a mark): its months are not read
         conditions = [*conditions, sql.SQL("received_at >= %s")]
         params = [*params, received_from]
