@@ -64,14 +64,25 @@ def _check(sql: psycopg.Connection[Any]) -> str | None:
     return None if row is None else str(row[0])
 
 
-def test_a_month_ahead_is_created_without_scanning_events_default(url: str) -> None:
+@pytest.mark.parametrize(
+    ("now", "unscanned"),
+    [
+        (datetime(_YEAR, 6, 15, 12, tzinfo=UTC), 3),  # July to September
+        (datetime(_YEAR, 6, 30, 23, tzinfo=UTC), 2),  # July starts within the day
+    ],
+)
+def test_a_month_ahead_is_created_without_scanning_events_default(
+    url: str, now: datetime, unscanned: int
+) -> None:
+    """June is this month at `now`: a row may be received in it already, and
+    PostgreSQL scans events_default for it; not for a month more than a day
+    ahead. The check goes with the creation's commit."""
     with psycopg.connect(url, autocommit=True) as sql:
         assert _receive_at(sql, datetime(2001, 1, 1, tzinfo=UTC)) == "events_default"
-    # June is this month at `now`: a row may already be received in it, so
-    # PostgreSQL scans events_default for June; not for the three months ahead.
-    created, said = _create_ahead(url, datetime(_YEAR, 6, 15, 12, tzinfo=UTC))
-    assert created == 4
-    assert sum(_SKIPPED_SCAN in line for line in said) == 3, said
+        created, said = _create_ahead(url, now)
+        assert created == 4
+        assert sum(_SKIPPED_SCAN in line for line in said) == unscanned, said
+        assert _check(sql) is None
 
 
 def test_a_month_that_could_not_be_created_takes_its_rows_in_events_default(url: str) -> None:

@@ -21,12 +21,13 @@ PARTITION_MONTHS_AHEAD: Final = 3
 KEPT_FOR_GOOD_PATTERN: Final = KEPT_FOR_GOOD + "%"
 _MONTHLY: Final = re.compile(r"events_(\d{4})_(\d{2})")
 
-# events_default's CHECK that it holds no row of the months named in it (ADR
-# 0047): creating one of them then need not scan it under the lock on events.
+# events_default's CHECK that it holds no row of the months about to be
+# created (ADR 0047): PostgreSQL then creates them without scanning it under
+# the lock on events. It lives from just before their creation to its commit.
 OUTSIDE_MONTHS: Final = "events_default_outside_months"
 # A month is named in it only while its start is further ahead than this: no
-# row can be received in it before then, and a month whose creation keeps
-# failing is left out again in time for its rows to land in events_default.
+# row can be received in it before then, and a check left behind by a failed
+# creation is dropped in time for the month's rows to land in events_default.
 _NAMED_AHEAD: Final = timedelta(days=1)
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,9 @@ _RETIRE_TIMEOUT: Final = "5s"
 # would stall every Record meanwhile: it gives up instead, until the next pass.
 _LOCK_TIMEOUT: Final = "200ms"
 # The longest the check's validation waits for its lock, which stops no read
-# or write (only autovacuum of events_default, which gives way within 1 s).
+# or write. A VACUUM or ANALYZE of events_default (autovacuum's gives way
+# within a second, unless it prevents wraparound) or another VALIDATE may hold
+# it: the months are then created with the scan.
 _VALIDATE_LOCK_TIMEOUT: Final = "5s"
 
 
@@ -66,7 +69,7 @@ async def create_ahead(conn: psycopg.AsyncConnection[Any], *, now: datetime | No
     if not missing:
         return 0
     if ahead := [month for month in missing if month > now + _NAMED_AHEAD]:
-        await _name_in_the_default_check(conn, existing | set(ahead))
+        await _name_in_the_default_check(conn, ahead)
     try:
         async with conn.transaction():
             await conn.execute("SELECT set_config('lock_timeout', %s, true)", [_LOCK_TIMEOUT])
@@ -74,25 +77,24 @@ async def create_ahead(conn: psycopg.AsyncConnection[Any], *, now: datetime | No
                 "SELECT sealtrail_create_event_partitions(%s, %s)", [this_month, wanted[-1]]
             )
             row = await cursor.fetchone()
+            await _drop_the_default_check(conn)  # under the lock the creation holds
     except psycopg.errors.LockNotAvailable:
         # Next month's events would go to events_default, whose rows no month
         # can be created over: say so while there is time to act.
         level = logging.WARNING if wanted[1] in missing else logging.INFO
         log.log(level, "partitions: events is busy; creating months ahead at the next pass")
-        if ahead:  # the check names months that are not there
-            await _drop_the_default_check_at_once(conn)
+        await _drop_the_default_check_at_once(conn)
         return 0
     return int(row[0]) if row else 0
 
 
 async def _name_in_the_default_check(
-    conn: psycopg.AsyncConnection[Any], months: set[datetime]
+    conn: psycopg.AsyncConnection[Any], months: list[datetime]
 ) -> None:
-    """Make events_default's check name `months` (those that exist and those
-    about to be created): added NOT VALID under a brief lock of events_default
-    alone, then validated by a scan that stops no read or write. If it cannot
-    be, the default is left with no check, and creating a month scans it, under
-    the lock on events, as it did before."""
+    """Make events_default's check name `months`, about to be created: added
+    NOT VALID under a brief lock of events_default alone, then validated by a
+    scan that stops no read or write. If it cannot be, events_default is left
+    with no check, and creating the months scans it, as it did before."""
     name = sql.Identifier(OUTSIDE_MONTHS)
     try:
         async with conn.transaction():
@@ -104,7 +106,7 @@ async def _name_in_the_default_check(
                 ).format(name=name, outside=_outside(months))
             )
     except psycopg.errors.LockNotAvailable:
-        log.info("partitions: events_default is busy; a month created now scans it")
+        log.info("partitions: events_default is busy; the months ahead are created with a scan")
         return
     try:
         async with conn.transaction():
@@ -119,22 +121,31 @@ async def _name_in_the_default_check(
         # is refused by the check meanwhile: it must not stay.
         log.warning(
             "partitions: events_default holds rows of a month to create, or is busy (%s);"
-            " creating that month scans it",
+            " the months ahead are created with a scan",
             error.diag.message_primary or type(error).__name__,
         )
         await _drop_the_default_check_at_once(conn)
 
 
 async def _drop_the_default_check_at_once(conn: psycopg.AsyncConnection[Any]) -> None:
-    """The check dropped, if events_default can be locked at once; else it
-    stays until the next creation replaces it, at the latest a day before the
-    start of any month it names that is still missing."""
+    """The check dropped, if there is one and events_default can be locked at
+    once; else it stays until a later pass creates the months or replaces it,
+    hourly, from a day before the first it names starts (_NAMED_AHEAD)."""
+    cursor = await conn.execute(
+        "SELECT FROM pg_constraint WHERE conrelid = 'events_default'::regclass AND conname = %s",
+        [OUTSIDE_MONTHS],
+    )
+    if await cursor.fetchone() is None:
+        return  # not even a lock taken
     try:
         async with conn.transaction():
             await conn.execute("SELECT set_config('lock_timeout', %s, true)", [_LOCK_TIMEOUT])
             await _drop_the_default_check(conn)
     except psycopg.errors.LockNotAvailable:
-        log.info("partitions: events_default is busy; its check goes at the next pass")
+        log.warning(
+            "partitions: events_default is busy; its check of the months ahead goes at the"
+            " next pass"
+        )
 
 
 async def _drop_the_default_check(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -149,9 +160,8 @@ async def _drop_the_default_check(conn: psycopg.AsyncConnection[Any]) -> None:
 
 def _outside(months: Iterable[datetime]) -> sql.Composable:
     """A condition on received_at that holds outside each of `months` (month
-    starts, UTC): the ranges between runs of consecutive months. In this form
-    PostgreSQL proves that it excludes any one of them (a NOT of their union
-    it does not)."""
+    starts, UTC): the ranges between runs of consecutive months, a form
+    PostgreSQL's prover reads as excluding each of them."""
     runs: list[list[datetime]] = []
     for start in sorted(months):
         end = _months_after(start, 1)
@@ -269,7 +279,7 @@ async def _move_kept_and_drop(conn: psycopg.AsyncConnection[Any], table: sql.Ide
     once it is detached, and its check is dropped), then the month dropped;
     the rows moved."""
     await conn.execute(sql.SQL("ALTER TABLE events DETACH PARTITION {}").format(table))
-    await _drop_the_default_check(conn)  # it names the month; the next creation will not
+    await _drop_the_default_check(conn)  # one a failed creation left may name the month
     # Every stored column, in the table's order; generated ones are computed again.
     cursor = await conn.execute(
         "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = 'events'::regclass"
