@@ -111,6 +111,12 @@ def purge(server: ServerThread) -> list[Any]:
     return server.run(server.service.purger.run_once())
 
 
+def beside(server: ServerThread, url: str, clock: Clock, **settings: Any) -> Purger:
+    """Another purger, recording through `server`'s appender."""
+    assert server.service.purger is not None
+    return Purger(url, record=server.service.purger.record, seal=SEAL, clock=clock, **settings)
+
+
 def recorded(client: AuditClient) -> list[tuple[int, str]]:
     return sorted(
         (event.seq, event.action) for event in client.query(build_filter(actions=RECORDED))
@@ -450,15 +456,7 @@ def test_a_new_rule_is_read_a_window_of_seqs_a_batch_to_the_end_of_the_log(
     logins.append(record(admin, "user.login", "authentication"))  # the last event
     admin.set_retention_policy("forever", categories={"authentication": 30})
     clock.advance(31)
-    assert aged.service.purger is not None
-    windowed = Purger(
-        migrated_database_url,
-        record=aged.service.purger.record,
-        seal=SEAL,
-        batch_events=2,
-        scan_window=4,
-        clock=clock,
-    )
+    windowed = beside(aged, migrated_database_url, clock, batch_events=2, scan_window=4)
     [result] = [r for r in aged.run(windowed.run_once()) if r.tenant_id == tenant]
     assert result.count == len(logins)
     assert (result.first_seq, result.last_seq) == (logins[0], logins[-1])
@@ -710,15 +708,9 @@ def test_the_months_ahead_are_created_hourly_whatever_the_interval(
     clock.advance(130)
     ahead = clock() + timedelta(days=85)
     assert f"events_{ahead:%Y_%m}" not in _partitions(sql)
-    assert aged.service.purger is not None
     monkeypatch.setattr(purger_module, "MONTHS_AHEAD_INTERVAL", 0.05)
-    seldom = Purger(
-        migrated_database_url,
-        record=aged.service.purger.record,
-        seal=SEAL,
-        interval=interval,
-        first_pass_after=interval,
-        clock=clock,
+    seldom = beside(
+        aged, migrated_database_url, clock, interval=interval, first_pass_after=interval
     )
 
     with _running(aged, seldom):
@@ -734,15 +726,7 @@ def test_a_process_purges_soon_after_it_starts_not_a_whole_interval_later(
     seq = record(admin, "doc.edit")
     admin.set_retention_policy(10)
     clock.advance(11)
-    assert aged.service.purger is not None
-    hourly = Purger(
-        migrated_database_url,
-        record=aged.service.purger.record,
-        seal=SEAL,
-        interval=3600,
-        first_pass_after=0.05,
-        clock=clock,
-    )
+    hourly = beside(aged, migrated_database_url, clock, interval=3600, first_pass_after=0.05)
 
     with _running(aged, hourly):
         _until(lambda: (seq, "doc.edit") not in recorded(admin), "no pass ran")
