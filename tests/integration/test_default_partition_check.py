@@ -99,6 +99,27 @@ def test_a_month_that_could_not_be_created_takes_its_rows_in_events_default(url:
         assert _receive_at(sql, july + timedelta(days=1)) == "events_default"
 
 
+class _CreationFails(psycopg.AsyncConnection[Any]):
+    """A connection whose statement creating the months fails as a statement
+    timeout would end it."""
+
+    async def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+        if "sealtrail_create_event_partitions" in str(query):
+            raise psycopg.errors.QueryCanceled("canceling statement due to statement timeout")
+        return await super().execute(query, *args, **kwargs)
+
+
+def test_a_creation_that_fails_otherwise_leaves_no_check_either(url: str) -> None:
+    async def run() -> None:
+        async with await _CreationFails.connect(url, autocommit=True) as conn:
+            await create_ahead(conn, now=datetime(_YEAR, 6, 15, tzinfo=UTC))
+
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        asyncio.run(run())
+    with psycopg.connect(url, autocommit=True) as sql:
+        assert _check(sql) is None
+
+
 def test_a_row_already_in_a_month_ahead_leaves_events_default_unchecked(url: str) -> None:
     """A row received in a month not yet created (a clock that ran ahead)
     fails the check's validation: the check goes, and that month is not

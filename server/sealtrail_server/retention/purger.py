@@ -153,6 +153,8 @@ class Purger:
         self._seal = seal  # of the summaries kept until then
         self._interval = interval
         self._first_pass_after = first_pass_after
+        if batch_events < 1 or (scan_window is not None and scan_window < 1):
+            raise ValueError("a purge's batches and windows must hold an event at least")
         self._batch_events = batch_events
         self._scan_window = scan_window or batch_events * SCAN_WINDOW_BATCHES
         self._clock = clock

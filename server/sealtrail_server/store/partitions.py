@@ -4,6 +4,7 @@ dropped once retention has emptied a past month of every event it removes
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Iterable
@@ -77,7 +78,7 @@ async def create_ahead(conn: psycopg.AsyncConnection[Any], *, now: datetime | No
                 "SELECT sealtrail_create_event_partitions(%s, %s)", [this_month, wanted[-1]]
             )
             row = await cursor.fetchone()
-            await _drop_the_default_check(conn)  # under the lock the creation holds
+            await _drop_the_default_check(conn)  # under the lock a creation holds
     except psycopg.errors.LockNotAvailable:
         # Next month's events would go to events_default, whose rows no month
         # can be created over: say so while there is time to act.
@@ -85,6 +86,10 @@ async def create_ahead(conn: psycopg.AsyncConnection[Any], *, now: datetime | No
         log.log(level, "partitions: events is busy; creating months ahead at the next pass")
         await _drop_the_default_check_at_once(conn)
         return 0
+    except psycopg.Error:
+        with contextlib.suppress(psycopg.Error):  # the connection may be what failed
+            await _drop_the_default_check_at_once(conn)
+        raise
     return int(row[0]) if row else 0
 
 
@@ -131,12 +136,6 @@ async def _drop_the_default_check_at_once(conn: psycopg.AsyncConnection[Any]) ->
     """The check dropped, if there is one and events_default can be locked at
     once; else it stays until a later pass creates the months or replaces it,
     hourly, from a day before the first it names starts (_NAMED_AHEAD)."""
-    cursor = await conn.execute(
-        "SELECT FROM pg_constraint WHERE conrelid = 'events_default'::regclass AND conname = %s",
-        [OUTSIDE_MONTHS],
-    )
-    if await cursor.fetchone() is None:
-        return  # not even a lock taken
     try:
         async with conn.transaction():
             await conn.execute("SELECT set_config('lock_timeout', %s, true)", [_LOCK_TIMEOUT])
@@ -150,12 +149,18 @@ async def _drop_the_default_check_at_once(conn: psycopg.AsyncConnection[Any]) ->
 
 async def _drop_the_default_check(conn: psycopg.AsyncConnection[Any]) -> None:
     """events_default left with no check of the months (it then takes any row
-    no month's partition takes); in the caller's transaction, if any."""
-    await conn.execute(
-        sql.SQL("ALTER TABLE events_default DROP CONSTRAINT IF EXISTS {}").format(
-            sql.Identifier(OUTSIDE_MONTHS)
-        )
+    no month's partition takes); in the caller's transaction, if any. Without
+    a check, no lock is taken (readers would queue behind its request)."""
+    cursor = await conn.execute(
+        "SELECT FROM pg_constraint WHERE conrelid = 'events_default'::regclass AND conname = %s",
+        [OUTSIDE_MONTHS],
     )
+    if await cursor.fetchone() is not None:
+        await conn.execute(
+            sql.SQL("ALTER TABLE events_default DROP CONSTRAINT IF EXISTS {}").format(
+                sql.Identifier(OUTSIDE_MONTHS)
+            )
+        )
 
 
 def _outside(months: Iterable[datetime]) -> sql.Composable:
