@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -466,6 +467,52 @@ def test_a_new_rule_is_read_a_window_of_seqs_a_batch_to_the_end_of_the_log(
     assert all(through is not None and through - after <= 4 for after, through in windows)
     size = logins[-1] + 1  # the policy's change came last
     assert windows[0][0] == 0 and (windows[-1][1] or 0) >= size
+
+
+def test_a_marked_rule_after_a_long_hold_is_read_a_day_of_receive_times_a_batch(
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    tenant: str,
+    migrated_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What was received since a rule's mark is read in one batch when passes
+    are hours apart; after a legal hold of weeks, a day of it a batch, or a
+    rare category's batch would read all of it while holding the policy row."""
+    admin.set_retention_policy(30)
+    record(admin, "doc.edit")
+    clock.advance(31)
+    purge(aged)  # the default rule is marked here
+    admin.set_legal_hold(True, reason="Case 7")
+    held = []
+    for _ in range(8):
+        held.append(record(admin, "doc.edit"))
+        clock.advance(3)
+    admin.set_legal_hold(False)
+    clock.advance(31)  # all held ones expired, the mark 55 days old
+    spans: list[tuple[datetime, datetime]] = []
+
+    async def watched(conn: Any, tenant_id: str, *args: Any, **kwargs: Any) -> Any:
+        if tenant_id == tenant:
+            spans.append((kwargs["received_from"], kwargs["received_before"]))
+        return await purge_batch(conn, tenant_id, *args, **kwargs)
+
+    monkeypatch.setattr(purger_module, "purge_batch", watched)
+    [result] = [r for r in purge(aged) if r.tenant_id == tenant]
+    assert result.count == len(held)
+    assert not {seq for seq, _ in recorded(admin)} & set(held)
+    assert len(spans) > 20
+    assert all(before - start <= 2 * purger_module.MARKED_SPAN for start, before in spans)
+    assert all(later[0] in (start, before) for (start, before), later in pairwise(spans))
+    assert spans[-1][1] == clock() - timedelta(days=30)
+    assert admin.verify_log().ok
+
+    spans.clear()
+    record(admin, "doc.edit")
+    clock.advance(1)
+    purge(aged)  # a day after: what is left to read, in one batch
+    assert len(spans) == 1
 
 
 def test_a_batch_of_a_window_reads_no_event_past_it(

@@ -24,7 +24,7 @@ import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
@@ -126,6 +126,11 @@ RecordPurge = Callable[[TenantPurge], Awaitable[None]]
 # How far before its mark a selection is read again: receive times come from
 # the appending processes' clocks, the mark from this one's.
 MARK_MARGIN: Final = timedelta(days=1)
+# A marked selection's batch reads at most this span of receive times once
+# what is left to read spans more than two of them (after a long legal hold,
+# or months without a pass): else a rare category's batch would read all of
+# it, holding the policy row. Hourly and daily passes read theirs in one.
+MARKED_SPAN: Final = timedelta(days=1)
 
 
 def _read_from(mark: datetime | None, cutoff: datetime) -> datetime | None:
@@ -133,6 +138,16 @@ def _read_from(mark: datetime | None, cutoff: datetime) -> datetime | None:
     never after its cutoff (a mark a clock ahead set must not hide what is
     due now); None (the beginning) without a mark."""
     return None if mark is None else min(mark, cutoff) - MARK_MARGIN
+
+
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """Where a selection's next batch reads: after `after_seq`, and, for a
+    selection with a mark, from `received_from` (else by windows of seqs)."""
+
+    selection: Selection
+    after_seq: int
+    received_from: datetime | None
 
 
 class Purger:
@@ -381,8 +396,8 @@ class Purger:
         purged = TenantPurge(tenant_id)
         now = self._clock()
         finished: set[str] = set()
-        # The last seq each rule's batches reached, for the selection they ran.
-        reached: dict[str, tuple[Selection, int]] = {}
+        # Where each rule's batches reached, for the selection they ran.
+        reading: dict[str, _Reading] = {}
         # Where earlier passes left each selection: all before is gone.
         marks = await purge_marks(conn, tenant_id)
         # Where a selection read by windows ends: events appended later are
@@ -406,26 +421,35 @@ class Purger:
                 selection = pending[0]
                 key = selection_key(selection)
                 cutoff = now - timedelta(days=selection.days)
-                ran, last_seq = reached.get(selection.rule, (selection, 0))
-                after = last_seq if ran == selection else 0  # else the policy changed
-                read_from = _read_from(marks.get(key), cutoff)
-                # A marked selection reads by receive time, from its mark.
-                through = None if read_from is not None else after + self._scan_window
+                at = reading.get(selection.rule)
+                if at is None or at.selection != selection:  # its first batch, or a new policy
+                    at = _Reading(selection, 0, _read_from(marks.get(key), cutoff))
+                through, before = None, cutoff
+                if at.received_from is None:
+                    through = at.after_seq + self._scan_window
+                elif cutoff - at.received_from > 2 * MARKED_SPAN:
+                    before = at.received_from + MARKED_SPAN
                 batch = await purge_batch(
                     conn,
                     tenant_id,
                     selection,
-                    received_before=cutoff,
+                    received_before=before,
                     limit=self._batch_events,
-                    after_seq=after,
+                    after_seq=at.after_seq,
                     through_seq=through,
-                    received_from=read_from,
+                    received_from=at.received_from,
                 )
                 full = batch.count == self._batch_events
-                if full:  # more may match up to the window's end
-                    reached[selection.rule] = (selection, batch.last_seq)
+                done = False
+                if full:  # more may match in what it read
+                    reading[selection.rule] = replace(at, after_seq=batch.last_seq)
                 elif through is not None:  # all of the window is done
-                    reached[selection.rule] = (selection, through)
+                    reading[selection.rule] = replace(at, after_seq=through)
+                    done = through >= size
+                elif before < cutoff:  # all of the span is done
+                    reading[selection.rule] = replace(at, after_seq=0, received_from=before)
+                else:
+                    done = True
                 if batch.count:
                     purged.add(selection.rule, cutoff, batch.count, batch.first_seq, batch.last_seq)
                     # Committed with the batch: recorded, even after a crash.
@@ -437,7 +461,6 @@ class Purger:
                         purged.details(),
                         now=self._clock(),
                     )
-                done = not full and (through is None or through >= size)
                 if done and marks.get(key) != cutoff:
                     # The selection is done up to the cutoff (under the policy
                     # read in this transaction): the next pass starts there.
