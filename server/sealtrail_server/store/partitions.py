@@ -281,10 +281,10 @@ async def _holds_events_not_kept(conn: psycopg.AsyncConnection[Any], table: sql.
 
 async def _move_kept_and_drop(conn: psycopg.AsyncConnection[Any], table: sql.Identifier) -> int:
     """The month's rows into `events_default` (they are in no month's range
-    once it is detached, and its check is dropped), then the month dropped;
-    the rows moved."""
+    once it is detached), then the month dropped; the rows moved."""
     await conn.execute(sql.SQL("ALTER TABLE events DETACH PARTITION {}").format(table))
-    await _drop_the_default_check(conn)  # one a failed creation left may name the month
+    # A check a failed creation left on events_default may name the month.
+    await _drop_the_default_check(conn)
     # Every stored column, in the table's order; generated ones are computed again.
     cursor = await conn.execute(
         "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = 'events'::regclass"
