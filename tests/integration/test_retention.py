@@ -469,7 +469,7 @@ def test_a_new_rule_is_read_a_window_of_seqs_a_batch_to_the_end_of_the_log(
     assert windows[0][0] == 0 and (windows[-1][1] or 0) >= size
 
 
-def test_a_marked_rule_after_a_long_hold_is_read_a_day_of_receive_times_a_batch(
+def test_a_marked_rule_after_a_long_hold_is_read_a_window_of_events_a_batch(
     aged: ServerThread,
     admin: AuditClient,
     clock: Clock,
@@ -478,19 +478,20 @@ def test_a_marked_rule_after_a_long_hold_is_read_a_day_of_receive_times_a_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """What was received since a rule's mark is read in one batch when passes
-    are hours apart; after a legal hold of weeks, a day of it a batch, or a
-    rare category's batch would read all of it while holding the policy row."""
+    are hours apart; after a legal hold of weeks, by spans of receive times
+    that each hold a window's worth of events, or a rare category's batch
+    would read all of it while holding the policy row."""
     admin.set_retention_policy(30)
     record(admin, "doc.edit")
     clock.advance(31)
     purge(aged)  # the default rule is marked here
     admin.set_legal_hold(True, reason="Case 7")
     held = []
-    for _ in range(8):
+    for _ in range(9):
         held.append(record(admin, "doc.edit"))
         clock.advance(3)
     admin.set_legal_hold(False)
-    clock.advance(31)  # all held ones expired, the mark 55 days old
+    clock.advance(31)  # all held ones expired, the mark 58 days old
     spans: list[tuple[datetime, datetime]] = []
 
     async def watched(conn: Any, tenant_id: str, *args: Any, **kwargs: Any) -> Any:
@@ -499,11 +500,13 @@ def test_a_marked_rule_after_a_long_hold_is_read_a_day_of_receive_times_a_batch(
         return await purge_batch(conn, tenant_id, *args, **kwargs)
 
     monkeypatch.setattr(purger_module, "purge_batch", watched)
-    [result] = [r for r in purge(aged) if r.tenant_id == tenant]
+    times = [e.received_at.ToDatetime(UTC) for e in admin.query(build_filter())]
+    windowed = beside(aged, migrated_database_url, clock, batch_events=2, scan_window=3)
+    [result] = [r for r in aged.run(windowed.run_once()) if r.tenant_id == tenant]
     assert result.count == len(held)
     assert not {seq for seq, _ in recorded(admin)} & set(held)
-    assert len(spans) > 20
-    assert all(before - start <= 2 * purger_module.MARKED_SPAN for start, before in spans)
+    assert len(spans) >= 3  # nine events, and the hold's two records, three a span
+    assert all(sum(start <= t < before for t in times) <= 3 for start, before in spans[:-1])
     assert all(later[0] in (start, before) for (start, before), later in pairwise(spans))
     assert spans[-1][1] == clock() - timedelta(days=30)
     assert admin.verify_log().ok
@@ -511,7 +514,7 @@ def test_a_marked_rule_after_a_long_hold_is_read_a_day_of_receive_times_a_batch(
     spans.clear()
     record(admin, "doc.edit")
     clock.advance(1)
-    purge(aged)  # a day after: what is left to read, in one batch
+    aged.run(windowed.run_once())  # a day after: what is left, in one batch
     assert len(spans) == 1
 
 

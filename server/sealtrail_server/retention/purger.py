@@ -45,6 +45,7 @@ from ..store.retention import (
     pending_purges,
     purge_batch,
     purge_marks,
+    received_at_after,
     tenants_with_expiry,
 )
 from ..store.tree import tree_size
@@ -126,11 +127,12 @@ RecordPurge = Callable[[TenantPurge], Awaitable[None]]
 # How far before its mark a selection is read again: receive times come from
 # the appending processes' clocks, the mark from this one's.
 MARK_MARGIN: Final = timedelta(days=1)
-# A marked selection's batch reads at most this span of receive times once
-# what is left to read spans more than two of them (after a long legal hold,
-# or months without a pass): else a rare category's batch would read all of
-# it, holding the policy row. Hourly and daily passes read theirs in one.
-MARKED_SPAN: Final = timedelta(days=1)
+# Once what a marked selection has left to read spans more than this (after a
+# long legal hold, or months without a pass), a batch reads at most a window's
+# worth of its events, by receive time: else a rare category's batch would read
+# all of it, holding the policy row. Hourly and daily passes read theirs in one
+# batch, without the extra statement that finds where such a span ends.
+SPANS_AFTER: Final = timedelta(days=2)
 
 
 def _read_from(mark: datetime | None, cutoff: datetime) -> datetime | None:
@@ -143,11 +145,16 @@ def _read_from(mark: datetime | None, cutoff: datetime) -> datetime | None:
 @dataclass(frozen=True, slots=True)
 class _Reading:
     """Where a selection's next batch reads: after `after_seq`, and, for a
-    selection with a mark, from `received_from` (else by windows of seqs)."""
+    selection with a mark, from `received_from` (else by windows of seqs),
+    until `received_before` once a span of what it has left is chosen (None:
+    none yet). A span stays as chosen until a batch of it is not full: one
+    found again would reach events received later, whose seqs may lie below
+    `after_seq` (receive times come from the appenders' clocks)."""
 
     selection: Selection
     after_seq: int
     received_from: datetime | None
+    received_before: datetime | None = None
 
 
 class Purger:
@@ -424,11 +431,19 @@ class Purger:
                 at = reading.get(selection.rule)
                 if at is None or at.selection != selection:  # its first batch, or a new policy
                     at = _Reading(selection, 0, _read_from(marks.get(key), cutoff))
-                through, before = None, cutoff
+                through, before = None, at.received_before or cutoff
                 if at.received_from is None:
                     through = at.after_seq + self._scan_window
-                elif cutoff - at.received_from > 2 * MARKED_SPAN:
-                    before = at.received_from + MARKED_SPAN
+                elif at.received_before is None and cutoff - at.received_from > SPANS_AFTER:
+                    end = await received_at_after(
+                        conn,
+                        tenant_id,
+                        received_from=at.received_from,
+                        received_before=cutoff,
+                        events=self._scan_window,
+                    )
+                    if end is not None and end > at.received_from:
+                        before = end
                 batch = await purge_batch(
                     conn,
                     tenant_id,
@@ -442,12 +457,16 @@ class Purger:
                 full = batch.count == self._batch_events
                 done = False
                 if full:  # more may match in what it read
-                    reading[selection.rule] = replace(at, after_seq=batch.last_seq)
+                    reading[selection.rule] = replace(
+                        at, after_seq=batch.last_seq, received_before=before
+                    )
                 elif through is not None:  # all of the window is done
                     reading[selection.rule] = replace(at, after_seq=through)
                     done = through >= size
                 elif before < cutoff:  # all of the span is done
-                    reading[selection.rule] = replace(at, after_seq=0, received_from=before)
+                    reading[selection.rule] = replace(
+                        at, after_seq=0, received_from=before, received_before=None
+                    )
                 else:
                     done = True
                 if batch.count:

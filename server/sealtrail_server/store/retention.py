@@ -231,6 +231,27 @@ async def purge_batch(
     return PurgedBatch(int(row[0]), int(row[1]), int(row[2]))
 
 
+async def received_at_after(
+    conn: psycopg.AsyncConnection[Any],
+    tenant_id: str,
+    *,
+    received_from: datetime,
+    received_before: datetime,
+    events: int,
+) -> datetime | None:
+    """The receive time of the tenant's event `events` places after the first
+    received in [received_from, received_before), in receive order; None if
+    there are not that many. A bound for a batch to read at most about as many
+    (the index on (tenant_id, received_at), its entries only where it can)."""
+    cursor = await conn.execute(
+        "SELECT received_at FROM events WHERE tenant_id = %s AND received_at >= %s"
+        " AND received_at < %s ORDER BY received_at OFFSET %s LIMIT 1",
+        [tenant_id, received_from, received_before, events],
+    )
+    row = await cursor.fetchone()
+    return None if row is None else row[0]
+
+
 async def purge_marks(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> dict[str, datetime]:
     """{selection key: the time before which all of it is removed}."""
     cursor = await conn.execute(
