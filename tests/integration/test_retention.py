@@ -513,9 +513,35 @@ def test_a_marked_rule_after_a_long_hold_is_read_a_window_of_events_a_batch(
 
     spans.clear()
     record(admin, "doc.edit")
-    clock.advance(1)
-    aged.run(windowed.run_once())  # a day after: what is left, in one batch
+    clock.advance(1, seconds=600)
+    aged.run(windowed.run_once())  # a day after (a daily pass): what is left, in one batch
     assert len(spans) == 1
+
+
+def test_a_span_after_a_full_batch_reads_from_its_first_seq(
+    aged: ServerThread, admin: AuditClient, clock: Clock, migrated_database_url: str
+) -> None:
+    """Appenders' clocks differ: a later span may hold events of lower seqs
+    than an earlier span's full batch reached (helper-90)."""
+    admin.set_retention_policy(30)
+    record(admin, "doc.edit")
+    clock.advance(31)
+    purge(aged)  # marked
+    admin.set_legal_hold(True, reason="Case 8")
+    clock.advance(10)
+    late = record(admin, "doc.edit")  # received by a clock 5 days ahead of the next ones
+    clock.advance(-5)
+    early = []
+    for _ in range(4):  # a second apart: spans end between them
+        early.append(record(admin, "doc.edit"))
+        clock.advance(seconds=1)
+    clock.advance(5)
+    admin.set_legal_hold(False)
+    clock.advance(31)
+    windowed = beside(aged, migrated_database_url, clock, batch_events=3, scan_window=3)
+    aged.run(windowed.run_once())
+    assert not {seq for seq, _ in recorded(admin)} & {late, *early}
+    assert admin.verify_log().ok
 
 
 def test_a_batch_of_a_window_reads_no_event_past_it(

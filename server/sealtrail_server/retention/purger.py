@@ -132,7 +132,7 @@ MARK_MARGIN: Final = timedelta(days=1)
 # worth of its events, by receive time: else a rare category's batch would read
 # all of it, holding the policy row. Hourly and daily passes read theirs in one
 # batch, without the extra statement that finds where such a span ends.
-SPANS_AFTER: Final = timedelta(days=2)
+SPANS_AFTER: Final = timedelta(days=3)  # daily passes: 2 days and the pass's length
 
 
 def _read_from(mark: datetime | None, cutoff: datetime) -> datetime | None:

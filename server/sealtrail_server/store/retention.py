@@ -223,8 +223,14 @@ async def purge_batch(
         conditions = [*conditions, sql.SQL("received_at >= %s")]
         params = [*params, received_from]
     query = _PURGE.format(conditions=sql.SQL(" AND ").join(conditions))
+    # Planned for its values each time: a generic plan, which PostgreSQL turns
+    # to after five runs of a prepared statement, walks a month's primary key
+    # from `after_seq` where the receive-time index reads a span's rows alone
+    # (a batch of a span: about 0.1 s against 0.006, helper-90).
     cursor = await conn.execute(
-        query, [tenant_id, received_before, after_seq, *params, limit, tenant_id, tenant_id]
+        query,
+        [tenant_id, received_before, after_seq, *params, limit, tenant_id, tenant_id],
+        prepare=False,
     )
     row = await cursor.fetchone()
     assert row is not None
