@@ -430,6 +430,20 @@ def test_each_selection_resumes_where_the_last_pass_left_it(
     assert default in now_marked and len(now_marked) == 2
 
 
+def _watch_batches(monkeypatch: pytest.MonkeyPatch, tenant: str) -> list[dict[str, Any]]:
+    """The arguments of each purge batch of `tenant`, as the purger calls
+    them (the batches run as ever)."""
+    batches: list[dict[str, Any]] = []
+
+    async def watched(conn: Any, tenant_id: str, *args: Any, **kwargs: Any) -> Any:
+        if tenant_id == tenant:
+            batches.append(kwargs)
+        return await purge_batch(conn, tenant_id, *args, **kwargs)
+
+    monkeypatch.setattr(purger_module, "purge_batch", watched)
+    return batches
+
+
 def test_a_new_rule_is_read_a_window_of_seqs_a_batch_to_the_end_of_the_log(
     aged: ServerThread,
     admin: AuditClient,
@@ -441,14 +455,7 @@ def test_a_new_rule_is_read_a_window_of_seqs_a_batch_to_the_end_of_the_log(
     """A rule with no mark yet reads from the tenant's first event. By
     windows of seqs, a batch that finds few matches stops at its window's end
     instead of reading on; the next starts there, until the end of the log."""
-    windows: list[tuple[int, int | None]] = []
-
-    async def watched(conn: Any, tenant_id: str, *args: Any, **kwargs: Any) -> Any:
-        if tenant_id == tenant:
-            windows.append((kwargs["after_seq"], kwargs["through_seq"]))
-        return await purge_batch(conn, tenant_id, *args, **kwargs)
-
-    monkeypatch.setattr(purger_module, "purge_batch", watched)
+    batches = _watch_batches(monkeypatch, tenant)
     logins = []
     for n in range(20):
         record(admin, "doc.edit")
@@ -464,6 +471,7 @@ def test_a_new_rule_is_read_a_window_of_seqs_a_batch_to_the_end_of_the_log(
     assert {action for _, action in recorded(admin)} == {"doc.edit"}
     assert admin.verify_log().ok
     # No batch read more than its window; together they read to the log's end.
+    windows = [(b["after_seq"], b["through_seq"]) for b in batches]
     assert all(through is not None and through - after <= 4 for after, through in windows)
     size = logins[-1] + 1  # the policy's change came last
     assert windows[0][0] == 0 and (windows[-1][1] or 0) >= size
@@ -492,30 +500,24 @@ def test_a_marked_rule_after_a_long_hold_is_read_a_window_of_events_a_batch(
         clock.advance(3)
     admin.set_legal_hold(False)
     clock.advance(31)  # all held ones expired, the mark 58 days old
-    spans: list[tuple[datetime, datetime]] = []
-
-    async def watched(conn: Any, tenant_id: str, *args: Any, **kwargs: Any) -> Any:
-        if tenant_id == tenant:
-            spans.append((kwargs["received_from"], kwargs["received_before"]))
-        return await purge_batch(conn, tenant_id, *args, **kwargs)
-
-    monkeypatch.setattr(purger_module, "purge_batch", watched)
+    batches = _watch_batches(monkeypatch, tenant)
     times = [e.received_at.ToDatetime(UTC) for e in admin.query(build_filter())]
     windowed = beside(aged, migrated_database_url, clock, batch_events=2, scan_window=3)
     [result] = [r for r in aged.run(windowed.run_once()) if r.tenant_id == tenant]
     assert result.count == len(held)
     assert not {seq for seq, _ in recorded(admin)} & set(held)
+    spans = [(b["received_from"], b["received_before"]) for b in batches]
     assert len(spans) >= 3  # nine events, and the hold's two records, three a span
     assert all(sum(start <= t < before for t in times) <= 3 for start, before in spans[:-1])
     assert all(later[0] in (start, before) for (start, before), later in pairwise(spans))
     assert spans[-1][1] == clock() - timedelta(days=30)
     assert admin.verify_log().ok
 
-    spans.clear()
+    batches.clear()
     record(admin, "doc.edit")
     clock.advance(1, seconds=600)
     aged.run(windowed.run_once())  # a day after (a daily pass): what is left, in one batch
-    assert len(spans) == 1
+    assert len(batches) == 1
 
 
 def test_a_span_after_a_full_batch_reads_from_its_first_seq(
