@@ -95,9 +95,9 @@ class Settings:
     secrets_key_file: Path | None = None
     # Seconds a tenant's settings are trusted before they are read again.
     settings_cache_seconds: float = 10.0
-    # Seconds between passes of the retention purge (0: never); events removed
-    # per transaction. One process of a deployment purges at a time.
-    retention_interval: float = 3600.0
+    # Seconds between passes of the retention purge, for the whole deployment
+    # (0: never); events removed per transaction. One process purges at a time.
+    retention_interval: float = 86400.0
     retention_batch_events: int = 5000
     # Forwarding to sinks (docs/forwarding.md). Destinations must be public
     # https endpoints: plain http only when allowed, internal addresses (private,

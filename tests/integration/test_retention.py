@@ -63,7 +63,7 @@ from sealtrail_server.domain.purge_summaries import SummarySeal
 from sealtrail_server.domain.retention import Selection
 from sealtrail_server.retention import purger as purger_module
 from sealtrail_server.retention.purger import LOCK_KEY as PURGE_LOCK
-from sealtrail_server.retention.purger import Purger
+from sealtrail_server.retention.purger import PURGE_JOB, Purger
 from sealtrail_server.store.events import query_statement
 from sealtrail_server.store.retention import purge_batch, purged_between
 from tests.clock import Clock
@@ -796,18 +796,74 @@ def test_the_months_ahead_are_created_hourly_whatever_the_interval(
     assert (seq, "doc.edit") in recorded(admin)  # expired, and kept: no pass ran
 
 
+def _last_pass(sql: psycopg.Connection[Any], ended_ago: timedelta | None) -> None:
+    """The deployment's last pass, by any process, as ended `ended_ago` by
+    the database's clock (None: never)."""
+    sql.execute("DELETE FROM deployment_jobs WHERE name = %s", [PURGE_JOB])
+    if ended_ago is not None:
+        sql.execute(
+            "INSERT INTO deployment_jobs (name, last_ended_at) VALUES (%s, clock_timestamp() - %s)",
+            [PURGE_JOB, ended_ago],
+        )
+
+
 def test_a_process_purges_soon_after_it_starts_not_a_whole_interval_later(
-    aged: ServerThread, admin: AuditClient, clock: Clock, migrated_database_url: str
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    sql: psycopg.Connection[Any],
+    migrated_database_url: str,
 ) -> None:
     """Processes replaced more often than the interval (rolling deploys,
     autoscaling) would otherwise never purge at all."""
     seq = record(admin, "doc.edit")
     admin.set_retention_policy(10)
     clock.advance(11)
+    _last_pass(sql, timedelta(hours=2))
     hourly = beside(aged, migrated_database_url, clock, interval=3600, first_pass_after=0.05)
 
     with _running(aged, hourly):
         _until(lambda: (seq, "doc.edit") not in recorded(admin), "no pass ran")
+
+
+def test_a_deployment_passes_once_an_interval_however_many_processes_run(
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    sql: psycopg.Connection[Any],
+    migrated_database_url: str,
+) -> None:
+    """Each process passed every interval: N processes made N passes an
+    interval, and N `retention.purged` records a tenant (ADR 0048). The
+    deployment's last pass is what a process now waits for."""
+    first = record(admin, "doc.edit")
+    admin.set_retention_policy(10)
+    clock.advance(11)
+    _last_pass(sql, None)
+    one, other = (beside(aged, migrated_database_url, clock, interval=3600) for _ in range(2))
+
+    assert aged.run(one.run_when_due()) == 3600
+    assert (first, "doc.edit") not in recorded(admin)
+    # Noted by the database's clock, not the purger's (days ahead here).
+    ended = sql.execute(
+        "SELECT clock_timestamp() - last_ended_at FROM deployment_jobs WHERE name = %s",
+        [PURGE_JOB],
+    ).fetchone()
+    assert ended is not None and timedelta(0) <= ended[0] < timedelta(minutes=1)
+
+    later = record(admin, "doc.edit")
+    clock.advance(11)
+    looks_again = aged.run(other.run_when_due())
+    assert 3600 - 60 < looks_again < 3600  # when the other's pass is an interval old
+    assert (later, "doc.edit") in recorded(admin)
+
+    with psycopg.connect(migrated_database_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", [PURGE_LOCK])  # a pass under way
+        _last_pass(sql, timedelta(hours=2))
+        assert aged.run(other.run_when_due()) == purger_module.FIRST_PASS_AFTER
+        assert (later, "doc.edit") in recorded(admin)
+    assert aged.run(other.run_when_due()) == 3600
+    assert (later, "doc.edit") not in recorded(admin)
 
 
 def test_what_alert_rules_learned_is_forgotten_after_the_default_retention(

@@ -3,11 +3,14 @@ in batches, keeping each one's leaf hash as a tombstone so proofs and
 VerifyLog still reach the same roots (ADR 0014). Each pass also creates the
 months of event partitions ahead, and drops past months left empty (ADR 0015).
 
-Every server process runs the job a minute after it starts (so that processes
-replaced more often than the interval still purge), then every `interval`
-seconds (with purging off, interval 0, only its partitions part, hourly); a
-session-level advisory lock on the owner's connection lets one process run it
-at a time and the others skip that pass. A tenant's purge is recorded in its
+A deployment passes once every `interval` seconds, whatever its number of
+processes (ADR 0048): each process looks a minute after it starts (so that
+processes replaced more often than the interval still purge), and passes if
+the deployment's last pass ended an interval ago or more (`deployment_jobs`,
+by the database's clock), else looks again when it will have. A session-level
+advisory lock on the owner's connection lets one process run the job at a
+time. With purging off (interval 0) only its partitions part runs, hourly, in
+every process. A tenant's purge is recorded in its
 own log as a `retention.purged` event with counts and seq ranges, after the
 batches commit. Until then its summary is kept beside the batches, in their
 transactions (`retention_pending_purges`, one row a tenant): a pass first
@@ -35,6 +38,7 @@ from ..domain.errors import SealtrailError
 from ..domain.purge_summaries import SummarySeal
 from ..domain.retention import Selection, purge_selections, selection_key
 from ..store.changes import ERASURE_SUBJECT, share_subjects
+from ..store.deployment_jobs import note_ended, seconds_since_ended
 from ..store.partitions import create_ahead, retire_past_months
 from ..store.retention import (
     forget_origins,
@@ -64,8 +68,12 @@ DEFAULT_BATCH_EVENTS: Final = 5000
 SCAN_WINDOW_BATCHES: Final = 50
 # Seconds between creations of the months ahead when purging is off.
 MONTHS_AHEAD_INTERVAL: Final = 3600.0
-# Seconds from a process's start to its first pass (at most the interval).
+# Seconds from a process's start to its first look at whether a pass is due
+# (at most the interval); also between looks while another process holds the
+# job (passing, or creating the months ahead).
 FIRST_PASS_AFTER: Final = 60.0
+# Its name in `deployment_jobs`.
+PURGE_JOB: Final = "retention purge"
 # The job's session ends itself when its process stops answering (paused,
 # hung, cut off): the database then rolls back its batch and lets go of the
 # policy row it holds (a legal hold being placed waits for it) and of the job's
@@ -164,7 +172,7 @@ class Purger:
         *,
         record: RecordPurge,
         seal: SummarySeal,
-        interval: float = 3600.0,
+        interval: float = 86400.0,
         first_pass_after: float = FIRST_PASS_AFTER,
         batch_events: int = DEFAULT_BATCH_EVENTS,
         scan_window: int | None = None,  # seqs; None: SCAN_WINDOW_BATCHES batches
@@ -197,22 +205,26 @@ class Purger:
         # created ahead last: without them, new events would land in the
         # default partition, and their month could never be created.
         clock = asyncio.get_running_loop().time
-        next_pass = (
+        next_look = (
             clock() + min(self._first_pass_after, self._interval)
             if self._interval > 0
             else math.inf  # purging off
         )
         while True:
-            await asyncio.sleep(max(0.0, min(next_pass - clock(), MONTHS_AHEAD_INTERVAL)))
-            purging = clock() >= next_pass
+            await asyncio.sleep(max(0.0, min(next_look - clock(), MONTHS_AHEAD_INTERVAL)))
+            purging = clock() >= next_look
+            look_again = min(self._interval, MONTHS_AHEAD_INTERVAL)  # after a failure
             try:
-                await (self.run_once() if purging else self.create_months_ahead())
+                if purging:
+                    look_again = await self.run_when_due()
+                else:
+                    await self.create_months_ahead()
             except (psycopg.Error, OSError, SealtrailError) as error:
                 log.warning("retention: pass failed (%s); retrying at the next", error)
             except Exception:  # the job must outlive any one pass
                 log.exception("retention: pass failed; retrying at the next")
-            if purging:  # a whole interval after the pass, however long it took
-                next_pass = clock() + self._interval
+            if purging:
+                next_look = clock() + look_again
 
     async def create_months_ahead(self) -> None:
         """Only the partitions part of a pass: the months ahead, created."""
@@ -220,64 +232,80 @@ class Purger:
             if conn is not None:
                 await create_ahead(conn, now=self._clock())
 
-    async def run_once(self) -> list[TenantPurge]:
-        """One pass over every tenant whose policy removes anything; nothing
-        if another process holds the job's lock."""
+    async def run_when_due(self) -> float:
+        """A pass, if the deployment's last one (by any process) ended an
+        interval ago or more; the seconds until this process looks again."""
         async with self._job() as conn:
-            if conn is None:
-                return []
-            now = self._clock()
-            await self._contained(conn, "creating the months ahead", create_ahead(conn, now=now))
-            done, unrecorded = [], set()
-            for pending in await pending_purges(conn):
-                tenant_id = pending.tenant_id
-                if not pending.sealed_by(self._seal):
-                    # Not this service's: left for an operator to look at, and
-                    # the tenant not purged meanwhile (its row would be replaced).
-                    log.error(
-                        "retention: the summary of a purge of %s left to record (%s) does not"
-                        " bear the service's seal: not recorded, and the tenant not purged"
-                        " while it is there. Written behind the service's back, or by an"
-                        " earlier release (docs/retention.md)",
-                        tenant_id,
-                        pending.purge_id,
-                    )
-                    unrecorded.add(tenant_id)
-                    continue
-                left = await self._contained(
-                    conn,
-                    f"the pass over {tenant_id}",
-                    self._record_left(conn, tenant_id, pending.purge_id, pending.summary),
+            if conn is None:  # another process's pass ends, and is noted, first
+                return min(self._interval, FIRST_PASS_AFTER)
+            since = await seconds_since_ended(conn, PURGE_JOB)
+            if since is not None and 0 <= since < self._interval:
+                return self._interval - since
+            await self._pass(conn)
+        return self._interval
+
+    async def run_once(self) -> list[TenantPurge]:
+        """One pass over every tenant whose policy removes anything, due or
+        not; nothing if another process holds the job's lock."""
+        async with self._job() as conn:
+            return [] if conn is None else await self._pass(conn)
+
+    async def _pass(self, conn: psycopg.AsyncConnection[Any]) -> list[TenantPurge]:
+        """A pass, holding the job's lock on `conn`; its end noted for every
+        process of the deployment."""
+        now = self._clock()
+        await self._contained(conn, "creating the months ahead", create_ahead(conn, now=now))
+        done, unrecorded = [], set()
+        for pending in await pending_purges(conn):
+            tenant_id = pending.tenant_id
+            if not pending.sealed_by(self._seal):
+                # Not this service's: left for an operator to look at, and
+                # the tenant not purged meanwhile (its row would be replaced).
+                log.error(
+                    "retention: the summary of a purge of %s left to record (%s) does not"
+                    " bear the service's seal: not recorded, and the tenant not purged"
+                    " while it is there. Written behind the service's back, or by an"
+                    " earlier release (docs/retention.md)",
+                    tenant_id,
+                    pending.purge_id,
                 )
-                if left is not None:
-                    done.append(left)
-                else:  # purging more would replace its summary before it is recorded
-                    unrecorded.add(tenant_id)
-            for tenant_id in await tenants_with_expiry(conn):
-                # Apart: a fault in either leaves the other to do.
-                await self._contained(
-                    conn,
-                    f"forgetting what alert rules learned of {tenant_id}",
-                    self._forget_origins(conn, tenant_id),
-                )
-                if tenant_id in unrecorded:
-                    continue
-                purged = await self._contained(
-                    conn, f"the pass over {tenant_id}", self._purge_recorded(conn, tenant_id)
-                )
-                if purged is not None:
-                    done.append(purged)
-            retired = await self._contained(
-                conn, "dropping emptied months", retire_past_months(conn, now=now)
+                unrecorded.add(tenant_id)
+                continue
+            left = await self._contained(
+                conn,
+                f"the pass over {tenant_id}",
+                self._record_left(conn, tenant_id, pending.purge_id, pending.summary),
             )
-            for name, kept in (retired or {}).items():
-                log.info(
-                    "retention: dropped the partition %s, moving the %d records kept for good"
-                    " it held to events_default",
-                    name,
-                    kept,
-                )
-            return done
+            if left is not None:
+                done.append(left)
+            else:  # purging more would replace its summary before it is recorded
+                unrecorded.add(tenant_id)
+        for tenant_id in await tenants_with_expiry(conn):
+            # Apart: a fault in either leaves the other to do.
+            await self._contained(
+                conn,
+                f"forgetting what alert rules learned of {tenant_id}",
+                self._forget_origins(conn, tenant_id),
+            )
+            if tenant_id in unrecorded:
+                continue
+            purged = await self._contained(
+                conn, f"the pass over {tenant_id}", self._purge_recorded(conn, tenant_id)
+            )
+            if purged is not None:
+                done.append(purged)
+        retired = await self._contained(
+            conn, "dropping emptied months", retire_past_months(conn, now=now)
+        )
+        for name, kept in (retired or {}).items():
+            log.info(
+                "retention: dropped the partition %s, moving the %d records kept for good"
+                " it held to events_default",
+                name,
+                kept,
+            )
+        await note_ended(conn, PURGE_JOB)
+        return done
 
     async def _contained(
         self, conn: psycopg.AsyncConnection[Any], what: str, step: Awaitable[_T]

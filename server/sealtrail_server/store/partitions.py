@@ -36,9 +36,10 @@ log = logging.getLogger(__name__)
 
 # Records kept for good a month may hold to be retired: they are inserted again
 # under an exclusive lock on `events`, which every statement waits for (about
-# a second for this many). A pass records one per tenant it purges, so hourly
-# passes leave ~720 a tenant a month, daily ones ~30. A month with more stays,
-# said in the server's log. And the longest the move may hold the lock.
+# a second for this many). A pass records one per tenant it purges, and a
+# deployment passes once an interval (ADR 0048): daily passes, the default,
+# leave ~30 a tenant a month, hourly ones ~720. A month with more stays, said
+# in the server's log. And the longest the move may hold the lock.
 RETIRE_MAX_ROWS: Final = 50_000
 _RETIRE_TIMEOUT: Final = "5s"
 
@@ -234,8 +235,8 @@ async def retire_past_months(
         if kept > RETIRE_MAX_ROWS:
             log.warning(
                 "partitions: %s holds %d records kept for good, more than the %d a pass moves"
-                " under a lock on events: it stays (passes less often, such as daily with"
-                " SEALTRAIL_RETENTION_INTERVAL=86400, leave fewer)",
+                " under a lock on events: it stays (passes less often leave fewer: a longer"
+                " SEALTRAIL_RETENTION_INTERVAL)",
                 name,
                 kept,
                 RETIRE_MAX_ROWS,

@@ -1,0 +1,32 @@
+"""When each scheduled job of the deployment last ended (`deployment_jobs`), by
+the database's clock: every process of a deployment reads the same time, and
+no host's clock (a test's, or one set a year ahead) can put off the others'
+passes (ADR 0048). The job's owner connection, holding the job's advisory
+lock, reads and writes it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+
+async def seconds_since_ended(conn: psycopg.AsyncConnection[Any], job: str) -> float | None:
+    """Seconds since `job` last ended (negative if the database's clock went
+    back since); None if it never has."""
+    cursor = await conn.execute(
+        "SELECT extract(epoch FROM clock_timestamp() - last_ended_at)::float8"
+        " FROM deployment_jobs WHERE name = %s",
+        [job],
+    )
+    row = await cursor.fetchone()
+    return None if row is None else float(row[0])
+
+
+async def note_ended(conn: psycopg.AsyncConnection[Any], job: str) -> None:
+    """`job` ended now."""
+    await conn.execute(
+        "INSERT INTO deployment_jobs (name, last_ended_at) VALUES (%s, clock_timestamp())"
+        " ON CONFLICT (name) DO UPDATE SET last_ended_at = excluded.last_ended_at",
+        [job],
+    )
