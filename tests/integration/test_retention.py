@@ -430,13 +430,21 @@ def test_each_selection_resumes_where_the_last_pass_left_it(
     assert default in now_marked and len(now_marked) == 2
 
 
-def _watch_batches(monkeypatch: pytest.MonkeyPatch, tenant: str) -> list[dict[str, Any]]:
+def _watch_batches(
+    monkeypatch: pytest.MonkeyPatch,
+    tenant: str,
+    *,
+    dies_at: Callable[[list[dict[str, Any]], dict[str, Any]], bool] = lambda _, __: False,
+) -> list[dict[str, Any]]:
     """The arguments of each purge batch of `tenant`, as the purger calls
-    them (the batches run as ever)."""
+    them (the batches run as ever); the process dies instead of the first
+    batch `dies_at` picks, given those before and its own."""
     batches: list[dict[str, Any]] = []
 
     async def watched(conn: Any, tenant_id: str, *args: Any, **kwargs: Any) -> Any:
         if tenant_id == tenant:
+            if dies_at(batches, kwargs):
+                raise _ProcessDied
             batches.append(kwargs)
         return await purge_batch(conn, tenant_id, *args, **kwargs)
 
@@ -543,6 +551,54 @@ def test_a_span_after_a_full_batch_reads_from_its_first_seq(
     windowed = beside(aged, migrated_database_url, clock, batch_events=3, scan_window=3)
     aged.run(windowed.run_once())
     assert not {seq for seq, _ in recorded(admin)} & {late, *early}
+    assert admin.verify_log().ok
+
+
+def test_a_span_done_moves_its_rules_mark_so_a_pass_that_stops_later_is_not_redone(
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    sql: psycopg.Connection[Any],
+    tenant: str,
+    migrated_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a long hold, a rule is read by spans: each one done marks the
+    rule, so a crash (or a hold placed) before the end leaves the next pass to
+    start after it, not read it again from the mark the pass began at
+    (helper-90)."""
+    admin.set_retention_policy(30)
+    record(admin, "doc.edit")
+    clock.advance(31)
+    purge(aged)  # marked
+    admin.set_legal_hold(True, reason="Case 9")
+    held = []
+    for _ in range(9):
+        held.append(record(admin, "doc.edit"))
+        clock.advance(3)
+    admin.set_legal_hold(False)
+    clock.advance(31)
+    first_span = _watch_batches(
+        monkeypatch,
+        tenant,
+        # at the second span's first batch
+        dies_at=lambda before, this: (
+            bool(before) and this["received_from"] != before[0]["received_from"]
+        ),
+    )
+    windowed = beside(aged, migrated_database_url, clock, batch_events=2, scan_window=3)
+    with pytest.raises(_ProcessDied):
+        aged.run(windowed.run_once())
+    span_end = first_span[0]["received_before"]
+    [(mark,)] = sql.execute(
+        "SELECT removed_before FROM retention_marks WHERE tenant_id = %s", [tenant]
+    ).fetchall()
+    assert mark == span_end
+
+    batches = _watch_batches(monkeypatch, tenant)
+    aged.run(windowed.run_once())
+    assert batches[0]["received_from"] == span_end - purger_module.MARK_MARGIN
+    assert not {seq for seq, _ in recorded(admin)} & set(held)
     assert admin.verify_log().ok
 
 

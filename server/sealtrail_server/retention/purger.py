@@ -484,6 +484,8 @@ class Purger:
                 )
                 full = batch.count == self._batch_events
                 done = False
+                # Where the selection is now done up to, if it moved.
+                reached: datetime | None = None
                 if full:  # more may match in what it read
                     reading[selection.rule] = replace(
                         at, after_seq=batch.last_seq, received_before=before
@@ -495,8 +497,13 @@ class Purger:
                     reading[selection.rule] = replace(
                         at, after_seq=0, received_from=before, received_before=None
                     )
+                    # A pass stopped later (a hold placed, a crash) leaves the
+                    # next to start from here, not from the mark it began at.
+                    reached = before
                 else:
                     done = True
+                if done:
+                    reached = cutoff
                 if batch.count:
                     purged.add(selection.rule, cutoff, batch.count, batch.first_seq, batch.last_seq)
                     # Committed with the batch: recorded, even after a crash.
@@ -508,11 +515,11 @@ class Purger:
                         purged.details(),
                         now=self._clock(),
                     )
-                if done and marks.get(key) != cutoff:
-                    # The selection is done up to the cutoff (under the policy
-                    # read in this transaction): the next pass starts there.
+                if reached is not None and marks.get(key) != reached:
+                    # The selection is done up to there (under the policy read
+                    # in this transaction): the next pass starts there.
                     current = [selection_key(s) for s in selections]
-                    await mark_purged(conn, tenant_id, key, removed_before=cutoff, current=current)
-                    marks[key] = cutoff
+                    await mark_purged(conn, tenant_id, key, removed_before=reached, current=current)
+                    marks[key] = reached
             if done:
                 finished.add(selection.rule)
