@@ -913,13 +913,94 @@ def test_a_deployment_passes_once_an_interval_however_many_processes_run(
     assert 3600 - 60 < looks_again < 3600  # when the other's pass is an interval old
     assert (later, "doc.edit") in recorded(admin)
 
+    # The database's clock gone back a little since (NTP, a failover): just ended.
+    _last_pass(sql, -timedelta(minutes=5))
+    assert 3600 < aged.run(other.run_when_due()) < 3600 + 360
+    assert (later, "doc.edit") in recorded(admin)
+
     with psycopg.connect(migrated_database_url, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", [PURGE_LOCK])  # a pass under way
         _last_pass(sql, timedelta(hours=2))
-        assert aged.run(other.run_when_due()) == purger_module.FIRST_PASS_AFTER
+        assert aged.run(other.run_when_due()) == purger_module.BUSY_LOOK_AGAIN
         assert (later, "doc.edit") in recorded(admin)
+        holder.execute("SELECT pg_advisory_unlock(%s)", [PURGE_LOCK])
+    _last_pass(sql, -timedelta(hours=2))  # gone back further: something is off
     assert aged.run(other.run_when_due()) == 3600
     assert (later, "doc.edit") not in recorded(admin)
+
+
+def test_processes_running_their_jobs_pass_an_interval_apart(
+    aged: ServerThread,
+    clock: Clock,
+    sql: psycopg.Connection[Any],
+    migrated_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two processes' loops, the second started just after the first one's
+    pass: each pass begins an interval after the last one ended, whichever
+    process ran it."""
+    passes: list[tuple[float, float]] = []
+    real_pass = Purger._pass
+
+    async def timed(self: Purger, conn: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return await real_pass(self, conn)
+        finally:
+            passes.append((started, time.monotonic()))
+
+    monkeypatch.setattr(Purger, "_pass", timed)
+    _last_pass(sql, timedelta(hours=2))
+    interval = 1.5
+    both = [
+        beside(aged, migrated_database_url, clock, interval=interval, first_pass_after=0.05)
+        for _ in range(2)
+    ]
+    with _running(aged, both[0]):
+        _until(lambda: len(passes) >= 1, "no pass")
+        with _running(aged, both[1]):
+            _until(lambda: len(passes) >= 3, "fewer than three passes")
+    # The end is noted just before the pass returns, by the database's clock.
+    gaps = [later[0] - earlier[1] for earlier, later in pairwise(passes[:3])]
+    assert all(gap > interval - 0.25 for gap in gaps), gaps
+
+
+def test_a_purge_a_pass_could_not_record_is_recorded_within_the_hour(
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    sql: psycopg.Connection[Any],
+    tenant: str,
+    migrated_database_url: str,
+) -> None:
+    """Passes are a day apart: a purge left unrecorded until the next would
+    leave a day of the tenant's complete bundles unverifiable (ADR 0048).
+    Every process's hourly upkeep records it, and so does a look that finds
+    no pass due."""
+    assert aged.service.purger is not None
+    real = aged.service.purger.record
+    seqs, _ = _expired_with_a_neighbour(aged, admin, tenant, clock)
+
+    async def refused(purged: Any) -> None:
+        if purged.tenant_id == tenant:
+            raise Unavailable("the appender is busy", retry_after=1.0)
+        await real(purged)
+
+    refusing = Purger(migrated_database_url, record=refused, seal=SEAL, clock=clock)
+    aged.run(refusing.run_once())
+    assert len(_pending_summaries(sql, tenant)) == 1
+    daily = beside(aged, migrated_database_url, clock, interval=86_400)
+    aged.run(daily.run_when_due())  # the pass just ended: not due
+    assert _pending_summaries(sql, tenant) == []
+    [told] = admin.query(build_filter(actions="retention.purged"))
+    assert (told.details["first_seq"], told.details["last_seq"]) == (seqs[0], seqs[-1])
+
+    later = record(admin, "doc.edit")
+    clock.advance(31)
+    aged.run(refusing.run_once())
+    assert (later, "doc.edit") not in recorded(admin)
+    aged.run(daily.keep_up())  # the hourly upkeep, between looks
+    assert _pending_summaries(sql, tenant) == []
 
 
 def test_what_alert_rules_learned_is_forgotten_after_the_default_retention(

@@ -9,14 +9,16 @@ processes replaced more often than the interval still purge), and passes if
 the deployment's last pass ended an interval ago or more (`deployment_jobs`,
 by the database's clock), else looks again when it will have. A session-level
 advisory lock on the owner's connection lets one process run the job at a
-time. With purging off (interval 0) only its partitions part runs, hourly, in
-every process. A tenant's purge is recorded in its
-own log as a `retention.purged` event with counts and seq ranges, after the
-batches commit. Until then its summary is kept beside the batches, in their
-transactions (`retention_pending_purges`, one row a tenant): a pass first
-records what a crashed or refused record left, under the same idempotency
-key, so every removal is recorded exactly once; a tenant whose summary still
-cannot be recorded is not purged further until it is."""
+time. Every process also keeps up, at least hourly, purging on or off: it
+creates the months ahead and records the purges a pass could not.
+
+A tenant's purge is recorded in its own log as a `retention.purged` event
+with counts and seq ranges, after the batches commit. Until then its summary
+is kept beside the batches, in their transactions (`retention_pending_purges`,
+one row a tenant): the upkeep, and each pass first, records what a crashed or
+refused record left, under the same idempotency key, so every removal is
+recorded exactly once; a tenant whose summary still cannot be recorded is not
+purged further until it is."""
 
 from __future__ import annotations
 
@@ -66,12 +68,19 @@ DEFAULT_BATCH_EVENTS: Final = 5000
 # match (a rare category), a batch limited by its matches alone would read the
 # tenant's whole log while holding the policy row a legal hold waits for.
 SCAN_WINDOW_BATCHES: Final = 50
-# Seconds between creations of the months ahead when purging is off.
+# Seconds between a process's upkeeps (the months ahead; purges left to
+# record) at most, passes due or not, purging on or off.
 MONTHS_AHEAD_INTERVAL: Final = 3600.0
 # Seconds from a process's start to its first look at whether a pass is due
-# (at most the interval); also between looks while another process holds the
-# job (passing, or creating the months ahead).
+# (at most the interval).
 FIRST_PASS_AFTER: Final = 60.0
+# Seconds between looks while another process holds the job (passing, or in
+# its upkeep), at most the interval.
+BUSY_LOOK_AGAIN: Final = 300.0
+# How far the database's clock may have gone back since the last pass ended
+# (an NTP step, a failover to a standby) for that pass still to count as just
+# ended; further back, a pass is due.
+CLOCK_STEPPED_BACK: Final = 3600.0
 # Its name in `deployment_jobs`.
 PURGE_JOB: Final = "retention purge"
 # The job's session ends itself when its process stops answering (paused,
@@ -200,9 +209,9 @@ class Purger:
             self._task = None
 
     async def _run(self) -> None:
-        # The months ahead are created at least every MONTHS_AHEAD_INTERVAL,
-        # with purging off (interval 0) or passes further apart than the months
-        # created ahead last: without them, new events would land in the
+        # The upkeep (the months ahead, purges left unrecorded) runs at least
+        # every MONTHS_AHEAD_INTERVAL, with purging off (interval 0) or passes
+        # further apart: without the months, new events would land in the
         # default partition, and their month could never be created.
         clock = asyncio.get_running_loop().time
         next_look = (
@@ -212,34 +221,39 @@ class Purger:
         )
         while True:
             await asyncio.sleep(max(0.0, min(next_look - clock(), MONTHS_AHEAD_INTERVAL)))
-            purging = clock() >= next_look
+            looking = clock() >= next_look
             look_again = min(self._interval, MONTHS_AHEAD_INTERVAL)  # after a failure
             try:
-                if purging:
+                if looking:
                     look_again = await self.run_when_due()
                 else:
-                    await self.create_months_ahead()
+                    await self.keep_up()
             except (psycopg.Error, OSError, SealtrailError) as error:
-                log.warning("retention: pass failed (%s); retrying at the next", error)
+                log.warning("retention: pass failed (%s); retrying within the hour", error)
             except Exception:  # the job must outlive any one pass
-                log.exception("retention: pass failed; retrying at the next")
-            if purging:
+                log.exception("retention: pass failed; retrying within the hour")
+            if looking:
                 next_look = clock() + look_again
 
-    async def create_months_ahead(self) -> None:
-        """Only the partitions part of a pass: the months ahead, created."""
+    async def keep_up(self) -> None:
+        """What every process does at least hourly, a pass due or not: the
+        months ahead created, and the purges a pass could not record (the
+        appender refused it, a crash) recorded; until they are, the tenant's
+        complete bundles do not verify offline."""
         async with self._job() as conn:
             if conn is not None:
-                await create_ahead(conn, now=self._clock())
+                await self._keep_up(conn, now=self._clock())
 
     async def run_when_due(self) -> float:
         """A pass, if the deployment's last one (by any process) ended an
-        interval ago or more; the seconds until this process looks again."""
+        interval ago or more, else the upkeep; the seconds until this process
+        looks again."""
         async with self._job() as conn:
             if conn is None:  # another process's pass ends, and is noted, first
-                return min(self._interval, FIRST_PASS_AFTER)
+                return min(self._interval, BUSY_LOOK_AGAIN)
             since = await seconds_since_ended(conn, PURGE_JOB)
-            if since is not None and 0 <= since < self._interval:
+            if since is not None and -CLOCK_STEPPED_BACK <= since < self._interval:
+                await self._keep_up(conn, now=self._clock())
                 return self._interval - since
             await self._pass(conn)
         return self._interval
@@ -250,17 +264,19 @@ class Purger:
         async with self._job() as conn:
             return [] if conn is None else await self._pass(conn)
 
-    async def _pass(self, conn: psycopg.AsyncConnection[Any]) -> list[TenantPurge]:
-        """A pass, holding the job's lock on `conn`; its end noted for every
-        process of the deployment."""
-        now = self._clock()
+    async def _keep_up(
+        self, conn: psycopg.AsyncConnection[Any], *, now: datetime
+    ) -> tuple[list[TenantPurge], set[str]]:
+        """The upkeep, holding the job's lock on `conn`: the purges recorded
+        that passes left, and the tenants whose summary is still unrecorded
+        (not to be purged further: its row would be replaced)."""
         await self._contained(conn, "creating the months ahead", create_ahead(conn, now=now))
         done, unrecorded = [], set()
         for pending in await pending_purges(conn):
             tenant_id = pending.tenant_id
             if not pending.sealed_by(self._seal):
                 # Not this service's: left for an operator to look at, and
-                # the tenant not purged meanwhile (its row would be replaced).
+                # the tenant not purged meanwhile.
                 log.error(
                     "retention: the summary of a purge of %s left to record (%s) does not"
                     " bear the service's seal: not recorded, and the tenant not purged"
@@ -278,8 +294,15 @@ class Purger:
             )
             if left is not None:
                 done.append(left)
-            else:  # purging more would replace its summary before it is recorded
+            else:
                 unrecorded.add(tenant_id)
+        return done, unrecorded
+
+    async def _pass(self, conn: psycopg.AsyncConnection[Any]) -> list[TenantPurge]:
+        """A pass, holding the job's lock on `conn`; its end noted for every
+        process of the deployment."""
+        now = self._clock()
+        done, unrecorded = await self._keep_up(conn, now=now)
         for tenant_id in await tenants_with_expiry(conn):
             # Apart: a fault in either leaves the other to do.
             await self._contained(

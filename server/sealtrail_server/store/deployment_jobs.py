@@ -14,17 +14,21 @@ import psycopg
 async def seconds_since_ended(conn: psycopg.AsyncConnection[Any], job: str) -> float | None:
     """Seconds since `job` last ended (negative if the database's clock went
     back since); None if it never has."""
+    # The clock read outside the table's query: with Citus, where this table
+    # is a reference table, a query of it may run on a worker, whose clock is
+    # not the coordinator's that `note_ended` writes with.
     cursor = await conn.execute(
-        "SELECT extract(epoch FROM clock_timestamp() - last_ended_at)::float8"
-        " FROM deployment_jobs WHERE name = %s",
+        "SELECT extract(epoch FROM clock_timestamp() - (SELECT last_ended_at"
+        " FROM deployment_jobs WHERE name = %s))::float8",
         [job],
     )
     row = await cursor.fetchone()
-    return None if row is None else float(row[0])
+    return None if row is None or row[0] is None else float(row[0])
 
 
 async def note_ended(conn: psycopg.AsyncConnection[Any], job: str) -> None:
-    """`job` ended now."""
+    """`job` ended now (a function in VALUES: with Citus, the coordinator's
+    clock)."""
     await conn.execute(
         "INSERT INTO deployment_jobs (name, last_ended_at) VALUES (%s, clock_timestamp())"
         " ON CONFLICT (name) DO UPDATE SET last_ended_at = excluded.last_ended_at",
