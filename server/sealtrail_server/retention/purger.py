@@ -198,6 +198,9 @@ class Purger:
         self._scan_window = scan_window or batch_events * SCAN_WINDOW_BATCHES
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        # Purges whose summary will never be recorded (not this service's),
+        # said at ERROR already: an upkeep passes over them without a word.
+        self._stuck: set[str] = set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="sealtrail-purger")
@@ -219,42 +222,53 @@ class Purger:
             if self._interval > 0
             else math.inf  # purging off
         )
+        next_upkeep = clock() + MONTHS_AHEAD_INTERVAL
         while True:
-            await asyncio.sleep(max(0.0, min(next_look - clock(), MONTHS_AHEAD_INTERVAL)))
+            await asyncio.sleep(max(0.0, min(next_look, next_upkeep) - clock()))
             looking = clock() >= next_look
-            look_again = min(self._interval, MONTHS_AHEAD_INTERVAL)  # after a failure
+            what = "pass" if looking else "upkeep"
+            again = min(self._interval, MONTHS_AHEAD_INTERVAL)  # after a failure
             try:
                 if looking:
-                    look_again = await self.run_when_due()
+                    again = await self.run_when_due()
                 else:
-                    await self.keep_up()
+                    again = MONTHS_AHEAD_INTERVAL if await self.keep_up() else BUSY_LOOK_AGAIN
             except (psycopg.Error, OSError, SealtrailError) as error:
-                log.warning("retention: pass failed (%s); retrying within the hour", error)
+                log.warning("retention: %s failed (%s); retrying within the hour", what, error)
             except Exception:  # the job must outlive any one pass
-                log.exception("retention: pass failed; retrying within the hour")
-            if looking:
-                next_look = clock() + look_again
+                log.exception("retention: %s failed; retrying within the hour", what)
+            if looking:  # a look keeps up, or comes again within five minutes
+                next_look = clock() + again
+                next_upkeep = clock() + MONTHS_AHEAD_INTERVAL
+            else:
+                next_upkeep = clock() + again
 
-    async def keep_up(self) -> None:
+    async def keep_up(self) -> bool:
         """What every process does at least hourly, a pass due or not: the
         months ahead created, and the purges a pass could not record (the
         appender refused it, a crash) recorded; until they are, the tenant's
-        complete bundles do not verify offline."""
+        complete bundles do not verify offline. False if another process
+        holds the job (its pass, or its own upkeep)."""
         async with self._job() as conn:
-            if conn is not None:
-                await self._keep_up(conn, now=self._clock())
+            if conn is None:
+                return False
+            await self._keep_up(conn)
+            return True
 
     async def run_when_due(self) -> float:
         """A pass, if the deployment's last one (by any process) ended an
         interval ago or more, else the upkeep; the seconds until this process
         looks again."""
+        clock = asyncio.get_running_loop().time
         async with self._job() as conn:
             if conn is None:  # another process's pass ends, and is noted, first
                 return min(self._interval, BUSY_LOOK_AGAIN)
             since = await seconds_since_ended(conn, PURGE_JOB)
             if since is not None and -CLOCK_STEPPED_BACK <= since < self._interval:
-                await self._keep_up(conn, now=self._clock())
-                return self._interval - since
+                # Not due; a clock gone back a little leaves the pass as just ended.
+                until_due, started = self._interval - max(since, 0.0), clock()
+                await self._keep_up(conn)
+                return max(0.0, until_due - (clock() - started))
             await self._pass(conn)
         return self._interval
 
@@ -264,16 +278,27 @@ class Purger:
         async with self._job() as conn:
             return [] if conn is None else await self._pass(conn)
 
-    async def _keep_up(
-        self, conn: psycopg.AsyncConnection[Any], *, now: datetime
+    async def _keep_up(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """The upkeep, holding the job's lock on `conn`."""
+        await self._contained(
+            conn, "creating the months ahead", create_ahead(conn, now=self._clock())
+        )
+        await self._record_left_over(conn, in_pass=False)
+
+    async def _record_left_over(
+        self, conn: psycopg.AsyncConnection[Any], *, in_pass: bool
     ) -> tuple[list[TenantPurge], set[str]]:
-        """The upkeep, holding the job's lock on `conn`: the purges recorded
-        that passes left, and the tenants whose summary is still unrecorded
-        (not to be purged further: its row would be replaced)."""
-        await self._contained(conn, "creating the months ahead", create_ahead(conn, now=now))
+        """The purges passes left unrecorded, recorded (holding the job's lock
+        on `conn`), and the tenants whose summary still is not (not to be
+        purged further: its row would be replaced). A summary that will never
+        be recorded (not this service's) is said at ERROR when this process
+        first meets it and at each pass, not at every upkeep."""
         done, unrecorded = [], set()
         for pending in await pending_purges(conn):
             tenant_id = pending.tenant_id
+            if pending.purge_id in self._stuck and not in_pass:
+                unrecorded.add(tenant_id)
+                continue
             if not pending.sealed_by(self._seal):
                 # Not this service's: left for an operator to look at, and
                 # the tenant not purged meanwhile.
@@ -285,6 +310,7 @@ class Purger:
                     tenant_id,
                     pending.purge_id,
                 )
+                self._stuck.add(pending.purge_id)
                 unrecorded.add(tenant_id)
                 continue
             left = await self._contained(
@@ -302,7 +328,8 @@ class Purger:
         """A pass, holding the job's lock on `conn`; its end noted for every
         process of the deployment."""
         now = self._clock()
-        done, unrecorded = await self._keep_up(conn, now=now)
+        await self._contained(conn, "creating the months ahead", create_ahead(conn, now=now))
+        done, unrecorded = await self._record_left_over(conn, in_pass=True)
         for tenant_id in await tenants_with_expiry(conn):
             # Apart: a fault in either leaves the other to do.
             await self._contained(
@@ -327,8 +354,11 @@ class Purger:
                 name,
                 kept,
             )
+        # What could not be recorded during the pass (the appender refused it)
+        # is tried again before its end, not an upkeep after it.
+        retried, _ = await self._record_left_over(conn, in_pass=False)
         await note_ended(conn, PURGE_JOB)
-        return done
+        return [*done, *retried]
 
     async def _contained(
         self, conn: psycopg.AsyncConnection[Any], what: str, step: Awaitable[_T]
@@ -389,7 +419,7 @@ class Purger:
             cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY])
             row = await cursor.fetchone()
             if not (row and row[0]):
-                log.debug("retention: another process is purging; skipping this pass")
+                log.debug("retention: another process holds the purge job; skipping")
                 yield None
                 return
             await conn.execute(
@@ -425,6 +455,7 @@ class Purger:
                     purged.purge_id,
                     purged.tenant_id,
                 )
+                self._stuck.add(purged.purge_id)
                 return False
             log.warning("retention: cannot record the purge of %s yet: %s", purged.tenant_id, error)
             return False
@@ -543,6 +574,6 @@ class Purger:
                     # in this transaction): the next pass starts there.
                     current = [selection_key(s) for s in selections]
                     await mark_purged(conn, tenant_id, key, removed_before=reached, current=current)
-                    marks[key] = reached
+                    marks[key] = max(reached, marks.get(key, reached))  # as stored
             if done:
                 finished.add(selection.rule)

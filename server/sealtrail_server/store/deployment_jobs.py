@@ -16,7 +16,7 @@ async def seconds_since_ended(conn: psycopg.AsyncConnection[Any], job: str) -> f
     back since); None if it never has."""
     # The clock read outside the table's query: with Citus, where this table
     # is a reference table, a query of it may run on a worker, whose clock is
-    # not the coordinator's that `note_ended` writes with.
+    # not the coordinator's that `note_ended` writes with (not tried on Citus).
     cursor = await conn.execute(
         "SELECT extract(epoch FROM clock_timestamp() - (SELECT last_ended_at"
         " FROM deployment_jobs WHERE name = %s))::float8",
