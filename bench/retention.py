@@ -16,7 +16,8 @@ from typing import Any
 import psycopg
 
 from sealtrail_server.domain.purge_summaries import SummarySeal
-from sealtrail_server.retention.purger import DEFAULT_BATCH_EVENTS, Purger, TenantPurge
+from sealtrail_server.retention.purger import DEFAULT_BATCH_EVENTS, Purger
+from sealtrail_server.retention.tenant_pass import TenantPurge
 from sealtrail_server.store.appender import _COPY_EVENTS as COPY_EVENTS
 
 from .events import RowFactory

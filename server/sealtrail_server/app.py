@@ -39,7 +39,8 @@ from .integrity.checkpointer import Checkpointer
 from .integrity.keys import load_signer
 from .redaction_setup import load_redaction_secret, load_redactor
 from .retention.erasure import Eraser
-from .retention.purger import Purger, TenantPurge
+from .retention.purger import Purger
+from .retention.tenant_pass import TenantPurge
 from .sealing_setup import load_secret_box
 from .store.appender import Appender
 from .store.database import Database

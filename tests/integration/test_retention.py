@@ -62,6 +62,7 @@ from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.domain.purge_summaries import SummarySeal
 from sealtrail_server.domain.retention import Selection
 from sealtrail_server.retention import purger as purger_module
+from sealtrail_server.retention import tenant_pass
 from sealtrail_server.retention.purger import LOCK_KEY as PURGE_LOCK
 from sealtrail_server.retention.purger import PURGE_JOB, Purger
 from sealtrail_server.store.events import query_statement
@@ -450,7 +451,7 @@ def _watch_batches(
             batches.append(kwargs)
         return await purge_batch(conn, tenant_id, *args, **kwargs)
 
-    monkeypatch.setattr(purger_module, "purge_batch", watched)
+    monkeypatch.setattr(tenant_pass, "purge_batch", watched)
     return batches
 
 
@@ -605,7 +606,7 @@ def test_a_span_done_moves_its_rules_mark_so_a_pass_that_stops_later_is_not_redo
 
     batches = _watch_batches(monkeypatch, tenant)
     aged.run(windowed.run_once())
-    assert batches[0]["received_from"] == span_end - purger_module.MARK_MARGIN
+    assert batches[0]["received_from"] == span_end - tenant_pass.MARK_MARGIN
     assert not {seq for seq, _ in recorded(admin)} & set(held)
     assert admin.verify_log().ok
 

@@ -24,7 +24,7 @@ from sealtrail_server.domain.retention import (
     validate_hold_reason,
     validate_policy,
 )
-from sealtrail_server.retention.purger import TenantPurge, _read_from
+from sealtrail_server.retention.tenant_pass import TenantPurge, _read_from
 
 CATEGORY_NUMBERS = {name: number for number, name in CATEGORIES.items()}
 

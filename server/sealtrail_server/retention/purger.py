@@ -1,7 +1,9 @@
-"""The purge job: removes events older than their tenant's retention policy,
-in batches, keeping each one's leaf hash as a tombstone so proofs and
-VerifyLog still reach the same roots (ADR 0014). Each pass also creates the
-months of event partitions ahead, and drops past months left empty (ADR 0015).
+"""The purge job: passes over every tenant whose retention policy removes
+anything (each tenant's part in `tenant_pass.py`: events removed in batches,
+each one's leaf hash kept as a tombstone so proofs and VerifyLog still reach
+the same roots, ADR 0014), and records each tenant's purge. Each pass also
+creates the months of event partitions ahead, and drops past months left
+empty (ADR 0015).
 
 A deployment passes once every `interval` seconds, whatever its number of
 processes (ADR 0048): each process looks a minute after it starts (so that
@@ -26,10 +28,8 @@ import asyncio
 import contextlib
 import logging
 import math
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
@@ -38,7 +38,6 @@ from psycopg.pq import TransactionStatus
 
 from ..domain.errors import SealtrailError
 from ..domain.purge_summaries import SummarySeal
-from ..domain.retention import Selection, purge_selections, selection_key
 from ..store.changes import ERASURE_SUBJECT, share_subjects
 from ..store.deployment_jobs import note_ended, seconds_since_ended
 from ..store.partitions import create_ahead, retire_past_months
@@ -46,15 +45,10 @@ from ..store.retention import (
     forget_origins,
     forget_pending_purge,
     locked_policy,
-    mark_purged,
-    note_pending_purge,
     pending_purges,
-    purge_batch,
-    purge_marks,
-    received_at_after,
     tenants_with_expiry,
 )
-from ..store.tree import tree_size
+from .tenant_pass import TenantPurge, purge_tenant
 
 log = logging.getLogger(__name__)
 
@@ -92,86 +86,8 @@ PURGE_JOB: Final = "retention purge"
 _IDLE_IN_TRANSACTION: Final = "1min"
 _IDLE_SESSION: Final = "10min"  # PostgreSQL 14 and later
 
-
-@dataclass(slots=True)
-class TenantPurge:
-    """What one pass removed of one tenant."""
-
-    tenant_id: str
-    count: int = 0
-    first_seq: int = 0
-    last_seq: int = 0
-    by_rule: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # The idempotency key of its `retention.purged` event.
-    purge_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-    @classmethod
-    def from_summary(cls, tenant_id: str, purge_id: str, summary: dict[str, Any]) -> TenantPurge:
-        """A purge as `details()` summarised it (kept until recorded)."""
-        return cls(
-            tenant_id,
-            count=summary["purged"],
-            first_seq=summary["first_seq"],
-            last_seq=summary["last_seq"],
-            by_rule=summary["rules"],
-            purge_id=purge_id,
-        )
-
-    def add(self, rule: str, cutoff: datetime, count: int, first: int, last: int) -> None:
-        self.count += count
-        self.first_seq = min(self.first_seq or first, first)
-        self.last_seq = max(self.last_seq, last)
-        entry = self.by_rule.setdefault(rule, {"purged": 0, "received_before": cutoff.isoformat()})
-        entry["purged"] += count
-        # A policy changed during the pass moves a rule's cutoff: everything it
-        # removed was received before the latest.
-        latest = max(datetime.fromisoformat(entry["received_before"]), cutoff)
-        entry["received_before"] = latest.isoformat()
-
-    def details(self) -> dict[str, Any]:
-        return {
-            "purged": self.count,
-            "first_seq": self.first_seq,
-            "last_seq": self.last_seq,
-            "rules": self.by_rule,
-        }
-
-
 # Records a tenant's purge in its log (api/audited.record_event, wired in app.py).
 RecordPurge = Callable[[TenantPurge], Awaitable[None]]
-
-
-# How far before its mark a selection is read again: receive times come from
-# the appending processes' clocks, the mark from this one's.
-MARK_MARGIN: Final = timedelta(days=1)
-# Once what a marked selection has left to read spans more than this (after a
-# long legal hold, or months without a pass), a batch reads at most a window's
-# worth of its events, by receive time: else a rare category's batch would read
-# all of it, holding the policy row. Hourly and daily passes read theirs in one
-# batch, without the extra statement that finds where such a span ends.
-SPANS_AFTER: Final = timedelta(days=3)  # daily passes: 2 days and the pass's length
-
-
-def _read_from(mark: datetime | None, cutoff: datetime) -> datetime | None:
-    """Where a selection's batches start reading: a day before its mark, and
-    never after its cutoff (a mark a clock ahead set must not hide what is
-    due now); None (the beginning) without a mark."""
-    return None if mark is None else min(mark, cutoff) - MARK_MARGIN
-
-
-@dataclass(frozen=True, slots=True)
-class _Reading:
-    """Where a selection's next batch reads: after `after_seq`, and, for a
-    selection with a mark, from `received_from` (else by windows of seqs),
-    until `received_before` once a span of what it has left is chosen (None:
-    none yet). A span stays as chosen until a batch of it is not full: one
-    found again would reach events received later, whose seqs may lie below
-    `after_seq` (receive times come from the appenders' clocks)."""
-
-    selection: Selection
-    after_seq: int
-    received_from: datetime | None
-    received_before: datetime | None = None
 
 
 class Purger:
@@ -397,7 +313,14 @@ class Purger:
     ) -> TenantPurge | None:
         """The tenant's expired events purged; the purge if it removed
         anything and was recorded."""
-        purged = await self._purge_tenant(conn, tenant_id)
+        purged = await purge_tenant(
+            conn,
+            tenant_id,
+            seal=self._seal,
+            batch_events=self._batch_events,
+            scan_window=self._scan_window,
+            clock=self._clock,
+        )
         if not purged.count:
             return None
         log.info(
@@ -478,102 +401,3 @@ class Purger:
             forgotten = await forget_origins(conn, tenant_id, seen_before=cutoff)
         if forgotten:
             log.info("retention: forgot %d origins alert rules learned of %s", forgotten, tenant_id)
-
-    async def _purge_tenant(
-        self, conn: psycopg.AsyncConnection[Any], tenant_id: str
-    ) -> TenantPurge:
-        purged = TenantPurge(tenant_id)
-        now = self._clock()
-        finished: set[str] = set()
-        # Where each rule's batches reached, for the selection they ran.
-        reading: dict[str, _Reading] = {}
-        # Where earlier passes left each selection: all before is gone.
-        marks = await purge_marks(conn, tenant_id)
-        # Where a selection read by windows ends: events appended later are
-        # too recent for any cutoff (a day at least).
-        size = await tree_size(conn, tenant_id)
-        while True:
-            # One batch per transaction: the policy is read again under its
-            # lock each time, so a hold placed meanwhile stops the next batch.
-            async with conn.transaction():
-                await conn.execute("SET LOCAL sealtrail.removal = 'retention'")
-                # Before any row: an erasure of the tenant (holding this from
-                # before its first row) is waited for, never deadlocked with.
-                await share_subjects(conn, [tenant_id], ERASURE_SUBJECT)
-                stored = await locked_policy(conn, tenant_id)
-                if stored.hold.on:
-                    return purged
-                selections = purge_selections(stored.policy)
-                pending = [s for s in selections if s.rule not in finished]
-                if not pending:
-                    return purged
-                selection = pending[0]
-                key = selection_key(selection)
-                cutoff = now - timedelta(days=selection.days)
-                at = reading.get(selection.rule)
-                if at is None or at.selection != selection:  # its first batch, or a new policy
-                    at = _Reading(selection, 0, _read_from(marks.get(key), cutoff))
-                through, before = None, at.received_before or cutoff
-                if at.received_from is None:
-                    through = at.after_seq + self._scan_window
-                elif at.received_before is None and cutoff - at.received_from > SPANS_AFTER:
-                    end = await received_at_after(
-                        conn,
-                        tenant_id,
-                        received_from=at.received_from,
-                        received_before=cutoff,
-                        events=self._scan_window,
-                    )
-                    if end is not None and end > at.received_from:
-                        before = end
-                batch = await purge_batch(
-                    conn,
-                    tenant_id,
-                    selection,
-                    received_before=before,
-                    limit=self._batch_events,
-                    after_seq=at.after_seq,
-                    through_seq=through,
-                    received_from=at.received_from,
-                )
-                full = batch.count == self._batch_events
-                done = False
-                # Where the selection is now done up to, if it moved.
-                reached: datetime | None = None
-                if full:  # more may match in what it read
-                    reading[selection.rule] = replace(
-                        at, after_seq=batch.last_seq, received_before=before
-                    )
-                elif through is not None:  # all of the window is done
-                    reading[selection.rule] = replace(at, after_seq=through)
-                    done = through >= size
-                elif before < cutoff:  # all of the span is done
-                    reading[selection.rule] = replace(
-                        at, after_seq=0, received_from=before, received_before=None
-                    )
-                    # A pass stopped later (a hold placed, a crash) leaves the
-                    # next to start from here, not from the mark it began at.
-                    reached = before
-                else:
-                    done = True
-                if done:
-                    reached = cutoff
-                if batch.count:
-                    purged.add(selection.rule, cutoff, batch.count, batch.first_seq, batch.last_seq)
-                    # Committed with the batch: recorded, even after a crash.
-                    await note_pending_purge(
-                        conn,
-                        self._seal,
-                        tenant_id,
-                        purged.purge_id,
-                        purged.details(),
-                        now=self._clock(),
-                    )
-                if reached is not None and marks.get(key) != reached:
-                    # The selection is done up to there (under the policy read
-                    # in this transaction): the next pass starts there.
-                    current = [selection_key(s) for s in selections]
-                    await mark_purged(conn, tenant_id, key, removed_before=reached, current=current)
-                    marks[key] = max(reached, marks.get(key, reached))  # as stored
-            if done:
-                finished.add(selection.rule)
