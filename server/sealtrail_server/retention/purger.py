@@ -17,31 +17,33 @@ creates the months ahead and records the purges a pass could not.
 A tenant's purge is recorded in its own log as a `retention.purged` event
 with counts and seq ranges, after the batches commit. Until then its summary
 is kept beside the batches, in their transactions (`retention_pending_purges`,
-one row a tenant): the upkeep, and each pass first, records what a crashed or
-refused record left, under the same idempotency key, so every removal is
-recorded exactly once; a tenant whose summary still cannot be recorded is not
-purged further until it is."""
+one row a tenant): the upkeep, and each pass first and again before it ends,
+records what a crashed or refused record left, under the same idempotency
+key, so every removal is recorded exactly once; a tenant whose summary still
+cannot be recorded is not purged further until it is."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from ..domain.errors import SealtrailError
+from ..domain.errors import Aborted, ResourceExhausted, SealtrailError, Unavailable
 from ..domain.purge_summaries import SummarySeal
 from ..store.changes import ERASURE_SUBJECT, share_subjects
 from ..store.deployment_jobs import note_ended, seconds_since_ended
 from ..store.partitions import create_ahead, retire_past_months
 from ..store.retention import (
+    PendingPurge,
     forget_origins,
     forget_pending_purge,
     locked_policy,
@@ -51,6 +53,22 @@ from ..store.retention import (
 from .tenant_pass import TenantPurge, purge_tenant
 
 log = logging.getLogger(__name__)
+
+# How recording a purge went: recorded; to try again later (the appender
+# refused it for now); or never, as its summary stands.
+_Outcome = Literal["recorded", "later", "never"]
+# A summary left to record as it stands: tenant, purge, seal, contents.
+_Identity = tuple[str, str, bytes | None, str]
+
+
+def _identity(pending: PendingPurge) -> _Identity:
+    return (
+        pending.tenant_id,
+        pending.purge_id,
+        pending.mac,
+        json.dumps(pending.summary, sort_keys=True, default=str),
+    )
+
 
 _T = TypeVar("_T")
 
@@ -114,9 +132,12 @@ class Purger:
         self._scan_window = scan_window or batch_events * SCAN_WINDOW_BATCHES
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
-        # Purges whose summary will never be recorded (not this service's),
-        # said at ERROR already: an upkeep passes over them without a word.
-        self._stuck: set[str] = set()
+        # Summaries that will never be recorded as they stand (not this
+        # service's, unreadable, refused), said at ERROR already: an upkeep
+        # passes over them without a word.
+        self._stuck: set[_Identity] = set()
+        # When this process last kept up (the event loop's clock).
+        self._kept_up_at = -math.inf
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="sealtrail-purger")
@@ -142,21 +163,23 @@ class Purger:
         while True:
             await asyncio.sleep(max(0.0, min(next_look, next_upkeep) - clock()))
             looking = clock() >= next_look
-            what = "pass" if looking else "upkeep"
-            again = min(self._interval, MONTHS_AHEAD_INTERVAL)  # after a failure
+            what, kept_up = ("pass" if looking else "upkeep"), self._kept_up_at
+            # After a failure (the database unreachable), within the hour.
+            again = min(self._interval, MONTHS_AHEAD_INTERVAL) if looking else MONTHS_AHEAD_INTERVAL
             try:
                 if looking:
                     again = await self.run_when_due()
-                else:
-                    again = MONTHS_AHEAD_INTERVAL if await self.keep_up() else BUSY_LOOK_AGAIN
+                elif not await self.keep_up():
+                    again = BUSY_LOOK_AGAIN
             except (psycopg.Error, OSError, SealtrailError) as error:
                 log.warning("retention: %s failed (%s); retrying within the hour", what, error)
             except Exception:  # the job must outlive any one pass
                 log.exception("retention: %s failed; retrying within the hour", what)
-            if looking:  # a look keeps up, or comes again within five minutes
+            if looking:
                 next_look = clock() + again
-                next_upkeep = clock() + MONTHS_AHEAD_INTERVAL
-            else:
+            if self._kept_up_at != kept_up:  # by a look (a pass, or one not due) or not
+                next_upkeep = self._kept_up_at + MONTHS_AHEAD_INTERVAL
+            elif not looking:
                 next_upkeep = clock() + again
 
     async def keep_up(self) -> bool:
@@ -200,6 +223,7 @@ class Purger:
             conn, "creating the months ahead", create_ahead(conn, now=self._clock())
         )
         await self._record_left_over(conn, in_pass=False)
+        self._kept_up_at = asyncio.get_running_loop().time()
 
     async def _record_left_over(
         self, conn: psycopg.AsyncConnection[Any], *, in_pass: bool
@@ -207,17 +231,20 @@ class Purger:
         """The purges passes left unrecorded, recorded (holding the job's lock
         on `conn`), and the tenants whose summary still is not (not to be
         purged further: its row would be replaced). A summary that will never
-        be recorded (not this service's) is said at ERROR when this process
-        first meets it and at each pass, not at every upkeep."""
+        be recorded as it stands (not this service's, unreadable, refused for
+        good) is said at ERROR when this process first meets it and at each
+        pass, not at every upkeep."""
         done, unrecorded = [], set()
-        for pending in await pending_purges(conn):
-            tenant_id = pending.tenant_id
-            if pending.purge_id in self._stuck and not in_pass:
+        pendings = await pending_purges(conn)
+        self._stuck &= {_identity(pending) for pending in pendings}  # gone, or put right
+        for pending in pendings:
+            tenant_id, identity = pending.tenant_id, _identity(pending)
+            if identity in self._stuck and not in_pass:
                 unrecorded.add(tenant_id)
                 continue
-            if not pending.sealed_by(self._seal):
-                # Not this service's: left for an operator to look at, and
-                # the tenant not purged meanwhile.
+            if pending.sealed_by(self._seal):
+                outcome, left = await self._record_left(conn, pending)
+            else:  # not this service's: left for an operator to look at
                 log.error(
                     "retention: the summary of a purge of %s left to record (%s) does not"
                     " bear the service's seal: not recorded, and the tenant not purged"
@@ -226,18 +253,13 @@ class Purger:
                     tenant_id,
                     pending.purge_id,
                 )
-                self._stuck.add(pending.purge_id)
-                unrecorded.add(tenant_id)
-                continue
-            left = await self._contained(
-                conn,
-                f"the pass over {tenant_id}",
-                self._record_left(conn, tenant_id, pending.purge_id, pending.summary),
-            )
-            if left is not None:
+                outcome, left = "never", None
+            if left is not None and outcome == "recorded":
                 done.append(left)
-            else:
-                unrecorded.add(tenant_id)
+                continue
+            unrecorded.add(tenant_id)
+            if outcome == "never":
+                self._stuck.add(identity)
         return done, unrecorded
 
     async def _pass(self, conn: psycopg.AsyncConnection[Any]) -> list[TenantPurge]:
@@ -270,11 +292,16 @@ class Purger:
                 name,
                 kept,
             )
+        await note_ended(conn, PURGE_JOB)
+        self._kept_up_at = asyncio.get_running_loop().time()
         # What could not be recorded during the pass (the appender refused it)
         # is tried again before its end, not an upkeep after it.
-        retried, _ = await self._record_left_over(conn, in_pass=False)
-        await note_ended(conn, PURGE_JOB)
-        return [*done, *retried]
+        retried = await self._contained(
+            conn,
+            "recording what the pass could not",
+            self._record_left_over(conn, in_pass=False),
+        )
+        return [*done, *(retried[0] if retried else [])]
 
     async def _contained(
         self, conn: psycopg.AsyncConnection[Any], what: str, step: Awaitable[_T]
@@ -296,17 +323,21 @@ class Purger:
             return None
 
     async def _record_left(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        tenant_id: str,
-        purge_id: str,
-        summary: dict[str, Any],
-    ) -> TenantPurge | None:
-        """The purge a pass left unrecorded, recorded now; None if it cannot
-        be yet."""
-        left = TenantPurge.from_summary(tenant_id, purge_id, summary)
-        log.warning("retention: recording the purge of %s a pass left", tenant_id)
-        return left if await self._recorded(conn, left) else None
+        self, conn: psycopg.AsyncConnection[Any], pending: PendingPurge
+    ) -> tuple[_Outcome, TenantPurge | None]:
+        """The purge a pass left unrecorded, recorded now if it can be. One
+        tenant's fault stops no other's (see `_contained`): a statement the
+        database refused is tried again later; a summary this code cannot
+        read, never as it stands."""
+        try:
+            left = TenantPurge.from_summary(pending.tenant_id, pending.purge_id, pending.summary)
+            log.warning("retention: recording the purge of %s a pass left", pending.tenant_id)
+            return await self._recorded(conn, left), left
+        except Exception as error:
+            if conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
+                raise
+            log.exception("retention: the pass over %s failed; going on", pending.tenant_id)
+            return ("later" if isinstance(error, psycopg.Error) else "never"), None
 
     async def _purge_recorded(
         self, conn: psycopg.AsyncConnection[Any], tenant_id: str
@@ -330,7 +361,7 @@ class Purger:
             purged.first_seq,
             purged.last_seq,
         )
-        return purged if await self._recorded(conn, purged) else None
+        return purged if await self._recorded(conn, purged) == "recorded" else None
 
     @asynccontextmanager
     async def _job(self) -> AsyncIterator[psycopg.AsyncConnection[Any] | None]:
@@ -361,9 +392,10 @@ class Purger:
                 with contextlib.suppress(psycopg.Error):
                     await conn.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
 
-    async def _recorded(self, conn: psycopg.AsyncConnection[Any], purged: TenantPurge) -> bool:
+    async def _recorded(self, conn: psycopg.AsyncConnection[Any], purged: TenantPurge) -> _Outcome:
         """Record the purge in its tenant's log, then let go of its summary;
-        False, summary kept for the next pass, if it cannot be recorded yet."""
+        else the summary is kept, to try again later (the appender refused it
+        for now), or never as it stands."""
         try:
             await self.record(purged)
         except SealtrailError as error:
@@ -378,12 +410,16 @@ class Purger:
                     purged.purge_id,
                     purged.tenant_id,
                 )
-                self._stuck.add(purged.purge_id)
-                return False
-            log.warning("retention: cannot record the purge of %s yet: %s", purged.tenant_id, error)
-            return False
+                return "never"
+            if isinstance(error, (Unavailable, ResourceExhausted, Aborted)):
+                log.warning(
+                    "retention: cannot record the purge of %s yet: %s", purged.tenant_id, error
+                )
+                return "later"
+            log.error("retention: the log refused the purge of %s: %s", purged.tenant_id, error)
+            return "never"
         await forget_pending_purge(conn, purged.tenant_id, purged.purge_id)
-        return True
+        return "recorded"
 
     async def _forget_origins(self, conn: psycopg.AsyncConnection[Any], tenant_id: str) -> None:
         """What alert rules learned of the tenant's actors (an address, a
