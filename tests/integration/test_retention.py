@@ -56,7 +56,7 @@ from sealtrail.v1 import (
 from sealtrail_server.api import retention as retention_api
 from sealtrail_server.api import stream as stream_api
 from sealtrail_server.domain.access import Role
-from sealtrail_server.domain.errors import Unavailable
+from sealtrail_server.domain.errors import FieldViolation, InvalidArgument, Unavailable
 from sealtrail_server.domain.event_ids import received_within
 from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.domain.purge_summaries import SummarySeal
@@ -764,6 +764,44 @@ def test_a_tenant_whose_purge_cannot_be_recorded_is_not_purged_further(
     ranges = [(e.details["first_seq"], e.details["last_seq"]) for e in told]
     assert ranges == [(seqs[0], seqs[-1]), (seqs[-1] + 1, later)]
     assert _pending_summaries(sql, tenant) == []
+
+
+def test_a_purge_the_log_refuses_for_good_is_said_once_a_pass_and_kept(
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    sql: psycopg.Connection[Any],
+    tenant: str,
+    migrated_database_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not tried again at the pass's end nor at every upkeep (helper-94); the
+    summary stays, its removals accounted for, and the next pass tries it."""
+    assert aged.service.purger is not None
+    real = aged.service.purger.record
+    seqs, _ = _expired_with_a_neighbour(aged, admin, tenant, clock)
+    attempts = []
+
+    async def refused(purged: Any) -> None:
+        if purged.tenant_id == tenant:
+            attempts.append(purged.purge_id)
+            raise InvalidArgument([FieldViolation("details", "refused")])
+        await real(purged)
+
+    refusing = beside(aged, migrated_database_url, clock, record=refused)
+    with caplog.at_level(logging.ERROR, logger=purger_module.__name__):
+        aged.run(refusing.run_once())
+        _until(lambda: aged.run(refusing.keep_up()), "the job stayed held")
+    assert len(attempts) == 1 and caplog.text.count("the log refused the purge") == 1
+    assert len(_pending_summaries(sql, tenant)) == 1
+    assert admin.verify_log().ok  # still accounted for
+
+    aged.run(refusing.run_once())  # tried again at the next pass
+    assert len(attempts) == 2
+    purge(aged)  # recorded by a process the log takes it from
+    assert _pending_summaries(sql, tenant) == []
+    told = list(admin.query(build_filter(actions="retention.purged")))
+    assert [(e.details["first_seq"], e.details["last_seq"]) for e in told] == [(seqs[0], seqs[-1])]
 
 
 def test_a_flaw_met_in_one_tenants_pass_stops_no_other_tenants_purge(

@@ -38,6 +38,7 @@ def _run_until(
     interval: float,
     look: Exception | float,
     upkeep: Exception | bool,
+    look_keeps_up: bool = False,
     upkeep_period: float = 0.05,
     busy_look_again: float = 0.05,
 ) -> _Calls:
@@ -56,6 +57,8 @@ def _run_until(
 
     async def looked() -> float:
         calls.looks += 1
+        if look_keeps_up:  # as a pass does, or a look that finds none due
+            purger._kept_up_at = asyncio.get_running_loop().time()
         if isinstance(look, Exception):
             raise look
         return look
@@ -96,7 +99,7 @@ def test_a_failing_upkeep_with_purging_off_is_tried_again_an_upkeep_later(
         upkeep=OSError("refused"),
     )
     assert calls.looks == 0
-    assert len(calls.upkeeps) <= calls.elapsed / 0.05 + 2
+    assert min(later - earlier for earlier, later in pairwise(calls.upkeeps)) >= 0.04
 
 
 def test_looks_that_keep_failing_leave_the_upkeep_its_hours(
@@ -130,3 +133,18 @@ def test_an_upkeep_the_job_kept_out_comes_back_sooner_than_its_period(
     )
     gaps = [later - earlier for earlier, later in pairwise(calls.upkeeps)]
     assert min(gaps) < 0.5, gaps
+
+
+def test_a_look_that_kept_up_puts_the_upkeep_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass, or a look that finds none due, keeps up as it goes: no upkeep
+    of its own until a period after it."""
+    calls = _run_until(
+        monkeypatch,
+        lambda c: c.looks >= 8,
+        interval=0.05,
+        look=0.05,
+        look_keeps_up=True,
+        upkeep=True,
+        upkeep_period=0.2,
+    )
+    assert calls.upkeeps == []

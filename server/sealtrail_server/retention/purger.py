@@ -136,6 +136,8 @@ class Purger:
         # service's, unreadable, refused), said at ERROR already: an upkeep
         # passes over them without a word.
         self._stuck: set[_Identity] = set()
+        # Purges of this pass the log refused for good as they were made.
+        self._refused_in_pass: set[str] = set()
         # When this process last kept up (the event loop's clock).
         self._kept_up_at = -math.inf
 
@@ -239,6 +241,8 @@ class Purger:
         self._stuck &= {_identity(pending) for pending in pendings}  # gone, or put right
         for pending in pendings:
             tenant_id, identity = pending.tenant_id, _identity(pending)
+            if pending.purge_id in self._refused_in_pass:  # just now, said at ERROR
+                self._stuck.add(identity)
             if identity in self._stuck and not in_pass:
                 unrecorded.add(tenant_id)
                 continue
@@ -260,6 +264,9 @@ class Purger:
             unrecorded.add(tenant_id)
             if outcome == "never":
                 self._stuck.add(identity)
+            else:
+                self._stuck.discard(identity)
+        self._refused_in_pass.clear()
         return done, unrecorded
 
     async def _pass(self, conn: psycopg.AsyncConnection[Any]) -> list[TenantPurge]:
@@ -416,7 +423,13 @@ class Purger:
                     "retention: cannot record the purge of %s yet: %s", purged.tenant_id, error
                 )
                 return "later"
-            log.error("retention: the log refused the purge of %s: %s", purged.tenant_id, error)
+            log.error(
+                "retention: the log refused the purge of %s (%s): not recorded, and the tenant"
+                " not purged while its summary is there (docs/retention.md)",
+                purged.tenant_id,
+                error,
+            )
+            self._refused_in_pass.add(purged.purge_id)
             return "never"
         await forget_pending_purge(conn, purged.tenant_id, purged.purge_id)
         return "recorded"
