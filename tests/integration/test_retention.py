@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -119,6 +119,25 @@ def beside(server: ServerThread, url: str, clock: Clock, **settings: Any) -> Pur
     assert server.service.purger is not None
     settings.setdefault("record", server.service.purger.record)
     return Purger(url, seal=SEAL, clock=clock, **settings)
+
+
+def _refusing(
+    server: ServerThread, tenant: str, refusal: Exception, *, times: int | None = None
+) -> tuple[Callable[[Any], Awaitable[None]], list[str]]:
+    """A recorder of purges that raises `refusal` for `tenant` (the first
+    `times` attempts, or every one) and records the other tenants' through
+    `server`'s appender; and the purge id of each attempt it refused."""
+    assert server.service.purger is not None
+    real = server.service.purger.record
+    refused: list[str] = []
+
+    async def record_purge(purged: Any) -> None:
+        if purged.tenant_id == tenant and (times is None or len(refused) < times):
+            refused.append(purged.purge_id)
+            raise refusal
+        await real(purged)
+
+    return record_purge, refused
 
 
 def recorded(client: AuditClient) -> list[tuple[int, str]]:
@@ -738,15 +757,8 @@ def test_a_tenant_whose_purge_cannot_be_recorded_is_not_purged_further(
     """Its summary is one row a tenant: purging more before it is recorded
     would replace it, and what the first purge removed would never be told.
     The refusal leaves the pass going for the other tenants."""
-    assert aged.service.purger is not None
-    real = aged.service.purger.record
     seqs, after = _expired_with_a_neighbour(aged, admin, tenant, clock)
-
-    async def refused(purged: Any) -> None:
-        if purged.tenant_id == tenant:
-            raise Unavailable("the appender is busy", retry_after=1.0)
-        await real(purged)
-
+    refused, _ = _refusing(aged, tenant, Unavailable("the appender is busy", retry_after=1.0))
     refusing = Purger(migrated_database_url, record=refused, seal=SEAL, batch_events=3, clock=clock)
     passed = aged.run(refusing.run_once())
     assert recorded(admin) == []
@@ -777,17 +789,8 @@ def test_a_purge_the_log_refuses_for_good_is_said_once_a_pass_and_kept(
 ) -> None:
     """Not tried again at the pass's end nor at every upkeep (helper-94); the
     summary stays, its removals accounted for, and the next pass tries it."""
-    assert aged.service.purger is not None
-    real = aged.service.purger.record
     seqs, _ = _expired_with_a_neighbour(aged, admin, tenant, clock)
-    attempts = []
-
-    async def refused(purged: Any) -> None:
-        if purged.tenant_id == tenant:
-            attempts.append(purged.purge_id)
-            raise InvalidArgument([FieldViolation("details", "refused")])
-        await real(purged)
-
+    refused, attempts = _refusing(aged, tenant, InvalidArgument([FieldViolation("details", "no")]))
     refusing = beside(aged, migrated_database_url, clock, record=refused)
     with caplog.at_level(logging.ERROR, logger=purger_module.__name__):
         aged.run(refusing.run_once())
@@ -817,15 +820,8 @@ def test_a_flaw_met_in_one_tenants_pass_stops_no_other_tenants_purge(
     (here its purge's record fails on a flaw, not a refusal) is logged, and
     the tenants after it are purged; its summary is kept and recorded by a
     later pass."""
-    assert aged.service.purger is not None
-    real = aged.service.purger.record
     seqs, after = _expired_with_a_neighbour(aged, admin, tenant, clock)
-
-    async def flawed(purged: Any) -> None:
-        if purged.tenant_id == tenant:
-            raise KeyError("rules")
-        await real(purged)
-
+    flawed, _ = _refusing(aged, tenant, KeyError("rules"))
     flawed_purger = Purger(migrated_database_url, record=flawed, seal=SEAL, clock=clock)
     with caplog.at_level(logging.ERROR, logger=purger_module.__name__):
         passed = aged.run(flawed_purger.run_once())
@@ -1028,15 +1024,8 @@ def test_a_purge_a_pass_could_not_record_is_recorded_within_the_hour(
     leave a day of the tenant's complete bundles unverifiable (ADR 0048).
     Every process's hourly upkeep records it, and so does a look that finds
     no pass due."""
-    assert aged.service.purger is not None
-    real = aged.service.purger.record
     seqs, _ = _expired_with_a_neighbour(aged, admin, tenant, clock)
-
-    async def refused(purged: Any) -> None:
-        if purged.tenant_id == tenant:
-            raise Unavailable("the appender is busy", retry_after=1.0)
-        await real(purged)
-
+    refused, _ = _refusing(aged, tenant, Unavailable("the appender is busy", retry_after=1.0))
     refusing = beside(aged, migrated_database_url, clock, record=refused)
     aged.run(refusing.run_once())
     assert len(_pending_summaries(sql, tenant)) == 1
@@ -1054,17 +1043,13 @@ def test_a_purge_a_pass_could_not_record_is_recorded_within_the_hour(
     assert _pending_summaries(sql, tenant) == []
 
     # Refused once during a pass (the appender busy a moment): tried again at its end.
-    refusals = [Unavailable("the appender is busy", retry_after=1.0)]
-
-    async def refused_once(purged: Any) -> None:
-        if purged.tenant_id == tenant and refusals:
-            raise refusals.pop()
-        await real(purged)
-
+    refused_once, refusals = _refusing(
+        aged, tenant, Unavailable("the appender is busy", retry_after=1.0), times=1
+    )
     last = record(admin, "doc.edit")
     clock.advance(31)
     aged.run(beside(aged, migrated_database_url, clock, record=refused_once).run_once())
-    assert not refusals and (last, "doc.edit") not in recorded(admin)
+    assert len(refusals) == 1 and (last, "doc.edit") not in recorded(admin)
     assert _pending_summaries(sql, tenant) == []
 
 
