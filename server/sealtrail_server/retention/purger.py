@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -57,17 +56,9 @@ log = logging.getLogger(__name__)
 # How recording a purge went: recorded; to try again later (the appender
 # refused it for now); or never, as its summary stands.
 _Outcome = Literal["recorded", "later", "never"]
-# A summary left to record as it stands: tenant, purge, seal, contents.
-_Identity = tuple[str, str, bytes | None, str]
-
-
-def _identity(pending: PendingPurge) -> _Identity:
-    return (
-        pending.tenant_id,
-        pending.purge_id,
-        pending.mac,
-        json.dumps(pending.summary, sort_keys=True, default=str),
-    )
+# A summary left to record as it stands: tenant, purge and seal (the service's
+# seal changes with the contents; one put right in place bears a new one).
+_Identity = tuple[str, str, bytes | None]
 
 
 _T = TypeVar("_T")
@@ -136,8 +127,6 @@ class Purger:
         # service's, unreadable, refused), said at ERROR already: an upkeep
         # passes over them without a word.
         self._stuck: set[_Identity] = set()
-        # Purges of this pass the log refused for good as they were made.
-        self._refused_in_pass: set[str] = set()
         # When this process last kept up (the event loop's clock).
         self._kept_up_at = -math.inf
 
@@ -219,13 +208,17 @@ class Purger:
         async with self._job() as conn:
             return [] if conn is None else await self._pass(conn)
 
-    async def _keep_up(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """The upkeep, holding the job's lock on `conn`."""
+    async def _keep_up(
+        self, conn: psycopg.AsyncConnection[Any], *, in_pass: bool = False
+    ) -> tuple[list[TenantPurge], set[str]]:
+        """The upkeep, holding the job's lock on `conn` (also a pass's first
+        step): see `_record_left_over` for what it returns."""
         await self._contained(
             conn, "creating the months ahead", create_ahead(conn, now=self._clock())
         )
-        await self._record_left_over(conn, in_pass=False)
+        left_over = await self._record_left_over(conn, in_pass=in_pass)
         self._kept_up_at = asyncio.get_running_loop().time()
+        return left_over
 
     async def _record_left_over(
         self, conn: psycopg.AsyncConnection[Any], *, in_pass: bool
@@ -238,11 +231,10 @@ class Purger:
         pass, not at every upkeep."""
         done, unrecorded = [], set()
         pendings = await pending_purges(conn)
-        self._stuck &= {_identity(pending) for pending in pendings}  # gone, or put right
-        for pending in pendings:
-            tenant_id, identity = pending.tenant_id, _identity(pending)
-            if pending.purge_id in self._refused_in_pass:  # just now, said at ERROR
-                self._stuck.add(identity)
+        identities = [(p.tenant_id, p.purge_id, p.mac) for p in pendings]
+        self._stuck &= set(identities)  # gone, or put right
+        for pending, identity in zip(pendings, identities, strict=True):
+            tenant_id = pending.tenant_id
             if identity in self._stuck and not in_pass:
                 unrecorded.add(tenant_id)
                 continue
@@ -266,15 +258,13 @@ class Purger:
                 self._stuck.add(identity)
             else:
                 self._stuck.discard(identity)
-        self._refused_in_pass.clear()
         return done, unrecorded
 
     async def _pass(self, conn: psycopg.AsyncConnection[Any]) -> list[TenantPurge]:
         """A pass, holding the job's lock on `conn`; its end noted for every
         process of the deployment."""
         now = self._clock()
-        await self._contained(conn, "creating the months ahead", create_ahead(conn, now=now))
-        done, unrecorded = await self._record_left_over(conn, in_pass=True)
+        done, unrecorded = await self._keep_up(conn, in_pass=True)
         for tenant_id in await tenants_with_expiry(conn):
             # Apart: a fault in either leaves the other to do.
             await self._contained(
@@ -300,7 +290,6 @@ class Purger:
                 kept,
             )
         await note_ended(conn, PURGE_JOB)
-        self._kept_up_at = asyncio.get_running_loop().time()
         # What could not be recorded during the pass (the appender refused it)
         # is tried again before its end, not an upkeep after it.
         retried = await self._contained(
@@ -402,7 +391,15 @@ class Purger:
     async def _recorded(self, conn: psycopg.AsyncConnection[Any], purged: TenantPurge) -> _Outcome:
         """Record the purge in its tenant's log, then let go of its summary;
         else the summary is kept, to try again later (the appender refused it
-        for now), or never as it stands."""
+        for now), or never as it stands: then said no more until a pass (its
+        summary as this service sealed it joins the quiet ones)."""
+        outcome = await self._record(conn, purged)
+        if outcome == "never":
+            seal = self._seal.seal(purged.tenant_id, purged.purge_id, purged.details())
+            self._stuck.add((purged.tenant_id, purged.purge_id, seal))
+        return outcome
+
+    async def _record(self, conn: psycopg.AsyncConnection[Any], purged: TenantPurge) -> _Outcome:
         try:
             await self.record(purged)
         except SealtrailError as error:
@@ -429,7 +426,6 @@ class Purger:
                 purged.tenant_id,
                 error,
             )
-            self._refused_in_pass.add(purged.purge_id)
             return "never"
         await forget_pending_purge(conn, purged.tenant_id, purged.purge_id)
         return "recorded"
