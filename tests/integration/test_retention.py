@@ -966,6 +966,9 @@ def test_a_deployment_passes_once_an_interval_however_many_processes_run(
         holder.execute("SELECT pg_advisory_lock(%s)", [PURGE_LOCK])  # a pass under way
         _last_pass(sql, timedelta(hours=2))
         assert aged.run(other.run_when_due()) == purger_module.BUSY_LOOK_AGAIN
+        # However short the interval, not again within the minute.
+        brisk = beside(aged, migrated_database_url, clock, interval=5)
+        assert aged.run(brisk.run_when_due()) == purger_module.LOOK_AGAIN_AT_LEAST
         assert (later, "doc.edit") in recorded(admin)
         holder.execute("SELECT pg_advisory_unlock(%s)", [PURGE_LOCK])
     _last_pass(sql, -timedelta(hours=2))  # gone back further: something is off
@@ -1051,6 +1054,43 @@ def test_a_purge_a_pass_could_not_record_is_recorded_within_the_hour(
     aged.run(beside(aged, migrated_database_url, clock, record=refused_once).run_once())
     assert len(refusals) == 1 and (last, "doc.edit") not in recorded(admin)
     assert _pending_summaries(sql, tenant) == []
+
+
+def test_a_connection_lost_after_a_pass_ended_leaves_it_ended(
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    sql: psycopg.Connection[Any],
+    migrated_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The pass's last step, recording what it could not, lost the
+    connection: the pass had removed what it should and was noted as ended,
+    yet the job said it failed and would retry within the hour."""
+    seq = record(admin, "doc.edit")
+    admin.set_retention_policy(10)
+    clock.advance(11)
+    _last_pass(sql, timedelta(hours=2))
+    hourly = beside(aged, migrated_database_url, clock, interval=3600)
+    real = hourly._record_left_over
+
+    async def cut_off_at_the_end(conn: Any, *, in_pass: bool) -> Any:
+        if in_pass:
+            return await real(conn, in_pass=in_pass)
+        await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        raise AssertionError("the connection outlived its end")
+
+    monkeypatch.setattr(hourly, "_record_left_over", cut_off_at_the_end)
+    with caplog.at_level(logging.WARNING, logger=purger_module.__name__):
+        assert aged.run(hourly.run_when_due()) == 3600
+    assert "the pass ended, but recording what it could not failed" in caplog.text
+    assert (seq, "doc.edit") not in recorded(admin)
+    ended = sql.execute(
+        "SELECT clock_timestamp() - last_ended_at FROM deployment_jobs WHERE name = %s",
+        [PURGE_JOB],
+    ).fetchone()
+    assert ended is not None and timedelta(0) <= ended[0] < timedelta(minutes=1)
 
 
 def test_what_alert_rules_learned_is_forgotten_after_the_default_retention(

@@ -78,8 +78,12 @@ MONTHS_AHEAD_INTERVAL: Final = 3600.0
 # (at most the interval).
 FIRST_PASS_AFTER: Final = 60.0
 # Seconds between looks while another process holds the job (passing, or in
-# its upkeep), at most the interval.
+# its upkeep), at most the interval (but LOOK_AGAIN_AT_LEAST).
 BUSY_LOOK_AGAIN: Final = 300.0
+# Seconds at least before a look that failed (the database unreachable) or
+# found the job held is made again, however short the interval: a connection
+# attempt a minute per process at most, not one an interval.
+LOOK_AGAIN_AT_LEAST: Final = 60.0
 # How far the database's clock may have gone back since the last pass ended
 # (an NTP step, a failover to a standby) for that pass still to count as just
 # ended; further back, a pass is due.
@@ -154,12 +158,18 @@ class Purger:
         while True:
             await asyncio.sleep(max(0.0, min(next_look, next_upkeep) - clock()))
             looking = clock() >= next_look
-            what, kept_up = ("pass" if looking else "upkeep"), self._kept_up_at
+            if not looking and clock() < next_upkeep:  # woken a hair early
+                continue
+            what, kept_up, busy = ("pass" if looking else "upkeep"), self._kept_up_at, False
             # After a failure (the database unreachable), within the hour.
-            again = min(self._interval, MONTHS_AHEAD_INTERVAL) if looking else MONTHS_AHEAD_INTERVAL
+            again = (
+                min(max(self._interval, LOOK_AGAIN_AT_LEAST), MONTHS_AHEAD_INTERVAL)
+                if looking
+                else MONTHS_AHEAD_INTERVAL
+            )
             try:
                 if looking:
-                    again = await self.run_when_due()
+                    again, busy = await self._look()
                 elif not await self.keep_up():
                     again = BUSY_LOOK_AGAIN
             except (psycopg.Error, OSError, SealtrailError) as error:
@@ -172,6 +182,9 @@ class Purger:
                 next_upkeep = self._kept_up_at + MONTHS_AHEAD_INTERVAL
             elif not looking:
                 next_upkeep = clock() + again
+            elif busy and next_upkeep <= clock():
+                # The look found the job held: an upkeep now would find it so too.
+                next_upkeep = clock() + BUSY_LOOK_AGAIN
 
     async def keep_up(self) -> bool:
         """What every process does at least hourly, a pass due or not: the
@@ -189,18 +202,23 @@ class Purger:
         """A pass, if the deployment's last one (by any process) ended an
         interval ago or more, else the upkeep; the seconds until this process
         looks again."""
+        again, _ = await self._look()
+        return again
+
+    async def _look(self) -> tuple[float, bool]:
+        """`run_when_due`, and whether another process held the job."""
         clock = asyncio.get_running_loop().time
         async with self._job() as conn:
             if conn is None:  # another process's pass ends, and is noted, first
-                return min(self._interval, BUSY_LOOK_AGAIN)
+                return min(max(self._interval, LOOK_AGAIN_AT_LEAST), BUSY_LOOK_AGAIN), True
             since = await seconds_since_ended(conn, PURGE_JOB)
             if since is not None and -CLOCK_STEPPED_BACK <= since < self._interval:
                 # Not due; a clock gone back a little leaves the pass as just ended.
                 until_due, started = self._interval - max(since, 0.0), clock()
                 await self._keep_up(conn)
-                return max(0.0, until_due - (clock() - started))
+                return max(0.0, until_due - (clock() - started)), False
             await self._pass(conn)
-        return self._interval
+        return self._interval, False
 
     async def run_once(self) -> list[TenantPurge]:
         """One pass over every tenant whose policy removes anything, due or
@@ -292,11 +310,22 @@ class Purger:
         await note_ended(conn, PURGE_JOB)
         # What could not be recorded during the pass (the appender refused it)
         # is tried again before its end, not an upkeep after it.
-        retried = await self._contained(
-            conn,
-            "recording what the pass could not",
-            self._record_left_over(conn, in_pass=False),
-        )
+        retried = None
+        try:
+            retried = await self._contained(
+                conn,
+                "recording what the pass could not",
+                self._record_left_over(conn, in_pass=False),
+            )
+        except Exception as error:
+            if not conn.closed:  # left in a transaction: rolled back as the job ends
+                raise
+            log.warning(  # the connection was lost; the pass has ended all the same
+                "retention: the pass ended, but recording what it could not failed (%s);"
+                " the upkeep tries again within the hour",
+                error,
+                exc_info=not isinstance(error, psycopg.OperationalError),
+            )
         return [*done, *(retried[0] if retried else [])]
 
     async def _contained(
