@@ -5,6 +5,7 @@ refuses a row that events_default must take."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from sealtrail_server.store import partitions
 from sealtrail_server.store.partitions import OUTSIDE_MONTHS, create_ahead
 from tests.conftest import database_of_its_own
 
@@ -122,12 +124,63 @@ def test_a_creation_that_fails_otherwise_leaves_no_check_either(url: str) -> Non
 
 def test_a_row_already_in_a_month_ahead_leaves_events_default_unchecked(url: str) -> None:
     """A row received in a month not yet created (a clock that ran ahead)
-    fails the check's validation: the check goes, and that month is not
-    created (as before), while the others are."""
+    fails the check's validation: the check goes, and the months are created
+    with the scan; that month over its row (ADR 0049)."""
     august = datetime(_YEAR, 8, 1, tzinfo=UTC)
     with psycopg.connect(url, autocommit=True) as sql:
         assert _receive_at(sql, august + timedelta(days=2)) == "events_default"
         created, _ = _create_ahead(url, datetime(_YEAR, 6, 15, tzinfo=UTC))
-        assert created == 3
+        assert created == 4
         assert _check(sql) is None
-        assert _receive_at(sql, august + timedelta(days=3)) == "events_default"
+        assert _receive_at(sql, august + timedelta(days=3)) == f"events_{_YEAR}_08"
+
+
+def _rows_of(sql: psycopg.Connection[Any], month: datetime) -> list[tuple[str, str]]:
+    """Each row received in `month`: its partition, and the row as JSON."""
+    return [
+        (str(table), str(row))
+        for table, row in sql.execute(
+            "SELECT tableoid::regclass::text, to_jsonb(e)::text FROM events AS e"
+            " WHERE received_at >= %s AND received_at < %s ORDER BY id",
+            [month, month + timedelta(days=31)],
+        ).fetchall()
+    ]
+
+
+def test_a_month_is_created_over_the_rows_events_default_took_of_it(url: str) -> None:
+    """A process's clock ran months ahead: what it wrote went to
+    events_default, and the month could never be created over it, so all of
+    that month's events would have gone there too (never dropped, never
+    pruned). The month is created with those rows moved in, unchanged; the
+    rows of other months stay."""
+    october = datetime(_YEAR, 10, 1, tzinfo=UTC)
+    with psycopg.connect(url, autocommit=True) as sql:
+        early = [_receive_at(sql, october + timedelta(days=day, hours=3)) for day in (0, 9, 30)]
+        later = _receive_at(sql, october + timedelta(days=70))  # December: not yet
+        assert set(early) == {later} == {"events_default"}
+        before = _rows_of(sql, october)
+        assert _create_ahead(url, datetime(_YEAR, 8, 15, tzinfo=UTC))[0] == 4
+
+        after = _rows_of(sql, october)
+        assert [table for table, _ in after] == [f"events_{_YEAR}_10"] * 3
+        assert [row for _, row in after] == [row for _, row in before]
+        assert [table for table, _ in _rows_of(sql, october + timedelta(days=61))] == [
+            "events_default"
+        ]
+        assert _check(sql) is None
+
+
+def test_a_month_over_more_rows_than_a_move_takes_stays_missing(
+    url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Moving them holds the lock on events, which every statement waits
+    for: past MOVE_MAX_ROWS the month stays missing, said in the log."""
+    monkeypatch.setattr(partitions, "MOVE_MAX_ROWS", 1)
+    november = datetime(_YEAR, 11, 1, tzinfo=UTC)
+    with psycopg.connect(url, autocommit=True) as sql:
+        for day in (1, 2):
+            assert _receive_at(sql, november + timedelta(days=day)) == "events_default"
+        with caplog.at_level(logging.WARNING, logger=partitions.__name__):
+            assert _create_ahead(url, datetime(_YEAR, 9, 15, tzinfo=UTC))[0] == 3
+        assert f"events_default holds 2 rows received in {_YEAR}-11" in caplog.text
+        assert _receive_at(sql, november + timedelta(days=3)) == "events_default"

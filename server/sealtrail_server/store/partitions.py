@@ -1,6 +1,7 @@
-"""The monthly partitions of events (ADR 0015): created months ahead, and
-dropped once retention has emptied a past month of every event it removes
-(ADR 0041). Both run as the tables' owner, in the retention pass."""
+"""The monthly partitions of events (ADR 0015): created months ahead (over
+any rows events_default took of them meanwhile, ADR 0049), and dropped once
+retention has emptied a past month of every event it removes (ADR 0041).
+Both run as the tables' owner, in the retention pass."""
 
 from __future__ import annotations
 
@@ -34,14 +35,17 @@ _NAMED_AHEAD: Final = timedelta(days=1)
 log = logging.getLogger(__name__)
 
 
-# Records kept for good a month may hold to be retired: they are inserted again
-# under an exclusive lock on `events`, which every statement waits for (about
-# a second for this many). A pass records one per tenant it purges, and a
-# deployment passes once an interval (ADR 0048): daily passes, the default,
-# leave ~30 a tenant a month, hourly ones ~720. A month with more stays, said
-# in the server's log. And the longest the move may hold the lock.
-RETIRE_MAX_ROWS: Final = 50_000
-_RETIRE_TIMEOUT: Final = "5s"
+# Rows a pass moves between a month and events_default: they are inserted
+# again under an exclusive lock on `events`, which every statement waits for
+# (about a second for this many). A month retired moves the records kept for
+# good it holds: a pass records one per tenant it purges, and a deployment
+# passes once an interval (ADR 0048): daily passes, the default, leave ~30 a
+# tenant a month, hourly ones ~720. A month created moves in what
+# events_default took of it while it was missing (ADR 0049). Past this, the
+# month stays as it is, said in the server's log. And the longest any of the
+# move's statements may hold the lock.
+MOVE_MAX_ROWS: Final = 50_000
+_MOVE_TIMEOUT: Final = "5s"
 
 # The longest a pass waits for a table lock. Statements queue behind a lock
 # request, so a pass that waited behind a long reader (an Export, VerifyLog)
@@ -80,6 +84,12 @@ async def create_ahead(conn: psycopg.AsyncConnection[Any], *, now: datetime | No
             )
             row = await cursor.fetchone()
             await _drop_the_default_check(conn)  # under the lock a creation holds
+        created = int(row[0]) if row else 0
+        if created < len(missing):  # events_default held rows of some (a clock ahead)
+            existing = set((await _monthly_partitions(conn)).values())
+            for month in wanted:
+                if month not in existing:
+                    created += await _create_over_its_rows(conn, month)
     except psycopg.errors.LockNotAvailable:
         # Next month's events would go to events_default, whose rows no month
         # can be created over: say so while there is time to act.
@@ -91,7 +101,76 @@ async def create_ahead(conn: psycopg.AsyncConnection[Any], *, now: datetime | No
         with contextlib.suppress(psycopg.Error):  # the connection may be what failed
             await _drop_the_default_check_at_once(conn)
         raise
-    return int(row[0]) if row else 0
+    return created
+
+
+async def _create_over_its_rows(conn: psycopg.AsyncConnection[Any], month: datetime) -> bool:
+    """`month` created, with the rows events_default took of it while it was
+    missing (received by a process whose clock ran ahead, or before its
+    creation came) moved into it unchanged, in one transaction under the
+    locks on `events` and events_default, which every statement waits for.
+    Else no month could ever be created over them, and all of its events
+    would go to events_default, which is never dropped and which no query's
+    time bound prunes. False if it holds more than MOVE_MAX_ROWS of them, or
+    the locks are not free at once, or the move takes too long: the month
+    stays missing, as before, said in the server's log."""
+    name, end = f"events_{month:%Y_%m}", _months_after(month, 1)
+    within = sql.SQL("received_at >= {} AND received_at < {}").format(
+        sql.Literal(month), sql.Literal(end)
+    )
+    cursor = await conn.execute(  # unlocked: a first count, to stay within the bound
+        sql.SQL("SELECT count(*) FROM events_default WHERE {}").format(within)
+    )
+    counted = await cursor.fetchone()
+    if counted and counted[0] > MOVE_MAX_ROWS:
+        log.warning(
+            "partitions: events_default holds %d rows received in %s, more than the %d a"
+            " pass moves under a lock on events: %s is not created, and its events go to"
+            " events_default (docs/retention.md)",
+            counted[0],
+            f"{month:%Y-%m}",
+            MOVE_MAX_ROWS,
+            name,
+        )
+        return False
+    columns = sql.SQL(", ").join(await _stored_columns(conn))
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('lock_timeout', %s, true)", [_LOCK_TIMEOUT])
+            await conn.execute("SELECT set_config('statement_timeout', %s, true)", [_MOVE_TIMEOUT])
+            await conn.execute("SET LOCAL sealtrail.removal = 'retention'")
+            await conn.execute("LOCK TABLE ONLY events, events_default IN ACCESS EXCLUSIVE MODE")
+            await conn.execute(
+                sql.SQL(
+                    "CREATE TEMPORARY TABLE sealtrail_moving ON COMMIT DROP AS"
+                    " SELECT {columns} FROM events_default WHERE {within}"
+                ).format(columns=columns, within=within)
+            )
+            await conn.execute(sql.SQL("DELETE FROM events_default WHERE {}").format(within))
+            await _drop_the_default_check(conn)
+            cursor = await conn.execute(
+                "SELECT sealtrail_create_event_partitions(%s, %s)", [month, month]
+            )
+            row = await cursor.fetchone()
+            moved = await conn.execute(
+                sql.SQL("INSERT INTO events ({}) SELECT * FROM sealtrail_moving").format(columns)
+            )
+    except psycopg.errors.LockNotAvailable:
+        log.info("partitions: events is busy; creating %s at the next pass", name)
+        return False
+    except psycopg.errors.QueryCanceled:
+        log.warning("partitions: moving the rows of %s took too long; it stays missing", name)
+        return False
+    if not (row and row[0]):
+        return False
+    log.warning(
+        "partitions: created %s over the %d rows events_default took of it while it was"
+        " missing (a process's clock ahead, or months not created in time); they moved"
+        " into it unchanged",
+        name,
+        moved.rowcount,
+    )
+    return True
 
 
 async def _name_in_the_default_check(
@@ -232,21 +311,21 @@ async def retire_past_months(
             continue
         await conn.execute(sql.SQL("VACUUM {}").format(table))
         kept = await _rows(conn, table)
-        if kept > RETIRE_MAX_ROWS:
+        if kept > MOVE_MAX_ROWS:
             log.warning(
                 "partitions: %s holds %d records kept for good, more than the %d a pass moves"
                 " under a lock on events: it stays (passes less often leave fewer: a longer"
                 " SEALTRAIL_RETENTION_INTERVAL)",
                 name,
                 kept,
-                RETIRE_MAX_ROWS,
+                MOVE_MAX_ROWS,
             )
             continue
         try:
             async with conn.transaction():
                 await conn.execute("SELECT set_config('lock_timeout', %s, true)", [_LOCK_TIMEOUT])
                 await conn.execute(
-                    "SELECT set_config('statement_timeout', %s, true)", [_RETIRE_TIMEOUT]
+                    "SELECT set_config('statement_timeout', %s, true)", [_MOVE_TIMEOUT]
                 )
                 await conn.execute("SET LOCAL enable_seqscan = off")
                 await conn.execute(
@@ -286,12 +365,7 @@ async def _move_kept_and_drop(conn: psycopg.AsyncConnection[Any], table: sql.Ide
     await conn.execute(sql.SQL("ALTER TABLE events DETACH PARTITION {}").format(table))
     # A check a failed creation left on events_default may name the month.
     await _drop_the_default_check(conn)
-    # Every stored column, in the table's order; generated ones are computed again.
-    cursor = await conn.execute(
-        "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = 'events'::regclass"
-        " AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum"
-    )
-    columns = sql.SQL(", ").join(sql.Identifier(str(row[0])) for row in await cursor.fetchall())
+    columns = sql.SQL(", ").join(await _stored_columns(conn))
     moved = await conn.execute(
         sql.SQL("INSERT INTO events ({columns}) SELECT {columns} FROM {month}").format(
             columns=columns, month=table
@@ -299,3 +373,13 @@ async def _move_kept_and_drop(conn: psycopg.AsyncConnection[Any], table: sql.Ide
     )
     await conn.execute(sql.SQL("DROP TABLE {}").format(table))
     return moved.rowcount
+
+
+async def _stored_columns(conn: psycopg.AsyncConnection[Any]) -> list[sql.Identifier]:
+    """Every stored column of events, in the table's order: what a move
+    inserts again (generated ones are computed again)."""
+    cursor = await conn.execute(
+        "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = 'events'::regclass"
+        " AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum"
+    )
+    return [sql.Identifier(str(row[0])) for row in await cursor.fetchall()]
