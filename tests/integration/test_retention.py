@@ -907,6 +907,16 @@ def _last_pass(sql: psycopg.Connection[Any], ended_ago: timedelta | None) -> Non
         )
 
 
+def _ended_ago(sql: psycopg.Connection[Any]) -> timedelta:
+    """How long ago the deployment's last pass ended, by the database's clock."""
+    row = sql.execute(
+        "SELECT clock_timestamp() - last_ended_at FROM deployment_jobs WHERE name = %s",
+        [PURGE_JOB],
+    ).fetchone()
+    assert row is not None, "no pass was noted"
+    return row[0]
+
+
 def test_a_process_purges_soon_after_it_starts_not_a_whole_interval_later(
     aged: ServerThread,
     admin: AuditClient,
@@ -945,11 +955,7 @@ def test_a_deployment_passes_once_an_interval_however_many_processes_run(
     assert aged.run(one.run_when_due()) == 3600
     assert (first, "doc.edit") not in recorded(admin)
     # Noted by the database's clock, not the purger's (days ahead here).
-    ended = sql.execute(
-        "SELECT clock_timestamp() - last_ended_at FROM deployment_jobs WHERE name = %s",
-        [PURGE_JOB],
-    ).fetchone()
-    assert ended is not None and timedelta(0) <= ended[0] < timedelta(minutes=1)
+    assert timedelta(0) <= _ended_ago(sql) < timedelta(minutes=1)
 
     later = record(admin, "doc.edit")
     clock.advance(11)
@@ -1086,11 +1092,7 @@ def test_a_connection_lost_after_a_pass_ended_leaves_it_ended(
         assert aged.run(hourly.run_when_due()) == 3600
     assert "the pass ended, but recording what it could not failed" in caplog.text
     assert (seq, "doc.edit") not in recorded(admin)
-    ended = sql.execute(
-        "SELECT clock_timestamp() - last_ended_at FROM deployment_jobs WHERE name = %s",
-        [PURGE_JOB],
-    ).fetchone()
-    assert ended is not None and timedelta(0) <= ended[0] < timedelta(minutes=1)
+    assert timedelta(0) <= _ended_ago(sql) < timedelta(minutes=1)
 
 
 def test_what_alert_rules_learned_is_forgotten_after_the_default_retention(
