@@ -122,15 +122,19 @@ def test_a_creation_that_fails_otherwise_leaves_no_check_either(url: str) -> Non
         assert _check(sql) is None
 
 
-def test_a_row_already_in_a_month_ahead_leaves_events_default_unchecked(url: str) -> None:
+def test_a_row_already_in_a_month_ahead_is_moved_into_it_and_spares_the_others_a_scan(
+    url: str,
+) -> None:
     """A row received in a month not yet created (a clock that ran ahead)
-    fails the check's validation: the check goes, and the months are created
-    with the scan; that month over its row (ADR 0049)."""
+    failed the check's validation, so every month was created with the scan,
+    and that month not at all. The check now names the others, and that
+    month is created over its row (ADR 0049)."""
     august = datetime(_YEAR, 8, 1, tzinfo=UTC)
     with psycopg.connect(url, autocommit=True) as sql:
         assert _receive_at(sql, august + timedelta(days=2)) == "events_default"
-        created, _ = _create_ahead(url, datetime(_YEAR, 6, 15, tzinfo=UTC))
+        created, said = _create_ahead(url, datetime(_YEAR, 6, 15, tzinfo=UTC))
         assert created == 4
+        assert sum(_SKIPPED_SCAN in line for line in said) == 2, said  # July, September
         assert _check(sql) is None
         assert _receive_at(sql, august + timedelta(days=3)) == f"events_{_YEAR}_08"
 
@@ -147,7 +151,9 @@ def _rows_of(sql: psycopg.Connection[Any], month: datetime) -> list[tuple[str, s
     ]
 
 
-def test_a_month_is_created_over_the_rows_events_default_took_of_it(url: str) -> None:
+def test_a_month_is_created_over_the_rows_events_default_took_of_it(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """A process's clock ran months ahead: what it wrote went to
     events_default, and the month could never be created over it, so all of
     that month's events would have gone there too (never dropped, never
@@ -159,7 +165,9 @@ def test_a_month_is_created_over_the_rows_events_default_took_of_it(url: str) ->
         later = _receive_at(sql, october + timedelta(days=70))  # December: not yet
         assert set(early) == {later} == {"events_default"}
         before = _rows_of(sql, october)
-        assert _create_ahead(url, datetime(_YEAR, 8, 15, tzinfo=UTC))[0] == 4
+        with caplog.at_level(logging.WARNING, logger=partitions.__name__):
+            assert _create_ahead(url, datetime(_YEAR, 8, 15, tzinfo=UTC))[0] == 4
+        assert f"created events_{_YEAR}_10 over the 3 rows events_default took" in caplog.text
 
         after = _rows_of(sql, october)
         assert [table for table, _ in after] == [f"events_{_YEAR}_10"] * 3
@@ -184,3 +192,36 @@ def test_a_month_over_more_rows_than_a_move_takes_stays_missing(
             assert _create_ahead(url, datetime(_YEAR, 9, 15, tzinfo=UTC))[0] == 3
         assert f"events_default holds 2 rows received in {_YEAR}-11" in caplog.text
         assert _receive_at(sql, november + timedelta(days=3)) == "events_default"
+
+
+class _MoveFails(psycopg.AsyncConnection[Any]):
+    """A connection whose move fails once its rows are taken out of
+    events_default: at the month's creation, as a full disk would end it."""
+
+    async def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+        if "sealtrail_create_event_partitions" in str(query) and args and args[0][0] == args[0][1]:
+            raise psycopg.errors.DiskFull("could not extend file: No space left on device")
+        return await super().execute(query, *args, **kwargs)
+
+
+def test_a_move_that_fails_midway_leaves_the_rows_where_they_were(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rolled back whole: the month stays missing, its rows in events_default,
+    said in the log; the other months are created, and nothing is raised (it
+    would fail a server's start)."""
+    september = datetime(_YEAR, 9, 1, tzinfo=UTC)
+
+    async def run() -> int:
+        async with await _MoveFails.connect(url, autocommit=True) as conn:
+            return await create_ahead(conn, now=datetime(_YEAR, 7, 15, tzinfo=UTC))
+
+    with psycopg.connect(url, autocommit=True) as sql:
+        assert _receive_at(sql, september + timedelta(days=4)) == "events_default"
+        before = _rows_of(sql, september)
+        with caplog.at_level(logging.WARNING, logger=partitions.__name__):
+            assert asyncio.run(run()) == 3
+        assert f"events_{_YEAR}_09 not created over the rows" in caplog.text
+        assert "No space left on device" in caplog.text
+        assert _rows_of(sql, september) == before
+        assert _receive_at(sql, september + timedelta(days=5)) == "events_default"

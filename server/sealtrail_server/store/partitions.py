@@ -74,7 +74,10 @@ async def create_ahead(conn: psycopg.AsyncConnection[Any], *, now: datetime | No
     missing = [month for month in wanted if month not in existing]
     if not missing:
         return 0
-    if ahead := [month for month in missing if month > now + _NAMED_AHEAD]:
+    # What events_default took of them already (a clock ahead): no check can
+    # name such a month, and none can be created over its rows (ADR 0049).
+    occupied = await _rows_in_default(conn, missing)
+    if ahead := [m for m in missing if m > now + _NAMED_AHEAD and m not in occupied]:
         await _name_in_the_default_check(conn, ahead)
     try:
         async with conn.transaction():
@@ -84,12 +87,6 @@ async def create_ahead(conn: psycopg.AsyncConnection[Any], *, now: datetime | No
             )
             row = await cursor.fetchone()
             await _drop_the_default_check(conn)  # under the lock a creation holds
-        created = int(row[0]) if row else 0
-        if created < len(missing):  # events_default held rows of some (a clock ahead)
-            existing = set((await _monthly_partitions(conn)).values())
-            for month in wanted:
-                if month not in existing:
-                    created += await _create_over_its_rows(conn, month)
     except psycopg.errors.LockNotAvailable:
         # Next month's events would go to events_default, whose rows no month
         # can be created over: say so while there is time to act.
@@ -101,33 +98,54 @@ async def create_ahead(conn: psycopg.AsyncConnection[Any], *, now: datetime | No
         with contextlib.suppress(psycopg.Error):  # the connection may be what failed
             await _drop_the_default_check_at_once(conn)
         raise
+    created = int(row[0]) if row else 0
+    for month, rows in sorted(occupied.items()):
+        created += await _create_over_its_rows(conn, month, rows)
     return created
 
 
-async def _create_over_its_rows(conn: psycopg.AsyncConnection[Any], month: datetime) -> bool:
-    """`month` created, with the rows events_default took of it while it was
-    missing (received by a process whose clock ran ahead, or before its
-    creation came) moved into it unchanged, in one transaction under the
-    locks on `events` and events_default, which every statement waits for.
-    Else no month could ever be created over them, and all of its events
-    would go to events_default, which is never dropped and which no query's
-    time bound prunes. False if it holds more than MOVE_MAX_ROWS of them, or
-    the locks are not free at once, or the move takes too long: the month
-    stays missing, as before, said in the server's log."""
+async def _rows_in_default(
+    conn: psycopg.AsyncConnection[Any], months: list[datetime]
+) -> dict[datetime, int]:
+    """{month: rows} of `months` that events_default holds rows of: one scan
+    of it, beside reads and writes, when months are missing (once a month)."""
+    cursor = await conn.execute(
+        "SELECT date_trunc('month', received_at, 'UTC'), count(*) FROM events_default"
+        " WHERE received_at >= %s AND received_at < %s GROUP BY 1",
+        [min(months), _months_after(max(months), 1)],
+    )
+    return {
+        month.astimezone(UTC): int(rows)
+        for month, rows in await cursor.fetchall()
+        if month.astimezone(UTC) in months
+    }
+
+
+class _MoveRefused(Exception):
+    """The move is rolled back: the month stays missing, its rows where they were."""
+
+
+async def _create_over_its_rows(
+    conn: psycopg.AsyncConnection[Any], month: datetime, rows: int
+) -> bool:
+    """`month` created, with the `rows` events_default took of it while it
+    was missing (received by a process whose clock ran ahead) moved into it
+    unchanged, in one transaction under the locks on `events` and
+    events_default, which every statement waits for: two scans of
+    events_default (the move's, and the creation's, which no check can
+    spare) and the rows inserted again. Else no month could ever be created
+    over them, and all of its events would go to events_default, which is
+    never dropped and which no query's time bound prunes. False if there are
+    more than MOVE_MAX_ROWS, or the locks are not free at once, or the move
+    fails or takes too long: the month stays missing, as before, said in the
+    server's log."""
     name, end = f"events_{month:%Y_%m}", _months_after(month, 1)
-    within = sql.SQL("received_at >= {} AND received_at < {}").format(
-        sql.Literal(month), sql.Literal(end)
-    )
-    cursor = await conn.execute(  # unlocked: a first count, to stay within the bound
-        sql.SQL("SELECT count(*) FROM events_default WHERE {}").format(within)
-    )
-    counted = await cursor.fetchone()
-    if counted and counted[0] > MOVE_MAX_ROWS:
+    if rows > MOVE_MAX_ROWS:
         log.warning(
             "partitions: events_default holds %d rows received in %s, more than the %d a"
             " pass moves under a lock on events: %s is not created, and its events go to"
             " events_default (docs/retention.md)",
-            counted[0],
+            rows,
             f"{month:%Y-%m}",
             MOVE_MAX_ROWS,
             name,
@@ -143,32 +161,45 @@ async def _create_over_its_rows(conn: psycopg.AsyncConnection[Any], month: datet
             await conn.execute(
                 sql.SQL(
                     "CREATE TEMPORARY TABLE sealtrail_moving ON COMMIT DROP AS"
-                    " SELECT {columns} FROM events_default WHERE {within}"
-                ).format(columns=columns, within=within)
+                    " SELECT {} FROM events_default WITH NO DATA"
+                ).format(columns)
             )
-            await conn.execute(sql.SQL("DELETE FROM events_default WHERE {}").format(within))
+            taken = await conn.execute(
+                sql.SQL(
+                    "WITH taken AS (DELETE FROM events_default"
+                    " WHERE received_at >= {month} AND received_at < {end} RETURNING {columns})"
+                    " INSERT INTO sealtrail_moving SELECT * FROM taken"
+                ).format(month=sql.Literal(month), end=sql.Literal(end), columns=columns)
+            )
+            if taken.rowcount > MOVE_MAX_ROWS:  # more came since they were counted
+                raise _MoveRefused(f"{taken.rowcount} rows, more than {MOVE_MAX_ROWS}")
             await _drop_the_default_check(conn)
             cursor = await conn.execute(
                 "SELECT sealtrail_create_event_partitions(%s, %s)", [month, month]
             )
-            row = await cursor.fetchone()
-            moved = await conn.execute(
+            if not (row := await cursor.fetchone()) or not row[0]:
+                raise _MoveRefused("PostgreSQL did not create it")
+            await conn.execute(
                 sql.SQL("INSERT INTO events ({}) SELECT * FROM sealtrail_moving").format(columns)
             )
     except psycopg.errors.LockNotAvailable:
         log.info("partitions: events is busy; creating %s at the next pass", name)
         return False
-    except psycopg.errors.QueryCanceled:
-        log.warning("partitions: moving the rows of %s took too long; it stays missing", name)
-        return False
-    if not (row and row[0]):
+    except (psycopg.Error, _MoveRefused) as error:
+        if conn.broken:
+            raise
+        log.warning(
+            "partitions: %s not created over the rows events_default took of it (%s); they"
+            " stay there, and the next pass tries again",
+            name,
+            error,
+        )
         return False
     log.warning(
         "partitions: created %s over the %d rows events_default took of it while it was"
-        " missing (a process's clock ahead, or months not created in time); they moved"
-        " into it unchanged",
+        " missing (a process's clock ahead); they moved into it unchanged",
         name,
-        moved.rowcount,
+        taken.rowcount,
     )
     return True
 
