@@ -44,14 +44,14 @@ def _create_ahead(url: str, now: datetime) -> tuple[int, list[str]]:
     return asyncio.run(run())
 
 
-def _receive_at(sql: psycopg.Connection[Any], when: datetime) -> str:
+def _receive_at(sql: psycopg.Connection[Any], when: datetime, action: str = "doc.edit") -> str:
     """A row received at `when`, inserted as the owner; the partition it went to."""
     row = sql.execute(
         "INSERT INTO events (tenant_id, seq, id, occurred_at, received_at, action, severity,"
         " outcome, actor_id, leaf_hash, record)"
-        " VALUES ('t-months', 1, %s, %s, %s, 'doc.edit', 1, 'success', 'u-1', '\\x00', '{}')"
+        " VALUES ('t-months', 1, %s, %s, %s, %s, 1, 'success', 'u-1', '\\x00', '{}')"
         " RETURNING tableoid::regclass::text",
-        [uuid.uuid4(), when, when],
+        [uuid.uuid4(), when, when, action],
     ).fetchone()
     assert row is not None
     return str(row[0])
@@ -195,21 +195,31 @@ def test_a_month_over_more_rows_than_a_move_takes_stays_missing(
 
 
 class _MoveFails(psycopg.AsyncConnection[Any]):
-    """A connection whose move fails once its rows are taken out of
-    events_default: at the month's creation, as a full disk would end it."""
+    """A connection whose move fails at `FAILS_AT`, once the move has taken
+    its rows out of events_default, as a full disk would end it."""
+
+    FAILS_AT = ""
+    moving = False
 
     async def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-        if "sealtrail_create_event_partitions" in str(query) and args and args[0][0] == args[0][1]:
+        self.moving = self.moving or "sealtrail_moving" in str(query)
+        if self.moving and self.FAILS_AT in str(query):
             raise psycopg.errors.DiskFull("could not extend file: No space left on device")
         return await super().execute(query, *args, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "fails_at",
+    ["sealtrail_create_event_partitions", "INSERT INTO events"],
+    ids=["create", "insert"],
+)
 def test_a_move_that_fails_midway_leaves_the_rows_where_they_were(
-    url: str, caplog: pytest.LogCaptureFixture
+    url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, fails_at: str
 ) -> None:
     """Rolled back whole: the month stays missing, its rows in events_default,
     said in the log; the other months are created, and nothing is raised (it
     would fail a server's start)."""
+    monkeypatch.setattr(_MoveFails, "FAILS_AT", fails_at)
     september = datetime(_YEAR, 9, 1, tzinfo=UTC)
 
     async def run() -> int:
@@ -225,3 +235,18 @@ def test_a_move_that_fails_midway_leaves_the_rows_where_they_were(
         assert "No space left on device" in caplog.text
         assert _rows_of(sql, september) == before
         assert _receive_at(sql, september + timedelta(days=5)) == "events_default"
+
+
+def test_this_month_is_not_created_over_what_its_retirement_left(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Records kept for good alone, of this month, are what retiring it left,
+    by a process whose clock is a day or more ahead of this one's: taken back
+    into a new month, the next pass would retire it again, and so on."""
+    july = datetime(_YEAR, 7, 1, tzinfo=UTC)
+    with psycopg.connect(url, autocommit=True) as sql:
+        assert _receive_at(sql, july + timedelta(days=3), "retention.purged") == "events_default"
+        with caplog.at_level(logging.WARNING, logger=partitions.__name__):
+            assert _create_ahead(url, datetime(_YEAR, 7, 15, tzinfo=UTC))[0] == 3
+        assert f"holds only records kept for good of {_YEAR}-07" in caplog.text
+        assert [table for table, _ in _rows_of(sql, july)] == ["events_default"]

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any, Final
@@ -75,17 +76,23 @@ async def create_ahead(conn: psycopg.AsyncConnection[Any], *, now: datetime | No
     if not missing:
         return 0
     # What events_default took of them already (a clock ahead): no check can
-    # name such a month, and none can be created over its rows (ADR 0049).
-    occupied = await _rows_in_default(conn, missing)
-    if ahead := [m for m in missing if m > now + _NAMED_AHEAD and m not in occupied]:
+    # name such a month, and none can be created over its rows but by moving
+    # them in (ADR 0049). None if uncounted: every month is tried as before.
+    occupied = await _occupied_months(conn, missing)
+    apart = set(occupied or ())
+    if ahead := [m for m in missing if m > now + _NAMED_AHEAD and m not in apart]:
         await _name_in_the_default_check(conn, ahead)
+    created = 0
     try:
         async with conn.transaction():
             await conn.execute("SELECT set_config('lock_timeout', %s, true)", [_LOCK_TIMEOUT])
-            cursor = await conn.execute(
-                "SELECT sealtrail_create_event_partitions(%s, %s)", [this_month, wanted[-1]]
-            )
-            row = await cursor.fetchone()
+            for month in missing:
+                if month not in apart:
+                    cursor = await conn.execute(
+                        "SELECT sealtrail_create_event_partitions(%s, %s)", [month, month]
+                    )
+                    row = await cursor.fetchone()
+                    created += int(row[0]) if row else 0
             await _drop_the_default_check(conn)  # under the lock a creation holds
     except psycopg.errors.LockNotAvailable:
         # Next month's events would go to events_default, whose rows no month
@@ -98,27 +105,55 @@ async def create_ahead(conn: psycopg.AsyncConnection[Any], *, now: datetime | No
         with contextlib.suppress(psycopg.Error):  # the connection may be what failed
             await _drop_the_default_check_at_once(conn)
         raise
-    created = int(row[0]) if row else 0
-    for month, rows in sorted(occupied.items()):
-        created += await _create_over_its_rows(conn, month, rows)
+    for month, held in sorted((occupied or {}).items()):
+        if month == this_month and not held.others:
+            # What retiring this month left, by a clock a day or more ahead of
+            # `now`: taken back, it would be retired again at the next pass.
+            log.warning(
+                "partitions: events_default holds only records kept for good of %s, as"
+                " its retirement leaves them: it is not created over them (is a"
+                " process's clock a day or more behind another's?)",
+                f"{month:%Y-%m}",
+            )
+            continue
+        created += await _create_over_its_rows(conn, month, held.rows)
     return created
 
 
-async def _rows_in_default(
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """What events_default holds of a month: its rows, and how many of them
+    are not records kept for good."""
+
+    rows: int
+    others: int
+
+
+async def _occupied_months(
     conn: psycopg.AsyncConnection[Any], months: list[datetime]
-) -> dict[datetime, int]:
-    """{month: rows} of `months` that events_default holds rows of: one scan
-    of it, beside reads and writes, when months are missing (once a month)."""
-    cursor = await conn.execute(
-        "SELECT date_trunc('month', received_at, 'UTC'), count(*) FROM events_default"
-        " WHERE received_at >= %s AND received_at < %s GROUP BY 1",
-        [min(months), _months_after(max(months), 1)],
-    )
-    return {
-        month.astimezone(UTC): int(rows)
-        for month, rows in await cursor.fetchall()
-        if month.astimezone(UTC) in months
-    }
+) -> dict[datetime, _Held] | None:
+    """What events_default holds of each of `months` that it holds rows of:
+    one scan of it, beside reads and writes, whenever months are missing.
+    None if it could not be counted (a statement timeout of the role)."""
+    try:
+        cursor = await conn.execute(
+            "SELECT date_trunc('month', received_at, 'UTC'), count(*),"
+            " count(*) FILTER (WHERE action NOT LIKE %s) FROM events_default"
+            " WHERE received_at >= %s AND received_at < %s GROUP BY 1",
+            [KEPT_FOR_GOOD_PATTERN, min(months), _months_after(max(months), 1)],
+        )
+        counted = await cursor.fetchall()
+    except psycopg.Error as error:
+        if conn.closed:
+            raise
+        log.warning(
+            "partitions: cannot count what events_default holds of the months to create"
+            " (%s); they are created as before",
+            error,
+        )
+        return None
+    held = {month.astimezone(UTC): _Held(rows, others) for month, rows, others in counted}
+    return {month: held[month] for month in months if month in held}
 
 
 class _MoveRefused(Exception):
@@ -158,6 +193,9 @@ async def _create_over_its_rows(
             await conn.execute("SELECT set_config('statement_timeout', %s, true)", [_MOVE_TIMEOUT])
             await conn.execute("SET LOCAL sealtrail.removal = 'retention'")
             await conn.execute("LOCK TABLE ONLY events, events_default IN ACCESS EXCLUSIVE MODE")
+            cursor = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", [name])
+            if (exists := await cursor.fetchone()) and exists[0]:
+                return False  # another process created it since
             await conn.execute(
                 sql.SQL(
                     "CREATE TEMPORARY TABLE sealtrail_moving ON COMMIT DROP AS"
@@ -186,7 +224,7 @@ async def _create_over_its_rows(
         log.info("partitions: events is busy; creating %s at the next pass", name)
         return False
     except (psycopg.Error, _MoveRefused) as error:
-        if conn.broken:
+        if conn.closed:
             raise
         log.warning(
             "partitions: %s not created over the rows events_default took of it (%s); they"
@@ -195,7 +233,8 @@ async def _create_over_its_rows(
             error,
         )
         return False
-    log.warning(
+    log.log(
+        logging.WARNING if taken.rowcount else logging.INFO,  # none: erased since
         "partitions: created %s over the %d rows events_default took of it while it was"
         " missing (a process's clock ahead); they moved into it unchanged",
         name,
