@@ -34,7 +34,7 @@ from .integrity.keys import load_signer
 from .store.appender import Appender
 from .store.changes import Changes, token_subject
 from .store.database import Database, RolesMissing
-from .store.migrations import UnsafeSchema, migrate_database
+from .store.migrations import MigrationBlocked, UnsafeSchema, migrate_database
 from .store.tokens import (
     IssuedToken,
     TokenInfo,
@@ -108,7 +108,7 @@ def serve(
     urls = _database_urls(settings)
     try:
         asyncio.run(_serve(settings, urls, tracer_provider))
-    except (UnsafeSchema, RolesMissing) as error:
+    except (UnsafeSchema, RolesMissing, MigrationBlocked) as error:
         raise click.ClickException(str(error)) from None
     finally:
         if tracer_provider is not None:
@@ -276,7 +276,11 @@ async def _database(urls: _Urls, *, connections: int = 1) -> AsyncIterator[Datab
     try:
         await migrate_database(urls.owner)
         db = await Database.open(urls.service, min_size=1, max_size=connections)
-    except (UnsafeSchema, RolesMissing) as error:  # the database's setup: said, not a traceback
+    except (
+        UnsafeSchema,
+        RolesMissing,
+        MigrationBlocked,
+    ) as error:  # the database's setup: said, not a traceback
         raise click.ClickException(str(error)) from None
     try:
         yield db

@@ -1,14 +1,23 @@
 """Numbered SQL migrations (migrations/NNNN_name.sql), applied in order at
 start under an advisory lock, each in its own transaction. Running them again
 applies nothing: applied versions are kept in schema_migrations. Each start
-also creates the months of event partitions ahead that are missing."""
+also creates the months of event partitions ahead that are missing.
+
+A migration waits for a table's lock at most LOCK_TIMEOUT at a time: every
+statement of the running processes on that table queues behind its request,
+so one that waited behind a long reader (an Export, VerifyLog, a check's
+validation) would stall every Record meanwhile. It gives up, rolls back, and
+tries again a little later, ATTEMPTS times, before the start fails saying
+so."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 
@@ -18,6 +27,14 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # pg_advisory_lock key shared by every Sealtrail process ("sealtrai" in ASCII).
 _LOCK_KEY = 0x7365616C74726169
 _FILE_NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
+# A migration that sets its own lock_timeout (0028) keeps it.
+LOCK_TIMEOUT: Final = "2s"
+ATTEMPTS: Final = 12  # about two minutes in all
+# Seconds between attempts: the first, doubling up to the last.
+FIRST_PAUSE: Final = 1.0
+LONGEST_PAUSE: Final = 10.0
+
+log = logging.getLogger(__name__)
 
 
 # The service's roles may create nothing in the schema: a table of their own
@@ -34,6 +51,10 @@ _ROLES_THAT_MAY_CREATE = (
 
 class UnsafeSchema(Exception):
     """The service's roles may create objects in the tables' schema."""
+
+
+class MigrationBlocked(Exception):
+    """A migration could not lock its tables in ATTEMPTS tries."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,18 +97,49 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
         for migration in available_migrations():
             if migration.version in applied:
                 continue
-            async with conn.transaction():
-                await conn.execute(migration.path.read_bytes())
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                    [migration.version, migration.name],
-                )
+            await _apply(conn, migration)
             applied_now.append(migration)
         # Months of events ahead (0009); the retention pass keeps this up.
         await create_ahead(conn, now=None)
     finally:
         await conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
     return applied_now
+
+
+async def _apply(conn: psycopg.AsyncConnection[Any], migration: Migration) -> None:
+    """`migration` applied in one transaction, tried again while a table it
+    locks is held by others (see the module's docstring)."""
+    pause = FIRST_PAUSE
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT set_config('lock_timeout', %s, true)", [LOCK_TIMEOUT])
+                await conn.execute(migration.path.read_bytes())
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                    [migration.version, migration.name],
+                )
+            return
+        except psycopg.errors.LockNotAvailable as error:
+            if attempt == ATTEMPTS:
+                raise MigrationBlocked(
+                    f"migration {migration.version:04d}_{migration.name} could not lock its"
+                    f" tables in {ATTEMPTS} attempts ({error.diag.message_primary}): a long"
+                    " transaction holds them (pg_stat_activity shows which). Nothing of it"
+                    " was applied; start again once that transaction has ended"
+                ) from error
+            log.warning(
+                "migration %04d_%s: its tables are busy (%s); trying again in %.0f s"
+                " (attempt %d of %d)",
+                migration.version,
+                migration.name,
+                error.diag.message_primary,
+                pause,
+                attempt,
+                ATTEMPTS,
+            )
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, LONGEST_PAUSE)
 
 
 async def _refuse_unsafe_schema(conn: psycopg.AsyncConnection[Any]) -> None:

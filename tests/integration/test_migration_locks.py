@@ -1,0 +1,82 @@
+"""A migration waits for a table's lock a moment at a time
+(store/migrations.py): behind a long reader it gives up, rolls back and
+tries again, rather than queue every statement of the running processes
+behind its request; the start fails saying so if the reader outlasts it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from sealtrail_server.store import migrations
+from tests.conftest import database_of_its_own
+
+_BUSY = "its tables are busy"
+
+
+@pytest.fixture
+def url(
+    migrated_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """A database with the release's migrations applied, and one more to
+    apply, which locks events; lock waits and pauses of a tenth of a second."""
+    with database_of_its_own(migrated_database_url, "migration_locks") as own:
+        _a_migration_more(tmp_path, monkeypatch)
+        yield own
+
+
+def _a_migration_more(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for path in migrations.MIGRATIONS_DIR.glob("*.sql"):
+        (tmp_path / path.name).symlink_to(path)
+    (tmp_path / "9999_a_column_more.sql").write_text("ALTER TABLE events ADD COLUMN noted text;\n")
+    monkeypatch.setattr(migrations, "MIGRATIONS_DIR", tmp_path)
+    monkeypatch.setattr(migrations, "LOCK_TIMEOUT", "100ms")
+    monkeypatch.setattr(migrations, "FIRST_PAUSE", 0.05)
+    monkeypatch.setattr(migrations, "LONGEST_PAUSE", 0.1)
+    monkeypatch.setattr(migrations, "ATTEMPTS", 3)
+
+
+def _applied(url: str) -> set[int]:
+    with psycopg.connect(url) as conn:
+        return {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+
+
+def test_a_migration_behind_a_long_reader_tries_again_once_it_ends(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def run(holder: psycopg.Connection[tuple[object, ...]]) -> list[int]:
+        migrating = asyncio.create_task(migrations.migrate_database(url))
+        deadline = time.monotonic() + 30
+        while _BUSY not in caplog.text:
+            assert time.monotonic() < deadline and not migrating.done(), "never waited"
+            await asyncio.sleep(0.01)
+        holder.rollback()  # the reader ends
+        return [migration.version for migration in await migrating]
+
+    with psycopg.connect(url) as holder, caplog.at_level(logging.WARNING, migrations.__name__):
+        holder.execute("SELECT FROM events LIMIT 1")  # a reader's lock, held in its transaction
+        assert asyncio.run(run(holder)) == [9999]
+    assert "migration 9999_a_column_more: its tables are busy" in caplog.text
+    assert 9999 in _applied(url)
+
+
+def test_a_start_fails_saying_so_when_the_reader_outlasts_every_attempt(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with psycopg.connect(url) as holder, caplog.at_level(logging.WARNING, migrations.__name__):
+        holder.execute("SELECT FROM events LIMIT 1")
+        with pytest.raises(migrations.MigrationBlocked, match="9999_a_column_more could not"):
+            asyncio.run(migrations.migrate_database(url))
+    assert caplog.text.count(_BUSY) == 2  # then the third attempt fails the start
+    assert 9999 not in _applied(url)
+    with psycopg.connect(url) as conn:
+        noted = conn.execute(
+            "SELECT FROM pg_attribute WHERE attrelid = 'events'::regclass AND attname = 'noted'"
+        ).fetchone()
+    assert noted is None
