@@ -112,7 +112,9 @@ class Service:
 
     async def _start(self) -> int:
         settings = self.settings
-        for migration in await migrate_database(self._owner_database_url):
+        for migration in await migrate_database(
+            self._owner_database_url, lock_attempts=settings.migration_lock_attempts
+        ):
             log.info("applied migration %04d_%s", migration.version, migration.name)
         secret_box = load_secret_box(settings)
         resealed, unopenable = await reseal_secrets(self._owner_database_url, secret_box)

@@ -99,6 +99,9 @@ class Settings:
     # (0: never); events removed per transaction. One process purges at a time.
     retention_interval: float = 86400.0
     retention_batch_events: int = 5000
+    # Attempts at each migration at start, each waiting 2 s at most for a
+    # lock (about two minutes in all); 0: wait for its locks without a limit.
+    migration_lock_attempts: int = 12
     # Forwarding to sinks (docs/forwarding.md). Destinations must be public
     # https endpoints: plain http only when allowed, internal addresses (private,
     # loopback, link-local such as cloud metadata) only inside an allowed network
@@ -148,6 +151,8 @@ class Settings:
             # an interval) without a word, and nan or inf for anything at all.
             if spec.type in ("float", float) and not (math.isfinite(value) and value >= 0):
                 raise SystemExit(f"SEALTRAIL_{spec.name.upper()} must be 0 or more seconds")
+        if settings.migration_lock_attempts < 0:
+            raise SystemExit("SEALTRAIL_MIGRATION_LOCK_ATTEMPTS must be 0 or more")
         if settings.key_read_window > _DAY:
             raise SystemExit("SEALTRAIL_KEY_READ_WINDOW must be at most 86400 seconds (a day)")
         for name in _MORE_THAN_ZERO:

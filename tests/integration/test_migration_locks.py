@@ -39,7 +39,6 @@ def _a_migration_more(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(migrations, "LOCK_TIMEOUT", "100ms")
     monkeypatch.setattr(migrations, "FIRST_PAUSE", 0.05)
     monkeypatch.setattr(migrations, "LONGEST_PAUSE", 0.1)
-    monkeypatch.setattr(migrations, "ATTEMPTS", 3)
 
 
 def _applied(url: str) -> set[int]:
@@ -57,7 +56,7 @@ def test_a_migration_behind_a_long_reader_tries_again_once_it_ends(
             assert time.monotonic() < deadline and not migrating.done(), "never waited"
             await asyncio.sleep(0.01)
         holder.rollback()  # the reader ends
-        return [migration.version for migration in await migrating]
+        return [migration.version for migration in await asyncio.wait_for(migrating, 10)]
 
     with psycopg.connect(url) as holder, caplog.at_level(logging.WARNING, migrations.__name__):
         holder.execute("SELECT FROM events LIMIT 1")  # a reader's lock, held in its transaction
@@ -72,7 +71,7 @@ def test_a_start_fails_saying_so_when_the_reader_outlasts_every_attempt(
     with psycopg.connect(url) as holder, caplog.at_level(logging.WARNING, migrations.__name__):
         holder.execute("SELECT FROM events LIMIT 1")
         with pytest.raises(migrations.MigrationBlocked, match="9999_a_column_more could not"):
-            asyncio.run(migrations.migrate_database(url))
+            asyncio.run(asyncio.wait_for(migrations.migrate_database(url, lock_attempts=3), 10))
     assert caplog.text.count(_BUSY) == 2  # then the third attempt fails the start
     assert 9999 not in _applied(url)
     with psycopg.connect(url) as conn:
@@ -80,3 +79,22 @@ def test_a_start_fails_saying_so_when_the_reader_outlasts_every_attempt(
             "SELECT FROM pg_attribute WHERE attrelid = 'events'::regclass AND attname = 'noted'"
         ).fetchone()
     assert noted is None
+
+
+def test_no_attempts_set_waits_for_the_reader_without_a_limit(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SEALTRAIL_MIGRATION_LOCK_ATTEMPTS=0: as before, for a deployment whose
+    long readers never all let go within the attempts."""
+
+    async def run(holder: psycopg.Connection[tuple[object, ...]]) -> list[int]:
+        migrating = asyncio.create_task(migrations.migrate_database(url, lock_attempts=0))
+        done, _ = await asyncio.wait([migrating], timeout=1.0)  # ten of its lock waits
+        assert not done, "it gave up, or never waited"
+        holder.rollback()
+        return [migration.version for migration in await asyncio.wait_for(migrating, 10)]
+
+    with psycopg.connect(url) as holder, caplog.at_level(logging.WARNING, migrations.__name__):
+        holder.execute("SELECT FROM events LIMIT 1")
+        assert asyncio.run(run(holder)) == [9999]
+    assert _BUSY not in caplog.text

@@ -51,3 +51,10 @@ def test_a_key_read_window_past_a_day_is_refused() -> None:
     with pytest.raises(SystemExit, match="SEALTRAIL_KEY_READ_WINDOW must be at most 86400"):
         Settings.load({"SEALTRAIL_KEY_READ_WINDOW": "1e12"})
     assert Settings.load({"SEALTRAIL_KEY_READ_WINDOW": "0"}).key_read_window == 0
+
+
+def test_migration_lock_attempts_take_0_for_no_limit_and_refuse_fewer() -> None:
+    assert Settings.load({}).migration_lock_attempts == 12
+    assert Settings.load({"SEALTRAIL_MIGRATION_LOCK_ATTEMPTS": "0"}).migration_lock_attempts == 0
+    with pytest.raises(SystemExit, match="SEALTRAIL_MIGRATION_LOCK_ATTEMPTS must be 0 or more"):
+        Settings.load({"SEALTRAIL_MIGRATION_LOCK_ATTEMPTS": "-1"})

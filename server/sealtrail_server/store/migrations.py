@@ -3,12 +3,12 @@ start under an advisory lock, each in its own transaction. Running them again
 applies nothing: applied versions are kept in schema_migrations. Each start
 also creates the months of event partitions ahead that are missing.
 
-A migration waits for a table's lock at most LOCK_TIMEOUT at a time: every
+A migration waits for each lock at most LOCK_TIMEOUT at a time: every
 statement of the running processes on that table queues behind its request,
 so one that waited behind a long reader (an Export, VerifyLog, a check's
 validation) would stall every Record meanwhile. It gives up, rolls back, and
-tries again a little later, ATTEMPTS times, before the start fails saying
-so."""
+tries again a little later (as after a deadlock), `lock_attempts` times in
+all, before the start fails saying so (ADR 0050)."""
 
 from __future__ import annotations
 
@@ -27,9 +27,10 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # pg_advisory_lock key shared by every Sealtrail process ("sealtrai" in ASCII).
 _LOCK_KEY = 0x7365616C74726169
 _FILE_NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
-# A migration that sets its own lock_timeout (0028) keeps it.
 LOCK_TIMEOUT: Final = "2s"
-ATTEMPTS: Final = 12  # about two minutes in all
+# Attempts at a migration by default (SEALTRAIL_MIGRATION_LOCK_ATTEMPTS):
+# about two minutes in all; 0 waits for its locks without a limit, once.
+ATTEMPTS: Final = 12
 # Seconds between attempts: the first, doubling up to the last.
 FIRST_PAUSE: Final = 1.0
 LONGEST_PAUSE: Final = 10.0
@@ -73,13 +74,15 @@ def available_migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-async def migrate_database(url: str) -> list[Migration]:
+async def migrate_database(url: str, *, lock_attempts: int = ATTEMPTS) -> list[Migration]:
     """Connect to `url` (as the owner: ADR 0013) and apply what is missing."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        return await migrate(conn)
+        return await migrate(conn, lock_attempts=lock_attempts)
 
 
-async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
+async def migrate(
+    conn: psycopg.AsyncConnection[Any], *, lock_attempts: int = ATTEMPTS
+) -> list[Migration]:
     """Apply every migration not yet applied; return those applied now."""
     applied_now = []
     await conn.execute("SELECT pg_advisory_lock(%s)", [_LOCK_KEY])
@@ -97,7 +100,7 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
         for migration in available_migrations():
             if migration.version in applied:
                 continue
-            await _apply(conn, migration)
+            await _apply(conn, migration, lock_attempts)
             applied_now.append(migration)
         # Months of events ahead (0009); the retention pass keeps this up.
         await create_ahead(conn, now=None)
@@ -106,37 +109,47 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
     return applied_now
 
 
-async def _apply(conn: psycopg.AsyncConnection[Any], migration: Migration) -> None:
+async def _apply(conn: psycopg.AsyncConnection[Any], migration: Migration, attempts: int) -> None:
     """`migration` applied in one transaction, tried again while a table it
-    locks is held by others (see the module's docstring)."""
+    locks is held by others, or after a deadlock (see the module's
+    docstring); with 0 attempts, once, waiting for its locks without a limit."""
     pause = FIRST_PAUSE
-    for attempt in range(1, ATTEMPTS + 1):
+    for attempt in range(1, max(attempts, 1) + 1):
         try:
             async with conn.transaction():
-                await conn.execute("SELECT set_config('lock_timeout', %s, true)", [LOCK_TIMEOUT])
+                if attempts:
+                    await conn.execute(
+                        "SELECT set_config('lock_timeout', %s, true)", [LOCK_TIMEOUT]
+                    )
                 await conn.execute(migration.path.read_bytes())
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                     [migration.version, migration.name],
                 )
             return
-        except psycopg.errors.LockNotAvailable as error:
-            if attempt == ATTEMPTS:
+        except (
+            psycopg.errors.LockNotAvailable,
+            psycopg.errors.DeadlockDetected,
+            psycopg.errors.SerializationFailure,
+        ) as error:
+            if attempt >= attempts:
                 raise MigrationBlocked(
                     f"migration {migration.version:04d}_{migration.name} could not lock its"
-                    f" tables in {ATTEMPTS} attempts ({error.diag.message_primary}): a long"
-                    " transaction holds them (pg_stat_activity shows which). Nothing of it"
-                    " was applied; start again once that transaction has ended"
+                    f" tables in {attempt} attempt{'s' * (attempt > 1)}"
+                    f" ({error.diag.message_primary}): a long"
+                    " transaction or VACUUM holds them (pg_stat_activity shows which)."
+                    " Nothing of it was applied; start again once that has ended, or set"
+                    " SEALTRAIL_MIGRATION_LOCK_ATTEMPTS=0 to wait for it (docs/database.md)"
                 ) from error
             log.warning(
-                "migration %04d_%s: its tables are busy (%s); trying again in %.0f s"
+                "migration %04d_%s: its tables are busy (%s); trying again in %g s"
                 " (attempt %d of %d)",
                 migration.version,
                 migration.name,
                 error.diag.message_primary,
                 pause,
                 attempt,
-                ATTEMPTS,
+                attempts,
             )
         await asyncio.sleep(pause)
         pause = min(pause * 2, LONGEST_PAUSE)

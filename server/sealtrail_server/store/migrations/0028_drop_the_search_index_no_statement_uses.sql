@@ -4,8 +4,6 @@
 -- search. Every append still paid to keep it: an entry per word of each
 -- description and details (helper-61). search_doc itself stays, for the
 -- filter that checks it row by row.
--- Dropping it locks events: rather than queue every statement of the running
--- processes behind a long reader (an export, a VerifyLog), give up after 30 s;
--- the start fails saying so, and the next start tries again.
-SET LOCAL lock_timeout = '30s';
+-- Dropping it locks events: like every migration, it waits for that lock a
+-- moment at a time, and tries again (ADR 0050).
 DROP INDEX IF EXISTS events_search;
