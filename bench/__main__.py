@@ -99,6 +99,7 @@ PHASES = (
     "sql-day",
     "query-day",
     "floor-day",
+    "floor-latest",
     "rawpost",
     "forward",
     "forward-lag",
@@ -134,6 +135,7 @@ NEEDS_SCALE = frozenset(
         "sql-day",
         "query-day",
         "floor-day",
+        "floor-latest",
     }
 )
 # Measured in the same window as a figure, as its baseline: reported next to it.
@@ -390,6 +392,7 @@ class Bench:
             "sql-day": self.sql_day,
             "query-day": self.query_day,
             "floor-day": self.floor_day,
+            "floor-latest": self.floor_latest,
             "rawpost": self.raw_post,
             "forward": self.forward,
             "forward-lag": self.forward_lag,
@@ -762,6 +765,14 @@ class Bench:
         with psycopg.connect(self.database.url, autocommit=True) as conn:
             call = scale.day_floor(self.scale_log, conn, self.server.target)
             return scale.measure("floor of Query, one day of a tenant", call, self._watched())
+
+    def floor_latest(self) -> PhaseResult:
+        """The least a Query of the latest 100 of an action could take: its raw
+        SQL, framed, an empty call, and the client's parse (scale.latest_floor)."""
+        assert self.scale_log is not None and self.server is not None
+        with psycopg.connect(self.database.url, autocommit=True) as conn:
+            call = scale.latest_floor(self.scale_log, conn, self.server.target)
+            return scale.measure("floor of Query, latest 100 of an action", call, self._watched())
 
     # --- issue 9: the console -------------------------------------------------
 

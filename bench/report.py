@@ -69,6 +69,12 @@ RATIOS = (
     # (the SQL, an empty call, the client's parse); and how near Query is to that.
     Ratio("raw SQL p95 / floor p95, one day", "sql-day", "floor-day", None, "latency_p95_ms"),
     Ratio("floor p95 / Query p95, one day", "floor-day", "query-day", None, "latency_p95_ms"),
+    Ratio(
+        "raw SQL p95 / floor p95, latest 100", "sql-latest", "floor-latest", None, "latency_p95_ms"
+    ),
+    Ratio(
+        "floor p95 / Query p95, latest 100", "floor-latest", "query-latest", None, "latency_p95_ms"
+    ),
     # The same with the generic plan Query gives that statement (ADR 0027).
     Ratio(
         "raw SQL generic p95 / Query p95, latest 100",

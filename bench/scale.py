@@ -386,21 +386,44 @@ def day_by_query(log: ScaleLog, clients: dict[str, AuditClient]) -> Call:
 
 
 def day_floor(log: ScaleLog, conn: psycopg.Connection[Any], target: str) -> Call:
-    """The least any Query of "one day" could take here: the same SQL run
-    directly, the views it read framed as Query's answer frames them, an empty
-    call, and that answer parsed as a client parses Query's. A server doing
-    nothing else still costs a call and the client's parse, which the raw SQL
-    does not, so raw SQL p95 over this p95 is the best ratio any Query could
-    reach on this machine; better than reachable, as the empty call carries
-    no page and this frames without checking what it frames."""
+    """The least any Query of "one day" could take here (see _floor)."""
+
+    def statement(chance: random.Random) -> tuple[Any, Any]:
+        since, until = _day(log, chance)
+        event_filter = EventFilter(occurred_after=since, occurred_before=until)
+        return query_statement(chance.choice(log.tenants), event_filter, "newest", None, DAY_PAGE)
+
+    return _floor(conn, target, statement)
+
+
+def latest_floor(log: ScaleLog, conn: psycopg.Connection[Any], target: str) -> Call:
+    """The least any Query of "latest 100 of an action" could take here (see
+    _floor): without its access record, which Query writes as it reads."""
+
+    def statement(chance: random.Random) -> tuple[Any, Any]:
+        tenant = chance.choice(log.tenants)
+        return query_statement(tenant, EventFilter(actions=(ACTION,)), "newest", None, LATEST)
+
+    return _floor(conn, target, statement)
+
+
+def _floor(
+    conn: psycopg.Connection[Any],
+    target: str,
+    statement: Callable[[random.Random], tuple[Any, Any]],
+) -> Call:
+    """The same SQL as Query's run directly, the views it read framed as
+    Query's answer frames them, an empty call, and that answer parsed as a
+    client parses Query's. A server doing nothing else still costs a call and
+    the client's parse, which the raw SQL does not, so raw SQL p95 over this
+    p95 is the best ratio any Query could reach on this machine; better than
+    reachable, as the empty call carries no page and this frames without
+    checking what it frames."""
     check = health_pb2_grpc.HealthStub(grpc.insecure_channel(target)).Check
     events = audit_service_pb2.QueryResponse.DESCRIPTOR.fields_by_name["events"].number
 
     def call(chance: random.Random) -> None:
-        tenant = chance.choice(log.tenants)
-        since, until = _day(log, chance)
-        event_filter = EventFilter(occurred_after=since, occurred_before=until)
-        query, params = query_statement(tenant, event_filter, "newest", None, DAY_PAGE)
+        query, params = statement(chance)
         rows = conn.execute(query, params, binary=True).fetchall()
         check(health_pb2.HealthCheckRequest(), timeout=10)
         answer = b"".join([element_prefix(events, len(row[1])) + row[1] for row in rows])
