@@ -768,9 +768,11 @@ class Bench:
 
     def floor_latest(self) -> PhaseResult:
         """The least a Query of the latest 100 of an action could take: its raw
-        SQL, framed, an empty call, and the client's parse (scale.latest_floor)."""
+        SQL with Query's generic plan, framed, an empty call, and the client's
+        parse (scale.latest_floor)."""
         assert self.scale_log is not None and self.server is not None
         with psycopg.connect(self.database.url, autocommit=True) as conn:
+            conn.execute("SELECT set_config('plan_cache_mode', 'force_generic_plan', false)")
             call = scale.latest_floor(self.scale_log, conn, self.server.target)
             return scale.measure("floor of Query, latest 100 of an action", call, self._watched())
 

@@ -398,19 +398,22 @@ def day_floor(log: ScaleLog, conn: psycopg.Connection[Any], target: str) -> Call
 
 def latest_floor(log: ScaleLog, conn: psycopg.Connection[Any], target: str) -> Call:
     """The least any Query of "latest 100 of an action" could take here (see
-    _floor): without its access record, which Query writes as it reads."""
+    _floor): without its access record, which Query writes as it reads. Give
+    `conn` the generic plan Query reads this page with (ADR 0027)."""
 
     def statement(chance: random.Random) -> tuple[Any, Any]:
         tenant = chance.choice(log.tenants)
         return query_statement(tenant, EventFilter(actions=(ACTION,)), "newest", None, LATEST)
 
-    return _floor(conn, target, statement)
+    return _floor(conn, target, statement, rows=LATEST)
 
 
 def _floor(
     conn: psycopg.Connection[Any],
     target: str,
     statement: Callable[[random.Random], tuple[Any, Any]],
+    *,
+    rows: int | None = None,  # every answer's, if known
 ) -> Call:
     """The same SQL as Query's run directly, the views it read framed as
     Query's answer frames them, an empty call, and that answer parsed as a
@@ -424,10 +427,11 @@ def _floor(
 
     def call(chance: random.Random) -> None:
         query, params = statement(chance)
-        rows = conn.execute(query, params, binary=True).fetchall()
+        read = conn.execute(query, params, binary=True).fetchall()
         check(health_pb2.HealthCheckRequest(), timeout=10)
-        answer = b"".join([element_prefix(events, len(row[1])) + row[1] for row in rows])
-        assert audit_service_pb2.QueryResponse.FromString(answer).events
+        answer = b"".join([element_prefix(events, len(row[1])) + row[1] for row in read])
+        shown = len(audit_service_pb2.QueryResponse.FromString(answer).events)
+        assert shown == rows if rows is not None else shown
 
     return call
 

@@ -65,12 +65,18 @@ class _Urls(NamedTuple):
     service: str  # what requests run through
     owner: str  # what migrates: the tables' owner, or a superuser
     embedded: bool
+    migration_lock_attempts: int
 
 
 def _database_urls(settings: Settings) -> _Urls:
     """The URLs to use, starting the embedded server when none is configured."""
     url = settings.database_url or start_embedded_postgres(settings.data_dir)
-    return _Urls(url, settings.owner_database_url or url, not settings.database_url)
+    return _Urls(
+        url,
+        settings.owner_database_url or url,
+        not settings.database_url,
+        settings.migration_lock_attempts,
+    )
 
 
 @click.group()
@@ -274,7 +280,7 @@ async def _record_operator_action(
 async def _database(urls: _Urls, *, connections: int = 1) -> AsyncIterator[Database]:
     """A small migrated pool for one command."""
     try:
-        await migrate_database(urls.owner)
+        await migrate_database(urls.owner, lock_attempts=urls.migration_lock_attempts)
         db = await Database.open(urls.service, min_size=1, max_size=connections)
     except (
         UnsafeSchema,

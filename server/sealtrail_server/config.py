@@ -13,6 +13,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
+# Attempts at each migration at start by default (store/migrations.py).
+MIGRATION_LOCK_ATTEMPTS: Final = 12
+
 
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
@@ -101,7 +104,7 @@ class Settings:
     retention_batch_events: int = 5000
     # Attempts at each migration at start, each waiting 2 s at most for a
     # lock (about two minutes in all); 0: wait for its locks without a limit.
-    migration_lock_attempts: int = 12
+    migration_lock_attempts: int = MIGRATION_LOCK_ATTEMPTS
     # Forwarding to sinks (docs/forwarding.md). Destinations must be public
     # https endpoints: plain http only when allowed, internal addresses (private,
     # loopback, link-local such as cloud metadata) only inside an allowed network

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from sealtrail_server.store import migrations
 from tests.conftest import database_of_its_own
@@ -85,7 +86,14 @@ def test_no_attempts_set_waits_for_the_reader_without_a_limit(
     url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """SEALTRAIL_MIGRATION_LOCK_ATTEMPTS=0: as before, for a deployment whose
-    long readers never all let go within the attempts."""
+    long readers never all let go within the attempts; whatever lock timeout
+    the database sets its sessions."""
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("ALTER DATABASE {} SET lock_timeout = '100ms'").format(
+                sql.Identifier(admin.info.dbname)
+            )
+        )
 
     async def run(holder: psycopg.Connection[tuple[object, ...]]) -> list[int]:
         migrating = asyncio.create_task(migrations.migrate_database(url, lock_attempts=0))

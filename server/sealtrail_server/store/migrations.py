@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import psycopg
 
+from ..config import MIGRATION_LOCK_ATTEMPTS
 from .partitions import create_ahead
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -30,7 +31,7 @@ _FILE_NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 LOCK_TIMEOUT: Final = "2s"
 # Attempts at a migration by default (SEALTRAIL_MIGRATION_LOCK_ATTEMPTS):
 # about two minutes in all; 0 waits for its locks without a limit, once.
-ATTEMPTS: Final = 12
+ATTEMPTS: Final = MIGRATION_LOCK_ATTEMPTS
 # Seconds between attempts: the first, doubling up to the last.
 FIRST_PAUSE: Final = 1.0
 LONGEST_PAUSE: Final = 10.0
@@ -117,10 +118,10 @@ async def _apply(conn: psycopg.AsyncConnection[Any], migration: Migration, attem
     for attempt in range(1, max(attempts, 1) + 1):
         try:
             async with conn.transaction():
-                if attempts:
-                    await conn.execute(
-                        "SELECT set_config('lock_timeout', %s, true)", [LOCK_TIMEOUT]
-                    )
+                await conn.execute(  # 0: no limit, whatever the role's or database's
+                    "SELECT set_config('lock_timeout', %s, true)",
+                    [LOCK_TIMEOUT if attempts else "0"],
+                )
                 await conn.execute(migration.path.read_bytes())
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
@@ -136,10 +137,15 @@ async def _apply(conn: psycopg.AsyncConnection[Any], migration: Migration, attem
                 raise MigrationBlocked(
                     f"migration {migration.version:04d}_{migration.name} could not lock its"
                     f" tables in {attempt} attempt{'s' * (attempt > 1)}"
-                    f" ({error.diag.message_primary}): a long"
-                    " transaction or VACUUM holds them (pg_stat_activity shows which)."
-                    " Nothing of it was applied; start again once that has ended, or set"
-                    " SEALTRAIL_MIGRATION_LOCK_ATTEMPTS=0 to wait for it (docs/database.md)"
+                    f" ({error.diag.message_primary}): a long transaction or VACUUM holds"
+                    " them (pg_stat_activity shows which). Nothing of it was applied; start"
+                    " again once that has ended"
+                    + (
+                        ", or set SEALTRAIL_MIGRATION_LOCK_ATTEMPTS=0 to wait for it"
+                        " (docs/database.md)"
+                        if attempts
+                        else ""
+                    )
                 ) from error
             log.warning(
                 "migration %04d_%s: its tables are busy (%s); trying again in %g s"
