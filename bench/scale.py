@@ -387,25 +387,14 @@ def day_by_query(log: ScaleLog, clients: dict[str, AuditClient]) -> Call:
 
 def day_floor(log: ScaleLog, conn: psycopg.Connection[Any], target: str) -> Call:
     """The least any Query of "one day" could take here (see _floor)."""
-
-    def statement(chance: random.Random) -> tuple[Any, Any]:
-        since, until = _day(log, chance)
-        event_filter = EventFilter(occurred_after=since, occurred_before=until)
-        return query_statement(chance.choice(log.tenants), event_filter, "newest", None, DAY_PAGE)
-
-    return _floor(conn, target, statement)
+    return _floor(conn, target, lambda chance: _day_statement(log, chance))
 
 
 def latest_floor(log: ScaleLog, conn: psycopg.Connection[Any], target: str) -> Call:
     """The least any Query of "latest 100 of an action" could take here (see
     _floor): without its access record, which Query writes as it reads. Give
     `conn` the generic plan Query reads this page with (ADR 0027)."""
-
-    def statement(chance: random.Random) -> tuple[Any, Any]:
-        tenant = chance.choice(log.tenants)
-        return query_statement(tenant, EventFilter(actions=(ACTION,)), "newest", None, LATEST)
-
-    return _floor(conn, target, statement, rows=LATEST)
+    return _floor(conn, target, lambda chance: _latest_statement(log, chance), rows=LATEST)
 
 
 def _floor(
@@ -442,10 +431,7 @@ def _floor(
 
 def latest_by_sql(log: ScaleLog, conn: psycopg.Connection[Any]) -> Call:
     def call(chance: random.Random) -> None:
-        tenant = chance.choice(log.tenants)
-        query, params = query_statement(
-            tenant, EventFilter(actions=(ACTION,)), "newest", None, LATEST
-        )
+        query, params = _latest_statement(log, chance)
         assert len(conn.execute(query, params, binary=True).fetchall()) == LATEST
 
     return call
@@ -453,10 +439,21 @@ def latest_by_sql(log: ScaleLog, conn: psycopg.Connection[Any]) -> Call:
 
 def day_by_sql(log: ScaleLog, conn: psycopg.Connection[Any]) -> Call:
     def call(chance: random.Random) -> None:
-        tenant = chance.choice(log.tenants)
-        since, until = _day(log, chance)
-        event_filter = EventFilter(occurred_after=since, occurred_before=until)
-        query, params = query_statement(tenant, event_filter, "newest", None, DAY_PAGE)
+        query, params = _day_statement(log, chance)
         assert conn.execute(query, params, binary=True).fetchall()
 
     return call
+
+
+def _latest_statement(log: ScaleLog, chance: random.Random) -> tuple[Any, Any]:
+    """Query's SQL for the latest 100 of an action, of a tenant drawn by `chance`."""
+    tenant = chance.choice(log.tenants)
+    return query_statement(tenant, EventFilter(actions=(ACTION,)), "newest", None, LATEST)
+
+
+def _day_statement(log: ScaleLog, chance: random.Random) -> tuple[Any, Any]:
+    """Query's SQL for one day of a tenant, both drawn by `chance`."""
+    tenant = chance.choice(log.tenants)
+    since, until = _day(log, chance)
+    event_filter = EventFilter(occurred_after=since, occurred_before=until)
+    return query_statement(tenant, event_filter, "newest", None, DAY_PAGE)

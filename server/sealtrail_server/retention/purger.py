@@ -163,9 +163,7 @@ class Purger:
             what, kept_up, busy = ("pass" if looking else "upkeep"), self._kept_up_at, False
             # After a failure (the database unreachable), within the hour.
             again = (
-                min(max(self._interval, LOOK_AGAIN_AT_LEAST), MONTHS_AHEAD_INTERVAL)
-                if looking
-                else MONTHS_AHEAD_INTERVAL
+                self._look_again_within(MONTHS_AHEAD_INTERVAL) if looking else MONTHS_AHEAD_INTERVAL
             )
             try:
                 if looking:
@@ -210,7 +208,7 @@ class Purger:
         clock = asyncio.get_running_loop().time
         async with self._job() as conn:
             if conn is None:  # another process's pass ends, and is noted, first
-                return min(max(self._interval, LOOK_AGAIN_AT_LEAST), BUSY_LOOK_AGAIN), True
+                return self._look_again_within(BUSY_LOOK_AGAIN), True
             since = await seconds_since_ended(conn, PURGE_JOB)
             if since is not None and -CLOCK_STEPPED_BACK <= since < self._interval:
                 # Not due; a clock gone back a little leaves the pass as just ended.
@@ -219,6 +217,11 @@ class Purger:
                 return max(0.0, until_due - (clock() - started)), False
             await self._pass(conn)
         return self._interval, False
+
+    def _look_again_within(self, longest: float) -> float:
+        """When to look again after a look that failed or found the job held:
+        an interval later, but a minute at least and `longest` at most."""
+        return min(max(self._interval, LOOK_AGAIN_AT_LEAST), longest)
 
     async def run_once(self) -> list[TenantPurge]:
         """One pass over every tenant whose policy removes anything, due or
