@@ -244,6 +244,38 @@ def test_a_refused_batch_is_parked_and_a_replay_of_it_delivers_it(
     assert client.list_dead_letters(sink.id) == []
 
 
+def test_a_destination_refusing_the_sinks_token_parks_nothing(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """A token rotated at the destination: every request is refused (403),
+    and the backlog waits, retried with backoff, instead of going batch by
+    batch into dead letters. The sink given the new token delivers it all."""
+    current = "Splunk hec-token-new2"
+    receiver.responder = lambda received, index: (
+        Reply() if received.headers["authorization"] == current
+        else Reply(403, b'{"text":"Invalid token","code":4}')
+    )  # fmt: skip
+    sink = sinks(build_sink("rotated", "splunk_hec", url=receiver.url, token="hec-token-old1",
+                            filter=SHARED))  # fmt: skip
+    seqs = record(client, 10)
+    refused = wait_for_state(client, sink.id, lambda s: s.state.consecutive_failures >= 3).state
+    assert refused.dead_letters == 0 and refused.lag_events == 10
+    assert refused.last_error.startswith("HTTP 403 from 127.0.0.1")
+    assert "a refusal of the sink's credentials, not of its events" in refused.last_error
+    assert client.list_dead_letters(sink.id) == []
+
+    rotated = build_sink(
+        "rotated", "splunk_hec", url=receiver.url, token="hec-token-new2", sink_id=sink.id,
+        filter=SHARED,
+    )  # fmt: skip
+    client.update_sink(rotated)
+    state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
+    assert (state.delivered_events, state.dead_letters, state.last_error) == (10, 0, "")
+    taken = [r for r in receiver.requests() if r.headers["authorization"] == current]
+    assert [seq for r in taken for seq in _sent_seqs("splunk_hec", r.body)] == seqs
+    assert client.list_dead_letters(sink.id) == []
+
+
 def test_a_replay_resends_exactly_the_window_or_range(
     client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
 ) -> None:
@@ -754,7 +786,7 @@ def test_a_bulk_answer_that_does_not_account_for_every_event_is_retried(
 
 @pytest.mark.parametrize(
     "refusal",
-    [Reply(401, b"invalid token"), Reply(503, b"busy", headers={"Retry-After": "300"})],
+    [Reply(400, b"unknown field"), Reply(503, b"busy", headers={"Retry-After": "300"})],
     ids=["parked", "failed"],
 )
 def test_what_the_old_definition_met_is_not_held_against_the_new_one(
@@ -763,10 +795,11 @@ def test_what_the_old_definition_met_is_not_held_against_the_new_one(
     receiver: Endpoint,
     refusal: Reply,
 ) -> None:
-    """A bad token fixed while a batch is on its way with it: the 401 parked
-    the batch (also sent again by the new token: a replay of the letter sent
-    it twice), a 503 with Retry-After held the fixed sink back five minutes.
-    Neither is recorded once the sink changed: the batch goes again at once."""
+    """A sink fixed while a batch is on its way by its old definition: the
+    400 parked the batch (also sent again by the new definition: a replay of
+    the letter sent it twice), a 503 with Retry-After held the fixed sink
+    back five minutes. Neither is recorded once the sink changed: the batch
+    goes again at once."""
 
     def fixed_meanwhile(received: Received, index: int) -> Reply:
         if received.headers["authorization"] == "Splunk hec-token-old1":

@@ -21,6 +21,7 @@ from sealtrail_server.domain.sinks import keep_secrets, redacted_destination, va
 from sealtrail_server.forward import egress
 from sealtrail_server.forward.destinations import (
     LIMITS,
+    MAX_ERROR_TEXT,
     PendingEvent,
     Sender,
     requests,
@@ -317,14 +318,30 @@ def test_limits_count_the_bytes_sent_not_the_characters(
 
 @pytest.mark.parametrize(
     ("status", "outcome"),
-    [(200, "delivered"), (202, "delivered"), (301, "retry"), (400, "park"), (401, "park"),
-     (403, "park"), (404, "park"), (408, "retry"), (413, "park"), (429, "retry"),
-     (500, "retry"), (503, "retry")],
+    [(200, "delivered"), (202, "delivered"), (301, "retry"), (400, "park"), (401, "retry"),
+     (403, "retry"), (404, "retry"), (405, "retry"), (407, "retry"), (408, "retry"),
+     (409, "park"), (410, "retry"), (413, "park"), (415, "park"), (422, "park"),
+     (429, "retry"), (500, "retry"), (503, "retry")],
 )  # fmt: skip
 def test_answers_are_delivered_retried_or_parked(status: int, outcome: str) -> None:
     [sent] = requests(sender("webhook", {"url": "https://h.example", "secrets": [SECRET]}),
                       [pending(record())], now=NOW)  # fmt: skip
     assert verdict("webhook", sent, status, b"no", {}).outcome == outcome
+
+
+def test_a_refusal_of_the_sinks_credentials_or_url_says_nothing_is_parked() -> None:
+    """Its last_error says why the batch waits, even after an answer as long
+    as all that is kept of one; and a Retry-After is honoured."""
+    [sent] = requests(sender("splunk_hec", {"url": "https://h.example", "token": "t"}),
+                      [pending(record())], now=NOW)  # fmt: skip
+    for status, what in ((403, "credentials"), (404, "URL")):
+        refused = verdict("splunk_hec", sent, status, b"x" * 5000, {"retry-after": "60"})
+        assert refused.retry_after == 60.0 and len(refused.error) == MAX_ERROR_TEXT
+        assert refused.error.startswith(f"HTTP {status} from h.example: xxx")
+        assert refused.error.endswith(
+            f"a refusal of the sink's {what}, not of its events: nothing is parked, and the"
+            " batch is retried until the sink or the destination is put right"
+        )
 
 
 def test_retry_after_is_read() -> None:
@@ -349,6 +366,10 @@ def test_bulk_item_errors() -> None:
     parked = verdict("elasticsearch", sent, 200, answer(201, 400, 201), {})
     assert parked.outcome == "delivered" and [r.seq for r in parked.refused] == [2]
     assert verdict("elasticsearch", sent, 200, answer(201, 429, 400), {}).outcome == "retry"
+    # An index the sink may not write to, or none (auto-creation off): the sink's fault.
+    for status in (403, 404):
+        held = verdict("elasticsearch", sent, 200, answer(400, status, 201), {})
+        assert held.outcome == "retry" and "nothing is parked" in held.error
     assert verdict("elasticsearch", sent, 200, b"<html>", {}).outcome == "retry"
     # Asked for the fields the verdict reads only: a full answer is ~200 bytes an item.
     assert sent.url == (

@@ -2,7 +2,8 @@
 
 `requests()` turns a run of events (oldest first) into the HTTP requests of a
 sink's kind, within that kind's limits; `verdict()` reads one answer:
-delivered, retry later (timeouts, 408, 429, 5xx, redirects), split (a 413,
+delivered, retry later (timeouts, 408, 429, 5xx, redirects, and a refusal of
+the sink's credentials or URL: 401, 403, 404, 405, 407, 410), split (a 413,
 or a bulk answer too long to keep, for a request of several events: they go
 again in smaller ones) or park in the dead-letter list (any other 4xx, and
 per item for Elasticsearch's bulk API)."""
@@ -48,6 +49,19 @@ LIMITS: Final[dict[Kind, tuple[int, int]]] = {
     "elasticsearch": (1000, 8 * 1024 * 1024),
 }
 _RETRIED_4XX: Final = frozenset({408, 429})
+# Refusals of the sink's requests rather than of their events: its credentials
+# (401, 403, 407) or its URL (404, 405, 410). Every request meets them, so
+# parking them turned the whole backlog into dead letters, a batch a request
+# (a token rotated at the destination, a path mistyped): they are failures,
+# retried with backoff until the sink or the destination is put right (ADR 0051).
+_REFUSED_REQUEST: Final[dict[int, str]] = {
+    401: "credentials",
+    403: "credentials",
+    407: "credentials",
+    404: "URL",
+    405: "URL",
+    410: "URL",
+}
 TOO_LARGE: Final = 413
 MAX_ERROR_TEXT: Final = 1024
 
@@ -330,6 +344,17 @@ def _excerpt(body: bytes) -> str:
     return body[:MAX_ERROR_TEXT].decode("utf-8", "replace")
 
 
+def _refused_request(error: str, status: int) -> str:
+    """`error`, cut to leave room for why nothing is parked: an answer of
+    MAX_ERROR_TEXT bytes must not push the reason out of the sink's last_error."""
+    why = (
+        f"; a refusal of the sink's {_REFUSED_REQUEST[status]}, not of its events:"
+        " nothing is parked, and the batch is retried until the sink or the destination"
+        " is put right"
+    )
+    return error[: MAX_ERROR_TEXT - len(why)] + why
+
+
 def _retry_after(headers: dict[str, str], now: datetime) -> float | None:
     """Retry-After's seconds from `now`: delay-seconds (ASCII digits: `isdigit`
     took "²", which float() refuses) or an HTTP date (RFC 9110); None when
@@ -366,6 +391,10 @@ def verdict(
     if status in _RETRIED_4XX or status >= 500:
         wait = _retry_after(headers, now or datetime.now(UTC))
         return Verdict("retry", status, f"HTTP {status} from {host}: {_excerpt(body)}", wait)
+    if status in _REFUSED_REQUEST:
+        wait = _retry_after(headers, now or datetime.now(UTC))
+        error = f"HTTP {status} from {host}: {_excerpt(body)}"
+        return Verdict("retry", status, _refused_request(error, status), wait)
     if status == TOO_LARGE and len(sent.seqs) > 1:
         # Too large for this destination (a proxy's limit, a HEC's lowered
         # max_content_length): parked, the same events would be refused
@@ -415,5 +444,8 @@ def _bulk_verdict(sent: Outgoing, body: bytes, host: str) -> Verdict:
         error = json.dumps(result.get("error", ""))[:MAX_ERROR_TEXT]
         if status in _RETRIED_4XX or status >= 500:
             return Verdict("retry", status, f"bulk item HTTP {status} from {host}: {error}")
+        if status in _REFUSED_REQUEST:  # the index's permissions, or no such index
+            error = f"bulk item HTTP {status} from {host}: {error}"
+            return Verdict("retry", status, _refused_request(error, status))
         refused.append(ItemRefusal(seq, status, f"bulk item HTTP {status} from {host}: {error}"))
     return Verdict("delivered", 200, refused=tuple(refused))

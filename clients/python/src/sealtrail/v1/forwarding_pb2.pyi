@@ -392,9 +392,11 @@ Global___Sink: _TypeAlias = Sink  # noqa: Y015
 
 @_typing.final
 class DeadLetter(_message.Message):
-    """A batch the destination refused for good (an HTTP 4xx other than 408 and
-    429, or an item error of a bulk request): its events were skipped so that
-    the sink could go on. ReplaySink with its id sends them again.
+    """A batch the destination refused for good (an HTTP 4xx refusing its events:
+    not 408 or 429, retried, nor 401, 403, 404, 405, 407 or 410, which refuse
+    the sink itself and are retried until it is put right; or an item error of
+    a bulk request): its events were skipped so that the sink could go on.
+    ReplaySink with its id sends them again.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
