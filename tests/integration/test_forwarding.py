@@ -220,28 +220,73 @@ def test_an_endpoint_that_fails_times_out_and_recovers_gets_everything_in_order(
     assert state.consecutive_failures == 0 and state.last_error == ""
 
 
-def test_a_refused_batch_is_parked_and_a_replay_of_it_delivers_it(
+def test_an_event_refused_is_parked_alone_and_a_replay_delivers_it(
     client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
 ) -> None:
-    receiver.responder = lambda received, index: (
-        Reply(400, b"bad payload") if index == 0 else Reply()
-    )
-    sink = sinks(
-        build_sink("strict", "webhook", url=receiver.url, secrets=[new_secret()], filter=SHARED)
-    )
-    parked = record(client, 10)
-    wait_for_state(client, sink.id, lambda s: s.state.dead_letters == 1)
-    after = record(client, 5)
-    receiver.wait_for(lambda r: set(after) <= set(delivered_seqs(r)))
+    """A request holding an event the destination refuses (400) goes again in
+    halves: its neighbours are delivered, and the event alone is parked. The
+    whole batch was parked, and a replay of it was refused again for that
+    one event: its neighbours could never be delivered."""
+    fixed = threading.Event()
+    taken: list[int] = []
+
+    def refuse_the_poison(received: Received, index: int) -> Reply:
+        carried = delivered_seqs([received])
+        if poison in carried and not fixed.is_set():
+            return Reply(400, b"bad payload")
+        taken.extend(carried)
+        return Reply()
+
+    receiver.responder = refuse_the_poison
+    sink = sinks(build_sink("strict", "webhook", url=receiver.url, secrets=[new_secret()],
+                            filter=SHARED, paused=True))  # fmt: skip
+    seqs = record(client, 10)
+    poison = seqs[3]
+    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
+    assert (state.delivered_events, state.dead_letters) == (9, 1)
+    assert taken == [seq for seq in seqs if seq != poison]  # each once, in order
     [letter] = client.list_dead_letters(sink.id)
-    assert (letter.first_seq, letter.last_seq, letter.event_count) == (parked[0], parked[-1], 10)
+    assert (letter.first_seq, letter.last_seq, letter.event_count) == (poison, poison, 1)
     assert letter.http_status == 400 and "bad payload" in letter.error
+    # Parked at its first refusal alone: the destination took its neighbours.
+    assert [delivered_seqs([r]) for r in receiver.requests()].count([poison]) == 1
+
+    after = record(client, 5)
+    receiver.wait_for(lambda r: set(after) <= set(taken))
+    fixed.set()
     client.replay_sink(sink.id, dead_letter_id=letter.id)
-    received = receiver.wait_for(lambda r: delivered_seqs(r).count(parked[0]) >= 2)
-    assert delivered_seqs(received)[-10:] == parked
     replayed = wait_for_state(client, sink.id, lambda s: s.state.dead_letters == 0)
+    assert taken[-1] == poison and taken.count(poison) == 1
     assert replayed.state.delivered_events == 15  # counted with the letter's going, at once
     assert client.list_dead_letters(sink.id) == []
+
+
+def test_a_destination_refusing_every_event_parks_one_at_a_time_with_backoff(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """A destination answering 400 to every request (an index the token may
+    not write to) parked a whole batch a request, without a pause. Halved
+    down to one event it took nothing of, an event is retried with backoff
+    and parked at its fourth refusal: dead letters of one event each, a few
+    seconds apart (here, with the tests' backoff, a fraction of one)."""
+    fixed = threading.Event()
+    receiver.responder = lambda received, index: (
+        Reply() if fixed.is_set() else Reply(400, b'{"text":"Incorrect index","code":7}')
+    )
+    sink = sinks(build_sink("wrong index", "webhook", url=receiver.url, secrets=[new_secret()],
+                            filter=SHARED, paused=True))  # fmt: skip
+    seqs = record(client, 10)
+    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    wait_for_state(client, sink.id, lambda s: s.state.dead_letters >= 1)
+    fixed.set()
+    state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
+    letters = client.list_dead_letters(sink.id)
+    assert all(letter.event_count == 1 for letter in letters), letters
+    parked = [letter.first_seq for letter in letters]
+    assert parked[0] == seqs[0] and state.delivered_events == 10 - len(parked) < 10
+    alone = [delivered_seqs([r]) for r in receiver.requests()]
+    assert alone.count([seqs[0]]) == 4  # refused alone four times, then parked
 
 
 def test_a_destination_refusing_the_sinks_token_parks_nothing(
@@ -259,9 +304,11 @@ def test_a_destination_refusing_the_sinks_token_parks_nothing(
                             filter=SHARED))  # fmt: skip
     seqs = record(client, 10)
     refused = wait_for_state(client, sink.id, lambda s: s.state.consecutive_failures >= 3).state
-    assert refused.dead_letters == 0 and refused.lag_events == 10
+    assert refused.dead_letters == 0 and refused.cursor_seq < seqs[0]  # none passed over
     assert refused.last_error.startswith("HTTP 403 from 127.0.0.1")
     assert "a refusal of the sink's credentials, not of its events" in refused.last_error
+    # Backed off: retried after a wait, not at once.
+    assert refused.next_attempt_time.ToDatetime() > refused.last_error_time.ToDatetime()
     assert client.list_dead_letters(sink.id) == []
 
     rotated = build_sink(
@@ -274,6 +321,38 @@ def test_a_destination_refusing_the_sinks_token_parks_nothing(
     taken = [r for r in receiver.requests() if r.headers["authorization"] == current]
     assert [seq for r in taken for seq in _sent_seqs("splunk_hec", r.body)] == seqs
     assert client.list_dead_letters(sink.id) == []
+
+
+def test_a_refused_replay_backs_off_while_other_events_come_in(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """Each step that moved the live cursor over events the sink's filter
+    does not take cleared the sink's failures, so a replay refused for its
+    token (401, retried, never parked) started its backoff anew at every
+    step, about a second apart in production, for as long as such events
+    came in (helper-100). Only a delivery clears them now."""
+    [earlier] = record(client, 1)
+    receiver.responder = lambda received, index: Reply(401, b"invalid token")
+    sink = sinks(build_sink("replayed", "webhook", url=receiver.url, secrets=[new_secret()],
+                            filter=SHARED, paused=True))  # fmt: skip
+    client.replay_sink(sink.id, seq_range=(earlier, earlier))
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():  # events the sink's filter does not take
+            client.record(build_event(action="other.thing", actor_id="u"))
+            time.sleep(0.02)
+
+    flowing = threading.Thread(target=traffic)
+    flowing.start()
+    try:
+        client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+        held = wait_for_state(client, sink.id, lambda s: s.state.consecutive_failures >= 5)
+    finally:
+        stop.set()
+        flowing.join()
+    assert held.state.dead_letters == 0 and held.state.pending_replays == 1
+    assert "a refusal of the sink's credentials" in held.state.last_error
 
 
 def test_a_replay_resends_exactly_the_window_or_range(

@@ -329,6 +329,24 @@ def test_answers_are_delivered_retried_or_parked(status: int, outcome: str) -> N
     assert verdict("webhook", sent, status, b"no", {}).outcome == outcome
 
 
+def test_a_refusal_of_several_events_is_split_and_of_one_parked() -> None:
+    """Which of a request's events the destination refuses is found by
+    halving it: only an event refused alone is parked."""
+    events = [pending(record(n)) for n in (1, 2)]
+    [pair] = requests(sender("webhook", {"url": "https://h.example", "secrets": [SECRET]}),
+                      events, now=NOW)  # fmt: skip
+    [one] = requests(sender("webhook", {"url": "https://h.example", "secrets": [SECRET]}),
+                     events[:1], now=NOW)  # fmt: skip
+    for status in (400, 409, 413, 415, 422):
+        assert verdict("webhook", pair, status, b"no", {}).outcome == "split", status
+        assert verdict("webhook", one, status, b"no", {}).outcome == "park", status
+    for status in (401, 404, 429, 503):  # the sink's, or the destination's, not the events'
+        assert verdict("webhook", pair, status, b"no", {}).outcome == "retry", status
+    # A firewall's 403 may be of the body's size: halved, as a 413; alone, held.
+    assert verdict("webhook", pair, 403, b"no", {}).outcome == "split"
+    assert verdict("webhook", one, 403, b"no", {}).outcome == "retry"
+
+
 def test_a_refusal_of_the_sinks_credentials_or_url_says_nothing_is_parked() -> None:
     """Its last_error says why the batch waits, even after an answer as long
     as all that is kept of one; and a Retry-After is honoured."""
@@ -342,6 +360,22 @@ def test_a_refusal_of_the_sinks_credentials_or_url_says_nothing_is_parked() -> N
             f"a refusal of the sink's {what}, not of its events: nothing is parked, and the"
             " batch is retried until the sink or the destination is put right"
         )
+
+
+def test_a_hecs_400_naming_the_sinks_settings_is_retried() -> None:
+    """An index the token may not write to (code 7), or a token wanting a
+    data channel (10): every request meets it. A 400 of the events (6, an
+    invalid data format; or no code) refuses them."""
+    [sent] = requests(sender("splunk_hec", {"url": "https://h.example", "token": "t"}),
+                      [pending(record())], now=NOW)  # fmt: skip
+    for code in (7, 10, 11):
+        body = json.dumps({"text": "no", "code": code}).encode()
+        held = verdict("splunk_hec", sent, 400, body, {})
+        assert held.outcome == "retry", code
+        assert f"a refusal of the sink's settings (HEC code {code})" in held.error
+    for body in (b'{"text":"Invalid data format","code":6}', b"<html>", b'{"code":"7"}', b"[]"):
+        assert verdict("splunk_hec", sent, 400, body, {}).outcome == "park", body
+    assert verdict("webhook", sent, 400, b'{"code":7}', {}).outcome == "park"
 
 
 def test_retry_after_is_read() -> None:
@@ -367,9 +401,11 @@ def test_bulk_item_errors() -> None:
     assert parked.outcome == "delivered" and [r.seq for r in parked.refused] == [2]
     assert verdict("elasticsearch", sent, 200, answer(201, 429, 400), {}).outcome == "retry"
     # An index the sink may not write to, or none (auto-creation off): the sink's fault.
-    for status in (403, 404):
+    for status in (401, 403, 404):
         held = verdict("elasticsearch", sent, 200, answer(400, status, 201), {})
         assert held.outcome == "retry" and "nothing is parked" in held.error
+        assert "a refusal of the sink's index (its permissions, or no such index)" in held.error
+    assert verdict("elasticsearch", sent, 200, answer(201, 410, 201), {}).refused
     assert verdict("elasticsearch", sent, 200, b"<html>", {}).outcome == "retry"
     # Asked for the fields the verdict reads only: a full answer is ~200 bytes an item.
     assert sent.url == (

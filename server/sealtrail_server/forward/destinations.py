@@ -3,10 +3,11 @@
 `requests()` turns a run of events (oldest first) into the HTTP requests of a
 sink's kind, within that kind's limits; `verdict()` reads one answer:
 delivered, retry later (timeouts, 408, 429, 5xx, redirects, and a refusal of
-the sink's credentials or URL: 401, 403, 404, 405, 407, 410), split (a 413,
-or a bulk answer too long to keep, for a request of several events: they go
-again in smaller ones) or park in the dead-letter list (any other 4xx, and
-per item for Elasticsearch's bulk API)."""
+the sink's credentials, URL or settings: 401, 403, 404, 405, 407, 410, a HEC's
+400 naming its index), split (any other 4xx, a 403, or a bulk answer too long
+to keep, for a request of several events: they go again in smaller ones, to
+find those refused) or park in the dead-letter list (any other 4xx of a lone
+event, and per item for Elasticsearch's bulk API)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,16 @@ _REFUSED_REQUEST: Final[dict[int, str]] = {
     405: "URL",
     410: "URL",
 }
+# Splunk HEC's 400s that refuse the sink's settings, not its events (the
+# answer's `code`): an index its token may not write to (7), a token that
+# wants a data channel, for indexer acknowledgment (10, 11).
+_HEC_REFUSED_SETTINGS: Final = frozenset({7, 10, 11})
+# Elasticsearch bulk items refused for the sink's index: its permissions, or
+# no such index with auto-creation off.
+_BULK_REFUSED_INDEX: Final = frozenset({401, 403, 404})
+_WAITS = (
+    ": nothing is parked, and the batch is retried until the sink or the destination is put right"
+)
 TOO_LARGE: Final = 413
 MAX_ERROR_TEXT: Final = 1024
 
@@ -344,15 +355,22 @@ def _excerpt(body: bytes) -> str:
     return body[:MAX_ERROR_TEXT].decode("utf-8", "replace")
 
 
-def _refused_request(error: str, status: int) -> str:
-    """`error`, cut to leave room for why nothing is parked: an answer of
+def explained(error: str, why: str) -> str:
+    """`error` and `why`, the error cut to leave room for it: an answer of
     MAX_ERROR_TEXT bytes must not push the reason out of the sink's last_error."""
-    why = (
-        f"; a refusal of the sink's {_REFUSED_REQUEST[status]}, not of its events:"
-        " nothing is parked, and the batch is retried until the sink or the destination"
-        " is put right"
-    )
     return error[: MAX_ERROR_TEXT - len(why)] + why
+
+
+def _hec_code(kind: Kind, status: int, body: bytes) -> int | None:
+    """The `code` of a HEC's 400 answer, if it is one that refuses the sink's
+    settings."""
+    if kind != "splunk_hec" or status != 400:
+        return None
+    try:
+        code = json.loads(body).get("code")
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return code if type(code) is int and code in _HEC_REFUSED_SETTINGS else None
 
 
 def _retry_after(headers: dict[str, str], now: datetime) -> float | None:
@@ -391,14 +409,26 @@ def verdict(
     if status in _RETRIED_4XX or status >= 500:
         wait = _retry_after(headers, now or datetime.now(UTC))
         return Verdict("retry", status, f"HTTP {status} from {host}: {_excerpt(body)}", wait)
-    if status in _REFUSED_REQUEST:
-        wait = _retry_after(headers, now or datetime.now(UTC))
+    hec_code = _hec_code(kind, status, body)
+    if status in _REFUSED_REQUEST or hec_code is not None:
         error = f"HTTP {status} from {host}: {_excerpt(body)}"
-        return Verdict("retry", status, _refused_request(error, status), wait)
-    if status == TOO_LARGE and len(sent.seqs) > 1:
-        # Too large for this destination (a proxy's limit, a HEC's lowered
-        # max_content_length): parked, the same events would be refused
-        # again on replay. Only an event too large alone is parked.
+        if status == 403 and len(sent.seqs) > 1:
+            # A web application firewall's 403 may be of the body's size (AWS
+            # WAF's core rules refuse bodies over 8 KB) or of an event in it:
+            # the halves find out, as for a 413. Alone, it is held, not parked.
+            return Verdict("split", status, error)
+        what = _REFUSED_REQUEST.get(status) or f"settings (HEC code {hec_code})"
+        why = f"; a refusal of the sink's {what}, not of its events{_WAITS}"
+        wait = _retry_after(headers, now or datetime.now(UTC))
+        return Verdict("retry", status, explained(error, why), wait)
+    if status >= 400 and len(sent.seqs) > 1:
+        # Refused, but for which of its events? Parked whole, one event the
+        # destination will not take kept its neighbours from it for good: a
+        # replay was refused again. The events go again in halves, down to
+        # those refused alone, which alone are parked (ADR 0052). A 413 is
+        # the same search: too large for this destination (a proxy's limit,
+        # a HEC's lowered max_content_length), and only an event too large
+        # alone is parked.
         return Verdict("split", status, f"HTTP {status} from {host}: {_excerpt(body)}")
     if status >= 400:
         return Verdict("park", status, f"HTTP {status} from {host}: {_excerpt(body)}")
@@ -444,8 +474,9 @@ def _bulk_verdict(sent: Outgoing, body: bytes, host: str) -> Verdict:
         error = json.dumps(result.get("error", ""))[:MAX_ERROR_TEXT]
         if status in _RETRIED_4XX or status >= 500:
             return Verdict("retry", status, f"bulk item HTTP {status} from {host}: {error}")
-        if status in _REFUSED_REQUEST:  # the index's permissions, or no such index
+        if status in _BULK_REFUSED_INDEX:
+            why = f"; a refusal of the sink's index (its permissions, or no such index){_WAITS}"
             error = f"bulk item HTTP {status} from {host}: {error}"
-            return Verdict("retry", status, _refused_request(error, status))
+            return Verdict("retry", status, explained(error, why))
         refused.append(ItemRefusal(seq, status, f"bulk item HTTP {status} from {host}: {error}"))
     return Verdict("delivered", 200, refused=tuple(refused))

@@ -8,11 +8,13 @@ leased sink. A task reads the next matching events past the cursor, sends
 them in the kind's requests, and moves the cursor only once every request
 succeeded or its events were parked as a dead letter: a crash or an outage
 re-sends, never skips. Failures back off exponentially with jitter (Retry-After
-honoured), up to five minutes. A request the destination finds too large
-(413) goes again in halves, and the sink's requests stay that small; an
-event refused alone is parked if the destination took larger requests, else
-retried with backoff (a destination refusing everything is at fault, not
-its events), and parked after a few failures. Commits
+honoured), up to five minutes. A request the destination refuses (a 4xx
+other than those retried) goes again in halves, down to the events it
+refuses alone, which alone are parked; after a 413 (too large) the sink's
+requests stay that small a while. An event refused alone after halving, or
+as too large, is parked if the destination took other requests (larger ones,
+for a 413), else retried with backoff (a destination refusing everything is
+at fault, not its events), and parked after a few failures. Commits
 wake the tasks of their tenant (the stream hub's notifications); a poll
 covers anything missed."""
 
@@ -45,6 +47,7 @@ from .destinations import (
     Outgoing,
     PendingEvent,
     Sender,
+    explained,
     requests,
     verdict,
 )
@@ -74,9 +77,10 @@ _FIRST_PAGE: Final = 64
 # before the sink's requests double again: a destination's own limit is found
 # again now and then (one 413 and a resend), not paid for on every request.
 _REGROW_AFTER: Final = 4
-# Refusals of an event sent alone as too large (413), by a destination not seen
-# taking a request of its size, retried before it is parked all the same.
-_LONE_TOO_LARGE_RETRIES: Final = 3
+# Refusals of an event halved down to alone, or sent alone as too large (413),
+# by a destination not seen taking requests (of its size, for a 413), retried
+# before it is parked all the same.
+_LONE_REFUSAL_RETRIES: Final = 3
 
 
 def _size(record: str) -> int:
@@ -109,8 +113,9 @@ class _Refused(Exception):
 @dataclass(frozen=True, slots=True)
 class _Smaller:
     """What a sink's destination was found to take (a 413, a bulk answer too
-    long to keep): at most this much a request, while its definition is the
-    one of `defined_at`."""
+    long to keep), or the halves of a refused request in which the events
+    refused are looked for: at most this much a request, while its
+    definition is the one of `defined_at`."""
 
     defined_at: datetime
     events: int
@@ -276,7 +281,8 @@ class Forwarder:
             if not moved:
                 return await self._after_refused_move(lease, sink.updated_at)
             progressed = True
-            failures = 0  # as `advance` left it: a replay failing next starts its backoff anew
+            if delivered:  # as `advance` left it: a replay failing next starts its backoff anew
+                failures = 0
         if replay is not None:  # a batch of it each step: live traffic never starves it
             base = EventFilter() if replay.bypass_filter else event_filter
             window = replace(
@@ -384,9 +390,10 @@ class Forwarder:
 
     def _halve(self, lease: store.Lease, defined_at: datetime, sent: Outgoing) -> None:
         """The sink's requests from now on: at most half the events and half
-        the bytes of `sent`, which its destination would not take. Kept while
-        the definition is the same (in this process): each batch the same
-        size would be refused again."""
+        the bytes of `sent`, which its destination would not take: too large,
+        or holding events it refuses, which the halves single out. Kept while
+        the definition is the same (in this process), growing back as they
+        are taken (_regrow): each batch the same size would be refused again."""
         self._smaller[lease.sink_id] = _Smaller(
             defined_at, max(1, len(sent.seqs) // 2), max(1, len(sent.body) // 2)
         )
@@ -479,19 +486,23 @@ class Forwarder:
             return None
         if result.outcome == "split":
             # Not a failure: no backoff, the same events go again at once, in
-            # halves, down to one event a request (parked if refused alone).
+            # halves, down to one event a request (parked if refused alone,
+            # unless _not_alone_at_fault says otherwise).
             self._halve(lease, defined_at, outgoing)
             log.warning("forwarder: sink %s: %d events in %d bytes not taken (%s); sending"
                         " at most half as many", lease.sink_id, len(outgoing.seqs),
                         len(outgoing.body), result.error)  # fmt: skip
             return None
         seqs = outgoing.seqs
-        too_large = result.outcome == "park" and result.status == TOO_LARGE
-        why = self._not_too_large_alone(lease, defined_at, outgoing) if too_large else ""
+        refused = result.outcome == "park"
+        why = (
+            self._not_alone_at_fault(lease, defined_at, outgoing, result.status) if refused else ""
+        )
         if why:
-            error = (
-                f"{result.error}; a lone event of {len(outgoing.body)} bytes, and {why}:"
-                f" retried, parked after {_LONE_TOO_LARGE_RETRIES + 1} refusals"
+            error = explained(
+                result.error,
+                f"; a lone event of {len(outgoing.body)} bytes, and {why}:"
+                f" retried, parked after {_LONE_REFUSAL_RETRIES + 1} refusals",
             )
             await self._failed(lease, defined_at, failures, error, retry_after=None)
             return None
@@ -523,43 +534,54 @@ class Forwarder:
         self._regrow(lease, defined_at, sender.kind)
         return delivered
 
-    def _not_too_large_alone(
-        self, lease: store.Lease, defined_at: datetime, outgoing: Outgoing
+    def _not_alone_at_fault(
+        self, lease: store.Lease, defined_at: datetime, outgoing: Outgoing, status: int
     ) -> str:
-        """Why an event refused alone as too large (413) may not be: the
-        destination was not seen taking any request (under this definition,
-        by this process), so it may refuse every one (a proxy's limit set to
-        nothing, a wrong endpoint), or it took a larger one. Parking it would
-        then drain the backlog into dead letters, an event every few
-        requests, without a pause: it is a failure, retried with backoff.
-        "" when it is too large (the destination took only smaller ones), or
-        after _LONE_TOO_LARGE_RETRIES retries of it all the same: an event too
-        large for a destination first met after a restart must not stop the
-        sink. Its refusals are counted here, not as the sink's failures, which
-        a step that moves the live cursor (with nothing to send) sets back to
+        """Why an event refused alone may not be at fault: the destination
+        was not seen taking any request (under this definition, by this
+        process), so it may refuse every one (a proxy's limit set to nothing,
+        an index the sink may not write to), or, refused as too large (413),
+        it took a larger one. Parking it would then drain the backlog into
+        dead letters, an event every few requests, without a pause: it is a
+        failure, retried with backoff. Asked of an event halved down to
+        alone, or too large: one sent alone because it was all there was to
+        send is parked at once, as a batch of one, whatever was taken (no
+        search multiplied the requests). "" when it is at fault, or after
+        _LONE_REFUSAL_RETRIES retries of it all the same: an event refused
+        by a destination first met after a restart must not stop the sink.
+        Its refusals are counted here, not as the sink's failures, which a
+        step that moves the live cursor (with nothing to send) sets back to
         none while a replay's event is refused (helper-77)."""
         if len(outgoing.seqs) != 1:
+            return ""
+        if status != TOO_LARGE and not self._halved(lease, defined_at):
             return ""
         [seq] = outgoing.seqs
         last = self._refused_alone.get(lease.sink_id)
         refusals = last[2] + 1 if last is not None and last[:2] == (defined_at, seq) else 1
         self._refused_alone[lease.sink_id] = (defined_at, seq, refusals)
-        if refusals > _LONE_TOO_LARGE_RETRIES:
+        if refusals > _LONE_REFUSAL_RETRIES:
             return ""
         largest = self._largest_taken.get(lease.sink_id)
         if largest is None or largest[0] != defined_at:
             return "this destination was not seen taking any request"
-        if largest[1] >= len(outgoing.body):
+        if status == TOO_LARGE and largest[1] >= len(outgoing.body):
             return f"this destination took a request of {largest[1]} bytes"
         return ""
+
+    def _halved(self, lease: store.Lease, defined_at: datetime) -> bool:
+        """Whether the sink's requests are smaller than its kind's, by halving
+        (a lone one then came of it, by events or by bytes)."""
+        smaller = self._smaller.get(lease.sink_id)
+        return smaller is not None and smaller.defined_at == defined_at
 
     def _regrow(self, lease: store.Lease, defined_at: datetime, kind: Kind) -> None:
         """After a request the destination took (or whose events it refused
         one by one): the sink's requests grow back towards its kind's limits,
         doubling after each _REGROW_AFTER taken at a size. After a lone event
         (halved down to it, then taken or parked: most likely the one too
-        large) they are the kind's again at once: the events after it must not
-        go one by one for good."""
+        large, or refused) they are the kind's again at once: the events after
+        it must not go one by one for good."""
         smaller = self._smaller.get(lease.sink_id)
         if smaller is None or smaller.defined_at != defined_at:
             return

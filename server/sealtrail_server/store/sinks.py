@@ -495,8 +495,12 @@ async def advance(
     now: datetime,
     defined_at: datetime,
 ) -> bool:
-    """Moves the cursor from `from_seq` to `to_seq` and clears the failure
-    state; False if the lease or the cursor changed meanwhile, the sink was
+    """Moves the cursor from `from_seq` to `to_seq`, and clears the failure
+    state if it `delivered` any event: a range of nothing the filter takes
+    says nothing of the destination, and clearing it there had a replay
+    refused at every try (a revoked token) start its backoff anew at each
+    step, about a second apart, for as long as other events came in
+    (helper-100). False if the lease or the cursor changed meanwhile, the sink was
     changed since its definition of `defined_at` was read (what was sent went
     by the old filter and destination: the range is sent again by the new),
     or the tenant is being erased."""
@@ -505,7 +509,8 @@ async def advance(
             "UPDATE sinks SET cursor_seq = %s, delivered_events = delivered_events + %s,"
             " last_delivery_at = CASE WHEN %s > 0 THEN %s ELSE last_delivery_at END,"
             " last_error = CASE WHEN %s > 0 THEN '' ELSE last_error END,"
-            " consecutive_failures = 0, next_attempt_at = NULL"
+            " consecutive_failures = CASE WHEN %s > 0 THEN 0 ELSE consecutive_failures END,"
+            " next_attempt_at = NULL"
             " WHERE tenant_id = %s AND id = %s AND lease_owner = %s AND cursor_seq = %s"
             " AND updated_at = %s AND {}"
         ).format(_NOT_BEING_ERASED),
@@ -514,6 +519,7 @@ async def advance(
             delivered,
             delivered,
             now,
+            delivered,
             delivered,
             lease.tenant_id,
             lease.sink_id,

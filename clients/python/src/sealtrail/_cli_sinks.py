@@ -285,7 +285,7 @@ def delete(ctx: click.Context, sink_id: str) -> None:
 @click.argument("sink_id")
 @click.pass_context
 def dead_letters(ctx: click.Context, sink_id: str) -> None:
-    """The batches the destination refused for good (replay them with `replay --dead-letter`)."""
+    """The events the destination refused for good (replay them with `replay --dead-letter`)."""
     with _client(ctx) as client:
         letters = client.list_dead_letters(sink_id)
     table = Table("id", "seq", "events", "HTTP", "error", "at")

@@ -425,7 +425,7 @@ class AuditClient:
         return self._call(self._stub.DeleteSink, request, retry=False)
 
     def list_dead_letters(self, sink_id: str) -> list[forwarding_pb2.DeadLetter]:
-        """Admin: the batches a sink's destination refused for good."""
+        """Admin: the events a sink's destination refused for good."""
         request = forwarding_pb2.ListDeadLettersRequest(sink_id=sink_id)
         return list(self._call(self._stub.ListDeadLetters, request).dead_letters)
 

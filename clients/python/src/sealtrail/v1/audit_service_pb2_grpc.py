@@ -451,7 +451,7 @@ class AuditLogServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListDeadLetters(self, request, context):
-        """Admin only: the batches a sink's destination refused for good.
+        """Admin only: the events a sink's destination refused for good.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -149,7 +149,7 @@ class AuditLogServiceStub:
     `sink.deleted`.
     """
     ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_forwarding_pb2.ListDeadLettersRequest, _forwarding_pb2.ListDeadLettersResponse]
-    """Admin only: the batches a sink's destination refused for good."""
+    """Admin only: the events a sink's destination refused for good."""
     ReplaySink: _grpc.UnaryUnaryMultiCallable[_forwarding_pb2.ReplaySinkRequest, _forwarding_pb2.ReplaySinkResponse]
     """Admin only: sends a seq range, a time window or a dead letter's events to
     a sink again, beside its live delivery; recorded as
@@ -287,7 +287,7 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     `sink.deleted`.
     """
     ListDeadLetters: _aio.UnaryUnaryMultiCallable[_forwarding_pb2.ListDeadLettersRequest, _forwarding_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
-    """Admin only: the batches a sink's destination refused for good."""
+    """Admin only: the events a sink's destination refused for good."""
     ReplaySink: _aio.UnaryUnaryMultiCallable[_forwarding_pb2.ReplaySinkRequest, _forwarding_pb2.ReplaySinkResponse]  # type: ignore[assignment]
     """Admin only: sends a seq range, a time window or a dead letter's events to
     a sink again, beside its live delivery; recorded as
@@ -596,7 +596,7 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _forwarding_pb2.ListDeadLettersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_forwarding_pb2.ListDeadLettersResponse, _abc.Awaitable[_forwarding_pb2.ListDeadLettersResponse]]:
-        """Admin only: the batches a sink's destination refused for good."""
+        """Admin only: the events a sink's destination refused for good."""
 
     @_abc_1.abstractmethod
     def ReplaySink(

@@ -392,11 +392,13 @@ Global___Sink: _TypeAlias = Sink  # noqa: Y015
 
 @_typing.final
 class DeadLetter(_message.Message):
-    """A batch the destination refused for good (an HTTP 4xx refusing its events:
-    not 408 or 429, retried, nor 401, 403, 404, 405, 407 or 410, which refuse
-    the sink itself and are retried until it is put right; or an item error of
-    a bulk request): its events were skipped so that the sink could go on.
-    ReplaySink with its id sends them again.
+    """Events the destination refused for good (an HTTP 4xx refusing them: not
+    408 or 429, retried, nor 401, 403, 404, 405, 407 or 410, which refuse the
+    sink itself and are retried until it is put right; or an item error of a
+    bulk request), skipped so that the sink could go on. Each holds one event,
+    singled out of its request by sending it again in halves; one made by an
+    earlier release may hold a whole batch. ReplaySink with its id sends them
+    again.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
