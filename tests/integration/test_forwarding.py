@@ -265,14 +265,15 @@ def test_an_event_refused_is_parked_alone_and_a_replay_delivers_it(
 def test_a_destination_refusing_every_event_parks_one_at_a_time_with_backoff(
     client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
 ) -> None:
-    """A destination answering 400 to every request (an index the token may
-    not write to) parked a whole batch a request, without a pause. Halved
+    """A destination answering 400 to every request (a receiver that takes
+    no payload of the sink's format) parked a whole batch a request, without
+    a pause. Halved
     down to one event it took nothing of, an event is retried with backoff
     and parked at its fourth refusal: dead letters of one event each, a few
     seconds apart (here, with the tests' backoff, a fraction of one)."""
     fixed = threading.Event()
     receiver.responder = lambda received, index: (
-        Reply() if fixed.is_set() else Reply(400, b'{"text":"Incorrect index","code":7}')
+        Reply() if fixed.is_set() else Reply(400, b"unsupported payload")
     )
     sink = sinks(build_sink("wrong index", "webhook", url=receiver.url, secrets=[new_secret()],
                             filter=SHARED, paused=True))  # fmt: skip
@@ -289,12 +290,49 @@ def test_a_destination_refusing_every_event_parks_one_at_a_time_with_backoff(
     assert alone.count([seqs[0]]) == 4  # refused alone four times, then parked
 
 
-def test_a_destination_refusing_the_sinks_token_parks_nothing(
+def test_a_destination_that_took_requests_then_refuses_all_is_not_drained_at_once(
     client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """Having taken a request, a destination that then refuses every one (a
+    receiver's new validation) had each event of the backlog searched for
+    and parked at once (helper-101). After two events parked alone with
+    nothing taken since, the next is retried with backoff, as when nothing
+    was ever taken, and parked at its fourth refusal."""
+    answered: list[int] = []
+
+    def took_one_then_refuses(received: Received, index: int) -> Reply:
+        answered.append(index)
+        return Reply() if index == 0 else Reply(400, b"unsupported payload")
+
+    receiver.responder = took_one_then_refuses
+    sink = sinks(build_sink("validating", "webhook", url=receiver.url, secrets=[new_secret()],
+                            filter=SHARED, paused=True))  # fmt: skip
+    [taken] = record(client, 1)
+    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    wait_for_state(client, sink.id, lambda s: s.state.delivered_events == 1)
+    seqs = record(client, 10)
+    wait_for_state(client, sink.id, lambda s: s.state.dead_letters >= 3)
+    alone = [delivered_seqs([r]) for r in receiver.requests()]
+    assert alone[0] == [taken]
+    # The first two parked at their first refusal alone, the third at its fourth.
+    assert [alone.count([seq]) for seq in seqs[:3]] == [1, 1, 4]
+    letters = client.list_dead_letters(sink.id)
+    assert [(letter.first_seq, letter.last_seq) for letter in letters[:3]] == [
+        (seq, seq) for seq in seqs[:3]
+    ]
+
+
+def test_a_destination_refusing_the_sinks_token_parks_nothing(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A token rotated at the destination: every request is refused (403),
     and the backlog waits, retried with backoff, instead of going batch by
-    batch into dead letters. The sink given the new token delivers it all."""
+    batch into dead letters; each retry is logged as a WARNING, as the dead
+    letters were, for someone to act on. The sink given the new token
+    delivers it all."""
     current = "Splunk hec-token-new2"
     receiver.responder = lambda received, index: (
         Reply() if received.headers["authorization"] == current
@@ -307,9 +345,9 @@ def test_a_destination_refusing_the_sinks_token_parks_nothing(
     assert refused.dead_letters == 0 and refused.cursor_seq < seqs[0]  # none passed over
     assert refused.last_error.startswith("HTTP 403 from 127.0.0.1")
     assert "a refusal of the sink's credentials, not of its events" in refused.last_error
-    # Backed off: retried after a wait, not at once.
-    assert refused.next_attempt_time.ToDatetime() > refused.last_error_time.ToDatetime()
     assert client.list_dead_letters(sink.id) == []
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(f"sink {sink.id} failed (HTTP 403" in message for message in warned), warned
 
     rotated = build_sink(
         "rotated", "splunk_hec", url=receiver.url, token="hec-token-new2", sink_id=sink.id,
@@ -352,6 +390,7 @@ def test_a_refused_replay_backs_off_while_other_events_come_in(
         stop.set()
         flowing.join()
     assert held.state.dead_letters == 0 and held.state.pending_replays == 1
+    assert held.state.cursor_seq > earlier  # the live cursor moved meanwhile
     assert "a refusal of the sink's credentials" in held.state.last_error
 
 
@@ -891,7 +930,7 @@ def test_what_the_old_definition_met_is_not_held_against_the_new_one(
     receiver.responder = fixed_meanwhile
     sink = sinks(build_sink("hec", "splunk_hec", url=receiver.url, token="hec-token-old1",
                             filter=SHARED, paused=True))  # fmt: skip
-    seqs = record(client, 3)
+    seqs = record(client, 1)  # one: a refusal of several would only split it (ADR 0052)
     client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
     received = receiver.wait_for(lambda r: len(r) >= 2, timeout=10)
     assert [r.headers["authorization"] for r in received[:2]] == [

@@ -341,7 +341,8 @@ def test_a_refusal_of_several_events_is_split_and_of_one_parked() -> None:
         assert verdict("webhook", pair, status, b"no", {}).outcome == "split", status
         assert verdict("webhook", one, status, b"no", {}).outcome == "park", status
     for status in (401, 404, 429, 503):  # the sink's, or the destination's, not the events'
-        assert verdict("webhook", pair, status, b"no", {}).outcome == "retry", status
+        retried = verdict("webhook", pair, status, b"no", {})
+        assert retried.outcome == "retry" and retried.needs_fixing == (status < 429), status
     # A firewall's 403 may be of the body's size: halved, as a 413; alone, held.
     assert verdict("webhook", pair, 403, b"no", {}).outcome == "split"
     assert verdict("webhook", one, 403, b"no", {}).outcome == "retry"
@@ -352,14 +353,18 @@ def test_a_refusal_of_the_sinks_credentials_or_url_says_nothing_is_parked() -> N
     as all that is kept of one; and a Retry-After is honoured."""
     [sent] = requests(sender("splunk_hec", {"url": "https://h.example", "token": "t"}),
                       [pending(record())], now=NOW)  # fmt: skip
-    for status, what in ((403, "credentials"), (404, "URL")):
+    for status, what in ((401, "credentials"), (404, "URL")):
         refused = verdict("splunk_hec", sent, status, b"x" * 5000, {"retry-after": "60"})
         assert refused.retry_after == 60.0 and len(refused.error) == MAX_ERROR_TEXT
+        assert refused.needs_fixing  # logged as a WARNING: someone must act
         assert refused.error.startswith(f"HTTP {status} from h.example: xxx")
         assert refused.error.endswith(
             f"a refusal of the sink's {what}, not of its events: nothing is parked, and the"
             " batch is retried until the sink or the destination is put right"
         )
+    firewalled = verdict("splunk_hec", sent, 403, b"<html>blocked</html>", {})
+    assert firewalled.outcome == "retry" and firewalled.error.startswith("HTTP 403")
+    assert "or a web application firewall's of this event" in firewalled.error
 
 
 def test_a_hecs_400_naming_the_sinks_settings_is_retried() -> None:
@@ -373,7 +378,14 @@ def test_a_hecs_400_naming_the_sinks_settings_is_retried() -> None:
         held = verdict("splunk_hec", sent, 400, body, {})
         assert held.outcome == "retry", code
         assert f"a refusal of the sink's settings (HEC code {code})" in held.error
-    for body in (b'{"text":"Invalid data format","code":6}', b"<html>", b'{"code":"7"}', b"[]"):
+    deep = b"[" * 100_000  # json.loads: RecursionError, not a step failing as a bug
+    for body in (
+        b'{"text":"Invalid data format","code":6}',
+        b"<html>",
+        b'{"code":"7"}',
+        b"[]",
+        deep,
+    ):
         assert verdict("splunk_hec", sent, 400, body, {}).outcome == "park", body
     assert verdict("webhook", sent, 400, b'{"code":7}', {}).outcome == "park"
 
@@ -407,6 +419,7 @@ def test_bulk_item_errors() -> None:
         assert "a refusal of the sink's index (its permissions, or no such index)" in held.error
     assert verdict("elasticsearch", sent, 200, answer(201, 410, 201), {}).refused
     assert verdict("elasticsearch", sent, 200, b"<html>", {}).outcome == "retry"
+    assert verdict("elasticsearch", sent, 200, b"[" * 100_000, {}).outcome == "retry"
     # Asked for the fields the verdict reads only: a full answer is ~200 bytes an item.
     assert sent.url == (
         "https://e.example/_bulk"

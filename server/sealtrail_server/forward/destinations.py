@@ -110,6 +110,8 @@ class Verdict:
     retry_after: float | None = None
     # Delivered but for these (Elasticsearch items refused for good).
     refused: tuple[ItemRefusal, ...] = field(default=())
+    # Retried until someone puts the sink or the destination right (ADR 0051).
+    needs_fixing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +370,7 @@ def _hec_code(kind: Kind, status: int, body: bytes) -> int | None:
         return None
     try:
         code = json.loads(body).get("code")
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, RecursionError):
         return None
     return code if type(code) is int and code in _HEC_REFUSED_SETTINGS else None
 
@@ -419,8 +421,13 @@ def verdict(
             return Verdict("split", status, error)
         what = _REFUSED_REQUEST.get(status) or f"settings (HEC code {hec_code})"
         why = f"; a refusal of the sink's {what}, not of its events{_WAITS}"
+        if status == 403:  # alone: a token's, or a firewall's of this event (ADR 0051)
+            why = (
+                "; a refusal of the sink's credentials, not of its events (or a web application"
+                f" firewall's of this event, which the sink's filter can leave out){_WAITS}"
+            )
         wait = _retry_after(headers, now or datetime.now(UTC))
-        return Verdict("retry", status, explained(error, why), wait)
+        return Verdict("retry", status, explained(error, why), wait, needs_fixing=True)
     if status >= 400 and len(sent.seqs) > 1:
         # Refused, but for which of its events? Parked whole, one event the
         # destination will not take kept its neighbours from it for good: a
@@ -448,7 +455,7 @@ def _bulk_verdict(sent: Outgoing, body: bytes, host: str) -> Verdict:
     try:
         answer = json.loads(body)
         items = answer.get("items")
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, RecursionError):  # `[[[[...`: too deep
         if len(body) >= ANSWER_BYTES["elasticsearch"] and len(sent.seqs) > 1:
             # Cut where it was no longer kept (long error reasons): the same
             # batch would be answered as long again, so it goes in halves.
@@ -477,6 +484,6 @@ def _bulk_verdict(sent: Outgoing, body: bytes, host: str) -> Verdict:
         if status in _BULK_REFUSED_INDEX:
             why = f"; a refusal of the sink's index (its permissions, or no such index){_WAITS}"
             error = f"bulk item HTTP {status} from {host}: {error}"
-            return Verdict("retry", status, explained(error, why))
+            return Verdict("retry", status, explained(error, why), needs_fixing=True)
         refused.append(ItemRefusal(seq, status, f"bulk item HTTP {status} from {host}: {error}"))
     return Verdict("delivered", 200, refused=tuple(refused))

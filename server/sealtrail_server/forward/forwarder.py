@@ -81,6 +81,11 @@ _REGROW_AFTER: Final = 4
 # by a destination not seen taking requests (of its size, for a 413), retried
 # before it is parked all the same.
 _LONE_REFUSAL_RETRIES: Final = 3
+# Events halved down to alone and parked with no request taken since, after
+# which the next one is retried as above: a destination that took requests,
+# then refuses every one (a receiver's new validation), would otherwise have
+# each event of the backlog searched for and parked at once (helper-101).
+_PARKED_IN_A_ROW: Final = 2
 
 
 def _size(record: str) -> int:
@@ -149,6 +154,8 @@ class Forwarder:
         self._largest_taken: dict[str, tuple[datetime, int]] = {}
         # sink -> the event last refused alone as too large, and how often in a row
         self._refused_alone: dict[str, tuple[datetime, int, int]] = {}
+        # sink -> events parked alone since its destination last took a request
+        self._parked_in_a_row: dict[str, tuple[datetime, int]] = {}
         self._sinks_waiting = False  # whether sinks wait for room in some process
         self._slots = FairShare(capacity=client.max_connections, per_key=tenant_requests)
         self._client = client
@@ -212,7 +219,13 @@ class Forwarder:
             log.info("forwarder: no sink waits for a process with room any more")
         self._sinks_waiting = waiting > 0
         held = {lease.sink_id for lease in leases}
-        for known in (self._record_sizes, self._smaller, self._largest_taken, self._refused_alone):
+        for known in (
+            self._record_sizes,
+            self._smaller,
+            self._largest_taken,
+            self._refused_alone,
+            self._parked_in_a_row,
+        ):
             for sink_id in [sink_id for sink_id in known if sink_id not in held]:
                 del known[sink_id]  # a sink deleted, or delivered elsewhere now
         return leases
@@ -481,7 +494,12 @@ class Forwarder:
         )
         if result.outcome == "retry":
             await self._failed(
-                lease, defined_at, failures, result.error, retry_after=result.retry_after
+                lease,
+                defined_at,
+                failures,
+                result.error,
+                retry_after=result.retry_after,
+                needs_fixing=result.needs_fixing,
             )
             return None
         if result.outcome == "split":
@@ -511,6 +529,9 @@ class Forwarder:
                         lease.sink_id, seqs[0], seqs[-1], result.error)  # fmt: skip
             letters = [Parking(seqs[0], seqs[-1], len(seqs), result.status, result.error)]
             delivered = 0
+            in_a_row = self._parked_in_a_row.get(lease.sink_id)
+            count = in_a_row[1] + 1 if in_a_row is not None and in_a_row[0] == defined_at else 1
+            self._parked_in_a_row[lease.sink_id] = (defined_at, count)
         else:
             letters = [Parking(r.seq, r.seq, 1, r.status, r.error) for r in result.refused]
             delivered = len(seqs) - len(letters)
@@ -531,7 +552,8 @@ class Forwarder:
             largest = self._largest_taken.get(lease.sink_id)
             if largest is None or largest[0] != defined_at or largest[1] < len(outgoing.body):
                 self._largest_taken[lease.sink_id] = (defined_at, len(outgoing.body))
-        self._regrow(lease, defined_at, sender.kind)
+            self._parked_in_a_row.pop(lease.sink_id, None)
+        self._regrow(lease, defined_at, sender.kind, parked_alone=result.outcome == "park")
         return delivered
 
     def _not_alone_at_fault(
@@ -540,8 +562,8 @@ class Forwarder:
         """Why an event refused alone may not be at fault: the destination
         was not seen taking any request (under this definition, by this
         process), so it may refuse every one (a proxy's limit set to nothing,
-        an index the sink may not write to), or, refused as too large (413),
-        it took a larger one. Parking it would then drain the backlog into
+        a receiver that takes no payload of the sink's format), or, refused
+        as too large (413), it took a larger one. Parking it would then drain the backlog into
         dead letters, an event every few requests, without a pause: it is a
         failure, retried with backoff. Asked of an event halved down to
         alone, or too large: one sent alone because it was all there was to
@@ -565,8 +587,13 @@ class Forwarder:
         largest = self._largest_taken.get(lease.sink_id)
         if largest is None or largest[0] != defined_at:
             return "this destination was not seen taking any request"
-        if status == TOO_LARGE and largest[1] >= len(outgoing.body):
-            return f"this destination took a request of {largest[1]} bytes"
+        if status == TOO_LARGE:
+            if largest[1] >= len(outgoing.body):
+                return f"this destination took a request of {largest[1]} bytes"
+            return ""
+        in_a_row = self._parked_in_a_row.get(lease.sink_id)
+        if in_a_row is not None and in_a_row[0] == defined_at and in_a_row[1] >= _PARKED_IN_A_ROW:
+            return f"this destination took no request since the last {in_a_row[1]} were parked"
         return ""
 
     def _halved(self, lease: store.Lease, defined_at: datetime) -> bool:
@@ -575,18 +602,23 @@ class Forwarder:
         smaller = self._smaller.get(lease.sink_id)
         return smaller is not None and smaller.defined_at == defined_at
 
-    def _regrow(self, lease: store.Lease, defined_at: datetime, kind: Kind) -> None:
+    def _regrow(
+        self, lease: store.Lease, defined_at: datetime, kind: Kind, *, parked_alone: bool
+    ) -> None:
         """After a request the destination took (or whose events it refused
         one by one): the sink's requests grow back towards its kind's limits,
-        doubling after each _REGROW_AFTER taken at a size. After a lone event
-        (halved down to it, then taken or parked: most likely the one too
-        large, or refused) they are the kind's again at once: the events after
-        it must not go one by one for good."""
+        doubling after each _REGROW_AFTER taken at a size. After an event
+        parked alone (most likely the one too large, or refused) they are the
+        kind's again at once: the events after it must not go one by one for
+        good. A lone event taken counts as any request taken: reset at once,
+        a destination that takes one event at a time (a firewall's limit on
+        the body's size) had every next event searched for from the kind's
+        limits down (helper-101)."""
         smaller = self._smaller.get(lease.sink_id)
         if smaller is None or smaller.defined_at != defined_at:
             return
         events, size = LIMITS[kind]
-        if smaller.events == 1 or (smaller.events * 2 >= events and smaller.bytes * 2 >= size):
+        if parked_alone or (smaller.events * 2 >= events and smaller.bytes * 2 >= size):
             del self._smaller[lease.sink_id]  # back to the kind's limits
             return
         if smaller.taken + 1 < _REGROW_AFTER:
@@ -604,15 +636,20 @@ class Forwarder:
         error: str,
         *,
         retry_after: float | None,
+        needs_fixing: bool = False,
     ) -> None:
         """Records the failure and when to try again; _Refused if it could
         not be (the step then ends, or goes again at once by a definition
-        changed meanwhile, which the failure may not be of)."""
+        changed meanwhile, which the failure may not be of). `needs_fixing`:
+        only someone can end it (a token refused), so it is logged as a
+        WARNING, as the dead letters it no longer makes were, not as INFO."""
         delay = backoff(failures, base=self._backoff_base, chance=self._chance)
         if retry_after is not None:
             delay = max(delay, min(retry_after, BACKOFF_CAP))
         now = _now()
-        log.info("forwarder: sink %s failed (%s); retrying in %.1f s", lease.sink_id, error, delay)
+        log.log(logging.WARNING if needs_fixing else logging.INFO,
+                "forwarder: sink %s failed (%s); retrying in %.1f s",
+                lease.sink_id, error, delay)  # fmt: skip
         async with self._db.system_connection() as conn:
             recorded = await store.record_failure(
                 conn,
