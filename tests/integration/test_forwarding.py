@@ -322,6 +322,70 @@ def test_a_destination_that_took_requests_then_refuses_all_is_not_drained_at_onc
     ]
 
 
+def test_a_run_of_refused_events_does_not_hold_the_sink_for_long(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """Six events in a row the destination refuses (a new action its
+    validation rejects), among events it takes: from the third on each is
+    retried before it is parked, backed off by its own refusals. Backed off
+    by the sink's failures, which parks do not clear, the sixth waited
+    2^12 times the base (here 200 s; an hour in production, helper-102)."""
+    poison: set[int] = set()
+
+    def refuse_the_run(received: Received, index: int) -> Reply:
+        refused = poison & set(delivered_seqs([received]))
+        return Reply(400, b"unknown action") if refused else Reply()
+
+    receiver.responder = refuse_the_run
+    sink = sinks(build_sink("validating", "webhook", url=receiver.url, secrets=[new_secret()],
+                            filter=SHARED, paused=True))  # fmt: skip
+    seqs = record(client, 12)
+    poison.update(seqs[3:9])
+    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
+    assert (state.delivered_events, state.dead_letters, state.consecutive_failures) == (6, 6, 0)
+    parked = sorted(letter.first_seq for letter in client.list_dead_letters(sink.id))
+    assert parked == seqs[3:9]
+
+
+def test_an_elasticsearch_index_refusing_every_event_is_not_drained_at_once(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """A mapping that no longer fits any event: each bulk request's items are
+    all refused. After two requests parked with nothing taken since, the
+    next is retried, halved at each try, and its first half-of-a-half parked
+    at the fourth refusal: a destination refusing every event made a
+    thousand dead letters a request, without a pause (helper-102)."""
+    taken: list[int] = []
+
+    def mapping_changed(received: Received, index: int) -> Reply:
+        actions = [json.loads(line) for line in received.body.decode().splitlines()[::2]]
+        status = 201 if index == 0 else 400
+        items = [{"create": {"_id": a["create"]["_id"], "status": status,
+                             "error": {"type": "mapper_parsing_exception"}}}
+                 for a in actions]  # fmt: skip
+        if index == 0:
+            taken.append(len(actions))
+        return Reply(200, json.dumps({"errors": True, "items": items}).encode())
+
+    receiver.responder = mapping_changed
+    sink = sinks(build_sink("elastic", "elasticsearch", url=receiver.url, index="audit",
+                            filter=SHARED, paused=True))  # fmt: skip
+    record(client, 1)
+    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    wait_for_state(client, sink.id, lambda s: s.state.delivered_events == 1)
+    for parked in (16, 32):  # each request parked whole, at once
+        record(client, 16)
+        wait_for_state(client, sink.id, lambda s, n=parked: s.state.dead_letters == n)
+    third = record(client, 16)
+    wait_for_state(client, sink.id, lambda s: s.state.dead_letters >= 34)
+    sent = [[json.loads(doc)["seq"] for doc in r.body.decode().splitlines()[1::2]]
+            for r in receiver.requests()]  # fmt: skip
+    starting = [len(seqs) for seqs in sent if seqs[0] == third[0]]
+    assert starting[:4] == [16, 8, 4, 2]  # retried in halves, then parked
+    assert taken == [1]
+
+
 def test_a_destination_refusing_the_sinks_token_parks_nothing(
     client: AuditClient,
     sinks: Callable[..., forwarding_pb2.Sink],
@@ -385,12 +449,14 @@ def test_a_refused_replay_backs_off_while_other_events_come_in(
     flowing.start()
     try:
         client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+        wait_for_state(client, sink.id, lambda s: s.state.consecutive_failures >= 2)
+        mark = client.record(build_event(action="other.thing", actor_id="u")).event.seq
         held = wait_for_state(client, sink.id, lambda s: s.state.consecutive_failures >= 5)
     finally:
         stop.set()
         flowing.join()
     assert held.state.dead_letters == 0 and held.state.pending_replays == 1
-    assert held.state.cursor_seq > earlier  # the live cursor moved meanwhile
+    assert held.state.cursor_seq >= mark  # the live cursor moved between the failures
     assert "a refusal of the sink's credentials" in held.state.last_error
 
 

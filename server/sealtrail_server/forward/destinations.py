@@ -406,7 +406,10 @@ def verdict(
     if 300 <= status < 400:
         where = headers.get("location", "?")
         return Verdict(
-            "retry", status, f"HTTP {status} from {host}: redirect to {where} not followed"
+            "retry",
+            status,
+            f"HTTP {status} from {host}: redirect to {where} not followed",
+            needs_fixing=True,  # the sink's URL is to be changed to where it leads
         )
     if status in _RETRIED_4XX or status >= 500:
         wait = _retry_after(headers, now or datetime.now(UTC))

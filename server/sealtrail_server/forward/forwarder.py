@@ -78,13 +78,14 @@ _FIRST_PAGE: Final = 64
 # again now and then (one 413 and a resend), not paid for on every request.
 _REGROW_AFTER: Final = 4
 # Refusals of an event halved down to alone, or sent alone as too large (413),
-# by a destination not seen taking requests (of its size, for a 413), retried
-# before it is parked all the same.
+# by a destination not seen taking requests (of its size, for a 413; or none
+# since _PARKED_IN_A_ROW were parked), retried before it is parked all the same.
 _LONE_REFUSAL_RETRIES: Final = 3
-# Events halved down to alone and parked with no request taken since, after
-# which the next one is retried as above: a destination that took requests,
-# then refuses every one (a receiver's new validation), would otherwise have
-# each event of the backlog searched for and parked at once (helper-101).
+# Requests parked with no request taken since, after which the next event
+# refused alone (or bulk request refused item by item) is retried as above: a
+# destination that took requests, then refuses every one (a receiver's new
+# validation), would otherwise have each event of the backlog searched for
+# and parked at once (helper-101).
 _PARKED_IN_A_ROW: Final = 2
 
 
@@ -126,6 +127,14 @@ class _Smaller:
     events: int
     bytes: int
     taken: int = 0  # requests of this size the destination took (or refused one by one)
+
+
+@dataclass(frozen=True, slots=True)
+class _NoAnswer:
+    """Why a request got no answer."""
+
+    error: str
+    needs_fixing: bool  # only someone can end it (an address the egress policy refuses)
 
 
 def _now() -> datetime:
@@ -255,7 +264,9 @@ class Forwarder:
         if sink.unopened:  # nothing is sent, or parked, until its secrets can be used
             failures = sink.state.consecutive_failures
             problem = f"secrets: {sink.unopened_text()}"
-            await self._failed(lease, sink.updated_at, failures, problem, retry_after=None)
+            await self._failed(
+                lease, sink.updated_at, failures, problem, retry_after=None, needs_fixing=True
+            )
             return 0.0
         definition = sink.definition
         sender = Sender(
@@ -458,7 +469,7 @@ class Forwarder:
                 return events, True
             page = _page(limit - len(events), max_bytes - size, size / len(events))
 
-    async def _exchange(self, sender: Sender, outgoing: Outgoing) -> Answer | str:
+    async def _exchange(self, sender: Sender, outgoing: Outgoing) -> Answer | _NoAnswer:
         """The destination's answer to `outgoing`, or why there is none."""
         try:
             return await self._client.post(
@@ -470,7 +481,10 @@ class Forwarder:
             )
         except _TRANSPORT_ERRORS as error:
             host = outgoing.url.split("/")[2]
-            return f"{host}: {str(error) or type(error).__name__}"
+            # An address the egress policy refuses stays refused until the
+            # sink's URL or the policy changes.
+            needs_fixing = isinstance(error, EgressDenied)
+            return _NoAnswer(f"{host}: {str(error) or type(error).__name__}", needs_fixing)
 
     async def _settle(
         self,
@@ -480,14 +494,21 @@ class Forwarder:
         failures: int,
         outgoing: Outgoing,
         bypass_filter: bool,
-        answer: Answer | str,
+        answer: Answer | _NoAnswer,
     ) -> int | None:
         """What the answer to `outgoing` makes of its events: how many were
         delivered (the refused ones parked), or None after a failure worth
         retrying (recorded) or an answer that they go again in smaller
         requests."""
-        if isinstance(answer, str):
-            await self._failed(lease, defined_at, failures, answer, retry_after=None)
+        if isinstance(answer, _NoAnswer):
+            await self._failed(
+                lease,
+                defined_at,
+                failures,
+                answer.error,
+                retry_after=None,
+                needs_fixing=answer.needs_fixing,
+            )
             return None
         result = verdict(
             sender.kind, outgoing, answer.status, answer.body, answer.headers, now=_now()
@@ -512,26 +533,31 @@ class Forwarder:
                         len(outgoing.body), result.error)  # fmt: skip
             return None
         seqs = outgoing.seqs
-        refused = result.outcome == "park"
-        why = (
-            self._not_alone_at_fault(lease, defined_at, outgoing, result.status) if refused else ""
-        )
+        all_refused = result.outcome == "delivered" and len(result.refused) == len(seqs)
+        why, refusals = "", 0
+        if result.outcome == "park":
+            why, refusals = self._not_alone_at_fault(lease, defined_at, outgoing, result.status)
+        elif all_refused:
+            why, refusals = self._every_item_held(lease, defined_at, outgoing)
         if why:
+            error = result.error or f"every event refused ({result.refused[0].error})"
             error = explained(
-                result.error,
-                f"; a lone event of {len(outgoing.body)} bytes, and {why}:"
+                error,
+                f"; {len(seqs)} event(s) in {len(outgoing.body)} bytes, and {why}:"
                 f" retried, parked after {_LONE_REFUSAL_RETRIES + 1} refusals",
             )
-            await self._failed(lease, defined_at, failures, error, retry_after=None)
+            if all_refused:  # fewer at each try: what is parked in the end is small
+                self._halve(lease, defined_at, outgoing)
+            # Backed off by its own refusals, not the sink's failures, which
+            # parks do not clear: a run of events refused one after another
+            # would otherwise wait longer at each, up to five minutes apiece.
+            await self._failed(lease, defined_at, refusals - 1, error, retry_after=None)
             return None
         if result.outcome == "park":
             log.warning("forwarder: sink %s parked seq %d-%d: %s",
                         lease.sink_id, seqs[0], seqs[-1], result.error)  # fmt: skip
             letters = [Parking(seqs[0], seqs[-1], len(seqs), result.status, result.error)]
             delivered = 0
-            in_a_row = self._parked_in_a_row.get(lease.sink_id)
-            count = in_a_row[1] + 1 if in_a_row is not None and in_a_row[0] == defined_at else 1
-            self._parked_in_a_row[lease.sink_id] = (defined_at, count)
         else:
             letters = [Parking(r.seq, r.seq, 1, r.status, r.error) for r in result.refused]
             delivered = len(seqs) - len(letters)
@@ -548,53 +574,82 @@ class Forwarder:
                 )
             if not parked:
                 raise _Refused(defined_at)
-        if result.outcome != "park":
+        if delivered:
             largest = self._largest_taken.get(lease.sink_id)
             if largest is None or largest[0] != defined_at or largest[1] < len(outgoing.body):
                 self._largest_taken[lease.sink_id] = (defined_at, len(outgoing.body))
             self._parked_in_a_row.pop(lease.sink_id, None)
-        self._regrow(lease, defined_at, sender.kind, parked_alone=result.outcome == "park")
+        elif result.status != TOO_LARGE:  # a 413 says nothing of the events' content
+            in_a_row = self._parked_in_a_row.get(lease.sink_id)
+            count = in_a_row[1] + 1 if in_a_row is not None and in_a_row[0] == defined_at else 1
+            self._parked_in_a_row[lease.sink_id] = (defined_at, count)
+        # A lone event taken after failures ends a wait (a token put right),
+        # not a search for the destination's size: the kind's limits again.
+        reset = result.outcome == "park" or (delivered == len(seqs) == 1 and failures > 0)
+        self._regrow(lease, defined_at, sender.kind, reset=reset)
         return delivered
 
     def _not_alone_at_fault(
         self, lease: store.Lease, defined_at: datetime, outgoing: Outgoing, status: int
-    ) -> str:
-        """Why an event refused alone may not be at fault: the destination
-        was not seen taking any request (under this definition, by this
-        process), so it may refuse every one (a proxy's limit set to nothing,
-        a receiver that takes no payload of the sink's format), or, refused
-        as too large (413), it took a larger one. Parking it would then drain the backlog into
-        dead letters, an event every few requests, without a pause: it is a
-        failure, retried with backoff. Asked of an event halved down to
-        alone, or too large: one sent alone because it was all there was to
-        send is parked at once, as a batch of one, whatever was taken (no
-        search multiplied the requests). "" when it is at fault, or after
-        _LONE_REFUSAL_RETRIES retries of it all the same: an event refused
-        by a destination first met after a restart must not stop the sink.
-        Its refusals are counted here, not as the sink's failures, which a
-        step that moves the live cursor (with nothing to send) sets back to
-        none while a replay's event is refused (helper-77)."""
+    ) -> tuple[str, int]:
+        """Why an event refused alone may not be at fault, and how often it
+        was refused so far. The destination was not seen taking any request
+        (under this definition, by this process), or took none since the
+        last _PARKED_IN_A_ROW were parked, so it may refuse every one (a
+        proxy's limit set to nothing, a receiver that takes no payload of the
+        sink's format, or one that has just stopped taking any); or, refused
+        as too large (413), it took a larger one. Parking it would then drain
+        the backlog into dead letters, an event every few requests, without a
+        pause: it is a failure, retried with backoff. Asked of an event halved
+        down to alone, or too large: one sent alone because it was all there
+        was to send is parked at once, as a batch of one, whatever was taken
+        (no search multiplied the requests). "" when it is at fault, or after
+        _LONE_REFUSAL_RETRIES retries of it all the same: an event refused by
+        a destination first met after a restart must not stop the sink."""
         if len(outgoing.seqs) != 1:
-            return ""
+            return "", 0
         if status != TOO_LARGE and not self._halved(lease, defined_at):
-            return ""
-        [seq] = outgoing.seqs
+            return "", 0
+        refusals = self._count_refusal(lease, defined_at, outgoing.seqs[0])
+        if refusals > _LONE_REFUSAL_RETRIES:
+            return "", refusals
+        largest = self._largest_taken.get(lease.sink_id)
+        if largest is None or largest[0] != defined_at:
+            return "this destination was not seen taking any request", refusals
+        if status == TOO_LARGE:
+            if largest[1] >= len(outgoing.body):
+                return f"this destination took a request of {largest[1]} bytes", refusals
+            return "", refusals
+        return self._took_nothing_since_parking(lease, defined_at), refusals
+
+    def _every_item_held(
+        self, lease: store.Lease, defined_at: datetime, outgoing: Outgoing
+    ) -> tuple[str, int]:
+        """Why a bulk request whose every event the destination refused, one
+        by one, is not parked yet, and how often it was refused so far: it
+        took nothing since the last _PARKED_IN_A_ROW were parked, so it may
+        refuse every event (a mapping that no longer fits the sink's events);
+        retried as a lone event is, then parked all the same."""
+        refusals = self._count_refusal(lease, defined_at, outgoing.seqs[0])
+        if refusals > _LONE_REFUSAL_RETRIES:
+            return "", refusals
+        return self._took_nothing_since_parking(lease, defined_at), refusals
+
+    def _count_refusal(self, lease: store.Lease, defined_at: datetime, seq: int) -> int:
+        """How often in a row the request starting at `seq` was refused, this
+        one included. Counted here, not as the sink's failures, which a step
+        that moves the live cursor (with nothing to send) set back to none
+        while a replay's event was refused (helper-77)."""
         last = self._refused_alone.get(lease.sink_id)
         refusals = last[2] + 1 if last is not None and last[:2] == (defined_at, seq) else 1
         self._refused_alone[lease.sink_id] = (defined_at, seq, refusals)
-        if refusals > _LONE_REFUSAL_RETRIES:
-            return ""
-        largest = self._largest_taken.get(lease.sink_id)
-        if largest is None or largest[0] != defined_at:
-            return "this destination was not seen taking any request"
-        if status == TOO_LARGE:
-            if largest[1] >= len(outgoing.body):
-                return f"this destination took a request of {largest[1]} bytes"
-            return ""
+        return refusals
+
+    def _took_nothing_since_parking(self, lease: store.Lease, defined_at: datetime) -> str:
         in_a_row = self._parked_in_a_row.get(lease.sink_id)
-        if in_a_row is not None and in_a_row[0] == defined_at and in_a_row[1] >= _PARKED_IN_A_ROW:
-            return f"this destination took no request since the last {in_a_row[1]} were parked"
-        return ""
+        if in_a_row is None or in_a_row[0] != defined_at or in_a_row[1] < _PARKED_IN_A_ROW:
+            return ""
+        return f"this destination took no request since the last {in_a_row[1]} were parked"
 
     def _halved(self, lease: store.Lease, defined_at: datetime) -> bool:
         """Whether the sink's requests are smaller than its kind's, by halving
@@ -602,23 +657,22 @@ class Forwarder:
         smaller = self._smaller.get(lease.sink_id)
         return smaller is not None and smaller.defined_at == defined_at
 
-    def _regrow(
-        self, lease: store.Lease, defined_at: datetime, kind: Kind, *, parked_alone: bool
-    ) -> None:
+    def _regrow(self, lease: store.Lease, defined_at: datetime, kind: Kind, *, reset: bool) -> None:
         """After a request the destination took (or whose events it refused
         one by one): the sink's requests grow back towards its kind's limits,
-        doubling after each _REGROW_AFTER taken at a size. After an event
-        parked alone (most likely the one too large, or refused) they are the
-        kind's again at once: the events after it must not go one by one for
-        good. A lone event taken counts as any request taken: reset at once,
-        a destination that takes one event at a time (a firewall's limit on
-        the body's size) had every next event searched for from the kind's
-        limits down (helper-101)."""
+        doubling after each _REGROW_AFTER taken at a size. `reset` (an event
+        parked alone: most likely the one too large, or refused; or a lone
+        event taken after failures): they are the kind's again at once, for
+        the events after it must not go one by one for good. A lone event
+        taken otherwise counts as any request taken, not as a reset: a
+        destination that takes one event at a time (a firewall's limit on the
+        body's size) had every next event searched for from the kind's limits
+        down (helper-101)."""
         smaller = self._smaller.get(lease.sink_id)
         if smaller is None or smaller.defined_at != defined_at:
             return
         events, size = LIMITS[kind]
-        if parked_alone or (smaller.events * 2 >= events and smaller.bytes * 2 >= size):
+        if reset or (smaller.events * 2 >= events and smaller.bytes * 2 >= size):
             del self._smaller[lease.sink_id]  # back to the kind's limits
             return
         if smaller.taken + 1 < _REGROW_AFTER:
