@@ -386,6 +386,45 @@ def test_an_elasticsearch_index_refusing_every_event_is_not_drained_at_once(
     assert taken == [1]
 
 
+def test_a_replay_is_searched_apart_from_live_events_refused_meanwhile(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """A replay holding an event the destination refuses, while every live
+    event is refused too: the two shared one halving and one count of
+    refusals, so each live park undid the replay's search and reset its
+    count, and the replay never moved (helper-103). Each stream searches its
+    own requests now: the replay's refused event is parked, the rest of it
+    delivered."""
+    earlier = record(client, 10)
+    good = set(earlier[1:])
+    receiver.responder = lambda received, index: (
+        Reply() if set(delivered_seqs([received])) <= good else Reply(400, b"refused")
+    )
+    sink = sinks(build_sink("replayed", "webhook", url=receiver.url, secrets=[new_secret()],
+                            filter=SHARED, paused=True))  # fmt: skip
+    client.replay_sink(sink.id, seq_range=(earlier[0], earlier[-1]))
+    stop = threading.Event()
+
+    def refused_traffic() -> None:
+        while not stop.is_set():  # events the sink takes, and the destination refuses
+            record(client, 1)
+            time.sleep(0.05)
+
+    flowing = threading.Thread(target=refused_traffic)
+    flowing.start()
+    try:
+        client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+        wait_for_state(client, sink.id, lambda s: s.state.pending_replays == 0)
+    finally:
+        stop.set()
+        flowing.join()
+    taken = [seq for r in receiver.requests() if set(delivered_seqs([r])) <= good
+             for seq in delivered_seqs([r])]  # fmt: skip
+    assert taken == earlier[1:]
+    parked = [letter.first_seq for letter in client.list_dead_letters(sink.id)]
+    assert earlier[0] in parked
+
+
 def test_a_destination_refusing_the_sinks_token_parks_nothing(
     client: AuditClient,
     sinks: Callable[..., forwarding_pb2.Sink],

@@ -12,9 +12,10 @@ honoured), up to five minutes. A request the destination refuses (a 4xx
 other than those retried) goes again in halves, down to the events it
 refuses alone, which alone are parked; after a 413 (too large) the sink's
 requests stay that small a while. An event refused alone after halving, or
-as too large, is parked if the destination took other requests (larger ones,
-for a 413), else retried with backoff (a destination refusing everything is
-at fault, not its events), and parked after a few failures. Commits
+as too large, is parked if the destination took other requests (only
+smaller ones, for a 413), else retried with backoff (a destination refusing
+everything is at fault, not its events), and parked after a few failures.
+Commits
 wake the tasks of their tenant (the stream hub's notifications); a poll
 covers anything missed."""
 
@@ -47,6 +48,7 @@ from .destinations import (
     Outgoing,
     PendingEvent,
     Sender,
+    Verdict,
     explained,
     requests,
     verdict,
@@ -78,8 +80,9 @@ _FIRST_PAGE: Final = 64
 # again now and then (one 413 and a resend), not paid for on every request.
 _REGROW_AFTER: Final = 4
 # Refusals of an event halved down to alone, or sent alone as too large (413),
-# by a destination not seen taking requests (of its size, for a 413; or none
-# since _PARKED_IN_A_ROW were parked), retried before it is parked all the same.
+# by a destination not seen taking requests, or none since _PARKED_IN_A_ROW
+# were parked (for a 413: or seen taking one as large), retried before it is
+# parked all the same.
 _LONE_REFUSAL_RETRIES: Final = 3
 # Requests parked with no request taken since, after which the next event
 # refused alone (or bulk request refused item by item) is retried as above: a
@@ -137,6 +140,12 @@ class _NoAnswer:
     needs_fixing: bool  # only someone can end it (an address the egress policy refuses)
 
 
+# One stream of a sink's events: its live cursor (None) or a replay (its id).
+# Each searches its own requests: a park in one must not undo the other's
+# halving, nor reset its count of refusals (helper-103).
+_Stream = tuple[str, str | None]
+
+
 def _now() -> datetime:
     # Wall-clock time, not the service's clock: leases, backoff and webhook
     # timestamps are about real time, whatever clock stamps events.
@@ -158,11 +167,11 @@ class Forwarder:
     ) -> None:
         self._db = db
         self._record_sizes: dict[str, float] = {}  # sink -> its records' recent average size
-        self._smaller: dict[str, _Smaller] = {}  # sink -> its destination's own limits
+        self._smaller: dict[_Stream, _Smaller] = {}  # its requests' limits, found smaller
         # sink -> the largest request its destination took, under the definition of when
         self._largest_taken: dict[str, tuple[datetime, int]] = {}
-        # sink -> the event last refused alone as too large, and how often in a row
-        self._refused_alone: dict[str, tuple[datetime, int, int]] = {}
+        # the request (by its first seq) last held after refusals, and how often
+        self._refused_alone: dict[_Stream, tuple[datetime, int, int]] = {}
         # sink -> events parked alone since its destination last took a request
         self._parked_in_a_row: dict[str, tuple[datetime, int]] = {}
         self._sinks_waiting = False  # whether sinks wait for room in some process
@@ -228,15 +237,13 @@ class Forwarder:
             log.info("forwarder: no sink waits for a process with room any more")
         self._sinks_waiting = waiting > 0
         held = {lease.sink_id for lease in leases}
-        for known in (
-            self._record_sizes,
-            self._smaller,
-            self._largest_taken,
-            self._refused_alone,
-            self._parked_in_a_row,
-        ):
-            for sink_id in [sink_id for sink_id in known if sink_id not in held]:
-                del known[sink_id]  # a sink deleted, or delivered elsewhere now
+        # What was learnt of a sink deleted, or delivered elsewhere now, goes.
+        for of_sinks in (self._record_sizes, self._largest_taken, self._parked_in_a_row):
+            for sink_id in [sink_id for sink_id in of_sinks if sink_id not in held]:
+                del of_sinks[sink_id]
+        for of_streams in (self._smaller, self._refused_alone):
+            for stream in [stream for stream in of_streams if stream[0] not in held]:
+                del of_streams[stream]
         return leases
 
     async def _release(self) -> None:
@@ -323,6 +330,7 @@ class Forwarder:
                 replay.cursor_seq,
                 replay.last_seq,
                 bypass_filter=replay.bypass_filter,
+                replay_id=replay.id,
             )
             if sent is None:
                 return 0.0
@@ -340,6 +348,9 @@ class Forwarder:
                 )
             if not moved:
                 return await self._after_refused_move(lease, sink.updated_at)
+            if upto >= replay.last_seq:  # done: what its requests met goes with it
+                self._smaller.pop((lease.sink_id, replay.id), None)
+                self._refused_alone.pop((lease.sink_id, replay.id), None)
             progressed = True
         return 0.0 if progressed else self._poll
 
@@ -368,6 +379,7 @@ class Forwarder:
         upto: int,
         *,
         bypass_filter: bool = False,
+        replay_id: str | None = None,
     ) -> tuple[int, int] | None:
         """Sends the next matching events in (after, upto], a request's worth:
         the seq every event up to which is now dealt with, and how many were
@@ -375,8 +387,10 @@ class Forwarder:
         request to send again smaller. `defined_at`: when the sink's
         definition the step read was made. `bypass_filter`: `event_filter` is
         not the sink's (a replay that bypasses it); what is parked is marked
-        so, to be replayed the same way."""
-        limit, max_bytes = self._limits(sender, lease, defined_at)
+        so, to be replayed the same way. `replay_id`: the replay sent (None:
+        the live cursor's events)."""
+        stream = (lease.sink_id, replay_id)
+        limit, max_bytes = self._limits(sender, stream, defined_at)
         events, exhausted = await self._read(lease, event_filter, after, upto, limit, max_bytes)
         if not events:
             return upto, 0
@@ -391,8 +405,19 @@ class Forwarder:
                 sender, pending, now=_now(), max_events=limit, max_bytes=max_bytes
             )
             answer = await self._exchange(sender, first)
+        # Alone because it was all there was to send, not because a search
+        # halved the requests down to it.
+        alone_by_choice = len(events) == 1 and exhausted
         delivered = await self._settle(
-            sender, lease, defined_at, failures, first, bypass_filter, answer
+            sender,
+            lease,
+            stream,
+            defined_at,
+            failures,
+            first,
+            answer,
+            bypass_filter=bypass_filter,
+            alone_by_choice=alone_by_choice,
         )
         if delivered is None:
             return None
@@ -400,25 +425,25 @@ class Forwarder:
             return first.seqs[-1], delivered
         return (upto if exhausted else events[-1].seq), delivered
 
-    def _limits(self, sender: Sender, lease: store.Lease, defined_at: datetime) -> tuple[int, int]:
-        """A request's most events and bytes for the sink: its kind's, or
+    def _limits(self, sender: Sender, stream: _Stream, defined_at: datetime) -> tuple[int, int]:
+        """A request's most events and bytes for the stream: its kind's, or
         less where its destination was found to take less."""
         events, size = LIMITS[sender.kind]
-        smaller = self._smaller.get(lease.sink_id)
+        smaller = self._smaller.get(stream)
         if smaller is None:
             return events, size
         if smaller.defined_at != defined_at:  # a changed sink starts again from its kind's
-            del self._smaller[lease.sink_id]
+            del self._smaller[stream]
             return events, size
         return min(events, smaller.events), min(size, smaller.bytes)
 
-    def _halve(self, lease: store.Lease, defined_at: datetime, sent: Outgoing) -> None:
+    def _halve(self, stream: _Stream, defined_at: datetime, sent: Outgoing) -> None:
         """The sink's requests from now on: at most half the events and half
         the bytes of `sent`, which its destination would not take: too large,
         or holding events it refuses, which the halves single out. Kept while
         the definition is the same (in this process), growing back as they
         are taken (_regrow): each batch the same size would be refused again."""
-        self._smaller[lease.sink_id] = _Smaller(
+        self._smaller[stream] = _Smaller(
             defined_at, max(1, len(sent.seqs) // 2), max(1, len(sent.body) // 2)
         )
 
@@ -490,11 +515,14 @@ class Forwarder:
         self,
         sender: Sender,
         lease: store.Lease,
+        stream: _Stream,
         defined_at: datetime,
         failures: int,
         outgoing: Outgoing,
-        bypass_filter: bool,
         answer: Answer | _NoAnswer,
+        *,
+        bypass_filter: bool,
+        alone_by_choice: bool,
     ) -> int | None:
         """What the answer to `outgoing` makes of its events: how many were
         delivered (the refused ones parked), or None after a failure worth
@@ -527,18 +555,16 @@ class Forwarder:
             # Not a failure: no backoff, the same events go again at once, in
             # halves, down to one event a request (parked if refused alone,
             # unless _not_alone_at_fault says otherwise).
-            self._halve(lease, defined_at, outgoing)
+            self._halve(stream, defined_at, outgoing)
             log.warning("forwarder: sink %s: %d events in %d bytes not taken (%s); sending"
                         " at most half as many", lease.sink_id, len(outgoing.seqs),
                         len(outgoing.body), result.error)  # fmt: skip
             return None
         seqs = outgoing.seqs
         all_refused = result.outcome == "delivered" and len(result.refused) == len(seqs)
-        why, refusals = "", 0
-        if result.outcome == "park":
-            why, refusals = self._not_alone_at_fault(lease, defined_at, outgoing, result.status)
-        elif all_refused:
-            why, refusals = self._every_item_held(lease, defined_at, outgoing)
+        why, refusals = self._held_back(
+            lease, stream, defined_at, outgoing, result, alone_by_choice=alone_by_choice
+        )
         if why:
             error = result.error or f"every event refused ({result.refused[0].error})"
             error = explained(
@@ -546,8 +572,8 @@ class Forwarder:
                 f"; {len(seqs)} event(s) in {len(outgoing.body)} bytes, and {why}:"
                 f" retried, parked after {_LONE_REFUSAL_RETRIES + 1} refusals",
             )
-            if all_refused:  # fewer at each try: what is parked in the end is small
-                self._halve(lease, defined_at, outgoing)
+            if all_refused and len(seqs) > 1:  # fewer at each try: small in the end
+                self._halve(stream, defined_at, outgoing)
             # Backed off by its own refusals, not the sink's failures, which
             # parks do not clear: a run of events refused one after another
             # would otherwise wait longer at each, up to five minutes apiece.
@@ -561,6 +587,10 @@ class Forwarder:
         else:
             letters = [Parking(r.seq, r.seq, 1, r.status, r.error) for r in result.refused]
             delivered = len(seqs) - len(letters)
+            if letters:
+                log.warning("forwarder: sink %s parked %d of %d events, refused one by one"
+                            " (seq %d first: %s)", lease.sink_id, len(letters), len(seqs),
+                            letters[0].first_seq, letters[0].error)  # fmt: skip
         if letters:
             async with self._db.system_connection() as conn:
                 parked = await store.park(
@@ -574,23 +604,64 @@ class Forwarder:
                 )
             if not parked:
                 raise _Refused(defined_at)
+        self._note_outcome(lease, defined_at, outgoing, delivered, result.status)
+        # A lone event taken after failures ends a wait (a token put right),
+        # not a search for the destination's size: the kind's limits again.
+        parked_whole = result.outcome == "park" or all_refused
+        reset = parked_whole or (delivered == len(seqs) == 1 and failures > 0)
+        self._regrow(stream, defined_at, sender.kind, reset=reset)
+        return delivered
+
+    def _held_back(
+        self,
+        lease: store.Lease,
+        stream: _Stream,
+        defined_at: datetime,
+        outgoing: Outgoing,
+        result: Verdict,
+        *,
+        alone_by_choice: bool,
+    ) -> tuple[str, int]:
+        """Why the events `result` would park are retried instead (no reason:
+        parked), and how often they were refused so far."""
+        if result.outcome == "park":
+            return self._not_alone_at_fault(
+                lease, stream, defined_at, outgoing, result.status, alone_by_choice=alone_by_choice
+            )
+        if result.outcome == "delivered" and len(result.refused) == len(outgoing.seqs):
+            return self._every_item_held(lease, stream, defined_at, outgoing)
+        return "", 0
+
+    def _note_outcome(
+        self,
+        lease: store.Lease,
+        defined_at: datetime,
+        outgoing: Outgoing,
+        delivered: int,
+        status: int,
+    ) -> None:
+        """What the destination did with a request whose events were dealt
+        with: the largest it took, or one more parked with nothing taken
+        since (a 413 aside: it says nothing of the events' content)."""
         if delivered:
             largest = self._largest_taken.get(lease.sink_id)
             if largest is None or largest[0] != defined_at or largest[1] < len(outgoing.body):
                 self._largest_taken[lease.sink_id] = (defined_at, len(outgoing.body))
             self._parked_in_a_row.pop(lease.sink_id, None)
-        elif result.status != TOO_LARGE:  # a 413 says nothing of the events' content
+        elif status != TOO_LARGE:
             in_a_row = self._parked_in_a_row.get(lease.sink_id)
             count = in_a_row[1] + 1 if in_a_row is not None and in_a_row[0] == defined_at else 1
             self._parked_in_a_row[lease.sink_id] = (defined_at, count)
-        # A lone event taken after failures ends a wait (a token put right),
-        # not a search for the destination's size: the kind's limits again.
-        reset = result.outcome == "park" or (delivered == len(seqs) == 1 and failures > 0)
-        self._regrow(lease, defined_at, sender.kind, reset=reset)
-        return delivered
 
     def _not_alone_at_fault(
-        self, lease: store.Lease, defined_at: datetime, outgoing: Outgoing, status: int
+        self,
+        lease: store.Lease,
+        stream: _Stream,
+        defined_at: datetime,
+        outgoing: Outgoing,
+        status: int,
+        *,
+        alone_by_choice: bool,
     ) -> tuple[str, int]:
         """Why an event refused alone may not be at fault, and how often it
         was refused so far. The destination was not seen taking any request
@@ -598,7 +669,7 @@ class Forwarder:
         last _PARKED_IN_A_ROW were parked, so it may refuse every one (a
         proxy's limit set to nothing, a receiver that takes no payload of the
         sink's format, or one that has just stopped taking any); or, refused
-        as too large (413), it took a larger one. Parking it would then drain
+        as too large (413), it took one as large. Parking it would then drain
         the backlog into dead letters, an event every few requests, without a
         pause: it is a failure, retried with backoff. Asked of an event halved
         down to alone, or too large: one sent alone because it was all there
@@ -606,11 +677,9 @@ class Forwarder:
         (no search multiplied the requests). "" when it is at fault, or after
         _LONE_REFUSAL_RETRIES retries of it all the same: an event refused by
         a destination first met after a restart must not stop the sink."""
-        if len(outgoing.seqs) != 1:
+        if len(outgoing.seqs) != 1 or (status != TOO_LARGE and alone_by_choice):
             return "", 0
-        if status != TOO_LARGE and not self._halved(lease, defined_at):
-            return "", 0
-        refusals = self._count_refusal(lease, defined_at, outgoing.seqs[0])
+        refusals = self._count_refusal(stream, defined_at, outgoing.seqs[0])
         if refusals > _LONE_REFUSAL_RETRIES:
             return "", refusals
         largest = self._largest_taken.get(lease.sink_id)
@@ -623,26 +692,26 @@ class Forwarder:
         return self._took_nothing_since_parking(lease, defined_at), refusals
 
     def _every_item_held(
-        self, lease: store.Lease, defined_at: datetime, outgoing: Outgoing
+        self, lease: store.Lease, stream: _Stream, defined_at: datetime, outgoing: Outgoing
     ) -> tuple[str, int]:
         """Why a bulk request whose every event the destination refused, one
         by one, is not parked yet, and how often it was refused so far: it
         took nothing since the last _PARKED_IN_A_ROW were parked, so it may
         refuse every event (a mapping that no longer fits the sink's events);
         retried as a lone event is, then parked all the same."""
-        refusals = self._count_refusal(lease, defined_at, outgoing.seqs[0])
+        refusals = self._count_refusal(stream, defined_at, outgoing.seqs[0])
         if refusals > _LONE_REFUSAL_RETRIES:
             return "", refusals
         return self._took_nothing_since_parking(lease, defined_at), refusals
 
-    def _count_refusal(self, lease: store.Lease, defined_at: datetime, seq: int) -> int:
+    def _count_refusal(self, stream: _Stream, defined_at: datetime, seq: int) -> int:
         """How often in a row the request starting at `seq` was refused, this
         one included. Counted here, not as the sink's failures, which a step
         that moves the live cursor (with nothing to send) set back to none
         while a replay's event was refused (helper-77)."""
-        last = self._refused_alone.get(lease.sink_id)
+        last = self._refused_alone.get(stream)
         refusals = last[2] + 1 if last is not None and last[:2] == (defined_at, seq) else 1
-        self._refused_alone[lease.sink_id] = (defined_at, seq, refusals)
+        self._refused_alone[stream] = (defined_at, seq, refusals)
         return refusals
 
     def _took_nothing_since_parking(self, lease: store.Lease, defined_at: datetime) -> str:
@@ -651,15 +720,9 @@ class Forwarder:
             return ""
         return f"this destination took no request since the last {in_a_row[1]} were parked"
 
-    def _halved(self, lease: store.Lease, defined_at: datetime) -> bool:
-        """Whether the sink's requests are smaller than its kind's, by halving
-        (a lone one then came of it, by events or by bytes)."""
-        smaller = self._smaller.get(lease.sink_id)
-        return smaller is not None and smaller.defined_at == defined_at
-
-    def _regrow(self, lease: store.Lease, defined_at: datetime, kind: Kind, *, reset: bool) -> None:
+    def _regrow(self, stream: _Stream, defined_at: datetime, kind: Kind, *, reset: bool) -> None:
         """After a request the destination took (or whose events it refused
-        one by one): the sink's requests grow back towards its kind's limits,
+        one by one): the stream's requests grow back towards its kind's limits,
         doubling after each _REGROW_AFTER taken at a size. `reset` (an event
         parked alone: most likely the one too large, or refused; or a lone
         event taken after failures): they are the kind's again at once, for
@@ -668,17 +731,17 @@ class Forwarder:
         destination that takes one event at a time (a firewall's limit on the
         body's size) had every next event searched for from the kind's limits
         down (helper-101)."""
-        smaller = self._smaller.get(lease.sink_id)
+        smaller = self._smaller.get(stream)
         if smaller is None or smaller.defined_at != defined_at:
             return
         events, size = LIMITS[kind]
         if reset or (smaller.events * 2 >= events and smaller.bytes * 2 >= size):
-            del self._smaller[lease.sink_id]  # back to the kind's limits
+            del self._smaller[stream]  # back to the kind's limits
             return
         if smaller.taken + 1 < _REGROW_AFTER:
-            self._smaller[lease.sink_id] = replace(smaller, taken=smaller.taken + 1)
+            self._smaller[stream] = replace(smaller, taken=smaller.taken + 1)
             return
-        self._smaller[lease.sink_id] = _Smaller(
+        self._smaller[stream] = _Smaller(
             defined_at, min(events, smaller.events * 2), min(size, smaller.bytes * 2)
         )
 
