@@ -10,14 +10,13 @@ succeeded or its events were parked as a dead letter: a crash or an outage
 re-sends, never skips. Failures back off exponentially with jitter (Retry-After
 honoured), up to five minutes. A request the destination refuses (a 4xx
 other than those retried) goes again in halves, down to the events it
-refuses alone, which alone are parked; after a 413 (too large) the sink's
-requests stay that small a while. An event refused alone after halving, or
-as too large, is parked if the destination took other requests (only
-smaller ones, for a 413), else retried with backoff (a destination refusing
-everything is at fault, not its events), and parked after a few failures.
-Commits
-wake the tasks of their tenant (the stream hub's notifications); a poll
-covers anything missed."""
+refuses alone, which alone are parked; after a 413 (too large) the requests
+of that stream (the live events, or a replay) stay that small a while. An
+event refused alone after halving, or as too large, is parked if the
+destination took other requests (only smaller ones, for a 413), else
+retried with backoff (a destination refusing everything is at fault, not its
+events), and parked after a few failures. Commits wake the tasks of their
+tenant (the stream hub's notifications); a poll covers anything missed."""
 
 from __future__ import annotations
 
@@ -121,7 +120,7 @@ class _Refused(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Smaller:
-    """What a sink's destination was found to take (a 413, a bulk answer too
+    """What a stream's destination was found to take (a 413, a bulk answer too
     long to keep), or the halves of a refused request in which the events
     refused are looked for: at most this much a request, while its
     definition is the one of `defined_at`."""
@@ -438,7 +437,7 @@ class Forwarder:
         return min(events, smaller.events), min(size, smaller.bytes)
 
     def _halve(self, stream: _Stream, defined_at: datetime, sent: Outgoing) -> None:
-        """The sink's requests from now on: at most half the events and half
+        """The stream's requests from now on: at most half the events and half
         the bytes of `sent`, which its destination would not take: too large,
         or holding events it refuses, which the halves single out. Kept while
         the definition is the same (in this process), growing back as they
@@ -607,8 +606,12 @@ class Forwarder:
         self._note_outcome(lease, defined_at, outgoing, delivered, result.status)
         # A lone event taken after failures ends a wait (a token put right),
         # not a search for the destination's size: the kind's limits again.
-        parked_whole = result.outcome == "park" or all_refused
-        reset = parked_whole or (delivered == len(seqs) == 1 and failures > 0)
+        # A bulk parked after it was held keeps its halving: reset, the next
+        # would go at the kind's size, an eighth of it parked every few
+        # seconds, not an event (helper-104).
+        held_bulk = all_refused and refusals > _LONE_REFUSAL_RETRIES
+        parked = result.outcome == "park" or (all_refused and not held_bulk)
+        reset = parked or (delivered == len(seqs) == 1 and failures > 0)
         self._regrow(stream, defined_at, sender.kind, reset=reset)
         return delivered
 
@@ -724,9 +727,10 @@ class Forwarder:
         """After a request the destination took (or whose events it refused
         one by one): the stream's requests grow back towards its kind's limits,
         doubling after each _REGROW_AFTER taken at a size. `reset` (an event
-        parked alone: most likely the one too large, or refused; or a lone
-        event taken after failures): they are the kind's again at once, for
-        the events after it must not go one by one for good. A lone event
+        parked alone: most likely the one too large, or refused; a bulk
+        parked at first sight; or a lone event taken after failures): they
+        are the kind's again at once, for the events after it must not go one
+        by one for good. A lone event
         taken otherwise counts as any request taken, not as a reset: a
         destination that takes one event at a time (a firewall's limit on the
         body's size) had every next event searched for from the kind's limits
