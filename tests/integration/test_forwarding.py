@@ -130,6 +130,46 @@ def wait_for_state(
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def events_coming_in(record_one: Callable[[], object], every: float) -> Iterator[None]:
+    """`record_one` called every `every` seconds, on a thread, meanwhile."""
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            record_one()
+            time.sleep(every)
+
+    flowing = threading.Thread(target=traffic)
+    flowing.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        flowing.join()
+
+
+def other_events(client: AuditClient) -> Callable[[], object]:
+    """Records one event the sinks' filter (SHARED) does not take."""
+    return lambda: client.record(build_event(action="other.thing", actor_id="u"))
+
+
+def replaying_one_event(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+    refusal: Reply,
+) -> tuple[forwarding_pb2.Sink, int]:
+    """A paused sink replaying one event recorded before it, which its
+    destination answers with `refusal`; and that event's seq."""
+    [earlier] = record(client, 1)
+    receiver.responder = lambda received, index: refusal
+    sink = sinks(build_sink("replayed", "webhook", url=receiver.url, secrets=[new_secret()],
+                            filter=SHARED, paused=True))  # fmt: skip
+    client.replay_sink(sink.id, seq_range=(earlier, earlier))
+    return sink, earlier
+
+
 # --- webhook ---------------------------------------------------------------------
 
 
@@ -406,21 +446,10 @@ def test_a_replay_is_searched_apart_from_live_events_refused_meanwhile(
     sink = sinks(build_sink("replayed", "webhook", url=receiver.url, secrets=[new_secret()],
                             filter=SHARED, paused=True))  # fmt: skip
     client.replay_sink(sink.id, seq_range=(earlier[0], earlier[-1]))
-    stop = threading.Event()
-
-    def refused_traffic() -> None:
-        while not stop.is_set():  # events the sink takes, and the destination refuses
-            record(client, 1)
-            time.sleep(0.05)
-
-    flowing = threading.Thread(target=refused_traffic)
-    flowing.start()
-    try:
+    # Events the sink takes, and the destination refuses.
+    with events_coming_in(lambda: record(client, 1), every=0.05):
         client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
         wait_for_state(client, sink.id, lambda s: s.state.pending_replays == 0)
-    finally:
-        stop.set()
-        flowing.join()
     taken = [seq for r in receiver.requests() if set(delivered_seqs([r])) <= good
              for seq in delivered_seqs([r])]  # fmt: skip
     assert taken == earlier[1:]
@@ -475,28 +504,12 @@ def test_a_refused_replay_backs_off_while_other_events_come_in(
     token (401, retried, never parked) started its backoff anew at every
     step, about a second apart in production, for as long as such events
     came in (helper-100). Only a delivery clears them now."""
-    [earlier] = record(client, 1)
-    receiver.responder = lambda received, index: Reply(401, b"invalid token")
-    sink = sinks(build_sink("replayed", "webhook", url=receiver.url, secrets=[new_secret()],
-                            filter=SHARED, paused=True))  # fmt: skip
-    client.replay_sink(sink.id, seq_range=(earlier, earlier))
-    stop = threading.Event()
-
-    def traffic() -> None:
-        while not stop.is_set():  # events the sink's filter does not take
-            client.record(build_event(action="other.thing", actor_id="u"))
-            time.sleep(0.02)
-
-    flowing = threading.Thread(target=traffic)
-    flowing.start()
-    try:
+    sink, _ = replaying_one_event(client, sinks, receiver, Reply(401, b"invalid token"))
+    with events_coming_in(other_events(client), every=0.02):
         client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
         wait_for_state(client, sink.id, lambda s: s.state.consecutive_failures >= 2)
         mark = client.record(build_event(action="other.thing", actor_id="u")).event.seq
         held = wait_for_state(client, sink.id, lambda s: s.state.consecutive_failures >= 5)
-    finally:
-        stop.set()
-        flowing.join()
     assert held.state.dead_letters == 0 and held.state.pending_replays == 1
     assert held.state.cursor_seq >= mark  # the live cursor moved between the failures
     assert "a refusal of the sink's credentials" in held.state.last_error
@@ -887,26 +900,11 @@ def test_a_replayed_event_refused_alone_is_parked_while_live_traffic_flows(
     take) sets the sink's failures back to none, so a replay's event refused
     alone, counted by them, was retried for ever (helper-77). Its refusals
     are counted of it: parked after the fourth."""
-    [earlier] = record(client, 1)
-    receiver.responder = lambda received, index: Reply(413, b"request entity too large")
-    sink = sinks(build_sink("replayed", "webhook", url=receiver.url, secrets=[new_secret()],
-                            filter=SHARED, paused=True))  # fmt: skip
-    client.replay_sink(sink.id, seq_range=(earlier, earlier))
-    stop = threading.Event()
-
-    def traffic() -> None:
-        while not stop.is_set():  # events the sink's filter does not take
-            client.record(build_event(action="other.thing", actor_id="u"))
-            time.sleep(0.02)
-
-    flowing = threading.Thread(target=traffic)
-    flowing.start()
-    try:
+    refusal = Reply(413, b"request entity too large")
+    sink, earlier = replaying_one_event(client, sinks, receiver, refusal)
+    with events_coming_in(other_events(client), every=0.02):
         client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
         wait_for_state(client, sink.id, lambda s: s.state.dead_letters == 1)
-    finally:
-        stop.set()
-        flowing.join()
     assert [delivered_seqs([r]) for r in receiver.received] == [[earlier]] * 4
 
 
