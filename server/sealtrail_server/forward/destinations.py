@@ -411,24 +411,24 @@ def verdict(
             f"HTTP {status} from {host}: redirect to {where} not followed",
             needs_fixing=True,  # the sink's URL is to be changed to where it leads
         )
+    error = f"HTTP {status} from {host}: {_excerpt(body)}"
     if status in _RETRIED_4XX or status >= 500:
-        wait = _retry_after(headers, now or datetime.now(UTC))
-        return Verdict("retry", status, f"HTTP {status} from {host}: {_excerpt(body)}", wait)
+        return Verdict("retry", status, error, _retry_after(headers, now or datetime.now(UTC)))
     hec_code = _hec_code(kind, status, body)
     if status in _REFUSED_REQUEST or hec_code is not None:
-        error = f"HTTP {status} from {host}: {_excerpt(body)}"
         if status == 403 and len(sent.seqs) > 1:
             # A web application firewall's 403 may be of the body's size (AWS
             # WAF's core rules refuse bodies over 8 KB) or of an event in it:
             # the halves find out, as for a 413. Alone, it is held, not parked.
             return Verdict("split", status, error)
-        what = _REFUSED_REQUEST.get(status) or f"settings (HEC code {hec_code})"
-        why = f"; a refusal of the sink's {what}, not of its events{_WAITS}"
         if status == 403:  # alone: a token's, or a firewall's of this event (ADR 0051)
             why = (
                 "; a refusal of the sink's credentials, not of its events (or a web application"
                 f" firewall's of this event, which the sink's filter can leave out){_WAITS}"
             )
+        else:
+            what = _REFUSED_REQUEST.get(status) or f"settings (HEC code {hec_code})"
+            why = f"; a refusal of the sink's {what}, not of its events{_WAITS}"
         wait = _retry_after(headers, now or datetime.now(UTC))
         return Verdict("retry", status, explained(error, why), wait, needs_fixing=True)
     if status >= 400 and len(sent.seqs) > 1:
@@ -439,9 +439,9 @@ def verdict(
         # the same search: too large for this destination (a proxy's limit,
         # a HEC's lowered max_content_length), and only an event too large
         # alone is parked.
-        return Verdict("split", status, f"HTTP {status} from {host}: {_excerpt(body)}")
+        return Verdict("split", status, error)
     if status >= 400:
-        return Verdict("park", status, f"HTTP {status} from {host}: {_excerpt(body)}")
+        return Verdict("park", status, error)
     if not 200 <= status < 300:
         return Verdict("retry", status, f"HTTP {status} from {host}")
     if kind == "elasticsearch":
