@@ -170,8 +170,8 @@ class Forwarder:
         # sink -> the largest request its destination took, under the definition of when
         self._largest_taken: dict[str, tuple[datetime, int]] = {}
         # the request (by its first seq) last held after refusals, and how often
-        self._refused_alone: dict[_Stream, tuple[datetime, int, int]] = {}
-        # sink -> events parked alone since its destination last took a request
+        self._held_refusals: dict[_Stream, tuple[datetime, int, int]] = {}
+        # sink -> requests parked since its destination last took one
         self._parked_in_a_row: dict[str, tuple[datetime, int]] = {}
         self._sinks_waiting = False  # whether sinks wait for room in some process
         self._slots = FairShare(capacity=client.max_connections, per_key=tenant_requests)
@@ -240,7 +240,7 @@ class Forwarder:
         for of_sinks in (self._record_sizes, self._largest_taken, self._parked_in_a_row):
             for sink_id in [sink_id for sink_id in of_sinks if sink_id not in held]:
                 del of_sinks[sink_id]
-        for of_streams in (self._smaller, self._refused_alone):
+        for of_streams in (self._smaller, self._held_refusals):
             for stream in [stream for stream in of_streams if stream[0] not in held]:
                 del of_streams[stream]
         return leases
@@ -349,7 +349,7 @@ class Forwarder:
                 return await self._after_refused_move(lease, sink.updated_at)
             if upto >= replay.last_seq:  # done: what its requests met goes with it
                 self._smaller.pop((lease.sink_id, replay.id), None)
-                self._refused_alone.pop((lease.sink_id, replay.id), None)
+                self._held_refusals.pop((lease.sink_id, replay.id), None)
             progressed = True
         return 0.0 if progressed else self._poll
 
@@ -562,7 +562,13 @@ class Forwarder:
         seqs = outgoing.seqs
         all_refused = result.outcome == "delivered" and len(result.refused) == len(seqs)
         why, refusals = self._held_back(
-            lease, stream, defined_at, outgoing, result, alone_by_choice=alone_by_choice
+            lease,
+            stream,
+            defined_at,
+            outgoing,
+            result,
+            all_refused=all_refused,
+            alone_by_choice=alone_by_choice,
         )
         if why:
             error = result.error or f"every event refused ({result.refused[0].error})"
@@ -610,8 +616,8 @@ class Forwarder:
         # would go at the kind's size, an eighth of it parked every few
         # seconds, not an event (helper-104).
         held_bulk = all_refused and refusals > _LONE_REFUSAL_RETRIES
-        parked = result.outcome == "park" or (all_refused and not held_bulk)
-        reset = parked or (delivered == len(seqs) == 1 and failures > 0)
+        search_ended = result.outcome == "park" or (all_refused and not held_bulk)
+        reset = search_ended or (delivered == len(seqs) == 1 and failures > 0)
         self._regrow(stream, defined_at, sender.kind, reset=reset)
         return delivered
 
@@ -623,6 +629,7 @@ class Forwarder:
         outgoing: Outgoing,
         result: Verdict,
         *,
+        all_refused: bool,
         alone_by_choice: bool,
     ) -> tuple[str, int]:
         """Why the events `result` would park are retried instead (no reason:
@@ -631,7 +638,7 @@ class Forwarder:
             return self._not_alone_at_fault(
                 lease, stream, defined_at, outgoing, result.status, alone_by_choice=alone_by_choice
             )
-        if result.outcome == "delivered" and len(result.refused) == len(outgoing.seqs):
+        if all_refused:
             return self._every_item_held(lease, stream, defined_at, outgoing)
         return "", 0
 
@@ -712,9 +719,9 @@ class Forwarder:
         one included. Counted here, not as the sink's failures, which a step
         that moves the live cursor (with nothing to send) set back to none
         while a replay's event was refused (helper-77)."""
-        last = self._refused_alone.get(stream)
+        last = self._held_refusals.get(stream)
         refusals = last[2] + 1 if last is not None and last[:2] == (defined_at, seq) else 1
-        self._refused_alone[stream] = (defined_at, seq, refusals)
+        self._held_refusals[stream] = (defined_at, seq, refusals)
         return refusals
 
     def _took_nothing_since_parking(self, lease: store.Lease, defined_at: datetime) -> str:
@@ -730,11 +737,10 @@ class Forwarder:
         parked alone: most likely the one too large, or refused; a bulk
         parked at first sight; or a lone event taken after failures): they
         are the kind's again at once, for the events after it must not go one
-        by one for good. A lone event
-        taken otherwise counts as any request taken, not as a reset: a
-        destination that takes one event at a time (a firewall's limit on the
-        body's size) had every next event searched for from the kind's limits
-        down (helper-101)."""
+        by one for good. A lone event taken otherwise counts as any request
+        taken, not as a reset: a destination that takes one event at a time
+        (a firewall's limit on the body's size) had every next event searched
+        for from the kind's limits down (helper-101)."""
         smaller = self._smaller.get(stream)
         if smaller is None or smaller.defined_at != defined_at:
             return
