@@ -302,6 +302,55 @@ def test_an_event_refused_is_parked_alone_and_a_replay_delivers_it(
     assert client.list_dead_letters(sink.id) == []
 
 
+def test_a_dead_letter_is_parked_with_the_cursors_move_or_not_at_all(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+    sql: psycopg.Connection[Any],
+) -> None:
+    """The refused event's dead letter and the cursor's move over it are one
+    transaction. Parked first, on its own, a move that then failed (here a
+    trigger's error, as a crash, a lease lost or an UpdateSink between the
+    two would) left the letter behind, and the event, sent again from the
+    cursor, was parked a second time: two letters of one event, and a
+    replay of both would send it twice."""
+
+    def refuse_the_poison(received: Received, index: int) -> Reply:
+        return Reply(400, b"bad payload") if poison in delivered_seqs([received]) else Reply()
+
+    receiver.responder = refuse_the_poison
+    sink = sinks(build_sink("strict", "webhook", url=receiver.url, secrets=[new_secret()],
+                            filter=SHARED, paused=True))  # fmt: skip
+    seqs = record(client, 6)
+    poison = seqs[2]
+    # The first move of this sink's cursor over the poison fails, once.
+    sql.execute("CREATE SEQUENCE test_move_fails")
+    sql.execute(
+        psycopg.sql.SQL(
+            "CREATE FUNCTION test_fail_a_move() RETURNS trigger LANGUAGE plpgsql"
+            " SECURITY DEFINER AS $$ BEGIN IF NEW.id = {sink} AND OLD.cursor_seq < {poison}"
+            " AND NEW.cursor_seq >= {poison} AND nextval('test_move_fails') = 1 THEN"
+            " RAISE EXCEPTION 'the move fails'; END IF; RETURN NEW; END $$"
+        ).format(sink=psycopg.sql.Literal(sink.id), poison=psycopg.sql.Literal(poison))
+    )
+    sql.execute(
+        "CREATE TRIGGER test_fail_a_move BEFORE UPDATE OF cursor_seq ON sinks"
+        " FOR EACH ROW EXECUTE FUNCTION test_fail_a_move()"
+    )
+    try:
+        client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+        state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
+        row = sql.execute("SELECT last_value, is_called FROM test_move_fails").fetchone()
+    finally:
+        sql.execute("DROP TRIGGER test_fail_a_move ON sinks")
+        sql.execute("DROP FUNCTION test_fail_a_move()")
+        sql.execute("DROP SEQUENCE test_move_fails")
+    assert row is not None and row[1]  # the move failed once
+    assert (state.delivered_events, state.dead_letters) == (5, 1)
+    [letter] = client.list_dead_letters(sink.id)
+    assert (letter.first_seq, letter.last_seq) == (poison, poison)
+
+
 def test_a_destination_refusing_every_event_parks_one_at_a_time_with_backoff(
     client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
 ) -> None:

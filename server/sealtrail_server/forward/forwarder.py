@@ -23,11 +23,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import httpcore
+import psycopg
 
 from ..api.convert import filter_from_json
 from ..domain.filters import EventFilter
@@ -36,7 +38,7 @@ from ..domain.sinks import Kind
 from ..fair_share import FairShare
 from ..leased_work import LeasedWork, new_owner
 from ..store import sinks as store
-from ..store.database import Database
+from ..store.database import Connection, Database
 from ..store.events import StoredEvent, stream_events
 from ..store.sinks import Parking
 from ..store.tree import tree_size
@@ -137,6 +139,17 @@ class _NoAnswer:
 
     error: str
     needs_fixing: bool  # only someone can end it (an address the egress policy refuses)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """What became of a request's events: every event up to `upto` is dealt
+    with, `delivered` of them taken, and `letters` hold those refused, parked
+    in the transaction that moves the stream's cursor over them."""
+
+    upto: int
+    delivered: int
+    letters: tuple[Parking, ...] = ()
 
 
 # One stream of a sink's events: its live cursor (None) or a replay (its id).
@@ -296,22 +309,26 @@ class Forwarder:
                 # The failure set next_attempt_at, and the next step waits for
                 # it; or the request goes again at once, smaller.
                 return 0.0
-            upto, delivered = sent
-            async with self._db.system_connection() as conn:
-                moved = await store.advance(
+            moved = await self._move(
+                lease,
+                sink.updated_at,
+                sent,
+                lambda conn: store.advance(
                     conn,
                     lease,
                     owner=self.owner,
                     from_seq=cursor,
-                    to_seq=upto,
-                    delivered=delivered,
+                    to_seq=sent.upto,
+                    delivered=sent.delivered,
                     now=_now(),
                     defined_at=sink.updated_at,
-                )
+                ),
+                bypass_filter=False,
+            )
             if not moved:
                 return await self._after_refused_move(lease, sink.updated_at)
             progressed = True
-            if delivered:  # as `advance` left it: a replay failing next starts its backoff anew
+            if sent.delivered:  # as `advance` left it: a replay failing next backs off anew
                 failures = 0
         if replay is not None:  # a batch of it each step: live traffic never starves it
             base = EventFilter() if replay.bypass_filter else event_filter
@@ -320,7 +337,7 @@ class Forwarder:
                 occurred_after=_later(base.occurred_after, replay.occurred_after),
                 occurred_before=_earlier(base.occurred_before, replay.occurred_before),
             )
-            sent = await self._send_range(
+            replayed = await self._send_range(
                 sender,
                 lease,
                 sink.updated_at,
@@ -328,30 +345,65 @@ class Forwarder:
                 window,
                 replay.cursor_seq,
                 replay.last_seq,
-                bypass_filter=replay.bypass_filter,
                 replay_id=replay.id,
             )
-            if sent is None:
+            if replayed is None:
                 return 0.0
-            upto, delivered = sent
-            async with self._db.system_connection() as conn:
-                moved = await store.advance_replay(
+            moved = await self._move(
+                lease,
+                sink.updated_at,
+                replayed,
+                lambda conn: store.advance_replay(
                     conn,
                     lease,
                     replay,
                     owner=self.owner,
-                    to_seq=upto,
-                    delivered=delivered,
+                    to_seq=replayed.upto,
+                    delivered=replayed.delivered,
                     now=_now(),
                     defined_at=sink.updated_at,
-                )
+                ),
+                bypass_filter=replay.bypass_filter,
+            )
             if not moved:
                 return await self._after_refused_move(lease, sink.updated_at)
-            if upto >= replay.last_seq:  # done: what its requests met goes with it
+            if replayed.upto >= replay.last_seq:  # done: what its requests met goes with it
                 self._smaller.pop((lease.sink_id, replay.id), None)
                 self._held_refusals.pop((lease.sink_id, replay.id), None)
             progressed = True
         return 0.0 if progressed else self._poll
+
+    async def _move(
+        self,
+        lease: store.Lease,
+        defined_at: datetime,
+        sent: _Sent,
+        move: Callable[[Connection], Awaitable[bool]],
+        *,
+        bypass_filter: bool,
+    ) -> bool:
+        """The stream's cursor moved over `sent` (by `move`) and its letters
+        parked, in one transaction: both or neither. Parked first and alone,
+        a crash, a lease lost or an UpdateSink committed before the move left
+        a dead letter of events then sent again: delivered, or parked twice
+        (helper-103). `bypass_filter`: the events were read past the sink's
+        filter (a replay that bypasses it), and are replayed so."""
+        async with self._db.system_connection() as conn, conn.transaction():
+            if await move(conn) and (
+                not sent.letters
+                or await store.park(
+                    conn,
+                    lease,
+                    sent.letters,
+                    owner=self.owner,
+                    defined_at=defined_at,
+                    bypass_filter=bypass_filter,
+                    now=_now(),
+                )
+            ):
+                return True
+            raise psycopg.Rollback
+        return False
 
     async def _after_refused_move(self, lease: store.Lease, defined_at: datetime) -> float | None:
         """After a cursor that would not move, or a failure or dead letter
@@ -377,22 +429,18 @@ class Forwarder:
         after: int,
         upto: int,
         *,
-        bypass_filter: bool = False,
         replay_id: str | None = None,
-    ) -> tuple[int, int] | None:
+    ) -> _Sent | None:
         """Sends the next matching events in (after, upto], a request's worth:
-        the seq every event up to which is now dealt with, and how many were
-        delivered; None after a failure worth retrying (recorded), or a
-        request to send again smaller. `defined_at`: when the sink's
-        definition the step read was made. `bypass_filter`: `event_filter` is
-        not the sink's (a replay that bypasses it); what is parked is marked
-        so, to be replayed the same way. `replay_id`: the replay sent (None:
-        the live cursor's events)."""
+        what became of them (see _Sent); None after a failure worth retrying
+        (recorded), or a request to send again smaller. `defined_at`: when
+        the sink's definition the step read was made. `replay_id`: the replay
+        sent (None: the live cursor's events)."""
         stream = (lease.sink_id, replay_id)
         limit, max_bytes = self._limits(sender, stream, defined_at)
         events, exhausted = await self._read(lease, event_filter, after, upto, limit, max_bytes)
         if not events:
-            return upto, 0
+            return _Sent(upto, 0)
         pending = [PendingEvent(e.seq, e.record, e.leaf_hash) for e in events]
         async with self._slots.slot(lease.tenant_id):
             # Built and signed once a connection is free: a request that waited
@@ -407,7 +455,7 @@ class Forwarder:
         # Alone because it was all there was to send, not because a search
         # halved the requests down to it.
         alone_by_choice = len(events) == 1 and exhausted
-        delivered = await self._settle(
+        settled = await self._settle(
             sender,
             lease,
             stream,
@@ -415,14 +463,14 @@ class Forwarder:
             failures,
             first,
             answer,
-            bypass_filter=bypass_filter,
             alone_by_choice=alone_by_choice,
         )
-        if delivered is None:
+        if settled is None:
             return None
+        delivered, letters = settled
         if rest:
-            return first.seqs[-1], delivered
-        return (upto if exhausted else events[-1].seq), delivered
+            return _Sent(first.seqs[-1], delivered, letters)
+        return _Sent(upto if exhausted else events[-1].seq, delivered, letters)
 
     def _limits(self, sender: Sender, stream: _Stream, defined_at: datetime) -> tuple[int, int]:
         """A request's most events and bytes for the stream: its kind's, or
@@ -520,13 +568,12 @@ class Forwarder:
         outgoing: Outgoing,
         answer: Answer | _NoAnswer,
         *,
-        bypass_filter: bool,
         alone_by_choice: bool,
-    ) -> int | None:
+    ) -> tuple[int, tuple[Parking, ...]] | None:
         """What the answer to `outgoing` makes of its events: how many were
-        delivered (the refused ones parked), or None after a failure worth
-        retrying (recorded) or an answer that they go again in smaller
-        requests."""
+        delivered, and the dead letters of those refused (parked as the
+        cursor moves over them), or None after a failure worth retrying
+        (recorded) or an answer that they go again in smaller requests."""
         if isinstance(answer, _NoAnswer):
             await self._failed(
                 lease,
@@ -596,19 +643,6 @@ class Forwarder:
                 log.warning("forwarder: sink %s parked %d of %d events, refused one by one"
                             " (seq %d first: %s)", lease.sink_id, len(letters), len(seqs),
                             letters[0].first_seq, letters[0].error)  # fmt: skip
-        if letters:
-            async with self._db.system_connection() as conn:
-                parked = await store.park(
-                    conn,
-                    lease,
-                    letters,
-                    owner=self.owner,
-                    defined_at=defined_at,
-                    bypass_filter=bypass_filter,
-                    now=_now(),
-                )
-            if not parked:
-                raise _Refused(defined_at)
         self._note_outcome(lease, defined_at, outgoing, delivered, result.status)
         # A lone event taken after failures ends a wait (a token put right),
         # not a search for the destination's size: the kind's limits again.
@@ -619,7 +653,7 @@ class Forwarder:
         search_ended = result.outcome == "park" or (all_refused and not held_bulk)
         reset = search_ended or (delivered == len(seqs) == 1 and failures > 0)
         self._regrow(stream, defined_at, sender.kind, reset=reset)
-        return delivered
+        return delivered, tuple(letters)
 
     def _held_back(
         self,

@@ -600,7 +600,8 @@ async def park(
     bypass_filter: bool,
     now: datetime,
 ) -> bool:
-    """Parks each of `letters` as a dead letter, all in one statement; False,
+    """Parks each of `letters` as a dead letter, all in one statement, in
+    the caller's transaction that moves the cursor over them; False,
     nothing done, if this owner lost the lease, the tenant is being erased,
     or the sink was changed since its definition of `defined_at` was read
     (the events are then sent again, by the new one, and parked again if
