@@ -105,6 +105,53 @@ def test_record_prints_the_stored_event_and_query_finds_it(cli_env: dict[str, st
     assert "member.invite" in table and "api_key.create" in table
 
 
+def test_record_takes_every_field_of_an_event_and_the_environments_trace(
+    cli_env: dict[str, str],
+) -> None:
+    """A shell records what a service can: the before/after of each field
+    changed, names as shown, when it happened; and a script run in a traced
+    job (TRACEPARENT) has its events lead to that job's trace."""
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    traced = {**cli_env, "TRACEPARENT": f"00-{trace_id}-{span_id}-01"}
+    recorded = run(
+        "sealtrail", "record", "--action", "member.role_change", "--actor-id", "u_1",
+        "--actor-display-name", "Alice Martin", "--resource-type", "member",
+        "--resource-id", "m_7", "--resource-name", "Bob",
+        "--change", "role", "member", "admin", "--change", "quota", "10", "20",
+        "--change", "tags", "[]", '["ops"]', "--change", "note", "null", "hi there",
+        "--occurred-at", "2026-01-02T03:04:05Z", env=traced,
+    )  # fmt: skip
+    event = json.loads(recorded.stdout)
+    assert event["actor"]["displayName"] == "Alice Martin"
+    assert event["resource"]["name"] == "Bob"
+    assert event["changes"] == [
+        {"field": "role", "before": "member", "after": "admin"},
+        {"field": "quota", "before": 10, "after": 20},
+        {"field": "tags", "before": [], "after": ["ops"]},
+        {"field": "note", "after": "hi there"},  # null: there was none before
+    ]
+    assert event["occurredAt"] == "2026-01-02T03:04:05Z"
+    assert (event["context"]["traceId"], event["context"]["spanId"]) == (trace_id, span_id)
+    found = run("sealtrail", "query", "--trace-id", trace_id, "--format", "jsonl", env=cli_env)
+    assert [json.loads(line)["id"] for line in found.stdout.splitlines()] == [event["id"]]
+
+    # Its own ids win over the environment's.
+    own_trace, own_span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    recorded = run(
+        "sealtrail", "record", "--action", "member.invite", "--actor-id", "u_1",
+        "--trace-id", own_trace, "--span-id", own_span, env=traced,
+    )  # fmt: skip
+    context = json.loads(recorded.stdout)["context"]
+    assert (context["traceId"], context["spanId"]) == (own_trace, own_span)
+
+    failed = run(
+        "sealtrail", "record", "--action", "a.b", "--actor-id", "u",
+        "--change", "n", "12345678901234567890", "1", env=cli_env, check=False,
+    )  # fmt: skip
+    assert failed.returncode == 2
+    assert "'--change'" in failed.stderr and "changes[n].before" in failed.stderr
+
+
 def test_bad_input_is_reported_with_the_field_and_exit_2(cli_env: dict[str, str]) -> None:
     failed = run(
         "sealtrail", "record", "--action", "Bad Action", "--actor-id", "u", env=cli_env, check=False

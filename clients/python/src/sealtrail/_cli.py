@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import click
 import grpc
 from google.protobuf import json_format
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 from rich.console import Console
 from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
@@ -155,7 +158,7 @@ class _Settings:
     default="127.0.0.1:50051",
     show_default=True,
     metavar="HOST:PORT",
-    help="Address of the Sealtrail service.",
+    help="Address of the Sealtrail service (or SEALTRAIL_SERVER).",
 )
 @click.option("--token", envvar="SEALTRAIL_TOKEN", help="API token (or SEALTRAIL_TOKEN).")
 @click.option("--tls", is_flag=True, envvar="SEALTRAIL_TLS", help="Connect over TLS.")
@@ -216,7 +219,10 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
             ctx,
         )
     try:
-        with AuditClient(settings.server, token=settings.token, **settings.connection()) as client:
+        with (
+            _traced_by_the_environment(),
+            AuditClient(settings.server, token=settings.token, **settings.connection()) as client,
+        ):
             yield client
     except SealtrailError as exc:
         reason = f" ({exc.reason})" if exc.reason and exc.reason != exc.code.name else ""
@@ -230,34 +236,89 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
         ctx.exit(2 if exc.code in _USAGE_CODES else 1)
 
 
+@contextmanager
+def _traced_by_the_environment() -> Iterator[None]:
+    """The calls inside carry the trace context of the environment (TRACEPARENT,
+    TRACESTATE: OpenTelemetry's environment carriers, the propagator's fields in
+    capitals), as a traced CI job or script hands it to the commands it runs:
+    the events they record then lead to its trace, as a traced service's do."""
+    fields = propagate.get_global_textmap().fields
+    carrier = {name: os.environ[name.upper()] for name in fields if os.environ.get(name.upper())}
+    if not carrier:
+        yield
+        return
+    token = otel_context.attach(propagate.extract(carrier))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 @main.command()
 @click.option("--action", required=True, help="What was done, e.g. api_key.create.")
 @click.option("--actor-id", required=True, help="Who did it.")
 @click.option("--actor-email")
+@click.option("--actor-display-name", help="Their name as shown, e.g. Alice Martin.")
 @click.option("--actor-type", type=_choice(event_pb2.ActorType))
 @click.option("--resource-type")
 @click.option("--resource-id")
+@click.option("--resource-name", help="The resource's name as shown.")
 @click.option("--category", type=_choice(event_pb2.Category))
 @click.option("--severity", type=_choice(event_pb2.Severity))
 @click.option("--outcome", type=_choice(event_pb2.Outcome))
 @click.option("--description")
+@click.option(
+    "--change",
+    "changes",
+    nargs=3,
+    multiple=True,
+    metavar="FIELD BEFORE AFTER",
+    help="A field's value before and after (repeatable). Each value is JSON, or else taken"
+    " as text: role member admin, quota 10 20, tags '[]' '[\"ops\"]'; null for none"
+    " (created, removed).",
+)
 @click.option("--details", type=_JsonObject(), help="A JSON object of further detail.")
+@click.option(
+    "--occurred-at",
+    type=_Time(),
+    help="When it happened, if not now: RFC 3339 time, date or duration ago (15m).",
+)
 @click.option("--ip", help="The address the action came from.")
 @click.option("--user-agent")
 @click.option("--country", help="ISO 3166-1 alpha-2 code of where it came from, e.g. FR.")
 @click.option("--request-id", metavar="UUID")
+@click.option(
+    "--trace-id",
+    metavar="HEX32",
+    help="The trace it belongs to (default: TRACEPARENT's, if set).",
+)
+@click.option("--span-id", metavar="HEX16", help="The span that did it, with --trace-id.")
 @click.option("--idempotency-key", help="Records at most once per key (default: a new UUID).")
 @click.pass_context
 def record(ctx: click.Context, /, **options: Any) -> None:
     """Record one event and print it as stored, as one JSON line."""
-    fields = {name: value for name, value in options.items() if value is not None}
+    fields = {name: value for name, value in options.items() if value not in (None, ())}
+    if "changes" in fields:
+        fields["changes"] = [
+            (name, _json_or_text(before), _json_or_text(after))
+            for name, before, after in fields["changes"]
+        ]
     try:
         event = build_event(**cast(EventFields, fields))
-    except ValueError as error:  # only --details can hold what build_event refuses
-        raise click.BadParameter(str(error), param_hint="'--details'") from None
+    except ValueError as error:  # a value the event cannot carry exactly
+        hint = "'--change'" if str(error).startswith("changes[") else "'--details'"
+        raise click.BadParameter(str(error), param_hint=hint) from None
     with _client(ctx) as client:
         result = client.record(event)
     click.echo(json_format.MessageToJson(result.event, indent=None))
+
+
+def _json_or_text(value: str) -> Any:
+    """A --change value: what it says as JSON (null: none), else the text itself."""
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
 
 
 def _filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
