@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
+from click.testing import CliRunner
 
 from sealtrail import (
     AbortedError,
@@ -45,6 +46,7 @@ from sealtrail import (
     verify_bundle,
     write_bundle,
 )
+from sealtrail import _cli as cli
 from sealtrail.tlog import leaf_hash, parse_checkpoint, verify_inclusion
 from sealtrail.v1 import (
     audit_service_pb2,
@@ -271,6 +273,35 @@ def test_a_preview_says_what_a_policy_would_remove_and_changes_nothing(
     admin.set_legal_hold(True, reason="Case 12")
     assert admin.preview_retention_policy(1).legal_hold
     admin.set_legal_hold(False)
+
+
+def test_the_command_line_asks_before_a_policy_that_removes_events(
+    aged: ServerThread, admin: AuditClient, clock: Clock, tenant: str
+) -> None:
+    """`sealtrail retention set` showed nothing and set a policy that removes
+    events for good at the next purge. Now it shows what the policy would
+    remove and asks; no answer (a script) sets nothing, and --yes answers."""
+    record(admin, "doc.edit")
+    clock.advance(40)
+    env = {"SEALTRAIL_SERVER": aged.target, "SEALTRAIL_TOKEN": aged.token(tenant)}
+
+    def run(*args: str, answer: str | None = None) -> Any:
+        return CliRunner().invoke(cli.main, ["retention", "set", *args], input=answer, env=env)
+
+    before = admin.get_retention_policy().policy
+    for answer in (None, "n\n"):
+        refused = run("30d", answer=answer)
+        assert refused.exit_code == 1 and "Aborted" in refused.output, refused.output
+        assert "would remove 1 event now\n  default: 1 event (30 days" in refused.output
+        assert "Remove them for good at the next purge?" in refused.output
+        assert admin.get_retention_policy().policy == before
+    removes_nothing = run("60")  # the edit is 40 days old: nothing asked
+    assert (removes_nothing.exit_code, removes_nothing.output) == (0, "policy updated\n")
+    accepted = run("30d", answer="y\n")
+    assert accepted.exit_code == 0 and accepted.output.endswith("policy updated\n")
+    assert admin.get_retention_policy().policy.default_days == 30
+    assert run("20", "--yes").output == "policy updated\n"  # shown nothing, asked nothing
+    assert admin.get_retention_policy().policy.default_days == 20
 
 
 def test_a_preview_reads_at_most_its_limit_oldest_first(

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import click
 import grpc
@@ -717,6 +717,9 @@ def retention(ctx: click.Context) -> None:
     click.echo(f"legal hold etag: {hold.etag}")
 
 
+_Answer = TypeVar("_Answer")
+
+
 @retention.command("set")
 @click.argument("default")
 @click.option(
@@ -739,6 +742,11 @@ def retention(ctx: click.Context) -> None:
     is_flag=True,
     help="Only show what the policy would remove if it applied now; change nothing.",
 )
+@click.option(
+    "--yes",
+    is_flag=True,
+    help="Set it without asking, even if it removes events now.",
+)
 @click.pass_context
 def retention_set(
     ctx: click.Context,
@@ -747,43 +755,59 @@ def retention_set(
     actions: tuple[str, ...],
     etag: str,
     dry_run: bool,
+    yes: bool,
 ) -> None:
     """Replace the policy: DEFAULT and every override are days or a preset
     (30d, 90d, 180d, 1y, forever). Recorded in the log; with --dry-run, only
-    shows what it would remove."""
+    shows what it would remove. A policy that would remove events now shows
+    them and asks first (no answer, as from a script: it is not set), unless
+    --yes."""
     by_category = {name: _days_value(days) for name, days in map(_rule_option, categories)}
     by_action = {prefix: _days_value(days) for prefix, days in map(_rule_option, actions)}
-    with _client(ctx) as client:
-        call = client.preview_retention_policy if dry_run else client.set_retention_policy
+
+    def with_policy(call: Callable[..., _Answer]) -> _Answer:
         try:
-            with unchanged_since_read("the retention policy", read_with="sealtrail retention"):
-                answer = call(
-                    _days_value(default),
-                    categories=by_category,
-                    action_prefixes=by_action,
-                    etag=etag,
-                )
-        except ValueError as error:
+            return call(
+                _days_value(default), categories=by_category, action_prefixes=by_action, etag=etag
+            )
+        except ValueError as error:  # a preset or rule the client refuses
             raise click.BadParameter(str(error)) from None
-    if isinstance(answer, retention_pb2.PreviewRetentionPolicyResponse):
-        _echo_preview(answer)
-    else:
-        click.echo("policy updated" if answer.event_id else "policy unchanged")
+
+    with (
+        _client(ctx) as client,
+        unchanged_since_read("the retention policy", read_with="sealtrail retention"),
+    ):
+        if dry_run or not yes:
+            preview = with_policy(client.preview_retention_policy)
+            removes = bool(preview.events or preview.at_least)
+            if dry_run or removes:
+                _echo_preview(preview, err=not dry_run)
+            if dry_run:
+                return
+            if removes:  # for good, at the next purge: nothing brings them back
+                click.confirm(
+                    "Remove them for good at the next purge? (--yes answers yes)",
+                    abort=True,
+                    err=True,
+                )
+        answer = with_policy(client.set_retention_policy)
+    click.echo("policy updated" if answer.event_id else "policy unchanged")
 
 
-def _echo_preview(preview: retention_pb2.PreviewRetentionPolicyResponse) -> None:
+def _echo_preview(preview: retention_pb2.PreviewRetentionPolicyResponse, *, err: bool) -> None:
     def events(count: int, at_least: bool) -> str:
-        return f"{'at least ' if at_least else ''}{count:,} events"
+        return f"{'at least ' if at_least else ''}{_count(count, 'event')}"
 
-    click.echo(f"would remove {events(preview.events, preview.at_least)} now")
+    click.echo(f"would remove {events(preview.events, preview.at_least)} now", err=err)
     for rule in preview.rules:
         horizon = rule.received_before.ToDatetime(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         click.echo(
             f"  {rule.rule}: {events(rule.events, rule.at_least)}"
-            f" ({rule.days} days: received before {horizon})"
+            f" ({rule.days} days: received before {horizon})",
+            err=err,
         )
     if preview.legal_hold:
-        click.echo("legal hold on: nothing is removed until it is released")
+        click.echo("legal hold on: nothing is removed until it is released", err=err)
 
 
 @main.command("legal-hold")
