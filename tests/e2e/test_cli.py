@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,9 @@ from tests.processes import READY_PREFIX, ServerProcess, stop
 BIN = Path(sys.executable).parent
 
 
-def run(*args: str, env: dict[str, str] | None = None, check: bool = True) -> Any:
+def run(
+    *args: str, env: dict[str, str] | None = None, check: bool = True, stdin: str | None = None
+) -> Any:
     return subprocess.run(
         [str(BIN / args[0]), *args[1:]],
         capture_output=True,
@@ -37,6 +40,7 @@ def run(*args: str, env: dict[str, str] | None = None, check: bool = True) -> An
         timeout=120,
         check=check,
         env={**os.environ, **(env or {})},
+        input=stdin,
     )
 
 
@@ -489,6 +493,51 @@ def test_retention_legal_hold_and_erasure_from_the_command_line(
     assert sql.execute("SELECT count(*) FROM events WHERE tenant_id = %s", [tenant]).fetchone() == (
         0,
     )
+
+
+def test_a_tenants_admin_manages_tokens_and_settings_from_the_command_line(
+    cli_env: dict[str, str],
+) -> None:
+    """What `sealtrail-server token` does with the database's URL, a tenant's
+    admin does with its token alone; and reads one event, its settings, and
+    the HMAC of a secret to search for."""
+    created = run("sealtrail", "tokens", "create", "--role", "recorder", "--name", "billing",
+                  env=cli_env)  # fmt: skip
+    secret = created.stdout.strip()
+    assert secret.startswith("stk_") and "\n" not in secret  # alone: TOKEN=$(...) works
+    token_id = created.stderr.split()[1]
+    recorder = {**cli_env, "SEALTRAIL_TOKEN": secret}
+    event = json.loads(run("sealtrail", "record", "--action", "invoice.pay", "--actor-id", "u",
+                           env=recorder).stdout)  # fmt: skip
+    assert json.loads(run("sealtrail", "get", event["id"], env=cli_env).stdout) == event
+    listed = run("sealtrail", "tokens", env=cli_env).stdout
+    assert token_id in listed and "billing" in listed and "recorder" in listed
+
+    revoked = run("sealtrail", "tokens", "revoke", token_id, env=cli_env)
+    assert revoked.stdout.startswith(f"token {token_id} revoked at ")
+    refused = run("sealtrail", "record", "--action", "invoice.pay", "--actor-id", "u",
+                  env=recorder, check=False)  # fmt: skip
+    assert refused.returncode == 2 and "UNAUTHENTICATED" in refused.stderr
+    missing = run("sealtrail", "get", str(uuid.uuid4()), env=cli_env, check=False)
+    assert missing.returncode == 2 and "NOT_FOUND" in missing.stderr
+
+    shown = run("sealtrail", "settings", env=cli_env).stdout
+    assert shown.startswith("redaction mode: replace\nupdated: never\netag: ")
+    etag = shown.splitlines()[2].removeprefix("etag: ")
+    changed = run("sealtrail", "settings", "redaction-mode", "hmac", "--etag", etag, env=cli_env)
+    assert changed.stdout == "settings updated\n"
+    stale = run("sealtrail", "settings", "redaction-mode", "replace", "--etag", etag,
+                env=cli_env, check=False)  # fmt: skip
+    assert stale.returncode == 1 and "changed since that etag was read" in stale.stderr
+    assert run("sealtrail", "settings", env=cli_env).stdout.startswith("redaction mode: hmac\n")
+    hashed = run("sealtrail", "hash-secret", env=cli_env, stdin="hunter2\n").stdout.strip()
+    assert re.fullmatch(r"hmac-sha256:[0-9a-f]{64}", hashed)
+    run("sealtrail", "record", "--action", "user.login", "--actor-id", "u",
+        "--details", '{"password": "hunter2"}', env=cli_env)  # fmt: skip
+    found = run("sealtrail", "query", "--search", hashed, "--action", "user.login",
+                "--format", "jsonl", env=cli_env)  # fmt: skip
+    [login] = [json.loads(line) for line in found.stdout.splitlines()]
+    assert login["details"] == {"password": hashed}
 
 
 def test_sinks_from_the_command_line(cli_env: dict[str, str]) -> None:
