@@ -302,18 +302,36 @@ def test_an_event_refused_is_parked_alone_and_a_replay_delivers_it(
     assert client.list_dead_letters(sink.id) == []
 
 
+# Where a step's commit fails, once: the move of the sink's cursor over the
+# refused event, or the insert of its dead letter. {sink}, {poison}: literals.
+_FAILING_ONCE = {
+    "move": (
+        "BEFORE UPDATE OF cursor_seq ON sinks",
+        "NEW.id = {sink} AND OLD.cursor_seq < {poison} AND NEW.cursor_seq >= {poison}",
+    ),
+    "letter": (
+        "BEFORE INSERT ON sink_dead_letters",
+        "NEW.sink_id = {sink} AND NEW.first_seq = {poison}",
+    ),
+}
+
+
+@pytest.mark.parametrize("failing", sorted(_FAILING_ONCE))
 def test_a_dead_letter_is_parked_with_the_cursors_move_or_not_at_all(
     client: AuditClient,
     sinks: Callable[..., forwarding_pb2.Sink],
     receiver: Endpoint,
     sql: psycopg.Connection[Any],
+    failing: str,
 ) -> None:
     """The refused event's dead letter and the cursor's move over it are one
     transaction. Parked first, on its own, a move that then failed (here a
     trigger's error, as a crash, a lease lost or an UpdateSink between the
     two would) left the letter behind, and the event, sent again from the
     cursor, was parked a second time: two letters of one event, and a
-    replay of both would send it twice."""
+    replay of both would send it twice. Moved first, on its own, a letter
+    that then failed would lose the event. Either failing, neither happens:
+    the event is sent again, and parked once."""
 
     def refuse_the_poison(received: Received, index: int) -> Reply:
         return Reply(400, b"bad payload") if poison in delivered_seqs([received]) else Reply()
@@ -323,32 +341,42 @@ def test_a_dead_letter_is_parked_with_the_cursors_move_or_not_at_all(
                             filter=SHARED, paused=True))  # fmt: skip
     seqs = record(client, 6)
     poison = seqs[2]
-    # The first move of this sink's cursor over the poison fails, once.
-    sql.execute("CREATE SEQUENCE test_move_fails")
-    sql.execute(
-        psycopg.sql.SQL(
-            "CREATE FUNCTION test_fail_a_move() RETURNS trigger LANGUAGE plpgsql"
-            " SECURITY DEFINER AS $$ BEGIN IF NEW.id = {sink} AND OLD.cursor_seq < {poison}"
-            " AND NEW.cursor_seq >= {poison} AND nextval('test_move_fails') = 1 THEN"
-            " RAISE EXCEPTION 'the move fails'; END IF; RETURN NEW; END $$"
-        ).format(sink=psycopg.sql.Literal(sink.id), poison=psycopg.sql.Literal(poison))
-    )
-    sql.execute(
-        "CREATE TRIGGER test_fail_a_move BEFORE UPDATE OF cursor_seq ON sinks"
-        " FOR EACH ROW EXECUTE FUNCTION test_fail_a_move()"
-    )
+    name = psycopg.sql.Identifier(f"test_fails_{uuid.uuid4().hex}")
+    when, condition = _FAILING_ONCE[failing]
+    literals = {"sink": psycopg.sql.Literal(sink.id), "poison": psycopg.sql.Literal(poison)}
     try:
+        sql.execute(psycopg.sql.SQL("CREATE SEQUENCE {}").format(name))
+        # SECURITY DEFINER: the server's roles may not use the test's sequence.
+        sql.execute(
+            psycopg.sql.SQL(
+                "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER"
+                " AS $$ BEGIN IF " + condition + " AND nextval({sequence}) = 1 THEN"
+                " RAISE EXCEPTION 'the commit fails'; END IF; RETURN NEW; END $$"
+            ).format(name=name, sequence=psycopg.sql.Literal(name.as_string()), **literals)
+        )
+        sql.execute(
+            psycopg.sql.SQL(
+                "CREATE TRIGGER {name} " + when + " FOR EACH ROW EXECUTE FUNCTION {name}()"
+            ).format(name=name)
+        )
         client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
         state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
-        row = sql.execute("SELECT last_value, is_called FROM test_move_fails").fetchone()
+        failed = sql.execute(psycopg.sql.SQL("SELECT is_called FROM {}").format(name)).fetchone()
     finally:
-        sql.execute("DROP TRIGGER test_fail_a_move ON sinks")
-        sql.execute("DROP FUNCTION test_fail_a_move()")
-        sql.execute("DROP SEQUENCE test_move_fails")
-    assert row is not None and row[1]  # the move failed once
+        table = "sinks" if failing == "move" else "sink_dead_letters"
+        sql.execute(
+            psycopg.sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+                name, psycopg.sql.Identifier(table)
+            )
+        )
+        sql.execute(psycopg.sql.SQL("DROP FUNCTION IF EXISTS {}()").format(name))
+        sql.execute(psycopg.sql.SQL("DROP SEQUENCE IF EXISTS {}").format(name))
+    assert failed == (True,)  # the commit failed once
     assert (state.delivered_events, state.dead_letters) == (5, 1)
     [letter] = client.list_dead_letters(sink.id)
     assert (letter.first_seq, letter.last_seq) == (poison, poison)
+    # Sent alone again after the failed commit: the cursor had not moved past it.
+    assert [delivered_seqs([r]) for r in receiver.requests()].count([poison]) == 2
 
 
 def test_a_destination_refusing_every_event_parks_one_at_a_time_with_backoff(

@@ -388,22 +388,26 @@ class Forwarder:
         a dead letter of events then sent again: delivered, or parked twice
         (helper-103). `bypass_filter`: the events were read past the sink's
         filter (a replay that bypasses it), and are replayed so."""
+        moved = False
         async with self._db.system_connection() as conn, conn.transaction():
-            if await move(conn) and (
-                not sent.letters
-                or await store.park(
-                    conn,
-                    lease,
-                    sent.letters,
-                    owner=self.owner,
-                    defined_at=defined_at,
-                    bypass_filter=bypass_filter,
-                    now=_now(),
-                )
+            if not await move(conn):
+                raise psycopg.Rollback
+            # The move locked the sink's row and checked its lease, definition
+            # and erasure lock: the park cannot find them changed (defensive).
+            if sent.letters and not await store.park(
+                conn,
+                lease,
+                sent.letters,
+                owner=self.owner,
+                defined_at=defined_at,
+                bypass_filter=bypass_filter,
+                now=_now(),
             ):
-                return True
-            raise psycopg.Rollback
-        return False
+                raise psycopg.Rollback
+            moved = True
+        if moved and sent.letters:  # once committed: a letter rolled back is not one
+            _log_parked(lease.sink_id, sent)
+        return moved
 
     async def _after_refused_move(self, lease: store.Lease, defined_at: datetime) -> float | None:
         """After a cursor that would not move, or a failure or dead letter
@@ -632,17 +636,14 @@ class Forwarder:
             await self._failed(lease, defined_at, refusals - 1, error, retry_after=None)
             return None
         if result.outcome == "park":
-            log.warning("forwarder: sink %s parked seq %d-%d: %s",
-                        lease.sink_id, seqs[0], seqs[-1], result.error)  # fmt: skip
             letters = [Parking(seqs[0], seqs[-1], len(seqs), result.status, result.error)]
             delivered = 0
         else:
             letters = [Parking(r.seq, r.seq, 1, r.status, r.error) for r in result.refused]
             delivered = len(seqs) - len(letters)
-            if letters:
-                log.warning("forwarder: sink %s parked %d of %d events, refused one by one"
-                            " (seq %d first: %s)", lease.sink_id, len(letters), len(seqs),
-                            letters[0].first_seq, letters[0].error)  # fmt: skip
+        # Noted before the letters are committed with the cursor's move: if
+        # that fails, the request goes again, as after any failure, having at
+        # worst counted a park in a row or reset its stream's halving.
         self._note_outcome(lease, defined_at, outgoing, delivered, result.status)
         # A lone event taken after failures ends a wait (a token put right),
         # not a search for the destination's size: the kind's limits again.
@@ -823,6 +824,17 @@ class Forwarder:
             )
         if not recorded:
             raise _Refused(defined_at)
+
+
+def _log_parked(sink_id: str, sent: _Sent) -> None:
+    first = sent.letters[0]
+    if len(sent.letters) == 1 and not sent.delivered:
+        log.warning("forwarder: sink %s parked seq %d-%d (HTTP %d): %s", sink_id,
+                    first.first_seq, first.last_seq, first.http_status, first.error)  # fmt: skip
+    else:
+        log.warning("forwarder: sink %s parked %d events refused one by one, %d delivered"
+                    " (seq %d first: %s)", sink_id, len(sent.letters), sent.delivered,
+                    first.first_seq, first.error)  # fmt: skip
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:

@@ -619,7 +619,8 @@ async def park(
             # The sink's row held, so a DeleteSink committing meanwhile leaves
             # nothing parked rather than failing the letters' foreign key; held
             # shared, so an UpdateSink's change of it under way is waited for
-            # and its updated_at read once committed.
+            # and its updated_at read once committed. (The forwarder's move of
+            # the cursor, earlier in the transaction, holds it already.)
             " WHERE EXISTS (SELECT FROM sinks WHERE tenant_id = %(tenant)s"
             "   AND id = %(sink)s::uuid AND lease_owner = %(owner)s"
             "   AND updated_at = %(defined_at)s AND {} FOR SHARE)"
