@@ -276,30 +276,42 @@ def test_a_preview_says_what_a_policy_would_remove_and_changes_nothing(
 
 
 def test_the_command_line_asks_before_a_policy_that_removes_events(
-    aged: ServerThread, admin: AuditClient, clock: Clock, tenant: str
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    tenant: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`sealtrail retention set` showed nothing and set a policy that removes
     events for good at the next purge. Now it shows what the policy would
-    remove and asks; no answer (a script) sets nothing, and --yes answers."""
+    remove and asks at a terminal; elsewhere (a script) it refuses, and
+    --yes sets it without asking."""
     record(admin, "doc.edit")
     clock.advance(40)
     env = {"SEALTRAIL_SERVER": aged.target, "SEALTRAIL_TOKEN": aged.token(tenant)}
+    at_a_terminal = False
+    monkeypatch.setattr(cli, "_stdin_is_a_terminal", lambda: at_a_terminal)
 
     def run(*args: str, answer: str | None = None) -> Any:
         return CliRunner().invoke(cli.main, ["retention", "set", *args], input=answer, env=env)
 
     before = admin.get_retention_policy().policy
-    for answer in (None, "n\n"):
-        refused = run("30d", answer=answer)
-        assert refused.exit_code == 1 and "Aborted" in refused.output, refused.output
-        assert "would remove 1 event now\n  default: 1 event (30 days" in refused.output
-        assert "Remove them for good at the next purge?" in refused.output
-        assert admin.get_retention_policy().policy == before
+    scripted = run("30d", answer="y\n")  # a line of a script's input is no answer
+    assert scripted.exit_code == 2 and scripted.stdout == "", scripted.output
+    assert scripted.stderr.startswith("would remove 1 event now\n  default: 1 event (30 days")
+    assert "removes events for good at the next purge; pass --yes" in scripted.stderr
+    at_a_terminal = True
+    declined = run("30d", answer="n\n")
+    assert declined.exit_code == 1 and declined.stdout == "", declined.output
+    assert "Remove them for good at the next purge?" in declined.stderr
+    assert admin.get_retention_policy().policy == before
+
     removes_nothing = run("60")  # the edit is 40 days old: nothing asked
     assert (removes_nothing.exit_code, removes_nothing.output) == (0, "policy updated\n")
     accepted = run("30d", answer="y\n")
-    assert accepted.exit_code == 0 and accepted.output.endswith("policy updated\n")
+    assert (accepted.exit_code, accepted.stdout) == (0, "policy updated\n"), accepted.output
     assert admin.get_retention_policy().policy.default_days == 30
+    at_a_terminal = False
     assert run("20", "--yes").output == "policy updated\n"  # shown nothing, asked nothing
     assert admin.get_retention_policy().policy.default_days == 20
 

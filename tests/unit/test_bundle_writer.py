@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from opentelemetry import trace
 
-from sealtrail import NotFoundError
+from sealtrail import NotFoundError, request_id
 from sealtrail._bundle import in_order, write_bundle
+from sealtrail._correlation import current_request_id
 from sealtrail.v1 import event_pb2, integrity_pb2
 
 
@@ -32,6 +34,26 @@ def test_proofs_are_asked_a_bounded_window_ahead_and_answered_in_order() -> None
             answered.append(answer)
             assert drawn - len(answered) <= 16
     assert answered == [seq * 2 for seq in range(1, 20_001)]
+
+
+def test_proofs_are_asked_in_the_callers_trace_and_request_id() -> None:
+    """The pool's threads began with an empty context: a bundle written in a
+    traced job (TRACEPARENT) or inside `sealtrail.request_id(...)` asked its
+    proofs under neither."""
+    parent = trace.NonRecordingSpan(
+        trace.SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, is_remote=True)
+    )
+
+    def seen(seq: int) -> tuple[int, str | None]:
+        return trace.get_current_span().get_span_context().trace_id, current_request_id()
+
+    with (
+        ThreadPoolExecutor(max_workers=4) as pool,
+        trace.use_span(parent),
+        request_id("5f0c6f0e-8d1a-4c35-9a57-2b7c1c0d9e11"),
+    ):
+        answers = set(in_order(pool, seen, range(64), ahead=16))
+    assert answers == {(0x4BF92F3577B34DA6A3CE929D0E0E4736, "5f0c6f0e-8d1a-4c35-9a57-2b7c1c0d9e11")}
 
 
 class _LogPurgedMeanwhile:

@@ -12,10 +12,12 @@ import grpc
 import pytest
 from click.testing import CliRunner
 from google.protobuf import json_format, timestamp_pb2
+from opentelemetry import trace
 
 import sealtrail
 from sealtrail import RecordResult, build_event, build_filter
 from sealtrail import _cli as cli
+from sealtrail._convert import batch_request, record_request
 from sealtrail.v1 import audit_service_pb2, event_pb2
 
 NOW = datetime(2026, 11, 22, 12, 30, tzinfo=UTC)
@@ -163,6 +165,30 @@ def test_an_integer_a_json_number_would_round_is_refused_where_it_is() -> None:
     assert json_format.MessageToDict(event.details) == {"n": float(2**53), "t": True}
 
 
+def test_objects_and_arrays_nest_no_deeper_than_the_service_takes() -> None:
+    """Deeper, an event could not even be copied (protobuf's decoding limit):
+    a DecodeError traceback, where the service names the field."""
+
+    def nested(levels: int) -> Any:
+        value: Any = 1
+        for _ in range(levels):
+            value = {"a": value}
+        return value
+
+    build_event(action="a.b", actor_id="u", details=nested(32))
+    with pytest.raises(ValueError, match=r"details(\.a){32}: nests deeper than 32 levels"):
+        build_event(action="a.b", actor_id="u", details=nested(33))
+    build_event(action="a.b", actor_id="u", changes=[("x", [nested(30)], None)])
+    with pytest.raises(ValueError, match=r"changes\[x\]\.before\[0\](\.a){30}: nests deeper"):
+        build_event(action="a.b", actor_id="u", changes=[("x", [nested(31)], None)])
+    deep = event_pb2.Event(action="a.b")  # built by hand, past build_event's check
+    json_format.ParseDict(nested(60), deep.details, max_recursion_depth=200)
+    with pytest.raises(ValueError, match="nest at most 32 levels"):
+        record_request(deep)
+    with pytest.raises(ValueError, match="nest at most 32 levels"):
+        batch_request([deep])
+
+
 class FakeClient:
     """Stands in for AuditClient and keeps what the CLI asked of it."""
 
@@ -188,8 +214,14 @@ class FakeClient:
         yield event_pb2.Event(seq=3, action="api_key.create")
 
     def record(self, event: event_pb2.Event) -> RecordResult:
-        self.calls.append(("record", event, {}))
+        # With the trace its call would carry (the CLI's environment's).
+        context = trace.get_current_span().get_span_context()
+        self.calls.append(("record", event, {"trace_id": context.trace_id}))
         return RecordResult(event=event, deduplicated=False)
+
+    def hash_secret(self, value: str) -> str:
+        self.calls.append(("hash_secret", value, {}))
+        return "hmac-sha256:00"
 
     def stream(self, event_filter: event_pb2.EventFilter, **kw: Any) -> Iterator[event_pb2.Event]:
         self.calls.append(("stream", event_filter, kw))
@@ -269,6 +301,126 @@ def test_record_options_become_an_event(fake_client: list[tuple[str, Any, dict[s
 
 
 RECORD = ["record", "--action", "a.b", "--actor-id", "u"]
+
+
+def test_record_changes_are_text_as_given_or_json(
+    fake_client: list[tuple[str, Any, dict[str, Any]]],
+) -> None:
+    """A JSON-or-text guess turned 1.10 into 1.1 and one field's 00501 and
+    10001 into a text and a number: text is --change, JSON --change-json."""
+    result = invoke(
+        *RECORD,
+        "--change", "version", "1.10", "1.2",
+        "--change", "zip", "00501", "true",
+        "--change-json", "quota", "10", "20",
+        "--change-json", "note", "null", '"hi"',
+        "--change-json", "tags", "[]", '["ops"]',
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    _, event, _ = fake_client[1]
+    assert [json_format.MessageToDict(change) for change in event.changes] == [
+        {"field": "version", "before": "1.10", "after": "1.2"},
+        {"field": "zip", "before": "00501", "after": "true"},
+        {"field": "quota", "before": 10.0, "after": 20.0},
+        {"field": "note", "after": "hi"},  # null: there was none
+        {"field": "tags", "before": [], "after": ["ops"]},
+    ]
+
+
+def _nested(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+@pytest.mark.parametrize(
+    ("extra", "option"),
+    [
+        (["--change-json", "x", "member", "1"], "--change-json"),  # text is quoted in JSON
+        (["--change-json", "x", "NaN", "1"], "--change-json"),
+        (["--change-json", "x", "12345678901234567890", "1"], "--change-json"),
+        (["--change-json", "x", _nested(32), "1"], "--change-json"),  # the service's limit
+        (["--change-json", "x", _nested(2000), "1"], "--change-json"),  # Python's own
+        (["--details", '{"a":' * 33 + "1" + "}" * 33], "--details"),
+        (["--details", '{"a":' * 2000 + "1" + "}" * 2000], "--details"),
+    ],
+)
+def test_a_change_or_details_no_event_carries_is_a_usage_error(
+    fake_client: list[tuple[str, Any, dict[str, Any]]], extra: list[str], option: str
+) -> None:
+    result = invoke(*RECORD, *extra)
+    assert (result.exit_code, result.exception) == (2, None) or isinstance(
+        result.exception, SystemExit
+    ), result.output
+    assert result.exit_code == 2 and f"'{option}'" in result.output, result.output
+    assert fake_client == []
+
+
+def test_a_span_id_needs_its_trace_id(fake_client: list[tuple[str, Any, dict[str, Any]]]) -> None:
+    result = invoke(*RECORD, "--span-id", "00f067aa0ba902b7")
+    assert result.exit_code == 2 and "--span-id goes with --trace-id" in result.output
+    assert fake_client == []
+
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+@pytest.mark.parametrize(
+    ("environment", "sent", "warned"),
+    [
+        ({"TRACEPARENT": f"00-{TRACE_ID}-00f067aa0ba902b7-01"}, int(TRACE_ID, 16), False),
+        ({"TRACEPARENT": f"00-{TRACE_ID}-00f067aa0ba902b7-01\n"}, int(TRACE_ID, 16), False),
+        ({"TRACEPARENT": "garbage"}, 0, True),
+        ({"TRACESTATE": "vendor=1"}, 0, False),  # no trace to carry it
+        ({}, 0, False),
+    ],
+    ids=["valid", "newline", "malformed", "tracestate-alone", "none"],
+)
+def test_record_carries_the_environments_trace(
+    fake_client: list[tuple[str, Any, dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
+    environment: dict[str, str],
+    sent: int,
+    warned: bool,
+) -> None:
+    for name in ("TRACEPARENT", "TRACESTATE"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(
+        cli.main,
+        RECORD,
+        env={"SEALTRAIL_SERVER": "127.0.0.1:1", "SEALTRAIL_TOKEN": "s3cret", **environment},
+    )
+    assert result.exit_code == 0, result.output
+    assert fake_client[1][2] == {"trace_id": sent}
+    assert ("warning: TRACEPARENT is no W3C traceparent" in result.output) is warned
+    assert not trace.get_current_span().get_span_context().is_valid  # detached after
+
+
+@pytest.mark.parametrize(
+    ("stdin", "hashed"),
+    [
+        (b"hunter2\n", "hunter2"),
+        (b"hunter2\r\n", "hunter2"),  # saved on Windows
+        (b"hunter2", "hunter2"),
+        (b"hunter2\n\n", "hunter2\n"),  # one line ending removed, no more
+        ("caf\u00e9\n".encode(), "caf\u00e9"),
+    ],
+)
+def test_hash_secret_reads_one_line_of_utf8_from_stdin(
+    fake_client: list[tuple[str, Any, dict[str, Any]]], stdin: bytes, hashed: str
+) -> None:
+    env = {"SEALTRAIL_SERVER": "127.0.0.1:1", "SEALTRAIL_TOKEN": "s3cret"}
+    result = CliRunner().invoke(cli.main, ["hash-secret"], input=stdin, env=env)
+    assert (result.exit_code, result.output) == (0, "hmac-sha256:00\n")
+    assert fake_client[1][:2] == ("hash_secret", hashed)
+
+
+@pytest.mark.parametrize(("stdin", "error"), [(b"", "no secret"), (b"caf\xe9", "not UTF-8")])
+def test_hash_secret_refuses_no_secret_or_one_not_utf8(
+    fake_client: list[tuple[str, Any, dict[str, Any]]], stdin: bytes, error: str
+) -> None:
+    env = {"SEALTRAIL_SERVER": "127.0.0.1:1", "SEALTRAIL_TOKEN": "s3cret"}
+    result = CliRunner().invoke(cli.main, ["hash-secret"], input=stdin, env=env)
+    assert result.exit_code == 2 and error in result.output
+    assert [call[0] for call in fake_client] == ["open"]
 
 
 @pytest.mark.parametrize(

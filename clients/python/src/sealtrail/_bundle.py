@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import contextvars
 import json
 import os
 from array import array
@@ -415,7 +416,9 @@ def in_order(
     first: a future per seq of a log of millions before the first record."""
     pending: deque[Future[_R]] = deque()
     for item in items:
-        pending.append(pool.submit(call, item))
+        # In the caller's context (its trace, its request id), a copy each:
+        # one context cannot be entered by two threads at once.
+        pending.append(pool.submit(contextvars.copy_context().run, call, item))
         if len(pending) >= ahead:
             yield pending.popleft().result()
     while pending:

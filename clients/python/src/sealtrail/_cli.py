@@ -20,7 +20,7 @@ import click
 import grpc
 from google.protobuf import json_format
 from opentelemetry import context as otel_context
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 from rich.console import Console
 from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
@@ -103,9 +103,31 @@ class _JsonObject(click.ParamType[dict[str, Any]]):
             parsed = json.loads(value)
         except json.JSONDecodeError as exc:
             self.fail(f"not valid JSON: {exc}", param, ctx)
+        except RecursionError:
+            self.fail("nested too deep", param, ctx)
         if not isinstance(parsed, dict):
             self.fail("must be a JSON object", param, ctx)
         return parsed
+
+
+class _JsonValue(click.ParamType[Any]):
+    """Any JSON value (null included); numbers as JSON has them (no NaN)."""
+
+    name = "JSON"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value, parse_constant=_not_a_number)
+        except ValueError as exc:
+            self.fail(f"{value!r} is not JSON ({exc}); text is quoted: '\"{value}\"'", param, ctx)
+        except RecursionError:
+            self.fail("nested too deep", param, ctx)
+
+
+def _not_a_number(constant: str) -> Any:
+    raise ValueError(f"{constant} is no JSON number")
 
 
 def on_this_machine(target: str) -> bool:
@@ -247,7 +269,11 @@ def _traced_by_the_environment() -> Iterator[None]:
     if not carrier:
         yield
         return
-    token = otel_context.attach(propagate.extract(carrier))
+    extracted = propagate.extract(carrier)
+    span = trace.get_current_span(extracted)
+    if "traceparent" in carrier and not span.get_span_context().is_valid:
+        click.echo("warning: TRACEPARENT is no W3C traceparent; its trace is not sent", err=True)
+    token = otel_context.attach(extracted)
     try:
         yield
     finally:
@@ -269,13 +295,21 @@ def _traced_by_the_environment() -> Iterator[None]:
 @click.option("--description")
 @click.option(
     "--change",
-    "changes",
+    "text_changes",
     nargs=3,
     multiple=True,
     metavar="FIELD BEFORE AFTER",
-    help="A field's value before and after (repeatable). Each value is JSON, or else taken"
-    " as text: role member admin, quota 10 20, tags '[]' '[\"ops\"]'; null for none"
-    " (created, removed).",
+    help="A field's text before and after, as given (repeatable): --change role member admin.",
+)
+@click.option(
+    "--change-json",
+    "json_changes",
+    type=(str, _JsonValue(), _JsonValue()),
+    multiple=True,
+    metavar="FIELD BEFORE AFTER",
+    help="A field's value before and after, each JSON (repeatable; after --change ones):"
+    " --change-json quota 10 20, --change-json tags '[]' '[\"ops\"]'; null for none (a"
+    " field created or removed): --change-json note null '\"hi\"'.",
 )
 @click.option("--details", type=_JsonObject(), help="A JSON object of further detail.")
 @click.option(
@@ -295,30 +329,28 @@ def _traced_by_the_environment() -> Iterator[None]:
 @click.option("--span-id", metavar="HEX16", help="The span that did it, with --trace-id.")
 @click.option("--idempotency-key", help="Records at most once per key (default: a new UUID).")
 @click.pass_context
-def record(ctx: click.Context, /, **options: Any) -> None:
+def record(
+    ctx: click.Context,
+    /,
+    text_changes: tuple[tuple[str, str, str], ...],
+    json_changes: tuple[tuple[str, Any, Any], ...],
+    **options: Any,
+) -> None:
     """Record one event and print it as stored, as one JSON line."""
-    fields = {name: value for name, value in options.items() if value not in (None, ())}
-    if "changes" in fields:
-        fields["changes"] = [
-            (name, _json_or_text(before), _json_or_text(after))
-            for name, before, after in fields["changes"]
-        ]
+    fields = {name: value for name, value in options.items() if value is not None}
+    if "span_id" in fields and "trace_id" not in fields:
+        # Alone it would stand for the event's ids, the environment's trace dropped.
+        raise click.UsageError("--span-id goes with --trace-id.", ctx)
+    if changes := [*text_changes, *json_changes]:
+        fields["changes"] = changes
     try:
         event = build_event(**cast(EventFields, fields))
-    except ValueError as error:  # a value the event cannot carry exactly
-        hint = "'--change'" if str(error).startswith("changes[") else "'--details'"
+    except (ValueError, json_format.ParseError) as error:  # a value no event carries as given
+        hint = "'--change-json'" if str(error).startswith("changes[") else "'--details'"
         raise click.BadParameter(str(error), param_hint=hint) from None
     with _client(ctx) as client:
         result = client.record(event)
     click.echo(json_format.MessageToJson(result.event, indent=None))
-
-
-def _json_or_text(value: str) -> Any:
-    """A --change value: what it says as JSON (null: none), else the text itself."""
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
 
 
 def _filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -760,12 +792,12 @@ def retention_set(
     """Replace the policy: DEFAULT and every override are days or a preset
     (30d, 90d, 180d, 1y, forever). Recorded in the log; with --dry-run, only
     shows what it would remove. A policy that would remove events now shows
-    them and asks first (no answer, as from a script: it is not set), unless
-    --yes."""
+    them and asks first, from a terminal; elsewhere (a script) it is refused
+    unless --yes."""
     by_category = {name: _days_value(days) for name, days in map(_rule_option, categories)}
     by_action = {prefix: _days_value(days) for prefix, days in map(_rule_option, actions)}
 
-    def with_policy(call: Callable[..., _Answer]) -> _Answer:
+    def with_policy(call: Callable[..., _Answer], etag: str) -> _Answer:
         try:
             return call(
                 _days_value(default), categories=by_category, action_prefixes=by_action, etag=etag
@@ -773,25 +805,40 @@ def retention_set(
         except ValueError as error:  # a preset or rule the client refuses
             raise click.BadParameter(str(error)) from None
 
-    with (
-        _client(ctx) as client,
-        unchanged_since_read("the retention policy", read_with="sealtrail retention"),
-    ):
-        if dry_run or not yes:
-            preview = with_policy(client.preview_retention_policy)
-            removes = bool(preview.events or preview.at_least)
-            if dry_run or removes:
-                _echo_preview(preview, err=not dry_run)
-            if dry_run:
-                return
-            if removes:  # for good, at the next purge: nothing brings them back
-                click.confirm(
-                    "Remove them for good at the next purge? (--yes answers yes)",
-                    abort=True,
-                    err=True,
-                )
-        answer = with_policy(client.set_retention_policy)
+    read_with: str | None = "sealtrail retention"  # where the given etag was read
+    with _client(ctx) as client:
+        if not (dry_run or yes or etag):
+            # What was shown is what is set, or nothing: both on one etag, read
+            # here (a change made while the question waits aborts the set).
+            read_with = None
+            etag = client.get_retention_policy().policy.etag
+        with unchanged_since_read("the retention policy", read_with=read_with):
+            if dry_run or not yes:
+                preview = with_policy(client.preview_retention_policy, etag)
+                if dry_run:
+                    _echo_preview(preview, err=False)
+                    return
+                if preview.events or preview.at_least:
+                    _echo_preview(preview, err=True)
+                    _confirm_removal(ctx, legal_hold=preview.legal_hold)
+            answer = with_policy(client.set_retention_policy, etag)
     click.echo("policy updated" if answer.event_id else "policy unchanged")
+
+
+def _confirm_removal(ctx: click.Context, *, legal_hold: bool) -> None:
+    """Asked at a terminal; refused elsewhere: events removed for good must
+    not hang on a question no one sees, nor take a line of a script's input
+    as its answer."""
+    when = "once the legal hold is released" if legal_hold else "at the next purge"
+    if not _stdin_is_a_terminal():
+        raise click.UsageError(
+            f"this policy removes events for good {when}; pass --yes to set it", ctx
+        )
+    click.confirm(f"Remove them for good {when}? (--yes answers yes)", abort=True, err=True)
+
+
+def _stdin_is_a_terminal() -> bool:
+    return sys.stdin.isatty()
 
 
 def _echo_preview(preview: retention_pb2.PreviewRetentionPolicyResponse, *, err: bool) -> None:

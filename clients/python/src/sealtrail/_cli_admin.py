@@ -106,17 +106,26 @@ def settings_redaction_mode(ctx: click.Context, mode: str, etag: str) -> None:
 @click.pass_context
 def hash_secret(ctx: click.Context) -> None:
     """Admin: what redaction in `hmac` mode writes for a secret, to search the
-    log for it (sealtrail query --search ...). The secret is read from stdin,
-    or asked for without echo: never an argument, which shell history and
-    other users' `ps` would show."""
+    log for it (sealtrail query --search ...). The secret is read from stdin
+    (UTF-8, one line ending removed: a file saved on Windows hashes as on
+    Linux), or asked for without echo: never an argument, which shell
+    history and other users' `ps` would show."""
+    with _client(ctx) as client:
+        value = _secret_from_stdin(ctx)
+        click.echo(client.hash_secret(value))
+
+
+def _secret_from_stdin(ctx: click.Context) -> str:
     if sys.stdin.isatty():
-        value = click.prompt("Secret", hide_input=True, err=True)
-    else:
-        value = sys.stdin.read().removesuffix("\n")
+        return str(click.prompt("Secret", hide_input=True, err=True))
+    try:
+        text = sys.stdin.buffer.read().decode()
+    except UnicodeDecodeError as error:
+        raise click.UsageError(f"the secret on stdin is not UTF-8 ({error})", ctx) from None
+    value = text.removesuffix("\n").removesuffix("\r")
     if not value:
         raise click.UsageError("no secret given on stdin", ctx)
-    with _client(ctx) as client:
-        click.echo(client.hash_secret(value))
+    return value
 
 
 @click.command("get")

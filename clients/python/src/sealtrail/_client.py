@@ -28,13 +28,13 @@ from sealtrail._convert import (
     build_event,
     inclusion_request,
     query_request,
+    record_request,
     redaction_mode_value,
     replay_request,
     retention_policy,
     stream_request,
     token_role_value,
     update_mask,
-    with_defaults,
 )
 from sealtrail._correlation import CorrelationInterceptor, current_request_id, request_id
 from sealtrail._errors import (
@@ -161,9 +161,7 @@ class AuditClient:
         """Records one event, given as an Event or as keyword shorthand (see EventFields)."""
         if event is not None and fields:
             raise TypeError("pass either an Event or keyword fields, not both")
-        request = audit_service_pb2.RecordRequest(
-            event=with_defaults(event if event is not None else build_event(**fields))
-        )
+        request = record_request(event if event is not None else build_event(**fields))
         response = self._call(self._stub.Record, request)
         return RecordResult(event=response.event, deduplicated=response.deduplicated)
 

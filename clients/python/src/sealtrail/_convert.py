@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack
 
 from google.protobuf import field_mask_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf.message import DecodeError
 
 from sealtrail._errors import SealtrailError, from_entry_error
 from sealtrail.v1 import (
@@ -215,8 +217,9 @@ def _change(change: tuple[str, Any, Any] | Mapping[str, Any]) -> event_pb2.Chang
     # None leaves a side unset: the field was created (no before) or removed (no after).
     return event_pb2.Change(
         field=field,
-        before=None if before is None else _value(_exact(before, f"changes[{field}].before")),
-        after=None if after is None else _value(_exact(after, f"changes[{field}].after")),
+        # A change's array or object stands at level 2, as the service counts.
+        before=None if before is None else _value(_exact(before, f"changes[{field}].before", 2)),
+        after=None if after is None else _value(_exact(after, f"changes[{field}].after", 2)),
     )
 
 
@@ -227,12 +230,19 @@ def _value(value: Any) -> struct_pb2.Value:
 # A JSON number travels as a double (google.protobuf.Value): integers beyond
 # this magnitude would arrive rounded, a different value than the caller's.
 _MAX_EXACT_INT = 2**53
+# The levels of objects and arrays the service takes (as it counts them);
+# deeper, the message cannot even be copied here (protobuf's decoding limit).
+MAX_JSON_DEPTH = 32
 _V = TypeVar("_V")
 
 
-def _exact(value: _V, path: str) -> _V:
-    """`value`, once every number in it is known to arrive as it is; a
-    ValueError naming where one would arrive rounded or is no JSON number."""
+def _exact(value: _V, path: str, depth: int = 1) -> _V:
+    """`value`, once every number in it is known to arrive as it is and it
+    nests no deeper than the service takes; a ValueError naming where a
+    number would arrive rounded or is no JSON number, or where it nests too
+    deep. `depth`: the level an object or array `value` stands at."""
+    if isinstance(value, Mapping | list | tuple) and depth > MAX_JSON_DEPTH:
+        raise ValueError(f"{path}: nests deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, bool):
         return value
     if isinstance(value, float) and not math.isfinite(value):
@@ -244,10 +254,10 @@ def _exact(value: _V, path: str) -> _V:
         )
     if isinstance(value, Mapping):
         for key, item in value.items():
-            _exact(item, f"{path}.{key}")
+            _exact(item, f"{path}.{key}", depth + 1)
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            _exact(item, f"{path}[{index}]")
+            _exact(item, f"{path}[{index}]", depth + 1)
     return value
 
 
@@ -263,12 +273,35 @@ def with_defaults(event: event_pb2.Event) -> event_pb2.Event:
     return prepared
 
 
+def record_request(event: event_pb2.Event) -> audit_service_pb2.RecordRequest:
+    """A RecordRequest of the event with its defaults; ValueError if it nests
+    too deep for a request (see _no_deeper_than_protobuf_decodes)."""
+    with _no_deeper_than_protobuf_decodes():
+        return audit_service_pb2.RecordRequest(event=with_defaults(event))
+
+
 def batch_request(events: Iterable[event_pb2.Event]) -> audit_service_pb2.RecordBatchRequest:
-    """A RecordBatchRequest of the events with their defaults; ValueError above 1,000."""
+    """A RecordBatchRequest of the events with their defaults; ValueError above 1,000,
+    or if one nests too deep for a request."""
     prepared = [with_defaults(e) for e in events]
     if len(prepared) > MAX_BATCH:
         raise ValueError(f"a batch holds at most {MAX_BATCH} events, got {len(prepared)}")
-    return audit_service_pb2.RecordBatchRequest(events=prepared)
+    with _no_deeper_than_protobuf_decodes():
+        return audit_service_pb2.RecordBatchRequest(events=prepared)
+
+
+@contextmanager
+def _no_deeper_than_protobuf_decodes() -> Iterator[None]:
+    """An Event built by hand (not by build_event) whose objects and arrays
+    nest far deeper than the service takes cannot be put in a request:
+    protobuf copies it through its decoder, whose depth is limited. A
+    ValueError saying so, not a DecodeError traceback."""
+    try:
+        yield
+    except DecodeError as error:
+        raise ValueError(
+            f"event: {error}; its objects and arrays nest at most {MAX_JSON_DEPTH} levels"
+        ) from None
 
 
 def batch_results(response: audit_service_pb2.RecordBatchResponse) -> list[BatchEntryResult]:
