@@ -540,6 +540,46 @@ def test_a_tenants_admin_manages_tokens_and_settings_from_the_command_line(
     assert login["details"] == {"password": hashed}
 
 
+def test_events_queried_from_one_log_are_imported_into_another_once(
+    cli_env: dict[str, str], migrated_database_url: str, tmp_path: Path
+) -> None:
+    """A backfill: the lines `query --format jsonl` prints are recorded in
+    another tenant's log, received now, with new ids and seqs; imported
+    again, each is recorded once; a line that is no event, or one the
+    service refuses, is named and the rest go on."""
+    for action in ("member.invite", "member.remove", "member.invite"):
+        run("sealtrail", "record", "--action", action, "--actor-id", "u_1", env=cli_env)
+    queried = run("sealtrail", "query", "--action", "member.*", "--order", "oldest",
+                  "--format", "jsonl", env=cli_env).stdout  # fmt: skip
+    source = tmp_path / "backfill.ndjson"
+    source.write_text(queried + "not json\n\n" + '{"action": "Bad", "actor": {"id": "u"}}\n')
+    created = run("sealtrail-server", "token", "create", "--tenant", "imported-into", "--role",
+                  "admin", "--database-url", migrated_database_url)  # fmt: skip
+    other = {**cli_env, "SEALTRAIL_TOKEN": created.stdout.strip().splitlines()[-1]}
+
+    imported = run("sealtrail", "import", str(source), env=other, check=False)
+    assert imported.returncode == 1
+    assert imported.stdout == f"recorded 3 events from {source}\n"
+    assert "line 4: not an Event" in imported.stderr
+    assert "line 6: INVALID_ARGUMENT: events[3].action" in imported.stderr
+    assert imported.stderr.endswith("2 lines refused\n")
+    original = [json.loads(line) for line in queried.splitlines()]
+    copied = [
+        json.loads(line)
+        for line in run("sealtrail", "query", "--action", "member.*", "--order", "oldest",
+                        "--format", "jsonl", env=other).stdout.splitlines()
+    ]  # fmt: skip
+    kept = ("action", "occurredAt", "actor", "idempotencyKey")
+    assert [{k: e[k] for k in kept} for e in copied] == [{k: e[k] for k in kept} for e in original]
+    assert [e["tenantId"] for e in copied] == ["imported-into"] * 3
+    assert [int(e["seq"]) for e in copied] == [2, 3, 4]  # after its token's creation
+    assert {e["id"] for e in copied}.isdisjoint(e["id"] for e in original)
+
+    again = run("sealtrail", "import", "-", env=other, check=False, stdin=queried)
+    assert (again.returncode, again.stdout) == (0, "recorded 0 events, 3 events already recorded"
+                                                   " from stdin\n")  # fmt: skip
+
+
 def test_sinks_from_the_command_line(cli_env: dict[str, str]) -> None:
     with endpoint() as receiver:
         receiver.responder = lambda received, index: Reply(400) if index == 0 else Reply()

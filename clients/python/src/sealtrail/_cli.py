@@ -886,9 +886,11 @@ def erase_tenant(ctx: click.Context, confirm: str) -> None:
 # Registered last: the commands of these modules use this module's helpers.
 from sealtrail._cli_admin import get_event, hash_secret, settings, tokens  # noqa: E402
 from sealtrail._cli_alerts import alerts  # noqa: E402
+from sealtrail._cli_import import import_events  # noqa: E402
 from sealtrail._cli_sinks import sinks  # noqa: E402
 
 main.add_command(get_event)
+main.add_command(import_events)
 main.add_command(sinks)
 main.add_command(alerts)
 main.add_command(tokens)
