@@ -448,6 +448,33 @@ def test_import_sends_batches_of_its_size_without_what_the_service_assigns(
     assert assigned == [("", 0, "", b"", False)] * 5
 
 
+def test_an_import_cut_short_says_how_far_it_went(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the error was printed: whoever imports again from where it
+    stopped (lines without keys would be recorded twice) had to guess."""
+
+    class FailingSecond(FakeClient):
+        def record_batch(self, events: list[event_pb2.Event]) -> list[Any]:
+            if any(call[0] == "record_batch" for call in self.calls):
+                raise sealtrail.RpcFailedError("down", code=grpc.StatusCode.UNAVAILABLE)
+            return super().record_batch(events)
+
+    FakeClient.calls = []
+    monkeypatch.setattr(cli, "AuditClient", FailingSecond)
+    lines = "".join(
+        json.dumps({"action": "doc.edit", "actor": {"id": "u"}}) + "\n" for _ in range(4)
+    )
+    env = {"SEALTRAIL_SERVER": "127.0.0.1:1", "SEALTRAIL_TOKEN": "s3cret"}
+    result = CliRunner().invoke(
+        cli.main, ["import", "--batch-size", "2"], input="\n" + lines, env=env
+    )
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[:2] == [
+        "recorded 2 events from stdin, up to line 3",  # line 1 is blank
+        "error: UNAVAILABLE: down",
+    ]
+
+
 @pytest.mark.parametrize(
     ("args", "option"),
     [

@@ -14,6 +14,7 @@ from google.protobuf import json_format
 from sealtrail._cli import _client, _count
 from sealtrail._client import AuditClient
 from sealtrail._convert import MAX_BATCH
+from sealtrail._errors import SealtrailError
 from sealtrail.v1 import event_pb2
 
 # A batch's events, at most, in bytes: well under the service's 64 MiB a request.
@@ -25,6 +26,7 @@ class _Tally:
     recorded: int = 0
     deduplicated: int = 0
     refused: list[int] = field(default_factory=list)  # line numbers
+    done: int = 0  # the line up to which every event was dealt with
 
 
 @click.command("import")
@@ -49,17 +51,27 @@ def import_events(ctx: click.Context, source: BinaryIO, batch_size: int) -> None
     records (audit_log.*, retention.*, ...) are refused: only it records them.
     Each line refused is named on stderr; exit 1 if any was."""
     tally = _Tally()
-    with _client(ctx) as client:
-        for batch in _batches(_events(source, tally), batch_size):
-            _record(client, batch, tally)
-    summary = f"recorded {_count(tally.recorded, 'event')}"
-    if tally.deduplicated:
-        summary += f", {_count(tally.deduplicated, 'event')} already recorded"
     name = getattr(source, "name", "-")
-    click.echo(f"{summary} from {'stdin' if name in ('-', '<stdin>') else name}")
+    where = "stdin" if name in ("-", "<stdin>") else name
+    with _client(ctx) as client:
+        try:
+            for batch in _batches(_events(source, tally), batch_size):
+                _record(client, batch, tally)
+                tally.done = batch[-1][0]
+        except SealtrailError:  # said by _client; first, how far the import went
+            click.echo(f"{_summary(tally)} from {where}, up to line {tally.done}", err=True)
+            raise
+    click.echo(f"{_summary(tally)} from {where}")
     if tally.refused:
         click.echo(f"{_count(len(tally.refused), 'line')} refused", err=True)
         ctx.exit(1)
+
+
+def _summary(tally: _Tally) -> str:
+    summary = f"recorded {_count(tally.recorded, 'event')}"
+    if tally.deduplicated:
+        summary += f", {_count(tally.deduplicated, 'event')} already recorded"
+    return summary
 
 
 def _events(source: BinaryIO, tally: _Tally) -> Iterator[tuple[int, event_pb2.Event]]:
