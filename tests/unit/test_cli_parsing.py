@@ -357,8 +357,11 @@ def test_a_change_or_details_no_event_carries_is_a_usage_error(
     assert fake_client == []
 
 
-def test_a_span_id_needs_its_trace_id(fake_client: list[tuple[str, Any, dict[str, Any]]]) -> None:
-    result = invoke(*RECORD, "--span-id", "00f067aa0ba902b7")
+@pytest.mark.parametrize("trace_id", [[], ["--trace-id", ""]], ids=["none", "empty"])
+def test_a_span_id_needs_its_trace_id(
+    fake_client: list[tuple[str, Any, dict[str, Any]]], trace_id: list[str]
+) -> None:
+    result = invoke(*RECORD, *trace_id, "--span-id", "00f067aa0ba902b7")
     assert result.exit_code == 2 and "--span-id goes with --trace-id" in result.output
     assert fake_client == []
 
@@ -404,6 +407,8 @@ def test_record_carries_the_environments_trace(
         (b"hunter2\r\n", "hunter2"),  # saved on Windows
         (b"hunter2", "hunter2"),
         (b"hunter2\n\n", "hunter2\n"),  # one line ending removed, no more
+        (b"hunter2\r", "hunter2\r"),  # no line ending
+        (b"\xef\xbb\xbfhunter2\r\n", "hunter2"),  # saved by Notepad as UTF-8
         ("caf\u00e9\n".encode(), "caf\u00e9"),
     ],
 )

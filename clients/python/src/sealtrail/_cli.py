@@ -121,7 +121,7 @@ class _JsonValue(click.ParamType[Any]):
         try:
             return json.loads(value, parse_constant=_not_a_number)
         except ValueError as exc:
-            self.fail(f"{value!r} is not JSON ({exc}); text is quoted: '\"{value}\"'", param, ctx)
+            self.fail(f"{value!r} is not JSON ({exc}); as text: {json.dumps(value)}", param, ctx)
         except RecursionError:
             self.fail("nested too deep", param, ctx)
 
@@ -338,7 +338,7 @@ def record(
 ) -> None:
     """Record one event and print it as stored, as one JSON line."""
     fields = {name: value for name, value in options.items() if value is not None}
-    if "span_id" in fields and "trace_id" not in fields:
+    if fields.get("span_id") and not fields.get("trace_id"):
         # Alone it would stand for the event's ids, the environment's trace dropped.
         raise click.UsageError("--span-id goes with --trace-id.", ctx)
     if changes := [*text_changes, *json_changes]:

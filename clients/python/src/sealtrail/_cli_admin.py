@@ -107,8 +107,8 @@ def settings_redaction_mode(ctx: click.Context, mode: str, etag: str) -> None:
 def hash_secret(ctx: click.Context) -> None:
     """Admin: what redaction in `hmac` mode writes for a secret, to search the
     log for it (sealtrail query --search ...). The secret is read from stdin
-    (UTF-8, one line ending removed: a file saved on Windows hashes as on
-    Linux), or asked for without echo: never an argument, which shell
+    (UTF-8, one line ending and a byte-order mark removed: a file saved on
+    Windows hashes as on Linux), or asked for without echo: never an argument, which shell
     history and other users' `ps` would show."""
     with _client(ctx) as client:
         value = _secret_from_stdin(ctx)
@@ -119,10 +119,10 @@ def _secret_from_stdin(ctx: click.Context) -> str:
     if sys.stdin.isatty():
         return str(click.prompt("Secret", hide_input=True, err=True))
     try:
-        text = sys.stdin.buffer.read().decode()
+        text = sys.stdin.buffer.read().decode("utf-8-sig")  # a BOM (Notepad) is no part of it
     except UnicodeDecodeError as error:
         raise click.UsageError(f"the secret on stdin is not UTF-8 ({error})", ctx) from None
-    value = text.removesuffix("\n").removesuffix("\r")
+    value = text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
     if not value:
         raise click.UsageError("no secret given on stdin", ctx)
     return value

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack
@@ -241,8 +240,6 @@ def _exact(value: _V, path: str, depth: int = 1) -> _V:
     nests no deeper than the service takes; a ValueError naming where a
     number would arrive rounded or is no JSON number, or where it nests too
     deep. `depth`: the level an object or array `value` stands at."""
-    if isinstance(value, Mapping | list | tuple) and depth > MAX_JSON_DEPTH:
-        raise ValueError(f"{path}: nests deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, bool):
         return value
     if isinstance(value, float) and not math.isfinite(value):
@@ -253,12 +250,19 @@ def _exact(value: _V, path: str, depth: int = 1) -> _V:
             " send it as a string"
         )
     if isinstance(value, Mapping):
+        _not_too_deep(path, depth)
         for key, item in value.items():
             _exact(item, f"{path}.{key}", depth + 1)
     elif isinstance(value, list | tuple):
+        _not_too_deep(path, depth)
         for index, item in enumerate(value):
             _exact(item, f"{path}[{index}]", depth + 1)
     return value
+
+
+def _not_too_deep(path: str, depth: int) -> None:
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"{path}: nests deeper than {MAX_JSON_DEPTH} levels")
 
 
 def with_defaults(event: event_pb2.Event) -> event_pb2.Event:
@@ -275,9 +279,11 @@ def with_defaults(event: event_pb2.Event) -> event_pb2.Event:
 
 def record_request(event: event_pb2.Event) -> audit_service_pb2.RecordRequest:
     """A RecordRequest of the event with its defaults; ValueError if it nests
-    too deep for a request (see _no_deeper_than_protobuf_decodes)."""
-    with _no_deeper_than_protobuf_decodes():
+    too deep for a request (see _too_deep)."""
+    try:
         return audit_service_pb2.RecordRequest(event=with_defaults(event))
+    except DecodeError as error:
+        raise _too_deep(error) from None
 
 
 def batch_request(events: Iterable[event_pb2.Event]) -> audit_service_pb2.RecordBatchRequest:
@@ -286,22 +292,20 @@ def batch_request(events: Iterable[event_pb2.Event]) -> audit_service_pb2.Record
     prepared = [with_defaults(e) for e in events]
     if len(prepared) > MAX_BATCH:
         raise ValueError(f"a batch holds at most {MAX_BATCH} events, got {len(prepared)}")
-    with _no_deeper_than_protobuf_decodes():
+    try:
         return audit_service_pb2.RecordBatchRequest(events=prepared)
+    except DecodeError as error:
+        raise _too_deep(error) from None
 
 
-@contextmanager
-def _no_deeper_than_protobuf_decodes() -> Iterator[None]:
+def _too_deep(error: DecodeError) -> ValueError:
     """An Event built by hand (not by build_event) whose objects and arrays
     nest far deeper than the service takes cannot be put in a request:
     protobuf copies it through its decoder, whose depth is limited. A
     ValueError saying so, not a DecodeError traceback."""
-    try:
-        yield
-    except DecodeError as error:
-        raise ValueError(
-            f"event: {error}; its objects and arrays nest at most {MAX_JSON_DEPTH} levels"
-        ) from None
+    return ValueError(
+        f"event: {error}; its objects and arrays nest at most {MAX_JSON_DEPTH} levels"
+    )
 
 
 def batch_results(response: audit_service_pb2.RecordBatchResponse) -> list[BatchEntryResult]:
