@@ -480,6 +480,66 @@ def test_an_import_cut_short_says_how_far_it_went(monkeypatch: pytest.MonkeyPatc
     ]
 
 
+def test_an_import_names_each_line_refused_and_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Answering(FakeClient):
+        def record_batch(self, events: list[event_pb2.Event]) -> list[Any]:
+            self.calls.append(("record_batch", list(events), {}))
+            results = []
+            for index, event in enumerate(events):
+                if event.action == "bad":
+                    refusal = sealtrail.InvalidArgumentError(
+                        "invalid request",
+                        code=grpc.StatusCode.INVALID_ARGUMENT,
+                        field_violations=[(f"events[{index}].action", "must be dotted")],
+                    )
+                    results.append(BatchEntryResult(event=None, error=refusal, deduplicated=False))
+                else:
+                    seen = event.idempotency_key == "seen"
+                    results.append(BatchEntryResult(event=event, error=None, deduplicated=seen))
+            return results
+
+    FakeClient.calls = []
+    monkeypatch.setattr(cli, "AuditClient", Answering)
+    lines = [
+        {"action": "doc.edit", "actor": {"id": "u"}},
+        {"action": "bad", "actor": {"id": "u"}},
+        "not json",
+        {"action": "doc.edit", "actor": {"id": "u"}, "idempotencyKey": "seen"},
+        {"action": "doc.edit", "actor": {"id": "u"}, "details": {"x": "y" * 600_000}},
+        {"action": "bad", "actor": {"id": "u"}},
+    ]
+    text = "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
+    env = {"SEALTRAIL_SERVER": "127.0.0.1:1", "SEALTRAIL_TOKEN": "s3cret"}
+    result = CliRunner().invoke(cli.main, ["import", "--batch-size", "2"], input=text, env=env)
+    assert result.exit_code == 3, result.output
+    assert result.stdout == (
+        "recorded 1 event, 1 event already recorded from stdin; 4 lines refused\n"
+    )
+    # Each as it is met: a line that is no event as it is read, ahead of its batch.
+    assert sorted(line.split(":")[0] for line in result.stderr.splitlines()) == [
+        "line 2", "line 3", "line 5", "line 6",
+    ]  # fmt: skip
+    assert "line 2: INVALID_ARGUMENT: action: must be dotted" in result.stderr  # not events[1]
+    assert "line 5: 600" in result.stderr and "an event is at most 524288" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("first", "said"),
+    [
+        ('{"v": 1, "tenant_id": "t", "seq": 1, "action": "a.b"}', "stored records"),
+        ("[", "a JSON array"),
+    ],
+)
+def test_an_import_of_an_exports_file_says_what_to_import_instead(
+    fake_client: list[tuple[str, Any, dict[str, Any]]], first: str, said: str
+) -> None:
+    env = {"SEALTRAIL_SERVER": "127.0.0.1:1", "SEALTRAIL_TOKEN": "s3cret"}
+    result = CliRunner().invoke(cli.main, ["import"], input=first + "\n", env=env)
+    assert result.exit_code == 2 and said in result.output
+    assert "query --format jsonl --order oldest" in result.output
+    assert [call[0] for call in fake_client] == ["open"]
+
+
 @pytest.mark.parametrize(
     ("args", "option"),
     [

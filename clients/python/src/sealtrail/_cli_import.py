@@ -4,9 +4,10 @@ the main command by _cli.py, whose helpers it shares."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import BinaryIO
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 import click
 from google.protobuf import json_format
@@ -19,14 +20,22 @@ from sealtrail.v1 import event_pb2
 
 # A batch's events, at most, in bytes: well under the service's 64 MiB a request.
 _BATCH_BYTES = 8 * 1024 * 1024
+# The largest event the service reads (docs/api.md): a larger one is refused
+# here, not sent to be refused.
+_MAX_EVENT_BYTES = 512 * 1024
+# A line longer than this is no event the service would take, whatever it holds.
+_MAX_LINE_BYTES = 8 * _MAX_EVENT_BYTES
+# Exit status of an import that went through its file but refused lines: 1
+# and 2 are those of a call that failed (the import cut short), as elsewhere.
+_LINES_REFUSED = 3
 
 
 @dataclass
 class _Tally:
     recorded: int = 0
     deduplicated: int = 0
-    refused: list[int] = field(default_factory=list)  # line numbers
-    done: int = 0  # the line up to which every event was dealt with
+    refused: int = 0  # lines
+    done: int = 0  # the line up to which every line was dealt with
 
 
 @click.command("import")
@@ -41,56 +50,97 @@ class _Tally:
 @click.pass_context
 def import_events(ctx: click.Context, source: BinaryIO, batch_size: int) -> None:
     """Record the events of SOURCE (NDJSON; - or none: stdin), one Event a
-    line in the proto JSON mapping, as `sealtrail query --format jsonl`
-    prints them. What the service assigns (id, seq, received_at, leaf_hash,
-    tenant_id) is dropped: it assigns them anew, received now, in this
-    tenant's log. A line with its idempotency_key and occurred_at is
-    recorded once however often the file is imported; one without a key gets
-    a new one each time, and one without occurred_at the time of its import
-    (again, a different event: ALREADY_EXISTS for its key). Sealtrail's own
-    records (audit_log.*, retention.*, ...) are refused: only it records them.
-    Each line refused is named on stderr; exit 1 if any was."""
+    line in the proto JSON mapping, as `sealtrail query --format jsonl
+    --order oldest --limit N` prints them (not an export's stored records).
+    What the service assigns (id, seq, received_at, leaf_hash, tenant_id) is
+    dropped: it assigns them anew, received now, in this tenant's log. A
+    line with its idempotency_key and occurred_at is recorded once however
+    often the file is imported; one without a key gets a new one each time,
+    and one without occurred_at the time of its import (again, a different
+    event: ALREADY_EXISTS for its key). Sealtrail's own records (audit_log.*,
+    retention.*, ...) are refused: only it records them. Each line refused
+    is named on stderr, and the import goes on: exit 3 if any was; an import
+    cut short by a failed call says up to which line it went."""
     tally = _Tally()
     name = getattr(source, "name", "-")
     where = "stdin" if name in ("-", "<stdin>") else name
     with _client(ctx) as client:
         try:
-            for batch in _batches(_events(source, tally), batch_size):
+            for batch in _batches(_events(ctx, source, tally), batch_size):
                 _record(client, batch, tally)
-                tally.done = batch[-1][0]
         except SealtrailError:  # said by _client; first, how far the import went
-            click.echo(f"{_summary(tally)} from {where}, up to line {tally.done}", err=True)
+            click.echo(_summary(tally, f"{where}, up to line {tally.done}"), err=True)
             raise
-    click.echo(f"{_summary(tally)} from {where}")
+    click.echo(_summary(tally, where))
     if tally.refused:
-        click.echo(f"{_count(len(tally.refused), 'line')} refused", err=True)
-        ctx.exit(1)
+        ctx.exit(_LINES_REFUSED)
 
 
-def _summary(tally: _Tally) -> str:
+def _summary(tally: _Tally, where: str) -> str:
     summary = f"recorded {_count(tally.recorded, 'event')}"
     if tally.deduplicated:
         summary += f", {_count(tally.deduplicated, 'event')} already recorded"
+    summary += f" from {where}"
+    if tally.refused:
+        summary += f"; {_count(tally.refused, 'line')} refused"
     return summary
 
 
-def _events(source: BinaryIO, tally: _Tally) -> Iterator[tuple[int, event_pb2.Event]]:
+def _events(
+    ctx: click.Context, source: BinaryIO, tally: _Tally
+) -> Iterator[tuple[int, event_pb2.Event]]:
     """(line number, event) of each line that is one; the others reported."""
     for number, line in enumerate(source, start=1):
+        if number == 1:
+            line = line.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark (Notepad's UTF-8)
+            _not_another_format(ctx, line)
         if not line.strip():
+            continue
+        if len(line) > _MAX_LINE_BYTES:
+            _refuse(tally, number, f"{len(line)} bytes, more than any event the service takes")
             continue
         event = event_pb2.Event()
         try:
             json_format.Parse(line, event)
         except (json_format.ParseError, UnicodeDecodeError, RecursionError) as error:
-            click.echo(f"line {number}: not an Event: {error}", err=True)
-            tally.refused.append(number)
+            _refuse(tally, number, f"not an Event: {error}")
             continue
         # What the service assigns, which a line may carry (as `sealtrail
         # query --format jsonl` prints them): dropped, it assigns them anew.
-        for name in ("id", "seq", "received_at", "leaf_hash", "tenant_id"):
-            event.ClearField(name)
+        for field in ("id", "seq", "received_at", "leaf_hash", "tenant_id"):
+            event.ClearField(field)
+        if (size := event.ByteSize()) > _MAX_EVENT_BYTES:
+            _refuse(tally, number, f"{size} bytes as sent; an event is at most {_MAX_EVENT_BYTES}")
+            continue
         yield number, event
+
+
+def _not_another_format(ctx: click.Context, first_line: bytes) -> None:
+    """A usage error if the file is one of the other formats Sealtrail
+    writes, where every line would be refused: an export's JSON array, or
+    its stored records (NDJSON, keyed by `v`, with lowercase enum names)."""
+    if first_line.strip() == b"[":
+        raise click.UsageError(
+            "SOURCE is a JSON array (an export's --format json?); import takes one Event a"
+            " line, as `sealtrail query --format jsonl --order oldest` prints them",
+            ctx,
+        )
+    try:
+        data: Any = json.loads(first_line)
+    except (ValueError, RecursionError):
+        return  # refused as its line, with the parser's reason
+    if isinstance(data, dict) and "v" in data and "tenant_id" in data:
+        raise click.UsageError(
+            "SOURCE holds stored records (an export's --format ndjson?), not Events; import"
+            " takes one Event a line, as `sealtrail query --format jsonl --order oldest`"
+            " prints them",
+            ctx,
+        )
+
+
+def _refuse(tally: _Tally, number: int, why: str) -> None:
+    click.echo(f"line {number}: {why}", err=True)
+    tally.refused += 1
 
 
 def _batches(
@@ -110,6 +160,8 @@ def _batches(
 
 
 def _record(client: AuditClient, batch: list[tuple[int, event_pb2.Event]], tally: _Tally) -> None:
+    # Every line before this call's first was dealt with (sent, or refused here).
+    tally.done = batch[0][0] - 1
     try:
         results = client.record_batch([event for _, event in batch])
     except ValueError as error:  # an event nested too deep for a request: one at a time
@@ -117,18 +169,19 @@ def _record(client: AuditClient, batch: list[tuple[int, event_pb2.Event]], tally
             for numbered in batch:
                 _record(client, [numbered], tally)
             return
-        click.echo(f"line {batch[0][0]}: {error}", err=True)
-        tally.refused.append(batch[0][0])
+        _refuse(tally, batch[0][0], str(error))
+        tally.done = batch[0][0]
         return
-    for (number, _), result in zip(batch, results, strict=True):
+    for index, ((number, _), result) in enumerate(zip(batch, results, strict=True)):
         if result.error is not None:
-            violations = "; ".join(f"{f}: {d}" for f, d in result.error.field_violations)
-            click.echo(
-                f"line {number}: {result.error.code.name}: {violations or result.error.message}",
-                err=True,
+            entry = f"events[{index}]."  # the batch's, not the line's
+            violations = "; ".join(
+                f"{path.removeprefix(entry)}: {why}" for path, why in result.error.field_violations
             )
-            tally.refused.append(number)
+            reason = violations or result.error.message
+            _refuse(tally, number, f"{result.error.code.name}: {reason}")
         elif result.deduplicated:
             tally.deduplicated += 1
         else:
             tally.recorded += 1
+    tally.done = batch[-1][0]
