@@ -674,5 +674,9 @@ def test_alert_rules_from_the_command_line(cli_env: dict[str, str]) -> None:
     unknown = "00000000-0000-4000-8000-000000000000"
     gone = run("sealtrail", "alerts", "disable", unknown, env=cli_env, check=False)
     assert gone.returncode == 2 and f"NOT_FOUND: no alert rule {unknown}" in gone.stderr
+    # Found missing by the command line itself (it reads the rule's kind first): the same.
+    not_read = run("sealtrail", "alerts", "update", unknown, "--count", "5", env=cli_env,
+                   check=False)  # fmt: skip
+    assert not_read.returncode == 2 and f"no alert rule {unknown}" in not_read.stderr
     run("sealtrail", "alerts", "delete", rule_id, env=cli_env)
     assert "failed logins" not in run("sealtrail", "alerts", env=cli_env).stdout

@@ -475,7 +475,7 @@ def test_an_import_cut_short_says_how_far_it_went(monkeypatch: pytest.MonkeyPatc
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr.splitlines()[:2] == [
-        "recorded 2 events from stdin, up to line 3",  # line 1 is blank
+        "recorded 2 events from stdin; every line up to 3 was dealt with",  # line 1 is blank
         "error: UNAVAILABLE: down",
     ]
 
@@ -507,17 +507,18 @@ def test_an_import_names_each_line_refused_and_goes_on(monkeypatch: pytest.Monke
         {"action": "doc.edit", "actor": {"id": "u"}, "idempotencyKey": "seen"},
         {"action": "doc.edit", "actor": {"id": "u"}, "details": {"x": "y" * 600_000}},
         {"action": "bad", "actor": {"id": "u"}},
+        "[]",  # json_format.Parse takes it for an empty Event
     ]
     text = "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
     env = {"SEALTRAIL_SERVER": "127.0.0.1:1", "SEALTRAIL_TOKEN": "s3cret"}
     result = CliRunner().invoke(cli.main, ["import", "--batch-size", "2"], input=text, env=env)
     assert result.exit_code == 3, result.output
     assert result.stdout == (
-        "recorded 1 event, 1 event already recorded from stdin; 4 lines refused\n"
+        "recorded 1 event, 1 event already recorded from stdin; 5 lines refused\n"
     )
     # Each as it is met: a line that is no event as it is read, ahead of its batch.
     assert sorted(line.split(":")[0] for line in result.stderr.splitlines()) == [
-        "line 2", "line 3", "line 5", "line 6",
+        "line 2", "line 3", "line 5", "line 6", "line 7",
     ]  # fmt: skip
     assert "line 2: INVALID_ARGUMENT: action: must be dotted" in result.stderr  # not events[1]
     assert "line 5: 600" in result.stderr and "an event is at most 524288" in result.stderr
@@ -527,8 +528,11 @@ def test_an_import_names_each_line_refused_and_goes_on(monkeypatch: pytest.Monke
     ("first", "said"),
     [
         ('{"v": 1, "tenant_id": "t", "seq": 1, "action": "a.b"}', "stored records"),
+        ('\n{"v": 1, "tenant_id": "t", "seq": 1, "action": "a.b"}', "stored records"),
         ("[", "a JSON array"),
+        ("[]", "a JSON array"),  # an export of nothing
     ],
+    ids=["records", "records-after-a-blank-line", "array", "empty-array"],
 )
 def test_an_import_of_an_exports_file_says_what_to_import_instead(
     fake_client: list[tuple[str, Any, dict[str, Any]]], first: str, said: str

@@ -838,7 +838,8 @@ def _confirm_removal(ctx: click.Context, *, legal_hold: bool) -> None:
 
 
 def _stdin_is_a_terminal() -> bool:
-    return sys.stdin.isatty()
+    """Whether someone can see the question (on stderr) and answer it (on stdin)."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
 
 
 def _echo_preview(preview: retention_pb2.PreviewRetentionPolicyResponse, *, err: bool) -> None:

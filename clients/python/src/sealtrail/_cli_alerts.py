@@ -32,6 +32,12 @@ def _describe(rule: alerting_pb2.AlertRule) -> str:
     return kind
 
 
+class _NoSuchRule(click.ClickException):
+    """Exits 2, as the service's NOT_FOUND does."""
+
+    exit_code = 2
+
+
 @click.group(invoke_without_command=True)
 @click.pass_context
 def alerts(ctx: click.Context) -> None:
@@ -205,7 +211,7 @@ def update(
         if settings or any(criteria.values()):
             current = next((r for r in client.list_alert_rules() if r.id == rule_id), None)
             if current is None:
-                raise click.ClickException(f"no alert rule {rule_id}")
+                raise _NoSuchRule(f"no alert rule {rule_id}")
             kind = current.WhichOneof("condition")
             assert kind is not None  # every rule has one
             unknown = set(settings) - _CONDITION_SETTINGS[kind]

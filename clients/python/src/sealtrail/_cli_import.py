@@ -69,7 +69,12 @@ def import_events(ctx: click.Context, source: BinaryIO, batch_size: int) -> None
             for batch in _batches(_events(ctx, source, tally), batch_size):
                 _record(client, batch, tally)
         except SealtrailError:  # said by _client; first, how far the import went
-            click.echo(_summary(tally, f"{where}, up to line {tally.done}"), err=True)
+            # Lines past it already named as refused (read ahead) go again too.
+            click.echo(
+                f"recorded {_count(tally.recorded, 'event')} from {where}; every line up to"
+                f" {tally.done} was dealt with",
+                err=True,
+            )
             raise
     click.echo(_summary(tally, where))
     if tally.refused:
@@ -90,14 +95,20 @@ def _events(
     ctx: click.Context, source: BinaryIO, tally: _Tally
 ) -> Iterator[tuple[int, event_pb2.Event]]:
     """(line number, event) of each line that is one; the others reported."""
+    first = True
     for number, line in enumerate(source, start=1):
         if number == 1:
             line = line.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark (Notepad's UTF-8)
-            _not_another_format(ctx, line)
         if not line.strip():
             continue
+        if first:
+            _not_another_format(ctx, line)
+            first = False
         if len(line) > _MAX_LINE_BYTES:
             _refuse(tally, number, f"{len(line)} bytes, more than any event the service takes")
+            continue
+        if not line.lstrip().startswith(b"{"):  # Parse takes `[]` for an empty Event
+            _refuse(tally, number, "not an Event: one JSON object a line")
             continue
         event = event_pb2.Event()
         try:
@@ -119,7 +130,7 @@ def _not_another_format(ctx: click.Context, first_line: bytes) -> None:
     """A usage error if the file is one of the other formats Sealtrail
     writes, where every line would be refused: an export's JSON array, or
     its stored records (NDJSON, keyed by `v`, with lowercase enum names)."""
-    if first_line.strip() == b"[":
+    if first_line.lstrip().startswith(b"["):
         raise click.UsageError(
             "SOURCE is a JSON array (an export's --format json?); import takes one Event a"
             " line, as `sealtrail query --format jsonl --order oldest` prints them",
@@ -174,9 +185,10 @@ def _record(client: AuditClient, batch: list[tuple[int, event_pb2.Event]], tally
         return
     for index, ((number, _), result) in enumerate(zip(batch, results, strict=True)):
         if result.error is not None:
-            entry = f"events[{index}]."  # the batch's, not the line's
+            entry = f"events[{index}]"  # the batch's, not the line's
             violations = "; ".join(
-                f"{path.removeprefix(entry)}: {why}" for path, why in result.error.field_violations
+                f"{path.removeprefix(entry).removeprefix('.') or 'event'}: {why}"
+                for path, why in result.error.field_violations
             )
             reason = violations or result.error.message
             _refuse(tally, number, f"{result.error.code.name}: {reason}")
