@@ -290,7 +290,7 @@ def test_the_command_line_asks_before_a_policy_that_removes_events(
     clock.advance(40)
     env = {"SEALTRAIL_SERVER": aged.target, "SEALTRAIL_TOKEN": aged.token(tenant)}
     at_a_terminal = False
-    monkeypatch.setattr(cli, "_stdin_is_a_terminal", lambda: at_a_terminal)
+    monkeypatch.setattr(cli, "_at_a_terminal", lambda: at_a_terminal)
 
     def run(*args: str, answer: str | None = None) -> Any:
         return CliRunner().invoke(cli.main, ["retention", "set", *args], input=answer, env=env)

@@ -830,14 +830,14 @@ def _confirm_removal(ctx: click.Context, *, legal_hold: bool) -> None:
     not hang on a question no one sees, nor take a line of a script's input
     as its answer."""
     when = "once the legal hold is released" if legal_hold else "at the next purge"
-    if not _stdin_is_a_terminal():
+    if not _at_a_terminal():
         raise click.UsageError(
             f"this policy removes events for good {when}; pass --yes to set it", ctx
         )
     click.confirm(f"Remove them for good {when}? (--yes answers yes)", abort=True, err=True)
 
 
-def _stdin_is_a_terminal() -> bool:
+def _at_a_terminal() -> bool:
     """Whether someone can see the question (on stderr) and answer it (on stdin)."""
     return sys.stdin.isatty() and sys.stderr.isatty()
 
