@@ -550,7 +550,7 @@ def test_events_queried_from_one_log_are_imported_into_another_once(
     for action in ("member.invite", "member.remove", "member.invite"):
         run("sealtrail", "record", "--action", action, "--actor-id", "u_1", env=cli_env)
     queried = run("sealtrail", "query", "--action", "member.*", "--order", "oldest",
-                  "--format", "jsonl", env=cli_env).stdout  # fmt: skip
+                  "--limit", "0", "--format", "jsonl", env=cli_env).stdout  # fmt: skip
     source = tmp_path / "backfill.ndjson"
     source.write_text(queried + "not json\n\n" + '{"action": "Bad", "actor": {"id": "u"}}\n')
     created = run("sealtrail-server", "token", "create", "--tenant", "imported-into", "--role",

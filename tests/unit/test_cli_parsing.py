@@ -285,6 +285,16 @@ def test_query_options_become_a_filter(fake_client: list[tuple[str, Any, dict[st
     assert result.output == '{"seq": "3", "action": "api_key.create"}\n'
 
 
+def test_query_limit_0_lists_every_match(
+    fake_client: list[tuple[str, Any, dict[str, Any]]],
+) -> None:
+    """A file to import held at most what --limit said, with no way to ask for all."""
+    result = invoke("query", "--limit", "0", "--order", "oldest", "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    assert fake_client[1][2] == {"order": "oldest", "page_size": 1000}  # no limit
+    assert result.output == '{"seq": "3", "action": "api_key.create"}\n'  # and no "more" note
+
+
 def test_record_options_become_an_event(fake_client: list[tuple[str, Any, dict[str, Any]]]) -> None:
     result = invoke(
         "record",

@@ -400,7 +400,13 @@ def _filter(criteria: dict[str, Any]) -> event_pb2.EventFilter:
 
 @main.command()
 @_filter_options
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Events to show at most; 0: every match (with --format jsonl, a file to import).",
+)
 @click.option("--order", type=click.Choice(["newest", "oldest"]), default="newest")
 @click.option("--format", "output", type=click.Choice(["table", "jsonl"]), default="table")
 @click.pass_context
@@ -408,11 +414,14 @@ def query(ctx: click.Context, /, limit: int, order: Order, output: str, **criter
     """List matching events, newest first unless --order oldest."""
     event_filter = _filter(criteria)
     with _client(ctx) as client:
-        # One more than shown tells whether --limit cut the answer short.
-        found = client.query(
-            event_filter, order=order, page_size=min(limit + 1, 1000), limit=limit + 1
-        )
-        events = _at_most(found, limit)
+        if limit == 0:
+            events = client.query(event_filter, order=order, page_size=1000)
+        else:
+            # One more than shown tells whether --limit cut the answer short.
+            found = client.query(
+                event_filter, order=order, page_size=min(limit + 1, 1000), limit=limit + 1
+            )
+            events = _at_most(found, limit)
         if output == "jsonl":
             for event in events:
                 click.echo(json_format.MessageToJson(event, indent=None))

@@ -51,7 +51,7 @@ class _Tally:
 def import_events(ctx: click.Context, source: BinaryIO, batch_size: int) -> None:
     """Record the events of SOURCE (NDJSON; - or none: stdin), one Event a
     line in the proto JSON mapping, as `sealtrail query --format jsonl
-    --order oldest --limit N` prints them (not an export's stored records).
+    --order oldest --limit 0` prints them (not an export's stored records).
     What the service assigns (id, seq, received_at, leaf_hash, tenant_id) is
     dropped: it assigns them anew, received now, in this tenant's log. A
     line with its idempotency_key and occurred_at is recorded once however
