@@ -490,6 +490,25 @@ def test_an_import_cut_short_says_how_far_it_went(monkeypatch: pytest.MonkeyPatc
     ]
 
 
+def test_an_import_stopped_by_ctrl_c_says_how_far_it_went(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Interrupted(FakeClient):
+        def record_batch(self, events: list[event_pb2.Event]) -> list[Any]:
+            if any(call[0] == "record_batch" for call in self.calls):
+                raise KeyboardInterrupt
+            return super().record_batch(events)
+
+    FakeClient.calls = []
+    monkeypatch.setattr(cli, "AuditClient", Interrupted)
+    line = json.dumps({"action": "doc.edit", "actor": {"id": "u"}}) + "\n"
+    lines = line * 3
+    env = {"SEALTRAIL_SERVER": "127.0.0.1:1", "SEALTRAIL_TOKEN": "s3cret"}
+    result = CliRunner().invoke(cli.main, ["import", "--batch-size", "2"], input=lines, env=env)
+    assert result.exit_code == 130
+    assert result.stderr == "recorded 2 events from stdin; every line up to 2 was dealt with\n"
+
+
 def test_an_import_names_each_line_refused_and_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
     class Answering(FakeClient):
         def record_batch(self, events: list[event_pb2.Event]) -> list[Any]:

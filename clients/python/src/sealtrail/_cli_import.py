@@ -68,13 +68,17 @@ def import_events(ctx: click.Context, source: BinaryIO, batch_size: int) -> None
         try:
             for batch in _batches(_events(ctx, source, tally), batch_size):
                 _record(client, batch, tally)
-        except SealtrailError:  # said by _client; first, how far the import went
-            # Lines past it already named as refused (read ahead) go again too.
+        except (SealtrailError, KeyboardInterrupt) as stopped:
+            # How far the import went, before _client says why (or Ctrl-C
+            # ends it, as a shell reports); lines past it already named as
+            # refused (read ahead) go again too.
             click.echo(
                 f"recorded {_count(tally.recorded, 'event')} from {where}; every line up to"
                 f" {tally.done} was dealt with",
                 err=True,
             )
+            if isinstance(stopped, KeyboardInterrupt):
+                ctx.exit(130)
             raise
     click.echo(_summary(tally, where))
     if tally.refused:
