@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 import click
 import grpc
 from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from rich.console import Console
@@ -465,13 +466,18 @@ def print_table(table: Table) -> None:
     Console(width=None if sys.stdout.isatty() else 1000).print(table)
 
 
+def table_time(stamp: Timestamp) -> str:
+    """A time as the tables show it (UTC, to the second); "" for one unset."""
+    return stamp.ToDatetime(UTC).strftime("%Y-%m-%d %H:%M:%S") if stamp.seconds else ""
+
+
 def _table(events: Iterable[event_pb2.Event]) -> Table:
     table = Table()
     for header in ("time (UTC)", "seq", "action", "actor", "resource", "outcome", "severity", "ip"):
         table.add_column(header, overflow="fold")
     for event in events:
         table.add_row(
-            event.occurred_at.ToDatetime(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            table_time(event.occurred_at),
             str(event.seq),
             event.action,
             event.actor.email or event.actor.id,

@@ -6,21 +6,15 @@ whose helpers it shares."""
 from __future__ import annotations
 
 import sys
-from datetime import UTC
 from typing import cast, get_args
 
 import click
 from google.protobuf import json_format
-from google.protobuf.timestamp_pb2 import Timestamp
 from rich.table import Table
 
-from sealtrail._cli import _client, print_table, unchanged_since_read
+from sealtrail._cli import _client, print_table, table_time, unchanged_since_read
 from sealtrail._convert import RedactionMode, TokenRole, enum_label
 from sealtrail.v1 import access_pb2, settings_pb2
-
-
-def _time(stamp: Timestamp) -> str:
-    return stamp.ToDatetime(UTC).strftime("%Y-%m-%d %H:%M:%S") if stamp.seconds else ""
 
 
 @click.group(invoke_without_command=True)
@@ -37,8 +31,8 @@ def tokens(ctx: click.Context) -> None:
             token.token_id,
             enum_label(access_pb2.Role, token.role),
             token.name,
-            _time(token.create_time),
-            _time(token.revoke_time),
+            table_time(token.create_time),
+            table_time(token.revoke_time),
         )
     print_table(table)
 
@@ -64,7 +58,8 @@ def tokens_revoke(ctx: click.Context, token_id: str) -> None:
     it, and within its token cache interval on the others. Recorded in the log."""
     with _client(ctx) as client:
         revoked = client.revoke_token(token_id)
-    click.echo(f"token {revoked.token.token_id} revoked at {_time(revoked.token.revoke_time)} UTC")
+    token = revoked.token
+    click.echo(f"token {token.token_id} revoked at {table_time(token.revoke_time)} UTC")
 
 
 @click.group(invoke_without_command=True)
@@ -77,7 +72,7 @@ def settings(ctx: click.Context) -> None:
         current = client.get_tenant_settings()
     mode = enum_label(settings_pb2.RedactionMode, current.redaction_mode)
     click.echo(f"redaction mode: {mode}")
-    click.echo(f"updated: {_time(current.update_time) or 'never'}")
+    click.echo(f"updated: {table_time(current.update_time) or 'never'}")
     click.echo(f"etag: {current.etag}")
 
 
@@ -108,8 +103,8 @@ def hash_secret(ctx: click.Context) -> None:
     """Admin: what redaction in `hmac` mode writes for a secret, to search the
     log for it (sealtrail query --search ...). The secret is read from stdin
     (UTF-8, one line ending and a byte-order mark removed: a file saved on
-    Windows hashes as on Linux), or asked for without echo: never an argument, which shell
-    history and other users' `ps` would show."""
+    Windows hashes as on Linux), or asked for without echo: never an
+    argument, which shell history and other users' `ps` would show."""
     with _client(ctx) as client:
         value = _secret_from_stdin(ctx)
         click.echo(client.hash_secret(value))

@@ -229,8 +229,9 @@ def _value(value: Any) -> struct_pb2.Value:
 # A JSON number travels as a double (google.protobuf.Value): integers beyond
 # this magnitude would arrive rounded, a different value than the caller's.
 _MAX_EXACT_INT = 2**53
-# The levels of objects and arrays the service takes (as it counts them);
-# deeper, the message cannot even be copied here (protobuf's decoding limit).
+# The levels of objects and arrays the service takes (as it counts them).
+# Past about 50, protobuf cannot even copy the message into a request (its
+# decoding limit: record_request).
 MAX_JSON_DEPTH = 32
 _V = TypeVar("_V")
 
