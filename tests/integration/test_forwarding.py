@@ -573,6 +573,50 @@ def test_a_destination_refusing_the_sinks_token_parks_nothing(
     assert client.list_dead_letters(sink.id) == []
 
 
+def test_a_firewalls_refusal_of_events_parks_them_and_delivers_the_rest(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A web application firewall in front of the destination answers 403 to
+    a request holding what one of its rules blocks. A 403 of one event was
+    held as a refusal of the sink's token (ADR 0051): the sink stopped at
+    that event for good. The events after it, sent alone, tell the two apart
+    (ADR 0054): one taken, those refused before it are parked, each alone,
+    and the rest delivered, with no failure. Here the first two events of
+    the backlog (nothing taken yet) and a later one are blocked."""
+    rule = b"UNION SELECT"
+    receiver.responder = lambda received, index: (
+        Reply(403, b"<html>Request blocked</html>") if rule in received.body else Reply()
+    )
+    sink = sinks(build_sink("behind a firewall", "webhook", url=receiver.url,
+                            secrets=[new_secret()], filter=SHARED, paused=True))  # fmt: skip
+    blocked_at = {0, 1, 6}
+    events = [
+        build_event(action="document.share", actor_id=f"u-{n}", resource_type="document",
+                    resource_id=f"d{n}",
+                    details={"q": "1 UNION SELECT password" if n in blocked_at else "fine"})
+        for n in range(10)
+    ]  # fmt: skip
+    seqs = [result.event.seq for result in client.record_batch(events)]
+    blocked = [seqs[n] for n in sorted(blocked_at)]
+    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
+    assert (state.delivered_events, state.dead_letters, state.consecutive_failures) == (7, 3, 0)
+    taken = [r for r in receiver.requests() if rule not in r.body]
+    assert delivered_seqs(taken) == [seq for seq in seqs if seq not in blocked]
+    letters = client.list_dead_letters(sink.id)
+    assert sorted((d.first_seq, d.last_seq, d.event_count) for d in letters) == [
+        (seq, seq, 1) for seq in blocked
+    ]
+    for letter in letters:
+        assert letter.http_status == 403 and "Request blocked" in letter.error
+        assert "a refusal of this event (a web application firewall's rule)" in letter.error
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert not any(f"sink {sink.id} failed" in message for message in warned), warned
+
+
 def test_a_refused_replay_backs_off_while_other_events_come_in(
     client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
 ) -> None:

@@ -74,6 +74,9 @@ _WAITS = (
     ": nothing is parked, and the batch is retried until the sink or the destination is put right"
 )
 TOO_LARGE: Final = 413
+# A refusal of the sink's credentials, or a web application firewall's of the
+# events: of one event alone, the events after it tell which (ADR 0054).
+FORBIDDEN: Final = 403
 MAX_ERROR_TEXT: Final = 1024
 
 
@@ -357,6 +360,11 @@ def _excerpt(body: bytes) -> str:
     return body[:MAX_ERROR_TEXT].decode("utf-8", "replace")
 
 
+def answered(sent: Outgoing, status: int, body: bytes) -> str:
+    """What the destination answered `sent`, as the sink's errors say it."""
+    return f"HTTP {status} from {sent.url.split('/')[2]}: {_excerpt(body)}"
+
+
 def explained(error: str, why: str) -> str:
     """`error` and `why`, the error cut to leave room for it: an answer of
     MAX_ERROR_TEXT bytes must not push the reason out of the sink's last_error."""
@@ -411,20 +419,21 @@ def verdict(
             f"HTTP {status} from {host}: redirect to {where} not followed",
             needs_fixing=True,  # the sink's URL is to be changed to where it leads
         )
-    error = f"HTTP {status} from {host}: {_excerpt(body)}"
+    error = answered(sent, status, body)
     if status in _RETRIED_4XX or status >= 500:
         return Verdict("retry", status, error, _retry_after(headers, now or datetime.now(UTC)))
     hec_code = _hec_code(kind, status, body)
     if status in _REFUSED_REQUEST or hec_code is not None:
-        if status == 403 and len(sent.seqs) > 1:
+        if status == FORBIDDEN and len(sent.seqs) > 1:
             # A web application firewall's 403 may be of the body's size (AWS
             # WAF's core rules refuse bodies over 8 KB) or of an event in it:
-            # the halves find out, as for a 413. Alone, it is held, not parked.
+            # the halves find out, as for a 413. Alone, it is held, not parked,
+            # unless an event after it is taken (the forwarder's probe).
             return Verdict("split", status, error)
-        if status == 403:  # alone: a token's, or a firewall's of this event (ADR 0051)
+        if status == FORBIDDEN:  # alone, and no event after it taken (ADR 0051, 0054)
             why = (
-                "; a refusal of the sink's credentials, not of its events (or a web application"
-                f" firewall's of this event, which the sink's filter can leave out){_WAITS}"
+                "; a refusal of the sink's credentials, not of its events (the events after"
+                f" it, sent alone, were refused too, or there were none yet){_WAITS}"
             )
         else:
             what = _REFUSED_REQUEST.get(status) or f"settings (HEC code {hec_code})"

@@ -15,7 +15,9 @@ of that stream (the live events, or a replay) stay that small a while. An
 event refused alone after halving, or as too large, is parked if the
 destination took other requests (only smaller ones, for a 413), else
 retried with backoff (a destination refusing everything is at fault, not its
-events), and parked after a few failures. Commits wake the tasks of their
+events), and parked after a few failures. A 403 of one event is parked if
+one of the next few, sent alone, is taken (a firewall's rule against it),
+else retried as a refusal of the sink's token. Commits wake the tasks of their
 tenant (the stream hub's notifications); a poll covers anything missed."""
 
 from __future__ import annotations
@@ -44,12 +46,14 @@ from ..store.sinks import Parking
 from ..store.tree import tree_size
 from .destinations import (
     ANSWER_BYTES,
+    FORBIDDEN,
     LIMITS,
     TOO_LARGE,
     Outgoing,
     PendingEvent,
     Sender,
     Verdict,
+    answered,
     explained,
     requests,
     verdict,
@@ -91,6 +95,11 @@ _LONE_REFUSAL_RETRIES: Final = 3
 # validation), would otherwise have each event of the backlog searched for
 # and parked at once (helper-101).
 _PARKED_IN_A_ROW: Final = 2
+# Events after one refused alone with a 403 sent each alone, at most, to learn
+# whose refusal it was: one taken, the sink's credentials work, and the 403s
+# before it were of those events (a web application firewall's, parked); all
+# refused, it is the sink's, retried (ADR 0054).
+_PROBES: Final = 3
 
 
 def _size(record: str) -> int:
@@ -459,6 +468,16 @@ class Forwarder:
         # Alone because it was all there was to send, not because a search
         # halved the requests down to it.
         alone_by_choice = len(events) == 1 and exhausted
+        if (
+            isinstance(answer, Answer)
+            and answer.status == FORBIDDEN
+            and len(first.seqs) == 1
+            and not alone_by_choice
+        ):
+            probed = await self._probe(sender, lease, stream, defined_at, event_filter,
+                                       first, answer, upto)  # fmt: skip
+            if probed is not None:
+                return probed
         settled = await self._settle(
             sender,
             lease,
@@ -475,6 +494,62 @@ class Forwarder:
         if rest:
             return _Sent(first.seqs[-1], delivered, letters)
         return _Sent(upto if exhausted else events[-1].seq, delivered, letters)
+
+    async def _probe(
+        self,
+        sender: Sender,
+        lease: store.Lease,
+        stream: _Stream,
+        defined_at: datetime,
+        event_filter: EventFilter,
+        refused: Outgoing,
+        answer: Answer,
+        upto: int,
+    ) -> _Sent | None:
+        """After a 403 of one event, `refused`: the events after it, each
+        alone, until one is taken (_PROBES at most). Taken, the destination
+        let the sink in: those refused before it were refused for what they
+        hold (a web application firewall's rule), and are parked as the
+        cursor moves to it. None if none was taken (each refused, answered
+        otherwise, or none to send): the 403 may be of the sink's credentials,
+        and its request is retried as one (ADR 0051)."""
+        most_bytes = _PROBES * LIMITS[sender.kind][1]
+        after, _ = await self._read(lease, event_filter, refused.seqs[0], upto, _PROBES, most_bytes)
+        refusals = [(refused, answer)]
+        for event in after:
+            [probe] = requests(
+                sender, [PendingEvent(event.seq, event.record, event.leaf_hash)], now=_now()
+            )
+            async with self._slots.slot(lease.tenant_id):
+                reply = await self._exchange(sender, probe)
+            if isinstance(reply, _NoAnswer):
+                return None
+            if reply.status == FORBIDDEN:
+                refusals.append((probe, reply))
+                continue
+            result = verdict(
+                sender.kind, probe, reply.status, reply.body, reply.headers, now=_now()
+            )
+            if result.outcome != "delivered" or result.refused:
+                return None
+            why = (
+                f"; refused alone while seq {event.seq} after it was taken: a refusal of this"
+                " event (a web application firewall's rule), not of the sink"
+            )
+            letters = tuple(
+                Parking(
+                    sent.seqs[0],
+                    sent.seqs[0],
+                    1,
+                    FORBIDDEN,
+                    explained(answered(sent, got.status, got.body), why),
+                )
+                for sent, got in refusals
+            )
+            self._note_outcome(lease, defined_at, probe, 1, result.status)
+            self._regrow(stream, defined_at, sender.kind, reset=True)  # the search ended
+            return _Sent(event.seq, 1, letters)
+        return None
 
     def _limits(self, sender: Sender, stream: _Stream, defined_at: datetime) -> tuple[int, int]:
         """A request's most events and bytes for the stream: its kind's, or
