@@ -616,6 +616,72 @@ def test_a_firewalls_refusal_of_events_parks_them_and_delivers_the_rest(
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert not any(f"sink {sink.id} failed" in message for message in warned), warned
 
+    # Replayed while the firewall still blocks it, the event has no event
+    # after it to tell by (the replay is of it alone): the requests the
+    # destination takes meanwhile show the sink's token good, and it goes back
+    # to the dead letters, the replay ended, where it held the sink for good.
+    [later] = [letter for letter in letters if letter.first_seq == seqs[6]]
+    with events_coming_in(lambda: record(client, 1), every=0.05):
+        client.replay_sink(sink.id, dead_letter_id=later.id)
+        wait_for_state(client, sink.id, lambda s: s.state.pending_replays == 0)
+    [again] = [d for d in client.list_dead_letters(sink.id) if d.first_seq == seqs[6]]
+    assert again.id != later.id and again.http_status == 403
+    assert "refused alone again while the destination took other requests" in again.error
+
+
+def test_a_403_gone_when_an_event_after_it_is_taken_parks_nothing(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """A 403 that comes and goes (a new token not yet on every node behind the
+    destination's load balancer) must not park an event the destination
+    takes: an event refused alone is sent again once an event after it is
+    taken, and delivered then, after that one (out of order, as a replay of
+    its dead letter would be)."""
+    state = {"refused alone": False, "taken since": False}
+    taken: list[int] = []
+
+    def respond(received: Received, index: int) -> Reply:
+        carried = delivered_seqs([received])
+        if first in carried and not state["taken since"]:
+            state["refused alone"] |= carried == [first]
+            return Reply(403, b"Forbidden")
+        state["taken since"] |= state["refused alone"]
+        taken.extend(carried)
+        return Reply()
+
+    receiver.responder = respond
+    sink = sinks(build_sink("coming and going", "webhook", url=receiver.url,
+                            secrets=[new_secret()], filter=SHARED, paused=True))  # fmt: skip
+    seqs = record(client, 6)
+    first = seqs[0]
+    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    done = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
+    assert (done.delivered_events, done.dead_letters, done.consecutive_failures) == (6, 0, 0)
+    assert taken == [seqs[1], seqs[0], *seqs[2:]]
+
+
+def test_a_probe_told_to_wait_is_waited_for(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """The event sent after one refused alone with a 403, to tell whose
+    refusal it was, met a 503 with Retry-After: the sink waits as that
+    answer asks, its error saying so, and parks nothing."""
+    receiver.responder = lambda received, index: (
+        Reply(403, b"Forbidden") if first in delivered_seqs([received])
+        else Reply(503, b"busy", headers={"Retry-After": "120"})
+    )  # fmt: skip
+    sink = sinks(build_sink("busy", "webhook", url=receiver.url, secrets=[new_secret()],
+                            filter=SHARED, paused=True))  # fmt: skip
+    seqs = record(client, 3)
+    first = seqs[0]
+    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    state = wait_for_state(client, sink.id, lambda s: s.state.consecutive_failures > 0).state
+    wait = state.next_attempt_time.ToDatetime(UTC) - state.last_error_time.ToDatetime(UTC)
+    assert 118 <= wait.total_seconds() <= 120.5, wait
+    assert state.last_error.startswith("HTTP 503 from 127.0.0.1")
+    assert f"sent alone after seq {first}, refused alone (HTTP 403)" in state.last_error
+    assert state.dead_letters == 0 and state.cursor_seq < first
+
 
 def test_a_refused_replay_backs_off_while_other_events_come_in(
     client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint

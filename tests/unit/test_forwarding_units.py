@@ -24,6 +24,7 @@ from sealtrail_server.forward.destinations import (
     MAX_ERROR_TEXT,
     PendingEvent,
     Sender,
+    forbidden_alone,
     requests,
     verdict,
 )
@@ -364,7 +365,28 @@ def test_a_refusal_of_the_sinks_credentials_or_url_says_nothing_is_parked() -> N
         )
     firewalled = verdict("splunk_hec", sent, 403, b"<html>blocked</html>", {})
     assert firewalled.outcome == "retry" and firewalled.error.startswith("HTTP 403")
-    assert "or a web application firewall's of this event" in firewalled.error
+    assert "(no event after it, sent alone, was taken)" in firewalled.error
+
+
+def test_a_403_of_one_event_may_be_of_the_event_unless_a_hec_names_its_token() -> None:
+    """A 403 of one event is the events' after it to tell apart (a firewall's
+    rule, or the sink's token: ADR 0054), but a Splunk HEC's own 403 names
+    its token (code 1, disabled; 4, unknown), and a 403 of several events is
+    halved first."""
+    hec = sender("splunk_hec", {"url": "https://h.example", "token": "t"})
+    [one] = requests(hec, [pending(record())], now=NOW)
+    [two] = requests(hec, [pending(record(1)), pending(record(2))], now=NOW)
+    assert forbidden_alone("splunk_hec", one, 403, b"<html>Request blocked</html>")
+    assert forbidden_alone("splunk_hec", one, 403, b'{"text":"Forbidden","code":9}')
+    assert not forbidden_alone("splunk_hec", one, 403, b'{"text":"Invalid token","code":4}')
+    assert not forbidden_alone("splunk_hec", one, 403, b'{"text":"Token disabled","code":1}')
+    assert not forbidden_alone("splunk_hec", two, 403, b"<html>Request blocked</html>")
+    assert not forbidden_alone("splunk_hec", one, 401, b"<html>Request blocked</html>")
+    assert forbidden_alone("webhook", one, 403, b'{"code":4}')  # HEC's codes are HEC's
+    told = verdict("splunk_hec", one, 403, b'{"text":"Invalid token","code":4}', {})
+    assert told.error.endswith("a refusal of the sink's credentials, not of its events: nothing"
+                               " is parked, and the batch is retried until the sink or the"
+                               " destination is put right")  # fmt: skip
 
 
 def test_a_hecs_400_naming_the_sinks_settings_is_retried() -> None:

@@ -4,10 +4,11 @@
 sink's kind, within that kind's limits; `verdict()` reads one answer:
 delivered, retry later (timeouts, 408, 429, 5xx, redirects, and a refusal of
 the sink's credentials, URL or settings: 401, 403, 404, 405, 407, 410, a HEC's
-400 naming its index), split (any other 4xx, a 403, or a bulk answer too long
-to keep, for a request of several events: they go again in smaller ones, to
-find those refused) or park in the dead-letter list (any other 4xx of a lone
-event, and per item for Elasticsearch's bulk API)."""
+400 naming its index; a 403 of one event only until an event after it is
+taken, `forbidden_alone`), split (any other 4xx, a 403, or a bulk answer too
+long to keep, for a request of several events: they go again in smaller
+ones, to find those refused) or park in the dead-letter list (any other 4xx
+of a lone event, and per item for Elasticsearch's bulk API)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,8 @@ _REFUSED_REQUEST: Final[dict[int, str]] = {
 # answer's `code`): an index its token may not write to (7), a token that
 # wants a data channel, for indexer acknowledgment (10, 11).
 _HEC_REFUSED_SETTINGS: Final = frozenset({7, 10, 11})
+# Splunk HEC's 403s that name its token: disabled (1), or not one it knows (4).
+_HEC_REFUSED_TOKEN: Final = frozenset({1, 4})
 # Elasticsearch bulk items refused for the sink's index: its permissions, or
 # no such index with auto-creation off.
 _BULK_REFUSED_INDEX: Final = frozenset({401, 403, 404})
@@ -360,6 +363,22 @@ def _excerpt(body: bytes) -> str:
     return body[:MAX_ERROR_TEXT].decode("utf-8", "replace")
 
 
+def forbidden_alone(kind: Kind, sent: Outgoing, status: int, body: bytes) -> bool:
+    """Whether `status` refuses the one event of `sent` with a 403 that may be
+    of the event (a web application firewall's rule) as well as of the sink's
+    credentials: the events after it tell (ADR 0054). A Splunk HEC's own 403
+    says which: its `code` 1 (a token disabled) or 4 (a token unknown)."""
+    if status != FORBIDDEN or len(sent.seqs) != 1:
+        return False
+    if kind != "splunk_hec":
+        return True
+    try:
+        code = json.loads(body).get("code")
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        return True
+    return not (type(code) is int and code in _HEC_REFUSED_TOKEN)
+
+
 def answered(sent: Outgoing, status: int, body: bytes) -> str:
     """What the destination answered `sent`, as the sink's errors say it."""
     return f"HTTP {status} from {sent.url.split('/')[2]}: {_excerpt(body)}"
@@ -430,10 +449,10 @@ def verdict(
             # the halves find out, as for a 413. Alone, it is held, not parked,
             # unless an event after it is taken (the forwarder's probe).
             return Verdict("split", status, error)
-        if status == FORBIDDEN:  # alone, and no event after it taken (ADR 0051, 0054)
+        if forbidden_alone(kind, sent, status, body):  # no event after it taken (ADR 0054)
             why = (
-                "; a refusal of the sink's credentials, not of its events (the events after"
-                f" it, sent alone, were refused too, or there were none yet){_WAITS}"
+                "; a refusal of the sink's credentials, not of its events (no event after it,"
+                f" sent alone, was taken){_WAITS}"
             )
         else:
             what = _REFUSED_REQUEST.get(status) or f"settings (HEC code {hec_code})"

@@ -15,9 +15,10 @@ of that stream (the live events, or a replay) stay that small a while. An
 event refused alone after halving, or as too large, is parked if the
 destination took other requests (only smaller ones, for a 413), else
 retried with backoff (a destination refusing everything is at fault, not its
-events), and parked after a few failures. A 403 of one event is parked if
-one of the next few, sent alone, is taken (a firewall's rule against it),
-else retried as a refusal of the sink's token. Commits wake the tasks of their
+events), and parked after a few failures. A 403 of one event is sent again,
+and parked if refused again, once one of the next few, sent alone, is taken
+(a firewall's rule against it); else it is retried as a refusal of the
+sink's token. Commits wake the tasks of their
 tenant (the stream hub's notifications); a poll covers anything missed."""
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from .destinations import (
     Verdict,
     answered,
     explained,
+    forbidden_alone,
     requests,
     verdict,
 )
@@ -97,8 +99,8 @@ _LONE_REFUSAL_RETRIES: Final = 3
 _PARKED_IN_A_ROW: Final = 2
 # Events after one refused alone with a 403 sent each alone, at most, to learn
 # whose refusal it was: one taken, the sink's credentials work, and the 403s
-# before it were of those events (a web application firewall's, parked); all
-# refused, it is the sink's, retried (ADR 0054).
+# before it were of those events (a web application firewall's, parked if
+# refused again); none taken, it is the sink's, retried (ADR 0054).
 _PROBES: Final = 3
 
 
@@ -195,6 +197,10 @@ class Forwarder:
         self._held_refusals: dict[_Stream, tuple[datetime, int, int]] = {}
         # sink -> requests parked since its destination last took one
         self._parked_in_a_row: dict[str, tuple[datetime, int]] = {}
+        # sink -> requests its destination took, under the definition of when
+        self._requests_taken: dict[str, tuple[datetime, int]] = {}
+        # the event (its seq) last refused alone with a 403, and _requests_taken then
+        self._forbidden: dict[_Stream, tuple[datetime, int, int]] = {}
         self._sinks_waiting = False  # whether sinks wait for room in some process
         self._slots = FairShare(capacity=client.max_connections, per_key=tenant_requests)
         self._client = client
@@ -259,10 +265,15 @@ class Forwarder:
         self._sinks_waiting = waiting > 0
         held = {lease.sink_id for lease in leases}
         # What was learnt of a sink deleted, or delivered elsewhere now, goes.
-        for of_sinks in (self._record_sizes, self._largest_taken, self._parked_in_a_row):
+        for of_sinks in (
+            self._record_sizes,
+            self._largest_taken,
+            self._parked_in_a_row,
+            self._requests_taken,
+        ):
             for sink_id in [sink_id for sink_id in of_sinks if sink_id not in held]:
                 del of_sinks[sink_id]
-        for of_streams in (self._smaller, self._held_refusals):
+        for of_streams in (self._smaller, self._held_refusals, self._forbidden):
             for stream in [stream for stream in of_streams if stream[0] not in held]:
                 del of_streams[stream]
         return leases
@@ -379,6 +390,7 @@ class Forwarder:
             if replayed.upto >= replay.last_seq:  # done: what its requests met goes with it
                 self._smaller.pop((lease.sink_id, replay.id), None)
                 self._held_refusals.pop((lease.sink_id, replay.id), None)
+                self._forbidden.pop((lease.sink_id, replay.id), None)
             progressed = True
         return 0.0 if progressed else self._poll
 
@@ -468,16 +480,18 @@ class Forwarder:
         # Alone because it was all there was to send, not because a search
         # halved the requests down to it.
         alone_by_choice = len(events) == 1 and exhausted
-        if (
-            isinstance(answer, Answer)
-            and answer.status == FORBIDDEN
-            and len(first.seqs) == 1
-            and not alone_by_choice
+        if isinstance(answer, Answer) and forbidden_alone(
+            sender.kind, first, answer.status, answer.body
         ):
-            probed = await self._probe(sender, lease, stream, defined_at, event_filter,
-                                       first, answer, upto)  # fmt: skip
-            if probed is not None:
-                return probed
+            told = await self._whose_403(sender, lease, stream, defined_at, event_filter,
+                                         pending[0], first, answer, upto)  # fmt: skip
+            if isinstance(told, Verdict):  # a probe met a failure: the sink's, retried
+                await self._failed(lease, defined_at, failures, told.error,
+                                   retry_after=told.retry_after,
+                                   needs_fixing=told.needs_fixing)  # fmt: skip
+                return None
+            if told is not None:
+                return told
         settled = await self._settle(
             sender,
             lease,
@@ -495,61 +509,117 @@ class Forwarder:
             return _Sent(first.seqs[-1], delivered, letters)
         return _Sent(upto if exhausted else events[-1].seq, delivered, letters)
 
-    async def _probe(
+    async def _whose_403(
         self,
         sender: Sender,
         lease: store.Lease,
         stream: _Stream,
         defined_at: datetime,
         event_filter: EventFilter,
+        event: PendingEvent,
         refused: Outgoing,
         answer: Answer,
         upto: int,
-    ) -> _Sent | None:
-        """After a 403 of one event, `refused`: the events after it, each
-        alone, until one is taken (_PROBES at most). Taken, the destination
-        let the sink in: those refused before it were refused for what they
-        hold (a web application firewall's rule), and are parked as the
-        cursor moves to it. None if none was taken (each refused, answered
-        otherwise, or none to send): the 403 may be of the sink's credentials,
-        and its request is retried as one (ADR 0051)."""
-        most_bytes = _PROBES * LIMITS[sender.kind][1]
-        after, _ = await self._read(lease, event_filter, refused.seqs[0], upto, _PROBES, most_bytes)
-        refusals = [(refused, answer)]
-        for event in after:
-            [probe] = requests(
-                sender, [PendingEvent(event.seq, event.record, event.leaf_hash)], now=_now()
-            )
-            async with self._slots.slot(lease.tenant_id):
-                reply = await self._exchange(sender, probe)
+    ) -> _Sent | Verdict | None:
+        """After a 403 of `event` alone: whether the sink's credentials are
+        good, the events after it sent each alone to tell (ADR 0054). One
+        taken, those refused before it are sent once more, alone, and parked
+        if refused again (a web application firewall's rule against what they
+        hold), and the cursor moves to it. Else, if the destination took
+        another request of the sink since this event was first refused (a
+        replay's event, with none after it to send), the event is parked.
+        A Verdict: a probe met a failure (retried, as it says); None: nothing
+        proves the credentials good, and the 403 is retried as theirs."""
+        got, _ = await self._read(lease, event_filter, event.seq, upto, _PROBES,
+                                  _PROBES * LIMITS[sender.kind][1])  # fmt: skip
+        refusals = [(event, refused, answer)]
+        for stored in got:
+            probe = PendingEvent(stored.seq, stored.record, stored.leaf_hash)
+            sent, reply = await self._alone(sender, lease, probe)
             if isinstance(reply, _NoAnswer):
-                return None
-            if reply.status == FORBIDDEN:
-                refusals.append((probe, reply))
+                reply_error, retry_after, needs_fixing = reply.error, None, reply.needs_fixing
+            elif forbidden_alone(sender.kind, sent, reply.status, reply.body):
+                refusals.append((probe, sent, reply))
                 continue
-            result = verdict(
-                sender.kind, probe, reply.status, reply.body, reply.headers, now=_now()
-            )
-            if result.outcome != "delivered" or result.refused:
-                return None
+            else:
+                result = verdict(sender.kind, sent, reply.status, reply.body, reply.headers,
+                                 now=_now())  # fmt: skip
+                if result.outcome == "delivered" and not result.refused:
+                    self._note_outcome(lease, defined_at, sent, 1, result.status)
+                    delivered, letters = await self._send_again(
+                        sender, lease, defined_at, refusals, taken=probe.seq
+                    )
+                    self._regrow(stream, defined_at, sender.kind, reset=True)  # searched
+                    return _Sent(probe.seq, 1 + delivered, letters)
+                if result.outcome != "retry":  # refused otherwise: proves nothing
+                    break
+                reply_error, retry_after = result.error, result.retry_after
+                needs_fixing = result.needs_fixing
             why = (
-                f"; refused alone while seq {event.seq} after it was taken: a refusal of this"
-                " event (a web application firewall's rule), not of the sink"
+                f"; sent alone after seq {event.seq}, refused alone (HTTP 403), to tell"
+                " whether the sink's credentials or that event were refused"
             )
-            letters = tuple(
-                Parking(
-                    sent.seqs[0],
-                    sent.seqs[0],
-                    1,
-                    FORBIDDEN,
-                    explained(answered(sent, got.status, got.body), why),
-                )
-                for sent, got in refusals
+            return Verdict(
+                "retry", 0, explained(reply_error, why), retry_after, needs_fixing=needs_fixing
             )
-            self._note_outcome(lease, defined_at, probe, 1, result.status)
-            self._regrow(stream, defined_at, sender.kind, reset=True)  # the search ended
-            return _Sent(event.seq, 1, letters)
-        return None
+        taken = self._requests_taken.get(lease.sink_id)
+        taken_now = taken[1] if taken is not None and taken[0] == defined_at else 0
+        first = self._forbidden.get(stream)
+        if first is None or first[:2] != (defined_at, event.seq):
+            self._forbidden[stream] = (defined_at, event.seq, taken_now)
+            return None
+        if taken_now == first[2]:
+            return None
+        why = (
+            "; refused alone again while the destination took other requests of the sink:"
+            " a refusal of this event (a web application firewall's rule), not of the sink"
+        )
+        error = explained(answered(refused, answer.status, answer.body), why)
+        self._note_outcome(lease, defined_at, refused, 0, FORBIDDEN)
+        self._regrow(stream, defined_at, sender.kind, reset=True)
+        return _Sent(event.seq, 0, (Parking(event.seq, event.seq, 1, FORBIDDEN, error),))
+
+    async def _send_again(
+        self,
+        sender: Sender,
+        lease: store.Lease,
+        defined_at: datetime,
+        refusals: list[tuple[PendingEvent, Outgoing, Answer]],
+        *,
+        taken: int,
+    ) -> tuple[int, tuple[Parking, ...]]:
+        """The events refused before `taken` with a 403, sent once more each,
+        alone: how many were taken this time (delivered after `taken`, out of
+        order, as a replay of their dead letters would be: a 403 that comes
+        and goes, a token not yet on every node behind a load balancer, must
+        not park events the destination takes), and the dead letters of the
+        others, with the answer of their first refusal."""
+        why = (
+            f"; refused alone twice, seq {taken} after it taken meanwhile: a refusal of this"
+            " event (a web application firewall's rule), not of the sink"
+        )
+        delivered = 0
+        letters: list[Parking] = []
+        for event, refused, answer in refusals:
+            sent, reply = await self._alone(sender, lease, event)
+            if isinstance(reply, Answer):
+                result = verdict(sender.kind, sent, reply.status, reply.body, reply.headers,
+                                 now=_now())  # fmt: skip
+                if result.outcome == "delivered" and not result.refused:
+                    self._note_outcome(lease, defined_at, sent, 1, result.status)
+                    delivered += 1
+                    continue
+            error = explained(answered(refused, answer.status, answer.body), why)
+            letters.append(Parking(event.seq, event.seq, 1, FORBIDDEN, error))
+        return delivered, tuple(letters)
+
+    async def _alone(
+        self, sender: Sender, lease: store.Lease, event: PendingEvent
+    ) -> tuple[Outgoing, Answer | _NoAnswer]:
+        """`event` sent in a request of its own, and the answer."""
+        async with self._slots.slot(lease.tenant_id):
+            [sent] = requests(sender, [event], now=_now())  # signed once a connection is free
+            return sent, await self._exchange(sender, sent)
 
     def _limits(self, sender: Sender, stream: _Stream, defined_at: datetime) -> tuple[int, int]:
         """A request's most events and bytes for the stream: its kind's, or
@@ -764,6 +834,9 @@ class Forwarder:
         with: the largest it took, or one more parked with nothing taken
         since (a 413 aside: it says nothing of the events' content)."""
         if delivered:
+            taken = self._requests_taken.get(lease.sink_id)
+            count = taken[1] + 1 if taken is not None and taken[0] == defined_at else 1
+            self._requests_taken[lease.sink_id] = (defined_at, count)
             largest = self._largest_taken.get(lease.sink_id)
             if largest is None or largest[0] != defined_at or largest[1] < len(outgoing.body):
                 self._largest_taken[lease.sink_id] = (defined_at, len(outgoing.body))
