@@ -660,27 +660,47 @@ def test_a_403_gone_when_an_event_after_it_is_taken_parks_nothing(
     assert taken == [seqs[1], seqs[0], *seqs[2:]]
 
 
-def test_a_probe_told_to_wait_is_waited_for(
-    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+@pytest.mark.parametrize("busy", ["probe", "second try"])
+def test_a_probe_or_second_try_told_to_wait_is_waited_for(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint, busy: str
 ) -> None:
     """The event sent after one refused alone with a 403, to tell whose
-    refusal it was, met a 503 with Retry-After: the sink waits as that
-    answer asks, its error saying so, and parks nothing."""
-    receiver.responder = lambda received, index: (
-        Reply(403, b"Forbidden") if first in delivered_seqs([received])
-        else Reply(503, b"busy", headers={"Retry-After": "120"})
-    )  # fmt: skip
+    refusal it was, or that one's second try once it was taken, met a 503
+    with Retry-After: the sink waits as that answer asks, its error saying
+    so, and parks nothing (the second try's 503 parked the event, as if a
+    firewall had refused it twice, helper-111)."""
+    state = {"refused alone": False, "taken": False}
+    told_to_wait = Reply(503, b"busy", headers={"Retry-After": "120"})
+
+    def respond(received: Received, index: int) -> Reply:
+        carried = delivered_seqs([received])
+        if first in carried:
+            if state["taken"]:
+                return told_to_wait
+            state["refused alone"] |= carried == [first]
+            return Reply(403, b"Forbidden")
+        if busy == "probe":
+            return told_to_wait
+        state["taken"] |= state["refused alone"]
+        return Reply()
+
+    receiver.responder = respond
     sink = sinks(build_sink("busy", "webhook", url=receiver.url, secrets=[new_secret()],
                             filter=SHARED, paused=True))  # fmt: skip
     seqs = record(client, 3)
     first = seqs[0]
     client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
-    state = wait_for_state(client, sink.id, lambda s: s.state.consecutive_failures > 0).state
-    wait = state.next_attempt_time.ToDatetime(UTC) - state.last_error_time.ToDatetime(UTC)
+    held = wait_for_state(client, sink.id, lambda s: s.state.consecutive_failures > 0).state
+    wait = held.next_attempt_time.ToDatetime(UTC) - held.last_error_time.ToDatetime(UTC)
     assert 118 <= wait.total_seconds() <= 120.5, wait
-    assert state.last_error.startswith("HTTP 503 from 127.0.0.1")
-    assert f"sent alone after seq {first}, refused alone (HTTP 403)" in state.last_error
-    assert state.dead_letters == 0 and state.cursor_seq < first
+    assert held.last_error.startswith("HTTP 503 from 127.0.0.1")
+    said = {
+        "probe": f"sent alone after seq {first}, refused alone (HTTP 403)",
+        "second try": f"seq {first} sent again, alone, after seq {seqs[1]} was taken",
+    }
+    assert said[busy] in held.last_error
+    assert held.dead_letters == 0 and held.cursor_seq < first
+    assert client.list_dead_letters(sink.id) == []
 
 
 def test_a_refused_replay_backs_off_while_other_events_come_in(

@@ -366,17 +366,20 @@ def _excerpt(body: bytes) -> str:
 def forbidden_alone(kind: Kind, sent: Outgoing, status: int, body: bytes) -> bool:
     """Whether `status` refuses the one event of `sent` with a 403 that may be
     of the event (a web application firewall's rule) as well as of the sink's
-    credentials: the events after it tell (ADR 0054). A Splunk HEC's own 403
-    says which: its `code` 1 (a token disabled) or 4 (a token unknown)."""
-    if status != FORBIDDEN or len(sent.seqs) != 1:
-        return False
+    credentials: the events after it tell (ADR 0054)."""
+    return status == FORBIDDEN and len(sent.seqs) == 1 and not _names_its_token(kind, body)
+
+
+def _names_its_token(kind: Kind, body: bytes) -> bool:
+    """Whether a 403 is a Splunk HEC's own refusal of the sink's token: its
+    `code` 1 (disabled) or 4 (unknown)."""
     if kind != "splunk_hec":
-        return True
+        return False
     try:
         code = json.loads(body).get("code")
     except (ValueError, TypeError, AttributeError, RecursionError):
-        return True
-    return not (type(code) is int and code in _HEC_REFUSED_TOKEN)
+        return False
+    return type(code) is int and code in _HEC_REFUSED_TOKEN
 
 
 def answered(sent: Outgoing, status: int, body: bytes) -> str:
@@ -443,7 +446,7 @@ def verdict(
         return Verdict("retry", status, error, _retry_after(headers, now or datetime.now(UTC)))
     hec_code = _hec_code(kind, status, body)
     if status in _REFUSED_REQUEST or hec_code is not None:
-        if status == FORBIDDEN and len(sent.seqs) > 1:
+        if status == FORBIDDEN and len(sent.seqs) > 1 and not _names_its_token(kind, body):
             # A web application firewall's 403 may be of the body's size (AWS
             # WAF's core rules refuse bodies over 8 KB) or of an event in it:
             # the halves find out, as for a 413. Alone, it is held, not parked,
@@ -451,8 +454,8 @@ def verdict(
             return Verdict("split", status, error)
         if forbidden_alone(kind, sent, status, body):  # no event after it taken (ADR 0054)
             why = (
-                "; a refusal of the sink's credentials, not of its events (no event after it,"
-                f" sent alone, was taken){_WAITS}"
+                "; a refusal of the sink's credentials, or of this event (a web application"
+                f" firewall's rule): no event after it, sent alone, was taken yet{_WAITS}"
             )
         else:
             what = _REFUSED_REQUEST.get(status) or f"settings (HEC code {hec_code})"

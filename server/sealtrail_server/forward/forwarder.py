@@ -544,13 +544,17 @@ class Forwarder:
             else:
                 result = verdict(sender.kind, sent, reply.status, reply.body, reply.headers,
                                  now=_now())  # fmt: skip
-                if result.outcome == "delivered" and not result.refused:
+                if result.outcome == "delivered":  # taken (an Elasticsearch item maybe not)
                     self._note_outcome(lease, defined_at, sent, 1, result.status)
-                    delivered, letters = await self._send_again(
+                    again = await self._send_again(
                         sender, lease, defined_at, refusals, taken=probe.seq
                     )
+                    if isinstance(again, Verdict):
+                        return again
+                    delivered, letters = again
+                    letters += tuple(_item_letters(result))
                     self._regrow(stream, defined_at, sender.kind, reset=True)  # searched
-                    return _Sent(probe.seq, 1 + delivered, letters)
+                    return _Sent(probe.seq, delivered + 1 - len(result.refused), letters)
                 if result.outcome != "retry":  # refused otherwise: proves nothing
                     break
                 reply_error, retry_after = result.error, result.retry_after
@@ -587,30 +591,40 @@ class Forwarder:
         refusals: list[tuple[PendingEvent, Outgoing, Answer]],
         *,
         taken: int,
-    ) -> tuple[int, tuple[Parking, ...]]:
+    ) -> tuple[int, tuple[Parking, ...]] | Verdict:
         """The events refused before `taken` with a 403, sent once more each,
         alone: how many were taken this time (delivered after `taken`, out of
         order, as a replay of their dead letters would be: a 403 that comes
         and goes, a token not yet on every node behind a load balancer, must
-        not park events the destination takes), and the dead letters of the
-        others, with the answer of their first refusal."""
-        why = (
-            f"; refused alone twice, seq {taken} after it taken meanwhile: a refusal of this"
-            " event (a web application firewall's rule), not of the sink"
-        )
+        not park events the destination takes), and the dead letters of those
+        refused again. A Verdict if one met a failure (no answer, a 429, a
+        5xx, a refusal of the sink's token): the step's events go again,
+        after it, for none is to be parked for a failure of the moment."""
         delivered = 0
         letters: list[Parking] = []
-        for event, refused, answer in refusals:
+        for event, _, _ in refusals:
             sent, reply = await self._alone(sender, lease, event)
-            if isinstance(reply, Answer):
-                result = verdict(sender.kind, sent, reply.status, reply.body, reply.headers,
-                                 now=_now())  # fmt: skip
-                if result.outcome == "delivered" and not result.refused:
-                    self._note_outcome(lease, defined_at, sent, 1, result.status)
-                    delivered += 1
-                    continue
-            error = explained(answered(refused, answer.status, answer.body), why)
-            letters.append(Parking(event.seq, event.seq, 1, FORBIDDEN, error))
+            if isinstance(reply, _NoAnswer):
+                error = explained(reply.error, _sent_again(event, taken))
+                return Verdict("retry", 0, error, needs_fixing=reply.needs_fixing)
+            result = verdict(sender.kind, sent, reply.status, reply.body, reply.headers,
+                             now=_now())  # fmt: skip
+            if result.outcome == "delivered":
+                self._note_outcome(lease, defined_at, sent, 1, result.status)
+                delivered += 1 - len(result.refused)
+                letters += _item_letters(result)
+            elif forbidden_alone(sender.kind, sent, reply.status, reply.body):
+                why = (
+                    f"; refused alone twice, seq {taken} after it taken meanwhile: a refusal"
+                    " of this event (a web application firewall's rule), not of the sink"
+                )
+                error = explained(answered(sent, reply.status, reply.body), why)
+                letters.append(Parking(event.seq, event.seq, 1, reply.status, error))
+            elif result.outcome == "park":  # refused otherwise, alone, as others are taken
+                letters.append(Parking(event.seq, event.seq, 1, result.status, result.error))
+            else:
+                error = explained(result.error, _sent_again(event, taken))
+                return replace(result, error=error)
         return delivered, tuple(letters)
 
     async def _alone(
@@ -784,7 +798,7 @@ class Forwarder:
             letters = [Parking(seqs[0], seqs[-1], len(seqs), result.status, result.error)]
             delivered = 0
         else:
-            letters = [Parking(r.seq, r.seq, 1, r.status, r.error) for r in result.refused]
+            letters = _item_letters(result)
             delivered = len(seqs) - len(letters)
         # Noted before the letters are committed with the cursor's move: if
         # that fails, the request goes again, as after any failure, having at
@@ -972,6 +986,18 @@ class Forwarder:
             )
         if not recorded:
             raise _Refused(defined_at)
+
+
+def _item_letters(result: Verdict) -> list[Parking]:
+    """The dead letters of the events an Elasticsearch bulk answer refused."""
+    return [Parking(r.seq, r.seq, 1, r.status, r.error) for r in result.refused]
+
+
+def _sent_again(event: PendingEvent, taken: int) -> str:
+    return (
+        f"; seq {event.seq} sent again, alone, after seq {taken} was taken (it was refused"
+        " alone with a 403)"
+    )
 
 
 def _log_parked(sink_id: str, sent: _Sent) -> None:
