@@ -15,11 +15,12 @@ of that stream (the live events, or a replay) stay that small a while. An
 event refused alone after halving, or as too large, is parked if the
 destination took other requests (only smaller ones, for a 413), else
 retried with backoff (a destination refusing everything is at fault, not its
-events), and parked after a few failures. A 403 of one event is sent again,
+events), and parked after a few failures (what the destination was seen to
+take lives in `memory.DestinationMemory`). A 403 of one event is sent again,
 and parked if refused again, once one of the next few, sent alone, is taken
 (a firewall's rule against it); else it is retried as a refusal of the
-sink's token. Commits wake the tasks of their
-tenant (the stream hub's notifications); a poll covers anything missed."""
+sink's token. Commits wake the tasks of their tenant (the stream hub's
+notifications); a poll covers anything missed."""
 
 from __future__ import annotations
 
@@ -37,7 +38,6 @@ import psycopg
 from ..api.convert import filter_from_json
 from ..domain.filters import EventFilter
 from ..domain.sealing import SecretBox
-from ..domain.sinks import Kind
 from ..fair_share import FairShare
 from ..leased_work import LeasedWork, new_owner
 from ..store import sinks as store
@@ -49,7 +49,6 @@ from .destinations import (
     ANSWER_BYTES,
     FORBIDDEN,
     LIMITS,
-    TOO_LARGE,
     Outgoing,
     PendingEvent,
     Sender,
@@ -61,6 +60,7 @@ from .destinations import (
     verdict,
 )
 from .egress import Answer, EgressDenied, OutboundClient
+from .memory import LONE_REFUSAL_RETRIES, DestinationMemory, Stream
 
 log = logging.getLogger(__name__)
 
@@ -82,21 +82,6 @@ _TRANSPORT_ERRORS: Final = (
 
 # Rows of the first page a step reads: at most 4 MiB of the largest records.
 _FIRST_PAGE: Final = 64
-# Requests a destination takes at a size smaller than its kind's (after a 413)
-# before the sink's requests double again: a destination's own limit is found
-# again now and then (one 413 and a resend), not paid for on every request.
-_REGROW_AFTER: Final = 4
-# Refusals of an event halved down to alone, or sent alone as too large (413),
-# by a destination not seen taking requests, or none since _PARKED_IN_A_ROW
-# were parked (for a 413: or seen taking one as large), retried before it is
-# parked all the same.
-_LONE_REFUSAL_RETRIES: Final = 3
-# Requests parked with no request taken since, after which the next event
-# refused alone (or bulk request refused item by item) is retried as above: a
-# destination that took requests, then refuses every one (a receiver's new
-# validation), would otherwise have each event of the backlog searched for
-# and parked at once (helper-101).
-_PARKED_IN_A_ROW: Final = 2
 # Events after one refused alone with a 403 sent each alone, at most, to learn
 # whose refusal it was: one taken, the sink's credentials work, and the 403s
 # before it were of those events (a web application firewall's, parked if
@@ -132,19 +117,6 @@ class _Refused(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class _Smaller:
-    """What a stream's destination was found to take (a 413, a bulk answer too
-    long to keep), or the halves of a refused request in which the events
-    refused are looked for: at most this much a request, while its
-    definition is the one of `defined_at`."""
-
-    defined_at: datetime
-    events: int
-    bytes: int
-    taken: int = 0  # requests of this size the destination took (or refused one by one)
-
-
-@dataclass(frozen=True, slots=True)
 class _NoAnswer:
     """Why a request got no answer."""
 
@@ -161,12 +133,6 @@ class _Sent:
     upto: int
     delivered: int
     letters: tuple[Parking, ...] = ()
-
-
-# One stream of a sink's events: its live cursor (None) or a replay (its id).
-# Each searches its own requests: a park in one must not undo the other's
-# halving, nor reset its count of refusals (helper-103).
-_Stream = tuple[str, str | None]
 
 
 def _now() -> datetime:
@@ -189,18 +155,7 @@ class Forwarder:
         tenant_requests: int = TENANT_REQUESTS,
     ) -> None:
         self._db = db
-        self._record_sizes: dict[str, float] = {}  # sink -> its records' recent average size
-        self._smaller: dict[_Stream, _Smaller] = {}  # its requests' limits, found smaller
-        # sink -> the largest request its destination took, under the definition of when
-        self._largest_taken: dict[str, tuple[datetime, int]] = {}
-        # the request (by its first seq) last held after refusals, and how often
-        self._held_refusals: dict[_Stream, tuple[datetime, int, int]] = {}
-        # sink -> requests parked since its destination last took one
-        self._parked_in_a_row: dict[str, tuple[datetime, int]] = {}
-        # sink -> requests its destination took, under the definition of when
-        self._requests_taken: dict[str, tuple[datetime, int]] = {}
-        # the event (its seq) last refused alone with a 403, and _requests_taken then
-        self._forbidden: dict[_Stream, tuple[datetime, int, int]] = {}
+        self._memory = DestinationMemory()  # what each sink's destination was seen to do
         self._sinks_waiting = False  # whether sinks wait for room in some process
         self._slots = FairShare(capacity=client.max_connections, per_key=tenant_requests)
         self._client = client
@@ -264,18 +219,7 @@ class Forwarder:
             log.info("forwarder: no sink waits for a process with room any more")
         self._sinks_waiting = waiting > 0
         held = {lease.sink_id for lease in leases}
-        # What was learnt of a sink deleted, or delivered elsewhere now, goes.
-        for of_sinks in (
-            self._record_sizes,
-            self._largest_taken,
-            self._parked_in_a_row,
-            self._requests_taken,
-        ):
-            for sink_id in [sink_id for sink_id in of_sinks if sink_id not in held]:
-                del of_sinks[sink_id]
-        for of_streams in (self._smaller, self._held_refusals, self._forbidden):
-            for stream in [stream for stream in of_streams if stream[0] not in held]:
-                del of_streams[stream]
+        self._memory.keep_only(held)
         return leases
 
     async def _release(self) -> None:
@@ -388,9 +332,7 @@ class Forwarder:
             if not moved:
                 return await self._after_refused_move(lease, sink.updated_at)
             if replayed.upto >= replay.last_seq:  # done: what its requests met goes with it
-                self._smaller.pop((lease.sink_id, replay.id), None)
-                self._held_refusals.pop((lease.sink_id, replay.id), None)
-                self._forbidden.pop((lease.sink_id, replay.id), None)
+                self._memory.forget_stream((lease.sink_id, replay.id))
             progressed = True
         return 0.0 if progressed else self._poll
 
@@ -462,7 +404,7 @@ class Forwarder:
         the sink's definition the step read was made. `replay_id`: the replay
         sent (None: the live cursor's events)."""
         stream = (lease.sink_id, replay_id)
-        limit, max_bytes = self._limits(sender, stream, defined_at)
+        limit, max_bytes = self._memory.limits(sender.kind, stream, defined_at)
         events, exhausted = await self._read(lease, event_filter, after, upto, limit, max_bytes)
         if not events:
             return _Sent(upto, 0)
@@ -513,7 +455,7 @@ class Forwarder:
         self,
         sender: Sender,
         lease: store.Lease,
-        stream: _Stream,
+        stream: Stream,
         defined_at: datetime,
         event_filter: EventFilter,
         event: PendingEvent,
@@ -545,7 +487,7 @@ class Forwarder:
                 result = verdict(sender.kind, sent, reply.status, reply.body, reply.headers,
                                  now=_now())  # fmt: skip
                 if result.outcome == "delivered":  # taken (an Elasticsearch item maybe not)
-                    self._note_outcome(lease, defined_at, sent, 1, result.status)
+                    self._memory.note_outcome(lease.sink_id, defined_at, sent, 1, result.status)
                     again = await self._send_again(
                         sender, lease, defined_at, refusals, taken=probe.seq
                     )
@@ -553,7 +495,7 @@ class Forwarder:
                         return again
                     delivered, letters = again
                     letters += tuple(_item_letters(result))
-                    self._regrow(stream, defined_at, sender.kind, reset=True)  # searched
+                    self._memory.regrow(stream, defined_at, sender.kind, reset=True)  # searched
                     return _Sent(probe.seq, delivered + 1 - len(result.refused), letters)
                 if result.outcome != "retry":  # refused otherwise: proves nothing
                     break
@@ -566,21 +508,15 @@ class Forwarder:
             return Verdict(
                 "retry", 0, explained(reply_error, why), retry_after, needs_fixing=needs_fixing
             )
-        taken = self._requests_taken.get(lease.sink_id)
-        taken_now = taken[1] if taken is not None and taken[0] == defined_at else 0
-        first = self._forbidden.get(stream)
-        if first is None or first[:2] != (defined_at, event.seq):
-            self._forbidden[stream] = (defined_at, event.seq, taken_now)
-            return None
-        if taken_now == first[2]:
+        if not self._memory.taken_since_first_403(stream, defined_at, event.seq):
             return None
         why = (
             "; refused alone again while the destination took other requests of the sink:"
             " a refusal of this event (a web application firewall's rule), not of the sink"
         )
         error = explained(answered(refused, answer.status, answer.body), why)
-        self._note_outcome(lease, defined_at, refused, 0, FORBIDDEN)
-        self._regrow(stream, defined_at, sender.kind, reset=True)
+        self._memory.note_outcome(lease.sink_id, defined_at, refused, 0, FORBIDDEN)
+        self._memory.regrow(stream, defined_at, sender.kind, reset=True)
         return _Sent(event.seq, 0, (Parking(event.seq, event.seq, 1, FORBIDDEN, error),))
 
     async def _send_again(
@@ -610,7 +546,7 @@ class Forwarder:
             result = verdict(sender.kind, sent, reply.status, reply.body, reply.headers,
                              now=_now())  # fmt: skip
             if result.outcome == "delivered":
-                self._note_outcome(lease, defined_at, sent, 1, result.status)
+                self._memory.note_outcome(lease.sink_id, defined_at, sent, 1, result.status)
                 delivered += 1 - len(result.refused)
                 letters += _item_letters(result)
             elif forbidden_alone(sender.kind, sent, reply.status, reply.body):
@@ -635,28 +571,6 @@ class Forwarder:
             [sent] = requests(sender, [event], now=_now())  # signed once a connection is free
             return sent, await self._exchange(sender, sent)
 
-    def _limits(self, sender: Sender, stream: _Stream, defined_at: datetime) -> tuple[int, int]:
-        """A request's most events and bytes for the stream: its kind's, or
-        less where its destination was found to take less."""
-        events, size = LIMITS[sender.kind]
-        smaller = self._smaller.get(stream)
-        if smaller is None:
-            return events, size
-        if smaller.defined_at != defined_at:  # a changed sink starts again from its kind's
-            del self._smaller[stream]
-            return events, size
-        return min(events, smaller.events), min(size, smaller.bytes)
-
-    def _halve(self, stream: _Stream, defined_at: datetime, sent: Outgoing) -> None:
-        """The stream's requests from now on: at most half the events and half
-        the bytes of `sent`, which its destination would not take: too large,
-        or holding events it refuses, which the halves single out. Kept while
-        the definition is the same (in this process), growing back as they
-        are taken (_regrow): each batch the same size would be refused again."""
-        self._smaller[stream] = _Smaller(
-            defined_at, max(1, len(sent.seqs) // 2), max(1, len(sent.body) // 2)
-        )
-
     async def _read(
         self,
         lease: store.Lease,
@@ -675,7 +589,7 @@ class Forwarder:
         in one page of as many rows as those would fill.)"""
         events: list[StoredEvent] = []
         size = 0
-        average = self._record_sizes.get(lease.sink_id)
+        average = self._memory.record_size(lease.sink_id)
         page = _page(limit, max_bytes, average) if average else min(limit, _FIRST_PAGE)
         while True:
             stream = stream_events(
@@ -694,12 +608,12 @@ class Forwarder:
                     got += 1
                     size += _size(event.record)
                     if len(events) == limit or size >= max_bytes:
-                        self._record_sizes[lease.sink_id] = size / len(events)
+                        self._memory.note_record_size(lease.sink_id, size / len(events))
                         return events, False
                     if got == page:
                         break
             if events:
-                self._record_sizes[lease.sink_id] = size / len(events)
+                self._memory.note_record_size(lease.sink_id, size / len(events))
             if got < page:
                 return events, True
             page = _page(limit - len(events), max_bytes - size, size / len(events))
@@ -725,7 +639,7 @@ class Forwarder:
         self,
         sender: Sender,
         lease: store.Lease,
-        stream: _Stream,
+        stream: Stream,
         defined_at: datetime,
         failures: int,
         outgoing: Outgoing,
@@ -763,16 +677,15 @@ class Forwarder:
         if result.outcome == "split":
             # Not a failure: no backoff, the same events go again at once, in
             # halves, down to one event a request (parked if refused alone,
-            # unless _not_alone_at_fault says otherwise).
-            self._halve(stream, defined_at, outgoing)
+            # unless DestinationMemory.held_back says otherwise).
+            self._memory.halve(stream, defined_at, outgoing)
             log.warning("forwarder: sink %s: %d events in %d bytes not taken (%s); sending"
                         " at most half as many", lease.sink_id, len(outgoing.seqs),
                         len(outgoing.body), result.error)  # fmt: skip
             return None
         seqs = outgoing.seqs
         all_refused = result.outcome == "delivered" and len(result.refused) == len(seqs)
-        why, refusals = self._held_back(
-            lease,
+        why, refusals = self._memory.held_back(
             stream,
             defined_at,
             outgoing,
@@ -785,10 +698,10 @@ class Forwarder:
             error = explained(
                 error,
                 f"; {len(seqs)} event(s) in {len(outgoing.body)} bytes, and {why}:"
-                f" retried, parked after {_LONE_REFUSAL_RETRIES + 1} refusals",
+                f" retried, parked after {LONE_REFUSAL_RETRIES + 1} refusals",
             )
             if all_refused and len(seqs) > 1:  # fewer at each try: small in the end
-                self._halve(stream, defined_at, outgoing)
+                self._memory.halve(stream, defined_at, outgoing)
             # Backed off by its own refusals, not the sink's failures, which
             # parks do not clear: a run of events refused one after another
             # would otherwise wait longer at each, up to five minutes apiece.
@@ -803,154 +716,17 @@ class Forwarder:
         # Noted before the letters are committed with the cursor's move: if
         # that fails, the request goes again, as after any failure, having at
         # worst counted a park in a row or reset its stream's halving.
-        self._note_outcome(lease, defined_at, outgoing, delivered, result.status)
+        self._memory.note_outcome(lease.sink_id, defined_at, outgoing, delivered, result.status)
         # A lone event taken after failures ends a wait (a token put right),
         # not a search for the destination's size: the kind's limits again.
         # A bulk parked after it was held keeps its halving: reset, the next
         # would go at the kind's size, an eighth of it parked every few
         # seconds, not an event (helper-104).
-        held_bulk = all_refused and refusals > _LONE_REFUSAL_RETRIES
+        held_bulk = all_refused and refusals > LONE_REFUSAL_RETRIES
         search_ended = result.outcome == "park" or (all_refused and not held_bulk)
         reset = search_ended or (delivered == len(seqs) == 1 and failures > 0)
-        self._regrow(stream, defined_at, sender.kind, reset=reset)
+        self._memory.regrow(stream, defined_at, sender.kind, reset=reset)
         return delivered, tuple(letters)
-
-    def _held_back(
-        self,
-        lease: store.Lease,
-        stream: _Stream,
-        defined_at: datetime,
-        outgoing: Outgoing,
-        result: Verdict,
-        *,
-        all_refused: bool,
-        alone_by_choice: bool,
-    ) -> tuple[str, int]:
-        """Why the events `result` would park are retried instead (no reason:
-        parked), and how often they were refused so far."""
-        if result.outcome == "park":
-            return self._not_alone_at_fault(
-                lease, stream, defined_at, outgoing, result.status, alone_by_choice=alone_by_choice
-            )
-        if all_refused:
-            return self._every_item_held(lease, stream, defined_at, outgoing)
-        return "", 0
-
-    def _note_outcome(
-        self,
-        lease: store.Lease,
-        defined_at: datetime,
-        outgoing: Outgoing,
-        delivered: int,
-        status: int,
-    ) -> None:
-        """What the destination did with a request whose events were dealt
-        with: the largest it took, or one more parked with nothing taken
-        since (a 413 aside: it says nothing of the events' content)."""
-        if delivered:
-            taken = self._requests_taken.get(lease.sink_id)
-            count = taken[1] + 1 if taken is not None and taken[0] == defined_at else 1
-            self._requests_taken[lease.sink_id] = (defined_at, count)
-            largest = self._largest_taken.get(lease.sink_id)
-            if largest is None or largest[0] != defined_at or largest[1] < len(outgoing.body):
-                self._largest_taken[lease.sink_id] = (defined_at, len(outgoing.body))
-            self._parked_in_a_row.pop(lease.sink_id, None)
-        elif status != TOO_LARGE:
-            in_a_row = self._parked_in_a_row.get(lease.sink_id)
-            count = in_a_row[1] + 1 if in_a_row is not None and in_a_row[0] == defined_at else 1
-            self._parked_in_a_row[lease.sink_id] = (defined_at, count)
-
-    def _not_alone_at_fault(
-        self,
-        lease: store.Lease,
-        stream: _Stream,
-        defined_at: datetime,
-        outgoing: Outgoing,
-        status: int,
-        *,
-        alone_by_choice: bool,
-    ) -> tuple[str, int]:
-        """Why an event refused alone may not be at fault, and how often it
-        was refused so far. The destination was not seen taking any request
-        (under this definition, by this process), or took none since the
-        last _PARKED_IN_A_ROW were parked, so it may refuse every one (a
-        proxy's limit set to nothing, a receiver that takes no payload of the
-        sink's format, or one that has just stopped taking any); or, refused
-        as too large (413), it took one as large. Parking it would then drain
-        the backlog into dead letters, an event every few requests, without a
-        pause: it is a failure, retried with backoff. Asked of an event halved
-        down to alone, or too large: one sent alone because it was all there
-        was to send is parked at once, as a batch of one, whatever was taken
-        (no search multiplied the requests). "" when it is at fault, or after
-        _LONE_REFUSAL_RETRIES retries of it all the same: an event refused by
-        a destination first met after a restart must not stop the sink."""
-        if len(outgoing.seqs) != 1 or (status != TOO_LARGE and alone_by_choice):
-            return "", 0
-        refusals = self._count_refusal(stream, defined_at, outgoing.seqs[0])
-        if refusals > _LONE_REFUSAL_RETRIES:
-            return "", refusals
-        largest = self._largest_taken.get(lease.sink_id)
-        if largest is None or largest[0] != defined_at:
-            return "this destination was not seen taking any request", refusals
-        if status == TOO_LARGE:
-            if largest[1] >= len(outgoing.body):
-                return f"this destination took a request of {largest[1]} bytes", refusals
-            return "", refusals
-        return self._took_nothing_since_parking(lease, defined_at), refusals
-
-    def _every_item_held(
-        self, lease: store.Lease, stream: _Stream, defined_at: datetime, outgoing: Outgoing
-    ) -> tuple[str, int]:
-        """Why a bulk request whose every event the destination refused, one
-        by one, is not parked yet, and how often it was refused so far: it
-        took nothing since the last _PARKED_IN_A_ROW were parked, so it may
-        refuse every event (a mapping that no longer fits the sink's events);
-        retried as a lone event is, then parked all the same."""
-        refusals = self._count_refusal(stream, defined_at, outgoing.seqs[0])
-        if refusals > _LONE_REFUSAL_RETRIES:
-            return "", refusals
-        return self._took_nothing_since_parking(lease, defined_at), refusals
-
-    def _count_refusal(self, stream: _Stream, defined_at: datetime, seq: int) -> int:
-        """How often in a row the request starting at `seq` was refused, this
-        one included. Counted here, not as the sink's failures, which a step
-        that moves the live cursor (with nothing to send) set back to none
-        while a replay's event was refused (helper-77)."""
-        last = self._held_refusals.get(stream)
-        refusals = last[2] + 1 if last is not None and last[:2] == (defined_at, seq) else 1
-        self._held_refusals[stream] = (defined_at, seq, refusals)
-        return refusals
-
-    def _took_nothing_since_parking(self, lease: store.Lease, defined_at: datetime) -> str:
-        in_a_row = self._parked_in_a_row.get(lease.sink_id)
-        if in_a_row is None or in_a_row[0] != defined_at or in_a_row[1] < _PARKED_IN_A_ROW:
-            return ""
-        return f"this destination took no request since the last {in_a_row[1]} were parked"
-
-    def _regrow(self, stream: _Stream, defined_at: datetime, kind: Kind, *, reset: bool) -> None:
-        """After a request the destination took (or whose events it refused
-        one by one): the stream's requests grow back towards its kind's limits,
-        doubling after each _REGROW_AFTER taken at a size. `reset` (an event
-        parked alone: most likely the one too large, or refused; a bulk
-        parked at first sight; or a lone event taken after failures): they
-        are the kind's again at once, for the events after it must not go one
-        by one for good. A lone event taken otherwise counts as any request
-        taken, not as a reset: a destination that takes one event at a time
-        (a firewall's limit on the body's size) had every next event searched
-        for from the kind's limits down (helper-101)."""
-        smaller = self._smaller.get(stream)
-        if smaller is None or smaller.defined_at != defined_at:
-            return
-        events, size = LIMITS[kind]
-        if reset or (smaller.events * 2 >= events and smaller.bytes * 2 >= size):
-            del self._smaller[stream]  # back to the kind's limits
-            return
-        if smaller.taken + 1 < _REGROW_AFTER:
-            self._smaller[stream] = replace(smaller, taken=smaller.taken + 1)
-            return
-        self._smaller[stream] = _Smaller(
-            defined_at, min(events, smaller.events * 2), min(size, smaller.bytes * 2)
-        )
 
     async def _failed(
         self,

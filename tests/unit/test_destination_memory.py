@@ -1,0 +1,103 @@
+"""What the forwarder learns of a sink's destination, and the rules that read
+it (forward/memory.py): request sizes halved and grown back, lone refusals
+held or parked, a 403 shown to be the event's by a request taken since."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sealtrail_server.forward.destinations import LIMITS, Outgoing, Verdict
+from sealtrail_server.forward.memory import LONE_REFUSAL_RETRIES, DestinationMemory
+
+DEFINED = datetime(2026, 12, 1, tzinfo=UTC)
+LIVE = ("s-1", None)
+REPLAY = ("s-1", "r-1")
+KIND_EVENTS, KIND_BYTES = LIMITS["webhook"]
+
+
+def outgoing(*seqs: int, size: int = 1000) -> Outgoing:
+    return Outgoing("https://h.example/", [], b"x" * size, seqs, tuple(f"e{s}" for s in seqs))
+
+
+def held(memory: DestinationMemory, seq: int, *, alone_by_choice: bool = False) -> tuple[str, int]:
+    """Why a lone event refused with a 400 is retried, not parked, and its refusals."""
+    refused = Verdict("park", 400, "HTTP 400")
+    return memory.held_back(
+        LIVE, DEFINED, outgoing(seq), refused, all_refused=False, alone_by_choice=alone_by_choice
+    )
+
+
+def test_a_refused_request_halves_the_streams_requests_and_they_grow_back() -> None:
+    memory = DestinationMemory()
+    memory.halve(LIVE, DEFINED, outgoing(*range(1, 101), size=40_000))
+    assert memory.limits("webhook", LIVE, DEFINED) == (50, 20_000)
+    assert memory.limits("webhook", REPLAY, DEFINED) == (KIND_EVENTS, KIND_BYTES)  # its own
+    for _ in range(3):  # taken at that size: not yet larger
+        memory.regrow(LIVE, DEFINED, "webhook", reset=False)
+    assert memory.limits("webhook", LIVE, DEFINED) == (50, 20_000)
+    memory.regrow(LIVE, DEFINED, "webhook", reset=False)  # the fourth doubles them
+    assert memory.limits("webhook", LIVE, DEFINED) == (100, 40_000)
+    memory.regrow(LIVE, DEFINED, "webhook", reset=True)  # an event parked alone
+    assert memory.limits("webhook", LIVE, DEFINED) == (KIND_EVENTS, KIND_BYTES)
+
+
+def test_a_changed_definition_starts_from_the_kinds_limits() -> None:
+    memory = DestinationMemory()
+    memory.halve(LIVE, DEFINED, outgoing(1, 2, 3, 4))
+    later = DEFINED + timedelta(seconds=1)
+    assert memory.limits("webhook", LIVE, later) == (KIND_EVENTS, KIND_BYTES)
+    assert memory.limits("webhook", LIVE, DEFINED) == (KIND_EVENTS, KIND_BYTES)  # forgotten
+
+
+def test_an_event_refused_alone_is_held_until_the_destination_is_seen_taking_requests() -> None:
+    memory = DestinationMemory()
+    assert held(memory, 7) == ("this destination was not seen taking any request", 1)
+    memory.note_outcome("s-1", DEFINED, outgoing(5, 6), delivered=2, status=200)
+    assert held(memory, 7) == ("", 2)  # parked: its refusal is its own
+    # Alone because it was all there was: parked at once, whatever was seen.
+    assert held(DestinationMemory(), 7, alone_by_choice=True) == ("", 0)
+
+
+def test_a_lone_refusal_is_parked_after_its_retries_all_the_same() -> None:
+    memory = DestinationMemory()
+    answers = [held(memory, 7) for _ in range(LONE_REFUSAL_RETRIES + 1)]
+    assert [bool(why) for why, _ in answers] == [True] * LONE_REFUSAL_RETRIES + [False]
+    assert answers[-1][1] == LONE_REFUSAL_RETRIES + 1
+
+
+def test_requests_parked_in_a_row_hold_the_next_lone_refusal() -> None:
+    memory = DestinationMemory()
+    memory.note_outcome("s-1", DEFINED, outgoing(1), delivered=1, status=200)
+    memory.note_outcome("s-1", DEFINED, outgoing(2), delivered=0, status=400)
+    memory.note_outcome("s-1", DEFINED, outgoing(3), delivered=0, status=413)  # says nothing
+    assert held(memory, 4) == ("", 1)
+    memory.note_outcome("s-1", DEFINED, outgoing(4), delivered=0, status=400)
+    assert held(memory, 5) == ("this destination took no request since the last 2 were parked", 1)
+
+
+def test_a_403_is_the_events_once_a_request_is_taken_since_its_first() -> None:
+    memory = DestinationMemory()
+    memory.note_outcome("s-1", DEFINED, outgoing(1), delivered=1, status=200)
+    assert not memory.taken_since_first_403(REPLAY, DEFINED, 9)  # its first refusal
+    assert not memory.taken_since_first_403(REPLAY, DEFINED, 9)  # nothing taken since
+    memory.note_outcome("s-1", DEFINED, outgoing(10), delivered=1, status=200)  # the live one
+    assert memory.taken_since_first_403(REPLAY, DEFINED, 9)
+    # Another event, or another definition, starts again.
+    assert not memory.taken_since_first_403(REPLAY, DEFINED, 11)
+    later = DEFINED + timedelta(seconds=1)
+    memory.note_outcome("s-1", later, outgoing(12), delivered=1, status=200)
+    assert not memory.taken_since_first_403(REPLAY, later, 11)
+
+
+def test_what_was_learnt_of_a_sink_no_longer_delivered_here_goes() -> None:
+    memory = DestinationMemory()
+    memory.halve(LIVE, DEFINED, outgoing(1, 2))
+    memory.halve(("s-2", None), DEFINED, outgoing(1, 2))
+    memory.note_record_size("s-1", 700.0)
+    memory.keep_only({"s-2"})
+    assert memory.limits("webhook", LIVE, DEFINED) == (KIND_EVENTS, KIND_BYTES)
+    assert memory.record_size("s-1") is None
+    assert memory.limits("webhook", ("s-2", None), DEFINED) == (1, 500)
+    memory.halve(REPLAY, DEFINED, outgoing(1, 2))
+    memory.forget_stream(REPLAY)
+    assert memory.limits("webhook", REPLAY, DEFINED) == (KIND_EVENTS, KIND_BYTES)
