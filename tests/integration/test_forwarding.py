@@ -615,6 +615,8 @@ def test_a_firewalls_refusal_of_events_parks_them_and_delivers_the_rest(
         assert "a refusal of this event (a web application firewall's rule)" in letter.error
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert not any(f"sink {sink.id} failed" in message for message in warned), warned
+    parked = f"sink {sink.id} parked 2 of its events alone, 1 delivered (seq {blocked[0]} first"
+    assert any(parked in message for message in warned), warned
 
     # Replayed while the firewall still blocks it, the event has no event
     # after it to tell by (the replay is of it alone): the requests the

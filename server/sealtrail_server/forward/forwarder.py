@@ -781,8 +781,8 @@ def _log_parked(sink_id: str, sent: _Sent) -> None:
     if len(sent.letters) == 1 and not sent.delivered:
         log.warning("forwarder: sink %s parked seq %d-%d (HTTP %d): %s", sink_id,
                     first.first_seq, first.last_seq, first.http_status, first.error)  # fmt: skip
-    else:
-        log.warning("forwarder: sink %s parked %d events refused one by one, %d delivered"
+    else:  # refused one by one (a bulk's items), or alone beside events taken (403s)
+        log.warning("forwarder: sink %s parked %d of its events alone, %d delivered"
                     " (seq %d first: %s)", sink_id, len(sent.letters), sent.delivered,
                     first.first_seq, first.error)  # fmt: skip
 
