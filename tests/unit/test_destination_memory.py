@@ -22,7 +22,7 @@ def outgoing(*seqs: int, size: int = 1000) -> Outgoing:
 def held(memory: DestinationMemory, seq: int, *, alone_by_choice: bool = False) -> tuple[str, int]:
     """Why a lone event refused with a 400 is retried, not parked, and its refusals."""
     refused = Verdict("park", 400, "HTTP 400")
-    return memory.held_back(
+    return memory.note_refusal(
         LIVE, DEFINED, outgoing(seq), refused, all_refused=False, alone_by_choice=alone_by_choice
     )
 
@@ -78,26 +78,86 @@ def test_requests_parked_in_a_row_hold_the_next_lone_refusal() -> None:
 def test_a_403_is_the_events_once_a_request_is_taken_since_its_first() -> None:
     memory = DestinationMemory()
     memory.note_outcome("s-1", DEFINED, outgoing(1), delivered=1, status=200)
-    assert not memory.taken_since_first_403(REPLAY, DEFINED, 9)  # its first refusal
-    assert not memory.taken_since_first_403(REPLAY, DEFINED, 9)  # nothing taken since
+    assert not memory.note_lone_403(REPLAY, DEFINED, 9)  # its first refusal
+    assert not memory.note_lone_403(REPLAY, DEFINED, 9)  # nothing taken since
     memory.note_outcome("s-1", DEFINED, outgoing(10), delivered=1, status=200)  # the live one
-    assert memory.taken_since_first_403(REPLAY, DEFINED, 9)
+    assert memory.note_lone_403(REPLAY, DEFINED, 9)
     # Another event, or another definition, starts again.
-    assert not memory.taken_since_first_403(REPLAY, DEFINED, 11)
+    assert not memory.note_lone_403(REPLAY, DEFINED, 11)
     later = DEFINED + timedelta(seconds=1)
     memory.note_outcome("s-1", later, outgoing(12), delivered=1, status=200)
-    assert not memory.taken_since_first_403(REPLAY, later, 11)
+    assert not memory.note_lone_403(REPLAY, later, 11)
 
 
 def test_what_was_learnt_of_a_sink_no_longer_delivered_here_goes() -> None:
     memory = DestinationMemory()
     memory.halve(LIVE, DEFINED, outgoing(1, 2))
     memory.halve(("s-2", None), DEFINED, outgoing(1, 2))
-    memory.note_record_size("s-1", 700.0)
+    memory.note_outcome("s-1", DEFINED, outgoing(1), delivered=1, status=200)
+    assert held(memory, 7) == ("", 1)  # counted, and the destination was seen taking one
+    memory.note_lone_403(LIVE, DEFINED, 9)
     memory.keep_only({"s-2"})
     assert memory.limits("webhook", LIVE, DEFINED) == (KIND_EVENTS, KIND_BYTES)
-    assert memory.record_size("s-1") is None
     assert memory.limits("webhook", ("s-2", None), DEFINED) == (1, 500)
+    # Seen taking nothing now, and the refusal counted anew.
+    assert held(memory, 7) == ("this destination was not seen taking any request", 1)
+    memory.note_outcome("s-1", DEFINED, outgoing(10), delivered=1, status=200)
+    assert not memory.note_lone_403(LIVE, DEFINED, 9)  # its first refusal again
+
     memory.halve(REPLAY, DEFINED, outgoing(1, 2))
-    memory.forget_stream(REPLAY)
+    assert not memory.note_lone_403(REPLAY, DEFINED, 11)
+    memory.note_outcome("s-1", DEFINED, outgoing(12), delivered=1, status=200)
+    memory.forget_stream(REPLAY)  # done
     assert memory.limits("webhook", REPLAY, DEFINED) == (KIND_EVENTS, KIND_BYTES)
+    assert not memory.note_lone_403(REPLAY, DEFINED, 11)
+
+
+def test_a_lone_413_is_held_while_the_destination_took_as_large() -> None:
+    memory = DestinationMemory()
+    too_large = Verdict("park", 413, "HTTP 413")
+    memory.note_outcome("s-1", DEFINED, outgoing(1, 2, size=5000), delivered=2, status=200)
+
+    def refused(seq: int, size: int) -> tuple[str, int]:
+        return memory.note_refusal(LIVE, DEFINED, outgoing(seq, size=size), too_large,
+                                   all_refused=False, alone_by_choice=True)  # fmt: skip
+
+    assert refused(3, 5000) == ("this destination took a request of 5000 bytes", 1)
+    assert refused(4, 6000) == ("", 1)  # larger than any it took: too large, parked
+
+
+def test_a_bulk_refused_item_by_item_is_held_after_parks_in_a_row() -> None:
+    memory = DestinationMemory()
+    bulk = outgoing(1, 2, 3)
+    every_item = Verdict("delivered", 200)  # the forwarder sees every item refused
+    assert memory.note_refusal(LIVE, DEFINED, bulk, every_item, all_refused=True,
+                               alone_by_choice=False) == ("", 1)  # fmt: skip
+    memory.note_outcome("s-1", DEFINED, bulk, delivered=0, status=200)
+    memory.note_outcome("s-1", DEFINED, outgoing(4, 5), delivered=0, status=200)
+    why, refusals = memory.note_refusal(LIVE, DEFINED, outgoing(6, 7), every_item,
+                                        all_refused=True, alone_by_choice=False)  # fmt: skip
+    assert (why, refusals) == ("this destination took no request since the last 2 were parked", 1)
+
+
+def test_requests_regrow_to_the_kinds_limits_under_their_definition_only() -> None:
+    memory = DestinationMemory()
+    memory.halve(LIVE, DEFINED, outgoing(*range(1, KIND_EVENTS + 1), size=KIND_BYTES))
+    later = DEFINED + timedelta(seconds=1)
+    for _ in range(4):
+        memory.regrow(LIVE, later, "webhook", reset=False)  # another definition's: nothing
+    assert memory.limits("webhook", LIVE, DEFINED) == (KIND_EVENTS // 2, KIND_BYTES // 2)
+    memory.regrow(LIVE, DEFINED, "webhook", reset=False)  # half the kind's: back to it
+    assert memory.limits("webhook", LIVE, DEFINED) == (KIND_EVENTS, KIND_BYTES)
+
+
+def test_streams_count_their_refusals_apart_and_share_what_was_taken() -> None:
+    memory = DestinationMemory()
+    refused = Verdict("park", 400, "HTTP 400")
+
+    def lone(stream: tuple[str, str | None]) -> tuple[str, int]:
+        return memory.note_refusal(stream, DEFINED, outgoing(7), refused, all_refused=False,
+                                   alone_by_choice=False)  # fmt: skip
+
+    assert lone(LIVE)[1] == 1 and lone(LIVE)[1] == 2
+    assert lone(REPLAY) == ("this destination was not seen taking any request", 1)
+    memory.note_outcome("s-1", DEFINED, outgoing(1), delivered=1, status=200)  # the live one's
+    assert lone(REPLAY) == ("", 2)  # the destination took a request of the sink

@@ -156,6 +156,7 @@ class Forwarder:
     ) -> None:
         self._db = db
         self._memory = DestinationMemory()  # what each sink's destination was seen to do
+        self._record_sizes: dict[str, float] = {}  # sink -> its records' recent average size
         self._sinks_waiting = False  # whether sinks wait for room in some process
         self._slots = FairShare(capacity=client.max_connections, per_key=tenant_requests)
         self._client = client
@@ -220,6 +221,8 @@ class Forwarder:
         self._sinks_waiting = waiting > 0
         held = {lease.sink_id for lease in leases}
         self._memory.keep_only(held)
+        for sink_id in [sink_id for sink_id in self._record_sizes if sink_id not in held]:
+            del self._record_sizes[sink_id]
         return leases
 
     async def _release(self) -> None:
@@ -508,7 +511,7 @@ class Forwarder:
             return Verdict(
                 "retry", 0, explained(reply_error, why), retry_after, needs_fixing=needs_fixing
             )
-        if not self._memory.taken_since_first_403(stream, defined_at, event.seq):
+        if not self._memory.note_lone_403(stream, defined_at, event.seq):
             return None
         why = (
             "; refused alone again while the destination took other requests of the sink:"
@@ -589,7 +592,7 @@ class Forwarder:
         in one page of as many rows as those would fill.)"""
         events: list[StoredEvent] = []
         size = 0
-        average = self._memory.record_size(lease.sink_id)
+        average = self._record_sizes.get(lease.sink_id)
         page = _page(limit, max_bytes, average) if average else min(limit, _FIRST_PAGE)
         while True:
             stream = stream_events(
@@ -608,12 +611,12 @@ class Forwarder:
                     got += 1
                     size += _size(event.record)
                     if len(events) == limit or size >= max_bytes:
-                        self._memory.note_record_size(lease.sink_id, size / len(events))
+                        self._record_sizes[lease.sink_id] = size / len(events)
                         return events, False
                     if got == page:
                         break
             if events:
-                self._memory.note_record_size(lease.sink_id, size / len(events))
+                self._record_sizes[lease.sink_id] = size / len(events)
             if got < page:
                 return events, True
             page = _page(limit - len(events), max_bytes - size, size / len(events))
@@ -677,7 +680,7 @@ class Forwarder:
         if result.outcome == "split":
             # Not a failure: no backoff, the same events go again at once, in
             # halves, down to one event a request (parked if refused alone,
-            # unless DestinationMemory.held_back says otherwise).
+            # unless DestinationMemory.note_refusal says otherwise).
             self._memory.halve(stream, defined_at, outgoing)
             log.warning("forwarder: sink %s: %d events in %d bytes not taken (%s); sending"
                         " at most half as many", lease.sink_id, len(outgoing.seqs),
@@ -685,7 +688,7 @@ class Forwarder:
             return None
         seqs = outgoing.seqs
         all_refused = result.outcome == "delivered" and len(result.refused) == len(seqs)
-        why, refusals = self._memory.held_back(
+        why, refusals = self._memory.note_refusal(
             stream,
             defined_at,
             outgoing,

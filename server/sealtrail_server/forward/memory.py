@@ -2,7 +2,7 @@
 rules that read it: how large a request the destination takes (halved at a
 refusal, growing back as requests are taken, ADR 0052), whether an event it
 refuses alone is at fault or the destination refuses everything, and whether
-a 403 of one event may be the event's (ADR 0054).
+a 403 of one event is the event's (ADR 0054).
 
 Kept in memory, per sink (and per stream of it: the live cursor's events and
 each replay search their own requests), and only while the sink's definition
@@ -55,8 +55,11 @@ class _Smaller:
 
 
 class DestinationMemory:
+    """One process's memory of the destinations of the sinks it delivers.
+    Methods named `note_*` record what happened; `note_refusal` and
+    `note_lone_403` also answer what to make of it."""
+
     def __init__(self) -> None:
-        self._record_sizes: dict[str, float] = {}  # sink -> its records' recent average size
         self._smaller: dict[Stream, _Smaller] = {}  # its requests' limits, found smaller
         # sink -> the largest request its destination took, under the definition of when
         self._largest_taken: dict[str, tuple[datetime, int]] = {}
@@ -71,13 +74,7 @@ class DestinationMemory:
 
     def keep_only(self, sinks: set[str]) -> None:
         """Forgets every sink but these: deleted, or delivered elsewhere now."""
-        of_sinks = (
-            self._record_sizes,
-            self._largest_taken,
-            self._parked_in_a_row,
-            self._requests_taken,
-        )
-        for by_sink in of_sinks:
+        for by_sink in (self._largest_taken, self._parked_in_a_row, self._requests_taken):
             for sink_id in [sink_id for sink_id in by_sink if sink_id not in sinks]:
                 del by_sink[sink_id]
         for by_stream in (self._smaller, self._held_refusals, self._forbidden):
@@ -89,13 +86,6 @@ class DestinationMemory:
         self._smaller.pop(stream, None)
         self._held_refusals.pop(stream, None)
         self._forbidden.pop(stream, None)
-
-    def record_size(self, sink_id: str) -> float | None:
-        """The sink's records' recent average size, if any were read."""
-        return self._record_sizes.get(sink_id)
-
-    def note_record_size(self, sink_id: str, average: float) -> None:
-        self._record_sizes[sink_id] = average
 
     def limits(self, kind: Kind, stream: Stream, defined_at: datetime) -> tuple[int, int]:
         """A request's most events and bytes for the stream: its kind's, or
@@ -163,7 +153,7 @@ class DestinationMemory:
             count = in_a_row[1] + 1 if in_a_row is not None and in_a_row[0] == defined_at else 1
             self._parked_in_a_row[sink_id] = (defined_at, count)
 
-    def held_back(
+    def note_refusal(
         self,
         stream: Stream,
         defined_at: datetime,
@@ -173,8 +163,9 @@ class DestinationMemory:
         all_refused: bool,
         alone_by_choice: bool,
     ) -> tuple[str, int]:
-        """Why the events `result` would park are retried instead (no reason:
-        parked), and how often they were refused so far."""
+        """Counts a refusal that would park `result`'s events (of one event, or
+        of each item of a bulk): why they are retried instead ("": parked),
+        and how often they were refused so far."""
         if result.outcome == "park":
             return self._not_alone_at_fault(
                 stream, defined_at, outgoing, result.status, alone_by_choice=alone_by_choice
@@ -183,11 +174,11 @@ class DestinationMemory:
             return self._every_item_held(stream, defined_at, outgoing)
         return "", 0
 
-    def taken_since_first_403(self, stream: Stream, defined_at: datetime, seq: int) -> bool:
-        """Whether the destination took a request of the sink (any stream)
-        since the event `seq` was first refused alone with a 403, this
-        refusal being its first if it was not the last one so refused: then
-        the sink's credentials are good, and the 403 is the event's."""
+    def note_lone_403(self, stream: Stream, defined_at: datetime, seq: int) -> bool:
+        """Records a 403 of the event `seq` alone (its first, unless it was the
+        stream's last one so refused), and says whether the destination took
+        a request of the sink (any stream) since its first: then the sink's
+        credentials are good, and the 403 is the event's."""
         taken = self._requests_taken.get(stream[0])
         taken_now = taken[1] if taken is not None and taken[0] == defined_at else 0
         first = self._forbidden.get(stream)
