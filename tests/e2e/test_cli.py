@@ -108,6 +108,14 @@ def test_record_prints_the_stored_event_and_query_finds_it(cli_env: dict[str, st
     table = run("sealtrail", "query", "--since", "1h", env=cli_env).stdout
     assert "member.invite" in table and "api_key.create" in table
 
+    # A script run again records its event under its own key once: the
+    # second run answers the first's event, where each run's time made it
+    # another event under that key (ALREADY_EXISTS).
+    deploy = ("sealtrail", "record", "--action", "deploy.finish", "--actor-id", "ci",
+              "--idempotency-key", "deploy-42")  # fmt: skip
+    first, again = (json.loads(run(*deploy, env=cli_env).stdout) for _ in range(2))
+    assert again == first
+
 
 def test_record_takes_every_field_of_an_event_and_the_environments_trace(
     cli_env: dict[str, str],
@@ -577,6 +585,15 @@ def test_events_queried_from_one_log_are_imported_into_another_once(
     again = run("sealtrail", "import", "-", env=other, check=False, stdin=queried)
     assert (again.returncode, again.stdout) == (0, "recorded 0 events, 3 events already recorded"
                                                    " from stdin\n")  # fmt: skip
+    # A line with a key but no time: recorded at its first import's time, and
+    # the same event when imported again.
+    keyed = '{"action": "member.invite", "actor": {"id": "u_2"}, "idempotencyKey": "bf-1"}\n'
+    first = run("sealtrail", "import", "-", env=other, stdin=keyed, check=False)
+    second = run("sealtrail", "import", "-", env=other, stdin=keyed, check=False)
+    assert first.stdout == "recorded 1 event from stdin\n", first.stderr
+    assert second.stdout == "recorded 0 events, 1 event already recorded from stdin\n", (
+        second.stderr
+    )
 
 
 def test_sinks_from_the_command_line(cli_env: dict[str, str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -165,6 +166,28 @@ def test_repeated_idempotency_key_returns_the_original(client: AuditClient) -> N
     assert again.deduplicated and not first.deduplicated
     assert again.event == first.event
     assert len(list(client.query())) == 1
+
+
+def test_an_event_sent_again_under_the_callers_key_without_a_time_is_the_same(
+    client: AuditClient,
+) -> None:
+    """Another run of a script that records its deploy under its own key, no
+    time given: the client stamped each call's time, so the second run was
+    another event under that key (ALREADY_EXISTS). It is the same event now,
+    at the time the service first received it; a time given again is
+    compared as given."""
+    deploy = build_event(action="deploy.finish", actor_id="ci", idempotency_key="deploy-42")
+    first = client.record(deploy)
+    time.sleep(0.01)  # the repeat comes later
+    again = client.record(deploy)
+    assert again.deduplicated and again.event == first.event
+    batch = client.record_batch([deploy])
+    assert batch[0].deduplicated and batch[0].event == first.event
+    later = event_pb2.Event()
+    later.CopyFrom(deploy)
+    later.occurred_at.FromDatetime(datetime.now(UTC) - timedelta(hours=1))
+    with pytest.raises(AlreadyExistsError):
+        client.record(later)
 
 
 def test_idempotency_key_reused_for_another_event_is_refused(client: AuditClient) -> None:

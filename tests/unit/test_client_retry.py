@@ -131,6 +131,40 @@ class _Unavailable(grpc.RpcError):
         return ()
 
 
+def test_an_event_with_the_callers_key_and_no_time_is_sent_without_one(
+    client: AuditClient,
+    channel: grpc_testing.Channel,
+    background: ThreadPoolExecutor,
+) -> None:
+    """The caller's own key means the event is the same whenever it is sent
+    again (another run of a script): stamped with each call's time, the
+    repeat was another event under that key, ALREADY_EXISTS. Without one,
+    the service gives it the time it first received it, and its retries are
+    still byte-identical. A time the caller gives is sent as given."""
+    keyed = event_pb2.Event(action="deploy.finish", actor=event_pb2.Actor(id="ci"),
+                            idempotency_key="deploy-42")  # fmt: skip
+    timed = event_pb2.Event()
+    timed.CopyFrom(keyed)
+    timed.occurred_at.FromSeconds(1_700_000_000)
+    for event, time_sent in ((keyed, False), (timed, True)):
+        future = background.submit(client.record, event)
+        sent = []
+        for attempt in range(2):
+            _, request, rpc = channel.take_unary_unary(RECORD)
+            sent.append(request.SerializeToString())
+            if attempt == 0:
+                fail(rpc, grpc.StatusCode.UNAVAILABLE, retry_info(0.01))
+            else:
+                rpc.terminate(audit_service_pb2.RecordResponse(event=event), (),
+                              grpc.StatusCode.OK, "")  # fmt: skip
+        future.result(timeout=5)
+        assert len(set(sent)) == 1
+        recorded = audit_service_pb2.RecordRequest.FromString(sent[0]).event
+        assert recorded.idempotency_key == "deploy-42"
+        assert recorded.HasField("occurred_at") is time_sent
+        assert recorded.occurred_at == event.occurred_at
+
+
 def test_every_attempt_of_a_call_carries_one_request_id(client: AuditClient) -> None:
     """Each retry sent a new one (the correlation interceptor reads the id set
     around the call): the stored event named an id the caller never saw, and

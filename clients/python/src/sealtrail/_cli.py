@@ -328,7 +328,11 @@ def _traced_by_the_environment() -> Iterator[None]:
     help="The trace it belongs to (default: TRACEPARENT's, if set).",
 )
 @click.option("--span-id", metavar="HEX16", help="The span that did it, with --trace-id.")
-@click.option("--idempotency-key", help="Records at most once per key (default: a new UUID).")
+@click.option(
+    "--idempotency-key",
+    help="Records at most once per key: run again, it answers the event first recorded"
+    " (default: a new UUID).",
+)
 @click.pass_context
 def record(
     ctx: click.Context,

@@ -54,10 +54,10 @@ def import_events(ctx: click.Context, source: BinaryIO, batch_size: int) -> None
     --order oldest --limit 0` prints them (not an export's stored records).
     What the service assigns (id, seq, received_at, leaf_hash, tenant_id) is
     dropped: it assigns them anew, received now, in this tenant's log. A
-    line with its idempotency_key and occurred_at is recorded once however
-    often the file is imported; one without a key gets a new one each time,
-    and one without occurred_at the time of its import (again, a different
-    event: ALREADY_EXISTS for its key). Sealtrail's own records (audit_log.*,
+    line with its idempotency_key is recorded once however often the file is
+    imported (one without occurred_at at the time of its first import); one
+    without a key gets a new one, and is recorded again, each time.
+    Sealtrail's own records (audit_log.*,
     retention.*, ...) are refused: only it records them. Each line refused
     is named on stderr, and the import goes on: exit 3 if any was; an import
     cut short by a failed call says up to which line it went."""

@@ -267,14 +267,18 @@ def _not_too_deep(path: str, depth: int) -> None:
 
 
 def with_defaults(event: event_pb2.Event) -> event_pb2.Event:
-    """A copy of `event` with an idempotency key and occurred_at, so that every retry of its
-    request is byte-identical and recorded at most once."""
+    """A copy of `event` with an idempotency key, and occurred_at, so that every retry of its
+    request is byte-identical and recorded at most once. An event whose key is the caller's
+    is left without a time if it has none: the service then gives it the time it first
+    received it, and takes a repeat of it (another call of the caller's code, another run
+    of a script, a file imported again) as the same event. Stamped here, each call's time
+    made the repeat another event under the same key: ALREADY_EXISTS."""
     prepared = event_pb2.Event()
     prepared.CopyFrom(event)
     if not prepared.idempotency_key:
         prepared.idempotency_key = str(uuid.uuid4())
-    if not prepared.HasField("occurred_at"):
-        prepared.occurred_at.FromDatetime(datetime.now(UTC))
+        if not prepared.HasField("occurred_at"):
+            prepared.occurred_at.FromDatetime(datetime.now(UTC))
     return prepared
 
 
