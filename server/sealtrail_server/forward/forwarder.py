@@ -477,14 +477,14 @@ class Forwarder:
         proves the credentials good, and the 403 is retried as theirs."""
         got, _ = await self._read(lease, event_filter, event.seq, upto, _PROBES,
                                   _PROBES * LIMITS[sender.kind][1])  # fmt: skip
-        refusals = [(event, refused, answer)]
+        refused_alone = [event]
         for stored in got:
             probe = PendingEvent(stored.seq, stored.record, stored.leaf_hash)
             sent, reply = await self._alone(sender, lease, probe)
             if isinstance(reply, _NoAnswer):
                 reply_error, retry_after, needs_fixing = reply.error, None, reply.needs_fixing
             elif forbidden_alone(sender.kind, sent, reply.status, reply.body):
-                refusals.append((probe, sent, reply))
+                refused_alone.append(probe)
                 continue
             else:
                 result = verdict(sender.kind, sent, reply.status, reply.body, reply.headers,
@@ -492,7 +492,7 @@ class Forwarder:
                 if result.outcome == "delivered":  # taken (an Elasticsearch item maybe not)
                     self._memory.note_outcome(lease.sink_id, defined_at, sent, 1, result.status)
                     again = await self._send_again(
-                        sender, lease, defined_at, refusals, taken=probe.seq
+                        sender, lease, defined_at, refused_alone, taken=probe.seq
                     )
                     if isinstance(again, Verdict):
                         return again
@@ -527,7 +527,7 @@ class Forwarder:
         sender: Sender,
         lease: store.Lease,
         defined_at: datetime,
-        refusals: list[tuple[PendingEvent, Outgoing, Answer]],
+        refused_alone: list[PendingEvent],
         *,
         taken: int,
     ) -> tuple[int, tuple[Parking, ...]] | Verdict:
@@ -541,7 +541,7 @@ class Forwarder:
         after it, for none is to be parked for a failure of the moment."""
         delivered = 0
         letters: list[Parking] = []
-        for event, _, _ in refusals:
+        for event in refused_alone:
             sent, reply = await self._alone(sender, lease, event)
             if isinstance(reply, _NoAnswer):
                 error = explained(reply.error, _sent_again(event, taken))
