@@ -631,6 +631,36 @@ def test_a_firewalls_refusal_of_events_parks_them_and_delivers_the_rest(
     assert "refused alone again while the destination took other requests" in again.error
 
 
+def test_a_run_of_events_a_firewall_refuses_is_probed_past(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """A user's queries, each holding SQL a firewall's rule blocks, one after
+    another: the three events sent after the first were refused too, so the
+    sink was held as if its token were refused, for good. Each next try
+    sends twice as many: the second reaches past the run, and the run is
+    parked, each alone, the rest delivered."""
+    rule = b"UNION SELECT"
+    receiver.responder = lambda received, index: (
+        Reply(403, b"<html>Request blocked</html>") if rule in received.body else Reply()
+    )
+    sink = sinks(build_sink("behind a firewall", "webhook", url=receiver.url,
+                            secrets=[new_secret()], filter=SHARED, paused=True))  # fmt: skip
+    run = range(5)
+    events = [
+        build_event(action="document.query", actor_id="analyst", resource_type="document",
+                    details={"q": "1 UNION SELECT password" if n in run else "fine"})
+        for n in range(8)
+    ]  # fmt: skip
+    seqs = [result.event.seq for result in client.record_batch(events)]
+    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
+    assert (state.delivered_events, state.dead_letters, state.consecutive_failures) == (3, 5, 0)
+    taken = [r for r in receiver.requests() if rule not in r.body]
+    assert delivered_seqs(taken) == seqs[5:]
+    parked = sorted(letter.first_seq for letter in client.list_dead_letters(sink.id))
+    assert parked == seqs[:5]
+
+
 def test_a_403_gone_when_an_event_after_it_is_taken_parks_nothing(
     client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
 ) -> None:

@@ -78,15 +78,21 @@ def test_requests_parked_in_a_row_hold_the_next_lone_refusal() -> None:
 def test_a_403_is_the_events_once_a_request_is_taken_since_its_first() -> None:
     memory = DestinationMemory()
     memory.note_outcome("s-1", DEFINED, outgoing(1), delivered=1, status=200)
-    assert not memory.note_lone_403(REPLAY, DEFINED, 9)  # its first refusal
-    assert not memory.note_lone_403(REPLAY, DEFINED, 9)  # nothing taken since
+    assert memory.note_lone_403(REPLAY, DEFINED, 9) == (3, False)  # its first refusal
+    assert memory.note_lone_403(REPLAY, DEFINED, 9) == (6, False)  # nothing taken since
     memory.note_outcome("s-1", DEFINED, outgoing(10), delivered=1, status=200)  # the live one
-    assert memory.note_lone_403(REPLAY, DEFINED, 9)
+    assert memory.note_lone_403(REPLAY, DEFINED, 9) == (12, True)
     # Another event, or another definition, starts again.
-    assert not memory.note_lone_403(REPLAY, DEFINED, 11)
+    assert memory.note_lone_403(REPLAY, DEFINED, 11) == (3, False)
     later = DEFINED + timedelta(seconds=1)
     memory.note_outcome("s-1", later, outgoing(12), delivered=1, status=200)
-    assert not memory.note_lone_403(REPLAY, later, 11)
+    assert memory.note_lone_403(REPLAY, later, 11) == (3, False)
+
+
+def test_each_try_of_a_403_probes_twice_as_far_up_to_64() -> None:
+    memory = DestinationMemory()
+    probes = [memory.note_lone_403(LIVE, DEFINED, 9)[0] for _ in range(9)]
+    assert probes == [3, 6, 12, 24, 48, 64, 64, 64, 64]
 
 
 def test_what_was_learnt_of_a_sink_no_longer_delivered_here_goes() -> None:
@@ -102,14 +108,14 @@ def test_what_was_learnt_of_a_sink_no_longer_delivered_here_goes() -> None:
     # Seen taking nothing now, and the refusal counted anew.
     assert held(memory, 7) == ("this destination was not seen taking any request", 1)
     memory.note_outcome("s-1", DEFINED, outgoing(10), delivered=1, status=200)
-    assert not memory.note_lone_403(LIVE, DEFINED, 9)  # its first refusal again
+    assert memory.note_lone_403(LIVE, DEFINED, 9) == (3, False)  # its first again
 
     memory.halve(REPLAY, DEFINED, outgoing(1, 2))
-    assert not memory.note_lone_403(REPLAY, DEFINED, 11)
+    assert memory.note_lone_403(REPLAY, DEFINED, 11) == (3, False)
     memory.note_outcome("s-1", DEFINED, outgoing(12), delivered=1, status=200)
     memory.forget_stream(REPLAY)  # done
     assert memory.limits("webhook", REPLAY, DEFINED) == (KIND_EVENTS, KIND_BYTES)
-    assert not memory.note_lone_403(REPLAY, DEFINED, 11)
+    assert memory.note_lone_403(REPLAY, DEFINED, 11) == (3, False)
 
 
 def test_a_lone_413_is_held_while_the_destination_took_as_large() -> None:

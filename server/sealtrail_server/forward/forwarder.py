@@ -82,11 +82,6 @@ _TRANSPORT_ERRORS: Final = (
 
 # Rows of the first page a step reads: at most 4 MiB of the largest records.
 _FIRST_PAGE: Final = 64
-# Events after one refused alone with a 403 sent each alone, at most, to learn
-# whose refusal it was: one taken, the sink's credentials work, and the 403s
-# before it were of those events (a web application firewall's, parked if
-# refused again); none taken, it is the sink's, retried (ADR 0054).
-_PROBES: Final = 3
 
 
 def _size(record: str) -> int:
@@ -467,16 +462,18 @@ class Forwarder:
         upto: int,
     ) -> _Sent | Verdict | None:
         """After a 403 of `event` alone: whether the sink's credentials are
-        good, the events after it sent each alone to tell (ADR 0054). One
-        taken, those refused before it are sent once more, alone, and parked
-        if refused again (a web application firewall's rule against what they
-        hold), and the cursor moves to it. Else, if the destination took
-        another request of the sink since this event was first refused (a
-        replay's event, with none after it to send), the event is parked.
-        A Verdict: a probe met a failure (retried, as it says); None: nothing
-        proves the credentials good, and the 403 is retried as theirs."""
-        got, _ = await self._read(lease, event_filter, event.seq, upto, _PROBES,
-                                  _PROBES * LIMITS[sender.kind][1])  # fmt: skip
+        good, the events after it sent each alone to tell (ADR 0054; 3 at its
+        first try, twice as many at each next, up to 64). One taken, those
+        refused before it are sent once more, alone, and parked if refused
+        again (a web application firewall's rule against what they hold), and
+        the cursor moves to it. Else, if the destination took another request
+        of the sink since this event was first refused (a replay's event, with
+        none after it to send), the event is parked. A Verdict: a probe met a
+        failure (retried, as it says); None: nothing proves the credentials
+        good, and the 403 is retried as theirs."""
+        probes, proven = self._memory.note_lone_403(stream, defined_at, event.seq)
+        got, _ = await self._read(lease, event_filter, event.seq, upto, probes,
+                                  LIMITS[sender.kind][1])  # fmt: skip
         refused_alone = [event]
         for stored in got:
             probe = PendingEvent(stored.seq, stored.record, stored.leaf_hash)
@@ -511,7 +508,7 @@ class Forwarder:
             return Verdict(
                 "retry", 0, explained(reply_error, why), retry_after, needs_fixing=needs_fixing
             )
-        if not self._memory.note_lone_403(stream, defined_at, event.seq):
+        if not proven:
             return None
         why = (
             "; refused alone again while the destination took other requests of the sink:"

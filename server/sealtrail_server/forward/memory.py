@@ -34,6 +34,13 @@ LONE_REFUSAL_RETRIES: Final = 3
 # validation), would otherwise have each event of the backlog searched for
 # and parked at once (helper-101).
 _PARKED_IN_A_ROW: Final = 2
+# The events after one refused alone with a 403 sent each alone to tell whose
+# refusal it is (ADR 0054): this many at its first try, twice as many at each
+# next try of the same event, up to _MOST_PROBES. A run of events a firewall
+# refuses (a user's queries, each holding SQL) is probed past in a few tries;
+# a token refused costs at most that many requests a retry, backed off.
+_FIRST_PROBES: Final = 3
+_MOST_PROBES: Final = 64
 
 # One stream of a sink's events: its live cursor (None) or a replay (its id).
 # Each searches its own requests: a park in one must not undo the other's
@@ -69,8 +76,9 @@ class DestinationMemory:
         self._parked_in_a_row: dict[str, tuple[datetime, int]] = {}
         # sink -> requests its destination took, under the definition of when
         self._requests_taken: dict[str, tuple[datetime, int]] = {}
-        # the event (its seq) last refused alone with a 403, and _requests_taken then
-        self._forbidden: dict[Stream, tuple[datetime, int, int]] = {}
+        # the event (its seq) last refused alone with a 403, _requests_taken at its
+        # first refusal, and its refusals so far
+        self._forbidden: dict[Stream, tuple[datetime, int, int, int]] = {}
 
     def keep_only(self, sinks: set[str]) -> None:
         """Forgets every sink but these: deleted, or delivered elsewhere now."""
@@ -174,18 +182,22 @@ class DestinationMemory:
             return self._every_item_held(stream, defined_at, outgoing)
         return "", 0
 
-    def note_lone_403(self, stream: Stream, defined_at: datetime, seq: int) -> bool:
+    def note_lone_403(self, stream: Stream, defined_at: datetime, seq: int) -> tuple[int, bool]:
         """Records a 403 of the event `seq` alone (its first, unless it was the
-        stream's last one so refused), and says whether the destination took
-        a request of the sink (any stream) since its first: then the sink's
-        credentials are good, and the 403 is the event's."""
+        stream's last one so refused), and says how many of the events after
+        it to send alone to tell whose refusal it is (more at each try), and
+        whether the destination took a request of the sink (any stream) since
+        its first: then the sink's credentials are good, and it is the event's."""
         taken = self._requests_taken.get(stream[0])
         taken_now = taken[1] if taken is not None and taken[0] == defined_at else 0
         first = self._forbidden.get(stream)
         if first is None or first[:2] != (defined_at, seq):
-            self._forbidden[stream] = (defined_at, seq, taken_now)
-            return False
-        return taken_now != first[2]
+            self._forbidden[stream] = (defined_at, seq, taken_now, 1)
+            return _FIRST_PROBES, False
+        tries = first[3] + 1
+        self._forbidden[stream] = (defined_at, seq, first[2], tries)
+        probes = min(_FIRST_PROBES * 2 ** min(tries - 1, 8), _MOST_PROBES)
+        return probes, taken_now != first[2]
 
     def _not_alone_at_fault(
         self,
