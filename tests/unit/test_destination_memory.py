@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from sealtrail_server.forward.destinations import LIMITS, Outgoing, Verdict
-from sealtrail_server.forward.memory import LONE_REFUSAL_RETRIES, DestinationMemory
+from sealtrail_server.forward.memory import LONE_REFUSAL_RETRIES, DestinationMemory, Stream
 
 DEFINED = datetime(2026, 12, 1, tzinfo=UTC)
 LIVE = ("s-1", None)
@@ -75,24 +75,43 @@ def test_requests_parked_in_a_row_hold_the_next_lone_refusal() -> None:
     assert held(memory, 5) == ("this destination took no request since the last 2 were parked", 1)
 
 
+def lone_403(memory: DestinationMemory, stream: Stream, seq: int, when: datetime = DEFINED) -> bool:
+    """A try of `seq` refused with a 403 whose probes proved nothing: whether
+    the destination took a request since its first such try."""
+    memory.note_lone_403(stream, when, seq)
+    return memory.taken_since_first_403(stream, when, seq)
+
+
 def test_a_403_is_the_events_once_a_request_is_taken_since_its_first() -> None:
     memory = DestinationMemory()
     memory.note_outcome("s-1", DEFINED, outgoing(1), delivered=1, status=200)
-    assert memory.note_lone_403(REPLAY, DEFINED, 9) == (3, False)  # its first refusal
-    assert memory.note_lone_403(REPLAY, DEFINED, 9) == (6, False)  # nothing taken since
+    assert not lone_403(memory, REPLAY, 9)  # its first refusal
+    assert not lone_403(memory, REPLAY, 9)  # nothing taken since
     memory.note_outcome("s-1", DEFINED, outgoing(10), delivered=1, status=200)  # the live one
-    assert memory.note_lone_403(REPLAY, DEFINED, 9) == (12, True)
+    assert lone_403(memory, REPLAY, 9)
     # Another event, or another definition, starts again.
-    assert memory.note_lone_403(REPLAY, DEFINED, 11) == (3, False)
+    assert not lone_403(memory, REPLAY, 11)
     later = DEFINED + timedelta(seconds=1)
     memory.note_outcome("s-1", later, outgoing(12), delivered=1, status=200)
-    assert memory.note_lone_403(REPLAY, later, 11) == (3, False)
+    assert not lone_403(memory, REPLAY, 11, later)
+
+
+def test_a_probe_taken_at_a_try_that_then_failed_proves_nothing_later() -> None:
+    """A probe taken, then the event's second try answered 503: the step
+    failed, and the token may be refused by the next try, every probe
+    refused. The probe taken before must not park the event (helper-114)."""
+    memory = DestinationMemory()
+    memory.note_lone_403(LIVE, DEFINED, 9)
+    memory.note_outcome("s-1", DEFINED, outgoing(10), delivered=1, status=200)  # the probe
+    assert not lone_403(memory, LIVE, 9)  # every probe refused now
+    assert not lone_403(memory, LIVE, 9)
 
 
 def test_each_try_of_a_403_probes_twice_as_far_up_to_64() -> None:
     memory = DestinationMemory()
-    probes = [memory.note_lone_403(LIVE, DEFINED, 9)[0] for _ in range(9)]
+    probes = [memory.note_lone_403(LIVE, DEFINED, 9) for _ in range(9)]
     assert probes == [3, 6, 12, 24, 48, 64, 64, 64, 64]
+    assert memory.note_lone_403(LIVE, DEFINED, 10) == 3  # another event
 
 
 def test_what_was_learnt_of_a_sink_no_longer_delivered_here_goes() -> None:
@@ -101,21 +120,21 @@ def test_what_was_learnt_of_a_sink_no_longer_delivered_here_goes() -> None:
     memory.halve(("s-2", None), DEFINED, outgoing(1, 2))
     memory.note_outcome("s-1", DEFINED, outgoing(1), delivered=1, status=200)
     assert held(memory, 7) == ("", 1)  # counted, and the destination was seen taking one
-    memory.note_lone_403(LIVE, DEFINED, 9)
+    assert not lone_403(memory, LIVE, 9)
     memory.keep_only({"s-2"})
     assert memory.limits("webhook", LIVE, DEFINED) == (KIND_EVENTS, KIND_BYTES)
     assert memory.limits("webhook", ("s-2", None), DEFINED) == (1, 500)
     # Seen taking nothing now, and the refusal counted anew.
     assert held(memory, 7) == ("this destination was not seen taking any request", 1)
     memory.note_outcome("s-1", DEFINED, outgoing(10), delivered=1, status=200)
-    assert memory.note_lone_403(LIVE, DEFINED, 9) == (3, False)  # its first again
+    assert not lone_403(memory, LIVE, 9)  # its first again
 
     memory.halve(REPLAY, DEFINED, outgoing(1, 2))
-    assert memory.note_lone_403(REPLAY, DEFINED, 11) == (3, False)
+    assert not lone_403(memory, REPLAY, 11)
     memory.note_outcome("s-1", DEFINED, outgoing(12), delivered=1, status=200)
     memory.forget_stream(REPLAY)  # done
     assert memory.limits("webhook", REPLAY, DEFINED) == (KIND_EVENTS, KIND_BYTES)
-    assert memory.note_lone_403(REPLAY, DEFINED, 11) == (3, False)
+    assert not lone_403(memory, REPLAY, 11)
 
 
 def test_a_lone_413_is_held_while_the_destination_took_as_large() -> None:

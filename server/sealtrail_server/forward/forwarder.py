@@ -36,6 +36,7 @@ import httpcore
 import psycopg
 
 from ..api.convert import filter_from_json
+from ..domain.event import MAX_RECORD_BYTES
 from ..domain.filters import EventFilter
 from ..domain.sealing import SecretBox
 from ..fair_share import FairShare
@@ -48,7 +49,6 @@ from ..store.tree import tree_size
 from .destinations import (
     ANSWER_BYTES,
     FORBIDDEN,
-    LIMITS,
     Outgoing,
     PendingEvent,
     Sender,
@@ -471,9 +471,10 @@ class Forwarder:
         none after it to send), the event is parked. A Verdict: a probe met a
         failure (retried, as it says); None: nothing proves the credentials
         good, and the 403 is retried as theirs."""
-        probes, proven = self._memory.note_lone_403(stream, defined_at, event.seq)
+        probes = self._memory.note_lone_403(stream, defined_at, event.seq)
+        # Bytes enough for as many events of the largest records.
         got, _ = await self._read(lease, event_filter, event.seq, upto, probes,
-                                  LIMITS[sender.kind][1])  # fmt: skip
+                                  probes * MAX_RECORD_BYTES)  # fmt: skip
         refused_alone = [event]
         for stored in got:
             probe = PendingEvent(stored.seq, stored.record, stored.leaf_hash)
@@ -508,7 +509,7 @@ class Forwarder:
             return Verdict(
                 "retry", 0, explained(reply_error, why), retry_after, needs_fixing=needs_fixing
             )
-        if not proven:
+        if not self._memory.taken_since_first_403(stream, defined_at, event.seq):
             return None
         why = (
             "; refused alone again while the destination took other requests of the sink:"

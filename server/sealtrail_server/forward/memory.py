@@ -64,7 +64,8 @@ class _Smaller:
 class DestinationMemory:
     """One process's memory of the destinations of the sinks it delivers.
     Methods named `note_*` record what happened; `note_refusal` and
-    `note_lone_403` also answer what to make of it."""
+    `note_lone_403` also answer what to make of it, and so does
+    `taken_since_first_403`, which records its first call's baseline."""
 
     def __init__(self) -> None:
         self._smaller: dict[Stream, _Smaller] = {}  # its requests' limits, found smaller
@@ -76,9 +77,9 @@ class DestinationMemory:
         self._parked_in_a_row: dict[str, tuple[datetime, int]] = {}
         # sink -> requests its destination took, under the definition of when
         self._requests_taken: dict[str, tuple[datetime, int]] = {}
-        # the event (its seq) last refused alone with a 403, _requests_taken at its
-        # first refusal, and its refusals so far
-        self._forbidden: dict[Stream, tuple[datetime, int, int, int]] = {}
+        # the event (its seq) last refused alone with a 403, its tries so far, and
+        # _requests_taken at its first try whose probes proved nothing nor failed
+        self._forbidden: dict[Stream, tuple[datetime, int, int, int | None]] = {}
 
     def keep_only(self, sinks: set[str]) -> None:
         """Forgets every sink but these: deleted, or delivered elsewhere now."""
@@ -182,22 +183,35 @@ class DestinationMemory:
             return self._every_item_held(stream, defined_at, outgoing)
         return "", 0
 
-    def note_lone_403(self, stream: Stream, defined_at: datetime, seq: int) -> tuple[int, bool]:
-        """Records a 403 of the event `seq` alone (its first, unless it was the
-        stream's last one so refused), and says how many of the events after
-        it to send alone to tell whose refusal it is (more at each try), and
-        whether the destination took a request of the sink (any stream) since
-        its first: then the sink's credentials are good, and it is the event's."""
+    def note_lone_403(self, stream: Stream, defined_at: datetime, seq: int) -> int:
+        """Records a try of the event `seq` refused alone with a 403 (its first,
+        unless it was the stream's last one so refused), and says how many of
+        the events after it to send alone to tell whose refusal it is: more at
+        each try, so that a run of events a firewall refuses is probed past."""
+        last = self._forbidden.get(stream)
+        if last is None or last[:2] != (defined_at, seq):
+            self._forbidden[stream] = (defined_at, seq, 1, None)
+            return _FIRST_PROBES
+        tries = last[2] + 1
+        self._forbidden[stream] = (defined_at, seq, tries, last[3])
+        return min(_FIRST_PROBES << min(tries - 1, 8), _MOST_PROBES)
+
+    def taken_since_first_403(self, stream: Stream, defined_at: datetime, seq: int) -> bool:
+        """After a try of `seq` (note_lone_403) whose probes proved nothing and
+        met no failure: whether the destination took a request of the sink
+        (any stream) since the first such try, which this one is if there was
+        none (recorded): then the sink's credentials are good, and the 403 is
+        the event's. A try whose probe was taken does not count: the token
+        may have been refused since (helper-114)."""
+        last = self._forbidden.get(stream)
+        if last is None or last[:2] != (defined_at, seq):
+            return False  # not noted: nothing to compare with
         taken = self._requests_taken.get(stream[0])
         taken_now = taken[1] if taken is not None and taken[0] == defined_at else 0
-        first = self._forbidden.get(stream)
-        if first is None or first[:2] != (defined_at, seq):
-            self._forbidden[stream] = (defined_at, seq, taken_now, 1)
-            return _FIRST_PROBES, False
-        tries = first[3] + 1
-        self._forbidden[stream] = (defined_at, seq, first[2], tries)
-        probes = min(_FIRST_PROBES * 2 ** min(tries - 1, 8), _MOST_PROBES)
-        return probes, taken_now != first[2]
+        if last[3] is None:
+            self._forbidden[stream] = (defined_at, seq, last[2], taken_now)
+            return False
+        return taken_now != last[3]
 
     def _not_alone_at_fault(
         self,

@@ -330,9 +330,9 @@ def _traced_by_the_environment() -> Iterator[None]:
 @click.option("--span-id", metavar="HEX16", help="The span that did it, with --trace-id.")
 @click.option(
     "--idempotency-key",
-    help="Records at most once per key: run again with the same options, it answers the"
-    " event first recorded, and says so on stderr (a relative --occurred-at differs at"
-    " each run: another event, refused). Default: a new UUID.",
+    help="Records at most once per key: run again with the same options, it prints the"
+    " event first recorded (its receivedAt says when); a relative --occurred-at differs at"
+    " each run: another event, refused. Default: a new UUID.",
 )
 @click.pass_context
 def record(
@@ -356,10 +356,6 @@ def record(
         raise click.BadParameter(str(error), param_hint=hint) from None
     with _client(ctx) as client:
         result = client.record(event)
-    if result.deduplicated:  # a key reused for each run of a nightly job records one night
-        received = table_time(result.event.received_at)
-        click.echo(f"already recorded under its key (seq {result.event.seq}, received"
-                   f" {received}): this is that event", err=True)  # fmt: skip
     click.echo(json_format.MessageToJson(result.event, indent=None))
 
 
