@@ -373,13 +373,7 @@ def forbidden_alone(kind: Kind, sent: Outgoing, status: int, body: bytes) -> boo
 def _names_its_token(kind: Kind, body: bytes) -> bool:
     """Whether a 403 is a Splunk HEC's own refusal of the sink's token: its
     `code` 1 (disabled) or 4 (unknown)."""
-    if kind != "splunk_hec":
-        return False
-    try:
-        code = json.loads(body).get("code")
-    except (ValueError, TypeError, AttributeError, RecursionError):
-        return False
-    return type(code) is int and code in _HEC_REFUSED_TOKEN
+    return _hec_answer_code(kind, body) in _HEC_REFUSED_TOKEN
 
 
 def answered(sent: Outgoing, status: int, body: bytes) -> str:
@@ -396,13 +390,19 @@ def explained(error: str, why: str) -> str:
 def _hec_code(kind: Kind, status: int, body: bytes) -> int | None:
     """The `code` of a HEC's 400 answer, if it is one that refuses the sink's
     settings."""
-    if kind != "splunk_hec" or status != 400:
+    code = _hec_answer_code(kind, body) if status == 400 else None
+    return code if code in _HEC_REFUSED_SETTINGS else None
+
+
+def _hec_answer_code(kind: Kind, body: bytes) -> int | None:
+    """The `code` a Splunk HEC's answer names, if it names one."""
+    if kind != "splunk_hec":
         return None
     try:
         code = json.loads(body).get("code")
     except (ValueError, TypeError, AttributeError, RecursionError):
         return None
-    return code if type(code) is int and code in _HEC_REFUSED_SETTINGS else None
+    return code if type(code) is int else None
 
 
 def _retry_after(headers: dict[str, str], now: datetime) -> float | None:

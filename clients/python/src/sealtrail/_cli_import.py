@@ -57,10 +57,10 @@ def import_events(ctx: click.Context, source: BinaryIO, batch_size: int) -> None
     line with its idempotency_key is recorded once however often the file is
     imported (one without occurred_at at the time of its first import); one
     without a key gets a new one, and is recorded again, each time.
-    Sealtrail's own records (audit_log.*,
-    retention.*, ...) are refused: only it records them. Each line refused
-    is named on stderr, and the import goes on: exit 3 if any was; an import
-    cut short by a failed call says up to which line it went."""
+    Sealtrail's own records (audit_log.*, retention.*, ...) are refused: only
+    it records them. Each line refused is named on stderr, and the import
+    goes on: exit 3 if any was; an import cut short by a failed call says up
+    to which line it went."""
     tally = _Tally()
     name = getattr(source, "name", "-")
     where = "stdin" if name in ("-", "<stdin>") else name
