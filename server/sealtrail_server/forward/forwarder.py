@@ -82,6 +82,9 @@ _TRANSPORT_ERRORS: Final = (
 
 # Rows of the first page a step reads: at most 4 MiB of the largest records.
 _FIRST_PAGE: Final = 64
+# Why an event refused alone with a 403 is parked once the sink's credentials
+# were seen to be good (ADR 0054).
+_THE_EVENTS: Final = "a refusal of this event (a web application firewall's rule), not of the sink"
 
 
 def _size(record: str) -> int:
@@ -478,43 +481,33 @@ class Forwarder:
         refused_alone = [event]
         for stored in got:
             probe = PendingEvent(stored.seq, stored.record, stored.leaf_hash)
-            sent, reply = await self._alone(sender, lease, probe)
-            if isinstance(reply, _NoAnswer):
-                reply_error, retry_after, needs_fixing = reply.error, None, reply.needs_fixing
-            elif forbidden_alone(sender.kind, sent, reply.status, reply.body):
+            sent, reply, result = await self._alone(sender, lease, probe)
+            if isinstance(reply, Answer) and forbidden_alone(
+                sender.kind, sent, reply.status, reply.body
+            ):
                 refused_alone.append(probe)
                 continue
-            else:
-                result = verdict(sender.kind, sent, reply.status, reply.body, reply.headers,
-                                 now=_now())  # fmt: skip
-                if result.outcome == "delivered":  # taken (an Elasticsearch item maybe not)
-                    self._memory.note_outcome(lease.sink_id, defined_at, sent, 1, result.status)
-                    again = await self._send_again(
-                        sender, lease, defined_at, refused_alone, taken=probe.seq
-                    )
-                    if isinstance(again, Verdict):
-                        return again
-                    delivered, letters = again
-                    letters += tuple(_item_letters(result))
-                    self._memory.regrow(stream, defined_at, sender.kind, reset=True)  # searched
-                    return _Sent(probe.seq, delivered + 1 - len(result.refused), letters)
-                if result.outcome != "retry":  # refused otherwise: proves nothing
-                    break
-                reply_error, retry_after = result.error, result.retry_after
-                needs_fixing = result.needs_fixing
+            if result.outcome == "delivered":  # taken (an Elasticsearch item maybe not)
+                self._memory.note_outcome(lease.sink_id, defined_at, sent, 1, result.status)
+                again = await self._send_again(
+                    sender, lease, defined_at, refused_alone, taken=probe.seq
+                )
+                if isinstance(again, Verdict):
+                    return again
+                delivered, letters = again
+                letters += tuple(_item_letters(result))
+                self._memory.regrow(stream, defined_at, sender.kind, reset=True)  # searched
+                return _Sent(probe.seq, delivered + 1 - len(result.refused), letters)
+            if result.outcome != "retry":  # refused otherwise: proves nothing
+                break
             why = (
                 f"; sent alone after seq {event.seq}, refused alone (HTTP 403), to tell"
                 " whether the sink's credentials or that event were refused"
             )
-            return Verdict(
-                "retry", 0, explained(reply_error, why), retry_after, needs_fixing=needs_fixing
-            )
+            return replace(result, error=explained(result.error, why))
         if not self._memory.taken_since_first_403(stream, defined_at, event.seq):
             return None
-        why = (
-            "; refused alone again while the destination took other requests of the sink:"
-            " a refusal of this event (a web application firewall's rule), not of the sink"
-        )
+        why = f"; refused alone again while the destination took other requests: {_THE_EVENTS}"
         error = explained(answered(refused, answer.status, answer.body), why)
         self._memory.note_outcome(lease.sink_id, defined_at, refused, 0, FORBIDDEN)
         self._memory.regrow(stream, defined_at, sender.kind, reset=True)
@@ -540,21 +533,15 @@ class Forwarder:
         delivered = 0
         letters: list[Parking] = []
         for event in refused_alone:
-            sent, reply = await self._alone(sender, lease, event)
-            if isinstance(reply, _NoAnswer):
-                error = explained(reply.error, _sent_again(event, taken))
-                return Verdict("retry", 0, error, needs_fixing=reply.needs_fixing)
-            result = verdict(sender.kind, sent, reply.status, reply.body, reply.headers,
-                             now=_now())  # fmt: skip
+            sent, reply, result = await self._alone(sender, lease, event)
             if result.outcome == "delivered":
                 self._memory.note_outcome(lease.sink_id, defined_at, sent, 1, result.status)
                 delivered += 1 - len(result.refused)
                 letters += _item_letters(result)
-            elif forbidden_alone(sender.kind, sent, reply.status, reply.body):
-                why = (
-                    f"; refused alone twice, seq {taken} after it taken meanwhile: a refusal"
-                    " of this event (a web application firewall's rule), not of the sink"
-                )
+            elif isinstance(reply, Answer) and forbidden_alone(
+                sender.kind, sent, reply.status, reply.body
+            ):
+                why = f"; refused alone twice, seq {taken} after it taken meanwhile: {_THE_EVENTS}"
                 error = explained(answered(sent, reply.status, reply.body), why)
                 letters.append(Parking(event.seq, event.seq, 1, reply.status, error))
             elif result.outcome == "park":  # refused otherwise, alone, as others are taken
@@ -566,11 +553,16 @@ class Forwarder:
 
     async def _alone(
         self, sender: Sender, lease: store.Lease, event: PendingEvent
-    ) -> tuple[Outgoing, Answer | _NoAnswer]:
-        """`event` sent in a request of its own, and the answer."""
+    ) -> tuple[Outgoing, Answer | _NoAnswer, Verdict]:
+        """`event` sent in a request of its own, the answer, and what it means
+        (no answer: a failure, retried)."""
         async with self._slots.slot(lease.tenant_id):
             [sent] = requests(sender, [event], now=_now())  # signed once a connection is free
-            return sent, await self._exchange(sender, sent)
+            reply = await self._exchange(sender, sent)
+        if isinstance(reply, _NoAnswer):
+            return sent, reply, Verdict("retry", 0, reply.error, needs_fixing=reply.needs_fixing)
+        result = verdict(sender.kind, sent, reply.status, reply.body, reply.headers, now=_now())
+        return sent, reply, result
 
     async def _read(
         self,
