@@ -118,6 +118,20 @@ def verify_signature(request: Received, secret: str) -> bool:
     return any(hmac.compare_digest(expected.decode(), sig) for sig in offered)
 
 
+def paused_webhook(
+    sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint, name: str
+) -> forwarding_pb2.Sink:
+    """A webhook sink to `receiver` for the test's events, created paused: the
+    events recorded before `unpause` make its backlog, in one read."""
+    return sinks(build_sink(name, "webhook", url=receiver.url, secrets=[new_secret()],
+                            filter=SHARED, paused=True))  # fmt: skip
+
+
+def unpause(client: AuditClient, sink: forwarding_pb2.Sink) -> None:
+    """Starts delivering a sink created paused, once the test's events are in."""
+    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+
+
 def wait_for_state(
     client: AuditClient, sink_id: str, done: Callable[[forwarding_pb2.Sink], bool]
 ) -> forwarding_pb2.Sink:
@@ -164,8 +178,7 @@ def replaying_one_event(
     destination answers with `refusal`; and that event's seq."""
     [earlier] = record(client, 1)
     receiver.responder = lambda received, index: refusal
-    sink = sinks(build_sink("replayed", "webhook", url=receiver.url, secrets=[new_secret()],
-                            filter=SHARED, paused=True))  # fmt: skip
+    sink = paused_webhook(sinks, receiver, "replayed")
     client.replay_sink(sink.id, seq_range=(earlier, earlier))
     return sink, earlier
 
@@ -278,11 +291,10 @@ def test_an_event_refused_is_parked_alone_and_a_replay_delivers_it(
         return Reply()
 
     receiver.responder = refuse_the_poison
-    sink = sinks(build_sink("strict", "webhook", url=receiver.url, secrets=[new_secret()],
-                            filter=SHARED, paused=True))  # fmt: skip
+    sink = paused_webhook(sinks, receiver, "strict")
     seqs = record(client, 10)
     poison = seqs[3]
-    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    unpause(client, sink)
     state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
     assert (state.delivered_events, state.dead_letters) == (9, 1)
     assert taken == [seq for seq in seqs if seq != poison]  # each once, in order
@@ -337,8 +349,7 @@ def test_a_dead_letter_is_parked_with_the_cursors_move_or_not_at_all(
         return Reply(400, b"bad payload") if poison in delivered_seqs([received]) else Reply()
 
     receiver.responder = refuse_the_poison
-    sink = sinks(build_sink("strict", "webhook", url=receiver.url, secrets=[new_secret()],
-                            filter=SHARED, paused=True))  # fmt: skip
+    sink = paused_webhook(sinks, receiver, "strict")
     seqs = record(client, 6)
     poison = seqs[2]
     name = psycopg.sql.Identifier(f"test_fails_{uuid.uuid4().hex}")
@@ -359,7 +370,7 @@ def test_a_dead_letter_is_parked_with_the_cursors_move_or_not_at_all(
                 "CREATE TRIGGER {name} " + when + " FOR EACH ROW EXECUTE FUNCTION {name}()"
             ).format(name=name)
         )
-        client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+        unpause(client, sink)
         state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
         failed = sql.execute(psycopg.sql.SQL("SELECT is_called FROM {}").format(name)).fetchone()
     finally:
@@ -392,10 +403,9 @@ def test_a_destination_refusing_every_event_parks_one_at_a_time_with_backoff(
     receiver.responder = lambda received, index: (
         Reply() if fixed.is_set() else Reply(400, b"unsupported payload")
     )
-    sink = sinks(build_sink("wrong index", "webhook", url=receiver.url, secrets=[new_secret()],
-                            filter=SHARED, paused=True))  # fmt: skip
+    sink = paused_webhook(sinks, receiver, "wrong index")
     seqs = record(client, 10)
-    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    unpause(client, sink)
     wait_for_state(client, sink.id, lambda s: s.state.dead_letters >= 1)
     fixed.set()
     state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
@@ -422,10 +432,9 @@ def test_a_destination_that_took_requests_then_refuses_all_is_not_drained_at_onc
         return Reply() if index == 0 else Reply(400, b"unsupported payload")
 
     receiver.responder = took_one_then_refuses
-    sink = sinks(build_sink("validating", "webhook", url=receiver.url, secrets=[new_secret()],
-                            filter=SHARED, paused=True))  # fmt: skip
+    sink = paused_webhook(sinks, receiver, "validating")
     [taken] = record(client, 1)
-    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    unpause(client, sink)
     wait_for_state(client, sink.id, lambda s: s.state.delivered_events == 1)
     seqs = record(client, 10)
     wait_for_state(client, sink.id, lambda s: s.state.dead_letters >= 3)
@@ -454,11 +463,10 @@ def test_a_run_of_refused_events_does_not_hold_the_sink_for_long(
         return Reply(400, b"unknown action") if refused else Reply()
 
     receiver.responder = refuse_the_run
-    sink = sinks(build_sink("validating", "webhook", url=receiver.url, secrets=[new_secret()],
-                            filter=SHARED, paused=True))  # fmt: skip
+    sink = paused_webhook(sinks, receiver, "validating")
     seqs = record(client, 12)
     poison.update(seqs[3:9])
-    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    unpause(client, sink)
     state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
     assert (state.delivered_events, state.dead_letters, state.consecutive_failures) == (6, 6, 0)
     parked = sorted(letter.first_seq for letter in client.list_dead_letters(sink.id))
@@ -489,7 +497,7 @@ def test_an_elasticsearch_index_refusing_every_event_is_not_drained_at_once(
     sink = sinks(build_sink("elastic", "elasticsearch", url=receiver.url, index="audit",
                             filter=SHARED, paused=True))  # fmt: skip
     record(client, 1)
-    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    unpause(client, sink)
     wait_for_state(client, sink.id, lambda s: s.state.delivered_events == 1)
     for parked in (16, 32):  # each request parked whole, at once
         record(client, 16)
@@ -520,12 +528,11 @@ def test_a_replay_is_searched_apart_from_live_events_refused_meanwhile(
     receiver.responder = lambda received, index: (
         Reply() if set(delivered_seqs([received])) <= good else Reply(400, b"refused")
     )
-    sink = sinks(build_sink("replayed", "webhook", url=receiver.url, secrets=[new_secret()],
-                            filter=SHARED, paused=True))  # fmt: skip
+    sink = paused_webhook(sinks, receiver, "replayed")
     client.replay_sink(sink.id, seq_range=(earlier[0], earlier[-1]))
     # Events the sink takes, and the destination refuses.
     with events_coming_in(lambda: record(client, 1), every=0.05):
-        client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+        unpause(client, sink)
         wait_for_state(client, sink.id, lambda s: s.state.pending_replays == 0)
     taken = [seq for r in receiver.requests() if set(delivered_seqs([r])) <= good
              for seq in delivered_seqs([r])]  # fmt: skip
@@ -590,8 +597,7 @@ def test_a_firewalls_refusal_of_events_parks_them_and_delivers_the_rest(
     receiver.responder = lambda received, index: (
         Reply(403, b"<html>Request blocked</html>") if rule in received.body else Reply()
     )
-    sink = sinks(build_sink("behind a firewall", "webhook", url=receiver.url,
-                            secrets=[new_secret()], filter=SHARED, paused=True))  # fmt: skip
+    sink = paused_webhook(sinks, receiver, "behind a firewall")
     blocked_at = {0, 1, 6}
     events = [
         build_event(action="document.share", actor_id=f"u-{n}", resource_type="document",
@@ -601,7 +607,7 @@ def test_a_firewalls_refusal_of_events_parks_them_and_delivers_the_rest(
     ]  # fmt: skip
     seqs = [result.event.seq for result in client.record_batch(events)]
     blocked = [seqs[n] for n in sorted(blocked_at)]
-    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    unpause(client, sink)
     state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
     assert (state.delivered_events, state.dead_letters, state.consecutive_failures) == (7, 3, 0)
     taken = [r for r in receiver.requests() if rule not in r.body]
@@ -643,8 +649,7 @@ def test_a_run_of_events_a_firewall_refuses_is_probed_past(
     receiver.responder = lambda received, index: (
         Reply(403, b"<html>Request blocked</html>") if rule in received.body else Reply()
     )
-    sink = sinks(build_sink("behind a firewall", "webhook", url=receiver.url,
-                            secrets=[new_secret()], filter=SHARED, paused=True))  # fmt: skip
+    sink = paused_webhook(sinks, receiver, "behind a firewall")
     run = range(5)
     events = [
         build_event(action="document.query", actor_id="analyst", resource_type="document",
@@ -652,7 +657,7 @@ def test_a_run_of_events_a_firewall_refuses_is_probed_past(
         for n in range(8)
     ]  # fmt: skip
     seqs = [result.event.seq for result in client.record_batch(events)]
-    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    unpause(client, sink)
     state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
     assert (state.delivered_events, state.dead_letters, state.consecutive_failures) == (3, 5, 0)
     taken = [r for r in receiver.requests() if rule not in r.body]
@@ -682,11 +687,10 @@ def test_a_403_gone_when_an_event_after_it_is_taken_parks_nothing(
         return Reply()
 
     receiver.responder = respond
-    sink = sinks(build_sink("coming and going", "webhook", url=receiver.url,
-                            secrets=[new_secret()], filter=SHARED, paused=True))  # fmt: skip
+    sink = paused_webhook(sinks, receiver, "coming and going")
     seqs = record(client, 6)
     first = seqs[0]
-    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    unpause(client, sink)
     done = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
     assert (done.delivered_events, done.dead_letters, done.consecutive_failures) == (6, 0, 0)
     assert taken == [seqs[1], seqs[0], *seqs[2:]]
@@ -717,11 +721,10 @@ def test_a_probe_or_second_try_told_to_wait_is_waited_for(
         return Reply()
 
     receiver.responder = respond
-    sink = sinks(build_sink("busy", "webhook", url=receiver.url, secrets=[new_secret()],
-                            filter=SHARED, paused=True))  # fmt: skip
+    sink = paused_webhook(sinks, receiver, "busy")
     seqs = record(client, 3)
     first = seqs[0]
-    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    unpause(client, sink)
     held = wait_for_state(client, sink.id, lambda s: s.state.consecutive_failures > 0).state
     wait = held.next_attempt_time.ToDatetime(UTC) - held.last_error_time.ToDatetime(UTC)
     assert 118 <= wait.total_seconds() <= 120.5, wait
@@ -745,7 +748,7 @@ def test_a_refused_replay_backs_off_while_other_events_come_in(
     came in (helper-100). Only a delivery clears them now."""
     sink, _ = replaying_one_event(client, sinks, receiver, Reply(401, b"invalid token"))
     with events_coming_in(other_events(client), every=0.02):
-        client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+        unpause(client, sink)
         wait_for_state(client, sink.id, lambda s: s.state.consecutive_failures >= 2)
         mark = client.record(build_event(action="other.thing", actor_id="u")).event.seq
         held = wait_for_state(client, sink.id, lambda s: s.state.consecutive_failures >= 5)
@@ -935,7 +938,7 @@ def test_elasticsearch_takes_a_backlog_whose_bulk_answer_is_large(
                    paused=True)
     )  # fmt: skip
     seqs = record(client, 900)  # a backlog, then the sink is resumed
-    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    unpause(client, sink)
     wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0)
     assert max(len(r.body.splitlines()) // 2 for r in receiver.received) > 320
     delivered = {json.loads(line)["seq"] for r in receiver.received
@@ -972,7 +975,7 @@ def test_one_tenants_slow_destinations_hold_a_bounded_share_of_connections(
     ]  # fmt: skip
     record(client, 1)
     for sink in made:
-        client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+        unpause(client, sink)
     for sink in made:
         wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0)
     assert len(receiver.received) >= len(made)
@@ -994,7 +997,7 @@ def test_a_request_delivered_is_not_sent_again_when_the_next_one_fails(
         for _ in range(40)
     ]
     seqs = [result.event.seq for result in client.record_batch(events)]
-    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    unpause(client, sink)
     wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0)
     answered_ok = [r for index, r in enumerate(receiver.received) if index != 1]
     delivered = [json.loads(line)["event"]["seq"] for r in answered_ok
@@ -1024,7 +1027,7 @@ def test_a_sink_changed_while_a_batch_is_sent_gets_the_range_by_its_new_filter(
                             filter=build_filter(actions="document.*"), paused=True))  # fmt: skip
     [shared] = record(client, 1)
     [invited] = record(client, 1, action="member.invite")
-    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    unpause(client, sink)
     received = receiver.wait_for(lambda r: invited in delivered_seqs(r))
     assert widened.is_set() and shared in delivered_seqs(received)
 
@@ -1065,7 +1068,7 @@ def test_requests_keep_to_the_destinations_limits_whatever_the_sinks_settings(
     sink = sinks(build_sink("long settings", kind, url=receiver.url, filter=SHARED, paused=True,
                             **settings))  # fmt: skip
     seqs = record_large(client, count, 5000)  # a backlog: full requests
-    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    unpause(client, sink)
     state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
     sizes = [len(r.body) for r in receiver.received]
     assert max(sizes) <= limit and len(sizes) > 1, sizes  # none refused, none parked
@@ -1084,12 +1087,11 @@ def test_a_request_too_large_for_the_destination_goes_in_halves(
     receiver.responder = lambda received, index: (
         Reply(413, b"payload too large") if len(received.body) > limit else Reply()
     )
-    sink = sinks(build_sink("behind a proxy", "webhook", url=receiver.url, secrets=[new_secret()],
-                            filter=SHARED, paused=True))  # fmt: skip
+    sink = paused_webhook(sinks, receiver, "behind a proxy")
     before = record_large(client, 20, 1000)
     [large] = record_large(client, 1, 50_000)
     after = record_large(client, 20, 500)  # all twenty fit in one request the proxy takes
-    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    unpause(client, sink)
     state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
     assert receiver.received[0].body.count(b'"seq"') == 41  # the whole backlog, refused
     taken = [r for r in receiver.received if len(r.body) <= limit]
@@ -1122,10 +1124,9 @@ def test_a_lone_event_refused_by_a_destination_that_took_nothing_is_retried(
         return Reply() if len(lone) == 3 else Reply(413, b"request entity too large")
 
     receiver.responder = respond
-    sink = sinks(build_sink("refuses all", "webhook", url=receiver.url, secrets=[new_secret()],
-                            filter=SHARED, paused=True))  # fmt: skip
+    sink = paused_webhook(sinks, receiver, "refuses all")
     seqs = record_large(client, 3, 100)
-    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    unpause(client, sink)
     state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
     assert state.dead_letters == 0 and state.consecutive_failures == 0
     taken = [r for i, r in enumerate(receiver.received) if i >= lone[2]]
@@ -1142,7 +1143,7 @@ def test_a_replayed_event_refused_alone_is_parked_while_live_traffic_flows(
     refusal = Reply(413, b"request entity too large")
     sink, earlier = replaying_one_event(client, sinks, receiver, refusal)
     with events_coming_in(other_events(client), every=0.02):
-        client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+        unpause(client, sink)
         wait_for_state(client, sink.id, lambda s: s.state.dead_letters == 1)
     assert [delivered_seqs([r]) for r in receiver.received] == [[earlier]] * 4
 
@@ -1153,10 +1154,9 @@ def test_a_destination_refusing_everything_parks_an_event_after_a_few_failures(
     """Retried, but not for ever: an event too large for a destination met
     first after a restart (nothing taken yet) must not stop the sink."""
     receiver.responder = lambda received, index: Reply(413, b"request entity too large")
-    sink = sinks(build_sink("refuses all", "webhook", url=receiver.url, secrets=[new_secret()],
-                            filter=SHARED, paused=True))  # fmt: skip
+    sink = paused_webhook(sinks, receiver, "refuses all")
     [seq] = record_large(client, 1, 100)
-    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    unpause(client, sink)
     wait_for_state(client, sink.id, lambda s: s.state.dead_letters == 1)
     # Refused alone four times: the first, then three failures retried with backoff.
     assert [delivered_seqs([r]) for r in receiver.received] == [[seq]] * 4
@@ -1185,7 +1185,7 @@ def test_an_elasticsearch_answer_too_long_to_keep_splits_the_batch(
     sink = sinks(build_sink("elastic", "elasticsearch", url=receiver.url, index="audit",
                             filter=SHARED, paused=True))  # fmt: skip
     seqs = record(client, 500)
-    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    unpause(client, sink)
     state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
     counts = [len(r.body.splitlines()) // 2 for r in receiver.received]
     assert counts[0] == 500 and max(counts[1:]) <= 250, counts
@@ -1238,7 +1238,7 @@ def test_a_bulk_answer_that_does_not_account_for_every_event_is_retried(
     sink = sinks(build_sink("elastic", "elasticsearch", url=receiver.url, index="audit",
                             filter=SHARED, paused=True))  # fmt: skip
     seqs = record(client, 3)
-    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    unpause(client, sink)
     first, second = receiver.wait_for(lambda r: len(r) >= 2, timeout=10)[:2]
     assert first.body == second.body  # the same events again: none taken as delivered
     state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
@@ -1276,7 +1276,7 @@ def test_what_the_old_definition_met_is_not_held_against_the_new_one(
     sink = sinks(build_sink("hec", "splunk_hec", url=receiver.url, token="hec-token-old1",
                             filter=SHARED, paused=True))  # fmt: skip
     seqs = record(client, 1)  # one: a refusal of several would only split it (ADR 0052)
-    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+    unpause(client, sink)
     received = receiver.wait_for(lambda r: len(r) >= 2, timeout=10)
     assert [r.headers["authorization"] for r in received[:2]] == [
         "Splunk hec-token-old1", "Splunk hec-token-new2"
@@ -1298,8 +1298,7 @@ def test_a_replay_failing_after_a_live_batch_backs_off_from_the_start(
     counted before the live batch: minutes, for a destination that just
     took a batch."""
     earlier = record(client, 2)
-    sink = sinks(build_sink("recovered", "webhook", url=receiver.url, secrets=[new_secret()],
-                            filter=SHARED, paused=True))  # fmt: skip
+    sink = paused_webhook(sinks, receiver, "recovered")
     live = record(client, 2)
     client.replay_sink(sink.id, seq_range=(earlier[0], earlier[-1]))
     refused = threading.Event()
@@ -1409,8 +1408,7 @@ def test_a_replay_from_past_the_logs_end_is_refused_naming_the_field(
     """`last_seq` was cut at the log's end, `first_seq` was not: past it, the
     replay's row broke a CHECK (INTERNAL) after its request was recorded,
     or, just past it, an empty replay was recorded."""
-    sink = sinks(build_sink("replayed", "webhook", url=receiver.url, secrets=[new_secret()],
-                            filter=SHARED, paused=True))  # fmt: skip
+    sink = paused_webhook(sinks, receiver, "replayed")
     [last] = record(client, 1)
     assert client.get_sink(sink.id).state.head_seq == last
     for first in (last + 1, last + 50):
