@@ -29,6 +29,7 @@ import sealtrail_server  # noqa: F401
 import psycopg
 import pytest
 from hypothesis import settings
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
 from sealtrail import AuditClient
@@ -123,6 +124,7 @@ class ServerThread:
         database_url: str,
         *,
         tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
         clock: Callable[[], datetime] | None = None,
         **settings: Any,
     ) -> None:
@@ -156,6 +158,7 @@ class ServerThread:
             database_url=service_url,
             owner_database_url=database_url,
             tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
             clock=clock,
         )
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)

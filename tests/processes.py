@@ -95,6 +95,10 @@ class ServerProcess:
             if line.startswith(READY_PREFIX):
                 return line.removeprefix(READY_PREFIX).strip()
 
+    def next_line(self, timeout: float = 10) -> str:
+        """The next line the server prints after the one it is ready with."""
+        return self._lines.get(timeout=timeout)
+
     def kill(self) -> None:
         """SIGKILL: no shutdown work at all, as in a crash."""
         self._end(signal.SIGKILL, 30)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Tracer, TracerProvider
 
 from sealtrail.tlog import RETENTION_ACTION, RETENTION_ACTOR
@@ -37,6 +38,7 @@ from .forward.egress import EgressPolicy, OutboundClient
 from .forward.forwarder import Forwarder
 from .integrity.checkpointer import Checkpointer
 from .integrity.keys import load_signer
+from .measures import meter_of
 from .redaction_setup import load_redaction_secret, load_redactor
 from .retention.erasure import Eraser
 from .retention.purger import Purger
@@ -45,6 +47,7 @@ from .sealing_setup import load_secret_box
 from .store.appender import Appender
 from .store.database import Database
 from .store.migrations import migrate_database
+from .store.pool_metrics import measure_pool
 from .store.sinks import reseal_secrets
 from .store.tenant_settings import SettingsCache
 from .store.tokens import find_principal
@@ -66,7 +69,8 @@ class Service:
     """One running Sealtrail server process's worth of parts. With a
     `tracer_provider`, every call, append batch and statement is traced
     through it; without, nothing is (request ids and callers' trace ids
-    still reach events and logs)."""
+    still reach events and logs). With a `meter_provider`, its parts
+    measure themselves through it (docs/metrics.md)."""
 
     def __init__(
         self,
@@ -75,6 +79,7 @@ class Service:
         database_url: str,
         owner_database_url: str | None = None,
         tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         """`owner_database_url` runs the migrations, retention and erasure; by
@@ -86,6 +91,7 @@ class Service:
         self._tracer: Tracer | None = (
             tracer_provider.get_tracer("sealtrail_server") if tracer_provider is not None else None
         )
+        self._meter = meter_of(meter_provider)
         self._db: Database | None = None
         self._appender: Appender | None = None
         self._checkpointer: Checkpointer | None = None
@@ -128,6 +134,7 @@ class Service:
             max_size=settings.pool_max_size,
             tracer=self._tracer,
         )
+        measure_pool(db, self._meter)
         self._appender = Appender(
             db,
             max_wait=settings.append_max_wait,
@@ -137,6 +144,7 @@ class Service:
             store_tree_nodes=settings.store_tree_nodes,
             server_view=server_view,
             tracer=self._tracer,
+            meter=self._meter,
             clock=self._clock,
         )
         self._appender.start()
@@ -187,6 +195,7 @@ class Service:
             database_url=self._database_url,
             queue_capacity=settings.stream_queue_capacity,
             queue_bytes=settings.stream_queue_bytes,
+            meter=self._meter,
         )
         self._hub.start()
         try:
@@ -231,7 +240,7 @@ class Service:
         authenticator = Authenticator(lookup, cache_seconds=settings.token_cache_seconds)
         server = grpc.aio.server(
             interceptors=[
-                TelemetryInterceptor(tracer=self._tracer),
+                TelemetryInterceptor(tracer=self._tracer, meter=self._meter),
                 GuardInterceptor(authenticator),
             ],
             options=[

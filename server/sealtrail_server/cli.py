@@ -46,6 +46,7 @@ from .store.tokens import (
     read_token,
 )
 from .telemetry.logs import LogFormat, configure_logging
+from .telemetry.metrics import Metrics, MetricsConfigError, metrics_from_env
 from .telemetry.tracing import TracingConfigError, tracer_provider_from_env
 
 DEV_TENANT = "dev"
@@ -109,24 +110,33 @@ def serve(
     )
     try:
         tracer_provider = tracer_provider_from_env(os.environ, version=__version__)
-    except TracingConfigError as error:
+        metrics = metrics_from_env(os.environ, version=__version__)
+    except (TracingConfigError, MetricsConfigError) as error:
         raise click.ClickException(str(error)) from None
-    urls = _database_urls(settings)
     try:
-        asyncio.run(_serve(settings, urls, tracer_provider))
+        urls = _database_urls(settings)
+        asyncio.run(_serve(settings, urls, tracer_provider, metrics))
     except (UnsafeSchema, RolesMissing, MigrationBlocked) as error:
         raise click.ClickException(str(error)) from None
     finally:
+        if metrics is not None:
+            metrics.shutdown()  # exports what the pushing readers hold
         if tracer_provider is not None:
             tracer_provider.shutdown()  # exports the spans still waiting
 
 
-async def _serve(settings: Settings, urls: _Urls, tracer_provider: TracerProvider | None) -> None:
+async def _serve(
+    settings: Settings,
+    urls: _Urls,
+    tracer_provider: TracerProvider | None,
+    metrics: Metrics | None,
+) -> None:
     service = Service(
         settings,
         database_url=urls.service,
         owner_database_url=urls.owner,
         tracer_provider=tracer_provider,
+        meter_provider=metrics.provider if metrics is not None else None,
     )
     port = await service.start()
     if urls.embedded:
@@ -137,6 +147,9 @@ async def _serve(settings: Settings, urls: _Urls, tracer_provider: TracerProvide
     if service.console is not None:
         console_host = (settings.console_listen or "").rsplit(":", 1)[0] or "127.0.0.1"
         click.echo(f"sealtrail: console on http://{console_host}:{service.console_port}/")
+    if metrics is not None and metrics.address is not None:
+        metrics_host, metrics_port = metrics.address
+        click.echo(f"sealtrail: metrics on http://{metrics_host}:{metrics_port}/metrics")
     await service.run_until_signalled()
 
 

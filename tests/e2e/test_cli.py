@@ -12,6 +12,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,8 +46,7 @@ def run(
     )
 
 
-@pytest.fixture
-def cli_env(migrated_database_url: str, tenant: str) -> Iterator[dict[str, str]]:
+def admin_token(migrated_database_url: str, tenant: str) -> str:
     created = run(
         "sealtrail-server",
         "token",
@@ -57,13 +58,65 @@ def cli_env(migrated_database_url: str, tenant: str) -> Iterator[dict[str, str]]
         "--database-url",
         migrated_database_url,
     )
-    token = created.stdout.strip().splitlines()[-1]
+    token = str(created.stdout.strip().splitlines()[-1])
     assert token.startswith("stk_")
+    return token
+
+
+@pytest.fixture
+def cli_env(migrated_database_url: str, tenant: str) -> Iterator[dict[str, str]]:
+    token = admin_token(migrated_database_url, tenant)
     process = ServerProcess(migrated_database_url)
     try:
         yield {"SEALTRAIL_SERVER": process.target, "SEALTRAIL_TOKEN": token}
     finally:
         process.terminate()
+
+
+def test_serve_serves_metrics_where_the_environment_says(
+    migrated_database_url: str, tenant: str
+) -> None:
+    token = admin_token(migrated_database_url, tenant)
+    process = ServerProcess(
+        migrated_database_url,
+        env={
+            "OTEL_METRICS_EXPORTER": "prometheus",
+            "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+            "OTEL_EXPORTER_PROMETHEUS_PORT": "0",
+        },
+    )
+    try:
+        announced = re.fullmatch(
+            r"sealtrail: metrics on (http://127\.0\.0\.1:\d+/metrics)\n", process.next_line()
+        )
+        assert announced is not None
+        env = {"SEALTRAIL_SERVER": process.target, "SEALTRAIL_TOKEN": token}
+        run("sealtrail", "record", "--action", "metrics.seen", "--actor-id", "ops", env=env)
+        with urllib.request.urlopen(announced[1], timeout=10) as answer:
+            scraped = answer.read().decode()
+        assert (
+            'rpc_server_call_duration_seconds_count{otel_scope_name="sealtrail_server",'
+            'otel_scope_schema_url="",otel_scope_version="",'
+            'rpc_method="sealtrail.v1.AuditLogService/Record",'
+            'rpc_response_status_code="OK",rpc_system_name="grpc"} 1.0'
+        ) in scraped
+    finally:
+        assert process.terminate() == 0
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(announced[1], timeout=10)
+
+
+def test_serve_refuses_metrics_it_cannot_serve_before_it_starts() -> None:
+    refused = run(
+        "sealtrail-server", "serve", "--listen", "127.0.0.1:0",
+        env={"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_PORT": "http"},
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        "Error: OTEL_EXPORTER_PROMETHEUS_PORT='http' is not a port (0 to 65535; 0 takes a free"
+        " one)\n"
+    )
 
 
 def test_record_prints_the_stored_event_and_query_finds_it(cli_env: dict[str, str]) -> None:

@@ -22,6 +22,7 @@ from psycopg.sql import SQL
 
 from sealtrail_server.config import Settings
 from sealtrail_server.domain.event import Correlation, EventDraft, correlate, parse_request_id
+from sealtrail_server.measures import no_meter
 from sealtrail_server.store.appender import _EXTEND
 from sealtrail_server.store.retention import _PURGE
 from sealtrail_server.store.traced import describe
@@ -248,7 +249,7 @@ def test_a_call_ended_in_another_context_leaves_it_alone(
     foreign = contextvars.copy_context()  # as it was before the call began
 
     def call_in_its_own_context() -> None:
-        call = _Call("svc/Method", span, current, request_id="r")
+        call = _Call("svc/Method", span, current, "r", no_meter().create_histogram("d"))
         assert otel_context.get_current() is current
         foreign.run(call.end, _NoStatusYet(), None)
 
@@ -268,7 +269,7 @@ def test_a_call_ended_by_a_task_that_inherited_its_context_leaves_it_alone(
     current = trace.set_span_in_context(span)
 
     async def the_calls_task() -> None:
-        call = _Call("svc/Method", span, current, request_id="r")
+        call = _Call("svc/Method", span, current, "r", no_meter().create_histogram("d"))
         # Started while the call's trace context is attached: it inherits it.
         await asyncio.create_task(_end(call))
         assert otel_context.get_current() is current  # still attached here

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -45,6 +46,7 @@ from typing import Any, Final, Protocol
 
 import psycopg
 from opentelemetry import trace
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.trace import Tracer
 from psycopg import sql
 
@@ -67,6 +69,7 @@ from ..domain.event import (
 )
 from ..domain.event_ids import event_id_minter
 from ..domain.merkle import EMPTY_ROOT, append_leaf, frontier_root, leaf_hash, split_frontier
+from ..measures import EVENTS_BUCKETS, SECONDS_BUCKETS, no_meter
 from .arrays import ByteaArray, Int8Array, TextArray
 from .changes import (
     ERASURE_SUBJECT,
@@ -331,10 +334,12 @@ class Appender:
         server_view: ServerView | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         tracer: Tracer | None = None,
+        meter: Meter | None = None,
     ) -> None:
         """`server_view`: given, each event appended with a caller view is
         stored with its whole view (the caller view, then this; ADR 0025);
-        None, with the caller view alone (ADR 0022)."""
+        None, with the caller view alone (ADR 0022). `meter`: what each
+        batch held and took, and what waits (docs/metrics.md)."""
         self._db = db
         # Its writes' connection, kept from batch to batch (ADR 0046).
         self._kept = KeptConnection(db, lambda: db.system_connection(generic_plans=True))
@@ -360,6 +365,29 @@ class Appender:
         # Tenants whose head another session held past the lock timeout, and
         # until when their appends are refused without a try (loop time).
         self._held_elsewhere: dict[str, float] = {}
+        meter = meter or no_meter()
+        self._batch_sizes = meter.create_histogram(
+            "sealtrail.append.batch.size",
+            unit="{event}",
+            description="Events handed to one transaction of the appender.",
+            explicit_bucket_boundaries_advisory=EVENTS_BUCKETS,
+        )
+        self._batch_durations = meter.create_histogram(
+            "sealtrail.append.batch.duration",
+            unit="s",
+            description="How long one transaction of the appender took, to its callers' answers.",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
+        meter.create_observable_gauge(
+            "sealtrail.append.pending",
+            callbacks=[self._observe_pending],
+            unit="{event}",
+            description="Events handed in and not yet taken into a transaction.",
+        )
+
+    def _observe_pending(self, _options: CallbackOptions) -> list[Observation]:
+        # The reader's thread, not the loop's: an int read as it stands.
+        return [Observation(self._pending.events)]
 
     @property
     def keeps_connection(self) -> bool:
@@ -486,6 +514,7 @@ class Appender:
                 timer.cancel()
             batch = self._take_batch()
             self._last_batch_calls = len(batch)
+            started = time.perf_counter()
             try:
                 await self._commit_traced(batch)
             except asyncio.CancelledError:
@@ -504,6 +533,8 @@ class Appender:
             except Exception:  # keep the appender alive whatever happens
                 log.exception("appender: unexpected failure")
                 _fail(batch, Unavailable("the append failed; retry", retry_after=1.0))
+            self._batch_durations.record(time.perf_counter() - started)
+            self._batch_sizes.record(sum(len(s.events) for s in batch))
 
     def _alone(self) -> bool:
         """A lone caller after a lone commit: nobody else is writing, so waiting

@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import psycopg
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from psycopg import sql
 
 from ..domain.filters import RecordMatcher
+from ..measures import no_meter
 from ..store.appender import NOTIFY_CHANNEL
 from ..store.database import Database
 from ..store.events import StoredEvent
@@ -145,6 +147,7 @@ class StreamHub:
         database_url: str,
         queue_capacity: int = 64,
         queue_bytes: int = 16 * 1024 * 1024,
+        meter: Meter | None = None,
     ) -> None:
         self._db = db
         self._url = database_url
@@ -153,10 +156,20 @@ class StreamHub:
         self._tenants: dict[str, _Tenant] = {}
         self._task: asyncio.Task[None] | None = None
         self._watchers: list[Callable[[str], None]] = []
+        (meter or no_meter()).create_observable_up_down_counter(
+            "sealtrail.stream.subscribers",
+            callbacks=[self._observe_subscribers],
+            unit="{subscriber}",
+            description="Live StreamEvents subscriptions served by this process.",
+        )
 
     def subscriber_count(self) -> int:
         """Live subscriptions in this process (a leak shows here)."""
-        return sum(len(tenant.subscribers) for tenant in self._tenants.values())
+        # A copy: a metrics reader calls this from its own thread.
+        return sum(len(tenant.subscribers) for tenant in list(self._tenants.values()))
+
+    def _observe_subscribers(self, _options: CallbackOptions) -> list[Observation]:
+        return [Observation(self.subscriber_count())]
 
     def watch(self, callback: Callable[[str], None]) -> None:
         """Call `callback(tenant_id)` on every commit notification of any tenant."""

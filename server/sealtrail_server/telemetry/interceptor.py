@@ -10,7 +10,11 @@ A request id that is not a UUID is replaced by a new one, never refused: a
 malformed correlation header must not cost an audit record. The span keeps
 what was received (`sealtrail.request_id.invalid`). An invalid traceparent is
 ignored (the W3C propagator drops it) and the call starts a trace of its own.
-Health checks and reflection are not traced: probes would flood the traces."""
+Health checks and reflection are not traced: probes would flood the traces.
+
+Every call's duration is measured (`rpc.server.call.duration`, OpenTelemetry's
+RPC conventions: the method and the status it ended with), whatever the
+tracing; health checks and reflection are not measured either."""
 
 from __future__ import annotations
 
@@ -25,10 +29,12 @@ import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context as TraceContext
+from opentelemetry.metrics import Histogram, Meter
 from opentelemetry.trace import SpanKind, Status, Tracer
 from opentelemetry.trace import StatusCode as SpanStatus
 
 from ..domain.event import parse_request_id
+from ..measures import SECONDS_BUCKETS, no_meter
 from ..service_interceptor import Behavior, Handler, ServiceInterceptor
 from .context import (
     REQUEST_ID_HEADER,
@@ -65,7 +71,16 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class _Call:
     """One call's telemetry, from its metadata to its end."""
 
-    __slots__ = ("_attached", "_started", "_task", "_token", "method", "request_id", "span")
+    __slots__ = (
+        "_attached",
+        "_durations",
+        "_started",
+        "_task",
+        "_token",
+        "method",
+        "request_id",
+        "span",
+    )
 
     def __init__(
         self,
@@ -73,8 +88,10 @@ class _Call:
         span: trace.Span | None,
         attached: TraceContext | None,
         request_id: str,
+        durations: Histogram,
     ) -> None:
         self.method = method
+        self._durations = durations
         self.span = span
         self._attached = attached
         self._token = otel_context.attach(attached) if attached is not None else None
@@ -92,9 +109,17 @@ class _Call:
             if error is not None and not isinstance(error, _ENDINGS):
                 span.record_exception(error)
             span.end()
+        elapsed = time.perf_counter() - self._started
+        self._durations.record(
+            elapsed,
+            {
+                "rpc.system.name": "grpc",
+                "rpc.method": self.method,
+                "rpc.response.status_code": code.name,
+            },
+        )
         if log.isEnabledFor(logging.DEBUG):
-            elapsed = (time.perf_counter() - self._started) * 1000
-            log.debug("%s %s in %.1f ms", self.method, code.name, elapsed)
+            log.debug("%s %s in %.1f ms", self.method, code.name, elapsed * 1000)
         # A stream the client left is sometimes closed by the garbage collector,
         # in another task's context: nothing of ours is attached there to undo.
         # That context may hold our trace context too (a task started while it
@@ -132,11 +157,18 @@ _TRACEPARENT: Final = "traceparent"
 
 class TelemetryInterceptor(ServiceInterceptor):
     """`tracer` None: no spans at all (tracing off); request ids and the
-    caller's trace context still reach events and logs."""
+    caller's trace context still reach events and logs. `meter` None: no
+    measurements."""
 
-    def __init__(self, *, tracer: Tracer | None) -> None:
+    def __init__(self, *, tracer: Tracer | None, meter: Meter | None = None) -> None:
         super().__init__()
         self._tracer = tracer
+        self._durations = (meter or no_meter()).create_histogram(
+            "rpc.server.call.duration",
+            unit="s",
+            description="How long each call took, from its metadata to its last message.",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
         # Sealtrail never reads baggage: parsing it costs a warning per bad entry.
         self._fields = frozenset(propagate.get_global_textmap().fields) - {"baggage"}
 
@@ -179,7 +211,7 @@ class TelemetryInterceptor(ServiceInterceptor):
             if invalid is not None:
                 span.set_attribute(INVALID_REQUEST_ID_ATTRIBUTE, invalid[:_MAX_KEPT_INVALID])
             current = trace.set_span_in_context(span, parent)
-        call = _Call(method, span, current, request_id)
+        call = _Call(method, span, current, request_id, self._durations)
         own = span.get_span_context() if span is not None else trace.INVALID_SPAN_CONTEXT
         set_correlation(correlation_of(request_id, caller or trace.INVALID_SPAN_CONTEXT, own))
         context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))

@@ -55,16 +55,22 @@ def tracer_provider_from_env(env: Mapping[str, str], *, version: str = "") -> Tr
     if names is None:
         return None
     exporters = [_exporter(name, env) for name in names]
+    provider = TracerProvider(resource=service_resource(version))
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def service_resource(version: str = "") -> Resource:
+    """What spans and metrics say of this process: OTEL_SERVICE_NAME and
+    OTEL_RESOURCE_ATTRIBUTES, else service.name `sealtrail` (and the version)."""
     resource = Resource.create()
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         defaults: dict[str, str] = {SERVICE_NAME: DEFAULT_SERVICE_NAME}
         if version:
             defaults[SERVICE_VERSION] = version
         resource = resource.merge(Resource(defaults))
-    provider = TracerProvider(resource=resource)
-    for exporter in exporters:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-    return provider
+    return resource
 
 
 def _exporter(name: str, env: Mapping[str, str]) -> SpanExporter:
