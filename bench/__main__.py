@@ -35,6 +35,7 @@ from . import (
     tracing,
 )
 from .load import Window, Workload
+from .metrics import metrics_scraped, metrics_settings
 from .phases import (
     PhaseResult,
     Timing,
@@ -87,6 +88,8 @@ PHASES = (
     "record-spans",
     "record-redacted",
     "record-unredacted",
+    "record-unmeasured",
+    "record-measured",
     "rawdelete",
     "purge",
     "sql-latest",
@@ -115,6 +118,7 @@ PAIRS = (
     ("rawcsv", "export"),
     ("record-untraced", "record-traced"),
     ("record-unredacted", "record-redacted"),
+    ("record-unmeasured", "record-measured"),
     ("rawdelete", "purge"),
     ("sql-latest", "query-latest"),
     ("sql-day", "query-day"),
@@ -303,6 +307,7 @@ class Bench:
         traced_server: environment.Server | None = None,
         spans_server: environment.Server | None = None,
         unredacted_server: environment.Server | None = None,
+        measured_server: environment.Server | None = None,
         spans: tracing.Received | None = None,
         verifier_key: str = "",
         workdir: Path,
@@ -314,6 +319,7 @@ class Bench:
         self.traced_server = traced_server
         self.spans_server = spans_server
         self.unredacted_server = unredacted_server
+        self.measured_server = measured_server
         self.spans = spans
         self.verifier_key = verifier_key
         self.workdir = workdir
@@ -380,6 +386,8 @@ class Bench:
             "record-spans": self.record_spans,
             "record-redacted": self.record_redacted,
             "record-unredacted": self.record_unredacted,
+            "record-unmeasured": self.record_unmeasured,
+            "record-measured": self.record_measured,
             "rawdelete": self.raw_delete,
             "purge": self.purge,
             "sql-latest": self.sql_latest,
@@ -537,6 +545,25 @@ class Bench:
     def record_unredacted(self) -> PhaseResult:
         """Record on a fourth server started with SEALTRAIL_REDACTION=false."""
         return self._record_on(self.unredacted_server, "record-unredacted", "Record, redaction off")
+
+    # --- metrics ---------------------------------------------------------------
+
+    def record_unmeasured(self) -> PhaseResult:
+        """Record on the usual server (no OTEL_* settings: no metrics)."""
+        return self._record_on(self.server, "record-unmeasured", "Record, metrics off")
+
+    def record_measured(self) -> PhaseResult:
+        """The same calls on a sixth server serving its metrics for Prometheus,
+        scraped every second meanwhile (Prometheus's default is every 15 s):
+        what measuring every call and batch, and answering scrapes, cost."""
+        server = self.measured_server
+        assert server is not None and server.metrics_url is not None
+        with metrics_scraped(server.metrics_url, every=1.0) as scrapes:
+            result = self._record_on(server, "record-measured", "Record, metrics on, scraped 1/s")
+        result.notes["scrapes"] = scrapes.count
+        result.notes["scrape_ms_max"] = round(scrapes.longest * 1000, 1)
+        result.notes["scrape_bytes"] = scrapes.size
+        return result
 
     # --- issue 5: tracing -----------------------------------------------------
 
@@ -970,6 +997,24 @@ def _spans_server_if_needed(
 
 
 @contextlib.contextmanager
+def _measured_server_if_needed(
+    figures: list[str],
+    database: environment.Database,
+    workdir: Path,
+    settings: dict[str, str],
+) -> Iterator[environment.Server | None]:
+    """The sixth server, serving its metrics for Prometheus, for record-measured."""
+    if "record-measured" not in figures:
+        yield None
+        return
+    measured = {**settings, **metrics_settings()}
+    with environment.server(
+        database.url, workdir, name="measured-server", settings=measured
+    ) as server:
+        yield server
+
+
+@contextlib.contextmanager
 def _unredacted_server_if_needed(
     figures: list[str],
     database: environment.Database,
@@ -1033,6 +1078,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             _spans_server_if_needed(figures, database, workdir, settings) as spans_server,
             _unredacted_server_if_needed(figures, database, workdir, settings) as unredacted_server,
+            _measured_server_if_needed(figures, database, workdir, settings) as measured_server,
         ):
             bench = Bench(
                 options,
@@ -1042,6 +1088,7 @@ def main(argv: list[str] | None = None) -> int:
                 traced_server=traced_server,
                 spans_server=spans_server,
                 unredacted_server=unredacted_server,
+                measured_server=measured_server,
                 spans=spans,
                 verifier_key=signer.verifier.text(),
                 workdir=workdir,

@@ -27,6 +27,7 @@ from sealtrail_server.store.migrations import migrate
 DATABASE_URL_ENV = "SEALTRAIL_BENCH_DATABASE_URL"
 _SERVING = "sealtrail: serving gRPC on "
 _CONSOLE = "sealtrail: console on "
+_METRICS = "sealtrail: metrics on "
 _START_TIMEOUT = 60.0
 _STOP_TIMEOUT = 20.0
 
@@ -104,6 +105,7 @@ class Server:
     process: subprocess.Popen[Any]
     target: str
     console_url: str | None = None  # with SEALTRAIL_CONSOLE_LISTEN set
+    metrics_url: str | None = None  # with OTEL_METRICS_EXPORTER=prometheus
 
     @property
     def pid(self) -> int:
@@ -136,16 +138,24 @@ def server(
         )
     try:
         expect_console = bool((settings or {}).get("SEALTRAIL_CONSOLE_LISTEN"))
-        target, console = _wait_until_serving(process, out_path, err_path, expect_console)
-        yield Server(process, target, console)
+        expect_metrics = "prometheus" in (settings or {}).get("OTEL_METRICS_EXPORTER", "")
+        target, console, metrics = _wait_until_serving(
+            process, out_path, err_path, expect_console, expect_metrics
+        )
+        yield Server(process, target, console, metrics)
     finally:
         _stop(process)
 
 
 def _wait_until_serving(
-    process: subprocess.Popen[Any], out: Path, err: Path, expect_console: bool
-) -> tuple[str, str | None]:
-    """The HOST:PORT the server prints once it serves (and its console's URL)."""
+    process: subprocess.Popen[Any],
+    out: Path,
+    err: Path,
+    expect_console: bool,
+    expect_metrics: bool,
+) -> tuple[str, str | None, str | None]:
+    """The HOST:PORT the server prints once it serves (and its console's and
+    metrics' URLs)."""
     deadline = time.monotonic() + _START_TIMEOUT
     while time.monotonic() < deadline:
         lines = out.read_text().splitlines()
@@ -155,8 +165,15 @@ def _wait_until_serving(
         console = next(
             (x.removeprefix(_CONSOLE).strip() for x in lines if x.startswith(_CONSOLE)), None
         )
-        if target is not None and (console is not None or not expect_console):
-            return target, console
+        metrics = next(
+            (x.removeprefix(_METRICS).strip() for x in lines if x.startswith(_METRICS)), None
+        )
+        if (
+            target is not None
+            and (console is not None or not expect_console)
+            and (metrics is not None or not expect_metrics)
+        ):
+            return target, console, metrics
         if process.poll() is not None:
             break
         time.sleep(0.05)

@@ -58,6 +58,8 @@ RATIOS = (
     Ratio("Record traced, no export / untraced", "record-spans", "record-untraced", 0.85),
     Ratio("Record traced, OTLP export / untraced", "record-traced", "record-untraced", None),
     Ratio("Record redacted / unredacted", "record-redacted", "record-unredacted", 0.80),
+    # What metrics cost: every call and batch measured, scraped every second.
+    Ratio("Record with metrics scraped / without", "record-measured", "record-unmeasured", None),
     # Issue 7's.
     Ratio("retention purge / raw DELETE", "purge", "rawdelete", None),
     # Query within 2x of the same SQL run directly: the SQL's p95 over Query's.

@@ -24,6 +24,7 @@ from opentelemetry.trace import Tracer, TracerProvider
 from sealtrail.tlog import RETENTION_ACTION, RETENTION_ACTOR
 from sealtrail.v1 import audit_service_pb2, event_pb2
 
+from . import __version__
 from .alerts.evaluator import Evaluator
 from .api.audited import record_event
 from .api.convert import server_view
@@ -91,7 +92,7 @@ class Service:
         self._tracer: Tracer | None = (
             tracer_provider.get_tracer("sealtrail_server") if tracer_provider is not None else None
         )
-        self._meter = meter_of(meter_provider)
+        self._meter = meter_of(meter_provider, __version__)
         self._db: Database | None = None
         self._appender: Appender | None = None
         self._checkpointer: Checkpointer | None = None
@@ -160,6 +161,7 @@ class Service:
             origin_prefix=settings.log_origin,
             interval=settings.checkpoint_interval,
             clock=self._clock,
+            meter=self._meter,
         )
         await self._checkpointer.start()
         appender = self._appender
@@ -188,6 +190,7 @@ class Service:
             interval=settings.retention_interval,
             batch_events=settings.retention_batch_events,
             clock=self._clock,
+            meter=self._meter,
         )
         self.purger.start()
         self._hub = StreamHub(
@@ -220,6 +223,7 @@ class Service:
             lease_seconds=settings.forward_lease_seconds,
             backoff_base=settings.forward_backoff_base,
             max_sinks=settings.forward_max_sinks,
+            meter=self._meter,
         )
         self._hub.watch(self.forwarder.wake)
         self.forwarder.start()
@@ -230,6 +234,7 @@ class Service:
             lease_seconds=settings.forward_lease_seconds,
             max_tenants=settings.alert_max_tenants,
             sinks_changed=self.forwarder.sinks_changed,
+            meter=self._meter,
         )
         self._hub.watch(self.evaluator.wake)
         self.evaluator.start()

@@ -110,8 +110,13 @@ def serve(
     )
     try:
         tracer_provider = tracer_provider_from_env(os.environ, version=__version__)
+    except TracingConfigError as error:
+        raise click.ClickException(str(error)) from None
+    try:
         metrics = metrics_from_env(os.environ, version=__version__)
-    except (TracingConfigError, MetricsConfigError) as error:
+    except MetricsConfigError as error:
+        if tracer_provider is not None:
+            tracer_provider.shutdown()
         raise click.ClickException(str(error)) from None
     try:
         urls = _database_urls(settings)
@@ -149,6 +154,8 @@ async def _serve(
         click.echo(f"sealtrail: console on http://{console_host}:{service.console_port}/")
     if metrics is not None and metrics.address is not None:
         metrics_host, metrics_port = metrics.address
+        if ":" in metrics_host:  # an IPv6 address, as a URL holds one
+            metrics_host = f"[{metrics_host}]"
         click.echo(f"sealtrail: metrics on http://{metrics_host}:{metrics_port}/metrics")
     await service.run_until_signalled()
 

@@ -25,6 +25,7 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 import sealtrail
+import sealtrail_server
 from sealtrail import AuditClient
 from tests.http_endpoint import Reply, endpoint
 from tests.processes import READY_PREFIX, ServerProcess, stop
@@ -94,12 +95,14 @@ def test_serve_serves_metrics_where_the_environment_says(
         run("sealtrail", "record", "--action", "metrics.seen", "--actor-id", "ops", env=env)
         with urllib.request.urlopen(announced[1], timeout=10) as answer:
             scraped = answer.read().decode()
-        assert (
-            'rpc_server_call_duration_seconds_count{otel_scope_name="sealtrail_server",'
-            'otel_scope_schema_url="",otel_scope_version="",'
-            'rpc_method="sealtrail.v1.AuditLogService/Record",'
-            'rpc_response_status_code="OK",rpc_system_name="grpc"} 1.0'
-        ) in scraped
+        [recorded] = [
+            line
+            for line in scraped.splitlines()
+            if line.startswith("rpc_server_call_duration_seconds_count{")
+            and 'rpc_method="sealtrail.v1.AuditLogService/Record"' in line
+        ]
+        assert 'rpc_response_status_code="OK"' in recorded and recorded.endswith("} 1.0")
+        assert f'otel_scope_version="{sealtrail_server.__version__}"' in recorded
     finally:
         assert process.terminate() == 0
     with pytest.raises(urllib.error.URLError):

@@ -1,21 +1,39 @@
 """A server's metrics, scraped from its Prometheus endpoint as Prometheus
 would: calls by method and status, the appender's batches, the pool, the
-database's reachability and live streams (docs/metrics.md)."""
+database's reachability, live streams, and the background work: forwarding,
+alerts, checkpoints, retention (docs/metrics.md)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import grpc
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sealtrail import AuditClient, InvalidArgumentError, SealtrailError, build_event
+from sealtrail import (
+    AuditClient,
+    InvalidArgumentError,
+    RpcFailedError,
+    SealtrailError,
+    build_alert_rule,
+    build_event,
+    build_filter,
+    build_sink,
+)
+from sealtrail.v1 import audit_service_pb2 as pb
+from sealtrail.v1 import audit_service_pb2_grpc, forwarding_pb2
 from sealtrail_server.telemetry.metrics import Metrics, metrics_from_env
-from tests.conftest import ServerThread
+from tests.clock import Clock
+from tests.conftest import ServerThread, database_of_its_own
+from tests.http_endpoint import Received, Reply, endpoint
 
 RECORD = "sealtrail.v1.AuditLogService/Record"
 RECORD_BATCH = "sealtrail.v1.AuditLogService/RecordBatch"
@@ -39,7 +57,14 @@ def metrics() -> Iterator[Metrics]:
 
 @pytest.fixture
 def measured(migrated_database_url: str, metrics: Metrics) -> Iterator[ServerThread]:
-    server = ServerThread(migrated_database_url, meter_provider=metrics.provider)
+    """A measured server that appends only what its calls ask: its evaluator
+    and forwarder take no work of the shared database's other tenants."""
+    server = ServerThread(
+        migrated_database_url,
+        meter_provider=metrics.provider,
+        alert_max_tenants=0,
+        forward_max_sinks=0,
+    )
     yield server
     server.close()
 
@@ -62,11 +87,20 @@ def scrape(metrics: Metrics) -> Samples:
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    """The one series of `name` with exactly `labels`, which must be there."""
+    found = samples.get((name, frozenset(labels.items())))
+    assert found is not None, f"no {name}{labels} in {sorted({n for n, _ in samples})}"
+    return found
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum over every series of `name` whose labels include `labels` (0: none yet)."""
+    wanted = set(labels.items())
+    return sum(v for (n, got), v in samples.items() if n == name and wanted <= got)
 
 
 def calls(samples: Samples, method: str, status: str) -> float:
-    return value(
+    return total(
         samples,
         "rpc_server_call_duration_seconds_count",
         rpc_system_name="grpc",
@@ -76,8 +110,15 @@ def calls(samples: Samples, method: str, status: str) -> float:
 
 
 def wait_for(read: Callable[[], float], expected: float, timeout: float = 20) -> None:
+    """Until `read()` gives `expected`; a series not there yet is read again."""
     deadline = time.monotonic() + timeout
-    while (seen := read()) != expected:
+    while True:
+        try:
+            seen: object = read()
+        except AssertionError as missing:
+            seen = missing
+        if seen == expected:
+            return
         assert time.monotonic() < deadline, f"{seen} after {timeout} s, not {expected}"
         time.sleep(0.05)
 
@@ -93,30 +134,56 @@ def test_calls_are_counted_by_method_and_status_and_appends_by_batch(
         client.record_batch([build_event(action="metrics.many", actor_id="u") for _ in range(5)])
         with pytest.raises(InvalidArgumentError):
             client.record(build_event(action="", actor_id="u"))
+        # Measured as the call ends, just after its status was sent.
+        refused = calls(before, RECORD, "INVALID_ARGUMENT") + 1
+        wait_for(lambda: calls(scrape(metrics), RECORD, "INVALID_ARGUMENT"), refused)
         after = scrape(metrics)
     finally:
         client.close()
 
     def grown(name: str, **labels: str) -> float:
-        return value(after, name, **labels) - value(before, name, **labels)
+        return total(after, name, **labels) - total(before, name, **labels)
 
     assert calls(after, RECORD, "OK") - calls(before, RECORD, "OK") == 2
     assert calls(after, RECORD_BATCH, "OK") - calls(before, RECORD_BATCH, "OK") == 1
-    assert calls(after, RECORD, "INVALID_ARGUMENT") - calls(before, RECORD, "INVALID_ARGUMENT") == 1
     # Each call waited for its own transaction (nothing else was writing): 7 events in 3.
+    written = {"sealtrail_append_outcome": "written"}
+    assert grown("sealtrail_append_events_total", **written) == 7
+    assert grown("sealtrail_append_events_total") == 7
     assert grown("sealtrail_append_batch_size_sum") == 7
     assert grown("sealtrail_append_batch_size_count") == 3
     assert grown("sealtrail_append_batch_duration_seconds_count") == 3
     assert value(after, "sealtrail_append_pending") == 0
-    # A call's duration lands in a bucket of seconds, not of milliseconds.
-    assert value(
-        after,
-        "rpc_server_call_duration_seconds_bucket",
-        rpc_system_name="grpc",
-        rpc_method=RECORD,
-        rpc_response_status_code="OK",
-        le="10.0",
-    ) == calls(after, RECORD, "OK")
+    assert value(after, "sealtrail_append_pending_size_bytes") == 0
+    # Buckets of seconds (the SDK's own are of milliseconds: 0, 5, 10, ...).
+    record_ok = {
+        "rpc_system_name": "grpc",
+        "rpc_method": RECORD,
+        "rpc_response_status_code": "OK",
+    }
+    bucket = "rpc_server_call_duration_seconds_bucket"
+    assert value(after, bucket, **record_ok, le="0.0005") <= calls(after, RECORD, "OK")
+    assert value(after, bucket, **record_ok, le="60.0") == calls(after, RECORD, "OK")
+
+
+def test_a_call_cut_off_by_its_deadline_is_told_from_one_cancelled(
+    measured: ServerThread, metrics: Metrics, tenant: str
+) -> None:
+    """The handler of either is cancelled alike; the time left tells them apart."""
+    stream = "sealtrail.v1.AuditLogService/StreamEvents"
+    metadata = (("authorization", f"Bearer {measured.token(tenant)}"),)
+    with grpc.insecure_channel(measured.target) as channel:
+        stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+        timed = stub.StreamEvents(pb.StreamEventsRequest(), metadata=metadata, timeout=1.0)
+        with pytest.raises(grpc.RpcError) as ended:
+            for _message in timed:
+                pass
+        assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        left = stub.StreamEvents(pb.StreamEventsRequest(), metadata=metadata, timeout=60)
+        next(left)  # a heartbeat or an event: the server is serving it
+        left.cancel()
+    wait_for(lambda: calls(scrape(metrics), stream, "DEADLINE_EXCEEDED"), 1)
+    wait_for(lambda: calls(scrape(metrics), stream, "CANCELLED"), 1)
 
 
 def test_the_pool_and_the_database_are_observed(measured: ServerThread, metrics: Metrics) -> None:
@@ -124,12 +191,15 @@ def test_the_pool_and_the_database_are_observed(measured: ServerThread, metrics:
     pool = {"db_client_connection_pool_name": "sealtrail"}
     used = value(samples, "db_client_connection_count", **pool, db_client_connection_state="used")
     idle = value(samples, "db_client_connection_count", **pool, db_client_connection_state="idle")
-    assert used >= 0 and idle >= 1
-    assert used + idle <= measured.settings.pool_max_size
+    assert used >= 0 and idle >= 0
+    assert 1 <= used + idle <= measured.settings.pool_max_size
     assert value(samples, "db_client_connection_max", **pool) == (measured.settings.pool_max_size)
     assert value(samples, "db_client_connection_pending_requests", **pool) == 0
-    assert ("db_client_connection_timeouts_total", frozenset(pool.items())) in samples
+    assert value(samples, "db_client_connection_timeouts_total", **pool) == 0
     assert value(samples, "sealtrail_database_reachable") == 1
+    # The process itself, as prometheus_client describes it.
+    assert value(samples, "process_resident_memory_bytes") > 0
+    assert value(samples, "process_start_time_seconds") > 0
 
 
 def test_live_streams_are_counted_while_they_last(
@@ -157,3 +227,120 @@ def test_live_streams_are_counted_while_they_last(
     reader.join(timeout=20)
     assert not reader.is_alive() and not failures
     wait_for(lambda: value(scrape(metrics), subscribers), 0)
+
+
+@pytest.fixture
+def alone(migrated_database_url: str, metrics: Metrics) -> Iterator[tuple[ServerThread, Clock]]:
+    """A measured server on a database of its own and the test's clock: no
+    other test server's forwarder, evaluator or checkpointer does its work.
+    Checkpoints and purges only when asked."""
+    clock = Clock()
+    with database_of_its_own(migrated_database_url, "metrics") as url:
+        server = ServerThread(
+            url,
+            meter_provider=metrics.provider,
+            clock=clock,
+            checkpoint_interval=0,
+            retention_interval=0,
+        )
+        try:
+            yield server, clock
+        finally:
+            server.close()
+
+
+def test_forwarding_alerts_checkpoints_and_retention_are_measured(
+    alone: tuple[ServerThread, Clock], metrics: Metrics, tenant: str
+) -> None:
+    server, clock = alone
+    client = AuditClient(server.target, token=server.token(tenant))
+    try:
+        with endpoint() as receiver:
+
+            def answer(received: Received, index: int) -> Reply:
+                if index == 0:
+                    return Reply(503, b"busy")
+                carried = [e["seq"] for e in json.loads(received.body)["data"]["events"]]
+                return Reply(400, b"bad payload") if poison in carried else Reply()
+
+            receiver.responder = answer
+            sink = client.create_sink(
+                build_sink(
+                    "measured",
+                    "webhook",
+                    url=receiver.url,
+                    secrets=["whsec_" + base64.b64encode(b"k" * 32).decode()],
+                    filter=build_filter(actions="document.*"),
+                    paused=True,
+                )
+            ).sink
+            results = client.record_batch(
+                [build_event(action="document.share", actor_id="u") for _ in range(4)]
+            )
+            poison = results[1].event.seq
+            client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+            webhook = {"sealtrail_sink_kind": "webhook"}
+            wait_for(
+                lambda: total(
+                    scrape(metrics),
+                    "sealtrail_forward_events_total",
+                    **webhook,
+                    sealtrail_forward_outcome="dead_lettered",
+                ),
+                1,
+            )
+            wait_for(
+                lambda: value(
+                    scrape(metrics), "sealtrail_forward_lag", sealtrail_sink_id=sink.id, **webhook
+                ),
+                0,
+            )
+            samples = scrape(metrics)
+            client.delete_sink(sink.id)
+        delivered = {**webhook, "sealtrail_forward_outcome": "delivered"}
+        assert total(samples, "sealtrail_forward_events_total", **delivered) == 3
+        assert total(samples, "sealtrail_forward_failures_total") >= 1  # the 503, at least
+        requests = "sealtrail_forward_request_duration_seconds_count"
+        assert total(samples, requests, http_response_status_code="503", **webhook) == 1
+        assert total(samples, requests, http_response_status_code="400", **webhook) >= 1
+        assert total(samples, requests, http_response_status_code="200", **webhook) >= 1
+
+        client.create_alert_rule(
+            build_alert_rule("marker", "match", filter=build_filter(actions="test.marker"))
+        )
+        client.record(build_event(action="test.marker", actor_id="u"))
+        wait_for(lambda: total(scrape(metrics), "sealtrail_alerts_raised_total"), 1)
+
+        signed = "sealtrail_checkpoints_signed_total"
+        assert total(scrape(metrics), signed) == 0  # a counter shows once it counted
+        client.get_checkpoint(fresh=True)
+        assert value(scrape(metrics), signed) == 1
+        client.record(build_event(action="document.share", actor_id="u"))
+        with psycopg.connect(server.settings.owner_database_url, autocommit=True) as tamper:
+            tamper.execute("SET session_replication_role = replica")
+            tamper.execute(
+                "UPDATE events SET leaf_hash = sha256(leaf_hash) WHERE tenant_id = %s", [tenant]
+            )
+            tamper.execute("DELETE FROM tree_nodes WHERE tenant_id = %s", [tenant])
+        with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
+            client.get_checkpoint(fresh=True)
+        assert refused.value.reason == "INTEGRITY_FAILURE"
+        samples = scrape(metrics)
+        assert value(samples, signed) == 1
+        assert value(samples, "sealtrail_integrity_failures_total") == 1
+
+        assert total(samples, "sealtrail_retention_last_pass_time_seconds") == 0  # none yet
+        client.set_retention_policy("30d")
+        clock.advance(40)
+        assert server.service.purger is not None
+        passed = time.time()
+        purged = server.run(server.service.purger.run_once())
+        samples = scrape(metrics)
+        assert sum(p.count for p in purged) > 0
+        assert value(samples, "sealtrail_retention_events_purged_total") == sum(
+            p.count for p in purged
+        )
+        assert value(samples, "sealtrail_retention_last_pass_time_seconds") >= passed
+        assert total(samples, "sealtrail_retention_failures_total") == 0
+    finally:
+        client.close()

@@ -49,8 +49,9 @@ def test_metrics_are_off_unless_an_exporter_or_endpoint_is_configured(
     assert metrics_exporter_names(env) == names
 
 
-def test_no_metrics_by_default() -> None:
-    assert metrics_from_env({}) is None
+@pytest.mark.parametrize("env", [{}, {"OTEL_METRICS_EXPORTER": "none"}])
+def test_no_metrics_by_default_or_when_none_are_asked_for(env: dict[str, str]) -> None:
+    assert metrics_from_env(env) is None
 
 
 def exporter_kind(reader: MetricReader) -> type:
@@ -62,8 +63,8 @@ def exporter_kind(reader: MetricReader) -> type:
 @pytest.mark.parametrize(
     ("env", "kinds"),
     [
-        ({"OTEL_METRICS_EXPORTER": "none"}, []),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}, [GrpcExporter]),
+        ({"OTEL_METRICS_EXPORTER": "none,console"}, [ConsoleMetricExporter]),
         (
             {"OTEL_METRICS_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
             [HttpExporter],
@@ -107,6 +108,7 @@ def test_the_scrape_endpoint_serves_until_shut_down() -> None:
         text = scrape(metrics)
         assert 'sealtrail_probe_total{kind="test",otel_scope_name="sealtrail_server"' in text
         assert 'service_name="sealtrail"' in text  # target_info: the resource
+        assert "process_resident_memory_bytes" in text  # the process's own
     finally:
         metrics.shutdown()
     with pytest.raises(urllib.error.URLError):
@@ -156,7 +158,15 @@ def test_a_port_in_use_is_a_clear_error() -> None:
         ({"OTEL_METRICS_EXPORTER": "console,statsd"}, "'statsd', which is not installed"),
         (
             {"OTEL_METRICS_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
-            "'http/json' is not supported",
+            "^OTEL_EXPORTER_OTLP_PROTOCOL='http/json' is not supported",
+        ),
+        (
+            {
+                "OTEL_METRICS_EXPORTER": "otlp",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/json",
+            },
+            "^OTEL_EXPORTER_OTLP_METRICS_PROTOCOL='http/json' is not supported",
         ),
     ],
 )

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from opentelemetry.metrics import Meter
+
 from sealtrail.v1 import event_pb2
 
 from ..api.convert import caller_view, filter_from_json
@@ -49,6 +51,7 @@ from ..domain.event import (
 )
 from ..domain.filters import EventFilter, RecordMatcher
 from ..leased_work import LeasedWork, new_owner
+from ..measures import no_meter
 from ..store import alerts as store
 from ..store.appender import Appender, stored_under_key
 from ..store.changes import share_erasure_at_once
@@ -105,9 +108,16 @@ class Evaluator:
         lease_seconds: float = 30.0,
         max_tenants: int = 1000,
         sinks_changed: Callable[[], None] = lambda: None,
+        meter: Meter | None = None,
     ) -> None:
-        """`sinks_changed` is called after an alert was queued for sinks."""
+        """`sinks_changed` is called after an alert was queued for sinks.
+        `meter`: the alerts raised (docs/metrics.md)."""
         self._db = db
+        self._raised = (meter or no_meter()).create_counter(
+            "sealtrail.alerts.raised",
+            unit="{alert}",
+            description="security.alert events this process recorded, by the rule's severity.",
+        )
         self._sinks_changed = sinks_changed
         self._appender = appender
         self._poll = poll_interval
@@ -375,6 +385,7 @@ class Evaluator:
             raise outcome
         if not outcome.deduplicated:
             log.info("alerts: tenant %s: %s", tenant_id, draft.description)
+            self._raised.add(1, {"sealtrail.alert.severity": stored.severity})
         # Recorded now, or by a run of this step that failed before or after
         # the rest: counted and queued for the rule's sinks together, once.
         alert = json.loads(outcome.record)

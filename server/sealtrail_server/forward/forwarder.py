@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,7 @@ from typing import Final
 
 import httpcore
 import psycopg
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from ..api.convert import filter_from_json
 from ..domain.event import MAX_RECORD_BYTES
@@ -41,6 +43,7 @@ from ..domain.filters import EventFilter
 from ..domain.sealing import SecretBox
 from ..fair_share import FairShare
 from ..leased_work import LeasedWork, new_owner
+from ..measures import SECONDS_BUCKETS, no_meter
 from ..store import sinks as store
 from ..store.database import Connection, Database
 from ..store.events import StoredEvent, stream_events
@@ -151,7 +154,10 @@ class Forwarder:
         backoff_base: float = 1.0,
         max_sinks: int = 1000,
         tenant_requests: int = TENANT_REQUESTS,
+        meter: Meter | None = None,
     ) -> None:
+        """`meter`: events delivered and parked, requests, failures, and how far
+        behind each sink held here is (docs/metrics.md)."""
         self._db = db
         self._memory = DestinationMemory()  # what each sink's destination was seen to do
         self._record_sizes: dict[str, float] = {}  # sink -> its records' recent average size
@@ -174,6 +180,49 @@ class Forwarder:
             poll_interval=poll_interval,
             lease_seconds=lease_seconds,
         )
+        meter = meter or no_meter()
+        self._events_counter = meter.create_counter(
+            "sealtrail.forward.events",
+            unit="{event}",
+            description="Events a sink's destination took (delivered) or refused (dead_lettered).",
+        )
+        self._request_durations = meter.create_histogram(
+            "sealtrail.forward.request.duration",
+            unit="s",
+            description="Requests to destinations, by the HTTP status answered (none: no answer).",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
+        self._failures_counter = meter.create_counter(
+            "sealtrail.forward.failures",
+            unit="{failure}",
+            description="Failed attempts recorded on sinks (each followed by a backoff).",
+        )
+        # sink -> (kind, seqs of its log not yet passed over), for the sinks held here.
+        self._lags: dict[str, tuple[str, int]] = {}
+        meter.create_observable_gauge(
+            "sealtrail.forward.lag",
+            callbacks=[self._observe_lags],
+            unit="{event}",
+            description="Events of its tenant's log a sink held here has yet to pass over.",
+        )
+
+    def _observe_lags(self, _options: CallbackOptions) -> list[Observation]:
+        # The reader's thread: a copy, as the loop may change the dict meanwhile.
+        return [
+            Observation(lag, {"sealtrail.sink.id": sink_id, "sealtrail.sink.kind": kind})
+            for sink_id, (kind, lag) in list(self._lags.items())
+        ]
+
+    def _count_sent(self, kind: str, sent: _Sent) -> None:
+        if sent.delivered:
+            self._events_counter.add(
+                sent.delivered,
+                {"sealtrail.sink.kind": kind, "sealtrail.forward.outcome": "delivered"},
+            )
+        if parked := sum(letter.event_count for letter in sent.letters):
+            self._events_counter.add(
+                parked, {"sealtrail.sink.kind": kind, "sealtrail.forward.outcome": "dead_lettered"}
+            )
 
     def start(self) -> None:
         if self._max_sinks > 0:
@@ -182,6 +231,7 @@ class Forwarder:
     async def stop(self) -> None:
         await self._work.stop()
         await self._client.close()
+        self._lags.clear()  # held by no one here any more
 
     def sinks_changed(self) -> None:
         """Sinks were created, changed or given replays here: look for sinks
@@ -221,6 +271,8 @@ class Forwarder:
         self._memory.keep_only(held)
         for sink_id in [sink_id for sink_id in self._record_sizes if sink_id not in held]:
             del self._record_sizes[sink_id]
+        for sink_id in [sink_id for sink_id in self._lags if sink_id not in held]:
+            del self._lags[sink_id]
         return leases
 
     async def _release(self) -> None:
@@ -240,6 +292,7 @@ class Forwarder:
             sink = await store.read_leased(conn, lease, owner=self.owner, box=self._box)
             replay = await store.oldest_replay(conn, lease) if sink else None
         if sink is None:
+            self._lags.pop(lease.sink_id, None)
             return None
         now = _now()
         due = sink.state.next_attempt_at
@@ -264,6 +317,7 @@ class Forwarder:
         async with self._db.connection(lease.tenant_id) as conn:
             head = await tree_size(conn, lease.tenant_id)
         cursor = sink.state.cursor_seq
+        self._lags[lease.sink_id] = (definition.kind, max(0, head - cursor))
         progressed = False
         failures = sink.state.consecutive_failures
         if cursor < head:
@@ -292,6 +346,8 @@ class Forwarder:
             )
             if not moved:
                 return await self._after_refused_move(lease, sink.updated_at)
+            self._count_sent(definition.kind, sent)
+            self._lags[lease.sink_id] = (definition.kind, max(0, head - sent.upto))
             progressed = True
             if sent.delivered:  # as `advance` left it: a replay failing next backs off anew
                 failures = 0
@@ -332,6 +388,7 @@ class Forwarder:
             )
             if not moved:
                 return await self._after_refused_move(lease, sink.updated_at)
+            self._count_sent(definition.kind, replayed)
             if replayed.upto >= replay.last_seq:  # done: what its requests met goes with it
                 self._memory.forget_stream((lease.sink_id, replay.id))
             progressed = True
@@ -613,8 +670,9 @@ class Forwarder:
 
     async def _exchange(self, sender: Sender, outgoing: Outgoing) -> Answer | _NoAnswer:
         """The destination's answer to `outgoing`, or why there is none."""
+        started = time.perf_counter()
         try:
-            return await self._client.post(
+            answer = await self._client.post(
                 outgoing.url,
                 headers=outgoing.headers,
                 body=outgoing.body,
@@ -626,7 +684,16 @@ class Forwarder:
             # An address the egress policy refuses stays refused until the
             # sink's URL or the policy changes.
             needs_fixing = isinstance(error, EgressDenied)
+            self._measure_request(sender, started, "none")
             return _NoAnswer(f"{host}: {str(error) or type(error).__name__}", needs_fixing)
+        self._measure_request(sender, started, str(answer.status))
+        return answer
+
+    def _measure_request(self, sender: Sender, started: float, status: str) -> None:
+        self._request_durations.record(
+            time.perf_counter() - started,
+            {"sealtrail.sink.kind": sender.kind, "http.response.status_code": status},
+        )
 
     async def _settle(
         self,
@@ -755,6 +822,7 @@ class Forwarder:
             )
         if not recorded:
             raise _Refused(defined_at)
+        self._failures_counter.add(1)
 
 
 def _item_letters(result: Verdict) -> list[Parking]:

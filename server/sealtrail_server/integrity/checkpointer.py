@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from opentelemetry.metrics import Meter
 
 from sealtrail.tlog import (
     Checkpoint,
@@ -32,6 +33,7 @@ from sealtrail.tlog import (
 )
 
 from ..domain.errors import IntegrityFailure, SealtrailError
+from ..measures import no_meter
 from ..store.changes import refuse_if_erased
 from ..store.checkpoints import (
     StoredCheckpoint,
@@ -56,13 +58,26 @@ class Checkpointer:
         origin_prefix: str,
         interval: float = 10.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        meter: Meter | None = None,
     ) -> None:
+        """`meter`: checkpoints signed, and integrity failures met (docs/metrics.md)."""
         self._db = db
         self.signer = signer
         self._origin_prefix = origin_prefix
         self._interval = interval
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        meter = meter or no_meter()
+        self._signed = meter.create_counter(
+            "sealtrail.checkpoints.signed",
+            unit="{checkpoint}",
+            description="Checkpoints this process signed.",
+        )
+        self._integrity_failures = meter.create_counter(
+            "sealtrail.integrity.failures",
+            unit="{failure}",
+            description="Logs found changed behind the service's back as checkpoints were signed.",
+        )
 
     def origin(self, tenant_id: str) -> str:
         return f"{self._origin_prefix}/{tenant_id}"
@@ -111,6 +126,7 @@ class Checkpointer:
             return await self._issue(tenant_id)
         except IntegrityFailure:
             await self._refuse_if_erased_meanwhile(tenant_id)
+            self._integrity_failures.add(1)
             raise
 
     async def _refuse_if_erased_meanwhile(self, tenant_id: str) -> None:
@@ -151,6 +167,7 @@ class Checkpointer:
             )
             checkpoint = StoredCheckpoint(tenant_id, size, root, note, self._clock())
             await insert_checkpoint(conn, checkpoint, key=self.signer.verifier)
+        self._signed.add(1)
         log.debug("signed checkpoint %s at size %d", self.origin(tenant_id), size)
         return checkpoint
 

@@ -28,16 +28,19 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, TypeVar
 
 import psycopg
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from psycopg.pq import TransactionStatus
 
 from ..domain.errors import Aborted, ResourceExhausted, SealtrailError, Unavailable
 from ..domain.purge_summaries import SummarySeal
+from ..measures import no_meter
 from ..store.changes import ERASURE_SUBJECT, share_subjects
 from ..store.deployment_jobs import note_ended, seconds_since_ended
 from ..store.partitions import create_ahead, retire_past_months
@@ -115,7 +118,10 @@ class Purger:
         batch_events: int = DEFAULT_BATCH_EVENTS,
         scan_window: int | None = None,  # seqs; None: SCAN_WINDOW_BATCHES batches
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        meter: Meter | None = None,
     ) -> None:
+        """`meter`: events purged, faults met, when this process last ended a
+        pass (docs/metrics.md)."""
         self._owner_url = owner_url
         self.record = record  # how a purge is recorded in its tenant's log
         self._seal = seal  # of the summaries kept until then
@@ -133,6 +139,28 @@ class Purger:
         self._stuck: set[_Identity] = set()
         # When this process last kept up (the event loop's clock).
         self._kept_up_at = -math.inf
+        self._pass_ended_at: float | None = None  # Unix time, for the gauge
+        meter = meter or no_meter()
+        self._purged_events = meter.create_counter(
+            "sealtrail.retention.events.purged",
+            unit="{event}",
+            description="Events whose payloads this process's passes removed.",
+        )
+        self._faults = meter.create_counter(
+            "sealtrail.retention.failures",
+            unit="{failure}",
+            description="Passes, upkeeps and steps of them that failed (each logged).",
+        )
+        meter.create_observable_gauge(
+            "sealtrail.retention.last_pass.time",
+            callbacks=[self._observe_pass_ended],
+            unit="s",
+            description="When this process last ended a retention pass (Unix time).",
+        )
+
+    def _observe_pass_ended(self, _options: CallbackOptions) -> list[Observation]:
+        ended = self._pass_ended_at
+        return [] if ended is None else [Observation(ended)]
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="sealtrail-purger")
@@ -171,8 +199,10 @@ class Purger:
                 elif not await self.keep_up():
                     again = BUSY_LOOK_AGAIN
             except (psycopg.Error, OSError, SealtrailError) as error:
+                self._faults.add(1)
                 log.warning("retention: %s failed (%s); retrying within the hour", what, error)
             except Exception:  # the job must outlive any one pass
+                self._faults.add(1)
                 log.exception("retention: %s failed; retrying within the hour", what)
             if looking:
                 next_look = clock() + again
@@ -311,6 +341,7 @@ class Purger:
                 kept,
             )
         await note_ended(conn, PURGE_JOB)
+        self._pass_ended_at = time.time()
         # What could not be recorded during the pass (the appender refused it)
         # is tried again before its end, not an upkeep after it.
         retried = None
@@ -347,6 +378,7 @@ class Purger:
         except Exception:
             if conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
                 raise
+            self._faults.add(1)
             log.exception("retention: %s failed; going on", what)
             return None
 
@@ -364,6 +396,7 @@ class Purger:
         except Exception as error:
             if conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
                 raise
+            self._faults.add(1)
             log.exception("retention: the pass over %s failed; going on", pending.tenant_id)
             return ("later" if isinstance(error, psycopg.Error) else "never"), None
 
@@ -382,6 +415,7 @@ class Purger:
         )
         if not purged.count:
             return None
+        self._purged_events.add(purged.count)  # recorded in the log now or later
         log.info(
             "retention: purged %d events of %s (seq %d..%d)",
             purged.count,

@@ -369,25 +369,54 @@ class Appender:
         self._batch_sizes = meter.create_histogram(
             "sealtrail.append.batch.size",
             unit="{event}",
-            description="Events handed to one transaction of the appender.",
+            description="Events the appender took together, whatever became of them.",
             explicit_bucket_boundaries_advisory=EVENTS_BUCKETS,
         )
         self._batch_durations = meter.create_histogram(
             "sealtrail.append.batch.duration",
             unit="s",
-            description="How long one transaction of the appender took, to its callers' answers.",
+            description="How long a batch took, from taken to its callers' answers.",
             explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
+        self._event_outcomes = meter.create_counter(
+            "sealtrail.append.events",
+            unit="{event}",
+            description="Events of batches by their callers' answers: written, failed, abandoned.",
         )
         meter.create_observable_gauge(
             "sealtrail.append.pending",
             callbacks=[self._observe_pending],
             unit="{event}",
-            description="Events handed in and not yet taken into a transaction.",
+            description="Events handed in and not yet taken into a batch.",
+        )
+        meter.create_observable_gauge(
+            "sealtrail.append.pending.size",
+            callbacks=[self._observe_pending_size],
+            unit="By",
+            description="The views of the events handed in and not yet taken, in bytes.",
         )
 
     def _observe_pending(self, _options: CallbackOptions) -> list[Observation]:
         # The reader's thread, not the loop's: an int read as it stands.
         return [Observation(self._pending.events)]
+
+    def _observe_pending_size(self, _options: CallbackOptions) -> list[Observation]:
+        return [Observation(self._pending.size)]
+
+    def _measure(self, batch: list[_Submission], started: float) -> None:
+        self._batch_durations.record(time.perf_counter() - started)
+        self._batch_sizes.record(sum(len(s.events) for s in batch))
+        outcomes = {"written": 0, "failed": 0, "abandoned": 0}
+        for submission in batch:
+            future = submission.future
+            if future.cancelled() or not future.done():  # its caller went away first
+                outcome = "abandoned"  # written or not: a retry's key tells
+            else:
+                outcome = "failed" if future.exception() is not None else "written"
+            outcomes[outcome] += len(submission.events)
+        for outcome, events in outcomes.items():
+            if events:
+                self._event_outcomes.add(events, {"sealtrail.append.outcome": outcome})
 
     @property
     def keeps_connection(self) -> bool:
@@ -533,8 +562,7 @@ class Appender:
             except Exception:  # keep the appender alive whatever happens
                 log.exception("appender: unexpected failure")
                 _fail(batch, Unavailable("the append failed; retry", retry_after=1.0))
-            self._batch_durations.record(time.perf_counter() - started)
-            self._batch_sizes.record(sum(len(s.events) for s in batch))
+            self._measure(batch, started)
 
     def _alone(self) -> bool:
         """A lone caller after a lone commit: nobody else is writing, so waiting

@@ -36,7 +36,7 @@ from typing import Any, Final
 
 import psycopg
 from opentelemetry.trace import Tracer
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
 from ..domain.errors import Unavailable
 from ..fair_share import FairShare
@@ -128,6 +128,9 @@ class Database:
         # False while probe() finds the database down: calls then fail at once
         # with UNAVAILABLE instead of each waiting out the pool's timeout.
         self.reachable = True
+        # Checkouts refused for want of a connection in time, or of room to
+        # wait for one (a call cancelled while it waited is not counted).
+        self.checkout_timeouts = 0
 
     @classmethod
     async def open(
@@ -239,6 +242,8 @@ class Database:
                 yield conn
         except psycopg.OperationalError as error:
             # PoolTimeout is an OperationalError too: no connection in time.
+            if isinstance(error, PoolTimeout | TooManyRequests):
+                self.checkout_timeouts += 1
             raise Unavailable(
                 f"the database is unavailable: {error}".strip(), retry_after=RETRY_AFTER_SECONDS
             ) from error

@@ -2,7 +2,9 @@
 one (`db.client.connection.*`), and whether the database answers.
 
 Read when a reader collects, on its thread: psycopg_pool's counters and the
-watch's flag are read as they stand, without a lock or a turn of the loop."""
+database's are read as they stand, without a lock or a turn of the loop.
+"used" is every connection the pool counts but has not free, including one
+being opened (or retried, while the database is down)."""
 
 from __future__ import annotations
 
@@ -55,9 +57,9 @@ def measure_pool(db: Database, meter: Meter) -> None:
     )
     meter.create_observable_counter(
         "db.client.connection.timeouts",
-        callbacks=[one(lambda: stat("requests_errors"), _POOL)],
+        callbacks=[one(lambda: db.checkout_timeouts, _POOL)],
         unit="{timeout}",
-        description="Requests for a connection that failed: not had in time, or too many waiting.",
+        description="Requests for a connection refused: none free in time, or too many waiting.",
     )
     meter.create_observable_gauge(
         "sealtrail.database.reachable",

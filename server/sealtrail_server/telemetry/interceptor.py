@@ -61,6 +61,9 @@ _SERVER_ERRORS: Final = frozenset(
     }
 )
 
+# The most a call's trip from client to server may take: see _code.
+_DEADLINE_SLACK: Final = 0.25  # seconds
+
 # How calls end without a failure of their own: aborted with a status by the
 # guard, cancelled by the client, or a stream closed early.
 _ENDINGS: Final = (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit)
@@ -141,13 +144,20 @@ def _running_task() -> asyncio.Task[Any] | None:
 
 def _code(context: Context, error: BaseException | None) -> grpc.StatusCode:
     """The status the call ends with: what an abort set, else what an
-    exception or a normal return give."""
+    exception or a normal return give. A call cut off as its deadline passed
+    is cancelled here as one its client gave up on is: the time left tells
+    them apart. The client's deadline passes first (the server's runs from
+    when the call reached it), and the client then cancels the call: a
+    cancellation within `_DEADLINE_SLACK` of the deadline is its expiry."""
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return code
     if error is None:
         return grpc.StatusCode.OK
     if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= _DEADLINE_SLACK:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
         return grpc.StatusCode.CANCELLED
     return grpc.StatusCode.UNKNOWN
 

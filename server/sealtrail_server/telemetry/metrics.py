@@ -3,8 +3,9 @@ standard OTEL_* variables, and the Prometheus endpoint when one is asked for.
 
 Metrics are on when OTEL_METRICS_EXPORTER names an exporter, or when an OTLP
 endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT or _METRICS_ENDPOINT), which then
-implies `otlp`; and off when OTEL_SDK_DISABLED is true or neither is set.
-`none` measures without exporting (nothing reads the measurements then).
+implies `otlp`; and off when OTEL_SDK_DISABLED is true, when neither is set
+(unlike the SDK's own default, `otlp`), or when it says `none` alone:
+measurements nobody reads would only cost.
 
 - `otlp` pushes every OTEL_METRIC_EXPORT_INTERVAL ms (60,000) over gRPC, or
   over HTTP when OTEL_EXPORTER_OTLP_METRICS_PROTOCOL (or _PROTOCOL) is
@@ -13,11 +14,15 @@ implies `otlp`; and off when OTEL_SDK_DISABLED is true or neither is set.
   http://OTEL_EXPORTER_PROMETHEUS_HOST:OTEL_EXPORTER_PROMETHEUS_PORT/metrics
   (localhost:9464 by default; port 0 takes a free one, `Metrics.address`
   says which), from a thread of its own: a scrape never waits for the event
-  loop, and a busy loop never fails a scrape.
+  loop, and a busy loop never fails a scrape. The process's own figures
+  (memory, CPU, open files, start time; the garbage collector's) come with
+  them, as prometheus_client describes them.
 - `console` prints to stdout at the export interval; any other name is looked
   up among the installed `opentelemetry_metrics_exporter` entry points.
 
-The resource is tracing's (service.name `sealtrail` by default)."""
+The resource is tracing's (service.name `sealtrail` by default). `env` picks
+the exporters and the scrape address; each exporter reads its own settings
+(endpoint, headers, interval) from the process's environment, as the SDK does."""
 
 from __future__ import annotations
 
@@ -34,7 +39,12 @@ from opentelemetry.sdk.metrics.export import (
     MetricReader,
     PeriodicExportingMetricReader,
 )
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 from .tracing import service_resource
 
@@ -85,7 +95,7 @@ def metrics_from_env(env: Mapping[str, str], *, version: str = "") -> Metrics | 
     bad port, or an address the scrape endpoint cannot bind, before anything
     else is started."""
     names = metrics_exporter_names(env)
-    if names is None:
+    if not names:
         return None
     readers: list[MetricReader] = []
     registry: CollectorRegistry | None = None
@@ -95,6 +105,8 @@ def metrics_from_env(env: Mapping[str, str], *, version: str = "") -> Metrics | 
         for name in names:
             if name == "prometheus":
                 registry = CollectorRegistry(auto_describe=True)
+                ProcessCollector(registry=registry)
+                GCCollector(registry=registry)
                 readers.append(PrometheusMetricReader(registry=registry))
             else:
                 readers.append(_reader(name, env))
@@ -134,19 +146,22 @@ def _serve_scrapes(
 
 def _reader(name: str, env: Mapping[str, str]) -> MetricReader:
     if name == "otlp":
-        protocol = (
-            env.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
-            or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-            or "grpc"
-        ).strip()
+        variable = next(
+            (
+                v
+                for v in ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+                if env.get(v, "").strip()
+            ),
+            None,
+        )
+        protocol = env[variable].strip() if variable else "grpc"
         if protocol == "grpc":
             name = "otlp_proto_grpc"
         elif protocol == "http/protobuf":
             name = "otlp_proto_http"
         else:
             raise MetricsConfigError(
-                f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported:"
-                " use grpc or http/protobuf"
+                f"{variable}={protocol!r} is not supported: use grpc or http/protobuf"
             )
     found = entry_points(group=_ENTRY_POINTS, name=name)
     if not found:
@@ -155,9 +170,14 @@ def _reader(name: str, env: Mapping[str, str]) -> MetricReader:
             f"OTEL_METRICS_EXPORTER names {name!r}, which is not installed;"
             f" known: {', '.join(known)}, none"
         )
-    loaded = next(iter(found)).load()
-    if isinstance(loaded, type) and issubclass(loaded, MetricReader):
-        reader: MetricReader = loaded()
-        return reader
-    exporter: MetricExporter = loaded()
+    try:
+        loaded = next(iter(found)).load()
+        if isinstance(loaded, type) and issubclass(loaded, MetricReader):
+            reader: MetricReader = loaded()
+            return reader
+        exporter: MetricExporter = loaded()
+    except Exception as error:  # a broken plugin, or settings its constructor refuses
+        raise MetricsConfigError(
+            f"OTEL_METRICS_EXPORTER names {name!r}, which cannot be started: {error}"
+        ) from error
     return PeriodicExportingMetricReader(exporter)

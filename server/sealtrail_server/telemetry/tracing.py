@@ -63,14 +63,15 @@ def tracer_provider_from_env(env: Mapping[str, str], *, version: str = "") -> Tr
 
 def service_resource(version: str = "") -> Resource:
     """What spans and metrics say of this process: OTEL_SERVICE_NAME and
-    OTEL_RESOURCE_ATTRIBUTES, else service.name `sealtrail` (and the version)."""
+    OTEL_RESOURCE_ATTRIBUTES, else service.name `sealtrail`; and the version,
+    unless they give one."""
     resource = Resource.create()
+    defaults: dict[str, str] = {}
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
-        defaults: dict[str, str] = {SERVICE_NAME: DEFAULT_SERVICE_NAME}
-        if version:
-            defaults[SERVICE_VERSION] = version
-        resource = resource.merge(Resource(defaults))
-    return resource
+        defaults[SERVICE_NAME] = DEFAULT_SERVICE_NAME
+    if version and SERVICE_VERSION not in resource.attributes:
+        defaults[SERVICE_VERSION] = version
+    return resource.merge(Resource(defaults)) if defaults else resource
 
 
 def _exporter(name: str, env: Mapping[str, str]) -> SpanExporter:
