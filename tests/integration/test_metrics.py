@@ -129,9 +129,13 @@ def test_calls_are_counted_by_method_and_status_and_appends_by_batch(
     client = AuditClient(measured.target, token=measured.token(tenant))
     try:
         before = scrape(metrics)
-        client.record(build_event(action="metrics.one", actor_id="u"))
+        client.record(build_event(action="metrics.one", actor_id="u", idempotency_key="k-1"))
         client.record(build_event(action="metrics.two", actor_id="u"))
-        client.record_batch([build_event(action="metrics.many", actor_id="u") for _ in range(5)])
+        # Five written, and one refused alone: its key was the first event's.
+        reused = build_event(action="metrics.other", actor_id="u", idempotency_key="k-1")
+        batch = [build_event(action="metrics.many", actor_id="u") for _ in range(5)]
+        answered = client.record_batch([*batch, reused])
+        assert [entry.error is None for entry in answered] == [True] * 5 + [False]
         with pytest.raises(InvalidArgumentError):
             client.record(build_event(action="", actor_id="u"))
         # Measured as the call ends, just after its status was sent.
@@ -146,11 +150,12 @@ def test_calls_are_counted_by_method_and_status_and_appends_by_batch(
 
     assert calls(after, RECORD, "OK") - calls(before, RECORD, "OK") == 2
     assert calls(after, RECORD_BATCH, "OK") - calls(before, RECORD_BATCH, "OK") == 1
-    # Each call waited for its own transaction (nothing else was writing): 7 events in 3.
+    # Each call waited for its own batch (nothing else was writing): 8 events in 3.
     written = {"sealtrail_append_outcome": "written"}
     assert grown("sealtrail_append_events_total", **written) == 7
-    assert grown("sealtrail_append_events_total") == 7
-    assert grown("sealtrail_append_batch_size_sum") == 7
+    assert grown("sealtrail_append_events_total", sealtrail_append_outcome="failed") == 1
+    assert grown("sealtrail_append_events_total") == 8
+    assert grown("sealtrail_append_batch_size_sum") == 8
     assert grown("sealtrail_append_batch_size_count") == 3
     assert grown("sealtrail_append_batch_duration_seconds_count") == 3
     assert value(after, "sealtrail_append_pending") == 0
@@ -289,14 +294,15 @@ def test_forwarding_alerts_checkpoints_and_retention_are_measured(
                 ),
                 1,
             )
-            wait_for(
-                lambda: value(
-                    scrape(metrics), "sealtrail_forward_lag", sealtrail_sink_id=sink.id, **webhook
-                ),
-                0,
-            )
+            wait_for(lambda: value(scrape(metrics), "sealtrail_forward_lag", **webhook), 0)
+            sinks = "sealtrail_forward_sinks"
+            held = {**webhook, "sealtrail_sink_state": "current"}
+            wait_for(lambda: value(scrape(metrics), sinks, **held), 1)
             samples = scrape(metrics)
+            assert value(samples, sinks, **webhook, sealtrail_sink_state="behind") == 0
+            assert value(samples, "sealtrail_forward_sinks_waiting") == 0
             client.delete_sink(sink.id)
+            wait_for(lambda: total(scrape(metrics), sinks, **held), 0)
         delivered = {**webhook, "sealtrail_forward_outcome": "delivered"}
         assert total(samples, "sealtrail_forward_events_total", **delivered) == 3
         assert total(samples, "sealtrail_forward_failures_total") >= 1  # the 503, at least

@@ -332,6 +332,9 @@ class _Metadata:
     def code(self) -> None:
         return None
 
+    def time_remaining(self) -> None:
+        return None  # no deadline
+
     def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
         pass
 

@@ -41,6 +41,7 @@ from ..api.convert import filter_from_json
 from ..domain.event import MAX_RECORD_BYTES
 from ..domain.filters import EventFilter
 from ..domain.sealing import SecretBox
+from ..domain.sinks import KINDS
 from ..fair_share import FairShare
 from ..leased_work import LeasedWork, new_owner
 from ..measures import SECONDS_BUCKETS, no_meter
@@ -189,7 +190,7 @@ class Forwarder:
         self._request_durations = meter.create_histogram(
             "sealtrail.forward.request.duration",
             unit="s",
-            description="Requests to destinations, by the HTTP status answered (none: no answer).",
+            description="Requests to destinations, by the HTTP status answered or why none was.",
             explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
         )
         self._failures_counter = meter.create_counter(
@@ -197,21 +198,57 @@ class Forwarder:
             unit="{failure}",
             description="Failed attempts recorded on sinks (each followed by a backoff).",
         )
-        # sink -> (kind, seqs of its log not yet passed over), for the sinks held here.
-        self._lags: dict[str, tuple[str, int]] = {}
+        # sink -> (kind, seqs of its log not yet passed over, when seen: monotonic),
+        # for the sinks held here. Seen at every step, every few seconds at most.
+        self._lags: dict[str, tuple[str, int, float]] = {}
+        # A sink not seen for this long is held here no more (a lease lost in
+        # an outage, before a claim could say so).
+        self._lag_kept = max(lease_seconds, poll_interval * 10)
+        self._sinks_without_room = 0  # sinks waiting for a process with room, at the last claim
         meter.create_observable_gauge(
             "sealtrail.forward.lag",
             callbacks=[self._observe_lags],
             unit="{event}",
-            description="Events of its tenant's log a sink held here has yet to pass over.",
+            description="The most events of its log a sink of the kind held here has to pass over.",
+        )
+        meter.create_observable_up_down_counter(
+            "sealtrail.forward.sinks",
+            callbacks=[self._observe_sinks],
+            unit="{sink}",
+            description="Sinks held here: current, or behind.",
+        )
+        meter.create_observable_up_down_counter(
+            "sealtrail.forward.sinks.waiting",
+            callbacks=[lambda _options: [Observation(self._sinks_without_room)]],
+            unit="{sink}",
+            description="Sinks no process had room for, as this one's last claim at its limit saw.",
         )
 
+    def _seen(self) -> dict[str, list[int]]:
+        """The lags of the sinks held here, by kind (every kind: a series
+        that stops being observed is gone, not 0). Called on a reader's
+        thread: the dict is copied first, as the loop may change it meanwhile."""
+        recent = time.monotonic() - self._lag_kept
+        by_kind: dict[str, list[int]] = {kind: [] for kind in KINDS}
+        for kind, lag, seen in list(self._lags.values()):
+            if seen >= recent:
+                by_kind[kind].append(lag)
+        return by_kind
+
     def _observe_lags(self, _options: CallbackOptions) -> list[Observation]:
-        # The reader's thread: a copy, as the loop may change the dict meanwhile.
         return [
-            Observation(lag, {"sealtrail.sink.id": sink_id, "sealtrail.sink.kind": kind})
-            for sink_id, (kind, lag) in list(self._lags.items())
+            Observation(max(lags, default=0), {"sealtrail.sink.kind": kind})
+            for kind, lags in self._seen().items()
         ]
+
+    def _observe_sinks(self, _options: CallbackOptions) -> list[Observation]:
+        observed = []
+        for kind, lags in self._seen().items():
+            behind = sum(1 for lag in lags if lag > 0)
+            for state, count in (("current", len(lags) - behind), ("behind", behind)):
+                attributes = {"sealtrail.sink.kind": kind, "sealtrail.sink.state": state}
+                observed.append(Observation(count, attributes))
+        return observed
 
     def _count_sent(self, kind: str, sent: _Sent) -> None:
         if sent.delivered:
@@ -267,6 +304,7 @@ class Forwarder:
         elif not waiting and self._sinks_waiting:
             log.info("forwarder: no sink waits for a process with room any more")
         self._sinks_waiting = waiting > 0
+        self._sinks_without_room = waiting
         held = {lease.sink_id for lease in leases}
         self._memory.keep_only(held)
         for sink_id in [sink_id for sink_id in self._record_sizes if sink_id not in held]:
@@ -294,6 +332,11 @@ class Forwarder:
         if sink is None:
             self._lags.pop(lease.sink_id, None)
             return None
+        async with self._db.connection(lease.tenant_id) as conn:
+            head = await tree_size(conn, lease.tenant_id)
+        cursor = sink.state.cursor_seq
+        # Seen at each step, waiting (a backoff, secrets to set) or not.
+        self._note_lag(lease.sink_id, sink.definition.kind, head - cursor)
         now = _now()
         due = sink.state.next_attempt_at
         if due is not None and due > now:
@@ -314,10 +357,6 @@ class Forwarder:
             definition.destination,
         )
         event_filter = filter_from_json(definition.filter)
-        async with self._db.connection(lease.tenant_id) as conn:
-            head = await tree_size(conn, lease.tenant_id)
-        cursor = sink.state.cursor_seq
-        self._lags[lease.sink_id] = (definition.kind, max(0, head - cursor))
         progressed = False
         failures = sink.state.consecutive_failures
         if cursor < head:
@@ -347,7 +386,7 @@ class Forwarder:
             if not moved:
                 return await self._after_refused_move(lease, sink.updated_at)
             self._count_sent(definition.kind, sent)
-            self._lags[lease.sink_id] = (definition.kind, max(0, head - sent.upto))
+            self._note_lag(lease.sink_id, definition.kind, head - sent.upto)
             progressed = True
             if sent.delivered:  # as `advance` left it: a replay failing next backs off anew
                 failures = 0
@@ -684,15 +723,19 @@ class Forwarder:
             # An address the egress policy refuses stays refused until the
             # sink's URL or the policy changes.
             needs_fixing = isinstance(error, EgressDenied)
-            self._measure_request(sender, started, "none")
+            self._measure_request(sender, started, {"error.type": type(error).__name__})
             return _NoAnswer(f"{host}: {str(error) or type(error).__name__}", needs_fixing)
-        self._measure_request(sender, started, str(answer.status))
+        self._measure_request(sender, started, {"http.response.status_code": answer.status})
         return answer
 
-    def _measure_request(self, sender: Sender, started: float, status: str) -> None:
+    def _note_lag(self, sink_id: str, kind: str, lag: int) -> None:
+        self._lags[sink_id] = (kind, max(0, lag), time.monotonic())
+
+    def _measure_request(
+        self, sender: Sender, started: float, outcome: dict[str, str | int]
+    ) -> None:
         self._request_durations.record(
-            time.perf_counter() - started,
-            {"sealtrail.sink.kind": sender.kind, "http.response.status_code": status},
+            time.perf_counter() - started, {"sealtrail.sink.kind": sender.kind, **outcome}
         )
 
     async def _settle(

@@ -139,7 +139,9 @@ class Purger:
         self._stuck: set[_Identity] = set()
         # When this process last kept up (the event loop's clock).
         self._kept_up_at = -math.inf
-        self._pass_ended_at: float | None = None  # Unix time, for the gauge
+        # When the deployment's last pass ended, as this process last saw
+        # (Unix time, for the gauge): its own, or any process's it looked up.
+        self._pass_ended_at: float | None = None
         meter = meter or no_meter()
         self._purged_events = meter.create_counter(
             "sealtrail.retention.events.purged",
@@ -155,7 +157,7 @@ class Purger:
             "sealtrail.retention.last_pass.time",
             callbacks=[self._observe_pass_ended],
             unit="s",
-            description="When this process last ended a retention pass (Unix time).",
+            description="When the deployment's last retention pass ended (Unix time).",
         )
 
     def _observe_pass_ended(self, _options: CallbackOptions) -> list[Observation]:
@@ -240,6 +242,8 @@ class Purger:
             if conn is None:  # another process's pass ends, and is noted, first
                 return self._look_again_within(BUSY_LOOK_AGAIN), True
             since = await seconds_since_ended(conn, PURGE_JOB)
+            if since is not None:  # by any process: every one reports the deployment's
+                self._pass_ended_at = time.time() - max(since, 0.0)
             if since is not None and -CLOCK_STEPPED_BACK <= since < self._interval:
                 # Not due; a clock gone back a little leaves the pass as just ended.
                 until_due, started = self._interval - max(since, 0.0), clock()
@@ -412,10 +416,10 @@ class Purger:
             batch_events=self._batch_events,
             scan_window=self._scan_window,
             clock=self._clock,
+            on_batch=self._purged_events.add,  # each batch as it commits
         )
         if not purged.count:
             return None
-        self._purged_events.add(purged.count)  # recorded in the log now or later
         log.info(
             "retention: purged %d events of %s (seq %d..%d)",
             purged.count,

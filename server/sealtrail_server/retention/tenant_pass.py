@@ -113,9 +113,11 @@ async def purge_tenant(
     batch_events: int,
     scan_window: int,
     clock: Callable[[], datetime],
+    on_batch: Callable[[int], None] = lambda _count: None,
 ) -> TenantPurge:
     """The tenant's expired events removed, rule by rule, one batch a
-    transaction; what was removed, noted (sealed) with each batch."""
+    transaction; what was removed, noted (sealed) with each batch.
+    `on_batch(count)` is told of each batch once it committed."""
     purged = TenantPurge(tenant_id)
     now = clock()
     finished: set[str] = set()
@@ -209,5 +211,7 @@ async def purge_tenant(
                 current = [selection_key(s) for s in selections]
                 await mark_purged(conn, tenant_id, key, removed_before=reached, current=current)
                 marks[key] = max(reached, marks.get(key, reached))  # as stored
+        if batch.count:
+            on_batch(batch.count)
         if done:
             finished.add(selection.rule)

@@ -406,14 +406,23 @@ class Appender:
     def _measure(self, batch: list[_Submission], started: float) -> None:
         self._batch_durations.record(time.perf_counter() - started)
         self._batch_sizes.record(sum(len(s.events) for s in batch))
+        self._count_answers(batch)
+
+    def _count_answers(self, submissions: list[_Submission]) -> None:
+        """Each event by what its caller was answered: written (stored, or a
+        repeat's original), failed (an error, for the call or for the event
+        alone), or abandoned (the caller went away first: written or not, a
+        retry's key tells)."""
         outcomes = {"written": 0, "failed": 0, "abandoned": 0}
-        for submission in batch:
+        for submission in submissions:
             future = submission.future
-            if future.cancelled() or not future.done():  # its caller went away first
-                outcome = "abandoned"  # written or not: a retry's key tells
+            if future.cancelled() or not future.done():
+                outcomes["abandoned"] += len(submission.events)
+            elif future.exception() is not None:
+                outcomes["failed"] += len(submission.events)
             else:
-                outcome = "failed" if future.exception() is not None else "written"
-            outcomes[outcome] += len(submission.events)
+                for answer in future.result():
+                    outcomes["failed" if isinstance(answer, SealtrailError) else "written"] += 1
         for outcome, events in outcomes.items():
             if events:
                 self._event_outcomes.add(events, {"sealtrail.append.outcome": outcome})
@@ -442,6 +451,7 @@ class Appender:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             _fail(self._pending.submissions, Unavailable("the server stopped", retry_after=1.0))
+            self._count_answers(self._pending.submissions)
             self._pending = _Pending()
         self._task = None
 
@@ -558,6 +568,7 @@ class Appender:
                         retry_after=1.0,
                     ),
                 )
+                self._measure(batch, started)
                 raise
             except Exception:  # keep the appender alive whatever happens
                 log.exception("appender: unexpected failure")

@@ -76,6 +76,7 @@ class _Call:
 
     __slots__ = (
         "_attached",
+        "_budget",
         "_durations",
         "_started",
         "_task",
@@ -92,9 +93,12 @@ class _Call:
         attached: TraceContext | None,
         request_id: str,
         durations: Histogram,
+        budget: float | None = None,
     ) -> None:
+        """`budget`: the seconds its deadline left it as it began (None: none)."""
         self.method = method
         self._durations = durations
+        self._budget = budget
         self.span = span
         self._attached = attached
         self._token = otel_context.attach(attached) if attached is not None else None
@@ -103,7 +107,7 @@ class _Call:
         self._started = time.perf_counter()
 
     def end(self, context: Context, error: BaseException | None) -> None:
-        code = _code(context, error)
+        code = _code(context, error, self._budget)
         span = self.span
         if span is not None:
             span.set_attribute("rpc.grpc.status_code", code.value[0])
@@ -142,13 +146,16 @@ def _running_task() -> asyncio.Task[Any] | None:
         return None
 
 
-def _code(context: Context, error: BaseException | None) -> grpc.StatusCode:
+def _code(
+    context: Context, error: BaseException | None, budget: float | None = None
+) -> grpc.StatusCode:
     """The status the call ends with: what an abort set, else what an
     exception or a normal return give. A call cut off as its deadline passed
     is cancelled here as one its client gave up on is: the time left tells
     them apart. The client's deadline passes first (the server's runs from
     when the call reached it), and the client then cancels the call: a
-    cancellation within `_DEADLINE_SLACK` of the deadline is its expiry."""
+    cancellation within `_DEADLINE_SLACK` of the deadline, and in the last
+    tenth of the call's `budget`, is its expiry."""
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return code
@@ -156,7 +163,8 @@ def _code(context: Context, error: BaseException | None) -> grpc.StatusCode:
         return grpc.StatusCode.OK
     if isinstance(error, asyncio.CancelledError | GeneratorExit):
         remaining = context.time_remaining()
-        if remaining is not None and remaining <= _DEADLINE_SLACK:
+        slack = _DEADLINE_SLACK if budget is None else min(_DEADLINE_SLACK, budget / 10)
+        if remaining is not None and remaining <= slack:
             return grpc.StatusCode.DEADLINE_EXCEEDED
         return grpc.StatusCode.CANCELLED
     return grpc.StatusCode.UNKNOWN
@@ -221,7 +229,7 @@ class TelemetryInterceptor(ServiceInterceptor):
             if invalid is not None:
                 span.set_attribute(INVALID_REQUEST_ID_ATTRIBUTE, invalid[:_MAX_KEPT_INVALID])
             current = trace.set_span_in_context(span, parent)
-        call = _Call(method, span, current, request_id, self._durations)
+        call = _Call(method, span, current, request_id, self._durations, context.time_remaining())
         own = span.get_span_context() if span is not None else trace.INVALID_SPAN_CONTEXT
         set_correlation(correlation_of(request_id, caller or trace.INVALID_SPAN_CONTEXT, own))
         context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
