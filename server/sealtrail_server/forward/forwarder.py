@@ -35,16 +35,14 @@ from typing import Final
 
 import httpcore
 import psycopg
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import Meter
 
 from ..api.convert import filter_from_json
 from ..domain.event import MAX_RECORD_BYTES
 from ..domain.filters import EventFilter
 from ..domain.sealing import SecretBox
-from ..domain.sinks import KINDS
 from ..fair_share import FairShare
 from ..leased_work import LeasedWork, new_owner
-from ..measures import SECONDS_BUCKETS, no_meter
 from ..store import sinks as store
 from ..store.database import Connection, Database
 from ..store.events import StoredEvent, stream_events
@@ -64,6 +62,7 @@ from .destinations import (
     verdict,
 )
 from .egress import Answer, EgressDenied, OutboundClient
+from .measures import ForwardingMeasures
 from .memory import LONE_REFUSAL_RETRIES, DestinationMemory, Stream
 
 log = logging.getLogger(__name__)
@@ -181,85 +180,8 @@ class Forwarder:
             poll_interval=poll_interval,
             lease_seconds=lease_seconds,
         )
-        meter = meter or no_meter()
-        self._events_counter = meter.create_counter(
-            "sealtrail.forward.events",
-            unit="{event}",
-            description="Events a sink's destination took (delivered) or refused (dead_lettered).",
-        )
-        self._request_durations = meter.create_histogram(
-            "sealtrail.forward.request.duration",
-            unit="s",
-            description="Requests to destinations, by the HTTP status answered or why none was.",
-            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
-        )
-        self._failures_counter = meter.create_counter(
-            "sealtrail.forward.failures",
-            unit="{failure}",
-            description="Failed attempts recorded on sinks (each followed by a backoff).",
-        )
-        # sink -> (kind, seqs of its log not yet passed over, when seen: monotonic),
-        # for the sinks held here. Seen at every step, every few seconds at most.
-        self._lags: dict[str, tuple[str, int, float]] = {}
-        # A sink not seen for this long is held here no more (a lease lost in
-        # an outage, before a claim could say so).
-        self._lag_kept = max(lease_seconds, poll_interval * 10)
-        self._sinks_without_room = 0  # sinks waiting for a process with room, at the last claim
-        meter.create_observable_gauge(
-            "sealtrail.forward.lag",
-            callbacks=[self._observe_lags],
-            unit="{event}",
-            description="The most events of its log a sink of the kind held here has to pass over.",
-        )
-        meter.create_observable_up_down_counter(
-            "sealtrail.forward.sinks",
-            callbacks=[self._observe_sinks],
-            unit="{sink}",
-            description="Sinks held here: current, or behind.",
-        )
-        meter.create_observable_up_down_counter(
-            "sealtrail.forward.sinks.waiting",
-            callbacks=[lambda _options: [Observation(self._sinks_without_room)]],
-            unit="{sink}",
-            description="Sinks no process had room for, as this one's last claim at its limit saw.",
-        )
-
-    def _seen(self) -> dict[str, list[int]]:
-        """The lags of the sinks held here, by kind (every kind: a series
-        that stops being observed is gone, not 0). Called on a reader's
-        thread: the dict is copied first, as the loop may change it meanwhile."""
-        recent = time.monotonic() - self._lag_kept
-        by_kind: dict[str, list[int]] = {kind: [] for kind in KINDS}
-        for kind, lag, seen in list(self._lags.values()):
-            if seen >= recent:
-                by_kind[kind].append(lag)
-        return by_kind
-
-    def _observe_lags(self, _options: CallbackOptions) -> list[Observation]:
-        return [
-            Observation(max(lags, default=0), {"sealtrail.sink.kind": kind})
-            for kind, lags in self._seen().items()
-        ]
-
-    def _observe_sinks(self, _options: CallbackOptions) -> list[Observation]:
-        observed = []
-        for kind, lags in self._seen().items():
-            behind = sum(1 for lag in lags if lag > 0)
-            for state, count in (("current", len(lags) - behind), ("behind", behind)):
-                attributes = {"sealtrail.sink.kind": kind, "sealtrail.sink.state": state}
-                observed.append(Observation(count, attributes))
-        return observed
-
-    def _count_sent(self, kind: str, sent: _Sent) -> None:
-        if sent.delivered:
-            self._events_counter.add(
-                sent.delivered,
-                {"sealtrail.sink.kind": kind, "sealtrail.forward.outcome": "delivered"},
-            )
-        if parked := sum(letter.event_count for letter in sent.letters):
-            self._events_counter.add(
-                parked, {"sealtrail.sink.kind": kind, "sealtrail.forward.outcome": "dead_lettered"}
-            )
+        # Events, requests, failures, and how far behind the sinks held here are.
+        self._measures = ForwardingMeasures(meter, kept_for=max(lease_seconds, poll_interval * 10))
 
     def start(self) -> None:
         if self._max_sinks > 0:
@@ -268,7 +190,7 @@ class Forwarder:
     async def stop(self) -> None:
         await self._work.stop()
         await self._client.close()
-        self._lags.clear()  # held by no one here any more
+        self._measures.clear()  # no sink is held here any more
 
     def sinks_changed(self) -> None:
         """Sinks were created, changed or given replays here: look for sinks
@@ -304,13 +226,12 @@ class Forwarder:
         elif not waiting and self._sinks_waiting:
             log.info("forwarder: no sink waits for a process with room any more")
         self._sinks_waiting = waiting > 0
-        self._sinks_without_room = waiting
+        self._measures.sinks_waiting = waiting
         held = {lease.sink_id for lease in leases}
         self._memory.keep_only(held)
         for sink_id in [sink_id for sink_id in self._record_sizes if sink_id not in held]:
             del self._record_sizes[sink_id]
-        for sink_id in [sink_id for sink_id in self._lags if sink_id not in held]:
-            del self._lags[sink_id]
+        self._measures.keep_only(held)
         return leases
 
     async def _release(self) -> None:
@@ -330,13 +251,13 @@ class Forwarder:
             sink = await store.read_leased(conn, lease, owner=self.owner, box=self._box)
             replay = await store.oldest_replay(conn, lease) if sink else None
         if sink is None:
-            self._lags.pop(lease.sink_id, None)
+            self._measures.forget(lease.sink_id)
             return None
         async with self._db.connection(lease.tenant_id) as conn:
             head = await tree_size(conn, lease.tenant_id)
         cursor = sink.state.cursor_seq
         # Seen at each step, waiting (a backoff, secrets to set) or not.
-        self._note_lag(lease.sink_id, sink.definition.kind, head - cursor)
+        self._measures.lag(lease.sink_id, sink.definition.kind, head - cursor)
         now = _now()
         due = sink.state.next_attempt_at
         if due is not None and due > now:
@@ -385,8 +306,8 @@ class Forwarder:
             )
             if not moved:
                 return await self._after_refused_move(lease, sink.updated_at)
-            self._count_sent(definition.kind, sent)
-            self._note_lag(lease.sink_id, definition.kind, head - sent.upto)
+            self._measures.sent(definition.kind, sent.delivered, sent.letters)
+            self._measures.lag(lease.sink_id, definition.kind, head - sent.upto)
             progressed = True
             if sent.delivered:  # as `advance` left it: a replay failing next backs off anew
                 failures = 0
@@ -427,7 +348,7 @@ class Forwarder:
             )
             if not moved:
                 return await self._after_refused_move(lease, sink.updated_at)
-            self._count_sent(definition.kind, replayed)
+            self._measures.sent(definition.kind, replayed.delivered, replayed.letters)
             if replayed.upto >= replay.last_seq:  # done: what its requests met goes with it
                 self._memory.forget_stream((lease.sink_id, replay.id))
             progressed = True
@@ -723,20 +644,10 @@ class Forwarder:
             # An address the egress policy refuses stays refused until the
             # sink's URL or the policy changes.
             needs_fixing = isinstance(error, EgressDenied)
-            self._measure_request(sender, started, {"error.type": type(error).__name__})
+            self._measures.request(sender.kind, started, {"error.type": type(error).__name__})
             return _NoAnswer(f"{host}: {str(error) or type(error).__name__}", needs_fixing)
-        self._measure_request(sender, started, {"http.response.status_code": answer.status})
+        self._measures.request(sender.kind, started, {"http.response.status_code": answer.status})
         return answer
-
-    def _note_lag(self, sink_id: str, kind: str, lag: int) -> None:
-        self._lags[sink_id] = (kind, max(0, lag), time.monotonic())
-
-    def _measure_request(
-        self, sender: Sender, started: float, outcome: dict[str, str | int]
-    ) -> None:
-        self._request_durations.record(
-            time.perf_counter() - started, {"sealtrail.sink.kind": sender.kind, **outcome}
-        )
 
     async def _settle(
         self,
@@ -865,7 +776,7 @@ class Forwarder:
             )
         if not recorded:
             raise _Refused(defined_at)
-        self._failures_counter.add(1)
+        self._measures.failure()
 
 
 def _item_letters(result: Verdict) -> list[Parking]:

@@ -46,7 +46,7 @@ from typing import Any, Final, Protocol
 
 import psycopg
 from opentelemetry import trace
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 from psycopg import sql
 
@@ -69,7 +69,7 @@ from ..domain.event import (
 )
 from ..domain.event_ids import event_id_minter
 from ..domain.merkle import EMPTY_ROOT, append_leaf, frontier_root, leaf_hash, split_frontier
-from ..measures import EVENTS_BUCKETS, SECONDS_BUCKETS, no_meter
+from .append_measures import AppendMeasures
 from .arrays import ByteaArray, Int8Array, TextArray
 from .changes import (
     ERASURE_SUBJECT,
@@ -365,67 +365,13 @@ class Appender:
         # Tenants whose head another session held past the lock timeout, and
         # until when their appends are refused without a try (loop time).
         self._held_elsewhere: dict[str, float] = {}
-        meter = meter or no_meter()
-        self._batch_sizes = meter.create_histogram(
-            "sealtrail.append.batch.size",
-            unit="{event}",
-            description="Events the appender took together, whatever became of them.",
-            explicit_bucket_boundaries_advisory=EVENTS_BUCKETS,
+        self._measures = AppendMeasures(
+            meter, waiting=lambda: (self._pending.events, self._pending.size)
         )
-        self._batch_durations = meter.create_histogram(
-            "sealtrail.append.batch.duration",
-            unit="s",
-            description="How long a batch took, from taken to its callers' answers.",
-            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
-        )
-        self._event_outcomes = meter.create_counter(
-            "sealtrail.append.events",
-            unit="{event}",
-            description="Events of batches by their callers' answers: written, failed, abandoned.",
-        )
-        meter.create_observable_gauge(
-            "sealtrail.append.pending",
-            callbacks=[self._observe_pending],
-            unit="{event}",
-            description="Events handed in and not yet taken into a batch.",
-        )
-        meter.create_observable_gauge(
-            "sealtrail.append.pending.size",
-            callbacks=[self._observe_pending_size],
-            unit="By",
-            description="The views of the events handed in and not yet taken, in bytes.",
-        )
-
-    def _observe_pending(self, _options: CallbackOptions) -> list[Observation]:
-        # The reader's thread, not the loop's: an int read as it stands.
-        return [Observation(self._pending.events)]
-
-    def _observe_pending_size(self, _options: CallbackOptions) -> list[Observation]:
-        return [Observation(self._pending.size)]
 
     def _measure(self, batch: list[_Submission], started: float) -> None:
-        self._batch_durations.record(time.perf_counter() - started)
-        self._batch_sizes.record(sum(len(s.events) for s in batch))
-        self._count_answers(batch)
-
-    def _count_answers(self, submissions: list[_Submission]) -> None:
-        """Each event by what its caller was answered: written (stored, or a
-        repeat's original), failed (an error, for the call or for the event
-        alone), or abandoned (the caller went away first: written or not, a
-        retry's key tells)."""
-        outcomes = {"written": 0, "failed": 0, "abandoned": 0}
-        for submission in submissions:
-            future = submission.future
-            if future.cancelled() or not future.done():
-                outcomes["abandoned"] += len(submission.events)
-            elif future.exception() is not None:
-                outcomes["failed"] += len(submission.events)
-            else:
-                for answer in future.result():
-                    outcomes["failed" if isinstance(answer, SealtrailError) else "written"] += 1
-        for outcome, events in outcomes.items():
-            if events:
-                self._event_outcomes.add(events, {"sealtrail.append.outcome": outcome})
+        self._measures.batch(sum(len(s.events) for s in batch), time.perf_counter() - started)
+        self._measures.answered(_answers(batch))
 
     @property
     def keeps_connection(self) -> bool:
@@ -451,7 +397,7 @@ class Appender:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             _fail(self._pending.submissions, Unavailable("the server stopped", retry_after=1.0))
-            self._count_answers(self._pending.submissions)
+            self._measures.answered(_answers(self._pending.submissions))
             self._pending = _Pending()
         self._task = None
 
@@ -1139,6 +1085,24 @@ def _resolve(batch: list[_Submission], outcomes: Sequence[SubmissionOutcome]) ->
             _fail([submission], outcome)
         else:
             submission.future.set_result(outcome)
+
+
+def _answers(submissions: list[_Submission]) -> dict[str, int]:
+    """Their events by what their callers were answered: written (stored, or
+    a repeat's original), failed (an error, for the call or for the event
+    alone), or abandoned (the caller went away first: written or not, a
+    retry's key tells)."""
+    outcomes = {"written": 0, "failed": 0, "abandoned": 0}
+    for submission in submissions:
+        future = submission.future
+        if future.cancelled() or not future.done():
+            outcomes["abandoned"] += len(submission.events)
+        elif future.exception() is not None:
+            outcomes["failed"] += len(submission.events)
+        else:
+            for answer in future.result():
+                outcomes["failed" if isinstance(answer, SealtrailError) else "written"] += 1
+    return outcomes
 
 
 def _fail(batch: list[_Submission], error: SealtrailError) -> None:

@@ -46,10 +46,10 @@ from prometheus_client import (
     start_http_server,
 )
 
+from .otel_env import exporter_names, otlp_entry_point
 from .tracing import service_resource
 
 _ENTRY_POINTS: Final = "opentelemetry_metrics_exporter"
-_ENDPOINTS: Final = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
 DEFAULT_PROMETHEUS_HOST: Final = "localhost"
 DEFAULT_PROMETHEUS_PORT: Final = 9464  # OpenTelemetry's, registered with Prometheus
 
@@ -80,13 +80,7 @@ class Metrics:
 def metrics_exporter_names(env: Mapping[str, str]) -> list[str] | None:
     """The exporters the environment asks for ([] for `none`), or None when
     metrics are off."""
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return None
-    names = [n.strip().lower() for n in env.get("OTEL_METRICS_EXPORTER", "").split(",")]
-    names = [n for n in names if n]
-    if not names:
-        return ["otlp"] if any(env.get(name, "").strip() for name in _ENDPOINTS) else None
-    return list(dict.fromkeys(n for n in names if n != "none"))
+    return exporter_names(env, "metrics")
 
 
 def metrics_from_env(env: Mapping[str, str], *, version: str = "") -> Metrics | None:
@@ -146,23 +140,7 @@ def _serve_scrapes(
 
 def _reader(name: str, env: Mapping[str, str]) -> MetricReader:
     if name == "otlp":
-        variable = next(
-            (
-                v
-                for v in ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
-                if env.get(v, "").strip()
-            ),
-            None,
-        )
-        protocol = env[variable].strip() if variable else "grpc"
-        if protocol == "grpc":
-            name = "otlp_proto_grpc"
-        elif protocol == "http/protobuf":
-            name = "otlp_proto_http"
-        else:
-            raise MetricsConfigError(
-                f"{variable}={protocol!r} is not supported: use grpc or http/protobuf"
-            )
+        name = otlp_entry_point(env, "metrics", MetricsConfigError)
     found = entry_points(group=_ENTRY_POINTS, name=name)
     if not found:
         known = sorted({point.name for point in entry_points(group=_ENTRY_POINTS)} | {"otlp"})

@@ -26,9 +26,11 @@ from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
+from .otel_env import exporter_names as signal_exporters
+from .otel_env import otlp_entry_point
+
 DEFAULT_SERVICE_NAME: Final = "sealtrail"
 _ENTRY_POINTS: Final = "opentelemetry_traces_exporter"
-_ENDPOINTS: Final = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
 class TracingConfigError(ValueError):
@@ -38,13 +40,7 @@ class TracingConfigError(ValueError):
 def exporter_names(env: Mapping[str, str]) -> list[str] | None:
     """The exporters the environment asks for ([] for `none`), or None when
     tracing is off."""
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return None
-    names = [n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "").split(",")]
-    names = [n for n in names if n]
-    if not names:
-        return ["otlp"] if any(env.get(name, "").strip() for name in _ENDPOINTS) else None
-    return [n for n in names if n != "none"]
+    return signal_exporters(env, "traces")
 
 
 def tracer_provider_from_env(env: Mapping[str, str], *, version: str = "") -> TracerProvider | None:
@@ -76,20 +72,7 @@ def service_resource(version: str = "") -> Resource:
 
 def _exporter(name: str, env: Mapping[str, str]) -> SpanExporter:
     if name == "otlp":
-        protocol = (
-            env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-            or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-            or "grpc"
-        ).strip()
-        if protocol == "grpc":
-            name = "otlp_proto_grpc"
-        elif protocol == "http/protobuf":
-            name = "otlp_proto_http"
-        else:
-            raise TracingConfigError(
-                f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported:"
-                " use grpc or http/protobuf"
-            )
+        name = otlp_entry_point(env, "traces", TracingConfigError)
     found = entry_points(group=_ENTRY_POINTS, name=name)
     if not found:
         known = sorted({point.name for point in entry_points(group=_ENTRY_POINTS)} | {"otlp"})
