@@ -4,6 +4,7 @@ hung), and the process exits cleanly within its grace period."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Any
@@ -23,8 +24,9 @@ def test_sigterm_finishes_what_is_in_flight_and_refuses_the_rest(
     acknowledged: dict[str, str] = {}
     refused: list[str] = []
     cancelled: list[str] = []
-    failures: list[BaseException] = []
+    failures: list[tuple[str, float, BaseException]] = []  # key, seconds after SIGTERM, error
     stop = threading.Event()
+    began = math.inf
 
     def write(worker: int) -> None:
         # No retries: each call's own fate is what this test looks at.
@@ -33,6 +35,7 @@ def test_sigterm_finishes_what_is_in_flight_and_refuses_the_rest(
             while not stop.is_set():
                 key = f"{worker}-{n}"
                 n += 1
+                sent = time.monotonic()
                 try:
                     result = client.record(
                         build_event(action="doc.edit", actor_id="u", idempotency_key=key)
@@ -45,12 +48,12 @@ def test_sigterm_finishes_what_is_in_flight_and_refuses_the_rest(
                     # A call caught as the server stops may be cancelled: never
                     # acknowledged, so the client retries it (same key), as below.
                     if error.code != grpc.StatusCode.CANCELLED:
-                        failures.append(error)
+                        failures.append((key, sent - began, error))
                         return
                     cancelled.append(key)
                     continue
                 except Exception as error:  # the test fails on anything else
-                    failures.append(error)
+                    failures.append((key, sent - began, error))
                     return
                 acknowledged[key] = result.event.id
 
@@ -67,7 +70,9 @@ def test_sigterm_finishes_what_is_in_flight_and_refuses_the_rest(
     for writer in writers:
         writer.join(30)
     assert status == 0 and took < 15  # shutdown_grace is 10 s; it needed far less
-    assert failures == [], failures  # nothing hung or broke: answered, or refused cleanly
+    # Nothing hung or broke: answered, or refused cleanly. (Once on a loaded CI machine a
+    # Record sent just before SIGTERM waited out its 10 s deadline: said in full if again.)
+    assert failures == [], (took, failures, "".join(process.stderr[-40:]))
     assert before > 0 and refused  # it was busy, then refused
     rows = dict(
         sql.execute(
