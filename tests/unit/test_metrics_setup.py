@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import urllib.error
 import urllib.request
+from importlib.metadata import EntryPoint, EntryPoints
 
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
@@ -20,12 +21,14 @@ from opentelemetry.sdk.metrics.export import (
     PeriodicExportingMetricReader,
 )
 
+from sealtrail_server.telemetry import otel_env
 from sealtrail_server.telemetry.metrics import (
     Metrics,
     MetricsConfigError,
     metrics_exporter_names,
     metrics_from_env,
 )
+from sealtrail_server.telemetry.tracing import TracingConfigError, tracer_provider_from_env
 
 SCRAPE_HERE = {"OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1", "OTEL_EXPORTER_PROMETHEUS_PORT": "0"}
 
@@ -175,3 +178,24 @@ def test_an_unknown_exporter_or_protocol_is_a_clear_error(
 ) -> None:
     with pytest.raises(MetricsConfigError, match=message):
         metrics_from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("plugin", "message"),
+    [
+        ("no_such_module:Exporter", "'broken', which cannot be loaded: No module named"),
+        ("json:loads", "'broken', which cannot be started: "),  # needs an argument
+    ],
+)
+def test_an_exporter_that_cannot_be_loaded_or_started_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, plugin: str, message: str
+) -> None:
+    def installed(group: str, name: str | None = None) -> EntryPoints:
+        found = EntryPoints([EntryPoint("broken", plugin, group)])
+        return found.select(name=name) if name is not None else found
+
+    monkeypatch.setattr(otel_env, "entry_points", installed)
+    with pytest.raises(MetricsConfigError, match=f"^OTEL_METRICS_EXPORTER names {message}"):
+        metrics_from_env({"OTEL_METRICS_EXPORTER": "broken"})
+    with pytest.raises(TracingConfigError, match=f"^OTEL_TRACES_EXPORTER names {message}"):
+        tracer_provider_from_env({"OTEL_TRACES_EXPORTER": "broken"})

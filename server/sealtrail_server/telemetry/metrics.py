@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Final
 from wsgiref.simple_server import WSGIServer
 
@@ -46,10 +45,9 @@ from prometheus_client import (
     start_http_server,
 )
 
-from .otel_env import exporter_names, otlp_entry_point
+from .otel_env import exporter_names, exporter_plugin
 from .tracing import service_resource
 
-_ENTRY_POINTS: Final = "opentelemetry_metrics_exporter"
 DEFAULT_PROMETHEUS_HOST: Final = "localhost"
 DEFAULT_PROMETHEUS_PORT: Final = 9464  # OpenTelemetry's, registered with Prometheus
 
@@ -139,22 +137,13 @@ def _serve_scrapes(
 
 
 def _reader(name: str, env: Mapping[str, str]) -> MetricReader:
-    if name == "otlp":
-        name = otlp_entry_point(env, "metrics", MetricsConfigError)
-    found = entry_points(group=_ENTRY_POINTS, name=name)
-    if not found:
-        known = sorted({point.name for point in entry_points(group=_ENTRY_POINTS)} | {"otlp"})
-        raise MetricsConfigError(
-            f"OTEL_METRICS_EXPORTER names {name!r}, which is not installed;"
-            f" known: {', '.join(known)}, none"
-        )
+    loaded = exporter_plugin(env, "metrics", name, MetricsConfigError)
     try:
-        loaded = next(iter(found)).load()
         if isinstance(loaded, type) and issubclass(loaded, MetricReader):
             reader: MetricReader = loaded()
             return reader
         exporter: MetricExporter = loaded()
-    except Exception as error:  # a broken plugin, or settings its constructor refuses
+    except Exception as error:  # settings its constructor refuses
         raise MetricsConfigError(
             f"OTEL_METRICS_EXPORTER names {name!r}, which cannot be started: {error}"
         ) from error

@@ -5,7 +5,8 @@ which exporters a signal asks for, and which OTLP exporter its protocol names.""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from importlib.metadata import entry_points
+from typing import Any, Literal
 
 Signal = Literal["traces", "metrics"]
 
@@ -24,6 +25,28 @@ def exporter_names(env: Mapping[str, str], signal: Signal) -> list[str] | None:
         endpoints = ("OTEL_EXPORTER_OTLP_ENDPOINT", f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT")
         return ["otlp"] if any(env.get(name, "").strip() for name in endpoints) else None
     return list(dict.fromkeys(n for n in names if n != "none"))
+
+
+def exporter_plugin(
+    env: Mapping[str, str], signal: Signal, name: str, error: type[ValueError]
+) -> Any:
+    """What the exporter `name` of the signal's entry points loads (`otlp`: by
+    its protocol), to be called for the exporter; `error`, naming the
+    variable, when none is installed by that name or it cannot be loaded."""
+    if name == "otlp":
+        name = otlp_entry_point(env, signal, error)
+    group = f"opentelemetry_{signal}_exporter"
+    variable = f"OTEL_{signal.upper()}_EXPORTER"
+    found = entry_points(group=group, name=name)
+    if not found:
+        known = sorted({point.name for point in entry_points(group=group)} | {"otlp"})
+        raise error(
+            f"{variable} names {name!r}, which is not installed; known: {', '.join(known)}, none"
+        )
+    try:
+        return next(iter(found)).load()
+    except Exception as failure:  # a broken plugin
+        raise error(f"{variable} names {name!r}, which cannot be loaded: {failure}") from failure
 
 
 def otlp_entry_point(env: Mapping[str, str], signal: Signal, error: type[ValueError]) -> str:

@@ -19,7 +19,6 @@ exporter's endpoint, headers, TLS and timeout are read by the SDK itself."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from importlib.metadata import entry_points
 from typing import Final
 
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
@@ -27,10 +26,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from .otel_env import exporter_names as signal_exporters
-from .otel_env import otlp_entry_point
+from .otel_env import exporter_plugin
 
 DEFAULT_SERVICE_NAME: Final = "sealtrail"
-_ENTRY_POINTS: Final = "opentelemetry_traces_exporter"
 
 
 class TracingConfigError(ValueError):
@@ -71,15 +69,11 @@ def service_resource(version: str = "") -> Resource:
 
 
 def _exporter(name: str, env: Mapping[str, str]) -> SpanExporter:
-    if name == "otlp":
-        name = otlp_entry_point(env, "traces", TracingConfigError)
-    found = entry_points(group=_ENTRY_POINTS, name=name)
-    if not found:
-        known = sorted({point.name for point in entry_points(group=_ENTRY_POINTS)} | {"otlp"})
+    exporter_class = exporter_plugin(env, "traces", name, TracingConfigError)
+    try:
+        exporter: SpanExporter = exporter_class()
+    except Exception as error:  # settings its constructor refuses
         raise TracingConfigError(
-            f"OTEL_TRACES_EXPORTER names {name!r}, which is not installed;"
-            f" known: {', '.join(known)}, none"
-        )
-    exporter_class = next(iter(found)).load()
-    exporter: SpanExporter = exporter_class()
+            f"OTEL_TRACES_EXPORTER names {name!r}, which cannot be started: {error}"
+        ) from error
     return exporter
