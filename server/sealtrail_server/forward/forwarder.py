@@ -161,7 +161,7 @@ class Forwarder:
         self._db = db
         self._memory = DestinationMemory()  # what each sink's destination was seen to do
         self._record_sizes: dict[str, float] = {}  # sink -> its records' recent average size
-        self._sinks_waiting = False  # whether sinks wait for room in some process
+        self._sinks_waiting = 0  # for a process with room, as the last claim at the limit saw
         self._slots = FairShare(capacity=client.max_connections, per_key=tenant_requests)
         self._client = client
         self._box = box
@@ -181,7 +181,11 @@ class Forwarder:
             lease_seconds=lease_seconds,
         )
         # Events, requests, failures, and how far behind the sinks held here are.
-        self._measures = ForwardingMeasures(meter, kept_for=max(lease_seconds, poll_interval * 10))
+        self._measures = ForwardingMeasures(
+            meter,
+            kept_for=max(lease_seconds, poll_interval * 10),
+            sinks_waiting=lambda: self._sinks_waiting,
+        )
 
     def start(self) -> None:
         if self._max_sinks > 0:
@@ -225,8 +229,7 @@ class Forwarder:
             )
         elif not waiting and self._sinks_waiting:
             log.info("forwarder: no sink waits for a process with room any more")
-        self._sinks_waiting = waiting > 0
-        self._measures.sinks_waiting = waiting
+        self._sinks_waiting = waiting
         held = {lease.sink_id for lease in leases}
         self._memory.keep_only(held)
         for sink_id in [sink_id for sink_id in self._record_sizes if sink_id not in held]:

@@ -29,8 +29,11 @@ class ForwardingMeasures:
         meter: Meter | None,
         *,
         kept_for: float,
+        sinks_waiting: Callable[[], int] = lambda: 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`sinks_waiting()`: sinks waiting for a process with room, as the
+        last claim at the limit saw (read on a reader's thread)."""
         self._clock = clock
         meter = meter or no_meter()
         self._events = meter.create_counter(
@@ -52,7 +55,6 @@ class ForwardingMeasures:
         # sink -> (kind, seqs of its log not yet passed over, when noted: monotonic)
         self._lags: dict[str, tuple[str, int, float]] = {}
         self._kept_for = kept_for
-        self.sinks_waiting = 0  # for a process with room, as the last claim at the limit saw
         meter.create_observable_gauge(
             "sealtrail.forward.lag",
             callbacks=[self._observe_lags],
@@ -67,7 +69,7 @@ class ForwardingMeasures:
         )
         meter.create_observable_up_down_counter(
             "sealtrail.forward.sinks.waiting",
-            callbacks=[lambda _options: [Observation(self.sinks_waiting)]],
+            callbacks=[lambda _options: [Observation(sinks_waiting())]],
             unit="{sink}",
             description="Sinks no process had room for, as this one's last claim at its limit saw.",
         )
