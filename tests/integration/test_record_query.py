@@ -23,6 +23,7 @@ from sealtrail import (
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
+    RpcFailedError,
     UnauthenticatedError,
     build_event,
     build_filter,
@@ -30,6 +31,7 @@ from sealtrail import (
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, event_pb2
 from sealtrail_server.domain.access import Role
 from sealtrail_server.domain.event_ids import event_id_minter, received_within
+from sealtrail_server.store import appender as appender_module
 from sealtrail_server.store.events import _GET_EVENT_RECEIVED
 from tests.conftest import ServerThread
 
@@ -212,6 +214,50 @@ def test_idempotency_key_reused_for_another_event_is_refused(client: AuditClient
     second.occurred_at.FromDatetime(at)
     with pytest.raises(AlreadyExistsError):
         client.record(second)
+
+
+@pytest.mark.parametrize("number", [1e20, 2.0**60, -(2.0**53), 9.007199254740993e15, 1e300])
+def test_an_event_with_a_number_past_2_53_sent_again_is_the_same(
+    client: AuditClient, number: float
+) -> None:
+    """Stored as digits (RFC 8785 writes 1e20 as 100000000000000000000), such a
+    number was read back as an int that RFC 8785 refuses: every repeat of the
+    event failed, and with it every call committed in the same batch
+    (helper-120)."""
+    sent = build_event(
+        action="quota.set", actor_id="u", idempotency_key="k-big", details={"bytes": number}
+    )
+    sent.occurred_at.FromDatetime(datetime.now(UTC))
+    first = client.record(sent)
+    again = client.record(sent)
+    assert again.deduplicated and again.event == first.event
+    other = build_event(action="quota.set", actor_id="u", details={"bytes": number + 1})
+    results = client.record_batch([other, sent])
+    assert [r.error for r in results] == [None, None]
+    assert results[1].deduplicated and results[1].event == first.event
+    changed = event_pb2.Event()
+    changed.CopyFrom(sent)
+    changed.details["bytes"] = number * 2
+    with pytest.raises(AlreadyExistsError):
+        client.record(changed)
+
+
+def test_a_repeat_that_cannot_be_compared_fails_alone(
+    client: AuditClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug comparing a repeated event with its first fails that event
+    (INTERNAL, as any bug), not every call committed beside it."""
+    repeated = full_event()
+    client.record(repeated)
+
+    def broken(*args: Any) -> None:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(appender_module, "_replay", broken)
+    results = client.record_batch([full_event(action="member.invite"), repeated])
+    assert results[0].error is None and results[0].event is not None
+    assert isinstance(results[1].error, RpcFailedError)
+    assert results[1].error.code == grpc.StatusCode.INTERNAL
 
 
 def test_record_batch_answers_each_entry_in_order(client: AuditClient) -> None:

@@ -832,7 +832,11 @@ class Appender:
             if key is not None:
                 earlier = previous.get((tenant_id, key))
                 if earlier is not None:
-                    outcomes.append(_replay(earlier, event))
+                    try:
+                        outcomes.append(_replay(earlier, event))
+                    except ValueError:  # a bug: this event alone fails, not the whole batch
+                        log.exception("appender: cannot compare a repeated event with its first")
+                        outcomes.append(_replay_failed())
                     continue
             seq = head.size + 1
             event_id = received.mint_event_id()
@@ -1024,10 +1028,32 @@ async def _stored_under(
     }
 
 
+def _replay_failed() -> SealtrailError:
+    """A repeated event's answer when comparing it with its first failed:
+    INTERNAL, as the guard answers a bug (the server's log has the details)."""
+    return SealtrailError(
+        "the server failed unexpectedly; its log has the details under this call's request id",
+        reason="INTERNAL",
+    )
+
+
+# The least integer RFC 8785 refuses to write (beyond it, doubles skip integers).
+_FIRST_INEXACT_INTEGER: Final = 2**53
+
+
+def _as_sent(digits: str) -> int | float:
+    """A whole number of a stored record as its caller sent it. Every number
+    of an event arrives as a double, and RFC 8785 writes one of 2**53 or
+    more (1e20) as its digits, which read back as an int it refuses to write
+    again: read as the double it was, it is written as stored (helper-120)."""
+    number = int(digits)
+    return number if abs(number) < _FIRST_INEXACT_INTEGER else float(number)
+
+
 def _replay(earlier: Appended, event: ValidEvent) -> AppendOutcome:
     """The answer to a repeated idempotency key: the earlier event, if the
     request is the same one (AIP-155), else ALREADY_EXISTS."""
-    stored = asserted_part(caller_part(json.loads(earlier.record)))
+    stored = asserted_part(caller_part(json.loads(earlier.record, parse_int=_as_sent)))
     if not event.explicit_time:
         # The server chose occurred_at for this request, so it cannot match.
         stored.pop("occurred_at", None)
