@@ -19,8 +19,10 @@ from sealtrail import (
     AlreadyExistsError,
     AuditClient,
     PermissionDeniedError,
+    build_alert_rule,
     build_event,
     build_filter,
+    build_sink,
 )
 from sealtrail_server.domain.redaction import hmac_token, tenant_key
 from tests.conftest import REDACTION_SECRET, ServerThread
@@ -145,6 +147,48 @@ def test_hmac_mode_correlates_and_hash_secret_finds_it(
         ).event.description
         == "password=[REDACTED:secret_assignment]"
     )
+
+
+@pytest.mark.parametrize("mode", ["replace", "hmac"])
+def test_a_secret_in_a_sinks_or_alert_rules_filter_is_not_committed_in_clear(
+    client_for: Any, tenant: str, sql: psycopg.Connection[Any], mode: str
+) -> None:
+    """An investigator forwards or watches for the events that name a leaked
+    token: the records of those sinks and rules (created, changed, deleted)
+    hold it redacted, as a search's record does (helper-119)."""
+    admin = client_for(tenant)
+    admin.set_redaction_mode(mode)
+    leaked, rotated = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8", "ghp_" + "Z9" * 18
+    sink = admin.create_sink(
+        build_sink(
+            "siem",
+            "webhook",
+            url="http://127.0.0.1:9/hook",
+            secrets=["whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"],
+            filter=build_filter(text=leaked),
+            paused=True,
+        )
+    ).sink
+    rule = admin.create_alert_rule(
+        build_alert_rule("leaked token used", "match", filter=build_filter(resource_id=leaked))
+    ).rule
+    sink.filter.text = rotated
+    sink_changed = admin.update_sink(sink, fields=["filter"])
+    rule.match.filter.resource_id = rotated
+    admin.update_alert_rule(rule, fields=["match"])
+    admin.delete_sink(sink.id)
+    admin.delete_alert_rule(rule.id)
+
+    for secret in (leaked, rotated):
+        assert _found_in_database(sql, tenant, secret) == 0
+    [change] = admin.get_event(sink_changed.event_id).changes
+    assert change.field == "filter"  # told apart, though both are redacted
+    if mode == "hmac":  # and shown apart, as HMAC mode shows secrets
+        key = tenant_key(REDACTION_SECRET, tenant)
+        before, after = (
+            json_format.MessageToDict(v)["text"] for v in (change.before, change.after)
+        )
+        assert (before, after) == (hmac_token(key, leaked), hmac_token(key, rotated))
 
 
 def test_a_settings_change_on_a_stale_etag_is_aborted_and_changes_nothing(

@@ -28,7 +28,7 @@ from ..store.appender import Appender
 from ..store.changes import Changes
 from ..store.database import Connection, Database
 from ..store.tree import tree_size
-from .audited import record_access
+from .audited import FilterDetails, record_access
 from .convert import filter_draft
 from .guard import current_principal
 from .update_mask import replaces_oneof, update_paths
@@ -152,6 +152,19 @@ class AlertingRpcs:
     _appender: Appender
     _clock: Callable[[], datetime]
     _evaluator: Evaluator
+    _filter_details: FilterDetails
+
+    async def _recorded_condition(
+        self, tenant_id: str, condition: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A rule's condition as its change events record it: a secret in its
+        filter (a leaked token to watch for) redacted as the tenant's events
+        are, for the log keeps it for good (helper-119)."""
+        if "filter" not in condition:
+            return condition
+        return condition | {
+            "filter": await self._filter_details.redacted(tenant_id, condition["filter"])
+        }
 
     async def _validated(
         self,
@@ -229,7 +242,8 @@ class AlertingRpcs:
                     resource_type="alert_rule",
                     resource_id=rule_id,
                     description=f"Alert rule {rule.name!r} ({stored.condition['kind']}) created",
-                    details=_definition(stored),
+                    details=_definition(stored)
+                    | {"condition": await self._recorded_condition(tenant_id, stored.condition)},
                 )
             ).event_id
             await store.insert_rule(conn, stored)
@@ -258,6 +272,11 @@ class AlertingRpcs:
                 # does, never the events recorded while it was off.
                 after = replace(after, start_seq=await tree_size(conn, tenant_id) + 1)
             old, new = _definition(before), _definition(after)
+            # Told apart as stored: a filter's secret changed is redacted alike.
+            changed = [name for name in old if old[name] != new[name]]
+            if "condition" in changed:
+                old["condition"] = await self._recorded_condition(tenant_id, before.condition)
+                new["condition"] = await self._recorded_condition(tenant_id, after.condition)
             event_id = (
                 await record_access(
                     self._appender,
@@ -268,11 +287,7 @@ class AlertingRpcs:
                     resource_type="alert_rule",
                     resource_id=rule_id,
                     description=f"Alert rule {after.name!r} changed",
-                    changes=[
-                        ChangeDraft(name, old[name], new[name])
-                        for name in old
-                        if old[name] != new[name]
-                    ],
+                    changes=[ChangeDraft(name, old[name], new[name]) for name in changed],
                 )
             ).event_id
             # What a new-IP or new-country rule learned was learned under its
@@ -317,7 +332,7 @@ class AlertingRpcs:
                     description=f"Alert rule {found.name!r} deleted",
                     details={
                         "name": found.name,
-                        "condition": found.condition,
+                        "condition": await self._recorded_condition(tenant_id, found.condition),
                         "fired": found.fired,
                     },
                 )

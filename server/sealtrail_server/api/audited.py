@@ -40,7 +40,8 @@ class FilterDetails:
     """A caller's filter as the details of the access record of its use,
     redacted as the tenant's events are: a secret pasted into a search (to
     find where a leaked token appears) was committed in clear to the log for
-    good, in the record of that very search (helper-66)."""
+    good, in the record of that very search (helper-66). So are the filters
+    of sinks and alert rules in the records of their changes (helper-119)."""
 
     def __init__(
         self, redactor: Redactor | None, settings: SettingsCache, *, redaction_secret: bytes
@@ -50,7 +51,11 @@ class FilterDetails:
         self._secret = redaction_secret
 
     async def __call__(self, tenant_id: str, event_filter: event_pb2.EventFilter) -> dict[str, Any]:
-        details = filter_details(event_filter)
+        return await self.redacted(tenant_id, filter_details(event_filter))
+
+    async def redacted(self, tenant_id: str, details: dict[str, Any]) -> dict[str, Any]:
+        """`details`, a filter as JSON (its API form), redacted as the
+        tenant's events are."""
         # Nearly every filter holds nothing to redact: no settings read then.
         if self._redactor is None or not self._redactor.redact({"details": details}).found:
             return details

@@ -45,7 +45,7 @@ from ..store.appender import Appender
 from ..store.changes import Changes
 from ..store.database import Connection, Database
 from ..store.tree import tree_size
-from .audited import record_access
+from .audited import FilterDetails, record_access
 from .convert import filter_draft
 from .guard import current_principal
 from .update_mask import replaces_oneof, update_paths
@@ -164,10 +164,19 @@ class ForwardingRpcs:
     _egress: EgressPolicy
     _box: SecretBox  # seals sinks' secrets at rest
     _redaction_secret: bytes  # keys the fingerprints of sinks' secrets in the log
+    _filter_details: FilterDetails
 
     def _sink_key(self, tenant_id: str) -> bytes:
         """The tenant's key of its sinks' recorded fingerprints."""
         return tenant_key(self._redaction_secret, tenant_id)
+
+    async def _recorded_sink(self, tenant_id: str, definition: SinkDefinition) -> dict[str, Any]:
+        """The sink as its change events record it (`recorded`), a secret in its
+        filter (a leaked token to forward the events of) redacted as the
+        tenant's events are: the log keeps it for good (helper-119)."""
+        shown = recorded(definition, self._sink_key(tenant_id))
+        shown["filter"] = await self._filter_details.redacted(tenant_id, shown["filter"])
+        return shown
 
     async def _definition(
         self,
@@ -265,7 +274,7 @@ class ForwardingRpcs:
                     resource_id=sink_id,
                     description=f"Sink {definition.name!r} ({definition.kind}) created",
                     details={
-                        **recorded(definition, self._sink_key(tenant_id)),
+                        **await self._recorded_sink(tenant_id, definition),
                         "from_seq": cursor + 1,
                     },
                 )
@@ -333,6 +342,13 @@ class ForwardingRpcs:
                 return pb.UpdateSinkResponse(sink=_sink_message(before, head))
             key = self._sink_key(tenant_id)
             old, new = recorded(before.definition, key), recorded(definition, key)
+            # Told apart as stored: a filter's secret changed is redacted alike.
+            changed = [name for name in old if old[name] != new[name]]
+            if "filter" in changed:
+                for shown in (old, new):
+                    shown["filter"] = await self._filter_details.redacted(
+                        tenant_id, shown["filter"]
+                    )
             event_id = (
                 await record_access(
                     self._appender,
@@ -343,7 +359,7 @@ class ForwardingRpcs:
                     resource_type="sink",
                     resource_id=sink_id,
                     description=f"Sink {definition.name!r} changed",
-                    changes=[ChangeDraft(k, old[k], new[k]) for k in old if old[k] != new[k]]
+                    changes=[ChangeDraft(k, old[k], new[k]) for k in changed]
                     or [ChangeDraft("destination", "(secret)", "(secret rotated)")],
                 )
             ).event_id
@@ -412,7 +428,7 @@ class ForwardingRpcs:
                     resource_id=sink_id,
                     description=f"Sink {stored.definition.name!r} deleted",
                     details={
-                        **recorded(stored.definition, self._sink_key(tenant_id)),
+                        **await self._recorded_sink(tenant_id, stored.definition),
                         "cursor_seq": stored.state.cursor_seq,
                         "dead_letters": stored.state.dead_letters,
                     },
