@@ -23,7 +23,13 @@ from google.protobuf.message import DecodeError
 from ..auth.roles import CHANGES, may_call
 from ..auth.tokens import Authenticator
 from ..domain.access import Principal
-from ..domain.errors import InvalidArgument, PermissionDenied, SealtrailError, Unauthenticated
+from ..domain.errors import (
+    SEE_THE_LOG,
+    InvalidArgument,
+    PermissionDenied,
+    SealtrailError,
+    Unauthenticated,
+)
 from ..service_interceptor import SERVICE_PREFIX, Behavior, Handler, ServiceInterceptor
 from ..store.changes import tenant_erased
 from ..telemetry.context import response_metadata
@@ -61,7 +67,7 @@ async def _fail(context: grpc.aio.ServicerContext[Any, Any], method: str, error:
     if not isinstance(error, SealtrailError):
         log.exception("%s failed unexpectedly", method, exc_info=error)
         error = SealtrailError(
-            "the server failed unexpectedly; its log has the details under this call's request id",
+            f"the server failed unexpectedly; {SEE_THE_LOG}",
             reason="INTERNAL",
         )
     await _abort(context, error)

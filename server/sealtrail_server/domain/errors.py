@@ -18,6 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
+
+# Where a failure's details are when its text is kept from the caller (it may
+# name the database's host and role, or quote stored rows): the server's log.
+SEE_THE_LOG: Final = "the server's log has the details under this call's request id"
 
 
 @dataclass(frozen=True, slots=True)

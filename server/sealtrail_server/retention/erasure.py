@@ -15,7 +15,13 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-from ..domain.errors import FailedPrecondition, IntegrityFailure, Unauthenticated, Unavailable
+from ..domain.errors import (
+    SEE_THE_LOG,
+    FailedPrecondition,
+    IntegrityFailure,
+    Unauthenticated,
+    Unavailable,
+)
 from ..domain.merkle import EMPTY_ROOT
 from ..integrity.checkpointer import Checkpointer
 from ..store.changes import (
@@ -99,9 +105,10 @@ class Eraser:
         try:
             return await self._erase(tenant_id, erased_by=erased_by)
         except psycopg.OperationalError as error:
+            # Its text may name the database's host, port and owner role (helper-119).
+            log.warning("erasure: %s failed: %s", tenant_id, error)
             raise Unavailable(
-                f"the erasure failed, retry it: {error}".strip(),
-                retry_after=1.0,
+                f"the erasure failed, retry it; {SEE_THE_LOG}", retry_after=1.0
             ) from error
 
     async def _erase(self, tenant_id: str, *, erased_by: str) -> Receipt:

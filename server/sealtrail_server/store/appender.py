@@ -52,6 +52,7 @@ from psycopg import sql
 
 from ..domain.canonical import canonical_json
 from ..domain.errors import (
+    SEE_THE_LOG,
     AlreadyExists,
     InvalidArgument,
     ResourceExhausted,
@@ -1032,7 +1033,7 @@ def _replay_failed() -> SealtrailError:
     """A repeated event's answer when comparing it with its first failed:
     INTERNAL, as the guard answers a bug (the server's log has the details)."""
     return SealtrailError(
-        "the server failed unexpectedly; its log has the details under this call's request id",
+        f"the server failed unexpectedly; {SEE_THE_LOG}",
         reason="INTERNAL",
     )
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,13 +39,15 @@ import psycopg
 from opentelemetry.trace import Tracer
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
-from ..domain.errors import Unavailable
+from ..domain.errors import SEE_THE_LOG, Unavailable
 from ..fair_share import FairShare
 from .eager import EagerConnection
 from .traced import traced_cursor_class
 
 # How long a caller waits for a connection before being told to retry.
 DEFAULT_CONNECT_TIMEOUT = 5.0
+log = logging.getLogger(__name__)
+
 RETRY_AFTER_SECONDS = 1.0
 
 SERVICE_ROLE: Final = "sealtrail_service"
@@ -244,9 +247,13 @@ class Database:
             # PoolTimeout is an OperationalError too: no connection in time.
             if isinstance(error, PoolTimeout | TooManyRequests):
                 self.checkout_timeouts += 1
-            raise Unavailable(
-                f"the database is unavailable: {error}".strip(), retry_after=RETRY_AFTER_SECONDS
-            ) from error
+                told = f"the database is unavailable: {error}".strip()  # the pool's own words
+            else:
+                # Its text may name the database's host, port, role or processes:
+                # the server's log keeps it, under the call's request id (helper-119).
+                log.warning("database: a call's connection failed: %s", error)
+                told = f"the database is unavailable; {SEE_THE_LOG}"
+            raise Unavailable(told, retry_after=RETRY_AFTER_SECONDS) from error
 
 
 class _Scopes:
