@@ -14,6 +14,7 @@ import ssl
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Final
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -64,6 +65,20 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Its answer holds them as stored, ids, times and correlation added: a batch
 # just under the limit must still be answered (clients accept as much).
 MAX_RESPONSE_BYTES = 96 * 1024 * 1024
+# Keepalive pings (docs/reliability.md). A client's are answered as often as
+# every 10 s while its calls run, the server sending nothing meanwhile (the
+# Python client's come after 30 s of silence): gRPC's default, 5 minutes apart,
+# ended a long silent call, a VerifyLog's, with GOAWAY at a client's third.
+# And the server pings a connection after 60 s without a frame from its client,
+# which it drops if the answer takes 20 s: a client gone without a word (no
+# FIN, no RST) held its streams' subscriptions until TCP gave up, ~15 minutes.
+KEEPALIVE_OPTIONS: Final = (
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.http2.ping_timeout_ms", 20_000),  # what gRPC's core reads of the two
+    ("grpc.http2.max_pings_without_data", 0),
+)
 
 
 class Service:
@@ -251,6 +266,7 @@ class Service:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
+                *KEEPALIVE_OPTIONS,
             ],
         )
         add_audit_log_service(

@@ -28,13 +28,36 @@ if TYPE_CHECKING:
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
 
 MAX_BATCH = 1000
-# What a channel of the client accepts: RecordBatch's answer holds each event
-# as stored, ids and times added, so a batch of a few MB outgrew gRPC's default
-# 4 MiB, and the client refused the answer to a batch it had recorded (its
-# retries got the same answer). The server sends at most 96 MiB.
-CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
-    ("grpc.max_receive_message_length", 96 * 1024 * 1024),
-)
+# Seconds without a frame from the server after which a connection carrying a
+# call is pinged, and seconds the ping's answer may take before the connection
+# is taken for lost (docs/reliability.md). A connection a NAT, a load balancer
+# or a partition dropped without a word (no FIN, no RST) gave no error: a
+# stream waited on it forever, never resuming (helper-118). The server accepts
+# pings as often as every 10 s.
+KEEPALIVE_SECONDS = 30.0
+KEEPALIVE_TIMEOUT_SECONDS = 10.0
+
+
+def channel_options(
+    *, keepalive: float = KEEPALIVE_SECONDS, keepalive_timeout: float = KEEPALIVE_TIMEOUT_SECONDS
+) -> tuple[tuple[str, int], ...]:
+    """The options of a channel the client makes (`keepalive`s shorter for tests)."""
+    return (
+        # RecordBatch's answer holds each event as stored, ids and times added,
+        # so a batch of a few MB outgrew gRPC's default 4 MiB, and the client
+        # refused the answer to a batch it had recorded (its retries got the
+        # same answer). The server sends at most 96 MiB.
+        ("grpc.max_receive_message_length", 96 * 1024 * 1024),
+        ("grpc.keepalive_time_ms", round(keepalive * 1000)),
+        # Both bound the wait for the ping's answer: gRPC's core reads the second.
+        ("grpc.keepalive_timeout_ms", round(keepalive_timeout * 1000)),
+        ("grpc.http2.ping_timeout_ms", round(keepalive_timeout * 1000)),
+        # Pings go on while the client sends nothing, as a stream's never does.
+        ("grpc.http2.max_pings_without_data", 0),
+    )
+
+
+CHANNEL_OPTIONS = channel_options()
 
 Order = Literal["newest", "oldest"]
 RedactionMode = Literal["replace", "hmac"]

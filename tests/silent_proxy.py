@@ -1,0 +1,66 @@
+"""A TCP proxy whose connections can be silenced: the bytes each way dropped,
+both sockets kept open (a NAT's or a load balancer's dropped state, a network
+partition: no FIN, no RST). Connections made after `silence` pass."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from types import TracebackType
+from typing import Self
+
+
+class SilentProxy:
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self._upstream = upstream
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.target = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._lock = threading.Lock()
+        self._silenced: set[socket.socket] = set()
+        self._sockets: list[socket.socket] = []
+        self.connections = 0
+        threading.Thread(target=self._accept, name="silent-proxy", daemon=True).start()
+
+    def silence(self) -> None:
+        """Drop every byte of the connections open now, from now on."""
+        with self._lock:
+            self._silenced.update(self._sockets)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            server = socket.create_connection(self._upstream)
+            with self._lock:
+                self.connections += 1
+                self._sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if source not in self._silenced:
+                    sink.sendall(data)
+
+    def close(self) -> None:
+        self._listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
