@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Iterator
 
 import grpc
 import pytest
 
-from sealtrail import AsyncAuditClient, AuditClient, UnavailableError
+from sealtrail import AsyncAuditClient, AuditClient, RpcFailedError, UnavailableError
 
 
 @pytest.fixture
@@ -64,3 +65,52 @@ def test_the_async_client_raises_the_failure_it_was_retrying(refusing: str) -> N
         with pytest.raises(UnavailableError):
             asyncio.run(attempt(use))
         assert len(waits) == 1  # it waited to retry once, and the retry met the closed channel
+
+
+@pytest.fixture
+def silent() -> Iterator[str]:
+    """host:port of a listener that takes connections and never answers: a
+    call to it stays in flight."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+
+
+async def _in_flight(client: AsyncAuditClient, use: str) -> None:
+    if use == "record":
+        await client.record(action="doc.edit", actor_id="u")
+    elif use == "stream":
+        async for _ in client.stream():
+            pass
+    else:
+        async for _ in client.export_stream():
+            pass
+
+
+@pytest.mark.parametrize("use", ["record", "stream", "export"])
+async def test_closing_the_async_client_fails_its_calls_in_flight_as_the_sync_one_does(
+    silent: str, use: str
+) -> None:
+    """grpc.aio cancels them, and with them their callers' tasks, which no one
+    cancelled: a TaskGroup took each for a task its caller had stopped, and
+    the event a Record was sending was lost unseen. They raise RpcFailedError
+    CANCELLED, as the sync client's do."""
+    client = AsyncAuditClient(silent, token="t")
+    with pytest.raises(ExceptionGroup) as failed:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(_in_flight(client, use))
+            await asyncio.sleep(0.2)  # in flight
+            await client.close()
+    [error] = failed.value.exceptions
+    assert isinstance(error, RpcFailedError) and error.code == grpc.StatusCode.CANCELLED
+
+
+async def test_a_call_its_caller_cancels_is_cancelled_even_if_the_client_is_closed(
+    silent: str,
+) -> None:
+    client = AsyncAuditClient(silent, token="t")
+    call = asyncio.create_task(_in_flight(client, "record"))
+    await asyncio.sleep(0.2)
+    call.cancel()
+    await client.close()
+    with pytest.raises(asyncio.CancelledError):
+        await call

@@ -40,6 +40,7 @@ from sealtrail._convert import (
 from sealtrail._correlation import aio_correlation_interceptors, current_request_id, request_id
 from sealtrail._errors import (
     ClientClosedError,
+    RpcFailedError,
     SealtrailError,
     UnauthenticatedError,
     failed_call,
@@ -518,6 +519,10 @@ class AsyncAuditClient:
                 yield message
         except grpc.RpcError as exc:
             raise failed_call(exc, sent_id=sent_id, retried=False) from exc
+        except asyncio.CancelledError:
+            if (closed := self._closed_under(sent_id, retried=False)) is None:
+                raise
+            raise closed from None
 
     async def export(
         self,
@@ -599,6 +604,10 @@ class AsyncAuditClient:
                     # Else a message of a newer server: it moves no cursor.
                     if cursor != before:  # progress: the next failure backs off from the start
                         attempt = 1
+            except asyncio.CancelledError:
+                if (closed := self._closed_under(sent_id, retried=retrying is not None)) is None:
+                    raise
+                raise closed from None
             except grpc.RpcError as exc:
                 error = failed_call(exc, sent_id=sent_id, retried=retrying is not None)
                 # Bounded until the stream first connects: an address that never
@@ -609,6 +618,23 @@ class AsyncAuditClient:
                 retrying = error
                 await self._sleep(delay)
                 attempt += 1
+
+    def _closed_under(self, sent_id: str, *, retried: bool) -> SealtrailError | None:
+        """For a call that met a cancellation: RpcFailedError CANCELLED if the
+        client's closing cancelled it, as the sync client raises (grpc.aio
+        cancels the awaiting task too, though no one cancelled it: a TaskGroup
+        took such a call for one its caller had stopped, and its failure went
+        unseen); None if the cancellation is the caller's own."""
+        task = asyncio.current_task()
+        if not self._closed or (task is not None and task.cancelling()):
+            return None
+        error = RpcFailedError(
+            "the client was closed during the call",
+            code=grpc.StatusCode.CANCELLED,
+            request_id=sent_id,
+        )
+        error.retried = retried
+        return error
 
     def _backoff(
         self,
@@ -655,6 +681,11 @@ class AsyncAuditClient:
                 deadline = per_attempt if left is None else min(per_attempt, left)
                 try:
                     return await method(request, timeout=deadline, metadata=self._metadata)
+                except asyncio.CancelledError:
+                    sent = sent_id if self._owns_channel else ""
+                    if (closed := self._closed_under(sent, retried=retrying is not None)) is None:
+                        raise
+                    raise closed from None
                 except grpc.RpcError as exc:
                     # The id sent by the client's own channel (a given one may not send one).
                     error = failed_call(
