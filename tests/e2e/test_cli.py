@@ -402,6 +402,15 @@ def test_export_and_tail_from_the_command_line(cli_env: dict[str, str], tmp_path
         "sealtrail", "export", "--format", "csv", "-o", str(bundled), env=cli_env, check=False
     )
     assert refused.returncode == 2 and "is a directory" in refused.stderr
+    a_file = run(
+        "sealtrail", "export", "--format", "bundle", "-o", str(out), env=cli_env, check=False
+    )
+    assert a_file.returncode == 2 and "is not a directory" in a_file.stderr
+    for command in ("export", "bundle"):  # a reason, not a traceback
+        # /proc takes no file or directory of ours, even root's (as CI runs).
+        unwritable = run("sealtrail", command, "-o", "/proc/audit", env=cli_env, check=False)
+        assert unwritable.returncode == 1, unwritable.stderr
+        assert "cannot write" in unwritable.stderr and "Traceback" not in unwritable.stderr
     # Without --key, against the bundle's own keys: consistent, not authentic.
     unkeyed = run("sealtrail", "verify", str(bundled), check=False)
     assert unkeyed.returncode == 3 and unkeyed.stdout.startswith("SELF-CONSISTENT: ")

@@ -584,8 +584,19 @@ def test_an_export_meeting_an_unreadable_record_is_data_loss_naming_it(
         ("records.ndjson", lambda text: text.replace('"seq":1,', '"seq":"1",', 1), "seq"),
         ("bundle.json", lambda text: text.replace('"origin"', '"elsewhere"'), "origin"),
         ("bundle.json", lambda text: text.replace('"count": ', '"count": -'), "count"),
+        ("bundle.json", lambda text: f"[{text}]", "not a JSON object"),
+        ("bundle.json", lambda text: text.replace('"tree_size"', '"size"'), "tree_size"),
     ],
-    ids=["proof-not-json", "proof-not-object", "proof-missing", "seq-text", "no-origin", "count"],
+    ids=[
+        "proof-not-json",
+        "proof-not-object",
+        "proof-missing",
+        "seq-text",
+        "no-origin",
+        "count",
+        "manifest-not-object",
+        "no-tree-size",
+    ],
 )
 def test_a_malformed_bundle_is_a_failure_named_not_a_traceback(
     logged: AuditClient, tmp_path: Path, file: str, damage: Callable[[str], str], message: str

@@ -52,6 +52,10 @@ def test_a_duration_past_the_year_one_is_a_value_error_not_a_crash() -> None:
     for text in ("99999999999d", "800000d"):
         with pytest.raises(ValueError, match="before the year 1"):
             cli.parse_time(text, now=NOW)
+    # A time in range but for its offset: no Timestamp can hold it.
+    for text in ("0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00"):
+        with pytest.raises(ValueError, match="before the year 1 or after 9999"):
+            cli.parse_time(text, now=NOW)
 
 
 @pytest.mark.parametrize(

@@ -513,6 +513,8 @@ def _manifest(path: Path) -> dict[str, Any]:
         manifest = json.loads((path / MANIFEST).read_text())
     except (OSError, ValueError) as error:
         raise BundleError(f"{MANIFEST}: {error}") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{MANIFEST}: not a JSON object")
     if manifest.get("format") != FORMAT or manifest.get("version") not in VERSIONS:
         raise BundleError(
             f"{MANIFEST}: not a {FORMAT} of version {' or '.join(map(str, VERSIONS))}"
@@ -522,7 +524,7 @@ def _manifest(path: Path) -> dict[str, Any]:
     if not isinstance(manifest.get("origin"), str):
         raise BundleError(f"{MANIFEST}: 'origin' must be a string")
     for name in ("tree_size", "count", "purged"):
-        value = manifest.get(name, 0)
+        value = manifest.get(name, 0 if name == "purged" else None)  # older bundles: no purged
         if type(value) is not int or value < 0:
             raise BundleError(f"{MANIFEST}: {name!r} must be a number of events")
     return dict(manifest)

@@ -75,6 +75,10 @@ def parse_time(value: str, *, now: datetime | None = None) -> datetime:
         ) from None
     if parsed.tzinfo is None:
         raise ValueError(f"{value!r} has no UTC offset; add Z or e.g. +02:00")
+    try:
+        parsed.astimezone(UTC)  # what a Timestamp is made of
+    except OverflowError:
+        raise ValueError(f"{value!r} lies before the year 1 or after 9999 in UTC") from None
     return parsed
 
 
@@ -226,6 +230,10 @@ def main(
     if (cert_file is None) != (key_file is None):
         raise click.UsageError("--cert-file and --key-file go together.", ctx)
     ctx.obj = _Settings(server, token, tls, ca_file, cert_file, key_file, insecure)
+
+
+def _cannot_write(out: Path, error: OSError) -> str:
+    return f"cannot write {error.filename or out}: {error.strerror or error}"
 
 
 @contextmanager
@@ -511,6 +519,8 @@ def bundle(ctx: click.Context, /, out: Path, **criteria: Any) -> None:
             summary = write_bundle(client, out, event_filter=_filter(criteria))
         except (BundleError, ExportError) as error:
             raise click.ClickException(str(error)) from None
+        except OSError as error:
+            raise click.ClickException(_cannot_write(out, error)) from None
     purged = f" and {summary.purged} purged events' leaves" if summary.purged else ""
     click.echo(
         f"wrote {summary.count} records{purged} (seq {summary.first_seq}..{summary.last_seq})"
@@ -659,6 +669,9 @@ def export(
 ) -> None:
     """Export matching events to a file, checked against the server's manifest."""
     if export_format == "bundle":
+        # Checked here as `bundle`'s own option checks it, which ctx.invoke skips.
+        if out.exists() and not out.is_dir():
+            raise click.BadParameter(f"{out} is not a directory", param_hint="'-o' / '--out'")
         ctx.invoke(bundle, out=out, **criteria)
         return
     if out.is_dir():
@@ -685,6 +698,8 @@ def export(
             )
         except ExportError as error:
             raise click.ClickException(str(error)) from None
+        except OSError as error:  # the file cannot be written: a reason, not a traceback
+            raise click.ClickException(_cannot_write(out, error)) from None
     click.echo(
         f"exported {_count(manifest.row_count, 'event')} ({manifest.byte_count:,} bytes,"
         f" sha256 {manifest.sha256.hex()}) of a log of {manifest.tree_size:,} to {out}"
