@@ -1,6 +1,9 @@
-"""A channel the caller gave and then closed, while a client waited to retry:
-both clients raise the failure they were retrying, never grpc's complaint
-about a closed channel. Against real channels to a port nothing listens on."""
+"""The clients' channels over their lives. A channel the caller gave and then
+closed, while a client waited to retry: both clients raise the failure they
+were retrying, never grpc's complaint about a closed channel. An async client
+closed with calls in flight fails them as the sync one does, and one made
+outside an event loop calls from the loop that runs. Against real channels to
+a port nothing listens on, or one that never answers."""
 
 from __future__ import annotations
 
@@ -114,3 +117,20 @@ async def test_a_call_its_caller_cancels_is_cancelled_even_if_the_client_is_clos
     await client.close()
     with pytest.raises(asyncio.CancelledError):
         await call
+
+
+def test_an_async_client_made_outside_an_event_loop_calls_from_the_one_running(
+    refusing: str,
+) -> None:
+    """Made at a module's import, say: its channel was bound to no running
+    loop, and every call in `asyncio.run`'s failed with a RuntimeError."""
+    client = AsyncAuditClient(refusing, token="t", max_attempts=1)
+
+    async def call() -> None:
+        try:
+            await client.record(action="doc.edit", actor_id="u")
+        finally:
+            await client.close()
+
+    with pytest.raises(UnavailableError):  # what the port answers, not a RuntimeError
+        asyncio.run(call())

@@ -121,24 +121,16 @@ class AsyncAuditClient:
             rng=rng or random.Random(),
         )
         self._owns_channel = channel is None
-        if channel is None:
-            # grpc-stubs types interceptors as a stub to cast to.
-            interceptors: Any = aio_correlation_interceptors()
-            if (client_certificate is None) != (client_key is None):
-                raise ValueError("client_certificate and client_key go together")
-            if tls or root_certificates is not None or client_certificate is not None:
-                credentials = grpc.ssl_channel_credentials(
-                    root_certificates, client_key, client_certificate
-                )
-                channel = grpc.aio.secure_channel(
-                    target, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
-                )
-            else:
-                channel = grpc.aio.insecure_channel(
-                    target, options=CHANNEL_OPTIONS, interceptors=interceptors
-                )
+        if (client_certificate is None) != (client_key is None):
+            raise ValueError("client_certificate and client_key go together")
+        self._target = target
+        self._credentials = (
+            grpc.ssl_channel_credentials(root_certificates, client_key, client_certificate)
+            if tls or root_certificates is not None or client_certificate is not None
+            else None
+        )
         self._channel = channel
-        self._stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+        self._stub_made: audit_service_pb2_grpc.AuditLogServiceAsyncStub | None = None
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._timeout = timeout
         self._sleep = sleep
@@ -159,8 +151,34 @@ class AsyncAuditClient:
         """Closes the channel, unless it was passed in; calls in flight are not
         retried after this."""
         self._closed = True
-        if self._owns_channel:
+        if self._owns_channel and self._channel is not None:
             await self._channel.close(None)
+
+    @property
+    def _stub(self) -> audit_service_pb2_grpc.AuditLogServiceAsyncStub:
+        """The service's stub, on the client's channel. A channel of its own is
+        made at the first call, in the event loop that makes it: a grpc.aio
+        channel belongs to the loop current when it is made, and a client made
+        outside a running loop (at a module's import, say) failed every call in
+        `asyncio.run`'s loop with a RuntimeError (helper-118)."""
+        if self._stub_made is None:
+            if self._channel is None:
+                # grpc-stubs types interceptors as a stub to cast to.
+                interceptors: Any = aio_correlation_interceptors()
+                self._channel = (
+                    grpc.aio.insecure_channel(
+                        self._target, options=CHANNEL_OPTIONS, interceptors=interceptors
+                    )
+                    if self._credentials is None
+                    else grpc.aio.secure_channel(
+                        self._target,
+                        self._credentials,
+                        options=CHANNEL_OPTIONS,
+                        interceptors=interceptors,
+                    )
+                )
+            self._stub_made = audit_service_pb2_grpc.AuditLogServiceStub(self._channel)
+        return self._stub_made
 
     async def record(
         self, event: event_pb2.Event | None = None, /, **fields: Unpack[EventFields]
