@@ -487,6 +487,36 @@ def test_tampering_is_detected_online_and_offline(
     assert (result.failure.reason, result.failure.seq in seqs) == (reason, True), result.failure
 
 
+@pytest.mark.parametrize(
+    ("level", "index", "gone"),
+    [(2, 1, False), (3, 1, False), (5, 0, False), (4, 1, True)],
+    ids=["level-2", "level-3", "level-5", "level-4-deleted"],
+)
+def test_a_stored_node_above_the_pairs_changed_or_gone_fails_verify_log(
+    logged: AuditClient,
+    tenant: str,
+    tamper: psycopg.Connection[Any],
+    level: int,
+    index: int,
+    gone: bool,
+) -> None:
+    """Proofs are served from the stored nodes: one changed leads them away
+    from the signed root while every record, leaf and pair checks. VerifyLog
+    read only the pairs (level 1), and passed (helper-123)."""
+    where = "WHERE tenant_id = %s AND level = %s AND idx = %s"
+    if gone:
+        tamper.execute(f"DELETE FROM tree_nodes {where}", [tenant, level, index])
+    else:
+        tamper.execute(
+            f"UPDATE tree_nodes SET hash = %s {where}", [bytes(32), tenant, level, index]
+        )
+    result = logged.verify_log()
+    first = (index << level) + 1
+    assert not result.ok
+    assert (result.failure.reason, result.failure.seq) == ("NODE_MISMATCH", first)
+    assert f"seqs {first} to {(index + 1) << level}" in result.failure.message
+
+
 def test_a_filtered_bundle_names_the_matched_records_the_log_could_not_prove(
     logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any], tmp_path: Path
 ) -> None:

@@ -138,6 +138,8 @@ async def _verify(
     frontier: list[bytes] = []
     sha256 = hashlib.sha256
     stored_pairs: deque[tuple[int, bytes]] = deque()
+    stored_upper: dict[tuple[int, int], bytes] = {}  # (level, idx): node, of levels 2 and up
+    upper_read_to = 0  # the nodes completed at sizes up to this are in stored_upper
     tombstones: deque[tuple[int, bytes]] = deque()
 
     def removed_leaf(seq: int, leaf: bytes) -> Verification | None:
@@ -150,13 +152,24 @@ async def _verify(
         signed root does not match."""
         nonlocal size, checked
         for level, index, node in append_leaf(frontier, size, leaf):
-            if level == 1 and (not stored_pairs or stored_pairs.popleft() != (index, node)):
-                first = 2 * index + 1
+            if level == 1:
+                if not stored_pairs or stored_pairs.popleft() != (index, node):
+                    first = 2 * index + 1
+                    return fail(
+                        first,
+                        "PAIR_MISMATCH",
+                        f"seqs {first} and {first + 1} hash differently from when they"
+                        " were appended: one of them was rewritten",
+                    )
+            elif _stored_wrong(stored_upper, upper_read_to, level, index, node):
+                # Proofs are served from these (ADR 0009): one changed or gone
+                # leads them away from the signed root while every record checks.
+                first, last = (index << level) + 1, (index + 1) << level
                 return fail(
                     first,
-                    "PAIR_MISMATCH",
-                    f"seqs {first} and {first + 1} hash differently from when they"
-                    " were appended: one of them was rewritten",
+                    "NODE_MISMATCH",
+                    f"the stored hash of seqs {first} to {last} is not theirs: proofs"
+                    " through it do not lead to the signed root",
                 )
         size = seq
         root = signed.get(size)
@@ -206,6 +219,11 @@ async def _verify(
             more = await pairs.fetchmany(_FETCH_ROWS)
             pairs_done = not more
             stored_pairs.extend((index, bytes(node)) for index, node in more)
+        # And the nodes above them this chunk completes (about one for every two events).
+        reach = rows[-1][0] if rows else head_size
+        if reach > upper_read_to:
+            await _read_upper_nodes(conn, tenant_id, upper_read_to, reach, into=stored_upper)
+            upper_read_to = reach
         if not rows:
             # Events removed by retention after the last one kept.
             while (leaf := await tombstone(size + 1)) is not None:
@@ -273,6 +291,37 @@ async def _verify(
         if why := unaccounted_removals(removed, recorded, pending=not_yet_recorded):
             return fail(last_removed, "REMOVALS_UNACCOUNTED", why)
     return Verification(size, checked, view_mismatch, views)
+
+
+def _stored_wrong(
+    stored: dict[tuple[int, int], bytes], read_to: int, level: int, index: int, node: bytes
+) -> bool:
+    """Whether the stored node (`level`, `index`), read with those completed up
+    to `read_to`, is not `node` (one past that, beyond the head: the head's
+    own check speaks)."""
+    return (index + 1) << level <= read_to and stored.pop((level, index), None) != node
+
+
+async def _read_upper_nodes(
+    conn: Connection,
+    tenant_id: str,
+    after: int,
+    through: int,
+    *,
+    into: dict[tuple[int, int], bytes],
+) -> None:
+    """Into `into`, the stored nodes of levels 2 and up completed at sizes in
+    (after, through]: node (level, idx) is completed at size (idx + 1) << level,
+    so each level's are an index range, read through the key."""
+    cursor = await conn.execute(
+        "SELECT n.level, n.idx, n.hash FROM generate_series(2, %s) AS l(level),"
+        " LATERAL (SELECT level, idx, hash FROM tree_nodes WHERE tenant_id = %s"
+        " AND level = l.level AND idx >= (%s::bigint >> l.level)"
+        " AND idx < (%s::bigint >> l.level)) AS n",
+        [max(through.bit_length() - 1, 1), tenant_id, after, through],
+    )
+    for level, index, node in await cursor.fetchall():
+        into[(int(level), int(index))] = bytes(node)
 
 
 _WITHOUT_VIEWS = (
