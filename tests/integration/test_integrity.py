@@ -15,7 +15,14 @@ import grpc
 import psycopg
 import pytest
 
-from sealtrail import AuditClient, RpcFailedError, UnavailableError, build_event, build_filter
+from sealtrail import (
+    AuditClient,
+    NotFoundError,
+    RpcFailedError,
+    UnavailableError,
+    build_event,
+    build_filter,
+)
 from sealtrail._bundle import BundleError, verify_bundle, write_bundle
 from sealtrail.tlog import Signer, open_note, parse_checkpoint, verify_consistency
 from sealtrail_server.domain.access import Role
@@ -546,6 +553,57 @@ def test_the_signer_refuses_to_extend_a_rewritten_log(
         logged.get_checkpoint(fresh=True)
     assert refused.value.reason == "INTEGRITY_FAILURE"
     assert logged.get_checkpoint() == before
+
+
+def cut_back_and_forget_checkpoints(conn: psycopg.Connection[Any], tenant: str) -> None:
+    truncate_tail(conn, tenant)
+    conn.execute("DELETE FROM checkpoints WHERE tenant_id = %s", [tenant])
+
+
+def rewrite_and_forget_checkpoints(conn: psycopg.Connection[Any], tenant: str) -> None:
+    rewrite_consistently(conn, tenant)
+    conn.execute("DELETE FROM checkpoints WHERE tenant_id = %s", [tenant])
+
+
+@pytest.mark.parametrize(
+    ("tampering", "appended", "verify_reason", "verify_seq"),
+    [
+        # Shorter than its checkpoint still: 30 kept, 2 appended, VerifyLog's own record.
+        (truncate_tail, 2, "RECORD_MISSING", 33),
+        (cut_back_and_forget_checkpoints, 12, "ROOT_MISMATCH", EVENTS),
+        (rewrite_and_forget_checkpoints, 2, "ROOT_MISMATCH", EVENTS),
+    ],
+    ids=["cut-back", "cut-back-checkpoints-deleted", "rewritten-checkpoints-deleted"],
+)
+def test_the_signer_never_signs_over_a_log_cut_back_or_rewritten_with_its_checkpoints_gone(
+    logged: AuditClient,
+    tenant: str,
+    tamper: psycopg.Connection[Any],
+    tampering: Callable[[psycopg.Connection[Any], str], None],
+    appended: int,
+    verify_reason: str,
+    verify_seq: int,
+) -> None:
+    """The checkpoint rows were the signer's only memory of what it signed: a
+    superuser who deleted them along with the log's tail (or rewrote the log
+    to match) had the real key sign a fork, and VerifyLog passed; a log cut
+    back under its checkpoints was served that checkpoint, longer than the
+    log. The server remembers what it signed, outside the database
+    (helper-123)."""
+    signed = logged.get_checkpoint()
+    tampering(tamper, tenant)
+    record_events(logged, appended, start=1000)
+    with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
+        logged.get_checkpoint(fresh=True)
+    assert refused.value.reason == "INTEGRITY_FAILURE"
+    result = logged.verify_log()
+    assert not result.ok
+    assert (result.failure.reason, result.failure.seq) == (verify_reason, verify_seq)
+    try:
+        at_its_size = logged.get_checkpoint(tree_size=EVENTS).note
+    except NotFoundError:  # its row deleted
+        at_its_size = None
+    assert at_its_size in (None, signed.note)  # never another root signed at that size
 
 
 def test_proof_hashes_are_base64_in_bundles(logged: AuditClient, tmp_path: Path) -> None:

@@ -305,6 +305,7 @@ class IntegrityRpcs:
             self._db,
             tenant_id=principal.tenant_id,
             verifiers=await self._checkpointer.verifiers(),
+            remembered=self._checkpointer.remembered(principal.tenant_id),
             seal=self._summary_seal,
             view_matches=(
                 partial(view_matches, tenant_id=principal.tenant_id)

@@ -6,12 +6,20 @@ hashes, checks it against the tenant's head, and checks a consistency proof
 from the latest signed checkpoint (its root read from the signed note, not the
 row). So it never signs two inconsistent checkpoints for one origin, even if
 rows were rewritten behind its back: it refuses with IntegrityFailure instead.
+
+The checkpoint rows are a superuser's to delete, though: with them gone, a log
+cut back or rewritten would have been signed again. So each process also
+remembers the latest checkpoint it signed or served of each tenant, outside
+the database, and signs or serves only what extends it (helper-123). What a
+process that never signed for the tenant, or one restarted since, cannot
+know, a checkpoint held outside the service can (docs/integrity.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +56,10 @@ from ..store.tree import consistency_proof, root_at
 
 log = logging.getLogger(__name__)
 
+# Tenants whose latest checkpoint a process remembers (the least recently
+# signed or served forgotten first): about 100 bytes each.
+REMEMBERED_TENANTS = 100_000
+
 
 class Checkpointer:
     def __init__(
@@ -67,6 +79,8 @@ class Checkpointer:
         self._interval = interval
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        # {tenant: (size, root)} of the latest checkpoint signed or served here.
+        self._remembered: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
         meter = meter or no_meter()
         self._signed = meter.create_counter(
             "sealtrail.checkpoints.signed",
@@ -81,6 +95,11 @@ class Checkpointer:
 
     def origin(self, tenant_id: str) -> str:
         return f"{self._origin_prefix}/{tenant_id}"
+
+    def remembered(self, tenant_id: str) -> tuple[int, bytes] | None:
+        """The size and root of the tenant's latest checkpoint this process
+        signed or served, as it remembers them (not read from the database)."""
+        return self._remembered.get(tenant_id)
 
     async def start(self) -> None:
         async with self._db.system_connection() as conn:
@@ -152,16 +171,30 @@ class Checkpointer:
             )
             head = await cursor.fetchone()
             latest = await latest_checkpoint(conn, tenant_id)
-            if head is None or head[0] == 0 or (latest and latest.tree_size >= head[0]):
+            if head is None:  # erased (or never written): nothing to sign
+                self._remembered.pop(tenant_id, None)
                 return latest
             size, head_root = int(head[0]), bytes(head[1])
+            if latest is not None and latest.tree_size > size:
+                raise IntegrityFailure(
+                    f"the log of {tenant_id!r} holds {size} events, fewer than its checkpoint"
+                    f" at size {latest.tree_size} signs: it was cut back"
+                )
+            if latest is not None and latest.tree_size == size:
+                await self._check_remembered(conn, tenant_id, size, latest.root_hash)
+                return latest
+            if size == 0:
+                await self._check_remembered(conn, tenant_id, 0, b"")
+                return latest
             root = await root_at(conn, tenant_id, size)
             if root != head_root:
                 raise IntegrityFailure(
                     f"the stored tree of {tenant_id!r} does not match its head at size {size}"
                 )
+            proven = None
             if latest is not None:
-                await self._check_extends(conn, tenant_id, latest, size, root, verifiers)
+                proven = await self._check_extends(conn, tenant_id, latest, size, root, verifiers)
+            await self._check_remembered(conn, tenant_id, size, root, proven=proven)
             note = sign_note(
                 format_checkpoint(Checkpoint(self.origin(tenant_id), size, root)), self.signer
             )
@@ -171,6 +204,51 @@ class Checkpointer:
         log.debug("signed checkpoint %s at size %d", self.origin(tenant_id), size)
         return checkpoint
 
+    async def _check_remembered(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        tenant_id: str,
+        size: int,
+        root: bytes,
+        *,
+        proven: tuple[int, bytes] | None = None,
+    ) -> None:
+        """Remember (`size`, `root`) as the tenant's latest checkpoint, if it
+        extends the one remembered (as `proven`, the size and root it was just
+        proven to extend, may say already); else IntegrityFailure: the log, or
+        its checkpoints, changed behind the service's back since this process
+        signed or served that one."""
+        remembered = self._remembered.get(tenant_id)
+        if remembered is not None and remembered not in ((size, root), proven):
+            known_size, known_root = remembered
+            where = f"{self.origin(tenant_id)} at size {size}"
+            if size <= known_size:
+                raise IntegrityFailure(
+                    f"refusing {where}: this server signed or served size {known_size}"
+                    f" ({'a different root' if size == known_size else 'a longer log'});"
+                    " the log or its checkpoints were changed behind its back"
+                )
+            try:
+                verify_consistency(
+                    old_size=known_size,
+                    new_size=size,
+                    old_root=known_root,
+                    new_root=root,
+                    proof=await consistency_proof(
+                        conn, tenant_id, old_size=known_size, new_size=size
+                    ),
+                )
+            except ProofError as error:
+                raise IntegrityFailure(
+                    f"refusing {where}: it does not extend the checkpoint at size"
+                    f" {known_size} this server signed or served ({error})"
+                ) from error
+        if size:
+            self._remembered[tenant_id] = (size, root)
+            self._remembered.move_to_end(tenant_id)
+            if len(self._remembered) > REMEMBERED_TENANTS:
+                self._remembered.popitem(last=False)
+
     async def _check_extends(
         self,
         conn: psycopg.AsyncConnection[Any],
@@ -179,7 +257,9 @@ class Checkpointer:
         size: int,
         root: bytes,
         verifiers: list[Verifier],
-    ) -> None:
+    ) -> tuple[int, bytes]:
+        """The size and root `latest`'s note signs, which (`size`, `root`) extends;
+        else IntegrityFailure."""
         try:
             text, _ = open_note(latest.note, verifiers)
             signed = parse_checkpoint(text)
@@ -198,6 +278,7 @@ class Checkpointer:
                 f"refusing to sign {self.origin(tenant_id)} at size {size}: it does not extend"
                 f" the checkpoint at size {latest.tree_size} ({error})"
             ) from error
+        return signed.tree_size, signed.root_hash
 
     async def _run(self) -> None:
         while True:

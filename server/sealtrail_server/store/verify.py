@@ -73,7 +73,11 @@ async def verify_log(
     verifiers: list[Verifier],
     seal: SummarySeal,
     view_matches: ViewCheck | None = None,
+    remembered: tuple[int, bytes] | None = None,
 ) -> Verification:
+    """`remembered`: the size and root of a checkpoint the server signed, as it
+    remembers them: a log whose checkpoint rows were deleted with the log cut
+    back or rewritten to match is checked against it too (helper-123)."""
     async with (
         db.connection(tenant_id) as conn,
         conn.transaction(),
@@ -90,7 +94,9 @@ async def verify_log(
         # this waits for or holds off; else a snapshot from before the move,
         # reading after it, would find neither the month nor the moved rows.
         await conn.execute("LOCK TABLE ONLY events IN ACCESS SHARE MODE")
-        return await _verify(conn, cursor, pairs, tombs, tenant_id, verifiers, seal, view_matches)
+        return await _verify(
+            conn, cursor, pairs, tombs, tenant_id, verifiers, seal, view_matches, remembered
+        )
 
 
 async def _verify(
@@ -102,6 +108,7 @@ async def _verify(
     verifiers: list[Verifier],
     seal: SummarySeal,
     view_matches: ViewCheck | None,
+    remembered: tuple[int, bytes] | None,
 ) -> Verification:
     size = checked = views = 0
     removed = recorded = last_removed = 0  # leaves of removed events; retention's counts
@@ -133,6 +140,14 @@ async def _verify(
                 "the row differs from its signed note",
             )
         signed[parsed.tree_size] = parsed.root_hash
+    if remembered is not None:
+        known_size, known_root = remembered
+        if signed.setdefault(known_size, known_root) != known_root:
+            return fail(
+                known_size,
+                "CHECKPOINT_INVALID",
+                "the checkpoint at this size is not the one the server signed",
+            )
     last_signed = max(signed, default=0)
 
     frontier: list[bytes] = []
