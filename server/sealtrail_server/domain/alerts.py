@@ -186,25 +186,43 @@ class ThresholdWindow:
         bisect.insort(times, occurred_at)
         del times[: bisect.bisect_left(times, times[-1] - self.window)]
         quiet = group.quiet_until is not None and occurred_at < group.quiet_until
-        within = 0 if quiet else self._most_in_a_window_with(times, occurred_at)
+        within, newest = (
+            (0, occurred_at) if quiet else self._most_in_a_window_with(times, occurred_at)
+        )
         del times[: -self.count]  # the newest `count` are all a decision needs
         if within < self.count:
             return None
-        group.quiet_until = occurred_at + self.window
+        # Quiet for a window from the newest event counted: from a late
+        # trigger's own time, the rest of its burst fired again (helper-122).
+        group.quiet_until = newest + self.window
         return within
 
-    def _most_in_a_window_with(self, times: list[datetime], moment: datetime) -> int:
-        """The most of `times` one window holding `moment` holds: of the
+    def _most_in_a_window_with(
+        self, times: list[datetime], moment: datetime
+    ) -> tuple[int, datetime]:
+        """The most of `times` one window holding `moment` holds (of the
         windows that start at a time at most a window before it, and at or
-        before it. For the newest event, the window that ends at it."""
+        before it), and the newest time that window holds; for the newest
+        event, the window that ends at it. Fewer than the count, and not the
+        most, when no window can hold the count."""
         first = bisect.bisect_left(times, moment - self.window)
         last = bisect.bisect_right(times, moment)
         if last == len(times):  # the newest, as events in order are: nothing after it
-            return last - first
-        return max(
-            (bisect.bisect_right(times, times[j] + self.window) - j for j in range(first, last)),
-            default=0,
-        )
+            return last - first, moment
+        # Every window holding `moment` lies within a window either side of it:
+        # with fewer than the count there, none reaches it. So an event a few
+        # milliseconds late (two sources' clocks) costs two searches, not a
+        # walk of every time kept, up to `count` of them (helper-122).
+        reach = bisect.bisect_right(times, moment + self.window)
+        if reach - first < self.count:
+            return reach - first, moment
+        best, newest, end = 0, moment, first
+        for start in range(first, last):  # the window starting at each time; its end moves on
+            while end < reach and times[end] <= times[start] + self.window:
+                end += 1
+            if end - start > best:
+                best, newest = end - start, times[end - 1]
+        return best, newest
 
     def _sweep(self, occurred_at: datetime) -> None:
         """Now and then, drops the groups that no window of the newest events

@@ -77,7 +77,8 @@ class ThresholdCondition(_message.Message):
     """Fires when `count` matching events occurred within `window_seconds` of
     each other (by occurred_at) in one group: failed-login spikes, bulk
     deletion, unusual API usage. A group that fired stays quiet until a full
-    window has passed since the event that fired it.
+    window has passed since the newest event counted (the one that fired it,
+    unless that one arrived late).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
