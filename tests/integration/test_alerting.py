@@ -889,6 +889,69 @@ def test_a_step_that_failed_part_way_does_its_work_once_when_run_again(
     client.close()
 
 
+@pytest.mark.parametrize(
+    ("before", "meanwhile", "fires_at"),
+    # The events process A counts, then those B evaluates while A's lease has
+    # lapsed, then A's next one; count 3: where the burst of three completes.
+    [(2, 1, 3), (1, 1, 3)],
+    ids=["burst-fired-elsewhere-not-again", "burst-completed-here-fires"],
+)
+def test_a_lease_come_back_takes_up_windows_that_count_what_another_process_evaluated(
+    unevaluated: ServerThread,
+    own_sql: psycopg.Connection[Any],
+    tenant: str,
+    before: int,
+    meanwhile: int,
+    fires_at: int,
+) -> None:
+    """A process whose claims failed for longer than a lease (a partition, a
+    stall) kept its windows; when its claim returned the tenant, after another
+    process had evaluated events and let the lease go, those windows lacked
+    what that process counted: a burst fired twice, or one was missed
+    (helper-122)."""
+    server, client = unevaluated, AuditClient(unevaluated.target, token=unevaluated.token(tenant))
+    rule = client.create_alert_rule(
+        build_alert_rule(
+            "keys", "threshold", filter=build_filter(actions="api_key.create"),
+            count=3, window_seconds=3600,
+        )
+    ).rule  # fmt: skip
+    appender = Appender(server.database)
+    here, elsewhere = Evaluator(server.database, appender), Evaluator(server.database, appender)
+    seqs: list[int] = []
+
+    def record(count: int) -> None:
+        for _ in range(count):
+            seqs.append(client.record(action="api_key.create", actor_id="u").event.seq)
+
+    async def start() -> None:
+        appender.start()  # in the server's loop
+
+    server.run(start())
+    try:
+        assert tenant in server.run(here._claim())
+        record(before)
+        server.run(here._step(tenant))
+        own_sql.execute(  # here's lease lapses: it cannot reach the database meanwhile
+            "UPDATE alert_cursors SET lease_until = now() - interval '1 second'"
+            " WHERE tenant_id = %s",
+            [tenant],
+        )
+        assert tenant in server.run(elsewhere._claim())
+        record(meanwhile)
+        server.run(elsewhere._step(tenant))
+        server.run(elsewhere._release())  # a deploy
+        assert tenant in server.run(here._claim())  # back
+        record(1)
+        server.run(here._step(tenant))
+    finally:
+        server.run(here._release())
+        server.run(elsewhere._release())
+        server.run(appender.stop())
+    assert [alert["trigger_seq"] for alert in fired_by(client, rule.id)] == [seqs[fires_at - 1]]
+    client.close()
+
+
 def test_leases_are_given_up_at_once_but_one_an_erasure_holds(
     unevaluated: ServerThread, own_sql: psycopg.Connection[Any], tenant: str
 ) -> None:

@@ -125,6 +125,8 @@ class Evaluator:
         self._max_tenants = max_tenants
         self.owner = new_owner()
         self._rules: dict[str, dict[str, _Rule]] = {}  # tenant -> rule id -> rule
+        # tenant -> the cursor its rules' windows stand at (every event up to it counted)
+        self._windows_at: dict[str, int] = {}
         self._work: LeasedWork[str] = LeasedWork(
             "alerts",
             claim=self._claim,
@@ -159,6 +161,7 @@ class Evaluator:
             )
         for tenant_id in set(self._rules) - set(held):
             del self._rules[tenant_id]  # another process's now: its windows go with it
+            self._windows_at.pop(tenant_id, None)
         return held
 
     async def _release(self) -> None:
@@ -176,10 +179,17 @@ class Evaluator:
             # recorded while that call ran may be passed over.)
             head = await tree_size(conn, tenant_id)
             stored_rules = await store.enabled_rules(conn, tenant_id)
+        if self._windows_at.get(tenant_id) != cursor:
+            # Built to another cursor: the lease lapsed here (a partition, a
+            # stall) and another process moved it meanwhile, evaluating events
+            # these windows never counted; kept, they fired a burst twice or
+            # missed one (helper-122). Primed afresh from the log instead.
+            self._rules.pop(tenant_id, None)
         rules = self._refresh(tenant_id, stored_rules)
         for rule in rules:
             if rule.window is not None and not rule.primed:
                 await self._prime(tenant_id, rule, cursor)
+        self._windows_at[tenant_id] = cursor
         if cursor >= head:
             return self._poll
         upto = min(head, cursor + _BATCH)
@@ -209,6 +219,8 @@ class Evaluator:
                 moved = await store.advance(
                     conn, tenant_id, owner=self.owner, from_seq=cursor, to_seq=upto
                 )
+            if moved:
+                self._windows_at[tenant_id] = upto
         finally:
             if not moved:
                 # The step runs again from the same cursor (here or where the
@@ -216,6 +228,7 @@ class Evaluator:
                 # count them twice: primed afresh from the log instead, they
                 # stand as they did before it.
                 self._rules.pop(tenant_id, None)
+                self._windows_at.pop(tenant_id, None)
         return 0.0 if moved else None
 
     def _refresh(self, tenant_id: str, stored: list[store.StoredRule]) -> list[_Rule]:
