@@ -235,6 +235,18 @@ def test_working_days_can_be_chosen() -> None:
     assert not outside_working_hours(condition, T0 + timedelta(days=4))  # Saturday
 
 
+@pytest.mark.parametrize("zone", ["localtime", "Factory", "Mars/Olympus_Mons", ""])
+def test_a_time_zone_is_an_iana_zone_not_the_hosts_own(zone: str) -> None:
+    """`localtime` named whatever zone the host was set to: one rule, judged
+    differently on each host (helper-122). "" is UTC."""
+    if not zone:
+        assert validate_condition("off_hours", WATCHED, path="rule", end_hour=9).time_zone == "UTC"
+        return
+    with pytest.raises(InvalidArgument) as refused:
+        validate_condition("off_hours", WATCHED, path="rule", time_zone=zone, end_hour=9)
+    assert [v.field for v in refused.value.violations] == ["rule.off_hours.time_zone"]
+
+
 def test_every_violation_is_named() -> None:
     with pytest.raises(InvalidArgument) as refused:
         validate_condition("threshold", EventFilter(), path="rule", count=0, window_seconds=0)
