@@ -1,14 +1,13 @@
 """A TCP proxy whose connections can be silenced: the bytes each way dropped,
 both sockets kept open (a NAT's or a load balancer's dropped state, a network
-partition: no FIN, no RST). Connections made after `silence` pass."""
+partition: no FIN, no RST). Connections made after `silence` pass. Use it in
+`contextlib.closing`."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
-from types import TracebackType
-from typing import Self
 
 
 class SilentProxy:
@@ -53,14 +52,3 @@ class SilentProxy:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -11,6 +11,7 @@ import asyncio
 import queue
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 
 import grpc
 import pytest
@@ -42,7 +43,7 @@ def test_a_stream_on_a_connection_dropped_without_a_word_resumes_on_a_new_one(
     received: queue.Queue[int] = queue.Queue()
     ended: list[BaseException] = []
     with (
-        SilentProxy(("127.0.0.1", quick.port)) as proxy,
+        closing(SilentProxy(("127.0.0.1", quick.port))) as proxy,
         AuditClient(quick.target, token=quick.token(tenant, "recorder")) as writer,
     ):
         channel = grpc.insecure_channel(proxy.target, options=_QUICK)
@@ -75,7 +76,7 @@ def test_a_stream_on_a_connection_dropped_without_a_word_resumes_on_a_new_one(
 async def test_an_async_stream_on_a_connection_dropped_without_a_word_resumes(
     quick: ServerThread, tenant: str
 ) -> None:
-    with SilentProxy(("127.0.0.1", quick.port)) as proxy:
+    with closing(SilentProxy(("127.0.0.1", quick.port))) as proxy:
         async with (
             AsyncAuditClient(quick.target, token=quick.token(tenant, "recorder")) as writer,
             grpc.aio.insecure_channel(proxy.target, options=_QUICK) as channel,
