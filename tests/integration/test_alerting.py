@@ -952,6 +952,53 @@ def test_a_lease_come_back_takes_up_windows_that_count_what_another_process_eval
     client.close()
 
 
+def test_a_rules_alerts_are_read_back_from_the_oldest_event_a_priming_replays(
+    unevaluated: ServerThread, tenant: str
+) -> None:
+    """Priming read every alert the rule ever raised, at every rebuild: an
+    alert comes after its trigger, so those before the replayed events are
+    left unread (helper-122)."""
+    server, client = unevaluated, AuditClient(unevaluated.target, token=unevaluated.token(tenant))
+    rule = client.create_alert_rule(
+        build_alert_rule(
+            "keys", "threshold", filter=build_filter(actions="api_key.create"),
+            count=2, window_seconds=1,
+        )
+    ).rule  # fmt: skip
+    appender = Appender(server.database)
+    evaluator = Evaluator(server.database, appender)
+    at = datetime.now(UTC) - timedelta(minutes=30)
+    seqs = [
+        client.record(
+            action="api_key.create", actor_id="u", occurred_at=at + timedelta(minutes=n)
+        ).event.seq
+        for n in (0, 0, 10, 10)  # two bursts, ten minutes apart
+    ]
+
+    async def start() -> None:
+        appender.start()
+
+    server.run(start())
+    try:
+        assert tenant in server.run(evaluator._claim())
+        server.run(evaluator._step(tenant))
+    finally:
+        server.run(evaluator._release())
+        server.run(appender.stop())
+    fired = [alert["trigger_seq"] for alert in fired_by(client, rule.id)]
+    assert fired == [seqs[1], seqs[3]]
+
+    def triggers(after_seq: int) -> set[int]:
+        read = alert_store.alert_triggers(
+            server.database, tenant_id=tenant, rule_id=rule.id, after_seq=after_seq
+        )
+        return server.run(read)
+
+    assert triggers(0) == set(fired)
+    assert triggers(seqs[2] - 1) == {seqs[3]}
+    client.close()
+
+
 def test_leases_are_given_up_at_once_but_one_an_erasure_holds(
     unevaluated: ServerThread, own_sql: psycopg.Connection[Any], tenant: str
 ) -> None:

@@ -294,7 +294,19 @@ class Evaluator:
                 if record["action"] == ALERT_ACTION or key is None or occurred < newest - reach:
                     continue  # not counted, or backdated out of every window here
                 replayed.append((event.seq, key, occurred))
-        fired = await store.alert_triggers(self._db, tenant_id=tenant_id, rule_id=rule.stored.id)
+        # Only a replayed event can have fired an alert that matters here, and
+        # an alert comes after its trigger: a noisy rule's older alerts (one a
+        # minute is half a million a year) are not read at every priming.
+        fired = (
+            await store.alert_triggers(
+                self._db,
+                tenant_id=tenant_id,
+                rule_id=rule.stored.id,
+                after_seq=replayed[-1][0] - 1,  # the oldest replayed
+            )
+            if replayed
+            else set()
+        )
         for seq, key, occurred in reversed(replayed):  # in seq order, as they were evaluated
             if rule.window.observe(key, occurred) is not None and seq not in fired:
                 rule.window.unfire(key)

@@ -140,10 +140,14 @@ def alert_key(rule_id: str, trigger_seq: int) -> str:
     return f"alert:{rule_id}:{trigger_seq}"
 
 
-async def alert_triggers(db: Database, *, tenant_id: str, rule_id: str) -> set[int]:
-    """The seqs of the events that fired the rule's recorded alerts, from
-    their idempotency keys: the rule's alerts are read by resource (the rule),
-    one range of the resource index. (A range of the keys themselves, from
+async def alert_triggers(
+    db: Database, *, tenant_id: str, rule_id: str, after_seq: int = 0
+) -> set[int]:
+    """The seqs of the events after `after_seq` that fired the rule's recorded
+    alerts, from their idempotency keys (an alert comes after its trigger, so
+    only alerts after `after_seq` are read, not every one the rule ever
+    raised): the rule's alerts are read by resource (the rule), one range of
+    the resource index. (A range of the keys themselves, from
     `alert:<rule>:` to `alert:<rule>;`, assumed byte order: under a
     linguistic collation, en_US or ICU, punctuation sorts otherwise and the
     range came back empty, so a restart fired each alert again.)"""
@@ -151,11 +155,13 @@ async def alert_triggers(db: Database, *, tenant_id: str, rule_id: str) -> set[i
     async with db.connection(tenant_id) as conn:
         cursor = await conn.execute(
             "SELECT idempotency_key FROM events WHERE tenant_id = %s"
-            " AND resource_type = 'alert_rule' AND resource_id = %s AND action = %s",
-            [tenant_id, rule_id, ALERT_ACTION],
+            " AND resource_type = 'alert_rule' AND resource_id = %s AND action = %s"
+            " AND seq > %s",
+            [tenant_id, rule_id, ALERT_ACTION, after_seq],
         )
         keys = [str(key) for (key,) in await cursor.fetchall() if key]
-        return {int(key.removeprefix(prefix)) for key in keys if key.startswith(prefix)}
+        triggers = {int(key.removeprefix(prefix)) for key in keys if key.startswith(prefix)}
+        return {seq for seq in triggers if seq > after_seq}
 
 
 # --- the evaluator's side (system connections) ----------------------------------
