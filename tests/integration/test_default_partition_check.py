@@ -14,9 +14,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from sealtrail import AuditClient, UnavailableError
 from sealtrail_server.store import partitions
 from sealtrail_server.store.partitions import OUTSIDE_MONTHS, create_ahead
-from tests.conftest import database_of_its_own
+from tests.conftest import ServerThread, database_of_its_own
 
 # Years ahead of any month the database's own clock has created.
 _YEAR = datetime.now(UTC).year + 3
@@ -250,3 +251,32 @@ def test_this_month_is_not_created_over_what_its_retirement_left(
             assert _create_ahead(url, datetime(_YEAR, 7, 15, tzinfo=UTC))[0] == 3
         assert f"holds only records kept for good of {_YEAR}-07" in caplog.text
         assert [table for table, _ in _rows_of(sql, july)] == ["events_default"]
+
+
+def test_a_record_the_check_refuses_meanwhile_is_told_to_retry_not_that_it_is_invalid(
+    url: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A process whose clock runs ahead receives an event in a month another
+    process is creating, whose check names it meanwhile: the event is fine,
+    and lands once the month is created. It was refused as INVALID_ARGUMENT,
+    which no client retries (helper-120)."""
+    ahead = datetime(_YEAR, 5, 1, 12, tzinfo=UTC)
+    server = ServerThread(url, clock=lambda: ahead)
+    try:
+        with psycopg.connect(url, autocommit=True) as owner:
+            owner.execute(
+                f"ALTER TABLE events_default ADD CONSTRAINT {OUTSIDE_MONTHS}"
+                f" CHECK (received_at < '{_YEAR}-05-01' OR received_at >= '{_YEAR}-06-01')"
+                " NOT VALID"
+            )
+            with AuditClient(
+                server.target, token=server.token("t-ahead"), max_attempts=1
+            ) as client:
+                with pytest.raises(UnavailableError) as refused:
+                    client.record(action="doc.edit", actor_id="u")
+                assert refused.value.retry_after is not None
+                owner.execute(f"ALTER TABLE events_default DROP CONSTRAINT {OUTSIDE_MONTHS}")
+                # Landed, and the refused one took no seq.
+                assert client.record(action="doc.edit", actor_id="u").event.seq == 1
+    finally:
+        server.close()

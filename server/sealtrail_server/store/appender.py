@@ -82,6 +82,7 @@ from .changes import (
 )
 from .database import Connection, Database
 from .kept import KEEP_IDLE_SECONDS, KeptConnection
+from .partitions import OUTSIDE_MONTHS
 
 log = logging.getLogger(__name__)
 
@@ -599,7 +600,7 @@ class Appender:
             ]
             _resolve(batch, [each])
         else:
-            _fail(batch, _refused(submission.events[0]))
+            _fail(batch, _refused(submission.events[0], error))
 
     async def _commit_around_held_heads(self, batch: list[_Submission]) -> None:
         """After a lock timeout: the tenants whose heads another session holds
@@ -643,10 +644,10 @@ class Appender:
             if _refusal(error) is None:
                 return error
             log.error("appender: the database refused %s: %s", event.path, error.__cause__)
-            return _refused(event)
+            return _refused(event, _refusal(error))
         except _REFUSALS as error:
             log.error("appender: the database refused %s: %s", event.path, error)
-            return _refused(event)
+            return _refused(event, error)
         except psycopg.Error:
             return Unavailable("the database refused the append", retry_after=1.0)
         if isinstance(written, SealtrailError):
@@ -1100,7 +1101,16 @@ def _refusal(error: SealtrailError) -> psycopg.Error | None:
     return cause if isinstance(cause, _REFUSALS) else None
 
 
-def _refused(event: ValidEvent) -> InvalidArgument:
+def _refused(event: ValidEvent, refusal: psycopg.Error | None) -> SealtrailError:
+    if (
+        isinstance(refusal, psycopg.errors.CheckViolation)
+        and refusal.diag.constraint_name == OUTSIDE_MONTHS
+    ):
+        # Received (by this process's clock) in a month being created: it
+        # takes its rows once created, in a moment (ADR 0047; helper-120).
+        return Unavailable(
+            "the month this event is received in is being created; retry", retry_after=1.0
+        )
     return InvalidArgument.field(event.path, "was refused by the database as invalid")
 
 
