@@ -663,6 +663,22 @@ def test_an_export_meeting_an_unreadable_record_is_data_loss_naming_it(
     assert not (tmp_path / f"out.{export_format}").exists()
 
 
+@pytest.mark.parametrize("actions", [None, "integrity.test"], ids=["all", "filtered"])
+def test_a_stream_meeting_an_unreadable_record_is_data_loss_naming_it(
+    logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any], actions: str | None
+) -> None:
+    """It ended with INTERNAL, naming nothing, where Export says DATA_LOSS
+    (helper-121)."""
+    tamper.execute(
+        "UPDATE events SET record = '{\"seq\":13}' WHERE tenant_id = %s AND seq = 13", [tenant]
+    )
+    with pytest.raises(RpcFailedError) as failed:
+        for event in logged.stream(build_filter(actions=actions) if actions else None, after_seq=0):
+            assert event.seq < 13
+    assert failed.value.code == grpc.StatusCode.DATA_LOSS
+    assert "seq 13" in str(failed.value)
+
+
 @pytest.mark.parametrize(
     ("file", "damage", "message"),
     [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import queue
 import threading
 import time
@@ -220,6 +221,35 @@ def test_heartbeats_carry_the_cursor_of_an_idle_filtered_stream(
                 assert time.monotonic() < deadline
     finally:
         quick.close()
+
+
+def test_a_stream_reading_the_table_sends_before_it_holds_many_bytes(
+    client: AuditClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With announce_purged, a catch-up held a thousand events' encodings
+    before sending any: 60 MiB of 60 KB events, for one stream (helper-121).
+    It sends once it holds _HELD_BYTES (shrunk here) as well."""
+    held: list[int] = []
+    interleaved = stream_api._interleaved
+
+    def spied(events: list[EncodedEvent], *args: Any, **kwargs: Any) -> Any:
+        held.append(sum(len(event.data) for event in events))
+        return interleaved(events, *args, **kwargs)
+
+    monkeypatch.setattr(stream_api, "_HELD_BYTES", 20_000)
+    monkeypatch.setattr(stream_api, "_interleaved", spied)
+    sent = client.record_batch(
+        [build_event(action="doc.edit", actor_id="u", details={"text": "x" * 5_000})] * 1
+        + [
+            build_event(action="doc.edit", actor_id="u", details={"text": f"{n}" * 5_000})
+            for n in range(20)
+        ]
+    )
+    last = max(result.event.seq for result in sent if result.event is not None)
+    stream = client.stream(build_filter(actions="doc.edit"), after_seq=0, on_purged=lambda _: None)
+    seqs = [event.seq for event in itertools.islice(stream, len(sent))]
+    assert seqs[-1] == last and len(seqs) == len(set(seqs))
+    assert len(held) > 1 and max(held) < 20_000 + 6_000  # one event more than the bound
 
 
 def test_a_stream_ends_when_its_tenant_is_erased(migrated_database_url: str, tenant: str) -> None:

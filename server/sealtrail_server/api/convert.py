@@ -8,7 +8,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import DecodeError, Message
@@ -289,6 +289,19 @@ def _encoded_view(row: ShownEvent, tenant_id: str) -> bytes:
     if row.event_view is not None:  # the whole view, as appended (ADR 0025)
         return row.event_view
     return _shown(event_pb2.Event, row, tenant_id).SerializeToString()
+
+
+# What converting a record that is no event raises (a record rewritten in the
+# database into other JSON).
+UNREADABLE: Final = (ValueError, KeyError, TypeError, AttributeError)
+
+
+def unreadable_record(seq: int, error: Exception) -> IntegrityFailure:
+    """DATA_LOSS naming the record at `seq`, which `error` found no event."""
+    return IntegrityFailure(
+        f"the record at seq {seq} is not a readable event ({error!r}):"
+        " it was changed in the database; run VerifyLog"
+    )
 
 
 def _unreadable_view(seq: int | None) -> IntegrityFailure:

@@ -16,7 +16,7 @@ from google.protobuf import json_format
 from sealtrail.v1 import audit_service_pb2 as pb
 
 from ..domain.access import Principal
-from ..domain.errors import IntegrityFailure, InvalidArgument, ResourceExhausted
+from ..domain.errors import InvalidArgument, ResourceExhausted
 from ..domain.filters import EventFilter, validate_filter
 from ..export.formats import CsvEncoder, Encoder, JsonEncoder, NdjsonEncoder
 from ..integrity.checkpointer import Checkpointer
@@ -25,7 +25,7 @@ from ..store.changes import Changes, refuse_if_erased_now, tenant_erased
 from ..store.database import Connection, Database
 from ..store.events import recent_exports, stream_events
 from .audited import FilterDetails, record_access
-from .convert import event_from_record, filter_draft
+from .convert import UNREADABLE, event_from_record, filter_draft, unreadable_record
 from .guard import current_principal
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -102,13 +102,10 @@ class ExportRpcs:
             async for event in events:
                 try:
                     buffer += encoder.row(event.record, event.leaf_hash)
-                except (ValueError, KeyError, TypeError, AttributeError) as error:
+                except UNREADABLE as error:
                     # A record rewritten in the database into something no event
                     # is (Query's answer to the same is DATA_LOSS naming it).
-                    raise IntegrityFailure(
-                        f"the record at seq {event.seq} is not a readable event ({error!r}):"
-                        " it was changed in the database; run VerifyLog"
-                    ) from None
+                    raise unreadable_record(event.seq, error) from None
                 rows, first, last = rows + 1, first or event.seq, event.seq
                 if len(buffer) >= CHUNK_BYTES:
                     digest.update(buffer)

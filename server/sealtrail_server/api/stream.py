@@ -12,6 +12,7 @@ Heartbeats carry `position`, from which a client resumes exactly.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
@@ -37,7 +38,14 @@ from ..store.retention import first_kept_after, purged_between
 from ..store.tree import tree_size
 from ..stream.hub import Delivery, EncodedEvent, LiveEvent, StreamHub, Subscription
 from .audited import FilterDetails, record_access
-from .convert import element_prefix, event_from_data, event_from_record, filter_draft
+from .convert import (
+    UNREADABLE,
+    element_prefix,
+    event_from_data,
+    event_from_record,
+    filter_draft,
+    unreadable_record,
+)
 from .guard import current_principal
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -52,6 +60,11 @@ MAX_BATCH_BYTES = 1 << 20
 # With announce_purged, removals are counted (one statement, by the index)
 # every this many events a stream reads from the table, and where it ends.
 _ANNOUNCED_EVERY = 1000
+# The most bytes of encodings a stream reading the table holds before sending.
+_HELD_BYTES = 4 * MAX_BATCH_BYTES
+# The longest a stream converts events from the table without letting the
+# process's other calls have a turn.
+_TURN_SECONDS = 0.01
 # Where an event's encoding goes in a response: alone, or in a batch.
 _ALONE: Final = pb.StreamEventsResponse.DESCRIPTOR.fields_by_name["event"].number
 _BATCH: Final = pb.StreamEventsResponse.DESCRIPTOR.fields_by_name["events"].number
@@ -244,14 +257,28 @@ class StreamRpcs:
         )
         chunk = max(limit, _ANNOUNCED_EVERY) if announce else limit
         events: list[EncodedEvent] = []
+        held = 0  # bytes of their encodings
+        turn = time.perf_counter()
         async with aclosing(rows):
             async for stored in rows:
-                message = event_from_record(stored.record, stored.leaf_hash)
-                events.append(EncodedEvent(stored.seq, message.SerializeToString()))
-                if len(events) >= chunk:
+                try:
+                    message = event_from_record(stored.record, stored.leaf_hash)
+                except UNREADABLE as error:  # DATA_LOSS naming it, as Export says
+                    raise unreadable_record(stored.seq, error) from None
+                data = message.SerializeToString()
+                events.append(EncodedEvent(stored.seq, data))
+                held += len(data)
+                # Sent by count or by bytes: a thousand events of 60 KB held
+                # 60 MiB of encodings for one stream before anything was sent.
+                if len(events) >= chunk or held >= _HELD_BYTES:
                     for part in await parts(events, events[-1].seq):
                         yield part
-                    events = []
+                    events, held, turn = [], 0, time.perf_counter()
+                elif time.perf_counter() - turn >= _TURN_SECONDS:
+                    # A page of large events took seconds to convert, every
+                    # other call of the process waiting (helper-121).
+                    await asyncio.sleep(0)
+                    turn = time.perf_counter()
         for part in await parts(events, upto):
             if part:  # no event left, or none at all
                 yield part
@@ -291,7 +318,7 @@ class StreamRpcs:
                 matching = (
                     fresh
                     if matcher.matches_all  # no filter: no need to ask of each
-                    else [live for live in fresh if matcher.matches(live.record)]
+                    else [live for live in fresh if _matches(matcher, live)]
                 )
                 if matching:
                     yield [_encoded(live) for live in matching]
@@ -373,9 +400,19 @@ def _start_details(request: pb.StreamEventsRequest, *, now: datetime) -> dict[st
 def _encoded(live: LiveEvent) -> EncodedEvent:
     """The event as streams send it, encoded by its first subscriber for all."""
     if live.encoded is None:
-        message = event_from_data(live.record, live.stored.leaf_hash)
+        try:
+            message = event_from_data(live.record, live.stored.leaf_hash)
+        except UNREADABLE as error:
+            raise unreadable_record(live.stored.seq, error) from None
         live.encoded = EncodedEvent(live.stored.seq, message.SerializeToString())
     return live.encoded
+
+
+def _matches(matcher: RecordMatcher, live: LiveEvent) -> bool:
+    try:
+        return matcher.matches(live.record)
+    except UNREADABLE as error:
+        raise unreadable_record(live.stored.seq, error) from None
 
 
 def _responses(events: list[EncodedEvent], limit: int) -> Iterator[bytes]:
