@@ -252,6 +252,35 @@ def test_a_stream_reading_the_table_sends_before_it_holds_many_bytes(
     assert len(held) > 1 and max(held) < 20_000 + 6_000  # one event more than the bound
 
 
+def test_a_catch_up_that_finds_nothing_for_a_heartbeats_time_says_where_it_got_to(
+    client: AuditClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filter that matches little in a long log: the stream scanned it all
+    before sending anything, not even a heartbeat, and a client cut off
+    meanwhile began again from the start (helper-121). It reads windows of
+    seqs (10 here) and, a heartbeat's time without a message (every window,
+    by a clock that ticks a minute a look), says how far it has read."""
+
+    class Ticking:
+        now = 0.0
+
+        def perf_counter(self) -> float:
+            self.now += 60.0
+            return self.now
+
+    monkeypatch.setattr(stream_api, "time", Ticking())
+    monkeypatch.setattr(stream_api, "_WINDOW_SEQS", 10)
+    client.record_batch([build_event(action="noise.made", actor_id="u") for _ in range(45)])
+    wanted = client.record(action="wanted.found", actor_id="u").event.seq
+    beats: list[int] = []
+    stream = client.stream(
+        build_filter(actions="wanted.found"), after_seq=0, on_heartbeat=beats.append
+    )
+    assert next(iter(stream)).seq == wanted
+    read_so_far = [beat for beat in beats if 0 < beat < wanted]
+    assert read_so_far == list(range(10, wanted, 10))
+
+
 def test_a_stream_ends_when_its_tenant_is_erased(migrated_database_url: str, tenant: str) -> None:
     """Its log is gone: TENANT_ERASED ends the stream, where it would
     otherwise send heartbeats for a log that no longer exists."""

@@ -65,6 +65,9 @@ _HELD_BYTES = 4 * MAX_BATCH_BYTES
 # The longest a stream converts events from the table without letting the
 # process's other calls have a turn.
 _TURN_SECONDS = 0.01
+# Seqs a stream reads from the table at a time, saying where it got to
+# (a heartbeat) when a heartbeat's time passed without a message.
+_WINDOW_SEQS = 50_000
 # Where an event's encoding goes in a response: alone, or in a batch.
 _ALONE: Final = pb.StreamEventsResponse.DESCRIPTOR.fields_by_name["event"].number
 _BATCH: Final = pb.StreamEventsResponse.DESCRIPTOR.fields_by_name["events"].number
@@ -139,11 +142,13 @@ class StreamRpcs:
                 resumed = 0
                 async with aclosing(table):
                     async for read in table:
-                        if isinstance(read, pb.PurgedRange):
+                        if isinstance(read, int):  # all up to it sent: a heartbeat's cursor
+                            yield _heartbeat(read)
+                        elif isinstance(read, pb.PurgedRange):
                             yield pb.StreamEventsResponse(purged=read).SerializeToString()
-                            continue
-                        for response in _responses(read, limit):
-                            yield response
+                        else:
+                            for response in _responses(read, limit):
+                                yield response
                 position = max(position, size)
                 if request.announce_purged and position > caught_up_from:
                     # Its last range reaches `size`: a client that reconnects
@@ -201,9 +206,13 @@ class StreamRpcs:
         *,
         resumed: int = 0,
         announce: bool = False,
-    ) -> AsyncGenerator[list[EncodedEvent] | pb.PurgedRange, None]:
+    ) -> AsyncGenerator[list[EncodedEvent] | pb.PurgedRange | int, None]:
         """Matching events with position < seq <= upto from the table, in lists
-        of up to `limit` (at least one). `resumed`: a client's cursor, refused
+        of up to `limit` (at least one); and, after a heartbeat's time without
+        any, the seq up to which all are sent (a heartbeat's cursor): read in
+        windows of _WINDOW_SEQS seqs, as a filter that matches little in a long
+        log scanned it all first, in silence, and a client cut off meanwhile
+        began the scan again (helper-121). `resumed`: a client's cursor, refused
         with PURGED if retention removed the event after it. That is checked
         after the first page is read, not before: a purge committed between a
         check and the read would go unseen, its events skipped unannounced.
@@ -247,38 +256,50 @@ class StreamRpcs:
             after, announced = announced, through
             return list(_interleaved(events, counts, after_seq=after, through_seq=through))
 
-        rows = stream_events(
-            self._db,
-            tenant_id=tenant_id,
-            event_filter=event_filter,
-            after_seq=position,
-            upto_seq=upto,
-            after_first_page=refuse_purged if resumed and not announce else None,
-        )
         chunk = max(limit, _ANNOUNCED_EVERY) if announce else limit
         events: list[EncodedEvent] = []
         held = 0  # bytes of their encodings
-        turn = time.perf_counter()
-        async with aclosing(rows):
-            async for stored in rows:
-                try:
-                    message = event_from_record(stored.record, stored.leaf_hash)
-                except UNREADABLE as error:  # DATA_LOSS naming it, as Export says
-                    raise unreadable_record(stored.seq, error) from None
-                data = message.SerializeToString()
-                events.append(EncodedEvent(stored.seq, data))
-                held += len(data)
-                # Sent by count or by bytes: a thousand events of 60 KB held
-                # 60 MiB of encodings for one stream before anything was sent.
-                if len(events) >= chunk or held >= _HELD_BYTES:
-                    for part in await parts(events, events[-1].seq):
+        turn = sent = time.perf_counter()
+        first_page_check = refuse_purged if resumed and not announce else None
+        for window_from in range(position, upto, _WINDOW_SEQS):
+            window_to = min(window_from + _WINDOW_SEQS, upto)
+            rows = stream_events(
+                self._db,
+                tenant_id=tenant_id,
+                event_filter=event_filter,
+                after_seq=window_from,
+                upto_seq=window_to,
+                after_first_page=first_page_check,
+            )
+            first_page_check = None
+            async with aclosing(rows):
+                async for stored in rows:
+                    try:
+                        message = event_from_record(stored.record, stored.leaf_hash)
+                    except UNREADABLE as error:  # DATA_LOSS naming it, as Export says
+                        raise unreadable_record(stored.seq, error) from None
+                    data = message.SerializeToString()
+                    events.append(EncodedEvent(stored.seq, data))
+                    held += len(data)
+                    # Sent by count or by bytes: a thousand events of 60 KB held
+                    # 60 MiB of encodings for one stream before anything was sent.
+                    if len(events) >= chunk or held >= _HELD_BYTES:
+                        for part in await parts(events, events[-1].seq):
+                            yield part
+                        events, held, turn = [], 0, time.perf_counter()
+                        sent = turn
+                    elif time.perf_counter() - turn >= _TURN_SECONDS:
+                        # A page of large events took seconds to convert, every
+                        # other call of the process waiting (helper-121).
+                        await asyncio.sleep(0)
+                        turn = time.perf_counter()
+            if window_to < upto and time.perf_counter() - sent >= self._heartbeat_seconds:
+                for part in await parts(events, window_to):
+                    if part:
                         yield part
-                    events, held, turn = [], 0, time.perf_counter()
-                elif time.perf_counter() - turn >= _TURN_SECONDS:
-                    # A page of large events took seconds to convert, every
-                    # other call of the process waiting (helper-121).
-                    await asyncio.sleep(0)
-                    turn = time.perf_counter()
+                events, held = [], 0
+                yield window_to
+                sent = time.perf_counter()
         for part in await parts(events, upto):
             if part:  # no event left, or none at all
                 yield part
