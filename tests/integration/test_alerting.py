@@ -889,6 +889,33 @@ def test_a_step_that_failed_part_way_does_its_work_once_when_run_again(
     client.close()
 
 
+def _keys_threshold(
+    client: AuditClient, *, count: int, window_seconds: int
+) -> alerting_pb2.AlertRule:
+    """A threshold rule on api_key.create events, for tests that run steps."""
+    return client.create_alert_rule(
+        build_alert_rule(
+            "keys", "threshold", filter=build_filter(actions="api_key.create"),
+            count=count, window_seconds=window_seconds,
+        )
+    ).rule  # fmt: skip
+
+
+@contextlib.contextmanager
+def _appender_of(server: ServerThread) -> Iterator[Appender]:
+    """An appender of the server's database, running in the server's loop meanwhile."""
+    appender = Appender(server.database)
+
+    async def start() -> None:
+        appender.start()
+
+    server.run(start())
+    try:
+        yield appender
+    finally:
+        server.run(appender.stop())
+
+
 @pytest.mark.parametrize(
     ("before", "meanwhile", "fires_at"),
     # The events process A counts, then those B evaluates while A's lease has
@@ -910,44 +937,35 @@ def test_a_lease_come_back_takes_up_windows_that_count_what_another_process_eval
     what that process counted: a burst fired twice, or one was missed
     (helper-122)."""
     server, client = unevaluated, AuditClient(unevaluated.target, token=unevaluated.token(tenant))
-    rule = client.create_alert_rule(
-        build_alert_rule(
-            "keys", "threshold", filter=build_filter(actions="api_key.create"),
-            count=3, window_seconds=3600,
-        )
-    ).rule  # fmt: skip
-    appender = Appender(server.database)
-    here, elsewhere = Evaluator(server.database, appender), Evaluator(server.database, appender)
+    rule = _keys_threshold(client, count=3, window_seconds=3600)
     seqs: list[int] = []
 
     def record(count: int) -> None:
         for _ in range(count):
             seqs.append(client.record(action="api_key.create", actor_id="u").event.seq)
 
-    async def start() -> None:
-        appender.start()  # in the server's loop
-
-    server.run(start())
-    try:
-        assert tenant in server.run(here._claim())
-        record(before)
-        server.run(here._step(tenant))
-        own_sql.execute(  # here's lease lapses: it cannot reach the database meanwhile
-            "UPDATE alert_cursors SET lease_until = now() - interval '1 second'"
-            " WHERE tenant_id = %s",
-            [tenant],
-        )
-        assert tenant in server.run(elsewhere._claim())
-        record(meanwhile)
-        server.run(elsewhere._step(tenant))
-        server.run(elsewhere._release())  # a deploy
-        assert tenant in server.run(here._claim())  # back
-        record(1)
-        server.run(here._step(tenant))
-    finally:
-        server.run(here._release())
-        server.run(elsewhere._release())
-        server.run(appender.stop())
+    with _appender_of(server) as appender:
+        here = Evaluator(server.database, appender)
+        elsewhere = Evaluator(server.database, appender)
+        try:
+            assert tenant in server.run(here._claim())
+            record(before)
+            server.run(here._step(tenant))
+            own_sql.execute(  # here's lease lapses: it cannot reach the database meanwhile
+                "UPDATE alert_cursors SET lease_until = now() - interval '1 second'"
+                " WHERE tenant_id = %s",
+                [tenant],
+            )
+            assert tenant in server.run(elsewhere._claim())
+            record(meanwhile)
+            server.run(elsewhere._step(tenant))
+            server.run(elsewhere._release())  # a deploy
+            assert tenant in server.run(here._claim())  # back
+            record(1)
+            server.run(here._step(tenant))
+        finally:
+            server.run(here._release())
+            server.run(elsewhere._release())
     assert [alert["trigger_seq"] for alert in fired_by(client, rule.id)] == [seqs[fires_at - 1]]
     client.close()
 
@@ -959,14 +977,7 @@ def test_a_rules_alerts_are_read_back_from_the_oldest_event_a_priming_replays(
     alert comes after its trigger, so those before the replayed events are
     left unread (helper-122)."""
     server, client = unevaluated, AuditClient(unevaluated.target, token=unevaluated.token(tenant))
-    rule = client.create_alert_rule(
-        build_alert_rule(
-            "keys", "threshold", filter=build_filter(actions="api_key.create"),
-            count=2, window_seconds=1,
-        )
-    ).rule  # fmt: skip
-    appender = Appender(server.database)
-    evaluator = Evaluator(server.database, appender)
+    rule = _keys_threshold(client, count=2, window_seconds=1)
     at = datetime.now(UTC) - timedelta(minutes=30)
     seqs = [
         client.record(
@@ -975,16 +986,13 @@ def test_a_rules_alerts_are_read_back_from_the_oldest_event_a_priming_replays(
         for n in (0, 0, 10, 10)  # two bursts, ten minutes apart
     ]
 
-    async def start() -> None:
-        appender.start()
-
-    server.run(start())
-    try:
-        assert tenant in server.run(evaluator._claim())
-        server.run(evaluator._step(tenant))
-    finally:
-        server.run(evaluator._release())
-        server.run(appender.stop())
+    with _appender_of(server) as appender:
+        evaluator = Evaluator(server.database, appender)
+        try:
+            assert tenant in server.run(evaluator._claim())
+            server.run(evaluator._step(tenant))
+        finally:
+            server.run(evaluator._release())
     fired = [alert["trigger_seq"] for alert in fired_by(client, rule.id)]
     assert fired == [seqs[1], seqs[3]]
 
