@@ -33,7 +33,7 @@ from ..domain.filters import EventFilter, RecordMatcher, validate_filter
 from ..store.appender import Appender
 from ..store.changes import tenant_erased
 from ..store.database import Connection, Database
-from ..store.events import first_seq_received_since, stream_events
+from ..store.events import StoredEvent, first_seq_received_since, stream_events
 from ..store.retention import first_kept_after, purged_between
 from ..store.tree import tree_size
 from ..stream.hub import Delivery, EncodedEvent, LiveEvent, StreamHub, Subscription
@@ -274,13 +274,8 @@ class StreamRpcs:
             first_page_check = None
             async with aclosing(rows):
                 async for stored in rows:
-                    try:
-                        message = event_from_record(stored.record, stored.leaf_hash)
-                    except UNREADABLE as error:  # DATA_LOSS naming it, as Export says
-                        raise unreadable_record(stored.seq, error) from None
-                    data = message.SerializeToString()
-                    events.append(EncodedEvent(stored.seq, data))
-                    held += len(data)
+                    events.append(encoded := _encoded_stored(stored))
+                    held += len(encoded.data)
                     # Sent by count or by bytes: a thousand events of 60 KB held
                     # 60 MiB of encodings for one stream before anything was sent.
                     if len(events) >= chunk or held >= _HELD_BYTES:
@@ -416,6 +411,16 @@ def _start_details(request: pb.StreamEventsRequest, *, now: datetime) -> dict[st
             )
         return {"since": format_timestamp(since)}
     return {"live": True}
+
+
+def _encoded_stored(stored: StoredEvent) -> EncodedEvent:
+    """The event as streams send it, from its record; DATA_LOSS naming it if
+    the record is no event (rewritten in the database), as Export says."""
+    try:
+        message = event_from_record(stored.record, stored.leaf_hash)
+    except UNREADABLE as error:
+        raise unreadable_record(stored.seq, error) from None
+    return EncodedEvent(stored.seq, message.SerializeToString())
 
 
 def _encoded(live: LiveEvent) -> EncodedEvent:
