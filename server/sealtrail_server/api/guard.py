@@ -24,11 +24,11 @@ from ..auth.roles import CHANGES, may_call
 from ..auth.tokens import Authenticator
 from ..domain.access import Principal
 from ..domain.errors import (
-    SEE_THE_LOG,
     InvalidArgument,
     PermissionDenied,
     SealtrailError,
     Unauthenticated,
+    unexpected_failure,
 )
 from ..service_interceptor import SERVICE_PREFIX, Behavior, Handler, ServiceInterceptor
 from ..store.changes import tenant_erased
@@ -66,10 +66,7 @@ async def _fail(context: grpc.aio.ServicerContext[Any, Any], method: str, error:
     bug) as INTERNAL, logged here, its text kept out of the answer."""
     if not isinstance(error, SealtrailError):
         log.exception("%s failed unexpectedly", method, exc_info=error)
-        error = SealtrailError(
-            f"the server failed unexpectedly; {SEE_THE_LOG}",
-            reason="INTERNAL",
-        )
+        error = unexpected_failure()
     await _abort(context, error)
 
 

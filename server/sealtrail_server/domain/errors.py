@@ -71,6 +71,12 @@ def _cut(text: str, limit: int) -> str:
     return encoded[: limit - 3].decode(errors="ignore") + "…"
 
 
+def unexpected_failure() -> SealtrailError:
+    """What a caller is told of a bug (INTERNAL): not its text, which may
+    quote stored rows, only where it is."""
+    return SealtrailError(f"the server failed unexpectedly; {SEE_THE_LOG}", reason="INTERNAL")
+
+
 class InvalidArgument(SealtrailError):
     reason = "INVALID_ARGUMENT"
 

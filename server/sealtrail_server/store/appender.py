@@ -52,12 +52,12 @@ from psycopg import sql
 
 from ..domain.canonical import canonical_json
 from ..domain.errors import (
-    SEE_THE_LOG,
     AlreadyExists,
     InvalidArgument,
     ResourceExhausted,
     SealtrailError,
     Unavailable,
+    unexpected_failure,
 )
 from ..domain.event import (
     MAX_RECORD_BYTES,
@@ -838,7 +838,7 @@ class Appender:
                         outcomes.append(_replay(earlier, event))
                     except ValueError:  # a bug: this event alone fails, not the whole batch
                         log.exception("appender: cannot compare a repeated event with its first")
-                        outcomes.append(_replay_failed())
+                        outcomes.append(unexpected_failure())
                     continue
             seq = head.size + 1
             event_id = received.mint_event_id()
@@ -1028,15 +1028,6 @@ async def _stored_under(
         (tenant, key): Appended(seq, record, bytes(leaf), deduplicated=True)
         for tenant, key, seq, record, leaf in await cursor.fetchall()
     }
-
-
-def _replay_failed() -> SealtrailError:
-    """A repeated event's answer when comparing it with its first failed:
-    INTERNAL, as the guard answers a bug (the server's log has the details)."""
-    return SealtrailError(
-        f"the server failed unexpectedly; {SEE_THE_LOG}",
-        reason="INTERNAL",
-    )
 
 
 # The least integer RFC 8785 refuses to write (beyond it, doubles skip integers).
