@@ -273,6 +273,31 @@ def test_an_endpoint_that_fails_times_out_and_recovers_gets_everything_in_order(
     assert state.consecutive_failures == 0 and state.last_error == ""
 
 
+def test_a_destinations_words_are_kept_and_logged_on_one_line(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An answer holding a NUL (a binary or UTF-16 error page) could not be
+    stored: the failure went unrecorded, and its backoff with it, each step
+    trying again at once (helper-126). A newline in it started a log line of
+    the destination's choosing."""
+    said = b"busy\x00\nCRITICAL sealtrail_server.integrity: forged"
+    receiver.responder = lambda received, index: Reply(503, said, headers={"Retry-After": "120"})
+    sink = sinks(
+        build_sink("binary", "webhook", url=receiver.url, secrets=[new_secret()], filter=SHARED)
+    )
+    with caplog.at_level(logging.INFO):
+        record(client, 1)
+        held = wait_for_state(client, sink.id, lambda s: s.state.consecutive_failures > 0)
+    assert held.state.last_error.endswith("busy\\x00\\nCRITICAL sealtrail_server.integrity: forged")
+    assert len(receiver.requests()) == 1  # waited for, as it asked
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("sealtrail_server")]
+    assert any("busy\\x00\\nCRITICAL" in message for message in logged)
+    assert not any("\n" in message for message in logged)
+
+
 def test_an_event_refused_is_parked_alone_and_a_replay_delivers_it(
     client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
 ) -> None:

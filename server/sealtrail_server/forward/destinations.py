@@ -81,6 +81,9 @@ TOO_LARGE: Final = 413
 # events: of one event alone, the events after it tell which (ADR 0054).
 FORBIDDEN: Final = 403
 MAX_ERROR_TEXT: Final = 1024
+# Characters of a redirect's target told (logged at each retry, and stored).
+_MAX_LOCATION: Final = 256
+_CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,7 +363,15 @@ _PIECES: Final[dict[Kind, Callable[[Sender], Piece]]] = {
 
 
 def _excerpt(body: bytes) -> str:
-    return body[:MAX_ERROR_TEXT].decode("utf-8", "replace")
+    return printable(body[:MAX_ERROR_TEXT].decode("utf-8", "replace"))[:MAX_ERROR_TEXT]
+
+
+def printable(text: str) -> str:
+    """A destination's words on one line, each control character escaped
+    (`\\n`, `\\x00`): they are stored in text columns, which refuse NUL (the
+    failure then went unrecorded, its backoff with it), and logged, where a
+    newline would start a line of the destination's choosing (helper-126)."""
+    return _CONTROL.sub(lambda found: found[0].encode("unicode_escape").decode(), text)
 
 
 def forbidden_alone(kind: Kind, sent: Outgoing, status: int, body: bytes) -> bool:
@@ -434,7 +445,7 @@ def verdict(
     """What an answer, received at `now`, means for the events of `sent`."""
     host = sent.url.split("/")[2]
     if 300 <= status < 400:
-        where = headers.get("location", "?")
+        where = printable(headers.get("location", "?")[:_MAX_LOCATION])
         return Verdict(
             "retry",
             status,
