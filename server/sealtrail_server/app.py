@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Tracer, TracerProvider
 
-from sealtrail.tlog import RETENTION_ACTION, RETENTION_ACTOR
+from sealtrail.tlog import RETENTION_ACTION, RETENTION_ACTOR, purge_key, sign_note
 from sealtrail.v1 import audit_service_pb2, event_pb2
 
 from . import __version__
@@ -35,7 +35,7 @@ from .api.servicer import AuditLogServicer
 from .auth.tokens import Authenticator
 from .config import Settings
 from .console.server import Console
-from .domain.purge_summaries import SummarySeal, purge_key
+from .domain.purge_summaries import SummarySeal
 from .forward.egress import EgressPolicy, OutboundClient
 from .forward.forwarder import Forwarder
 from .integrity.checkpointer import Checkpointer
@@ -179,7 +179,7 @@ class Service:
             meter=self._meter,
         )
         await self._checkpointer.start()
-        appender = self._appender
+        appender, checkpointer = self._appender, self._checkpointer
 
         async def record_purge(purged: TenantPurge) -> None:
             await record_event(
@@ -193,7 +193,13 @@ class Service:
                 category=event_pb2.CATEGORY_SYSTEM,
                 resource_type="audit_log",
                 resource_id=purged.tenant_id,
-                details=purged.details(),
+                details={
+                    **purged.details(),
+                    # What the verifiers trust: which leaves, signed by the log's key.
+                    "statement": sign_note(
+                        purged.statement(checkpointer.origin(purged.tenant_id)).text(), signer
+                    ),
+                },
                 # Recorded once, should a crash make a later pass record it again.
                 idempotency_key=purge_key(purged.purge_id),
             )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +15,9 @@ from typing import Any, Literal
 import grpc
 import psycopg
 import pytest
+import rfc8785
+from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from sealtrail import (
     AuditClient,
@@ -24,7 +28,19 @@ from sealtrail import (
     build_filter,
 )
 from sealtrail._bundle import BundleError, verify_bundle, write_bundle
-from sealtrail.tlog import Signer, open_note, parse_checkpoint, verify_consistency
+from sealtrail.tlog import (
+    RETENTION_ACTION,
+    RETENTION_ACTOR,
+    PurgeStatement,
+    RemovedLeaves,
+    Signer,
+    generate_signer_key,
+    open_note,
+    parse_checkpoint,
+    purge_key,
+    sign_note,
+    verify_consistency,
+)
 from sealtrail_server.domain.access import Role
 from sealtrail_server.domain.merkle import append_leaf, frontier_root
 from tests.conftest import SIGNING_KEY, ServerThread
@@ -404,6 +420,68 @@ def hide_as_purged(conn: psycopg.Connection[Any], tenant: str) -> None:
     )
 
 
+def hide_under_a_forged_purge(conn: psycopg.Connection[Any], tenant: str) -> None:
+    """`hide_as_removed`, with retention's record of its purge appended to the
+    log, the tree extended over it, as the appender would: every field and its
+    statement right (the log, the purge, the leaf's digest), but signed by a
+    key of the attacker's, named as the log's key is."""
+    hide_as_removed(conn, tenant)
+    [(hidden,)] = conn.execute(
+        "SELECT hash FROM tree_nodes WHERE tenant_id = %s AND level = 0 AND idx = 12", [tenant]
+    ).fetchall()
+    removed = RemovedLeaves()
+    removed.add(13, bytes(hidden))
+    [(note,)] = conn.execute(
+        "SELECT note FROM checkpoints WHERE tenant_id = %s LIMIT 1", [tenant]
+    ).fetchall()
+    origin, purge_id = note.split("\n", 1)[0], str(uuid.uuid4())
+    forger = generate_signer_key(Signer.parse(SIGNING_KEY).name)
+    statement = sign_note(PurgeStatement(origin, purge_id, removed).text(), forger)
+    append_forged(
+        conn,
+        tenant,
+        action=RETENTION_ACTION,
+        actor=RETENTION_ACTOR,
+        details={"purged": 1, "first_seq": 13, "last_seq": 13, "statement": statement},
+        idempotency_key=purge_key(purge_id),
+    )
+
+
+def append_forged(conn: psycopg.Connection[Any], tenant: str, **fields: Any) -> None:
+    """A record appended to the log by hand: the latest one's, with `fields`
+    and the next seq, its row, its tree nodes and the head, as the appender
+    writes them."""
+    [(size, frontier)] = conn.execute(
+        "SELECT tree_size, frontier FROM chain_heads WHERE tenant_id = %s", [tenant]
+    ).fetchall()
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
+        [row] = cursor.execute(
+            "SELECT * FROM events WHERE tenant_id = %s ORDER BY seq DESC LIMIT 1", [tenant]
+        ).fetchall()
+    record = {**json.loads(row["record"]), **fields, "seq": size + 1, "id": str(uuid.uuid4())}
+    text = rfc8785.dumps(record).decode()
+    del row["search_doc"]  # generated
+    row.update(seq=size + 1, id=record["id"], record=text, leaf_hash=leaf(text.encode()))
+    row.update({name: fields[name] for name in ("action", "idempotency_key") if name in row})
+    columns = sql.SQL(", ").join(map(sql.Identifier, row))
+    conn.execute(
+        sql.SQL("INSERT INTO events ({}) VALUES ({})").format(
+            columns, sql.SQL(", ").join(sql.Placeholder() * len(row))
+        ),
+        [Jsonb(value) if isinstance(value, dict) else value for value in row.values()],
+    )
+    nodes = [bytes(frontier[i : i + 32]) for i in range(0, len(frontier), 32)]
+    for level, index, node in append_leaf(nodes, size, row["leaf_hash"]):
+        conn.execute(
+            "INSERT INTO tree_nodes (tenant_id, level, idx, hash) VALUES (%s, %s, %s, %s)",
+            [tenant, level, index, node],
+        )
+    conn.execute(
+        "UPDATE chain_heads SET tree_size = %s, root_hash = %s, frontier = %s WHERE tenant_id = %s",
+        [size + 1, frontier_root(nodes), b"".join(nodes), tenant],
+    )
+
+
 def truncate_tail(conn: psycopg.Connection[Any], tenant: str) -> None:
     conn.execute("DELETE FROM events WHERE tenant_id = %s AND seq > 30", [tenant])
     rebuild_tree(conn, tenant)
@@ -425,15 +503,22 @@ def rewrite_consistently(conn: psycopg.Connection[Any], tenant: str) -> None:
             hide_as_removed,
             "REMOVALS_UNACCOUNTED",
             {13},
-            r"^the log holds the leaves of 1 removed events, but its retention records"
+            r"^the log holds the leaves of 1 removed events, but retention's statements"
             r" account for 0",
         ),
         (
             hide_as_purged,
             "REMOVALS_UNACCOUNTED",
             {13},
-            r"^the log holds the leaves of 1 removed events, but its retention records"
+            r"^the log holds the leaves of 1 removed events, but retention's statements"
             r" account for 0",
+        ),
+        (
+            hide_under_a_forged_purge,
+            "REMOVALS_UNACCOUNTED",
+            {13},
+            r"^the log holds the leaves of 1 removed events, but retention's statements"
+            r" account for 0: .*; 1 retention records bear no statement signed by a trusted key",
         ),
         # Nothing can be proven at the signed size once its tail is gone. The
         # log ends at 32: the 30 kept, the bundle's export, recorded before it
@@ -448,6 +533,7 @@ def rewrite_consistently(conn: psycopg.Connection[Any], tenant: str) -> None:
         "delete",
         "hide-as-removed",
         "hide-as-purged",
+        "hide-under-forged-purge",
         "truncate",
         "rewrite-all",
     ],

@@ -29,6 +29,8 @@ import grpc
 import psycopg
 import pytest
 from click.testing import CliRunner
+from psycopg import sql as sqlc
+from psycopg.types.json import Jsonb
 
 from sealtrail import (
     AbortedError,
@@ -47,7 +49,7 @@ from sealtrail import (
     write_bundle,
 )
 from sealtrail import _cli as cli
-from sealtrail.tlog import leaf_hash, parse_checkpoint, verify_inclusion
+from sealtrail.tlog import generate_signer_key, leaf_hash, parse_checkpoint, verify_inclusion
 from sealtrail.v1 import (
     audit_service_pb2,
     audit_service_pb2_grpc,
@@ -1739,6 +1741,15 @@ def test_the_offline_verifier_checks_a_purged_log(
     verified = verify_bundle(tmp_path / "bundle", key=key)
     assert (verified.purged, verified.count) == (written.purged, written.count)
     assert verified.first_seq == 1 and verified.last_seq == verified.tree_size
+    # Every key given is trusted (a log whose key was rotated), and only those.
+    other = generate_signer_key("sealtrail.local/log").verifier.text()
+    runner = CliRunner()
+    both = runner.invoke(
+        cli.main, ["verify", str(tmp_path / "bundle"), "--key", other, "--key", key]
+    )
+    assert (both.exit_code, both.output.startswith("OK: ")) == (0, True), both.output
+    alone = runner.invoke(cli.main, ["verify", str(tmp_path / "bundle"), "--key", other])
+    assert alone.exit_code == 1 and "no signature by a known key" in alone.output
 
     # A purged leaf is as committed as a record: change one and it is named.
     purged = tmp_path / "bundle" / "purged.ndjson"
@@ -1756,6 +1767,59 @@ def test_the_offline_verifier_checks_a_purged_log(
     _hide_as_removed(tmp_path / "hidden", kept)
     with pytest.raises(BundleError, match="removed outside retention"):
         verify_bundle(tmp_path / "hidden", key=key)
+
+
+def test_a_purged_event_put_back_for_a_kept_one_hidden_is_caught(
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    sql: psycopg.Connection[Any],
+    tenant: str,
+    tmp_path: Path,
+) -> None:
+    """As many leaves removed as retention stated, but not the ones
+    (helper-123): a superuser puts a purged event back from a backup and hides
+    a kept one as removed in exchange. Each statement's digest of which leaves
+    it removed tells, online and offline."""
+    purged = [record(admin, "doc.edit") for _ in range(3)]
+    kept = record(admin, "user.login", "authentication")
+    admin.set_retention_policy(10, categories={"authentication": "forever"})
+    with sql.cursor(row_factory=psycopg.rows.dict_row) as cursor:
+        [backup] = cursor.execute(
+            "SELECT * FROM events WHERE tenant_id = %s AND seq = %s", [tenant, purged[0]]
+        ).fetchall()
+    del backup["search_doc"]  # generated
+    clock.advance(11)
+    purge(aged)
+    assert admin.verify_log().ok
+    with sql.transaction():
+        sql.execute("SET LOCAL session_replication_role = replica")  # past the refusal
+        sql.execute(
+            sqlc.SQL("INSERT INTO events ({}) VALUES ({})").format(
+                sqlc.SQL(", ").join(map(sqlc.Identifier, backup)),
+                sqlc.SQL(", ").join(sqlc.Placeholder() * len(backup)),
+            ),
+            [Jsonb(v) if isinstance(v, dict) else v for v in backup.values()],
+        )
+        sql.execute(
+            "DELETE FROM tree_nodes WHERE tenant_id = %s AND level = 0 AND idx = %s",
+            [tenant, purged[0] - 1],
+        )
+        [(leaf,)] = sql.execute(
+            "DELETE FROM events WHERE tenant_id = %s AND seq = %s RETURNING leaf_hash",
+            [tenant, kept],
+        ).fetchall()
+        sql.execute(
+            "INSERT INTO tree_nodes (tenant_id, level, idx, hash) VALUES (%s, 0, %s, %s)",
+            [tenant, kept - 1, leaf],
+        )
+    swapped = "as many as retention's statements account for, but not the ones they name"
+    verified = admin.verify_log()
+    assert verified.failure.reason == "REMOVALS_UNACCOUNTED"
+    assert swapped in verified.failure.message
+    write_bundle(admin, tmp_path / "bundle")
+    with pytest.raises(BundleError, match=swapped):
+        verify_bundle(tmp_path / "bundle", key=admin.get_verifier_keys()[0].text)
 
 
 def _hide_as_removed(bundle: Path, seq: int) -> None:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sealtrail.tlog import RemovedLeaves
 from sealtrail_server.domain.errors import InvalidArgument
 from sealtrail_server.domain.event import CATEGORIES
 from sealtrail_server.domain.retention import (
@@ -25,6 +26,7 @@ from sealtrail_server.domain.retention import (
     validate_policy,
 )
 from sealtrail_server.retention.tenant_pass import TenantPurge, _read_from
+from sealtrail_server.store.retention import PurgedBatch
 
 CATEGORY_NUMBERS = {name: number for number, name in CATEGORIES.items()}
 
@@ -217,19 +219,31 @@ def test_a_purge_names_the_latest_cutoff_each_rule_ran_with() -> None:
     what the rule removed was received before the latest of them."""
     earlier, later = datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)
     purge = TenantPurge("t")
-    purge.add("default", earlier, 5, 1, 5)
-    purge.add("default", later, 3, 6, 8)  # the default shortened
-    purge.add("default", earlier, 1, 9, 9)  # and lengthened again
-    purge.add("category:authentication", earlier, 2, 3, 4)
+    purge.add("default", earlier, _batch(1, 2, 4, 5))
+    purge.add("default", later, _batch(6, 7, 8))  # the default shortened
+    purge.add("default", earlier, _batch(9))  # and lengthened again
+    purge.add("category:authentication", earlier, _batch(3))
     assert purge.details() == {
-        "purged": 11,
+        "purged": 9,
         "first_seq": 1,
         "last_seq": 9,
         "rules": {
-            "default": {"purged": 9, "received_before": later.isoformat()},
-            "category:authentication": {"purged": 2, "received_before": earlier.isoformat()},
+            "default": {"purged": 8, "received_before": later.isoformat()},
+            "category:authentication": {"purged": 1, "received_before": earlier.isoformat()},
         },
+        "removed": _batch(*range(1, 10)).removed.hex(),
     }
+    # As kept until recorded, and read back.
+    again = TenantPurge.from_summary("t", purge.purge_id, purge.details())
+    assert (again.details(), again.removed) == (purge.details(), purge.removed)
+
+
+def _batch(*seqs: int) -> PurgedBatch:
+    """A batch that removed `seqs`, each leaf its seq's digits."""
+    removed = RemovedLeaves()
+    for seq in seqs:
+        removed.add(seq, seq.to_bytes(32, "big"))
+    return PurgedBatch(min(seqs), max(seqs), removed)
 
 
 def test_a_selection_is_read_from_a_day_before_its_mark_and_never_past_its_cutoff() -> None:

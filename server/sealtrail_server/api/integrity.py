@@ -304,6 +304,7 @@ class IntegrityRpcs:
         result = await verify_log(
             self._db,
             tenant_id=principal.tenant_id,
+            origin=self._checkpointer.origin(principal.tenant_id),
             verifiers=await self._checkpointer.verifiers(),
             remembered=self._checkpointer.remembered(principal.tenant_id),
             seal=self._summary_seal,

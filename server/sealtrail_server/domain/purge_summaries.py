@@ -23,12 +23,6 @@ from .canonical import canonical_json
 _LABEL: Final = b"sealtrail pending purges v1\x00"
 
 
-def purge_key(purge_id: str) -> str:
-    """The idempotency key a purge is recorded under, in its record: once in
-    the log, a summary of that purge accounts for nothing more."""
-    return f"retention.purged:{purge_id}"
-
-
 class SummarySeal:
     """Seals and checks the pending purge summaries of one deployment."""
 

@@ -14,10 +14,13 @@ from typing import Any, Final
 
 import psycopg
 
+from sealtrail.tlog import PurgeStatement, RemovedLeaves
+
 from ..domain.purge_summaries import SummarySeal
 from ..domain.retention import Selection, purge_selections, selection_key
 from ..store.changes import ERASURE_SUBJECT, share_subjects
 from ..store.retention import (
+    PurgedBatch,
     locked_policy,
     mark_purged,
     note_pending_purge,
@@ -33,35 +36,45 @@ class TenantPurge:
     """What one pass removed of one tenant."""
 
     tenant_id: str
-    count: int = 0
     first_seq: int = 0
     last_seq: int = 0
     by_rule: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The idempotency key of its `retention.purged` event.
     purge_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # Which leaves it removed: what its record's signed statement names.
+    removed: RemovedLeaves = field(default_factory=RemovedLeaves)
+
+    @property
+    def count(self) -> int:
+        return self.removed.count
 
     @classmethod
     def from_summary(cls, tenant_id: str, purge_id: str, summary: dict[str, Any]) -> TenantPurge:
-        """A purge as `details()` summarised it (kept until recorded)."""
+        """A purge as `details()` summarised it (kept until recorded).
+        KeyError or ValueError if it is not a summary this release wrote."""
         return cls(
             tenant_id,
-            count=summary["purged"],
             first_seq=summary["first_seq"],
             last_seq=summary["last_seq"],
             by_rule=summary["rules"],
             purge_id=purge_id,
+            removed=RemovedLeaves.from_hex(summary["purged"], summary["removed"]),
         )
 
-    def add(self, rule: str, cutoff: datetime, count: int, first: int, last: int) -> None:
-        self.count += count
-        self.first_seq = min(self.first_seq or first, first)
-        self.last_seq = max(self.last_seq, last)
+    def add(self, rule: str, cutoff: datetime, batch: PurgedBatch) -> None:
+        self.removed.merge(batch.removed)
+        self.first_seq = min(self.first_seq or batch.first_seq, batch.first_seq)
+        self.last_seq = max(self.last_seq, batch.last_seq)
         entry = self.by_rule.setdefault(rule, {"purged": 0, "received_before": cutoff.isoformat()})
-        entry["purged"] += count
+        entry["purged"] += batch.count
         # A policy changed during the pass moves a rule's cutoff: everything it
         # removed was received before the latest.
         latest = max(datetime.fromisoformat(entry["received_before"]), cutoff)
         entry["received_before"] = latest.isoformat()
+
+    def statement(self, origin: str) -> PurgeStatement:
+        """What its record's statement says, to be signed, of the log `origin`."""
+        return PurgeStatement(origin, self.purge_id, self.removed)
 
     def details(self) -> dict[str, Any]:
         return {
@@ -69,6 +82,7 @@ class TenantPurge:
             "first_seq": self.first_seq,
             "last_seq": self.last_seq,
             "rules": self.by_rule,
+            "removed": self.removed.hex(),
         }
 
 
@@ -195,7 +209,7 @@ async def purge_tenant(
             if done:
                 reached = cutoff
             if batch.count:
-                purged.add(selection.rule, cutoff, batch.count, batch.first_seq, batch.last_seq)
+                purged.add(selection.rule, cutoff, batch)
                 # Committed with the batch: recorded, even after a crash.
                 await note_pending_purge(
                     conn,

@@ -18,6 +18,8 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
+from sealtrail.tlog import RemovedLeaves
+
 from ..domain.purge_summaries import SummarySeal
 from ..domain.retention import RetentionPolicy, RetentionRule, Selection
 from .changes import waiting_at_most
@@ -169,9 +171,13 @@ async def purged_between(
 
 @dataclass(frozen=True, slots=True)
 class PurgedBatch:
-    count: int
     first_seq: int
     last_seq: int
+    removed: RemovedLeaves  # which leaves, for retention's statement
+
+    @property
+    def count(self) -> int:
+        return self.removed.count
 
 
 async def locked_policy(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> StoredPolicy:
@@ -193,7 +199,7 @@ _PURGE: Final = sql.SQL(
     " WHERE e.tenant_id = %s AND e.seq = d.seq RETURNING e.seq, e.leaf_hash),"
     " tombstones AS (INSERT INTO tree_nodes (tenant_id, level, idx, hash)"
     " SELECT %s, 0, seq - 1, leaf_hash FROM removed)"
-    " SELECT count(*), coalesce(min(seq), 0), coalesce(max(seq), 0) FROM removed"
+    " SELECT seq, leaf_hash FROM removed"
 )
 
 
@@ -232,9 +238,12 @@ async def purge_batch(
         [tenant_id, received_before, after_seq, *params, limit, tenant_id, tenant_id],
         prepare=False,
     )
-    row = await cursor.fetchone()
-    assert row is not None
-    return PurgedBatch(int(row[0]), int(row[1]), int(row[2]))
+    rows = await cursor.fetchall()
+    removed = RemovedLeaves()
+    for seq, leaf in rows:
+        removed.add(seq, bytes(leaf))
+    seqs = [seq for seq, _ in rows]
+    return PurgedBatch(min(seqs, default=0), max(seqs, default=0), removed)
 
 
 async def received_at_after(

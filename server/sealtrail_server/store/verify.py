@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,15 +17,15 @@ from psycopg import AsyncServerCursor
 
 from sealtrail.tlog import (
     NoteError,
+    RemovalLedger,
+    RemovedLeaves,
     Verifier,
     open_note,
     parse_checkpoint,
-    removals_recorded,
-    unaccounted_removals,
 )
 
 from ..domain.merkle import append_leaf, frontier_root
-from ..domain.purge_summaries import SummarySeal, purge_key
+from ..domain.purge_summaries import SummarySeal
 from .checkpoints import all_checkpoints
 from .database import Connection, Database
 from .events import ShownEvent
@@ -70,6 +69,7 @@ async def verify_log(
     db: Database,
     *,
     tenant_id: str,
+    origin: str,
     verifiers: list[Verifier],
     seal: SummarySeal,
     view_matches: ViewCheck | None = None,
@@ -94,8 +94,9 @@ async def verify_log(
         # this waits for or holds off; else a snapshot from before the move,
         # reading after it, would find neither the month nor the moved rows.
         await conn.execute("LOCK TABLE ONLY events IN ACCESS SHARE MODE")
+        ledger = RemovalLedger(origin, verifiers)
         return await _verify(
-            conn, cursor, pairs, tombs, tenant_id, verifiers, seal, view_matches, remembered
+            conn, cursor, pairs, tombs, tenant_id, verifiers, seal, ledger, view_matches, remembered
         )
 
 
@@ -107,12 +108,12 @@ async def _verify(
     tenant_id: str,
     verifiers: list[Verifier],
     seal: SummarySeal,
+    ledger: RemovalLedger,
     view_matches: ViewCheck | None,
     remembered: tuple[int, bytes] | None,
 ) -> Verification:
     size = checked = views = 0
-    removed = recorded = last_removed = 0  # leaves of removed events; retention's counts
-    recorded_purges: set[str | None] = set()  # the idempotency keys of retention's records
+    last_removed = 0
     view_mismatch: Failure | None = None  # the first, once the whole log is walked
 
     def fail(seq: int, reason: str, message: str) -> Verification:
@@ -158,8 +159,9 @@ async def _verify(
     tombstones: deque[tuple[int, bytes]] = deque()
 
     def removed_leaf(seq: int, leaf: bytes) -> Verification | None:
-        nonlocal removed, last_removed
-        removed, last_removed = removed + 1, seq
+        nonlocal last_removed
+        last_removed = seq
+        ledger.removed(seq, leaf)
         return advance(seq, leaf)
 
     def advance(seq: int, leaf: bytes) -> Verification | None:
@@ -264,9 +266,7 @@ async def _verify(
                 return fail(seq, "RECORD_MISPLACED", "the record names another seq")
             if failure := advance(seq, leaf):
                 return failure
-            if counted := removals_recorded(record):
-                recorded += counted
-                recorded_purges.add(json.loads(record).get("idempotency_key"))
+            ledger.note_record(record)
             if (view is not None or whole_view is not None) and view_matches is not None:
                 # Noted and walked past: a record or root changed further on is
                 # the graver finding, and is reported instead.
@@ -289,23 +289,32 @@ async def _verify(
         )
     if (size, frontier_root(frontier)) != (head_size, head_root):
         return fail(size, "HEAD_MISMATCH", "the stored head differs from the log")
-    if removed != recorded:
+    if ledger.unaccounted() is not None:
         # Only the service's own summaries count (domain/purge_summaries.py),
         # of another shape (another release's) none, and none of a purge the
         # log records already: each version of a summary a pass wrote is
         # sealed, and one copied back after its record (from a backup, or read
         # during the pass) would make room for an event hidden as removed
         # (helper-87).
-        not_yet_recorded = sum(
-            pending.summary["purged"]
+        not_yet_recorded = [
+            removed
             for pending in await pending_purges(conn, tenant_id)
             if pending.sealed_by(seal)
-            and type(pending.summary.get("purged")) is int
-            and purge_key(pending.purge_id) not in recorded_purges
-        )
-        if why := unaccounted_removals(removed, recorded, pending=not_yet_recorded):
+            and pending.purge_id not in ledger.purge_ids
+            and (removed := _summarised(pending.summary)) is not None
+        ]
+        if why := ledger.unaccounted(not_yet_recorded):
             return fail(last_removed, "REMOVALS_UNACCOUNTED", why)
     return Verification(size, checked, view_mismatch, views)
+
+
+def _summarised(summary: dict[str, Any]) -> RemovedLeaves | None:
+    """The leaves a pending summary says its purge removed (None: not a
+    summary this release writes)."""
+    try:
+        return RemovedLeaves.from_hex(summary["purged"], summary["removed"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _stored_wrong(

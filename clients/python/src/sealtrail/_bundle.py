@@ -41,13 +41,12 @@ from sealtrail.tlog import (
     LeafTree,
     NoteError,
     ProofError,
+    RemovalLedger,
     TreeBuilder,
     Verifier,
     leaf_hash,
     open_note,
     parse_checkpoint,
-    removals_recorded,
-    unaccounted_removals,
     verify_inclusion,
 )
 from sealtrail.v1 import audit_service_pb2, event_pb2, integrity_pb2
@@ -426,10 +425,12 @@ def in_order(
 
 
 def verify_bundle(
-    path: Path, *, key: str | None = None, tenant: str | None = None
+    path: Path, *, key: str | Sequence[str] | None = None, tenant: str | None = None
 ) -> BundleSummary:
     """Check every record of the bundle at `path` against its signed checkpoint.
-    With `key` (verifier key text) the checkpoint must be signed by that key;
+    With `key` (verifier key text, or several) the checkpoint, and every
+    statement of what retention removed, must be signed by one of them (a log
+    whose key was rotated: each statement is signed by the key of its day);
     without, by one of the bundle's own keys, which proves only that the bundle
     is consistent with itself. With `tenant`, the log must be that tenant's:
     one key signs every tenant's checkpoints, so another tenant's bundle would
@@ -440,7 +441,9 @@ def verify_bundle(
         raise BundleError(f"cannot read the bundle: {error}") from None
 
 
-def _verify_bundle(path: Path, *, key: str | None, tenant: str | None) -> BundleSummary:
+def _verify_bundle(
+    path: Path, *, key: str | Sequence[str] | None, tenant: str | None
+) -> BundleSummary:
     manifest = _manifest(path)
     verifiers, trusted_own = _verifiers(path, key)
     try:
@@ -459,7 +462,10 @@ def _verify_bundle(path: Path, *, key: str | None, tenant: str | None) -> Bundle
 
     size, root = checkpoint.tree_size, checkpoint.root_hash
     complete = manifest["complete"]
-    count, purged, first, last = _verify_each(path, logged_tenant, size, root, complete=complete)
+    ledger = RemovalLedger(checkpoint.origin, verifiers)
+    count, purged, first, last = _verify_each(
+        path, logged_tenant, size, root, complete=complete, ledger=ledger
+    )
     if count != manifest["count"]:
         raise BundleError(f"bundle.json says {manifest['count']} records, the bundle has {count}")
     if purged != manifest.get("purged", 0):
@@ -530,19 +536,20 @@ def _manifest(path: Path) -> dict[str, Any]:
     return dict(manifest)
 
 
-def _verifiers(path: Path, key: str | None) -> tuple[list[Verifier], bool]:
+def _verifiers(path: Path, key: str | Sequence[str] | None) -> tuple[list[Verifier], bool]:
+    given = [key] if isinstance(key, str) else list(key or ())
     try:
-        if key is not None:
-            return [Verifier.parse(key)], False
+        if given:
+            return [Verifier.parse(text) for text in given], False
         lines = (path / KEYS).read_text().split()
         return [Verifier.parse(line) for line in lines], True
     except (NoteError, OSError) as error:
         raise BundleError(f"verifier key: {error}") from None
 
 
-def _records(path: Path, tenant: str) -> Iterator[tuple[int, int, bytes, int]]:
-    """(line number, seq, leaf hash, removals it records) of each record,
-    checking it belongs to `tenant`."""
+def _records(path: Path, tenant: str) -> Iterator[tuple[int, int, bytes, dict[str, Any]]]:
+    """(line number, seq, leaf hash, record parsed) of each record, checking
+    it belongs to `tenant`."""
     with open(path / RECORDS, "rb") as records:
         for number, line in enumerate(records, start=1):
             record = line.removesuffix(b"\n")
@@ -555,7 +562,7 @@ def _records(path: Path, tenant: str) -> Iterator[tuple[int, int, bytes, int]]:
                 raise BundleError(f"record {number}: its seq is not a number")
             if owner != tenant:
                 raise BundleError(f"record {number} (seq {seq}): belongs to tenant {owner!r}")
-            yield number, seq, leaf_hash(record), removals_recorded(parsed)
+            yield number, seq, leaf_hash(record), parsed
 
 
 def _purged(path: Path) -> Iterator[tuple[int, bytes, list[bytes]]]:
@@ -601,11 +608,11 @@ class _Walk:
 
 
 def _verify_each(
-    path: Path, tenant: str, size: int, root: bytes, *, complete: bool
+    path: Path, tenant: str, size: int, root: bytes, *, complete: bool, ledger: RemovalLedger
 ) -> tuple[int, int, int, int]:
     """(records, purged leaves, first seq, last seq) of a bundle that verifies."""
     walk = _Walk(size, root, complete=complete)
-    count = purged = recorded = 0
+    count = purged = 0
     removed = _purged(path)
     pending = next(removed, None)
 
@@ -613,11 +620,12 @@ def _verify_each(
         nonlocal pending, purged
         while pending is not None and pending[0] < seq:
             walk.accept(f"purged seq {pending[0]}", *pending)
+            ledger.removed(*pending[:2])
             purged += 1
             pending = next(removed, None)
 
     with open(path / PROOFS) as proofs:
-        for number, seq, leaf, removals in _records(path, tenant):
+        for number, seq, leaf, record in _records(path, tenant):
             try:
                 entry = json.loads(proofs.readline() or "null")
             except ValueError:
@@ -637,7 +645,7 @@ def _verify_each(
                 raise BundleError(f"record {number} (seq {seq}): {error}") from None
             walk.accept(f"record {number}", seq, leaf, proof)
             count += 1
-            recorded += removals
+            ledger.note_record(record)
     purged_before(size + 1)
     if pending is not None:
         raise BundleError(f"purged seq {pending[0]}: beyond the checkpoint's size {size}")
@@ -648,11 +656,11 @@ def _verify_each(
         )
     if complete and walk.whole.root() != root:
         raise BundleError(f"the records' root differs from the checkpoint at size {size}")
-    # A removed leaf proves as well as its record: only retention's own count
-    # tells a purged event from one hidden by hand (sealtrail.tlog._removals).
+    # A removed leaf proves as well as its record: only retention's signed
+    # statements tell a purged event from one hidden by hand (tlog._removals).
     if not complete and purged:
         raise BundleError(f"{PURGED}: a partial bundle carries no removed leaves")
-    if complete and (why := unaccounted_removals(purged, recorded)):
+    if complete and (why := ledger.unaccounted()):
         raise BundleError(why)
     first = walk.first
     return count, purged, first, walk.last

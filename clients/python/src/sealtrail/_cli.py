@@ -535,10 +535,13 @@ def bundle(ctx: click.Context, /, out: Path, **criteria: Any) -> None:
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--key",
+    "keys",
     metavar="VKEY",
+    multiple=True,
     help="Verifier key (name+id+key) the checkpoint must be signed by. Without it the"
     " bundle's own keys are used, which proves only that the bundle is self-consistent:"
-    " the command then says SELF-CONSISTENT, not OK, and exits 3.",
+    " the command then says SELF-CONSISTENT, not OK, and exits 3. Repeat it for a log"
+    " whose key was rotated: what retention removed is signed by the key of its day.",
 )
 @click.option(
     "--tenant",
@@ -552,12 +555,12 @@ def bundle(ctx: click.Context, /, out: Path, **criteria: Any) -> None:
     help="Require the whole log (a bundle written without filters): a partial bundle fails,"
     " however well its records check, since one left out of it would not be noticed.",
 )
-def verify(path: Path, key: str | None, tenant: str | None, require_complete: bool) -> None:
+def verify(path: Path, keys: tuple[str, ...], tenant: str | None, require_complete: bool) -> None:
     """Check a bundle offline: every record against the signed checkpoint.
     Exits 0 when verified against --key, 1 on a failure, 3 when verified only
     against the bundle's own keys (which a forger writes too)."""
     try:
-        summary = verify_bundle(path, key=key, tenant=tenant)
+        summary = verify_bundle(path, key=keys, tenant=tenant)
     except BundleError as error:
         click.echo(f"FAILED: {error}", err=True)
         sys.exit(1)
