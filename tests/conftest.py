@@ -129,6 +129,7 @@ class ServerThread:
         **settings: Any,
     ) -> None:
         defaults: dict[str, Any] = {
+            "listen": "127.0.0.1:0",
             "signing_key": SIGNING_KEY,
             "redaction_key": REDACTION_SECRET.hex(),
             "secrets_key": SECRETS_KEY.hex(),
@@ -147,7 +148,6 @@ class ServerThread:
         }
         service_url = service_login_url(database_url)
         self.settings = Settings(
-            listen="127.0.0.1:0",
             database_url=service_url,
             owner_database_url=database_url,
             **{**defaults, **settings},

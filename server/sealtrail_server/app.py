@@ -272,6 +272,9 @@ class Service:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
+                # Else gRPC's default SO_REUSEPORT let a second server (a stale
+                # one in a deploy) share the port, the kernel splitting calls.
+                ("grpc.so_reuseport", 0),
                 *KEEPALIVE_OPTIONS,
             ],
         )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import click
+import psycopg
 from opentelemetry.sdk.trace import TracerProvider
 
 from sealtrail.v1 import event_pb2
@@ -48,6 +49,8 @@ from .store.tokens import (
 from .telemetry.logs import LogFormat, configure_logging
 from .telemetry.metrics import Metrics, MetricsConfigError, metrics_from_env
 from .telemetry.tracing import TracingConfigError, tracer_provider_from_env
+
+log = logging.getLogger(__name__)
 
 DEV_TENANT = "dev"
 DEV_TOKEN_FILE = "dev-admin-token"
@@ -123,11 +126,30 @@ def serve(
         asyncio.run(_serve(settings, urls, tracer_provider, metrics))
     except (UnsafeSchema, RolesMissing, MigrationBlocked) as error:
         raise click.ClickException(str(error)) from None
+    except psycopg.Error as error:
+        raise click.ClickException(_database_problem(error)) from None
     finally:
         if metrics is not None:
             metrics.shutdown()  # exports what the pushing readers hold
         if tracer_provider is not None:
             tracer_provider.shutdown()  # exports the spans still waiting
+
+
+def _database_problem(error: psycopg.Error) -> str:
+    """What a database error that stopped the server says to whoever
+    started it (a URL is never repeated: it may hold a password)."""
+    log.debug("the database error that stopped the server", exc_info=error)
+    if isinstance(error, psycopg.errors.InsufficientPrivilege):
+        return (
+            f"the database refused a statement of the migrations ({error.diag.message_primary}):"
+            " its user is not the tables' owner; set SEALTRAIL_OWNER_DATABASE_URL to the"
+            " owner's, or a superuser's (docs/database.md)"
+        )
+    if isinstance(error, psycopg.OperationalError):
+        return f"cannot use the database: {' '.join(str(error).split()) or type(error).__name__}"
+    if isinstance(error, psycopg.ProgrammingError) and error.sqlstate is None:
+        return "SEALTRAIL_DATABASE_URL (or _OWNER_DATABASE_URL) is not a valid PostgreSQL URL"
+    return f"the database failed the start: {error.diag.message_primary or type(error).__name__}"
 
 
 async def _serve(

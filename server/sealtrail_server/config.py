@@ -154,8 +154,27 @@ class Settings:
             # an interval) without a word, and nan or inf for anything at all.
             if spec.type in ("float", float) and not (math.isfinite(value) and value >= 0):
                 raise SystemExit(f"SEALTRAIL_{spec.name.upper()} must be 0 or more seconds")
-        if settings.migration_lock_attempts < 0:
-            raise SystemExit("SEALTRAIL_MIGRATION_LOCK_ATTEMPTS must be 0 or more")
+        for name in _NOT_NEGATIVE:
+            if getattr(settings, name) < 0:
+                raise SystemExit(f"SEALTRAIL_{name.upper()} must be 0 or more")
+        for name in ("listen", "console_listen"):
+            address = getattr(settings, name)
+            if address is not None and (why := _address_problem(address)):
+                raise SystemExit(f"SEALTRAIL_{name.upper()}={address!r}: {why}")
+        for name in ("signing_key", "redaction_key", "secrets_key"):
+            if getattr(settings, name) and getattr(settings, f"{name}_file"):
+                # Else the text won, and the file named beside it was never read.
+                raise SystemExit(
+                    f"set SEALTRAIL_{name.upper()} or SEALTRAIL_{name.upper()}_FILE, not both"
+                )
+        if settings.owner_database_url and not settings.database_url:
+            raise SystemExit(
+                "SEALTRAIL_OWNER_DATABASE_URL needs SEALTRAIL_DATABASE_URL: the embedded"
+                " PostgreSQL, used without a database URL, has an owner of its own"
+            )
+        if not settings.log_origin or any(c.isspace() or c == "+" for c in settings.log_origin):
+            # It names the signing key too, whose name cannot hold either.
+            raise SystemExit("SEALTRAIL_LOG_ORIGIN must be non-empty, without spaces or '+'")
         if settings.key_read_window > _DAY:
             raise SystemExit("SEALTRAIL_KEY_READ_WINDOW must be at most 86400 seconds (a day)")
         for name in _MORE_THAN_ZERO:
@@ -179,6 +198,16 @@ _AT_LEAST_ONE = (
     "stream_queue_capacity",
     "stream_queue_bytes",
     "retention_batch_events",
+    "export_rate_limit",  # 0 refused every export
+)
+
+# Counts for which 0 means none (a pool kept empty, a process that forwards
+# or evaluates nothing, a wait without a limit); less means nothing.
+_NOT_NEGATIVE = (
+    "pool_min_size",
+    "migration_lock_attempts",
+    "forward_max_sinks",
+    "alert_max_tenants",
 )
 
 # Seconds that 0 would turn into a loop without a pause (a heartbeat, a
@@ -193,6 +222,18 @@ _MORE_THAN_ZERO = (
     "forward_lease_seconds",
     "forward_backoff_base",
 )
+
+
+def _address_problem(address: str) -> str | None:
+    """What is wrong with a HOST:PORT to listen on (gRPC read a port out of
+    range modulo 65536, and took a lone host for one on port 443)."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not host or not port.isdigit():
+        return "not HOST:PORT (a port of 0 picks a free one)"
+    if int(port) > 65535:
+        return "the port must be 0 to 65535"
+    return None
+
 
 # Settings that take one of a few words.
 _CHOICES: dict[str, tuple[str, ...]] = {"log_format": ("text", "json")}

@@ -27,10 +27,15 @@ def load_key_text(
     if text:
         return text, setting
     path = file or default
+    if file is not None and not file.exists():
+        raise SystemExit(f"{setting}_FILE: the {what} file {file} does not exist")
     if path.exists():
-        return path.read_text(), str(path)
-    if file is not None:
-        raise SystemExit(f"{what} file {file} does not exist")
+        try:
+            return path.read_text(), str(path)
+        except (OSError, UnicodeDecodeError) as error:
+            named = f"{setting}_FILE" if file is not None else "the data dir"
+            why = error.strerror if isinstance(error, OSError) else "not text"
+            raise SystemExit(f"cannot read the {what} {path} ({named}): {why}") from None
     if generate is None:
         raise SystemExit(
             f"no {what} at {path}: a server creates it at its first start there;"

@@ -12,9 +12,13 @@ from .config import Settings
 
 def _read(path: Path, what: str) -> bytes:
     try:
-        return path.read_bytes()
+        pem = path.read_bytes()
     except OSError as error:
         raise SystemExit(f"cannot read the {what} {path}: {error.strerror}") from None
+    if b"-----BEGIN " not in pem:
+        # Else gRPC refused the port, and the address was blamed.
+        raise SystemExit(f"the {what} {path} is not PEM")
+    return pem
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

@@ -139,6 +139,11 @@ def test_an_incomplete_tls_configuration_is_refused_at_start(pki: dict[str, Path
         server_credentials(Settings(tls_cert_file=pki["server.crt"]))
     with pytest.raises(SystemExit, match="needs a server certificate"):
         server_credentials(Settings(tls_client_ca_file=pki["ca"]))
+    not_pem = pki["ca"].parent / "server.der"
+    not_pem.write_bytes(b"\x30\x82\x01\x0a")
+    with pytest.raises(SystemExit, match=r"the TLS certificate .* is not PEM"):
+        # gRPC refused the port, and the address was blamed (helper-125).
+        server_credentials(Settings(tls_cert_file=not_pem, tls_key_file=pki["server.key"]))
     with pytest.raises(SystemExit, match="cannot read the TLS key"):
         server_credentials(
             Settings(tls_cert_file=pki["server.crt"], tls_key_file=pki["ca"].parent / "missing")

@@ -6,7 +6,12 @@ import pytest
 
 from sealtrail_server.config import Settings
 
-COUNTS = ["APPEND_BATCH_EVENTS", "STREAM_QUEUE_CAPACITY", "RETENTION_BATCH_EVENTS"]
+COUNTS = [
+    "APPEND_BATCH_EVENTS",
+    "STREAM_QUEUE_CAPACITY",
+    "RETENTION_BATCH_EVENTS",
+    "EXPORT_RATE_LIMIT",  # 0 refused every export (helper-125)
+]
 
 
 @pytest.mark.parametrize("name", COUNTS)
@@ -58,3 +63,51 @@ def test_migration_lock_attempts_take_0_for_no_limit_and_refuse_fewer() -> None:
     assert Settings.load({"SEALTRAIL_MIGRATION_LOCK_ATTEMPTS": "0"}).migration_lock_attempts == 0
     with pytest.raises(SystemExit, match="SEALTRAIL_MIGRATION_LOCK_ATTEMPTS must be 0 or more"):
         Settings.load({"SEALTRAIL_MIGRATION_LOCK_ATTEMPTS": "-1"})
+
+
+@pytest.mark.parametrize("name", ["POOL_MIN_SIZE", "FORWARD_MAX_SINKS", "ALERT_MAX_TENANTS"])
+def test_a_count_for_which_zero_means_none_refuses_less(name: str) -> None:
+    """-1 sinks or tenants used to pass for none without a word (helper-125)."""
+    assert getattr(Settings.load({f"SEALTRAIL_{name}": "0"}), name.lower()) == 0
+    with pytest.raises(SystemExit, match=f"SEALTRAIL_{name} must be 0 or more"):
+        Settings.load({f"SEALTRAIL_{name}": "-1"})
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("127.0.0.1:70000", "the port must be 0 to 65535"),  # gRPC served on 4464
+        ("localhost", "not HOST:PORT"),  # gRPC served on 443
+        (":8080", "not HOST:PORT"),
+        ("localhost:http", "not HOST:PORT"),
+    ],
+)
+@pytest.mark.parametrize("name", ["LISTEN", "CONSOLE_LISTEN"])
+def test_an_address_to_listen_on_is_host_and_port(name: str, address: str, why: str) -> None:
+    with pytest.raises(SystemExit, match=f"SEALTRAIL_{name}='{address}': {why}"):
+        Settings.load({f"SEALTRAIL_{name}": address})
+    for good in ("127.0.0.1:0", "[::1]:50051", "0.0.0.0:65535"):
+        assert getattr(Settings.load({f"SEALTRAIL_{name}": good}), name.lower()) == good
+
+
+@pytest.mark.parametrize("name", ["SIGNING_KEY", "REDACTION_KEY", "SECRETS_KEY"])
+def test_a_key_given_both_as_text_and_as_a_file_is_refused(name: str) -> None:
+    """The text won, and the file named beside it was never read."""
+    env = {f"SEALTRAIL_{name}": "x", f"SEALTRAIL_{name}_FILE": "/etc/hostname"}
+    with pytest.raises(
+        SystemExit, match=f"set SEALTRAIL_{name} or SEALTRAIL_{name}_FILE, not both"
+    ):
+        Settings.load(env)
+
+
+def test_an_owner_url_without_a_service_url_is_refused() -> None:
+    """The owner's database was migrated, then an embedded one served, which
+    had no Sealtrail roles."""
+    with pytest.raises(SystemExit, match="SEALTRAIL_OWNER_DATABASE_URL needs SEALTRAIL_DATAB"):
+        Settings.load({"SEALTRAIL_OWNER_DATABASE_URL": "postgresql://owner@db/sealtrail"})
+
+
+@pytest.mark.parametrize("origin", ["my log", "log+1"])
+def test_a_log_origin_that_cannot_name_a_key_is_refused(origin: str) -> None:
+    with pytest.raises(SystemExit, match="SEALTRAIL_LOG_ORIGIN must be non-empty"):
+        Settings.load({"SEALTRAIL_LOG_ORIGIN": origin})

@@ -1,0 +1,62 @@
+"""A server's start: on a port of its own, or refused with a message that
+names what to put right, never a traceback (helper-125)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sealtrail_server import cli
+from sealtrail_server.app import Service
+from sealtrail_server.key_files import load_key_text
+from tests.conftest import ServerThread
+
+
+def test_a_port_another_server_listens_on_is_refused(
+    server: ServerThread, migrated_database_url: str
+) -> None:
+    """gRPC's default SO_REUSEPORT let a second server (a stale one in a
+    deploy) listen on the same port, the kernel splitting connections between
+    the two, both saying they served (helper-125)."""
+    taken = f"127.0.0.1:{server.port}"
+    second = Service(
+        replace(server.settings, listen=taken),
+        database_url=server.settings.database_url,
+        owner_database_url=migrated_database_url,
+    )
+    with pytest.raises(SystemExit, match=f"cannot listen on {taken}: in use"):
+        asyncio.run(second.start())  # what it started, stopped again
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("postgresql://127.0.0.1:1/sealtrail", "cannot use the database: connection failed"),
+        ("postgres://:::bad", "cannot use the database: connection is bad"),
+    ],
+)
+def test_a_database_the_server_cannot_use_is_named_not_traced(url: str, said: str) -> None:
+    started = CliRunner().invoke(cli.main, ["serve"], env={"SEALTRAIL_DATABASE_URL": url})
+    assert started.exit_code == 1
+    assert f"Error: {said}" in started.output and "Traceback" not in started.output
+
+
+def test_a_key_file_that_cannot_be_read_names_its_setting(tmp_path: Path) -> None:
+    def load(file: Path) -> tuple[str, str]:
+        return load_key_text(
+            text=None,
+            file=file,
+            default=tmp_path / "signing-key",
+            setting="SEALTRAIL_SIGNING_KEY",
+            generate=None,
+            what="checkpoint signing key",
+        )
+
+    with pytest.raises(SystemExit, match="SEALTRAIL_SIGNING_KEY_FILE: the checkpoint signing"):
+        load(tmp_path / "missing")
+    with pytest.raises(SystemExit, match=r"\(SEALTRAIL_SIGNING_KEY_FILE\): Is a directory"):
+        load(tmp_path)
