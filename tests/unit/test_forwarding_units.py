@@ -246,6 +246,31 @@ def test_urls_no_request_can_carry_are_refused_naming_the_field(url: str, proble
     assert violation.field == "sink.webhook.url" and problem in violation.description
 
 
+@pytest.mark.parametrize(
+    ("kind", "destination"),
+    [
+        ("splunk_hec", {"url": "https://splunk.example.com:8088/?x=1", "token": "t"}),
+        ("datadog_logs", {"url": "https://http-intake.logs.datadoghq.eu?dd=1", "api_key": "k"}),
+        (
+            "elasticsearch",
+            {"url": "https://es.example.com:9200?routing=a", "index": "audit", "api_key": "k"},
+        ),
+    ],
+)
+def test_a_base_url_with_a_query_is_refused(kind: str, destination: dict[str, Any]) -> None:
+    """The API's path was added after the query, and the request went to the
+    base path: a 2xx there (a proxy) lost the events as delivered (helper-126)."""
+    [violation] = validate_sink(
+        name="x", kind=kind, format="sealtrail_json", destination=destination
+    )
+    assert violation.field == f"sink.{kind}.url" and "without a query" in violation.description
+    # A webhook's URL is the endpoint itself: its query is sent as given.
+    webhook = {"url": "https://hooks.example.com/in?source=audit", "secrets": [SECRET]}
+    assert (
+        validate_sink(name="x", kind="webhook", format="sealtrail_json", destination=webhook) == []
+    )
+
+
 # --- requests and answers ---------------------------------------------------------
 
 

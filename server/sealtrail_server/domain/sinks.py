@@ -198,6 +198,10 @@ def validate_sink(
     if kind == "datadog_logs" and not url:
         url = DATADOG_DEFAULT_URL
     url_error = _url_error(url)
+    if url_error is None and kind != "webhook" and urlsplit(url).query:
+        # The API's path is added to the URL: after a query, it was sent as
+        # part of it, to the base path (helper-126).
+        url_error = "must be the base URL, without a query (the API's path is added to it)"
     if url_error is not None:
         fail(prefix + "url", url_error)
     if kind == "webhook":

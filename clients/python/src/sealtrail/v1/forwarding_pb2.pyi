@@ -111,7 +111,9 @@ class SplunkHecDestination(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     SOURCETYPE_FIELD_NUMBER: _builtins.int
     url: _builtins.str
-    """The collector's base URL, such as `https://splunk.example.com:8088`."""
+    """The collector's base URL, such as `https://splunk.example.com:8088`,
+    without a query.
+    """
     token: _builtins.str
     """The HEC token. Write only (see WebhookDestination.secrets)."""
     token_hint: _builtins.str
@@ -154,7 +156,7 @@ class DatadogLogsDestination(_message.Message):
     SERVICE_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     url: _builtins.str
-    """The intake's base URL for the account's site; empty:
+    """The intake's base URL for the account's site, without a query; empty:
     `https://http-intake.logs.datadoghq.com`.
     """
     api_key: _builtins.str
@@ -195,7 +197,9 @@ class ElasticsearchDestination(_message.Message):
     API_KEY_FIELD_NUMBER: _builtins.int
     API_KEY_HINT_FIELD_NUMBER: _builtins.int
     url: _builtins.str
-    """The cluster's base URL, such as `https://es.example.com:9200`."""
+    """The cluster's base URL, such as `https://es.example.com:9200`, without
+    a query.
+    """
     index: _builtins.str
     """The index (or data stream) events go to."""
     api_key: _builtins.str
