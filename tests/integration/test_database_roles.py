@@ -244,6 +244,21 @@ def test_roles_that_may_create_in_the_schema_stop_the_start(
     asyncio.run(migrate_database(migrated_database_url))
 
 
+def test_a_schema_every_role_may_create_in_stops_even_a_first_start(
+    migrated_database_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    """On a new cluster whose `public` lets PUBLIC create (PostgreSQL 14 and
+    earlier), the first start found no role of the service to refuse, passed,
+    and every start after was refused (helper-125)."""
+    sql.execute("GRANT CREATE ON SCHEMA public TO PUBLIC")
+    try:
+        with pytest.raises(UnsafeSchema, match=r"^PUBLIC and sealtrail_service and .* public"):
+            asyncio.run(migrate_database(migrated_database_url))
+    finally:
+        sql.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    asyncio.run(migrate_database(migrated_database_url))
+
+
 def test_an_erasure_is_refused_while_a_tenant_table_has_another_owner(
     client_for: Any, tenant: str, sql: psycopg.Connection[Any]
 ) -> None:

@@ -44,10 +44,17 @@ log = logging.getLogger(__name__)
 # deletes the tenant's rows (the erasure also takes only the log owner's
 # tables; this keeps the schema closed as well). PostgreSQL 15 and later
 # grant PUBLIC no CREATE on `public`; 13 and 14 do.
+# PUBLIC (every role) first: on a cluster's first start the service's roles do
+# not exist yet (migration 0007 creates them), and the check passed, to refuse
+# every start after (PostgreSQL 14 and earlier grant PUBLIC CREATE on `public`).
 _ROLES_THAT_MAY_CREATE = (
-    "SELECT rolname, current_schema() FROM pg_catalog.pg_roles"
+    "SELECT 'PUBLIC', current_schema() FROM pg_catalog.pg_namespace AS n,"
+    " aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) AS a"
+    " WHERE n.nspname = current_schema() AND a.grantee = 0 AND a.privilege_type = 'CREATE'"
+    " UNION ALL"
+    " (SELECT rolname, current_schema() FROM pg_catalog.pg_roles"
     " WHERE rolname IN ('sealtrail_service', 'sealtrail_system')"
-    " AND has_schema_privilege(oid, current_schema(), 'CREATE') ORDER BY rolname"
+    " AND has_schema_privilege(oid, current_schema(), 'CREATE') ORDER BY rolname)"
 )
 
 
@@ -88,14 +95,14 @@ async def migrate(
     applied_now = []
     await conn.execute("SELECT pg_advisory_lock(%s)", [_LOCK_KEY])
     try:
+        # Before any change: a start it refuses leaves the database as it was.
+        await _refuse_unsafe_schema(conn)
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version integer PRIMARY KEY,"
             " name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        # Before any change: a start it refuses leaves the database as it was.
-        await _refuse_unsafe_schema(conn)
         cursor = await conn.execute("SELECT version FROM schema_migrations")
         applied = {row[0] for row in await cursor.fetchall()}
         for migration in available_migrations():
