@@ -6,7 +6,10 @@ server never works as the tables' owner."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -19,6 +22,7 @@ from sealtrail import RpcFailedError, build_event
 from sealtrail_server.store.appender import _FIND_KEYS
 from sealtrail_server.store.database import Database, RolesMissing
 from sealtrail_server.store.events import _GET_EVENT_ANYWHERE
+from sealtrail_server.store.migrations import _LOCK_KEY as MIGRATIONS_LOCK
 from sealtrail_server.store.migrations import UnsafeSchema, migrate_database
 from sealtrail_server.store.tree import _READ_NODES
 
@@ -416,3 +420,24 @@ def test_a_tenants_checkout_waits_for_locks_as_the_connection_started(
 
     for checkout, timeout in server.run(timeouts()):
         assert timeout == ("5s" if checkout == "system" else "1234ms"), checkout
+
+
+def test_a_start_waiting_for_another_sessions_migrations_says_so(
+    migrated_database_url: str, sql: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process frozen holding the migrations' lock held every start up
+    without a word (helper-125); the wait is logged, naming the holder."""
+    sql.execute("SELECT pg_advisory_lock(%s)", [MIGRATIONS_LOCK])
+    try:
+        with caplog.at_level(logging.WARNING), ThreadPoolExecutor(1) as pool:
+            started = pool.submit(asyncio.run, migrate_database(migrated_database_url))
+            deadline = time.monotonic() + 30
+            while "waiting for their lock" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not started.done()
+            sql.execute("SELECT pg_advisory_unlock(%s)", [MIGRATIONS_LOCK])
+            assert started.result(timeout=30) == []  # then migrates as usual
+    finally:
+        sql.execute("SELECT pg_advisory_unlock_all()")
+    [said] = [r.getMessage() for r in caplog.records if "waiting for their lock" in r.getMessage()]
+    assert f"pid {sql.info.backend_pid}" in said

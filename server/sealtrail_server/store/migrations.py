@@ -38,6 +38,15 @@ LONGEST_PAUSE: Final = 10.0
 
 log = logging.getLogger(__name__)
 
+# Seconds between tries for the migrations' lock while another session holds
+# it, and between the log lines that say so.
+LOCK_POLL: Final = 0.5
+LOCK_NOTICE_EVERY: Final = 30.0
+_LOCK_HOLDER = (
+    "SELECT pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted"
+    " AND classid = %s AND objid = %s AND objsubid = 1 LIMIT 1"
+)
+
 
 # The service's roles may create nothing in the schema: a table of their own
 # there, with a trigger, would run that trigger as the owner when an erasure
@@ -93,7 +102,7 @@ async def migrate(
 ) -> list[Migration]:
     """Apply every migration not yet applied; return those applied now."""
     applied_now = []
-    await conn.execute("SELECT pg_advisory_lock(%s)", [_LOCK_KEY])
+    await _take_the_lock(conn)
     try:
         # Before any change: a start it refuses leaves the database as it was.
         await _refuse_unsafe_schema(conn)
@@ -115,6 +124,30 @@ async def migrate(
     finally:
         await conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
     return applied_now
+
+
+async def _take_the_lock(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The migrations' lock, waited for as long as another session holds it
+    (another process migrating, however long that takes), said in the log
+    every LOCK_NOTICE_EVERY seconds with the holder's pid: a process frozen
+    while holding it held every start up without a word (helper-125)."""
+    waited = 0.0
+    while True:
+        cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", [_LOCK_KEY])
+        row = await cursor.fetchone()
+        if row and row[0]:
+            return
+        if waited % LOCK_NOTICE_EVERY == 0:
+            cursor = await conn.execute(_LOCK_HOLDER, [_LOCK_KEY >> 32, _LOCK_KEY & 0xFFFFFFFF])
+            holder = await cursor.fetchone()
+            log.warning(
+                "migrations: waiting for their lock, held by the database session of pid %s"
+                " (another process migrating; pg_stat_activity shows it) for %g s",
+                holder[0] if holder else "?",
+                waited,
+            )
+        await asyncio.sleep(LOCK_POLL)
+        waited += LOCK_POLL
 
 
 async def _apply(conn: psycopg.AsyncConnection[Any], migration: Migration, attempts: int) -> None:
