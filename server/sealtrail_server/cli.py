@@ -74,6 +74,12 @@ class _Urls(NamedTuple):
 
 def _database_urls(settings: Settings) -> _Urls:
     """The URLs to use, starting the embedded server when none is configured."""
+    if settings.owner_database_url and not settings.database_url:
+        # Else the owner's database was migrated, then an embedded one served.
+        raise click.ClickException(
+            "SEALTRAIL_OWNER_DATABASE_URL needs SEALTRAIL_DATABASE_URL (or --database-url):"
+            " the embedded PostgreSQL, used without one, has an owner of its own"
+        )
     url = settings.database_url or start_embedded_postgres(settings.data_dir)
     return _Urls(
         url,
@@ -87,7 +93,9 @@ def _database_urls(settings: Settings) -> _Urls:
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 def main(verbose: bool) -> None:
     """Sealtrail: an append-only, tamper-evident audit log service."""
-    log_format: LogFormat = "json" if Settings.load().log_format == "json" else "text"
+    # The format alone: the settings are read, and checked, by each command with its flags.
+    json_lines = os.environ.get("SEALTRAIL_LOG_FORMAT") == "json"
+    log_format: LogFormat = "json" if json_lines else "text"
     configure_logging(
         level=logging.DEBUG if verbose else logging.INFO, log_format=log_format, stream=sys.stderr
     )

@@ -167,11 +167,6 @@ class Settings:
                 raise SystemExit(
                     f"set SEALTRAIL_{name.upper()} or SEALTRAIL_{name.upper()}_FILE, not both"
                 )
-        if settings.owner_database_url and not settings.database_url:
-            raise SystemExit(
-                "SEALTRAIL_OWNER_DATABASE_URL needs SEALTRAIL_DATABASE_URL: the embedded"
-                " PostgreSQL, used without a database URL, has an owner of its own"
-            )
         if not settings.log_origin or any(c.isspace() or c == "+" for c in settings.log_origin):
             # It names the signing key too, whose name cannot hold either.
             raise SystemExit("SEALTRAIL_LOG_ORIGIN must be non-empty, without spaces or '+'")

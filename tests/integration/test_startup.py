@@ -45,6 +45,19 @@ def test_a_database_the_server_cannot_use_is_named_not_traced(url: str, said: st
     assert f"Error: {said}" in started.output and "Traceback" not in started.output
 
 
+def test_an_owner_url_without_a_service_url_is_refused(tmp_path: Path) -> None:
+    """The owner's database was migrated, then an embedded one served, which
+    had no Sealtrail roles (helper-125). A flag's URL counts."""
+    owner = {"SEALTRAIL_OWNER_DATABASE_URL": "postgresql://owner@127.0.0.1:1/sealtrail"}
+    alone = CliRunner().invoke(cli.main, ["serve", "--data-dir", str(tmp_path)], env=owner)
+    assert alone.exit_code == 1
+    assert "SEALTRAIL_OWNER_DATABASE_URL needs SEALTRAIL_DATABASE_URL" in alone.output
+    flagged = CliRunner().invoke(
+        cli.main, ["serve", "--database-url", "postgresql://127.0.0.1:1/sealtrail"], env=owner
+    )
+    assert "cannot use the database" in flagged.output  # past the check, to the database
+
+
 def test_a_key_file_that_cannot_be_read_names_its_setting(tmp_path: Path) -> None:
     def load(file: Path) -> tuple[str, str]:
         return load_key_text(

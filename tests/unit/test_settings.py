@@ -100,13 +100,6 @@ def test_a_key_given_both_as_text_and_as_a_file_is_refused(name: str) -> None:
         Settings.load(env)
 
 
-def test_an_owner_url_without_a_service_url_is_refused() -> None:
-    """The owner's database was migrated, then an embedded one served, which
-    had no Sealtrail roles."""
-    with pytest.raises(SystemExit, match="SEALTRAIL_OWNER_DATABASE_URL needs SEALTRAIL_DATAB"):
-        Settings.load({"SEALTRAIL_OWNER_DATABASE_URL": "postgresql://owner@db/sealtrail"})
-
-
 @pytest.mark.parametrize("origin", ["my log", "log+1"])
 def test_a_log_origin_that_cannot_name_a_key_is_refused(origin: str) -> None:
     with pytest.raises(SystemExit, match="SEALTRAIL_LOG_ORIGIN must be non-empty"):
