@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,7 +25,12 @@ from sealtrail_server.store.appender import _FIND_KEYS
 from sealtrail_server.store.database import Database, RolesMissing
 from sealtrail_server.store.events import _GET_EVENT_ANYWHERE
 from sealtrail_server.store.migrations import _LOCK_KEY as MIGRATIONS_LOCK
-from sealtrail_server.store.migrations import UnsafeSchema, migrate_database
+from sealtrail_server.store.migrations import (
+    MIGRATIONS_DIR,
+    UnsafeSchema,
+    available_migrations,
+    migrate_database,
+)
 from sealtrail_server.store.tree import _READ_NODES
 
 from ..service_login import SERVICE_LOGIN, service_login_url
@@ -441,3 +448,32 @@ def test_a_start_waiting_for_another_sessions_migrations_says_so(
         sql.execute("SELECT pg_advisory_unlock_all()")
     [said] = [r.getMessage() for r in caplog.records if "waiting for their lock" in r.getMessage()]
     assert f"pid {sql.info.backend_pid}" in said
+
+
+def test_two_databases_of_a_new_cluster_may_start_at_once(tmp_path: Path) -> None:
+    """Roles are the cluster's, the migrations' lock each database's: the
+    second of two first starts at once failed creating a role the first had
+    just created (helper-125). Here the first holds its roles uncommitted
+    while the second migrates, as PostgreSQL would interleave them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # platformdirs: no XDG_RUNTIME_DIR
+        import pgserver
+    cluster = pgserver.get_server(tmp_path / "cluster", cleanup_mode="delete")
+    try:
+        base = cluster.get_uri()
+        with psycopg.connect(base, autocommit=True) as admin:
+            for name in ("first", "second"):
+                admin.execute(SQL("CREATE DATABASE {}").format(Identifier(name)))
+        roles = (MIGRATIONS_DIR / "0007_database_roles.sql").read_text()
+        creating = roles[roles.index("DO $$") : roles.index("$$;") + 3]
+        with psycopg.connect(make_conninfo(base, dbname="first")) as first:
+            first.execute(creating)  # the roles, not yet committed
+            with ThreadPoolExecutor(1) as pool:
+                second = pool.submit(
+                    asyncio.run, migrate_database(make_conninfo(base, dbname="second"))
+                )
+                time.sleep(1)  # the second waits on the roles' index meanwhile
+                first.commit()
+                assert len(second.result(timeout=60)) == len(available_migrations())
+    finally:
+        cluster.cleanup()

@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 # it, and between the log lines that say so.
 LOCK_POLL: Final = 0.5
 LOCK_NOTICE_EVERY: Final = 30.0
+# The index of role names: roles are the cluster's, the migrations' lock each
+# database's own.
+_ROLE_NAMES: Final = "pg_authid_rolname_index"
 _LOCK_HOLDER = (
     "SELECT pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted"
     " AND classid = %s AND objid = %s AND objsubid = 1 LIMIT 1"
@@ -126,6 +129,21 @@ async def migrate(
     return applied_now
 
 
+async def _apply_once(
+    conn: psycopg.AsyncConnection[Any], migration: Migration, attempts: int
+) -> None:
+    async with conn.transaction():
+        await conn.execute(  # 0: no limit, whatever the role's or database's
+            "SELECT set_config('lock_timeout', %s, true)",
+            [LOCK_TIMEOUT if attempts else "0"],
+        )
+        await conn.execute(migration.path.read_bytes())
+        await conn.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+            [migration.version, migration.name],
+        )
+
+
 async def _take_the_lock(conn: psycopg.AsyncConnection[Any]) -> None:
     """The migrations' lock, waited for as long as another session holds it
     (another process migrating, however long that takes), said in the log
@@ -157,16 +175,19 @@ async def _apply(conn: psycopg.AsyncConnection[Any], migration: Migration, attem
     pause = FIRST_PAUSE
     for attempt in range(1, max(attempts, 1) + 1):
         try:
-            async with conn.transaction():
-                await conn.execute(  # 0: no limit, whatever the role's or database's
-                    "SELECT set_config('lock_timeout', %s, true)",
-                    [LOCK_TIMEOUT if attempts else "0"],
+            try:
+                await _apply_once(conn, migration, attempts)
+            except psycopg.errors.UniqueViolation as error:
+                if error.diag.constraint_name != _ROLE_NAMES:
+                    raise
+                # Another database of the cluster, starting at the same moment,
+                # created the roles first (0007): they exist now, as this finds.
+                log.info(
+                    "migration %04d_%s: the cluster's roles were created meanwhile; again",
+                    migration.version,
+                    migration.name,
                 )
-                await conn.execute(migration.path.read_bytes())
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                    [migration.version, migration.name],
-                )
+                await _apply_once(conn, migration, attempts)
             return
         except (
             psycopg.errors.LockNotAvailable,
