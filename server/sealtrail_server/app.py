@@ -134,11 +134,37 @@ class Service:
 
     async def _start(self) -> int:
         settings = self.settings
+        # What this process holds of its own (rules, certificates, keys), read
+        # before the database is touched: a start refused for one of them
+        # leaves the database as it was.
+        try:
+            egress = EgressPolicy.parse(
+                allow_http=settings.forward_allow_http,
+                allowed=settings.forward_allow_networks,
+                denied=settings.forward_deny_networks,
+            )
+        except ValueError as error:
+            raise SystemExit(f"SEALTRAIL_FORWARD_*_NETWORKS: {error}") from None
+        try:
+            outbound = OutboundClient(
+                egress, timeout=settings.forward_timeout, ca_file=settings.forward_ca_file
+            )
+        except (OSError, ssl.SSLError) as error:
+            raise SystemExit(f"SEALTRAIL_FORWARD_CA_FILE: {error}") from None
+        credentials = server_credentials(settings)
+        # Then the keys, any of which may be generated here.
+        secret_box = load_secret_box(settings)
+        signer = load_signer(
+            key_text=settings.signing_key,
+            key_file=settings.signing_key_file,
+            data_dir=settings.data_dir,
+            name=settings.log_origin,
+        )
+        redactor, redaction_secret = load_redactor(settings), load_redaction_secret(settings)
         for migration in await migrate_database(
             self._owner_database_url, lock_attempts=settings.migration_lock_attempts
         ):
             log.info("applied migration %04d_%s", migration.version, migration.name)
-        secret_box = load_secret_box(settings)
         resealed, unopenable = await reseal_secrets(self._owner_database_url, secret_box)
         if resealed:
             log.info("sealed the secrets of %d sinks under the current secrets key", resealed)
@@ -164,12 +190,6 @@ class Service:
             clock=self._clock,
         )
         self._appender.start()
-        signer = load_signer(
-            key_text=settings.signing_key,
-            key_file=settings.signing_key_file,
-            data_dir=settings.data_dir,
-            name=settings.log_origin,
-        )
         self._checkpointer = Checkpointer(
             db,
             signer,
@@ -207,7 +227,7 @@ class Service:
         self.purger = Purger(
             self._owner_database_url,
             record=record_purge,
-            seal=SummarySeal(load_redaction_secret(settings)),
+            seal=SummarySeal(redaction_secret),
             interval=settings.retention_interval,
             batch_events=settings.retention_batch_events,
             clock=self._clock,
@@ -222,20 +242,6 @@ class Service:
             meter=self._meter,
         )
         self._hub.start()
-        try:
-            egress = EgressPolicy.parse(
-                allow_http=settings.forward_allow_http,
-                allowed=settings.forward_allow_networks,
-                denied=settings.forward_deny_networks,
-            )
-        except ValueError as error:
-            raise SystemExit(f"SEALTRAIL_FORWARD_*_NETWORKS: {error}") from None
-        try:
-            outbound = OutboundClient(
-                egress, timeout=settings.forward_timeout, ca_file=settings.forward_ca_file
-            )
-        except (OSError, ssl.SSLError) as error:
-            raise SystemExit(f"SEALTRAIL_FORWARD_CA_FILE: {error}") from None
         self.forwarder = Forwarder(
             db,
             outbound,
@@ -289,8 +295,8 @@ class Service:
                 export_window=settings.export_rate_window,
                 key_read_window=timedelta(seconds=settings.key_read_window),
                 settings_cache=SettingsCache(db, ttl=settings.settings_cache_seconds),
-                redactor=load_redactor(settings),
-                redaction_secret=load_redaction_secret(settings),
+                redactor=redactor,
+                redaction_secret=redaction_secret,
                 authenticator=authenticator,
                 eraser=Eraser(self._owner_database_url, self._checkpointer, clock=self._clock),
                 forwarder=self.forwarder,
@@ -311,7 +317,6 @@ class Service:
             self._private_dir = tempfile.mkdtemp(prefix="sealtrail-console-")
             console_target = f"unix:{self._private_dir}/grpc.sock"
             server.add_insecure_port(console_target)
-        credentials = server_credentials(settings)
         try:
             if credentials is None:
                 self.port = server.add_insecure_port(settings.listen)

@@ -6,9 +6,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 from click.testing import CliRunner
+from psycopg.conninfo import make_conninfo
+from psycopg.sql import SQL, Identifier
 
 from sealtrail_server import cli
 from sealtrail_server.app import Service
@@ -73,3 +77,30 @@ def test_a_key_file_that_cannot_be_read_names_its_setting(tmp_path: Path) -> Non
         load(tmp_path / "missing")
     with pytest.raises(SystemExit, match=r"\(SEALTRAIL_SIGNING_KEY_FILE\): Is a directory"):
         load(tmp_path)
+
+
+def test_a_start_refused_for_its_own_settings_leaves_the_database_untouched(
+    server: ServerThread, sql: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """A signing key file missing was found only after every migration had
+    been applied, and a secrets key generated (helper-125)."""
+    name = f"untouched_{tmp_path.name[-8:].lower()}"
+    sql.execute(SQL("CREATE DATABASE {}").format(Identifier(name)))
+    try:
+        fresh = make_conninfo(sql.info.dsn, dbname=name)
+        settings = replace(
+            server.settings,
+            signing_key=None,
+            signing_key_file=tmp_path / "missing",
+            secrets_key=None,
+            data_dir=tmp_path,
+        )
+        refused = Service(settings, database_url=fresh, owner_database_url=fresh)
+        with pytest.raises(SystemExit, match="SEALTRAIL_SIGNING_KEY_FILE"):
+            asyncio.run(refused.start())
+        with psycopg.connect(fresh) as untouched:
+            assert untouched.execute(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+            ).fetchone() == (0,)
+    finally:
+        sql.execute(SQL("DROP DATABASE {} WITH (FORCE)").format(Identifier(name)))
