@@ -316,7 +316,13 @@ class Service:
             # this process's user can reach, whatever TLS the public port needs.
             self._private_dir = tempfile.mkdtemp(prefix="sealtrail-console-")
             console_target = f"unix:{self._private_dir}/grpc.sock"
-            server.add_insecure_port(console_target)
+            try:
+                server.add_insecure_port(console_target)
+            except RuntimeError:  # a TMPDIR too long for a socket's path (107 bytes)
+                raise SystemExit(
+                    f"cannot listen on the console's private socket {console_target}:"
+                    " set TMPDIR to a shorter directory"
+                ) from None
         try:
             if credentials is None:
                 self.port = server.add_insecure_port(settings.listen)

@@ -4,15 +4,22 @@ more (no token, a recorder's, another tenant's), and its errors are clear."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import http.client
 import json
+import logging
+import socket
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from sealtrail import AuditClient, build_event
+from sealtrail_server.console import server as console_module
 from tests.conftest import ServerThread
 
 
@@ -25,7 +32,8 @@ def get(url: str, token: str | None = None) -> tuple[int, Any]:
             body = answer.read()
             return answer.status, json.loads(body) if body.startswith(b"{") else body
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        with error:
+            return error.code, json.loads(error.read())
 
 
 @pytest.fixture
@@ -139,3 +147,131 @@ def test_an_export_is_its_chunks_then_its_manifest_which_they_match(
     assert int(manifest["row_count"]) == 300 and int(manifest["byte_count"]) == len(data)
     assert base64.b64decode(manifest["sha256"]) == hashlib.sha256(data).digest()
     assert data.decode().count("doc.read") == 300
+
+
+def _raw(url: str, *, method: str = "GET", **headers: str) -> tuple[int, Any, bytes]:
+    """Status, headers and body of a request whatever its status."""
+    request = urllib.request.Request(url, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.headers, answer.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.headers, error.read()
+
+
+def test_what_the_api_refuses_the_console_refuses_clearly(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """helper-124: times past the years a timestamp holds were a 500 in plain
+    text; a repeated parameter kept its first value unsaid; a token gRPC
+    cannot carry was a 500, a lower-case scheme gRPC takes a 401, and no 401
+    said how to authenticate."""
+    reader = console_server.token(tenant, "reader")
+    for bad in (
+        "events?occurred_after=0001-01-01T00:00:00%2B01:00",
+        "events?occurred_before=9999-12-31T23:30:00-01:00",
+    ):
+        status, body = get(api + bad, reader)
+        assert status == 400 and "out of range" in body["error"], (bad, body)
+    status, body = get(api + "events?actions=a.one&actions=b.two", reader)
+    assert status == 400 and body["error"].startswith("actions: given more than once")
+    for authorization in ("Bearer stk_\u00e9", "Bearer \u00ff", "Basic x", "Bearer "):
+        status, headers, body = _raw(api + "events", Authorization=authorization)
+        assert (status, headers["WWW-Authenticate"]) == (401, 'Bearer realm="sealtrail"')
+        assert json.loads(body) == {"error": "sign in with a token"}
+    assert _raw(api + "events", Authorization=f"bearer {reader}")[0] == 200
+
+
+def test_a_head_of_the_api_runs_nothing(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """A HEAD ran the call: an export recorded and counted against the
+    tenant's quota, with no body to show for it (helper-124)."""
+    exporter = console_server.token(tenant, "exporter")
+    for path in ("export?format=csv", "events", "stream"):
+        status, _, _ = _raw(api + path, method="HEAD", Authorization=f"Bearer {exporter}")
+        assert status == 405, path
+    recorded = get(
+        api + "events?actions=audit_log.exported", console_server.token(tenant, "reader")
+    )
+    assert recorded[1]["events"] == []
+
+
+def test_a_refusal_to_retry_says_when(migrated_database_url: str, tenant: str) -> None:
+    """The API's RetryInfo was dropped: a 429 said nothing of when to come
+    back (helper-124)."""
+    limited = ServerThread(migrated_database_url, console_listen="127.0.0.1:0", export_rate_limit=1)
+    try:
+        url = f"http://127.0.0.1:{limited.service.console_port}/api/export?format=csv"
+        exporter = {"Authorization": f"Bearer {limited.token(tenant, 'exporter')}"}
+        assert _raw(url, **exporter)[0] == 200
+        status, headers, body = _raw(url, **exporter)
+        assert (status, json.loads(body)["code"]) == (429, "RESOURCE_EXHAUSTED")
+        assert 1 <= int(headers["Retry-After"]) <= 60
+    finally:
+        limited.close()
+
+
+@pytest.fixture
+def own_console(
+    migrated_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ServerThread]:
+    """A server whose console holds at most 3 connections, idle 0.5 s."""
+    monkeypatch.setattr(console_module, "MAX_CONNECTIONS", 3)
+    monkeypatch.setattr(console_module, "IDLE_SECONDS", 0.5)
+    running = ServerThread(
+        migrated_database_url, console_listen="127.0.0.1:0", stream_heartbeat_seconds=0.2
+    )
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+@contextlib.contextmanager
+def _streaming(server: ServerThread, token: str) -> Iterator[http.client.HTTPResponse]:
+    connection = http.client.HTTPConnection("127.0.0.1", server.service.console_port, timeout=30)
+    try:
+        connection.request("GET", "/api/stream", headers={"Authorization": f"Bearer {token}"})
+        with connection.getresponse() as answer:  # its file holds the socket open too
+            assert answer.status == 200
+            answer.readline()  # a heartbeat: it is under way
+            yield answer
+    finally:
+        connection.close()
+
+
+def test_a_stop_ends_open_streams_with_a_last_line(own_console: ServerThread, tenant: str) -> None:
+    """A live view never ends on its own: the stop waited for it 60 s, then 60
+    more (helper-124), and the browser got no word of why it ended."""
+    with _streaming(own_console, own_console.token(tenant, "reader")) as live:
+        own_console.run(own_console.service.console.stop())  # type: ignore[union-attr]
+        *_, last = live.read().splitlines()
+    assert json.loads(last)["code"] == "UNAVAILABLE"
+
+
+def test_a_browser_leaving_a_stream_is_no_error(
+    own_console: ServerThread, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with _streaming(own_console, own_console.token(tenant, "reader")):
+        pass
+    time.sleep(1)  # heartbeats written meanwhile to the connection gone
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_idle_connections_are_closed_and_too_many_refused(own_console: ServerThread) -> None:
+    """A connection that sent half a request line was held for good, and
+    enough of them took every file descriptor the process had, its gRPC API's
+    included (helper-124)."""
+    port = own_console.service.console_port
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+    for connection in idle:
+        connection.sendall(b"GET /api/ev")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as extra:
+        assert extra.recv(100).startswith(b"HTTP/1.1 503 ")
+    for connection in idle:  # closed by the console once idle too long
+        assert connection.recv(100) == b""
+        connection.close()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
+        assert page.status == 200  # room again

@@ -24,18 +24,21 @@ manifest line is not complete, whatever the connection did.
 
 from __future__ import annotations
 
+import asyncio
 import asyncio.base_events
 import base64
 import json
 import logging
+import math
 import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, cast
 
 import grpc
-from aiohttp import web
+from aiohttp import ClientConnectionResetError, web
 from google.protobuf import json_format
+from google.rpc import error_details_pb2, status_pb2
 
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, integrity_pb2
@@ -55,6 +58,19 @@ _STATUS: Final = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
     grpc.StatusCode.UNAVAILABLE: 503,
 }
+# Connections the console holds at once; more are answered 503 and closed.
+# Each is a file descriptor of the process the gRPC API shares.
+MAX_CONNECTIONS: Final = 256
+# Seconds a connection may sit without a request (a first one included: one
+# that sends half a request line and waits was held for good).
+IDLE_SECONDS: Final = 15.0
+# Seconds a stop gives requests still running once open streams and exports
+# were ended (aiohttp's default, 60, twice over, outlasted any shutdown grace).
+STOP_SECONDS: Final = 2.0
+_BUSY: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+    b"Connection: close\r\n\r\n"
+)
 _EXPORT_FORMATS: Final = {"csv": pb.EXPORT_FORMAT_CSV, "ndjson": pb.EXPORT_FORMAT_NDJSON}
 _SEQ: Final = re.compile(r"[0-9]{1,19}")
 # Query-string parameters -> EventFilter fields (repeated ones comma-separated).
@@ -74,6 +90,9 @@ class BadParameter(Exception):
 def event_filter(query: Any) -> event_pb2.EventFilter:
     """The EventFilter of a request's query string (names as the page's URL uses them)."""
     message = event_pb2.EventFilter()
+    for name in (*_REPEATED, *_SINGLE, "min_severity", "occurred_after", "occurred_before"):
+        if len(query.getall(name, ())) > 1:  # else all but the first were dropped unsaid
+            raise BadParameter(f"{name}: given more than once (separate values with commas)")
     for name in _REPEATED:
         values = [v for v in query.get(name, "").split(",") if v]
         enum = _ENUMS.get(name)
@@ -96,7 +115,10 @@ def event_filter(query: Any) -> event_pb2.EventFilter:
                 raise BadParameter(f"{name}: not an RFC 3339 time") from None
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
-            getattr(message, name).FromDatetime(moment)
+            try:
+                getattr(message, name).FromDatetime(moment)
+            except (OverflowError, ValueError):  # before year 1 or after 9999 in UTC
+                raise BadParameter(f"{name}: out of range (years 1 to 9999)") from None
     return message
 
 
@@ -128,44 +150,57 @@ class Console:
         host, _, port = listen.rpartition(":")
         self._host, self._port = host.strip("[]") or "127.0.0.1", int(port)
         self._runner: web.AppRunner | None = None
+        # The streams and exports under way, ended first by a stop: they never
+        # end on their own, and held the stop (the process's) two minutes.
+        self._calls: set[grpc.aio.Call] = set()
+        self._stopping = False
         self.port = 0
 
     async def start(self) -> int:
         app = web.Application(middlewares=[_errors])
         app.on_response_prepare.append(_secure)
+        # No HEAD on the API: one ran the call (recorded, an export's quota spent).
         app.add_routes(
             [
                 web.get("/", self._page),
-                web.get("/api/signin", self._signin),
-                web.get("/api/events", self._events),
-                web.get("/api/stream", self._stream),
-                web.get("/api/export", self._export),
-                web.get("/api/proof", self._proof),
+                web.get("/api/signin", self._signin, allow_head=False),
+                web.get("/api/events", self._events, allow_head=False),
+                web.get("/api/stream", self._stream, allow_head=False),
+                web.get("/api/export", self._export, allow_head=False),
+                web.get("/api/proof", self._proof, allow_head=False),
                 web.static("/static", STATIC),
             ]
         )
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(
+            app, access_log=None, keepalive_timeout=IDLE_SECONDS, shutdown_timeout=STOP_SECONDS
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
+        site = _CappedSite(self._runner, self._host, self._port)
         await site.start()
-        # aiohttp names no public way to the port bound for port 0.
-        server = cast(asyncio.base_events.Server, site._server)
-        self.port = int(server.sockets[0].getsockname()[1])
+        self.port = site.port
         return self.port
 
     async def stop(self) -> None:
+        self._stopping = True
+        for call in list(self._calls):
+            call.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
         await self._channel.close(None)
 
     @staticmethod
     def _metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
-        authorization = request.headers.get("Authorization", "")
-        if not authorization.startswith("Bearer "):
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = token.strip()
+        # The scheme in any case, as gRPC takes it (RFC 9110); a token gRPC
+        # could not carry (not visible ASCII) is none, not a failure.
+        if scheme.lower() != "bearer" or not token or not (token.isascii() and token.isprintable()):
             raise web.HTTPUnauthorized(
-                text=json.dumps({"error": "sign in with a token"}), content_type="application/json"
+                text=json.dumps({"error": "sign in with a token"}),
+                content_type="application/json",
+                headers={"WWW-Authenticate": 'Bearer realm="sealtrail"'},
             )
-        kept = [("authorization", authorization)]
+        kept = [("authorization", f"Bearer {token}")]
         # Passed on if it is one (gRPC refuses some bytes in metadata; the
         # server would replace anything else anyway).
         request_id = parse_request_id(request.headers.get("X-Request-Id", ""))
@@ -205,6 +240,7 @@ class Console:
             stream_request.after_seq = _seq(after, "after_seq")
         call = self._stub.StreamEvents(stream_request, metadata=self._metadata(request))
         response: web.StreamResponse | None = None
+        self._calls.add(call)
         try:
             async for message in call:
                 if response is None:
@@ -215,11 +251,26 @@ class Console:
             if response is None:
                 raise
             await response.write(_error_line(error))
+        except ClientConnectionResetError:
+            pass  # the browser went (Live turned off, the filter changed, the tab closed)
+        except asyncio.CancelledError:
+            if not self._ended_by_stop():
+                raise
+            if response is None:
+                raise _stopping_error() from None
+            await response.write(_STOPPING_LINE)
         finally:
             call.cancel()
+            self._calls.discard(call)
         if response is None:  # ended before the first message
             return web.Response(status=204)
         return response
+
+    def _ended_by_stop(self) -> bool:
+        """Whether the call a handler awaited was cancelled by `stop` (not the
+        handler's own task, which must go on being cancelled)."""
+        task = asyncio.current_task()
+        return self._stopping and (task is None or not task.cancelling())
 
     async def _export(self, request: web.Request) -> web.StreamResponse:
         chosen = _EXPORT_FORMATS.get(request.query.get("format", "csv"))
@@ -230,6 +281,7 @@ class Console:
             metadata=self._metadata(request),
         )
         response: web.StreamResponse | None = None
+        self._calls.add(call)
         try:
             async for message in call:
                 if response is None:
@@ -246,8 +298,17 @@ class Console:
             if response is None:
                 raise
             await response.write(_error_line(error))
+        except ClientConnectionResetError:
+            return response or web.Response(status=204)  # the browser went
+        except asyncio.CancelledError:
+            if not self._ended_by_stop():
+                raise
+            if response is None:
+                raise _stopping_error() from None
+            await response.write(_STOPPING_LINE)  # no manifest: not complete
         finally:
             call.cancel()
+            self._calls.discard(call)
         if response is None:
             response = await _streaming(request, "application/x-ndjson")
         await response.write_eof()
@@ -270,6 +331,71 @@ def _seq(text: str, name: str) -> int:
     if _SEQ.fullmatch(text) is None or int(text) >= 2**63:
         raise BadParameter(f"{name}: a number from 0 to 2^63 - 1")
     return int(text)
+
+
+_STOPPING: Final = "the server is stopping: try again (a stream resumes after its last seq)"
+_STOPPING_LINE: Final = (json.dumps({"error": _STOPPING, "code": "UNAVAILABLE"}) + "\n").encode()
+
+
+def _stopping_error() -> web.HTTPServiceUnavailable:
+    return web.HTTPServiceUnavailable(
+        text=json.dumps({"error": _STOPPING, "code": "UNAVAILABLE"}),
+        content_type="application/json",
+        headers={"Retry-After": "1"},
+    )
+
+
+def _retry_after(error: grpc.aio.AioRpcError) -> str | None:
+    """Whole seconds from the status's RetryInfo, rounded up, for Retry-After."""
+    trailing = cast("grpc.aio.Metadata | None", error.trailing_metadata())  # aio's, typed as sync's
+    details = trailing.get("grpc-status-details-bin") if trailing is not None else None
+    if not isinstance(details, bytes):
+        return None
+    for detail in status_pb2.Status.FromString(details).details:
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            return str(max(1, math.ceil(info.retry_delay.ToTimedelta().total_seconds())))
+    return None
+
+
+class _Busy(asyncio.Protocol):
+    """What a connection past MAX_CONNECTIONS gets: 503 and closed."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).write(_BUSY)
+        transport.close()
+
+
+class _CappedSite(web.BaseSite):
+    """A TCP site holding at most MAX_CONNECTIONS connections at once."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+        super().__init__(runner)  # the stop's timeout is the runner's
+        self._host, self._port = host, port
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    @property
+    def port(self) -> int:
+        """The port bound (one picked for port 0)."""
+        server = cast(asyncio.base_events.Server, self._server)
+        return int(server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        await super().start()
+        handlers = self._runner.server
+        assert handlers is not None
+
+        def connection() -> asyncio.BaseProtocol:
+            if len(handlers.connections) >= MAX_CONNECTIONS:
+                return _Busy()
+            return handlers()
+
+        self._server = await asyncio.get_running_loop().create_server(
+            connection, self._host, self._port, backlog=self._backlog
+        )
 
 
 def _error_line(error: grpc.aio.AioRpcError) -> bytes:
@@ -318,8 +444,9 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except BadParameter as error:
         return web.json_response({"error": str(error)}, status=400)
     except grpc.aio.AioRpcError as error:
-        status = _STATUS.get(error.code(), 502)
+        retry_after = _retry_after(error)
         return web.json_response(
             {"error": error.details() or error.code().name, "code": error.code().name},
-            status=status,
+            status=_STATUS.get(error.code(), 500),
+            headers={"Retry-After": retry_after} if retry_after else None,
         )
