@@ -398,6 +398,10 @@ class Service:
         if self.console is not None:
             await self.console.stop()
             self.console = None
+        if self._hub is not None:
+            # Streams never end on their own: each held the stop its whole
+            # grace. Told to end now, their clients resume elsewhere.
+            self._hub.end_streams()
         if self._server is not None:
             await self._server.stop(self.settings.shutdown_grace if grace is None else grace)
         if self.evaluator is not None:

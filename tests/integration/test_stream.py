@@ -24,6 +24,7 @@ from sealtrail import (
     build_event,
     build_filter,
 )
+from sealtrail._errors import from_rpc_error
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2
 from sealtrail_server.api import stream as stream_api
@@ -470,3 +471,25 @@ async def test_events_per_message_is_bounded_and_checked(server: ServerThread, t
             await stub.StreamEvents(tomorrow, metadata=metadata).read()
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "since" in (refused.value.details() or "")
+
+
+def test_a_stopping_server_ends_its_streams_at_once(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """A stream never ends on its own: each held the stop for its whole grace,
+    and every deploy with a tailer connected took that long (helper-125).
+    Ended at once, UNAVAILABLE with its reason, its client resumes elsewhere."""
+    stopping = ServerThread(migrated_database_url, shutdown_grace=60)
+    try:
+        with AuditClient(stopping.target, token=stopping.token(tenant, "reader")) as reader:
+            stub = audit_service_pb2_grpc.AuditLogServiceStub(reader._channel)
+            stream = stub.StreamEvents(pb.StreamEventsRequest(), metadata=reader._metadata)
+            next(stream)  # its first heartbeat: under way
+            stopped = asyncio.run_coroutine_threadsafe(stopping.service.stop(), stopping.loop)
+            with pytest.raises(grpc.RpcError) as ended:
+                next(stream)
+            error = from_rpc_error(ended.value)
+            assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "SERVER_STOPPING")
+            stopped.result(timeout=30)  # nothing else held it
+    finally:
+        stopping.close()

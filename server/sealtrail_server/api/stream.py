@@ -22,7 +22,7 @@ import grpc
 
 from sealtrail.v1 import audit_service_pb2 as pb
 
-from ..domain.errors import FailedPrecondition, InvalidArgument
+from ..domain.errors import FailedPrecondition, InvalidArgument, Unavailable
 from ..domain.event import (
     MAX_FUTURE_SKEW_SECONDS,
     MAX_SEQ,
@@ -36,7 +36,14 @@ from ..store.database import Connection, Database
 from ..store.events import StoredEvent, first_seq_received_since, stream_events
 from ..store.retention import first_kept_after, purged_between
 from ..store.tree import tree_size
-from ..stream.hub import Delivery, EncodedEvent, LiveEvent, StreamHub, Subscription
+from ..stream.hub import (
+    Delivery,
+    EncodedEvent,
+    LiveEvent,
+    StreamEnding,
+    StreamHub,
+    Subscription,
+)
 from .audited import FilterDetails, record_access
 from .convert import (
     UNREADABLE,
@@ -123,6 +130,8 @@ class StreamRpcs:
             resumed = position if request.WhichOneof("start") == "after_seq" else 0
             yield _heartbeat(position)  # the client knows where it starts, even if idle
             while True:
+                if subscription.ending:  # ended while it read the table
+                    raise StreamEnding
                 # Deliveries count again from here, so all that commits after the
                 # size read below reaches the inbox; what is older, the table has.
                 subscription.caught_up()
@@ -164,6 +173,12 @@ class StreamRpcs:
                             for response in _responses(item, limit):
                                 yield response
                             position = item[-1].seq
+        except StreamEnding:
+            raise Unavailable(
+                "the server is stopping: resume after the last seq received",
+                retry_after=1.0,
+                reason="SERVER_STOPPING",
+            ) from None
         finally:
             self._hub.unsubscribe(subscription)
 

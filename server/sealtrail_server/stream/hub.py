@@ -76,6 +76,15 @@ class Delivery:
     size: int = 0
 
 
+# What wakes a subscriber to end: its server is stopping.
+_END: Final = Delivery([], 0)
+
+
+class StreamEnding(Exception):
+    """The server is stopping: the stream ends now, for its client to resume
+    elsewhere (or here once it is back), not when the shutdown's grace ends."""
+
+
 class Subscription:
     """One subscriber's inbox, bounded in deliveries (`capacity`) and in the
     bytes of their records (`max_bytes`): a fetch holds up to 1,000 records of
@@ -91,9 +100,10 @@ class Subscription:
         self._max_bytes = max_bytes
         self._queued_bytes = 0
         self.lagging = False
+        self.ending = False
 
     def offer(self, delivery: Delivery) -> None:
-        if self.lagging:
+        if self.lagging or self.ending:
             return
         # One delivery however large is taken into an empty inbox: a subscriber
         # keeping up is not sent to the table for the size of one fetch.
@@ -113,10 +123,20 @@ class Subscription:
         self._queued_bytes = 0
 
     async def next(self) -> Delivery:
-        """The oldest delivery, once there is one."""
+        """The oldest delivery, once there is one; StreamEnding once `end`."""
         delivery = await self._queue.get()
+        if delivery is _END:
+            raise StreamEnding
         self._queued_bytes -= delivery.size
         return delivery
+
+    def end(self) -> None:
+        """Wake the subscriber to end (StreamEnding from `next`)."""
+        self.ending = True
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queued_bytes = 0
+        self._queue.put_nowait(_END)
 
     def next_queued(self) -> Delivery | None:
         """The oldest delivery, if one is queued."""
@@ -154,6 +174,7 @@ class StreamHub:
         self._capacity = queue_capacity
         self._queue_bytes = queue_bytes
         self._tenants: dict[str, _Tenant] = {}
+        self._ending = False  # the server is stopping: every stream ends
         self._task: asyncio.Task[None] | None = None
         self._watchers: list[Callable[[str], None]] = []
         (meter or no_meter()).create_observable_up_down_counter(
@@ -197,7 +218,17 @@ class StreamHub:
                 size = await tree_size(conn, tenant_id)
             tenant = self._tenants.setdefault(tenant_id, _Tenant(fetched=size, target=size))
         tenant.subscribers.add(subscription)
+        if self._ending:
+            subscription.end()
         return subscription
+
+    def end_streams(self) -> None:
+        """Every subscriber woken to end, and any still to come ended at once:
+        the server is stopping."""
+        self._ending = True
+        for tenant in self._tenants.values():
+            for subscription in tenant.subscribers:
+                subscription.end()
 
     def unsubscribe(self, subscription: Subscription) -> None:
         tenant = self._tenants.get(subscription.tenant_id)
