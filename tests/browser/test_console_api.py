@@ -13,7 +13,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -216,17 +216,26 @@ def test_a_refusal_to_retry_says_when(migrated_database_url: str, tenant: str) -
 @pytest.fixture
 def own_console(
     migrated_database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ServerThread]:
-    """A server whose console holds at most 3 connections, idle 0.5 s."""
-    monkeypatch.setattr(console_module, "MAX_CONNECTIONS", 3)
-    monkeypatch.setattr(console_module, "IDLE_SECONDS", 0.5)
-    running = ServerThread(
-        migrated_database_url, console_listen="127.0.0.1:0", stream_heartbeat_seconds=0.2
-    )
+) -> Iterator[Callable[..., ServerThread]]:
+    """Starts a server whose console holds at most `connections` at once,
+    each idle `idle` seconds at most."""
+    started: list[ServerThread] = []
+
+    def start(*, connections: int = 256, idle: float = 15.0) -> ServerThread:
+        monkeypatch.setattr(console_module, "MAX_CONNECTIONS", connections)
+        monkeypatch.setattr(console_module, "IDLE_SECONDS", idle)
+        started.append(
+            ServerThread(
+                migrated_database_url, console_listen="127.0.0.1:0", stream_heartbeat_seconds=0.2
+            )
+        )
+        return started[-1]
+
     try:
-        yield running
+        yield start
     finally:
-        running.close()
+        for server in started:
+            server.close()
 
 
 @contextlib.contextmanager
@@ -242,36 +251,58 @@ def _streaming(server: ServerThread, token: str) -> Iterator[http.client.HTTPRes
         connection.close()
 
 
-def test_a_stop_ends_open_streams_with_a_last_line(own_console: ServerThread, tenant: str) -> None:
+def test_a_stop_ends_open_streams_with_a_last_line(
+    own_console: Callable[..., ServerThread], tenant: str
+) -> None:
     """A live view never ends on its own: the stop waited for it 60 s, then 60
     more (helper-124), and the browser got no word of why it ended."""
-    with _streaming(own_console, own_console.token(tenant, "reader")) as live:
-        own_console.run(own_console.service.console.stop())  # type: ignore[union-attr]
+    server = own_console()
+    with _streaming(server, server.token(tenant, "reader")) as live:
+        server.run(server.service.console.stop())  # type: ignore[union-attr]
         *_, last = live.read().splitlines()
     assert json.loads(last)["code"] == "UNAVAILABLE"
 
 
 def test_a_browser_leaving_a_stream_is_no_error(
-    own_console: ServerThread, tenant: str, caplog: pytest.LogCaptureFixture
+    own_console: Callable[..., ServerThread], tenant: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with _streaming(own_console, own_console.token(tenant, "reader")):
+    server = own_console()
+    with _streaming(server, server.token(tenant, "reader")):
         pass
     time.sleep(1)  # heartbeats written meanwhile to the connection gone
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
-def test_idle_connections_are_closed_and_too_many_refused(own_console: ServerThread) -> None:
-    """A connection that sent half a request line was held for good, and
-    enough of them took every file descriptor the process had, its gRPC API's
-    included (helper-124)."""
-    port = own_console.service.console_port
-    idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
-    for connection in idle:
+def _half_requests(port: int, count: int, stack: contextlib.ExitStack) -> list[socket.socket]:
+    """`count` connections that sent half a request line and wait."""
+    sent = []
+    for _ in range(count):
+        connection = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=30))
         connection.sendall(b"GET /api/ev")
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as extra:
+        sent.append(connection)
+    return sent
+
+
+def test_connections_past_the_most_held_are_refused(
+    own_console: Callable[..., ServerThread],
+) -> None:
+    """Enough connections that sent half a request took every file descriptor
+    the process had, its gRPC API's included (helper-124)."""
+    port = own_console(connections=3).service.console_port
+    with contextlib.ExitStack() as stack:
+        _half_requests(port, 3, stack)
+        [extra] = _half_requests(port, 1, stack)
         assert extra.recv(100).startswith(b"HTTP/1.1 503 ")
-    for connection in idle:  # closed by the console once idle too long
-        assert connection.recv(100) == b""
-        connection.close()
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
-        assert page.status == 200  # room again
+    # Room again once the console saw them go.
+    deadline = time.monotonic() + 10
+    while (status := _raw(f"http://127.0.0.1:{port}/")[0]) == 503 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert status == 200
+
+
+def test_a_connection_idle_too_long_is_closed(own_console: Callable[..., ServerThread]) -> None:
+    """One that sent half a request line was held for good (helper-124)."""
+    port = own_console(idle=0.5).service.console_port
+    with contextlib.ExitStack() as stack:
+        [idle] = _half_requests(port, 1, stack)
+        assert idle.recv(100) == b""  # closed by the console

@@ -366,6 +366,32 @@ class _Busy(asyncio.Protocol):
         transport.close()
 
 
+class _Held(asyncio.Protocol):
+    """aiohttp's handler of one connection, counted in `held` until it ends."""
+
+    def __init__(self, handler: asyncio.Protocol, held: list[int]) -> None:
+        self._handler, self._held = handler, held
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._handler.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._handler.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._handler.eof_received()
+
+    def pause_writing(self) -> None:
+        self._handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._handler.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._held[0] -= 1
+        self._handler.connection_lost(exc)
+
+
 class _CappedSite(web.BaseSite):
     """A TCP site holding at most MAX_CONNECTIONS connections at once."""
 
@@ -387,11 +413,13 @@ class _CappedSite(web.BaseSite):
         await super().start()
         handlers = self._runner.server
         assert handlers is not None
+        held = [0]  # counted as accepted: a burst is accepted before any is made
 
         def connection() -> asyncio.BaseProtocol:
-            if len(handlers.connections) >= MAX_CONNECTIONS:
+            if held[0] >= MAX_CONNECTIONS:
                 return _Busy()
-            return handlers()
+            held[0] += 1
+            return _Held(handlers(), held)
 
         self._server = await asyncio.get_running_loop().create_server(
             connection, self._host, self._port, backlog=self._backlog
