@@ -1822,6 +1822,64 @@ def test_a_purged_event_put_back_for_a_kept_one_hidden_is_caught(
         verify_bundle(tmp_path / "bundle", key=admin.get_verifier_keys()[0].text)
 
 
+@pytest.mark.parametrize(
+    ("change", "put_right"),
+    [
+        ("category = NULL", "category = 'authentication'"),  # a kept category's
+        ("received_at = received_at - interval '400 days'", "received_at = %s"),  # a young one's
+    ],
+    ids=["category", "received_at"],
+)
+def test_a_row_moved_under_a_rule_behind_the_service_is_not_removed(
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    sql: psycopg.Connection[Any],
+    tenant: str,
+    caplog: pytest.LogCaptureFixture,
+    change: str,
+    put_right: str,
+) -> None:
+    """The purge selects by the row's columns, copies of the record: a
+    superuser who changed a kept event's had retention remove it and sign the
+    removal as its own, and every verifier passed (helper-127). The record
+    decides: the batch is rolled back, and said at ERROR."""
+    admin.set_retention_policy(30, categories={"authentication": "forever"})
+    due = record(admin, "doc.edit")
+    forever = record(admin, "user.login", "authentication")
+    clock.advance(31)
+    young = record(admin, "doc.edit")
+    kept = forever if change.startswith("category") else young
+    [(received_at,)] = sql.execute(
+        "SELECT received_at FROM events WHERE tenant_id = %s AND seq = %s", [tenant, kept]
+    ).fetchall()
+
+    def update(assignment: str, *values: Any) -> None:
+        with sql.transaction():
+            sql.execute("SET LOCAL session_replication_role = replica")  # past the refusal
+            sql.execute(
+                sqlc.SQL("UPDATE events SET {} WHERE tenant_id = %s AND seq = %s").format(
+                    sqlc.SQL(assignment)
+                ),
+                [*values, tenant, kept],
+            )
+
+    update(change)
+    try:
+        with caplog.at_level(logging.ERROR):
+            purge(aged)
+        said = f"seq {kept} of {tenant!r} was selected for removal by its row's columns"
+        assert said in caplog.text
+        left = sql.execute("SELECT seq FROM events WHERE tenant_id = %s", [tenant]).fetchall()
+        assert {kept, due} <= {seq for (seq,) in left}  # nothing of its batch removed
+        assert admin.verify_log().ok
+    finally:  # else every later pass, other tests', met it
+        update(put_right, *([received_at] if "%s" in put_right else []))
+    purge(aged)
+    left = sql.execute("SELECT seq FROM events WHERE tenant_id = %s", [tenant]).fetchall()
+    assert due not in {seq for (seq,) in left} and kept in {seq for (seq,) in left}
+
+
 def _hide_as_removed(bundle: Path, seq: int) -> None:
     records = (bundle / "records.ndjson").read_bytes().splitlines(keepends=True)
     proofs = (bundle / "proofs.ndjson").read_text().splitlines(keepends=True)

@@ -143,3 +143,21 @@ def test_a_purge_not_yet_recorded_accounts_for_its_leaves_once() -> None:
     assert ledger_of(records, (2, 4, 5)).unaccounted([pending]) is None
     assert ledger_of(records, (2,)).unaccounted([pending]) is None  # recorded since
     assert ledger_of(records, (2, 4)).unaccounted([pending]) is not None
+
+
+def test_a_statement_counts_under_another_prefix_of_its_tenants_origin() -> None:
+    """An operator may change SEALTRAIL_LOG_ORIGIN: every earlier purge then
+    counted as hidden events, for good (helper-127). The tenant is what binds
+    it; the digest names the log's own leaves."""
+    ledger = RemovalLedger("audit.example/log/acme", [KEY.verifier])
+    ledger.note_record(purge_record((2,)))
+    ledger.removed(2, leaf(2))
+    assert ledger.unaccounted([]) is None
+
+
+def test_a_record_json_cannot_read_is_passed_over() -> None:
+    """Nested past Python's recursion limit (by hand: the API allows 32):
+    VerifyLog failed with INTERNAL and `sealtrail verify` with a traceback."""
+    ledger = RemovalLedger(ORIGIN, [KEY.verifier])
+    ledger.note_record(b'{"action":"retention.purged","x":' + b"[" * 5000 + b"]" * 5000 + b"}")
+    assert ledger.unaccounted([]) is None

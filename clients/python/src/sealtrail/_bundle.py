@@ -556,7 +556,7 @@ def _records(path: Path, tenant: str) -> Iterator[tuple[int, int, bytes, dict[st
             try:
                 parsed = json.loads(record)
                 seq, owner = parsed["seq"], parsed["tenant_id"]
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 raise BundleError(f"record {number}: not a Sealtrail record") from None
             if type(seq) is not int:
                 raise BundleError(f"record {number}: its seq is not a number")

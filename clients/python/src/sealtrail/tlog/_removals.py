@@ -17,11 +17,13 @@ statement cannot be forged, or written into the log by hand, without the key.
     <log origin>
     <purge id>
     <leaves removed, decimal>
-    <digest, base64 of 64 bytes>
+    <digest, base64 of 512 bytes>
 
-A leaf's digest is SHA-512("sealtrail removed leaf v1" || 0x00 || seq as 8
-bytes big-endian || leaf hash), read as a big-endian integer; a set's is the
-sum of its leaves' modulo 2^512 (ADR 0014, addendum of 2026-12-04)."""
+A leaf's digest is the 512 bytes of SHAKE256("sealtrail removed leaf v1" ||
+0x00 || seq as 8 bytes big-endian || leaf hash), read as a big-endian
+integer; a set's is the sum of its leaves' modulo 2^4096 (ADR 0014, addendum
+of 2026-12-04): the generalized birthday attack on such a sum costs about
+2^(2 sqrt(4096)) = 2^128, where 2^512 left it at about 2^45 (helper-127)."""
 
 from __future__ import annotations
 
@@ -40,8 +42,8 @@ RETENTION_ACTOR: Final = {"type": "system", "id": "sealtrail-server:retention"}
 STATEMENT_HEADER: Final = "sealtrail retention statement v1"
 _MARK: Final = b'"' + RETENTION_ACTION.encode() + b'"'
 _LEAF_LABEL: Final = b"sealtrail removed leaf v1\x00"
-_DIGEST_BYTES: Final = 64
-_MODULUS: Final = 1 << (8 * _DIGEST_BYTES)
+_DIGEST_BYTES: Final = 512
+_MASK: Final = (1 << (8 * _DIGEST_BYTES)) - 1  # the sum modulo 2^4096
 
 
 def purge_key(purge_id: str) -> str:
@@ -57,13 +59,13 @@ class RemovedLeaves:
     digest: int = 0
 
     def add(self, seq: int, leaf: bytes) -> None:
-        mixed = hashlib.sha512(_LEAF_LABEL + seq.to_bytes(8, "big") + leaf).digest()
+        mixed = hashlib.shake_256(_LEAF_LABEL + seq.to_bytes(8, "big") + leaf).digest(_DIGEST_BYTES)
         self.count += 1
-        self.digest = (self.digest + int.from_bytes(mixed, "big")) % _MODULUS
+        self.digest = (self.digest + int.from_bytes(mixed, "big")) & _MASK
 
     def merge(self, other: RemovedLeaves) -> None:
         self.count += other.count
-        self.digest = (self.digest + other.digest) % _MODULUS
+        self.digest = (self.digest + other.digest) & _MASK
 
     def hex(self) -> str:
         return self.digest.to_bytes(_DIGEST_BYTES, "big").hex()
@@ -135,7 +137,7 @@ class RemovalLedger:
                 return
             try:
                 record = json.loads(record)
-            except ValueError:
+            except (ValueError, RecursionError):  # no record of Sealtrail's (nested 1,000 deep)
                 return
         if not isinstance(record, dict) or record.get("action") != RETENTION_ACTION:
             return
@@ -165,7 +167,10 @@ class RemovalLedger:
             statement = PurgeStatement.parse(text)
         except NoteError:
             return None
-        if statement.origin != self._origin or key != purge_key(statement.purge_id):
+        # Of this log's tenant, whatever the origin's prefix then (an operator
+        # may change SEALTRAIL_LOG_ORIGIN; the digest names this log's leaves).
+        tenant = self._origin.rpartition("/")[2]
+        if statement.origin.rpartition("/")[2] != tenant or key != purge_key(statement.purge_id):
             return None
         return statement
 
