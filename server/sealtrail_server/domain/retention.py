@@ -169,18 +169,6 @@ class Selection:
     except_categories: tuple[str, ...] = ()
 
 
-def selects(selection: Selection, *, action: str, category: str | None) -> bool:
-    """Whether `selection` takes an event of this action and category (what
-    the purge's statement asks of its indexed columns, asked of the record)."""
-    if selection.prefix is not None and not action.startswith(selection.prefix):
-        return False
-    if selection.category is not None and category != selection.category:
-        return False
-    if any(action.startswith(other) for other in selection.except_prefixes):
-        return False
-    return (category or "") not in selection.except_categories
-
-
 def selection_key(selection: Selection) -> str:
     """All that decides what `selection` removes, as one string: equal keys,
     equal selections."""
