@@ -860,7 +860,8 @@ def retention_set(
                     _echo_preview(preview, err=True)
                     _confirm_removal(ctx, legal_hold=preview.legal_hold)
             answer = with_policy(client.set_retention_policy, etag)
-    click.echo("policy updated" if answer.event_id else "policy unchanged")
+    # A retried call finds what its first try set: "unchanged" read as if it had not.
+    click.echo("policy updated" if answer.event_id else "policy already as asked; nothing recorded")
 
 
 def _confirm_removal(ctx: click.Context, *, legal_hold: bool) -> None:

@@ -94,7 +94,9 @@ def settings_redaction_mode(ctx: click.Context, mode: str, etag: str) -> None:
         unchanged_since_read("the settings", read_with="sealtrail settings"),
     ):
         answer = client.set_redaction_mode(cast(RedactionMode, mode), etag=etag)
-    click.echo("settings updated" if answer.event_id else "settings unchanged")
+    click.echo(
+        "settings updated" if answer.event_id else "settings already as asked; nothing recorded"
+    )
 
 
 @click.command("hash-secret")
