@@ -243,30 +243,25 @@ def test_a_head_only_grows_and_a_revocation_is_final(
         )
 
 
+@pytest.mark.parametrize(
+    ("grantee", "named"),
+    [
+        ("sealtrail_service", r"^sealtrail_service may create .* schema public"),
+        # On a new cluster whose `public` lets PUBLIC create (PostgreSQL 14 and
+        # earlier), the first start found no role of the service to refuse,
+        # passed, and every start after was refused (helper-125).
+        ("PUBLIC", r"^PUBLIC and sealtrail_service and .* public"),
+    ],
+)
 def test_roles_that_may_create_in_the_schema_stop_the_start(
-    migrated_database_url: str, sql: psycopg.Connection[Any]
+    migrated_database_url: str, sql: psycopg.Connection[Any], grantee: str, named: str
 ) -> None:
-    sql.execute("GRANT CREATE ON SCHEMA public TO sealtrail_service")
+    sql.execute(SQL("GRANT CREATE ON SCHEMA public TO {}").format(SQL(grantee)))
     try:
-        with pytest.raises(UnsafeSchema, match=r"sealtrail_service may create .* schema public"):
+        with pytest.raises(UnsafeSchema, match=named):
             asyncio.run(migrate_database(migrated_database_url))
     finally:
-        sql.execute("REVOKE CREATE ON SCHEMA public FROM sealtrail_service")
-    asyncio.run(migrate_database(migrated_database_url))
-
-
-def test_a_schema_every_role_may_create_in_stops_even_a_first_start(
-    migrated_database_url: str, sql: psycopg.Connection[Any]
-) -> None:
-    """On a new cluster whose `public` lets PUBLIC create (PostgreSQL 14 and
-    earlier), the first start found no role of the service to refuse, passed,
-    and every start after was refused (helper-125)."""
-    sql.execute("GRANT CREATE ON SCHEMA public TO PUBLIC")
-    try:
-        with pytest.raises(UnsafeSchema, match=r"^PUBLIC and sealtrail_service and .* public"):
-            asyncio.run(migrate_database(migrated_database_url))
-    finally:
-        sql.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        sql.execute(SQL("REVOKE CREATE ON SCHEMA public FROM {}").format(SQL(grantee)))
     asyncio.run(migrate_database(migrated_database_url))
 
 
