@@ -342,7 +342,10 @@ def test_forwarding_alerts_checkpoints_and_retention_are_measured(
         assert value(samples, "sealtrail_integrity_failures_total") == 1
 
         assert total(samples, "sealtrail_retention_last_pass_time_seconds") == 0  # none yet
-        client.set_retention_policy("30d")
+        # Of a tenant of its own: a log changed behind the service is not purged.
+        with AuditClient(server.target, token=server.token(f"{tenant}-kept")) as kept:
+            kept.record(build_event(action="document.share", actor_id="u"))
+            kept.set_retention_policy("30d")
         clock.advance(40)
         assert server.service.purger is not None
         passed = time.time()
