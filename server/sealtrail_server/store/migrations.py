@@ -54,11 +54,10 @@ _LOCK_HOLDER = (
 # The service's roles may create nothing in the schema: a table of their own
 # there, with a trigger, would run that trigger as the owner when an erasure
 # deletes the tenant's rows (the erasure also takes only the log owner's
-# tables; this keeps the schema closed as well). PostgreSQL 15 and later
-# grant PUBLIC no CREATE on `public`; 13 and 14 do.
-# PUBLIC (every role) first: on a cluster's first start the service's roles do
-# not exist yet (migration 0007 creates them), and the check passed, to refuse
-# every start after (PostgreSQL 14 and earlier grant PUBLIC CREATE on `public`).
+# tables; this keeps the schema closed as well). PUBLIC (every role) is asked
+# of too: PostgreSQL 13 and 14 grant it CREATE on `public`, and on a cluster's
+# first start the service's roles do not exist yet (migration 0007 creates
+# them), so the check passed, to refuse every start after.
 _ROLES_THAT_MAY_CREATE = (
     "SELECT 'PUBLIC', current_schema() FROM pg_catalog.pg_namespace AS n,"
     " aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) AS a"
