@@ -393,6 +393,44 @@ def test_an_alert_reaches_a_sink_whose_filter_searches_text(
         assert _actions(received) <= {"security.alert", "sink.created"}
 
 
+def test_an_alert_left_to_a_sinks_filter_arrives_though_the_filter_narrows_before_it_is_sent(
+    client: AuditClient, rules: Any, marked: None
+) -> None:
+    """A sink whose filter took the alert was left to its forwarder; a change
+    that narrows the filter before the forwarder reaches the alert queues it
+    for the sink, which would otherwise never get it."""
+    with endpoint() as receiver:
+        sink = client.create_sink(
+            build_sink("security", "webhook", url=receiver.url, secrets=["whsec_" + "A" * 44],
+                       filter=build_filter(actions="security.*"), paused=True)
+        ).sink  # fmt: skip
+        try:
+            rules(
+                build_alert_rule(
+                    "role change",
+                    "match",
+                    filter=build_filter(actions="member.role_changed"),
+                    sink_ids=[sink.id],
+                )
+            )
+            client.record(action="member.role_changed", actor_id="admin", resource_id="bob")
+            settle(client)  # routed: left to the forwarder, which is paused
+            [alert] = [a for a in alerts(client) if a.resource.name == "role change"]
+            assert json.loads(json_details(alert))["sink_ids"] == [sink.id]
+            narrowed = forwarding_pb2.Sink(
+                id=sink.id, filter=build_filter(actions="document.*"), paused=False
+            )
+            client.update_sink(narrowed, fields=["filter", "paused"])
+            received = receiver.wait_for(lambda r: _actions(r) >= {"security.alert"})
+            [sent] = [
+                e for r in received for e in json.loads(r.body)["data"]["events"]
+                if e["action"] == "security.alert"
+            ]  # fmt: skip
+            assert sent["id"] == alert.id
+        finally:
+            client.delete_sink(sink.id)
+
+
 def test_a_refused_alert_is_parked_and_replayed_whatever_the_sinks_filter(
     client: AuditClient, rules: Any
 ) -> None:

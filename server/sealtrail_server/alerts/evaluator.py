@@ -7,7 +7,7 @@ another takes over when it dies. A firing rule records a `security.alert`
 event whose idempotency key is the rule and the event that fired it: a
 re-evaluation after a crash (the cursor not yet moved) finds that event
 instead of recording a second one. The alert then goes to the rule's sinks
-(a one-event replay that bypasses each sink's filter).
+(routing.py).
 
 Threshold windows live in memory, but their state is the log's: whenever a
 process takes a threshold rule up (at its start, when a lease moves to it,
@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -55,10 +54,10 @@ from ..measures import no_meter
 from ..store import alerts as store
 from ..store.appender import Appender, stored_under_key
 from ..store.changes import share_erasure_at_once
-from ..store.database import Connection, Database
-from ..store.events import StoredEvent, event_matches, query_events, stream_events
-from ..store.sinks import read_sink_filter
+from ..store.database import Database
+from ..store.events import StoredEvent, query_events, stream_events
 from ..store.tree import tree_size
+from .routing import route_alert
 
 log = logging.getLogger(__name__)
 
@@ -378,6 +377,7 @@ class Evaluator:
             "rule": stored.name,
             "condition": rule.condition.kind,
             **details,
+            "sink_ids": list(stored.sink_ids),
         }
         draft = EventDraft(
             action=ALERT_ACTION,
@@ -414,7 +414,6 @@ class Evaluator:
         # Recorded now, or by a run of this step that failed before or after
         # the rest: counted and queued for the rule's sinks together, once.
         alert = json.loads(outcome.record)
-        queued = False
         async with self._db.system_connection() as conn, conn.transaction():
             # No wait for an erasure's lock on the rule or its sinks: refused
             # instead, the step runs again (store/alerts.py).
@@ -423,26 +422,10 @@ class Evaluator:
                 conn, tenant_id, stored.id, alert_seq=outcome.seq, at=now
             ):
                 return  # counted and queued by the run that failed after
-            for sink_id in stored.sink_ids:
-                sink_filter = await read_sink_filter(conn, tenant_id, sink_id)
-                if sink_filter is None:
-                    continue  # gone
-                if await _takes(conn, tenant_id, filter_from_json(sink_filter), alert):
-                    continue  # its filter takes the alert anyway: the forwarder sends it
-                queued |= await store.deliver_to_sink(
-                    conn, tenant_id, sink_id, str(uuid.uuid4()), outcome.seq, now=now
-                )
+            # To the sinks the alert names (one recorded by an earlier run
+            # names those of then; one recorded before alerts named them, the
+            # rule's now).
+            routed = alert["details"].get("sink_ids", stored.sink_ids)
+            queued = await route_alert(conn, tenant_id, alert, routed, now=now)
         if queued:
             self._sinks_changed()
-
-
-async def _takes(
-    conn: Connection, tenant_id: str, sink_filter: EventFilter, alert: dict[str, Any]
-) -> bool:
-    """Whether a sink's filter takes `alert` (a record), as its forwarder's
-    read will decide: full-text search by the database, as RecordMatcher
-    leaves it."""
-    matcher = RecordMatcher(sink_filter)
-    if matcher.exact:
-        return matcher.matches(alert)
-    return await event_matches(conn, tenant_id, int(alert["seq"]), sink_filter)

@@ -18,6 +18,7 @@ from google.protobuf import json_format
 from sealtrail.v1 import event_pb2
 from sealtrail.v1 import forwarding_pb2 as pb
 
+from ..alerts.routing import keep_alerts_routed
 from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from ..domain.etags import require_etag
 from ..domain.event import ChangeDraft, checked_timestamp, parse_uuid
@@ -46,7 +47,7 @@ from ..store.changes import Changes
 from ..store.database import Connection, Database
 from ..store.tree import tree_size
 from .audited import FilterDetails, record_access
-from .convert import filter_draft
+from .convert import filter_draft, filter_from_json
 from .guard import current_principal
 from .update_mask import replaces_oneof, update_paths
 
@@ -372,6 +373,15 @@ class ForwardingRpcs:
                 now=self._clock(),
                 keep_destination=keep_destination,
             )
+            if definition.filter != before.definition.filter:
+                await keep_alerts_routed(
+                    conn,
+                    tenant_id,
+                    sink_id,
+                    before=filter_from_json(before.definition.filter),
+                    after=filter_from_json(definition.filter),
+                    now=self._clock(),
+                )
             after = await self._stored_sink(conn, tenant_id, sink_id, "sink.id")
             head = await tree_size(conn, tenant_id)
         self._forwarder.sink_changed(tenant_id)

@@ -265,6 +265,30 @@ async def count_firing(
     return cursor.rowcount == 1
 
 
+async def alerts_routed_ahead_of(
+    conn: Connection, tenant_id: str, sink_id: str
+) -> list[dict[str, Any]]:
+    """The records of the alerts after the sink's cursor that were routed to
+    it: counted by their rule (the routing decided, in the same transaction)
+    and naming the sink in `details.sink_ids` (or, recorded before alerts
+    named their sinks, by their rule's sinks as they are now). Oldest first."""
+    cursor = await conn.execute(
+        "SELECT e.record, r.sink_ids FROM sinks s"
+        " JOIN events e ON e.tenant_id = s.tenant_id AND e.action = %s AND e.seq > s.cursor_seq"
+        " JOIN alert_rules r ON r.tenant_id = e.tenant_id"
+        " AND r.id::text = (e.record::jsonb) -> 'details' ->> 'rule_id'"
+        " AND r.counted_alert_seq >= e.seq"
+        " WHERE s.tenant_id = %s AND s.id = %s ORDER BY e.seq",
+        [ALERT_ACTION, tenant_id, sink_id],
+    )
+    routed = []
+    for record, rule_sinks in await cursor.fetchall():
+        alert = json.loads(record)
+        if sink_id in alert["details"].get("sink_ids", rule_sinks):
+            routed.append(alert)
+    return routed
+
+
 # Where each new-origin kind keeps what it learned: (table, column).
 _KNOWN: Final = {
     "new_ip": ("alert_known_ips", "ip"),
