@@ -422,11 +422,34 @@ class Service:
             shutil.rmtree(self._private_dir, ignore_errors=True)
             self._private_dir = None
 
+    async def hurry_stop(self) -> None:
+        """Ends the calls a stop in progress is waiting for, at once, as when
+        its grace runs out."""
+        if self._server is not None:
+            await self._server.stop(0)
+
     async def run_until_signalled(self) -> None:
+        """Serves until SIGTERM or SIGINT, then stops; a second signal ends
+        the calls still in flight at once (an operator's second Ctrl-C)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        signals = (signal.SIGTERM, signal.SIGINT)
+        for signum in signals:
             loop.add_signal_handler(signum, stop.set)
         await stop.wait()
-        log.info("shutting down: finishing in-flight calls")
-        await self.stop()
+        log.info("shutting down: finishing in-flight calls (signal again to end them now)")
+        hurried: list[asyncio.Task[None]] = []
+
+        def hurry() -> None:
+            if not hurried:
+                log.warning("shutting down: ending in-flight calls now")
+                hurried.append(loop.create_task(self.hurry_stop()))
+
+        for signum in signals:
+            loop.add_signal_handler(signum, hurry)
+        try:
+            await self.stop()
+        finally:
+            for signum in signals:
+                loop.remove_signal_handler(signum)
+            await asyncio.gather(*hurried, return_exceptions=True)

@@ -5,12 +5,15 @@ hung), and the process exits cleanly within its grace period."""
 from __future__ import annotations
 
 import math
+import signal
+import subprocess
 import threading
 import time
 from typing import Any
 
 import grpc
 import psycopg
+import pytest
 
 from sealtrail import AuditClient, RpcFailedError, UnavailableError, build_event
 from tests.processes import ServerProcess
@@ -97,3 +100,39 @@ def test_a_stopped_server_refuses_with_unavailable(migrated_database_url: str, s
             assert error.code() == grpc.StatusCode.UNAVAILABLE
         else:  # pragma: no cover
             raise AssertionError("a stopped server answered")
+
+
+def test_a_second_signal_ends_the_calls_in_flight_at_once(
+    migrated_database_url: str, tenant: str, server: Any
+) -> None:
+    """An export to a client that reads no further holds a stop for its whole
+    grace; a second signal (an operator's second Ctrl-C) ends it at once."""
+    process = ServerProcess(migrated_database_url, env={"SEALTRAIL_SHUTDOWN_GRACE": "300"})
+    try:
+        with AuditClient(process.target, token=server.token(tenant), timeout=60) as client:
+            blob = "x" * 12_000
+            # About 30 MB: more than gRPC sends ahead of a reader.
+            for start in range(0, 2400, 200):
+                batch = range(start, start + 200)
+                client.record_batch(
+                    [
+                        build_event(action="bulk", actor_id="u", details={"b": blob, "n": n})
+                        for n in batch
+                    ]
+                )
+            export = client.export_stream(format="ndjson")
+            assert next(export).chunk
+            process.proc.send_signal(signal.SIGTERM)
+            with pytest.raises(subprocess.TimeoutExpired):
+                process.proc.wait(3)  # held by the export, the grace being 300 s
+            began = time.monotonic()
+            process.proc.send_signal(signal.SIGINT)
+            assert process.proc.wait(30) == 0
+            assert time.monotonic() - began < 30
+            with pytest.raises(UnavailableError):  # ended: resumable elsewhere
+                for _ in export:
+                    pass
+        said = "".join(process.stderr)
+        assert "ending in-flight calls now" in said
+    finally:
+        process.kill()
