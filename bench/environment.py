@@ -158,7 +158,7 @@ def _wait_until_serving(
     metrics' URLs)."""
     deadline = time.monotonic() + _START_TIMEOUT
     while time.monotonic() < deadline:
-        lines = out.read_text().splitlines()
+        lines = out.read_text(encoding="utf-8").splitlines()
         target = next(
             (x.removeprefix(_SERVING).strip() for x in lines if x.startswith(_SERVING)), None
         )
@@ -177,7 +177,7 @@ def _wait_until_serving(
         if process.poll() is not None:
             break
         time.sleep(0.05)
-    tail = "\n".join(err.read_text().splitlines()[-20:])
+    tail = "\n".join(err.read_text(encoding="utf-8").splitlines()[-20:])
     raise RuntimeError(f"the server did not start (exit code {process.poll()}):\n{tail}")
 
 

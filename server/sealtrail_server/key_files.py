@@ -31,7 +31,7 @@ def load_key_text(
         raise SystemExit(f"{setting}_FILE: the {what} file {file} does not exist")
     if path.exists():
         try:
-            return path.read_text(), str(path)
+            return path.read_text(encoding="utf-8"), str(path)
         except (OSError, UnicodeDecodeError) as error:
             named = f"{setting}_FILE" if file is not None else "the data dir"
             why = error.strerror if isinstance(error, OSError) else "not text"
@@ -44,7 +44,7 @@ def load_key_text(
     generated = generate()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(generated + "\n")
     log.warning("generated a new %s in %s", what, path)
     return generated, str(path)

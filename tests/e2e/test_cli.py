@@ -337,6 +337,21 @@ def test_bundle_and_verify_from_the_command_line(
     assert whole.stdout.startswith("OK: ") and "the complete log with no gap" in whole.stdout
 
 
+def test_a_bundle_is_written_and_verified_in_a_locale_that_is_not_utf_8(
+    cli_env: dict[str, str], tmp_path: Path, tenant: str
+) -> None:
+    """A bundle's checkpoint has non-ASCII (the signature lines' em dash): its
+    files are UTF-8 whatever the machine's locale, or an auditor's Windows or
+    C-locale machine could not write or read a good bundle."""
+    run("sealtrail", "record", "--action", "api_key.create", "--actor-id", "ops", env=cli_env)
+    key = run("sealtrail-server", "key", "show").stdout.strip()
+    ascii_only = {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    out = str(tmp_path / "b")
+    run("sealtrail", "bundle", "-o", out, env={**cli_env, **ascii_only})
+    verified = run("sealtrail", "verify", out, "--key", key, "--tenant", tenant, env=ascii_only)
+    assert verified.stdout.startswith("OK: "), verified.stderr
+
+
 def test_a_revoked_token_is_refused(cli_env: dict[str, str], migrated_database_url: str) -> None:
     created = run(
         "sealtrail-server",

@@ -166,7 +166,7 @@ def test_export_of_100k_events_in_constant_server_memory(
     finally:
         process.terminate()
     assert manifest.row_count == 100_001  # and the export's own event
-    with open(tmp_path / "all.csv", newline="") as exported:
+    with open(tmp_path / "all.csv", newline="", encoding="utf-8") as exported:
         assert sum(1 for _ in csv.reader(exported)) == 100_002  # with the header
     assert rss_after - rss_before < 50 * 1024 * 1024
 

@@ -5,7 +5,7 @@ psycopg dumps a Python list by first finding what its elements are (and, for
 ints, the smallest type that holds them all) and then choosing a dumper; all of
 it in Python, for every list of every statement. The appender's one-statement
 write (store/appender.py) sends about thirty such lists: converting them took
-about 250 µs for a lone event and 360 µs for ten, on the event loop that serves
+about 250 us for a lone event and 360 us for ten, on the event loop that serves
 every call (a quarter of what PostgreSQL then takes to run and commit the
 statement). A list wrapped in one of these classes says its element
 type, and its dumper writes it directly: the header, then each element's

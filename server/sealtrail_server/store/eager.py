@@ -6,7 +6,7 @@ block, and an async connection hands every such wait to the event loop:
 register the socket, run the loop once, unregister. libpq reads at most its
 16 KB input buffer at a time, so a result of 450 KB (a page of 1,000 events)
 takes about 30 waits even when all of it is already in the socket, at some
-75 µs of loop each. `EagerConnection` first asks the socket, with a poll that
+75 us of loop each. `EagerConnection` first asks the socket, with a poll that
 does not block, whether what the generator waits for is there; if it is, the
 generator goes on at once. It waits on the loop as before when nothing has
 arrived, and once one wait has read for BUSY_BUDGET seconds without a turn of

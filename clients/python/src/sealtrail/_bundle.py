@@ -175,8 +175,12 @@ def _write(
         written = _proven_one_by_one(source, out, event_filter, complete, workers)
     if not written.purged:
         (out / PURGED).unlink()
-    (out / CHECKPOINT).write_text(written.checkpoint.note)
-    (out / KEYS).write_text("".join(key.text + "\n" for key in source.get_verifier_keys()))
+    (out / CHECKPOINT).write_text(written.checkpoint.note, encoding="utf-8", newline="\n")
+    (out / KEYS).write_text(
+        "".join(key.text + "\n" for key in source.get_verifier_keys()),
+        encoding="utf-8",
+        newline="\n",
+    )
     seqs, purged = written.seqs, written.purged
     summary = BundleSummary(
         origin=written.checkpoint.origin,
@@ -205,7 +209,9 @@ def _write(
         **({"log_refused_to_sign": True} if written.refused else {}),
         "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    (out / MANIFEST).write_text(
+        json.dumps(manifest, indent=2) + "\n", encoding="utf-8", newline="\n"
+    )
     return summary
 
 
@@ -314,11 +320,11 @@ def _prove_exported(source: _Source, out: Path, note: str) -> _Written | None:
     del leaves
     if tree.root() != signed.root_hash:
         return None
-    with open(out / PROOFS, "w") as proofs:
+    with open(out / PROOFS, "w", encoding="utf-8", newline="\n") as proofs:
         for seq in seqs:
             proof = [base64.b64encode(h).decode() for h in tree.inclusion_proof(seq - 1)]
             proofs.write(json.dumps({"seq": seq, "proof": proof}) + "\n")
-    with open(out / PURGED, "w") as tombstones:
+    with open(out / PURGED, "w", encoding="utf-8", newline="\n") as tombstones:
         for seq in removed:
             proof = [base64.b64encode(h).decode() for h in tree.inclusion_proof(seq - 1)]
             kept = base64.b64encode(tree.leaf(seq - 1)).decode()
@@ -383,8 +389,8 @@ def _proven_one_by_one(
     with (
         ThreadPoolExecutor(max_workers=workers) as pool,
         open(out / RECORDS, "wb") as records,
-        open(out / PROOFS, "w") as proofs,
-        open(out / PURGED, "w") as tombstones,
+        open(out / PROOFS, "w", encoding="utf-8", newline="\n") as proofs,
+        open(out / PURGED, "w", encoding="utf-8", newline="\n") as tombstones,
     ):
         for seq, answer in zip(seqs, in_order(pool, prove, seqs, ahead=4 * workers), strict=True):
             if answer is REMOVED_SINCE:
@@ -447,7 +453,7 @@ def _verify_bundle(
     manifest = _manifest(path)
     verifiers, trusted_own = _verifiers(path, key)
     try:
-        text, signers = open_note((path / CHECKPOINT).read_text(), verifiers)
+        text, signers = open_note((path / CHECKPOINT).read_text(encoding="utf-8"), verifiers)
         checkpoint = parse_checkpoint(text)
     except (NoteError, OSError) as error:
         raise BundleError(f"checkpoint: {error}") from None
@@ -516,7 +522,7 @@ def _log_fault(unproven: Sequence[int], *, refused: bool) -> str | None:
 
 def _manifest(path: Path) -> dict[str, Any]:
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise BundleError(f"{MANIFEST}: {error}") from None
     if not isinstance(manifest, dict):
@@ -541,7 +547,7 @@ def _verifiers(path: Path, key: str | Sequence[str] | None) -> tuple[list[Verifi
     try:
         if given:
             return [Verifier.parse(text) for text in given], False
-        lines = (path / KEYS).read_text().split()
+        lines = (path / KEYS).read_text(encoding="utf-8").split()
         return [Verifier.parse(line) for line in lines], True
     except (NoteError, OSError) as error:
         raise BundleError(f"verifier key: {error}") from None
@@ -569,7 +575,7 @@ def _purged(path: Path) -> Iterator[tuple[int, bytes, list[bytes]]]:
     """(seq, leaf hash, proof) of each event the bundle says retention removed."""
     if not (path / PURGED).exists():
         return
-    with open(path / PURGED) as lines:
+    with open(path / PURGED, encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             try:
                 entry = json.loads(line)
@@ -624,7 +630,7 @@ def _verify_each(
             purged += 1
             pending = next(removed, None)
 
-    with open(path / PROOFS) as proofs:
+    with open(path / PROOFS, encoding="utf-8") as proofs:
         for number, seq, leaf, record in _records(path, tenant):
             try:
                 entry = json.loads(proofs.readline() or "null")

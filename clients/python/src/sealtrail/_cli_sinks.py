@@ -85,7 +85,7 @@ def read_credential(ctx: click.Context, param: click.Parameter, value: Any) -> A
             return sys.stdin.readline().strip()
         if text.startswith("@"):
             try:
-                with open(text[1:]) as source:
+                with open(text[1:], encoding="utf-8") as source:
                     return source.readline().strip()
             except OSError as error:
                 raise click.BadParameter(f"cannot read {text[1:]}: {error.strerror}") from None
