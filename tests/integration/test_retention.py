@@ -1713,6 +1713,13 @@ def test_erasure_leaves_a_receipt_and_no_row(
             functools.partial(trusting.get_inclusion_proof, seq=1),
             functools.partial(trusting.get_inclusion_proof, event_id=first_page.events[0].id),
             functools.partial(trusting.get_consistency_proof, old_size=1, new_size=10**6),
+            # nor a tenant with no settings, sinks or rules
+            trusting.get_retention_policy,
+            functools.partial(trusting.preview_retention_policy, "30d"),
+            lambda: list(trusting.list_purged_leaves()),
+            trusting.get_tenant_settings,
+            trusting.list_sinks,
+            trusting.list_alert_rules,
         ):
             with pytest.raises(RpcFailedError) as refused:
                 asked()

@@ -25,7 +25,7 @@ from ..domain.filters import validate_filter
 from ..store import alerts as store
 from ..store import sinks as sink_store
 from ..store.appender import Appender
-from ..store.changes import Changes
+from ..store.changes import Changes, refuse_if_erased
 from ..store.database import Connection, Database
 from ..store.tree import tree_size
 from .audited import FilterDetails, record_access
@@ -307,6 +307,7 @@ class AlertingRpcs:
         tenant_id = current_principal().tenant_id
         async with self._db.connection(tenant_id) as conn:
             rules = await store.list_rules(conn, tenant_id)
+            await refuse_if_erased(conn, tenant_id)  # not an empty list
         return pb.ListAlertRulesResponse(rules=[_rule_message(rule) for rule in rules])
 
     async def DeleteAlertRule(

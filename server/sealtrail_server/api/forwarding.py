@@ -43,7 +43,7 @@ from ..forward.egress import EgressDenied, EgressPolicy, Unresolvable
 from ..forward.forwarder import Forwarder
 from ..store import sinks as store
 from ..store.appender import Appender
-from ..store.changes import Changes
+from ..store.changes import Changes, refuse_if_erased
 from ..store.database import Connection, Database
 from ..store.tree import tree_size
 from .audited import FilterDetails, record_access
@@ -308,6 +308,7 @@ class ForwardingRpcs:
         async with self._db.connection(tenant_id) as conn:
             stored = await store.list_sinks(conn, tenant_id, box=self._box)
             head = await tree_size(conn, tenant_id)
+            await refuse_if_erased(conn, tenant_id)  # not an empty list
         return pb.ListSinksResponse(sinks=[_sink_message(sink, head) for sink in stored])
 
     async def UpdateSink(

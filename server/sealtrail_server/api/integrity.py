@@ -21,7 +21,7 @@ from ..domain.page_tokens import PageTokens
 from ..domain.purge_summaries import SummarySeal
 from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
-from ..store.changes import refuse_if_erased_now
+from ..store.changes import refuse_if_erased, refuse_if_erased_now
 from ..store.checkpoints import StoredCheckpoint, checkpoint_at, known_keys, latest_checkpoint
 from ..store.database import Database
 from ..store.events import get_event
@@ -252,6 +252,8 @@ class IntegrityRpcs:
         if size == 0:
             async with self._db.connection(tenant_id) as conn:
                 size = await tree_size(conn, tenant_id)
+                if size == 0:
+                    await refuse_if_erased(conn, tenant_id)  # not an empty log
         else:
             await self._within_log(tenant_id, size, "tree_size")
         # A page token goes on the listing of one tree size, of one tenant.

@@ -28,7 +28,7 @@ from ..domain.retention import (
 )
 from ..retention.erasure import Eraser
 from ..store.appender import Appender
-from ..store.changes import RETENTION_SUBJECT, Changes
+from ..store.changes import RETENTION_SUBJECT, Changes, refuse_if_erased
 from ..store.database import Database
 from ..store.retention import (
     StoredPolicy,
@@ -120,6 +120,7 @@ class RetentionRpcs:
         tenant_id = current_principal().tenant_id
         async with self._db.connection(tenant_id) as conn:
             stored = await read_policy(conn, tenant_id)
+            await refuse_if_erased(conn, tenant_id)  # not the defaults of no one
         return pb.GetRetentionPolicyResponse(
             policy=_policy_message(stored), legal_hold=_hold_message(stored)
         )
@@ -177,6 +178,7 @@ class RetentionRpcs:
                 what="retention policy",
             )
             counts = await count_expired(conn, tenant_id, horizons, read_limit=PREVIEW_READ_LIMIT)
+            await refuse_if_erased(conn, tenant_id)  # not an empty log's preview
         proposed = _policy_message(StoredPolicy(policy, None, current.hold))
         proposed.ClearField("etag")  # nothing was stored
         answer = pb.PreviewRetentionPolicyResponse(policy=proposed, legal_hold=current.hold.on)

@@ -23,7 +23,7 @@ from ..domain.etags import etag_of, instant, require_etag
 from ..domain.event import ChangeDraft, ValidEvent
 from ..domain.redaction import Redactor, hmac_token, redact_event, tenant_key
 from ..store.appender import Appender
-from ..store.changes import Changes
+from ..store.changes import Changes, refuse_if_erased
 from ..store.database import Database
 from ..store.tenant_settings import SettingsCache, TenantSettings, read_settings, write_settings
 from .audited import record_access
@@ -100,6 +100,7 @@ class SettingsRpcs:
         tenant_id = current_principal().tenant_id
         async with self._db.connection(tenant_id) as conn:
             settings = await read_settings(conn, tenant_id)
+            await refuse_if_erased(conn, tenant_id)  # not the defaults of no one
         return pb.GetTenantSettingsResponse(settings=_message(settings))
 
     async def UpdateTenantSettings(
