@@ -192,6 +192,18 @@ def test_a_window_one_microsecond_wide_is_accepted() -> None:
     assert (valid.occurred_before - valid.occurred_after).total_seconds() == pytest.approx(1e-6)
 
 
+def test_bounds_a_nanosecond_apart_are_accepted() -> None:
+    """Later as given, though both round to the same microsecond (an empty window)."""
+    valid = validate_filter(FilterDraft(occurred_after=(T0, 1), occurred_before=(T0, 2)))
+    assert valid.occurred_after == valid.occurred_before
+
+
+def test_the_last_time_a_timestamp_holds_is_a_valid_bound() -> None:
+    last = (253402300799, 999_999_999)  # 9999-12-31T23:59:59.999999999Z
+    valid = validate_filter(FilterDraft(occurred_after=(T0, 0), occurred_before=last))
+    assert valid.occurred_before == datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
 def test_a_bound_between_two_microseconds_is_the_later_one() -> None:
     """Times are kept to the microsecond: an event at T is before T + 500 ns, so
     it passes occurred_before and fails occurred_after at that bound."""

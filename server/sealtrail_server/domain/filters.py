@@ -91,7 +91,9 @@ def validate_filter(draft: FilterDraft, *, path: str = "filter") -> EventFilter:
 
     after = _time(draft.occurred_after, "occurred_after", fail)
     before = _time(draft.occurred_before, "occurred_before", fail)
-    if after and before and after >= before:
+    # Compared as given: bounds a nanosecond apart may round to one microsecond.
+    given = (draft.occurred_after, draft.occurred_before)
+    if after and before and given[0] and given[1] and given[0] >= given[1]:
         fail("occurred_before", "must be later than occurred_after")
 
     for name, values in (
@@ -163,10 +165,15 @@ def _time(value: tuple[int, int] | None, name: str, fail: _Fail) -> datetime | N
         return None
     try:
         moment = checked_timestamp(*value, field=name)
-        return moment + timedelta(microseconds=1) if value[1] % 1000 else moment
-    except (InvalidArgument, OverflowError):
+    except InvalidArgument:
         fail(name, "is not a valid time")
         return None
+    if not value[1] % 1000:
+        return moment
+    try:
+        return moment + timedelta(microseconds=1)
+    except OverflowError:  # past the last microsecond a datetime holds: no event is later
+        return moment
 
 
 def _enum_names(
