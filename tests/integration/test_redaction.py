@@ -191,6 +191,45 @@ def test_a_secret_in_a_sinks_or_alert_rules_filter_is_not_committed_in_clear(
         assert (before, after) == (hmac_token(key, leaked), hmac_token(key, rotated))
 
 
+@pytest.mark.parametrize("mode", ["replace", "hmac"])
+def test_a_secret_in_a_name_or_a_reason_is_not_committed_in_clear(
+    client_for: Any, tenant: str, sql: psycopg.Connection[Any], mode: str
+) -> None:
+    """A token named after the secret it replaces, a sink or a rule named
+    after the leak it watches, a legal hold's reason quoting it: the records
+    of their changes hold the secret redacted (helper-129)."""
+    admin = client_for(tenant)
+    admin.set_redaction_mode(mode)
+    leaked, rotated = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8", "ghp_" + "Z9" * 18
+    token = admin.create_token("reader", name=f"ci {leaked}").token
+    admin.revoke_token(token.token_id)
+    sink = admin.create_sink(
+        build_sink(
+            f"siem {leaked}",
+            "webhook",
+            url="http://127.0.0.1:9/hook",
+            secrets=["whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"],
+            paused=True,
+        )
+    ).sink
+    sink.name = f"siem {rotated}"
+    admin.update_sink(sink, fields=["name"])
+    admin.delete_sink(sink.id)
+    rule = admin.create_alert_rule(
+        build_alert_rule(f"watch {leaked}", "match", filter=build_filter(actions="x.y"))
+    ).rule
+    rule.name = f"watch {rotated}"
+    admin.update_alert_rule(rule, fields=["name"])
+    admin.delete_alert_rule(rule.id)
+    admin.set_legal_hold(True, reason=f"case about {leaked}")
+    admin.set_legal_hold(False)
+
+    for secret in (leaked, rotated):
+        assert _found_in_database(sql, tenant, secret) == 0
+    [revoked] = admin.query(build_filter(actions="api_token.revoked"))
+    assert json_format.MessageToDict(revoked.details)["name"].startswith("ci ")
+
+
 def test_a_settings_change_on_a_stale_etag_is_aborted_and_changes_nothing(
     client: AuditClient,
 ) -> None:

@@ -154,17 +154,17 @@ class AlertingRpcs:
     _evaluator: Evaluator
     _filter_details: FilterDetails
 
-    async def _recorded_condition(
-        self, tenant_id: str, condition: dict[str, Any]
-    ) -> dict[str, Any]:
-        """A rule's condition as its change events record it: a secret in its
-        filter (a leaked token to watch for) redacted as the tenant's events
-        are, for the log keeps it for good (helper-119)."""
-        if "filter" not in condition:
-            return condition
-        return condition | {
-            "filter": await self._filter_details.redacted(tenant_id, condition["filter"])
-        }
+    async def _recorded_rule(self, tenant_id: str, rule: store.StoredRule) -> dict[str, Any]:
+        """A rule as its change events record it (`_definition`): a secret in
+        its filter (a leaked token to watch for) or its name redacted as the
+        tenant's events are, for the log keeps it for good (helper-119)."""
+        shown = _definition(rule)
+        shown["name"] = await self._filter_details.text(tenant_id, rule.name)
+        if "filter" in rule.condition:
+            shown["condition"] = rule.condition | {
+                "filter": await self._filter_details.redacted(tenant_id, rule.condition["filter"])
+            }
+        return shown
 
     async def _validated(
         self,
@@ -232,6 +232,8 @@ class AlertingRpcs:
                 fired=0,
                 last_fired_at=None,
             )
+            shown = await self._recorded_rule(tenant_id, stored)
+            rule_kind = stored.condition["kind"]
             event_id = (
                 await record_access(
                     self._appender,
@@ -241,9 +243,8 @@ class AlertingRpcs:
                     category=event_pb2.CATEGORY_CONFIGURATION,
                     resource_type="alert_rule",
                     resource_id=rule_id,
-                    description=f"Alert rule {rule.name!r} ({stored.condition['kind']}) created",
-                    details=_definition(stored)
-                    | {"condition": await self._recorded_condition(tenant_id, stored.condition)},
+                    description=f"Alert rule {shown['name']!r} ({rule_kind}) created",
+                    details=shown,
                 )
             ).event_id
             await store.insert_rule(conn, stored)
@@ -274,9 +275,10 @@ class AlertingRpcs:
             old, new = _definition(before), _definition(after)
             # Told apart as stored: a filter's secret changed is redacted alike.
             changed = [name for name in old if old[name] != new[name]]
-            if "condition" in changed:
-                old["condition"] = await self._recorded_condition(tenant_id, before.condition)
-                new["condition"] = await self._recorded_condition(tenant_id, after.condition)
+            old, new = (
+                await self._recorded_rule(tenant_id, before),
+                await self._recorded_rule(tenant_id, after),
+            )
             event_id = (
                 await record_access(
                     self._appender,
@@ -286,7 +288,7 @@ class AlertingRpcs:
                     category=event_pb2.CATEGORY_CONFIGURATION,
                     resource_type="alert_rule",
                     resource_id=rule_id,
-                    description=f"Alert rule {after.name!r} changed",
+                    description=f"Alert rule {new['name']!r} changed",
                     changes=[ChangeDraft(name, old[name], new[name]) for name in changed],
                 )
             ).event_id
@@ -321,6 +323,7 @@ class AlertingRpcs:
         ) as conn:
             found = await _stored_rule(conn, tenant_id, rule_id)
             require_etag(request.etag, _etag(found), what=f"alert rule {rule_id}")
+            shown = await self._recorded_rule(tenant_id, found)
             event_id = (
                 await record_access(
                     self._appender,
@@ -330,10 +333,10 @@ class AlertingRpcs:
                     category=event_pb2.CATEGORY_CONFIGURATION,
                     resource_type="alert_rule",
                     resource_id=rule_id,
-                    description=f"Alert rule {found.name!r} deleted",
+                    description=f"Alert rule {shown['name']!r} deleted",
                     details={
-                        "name": found.name,
-                        "condition": await self._recorded_condition(tenant_id, found.condition),
+                        "name": shown["name"],
+                        "condition": shown["condition"],
                         "fired": found.fired,
                     },
                 )

@@ -41,7 +41,9 @@ class FilterDetails:
     redacted as the tenant's events are: a secret pasted into a search (to
     find where a leaked token appears) was committed in clear to the log for
     good, in the record of that very search (helper-66). So are the filters
-    of sinks and alert rules in the records of their changes (helper-119)."""
+    of sinks and alert rules in the records of their changes (helper-119),
+    and the names and reasons callers give (a token named after the secret
+    it replaces, helper-129)."""
 
     def __init__(
         self, redactor: Redactor | None, settings: SettingsCache, *, redaction_secret: bytes
@@ -65,6 +67,11 @@ class FilterDetails:
             "details"
         ]
         return redacted
+
+    async def text(self, tenant_id: str, text: str) -> str:
+        """A caller's name or reason as Sealtrail's own records show it,
+        redacted as the tenant's events are."""
+        return str((await self.redacted(tenant_id, {"text": text}))["text"])
 
 
 async def record_access(

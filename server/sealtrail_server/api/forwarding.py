@@ -173,10 +173,11 @@ class ForwardingRpcs:
 
     async def _recorded_sink(self, tenant_id: str, definition: SinkDefinition) -> dict[str, Any]:
         """The sink as its change events record it (`recorded`), a secret in its
-        filter (a leaked token to forward the events of) redacted as the
-        tenant's events are: the log keeps it for good (helper-119)."""
+        filter (a leaked token to forward the events of) or its name redacted
+        as the tenant's events are: the log keeps it for good (helper-119)."""
         shown = recorded(definition, self._sink_key(tenant_id))
         shown["filter"] = await self._filter_details.redacted(tenant_id, shown["filter"])
+        shown["name"] = await self._filter_details.text(tenant_id, shown["name"])
         return shown
 
     async def _definition(
@@ -264,6 +265,7 @@ class ForwardingRpcs:
             head = await tree_size(conn, tenant_id)
             sink_id = str(uuid.uuid4())
             cursor = 0 if request.from_beginning else head
+            shown = await self._recorded_sink(tenant_id, definition)
             event_id = (
                 await record_access(
                     self._appender,
@@ -273,11 +275,8 @@ class ForwardingRpcs:
                     category=event_pb2.CATEGORY_CONFIGURATION,
                     resource_type="sink",
                     resource_id=sink_id,
-                    description=f"Sink {definition.name!r} ({definition.kind}) created",
-                    details={
-                        **await self._recorded_sink(tenant_id, definition),
-                        "from_seq": cursor + 1,
-                    },
+                    description=f"Sink {shown['name']!r} ({definition.kind}) created",
+                    details={**shown, "from_seq": cursor + 1},
                 )
             ).event_id
             await store.insert_sink(
@@ -351,6 +350,8 @@ class ForwardingRpcs:
                     shown["filter"] = await self._filter_details.redacted(
                         tenant_id, shown["filter"]
                     )
+            for shown in (old, new):
+                shown["name"] = await self._filter_details.text(tenant_id, shown["name"])
             event_id = (
                 await record_access(
                     self._appender,
@@ -360,7 +361,7 @@ class ForwardingRpcs:
                     category=event_pb2.CATEGORY_CONFIGURATION,
                     resource_type="sink",
                     resource_id=sink_id,
-                    description=f"Sink {definition.name!r} changed",
+                    description=f"Sink {new['name']!r} changed",
                     changes=[ChangeDraft(k, old[k], new[k]) for k in changed]
                     or [ChangeDraft("destination", "(secret)", "(secret rotated)")],
                 )
@@ -428,6 +429,7 @@ class ForwardingRpcs:
                 sink_etag(stored.definition, stored.updated_at),
                 what=f"sink {sink_id}",
             )
+            shown = await self._recorded_sink(tenant_id, stored.definition)
             event_id = (
                 await record_access(
                     self._appender,
@@ -437,9 +439,9 @@ class ForwardingRpcs:
                     category=event_pb2.CATEGORY_CONFIGURATION,
                     resource_type="sink",
                     resource_id=sink_id,
-                    description=f"Sink {stored.definition.name!r} deleted",
+                    description=f"Sink {shown['name']!r} deleted",
                     details={
-                        **await self._recorded_sink(tenant_id, stored.definition),
+                        **shown,
                         "cursor_seq": stored.state.cursor_seq,
                         "dead_letters": stored.state.dead_letters,
                     },

@@ -38,7 +38,7 @@ from ..store.retention import (
     write_hold,
     write_policy,
 )
-from .audited import record_access
+from .audited import FilterDetails, record_access
 from .guard import current_principal
 from .integrity import checkpoint_message
 
@@ -113,6 +113,7 @@ class RetentionRpcs:
     _clock: Callable[[], datetime]
     _eraser: Eraser
     _authenticator: Authenticator | None
+    _filter_details: FilterDetails
 
     async def GetRetentionPolicy(
         self, request: pb.GetRetentionPolicyRequest, context: Context
@@ -208,6 +209,7 @@ class RetentionRpcs:
             )
             if hold.on == placed and (not placed or hold.reason == reason):
                 return pb.SetLegalHoldResponse(legal_hold=_hold_message(before))
+            shown = await self._filter_details.text(tenant_id, reason if placed else hold.reason)
             event_id = (
                 await record_access(
                     self._appender,
@@ -219,9 +221,9 @@ class RetentionRpcs:
                     category=event_pb2.CATEGORY_CONFIGURATION,
                     resource_type="legal_hold",
                     description=(
-                        f"Legal hold placed: {reason}" if placed else "Legal hold released"
+                        f"Legal hold placed: {shown}" if placed else "Legal hold released"
                     ),
-                    details={"reason": reason} if placed else {"previous_reason": hold.reason},
+                    details={"reason": shown} if placed else {"previous_reason": shown},
                 )
             ).event_id
             after = await write_hold(

@@ -32,7 +32,7 @@ from ..store.tokens import (
     mark_revoked,
     read_token,
 )
-from .audited import record_access
+from .audited import FilterDetails, record_access
 from .guard import current_principal
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -64,6 +64,7 @@ class TokenRpcs:
     _appender: Appender
     _clock: Callable[[], datetime]
     _page_tokens: PageTokens
+    _filter_details: FilterDetails
     _authenticator: Authenticator | None
 
     async def CreateToken(
@@ -92,7 +93,10 @@ class TokenRpcs:
                 resource_type="api_token",
                 resource_id=token_id,
                 description=f"Created an API token with role {role.value}",
-                details={"role": role.value, "name": request.name},
+                details={
+                    "role": role.value,
+                    "name": await self._filter_details.text(principal.tenant_id, request.name),
+                },
             )
             issued = await create_token(
                 self._db,
@@ -187,7 +191,10 @@ class TokenRpcs:
                     resource_type="api_token",
                     resource_id=token_id,
                     description=f"Revoked an API token with role {found.role}",
-                    details={"role": found.role, "name": found.name},
+                    details={
+                        "role": found.role,
+                        "name": await self._filter_details.text(tenant_id, found.name),
+                    },
                 )
             ).event_id
             await mark_revoked(conn, token_id=token_id, tenant_id=tenant_id)
