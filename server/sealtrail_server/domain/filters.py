@@ -1,9 +1,9 @@
 """EventFilter validation and keyset page tokens (AIP-158).
 
-A page token is opaque to callers: base64url JSON of the last seq returned and
-a fingerprint of tenant, filter and order, so a token replayed with another
-filter, order or tenant is rejected instead of silently paging something else.
-A forged token can only move the position within the caller's own results.
+A page token is opaque to callers: the last seq returned and a fingerprint of
+tenant, filter and order, signed and bound to the caller's token
+(page_tokens.py, ADR 0042), so a token replayed with another filter, order,
+tenant or caller is rejected instead of silently paging something else.
 """
 
 from __future__ import annotations
