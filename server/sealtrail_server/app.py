@@ -22,12 +22,10 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Tracer, TracerProvider
 
-from sealtrail.tlog import RETENTION_ACTION, RETENTION_ACTOR, purge_key, sign_note
-from sealtrail.v1 import audit_service_pb2, event_pb2
+from sealtrail.v1 import audit_service_pb2
 
 from . import __version__
 from .alerts.evaluator import Evaluator
-from .api.audited import record_event
 from .api.convert import server_view
 from .api.guard import GuardInterceptor
 from .api.registration import add_audit_log_service
@@ -43,8 +41,8 @@ from .integrity.keys import load_signer
 from .measures import meter_of
 from .redaction_setup import load_redaction_secret, load_redactor
 from .retention.erasure import Eraser
+from .retention.purge_record import purge_recorder
 from .retention.purger import Purger
-from .retention.tenant_pass import TenantPurge
 from .sealing_setup import load_secret_box
 from .store.appender import Appender
 from .store.database import Database
@@ -199,34 +197,9 @@ class Service:
             meter=self._meter,
         )
         await self._checkpointer.start()
-        appender, checkpointer = self._appender, self._checkpointer
-
-        async def record_purge(purged: TenantPurge) -> None:
-            await record_event(
-                appender,
-                purged.tenant_id,
-                actor_type=event_pb2.ACTOR_TYPE_SYSTEM,
-                actor_id=RETENTION_ACTOR["id"],  # what the verifiers count (tlog._removals)
-                now=self._clock(),
-                action=RETENTION_ACTION,
-                description=f"Retention removed {purged.count} events",
-                category=event_pb2.CATEGORY_SYSTEM,
-                resource_type="audit_log",
-                resource_id=purged.tenant_id,
-                details={
-                    **purged.details(),
-                    # What the verifiers trust: which leaves, signed by the log's key.
-                    "statement": sign_note(
-                        purged.statement(checkpointer.origin(purged.tenant_id)).text(), signer
-                    ),
-                },
-                # Recorded once, should a crash make a later pass record it again.
-                idempotency_key=purge_key(purged.purge_id),
-            )
-
         self.purger = Purger(
             self._owner_database_url,
-            record=record_purge,
+            record=purge_recorder(db, self._appender, self._checkpointer, signer, self._clock),
             seal=SummarySeal(redaction_secret),
             interval=settings.retention_interval,
             batch_events=settings.retention_batch_events,

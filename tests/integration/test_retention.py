@@ -67,6 +67,7 @@ from sealtrail_server.domain.purge_summaries import SummarySeal
 from sealtrail_server.domain.retention import Selection
 from sealtrail_server.retention import purger as purger_module
 from sealtrail_server.retention import tenant_pass
+from sealtrail_server.retention.purge_record import purge_recorder
 from sealtrail_server.retention.purger import LOCK_KEY as PURGE_LOCK
 from sealtrail_server.retention.purger import PURGE_JOB, Purger
 from sealtrail_server.store.events import query_statement
@@ -768,6 +769,51 @@ def test_a_purge_a_crash_left_unrecorded_is_recorded_by_the_next_pass_once(
     assert purged.details["purged"] == 5
     assert (purged.details["first_seq"], purged.details["last_seq"]) == (seqs[0], seqs[-1])
     assert _pending_summaries(sql, tenant) == []
+    assert admin.verify_log().ok
+
+
+def test_a_purge_recorded_again_after_a_key_rotation_is_recorded_already(
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    sql: psycopg.Connection[Any],
+    tenant: str,
+    migrated_database_url: str,
+) -> None:
+    """A pass records a purge and dies before letting its summary go; the
+    server comes back with a rotated signing key. The next pass's record of
+    that purge differs from the log's by its statement's signature only: it
+    is recorded already, not a reused idempotency key refused for good (which
+    stopped the tenant's purges until an operator stepped in)."""
+    service = aged.service
+    assert service.purger is not None and service._db is not None
+    assert service._appender is not None and service._checkpointer is not None
+    real = service.purger.record
+    admin.set_retention_policy(30)
+    for _ in range(3):
+        record(admin, "doc.edit")
+    clock.advance(31)
+
+    async def record_then_die(purged: Any) -> None:
+        await real(purged)
+        if purged.tenant_id == tenant:
+            raise _ProcessDied
+
+    with pytest.raises(_ProcessDied):
+        aged.run(
+            Purger(migrated_database_url, record=record_then_die, seal=SEAL, clock=clock).run_once()
+        )
+    assert len(_pending_summaries(sql, tenant)) == 1  # recorded, not yet let go
+    new_key = generate_signer_key(service._checkpointer.signer.verifier.name)
+    rotated = purge_recorder(service._db, service._appender, service._checkpointer, new_key, clock)
+
+    async def rotated_here(purged: Any) -> None:  # other tests' tenants as usual
+        await (rotated if purged.tenant_id == tenant else real)(purged)
+
+    aged.run(Purger(migrated_database_url, record=rotated_here, seal=SEAL, clock=clock).run_once())
+    assert _pending_summaries(sql, tenant) == []
+    [purged] = admin.query(build_filter(actions="retention.purged"))
+    assert purged.details["purged"] == 3
     assert admin.verify_log().ok
 
 
