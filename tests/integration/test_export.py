@@ -28,9 +28,12 @@ from tests.conftest import SIGNING_KEY, ServerThread
 from tests.processes import ServerProcess
 from tests.rfc6962 import leaf, mth
 
-# The last two differ only by the `'` a neutralised cell gains: their cells
+# "-3" and "'-3" differ only by the `'` a neutralised cell gains: their cells
 # must differ too, or the recorded value could not be read back.
-INJECTIONS = ['=HYPERLINK("http://x")', "+1+2", "-3", "@SUM(A1)", "\tlead", "\rcr", "'-3"]
+INJECTIONS = [
+    '=HYPERLINK("http://x")', "+1+2", "-3", "@SUM(A1)", "\tlead", "\rcr", "\n=1+1",
+    "\uff1d1+1", "\uff0b1", "\uff0d1", "\uff20SUM(A1)", "'-3",  # full-width = + - @
+]  # fmt: skip
 
 
 def seed(client: AuditClient) -> None:

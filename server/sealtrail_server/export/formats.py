@@ -3,7 +3,8 @@
 - NDJSON: each canonical record exactly as hashed, one per line.
 - CSV: RFC 4180 with a header row, one flat column per field, nested values
   as JSON, and every cell neutralised against formula injection (OWASP: a
-  cell starting with = + - @ tab or CR gets a leading ').
+  cell starting with = + - @ tab CR or LF, or a full-width = + - @, gets a
+  leading ').
 - JSON: one array of events in the API's JSON mapping (camelCase, as the CLI
   prints them).
 """
@@ -47,7 +48,10 @@ CSV_COLUMNS: Final = (
 )
 # A cell starting with `'` is prefixed too, so that taking one leading `'` off
 # every cell that has one gives back exactly what was recorded.
-_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r", "'")
+# A line feed too (spreadsheets may drop a leading one), and the full-width
+# signs some locales' spreadsheets read as their ASCII ones.
+_FULL_WIDTH: Final = ("\uff1d", "\uff0b", "\uff0d", "\uff20")  # = + - @
+_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r", "\n", "'", *_FULL_WIDTH)
 
 
 def neutralise(cell: str) -> str:
