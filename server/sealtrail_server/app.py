@@ -51,6 +51,7 @@ from .store.pool_metrics import measure_pool
 from .store.sinks import reseal_secrets
 from .store.tenant_settings import SettingsCache
 from .store.tokens import find_principal
+from .store.urls import with_connect_timeout
 from .stream.hub import StreamHub
 from .telemetry.interceptor import TelemetryInterceptor
 from .tls import server_credentials
@@ -100,8 +101,8 @@ class Service:
         default `database_url` does. `clock` (tests) stamps events and ages them."""
         self.settings = settings
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._database_url = database_url
-        self._owner_database_url = owner_database_url or database_url
+        self._database_url = with_connect_timeout(database_url)
+        self._owner_database_url = with_connect_timeout(owner_database_url or database_url)
         self._tracer: Tracer | None = (
             tracer_provider.get_tracer("sealtrail_server") if tracer_provider is not None else None
         )

@@ -4,6 +4,7 @@ names what to put right, never a traceback (helper-125)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from psycopg.sql import SQL, Identifier
 from sealtrail_server import cli
 from sealtrail_server.app import Service
 from sealtrail_server.key_files import load_key_text
+from sealtrail_server.store import urls
 from tests.conftest import ServerThread
 
 
@@ -47,6 +49,21 @@ def test_a_database_the_server_cannot_use_is_named_not_traced(url: str, said: st
     started = CliRunner().invoke(cli.main, ["serve"], env={"SEALTRAIL_DATABASE_URL": url})
     assert started.exit_code == 1
     assert f"Error: {said}" in started.output and "Traceback" not in started.output
+
+
+def test_a_database_that_never_answers_is_given_up_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host that takes the connection and says nothing (a hung server, a
+    firewall dropping the rest) held a start for good: libpq waits as long as
+    TCP does without a connect_timeout. One is set unless the URL sets one."""
+    monkeypatch.setattr(urls, "CONNECT_TIMEOUT_SECONDS", 1)  # 10 s in service
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    with socket.create_server(("127.0.0.1", 0)) as mute:  # listens, never accepts
+        url = f"postgresql://sealtrail@127.0.0.1:{mute.getsockname()[1]}/sealtrail"
+        started = CliRunner().invoke(cli.main, ["serve"], env={"SEALTRAIL_DATABASE_URL": url})
+    assert started.exit_code == 1
+    assert "Error: cannot use the database" in started.output and "timeout" in started.output
+    given = f"{url}?connect_timeout=30"
+    assert urls.with_connect_timeout(given) == given  # the URL's own stands
 
 
 def test_an_owner_url_without_a_service_url_is_refused(tmp_path: Path) -> None:
