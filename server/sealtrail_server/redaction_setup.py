@@ -37,7 +37,13 @@ def load_redactor(settings: Settings) -> Redactor | None:
         if not isinstance(configured, dict):
             raise SystemExit(f"redaction patterns file {path}: must hold a JSON object")
         for rule, regex in configured.items():
-            patterns.append(ValuePattern(str(rule), compile_pattern(str(rule), str(regex), path)))
+            if not isinstance(regex, str):
+                # str() made a list, a number, null or true a regex of its repr.
+                raise SystemExit(
+                    f"redaction pattern {rule!r} in {path}: must be a string (a Python regex),"
+                    f" not {json.dumps(regex)[:80]}"
+                )
+            patterns.append(ValuePattern(rule, compile_pattern(rule, regex, path)))
     return Redactor().with_rules(field_names=names, patterns=patterns)
 
 

@@ -82,6 +82,11 @@ def test_a_pattern_re2_cannot_run_runs_on_pythons_engine_with_a_warning(
         ({"broken": "(unclosed"}, "redaction pattern 'broken' in"),
         ({"everywhere": "x*"}, "matches the empty text"),
         (["not", "an", "object"], "must hold a JSON object"),
+        # Not a string: each was compiled as the regex of its repr (helper-129).
+        ({"ids": ["EMP-\\d{6}", "CTR-\\d{6}"]}, "pattern 'ids' in"),
+        ({"badge": None}, "pattern 'badge' in"),
+        ({"badge": True}, "must be a string"),
+        ({"badge": 123456}, "must be a string"),
     ],
 )
 def test_a_broken_patterns_file_stops_the_server_with_its_name(
