@@ -800,3 +800,28 @@ def test_free_text_longer_than_an_id_keeps_all_but_its_secrets(hmac_key: bytes |
     text = "deployed release 2026.11 to the eu fleet; " * 6 + "db postgres://admin:hunter2@db/app"
     redacted = REDACTOR.redact(_event(description=text), hmac_key=hmac_key).body["description"]
     assert redacted.startswith(text[:200]) and "hunter2" not in redacted
+
+
+@pytest.mark.parametrize("hmac_key", [None, b"k" * 32])
+def test_a_later_rule_leaves_an_earlier_rules_replacement_alone(hmac_key: bytes | None) -> None:
+    """An operator's `\\d{6,}` rewrote the digits of a token's HMAC (14 tokens
+    in 20, helper-129), and one matching `REDACTED` a replacement's text: the
+    value stored was no HMAC an investigator could find."""
+    custom = REDACTOR.with_rules(
+        patterns=[
+            ValuePattern("account_no", re.compile(r"\d{6,}")),
+            ValuePattern("shouting", re.compile(r"\b[A-Z]{8}\b")),
+        ]
+    )
+
+    def replaced(secret: str, rule: str) -> str:
+        return f"[REDACTED:{rule}]" if hmac_key is None else hmac_token(hmac_key, secret)
+
+    for n in range(20):
+        token = f"ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7{n:02d}"
+        text = f"pushed with {token} to account 12345678"
+        redacted = custom.redact(_event(description=text), hmac_key=hmac_key).body
+        assert redacted["description"] == (
+            f"pushed with {replaced(token, 'github_token')}"
+            f" to account {replaced('12345678', 'account_no')}"
+        )

@@ -735,24 +735,46 @@ class _Run:
         """`text` with every secret a pattern (the redactor's, unless given)
         finds replaced; `text` itself (the same object) when none is found."""
         result = text
+        # Where earlier rules wrote their replacements in `result`: a later rule
+        # matching there (an operator's `\d{6,}` in an HMAC's hex) would
+        # rewrite what is no longer the caller's text.
+        replaced: list[tuple[int, int]] = []
         for pattern in self.redactor.patterns if patterns is None else patterns:
             if pattern.regex.search(result) is None:
                 continue
+            edits: list[tuple[int, int, int]] = []
             result = pattern.regex.sub(
-                partial(self._substitute, pattern=pattern, path=path), result
+                partial(
+                    self._substitute, pattern=pattern, path=path, replaced=replaced, edits=edits
+                ),
+                result,
             )
+            if edits:
+                replaced = _moved(replaced, edits)
         return result
 
-    def _substitute(self, match: re.Match[str], *, pattern: ValuePattern, path: JsonPath) -> str:
+    def _substitute(
+        self,
+        match: re.Match[str],
+        *,
+        pattern: ValuePattern,
+        path: JsonPath,
+        replaced: list[tuple[int, int]],
+        edits: list[tuple[int, int, int]],
+    ) -> str:
         secret = match.group(pattern.group)
-        if secret.startswith(("[REDACTED:", HMAC_PREFIX)):
-            return match.group(0)  # already replaced by an earlier rule
+        start, end = match.start(pattern.group), match.end(pattern.group)
+        if secret.startswith(("[REDACTED:", HMAC_PREFIX)) or any(
+            start < done_end and done_start < end for done_start, done_end in replaced
+        ):
+            return match.group(0)  # already replaced (by an earlier rule, or upstream)
         if pattern.check is not None and not pattern.check(secret):
             return match.group(0)
         self.hits.append((path, pattern.name))
+        replacement = self.replacement(secret, pattern.name)
+        edits.append((start, end, len(replacement)))
         whole, offset = match.group(0), match.start(0)
-        start, end = match.start(pattern.group) - offset, match.end(pattern.group) - offset
-        return whole[:start] + self.replacement(secret, pattern.name) + whole[end:]
+        return whole[: start - offset] + replacement + whole[end - offset :]
 
     def value(self, value: Any, path: JsonPath) -> Any:
         """A JSON value with denied keys' values replaced and text cleaned, at any depth."""
@@ -813,6 +835,28 @@ class _Run:
             else:
                 cleaned[side] = self.value(change[side], f"{path}.{side}")
         return cleaned
+
+
+def _moved(
+    replaced: list[tuple[int, int]], edits: list[tuple[int, int, int]]
+) -> list[tuple[int, int]]:
+    """The spans of replacements in a text after `edits` (each a span of it
+    and the length of what replaced it, in order, none overlapping a span of
+    `replaced`), with the edits' own spans."""
+    spans = []
+    shift = 0
+    pending = iter(replaced)
+    span = next(pending, None)
+    for start, end, length in edits:
+        while span is not None and span[1] <= start:
+            spans.append((span[0] + shift, span[1] + shift))
+            span = next(pending, None)
+        spans.append((start + shift, start + shift + length))
+        shift += length - (end - start)
+    while span is not None:
+        spans.append((span[0] + shift, span[1] + shift))
+        span = next(pending, None)
+    return spans
 
 
 def _denied_step(redactor: Redactor, field_path: str) -> str | None:
