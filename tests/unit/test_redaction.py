@@ -415,7 +415,19 @@ def test_pairs_are_found_whatever_the_case_of_their_keys_and_as_lists() -> None:
 
 
 @pytest.mark.parametrize(
-    "field", ["credentials.password.new", "api_keys[0]", "smtp/password/current", "password"]
+    "field",
+    [
+        "credentials.password.new",
+        "api_keys[0]",
+        "smtp/password/current",
+        "password",
+        # A quoted step was judged with its quotes, and named no secret (helper-129).
+        "headers['Authorization']",
+        'headers["Authorization"]',
+        "env['GITHUB_TOKEN']",
+        "card['cvv']",
+        "user['pin']",
+    ],
 )
 def test_a_change_under_a_secrets_name_anywhere_in_its_path_is_hidden(field: str) -> None:
     """`credentials.password.new` was judged by `new` alone and kept in clear;

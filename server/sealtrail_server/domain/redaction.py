@@ -863,8 +863,9 @@ def _denied_step(redactor: Redactor, field_path: str) -> str | None:
     """The first step of a change's field path that names a secret, which
     hides the values under it as a key in `details` hides all beneath it:
     `credentials.password.new` -> `password`; `api_keys[0]` -> `api_keys`;
-    None when no step does."""
-    steps = [step for step in re.split(r"[.\[\]/]", field_path) if step and not step.isdigit()]
+    `headers['Authorization']` -> `Authorization`; None when no step does."""
+    split = (step.strip("'\"") for step in re.split(r"[.\[\]/]", field_path))
+    steps = [step for step in split if step and not step.isdigit()]
     # A step that names a secret whatever its value first: `auth.password` is
     # a password, whatever `auth` alone would hide.
     for step in steps:
