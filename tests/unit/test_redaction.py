@@ -275,8 +275,48 @@ def test_keys_holding_a_secret_word_anywhere_are_denied(key: str) -> None:
 @pytest.mark.parametrize(
     "key",
     [
+        # Endings about the secret were letters, not words (helper-129):
+        # `android` ends in `id`, `admin` in `min`, `profile` in `file`.
+        "API_KEY_ANDROID",
+        "apiKeyAndroid",
+        "secret_key_android",
+        "password_admin",
+        "db_password_sysadmin",
+        "password_profile",
+        "api_key_account",
+        "password_wireless",
+        # Numbered and plural names (helper-129).
+        "token2",
+        "secret_1",
+        "GITHUB_TOKEN_2",
+        "pin1",
+        "pins",
+        "cardPins",
+        "signing_keys",
+        "encryption_keys",
+        "session_ids",
+        "otp_codes",
+        "passcodes",
+        "Authorization:",
+    ],
+)
+def test_numbered_plural_and_longer_names_of_secrets_are_denied(key: str) -> None:
+    assert REDACTOR.redact(_event(details={key: "s3cr3t-value"})).hits == [
+        (f"details.{key}", "field_name")
+    ]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
         "token_count",
         "api_key_id",
+        "apikeyid",  # an ending about the secret right after its word
+        "API_KEY_LAST4",
+        "passwordless",
+        "spin",  # `pin` is a word of its own only (helper-129)
+        "hairpin",
+        "LINCHPIN",
         "author",
         "description",
         "tokenizer",
@@ -306,6 +346,9 @@ def test_flags_and_counts_under_denied_keys_are_kept() -> None:
     }
     body = _event(details=details)
     assert REDACTOR.redact(body).body is body
+    # A plural counts as `tokens` does; a key starting with a limit is one (helper-129).
+    counts = {"api_keys": 2, "pins": 3, "max_token": 1000, "minPassword": 12}
+    assert REDACTOR.redact(_event(details=counts)).hits == []
     # A number is still a secret under a key that is not a count: a PIN, a CVV.
     assert REDACTOR.redact(_event(details={"cvv": 123, "tokens": ["t1"]})).hits == [
         ("details.cvv", "field_name"),

@@ -49,7 +49,8 @@ HMAC_PREFIX: Final = "hmac-sha256:"
 
 # Denied keys, compared lowercased with `_`, `-`, `.` and spaces removed; a key
 # is denied when it is one of these or ends with one (`db_password`,
-# `githubToken`, `aws_secret_access_key`).
+# `githubToken`, `aws_secret_access_key`) or its plural (`api_keys`), whatever
+# follows its last letter (`token2`, `GITHUB_TOKEN_2`).
 DEFAULT_FIELD_NAMES: Final = frozenset(
     {
         "password",
@@ -94,7 +95,8 @@ DEFAULT_FIELD_NAMES: Final = frozenset(
 
 # Words that make a key denied wherever they stand in it (`password_confirmation`,
 # `passwordHash`, `api_key_2`), unless the key ends with a word saying it is
-# about the secret rather than the secret (`password_changed_at`, `api_key_id`).
+# about the secret rather than the secret (`password_changed_at`, `api_key_id`;
+# a word of the key's, not letters ending one: `API_KEY_ANDROID`, `password_admin`).
 STRONG_FIELD_WORDS: Final = (
     "password",
     "passwd",
@@ -166,8 +168,14 @@ AUTH_WORDS: Final = frozenset({"auth"})
 _SHORT_WORDS: Final = tuple(PASSWORD_WORDS | AUTH_WORDS)
 
 # Plural denied names that also name a count: a number under them is kept
-# (`total_tokens: 20` of a model's usage).
+# (`total_tokens: 20` of a model's usage), as under the plural of any denied
+# name (`api_keys: 2`) and under a key starting with a limit (`max_token: 1000`).
 _COUNTABLE: Final = ("tokens", "secrets", "credentials", "cookies")
+_LIMITS: Final = frozenset({"max", "min"})
+
+# Denied names that end ordinary words (`spin`, `hairpin`, `linchpin`): they
+# name a secret only as a key's last word (`card_pin`, `cardPin`, `pins`, `pin1`).
+_WHOLE_WORD_NAMES: Final = frozenset({"pin"})
 
 
 class TextMatch(Protocol):
@@ -413,6 +421,15 @@ _IDENTIFIERS: Final = (("actor", "id"), ("resource", "id"))
 
 
 _STRONG: Final = re.compile("|".join(STRONG_FIELD_WORDS))
+_ABOUT: Final = frozenset(ABOUT_THE_SECRET)
+# An ending about the secret written right after the secret's word, in a key
+# without word breaks (`passwordless`, `apikeyid`).
+_GLUED_ABOUT: Final = re.compile(
+    f"(?:{'|'.join(STRONG_FIELD_WORDS)})(?:{'|'.join(ABOUT_THE_SECRET)})\\Z"
+)
+# A key's words: `apiKeyAndroid` -> api, Key, Android; `API_KEY_LAST4` -> API,
+# KEY, LAST, 4.
+_WORD: Final = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 
 
 def _normalized(name: str) -> str:
@@ -452,14 +469,21 @@ class Redactor:
     field_names: frozenset[str] = DEFAULT_FIELD_NAMES
     patterns: tuple[ValuePattern, ...] = DEFAULT_PATTERNS
     _suffixes: tuple[str, ...] = field(init=False, repr=False)
+    _whole_words: frozenset[str] = field(init=False, repr=False)
+    _countable: tuple[str, ...] = field(init=False, repr=False)
     _any: _Prefilter = field(init=False, repr=False)
     _id_patterns: tuple[ValuePattern, ...] = field(init=False, repr=False)
     _any_in_id: _Prefilter = field(init=False, repr=False)
     _verdicts: dict[str, _KeyVerdict] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        names = tuple(sorted({_normalized(n) for n in self.field_names}, key=len, reverse=True))
-        object.__setattr__(self, "_suffixes", names)
+        names = {_normalized(n) for n in self.field_names}
+        plurals = {f"{n}s" for n in names if not n.endswith("s")}
+        whole_words = {n for n in names | plurals if n.removesuffix("s") in _WHOLE_WORD_NAMES}
+        suffixes = sorted((names | plurals) - whole_words, key=len, reverse=True)
+        object.__setattr__(self, "_suffixes", tuple(suffixes))
+        object.__setattr__(self, "_whole_words", frozenset(whole_words))
+        object.__setattr__(self, "_countable", (*_COUNTABLE, *plurals))
         object.__setattr__(self, "_any", _prefilter(self.patterns))
         in_ids = tuple(pattern for pattern in self.patterns if pattern.in_identifiers)
         object.__setattr__(self, "_id_patterns", in_ids)
@@ -508,10 +532,13 @@ class Redactor:
         if verdict is not None:
             return verdict
         name = _normalized(key)
+        bare = _to_last_letter(name)  # `token2`, `GITHUB_TOKEN_2`, `Authorization:`
+        words = _words(key)
         verdict = _KeyVerdict(
-            denied=name.endswith(self._suffixes)
-            or (_STRONG.search(name) is not None and not name.endswith(ABOUT_THE_SECRET)),
-            counts=name.endswith(_COUNTABLE),
+            denied=bare.endswith(self._suffixes)
+            or _last_word(key) in self._whole_words
+            or (_STRONG.search(name) is not None and not _about_the_secret(name, words)),
+            counts=bare.endswith(self._countable) or (bool(words) and words[0] in _LIMITS),
             short_word=_short_word(name, key),
             whole_word=name in _SHORT_WORDS,
             may_hold_secret=self.may_hold_secret(key),
@@ -875,6 +902,34 @@ def _denied_step(redactor: Redactor, field_path: str) -> str | None:
         if redactor.names_a_secret(step):
             return step
     return None
+
+
+def _to_last_letter(name: str) -> str:
+    """`name` without what follows its last letter (a loop: a regex searching
+    for a run at the end reads each run again from each of its characters)."""
+    end = len(name)
+    while end and not name[end - 1].isalpha():
+        end -= 1
+    return name[:end]
+
+
+def _words(key: str) -> list[str]:
+    """A key's words, lowercased: runs of ASCII letters, split where the
+    case changes as camelCase does, and runs of digits."""
+    if not key.isascii():
+        key = unicodedata.normalize("NFKC", key)
+    return [word.lower() for word in _WORD.findall(key)]
+
+
+def _about_the_secret(name: str, words: list[str]) -> bool:
+    """Whether a key (normalized `name`, its `words`) ends with one or two
+    words about the secret (`password_changed_at`, `api_key_last4`), or with
+    such an ending right after the secret's word (`apikeyid`)."""
+    return (
+        "".join(words[-1:]) in _ABOUT
+        or "".join(words[-2:]) in _ABOUT
+        or _GLUED_ABOUT.search(name) is not None
+    )
 
 
 def _short_word(name: str, key: str) -> str:
