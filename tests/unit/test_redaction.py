@@ -138,6 +138,25 @@ SECRETS: list[tuple[str, str, str]] = [
     ("url_password", "pa/ss@w0rd", "postgres://admin:{}@db/app"),
     ("url_password", "xK9#mP/2qL", "redis://:{}@cache:6379/0"),  # helper-76
     ("url_password", "Zq8?v/N2x", "postgres://admin:{}@db/app"),
+    # Ruby's and PHP's `=>`, command lines, JSON inside a string, serialized
+    # headers, denied names beyond passwords and tokens (helper-129).
+    (
+        "secret_assignment",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        'params {{"aws_secret_access_key"=>"{}"}}',
+    ),
+    ("secret_assignment", "hunter2php", "$config = array('password' => '{}');"),
+    ("secret_assignment", "hunter2cli", "mysql -u root --password {} db"),
+    ("secret_assignment", "hunter2flag", "deploy --db-password={} --verbose"),
+    ("secret_assignment", "hunter2json", 'body: "{{\\"password\\":\\"{}\\"}}"'),
+    ("secret_assignment", "sess-8f3kq0aZ1x", 'form {{"user":"bob","session_id":"{}"}}'),
+    ("secret_assignment", "otp-987654x", "login {{'otp': '{}'}}"),
+    ("secret_assignment", "cvv-912x", 'card {{"cvv":"{}"}}'),
+    ("secret_assignment", "pin-4821x", 'card {{"pin":"{}"}}'),
+    ("secret_assignment", "s3cr3t-two", "export GITHUB_TOKEN_2={}"),
+    ("high_entropy_assignment", "Zq8vN2xLmR4tY7wK1pS9dF3gH6jB0cXf", "{{:signing_seed => '{}'}}"),
+    ("cookie_header", "sid=8f3kq0aZ1", 'headers={{"Cookie": "{}"}}'),
+    ("cookie_header", "sid=9g4lr1bA2; HttpOnly", "headers={{'Set-Cookie': '{}'}}"),
 ]
 
 ORDINARY = [
@@ -157,6 +176,10 @@ ORDINARY = [
     "http://localhost:3000#/profile/@alice or http://[::1]:8080/users/@me",
     "mongodb://h1:27017,h2:27017/app?appName=svc@prod",
     "package npm_config_cache set; hf_transfer enabled; SG.eu route",
+    # Near the assignment rule: `pin` ending a word, counts, flags saying no secret.
+    "spin: 1234 rpm, hairpin=tight, Spin=4821",
+    "usage total_tokens=1500 prompt_tokens: 900 secrets: 3",
+    "psql --no-password appdb; restore --password-file /etc/pgpass --token --verbose",
 ]
 
 
@@ -539,6 +562,10 @@ def test_an_access_key_id_as_a_resource_id_is_kept() -> None:
         "glpat-",
         "p://a:b/",
         "p://a:b/c",
+        "--a-",
+        "--password ",
+        'password="\\',
+        "pin=>",
     ],
 )
 def test_redaction_time_grows_linearly_with_the_text(unit: str, tail: str) -> None:
@@ -880,3 +907,57 @@ def test_a_later_rule_leaves_an_earlier_rules_replacement_alone(hmac_key: bytes 
             f"pushed with {replaced(token, 'github_token')}"
             f" to account {replaced('12345678', 'account_no')}"
         )
+
+
+def test_a_quoted_value_is_read_past_its_escaped_quotes() -> None:
+    """`password="ab\\"cd"` hid `ab\\` and kept `cd"` (helper-129)."""
+    body = _event(description=r"""set password="ab\"cd\\" then PIN: 'x\'y' rest""")
+    hidden = "[REDACTED:secret_assignment]"
+    assert REDACTOR.redact(body).body["description"] == (
+        f"""set password="{hidden}" then PIN: '{hidden}' rest"""
+    )
+    # JSON inside a string: the value ends at its escaped quote, and an empty
+    # one holds nothing (the rest of the object is no value of it).
+    escaped = _event(description=r'body "{\"pwd\":\"hunter2\",\"user\":\"bob\"}"')
+    assert REDACTOR.redact(escaped).body["description"] == (
+        rf'body "{{\"pwd\":\"{hidden}\",\"user\":\"bob\"}}"'
+    )
+    empty = _event(description=r'body "{\"password\":\"\",\"user\":\"bob\"}"')
+    assert REDACTOR.redact(empty).body is empty
+
+
+def test_the_argument_after_a_secret_flag_in_a_list_is_hidden() -> None:
+    """`["mysql", "--password", "hunter2"]` kept the password: each item was
+    read alone, and a flag alone holds nothing (helper-129)."""
+    argv = ["mysql", "--password", "hunter2", "--db-token", "t0k3n", "--max-tokens", "1000"]
+    kept = ["--token", "--verbose", "--no-password", "app", "--password-file", "/etc/pw"]
+    redaction = REDACTOR.redact(
+        _event(
+            details={"argv": [*argv, *kept, "--password=s3cr3t", "app"]},
+            changes=[{"field": "cmd", "after": argv}],
+        )
+    )
+    hidden = "[REDACTED:secret_assignment]"
+    redacted = ["mysql", "--password", hidden, "--db-token", hidden, "--max-tokens", "1000"]
+    # A flag holding its value is text, and the item after it is not its value.
+    held = [f"--password={hidden}", "app"]
+    assert redaction.body["details"]["argv"] == [*redacted, *kept, *held]
+    assert redaction.body["changes"][0]["after"] == redacted
+    assert redaction.hits == [
+        ("details.argv[2]", "secret_assignment"),
+        ("details.argv[4]", "secret_assignment"),
+        ("details.argv[13]", "secret_assignment"),
+        ("changes[0].after[2]", "secret_assignment"),
+        ("changes[0].after[4]", "secret_assignment"),
+    ]
+    plain = _event(details={"argv": ["ls", "--color", "auto"]})
+    assert REDACTOR.redact(plain).body is plain
+
+
+def test_an_operators_field_names_are_looked_for_in_text() -> None:
+    custom = REDACTOR.with_rules(field_names=["ssn"])
+    body = _event(description='applicant {"ssn": "123-45-6789"}; SSN=987-65-4321')
+    assert custom.redact(body).body["description"] == (
+        'applicant {"ssn": "[REDACTED:secret_assignment]"}; SSN=[REDACTED:secret_assignment]'
+    )
+    assert REDACTOR.redact(body).body is body

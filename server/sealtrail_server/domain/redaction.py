@@ -35,6 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
+from itertools import pairwise
 from typing import Any, Final, NamedTuple, Protocol
 
 from .canonical import canonical_json
@@ -42,6 +43,7 @@ from .event import MAX_ID, ValidEvent
 from .json_path import JsonPath, path_text
 
 FIELD_NAME_RULE: Final = "field_name"
+ASSIGNMENT_RULE: Final = "secret_assignment"
 # An id whose secrets, replaced, would make it longer than MAX_ID.
 WHOLE_ID_RULE: Final = "id_of_secrets"
 API_KEY_VISIBLE: Final = 4
@@ -277,6 +279,72 @@ def _pattern(
     return ValuePattern(name, re.compile(regex), group, check, anchor, in_identifiers)
 
 
+# Denied names `secret_assignment` does not look for in text: those the header
+# rules read with their own shape of value ("Authorization: approved by lead"
+# is prose), and plurals that count as often as they hold secrets
+# (`total_tokens: 22`).
+_NOT_ASSIGNED: Final = frozenset({"authorization", "cookie", "cookies", "setcookie"}) | {
+    name for name in _COUNTABLE if name != "credentials"
+}
+# What may stand between two letters of a name in text (`session_id`, `API-KEY`).
+_NAME_GAP: Final = "[_-]?"
+
+
+def _secret_assignment(names: frozenset[str]) -> ValuePattern:
+    """The value assigned to a denied name (normalized `names`) in text:
+    `password=…`, `"pin": "…"`, `'password' => '…'` (Ruby, PHP), `--password …`
+    or `--db-password=…` (a command line); a quoted value whole, spaces and
+    escaped quotes and all (`password="correct \\"horse\\""`), up to an
+    escaped closing quote when it opened with one (JSON inside a string).
+
+    The name is matched from its secret word on, never from where it starts:
+    a prefix class before the word made each boundary of a long run of
+    `a.a.a.` rescan the run (quadratic, seconds of CPU for 4 KiB). A name that
+    ends ordinary words (`pin`: `spin`) has no letter before it."""
+    tree: dict[str, Any] = {}
+    for name in names - _NOT_ASSIGNED - _WHOLE_WORD_NAMES - {""}:
+        node = tree
+        for char in name:
+            node = node.setdefault(char, {})
+        node[""] = {}
+    alternatives = [_trie(tree)] if tree else []
+    alternatives += [
+        f"{re.escape(name[0])}(?<![a-z]{re.escape(name[0])})"
+        + "".join(f"{_NAME_GAP}{re.escape(char)}" for char in name[1:])
+        for name in sorted(names & _WHOLE_WORD_NAMES)
+    ]
+    named = "|".join(alternatives) or "(?!)"
+    return _pattern(
+        ASSIGNMENT_RULE,
+        rf"(?i)(?:(?:{named})(?:[_-]?\d+)?\\?[\"']?\s*(?:=>?|:)"
+        # A long flag (`--password`, `--db-password`; `--no-password` says there
+        # is none) where an argument starts, and a value that is no flag.
+        rf"|--(?<![^\s\"']--)(?!no-)(?:[a-z0-9]+-)*(?:{named})\s+(?!-))\s*\\?[\"']?"
+        r"((?<=\\\")(?:[^\"\\]|\\[^\"])+|(?<=\")(?<!\\\")(?:[^\"\\]|\\.)+"
+        r"|(?<=')(?:[^'\\]|\\.)+|[^\s\"'&,;]{4,})",
+        1,
+        anchor="=|:|--",
+        in_identifiers=False,
+    )
+
+
+def _trie(node: dict[str, Any]) -> str:
+    """The words of a trie as one regex that shares their prefixes
+    (`p(?:[_-]?a(?:…)|[_-]?w[_-]?d)`): an alternation of the words themselves,
+    each tried in turn at each character of a text, took 4x the time."""
+    branches = [re.escape(char) + _trie_rest(child) for char, child in sorted(node.items()) if char]
+    return branches[0] if len(branches) == 1 else f"(?:{'|'.join(branches)})"
+
+
+def _trie_rest(node: dict[str, Any]) -> str:
+    if set(node) == {""}:
+        return ""  # a word ends here, and no other goes on
+    more = _NAME_GAP + _trie(node)
+    return f"(?:{more})?" if "" in node else more
+
+
+_DEFAULT_ASSIGNMENT: Final = _secret_assignment(DEFAULT_FIELD_NAMES)
+
 DEFAULT_PATTERNS: Final = (
     _pattern(
         "pem_private_key",
@@ -376,30 +444,18 @@ DEFAULT_PATTERNS: Final = (
         "cookie_header",
         # name=value...; a name holds no `:`, so the look for its `=` stops at
         # the next header instead of reading a run of them to its end.
-        r"(?i)\b(?:set-)?cookie\s*:\s*([^\s\"'=;:]+=[^\r\n\"']*)",
+        r"(?i)\b(?:set-)?cookie[\"']?\s*:\s*[\"']?([^\s\"'=;:]+=[^\r\n\"']*)",
         1,
         anchor=_either_case("cookie"),
         in_identifiers=False,
     ),
-    # The name is matched from its secret word on, never from where it starts:
-    # a prefix class before the word made each boundary of a long run of
-    # `a.a.a.` rescan the run (quadratic, seconds of CPU for 4 KiB). A quoted
-    # value is taken whole, spaces and all.
-    _pattern(
-        "secret_assignment",
-        r"(?i)(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|access[_-]?key"
-        r"|private[_-]?key|credentials?)[\"']?\s*[=:]\s*[\"']?"
-        r"((?<=\")[^\"]+|(?<=')[^']+|[^\s\"'&,;]{4,})",
-        1,
-        anchor="=|:",
-        in_identifiers=False,
-    ),
+    _DEFAULT_ASSIGNMENT,  # a redactor's own names replace the defaults (`Redactor`)
     # A name starts where a run of name characters does (the look-behind):
     # tried from each boundary inside a run, the run was scanned again each
     # time.
     _pattern(
         "high_entropy_assignment",
-        r"(?<![A-Za-z0-9_.-])[A-Za-z_-][A-Za-z0-9_.-]*+[\"']?\s*[=:]\s*[\"']?"
+        r"(?<![A-Za-z0-9_.-])[A-Za-z_-][A-Za-z0-9_.-]*+[\"']?\s*(?:=>?|:)\s*[\"']?"
         r"([A-Za-z0-9+_~-][A-Za-z0-9+/_.~-]{19,}={0,2})",
         1,
         _random_value,
@@ -471,6 +527,7 @@ class Redactor:
     _suffixes: tuple[str, ...] = field(init=False, repr=False)
     _whole_words: frozenset[str] = field(init=False, repr=False)
     _countable: tuple[str, ...] = field(init=False, repr=False)
+    _patterns: tuple[ValuePattern, ...] = field(init=False, repr=False)
     _any: _Prefilter = field(init=False, repr=False)
     _id_patterns: tuple[ValuePattern, ...] = field(init=False, repr=False)
     _any_in_id: _Prefilter = field(init=False, repr=False)
@@ -484,8 +541,16 @@ class Redactor:
         object.__setattr__(self, "_suffixes", tuple(suffixes))
         object.__setattr__(self, "_whole_words", frozenset(whole_words))
         object.__setattr__(self, "_countable", (*_COUNTABLE, *plurals))
-        object.__setattr__(self, "_any", _prefilter(self.patterns))
-        in_ids = tuple(pattern for pattern in self.patterns if pattern.in_identifiers)
+        # `secret_assignment` looks for this redactor's names (an operator's too).
+        assignment = _DEFAULT_ASSIGNMENT
+        if names != DEFAULT_FIELD_NAMES:
+            assignment = _secret_assignment(frozenset(names))
+        patterns = tuple(
+            assignment if pattern is _DEFAULT_ASSIGNMENT else pattern for pattern in self.patterns
+        )
+        object.__setattr__(self, "_patterns", patterns)
+        object.__setattr__(self, "_any", _prefilter(patterns))
+        in_ids = tuple(pattern for pattern in patterns if pattern.in_identifiers)
         object.__setattr__(self, "_id_patterns", in_ids)
         object.__setattr__(self, "_any_in_id", _prefilter(in_ids))
         object.__setattr__(self, "_verdicts", {})
@@ -564,8 +629,22 @@ class Redactor:
         if isinstance(value, list):
             if _is_pairs(value) and any(self.hides(name, item) for name, item in value):
                 return False
+            if any(self.follows_a_secret_flag(flag, item) for flag, item in pairwise(value)):
+                return False
             return all(self._clean(item) for item in value)
         return True
+
+    def follows_a_secret_flag(self, flag: Any, value: Any) -> bool:
+        """Whether `value` is a secret for following, in a list of arguments,
+        a long flag with a denied name: `["mysql", "--password", "hunter2"]`
+        (not a flag after it, nor a count: `--max-tokens 1000`; `--no-password`
+        says there is none)."""
+        if not (isinstance(flag, str) and flag.startswith("--") and isinstance(value, str)):
+            return False
+        if not value or value.startswith("-") or flag.startswith("--no-") or "=" in flag:
+            return False  # `--password=…` holds its value, the text rules find it
+        verdict = self._verdict(flag[2:])
+        return verdict.denied and not (verdict.counts and value.isdigit())
 
     def _clean_change(self, change: dict[str, Any]) -> bool:
         name = change.get("field")
@@ -592,7 +671,7 @@ class Redactor:
         run = _Run(self, hmac_key)
         result = dict(body)
         for clean, paths, patterns, ids in (
-            (text_clean, _FREE_TEXT, self.patterns, False),
+            (text_clean, _FREE_TEXT, self._patterns, False),
             (ids_clean, _IDENTIFIERS, self._id_patterns, True),
         ):
             for path in () if clean else paths:
@@ -766,7 +845,7 @@ class _Run:
         # matching there (an operator's `\d{6,}` in an HMAC's hex) would
         # rewrite what is no longer the caller's text.
         replaced: list[tuple[int, int]] = []
-        for pattern in self.redactor.patterns if patterns is None else patterns:
+        for pattern in self.redactor._patterns if patterns is None else patterns:
             if pattern.regex.search(result) is None:
                 continue
             edits: list[tuple[int, int, int]] = []
@@ -823,7 +902,14 @@ class _Run:
         if isinstance(value, list):
             if _is_pairs(value):
                 return [self.pair(item, (path, i)) for i, item in enumerate(value)]
-            return [self.value(item, (path, i)) for i, item in enumerate(value)]
+            items = []
+            for i, item in enumerate(value):
+                if i and self.redactor.follows_a_secret_flag(value[i - 1], item):
+                    self.hits.append(((path, i), ASSIGNMENT_RULE))
+                    items.append(self.replacement(item, ASSIGNMENT_RULE))
+                else:
+                    items.append(self.value(item, (path, i)))
+            return items
         return value
 
     def key(self, key: str, path: JsonPath, keys: _ObjectKeys) -> str:
