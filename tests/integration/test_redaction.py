@@ -85,6 +85,28 @@ def test_no_secret_of_the_corpus_is_stored_answered_queried_or_exported(
         assert f"[REDACTED:{rule}]" in queried
 
 
+def test_secrets_under_names_the_rules_read_otherwise_are_not_stored(
+    client: AuditClient, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """Stored in clear until helper-129's review: a change's field with a
+    quoted step, a key whose last word ends in an ending about the secret,
+    a numbered key, the argument after a secret's flag."""
+    carriers: dict[str, dict[str, Any]] = {
+        "Zq9-bearer-old": {
+            "changes": [
+                {"field": "headers['Authorization']", "before": "Zq9-bearer-old", "after": "x"}
+            ]
+        },
+        "AIzaSyA-android-key": {"details": {"API_KEY_ANDROID": "AIzaSyA-android-key"}},
+        "s3cr3t-two": {"details": {"GITHUB_TOKEN_2": "s3cr3t-two"}},
+        "hunter2argv": {"details": {"argv": ["mysql", "--password", "hunter2argv"]}},
+    }
+    for secret, fields in carriers.items():
+        event = client.record(build_event(action="secret.test", actor_id="u", **fields)).event
+        assert secret not in json.dumps(json_format.MessageToDict(event)), secret
+        assert _found_in_database(sql, tenant, secret) == 0, secret
+
+
 def test_denied_fields_and_api_key_actors(client: AuditClient) -> None:
     event = client.record(
         build_event(
