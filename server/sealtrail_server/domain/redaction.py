@@ -13,7 +13,7 @@ Three kinds of rule, each applied to the caller's part of the record:
   `details` and `changes`) is replaced where it stands, the surrounding text
   kept; the actor's and the resource's ids are searched for secrets of a
   known shape only (tokens, URL passwords, keys); other identifiers (action,
-  email, ip) are left as they are;
+  resource type, email, ip) are left as they are;
 - API-key actors: the id of an `api_key` actor keeps its last 4 characters.
 
 A replaced value becomes `[REDACTED:<rule>]`, or, in HMAC mode,
