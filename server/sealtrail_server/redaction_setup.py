@@ -31,7 +31,7 @@ def load_redactor(settings: Settings) -> Redactor | None:
     path = settings.redact_patterns_file
     if path is not None:
         try:
-            configured = json.loads(path.read_text())
+            configured = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise SystemExit(f"redaction patterns file {path}: {error}") from None
         if not isinstance(configured, dict):
