@@ -113,6 +113,31 @@ def test_an_event_a_little_late_is_judged_without_walking_every_time_kept(
     assert sum(searches.values()) <= 6
 
 
+def test_an_event_a_window_and_the_skew_before_the_rules_newest_is_passed_over() -> None:
+    """The cut-off is the rule's, not each group's: what a group kept from an
+    hour ago counted with its next late event when another group had been seen
+    at the present, though a window rebuilt from the log had dropped it."""
+    window = ThresholdWindow(2, timedelta(seconds=60))
+    assert window.observe("late", T0) is None
+    assert window.observe("current", T0 + timedelta(hours=1)) is None
+    assert window.observe("late", T0 + timedelta(seconds=1)) is None  # passed over
+    reach = timedelta(seconds=60 + 300)  # the window and the allowed clock skew
+    assert window.observe("x", T0 + timedelta(hours=1) - reach) is None
+    assert window.observe("x", T0 + timedelta(hours=1) - reach) == 2  # still counted
+
+
+def test_a_replayed_event_fired_where_the_log_says_it_did() -> None:
+    """A rebuilt window takes each decision from the log (an alert recorded
+    for the event or not), whatever the events it replays would decide."""
+    window = ThresholdWindow(3, timedelta(seconds=60))
+    for second in range(3):
+        window.replay("a", T0 + timedelta(seconds=second), fired=False)  # a count lowered since
+    assert window.observe("a", T0 + timedelta(seconds=3)) == 4
+    window.replay("b", T0, fired=True)  # its window held events before the replay's
+    assert [window.observe("b", T0 + timedelta(seconds=s)) for s in (1, 2, 59)] == [None] * 3
+    assert window.observe("b", T0 + timedelta(seconds=62)) == 3  # quiet for a window from it
+
+
 @given(
     st.lists(st.integers(min_value=0, max_value=300), min_size=1, max_size=40),
     st.integers(min_value=2, max_value=6),
@@ -143,17 +168,20 @@ def test_what_fires_is_what_a_look_at_every_window_holding_the_event_finds(
 
 
 def test_groups_no_window_can_reach_are_dropped() -> None:
-    """One group an address, as a rule grouped by IP meets them: those a
-    window behind the newest events go, but one quiet since it fired."""
+    """One group an address, as a rule grouped by IP meets them: those no
+    event still counted can reach go (an event is counted up to a window and
+    the five minutes of clock skew before the newest, with times a window
+    before it), but one quiet since it fired."""
     window = ThresholdWindow(2, timedelta(seconds=60))
     window.observe("fired", T0)
     assert window.observe("fired", T0 + timedelta(seconds=1)) == 2
     for n in range(3000):
         window.observe(f"10.0.{n // 256}.{n % 256}", T0 + timedelta(seconds=2))
-    for n in range(2000):  # a window and more later
-        window.observe(f"later-{n}", T0 + timedelta(seconds=120))
+    later = T0 + timedelta(seconds=2 + 60 + 300 + 60 + 1)  # out of reach of the 3,000
+    for n in range(2000):
+        window.observe(f"later-{n}", later)
     assert window.groups() <= 2000 + 1 + 1  # the later ones, "fired" perhaps, none of the 3,000
-    assert window.observe("fired", T0 + timedelta(seconds=121)) is None  # a new group: one event
+    assert window.observe("fired", later) is None  # a new group: one event
 
 
 def test_a_rule_keeps_at_most_its_bound_of_groups_the_least_recent_going_first() -> None:

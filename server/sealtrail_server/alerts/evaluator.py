@@ -12,8 +12,9 @@ instead of recording a second one. The alert then goes to the rule's sinks
 Threshold windows live in memory, but their state is the log's: whenever a
 process takes a threshold rule up (at its start, when a lease moves to it,
 when the rule's condition changes) it first replays the rule's matching
-events already evaluated, newest first, back to a window before the newest
-of them. A spike that straddles a restart still fires."""
+events already evaluated, back a few windows before the newest of them, with
+the decisions the log records. A spike that straddles a restart fires as it
+would have without it."""
 
 from __future__ import annotations
 
@@ -261,13 +262,28 @@ class Evaluator:
 
     async def _prime(self, tenant_id: str, rule: _Rule, cursor: int) -> None:
         """Replay into a threshold's window the matching events up to `cursor`
-        (since the rule's start), newest first, back to those received a window
-        (and the allowed clock skew) before the newest occurred: at most
-        _PRIME_EVENTS read. A group the replay finds reaching the count is
-        quiet only if an alert was recorded for that event."""
+        (since the rule's start), back to the first received four windows and
+        twice the allowed clock skew before the newest occurred: at most
+        _PRIME_EVENTS read. Each group fired where an alert was recorded for
+        the rule and that event, and nowhere else.
+
+        Why the window then judges every event to come as the one that
+        evaluated them all would: received in seq order, and occurring at most
+        the skew after its receipt, every event up to the first not replayed
+        occurred before B, that one's receipt and the skew; so did each one the
+        replay counts that the live window passed over (the newest the live
+        window had seen then was one of those). The two windows differ only in
+        times before B, and in quiet periods from firings whose windows held
+        such times (at events less than a window after B), which end before B
+        and three windows: at most the newest minus the window's reach (a window
+        and the skew). An event still to be counted occurs at or after that, so
+        no window holding it reaches a time before B, nor does such a quiet
+        period silence it. Any other firing leaves the same quiet period in
+        both, as the replay takes it from the log, not from its own count."""
         assert rule.window is not None
         condition = rule.condition
-        reach = timedelta(seconds=condition.window_seconds + MAX_FUTURE_SKEW_SECONDS)
+        window = timedelta(seconds=condition.window_seconds)
+        back = rule.window.reach + 3 * window + timedelta(seconds=MAX_FUTURE_SKEW_SECONDS)
         replayed: list[tuple[int, str, datetime]] = []
         newest: datetime | None = None
         before, read, done = cursor + 1, 0, False
@@ -281,17 +297,17 @@ class Evaluator:
             for event in page:
                 before = event.seq
                 record = json.loads(event.record)
-                occurred = datetime.fromisoformat(record["occurred_at"])
-                newest = occurred if newest is None else max(newest, occurred)
-                # Received in seq order: nothing earlier can share a window with these.
                 if event.seq <= rule.stored.start_seq or (
-                    datetime.fromisoformat(record["received_at"]) < newest - reach
+                    newest is not None
+                    and datetime.fromisoformat(record["received_at"]) < newest - back
                 ):
                     done = True
                     break
                 key = group_key(condition, record)
-                if record["action"] == ALERT_ACTION or key is None or occurred < newest - reach:
-                    continue  # not counted, or backdated out of every window here
+                if record["action"] == ALERT_ACTION or key is None:
+                    continue  # not counted
+                occurred = datetime.fromisoformat(record["occurred_at"])
+                newest = occurred if newest is None else max(newest, occurred)
                 replayed.append((event.seq, key, occurred))
         # Only a replayed event can have fired an alert that matters here, and
         # an alert comes after its trigger: a noisy rule's older alerts (one a
@@ -307,8 +323,7 @@ class Evaluator:
             else set()
         )
         for seq, key, occurred in reversed(replayed):  # in seq order, as they were evaluated
-            if rule.window.observe(key, occurred) is not None and seq not in fired:
-                rule.window.unfire(key)
+            rule.window.replay(key, occurred, fired=seq in fired)
         rule.primed = True
 
     async def _check(

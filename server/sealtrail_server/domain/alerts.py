@@ -17,6 +17,7 @@ from .errors import FieldViolation, InvalidArgument
 
 # Re-exported: reserved in domain/event.py; never evaluated itself (no alert on an alert).
 from .event import ALERT_ACTION as ALERT_ACTION
+from .event import MAX_FUTURE_SKEW_SECONDS
 from .filters import EventFilter
 
 # Files of the time zone database that are not zones: the host's own zone,
@@ -157,6 +158,8 @@ class _Group:
     quiet_until: datetime | None = None
 
 
+# An event may occur this long after it is received (domain/event.py).
+_SKEW: Final = timedelta(seconds=MAX_FUTURE_SKEW_SECONDS)
 # Observations between two sweeps of the groups no window can reach any more.
 _SWEEP_EVERY: Final = 1024
 # Groups a threshold rule keeps at most. Sweeps bound them by a window's worth
@@ -173,9 +176,16 @@ class ThresholdWindow:
     """One threshold rule's sliding windows, by group, in memory. `observe`
     says whether an event makes its group reach the count within a window
     that holds it; a group that fired is quiet until a window has passed
-    since. Memory stays bounded: a group keeps its newest `count` times, and
-    groups no window of the newest events can reach are dropped now and then
-    (a rule grouped by IP meets every address of a credential-stuffing run)."""
+    since. An event that occurred more than a window and the allowed clock
+    skew (its `reach`) before the newest the rule has seen is passed over.
+    Memory stays bounded: a group keeps its newest `count` times, and groups
+    no event still to be counted can reach are dropped now and then (a rule
+    grouped by IP meets every address of a credential-stuffing run).
+
+    The cut-off is the rule's, not each group's, so that what an event still
+    to come is judged by lies a few windows back from the newest event, and a
+    window rebuilt from the log's recent events (`replay`) judges it as the
+    window that saw them all (docs/alerting.md, the rebuild's bound)."""
 
     count: int
     window: timedelta
@@ -183,11 +193,29 @@ class ThresholdWindow:
     _newest: datetime | None = None
     _observed: int = 0
 
+    @property
+    def reach(self) -> timedelta:
+        """How far before the newest event seen an event is still counted."""
+        return self.window + _SKEW
+
     def observe(self, key: str, occurred_at: datetime) -> int | None:
         """The number of events in the window when this one fires; else None.
         An event that arrives late (backdated) counts with the events kept
         that share a window with it, not with later ones a window apart."""
+        return self._take(key, occurred_at, None)
+
+    def replay(self, key: str, occurred_at: datetime, *, fired: bool) -> None:
+        """Takes an event evaluated before, as `observe` took it, but whether
+        its group fired there is given (an alert was recorded for it or not),
+        not decided again: from the log's events within its bound, a window
+        so rebuilt stands as the one that evaluated them all."""
+        self._take(key, occurred_at, fired)
+
+    def _take(self, key: str, occurred_at: datetime, fired: bool | None) -> int | None:
         self._sweep(occurred_at)
+        assert self._newest is not None
+        if occurred_at < self._newest - self.reach:
+            return None  # backdated out of every window still to be judged
         # Moved to the end on every event: the dict is least recently seen first.
         group = self._groups.pop(key, None)
         if group is None:
@@ -198,12 +226,16 @@ class ThresholdWindow:
         times = group.times
         bisect.insort(times, occurred_at)
         del times[: bisect.bisect_left(times, times[-1] - self.window)]
-        quiet = group.quiet_until is not None and occurred_at < group.quiet_until
-        within, newest = (
-            (0, occurred_at) if quiet else self._most_in_a_window_with(times, occurred_at)
-        )
+        if fired is None:  # decided now
+            quiet = group.quiet_until is not None and occurred_at < group.quiet_until
+            within, newest = (
+                (0, occurred_at) if quiet else self._most_in_a_window_with(times, occurred_at)
+            )
+            fired = within >= self.count
+        elif fired:  # as decided when it was evaluated, quiet from the same window
+            within, newest = self._most_in_a_window_with(times, occurred_at)
         del times[: -self.count]  # the newest `count` are all a decision needs
-        if within < self.count:
+        if not fired:
             return None
         # Quiet for a window from the newest event counted: from a late
         # trigger's own time, the rest of its burst fired again (helper-122).
@@ -238,19 +270,20 @@ class ThresholdWindow:
         return best, newest
 
     def _sweep(self, occurred_at: datetime) -> None:
-        """Now and then, drops the groups that no window of the newest events
-        can reach and that are not quiet."""
+        """Now and then, drops the groups that no event still to be counted
+        can reach: every time kept a window before the oldest such event can
+        occur, and quiet, if at all, only before it."""
         if self._newest is None or occurred_at > self._newest:
             self._newest = occurred_at
         self._observed += 1
         if self._observed % _SWEEP_EVERY:
             return
-        horizon = self._newest - self.window
+        oldest_counted = self._newest - self.reach
         self._groups = {
             key: group
             for key, group in self._groups.items()
-            if group.times[-1] >= horizon
-            or (group.quiet_until is not None and group.quiet_until > self._newest)
+            if group.times[-1] >= oldest_counted - self.window
+            or (group.quiet_until is not None and group.quiet_until > oldest_counted)
         }
 
     def _evict_one(self) -> None:
@@ -268,12 +301,6 @@ class ThresholdWindow:
     def groups(self) -> int:
         """How many groups are kept."""
         return len(self._groups)
-
-    def unfire(self, key: str) -> None:
-        """Forget that `key`'s group just fired: a replay reached the count
-        where no alert was recorded (the rule was another then), so the next
-        event may fire."""
-        self._groups[key].quiet_until = None
 
 
 def outside_working_hours(condition: Condition, occurred_at: datetime) -> bool:
