@@ -216,6 +216,24 @@ def test_a_flood_of_one_event_groups_does_not_push_out_the_one_it_hides() -> Non
     assert window.observe("fired", T0 + timedelta(seconds=5)) is None  # still quiet
 
 
+def test_a_group_that_fired_stays_quiet_though_every_group_kept_is_quiet() -> None:
+    """At the bound, with every group sampled quiet, eviction took a quiet
+    one: its group fired again within its quiet window (helper-130)."""
+    window = ThresholdWindow(2, timedelta(hours=1))
+    moment = T0
+
+    def observe(key: str) -> int | None:
+        nonlocal moment
+        moment += timedelta(milliseconds=1)
+        return window.observe(key, moment)
+
+    for n in range(MAX_GROUPS):
+        assert [observe(f"10.0.{n // 256}.{n % 256}") for _ in range(2)] == [None, 2]
+    assert observe("192.0.2.1") is None  # one group more: one goes
+    assert window.groups() == MAX_GROUPS
+    assert [observe("10.0.0.0") for _ in range(2)] == [None, None]  # the first, still quiet
+
+
 def test_a_rule_grouped_by_ip_counts_an_ipv6_slash_64_as_one() -> None:
     """Each attempt from a new address of the same /64 was a group of its own:
     the count was never reached."""

@@ -155,7 +155,6 @@ def network_of(ip: str) -> str:
 @dataclass(slots=True)
 class _Group:
     times: list[datetime] = field(default_factory=list)  # sorted occurred_at
-    quiet_until: datetime | None = None
 
 
 # An event may occur this long after it is received (domain/event.py).
@@ -165,8 +164,10 @@ _SWEEP_EVERY: Final = 1024
 # Groups a threshold rule keeps at most. Sweeps bound them by a window's worth
 # of distinct keys, which for a rule grouped by IP with a window of days is
 # unbounded: an address a request. Past it, of the least recently seen (this
-# many of them), the group with the fewest events goes, and never one that
-# fired: a flood of one-event keys cannot push out the group it hides.
+# many of them), the group with the fewest events goes: a flood of one-event
+# keys cannot push out the group it hides. A group that fired keeps its quiet
+# period apart, where eviction never reaches: evicted, it fired again within
+# it (helper-130).
 MAX_GROUPS: Final = 10_000
 _EVICTION_SAMPLE: Final = 64
 
@@ -190,6 +191,9 @@ class ThresholdWindow:
     count: int
     window: timedelta
     _groups: dict[str, _Group] = field(default_factory=dict)
+    # Until when each group that fired is quiet; kept until no event still to
+    # be counted can fall in it, so at most one a group that fired lately.
+    _quiet: dict[str, datetime] = field(default_factory=dict)
     _newest: datetime | None = None
     _observed: int = 0
 
@@ -227,7 +231,7 @@ class ThresholdWindow:
         bisect.insort(times, occurred_at)
         del times[: bisect.bisect_left(times, times[-1] - self.window)]
         if fired is None:  # decided now
-            quiet = group.quiet_until is not None and occurred_at < group.quiet_until
+            quiet = key in self._quiet and occurred_at < self._quiet[key]
             within, newest = (
                 (0, occurred_at) if quiet else self._most_in_a_window_with(times, occurred_at)
             )
@@ -239,7 +243,7 @@ class ThresholdWindow:
             return None
         # Quiet for a window from the newest event counted: from a late
         # trigger's own time, the rest of its burst fired again (helper-122).
-        group.quiet_until = newest + self.window
+        self._quiet[key] = newest + self.window
         return within
 
     def _most_in_a_window_with(
@@ -271,8 +275,8 @@ class ThresholdWindow:
 
     def _sweep(self, occurred_at: datetime) -> None:
         """Now and then, drops the groups that no event still to be counted
-        can reach: every time kept a window before the oldest such event can
-        occur, and quiet, if at all, only before it."""
+        can reach (every time kept a window before the oldest such event can
+        occur), and the quiet periods that end before it."""
         if self._newest is None or occurred_at > self._newest:
             self._newest = occurred_at
         self._observed += 1
@@ -283,19 +287,12 @@ class ThresholdWindow:
             key: group
             for key, group in self._groups.items()
             if group.times[-1] >= oldest_counted - self.window
-            or (group.quiet_until is not None and group.quiet_until > oldest_counted)
         }
+        self._quiet = {key: until for key, until in self._quiet.items() if until > oldest_counted}
 
     def _evict_one(self) -> None:
-        sample = list(itertools.islice(self._groups.items(), _EVICTION_SAMPLE))
-        newest = self._newest
-
-        def quiet(group: _Group) -> bool:
-            until = group.quiet_until
-            return until is not None and newest is not None and until > newest
-
-        loud = [item for item in sample if not quiet(item[1])]
-        key, _ = min(loud or sample, key=lambda item: len(item[1].times))
+        sample = itertools.islice(self._groups.items(), _EVICTION_SAMPLE)
+        key, _ = min(sample, key=lambda item: len(item[1].times))
         del self._groups[key]
 
     def groups(self) -> int:
