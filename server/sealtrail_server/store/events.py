@@ -118,11 +118,16 @@ async def query_events(
     order: Order,
     after_seq: int | None,
     limit: int,
+    seq_above: int | None = None,
+    received_from: datetime | None = None,
 ) -> list[StoredEvent]:
-    """Up to `limit` matching events' records, strictly past `after_seq` in `order`."""
+    """Up to `limit` matching events' records, strictly past `after_seq` in
+    `order`; only those after `seq_above` and received from `received_from`,
+    if given (bounds of a newest-first read that an index scan stops at)."""
     query, params = query_statement(
-        tenant_id, event_filter, order, after_seq, limit, columns=_RECORD_COLUMNS
-    )
+        tenant_id, event_filter, order, after_seq, limit, columns=_RECORD_COLUMNS,
+        seq_above=seq_above, received_from=received_from,
+    )  # fmt: skip
     async with db.connection(tenant_id) as conn:
         cursor = await conn.execute(query, params)
         rows = await cursor.fetchall()
@@ -174,12 +179,20 @@ def query_statement(
     limit: int,
     *,
     columns: sql.Composable = _SHOWN_COLUMNS,
+    seq_above: int | None = None,
+    received_from: datetime | None = None,
 ) -> tuple[sql.Composed, list[Any]]:
     """The SQL of one Query page and its parameters (the bench runs it directly too)."""
     conditions, params = filter_conditions(tenant_id, event_filter)
     if after_seq is not None:
         conditions.append(sql.SQL("seq < %s" if order == "newest" else "seq > %s"))
         params.append(after_seq)
+    if seq_above is not None:
+        conditions.append(sql.SQL("seq > %s"))
+        params.append(seq_above)
+    if received_from is not None:
+        conditions.append(sql.SQL("received_at >= %s"))
+        params.append(received_from)
     query = sql.SQL(
         "SELECT {columns} FROM events WHERE {conditions} ORDER BY seq {direction} LIMIT %s"
     ).format(
