@@ -1216,6 +1216,51 @@ def test_a_windows_rebuild_reads_no_event_before_the_rules_start(
     client.close()
 
 
+@pytest.mark.parametrize("earlier", [False, True], ids=["alone", "beside-an-earlier-rule"])
+def test_a_rule_created_after_a_pause_watches_at_once_not_after_the_backlog(
+    unevaluated: ServerThread, tenant: str, earlier: bool
+) -> None:
+    """A tenant is claimed only while it has an enabled rule, so its cursor
+    stood still while it had none; a rule created then waited while the
+    evaluator read the backlog, 1,000 events a step (50,000 events: 51
+    steps, helper-130). Beside a rule that started before the backlog, the
+    backlog is read: that rule watches it."""
+    server, client = unevaluated, AuditClient(unevaluated.target, token=unevaluated.token(tenant))
+    first = client.create_alert_rule(
+        build_alert_rule("revoked", "match", filter=build_filter(actions="api_key.revoke"))
+    ).rule
+    with _appender_of(server) as appender:
+        evaluator = Evaluator(server.database, appender)
+        try:
+            assert tenant in server.run(evaluator._claim())
+            server.run(evaluator._step(tenant))
+            if not earlier:
+                client.delete_alert_rule(first.id)
+            noise = [build_event(action="noise.event", actor_id="n")] * 1000
+            client.record_batch(noise)
+            revoked = client.record(action="api_key.revoke", actor_id="u").event.seq
+            client.record_batch(noise)
+            rule = client.create_alert_rule(
+                build_alert_rule("keys", "match", filter=build_filter(actions="api_key.create"))
+            ).rule
+            created = client.record(action="api_key.create", actor_id="u").event.seq
+            assert tenant in server.run(evaluator._claim())
+            steps = 0
+            while not fired_by(client, rule.id):
+                server.run(evaluator._step(tenant))
+                steps += 1
+                assert steps <= 3
+        finally:
+            server.run(evaluator._release())
+    assert [alert["trigger_seq"] for alert in fired_by(client, rule.id)] == [created]
+    if earlier:
+        assert [alert["trigger_seq"] for alert in fired_by(client, first.id)] == [revoked]
+        assert steps == 3  # 2,003 events, 1,000 a step
+    else:
+        assert steps == 1
+    client.close()
+
+
 def test_leases_are_given_up_at_once_but_one_an_erasure_holds(
     unevaluated: ServerThread, own_sql: psycopg.Connection[Any], tenant: str
 ) -> None:
