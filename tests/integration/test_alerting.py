@@ -166,6 +166,12 @@ def test_a_threshold_fires_once_per_window_per_group_and_not_below_it(
     [fired] = fired_by(client, rule.id)
     assert fired["count"] == 5 and fired["group"] == {"ip": "203.0.113.1"}
     assert fired["window_seconds"] == 60
+    # A lower bound, told as one: a group keeps its newest `count` times only,
+    # so the count said 6 of a burst of 601 (helper-130).
+    [alert] = [event for event in alerts(client) if event.resource.id == rule.id]
+    assert alert.description == (
+        "Alert 'failed logins': at least 5 events within 60 s for ip 203.0.113.1"
+    )
 
 
 def test_new_ip_fires_for_a_known_actor_at_a_new_address_only(

@@ -362,7 +362,8 @@ class Evaluator:
             if condition.group_by != "none":
                 details["group"] = {condition.group_by: key}
             grouped = f" for {condition.group_by} {key}" if condition.group_by != "none" else ""
-            reason = f"{counted} events within {condition.window_seconds} s{grouped}"
+            # At least: a group keeps only its newest `count` times (docs/alerting.md).
+            reason = f"at least {counted} events within {condition.window_seconds} s{grouped}"
         elif condition.kind in NEW_ORIGIN_KINDS:
             origin = origin_of(condition.kind, record)
             if origin is None:

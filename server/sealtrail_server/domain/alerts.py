@@ -203,7 +203,8 @@ class ThresholdWindow:
         return self.window + _SKEW
 
     def observe(self, key: str, occurred_at: datetime) -> int | None:
-        """The number of events in the window when this one fires; else None.
+        """The number of events in the window when this one fires, of those
+        kept (the count, or one more: a lower bound of the burst); else None.
         An event that arrives late (backdated) counts with the events kept
         that share a window with it, not with later ones a window apart."""
         return self._take(key, occurred_at, None)
