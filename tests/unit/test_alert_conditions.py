@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import tracemalloc
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -165,6 +166,21 @@ def test_what_fires_is_what_a_look_at_every_window_holding_the_event_finds(
             quiet_until = most[-1] + span
         assert window.observe("a", moment) == expected
         kept = kept[-count:]
+
+
+def test_a_time_kept_takes_8_bytes() -> None:
+    """A group keeps up to `count` times (100,000 at most), a rule up to
+    10,000 groups: as datetimes in a list, 57 bytes each (helper-130)."""
+    window = ThresholdWindow(100_000, timedelta(days=1))
+    events = 20_000
+    tracemalloc.start()
+    try:
+        for n in range(events):
+            window.observe("a", T0 + timedelta(seconds=n))
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < events * 10
 
 
 def test_groups_no_window_can_reach_are_dropped() -> None:
