@@ -179,12 +179,13 @@ class Evaluator:
             # recorded while that call ran may be passed over.)
             head = await tree_size(conn, tenant_id)
             stored_rules = await store.enabled_rules(conn, tenant_id)
-            # No enabled rule watches an event before every one's start. The
-            # cursor stands still while a tenant has none (it is claimed only
-            # while it has one): a rule created or enabled then waited while
-            # the backlog was read a batch a step (helper-130). It moves past
-            # at once; a rule that started before keeps it where it is. (One
-            # created or enabled since this read starts after all of these.)
+            # No enabled rule watches the events up to the earliest start of
+            # them all. The cursor stands still while a tenant has no enabled
+            # rule (it is claimed only while it has one): a rule created or
+            # enabled then waited while the backlog was read a batch a step
+            # (helper-130). It moves past them at once; a rule that started
+            # before keeps it where it is. (One created or enabled since this
+            # read starts after all of these.)
             watched_from = min((rule.start_seq for rule in stored_rules), default=cursor + 1)
             if watched_from - 1 > cursor:
                 if not await store.advance(
