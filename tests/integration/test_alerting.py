@@ -32,10 +32,11 @@ from sealtrail_server.alerts import evaluator as evaluator_module
 from sealtrail_server.alerts.evaluator import Evaluator
 from sealtrail_server.domain.alerts import network_of
 from sealtrail_server.domain.errors import Unavailable
+from sealtrail_server.domain.event import MAX_RECORD_BYTES
 from sealtrail_server.store import alerts as alert_store
 from sealtrail_server.store import migrations
 from sealtrail_server.store.appender import Appender
-from sealtrail_server.store.events import query_events, query_statement
+from sealtrail_server.store.events import PAGE_BYTES, query_events, query_statement
 from tests.clock import Clock
 from tests.conftest import ServerThread, database_of_its_own
 from tests.http_endpoint import Endpoint, Reply, endpoint
@@ -1208,6 +1209,8 @@ def test_a_windows_rebuild_reads_no_event_before_the_rules_start(
         finally:
             server.run(evaluator._release())
     [read] = reads
+    # A first page of records of the largest size fits in a page's bytes.
+    assert read["limit"] * MAX_RECORD_BYTES <= PAGE_BYTES
     sql.execute("SET enable_seqscan = off")  # as on a table of millions of rows
     statement, params = query_statement(**read)
     plan = [

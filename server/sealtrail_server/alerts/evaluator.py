@@ -44,6 +44,7 @@ from ..domain.alerts import (
 from ..domain.errors import AlreadyExists, SealtrailError
 from ..domain.event import (
     MAX_FUTURE_SKEW_SECONDS,
+    MAX_RECORD_BYTES,
     SEVERITIES,
     EventDraft,
     plain_values,
@@ -56,7 +57,7 @@ from ..store import alerts as store
 from ..store.appender import Appender, stored_under_key
 from ..store.changes import share_erasure_at_once
 from ..store.database import Database
-from ..store.events import StoredEvent, query_events, stream_events
+from ..store.events import PAGE_BYTES, StoredEvent, page_rows, query_events, stream_events
 from ..store.tree import tree_size
 from .routing import route_alert
 
@@ -303,6 +304,9 @@ class Evaluator:
         replayed: list[tuple[int, str, datetime]] = []
         newest: datetime | None = None
         before, read, done = cursor + 1, 0, False
+        # Pages sized by their records, as stream_events sizes its own: 1,000
+        # records of 64 KiB were 64 MiB in one page.
+        limit = page_rows(_PRIME_PAGE, PAGE_BYTES, rows=1, size=MAX_RECORD_BYTES)
         while not done and read < _PRIME_EVENTS:
             # Bounded in SQL: by the rule's start, where the index scan stops
             # (it went on to the tenant's first event: 20,000 read to return
@@ -310,11 +314,14 @@ class Evaluator:
             # months received before are not read).
             page = await query_events(
                 self._db, tenant_id=tenant_id, event_filter=condition.filter, order="newest",
-                after_seq=before, limit=_PRIME_PAGE, seq_above=rule.stored.start_seq,
+                after_seq=before, limit=limit, seq_above=rule.stored.start_seq,
                 received_from=None if newest is None else newest - back,
             )  # fmt: skip
             read += len(page)
-            done = len(page) < _PRIME_PAGE
+            done = len(page) < limit
+            if page:
+                size = sum(len(event.record) for event in page)
+                limit = page_rows(_PRIME_PAGE, PAGE_BYTES, rows=len(page), size=size)
             for event in page:
                 before = event.seq
                 record = json.loads(event.record)
