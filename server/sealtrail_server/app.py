@@ -26,6 +26,7 @@ from sealtrail.v1 import audit_service_pb2
 
 from . import __version__
 from .alerts.evaluator import Evaluator
+from .api.audited import FilterDetails
 from .api.convert import server_view
 from .api.guard import GuardInterceptor
 from .api.registration import add_audit_log_service
@@ -228,9 +229,12 @@ class Service:
         )
         self._hub.watch(self.forwarder.wake)
         self.forwarder.start()
+        settings_cache = SettingsCache(db, ttl=settings.settings_cache_seconds)
+        names = FilterDetails(redactor, settings_cache, redaction_secret=redaction_secret)
         self.evaluator = Evaluator(
             db,
             self._appender,
+            shown_name=names.text,
             poll_interval=settings.forward_poll_interval,
             lease_seconds=settings.forward_lease_seconds,
             max_tenants=settings.alert_max_tenants,
@@ -268,7 +272,7 @@ class Service:
                 export_limit=settings.export_rate_limit,
                 export_window=settings.export_rate_window,
                 key_read_window=timedelta(seconds=settings.key_read_window),
-                settings_cache=SettingsCache(db, ttl=settings.settings_cache_seconds),
+                settings_cache=settings_cache,
                 redactor=redactor,
                 redaction_secret=redaction_secret,
                 authenticator=authenticator,

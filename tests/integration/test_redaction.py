@@ -6,6 +6,7 @@ each change is recorded."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -236,10 +237,16 @@ def test_a_secret_in_a_name_or_a_reason_is_not_committed_in_clear(
     ).sink
     sink.name = f"siem {rotated}"
     admin.update_sink(sink, fields=["name"])
+    admin.replay_sink(sink.id, seq_range=(1, 1))  # sink.replay_requested names the sink
     admin.delete_sink(sink.id)
     rule = admin.create_alert_rule(
         build_alert_rule(f"watch {leaked}", "match", filter=build_filter(actions="x.y"))
     ).rule
+    admin.record(action="x.y", actor_id="u")  # its alert names the rule
+    deadline = time.monotonic() + 20
+    while not list(admin.query(build_filter(actions="security.alert"))):
+        assert time.monotonic() < deadline, "the rule did not fire"
+        time.sleep(0.05)
     rule.name = f"watch {rotated}"
     admin.update_alert_rule(rule, fields=["name"])
     admin.delete_alert_rule(rule.id)

@@ -494,6 +494,7 @@ class ForwardingRpcs:
                 ]
             if replay.dead_letter_id is not None:
                 details["dead_letter_id"] = replay.dead_letter_id
+            name = await self._filter_details.text(tenant_id, stored.definition.name)
             event_id = (
                 await record_access(
                     self._appender,
@@ -504,8 +505,7 @@ class ForwardingRpcs:
                     resource_type="sink",
                     resource_id=sink_id,
                     description=(
-                        f"Replay of seq {replay.first_seq}-{replay.last_seq}"
-                        f" to sink {stored.definition.name!r}"
+                        f"Replay of seq {replay.first_seq}-{replay.last_seq} to sink {name!r}"
                     ),
                     details=details,
                 )
