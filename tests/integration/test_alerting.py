@@ -442,6 +442,61 @@ def test_an_alert_left_to_a_sinks_filter_arrives_though_the_filter_narrows_befor
             client.delete_sink(sink.id)
 
 
+@pytest.mark.parametrize(
+    ("filters", "delete_rule", "replays"),
+    [
+        (["security.*", "document.*"], False, 1),  # narrowed: queued
+        (["security.*", "document.*"], True, 1),  # so too once the rule is gone
+        (["document.*", "security.*"], False, 0),  # widened: the forwarder's alone
+        (["document.*", "security.*", "document.*"], False, 1),  # and back: once
+        (["security.*", "document.*", "security.*"], False, 0),
+    ],
+    ids=["narrowed", "narrowed-rule-deleted", "widened", "widened-and-back", "narrowed-and-back"],
+)
+def test_a_sinks_filter_changes_before_its_alert_is_sent_route_it_once(
+    client: AuditClient,
+    rules: Any,
+    marked: None,
+    sql: psycopg.Connection[Any],
+    filters: list[str],
+    delete_rule: bool,
+    replays: int,
+) -> None:
+    """Whatever the filter was, and however often it changed before the
+    forwarder reached an alert routed to the sink, the alert goes once: by
+    the forwarder if the filter now takes it, else by one replay (helper-133:
+    changes back and forth queued it twice, or left it to both roads)."""
+    sink = client.create_sink(
+        build_sink("security", "webhook", url="http://127.0.0.1:9/hook",
+                   secrets=["whsec_" + "A" * 44], filter=build_filter(actions=filters[0]),
+                   paused=True)
+    ).sink  # fmt: skip
+    try:
+        rule = rules(
+            build_alert_rule(
+                "role change",
+                "match",
+                filter=build_filter(actions="member.role_changed"),
+                sink_ids=[sink.id],
+            )
+        )
+        client.record(action="member.role_changed", actor_id="admin", resource_id="bob")
+        settle(client)
+        [alert] = [a for a in alerts(client) if a.resource.id == rule.id]
+        if delete_rule:
+            client.delete_alert_rule(rule.id)
+        for actions in filters[1:]:
+            changed = forwarding_pb2.Sink(id=sink.id, filter=build_filter(actions=actions))
+            client.update_sink(changed, fields=["filter"])
+        [(queued,)] = sql.execute(
+            "SELECT count(*) FROM sink_replays WHERE sink_id = %s AND first_seq = %s",
+            [sink.id, alert.seq],
+        ).fetchall()
+        assert queued == replays
+    finally:
+        client.delete_sink(sink.id)
+
+
 def test_a_refused_alert_is_parked_and_replayed_whatever_the_sinks_filter(
     client: AuditClient, rules: Any
 ) -> None:

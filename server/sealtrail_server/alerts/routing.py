@@ -3,11 +3,13 @@ filter takes the alert gets it from its forwarder, in seq order with the
 rest; any other gets it as a one-event replay that bypasses its filter. The
 alert's record names the sinks it was routed to (`details.sink_ids`).
 
-A sink's filter narrowed before its forwarder reached an alert the old filter
-took would leave that alert on neither road: the change queues it as a
-replay (`keep_alerts_routed`). Sink rows are read FOR SHARE when an alert is
-routed, so a routing and a filter change are one before the other: the
-change sees the routing's decision, or the routing sees the new filter."""
+A sink's filter changed before its forwarder reached an alert would leave
+that alert on neither road (the old filter took it, the new does not) or on
+both (the other way round): the change routes the alerts ahead of the
+sink's cursor again by the new filter (`reroute_alerts`). Sink rows are read
+FOR SHARE when an alert is routed, so a routing and a filter change are one
+before the other: the change sees the routing's decision, or the routing
+sees the new filter."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from ..api.convert import filter_from_json
 from ..domain.filters import EventFilter, RecordMatcher
 from ..store import alerts as store
 from ..store.database import Connection
-from ..store.events import event_matches
+from ..store.events import event_matches, matching_seqs
 from ..store.sinks import read_sink_filter
 
 
@@ -48,26 +50,32 @@ async def route_alert(
     return queued
 
 
-async def keep_alerts_routed(
-    conn: Connection,
-    tenant_id: str,
-    sink_id: str,
-    *,
-    before: EventFilter,
-    after: EventFilter,
-    now: datetime,
+async def reroute_alerts(
+    conn: Connection, tenant_id: str, sink_id: str, *, now_filter: EventFilter, now: datetime
 ) -> int:
-    """In the transaction that changed the sink's filter from `before` to
-    `after` (its row locked): queues each alert routed to the sink that its
-    forwarder has yet to reach, that `before` took (so was left to the
-    forwarder) and `after` does not. How many were queued."""
+    """In the transaction that changed the sink's filter to `now_filter` (its
+    row locked): each alert routed to the sink that its forwarder has yet to
+    reach goes by the forwarder if the new filter takes it (a replay of it
+    still to send is dropped), else by a replay of its own (queued unless one
+    waits). Whatever the filters were before, and however often they
+    changed, each such alert is then sent once. How many were queued."""
+    alerts = await store.alerts_routed_ahead_of(conn, tenant_id, sink_id)
+    if not alerts:
+        return 0
+    seqs = [int(alert["seq"]) for alert in alerts]
+    matcher = RecordMatcher(now_filter)
+    if matcher.exact:
+        taken = {int(alert["seq"]) for alert in alerts if matcher.matches(alert)}
+    else:  # full-text search is the database's
+        taken = await matching_seqs(conn, tenant_id, seqs, now_filter)
+    waiting = await store.queued_alone(conn, tenant_id, sink_id, seqs)
+    if sent_twice := sorted(waiting & taken):
+        await store.unqueue(conn, tenant_id, sink_id, sent_twice)
     queued = 0
-    for alert in await store.alerts_routed_ahead_of(conn, tenant_id, sink_id):
-        if await filter_takes(conn, tenant_id, before, alert) and not await filter_takes(
-            conn, tenant_id, after, alert
-        ):
+    for seq in seqs:
+        if seq not in taken and seq not in waiting:
             queued += await store.deliver_to_sink(
-                conn, tenant_id, sink_id, str(uuid.uuid4()), int(alert["seq"]), now=now
+                conn, tenant_id, sink_id, str(uuid.uuid4()), seq, now=now
             )
     return queued
 

@@ -18,7 +18,7 @@ from google.protobuf import json_format
 from sealtrail.v1 import event_pb2
 from sealtrail.v1 import forwarding_pb2 as pb
 
-from ..alerts.routing import keep_alerts_routed
+from ..alerts.routing import reroute_alerts
 from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from ..domain.etags import require_etag
 from ..domain.event import ChangeDraft, checked_timestamp, parse_uuid
@@ -376,12 +376,11 @@ class ForwardingRpcs:
                 keep_destination=keep_destination,
             )
             if definition.filter != before.definition.filter:
-                await keep_alerts_routed(
+                await reroute_alerts(
                     conn,
                     tenant_id,
                     sink_id,
-                    before=filter_from_json(before.definition.filter),
-                    after=filter_from_json(definition.filter),
+                    now_filter=filter_from_json(definition.filter),
                     now=self._clock(),
                 )
             after = await self._stored_sink(conn, tenant_id, sink_id, "sink.id")

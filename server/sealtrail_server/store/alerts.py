@@ -269,24 +269,46 @@ async def alerts_routed_ahead_of(
     conn: Connection, tenant_id: str, sink_id: str
 ) -> list[dict[str, Any]]:
     """The records of the alerts after the sink's cursor that were routed to
-    it: counted by their rule (the routing decided, in the same transaction)
-    and naming the sink in `details.sink_ids` (or, recorded before alerts
-    named their sinks, by their rule's sinks as they are now). Oldest first."""
+    it, oldest first: naming the sink in `details.sink_ids` (or, recorded
+    before alerts named their sinks, in their rule's sinks as they are now),
+    and whose routing was decided: counted by their rule (in the transaction
+    that routes them), or of a rule deleted since (whose routing, if it had
+    not been, never will be)."""
     cursor = await conn.execute(
-        "SELECT e.record, r.sink_ids FROM sinks s"
-        " JOIN events e ON e.tenant_id = s.tenant_id AND e.action = %s AND e.seq > s.cursor_seq"
-        " JOIN alert_rules r ON r.tenant_id = e.tenant_id"
+        "SELECT e.record FROM sinks s"
+        " JOIN events e ON e.tenant_id = s.tenant_id AND e.action = %(action)s"
+        " AND e.seq > s.cursor_seq"
+        " LEFT JOIN alert_rules r ON r.tenant_id = e.tenant_id"
         " AND r.id::text = (e.record::jsonb) -> 'details' ->> 'rule_id'"
-        " AND r.counted_alert_seq >= e.seq"
-        " WHERE s.tenant_id = %s AND s.id = %s ORDER BY e.seq",
-        [ALERT_ACTION, tenant_id, sink_id],
+        " WHERE s.tenant_id = %(tenant)s AND s.id = %(sink)s"
+        " AND (r.id IS NULL OR r.counted_alert_seq >= e.seq)"
+        " AND coalesce((e.record::jsonb) -> 'details' -> 'sink_ids', r.sink_ids) ? s.id::text"
+        " ORDER BY e.seq",
+        {"action": ALERT_ACTION, "tenant": tenant_id, "sink": sink_id},
     )
-    routed = []
-    for record, rule_sinks in await cursor.fetchall():
-        alert = json.loads(record)
-        if sink_id in alert["details"].get("sink_ids", rule_sinks):
-            routed.append(alert)
-    return routed
+    return [json.loads(record) for (record,) in await cursor.fetchall()]
+
+
+async def queued_alone(conn: Connection, tenant_id: str, sink_id: str, seqs: list[int]) -> set[int]:
+    """Which of `seqs` wait for the sink in a replay of their own that
+    bypasses its filter and has sent nothing yet (`deliver_to_sink`'s)."""
+    cursor = await conn.execute(
+        "SELECT first_seq FROM sink_replays WHERE tenant_id = %s AND sink_id = %s"
+        " AND first_seq = ANY(%s) AND last_seq = first_seq AND cursor_seq = first_seq - 1"
+        " AND bypass_filter AND dead_letter_id IS NULL",
+        [tenant_id, sink_id, seqs],
+    )
+    return {seq for (seq,) in await cursor.fetchall()}
+
+
+async def unqueue(conn: Connection, tenant_id: str, sink_id: str, seqs: list[int]) -> None:
+    """Drops what `queued_alone` found of `seqs`."""
+    await conn.execute(
+        "DELETE FROM sink_replays WHERE tenant_id = %s AND sink_id = %s"
+        " AND first_seq = ANY(%s) AND last_seq = first_seq AND cursor_seq = first_seq - 1"
+        " AND bypass_filter AND dead_letter_id IS NULL",
+        [tenant_id, sink_id, seqs],
+    )
 
 
 # Where each new-origin kind keeps what it learned: (table, column).
