@@ -62,8 +62,8 @@ def test_a_database_that_never_answers_is_given_up_on(monkeypatch: pytest.Monkey
         started = CliRunner().invoke(cli.main, ["serve"], env={"SEALTRAIL_DATABASE_URL": url})
     assert started.exit_code == 1
     assert "Error: cannot use the database" in started.output and "timeout" in started.output
-    given = f"{url}?connect_timeout=30"
-    assert urls.with_connect_timeout(given) == given  # the URL's own stands
+    for given in (f"{url}?connect_timeout=30", f"{url}?service=prod"):
+        assert urls.with_connect_timeout(given) == given  # the URL's own, or its service's
 
 
 def test_an_owner_url_without_a_service_url_is_refused(tmp_path: Path) -> None:
