@@ -354,6 +354,8 @@ def _role_change_alerts_to_a_documents_sink(
     rules: Any,
     responder: Callable[[Any, int], Reply] | None = None,
     sink_filter: Any = None,
+    *,
+    paused: bool = False,
 ) -> Iterator[tuple[Endpoint, forwarding_pb2.Sink]]:
     """A sink for document events only (or `sink_filter`), and a rule sending
     role-change alerts to it; its destination answers as `responder` says
@@ -363,7 +365,7 @@ def _role_change_alerts_to_a_documents_sink(
             receiver.responder = responder
         sink = client.create_sink(
             build_sink("documents", "webhook", url=receiver.url, secrets=["whsec_" + "A" * 44],
-                       filter=sink_filter or build_filter(actions="document.*"))
+                       filter=sink_filter or build_filter(actions="document.*"), paused=paused)
         ).sink  # fmt: skip
         try:
             rules(
@@ -410,36 +412,24 @@ def test_an_alert_left_to_a_sinks_filter_arrives_though_the_filter_narrows_befor
     """A sink whose filter took the alert was left to its forwarder; a change
     that narrows the filter before the forwarder reaches the alert queues it
     for the sink, which would otherwise never get it."""
-    with endpoint() as receiver:
-        sink = client.create_sink(
-            build_sink("security", "webhook", url=receiver.url, secrets=["whsec_" + "A" * 44],
-                       filter=build_filter(actions="security.*"), paused=True)
-        ).sink  # fmt: skip
-        try:
-            rules(
-                build_alert_rule(
-                    "role change",
-                    "match",
-                    filter=build_filter(actions="member.role_changed"),
-                    sink_ids=[sink.id],
-                )
-            )
-            client.record(action="member.role_changed", actor_id="admin", resource_id="bob")
-            settle(client)  # routed: left to the forwarder, which is paused
-            [alert] = [a for a in alerts(client) if a.resource.name == "role change"]
-            assert json.loads(json_details(alert))["sink_ids"] == [sink.id]
-            narrowed = forwarding_pb2.Sink(
-                id=sink.id, filter=build_filter(actions="document.*"), paused=False
-            )
-            client.update_sink(narrowed, fields=["filter", "paused"])
-            received = receiver.wait_for(lambda r: _actions(r) >= {"security.alert"})
-            [sent] = [
-                e for r in received for e in json.loads(r.body)["data"]["events"]
-                if e["action"] == "security.alert"
-            ]  # fmt: skip
-            assert sent["id"] == alert.id
-        finally:
-            client.delete_sink(sink.id)
+    security = build_filter(actions="security.*")
+    with _role_change_alerts_to_a_documents_sink(
+        client, rules, sink_filter=security, paused=True
+    ) as (receiver, sink):
+        client.record(action="member.role_changed", actor_id="admin", resource_id="bob")
+        settle(client)  # routed: left to the forwarder, which is paused
+        [alert] = [a for a in alerts(client) if a.resource.name == "role change"]
+        assert json.loads(json_details(alert))["sink_ids"] == [sink.id]
+        narrowed = forwarding_pb2.Sink(
+            id=sink.id, filter=build_filter(actions="document.*"), paused=False
+        )
+        client.update_sink(narrowed, fields=["filter", "paused"])
+        received = receiver.wait_for(lambda r: _actions(r) >= {"security.alert"})
+        [sent] = [
+            e for r in received for e in json.loads(r.body)["data"]["events"]
+            if e["action"] == "security.alert"
+        ]  # fmt: skip
+        assert sent["id"] == alert.id
 
 
 @pytest.mark.parametrize(
@@ -466,25 +456,16 @@ def test_a_sinks_filter_changes_before_its_alert_is_sent_route_it_once(
     forwarder reached an alert routed to the sink, the alert goes once: by
     the forwarder if the filter now takes it, else by one replay (helper-133:
     changes back and forth queued it twice, or left it to both roads)."""
-    sink = client.create_sink(
-        build_sink("security", "webhook", url="http://127.0.0.1:9/hook",
-                   secrets=["whsec_" + "A" * 44], filter=build_filter(actions=filters[0]),
-                   paused=True)
-    ).sink  # fmt: skip
-    try:
-        rule = rules(
-            build_alert_rule(
-                "role change",
-                "match",
-                filter=build_filter(actions="member.role_changed"),
-                sink_ids=[sink.id],
-            )
-        )
+    first = build_filter(actions=filters[0])
+    with _role_change_alerts_to_a_documents_sink(client, rules, sink_filter=first, paused=True) as (
+        _,
+        sink,
+    ):
         client.record(action="member.role_changed", actor_id="admin", resource_id="bob")
         settle(client)
-        [alert] = [a for a in alerts(client) if a.resource.id == rule.id]
+        [alert] = [a for a in alerts(client) if a.resource.name == "role change"]
         if delete_rule:
-            client.delete_alert_rule(rule.id)
+            client.delete_alert_rule(alert.resource.id)
         for actions in filters[1:]:
             changed = forwarding_pb2.Sink(id=sink.id, filter=build_filter(actions=actions))
             client.update_sink(changed, fields=["filter"])
@@ -493,8 +474,6 @@ def test_a_sinks_filter_changes_before_its_alert_is_sent_route_it_once(
             [sink.id, alert.seq],
         ).fetchall()
         assert queued == replays
-    finally:
-        client.delete_sink(sink.id)
 
 
 def test_a_refused_alert_is_parked_and_replayed_whatever_the_sinks_filter(
