@@ -287,17 +287,6 @@ def test_values_under_denied_keys_are_replaced_whole(key: str) -> None:
         "api_key_2",
         "encryption_key",
         "signing_key",
-    ],
-)
-def test_keys_holding_a_secret_word_anywhere_are_denied(key: str) -> None:
-    assert REDACTOR.redact(_event(details={key: "s3cret"})).hits == [
-        (f"details.{key}", "field_name")
-    ]
-
-
-@pytest.mark.parametrize(
-    "key",
-    [
         # Endings about the secret were letters, not words (helper-129):
         # `android` ends in `id`, `admin` in `min`, `profile` in `file`.
         "API_KEY_ANDROID",
@@ -323,8 +312,8 @@ def test_keys_holding_a_secret_word_anywhere_are_denied(key: str) -> None:
         "Authorization:",
     ],
 )
-def test_numbered_plural_and_longer_names_of_secrets_are_denied(key: str) -> None:
-    assert REDACTOR.redact(_event(details={key: "s3cr3t-value"})).hits == [
+def test_keys_holding_a_secret_word_anywhere_are_denied(key: str) -> None:
+    assert REDACTOR.redact(_event(details={key: "s3cret"})).hits == [
         (f"details.{key}", "field_name")
     ]
 
