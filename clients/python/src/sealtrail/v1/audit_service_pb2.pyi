@@ -335,7 +335,8 @@ class QueryRequest(_message.Message):
     ORDER_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum number of events to return: default 50, at most 1,000 (a larger
-    value is lowered to 1,000), never negative.
+    value is lowered to 1,000), never negative. A page also ends once it holds
+    about 1 MiB of events (at least one): a shorter page is no end.
     """
     page_token: _builtins.str
     """The next_page_token of a previous response with the same filter and order."""
