@@ -322,3 +322,24 @@ def test_only_a_filter_that_sets_nothing_matches_every_record_unasked() -> None:
         )
         narrowed = dataclasses.replace(EventFilter(), **{field.name: value})
         assert not RecordMatcher(narrowed).matches_all, field.name
+
+
+def test_an_action_longer_than_any_recorded_is_refused_naming_it() -> None:
+    """Unbounded, a long filter made the query's own access record too large:
+    refused naming `audit_log.queried`, a field the caller never sent
+    (helper-135)."""
+    longest = "a." + "b" * 126
+    assert validate_filter(FilterDraft(actions=[longest, "a." + "b" * 124 + ".*"])).actions
+    assert violations_of(FilterDraft(actions=["ok.action", longest + "b"])) == [
+        FieldViolation("filter.actions[1]", "is 129 characters long; an action is at most 128")
+    ]
+
+
+@pytest.mark.parametrize("text", ["!!!", "-", "*", '""', "_ _"])
+def test_a_text_with_no_word_is_refused(text: str) -> None:
+    """It matched nothing, silently, where a blank one matches everything
+    (helper-135)."""
+    assert violations_of(FilterDraft(text=text)) == [
+        FieldViolation("filter.text", "has no word to search for")
+    ]
+    assert validate_filter(FilterDraft(text=f"{text} deploy")).text == f"{text} deploy"

@@ -19,6 +19,7 @@ from .errors import FieldViolation, InvalidArgument
 from .event import (
     ACTION_PATTERN,
     CATEGORIES,
+    MAX_ACTION,
     MAX_EMAIL,
     MAX_ID,
     MAX_NAME,
@@ -106,7 +107,12 @@ def validate_filter(draft: FilterDraft, *, path: str = "filter") -> EventFilter:
 
     actions, prefixes = [], []
     for index, action in enumerate(draft.actions):
-        if ACTION_PATTERN.fullmatch(action):
+        if len(action) > MAX_ACTION:  # an action, or the prefix of one and `*`
+            fail(
+                f"actions[{index}]",
+                f"is {len(action)} characters long; an action is at most {MAX_ACTION}",
+            )
+        elif ACTION_PATTERN.fullmatch(action):
             actions.append(action)
         elif _ACTION_PREFIX.fullmatch(action):
             prefixes.append(action[:-1])
@@ -137,6 +143,9 @@ def validate_filter(draft: FilterDraft, *, path: str = "filter") -> EventFilter:
             fail(name, f"is {len(value)} characters long; the limit is {limit}")
         elif "\x00" in value:
             fail(name, "must not contain NUL characters")
+        elif name == "text" and value.strip() and not any(char.isalnum() for char in value):
+            # The search's parser finds no word in it, and it matched nothing.
+            fail(name, "has no word to search for")
 
     if violations:
         raise InvalidArgument(violations)

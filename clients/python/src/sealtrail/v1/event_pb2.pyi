@@ -454,8 +454,9 @@ class EventFilter(_message.Message):
     trace_id: _builtins.str
     """Matches events of this W3C trace id."""
     text: _builtins.str
-    """Full-text search over description and the string values of details: every
-    word must occur; "quoted phrases", `or` and `-word` work as in web search.
+    """Full-text search over description and the string and number values of
+    details: every word must occur; "quoted phrases", `or` and `-word` work as
+    in web search. A text with no word in it (only punctuation) is refused.
     """
     @_builtins.property
     def occurred_after(self) -> _timestamp_pb2.Timestamp:
