@@ -1706,6 +1706,7 @@ def test_erasure_leaves_a_receipt_and_no_row(
         trusting.get_checkpoint()  # `elsewhere` now trusts the token
         trusting.get_consistency_proof(old_size=1, new_size=5)  # and knows the log reaches 5
         first_page = trusting.query_page(page_size=1)
+        trusting.get_event(first_page.events[0].id)  # read by key: recorded, for a window
 
         with pytest.raises(InvalidArgumentError, match="confirm_tenant_id"):
             doomed.erase_tenant(other)
@@ -1758,6 +1759,7 @@ def test_erasure_leaves_a_receipt_and_no_row(
             functools.partial(trusting.get_checkpoint, tree_size=5),
             functools.partial(trusting.get_inclusion_proof, seq=1),
             functools.partial(trusting.get_inclusion_proof, event_id=first_page.events[0].id),
+            functools.partial(trusting.get_event, first_page.events[0].id),
             functools.partial(trusting.get_consistency_proof, old_size=1, new_size=10**6),
             # nor a tenant with no settings, sinks or rules
             trusting.get_retention_policy,

@@ -206,6 +206,9 @@ class AuditLogServicer(
         await self._key_reads.recorded(principal, rpc="GetEvent", key={"id": str(event_id)})
         stored = await get_event(self._db, tenant_id=principal.tenant_id, event_id=event_id)
         if stored is None:
+            # Not "no such event" for a tenant erased since (a read within the
+            # window of one recorded writes nothing that would find it).
+            await refuse_if_erased_now(self._db, principal.tenant_id)
             raise NotFound(f"no event {event_id}")
         return pb.GetEventResponse(event=event_from_record(stored.record, stored.leaf_hash))
 
