@@ -140,3 +140,24 @@ def test_a_window_of_zero_records_every_read(
     assert [details["first_key"] for _, details in _key_reads(sql, tenant)] == [
         {"id": event_id} for event_id in ids
     ]
+
+
+def test_a_fractional_window_is_recorded_as_configured(
+    migrated_database_url: str, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """Rounded down, a window of 0.5 s was recorded as 0, which means "every
+    read recorded" (helper-135)."""
+    server = ServerThread(migrated_database_url, key_read_window=0.5, checkpoint_interval=0)
+    try:
+        [event_id] = _recorded_events(server, tenant, 1)
+        with AuditClient(server.target, token=server.token(tenant, "reader")) as reader:
+            reader.get_event(event_id)
+    finally:
+        server.close()
+    [(_, details)] = _key_reads(sql, tenant)
+    [(description,)] = sql.execute(
+        "SELECT record::jsonb ->> 'description' FROM events"
+        " WHERE tenant_id = %s AND action = 'audit_log.read_by_key'",
+        [tenant],
+    ).fetchall()
+    assert details["window_seconds"] == 0.5 and "in the next 0.5 s" in description

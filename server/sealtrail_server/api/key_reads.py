@@ -76,7 +76,9 @@ class KeyReads:
         rpc: str,
         key: dict[str, Any],
     ) -> _Covered:
-        seconds = int(self._window.total_seconds())
+        # As configured: a window of 0.5 s said 0 s (helper-135).
+        window = self._window.total_seconds()
+        seconds = int(window) if window.is_integer() else window
         record = asyncio.ensure_future(
             record_access(
                 self._appender,
@@ -85,7 +87,7 @@ class KeyReads:
                 action=ACTION,
                 description=(
                     f"Read audit events by key ({rpc}); this token's reads through {rpc} "
-                    f"on the same server in the next {seconds} s are not recorded again"
+                    f"on the same server in the next {seconds:g} s are not recorded again"
                 ),
                 details={"rpc": rpc, "first_key": key, "window_seconds": seconds},
             )
