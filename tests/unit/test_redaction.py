@@ -579,6 +579,85 @@ def test_redaction_time_grows_linearly_with_the_text(unit: str, tail: str) -> No
     assert long < 24 * max(short, 1e-4)
 
 
+# A run of one unit after what starts a rule's match, then what makes the match
+# fail: (before the run, the run's unit, after it).
+HOSTILE_RUNS = [
+    ("--password", " ", "-x"),
+    ("--password", "\n", "-x"),
+    ("--password", "\t", ""),
+    ("x --db-password", " ", "--"),
+    ("--pin", " ", "x"),
+    ("password", " ", "x"),
+    ("pin:", " ", "x"),
+    ("password=", " ", ""),
+    ("Authorization: bearer", " ", ""),
+    ("", "-", ""),
+    ("", "--a", ""),
+    ("--", "a-", ""),
+    ("", "=", ""),
+    ("", "=>", ""),
+    ("", "\"'", ""),
+    ("", '"', ""),
+    ("", "'", ""),
+    ("", "\\", ""),
+    ("password:", '\\\\\\"', ""),
+    ("", ":", ""),
+    ("", "password_", ""),
+    ("", "pinpin", ":"),
+    ("", "p_a_s_s_", ""),
+    ("--", "p-a-s-s-w-o-r-d-", ""),
+    ("a://a:", "b/", ""),
+    ("", "PIN: ", ""),
+    ("", "pwd=abcd ", ""),
+]
+
+
+def test_no_rule_backtracks_over_a_long_run() -> None:
+    """A flag's `\\s+` and then a `\\s*` split a run of spaces N ways at each
+    failed try: `--password`, 8,000 spaces and `-x` took 2.4 s, 64 KiB held
+    the event loop for minutes (helper-133). Each text (8 KiB, then 64 KiB)
+    must take less than 50 times a text of its length that every rule reads
+    (one is tried again before it fails: a slow moment of the machine)."""
+
+    def seconds(text: str) -> float:
+        started = time.perf_counter()
+        REDACTOR.redact(_event(description=text), hmac_key=b"k" * 32)
+        for pattern in REDACTOR.patterns:  # each, where the prefilter passes over it too
+            pattern.regex.search(text)
+        return time.perf_counter() - started
+
+    def filled(before: str, unit: str, after: str, size: int) -> str:
+        return before + unit * ((size - len(before) - len(after)) // len(unit)) + after
+
+    for size in (8 * 1024, 64 * 1024):
+        ordinary = filled("note: ", "the quick brown fox jumps over the lazy dog ", "", size)
+        bound = 50 * min(seconds(ordinary) for _ in range(3))
+        for before, unit, after in HOSTILE_RUNS:
+            text = filled(before, unit, after, size)
+            taken = seconds(text)
+            if taken >= bound:
+                taken = min(taken, seconds(text))
+            assert taken < bound, (before, unit, after, size, taken, bound)
+
+
+def test_many_replacements_a_later_rule_matches_too_grow_linearly() -> None:
+    """Each match of a later rule was compared with every replacement before
+    it: in HMAC mode, where later rules match inside the HMACs, 64 KiB of
+    `pwd=abcd ` took 0.9 s, 256 KiB 13 s (an event as sent may be 512 KiB)."""
+
+    def best_time(repeat: int) -> float:
+        text = "pwd=abcd " * repeat
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            REDACTOR.redact(_event(description=text), hmac_key=b"k" * 32)
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    short, long = best_time(500), best_time(8000)
+    assert long < 48 * max(short, 1e-4)
+
+
 def test_changes_of_a_denied_field_hide_both_sides() -> None:
     body = _event(
         changes=[
