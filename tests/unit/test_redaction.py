@@ -180,6 +180,17 @@ ORDINARY = [
     "spin: 1234 rpm, hairpin=tight, Spin=4821",
     "usage total_tokens=1500 prompt_tokens: 900 secrets: 3",
     "psql --no-password appdb; restore --password-file /etc/pgpass --token --verbose",
+    # Prose naming a secret, no assignment (helper-133): the names added to the
+    # assignment rule count only in a structured form, a flag's value only if
+    # it is no lowercase word, `=>` only with a quote beside it.
+    "Reset PIN: required by policy",
+    "Login via OTP: sent to phone",
+    "Session-ID: rotated after login",
+    "value of cvv: missing",
+    "Use --password when prompted",
+    "see docs for --passphrase option",
+    "see docs for --passphrase option. Or --token-file",
+    "The user's password => changed",
 ]
 
 
@@ -1020,6 +1031,48 @@ def test_the_argument_after_a_secret_flag_in_a_list_is_hidden() -> None:
     ]
     plain = _event(details={"argv": ["ls", "--color", "auto"]})
     assert REDACTOR.redact(plain).body is plain
+
+
+HIDDEN = "[REDACTED:secret_assignment]"
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        # `#` stands for HIDDEN.
+        (
+            '{"pin":"4321","cvv":"123","otp":"987654","session_id":"abcdef"}',
+            '{"pin":"#","cvv":"#","otp":"#","session_id":"#"}',
+        ),
+        (r'body "{\"pin\":\"4321\"}"', r'body "{\"pin\":\"#\"}"'),
+        ("pin=4321, Session-ID = abcdef", "pin=#, Session-ID = #"),
+        ("otp: 987654, PIN: 4821.", "otp: #, PIN: #"),
+        ("PIN: '4821' or \"x y\"", "PIN: '#' or \"x y\""),
+        (
+            "$a = array('password' => 'hunter2', :pin => '1234')",
+            "$a = array('password' => '#', :pin => '#')",
+        ),
+        ("--password hunter2 --password Hunter --otp 987654", "--password # --password # --otp #"),
+        (
+            "--password 'correct horse' --db-password=hunter --pin=1234",
+            "--password '#' --db-password=# --pin=#",
+        ),
+        ("export GITHUB_TOKEN_2=s3cr3t-two", "export GITHUB_TOKEN_2=#"),
+        # The names of old keep their `name: value` in prose.
+        ("Password: required, client_secret: abcdefgh", "Password: #, client_secret: #"),
+    ],
+)
+def test_a_secret_assigned_in_a_structured_form_is_hidden(text: str, redacted: str) -> None:
+    """Each form the prose rules keep (`PIN: required`, `--password when`)
+    still hides a secret written as code, JSON, a command line does."""
+    body = _event(description=text)
+    assert REDACTOR.redact(body).body["description"] == redacted.replace("#", HIDDEN)
+
+
+def test_an_operators_name_in_prose_is_kept() -> None:
+    custom = REDACTOR.with_rules(field_names=["ssn"])
+    body = _event(description="SSN: pending review; ssn: 123456789")
+    assert custom.redact(body).body["description"] == f"SSN: pending review; ssn: {HIDDEN}"
 
 
 def test_an_operators_field_names_are_looked_for_in_text() -> None:

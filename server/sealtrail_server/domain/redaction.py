@@ -289,6 +289,15 @@ _NOT_ASSIGNED: Final = frozenset({"authorization", "cookie", "cookies", "setcook
 }
 # What may stand between two letters of a name in text (`session_id`, `API-KEY`).
 _NAME_GAP: Final = "[_-]?"
+# The names `secret_assignment` looked for before helper-129 (c9cd2e0): with a
+# `:` after them in prose they still name a secret (`Password: hunter2`).
+_PROSE_NAMES: Final = frozenset(
+    {"password", "passwd", "passphrase", "pwd", "secret", "token"}
+    | {"apikey", "accesskey", "privatekey", "credential", "credentials"}
+)
+# Where a value that is one word ends: a sentence's punctuation may follow it
+# (`PIN: 4821.`, `--password option.`) before a space, a quote or the end.
+_WORD_END: Final = r"[.!?:)]*+(?![^\s\"'&,;])"
 
 
 def _secret_assignment(names: frozenset[str]) -> ValuePattern:
@@ -304,7 +313,41 @@ def _secret_assignment(names: frozenset[str]) -> ValuePattern:
     ends ordinary words (`pin`: `spin`) has no letter before it. Whitespace
     is read by possessive quantifiers: a flag's `\\s+` and then a `\\s*`
     split a run of N spaces N ways at each failed try (`--password` and
-    64 KiB of spaces held the event loop for minutes)."""
+    64 KiB of spaces held the event loop for minutes).
+
+    Prose speaks of secrets by these names ("Reset PIN: required by policy",
+    "use --password when prompted"): any `name: value` counts only for the
+    names of old (`_PROSE_NAMES`), the others count in a structured form, and
+    a flag's value only when it is no lowercase word."""
+    quoted = r"\\?[\"']"  # a quote, or an escaped one (JSON inside a string)
+    number = r"(?:[_-]?\d++)?"  # `GITHUB_TOKEN_2`, `pin1`
+    # `=>` in prose is an arrow ("password => changed"): an assignment with
+    # its name or its value quoted (PHP's `'password' => …`, Ruby's `:pin => '…'`).
+    arrow = rf"{quoted}\s*+=>|\s*+=>(?=\s*+{quoted})"
+    return _pattern(
+        ASSIGNMENT_RULE,
+        rf"(?i)(?:(?:{_names(names & _PROSE_NAMES)}){number}"
+        rf"(?:{quoted}?\s*+(?:=(?!>)|:)|{arrow})"
+        # The other names (`pin`, `session_id`, an operator's): quoted, or with
+        # `=`, or with `:` and a value quoted or of digits (`PIN: 4821`).
+        rf"|(?:{_names(names - _PROSE_NAMES)}){number}(?:{quoted}\s*+:|{quoted}?\s*+=(?!>)"
+        rf"|{arrow}|\s*+:(?=\s*+(?:{quoted}|\d++{_WORD_END})))"
+        # A long flag (`--password`, `--db-password`; `--no-password` says there
+        # is none) where an argument starts, and a value that is no flag nor a
+        # lowercase word: quoted, or with a capital, a digit or a symbol in it.
+        rf"|--(?<![^\s\"']--)(?!no-)(?:[a-z0-9]+-)*(?:{_names(names)})\s++(?!-)"
+        rf"(?={quoted}|(?!(?-i:[a-z])*+{_WORD_END})))\s*+{quoted}?"
+        r"((?<=\\\")(?:[^\"\\]|\\[^\"])+|(?<=\")(?<!\\\")(?:[^\"\\]|\\.)+"
+        r"|(?<=')(?:[^'\\]|\\.)+|[^\s\"'&,;]{4,})",
+        1,
+        anchor="=|:|--",
+        in_identifiers=False,
+    )
+
+
+def _names(names: frozenset[str]) -> str:
+    """One regex for `names` in text, `_` or `-` allowed between letters
+    (`(?!)`, which matches nothing, for none)."""
     tree: dict[str, Any] = {}
     for name in names - _NOT_ASSIGNED - _WHOLE_WORD_NAMES - {""}:
         node = tree
@@ -317,19 +360,7 @@ def _secret_assignment(names: frozenset[str]) -> ValuePattern:
         + "".join(f"{_NAME_GAP}{re.escape(char)}" for char in name[1:])
         for name in sorted(names & _WHOLE_WORD_NAMES)
     ]
-    named = "|".join(alternatives) or "(?!)"
-    return _pattern(
-        ASSIGNMENT_RULE,
-        rf"(?i)(?:(?:{named})(?:[_-]?\d++)?\\?[\"']?\s*+(?:=>?|:)"
-        # A long flag (`--password`, `--db-password`; `--no-password` says there
-        # is none) where an argument starts, and a value that is no flag.
-        rf"|--(?<![^\s\"']--)(?!no-)(?:[a-z0-9]+-)*(?:{named})\s++(?!-))\s*+\\?[\"']?"
-        r"((?<=\\\")(?:[^\"\\]|\\[^\"])+|(?<=\")(?<!\\\")(?:[^\"\\]|\\.)+"
-        r"|(?<=')(?:[^'\\]|\\.)+|[^\s\"'&,;]{4,})",
-        1,
-        anchor="=|:|--",
-        in_identifiers=False,
-    )
+    return "|".join(alternatives) or "(?!)"
 
 
 def _trie(node: dict[str, Any]) -> str:
