@@ -988,6 +988,27 @@ def test_a_later_rule_leaves_an_earlier_rules_replacement_alone(hmac_key: bytes 
         )
 
 
+@pytest.mark.parametrize("hmac_key", [None, b"k" * 32])
+def test_redacting_a_redacted_text_again_changes_nothing(hmac_key: bytes | None) -> None:
+    """A search for an HMAC runs the redactor over the filter's text: the
+    bearer rule read `hmac-sha256` (to the `:`) as a credential and wrote
+    `hmac-sha256:<new>:<old>`, and an operator's `\\d{6,}` rewrote an HMAC's
+    digits (helper-133). A replacement in the text is left as it is."""
+    custom = REDACTOR.with_rules(patterns=[ValuePattern("account_no", re.compile(r"\d{6,}"))])
+    texts = [
+        "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJl",
+        "pushed with ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8 to account 12345678",
+        'mysql --password hunter22 -e "x"; PIN: 4821; {"otp":"987654"}',
+        "postgres://admin:s3cr3tP4ss@db/app and password='correct horse'",
+    ]
+    for text in texts:
+        once = custom.redact(_event(description=text), hmac_key=hmac_key).body
+        assert once["description"] != text
+        twice = custom.redact(once, hmac_key=hmac_key)
+        assert twice.body["description"] == once["description"]
+        assert twice.hits == []
+
+
 def test_a_quoted_value_is_read_past_its_escaped_quotes() -> None:
     """`password="ab\\"cd"` hid `ab\\` and kept `cd"` (helper-129)."""
     body = _event(description=r"""set password="ab\"cd\\" then PIN: 'x\'y' rest""")

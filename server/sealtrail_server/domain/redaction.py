@@ -878,8 +878,10 @@ class _Run:
         result = text
         # Where earlier rules wrote their replacements in `result`: a later rule
         # matching there (an operator's `\d{6,}` in an HMAC's hex) would
-        # rewrite what is no longer the caller's text.
-        replaced: list[tuple[int, int]] = []
+        # rewrite what is no longer the caller's text. So would any rule in a
+        # replacement of an earlier redaction (the text of a search for an
+        # HMAC): `Bearer hmac-sha256:…` became `hmac-sha256:<new>:<old>`.
+        replaced = [match.span() for match in _REPLACEMENT.finditer(text)]
         for pattern in self.redactor._patterns if patterns is None else patterns:
             if pattern.regex.search(result) is None:
                 continue
@@ -906,7 +908,7 @@ class _Run:
         secret = match.group(pattern.group)
         start, end = match.start(pattern.group), match.end(pattern.group)
         if secret.startswith(("[REDACTED:", HMAC_PREFIX)) or _overlaps(replaced, start, end):
-            return match.group(0)  # already replaced (by an earlier rule, or upstream)
+            return match.group(0)  # already replaced (by an earlier rule, or before)
         if pattern.check is not None and not pattern.check(secret):
             return match.group(0)
         self.hits.append((path, pattern.name))
@@ -981,6 +983,10 @@ class _Run:
             else:
                 cleaned[side] = self.value(change[side], f"{path}.{side}")
         return cleaned
+
+
+# A replacement `_Run` writes: an HMAC (64 hex digits) or `[REDACTED:<rule>]`.
+_REPLACEMENT: Final = re.compile(rf"{HMAC_PREFIX}[0-9a-f]{{64}}\b|\[REDACTED:[^\[\]]*\]")
 
 
 def _overlaps(spans: list[tuple[int, int]], start: int, end: int) -> bool:
