@@ -198,7 +198,10 @@ def test_a_live_event_arrives_at_the_top(
 def exported(browser: webdriver.Chrome, downloads: Path, format: str) -> tuple[str, bytes]:
     """Clicks the page's export button of `format`: what the page then says,
     and the file it saved."""
-    browser.find_element(By.ID, f"export-{format}").click()
+    # Shown once the page has signed in: clicked before, under load, it was not
+    # yet interactable (a test that waits for no rows first).
+    button = (By.ID, f"export-{format}")
+    wait(browser).until(seen.element_to_be_clickable(button)).click()
     wait(browser).until(lambda b: "Exported" in b.find_element(By.ID, "status").text)
     saved = downloads / f"sealtrail-export.{format}"
     wait(browser).until(lambda b: saved.exists())
