@@ -22,7 +22,7 @@ from ..api.convert import filter_from_json
 from ..domain.filters import EventFilter, RecordMatcher
 from ..store import alerts as store
 from ..store.database import Connection
-from ..store.events import event_matches, matching_seqs
+from ..store.events import matching_seqs
 from ..store.sinks import read_sink_filter
 
 
@@ -39,10 +39,10 @@ async def route_alert(
     alert, so it is routed once."""
     queued = False
     for sink_id in sink_ids:
-        sink_filter = await read_sink_filter(conn, tenant_id, sink_id, for_share=True)
+        sink_filter = await read_sink_filter(conn, tenant_id, sink_id)
         if sink_filter is None:
             continue  # gone
-        if await filter_takes(conn, tenant_id, filter_from_json(sink_filter), alert):
+        if await taken_by(conn, tenant_id, filter_from_json(sink_filter), [alert]):
             continue  # its forwarder sends it
         queued |= await store.deliver_to_sink(
             conn, tenant_id, sink_id, str(uuid.uuid4()), int(alert["seq"]), now=now
@@ -63,11 +63,7 @@ async def reroute_alerts(
     if not alerts:
         return 0
     seqs = [int(alert["seq"]) for alert in alerts]
-    matcher = RecordMatcher(now_filter)
-    if matcher.exact:
-        taken = {int(alert["seq"]) for alert in alerts if matcher.matches(alert)}
-    else:  # full-text search is the database's
-        taken = await matching_seqs(conn, tenant_id, seqs, now_filter)
+    taken = await taken_by(conn, tenant_id, now_filter, alerts)
     waiting = await store.queued_alone(conn, tenant_id, sink_id, seqs)
     if sent_twice := sorted(waiting & taken):
         await store.unqueue(conn, tenant_id, sink_id, sent_twice)
@@ -80,13 +76,14 @@ async def reroute_alerts(
     return queued
 
 
-async def filter_takes(
-    conn: Connection, tenant_id: str, sink_filter: EventFilter, alert: dict[str, Any]
-) -> bool:
-    """Whether a sink's filter takes `alert` (a record), as its forwarder's
-    read will decide: full-text search by the database, as RecordMatcher
-    leaves it."""
+async def taken_by(
+    conn: Connection, tenant_id: str, sink_filter: EventFilter, alerts: list[dict[str, Any]]
+) -> set[int]:
+    """The seqs of the `alerts` (records) a sink's filter takes, as its
+    forwarder's read will decide: full-text search by the database, as
+    RecordMatcher leaves it, in one statement for them all."""
     matcher = RecordMatcher(sink_filter)
     if matcher.exact:
-        return matcher.matches(alert)
-    return await event_matches(conn, tenant_id, int(alert["seq"]), sink_filter)
+        return {int(alert["seq"]) for alert in alerts if matcher.matches(alert)}
+    seqs = [int(alert["seq"]) for alert in alerts]
+    return await matching_seqs(conn, tenant_id, seqs, sink_filter)

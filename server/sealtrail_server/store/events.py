@@ -289,26 +289,12 @@ async def recent_exports(conn: Connection, *, tenant_id: str, window: float) -> 
     return int(row[0]), float(row[1])
 
 
-async def event_matches(
-    conn: Connection, tenant_id: str, seq: int, event_filter: EventFilter
-) -> bool:
-    """Whether the tenant's event `seq` matches `event_filter`, as Query and
-    the forwarder's reads decide it: full-text search included, which
-    RecordMatcher leaves to the database."""
-    conditions, params = filter_conditions(tenant_id, event_filter)
-    query = sql.SQL("SELECT EXISTS (SELECT FROM events WHERE {} AND seq = %s)").format(
-        sql.SQL(" AND ").join(conditions)
-    )
-    cursor = await conn.execute(query, [*params, seq])
-    row = await cursor.fetchone()
-    return bool(row and row[0])
-
-
 async def matching_seqs(
     conn: Connection, tenant_id: str, seqs: list[int], event_filter: EventFilter
 ) -> set[int]:
-    """Which of the tenant's events `seqs` match `event_filter`, as
-    `event_matches` decides each: in one statement."""
+    """Which of the tenant's events `seqs` match `event_filter`, as Query and
+    the forwarder's reads decide it: full-text search included, which
+    RecordMatcher leaves to the database."""
     conditions, params = filter_conditions(tenant_id, event_filter)
     query = sql.SQL("SELECT seq FROM events WHERE {} AND seq = ANY(%s)").format(
         sql.SQL(" AND ").join(conditions)

@@ -246,13 +246,13 @@ async def read_sink(
     return None if row is None else _sink(row, box)
 
 
-async def read_sink_filter(
-    conn: Connection, tenant_id: str, sink_id: str, *, for_share: bool = False
-) -> dict[str, Any] | None:
-    """A sink's filter (its API form), None if there is no such sink; with
-    `for_share`, as committed by a change in flight, which it waits for."""
-    query = "SELECT filter FROM sinks WHERE tenant_id = %s AND id = %s"
-    cursor = await conn.execute(query + (" FOR SHARE" if for_share else ""), [tenant_id, sink_id])
+async def read_sink_filter(conn: Connection, tenant_id: str, sink_id: str) -> dict[str, Any] | None:
+    """A sink's filter (its API form), None if there is no such sink: as
+    committed by a change in flight, which it waits for (FOR SHARE, so that
+    an alert's routing and a filter change are one before the other)."""
+    cursor = await conn.execute(
+        "SELECT filter FROM sinks WHERE tenant_id = %s AND id = %s FOR SHARE", [tenant_id, sink_id]
+    )
     row = await cursor.fetchone()
     return None if row is None else dict(row[0])
 
