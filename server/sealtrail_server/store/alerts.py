@@ -289,26 +289,26 @@ async def alerts_routed_ahead_of(
     return [json.loads(record) for (record,) in await cursor.fetchall()]
 
 
+# Replays of one event of `seqs` each, bypassing the sink's filter, that have
+# sent nothing yet: those `deliver_to_sink` queues.
+_ALONE: Final = (
+    "tenant_id = %s AND sink_id = %s AND first_seq = ANY(%s) AND last_seq = first_seq"
+    " AND cursor_seq = first_seq - 1 AND bypass_filter AND dead_letter_id IS NULL"
+)
+
+
 async def queued_alone(conn: Connection, tenant_id: str, sink_id: str, seqs: list[int]) -> set[int]:
     """Which of `seqs` wait for the sink in a replay of their own that
     bypasses its filter and has sent nothing yet (`deliver_to_sink`'s)."""
     cursor = await conn.execute(
-        "SELECT first_seq FROM sink_replays WHERE tenant_id = %s AND sink_id = %s"
-        " AND first_seq = ANY(%s) AND last_seq = first_seq AND cursor_seq = first_seq - 1"
-        " AND bypass_filter AND dead_letter_id IS NULL",
-        [tenant_id, sink_id, seqs],
+        "SELECT first_seq FROM sink_replays WHERE " + _ALONE, [tenant_id, sink_id, seqs]
     )
     return {seq for (seq,) in await cursor.fetchall()}
 
 
 async def unqueue(conn: Connection, tenant_id: str, sink_id: str, seqs: list[int]) -> None:
     """Drops what `queued_alone` found of `seqs`."""
-    await conn.execute(
-        "DELETE FROM sink_replays WHERE tenant_id = %s AND sink_id = %s"
-        " AND first_seq = ANY(%s) AND last_seq = first_seq AND cursor_seq = first_seq - 1"
-        " AND bypass_filter AND dead_letter_id IS NULL",
-        [tenant_id, sink_id, seqs],
-    )
+    await conn.execute("DELETE FROM sink_replays WHERE " + _ALONE, [tenant_id, sink_id, seqs])
 
 
 # Where each new-origin kind keeps what it learned: (table, column).
