@@ -476,6 +476,36 @@ def test_a_sinks_filter_changes_before_its_alert_is_sent_route_it_once(
         assert queued == replays
 
 
+def test_an_alert_its_rule_had_yet_to_count_reaches_its_sinks_though_the_rule_is_deleted(
+    client: AuditClient, rules: Any, marked: None, sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    """A step that recorded an alert and failed before counting it routes it
+    when it runs again; a rule deleted meanwhile left it unrouted for good
+    (the last note's item 3). The deletion routes it instead, once."""
+    with _role_change_alerts_to_a_documents_sink(client, rules, paused=True) as (receiver, sink):
+        client.record(action="member.role_changed", actor_id="admin", resource_id="bob")
+        settle(client)
+        [alert] = [a for a in alerts(client) if a.resource.name == "role change"]
+        # As after a failure between the alert's append and its count: not
+        # counted, not queued, the cursor back before its trigger.
+        sql.execute("DELETE FROM sink_replays WHERE tenant_id = %s", [tenant])
+        sql.execute(
+            "UPDATE alert_rules SET counted_alert_seq = NULL, fired = 0 WHERE tenant_id = %s",
+            [tenant],
+        )
+        sql.execute("UPDATE alert_cursors SET cursor_seq = 0 WHERE tenant_id = %s", [tenant])
+        client.delete_alert_rule(alert.resource.id)
+        settle(client)
+        client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+        received = receiver.wait_for(lambda r: _actions(r) >= {"security.alert"})
+        settle(client)
+        sent = [
+            e["id"] for r in receiver.requests() for e in json.loads(r.body)["data"]["events"]
+            if e["action"] == "security.alert"
+        ]  # fmt: skip
+        assert sent == [alert.id], received
+
+
 def test_a_refused_alert_is_parked_and_replayed_whatever_the_sinks_filter(
     client: AuditClient, rules: Any
 ) -> None:

@@ -9,7 +9,11 @@ both (the other way round): the change routes the alerts ahead of the
 sink's cursor again by the new filter (`reroute_alerts`). Sink rows are read
 FOR SHARE when an alert is routed, so a routing and a filter change are one
 before the other: the change sees the routing's decision, or the routing
-sees the new filter."""
+sees the new filter.
+
+A rule deleted between an alert's append and its count (a step that failed
+between the two) would leave the alert unrouted: deleting the rule routes
+it (`delete_rule_routing_its_alerts`)."""
 
 from __future__ import annotations
 
@@ -47,6 +51,18 @@ async def route_alert(
         queued |= await store.deliver_to_sink(
             conn, tenant_id, sink_id, str(uuid.uuid4()), int(alert["seq"]), now=now
         )
+    return queued
+
+
+async def delete_rule_routing_its_alerts(
+    conn: Connection, tenant_id: str, rule_id: str, *, now: datetime
+) -> bool:
+    """Deletes the rule, routing the alerts it recorded and had yet to count
+    (`store.delete_rule`): the step that would have will not find the rule.
+    Whether any was queued."""
+    queued = False
+    for alert, sink_ids in await store.delete_rule(conn, tenant_id, rule_id):
+        queued |= await route_alert(conn, tenant_id, alert, sink_ids, now=now)
     return queued
 
 

@@ -17,11 +17,13 @@ from sealtrail.v1 import alerting_pb2 as pb
 from sealtrail.v1 import event_pb2
 
 from ..alerts.evaluator import Evaluator, condition_of
+from ..alerts.routing import delete_rule_routing_its_alerts
 from ..domain.alerts import MAX_RULE_NAME, MAX_RULES_PER_TENANT, NEW_ORIGIN_KINDS
 from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from ..domain.etags import etag_of, instant, require_etag
 from ..domain.event import SEVERITIES, ChangeDraft, parse_uuid
 from ..domain.filters import validate_filter
+from ..forward.forwarder import Forwarder
 from ..store import alerts as store
 from ..store import sinks as sink_store
 from ..store.appender import Appender
@@ -152,6 +154,7 @@ class AlertingRpcs:
     _appender: Appender
     _clock: Callable[[], datetime]
     _evaluator: Evaluator
+    _forwarder: Forwarder
     _filter_details: FilterDetails
 
     async def _recorded_rule(self, tenant_id: str, rule: store.StoredRule) -> dict[str, Any]:
@@ -341,6 +344,10 @@ class AlertingRpcs:
                     },
                 )
             ).event_id
-            await store.delete_rule(conn, tenant_id, rule_id)
+            queued = await delete_rule_routing_its_alerts(
+                conn, tenant_id, rule_id, now=self._clock()
+            )
         self._evaluator.rules_changed()
+        if queued:
+            self._forwarder.sinks_changed()
         return pb.DeleteAlertRuleResponse(event_id=event_id)

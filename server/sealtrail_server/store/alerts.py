@@ -125,13 +125,30 @@ async def update_rule(conn: Connection, rule: StoredRule, *, forget_origins: boo
             )
 
 
-async def delete_rule(conn: Connection, tenant_id: str, rule_id: str) -> StoredRule | None:
+async def delete_rule(
+    conn: Connection, tenant_id: str, rule_id: str
+) -> list[tuple[dict[str, Any], list[str]]]:
+    """Deletes the rule. Returns its alerts recorded and not counted yet
+    (their step failed between the two), oldest first, each with the sinks
+    it goes to: those it names, or, recorded before alerts named them, the
+    rule's. The step running again will not route them, for `count_firing`
+    finds no row, so the deletion must (alerts/routing.py).
+    Read by the statement that deletes the row. A count racing it waits for
+    the row's lock, then finds nothing: each alert is routed once. An alert
+    committed after this statement began and before the deletion commits
+    is routed by neither (a window of a few milliseconds, ADR 0017)."""
     cursor = await conn.execute(
-        f"DELETE FROM alert_rules WHERE tenant_id = %s AND id = %s RETURNING {_COLUMNS}",
-        [tenant_id, rule_id],
+        "WITH gone AS (DELETE FROM alert_rules WHERE tenant_id = %(tenant)s AND id = %(rule)s"
+        "   RETURNING tenant_id, id::text AS id, sink_ids,"
+        "   coalesce(counted_alert_seq, start_seq) AS counted)"
+        " SELECT e.record, coalesce((e.record::jsonb) -> 'details' -> 'sink_ids', gone.sink_ids)"
+        " FROM gone JOIN events e ON e.tenant_id = gone.tenant_id"
+        " AND e.resource_type = 'alert_rule' AND e.resource_id = gone.id"
+        " AND e.action = %(action)s AND e.seq > gone.counted"
+        " ORDER BY e.seq",
+        {"tenant": tenant_id, "rule": rule_id, "action": ALERT_ACTION},
     )
-    row = await cursor.fetchone()
-    return None if row is None else StoredRule(*row)
+    return [(json.loads(record), list(sinks)) for record, sinks in await cursor.fetchall()]
 
 
 def alert_key(rule_id: str, trigger_seq: int) -> str:
