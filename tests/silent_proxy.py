@@ -1,7 +1,8 @@
 """A TCP proxy whose connections can be silenced: the bytes each way dropped,
 both sockets kept open (a NAT's or a load balancer's dropped state, a network
-partition: no FIN, no RST). Connections made after `silence` pass. Use it in
-`contextlib.closing`."""
+partition: no FIN, no RST). Connections made after `silence` pass; after
+`partition`, they are silenced too. The upstream is a TCP address or a Unix
+socket's path. Use it in `contextlib.closing`."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import threading
 
 
 class SilentProxy:
-    def __init__(self, upstream: tuple[str, int]) -> None:
+    def __init__(self, upstream: tuple[str, int] | str) -> None:
         self._upstream = upstream
+        self._partitioned = False
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.target = f"127.0.0.1:{self._listener.getsockname()[1]}"
         self._lock = threading.Lock()
@@ -26,16 +28,28 @@ class SilentProxy:
         with self._lock:
             self._silenced.update(self._sockets)
 
+    def partition(self) -> None:
+        """Drop every byte of every connection, open now or made later."""
+        with self._lock:
+            self._partitioned = True
+            self._silenced.update(self._sockets)
+
     def _accept(self) -> None:
         while True:
             try:
                 client, _ = self._listener.accept()
             except OSError:  # closed
                 return
-            server = socket.create_connection(self._upstream)
+            if isinstance(self._upstream, str):
+                server = socket.socket(socket.AF_UNIX)
+                server.connect(self._upstream)
+            else:
+                server = socket.create_connection(self._upstream)
             with self._lock:
                 self.connections += 1
                 self._sockets += [client, server]
+                if self._partitioned:
+                    self._silenced.update([client, server])
             for source, sink in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
 

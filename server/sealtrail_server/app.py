@@ -7,14 +7,16 @@ appends commit, pool closes)."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
+import os
 import shutil
 import signal
 import ssl
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -79,6 +81,18 @@ KEEPALIVE_OPTIONS: Final = (
     ("grpc.http2.ping_timeout_ms", 20_000),  # what gRPC's core reads of the two
     ("grpc.http2.max_pings_without_data", 0),
 )
+
+
+def abandon_stop() -> NoReturn:
+    """Exits now, status 1, without finishing a stop that waits after its
+    calls ended (on a database gone silent, which TCP gives up on after 15
+    minutes). The exit handlers run first: logs are flushed, telemetry
+    exported, an embedded PostgreSQL stopped. Every acknowledged event is
+    committed; a write not yet answered is not kept, and its caller, never
+    answered, retries it with its idempotency key."""
+    log.critical("shutting down: exiting now, without finishing the stop")
+    atexit._run_exitfuncs()  # what a normal exit runs, which os._exit skips
+    os._exit(1)
 
 
 class Service:
@@ -408,7 +422,8 @@ class Service:
 
     async def run_until_signalled(self) -> None:
         """Serves until SIGTERM or SIGINT, then stops; a second signal ends
-        the calls still in flight at once (an operator's second Ctrl-C)."""
+        the calls still in flight at once (an operator's second Ctrl-C), a
+        third exits (`abandon_stop`)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         signals = (signal.SIGTERM, signal.SIGINT)
@@ -419,9 +434,10 @@ class Service:
         hurried: list[asyncio.Task[None]] = []
 
         def hurry() -> None:
-            if not hurried:
-                log.warning("shutting down: ending in-flight calls now")
-                hurried.append(loop.create_task(self.hurry_stop()))
+            if hurried:
+                abandon_stop()
+            log.warning("shutting down: ending in-flight calls now (signal again to exit now)")
+            hurried.append(loop.create_task(self.hurry_stop()))
 
         for signum in signals:
             loop.add_signal_handler(signum, hurry)

@@ -9,15 +9,18 @@ import signal
 import subprocess
 import threading
 import time
+from contextlib import closing
 from typing import Any
 
 import grpc
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from sealtrail import AuditClient, RpcFailedError, UnavailableError, build_event
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc
 from tests.processes import ServerProcess
+from tests.silent_proxy import SilentProxy
 
 
 def test_sigterm_finishes_what_is_in_flight_and_refuses_the_rest(
@@ -148,3 +151,63 @@ def test_a_second_signal_ends_the_calls_in_flight_at_once(
         assert "ending in-flight calls now" in said
     finally:
         process.kill()
+
+
+def _through(proxy_port: int, url: str) -> str:
+    """`url` reached through a proxy on 127.0.0.1 at `proxy_port`."""
+    return make_conninfo(url, host="127.0.0.1", port=proxy_port)
+
+
+def _upstream(url: str) -> tuple[str, int] | str:
+    """Where the database of `url` listens: a TCP address or a Unix socket."""
+    params = conninfo_to_dict(url)
+    host, port = str(params.get("host") or "/tmp"), int(params.get("port") or 5432)
+    return f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
+
+
+def test_a_third_signal_exits_though_the_stop_waits_on_the_database(
+    migrated_database_url: str, tenant: str, server: Any
+) -> None:
+    """With the calls ended, a stop can still wait: here on a database gone
+    silent (a partition: no reply, no reset, for the 15 minutes TCP takes to
+    give up). A third signal exits at once, and nothing unacknowledged is
+    kept."""
+    token = server.token(tenant, "recorder")
+    with closing(SilentProxy(_upstream(migrated_database_url))) as proxy:
+        proxied = _through(int(proxy.target.rsplit(":", 1)[1]), migrated_database_url)
+        process = ServerProcess(proxied, env={"SEALTRAIL_SHUTDOWN_GRACE": "300"})
+        try:
+            with AuditClient(process.target, token=token, max_attempts=1, timeout=60) as client:
+                client.record(action="doc.edit", actor_id="u")
+                proxy.partition()
+                failed: list[BaseException] = []
+
+                def write() -> None:
+                    try:
+                        client.record(action="doc.unanswered", actor_id="u")
+                    except BaseException as error:  # ended unanswered, as it should
+                        failed.append(error)
+
+                writer = threading.Thread(target=write)
+                writer.start()
+                time.sleep(1)  # the write waits for the silent database
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    process.proc.send_signal(signum)
+                    with pytest.raises(subprocess.TimeoutExpired):
+                        process.proc.wait(3)  # held: by the call, then by the database
+                began = time.monotonic()
+                process.proc.send_signal(signal.SIGTERM)
+                assert process.proc.wait(30) == 1
+                assert time.monotonic() - began < 30
+                writer.join(30)
+                assert failed, "a write no one committed was answered"
+            assert "exiting now" in "".join(process.stderr)
+        finally:
+            process.kill()
+    # The proxy closed, the database ends the silent sessions' transactions.
+    with psycopg.connect(migrated_database_url) as conn:
+        [(kept,)] = conn.execute(
+            "SELECT count(*) FROM events WHERE tenant_id = %s AND action = 'doc.unanswered'",
+            [tenant],
+        ).fetchall()
+    assert kept == 0
