@@ -10,6 +10,8 @@ import contextlib
 import socket
 import threading
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
 
 class SilentProxy:
     def __init__(self, upstream: tuple[str, int] | str) -> None:
@@ -33,6 +35,12 @@ class SilentProxy:
         with self._lock:
             self._partitioned = True
             self._silenced.update(self._sockets)
+
+    def heal(self) -> None:
+        """Let connections made from now on pass (those silenced stay so, as
+        a dropped NAT entry leaves them)."""
+        with self._lock:
+            self._partitioned = False
 
     def _accept(self) -> None:
         while True:
@@ -66,3 +74,15 @@ class SilentProxy:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
+
+
+def database_upstream(url: str) -> tuple[str, int] | str:
+    """Where the database of `url` listens: a TCP address or a Unix socket."""
+    params = conninfo_to_dict(url)
+    host, port = str(params.get("host") or "/tmp"), int(params.get("port") or 5432)
+    return f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
+
+
+def through(proxy: SilentProxy, url: str) -> str:
+    """`url`, reaching its database through `proxy`."""
+    return make_conninfo(url, host="127.0.0.1", port=int(proxy.target.rsplit(":", 1)[1]))

@@ -54,7 +54,7 @@ from .store.pool_metrics import measure_pool
 from .store.sinks import reseal_secrets
 from .store.tenant_settings import SettingsCache
 from .store.tokens import find_principal
-from .store.urls import with_connect_timeout
+from .store.urls import with_connection_limits
 from .stream.hub import StreamHub
 from .telemetry.interceptor import TelemetryInterceptor
 from .tls import server_credentials
@@ -85,8 +85,8 @@ KEEPALIVE_OPTIONS: Final = (
 
 def abandon_stop() -> NoReturn:
     """Exits now, status 1, without finishing a stop that waits after its
-    calls ended (on a database gone silent, which TCP gives up on after 15
-    minutes). The exit handlers run first: logs are flushed, telemetry
+    calls ended (on a database that takes what is sent and never answers, a
+    hung server or pooler). The exit handlers run first: logs are flushed, telemetry
     exported, an embedded PostgreSQL stopped. Every acknowledged event is
     committed; a write not yet answered is not kept, and its caller, never
     answered, retries it with its idempotency key."""
@@ -116,8 +116,8 @@ class Service:
         default `database_url` does. `clock` (tests) stamps events and ages them."""
         self.settings = settings
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._database_url = with_connect_timeout(database_url)
-        self._owner_database_url = with_connect_timeout(owner_database_url or database_url)
+        self._database_url = with_connection_limits(database_url)
+        self._owner_database_url = with_connection_limits(owner_database_url or database_url)
         self._tracer: Tracer | None = (
             tracer_provider.get_tracer("sealtrail_server") if tracer_provider is not None else None
         )

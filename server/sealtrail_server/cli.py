@@ -46,7 +46,7 @@ from .store.tokens import (
     mark_revoked,
     read_token,
 )
-from .store.urls import with_connect_timeout
+from .store.urls import with_connection_limits
 from .telemetry.logs import LogFormat, configure_logging
 from .telemetry.metrics import Metrics, MetricsConfigError, metrics_from_env
 from .telemetry.tracing import TracingConfigError, tracer_provider_from_env
@@ -81,10 +81,11 @@ def _database_urls(settings: Settings) -> _Urls:
             "SEALTRAIL_OWNER_DATABASE_URL needs SEALTRAIL_DATABASE_URL (or --database-url):"
             " the embedded PostgreSQL, used without one, has an owner of its own"
         )
-    url = with_connect_timeout(settings.database_url or start_embedded_postgres(settings.data_dir))
+    given = settings.database_url or start_embedded_postgres(settings.data_dir)
+    url = with_connection_limits(given)
     return _Urls(
         url,
-        with_connect_timeout(settings.owner_database_url or url),
+        with_connection_limits(settings.owner_database_url or url),
         not settings.database_url,
         settings.migration_lock_attempts,
     )

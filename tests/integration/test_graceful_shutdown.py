@@ -15,12 +15,11 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from sealtrail import AuditClient, RpcFailedError, UnavailableError, build_event
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc
 from tests.processes import ServerProcess
-from tests.silent_proxy import SilentProxy
+from tests.silent_proxy import SilentProxy, database_upstream, through
 
 
 def test_sigterm_finishes_what_is_in_flight_and_refuses_the_rest(
@@ -153,29 +152,18 @@ def test_a_second_signal_ends_the_calls_in_flight_at_once(
         process.kill()
 
 
-def _through(proxy_port: int, url: str) -> str:
-    """`url` reached through a proxy on 127.0.0.1 at `proxy_port`."""
-    return make_conninfo(url, host="127.0.0.1", port=proxy_port)
-
-
-def _upstream(url: str) -> tuple[str, int] | str:
-    """Where the database of `url` listens: a TCP address or a Unix socket."""
-    params = conninfo_to_dict(url)
-    host, port = str(params.get("host") or "/tmp"), int(params.get("port") or 5432)
-    return f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
-
-
 def test_a_third_signal_exits_though_the_stop_waits_on_the_database(
     migrated_database_url: str, tenant: str, server: Any
 ) -> None:
-    """With the calls ended, a stop can still wait: here on a database gone
-    silent (a partition: no reply, no reset, for the 15 minutes TCP takes to
-    give up). A third signal exits at once, and nothing unacknowledged is
-    kept."""
+    """With the calls ended, a stop can still wait: here on a database that
+    takes what is sent and never answers (a hung server or pooler; TCP, its
+    bytes acknowledged, never gives up). A third signal exits at once, and
+    nothing unacknowledged is kept."""
     token = server.token(tenant, "recorder")
-    with closing(SilentProxy(_upstream(migrated_database_url))) as proxy:
-        proxied = _through(int(proxy.target.rsplit(":", 1)[1]), migrated_database_url)
-        process = ServerProcess(proxied, env={"SEALTRAIL_SHUTDOWN_GRACE": "300"})
+    with closing(SilentProxy(database_upstream(migrated_database_url))) as proxy:
+        process = ServerProcess(
+            through(proxy, migrated_database_url), env={"SEALTRAIL_SHUTDOWN_GRACE": "300"}
+        )
         try:
             with AuditClient(process.target, token=token, max_attempts=1, timeout=60) as client:
                 client.record(action="doc.edit", actor_id="u")

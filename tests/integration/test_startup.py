@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.sql import SQL, Identifier
 
 from sealtrail_server import cli
@@ -62,8 +62,31 @@ def test_a_database_that_never_answers_is_given_up_on(monkeypatch: pytest.Monkey
         started = CliRunner().invoke(cli.main, ["serve"], env={"SEALTRAIL_DATABASE_URL": url})
     assert started.exit_code == 1
     assert "Error: cannot use the database" in started.output and "timeout" in started.output
-    for given in (f"{url}?connect_timeout=30", f"{url}?service=prod"):
-        assert urls.with_connect_timeout(given) == given  # the URL's own, or its service's
+    # The URL's own, or its service's.
+    own = conninfo_to_dict(urls.with_connection_limits(f"{url}?connect_timeout=30"))
+    assert own["connect_timeout"] == "30"
+    assert urls.with_connection_limits(f"{url}?service=prod") == f"{url}?service=prod"
+
+
+def test_a_connection_to_a_database_gone_silent_is_given_up_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A partition (no reply, no reset) held a statement the 15 minutes TCP
+    takes to give up, and an idle connection (the hub's LISTEN) for good:
+    libpq's keepalives and TCP user timeout are set unless the URL sets its
+    own (libpq applies them; packets cannot be dropped from a test)."""
+    monkeypatch.delenv("PGSERVICE", raising=False)
+    url = "postgresql://sealtrail@db.internal:5432/sealtrail"
+    limited = conninfo_to_dict(urls.with_connection_limits(url))
+    assert {name: int(str(limited[name])) for name in urls.SILENCE_LIMITS} == {
+        "keepalives": 1,
+        "keepalives_idle": 15,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 30_000,
+    }
+    own = conninfo_to_dict(urls.with_connection_limits(f"{url}?tcp_user_timeout=0&keepalives=0"))
+    assert (own["tcp_user_timeout"], own["keepalives"], own["keepalives_idle"]) == ("0", "0", "15")
 
 
 def test_an_owner_url_without_a_service_url_is_refused(tmp_path: Path) -> None:

@@ -13,17 +13,36 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 # a start, or a reconnect after an outage, held that long.
 CONNECT_TIMEOUT_SECONDS: Final = 10
 
+# And on a connection whose database went silent (a partition, a dropped NAT
+# or load-balancer entry: no reply and no reset), a statement waits the 15
+# minutes TCP takes to give up on data sent and not acknowledged, holding its
+# call (and a stop) all along; an idle one, as the stream hub's LISTEN, for
+# good. With these, a statement fails after 30 s of silence and an idle
+# connection is found dead within 30 s. libpq ignores them on Unix sockets.
+SILENCE_LIMITS: Final = {
+    "keepalives": 1,
+    "keepalives_idle": 15,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # milliseconds
+}
 
-def with_connect_timeout(url: str) -> str:
-    """`url` with libpq's `connect_timeout` (CONNECT_TIMEOUT_SECONDS) unless it
-    sets one, or PGCONNECT_TIMEOUT does, or a service file may (a `service`
-    named, or PGSERVICE); a URL libpq cannot read is returned as it is, for
-    the connection to name what is wrong with it."""
-    if "PGCONNECT_TIMEOUT" in os.environ or "PGSERVICE" in os.environ:
+
+def with_connection_limits(url: str) -> str:
+    """`url` with libpq's `connect_timeout` (CONNECT_TIMEOUT_SECONDS) and the
+    keepalive and TCP timeout settings of SILENCE_LIMITS, each unless the URL
+    sets it, or a service file may (a `service` named, or PGSERVICE), or for
+    the first, PGCONNECT_TIMEOUT does; a URL libpq cannot read is returned as
+    it is, for the connection to name what is wrong with it."""
+    if "PGSERVICE" in os.environ:
         return url
     try:
-        if {"connect_timeout", "service"} & conninfo_to_dict(url).keys():
-            return url
-        return make_conninfo(url, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+        given = conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         return url
+    if "service" in given:
+        return url
+    limits: dict[str, int] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **SILENCE_LIMITS}
+    if "PGCONNECT_TIMEOUT" in os.environ:
+        del limits["connect_timeout"]
+    return make_conninfo(url, **{k: v for k, v in limits.items() if k not in given})
