@@ -593,6 +593,8 @@ def test_a_rule_sees_only_what_comes_after_it_and_stops_when_deleted(
     ("rule", "field"),
     [
         (build_alert_rule("", "match", filter=build_filter(actions="a.b")), "rule.name"),
+        (build_alert_rule("x\x00y", "match", filter=build_filter(actions="a.b")), "rule.name"),
+        (build_alert_rule("x\ny", "match", filter=build_filter(actions="a.b")), "rule.name"),
         (build_alert_rule("x", "match"), "rule.match.filter"),
         (alerting_pb2.AlertRule(name="x"), "rule.condition"),
         (

@@ -1572,6 +1572,15 @@ def test_a_sink_change_on_a_stale_etag_is_aborted_and_changes_nothing(
             build_sink("", "webhook", url="https://siem.example", secrets=[new_secret()]),
             "sink.name",
         ),
+        # Refused as the sink's own change record, a field not sent (helper-137).
+        (
+            build_sink("x\x00y", "webhook", url="https://siem.example", secrets=[new_secret()]),
+            "sink.name",
+        ),
+        (
+            build_sink("x\x1b[2Jy", "webhook", url="https://siem.example", secrets=[new_secret()]),
+            "sink.name",
+        ),
         (
             build_sink("x", "webhook", url="https://siem.example", secrets=["plain"]),
             "sink.webhook.secrets[0]",

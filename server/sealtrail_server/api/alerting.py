@@ -21,7 +21,7 @@ from ..alerts.routing import delete_rule_routing_its_alerts
 from ..domain.alerts import MAX_RULE_NAME, MAX_RULES_PER_TENANT, NEW_ORIGIN_KINDS
 from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from ..domain.etags import etag_of, instant, require_etag
-from ..domain.event import SEVERITIES, ChangeDraft, parse_uuid
+from ..domain.event import CONTROL_CHARACTERS, SEVERITIES, ChangeDraft, parse_uuid
 from ..domain.filters import validate_filter
 from ..forward.forwarder import Forwarder
 from ..store import alerts as store
@@ -182,8 +182,15 @@ class AlertingRpcs:
         names (the rest, unread, stays as stored, even a sink deleted since)."""
         values: dict[str, Any] = {}
         if paths is None or "name" in paths:
-            if not rule.name.strip() or len(rule.name) > MAX_RULE_NAME:
-                raise InvalidArgument.field("rule.name", f"must be 1 to {MAX_RULE_NAME} characters")
+            if (
+                not rule.name.strip()
+                or len(rule.name) > MAX_RULE_NAME
+                or CONTROL_CHARACTERS.search(rule.name)
+            ):
+                raise InvalidArgument.field(
+                    "rule.name",
+                    f"must be 1 to {MAX_RULE_NAME} characters, none of them control characters",
+                )
             values["name"] = rule.name
         if paths is None or replaces_oneof(paths, rule, "condition", path="rule"):
             values["condition"] = _condition(rule)

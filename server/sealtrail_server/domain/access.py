@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from .event import MAX_NAME
+from .event import CONTROL_CHARACTERS, MAX_NAME
 
 TOKEN_PREFIX: Final = "stk_"
 TOKEN_PATTERN: Final = re.compile(r"stk_[A-Za-z0-9_-]{43}")
@@ -37,14 +37,9 @@ class Principal:
     role: Role
 
 
-# C0 and C1 controls and DEL: a name is printed to operators' terminals
-# (`sealtrail-server token list`), where they would be escape sequences.
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 def token_name_problem(name: str) -> str | None:
     """Why `name` cannot label a token, or None."""
-    if len(name) > MAX_NAME or _CONTROL.search(name):
+    if len(name) > MAX_NAME or CONTROL_CHARACTERS.search(name):
         return f"must be at most {MAX_NAME} characters, none of them control characters"
     return None
 

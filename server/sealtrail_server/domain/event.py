@@ -46,6 +46,10 @@ MAX_SENT_EVENT_BYTES: Final = 8 * MAX_RECORD_BYTES
 MAX_ACTION = 128
 MAX_ID = 256
 MAX_NAME = 256
+# C0 and C1 controls and DEL, which names given to Sealtrail's own objects
+# (tokens, sinks, alert rules) may not hold: they are printed to operators'
+# terminals and tables, where they would be escape sequences.
+CONTROL_CHARACTERS: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_EMAIL = 320
 MAX_DESCRIPTION = 4096
 MAX_USER_AGENT = 1024

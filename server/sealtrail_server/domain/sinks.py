@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from .errors import FieldViolation, InvalidArgument
 from .etags import etag_of, instant
+from .event import CONTROL_CHARACTERS
 
 Kind = Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch"]
 Format = Literal["sealtrail_json", "ocsf"]
@@ -172,9 +173,12 @@ def keep_secrets(kind: Kind, new: dict[str, Any], old: dict[str, Any]) -> dict[s
 def validate_sink_settings(*, name: str, format: str, path: str = "sink") -> list[FieldViolation]:
     """The violations of a sink's name and format."""
     violations = []
-    if not name.strip() or len(name) > MAX_NAME:
+    if not name.strip() or len(name) > MAX_NAME or CONTROL_CHARACTERS.search(name):
         violations.append(
-            FieldViolation(f"{path}.name", f"must be 1 to {MAX_NAME} characters, not blank")
+            FieldViolation(
+                f"{path}.name",
+                f"must be 1 to {MAX_NAME} characters, not blank, none of them control characters",
+            )
         )
     if format not in ("sealtrail_json", "ocsf"):
         violations.append(FieldViolation(f"{path}.format", "unknown payload format"))

@@ -322,7 +322,7 @@ class Sink(_message.Message):
     id: _builtins.str
     """The sink's id (a UUID). Output only."""
     name: _builtins.str
-    """A name for people, 1 to 128 characters."""
+    """A name for people, 1 to 128 characters, none of them control characters."""
     format: Global___PayloadFormat.ValueType
     """How each event is written."""
     paused: _builtins.bool
