@@ -495,7 +495,9 @@ def rewrite_consistently(conn: psycopg.Connection[Any], tenant: str) -> None:
 @pytest.mark.parametrize(
     ("tampering", "reason", "seqs", "offline"),
     [
-        (change_field, "LEAF_MISMATCH", {13}, r"^record 13 \(seq 13\)"),
+        # The server refuses to prove a record its leaf does not hash: the
+        # bundle goes without it.
+        (change_field, "LEAF_MISMATCH", {13}, r"^seq 13: missing"),
         (change_record_and_leaf, "PAIR_MISMATCH", {13}, r"^record 13 \(seq 13\)"),
         (swap_records, "RECORD_MISPLACED", {13}, r"^record 13 \(seq 20\)"),
         (delete_one, "RECORD_MISSING", {13}, r"^seq 13: missing"),
@@ -608,6 +610,23 @@ def test_a_stored_node_above_the_pairs_changed_or_gone_fails_verify_log(
     assert not result.ok
     assert (result.failure.reason, result.failure.seq) == ("NODE_MISMATCH", first)
     assert f"seqs {first} to {(index + 1) << level}" in result.failure.message
+
+
+def test_an_inclusion_proof_of_a_record_rewritten_under_its_old_leaf_is_data_loss(
+    logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any]
+) -> None:
+    """The rewritten record was served beside its old leaf hash and that
+    leaf's proof, which checks against the signed root: a client checking the
+    proof with the answer's leaf_hash took the forged record for the logged
+    one (helper-139)."""
+    change_field(tamper, tenant)
+    for size in (0, EVENTS):
+        with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
+            logged.get_inclusion_proof(seq=13, tree_size=size)
+        assert refused.value.reason == "INTEGRITY_FAILURE"
+        assert "seq 13" in str(refused.value)
+    intact = logged.get_inclusion_proof(seq=12, tree_size=EVENTS)
+    assert intact.leaf_hash == leaf(intact.record)
 
 
 def test_a_filtered_bundle_names_the_matched_records_the_log_could_not_prove(

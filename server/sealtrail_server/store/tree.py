@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 
 from ..domain.errors import IntegrityFailure
+from ..domain.merkle import leaf_hash
 from ..domain.proofs import (
     Node,
     Range,
@@ -196,13 +197,18 @@ class ProvenLeaf:
 def inclusion_proof(read: NodeRead, found: NodesRead, *, tree_size: int) -> ProvenLeaf | None:
     """The leaf of `read` and its inclusion proof at `tree_size`, from what
     its read found; None if the log has no such event, IntegrityFailure if the
-    event is there but hashes of its path are not."""
+    event is there but hashes of its path are not, or its record is not the
+    one its leaf hashes (the proof would vouch for a record it does not cover)."""
     seq = read.record_seq
     leaf = found.hashes.get((0, seq - 1))
     if leaf is None:
         return None
     if found.missing:
         raise lacking(read.tenant_id, found.missing)
+    if found.record is not None and leaf_hash(found.record.encode()) != leaf:
+        raise IntegrityFailure(
+            f"the record of {read.tenant_id!r} at seq {seq} is not the one its leaf hashes"
+        )
     proof = [
         range_hash(start, end, found.hashes) for start, end in inclusion_ranges(seq - 1, tree_size)
     ]
