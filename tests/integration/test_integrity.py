@@ -629,6 +629,21 @@ def test_an_inclusion_proof_of_a_record_rewritten_under_its_old_leaf_is_data_los
     assert intact.leaf_hash == leaf(intact.record)
 
 
+def test_an_inclusion_proof_of_an_event_deleted_inside_the_signed_log_is_data_loss(
+    logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any]
+) -> None:
+    """A signed checkpoint covers it, so its row gone is lost data, as a
+    missing interior hash already was; it was NOT_FOUND "no such event", as if
+    it had never been recorded (helper-139)."""
+    delete_one(tamper, tenant)
+    for size in (0, EVENTS):
+        with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
+            logged.get_inclusion_proof(seq=13, tree_size=size)
+        assert refused.value.reason == "INTEGRITY_FAILURE"
+    with pytest.raises(NotFoundError):  # beyond the log: never recorded
+        logged.get_inclusion_proof(seq=EVENTS + 100)
+
+
 def test_a_filtered_bundle_names_the_matched_records_the_log_could_not_prove(
     logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any], tmp_path: Path
 ) -> None:

@@ -123,15 +123,14 @@ class IntegrityRpcs:
         leaf = request.WhichOneof("leaf")
         key = {"seq": seq} if leaf == "seq" else {"event_id": request.event_id}
         await self._key_reads.recorded(principal, rpc="GetInclusionProof", key=key)
-        found = None
-        if seq <= size:
-            if request.tree_size:
-                await self._within_log(tenant_id, size, "tree_size")
-            read = inclusion_read(tenant_id, seq=seq, tree_size=size)
-            async with self._erasure_explains(tenant_id):
-                found = inclusion_proof(read, await self._node_reader.read(read), tree_size=size)
-        if found is None:
+        if seq > size:  # beyond the log (the checkpoint covering it is the latest)
             raise await self._not_found(tenant_id, "no such event")
+        if request.tree_size:
+            await self._within_log(tenant_id, size, "tree_size")
+        # Within the log: an event missing from it now is lost data (DATA_LOSS).
+        read = inclusion_read(tenant_id, seq=seq, tree_size=size)
+        async with self._erasure_explains(tenant_id):
+            found = inclusion_proof(read, await self._node_reader.read(read), tree_size=size)
         if found.record is None and not request.include_purged:
             raise NotFound(
                 f"event {seq} was removed by retention; set include_purged for its leaf's proof",

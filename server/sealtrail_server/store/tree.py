@@ -194,17 +194,16 @@ class ProvenLeaf:
     proof: list[bytes]
 
 
-def inclusion_proof(read: NodeRead, found: NodesRead, *, tree_size: int) -> ProvenLeaf | None:
+def inclusion_proof(read: NodeRead, found: NodesRead, *, tree_size: int) -> ProvenLeaf:
     """The leaf of `read` and its inclusion proof at `tree_size`, from what
-    its read found; None if the log has no such event, IntegrityFailure if the
-    event is there but hashes of its path are not, or its record is not the
-    one its leaf hashes (the proof would vouch for a record it does not cover)."""
+    its read found. IntegrityFailure if its leaf or hashes of its path are
+    missing (the caller knows the seq within the log: its leaf was there), or
+    its record is not the one its leaf hashes (the proof would vouch for a
+    record it does not cover)."""
     seq = read.record_seq
-    leaf = found.hashes.get((0, seq - 1))
-    if leaf is None:
-        return None
     if found.missing:
         raise lacking(read.tenant_id, found.missing)
+    leaf = found.hashes[(0, seq - 1)]
     if found.record is not None and leaf_hash(found.record.encode()) != leaf:
         raise IntegrityFailure(
             f"the record of {read.tenant_id!r} at seq {seq} is not the one its leaf hashes"
