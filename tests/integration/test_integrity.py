@@ -141,6 +141,66 @@ def test_proof_requests_outside_the_log_are_refused(logged: AuditClient) -> None
         logged.get_checkpoint(tree_size=7)
 
 
+def test_a_proof_asked_just_ahead_of_the_log_is_not_taken_for_tampering_when_signed_meanwhile(
+    logged: AuditClient,
+    client_for: Callable[..., AuditClient],
+    tenant: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The log's size and its latest checkpoint were read in two statements:
+    events appended and signed between them (by any process) made a checkpoint
+    longer than the size read, and an intact log was reported cut back, DATA_LOSS
+    "events were removed behind the service's back" (helper-139). The window is
+    widened here: the first read of the size waits until the log has grown and
+    been signed."""
+    import asyncio
+
+    import sealtrail_server.api.integrity as integrity_api
+
+    read_size = integrity_api.tree_size
+    size_read, grown = threading.Event(), threading.Event()
+
+    async def size_then_wait(conn: Any, tenant_id: str) -> int:
+        size = await read_size(conn, tenant_id)
+        if tenant_id == tenant and not size_read.is_set():
+            size_read.set()
+            for _ in range(1000):  # at most 10 s
+                if grown.is_set():
+                    break
+                await asyncio.sleep(0.01)
+        return size
+
+    monkeypatch.setattr(integrity_api, "tree_size", size_then_wait)
+    answers: list[Any] = []
+    asking = threading.Thread(
+        target=lambda: answers.append(
+            _outcome(
+                lambda: client_for(tenant).get_consistency_proof(old_size=1, new_size=EVENTS + 3)
+            )
+        )
+    )
+    asking.start()
+    try:
+        assert size_read.wait(10)
+        record_events(logged, 5, start=EVENTS)
+        assert logged.get_checkpoint(fresh=True).tree_size == EVENTS + 5
+    finally:
+        grown.set()
+        asking.join(10)
+    [answer] = answers
+    assert not isinstance(answer, Exception), answer
+    assert answer.new_size == EVENTS + 3
+    assert logged.verify_log().ok
+
+
+def _outcome(call: Callable[[], Any]) -> Any:
+    """What `call` returns, or the exception it raised."""
+    try:
+        return call()
+    except Exception as error:
+        return error
+
+
 def test_verifier_keys_list_the_active_key(logged: AuditClient) -> None:
     keys = logged.get_verifier_keys()
     assert keys[0].active and keys[0].text == VERIFIER.text()
