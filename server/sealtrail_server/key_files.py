@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,13 +30,9 @@ def load_key_text(
     path = file or default
     if file is not None and not file.exists():
         raise SystemExit(f"{setting}_FILE: the {what} file {file} does not exist")
+    named = f"{setting}_FILE" if file is not None else "the data dir"
     if path.exists():
-        try:
-            return path.read_text(encoding="utf-8"), str(path)
-        except (OSError, UnicodeDecodeError) as error:
-            named = f"{setting}_FILE" if file is not None else "the data dir"
-            why = error.strerror if isinstance(error, OSError) else "not text"
-            raise SystemExit(f"cannot read the {what} {path} ({named}): {why}") from None
+        return _read(path, what=what, named=named), str(path)
     if generate is None:
         raise SystemExit(
             f"no {what} at {path}: a server creates it at its first start there;"
@@ -43,8 +40,33 @@ def load_key_text(
         )
     generated = generate()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(generated + "\n")
+    if not _create(path, generated + "\n"):
+        # A server starting beside this one wrote it first: its key is the one.
+        return _read(path, what=what, named=named), str(path)
     log.warning("generated a new %s in %s", what, path)
     return generated, str(path)
+
+
+def _read(path: Path, *, what: str, named: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        why = error.strerror if isinstance(error, OSError) else "not text"
+        raise SystemExit(f"cannot read the {what} {path} ({named}): {why}") from None
+
+
+def _create(path: Path, text: str) -> bool:
+    """Writes `text` to `path` unless it exists (then False). Written whole to
+    a temporary file beside it (mode 0600) and linked into place: another
+    server starting on the same data dir never reads it half-written, and the
+    first to link wins (a rename would replace a key another already uses)."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.link(temporary, path)
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(temporary)
+    return True

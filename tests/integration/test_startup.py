@@ -119,6 +119,46 @@ def test_a_key_file_that_cannot_be_read_names_its_setting(tmp_path: Path) -> Non
         load(tmp_path)
 
 
+def test_a_key_file_another_server_writes_first_is_the_one_both_use(tmp_path: Path) -> None:
+    """Two servers starting together on a fresh data dir both found no key
+    and generated one: the second to write crashed (FileExistsError), or
+    read the first's file before its text was in and exited on a parse error
+    (helper-139). Here the other server writes its key as this one generates
+    its own, between the check and the write."""
+    path = tmp_path / "signing-key"
+
+    def generate_as_another_writes() -> str:
+        path.write_text("the other server's key\n", encoding="utf-8")
+        return "this server's key"
+
+    text, source = load_key_text(
+        text=None,
+        file=None,
+        default=path,
+        setting="SEALTRAIL_SIGNING_KEY",
+        generate=generate_as_another_writes,
+        what="checkpoint signing key",
+    )
+    assert (text, source) == ("the other server's key\n", str(path))
+    assert path.read_text(encoding="utf-8") == "the other server's key\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["signing-key"]  # no temporary file left
+
+
+def test_a_generated_key_file_is_written_whole_and_private(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "signing-key"
+    text, _ = load_key_text(
+        text=None,
+        file=None,
+        default=path,
+        setting="SEALTRAIL_SIGNING_KEY",
+        generate=lambda: "a new key",
+        what="checkpoint signing key",
+    )
+    assert text == "a new key" and path.read_text(encoding="utf-8") == "a new key\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["signing-key"]
+
+
 def test_a_start_refused_for_its_own_settings_leaves_the_database_untouched(
     server: ServerThread, sql: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
