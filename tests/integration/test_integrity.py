@@ -786,6 +786,47 @@ def test_the_signer_never_signs_over_a_log_cut_back_or_rewritten_with_its_checkp
     assert at_its_size in (None, signed.note)  # never another root signed at that size
 
 
+def cut_back_to_an_older_checkpoint(conn: psycopg.Connection[Any], tenant: str) -> None:
+    """The log cut back to its checkpoint at EVENTS, the later ones deleted:
+    what is left looks like a log signed as far as it goes."""
+    conn.execute("DELETE FROM events WHERE tenant_id = %s AND seq > %s", [tenant, EVENTS])
+    rebuild_tree(conn, tenant)
+    conn.execute(
+        "DELETE FROM checkpoints WHERE tenant_id = %s AND tree_size > %s", [tenant, EVENTS]
+    )
+
+
+@pytest.mark.parametrize(
+    "tampering",
+    [cut_back_to_an_older_checkpoint, cut_back_and_forget_checkpoints],
+    ids=["to-an-older-checkpoint", "checkpoints-deleted"],
+)
+def test_a_log_cut_back_under_what_this_server_signed_is_not_served_as_shorter(
+    logged: AuditClient,
+    tenant: str,
+    tamper: psycopg.Connection[Any],
+    tampering: Callable[[psycopg.Connection[Any], str], None],
+) -> None:
+    """The server remembers what it signed, and signs only what extends it,
+    but served what the database held: GetCheckpoint the older checkpoint (or
+    NOT_FOUND, "the log is empty"), as if the log had shrunk, and a proof from
+    the size it had signed FAILED_PRECONDITION `BEYOND_LOG_SIZE`, telling a
+    monitor holding that checkpoint to wait (helper-139)."""
+    record_events(logged, 5, start=EVENTS)
+    signed = logged.get_checkpoint(fresh=True).tree_size
+    assert signed == EVENTS + 5
+    tampering(tamper, tenant)
+    for ask in (
+        logged.get_checkpoint,
+        lambda: logged.get_consistency_proof(old_size=signed),
+        lambda: logged.get_consistency_proof(old_size=1, new_size=signed),
+        lambda: logged.get_inclusion_proof(seq=5),
+    ):
+        with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
+            ask()
+        assert refused.value.reason == "INTEGRITY_FAILURE"
+
+
 def test_proof_hashes_are_base64_in_bundles(logged: AuditClient, tmp_path: Path) -> None:
     write_bundle(logged, tmp_path / "b", event_filter=build_filter(actions="integrity.test"))
     first = (tmp_path / "b" / "proofs.ndjson").read_text().splitlines()[0]

@@ -74,10 +74,22 @@ class IntegrityRpcs:
     _key_reads: KeyReads
     _summary_seal: SummarySeal
 
-    async def _covering(self, tenant_id: str, seq: int) -> StoredCheckpoint:
-        """The latest checkpoint if it covers `seq`, else a freshly signed one."""
+    async def _latest(self, tenant_id: str) -> StoredCheckpoint | None:
+        """The tenant's latest checkpoint. If this process signed or served a
+        later one than the database holds, the checkpointer's instead: one that
+        extends the one remembered, or IntegrityFailure for a log or checkpoints
+        cut back behind the service's back (a row whose commit failed is signed
+        again)."""
         async with self._db.connection(tenant_id) as conn:
             latest = await latest_checkpoint(conn, tenant_id)
+        remembered = self._checkpointer.remembered(tenant_id)
+        if remembered is not None and (latest is None or latest.tree_size < remembered[0]):
+            return await self._checkpointer.issue(tenant_id)
+        return latest
+
+    async def _covering(self, tenant_id: str, seq: int) -> StoredCheckpoint:
+        """The latest checkpoint if it covers `seq`, else a freshly signed one."""
+        latest = await self._latest(tenant_id)
         if latest is None or latest.tree_size < seq:
             latest = await self._checkpointer.issue(tenant_id)
         if latest is None:
@@ -98,8 +110,7 @@ class IntegrityRpcs:
         elif request.fresh:
             found = await self._checkpointer.issue(tenant_id)
         else:
-            async with self._db.connection(tenant_id) as conn:
-                found = await latest_checkpoint(conn, tenant_id)
+            found = await self._latest(tenant_id)
         if found is None:
             raise await self._not_found(tenant_id, "the log is empty: there is no checkpoint yet")
         return pb.GetCheckpointResponse(checkpoint=checkpoint_message(found))
@@ -211,12 +222,18 @@ class IntegrityRpcs:
             self._sizes_seen[tenant_id] = current
             if size <= current:
                 return
-        if signed is not None and signed.tree_size > current:
+        # The latest checkpoint signed, as stored or as this process remembers it.
+        remembered = self._checkpointer.remembered(tenant_id)
+        signed_size = max(
+            0 if signed is None else signed.tree_size, 0 if remembered is None else remembered[0]
+        )
+        # A log gone (erased) is neither cut back nor has a size to be beyond.
+        await refuse_if_erased_now(self._db, tenant_id)
+        if signed_size > current:
             raise IntegrityFailure(
                 f"the log holds {current} events but a checkpoint was signed at size"
-                f" {signed.tree_size}: events were removed behind the service's back"
+                f" {signed_size}: events were removed behind the service's back"
             )
-        await refuse_if_erased_now(self._db, tenant_id)  # a log gone has no size to be beyond
         raise FailedPrecondition(
             f"{field} {size} is beyond the log's size {current}",
             reason="BEYOND_LOG_SIZE",
