@@ -256,6 +256,27 @@ def test_checkpoints_are_issued_periodically(
         periodic.close()
 
 
+def test_a_log_with_events_and_no_checkpoint_yet_is_not_called_empty(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """GetCheckpoint between the first events and the first periodic
+    checkpoint said "the log is empty" (helper-139). No periodic checkpoints
+    here, so none is signed while the test asks."""
+    unsigned = ServerThread(migrated_database_url, checkpoint_interval=0)
+    try:
+        with AuditClient(unsigned.target, token=unsigned.token(tenant)) as client:
+            with pytest.raises(NotFoundError, match="the log is empty"):
+                client.get_checkpoint()
+            record_events(client, 3)
+            with pytest.raises(NotFoundError) as unsigned_yet:
+                client.get_checkpoint()
+            assert "no checkpoint has been signed yet" in str(unsigned_yet.value)
+            assert "empty" not in str(unsigned_yet.value)
+            assert client.get_checkpoint(fresh=True).tree_size == 3
+    finally:
+        unsigned.close()
+
+
 async def _sleep(seconds: float) -> None:
     import asyncio
 

@@ -112,8 +112,17 @@ class IntegrityRpcs:
         else:
             found = await self._latest(tenant_id)
         if found is None:
-            raise await self._not_found(tenant_id, "the log is empty: there is no checkpoint yet")
+            raise await self._not_found(tenant_id, await self._none_yet(tenant_id))
         return pb.GetCheckpointResponse(checkpoint=checkpoint_message(found))
+
+    async def _none_yet(self, tenant_id: str) -> str:
+        """Why the tenant has no checkpoint: its log is empty, or its first
+        events are not signed yet (the checkpointer signs a grown log within
+        its interval)."""
+        async with self._db.connection(tenant_id) as conn:
+            if await tree_size(conn, tenant_id) == 0:
+                return "the log is empty: there is no checkpoint yet"
+        return "no checkpoint has been signed yet; ask with fresh to sign one"
 
     async def GetInclusionProof(
         self, request: pb.GetInclusionProofRequest, context: Context
