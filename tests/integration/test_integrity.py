@@ -131,6 +131,10 @@ def test_proof_requests_outside_the_log_are_refused(logged: AuditClient) -> None
         logged.get_inclusion_proof(seq=EVENTS + 100)
     with pytest.raises(InvalidArgumentError):
         logged.get_inclusion_proof(seq=10, tree_size=5)
+    for seq in (2**53, 2**63 - 1):  # refused naming the read's own record (helper-137)
+        with pytest.raises(InvalidArgumentError) as beyond_any_log:
+            logged.get_inclusion_proof(seq=seq)
+        assert [name for name, _ in beyond_any_log.value.field_violations] == ["seq"]
     with pytest.raises(RpcFailedError):  # FAILED_PRECONDITION: beyond the log
         logged.get_consistency_proof(old_size=1, new_size=EVENTS + 1000)
     with pytest.raises(RpcFailedError) as beyond:  # to the latest checkpoint, unset new_size

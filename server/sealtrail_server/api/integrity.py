@@ -15,7 +15,7 @@ from sealtrail.v1 import event_pb2
 from sealtrail.v1 import integrity_pb2 as pb
 
 from ..domain.errors import FailedPrecondition, IntegrityFailure, InvalidArgument, NotFound
-from ..domain.event import parse_uuid
+from ..domain.event import MAX_SEQ, parse_uuid
 from ..domain.filters import page_size
 from ..domain.page_tokens import PageTokens
 from ..domain.purge_summaries import SummarySeal
@@ -171,8 +171,8 @@ class IntegrityRpcs:
     async def _seq_of(self, tenant_id: str, request: pb.GetInclusionProofRequest) -> int:
         which = request.WhichOneof("leaf")
         if which == "seq":
-            if request.seq < 1:
-                raise InvalidArgument.field("seq", "must be 1 or more")
+            if not 1 <= request.seq <= MAX_SEQ:
+                raise InvalidArgument.field("seq", f"must be 1 to {MAX_SEQ}")
             return request.seq
         if which != "event_id":
             raise InvalidArgument.field("leaf", "set event_id or seq")
