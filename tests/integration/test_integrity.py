@@ -394,6 +394,18 @@ def test_a_bundle_signed_by_another_key_is_refused(logged: AuditClient, tmp_path
         verify_bundle(tmp_path / "b", key=stranger)
 
 
+def test_an_empty_list_of_trusted_keys_is_refused_not_taken_for_none(
+    logged: AuditClient, tmp_path: Path
+) -> None:
+    """Keys read from an empty setting (`os.environ.get("KEYS", "").split()`):
+    taken for no key at all, the bundle was checked against its own keys, and
+    a forged bundle that carried its forger's key verified (helper-137)."""
+    write_bundle(logged, tmp_path / "b")
+    for empty in ([], ()):
+        with pytest.raises(BundleError, match="verifier key: none given"):
+            verify_bundle(tmp_path / "b", key=empty)
+
+
 def test_an_edited_bundle_names_the_record(logged: AuditClient, tmp_path: Path) -> None:
     write_bundle(logged, tmp_path / "b", event_filter=build_filter(actions="integrity.test"))
     records = tmp_path / "b" / "records.ndjson"

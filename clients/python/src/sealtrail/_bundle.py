@@ -437,10 +437,11 @@ def verify_bundle(
     With `key` (verifier key text, or several) the checkpoint, and every
     statement of what retention removed, must be signed by one of them (a log
     whose key was rotated: each statement is signed by the key of its day);
-    without, by one of the bundle's own keys, which proves only that the bundle
-    is consistent with itself. With `tenant`, the log must be that tenant's:
-    one key signs every tenant's checkpoints, so another tenant's bundle would
-    verify as well. Raises BundleError at the first failure."""
+    without (None), by one of the bundle's own keys, which proves only that the
+    bundle is consistent with itself; an empty sequence of keys is refused. With
+    `tenant`, the log must be that tenant's: one key signs every tenant's
+    checkpoints, so another tenant's bundle would verify as well. Raises
+    BundleError at the first failure."""
     try:
         return _verify_bundle(path, key=key, tenant=tenant)
     except (OSError, UnicodeDecodeError) as error:  # a file missing, unreadable, not text
@@ -544,6 +545,10 @@ def _manifest(path: Path) -> dict[str, Any]:
 
 def _verifiers(path: Path, key: str | Sequence[str] | None) -> tuple[list[Verifier], bool]:
     given = [key] if isinstance(key, str) else list(key or ())
+    if key is not None and not given:
+        # Keys read from an empty setting: checked against the bundle's own
+        # keys instead, a forged bundle carrying its forger's key verified.
+        raise BundleError("verifier key: none given (pass None to trust the bundle's own keys)")
     try:
         if given:
             return [Verifier.parse(text) for text in given], False

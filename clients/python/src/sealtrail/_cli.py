@@ -560,7 +560,8 @@ def verify(path: Path, keys: tuple[str, ...], tenant: str | None, require_comple
     Exits 0 when verified against --key, 1 on a failure, 3 when verified only
     against the bundle's own keys (which a forger writes too)."""
     try:
-        summary = verify_bundle(path, key=keys, tenant=tenant)
+        # No --key: None, the bundle's own keys (an empty list is refused).
+        summary = verify_bundle(path, key=keys or None, tenant=tenant)
     except BundleError as error:
         click.echo(f"FAILED: {error}", err=True)
         sys.exit(1)
