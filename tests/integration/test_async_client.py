@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -10,6 +11,7 @@ from sealtrail import (
     AbortedError,
     AsyncAuditClient,
     AuditClient,
+    EventLoopError,
     NotFoundError,
     build_event,
     build_filter,
@@ -78,3 +80,50 @@ async def test_a_batch_of_a_few_megabytes_is_answered(
             results = await audit.record_batch(large)
     assert [entry.event.details["blob"][:3] for entry in results[:2]] == ["0xx", "1xx"]
     assert len({entry.event.seq for entry in results}) == 600
+
+
+def test_an_async_client_serves_one_event_loop_after_another(
+    server: ServerThread, tenant: str
+) -> None:
+    """A client made once (at a module's import, say) and used under one
+    `asyncio.run` after another, as a job runner or per-test loops do: its
+    channel was the first loop's, and every call in a later loop failed with
+    RuntimeError "Event loop is closed" (helper-137)."""
+    client = AsyncAuditClient(server.target, token=server.token(tenant))
+
+    async def record() -> int:
+        return (await client.record(action="job.run", actor_id="u")).event.seq
+
+    async def record_and_close() -> int:
+        try:
+            return await record()
+        finally:
+            await client.close()
+
+    assert [asyncio.run(record()), asyncio.run(record()), asyncio.run(record_and_close())] == [
+        1,
+        2,
+        3,
+    ]
+
+
+def test_an_async_client_used_by_two_running_loops_at_once_says_so(
+    server: ServerThread, tenant: str
+) -> None:
+    """Its channel cannot serve both, and closing it under the other loop
+    would cancel that loop's calls: a clear error, not a RuntimeError from
+    deep in grpc."""
+    client = AsyncAuditClient(server.target, token=server.token(tenant))
+    other = asyncio.new_event_loop()
+    runner = threading.Thread(target=other.run_forever)
+    runner.start()
+    try:
+        first = asyncio.run_coroutine_threadsafe(client.record(action="a.b", actor_id="u"), other)
+        assert first.result(timeout=30).event.seq == 1
+        with pytest.raises(EventLoopError, match="one AsyncAuditClient per event loop"):
+            asyncio.run(client.record(action="a.b", actor_id="u"))
+        asyncio.run_coroutine_threadsafe(client.close(), other).result(timeout=30)
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        runner.join()
+        other.close()

@@ -40,6 +40,7 @@ from sealtrail._convert import (
 from sealtrail._correlation import aio_correlation_interceptors, current_request_id, request_id
 from sealtrail._errors import (
     ClientClosedError,
+    EventLoopError,
     RpcFailedError,
     SealtrailError,
     UnauthenticatedError,
@@ -67,6 +68,14 @@ from sealtrail.v1 import (
     settings_pb2,
 )
 
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 
@@ -89,6 +98,11 @@ class AsyncAuditClient:
     Every call on the client's own channel carries the caller's OpenTelemetry trace
     context and a request id (see `sealtrail.request_id`). A given channel is used as
     it was made: make it with `interceptors=sealtrail.aio_correlation_interceptors()`.
+
+    The client's own channel is made in the event loop that calls, again in each later
+    one (one `asyncio.run` after another); a call while another loop, running in another
+    thread, still uses it is EventLoopError: one client per event loop running at once.
+    A given channel serves the loop it was made in.
     """
 
     def __init__(
@@ -131,6 +145,7 @@ class AsyncAuditClient:
         )
         self._channel = channel
         self._stub_made: audit_service_pb2_grpc.AuditLogServiceAsyncStub | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the own channel's
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._timeout = timeout
         self._sleep = sleep
@@ -152,33 +167,50 @@ class AsyncAuditClient:
         retried after this."""
         self._closed = True
         if self._owns_channel and self._channel is not None:
+            if self._loop is not _running_loop():
+                # Another loop's, closed or stopped: closing it would need that
+                # loop; grpc closes it when it is collected.
+                self._channel = None
+                return
             await self._channel.close(None)
 
     @property
     def _stub(self) -> audit_service_pb2_grpc.AuditLogServiceAsyncStub:
-        """The service's stub, on the client's channel. A channel of its own is
-        made at the first call, in the event loop that makes it: a grpc.aio
-        channel belongs to the loop current when it is made, and a client made
-        outside a running loop (at a module's import, say) failed every call in
-        `asyncio.run`'s loop with a RuntimeError (helper-118)."""
+        """The service's stub, on the client's channel. A grpc.aio channel
+        belongs to the event loop current when it is made, so the client's own
+        is made in the loop that calls: at the first call (a client made at a
+        module's import failed every call in `asyncio.run`'s loop, helper-118),
+        and again in each later loop (one used under one `asyncio.run` after
+        another failed every call of the later ones, helper-137)."""
+        loop = asyncio.get_running_loop()
+        if self._owns_channel and loop is not self._loop:
+            self._channel, self._stub_made = self._channel_in(loop), None
         if self._stub_made is None:
-            if self._channel is None:
-                # grpc-stubs types interceptors as a stub to cast to.
-                interceptors: Any = aio_correlation_interceptors()
-                self._channel = (
-                    grpc.aio.insecure_channel(
-                        self._target, options=CHANNEL_OPTIONS, interceptors=interceptors
-                    )
-                    if self._credentials is None
-                    else grpc.aio.secure_channel(
-                        self._target,
-                        self._credentials,
-                        options=CHANNEL_OPTIONS,
-                        interceptors=interceptors,
-                    )
-                )
+            assert self._channel is not None  # given, or made above
             self._stub_made = audit_service_pb2_grpc.AuditLogServiceStub(self._channel)
         return self._stub_made
+
+    def _channel_in(self, loop: asyncio.AbstractEventLoop) -> grpc.aio.Channel:
+        """A new channel of the client's own, in `loop`. The last loop's is
+        dropped, not closed: closing it takes that loop, closed or stopped by
+        now (grpc closes it when it is collected). A loop still running, in
+        another thread, still uses it: EventLoopError, as closing it would
+        cancel that loop's calls in flight."""
+        if self._loop is not None and self._loop.is_running():
+            raise EventLoopError
+        # grpc-stubs types interceptors as a stub to cast to.
+        interceptors: Any = aio_correlation_interceptors()
+        channel = (
+            grpc.aio.insecure_channel(
+                self._target, options=CHANNEL_OPTIONS, interceptors=interceptors
+            )
+            if self._credentials is None
+            else grpc.aio.secure_channel(
+                self._target, self._credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
+            )
+        )
+        self._loop = loop
+        return channel
 
     async def record(
         self, event: event_pb2.Event | None = None, /, **fields: Unpack[EventFields]

@@ -37,6 +37,19 @@ class ClientClosedError(ValueError):
         super().__init__("the client is closed")
 
 
+class EventLoopError(RuntimeError):
+    """A call on an AsyncAuditClient from an event loop while another loop,
+    running in another thread, still uses its channel: a grpc.aio channel
+    serves the loop it was made in, and closing it under the other would
+    cancel that loop's calls. No call is made."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the client's channel serves an event loop still running in another thread:"
+            " use one AsyncAuditClient per event loop"
+        )
+
+
 class SealtrailError(Exception):
     """A call failed with a non-OK status.
 
