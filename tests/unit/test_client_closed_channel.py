@@ -14,7 +14,13 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from sealtrail import AsyncAuditClient, AuditClient, RpcFailedError, UnavailableError
+from sealtrail import (
+    AsyncAuditClient,
+    AuditClient,
+    ClientClosedError,
+    RpcFailedError,
+    UnavailableError,
+)
 
 
 @pytest.fixture
@@ -134,3 +140,14 @@ def test_an_async_client_made_outside_an_event_loop_calls_from_the_one_running(
 
     with pytest.raises(UnavailableError):  # what the port answers, not a RuntimeError
         asyncio.run(call())
+
+
+@pytest.mark.parametrize("use", ["record", "stream", "export"])
+async def test_a_call_on_a_closed_async_client_opens_no_channel(refusing: str, use: str) -> None:
+    """The stub, and with it a channel, was made before the call saw the
+    client closed: a channel nothing would close (helper-137)."""
+    client = AsyncAuditClient(refusing, token="t")
+    await client.close()
+    with pytest.raises(ClientClosedError):
+        await _in_flight(client, use)
+    assert client._channel is None

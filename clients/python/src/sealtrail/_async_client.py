@@ -181,7 +181,10 @@ class AsyncAuditClient:
         is made in the loop that calls: at the first call (a client made at a
         module's import failed every call in `asyncio.run`'s loop, helper-118),
         and again in each later loop (one used under one `asyncio.run` after
-        another failed every call of the later ones, helper-137)."""
+        another failed every call of the later ones, helper-137). Refused once
+        the client is closed: a channel made then would never be closed."""
+        if self._closed:
+            raise ClientClosedError
         loop = asyncio.get_running_loop()
         if self._owns_channel and loop is not self._loop:
             self._channel, self._stub_made = self._channel_in(loop), None
@@ -626,7 +629,8 @@ class AsyncAuditClient:
             request = stream_request(filter, cursor, since, announce_purged=on_purged is not None)
             try:
                 call = self._stub.StreamEvents(request, metadata=metadata)
-            except grpc.aio.UsageError as exc:  # grpc.aio's "Channel is closed."
+            # grpc.aio's "Channel is closed." (a given channel), or the client closed.
+            except (grpc.aio.UsageError, ClientClosedError) as exc:
                 if retrying is None:  # closed before the first attempt
                     raise
                 raise retrying from exc  # closed while the client waited to retry
