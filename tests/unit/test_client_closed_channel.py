@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
+import sealtrail
 from sealtrail import (
     AsyncAuditClient,
     AuditClient,
@@ -74,6 +75,52 @@ def test_the_async_client_raises_the_failure_it_was_retrying(refusing: str) -> N
         with pytest.raises(UnavailableError):
             asyncio.run(attempt(use))
         assert len(waits) == 1  # it waited to retry once, and the retry met the closed channel
+
+
+def test_a_sync_stream_whose_client_closes_while_it_waits_raises_the_failure(
+    refusing: str,
+) -> None:
+    """On the client's own channel, which carries the correlation interceptor
+    (as the README tells callers to wrap theirs), grpc starts a call only when
+    it is read: the closed channel's ValueError came out of the reading, which
+    nothing caught (helper-137)."""
+    waits: list[float] = []
+    client = AuditClient(
+        refusing, token="t", sleep=lambda seconds: (waits.append(seconds), client.close())
+    )
+    with pytest.raises(UnavailableError):
+        next(iter(client.stream()))
+    assert len(waits) == 1
+
+
+@pytest.mark.parametrize("channel", ["own", "given, with the correlation interceptors"])
+def test_an_async_stream_whose_channel_closes_while_it_waits_raises_the_failure(
+    refusing: str, channel: str
+) -> None:
+    """The same with the async client: grpc.aio's UsageError "Channel is
+    closed." came out of the reading."""
+    waits: list[float] = []
+
+    async def attempt() -> None:
+        given = (
+            None
+            if channel == "own"
+            else grpc.aio.insecure_channel(
+                refusing, interceptors=sealtrail.aio_correlation_interceptors()
+            )
+        )
+
+        async def close(seconds: float) -> None:
+            waits.append(seconds)
+            await (client.close() if given is None else given.close())
+
+        client = AsyncAuditClient(refusing, token="t", channel=given, sleep=close)
+        async for _ in client.stream():
+            break
+
+    with pytest.raises(UnavailableError):
+        asyncio.run(attempt())
+    assert len(waits) == 1
 
 
 @pytest.fixture

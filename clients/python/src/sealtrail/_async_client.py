@@ -80,6 +80,22 @@ _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 
 
+async def _next_message(
+    call: AsyncIterator[_Resp], retrying: SealtrailError | None
+) -> _Resp | None:
+    """A stream's next message, None at its end. On a channel with
+    interceptors (the client's own has them) grpc.aio starts the call when it
+    is first read: a channel closed while the stream waited to reconnect fails
+    here, not where the call was made, and the failure is the one it was
+    retrying, not grpc.aio's UsageError (helper-137)."""
+    try:
+        return await anext(call, None)
+    except grpc.aio.UsageError as exc:  # grpc.aio's "Channel is closed."
+        if retrying is None:  # closed before the first attempt
+            raise
+        raise retrying from exc
+
+
 class AsyncAuditClient:
     """Records and reads the audit log of the tenant bound to `token`.
 
@@ -628,14 +644,14 @@ class AsyncAuditClient:
         while True:
             request = stream_request(filter, cursor, since, announce_purged=on_purged is not None)
             try:
-                call = self._stub.StreamEvents(request, metadata=metadata)
+                call = aiter(self._stub.StreamEvents(request, metadata=metadata))
             # grpc.aio's "Channel is closed." (a given channel), or the client closed.
             except (grpc.aio.UsageError, ClientClosedError) as exc:
                 if retrying is None:  # closed before the first attempt
                     raise
                 raise retrying from exc  # closed while the client waited to retry
             try:
-                async for message in call:
+                while (message := await _next_message(call, retrying)) is not None:
                     connected, before = True, cursor
                     payload = message.WhichOneof("payload")
                     if payload == "events":

@@ -69,6 +69,20 @@ _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 
 
+def _next_message(call: Iterator[_Resp], retrying: SealtrailError | None) -> _Resp | None:
+    """A stream's next message, None at its end. On a channel with an
+    interceptor (the client's own has one) grpc starts the call when it is
+    first read: a channel closed while the stream waited to reconnect fails
+    here, not where the call was made, and the failure is the one it was
+    retrying, not grpc's ValueError (helper-137)."""
+    try:
+        return next(call, None)
+    except ValueError as exc:  # grpc's "Cannot invoke RPC: Channel closed!"
+        if retrying is None:  # closed before the first attempt
+            raise
+        raise retrying from exc
+
+
 class AuditClient:
     """Records and reads the audit log of the tenant bound to `token`.
 
@@ -549,13 +563,13 @@ class AuditClient:
         while True:
             request = stream_request(filter, cursor, since, announce_purged=on_purged is not None)
             try:
-                call = self._stub.StreamEvents(request, metadata=metadata)
+                call = iter(self._stub.StreamEvents(request, metadata=metadata))
             except ValueError as exc:  # grpc's "Cannot invoke RPC on closed channel!"
                 if retrying is None:  # closed before the first attempt
                     raise
                 raise retrying from exc  # closed while the client waited to retry
             try:
-                for message in call:
+                while (message := _next_message(call, retrying)) is not None:
                     connected, before = True, cursor
                     payload = message.WhichOneof("payload")
                     if payload == "events":
