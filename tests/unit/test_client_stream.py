@@ -128,6 +128,40 @@ def test_a_stream_reconnects_past_the_attempts_a_call_is_given(
     assert len(sleeps) == 11 and max(sleeps) <= 2.0
 
 
+def test_a_stream_the_server_ends_is_reconnected_after_a_backoff(
+    channel: grpc_testing.Channel,
+) -> None:
+    """Sealtrail never ends a stream with OK, but a proxy or another server
+    may: the stream reconnected at once, without a wait, as fast as the
+    server ended it (thousands of calls a second, each recorded). An end is
+    now a failure worth retrying: waited for and counted as one, so the
+    waits grow while it makes no progress, and a stream that never received
+    a message gives up after max_attempts as a call does (helper-137)."""
+    sleeps: list[float] = []
+    with _client(channel, sleeps) as client, ThreadPoolExecutor(max_workers=1) as pool:
+        beat = threading.Event()
+        stream = client.stream(after_seq=5, on_heartbeat=lambda _: beat.set())
+        first = pool.submit(next, stream)
+        _, _, rpc = channel.take_unary_stream(STREAM)
+        rpc.send_response(Response(heartbeat=audit_service_pb2.Heartbeat(cursor=5)))
+        assert beat.wait(10)
+        for _ in range(6):  # connected, then ended again and again
+            rpc.terminate((), grpc.StatusCode.OK, "")
+            _, request, rpc = channel.take_unary_stream(STREAM)
+            assert request.after_seq == 5
+        rpc.send_response(_events(6))
+        assert first.result(timeout=10).seq == 6
+        stream.close()
+        assert len(sleeps) == 6 and max(sleeps) <= 2.0
+        never = pool.submit(next, client.stream(after_seq=5))
+        for _ in range(3):
+            _, _, rpc = channel.take_unary_stream(STREAM)
+            rpc.terminate((), grpc.StatusCode.OK, "")
+        with pytest.raises(UnavailableError, match="ended the stream"):
+            never.result(timeout=10)
+    assert len(sleeps) == 6 + 2
+
+
 def test_a_backoff_never_overflows_however_many_attempts() -> None:
     error = UnavailableError("down", code=grpc.StatusCode.UNAVAILABLE)
     policy = RetryPolicy(max_backoff=5.0, rng=random.Random(0))
@@ -200,6 +234,39 @@ async def test_the_async_stream_reconnects_past_the_attempts_a_call_is_given() -
         await stream.aclose()
     assert [r.after_seq for r in requests] == [5] * 12
     assert len(sleeps) == 11 and max(sleeps) <= 2.0
+
+
+async def test_an_async_stream_the_server_ends_is_reconnected_after_a_backoff() -> None:
+    """The same with the async client: a scripted server sends a heartbeat
+    and ends the stream (OK), ends the next five at once, then sends an
+    event; each end is waited after."""
+    requests: list[audit_service_pb2.StreamEventsRequest] = []
+
+    async def stream_events(
+        request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> AsyncIterator[bytes]:
+        requests.append(audit_service_pb2.StreamEventsRequest.FromString(request))
+        if len(requests) == 1:
+            yield Response(heartbeat=audit_service_pb2.Heartbeat(cursor=5)).SerializeToString()
+        if len(requests) >= 7:
+            yield _events(6).SerializeToString()
+
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    async with (
+        _scripted(stream_events) as target,
+        AsyncAuditClient(
+            target, token="s3cret", max_attempts=3, max_backoff=2.0, sleep=sleep
+        ) as client,
+    ):
+        stream = client.stream(after_seq=5)
+        assert (await anext(stream)).seq == 6
+        await stream.aclose()
+    assert [r.after_seq for r in requests] == [5] * 7
+    assert len(sleeps) == 6 and max(sleeps) <= 2.0
 
 
 @contextlib.asynccontextmanager

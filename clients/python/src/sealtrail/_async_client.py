@@ -45,6 +45,7 @@ from sealtrail._errors import (
     SealtrailError,
     UnauthenticatedError,
     failed_call,
+    stream_ended,
     stream_metadata,
 )
 from sealtrail._export import FORMATS, ExportFile, ExportFormat
@@ -633,10 +634,11 @@ class AsyncAuditClient:
         the stream passes over (announced between the events around it, and
         instead of a PURGED error for a cursor whose next event was removed).
         Once connected, it reconnects while the errors are worth retrying
-        (UNAVAILABLE, ...) however many, backing off more (to max_backoff, or
-        the server's retry delay) while it makes no progress, so it outlasts a
-        server's restart; before it first connects it gives up as a call does
-        (max_attempts), and any other error ends it."""
+        (UNAVAILABLE, ..., and an end the server chose) however many, backing
+        off more (to max_backoff, or the server's retry delay) while it makes
+        no progress, so it outlasts a server's restart; before it first
+        connects it gives up as a call does (max_attempts), and any other
+        error ends it."""
         if self._closed:
             raise ClientClosedError
         cursor, attempt, retrying, connected = after_seq, 1, None, False
@@ -680,14 +682,17 @@ class AsyncAuditClient:
                 raise closed from None
             except grpc.RpcError as exc:
                 error = failed_call(exc, sent_id=sent_id, retried=retrying is not None)
-                # Bounded until the stream first connects: an address that never
-                # answers is an error to report. Then it runs until the caller stops it.
-                delay = self._backoff(attempt, error, bounded=not connected)
-                if delay is None:
-                    raise error from exc
-                retrying = error
-                await self._sleep(delay)
-                attempt += 1
+                cause: grpc.RpcError | None = exc
+            else:  # ended (OK): retried as a failure is, not at once
+                error, cause = stream_ended(sent_id=sent_id, retried=retrying is not None), None
+            # Bounded until the stream first connects: an address that never
+            # answers is an error to report. Then it runs until the caller stops it.
+            delay = self._backoff(attempt, error, bounded=not connected)
+            if delay is None:
+                raise error from cause
+            retrying = error
+            await self._sleep(delay)
+            attempt += 1
 
     def _closed_under(self, sent_id: str, *, retried: bool) -> SealtrailError | None:
         """For a call that met a cancellation: RpcFailedError CANCELLED if the

@@ -174,6 +174,18 @@ def failed_call(err: grpc.RpcError, *, sent_id: str, retried: bool) -> Sealtrail
     return error
 
 
+def stream_ended(*, sent_id: str, retried: bool) -> UnavailableError:
+    """What a stream the server ended (status OK) is taken for: a failure worth
+    retrying, waited for as one. Sealtrail's server never ends a stream, but a
+    proxy or another server may, and a stream that reconnected at once did so
+    as fast as it was ended (helper-137)."""
+    error = UnavailableError(
+        "the server ended the stream", code=grpc.StatusCode.UNAVAILABLE, request_id=sent_id
+    )
+    error.retried = retried
+    return error
+
+
 def stream_metadata(
     metadata: Sequence[tuple[str, str]], *, owns_channel: bool
 ) -> tuple[tuple[tuple[str, str], ...], str]:
