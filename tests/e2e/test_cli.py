@@ -724,6 +724,30 @@ def test_sinks_from_the_command_line(cli_env: dict[str, str]) -> None:
         assert missing.returncode == 2 and "NOT_FOUND" in missing.stderr
 
 
+def test_a_sink_credential_read_from_a_file_or_stdin_loses_a_byte_order_mark(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A token file saved by Notepad starts with a UTF-8 byte-order mark: it
+    was kept in the token, and the server refused it as no token at all
+    ("is required ... visible ASCII"), as `hash-secret` does not (helper-137)."""
+    saved = tmp_path / "hec.txt"
+    saved.write_bytes(b"\xef\xbb\xbf0f3c1e2a-hec-token\r\n")
+    created = run(
+        "sealtrail", "sinks", "create", "siem", "--kind", "splunk_hec",
+        "--url", "https://siem.example.com:8088", "--token", f"@{saved}", env=cli_env,
+        check=False,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    sink_id = created.stdout.strip()
+    updated = run(
+        "sealtrail", "sinks", "update", sink_id, "--token", "-", env=cli_env,
+        stdin="\ufeffnew-hec-token-1234\n", check=False,
+    )  # fmt: skip
+    assert updated.returncode == 0, updated.stderr
+    shown = json.loads(run("sealtrail", "sinks", "show", sink_id, env=cli_env).stdout)
+    assert shown["splunkHec"]["tokenHint"] == "1234"
+
+
 def test_alert_rules_from_the_command_line(cli_env: dict[str, str]) -> None:
     made = run(
         "sealtrail", "alerts", "create", "failed logins", "--kind", "threshold",

@@ -78,14 +78,15 @@ _HINTS = ("secret_hints", "token_hint", "api_key_hint")  # output only
 def read_credential(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """A credential option's value, or with `@PATH` the file's first line, or
     with `-` stdin's: a value on the command line is in every user's process
-    list and in the shell's history."""
+    list and in the shell's history. A byte-order mark (a file Notepad saved)
+    is no part of it, as for `hash-secret`."""
 
     def one(text: str) -> str:
         if text == "-":
-            return sys.stdin.readline().strip()
+            return sys.stdin.readline().removeprefix("\ufeff").strip()
         if text.startswith("@"):
             try:
-                with open(text[1:], encoding="utf-8") as source:
+                with open(text[1:], encoding="utf-8-sig") as source:
                     return source.readline().strip()
             except OSError as error:
                 raise click.BadParameter(f"cannot read {text[1:]}: {error.strerror}") from None
