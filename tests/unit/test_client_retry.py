@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -639,7 +640,7 @@ def test_a_whole_log_scan_is_not_retried(
     sleeps: list[float],
     background: ThreadPoolExecutor,
 ) -> None:
-    """VerifyLog (and a retention preview) read the whole log: cut off by a
+    """VerifyLog reads the whole log, and each scan is recorded: cut off by a
     deadline, each retry began the scan again (five, for one command)."""
     verify = SERVICE.methods_by_name["VerifyLog"]
     future = background.submit(client.verify_log)
@@ -649,3 +650,32 @@ def test_a_whole_log_scan_is_not_retried(
     with pytest.raises(RpcFailedError):
         future.result(timeout=5)
     assert sleeps == []
+
+
+def test_a_retention_preview_is_retried_as_a_read_but_not_once_its_time_ran_out(
+    client: AuditClient,
+    channel: grpc_testing.Channel,
+    sleeps: list[float],
+    background: ThreadPoolExecutor,
+) -> None:
+    """A preview records and changes nothing: a server that could not take it
+    is asked again, as the docs said, though the client never retried it. Cut
+    off by its deadline (an hour), it would take as long again: not retried."""
+    preview = SERVICE.methods_by_name["PreviewRetentionPolicy"]
+    future = background.submit(client.preview_retention_policy, "90d")
+    _, request, rpc = channel.take_unary_unary(preview)
+    fail(rpc, grpc.StatusCode.UNAVAILABLE)
+    while not (sleeps or future.done()):  # waiting to retry, or given up
+        time.sleep(0.01)
+    assert not future.done(), future.exception()
+    _, again, rpc = channel.take_unary_unary(preview)
+    assert again == request
+    answer = retention_pb2.PreviewRetentionPolicyResponse(events=3)
+    rpc.terminate(answer, (), grpc.StatusCode.OK, "")
+    assert future.result(timeout=5).events == 3 and len(sleeps) == 1
+    future = background.submit(client.preview_retention_policy, "90d")
+    _, _, rpc = channel.take_unary_unary(preview)
+    fail(rpc, grpc.StatusCode.DEADLINE_EXCEEDED)
+    with pytest.raises(RpcFailedError):
+        future.result(timeout=5)
+    assert len(sleeps) == 1

@@ -52,6 +52,7 @@ from sealtrail._export import FORMATS, ExportFile, ExportFormat
 from sealtrail._retry import (
     ERASURE_RETRYABLE,
     ERASURE_TIMEOUT,
+    PREVIEW_RETRYABLE,
     RETRYABLE,
     WHOLE_LOG_TIMEOUT,
     RetryPolicy,
@@ -425,11 +426,15 @@ class AsyncAuditClient:
         """Admin: what `set_retention_policy` with these arguments would remove
         if it applied now, rule by rule, changing and recording nothing (a dry
         run). Counting reads at most 1,000,000 events (then `at_least`): waited
-        for up to an hour, and not retried (each attempt would count anew)."""
+        for up to an hour. Retried as a read is, but not once cut off by that
+        deadline: another attempt would count anew, and take as long."""
         policy = retention_policy(default, categories or {}, action_prefixes or {}, etag=etag)
         request = retention_pb2.PreviewRetentionPolicyRequest(policy=policy)
         return await self._call(
-            self._stub.PreviewRetentionPolicy, request, timeout=WHOLE_LOG_TIMEOUT, retry=False
+            self._stub.PreviewRetentionPolicy,
+            request,
+            timeout=WHOLE_LOG_TIMEOUT,
+            retry_on=PREVIEW_RETRYABLE,
         )
 
     async def set_legal_hold(

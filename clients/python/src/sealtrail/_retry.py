@@ -54,6 +54,9 @@ def erased_meanwhile(error: UnauthenticatedError) -> UnauthenticatedError:
 # preview, up to a million events) is waited for: minutes for a large log,
 # where the client's default deadline cut it off, and each retry began anew.
 WHOLE_LOG_TIMEOUT = 3600.0
+# What a retention preview, a read that records nothing, is retried after: as any
+# read, except a deadline, which cut it off after its hour; another would take as long.
+PREVIEW_RETRYABLE = RETRYABLE - {grpc.StatusCode.DEADLINE_EXCEEDED}
 
 # Doublings of the initial backoff past which it is the maximum anyway.
 _DOUBLINGS = 60
