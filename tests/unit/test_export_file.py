@@ -5,6 +5,8 @@ is left, and no temporary file either."""
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +67,23 @@ def test_a_file_that_cannot_be_closed_leaves_no_temporary_file(tmp_path: Path) -
         target.receive(_chunk(b"a,b\n"))
         raise ConnectionError("the export was cut off")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_export_has_the_mode_a_plain_write_would_give_it(tmp_path: Path) -> None:
+    """A new file gets 0666 less the umask, and a file replaced keeps its
+    mode: the temporary file's 0600 was renamed into place, so an export to a
+    shared directory was readable by its writer only (helper-137)."""
+    old = os.umask(0o027)
+    try:
+        with ExportFile(tmp_path / "new.csv") as target:
+            target.receive(_manifest(b""))
+        (tmp_path / "kept.csv").write_bytes(b"old")
+        (tmp_path / "kept.csv").chmod(0o604)
+        with ExportFile(tmp_path / "kept.csv") as target:
+            target.receive(_chunk(b"a,b\n"))
+            target.receive(_manifest(b"a,b\n"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new.csv").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "kept.csv").stat().st_mode) == 0o604
+    assert (tmp_path / "kept.csv").read_bytes() == b"a,b\n"

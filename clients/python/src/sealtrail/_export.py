@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 from typing import Literal
 
@@ -20,8 +21,31 @@ FORMATS: dict[str, audit_service_pb2.ExportFormat.ValueType] = {
 }
 
 
+_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+
+
 class ExportError(Exception):
     """An export ended without a manifest, or its content does not match it."""
+
+
+def _temporary_beside(path: Path) -> tuple[int, Path]:
+    """A new file beside `path` (its descriptor, open to write, and its path)
+    with the mode a plain write to `path` would leave: the mode of the file it
+    replaces, else 0666 less the umask. mkstemp's 0600, renamed into place,
+    left an export to a shared directory readable by its writer only."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = None
+    while True:
+        temporary = (path.parent or Path(".")) / f".{path.name}.{secrets.token_hex(6)}"
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY, 0o666)
+        except FileExistsError:  # a name taken: another
+            continue
+        if mode is not None:
+            os.chmod(temporary, mode)
+        return fd, temporary
 
 
 class ExportFile:
@@ -32,8 +56,7 @@ class ExportFile:
         self.path = path
         if not (path.parent or Path(".")).is_dir():
             raise ExportError(f"{path.parent} is not a directory to write {path.name} in")
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-        self._temporary = Path(temporary)
+        fd, self._temporary = _temporary_beside(path)
         self._file = os.fdopen(fd, "wb")
         self._digest = hashlib.sha256()
         self._bytes = 0
