@@ -416,6 +416,21 @@ def test_an_edited_bundle_names_the_record(logged: AuditClient, tmp_path: Path) 
         verify_bundle(tmp_path / "b", key=VERIFIER.text())
 
 
+def test_a_bundle_whose_proofs_are_cut_short_says_the_proof_is_missing(
+    logged: AuditClient, tmp_path: Path
+) -> None:
+    """It said "the record says seq 40 but sits at seq None of the log", as
+    if the record had moved (helper-137)."""
+    write_bundle(logged, tmp_path / "b")
+    proofs = tmp_path / "b" / "proofs.ndjson"
+    proofs.write_text("".join(proofs.read_text().splitlines(keepends=True)[:-2]))
+    with pytest.raises(BundleError) as failed:
+        verify_bundle(tmp_path / "b", key=VERIFIER.text())
+    assert str(failed.value) == (
+        f"record {EVENTS} (seq {EVENTS}): no proof for it in proofs.ndjson (cut short?)"
+    )
+
+
 # --- Tampering by a database superuser -------------------------------------------
 
 

@@ -643,8 +643,12 @@ def _verify_each(
                 raise BundleError(f"{PROOFS} line {number}: not JSON") from None
             if not isinstance(entry, dict | None):
                 raise BundleError(f"{PROOFS} line {number}: not a proof")
-            if not entry or entry.get("seq") != seq:
-                logged = entry.get("seq") if entry else None
+            if entry is None:  # past its last line
+                raise BundleError(
+                    f"record {number} (seq {seq}): no proof for it in {PROOFS} (cut short?)"
+                )
+            if entry.get("seq") != seq:
+                logged = entry.get("seq")
                 raise BundleError(
                     f"record {number} (seq {seq}): the record says seq {seq} but sits at"
                     f" seq {logged} of the log"
