@@ -23,7 +23,7 @@ def _describe(rule: alerting_pb2.AlertRule) -> str:
     kind = rule.WhichOneof("condition") or ""
     if kind == "threshold":
         by = enum_label(alerting_pb2.AlertGroupBy, rule.threshold.group_by)
-        grouped = "" if by == "unspecified" else f" by {by}"
+        grouped = f" by {by}" if by else ""  # "" ungrouped (enum_label of 0)
         return f"threshold: {rule.threshold.count} in {rule.threshold.window_seconds} s{grouped}"
     if kind == "off_hours":
         hours = rule.off_hours
