@@ -634,6 +634,21 @@ def test_one_field_name_is_refused_as_an_update_mask(client: AuditClient) -> Non
         client.update_alert_rule(alerting_pb2.AlertRule(id="r"), fields="disabled")
 
 
+def test_retention_days_beyond_a_hundred_years_are_refused_naming_the_argument(
+    client: AuditClient,
+) -> None:
+    """Days past what the request's field carries: protobuf's bare "Value
+    out of range: 1099511627776" named nothing. (Up to there the server
+    refuses what is past 36,500 days, naming every such field at once.)
+    (helper-137)"""
+    with pytest.raises(ValueError, match=r"^default: must be at most 36500 \(or 0"):
+        client.set_retention_policy(2**40)
+    with pytest.raises(ValueError, match=r"^categories\['security'\]: must be at most 36500"):
+        client.preview_retention_policy(categories={"security": 2**32})
+    with pytest.raises(ValueError, match=r"^action_prefixes\['rag\.\*'\]: must be at most"):
+        client.set_retention_policy(action_prefixes={"rag.*": 2**63})
+
+
 def test_a_whole_log_scan_is_not_retried(
     client: AuditClient,
     channel: grpc_testing.Channel,

@@ -422,6 +422,11 @@ def inclusion_request(
 # Retention presets (docs/retention.md); a number of days works as well.
 RETENTION_PRESETS: Mapping[str, int] = {"30d": 30, "90d": 90, "180d": 180, "1y": 365, "forever": 0}
 Days = int | str
+# The server takes up to 36,500 days (longer is "forever", 0) and names every field
+# past it at once; a number past what the field carries (uint32) cannot be sent, and
+# protobuf refused it with a bare "Value out of range", naming nothing.
+MAX_RETENTION_DAYS = 36_500
+_DAYS_FIELD_MAX = 2**32 - 1
 
 
 def retention_days(days: Days, *, field: str) -> int:
@@ -429,6 +434,10 @@ def retention_days(days: Days, *, field: str) -> int:
     if isinstance(days, int):
         if days < 0:
             raise ValueError(f"{field}: must not be negative")
+        if days > _DAYS_FIELD_MAX:
+            raise ValueError(
+                f"{field}: must be at most {MAX_RETENTION_DAYS} (or 0, 'forever', to keep forever)"
+            )
         return days
     if days not in RETENTION_PRESETS:
         raise ValueError(f"{field}: {days!r} is not one of {', '.join(RETENTION_PRESETS)}")
