@@ -1,5 +1,5 @@
 """Verifiable bundles: events exactly as hashed, with what proves them in the
-log, checkable offline by anyone (docs/bundle-format.md).
+log, checkable offline by anyone (docs/integrity.md, "Bundles and `sealtrail verify`").
 
     bundle.json         what the bundle holds: origin, tree size, seq range, and
                         "complete" when it claims every record of seqs 1..tree size
