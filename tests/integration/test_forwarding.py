@@ -1617,6 +1617,19 @@ def test_a_bad_sink_is_refused_naming_the_field(
     assert client.list_sinks() == []
 
 
+def test_a_credential_given_but_not_plain_text_is_not_called_missing(client: AuditClient) -> None:
+    """A token read with a byte-order mark (or a newline) was refused as
+    "is required", though one was given (helper-142)."""
+    for token, said in (("", "is required"), ("\ufeffabc123", "visible ASCII characters")):
+        with pytest.raises(InvalidArgumentError) as refused:
+            client.create_sink(
+                build_sink("x", "splunk_hec", url="https://splunk.example", token=token)
+            )
+        [(field, message)] = refused.value.field_violations
+        assert field == "sink.splunk_hec.token" and said in message
+        assert ("required" in message) == (token == "")
+
+
 def test_unknown_sinks_and_dead_letters_are_not_found(client: AuditClient) -> None:
     missing = "00000000-0000-4000-8000-000000000000"
     for call in (

@@ -170,6 +170,16 @@ def keep_secrets(kind: Kind, new: dict[str, Any], old: dict[str, Any]) -> dict[s
     return merged
 
 
+def _credential_error(value: str, what: str) -> str | None:
+    """Why `value` cannot be `what`, a token or key sent as given, or None."""
+    if not value:
+        return f"is required: {what} (visible ASCII)"
+    if not _PLAIN_TEXT.match(value):
+        # A byte-order mark or a newline kept from a file, say.
+        return f"must be {what}: 1 to 512 visible ASCII characters, no spaces"
+    return None
+
+
 def validate_sink_settings(*, name: str, format: str, path: str = "sink") -> list[FieldViolation]:
     """The violations of a sink's name and format."""
     violations = []
@@ -217,11 +227,11 @@ def validate_sink(
             if error is not None:
                 fail(f"{prefix}secrets[{index}]", error)
     elif kind == "splunk_hec":
-        if not _PLAIN_TEXT.match(destination.get("token", "")):
-            fail(prefix + "token", "is required: the HEC token (visible ASCII)")
+        if error := _credential_error(destination.get("token", ""), "the HEC token"):
+            fail(prefix + "token", error)
     elif kind == "datadog_logs":
-        if not _PLAIN_TEXT.match(destination.get("api_key", "")):
-            fail(prefix + "api_key", "is required: a Datadog API key (visible ASCII)")
+        if error := _credential_error(destination.get("api_key", ""), "a Datadog API key"):
+            fail(prefix + "api_key", error)
     elif kind == "elasticsearch":
         index = destination.get("index", "")
         if not _INDEX.match(index) or index in (".", ".."):
