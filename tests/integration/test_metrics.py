@@ -197,6 +197,21 @@ def test_a_call_cut_off_by_its_deadline_is_told_from_one_cancelled(
     wait_for(lambda: calls(scrape(metrics), stream, "CANCELLED"), 1)
 
 
+def test_a_request_that_cannot_be_parsed_is_measured_as_invalid_argument(
+    measured: ServerThread, metrics: Metrics, tenant: str
+) -> None:
+    """The docs said such requests were not measured (helper-140): they reach
+    the guard, which parses them, and are refused and measured as any other."""
+    metadata = (("authorization", f"Bearer {measured.token(tenant)}"),)
+    before = calls(scrape(metrics), RECORD, "INVALID_ARGUMENT")
+    with grpc.insecure_channel(measured.target) as channel:
+        raw = channel.unary_unary(f"/{RECORD}")  # bytes in, bytes out
+        with pytest.raises(grpc.RpcError) as refused:
+            raw(b"\xff\xff\xff\xff", metadata=metadata, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    wait_for(lambda: calls(scrape(metrics), RECORD, "INVALID_ARGUMENT"), before + 1)
+
+
 def test_the_pool_and_the_database_are_observed(measured: ServerThread, metrics: Metrics) -> None:
     samples = scrape(metrics)
     pool = {"db_client_connection_pool_name": "sealtrail"}
