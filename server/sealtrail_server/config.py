@@ -223,7 +223,7 @@ def _address_problem(address: str) -> str | None:
     """What is wrong with a HOST:PORT to listen on (gRPC read a port out of
     range modulo 65536, and took a lone host for one on port 443)."""
     host, colon, port = address.rpartition(":")
-    if not colon or not host or not port.isdigit():
+    if not colon or not host or not (port.isascii() and port.isdigit()):  # '²' is a digit
         return "not HOST:PORT (a port of 0 picks a free one)"
     if int(port) > 65535:
         return "the port must be 0 to 65535"

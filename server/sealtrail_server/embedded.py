@@ -14,7 +14,13 @@ log = logging.getLogger(__name__)
 
 def start_embedded_postgres(data_dir: Path) -> str:
     """Start (or join) the embedded server; return its connection URL."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file, or a directory under one
+        raise SystemExit(
+            f"SEALTRAIL_DATA_DIR={str(data_dir)!r}: not a directory that can be made"
+            f" ({error.strerror})"
+        ) from None
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset, as on most servers.
         warnings.simplefilter("ignore", UserWarning)

@@ -102,6 +102,17 @@ def test_an_owner_url_without_a_service_url_is_refused(tmp_path: Path) -> None:
     assert "cannot use the database" in flagged.output  # past the check, to the database
 
 
+def test_a_data_dir_that_is_not_a_directory_is_named_not_traced(tmp_path: Path) -> None:
+    """The embedded PostgreSQL's directory could not be made: a traceback (helper-140)."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for data_dir in (a_file, a_file / "under"):
+        started = CliRunner().invoke(cli.main, ["serve"], env={"SEALTRAIL_DATA_DIR": str(data_dir)})
+        assert started.exit_code == 1, started.output
+        assert f"SEALTRAIL_DATA_DIR={str(data_dir)!r}: not a directory" in started.output
+        assert "Traceback" not in started.output
+
+
 def test_a_key_file_that_cannot_be_read_names_its_setting(tmp_path: Path) -> None:
     def load(file: Path) -> tuple[str, str]:
         return load_key_text(

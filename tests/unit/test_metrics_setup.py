@@ -181,6 +181,27 @@ def test_an_unknown_exporter_or_protocol_is_a_clear_error(
 
 
 @pytest.mark.parametrize(
+    ("variable", "value", "build"),
+    [
+        ("OTEL_METRIC_EXPORT_INTERVAL", "0", "metrics"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "-1", "traces"),
+    ],
+)
+def test_an_interval_the_sdk_refuses_is_named_not_traced(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, build: str
+) -> None:
+    """The SDK reads these itself, and its ValueError ended `serve` in a
+    traceback (helper-140)."""
+    monkeypatch.setenv(variable, value)
+    if build == "metrics":
+        with pytest.raises(MetricsConfigError, match=f"^{variable}: "):
+            metrics_from_env({"OTEL_METRICS_EXPORTER": "console"})
+    else:
+        with pytest.raises(TracingConfigError, match=f"^{variable}: "):
+            tracer_provider_from_env({"OTEL_TRACES_EXPORTER": "console"})
+
+
+@pytest.mark.parametrize(
     ("plugin", "message"),
     [
         ("no_such_module:Exporter", "'broken', which cannot be loaded: No module named"),

@@ -80,6 +80,7 @@ def test_a_count_for_which_zero_means_none_refuses_less(name: str) -> None:
         ("localhost", "not HOST:PORT"),  # gRPC served on 443
         (":8080", "not HOST:PORT"),
         ("localhost:http", "not HOST:PORT"),
+        ("127.0.0.1:²", "not HOST:PORT"),  # a digit to isdigit(), not to int() (helper-140)
     ],
 )
 @pytest.mark.parametrize("name", ["LISTEN", "CONSOLE_LISTEN"])

@@ -147,4 +147,11 @@ def _reader(name: str, env: Mapping[str, str]) -> MetricReader:
         raise MetricsConfigError(
             f"OTEL_METRICS_EXPORTER names {name!r}, which cannot be started: {error}"
         ) from error
-    return PeriodicExportingMetricReader(exporter)
+    try:
+        return PeriodicExportingMetricReader(exporter)  # reads the interval itself
+    except ValueError:
+        exporter.shutdown()
+        interval = env.get("OTEL_METRIC_EXPORT_INTERVAL", "")
+        raise MetricsConfigError(
+            f"OTEL_METRIC_EXPORT_INTERVAL: {interval!r} is not a number of milliseconds above 0"
+        ) from None

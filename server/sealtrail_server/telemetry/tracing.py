@@ -35,6 +35,15 @@ class TracingConfigError(ValueError):
     """The OTEL_* variables ask for something that cannot be set up."""
 
 
+# BatchSpanProcessor's arguments, by the names its errors give them, and the
+# variables it reads them from.
+_BSP_VARIABLES: Final = {
+    "max_queue_size": "OTEL_BSP_MAX_QUEUE_SIZE",
+    "schedule_delay_millis": "OTEL_BSP_SCHEDULE_DELAY",
+    "max_export_batch_size": "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+}
+
+
 def exporter_names(env: Mapping[str, str]) -> list[str] | None:
     """The exporters the environment asks for ([] for `none`), or None when
     tracing is off."""
@@ -50,8 +59,14 @@ def tracer_provider_from_env(env: Mapping[str, str], *, version: str = "") -> Tr
         return None
     exporters = [_exporter(name, env) for name in names]
     provider = TracerProvider(resource=service_resource(version))
-    for exporter in exporters:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+    try:
+        for exporter in exporters:
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+    except ValueError as error:  # what it read of OTEL_BSP_* itself
+        provider.shutdown()  # the processors already started, and their exporters
+        argument = str(error).split(" ", 1)[0]
+        variable = _BSP_VARIABLES.get(argument, "OTEL_BSP_*")
+        raise TracingConfigError(f"{variable}: {error}") from None
     return provider
 
 
