@@ -225,6 +225,25 @@ def test_log_lines_in_a_call_carry_its_request_and_trace(
     assert text[3] == "Traceback (most recent call last):"
 
 
+def test_a_logged_value_cannot_start_a_line_of_its_own(
+    logged: tuple[logging.Logger, dict[str, io.StringIO]],
+) -> None:
+    """A tenant's actor id, logged in an alert's description, wrote whole
+    lines of its choosing in the text log, a forged ERROR among them (helper-140)."""
+    logger, streams = logged
+    forged = "2026-12-05 00:00:00,000 ERROR sealtrail_server.integrity.checkpointer: FAILURE"
+    for breaker in ("\n", "\r", "\r\n", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u2029"):
+        logger.info("alerts: tenant %s: %s", "dev", f"Alert 'x': by bob{breaker}{forged}")
+    logger.info("a message of its own\nholds no line either")
+    text = streams["text"].getvalue()
+    assert len(text.splitlines()) == 10, text
+    assert text.splitlines()[0].endswith(f"by bob\\n{forged}")
+    assert "\\u2028" in text and "\\x85" in text
+    # Each JSON line, one line to every reader too, says the value as it was.
+    lines = [json.loads(line) for line in streams["json"].getvalue().splitlines()]
+    assert [line["message"][-len(forged) - 1] for line in lines[-4:-1]] == list("\x85\u2028\u2029")
+
+
 def test_the_log_format_setting_takes_text_or_json() -> None:
     assert Settings.load({}).log_format == "text"
     assert Settings.load({"SEALTRAIL_LOG_FORMAT": "json"}).log_format == "json"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TextIO
@@ -17,6 +18,14 @@ from .context import current_request_id
 
 LogFormat = Literal["text", "json"]
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# C0 and C1 controls, and the separators some readers end a line at.
+_LINE_BREAKERS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Those of them JSON does not escape.
+_JSON_SEPARATORS: Final = {c: f"\\u{c:04x}" for c in (0x85, 0x2028, 0x2029)}
+
+
+def _escaped(found: re.Match[str]) -> str:
+    return found[0].encode("unicode_escape").decode()
 
 
 class CorrelationFilter(logging.Filter):
@@ -39,6 +48,13 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The line, its control characters and line separators escaped (`\\n`,
+        `\\u2028`): a logged value (an actor id a tenant chose) wrote lines of
+        its own, a forged ERROR among them (helper-140). A traceback, added
+        after, keeps its lines."""
+        return _LINE_BREAKERS.sub(_escaped, super().formatMessage(record))
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -74,7 +90,8 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = record.exc_text
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        # JSON leaves these as they are, where some readers end a line.
+        return json.dumps(entry, ensure_ascii=False, default=str).translate(_JSON_SEPARATORS)
 
 
 def log_handler(log_format: LogFormat, stream: TextIO | None = None) -> logging.Handler:
