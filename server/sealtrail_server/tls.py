@@ -3,6 +3,7 @@ TLS, or mutual TLS when a client CA is configured."""
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import grpc
@@ -36,7 +37,34 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
         raise SystemExit("SEALTRAIL_TLS_CERT_FILE and SEALTRAIL_TLS_KEY_FILE go together")
     pair = (_read(key, "TLS key"), _read(cert, "TLS certificate"))
     if client_ca is None:
+        _check(cert, key, None)
         return grpc.ssl_server_credentials([pair])
+    root_certificates = _read(client_ca, "client CA")
+    _check(cert, key, client_ca)
     return grpc.ssl_server_credentials(
-        [pair], root_certificates=_read(client_ca, "client CA"), require_client_auth=True
+        [pair], root_certificates=root_certificates, require_client_auth=True
     )
+
+
+def _check(cert: Path, key: Path, client_ca: Path | None) -> None:
+    """SystemExit naming the settings when the files are PEM of the wrong
+    things (a key of another certificate, the two swapped, a client CA with no
+    certificate): else gRPC refused the port, and the address was blamed."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # An encrypted key is refused (gRPC takes none), never asked for at a terminal.
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as error:
+        raise SystemExit(
+            f"SEALTRAIL_TLS_CERT_FILE and SEALTRAIL_TLS_KEY_FILE ({cert}, {key})"
+            f" are not a certificate and its unencrypted key: {error.reason or error}"
+        ) from None
+    if client_ca is None:
+        return
+    try:
+        context.load_verify_locations(client_ca)
+    except ssl.SSLError as error:
+        raise SystemExit(
+            f"SEALTRAIL_TLS_CLIENT_CA_FILE ({client_ca}) holds no CA certificate:"
+            f" {error.reason or error}"
+        ) from None

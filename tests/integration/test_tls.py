@@ -148,3 +148,27 @@ def test_an_incomplete_tls_configuration_is_refused_at_start(pki: dict[str, Path
         server_credentials(
             Settings(tls_cert_file=pki["server.crt"], tls_key_file=pki["ca"].parent / "missing")
         )
+
+
+@pytest.mark.parametrize(
+    ("cert", "key", "client_ca", "named"),
+    [
+        ("server.crt", "client.key", None, "SEALTRAIL_TLS_CERT_FILE and SEALTRAIL_TLS_KEY_FILE"),
+        ("server.key", "server.crt", None, "SEALTRAIL_TLS_CERT_FILE and SEALTRAIL_TLS_KEY_FILE"),
+        ("server.crt", "server.key", "client.key", "SEALTRAIL_TLS_CLIENT_CA_FILE"),
+    ],
+)
+def test_a_key_that_is_not_its_certificates_is_named_not_the_address(
+    pki: dict[str, Path], cert: str, key: str, client_ca: str | None, named: str
+) -> None:
+    """A key of another certificate, or the two files swapped, passed the PEM
+    check; gRPC then refused the port, after the migrations, and the address
+    was blamed: "in use or invalid" (helper-140)."""
+    settings = Settings(
+        tls_cert_file=pki[cert],
+        tls_key_file=pki[key],
+        tls_client_ca_file=pki[client_ca] if client_ca else None,
+    )
+    wrong = pki[client_ca or key].name
+    with pytest.raises(SystemExit, match=f"^{named} .*{wrong}"):
+        server_credentials(settings)
