@@ -161,6 +161,13 @@ class Settings:
             address = getattr(settings, name)
             if address is not None and (why := _address_problem(address)):
                 raise SystemExit(f"SEALTRAIL_{name.upper()}={address!r}: {why}")
+        for name in ("database_url", "owner_database_url"):
+            if _at_in_userinfo(getattr(settings, name) or ""):
+                # libpq took what follows it for the host, and named that host
+                # (a part of the password) in its error (helper-140).
+                raise SystemExit(
+                    f"SEALTRAIL_{name.upper()}: an '@' in its user or password must be written %40"
+                )
         for name in ("signing_key", "redaction_key", "secrets_key"):
             if getattr(settings, name) and getattr(settings, f"{name}_file"):
                 # Else the text won, and the file named beside it was never read.
@@ -228,6 +235,15 @@ def _address_problem(address: str) -> str | None:
     if int(port) > 65535:
         return "the port must be 0 to 65535"
     return None
+
+
+def _at_in_userinfo(url: str) -> bool:
+    """Whether a postgresql:// URL has more than one '@' before its path: libpq
+    ends the user and password at the first."""
+    scheme, found, rest = url.partition("://")
+    if not found or scheme not in ("postgresql", "postgres"):
+        return False  # keywords (host=... password=...), which hold an '@' as it is
+    return rest.split("/", 1)[0].count("@") > 1
 
 
 # Settings that take one of a few words.

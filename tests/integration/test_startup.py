@@ -51,6 +51,18 @@ def test_a_database_the_server_cannot_use_is_named_not_traced(url: str, said: st
     assert f"Error: {said}" in started.output and "Traceback" not in started.output
 
 
+@pytest.mark.parametrize("variable", ["SEALTRAIL_DATABASE_URL", "SEALTRAIL_OWNER_DATABASE_URL"])
+def test_a_password_with_an_unescaped_at_sign_is_not_echoed(variable: str) -> None:
+    """libpq took the password's text after its '@' for the host, and the
+    error that named the host reached stderr (helper-140)."""
+    env = {"SEALTRAIL_DATABASE_URL": "postgresql://u@127.0.0.1:1/sealtrail"}
+    env[variable] = "postgresql://u:p@ss-w0rd@127.0.0.1:1/sealtrail"
+    started = CliRunner().invoke(cli.main, ["serve"], env=env)
+    assert started.exit_code == 1
+    assert "ss-w0rd" not in started.output
+    assert f"{variable}: an '@' in its user or password must be written %40" in started.output
+
+
 def test_a_database_that_never_answers_is_given_up_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """A host that takes the connection and says nothing (a hung server, a
     firewall dropping the rest) held a start for good: libpq waits as long as
