@@ -31,6 +31,7 @@ from .alerts.evaluator import Evaluator
 from .api.audited import FilterDetails
 from .api.convert import server_view
 from .api.guard import GuardInterceptor
+from .api.health import HealthServicer
 from .api.registration import add_audit_log_service
 from .api.servicer import AuditLogServicer
 from .auth.tokens import Authenticator
@@ -134,7 +135,7 @@ class Service:
         self.evaluator: Evaluator | None = None
         self._hub: StreamHub | None = None
         self._server: grpc.aio.Server | None = None
-        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self._health = HealthServicer()
         self.port = 0
 
     async def start(self) -> int:
@@ -382,7 +383,7 @@ class Service:
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish, commit what is pending."""
-        await self._health.enter_graceful_shutdown()
+        await self._health.enter_graceful_shutdown()  # health watches told, then ended
         if self._watchdog is not None:
             self._watchdog.cancel()
             await asyncio.gather(self._watchdog, return_exceptions=True)

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sealtrail import AuditClient, RpcFailedError, UnavailableError, build_event
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc
@@ -103,6 +104,27 @@ def test_a_stopped_server_refuses_with_unavailable(migrated_database_url: str, s
             assert error.code() == grpc.StatusCode.UNAVAILABLE
         else:  # pragma: no cover
             raise AssertionError("a stopped server answered")
+
+
+def test_a_health_watch_ends_as_the_server_stops(migrated_database_url: str, server: Any) -> None:
+    """gRPC's client-side health checking keeps a Watch open: told NOT_SERVING,
+    it was held open, and with it the stop, for the whole grace (helper-140)."""
+    process = ServerProcess(migrated_database_url, env={"SEALTRAIL_SHUTDOWN_GRACE": "300"})
+    try:
+        with grpc.insecure_channel(process.target) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=""), timeout=30
+            )
+            serving = health_pb2.HealthCheckResponse
+            assert next(watch).status == serving.SERVING
+            process.proc.send_signal(signal.SIGTERM)
+            assert next(watch).status == serving.NOT_SERVING  # then ended, for another server
+            with pytest.raises(grpc.RpcError) as ended:
+                next(watch)
+            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert process.proc.wait(30) == 0  # not after the grace of 300 s
+    finally:
+        process.kill()
 
 
 def test_a_second_signal_ends_the_calls_in_flight_at_once(
