@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import gc
 import getpass
 import logging
 import os
 import socket
 import sys
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -54,6 +57,8 @@ from .telemetry.tracing import TracingConfigError, tracer_provider_from_env
 log = logging.getLogger(__name__)
 
 DEV_TENANT = "dev"
+# What an exit waits, at most, for the last metrics and spans to be exported.
+TELEMETRY_SHUTDOWN_SECONDS = 3.0
 DEV_TOKEN_FILE = "dev-admin-token"
 
 _data_dir_option = click.option(
@@ -131,6 +136,11 @@ def serve(
         if tracer_provider is not None:
             tracer_provider.shutdown()
         raise click.ClickException(str(error)) from None
+
+    def shut_down_telemetry() -> None:
+        _shut_down_telemetry(metrics, tracer_provider)
+
+    atexit.register(shut_down_telemetry)  # an abandoned stop's exit runs it too
     try:
         urls = _database_urls(settings)
         asyncio.run(_serve(settings, urls, tracer_provider, metrics))
@@ -139,10 +149,25 @@ def serve(
     except psycopg.Error as error:
         raise click.ClickException(_database_problem(error)) from None
     finally:
-        if metrics is not None:
-            metrics.shutdown()  # exports what the pushing readers hold
-        if tracer_provider is not None:
-            tracer_provider.shutdown()  # exports the spans still waiting
+        atexit.unregister(shut_down_telemetry)
+        shut_down_telemetry()
+
+
+def _shut_down_telemetry(metrics: Metrics | None, tracer_provider: TracerProvider | None) -> None:
+    """Exports what the pushing readers and the span processors hold, for
+    TELEMETRY_SHUTDOWN_SECONDS at most: each waited its exporter's whole
+    timeout (10 s) for a collector that does not answer, the metrics' then
+    the spans', past the stop's grace (helper-140). What is left is lost."""
+    deadline = time.monotonic() + TELEMETRY_SHUTDOWN_SECONDS
+    if metrics is not None:
+        metrics.shutdown(timeout_millis=TELEMETRY_SHUTDOWN_SECONDS * 1000 / 2)
+    if tracer_provider is not None:
+        # Its shutdown takes no time limit: waited for in a thread, then left.
+        flushing = threading.Thread(
+            target=tracer_provider.shutdown, name="sealtrail-span-flush", daemon=True
+        )
+        flushing.start()
+        flushing.join(max(0.0, deadline - time.monotonic()))
 
 
 def _database_problem(error: psycopg.Error) -> str:

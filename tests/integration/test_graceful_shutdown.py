@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -125,6 +126,34 @@ def test_a_health_watch_ends_as_the_server_stops(migrated_database_url: str, ser
             assert process.proc.wait(30) == 0  # not after the grace of 300 s
     finally:
         process.kill()
+
+
+def test_a_collector_that_does_not_answer_holds_a_stop_for_seconds_at_most(
+    migrated_database_url: str, tenant: str, server: Any
+) -> None:
+    """The metrics' last export, then the spans', each waited the exporter's
+    whole timeout (10 s by default, 40 s here) for a hung collector (helper-140)."""
+
+    def stop_seconds(env: dict[str, str]) -> float:
+        process = ServerProcess(migrated_database_url, env=env)
+        try:
+            with AuditClient(process.target, token=server.token(tenant)) as client:
+                client.record(build_event(action="doc.edit", actor_id="u"))  # spans to export
+            began = time.monotonic()
+            assert process.terminate(timeout=90) == 0
+            return time.monotonic() - began
+        finally:
+            process.kill()
+
+    baseline = stop_seconds({})
+    with socket.create_server(("127.0.0.1", 0)) as mute:  # listens, never answers
+        hung = stop_seconds(
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{mute.getsockname()[1]}",
+                "OTEL_EXPORTER_OTLP_TIMEOUT": "40",
+            }
+        )
+    assert hung < baseline + 20, (baseline, hung)
 
 
 def test_a_second_signal_ends_the_calls_in_flight_at_once(

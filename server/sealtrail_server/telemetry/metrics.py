@@ -66,13 +66,14 @@ class Metrics:
     address: tuple[str, int] | None = None
     _scrape_server: WSGIServer | None = field(default=None, repr=False)
 
-    def shutdown(self) -> None:
-        """Stop serving scrapes, then export what the pushing readers hold."""
+    def shutdown(self, timeout_millis: float = 30_000) -> None:
+        """Stop serving scrapes, then export what the pushing readers hold,
+        within `timeout_millis`."""
         if self._scrape_server is not None:
             self._scrape_server.shutdown()
             self._scrape_server.server_close()
             self._scrape_server = None
-        self.provider.shutdown()
+        self.provider.shutdown(timeout_millis=timeout_millis)
 
 
 def metrics_exporter_names(env: Mapping[str, str]) -> list[str] | None:
