@@ -421,15 +421,20 @@ class Service:
         if self._server is not None:
             await self._server.stop(0)
 
-    async def run_until_signalled(self) -> None:
+    async def run_until_signalled(self, ready: Callable[[], None] | None = None) -> None:
         """Serves until SIGTERM or SIGINT, then stops; a second signal ends
         the calls still in flight at once (an operator's second Ctrl-C), a
-        third exits (`abandon_stop`)."""
+        third exits (`abandon_stop`). `ready` is called once a signal stops
+        the server gracefully (else one sent just after it said so was not);
+        the signals' handlers before are theirs again once it has stopped."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         signals = (signal.SIGTERM, signal.SIGINT)
+        before = {signum: signal.getsignal(signum) for signum in signals}
         for signum in signals:
             loop.add_signal_handler(signum, stop.set)
+        if ready is not None:
+            ready()
         await stop.wait()
         log.info("shutting down: finishing in-flight calls (signal again to end them now)")
         hurried: list[asyncio.Task[None]] = []
@@ -446,5 +451,6 @@ class Service:
             await self.stop()
         finally:
             for signum in signals:
-                loop.remove_signal_handler(signum)
+                loop.remove_signal_handler(signum)  # which sets SIG_DFL
+                signal.signal(signum, before[signum])
             await asyncio.gather(*hurried, return_exceptions=True)

@@ -8,6 +8,7 @@ import gc
 import getpass
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -17,7 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import click
 import psycopg
@@ -123,6 +124,7 @@ def serve(
     listen: str | None, console_listen: str | None, data_dir: Path | None, database_url: str | None
 ) -> None:
     """Run the gRPC service (and the web console, if asked) until SIGTERM or Ctrl-C."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     settings = Settings.load(
         listen=listen, console_listen=console_listen, data_dir=data_dir, database_url=database_url
     )
@@ -151,6 +153,14 @@ def serve(
     finally:
         atexit.unregister(shut_down_telemetry)
         shut_down_telemetry()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> NoReturn:
+    """SIGTERM before the server serves (and after it has stopped) exits as
+    SIGTERM does, status 143, but through SystemExit: the exit handlers run.
+    Without them, an embedded PostgreSQL started for this process was not
+    stopped (helper-140)."""
+    raise SystemExit(128 + signum)
 
 
 def _shut_down_telemetry(metrics: Metrics | None, tracer_provider: TracerProvider | None) -> None:
@@ -204,17 +214,20 @@ async def _serve(
     if urls.embedded:
         await _issue_dev_token(settings, urls.service)
     _freeze_startup_objects()
-    host = settings.listen.rsplit(":", 1)[0]
-    click.echo(f"sealtrail: serving gRPC on {host}:{port}")
-    if service.console is not None:
-        console_host = (settings.console_listen or "").rsplit(":", 1)[0] or "127.0.0.1"
-        click.echo(f"sealtrail: console on http://{console_host}:{service.console_port}/")
-    if metrics is not None and metrics.address is not None:
-        metrics_host, metrics_port = metrics.address
-        if ":" in metrics_host:  # an IPv6 address, as a URL holds one
-            metrics_host = f"[{metrics_host}]"
-        click.echo(f"sealtrail: metrics on http://{metrics_host}:{metrics_port}/metrics")
-    await service.run_until_signalled()
+
+    def announce() -> None:
+        host = settings.listen.rsplit(":", 1)[0]
+        click.echo(f"sealtrail: serving gRPC on {host}:{port}")
+        if service.console is not None:
+            console_host = (settings.console_listen or "").rsplit(":", 1)[0] or "127.0.0.1"
+            click.echo(f"sealtrail: console on http://{console_host}:{service.console_port}/")
+        if metrics is not None and metrics.address is not None:
+            metrics_host, metrics_port = metrics.address
+            if ":" in metrics_host:  # an IPv6 address, as a URL holds one
+                metrics_host = f"[{metrics_host}]"
+            click.echo(f"sealtrail: metrics on http://{metrics_host}:{metrics_port}/metrics")
+
+    await service.run_until_signalled(ready=announce)
 
 
 def _freeze_startup_objects() -> None:

@@ -262,6 +262,66 @@ def test_embedded_server_prints_a_dev_token_and_keeps_data_across_restarts() -> 
         assert "tenant 'dev' was erased" in refused.stderr
 
 
+def test_the_embedded_postgresql_stops_after_a_server_that_did_not_exit_cleanly() -> None:
+    """pgserver stops its PostgreSQL when the last process on its list of
+    handles exits. A server killed (SIGKILL, a crash, a power loss) stayed on
+    that list for good, and PostgreSQL ran on after every clean stop after it;
+    a SIGTERM during a start skipped the exit handlers that take a server off
+    it (helper-140)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="sealtrail-e2e-"))
+    pgdata = data_dir / "postgres"
+    handles = pgdata / ".handle_pids.json"
+    with contextlib.ExitStack() as running:
+        running.callback(shutil.rmtree, data_dir, ignore_errors=True)  # once all have stopped
+        running.callback(_stop_postmaster, pgdata)  # if the test left it running
+        crashed = _serve_embedded(data_dir, running)["process"]
+        crashed.kill()
+        crashed.wait(30)
+        clean = _serve_embedded(data_dir, running)["process"]
+        clean.terminate()
+        assert clean.wait(60) == 0
+        assert not (pgdata / "postmaster.pid").exists(), "PostgreSQL still runs"
+
+        # A SIGTERM once a start holds its handle, before it serves.
+        starting = subprocess.Popen(
+            [str(BIN / "sealtrail-server"), "serve", "--listen", "127.0.0.1:0"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "SEALTRAIL_DATA_DIR": str(data_dir)},
+        )
+        running.callback(stop, starting)
+        deadline = time.monotonic() + 60
+        while starting.pid not in _handle_pids(handles):
+            assert time.monotonic() < deadline and starting.poll() is None
+            time.sleep(0.005)
+        starting.terminate()
+        assert starting.wait(60) == 128 + signal.SIGTERM  # as a shell says of one killed by it
+        assert _handle_pids(handles) == []
+        assert not (pgdata / "postmaster.pid").exists(), "PostgreSQL still runs"
+
+
+def _handle_pids(handles: Path) -> list[int]:
+    """The pids on pgserver's list ([] while it is being written)."""
+    try:
+        pids: list[int] = json.loads(handles.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return pids
+
+
+def _stop_postmaster(pgdata: Path) -> None:
+    """Stops (fast shutdown) the PostgreSQL this test's servers started, if it runs."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + 30
+    while (pgdata / "postmaster.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _serve_embedded(data_dir: Path, running: contextlib.ExitStack) -> dict[str, Any]:
     """`sealtrail-server serve` on `data_dir`'s embedded database, once
     serving, stopped when `running` ends if not before: its process, target,
