@@ -6,6 +6,7 @@ every acknowledged event is there exactly once and the log verifies."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 import threading
@@ -23,6 +24,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sealtrail import AuditClient, UnavailableError, build_event
+from sealtrail_server.store.database import Database
 from sealtrail_server.store.migrations import migrate
 from tests.conftest import ServerThread
 
@@ -160,3 +162,66 @@ def test_a_database_restart_under_load_loses_nothing(
     assert {k: stored.get(k) for k in acknowledged} == acknowledged  # every ack, as answered
     with AuditClient(server.target, token=admin_token) as admin:
         assert admin.verify_log().ok
+
+
+@pytest.fixture
+def few_slots(cluster: Cluster) -> Cluster:
+    """`cluster` with 20 connection slots, fewer for a test to take."""
+    with psycopg.connect(cluster.url, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET max_connections = 20")
+    cluster.stop()
+    cluster.start()
+    return cluster
+
+
+@contextlib.contextmanager
+def every_slot_taken(cluster: Cluster) -> Iterator[None]:
+    """Every connection slot held, the superuser's reserved ones too."""
+    held: list[psycopg.Connection[Any]] = []
+    try:
+        while True:
+            try:
+                held.append(psycopg.connect(cluster.url, autocommit=True))
+            except psycopg.OperationalError as full:
+                assert "too many clients" in str(full)
+                break
+        yield
+    finally:
+        for conn in held:
+            conn.close()
+
+
+def test_a_database_at_max_connections_is_still_served(few_slots: Cluster) -> None:
+    """The probe opened a connection of its own each time: with PostgreSQL's
+    connection slots all taken (other clients, more replicas than planned),
+    it was refused, and the server, whose pooled connections all worked, said
+    NOT_SERVING and refused every call (helper-140)."""
+    server = ServerThread(few_slots.url, database_probe_interval=0.2)
+    try:
+        token = server.token(f"t-{uuid.uuid4().hex[:8]}", "recorder")
+        with AuditClient(server.target, token=token, max_attempts=1) as client:
+            client.record(action="doc.edit", actor_id="u")
+            with every_slot_taken(few_slots):
+                time.sleep(10 * 0.2)  # ten probes
+                assert health(server.target) == SERVING
+                client.record(action="doc.edit", actor_id="u")  # on the pool's connections
+    finally:
+        server.close()
+
+
+def test_a_database_that_refuses_a_connection_for_want_of_slots_answers(
+    few_slots: Cluster,
+) -> None:
+    """With no pooled connection free (all busy with load), the probe opens
+    one of its own: refused for want of a slot, the database has answered."""
+
+    async def probe_with_the_pool_busy() -> bool:
+        db = await Database.open(few_slots.url, min_size=1, max_size=1)
+        try:
+            async with db.pool.connection():  # its only one, busy
+                with every_slot_taken(few_slots):
+                    return await db.probe(timeout=1.0)
+        finally:
+            await db.close()
+
+    assert asyncio.run(probe_with_the_pool_busy())

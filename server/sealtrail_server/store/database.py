@@ -77,6 +77,12 @@ _SET_SCOPE: Final = (
 # stalled every append of this one; now the appender refuses that tenant for a
 # while and writes the rest. Other processes append to a tenant in milliseconds.
 SYSTEM_LOCK_TIMEOUT: Final = 5.0
+# What PostgreSQL says when it refuses a connection for want of a free slot
+# (max_connections, or only reserved ones left): it answers.
+_NO_FREE_SLOT: Final = (
+    "too many clients already",
+    "remaining connection slots are reserved",
+)
 
 # Every statement of the service reads by an index. A month's partition of
 # events is empty when created, and PostgreSQL gives a partition no 10-page
@@ -204,16 +210,34 @@ class Database:
             yield conn
 
     async def probe(self, *, timeout: float) -> bool:
-        """Whether the database answers a query within `timeout` seconds, on a
-        connection of its own: a pool busy with load is not a database down."""
+        """Whether the database answers a query within `timeout` seconds: on a
+        pooled connection, if one is free within half of that; else (all busy
+        with load, which is no outage, or the one found broken) on a connection
+        of its own, whose refusal for want of a free slot is an answer too. A
+        connection of its own each time, alone, was refused at max_connections
+        or took longer than `timeout` to a distant database, and the server,
+        whose pooled connections worked, refused every call (helper-140)."""
         try:
             async with asyncio.timeout(timeout):
+                if await self._pooled_connection_answers(wait=timeout / 2):
+                    return True
                 conn = await psycopg.AsyncConnection.connect(
                     self._url, autocommit=True, connect_timeout=max(1, int(timeout))
                 )
                 async with conn:
                     await conn.execute("SELECT 1")
+        except psycopg.OperationalError as error:
+            # A refusal at connection has no SQLSTATE (53300): its words tell.
+            return any(words in str(error) for words in _NO_FREE_SLOT)
         except (psycopg.Error, TimeoutError, OSError):
+            return False
+        return True
+
+    async def _pooled_connection_answers(self, *, wait: float) -> bool:
+        try:
+            async with self.pool.connection(timeout=wait) as conn:
+                await conn.execute("SELECT 1")
+        except psycopg.Error:  # none free in time (PoolTimeout), or a broken one
             return False
         return True
 
