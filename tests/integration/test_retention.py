@@ -9,6 +9,7 @@ import asyncio
 import base64
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -64,7 +65,13 @@ from sealtrail_server.domain.errors import FieldViolation, InvalidArgument, Unav
 from sealtrail_server.domain.event_ids import received_within
 from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.domain.purge_summaries import SummarySeal
-from sealtrail_server.domain.retention import Selection
+from sealtrail_server.domain.retention import (
+    RetentionPolicy,
+    RetentionRule,
+    Selection,
+    purge_selections,
+    selection_key,
+)
 from sealtrail_server.retention import purger as purger_module
 from sealtrail_server.retention import tenant_pass
 from sealtrail_server.retention.purge_record import purge_recorder
@@ -463,6 +470,24 @@ def test_expired_events_are_purged_by_their_rule(
     assert len(own) >= 3 and {action for _, action in own[1:]} == {"retention.purged"}
 
 
+def test_a_policy_with_many_long_action_rules_still_purges_by_its_default(
+    aged: ServerThread, admin: AuditClient, clock: Clock, tenant: str
+) -> None:
+    """The mark of how far a selection was carried out was keyed by the whole
+    selection, every other rule's prefix in it: 70 rules of ids made a key
+    past PostgreSQL's index row limit, and the batch that finished the
+    default rule failed and rolled back at every pass (helper-146)."""
+    expired = [record(admin, "doc.edit") for _ in range(4)]  # the last batch ends the rule
+    rules: dict[str, int | str] = {
+        f"org_{hashlib.sha256(bytes([n])).hexdigest()[:32]}.*": "forever" for n in range(99)
+    }
+    admin.set_retention_policy(30, action_prefixes=rules)
+    clock.advance(31)
+    [result] = [r for r in purge(aged) if r.tenant_id == tenant]
+    assert result.count == len(expired)
+    assert not [seq for seq, action in recorded(admin) if action == "doc.edit"]
+
+
 def test_each_selection_resumes_where_the_last_pass_left_it(
     aged: ServerThread, admin: AuditClient, clock: Clock, sql: psycopg.Connection[Any], tenant: str
 ) -> None:
@@ -483,7 +508,10 @@ def test_each_selection_resumes_where_the_last_pass_left_it(
     clock.advance(40)
     purge(aged)
     [(default, removed_before)] = marks().items()
-    assert json.loads(default)["rule"] == "default"
+    policy = RetentionPolicy(30, (RetentionRule(0, category="authentication"),))
+    assert default == selection_key(
+        next(s for s in purge_selections(policy) if s.rule == "default")
+    )
     assert removed_before == clock() - timedelta(days=30)
 
     record(admin, "doc.edit")
