@@ -173,6 +173,19 @@ def test_record_prints_the_stored_event_and_query_finds_it(cli_env: dict[str, st
     assert again == first
 
 
+def test_a_table_shows_what_the_log_holds_as_text_never_as_terminal_codes(
+    cli_env: dict[str, str],
+) -> None:
+    """Any recorder writes actor ids; a table printed them to the auditor's
+    terminal as given: an escape sequence cleared the screen, retitled the
+    window or hid what followed, and rich's markup made links (helper-146)."""
+    hostile = "x\x1b[2J\u202e[link=https://evil.example]admin[/link]"
+    run("sealtrail", "record", "--action", "doc.edit", "--actor-id", hostile, env=cli_env)
+    table = run("sealtrail", "query", "--action", "doc.*", env=cli_env).stdout
+    assert "\x1b" not in table and "\u202e" not in table
+    assert "x\\x1b[2J\\u202e[link=https://evil.example]admin[/link]" in table
+
+
 def test_record_takes_every_field_of_an_event_and_the_environments_trace(
     cli_env: dict[str, str],
 ) -> None:

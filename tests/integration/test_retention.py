@@ -388,6 +388,18 @@ def test_a_legal_hold_change_on_a_stale_etag_is_aborted(admin: AuditClient) -> N
     assert not admin.set_legal_hold(False, etag=hold.etag).legal_hold.on
 
 
+@pytest.mark.parametrize("reason", ["", "  ", "Case\x007", "Case 7\x1b[2J", "x" * 1025])
+def test_a_legal_hold_without_a_plain_reason_is_refused_naming_it(
+    admin: AuditClient, reason: str
+) -> None:
+    """Control characters too: the reason is printed to admins' terminals, as
+    names are (helper-146)."""
+    with pytest.raises(InvalidArgumentError) as refused:
+        admin.set_legal_hold(True, reason=reason)
+    assert [field for field, _ in refused.value.field_violations] == ["reason"]
+    assert not admin.get_retention_policy().legal_hold.on
+
+
 @pytest.mark.parametrize("change", ["legal hold", "policy"])
 def test_a_change_a_purge_batch_holds_up_is_unavailable_and_unrecorded(
     aged: ServerThread, admin: AuditClient, sql: psycopg.Connection[Any], tenant: str, change: str

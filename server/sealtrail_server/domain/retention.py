@@ -20,7 +20,7 @@ from typing import Final
 
 from .errors import FieldViolation, InvalidArgument
 from .etags import etag_of, instant
-from .event import CATEGORIES, MAX_ACTION, RESERVED_ACTION_PREFIX
+from .event import CATEGORIES, CONTROL_CHARACTERS, MAX_ACTION, RESERVED_ACTION_PREFIX
 
 MAX_DAYS: Final = 36_500  # a hundred years; longer is "forever" (0)
 MAX_RULES: Final = 100
@@ -222,8 +222,10 @@ def purge_selections(policy: RetentionPolicy) -> list[Selection]:
 def validate_hold_reason(on: bool, reason: str) -> str:
     if len(reason) > MAX_HOLD_REASON:
         raise InvalidArgument.field("reason", f"must be at most {MAX_HOLD_REASON} characters")
-    if "\x00" in reason:  # else refused as the description of the hold's event, a field not sent
-        raise InvalidArgument.field("reason", "must not contain NUL characters")
+    # NUL was refused as the description of the hold's event, a field not
+    # sent; and the reason is printed to admins' terminals, as names are.
+    if CONTROL_CHARACTERS.search(reason):
+        raise InvalidArgument.field("reason", "must not contain control characters")
     if on and not reason.strip():
         raise InvalidArgument.field("reason", "is required to place a legal hold")
     return reason.strip()

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast
 
 import click
 import grpc
@@ -22,9 +22,10 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
+from rich.text import Text
 
 from sealtrail._bundle import BundleError, BundleSummary, verify_bundle, write_bundle
 from sealtrail._client import AuditClient
@@ -474,6 +475,31 @@ def _at_most(events: Iterable[event_pb2.Event], limit: int) -> Iterator[event_pb
         yield event
 
 
+# C0 and C1 controls, DEL, and the characters that reorder or break a line
+# (bidirectional overrides and isolates, line and paragraph separators).
+_UNSAFE: Final = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2028\u2029\u2066-\u2069]"
+)
+
+
+def terminal_safe(text: str) -> str:
+    """`text` (from the log, or an admin) to print to a terminal: what would
+    move the cursor, clear the screen, retitle the window or reorder what
+    follows is shown escaped, `\\x1b`, `\\u202e` (helper-146)."""
+    return _UNSAFE.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
+
+
+class PlainTable(Table):
+    """A table whose text cells are shown as they are: never read as rich's
+    markup (`[link=...]` made a link), their control characters escaped."""
+
+    def add_row(self, *renderables: RenderableType | None, **options: Any) -> None:
+        super().add_row(
+            *(Text(terminal_safe(cell)) if isinstance(cell, str) else cell for cell in renderables),
+            **options,
+        )
+
+
 def print_table(table: Table) -> None:
     """A table on stdout; piped, it is not cut to 80 columns: every value stays whole."""
     Console(width=None if sys.stdout.isatty() else 1000).print(table)
@@ -485,7 +511,7 @@ def table_time(stamp: Timestamp) -> str:
 
 
 def _table(events: Iterable[event_pb2.Event]) -> Table:
-    table = Table()
+    table = PlainTable()
     for header in ("time (UTC)", "seq", "action", "actor", "resource", "outcome", "severity", "ip"):
         table.add_column(header, overflow="fold")
     for event in events:
@@ -784,7 +810,7 @@ def retention(ctx: click.Context) -> None:
             name = f"actions {rule.action_prefix}"
         click.echo(f"{name}: {_days(rule.days)}")
     click.echo(f"etag: {policy.etag}")
-    click.echo(f"legal hold: {'on (' + hold.reason + ')' if hold.on else 'off'}")
+    click.echo(f"legal hold: {'on (' + terminal_safe(hold.reason) + ')' if hold.on else 'off'}")
     click.echo(f"legal hold etag: {hold.etag}")
 
 

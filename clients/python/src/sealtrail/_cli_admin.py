@@ -10,9 +10,8 @@ from typing import cast, get_args
 
 import click
 from google.protobuf import json_format
-from rich.table import Table
 
-from sealtrail._cli import _client, print_table, table_time, unchanged_since_read
+from sealtrail._cli import PlainTable, _client, print_table, table_time, unchanged_since_read
 from sealtrail._convert import RedactionMode, TokenRole, enum_label
 from sealtrail.v1 import access_pb2, settings_pb2
 
@@ -25,7 +24,7 @@ def tokens(ctx: click.Context) -> None:
         return
     with _client(ctx) as client:
         found = client.list_tokens()
-    table = Table("id", "role", "name", "created (UTC)", "revoked (UTC)")
+    table = PlainTable("id", "role", "name", "created (UTC)", "revoked (UTC)")
     for token in found:
         table.add_row(
             token.token_id,

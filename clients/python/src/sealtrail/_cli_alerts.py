@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any, cast
 
 import click
-from rich.table import Table
 
 from sealtrail._cli import (
+    PlainTable,
     _client,
     _filter,
     _tail_filter_options,
@@ -46,7 +46,7 @@ def alerts(ctx: click.Context) -> None:
         return
     with _client(ctx) as client:
         rules = client.list_alert_rules()
-    table = Table("id", "name", "condition", "severity", "fired", "last fired")
+    table = PlainTable("id", "name", "condition", "severity", "fired", "last fired")
     for rule in rules:
         table.add_row(
             rule.id,

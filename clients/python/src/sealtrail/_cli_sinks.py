@@ -12,9 +12,9 @@ from typing import Any, cast
 
 import click
 from google.protobuf import json_format
-from rich.table import Table
 
 from sealtrail._cli import (
+    PlainTable,
     _client,
     _filter,
     _tail_filter_options,
@@ -54,7 +54,9 @@ def sinks(ctx: click.Context) -> None:
         return
     with _client(ctx) as client:
         found = client.list_sinks()
-    table = Table("id", "name", "kind", "state", "cursor/head", "delivered", "dead", "last error")
+    table = PlainTable(
+        "id", "name", "kind", "state", "cursor/head", "delivered", "dead", "last error"
+    )
     for sink in found:
         table.add_row(*_row(sink))
     print_table(table)
@@ -289,7 +291,7 @@ def dead_letters(ctx: click.Context, sink_id: str) -> None:
     """The events the destination refused for good (replay them with `replay --dead-letter`)."""
     with _client(ctx) as client:
         letters = client.list_dead_letters(sink_id)
-    table = Table("id", "seq", "events", "HTTP", "error", "at")
+    table = PlainTable("id", "seq", "events", "HTTP", "error", "at")
     for letter in letters:
         table.add_row(
             letter.id,

@@ -383,7 +383,9 @@ class SetLegalHoldRequest(_message.Message):
     on: _builtins.bool
     """Place (true) or release (false) the hold."""
     reason: _builtins.str
-    """Why; required when placing the hold."""
+    """Why; required when placing the hold: at most 1024 characters, none of
+    them control characters.
+    """
     etag: _builtins.str
     """The etag of the hold as last read (LegalHold.etag): the change applies
     only if the hold is still that one, else the call fails with ABORTED
