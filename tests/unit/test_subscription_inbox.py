@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from sealtrail_server.domain.filters import EventFilter, RecordMatcher
 from sealtrail_server.store.events import StoredEvent
-from sealtrail_server.stream.hub import Delivery, LiveEvent, Subscription
+from sealtrail_server.stream.hub import Delivery, LiveEvent, StreamEnding, Subscription
 
 
 def _delivery(seq: int, size: int) -> Delivery:
@@ -75,3 +77,19 @@ def test_falling_behind_drops_what_was_queued_and_its_bytes() -> None:
     inbox.offer(_delivery(2, 900))
     inbox.offer(_delivery(3, 100))  # 1,000: the 900 dropped no longer counts
     assert not inbox.lagging and _drained(inbox) == [2, 3]
+
+
+def test_a_stream_told_to_end_still_ends_when_a_failed_fetch_then_drops_its_inbox() -> None:
+    """A failed fetch or resync after the stop's `end` (likely when the
+    database is what restarts) dropped the end with the inbox: the stream
+    waited for its next heartbeat, then failed as UNAVAILABLE on a database
+    read instead of ending as the server stopping (helper-136)."""
+    inbox = _inbox()
+    inbox.end()
+    inbox.fall_behind()
+
+    async def woken() -> None:
+        await asyncio.wait_for(inbox.next(), 5)
+
+    with pytest.raises(StreamEnding):
+        asyncio.run(woken())

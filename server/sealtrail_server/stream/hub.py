@@ -116,7 +116,10 @@ class Subscription:
 
     def fall_behind(self) -> None:
         """The subscriber reads from the table instead: what it has queued is
-        dropped (the table has it too), and nothing queues until it caught up."""
+        dropped (the table has it too), and nothing queues until it caught up.
+        Not once it is told to end: that would drop the end with the rest."""
+        if self.ending:
+            return
         self.lagging = True
         while not self._queue.empty():
             self._queue.get_nowait()
