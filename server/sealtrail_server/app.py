@@ -82,6 +82,11 @@ KEEPALIVE_OPTIONS: Final = (
     ("grpc.http2.ping_timeout_ms", 20_000),  # what gRPC's core reads of the two
     ("grpc.http2.max_pings_without_data", 0),
 )
+# A stopping server's streams get this long to end when told to; those still
+# running then (their clients stopped reading) are ended with the calls, once
+# they are all that is left. How often that is looked at.
+_STREAMS_END_SECONDS = 1.0
+_STREAMS_POLL_SECONDS = 0.1
 
 
 def abandon_stop() -> NoReturn:
@@ -134,6 +139,7 @@ class Service:
         self._private_dir: str | None = None
         self.evaluator: Evaluator | None = None
         self._hub: StreamHub | None = None
+        self._guard: GuardInterceptor | None = None
         self._server: grpc.aio.Server | None = None
         self._health = HealthServicer()
         self.port = 0
@@ -263,10 +269,11 @@ class Service:
             return await find_principal(db, digest)
 
         authenticator = Authenticator(lookup, cache_seconds=settings.token_cache_seconds)
+        self._guard = GuardInterceptor(authenticator)
         server = grpc.aio.server(
             interceptors=[
                 TelemetryInterceptor(tracer=self._tracer, meter=self._meter),
-                GuardInterceptor(authenticator),
+                self._guard,
             ],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -396,7 +403,11 @@ class Service:
             # grace. Told to end now, their clients resume elsewhere.
             self._hub.end_streams()
         if self._server is not None:
-            await self._server.stop(self.settings.shutdown_grace if grace is None else grace)
+            stopping = asyncio.create_task(
+                self._server.stop(self.settings.shutdown_grace if grace is None else grace)
+            )
+            await self._end_stuck_streams(stopping)
+            await stopping
         if self.evaluator is not None:
             await self.evaluator.stop()
         if self.forwarder is not None:
@@ -414,6 +425,26 @@ class Service:
         if self._private_dir is not None:
             shutil.rmtree(self._private_dir, ignore_errors=True)
             self._private_dir = None
+
+    async def _end_stuck_streams(self, stopping: asyncio.Task[None]) -> None:
+        """Once the streams told to end had a moment to, and they are all that
+        is left, end the calls at once, as when the grace runs out. A stream
+        whose client stopped reading waits in gRPC to write, where neither its
+        own end nor a cancel or an abort of its call reaches it: it held the
+        stop for the whole grace (helper-136)."""
+        if self._hub is None or self._guard is None:
+            return
+        loop = asyncio.get_running_loop()
+        hurry_from = loop.time() + _STREAMS_END_SECONDS
+        while not stopping.done():
+            left = self._hub.subscriber_count()
+            if left and left == self._guard.calls and loop.time() >= hurry_from:
+                log.warning(
+                    "shutting down: ending %d stream(s) whose clients stopped reading", left
+                )
+                await self.hurry_stop()
+                return
+            await asyncio.wait([stopping], timeout=_STREAMS_POLL_SECONDS)
 
     async def hurry_stop(self) -> None:
         """Ends the calls a stop in progress is waiting for, at once, as when

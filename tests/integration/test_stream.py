@@ -493,3 +493,66 @@ def test_a_stopping_server_ends_its_streams_at_once(
             stopped.result(timeout=30)  # nothing else held it
     finally:
         stopping.close()
+
+
+def test_a_stopping_server_ends_a_stream_catching_up_at_once(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """A stream reading the table looked at the stop only once it had read it
+    all: a client replaying a long log at its own pace went on receiving it
+    for the whole grace, and the stop waited that long (helper-136). It ends
+    mid-read, UNAVAILABLE with its reason, long before the log's end."""
+    stopping = ServerThread(migrated_database_url, shutdown_grace=60)
+    try:
+        with AuditClient(stopping.target, token=stopping.token(tenant)) as writer:
+            for _ in range(20):
+                writer.record_batch(events(1000, description="x" * 400))
+        with AuditClient(stopping.target, token=stopping.token(tenant, "reader")) as reader:
+            stub = audit_service_pb2_grpc.AuditLogServiceStub(reader._channel)
+            stream = stub.StreamEvents(
+                pb.StreamEventsRequest(after_seq=0), metadata=reader._metadata
+            )
+            for _ in range(10):  # a heartbeat, then events: under way
+                next(stream)
+            stopped = asyncio.run_coroutine_threadsafe(stopping.service.stop(), stopping.loop)
+            received = 0
+            with pytest.raises(grpc.RpcError) as ended:
+                for _ in stream:
+                    received += 1
+                    time.sleep(0.001)  # a client reading at its own pace
+            error = from_rpc_error(ended.value)
+            assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "SERVER_STOPPING")
+            assert received < 10_000, "the stream went on replaying after the stop"
+            stopped.result(timeout=30)
+    finally:
+        stopping.close()
+
+
+def test_a_stopping_server_ends_a_stream_whose_client_stopped_reading(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """A handler waiting to write to a client that stopped reading (a paused
+    `sealtrail tail | less`) never saw the stop: the stop waited its whole
+    grace (helper-136). Such a stream is ended a second after the others."""
+    stopping = ServerThread(migrated_database_url, shutdown_grace=60)
+    try:
+        with (
+            AuditClient(stopping.target, token=stopping.token(tenant, "reader")) as reader,
+            AuditClient(stopping.target, token=stopping.token(tenant)) as writer,
+        ):
+            stub = audit_service_pb2_grpc.AuditLogServiceStub(reader._channel)
+            stream = stub.StreamEvents(pb.StreamEventsRequest(), metadata=reader._metadata)
+            next(stream)  # following live; never read again
+            for _ in range(20):  # far more than the client's and the transport's buffers
+                writer.record_batch(events(1000, description="x" * 1000))
+            deadline = time.monotonic() + 30
+            while stopping.service._hub is not None and not any(  # the handler is writing
+                s.lagging for t in stopping.service._hub._tenants.values() for s in t.subscribers
+            ):
+                assert time.monotonic() < deadline, "the stream never fell behind"
+                time.sleep(0.05)
+            stopped = asyncio.run_coroutine_threadsafe(stopping.service.stop(), stopping.loop)
+            stopped.result(timeout=30)  # not the grace's 60 s
+            stream.cancel()
+    finally:
+        stopping.close()

@@ -99,6 +99,9 @@ class GuardInterceptor(ServiceInterceptor):
     def __init__(self, authenticator: Authenticator) -> None:
         super().__init__()
         self._authenticator = authenticator
+        # Calls of AuditLogService being served: a stopping server ends its
+        # streams early once nothing else is left (app.Service.stop).
+        self.calls = 0
 
     async def _admit(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
         principal = await self._authenticator.authenticate(
@@ -126,6 +129,7 @@ class GuardInterceptor(ServiceInterceptor):
         inner = cast(Behavior, handler.unary_unary)
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            self.calls += 1
             try:
                 await self._admit(context, method)
                 _check_decoded(request)
@@ -134,6 +138,8 @@ class GuardInterceptor(ServiceInterceptor):
                 raise
             except Exception as error:
                 await _fail(context, method, error)
+            finally:
+                self.calls -= 1
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
@@ -148,6 +154,7 @@ class GuardInterceptor(ServiceInterceptor):
         async def guarded(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
+            self.calls += 1
             try:
                 await self._admit(context, method)
                 _check_decoded(request)
@@ -161,6 +168,8 @@ class GuardInterceptor(ServiceInterceptor):
                 raise
             except Exception as error:
                 await _fail(context, method, error)
+            finally:
+                self.calls -= 1
 
         return grpc.unary_stream_rpc_method_handler(
             guarded,

@@ -141,6 +141,7 @@ class StreamRpcs:
                 # connection back now, not whenever the generator is collected.
                 table = self._from_table(
                     tenant_id,
+                    subscription,
                     event_filter,
                     position,
                     size,
@@ -214,6 +215,7 @@ class StreamRpcs:
     async def _from_table(
         self,
         tenant_id: str,
+        subscription: Subscription,
         event_filter: EventFilter,
         position: int,
         upto: int,
@@ -238,7 +240,11 @@ class StreamRpcs:
         counted from their tombstones once the events around them are read (so,
         again, a purge that committed before the read is seen), every
         _ANNOUNCED_EVERY events read and at the end. A cursor is then
-        announced, not refused."""
+        announced, not refused.
+
+        It ends (StreamEnding) as soon as `subscription` is told to, whatever
+        is left to read: a long replay otherwise held the server's stop for
+        its whole grace (helper-136)."""
 
         async def refuse_purged(conn: Connection) -> None:
             kept = await first_kept_after(conn, tenant_id, resumed)
@@ -289,6 +295,8 @@ class StreamRpcs:
             first_page_check = None
             async with aclosing(rows):
                 async for stored in rows:
+                    if subscription.ending:
+                        raise StreamEnding
                     events.append(encoded := _encoded_stored(stored))
                     held += len(encoded.data)
                     # Sent by count or by bytes: a thousand events of 60 KB held
@@ -355,7 +363,9 @@ class StreamRpcs:
                     yield [_encoded(live) for live in matching]
                     sent = True
             elif fresh:  # full-text search: let the database decide
-                table = self._from_table(tenant_id, event_filter, position, upto, limit)
+                table = self._from_table(
+                    tenant_id, subscription, event_filter, position, upto, limit
+                )
                 async with aclosing(table):
                     async for read in table:
                         if isinstance(read, list):  # no announcements asked here
