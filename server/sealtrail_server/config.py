@@ -72,6 +72,11 @@ class Settings:
     stream_queue_capacity: int = 64
     # ... and bytes of their records (one delivery however large is taken).
     stream_queue_bytes: int = 16 * 1024 * 1024
+    # Streams open at once on this server, of one tenant and of all: past
+    # either, StreamEvents is refused (RESOURCE_EXHAUSTED, retry later). Each
+    # stream whose client stops reading pins a few MB of memory.
+    stream_max_per_tenant: int = 100
+    stream_max_per_process: int = 1000
     # Exports allowed per tenant within a sliding window of this many seconds.
     export_rate_limit: int = 30
     export_rate_window: float = 60.0
@@ -199,6 +204,8 @@ _AT_LEAST_ONE = (
     "append_max_pending_bytes",
     "stream_queue_capacity",
     "stream_queue_bytes",
+    "stream_max_per_tenant",  # 0 refused every stream
+    "stream_max_per_process",
     "retention_batch_events",
     "export_rate_limit",  # 0 refused every export
 )

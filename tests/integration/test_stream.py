@@ -28,6 +28,7 @@ from sealtrail._errors import from_rpc_error
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2
 from sealtrail_server.api import stream as stream_api
+from sealtrail_server.store import events as events_store
 from sealtrail_server.stream.hub import EncodedEvent
 from tests.conftest import ServerThread
 from tests.processes import ServerProcess
@@ -251,6 +252,40 @@ def test_a_stream_reading_the_table_sends_before_it_holds_many_bytes(
     seqs = [event.seq for event in itertools.islice(stream, len(sent))]
     assert seqs[-1] == last and len(seqs) == len(set(seqs))
     assert len(held) > 1 and max(held) < 20_000 + 6_000  # one event more than the bound
+
+
+def test_a_stream_catching_up_holds_about_a_message_of_events_at_a_time(
+    client: AuditClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream replaying the log held a page of up to 8 MiB of records and up
+    to 4 MiB of their encodings, and kept them while its client did not read:
+    21 MB for each such stream (helper-136). It reads pages of about a
+    message's bytes, and sends once it holds that much."""
+    sized: list[int] = []
+    held: list[int] = []
+    page_rows, responses = events_store.page_rows, stream_api._responses
+
+    def spied_page_rows(most: int, page_bytes: int, **kwargs: Any) -> int:
+        sized.append(page_bytes)
+        return page_rows(most, page_bytes, **kwargs)
+
+    def spied_responses(events: list[EncodedEvent], limit: int) -> Any:
+        held.append(sum(len(event.data) for event in events))
+        return responses(events, limit)
+
+    monkeypatch.setattr(events_store, "page_rows", spied_page_rows)
+    monkeypatch.setattr(stream_api, "_responses", spied_responses)
+    sent = client.record_batch(
+        [
+            build_event(action="doc.edit", actor_id="u", details={"text": f"{n:03}" * 16_000})
+            for n in range(100)  # 5 MB
+        ]
+    )
+    last = max(result.event.seq for result in sent if result.event is not None)
+    stream = client.stream(build_filter(actions="doc.edit"), after_seq=0)
+    assert [event.seq for event in itertools.islice(stream, len(sent))][-1] == last
+    assert sized and max(sized) <= stream_api.MAX_BATCH_BYTES
+    assert max(held) <= stream_api.MAX_BATCH_BYTES + 60_000  # one event more than the bound
 
 
 def test_a_catch_up_that_finds_nothing_for_a_heartbeats_time_says_where_it_got_to(
@@ -556,3 +591,58 @@ def test_a_stopping_server_ends_a_stream_whose_client_stopped_reading(
             stream.cancel()
     finally:
         stopping.close()
+
+
+def test_streams_past_a_tenants_or_the_servers_limit_are_refused_until_one_ends(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """Any reader token could open streams without a limit and never read
+    them, each pinning megabytes of the server's memory, until it ran out
+    (helper-136). Past the tenant's limit a stream is refused with
+    RESOURCE_EXHAUSTED and a delay to retry after, and records nothing; other
+    tenants stream on, up to the server's limit; an ended stream frees its place."""
+    other, third = f"{tenant}-b", f"{tenant}-c"
+    limited = ServerThread(migrated_database_url, stream_max_per_tenant=2, stream_max_per_process=3)
+    try:
+        channel = grpc.insecure_channel(limited.target)
+        stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+        tokens = {t: limited.token(t, "reader") for t in (tenant, other, third)}
+
+        def opened(tenant_id: str) -> Any:
+            call = stub.StreamEvents(
+                pb.StreamEventsRequest(),
+                metadata=(("authorization", f"Bearer {tokens[tenant_id]}"),),
+            )
+            next(call)  # its first heartbeat: it is open
+            return call
+
+        def refused(tenant_id: str) -> SealtrailError:
+            with pytest.raises(grpc.RpcError) as error:
+                opened(tenant_id)
+            return from_rpc_error(error.value)
+
+        first, second = opened(tenant), opened(tenant)
+        over = refused(tenant)
+        assert over.code == grpc.StatusCode.RESOURCE_EXHAUSTED, over
+        assert over.retry_after is not None and over.retry_after > 0
+        others = opened(other)  # another tenant streams on
+        full = refused(third)  # ... up to the server's limit
+        assert full.code == grpc.StatusCode.RESOURCE_EXHAUSTED, full
+        first.cancel()
+        deadline = time.monotonic() + 30
+        while True:  # its place is given back once its handler has ended
+            try:
+                replacement = opened(tenant)
+                break
+            except grpc.RpcError as error:
+                assert from_rpc_error(error).code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert time.monotonic() < deadline, "an ended stream kept its place"
+                time.sleep(0.05)
+        with AuditClient(limited.target, token=limited.token(tenant)) as admin:
+            subscribed = list(admin.query(build_filter(actions="audit_log.streamed")))
+        assert len(subscribed) == 3, "a refused stream was recorded"
+        for call in (second, others, replacement):
+            call.cancel()
+        channel.close()
+    finally:
+        limited.close()

@@ -67,8 +67,13 @@ MAX_BATCH_BYTES = 1 << 20
 # With announce_purged, removals are counted (one statement, by the index)
 # every this many events a stream reads from the table, and where it ends.
 _ANNOUNCED_EVERY = 1000
-# The most bytes of encodings a stream reading the table holds before sending.
-_HELD_BYTES = 4 * MAX_BATCH_BYTES
+# The most bytes of encodings a stream reading the table holds before sending,
+# and about how much of records one page of its read holds: a stream whose
+# client stops reading keeps both, and 4 MiB and 8 MiB (with gRPC's share)
+# came to 21 MB a stream, any reader token opening as many as it liked
+# (helper-136).
+_HELD_BYTES = MAX_BATCH_BYTES
+_PAGE_BYTES = MAX_BATCH_BYTES
 # The longest a stream converts events from the table without letting the
 # process's other calls have a turn.
 _TURN_SECONDS = 0.01
@@ -110,20 +115,22 @@ class StreamRpcs:
         )
         limit = _batch_limit(request.max_events_per_message)
         start = _start_details(request, now=self._clock())  # checked before it is recorded
-        await record_access(
-            self._appender,
-            principal,
-            now=self._clock(),
-            action="audit_log.streamed",
-            description="Subscribed to audit events",
-            details={
-                "filter": await self._filter_details(tenant_id, request.filter),
-                "start": start,
-            },
-        )
-        matcher = RecordMatcher(event_filter)
-        subscription = await self._hub.subscribe(tenant_id, matcher)
+        # Subscribed before it is recorded: a stream refused for the limits
+        # records nothing. Its own record then reaches it, and is skipped as
+        # before its position.
+        subscription = await self._hub.subscribe(tenant_id, RecordMatcher(event_filter))
         try:
+            await record_access(
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="audit_log.streamed",
+                description="Subscribed to audit events",
+                details={
+                    "filter": await self._filter_details(tenant_id, request.filter),
+                    "start": start,
+                },
+            )
             position = await self._start_position(tenant_id, request)
             # A client's cursor must not have missed an event retention removed
             # (from 0 is whatever is kept); checked with the first read.
@@ -290,6 +297,7 @@ class StreamRpcs:
                 event_filter=event_filter,
                 after_seq=window_from,
                 upto_seq=window_to,
+                page_bytes=_PAGE_BYTES,
                 after_first_page=first_page_check,
             )
             first_page_check = None

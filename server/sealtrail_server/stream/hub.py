@@ -24,6 +24,7 @@ import psycopg
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from psycopg import sql
 
+from ..domain.errors import ResourceExhausted
 from ..domain.filters import RecordMatcher
 from ..measures import no_meter
 from ..store.appender import NOTIFY_CHANNEL
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 
 _FETCH_ROWS = 1000
 _RECONNECT_SECONDS = 1.0
+# When a stream refused for the limits may try again: a place frees when a
+# stream ends, which is not often; sooner, a reconnecting crowd kept asking.
+_FULL_RETRY_SECONDS = 5.0
 # A LISTEN connection whose peer vanished without a word (a failover that
 # moved the address, a NAT that forgot it) is found out in about a minute,
 # not the operating system's two hours: until then no commit is announced.
@@ -170,12 +174,16 @@ class StreamHub:
         database_url: str,
         queue_capacity: int = 64,
         queue_bytes: int = 16 * 1024 * 1024,
+        max_per_tenant: int = 100,
+        max_per_process: int = 1000,
         meter: Meter | None = None,
     ) -> None:
         self._db = db
         self._url = database_url
         self._capacity = queue_capacity
         self._queue_bytes = queue_bytes
+        self._max_per_tenant = max_per_tenant
+        self._max_per_process = max_per_process
         self._tenants: dict[str, _Tenant] = {}
         self._ending = False  # the server is stopping: every stream ends
         self._task: asyncio.Task[None] | None = None
@@ -212,6 +220,9 @@ class StreamHub:
         self._task = None
 
     async def subscribe(self, tenant_id: str, matcher: RecordMatcher) -> Subscription:
+        """A new subscriber; ResourceExhausted past the streams a tenant or
+        the process may have: each stream whose client stops reading pins
+        megabytes, and any reader token could open them without end."""
         subscription = Subscription(
             tenant_id, matcher, capacity=self._capacity, max_bytes=self._queue_bytes
         )
@@ -220,6 +231,21 @@ class StreamHub:
             async with self._db.connection(tenant_id) as conn:
                 size = await tree_size(conn, tenant_id)
             tenant = self._tenants.setdefault(tenant_id, _Tenant(fetched=size, target=size))
+        # Counted after the wait above, with nothing to wait for until it is added.
+        if len(tenant.subscribers) >= self._max_per_tenant:
+            raise ResourceExhausted(
+                f"the tenant has {len(tenant.subscribers)} streams open on this server,"
+                " the most it may; close one, or retry later",
+                retry_after=_FULL_RETRY_SECONDS,
+                reason="TOO_MANY_STREAMS",
+            )
+        if self.subscriber_count() >= self._max_per_process:
+            self._forget_if_unused(tenant_id)
+            raise ResourceExhausted(
+                "this server serves the most streams it may; retry later",
+                retry_after=_FULL_RETRY_SECONDS,
+                reason="TOO_MANY_STREAMS",
+            )
         tenant.subscribers.add(subscription)
         if self._ending:
             subscription.end()
@@ -238,10 +264,14 @@ class StreamHub:
         if tenant is None:
             return
         tenant.subscribers.discard(subscription)
-        if not tenant.subscribers:
+        self._forget_if_unused(subscription.tenant_id)
+
+    def _forget_if_unused(self, tenant_id: str) -> None:
+        tenant = self._tenants.get(tenant_id)
+        if tenant is not None and not tenant.subscribers:
             if tenant.fetching is not None:
                 tenant.fetching.cancel()
-            del self._tenants[subscription.tenant_id]
+            del self._tenants[tenant_id]
 
     async def _listen(self) -> None:
         """Listens until stopped, whatever fails: had it ended, every stream
