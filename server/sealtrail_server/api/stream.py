@@ -362,13 +362,24 @@ class StreamRpcs:
             sent = False
             matcher = subscription.matcher
             if matcher.exact:
-                matching = (
-                    fresh
-                    if matcher.matches_all  # no filter: no need to ask of each
-                    else [live for live in fresh if _matches(matcher, live)]
-                )
-                if matching:
-                    yield [_encoded(live) for live in matching]
+                # Sent by the megabyte, giving the process's other calls a turn
+                # every _TURN_SECONDS: encoding 1,000 events of 44 KB at once
+                # held them for seconds (helper-136).
+                events: list[EncodedEvent] = []
+                held, turn = 0, time.perf_counter()
+                for live in fresh:
+                    # No filter: no need to ask of each.
+                    if matcher.matches_all or _matches(matcher, live):
+                        events.append(encoded := _encoded(live))
+                        held += len(encoded.data)
+                    if held >= _HELD_BYTES:
+                        yield events
+                        events, held, turn, sent = [], 0, time.perf_counter(), True
+                    elif time.perf_counter() - turn >= _TURN_SECONDS:
+                        await asyncio.sleep(0)
+                        turn = time.perf_counter()
+                if events:
+                    yield events
                     sent = True
             elif fresh:  # full-text search: let the database decide
                 table = self._from_table(
