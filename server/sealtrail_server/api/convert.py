@@ -330,6 +330,47 @@ def _varint(value: int) -> bytes:
     return bytes(encoded)
 
 
+def embedded_elements(data: bytes, field_number: int) -> list[tuple[int, int]]:
+    """Where the encodings of the messages in repeated field `field_number` of
+    the message encoded as `data` are (start, end), in order, without parsing
+    them: they can then be parsed one at a time, the loop given turns between
+    (a RecordBatch's 64 MiB took 0.7 s to parse at once). Other fields are
+    skipped, as a parser keeps them unknown. DecodeError where `data` is no
+    message's encoding."""
+    elements: list[tuple[int, int]] = []
+    at, end = 0, len(data)
+    while at < end:
+        key, at = _read_varint(data, at)
+        wire_type = key & 7
+        if wire_type == 0:
+            _, at = _read_varint(data, at)
+        elif wire_type in (1, 5):
+            at += 8 if wire_type == 1 else 4
+        elif wire_type == 2:
+            length, at = _read_varint(data, at)
+            if key >> 3 == field_number:
+                elements.append((at, at + length))
+            at += length
+        else:  # groups, and what no wire type is
+            raise DecodeError(f"wire type {wire_type} at byte {at}")
+        if at > end or key >> 3 == 0:
+            raise DecodeError("truncated message" if at > end else "field number 0")
+    return elements
+
+
+def _read_varint(data: bytes, at: int) -> tuple[int, int]:
+    """The varint at `at` in `data`, and where what follows it starts."""
+    value = shift = 0
+    while True:
+        if at >= len(data) or shift > 63:
+            raise DecodeError("truncated or overlong varint")
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at, shift = at + 1, shift + 7
+        if not byte & 0x80:
+            return value, at
+
+
 def _shown(
     make: Callable[..., event_pb2.Event], row: ShownEvent, tenant_id: str
 ) -> event_pb2.Event:

@@ -1,6 +1,7 @@
 """The AuditLogService's registration on a gRPC server: the generated one,
-except that Query and StreamEvents answer with their responses already
-encoded (ADRs 0026 and 0043).
+except that Query, StreamEvents and RecordBatch answer with their responses
+already encoded (ADRs 0026 and 0043), and RecordBatch takes its request as
+received, parsing it an entry at a time (helper-138).
 
 Query's events are stored as their encoded views. Parsing a page of them into
 a QueryResponse only to serialize it again cost more than reading the page
@@ -22,12 +23,16 @@ from sealtrail.v1 import audit_service_pb2_grpc
 from .servicer import AuditLogServicer
 
 # The methods whose servicer returns the response's encoding, not a message.
-_ENCODED_RESPONSES = ("Query", "StreamEvents")
+_ENCODED_RESPONSES = ("Query", "StreamEvents", "RecordBatch")
+# The methods whose servicer takes the request's encoding, not a message: it
+# parses the request in parts, giving other calls their turn (helper-138).
+_ENCODED_REQUESTS = ("RecordBatch",)
 
 
 def add_audit_log_service(servicer: AuditLogServicer, server: grpc.aio.Server) -> None:
     """Register `servicer` on `server` as the generated add_*_to_server does,
-    with the methods in _ENCODED_RESPONSES sending the bytes they return."""
+    with the methods in _ENCODED_RESPONSES sending the bytes they return and
+    those in _ENCODED_REQUESTS given the bytes received."""
     generated = _GeneratedRegistration()
     audit_service_pb2_grpc.add_AuditLogServiceServicer_to_server(servicer, generated)  # type: ignore[arg-type]
     handlers = dict(generated.handlers)
@@ -36,6 +41,10 @@ def add_audit_log_service(servicer: AuditLogServicer, server: grpc.aio.Server) -
         handlers[method] = handlers[method]._replace(  # type: ignore[attr-defined]
             response_serializer=_as_encoded
         )
+    for method in _ENCODED_REQUESTS:
+        handlers[method] = handlers[method]._replace(  # type: ignore[attr-defined]
+            request_deserializer=_as_encoded
+        )
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(generated.service, handlers),)
     )
@@ -43,8 +52,8 @@ def add_audit_log_service(servicer: AuditLogServicer, server: grpc.aio.Server) -
     server.add_registered_method_handlers(generated.service, handlers)  # type: ignore[attr-defined]
 
 
-def _as_encoded(response: bytes) -> bytes:
-    return response
+def _as_encoded(message: bytes) -> bytes:
+    return message
 
 
 class _GeneratedRegistration:

@@ -26,6 +26,7 @@ from ..store.appender import Appender
 from ..store.changes import Changes, refuse_if_erased
 from ..store.database import Database
 from ..store.tenant_settings import SettingsCache, TenantSettings, read_settings, write_settings
+from ..turns import Turns
 from .audited import record_access
 from .guard import current_principal
 from .update_mask import update_paths
@@ -81,7 +82,9 @@ class SettingsRpcs:
         hmac_mode = settings.redaction_mode == "hmac"
         key = tenant_key(self._redaction_secret, tenant_id) if hmac_mode else None
         redacted = []
+        turns = Turns()  # a RecordBatch's events of many details took seconds
         for event in events:
+            await turns.take()
             stored = redact_event(event, self._redactor, hmac_key=key)
             if stored is not event and event.idempotency_key is not None:
                 # What an attempt before a change of mode stored, or one after

@@ -70,6 +70,7 @@ from ..domain.event import (
 )
 from ..domain.event_ids import event_id_minter
 from ..domain.merkle import EMPTY_ROOT, append_leaf, frontier_root, leaf_hash, split_frontier
+from ..turns import Turns
 from .append_measures import AppendMeasures
 from .arrays import ByteaArray, Int8Array, TextArray
 from .changes import (
@@ -745,12 +746,14 @@ class Appender:
         nodes: list[tuple[str, int, int, bytes]] = []
         if sum(len(s.events) for s in batch) <= _ONE_STATEMENT_EVENTS:
             for submission in batch:
-                outcomes.append(self._assign(submission, heads, previous, received, rows, nodes))
+                outcomes.append(
+                    await self._assign(submission, heads, previous, received, rows, nodes)
+                )
         else:
             async with conn.cursor().copy(_COPY_EVENTS) as copy:
                 for submission in batch:
                     outcomes.append(
-                        self._assign(submission, heads, previous, received, rows, nodes)
+                        await self._assign(submission, heads, previous, received, rows, nodes)
                     )
                     # Sent as built, so PostgreSQL inserts while the next submission is hashed.
                     for row in rows:
@@ -816,7 +819,7 @@ class Appender:
         while len(self._heads) > _KEPT_HEADS:
             self._heads.popitem(last=False)
 
-    def _assign(
+    async def _assign(
         self,
         submission: _Submission,
         heads: dict[str, _Head],
@@ -829,7 +832,9 @@ class Appender:
         head = heads[tenant_id]
         received_at = received.text
         outcomes: list[AppendOutcome] = []
+        turns = Turns()  # a record and its hash cost a large event milliseconds
         for event, view in zip(submission.events, submission.views, strict=True):
+            await turns.take()
             key = event.idempotency_key
             if key is not None:
                 earlier = previous.get((tenant_id, key))
