@@ -305,6 +305,7 @@ class Service:
                 egress=egress,
                 secret_box=secret_box,
                 evaluator=self.evaluator,
+                in_flight_bytes=settings.record_max_in_flight_bytes,
                 clock=self._clock,
             ),
             server,

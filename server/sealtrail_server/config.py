@@ -47,6 +47,11 @@ class Settings:
     append_max_pending_events: int = 20_000
     # ... or bytes of those events (as the API serialized them).
     append_max_pending_bytes: int = 256 * 1024 * 1024
+    # Memory the Record and RecordBatch calls being handled may hold (parsed,
+    # validated, redacted), counted before a request is parsed as a multiple of
+    # its size (api/in_flight.py); a call past it is refused (RESOURCE_EXHAUSTED,
+    # retry shortly). A call is taken whatever its size when no other is.
+    record_max_in_flight_bytes: int = 2 * 1024 * 1024 * 1024
     # How long a resolved token is trusted before it is looked up again.
     token_cache_seconds: float = 10.0
     # Seconds in-flight calls get to finish on SIGTERM.
@@ -202,6 +207,7 @@ _AT_LEAST_ONE = (
     "append_batch_events",
     "append_max_pending_events",
     "append_max_pending_bytes",
+    "record_max_in_flight_bytes",
     "stream_queue_capacity",
     "stream_queue_bytes",
     "stream_max_per_tenant",  # 0 refused every stream

@@ -6,15 +6,23 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
+import psycopg
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import event_pb2
 
 from ..conftest import ServerThread
+from ..lock_waits import until_blocked
 
-RECORD_BATCH = "/sealtrail.v1.AuditLogService/RecordBatch"
+SERVICE = "/sealtrail.v1.AuditLogService/"
 
 
 def many_keys_event(n: int, keys: int) -> event_pb2.Event:
@@ -26,9 +34,11 @@ def many_keys_event(n: int, keys: int) -> event_pb2.Event:
     return event
 
 
-def encoded_batch(events: int, keys: int) -> bytes:
+def encoded_batch(events: int, keys: int, first: int = 0) -> bytes:
+    """The encoding of a RecordBatchRequest of `events` events of `keys`
+    details each, their idempotency keys numbered from `first`."""
     return pb.RecordBatchRequest(
-        events=[many_keys_event(n, keys) for n in range(events)]
+        events=[many_keys_event(n, keys) for n in range(first, first + events)]
     ).SerializeToString()
 
 
@@ -65,15 +75,15 @@ class LoopWatch:
         gc.unfreeze()
 
 
-def send(server: ServerThread, tenant: str, request: bytes) -> bytes:
-    """RecordBatch with `request` as it is, and its answer as received: the
-    test parses and serializes nothing meanwhile (its thread would take the
-    server's turn)."""
+def send(server: ServerThread, tenant: str, request: bytes, method: str = "RecordBatch") -> bytes:
+    """RecordBatch (or `method`) with `request` as it is, and its answer as
+    received: the test parses and serializes nothing meanwhile (its thread
+    would take the server's turn)."""
     options = [("grpc.max_send_message_length", 100 << 20)]
     options.append(("grpc.max_receive_message_length", 200 << 20))
     with grpc.insecure_channel(server.target, options=options) as channel:
         call = channel.unary_unary(
-            RECORD_BATCH,
+            SERVICE + method,
             request_serializer=lambda raw: raw,
             response_deserializer=lambda raw: raw,
         )
@@ -101,3 +111,48 @@ def test_a_batch_of_many_details_gives_other_calls_their_turn(
     assert len(answer.results) == 300
     assert all(result.HasField("event") for result in answer.results)
     assert watched.longest < 4 * baseline.longest, (watched.longest, baseline.longest)
+
+
+@pytest.fixture(scope="module")
+def budgeted(migrated_database_url: str) -> Iterator[ServerThread]:
+    """A server whose Record and RecordBatch calls may hold 1 byte at once:
+    any call is taken alone, none beside another."""
+    running = ServerThread(migrated_database_url, record_max_in_flight_bytes=1)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def test_writes_past_the_memory_budget_are_refused_before_they_are_parsed(
+    budgeted: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """Eight RecordBatch calls of 52 MB at once took the server 7 GiB: each
+    was parsed and validated whatever the others held. A process now counts
+    what its Record and RecordBatch calls hold, from their size as received
+    (before it parses them, so a call refused costs nothing), and refuses a
+    call past SEALTRAIL_RECORD_MAX_IN_FLIGHT_BYTES with a retry delay. One
+    call alone is taken however large."""
+    send(budgeted, tenant, encoded_batch(3, 100))  # alone, over the budget: taken
+    with ThreadPoolExecutor(1) as pool, sql.transaction():
+        sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
+        first = pool.submit(send, budgeted, tenant, encoded_batch(3, 100, first=3))
+        until_blocked(sql, first)  # in flight, waiting for the tenant's head
+        for method in ("RecordBatch", "Record"):
+            with pytest.raises(grpc.RpcError) as refused:
+                send(budgeted, f"{tenant}-other", b"\xff\xff\xff", method)  # unparsable
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, method
+            status = rpc_status.from_call(refused.value)
+            assert status is not None
+            retry = error_details_pb2.RetryInfo()
+            assert any(detail.Unpack(retry) for detail in status.details)
+            assert retry.retry_delay.ToNanoseconds() > 0
+            info = error_details_pb2.ErrorInfo()
+            assert any(detail.Unpack(info) for detail in status.details)
+            assert info.reason == "OVERLOADED"
+    answer = pb.RecordBatchResponse.FromString(first.result(30))
+    assert all(result.HasField("event") for result in answer.results)
+    # Once it is answered, the budget is free again.
+    with pytest.raises(grpc.RpcError) as invalid:
+        send(budgeted, tenant, b"\xff\xff\xff")
+    assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -1,7 +1,8 @@
 """The AuditLogService's registration on a gRPC server: the generated one,
 except that Query, StreamEvents and RecordBatch answer with their responses
-already encoded (ADRs 0026 and 0043), and RecordBatch takes its request as
-received, parsing it an entry at a time (helper-138).
+already encoded (ADRs 0026 and 0043), and Record and RecordBatch take their
+requests as received: they count them before parsing them, RecordBatch's an
+entry at a time (helper-138).
 
 Query's events are stored as their encoded views. Parsing a page of them into
 a QueryResponse only to serialize it again cost more than reading the page
@@ -25,8 +26,9 @@ from .servicer import AuditLogServicer
 # The methods whose servicer returns the response's encoding, not a message.
 _ENCODED_RESPONSES = ("Query", "StreamEvents", "RecordBatch")
 # The methods whose servicer takes the request's encoding, not a message: it
-# parses the request in parts, giving other calls their turn (helper-138).
-_ENCODED_REQUESTS = ("RecordBatch",)
+# counts the request's size before parsing it (api/in_flight.py), RecordBatch's
+# in parts, giving other calls their turn (helper-138).
+_ENCODED_REQUESTS = ("Record", "RecordBatch")
 
 
 def add_audit_log_service(servicer: AuditLogServicer, server: grpc.aio.Server) -> None:
