@@ -66,7 +66,9 @@ SERVICE_NAME = audit_service_pb2.DESCRIPTOR.services_by_name["AuditLogService"].
 # Large enough for a RecordBatch of 1,000 events at their size limit.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Its answer holds them as stored, ids, times and correlation added: a batch
-# just under the limit must still be answered (clients accept as much).
+# just under the limit must still be answered (clients accept as much). One
+# whose answer could be larger still (redaction lengthens events) is refused
+# before it is written (AuditLogServicer, helper-138).
 MAX_RESPONSE_BYTES = 96 * 1024 * 1024
 # Keepalive pings (docs/reliability.md). A client's are answered as often as
 # every 10 s while its calls run, the server sending nothing meanwhile (the
@@ -306,6 +308,7 @@ class Service:
                 secret_box=secret_box,
                 evaluator=self.evaluator,
                 in_flight_bytes=settings.record_max_in_flight_bytes,
+                max_response_bytes=MAX_RESPONSE_BYTES,
                 clock=self._clock,
             ),
             server,

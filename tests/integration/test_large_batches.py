@@ -18,6 +18,7 @@ from grpc_status import rpc_status
 
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import event_pb2
+from sealtrail_server import app
 
 from ..conftest import ServerThread
 from ..lock_waits import until_blocked
@@ -156,3 +157,45 @@ def test_writes_past_the_memory_budget_are_refused_before_they_are_parsed(
     with pytest.raises(grpc.RpcError) as invalid:
         send(budgeted, tenant, b"\xff\xff\xff")
     assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def secrets_event(n: int, keys: int) -> event_pb2.Event:
+    """An event of `keys` one-letter passwords: each answered (and stored) as
+    `[REDACTED:field_name]`, the event grows to twice its size and more."""
+    event = event_pb2.Event(action="doc.updated", idempotency_key=f"s{n}")
+    event.actor.id = "u"
+    for j in range(keys):
+        event.details.fields[f"{j}pwd"].string_value = "x"
+    return event
+
+
+def test_a_batch_whose_answer_would_be_too_large_is_refused_before_it_is_written(
+    migrated_database_url: str,
+    tenant: str,
+    sql: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch within every limit whose answer (its events as stored, ids and
+    times added, secrets redacted into longer text) is over what the server
+    may send was committed, and its answer never arrived (RESOURCE_EXHAUSTED
+    "Sent message larger than max"), nor that of any retry, deduplicated into
+    the same answer (helper-138). It is refused, naming `events`, and nothing
+    of it is written. (The limit, 96 MiB, is shrunk here to 1 MiB.)"""
+    monkeypatch.setattr(app, "MAX_RESPONSE_BYTES", 1 << 20)
+    small = ServerThread(migrated_database_url)
+    try:
+        request = pb.RecordBatchRequest(events=[secrets_event(n, 1000) for n in range(40)])
+        assert request.ByteSize() < 1 << 20
+        for _attempt in range(2):
+            with pytest.raises(grpc.RpcError) as refused:
+                send(small, tenant, request.SerializeToString())
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "events:" in str(refused.value.details())
+            assert "split the batch" in str(refused.value.details())
+        stored = sql.execute("SELECT count(*) FROM events WHERE tenant_id = %s", [tenant])
+        assert stored.fetchone() == (0,)
+        half = pb.RecordBatchRequest(events=request.events[:15])
+        answer = pb.RecordBatchResponse.FromString(send(small, tenant, half.SerializeToString()))
+        assert all(result.HasField("event") for result in answer.results)
+    finally:
+        small.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import uuid
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -120,9 +121,11 @@ class AuditLogServicer(
         secret_box: SecretBox,
         evaluator: Evaluator,
         in_flight_bytes: int = 2 * 1024 * 1024 * 1024,
+        max_response_bytes: int = 96 * 1024 * 1024,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._in_flight = InFlight(in_flight_bytes)
+        self._max_response_bytes = max_response_bytes
         self._eraser = eraser
         self._forwarder = forwarder
         self._evaluator = evaluator
@@ -206,6 +209,7 @@ class AuditLogServicer(
             views.append(caller_view(event, sent=entries[index]).SerializeToString())
             await turns.take()
         del entries
+        self._check_answer_fits(results, views)
         outcomes = await self._appender.append(tenant_id, valid, views) if valid else []
         for index, view, outcome in zip(positions, views, outcomes, strict=True):
             results[index] = _entry_result(outcome, view=view, tenant_id=tenant_id)
@@ -213,6 +217,21 @@ class AuditLogServicer(
         return b"".join(
             part for result in results for part in (element_prefix(_RESULTS, len(result)), result)
         )
+
+    def _check_answer_fits(self, refused: list[bytes], views: list[bytes]) -> None:
+        """INVALID_ARGUMENT naming `events` if the answer of a batch whose
+        entries were `refused` (their results) or stored as `views` could be
+        over what the server sends. Redaction can make an event longer than
+        sent: a batch under the request limit was committed and its answer,
+        and every retry's, never arrived (helper-138)."""
+        size = sum(len(result) + _RESULT_FRAME for result in refused if result)
+        size += sum(len(view) + _SERVER_FIELDS_BYTES + _RESULT_FRAME for view in views)
+        if size > self._max_response_bytes:
+            raise InvalidArgument.field(
+                "events",
+                f"the answer would be {size} bytes, over the {self._max_response_bytes}"
+                " limit; split the batch",
+            )
 
     async def GetEvent(self, request: pb.GetEventRequest, context: Context) -> pb.GetEventResponse:
         event_id = parse_uuid(request.id)
@@ -412,6 +431,19 @@ _EVENTS_FIELD = pb.RecordBatchRequest.DESCRIPTOR.fields_by_name["events"].number
 _RESULTS = pb.RecordBatchResponse.DESCRIPTOR.fields_by_name["results"].number
 _RESULT_EVENT = pb.RecordBatchResult.DESCRIPTOR.fields_by_name["event"].number
 _DEDUPLICATED = pb.RecordBatchResult(deduplicated=True).SerializeToString()
+# What frames a result among the results, at most: its key and length, and
+# an event's key and length within it, `deduplicated` after.
+_RESULT_FRAME = 2 * (1 + 5) + len(_DEDUPLICATED)
+# The most the server's fields add to an event's caller view in an answer.
+_SERVER_FIELDS_BYTES = len(
+    server_view(
+        tenant_id="t" * 63,
+        event_id=str(uuid.UUID(int=0)),
+        seq=2**63 - 1,
+        received_at=datetime.max.replace(tzinfo=UTC),
+        leaf_hash=bytes(32),
+    )
+)
 
 
 def _stored_event(view: event_pb2.Event, appended: Appended, tenant_id: str) -> event_pb2.Event:
