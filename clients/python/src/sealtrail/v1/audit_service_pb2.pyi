@@ -431,8 +431,10 @@ class StreamEventsRequest(_message.Message):
 
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
-        """Deliver events received at or after this time. More than five minutes
-        ahead of the server's clock is INVALID_ARGUMENT.
+        """Deliver events received at or after this time. Ahead of the server's
+        clock by up to five minutes (clocks differ), it starts with the next
+        event recorded, as an unset start does; further ahead is
+        INVALID_ARGUMENT.
         """
 
     def __init__(
