@@ -10,7 +10,7 @@ import logging
 import uuid
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -49,12 +49,12 @@ from .audited import FilterDetails, record_access
 from .convert import (
     caller_view,
     element_prefix,
-    embedded_elements,
     encoded_response,
     event_draft,
     event_from_record,
     filter_draft,
     server_view,
+    with_elements_unparsed,
     with_server_fields,
 )
 from .errors import entry_error
@@ -387,16 +387,16 @@ def _parsed(kind: type[M], request: bytes) -> M:
 async def _batch_entries(request: bytes, turns: Turns) -> list[event_pb2.Event]:
     """The events of a RecordBatchRequest's encoding, parsed one at a time."""
     try:
-        elements = embedded_elements(request, _EVENTS_FIELD)
+        unparsed: Any = _UNPARSED_BATCH.FromString(request)
     except DecodeError as error:
         raise InvalidArgument.field("request", f"is not a valid message: {error}") from None
-    count = len(elements)
+    count = len(unparsed.events)
     if not 1 <= count <= MAX_BATCH_EVENTS:
         raise InvalidArgument.field("events", f"has {count} entries; send 1 to {MAX_BATCH_EVENTS}")
     entries = []
-    for index, (start, end) in enumerate(elements):
+    for index, encoded in enumerate(unparsed.events):
         try:
-            entries.append(event_pb2.Event.FromString(request[start:end]))
+            entries.append(event_pb2.Event.FromString(encoded))
         except DecodeError as error:
             raise InvalidArgument.field(
                 f"events[{index}]", f"is not a valid message: {error}"
@@ -427,7 +427,8 @@ def _entry_result(
     return element_prefix(_RESULT_EVENT, len(event)) + event + deduplicated
 
 
-_EVENTS_FIELD = pb.RecordBatchRequest.DESCRIPTOR.fields_by_name["events"].number
+# RecordBatchRequest with its events left as their encodings.
+_UNPARSED_BATCH: Final = with_elements_unparsed(pb.RecordBatchRequest, "events")
 _RESULTS = pb.RecordBatchResponse.DESCRIPTOR.fields_by_name["results"].number
 _RESULT_EVENT = pb.RecordBatchResult.DESCRIPTOR.fields_by_name["event"].number
 _DEDUPLICATED = pb.RecordBatchResult(deduplicated=True).SerializeToString()
