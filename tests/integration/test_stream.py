@@ -34,6 +34,7 @@ from sealtrail_server.stream import hub as hub_module
 from sealtrail_server.stream.hub import EncodedEvent
 from tests.conftest import ServerThread
 from tests.processes import ServerProcess
+from tests.slow_proxy import SlowUploadProxy
 
 
 def events(count: int, action: str = "stream.test", **fields: Any) -> list[event_pb2.Event]:
@@ -590,6 +591,42 @@ def test_a_stopping_server_ends_a_stream_whose_client_stopped_reading(
                 time.sleep(0.05)
             stopped = asyncio.run_coroutine_threadsafe(stopping.service.stop(), stopping.loop)
             stopped.result(timeout=30)  # not the grace's 60 s
+            stream.cancel()
+    finally:
+        stopping.close()
+
+
+def test_a_stopping_server_ends_stuck_streams_only_once_the_calls_still_arriving_are_served(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """Stuck streams end the stop early once they are all the calls left. A
+    call whose request was still arriving (a RecordBatch from a slow client)
+    was not yet counted, and was cut a second into the stop though its grace
+    had 60 s to run (helper-147): calls are counted from their headers."""
+    stopping = ServerThread(migrated_database_url, shutdown_grace=60)
+    try:
+        with (
+            AuditClient(stopping.target, token=stopping.token(tenant, "reader")) as reader,
+            AuditClient(stopping.target, token=stopping.token(tenant)) as writer,
+            contextlib.closing(
+                SlowUploadProxy(("127.0.0.1", stopping.port), rate=1_000_000)
+            ) as proxy,
+            grpc.insecure_channel(proxy.target) as slow,
+        ):
+            stub = audit_service_pb2_grpc.AuditLogServiceStub(reader._channel)
+            stream = stub.StreamEvents(pb.StreamEventsRequest(), metadata=reader._metadata)
+            next(stream)  # following live; never read again
+            for _ in range(20):
+                writer.record_batch(events(1000, description="x" * 1000))
+            upload = audit_service_pb2_grpc.AuditLogServiceStub(slow).RecordBatch.future(
+                pb.RecordBatchRequest(events=events(300, description="y" * 10_000)),
+                metadata=writer._metadata,
+                timeout=60,
+            )  # about 3 MB, 3 s on its way
+            time.sleep(1)
+            stopped = asyncio.run_coroutine_threadsafe(stopping.service.stop(), stopping.loop)
+            assert len(upload.result(timeout=60).results) == 300
+            stopped.result(timeout=30)
             stream.cancel()
     finally:
         stopping.close()

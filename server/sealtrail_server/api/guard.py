@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any, cast
 
@@ -99,9 +99,24 @@ class GuardInterceptor(ServiceInterceptor):
     def __init__(self, authenticator: Authenticator) -> None:
         super().__init__()
         self._authenticator = authenticator
-        # Calls of AuditLogService being served: a stopping server ends its
-        # streams early once nothing else is left (app.Service.stop).
+        # Calls of AuditLogService begun and not ended: a stopping server ends
+        # its streams early once nothing else is left (app.Service.stop).
         self.calls = 0
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        """Counts a call from its headers, ended where its behaviour ends: a
+        call whose request was still arriving (a large batch from a slow
+        client) was not counted, and a stop that found stuck streams all that
+        was left cut it (helper-147). A call cancelled before its behaviour
+        runs stays counted, which only keeps streams to the grace's end."""
+        handler = await super().intercept_service(continuation, details)
+        if handler is not None and details.method.startswith(SERVICE_PREFIX):
+            self.calls += 1
+        return handler
 
     async def _admit(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
         principal = await self._authenticator.authenticate(
@@ -129,7 +144,6 @@ class GuardInterceptor(ServiceInterceptor):
         inner = cast(Behavior, handler.unary_unary)
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            self.calls += 1
             try:
                 await self._admit(context, method)
                 _check_decoded(request)
@@ -154,7 +168,6 @@ class GuardInterceptor(ServiceInterceptor):
         async def guarded(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            self.calls += 1
             try:
                 await self._admit(context, method)
                 _check_decoded(request)
