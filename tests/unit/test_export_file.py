@@ -87,3 +87,28 @@ def test_an_export_has_the_mode_a_plain_write_would_give_it(tmp_path: Path) -> N
     assert stat.S_IMODE((tmp_path / "new.csv").stat().st_mode) == 0o640
     assert stat.S_IMODE((tmp_path / "kept.csv").stat().st_mode) == 0o604
     assert (tmp_path / "kept.csv").read_bytes() == b"a,b\n"
+
+
+def test_an_export_replacing_a_private_file_is_never_readable_by_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The temporary file was created 0666 less the umask, then given the
+    replaced file's 0600: readable by anyone in between, as the export was
+    written (helper-147). Its mode as created is looked at here."""
+    created: list[int] = []
+    chmod = os.chmod
+
+    def watched(path: Any, mode: int) -> None:
+        created.append(stat.S_IMODE(os.stat(path).st_mode))
+        chmod(path, mode)
+
+    monkeypatch.setattr(os, "chmod", watched)
+    (tmp_path / "private.ndjson").write_bytes(b"old")
+    (tmp_path / "private.ndjson").chmod(0o600)
+    old = os.umask(0o022)
+    try:
+        with ExportFile(tmp_path / "private.ndjson") as target:
+            target.receive(_manifest(b""))
+    finally:
+        os.umask(old)
+    assert created and all(mode & ~0o600 == 0 for mode in created), [oct(m) for m in created]

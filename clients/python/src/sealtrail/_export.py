@@ -40,7 +40,11 @@ def _temporary_beside(path: Path) -> tuple[int, Path]:
     while True:
         temporary = (path.parent or Path(".")) / f".{path.name}.{secrets.token_hex(6)}"
         try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY, 0o666)
+            # Created no more open than it ends (the umask may narrow it, the
+            # chmod then sets it exactly): opened 0666 and narrowed after, a
+            # private file's export was readable by others meanwhile (helper-147).
+            created = 0o666 if mode is None else mode
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY, created)
         except FileExistsError:  # a name taken: another
             continue
         if mode is not None:
