@@ -98,9 +98,10 @@ def test_an_export_replacing_a_private_file_is_never_readable_by_others(
     created: list[int] = []
     chmod = os.chmod
 
-    def watched(path: Any, mode: int) -> None:
-        created.append(stat.S_IMODE(os.stat(path).st_mode))
-        chmod(path, mode)
+    def watched(path: Any, mode: int, **options: Any) -> None:
+        if Path(path).name.startswith(".private.ndjson."):  # the temporary file
+            created.append(stat.S_IMODE(os.stat(path).st_mode))
+        chmod(path, mode, **options)
 
     monkeypatch.setattr(os, "chmod", watched)
     (tmp_path / "private.ndjson").write_bytes(b"old")
