@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import secrets
+import socket
 import threading
 import time
 import uuid
@@ -296,6 +297,39 @@ def test_a_destinations_words_are_kept_and_logged_on_one_line(
     logged = [r.getMessage() for r in caplog.records if r.name.startswith("sealtrail_server")]
     assert any("busy\\x00\\nCRITICAL" in message for message in logged)
     assert not any("\n" in message for message in logged)
+
+
+def test_a_token_in_a_webhook_urls_query_stays_out_of_errors_and_logs(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A path-less URL's host was taken as what followed `//` up to the next
+    `/`: `https://host?token=X` put the token in every failure logged, the
+    sink's last_error and its dead letters (helper-148)."""
+    token = "tok_SuperSecretToken1234567890"
+    receiver.responder = lambda received, index: Reply(400 if index == 0 else 503, b"nope")
+    url = f"{receiver.url.rstrip('/')}?token={token}"
+    host = receiver.url.split("//", 1)[1].rstrip("/")
+    sink = sinks(build_sink("queried", "webhook", url=url, secrets=[new_secret()], filter=SHARED))
+    with socket.socket() as unheard, caplog.at_level(logging.INFO):
+        unheard.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        port = unheard.getsockname()[1]
+        closed = sinks(build_sink("closed", "webhook", url=f"http://127.0.0.1:{port}?token={token}",
+                                  secrets=[new_secret()], filter=SHARED))  # fmt: skip
+        record(client, 1)
+        wait_for_state(client, sink.id, lambda s: s.state.dead_letters == 1)
+        record(client, 1)
+        failing = wait_for_state(client, sink.id, lambda s: "503" in s.state.last_error)
+        unanswered = wait_for_state(client, closed.id, lambda s: s.state.last_error != "")
+    [letter] = client.list_dead_letters(sink.id)
+    assert letter.error == f"HTTP 400 from {host}: nope"
+    assert failing.state.last_error.startswith(f"HTTP 503 from {host}: nope")
+    assert unanswered.state.last_error.startswith(f"127.0.0.1:{port}: ")
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("sealtrail_server")]
+    assert any(host in message for message in logged)
+    assert not any(token in message for message in logged)
 
 
 def test_an_event_refused_is_parked_alone_and_a_replay_delivers_it(

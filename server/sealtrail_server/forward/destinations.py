@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
 from ..domain.ocsf import to_ocsf
 from ..domain.sinks import DATADOG_DEFAULT_URL, Format, Kind, webhook_key
@@ -387,9 +388,16 @@ def _names_its_token(kind: Kind, body: bytes) -> bool:
     return _hec_answer_code(kind, body) in _HEC_REFUSED_TOKEN
 
 
+def host_of(url: str) -> str:
+    """The host (and port) of `url`, as errors and logs name its destination:
+    never its query, which may be a webhook's `?token=` (a path-less URL's
+    text up to the next `/` held it: helper-148), nor any userinfo."""
+    return urlsplit(url).netloc.rpartition("@")[2]
+
+
 def answered(sent: Outgoing, status: int, body: bytes) -> str:
     """What the destination answered `sent`, as the sink's errors say it."""
-    return f"HTTP {status} from {sent.url.split('/')[2]}: {_excerpt(body)}"
+    return f"HTTP {status} from {host_of(sent.url)}: {_excerpt(body)}"
 
 
 def explained(error: str, why: str) -> str:
@@ -443,7 +451,7 @@ def verdict(
     now: datetime | None = None,
 ) -> Verdict:
     """What an answer, received at `now`, means for the events of `sent`."""
-    host = sent.url.split("/")[2]
+    host = host_of(sent.url)
     if 300 <= status < 400:
         where = printable(headers.get("location", "?")[:_MAX_LOCATION])
         return Verdict(

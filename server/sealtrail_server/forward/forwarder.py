@@ -58,6 +58,7 @@ from .destinations import (
     answered,
     explained,
     forbidden_alone,
+    host_of,
     requests,
     verdict,
 )
@@ -643,7 +644,7 @@ class Forwarder:
                 tenant_id=sender.tenant_id,
             )
         except _TRANSPORT_ERRORS as error:
-            host = outgoing.url.split("/")[2]
+            host = host_of(outgoing.url)
             # An address the egress policy refuses stays refused until the
             # sink's URL or the policy changes.
             needs_fixing = isinstance(error, EgressDenied)
