@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import hashlib
 import hmac
 import json
@@ -46,6 +47,7 @@ from sealtrail.v1 import forwarding_pb2
 from sealtrail_server.forward.egress import EgressPolicy, OutboundClient
 from sealtrail_server.forward.forwarder import TENANT_REQUESTS
 from sealtrail_server.store import sinks as sink_store
+from sealtrail_server.store.events import StoredEvent
 from tests.conftest import ServerThread, database_of_its_own
 from tests.http_endpoint import Endpoint, Received, Reply, endpoint
 from tests.lock_waits import until_blocked
@@ -1040,6 +1042,53 @@ def test_one_tenants_slow_destinations_hold_a_bounded_share_of_connections(
     assert len(receiver.received) >= len(made)
     assert 2 <= peak[0] <= TENANT_REQUESTS  # concurrent, and bounded
     assert max(waited) < 0.8, waited  # two of them queued a second for a connection
+
+
+def test_sinks_waiting_for_a_connection_hold_no_events_meanwhile(
+    server: ServerThread,
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+) -> None:
+    """A sink read its batch (up to 4 MiB for a webhook, 8 MiB for
+    Elasticsearch) before it waited for one of its tenant's connections: with
+    a slow destination, every other sink of the tenant held a batch while it
+    waited, memory growing with the sinks, not with the requests in flight
+    (helper-148)."""
+    released = threading.Event()
+
+    def held_up(received: Received, index: int) -> Reply:
+        released.wait(timeout=30)
+        return Reply()
+
+    receiver.responder = held_up
+    waiting = 10
+    made = [paused_webhook(sinks, receiver, f"held {n}") for n in range(TENANT_REQUESTS + waiting)]
+    record_large(client, 20, 50_000)  # a batch of about 1 MB: one request's worth
+    slots = server.service.forwarder._slots
+    before = server.run(_records_alive())
+    try:
+        for sink in made:
+            unpause(client, sink)
+        receiver.wait_for(lambda r: len(r) == TENANT_REQUESTS)
+        deadline = time.monotonic() + 30
+        while slots.queued() < waiting:
+            assert time.monotonic() < deadline, slots.queued()
+            time.sleep(0.02)
+        held = server.run(_records_alive()) - before
+    finally:
+        released.set()
+    for sink in made:
+        wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0)
+    batch = 20 * 50_000
+    # The requests in flight hold theirs (and their bodies); those waiting, none.
+    assert TENANT_REQUESTS * batch <= held < (TENANT_REQUESTS + waiting // 2) * batch
+
+
+async def _records_alive() -> int:
+    """The bytes of the stored events' records alive in the server's process."""
+    gc.collect()
+    return sum(len(o.record) for o in gc.get_objects() if isinstance(o, StoredEvent))
 
 
 def test_a_request_delivered_is_not_sent_again_when_the_next_one_fails(

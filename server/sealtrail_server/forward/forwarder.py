@@ -427,11 +427,14 @@ class Forwarder:
         sent (None: the live cursor's events)."""
         stream = (lease.sink_id, replay_id)
         limit, max_bytes = self._memory.limits(sender.kind, stream, defined_at)
-        events, exhausted = await self._read(lease, event_filter, after, upto, limit, max_bytes)
-        if not events:
-            return _Sent(upto, 0)
-        pending = [PendingEvent(e.seq, e.record, e.leaf_hash) for e in events]
+        # Read once a connection is free: read before, a batch (up to 8 MiB)
+        # was held by every sink waiting for one, memory growing with a slow
+        # tenant's sinks, not with its requests in flight (helper-148).
         async with self._slots.slot(lease.tenant_id):
+            events, exhausted = await self._read(lease, event_filter, after, upto, limit, max_bytes)
+            if not events:
+                return _Sent(upto, 0)
+            pending = [PendingEvent(e.seq, e.record, e.leaf_hash) for e in events]
             # Built and signed once a connection is free: a request that waited
             # for one still carries the time it is sent, which receivers check
             # (a webhook's timestamp, within five minutes).
