@@ -830,7 +830,9 @@ def test_a_replay_resends_exactly_the_window_or_range(
         for n in range(10)
     ]
     seqs = [result.event.seq for result in client.record_batch(events)]
-    receiver.wait_for(lambda r: len(delivered_seqs(r)) >= 10)
+    wait_for_state(
+        client, sink.id, lambda s: s.state.cursor_seq >= seqs[-1]
+    )  # a replay stops there
     count = len(receiver.requests())
     client.replay_sink(sink.id, window=(base + timedelta(hours=3), base + timedelta(hours=6)))
     received = receiver.wait_for(lambda r: len(delivered_seqs(r[count:])) >= 3)
@@ -840,6 +842,94 @@ def test_a_replay_resends_exactly_the_window_or_range(
     received = receiver.wait_for(lambda r: len(delivered_seqs(r[count:])) >= 2)
     assert delivered_seqs(received[count:]) == seqs[7:9]
     wait_for_state(client, sink.id, lambda s: s.state.pending_replays == 0)
+
+
+def parked_poison(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> tuple[forwarding_pb2.Sink, list[int], int, list[int], threading.Event]:
+    """A sink that parked the second of three events (its destination refused
+    it until `fixed` is set), then paused: the sink, the events' seqs, the
+    one parked, every seq its destination took, and `fixed`."""
+    fixed, taken = threading.Event(), []
+
+    def refuse_the_poison(received: Received, index: int) -> Reply:
+        carried = delivered_seqs([received])
+        if poison in carried and not fixed.is_set():
+            return Reply(400, b"bad payload")
+        taken.extend(carried)
+        return Reply()
+
+    receiver.responder = refuse_the_poison
+    sink = paused_webhook(sinks, receiver, "poisoned")
+    seqs = record(client, 3)
+    poison = seqs[1]
+    unpause(client, sink)
+    wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0 and s.state.dead_letters == 1)
+    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=True), fields=["paused"])
+    fixed.set()
+    return sink, seqs, poison, taken, fixed
+
+
+def test_a_dead_letter_replayed_again_while_its_replay_is_pending_is_refused(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """An admin retrying the replay of a dead letter queued a second replay
+    of it, and its events went out twice (helper-148)."""
+    sink, _, poison, taken, _ = parked_poison(client, sinks, receiver)
+    [letter] = client.list_dead_letters(sink.id)
+    first = client.replay_sink(sink.id, dead_letter_id=letter.id)
+    with pytest.raises(RpcFailedError) as refused:
+        client.replay_sink(sink.id, dead_letter_id=letter.id)
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "dead_letter_id" in refused.value.message and first.replay_id in refused.value.message
+    unpause(client, sink)
+    done = wait_for_state(client, sink.id, lambda s: s.state.pending_replays == 0)
+    assert taken.count(poison) == 1 and done.state.dead_letters == 0
+    assert done.state.delivered_events == 3
+
+
+def test_a_range_replay_delivering_parked_events_takes_their_dead_letters(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """A seq-range replay (what puts a drained backlog back, ADR 0052) sent
+    the parked events but left their dead letters listed: replaying those
+    next, as the docs say, sent the events a second time (helper-148)."""
+    sink, seqs, poison, taken, _ = parked_poison(client, sinks, receiver)
+    client.replay_sink(sink.id, seq_range=(seqs[0], seqs[-1]))
+    unpause(client, sink)
+    done = wait_for_state(client, sink.id, lambda s: s.state.pending_replays == 0)
+    assert taken.count(poison) == 1
+    assert done.state.dead_letters == 0 and client.list_dead_letters(sink.id) == []
+
+
+def test_a_range_replay_stops_at_the_sinks_cursor(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """A replay reaching past the sink's cursor sent the events ahead of it
+    twice, by the replay and by the live cursor, out of order (helper-148):
+    it stops at the cursor as it was asked for; wholly past it, it is refused."""
+    sink = sinks(
+        build_sink("behind", "webhook", url=receiver.url, secrets=[new_secret()], filter=SHARED)
+    )
+    delivered = record(client, 10)
+    cursor = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state.cursor_seq
+    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=True), fields=["paused"])
+    ahead = record(client, 10)
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.replay_sink(sink.id, seq_range=(ahead[0], ahead[-1]))
+    [(field, description)] = refused.value.field_violations
+    assert field == "seq_range.first_seq" and str(cursor) in description
+    count = len(receiver.requests())
+    client.replay_sink(sink.id, seq_range=(delivered[0], ahead[-1]))
+    [requested] = client.query(build_filter(actions="sink.replay_requested"))
+    assert json_format.MessageToDict(requested.details)["last_seq"] == cursor
+    unpause(client, sink)
+    wait_for_state(
+        client, sink.id, lambda s: s.state.lag_events == 0 and s.state.pending_replays == 0
+    )
+    sent = delivered_seqs(receiver.requests()[count:])
+    assert sorted(sent) == delivered + ahead  # each once
+    assert [seq for seq in sent if seq in ahead] == ahead  # in order
 
 
 def test_delivery_resumes_from_the_stored_cursor_after_a_restart(
@@ -1527,8 +1617,11 @@ def test_a_replay_from_past_the_logs_end_is_refused_naming_the_field(
     assert client.get_sink(sink.id).state.pending_replays == 0
     actions = [e.action for e in client.query(build_filter(actions="sink.*"), order="oldest")]
     assert actions == ["sink.created"]  # nothing of the refused replays
+    unpause(client, sink)  # its cursor then at the log's end
+    cursor = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state.cursor_seq
     client.replay_sink(sink.id, seq_range=(last, last + 50))  # reaching past it: cut, taken
-    assert client.get_sink(sink.id).state.pending_replays == 1
+    [requested] = client.query(build_filter(actions="sink.replay_requested"))
+    assert json_format.MessageToDict(requested.details)["last_seq"] == cursor
 
 
 @pytest.mark.parametrize(("ahead", "waited"), [(120, 120), (7200, 300)], ids=["date", "capped"])

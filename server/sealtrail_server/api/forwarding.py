@@ -480,7 +480,9 @@ class ForwardingRpcs:
             tenant_id, f"sink/{sink_id}", caller=principal.token_id
         ) as conn:
             stored = await self._stored_sink(conn, tenant_id, sink_id, "sink_id")
-            replay = await _replay_selection(conn, request, tenant_id, sink_id)
+            replay = await _replay_selection(
+                conn, request, tenant_id, sink_id, stored.state.cursor_seq
+            )
             details: dict[str, Any] = {
                 "sink_id": sink_id,
                 "first_seq": replay.first_seq,
@@ -549,8 +551,12 @@ class _Replay:
 
 
 async def _replay_selection(
-    conn: Connection, request: pb.ReplaySinkRequest, tenant_id: str, sink_id: str
+    conn: Connection, request: pb.ReplaySinkRequest, tenant_id: str, sink_id: str, cursor: int
 ) -> _Replay:
+    """What `request` selects of the sink's events. A seq range or window
+    stops at the sink's `cursor`: the events after it are still the live
+    cursor's to deliver, and replayed as well they went out twice, out of
+    order (helper-148)."""
     selection = request.WhichOneof("selection")
     if selection == "seq_range":
         first, last = request.seq_range.first_seq, request.seq_range.last_seq
@@ -565,7 +571,13 @@ async def _replay_selection(
             raise InvalidArgument.field(
                 "seq_range.first_seq", f"must be at most {head}, the log's last seq"
             )
-        return _Replay(first, min(last, head))
+        if first > cursor:
+            raise InvalidArgument.field(
+                "seq_range.first_seq",
+                f"must be at most {cursor}, the sink's cursor: it has yet to deliver the events"
+                " after it",
+            )
+        return _Replay(first, min(last, cursor))
     if selection == "window":
         window = request.window
         if not window.HasField("start_time") or not window.HasField("end_time"):
@@ -576,7 +588,12 @@ async def _replay_selection(
         if before <= after:
             raise InvalidArgument.field("window.end_time", "must be after start_time")
         first, last = await store.seq_range_of_window(conn, tenant_id, after, before)
-        return _Replay(first, last, occurred_after=after, occurred_before=before)
+        if first <= last and first > cursor:
+            raise InvalidArgument.field(
+                "window",
+                f"its events are after seq {cursor}, the sink's cursor: it has yet to deliver them",
+            )
+        return _Replay(first, min(last, cursor), occurred_after=after, occurred_before=before)
     if selection == "dead_letter_id":
         letter_id = parse_uuid(request.dead_letter_id)
         if letter_id is None:
@@ -584,6 +601,14 @@ async def _replay_selection(
         letter = await store.read_dead_letter(conn, tenant_id, sink_id, letter_id)
         if letter is None:
             raise NotFound(f"no dead letter {letter_id} of sink {sink_id}")
+        # Queued again (an admin retrying), its events went out twice (helper-148).
+        pending = await store.pending_replay_of(conn, tenant_id, sink_id, letter.id)
+        if pending is not None:
+            raise FailedPrecondition(
+                f"dead_letter_id: replay {pending} of dead letter {letter.id} is still pending;"
+                " the letter goes once its events are delivered",
+                reason="REPLAY_PENDING",
+            )
         return _Replay(
             letter.first_seq,
             letter.last_seq,

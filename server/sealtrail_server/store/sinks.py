@@ -342,6 +342,19 @@ async def read_dead_letter(
     return None if row is None else DeadLetterRow(*row)
 
 
+async def pending_replay_of(
+    conn: Connection, tenant_id: str, sink_id: str, dead_letter_id: str
+) -> str | None:
+    """The id of a replay of the dead letter not yet finished, if any."""
+    cursor = await conn.execute(
+        "SELECT id::text FROM sink_replays"
+        " WHERE tenant_id = %s AND sink_id = %s AND dead_letter_id = %s LIMIT 1",
+        [tenant_id, sink_id, dead_letter_id],
+    )
+    row = await cursor.fetchone()
+    return None if row is None else str(row[0])
+
+
 async def insert_replay(
     conn: Connection,
     tenant_id: str,
@@ -672,7 +685,8 @@ async def advance_replay(
     defined_at: datetime,
 ) -> bool:
     """Moves a replay's cursor and counts what it delivered; a finished replay
-    (and its dead letter) goes. One statement, so all of it or none: False,
+    (and its dead letter) goes, and a seq range's the dead letters it passed
+    over. One statement, so all of it or none: False,
     nothing done, if the sink's lease or the replay's cursor changed meanwhile
     (another process delivers it now), the sink was changed since its
     definition of `defined_at` was read, or the tenant is being erased."""
@@ -693,6 +707,19 @@ async def advance_replay(
             " delivered AS (DELETE FROM sink_dead_letters AS d USING moved AS m"
             "   WHERE %(finished)s AND d.tenant_id = %(tenant)s AND d.sink_id = %(sink)s"
             "   AND d.id = m.dead_letter_id),"
+            # A seq range's replay sent the events of every letter it passed
+            # over as the letter's replay would (the same filter, or none):
+            # left, the letter's replay sent them again (helper-148). Those
+            # it parks again are parked anew, after this statement.
+            " covered AS (DELETE FROM sink_dead_letters AS d"
+            "   WHERE %(ranged)s AND EXISTS (SELECT FROM moved)"
+            "   AND d.tenant_id = %(tenant)s AND d.sink_id = %(sink)s"
+            "   AND d.first_seq > %(from)s AND d.last_seq <= %(to)s"
+            "   AND (%(bypass)s OR NOT d.bypass_filter) RETURNING d.id),"
+            # Replays of those letters not yet started (replays go oldest first).
+            " unneeded AS (DELETE FROM sink_replays AS r USING covered AS c"
+            "   WHERE r.tenant_id = %(tenant)s AND r.sink_id = %(sink)s"
+            "   AND r.dead_letter_id = c.id),"
             " counted AS (UPDATE sinks SET delivered_events = delivered_events + %(count)s,"
             "   last_delivery_at = %(now)s, last_error = '', consecutive_failures = 0,"
             "   next_attempt_at = NULL WHERE tenant_id = %(tenant)s AND id = %(sink)s"
@@ -708,6 +735,10 @@ async def advance_replay(
             "owner": owner,
             "erasure": erasure_lock_key(lease.tenant_id),
             "finished": to_seq >= replay.last_seq,
+            "ranged": replay.dead_letter_id is None
+            and replay.occurred_after is None
+            and replay.occurred_before is None,
+            "bypass": replay.bypass_filter,
             "count": delivered,
             "now": now,
             "defined_at": defined_at,
