@@ -1793,6 +1793,38 @@ def test_a_bad_sink_is_refused_naming_the_field(
     assert client.list_sinks() == []
 
 
+@pytest.mark.parametrize(
+    ("kind", "setting", "settings"),
+    [
+        ("splunk_hec", "index", {"token": "tok-123456789", "index": "main\n"}),
+        ("splunk_hec", "source", {"token": "tok-123456789", "source": "a\x00b"}),
+        ("splunk_hec", "sourcetype", {"token": "tok-123456789", "sourcetype": "a\x1fb"}),
+        ("datadog_logs", "service", {"api_key": "key-123456789", "service": "a\x00b"}),
+        ("datadog_logs", "tags", {"api_key": "key-123456789", "tags": "env:a\x7fb"}),
+        ("elasticsearch", "index", {"index": "audit\x01"}),
+    ],
+)
+def test_a_control_character_in_a_destination_setting_is_refused_naming_it(
+    client: AuditClient,
+    receiver: Endpoint,
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
+    setting: str,
+    settings: dict[str, str],
+) -> None:
+    """A NUL passed validation, and the database refused the sink's change
+    event instead: "sink.created: was refused by the database", naming no
+    field, and an ERROR in the server's log (helper-148). Any other control
+    character failed at each delivery."""
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.create_sink(build_sink("controlled", kind, url=receiver.url, **settings))
+    assert refused.value.field_violations == [
+        (f"sink.{kind}.{setting}", "must not hold control characters")
+    ]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert client.list_sinks() == []
+
+
 def test_a_credential_given_but_not_plain_text_is_not_called_missing(client: AuditClient) -> None:
     """A token read with a byte-order mark (or a newline) was refused as
     "is required", though one was given (helper-142)."""

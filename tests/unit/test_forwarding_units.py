@@ -232,6 +232,8 @@ def test_one_tenants_lookups_cannot_take_every_resolver_thread() -> None:
         ("https://example.com/a b", "must be ASCII"),
         ("https://a..example.com/h", "labels are 1 to 63"),
         ("https://" + "x" * 64 + ".example.com/h", "labels are 1 to 63"),
+        ("https://example.com:0/h", "port 0"),
+        ("https://" + ("x" * 63 + ".") * 4 + "com/h", "at most 253 characters"),
     ],
 )
 def test_urls_no_request_can_carry_are_refused_naming_the_field(url: str, problem: str) -> None:
@@ -244,6 +246,20 @@ def test_urls_no_request_can_carry_are_refused_naming_the_field(url: str, proble
         destination={"url": url, "secrets": [SECRET]},
     )
     assert violation.field == "sink.webhook.url" and problem in violation.description
+
+
+def test_an_elasticsearch_index_over_255_bytes_is_refused() -> None:
+    """Elasticsearch takes index names of 255 bytes: 200 "ä" (400 bytes)
+    passed validation, and every event was refused at delivery, the backlog
+    drained into dead letters (helper-148)."""
+    for index, refused in (("ä" * 127, False), ("ä" * 128, True), ("a" * 256, True)):
+        violations = validate_sink(
+            name="x",
+            kind="elasticsearch",
+            format="sealtrail_json",
+            destination={"url": "https://es.example.com", "index": index},
+        )
+        assert [v.field for v in violations] == (["sink.elasticsearch.index"] if refused else [])
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,8 @@ KINDS: Final[tuple[Kind, ...]] = ("webhook", "splunk_hec", "datadog_logs", "elas
 MAX_SINKS_PER_TENANT: Final = 50
 MAX_NAME: Final = 128
 MAX_URL: Final = 2048
+MAX_HOST: Final = 253  # DNS's longest name
+MAX_INDEX_BYTES: Final = 255  # Elasticsearch's longest index name
 MAX_WEBHOOK_SECRETS: Final = 2  # the current one and, while rotating, the next
 WEBHOOK_SECRET_PREFIX: Final = "whsec_"
 DATADOG_DEFAULT_URL: Final = "https://http-intake.logs.datadoghq.com"
@@ -41,7 +43,7 @@ SECRET_FIELDS: Final[dict[Kind, tuple[str, ...]]] = {
     "elasticsearch": ("api_key",),
 }
 # Elasticsearch index names: lowercase, no spaces or \/*?"<>|,#:, not starting
-# with -_+, not . or .., at most 255 bytes.
+# with -_+, not . or .., at most 255 bytes (MAX_INDEX_BYTES, checked apart).
 _INDEX = re.compile(r"^(?![-_+.])[^A-Z\s\\/*?\"<>|,#:]{1,255}$")
 _PLAIN_TEXT = re.compile(r"^[\x21-\x7e]{1,512}$")  # tokens and keys: visible ASCII
 
@@ -233,12 +235,8 @@ def validate_sink(
         if error := _credential_error(destination.get("api_key", ""), "a Datadog API key"):
             fail(prefix + "api_key", error)
     elif kind == "elasticsearch":
-        index = destination.get("index", "")
-        if not _INDEX.match(index) or index in (".", ".."):
-            fail(
-                prefix + "index",
-                'must be a valid index name (lowercase, no spaces or /\\*?"<>|,#:)',
-            )
+        if error := _index_error(destination.get("index", "")):
+            fail(prefix + "index", error)
         api_key = destination.get("api_key", "")
         if api_key and not _PLAIN_TEXT.match(api_key):
             fail(prefix + "api_key", "must be visible ASCII (base64 of id:secret)")
@@ -246,6 +244,10 @@ def validate_sink(
         value = destination.get(field_name, "")
         if len(value) > 256:
             fail(prefix + field_name, "must be at most 256 characters")
+        elif CONTROL_CHARACTERS.search(value):
+            # A NUL made the database refuse the sink's change event, naming
+            # no field; any other failed every delivery (helper-148).
+            fail(prefix + field_name, "must not hold control characters")
     return violations
 
 
@@ -277,10 +279,29 @@ def _url_error(url: str) -> str | None:
         parts.hostname.encode("idna")  # each label 1 to 63 characters
     except UnicodeError:
         return "must name a host whose labels are 1 to 63 characters"
+    # What no lookup or connection takes, refused here rather than at every
+    # delivery (helper-148).
+    if len(parts.hostname.rstrip(".")) > MAX_HOST:
+        return f"must name a host of at most {MAX_HOST} characters"
+    if parts.port == 0:
+        return "must not name port 0"
     if parts.username is not None or parts.password is not None:
         return "must not carry credentials (use the destination's key or token)"
     if parts.fragment:
         return "must not have a fragment"
+    return None
+
+
+def _index_error(index: str) -> str | None:
+    """Why `index` cannot be an Elasticsearch index name, or None (a control
+    character in it is said as in every setting)."""
+    if CONTROL_CHARACTERS.search(index):
+        return None
+    if not _INDEX.match(index) or index in (".", ".."):
+        return 'must be a valid index name (lowercase, no spaces or /\\*?"<>|,#:)'
+    if len(index.encode()) > MAX_INDEX_BYTES:
+        # Elasticsearch counts bytes: the regex's 255 characters passed 400.
+        return f"must be at most {MAX_INDEX_BYTES} bytes in UTF-8"
     return None
 
 
