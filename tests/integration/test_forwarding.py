@@ -44,7 +44,8 @@ from sealtrail import (
 )
 from sealtrail.tlog import leaf_hash
 from sealtrail.v1 import forwarding_pb2
-from sealtrail_server.forward.egress import EgressPolicy, OutboundClient
+from sealtrail_server.forward import egress
+from sealtrail_server.forward.egress import TENANT_LOOKUPS, EgressPolicy, OutboundClient
 from sealtrail_server.forward.forwarder import TENANT_REQUESTS
 from sealtrail_server.store import sinks as sink_store
 from sealtrail_server.store.events import StoredEvent
@@ -332,6 +333,30 @@ def test_a_token_in_a_webhook_urls_query_stays_out_of_errors_and_logs(
     logged = [r.getMessage() for r in caplog.records if r.name.startswith("sealtrail_server")]
     assert any(host in message for message in logged)
     assert not any(token in message for message in logged)
+
+
+def test_a_host_that_does_not_resolve_now_is_logged_as_info(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    tenant: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A lookup that fails (a name not yet in DNS, the resolver's lookups all
+    busy) was taken for an address the egress policy refuses, and logged as a
+    WARNING at every retry, as a failure only someone can end (helper-148)."""
+    for _ in range(TENANT_LOOKUPS):  # as lookups of silent name servers would
+        egress._take_slot("silent.example", tenant)
+    try:
+        with caplog.at_level(logging.INFO):
+            sink = sinks(build_sink("unresolved", "webhook", url="http://localhost:9/hook",
+                                    secrets=[new_secret()], filter=SHARED))  # fmt: skip
+            record(client, 1)
+            wait_for_state(client, sink.id, lambda s: "lookups" in s.state.last_error)
+    finally:
+        for _ in range(TENANT_LOOKUPS):
+            egress._give_slot(tenant)
+    failed = [r for r in caplog.records if sink.id in r.getMessage() and "failed" in r.getMessage()]
+    assert failed and {r.levelname for r in failed} == {"INFO"}
 
 
 def test_an_event_refused_is_parked_alone_and_a_replay_delivers_it(

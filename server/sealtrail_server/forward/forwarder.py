@@ -62,7 +62,7 @@ from .destinations import (
     requests,
     verdict,
 )
-from .egress import Answer, EgressDenied, OutboundClient
+from .egress import Answer, EgressDenied, OutboundClient, Unresolvable
 from .measures import ForwardingMeasures
 from .memory import LONE_REFUSAL_RETRIES, DestinationMemory, Stream
 
@@ -649,8 +649,9 @@ class Forwarder:
         except _TRANSPORT_ERRORS as error:
             host = host_of(outgoing.url)
             # An address the egress policy refuses stays refused until the
-            # sink's URL or the policy changes.
-            needs_fixing = isinstance(error, EgressDenied)
+            # sink's URL or the policy changes; a name that does not resolve
+            # (not yet in DNS, lookups all busy) may the next time.
+            needs_fixing = isinstance(error, EgressDenied) and not isinstance(error, Unresolvable)
             self._measures.request(sender.kind, started, {"error.type": type(error).__name__})
             return _NoAnswer(f"{host}: {str(error) or type(error).__name__}", needs_fixing)
         self._measures.request(sender.kind, started, {"http.response.status_code": answer.status})
