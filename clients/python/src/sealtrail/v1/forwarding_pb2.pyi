@@ -833,11 +833,14 @@ class ReplaySinkRequest(_message.Message):
     """The sink's id."""
     dead_letter_id: _builtins.str
     """A dead letter's events; the dead letter is removed once they are
-    delivered.
+    delivered. One whose replay is still pending is FAILED_PRECONDITION
+    (reason REPLAY_PENDING).
     """
     @_builtins.property
     def seq_range(self) -> Global___SeqRange:
-        """Events with a seq in this range."""
+        """Events with a seq in this range. The dead letters whose events all
+        lie in the range it delivered are removed.
+        """
 
     @_builtins.property
     def window(self) -> Global___TimeWindow:
