@@ -4,11 +4,13 @@ on first start and kept in the data dir (mode 0600, never overwritten)."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Final
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,8 @@ def _create(path: Path, text: str) -> bool:
     """Writes `text` to `path` unless it exists (then False). Written whole to
     a temporary file beside it (mode 0600) and linked into place: another
     server starting on the same data dir never reads it half-written, and the
-    first to link wins (a rename would replace a key another already uses)."""
+    first to link wins (a rename would replace a key another already uses).
+    Where the file system has no hard links, created in place (helper-147)."""
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -67,6 +70,27 @@ def _create(path: Path, text: str) -> bool:
         os.link(temporary, path)
     except FileExistsError:
         return False
+    except OSError as error:
+        if error.errno not in _NO_HARD_LINKS:
+            raise
+        return _create_in_place(path, text)
     finally:
         os.unlink(temporary)
+    return True
+
+
+# What link() says on a file system without hard links (CIFS, some FUSE ones).
+_NO_HARD_LINKS: Final = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV})
+
+
+def _create_in_place(path: Path, text: str) -> bool:
+    """`_create` where links cannot be made: created exclusively (the first
+    wins) and written after, so a server starting at that very moment may
+    read it empty and stop, and start again."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
     return True

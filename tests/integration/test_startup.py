@@ -4,7 +4,9 @@ names what to put right, never a traceback (helper-125)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import stat
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -165,6 +167,31 @@ def test_a_key_file_another_server_writes_first_is_the_one_both_use(tmp_path: Pa
     assert (text, source) == ("the other server's key\n", str(path))
     assert path.read_text(encoding="utf-8") == "the other server's key\n"
     assert [p.name for p in tmp_path.iterdir()] == ["signing-key"]  # no temporary file left
+
+
+def test_a_key_is_generated_on_a_file_system_without_hard_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some volumes (CIFS, some FUSE ones) refuse hard links: a key linked
+    into place crashed the first start there (helper-147). It is then
+    created in place, as before, readable by its owner alone."""
+
+    def refused(source: object, target: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", refused)
+    path = tmp_path / "signing-key"
+    text, _ = load_key_text(
+        text=None,
+        file=None,
+        default=path,
+        setting="SEALTRAIL_SIGNING_KEY",
+        generate=lambda: "a new key",
+        what="checkpoint signing key",
+    )
+    assert text == "a new key" and path.read_text(encoding="utf-8") == "a new key\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["signing-key"]
 
 
 def test_a_generated_key_file_is_written_whole_and_private(tmp_path: Path) -> None:
