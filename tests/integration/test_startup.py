@@ -180,7 +180,16 @@ def test_a_key_is_generated_on_a_file_system_without_hard_links(
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(os, "link", refused)
-    path = tmp_path / "signing-key"
+    _generated_whole_and_private(tmp_path / "signing-key")
+
+
+def test_a_generated_key_file_is_written_whole_and_private(tmp_path: Path) -> None:
+    _generated_whole_and_private(tmp_path / "keys" / "signing-key")
+
+
+def _generated_whole_and_private(path: Path) -> None:
+    """A key generated at `path`: the one used, written whole, readable by
+    its owner alone, and nothing else left beside it."""
     text, _ = load_key_text(
         text=None,
         file=None,
@@ -191,21 +200,6 @@ def test_a_key_is_generated_on_a_file_system_without_hard_links(
     )
     assert text == "a new key" and path.read_text(encoding="utf-8") == "a new key\n"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert [p.name for p in tmp_path.iterdir()] == ["signing-key"]
-
-
-def test_a_generated_key_file_is_written_whole_and_private(tmp_path: Path) -> None:
-    path = tmp_path / "keys" / "signing-key"
-    text, _ = load_key_text(
-        text=None,
-        file=None,
-        default=path,
-        setting="SEALTRAIL_SIGNING_KEY",
-        generate=lambda: "a new key",
-        what="checkpoint signing key",
-    )
-    assert text == "a new key" and path.read_text(encoding="utf-8") == "a new key\n"
-    assert path.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in path.parent.iterdir()] == ["signing-key"]
 
 

@@ -218,20 +218,7 @@ async def test_the_async_stream_reconnects_past_the_attempts_a_call_is_given() -
             await context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
         yield _events(6).SerializeToString()
 
-    sleeps: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-
-    async with (
-        _scripted(stream_events) as target,
-        AsyncAuditClient(
-            target, token="s3cret", max_attempts=3, max_backoff=2.0, sleep=sleep
-        ) as client,
-    ):
-        stream = client.stream(after_seq=5)
-        assert (await anext(stream)).seq == 6
-        await stream.aclose()
+    sleeps = await _first_event_after_retries(stream_events)
     assert [r.after_seq for r in requests] == [5] * 12
     assert len(sleeps) == 11 and max(sleeps) <= 2.0
 
@@ -251,6 +238,17 @@ async def test_an_async_stream_the_server_ends_is_reconnected_after_a_backoff() 
         if len(requests) >= 7:
             yield _events(6).SerializeToString()
 
+    sleeps = await _first_event_after_retries(stream_events)
+    assert [r.after_seq for r in requests] == [5] * 7
+    assert len(sleeps) == 6 and max(sleeps) <= 2.0
+
+
+async def _first_event_after_retries(
+    stream_events: Callable[[bytes, grpc.aio.ServicerContext[bytes, bytes]], AsyncIterator[bytes]],
+) -> list[float]:
+    """Streams from `after_seq=5` with an async client of the scripted
+    server (3 attempts a call, backoff at most 2 s) until its first event,
+    seq 6; the waits it took between attempts."""
     sleeps: list[float] = []
 
     async def sleep(seconds: float) -> None:
@@ -265,8 +263,7 @@ async def test_an_async_stream_the_server_ends_is_reconnected_after_a_backoff() 
         stream = client.stream(after_seq=5)
         assert (await anext(stream)).seq == 6
         await stream.aclose()
-    assert [r.after_seq for r in requests] == [5] * 7
-    assert len(sleeps) == 6 and max(sleeps) <= 2.0
+    return sleeps
 
 
 @contextlib.asynccontextmanager
