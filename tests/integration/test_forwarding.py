@@ -366,20 +366,11 @@ def test_an_event_refused_is_parked_alone_and_a_replay_delivers_it(
     halves: its neighbours are delivered, and the event alone is parked. The
     whole batch was parked, and a replay of it was refused again for that
     one event: its neighbours could never be delivered."""
-    fixed = threading.Event()
-    taken: list[int] = []
-
-    def refuse_the_poison(received: Received, index: int) -> Reply:
-        carried = delivered_seqs([received])
-        if poison in carried and not fixed.is_set():
-            return Reply(400, b"bad payload")
-        taken.extend(carried)
-        return Reply()
-
-    receiver.responder = refuse_the_poison
+    fixed, taken = threading.Event(), []
     sink = paused_webhook(sinks, receiver, "strict")
     seqs = record(client, 10)
     poison = seqs[3]
+    receiver.responder = refusing(poison, fixed, taken)
     unpause(client, sink)
     state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
     assert (state.delivered_events, state.dead_letters) == (9, 1)
@@ -869,6 +860,22 @@ def test_a_replay_resends_exactly_the_window_or_range(
     wait_for_state(client, sink.id, lambda s: s.state.pending_replays == 0)
 
 
+def refusing(
+    poison: int, fixed: threading.Event, taken: list[int]
+) -> Callable[[Received, int], Reply]:
+    """A destination's answers: 400 to a request carrying the event `poison`
+    until `fixed` is set, else 200, noting in `taken` the seqs it took."""
+
+    def respond(received: Received, index: int) -> Reply:
+        carried = delivered_seqs([received])
+        if poison in carried and not fixed.is_set():
+            return Reply(400, b"bad payload")
+        taken.extend(carried)
+        return Reply()
+
+    return respond
+
+
 def parked_poison(
     client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
 ) -> tuple[forwarding_pb2.Sink, list[int], int, list[int], threading.Event]:
@@ -876,18 +883,10 @@ def parked_poison(
     it until `fixed` is set), then paused: the sink, the events' seqs, the
     one parked, every seq its destination took, and `fixed`."""
     fixed, taken = threading.Event(), []
-
-    def refuse_the_poison(received: Received, index: int) -> Reply:
-        carried = delivered_seqs([received])
-        if poison in carried and not fixed.is_set():
-            return Reply(400, b"bad payload")
-        taken.extend(carried)
-        return Reply()
-
-    receiver.responder = refuse_the_poison
     sink = paused_webhook(sinks, receiver, "poisoned")
     seqs = record(client, 3)
     poison = seqs[1]
+    receiver.responder = refusing(poison, fixed, taken)
     unpause(client, sink)
     wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0 and s.state.dead_letters == 1)
     client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=True), fields=["paused"])
