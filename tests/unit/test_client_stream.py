@@ -7,7 +7,8 @@ import contextlib
 import random
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import grpc
 import grpc_testing
@@ -98,6 +99,21 @@ def test_a_stream_that_never_connects_gives_up_as_a_call_does(
     assert len(sleeps) == 2
 
 
+def _connected(
+    client: AuditClient, channel: grpc_testing.Channel, pool: ThreadPoolExecutor
+) -> tuple[Iterator[event_pb2.Event], Future[event_pb2.Event], Any]:
+    """A stream from `after_seq=5` whose call was answered with a heartbeat,
+    read (a fake call drops what is unread when it ends): the stream, its
+    first event to come, and the fake call."""
+    beat = threading.Event()
+    stream = client.stream(after_seq=5, on_heartbeat=lambda _: beat.set())
+    first = pool.submit(next, stream)
+    _, _, rpc = channel.take_unary_stream(STREAM)
+    rpc.send_response(Response(heartbeat=audit_service_pb2.Heartbeat(cursor=5)))
+    assert beat.wait(10)
+    return stream, first, rpc
+
+
 def test_a_stream_reconnects_past_the_attempts_a_call_is_given(
     channel: grpc_testing.Channel,
 ) -> None:
@@ -107,12 +123,7 @@ def test_a_stream_reconnects_past_the_attempts_a_call_is_given(
     max_backoff apart at most. An error not worth retrying still ends it."""
     sleeps: list[float] = []
     with _client(channel, sleeps) as client, ThreadPoolExecutor(max_workers=1) as pool:
-        beat = threading.Event()
-        stream = client.stream(after_seq=5, on_heartbeat=lambda _: beat.set())
-        first = pool.submit(next, stream)
-        _, _, rpc = channel.take_unary_stream(STREAM)
-        rpc.send_response(Response(heartbeat=audit_service_pb2.Heartbeat(cursor=5)))
-        assert beat.wait(10)  # read before the failure (a fake call drops what is unread)
+        stream, first, rpc = _connected(client, channel, pool)
         rpc.terminate((), grpc.StatusCode.UNAVAILABLE, "stopping")  # connected, then lost
         for _ in range(10):
             _, request, rpc = channel.take_unary_stream(STREAM)
@@ -139,12 +150,7 @@ def test_a_stream_the_server_ends_is_reconnected_after_a_backoff(
     a message gives up after max_attempts as a call does (helper-137)."""
     sleeps: list[float] = []
     with _client(channel, sleeps) as client, ThreadPoolExecutor(max_workers=1) as pool:
-        beat = threading.Event()
-        stream = client.stream(after_seq=5, on_heartbeat=lambda _: beat.set())
-        first = pool.submit(next, stream)
-        _, _, rpc = channel.take_unary_stream(STREAM)
-        rpc.send_response(Response(heartbeat=audit_service_pb2.Heartbeat(cursor=5)))
-        assert beat.wait(10)
+        stream, first, rpc = _connected(client, channel, pool)
         for _ in range(6):  # connected, then ended again and again
             rpc.terminate((), grpc.StatusCode.OK, "")
             _, request, rpc = channel.take_unary_stream(STREAM)
