@@ -4,6 +4,7 @@ within the caller's tenant only."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -369,3 +370,22 @@ def test_token_pages_cover_every_token_once(client_for: Any, tenant: str) -> Non
             break
         request.page_token = page.next_page_token
     assert ids <= set(seen) and len(seen) == len(set(seen)) == 8  # and the admin's own
+
+
+def test_token_pages_tell_nothing_of_other_tenants(client_for: Any, tenant: str) -> None:
+    """A page token's payload is signed, not hidden: it held the last
+    token's serial, one counter for every tenant, so a tenant's admin counted
+    the tokens other tenants created between two of its own (helper-151). It
+    holds the place in the tenant's own listing."""
+    admin, other = client_for(tenant), client_for(f"{tenant}-other")
+    for _ in range(5):  # after the admin's own token
+        other.create_token("reader")
+    admin.create_token("reader")
+    admin.create_token("reader")
+    places = []
+    request = access_pb2.ListTokensRequest(page_size=1)
+    while (page := admin._call(admin._stub.ListTokens, request)).next_page_token:
+        payload = page.next_page_token.partition(".")[0] + "=="
+        places.append(json.loads(base64.urlsafe_b64decode(payload))["s"])
+        request.page_token = page.next_page_token
+    assert places == [1, 2]  # after its first token, then its second: nothing between

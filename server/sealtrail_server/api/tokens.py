@@ -55,7 +55,9 @@ def _message(info: TokenInfo) -> pb.ApiToken:
 
 
 def _fingerprint(tenant_id: str) -> str:
-    return f"tokens/{tenant_id}"
+    # "v2": its pages are counted in the tenant's listing, no longer after a
+    # serial; a page token of before is refused, not read as a count.
+    return f"tokens/v2/{tenant_id}"
 
 
 class TokenRpcs:
@@ -129,7 +131,7 @@ class TokenRpcs:
             else 0
         )
         rows = await list_tokens(
-            self._db, tenant_id=principal.tenant_id, after_serial=after, limit=limit + 1
+            self._db, tenant_id=principal.tenant_id, listed=after, limit=limit + 1
         )
         page = rows[:limit]
         if not request.page_token:  # a listing is recorded once, not once per page
@@ -146,7 +148,7 @@ class TokenRpcs:
             tokens=[_message(info) for info in page],
             next_page_token=(
                 self._page_tokens.encode(
-                    fingerprint=fingerprint, last_seq=page[-1].serial, caller=principal.token_id
+                    fingerprint=fingerprint, last_seq=after + len(page), caller=principal.token_id
                 )
                 if len(rows) > limit
                 else ""

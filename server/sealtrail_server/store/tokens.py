@@ -110,13 +110,17 @@ _SELECT_TOKENS = (
 
 
 async def list_tokens(
-    db: Database, *, tenant_id: str, after_serial: int = 0, limit: int | None = None
+    db: Database, *, tenant_id: str, listed: int = 0, limit: int | None = None
 ) -> list[TokenInfo]:
-    """The tenant's tokens in creation order, after a page's last `serial`."""
+    """The tenant's tokens in creation order, after the first `listed`. A
+    place in the tenant's own listing (its tokens are only ever added, and a
+    tenant has few), never the serial, one counter for every tenant: a page
+    token holds it, and showed how many tokens other tenants made between
+    two of one's own (helper-151)."""
     async with db.connection(tenant_id) as conn:
         cursor = await conn.execute(
-            _SELECT_TOKENS + " AND serial > %s ORDER BY serial LIMIT %s",
-            [tenant_id, after_serial, limit],
+            _SELECT_TOKENS + " ORDER BY serial OFFSET %s LIMIT %s",
+            [tenant_id, listed, limit],
         )
         return [TokenInfo(*row) for row in await cursor.fetchall()]
 
