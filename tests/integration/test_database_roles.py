@@ -88,6 +88,15 @@ def test_every_table_keyed_by_tenant_has_row_level_security(sql: psycopg.Connect
     assert {name for name, _, _ in rows} >= {*TENANT_TABLES, "tenant_erasures"}
     for name, enabled, policies in rows:
         assert enabled and policies == ["tenant_isolation"], name
+    # And each policy is the one that isolates: its name alone would let a
+    # later `USING (true)` pass (helper-151).
+    isolating = "(tenant_id = current_setting('sealtrail.tenant'::text, true))"
+    for table, roles, command, using, check, permissive in sql.execute(
+        "SELECT tablename, roles, cmd, qual, with_check, permissive FROM pg_policies"
+        " WHERE schemaname = 'public'"
+    ).fetchall():
+        assert (roles, command, permissive) == (["sealtrail_service"], "ALL", "PERMISSIVE"), table
+        assert using == isolating and check in (None, isolating), table
     # Partitions are reached through their table only: the roles hold nothing on them.
     partitions = sql.execute(
         "SELECT relname FROM pg_class WHERE relispartition AND relkind = 'r'"
