@@ -266,3 +266,54 @@ def test_the_page_fits_a_360_pixel_screen(
     width = browser.execute_script("return document.documentElement.scrollWidth")
     viewport = browser.execute_script("return window.innerWidth")
     assert width <= viewport  # the table scrolls inside its own box; the page does not
+
+
+def slowed(browser: webdriver.Chrome, delayed: str) -> None:
+    """Makes the page's Queries whose URL holds `delayed` answer only once the
+    test sets `window.release` (a slow page of a big tenant); the page's
+    requests are kept in `window.requests`, `window.released` is set once the
+    held answers have been handed to the page."""
+    browser.execute_script(
+        """
+        window.requests = []; window.release = false; window.released = false;
+        const real = window.fetch;
+        window.fetch = async (url, options) => {
+          window.requests.push(String(url));
+          if (String(url).includes(arguments[0])) {
+            while (!window.release) await new Promise((done) => setTimeout(done, 20));
+            try { return await real(url, options); }  // refused at once if aborted meanwhile
+            finally { setTimeout(() => { window.released = true; }, 200); }
+          }
+          return real(url, options);
+        };
+        """,
+        delayed,
+    )
+
+
+def apply_filter(browser: webdriver.Chrome, actions: str) -> None:
+    field = browser.find_element(By.NAME, "actions")
+    field.clear()
+    field.send_keys(actions, Keys.ENTER)
+
+
+def test_a_filter_changed_while_a_page_loads_shows_the_new_filter_only(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    """The old filter's page, answered late, filled the table under the new
+    filter, whose Query was never sent (helper-150)."""
+    sign_in(browser, console_url + "?actions=user.login", console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: len(r) == 1)
+    slowed(browser, "actions=api_key")
+    apply_filter(browser, "api_key.create")  # its page is held
+    wait(browser).until(lambda b: len(b.execute_script("return window.requests")) == 1)
+    apply_filter(browser, "member.invite")
+    shown = wait_for_rows(browser, lambda r: len(r) == 1 and "member.invite" in r[0])
+    browser.execute_script("window.release = true")
+    wait(browser).until(lambda b: b.execute_script("return window.released"))
+    assert rows(browser) == shown
+    assert browser.execute_script("return !document.querySelector('#more').hidden") is False

@@ -8,7 +8,11 @@ const FILTER_FIELDS = ["actions", "categories", "min_severity", "outcomes", "act
   "resource_id", "request_id", "trace_id", "text"];
 
 const $ = (selector) => document.querySelector(selector);
-const state = { nextToken: "", loading: false, newestSeq: 0, live: null, shown: new Set() };
+// `generation` counts the filters applied: a page asked for under an earlier
+// one is dropped when it arrives (`page` aborts it), never shown under this one.
+const state = {
+  nextToken: "", loading: false, generation: 0, page: null, newestSeq: 0, live: null, shown: new Set(),
+};
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
@@ -146,28 +150,38 @@ function addEvents(events, { atTop = false } = {}) {
 async function loadPage() {
   if (state.loading) return;
   state.loading = true;
+  const generation = state.generation;
+  const controller = new AbortController();
+  state.page = controller;
   $("#error").textContent = "";
   try {
     const params = apiFilter(new URLSearchParams(location.search));
     if (state.nextToken) params.set("page_token", state.nextToken);
-    const page = await (await api("/api/events", params)).json();
+    const page = await (await api("/api/events", params, { signal: controller.signal })).json();
+    if (generation !== state.generation) return;
     addEvents(page.events);
     state.nextToken = page.next_page_token;
     $("#more").hidden = !state.nextToken;
   } catch (error) {
+    if (generation !== state.generation) return;  // aborted: another filter is loading
     if (error.status === 401) return signOut();
     $("#error").textContent = error.message;
   } finally {
-    state.loading = false;
+    if (generation === state.generation) { state.loading = false; state.page = null; }
   }
 }
 
 function reload() {
   stopLive();
+  state.generation += 1;
+  state.page?.abort();
+  state.page = null;
+  state.loading = false;
   state.nextToken = "";
   state.newestSeq = 0;
   state.shown.clear();
   $("#events tbody").replaceChildren();
+  $("#more").hidden = true;
   loadPage().then(() => { if ($("#live").checked) startLive(); });
 }
 
