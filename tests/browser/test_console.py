@@ -268,18 +268,26 @@ def test_the_page_fits_a_360_pixel_screen(
     assert width <= viewport  # the table scrolls inside its own box; the page does not
 
 
-def slowed(browser: webdriver.Chrome, delayed: str) -> None:
-    """Makes the page's Queries whose URL holds `delayed` answer only once the
-    test sets `window.release` (a slow page of a big tenant); the page's
-    requests are kept in `window.requests`, `window.released` is set once the
-    held answers have been handed to the page."""
+def hooked(browser: webdriver.Chrome, hold: str = "") -> None:
+    """Puts the test between the page and its server: the page's requests are
+    kept in `window.requests`; one whose URL starts as a `window.fakes` entry
+    [start, status, body] gets that answer instead (once); one whose URL holds
+    `hold` is answered only once the test sets `window.release` (a slow page of
+    a big tenant), and `window.released` is set once it was."""
     browser.execute_script(
         """
-        window.requests = []; window.release = false; window.released = false;
+        window.requests = []; window.fakes = []; window.release = false; window.released = false;
+        const hold = arguments[0];
         const real = window.fetch;
         window.fetch = async (url, options) => {
-          window.requests.push(String(url));
-          if (String(url).includes(arguments[0])) {
+          url = String(url);
+          window.requests.push(url);
+          const fake = window.fakes.findIndex(([start]) => url.startsWith(start));
+          if (fake >= 0) {
+            const [, status, body] = window.fakes.splice(fake, 1)[0];
+            return new Response(body, { status, headers: { "Content-Type": "application/json" } });
+          }
+          if (hold && url.includes(hold)) {
             while (!window.release) await new Promise((done) => setTimeout(done, 20));
             try { return await real(url, options); }  // refused at once if aborted meanwhile
             finally { setTimeout(() => { window.released = true; }, 200); }
@@ -287,8 +295,13 @@ def slowed(browser: webdriver.Chrome, delayed: str) -> None:
           return real(url, options);
         };
         """,
-        delayed,
+        hold,
     )
+
+
+def requested(browser: webdriver.Chrome, start: str) -> list[str]:
+    urls: list[str] = browser.execute_script("return window.requests")
+    return [url for url in urls if url.startswith(start)]
 
 
 def apply_filter(browser: webdriver.Chrome, actions: str) -> None:
@@ -308,12 +321,78 @@ def test_a_filter_changed_while_a_page_loads_shows_the_new_filter_only(
     filter, whose Query was never sent (helper-150)."""
     sign_in(browser, console_url + "?actions=user.login", console_server.token(tenant, "reader"))
     wait_for_rows(browser, lambda r: len(r) == 1)
-    slowed(browser, "actions=api_key")
+    hooked(browser, hold="actions=api_key")
     apply_filter(browser, "api_key.create")  # its page is held
-    wait(browser).until(lambda b: len(b.execute_script("return window.requests")) == 1)
+    wait(browser).until(lambda b: requested(b, "/api/events"))
     apply_filter(browser, "member.invite")
     shown = wait_for_rows(browser, lambda r: len(r) == 1 and "member.invite" in r[0])
     browser.execute_script("window.release = true")
     wait(browser).until(lambda b: b.execute_script("return window.released"))
     assert rows(browser) == shown
     assert browser.execute_script("return !document.querySelector('#more').hidden") is False
+
+
+def newest_seq(browser: webdriver.Chrome) -> int:
+    seqs = browser.execute_script(
+        "return [...document.querySelectorAll('#events tbody tr.event')].map((r) => r.dataset.seq)"
+    )
+    return max(int(seq) for seq in seqs)
+
+
+def test_live_after_a_failed_page_does_not_replay_the_whole_log(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    """With no page loaded, Live asked for `after_seq=0`: every event the
+    tenant ever recorded, at the top as new (helper-150)."""
+    # A filter the Query's own access records (audit_log.queried) do not match.
+    sign_in(browser, console_url + "?actions=user.login", console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: len(r) == 1)
+    live = browser.find_element(By.ID, "live")
+    live.click()
+    hooked(browser)
+    browser.execute_script("window.fakes.push(['/api/events', 503, '{\"error\": \"busy\"}'])")
+    browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    wait(browser).until(lambda b: "busy" in b.find_element(By.ID, "error").text)
+    assert not requested(browser, "/api/stream") and not live.is_selected()
+    live.click()  # the page is asked for again, then Live starts after its newest event
+    wait(browser).until(lambda b: requested(b, "/api/stream"))
+    assert f"after_seq={newest_seq(browser)}" in requested(browser, "/api/stream")[0]
+    # Nothing matched: Live starts with the next event recorded.
+    apply_filter(browser, "never.happened")
+    wait(browser).until(lambda b: len(requested(b, "/api/stream")) == 2)
+    assert "after_seq" not in requested(browser, "/api/stream")[1]
+    # A Live that stops on an error no longer says it is on.
+    browser.execute_script(
+        "window.fakes.push(['/api/stream', 200, '{\"error\": \"revoked\"}\\n'])"
+    )
+    apply_filter(browser, "user.login")
+    wait(browser).until(
+        lambda b: "Live updates stopped: revoked" in b.find_element(By.ID, "error").text
+    )
+    assert not live.is_selected()
+
+
+def test_live_ticked_before_the_first_page_starts_after_it(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    """Ticked while the first page loaded, Live asked for `after_seq=0`
+    (helper-150)."""
+    browser.get(console_url + "?actions=user.login")
+    field = wait(browser).until(seen.visibility_of_element_located((By.ID, "token")))
+    hooked(browser, hold="/api/events")
+    field.send_keys(console_server.token(tenant, "reader"), Keys.ENTER)
+    wait(browser).until(lambda b: requested(b, "/api/events"))
+    wait(browser).until(seen.element_to_be_clickable((By.ID, "live"))).click()
+    assert not requested(browser, "/api/stream")
+    browser.execute_script("window.release = true")
+    wait_for_rows(browser, lambda r: len(r) == 1)
+    wait(browser).until(lambda b: requested(b, "/api/stream"))
+    assert f"after_seq={newest_seq(browser)}" in requested(browser, "/api/stream")[0]

@@ -10,8 +10,10 @@ const FILTER_FIELDS = ["actions", "categories", "min_severity", "outcomes", "act
 const $ = (selector) => document.querySelector(selector);
 // `generation` counts the filters applied: a page asked for under an earlier
 // one is dropped when it arrives (`page` aborts it), never shown under this one.
+// `loaded`: a page of this filter arrived, so Live knows where to start.
 const state = {
-  nextToken: "", loading: false, generation: 0, page: null, newestSeq: 0, live: null, shown: new Set(),
+  nextToken: "", loading: false, loaded: false, generation: 0, page: null, newestSeq: 0, live: null,
+  shown: new Set(),
 };
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
@@ -147,8 +149,10 @@ function addEvents(events, { atTop = false } = {}) {
   }
 }
 
+// Whether a page of the current filter was loaded (false when it failed or
+// another filter took its place).
 async function loadPage() {
-  if (state.loading) return;
+  if (state.loading) return false;
   state.loading = true;
   const generation = state.generation;
   const controller = new AbortController();
@@ -158,14 +162,16 @@ async function loadPage() {
     const params = apiFilter(new URLSearchParams(location.search));
     if (state.nextToken) params.set("page_token", state.nextToken);
     const page = await (await api("/api/events", params, { signal: controller.signal })).json();
-    if (generation !== state.generation) return;
+    if (generation !== state.generation) return false;
     addEvents(page.events);
     state.nextToken = page.next_page_token;
     $("#more").hidden = !state.nextToken;
+    state.loaded = true;
+    return true;
   } catch (error) {
-    if (generation !== state.generation) return;  // aborted: another filter is loading
-    if (error.status === 401) return signOut();
-    $("#error").textContent = error.message;
+    if (generation !== state.generation) return false;  // aborted: another filter is loading
+    if (error.status === 401) signOut(); else $("#error").textContent = error.message;
+    return false;
   } finally {
     if (generation === state.generation) { state.loading = false; state.page = null; }
   }
@@ -177,12 +183,18 @@ function reload() {
   state.page?.abort();
   state.page = null;
   state.loading = false;
+  state.loaded = false;
   state.nextToken = "";
   state.newestSeq = 0;
   state.shown.clear();
   $("#events tbody").replaceChildren();
   $("#more").hidden = true;
-  loadPage().then(() => { if ($("#live").checked) startLive(); });
+  const generation = state.generation;
+  loadPage().then((loaded) => {
+    if (generation !== state.generation || !$("#live").checked) return;
+    // Live starts after the page's newest event: with no page it would not know where.
+    if (loaded) startLive(); else $("#live").checked = false;
+  });
 }
 
 // --- a row's detail -------------------------------------------------------------
@@ -433,7 +445,8 @@ async function startLive() {
   state.live = controller;
   const params = apiFilter(new URLSearchParams(location.search));
   params.delete("occurred_before");
-  params.set("after_seq", String(state.newestSeq));
+  // after_seq=0 would replay the whole log: with nothing shown, start with the next event.
+  if (state.newestSeq) params.set("after_seq", String(state.newestSeq));
   try {
     const response = await api("/api/stream", params, { signal: controller.signal });
     for await (const parsed of batches(response)) {
@@ -443,13 +456,23 @@ async function startLive() {
       if (cut >= 0) throw new Error(parsed[cut].error);
     }
   } catch (error) {
-    if (error.name !== "AbortError") $("#error").textContent = `Live updates stopped: ${error.message}`;
+    if (error.name === "AbortError" || state.live !== controller) return;
+    $("#error").textContent = `Live updates stopped: ${error.message}`;
+    $("#live").checked = false;
+    state.live = null;
   }
 }
 
 function stopLive() {
   state.live?.abort();
   state.live = null;
+}
+
+function liveToggled(event) {
+  if (!event.target.checked) return stopLive();
+  if (state.loaded) return startLive();
+  // The first page is still coming (reload starts Live once it arrives), or it failed: ask again.
+  if (!state.loading) reload();
 }
 
 // --- export -------------------------------------------------------------------
@@ -520,7 +543,7 @@ function init() {
     urlToForm(new URLSearchParams());
     reload();
   });
-  $("#live").addEventListener("change", (event) => (event.target.checked ? startLive() : stopLive()));
+  $("#live").addEventListener("change", liveToggled);
   $("#more").addEventListener("click", loadPage);
   $("#export-csv").addEventListener("click", () => exportAs("csv"));
   $("#export-ndjson").addEventListener("click", () => exportAs("ndjson"));
