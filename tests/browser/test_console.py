@@ -396,3 +396,22 @@ def test_live_ticked_before_the_first_page_starts_after_it(
     wait_for_rows(browser, lambda r: len(r) == 1)
     wait(browser).until(lambda b: requested(b, "/api/stream"))
     assert f"after_seq={newest_seq(browser)}" in requested(browser, "/api/stream")[0]
+
+
+def test_live_events_recorded_together_arrive_newest_first(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    """A batch read at once was put at the top oldest first (helper-150)."""
+    sign_in(browser, console_url + "?actions=batch.*", console_server.token(tenant, "reader"))
+    wait(browser).until(lambda b: b.find_element(By.ID, "empty").is_displayed())
+    hooked(browser)
+    browser.find_element(By.ID, "live").click()
+    wait(browser).until(lambda b: requested(b, "/api/stream"))
+    time.sleep(0.5)  # the stream is open once the first heartbeat or event arrives
+    recorded.record_batch([build_event(action=f"batch.n{n}", actor_id="u-batch") for n in (1, 2, 3)])
+    shown = wait_for_rows(browser, lambda r: len(r) == 3)
+    assert ["batch.n3" in shown[0], "batch.n2" in shown[1], "batch.n1" in shown[2]] == [True] * 3

@@ -141,6 +141,7 @@ function addEvents(events, { atTop = false } = {}) {
     state.newestSeq = Math.max(state.newestSeq, Number(event.seq));
     rows.push(eventRow(event, { fresh: atTop }));
   }
+  // Live events come oldest first: reversed, the newest goes on top.
   if (atTop) body.prepend(...rows.reverse()); else body.append(...rows);
   $("#empty").hidden = body.rows.length > 0;
   // When the first rows showed, for whoever measures the page (make bench).
@@ -452,7 +453,7 @@ async function startLive() {
     for await (const parsed of batches(response)) {
       const cut = parsed.findIndex((line) => line.error);  // the stream was cut short
       const events = cut < 0 ? parsed : parsed.slice(0, cut);  // those before it arrived
-      if (events.length) addEvents(events.reverse(), { atTop: true });
+      if (events.length) addEvents(events, { atTop: true });  // oldest first, as sent
       if (cut >= 0) throw new Error(parsed[cut].error);
     }
   } catch (error) {
