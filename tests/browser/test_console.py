@@ -415,3 +415,42 @@ def test_live_events_recorded_together_arrive_newest_first(
     recorded.record_batch([build_event(action=f"batch.n{n}", actor_id="u-batch") for n in (1, 2, 3)])
     shown = wait_for_rows(browser, lambda r: len(r) == 3)
     assert ["batch.n3" in shown[0], "batch.n2" in shown[1], "batch.n1" in shown[2]] == [True] * 3
+
+
+def queried(browser: webdriver.Chrome) -> list[dict[str, list[str]]]:
+    """The query strings of the Queries the page made since it was opened."""
+    urls = browser.execute_script(
+        "return performance.getEntriesByType('resource').map((entry) => entry.name)"
+    )
+    return [parse_qs(urlsplit(url).query) for url in urls if "/api/events" in url]
+
+
+def test_a_shared_custom_range_means_the_same_instants_in_every_zone(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    """The URL held the author's wall-clock times, read in each viewer's own
+    zone: the same link meant other hours in New York and Berlin (helper-150)."""
+    browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "America/New_York"})
+    sign_in(browser, console_url, console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: len(r) >= 3)
+    form = browser.find_element(By.ID, "filters")
+    Select(form.find_element(By.NAME, "range")).select_by_value("custom")
+    browser.execute_script(
+        "const form = document.querySelector('#filters');"
+        "form.elements.from.value = '2026-12-01T09:00'; form.elements.to.value = '2026-12-01T17:00';"
+    )
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(browser).until(lambda b: len(queried(b)) == 2)
+    assert queried(browser)[1]["occurred_after"] == ["2026-12-01T14:00:00.000Z"]
+    shared = browser.current_url
+    browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Europe/Berlin"})
+    browser.get(shared)
+    wait(browser).until(lambda b: queried(b))
+    assert queried(browser)[0]["occurred_after"] == ["2026-12-01T14:00:00.000Z"]
+    assert queried(browser)[0]["occurred_before"] == ["2026-12-01T22:00:00.000Z"]
+    shown = browser.find_element(By.NAME, "from").get_attribute("value")
+    assert shown == "2026-12-01T15:00"  # in the viewer's own zone

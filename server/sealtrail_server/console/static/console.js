@@ -62,17 +62,32 @@ function signOut() {
 
 // --- filters <-> URL ----------------------------------------------------------
 
+// A custom range's ends, in the URL as UTC instants: the inputs hold the wall-clock
+// time of the viewer's zone, which a shared link would mean elsewhere in another.
+const INSTANTS = ["from", "to"];
+
 function formToUrl() {
   const form = new FormData($("#filters"));
   const url = new URLSearchParams();
-  for (const [name, value] of form) if (value) url.set(name, value);
+  for (const [name, value] of form) {
+    if (value) url.set(name, INSTANTS.includes(name) ? new Date(value).toISOString() : value);
+  }
   return url;
+}
+
+// An instant as a datetime-local input shows it: in the viewer's zone, to the minute.
+function localTime(instant) {
+  const time = new Date(instant);
+  if (Number.isNaN(time.getTime())) return "";
+  return new Date(time.getTime() - time.getTimezoneOffset() * 60e3).toISOString().slice(0, 16);
 }
 
 function urlToForm(url) {
   const form = $("#filters");
   for (const element of form.elements) {
-    if (element.name && url.has(element.name)) element.value = url.get(element.name);
+    if (!element.name || !url.has(element.name)) continue;
+    const value = url.get(element.name);
+    element.value = INSTANTS.includes(element.name) ? localTime(value) : value;
   }
   if (!url.has("range")) form.elements.range.value = "7d";
   form.classList.toggle("custom-range", form.elements.range.value === "custom");
