@@ -454,3 +454,27 @@ def test_a_shared_custom_range_means_the_same_instants_in_every_zone(
     assert queried(browser)[0]["occurred_before"] == ["2026-12-01T22:00:00.000Z"]
     shown = browser.find_element(By.NAME, "from").get_attribute("value")
     assert shown == "2026-12-01T15:00"  # in the viewer's own zone
+
+
+def test_a_url_filter_the_form_has_no_choice_for_is_shown_and_kept(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    """A shared `categories=security,billing` filtered the rows while Category
+    showed "Any", and the next Apply dropped it (helper-150)."""
+    sign_in(
+        browser,
+        console_url + "?categories=security,billing&min_severity=WARNING",
+        console_server.token(tenant, "reader"),
+    )
+    wait(browser).until(lambda b: queried(b))
+    form = browser.find_element(By.ID, "filters")
+    assert form.find_element(By.NAME, "categories").get_attribute("value") == "security,billing"
+    assert form.find_element(By.NAME, "min_severity").get_attribute("value") == "WARNING"
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(browser).until(lambda b: len(queried(b)) == 2)
+    assert queried(browser)[1]["categories"] == ["security,billing"]
+    assert queried(browser)[1]["min_severity"] == ["WARNING"]

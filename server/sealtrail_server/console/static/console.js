@@ -87,6 +87,11 @@ function urlToForm(url) {
   for (const element of form.elements) {
     if (!element.name || !url.has(element.name)) continue;
     const value = url.get(element.name);
+    // A value the list has no choice for (a shared "security,billing") is added as one:
+    // else the list showed "Any" while the URL filtered, and the next Apply dropped it.
+    if (element.tagName === "SELECT" && ![...element.options].some((o) => o.value === value)) {
+      element.add(new Option(value));
+    }
     element.value = INSTANTS.includes(element.name) ? localTime(value) : value;
   }
   if (!url.has("range")) form.elements.range.value = "7d";
