@@ -366,9 +366,7 @@ def test_live_after_a_failed_page_does_not_replay_the_whole_log(
     wait(browser).until(lambda b: len(requested(b, "/api/stream")) == 2)
     assert "after_seq" not in requested(browser, "/api/stream")[1]
     # A Live that stops on an error no longer says it is on.
-    browser.execute_script(
-        "window.fakes.push(['/api/stream', 200, '{\"error\": \"revoked\"}\\n'])"
-    )
+    browser.execute_script("window.fakes.push(['/api/stream', 200, '{\"error\": \"revoked\"}\\n'])")
     apply_filter(browser, "user.login")
     wait(browser).until(
         lambda b: "Live updates stopped: revoked" in b.find_element(By.ID, "error").text
@@ -412,7 +410,9 @@ def test_live_events_recorded_together_arrive_newest_first(
     browser.find_element(By.ID, "live").click()
     wait(browser).until(lambda b: requested(b, "/api/stream"))
     time.sleep(0.5)  # the stream is open once the first heartbeat or event arrives
-    recorded.record_batch([build_event(action=f"batch.n{n}", actor_id="u-batch") for n in (1, 2, 3)])
+    recorded.record_batch(
+        [build_event(action=f"batch.n{n}", actor_id="u-batch") for n in (1, 2, 3)]
+    )
     shown = wait_for_rows(browser, lambda r: len(r) == 3)
     assert ["batch.n3" in shown[0], "batch.n2" in shown[1], "batch.n1" in shown[2]] == [True] * 3
 
@@ -441,7 +441,8 @@ def test_a_shared_custom_range_means_the_same_instants_in_every_zone(
     Select(form.find_element(By.NAME, "range")).select_by_value("custom")
     browser.execute_script(
         "const form = document.querySelector('#filters');"
-        "form.elements.from.value = '2026-12-01T09:00'; form.elements.to.value = '2026-12-01T17:00';"
+        "form.elements.from.value = '2026-12-01T09:00';"
+        "form.elements.to.value = '2026-12-01T17:00';"
     )
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     wait(browser).until(lambda b: len(queried(b)) == 2)
