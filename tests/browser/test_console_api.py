@@ -12,6 +12,7 @@ import logging
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -67,6 +68,32 @@ def test_no_token_a_recorder_and_bad_parameters_are_refused(
     for bad in ("proof?seq=%C2%B2", "proof?seq=99999999999999999999", "stream?after_seq=x"):
         status, body = get(api + bad, reader)  # "²" is a digit to str.isdigit, not to int()
         assert status == 400 and ("seq" in body["error"]), (bad, status, body)
+
+
+@pytest.mark.parametrize(
+    ("time", "status"),
+    [
+        ("2026-12-01T00:00:00Z", 200),
+        ("2026-12-01t00:00:00z", 200),  # RFC 3339 allows either case
+        ("2026-12-01T01:00:00.123456789+01:00", 200),
+        ("2026-12-01T00:00:00", 400),  # no offset: taken as UTC, unsaid
+        ("2026-12-01 00:00", 400),
+        ("2026-12-01", 400),
+        ("20261201", 400),
+        ("2026-W48-2", 400),
+    ],
+)
+def test_times_are_rfc_3339_with_an_offset(
+    api: str, console_server: ServerThread, tenant: str, time: str, status: int
+) -> None:
+    """ISO 8601 forms RFC 3339 has not (week dates, basic format, no offset)
+    were taken, and a lower-case `t`/`z`, which it allows, refused (helper-150)."""
+    reader = console_server.token(tenant, "reader")
+    for name in ("occurred_after", "occurred_before"):
+        answer, body = get(api + f"events?{urllib.parse.urlencode({name: time})}", reader)
+        assert answer == status, (name, time, body)
+        if status == 400:
+            assert name in body["error"] and "RFC 3339" in body["error"]
 
 
 def test_a_token_sees_its_own_tenant_only(

@@ -31,7 +31,7 @@ import json
 import logging
 import math
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -73,6 +73,11 @@ _BUSY: Final = (
 )
 _EXPORT_FORMATS: Final = {"csv": pb.EXPORT_FORMAT_CSV, "ndjson": pb.EXPORT_FORMAT_NDJSON}
 _SEQ: Final = re.compile(r"[0-9]{1,19}")
+# RFC 3339 section 5.6 (its T and Z in either case), the offset required: ISO 8601's
+# other forms (week dates, basic format, no offset) would be read as something unsaid.
+_RFC3339: Final = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 # Query-string parameters -> EventFilter fields (repeated ones comma-separated).
 _REPEATED: Final = ("actions", "categories", "outcomes")
 _SINGLE: Final = ("actor", "resource_type", "resource_id", "request_id", "trace_id", "text")
@@ -109,17 +114,24 @@ def event_filter(query: Any) -> event_pb2.EventFilter:
         message.min_severity = event_pb2.Severity.ValueType(severity)
     for name in ("occurred_after", "occurred_before"):
         if query.get(name):
-            try:
-                moment = datetime.fromisoformat(query[name].replace("Z", "+00:00"))
-            except ValueError:
-                raise BadParameter(f"{name}: not an RFC 3339 time") from None
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
+            moment = _rfc3339(name, query[name])
             try:
                 getattr(message, name).FromDatetime(moment)
             except (OverflowError, ValueError):  # before year 1 or after 9999 in UTC
                 raise BadParameter(f"{name}: out of range (years 1 to 9999)") from None
     return message
+
+
+def _rfc3339(name: str, value: str) -> datetime:
+    """The time `value` is, if it is an RFC 3339 date-time with an offset."""
+    try:
+        if not _RFC3339.fullmatch(value):
+            raise ValueError(value)
+        return datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:
+        raise BadParameter(
+            f"{name}: not an RFC 3339 time with an offset (2026-12-01T09:00:00Z)"
+        ) from None
 
 
 def _enum(enum: Any, name: str, value: str) -> int:
