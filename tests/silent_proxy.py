@@ -1,21 +1,25 @@
 """A TCP proxy whose connections can be silenced: the bytes each way dropped,
 both sockets kept open (a NAT's or a load balancer's dropped state, a network
 partition: no FIN, no RST). Connections made after `silence` pass; after
-`partition`, they are silenced too. The upstream is a TCP address or a Unix
-socket's path. Use it in `contextlib.closing`."""
+`partition`, they are silenced too. Given an `upload_rate`, what clients
+send passes at that many bytes a second (a slow or distant client). The
+upstream is a TCP address or a Unix socket's path. Use it in
+`contextlib.closing`."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
+import time
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 
 class SilentProxy:
-    def __init__(self, upstream: tuple[str, int] | str) -> None:
+    def __init__(self, upstream: tuple[str, int] | str, *, upload_rate: int | None = None) -> None:
         self._upstream = upstream
+        self._upload_rate = upload_rate
         self._partitioned = False
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.target = f"127.0.0.1:{self._listener.getsockname()[1]}"
@@ -36,12 +40,6 @@ class SilentProxy:
             self._partitioned = True
             self._silenced.update(self._sockets)
 
-    def heal(self) -> None:
-        """Let connections made from now on pass (those silenced stay so, as
-        a dropped NAT entry leaves them)."""
-        with self._lock:
-            self._partitioned = False
-
     def _accept(self) -> None:
         while True:
             try:
@@ -58,14 +56,16 @@ class SilentProxy:
                 self._sockets += [client, server]
                 if self._partitioned:
                     self._silenced.update([client, server])
-            for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, rate in ((client, server, self._upload_rate), (server, client, None)):
+                threading.Thread(target=self._pump, args=(source, sink, rate), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, rate: int | None) -> None:
         with contextlib.suppress(OSError):
-            while data := source.recv(65536):
+            while data := source.recv(16384 if rate else 65536):
                 if source not in self._silenced:
                     sink.sendall(data)
+                if rate:
+                    time.sleep(len(data) / rate)
 
     def close(self) -> None:
         self._listener.close()

@@ -34,7 +34,7 @@ from sealtrail_server.stream import hub as hub_module
 from sealtrail_server.stream.hub import EncodedEvent
 from tests.conftest import ServerThread
 from tests.processes import ServerProcess
-from tests.slow_proxy import SlowUploadProxy
+from tests.silent_proxy import SilentProxy
 
 
 def events(count: int, action: str = "stream.test", **fields: Any) -> list[event_pb2.Event]:
@@ -609,7 +609,7 @@ def test_a_stopping_server_ends_stuck_streams_only_once_the_calls_still_arriving
             AuditClient(stopping.target, token=stopping.token(tenant, "reader")) as reader,
             AuditClient(stopping.target, token=stopping.token(tenant)) as writer,
             contextlib.closing(
-                SlowUploadProxy(("127.0.0.1", stopping.port), rate=1_000_000)
+                SilentProxy(("127.0.0.1", stopping.port), upload_rate=1_000_000)
             ) as proxy,
             grpc.insecure_channel(proxy.target) as slow,
         ):
