@@ -28,6 +28,7 @@ from sealtrail import (
 from sealtrail._errors import from_rpc_error
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2
+from sealtrail_server import turns as turns_module
 from sealtrail_server.api import stream as stream_api
 from sealtrail_server.store import events as events_store
 from sealtrail_server.stream import hub as hub_module
@@ -731,8 +732,7 @@ def test_a_live_stream_of_large_events_lets_the_servers_other_calls_run(
         with AuditClient(live.target, token=live.token(tenant)) as client:
             collector = Collector(client)
             monkeypatch.setattr(hub_module, "json", SimpleNamespace(loads=spied_loads))
-            monkeypatch.setattr(hub_module, "time", Ticking(), raising=False)
-            monkeypatch.setattr(stream_api, "time", Ticking())
+            monkeypatch.setattr(turns_module, "time", Ticking())
             monkeypatch.setattr(stream_api, "_encoded", spied_encode)
             counting = asyncio.run_coroutine_threadsafe(count_turns(), live.loop)
             client.record_batch(

@@ -44,6 +44,7 @@ from ..stream.hub import (
     StreamHub,
     Subscription,
 )
+from ..turns import Turns
 from .audited import FilterDetails, record_access
 from .convert import (
     UNREADABLE,
@@ -74,9 +75,6 @@ _ANNOUNCED_EVERY = 1000
 # (helper-136).
 _HELD_BYTES = MAX_BATCH_BYTES
 _PAGE_BYTES = MAX_BATCH_BYTES
-# The longest a stream converts events from the table without letting the
-# process's other calls have a turn.
-_TURN_SECONDS = 0.01
 # Seqs a stream reads from the table at a time, saying where it got to
 # (a heartbeat) when a heartbeat's time passed without a message.
 _WINDOW_SEQS = 50_000
@@ -287,7 +285,7 @@ class StreamRpcs:
         chunk = max(limit, _ANNOUNCED_EVERY) if announce else limit
         events: list[EncodedEvent] = []
         held = 0  # bytes of their encodings
-        turn = sent = time.perf_counter()
+        turns, sent = Turns(), time.perf_counter()
         first_page_check = refuse_purged if resumed and not announce else None
         for window_from in range(position, upto, _WINDOW_SEQS):
             window_to = min(window_from + _WINDOW_SEQS, upto)
@@ -312,13 +310,12 @@ class StreamRpcs:
                     if len(events) >= chunk or held >= _HELD_BYTES:
                         for part in await parts(events, events[-1].seq):
                             yield part
-                        events, held, turn = [], 0, time.perf_counter()
-                        sent = turn
-                    elif time.perf_counter() - turn >= _TURN_SECONDS:
+                        events, held, turns = [], 0, Turns()
+                        sent = time.perf_counter()
+                    else:
                         # A page of large events took seconds to convert, every
                         # other call of the process waiting (helper-121).
-                        await asyncio.sleep(0)
-                        turn = time.perf_counter()
+                        await turns.take()
             if window_to < upto and time.perf_counter() - sent >= self._heartbeat_seconds:
                 for part in await parts(events, window_to):
                     if part:
@@ -363,10 +360,10 @@ class StreamRpcs:
             matcher = subscription.matcher
             if matcher.exact:
                 # Sent by the megabyte, giving the process's other calls a turn
-                # every _TURN_SECONDS: encoding 1,000 events of 44 KB at once
+                # every TURN_SECONDS: encoding 1,000 events of 44 KB at once
                 # held them for seconds (helper-136).
                 events: list[EncodedEvent] = []
-                held, turn = 0, time.perf_counter()
+                held, turns = 0, Turns()
                 for live in fresh:
                     # No filter: no need to ask of each.
                     if matcher.matches_all or _matches(matcher, live):
@@ -374,10 +371,9 @@ class StreamRpcs:
                         held += len(encoded.data)
                     if held >= _HELD_BYTES:
                         yield events
-                        events, held, turn, sent = [], 0, time.perf_counter(), True
-                    elif time.perf_counter() - turn >= _TURN_SECONDS:
-                        await asyncio.sleep(0)
-                        turn = time.perf_counter()
+                        events, held, turns, sent = [], 0, Turns(), True
+                    else:
+                        await turns.take()
                 if events:
                     yield events
                     sent = True

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -33,6 +32,7 @@ from ..store.appender import NOTIFY_CHANNEL
 from ..store.database import Database
 from ..store.events import StoredEvent, page_rows
 from ..store.tree import tree_size
+from ..turns import Turns
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,6 @@ _FETCH_ROWS = 1000
 # About how many bytes of records a fetch reads: 1,000 rows of 44 KB were
 # 44 MB, parsed in one go. Its rows are sized by the fetch before it.
 _FETCH_BYTES = 4 * 1024 * 1024
-# The longest the hub parses records without letting the process's other
-# calls have a turn.
-_TURN_SECONDS = 0.01
 _RECONNECT_SECONDS = 1.0
 # When a stream refused for the limits may try again: a place frees when a
 # stream ends, which is not often; sooner, a reconnecting crowd kept asking.
@@ -332,7 +329,7 @@ class StreamHub:
     async def _fetch(self, tenant_id: str, tenant: _Tenant) -> None:
         """One read per notification, offered to every subscriber of the
         tenant; of about _FETCH_BYTES at most, parsed giving the loop a turn
-        every _TURN_SECONDS: 1,000 records of 44 KB held every other call of
+        every TURN_SECONDS: 1,000 records of 44 KB held every other call of
         the process for seconds (helper-136)."""
         try:
             while tenant.fetched < tenant.target and tenant.subscribers:
@@ -348,14 +345,12 @@ class StreamHub:
                     )
                     rows = await cursor.fetchall()
                 events: list[LiveEvent] = []
-                turn = time.perf_counter()
+                turns = Turns()
                 for seq, record, leaf, _ in rows:
                     events.append(
                         LiveEvent(StoredEvent(seq, record, bytes(leaf)), json.loads(record))
                     )
-                    if time.perf_counter() - turn >= _TURN_SECONDS:
-                        await asyncio.sleep(0)
-                        turn = time.perf_counter()
+                    await turns.take()
                 stored = sum(length for *_, length in rows)
                 if rows:
                     tenant.fetch_rows = page_rows(
