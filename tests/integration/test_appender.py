@@ -399,11 +399,11 @@ def test_an_overloaded_appender_refuses_with_a_retry_delay_and_writes_nothing(
     async def overload() -> BaseException | None:
         tasks.append(asyncio.create_task(appender.append(tenant, [_event("a")], _views(1))))
         await asyncio.sleep(0)  # handed in
-        while appender._pending.events:  # taken, and waiting for the head's lock
+        while appender._small._pending.events:  # taken, and waiting for the head's lock
             await asyncio.sleep(0.01)
         queued = appender.append(tenant, [_event("b"), _event("c")], _views(2))
         tasks.append(asyncio.create_task(queued))
-        while appender._pending.events < 2:
+        while appender._small._pending.events < 2:
             await asyncio.sleep(0.01)
         try:
             await appender.append(tenant, [_event("d")], _views(1))

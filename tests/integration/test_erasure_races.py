@@ -519,7 +519,7 @@ def test_a_batch_of_several_tenants_writes_all_but_the_one_being_erased(
                 appender.append(other, [event()]),
                 return_exceptions=True,
             )
-            return erased, written, appender._last_batch_calls
+            return erased, written, appender._small._last_batch_calls
         finally:
             await appender.stop()
 

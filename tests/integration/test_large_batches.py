@@ -241,3 +241,49 @@ def test_a_batch_whose_answer_would_be_too_large_is_refused_before_it_is_written
         assert all(result.HasField("event") for result in answer.results)
     finally:
         small.close()
+
+
+def record(server: ServerThread, tenant: str, n: int, timeout: float) -> bytes:
+    """Record of one small event of `tenant`, its answer as encoded."""
+    request = pb.RecordRequest(event=many_keys_event(n, 1)).SerializeToString()
+    options = [("grpc.max_receive_message_length", 200 << 20)]
+    with grpc.insecure_channel(server.target, options=options) as channel:
+        call = channel.unary_unary(
+            SERVICE + "Record",
+            request_serializer=lambda raw: raw,
+            response_deserializer=lambda raw: raw,
+        )
+        token = server.token(tenant, "recorder")
+        answer: bytes = call(
+            request, metadata=(("authorization", f"Bearer {token}"),), timeout=timeout
+        )
+        return answer
+
+
+def test_a_large_batch_being_written_holds_up_no_other_tenant(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """One appender wrote every tenant's events, a batch at a time: while a
+    RecordBatch of 46 MB took PostgreSQL 15 s to write, every other tenant's
+    Record waited as long, and timed out. A large submission (1 MiB of events
+    or more) is now written by a lane of its own, with the writes of its
+    tenant that follow it, in their order; other tenants' writes go on beside
+    it. Here its write is held by a lock on its tenant's head for as long as
+    the test likes, and another tenant records meanwhile."""
+    other = f"{tenant}-other"
+    send(server, tenant, encoded_batch(1, 1))  # the tenant's head exists
+    large = encoded_batch(40, 3000, first=1)
+    assert len(large) > 1 << 20
+    with ThreadPoolExecutor(2) as pool:
+        with sql.transaction():
+            sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
+            batch = pool.submit(send, server, tenant, large)
+            until_blocked(sql, batch)
+            # A small write of the same tenant after it waits behind it, in its lane.
+            behind = pool.submit(record, server, tenant, 100, 60)
+            time.sleep(0.2)
+            assert pb.RecordResponse.FromString(record(server, other, 0, 4)).event.seq == 1
+            assert not batch.done() and not behind.done()
+        results = pb.RecordBatchResponse.FromString(batch.result(60)).results
+        assert [result.event.seq for result in results] == list(range(2, 42))
+        assert pb.RecordResponse.FromString(behind.result(60)).event.seq == 42

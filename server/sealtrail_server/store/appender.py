@@ -23,6 +23,14 @@ written again as above.
 
 fsync and round trips are paid once per batch instead of once per event.
 
+Two lanes each do all of the above, with a connection of their own: one for
+large submissions (LARGE_SUBMISSION_BYTES of events or more: a RecordBatch of
+large events, which PostgreSQL may take seconds to write) and one for the rest.
+While a tenant has a submission in the large lane, its next ones follow it
+there, in order; other tenants' writes go on in the small lane meanwhile
+(ADR 0002 addendum). A commit takes at most MAX_COMMIT_BYTES of submissions
+(and at least one), so the small lane's batches stay small too.
+
 Traced (a `tracer` given), each batch is a `sealtrail.append.commit` span of
 its own trace, parent of the batch's statement spans. A batch serves many
 calls, so it is no one's child: it links to the span of each call it
@@ -37,7 +45,7 @@ import asyncio
 import json
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -213,6 +221,11 @@ _ONE_STATEMENT_EVENTS = 64
 # Heads kept in memory for writes without a lock (most recently written first
 # to stay); a tenant whose head is not kept is written under lock, as at first.
 _KEPT_HEADS = 10_000
+# A submission of this many bytes of events or more is written by the large
+# lane: about a third of a second of PostgreSQL's time (46 MB took 15 s).
+LARGE_SUBMISSION_BYTES: Final = 1 << 20
+# A commit takes submissions up to this many bytes (and one, however large).
+MAX_COMMIT_BYTES: Final = 4 << 20
 # When an overloaded process asks callers to come back: a few batches' time.
 _OVERLOADED_RETRY_SECONDS = 1.0
 # How often an idle appender looks whether a caller waits for its kept connection.
@@ -321,8 +334,9 @@ class _Received:
 
 
 class Appender:
-    """Gathers concurrent appends and commits them together. Start it once per
-    process with `start()`; `stop()` commits what is pending and ends it."""
+    """Gathers concurrent appends and commits them together, large submissions
+    in a lane of their own. Start it once per process with `start()`; `stop()`
+    commits what is pending and ends it."""
 
     def __init__(
         self,
@@ -333,6 +347,8 @@ class Appender:
         max_pending_events: int = 20_000,
         max_pending_bytes: int = 256 * 1024 * 1024,
         max_commit_events: int = 5000,
+        max_commit_bytes: int = MAX_COMMIT_BYTES,
+        large_bytes: int = LARGE_SUBMISSION_BYTES,
         store_tree_nodes: bool = True,
         server_view: ServerView | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -342,8 +358,101 @@ class Appender:
         """`server_view`: given, each event appended with a caller view is
         stored with its whole view (the caller view, then this; ADR 0025);
         None, with the caller view alone (ADR 0022). `meter`: what each
-        batch held and took, and what waits (docs/metrics.md)."""
+        batch held and took, and what waits (docs/metrics.md). A submission
+        of `large_bytes` of views or more goes to the large lane. The pending
+        limits hold for each lane."""
+        self._measures = AppendMeasures(meter, waiting=self._waiting)
+
+        def lane(name: str) -> _Lane:
+            return _Lane(
+                db,
+                name=name,
+                measures=self._measures,
+                max_wait=max_wait,
+                batch_events=batch_events,
+                max_pending_events=max_pending_events,
+                max_pending_bytes=max_pending_bytes,
+                max_commit_events=max_commit_events,
+                max_commit_bytes=max_commit_bytes,
+                store_tree_nodes=store_tree_nodes,
+                server_view=server_view,
+                clock=clock,
+                tracer=tracer,
+            )
+
+        self._small = lane("sealtrail-appender")
+        self._large = lane("sealtrail-appender-large")
+        self._large_bytes = large_bytes
+        # Tenants with submissions in the large lane, and how many: their next
+        # ones follow there, so that a tenant's writes keep their order and
+        # never wait in the small lane for a head the large lane holds.
+        self._in_large: Counter[str] = Counter()
+
+    def _waiting(self) -> tuple[int, int]:
+        small, large = self._small.waiting, self._large.waiting
+        return small[0] + large[0], small[1] + large[1]
+
+    @property
+    def keeps_connection(self) -> bool:
+        """Whether it holds a pooled connection between batches now (ADR 0046)."""
+        return self._small.keeps_connection or self._large.keeps_connection
+
+    def start(self) -> None:
+        self._small.start()
+        self._large.start()
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Commit everything already handed in, then end the appender's tasks.
+        What is not committed within `timeout` (a head locked elsewhere, a
+        database gone) is answered UNAVAILABLE; its callers retry elsewhere."""
+        await asyncio.gather(self._small.stop(timeout), self._large.stop(timeout))
+
+    async def append(
+        self,
+        tenant_id: str,
+        events: Sequence[ValidEvent],
+        views: Sequence[bytes | None] | None = None,
+    ) -> list[AppendOutcome]:
+        """Append `events` to the tenant's log; answers after they are committed.
+        `views`, one per event, are what Query shows of each: the API's
+        serialized caller view (ADR 0022), stored with the server's fields
+        after it (`server_view`; ADR 0025) or as given; None stores none, and
+        the event is shown from its record."""
+        size = sum(len(view) for view in views if view is not None) if views else 0
+        if size < self._large_bytes and tenant_id not in self._in_large:
+            return await self._small.append(tenant_id, events, views)
+        self._in_large[tenant_id] += 1
+        try:
+            return await self._large.append(tenant_id, events, views)
+        finally:
+            self._in_large[tenant_id] -= 1
+            if not self._in_large[tenant_id]:
+                del self._in_large[tenant_id]
+
+
+class _Lane:
+    """One task's group commit: the appends handed to it, gathered and
+    committed together, one batch at a time, on a connection it keeps."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        name: str,
+        measures: AppendMeasures,
+        max_wait: float,
+        batch_events: int,
+        max_pending_events: int,
+        max_pending_bytes: int,
+        max_commit_events: int,
+        max_commit_bytes: int,
+        store_tree_nodes: bool,
+        server_view: ServerView | None,
+        clock: Callable[[], datetime],
+        tracer: Tracer | None,
+    ) -> None:
         self._db = db
+        self._name = name
         # Its writes' connection, kept from batch to batch (ADR 0046).
         self._kept = KeptConnection(db, lambda: db.system_connection(generic_plans=True))
         self._server_view = server_view
@@ -353,6 +462,7 @@ class Appender:
         self._max_pending_events = max_pending_events
         self._max_pending_bytes = max_pending_bytes
         self._max_commit_events = max_commit_events
+        self._max_commit_bytes = max_commit_bytes
         self._store_tree_nodes = store_tree_nodes
         self._clock = clock
         self._pending = _Pending()
@@ -368,9 +478,7 @@ class Appender:
         # Tenants whose head another session held past the lock timeout, and
         # until when their appends are refused without a try (loop time).
         self._held_elsewhere: dict[str, float] = {}
-        self._measures = AppendMeasures(
-            meter, waiting=lambda: (self._pending.events, self._pending.size)
-        )
+        self._measures = measures
 
     def _measure(self, batch: list[_Submission], started: float) -> None:
         self._measures.batch(sum(len(s.events) for s in batch), time.perf_counter() - started)
@@ -381,14 +489,17 @@ class Appender:
         """Whether it holds a pooled connection between batches now (ADR 0046)."""
         return self._kept.kept
 
+    @property
+    def waiting(self) -> tuple[int, int]:
+        """The events handed in and not yet taken, and their size in bytes."""
+        return self._pending.events, self._pending.size
+
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="sealtrail-appender")
+            self._task = asyncio.create_task(self._run(), name=self._name)
 
-    async def stop(self, timeout: float = 30.0) -> None:
-        """Commit everything already handed in, then end the appender task.
-        What is not committed within `timeout` (a head locked elsewhere, a
-        database gone) is answered UNAVAILABLE; its callers retry elsewhere."""
+    async def stop(self, timeout: float) -> None:
+        """Commit everything already handed in, then end the task."""
         self._stopping = True
         self._has_work.set()
         self._batch_full.set()
@@ -408,13 +519,9 @@ class Appender:
         self,
         tenant_id: str,
         events: Sequence[ValidEvent],
-        views: Sequence[bytes | None] | None = None,
+        views: Sequence[bytes | None] | None,
     ) -> list[AppendOutcome]:
-        """Append `events` to the tenant's log; answers after they are committed.
-        `views`, one per event, are what Query shows of each: the API's
-        serialized caller view (ADR 0022), stored with the server's fields
-        after it (`server_view`; ADR 0025) or as given; None stores none, and
-        the event is shown from its record."""
+        """As Appender.append, in this lane."""
         if self._stopping:
             raise Unavailable("the server is shutting down", retry_after=1.0)
         if (held_until := self._held_elsewhere.get(tenant_id)) is not None:
@@ -533,7 +640,11 @@ class Appender:
     def _take_batch(self) -> list[_Submission]:
         pending = self._pending
         taken, count, size = 0, 0, 0
-        while taken < len(pending.submissions) and count < self._max_commit_events:
+        while (
+            taken < len(pending.submissions)
+            and count < self._max_commit_events
+            and size < self._max_commit_bytes  # none yet taken: 0, so one always is
+        ):
             count += len(pending.submissions[taken].events)
             size += pending.submissions[taken].size
             taken += 1
