@@ -694,3 +694,124 @@ def test_a_retention_preview_is_retried_as_a_read_but_not_once_its_time_ran_out(
     with pytest.raises(RpcFailedError):
         future.result(timeout=5)
     assert len(sleeps) == 1
+
+
+RECORD_BATCH = SERVICE.methods_by_name["RecordBatch"]
+
+
+def _entries(*outcomes: event_pb2.Event | grpc.StatusCode) -> audit_service_pb2.RecordBatchResponse:
+    """A RecordBatch answer: an event stored, or an entry refused with a code."""
+    response = audit_service_pb2.RecordBatchResponse()
+    for outcome in outcomes:
+        result = response.results.add()
+        if isinstance(outcome, grpc.StatusCode):
+            result.error.code = outcome.value[0]
+            result.error.message = "refused"
+        else:
+            result.event.CopyFrom(outcome)
+    return response
+
+
+def test_batch_entries_refused_unavailable_are_sent_again_under_their_keys(
+    client: AuditClient,
+    channel: grpc_testing.Channel,
+    background: ThreadPoolExecutor,
+    sleeps: list[float],
+) -> None:
+    """An entry refused alone with UNAVAILABLE (received in a month being
+    created; the database refusing the batch, then it alone) was not written,
+    and was returned as a result: the caller had to resend it, and the key the
+    client gave it was nowhere to be had (helper-138). The client now sends
+    those entries again, alone, under the same keys, as it retries a call;
+    the others keep their results, and an entry refused for what it is is not
+    sent again."""
+    events = [event_pb2.Event(action=f"doc.{n}", actor=event_pb2.Actor(id="u")) for n in range(4)]
+    future = background.submit(client.record_batch, events)
+    _, first, rpc = channel.take_unary_unary(RECORD_BATCH)
+    unavailable, invalid = grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INVALID_ARGUMENT
+    stored = [event_pb2.Event(id=f"e_{n}", seq=n + 1) for n in range(4)]
+    rpc.terminate(
+        _entries(stored[0], unavailable, invalid, unavailable), (), grpc.StatusCode.OK, ""
+    )
+    _, second, rpc = channel.take_unary_unary(RECORD_BATCH)
+    assert list(second.events) == [first.events[1], first.events[3]]  # keys and times kept
+    rpc.terminate(_entries(stored[1], unavailable), (), grpc.StatusCode.OK, "")
+    _, third, rpc = channel.take_unary_unary(RECORD_BATCH)
+    assert list(third.events) == [first.events[3]]
+    rpc.terminate(_entries(stored[3]), (), grpc.StatusCode.OK, "")
+
+    results = future.result(timeout=5)
+    assert [result.event for result in results] == [stored[0], stored[1], None, stored[3]]
+    error = results[2].error
+    assert isinstance(error, InvalidArgumentError) and not error.retried
+    assert len(sleeps) == 2 and 0 < sleeps[0] <= 0.1 and 0 < sleeps[1] <= 0.2
+
+
+def test_batch_entries_still_unavailable_after_the_last_attempt_say_they_were_retried(
+    client: AuditClient, channel: grpc_testing.Channel, background: ThreadPoolExecutor
+) -> None:
+    """max_attempts bounds an entry's attempts as it does a call's; a resend
+    that fails whole leaves its error on the entries it carried."""
+    events = [event_pb2.Event(action=f"doc.{n}", actor=event_pb2.Actor(id="u")) for n in range(2)]
+    future = background.submit(client.record_batch, events)
+    stored = event_pb2.Event(id="e_0", seq=1)
+    unavailable = grpc.StatusCode.UNAVAILABLE
+    _, _, rpc = channel.take_unary_unary(RECORD_BATCH)
+    rpc.terminate(_entries(stored, unavailable), (), grpc.StatusCode.OK, "")
+    _, _, rpc = channel.take_unary_unary(RECORD_BATCH)
+    rpc.terminate(_entries(unavailable), (), grpc.StatusCode.OK, "")
+    _, _, rpc = channel.take_unary_unary(RECORD_BATCH)
+    rpc.terminate(_entries(unavailable), (), grpc.StatusCode.OK, "")  # the third attempt
+    results = future.result(timeout=5)
+    assert results[0].event == stored
+    error = results[1].error
+    assert isinstance(error, UnavailableError) and error.retried
+
+    future = background.submit(client.record_batch, events)
+    _, _, rpc = channel.take_unary_unary(RECORD_BATCH)
+    rpc.terminate(_entries(stored, unavailable), (), grpc.StatusCode.OK, "")
+    _, _, rpc = channel.take_unary_unary(RECORD_BATCH)
+    rpc.terminate(None, (), grpc.StatusCode.PERMISSION_DENIED, "token revoked")
+    results = future.result(timeout=5)
+    assert results[0].event == stored
+    error = results[1].error
+    assert isinstance(error, PermissionDeniedError) and error.retried
+
+
+async def test_the_async_client_sends_entries_refused_unavailable_again() -> None:
+    """As the sync client does (above), against a grpc.aio server that answers
+    each RecordBatch from a script."""
+    unavailable = grpc.StatusCode.UNAVAILABLE
+    stored = [event_pb2.Event(id=f"e_{n}", seq=n + 1) for n in range(3)]
+    answers = [_entries(stored[0], unavailable, unavailable), _entries(unavailable, stored[2])]
+    answers.append(_entries(stored[1]))
+    received: list[audit_service_pb2.RecordBatchRequest] = []
+
+    async def record_batch(
+        request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> bytes:
+        received.append(audit_service_pb2.RecordBatchRequest.FromString(request))
+        return answers[len(received) - 1].SerializeToString()
+
+    server = grpc.aio.server()
+    handlers = {"RecordBatch": grpc.unary_unary_rpc_method_handler(record_batch)}
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    try:
+        async with AsyncAuditClient(f"127.0.0.1:{port}", token="t", sleep=sleep) as client:
+            events = [event_pb2.Event(action="doc.a", actor=event_pb2.Actor(id="u"))] * 3
+            results = await client.record_batch(events)
+    finally:
+        await server.stop(None)
+    assert [result.event for result in results] == stored
+    first = received[0].events
+    assert [list(r.events) for r in received[1:]] == [[first[1], first[2]], [first[1]]]
+    assert len(sleeps) == 2

@@ -26,11 +26,14 @@ from sealtrail._convert import (
     batch_request,
     batch_results,
     build_event,
+    entries_to_resend,
     inclusion_request,
+    merge_resent,
     query_request,
     record_request,
     redaction_mode_value,
     replay_request,
+    resend_request,
     retention_policy,
     stream_request,
     token_role_value,
@@ -47,6 +50,7 @@ from sealtrail._errors import (
 )
 from sealtrail._export import FORMATS, ExportFile, ExportFormat
 from sealtrail._retry import (
+    ENTRY_RETRYABLE,
     ERASURE_RETRYABLE,
     ERASURE_TIMEOUT,
     PREVIEW_RETRYABLE,
@@ -182,9 +186,28 @@ class AuditClient:
         return RecordResult(event=response.event, deduplicated=response.deduplicated)
 
     def record_batch(self, events: Sequence[event_pb2.Event]) -> list[BatchEntryResult]:
-        """Records up to 1,000 events; returns a result or an error per event, in order."""
-        response = self._call(self._stub.RecordBatch, batch_request(events))
-        return batch_results(response)
+        """Records up to 1,000 events; returns a result or an error per event, in order.
+        Entries refused alone for a passing reason (UNAVAILABLE: not written) are
+        sent again under their idempotency keys, as the retry policy says."""
+        request = batch_request(events)
+        results = batch_results(self._call(self._stub.RecordBatch, request))
+        ends = None if self._total_timeout is None else self._clock() + self._total_timeout
+        attempt = 1
+        while places := entries_to_resend(results):
+            refused = results[places[0]].error
+            assert refused is not None
+            delay = self._backoff(attempt, refused, codes=ENTRY_RETRYABLE)
+            if delay is None or (ends is not None and self._clock() + delay >= ends):
+                break
+            self._sleep(delay)
+            attempt += 1
+            try:
+                resent = self._call(self._stub.RecordBatch, resend_request(request, places))
+            except SealtrailError as error:  # the entries written before keep their results
+                merge_resent(results, places, error)
+                break
+            merge_resent(results, places, batch_results(resent))
+        return results
 
     def get_event(self, id: str) -> event_pb2.Event:
         """Returns one event by id; NotFoundError if the tenant has no such event."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack
@@ -13,6 +13,7 @@ from google.protobuf import field_mask_pb2, json_format, struct_pb2, timestamp_p
 from google.protobuf.message import DecodeError
 
 from sealtrail._errors import SealtrailError, from_entry_error
+from sealtrail._retry import ENTRY_RETRYABLE
 from sealtrail.v1 import (
     access_pb2,
     alerting_pb2,
@@ -345,6 +346,42 @@ def batch_results(response: audit_service_pb2.RecordBatchResponse) -> list[Batch
         )
         for r in response.results
     ]
+
+
+def entries_to_resend(results: Sequence[BatchEntryResult]) -> list[int]:
+    """Which entries of a RecordBatch to send again: those refused alone for
+    a passing reason (ENTRY_RETRYABLE), by their place in the batch."""
+    return [
+        place
+        for place, result in enumerate(results)
+        if result.error is not None and result.error.code in ENTRY_RETRYABLE
+    ]
+
+
+def resend_request(
+    request: audit_service_pb2.RecordBatchRequest, places: Sequence[int]
+) -> audit_service_pb2.RecordBatchRequest:
+    """The entries at `places` of `request`, as first sent: the same keys and times."""
+    return audit_service_pb2.RecordBatchRequest(events=[request.events[p] for p in places])
+
+
+def merge_resent(
+    results: list[BatchEntryResult],
+    places: Sequence[int],
+    resent: list[BatchEntryResult] | SealtrailError,
+) -> None:
+    """Puts the results of the entries at `places`, sent again, in their places
+    (or the error of the call that sent them again, for each); an error says
+    it was retried."""
+    for n, place in enumerate(places):
+        result = (
+            BatchEntryResult(event=None, error=resent, deduplicated=False)
+            if isinstance(resent, SealtrailError)
+            else resent[n]
+        )
+        if result.error is not None:
+            result.error.retried = True
+        results[place] = result
 
 
 def query_request(

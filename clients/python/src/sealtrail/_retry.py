@@ -25,6 +25,13 @@ RETRYABLE = frozenset(
 )
 
 
+# What a RecordBatch entry refused alone is sent again after (in a RecordBatch of
+# such entries, under the keys they were first sent with): refused for a passing
+# reason (a month being created, the database refusing its batch and then it),
+# it was not written.
+ENTRY_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+
+
 # Seconds an erasure is waited for: a large tenant's takes minutes, and a call
 # cut off at its deadline is cancelled, its erasure rolled back.
 ERASURE_TIMEOUT = 3600.0
