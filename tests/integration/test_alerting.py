@@ -9,6 +9,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from sealtrail_server.store.events import PAGE_BYTES, query_events, query_statem
 from tests.clock import Clock
 from tests.conftest import ServerThread, database_of_its_own
 from tests.http_endpoint import Endpoint, Reply, endpoint
+from tests.lock_waits import count_now, until, until_blocked
 
 ALERTS = build_filter(actions="security.alert")
 # A recent weekday at 10:00 UTC, so events are neither old nor in the future.
@@ -504,6 +506,55 @@ def test_an_alert_its_rule_had_yet_to_count_reaches_its_sinks_though_the_rule_is
             if e["action"] == "security.alert"
         ]  # fmt: skip
         assert sent == [alert.id], received
+
+
+def test_an_alert_recorded_while_its_rule_is_deleted_reaches_its_sinks(
+    client: AuditClient, rules: Any, marked: None, sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    """Deleting a rule routes the alerts it finds recorded and not counted;
+    one committed after that read and before the deletion committed was
+    routed by neither the deletion nor its step, whose count found no rule
+    (the last note's item 2). The deletion leaves a tombstone the step
+    counts such an alert against. Here the deletion is held after its read
+    (while it routes an earlier uncounted alert, reading the sink's filter)
+    until the next alert is recorded and its count waits for the rule."""
+    with _role_change_alerts_to_a_documents_sink(client, rules, paused=True) as (receiver, sink):
+        client.record(action="member.role_changed", actor_id="admin", resource_id="bob")
+        settle(client)
+        [first] = [a for a in alerts(client) if a.resource.name == "role change"]
+        sql.execute("DELETE FROM sink_replays WHERE tenant_id = %s", [tenant])
+        sql.execute(
+            "UPDATE alert_rules SET counted_alert_seq = NULL, fired = 0"
+            " WHERE tenant_id = %s AND id = %s",
+            [tenant, first.resource.id],
+        )
+        counting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND starts_with(query, 'UPDATE alert_rules SET fired')"
+        )
+        with ThreadPoolExecutor(1) as pool:
+            with sql.transaction():
+                sql.execute(
+                    "SELECT FROM sinks WHERE tenant_id = %s AND id = %s FOR UPDATE",
+                    [tenant, sink.id],
+                )
+                deleted = pool.submit(client.delete_alert_rule, first.resource.id)
+                until_blocked(sql, deleted)
+                client.record(action="member.role_changed", actor_id="admin", resource_id="eve")
+                until(lambda: count_now(sql, counting) == 1, deleted)
+            deleted.result(30)
+        [second] = [a for a in alerts(client) if a.resource.name == "role change" and a != first]
+        client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+
+        def sent(received: list[Any]) -> list[str]:
+            return [
+                e["id"] for r in received for e in json.loads(r.body)["data"]["events"]
+                if e["action"] == "security.alert"
+            ]  # fmt: skip
+
+        received = receiver.wait_for(lambda r: len(sent(r)) >= 2)
+        settle(client)
+        assert sorted(sent(receiver.requests())) == sorted([first.id, second.id]), received
 
 
 def test_a_refused_alert_is_parked_and_replayed_whatever_the_sinks_filter(

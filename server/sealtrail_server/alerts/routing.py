@@ -13,7 +13,9 @@ sees the new filter.
 
 A rule deleted between an alert's append and its count (a step that failed
 between the two) would leave the alert unrouted: deleting the rule routes
-it (`delete_rule_routing_its_alerts`)."""
+it (`delete_rule_routing_its_alerts`). An alert recorded while the rule is
+being deleted is counted against the rule's tombstone, and routed, by its
+own step (`store.count_firing`)."""
 
 from __future__ import annotations
 

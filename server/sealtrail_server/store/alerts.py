@@ -128,24 +128,31 @@ async def update_rule(conn: Connection, rule: StoredRule, *, forget_origins: boo
 async def delete_rule(
     conn: Connection, tenant_id: str, rule_id: str
 ) -> list[tuple[dict[str, Any], list[str]]]:
-    """Deletes the rule. Returns its alerts recorded and not counted yet
-    (their step failed between the two), oldest first, each with the sinks
-    it goes to: those it names, or, recorded before alerts named them, the
-    rule's. The step running again will not route them, for `count_firing`
-    finds no row, so the deletion must (alerts/routing.py).
-    Read by the statement that deletes the row. A count racing it waits for
-    the row's lock, then finds nothing: each alert is routed once. An alert
-    committed after this statement began and before the deletion commits
-    is routed by neither (a window of a few milliseconds, ADR 0017)."""
+    """Deletes the rule, leaving its tombstone. Returns its alerts recorded
+    and not counted yet (their step failed between the two), oldest first,
+    each with the sinks it goes to: those it names, or, recorded before
+    alerts named them, the rule's. The step running again will not route
+    them, for it no longer reads the rule, so the deletion must
+    (alerts/routing.py). Read by the statement that deletes the row, which
+    counts them in the tombstone: a count racing it waits for the row's
+    lock, then finds the tombstone, and counts (and routes) only an alert
+    committed after that read (`count_firing`). Each is routed once."""
+    await conn.execute(
+        "DELETE FROM alert_rule_tombstones WHERE tenant_id = %s"
+        " AND deleted_at < now() - interval '1 day'",
+        [tenant_id],
+    )
     cursor = await conn.execute(
         "WITH gone AS (DELETE FROM alert_rules WHERE tenant_id = %(tenant)s AND id = %(rule)s"
-        "   RETURNING tenant_id, id::text AS id, sink_ids,"
-        "   coalesce(counted_alert_seq, start_seq) AS counted)"
-        " SELECT e.record, coalesce((e.record::jsonb) -> 'details' -> 'sink_ids', gone.sink_ids)"
-        " FROM gone JOIN events e ON e.tenant_id = gone.tenant_id"
-        " AND e.resource_type = 'alert_rule' AND e.resource_id = gone.id"
-        " AND e.action = %(action)s AND e.seq > gone.counted"
-        " ORDER BY e.seq",
+        "   RETURNING tenant_id, id, sink_ids, coalesce(counted_alert_seq, start_seq) AS counted),"
+        " uncounted AS (SELECT e.seq, e.record,"
+        "   coalesce((e.record::jsonb) -> 'details' -> 'sink_ids', gone.sink_ids) AS sinks"
+        "   FROM gone JOIN events e ON e.tenant_id = gone.tenant_id"
+        "   AND e.resource_type = 'alert_rule' AND e.resource_id = gone.id::text"
+        "   AND e.action = %(action)s AND e.seq > gone.counted),"
+        " tombstone AS (INSERT INTO alert_rule_tombstones (tenant_id, rule_id, counted_alert_seq)"
+        "   SELECT tenant_id, id, greatest(counted, (SELECT max(seq) FROM uncounted)) FROM gone)"
+        " SELECT record, sinks FROM uncounted ORDER BY seq",
         {"tenant": tenant_id, "rule": rule_id, "action": ALERT_ACTION},
     )
     return [(json.loads(record), list(sinks)) for record, sinks in await cursor.fetchall()]
@@ -272,12 +279,20 @@ async def count_firing(
 ) -> bool:
     """Counts the rule's alert at `alert_seq`; False if it was counted already
     (its step may run again after a failure). One evaluator at a time holds a
-    tenant, and fires its rules' alerts in seq order."""
+    tenant, and fires its rules' alerts in seq order. A rule deleted since
+    its step read it counts it in its tombstone, unless its deletion did."""
     cursor = await conn.execute(
         "UPDATE alert_rules SET fired = fired + 1, last_fired_at = %s, counted_alert_seq = %s"
         " WHERE tenant_id = %s AND id = %s"
         " AND (counted_alert_seq IS NULL OR counted_alert_seq < %s)",
         [at, alert_seq, tenant_id, rule_id, alert_seq],
+    )
+    if cursor.rowcount == 1:
+        return True
+    cursor = await conn.execute(
+        "UPDATE alert_rule_tombstones SET counted_alert_seq = %s"
+        " WHERE tenant_id = %s AND rule_id = %s AND counted_alert_seq < %s",
+        [alert_seq, tenant_id, rule_id, alert_seq],
     )
     return cursor.rowcount == 1
 
