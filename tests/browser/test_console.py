@@ -479,3 +479,40 @@ def test_a_url_filter_the_form_has_no_choice_for_is_shown_and_kept(
     wait(browser).until(lambda b: len(queried(b)) == 2)
     assert queried(browser)[1]["categories"] == ["security,billing"]
     assert queried(browser)[1]["min_severity"] == ["WARNING"]
+
+
+def test_more_shows_the_next_page_under_the_default_range(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    downloads: Path,
+) -> None:
+    """Each page computed "the last 7 days" again from the clock: the next
+    page's filter differed from the first's, so its page token was refused and
+    no one could see past the first 100 events of the default view (helper-153)."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        for start in range(0, 150, 50):
+            c.record_batch(
+                [
+                    build_event(action="user.login", actor_id=f"u-{n}")
+                    for n in range(start, start + 50)
+                ]
+            )
+    sign_in(browser, console_url + "?actions=user.login", console_server.token(tenant, "exporter"))
+    wait_for_rows(browser, lambda r: len(r) == 100)
+    time.sleep(0.01)  # the clock moves on between the pages, as it does for a person reading
+    browser.execute_script("document.querySelector('#more').click()")
+    wait(browser).until(lambda b: len(rows(b)) == 150 or b.find_element(By.ID, "error").text)
+    assert browser.find_element(By.ID, "error").text == ""
+    assert len(rows(browser)) == 150 and len(set(rows(browser))) == 150
+    first, second = queried(browser)
+    assert "page_token" in second and second["occurred_after"] == first["occurred_after"]
+    # The export is of the view shown: the same window, not one computed later.
+    hooked(browser)
+    _, saved = exported(browser, downloads, "csv")
+    assert len(saved.decode().splitlines()) == 1 + 150
+    assert (
+        parse_qs(urlsplit(requested(browser, "/api/export")[0]).query)["occurred_after"]
+        == first["occurred_after"]
+    )

@@ -11,9 +11,10 @@ const $ = (selector) => document.querySelector(selector);
 // `generation` counts the filters applied: a page asked for under an earlier
 // one is dropped when it arrives (`page` aborts it), never shown under this one.
 // `loaded`: a page of this filter arrived, so Live knows where to start.
+// `filter`: the API filter of the view, fixed when it was applied (see `reload`).
 const state = {
   nextToken: "", loading: false, loaded: false, generation: 0, page: null, newestSeq: 0, live: null,
-  shown: new Set(),
+  shown: new Set(), filter: new URLSearchParams(),
 };
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
@@ -180,7 +181,7 @@ async function loadPage() {
   state.page = controller;
   $("#error").textContent = "";
   try {
-    const params = apiFilter(new URLSearchParams(location.search));
+    const params = new URLSearchParams(state.filter);
     if (state.nextToken) params.set("page_token", state.nextToken);
     const page = await (await api("/api/events", params, { signal: controller.signal })).json();
     if (generation !== state.generation) return false;
@@ -206,6 +207,9 @@ function reload() {
   state.loading = false;
   state.loaded = false;
   state.nextToken = "";
+  // Computed once: a preset range ("the last 7 days") read from the clock for
+  // each page gave the next page another filter, and its page token was refused.
+  state.filter = apiFilter(new URLSearchParams(location.search));
   state.newestSeq = 0;
   state.shown.clear();
   $("#events tbody").replaceChildren();
@@ -464,7 +468,7 @@ async function startLive() {
   stopLive();
   const controller = new AbortController();
   state.live = controller;
-  const params = apiFilter(new URLSearchParams(location.search));
+  const params = new URLSearchParams(state.filter);
   params.delete("occurred_before");
   // after_seq=0 would replay the whole log: with nothing shown, start with the next event.
   if (state.newestSeq) params.set("after_seq", String(state.newestSeq));
@@ -500,7 +504,7 @@ function liveToggled(event) {
 
 async function exportAs(format) {
   const status = $("#status");
-  const params = apiFilter(new URLSearchParams(location.search));
+  const params = new URLSearchParams(state.filter);  // the rows shown, not a later window
   params.set("format", format);
   try {
     const response = await api("/api/export", params);
