@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from sealtrail_server.api.servicer import _FIRST_PAGE_EXTRA, _page_before
+from sealtrail_server.api.servicer import _FIRST_PAGE_EXTRA, QUERY_PAGE_BYTES, _page_before
 from sealtrail_server.store.events import Order, ShownEvent
 
 LIMIT = 3
@@ -68,3 +68,13 @@ def test_newest_pages_are_the_log_before_the_record_however_the_race_went(limit:
                     shown += rest[:limit]
                     after = rest[limit - 1] if len(rest) > limit else None
                 assert shown == list(range(own - 1, 0, -1)), (before, later, seen)
+
+
+def test_a_read_stopped_at_its_bytes_by_newer_events_leads_on_to_the_older_ones() -> None:
+    """`query_page` stops after the row that passes a page's bytes: a read
+    that saw large events committed after the record may end before its
+    limit, and older events still remain below it (helper-153)."""
+    half = QUERY_PAGE_BYTES // 2 + 1
+    big = [ShownEvent(seq, b"x" * half, None, None, None, None, None) for seq in (13, 12)]
+    assert _page_before(big, 11, limit=LIMIT, order="newest") == ([], 11)
+    assert _page_before([*big, *_rows(10)], 11, limit=LIMIT, order="newest")[1] == 10

@@ -38,7 +38,7 @@ from ..retention.erasure import Eraser
 from ..store.appender import Appended, Appender
 from ..store.changes import Changes, refuse_if_erased_now
 from ..store.database import Database
-from ..store.events import Order, ShownEvent, get_event, query_page
+from ..store.events import Order, ShownEvent, get_event, query_page, shown_bytes
 from ..store.node_reader import NodeReader
 from ..store.tenant_settings import SettingsCache
 from ..stream.hub import StreamHub
@@ -278,6 +278,7 @@ class AuditLogServicer(
             event_filter=event_filter,
             order=order,
             after_seq=after_seq,
+            page_bytes=QUERY_PAGE_BYTES,
         )
         if request.page_token:
             rows = await read(limit=limit + 1)  # one more tells whether another page exists
@@ -331,17 +332,16 @@ def _within_bytes(page: list[ShownEvent], after: int | None) -> tuple[list[Shown
     the seq the next page starts after (None: the end)."""
     total = 0
     for index, row in enumerate(page):
-        total += _shown_bytes(row)
+        total += shown_bytes(row)
         if total > QUERY_PAGE_BYTES and index:
             return page[:index], page[index - 1].seq
     return page, after
 
 
-def _shown_bytes(row: ShownEvent) -> int:
-    """About the bytes `row` takes in an answer."""
-    if row.event_view is not None:
-        return len(row.event_view)
-    return len(row.caller_view or b"") + len(row.record or "") + 200  # the server's fields
+def _past_bytes(rows: list[ShownEvent]) -> bool:
+    """Whether `rows` hold more than QUERY_PAGE_BYTES: a read that may have
+    stopped at its bytes, before its limit or the last match."""
+    return sum(map(shown_bytes, rows)) > QUERY_PAGE_BYTES
 
 
 def _page_before(
@@ -356,8 +356,10 @@ def _page_before(
     page = before[:limit]
     if len(before) > limit:
         return page, page[-1].seq
-    if order == "newest" and len(rows) == limit + _FIRST_PAGE_EXTRA:
-        # Newer events filled the read: older ones remain below what it reached.
+    filled = len(rows) == limit + _FIRST_PAGE_EXTRA or _past_bytes(rows)
+    if order == "newest" and filled:
+        # Newer events filled the read (its rows, or its bytes: `query_page`
+        # stops there): older ones remain below what it reached.
         return page, page[-1].seq if page else own_seq
     return page, None
 

@@ -50,11 +50,26 @@ class ShownEvent(NamedTuple):
 # are NULL, which costs nothing to send or load.
 _SHOWN_COLUMNS = sql.SQL(
     "seq, event_view,"
-    " CASE WHEN event_view IS NULL THEN id::text END,"
-    " CASE WHEN event_view IS NULL THEN received_at END,"
-    " CASE WHEN event_view IS NULL THEN leaf_hash END,"
+    " CASE WHEN event_view IS NULL THEN id::text END AS event_id,"
+    " CASE WHEN event_view IS NULL THEN received_at END AS received,"
+    " CASE WHEN event_view IS NULL THEN leaf_hash END AS leaf,"
     " caller_view,"  # NULL where there is an event view
-    " CASE WHEN event_view IS NULL AND caller_view IS NULL THEN record END"
+    " CASE WHEN event_view IS NULL AND caller_view IS NULL THEN record END AS whole_record"
+)
+# `shown_bytes` of a row, in SQL. octet_length reads a stored view's size from
+# its header: the view of a row left out of the page is never read whole.
+_SHOWN_BYTES = sql.SQL(
+    "coalesce(octet_length(event_view), coalesce(octet_length(caller_view), char_length(record))"
+    " + 200)"
+)
+# A page of `query_statement` (with `_SHOWN_BYTES` as `size`) cut after the row
+# that takes it past its bytes: its first two rows, and each after them whose
+# earlier rows hold at most that many bytes.
+_WITHIN_BYTES = sql.SQL(
+    "SELECT seq, event_view, event_id, received, leaf, caller_view, whole_record FROM ("
+    " SELECT *, sum(size) OVER w - size AS earlier, row_number() OVER w AS n FROM ({page}) AS page"
+    " WINDOW w AS (ORDER BY seq {direction} ROWS UNBOUNDED PRECEDING)) AS sized"
+    " WHERE n <= 2 OR earlier <= %s ORDER BY seq {direction}"
 )
 # What the alert evaluator reads.
 _RECORD_COLUMNS = sql.SQL("seq, record, leaf_hash")
@@ -142,10 +157,20 @@ async def query_page(
     order: Order,
     after_seq: int | None,
     limit: int,
+    page_bytes: int,
 ) -> list[ShownEvent]:
     """Up to `limit` matching events as Query shows them, strictly past
-    `after_seq` in `order`."""
-    query, params = query_statement(tenant_id, event_filter, order, after_seq, limit)
+    `after_seq` in `order`; no further than the first row past `page_bytes`
+    (by `shown_bytes`, the second row at least). A page answers about that
+    many bytes: reading its whole `limit` read a thousand events of 60 KB
+    (60 MB) to answer 17 of them (helper-153)."""
+    page, params = query_statement(
+        tenant_id, event_filter, order, after_seq, limit,
+        columns=sql.SQL("{}, {} AS size").format(_SHOWN_COLUMNS, _SHOWN_BYTES),
+    )  # fmt: skip
+    direction = sql.SQL("DESC" if order == "newest" else "ASC")
+    query = _WITHIN_BYTES.format(page=page, direction=direction)
+    params = [*params, page_bytes]
     # PostgreSQL plans a statement on the partitioned table anew at each run,
     # for the values given: about 1 ms of planning for a page that reads in a
     # fraction of that (latest 100 of an action: 2.5 -> 1.0 ms p50 generic).
@@ -156,6 +181,13 @@ async def query_page(
         cursor = await conn.execute(query, params, binary=True)
         rows = await cursor.fetchall()
     return list(map(ShownEvent._make, rows))
+
+
+def shown_bytes(row: ShownEvent) -> int:
+    """About the bytes `row` takes in an answer (`_SHOWN_BYTES` counts the same)."""
+    if row.event_view is not None:
+        return len(row.event_view)
+    return len(row.caller_view or b"") + len(row.record or "") + 200  # the server's fields
 
 
 def plan_fixed_by_index(f: EventFilter) -> bool:
