@@ -15,6 +15,8 @@ from sealtrail import build_sink
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, forwarding_pb2, integrity_pb2
 from sealtrail_server.api.integrity import IntegrityRpcs
+from sealtrail_server.domain.errors import FieldViolation, InvalidArgument
+from sealtrail_server.domain.filters import FilterDraft, validate_filter
 from tests.conftest import ServerThread
 
 # A webhook signing secret: "whsec_" and 32 bytes of base64.
@@ -242,6 +244,7 @@ def test_get_event_needs_a_uuid(call: Any) -> None:
         (pb.QueryRequest(filter=event_pb2.EventFilter(min_severity=12)), "filter.min_severity"),
         (pb.QueryRequest(filter=event_pb2.EventFilter(request_id="r1")), "filter.request_id"),
         (pb.QueryRequest(filter=event_pb2.EventFilter(trace_id="t1")), "filter.trace_id"),
+        (pb.QueryRequest(filter=event_pb2.EventFilter(text="½ ² ①")), "filter.text"),
         (
             pb.QueryRequest(
                 filter=event_pb2.EventFilter(
@@ -255,6 +258,34 @@ def test_get_event_needs_a_uuid(call: Any) -> None:
 )
 def test_bad_query_fields_are_named(call: Any, request_: pb.QueryRequest, field: str) -> None:
     assert violations(call("Query", request_)) == [field]
+
+
+# Each kind of character: letters of every case and script, decimal digits,
+# letter numbers (Roman numerals), numbers that are neither (fractions,
+# superscripts, circled), marks, punctuation and symbols.
+TEXTS = [
+    "a", "\u00df", "\u01c5", "\u02b0", "\u3005", "\u4e2d", "\u0915", "\u00aa", "\u00b5",
+    "7", "\u0663", "\u0661\u0662", "\U0001d7d8", "\u216b", "\u2170", "\u3007",
+    "\u00bd", "\u00b2", "\u2460", "\u3280", "x\u00b2", "\u00bd b",
+    "\u0301", "a\u0301", "_", "!?", "\u2014", "\u20ac", "\U0001f600",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_a_text_is_refused_exactly_when_the_search_finds_no_word_in_it(
+    sql: psycopg.Connection[Any], text: str
+) -> None:
+    """A text of numbers that are not digits (½, ², ①) was accepted and
+    matched nothing: PostgreSQL's parser makes no word of them (helper-153)."""
+    row = sql.execute("SELECT numnode(websearch_to_tsquery('simple', %s)) > 0", [text]).fetchone()
+    assert row is not None
+    try:
+        validate_filter(FilterDraft(text=text))
+    except InvalidArgument as refused:
+        assert refused.violations == [FieldViolation("filter.text", "has no word to search for")]
+        assert not row[0], "refused, but PostgreSQL finds a word in it"
+    else:
+        assert row[0], "accepted, but PostgreSQL finds no word in it: it matches nothing"
 
 
 def _rows(sql: psycopg.Connection[Any], tenant: str) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -143,7 +144,7 @@ def validate_filter(draft: FilterDraft, *, path: str = "filter") -> EventFilter:
             fail(name, f"is {len(value)} characters long; the limit is {limit}")
         elif "\x00" in value:
             fail(name, "must not contain NUL characters")
-        elif name == "text" and value.strip() and not any(char.isalnum() for char in value):
+        elif name == "text" and value.strip() and not any(map(_in_words, value)):
             # The search's parser finds no word in it, and it matched nothing.
             fail(name, "has no word to search for")
 
@@ -164,6 +165,18 @@ def validate_filter(draft: FilterDraft, *, path: str = "filter") -> EventFilter:
         trace_id=trace_id,
         text=draft.text.strip() or None,
     )
+
+
+# The Unicode categories of the characters PostgreSQL's text-search parser makes
+# words of: letters, decimal digits and letter numbers (Roman numerals). Not
+# str.isalnum's: it takes other numbers too (fractions, superscripts, circled),
+# of which the parser makes no word, so a text of them alone matched nothing.
+_WORD_CATEGORIES: Final = frozenset({"Lu", "Ll", "Lt", "Lm", "Lo", "Nd", "Nl"})
+
+
+def _in_words(char: str) -> bool:
+    """Whether PostgreSQL's text-search parser reads `char` as part of a word."""
+    return unicodedata.category(char) in _WORD_CATEGORIES
 
 
 def _time(value: tuple[int, int] | None, name: str, fail: _Fail) -> datetime | None:
