@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from sealtrail_server.api.convert import filter_from_json
 from sealtrail_server.domain.errors import FieldViolation, InvalidArgument
 from sealtrail_server.domain.filters import (
     DEFAULT_PAGE_SIZE,
@@ -343,3 +344,14 @@ def test_a_text_with_no_word_is_refused(text: str) -> None:
         FieldViolation("filter.text", "has no word to search for")
     ]
     assert validate_filter(FilterDraft(text=f"{text} deploy")).text == f"{text} deploy"
+
+
+@pytest.mark.parametrize("text", ["½", "!!!"])
+def test_a_stored_filter_whose_text_has_no_word_still_loads(text: str) -> None:
+    """A sink's or alert rule's filter stored when its text was taken (a
+    fraction, before the check of words followed PostgreSQL's parser) loads
+    as it was, matching nothing as it did: refused on load, the sink's
+    forwarder failed every step. A filter sent now is refused."""
+    assert filter_from_json({"text": text}).text == text
+    with pytest.raises(InvalidArgument):
+        validate_filter(FilterDraft(text=text))

@@ -196,7 +196,8 @@ def filter_draft(event_filter: event_pb2.EventFilter) -> FilterDraft:
 
 def filter_from_json(data: dict[str, Any]) -> EventFilter:
     """A stored filter (the EventFilter message in its JSON form), validated."""
-    return validate_filter(filter_draft(json_format.ParseDict(data, event_pb2.EventFilter())))
+    draft = filter_draft(json_format.ParseDict(data, event_pb2.EventFilter()))
+    return validate_filter(draft, stored=True)
 
 
 def _set_time(stamp: timestamp_pb2.Timestamp, text: str) -> None:

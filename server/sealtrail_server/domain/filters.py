@@ -84,8 +84,13 @@ class EventFilter:
         return hashlib.sha256(material).hexdigest()[:32]
 
 
-def validate_filter(draft: FilterDraft, *, path: str = "filter") -> EventFilter:
-    """Check every field of `draft`; raise InvalidArgument naming each bad one."""
+def validate_filter(
+    draft: FilterDraft, *, path: str = "filter", stored: bool = False
+) -> EventFilter:
+    """Check every field of `draft`; raise InvalidArgument naming each bad one.
+    `stored`: a filter taken and stored before (a sink's, an alert rule's),
+    loaded: a text in which no word is found is kept, matching nothing as it
+    did when stored; refused on load, its sink failed every step."""
     violations: list[FieldViolation] = []
 
     def fail(name: str, description: str) -> None:
@@ -144,7 +149,7 @@ def validate_filter(draft: FilterDraft, *, path: str = "filter") -> EventFilter:
             fail(name, f"is {len(value)} characters long; the limit is {limit}")
         elif "\x00" in value:
             fail(name, "must not contain NUL characters")
-        elif name == "text" and value.strip() and not any(map(_in_words, value)):
+        elif name == "text" and not stored and value.strip() and not any(map(_in_words, value)):
             # The search's parser finds no word in it, and it matched nothing.
             fail(name, "has no word to search for")
 
