@@ -8,6 +8,7 @@ import logging
 import re
 import secrets
 from pathlib import Path
+from typing import Final
 
 import re2
 
@@ -53,7 +54,9 @@ def compile_pattern(rule: str, regex: str, path: Path) -> TextPattern:
     no pattern's search can take time exponential in the text, as one such
     as `(a+)+b` does on Python's engine, which would hold the process on one
     long description. A pattern RE2 cannot run with that meaning (`$`,
-    look-around, a backreference) runs on Python's engine, with a warning."""
+    look-around, a backreference) runs on Python's engine, with a warning;
+    one RE2 refuses for its size stops the server: on Python's engine, such
+    as `(?:\\w+\\s?){1,1000}:` takes seconds on 25 characters (helper-156)."""
     try:
         compiled = re.compile(regex)
     except re.error as error:
@@ -64,21 +67,59 @@ def compile_pattern(rule: str, regex: str, path: Path) -> TextPattern:
             " its replacement between every two characters of every event"
         )
     translated = translate(regex)
-    if translated is not None:
+    if translated is None:
+        reason = (
+            "RE2 reads otherwise what it means in Python ($, \\b or \\B, \\W or \\S or [:"
+            " in a class, a backreference)"
+        )
+    else:
         try:
-            linear: TextPattern = re2.compile(translated)
-            return linear
-        except re2.error:
-            pass
+            return _on_re2(translated)
+        except re2.error as error:
+            reason = _re2_reason(error)
+            if reason.startswith(_SIZE_REFUSALS):
+                raise SystemExit(
+                    f"redaction pattern {rule!r} in {path} is too large for RE2 ({reason}):"
+                    " write it with smaller repeat counts (RE2 takes {n} up to 1000, and a"
+                    " repeated \\w or \\d is a large Unicode class)"
+                ) from None
+            reason = f"RE2 lacks what it uses ({reason})"
     log.warning(
-        "redaction pattern %r in %s cannot run on RE2 with its meaning in Python ($, \\b,"
-        " look-around, a backreference, \\W or \\S in a class): it runs on Python's"
-        " backtracking engine, where a search can take time exponential in the text;"
-        " rewrite it without them to run it on RE2",
+        "redaction pattern %r in %s cannot run on RE2: %s. It runs on Python's backtracking"
+        " engine, where a search can take time exponential in the text; rewrite it to run it"
+        " on RE2",
         rule,
         path,
+        reason,
     )
     return compiled
+
+
+# RE2's refusals of a pattern for its size, not for a feature it lacks.
+_SIZE_REFUSALS: Final = ("pattern too large", "invalid repetition size")
+# What one pattern may take when RE2's default (8 MiB) is too little: a
+# bounded repeat of a Unicode class (`(?:\\w+\\s?){1,500}:`) needs more.
+_LARGE_PATTERN_MEMORY: Final = 64 << 20
+
+
+def _on_re2(translated: str) -> TextPattern:
+    """`translated` compiled by RE2, with more memory if its default is too little."""
+    options = re2.Options()
+    options.log_errors = False  # refusals are reported with the rule's name
+    try:
+        compiled: TextPattern = re2.compile(translated, options)
+    except re2.error as error:
+        if not _re2_reason(error).startswith("pattern too large"):
+            raise
+        options.max_mem = _LARGE_PATTERN_MEMORY
+        compiled = re2.compile(translated, options)
+    return compiled
+
+
+def _re2_reason(error: re2.error) -> str:
+    """RE2's message (the bindings give it as bytes)."""
+    reason = error.args[0] if error.args else error
+    return reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
 
 
 def load_redaction_secret(settings: Settings) -> bytes:

@@ -46,11 +46,20 @@ def test_operator_patterns_redact_with_re2(tmp_path: Path) -> None:
     assert redactor.redact(_event("BADGE-12 only")).hits == []
 
 
-def test_a_backtracking_pattern_costs_time_linear_in_the_text(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "regex",
+    [
+        "(a+)+b",
+        # Too large for RE2's default memory (8 MiB, `\\w` being a Unicode
+        # class): it ran on Python's engine, 13 s for 27 characters (helper-156).
+        r"(?:\w+\s?){1,500}:",
+    ],
+)
+def test_a_backtracking_pattern_costs_time_linear_in_the_text(tmp_path: Path, regex: str) -> None:
     """`(a+)+b` on Python's engine takes twice as long for each `a` more on a
     text without a `b` (22 of them: about a second); on RE2 the time follows
     the text. Each length's best of five; 2^6 = 64x apart if exponential."""
-    redactor = _load(tmp_path, {"nested": "(a+)+b"})
+    redactor = _load(tmp_path, {"nested": regex})
 
     def best_time(length: int) -> float:
         times = []
@@ -71,6 +80,7 @@ def test_a_pattern_re2_cannot_run_runs_on_pythons_engine_with_a_warning(
         redactor = _load(tmp_path, {"after_pin": r"(?<=PIN )\d{4}"})
     (warning,) = caplog.records
     assert "'after_pin'" in warning.getMessage() and "cannot run on RE2" in warning.getMessage()
+    assert "invalid perl operator: (?<=" in warning.getMessage()  # RE2's own reason
     assert redactor.redact(_event("PIN 1234 used")).body["description"] == (
         "PIN [REDACTED:after_pin] used"
     )
@@ -87,6 +97,10 @@ def test_a_pattern_re2_cannot_run_runs_on_pythons_engine_with_a_warning(
         ({"badge": None}, "pattern 'badge' in"),
         ({"badge": True}, "must be a string"),
         ({"badge": 123456}, "must be a string"),
+        # Refused by RE2 for their size, not for a feature it lacks: they ran
+        # on Python's engine, whose time can grow exponentially (helper-156).
+        ({"badge": r"BADGE-\d{1001}"}, "invalid repetition size"),
+        ({"words": r"\w{1000}" * 8}, "pattern too large"),
     ],
 )
 def test_a_broken_patterns_file_stops_the_server_with_its_name(
