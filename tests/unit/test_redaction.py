@@ -1103,3 +1103,30 @@ def test_an_operators_field_names_are_looked_for_in_text() -> None:
         'applicant {"ssn": "[REDACTED:secret_assignment]"}; SSN=[REDACTED:secret_assignment]'
     )
     assert REDACTOR.redact(body).body is body
+
+
+def test_an_operators_field_names_ending_in_a_digit_hide_their_values() -> None:
+    """A key is compared without what follows its last letter (`token2` is a
+    `token`): `pkcs12`, `p12` and `ed25519`, compared so, never denied a key,
+    while the same names were redacted in text (helper-156)."""
+    custom = REDACTOR.with_rules(field_names=["pkcs12", "p12", "ed25519"])
+    body = _event(
+        details={
+            "PKCS12": "MIIKYgIBAzCCCi",
+            "cert_p12": "MIIKYgIBAzCC",
+            "ed25519": "AAAAC3NzaC1lZDI1NTE5",
+            "env": [{"name": "TLS_PKCS12", "value": "MIIKYgIBAzCCCi"}],
+            "p12_count": 2,
+        },
+        changes=[{"field": "tls.pkcs12", "before": None, "after": "MIIKYgIBAzCCCi"}],
+    )
+    redacted = custom.redact(body).body
+    hidden = "[REDACTED:field_name]"
+    assert redacted["details"] == {
+        "PKCS12": hidden,
+        "cert_p12": hidden,
+        "ed25519": hidden,
+        "env": [{"name": "TLS_PKCS12", "value": hidden}],
+        "p12_count": 2,
+    }
+    assert redacted["changes"][0]["after"] == hidden

@@ -635,7 +635,9 @@ class Redactor:
         bare = _to_last_letter(name)  # `token2`, `GITHUB_TOKEN_2`, `Authorization:`
         words = _words(key)
         verdict = _KeyVerdict(
+            # `name` too: an operator's name may end with digits (`pkcs12`).
             denied=bare.endswith(self._suffixes)
+            or name.endswith(self._suffixes)
             or _last_word(key) in self._whole_words
             or (_STRONG.search(name) is not None and not _about_the_secret(name, words)),
             counts=bare.endswith(self._countable) or (bool(words) and words[0] in _LIMITS),
