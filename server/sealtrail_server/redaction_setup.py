@@ -13,7 +13,7 @@ from typing import Final
 import re2
 
 from .config import Settings
-from .domain.redaction import Redactor, TextPattern, ValuePattern
+from .domain.redaction import Redactor, TextPattern, ValuePattern, names_nothing
 from .key_files import load_key_text
 from .python_regex_on_re2 import translate
 
@@ -28,6 +28,12 @@ def load_redactor(settings: Settings) -> Redactor | None:
     if not settings.redaction:
         return None
     names = [name.strip() for name in settings.redact_fields.split(",") if name.strip()]
+    for name in names:
+        if names_nothing(name):
+            raise SystemExit(
+                f"SEALTRAIL_REDACT_FIELDS: {name!r} is no name (keys are compared without"
+                " `_ - .` and spaces): it would hide the value under every key"
+            )
     patterns: list[ValuePattern] = []
     path = settings.redact_patterns_file
     if path is not None:

@@ -137,3 +137,12 @@ def test_an_operator_pattern_means_what_it_means_in_python(
     assert isinstance(custom.regex, re.Pattern) is not on_re2
     redacted = redactor.redact(_event(text)).body["description"]
     assert redacted == text.replace(secret, "[REDACTED:custom]")
+
+
+@pytest.mark.parametrize("name", ["_", ".", "-", "_ - ."])
+def test_a_field_name_of_separators_alone_stops_the_server(tmp_path: Path, name: str) -> None:
+    """Keys compare without `_ - .` and spaces: such a name was the empty
+    suffix of every key, and every value in `details` was hidden (helper-156)."""
+    with pytest.raises(SystemExit) as stopped:
+        load_redactor(Settings(data_dir=tmp_path, redact_fields=f"ssn, {name} "))
+    assert "SEALTRAIL_REDACT_FIELDS" in str(stopped.value) and repr(name) in str(stopped.value)

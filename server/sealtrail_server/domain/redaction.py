@@ -523,6 +523,12 @@ _GLUED_ABOUT: Final = re.compile(
 _WORD: Final = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 
 
+def names_nothing(name: str) -> bool:
+    """Whether `name`, a field name to deny, is nothing as keys are compared
+    (`_`, `.`): the end of every key, it would deny them all."""
+    return not _normalized(name)
+
+
 def _normalized(name: str) -> str:
     if name.isascii():
         return name.lower().replace("_", "").replace("-", "").replace(".", "").replace(" ", "")
