@@ -146,3 +146,24 @@ def test_a_field_name_of_separators_alone_stops_the_server(tmp_path: Path, name:
     with pytest.raises(SystemExit) as stopped:
         load_redactor(Settings(data_dir=tmp_path, redact_fields=f"ssn, {name} "))
     assert "SEALTRAIL_REDACT_FIELDS" in str(stopped.value) and repr(name) in str(stopped.value)
+
+
+@pytest.mark.parametrize(
+    ("regex", "text", "secret"),
+    [
+        # `{0,4}` for `{4}`: empty at every word's start and end.
+        (r"\b(?:\d{4}[- ]?){0,4}\b", "paid by card 4111 1111 1111 1111", "4111 1111 1111 1111"),
+        (r"(?<=ticket )\w*", "see ticket #1 or ticket AB12", "AB12"),
+    ],
+)
+def test_a_pattern_matching_empty_text_within_a_text_replaces_only_what_it_finds(
+    tmp_path: Path, regex: str, text: str, secret: str
+) -> None:
+    """Such a pattern passes the startup check (it finds nothing in the empty
+    text), then wrote its replacement beside every word of every event, keys
+    included (helper-156): an empty match hides nothing, and is kept."""
+    redactor = _load(tmp_path, {"custom": regex})
+    plain = {**_event("User bob paid 20 EUR"), "details": {"note": "a b", "n": "0"}}
+    assert redactor.redact(plain).hits == []
+    redacted = redactor.redact(_event(text)).body["description"]
+    assert redacted == text.replace(secret, "[REDACTED:custom]")

@@ -913,8 +913,12 @@ class _Run:
         replaced: list[tuple[int, int]],
         edits: list[tuple[int, int, int]],
     ) -> str:
-        secret = match.group(pattern.group)
         start, end = match.start(pattern.group), match.end(pattern.group)
+        if start == end:
+            # Empty (an operator's `\b\d{0,4}\b`, `(?<=PIN )\d*` beside any
+            # word): nothing to hide, and no replacement beside every word.
+            return match.group(0)
+        secret = match.group(pattern.group)
         if secret.startswith(("[REDACTED:", HMAC_PREFIX)) or _overlaps(replaced, start, end):
             return match.group(0)  # already replaced (by an earlier rule, or before)
         if pattern.check is not None and not pattern.check(secret):
