@@ -62,17 +62,26 @@ class SettingsCache:
         self._ttl = ttl
         self._clock = clock
         self._entries: dict[str, tuple[float, TenantSettings]] = {}
+        # Bumped by each put: a read that began before it must not put back
+        # what it replaced (helper-156).
+        self._puts = 0
 
     async def get(self, tenant_id: str) -> TenantSettings:
         entry = self._entries.get(tenant_id)
         now = self._clock()
         if entry is not None and entry[0] > now:
             return entry[1]
+        puts = self._puts
         async with self._db.connection(tenant_id) as conn:
             settings = await read_settings(conn, tenant_id)
-        self.put(tenant_id, settings)
-        return settings
+        if puts == self._puts:
+            self._keep(tenant_id, settings)
+        return settings  # true when read; not kept past a change made here since
 
     def put(self, tenant_id: str, settings: TenantSettings) -> None:
         """What this process just wrote applies here at once."""
+        self._puts += 1
+        self._keep(tenant_id, settings)
+
+    def _keep(self, tenant_id: str, settings: TenantSettings) -> None:
         self._entries[tenant_id] = (self._clock() + self._ttl, settings)
