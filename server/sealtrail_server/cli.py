@@ -34,12 +34,15 @@ from .config import Settings
 from .domain.access import Role, token_name_problem, valid_tenant_id
 from .domain.errors import SealtrailError
 from .domain.event import parse_uuid
+from .domain.redaction import tenant_key
 from .embedded import start_embedded_postgres
 from .integrity.keys import load_signer
+from .redaction_setup import existing_redaction_secret, load_redactor
 from .store.appender import Appender
 from .store.changes import Changes, token_subject
 from .store.database import Database, RolesMissing
 from .store.migrations import MigrationBlocked, UnsafeSchema, migrate_database
+from .store.tenant_settings import read_settings
 from .store.tokens import (
     IssuedToken,
     TokenInfo,
@@ -297,19 +300,40 @@ def token_create(
         )
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
     urls = _database_urls(settings)
-    issued = asyncio.run(_create_token(urls, tenant, Role(role), name))
+    issued = asyncio.run(_create_token(urls, settings, tenant, Role(role), name))
     click.echo(f"token {issued.token_id} for tenant {tenant!r} with role {role!r}:", err=True)
     click.echo(issued.secret)
 
 
-async def _create_token(urls: _Urls, tenant: str, role: Role, name: str) -> IssuedToken:
+async def _create_token(
+    urls: _Urls, settings: Settings, tenant: str, role: Role, name: str
+) -> IssuedToken:
     async with _database(urls) as db:
-        return await _recorded_token(db, tenant, role, name)
+        recorded_name = await _redacted_name(db, settings, tenant, name)
+        return await _recorded_token(db, tenant, role, name, recorded_name=recorded_name)
 
 
-async def _recorded_token(db: Database, tenant: str, role: Role, name: str) -> IssuedToken:
+async def _redacted_name(db: Database, settings: Settings, tenant: str, name: str) -> str:
+    """`name` as the API records a token's (`FilterDetails.text`): redacted
+    as the tenant's events are, in its mode. A name was committed to the log
+    as typed, secret and all (helper-156). Where no redaction key is at hand,
+    in replace mode's form: this command makes none, which no server would use."""
+    redactor = load_redactor(settings)
+    if redactor is None or not name:
+        return name
+    async with db.connection(tenant) as conn:
+        mode = (await read_settings(conn, tenant)).redaction_mode
+    secret = existing_redaction_secret(settings) if mode == "hmac" else None
+    key = tenant_key(secret, tenant) if secret is not None else None
+    return str(redactor.redact({"details": {"text": name}}, hmac_key=key).body["details"]["text"])
+
+
+async def _recorded_token(
+    db: Database, tenant: str, role: Role, name: str, *, recorded_name: str | None = None
+) -> IssuedToken:
     """A new token, its creation recorded first (as the API does): no token
-    lives without its record, even if the database fails between the two."""
+    lives without its record, even if the database fails between the two.
+    `recorded_name`: the name as the record shows it, if not as given."""
     token_id = str(uuid.uuid4())
     await _record_operator_action(
         db,
@@ -317,7 +341,7 @@ async def _recorded_token(db: Database, tenant: str, role: Role, name: str) -> I
         action="api_token.created",
         token_id=token_id,
         description=f"Created an API token with role {role.value}",
-        details={"role": role.value, "name": name},
+        details={"role": role.value, "name": name if recorded_name is None else recorded_name},
     )
     return await create_token(db, tenant_id=tenant, role=role, name=name, token_id=token_id)
 

@@ -141,6 +141,16 @@ def load_redaction_secret(settings: Settings) -> bytes:
     return _parse(text, source)
 
 
+def existing_redaction_secret(settings: Settings) -> bytes | None:
+    """The configured secret, or the one a server keeps in the data dir; None
+    if there is neither. For a command other than `serve`, which must not make
+    one: the servers would not use it."""
+    configured = settings.redaction_key or settings.redaction_key_file
+    if not configured and not (settings.data_dir / KEY_FILE_NAME).exists():
+        return None
+    return load_redaction_secret(settings)
+
+
 def _parse(text: str, source: str) -> bytes:
     try:
         secret = bytes.fromhex(text.strip())

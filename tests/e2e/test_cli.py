@@ -27,6 +27,8 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 import sealtrail
 import sealtrail_server
 from sealtrail import AuditClient
+from sealtrail_server.domain.redaction import hmac_token, tenant_key
+from tests.conftest import REDACTION_SECRET
 from tests.http_endpoint import Reply, endpoint
 from tests.processes import READY_PREFIX, ServerProcess, stop
 
@@ -877,3 +879,44 @@ def test_alert_rules_from_the_command_line(cli_env: dict[str, str]) -> None:
     assert not_read.returncode == 2 and f"no alert rule {unknown}" in not_read.stderr
     run("sealtrail", "alerts", "delete", rule_id, env=cli_env)
     assert "failed logins" not in run("sealtrail", "alerts", env=cli_env).stdout
+
+
+def test_a_token_name_from_the_command_line_is_redacted_as_the_api_redacts_it(
+    client: AuditClient, migrated_database_url: str, tenant: str, tmp_path: Path
+) -> None:
+    """`token create --name` committed the name to the log as typed, where
+    CreateToken redacts it: a token named after the secret it replaces kept
+    that secret in clear for good (helper-156). In HMAC mode with no key at
+    hand, the command writes replace mode's `[REDACTED:…]`, and makes no key."""
+    secret = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+    name = f"replaces {secret}"
+
+    def create(key: str = "") -> None:
+        run(
+            "sealtrail-server", "token", "create", "--tenant", tenant, "--role", "reader",
+            "--name", name, "--database-url", migrated_database_url,
+            env={"SEALTRAIL_DATA_DIR": str(tmp_path), "SEALTRAIL_REDACTION_KEY": key},
+        )  # fmt: skip
+
+    client.create_token("reader", name=name)
+    create()
+    client.set_redaction_mode("hmac")
+    client.create_token("reader", name=name)
+    create(key=REDACTION_SECRET.hex())
+    create()  # no key here
+    with psycopg.connect(migrated_database_url) as conn:
+        recorded = conn.execute(
+            "SELECT record::jsonb -> 'actor' ->> 'type', record::jsonb -> 'details' ->> 'name'"
+            " FROM events WHERE tenant_id = %s AND action = 'api_token.created' ORDER BY seq",
+            [tenant],
+        ).fetchall()
+    replaced = "replaces [REDACTED:github_token]"
+    hashed = f"replaces {hmac_token(tenant_key(REDACTION_SECRET, tenant), secret)}"
+    assert recorded == [
+        ("api_key", replaced),
+        ("system", replaced),
+        ("api_key", hashed),
+        ("system", hashed),
+        ("system", replaced),
+    ]
+    assert not (tmp_path / "redaction-key").exists()
