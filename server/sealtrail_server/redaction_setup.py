@@ -26,6 +26,10 @@ _KEY_BYTES = 32
 def load_redactor(settings: Settings) -> Redactor | None:
     """The configured rules; None when redaction is off."""
     if not settings.redaction:
+        log.warning(
+            "redaction is off (SEALTRAIL_REDACTION=false): every secret sent in an event is"
+            " stored as sent, for good; for measuring redaction's cost, never in production"
+        )
         return None
     names = [name.strip() for name in settings.redact_fields.split(",") if name.strip()]
     for name in names:

@@ -167,3 +167,13 @@ def test_a_pattern_matching_empty_text_within_a_text_replaces_only_what_it_finds
     assert redactor.redact(plain).hits == []
     redacted = redactor.redact(_event(text)).body["description"]
     assert redacted == text.replace(secret, "[REDACTED:custom]")
+
+
+def test_redaction_turned_off_is_warned_of_at_startup(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every secret sent is then stored for good, and nothing said so (helper-156)."""
+    with caplog.at_level(logging.WARNING, logger="sealtrail_server.redaction_setup"):
+        assert load_redactor(Settings(data_dir=tmp_path, redaction=False)) is None
+    (warning,) = caplog.records
+    assert "SEALTRAIL_REDACTION=false" in warning.getMessage()
