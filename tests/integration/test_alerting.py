@@ -712,6 +712,48 @@ def test_a_rule_naming_a_sink_twice_is_refused(client: AuditClient) -> None:
     assert [name for name, _ in refused.value.field_violations] == ["rule.sink_ids[1]"]
 
 
+# 128 characters (the most a name may have) that redaction makes 464 long.
+SECRETS_IN_A_NAME = ("pin=1234 " * 15)[:128]
+
+
+def test_a_rule_name_too_long_for_its_alerts_once_redacted_is_refused(
+    client: AuditClient, rules: Any
+) -> None:
+    """An alert shows its rule's name redacted, as the resource's name, which
+    may be 256 characters long: a name that redaction makes longer is refused,
+    on creation and on update, rather than stall the tenant's alerting."""
+    logins = build_filter(actions="user.login")
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.create_alert_rule(build_alert_rule(SECRETS_IN_A_NAME, "match", filter=logins))
+    assert [name for name, _ in refused.value.field_violations] == ["rule.name"]
+    assert client.list_alert_rules() == []
+    rule = rules(build_alert_rule("logins", "match", filter=logins))
+    rule.name = SECRETS_IN_A_NAME
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.update_alert_rule(rule)
+    assert [name for name, _ in refused.value.field_violations] == ["rule.name"]
+    assert [r.name for r in client.list_alert_rules()] == ["logins"]
+
+
+def test_a_rule_whose_redacted_name_is_too_long_still_fires_and_stops_no_other(
+    client: AuditClient, rules: Any, marked: None, sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    """Stored before such names were refused (or redacted otherwise since),
+    its alert was refused at each try, the cursor stood still, and every rule
+    of the tenant stopped firing. Its alerts show the name cut to fit."""
+    rule = rules(build_alert_rule("logins", "match", filter=build_filter(actions="user.login")))
+    sql.execute(
+        "UPDATE alert_rules SET name = %s WHERE tenant_id = %s AND id = %s",
+        [SECRETS_IN_A_NAME, tenant, rule.id],
+    )
+    login = client.record(action="user.login", actor_id="u").event.seq
+    settle(client)  # the marker rule, after it, fired
+    [alert] = [event for event in alerts(client) if event.resource.id == rule.id]
+    assert json.loads(json_details(alert))["trigger_seq"] == login
+    assert len(alert.resource.name) == 256 and "1234" not in alert.resource.name
+    assert alert.resource.name.startswith("pin=[REDACTED")
+
+
 # --- UpdateAlertRule ------------------------------------------------------------------
 
 

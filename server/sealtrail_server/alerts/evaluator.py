@@ -44,6 +44,7 @@ from ..domain.alerts import (
 from ..domain.errors import AlreadyExists, SealtrailError
 from ..domain.event import (
     MAX_FUTURE_SKEW_SECONDS,
+    MAX_NAME,
     MAX_RECORD_BYTES,
     SEVERITIES,
     EventDraft,
@@ -81,6 +82,15 @@ class _Rule:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _fitted(name: str) -> str:
+    """A rule's name as its alerts show it, cut to a resource's name's limit.
+    Redacted, a name may grow past it (a secret's replacement is longer than
+    many secrets); the alert was then refused at every try and the tenant's
+    every rule stopped firing (helper-155). Such names are refused since, but
+    one stored before, or redacted otherwise since, still fires."""
+    return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "\u2026"
 
 
 def condition_of(stored: dict[str, Any], *, path: str = "rule") -> Condition:
@@ -420,7 +430,7 @@ class Evaluator:
         stored = rule.stored
         # A secret pasted into a rule's name stays out of its alerts, as out
         # of the records of its changes (helper-133).
-        name = (
+        name = _fitted(
             stored.name
             if self._shown_name is None
             else await self._shown_name(tenant_id, stored.name)

@@ -21,7 +21,7 @@ from ..alerts.routing import delete_rule_routing_its_alerts
 from ..domain.alerts import MAX_RULE_NAME, MAX_RULES_PER_TENANT, NEW_ORIGIN_KINDS
 from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from ..domain.etags import etag_of, instant, require_etag
-from ..domain.event import CONTROL_CHARACTERS, SEVERITIES, ChangeDraft, parse_uuid
+from ..domain.event import CONTROL_CHARACTERS, MAX_NAME, SEVERITIES, ChangeDraft, parse_uuid
 from ..domain.filters import validate_filter
 from ..forward.forwarder import Forwarder
 from ..store import alerts as store
@@ -190,6 +190,15 @@ class AlertingRpcs:
                 raise InvalidArgument.field(
                     "rule.name",
                     f"must be 1 to {MAX_RULE_NAME} characters, none of them control characters",
+                )
+            # Its alerts show it redacted, as their resource's name: longer than
+            # one may be, each was refused, and the tenant's alerting stalled.
+            shown = await self._filter_details.text(tenant_id, rule.name)
+            if len(shown) > MAX_NAME:
+                raise InvalidArgument.field(
+                    "rule.name",
+                    f"is {len(shown)} characters long once its secrets are redacted, as its"
+                    f" alerts show it; the limit is {MAX_NAME}",
                 )
             values["name"] = rule.name
         if paths is None or replaces_oneof(paths, rule, "condition", path="rule"):
