@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -17,6 +19,8 @@ from typing import Any
 import psycopg
 import pytest
 from google.protobuf import json_format
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from sealtrail import (
     AbortedError,
@@ -1450,6 +1454,63 @@ def test_leases_are_given_up_at_once_but_one_an_erasure_holds(
         assert sql.execute(lease, [other]).fetchone() == (None,)
         raise _RolledBack  # the erasure failed: the row and its lease are back
     assert sql.execute(lease, [erased]).fetchone() == (evaluator.owner,)  # it expires
+
+
+def test_a_process_at_its_most_tenants_keeps_those_it_evaluates_and_says_others_wait(
+    migrated_database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Claims took tenants in id order, up to SEALTRAIL_ALERT_MAX_TENANTS:
+    a tenant sorting before one evaluated, given a rule, took its place, and
+    the one pushed out, like any past the limit, waited without a word. The
+    evaluated one stays; the new one waits for room, said once in the log and
+    by a metric, and is evaluated once there is room."""
+    held_tenant, later_tenant = f"zz-{uuid.uuid4().hex[:8]}", f"aa-{uuid.uuid4().hex[:8]}"
+    keys = build_filter(actions="api_key.create")
+    reader = InMemoryMetricReader()
+    with database_of_its_own(migrated_database_url, "alertclaims") as url:
+        server = ServerThread(  # the database's only process
+            url, alert_max_tenants=1, meter_provider=MeterProvider(metric_readers=[reader])
+        )
+        holder = AuditClient(server.target, token=server.token(held_tenant))
+        newcomer = AuditClient(server.target, token=server.token(later_tenant))
+        try:
+            held = holder.create_alert_rule(build_alert_rule("keys", "match", filter=keys)).rule
+            holder.record(action="api_key.create", actor_id="u")
+            wait_for_alerts(holder, 1)
+            assert _tenants_waiting(reader) == 0
+            with caplog.at_level(logging.INFO, logger="sealtrail_server.alerts.evaluator"):
+                newcomer.create_alert_rule(build_alert_rule("keys", "match", filter=keys))
+                newcomer.record(action="api_key.create", actor_id="u")
+                time.sleep(3)  # claims every second
+                holder.record(action="api_key.create", actor_id="u")
+                wait_for_alerts(holder, 2)
+                assert alerts(newcomer) == []
+                assert _tenants_waiting(reader) == 1
+                holder.delete_alert_rule(held.id)  # room: the waiting tenant is taken
+                wait_for_alerts(newcomer, 1)
+            said = [r.getMessage() for r in caplog.records if "process with room" in r.getMessage()]
+            assert len(said) == 2
+            assert "1 more wait for a process with room" in said[0]
+            assert "no tenant waits for a process with room any more" in said[1]
+            assert _tenants_waiting(reader) == 0
+        finally:
+            holder.close()
+            newcomer.close()
+            server.close()
+
+
+def _tenants_waiting(reader: InMemoryMetricReader) -> float:
+    data = reader.get_metrics_data()
+    assert data is not None
+    [value] = [
+        point.value  # type: ignore[union-attr]
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "sealtrail.alerts.tenants.waiting"
+        for point in metric.data.data_points
+    ]
+    return value
 
 
 class _RolledBack(Exception):

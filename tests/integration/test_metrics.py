@@ -337,6 +337,7 @@ def test_forwarding_alerts_checkpoints_and_retention_are_measured(
         )
         client.record(build_event(action="test.marker", actor_id="u"))
         wait_for(lambda: total(scrape(metrics), "sealtrail_alerts_raised_total"), 1)
+        assert value(scrape(metrics), "sealtrail_alerts_tenants_waiting") == 0
 
         signed = "sealtrail_checkpoints_signed_total"
         assert total(scrape(metrics), signed) == 0  # a counter shows once it counted

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from opentelemetry.metrics import Meter
+from opentelemetry.metrics import Meter, Observation
 
 from sealtrail.v1 import event_pb2
 
@@ -125,13 +125,22 @@ class Evaluator:
         """`sinks_changed` is called after an alert was queued for sinks.
         `shown_name(tenant_id, name)`: a rule's name as its alerts show it
         (redacted as the tenant's events are; as given by default).
-        `meter`: the alerts raised (docs/metrics.md)."""
+        `meter`: the alerts raised, the tenants waiting (docs/metrics.md)."""
         self._db = db
         self._shown_name = shown_name
-        self._raised = (meter or no_meter()).create_counter(
+        meter = meter or no_meter()
+        self._raised = meter.create_counter(
             "sealtrail.alerts.raised",
             unit="{alert}",
             description="security.alert events this process recorded, by the rule's severity.",
+        )
+        self._tenants_waiting = 0  # for a process with room, as the last claim at the limit saw
+        meter.create_observable_up_down_counter(
+            "sealtrail.alerts.tenants.waiting",
+            callbacks=[lambda _options: [Observation(self._tenants_waiting)]],
+            unit="{tenant}",
+            description="Tenants with rules no process had room for, as this one's last claim"
+            " at its limit saw.",
         )
         self._sinks_changed = sinks_changed
         self._appender = appender
@@ -174,6 +183,18 @@ class Evaluator:
                 lease_seconds=self._lease_seconds,
                 limit=self._max_tenants,
             )
+            waiting = await store.count_unleased(conn) if len(held) >= self._max_tenants else 0
+        # Said when it starts and when it ends, not at every claim while it lasts.
+        if waiting and not self._tenants_waiting:
+            log.warning(
+                "alerts: this process evaluates %d tenants, its most"
+                " (SEALTRAIL_ALERT_MAX_TENANTS); %d more wait for a process with room",
+                len(held),
+                waiting,
+            )
+        elif not waiting and self._tenants_waiting:
+            log.info("alerts: no tenant waits for a process with room any more")
+        self._tenants_waiting = waiting
         for tenant_id in set(self._rules) - set(held):
             del self._rules[tenant_id]  # another process's now: its windows go with it
             self._windows_at.pop(tenant_id, None)

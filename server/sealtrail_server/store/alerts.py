@@ -25,7 +25,12 @@ import psycopg
 from psycopg import sql
 
 from ..domain.event import ALERT_ACTION
-from .changes import erasure_lock_key, tenant_being_erased, try_share_condition
+from .changes import (
+    erasure_lock_key,
+    erasure_lock_key_of,
+    tenant_being_erased,
+    try_share_condition,
+)
 from .database import Database
 
 Connection = psycopg.AsyncConnection[Any]
@@ -191,23 +196,69 @@ async def alert_triggers(
 # --- the evaluator's side (system connections) ----------------------------------
 
 
+# A tenant is evaluated while it has an enabled rule.
+_HAS_RULES: Final = (
+    "EXISTS (SELECT 1 FROM alert_rules AS r WHERE r.tenant_id = c.tenant_id AND NOT r.disabled)"
+)
+
+# This owner's leases, renewed first, waiting for their rows (its own step's
+# cursor move lasts milliseconds): skipped while locked, or sorted after a
+# tenant that gained a rule, a tenant being evaluated was dropped at the
+# limit, its windows with it (helper-155). Those of a tenant being erased are
+# left out before any row is locked, their leases to expire (as
+# store/sinks.py's, helper-85).
+_RENEW_LEASES: Final = (
+    sql.SQL(
+        "UPDATE alert_cursors SET lease_until = now() + make_interval(secs => %(lease)s)"
+        " WHERE tenant_id IN (SELECT c.tenant_id FROM alert_cursors AS c"
+        "   WHERE c.lease_owner = %(owner)s AND {not_being_erased} AND {has_rules}"
+        "   ORDER BY c.tenant_id LIMIT %(limit)s FOR UPDATE OF c)"
+        " RETURNING tenant_id"
+    )
+    .format(
+        not_being_erased=try_share_condition(erasure_lock_key_of(sql.Identifier("c", "tenant_id"))),
+        has_rules=sql.SQL(_HAS_RULES),
+    )
+    .as_string(None)
+)
+
+
 async def claim_tenants(
     conn: Connection, *, owner: str, lease_seconds: float, limit: int
 ) -> list[str]:
-    """Leases the cursors of tenants with enabled rules nobody else holds (or
-    renews this owner's). Lease times are the database's (see claim_sinks)."""
-    cursor = await conn.execute(
+    """Renews this owner's leases of tenants with enabled rules, then leases
+    the cursors of such tenants nobody holds, up to `limit` in all: at the
+    limit, a tenant evaluated here stays, and the others wait for a process
+    with room (as `store/sinks.claim_sinks`). Free cursors are taken without
+    waiting (SKIP LOCKED), as other processes claim them too. Lease times are
+    the database's (see claim_sinks)."""
+    params = {"owner": owner, "lease": lease_seconds, "limit": limit}
+    renewed = await conn.execute(_RENEW_LEASES, params)
+    held = [tenant_id for (tenant_id,) in await renewed.fetchall()]
+    if len(held) >= limit:
+        return held
+    taken = await conn.execute(
         "UPDATE alert_cursors SET lease_owner = %(owner)s,"
         " lease_until = now() + make_interval(secs => %(lease)s)"
         " WHERE tenant_id IN (SELECT c.tenant_id FROM alert_cursors AS c"
-        "   WHERE (c.lease_until IS NULL OR c.lease_until < now() OR c.lease_owner = %(owner)s)"
-        "   AND EXISTS (SELECT 1 FROM alert_rules AS r"
-        "     WHERE r.tenant_id = c.tenant_id AND NOT r.disabled)"
-        "   ORDER BY c.tenant_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+        "   WHERE (c.lease_until IS NULL OR c.lease_until < now())"
+        f"   AND c.lease_owner IS DISTINCT FROM %(owner)s AND {_HAS_RULES}"
+        "   ORDER BY c.tenant_id LIMIT %(free)s FOR UPDATE OF c SKIP LOCKED)"
         " RETURNING tenant_id",
-        {"owner": owner, "lease": lease_seconds, "limit": limit},
+        {**params, "free": limit - len(held)},
     )
-    return [tenant_id for (tenant_id,) in await cursor.fetchall()]
+    return held + [tenant_id for (tenant_id,) in await taken.fetchall()]
+
+
+async def count_unleased(conn: Connection) -> int:
+    """Tenants with enabled rules that no process evaluates (a lease never
+    taken, or expired)."""
+    cursor = await conn.execute(
+        "SELECT count(*) FROM alert_cursors AS c"
+        f" WHERE (c.lease_until IS NULL OR c.lease_until < now()) AND {_HAS_RULES}"
+    )
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def release_leases(conn: Connection, *, owner: str) -> None:
