@@ -1255,6 +1255,43 @@ def test_a_backdated_burst_that_straddles_a_restart_fires_as_it_would_without_on
 
 
 @pytest.mark.parametrize("afresh", [False, True], ids=["same-process", "taken-over"])
+@pytest.mark.parametrize("before", [0, 2], ids=["burst-after", "burst-straddling"])
+def test_a_late_burst_within_reach_fires_though_its_group_saw_a_newer_event(
+    unevaluated: ServerThread, tenant: str, afresh: bool, before: int
+) -> None:
+    """An actor's login at the present (a source that sends at once), then
+    three of that actor's that occurred two minutes before (a buffered source
+    flushing late): well within the reach (a window and the skew), yet each
+    was dropped as it came, a window behind the group's newest login, and the
+    burst never fired (helper-155). It fires, `before` of its logins evaluated
+    before a restart or not."""
+    server, client = unevaluated, AuditClient(unevaluated.target, token=unevaluated.token(tenant))
+    rule = _logins_threshold(client)
+    now = datetime.now(UTC)
+    client.record(action="user.login", actor_id="x", occurred_at=now)
+    seqs: list[int] = []
+
+    def burst(indexes: range) -> None:
+        for index in indexes:
+            at = now - timedelta(seconds=120 - index)
+            seqs.append(client.record(action="user.login", actor_id="x", occurred_at=at).event.seq)
+
+    with _appender_of(server) as appender:
+        evaluator = Evaluator(server.database, appender)
+        try:
+            assert tenant in server.run(evaluator._claim())
+            burst(range(before))
+            server.run(evaluator._step(tenant))
+            burst(range(before, 3))
+            evaluator = _step_again(server, evaluator, tenant, afresh=afresh)
+        finally:
+            server.run(evaluator._release())
+    [fired] = fired_by(client, rule.id)
+    assert (fired["trigger_seq"], fired["count"]) == (seqs[2], 3)
+    client.close()
+
+
+@pytest.mark.parametrize("afresh", [False, True], ids=["same-process", "taken-over"])
 def test_a_window_is_rebuilt_from_far_enough_back_for_an_event_late_by_minutes(
     migrated_database_url: str, tenant: str, afresh: bool
 ) -> None:

@@ -67,6 +67,22 @@ def test_a_late_event_counts_with_what_shares_a_window_with_it_not_with_later_on
     assert late.observe("a", T0 + timedelta(seconds=90)) == 3  # 90-150 holds all three
 
 
+def test_a_late_burst_within_reach_counts_though_its_group_saw_a_newer_event() -> None:
+    """A group's times were trimmed to a window behind its own newest, the
+    late one just taken too: a burst two minutes late (well within the reach,
+    a window and the skew) never fired once the group had one newer event,
+    though it fired without it (helper-155). Times are kept back to the
+    rule's cut-off instead: a window before the oldest event still counted."""
+    window = ThresholdWindow(3, timedelta(seconds=60))
+    assert window.observe("x", T0 + timedelta(seconds=120)) is None
+    assert [window.observe("x", T0 + timedelta(seconds=s)) for s in (0, 5, 10, 15)] == [
+        None,
+        None,
+        3,
+        None,  # quiet for a window from the newest it counted
+    ]
+
+
 def test_a_late_trigger_quiets_its_group_from_the_newest_event_it_counted() -> None:
     """The same four events, the one at 95 s arriving third: quiet from its own
     time, the group fired again at 156 s, counting 100, 150 and 156 a second
@@ -140,7 +156,7 @@ def test_a_replayed_event_fired_where_the_log_says_it_did() -> None:
 
 
 @given(
-    st.lists(st.integers(min_value=0, max_value=300), min_size=1, max_size=40),
+    st.lists(st.integers(min_value=0, max_value=1000), min_size=1, max_size=40),
     st.integers(min_value=2, max_value=6),
 )
 def test_what_fires_is_what_a_look_at_every_window_holding_the_event_finds(
@@ -148,15 +164,22 @@ def test_what_fires_is_what_a_look_at_every_window_holding_the_event_finds(
 ) -> None:
     """The shortcuts (the newest event, too few nearby, one pass over the
     windows) decide as looking at every window would, over what a group keeps:
-    the times a window of its newest, the newest `count` of them."""
+    the times back to a window before the oldest still counted (the newest
+    less the reach, a window and the skew), the newest `count` of them."""
     span = timedelta(seconds=60)
+    reach = span + timedelta(seconds=300)
     window = ThresholdWindow(count, span)
     kept: list[datetime] = []
+    newest: datetime | None = None
     quiet_until: datetime | None = None
     for second in seconds:
         moment = T0 + timedelta(seconds=second)
+        newest = moment if newest is None else max(newest, moment)
+        if moment < newest - reach:
+            assert window.observe("a", moment) is None  # passed over
+            continue
         kept = sorted([*kept, moment])
-        kept = [t for t in kept if t >= kept[-1] - span]
+        kept = [t for t in kept if t >= newest - reach - span]
         windows = [[t for t in kept if start <= t <= start + span] for start in kept]
         holding = [w for w in windows if w[0] <= moment <= w[0] + span]
         most = max(holding, key=len, default=[])

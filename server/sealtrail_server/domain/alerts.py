@@ -249,7 +249,11 @@ class ThresholdWindow:
         self._groups[key] = group
         times = group.times
         bisect.insort(times, occurred_at)
-        del times[: bisect.bisect_left(times, times[-1] - self._span)]
+        # Back to a window before the oldest event still counted: trimmed a
+        # window behind the group's own newest, a late burst well within the
+        # reach was dropped as it came once the group had one newer event
+        # (helper-155).
+        del times[: bisect.bisect_left(times, self._newest - self._reach - self._span)]
         if fired is None:  # decided now
             quiet = key in self._quiet and occurred_at < self._quiet[key]
             within, newest = (
