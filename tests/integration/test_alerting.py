@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import time
+import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -1366,6 +1367,43 @@ def test_a_rules_alerts_are_read_back_from_the_oldest_event_a_priming_replays(
 
     assert triggers(0) == set(fired)
     assert triggers(seqs[2] - 1) == {seqs[3]}
+    client.close()
+
+
+def test_a_step_holds_a_page_of_records_not_its_whole_batch(
+    unevaluated: ServerThread, tenant: str
+) -> None:
+    """stream_events reads pages of about 8 MiB, but a step collected its
+    whole batch (up to 1,000 records of up to 64 KiB) before evaluating any:
+    58 MiB for one tenant's step here, one such list per tenant stepping at
+    once (helper-155). It evaluates each page as it comes."""
+    server, client = unevaluated, AuditClient(unevaluated.target, token=unevaluated.token(tenant))
+    rule = client.create_alert_rule(
+        build_alert_rule("shares", "match", filter=build_filter(actions="doc.share"))
+    ).rule
+    shared = client.record(action="doc.share", actor_id="u").event.seq
+    blob = "x" * 60_000
+    for _ in range(20):  # the rest of the step's batch
+        batch = [build_event(action="doc.write", actor_id="u", details={"blob": blob})] * 50
+        client.record_batch(batch)
+    with _appender_of(server) as appender:
+        evaluator = Evaluator(server.database, appender)
+
+        async def measured() -> int:
+            tracemalloc.start()
+            try:
+                await evaluator._step(tenant)
+                return tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+
+        try:
+            assert tenant in server.run(evaluator._claim())
+            peak = server.run(measured(), timeout=120)
+        finally:
+            server.run(evaluator._release())
+    assert [alert["trigger_seq"] for alert in fired_by(client, rule.id)] == [shared]
+    assert peak < 3 * PAGE_BYTES, f"{peak / 2**20:.1f} MiB held by one step"
     client.close()
 
 
