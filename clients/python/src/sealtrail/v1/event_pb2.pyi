@@ -456,7 +456,8 @@ class EventFilter(_message.Message):
     text: _builtins.str
     """Full-text search over description and the string and number values of
     details: every word must occur; "quoted phrases", `or` and `-word` work as
-    in web search. A text with no word in it (only punctuation) is refused.
+    in web search. A text with no word in it (no letter or decimal digit:
+    only punctuation, symbols, or numbers such as ½ or ²) is refused.
     """
     @_builtins.property
     def occurred_after(self) -> _timestamp_pb2.Timestamp:

@@ -26,7 +26,9 @@ class _RedactionMode:
 class _RedactionModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RedactionMode.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     REDACTION_MODE_UNSPECIFIED: _RedactionMode.ValueType  # 0
-    """Not set: in a request, leaves the mode as it is."""
+    """Not set: never a mode. UpdateTenantSettings refuses it with
+    INVALID_ARGUMENT; GetTenantSettings never answers it.
+    """
     REDACTION_MODE_REPLACE: _RedactionMode.ValueType  # 1
     """`[REDACTED:<rule>]` (the default)."""
     REDACTION_MODE_HMAC: _RedactionMode.ValueType  # 2
@@ -38,7 +40,9 @@ class RedactionMode(_RedactionMode, metaclass=_RedactionModeEnumTypeWrapper):
     """How redaction writes a secret it removes."""
 
 REDACTION_MODE_UNSPECIFIED: RedactionMode.ValueType  # 0
-"""Not set: in a request, leaves the mode as it is."""
+"""Not set: never a mode. UpdateTenantSettings refuses it with
+INVALID_ARGUMENT; GetTenantSettings never answers it.
+"""
 REDACTION_MODE_REPLACE: RedactionMode.ValueType  # 1
 """`[REDACTED:<rule>]` (the default)."""
 REDACTION_MODE_HMAC: RedactionMode.ValueType  # 2
