@@ -1671,7 +1671,8 @@ def _add_a_sink_and_an_alert_rule(client: AuditClient) -> None:
 
 def _fill_what_the_calls_leave_empty(sql: psycopg.Connection[Any], tenant: str) -> None:
     """A row in each table the calls above leave empty for the tenant (a dead
-    letter, a replay, what an alert rule learned, a purge's summary and mark),
+    letter, a replay, what an alert rule learned, a deleted rule's tombstone, a
+    purge's summary and mark),
     written directly: an erasure must remove those too, and a count of zero
     after it proves that only where there was a row before (helper-85)."""
     [(sink,)] = sql.execute("SELECT id FROM sinks WHERE tenant_id = %s", [tenant]).fetchall()
@@ -1706,6 +1707,11 @@ def _fill_what_the_calls_leave_empty(sql: psycopg.Connection[Any], tenant: str) 
         (
             "INSERT INTO retention_marks (tenant_id, selection, removed_before)"
             " VALUES (%s, 'test', now())",
+            [tenant],
+        ),
+        (
+            "INSERT INTO alert_rule_tombstones (tenant_id, rule_id, counted_alert_seq)"
+            " VALUES (%s, gen_random_uuid(), 0)",
             [tenant],
         ),
     ]:
