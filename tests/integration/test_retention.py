@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -58,6 +58,7 @@ from sealtrail.v1 import (
     integrity_pb2,
     retention_pb2,
 )
+from sealtrail_server.api import export as export_api
 from sealtrail_server.api import retention as retention_api
 from sealtrail_server.api import stream as stream_api
 from sealtrail_server.domain.access import Role
@@ -1923,6 +1924,125 @@ def test_a_purged_event_put_back_for_a_kept_one_hidden_is_caught(
     write_bundle(admin, tmp_path / "bundle")
     with pytest.raises(BundleError, match=swapped):
         verify_bundle(tmp_path / "bundle", key=admin.get_verifier_keys()[0].text)
+
+
+def _passes_before_exports_read(
+    aged: ServerThread,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    times: int,
+    then: Callable[[], None] = lambda: None,
+) -> list[list[Any]]:
+    """The next `times` Exports each overtaken by a retention pass between
+    signing their checkpoint and reading their first page: the pass records
+    itself after that checkpoint. `then` runs after each pass. What each
+    pass removed, in order."""
+    real, passes = export_api.stream_events, []
+    assert aged.service.purger is not None
+    purger = aged.service.purger
+
+    async def overtaken(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        if len(passes) < times:
+            passes.append(await purger.run_once())
+            then()
+        async with contextlib.aclosing(real(*args, **kwargs)) as events:
+            async for event in events:
+                yield event
+
+    monkeypatch.setattr(export_api, "stream_events", overtaken)  # the server runs here
+    return passes
+
+
+def _removed_of(tenant: str, passes: list[list[Any]]) -> list[int]:
+    """How many events of `tenant` each pass removed."""
+    return [sum(p.count for p in purged if p.tenant_id == tenant) for purged in passes]
+
+
+def test_a_complete_bundle_written_while_a_retention_pass_runs_still_verifies(
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    tenant: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A pass that removes events the export has not read yet (helper-154):
+    the bundle held their leaves but not the pass's record, which came after
+    its checkpoint. It was written, then failed verification as events
+    removed outside retention (hidden). It is written again, with the record."""
+    for _ in range(3):
+        record(admin, "doc.edit")
+    record(admin, "user.login", "authentication")
+    admin.set_retention_policy(10, categories={"authentication": "forever"})
+    clock.advance(11)
+    passes = _passes_before_exports_read(aged, monkeypatch, times=1)
+
+    written = write_bundle(admin, tmp_path / "bundle")
+    assert _removed_of(tenant, passes) == [3]  # during the bundle's export
+    assert written.complete and written.purged == 3
+    verified = verify_bundle(tmp_path / "bundle", key=admin.get_verifier_keys()[0].text)
+    assert (verified.count, verified.purged) == (written.count, written.purged)
+
+
+class _PurgedAfterItsCheckpoint:
+    """A client whose first fresh checkpoint is followed by a retention pass,
+    before any record is proven in it."""
+
+    def __init__(self, client: AuditClient, aged: ServerThread) -> None:
+        self._client, self._aged = client, aged
+        self.passes: list[list[Any]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def get_checkpoint(self, **request: Any) -> integrity_pb2.SignedCheckpoint:
+        checkpoint = self._client.get_checkpoint(**request)
+        if not self.passes:
+            self.passes.append(purge(self._aged))
+        return checkpoint
+
+
+def test_a_complete_bundle_proven_record_by_record_while_a_pass_runs_still_verifies(
+    aged: ServerThread, admin: AuditClient, clock: Clock, tenant: str, tmp_path: Path
+) -> None:
+    """The same through a reader's token, which may not export: each record
+    is proven by the server in a fresh checkpoint the pass came after."""
+    for _ in range(3):
+        record(admin, "doc.edit")
+    record(admin, "user.login", "authentication")
+    admin.set_retention_policy(10, categories={"authentication": "forever"})
+    clock.advance(11)
+    with AuditClient(aged.target, token=aged.token(tenant, Role.READER)) as reader:
+        overtaken = _PurgedAfterItsCheckpoint(reader, aged)
+        written = write_bundle(overtaken, tmp_path / "bundle")
+    assert _removed_of(tenant, overtaken.passes) == [3]
+    assert written.complete and written.purged == 3
+    verified = verify_bundle(tmp_path / "bundle", key=admin.get_verifier_keys()[0].text)
+    assert (verified.count, verified.purged) == (written.count, written.purged)
+
+
+def test_a_bundle_overtaken_by_retention_each_time_it_is_written_says_to_retry(
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    tenant: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Rather than a bundle that would fail verification as events hidden,
+    a clear error; and nothing left in the directory."""
+    for _ in range(3):  # a day apart: each pass below removes one more day's
+        record(admin, "doc.edit")
+        clock.advance(1)
+    admin.set_retention_policy(10, categories={"authentication": "forever"})
+    clock.advance(7.5)  # the first day's expired, the next two's not yet
+    passes = _passes_before_exports_read(aged, monkeypatch, times=3, then=lambda: clock.advance(1))
+
+    with pytest.raises(BundleError, match="a retention pass is removing events") as refused:
+        write_bundle(admin, tmp_path / "bundle")
+    assert "retry" in str(refused.value)
+    assert _removed_of(tenant, passes) == [1, 1, 1]
+    assert not (tmp_path / "bundle").exists()
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,7 @@ from sealtrail.tlog import (
     NoteError,
     ProofError,
     RemovalLedger,
+    RemovedLeaves,
     TreeBuilder,
     Verifier,
     leaf_hash,
@@ -147,6 +148,8 @@ def write_bundle(
     `workers` at a time: the way for a reader token (Export needs an
     exporter's), an export refused by the rate limit, or a log that does not
     match its checkpoint (which then shows which records it cannot prove).
+    A complete bundle overtaken by a retention pass is written again (see
+    `_complete`); overtaken each time, BundleError says to retry.
 
     A bundle that fails midway (the server gone for good, say) leaves nothing:
     what it wrote is removed, and `out` too if this call created it."""
@@ -170,8 +173,9 @@ def _write(
 ) -> BundleSummary:
     """`write_bundle` into `out`, which is empty."""
     complete = event_filter is None or event_filter.ByteSize() == 0
-    written = _from_one_export(source, out) if complete else None
-    if written is None:
+    if complete:
+        written = _complete(source, out, workers)
+    else:
         written = _proven_one_by_one(source, out, event_filter, complete, workers)
     if not written.purged:
         (out / PURGED).unlink()
@@ -222,6 +226,55 @@ class _Written:
     purged: int  # leaves written to PURGED
     unproven: Sequence[int] = ()  # matched by the filter, not provable
     refused: bool = False  # the log would not sign a fresh checkpoint
+
+
+# Writes of a complete bundle, each overtaken by a retention pass, before it
+# gives up: a pass records itself once done, so one overtaken is written again.
+_TRIES = 3
+
+
+def _complete(source: _Source, out: Path, workers: int) -> _Written:
+    """A complete bundle's records and leaves in `out`, whose removals the
+    records' own retention statements account for. A retention pass that
+    removes events while the bundle is written records itself after the
+    bundle's checkpoint: the bundle would hold their leaves without the
+    statement, and fail verification as events hidden (helper-154). So it is
+    written again, against a checkpoint that holds the statement. Removals
+    unaccounted for with none made since the last write are the log's doing:
+    the bundle is kept, and verification names them."""
+    last: RemovedLeaves | None = None
+    for _ in range(_TRIES):
+        written = _from_one_export(source, out)
+        if written is None:
+            written = _proven_one_by_one(source, out, None, True, workers)
+        removed, unaccounted = _removals(source, out, written.checkpoint.origin)
+        if unaccounted is None or removed == last:
+            return written
+        last = removed
+        _discard(out)
+    raise BundleError(
+        f"a retention pass is removing events of the log while the bundle is written"
+        f" ({_TRIES} tries, each overtaken): retry once it has ended"
+    )
+
+
+def _removals(source: _Source, out: Path, origin: str) -> tuple[RemovedLeaves, str | None]:
+    """The leaves written to `out` of removed events, and why its records'
+    retention statements do not account for them (None if they do), as
+    `verify_bundle` checks them with the log's keys."""
+    try:
+        verifiers = [Verifier.parse(key.text) for key in source.get_verifier_keys()]
+    except NoteError as error:
+        raise BundleError(f"verifier key: {error}") from None
+    ledger = RemovalLedger(origin, verifiers)
+    with open(out / RECORDS, "rb") as records:
+        for line in records:
+            ledger.note_record(line.removesuffix(b"\n"))
+    with open(out / PURGED, encoding="utf-8") as tombstones:
+        for tombstone in tombstones:
+            entry = json.loads(tombstone)
+            ledger.removed(entry["seq"], base64.b64decode(entry["leaf_hash"]))
+    return ledger.leaves, ledger.unaccounted()
 
 
 # Export refusals after which the bundle is still written, one proof per record
