@@ -184,9 +184,13 @@ class Settings:
                 raise SystemExit(
                     f"set SEALTRAIL_{name.upper()} or SEALTRAIL_{name.upper()}_FILE, not both"
                 )
-        if not settings.log_origin or any(c.isspace() or c == "+" for c in settings.log_origin):
-            # It names the signing key too, whose name cannot hold either.
-            raise SystemExit("SEALTRAIL_LOG_ORIGIN must be non-empty, without spaces or '+'")
+        origin = settings.log_origin
+        if not origin or any(c.isspace() or c == "+" or not c.isprintable() for c in origin):
+            # It names the signing key too, whose name cannot hold either; nor
+            # control characters, which no signed note may hold.
+            raise SystemExit(
+                "SEALTRAIL_LOG_ORIGIN must be non-empty, without spaces, '+' or control characters"
+            )
         if settings.key_read_window > _DAY:
             raise SystemExit("SEALTRAIL_KEY_READ_WINDOW must be at most 86400 seconds (a day)")
         for name in _MORE_THAN_ZERO:

@@ -101,7 +101,7 @@ def test_a_key_given_both_as_text_and_as_a_file_is_refused(name: str) -> None:
         Settings.load(env)
 
 
-@pytest.mark.parametrize("origin", ["my log", "log+1"])
+@pytest.mark.parametrize("origin", ["my log", "log+1", "log\x1b[2J", "log\x9b"])
 def test_a_log_origin_that_cannot_name_a_key_is_refused(origin: str) -> None:
     with pytest.raises(SystemExit, match="SEALTRAIL_LOG_ORIGIN must be non-empty"):
         Settings.load({"SEALTRAIL_LOG_ORIGIN": origin})

@@ -544,13 +544,14 @@ def bundle(ctx: click.Context, /, out: Path, **criteria: Any) -> None:
         try:
             summary = write_bundle(client, out, event_filter=_filter(criteria))
         except (BundleError, ExportError) as error:
-            raise click.ClickException(str(error)) from None
+            raise click.ClickException(terminal_safe(str(error))) from None
         except OSError as error:
             raise click.ClickException(_cannot_write(out, error)) from None
     purged = f" and {summary.purged} purged events' leaves" if summary.purged else ""
     click.echo(
         f"wrote {summary.count} records{purged} (seq {summary.first_seq}..{summary.last_seq})"
-        f" of {summary.origin} with its checkpoint at size {summary.tree_size} to {out}"
+        f" of {terminal_safe(summary.origin)} with its checkpoint at size {summary.tree_size}"
+        f" to {out}"
     )
     if summary.log_fault is not None:
         click.echo(f"FAILED: {summary.log_fault}", err=True)
@@ -588,8 +589,8 @@ def verify(path: Path, keys: tuple[str, ...], tenant: str | None, require_comple
     try:
         # No --key: None, the bundle's own keys (an empty list is refused).
         summary = verify_bundle(path, key=keys or None, tenant=tenant)
-    except BundleError as error:
-        click.echo(f"FAILED: {error}", err=True)
+    except BundleError as error:  # which may quote the bundle's text, a forger's
+        click.echo(f"FAILED: {terminal_safe(str(error))}", err=True)
         sys.exit(1)
     if require_complete and not summary.complete:
         click.echo(
@@ -602,6 +603,8 @@ def verify(path: Path, keys: tuple[str, ...], tenant: str | None, require_comple
 
 
 def _report_verified(summary: BundleSummary) -> None:
+    """What was verified; its origin and key names are the bundle's, which a
+    forger chooses: escaped, they cannot overwrite the verdict or its warning."""
     whole = ", the complete log with no gap" if summary.complete else ""
     purged = (
         f" and the leaves of {summary.purged} events removed by retention" if summary.purged else ""
@@ -609,8 +612,8 @@ def _report_verified(summary: BundleSummary) -> None:
     verdict = "SELF-CONSISTENT" if summary.trusted_own_keys else "OK"
     click.echo(
         f"{verdict}: {summary.count} records{purged} (seq {summary.first_seq}..{summary.last_seq})"
-        f" are in {summary.origin} at size {summary.tree_size}{whole}; checkpoint signed by"
-        f" {', '.join(summary.signed_by)}"
+        f" are in {terminal_safe(summary.origin)} at size {summary.tree_size}{whole};"
+        f" checkpoint signed by {terminal_safe(', '.join(summary.signed_by))}"
     )
     if not summary.complete:
         click.echo(

@@ -14,7 +14,7 @@ import binascii
 import re
 from dataclasses import dataclass
 
-from sealtrail.tlog._note import NoteError
+from sealtrail.tlog._note import NoteError, refuse_controls
 
 _SIZE = re.compile(r"0|[1-9][0-9]{0,19}")
 
@@ -33,6 +33,7 @@ def format_checkpoint(checkpoint: Checkpoint) -> str:
 
 def parse_checkpoint(text: str) -> Checkpoint:
     """The checkpoint in a note's text (as returned by `open_note`)."""
+    refuse_controls(text, "the checkpoint")
     lines = text.split("\n")
     if len(lines) < 4 or lines[-1] != "":
         raise NoteError("a checkpoint has an origin, a size and a root hash, each on a line")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -28,11 +29,25 @@ class NoteError(ValueError):
     """A note, key or signature is malformed or does not verify."""
 
 
+# C0 controls but the newline, DEL, and C1 controls (U+009B starts an escape
+# sequence to some terminals): C2SP's signed notes hold none. What a note says
+# reaches a terminal, and a forger's text must not move its cursor or colour it.
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def refuse_controls(text: str, what: str) -> None:
+    """NoteError if `text` holds a control character other than a newline."""
+    found = _CONTROL.search(text)
+    if found is not None:
+        raise NoteError(f"{what} holds the control character U+{ord(found.group()):04X}")
+
+
 def _key_id(name: str, public_key: bytes) -> bytes:
     return hashlib.sha256(name.encode() + b"\n" + _ED25519 + public_key).digest()[:4]
 
 
 def _check_name(name: str) -> None:
+    refuse_controls(name, "a key name")
     if not name or any(c.isspace() or c == "+" for c in name):
         raise NoteError(f"key name {name!r} must be non-empty, without spaces or '+'")
 
@@ -128,6 +143,7 @@ def sign_note(text: str, signer: Signer) -> str:
     """`text` (ending in a newline) with a signature line by `signer`."""
     if not text.endswith("\n") or "\n\n" in text:
         raise NoteError("note text must end in a newline and hold no blank line")
+    refuse_controls(text, "note text")
     key_id = signer.verifier.key_id
     signature = base64.b64encode(key_id + signer.sign(text.encode())).decode()
     return f"{text}\n{_DASH}{signer.name} {signature}\n"
@@ -136,6 +152,7 @@ def sign_note(text: str, signer: Signer) -> str:
 def open_note(note: str, verifiers: list[Verifier]) -> tuple[str, list[Verifier]]:
     """The text of `note` and the verifiers whose signature on it is valid.
     Raises NoteError if the note is malformed or no known key signed it."""
+    refuse_controls(note, "the note")
     text, separator, signatures = note.rpartition("\n\n")
     if not separator or not signatures.endswith("\n"):
         raise NoteError("a signed note is text, a blank line, then signature lines")
