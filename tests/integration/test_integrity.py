@@ -916,6 +916,12 @@ def test_after_a_key_rotation_old_checkpoints_stay_verifiable(
     assert verify_bundle(tmp_path / "b", key=new_key.verifier.text()).count == 12
 
 
+# Records no event is: one without its fields, and one nested too deep for
+# Python's parser (RecursionError, which made INTERNAL: helper-154).
+UNREADABLE = {"fields": '{"seq":13}', "nested": '{"a":' * 5000 + "1" + "}" * 5000}
+
+
+@pytest.mark.parametrize("rewritten", sorted(UNREADABLE))
 @pytest.mark.parametrize("export_format", ["csv", "json"])
 def test_an_export_meeting_an_unreadable_record_is_data_loss_naming_it(
     logged: AuditClient,
@@ -923,11 +929,13 @@ def test_an_export_meeting_an_unreadable_record_is_data_loss_naming_it(
     tamper: psycopg.Connection[Any],
     tmp_path: Path,
     export_format: Literal["csv", "json"],
+    rewritten: str,
 ) -> None:
     """A record rewritten into something no event is failed the export as
     UNKNOWN ("Unexpected KeyError"), naming nothing."""
     tamper.execute(
-        "UPDATE events SET record = '{\"seq\":13}' WHERE tenant_id = %s AND seq = 13", [tenant]
+        "UPDATE events SET record = %s WHERE tenant_id = %s AND seq = 13",
+        [UNREADABLE[rewritten], tenant],
     )
     with pytest.raises(RpcFailedError) as failed:
         logged.export(tmp_path / f"out.{export_format}", format=export_format)
@@ -936,14 +944,20 @@ def test_an_export_meeting_an_unreadable_record_is_data_loss_naming_it(
     assert not (tmp_path / f"out.{export_format}").exists()
 
 
+@pytest.mark.parametrize("rewritten", sorted(UNREADABLE))
 @pytest.mark.parametrize("actions", [None, "integrity.test"], ids=["all", "filtered"])
 def test_a_stream_meeting_an_unreadable_record_is_data_loss_naming_it(
-    logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any], actions: str | None
+    logged: AuditClient,
+    tenant: str,
+    tamper: psycopg.Connection[Any],
+    actions: str | None,
+    rewritten: str,
 ) -> None:
     """It ended with INTERNAL, naming nothing, where Export says DATA_LOSS
     (helper-121)."""
     tamper.execute(
-        "UPDATE events SET record = '{\"seq\":13}' WHERE tenant_id = %s AND seq = 13", [tenant]
+        "UPDATE events SET record = %s WHERE tenant_id = %s AND seq = 13",
+        [UNREADABLE[rewritten], tenant],
     )
     with pytest.raises(RpcFailedError) as failed:
         for event in logged.stream(build_filter(actions=actions) if actions else None, after_seq=0):

@@ -300,8 +300,8 @@ def _encoded_view(row: ShownEvent, tenant_id: str) -> bytes:
 
 
 # What converting a record that is no event raises (a record rewritten in the
-# database into other JSON).
-UNREADABLE: Final = (ValueError, KeyError, TypeError, AttributeError)
+# database into other JSON, or JSON nested too deep for Python's parser).
+UNREADABLE: Final = (ValueError, KeyError, TypeError, AttributeError, RecursionError)
 
 
 def unreadable_record(seq: int, error: Exception) -> IntegrityFailure:
