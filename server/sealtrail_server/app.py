@@ -49,6 +49,7 @@ from .retention.purge_record import purge_recorder
 from .retention.purger import Purger
 from .sealing_setup import load_secret_box
 from .store.appender import Appender
+from .store.changes import refuse_if_erased_now
 from .store.database import Database
 from .store.migrations import migrate_database
 from .store.pool_metrics import measure_pool
@@ -272,8 +273,11 @@ class Service:
         async def lookup(digest: bytes):  # type: ignore[no-untyped-def]
             return await find_principal(db, digest)
 
+        async def refuse_if_erased(tenant_id: str) -> None:
+            await refuse_if_erased_now(db, tenant_id)
+
         authenticator = Authenticator(lookup, cache_seconds=settings.token_cache_seconds)
-        self._guard = GuardInterceptor(authenticator)
+        self._guard = GuardInterceptor(authenticator, refuse_if_erased=refuse_if_erased)
         server = grpc.aio.server(
             interceptors=[
                 TelemetryInterceptor(tracer=self._tracer, meter=self._meter),

@@ -199,6 +199,41 @@ def test_an_export_overtaken_by_an_erasure_ends_without_a_manifest(
     assert ended.value.reason == "TENANT_ERASED"
 
 
+def test_an_export_on_another_process_overtaken_by_an_erasure_ends_tenant_erased(
+    migrated_database_url: str, server: ServerThread, tenant: str
+) -> None:
+    """The erasure made by another process, the exporting one learns of it
+    when it looks the caller's token up again (its cache expired): the token
+    is gone with the tenant, and the export ended UNAUTHENTICATED ("unknown
+    or revoked token") where the documented answer is TENANT_ERASED
+    (helper-154)."""
+    # Its tokens looked up again before each message, as once its cache expires.
+    elsewhere = ServerThread(migrated_database_url, token_cache_seconds=0.001)
+    try:
+        token = server.token(tenant)
+        with (
+            AuditClient(server.target, token=token, timeout=60) as here,
+            AuditClient(elsewhere.target, token=token, timeout=60) as there,
+        ):
+            blob = "x" * 12_000
+            # As above: the exporting process still in its first page (and
+            # sending rows it read before the erasure) when the erasure commits.
+            for start in range(0, 2400, 200):
+                here.record_batch(
+                    [build_event(action="bulk.item", actor_id="bulk", details={"blob": blob})
+                     for _ in range(start, start + 200)]
+                )  # fmt: skip
+            export = there.export_stream(format="ndjson")
+            assert next(export).chunk
+            here.erase_tenant(tenant)
+            with pytest.raises(RpcFailedError) as ended:
+                for message in export:
+                    assert not message.HasField("manifest"), message.manifest.row_count
+    finally:
+        elsewhere.close()
+    assert (ended.value.code.name, ended.value.reason) == ("FAILED_PRECONDITION", "TENANT_ERASED")
+
+
 def test_csv_export_has_the_country_in_its_last_column(client: AuditClient, tmp_path: Path) -> None:
     client.record(action="report.view", actor_id="u-9", country="nz", ip="192.0.2.4")
     client.export(tmp_path / "out.csv", format="csv", filter=build_filter(actions="report.view"))

@@ -95,10 +95,22 @@ def _check_decoded(request: Any) -> None:
         raise InvalidArgument.field("request", f"is not a valid message: {request.error}")
 
 
+async def _knows_no_erasures(tenant_id: str) -> None:
+    pass
+
+
 class GuardInterceptor(ServiceInterceptor):
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        *,
+        refuse_if_erased: Callable[[str], Awaitable[None]] = _knows_no_erasures,
+    ) -> None:
+        """`refuse_if_erased(tenant_id)` raises TENANT_ERASED if the tenant was
+        erased, by whichever process (`store.changes.refuse_if_erased_now`)."""
         super().__init__()
         self._authenticator = authenticator
+        self._refuse_if_erased = refuse_if_erased
         # Calls of AuditLogService begun and not ended: a stopping server ends
         # its streams early once nothing else is left (app.Service.stop).
         self.calls = 0
@@ -137,6 +149,9 @@ class GuardInterceptor(ServiceInterceptor):
             tenant_id = current_principal().tenant_id
             if self._authenticator.erased_here(tenant_id):
                 raise tenant_erased(tenant_id) from None
+            # Erased by another process, its tokens went with it: the stream
+            # ends TENANT_ERASED there too, not as if its token were revoked.
+            await self._refuse_if_erased(tenant_id)
             raise
 
     def _wrap_unary(self, handler: Handler, method_path: str) -> Handler:
