@@ -1206,6 +1206,47 @@ def _step_again(
     return evaluator
 
 
+@pytest.mark.parametrize(
+    "rewritten",
+    ['{"action": "user.login"}', "[" * 5000 + "]" * 5000],
+    ids=["no-time", "nested-too-deep"],
+)
+def test_a_record_rewritten_in_the_database_stops_no_alerting(
+    unevaluated: ServerThread, own_sql: psycopg.Connection[Any], tenant: str, rewritten: str
+) -> None:
+    """A record rewritten into something no event is (by someone with the
+    database's keys) failed its step at every try, evaluated or replayed into
+    a window, and no rule of the tenant fired again: a way to silence
+    alerting. It is passed over, logged (VerifyLog names what was
+    rewritten), and the rules fire on the events after it."""
+    server, client = unevaluated, AuditClient(unevaluated.target, token=unevaluated.token(tenant))
+    each = client.create_alert_rule(
+        build_alert_rule("logins", "match", filter=build_filter(actions="user.login"))
+    ).rule
+    threshold = _logins_threshold(client)
+    rewrite = client.record(action="user.login", actor_id="u").event.seq
+    with own_sql.transaction():
+        own_sql.execute("SET LOCAL session_replication_role = replica")  # past the refusal
+        own_sql.execute(
+            "UPDATE events SET record = %s WHERE tenant_id = %s AND seq = %s",
+            [rewritten, tenant, rewrite],
+        )
+    logins = [client.record(action="user.login", actor_id="u").event.seq for _ in range(3)]
+    with _appender_of(server) as appender:
+        evaluator = Evaluator(server.database, appender)
+        try:
+            assert tenant in server.run(evaluator._claim())
+            server.run(evaluator._step(tenant))  # the rewritten record evaluated
+            logins.append(client.record(action="user.login", actor_id="u").event.seq)
+            # Taken over: the threshold's window replayed from the log, through it.
+            evaluator = _step_again(server, evaluator, tenant, afresh=True)
+        finally:
+            server.run(evaluator._release())
+    assert [alert["trigger_seq"] for alert in fired_by(client, each.id)] == logins
+    assert [alert["trigger_seq"] for alert in fired_by(client, threshold.id)] == [logins[2]]
+    client.close()
+
+
 @pytest.mark.parametrize("afresh", [False, True], ids=["same-process", "taken-over"])
 @pytest.mark.parametrize(
     ("late", "before", "after", "fires"),

@@ -30,7 +30,7 @@ from opentelemetry.metrics import Meter, Observation
 
 from sealtrail.v1 import event_pb2
 
-from ..api.convert import caller_view, filter_from_json
+from ..api.convert import UNREADABLE, caller_view, filter_from_json
 from ..domain.alerts import (
     ALERT_ACTION,
     NEW_ORIGIN_KINDS,
@@ -279,15 +279,20 @@ class Evaluator:
     async def _evaluate(
         self, tenant_id: str, rules: list[_Rule], event: StoredEvent, watched_after: int
     ) -> None:
-        """Checks one event against the rules that watch it."""
+        """Checks one event against the rules that watch it. A record no event
+        is (rewritten in the database) is passed over: failing its step at
+        every try, it stopped every rule of the tenant for good."""
         if event.seq <= watched_after:
             return
-        record = json.loads(event.record)
-        if record["action"] == ALERT_ACTION:
-            return
-        for rule in rules:
-            if event.seq > rule.stored.start_seq and rule.matcher.matches(record):
-                await self._check(tenant_id, rule, event, record)
+        try:
+            record = json.loads(event.record)
+            if record["action"] == ALERT_ACTION:
+                return
+            for rule in rules:
+                if event.seq > rule.stored.start_seq and rule.matcher.matches(record):
+                    await self._check(tenant_id, rule, event, record)
+        except UNREADABLE as error:
+            _unreadable(tenant_id, event.seq, error)
 
     def _refresh(self, tenant_id: str, stored: list[store.StoredRule]) -> list[_Rule]:
         """The tenant's rules, keeping the windows of those whose condition is unchanged."""
@@ -365,15 +370,19 @@ class Evaluator:
                 limit = page_rows(_PRIME_PAGE, PAGE_BYTES, rows=len(page), size=size)
             for event in page:
                 before = event.seq
-                record = json.loads(event.record)
-                received = datetime.fromisoformat(record["received_at"])
+                try:
+                    record = json.loads(event.record)
+                    received = datetime.fromisoformat(record["received_at"])
+                    key = group_key(condition, record)
+                    occurred = datetime.fromisoformat(record["occurred_at"])
+                except UNREADABLE as error:
+                    _unreadable(tenant_id, event.seq, error)
+                    continue  # passed over, as when it was evaluated
                 if newest is not None and received < newest - back:
                     done = True
                     break
-                key = group_key(condition, record)
                 if record["action"] == ALERT_ACTION or key is None:
                     continue  # not counted
-                occurred = datetime.fromisoformat(record["occurred_at"])
                 newest = occurred if newest is None else max(newest, occurred)
                 replayed.append((event.seq, key, occurred))
         # Only a replayed event can have fired an alert that matters here, and
@@ -519,3 +528,13 @@ class Evaluator:
             queued = await route_alert(conn, tenant_id, alert, routed, now=now)
         if queued:
             self._sinks_changed()
+
+
+def _unreadable(tenant_id: str, seq: int, error: Exception) -> None:
+    log.error(
+        "alerts: tenant %s: the record at seq %d is not a readable event (%r), passed over;"
+        " it was rewritten in the database (VerifyLog names it)",
+        tenant_id,
+        seq,
+        error,
+    )
