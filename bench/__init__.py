@@ -13,6 +13,16 @@ a ratio to a baseline measured alongside it, never as an absolute gate:
   in front of it, so RecordBatch / raw COPY says how much of that the
   service keeps (target >= 0.40).
 - RecordBatch: batches of realistic events, a few calls in flight.
+- Record beside large batches (record-beside-batch): Record as above (same
+  clients, calls in flight and events) of one tenant, while another tenant's
+  client sends RecordBatch calls of 200 events of 3,000 small details (about
+  10 MB a call) back to back, one in flight, from the same start. Its p50 and
+  p99 over Record's, measured alone in the same round (the two alternate
+  order), say what one tenant's large writes cost another's Record (the
+  appender writes them in a lane of their own, ADR 0002's last addendum).
+  Lower is better; no target. Its median round is the one of median p99. The
+  batches' own rate (events and MB the database received in the window,
+  since one call may outlast it), commits and answered calls are in its notes.
 
 Issue 3's figures (signed checkpoints, proofs, VerifyLog, offline bundles),
 each against a baseline of the same run and, where the issue sets one, an

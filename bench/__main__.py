@@ -34,13 +34,15 @@ from . import (
     stream,
     tracing,
 )
-from .load import Window, Workload
+from .load import Window, Workload, batch_bytes
 from .metrics import metrics_scraped, metrics_settings
 from .phases import (
     PhaseResult,
     Timing,
     database_facts,
     events_per_commit,
+    events_written,
+    run_beside,
     run_once,
     run_phase,
     settle,
@@ -67,10 +69,13 @@ from .report import format_report, write_json
 # Then issue 8's: forwarding a log to a local webhook beside reading, encoding
 # and POSTing it here; lag to the webhook at 1,000 events/s beside the acks.
 # Then issue 9's: the console's first rows in headless Chromium with 1M events
-# in the tenant, beside the same Query made from here.
+# in the tenant, beside the same Query made from here. (record-beside-batch
+# runs next to its baseline, record: Record of one tenant while another sends
+# large RecordBatch calls back to back, ADR 0002's last addendum.)
 PHASES = (
     "empty",
     "record",
+    "record-beside-batch",
     "copy",
     "batch",
     "record-proofs",
@@ -112,6 +117,7 @@ PHASES = (
 # A figure and its baseline run in the other order every other round, so
 # drift over the run (a growing table, a warming cache) favours neither.
 PAIRS = (
+    ("record", "record-beside-batch"),
     ("record-proofs", "record-noproofs"),
     ("rawread", "verifylog"),
     ("bundlehash", "bundle"),
@@ -145,10 +151,14 @@ NEEDS_SCALE = frozenset(
 # Measured in the same window as a figure, as its baseline: reported next to it.
 COMPANIONS = {"stream": "stream-ack", "forward-lag": "forward-ack"}
 # Figures whose median round is the one with the median p99 latency, not rate.
-LATENCY_FIGURES = frozenset({"stream", "forward-lag"})
+LATENCY_FIGURES = frozenset({"stream", "forward-lag", "record-beside-batch"})
 MIN_PROOF_LOG = 10_000  # issue 3: proofs are served from a log of at least this many events
 MAX_BATCH = 1000  # the server's RecordBatch limit
 QUIET_PCT = 15.0  # machine busy percent under which a figure may start
+# record-beside-batch's large batches: 200 events of 3,000 small details, about
+# 10 MB a call, well past the appender's LARGE_SUBMISSION_BYTES (1 MiB).
+LARGE_BATCH_EVENTS = 200
+LARGE_BATCH_DETAILS = 3000
 KEY_NAME = "bench.local/log"  # the run's checkpoint signing key, shared by its servers
 
 
@@ -369,6 +379,7 @@ class Bench:
         measure = {
             "empty": self.empty_call,
             "record": self.record,
+            "record-beside-batch": self.record_beside_batch,
             "copy": self.raw_copy,
             "batch": self.record_batch,
             "record-proofs": self.record_proofs,
@@ -490,6 +501,60 @@ class Bench:
         result, window = self._run(name, "events/s", workloads)
         result.events_per_commit = events_per_commit(
             self.database.url, self.tenant("batch"), window
+        )
+        return result
+
+    def record_beside_batch(self) -> PhaseResult:
+        """Record as `record` measures it (same clients, calls in flight and
+        events), on a tenant of its own, while another tenant's client sends
+        RecordBatch calls of LARGE_BATCH_EVENTS events of LARGE_BATCH_DETAILS
+        small details (about 10 MB) back to back, one in flight, from the
+        same start: what a large batch costs another tenant's Record (the
+        appender writes it in a lane of its own, ADR 0002's last addendum).
+        Its baseline is `record`, of the same round; the batches' own rate
+        and latency are in its notes."""
+        figure = "record-beside-batch"
+        assert self.server is not None
+        workloads = self._grpc_workloads(
+            "record", self.token(figure), self.options.concurrency, label=figure
+        )
+        batches = Workload(
+            "batch",
+            batch_size=LARGE_BATCH_EVENTS,
+            details=LARGE_BATCH_DETAILS,
+            target=self.server.target,
+            token=self.token("large-batch"),
+            key_prefix=f"{self.run_id}-r{self.round}-large-batch",
+        )
+        size = batch_bytes(batches)  # before the clients start: not in the window
+        result, beside, window = run_beside(
+            "Record beside large RecordBatch",
+            "events/s",
+            workloads,
+            [batches],
+            self.timing,
+            server_pid=self.server.pid,
+            postmaster_pid=self.database.postmaster_pid,
+            beside_name=f"RecordBatch ({LARGE_BATCH_EVENTS} x {LARGE_BATCH_DETAILS:,} details)",
+        )
+        result.events_per_commit = events_per_commit(self.database.url, self.tenant(figure), window)
+        # A call may take longer than the window: what the database received
+        # in it says the batches' rate even when few of their answers fall in it.
+        written, commits = events_written(self.database.url, self.tenant("large-batch"), window)
+        result.notes.update(
+            large_batch_events=LARGE_BATCH_EVENTS,
+            large_batch_details=LARGE_BATCH_DETAILS,
+            large_batch_bytes=size,
+            large_batch_calls_answered=beside.calls,
+            large_batch_p50_ms=beside.latency_p50_ms,
+            large_batch_max_ms=beside.latency_p99_ms,  # of a few calls: the slowest
+            large_batch_events_written=written,
+            large_batch_commits=commits,
+            large_batch_events_per_s=round(written / window.seconds, 1),
+            large_batch_mb_per_s=round(
+                written / window.seconds * size / LARGE_BATCH_EVENTS / 1e6, 2
+            ),
+            large_batch_errors=beside.errors,
         )
         return result
 

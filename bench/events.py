@@ -50,11 +50,15 @@ def _template() -> event_pb2.Event:
 
 
 class EventFactory:
-    """Makes Record/RecordBatch events; keys are unique per `prefix`."""
+    """Makes Record/RecordBatch events; keys are unique per `prefix`. With
+    `details`, each event also has that many small details ("k0": "v0", ...),
+    the shape of a large batch's events (about 50 KB each at 3,000)."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, *, details: int = 0) -> None:
         self._prefix = prefix
         self._template = _template()
+        for j in range(details):
+            self._template.details.fields[f"k{j}"].string_value = f"v{j}"
         self._numbers = itertools.count(1)
 
     def make(self, into: event_pb2.Event) -> None:

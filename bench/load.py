@@ -40,7 +40,8 @@ _CHANNEL_OPTIONS = [
 @dataclass(frozen=True)
 class Workload:
     """What one client process does. `kind` is empty, record, batch, copy or
-    proof (GetInclusionProof of a random seq at `tree_size`, a checkpoint's)."""
+    proof (GetInclusionProof of a random seq at `tree_size`, a checkpoint's).
+    `details` adds that many small details to each event (see EventFactory)."""
 
     kind: str
     in_flight: int = 1
@@ -53,6 +54,7 @@ class Workload:
     tree_size: int = 0
     # Each call sends a new sampled traceparent and x-request-id, as a traced caller does.
     traced: bool = False
+    details: int = 0
 
 
 @dataclass(frozen=True)
@@ -237,7 +239,7 @@ def _make_call(workload: Workload, channel: grpc.aio.Channel) -> Call:
 
         return inclusion_proof
 
-    factory = EventFactory(workload.key_prefix)
+    factory = EventFactory(workload.key_prefix, details=workload.details)
     if workload.kind == "record":
         traced = workload.traced
 
@@ -274,6 +276,15 @@ def _make_call(workload: Workload, channel: grpc.aio.Channel) -> Call:
         return record_batch
 
     raise ValueError(f"unknown workload {workload.kind!r}")
+
+
+def batch_bytes(workload: Workload) -> int:
+    """The encoded size of one of the RecordBatch requests a batch `workload` sends."""
+    factory = EventFactory(workload.key_prefix, details=workload.details)
+    request = audit_service_pb2.RecordBatchRequest()
+    for _ in range(workload.batch_size):
+        factory.make(request.events.add())
+    return request.ByteSize()
 
 
 def _copy_worker(workload: Workload, pipe: Connection) -> Tally:

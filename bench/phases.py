@@ -60,14 +60,47 @@ def run_phase(
     postmaster_pid: int | None,
 ) -> tuple[PhaseResult, Window]:
     """Run `workloads` (one client process each) together and sum them up."""
-    clients = start_clients(workloads)
+    result, _, window = run_beside(
+        name,
+        unit,
+        workloads,
+        [],
+        timing,
+        server_pid=server_pid,
+        postmaster_pid=postmaster_pid,
+    )
+    return result, window
+
+
+def run_beside(
+    name: str,
+    unit: str,
+    workloads: list[Workload],
+    beside: list[Workload],
+    timing: Timing,
+    *,
+    server_pid: int | None,
+    postmaster_pid: int | None,
+    beside_name: str = "beside",
+    beside_unit: str = "events/s",
+) -> tuple[PhaseResult, PhaseResult, Window]:
+    """Run `workloads` and `beside` (one client process each) together, from
+    the same start, through the same warm-up and window; sum each list up
+    apart: the figure is `workloads`', measured while `beside` loads the
+    server. Both share the window's CPU, every client process counted."""
+    clients = start_clients([*workloads, *beside])
     try:
         window = go(clients, timing.warmup, timing.duration)
         usage = cpu.measure(window, cpu.Watched(server_pid, postmaster_pid, clients.pids))
         tallies = collect(clients, window)
     finally:
         stop_clients(clients)
-    return _summarize(name, unit, workloads, window, tallies, usage), window
+    mine, theirs = tallies[: len(workloads)], tallies[len(workloads) :]
+    return (
+        _summarize(name, unit, workloads, window, mine, usage),
+        _summarize(beside_name, beside_unit, beside, window, theirs, usage),
+        window,
+    )
 
 
 def _summarize(
@@ -150,6 +183,13 @@ def percentile_ms(ordered: list[float], fraction: float) -> float | None:
 def events_per_commit(database_url: str, tenant: str, window: Window) -> float | None:
     """Average events per appender transaction among the tenant's events
     received in `window`: every event of one commit shares its received_at."""
+    events, commits = events_written(database_url, tenant, window)
+    return float(events / commits) if commits else None
+
+
+def events_written(database_url: str, tenant: str, window: Window) -> tuple[int, int]:
+    """How many of the tenant's events were received in `window`, and in how
+    many commits (distinct received_at values)."""
     start = datetime.fromtimestamp(window.start, UTC)
     end = datetime.fromtimestamp(window.end, UTC)
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -158,9 +198,7 @@ def events_per_commit(database_url: str, tenant: str, window: Window) -> float |
             " WHERE tenant_id = %s AND received_at >= %s AND received_at < %s",
             [tenant, start, end],
         ).fetchone()
-    if row is None or not row[1]:
-        return None
-    return float(row[0] / row[1])
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def settle(database_url: str) -> None:

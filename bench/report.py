@@ -43,6 +43,22 @@ class Ratio:
 RATIOS = (
     Ratio("Record / empty call", "record", "empty", 0.50),
     Ratio("RecordBatch / raw COPY", "batch", "copy", 0.40),
+    # Another tenant's large RecordBatch calls, back to back, beside Record
+    # (ADR 0002's last addendum: they are written in a lane of their own).
+    Ratio(
+        "Record p50 beside large batches / alone",
+        "record-beside-batch",
+        "record",
+        None,
+        "latency_p50_ms",
+    ),
+    Ratio(
+        "Record p99 beside large batches / alone",
+        "record-beside-batch",
+        "record",
+        None,
+        "latency_p99_ms",
+    ),
     # Issue 3's figures.
     Ratio("Record with proofs / without", "record-proofs", "record-noproofs", 0.90),
     Ratio("inclusion proofs / empty call", "proofs", "empty", None),
@@ -206,6 +222,7 @@ def format_report(results: dict[str, PhaseResult], facts: dict[str, Any]) -> str
         )
     lines += _integrity_notes(results, facts)
     lines += _stream_export_notes(results, facts)
+    lines += _beside_batch_notes(results)
     lines += ["", f"{'ratio':<40} {'value':>8} {'target':>8}  verdict"]
     for ratio in RATIOS:
         if ratio.figure not in results and ratio.baseline not in results:
@@ -313,6 +330,32 @@ def _stream_export_notes(results: dict[str, PhaseResult], facts: dict[str, Any])
             f"export log: {log['size']:,} events (plus one audit_log.exported event per export),"
             f" recorded in RecordBatch calls of 1,000 in {log['seconds']:.1f} s",
         ]
+    return lines
+
+
+def _beside_batch_notes(results: dict[str, PhaseResult]) -> list[str]:
+    """What the large batches beside record-beside-batch's Record did."""
+    result = results.get("record-beside-batch")
+    if result is None:
+        return []
+    notes = result.notes
+    errors = ", ".join(f"{k}={v}" for k, v in notes["large_batch_errors"].items()) or "0"
+    lines = [
+        "",
+        f"record beside large batches: another tenant's RecordBatch calls of"
+        f" {notes['large_batch_events']} events of {notes['large_batch_details']:,} details"
+        f" ({notes['large_batch_bytes'] / 1e6:.1f} MB), back to back, one in flight;",
+        f"  written in the window: {notes['large_batch_events_written']:,} events in"
+        f" {notes['large_batch_commits']} commits, {notes['large_batch_events_per_s']:,.0f}"
+        f" events/s ({notes['large_batch_mb_per_s']:.1f} MB/s); calls answered in it:"
+        f" {notes['large_batch_calls_answered']}, p50 {_number(notes['large_batch_p50_ms'], 0)}"
+        f" ms, slowest {_number(notes['large_batch_max_ms'], 0)} ms; errors {errors}",
+    ]
+    if not notes["large_batch_commits"]:
+        lines.append(
+            "  NOTE: no large batch was written in the window: Record did not run beside"
+            " one. Rerun with a longer --duration."
+        )
     return lines
 
 
