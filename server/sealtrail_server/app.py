@@ -359,8 +359,8 @@ class Service:
         use, live stream subscriptions. Call it on the service's loop."""
         stats = self._db.pool.get_stats() if self._db is not None else {}
         in_use = stats.get("pool_size", 0) - stats.get("pool_available", 0)
-        if self._appender is not None and self._appender.keeps_connection:
-            in_use -= 1  # its own, kept between batches for a second (ADR 0046)
+        if self._appender is not None:
+            in_use -= self._appender.kept_connections  # kept between batches (ADR 0046)
         return {
             "tasks": len(asyncio.all_tasks()),
             "connections_in_use": in_use,

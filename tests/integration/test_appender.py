@@ -543,3 +543,163 @@ def test_a_retry_whose_event_the_batch_cannot_write_is_answered_with_the_stored_
     stored, again = server.run(run())
     assert isinstance(stored, Appended) and stored.seq == 9
     assert isinstance(again, Appended) and again.deduplicated and again.seq == 9
+
+
+# --- the lane for large submissions (ADR 0002's addendum) ------------------------------
+
+_LARGE = [b"x" * 1000]  # over `large_bytes=1000`: a large submission in these tests
+
+
+async def _lanes(url: str, *, pool: int = 4, **options: Any) -> tuple[Database, Appender]:
+    """An appender over a pool of `pool`, which waits 2 s for a connection."""
+    db = await Database.open(service_login_url(url), min_size=1, max_size=pool, timeout=2)
+    appender = Appender(db, large_bytes=1000, **options)
+    appender.start()
+    return db, appender
+
+
+def test_a_large_submission_given_up_by_its_caller_still_leads_its_tenants_writes(
+    server: ServerThread, migrated_database_url: str, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A large RecordBatch's caller may give up (its deadline) while its batch
+    is written. Its tenant was then forgotten by the large lane: its next
+    Record went to the small lane, waited there for the head the large lane
+    held, with every tenant of its batch, and the tenant was refused for 30 s
+    as held by another server process. It follows the batch still being
+    written, in the large lane (helper-164)."""
+    other = f"{tenant}-other"
+
+    async def run() -> list[Any]:
+        db, appender = await _lanes(migrated_database_url)
+        try:
+            for name in (tenant, other):
+                await appender.append(name, [_event("first")], [b"v"])
+            with sql.transaction():  # the large write waits for the head, as a long one
+                sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
+                large = asyncio.create_task(appender.append(tenant, [_event("large")], _LARGE))
+                await asyncio.sleep(0.05)
+                large.cancel()  # its caller's deadline
+                behind = asyncio.create_task(appender.append(tenant, [_event("s")], [b"v"]))
+                beside = await appender.append(other, [_event("s")], [b"v"])
+                assert not behind.done()
+            return [beside, await behind, await appender.append(tenant, [_event("t")], [b"v"])]
+        finally:
+            await appender.stop()
+            await db.close()
+
+    beside, behind, later = server.run(run(), timeout=60)
+    assert [beside[0].seq, behind[0].seq, later[0].seq] == [2, 3, 4]  # the large one: seq 2
+
+
+def test_a_large_submission_waits_for_its_tenants_small_writes_already_handed_in(
+    server: ServerThread, migrated_database_url: str, tenant: str
+) -> None:
+    """A small submission of the tenant handed to the small lane just before
+    its large one: the large lane locked the head first, and the small lane's
+    batch waited for it with every tenant in it (helper-164). The large one
+    waits for the small lane's writes of its tenant instead."""
+    other = f"{tenant}-other"
+
+    async def run() -> list[Any]:
+        db, appender = await _lanes(migrated_database_url, max_wait=0.1)  # waits for company
+        try:
+            for name in (tenant, other):
+                await appender.append(name, [_event("first")], [b"v"])
+            small = asyncio.create_task(appender.append(tenant, [_event("s")], [b"v"]))
+            beside = asyncio.create_task(appender.append(other, [_event("s")], [b"v"]))
+            await asyncio.sleep(0)
+            large = await appender.append(tenant, [_event("large")], _LARGE)
+            return [await small, await beside, large]
+        finally:
+            await appender.stop()
+            await db.close()
+
+    small, beside, large = server.run(run(), timeout=60)
+    assert [small[0].seq, beside[0].seq, large[0].seq] == [2, 2, 3]
+
+
+def test_a_large_write_leaves_the_small_lane_its_connection(
+    server: ServerThread, migrated_database_url: str, tenant: str
+) -> None:
+    """On a pool of 3, bulk reads (a stream catching up) and a change each
+    hold their share: the large lane took the connection left for the small
+    lane, whose batch then failed UNAVAILABLE for want of one (helper-164). It
+    takes its connection within the bulk share, and waits for it there."""
+    other = f"{tenant}-other"
+
+    async def run() -> Any:
+        db, appender = await _lanes(migrated_database_url, pool=3)
+        try:
+            await appender.append(other, [_event("first")], [b"v"])
+            async with db.bulk_connection(tenant), db.connection(tenant):  # a reader, a change
+                large = asyncio.create_task(appender.append(tenant, [_event("large")], _LARGE))
+                await asyncio.sleep(0.05)
+                beside = await appender.append(other, [_event("s")], [b"v"])
+                assert not large.done()
+            await large
+            return beside
+        finally:
+            await appender.stop()
+            await db.close()
+
+    assert server.run(run(), timeout=60)[0].seq == 2
+
+
+def test_on_a_pool_of_two_every_write_goes_by_one_lane(
+    server: ServerThread, migrated_database_url: str, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A pool of 2 has no room for a second lane beside the changes' share
+    and the connection left for the appender: a large write there waits in
+    the one lane, behind what is before it, as all writes did."""
+    other = f"{tenant}-other"
+
+    async def run() -> list[Any]:
+        db, appender = await _lanes(migrated_database_url, pool=2)
+        try:
+            await appender.append(other, [_event("first")], [b"v"])
+            with sql.transaction():
+                sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [other])
+                held = asyncio.create_task(appender.append(other, [_event("held")], [b"v"]))
+                await asyncio.sleep(0.05)
+                large = asyncio.create_task(appender.append(tenant, [_event("large")], _LARGE))
+                await asyncio.sleep(0.05)
+                assert not large.done()  # behind the held batch, in the one lane
+            return [await held, await large]
+        finally:
+            await appender.stop()
+            await db.close()
+
+    server.run(run(), timeout=60)
+
+
+def test_the_pending_limits_hold_for_both_lanes_together(
+    server: ServerThread, migrated_database_url: str, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """SEALTRAIL_APPEND_MAX_PENDING_EVENTS bounds what a process holds, as
+    documented: each lane counted only its own, twice the bound in all
+    (helper-164)."""
+    large_tenant = f"{tenant}-large"
+
+    async def run() -> tuple[int, list[Any]]:
+        db, appender = await _lanes(migrated_database_url, max_pending_events=3)
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            for name in (tenant, large_tenant):
+                await appender.append(name, [_event("first")], [b"v"])
+            with sql.transaction():
+                sql.execute(
+                    "SELECT FROM chain_heads WHERE tenant_id = ANY(%s) FOR UPDATE",
+                    [[tenant, large_tenant]],
+                )
+                for name, views in [(tenant, [b"v"]), (large_tenant, _LARGE)] * 4:
+                    tasks.append(asyncio.create_task(appender.append(name, [_event("e")], views)))
+                    await asyncio.sleep(0.02)
+                waiting = appender._waiting()[0]
+            return waiting, await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            await appender.stop()
+            await db.close()
+
+    waiting, outcomes = server.run(run(), timeout=60)
+    assert waiting <= 3
+    assert any(isinstance(outcome, ResourceExhausted) for outcome in outcomes)

@@ -26,10 +26,16 @@ fsync and round trips are paid once per batch instead of once per event.
 Two lanes each do all of the above, with a connection of their own: one for
 large submissions (LARGE_SUBMISSION_BYTES of events or more: a RecordBatch of
 large events, which PostgreSQL may take seconds to write) and one for the rest.
-While a tenant has a submission in the large lane, its next ones follow it
-there, in order; other tenants' writes go on in the small lane meanwhile
-(ADR 0002 addendum). A commit takes at most MAX_COMMIT_BYTES of submissions
-(and at least one), so the small lane's batches stay small too.
+A large submission waits for the small lane's writes of its tenant already
+handed in; while a tenant has a submission in the large lane (until it is
+written, whether or not its caller still waits), its next ones follow it
+there, in order. So the small lane never waits for a head the large lane
+holds, and other tenants' writes go on meanwhile (ADR 0002 addendum). A
+commit takes at most MAX_COMMIT_BYTES of submissions (and at least one), so
+the small lane's batches stay small too. The large lane takes its connection
+for each batch within the pool's share for bulk work, so the connection left
+for the small lane and single reads stays theirs; on a pool of fewer than 3
+connections there is no such share, and the small lane takes every write.
 
 Traced (a `tracer` given), each batch is a `sealtrail.append.commit` span of
 its own trace, parent of the batch's statement spans. A batch serves many
@@ -90,7 +96,7 @@ from .changes import (
     try_share_subjects,
 )
 from .database import Connection, Database
-from .kept import KEEP_IDLE_SECONDS, KeptConnection
+from .kept import KEEP_IDLE_SECONDS, Checkout, KeptConnection
 from .partitions import OUTSIDE_MONTHS
 
 log = logging.getLogger(__name__)
@@ -226,6 +232,9 @@ _KEPT_HEADS = 10_000
 LARGE_SUBMISSION_BYTES: Final = 1 << 20
 # A commit takes submissions up to this many bytes (and one, however large).
 MAX_COMMIT_BYTES: Final = 4 << 20
+# The least pool with room for the large lane beside the changes' share and
+# the connection left for the small lane (store/database.py).
+_LEAST_POOL_FOR_TWO_LANES: Final = 3
 # When an overloaded process asks callers to come back: a few batches' time.
 _OVERLOADED_RETRY_SECONDS = 1.0
 # How often an idle appender looks whether a caller waits for its kept connection.
@@ -360,13 +369,16 @@ class Appender:
         None, with the caller view alone (ADR 0022). `meter`: what each
         batch held and took, and what waits (docs/metrics.md). A submission
         of `large_bytes` of views or more goes to the large lane. The pending
-        limits hold for each lane."""
+        limits hold for both lanes together."""
         self._measures = AppendMeasures(meter, waiting=self._waiting)
 
-        def lane(name: str) -> _Lane:
+        def lane(name: str, checkout: Checkout, *, keep: bool) -> _Lane:
             return _Lane(
                 db,
                 name=name,
+                checkout=checkout,
+                keep=keep,
+                waiting=self._waiting,
                 measures=self._measures,
                 max_wait=max_wait,
                 batch_events=batch_events,
@@ -380,22 +392,26 @@ class Appender:
                 tracer=tracer,
             )
 
-        self._small = lane("sealtrail-appender")
-        self._large = lane("sealtrail-appender-large")
-        self._large_bytes = large_bytes
-        # Tenants with submissions in the large lane, and how many: their next
-        # ones follow there, so that a tenant's writes keep their order and
-        # never wait in the small lane for a head the large lane holds.
-        self._in_large: Counter[str] = Counter()
+        # Its writes' connection, kept from batch to batch (ADR 0046); the large
+        # lane's, taken for each batch within the bulk share.
+        self._small = lane(
+            "sealtrail-appender", lambda: db.system_connection(generic_plans=True), keep=True
+        )
+        self._large = lane("sealtrail-appender-large", db.bulk_system_connection, keep=False)
+        two_lanes = db.pool.max_size >= _LEAST_POOL_FOR_TWO_LANES
+        self._large_bytes = large_bytes if two_lanes else None
+        # Tenants whose large submission waits for the small lane's writes of
+        # them: their next writes follow it.
+        self._joining_large: Counter[str] = Counter()
 
     def _waiting(self) -> tuple[int, int]:
         small, large = self._small.waiting, self._large.waiting
         return small[0] + large[0], small[1] + large[1]
 
     @property
-    def keeps_connection(self) -> bool:
-        """Whether it holds a pooled connection between batches now (ADR 0046)."""
-        return self._small.keeps_connection or self._large.keeps_connection
+    def kept_connections(self) -> int:
+        """Pooled connections it holds between batches now (ADR 0046)."""
+        return int(self._small.keeps_connection)
 
     def start(self) -> None:
         self._small.start()
@@ -419,26 +435,35 @@ class Appender:
         after it (`server_view`; ADR 0025) or as given; None stores none, and
         the event is shown from its record."""
         size = sum(len(view) for view in views if view is not None) if views else 0
-        if size < self._large_bytes and tenant_id not in self._in_large:
+        follows = tenant_id in self._joining_large or self._large.holds(tenant_id)
+        if not follows and (self._large_bytes is None or size < self._large_bytes):
             return await self._small.append(tenant_id, events, views)
-        self._in_large[tenant_id] += 1
+        # Its head must be free of the small lane's writes before the large
+        # lane locks it: a small batch waiting for it held up every tenant in
+        # it, and ended with the tenant refused as held by another process.
+        self._joining_large[tenant_id] += 1
         try:
-            return await self._large.append(tenant_id, events, views)
+            await self._small.written(tenant_id)
         finally:
-            self._in_large[tenant_id] -= 1
-            if not self._in_large[tenant_id]:
-                del self._in_large[tenant_id]
+            self._joining_large[tenant_id] -= 1
+            if not self._joining_large[tenant_id]:
+                del self._joining_large[tenant_id]
+        return await self._large.append(tenant_id, events, views)
 
 
 class _Lane:
     """One task's group commit: the appends handed to it, gathered and
-    committed together, one batch at a time, on a connection it keeps."""
+    committed together, one batch at a time, on a connection of `checkout`
+    (kept between batches if `keep`)."""
 
     def __init__(
         self,
         db: Database,
         *,
         name: str,
+        checkout: Checkout,
+        keep: bool,
+        waiting: Callable[[], tuple[int, int]],
         measures: AppendMeasures,
         max_wait: float,
         batch_events: int,
@@ -453,8 +478,13 @@ class _Lane:
     ) -> None:
         self._db = db
         self._name = name
-        # Its writes' connection, kept from batch to batch (ADR 0046).
-        self._kept = KeptConnection(db, lambda: db.system_connection(generic_plans=True))
+        self._checkout = checkout
+        self._kept = KeptConnection(db, checkout) if keep else None
+        self._waiting_in_all = waiting  # the events and bytes waiting in every lane
+        # Its tenants' submissions handed in and not yet written (or failed),
+        # whether or not their callers still wait; `_batch_done` after each batch.
+        self._tenants: Counter[str] = Counter()
+        self._batch_done = asyncio.Event()  # set, and replaced, after each batch
         self._server_view = server_view
         self._tracer = tracer
         self._max_wait = max_wait
@@ -487,7 +517,31 @@ class _Lane:
     @property
     def keeps_connection(self) -> bool:
         """Whether it holds a pooled connection between batches now (ADR 0046)."""
-        return self._kept.kept
+        return self._kept is not None and self._kept.kept
+
+    def holds(self, tenant_id: str) -> bool:
+        """Whether a submission of the tenant waits here or is being written."""
+        return tenant_id in self._tenants
+
+    async def written(self, tenant_id: str) -> None:
+        """Once no submission of the tenant waits here or is being written."""
+        while tenant_id in self._tenants:
+            await self._batch_done.wait()
+
+    def _handed_in(self, submission: _Submission) -> None:
+        self._pending.submissions.append(submission)
+        self._pending.events += len(submission.events)
+        self._pending.size += submission.size
+        self._tenants[submission.tenant_id] += 1
+
+    def _done_with(self, batch: list[_Submission]) -> None:
+        """`batch` is written, or failed: its tenants are free of it here."""
+        for submission in batch:
+            self._tenants[submission.tenant_id] -= 1
+            if not self._tenants[submission.tenant_id]:
+                del self._tenants[submission.tenant_id]
+        self._batch_done.set()
+        self._batch_done = asyncio.Event()
 
     @property
     def waiting(self) -> tuple[int, int]:
@@ -512,6 +566,7 @@ class _Lane:
             await asyncio.gather(self._task, return_exceptions=True)
             _fail(self._pending.submissions, Unavailable("the server stopped", retry_after=1.0))
             self._measures.answered(_answers(self._pending.submissions))
+            self._done_with(self._pending.submissions)
             self._pending = _Pending()
         self._task = None
 
@@ -534,7 +589,7 @@ class _Lane:
         elif len(views) != len(events):
             raise ValueError(f"{len(views)} views for {len(events)} events")
         size = sum(len(view) for view in views if view is not None)
-        waiting, waiting_size = self._pending.events, self._pending.size
+        waiting, waiting_size = self._waiting_in_all()
         if waiting and (
             waiting + len(events) > self._max_pending_events
             or waiting_size + size > self._max_pending_bytes
@@ -553,10 +608,7 @@ class _Lane:
         caller = trace.get_current_span() if self._tracer is not None else None
         if caller is not None and not caller.is_recording():
             caller = None
-        submission = _Submission(tenant_id, events, views, future, caller, size)
-        self._pending.submissions.append(submission)
-        self._pending.events += len(events)
-        self._pending.size += size
+        self._handed_in(_Submission(tenant_id, events, views, future, caller, size))
         self._has_work.set()
         if self._pending.events >= self._batch_events:
             self._batch_full.set()
@@ -573,7 +625,7 @@ class _Lane:
         unused for KEEP_IDLE_SECONDS, or sooner when another caller waits."""
         loop = asyncio.get_running_loop()
         idle_until = loop.time() + KEEP_IDLE_SECONDS
-        while self._kept.kept and not self._has_work.is_set():
+        while self.keeps_connection and not self._has_work.is_set():
             try:
                 async with asyncio.timeout(_IDLE_CHECK_SECONDS):
                     await self._has_work.wait()
@@ -585,6 +637,8 @@ class _Lane:
     async def _give_back_kept(self) -> None:
         """The kept connection back to the pool; a failure there (none is known)
         is logged, not let end the one task that writes every append."""
+        if self._kept is None:
+            return
         try:
             await self._kept.give_back()
         except Exception:
@@ -613,6 +667,7 @@ class _Lane:
             try:
                 await self._commit_traced(batch)
             except asyncio.CancelledError:
+                self._done_with(batch)
                 # Stopped mid-commit: rolled back, unless the COMMIT had already
                 # reached the database, which no one here can tell. A retry with
                 # the event's idempotency key is answered from what was written.
@@ -629,6 +684,7 @@ class _Lane:
             except Exception:  # keep the appender alive whatever happens
                 log.exception("appender: unexpected failure")
                 _fail(batch, Unavailable("the append failed; retry", retry_after=1.0))
+            self._done_with(batch)
             self._measure(batch, started)
 
     def _alone(self) -> bool:
@@ -920,7 +976,7 @@ class _Lane:
         (its generic plan costs an unnest()ed array as ten rows, its custom
         plans as one) and spent several times longer planning that probe of
         every partition's index than running it (ADR 0032)."""
-        return self._kept.use()
+        return self._checkout() if self._kept is None else self._kept.use()
 
     def _keep(self, heads: dict[str, _Head]) -> None:
         """Keep `heads` as the latest known, evicting the least recently written."""

@@ -94,6 +94,11 @@ _NO_SEQSCAN: Final = "SELECT set_config('enable_seqscan', 'off', false)"
 Connection = EagerConnection
 
 
+# The key the appender's large writes take their bulk share under (FairShare's
+# keys are otherwise tenants, which no tenant id can equal: it has a space).
+_LARGE_WRITES: Final = "large writes"
+
+
 def change_connections(pool_size: int) -> int:
     """Connections a process's configuration changes hold at most at once
     (store/changes.py): each holds one while the appender records it."""
@@ -199,6 +204,19 @@ class Database:
         turn comes before another's that holds more of them (FairShare)."""
         self.refuse_if_unreachable()  # at once, not after those ahead time out
         async with self._bulk_reads.slot(tenant_id), self.connection(tenant_id) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def bulk_system_connection(self) -> AsyncIterator[Connection]:
+        """`system_connection(generic_plans=True)` within `bulk_connections`,
+        as a page of many events is read: for the appender's large writes
+        (ADR 0002), which would otherwise take the connection left for its
+        other writes and single reads."""
+        self.refuse_if_unreachable()
+        async with (
+            self._bulk_reads.slot(_LARGE_WRITES),
+            self.system_connection(generic_plans=True) as conn,
+        ):
             yield conn
 
     @asynccontextmanager
