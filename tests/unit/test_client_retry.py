@@ -815,3 +815,56 @@ async def test_the_async_client_sends_entries_refused_unavailable_again() -> Non
     first = received[0].events
     assert [list(r.events) for r in received[1:]] == [[first[1], first[2]], [first[1]]]
     assert len(sleeps) == 2
+
+
+def test_a_total_timeout_bounds_a_batch_with_its_entries_resends(
+    channel: grpc_testing.Channel,
+) -> None:
+    """Each resend of refused entries began the client's total_timeout anew:
+    a batch of 10 s ran 16 s, up to three times the bound (helper-164)."""
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    client = AuditClient(
+        "unused", token="t", channel=channel, total_timeout=10.0, max_attempts=5,
+        sleep=sleep, rng=random.Random(0), clock=lambda: now[0],
+    )  # fmt: skip
+    events = [event_pb2.Event(action="doc.a", actor=event_pb2.Actor(id="u"))] * 2
+    stored, unavailable = event_pb2.Event(id="e_0", seq=1), grpc.StatusCode.UNAVAILABLE
+    with ThreadPoolExecutor(max_workers=1) as background:
+        future = background.submit(client.record_batch, events)
+        _, _, rpc = channel.take_unary_unary(RECORD_BATCH)
+        now[0] += 4.0  # each answer takes 4 s
+        rpc.terminate(_entries(stored, unavailable), (), grpc.StatusCode.OK, "")
+        _, _, rpc = channel.take_unary_unary(RECORD_BATCH)
+        now[0] += 4.0
+        rpc.terminate(_entries(unavailable), (), grpc.StatusCode.OK, "")
+        _, _, rpc = channel.take_unary_unary(RECORD_BATCH)
+        now[0] += 4.0
+        rpc.terminate(_entries(unavailable), (), grpc.StatusCode.OK, "")
+        results = future.result(timeout=5)
+    assert now[0] <= 12.5  # no resend began past 10 s
+    assert results[0].event == stored and isinstance(results[1].error, UnavailableError)
+
+
+def test_a_client_closed_while_it_waits_to_resend_entries_returns_the_results(
+    channel: grpc_testing.Channel,
+) -> None:
+    """A close() while the client waited to resend refused entries raised
+    ClientClosedError, and the caller lost the results of the entries
+    written (helper-164). It returns them, the refused entries' errors kept."""
+    clients: list[AuditClient] = []
+    client = AuditClient(
+        "unused", token="t", channel=channel, sleep=lambda seconds: clients[0].close()
+    )
+    clients.append(client)
+    events = [event_pb2.Event(action="doc.a", actor=event_pb2.Actor(id="u"))] * 2
+    stored, unavailable = event_pb2.Event(id="e_0", seq=1), grpc.StatusCode.UNAVAILABLE
+    with ThreadPoolExecutor(max_workers=1) as background:
+        future = background.submit(client.record_batch, events)
+        _, _, rpc = channel.take_unary_unary(RECORD_BATCH)
+        rpc.terminate(_entries(stored, unavailable), (), grpc.StatusCode.OK, "")
+        results = future.result(timeout=5)
+    assert results[0].event == stored and isinstance(results[1].error, UnavailableError)

@@ -252,8 +252,9 @@ class AsyncAuditClient:
         Entries refused alone for a passing reason (UNAVAILABLE: not written) are
         sent again under their idempotency keys, as the retry policy says."""
         request = batch_request(events)
-        results = batch_results(await self._call(self._stub.RecordBatch, request))
+        # total_timeout bounds the call and its entries' resends together.
         ends = None if self._total_timeout is None else self._clock() + self._total_timeout
+        results = batch_results(await self._call(self._stub.RecordBatch, request, until=ends))
         attempt = 1
         while places := entries_to_resend(results):
             refused = results[places[0]].error
@@ -264,9 +265,13 @@ class AsyncAuditClient:
             await self._sleep(delay)
             attempt += 1
             try:
-                resent = await self._call(self._stub.RecordBatch, resend_request(request, places))
+                resent = await self._call(
+                    self._stub.RecordBatch, resend_request(request, places), until=ends
+                )
             except SealtrailError as error:  # the entries written before keep their results
                 merge_resent(results, places, error)
+                break
+            except ClientClosedError:  # closed meanwhile: the results so far, as they are
                 break
             merge_resent(results, places, batch_results(resent))
         return results
@@ -760,18 +765,21 @@ class AsyncAuditClient:
         retry: bool = True,
         retry_on: frozenset[grpc.StatusCode] = RETRYABLE,
         timeout: float | None = None,
+        until: float | None = None,
     ) -> _Resp:
         """`method`'s answer, retried as the policy says (after the codes of
         `retry_on`) unless not to `retry`; each attempt given `timeout`
         seconds, or the client's. The error raised says whether the call was
-        retried before it (`retried`): an earlier attempt may have taken effect."""
+        retried before it (`retried`): an earlier attempt may have taken effect.
+        `until`: when (by the client's clock) the client's total_timeout ends
+        for a call that is part of a larger one."""
         if self._closed:
             raise ClientClosedError
         per_attempt = self._timeout if timeout is None else timeout
         # A given `timeout` (an erasure's hour) is the call's own; the client's
         # total_timeout bounds the calls that take the client's.
         ends = (
-            self._clock() + self._total_timeout
+            (until if until is not None else self._clock() + self._total_timeout)
             if self._total_timeout is not None and timeout is None
             else None
         )
