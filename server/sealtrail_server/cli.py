@@ -184,9 +184,10 @@ def _shut_down_telemetry(metrics: Metrics | None, tracer_provider: TracerProvide
 
 
 def _database_problem(error: psycopg.Error) -> str:
-    """What a database error that stopped the server says to whoever
-    started it (a URL is never repeated: it may hold a password)."""
-    log.debug("the database error that stopped the server", exc_info=error)
+    """What a database error that stopped the server (or a command, before
+    it began) says to whoever started it (a URL is never repeated: it may
+    hold a password)."""
+    log.debug("the database error that stopped the start", exc_info=error)
     if isinstance(error, psycopg.errors.InsufficientPrivilege):
         return (
             f"the database refused a statement of the migrations ({error.diag.message_primary}):"
@@ -402,6 +403,8 @@ async def _database(urls: _Urls, *, connections: int = 1) -> AsyncIterator[Datab
         MigrationBlocked,
     ) as error:  # the database's setup: said, not a traceback
         raise click.ClickException(str(error)) from None
+    except psycopg.Error as error:  # as `serve` says it: libpq's text may quote the URL
+        raise click.ClickException(_database_problem(error)) from None
     try:
         yield db
     except SealtrailError as error:  # a refusal (an erased tenant's id): no traceback

@@ -22,6 +22,7 @@ from sealtrail_server.app import Service
 from sealtrail_server.key_files import load_key_text
 from sealtrail_server.store import urls
 from tests.conftest import ServerThread
+from tests.service_login import service_login_url
 
 
 def test_a_port_another_server_listens_on_is_refused(
@@ -63,6 +64,50 @@ def test_a_password_with_an_unescaped_at_sign_is_not_echoed(variable: str) -> No
     assert started.exit_code == 1
     assert "ss-w0rd" not in started.output
     assert f"{variable}: an '@' in its user or password must be written %40" in started.output
+
+
+_TOKEN_COMMANDS = [
+    ["token", "create", "--tenant", "acme", "--role", "admin"],
+    ["token", "list", "--tenant", "acme"],
+    ["token", "revoke", "00000000-0000-0000-0000-000000000000"],
+]
+
+
+@pytest.mark.parametrize("command", _TOKEN_COMMANDS, ids=lambda c: c[1])
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        (
+            "postgresql://alice:pa%zzs3cret@127.0.0.1:1/db",
+            "SEALTRAIL_DATABASE_URL (or _OWNER_DATABASE_URL) is not a valid PostgreSQL URL",
+        ),
+        ("host=127.0.0.1 port=1 password s3cretTail", "SEALTRAIL_DATABASE_URL (or _OWNER"),
+        ("postgresql://alice:s3cret@127.0.0.1:1/db", "cannot use the database: connection failed"),
+    ],
+    ids=["bad-url", "bad-keywords", "unreachable"],
+)
+def test_a_token_command_names_a_database_it_cannot_use_without_its_url(
+    command: list[str], url: str, said: str
+) -> None:
+    """`serve` said what was wrong; the token commands printed a traceback
+    ending in libpq's complaint, which quoted the URL's password (helper-157)."""
+    ran = CliRunner().invoke(cli.main, [*command, "--database-url", url])
+    assert ran.exit_code == 1, ran.output
+    assert f"Error: {said}" in ran.output
+    assert "s3cret" not in ran.output and "Traceback" not in ran.output
+
+
+def test_a_token_command_with_the_service_login_alone_says_to_set_the_owner_url(
+    migrated_database_url: str,
+) -> None:
+    """docs/database.md's application login cannot migrate: a traceback
+    (InsufficientPrivilege), where `serve` names SEALTRAIL_OWNER_DATABASE_URL."""
+    login = service_login_url(migrated_database_url)
+    for command in _TOKEN_COMMANDS:
+        ran = CliRunner().invoke(cli.main, [*command, "--database-url", login])
+        assert ran.exit_code == 1, ran.output
+        assert "set SEALTRAIL_OWNER_DATABASE_URL" in ran.output, ran.output
+        assert "Traceback" not in ran.output
 
 
 def test_a_database_that_never_answers_is_given_up_on(monkeypatch: pytest.MonkeyPatch) -> None:
