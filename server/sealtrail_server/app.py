@@ -47,7 +47,7 @@ from .redaction_setup import load_redaction_secret, load_redactor
 from .retention.erasure import Eraser
 from .retention.purge_record import purge_recorder
 from .retention.purger import Purger
-from .sealing_setup import load_secret_box
+from .sealing_setup import load_secrets_key, refuse_a_new_key
 from .store.appender import Appender
 from .store.changes import refuse_if_erased_now
 from .store.database import Database
@@ -177,7 +177,7 @@ class Service:
             raise SystemExit(f"SEALTRAIL_FORWARD_CA_FILE: {error}") from None
         credentials = server_credentials(settings)
         # Then the keys, any of which may be generated here.
-        secret_box = load_secret_box(settings)
+        secret_box, generated_secrets_key = load_secrets_key(settings)
         signer = load_signer(
             key_text=settings.signing_key,
             key_file=settings.signing_key_file,
@@ -190,6 +190,8 @@ class Service:
         ):
             log.info("applied migration %04d_%s", migration.version, migration.name)
         resealed, unopenable = await reseal_secrets(self._owner_database_url, secret_box)
+        if unopenable and generated_secrets_key is not None:
+            refuse_a_new_key(generated_secrets_key, resealed, unopenable)
         if resealed:
             log.info("sealed the secrets of %d sinks under the current secrets key", resealed)
         for problem in unopenable:

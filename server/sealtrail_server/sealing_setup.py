@@ -6,6 +6,8 @@ start. Read once at startup."""
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
+from typing import NoReturn
 
 from .config import Settings
 from .domain.sealing import KEY_BYTES, SecretBox
@@ -17,12 +19,26 @@ KEY_FILE_NAME = "secrets-key"
 def load_secret_box(settings: Settings) -> SecretBox:
     """The configured keys: 64 hex digits each, comma-separated while rotating
     (the new one first, sealing; the old ones still open what they sealed)."""
+    return load_secrets_key(settings)[0]
+
+
+def load_secrets_key(settings: Settings) -> tuple[SecretBox, Path | None]:
+    """`load_secret_box`'s box, and the file of the key this call generated
+    (None if it was configured or already there): a start must not go on with
+    a key of its own beside sinks another process sealed (`refuse_a_new_key`)."""
+    made: list[str] = []
+
+    def generate() -> str:
+        made.append(secrets.token_bytes(KEY_BYTES).hex())
+        return made[0]
+
+    path = settings.data_dir / KEY_FILE_NAME
     text, source = load_key_text(
         text=settings.secrets_key,
         file=settings.secrets_key_file,
-        default=settings.data_dir / KEY_FILE_NAME,
+        default=path,
         setting="SEALTRAIL_SECRETS_KEY",
-        generate=lambda: secrets.token_bytes(KEY_BYTES).hex(),
+        generate=generate,
         what="secrets key",
     )
     keys = []
@@ -37,4 +53,24 @@ def load_secret_box(settings: Settings) -> SecretBox:
                 " (comma-separated while rotating, the new one first)"
             )
         keys.append(key)
-    return SecretBox(keys)
+    # Another server starting on this data dir may have written its key first: then that one.
+    generated = path if made and text == made[0] else None
+    return SecretBox(keys), generated
+
+
+def refuse_a_new_key(generated: Path, resealed: int, unopenable: list[str]) -> NoReturn:
+    """Stops a start that generated its secrets key and found sinks sealed
+    under another: a process set up without the deployment's key (on a data
+    dir of its own) would take sinks' leases and deliver nothing (helper-157).
+    The key is removed unless it sealed something, so that every start says so."""
+    if not resealed:
+        generated.unlink(missing_ok=True)
+    many = len(unopenable) > 1
+    raise SystemExit(
+        f"{len(unopenable)} sink{'s' * many} of this database {'have' if many else 'has'}"
+        " secrets sealed under a secrets key this server does not have, and none was"
+        f" configured (nor in {generated.parent}): every process of a deployment must share"
+        " one. Set SEALTRAIL_SECRETS_KEY (or _FILE) to the deployment's secrets key"
+        " (docs/scaling.md); if it is lost, to a new one, and give those sinks' secrets"
+        f" again (docs/forwarding.md). The first: {unopenable[0]}"
+    )

@@ -12,14 +12,17 @@ import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from sealtrail_server.app import Service
+from sealtrail_server.config import Settings
 from sealtrail_server.domain.sealing import SecretBox
 from sealtrail_server.store.sinks import _place, reseal_secrets
-from tests.conftest import database_of_its_own
+from tests.conftest import REDACTION_SECRET, SIGNING_KEY, database_of_its_own
 
 OLD, NEW, LOST = bytes(range(32)), bytes(range(32, 64)), bytes(range(64, 96))
 
@@ -82,3 +85,27 @@ def test_a_rotation_seals_everything_again_under_the_new_key(own_url: str) -> No
         p.startswith(f"t3/{planted_id}: stored in the clear") for p in unopenable
     )
     assert _stored_secret(own_url, planted_id) == planted
+
+
+def test_a_server_that_generates_a_secrets_key_beside_sinks_sealed_under_another_refuses(
+    own_url: str, tmp_path: Path
+) -> None:
+    """A second process set up as docs/scaling.md said (no secrets key named)
+    generated a key of its own and served: every sink whose lease it took
+    delivered nothing (helper-157). It stops, saying to configure the
+    deployment's key, and keeps no key it made, so every start says so."""
+    _add_sink(own_url, "t1", SecretBox([OLD]))
+    settings = Settings(
+        listen="127.0.0.1:0",
+        signing_key=SIGNING_KEY,
+        redaction_key=REDACTION_SECRET.hex(),
+        secrets_key=None,
+        data_dir=tmp_path,
+        retention_interval=0,
+    )
+    for _ in range(2):
+        second = Service(settings, database_url=own_url, owner_database_url=own_url)
+        with pytest.raises(SystemExit, match="Set SEALTRAIL_SECRETS_KEY") as refused:
+            asyncio.run(second.start())
+        assert "1 sink" in str(refused.value) and "docs/scaling.md" in str(refused.value)
+        assert not (tmp_path / "secrets-key").exists()
