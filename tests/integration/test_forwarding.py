@@ -2068,6 +2068,7 @@ def test_a_secret_tampered_with_in_the_database_is_not_used(
     record(client, 2)
     failing = wait_for_state(client, target.id, lambda s: s.state.last_error != "").state
     assert failing.last_error.startswith("secrets: ") and reason in failing.last_error
+    assert not failing.last_error.startswith("secrets: secrets:")  # the field, once (helper-157)
     assert failing.lag_events > 0 and receiver.received == []  # nothing sent, anywhere
     # Kept as it is, the secret would be stored empty: the admin must give it again.
     keep = build_sink("target", "webhook", url=receiver.url, sink_id=target.id, filter=SHARED)

@@ -268,7 +268,7 @@ class Forwarder:
             return min((due - now).total_seconds(), self._poll * 5)
         if sink.unopened:  # nothing is sent, or parked, until its secrets can be used
             failures = sink.state.consecutive_failures
-            problem = f"secrets: {sink.unopened_text()}"
+            problem = sink.unopened_text()  # each field named: "secrets: why", "token: why"
             await self._failed(
                 lease, sink.updated_at, failures, problem, retry_after=None, needs_fixing=True
             )
