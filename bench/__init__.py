@@ -30,7 +30,7 @@ absolute target that is reported (MISSED), never asserted:
 
 - Record, proofs stored / Record, no proofs stored: Record as above, on the
   usual server and on a second one over the same database started with
-  SEALTRAIL_STORE_TREE_NODES=false (target >= 0.90).
+  `serve --bench-no-tree-nodes` (target >= 0.90).
 - GetInclusionProof: random seqs of a log of --integrity-events events
   (>= 10,000) at its checkpoint's size, as many in flight as Record; against
   the empty call, and >= 2,000 proofs/s.

@@ -51,7 +51,7 @@ from .report import format_report, write_json
 
 # The order they run in. After the first four, issue 3's figures, each next
 # to its baseline: Record with proofs stored (the usual server) and without
-# (a second server with SEALTRAIL_STORE_TREE_NODES=false); GetInclusionProof;
+# (a second server, `serve --bench-no-tree-nodes`); GetInclusionProof;
 # raw read vs VerifyLog; raw hashlib vs verify_bundle. Then issue 4's: stream
 # delivery (its baseline, the RecordBatch acks, is measured in its window);
 # raw cursor CSV vs Export. Then issue 5's: Record with tracing off (the usual
@@ -566,7 +566,7 @@ class Bench:
 
     def record_noproofs(self) -> PhaseResult:
         """Record on a second server over the same database, started with
-        SEALTRAIL_STORE_TREE_NODES=false (and no periodic checkpoints, which
+        --bench-no-tree-nodes (and no periodic checkpoints, which
         need the nodes): what Record costs without proof storage."""
         return self._record_on(self.bare_server, "record-noproofs", "Record, no proofs stored")
 
@@ -1019,8 +1019,10 @@ def _bare_server_if_needed(
     if "record-noproofs" not in figures:
         yield None
         return
-    bare = {**settings, "SEALTRAIL_STORE_TREE_NODES": "false", "SEALTRAIL_CHECKPOINT_INTERVAL": "0"}
-    with environment.server(database.url, workdir, name="bare-server", settings=bare) as server:
+    bare = {**settings, "SEALTRAIL_CHECKPOINT_INTERVAL": "0"}
+    with environment.server(
+        database.url, workdir, name="bare-server", settings=bare, flags=["--bench-no-tree-nodes"]
+    ) as server:
         yield server
 
 

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,16 +119,20 @@ def server(
     *,
     name: str = "server",
     settings: Mapping[str, str] | None = None,
+    flags: Sequence[str] = (),
 ) -> Iterator[Server]:
     """`sealtrail_server serve` on a free port, with `settings` (SEALTRAIL_*
-    and OTEL_* variables) added to its environment; SIGTERM and wait on exit.
+    and OTEL_* variables) added to its environment, and `flags` to its
+    command line (those with no variable); SIGTERM and wait on exit.
     OTEL_* variables of this process are not passed on: a server traces only
     when its settings say so. Its stdout and stderr go to `workdir`/`name`.out
     and .err (shown if it fails)."""
     out_path, err_path = workdir / f"{name}.out", workdir / f"{name}.err"
     with out_path.open("w") as out, err_path.open("w") as err:
         process = subprocess.Popen(
-            _sealtrail_server("serve", "--listen", "127.0.0.1:0", "--database-url", database_url),
+            _sealtrail_server(
+                "serve", "--listen", "127.0.0.1:0", "--database-url", database_url, *flags
+            ),
             stdout=out,
             stderr=err,
             env={

@@ -123,13 +123,27 @@ def main(verbose: bool) -> None:
 )
 @_data_dir_option
 @_database_url_option
+@click.option(
+    "--bench-no-tree-nodes",
+    is_flag=True,
+    hidden=True,
+    help="make bench only: store no Merkle tree nodes; what is appended can never be verified.",
+)
 def serve(
-    listen: str | None, console_listen: str | None, data_dir: Path | None, database_url: str | None
+    listen: str | None,
+    console_listen: str | None,
+    data_dir: Path | None,
+    database_url: str | None,
+    bench_no_tree_nodes: bool,
 ) -> None:
     """Run the gRPC service (and the web console, if asked) until SIGTERM or Ctrl-C."""
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     settings = Settings.load(
-        listen=listen, console_listen=console_listen, data_dir=data_dir, database_url=database_url
+        listen=listen,
+        console_listen=console_listen,
+        data_dir=data_dir,
+        database_url=database_url,
+        store_tree_nodes=False if bench_no_tree_nodes else None,
     )
     try:
         tracer_provider = tracer_provider_from_env(os.environ, version=__version__)

@@ -68,8 +68,10 @@ class Settings:
     # The signing key's text, or a file holding it; else <data_dir>/signing-key.
     signing_key: str | None = None
     signing_key_file: Path | None = None
-    # False only to measure what storing Merkle nodes costs (make bench):
-    # proofs, checkpoints and VerifyLog need the nodes.
+    # False only to measure what storing Merkle nodes costs (make bench, by
+    # `serve --bench-no-tree-nodes`; never read from the environment): proofs,
+    # checkpoints and VerifyLog need the nodes, and events appended without
+    # them can never be proven or verified.
     store_tree_nodes: bool = True
     # Seconds between heartbeats of an idle stream.
     stream_heartbeat_seconds: float = 5.0
@@ -150,6 +152,8 @@ class Settings:
         """Settings from SEALTRAIL_<FIELD> variables, then non-None `overrides`."""
         values: dict[str, Any] = {}
         for spec in fields(cls):
+            if spec.name in _OVERRIDES_ONLY:
+                continue
             raw = env.get(f"SEALTRAIL_{spec.name.upper()}")
             if raw:
                 values[spec.name] = _parse(spec.type, raw, spec.name)
@@ -205,6 +209,10 @@ class Settings:
 
 
 _DAY: Final = 86400.0
+
+# Fields only the bench sets, as overrides: a variable left in a deployment's
+# environment turned off what the log's integrity rests on (helper-157).
+_OVERRIDES_ONLY: Final = frozenset({"store_tree_nodes"})
 
 # Counts that 0 would break (a purge batch of 0 events, say, would never end).
 _AT_LEAST_ONE = (

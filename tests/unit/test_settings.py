@@ -105,3 +105,12 @@ def test_a_key_given_both_as_text_and_as_a_file_is_refused(name: str) -> None:
 def test_a_log_origin_that_cannot_name_a_key_is_refused(origin: str) -> None:
     with pytest.raises(SystemExit, match="SEALTRAIL_LOG_ORIGIN must be non-empty"):
         Settings.load({"SEALTRAIL_LOG_ORIGIN": origin})
+
+
+def test_storing_no_tree_nodes_cannot_be_set_from_the_environment() -> None:
+    """SEALTRAIL_STORE_TREE_NODES=false, the bench's and documented nowhere,
+    left every event appended meanwhile without its Merkle nodes: VerifyLog
+    reported tampering and no checkpoint could be signed again, for good
+    (helper-157). Only the bench turns it off, as an override."""
+    assert Settings.load({"SEALTRAIL_STORE_TREE_NODES": "false"}).store_tree_nodes is True
+    assert Settings.load({}, store_tree_nodes=False).store_tree_nodes is False
