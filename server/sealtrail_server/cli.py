@@ -41,7 +41,7 @@ from .redaction_setup import existing_redaction_secret, load_redactor
 from .store.appender import Appender
 from .store.changes import Changes, token_subject
 from .store.database import Database, RolesMissing
-from .store.migrations import MigrationBlocked, UnsafeSchema, migrate_database
+from .store.migrations import MigrationBlocked, NewerSchema, UnsafeSchema, migrate_database
 from .store.tenant_settings import read_settings
 from .store.tokens import (
     IssuedToken,
@@ -163,7 +163,7 @@ def serve(
     try:
         urls = _database_urls(settings)
         asyncio.run(_serve(settings, urls, tracer_provider, metrics))
-    except (UnsafeSchema, RolesMissing, MigrationBlocked) as error:
+    except (UnsafeSchema, RolesMissing, MigrationBlocked, NewerSchema) as error:
         raise click.ClickException(str(error)) from None
     except psycopg.Error as error:
         raise click.ClickException(_database_problem(error)) from None
@@ -415,6 +415,7 @@ async def _database(urls: _Urls, *, connections: int = 1) -> AsyncIterator[Datab
         UnsafeSchema,
         RolesMissing,
         MigrationBlocked,
+        NewerSchema,
     ) as error:  # the database's setup: said, not a traceback
         raise click.ClickException(str(error)) from None
     except psycopg.Error as error:  # as `serve` says it: libpq's text may quote the URL

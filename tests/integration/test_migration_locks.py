@@ -13,8 +13,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 from psycopg import sql
 
+from sealtrail_server import cli
 from sealtrail_server.store import migrations
 from tests.conftest import database_of_its_own
 
@@ -106,3 +108,26 @@ def test_no_attempts_set_waits_for_the_reader_without_a_limit(
         holder.execute("SELECT FROM events LIMIT 1")
         assert asyncio.run(run(holder)) == [9999]
     assert _BUSY not in caplog.text
+
+
+def test_a_server_refuses_a_schema_a_newer_release_migrated(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
+    """An older release started on a database a newer one had migrated, and
+    served without a word, ignoring what those migrations changed (sealed
+    purge summaries, the deployment's purge schedule) (helper-157). It stops
+    before changing anything, naming the versions it does not know."""
+    with database_of_its_own(migrated_database_url, "newer_schema") as own:
+        with psycopg.connect(own, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name)"
+                " VALUES (9998, 'from_a_newer_release'), (9999, 'and_another')"
+            )
+        env = {"SEALTRAIL_DATABASE_URL": own, "SEALTRAIL_DATA_DIR": str(tmp_path)}
+        started = CliRunner().invoke(cli.main, ["serve", "--listen", "127.0.0.1:0"], env=env)
+        assert started.exit_code == 1, started.output
+        assert "Error: the database was migrated by a newer release" in started.output
+        assert "9998_from_a_newer_release, 9999_and_another" in started.output
+        assert "Traceback" not in started.output
+        with pytest.raises(migrations.NewerSchema, match="run that release, or a newer one"):
+            asyncio.run(migrations.migrate_database(own))

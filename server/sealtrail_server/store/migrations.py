@@ -77,6 +77,11 @@ class MigrationBlocked(Exception):
     """A migration could not lock its tables in ATTEMPTS tries."""
 
 
+class NewerSchema(Exception):
+    """The database holds migrations this release does not have: a newer one
+    applied them, and this code would ignore what they changed."""
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -114,8 +119,9 @@ async def migrate(
             " name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        cursor = await conn.execute("SELECT version FROM schema_migrations")
-        applied = {row[0] for row in await cursor.fetchall()}
+        cursor = await conn.execute("SELECT version, name FROM schema_migrations")
+        applied = {version: name for version, name in await cursor.fetchall()}
+        _refuse_newer_schema(applied)
         for migration in available_migrations():
             if migration.version in applied:
                 continue
@@ -219,6 +225,24 @@ async def _apply(conn: psycopg.AsyncConnection[Any], migration: Migration, attem
             )
         await asyncio.sleep(pause)
         pause = min(pause * 2, LONGEST_PAUSE)
+
+
+def _refuse_newer_schema(applied: dict[int, str]) -> None:
+    """Older code on a newer schema ran as if it were its own: writing what
+    the newer migrations' code writes otherwise (a purge summary unsealed),
+    ignoring what they added (the deployment's purge schedule), without a
+    word (helper-157). A rollback over a schema is not supported: the start
+    stops, before any change (docs/database.md)."""
+    known = {migration.version for migration in available_migrations()}
+    unknown = sorted(version for version in applied if version not in known)
+    if unknown:
+        names = ", ".join(f"{version:04d}_{applied[version]}" for version in unknown)
+        raise NewerSchema(
+            f"the database was migrated by a newer release: this one does not know its"
+            f" migration{'s' * (len(unknown) > 1)} {names}. Going back to an older release"
+            " over a newer schema is not supported: run that release, or a newer one"
+            " (docs/database.md)"
+        )
 
 
 async def _refuse_unsafe_schema(conn: psycopg.AsyncConnection[Any]) -> None:
