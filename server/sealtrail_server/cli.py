@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -64,6 +65,8 @@ DEV_TENANT = "dev"
 # What an exit waits, at most, for the last metrics and spans to be exported.
 TELEMETRY_SHUTDOWN_SECONDS = 3.0
 DEV_TOKEN_FILE = "dev-admin-token"
+# pg_advisory_lock key of the development token's issue ("sealtdev" in ASCII).
+_DEV_TOKEN_LOCK = 0x7365616C74646576
 
 _data_dir_option = click.option(
     "--data-dir",
@@ -260,7 +263,14 @@ def _freeze_startup_objects() -> None:
 async def _issue_dev_token(settings: Settings, url: str) -> None:
     """On the embedded database's first start, make an admin token to begin
     with; none once its tenant was erased (its id is retired), nor then ever
-    again: the server starts all the same."""
+    again: the server starts all the same. One server at a time: two starting
+    together both counted no token, and both made one (helper-157)."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as lock:
+        await lock.execute("SELECT pg_advisory_lock(%s)", [_DEV_TOKEN_LOCK])
+        await _issue_dev_token_alone(settings, url)  # the session's end lets go of the lock
+
+
+async def _issue_dev_token_alone(settings: Settings, url: str) -> None:
     token_file = settings.data_dir / DEV_TOKEN_FILE
     db = await Database.open(url, min_size=1, max_size=1)
     try:
@@ -279,14 +289,25 @@ async def _issue_dev_token(settings: Settings, url: str) -> None:
         return
     finally:
         await db.close()
-    token_file.unlink(missing_ok=True)
-    # Created readable by its owner alone, never for a moment by others.
-    with os.fdopen(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
-        out.write(issued.secret + "\n")
+    _write_private(token_file, issued.secret + "\n")
     click.echo(
         f"sealtrail: development admin token for tenant {DEV_TENANT!r} (also in {token_file}):\n"
         f"  {issued.secret}"
     )
+
+
+def _write_private(path: Path, text: str) -> None:
+    """`text` in `path`, readable by its owner alone, never for a moment by
+    others; written beside it, then put in its place whole: a reader (or
+    another writer) never finds it half-written, nor fails on it."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
 
 
 @main.group()

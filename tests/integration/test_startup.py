@@ -4,6 +4,7 @@ names what to put right, never a traceback (helper-125)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import stat
@@ -19,9 +20,11 @@ from psycopg.sql import SQL, Identifier
 
 from sealtrail_server import cli
 from sealtrail_server.app import Service
+from sealtrail_server.config import Settings
+from sealtrail_server.domain.access import token_digest
 from sealtrail_server.key_files import load_key_text
 from sealtrail_server.store import urls
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, database_of_its_own
 from tests.service_login import service_login_url
 
 
@@ -273,3 +276,39 @@ def test_a_start_refused_for_its_own_settings_leaves_the_database_untouched(
             ).fetchone() == (0,)
     finally:
         sql.execute(SQL("DROP DATABASE {} WITH (FORCE)").format(Identifier(name)))
+
+
+def test_two_servers_starting_at_once_issue_one_development_token(
+    migrated_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two servers starting together on a fresh embedded database both found
+    no token and both made a development admin token; the file named one
+    of them (helper-157). Here each count waits (a second at most) for the
+    other's, as it did when both counted before either created."""
+    counting = asyncio.Event()
+    counted = 0
+    count_tokens = cli.count_tokens
+
+    async def count_beside_the_other(db: Any) -> int:
+        nonlocal counted
+        found = await count_tokens(db)
+        counted += 1
+        if counted == 2:
+            counting.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(counting.wait(), 1.0)
+        return found
+
+    monkeypatch.setattr(cli, "count_tokens", count_beside_the_other)
+    settings = replace(Settings(), data_dir=tmp_path)
+    with database_of_its_own(migrated_database_url, "dev_token") as own:
+
+        async def start_two() -> None:
+            await asyncio.gather(*(cli._issue_dev_token(settings, own) for _ in range(2)))
+
+        asyncio.run(start_two())
+        with psycopg.connect(own) as conn:
+            digests = conn.execute("SELECT secret_sha256 FROM api_tokens").fetchall()
+    written = (tmp_path / cli.DEV_TOKEN_FILE).read_text().strip()
+    assert digests == [(token_digest(written),)]  # one token, the one in the file
+    assert [p.name for p in tmp_path.iterdir()] == [cli.DEV_TOKEN_FILE]
