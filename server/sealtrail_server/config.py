@@ -84,7 +84,8 @@ class Settings:
     # stream whose client stops reading pins a few MB of memory.
     stream_max_per_tenant: int = 100
     stream_max_per_process: int = 1000
-    # Exports allowed per tenant within a sliding window of this many seconds.
+    # Exports allowed per tenant within a sliding window of this many seconds
+    # (at most a day).
     export_rate_limit: int = 30
     export_rate_window: float = 60.0
     # Reads by key (GetEvent, GetInclusionProof) are recorded once per token,
@@ -132,7 +133,7 @@ class Settings:
     # Seconds an idle sink waits before looking for events again (commits wake it sooner).
     forward_poll_interval: float = 1.0
     # Seconds a process's lease on a sink lasts unless renewed; another process
-    # takes over a dead one's sinks after it.
+    # takes over a dead one's sinks after it (at most a day).
     forward_lease_seconds: float = 30.0
     # Seconds before the first retry of a failed delivery; each failure doubles it (to 300).
     forward_backoff_base: float = 1.0
@@ -195,8 +196,9 @@ class Settings:
             raise SystemExit(
                 "SEALTRAIL_LOG_ORIGIN must be non-empty, without spaces, '+' or control characters"
             )
-        if settings.key_read_window > _DAY:
-            raise SystemExit("SEALTRAIL_KEY_READ_WINDOW must be at most 86400 seconds (a day)")
+        for name in _AT_MOST_A_DAY:
+            if getattr(settings, name) > _DAY:
+                raise SystemExit(f"SEALTRAIL_{name.upper()} must be at most 86400 seconds (a day)")
         for name in _MORE_THAN_ZERO:
             if getattr(settings, name) <= 0:
                 raise SystemExit(f"SEALTRAIL_{name.upper()} must be more than 0 seconds")
@@ -209,6 +211,16 @@ class Settings:
 
 
 _DAY: Final = 86400.0
+
+# Seconds that reach the database as an interval from now (a lease's end, a
+# window's start): past the timestamps' range, every statement using them
+# failed after the start (helper-157); the key read window's end lay past
+# the year 9999. More than a day is no use to any of them.
+_AT_MOST_A_DAY = (
+    "key_read_window",
+    "forward_lease_seconds",
+    "export_rate_window",
+)
 
 # Fields only the bench sets, as overrides: a variable left in a deployment's
 # environment turned off what the log's integrity rests on (helper-157).

@@ -50,6 +50,17 @@ def test_seconds_that_zero_would_make_a_loop_of_are_refused_at_zero(name: str) -
         Settings.load({f"SEALTRAIL_{name}": "0"})
 
 
+@pytest.mark.parametrize("raw", ["1e300", "86401"])
+@pytest.mark.parametrize("name", ["FORWARD_LEASE_SECONDS", "EXPORT_RATE_WINDOW"])
+def test_seconds_that_reach_a_database_interval_past_a_day_are_refused(name: str, raw: str) -> None:
+    """A lease of 1e300 s passed, then every sink's and alert rule's claim
+    failed with "timestamp out of range": nothing forwarded, no alert fired
+    (helper-157); an export window so long failed every export alike."""
+    with pytest.raises(SystemExit, match=f"SEALTRAIL_{name} must be at most 86400 seconds"):
+        Settings.load({f"SEALTRAIL_{name}": raw})
+    assert getattr(Settings.load({f"SEALTRAIL_{name}": "86400"}), name.lower()) == 86400
+
+
 def test_a_key_read_window_past_a_day_is_refused() -> None:
     """1e12 seconds passed, then every GetEvent failed with INTERNAL: the
     window's end lay past the year 9999."""
