@@ -71,6 +71,10 @@ def compile_pattern(rule: str, regex: str, path: Path) -> TextPattern:
         compiled = re.compile(regex)
     except re.error as error:
         raise SystemExit(f"redaction pattern {rule!r} in {path}: {error}") from None
+    except RecursionError:  # Python's compiler recurses by the groups' depth
+        raise SystemExit(
+            f"redaction pattern {rule!r} in {path}: its groups nest too deep to compile"
+        ) from None
     if compiled.search("") is not None:
         raise SystemExit(
             f"redaction pattern {rule!r} in {path} matches the empty text: it would write"

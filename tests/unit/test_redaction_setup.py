@@ -101,6 +101,8 @@ def test_a_pattern_re2_cannot_run_runs_on_pythons_engine_with_a_warning(
         # on Python's engine, whose time can grow exponentially (helper-156).
         ({"badge": r"BADGE-\d{1001}"}, "invalid repetition size"),
         ({"words": r"\w{1000}" * 8}, "pattern too large"),
+        # Python's compiler recurses by the groups' depth: a traceback, naming nothing.
+        ({"deep": "(" * 1100 + "x" + ")" * 1100}, "pattern 'deep' in"),
     ],
 )
 def test_a_broken_patterns_file_stops_the_server_with_its_name(
