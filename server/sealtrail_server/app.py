@@ -341,7 +341,10 @@ class Service:
             else:
                 self.port = server.add_secure_port(settings.listen, credentials)
         except RuntimeError:
-            raise SystemExit(f"cannot listen on {settings.listen}: in use or invalid") from None
+            raise SystemExit(
+                f"cannot listen on {settings.listen}: in use or invalid (set SEALTRAIL_LISTEN,"
+                " or serve --listen, to another HOST:PORT)"
+            ) from None
         await server.start()
         self._server = server
         if settings.console_listen:

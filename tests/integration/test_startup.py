@@ -40,8 +40,9 @@ def test_a_port_another_server_listens_on_is_refused(
         database_url=server.settings.database_url,
         owner_database_url=migrated_database_url,
     )
-    with pytest.raises(SystemExit, match=f"cannot listen on {taken}: in use"):
+    with pytest.raises(SystemExit, match=f"cannot listen on {taken}: in use") as refused:
         asyncio.run(second.start())  # what it started, stopped again
+    assert "SEALTRAIL_LISTEN" in str(refused.value)  # what to change
 
 
 @pytest.mark.parametrize(
