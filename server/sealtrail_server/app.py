@@ -231,6 +231,7 @@ class Service:
             seal=SummarySeal(redaction_secret),
             interval=settings.retention_interval,
             batch_events=settings.retention_batch_events,
+            min_days=settings.retention_min_days,
             clock=self._clock,
             meter=self._meter,
         )
@@ -313,6 +314,7 @@ class Service:
                 egress=egress,
                 secret_box=secret_box,
                 evaluator=self.evaluator,
+                retention_min_days=settings.retention_min_days,
                 in_flight_bytes=settings.record_max_in_flight_bytes,
                 max_response_bytes=MAX_RESPONSE_BYTES,
                 clock=self._clock,

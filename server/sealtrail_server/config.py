@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
+from .domain.retention import MAX_DAYS
+
 # Attempts at each migration at start by default (store/migrations.py).
 MIGRATION_LOCK_ATTEMPTS: Final = 12
 
@@ -115,6 +117,10 @@ class Settings:
     # (0: never); events removed per transaction. One process purges at a time.
     retention_interval: float = 86400.0
     retention_batch_events: int = 5000
+    # The deployment's retention floor in days (0: none): no tenant's policy
+    # may keep events for less (forever always passes), and the purge keeps
+    # to it even for a policy stored before it was raised.
+    retention_min_days: int = 0
     # Attempts at each migration at start, each waiting 2 s at most for a
     # lock (about two minutes in all); 0: wait for its locks without a limit.
     migration_lock_attempts: int = MIGRATION_LOCK_ATTEMPTS
@@ -196,6 +202,10 @@ class Settings:
             raise SystemExit(
                 "SEALTRAIL_LOG_ORIGIN must be non-empty, without spaces, '+' or control characters"
             )
+        if settings.retention_min_days > MAX_DAYS:
+            raise SystemExit(
+                f"SEALTRAIL_RETENTION_MIN_DAYS must be at most {MAX_DAYS} days (0: no floor)"
+            )
         for name in _AT_MOST_A_DAY:
             if getattr(settings, name) > _DAY:
                 raise SystemExit(f"SEALTRAIL_{name.upper()} must be at most 86400 seconds (a day)")
@@ -245,6 +255,7 @@ _AT_LEAST_ONE = (
 _NOT_NEGATIVE = (
     "pool_min_size",
     "migration_lock_attempts",
+    "retention_min_days",  # no floor
     "forward_max_sinks",
     "alert_max_tenants",
 )

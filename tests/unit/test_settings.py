@@ -125,3 +125,11 @@ def test_storing_no_tree_nodes_cannot_be_set_from_the_environment() -> None:
     (helper-157). Only the bench turns it off, as an override."""
     assert Settings.load({"SEALTRAIL_STORE_TREE_NODES": "false"}).store_tree_nodes is True
     assert Settings.load({}, store_tree_nodes=False).store_tree_nodes is False
+
+
+@pytest.mark.parametrize("raw", ["-1", "36501", "30d"])
+def test_a_retention_floor_that_is_not_a_number_of_days_is_refused_by_name(raw: str) -> None:
+    with pytest.raises(SystemExit, match="SEALTRAIL_RETENTION_MIN_DAYS"):
+        Settings.load({"SEALTRAIL_RETENTION_MIN_DAYS": raw})
+    assert Settings.load({"SEALTRAIL_RETENTION_MIN_DAYS": "90"}).retention_min_days == 90
+    assert Settings.load({}).retention_min_days == 0  # no floor

@@ -88,13 +88,14 @@ def _hold_message(stored: StoredPolicy) -> pb.LegalHold:
     return message
 
 
-def _validated(message: pb.RetentionPolicy) -> RetentionPolicy:
+def _validated(message: pb.RetentionPolicy, *, min_days: int) -> RetentionPolicy:
     return validate_policy(
         message.default_days,
         [
             RuleDraft(days=r.days, category=r.category, action_prefix=r.action_prefix)
             for r in message.rules
         ],
+        min_days=min_days,
     )
 
 
@@ -114,6 +115,8 @@ class RetentionRpcs:
     _eraser: Eraser
     _authenticator: Authenticator | None
     _filter_details: FilterDetails
+    # The deployment's retention floor in days (SEALTRAIL_RETENTION_MIN_DAYS).
+    _retention_min_days: int
 
     async def GetRetentionPolicy(
         self, request: pb.GetRetentionPolicyRequest, context: Context
@@ -130,7 +133,7 @@ class RetentionRpcs:
         self, request: pb.UpdateRetentionPolicyRequest, context: Context
     ) -> pb.UpdateRetentionPolicyResponse:
         principal = current_principal()
-        policy = _validated(request.policy)
+        policy = _validated(request.policy, min_days=self._retention_min_days)
         tenant_id = principal.tenant_id
         async with self._changes.exclusive(
             tenant_id, RETENTION_SUBJECT, caller=principal.token_id
@@ -167,7 +170,7 @@ class RetentionRpcs:
     async def PreviewRetentionPolicy(
         self, request: pb.PreviewRetentionPolicyRequest, context: Context
     ) -> pb.PreviewRetentionPolicyResponse:
-        policy = _validated(request.policy)
+        policy = _validated(request.policy, min_days=self._retention_min_days)
         tenant_id = current_principal().tenant_id
         now = self._clock()
         horizons = [(s, now - timedelta(days=s.days)) for s in purge_selections(policy)]

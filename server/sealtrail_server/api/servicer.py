@@ -120,6 +120,7 @@ class AuditLogServicer(
         egress: EgressPolicy,
         secret_box: SecretBox,
         evaluator: Evaluator,
+        retention_min_days: int = 0,
         in_flight_bytes: int = 2 * 1024 * 1024 * 1024,
         max_response_bytes: int = 96 * 1024 * 1024,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -127,6 +128,7 @@ class AuditLogServicer(
         self._in_flight = InFlight(in_flight_bytes)
         self._max_response_bytes = max_response_bytes
         self._eraser = eraser
+        self._retention_min_days = retention_min_days
         self._forwarder = forwarder
         self._evaluator = evaluator
         self._egress = egress

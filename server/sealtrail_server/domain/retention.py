@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Final
 
@@ -73,6 +73,20 @@ class RetentionPolicy:
     def keeps_everything(self) -> bool:
         return self.default_days == 0 and all(rule.days == 0 for rule in self.rules)
 
+    def at_least(self, min_days: int) -> RetentionPolicy:
+        """The policy as the purge applies it under a deployment floor of
+        `min_days`: every limit shorter than the floor raised to it (forever
+        stays forever). A policy stored before the floor was raised is kept,
+        as its tenant set it, but removes nothing younger than the floor."""
+
+        def days(limit: int) -> int:
+            return max(limit, min_days) if limit else 0
+
+        return RetentionPolicy(
+            days(self.default_days),
+            tuple(replace(rule, days=days(rule.days)) for rule in self.rules),
+        )
+
 
 def policy_etag(policy: RetentionPolicy, updated_at: datetime | None) -> str:
     """The policy's etag as stored (AIP-154): it changes with any rule, day
@@ -100,9 +114,12 @@ class RuleDraft:
     action_prefix: str = ""
 
 
-def validate_policy(default_days: int, rules: list[RuleDraft]) -> RetentionPolicy:
+def validate_policy(
+    default_days: int, rules: list[RuleDraft], *, min_days: int = 0
+) -> RetentionPolicy:
     """A policy from request values, or InvalidArgument naming every bad field
-    (paths under `policy.`)."""
+    (paths under `policy.`). `min_days`: the deployment's floor, which no
+    limit may be shorter than (SEALTRAIL_RETENTION_MIN_DAYS); forever passes."""
     violations: list[FieldViolation] = []
 
     def fail(path: str, message: str) -> None:
@@ -111,6 +128,12 @@ def validate_policy(default_days: int, rules: list[RuleDraft]) -> RetentionPolic
     def check_days(path: str, days: int) -> None:
         if days > MAX_DAYS:
             fail(path, f"must be at most {MAX_DAYS} (or 0 to keep forever)")
+        elif 0 < days < min_days:
+            fail(
+                path,
+                f"must be at least {min_days} days, this deployment's minimum"
+                " (or 0 to keep forever)",
+            )
 
     check_days("default_days", default_days)
     if len(rules) > MAX_RULES:

@@ -117,11 +117,13 @@ class Purger:
         first_pass_after: float = FIRST_PASS_AFTER,
         batch_events: int = DEFAULT_BATCH_EVENTS,
         scan_window: int | None = None,  # seqs; None: SCAN_WINDOW_BATCHES batches
+        min_days: int = 0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         meter: Meter | None = None,
     ) -> None:
-        """`meter`: events purged, faults met, when this process last ended a
-        pass (docs/metrics.md)."""
+        """`min_days`: the deployment's retention floor, which the purge keeps
+        to whatever a policy stored before it says. `meter`: events purged,
+        faults met, when this process last ended a pass (docs/metrics.md)."""
         self._owner_url = owner_url
         self.record = record  # how a purge is recorded in its tenant's log
         self._seal = seal  # of the summaries kept until then
@@ -131,6 +133,7 @@ class Purger:
             raise ValueError("a purge's batches and windows must hold an event at least")
         self._batch_events = batch_events
         self._scan_window = scan_window or batch_events * SCAN_WINDOW_BATCHES
+        self._min_days = min_days
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
         # Summaries that will never be recorded as they stand (not this
@@ -415,6 +418,7 @@ class Purger:
             seal=self._seal,
             batch_events=self._batch_events,
             scan_window=self._scan_window,
+            min_days=self._min_days,
             clock=self._clock,
             on_batch=self._purged_events.add,  # each batch as it commits
         )
@@ -510,9 +514,10 @@ class Purger:
         async with conn.transaction():
             await share_subjects(conn, [tenant_id], ERASURE_SUBJECT)
             stored = await locked_policy(conn, tenant_id)
-            if stored.hold.on or not stored.policy.default_days:
+            default_days = stored.policy.at_least(self._min_days).default_days
+            if stored.hold.on or not default_days:
                 return
-            cutoff = self._clock() - timedelta(days=stored.policy.default_days + 1)
+            cutoff = self._clock() - timedelta(days=default_days + 1)
             forgotten = await forget_origins(conn, tenant_id, seen_before=cutoff)
         if forgotten:
             log.info("retention: forgot %d origins alert rules learned of %s", forgotten, tenant_id)

@@ -127,10 +127,12 @@ async def purge_tenant(
     batch_events: int,
     scan_window: int,
     clock: Callable[[], datetime],
+    min_days: int = 0,
     on_batch: Callable[[int], None] = lambda _count: None,
 ) -> TenantPurge:
     """The tenant's expired events removed, rule by rule, one batch a
-    transaction; what was removed, noted (sealed) with each batch.
+    transaction; what was removed, noted (sealed) with each batch. No limit
+    is shorter than `min_days`, the deployment's floor (`at_least`).
     `on_batch(count)` is told of each batch once it committed."""
     purged = TenantPurge(tenant_id)
     now = clock()
@@ -153,7 +155,7 @@ async def purge_tenant(
             stored = await locked_policy(conn, tenant_id)
             if stored.hold.on:
                 return purged
-            selections = purge_selections(stored.policy)
+            selections = purge_selections(stored.policy.at_least(min_days))
             pending = [s for s in selections if s.rule not in finished]
             if not pending:
                 return purged
