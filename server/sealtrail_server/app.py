@@ -315,6 +315,7 @@ class Service:
                 secret_box=secret_box,
                 evaluator=self.evaluator,
                 retention_min_days=settings.retention_min_days,
+                tenant_erasure=settings.tenant_erasure,
                 in_flight_bytes=settings.record_max_in_flight_bytes,
                 max_response_bytes=MAX_RESPONSE_BYTES,
                 clock=self._clock,

@@ -1,9 +1,11 @@
-"""`sealtrail-server`: run the service and manage its tokens."""
+"""`sealtrail-server`: run the service, manage its tokens, and do what the
+operator keeps from tenant admins (ADR 0058)."""
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import base64
 import gc
 import getpass
 import logging
@@ -23,6 +25,7 @@ from typing import Any, NamedTuple, NoReturn
 
 import click
 import psycopg
+from google.protobuf import json_format
 from opentelemetry.sdk.trace import TracerProvider
 
 from sealtrail.v1 import event_pb2
@@ -30,6 +33,7 @@ from sealtrail.v1 import event_pb2
 from . import __version__
 from .api.audited import record_event
 from .api.convert import server_view
+from .api.retention import receipt_message
 from .app import Service
 from .config import Settings
 from .domain.access import Role, token_name_problem, valid_tenant_id
@@ -37,8 +41,10 @@ from .domain.errors import SealtrailError
 from .domain.event import parse_uuid
 from .domain.redaction import tenant_key
 from .embedded import start_embedded_postgres
+from .integrity.checkpointer import Checkpointer
 from .integrity.keys import load_signer
 from .redaction_setup import existing_redaction_secret, load_redactor
+from .retention.erasure import Eraser, Receipt
 from .store.appender import Appender
 from .store.changes import Changes, token_subject
 from .store.database import Database, RolesMissing
@@ -512,6 +518,95 @@ def token_revoke(token_id: str, data_dir: Path | None, database_url: str | None)
     if not asyncio.run(run()):
         raise click.ClickException(f"no live token {token_id}")
     click.echo(f"revoked {token_id}")
+
+
+@main.group()
+def tenant() -> None:
+    """What the operator does to a tenant: erase it, read the receipts."""
+
+
+@tenant.command("erase")
+@click.argument("tenant_id", metavar="TENANT")
+@click.option("--confirm", required=True, help="The tenant's id, typed again.")
+@_data_dir_option
+@_database_url_option
+def tenant_erase(
+    tenant_id: str, confirm: str, data_dir: Path | None, database_url: str | None
+) -> None:
+    """Erase a tenant for good, as EraseTenant does: every row of it, leaving
+    a receipt with the log's signed final checkpoint, printed as JSON (keep
+    it). Refused while a legal hold is on. The only way to erase a tenant
+    where SEALTRAIL_TENANT_ERASURE=operator."""
+    if not valid_tenant_id(tenant_id):
+        raise click.BadParameter("not a tenant id", param_hint="TENANT")
+    if confirm != tenant_id:
+        raise click.BadParameter("must be the tenant's id, typed again", param_hint="--confirm")
+    settings = Settings.load(data_dir=data_dir, database_url=database_url)
+    signer = load_signer(
+        key_text=settings.signing_key,
+        key_file=settings.signing_key_file,
+        data_dir=settings.data_dir,
+        name=settings.log_origin,
+        create=False,  # a final checkpoint no server's key signs would prove nothing
+    )
+    urls = _database_urls(settings)
+
+    async def run() -> Receipt:
+        # Two connections: the final checkpoint's, and the existence check's.
+        async with _database(urls, connections=2) as db:
+            if not await _tenant_known(db, tenant_id):  # a mistyped id would be retired
+                raise click.ClickException(
+                    f"tenant {tenant_id} has no log, no token and no receipt: nothing to erase"
+                )
+            checkpointer = Checkpointer(db, signer, origin_prefix=settings.log_origin)
+            eraser = Eraser(urls.owner, checkpointer)
+            return await eraser.erase(
+                tenant_id, erased_by=f"sealtrail-server:{_operator()}", by_operator=True
+            )
+
+    receipt = asyncio.run(run())
+    click.echo(
+        f"erased tenant {tenant_id!r} ({receipt.final_tree_size} events); keep this receipt:",
+        err=True,
+    )
+    click.echo(json_format.MessageToJson(receipt_message(receipt), indent=2))
+
+
+async def _tenant_known(db: Database, tenant_id: str) -> bool:
+    """Whether the tenant has a log, a token (revoked or not) or a receipt."""
+    async with db.system_connection() as conn:
+        cursor = await conn.execute(
+            "SELECT EXISTS (SELECT FROM chain_heads WHERE tenant_id = %s)"
+            " OR EXISTS (SELECT FROM api_tokens WHERE tenant_id = %s)"
+            " OR EXISTS (SELECT FROM tenant_erasures WHERE tenant_id = %s)",
+            [tenant_id] * 3,
+        )
+        row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
+@tenant.command("erasures")
+@_data_dir_option
+@_database_url_option
+def tenant_erasures(data_dir: Path | None, database_url: str | None) -> None:
+    """List the receipts of erased tenants, oldest first: the tenant, when, by
+    whom (a token id, or the operator), the final size and root (base64)."""
+    settings = Settings.load(data_dir=data_dir, database_url=database_url)
+    urls = _database_urls(settings)
+
+    async def run() -> list[tuple[Any, ...]]:
+        async with _database(urls) as db, db.system_connection() as conn:
+            cursor = await conn.execute(
+                "SELECT tenant_id, erased_at, erased_by, final_tree_size, final_root_hash"
+                " FROM tenant_erasures ORDER BY erased_at, tenant_id"
+            )
+            return list(await cursor.fetchall())
+
+    for tenant_id, erased_at, erased_by, size, root in asyncio.run(run()):
+        when = f"{erased_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+        by = erased_by if erased_by.isprintable() else repr(erased_by)
+        root_text = base64.b64encode(bytes(root)).decode()
+        click.echo(f"{tenant_id}  {when}  {by}  size {size}  root {root_text}")
 
 
 @main.group()

@@ -121,6 +121,9 @@ class Settings:
     # may keep events for less (forever always passes), and the purge keeps
     # to it even for a policy stored before it was raised.
     retention_min_days: int = 0
+    # Who erases a tenant: "admin", its admin token over the API (EraseTenant);
+    # or "operator", `sealtrail-server tenant erase` alone, the API refusing.
+    tenant_erasure: str = "admin"
     # Attempts at each migration at start, each waiting 2 s at most for a
     # lock (about two minutes in all); 0: wait for its locks without a limit.
     migration_lock_attempts: int = MIGRATION_LOCK_ATTEMPTS
@@ -295,7 +298,10 @@ def _at_in_userinfo(url: str) -> bool:
 
 
 # Settings that take one of a few words.
-_CHOICES: dict[str, tuple[str, ...]] = {"log_format": ("text", "json")}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "log_format": ("text", "json"),
+    "tenant_erasure": ("admin", "operator"),
+}
 
 
 def _parse(kind: Any, raw: str, name: str) -> Any:

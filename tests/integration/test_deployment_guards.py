@@ -1,6 +1,7 @@
 """What an operator takes away from tenant admins (docs/retention.md,
 "What the operator decides"): a retention floor no policy goes below, and
-the purge keeps to even for a policy stored before it."""
+the purge keeps to even for a policy stored before it; the erasure of a
+tenant, which `sealtrail-server tenant erase` then does."""
 
 from __future__ import annotations
 
@@ -10,10 +11,21 @@ from typing import Any
 
 import psycopg
 import pytest
+from click.testing import CliRunner, Result
 
-from sealtrail import AuditClient, InvalidArgumentError, build_event, build_filter
+from sealtrail import (
+    AuditClient,
+    InvalidArgumentError,
+    PermissionDeniedError,
+    RpcFailedError,
+    build_event,
+    build_filter,
+)
+from sealtrail.tlog import parse_checkpoint
+from sealtrail_server import cli
 from tests.clock import Clock
-from tests.conftest import ServerThread
+from tests.conftest import REDACTION_SECRET, SIGNING_KEY, ServerThread
+from tests.tenant_rows import rows_of
 
 MIN_DAYS = 30
 
@@ -24,13 +36,15 @@ def clock() -> Clock:
 
 
 @pytest.fixture(scope="module")
-def floored(migrated_database_url: str, clock: Clock) -> Iterator[ServerThread]:
-    """A server whose deployment keeps events 30 days at least, on the test's clock."""
+def guarded(migrated_database_url: str, clock: Clock) -> Iterator[ServerThread]:
+    """A server on the test's clock whose deployment keeps events 30 days at
+    least, and whose operator erases tenants."""
     server = ServerThread(
         migrated_database_url,
         clock=clock,
         checkpoint_interval=0,
         retention_min_days=MIN_DAYS,
+        tenant_erasure="operator",
     )
     try:
         yield server
@@ -39,8 +53,8 @@ def floored(migrated_database_url: str, clock: Clock) -> Iterator[ServerThread]:
 
 
 @pytest.fixture
-def admin(floored: ServerThread, tenant: str) -> Iterator[AuditClient]:
-    with AuditClient(floored.target, token=floored.token(tenant)) as client:
+def admin(guarded: ServerThread, tenant: str) -> Iterator[AuditClient]:
+    with AuditClient(guarded.target, token=guarded.token(tenant)) as client:
         yield client
 
 
@@ -71,7 +85,7 @@ def test_a_policy_shorter_than_the_deployments_minimum_is_refused_naming_the_fie
 
 
 def test_a_policy_stored_before_the_floor_was_raised_removes_nothing_younger_than_it(
-    floored: ServerThread,
+    guarded: ServerThread,
     admin: AuditClient,
     clock: Clock,
     sql: psycopg.Connection[Any],
@@ -100,8 +114,74 @@ def test_a_policy_stored_before_the_floor_was_raised_removes_nothing_younger_tha
     young = record_each()
     clock.advance(5)  # `old` is 40 days old, `young` 5: both past the policy's days
 
-    assert floored.service.purger is not None
-    floored.run(floored.service.purger.run_once())
+    assert guarded.service.purger is not None
+    guarded.run(guarded.service.purger.run_once())
     left = {e.seq for e in admin.query(build_filter(actions=list(actions)))}
     assert left == set(young)  # the floor's 30 days, not the policy's 1, 2 and 3
     assert not left & set(old)
+
+
+def operator(url: str, *args: str) -> Result:
+    """`sealtrail-server ARGS` on the test database, with the test servers' keys."""
+    env = {
+        "SEALTRAIL_DATABASE_URL": url,
+        "SEALTRAIL_SIGNING_KEY": SIGNING_KEY,
+        "SEALTRAIL_REDACTION_KEY": REDACTION_SECRET.hex(),
+        "SEALTRAIL_LOG_ORIGIN": "sealtrail.test/log",
+    }
+    return CliRunner().invoke(cli.main, list(args), env=env)
+
+
+def test_a_tenant_admin_cannot_erase_where_the_operator_erases_tenants(
+    admin: AuditClient, tenant: str
+) -> None:
+    seq = admin.record(build_event(action="doc.edit", actor_id="u-1")).event.seq
+    with pytest.raises(PermissionDeniedError) as refused:
+        admin.erase_tenant(tenant)
+    assert refused.value.reason == "ERASURE_BY_OPERATOR"
+    assert "sealtrail-server tenant erase" in str(refused.value)
+    assert [e.seq for e in admin.query(build_filter(actions="doc.edit"))] == [seq]
+
+
+def test_the_operator_erases_a_tenant_with_its_receipt_and_lists_the_receipts(
+    guarded: ServerThread,
+    admin: AuditClient,
+    tenant: str,
+    migrated_database_url: str,
+    sql: psycopg.Connection[Any],
+) -> None:
+    admin.record_batch([build_event(action="doc.edit", actor_id="u-1") for _ in range(3)])
+    size = admin.get_checkpoint(fresh=True).tree_size
+
+    mistyped = operator(migrated_database_url, "tenant", "erase", tenant, "--confirm", "acme")
+    assert mistyped.exit_code == 2 and "--confirm" in mistyped.output
+    unknown = operator(
+        migrated_database_url, "tenant", "erase", f"{tenant}-x", "--confirm", f"{tenant}-x"
+    )
+    assert unknown.exit_code == 1 and "nothing to erase" in unknown.output
+    admin.set_legal_hold(True, reason="Case 7")
+    held = operator(migrated_database_url, "tenant", "erase", tenant, "--confirm", tenant)
+    assert held.exit_code == 1 and "legal hold" in held.output
+    admin.set_legal_hold(False)
+    assert any(rows_of(sql, tenant).values())  # nothing was erased
+
+    erased = operator(migrated_database_url, "tenant", "erase", tenant, "--confirm", tenant)
+    assert erased.exit_code == 0, erased.output
+    receipt = json.loads(erased.stdout)
+    assert receipt["tenantId"] == tenant
+    assert receipt["erasedByTokenId"].startswith("sealtrail-server:")
+    assert int(receipt["finalTreeSize"]) >= size
+    note = receipt["finalCheckpoint"]["note"]
+    assert parse_checkpoint(note.split("\n\n", 1)[0] + "\n").tree_size == int(
+        receipt["finalTreeSize"]
+    )
+    assert not any(rows_of(sql, tenant).values())
+    with pytest.raises(RpcFailedError):  # its tokens are gone with it
+        admin.record(build_event(action="doc.edit", actor_id="u-1"))
+
+    listed = operator(migrated_database_url, "tenant", "erasures")
+    assert listed.exit_code == 0, listed.output
+    [line] = [line for line in listed.stdout.splitlines() if line.startswith(f"{tenant} ")]
+    assert receipt["erasedByTokenId"] in line
+    assert f"size {receipt['finalTreeSize']}" in line
+    assert receipt["finalRootHash"] in line

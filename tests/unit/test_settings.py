@@ -133,3 +133,10 @@ def test_a_retention_floor_that_is_not_a_number_of_days_is_refused_by_name(raw: 
         Settings.load({"SEALTRAIL_RETENTION_MIN_DAYS": raw})
     assert Settings.load({"SEALTRAIL_RETENTION_MIN_DAYS": "90"}).retention_min_days == 90
     assert Settings.load({}).retention_min_days == 0  # no floor
+
+
+def test_who_erases_tenants_is_admin_or_operator() -> None:
+    with pytest.raises(SystemExit, match="SEALTRAIL_TENANT_ERASURE='tenant' must be one of"):
+        Settings.load({"SEALTRAIL_TENANT_ERASURE": "tenant"})
+    assert Settings.load({}).tenant_erasure == "admin"  # as before
+    assert Settings.load({"SEALTRAIL_TENANT_ERASURE": "operator"}).tenant_erasure == "operator"

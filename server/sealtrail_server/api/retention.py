@@ -14,7 +14,7 @@ from sealtrail.v1 import event_pb2
 from sealtrail.v1 import retention_pb2 as pb
 
 from ..auth.tokens import Authenticator
-from ..domain.errors import InvalidArgument
+from ..domain.errors import InvalidArgument, PermissionDenied
 from ..domain.etags import require_etag
 from ..domain.event import CATEGORIES, ChangeDraft
 from ..domain.retention import (
@@ -26,7 +26,7 @@ from ..domain.retention import (
     validate_hold_reason,
     validate_policy,
 )
-from ..retention.erasure import Eraser
+from ..retention.erasure import Eraser, Receipt
 from ..store.appender import Appender
 from ..store.changes import RETENTION_SUBJECT, Changes, refuse_if_erased
 from ..store.database import Database
@@ -117,6 +117,8 @@ class RetentionRpcs:
     _filter_details: FilterDetails
     # The deployment's retention floor in days (SEALTRAIL_RETENTION_MIN_DAYS).
     _retention_min_days: int
+    # Who erases tenants: "admin" (this API) or "operator" (SEALTRAIL_TENANT_ERASURE).
+    _tenant_erasure: str
 
     async def GetRetentionPolicy(
         self, request: pb.GetRetentionPolicyRequest, context: Context
@@ -238,6 +240,13 @@ class RetentionRpcs:
         self, request: pb.EraseTenantRequest, context: Context
     ) -> pb.EraseTenantResponse:
         principal = current_principal()
+        if self._tenant_erasure == "operator":
+            # A stolen admin token must not be able to end a log (helper-165 G1).
+            raise PermissionDenied(
+                "this deployment's operator erases tenants (sealtrail-server tenant erase):"
+                " ask them to",
+                reason="ERASURE_BY_OPERATOR",
+            )
         if request.confirm_tenant_id != principal.tenant_id:
             raise InvalidArgument.field(
                 "confirm_tenant_id", "must be the calling token's tenant id, typed back"
@@ -246,14 +255,21 @@ class RetentionRpcs:
         receipt = await self._eraser.erase(principal.tenant_id, erased_by=principal.token_id)
         if self._authenticator is not None:
             self._authenticator.forget_tenant(principal.tenant_id)
-        message = pb.ErasureReceipt(
-            tenant_id=receipt.tenant_id,
-            erased_by_token_id=receipt.erased_by,
-            final_tree_size=receipt.final_tree_size,
-            final_root_hash=receipt.final_root_hash,
-            removed_rows=receipt.removed_rows,
-        )
-        message.erase_time.FromDatetime(receipt.erased_at)
-        if receipt.final_checkpoint is not None:
-            message.final_checkpoint.CopyFrom(checkpoint_message(receipt.final_checkpoint))
-        return pb.EraseTenantResponse(receipt=message)
+        return pb.EraseTenantResponse(receipt=receipt_message(receipt))
+
+
+def receipt_message(receipt: Receipt) -> pb.ErasureReceipt:
+    """An erasure's receipt as the API answers it, and `sealtrail-server
+    tenant erase` prints it. `erased_by_token_id`: the token's id, or the
+    operator's `sealtrail-server:user@host`."""
+    message = pb.ErasureReceipt(
+        tenant_id=receipt.tenant_id,
+        erased_by_token_id=receipt.erased_by,
+        final_tree_size=receipt.final_tree_size,
+        final_root_hash=receipt.final_root_hash,
+        removed_rows=receipt.removed_rows,
+    )
+    message.erase_time.FromDatetime(receipt.erased_at)
+    if receipt.final_checkpoint is not None:
+        message.final_checkpoint.CopyFrom(checkpoint_message(receipt.final_checkpoint))
+    return message

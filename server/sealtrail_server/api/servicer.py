@@ -121,6 +121,7 @@ class AuditLogServicer(
         secret_box: SecretBox,
         evaluator: Evaluator,
         retention_min_days: int = 0,
+        tenant_erasure: str = "admin",
         in_flight_bytes: int = 2 * 1024 * 1024 * 1024,
         max_response_bytes: int = 96 * 1024 * 1024,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -129,6 +130,7 @@ class AuditLogServicer(
         self._max_response_bytes = max_response_bytes
         self._eraser = eraser
         self._retention_min_days = retention_min_days
+        self._tenant_erasure = tenant_erasure
         self._forwarder = forwarder
         self._evaluator = evaluator
         self._egress = egress

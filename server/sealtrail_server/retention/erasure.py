@@ -96,14 +96,16 @@ class Eraser:
         self._checkpointer = checkpointer
         self._clock = clock
 
-    async def erase(self, tenant_id: str, *, erased_by: str) -> Receipt:
-        """Erase the tenant in one transaction; the receipt. Unavailable when
+    async def erase(self, tenant_id: str, *, erased_by: str, by_operator: bool = False) -> Receipt:
+        """Erase the tenant in one transaction; the receipt. `erased_by`: the
+        caller's token id, checked live; or, `by_operator`, who ran
+        `sealtrail-server tenant erase`, which no token stands for. Unavailable when
         the database fails it (unreachable, or a deadlock it broke): rolled
         back, unless the connection was lost at the commit; a retry then tells
         which (the erasure again, or the receipt kept if it did land; or
         UNAUTHENTICATED once the caller's token is forgotten)."""
         try:
-            return await self._erase(tenant_id, erased_by=erased_by)
+            return await self._erase(tenant_id, erased_by=erased_by, by_operator=by_operator)
         except psycopg.OperationalError as error:
             # Its text may name the database's host, port and owner role (helper-119).
             log.warning("erasure: %s failed: %s", tenant_id, error)
@@ -111,7 +113,7 @@ class Eraser:
                 f"the erasure failed, retry it; {SEE_THE_LOG}", retry_after=1.0
             ) from error
 
-    async def _erase(self, tenant_id: str, *, erased_by: str) -> Receipt:
+    async def _erase(self, tenant_id: str, *, erased_by: str, by_operator: bool) -> Receipt:
         async with (
             await psycopg.AsyncConnection.connect(
                 self._owner_url, autocommit=True, application_name="sealtrail-erasure"
@@ -134,15 +136,8 @@ class Eraser:
             if earlier := await _kept_receipt(conn, tenant_id):  # by a call before this one
                 log.info("tenant %s was erased already; answering its receipt", tenant_id)
                 return earlier
-            # The caller's token, as it stands now (the guard's may be cached): a
-            # token revoked on another process must not erase meanwhile.
-            cursor = await conn.execute(
-                "SELECT FROM api_tokens WHERE tenant_id = %s AND token_id = %s"
-                " AND revoked_at IS NULL FOR SHARE",
-                [tenant_id, erased_by],
-            )
-            if await cursor.fetchone() is None:
-                raise Unauthenticated("unknown or revoked token")
+            if not by_operator:
+                await _require_live_token(conn, tenant_id, erased_by)
             cursor = await conn.execute(
                 "SELECT legal_hold FROM retention_policies WHERE tenant_id = %s", [tenant_id]
             )
@@ -230,6 +225,20 @@ class Eraser:
                 f"the final checkpoint of {tenant_id!r} does not state its head (size {size}):"
                 f" it signs size {signed.tree_size}{other_root}; nothing was erased"
             )
+
+
+async def _require_live_token(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, token_id: str
+) -> None:
+    """The caller's token, as it stands now (the guard's may be cached): a
+    token revoked on another process must not erase meanwhile."""
+    cursor = await conn.execute(
+        "SELECT FROM api_tokens WHERE tenant_id = %s AND token_id = %s"
+        " AND revoked_at IS NULL FOR SHARE",
+        [tenant_id, token_id],
+    )
+    if await cursor.fetchone() is None:
+        raise Unauthenticated("unknown or revoked token")
 
 
 async def _kept_receipt(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> Receipt | None:
