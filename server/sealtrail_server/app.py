@@ -316,6 +316,7 @@ class Service:
                 evaluator=self.evaluator,
                 retention_min_days=settings.retention_min_days,
                 tenant_erasure=settings.tenant_erasure,
+                legal_hold_release=settings.legal_hold_release,
                 in_flight_bytes=settings.record_max_in_flight_bytes,
                 max_response_bytes=MAX_RESPONSE_BYTES,
                 clock=self._clock,

@@ -40,15 +40,17 @@ from .domain.access import Role, token_name_problem, valid_tenant_id
 from .domain.errors import SealtrailError
 from .domain.event import parse_uuid
 from .domain.redaction import tenant_key
+from .domain.retention import validate_hold_reason
 from .embedded import start_embedded_postgres
 from .integrity.checkpointer import Checkpointer
 from .integrity.keys import load_signer
 from .redaction_setup import existing_redaction_secret, load_redactor
 from .retention.erasure import Eraser, Receipt
 from .store.appender import Appender
-from .store.changes import Changes, token_subject
+from .store.changes import RETENTION_SUBJECT, Changes, token_subject
 from .store.database import Database, RolesMissing
 from .store.migrations import MigrationBlocked, NewerSchema, UnsafeSchema, migrate_database
+from .store.retention import policy_to_change, write_hold
 from .store.tenant_settings import read_settings
 from .store.tokens import (
     IssuedToken,
@@ -356,10 +358,11 @@ async def _create_token(
 
 
 async def _redacted_name(db: Database, settings: Settings, tenant: str, name: str) -> str:
-    """`name` as the API records a token's (`FilterDetails.text`): redacted
-    as the tenant's events are, in its mode. A name was committed to the log
-    as typed, secret and all (helper-156). Where no redaction key is at hand,
-    in replace mode's form: this command makes none, which no server would use."""
+    """`name` (a token's, or a hold's reason) as the API records it
+    (`FilterDetails.text`): redacted as the tenant's events are, in its mode.
+    A name was committed to the log as typed, secret and all (helper-156).
+    Where no redaction key is at hand, in replace mode's form: this command
+    makes none, which no server would use."""
     redactor = load_redactor(settings)
     if redactor is None or not name:
         return name
@@ -405,9 +408,12 @@ async def _record_operator_action(
     description: str,
     token_id: str | None = None,
     details: dict[str, Any] | None = None,
+    category: event_pb2.Category.ValueType = event_pb2.CATEGORY_SECURITY,
+    resource_type: str = "api_token",
 ) -> None:
-    """Token management from this command is recorded in the tenant's log as the
-    API's is, attributed to the operator (a `system` actor) instead of a token."""
+    """Token management (or a hold's release) from this command is recorded in
+    the tenant's log as the API's is, attributed to the operator (a `system`
+    actor) instead of a token."""
     appender = Appender(db, server_view=server_view)
     appender.start()
     try:
@@ -419,8 +425,8 @@ async def _record_operator_action(
             now=datetime.now(UTC),
             action=action,
             description=description,
-            category=event_pb2.CATEGORY_SECURITY,
-            resource_type="api_token",
+            category=category,
+            resource_type=resource_type,
             resource_id=token_id or "",
             details=details,
         )
@@ -522,7 +528,8 @@ def token_revoke(token_id: str, data_dir: Path | None, database_url: str | None)
 
 @main.group()
 def tenant() -> None:
-    """What the operator does to a tenant: erase it, read the receipts."""
+    """What the operator does to a tenant: erase it, read the receipts,
+    release its legal hold."""
 
 
 @tenant.command("erase")
@@ -583,6 +590,58 @@ async def _tenant_known(db: Database, tenant_id: str) -> bool:
         )
         row = await cursor.fetchone()
     return bool(row and row[0])
+
+
+@tenant.command("release-hold")
+@click.argument("tenant_id", metavar="TENANT")
+@click.option("--reason", required=True, help="Why it is released, recorded with it.")
+@_data_dir_option
+@_database_url_option
+def tenant_release_hold(
+    tenant_id: str, reason: str, data_dir: Path | None, database_url: str | None
+) -> None:
+    """Release a tenant's legal hold, recorded in its log as the API's release
+    is (`retention.legal_hold_released`), with the reason given. The only
+    way to release one where SEALTRAIL_LEGAL_HOLD_RELEASE=operator."""
+    try:
+        reason = validate_hold_reason(True, reason)  # as a placing reason: plain, required
+    except SealtrailError as error:
+        raise click.BadParameter(str(error), param_hint="--reason") from None
+    settings = Settings.load(data_dir=data_dir, database_url=database_url)
+    urls = _database_urls(settings)
+
+    async def run() -> bool:
+        # Two connections: the release's, and the one its record is written on.
+        async with _database(urls, connections=2) as db:
+            # As the API releases: under the retention subject's lock, the
+            # policy's row locked, and recorded before it applies.
+            async with Changes(db).exclusive(tenant_id, RETENTION_SUBJECT, caller=None) as conn:
+                hold = (await policy_to_change(conn, tenant_id, seconds=_HOLD_WAIT_SECONDS)).hold
+                if not hold.on:
+                    return False
+                previous = await _redacted_name(db, settings, tenant_id, hold.reason)
+                await _record_operator_action(
+                    db,
+                    tenant_id,
+                    action="retention.legal_hold_released",
+                    description="Legal hold released",
+                    details={
+                        "previous_reason": previous,
+                        "reason": await _redacted_name(db, settings, tenant_id, reason),
+                    },
+                    category=event_pb2.CATEGORY_CONFIGURATION,
+                    resource_type="legal_hold",
+                )
+                await write_hold(conn, tenant_id, on=False, reason="", now=datetime.now(UTC))
+            return True
+
+    if not asyncio.run(run()):
+        raise click.ClickException(f"tenant {tenant_id} has no legal hold on")
+    click.echo(f"released the legal hold of {tenant_id}")
+
+
+# How long a release waits at most for a purge batch of the tenant (as the API's).
+_HOLD_WAIT_SECONDS = 60.0
 
 
 @tenant.command("erasures")

@@ -124,6 +124,10 @@ class Settings:
     # Who erases a tenant: "admin", its admin token over the API (EraseTenant);
     # or "operator", `sealtrail-server tenant erase` alone, the API refusing.
     tenant_erasure: str = "admin"
+    # Who releases a tenant's legal hold: "admin", its admin token over the API
+    # (SetLegalHold); or "operator", `sealtrail-server tenant release-hold`
+    # alone (an admin still places one).
+    legal_hold_release: str = "admin"
     # Attempts at each migration at start, each waiting 2 s at most for a
     # lock (about two minutes in all); 0: wait for its locks without a limit.
     migration_lock_attempts: int = MIGRATION_LOCK_ATTEMPTS
@@ -301,6 +305,7 @@ def _at_in_userinfo(url: str) -> bool:
 _CHOICES: dict[str, tuple[str, ...]] = {
     "log_format": ("text", "json"),
     "tenant_erasure": ("admin", "operator"),
+    "legal_hold_release": ("admin", "operator"),
 }
 
 

@@ -1,7 +1,8 @@
 """What an operator takes away from tenant admins (docs/retention.md,
 "What the operator decides"): a retention floor no policy goes below, and
 the purge keeps to even for a policy stored before it; the erasure of a
-tenant, which `sealtrail-server tenant erase` then does."""
+tenant, which `sealtrail-server tenant erase` then does; and the release of
+a legal hold, which `sealtrail-server tenant release-hold` does."""
 
 from __future__ import annotations
 
@@ -38,13 +39,14 @@ def clock() -> Clock:
 @pytest.fixture(scope="module")
 def guarded(migrated_database_url: str, clock: Clock) -> Iterator[ServerThread]:
     """A server on the test's clock whose deployment keeps events 30 days at
-    least, and whose operator erases tenants."""
+    least, and whose operator erases tenants and releases legal holds."""
     server = ServerThread(
         migrated_database_url,
         clock=clock,
         checkpoint_interval=0,
         retention_min_days=MIN_DAYS,
         tenant_erasure="operator",
+        legal_hold_release="operator",
     )
     try:
         yield server
@@ -162,7 +164,8 @@ def test_the_operator_erases_a_tenant_with_its_receipt_and_lists_the_receipts(
     admin.set_legal_hold(True, reason="Case 7")
     held = operator(migrated_database_url, "tenant", "erase", tenant, "--confirm", tenant)
     assert held.exit_code == 1 and "legal hold" in held.output
-    admin.set_legal_hold(False)
+    released = operator(migrated_database_url, "tenant", "release-hold", tenant, "--reason", "ok")
+    assert released.exit_code == 0, released.output
     assert any(rows_of(sql, tenant).values())  # nothing was erased
 
     erased = operator(migrated_database_url, "tenant", "erase", tenant, "--confirm", tenant)
@@ -185,3 +188,36 @@ def test_the_operator_erases_a_tenant_with_its_receipt_and_lists_the_receipts(
     assert receipt["erasedByTokenId"] in line
     assert f"size {receipt['finalTreeSize']}" in line
     assert receipt["finalRootHash"] in line
+
+
+def test_a_tenant_admin_places_a_legal_hold_but_cannot_release_it(
+    admin: AuditClient,
+) -> None:
+    placed = admin.set_legal_hold(True, reason="Case 7")
+    assert placed.legal_hold.on and placed.event_id
+    with pytest.raises(PermissionDeniedError) as refused:
+        admin.set_legal_hold(False)
+    assert refused.value.reason == "HOLD_RELEASE_BY_OPERATOR"
+    assert "sealtrail-server tenant release-hold" in str(refused.value)
+    assert admin.get_retention_policy().legal_hold.on
+    assert not list(admin.query(build_filter(actions="retention.legal_hold_released")))
+
+
+def test_the_operator_releases_a_legal_hold_recorded_in_the_tenants_log(
+    admin: AuditClient, tenant: str, migrated_database_url: str
+) -> None:
+    none = operator(migrated_database_url, "tenant", "release-hold", tenant, "--reason", "x")
+    assert none.exit_code == 1 and "no legal hold" in none.output
+    admin.set_legal_hold(True, reason="Case 7")
+    unexplained = operator(migrated_database_url, "tenant", "release-hold", tenant)
+    assert unexplained.exit_code == 2 and "--reason" in unexplained.output
+
+    released = operator(
+        migrated_database_url, "tenant", "release-hold", tenant, "--reason", "Case 7 closed"
+    )
+    assert released.exit_code == 0, released.output
+    assert not admin.get_retention_policy().legal_hold.on
+    [event] = admin.query(build_filter(actions="retention.legal_hold_released"))
+    assert event.actor.id.startswith("sealtrail-server:")
+    assert event.details["previous_reason"] == "Case 7"
+    assert event.details["reason"] == "Case 7 closed"

@@ -140,3 +140,12 @@ def test_who_erases_tenants_is_admin_or_operator() -> None:
         Settings.load({"SEALTRAIL_TENANT_ERASURE": "tenant"})
     assert Settings.load({}).tenant_erasure == "admin"  # as before
     assert Settings.load({"SEALTRAIL_TENANT_ERASURE": "operator"}).tenant_erasure == "operator"
+
+
+def test_who_releases_legal_holds_is_admin_or_operator() -> None:
+    with pytest.raises(SystemExit, match="SEALTRAIL_LEGAL_HOLD_RELEASE='nobody' must be one of"):
+        Settings.load({"SEALTRAIL_LEGAL_HOLD_RELEASE": "nobody"})
+    assert Settings.load({}).legal_hold_release == "admin"  # as before
+    assert Settings.load({"SEALTRAIL_LEGAL_HOLD_RELEASE": "operator"}).legal_hold_release == (
+        "operator"
+    )

@@ -119,6 +119,8 @@ class RetentionRpcs:
     _retention_min_days: int
     # Who erases tenants: "admin" (this API) or "operator" (SEALTRAIL_TENANT_ERASURE).
     _tenant_erasure: str
+    # Who releases legal holds: "admin" or "operator" (SEALTRAIL_LEGAL_HOLD_RELEASE).
+    _legal_hold_release: str
 
     async def GetRetentionPolicy(
         self, request: pb.GetRetentionPolicyRequest, context: Context
@@ -201,6 +203,14 @@ class RetentionRpcs:
         self, request: pb.SetLegalHoldRequest, context: Context
     ) -> pb.SetLegalHoldResponse:
         principal = current_principal()
+        if not request.on and self._legal_hold_release == "operator":
+            # A hold the same admin token can release protects nothing from
+            # that token (helper-165 G1).
+            raise PermissionDenied(
+                "this deployment's operator releases legal holds"
+                " (sealtrail-server tenant release-hold): ask them to",
+                reason="HOLD_RELEASE_BY_OPERATOR",
+            )
         reason = validate_hold_reason(request.on, request.reason)
         tenant_id = principal.tenant_id
         placed = request.on

@@ -122,6 +122,7 @@ class AuditLogServicer(
         evaluator: Evaluator,
         retention_min_days: int = 0,
         tenant_erasure: str = "admin",
+        legal_hold_release: str = "admin",
         in_flight_bytes: int = 2 * 1024 * 1024 * 1024,
         max_response_bytes: int = 96 * 1024 * 1024,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -131,6 +132,7 @@ class AuditLogServicer(
         self._eraser = eraser
         self._retention_min_days = retention_min_days
         self._tenant_erasure = tenant_erasure
+        self._legal_hold_release = legal_hold_release
         self._forwarder = forwarder
         self._evaluator = evaluator
         self._egress = egress
