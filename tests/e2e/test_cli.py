@@ -799,6 +799,38 @@ def test_sinks_from_the_command_line(cli_env: dict[str, str]) -> None:
         assert missing.returncode == 2 and "NOT_FOUND" in missing.stderr
 
 
+def test_a_generated_secret_is_shown_only_for_a_sink_the_server_took(
+    cli_env: dict[str, str],
+) -> None:
+    """`--generate-secret` printed "signing secret (shown once)" before the
+    call: a sink the server then refused (or an update it refused, the old
+    secret kept) left a receiver set up with a secret nothing signs with (helper-165)."""
+    refused = run(
+        "sealtrail", "sinks", "create", "siem", "--kind", "webhook",
+        "--url", "http://10.0.0.1/hook", "--generate-secret", env=cli_env, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "INVALID_ARGUMENT" in refused.stderr
+    assert "whsec_" not in refused.stderr + refused.stdout
+    with endpoint() as receiver:
+        created = run(
+            "sealtrail", "sinks", "create", "siem", "--kind", "webhook", "--url", receiver.url,
+            "--generate-secret", env=cli_env,
+        )  # fmt: skip
+        sink_id = created.stdout.strip()
+        assert "signing secret (shown once): whsec_" in created.stderr
+        not_updated = run(
+            "sealtrail", "sinks", "update", sink_id, "--generate-secret",
+            "--url", "http://10.0.0.1/hook", env=cli_env, check=False,
+        )  # fmt: skip
+        assert not_updated.returncode == 2 and "INVALID_ARGUMENT" in not_updated.stderr
+        assert "whsec_" not in not_updated.stderr + not_updated.stdout
+        wrong_kind = run(
+            "sealtrail", "sinks", "create", "hec", "--kind", "splunk_hec", "--url", receiver.url,
+            "--token", "t", "--generate-secret", env=cli_env, check=False,
+        )  # fmt: skip
+        assert wrong_kind.returncode == 2 and "whsec_" not in wrong_kind.stderr
+
+
 def test_a_sink_credential_read_from_a_file_or_stdin_loses_a_byte_order_mark(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:

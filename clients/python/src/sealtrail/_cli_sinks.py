@@ -135,18 +135,26 @@ def _destination_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _destination_settings(
     options: dict[str, Any], secrets_: tuple[str, ...], generate_secret: bool
-) -> dict[str, Any]:
-    """The destination settings given, a generated webhook secret included
-    (printed once, to stderr)."""
+) -> tuple[dict[str, Any], str | None]:
+    """The destination settings given, a generated webhook secret included,
+    and that secret, for `_show_secret` once the server has taken it."""
     settings = {key: value for key, value in options.items() if key in _SETTING_NAMES and value}
     chosen = list(secrets_)
+    made = None
     if generate_secret:
         made = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         chosen.append(made)
-        click.echo(f"signing secret (shown once): {made}", err=True)
     if chosen:
         settings["secrets"] = chosen
-    return settings
+    return settings, made
+
+
+def _show_secret(made: str | None) -> None:
+    """Prints a generated secret once, to stderr, after the call that set it
+    succeeded: shown before, a refused sink left a receiver set up with a
+    secret nothing signs with (helper-165)."""
+    if made is not None:
+        click.echo(f"signing secret (shown once): {made}", err=True)
 
 
 @sinks.command("create")
@@ -171,7 +179,7 @@ def create(
     **options: Any,
 ) -> None:
     """Start forwarding matching events to a destination; prints the sink's id."""
-    settings = _destination_settings(options, secrets_, generate_secret)
+    settings, made = _destination_settings(options, secrets_, generate_secret)
     criteria = {key: value for key, value in options.items() if key not in _SETTING_NAMES}
     try:
         sink = build_sink(
@@ -185,6 +193,7 @@ def create(
         raise click.BadParameter(str(error)) from None
     with _client(ctx) as client:
         made_sink = client.create_sink(sink, from_beginning=from_beginning).sink
+    _show_secret(made)
     click.echo(made_sink.id)
 
 
@@ -212,7 +221,7 @@ def update(
     To rotate a webhook's secret, give the current one and the new one
     (--secret OLD --generate-secret), then, once receivers verify with the
     new one, the new one alone."""
-    settings = _destination_settings(options, secrets_, generate_secret)
+    settings, made = _destination_settings(options, secrets_, generate_secret)
     criteria = {key: value for key, value in options.items() if key not in _SETTING_NAMES}
     sink = forwarding_pb2.Sink(id=sink_id)
     fields = []
@@ -249,6 +258,7 @@ def update(
             raise click.UsageError("nothing to change: give a name, format, filter or setting", ctx)
         with unchanged_since_read(sink_id):
             client.update_sink(sink, fields=fields)
+    _show_secret(made)
     click.echo(f"{sink_id} updated")
 
 
