@@ -831,6 +831,37 @@ def test_a_generated_secret_is_shown_only_for_a_sink_the_server_took(
         assert wrong_kind.returncode == 2 and "whsec_" not in wrong_kind.stderr
 
 
+def test_a_sink_is_updated_only_if_unchanged_since_its_etag_was_read(
+    cli_env: dict[str, str],
+) -> None:
+    """`retention set` and `legal-hold` take the --etag their show printed;
+    `sinks update` had none, so an admin's change overwrote one made since they
+    looked (helper-165)."""
+    created = run(
+        "sealtrail", "sinks", "create", "siem", "--kind", "splunk_hec",
+        "--url", "https://siem.example.com:8088", "--token", "hec-1", env=cli_env,
+    )  # fmt: skip
+    sink_id = created.stdout.strip()
+    etag = json.loads(run("sealtrail", "sinks", "show", sink_id, env=cli_env).stdout)["etag"]
+    run("sealtrail", "sinks", "update", sink_id, "--name", "siem 2", "--etag", etag, env=cli_env)
+    for change in (["--name", "siem 3"], ["--index", "audit"]):
+        stale = run("sealtrail", "sinks", "update", sink_id, *change, "--etag", etag,
+                    env=cli_env, check=False)  # fmt: skip
+        assert stale.returncode == 1, stale.stderr
+        assert "changed since that etag was read" in stale.stderr
+        assert "sealtrail sinks show" in stale.stderr
+    shown = json.loads(run("sealtrail", "sinks", "show", sink_id, env=cli_env).stdout)
+    assert shown["name"] == "siem 2" and "index" not in shown["splunkHec"]
+    run("sealtrail", "sinks", "update", sink_id, "--index", "audit", "--etag", shown["etag"],
+        env=cli_env)  # fmt: skip
+    assert (
+        json.loads(run("sealtrail", "sinks", "show", sink_id, env=cli_env).stdout)["splunkHec"][
+            "index"
+        ]
+        == "audit"
+    )
+
+
 def test_a_sink_credential_read_from_a_file_or_stdin_loses_a_byte_order_mark(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:

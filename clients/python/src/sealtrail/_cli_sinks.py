@@ -202,6 +202,12 @@ def create(
 @click.option("--name", help="A new name.")
 @_destination_options
 @click.option("--format", "payload", type=click.Choice(["sealtrail_json", "ocsf"]))
+@click.option(
+    "--etag",
+    default="",
+    help="Change the sink only if it is still as `sealtrail sinks show` showed it with this"
+    " etag; if it changed since, nothing is changed and the command fails (ABORTED).",
+)
 @_tail_filter_options
 @click.pass_context
 def update(
@@ -210,6 +216,7 @@ def update(
     sink_id: str,
     name: str | None,
     payload: str | None,
+    etag: str,
     generate_secret: bool,
     secrets_: tuple[str, ...],
     **options: Any,
@@ -223,7 +230,7 @@ def update(
     new one, the new one alone."""
     settings, made = _destination_settings(options, secrets_, generate_secret)
     criteria = {key: value for key, value in options.items() if key not in _SETTING_NAMES}
-    sink = forwarding_pb2.Sink(id=sink_id)
+    sink = forwarding_pb2.Sink(id=sink_id, etag=etag)
     fields = []
     if name is not None:
         sink.name = name
@@ -244,9 +251,10 @@ def update(
                 raise click.BadParameter(
                     f"a {kind} sink takes no {', '.join(sorted(unknown))}", ctx
                 )
-            # Changed only if it is still the sink just read: a change made
-            # meanwhile is not overwritten with what this read held.
-            sink.etag = current.etag
+            # Changed only if it is still the sink just read (or the one the
+            # given etag was read with): a change made meanwhile is not
+            # overwritten with what this read held.
+            sink.etag = etag or current.etag
             destination = getattr(sink, kind)
             destination.CopyFrom(getattr(current, kind))
             for hint in _HINTS:
@@ -256,7 +264,7 @@ def update(
             fields.append(kind)
         if not fields:
             raise click.UsageError("nothing to change: give a name, format, filter or setting", ctx)
-        with unchanged_since_read(sink_id):
+        with unchanged_since_read(sink_id, read_with="sealtrail sinks show" if etag else None):
             client.update_sink(sink, fields=fields)
     _show_secret(made)
     click.echo(f"{sink_id} updated")
