@@ -862,6 +862,33 @@ def test_a_sink_is_updated_only_if_unchanged_since_its_etag_was_read(
     )
 
 
+def test_a_sink_replays_the_last_hour_up_to_now(cli_env: dict[str, str]) -> None:
+    """`replay --since 1h` was refused ("give --since and --until together"),
+    and so was `--until now`: the window ends now unless --until says
+    otherwise, and `now` is a time like 1h (helper-165)."""
+    run("sealtrail", "record", "--action", "document.share", "--actor-id", "u-1",
+        "--occurred-at", "30m", env=cli_env)  # fmt: skip
+    with endpoint() as receiver:
+        sink_id = run(
+            "sealtrail", "sinks", "create", "siem", "--kind", "webhook", "--url", receiver.url,
+            "--secret", "whsec_" + "A" * 44, "--action", "document.*", env=cli_env,
+        ).stdout.strip()  # fmt: skip
+        for window in (["--since", "1h"], ["--since", "2h", "--until", "now"]):
+            replayed = run("sealtrail", "sinks", "replay", sink_id, *window, env=cli_env,
+                           check=False)  # fmt: skip
+            assert replayed.returncode == 0, replayed.stderr
+            assert "requested" in replayed.stdout
+
+        def shared(received: list[Any]) -> int:
+            events = [e for r in received for e in json.loads(r.body)["data"]["events"]]
+            return sum(event["action"] == "document.share" for event in events)
+
+        assert shared(receiver.wait_for(lambda r: shared(r) >= 2)) == 2  # once by each
+        alone = run("sealtrail", "sinks", "replay", sink_id, "--until", "now", env=cli_env,
+                    check=False)  # fmt: skip
+        assert alone.returncode == 2 and "--until goes with --since" in alone.stderr
+
+
 def test_a_sink_credential_read_from_a_file_or_stdin_loses_a_byte_order_mark(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:

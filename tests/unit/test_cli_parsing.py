@@ -34,6 +34,7 @@ NOW = datetime(2026, 11, 22, 12, 30, tzinfo=UTC)
         ("15m", NOW - timedelta(minutes=15)),
         ("24h", NOW - timedelta(hours=24)),
         ("7d", NOW - timedelta(days=7)),
+        ("now", NOW),
     ],
 )
 def test_parse_time_accepts_timestamps_dates_and_durations(text: str, expected: datetime) -> None:

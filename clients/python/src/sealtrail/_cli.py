@@ -56,8 +56,10 @@ _USAGE_CODES = {
 
 
 def parse_time(value: str, *, now: datetime | None = None) -> datetime:
-    """Parses an RFC 3339 timestamp, a date (UTC midnight) or a duration ago like `15m`,
-    `24h`, `7d` into a timezone-aware datetime."""
+    """Parses an RFC 3339 timestamp, a date (UTC midnight), a duration ago like `15m`,
+    `24h`, `7d`, or `now` into a timezone-aware datetime."""
+    if value == "now":
+        return now or datetime.now(UTC)
     if match := _RELATIVE.fullmatch(value):
         amount, unit = match.groups()
         try:
@@ -72,7 +74,7 @@ def parse_time(value: str, *, now: datetime | None = None) -> datetime:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError(
-            f"{value!r} is not an RFC 3339 time, a YYYY-MM-DD date or a duration like 24h"
+            f"{value!r} is not an RFC 3339 time, a YYYY-MM-DD date, a duration like 24h or now"
         ) from None
     if parsed.tzinfo is None:
         raise ValueError(f"{value!r} has no UTC offset; add Z or e.g. +02:00")

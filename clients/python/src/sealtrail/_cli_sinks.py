@@ -7,7 +7,7 @@ import base64
 import secrets
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import click
@@ -332,8 +332,10 @@ def _seq_range(value: str) -> tuple[int, int]:
 @sinks.command("replay")
 @click.argument("sink_id")
 @click.option("--seq", "seq_text", metavar="FIRST-LAST", help="A seq range, both ends included.")
-@click.option("--since", "start", type=_Time(), help="Events that occurred since this time ...")
-@click.option("--until", "end", type=_Time(), help="... and before this one.")
+@click.option(
+    "--since", "start", type=_Time(), help="Events that occurred since this time (e.g. 1h) ..."
+)
+@click.option("--until", "end", type=_Time(), help="... and before this one (default: now).")
 @click.option("--dead-letter", default="", help="A dead letter's id.")
 @click.pass_context
 def replay(
@@ -345,8 +347,10 @@ def replay(
     dead_letter: str,
 ) -> None:
     """Send a seq range, a time window or a dead letter's events to the sink again."""
-    if (start is None) != (end is None):
-        raise click.UsageError("give --since and --until together")
+    if end is not None and start is None:
+        raise click.UsageError("--until goes with --since")
+    if start is not None and end is None:
+        end = datetime.now(UTC)
     window = (start, end) if start is not None and end is not None else None
     seq_range = _seq_range(seq_text) if seq_text else None
     with _client(ctx) as client:
