@@ -658,6 +658,21 @@ def test_retention_legal_hold_and_erasure_from_the_command_line(
     )
 
 
+def test_retention_takes_days_weeks_and_years_as_other_commands_take_durations(
+    cli_env: dict[str, str],
+) -> None:
+    """`retention set 7d` and `2y` were refused ("not one of 30d, 90d, 180d, 1y,
+    forever"), while `7` was taken and every other command takes `7d` (helper-165)."""
+    run("sealtrail", "retention", "set", "7d", "--category", "authentication=2y",
+        "--action", "rag.*=2w", "--yes", env=cli_env)  # fmt: skip
+    shown = run("sealtrail", "retention", env=cli_env).stdout
+    assert "default: 7 days" in shown and "category authentication: 730 days" in shown
+    assert "actions rag.*: 14 days" in shown
+    bad = run("sealtrail", "retention", "set", "7h", "--yes", env=cli_env, check=False)
+    assert bad.returncode == 2
+    assert "'7h' is not days (e.g. 90 or 90d), weeks (2w), years (1y) or forever" in bad.stderr
+
+
 def test_a_tenants_admin_manages_tokens_and_settings_from_the_command_line(
     cli_env: dict[str, str],
 ) -> None:

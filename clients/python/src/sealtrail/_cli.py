@@ -859,8 +859,8 @@ def retention_set(
     dry_run: bool,
     yes: bool,
 ) -> None:
-    """Replace the policy: DEFAULT and every override are days or a preset
-    (30d, 90d, 180d, 1y, forever). Recorded in the log; with --dry-run, only
+    """Replace the policy: DEFAULT and every override are days (90 or 90d),
+    weeks (2w), years of 365 days (1y) or forever. Recorded in the log; with --dry-run, only
     shows what it would remove. A policy that would remove events now shows
     them and asks first, from a terminal; elsewhere (a script) it is refused
     unless --yes."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -456,8 +457,11 @@ def inclusion_request(
     return request
 
 
-# Retention presets (docs/retention.md); a number of days works as well.
+# Retention presets (docs/retention.md); a number of days works as well, and so
+# does any count of days, weeks or years (of 365 days, as 1y) written as they are.
 RETENTION_PRESETS: Mapping[str, int] = {"30d": 30, "90d": 90, "180d": 180, "1y": 365, "forever": 0}
+_RETENTION_SPAN = re.compile(r"(\d+)([dwy])")
+_DAYS_PER = {"d": 1, "w": 7, "y": 365}
 Days = int | str
 # The server takes up to 36,500 days (longer is "forever", 0) and names every field
 # past it at once; a number past what the field carries (uint32) cannot be sent, and
@@ -467,7 +471,13 @@ _DAYS_FIELD_MAX = 2**32 - 1
 
 
 def retention_days(days: Days, *, field: str) -> int:
-    """Days from a number or a preset name ("90d", "1y", "forever")."""
+    """Days from a number, a preset name ("90d", "1y", "forever") or a span
+    of days, weeks or years ("7d", "2w", "2y"): the command line's other
+    durations are written `7d`, and a preset's form was refused for any
+    other count (helper-165)."""
+    if isinstance(days, str) and (span := _RETENTION_SPAN.fullmatch(days)):
+        count, unit = span.groups()
+        days = int(count) * _DAYS_PER[unit]
     if isinstance(days, int):
         if days < 0:
             raise ValueError(f"{field}: must not be negative")
@@ -476,9 +486,11 @@ def retention_days(days: Days, *, field: str) -> int:
                 f"{field}: must be at most {MAX_RETENTION_DAYS} (or 0, 'forever', to keep forever)"
             )
         return days
-    if days not in RETENTION_PRESETS:
-        raise ValueError(f"{field}: {days!r} is not one of {', '.join(RETENTION_PRESETS)}")
-    return RETENTION_PRESETS[days]
+    if days != "forever":
+        raise ValueError(
+            f"{field}: {days!r} is not days (e.g. 90 or 90d), weeks (2w), years (1y) or forever"
+        )
+    return 0
 
 
 def retention_policy(
