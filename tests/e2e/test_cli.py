@@ -986,6 +986,38 @@ def test_alert_rules_from_the_command_line(cli_env: dict[str, str]) -> None:
     assert "failed logins" not in run("sealtrail", "alerts", env=cli_env).stdout
 
 
+def test_an_alert_rule_is_shown_whole_with_its_filter_and_sinks(cli_env: dict[str, str]) -> None:
+    """`sealtrail alerts` lists neither a rule's filter nor its sinks, and
+    `alerts update --action ...` replaces the whole filter: an admin edited a
+    filter they could not see (helper-165)."""
+    sink_id = run(
+        "sealtrail", "sinks", "create", "siem", "--kind", "splunk_hec",
+        "--url", "https://siem.example.com:8088", "--token", "hec-1", env=cli_env,
+    ).stdout.strip()  # fmt: skip
+    rule_id = run(
+        "sealtrail", "alerts", "create", "failed logins", "--kind", "threshold",
+        "--action", "user.login", "--outcome", "failure", "--count", "3", "--window", "60",
+        "--alert-severity", "error", "--sink", sink_id, env=cli_env,
+    ).stdout.strip()  # fmt: skip
+    shown = json.loads(run("sealtrail", "alerts", "show", rule_id, env=cli_env).stdout)
+    assert shown["id"] == rule_id and shown["name"] == "failed logins"
+    assert shown["threshold"]["filter"] == {
+        "actions": ["user.login"],
+        "outcomes": ["OUTCOME_FAILURE"],
+    }
+    assert shown["threshold"]["count"] == 3 and shown["threshold"]["windowSeconds"] == 60
+    assert shown["sinkIds"] == [sink_id] and shown["severity"] == "SEVERITY_ERROR"
+    assert shown["disabled"] is False and shown["etag"]
+    run("sealtrail", "alerts", "disable", rule_id, env=cli_env)
+    assert json.loads(run("sealtrail", "alerts", "show", rule_id, env=cli_env).stdout)["disabled"]
+    unknown = "00000000-0000-4000-8000-000000000000"
+    missing = run("sealtrail", "alerts", "show", unknown, env=cli_env, check=False)
+    assert missing.returncode == 2 and f"no alert rule {unknown}" in missing.stderr
+    helped = run("sealtrail", "alerts", "update", "--help", env=cli_env).stdout
+    assert "replace the whole filter" in " ".join(helped.split())
+    assert "sealtrail alerts show" in helped
+
+
 def test_a_token_name_from_the_command_line_is_redacted_as_the_api_redacts_it(
     client: AuditClient, migrated_database_url: str, tenant: str, tmp_path: Path
 ) -> None:

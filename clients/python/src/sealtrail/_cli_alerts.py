@@ -3,9 +3,11 @@ _cli.py, whose helpers it shares."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 import click
+from google.protobuf import json_format
 
 from sealtrail._cli import (
     PlainTable,
@@ -41,7 +43,7 @@ class _NoSuchRule(click.ClickException):
 @click.group(invoke_without_command=True)
 @click.pass_context
 def alerts(ctx: click.Context) -> None:
-    """Admin: list (no subcommand), create, update, disable, enable and delete alert rules."""
+    """Admin: list (no subcommand), show, create, update, disable, enable and delete alert rules."""
     if ctx.invoked_subcommand is not None:
         return
     with _client(ctx) as client:
@@ -57,6 +59,27 @@ def alerts(ctx: click.Context) -> None:
             rule.last_fired_time.ToJsonString() if rule.HasField("last_fired_time") else "",
         )
     print_table(table)
+
+
+def _read_rule(client: Any, rule_id: str) -> alerting_pb2.AlertRule:
+    """The rule `rule_id` as listed (there is no call for one rule)."""
+    found = next((rule for rule in client.list_alert_rules() if rule.id == rule_id), None)
+    if found is None:
+        raise _NoSuchRule(f"no alert rule {rule_id}")
+    return cast(alerting_pb2.AlertRule, found)
+
+
+@alerts.command("show")
+@click.argument("rule_id")
+@click.pass_context
+def show(ctx: click.Context, rule_id: str) -> None:
+    """A rule whole, as JSON: its condition and filter, sinks, severity,
+    whether it is disabled, and its etag; the list shows none of its filter."""
+    with _client(ctx) as client:
+        rule = _read_rule(client, rule_id)
+    shown = json_format.MessageToDict(rule)
+    shown.setdefault("disabled", False)  # left out as proto3 JSON's default, it says it fires
+    click.echo(json.dumps(shown, indent=2))
 
 
 def _hours(value: str) -> tuple[int, int]:
@@ -181,7 +204,10 @@ def update(
     **criteria: Any,
 ) -> None:
     """Change an alert rule in place, keeping its id and count of alerts: only
-    what is given changes. Filter options replace the whole filter; condition
+    what is given changes. Filter options (--action, --actor, --category,
+    --severity, --outcome, --search, ...) replace the whole filter: give every
+    criterion it is to keep (`sealtrail alerts show RULE_ID` prints the
+    current one). --sink replaces the rule's sinks likewise. Condition
     settings change those of the current condition, which applies from the
     next event."""
     rule = alerting_pb2.AlertRule(id=rule_id)
@@ -209,9 +235,7 @@ def update(
     }
     with _client(ctx) as client:
         if settings or any(criteria.values()):
-            current = next((r for r in client.list_alert_rules() if r.id == rule_id), None)
-            if current is None:
-                raise _NoSuchRule(f"no alert rule {rule_id}")
+            current = _read_rule(client, rule_id)
             kind = current.WhichOneof("condition")
             assert kind is not None  # every rule has one
             unknown = set(settings) - _CONDITION_SETTINGS[kind]
