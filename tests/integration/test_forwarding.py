@@ -1921,6 +1921,36 @@ def test_internal_destinations_are_refused_by_default(
         strict.close()
 
 
+def test_a_refused_destination_names_the_setting_that_allows_it_whole(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """The http refusal did not name SEALTRAIL_FORWARD_ALLOW_HTTP, and an
+    internal name's refusal, past the 100 bytes a field violation keeps, was
+    cut to "... allow it with SEA…": the operator's setting was lost (helper-165)."""
+    strict = ServerThread(
+        migrated_database_url, forward_allow_http=False, forward_allow_networks=""
+    )
+    try:
+        admin = AuditClient(strict.target, token=strict.token(tenant))
+        for url, setting in (
+            ("http://siem.example/hook", "SEALTRAIL_FORWARD_ALLOW_HTTP"),
+            ("https://localhost/hook", "SEALTRAIL_FORWARD_ALLOW_NETWORKS"),
+            (
+                "https://[fd12:3456:789a:1:ffff:ffff:ffff:ffff]/hook",
+                "SEALTRAIL_FORWARD_ALLOW_NETWORKS",
+            ),
+            ("https://10.1.2.3/hook", "SEALTRAIL_FORWARD_ALLOW_NETWORKS"),
+        ):
+            with pytest.raises(InvalidArgumentError) as refused:
+                admin.create_sink(build_sink("x", "webhook", url=url, secrets=[new_secret()]))
+            [(field, description)] = refused.value.field_violations
+            assert field == "sink.webhook.url", url
+            assert setting in description and "…" not in description, (url, description)
+        admin.close()
+    finally:
+        strict.close()
+
+
 def test_too_many_sinks_are_refused(
     client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
 ) -> None:

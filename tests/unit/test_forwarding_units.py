@@ -175,10 +175,10 @@ def test_plain_http_only_when_allowed() -> None:
 def test_a_name_resolving_to_an_internal_address_is_refused_without_naming_it() -> None:
     """The answer reaches a tenant's admin: what an internal name resolves to
     is the operator's to read, in the server's log."""
-    with pytest.raises(EgressDenied, match="localhost resolves to an internal") as refused:
+    with pytest.raises(EgressDenied, match=r"^resolves to an internal") as refused:
         asyncio.run(EgressPolicy().resolve("localhost", 443))
     assert "127.0.0.1" not in str(refused.value)
-    with pytest.raises(EgressDenied, match=r"127\.0\.0\.1 is an internal"):
+    with pytest.raises(EgressDenied, match=r"^an internal"):
         asyncio.run(EgressPolicy().resolve("127.0.0.1", 443))
     allowed = EgressPolicy.parse(allow_http=False, allowed="127.0.0.0/8,::1/128", denied="")
     assert "127.0.0.1" in asyncio.run(allowed.resolve("localhost", 443))

@@ -169,10 +169,14 @@ class EgressPolicy:
     def check_scheme(self, url: str) -> None:
         scheme = urlsplit(url).scheme
         if scheme != "https" and not (scheme == "http" and self.allow_http):
-            raise EgressDenied(f"{scheme}:// is not allowed: destinations must use https")
+            allowing = " (or SEALTRAIL_FORWARD_ALLOW_HTTP=true)" if scheme == "http" else ""
+            raise EgressDenied(f"{scheme}:// is not allowed: destinations must use https{allowing}")
 
     async def resolve(self, host: str, port: int, *, tenant_id: str | None = None) -> list[str]:
-        """The host's addresses, each permitted; EgressDenied if any is not.
+        """The host's addresses, each permitted; EgressDenied if any is not,
+        saying so without the host, which whoever reports it names (a sink's
+        URL field, a delivery's error): the setting that allows it must fit
+        in the 100 bytes a field violation keeps, whatever the host's length.
         `tenant_id`: on whose behalf (its lookups in flight are limited)."""
         try:
             literal: IpAddress | None = ipaddress.ip_address(host.strip("[]"))
@@ -186,8 +190,7 @@ class EgressPolicy:
         refused = [str(a) for a in addresses if not self.permits(a)]
         if refused and literal is not None:
             raise EgressDenied(
-                f"{host} is an internal or denied address"
-                " (allow it with SEALTRAIL_FORWARD_ALLOW_NETWORKS)"
+                "an internal or denied address (allow it with SEALTRAIL_FORWARD_ALLOW_NETWORKS)"
             )
         if refused:
             # The addresses are for the operator only: told to the tenant's
@@ -195,8 +198,8 @@ class EgressPolicy:
             # internal network's names for whoever asks.
             log.warning("egress: %s resolves to %s, refused", host, ", ".join(refused))
             raise EgressDenied(
-                f"{host} resolves to an internal or denied address (the server's log"
-                " names it; allow it with SEALTRAIL_FORWARD_ALLOW_NETWORKS)"
+                "resolves to an internal or denied address, logged"
+                " (allow it with SEALTRAIL_FORWARD_ALLOW_NETWORKS)"
             )
         return [str(a) for a in addresses]
 
