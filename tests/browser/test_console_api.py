@@ -9,6 +9,7 @@ import hashlib
 import http.client
 import json
 import logging
+import re
 import socket
 import time
 import urllib.error
@@ -111,6 +112,30 @@ def test_a_token_sees_its_own_tenant_only(
     # What the console read is recorded in the reader's log, as any Query.
     queried = get(api + "events?actions=audit_log.queried", console_server.token(tenant, "reader"))
     assert len(queried[1]["events"]) >= 1
+
+
+def test_whole_numbers_in_details_are_integers_in_the_api(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """/api/events and /api/stream wrote `"trigger_seq": 83.0` (protobuf holds
+    every number in details as a double), where exports write 83 (helper-165)."""
+    writer = AuditClient(console_server.target, token=console_server.token(tenant, "recorder"))
+    writer.record(action="numbers.seen", actor_id="u", details={"trigger_seq": 83, "ratio": 0.5})
+    writer.close()
+    reader = console_server.token(tenant, "reader")
+    request = urllib.request.Request(api + "events?actions=numbers.seen")
+    request.add_header("Authorization", f"Bearer {reader}")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        page = answer.read().decode()
+    assert re.search(r'"trigger_seq": 83[,}]', page) and re.search(r'"ratio": 0.5[,}]', page)
+    [event] = json.loads(page)["events"]
+    request = urllib.request.Request(api + f"stream?after_seq={int(event['seq']) - 1}")
+    request.add_header("Authorization", f"Bearer {reader}")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        line = answer.readline().decode()
+        while line == "\n":  # a heartbeat
+            line = answer.readline().decode()
+    assert re.search(r'"trigger_seq": 83[,}]', line) and re.search(r'"ratio": 0.5[,}]', line)
 
 
 def _headers(url: str, token: str | None = None, **extra: str) -> Any:

@@ -175,6 +175,27 @@ def test_record_prints_the_stored_event_and_query_finds_it(cli_env: dict[str, st
     assert again == first
 
 
+def test_whole_numbers_in_details_are_printed_as_integers(cli_env: dict[str, str]) -> None:
+    """`query --format jsonl` printed `"trigger_seq": 83.0` (protobuf holds
+    every number in details as a double), where exports print 83 (helper-165)."""
+    details = '{"trigger_seq": 83, "ratio": 0.5, "deep": [{"n": -2}]}'
+    recorded = run("sealtrail", "record", "--action", "numbers.seen", "--actor-id", "u",
+                   "--details", details, "--change-json", "quota", "10", "20",
+                   env=cli_env).stdout  # fmt: skip
+    queried = run("sealtrail", "query", "--action", "numbers.seen", "--format", "jsonl",
+                  env=cli_env).stdout  # fmt: skip
+    event_id = json.loads(recorded)["id"]
+    got = run("sealtrail", "get", event_id, env=cli_env).stdout
+    for printed in (recorded, queried, got):
+        assert re.search(r'"trigger_seq": 83[,}]', printed) and re.search(r'"n": -2[,}]', printed)
+        assert re.search(r'"before": 10[,}]', printed) and re.search(r'"after": 20[,}]', printed)
+        assert json.loads(printed)["details"] == {
+            "trigger_seq": 83,
+            "ratio": 0.5,
+            "deep": [{"n": -2}],
+        }
+
+
 def test_a_table_shows_what_the_log_holds_as_text_never_as_terminal_codes(
     cli_env: dict[str, str],
 ) -> None:

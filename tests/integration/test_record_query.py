@@ -27,6 +27,7 @@ from sealtrail import (
     UnauthenticatedError,
     build_event,
     build_filter,
+    message_to_dict,
 )
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, event_pb2
 from sealtrail_server.domain.access import Role
@@ -109,6 +110,33 @@ def test_leaf_hash_is_over_the_stored_canonical_record(
     assert record == json.dumps(parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert parsed["details"]["ttl"] == 90 and '"ttl":90' in record
     assert parsed["tenant_id"] == tenant and parsed["seq"] == 1 and parsed["v"] == 1
+
+
+# Whole numbers, a fraction, the last a double holds exactly, nested, and in a change.
+NUMBERS = {"trigger_seq": 83, "ratio": 0.5, "edge": 2**53 - 1, "deep": [{"n": -2}]}
+
+
+def test_whole_numbers_in_details_read_back_as_integers_as_exports_write_them(
+    client: AuditClient, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A google.protobuf.Value holds every number as a double, and
+    MessageToDict wrote `trigger_seq: 83.0`, where exports and sinks (the
+    stored record) write 83: `message_to_dict` writes them as the record does
+    (helper-165)."""
+    stored = client.record(
+        build_event(action="a.b", actor_id="u", details=NUMBERS, changes=[("n", 1, 2)])
+    ).event
+    read = message_to_dict(stored)
+    [record] = sql.execute(
+        "SELECT record FROM events WHERE tenant_id = %s AND id = %s", [tenant, stored.id]
+    ).fetchone()  # type: ignore[misc]
+    assert json.dumps(read["details"], sort_keys=True, separators=(",", ":")) == json.dumps(
+        json.loads(record)["details"], sort_keys=True, separators=(",", ":")
+    )
+    assert read["details"]["trigger_seq"] == 83 and type(read["details"]["trigger_seq"]) is int
+    assert read["details"]["deep"] == [{"n": -2}] and type(read["details"]["ratio"]) is float
+    assert read["changes"] == [{"field": "n", "before": 1, "after": 2}]
+    assert read["seq"] == str(stored.seq)  # otherwise as MessageToDict writes it
 
 
 def test_the_answer_to_record_is_the_event_as_stored(client: AuditClient) -> None:

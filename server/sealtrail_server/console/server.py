@@ -43,6 +43,7 @@ from google.rpc import error_details_pb2, status_pb2
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, integrity_pb2
 
+from ..domain.canonical import plain_numbers
 from ..domain.event import parse_request_id
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,12 @@ def _enum(enum: Any, name: str, value: str) -> int:
 
 
 def _json(message: Any) -> dict[str, Any]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    """`message` as the page reads it; whole numbers in details as the record
+    and exports write them, 83 and not 83.0 (helper-165)."""
+    return cast(
+        dict[str, Any],
+        plain_numbers(json_format.MessageToDict(message, preserving_proto_field_name=True)),
+    )
 
 
 class Console:

@@ -41,6 +41,21 @@ def plain_number(number: float) -> int | None:
     return None
 
 
+def plain_numbers(value: Any) -> Any:
+    """`value` (JSON off protobuf, from MessageToDict) with each float
+    `plain_number` makes an int made one: a google.protobuf.Value holds every
+    number as a double, which MessageToDict writes `83.0` where the record,
+    and so exports and sinks, write 83."""
+    if isinstance(value, float):
+        whole = plain_number(value)
+        return value if whole is None else whole
+    if isinstance(value, dict):
+        return {key: plain_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain_numbers(item) for item in value]
+    return value
+
+
 def plain_value(value: Any) -> bool:
     """Whether `value`, a JSON value built in Python (not read off protobuf),
     canonicalises through the fast path: no float, no int outside JCS's range,

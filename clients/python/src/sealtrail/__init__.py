@@ -12,6 +12,7 @@ from sealtrail._convert import (
     build_event,
     build_filter,
     build_sink,
+    message_to_dict,
 )
 from sealtrail._correlation import (
     CorrelationInterceptor,
@@ -67,6 +68,7 @@ __all__ = [
     "build_sink",
     "current_request_id",
     "from_rpc_error",
+    "message_to_dict",
     "request_id",
     "verify_bundle",
     "write_bundle",

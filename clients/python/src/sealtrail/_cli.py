@@ -36,6 +36,7 @@ from sealtrail._convert import (
     build_filter,
     enum_label,
     enum_names,
+    message_to_dict,
 )
 from sealtrail._errors import AbortedError, SealtrailError
 from sealtrail._export import ExportError, ExportFormat
@@ -367,7 +368,13 @@ def record(
         raise click.BadParameter(str(error), param_hint=hint) from None
     with _client(ctx) as client:
         result = client.record(event)
-    click.echo(json_format.MessageToJson(result.event, indent=None))
+    click.echo(event_json(result.event))
+
+
+def event_json(event: event_pb2.Event) -> str:
+    """An event as one JSON line, as MessageToJson writes it but for the whole
+    numbers of its details and changes, ints as in exports (helper-165)."""
+    return json.dumps(message_to_dict(event))
 
 
 def _filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -441,7 +448,7 @@ def query(ctx: click.Context, /, limit: int, order: Order, output: str, **criter
             events = _at_most(found, limit)
         if output == "jsonl":
             for event in events:
-                click.echo(json_format.MessageToJson(event, indent=None))
+                click.echo(event_json(event))
         else:
             print_table(_table(events))
 
@@ -771,7 +778,7 @@ def tail(
         )
         try:
             for event in events:
-                click.echo(json_format.MessageToJson(event, indent=None))
+                click.echo(event_json(event))
         except KeyboardInterrupt:
             ctx.exit(130)  # as a shell reports a command Ctrl-C ended
 

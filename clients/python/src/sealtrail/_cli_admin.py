@@ -9,9 +9,15 @@ import sys
 from typing import cast, get_args
 
 import click
-from google.protobuf import json_format
 
-from sealtrail._cli import PlainTable, _client, print_table, table_time, unchanged_since_read
+from sealtrail._cli import (
+    PlainTable,
+    _client,
+    event_json,
+    print_table,
+    table_time,
+    unchanged_since_read,
+)
 from sealtrail._convert import RedactionMode, TokenRole, enum_label
 from sealtrail.v1 import access_pb2, settings_pb2
 
@@ -131,4 +137,4 @@ def get_event(ctx: click.Context, event_id: str) -> None:
     """Print one event of your tenant by id, as one JSON line."""
     with _client(ctx) as client:
         event = client.get_event(event_id)
-    click.echo(json_format.MessageToJson(event, indent=None))
+    click.echo(event_json(event))

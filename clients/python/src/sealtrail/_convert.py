@@ -8,10 +8,10 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack, cast
 
 from google.protobuf import field_mask_pb2, json_format, struct_pb2, timestamp_pb2
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from sealtrail._errors import SealtrailError, from_entry_error
 from sealtrail._retry import ENTRY_RETRYABLE
@@ -245,6 +245,29 @@ def _change(change: tuple[str, Any, Any] | Mapping[str, Any]) -> event_pb2.Chang
         before=None if before is None else _value(_exact(before, f"changes[{field}].before", 2)),
         after=None if after is None else _value(_exact(after, f"changes[{field}].after", 2)),
     )
+
+
+def message_to_dict(message: Message, **options: Any) -> dict[str, Any]:
+    """`json_format.MessageToDict(message, **options)`, an event's `details` and
+    change values with their whole numbers as ints. Those are
+    google.protobuf.Value, which holds every number as a double, and
+    MessageToDict wrote `"trigger_seq": 83.0`, where the stored record, and so
+    exports and sinks, write 83 (helper-165). A number past ±2^53 stays a
+    float: a double holds no such integer exactly."""
+    return cast(dict[str, Any], plain_numbers(json_format.MessageToDict(message, **options)))
+
+
+def plain_numbers(value: Any) -> Any:
+    """`value` (JSON from MessageToDict) with each whole float within ±2^53
+    an int, as RFC 8785 writes the stored record's."""
+    if isinstance(value, float):
+        whole = value.is_integer() and -_MAX_EXACT_INT < value < _MAX_EXACT_INT
+        return int(value) if whole else value
+    if isinstance(value, dict):
+        return {key: plain_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain_numbers(item) for item in value]
+    return value
 
 
 def _value(value: Any) -> struct_pb2.Value:
