@@ -787,6 +787,32 @@ def test_events_queried_from_one_log_are_imported_into_another_once(
     )
 
 
+def test_an_import_takes_enum_values_as_the_command_line_flags_do(
+    cli_env: dict[str, str],
+) -> None:
+    """`"category": "member"` was refused ("Invalid enum value member"): an
+    import line took only proto JSON's CATEGORY_MEMBER, while `--category
+    member` is how every command writes it (helper-165)."""
+    lines = (
+        '{"action": "member.invite", "actor": {"id": "u_1", "type": "service"},'
+        ' "category": "member", "severity": "Warning", "outcome": "failure"}\n'
+        '{"action": "member.remove", "actor": {"id": "u_2"}, "category": "CATEGORY_MEMBER"}\n'
+        '{"action": "member.invite", "actor": {"id": "u_3"}, "category": "members"}\n'
+    )
+    imported = run("sealtrail", "import", "-", env=cli_env, stdin=lines, check=False)
+    assert imported.returncode == 3, imported.stderr
+    assert imported.stdout == "recorded 2 events from stdin; 1 line refused\n"
+    assert imported.stderr.startswith("line 3: not an Event: Failed to parse category field")
+    found = run("sealtrail", "query", "--category", "member", "--order", "oldest",
+                "--format", "jsonl", env=cli_env).stdout  # fmt: skip
+    events = [json.loads(line) for line in found.splitlines()]
+    assert [e["actor"] for e in events] == [
+        {"id": "u_1", "type": "ACTOR_TYPE_SERVICE"},
+        {"id": "u_2", "type": "ACTOR_TYPE_USER"},
+    ]
+    assert (events[0]["severity"], events[0]["outcome"]) == ("SEVERITY_WARNING", "OUTCOME_FAILURE")
+
+
 def test_sinks_from_the_command_line(cli_env: dict[str, str]) -> None:
     with endpoint() as receiver:
         receiver.responder = lambda received, index: Reply(400) if index == 0 else Reply()

@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Final
 
 import click
 from google.protobuf import json_format
 
 from sealtrail._cli import _client, _count
 from sealtrail._client import AuditClient
-from sealtrail._convert import MAX_BATCH
+from sealtrail._convert import MAX_BATCH, enum_names, enum_value
 from sealtrail._errors import SealtrailError
 from sealtrail.v1 import event_pb2
 
@@ -52,8 +52,12 @@ def import_events(ctx: click.Context, source: BinaryIO, batch_size: int) -> None
     """Record the events of SOURCE (NDJSON; - or none: stdin), one Event a
     line in the proto JSON mapping, as `sealtrail query --format jsonl
     --order oldest --limit 0` prints them (not an export's stored records).
+    Enum values may be written as the flags take them ("category": "member")
+    or as proto JSON names them (CATEGORY_MEMBER).
     What the service assigns (id, seq, received_at, leaf_hash, tenant_id) is
-    dropped: it assigns them anew, received now, in this tenant's log. A
+    dropped: it assigns them anew, received now, in this tenant's log; and
+    retention ages an event from when it was received, so an imported event
+    is kept a full retention period from its import, however old. A
     line with its idempotency_key is recorded once however often the file is
     imported (one without occurred_at at the time of its first import); one
     without a key gets a new one, and is recorded again, each time.
@@ -116,7 +120,7 @@ def _events(
             continue
         event = event_pb2.Event()
         try:
-            json_format.Parse(line, event)
+            json_format.Parse(_with_full_enum_names(line), event)
         except (json_format.ParseError, UnicodeDecodeError, RecursionError) as error:
             _refuse(tally, number, f"not an Event: {error}")
             continue
@@ -128,6 +132,38 @@ def _events(
             _refuse(tally, number, f"{size} bytes as sent; an event is at most {_MAX_EVENT_BYTES}")
             continue
         yield number, event
+
+
+# The enum fields of an Event line, by where they stand, and their enums.
+_ENUMS: Final = {
+    ("category",): event_pb2.Category,
+    ("severity",): event_pb2.Severity,
+    ("outcome",): event_pb2.Outcome,
+    ("actor", "type"): event_pb2.ActorType,
+}
+
+
+def _with_full_enum_names(line: bytes) -> bytes | str:
+    """`line` with an enum value given as the command line's flags take it
+    (`"category": "member"`, any case) as proto JSON names it
+    (`CATEGORY_MEMBER`): only that was taken, "Invalid enum value member".
+    A line it cannot read, or with nothing to change, is left as it is, for
+    Parse to read (and name what is wrong with it)."""
+    try:
+        data: Any = json.loads(line)
+    except (ValueError, RecursionError):
+        return line
+    changed = False
+    for path, enum in _ENUMS.items():
+        *parents, name = path
+        holder = data
+        for parent in parents:
+            holder = holder.get(parent) if isinstance(holder, dict) else None
+        value = holder.get(name) if isinstance(holder, dict) else None
+        if isinstance(value, str) and value.lower() in enum_names(enum):
+            holder[name] = enum.Name(enum_value(enum, value, field=name))
+            changed = True
+    return json.dumps(data) if changed else line
 
 
 def _not_another_format(ctx: click.Context, first_line: bytes) -> None:
