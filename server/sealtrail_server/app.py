@@ -10,11 +10,13 @@ import asyncio
 import atexit
 import logging
 import os
+import secrets
 import shutil
 import signal
 import ssl
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Final, NoReturn
 
@@ -274,13 +276,23 @@ class Service:
         self.evaluator.start()
 
         async def lookup(digest: bytes):  # type: ignore[no-untyped-def]
-            return await find_principal(db, digest)
+            # The token's name as its calls' records show it: redacted once a
+            # lookup (the principal is cached), not once a record.
+            principal = await find_principal(db, digest)
+            if principal is None or not principal.name:
+                return principal
+            return replace(principal, name=await names.text(principal.tenant_id, principal.name))
 
         async def refuse_if_erased(tenant_id: str) -> None:
             await refuse_if_erased_now(db, tenant_id)
 
         authenticator = Authenticator(lookup, cache_seconds=settings.token_cache_seconds)
-        self._guard = GuardInterceptor(authenticator, refuse_if_erased=refuse_if_erased)
+        # Sent by this process's console only: with it, the browser's address
+        # and user agent stand for the call's in its records.
+        console_key = secrets.token_urlsafe(32) if settings.console_listen else ""
+        self._guard = GuardInterceptor(
+            authenticator, refuse_if_erased=refuse_if_erased, console_key=console_key
+        )
         server = grpc.aio.server(
             interceptors=[
                 TelemetryInterceptor(tracer=self._tracer, meter=self._meter),
@@ -352,7 +364,7 @@ class Service:
         await server.start()
         self._server = server
         if settings.console_listen:
-            self.console = Console(console_target, listen=settings.console_listen)
+            self.console = Console(console_target, listen=settings.console_listen, key=console_key)
             try:
                 self.console_port = await self.console.start()
             except OSError as error:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from sealtrail import AuditClient, build_event
+from sealtrail import AuditClient, build_event, build_filter
 from sealtrail_server.console import server as console_module
 from tests.conftest import ServerThread
 
@@ -179,6 +179,22 @@ def get_with(url: str, token: str, headers: dict[str, str]) -> tuple[int, Any]:
     request = urllib.request.Request(url, headers={**headers, "Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=10) as answer:
         return answer.status, answer.read()
+
+
+def test_what_the_console_reads_is_recorded_with_the_browsers_address_and_user_agent(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """The console calls the API over a Unix socket: its records named no
+    address, and its own gRPC user agent, until it passed the browser's on."""
+    reader = console_server.token(tenant, "reader")
+    status, _ = get_with(api + "events", reader, {"User-Agent": "Mozilla/5.0 (console test)"})
+    assert status == 200
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as admin:
+        [queried] = admin.query(build_filter(actions="audit_log.queried"), page_size=1)
+    assert (queried.context.ip, queried.context.user_agent) == (
+        "127.0.0.1",
+        "Mozilla/5.0 (console test)",
+    )
 
 
 def test_an_export_is_its_chunks_then_its_manifest_which_they_match(

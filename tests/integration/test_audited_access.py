@@ -29,9 +29,10 @@ from sealtrail import (
     build_filter,
 )
 from sealtrail.v1 import access_pb2, audit_service_pb2, audit_service_pb2_grpc, event_pb2
+from sealtrail_server.domain.access import Role
 from sealtrail_server.domain.event import EventDraft, ValidEvent, validate_event
 from sealtrail_server.store.appender import Appended, Appender
-from sealtrail_server.store.tokens import revoke_token
+from sealtrail_server.store.tokens import create_token, revoke_token
 from tests.conftest import ServerThread, token_id_of
 
 
@@ -74,6 +75,43 @@ def test_each_read_is_recorded_once_attributed_to_its_token(
     # Its own events, canonicalised by the fast path, are in RFC 8785 form.
     records = sql.execute("SELECT record FROM events WHERE tenant_id = %s", [tenant]).fetchall()
     assert all(rfc8785.dumps(json.loads(record)) == record.encode() for (record,) in records)
+
+
+def _own_record(sql: psycopg.Connection[Any], tenant: str, action: str) -> dict[str, Any]:
+    [(record,)] = sql.execute(
+        "SELECT record::jsonb FROM events WHERE tenant_id = %s AND action = %s", [tenant, action]
+    ).fetchall()
+    return dict(record)
+
+
+def test_own_records_name_the_token_and_say_where_the_call_came_from(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """As a service's events do: who read the log, from which address, with
+    which program (a security team asks "who downloaded the log, from where")."""
+    issued = server.run(
+        create_token(server.database, tenant_id=tenant, role=Role.READER, name="nightly report")
+    )
+    options = [("grpc.primary_user_agent", "report-job/2.1")]
+    with grpc.insecure_channel(server.target, options=options) as channel:
+        audit_service_pb2_grpc.AuditLogServiceStub(channel).Query(
+            audit_service_pb2.QueryRequest(),
+            # Only the console's own connection may say whose call it carries.
+            metadata=[
+                ("authorization", f"Bearer {issued.secret}"),
+                ("x-sealtrail-client-ip", "203.0.113.9"),
+                ("x-sealtrail-client-user-agent", "forged/1.0"),
+            ],
+            timeout=10,
+        )
+    record = _own_record(sql, tenant, "audit_log.queried")
+    assert record["actor"] == {
+        "type": "api_key",
+        "id": issued.token_id,
+        "display_name": "nightly report",
+    }
+    assert record["context"]["ip"] == "127.0.0.1"
+    assert record["context"]["user_agent"].startswith("report-job/2.1 grpc-python")
 
 
 def test_a_later_page_is_read_only_by_the_token_whose_first_page_was_recorded(

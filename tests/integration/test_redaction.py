@@ -420,3 +420,19 @@ def test_a_retry_across_a_rule_added_since_is_the_same_event(
             assert answers == ["IDEMPOTENCY_KEY_REUSED"] * 2
     finally:
         stricter.close()
+
+
+def test_a_secret_in_a_tokens_name_is_not_in_the_records_of_its_calls(
+    client_for: Any, server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """Own records name their token (`actor.display_name`): redacted as the
+    record of its creation holds it."""
+    leaked = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+    admin = client_for(tenant)
+    created = admin.create_token("reader", name=f"ci {leaked}")
+    with AuditClient(server.target, token=created.secret) as reader:
+        list(reader.query(build_filter(actions="x.y")))
+    assert _found_in_database(sql, tenant, leaked) == 0
+    [queried] = admin.query(build_filter(actions="audit_log.queried"))
+    assert queried.actor.display_name.startswith("ci ")
+    assert queried.actor.display_name != f"ci {leaked}"

@@ -28,6 +28,7 @@ from ..domain.redaction import Redactor, tenant_key
 from ..store.appender import Appended, Appender
 from ..store.tenant_settings import SettingsCache
 from ..telemetry.context import current_correlation
+from .callers import current_caller
 from .convert import caller_view
 
 
@@ -87,12 +88,18 @@ async def record_access(
     details: dict[str, Any] | None = None,
     changes: list[ChangeDraft] | None = None,
 ) -> Appended:
-    """Record what `principal` did in its tenant's log; the new event as stored."""
+    """Record what `principal` did in its tenant's log; the new event as stored.
+    It names the token (`actor.display_name`) and says where the call came
+    from (`context.ip`, `context.user_agent`), as a service's events do."""
+    caller = current_caller()
     return await record_event(
         appender,
         principal.tenant_id,
         actor_type=event_pb2.ACTOR_TYPE_API_KEY,
         actor_id=principal.token_id,
+        actor_display_name=principal.name,
+        ip=caller.ip,
+        user_agent=caller.user_agent,
         now=now,
         action=action,
         description=description,
@@ -110,6 +117,9 @@ async def record_event(
     *,
     actor_type: event_pb2.ActorType.ValueType,
     actor_id: str,
+    actor_display_name: str = "",
+    ip: str = "",
+    user_agent: str = "",
     now: datetime,
     action: str,
     description: str,
@@ -132,12 +142,15 @@ async def record_event(
         category=category,
         actor_type=actor_type,
         actor_id=actor_id,
+        actor_display_name=actor_display_name,
         description=description,
         resource_type=resource_type,
         resource_id=resource_id,
         details=details or None,
         changes=changes or [],
         idempotency_key=idempotency_key,
+        ip=ip,
+        user_agent=user_agent,
         plain=plain_values(details, changes or []),
     )
     correlate(draft, current_correlation())

@@ -33,6 +33,7 @@ from ..domain.errors import (
 from ..service_interceptor import SERVICE_PREFIX, Behavior, Handler, ServiceInterceptor
 from ..store.changes import tenant_erased
 from ..telemetry.context import response_metadata
+from .callers import caller_of, set_caller
 from .errors import grpc_status
 
 log = logging.getLogger(__name__)
@@ -105,12 +106,16 @@ class GuardInterceptor(ServiceInterceptor):
         authenticator: Authenticator,
         *,
         refuse_if_erased: Callable[[str], Awaitable[None]] = _knows_no_erasures,
+        console_key: str = "",
     ) -> None:
         """`refuse_if_erased(tenant_id)` raises TENANT_ERASED if the tenant was
-        erased, by whichever process (`store.changes.refuse_if_erased_now`)."""
+        erased, by whichever process (`store.changes.refuse_if_erased_now`).
+        `console_key`: the key this process's console sends along with the
+        browser's address and user agent ("": no console, none trusted)."""
         super().__init__()
         self._authenticator = authenticator
         self._refuse_if_erased = refuse_if_erased
+        self._console_key = console_key
         # Calls of AuditLogService begun and not ended: a stopping server ends
         # its streams early once nothing else is left (app.Service.stop).
         self.calls = 0
@@ -131,6 +136,8 @@ class GuardInterceptor(ServiceInterceptor):
         return handler
 
     async def _admit(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
+        metadata = context.invocation_metadata() or ()
+        set_caller(caller_of(context.peer(), metadata, self._console_key))
         principal = await self._authenticator.authenticate(
             _authorization(context), fresh=method in CHANGES
         )

@@ -43,8 +43,9 @@ from google.rpc import error_details_pb2, status_pb2
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, integrity_pb2
 
+from ..api.callers import CLIENT_IP_HEADER, CLIENT_USER_AGENT_HEADER, CONSOLE_KEY_HEADER
 from ..domain.canonical import plain_numbers
-from ..domain.event import parse_request_id
+from ..domain.event import MAX_USER_AGENT, parse_request_id
 
 log = logging.getLogger(__name__)
 
@@ -159,12 +160,15 @@ def _json(message: Any) -> dict[str, Any]:
 class Console:
     """The console's HTTP server, calling the gRPC service at `grpc_target`."""
 
-    def __init__(self, grpc_target: str, *, listen: str) -> None:
+    def __init__(self, grpc_target: str, *, listen: str, key: str = "") -> None:
+        """`key`: what the server trusts the browser's address and user agent
+        from (api/callers.py); "" passes none on."""
         # As the clients do: a page of 100 large events outgrows gRPC's default 4 MiB.
         self._channel = grpc.aio.insecure_channel(
             grpc_target, options=[("grpc.max_receive_message_length", 96 * 1024 * 1024)]
         )
         self._stub = audit_service_pb2_grpc.AuditLogServiceStub(self._channel)
+        self._key = key
         host, _, port = listen.rpartition(":")
         self._host, self._port = host.strip("[]") or "127.0.0.1", int(port)
         self._runner: web.AppRunner | None = None
@@ -206,8 +210,7 @@ class Console:
             await self._runner.cleanup()
         await self._channel.close(None)
 
-    @staticmethod
-    def _metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
+    def _metadata(self, request: web.Request) -> tuple[tuple[str, str], ...]:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         token = token.strip()
         # The scheme in any case, as gRPC takes it (RFC 9110); a token gRPC
@@ -224,7 +227,22 @@ class Console:
         request_id = parse_request_id(request.headers.get("X-Request-Id", ""))
         if request_id is not None:
             kept.append(("x-request-id", request_id))
+        if self._key:
+            kept.extend(self._browser(request))
         return tuple(kept)
+
+    def _browser(self, request: web.Request) -> list[tuple[str, str]]:
+        """The browser's address and user agent, for the records of the call
+        (the call itself comes from a Unix socket, with the console's user
+        agent). The address is the TCP peer's: behind a proxy, the proxy's;
+        a forwarding header is not taken, anyone could send one."""
+        sent = [(CONSOLE_KEY_HEADER, self._key)]
+        if request.remote:
+            sent.append((CLIENT_IP_HEADER, request.remote))
+        agent = request.headers.get("User-Agent", "")
+        if agent.isascii() and agent.isprintable():  # else gRPC could not carry it
+            sent.append((CLIENT_USER_AGENT_HEADER, agent[:MAX_USER_AGENT]))
+        return sent
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC / "index.html")

@@ -30,11 +30,14 @@ class Role(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The caller behind a token: its tenant is the only one it can touch."""
+    """The caller behind a token: its tenant is the only one it can touch.
+    `name`: the token's name as Sealtrail's own records show it (redacted as
+    the tenant's events are), their `actor.display_name`."""
 
     tenant_id: str
     token_id: str
     role: Role
+    name: str = ""
 
 
 def token_name_problem(name: str) -> str | None:

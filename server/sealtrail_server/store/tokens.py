@@ -62,15 +62,17 @@ async def find_principal(db: Database, digest: bytes) -> Principal | None:
     """The principal of the live (unrevoked) token with this SHA-256, if any."""
     async with db.system_connection() as conn:
         cursor = await conn.execute(
-            "SELECT tenant_id, token_id, role FROM api_tokens"
+            "SELECT tenant_id, token_id, role, name FROM api_tokens"
             " WHERE secret_sha256 = %s AND revoked_at IS NULL",
             [digest],
         )
         row = await cursor.fetchone()
     if row is None:
         return None
-    tenant_id, token_id, role = row
-    return Principal(tenant_id=str(tenant_id), token_id=str(token_id), role=Role(str(role)))
+    tenant_id, token_id, role, name = row
+    return Principal(
+        tenant_id=str(tenant_id), token_id=str(token_id), role=Role(str(role)), name=str(name)
+    )
 
 
 async def live_token_tenant(db: Database, token_id: str) -> str | None:

@@ -1,0 +1,105 @@
+"""Where a call came from, for Sealtrail's own records of it: the caller's IP
+address (the gRPC peer's) and user agent, kept in a contextvar by the guard as
+the correlation is by the telemetry interceptor, so that records of reads and
+changes carry them as a service's events do without every RPC passing them on.
+
+The console calls this server over a private Unix socket, whose peer has no
+address: it passes the browser's address and user agent on in metadata of its
+own, trusted only with the key this process gave its console (CONSOLE_KEY_HEADER).
+Anyone else sending those headers is ignored: a client must not be able to
+record another address than its own."""
+
+from __future__ import annotations
+
+import contextvars
+import hmac
+import ipaddress
+import urllib.parse
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from ..domain.event import CONTROL_CHARACTERS, MAX_USER_AGENT
+
+CONSOLE_KEY_HEADER: Final = "x-sealtrail-console-key"
+CLIENT_IP_HEADER: Final = "x-sealtrail-client-ip"
+CLIENT_USER_AGENT_HEADER: Final = "x-sealtrail-client-user-agent"
+_USER_AGENT: Final = "user-agent"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """A call's origin: an IP address and a user agent, "" where not known."""
+
+    ip: str = ""
+    user_agent: str = ""
+
+
+NO_CALLER: Final = Caller()
+_caller: contextvars.ContextVar[Caller] = contextvars.ContextVar(
+    "sealtrail_caller", default=NO_CALLER
+)
+
+
+def current_caller() -> Caller:
+    """The origin of the call being served (nothing known outside one)."""
+    return _caller.get()
+
+
+def set_caller(caller: Caller) -> None:
+    """For the call being served; each gRPC call runs in a task (and context) of its own."""
+    _caller.set(caller)
+
+
+def address(text: str) -> str:
+    """`text` as a record's `context.ip` holds it, or "" if it is no IP
+    address (a record that failed validation would fail the call). An IPv4
+    address mapped into IPv6 (a dual-stack listener's) is written as IPv4."""
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return ""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return text.lower()
+
+
+def peer_address(peer: str) -> str:
+    """The IP address of a gRPC peer (`ipv4:127.0.0.1:5000`,
+    `ipv6:%5B::1%5D:5000`); "" for a Unix socket or anything else."""
+    kind, _, rest = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return ""
+    host = urllib.parse.unquote(rest).rpartition(":")[0]
+    return address(host.removeprefix("[").removesuffix("]"))
+
+
+def user_agent(text: str) -> str:
+    """`text` as a record's `context.user_agent` can hold it: cut to its
+    limit, "" if it holds control characters."""
+    return "" if CONTROL_CHARACTERS.search(text) else text[:MAX_USER_AGENT]
+
+
+def caller_of(peer: str, metadata: Iterable[tuple[str, str | bytes]], console_key: str) -> Caller:
+    """The call's origin: its peer and user agent, or, for a call carrying
+    the console's key, the browser's the console passed on."""
+    agent = ""
+    forwarded: dict[str, str] = {}
+    for key, value in metadata:
+        if key == _USER_AGENT or key in (
+            CONSOLE_KEY_HEADER,
+            CLIENT_IP_HEADER,
+            CLIENT_USER_AGENT_HEADER,
+        ):
+            text = value if isinstance(value, str) else value.decode("latin-1")
+            if key == _USER_AGENT:
+                agent = text
+            else:
+                forwarded.setdefault(key, text)
+    presented = forwarded.get(CONSOLE_KEY_HEADER)
+    if console_key and presented is not None and hmac.compare_digest(presented, console_key):
+        return Caller(
+            ip=address(forwarded.get(CLIENT_IP_HEADER, "")),
+            user_agent=user_agent(forwarded.get(CLIENT_USER_AGENT_HEADER, "")),
+        )
+    return Caller(ip=peer_address(peer), user_agent=user_agent(agent))
