@@ -32,6 +32,7 @@ from . import __version__
 from .alerts.evaluator import Evaluator
 from .api.audited import FilterDetails
 from .api.convert import server_view
+from .api.denials import Denials
 from .api.guard import GuardInterceptor
 from .api.health import HealthServicer
 from .api.registration import add_audit_log_service
@@ -39,6 +40,7 @@ from .api.servicer import AuditLogServicer
 from .auth.tokens import Authenticator
 from .config import Settings
 from .console.server import Console
+from .domain.access import Revoked
 from .domain.purge_summaries import SummarySeal
 from .forward.egress import EgressPolicy, OutboundClient
 from .forward.forwarder import Forwarder
@@ -278,10 +280,12 @@ class Service:
         async def lookup(digest: bytes):  # type: ignore[no-untyped-def]
             # The token's name as its calls' records show it: redacted once a
             # lookup (the principal is cached), not once a record.
-            principal = await find_principal(db, digest)
+            found = await find_principal(db, digest)
+            principal = found.principal if isinstance(found, Revoked) else found
             if principal is None or not principal.name:
-                return principal
-            return replace(principal, name=await names.text(principal.tenant_id, principal.name))
+                return found
+            named = replace(principal, name=await names.text(principal.tenant_id, principal.name))
+            return Revoked(named) if isinstance(found, Revoked) else named
 
         async def refuse_if_erased(tenant_id: str) -> None:
             await refuse_if_erased_now(db, tenant_id)
@@ -291,7 +295,14 @@ class Service:
         # and user agent stand for the call's in its records.
         console_key = secrets.token_urlsafe(32) if settings.console_listen else ""
         self._guard = GuardInterceptor(
-            authenticator, refuse_if_erased=refuse_if_erased, console_key=console_key
+            authenticator,
+            refuse_if_erased=refuse_if_erased,
+            console_key=console_key,
+            denials=Denials(
+                self._appender,
+                clock=self._clock,
+                window=timedelta(seconds=settings.access_denied_window),
+            ),
         )
         server = grpc.aio.server(
             interceptors=[

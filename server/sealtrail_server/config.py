@@ -94,6 +94,10 @@ class Settings:
     # RPC and process within this many seconds (at most a day); 0 records
     # every read.
     key_read_window: float = 600.0
+    # A token refused (its role may not call the RPC, or it was revoked) is
+    # recorded once per token, RPC and process within this many seconds (at
+    # most a day); 0 records every refusal.
+    access_denied_window: float = 600.0
     # Secrets are redacted before anything is stored (docs/redaction.md); False
     # only to measure what redaction costs (make bench).
     redaction: bool = True
@@ -235,6 +239,7 @@ _DAY: Final = 86400.0
 # the year 9999. More than a day is no use to any of them.
 _AT_MOST_A_DAY = (
     "key_read_window",
+    "access_denied_window",
     "forward_lease_seconds",
     "export_rate_window",
 )

@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 from sealtrail import (
     AuditClient,
     NotFoundError,
+    PermissionDeniedError,
     RpcFailedError,
     UnavailableError,
     build_event,
@@ -322,13 +323,17 @@ def test_a_complete_bundle_from_one_export_is_the_one_proven_record_by_record(
     tmp_path: Path,
 ) -> None:
     admin = _CountingProofs(logged)
+    reader = _CountingProofs(client_for(tenant, Role.READER))
+    # The reader's bundle asks for an Export first; its refusal is recorded
+    # (audit_log.access_denied) once a window: here, before both bundles.
+    with pytest.raises(PermissionDeniedError):
+        list(reader.export_stream())
     exported = write_bundle(admin, tmp_path / "exported")
     last = json.loads((tmp_path / "exported" / "records.ndjson").read_bytes().splitlines()[-1])
     assert last["action"] == "audit_log.exported"  # read by one Export,
     assert admin.proofs_asked == 0  # and every proof computed here
     # A reader may not export: its bundle is proven record by record by the
     # server, at the same size, and holds the same bytes.
-    reader = _CountingProofs(client_for(tenant, Role.READER))
     proven = write_bundle(reader, tmp_path / "proven")
     assert reader.proofs_asked == proven.count
     assert (proven.tree_size, proven.count) == (exported.tree_size, exported.count)
@@ -336,7 +341,8 @@ def test_a_complete_bundle_from_one_export_is_the_one_proven_record_by_record(
         assert (tmp_path / "exported" / name).read_bytes() == (
             tmp_path / "proven" / name
         ).read_bytes(), name
-    assert verify_bundle(tmp_path / "exported", key=VERIFIER.text()).count == EVENTS + 1
+    # The events, the reader's refused Export and the admin's export.
+    assert verify_bundle(tmp_path / "exported", key=VERIFIER.text()).count == EVENTS + 2
 
 
 def test_a_bundle_is_still_written_when_the_export_rate_is_spent(

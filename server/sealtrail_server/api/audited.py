@@ -83,6 +83,8 @@ async def record_access(
     action: str,
     description: str,
     category: event_pb2.Category.ValueType = event_pb2.CATEGORY_DATA_ACCESS,
+    severity: event_pb2.Severity.ValueType = event_pb2.SEVERITY_INFO,
+    outcome: event_pb2.Outcome.ValueType = event_pb2.OUTCOME_SUCCESS,
     resource_type: str = "audit_log",
     resource_id: str | None = None,
     details: dict[str, Any] | None = None,
@@ -104,6 +106,8 @@ async def record_access(
         action=action,
         description=description,
         category=category,
+        severity=severity,
+        outcome=outcome,
         resource_type=resource_type,
         resource_id=principal.tenant_id if resource_id is None else resource_id,
         details=details,
@@ -124,6 +128,8 @@ async def record_event(
     action: str,
     description: str,
     category: event_pb2.Category.ValueType,
+    severity: event_pb2.Severity.ValueType = event_pb2.SEVERITY_INFO,
+    outcome: event_pb2.Outcome.ValueType = event_pb2.OUTCOME_SUCCESS,
     resource_type: str,
     resource_id: str,
     details: dict[str, Any] | None = None,
@@ -140,6 +146,8 @@ async def record_event(
     draft = EventDraft(
         action=action,
         category=category,
+        severity=severity,
+        outcome=outcome,
         actor_type=actor_type,
         actor_id=actor_id,
         actor_display_name=actor_display_name,
@@ -156,7 +164,7 @@ async def record_event(
     correlate(draft, current_correlation())
     valid = validate_event(draft, now=now, path=action, own=True)
     view = caller_view(valid).SerializeToString()
-    [outcome] = await appender.append(tenant_id, [valid], [view])
-    if isinstance(outcome, SealtrailError):
-        raise outcome
-    return outcome
+    [appended] = await appender.append(tenant_id, [valid], [view])
+    if isinstance(appended, SealtrailError):
+        raise appended
+    return appended

@@ -2,7 +2,9 @@
 caller's token to a principal (kept in a contextvar for the servicer), afresh
 for a change of configuration and again before each message of a stream (a
 stream outlives a revocation otherwise), checks the principal's role may
-call the method, turns a request that cannot
+call the method (a refusal of a known tenant's token, for its role or its
+revocation, is recorded in that tenant's log: api/denials.py), keeps where the
+call came from for Sealtrail's own records (api/callers.py), turns a request that cannot
 be decoded into INVALID_ARGUMENT (gRPC itself would answer INTERNAL), and turns
 the domain's errors into rich gRPC statuses, and anything else (a bug) into
 INTERNAL without its text (which may quote stored rows), logged here, inside
@@ -21,7 +23,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from ..auth.roles import CHANGES, may_call
-from ..auth.tokens import Authenticator
+from ..auth.tokens import Authenticator, RevokedToken
 from ..domain.access import Principal
 from ..domain.errors import (
     InvalidArgument,
@@ -34,6 +36,7 @@ from ..service_interceptor import SERVICE_PREFIX, Behavior, Handler, ServiceInte
 from ..store.changes import tenant_erased
 from ..telemetry.context import response_metadata
 from .callers import caller_of, set_caller
+from .denials import Denials, Reason
 from .errors import grpc_status
 
 log = logging.getLogger(__name__)
@@ -107,15 +110,18 @@ class GuardInterceptor(ServiceInterceptor):
         *,
         refuse_if_erased: Callable[[str], Awaitable[None]] = _knows_no_erasures,
         console_key: str = "",
+        denials: Denials | None = None,
     ) -> None:
         """`refuse_if_erased(tenant_id)` raises TENANT_ERASED if the tenant was
         erased, by whichever process (`store.changes.refuse_if_erased_now`).
         `console_key`: the key this process's console sends along with the
-        browser's address and user agent ("": no console, none trusted)."""
+        browser's address and user agent ("": no console, none trusted).
+        `denials` records refusals of known tokens (None: none recorded)."""
         super().__init__()
         self._authenticator = authenticator
         self._refuse_if_erased = refuse_if_erased
         self._console_key = console_key
+        self._denials = denials
         # Calls of AuditLogService begun and not ended: a stopping server ends
         # its streams early once nothing else is left (app.Service.stop).
         self.calls = 0
@@ -138,12 +144,23 @@ class GuardInterceptor(ServiceInterceptor):
     async def _admit(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
         metadata = context.invocation_metadata() or ()
         set_caller(caller_of(context.peer(), metadata, self._console_key))
-        principal = await self._authenticator.authenticate(
-            _authorization(context), fresh=method in CHANGES
-        )
+        try:
+            principal = await self._authenticator.authenticate(
+                _authorization(context), fresh=method in CHANGES
+            )
+        except RevokedToken as refused:
+            await self._refused(refused.principal, method, "revoked")
+            raise
         if not may_call(principal.role, method):
+            await self._refused(principal, method, "role")
             raise PermissionDenied(f"role {principal.role.value!r} may not call {method}")
         _principal.set(principal)
+
+    async def _refused(self, principal: Principal, method: str, reason: Reason) -> None:
+        """A known token's refusal, recorded in its tenant's log (at most once
+        a window); the refusal is answered as before whatever its record does."""
+        if self._denials is not None:
+            await self._denials.refused(principal, rpc=method, reason=reason)
 
     async def _still_trusted(self, authorization: str | None) -> None:
         """Before each message of a stream: a dict read while the token is

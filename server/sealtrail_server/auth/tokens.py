@@ -5,10 +5,23 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from ..domain.access import TOKEN_PATTERN, Principal, token_digest
+from ..domain.access import TOKEN_PATTERN, Principal, Revoked, token_digest
 from ..domain.errors import Unauthenticated
 
-TokenLookup = Callable[[bytes], Awaitable[Principal | None]]
+TokenLookup = Callable[[bytes], Awaitable[Principal | Revoked | None]]
+
+
+class RevokedToken(Unauthenticated):
+    """A revoked token, answered as an unknown one is (the answer tells a
+    caller nothing more), whose tenant is known: its refusal is recorded
+    there (api/denials.py)."""
+
+    def __init__(self, principal: Principal) -> None:
+        super().__init__(_UNKNOWN)
+        self.principal = principal
+
+
+_UNKNOWN = "unknown or revoked token"
 
 
 class Authenticator:
@@ -51,9 +64,11 @@ class Authenticator:
             return cached[0]
         forgets = self._forgets
         principal = await self._lookup(digest)
-        if principal is None:
+        if not isinstance(principal, Principal):
             self._cache.pop(digest, None)
-            raise Unauthenticated("unknown or revoked token")
+            if isinstance(principal, Revoked):
+                raise RevokedToken(principal.principal)
+            raise Unauthenticated(_UNKNOWN)
         if forgets != self._forgets:
             return principal  # true when read; not kept past a revocation since
         if len(self._cache) >= self._max_cached:

@@ -40,6 +40,14 @@ class Principal:
     name: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """A token presented after its revocation: whose it was, so that its
+    refusal can be recorded in its tenant's log."""
+
+    principal: Principal
+
+
 def token_name_problem(name: str) -> str | None:
     """Why `name` cannot label a token, or None."""
     if len(name) > MAX_NAME or CONTROL_CHARACTERS.search(name):

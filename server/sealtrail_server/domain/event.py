@@ -79,6 +79,7 @@ OWN_ACTIONS: Final = frozenset(
         "api_token.created",
         "api_token.listed",
         "api_token.revoked",
+        "audit_log.access_denied",
         "audit_log.exported",
         "audit_log.queried",
         "audit_log.read_by_key",

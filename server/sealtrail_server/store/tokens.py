@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..domain.access import Principal, Role, new_token, token_digest
+from ..domain.access import Principal, Revoked, Role, new_token, token_digest
 from .changes import hold_live_token, refuse_if_erased, share_erasure, tenant_erased
 from .database import Connection, Database
 
@@ -58,21 +58,23 @@ async def create_token(
     return IssuedToken(token_id, tenant_id, role, secret, created_at)
 
 
-async def find_principal(db: Database, digest: bytes) -> Principal | None:
-    """The principal of the live (unrevoked) token with this SHA-256, if any."""
+async def find_principal(db: Database, digest: bytes) -> Principal | Revoked | None:
+    """The principal of the token with this SHA-256; Revoked if the token
+    was revoked; None if there is no such token."""
     async with db.system_connection() as conn:
         cursor = await conn.execute(
-            "SELECT tenant_id, token_id, role, name FROM api_tokens"
-            " WHERE secret_sha256 = %s AND revoked_at IS NULL",
+            "SELECT tenant_id, token_id, role, name, revoked_at IS NOT NULL FROM api_tokens"
+            " WHERE secret_sha256 = %s",
             [digest],
         )
         row = await cursor.fetchone()
     if row is None:
         return None
-    tenant_id, token_id, role, name = row
-    return Principal(
+    tenant_id, token_id, role, name, revoked = row
+    principal = Principal(
         tenant_id=str(tenant_id), token_id=str(token_id), role=Role(str(role)), name=str(name)
     )
+    return Revoked(principal) if revoked else principal
 
 
 async def live_token_tenant(db: Database, token_id: str) -> str | None:

@@ -1,0 +1,90 @@
+"""Refusals of a known tenant's token are recorded, once a window.
+
+A token whose role may not call an RPC (PERMISSION_DENIED), or that was
+revoked (UNAUTHENTICATED), belongs to a tenant: its refusal records
+`audit_log.access_denied` in that tenant's log (ADR 0060), naming the RPC,
+the reason and the token, with the caller's address, so that a security team
+sees, and can alert on, a credential probing the log. An unknown token has
+no tenant to record it in.
+
+As reads by key are (ADR 0040), a refusal is recorded once per token, RPC and
+window on a process: a client retrying a refused call in a loop adds one
+record a window, not one per call. Unlike an access record, it is not a
+condition of the answer: the refusal waits a moment for its record, then is
+answered as before whatever became of it; a record that failed is logged,
+covers nothing, and the next refusal tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Final, Literal
+
+from sealtrail.v1 import event_pb2
+
+from ..domain.access import Principal
+from ..store.appender import Appended, Appender
+from .audited import record_access
+from .once_a_window import OnceAWindow
+
+log = logging.getLogger(__name__)
+
+ACTION: Final = "audit_log.access_denied"
+# How long a refusal waits for its record: usually long enough for it to be
+# durable before the answer, never long enough to hold the answer up.
+WAIT_SECONDS: Final = 1.0
+
+Reason = Literal["role", "revoked"]
+_WHY: Final = {"role": "its role may not call it", "revoked": "it was revoked"}
+
+
+class Denials:
+    """Records refusals of known tokens, at most once per (token, RPC) and window."""
+
+    def __init__(
+        self, appender: Appender, *, clock: Callable[[], datetime], window: timedelta
+    ) -> None:
+        self._appender = appender
+        self._windows = OnceAWindow(clock=clock, window=window)
+
+    async def refused(self, principal: Principal, *, rpc: str, reason: Reason) -> None:
+        """Returns once this refusal's record is durable, failed, or waited
+        for `WAIT_SECONDS`; never raises but for a cancelled call."""
+        seconds = self._windows.seconds
+
+        async def record(now: datetime) -> Appended:
+            try:
+                return await record_access(
+                    self._appender,
+                    principal,
+                    now=now,
+                    action=ACTION,
+                    category=event_pb2.CATEGORY_SECURITY,
+                    severity=event_pb2.SEVERITY_WARNING,
+                    outcome=event_pb2.OUTCOME_DENIED,
+                    description=(
+                        f"Refused a call of {rpc}: {_WHY[reason]}; this token's refusals "
+                        f"through {rpc} on the same server in the next {seconds:g} s "
+                        "are not recorded again"
+                    ),
+                    details={
+                        "rpc": rpc,
+                        "reason": reason,
+                        "role": principal.role.value,
+                        "window_seconds": seconds,
+                    },
+                )
+            except Exception as error:
+                token = principal.token_id
+                log.warning("the refusal of %s to token %s went unrecorded: %s", rpc, token, error)
+                raise
+
+        covering = self._windows.covering((principal.tenant_id, principal.token_id, rpc), record)
+        # Shielded: a refusal that stops waiting does not cancel the record.
+        # Failed, it was logged where it failed; slow, it is still on its way.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(covering), WAIT_SECONDS)
