@@ -294,15 +294,16 @@ class Service:
         # Sent by this process's console only: with it, the browser's address
         # and user agent stand for the call's in its records.
         console_key = secrets.token_urlsafe(32) if settings.console_listen else ""
+        denials = Denials(
+            self._appender,
+            clock=self._clock,
+            window=timedelta(seconds=settings.access_denied_window),
+        )
         self._guard = GuardInterceptor(
             authenticator,
             refuse_if_erased=refuse_if_erased,
             console_key=console_key,
-            denials=Denials(
-                self._appender,
-                clock=self._clock,
-                window=timedelta(seconds=settings.access_denied_window),
-            ),
+            denials=denials,
         )
         server = grpc.aio.server(
             interceptors=[
@@ -340,6 +341,7 @@ class Service:
                 retention_min_days=settings.retention_min_days,
                 tenant_erasure=settings.tenant_erasure,
                 legal_hold_release=settings.legal_hold_release,
+                denials=denials,
                 in_flight_bytes=settings.record_max_in_flight_bytes,
                 max_response_bytes=MAX_RESPONSE_BYTES,
                 clock=self._clock,

@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
+from google.protobuf import json_format
 
 from sealtrail import (
     AuditClient,
@@ -23,6 +24,7 @@ from sealtrail import (
     build_filter,
 )
 from sealtrail.tlog import parse_checkpoint
+from sealtrail.v1 import event_pb2
 from sealtrail_server import cli
 from tests.clock import Clock
 from tests.conftest import REDACTION_SECRET, SIGNING_KEY, ServerThread
@@ -143,6 +145,7 @@ def test_a_tenant_admin_cannot_erase_where_the_operator_erases_tenants(
     assert refused.value.reason == "ERASURE_BY_OPERATOR"
     assert "sealtrail-server tenant erase" in str(refused.value)
     assert [e.seq for e in admin.query(build_filter(actions="doc.edit"))] == [seq]
+    _assert_denial_recorded(admin, "EraseTenant")
 
 
 def test_the_operator_erases_a_tenant_with_its_receipt_and_lists_the_receipts(
@@ -201,6 +204,16 @@ def test_a_tenant_admin_places_a_legal_hold_but_cannot_release_it(
     assert "sealtrail-server tenant release-hold" in str(refused.value)
     assert admin.get_retention_policy().legal_hold.on
     assert not list(admin.query(build_filter(actions="retention.legal_hold_released")))
+    _assert_denial_recorded(admin, "SetLegalHold")
+
+
+def _assert_denial_recorded(client: AuditClient, rpc: str) -> None:
+    """An attempt a stolen admin token would make is in the log, for an alert
+    rule to see, as a refusal for a token's role is (ADR 0060)."""
+    [denied] = client.query(build_filter(actions="audit_log.access_denied"))
+    details = json.loads(json_format.MessageToJson(denied.details))
+    assert (details["rpc"], details["reason"]) == (rpc, "operator")
+    assert denied.severity == event_pb2.SEVERITY_WARNING
 
 
 def test_the_operator_releases_a_legal_hold_recorded_in_the_tenants_log(

@@ -38,8 +38,12 @@ ACTION: Final = "audit_log.access_denied"
 # durable before the answer, never long enough to hold the answer up.
 WAIT_SECONDS: Final = 1.0
 
-Reason = Literal["role", "revoked"]
-_WHY: Final = {"role": "its role may not call it", "revoked": "it was revoked"}
+Reason = Literal["role", "revoked", "operator"]
+_WHY: Final = {
+    "role": "its role may not call it",
+    "revoked": "it was revoked",
+    "operator": "this deployment's operator does that, not a token (ADR 0058)",
+}
 
 
 class Denials:

@@ -14,6 +14,7 @@ from sealtrail.v1 import event_pb2
 from sealtrail.v1 import retention_pb2 as pb
 
 from ..auth.tokens import Authenticator
+from ..domain.access import Principal
 from ..domain.errors import InvalidArgument, PermissionDenied
 from ..domain.etags import require_etag
 from ..domain.event import CATEGORIES, ChangeDraft
@@ -39,6 +40,7 @@ from ..store.retention import (
     write_policy,
 )
 from .audited import FilterDetails, record_access
+from .denials import Denials
 from .guard import current_principal
 from .integrity import checkpoint_message
 
@@ -121,6 +123,14 @@ class RetentionRpcs:
     _tenant_erasure: str
     # Who releases legal holds: "admin" or "operator" (SEALTRAIL_LEGAL_HOLD_RELEASE).
     _legal_hold_release: str
+    # Records the refusals of what the operator keeps, as the guard's (ADR 0060).
+    _denials: Denials | None
+
+    async def _refused_to_tokens(self, principal: Principal, rpc: str) -> None:
+        """An admin token's attempt at what the operator keeps (a stolen
+        token's first move, likely) is recorded for alert rules to see."""
+        if self._denials is not None:
+            await self._denials.refused(principal, rpc=rpc, reason="operator")
 
     async def GetRetentionPolicy(
         self, request: pb.GetRetentionPolicyRequest, context: Context
@@ -206,6 +216,7 @@ class RetentionRpcs:
         if not request.on and self._legal_hold_release == "operator":
             # A hold the same admin token can release protects nothing from
             # that token (helper-165 G1).
+            await self._refused_to_tokens(principal, "SetLegalHold")
             raise PermissionDenied(
                 "this deployment's operator releases legal holds"
                 " (sealtrail-server tenant release-hold): ask them to",
@@ -252,6 +263,7 @@ class RetentionRpcs:
         principal = current_principal()
         if self._tenant_erasure == "operator":
             # A stolen admin token must not be able to end a log (helper-165 G1).
+            await self._refused_to_tokens(principal, "EraseTenant")
             raise PermissionDenied(
                 "this deployment's operator erases tenants (sealtrail-server tenant erase):"
                 " ask them to",

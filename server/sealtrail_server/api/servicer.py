@@ -57,6 +57,7 @@ from .convert import (
     with_elements_unparsed,
     with_server_fields,
 )
+from .denials import Denials
 from .errors import entry_error
 from .export import ExportRpcs
 from .forwarding import ForwardingRpcs
@@ -123,6 +124,7 @@ class AuditLogServicer(
         retention_min_days: int = 0,
         tenant_erasure: str = "admin",
         legal_hold_release: str = "admin",
+        denials: Denials | None = None,
         in_flight_bytes: int = 2 * 1024 * 1024 * 1024,
         max_response_bytes: int = 96 * 1024 * 1024,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -133,6 +135,7 @@ class AuditLogServicer(
         self._retention_min_days = retention_min_days
         self._tenant_erasure = tenant_erasure
         self._legal_hold_release = legal_hold_release
+        self._denials = denials
         self._forwarder = forwarder
         self._evaluator = evaluator
         self._egress = egress
