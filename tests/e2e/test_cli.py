@@ -1104,3 +1104,70 @@ def test_a_token_name_from_the_command_line_is_redacted_as_the_api_redacts_it(
         ("system", replaced),
     ]
     assert not (tmp_path / "redaction-key").exists()
+
+
+def test_a_saved_checkpoint_is_checked_against_the_log_today_from_the_command_line(
+    cli_env: dict[str, str], tmp_path: Path, migrated_database_url: str
+) -> None:
+    """An auditor saves `sealtrail checkpoint`'s output (or keeps a bundle);
+    later `checkpoint --check` proves the log they saw is a prefix of
+    today's, or says it was rewritten since, exiting 1 as a failed verify."""
+    from sealtrail.tlog import (
+        Checkpoint,
+        Signer,
+        format_checkpoint,
+        generate_signer_key,
+        sign_note,
+    )
+    from tests.conftest import SIGNING_KEY
+
+    for action in ("file.read", "file.write"):
+        run("sealtrail", "record", "--action", action, "--actor-id", "ops", env=cli_env)
+    key = run("sealtrail-server", "key", "show").stdout.strip()
+    saved = tmp_path / "saved.txt"
+    saved.write_text(run("sealtrail", "checkpoint", "--fresh", env=cli_env).stdout)
+    size = int(saved.read_text().splitlines()[1])
+    run("sealtrail", "bundle", "-o", str(tmp_path / "b"), env=cli_env)
+    run("sealtrail", "record", "--action", "file.delete", "--actor-id", "ops", env=cli_env)
+
+    checked = run(
+        "sealtrail", "checkpoint", "--check", str(saved), "--key", key, "--fresh", env=cli_env
+    )
+    assert re.fullmatch(
+        rf"CONSISTENT: the saved log of {size} events is a prefix of today's \d+"
+        r" \(sealtrail\.local/log/t-\w+\); signed by sealtrail\.test/log\n",
+        checked.stdout,
+    ), checked.stdout
+    of_bundle = run("sealtrail", "checkpoint", "--check", str(tmp_path / "b"), "--key", key,
+                    env=cli_env)  # fmt: skip
+    assert of_bundle.stdout.startswith("CONSISTENT: the saved log of ")
+
+    # What the log was when the auditor saved it, and is no longer.
+    origin = saved.read_text().splitlines()[0]
+    signer = Signer.parse(SIGNING_KEY)
+    forked = tmp_path / "forked.txt"
+    forked.write_text(sign_note(format_checkpoint(Checkpoint(origin, size, bytes(32))), signer))
+    rewritten = run("sealtrail", "checkpoint", "--check", str(forked), "--key", key,
+                    env=cli_env, check=False)  # fmt: skip
+    assert rewritten.returncode == 1 and rewritten.stdout == ""
+    assert rewritten.stderr.startswith(
+        f"FAILED: the log was rewritten since the saved checkpoint: its {size} events are not"
+        " a prefix of today's "
+    ), rewritten.stderr
+
+    # Another log's (its origin a forger's text, shown escaped), or no key: refused.
+    elsewhere = tmp_path / "elsewhere.txt"
+    other = "sealtrail.test/log/\u202eevil"
+    elsewhere.write_text(sign_note(format_checkpoint(Checkpoint(other, 1, bytes(32))), signer))
+    refused = run("sealtrail", "checkpoint", "--check", str(elsewhere), "--key", key,
+                  env=cli_env, check=False)  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert "is of the log sealtrail.test/log/\\u202eevil" in refused.stderr
+    assert "\u202e" not in refused.stderr
+    stranger = generate_signer_key("sealtrail.test/log").verifier.text()
+    unsigned = run("sealtrail", "checkpoint", "--check", str(saved), "--key", stranger,
+                   env=cli_env, check=False)  # fmt: skip
+    assert unsigned.returncode == 1
+    assert unsigned.stderr.startswith("FAILED: saved checkpoint: no signature by a known key")
+    keyless = run("sealtrail", "checkpoint", "--check", str(saved), env=cli_env, check=False)
+    assert keyless.returncode == 2 and "--check needs --key" in keyless.stderr

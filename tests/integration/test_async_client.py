@@ -127,3 +127,16 @@ def test_an_async_client_used_by_two_running_loops_at_once_says_so(
         other.call_soon_threadsafe(other.stop)
         runner.join()
         other.close()
+
+
+async def test_async_client_checks_a_saved_checkpoint(server: ServerThread, tenant: str) -> None:
+    from sealtrail.tlog import Signer
+    from tests.conftest import SIGNING_KEY
+
+    key = Signer.parse(SIGNING_KEY).verifier.text()
+    async with AsyncAuditClient(server.target, token=server.token(tenant)) as audit:
+        await audit.record_batch([build_event(action="file.read", actor_id="u") for _ in range(5)])
+        saved = (await audit.get_checkpoint(fresh=True)).note
+        await audit.record(action="file.write", actor_id="u")
+        check = await audit.check_checkpoint(saved, key=key, fresh=True)
+    assert check.consistent and (check.saved_size, check.latest_size) == (5, 6)

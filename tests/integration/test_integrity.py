@@ -1017,3 +1017,61 @@ def test_a_bundle_with_a_file_missing_or_not_text_is_a_failure_named(
     (tmp_path / "binary" / file).write_bytes(b"\xff\xfe\x00 not text")
     with pytest.raises(BundleError):
         verify_bundle(tmp_path / "binary")
+
+
+def test_a_saved_checkpoint_is_proven_a_prefix_of_the_log_today(logged: AuditClient) -> None:
+    """An auditor keeps a checkpoint; later, one call proves the log they saw
+    was not rewritten since: a consistency proof to today's checkpoint, both
+    signatures checked against the key they hold, not the server's word."""
+    saved = logged.get_checkpoint().note
+    unchanged = logged.check_checkpoint(saved, key=VERIFIER.text())
+    assert unchanged.consistent and (unchanged.saved_size, unchanged.latest_size) == (EVENTS,) * 2
+    record_events(logged, 25, start=EVENTS)
+    grown = logged.check_checkpoint(saved, key=[VERIFIER.text()], fresh=True)
+    assert grown.consistent and grown.reason is None
+    assert (grown.saved_size, grown.latest_size) == (EVENTS, EVENTS + 25)
+    assert grown.origin == parse_checkpoint(open_note(saved, [VERIFIER])[0]).origin
+    assert grown.signed_by == [VERIFIER.text()]
+
+
+def test_a_checkpoint_saved_before_the_log_was_rewritten_shows_the_rewrite(
+    logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any], migrated_database_url: str
+) -> None:
+    """The log rewritten to match, its checkpoints deleted, and a server that
+    remembers nothing it signed (a restart) signs the fork with the real key:
+    only a checkpoint kept outside shows it, and the check says so."""
+    saved = logged.get_checkpoint().note
+    rewrite_and_forget_checkpoints(tamper, tenant)
+    restarted = ServerThread(migrated_database_url)
+    try:
+        with AuditClient(restarted.target, token=restarted.token(tenant)) as client:
+            record_events(client, 2, start=EVENTS)
+            check = client.check_checkpoint(saved, key=VERIFIER.text(), fresh=True)
+    finally:
+        restarted.close()
+    assert not check.consistent
+    assert check.saved_size == EVENTS and check.latest_size > EVENTS
+    assert check.reason == "the consistency proof does not lead to the old root"
+
+
+def test_a_saved_checkpoint_is_refused_when_it_cannot_be_checked(
+    logged: AuditClient, client_for: Callable[..., AuditClient]
+) -> None:
+    """Another tenant's checkpoint (one key signs every tenant's), one no
+    given key signed, or text that is no checkpoint: refused, never reported
+    consistent or rewritten."""
+    from sealtrail import CheckpointError, OtherLogError
+
+    other = client_for(f"t-{uuid.uuid4().hex[:12]}")
+    record_events(other, 3)
+    theirs = other.get_checkpoint(fresh=True).note
+    with pytest.raises(OtherLogError, match=r"of the log sealtrail\.test/log/t-"):
+        logged.check_checkpoint(theirs, key=VERIFIER.text())
+    ours = logged.get_checkpoint().note
+    stranger = generate_signer_key("sealtrail.test/log").verifier.text()
+    with pytest.raises(CheckpointError, match="saved checkpoint: no signature by a known key"):
+        logged.check_checkpoint(ours, key=stranger)
+    with pytest.raises(CheckpointError, match="saved checkpoint: a signed note is text"):
+        logged.check_checkpoint("not a checkpoint\n", key=VERIFIER.text())
+    with pytest.raises(CheckpointError, match="verifier key: none given"):
+        logged.check_checkpoint(ours, key=[])

@@ -2,6 +2,7 @@
 
 from sealtrail._async_client import AsyncAuditClient
 from sealtrail._bundle import BundleError, BundleSummary, verify_bundle, write_bundle
+from sealtrail._checkpoint_check import CheckpointCheck, CheckpointError, OtherLogError
 from sealtrail._client import AuditClient
 from sealtrail._convert import (
     BatchEntryResult,
@@ -45,6 +46,8 @@ __all__ = [
     "BatchEntryResult",
     "BundleError",
     "BundleSummary",
+    "CheckpointCheck",
+    "CheckpointError",
     "ClientClosedError",
     "CorrelationInterceptor",
     "EventFields",
@@ -54,6 +57,7 @@ __all__ = [
     "InvalidArgumentError",
     "NotFoundError",
     "Order",
+    "OtherLogError",
     "PermissionDeniedError",
     "RecordResult",
     "ResourceExhaustedError",

@@ -28,6 +28,12 @@ from rich.table import Table
 from rich.text import Text
 
 from sealtrail._bundle import BundleError, BundleSummary, verify_bundle, write_bundle
+from sealtrail._checkpoint_check import (
+    CheckpointCheck,
+    CheckpointError,
+    OtherLogError,
+    saved_checkpoint_text,
+)
 from sealtrail._client import AuditClient
 from sealtrail._convert import (
     EventFields,
@@ -671,11 +677,65 @@ def verify_log(ctx: click.Context, check_views: bool) -> None:
 
 @main.command()
 @click.option("--fresh", is_flag=True, help="Sign a new checkpoint if the log has grown.")
+@click.option(
+    "--check",
+    "saved",
+    metavar="SAVED",
+    type=click.Path(exists=True, path_type=Path),
+    help="Check a checkpoint saved earlier (this command's output, a bundle's directory, or"
+    " an export's FILE.manifest.json): the log it signs must be a prefix of today's."
+    " Exits 1 if the log was rewritten since.",
+)
+@click.option(
+    "--key",
+    "keys",
+    metavar="VKEY",
+    multiple=True,
+    help="With --check: verifier key (name+id+key) both checkpoints must be signed by."
+    " Repeat it for a log whose key was rotated since the checkpoint was saved.",
+)
 @click.pass_context
-def checkpoint(ctx: click.Context, fresh: bool) -> None:
-    """Print the log's latest signed checkpoint."""
-    with _client(ctx) as client:
-        click.echo(client.get_checkpoint(fresh=fresh).note, nl=False)
+def checkpoint(ctx: click.Context, fresh: bool, saved: Path | None, keys: tuple[str, ...]) -> None:
+    """Print the log's latest signed checkpoint, or check one saved earlier
+    against it (--check SAVED --key VKEY)."""
+    if saved is None:
+        if keys:
+            raise click.UsageError("--key goes with --check", ctx)
+        with _client(ctx) as client:
+            click.echo(client.get_checkpoint(fresh=fresh).note, nl=False)
+        return
+    if not keys:
+        # The server's own keys would prove nothing: a forger serves theirs.
+        raise click.UsageError("--check needs --key, the log's published verifier key", ctx)
+    try:
+        with _client(ctx) as client:
+            result = client.check_checkpoint(saved_checkpoint_text(saved), key=keys, fresh=fresh)
+    except OtherLogError as error:  # which quotes the saved text, a forger's perhaps
+        click.echo(f"refused: {terminal_safe(str(error))}", err=True)
+        ctx.exit(2)
+    except CheckpointError as error:
+        click.echo(f"FAILED: {terminal_safe(str(error))}", err=True)
+        sys.exit(1)
+    _report_checked(result)
+
+
+def _report_checked(result: CheckpointCheck) -> None:
+    """The verdict on a saved checkpoint, one line; its origin is the saved
+    text's, escaped."""
+    origin = terminal_safe(result.origin)
+    if not result.consistent:
+        click.echo(
+            "FAILED: the log was rewritten since the saved checkpoint: its"
+            f" {_count(result.saved_size, 'event')} are not a prefix of today's"
+            f" {result.latest_size:,} ({origin}): {terminal_safe(result.reason or '')}",
+            err=True,
+        )
+        sys.exit(1)
+    names = ", ".join(sorted({text.split("+", 1)[0] for text in result.signed_by}))
+    click.echo(
+        f"CONSISTENT: the saved log of {_count(result.saved_size, 'event')} is a prefix of"
+        f" today's {result.latest_size:,} ({origin}); signed by {terminal_safe(names)}"
+    )
 
 
 def _count(number: int, noun: str) -> str:

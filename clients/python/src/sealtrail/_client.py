@@ -14,6 +14,7 @@ from typing import Self, TypeVar, Unpack
 import grpc
 from google.protobuf import field_mask_pb2
 
+from sealtrail._checkpoint_check import CheckpointCheck, SavedCheckpoint
 from sealtrail._convert import (
     CHANNEL_OPTIONS,
     BatchEntryResult,
@@ -279,6 +280,30 @@ class AuditClient:
         """A proof that the log at `old_size` is a prefix of the log at `new_size`."""
         request = integrity_pb2.GetConsistencyProofRequest(old_size=old_size, new_size=new_size)
         return self._call(self._stub.GetConsistencyProof, request)
+
+    def check_checkpoint(
+        self, saved: str, *, key: str | Sequence[str], fresh: bool = False
+    ) -> CheckpointCheck:
+        """Whether the log a checkpoint saved earlier signs (`saved`, the
+        signed note's text, as `get_checkpoint().note` or a bundle's
+        checkpoint.txt holds it) is a prefix of the log today: both
+        checkpoints signed by `key` (verifier key text, or several for a log
+        whose key was rotated), and the consistency proof between them
+        verified here. With `fresh`, today's checkpoint is signed now if the
+        log has grown. CheckpointError (OtherLogError for another tenant's
+        log) when it cannot be checked; a rewritten log is a result, with
+        `consistent` False and its `reason`."""
+        check = SavedCheckpoint.open(saved, key)
+        latest, signers = check.latest((self.get_checkpoint(fresh=fresh)).note)
+        proof: Sequence[bytes] = ()
+        if check.needs_proof(latest):
+            # Between the two sizes signed: new_size 0 would be whatever the
+            # server's latest is by the time it answers.
+            answer = self.get_consistency_proof(
+                old_size=check.checkpoint.tree_size, new_size=latest.tree_size
+            )
+            proof = answer.proof
+        return check.verdict(latest, signers, proof)
 
     def get_verifier_keys(self) -> list[integrity_pb2.VerifierKey]:
         """The keys that verify checkpoint signatures, the active one first."""

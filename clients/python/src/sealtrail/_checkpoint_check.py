@@ -1,0 +1,159 @@
+"""Checking a checkpoint saved earlier against the log as it is today: an
+auditor's proof that the log they saw was not rewritten since
+(docs/integrity.md, "Checking a saved checkpoint").
+
+Both checkpoints must be signed by a key the auditor holds, and the
+consistency proof between them is verified here, against the roots the
+signatures cover: the server's word (the roots it sends beside the proof)
+counts for nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sealtrail.tlog import (
+    Checkpoint,
+    NoteError,
+    ProofError,
+    Verifier,
+    open_note,
+    parse_checkpoint,
+    verify_consistency,
+)
+
+# What a bundle keeps its checkpoint in (_bundle.CHECKPOINT), and the field
+# of an export's manifest (FILE.manifest.json) that holds one.
+_BUNDLE_CHECKPOINT = "checkpoint.txt"
+_MANIFEST_FIELD = "checkpoint"
+
+
+class CheckpointError(Exception):
+    """A saved checkpoint cannot be checked: it is malformed, no given key
+    signed it (or today's), or no key was given. Neither consistent nor
+    rewritten: nothing was proven either way."""
+
+
+class OtherLogError(CheckpointError):
+    """The saved checkpoint is of another log than the one the token reads:
+    another tenant's (one key signs every tenant's checkpoints), or another
+    deployment's origin."""
+
+
+@dataclass(frozen=True)
+class CheckpointCheck:
+    """What checking a saved checkpoint found. `consistent`: the log of
+    `saved_size` events the saved checkpoint signs is a prefix of today's of
+    `latest_size`; else `reason` says what failed. `signed_by`: the given
+    keys (verifier text) that signed today's checkpoint."""
+
+    consistent: bool
+    origin: str
+    saved_size: int
+    latest_size: int
+    signed_by: list[str]
+    reason: str | None = None
+
+
+def verifiers_of(key: str | Sequence[str]) -> list[Verifier]:
+    """The verifiers of `key` (one verifier key's text, or several: a log
+    whose key was rotated). None given is refused: there is nothing else a
+    saved checkpoint could be trusted by."""
+    given = [key] if isinstance(key, str) else list(key)
+    if not given:
+        raise CheckpointError("verifier key: none given")
+    try:
+        return [Verifier.parse(text) for text in given]
+    except NoteError as error:
+        raise CheckpointError(f"verifier key: {error}") from None
+
+
+def _opened(note: str, verifiers: list[Verifier], what: str) -> tuple[Checkpoint, list[Verifier]]:
+    try:
+        text, signers = open_note(note, verifiers)
+        return parse_checkpoint(text), signers
+    except NoteError as error:
+        raise CheckpointError(f"{what}: {error}") from None
+
+
+@dataclass(frozen=True)
+class SavedCheckpoint:
+    """A saved checkpoint, its signature checked, to hold today's against."""
+
+    checkpoint: Checkpoint
+    verifiers: list[Verifier]
+
+    @classmethod
+    def open(cls, note: str, key: str | Sequence[str]) -> SavedCheckpoint:
+        verifiers = verifiers_of(key)
+        checkpoint, _ = _opened(note, verifiers, "saved checkpoint")
+        return cls(checkpoint, verifiers)
+
+    def latest(self, note: str) -> tuple[Checkpoint, list[Verifier]]:
+        """Today's checkpoint (`note`, as the server sent it), signed by a
+        given key and of the saved checkpoint's log."""
+        latest, signers = _opened(note, self.verifiers, "the log's latest checkpoint")
+        if latest.origin != self.checkpoint.origin:
+            raise OtherLogError(
+                f"the saved checkpoint is of the log {self.checkpoint.origin}, and the"
+                f" token's is {latest.origin}: check it with a token of its tenant"
+            )
+        return latest, signers
+
+    def needs_proof(self, latest: Checkpoint) -> bool:
+        """Whether a consistency proof is to be asked for: not between equal
+        sizes (the roots must be equal), nor from the empty log (a prefix of
+        any), nor to a log shorter than the saved one (cut back)."""
+        return 0 < self.checkpoint.tree_size < latest.tree_size
+
+    def verdict(
+        self, latest: Checkpoint, signers: list[Verifier], proof: Sequence[bytes]
+    ) -> CheckpointCheck:
+        """Whether `proof` shows the saved log a prefix of `latest`'s."""
+        saved = self.checkpoint
+        reason: str | None = None
+        if latest.tree_size < saved.tree_size:
+            reason = f"the log is shorter than the saved checkpoint ({latest.tree_size} events)"
+        else:
+            try:
+                verify_consistency(
+                    old_size=saved.tree_size,
+                    new_size=latest.tree_size,
+                    old_root=saved.root_hash,
+                    new_root=latest.root_hash,
+                    proof=list(proof),
+                )
+            except ProofError as error:
+                reason = str(error)
+        return CheckpointCheck(
+            consistent=reason is None,
+            origin=saved.origin,
+            saved_size=saved.tree_size,
+            latest_size=latest.tree_size,
+            signed_by=[signer.text() for signer in signers],
+            reason=reason,
+        )
+
+
+def saved_checkpoint_text(path: Path) -> str:
+    """The signed checkpoint saved at `path`: a file of `sealtrail checkpoint`
+    output, a bundle's directory (its checkpoint.txt), or an export's
+    manifest (FILE.manifest.json, its "checkpoint")."""
+    try:
+        if path.is_dir():
+            return (path / _BUNDLE_CHECKPOINT).read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"cannot read the saved checkpoint: {error}") from None
+    if not text.lstrip().startswith("{"):
+        return text
+    try:
+        note = json.loads(text).get(_MANIFEST_FIELD)
+    except (ValueError, AttributeError):
+        note = None
+    if not isinstance(note, str) or not note:
+        raise CheckpointError(f"{path} is JSON without a {_MANIFEST_FIELD!r} of an export manifest")
+    return note
