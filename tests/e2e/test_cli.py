@@ -1171,3 +1171,31 @@ def test_a_saved_checkpoint_is_checked_against_the_log_today_from_the_command_li
     assert unsigned.stderr.startswith("FAILED: saved checkpoint: no signature by a known key")
     keyless = run("sealtrail", "checkpoint", "--check", str(saved), env=cli_env, check=False)
     assert keyless.returncode == 2 and "--check needs --key" in keyless.stderr
+
+
+def test_an_export_leaves_its_manifest_and_checkpoint_for_an_auditor_to_check_later(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A CSV handed to an auditor proves nothing by itself: beside it the
+    export writes FILE.manifest.json, the server's manifest (its digest, the
+    log's size) with the signed checkpoint, which `checkpoint --check` takes."""
+    import hashlib
+
+    for action in ("file.read", "file.write"):
+        run("sealtrail", "record", "--action", action, "--actor-id", "ops", env=cli_env)
+    out = tmp_path / "audit.csv"
+    run("sealtrail", "export", "--format", "csv", "--action", "file.*", "-o", str(out), env=cli_env)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.csv", "audit.csv.manifest.json"]
+    manifest = json.loads((tmp_path / "audit.csv.manifest.json").read_text())
+    assert manifest["file"] == "audit.csv" and manifest["media_type"].startswith("text/csv")
+    assert manifest["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert (manifest["row_count"], manifest["byte_count"]) == (2, out.stat().st_size)
+    assert manifest["checkpoint"].split("\n")[1] == str(manifest["tree_size"])
+
+    run("sealtrail", "record", "--action", "file.delete", "--actor-id", "ops", env=cli_env)
+    key = run("sealtrail-server", "key", "show").stdout.strip()
+    checked = run("sealtrail", "checkpoint", "--check", str(tmp_path / "audit.csv.manifest.json"),
+                  "--key", key, "--fresh", env=cli_env)  # fmt: skip
+    assert checked.stdout.startswith(
+        f"CONSISTENT: the saved log of {manifest['tree_size']} events is a prefix of today's"
+    )

@@ -241,3 +241,26 @@ def test_csv_export_has_the_country_in_its_last_column(client: AuditClient, tmp_
         [header, row] = list(csv.reader(exported))
     assert header[-1] == "country" and row[-1] == "NZ"
     assert row[header.index("ip")] == "192.0.2.4"
+
+
+async def test_an_export_keeps_its_manifest_beside_it_when_asked_by_either_client(
+    client: AuditClient, server: ServerThread, tenant: str, tmp_path: Path
+) -> None:
+    from sealtrail import AsyncAuditClient
+
+    seed(client)
+    client.export(tmp_path / "plain.ndjson")  # as before: the file alone
+    client.export(tmp_path / "sync.ndjson", manifest_file=True)
+    async with AsyncAuditClient(server.target, token=server.token(tenant)) as audit:
+        manifest = await audit.export(tmp_path / "async.csv", format="csv", manifest_file=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "async.csv",
+        "async.csv.manifest.json",
+        "plain.ndjson",
+        "sync.ndjson",
+        "sync.ndjson.manifest.json",
+    ]
+    kept = json.loads((tmp_path / "async.csv.manifest.json").read_text(encoding="utf-8"))
+    assert kept["checkpoint"] == manifest.checkpoint and kept["file"] == "async.csv"
+    key = Signer.parse(SIGNING_KEY).verifier.text()
+    assert client.check_checkpoint(kept["checkpoint"], key=key).consistent

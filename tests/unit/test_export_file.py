@@ -4,7 +4,9 @@ is left, and no temporary file either."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 import stat
 from pathlib import Path
@@ -113,3 +115,51 @@ def test_an_export_replacing_a_private_file_is_never_readable_by_others(
     finally:
         os.umask(old)
     assert created and all(mode & ~0o600 == 0 for mode in created), [oct(m) for m in created]
+
+
+def test_an_export_kept_for_an_auditor_has_its_manifest_beside_it(tmp_path: Path) -> None:
+    data = b"a,b\n"
+    manifest = pb.ExportManifest(
+        row_count=1,
+        byte_count=len(data),
+        sha256=hashlib.sha256(data).digest(),
+        tree_size=7,
+        first_seq=3,
+        last_seq=3,
+        root_hash=bytes(range(32)),
+        checkpoint="origin/t\n7\nroot\n\n\u2014 origin sig\n",
+        export_event_id="0193",
+        media_type="text/csv",
+    )
+    with ExportFile(tmp_path / "out.csv", manifest_beside=True) as target:
+        target.receive(_chunk(data))
+        target.receive(pb.ExportResponse(manifest=manifest))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv", "out.csv.manifest.json"]
+    written = json.loads((tmp_path / "out.csv.manifest.json").read_text(encoding="utf-8"))
+    assert written == {
+        "format": "sealtrail-export-manifest",
+        "version": 1,
+        "file": "out.csv",
+        "media_type": "text/csv",
+        "row_count": 1,
+        "byte_count": 4,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "first_seq": 3,
+        "last_seq": 3,
+        "tree_size": 7,
+        "root_hash": base64.b64encode(bytes(range(32))).decode(),
+        "checkpoint": manifest.checkpoint,
+        "export_event_id": "0193",
+    }
+
+
+def test_an_export_whose_manifest_cannot_be_written_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the file without what proves it, nor a temporary file."""
+    with ExportFile(tmp_path / "out.csv", manifest_beside=True) as target:
+        target.receive(_chunk(b"a,b\n"))
+        (tmp_path / "out.csv.manifest.json").mkdir()  # the name taken by a directory
+        with pytest.raises(OSError):
+            target.receive(_manifest(b"a,b\n"))
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv.manifest.json"]

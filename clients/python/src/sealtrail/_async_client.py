@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 import time
@@ -659,13 +660,19 @@ class AsyncAuditClient:
         format: ExportFormat = "ndjson",
         filter: event_pb2.EventFilter | None = None,
         progress: Callable[[int, int], None] | None = None,
+        manifest_file: bool = False,
     ) -> audit_service_pb2.ExportManifest:
         """Export matching events to `path`, checked against the manifest's
         checksum before it is renamed into place. `progress(rows, bytes)` is
         called after each chunk. The file is written in a worker thread: its
         writes and its final fsync (of a file of gigabytes, perhaps) would
-        hold up the event loop."""
-        target = await asyncio.to_thread(ExportFile, Path(path))
+        hold up the event loop. With `manifest_file`, the manifest is kept
+        beside it too, as FILE.manifest.json: its digest, counts and the log's
+        signed checkpoint, for whoever receives the file to check later
+        (`check_checkpoint`, `sealtrail checkpoint --check`)."""
+        target = await asyncio.to_thread(
+            functools.partial(ExportFile, Path(path), manifest_beside=manifest_file)
+        )
         try:
             async for message in self.export_stream(filter, format=format):
                 await asyncio.to_thread(target.receive, message)

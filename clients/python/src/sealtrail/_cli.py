@@ -45,7 +45,7 @@ from sealtrail._convert import (
     message_to_dict,
 )
 from sealtrail._errors import AbortedError, SealtrailError
-from sealtrail._export import ExportError, ExportFormat
+from sealtrail._export import ExportError, ExportFormat, manifest_path
 from sealtrail.v1 import audit_service_pb2, event_pb2, retention_pb2
 
 if TYPE_CHECKING:
@@ -758,8 +758,9 @@ def _count(number: int, noun: str) -> str:
     "--out",
     required=True,
     type=click.Path(path_type=Path),
-    help="File to write; it appears only once complete and checked (for a bundle, a new or"
-    " empty directory).",
+    help="File to write; it appears only once complete and checked, with the server's"
+    " manifest and signed checkpoint beside it as FILE.manifest.json (for a bundle, a new"
+    " or empty directory).",
 )
 @click.pass_context
 def export(
@@ -796,7 +797,11 @@ def export(
 
         try:
             manifest = client.export(
-                out, format=export_format, filter=_filter(criteria), progress=update
+                out,
+                format=export_format,
+                filter=_filter(criteria),
+                progress=update,
+                manifest_file=True,  # what lets the file's receiver check it later
             )
         except ExportError as error:
             raise click.ClickException(str(error)) from None
@@ -804,7 +809,8 @@ def export(
             raise click.ClickException(_cannot_write(out, error)) from None
     click.echo(
         f"exported {_count(manifest.row_count, 'event')} ({manifest.byte_count:,} bytes,"
-        f" sha256 {manifest.sha256.hex()}) of a log of {manifest.tree_size:,} to {out}"
+        f" sha256 {manifest.sha256.hex()}) of a log of {manifest.tree_size:,} to {out},"
+        f" its manifest and signed checkpoint to {manifest_path(out)}"
     )
 
 

@@ -583,11 +583,15 @@ class AuditClient:
         format: ExportFormat = "ndjson",
         filter: event_pb2.EventFilter | None = None,
         progress: Callable[[int, int], None] | None = None,
+        manifest_file: bool = False,
     ) -> audit_service_pb2.ExportManifest:
         """Export matching events to `path`, checked against the manifest's
         checksum before it is renamed into place. `progress(rows, bytes)` is
-        called after each chunk."""
-        with ExportFile(Path(path)) as target:
+        called after each chunk. With `manifest_file`, the manifest is kept
+        beside it too, as FILE.manifest.json: its digest, counts and the log's
+        signed checkpoint, for whoever receives the file to check later
+        (`check_checkpoint`, `sealtrail checkpoint --check`)."""
+        with ExportFile(Path(path), manifest_beside=manifest_file) as target:
             for message in self.export_stream(filter, format=format):
                 target.receive(message)
                 if progress is not None:

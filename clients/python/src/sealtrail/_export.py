@@ -4,7 +4,9 @@ interrupted export never leaves a truncated file that looks complete."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 import secrets
 import stat
@@ -52,12 +54,48 @@ def _temporary_beside(path: Path) -> tuple[int, Path]:
         return fd, temporary
 
 
+MANIFEST_FORMAT = "sealtrail-export-manifest"
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+def manifest_path(path: Path) -> Path:
+    """Where the manifest of an export to `path` is kept: FILE.manifest.json."""
+    return path.with_name(path.name + MANIFEST_SUFFIX)
+
+
+def manifest_json(path: Path, manifest: audit_service_pb2.ExportManifest) -> str:
+    """The server's manifest of the export at `path`, as kept beside it: its
+    digest, counts and the log's signed checkpoint, which `sealtrail
+    checkpoint --check` reads (hashes as `sha256sum` and the checkpoint show
+    them: hex, base64)."""
+    kept = {
+        "format": MANIFEST_FORMAT,
+        "version": 1,
+        "file": path.name,
+        "media_type": manifest.media_type,
+        "row_count": manifest.row_count,
+        "byte_count": manifest.byte_count,
+        "sha256": manifest.sha256.hex(),
+        "first_seq": manifest.first_seq,
+        "last_seq": manifest.last_seq,
+        "tree_size": manifest.tree_size,
+        "root_hash": base64.b64encode(manifest.root_hash).decode(),
+        "checkpoint": manifest.checkpoint,
+        "export_event_id": manifest.export_event_id,
+    }
+    return json.dumps(kept, indent=2, ensure_ascii=False) + "\n"
+
+
 class ExportFile:
     """Receives an export's messages and, on its manifest, puts the checked
-    content at `path`. Use as a context manager: on error nothing is left."""
+    content at `path`. Use as a context manager: on error nothing is left.
+    With `manifest_beside`, the manifest is kept too, at FILE.manifest.json
+    (`manifest_path`): what lets whoever receives the file check later which
+    log it came from."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, manifest_beside: bool = False) -> None:
         self.path = path
+        self._manifest_beside = manifest_beside
         if not (path.parent or Path(".")).is_dir():
             raise ExportError(f"{path.parent} is not a directory to write {path.name} in")
         fd, self._temporary = _temporary_beside(path)
@@ -102,8 +140,25 @@ class ExportFile:
                 f"received {self._bytes} bytes that do not match the manifest"
                 f" ({manifest.byte_count} bytes, sha256 {manifest.sha256.hex()})"
             )
+        if self._manifest_beside:
+            self._keep_manifest(manifest)
         os.replace(self._temporary, self.path)
         self.manifest = manifest
+
+    def _keep_manifest(self, manifest: audit_service_pb2.ExportManifest) -> None:
+        """The manifest in place before the content takes its name, so the
+        export never appears without it (a manifest that cannot be written
+        fails the export, leaving nothing)."""
+        kept = manifest_path(self.path)
+        fd, temporary = _temporary_beside(kept)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(manifest_json(self.path, manifest).encode())
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, kept)
+        finally:
+            temporary.unlink(missing_ok=True)
 
     def result(self) -> audit_service_pb2.ExportManifest:
         if self.manifest is None:
