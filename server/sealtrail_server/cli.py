@@ -8,6 +8,7 @@ import atexit
 import base64
 import gc
 import getpass
+import json
 import logging
 import os
 import signal
@@ -21,7 +22,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, Final, NamedTuple, NoReturn
 
 import click
 import psycopg
@@ -528,8 +529,120 @@ def token_revoke(token_id: str, data_dir: Path | None, database_url: str | None)
 
 @main.group()
 def tenant() -> None:
-    """What the operator does to a tenant: erase it, read the receipts,
-    release its legal hold."""
+    """What the operator does to a tenant: list them, erase one, read the
+    receipts, release a legal hold."""
+
+
+# Every tenant with a log: its size, its latest checkpoint (by the
+# checkpoints' primary key, one row read per tenant, never a scan of all
+# of them), its retention default and legal hold (no policy row: forever,
+# no hold).
+_TENANTS: Final = (
+    "SELECT h.tenant_id, h.tree_size, c.tree_size, c.issued_at,"
+    " coalesce(p.legal_hold, false), coalesce(p.default_days, 0)"
+    " FROM chain_heads AS h"
+    " LEFT JOIN LATERAL (SELECT tree_size, issued_at FROM checkpoints"
+    "   WHERE tenant_id = h.tenant_id ORDER BY tree_size DESC LIMIT 1) AS c ON true"
+    " LEFT JOIN retention_policies AS p ON p.tenant_id = h.tenant_id"
+)
+# What is left of an erased tenant: its receipt's final size and checkpoint.
+_ERASED_TENANTS: Final = (
+    "SELECT tenant_id, final_tree_size, final_tree_size, final_checkpoint_issued_at, erased_at"
+    " FROM tenant_erasures"
+)
+
+
+class _TenantRow(NamedTuple):
+    tenant: str
+    events: int
+    checkpoint_size: int | None
+    checkpoint_signed_at: datetime | None
+    legal_hold: bool | None  # None: erased
+    retention_default_days: int | None  # 0: forever; None: erased
+    erased_at: datetime | None = None
+
+
+@tenant.command("list")
+@click.option("--erased", is_flag=True, help="Also list erased tenants (their receipts).")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: aligned columns; json: one array of objects.",
+)
+@_data_dir_option
+@_database_url_option
+def tenant_list(erased: bool, output: str, data_dir: Path | None, database_url: str | None) -> None:
+    """List every tenant with a log: its size in events, its latest
+    checkpoint's size and signing time (UTC), whether a legal hold is on, and
+    its retention default. With --erased, erased tenants too, marked so, with
+    their final size. Nothing is recorded in the tenants' logs."""
+    settings = Settings.load(data_dir=data_dir, database_url=database_url)
+    urls = _database_urls(settings)
+
+    async def run() -> list[_TenantRow]:
+        async with _database(urls) as db, db.system_connection() as conn:
+            cursor = await conn.execute(_TENANTS)
+            rows = [_TenantRow(*row) for row in await cursor.fetchall()]
+            if erased:
+                cursor = await conn.execute(_ERASED_TENANTS)
+                rows += [
+                    _TenantRow(tenant_id, size, size, signed, None, None, erased_at)
+                    for tenant_id, size, _, signed, erased_at in await cursor.fetchall()
+                ]
+        return sorted(rows)
+
+    rows = asyncio.run(run())
+    if output == "json":
+        click.echo(json.dumps([_tenant_json(row) for row in rows], indent=2))
+    else:
+        _echo_aligned(["TENANT", "EVENTS", "CHECKPOINT", "SIGNED", "HOLD", "RETENTION"],
+                      [_tenant_cells(row) for row in rows])  # fmt: skip
+
+
+def _utc(moment: datetime | None) -> str | None:
+    return None if moment is None else f"{moment.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+
+
+def _tenant_json(row: _TenantRow) -> dict[str, Any]:
+    return {
+        **row._asdict(),
+        "checkpoint_signed_at": _utc(row.checkpoint_signed_at),
+        "erased_at": _utc(row.erased_at),
+    }
+
+
+def _tenant_cells(row: _TenantRow) -> list[str]:
+    if row.erased_at is not None:
+        hold, retention = "-", f"erased {_utc(row.erased_at)}"
+    else:
+        hold = "on" if row.legal_hold else "off"
+        days = row.retention_default_days
+        retention = f"{days} days" if days else "forever"
+    tenant_id = row.tenant if row.tenant.isprintable() else repr(row.tenant)
+    return [
+        tenant_id,
+        str(row.events),
+        "-" if row.checkpoint_size is None else str(row.checkpoint_size),
+        _utc(row.checkpoint_signed_at) or "-",
+        hold,
+        retention,
+    ]
+
+
+def _echo_aligned(header: list[str], rows: list[list[str]]) -> None:
+    """Columns padded to their widest cell, numbers to the right: what a
+    shell's `column -t` would give, read by eye or by `awk`."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    numeric = {1, 2}  # EVENTS, CHECKPOINT
+    for cells in [header, *rows]:
+        padded = [
+            cell.rjust(width) if at in numeric else cell.ljust(width)
+            for at, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        click.echo("  ".join(padded).rstrip())
 
 
 @tenant.command("erase")

@@ -7,6 +7,7 @@ a legal hold, which `sealtrail-server tenant release-hold` does."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -234,3 +235,54 @@ def test_the_operator_releases_a_legal_hold_recorded_in_the_tenants_log(
     assert event.actor.id.startswith("sealtrail-server:")
     assert event.details["previous_reason"] == "Case 7"
     assert event.details["reason"] == "Case 7 closed"
+
+
+def test_the_operator_lists_every_tenant_with_its_log_hold_and_retention(
+    guarded: ServerThread, migrated_database_url: str
+) -> None:
+    """`sealtrail-server tenant list`: what the operator keeps, tenant by
+    tenant, without a token of each; erased ones (only their receipts are
+    left) with --erased."""
+    import uuid
+
+    kept, held, gone = (f"t-list-{uuid.uuid4().hex[:8]}-{n}" for n in ("a", "b", "c"))
+    sizes = {}
+    for tenant_id in (kept, held, gone):
+        with AuditClient(guarded.target, token=guarded.token(tenant_id)) as client:
+            client.record_batch([build_event(action="doc.edit", actor_id="u") for _ in "ab"])
+            if tenant_id == held:
+                client.set_retention_policy("90d")
+                client.set_legal_hold(True, reason="Case 9")
+            sizes[tenant_id] = client.get_checkpoint(fresh=True).tree_size
+    erased = operator(migrated_database_url, "tenant", "erase", gone, "--confirm", gone)
+    assert erased.exit_code == 0, erased.output
+
+    listed = operator(migrated_database_url, "tenant", "list")
+    assert listed.exit_code == 0, listed.output
+    header, *lines = listed.stdout.splitlines()
+    assert header.split() == ["TENANT", "EVENTS", "CHECKPOINT", "SIGNED", "HOLD", "RETENTION"]
+    rows = {line.split()[0]: line.split() for line in lines}
+    assert gone not in rows
+    assert rows[kept][1:3] == [str(sizes[kept])] * 2
+    assert rows[kept][4:] == ["off", "forever"]
+    assert rows[held][4:] == ["on", "90", "days"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rows[held][3])
+    # Aligned: every column starts where its header does.
+    starts = [header.index(name) for name in ("EVENTS", "CHECKPOINT", "SIGNED", "HOLD")]
+    for line in lines:
+        assert all(line[at - 1] == " " for at in starts), line
+
+    as_json = operator(migrated_database_url, "tenant", "list", "--erased", "--format", "json")
+    assert as_json.exit_code == 0, as_json.output
+    by_id = {row["tenant"]: row for row in json.loads(as_json.stdout)}
+    assert by_id[held]["events"] >= sizes[held] and by_id[held]["legal_hold"] is True
+    assert by_id[held]["retention_default_days"] == 90
+    assert by_id[held]["checkpoint_size"] == sizes[held]
+    assert by_id[held]["checkpoint_signed_at"].endswith("Z") and by_id[held]["erased_at"] is None
+    assert by_id[kept]["retention_default_days"] == 0 and by_id[kept]["legal_hold"] is False
+    assert by_id[gone]["erased_at"].endswith("Z")
+    assert by_id[gone]["events"] == by_id[gone]["checkpoint_size"] >= sizes[gone]
+    assert by_id[gone]["legal_hold"] is None and by_id[gone]["retention_default_days"] is None
+    text = operator(migrated_database_url, "tenant", "list", "--erased").stdout
+    [gone_line] = [line for line in text.splitlines() if line.startswith(f"{gone} ")]
+    assert gone_line.split()[4:6] == ["-", "erased"]
