@@ -18,7 +18,8 @@ from opentelemetry import trace
 import sealtrail
 from sealtrail import RecordResult, build_event, build_filter
 from sealtrail import _cli as cli
-from sealtrail._convert import BatchEntryResult, batch_request, record_request
+from sealtrail._cli_import import _with_full_enum_names
+from sealtrail._convert import BatchEntryResult, batch_request, enum_value, record_request
 from sealtrail.v1 import audit_service_pb2, event_pb2
 
 NOW = datetime(2026, 11, 22, 12, 30, tzinfo=UTC)
@@ -705,3 +706,21 @@ def test_an_error_says_its_reason_details_and_request_id(monkeypatch: pytest.Mon
         "  resume_after_seq: 40",
         "  request id: 5f0c6a52-5a3e-4d6b-9f7e-2b8f3c1d9e21",
     ]
+
+
+def test_an_enum_value_of_look_alike_letters_is_refused_naming_the_field() -> None:
+    """ "api_\u212aey" (a Kelvin sign) lowers to api_key, and then upper() kept
+    the sign: enum.Value raised a ValueError naming nothing, and `sealtrail
+    import` died with a traceback, its earlier lines unsent (helper-170)."""
+    with pytest.raises(ValueError, match="type: unknown value"):
+        enum_value(event_pb2.ActorType, "api_\u212aey", field="type")
+    line = b'{"action": "a.b", "actor": {"id": "u", "type": "api_\\u212aey"}}'
+    assert _with_full_enum_names(line) == line  # left for Parse to refuse, that line alone
+
+
+def test_an_import_line_with_a_key_twice_is_left_for_the_parser_to_refuse() -> None:
+    """Rewriting a short enum value read the line as a dict, keeping the last
+    of a repeated key: a line Parse refuses ("duplicate key") was recorded
+    with one of its two actions (helper-170)."""
+    line = b'{"action": "member.add", "action": "member.remove", "category": "member"}'
+    assert _with_full_enum_names(line) == line

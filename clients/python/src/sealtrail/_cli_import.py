@@ -150,8 +150,8 @@ def _with_full_enum_names(line: bytes) -> bytes | str:
     A line it cannot read, or with nothing to change, is left as it is, for
     Parse to read (and name what is wrong with it)."""
     try:
-        data: Any = json.loads(line)
-    except (ValueError, RecursionError):
+        data: Any = json.loads(line, object_pairs_hook=_once_each)
+    except (ValueError, RecursionError):  # a repeated key too: Parse refuses it
         return line
     changed = False
     for path, enum in _ENUMS.items():
@@ -160,10 +160,19 @@ def _with_full_enum_names(line: bytes) -> bytes | str:
         for parent in parents:
             holder = holder.get(parent) if isinstance(holder, dict) else None
         value = holder.get(name) if isinstance(holder, dict) else None
-        if isinstance(value, str) and value.lower() in enum_names(enum):
+        if isinstance(value, str) and value.isascii() and value.lower() in enum_names(enum):
             holder[name] = enum.Name(enum_value(enum, value, field=name))
             changed = True
     return json.dumps(data) if changed else line
+
+
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are each given once; ValueError if one is
+    repeated (json.loads keeps the last, where Parse refuses the line)."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        raise ValueError("duplicate key")
+    return data
 
 
 def _not_another_format(ctx: click.Context, first_line: bytes) -> None:

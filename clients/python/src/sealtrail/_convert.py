@@ -159,8 +159,10 @@ def enum_names(enum: _EnumTypeWrapper[_E]) -> list[str]:
 
 
 def enum_value(enum: _EnumTypeWrapper[_E], name: str, *, field: str) -> _E:
-    """The value of a shorthand name; ValueError naming `field` if there is none."""
-    if name.lower() not in enum_names(enum):
+    """The value of a shorthand name; ValueError naming `field` if there is none.
+    ASCII only: a look-alike letter (the Kelvin sign) lowers to an ASCII one
+    and upper() keeps it, which no value is named."""
+    if not name.isascii() or name.lower() not in enum_names(enum):
         choices = ", ".join(enum_names(enum))
         raise ValueError(f"{field}: unknown value {name!r}, expected one of: {choices}")
     return enum.Value(_prefix(enum) + name.upper())
