@@ -484,6 +484,8 @@ def test_a_revoked_token_is_refused(cli_env: dict[str, str], migrated_database_u
         ("api_token.created", token_id, "system"),
         ("api_token.revoked", token_id, "system"),
         ("api_token.listed", None, "system"),
+        # The revoked token's attempt, in its tenant's log (ADR 0060).
+        ("audit_log.access_denied", "revocation-test", "api_key"),
     ]
     # A mistyped tenant: said so, and no log begun for it with a listing's record.
     mistyped = run(
