@@ -36,19 +36,38 @@ class Caller:
 
 
 NO_CALLER: Final = Caller()
-_caller: contextvars.ContextVar[Caller] = contextvars.ContextVar(
-    "sealtrail_caller", default=NO_CALLER
+
+
+@dataclass(slots=True)
+class _Origin:
+    """What a call's origin is read from, read only if a record asks: most
+    calls (every Record) record nothing of their own, and need not parse it."""
+
+    peer: str
+    metadata: Iterable[tuple[str, str | bytes]]
+    console_key: str
+    caller: Caller | None = None
+
+
+_origin: contextvars.ContextVar[_Origin | None] = contextvars.ContextVar(
+    "sealtrail_caller", default=None
 )
 
 
 def current_caller() -> Caller:
     """The origin of the call being served (nothing known outside one)."""
-    return _caller.get()
+    origin = _origin.get()
+    if origin is None:
+        return NO_CALLER
+    if origin.caller is None:
+        origin.caller = caller_of(origin.peer, origin.metadata, origin.console_key)
+    return origin.caller
 
 
-def set_caller(caller: Caller) -> None:
-    """For the call being served; each gRPC call runs in a task (and context) of its own."""
-    _caller.set(caller)
+def set_origin(peer: str, metadata: Iterable[tuple[str, str | bytes]], console_key: str) -> None:
+    """For the call being served (`caller_of`'s arguments, read when first
+    asked); each gRPC call runs in a task (and context) of its own."""
+    _origin.set(_Origin(peer, metadata, console_key))
 
 
 def address(text: str) -> str:

@@ -35,7 +35,7 @@ from ..domain.errors import (
 from ..service_interceptor import SERVICE_PREFIX, Behavior, Handler, ServiceInterceptor
 from ..store.changes import tenant_erased
 from ..telemetry.context import response_metadata
-from .callers import caller_of, set_caller
+from .callers import set_origin
 from .denials import Denials, Reason
 from .errors import grpc_status
 
@@ -143,7 +143,7 @@ class GuardInterceptor(ServiceInterceptor):
 
     async def _admit(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
         metadata = context.invocation_metadata() or ()
-        set_caller(caller_of(context.peer(), metadata, self._console_key))
+        set_origin(context.peer(), metadata, self._console_key)
         try:
             principal = await self._authenticator.authenticate(
                 _authorization(context), fresh=method in CHANGES
