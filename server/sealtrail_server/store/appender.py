@@ -437,7 +437,7 @@ class Appender:
         size = sum(len(view) for view in views if view is not None) if views else 0
         follows = tenant_id in self._joining_large or self._large.holds(tenant_id)
         if not follows and (self._large_bytes is None or size < self._large_bytes):
-            return await self._small.append(tenant_id, events, views)
+            return await self._small.append(tenant_id, events, views, size)
         # Its head must be free of the small lane's writes before the large
         # lane locks it: a small batch waiting for it held up every tenant in
         # it, and ended with the tenant refused as held by another process.
@@ -448,7 +448,7 @@ class Appender:
             self._joining_large[tenant_id] -= 1
             if not self._joining_large[tenant_id]:
                 del self._joining_large[tenant_id]
-        return await self._large.append(tenant_id, events, views)
+        return await self._large.append(tenant_id, events, views, size)
 
 
 class _Lane:
@@ -575,8 +575,9 @@ class _Lane:
         tenant_id: str,
         events: Sequence[ValidEvent],
         views: Sequence[bytes | None] | None,
+        size: int,
     ) -> list[AppendOutcome]:
-        """As Appender.append, in this lane."""
+        """As Appender.append, in this lane; `size` the bytes of `views`."""
         if self._stopping:
             raise Unavailable("the server is shutting down", retry_after=1.0)
         if (held_until := self._held_elsewhere.get(tenant_id)) is not None:
@@ -588,7 +589,6 @@ class _Lane:
             views = [None] * len(events)
         elif len(views) != len(events):
             raise ValueError(f"{len(views)} views for {len(events)} events")
-        size = sum(len(view) for view in views if view is not None)
         waiting, waiting_size = self._waiting_in_all()
         if waiting and (
             waiting + len(events) > self._max_pending_events
