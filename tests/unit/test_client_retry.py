@@ -868,3 +868,13 @@ def test_a_client_closed_while_it_waits_to_resend_entries_returns_the_results(
         rpc.terminate(_entries(stored, unavailable), (), grpc.StatusCode.OK, "")
         results = future.result(timeout=5)
     assert results[0].event == stored and isinstance(results[1].error, UnavailableError)
+
+
+@pytest.mark.parametrize("span", ["0d", "0w", "0y"])
+def test_a_retention_span_of_nothing_is_refused_not_read_as_forever(
+    client: AuditClient, span: str
+) -> None:
+    """0 days is the field's "forever": a span of 0d, meant perhaps as "keep
+    nothing", was taken silently as keep everything (helper-170)."""
+    with pytest.raises(ValueError, match="forever"):
+        client.set_retention_policy(span)

@@ -502,6 +502,8 @@ def retention_days(days: Days, *, field: str) -> int:
     other count (helper-165)."""
     if isinstance(days, str) and (span := _RETENTION_SPAN.fullmatch(days)):
         count, unit = span.groups()
+        if not int(count):  # the field's 0 is forever, which a span of nothing is not
+            raise ValueError(f"{field}: {days!r} keeps nothing; write 'forever' to keep all")
         days = int(count) * _DAYS_PER[unit]
     if isinstance(days, int):
         if days < 0:
