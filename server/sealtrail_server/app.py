@@ -181,7 +181,7 @@ class Service:
             raise SystemExit(f"SEALTRAIL_FORWARD_CA_FILE: {error}") from None
         credentials = server_credentials(settings)
         # Then the keys, any of which may be generated here.
-        secret_box, generated_secrets_key = load_secrets_key(settings)
+        secret_box, data_dir_secrets_key = load_secrets_key(settings)
         signer = load_signer(
             key_text=settings.signing_key,
             key_file=settings.signing_key_file,
@@ -193,9 +193,9 @@ class Service:
             self._owner_database_url, lock_attempts=settings.migration_lock_attempts
         ):
             log.info("applied migration %04d_%s", migration.version, migration.name)
-        resealed, unopenable = await reseal_secrets(self._owner_database_url, secret_box)
-        if unopenable and generated_secrets_key is not None:
-            refuse_a_new_key(generated_secrets_key, resealed, unopenable)
+        resealed, opened, unopenable = await reseal_secrets(self._owner_database_url, secret_box)
+        if unopenable and not opened and data_dir_secrets_key is not None:
+            refuse_a_new_key(data_dir_secrets_key, unopenable)
         if resealed:
             log.info("sealed the secrets of %d sinks under the current secrets key", resealed)
         for problem in unopenable:

@@ -23,14 +23,12 @@ def load_secret_box(settings: Settings) -> SecretBox:
 
 
 def load_secrets_key(settings: Settings) -> tuple[SecretBox, Path | None]:
-    """`load_secret_box`'s box, and the file of the key this call generated
-    (None if it was configured or already there): a start must not go on with
-    a key of its own beside sinks another process sealed (`refuse_a_new_key`)."""
-    made: list[str] = []
+    """`load_secret_box`'s box, and the data dir's key file if the key came
+    from there (None if it was configured): a start must not go on with a key
+    of the data dir's beside sinks another process sealed (`refuse_a_new_key`)."""
 
     def generate() -> str:
-        made.append(secrets.token_bytes(KEY_BYTES).hex())
-        return made[0]
+        return secrets.token_bytes(KEY_BYTES).hex()
 
     path = settings.data_dir / KEY_FILE_NAME
     text, source = load_key_text(
@@ -53,23 +51,22 @@ def load_secrets_key(settings: Settings) -> tuple[SecretBox, Path | None]:
                 " (comma-separated while rotating, the new one first)"
             )
         keys.append(key)
-    # Another server starting on this data dir may have written its key first: then that one.
-    generated = path if made and text == made[0] else None
-    return SecretBox(keys), generated
+    from_data_dir = not settings.secrets_key and settings.secrets_key_file is None
+    return SecretBox(keys), path if from_data_dir else None
 
 
-def refuse_a_new_key(generated: Path, resealed: int, unopenable: list[str]) -> NoReturn:
-    """Stops a start that generated its secrets key and found sinks sealed
-    under another: a process set up without the deployment's key (on a data
-    dir of its own) would take sinks' leases and deliver nothing (helper-157).
-    The key is removed unless it sealed something, so that every start says so."""
-    if not resealed:
-        generated.unlink(missing_ok=True)
+def refuse_a_new_key(key_file: Path, unopenable: list[str]) -> NoReturn:
+    """Stops a start whose key came from the data dir (generated there, or
+    read) and found sinks sealed under another, none under it: a process set
+    up without the deployment's key (on a data dir of its own) would take
+    sinks' leases and deliver nothing (helper-157). The key file stays: a
+    process starting beside this one may have read it (helper-170), and every
+    start with it says so."""
     many = len(unopenable) > 1
     raise SystemExit(
         f"{len(unopenable)} sink{'s' * many} of this database {'have' if many else 'has'}"
         " secrets sealed under a secrets key this server does not have, and none was"
-        f" configured (nor in {generated.parent}): every process of a deployment must share"
+        f" configured (nor in {key_file.parent}): every process of a deployment must share"
         " one. Set SEALTRAIL_SECRETS_KEY (or _FILE) to the deployment's secrets key"
         " (docs/scaling.md); if it is lost, to a new one, and give those sinks' secrets"
         f" again (docs/forwarding.md). The first: {unopenable[0]}"

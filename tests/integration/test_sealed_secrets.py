@@ -22,7 +22,7 @@ from sealtrail_server.app import Service
 from sealtrail_server.config import Settings
 from sealtrail_server.domain.sealing import SecretBox
 from sealtrail_server.store.sinks import _place, reseal_secrets
-from tests.conftest import REDACTION_SECRET, SIGNING_KEY, database_of_its_own
+from tests.conftest import REDACTION_SECRET, SIGNING_KEY, ServerThread, database_of_its_own
 
 OLD, NEW, LOST = bytes(range(32)), bytes(range(32, 64)), bytes(range(64, 96))
 
@@ -64,8 +64,8 @@ def test_a_rotation_seals_everything_again_under_the_new_key(own_url: str) -> No
     lost_before = _stored_secret(own_url, lost_id)
 
     rotating = SecretBox([NEW, OLD])
-    changed, unopenable = asyncio.run(reseal_secrets(own_url, rotating))
-    assert changed == 2
+    changed, opened, unopenable = asyncio.run(reseal_secrets(own_url, rotating))
+    assert changed == opened == 2
     assert len(unopenable) == 1 and unopenable[0].startswith(f"t2/{lost_id}: sealed under key")
 
     new_only = SecretBox([NEW])
@@ -78,9 +78,9 @@ def test_a_rotation_seals_everything_again_under_the_new_key(own_url: str) -> No
 
     # Once done, another start changes nothing; and a secret put in the clear
     # after the first start was planted: it is reported, not sealed.
-    assert asyncio.run(reseal_secrets(own_url, rotating)) == (0, unopenable)
+    assert asyncio.run(reseal_secrets(own_url, rotating)) == (0, 2, unopenable)
     planted_id, planted = _add_sink(own_url, "t3", None)
-    changed, unopenable = asyncio.run(reseal_secrets(own_url, rotating))
+    changed, _, unopenable = asyncio.run(reseal_secrets(own_url, rotating))
     assert changed == 0 and any(
         p.startswith(f"t3/{planted_id}: stored in the clear") for p in unopenable
     )
@@ -93,7 +93,8 @@ def test_a_server_that_generates_a_secrets_key_beside_sinks_sealed_under_another
     """A second process set up as docs/scaling.md said (no secrets key named)
     generated a key of its own and served: every sink whose lease it took
     delivered nothing (helper-157). It stops, saying to configure the
-    deployment's key, and keeps no key it made, so every start says so."""
+    deployment's key; the key it made stays (another process may have read
+    it), and every start with it says so."""
     _add_sink(own_url, "t1", SecretBox([OLD]))
     settings = Settings(
         listen="127.0.0.1:0",
@@ -108,4 +109,47 @@ def test_a_server_that_generates_a_secrets_key_beside_sinks_sealed_under_another
         with pytest.raises(SystemExit, match="Set SEALTRAIL_SECRETS_KEY") as refused:
             asyncio.run(second.start())
         assert "1 sink" in str(refused.value) and "docs/scaling.md" in str(refused.value)
-        assert not (tmp_path / "secrets-key").exists()
+        assert (tmp_path / "secrets-key").exists()
+
+
+def _data_dir_settings(tmp_path: Path) -> Settings:
+    return Settings(
+        listen="127.0.0.1:0",
+        signing_key=SIGNING_KEY,
+        redaction_key=REDACTION_SECRET.hex(),
+        secrets_key=None,
+        data_dir=tmp_path,
+        retention_interval=0,
+    )
+
+
+def test_a_server_that_reads_a_key_another_just_generated_refuses_too(
+    own_url: str, tmp_path: Path
+) -> None:
+    """Two processes start together on one data dir, beside a sink sealed
+    under the deployment's key: one generates the key, the other reads it
+    (helper-170). Neither serves, and the key file is never removed from
+    under the one that read it."""
+    _add_sink(own_url, "t1", SecretBox([OLD]))
+    generated = LOST.hex()
+    (tmp_path / "secrets-key").write_text(generated + "\n")  # the other process's, just made
+    reader = Service(_data_dir_settings(tmp_path), database_url=own_url, owner_database_url=own_url)
+    with pytest.raises(SystemExit, match="Set SEALTRAIL_SECRETS_KEY") as refused:
+        asyncio.run(reader.start())
+    assert "1 sink" in str(refused.value)
+    assert (tmp_path / "secrets-key").read_text().strip() == generated
+
+
+def test_a_data_dir_key_that_opens_a_sink_serves_beside_one_it_cannot_open(
+    own_url: str, tmp_path: Path
+) -> None:
+    """The data dir's key is the deployment's when a sink opens under it: a
+    sink sealed under a lost key is reported, not a reason to stop."""
+    _add_sink(own_url, "t1", SecretBox([OLD]))
+    _add_sink(own_url, "t1", SecretBox([LOST]))
+    (tmp_path / "secrets-key").write_text(OLD.hex() + "\n")
+    server = ServerThread(own_url, secrets_key=None, data_dir=tmp_path)
+    try:
+        assert server.port
+    finally:
+        server.close()

@@ -190,15 +190,16 @@ def _definition_values(
 _CLEAR_SEALED: Final = "sink_secrets_sealed"  # deployment_markers: plaintext sealed once
 
 
-async def reseal_secrets(owner_url: str, box: SecretBox) -> tuple[int, list[str]]:
+async def reseal_secrets(owner_url: str, box: SecretBox) -> tuple[int, int, list[str]]:
     """Seal again, under the sealing key, every sink secret sealed under a key
     being retired, and, on the first start that seals at all, those older
     versions stored in the clear; run as the owner at start. A value in the
     clear after that was planted: it is left as it is (refused when read).
     Each row changes only if it is still as read, so processes starting
     together, or an admin's update meanwhile, are not overwritten. Returns the
-    number of sinks changed, and the sinks with a secret that cannot be opened."""
-    changed, unopenable = 0, []
+    number of sinks changed, the number with a secret sealed under the sealing
+    key (already, or now), and the sinks with a secret that cannot be opened."""
+    changed, opened, unopenable = 0, 0, []
     async with await psycopg.AsyncConnection.connect(owner_url, autocommit=True) as conn:
         cursor = await conn.execute(
             "SELECT FROM deployment_markers WHERE name = %s", [_CLEAR_SEALED]
@@ -206,8 +207,10 @@ async def reseal_secrets(owner_url: str, box: SecretBox) -> tuple[int, list[str]
         seal_clear = await cursor.fetchone() is None
         cursor = await conn.execute("SELECT tenant_id, id::text, kind, destination FROM sinks")
         for tenant_id, sink_id, kind, destination in await cursor.fetchall():
+            sealing: list[str] = []
 
             def reseal(field: str, value: str) -> str:
+                sealing.append(field)  # noqa: B023
                 if box.is_current(value):
                     return value
                 place = _place(tenant_id, sink_id, kind, destination, field)  # noqa: B023
@@ -220,6 +223,7 @@ async def reseal_secrets(owner_url: str, box: SecretBox) -> tuple[int, list[str]
             except SealError as error:
                 unopenable.append(f"{tenant_id}/{sink_id}: {error}")
                 continue
+            opened += bool(sealing)
             if resealed != destination:
                 updated = await conn.execute(
                     "UPDATE sinks SET destination = %s"
@@ -232,7 +236,7 @@ async def reseal_secrets(owner_url: str, box: SecretBox) -> tuple[int, list[str]
                 "INSERT INTO deployment_markers (name) VALUES (%s) ON CONFLICT DO NOTHING",
                 [_CLEAR_SEALED],
             )
-    return changed, unopenable
+    return changed, opened, unopenable
 
 
 async def read_sink(
