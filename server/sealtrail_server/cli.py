@@ -50,7 +50,13 @@ from .retention.erasure import Eraser, Receipt
 from .store.appender import Appender
 from .store.changes import RETENTION_SUBJECT, Changes, token_subject
 from .store.database import Database, RolesMissing
-from .store.migrations import MigrationBlocked, NewerSchema, UnsafeSchema, migrate_database
+from .store.migrations import (
+    MigrationBlocked,
+    NewerSchema,
+    OlderSchema,
+    UnsafeSchema,
+    migrate_database,
+)
 from .store.retention import policy_to_change, write_hold
 from .store.tenant_settings import read_settings
 from .store.tokens import (
@@ -441,15 +447,19 @@ async def _record_operator_action(
 
 @asynccontextmanager
 async def _database(urls: _Urls, *, connections: int = 1) -> AsyncIterator[Database]:
-    """A small migrated pool for one command."""
+    """A small pool for one command, on a database migrated by this release
+    (or by this command, when it had no schema yet: a fresh setup)."""
     try:
-        await migrate_database(urls.owner, lock_attempts=urls.migration_lock_attempts)
+        await migrate_database(
+            urls.owner, lock_attempts=urls.migration_lock_attempts, only_fresh=True
+        )
         db = await Database.open(urls.service, min_size=1, max_size=connections)
     except (
         UnsafeSchema,
         RolesMissing,
         MigrationBlocked,
         NewerSchema,
+        OlderSchema,
     ) as error:  # the database's setup: said, not a traceback
         raise click.ClickException(str(error)) from None
     except psycopg.Error as error:  # as `serve` says it: libpq's text may quote the URL

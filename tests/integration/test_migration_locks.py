@@ -131,3 +131,50 @@ def test_a_server_refuses_a_schema_a_newer_release_migrated(
         assert "Traceback" not in started.output
         with pytest.raises(migrations.NewerSchema, match="run that release, or a newer one"):
             asyncio.run(migrations.migrate_database(own))
+
+
+def test_a_newer_release_s_operator_command_leaves_an_older_schema_as_it_is(
+    migrated_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A newer release's `sealtrail-server token list`, run from an operator's
+    box, migrated the deployment's database without a word, and its servers,
+    of the older release, then refused every restart (helper-170). Commands
+    other than `serve` migrate only a database with no schema yet: on an
+    older one they refuse, saying to upgrade the servers first."""
+    with database_of_its_own(migrated_database_url, "older_schema") as own:
+        env = {"SEALTRAIL_DATABASE_URL": own, "SEALTRAIL_DATA_DIR": str(tmp_path)}
+        newer = tmp_path / "newer"
+        newer.mkdir()
+        with monkeypatch.context() as patch:
+            _a_migration_more(newer, patch)  # this release plus 9999: the newer one
+            for command in (["token", "list", "--tenant", "acme"], ["tenant", "erasures"]):
+                listed = CliRunner().invoke(cli.main, command, env=env)
+                assert listed.exit_code == 1, listed.output
+                assert "Error: the database was migrated by an older release" in listed.output
+                assert "9999_a_column_more" in listed.output
+                assert "run this release's `sealtrail-server serve` first" in listed.output
+                assert "Traceback" not in listed.output
+        assert 9999 not in _applied(own)
+        # The servers' release still runs its commands there.
+        listed = CliRunner().invoke(cli.main, ["tenant", "erasures"], env=env)
+        assert listed.exit_code == 0, listed.output
+
+
+def test_an_operator_command_sets_up_a_database_with_no_schema(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
+    """A fresh setup may begin with `token create`: it applies every migration."""
+    name = f"fresh_{time.monotonic_ns()}"
+    with psycopg.connect(migrated_database_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        fresh = psycopg.conninfo.make_conninfo(migrated_database_url, dbname=name)
+        env = {"SEALTRAIL_DATABASE_URL": fresh, "SEALTRAIL_DATA_DIR": str(tmp_path)}
+        created = CliRunner().invoke(
+            cli.main, ["token", "create", "--tenant", "acme", "--role", "admin"], env=env
+        )
+        assert created.exit_code == 0, created.output
+        assert {m.version for m in migrations.available_migrations()} <= _applied(fresh)
+    finally:
+        with psycopg.connect(migrated_database_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -82,6 +82,12 @@ class NewerSchema(Exception):
     applied them, and this code would ignore what they changed."""
 
 
+class OlderSchema(Exception):
+    """The database lacks migrations of this release, and only a fresh one
+    was to be migrated: an operator's command leaves the servers' schema to
+    their release."""
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -98,16 +104,20 @@ def available_migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-async def migrate_database(url: str, *, lock_attempts: int = ATTEMPTS) -> list[Migration]:
+async def migrate_database(
+    url: str, *, lock_attempts: int = ATTEMPTS, only_fresh: bool = False
+) -> list[Migration]:
     """Connect to `url` (as the owner: ADR 0013) and apply what is missing."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        return await migrate(conn, lock_attempts=lock_attempts)
+        return await migrate(conn, lock_attempts=lock_attempts, only_fresh=only_fresh)
 
 
 async def migrate(
-    conn: psycopg.AsyncConnection[Any], *, lock_attempts: int = ATTEMPTS
+    conn: psycopg.AsyncConnection[Any], *, lock_attempts: int = ATTEMPTS, only_fresh: bool = False
 ) -> list[Migration]:
-    """Apply every migration not yet applied; return those applied now."""
+    """Apply every migration not yet applied; return those applied now. With
+    `only_fresh`, only on a database with none applied yet: one that an older
+    release migrated is refused (OlderSchema), before any change."""
     applied_now = []
     await _take_the_lock(conn)
     try:
@@ -122,6 +132,8 @@ async def migrate(
         cursor = await conn.execute("SELECT version, name FROM schema_migrations")
         applied = {version: name for version, name in await cursor.fetchall()}
         _refuse_newer_schema(applied)
+        if only_fresh and applied:
+            _refuse_older_schema(applied)
         for migration in available_migrations():
             if migration.version in applied:
                 continue
@@ -242,6 +254,22 @@ def _refuse_newer_schema(applied: dict[int, str]) -> None:
             f" migration{'s' * (len(unknown) > 1)} {names}. Going back to an older release"
             " over a newer schema is not supported: run that release, or a newer one"
             " (docs/database.md)"
+        )
+
+
+def _refuse_older_schema(applied: dict[int, str]) -> None:
+    """A newer release's operator command (`token list`, run from an
+    operator's box) migrated the deployment's database, and its servers, of
+    the older release, then refused every restart (helper-170)."""
+    missing = [m for m in available_migrations() if m.version not in applied]
+    if missing:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
+        raise OlderSchema(
+            f"the database was migrated by an older release: it lacks this one's"
+            f" migration{'s' * (len(missing) > 1)} {names}. This command does not migrate"
+            " it, so that the deployment's servers keep starting: upgrade them first (run"
+            " this release's `sealtrail-server serve` first), or run the command of their"
+            " release (docs/database.md)"
         )
 
 
