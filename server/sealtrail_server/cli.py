@@ -29,6 +29,7 @@ import psycopg
 from google.protobuf import json_format
 from opentelemetry.sdk.trace import TracerProvider
 
+from sealtrail.tlog import Verifier
 from sealtrail.v1 import event_pb2
 
 from . import __version__
@@ -684,6 +685,11 @@ def tenant_erase(
     async def run() -> Receipt:
         # Two connections: the final checkpoint's, and the existence check's.
         async with _database(urls, connections=2) as db:
+            if not await _key_registered(db, signer.verifier):  # else refused at the end
+                raise click.ClickException(
+                    "this signing key is not one the deployment's servers use (no server"
+                    " signed with it): set SEALTRAIL_SIGNING_KEY (or _FILE) as they have it"
+                )
             if not await _tenant_known(db, tenant_id):  # a mistyped id would be retired
                 raise click.ClickException(
                     f"tenant {tenant_id} has no log, no token and no receipt: nothing to erase"
@@ -700,6 +706,18 @@ def tenant_erase(
         err=True,
     )
     click.echo(json_format.MessageToJson(receipt_message(receipt), indent=2))
+
+
+async def _key_registered(db: Database, key: Verifier) -> bool:
+    """Whether a server registered `key` (signing_keys): a final checkpoint
+    signed with another could not be stored, nor checked by anyone."""
+    async with db.system_connection() as conn:
+        cursor = await conn.execute(
+            "SELECT EXISTS (SELECT FROM signing_keys WHERE key_name = %s AND key_id = %s)",
+            [key.name, key.key_id],
+        )
+        row = await cursor.fetchone()
+    return bool(row and row[0])
 
 
 async def _tenant_known(db: Database, tenant_id: str) -> bool:

@@ -27,6 +27,7 @@ from sealtrail import (
 from sealtrail.tlog import parse_checkpoint
 from sealtrail.v1 import event_pb2
 from sealtrail_server import cli
+from sealtrail_server.integrity.keys import generate_signer_key
 from tests.clock import Clock
 from tests.conftest import REDACTION_SECRET, SIGNING_KEY, ServerThread
 from tests.tenant_rows import rows_of
@@ -126,11 +127,11 @@ def test_a_policy_stored_before_the_floor_was_raised_removes_nothing_younger_tha
     assert not left & set(old)
 
 
-def operator(url: str, *args: str) -> Result:
+def operator(url: str, *args: str, signing_key: str = SIGNING_KEY) -> Result:
     """`sealtrail-server ARGS` on the test database, with the test servers' keys."""
     env = {
         "SEALTRAIL_DATABASE_URL": url,
-        "SEALTRAIL_SIGNING_KEY": SIGNING_KEY,
+        "SEALTRAIL_SIGNING_KEY": signing_key,
         "SEALTRAIL_REDACTION_KEY": REDACTION_SECRET.hex(),
         "SEALTRAIL_LOG_ORIGIN": "sealtrail.test/log",
     }
@@ -192,6 +193,24 @@ def test_the_operator_erases_a_tenant_with_its_receipt_and_lists_the_receipts(
     assert receipt["erasedByTokenId"] in line
     assert f"size {receipt['finalTreeSize']}" in line
     assert receipt["finalRootHash"] in line
+
+
+def test_the_operator_s_erasure_with_a_signing_key_no_server_uses_stops_plainly(
+    admin: AuditClient, tenant: str, migrated_database_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    """With the ops box's own signing key, not the servers', the erasure died
+    on its final checkpoint with a ForeignKeyViolation traceback (helper-170).
+    It says which setting to give before it starts, and erases nothing."""
+    admin.record_batch([build_event(action="doc.edit", actor_id="u-1") for _ in range(3)])
+    other = generate_signer_key("sealtrail.test/log").text()
+    erased = operator(
+        migrated_database_url, "tenant", "erase", tenant, "--confirm", tenant, signing_key=other
+    )
+    assert erased.exit_code == 1, erased.output
+    assert "Error: this signing key is not one the deployment's servers use" in erased.output
+    assert "SEALTRAIL_SIGNING_KEY" in erased.output
+    assert erased.exc_info is not None and erased.exc_info[0] is SystemExit
+    assert rows_of(sql, tenant)["events"]  # nothing was erased
 
 
 def test_a_tenant_admin_places_a_legal_hold_but_cannot_release_it(
