@@ -30,6 +30,31 @@ RETRIED = (SealtrailError, OSError)
 RETRY_CAP_SECONDS: Final = 30.0
 
 
+class WaitingForRoom:
+    """How many keys wait for a process with room, as the last claim at the
+    process's limit saw them; said in the log when some start to wait and
+    when none does any more, not at every claim while it lasts."""
+
+    def __init__(self, logger: logging.Logger, *, prefix: str, held: str, limit: str) -> None:
+        """`prefix` ("forwarder"), `held` ("delivers %d sinks") and `limit`
+        (the setting) word the log lines."""
+        self._log, self._prefix, self._held, self._limit = logger, prefix, held, limit
+        self.count = 0
+
+    def saw(self, held: int, waiting: int, *, what: str) -> None:
+        """A claim at the limit held `held` keys and left `waiting` (of `what`)."""
+        if waiting and not self.count:
+            self._log.warning(
+                f"{self._prefix}: this process {self._held}, its most ({self._limit});"
+                " %d more wait for a process with room",
+                held,
+                waiting,
+            )
+        elif not waiting and self.count:
+            self._log.info(f"{self._prefix}: no {what} waits for a process with room any more")
+        self.count = waiting
+
+
 def new_owner() -> str:
     """This process's name in lease rows: host and a random part."""
     return f"{socket.gethostname()}:{uuid.uuid4().hex[:12]}"

@@ -52,7 +52,7 @@ from ..domain.event import (
     validate_event,
 )
 from ..domain.filters import EventFilter, RecordMatcher
-from ..leased_work import LeasedWork, new_owner
+from ..leased_work import LeasedWork, WaitingForRoom, new_owner
 from ..measures import no_meter
 from ..store import alerts as store
 from ..store.appender import Appender, stored_under_key
@@ -134,10 +134,12 @@ class Evaluator:
             unit="{alert}",
             description="security.alert events this process recorded, by the rule's severity.",
         )
-        self._tenants_waiting = 0  # for a process with room, as the last claim at the limit saw
+        self._waiting = WaitingForRoom(
+            log, prefix="alerts", held="evaluates %d tenants", limit="SEALTRAIL_ALERT_MAX_TENANTS"
+        )
         meter.create_observable_up_down_counter(
             "sealtrail.alerts.tenants.waiting",
-            callbacks=[lambda _options: [Observation(self._tenants_waiting)]],
+            callbacks=[lambda _options: [Observation(self._waiting.count)]],
             unit="{tenant}",
             description="Tenants with rules no process had room for, as this one's last claim"
             " at its limit saw.",
@@ -184,17 +186,7 @@ class Evaluator:
                 limit=self._max_tenants,
             )
             waiting = await store.count_unleased(conn) if len(held) >= self._max_tenants else 0
-        # Said when it starts and when it ends, not at every claim while it lasts.
-        if waiting and not self._tenants_waiting:
-            log.warning(
-                "alerts: this process evaluates %d tenants, its most"
-                " (SEALTRAIL_ALERT_MAX_TENANTS); %d more wait for a process with room",
-                len(held),
-                waiting,
-            )
-        elif not waiting and self._tenants_waiting:
-            log.info("alerts: no tenant waits for a process with room any more")
-        self._tenants_waiting = waiting
+        self._waiting.saw(len(held), waiting, what="tenant")
         for tenant_id in set(self._rules) - set(held):
             del self._rules[tenant_id]  # another process's now: its windows go with it
             self._windows_at.pop(tenant_id, None)

@@ -42,7 +42,7 @@ from ..domain.event import MAX_RECORD_BYTES
 from ..domain.filters import EventFilter
 from ..domain.sealing import SecretBox
 from ..fair_share import FairShare
-from ..leased_work import LeasedWork, new_owner
+from ..leased_work import LeasedWork, WaitingForRoom, new_owner
 from ..store import sinks as store
 from ..store.database import Connection, Database
 from ..store.events import StoredEvent, stream_events
@@ -162,7 +162,9 @@ class Forwarder:
         self._db = db
         self._memory = DestinationMemory()  # what each sink's destination was seen to do
         self._record_sizes: dict[str, float] = {}  # sink -> its records' recent average size
-        self._sinks_waiting = 0  # for a process with room, as the last claim at the limit saw
+        self._waiting = WaitingForRoom(
+            log, prefix="forwarder", held="delivers %d sinks", limit="SEALTRAIL_FORWARD_MAX_SINKS"
+        )
         self._slots = FairShare(capacity=client.max_connections, per_key=tenant_requests)
         self._client = client
         self._box = box
@@ -185,7 +187,7 @@ class Forwarder:
         self._measures = ForwardingMeasures(
             meter,
             kept_for=max(lease_seconds, poll_interval * 10),
-            sinks_waiting=lambda: self._sinks_waiting,
+            sinks_waiting=lambda: self._waiting.count,
         )
 
     def start(self) -> None:
@@ -220,17 +222,7 @@ class Forwarder:
                 limit=self._max_sinks,
             )
             waiting = await store.count_unleased(conn) if len(leases) >= self._max_sinks else 0
-        # Said when it starts and when it ends, not at every claim while it lasts.
-        if waiting and not self._sinks_waiting:
-            log.warning(
-                "forwarder: this process delivers %d sinks, its most"
-                " (SEALTRAIL_FORWARD_MAX_SINKS); %d more wait for a process with room",
-                len(leases),
-                waiting,
-            )
-        elif not waiting and self._sinks_waiting:
-            log.info("forwarder: no sink waits for a process with room any more")
-        self._sinks_waiting = waiting
+        self._waiting.saw(len(leases), waiting, what="sink")
         held = {lease.sink_id for lease in leases}
         self._memory.keep_only(held)
         for sink_id in [sink_id for sink_id in self._record_sizes if sink_id not in held]:
