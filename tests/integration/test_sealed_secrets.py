@@ -96,14 +96,7 @@ def test_a_server_that_generates_a_secrets_key_beside_sinks_sealed_under_another
     deployment's key; the key it made stays (another process may have read
     it), and every start with it says so."""
     _add_sink(own_url, "t1", SecretBox([OLD]))
-    settings = Settings(
-        listen="127.0.0.1:0",
-        signing_key=SIGNING_KEY,
-        redaction_key=REDACTION_SECRET.hex(),
-        secrets_key=None,
-        data_dir=tmp_path,
-        retention_interval=0,
-    )
+    settings = _data_dir_settings(tmp_path)
     for _ in range(2):
         second = Service(settings, database_url=own_url, owner_database_url=own_url)
         with pytest.raises(SystemExit, match="Set SEALTRAIL_SECRETS_KEY") as refused:
