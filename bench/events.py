@@ -31,6 +31,9 @@ _DETAILS: dict[str, Any] = {
 }
 _IP = "203.0.113.42"
 _USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"
+# The API token every row is recorded with, as the server stamps it (ADR 0061).
+_RECORDER_ID = "0190f1c2-5b7e-7d3a-9c41-2f6e8a1b3c5d"
+_RECORDER_NAME = "bench-recorder"
 
 
 def _template() -> event_pb2.Event:
@@ -82,7 +85,9 @@ _RECORD = (
     '"category":"data_access","context":{"ip":"%(ip)s","request_id":"%(request_id)s",'
     '"user_agent":"%(user_agent)s"},"description":"%(description)s","details":%(details)s,'
     '"id":"%(id)s","idempotency_key":"%(key)s","occurred_at":"%(occurred_at)s",'
-    '"outcome":"success","received_at":"%(received_at)s","resource":{"id":"%(resource_id)s",'
+    '"outcome":"success","received_at":"%(received_at)s",'
+    '"recorded_by":{"token_id":"%(recorder_id)s","token_name":"%(recorder_name)s"},'
+    '"resource":{"id":"%(resource_id)s",'
     '"name":"Q3 board deck.pdf","type":"document"},"seq":%(seq)d,"severity":"info",'
     '"tenant_id":"%(tenant)s","v":1}'
 )
@@ -107,6 +112,7 @@ _ACTOR_VIEWS = [
     for n in range(_ACTORS)
 ]
 _RESOURCE_VIEWS = [_part(resource={"id": f"doc_{n:05d}"}) for n in range(997)]
+_RECORDER_VIEW = _part(recorded_by={"token_id": _RECORDER_ID, "token_name": _RECORDER_NAME})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -157,6 +163,8 @@ class RowFactory:
             "resource_id": f"doc_{seq % 997:05d}",
             "seq": seq,
             "tenant": self._tenant,
+            "recorder_id": _RECORDER_ID,
+            "recorder_name": _RECORDER_NAME,
         }
         record = _RECORD % values
         leaf = hashlib.sha256(b"\x00" + record.encode()).digest()
@@ -166,6 +174,7 @@ class RowFactory:
                 _SHARED_VIEW,
                 _ACTOR_VIEWS[user],
                 _RESOURCE_VIEWS[seq % 997],
+                _RECORDER_VIEW,
                 _part(
                     occurred_at={
                         "seconds": since_epoch // timedelta(seconds=1),
@@ -204,6 +213,7 @@ class RowFactory:
             values["request_id"],
             None,
             values["key"],
+            _RECORDER_ID,
             leaf,
             record,
             None,  # caller_view: the whole view holds it

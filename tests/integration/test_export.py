@@ -234,12 +234,18 @@ def test_an_export_on_another_process_overtaken_by_an_erasure_ends_tenant_erased
     assert (ended.value.code.name, ended.value.reason) == ("FAILED_PRECONDITION", "TENANT_ERASED")
 
 
-def test_csv_export_has_the_country_in_its_last_column(client: AuditClient, tmp_path: Path) -> None:
+def test_csv_export_adds_its_later_columns_after_the_first_ones(
+    client: AuditClient, tmp_path: Path
+) -> None:
+    """Columns added since the first release come last, in the order they were
+    added, so that a reader of the first ones by position keeps working."""
     client.record(action="report.view", actor_id="u-9", country="nz", ip="192.0.2.4")
     client.export(tmp_path / "out.csv", format="csv", filter=build_filter(actions="report.view"))
     with (tmp_path / "out.csv").open(newline="") as exported:
         [header, row] = list(csv.reader(exported))
-    assert header[-1] == "country" and row[-1] == "NZ"
+    first = header.index("leaf_hash") + 1
+    assert header[first:] == ["country", "recorded_by_token_id", "recorded_by_token_name"]
+    assert row[first] == "NZ" and row[first + 1] and row[first + 2] == ""  # an unnamed token
     assert row[header.index("ip")] == "192.0.2.4"
 
 

@@ -28,6 +28,7 @@ SAMPLES: dict[str, Any] = {
     "request_id": "r1",
     "trace_id": "0af7651916cd43dd8448eb211c80319c",
     "text": "invoice",
+    "recorded_by": "0190f1c2-5b7e-7d3a-9c41-2f6e8a1b3c5d",
 }
 
 

@@ -191,6 +191,7 @@ def filter_draft(event_filter: event_pb2.EventFilter) -> FilterDraft:
         request_id=event_filter.request_id,
         trace_id=event_filter.trace_id,
         text=event_filter.text,
+        recorded_by=event_filter.recorded_by,
     )
 
 
@@ -427,6 +428,10 @@ def caller_view(valid: ValidEvent, *, sent: event_pb2.Event | None = None) -> ev
         event.context.request_id = context.get("request_id", "")
         event.context.trace_id = context.get("trace_id", "")
         event.context.span_id = context.get("span_id", "")
+    recorder = body.get("recorded_by")
+    if recorder is not None:
+        event.recorded_by.token_id = recorder["token_id"]
+        event.recorded_by.token_name = recorder.get("token_name", "")
     return event
 
 
@@ -475,14 +480,11 @@ def view_matches(row: ShownEvent, record: bytes, *, tenant_id: str) -> bool:
     return shown == event_from_record(record.decode(), merkle.leaf_hash(record))
 
 
-# The Event fields the server assigns; a caller view never holds them.
-_SERVER_FIELDS: tuple[Literal["id", "seq", "tenant_id", "received_at", "leaf_hash"], ...] = (
-    "id",
-    "seq",
-    "tenant_id",
-    "received_at",
-    "leaf_hash",
-)
+# The Event fields the server assigns, which a caller's values never set: a
+# caller view holds only `recorded_by` of them, stamped from its body.
+_SERVER_FIELDS: tuple[
+    Literal["id", "seq", "tenant_id", "received_at", "leaf_hash", "recorded_by"], ...
+] = ("id", "seq", "tenant_id", "received_at", "leaf_hash", "recorded_by")
 
 
 def _record_server_fields(data: dict[str, Any], leaf_hash: bytes) -> dict[str, Any]:
@@ -539,6 +541,12 @@ def _caller_fields(data: dict[str, Any]) -> dict[str, Any]:
     if "context" in data:
         context = data["context"]
         fields["context"] = {key: context.get(key, "") for key in _CONTEXT_FIELDS}
+    if "recorded_by" in data:
+        recorder = data["recorded_by"]
+        fields["recorded_by"] = {
+            "token_id": recorder["token_id"],
+            "token_name": recorder.get("token_name", ""),
+        }
     return fields
 
 

@@ -21,7 +21,7 @@ from sealtrail.v1 import audit_service_pb2_grpc, event_pb2
 from ..alerts.evaluator import Evaluator
 from ..auth.tokens import Authenticator
 from ..domain.errors import InvalidArgument, NotFound, SealtrailError
-from ..domain.event import ValidEvent, correlate, parse_uuid, validate_event
+from ..domain.event import Recorder, ValidEvent, correlate, parse_uuid, validate_event
 from ..domain.filters import (
     EventFilter,
     page_size,
@@ -171,9 +171,12 @@ class AuditLogServicer(
             return await self._record(_parsed(pb.RecordRequest, request))
 
     async def _record(self, request: pb.RecordRequest) -> pb.RecordResponse:
-        tenant_id = current_principal().tenant_id
+        principal = current_principal()
+        tenant_id = principal.tenant_id
         draft = correlate(event_draft(request.event, "event"), current_correlation())
-        [valid] = await self._redact(tenant_id, [validate_event(draft, now=self._clock())])
+        recorder = Recorder(principal.token_id, principal.name)
+        valid_event = validate_event(draft, now=self._clock(), recorder=recorder)
+        [valid] = await self._redact(tenant_id, [valid_event])
         view = caller_view(valid, sent=request.event)
         [outcome] = await self._appender.append(tenant_id, [valid], [view.SerializeToString()])
         if isinstance(outcome, SealtrailError):
@@ -195,7 +198,9 @@ class AuditLogServicer(
             return await self._record_batch(request)
 
     async def _record_batch(self, request: bytes) -> bytes:
-        tenant_id = current_principal().tenant_id
+        principal = current_principal()
+        tenant_id = principal.tenant_id
+        recorder = Recorder(principal.token_id, principal.name)
         turns = Turns()
         entries = await _batch_entries(request, turns)
         now = self._clock()
@@ -207,7 +212,7 @@ class AuditLogServicer(
             path = f"events[{index}]"
             try:
                 draft = correlate(event_draft(entry, path), correlation)
-                valid.append(validate_event(draft, now=now, path=path))
+                valid.append(validate_event(draft, now=now, path=path, recorder=recorder))
                 positions.append(index)
             except InvalidArgument as error:
                 results[index] = _entry_result(error)

@@ -82,7 +82,15 @@ _RFC3339: Final = re.compile(
 )
 # Query-string parameters -> EventFilter fields (repeated ones comma-separated).
 _REPEATED: Final = ("actions", "categories", "outcomes")
-_SINGLE: Final = ("actor", "resource_type", "resource_id", "request_id", "trace_id", "text")
+_SINGLE: Final = (
+    "actor",
+    "resource_type",
+    "resource_id",
+    "request_id",
+    "trace_id",
+    "text",
+    "recorded_by",
+)
 _ENUMS: Final = {
     "categories": event_pb2.Category,
     "outcomes": event_pb2.Outcome,

@@ -192,6 +192,9 @@ class ValidEvent:
     request_id: str | None
     trace_id: str | None
     idempotency_key: str | None
+    # The id of the API token that recorded it (`Recorder`), or None for
+    # Sealtrail's own records.
+    recorded_by: str | None = None
     # When redaction changed it and a retry may follow (it has an idempotency
     # key): the body as the tenant's other redaction mode would have stored
     # it, and as it was sent. A retry across a change of mode, or of a rule
@@ -301,11 +304,35 @@ class _Checker:
         return found
 
 
+@dataclass(frozen=True, slots=True)
+class Recorder:
+    """The API token a caller's events are recorded with: the record's
+    `recorded_by`, stamped from the call's credentials and never read off the
+    event, so that whatever actor an event claims, it names the credential
+    that wrote it (ADR 0061). `token_name` as Sealtrail's own records show it
+    (`Principal.name`, redacted)."""
+
+    token_id: str
+    token_name: str = ""
+
+    def part(self) -> dict[str, str]:
+        """The record's `recorded_by` object (an empty name omitted)."""
+        if self.token_name:
+            return {"token_id": self.token_id, "token_name": self.token_name}
+        return {"token_id": self.token_id}
+
+
 def validate_event(
-    draft: EventDraft, *, now: datetime, path: str = "event", own: bool = False
+    draft: EventDraft,
+    *,
+    now: datetime,
+    path: str = "event",
+    own: bool = False,
+    recorder: Recorder | None = None,
 ) -> ValidEvent:
     """Check every field of `draft`; raise InvalidArgument naming each bad one.
-    `own`: an event Sealtrail records itself, which may use reserved actions."""
+    `own`: an event Sealtrail records itself, which may use reserved actions.
+    `recorder`: the token recording a caller's event (None for Sealtrail's own)."""
     check = _Checker(path)
     body: dict[str, Any] = {}
 
@@ -378,6 +405,8 @@ def validate_event(
             prefixes = " or ".join(RESERVED_KEY_PREFIXES)
             check.fail("idempotency_key", f"must not start with {prefixes}: Sealtrail's own keys")
         body["idempotency_key"] = idempotency_key
+    if recorder is not None:
+        body["recorded_by"] = recorder.part()
 
     if check.violations:
         raise InvalidArgument(check.violations)
@@ -399,6 +428,7 @@ def validate_event(
         request_id=context.get("request_id"),
         trace_id=context.get("trace_id"),
         idempotency_key=idempotency_key,
+        recorded_by=None if recorder is None else recorder.token_id,
     )
 
 
@@ -517,9 +547,12 @@ def caller_part(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def asserted_part(part: dict[str, Any]) -> dict[str, Any]:
-    """A caller part (or a validated body) without the correlation ids: what
-    the caller asserts happened. Two requests with one idempotency key must
-    agree on it; a retry may well come with another request id or span."""
+    """A caller part (or a validated body) without the correlation ids and
+    the recorder: what the caller asserts happened. Two requests with one
+    idempotency key must agree on it; a retry may well come with another
+    request id or span, or with the tenant's next token after a rotation."""
+    if "recorded_by" in part:
+        part = {k: v for k, v in part.items() if k != "recorded_by"}
     context = part.get("context")
     if context is None or not any(name in context for name in CORRELATION_FIELDS):
         return part

@@ -29,6 +29,7 @@ from .event import (
     checked_timestamp,
     format_timestamp,
     parse_request_id,
+    parse_uuid,
 )
 
 DEFAULT_PAGE_SIZE: Final = 50
@@ -58,6 +59,7 @@ class FilterDraft:
     request_id: str = ""
     trace_id: str = ""
     text: str = ""
+    recorded_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,7 @@ class EventFilter:
     request_id: str | None = None
     trace_id: str | None = None
     text: str | None = None
+    recorded_by: str | None = None  # a token id, lowercase hyphenated
 
     def fingerprint(self, *, tenant_id: str, order: str) -> str:
         """Identifies tenant, filter and order, to bind page tokens to them."""
@@ -138,6 +141,11 @@ def validate_filter(
     trace_id = draft.trace_id.lower() or None
     if trace_id is not None and not _TRACE_ID.fullmatch(trace_id):
         fail("trace_id", "must be 32 hex digits")
+    recorded_by = None
+    if draft.recorded_by:
+        recorded_by = parse_uuid(draft.recorded_by)
+        if recorded_by is None:
+            fail("recorded_by", "must be a token id (a UUID)")
 
     for name, value, limit in (
         ("actor", draft.actor, MAX_EMAIL),
@@ -169,6 +177,7 @@ def validate_filter(
         request_id=request_id,
         trace_id=trace_id,
         text=draft.text.strip() or None,
+        recorded_by=recorded_by,
     )
 
 
@@ -271,5 +280,9 @@ class RecordMatcher:
             return False
         context = record.get("context", {})
         if f.request_id is not None and context.get("request_id") != f.request_id:
+            return False
+        if f.recorded_by is not None and (
+            record.get("recorded_by", {}).get("token_id") != f.recorded_by
+        ):
             return False
         return f.trace_id is None or context.get("trace_id") == f.trace_id

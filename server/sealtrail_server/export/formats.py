@@ -44,7 +44,10 @@ CSV_COLUMNS: Final = (
     "details",
     "idempotency_key",
     "leaf_hash",
-    "country",  # last: added after the others, so that their positions stay
+    # Added after the others, and so last, that their positions stay.
+    "country",
+    "recorded_by_token_id",
+    "recorded_by_token_name",
 )
 # A cell starting with `'` is prefixed too, so that taking one leading `'` off
 # every cell that has one gives back exactly what was recorded.
@@ -103,6 +106,7 @@ class CsvEncoder(Encoder):
         actor = data["actor"]
         resource = data.get("resource", {})
         context = data.get("context", {})
+        recorder = data.get("recorded_by", {})
         values: list[Any] = [
             data["seq"],
             data["id"],
@@ -130,6 +134,8 @@ class CsvEncoder(Encoder):
             data.get("idempotency_key", ""),
             leaf_hash.hex(),
             context.get("country", ""),
+            recorder.get("token_id", ""),
+            recorder.get("token_name", ""),
         ]
         return self._line([neutralise(str(value)) for value in values])
 

@@ -382,6 +382,8 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
         add("request_id = %s", f.request_id)
     if f.trace_id is not None:
         add("trace_id = %s", f.trace_id)
+    if f.recorded_by is not None:
+        add("recorded_by = %s", f.recorded_by)
     if f.text is not None:
         add("search_doc @@ websearch_to_tsquery('simple', %s)", f.text)
     return conditions, params

@@ -409,6 +409,11 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
         click.option("--request-id"),
         click.option("--trace-id"),
         click.option("--search", "text", help="Full-text search over description and details."),
+        click.option(
+            "--recorded-by",
+            metavar="TOKEN_ID",
+            help="Id of the API token that recorded the events (see `tokens list`).",
+        ),
     ]
     if time_range:
         options += [
@@ -527,7 +532,8 @@ def table_time(stamp: Timestamp) -> str:
 
 def _table(events: Iterable[event_pb2.Event]) -> Table:
     table = PlainTable()
-    for header in ("time (UTC)", "seq", "action", "actor", "resource", "outcome", "severity", "ip"):
+    headers = ("time (UTC)", "seq", "action", "actor", "resource", "outcome", "severity", "ip")
+    for header in (*headers, "recorded by"):
         table.add_column(header, overflow="fold")
     for event in events:
         table.add_row(
@@ -539,6 +545,7 @@ def _table(events: Iterable[event_pb2.Event]) -> Table:
             enum_label(event_pb2.Outcome, event.outcome),
             enum_label(event_pb2.Severity, event.severity),
             event.context.ip,
+            event.recorded_by.token_name or event.recorded_by.token_id,
         )
     return table
 

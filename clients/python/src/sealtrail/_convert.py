@@ -434,10 +434,12 @@ def build_filter(
     request_id: str = "",
     trace_id: str = "",
     text: str = "",
+    recorded_by: str = "",
 ) -> event_pb2.EventFilter:
     """Builds an EventFilter. Every given criterion must match; `actions` (exact or `prefix.*`),
     `categories` and `outcomes` match any of their values; `since` is inclusive, `until`
-    exclusive; `text` is a full-text search."""
+    exclusive; `text` is a full-text search; `recorded_by` the id of the API token that
+    recorded the events."""
     event_filter = event_pb2.EventFilter(
         actions=_many(actions),
         categories=[
@@ -450,6 +452,7 @@ def build_filter(
         request_id=request_id,
         trace_id=trace_id,
         text=text,
+        recorded_by=recorded_by,
     )
     if min_severity is not None:
         event_filter.min_severity = enum_value(

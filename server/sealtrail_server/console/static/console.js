@@ -5,7 +5,7 @@
 const TOKEN_KEY = "sealtrail.token";
 const PRESETS = { "24h": 1, "7d": 7, "30d": 30, "90d": 90 };
 const FILTER_FIELDS = ["actions", "categories", "min_severity", "outcomes", "actor", "resource_type",
-  "resource_id", "request_id", "trace_id", "text"];
+  "resource_id", "request_id", "trace_id", "text", "recorded_by"];
 
 const $ = (selector) => document.querySelector(selector);
 // `generation` counts the filters applied: a page asked for under an earlier
@@ -390,6 +390,9 @@ function differences(event, record) {
   for (const key of ["type", "id", "name"]) fields[`resource.${key}`] = same(event.resource?.[key], record.resource?.[key]);
   for (const key of ["ip", "user_agent", "country", "request_id", "trace_id", "span_id"]) {
     fields[`context.${key}`] = same(event.context?.[key], record.context?.[key]);
+  }
+  for (const key of ["token_id", "token_name"]) {
+    fields[`recorded_by.${key}`] = same(event.recorded_by?.[key], record.recorded_by?.[key]);
   }
   return Object.entries(fields).filter(([, agrees]) => !agrees).map(([name]) => name);
 }

@@ -307,6 +307,39 @@ class RequestContext(_message.Message):
 Global___RequestContext: _TypeAlias = RequestContext  # noqa: Y015
 
 @_typing.final
+class Recorder(_message.Message):
+    """The API token that recorded an event: stamped by the server from the
+    caller's credentials, never taken from the request, so an event always names
+    the credential that wrote it whatever actor it claims.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_NAME_FIELD_NUMBER: _builtins.int
+    token_id: _builtins.str
+    """Id (a UUID) of the API token the event was recorded with, as
+    ListTokens and `sealtrail tokens list` show it.
+    """
+    token_name: _builtins.str
+    """Name of that token when the event was recorded, redacted as the tenant's
+    events are; empty when the token has none.
+    """
+    def __init__(
+        self,
+        *,
+        token_id: _builtins.str = ...,
+        token_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token_id", b"token_id", "token_name", b"token_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Recorder: _TypeAlias = Recorder  # noqa: Y015
+
+@_typing.final
 class Event(_message.Message):
     """One audit event: who did what, to which resource, when, from where.
 
@@ -332,6 +365,7 @@ class Event(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     LEAF_HASH_FIELD_NUMBER: _builtins.int
     TENANT_ID_FIELD_NUMBER: _builtins.int
+    RECORDED_BY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Server-assigned UUIDv7 of the event."""
     seq: _builtins.int
@@ -392,6 +426,14 @@ class Event(_message.Message):
     def context(self) -> Global___RequestContext:
         """Where and within which request the action happened."""
 
+    @_builtins.property
+    def recorded_by(self) -> Global___Recorder:
+        """Output only. The API token whose Record or RecordBatch call wrote the
+        event. Unset on Sealtrail's own records (reads, alerts, retention,
+        changes made through its API), whose actor names who acted, and on events
+        recorded before Sealtrail stamped it.
+        """
+
     def __init__(
         self,
         *,
@@ -412,10 +454,11 @@ class Event(_message.Message):
         idempotency_key: _builtins.str = ...,
         leaf_hash: _builtins.bytes = ...,
         tenant_id: _builtins.str = ...,
+        recorded_by: Global___Recorder | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "context", b"context", "details", b"details", "occurred_at", b"occurred_at", "received_at", b"received_at", "resource", b"resource"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "context", b"context", "details", b"details", "occurred_at", b"occurred_at", "received_at", b"received_at", "recorded_by", b"recorded_by", "resource", b"resource"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "category", b"category", "changes", b"changes", "context", b"context", "description", b"description", "details", b"details", "id", b"id", "idempotency_key", b"idempotency_key", "leaf_hash", b"leaf_hash", "occurred_at", b"occurred_at", "outcome", b"outcome", "received_at", b"received_at", "resource", b"resource", "seq", b"seq", "severity", b"severity", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "category", b"category", "changes", b"changes", "context", b"context", "description", b"description", "details", b"details", "id", b"id", "idempotency_key", b"idempotency_key", "leaf_hash", b"leaf_hash", "occurred_at", b"occurred_at", "outcome", b"outcome", "received_at", b"received_at", "recorded_by", b"recorded_by", "resource", b"resource", "seq", b"seq", "severity", b"severity", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -441,6 +484,7 @@ class EventFilter(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
+    RECORDED_BY_FIELD_NUMBER: _builtins.int
     min_severity: Global___Severity.ValueType
     """Lowest severity to match; unset matches every severity."""
     actor: _builtins.str
@@ -458,6 +502,10 @@ class EventFilter(_message.Message):
     details: every word must occur; "quoted phrases", `or` and `-word` work as
     in web search. A text with no word in it (no letter or decimal digit:
     only punctuation, symbols, or numbers such as ½ or ²) is refused.
+    """
+    recorded_by: _builtins.str
+    """Matches events recorded with the API token of this id (a UUID): after a
+    token is revoked, everything it wrote. See Event.recorded_by.
     """
     @_builtins.property
     def occurred_after(self) -> _timestamp_pb2.Timestamp:
@@ -496,10 +544,11 @@ class EventFilter(_message.Message):
         request_id: _builtins.str = ...,
         trace_id: _builtins.str = ...,
         text: _builtins.str = ...,
+        recorded_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_after", b"occurred_after", "occurred_before", b"occurred_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "categories", b"categories", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "text", b"text", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "categories", b"categories", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "text", b"text", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
