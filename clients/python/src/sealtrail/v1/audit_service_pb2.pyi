@@ -45,6 +45,66 @@ ORDER_OLDEST_FIRST: Order.ValueType  # 2
 """Oldest first: ascending seq."""
 Global___Order: _TypeAlias = Order  # noqa: Y015
 
+class _CountGroupBy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CountGroupByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CountGroupBy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COUNT_GROUP_BY_UNSPECIFIED: _CountGroupBy.ValueType  # 0
+    """No grouping: the total alone, with no groups."""
+    COUNT_GROUP_BY_ACTION: _CountGroupBy.ValueType  # 1
+    """By `action`: which actions the log holds, and how often each."""
+    COUNT_GROUP_BY_ACTOR: _CountGroupBy.ValueType  # 2
+    """By `actor.id`."""
+    COUNT_GROUP_BY_CATEGORY: _CountGroupBy.ValueType  # 3
+    """By `category`, as the canonical record names it (`authentication`);
+    events without one under "".
+    """
+    COUNT_GROUP_BY_OUTCOME: _CountGroupBy.ValueType  # 4
+    """By `outcome`, as the canonical record names it (`failure`)."""
+    COUNT_GROUP_BY_SEVERITY: _CountGroupBy.ValueType  # 5
+    """By `severity`, as the canonical record names it (`warning`)."""
+    COUNT_GROUP_BY_RESOURCE_TYPE: _CountGroupBy.ValueType  # 6
+    """By `resource.type`; events without one under ""."""
+    COUNT_GROUP_BY_DAY: _CountGroupBy.ValueType  # 7
+    """By the UTC day of `occurred_at`: the key is the day's start in RFC 3339
+    (`2026-12-05T00:00:00Z`).
+    """
+    COUNT_GROUP_BY_HOUR: _CountGroupBy.ValueType  # 8
+    """By the UTC hour of `occurred_at`: the key is the hour's start in RFC 3339
+    (`2026-12-05T14:00:00Z`).
+    """
+
+class CountGroupBy(_CountGroupBy, metaclass=_CountGroupByEnumTypeWrapper):
+    """What CountEvents groups matching events by."""
+
+COUNT_GROUP_BY_UNSPECIFIED: CountGroupBy.ValueType  # 0
+"""No grouping: the total alone, with no groups."""
+COUNT_GROUP_BY_ACTION: CountGroupBy.ValueType  # 1
+"""By `action`: which actions the log holds, and how often each."""
+COUNT_GROUP_BY_ACTOR: CountGroupBy.ValueType  # 2
+"""By `actor.id`."""
+COUNT_GROUP_BY_CATEGORY: CountGroupBy.ValueType  # 3
+"""By `category`, as the canonical record names it (`authentication`);
+events without one under "".
+"""
+COUNT_GROUP_BY_OUTCOME: CountGroupBy.ValueType  # 4
+"""By `outcome`, as the canonical record names it (`failure`)."""
+COUNT_GROUP_BY_SEVERITY: CountGroupBy.ValueType  # 5
+"""By `severity`, as the canonical record names it (`warning`)."""
+COUNT_GROUP_BY_RESOURCE_TYPE: CountGroupBy.ValueType  # 6
+"""By `resource.type`; events without one under ""."""
+COUNT_GROUP_BY_DAY: CountGroupBy.ValueType  # 7
+"""By the UTC day of `occurred_at`: the key is the day's start in RFC 3339
+(`2026-12-05T00:00:00Z`).
+"""
+COUNT_GROUP_BY_HOUR: CountGroupBy.ValueType  # 8
+"""By the UTC hour of `occurred_at`: the key is the hour's start in RFC 3339
+(`2026-12-05T14:00:00Z`).
+"""
+Global___CountGroupBy: _TypeAlias = CountGroupBy  # noqa: Y015
+
 class _ExportFormat:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -389,6 +449,114 @@ class QueryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueryResponse: _TypeAlias = QueryResponse  # noqa: Y015
+
+@_typing.final
+class CountEventsRequest(_message.Message):
+    """Request of CountEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    GROUP_BY_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    group_by: Global___CountGroupBy.ValueType
+    """What to group the matching events by; unset answers the total alone."""
+    limit: _builtins.int
+    """Maximum number of groups to return: default 50, at most 1,000 (a larger
+    value is lowered to 1,000), never negative.
+    """
+    @_builtins.property
+    def filter(self) -> _event_pb2.EventFilter:
+        """Which events to count, as Query takes it; unset counts every event of the
+        tenant that retention has kept.
+        """
+
+    def __init__(
+        self,
+        *,
+        filter: _event_pb2.EventFilter | None = ...,
+        group_by: Global___CountGroupBy.ValueType = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "group_by", b"group_by", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountEventsRequest: _TypeAlias = CountEventsRequest  # noqa: Y015
+
+@_typing.final
+class EventCount(_message.Message):
+    """The number of matching events that share one value of the grouping."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The value the events share: an action, an actor id, an enum value's name
+    in lower case, a resource type, or a time bucket's start (RFC 3339, UTC).
+    "" for events that have none (no category, no resource type).
+    """
+    count: _builtins.int
+    """How many matching events have it."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventCount: _TypeAlias = EventCount  # noqa: Y015
+
+@_typing.final
+class CountEventsResponse(_message.Message):
+    """Response of CountEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOTAL_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    TOTAL_GROUPS_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    """How many events match the filter, in every group (those cut off by the
+    limit included).
+    """
+    truncated: _builtins.bool
+    """True when there are more groups than `limit`: those after the last one
+    returned, in the same order, were left out.
+    """
+    total_groups: _builtins.int
+    """How many groups there are in all, returned or not (0 without group_by)."""
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___EventCount]:
+        """The groups, at most `limit` of them: by count, largest first, then by
+        key; time buckets (DAY, HOUR) in time order, earliest first. Only groups
+        with events appear.
+        """
+
+    def __init__(
+        self,
+        *,
+        total: _builtins.int = ...,
+        groups: _abc.Iterable[Global___EventCount] | None = ...,
+        truncated: _builtins.bool = ...,
+        total_groups: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups", "total", b"total", "total_groups", b"total_groups", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountEventsResponse: _TypeAlias = CountEventsResponse  # noqa: Y015
 
 @_typing.final
 class StreamEventsRequest(_message.Message):

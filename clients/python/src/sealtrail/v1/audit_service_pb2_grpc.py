@@ -63,6 +63,11 @@ class AuditLogServiceStub:
                 request_serializer=sealtrail_dot_v1_dot_audit__service__pb2.QueryRequest.SerializeToString,
                 response_deserializer=sealtrail_dot_v1_dot_audit__service__pb2.QueryResponse.FromString,
                 _registered_method=True)
+        self.CountEvents = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/CountEvents',
+                request_serializer=sealtrail_dot_v1_dot_audit__service__pb2.CountEventsRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_audit__service__pb2.CountEventsResponse.FromString,
+                _registered_method=True)
         self.StreamEvents = channel.unary_stream(
                 '/sealtrail.v1.AuditLogService/StreamEvents',
                 request_serializer=sealtrail_dot_v1_dot_audit__service__pb2.StreamEventsRequest.SerializeToString,
@@ -246,6 +251,17 @@ class AuditLogServiceServicer:
 
     def Query(self, request, context):
         """Lists the caller's events that match a filter, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountEvents(self, request, context):
+        """Counts the caller's events that match a filter: the total, and the
+        largest groups by action, actor, category, outcome, severity, resource
+        type, or UTC day or hour of occurred_at. Grouped by action, it is the
+        catalogue of the actions in the log. Recorded as a Query is
+        (`audit_log.queried`, the RPC named in its details).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -523,6 +539,11 @@ def add_AuditLogServiceServicer_to_server(servicer, server):
                     request_deserializer=sealtrail_dot_v1_dot_audit__service__pb2.QueryRequest.FromString,
                     response_serializer=sealtrail_dot_v1_dot_audit__service__pb2.QueryResponse.SerializeToString,
             ),
+            'CountEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountEvents,
+                    request_deserializer=sealtrail_dot_v1_dot_audit__service__pb2.CountEventsRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_audit__service__pb2.CountEventsResponse.SerializeToString,
+            ),
             'StreamEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamEvents,
                     request_deserializer=sealtrail_dot_v1_dot_audit__service__pb2.StreamEventsRequest.FromString,
@@ -785,6 +806,33 @@ class AuditLogService:
             '/sealtrail.v1.AuditLogService/Query',
             sealtrail_dot_v1_dot_audit__service__pb2.QueryRequest.SerializeToString,
             sealtrail_dot_v1_dot_audit__service__pb2.QueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/CountEvents',
+            sealtrail_dot_v1_dot_audit__service__pb2.CountEventsRequest.SerializeToString,
+            sealtrail_dot_v1_dot_audit__service__pb2.CountEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,13 @@ class AuditLogServiceStub:
     """Returns one event of the caller's tenant by id."""
     Query: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.QueryRequest, _audit_service_pb2.QueryResponse]
     """Lists the caller's events that match a filter, a page at a time."""
+    CountEvents: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.CountEventsRequest, _audit_service_pb2.CountEventsResponse]
+    """Counts the caller's events that match a filter: the total, and the
+    largest groups by action, actor, category, outcome, severity, resource
+    type, or UTC day or hour of occurred_at. Grouped by action, it is the
+    catalogue of the actions in the log. Recorded as a Query is
+    (`audit_log.queried`, the RPC named in its details).
+    """
     StreamEvents: _grpc.UnaryStreamMultiCallable[_audit_service_pb2.StreamEventsRequest, _audit_service_pb2.StreamEventsResponse]
     """Replays matching events from a start position, then follows new ones live."""
     Export: _grpc.UnaryStreamMultiCallable[_audit_service_pb2.ExportRequest, _audit_service_pb2.ExportResponse]
@@ -191,6 +198,13 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     """Returns one event of the caller's tenant by id."""
     Query: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.QueryRequest, _audit_service_pb2.QueryResponse]  # type: ignore[assignment]
     """Lists the caller's events that match a filter, a page at a time."""
+    CountEvents: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.CountEventsRequest, _audit_service_pb2.CountEventsResponse]  # type: ignore[assignment]
+    """Counts the caller's events that match a filter: the total, and the
+    largest groups by action, actor, category, outcome, severity, resource
+    type, or UTC day or hour of occurred_at. Grouped by action, it is the
+    catalogue of the actions in the log. Recorded as a Query is
+    (`audit_log.queried`, the RPC named in its details).
+    """
     StreamEvents: _aio.UnaryStreamMultiCallable[_audit_service_pb2.StreamEventsRequest, _audit_service_pb2.StreamEventsResponse]  # type: ignore[assignment]
     """Replays matching events from a start position, then follows new ones live."""
     Export: _aio.UnaryStreamMultiCallable[_audit_service_pb2.ExportRequest, _audit_service_pb2.ExportResponse]  # type: ignore[assignment]
@@ -350,6 +364,19 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_audit_service_pb2.QueryResponse, _abc.Awaitable[_audit_service_pb2.QueryResponse]]:
         """Lists the caller's events that match a filter, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def CountEvents(
+        self,
+        request: _audit_service_pb2.CountEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_service_pb2.CountEventsResponse, _abc.Awaitable[_audit_service_pb2.CountEventsResponse]]:
+        """Counts the caller's events that match a filter: the total, and the
+        largest groups by action, actor, category, outcome, severity, resource
+        type, or UTC day or hour of occurred_at. Grouped by action, it is the
+        catalogue of the actions in the log. Recorded as a Query is
+        (`audit_log.queried`, the RPC named in its details).
+        """
 
     @_abc_1.abstractmethod
     def StreamEvents(
