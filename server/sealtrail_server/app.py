@@ -329,6 +329,7 @@ class Service:
                 export_limit=settings.export_rate_limit,
                 export_window=settings.export_rate_window,
                 key_read_window=timedelta(seconds=settings.key_read_window),
+                count_timeout=settings.count_timeout,
                 settings_cache=settings_cache,
                 redactor=redactor,
                 redaction_secret=redaction_secret,

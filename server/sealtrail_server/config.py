@@ -94,6 +94,10 @@ class Settings:
     # RPC and process within this many seconds (at most a day); 0 records
     # every read.
     key_read_window: float = 600.0
+    # Seconds a CountEvents may count for; past them it is refused
+    # (FAILED_PRECONDITION, COUNT_TIMEOUT: narrow the time range). A count
+    # reads every match, and holds a connection while it does.
+    count_timeout: float = 30.0
     # A token refused (its role may not call the RPC, or it was revoked) is
     # recorded once per token, RPC and process within this many seconds (at
     # most a day); 0 records every refusal.
@@ -236,12 +240,14 @@ _DAY: Final = 86400.0
 # Seconds that reach the database as an interval from now (a lease's end, a
 # window's start): past the timestamps' range, every statement using them
 # failed after the start (helper-157); the key read window's end lay past
-# the year 9999. More than a day is no use to any of them.
+# the year 9999. More than a day is no use to any of them. Nor to a count's
+# statement timeout, which PostgreSQL refuses past 24.8 days (in ms, an int).
 _AT_MOST_A_DAY = (
     "key_read_window",
     "access_denied_window",
     "forward_lease_seconds",
     "export_rate_window",
+    "count_timeout",
 )
 
 # Fields only the bench sets, as overrides: a variable left in a deployment's
@@ -280,6 +286,7 @@ _MORE_THAN_ZERO = (
     "stream_heartbeat_seconds",
     "export_rate_window",
     "forward_timeout",
+    "count_timeout",
     "forward_poll_interval",
     "forward_lease_seconds",
     "forward_backoff_base",

@@ -22,6 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "RecordBatch": {"recorder", "admin"},
     "GetEvent": {"reader", "exporter", "admin"},
     "Query": {"reader", "exporter", "admin"},
+    "CountEvents": {"reader", "exporter", "admin"},
     "StreamEvents": {"reader", "exporter", "admin"},
     "Export": {"exporter", "admin"},
     "GetCheckpoint": {"reader", "exporter", "admin"},

@@ -57,6 +57,7 @@ from .convert import (
     with_elements_unparsed,
     with_server_fields,
 )
+from .counts import CountRpcs
 from .denials import Denials
 from .errors import entry_error
 from .export import ExportRpcs
@@ -88,6 +89,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 class AuditLogServicer(
     StreamRpcs,
+    CountRpcs,
     ExportRpcs,
     IntegrityRpcs,
     SettingsRpcs,
@@ -112,6 +114,7 @@ class AuditLogServicer(
         export_limit: int = 30,
         export_window: float = 60.0,
         key_read_window: timedelta = timedelta(minutes=10),
+        count_timeout: float = 30.0,
         settings_cache: SettingsCache,
         redactor: Redactor | None = None,
         redaction_secret: bytes,
@@ -162,6 +165,7 @@ class AuditLogServicer(
         self._checkpointer = checkpointer
         self._clock = clock
         self._key_reads = KeyReads(appender, clock=clock, window=key_read_window)
+        self._count_timeout = count_timeout
 
     async def Record(  # type: ignore[override]  # sent as received (registration.py)
         self, request: bytes, context: Context

@@ -18,6 +18,7 @@ METHOD_ROLES: Final[dict[str, frozenset[Role]]] = {
     "RecordBatch": _WRITE,
     "GetEvent": _READ,
     "Query": _READ,
+    "CountEvents": _READ,
     "StreamEvents": _READ,
     "Export": _EXPORT,
     "GetCheckpoint": _READ,

@@ -225,10 +225,11 @@ def _enum_names(
     return tuple(sorted(set(found)))
 
 
-def page_size(requested: int) -> int:
-    """AIP-158: 0 means the default, larger than the maximum is lowered."""
+def page_size(requested: int, *, field: str = "page_size") -> int:
+    """AIP-158: 0 means the default, larger than the maximum is lowered;
+    negative is INVALID_ARGUMENT on `field`."""
     if requested < 0:
-        raise InvalidArgument.field("page_size", "must not be negative")
+        raise InvalidArgument.field(field, "must not be negative")
     return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 

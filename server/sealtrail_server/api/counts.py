@@ -1,0 +1,95 @@
+"""The CountEvents RPC: how many of the caller's events match a filter, in all
+and grouped, counted by the database (store/counts.py). It reads the log as
+Query does, so it is recorded as Query is (ADR 0012): `audit_log.queried`,
+its details naming the RPC, the filter (redacted as the tenant's events are),
+the grouping and the limit. The record is written first and the count is of
+the log before it: a count never counts itself, and an investigator's counts
+are as visible as their queries (ADR 0063)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Final
+
+import grpc
+
+from sealtrail.v1 import audit_service_pb2 as pb
+
+from ..domain.counts import GroupBy, group_limit
+from ..domain.errors import InvalidArgument
+from ..domain.filters import EventFilter, validate_filter
+from ..store.appender import Appender
+from ..store.counts import count_events
+from ..store.database import Database
+from .audited import FilterDetails, record_access
+from .convert import filter_draft
+from .guard import current_principal
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+# CountGroupBy -> the domain's grouping (None: the total alone).
+_GROUPINGS: Final[dict[int, GroupBy | None]] = {
+    pb.COUNT_GROUP_BY_UNSPECIFIED: None,
+    pb.COUNT_GROUP_BY_ACTION: "action",
+    pb.COUNT_GROUP_BY_ACTOR: "actor",
+    pb.COUNT_GROUP_BY_CATEGORY: "category",
+    pb.COUNT_GROUP_BY_OUTCOME: "outcome",
+    pb.COUNT_GROUP_BY_SEVERITY: "severity",
+    pb.COUNT_GROUP_BY_RESOURCE_TYPE: "resource_type",
+    pb.COUNT_GROUP_BY_DAY: "day",
+    pb.COUNT_GROUP_BY_HOUR: "hour",
+}
+
+
+class CountRpcs:
+    _db: Database
+    _appender: Appender
+    _clock: Callable[[], datetime]
+    _filter_details: FilterDetails
+    _count_timeout: float
+
+    async def CountEvents(
+        self, request: pb.CountEventsRequest, context: Context
+    ) -> pb.CountEventsResponse:
+        principal = current_principal()
+        tenant_id = principal.tenant_id
+        event_filter = (
+            validate_filter(filter_draft(request.filter))
+            if request.HasField("filter")
+            else EventFilter()
+        )
+        if request.group_by not in _GROUPINGS:
+            raise InvalidArgument.field("group_by", f"unknown enum value {request.group_by}")
+        group_by = _GROUPINGS[request.group_by]
+        limit = group_limit(request.limit)
+        details: dict[str, Any] = {
+            "rpc": "CountEvents",
+            "filter": await self._filter_details(tenant_id, request.filter),
+            "limit": limit,
+        }
+        if group_by is not None:
+            details["group_by"] = group_by
+        recorded = await record_access(
+            self._appender,
+            principal,
+            now=self._clock(),
+            action="audit_log.queried",
+            description="Counted audit events",
+            details=details,
+        )
+        counts = await count_events(
+            self._db,
+            tenant_id=tenant_id,
+            event_filter=event_filter,
+            group_by=group_by,
+            limit=limit,
+            before_seq=recorded.seq,
+            timeout=self._count_timeout,
+        )
+        return pb.CountEventsResponse(
+            total=counts.total,
+            groups=[pb.EventCount(key=key, count=count) for key, count in counts.groups],
+            truncated=counts.truncated,
+            total_groups=counts.total_groups,
+        )

@@ -1,0 +1,52 @@
+"""Counts of events (CountEvents): what they may be grouped by, how many groups
+an answer holds, and how each group's key is written.
+
+Every key is a string, whatever the grouping, so that an answer is one table
+of (key, count) for any of them: an action, an actor id, an enum value as the
+canonical record writes it (`failure`), a resource type, or a time bucket's
+start in RFC 3339, UTC, to the second (`2026-12-05T14:00:00Z`), which sorts as
+text as it does in time (ADR 0063)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from .event import SEVERITIES
+from .filters import page_size
+
+GroupBy = Literal[
+    "action", "actor", "category", "outcome", "severity", "resource_type", "day", "hour"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """What a count found: the `total` of matching events, the first `groups`
+    (key, count) in the answer's order, and how many groups there are in all."""
+
+    total: int
+    groups: list[tuple[str, int]]
+    total_groups: int
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the limit left groups out."""
+        return self.total_groups > len(self.groups)
+
+
+def group_limit(requested: int) -> int:
+    """Groups an answer holds, as pages are sized (AIP-158): 0 means 50, more
+    than 1,000 is lowered to 1,000, negative is INVALID_ARGUMENT on `limit`."""
+    return page_size(requested, field="limit")
+
+
+def group_key(group_by: GroupBy, value: object) -> str:
+    """A group's key as the answer writes it, from the value the database
+    grouped on (a severity's rank, a bucket's start; "" for none)."""
+    if group_by == "severity" and isinstance(value, int):
+        return SEVERITIES[value]
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "" if value is None else str(value)

@@ -1,0 +1,122 @@
+"""Counts of a tenant's events, in SQL: one statement counts and groups the
+events Query's conditions select (`filter_conditions`), so no row leaves the
+database, and a time bound prunes the months before it as it does for Query
+(ADR 0015). It runs under a statement timeout of its own: a count reads every
+match, and one over years of a busy log would hold a connection, and a lock
+that new months' partitions wait for, for as long as it took (ADR 0063)."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import psycopg
+from psycopg import sql
+
+from ..domain.counts import Counts, GroupBy, group_key
+from ..domain.errors import FailedPrecondition
+from ..domain.filters import EventFilter
+from .database import Database
+from .events import filter_conditions
+
+# What each grouping groups on. Columns that may be NULL are grouped with ""
+# (no category, no resource type), the key the answer gives them. Buckets are
+# days and hours of UTC, whatever the session's time zone.
+_KEYS: Final[dict[GroupBy, sql.Composable]] = {
+    "action": sql.SQL("action"),
+    "actor": sql.SQL("actor_id"),
+    "category": sql.SQL("coalesce(category, '')"),
+    "outcome": sql.SQL("outcome"),
+    "severity": sql.SQL("severity"),
+    "resource_type": sql.SQL("coalesce(resource_type, '')"),
+    "day": sql.SQL("date_trunc('day', occurred_at, 'UTC')"),
+    "hour": sql.SQL("date_trunc('hour', occurred_at, 'UTC')"),
+}
+# Largest first, then by key in byte order (as the client sorts strings, not
+# as the database's collation would); a severity's ties by its level; time
+# buckets in time order.
+_TEXT_ORDER: Final = sql.SQL('n DESC, key COLLATE "C"')
+_ORDERS: Final[dict[GroupBy, sql.Composable]] = {
+    "severity": sql.SQL("n DESC, key"),
+    "day": sql.SQL("key"),
+    "hour": sql.SQL("key"),
+}
+# The groups, with the total and the number of groups computed before the
+# limit cuts them (window functions run before LIMIT).
+_GROUPED: Final = sql.SQL(
+    "SELECT key, n, sum(n) OVER ()::bigint, count(*) OVER () FROM ("
+    " SELECT {key} AS key, count(*) AS n FROM events WHERE {conditions} GROUP BY 1) AS g"
+    " ORDER BY {order} LIMIT %s"
+)
+_TOTAL: Final = sql.SQL("SELECT count(*) FROM events WHERE {conditions}")
+_STATEMENT_TIMEOUT: Final = "SELECT set_config('statement_timeout', %s, true)"
+
+
+def count_statement(
+    tenant_id: str,
+    event_filter: EventFilter,
+    *,
+    group_by: GroupBy | None,
+    limit: int,
+    before_seq: int | None = None,
+) -> tuple[sql.Composed, list[Any]]:
+    """The SQL of a count and its parameters (the plan tests EXPLAIN it):
+    `tenant_id`'s events that match `event_filter` and come before
+    `before_seq`, if given; grouped by `group_by` into at most `limit`
+    groups, or the total alone (None)."""
+    conditions, params = filter_conditions(tenant_id, event_filter)
+    if before_seq is not None:
+        conditions.append(sql.SQL("seq < %s"))
+        params.append(before_seq)
+    where = sql.SQL(" AND ").join(conditions)
+    if group_by is None:
+        return _TOTAL.format(conditions=where), params
+    order = _ORDERS.get(group_by, _TEXT_ORDER)
+    query = _GROUPED.format(key=_KEYS[group_by], conditions=where, order=order)
+    return query, [*params, limit]
+
+
+async def count_events(
+    db: Database,
+    *,
+    tenant_id: str,
+    event_filter: EventFilter,
+    group_by: GroupBy | None,
+    limit: int,
+    before_seq: int,
+    timeout: float,
+) -> Counts:
+    """The count of `count_statement`, run within `timeout` seconds; past
+    them, FailedPrecondition (COUNT_TIMEOUT) telling the caller to narrow the
+    time range. On a bulk connection: many counts at once take the pool's
+    share for reads of many events, never the connections appends need."""
+    query, params = count_statement(
+        tenant_id, event_filter, group_by=group_by, limit=limit, before_seq=before_seq
+    )
+    async with db.bulk_connection(tenant_id) as conn:
+        try:
+            async with conn.transaction():
+                await conn.execute(_STATEMENT_TIMEOUT, [f"{max(1, round(timeout * 1000))}ms"])
+                cursor = await conn.execute(query, params)
+                rows = await cursor.fetchall()
+        except psycopg.errors.QueryCanceled:
+            raise count_timed_out(timeout) from None
+    if group_by is None:
+        [(total,)] = rows
+        return Counts(total=int(total), groups=[], total_groups=0)
+    if not rows:
+        return Counts(total=0, groups=[], total_groups=0)
+    groups = [(group_key(group_by, key), int(n)) for key, n, _, _ in rows]
+    return Counts(total=int(rows[0][2]), groups=groups, total_groups=int(rows[0][3]))
+
+
+def count_timed_out(timeout: float) -> FailedPrecondition:
+    """What a count past its time answers: not retried by the clients (another
+    attempt would take as long), and saying what makes it cheaper."""
+    seconds = f"{timeout:g}"
+    return FailedPrecondition(
+        f"counting took longer than the {seconds} s a count may take"
+        " (SEALTRAIL_COUNT_TIMEOUT); narrow the time range (filter.occurred_after,"
+        " filter.occurred_before) or the filter, and count again",
+        reason="COUNT_TIMEOUT",
+        metadata={"timeout_seconds": seconds},
+    )
