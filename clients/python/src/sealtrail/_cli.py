@@ -1040,8 +1040,10 @@ from sealtrail._cli_admin import get_event, hash_secret, settings, tokens  # noq
 from sealtrail._cli_alerts import alerts  # noqa: E402
 from sealtrail._cli_import import import_events  # noqa: E402
 from sealtrail._cli_sinks import sinks  # noqa: E402
+from sealtrail._cli_stats import stats  # noqa: E402
 
 main.add_command(get_event)
+main.add_command(stats)
 main.add_command(import_events)
 main.add_command(sinks)
 main.add_command(alerts)

@@ -19,7 +19,9 @@ from sealtrail._convert import (
     CHANNEL_OPTIONS,
     BatchEntryResult,
     Days,
+    EventCounts,
     EventFields,
+    GroupBy,
     Order,
     RecordResult,
     RedactionMode,
@@ -27,7 +29,9 @@ from sealtrail._convert import (
     batch_request,
     batch_results,
     build_event,
+    count_request,
     entries_to_resend,
+    event_counts,
     inclusion_request,
     merge_resent,
     query_request,
@@ -51,6 +55,7 @@ from sealtrail._errors import (
 )
 from sealtrail._export import FORMATS, ExportFile, ExportFormat
 from sealtrail._retry import (
+    COUNT_TIMEOUT,
     ENTRY_RETRYABLE,
     ERASURE_RETRYABLE,
     ERASURE_TIMEOUT,
@@ -253,6 +258,30 @@ class AuditClient:
         """Returns one page of matching events and the token of the next ("" after the last)."""
         request = query_request(filter, order, page_size, page_token)
         return self._call(self._stub.Query, request)
+
+    def count_events(
+        self,
+        filter: event_pb2.EventFilter | None = None,
+        *,
+        group_by: GroupBy = "",
+        limit: int = 0,
+        timeout: float = COUNT_TIMEOUT,
+    ) -> EventCounts:
+        """Counts the events that match `filter`: the total, and with `group_by`
+        (action, actor, category, outcome, severity, resource_type, day, hour)
+        the largest `limit` groups (0: 50; at most 1,000), by count, then key;
+        days and hours (UTC, of occurred_at) in time order. `group_by="action"`
+        lists the actions the log holds. Recorded as a query is. Waited for up
+        to `timeout` seconds: longer than the server gives a count (30 s by
+        default), so that its refusal to count longer (RpcFailedError,
+        FAILED_PRECONDITION, reason COUNT_TIMEOUT: narrow the time range)
+        arrives rather than a deadline; not retried once cut off by that
+        deadline, as another attempt would count anew."""
+        request = count_request(filter, group_by, limit)
+        response = self._call(
+            self._stub.CountEvents, request, timeout=timeout, retry_on=PREVIEW_RETRYABLE
+        )
+        return event_counts(response)
 
     def get_checkpoint(
         self, *, tree_size: int = 0, fresh: bool = False

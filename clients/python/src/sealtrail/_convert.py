@@ -420,6 +420,56 @@ def query_request(
     )
 
 
+GroupBy = Literal[
+    "", "action", "actor", "category", "outcome", "severity", "resource_type", "day", "hour"
+]
+
+
+@dataclass(frozen=True)
+class EventCount:
+    """How many matching events share one value of the grouping: an action, an
+    actor id, a lowercase enum name (`failure`), a resource type, or a time
+    bucket's start in RFC 3339, UTC (`2026-12-05T00:00:00Z`); "" for events
+    that have none (no category, no resource type)."""
+
+    key: str
+    count: int
+
+
+@dataclass(frozen=True)
+class EventCounts:
+    """What `count_events` found: the `total` of matching events, the largest
+    `groups` (time buckets in time order), whether the limit left groups out
+    (`truncated`), and how many groups there are in all (`total_groups`)."""
+
+    total: int
+    groups: tuple[EventCount, ...]
+    truncated: bool
+    total_groups: int
+
+
+def count_request(
+    filter: event_pb2.EventFilter | None, group_by: GroupBy | str, limit: int
+) -> audit_service_pb2.CountEventsRequest:
+    """A CountEventsRequest; `group_by` is a CountGroupBy's shorthand name
+    (`actor`, `resource_type`, `day`), "" for the total alone."""
+    grouping = (
+        enum_value(audit_service_pb2.CountGroupBy, group_by, field="group_by")
+        if group_by
+        else audit_service_pb2.COUNT_GROUP_BY_UNSPECIFIED
+    )
+    return audit_service_pb2.CountEventsRequest(filter=filter, group_by=grouping, limit=limit)
+
+
+def event_counts(response: audit_service_pb2.CountEventsResponse) -> EventCounts:
+    return EventCounts(
+        total=response.total,
+        groups=tuple(EventCount(key=group.key, count=group.count) for group in response.groups),
+        truncated=response.truncated,
+        total_groups=response.total_groups,
+    )
+
+
 def build_filter(
     *,
     actions: str | Iterable[str] = (),

@@ -65,6 +65,11 @@ WHOLE_LOG_TIMEOUT = 3600.0
 # read, except a deadline, which cut it off after its hour; another would take as long.
 PREVIEW_RETRYABLE = RETRYABLE - {grpc.StatusCode.DEADLINE_EXCEEDED}
 
+# Seconds a CountEvents is waited for: more than the server gives a count
+# (SEALTRAIL_COUNT_TIMEOUT, 30 s by default), so that its answer, or its clear
+# refusal to count so much, arrives before the client gives up.
+COUNT_TIMEOUT = 60.0
+
 # Doublings of the initial backoff past which it is the maximum anyway.
 _DOUBLINGS = 60
 

@@ -1,0 +1,80 @@
+"""`sealtrail stats`: how many events match a filter, in all and grouped (by
+actor, action, outcome, day...), without exporting them: "failed logins per
+actor this week", "which actions does my log hold". Registered on the main
+command by _cli.py, whose helpers it shares."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Final, cast
+
+import click
+
+from sealtrail._cli import PlainTable, _client, _filter, _filter_options, print_table
+from sealtrail._convert import EventCounts, GroupBy, enum_names
+from sealtrail.v1 import audit_service_pb2
+
+# The groupings as the command line spells them (`resource-type`, as its
+# option is spelt), the API's spelling accepted too.
+_GROUPINGS: Final = {
+    name.replace("_", "-"): name for name in enum_names(audit_service_pb2.CountGroupBy)
+} | {name: name for name in enum_names(audit_service_pb2.CountGroupBy)}
+# How the table shows a time bucket's start (UTC), from its RFC 3339 key.
+_BUCKET_SHOWN: Final = {"day": 10, "hour": 16}
+
+
+@click.command()
+@_filter_options
+@click.option(
+    "--by",
+    "group_by",
+    type=click.Choice(list(_GROUPINGS), case_sensitive=False),
+    help="Count per action, actor (id), category, outcome, severity, resource type,"
+    " or UTC day or hour of occurred_at; without it, the total alone.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1, max=1000),
+    default=50,
+    show_default=True,
+    help="Groups to show at most: the largest (days and hours: the earliest).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
+@click.pass_context
+def stats(
+    ctx: click.Context, /, group_by: str | None, limit: int, as_json: bool, **criteria: Any
+) -> None:
+    """Count matching events, in all and per group: `sealtrail stats --by actor
+    --action user.login --outcome failure --since 7d`. `--by action` lists the
+    actions the log holds. Counts cover the events retention has kept."""
+    grouping = cast(GroupBy, _GROUPINGS[group_by.lower()] if group_by else "")
+    with _client(ctx) as client:
+        counts = client.count_events(_filter(criteria), group_by=grouping, limit=limit)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(counts)))
+        return
+    if grouping:
+        print_table(_table(counts, grouping))
+    click.echo(f"total: {counts.total} events")
+    if counts.truncated:
+        click.echo(
+            f"{counts.total_groups} groups: showing the first {len(counts.groups)};"
+            " raise --limit or narrow the filter",
+            err=True,
+        )
+
+
+def _table(counts: EventCounts, grouping: str) -> PlainTable:
+    header = grouping.replace("_", " ")
+    table = PlainTable()
+    table.add_column(f"{header} (UTC)" if grouping in _BUCKET_SHOWN else header, overflow="fold")
+    table.add_column("events", justify="right")
+    table.add_column("share", justify="right")
+    for group in counts.groups:
+        key = group.key or "(none)"
+        if grouping in _BUCKET_SHOWN:
+            key = key[: _BUCKET_SHOWN[grouping]].replace("T", " ")
+        share = f"{100 * group.count / counts.total:.1f}%" if counts.total else ""
+        table.add_row(key, str(group.count), share)
+    return table

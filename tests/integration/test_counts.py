@@ -1,0 +1,357 @@
+"""CountEvents: how many events match a filter, in all and grouped by action,
+actor, category, outcome, severity, resource type, UTC day or hour; through
+the clients and `sealtrail stats`, against a real server and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from sealtrail import (
+    AsyncAuditClient,
+    AuditClient,
+    EventCount,
+    GroupBy,
+    InvalidArgumentError,
+    PermissionDeniedError,
+    RpcFailedError,
+    build_event,
+    build_filter,
+)
+from sealtrail import _cli as cli
+from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, event_pb2
+from tests.conftest import ServerThread, token_id_of
+from tests.lock_waits import until_blocked
+
+# Four days ago, at 00:00 UTC: every event below occurred in the three days
+# after it, all in the past, whatever the day the tests run.
+DAY0 = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=4)
+# (action, actor, category, outcome, severity, resource type, hours after DAY0)
+EVENTS: list[tuple[str, str, str, str, str, str, float]] = [
+    ("user.login", "alice", "authentication", "failure", "warning", "session", 1),
+    ("user.login", "alice", "authentication", "failure", "warning", "session", 2),
+    ("user.login", "alice", "authentication", "failure", "warning", "session", 2.5),
+    ("user.login", "bob", "authentication", "failure", "warning", "session", 25),
+    ("user.login", "bob", "authentication", "success", "info", "session", 26),
+    ("user.login", "carol", "authentication", "success", "info", "session", 26.5),
+    ("document.share", "alice", "data_access", "success", "info", "document", 27),
+    ("document.share", "bob", "data_access", "success", "info", "document", 50),
+    ("api_key.create", "carol", "security", "success", "critical", "api_key", 51),
+    ("member.invite", "dave", "", "denied", "error", "", 51.25),
+]
+# The three days the events occurred in: it leaves out the counts' own records.
+RECORDED = build_filter(since=DAY0, until=DAY0 + timedelta(days=3))
+
+
+def _record(client: AuditClient) -> None:
+    events = []
+    for action, actor, category, outcome, severity, resource, hours in EVENTS:
+        fields: dict[str, Any] = {"category": category} if category else {}
+        if resource:
+            fields["resource_type"] = resource
+        events.append(
+            build_event(
+                action=action,
+                actor_id=actor,
+                outcome=outcome,
+                severity=severity,
+                occurred_at=DAY0 + timedelta(hours=hours),
+                **fields,
+            )
+        )
+    results = client.record_batch(events)
+    assert all(result.error is None for result in results)
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _expected(group_by: GroupBy) -> list[EventCount]:
+    """What a count grouped by `group_by` answers for EVENTS: by count, then key."""
+    column = {"action": 0, "actor": 1, "category": 2, "outcome": 3, "resource_type": 5}
+    if group_by in column:
+        counted = Counter(event[column[group_by]] for event in EVENTS)
+        ordered = sorted(counted.items(), key=lambda item: (-item[1], item[0]))
+        return [EventCount(key, count) for key, count in ordered]
+    if group_by == "severity":  # ties by level, not by name
+        levels = ["info", "warning", "error", "critical"]
+        counted = Counter(event[4] for event in EVENTS)
+        ordered = sorted(counted.items(), key=lambda item: (-item[1], levels.index(item[0])))
+        return [EventCount(key, count) for key, count in ordered]
+    size = timedelta(days=1) if group_by == "day" else timedelta(hours=1)
+    buckets = Counter(DAY0 + size * (timedelta(hours=event[6]) // size) for event in EVENTS)
+    return [EventCount(_rfc3339(start), buckets[start]) for start in sorted(buckets)]
+
+
+@pytest.fixture
+def recorded(client_for: Callable[..., AuditClient], tenant: str) -> AuditClient:
+    """A reader of this test's tenant, once EVENTS are recorded in it."""
+    _record(client_for(tenant, "recorder"))
+    return client_for(tenant, "reader")
+
+
+def test_the_total_alone_counts_every_match(recorded: AuditClient) -> None:
+    counts = recorded.count_events(RECORDED)
+    assert counts.total == len(EVENTS)
+    assert counts.groups == () and not counts.truncated and counts.total_groups == 0
+
+
+@pytest.mark.parametrize(
+    "group_by", ["action", "actor", "category", "outcome", "severity", "resource_type"]
+)
+def test_groups_count_what_was_recorded_largest_first(
+    recorded: AuditClient, group_by: GroupBy
+) -> None:
+    counts = recorded.count_events(RECORDED, group_by=group_by)
+    assert list(counts.groups) == _expected(group_by)
+    assert counts.total == len(EVENTS) == sum(group.count for group in counts.groups)
+    assert counts.total_groups == len(counts.groups) and not counts.truncated
+
+
+@pytest.mark.parametrize("group_by", ["day", "hour"])
+def test_time_buckets_are_utc_starts_in_time_order(
+    recorded: AuditClient, group_by: GroupBy
+) -> None:
+    counts = recorded.count_events(RECORDED, group_by=group_by)
+    assert list(counts.groups) == _expected(group_by)
+    assert [group.key for group in counts.groups] == sorted(group.key for group in counts.groups)
+    first = datetime.fromisoformat(counts.groups[0].key)
+    assert first == DAY0 if group_by == "day" else DAY0 + timedelta(hours=1)
+
+
+def test_the_filter_applies_as_query_applies_it(recorded: AuditClient) -> None:
+    failed_logins = build_filter(
+        actions="user.*", outcomes="failure", since=DAY0, until=DAY0 + timedelta(days=3)
+    )
+    counts = recorded.count_events(failed_logins, group_by="actor")
+    assert list(counts.groups) == [EventCount("alice", 3), EventCount("bob", 1)]
+    assert counts.total == 4 == len(list(recorded.query(failed_logins)))
+    second_day = build_filter(since=DAY0 + timedelta(days=1), until=DAY0 + timedelta(days=2))
+    assert recorded.count_events(second_day, group_by="day").groups == (
+        EventCount(_rfc3339(DAY0 + timedelta(days=1)), 4),
+    )
+    severe = build_filter(min_severity="error", since=DAY0)
+    assert recorded.count_events(severe, group_by="severity").groups == (
+        EventCount("error", 1),  # a tie: by level
+        EventCount("critical", 1),
+    )
+
+
+def test_the_limit_keeps_the_largest_groups_and_says_it_cut(recorded: AuditClient) -> None:
+    counts = recorded.count_events(RECORDED, group_by="actor", limit=2)
+    assert list(counts.groups) == _expected("actor")[:2]
+    assert counts.truncated and counts.total_groups == 4
+    assert counts.total == len(EVENTS)  # the groups left out are counted too
+    hours = recorded.count_events(RECORDED, group_by="hour", limit=3)
+    assert list(hours.groups) == _expected("hour")[:3]  # the earliest
+    assert hours.truncated
+    exact = recorded.count_events(RECORDED, group_by="action", limit=4)
+    assert len(exact.groups) == 4 and not exact.truncated
+
+
+def test_the_limit_defaults_to_50_and_is_lowered_to_1000(
+    client_for: Callable[..., AuditClient], tenant: str
+) -> None:
+    writer = client_for(tenant, "recorder")
+    for start in (0, 1000):
+        writer.record_batch(
+            [
+                build_event(action="page.view", actor_id=f"u{n:04}")
+                for n in range(start, start + 600)
+            ]
+        )
+    reader = client_for(tenant, "reader")
+    views = build_filter(actions="page.view")
+    default = reader.count_events(views, group_by="actor")
+    assert len(default.groups) == 50 and default.truncated and default.total_groups == 1200
+    assert [group.key for group in default.groups] == [f"u{n:04}" for n in range(50)]
+    most = reader.count_events(views, group_by="actor", limit=5000)
+    assert len(most.groups) == 1000 and most.truncated and most.total == 1200
+
+
+def test_the_catalogue_of_actions_is_the_log_before_its_own_record(
+    client_for: Callable[..., AuditClient], tenant: str
+) -> None:
+    _record(client_for(tenant, "recorder"))
+    reader = client_for(tenant, "reader")
+    catalogue = reader.count_events(group_by="action")
+    assert list(catalogue.groups) == _expected("action")  # not its own audit_log.queried
+    again = reader.count_events(group_by="action")
+    assert EventCount("audit_log.queried", 1) in again.groups  # the first count's record
+    assert again.total == len(EVENTS) + 1
+
+
+def test_a_count_is_recorded_as_a_query_naming_its_rpc(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    secret = server.token(tenant, "reader")
+    with AuditClient(server.target, token=secret) as reader:
+        reader.count_events(build_filter(actions="user.*", outcomes="failure"), group_by="actor")
+    rows = sql.execute(
+        "SELECT actor_id, category, record::jsonb -> 'details' FROM events"
+        " WHERE tenant_id = %s AND action = 'audit_log.queried'",
+        [tenant],
+    ).fetchall()
+    assert rows == [
+        (
+            token_id_of(sql, secret),
+            "data_access",
+            {
+                "rpc": "CountEvents",
+                "filter": {"actions": ["user.*"], "outcomes": ["OUTCOME_FAILURE"]},
+                "group_by": "actor",
+                "limit": 50,
+            },
+        )
+    ]
+
+
+def test_another_tenants_events_are_never_counted(
+    client_for: Callable[..., AuditClient], tenant: str
+) -> None:
+    _record(client_for(tenant, "recorder"))
+    other = f"{tenant}-other"
+    client_for(other, "recorder").record(
+        action="user.login", actor_id="mallory", occurred_at=DAY0 + timedelta(hours=3)
+    )
+    counts = client_for(tenant, "reader").count_events(RECORDED, group_by="actor")
+    assert "mallory" not in {group.key for group in counts.groups}
+    assert counts.total == len(EVENTS)
+    assert client_for(other, "reader").count_events(RECORDED).total == 1
+
+
+def test_a_recorder_token_is_refused(client_for: Callable[..., AuditClient], tenant: str) -> None:
+    with pytest.raises(PermissionDeniedError):
+        client_for(tenant, "recorder", max_attempts=1).count_events()
+
+
+@pytest.fixture
+def stub(server: ServerThread) -> Iterator[audit_service_pb2_grpc.AuditLogServiceStub]:
+    with grpc.insecure_channel(server.target) as channel:
+        yield audit_service_pb2_grpc.AuditLogServiceStub(channel)
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"group_by": 99}, "group_by"),
+        ({"limit": -1}, "limit"),
+        (
+            {
+                "filter": event_pb2.EventFilter(
+                    occurred_after={"seconds": 2000}, occurred_before={"seconds": 1000}
+                )
+            },
+            "filter.occurred_before",
+        ),
+        ({"filter": event_pb2.EventFilter(actions=["Not An Action"])}, "filter.actions[0]"),
+    ],
+)
+def test_a_bad_request_is_refused_naming_its_field(
+    server: ServerThread,
+    tenant: str,
+    stub: audit_service_pb2_grpc.AuditLogServiceStub,
+    request_fields: dict[str, Any],
+    field: str,
+) -> None:
+    metadata = (("authorization", f"Bearer {server.token(tenant, 'reader')}"),)
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.CountEvents(
+            audit_service_pb2.CountEventsRequest(**request_fields), metadata=metadata, timeout=10
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"{field}:" in str(refused.value.details())
+
+
+def test_the_client_refuses_an_unknown_grouping(recorded: AuditClient) -> None:
+    with pytest.raises(ValueError, match="group_by: unknown value 'country'"):
+        recorded.count_events(group_by="country")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError) as refused:
+        recorded.count_events(limit=-5)
+    assert [field for field, _ in refused.value.field_violations] == ["limit"]
+
+
+async def test_the_async_client_counts_too(server: ServerThread, tenant: str) -> None:
+    async with AsyncAuditClient(server.target, token=server.token(tenant, "recorder")) as writer:
+        await writer.record_batch(
+            [build_event(action="user.login", actor_id=f"u{n % 3}") for n in range(7)]
+        )
+    async with AsyncAuditClient(server.target, token=server.token(tenant, "reader")) as reader:
+        counts = await reader.count_events(build_filter(actions="user.login"), group_by="actor")
+    assert list(counts.groups) == [EventCount("u0", 3), EventCount("u1", 2), EventCount("u2", 2)]
+    assert counts.total == 7
+
+
+def test_sealtrail_stats_prints_the_counts_and_the_total(
+    server: ServerThread, recorded: AuditClient, tenant: str
+) -> None:
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant, "reader")}
+    since = ["--since", _rfc3339(DAY0), "--until", _rfc3339(DAY0 + timedelta(days=3))]
+    shown = CliRunner().invoke(
+        cli.main,
+        ["stats", "--by", "actor", "--action", "user.*", "--outcome", "failure", *since],
+        env=env,
+    )
+    assert shown.exit_code == 0, shown.output
+    rows = [line.split() for line in shown.stdout.splitlines()]
+    assert ["│", "alice", "│", "3", "│", "75.0%", "│"] in rows
+    assert ["│", "bob", "│", "1", "│", "25.0%", "│"] in rows
+    assert shown.stdout.splitlines()[-1] == "total: 4 events"
+
+    days = CliRunner().invoke(cli.main, ["stats", "--by", "day", *since], env=env)
+    assert days.exit_code == 0, days.output
+    assert DAY0.strftime("%Y-%m-%d") in days.stdout
+
+    cut = CliRunner().invoke(
+        cli.main, ["stats", "--by", "resource-type", "--limit", "2", "--json", *since], env=env
+    )
+    assert cut.exit_code == 0, cut.output
+    assert json.loads(cut.stdout) == {
+        "total": len(EVENTS),
+        "groups": [{"key": "session", "count": 6}, {"key": "document", "count": 2}],
+        "truncated": True,
+        "total_groups": 4,
+    }
+    shortened = CliRunner().invoke(
+        cli.main, ["stats", "--by", "resource_type", "--limit", "2", *since], env=env
+    )
+    assert shortened.exit_code == 0, shortened.output
+    assert "4 groups: showing the first 2; raise --limit" in shortened.stderr
+    assert "session" in shortened.stdout and "api_key" not in shortened.stdout
+
+    refused = CliRunner().invoke(cli.main, ["stats", "--by", "country"], env=env)
+    assert refused.exit_code == 2 and "'country' is not one of" in refused.output
+
+
+def test_a_count_past_its_time_says_to_narrow_the_time_range(
+    migrated_database_url: str, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    server = ServerThread(migrated_database_url, count_timeout=0.5, checkpoint_interval=0)
+    try:
+        with AuditClient(server.target, token=server.token(tenant, "reader")) as reader:
+            # A count of every month reads events_default too: held, the count waits for it.
+            with sql.transaction():
+                sql.execute("LOCK TABLE events_default IN ACCESS EXCLUSIVE MODE")
+                with ThreadPoolExecutor(1) as pool:
+                    pending = pool.submit(reader.count_events, group_by="action")
+                    until_blocked(sql, pending)
+                    with pytest.raises(RpcFailedError) as refused:
+                        pending.result(timeout=30)
+            assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+            assert refused.value.reason == "COUNT_TIMEOUT"
+            assert "narrow the time range" in refused.value.message
+            assert not refused.value.retried
+            # The refused count was recorded all the same, before it began.
+            assert reader.count_events(build_filter(actions="audit_log.queried")).total == 1
+    finally:
+        server.close()
