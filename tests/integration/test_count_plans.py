@@ -1,0 +1,115 @@
+"""What a count reads: the months its time range names and no others (ADR
+0015's partitions, pruned by the bound on received_at that a filter's
+occurred_after implies), grouped in the database, as the service's role
+plans it under row-level security."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql as pgsql
+
+from sealtrail_server.domain.counts import GroupBy
+from sealtrail_server.domain.filters import EventFilter
+from sealtrail_server.store.counts import count_statement
+from tests.conftest import database_of_its_own
+
+EVENTS = 3000
+# An event every 1.5 hours back from now: about six months of them.
+SPACING = timedelta(hours=1.5)
+_INSERT = (
+    "INSERT INTO events (tenant_id, seq, id, occurred_at, received_at, action, severity,"
+    " outcome, actor_id, leaf_hash, record)"
+    " SELECT t, g, gen_random_uuid(), now() - g * %s, now() - g * %s,"
+    " 'user.' || (ARRAY['login', 'logout', 'invite'])[1 + g %% 3], 1 + g %% 4, 'success',"
+    " 'u' || g %% 20, '\\x00', '{}'"
+    " FROM unnest(ARRAY['t1', 't2']) AS t, generate_series(1::bigint, %s::bigint) AS g"
+)
+
+
+@pytest.fixture(scope="module")
+def as_service(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A database of its own with months of partitions holding two tenants'
+    events, analyzed; a connection working as the service does for tenant t1."""
+    with (
+        database_of_its_own(migrated_database_url, "counts") as url,
+        psycopg.connect(url, autocommit=True) as owner,
+        psycopg.connect(url, autocommit=True) as service,
+    ):
+        owner.execute(
+            "SELECT sealtrail_create_event_partitions(now() - %s, now())", [SPACING * EVENTS]
+        )
+        owner.execute(_INSERT, [SPACING, SPACING, EVENTS])
+        owner.execute("ANALYZE events")
+        service.execute("SET ROLE sealtrail_service")
+        service.execute("SELECT set_config('sealtrail.tenant', 't1', false)")
+        service.execute("SET enable_seqscan = off")  # as the service's connections
+        yield service
+
+
+def _plan(conn: psycopg.Connection[Any], statement: pgsql.Composable, params: Any) -> Any:
+    query = pgsql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) {}").format(statement)
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0][0]["Plan"]
+
+
+def _scanned(node: dict[str, Any]) -> set[str]:
+    """The partitions of events the plan read (not those pruned at run time)."""
+    found = set()
+    if node.get("Relation Name", "").startswith("events") and node.get("Actual Loops", 1):
+        found.add(node["Relation Name"])
+    for child in node.get("Plans", ()):
+        found |= _scanned(child)
+    return found
+
+
+def _months_from(start: datetime) -> set[str]:
+    """The names of the monthly partitions from `start`'s month to now's."""
+    names, month = set(), start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    while month <= datetime.now(UTC):
+        names.add(f"events_{month:%Y_%m}")
+        month = (month + timedelta(days=32)).replace(day=1)
+    return names
+
+
+@pytest.mark.parametrize("group_by", [None, "action", "actor", "severity", "day", "hour"])
+def test_a_count_since_a_time_reads_only_the_months_since(
+    as_service: psycopg.Connection[Any], group_by: GroupBy | None
+) -> None:
+    everything, params = count_statement("t1", EventFilter(), group_by=group_by, limit=1000)
+    every_month = _scanned(_plan(as_service, everything, params))
+    since = datetime.now(UTC) - timedelta(days=20)
+    recent, params = count_statement(
+        "t1", EventFilter(occurred_after=since), group_by=group_by, limit=1000, before_seq=EVENTS
+    )
+    read = _scanned(_plan(as_service, recent, params))
+    # Without a time bound a count reads every month of the six (so the test
+    # means something); with one, none wholly before the bound (less the
+    # five minutes an event may occur after it is received).
+    earlier = _months_from(datetime.now(UTC) - SPACING * EVENTS) - _months_from(
+        since - timedelta(minutes=5)
+    )
+    assert len(earlier) >= 4 and earlier <= every_month
+    assert read and read.isdisjoint(earlier)
+
+
+def test_a_count_is_grouped_by_the_database_and_matches_the_rows(
+    as_service: psycopg.Connection[Any],
+) -> None:
+    since = datetime.now(UTC) - timedelta(days=20)
+    statement, params = count_statement(
+        "t1", EventFilter(occurred_after=since), group_by="actor", limit=5
+    )
+    rows = as_service.execute(statement, params).fetchall()
+    matching = as_service.execute(
+        "SELECT actor_id FROM events WHERE occurred_at >= %s", [since]
+    ).fetchall()
+    assert rows[0][2] == len(matching)  # the total, before the limit: t1's alone
+    assert rows[0][3] == 20 and len(rows) == 5  # groups in all, and those returned
+    plan = _plan(as_service, statement, params)
+    assert plan["Actual Rows"] == 5  # five rows leave the database, not the matches
