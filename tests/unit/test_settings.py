@@ -69,6 +69,17 @@ def test_a_key_read_window_past_a_day_is_refused() -> None:
     assert Settings.load({"SEALTRAIL_KEY_READ_WINDOW": "0"}).key_read_window == 0
 
 
+def test_a_count_timeout_is_more_than_zero_and_at_most_a_day() -> None:
+    """0 would refuse every count; past 24.8 days PostgreSQL refuses the
+    statement timeout itself, and every count failed."""
+    assert Settings.load({}).count_timeout == 30
+    assert Settings.load({"SEALTRAIL_COUNT_TIMEOUT": "2.5"}).count_timeout == 2.5
+    with pytest.raises(SystemExit, match="SEALTRAIL_COUNT_TIMEOUT must be more than 0 seconds"):
+        Settings.load({"SEALTRAIL_COUNT_TIMEOUT": "0"})
+    with pytest.raises(SystemExit, match="SEALTRAIL_COUNT_TIMEOUT must be at most 86400"):
+        Settings.load({"SEALTRAIL_COUNT_TIMEOUT": "3e6"})
+
+
 def test_migration_lock_attempts_take_0_for_no_limit_and_refuse_fewer() -> None:
     assert Settings.load({}).migration_lock_attempts == 12
     assert Settings.load({"SEALTRAIL_MIGRATION_LOCK_ATTEMPTS": "0"}).migration_lock_attempts == 0
