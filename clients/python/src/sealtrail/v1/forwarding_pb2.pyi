@@ -225,6 +225,44 @@ class ElasticsearchDestination(_message.Message):
 Global___ElasticsearchDestination: _TypeAlias = ElasticsearchDestination  # noqa: Y015
 
 @_typing.final
+class ChatDestination(_message.Message):
+    """A chat service's incoming webhook (Slack; Mattermost, Rocket.Chat, Google
+    Chat, Discord's `/slack` endpoint, a Microsoft Teams workflow reading `text`):
+    each request is `{"text": "..."}`, one line per event, at most 4,000
+    characters, several requests where more is to be said. The URL is itself the
+    credential (whoever holds it may post to the channel): it is treated as a
+    secret, sealed at rest and never shown whole.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    URL_HINT_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """The webhook URL, https unless the server allows plain http. Write only:
+    answers leave it empty and fill url_hint. On update, empty keeps the
+    current URL.
+    """
+    url_hint: _builtins.str
+    """The URL with every part that can hold its credential elided: scheme, host,
+    port, path segments of fewer than 16 characters, `…` for the others and
+    `?…` for a query. Output only.
+    """
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        url_hint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["url", b"url", "url_hint", b"url_hint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChatDestination: _TypeAlias = ChatDestination  # noqa: Y015
+
+@_typing.final
 class SinkState(_message.Message):
     """Where a sink stands in its tenant's log. Output only."""
 
@@ -315,6 +353,7 @@ class Sink(_message.Message):
     SPLUNK_HEC_FIELD_NUMBER: _builtins.int
     DATADOG_LOGS_FIELD_NUMBER: _builtins.int
     ELASTICSEARCH_FIELD_NUMBER: _builtins.int
+    CHAT_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
@@ -324,7 +363,9 @@ class Sink(_message.Message):
     name: _builtins.str
     """A name for people, 1 to 128 characters, none of them control characters."""
     format: Global___PayloadFormat.ValueType
-    """How each event is written."""
+    """How each event is written. A chat sink writes a line of text per event,
+    whatever its format; it refuses OCSF.
+    """
     paused: _builtins.bool
     """While true, nothing is delivered; the cursor waits where it is."""
     etag: _builtins.str
@@ -356,6 +397,12 @@ class Sink(_message.Message):
         """An Elasticsearch bulk endpoint."""
 
     @_builtins.property
+    def chat(self) -> Global___ChatDestination:
+        """A chat service's incoming webhook (Slack and those that take its
+        `{"text"}` messages).
+        """
+
+    @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the sink was created. Output only."""
 
@@ -379,16 +426,17 @@ class Sink(_message.Message):
         splunk_hec: Global___SplunkHecDestination | None = ...,
         datadog_logs: Global___DatadogLogsDestination | None = ...,
         elasticsearch: Global___ElasticsearchDestination | None = ...,
+        chat: Global___ChatDestination | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         state: Global___SinkState | None = ...,
         etag: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "datadog_logs", b"datadog_logs", "destination", b"destination", "elasticsearch", b"elasticsearch", "filter", b"filter", "splunk_hec", b"splunk_hec", "state", b"state", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "create_time", b"create_time", "datadog_logs", b"datadog_logs", "destination", b"destination", "elasticsearch", b"elasticsearch", "filter", b"filter", "splunk_hec", b"splunk_hec", "state", b"state", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "datadog_logs", b"datadog_logs", "destination", b"destination", "elasticsearch", b"elasticsearch", "etag", b"etag", "filter", b"filter", "format", b"format", "id", b"id", "name", b"name", "paused", b"paused", "splunk_hec", b"splunk_hec", "state", b"state", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "create_time", b"create_time", "datadog_logs", b"datadog_logs", "destination", b"destination", "elasticsearch", b"elasticsearch", "etag", b"etag", "filter", b"filter", "format", b"format", "id", b"id", "name", b"name", "paused", b"paused", "splunk_hec", b"splunk_hec", "state", b"state", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_destination: _TypeAlias = _typing.Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch"]  # noqa: Y015
+    _WhichOneofReturnType_destination: _TypeAlias = _typing.Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch", "chat"]  # noqa: Y015
     _WhichOneofArgType_destination: _TypeAlias = _typing.Literal["destination", b"destination"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_destination) -> _WhichOneofReturnType_destination | None: ...
 
@@ -618,9 +666,9 @@ class UpdateSinkRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """The fields to change: `name`, `filter`, `format`, `paused`, and the
-        destination by its kind (`webhook`, `splunk_hec`, `datadog_logs` or
-        `elasticsearch`, which must be the one `sink` sets; the whole destination
-        is replaced). A change that leaves the destination out keeps it as it
+        destination by its kind (`webhook`, `splunk_hec`, `datadog_logs`,
+        `elasticsearch` or `chat`, which must be the one `sink` sets; the whole
+        destination is replaced). A change that leaves the destination out keeps it as it
         is, secrets included. Empty (or `*`): every field, as `sink` gives it.
         """
 
