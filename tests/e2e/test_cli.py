@@ -863,6 +863,45 @@ def test_sinks_from_the_command_line(cli_env: dict[str, str]) -> None:
         assert missing.returncode == 2 and "NOT_FOUND" in missing.stderr
 
 
+def test_a_chat_sink_from_the_command_line_never_shows_its_url(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """docs/alerting.md's chat channel: the URL read from a file (it is the
+    credential), never printed back by `show` or the list."""
+    with endpoint() as channel, endpoint() as moved_to:
+        secret = uuid.uuid4().hex[:24]
+        (tmp_path / "slack-url.txt").write_text(f"{channel.url}/services/T01/B02/{secret}\n")
+        created = run(
+            "sealtrail", "sinks", "create", "ops", "--kind", "chat",
+            "--url", f"@{tmp_path / 'slack-url.txt'}", "--action", "document.*", env=cli_env,
+        )  # fmt: skip
+        sink_id = created.stdout.strip()
+        recorded = run(
+            "sealtrail", "record", "--action", "document.share", "--actor-id", "u-1", env=cli_env
+        )
+        [request] = channel.wait_for(lambda r: len(r) >= 1)
+        assert request.path == f"/services/T01/B02/{secret}"
+        text = json.loads(request.body)["text"]
+        assert text.startswith("[info] document.share by u-1 (success) at ")
+        assert "seq " in text and recorded.returncode == 0
+        shown = run("sealtrail", "sinks", "show", sink_id, env=cli_env).stdout
+        assert json.loads(shown)["chat"] == {"urlHint": f"{channel.url}/services/T01/B02/…"}
+        listed = run("sealtrail", "sinks", env=cli_env).stdout
+        assert "chat" in listed and secret not in listed and secret not in shown
+        wrong = run(
+            "sealtrail", "sinks", "update", sink_id, "--index", "x", env=cli_env, check=False
+        )
+        assert wrong.returncode == 2 and "chat sink takes no index" in wrong.stderr
+        moved = f"{moved_to.url}/hooks/{uuid.uuid4().hex}"
+        run("sealtrail", "sinks", "update", sink_id, "--url", "-", env=cli_env, stdin=moved + "\n")
+        shown = run("sealtrail", "sinks", "show", sink_id, env=cli_env).stdout
+        assert json.loads(shown)["chat"] == {"urlHint": f"{moved_to.url}/hooks/…"}
+        run("sealtrail", "record", "--action", "document.share", "--actor-id", "u-2", env=cli_env)
+        [moved_request] = moved_to.wait_for(lambda r: len(r) >= 1)
+        assert "by u-2" in json.loads(moved_request.body)["text"]
+        run("sealtrail", "sinks", "delete", sink_id, env=cli_env)
+
+
 def test_a_generated_secret_is_shown_only_for_a_sink_the_server_took(
     cli_env: dict[str, str],
 ) -> None:

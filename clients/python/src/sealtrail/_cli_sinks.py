@@ -1,4 +1,4 @@
-"""`sealtrail sinks`: forwarding to SIEMs and webhooks (admin). Registered on
+"""`sealtrail sinks`: forwarding to SIEMs, webhooks and chat channels (admin). Registered on
 the main command by _cli.py, whose helpers it shares."""
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def show(ctx: click.Context, sink_id: str) -> None:
 _SETTING_NAMES = frozenset(
     {"url", "token", "api_key", "index", "source", "sourcetype", "service", "tags"}
 )
-_HINTS = ("secret_hints", "token_hint", "api_key_hint")  # output only
+_HINTS = ("secret_hints", "token_hint", "api_key_hint", "url_hint")  # output only
 
 
 def read_credential(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -105,7 +105,12 @@ _FROM_FILE = " @PATH reads it from a file, - from stdin."
 def _destination_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The destination settings, shared by create and update."""
     options = [
-        click.option("--url", help="The destination (Datadog: the site's intake, by default US1)."),
+        click.option(
+            "--url",
+            callback=read_credential,
+            help="The destination (Datadog: the site's intake, by default US1; chat: the incoming"
+            " webhook's URL, itself a credential)." + _FROM_FILE,
+        ),
         click.option(
             "--secret",
             "secrets_",

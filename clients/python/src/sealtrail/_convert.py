@@ -622,7 +622,7 @@ def stream_request(
     return request
 
 
-SinkKind = Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch"]
+SinkKind = Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch", "chat"]
 PayloadFormat = Literal["sealtrail_json", "ocsf"]
 _PAYLOAD_FORMATS: dict[str, forwarding_pb2.PayloadFormat.ValueType] = {
     "sealtrail_json": forwarding_pb2.PAYLOAD_FORMAT_SEALTRAIL_JSON,
@@ -645,6 +645,7 @@ SINK_SETTINGS: Mapping[str, frozenset[str]] = {
     "splunk_hec": frozenset({"url", "token", "index", "source", "sourcetype"}),
     "datadog_logs": frozenset({"url", "api_key", "service", "tags"}),
     "elasticsearch": frozenset({"url", "index", "api_key"}),
+    "chat": frozenset({"url"}),  # Slack's incoming webhook, and those that take its messages
 }
 
 
