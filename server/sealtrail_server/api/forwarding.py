@@ -69,7 +69,7 @@ def _destination(sink: pb.Sink) -> tuple[Kind | None, dict[str, Any]]:
     if field is None:
         return None, {}
     settings = json_format.MessageToDict(getattr(sink, field), preserving_proto_field_name=True)
-    for output_only in ("secret_hints", "token_hint", "api_key_hint"):
+    for output_only in ("secret_hints", "token_hint", "api_key_hint", "url_hint"):
         settings.pop(output_only, None)
     return field, settings  # each kind is named as its oneof field
 
@@ -133,7 +133,9 @@ def _with_settings(sink: pb.Sink, current: SinkDefinition, paths: frozenset[str]
     if "paused" in paths:
         changed["paused"] = sink.paused
     definition = replace(current, **changed)
-    violations = validate_sink_settings(name=definition.name, format=definition.format)
+    violations = validate_sink_settings(
+        name=definition.name, format=definition.format, kind=definition.kind
+    )
     if violations:
         raise InvalidArgument(violations)
     return definition

@@ -22,9 +22,15 @@ from .errors import FieldViolation, InvalidArgument
 from .etags import etag_of, instant
 from .event import CONTROL_CHARACTERS
 
-Kind = Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch"]
+Kind = Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch", "chat"]
 Format = Literal["sealtrail_json", "ocsf"]
-KINDS: Final[tuple[Kind, ...]] = ("webhook", "splunk_hec", "datadog_logs", "elasticsearch")
+KINDS: Final[tuple[Kind, ...]] = (
+    "webhook",
+    "splunk_hec",
+    "datadog_logs",
+    "elasticsearch",
+    "chat",
+)
 
 MAX_SINKS_PER_TENANT: Final = 50
 MAX_NAME: Final = 128
@@ -41,6 +47,9 @@ SECRET_FIELDS: Final[dict[Kind, tuple[str, ...]]] = {
     "splunk_hec": ("token",),
     "datadog_logs": ("api_key",),
     "elasticsearch": ("api_key",),
+    # A chat webhook's URL is its credential: whoever holds it posts to the
+    # channel (ADR 0062).
+    "chat": ("url",),
 }
 # Elasticsearch index names: lowercase, no spaces or \/*?"<>|,#:, not starting
 # with -_+, not . or .., at most 255 bytes (MAX_INDEX_BYTES, checked apart).
@@ -71,12 +80,16 @@ def hint(secret: str) -> str:
 
 
 def redacted_destination(kind: Kind, destination: dict[str, Any]) -> dict[str, Any]:
-    """The destination without its secrets, each replaced by `<field>_hint(s)`."""
+    """The destination without its secrets, each replaced by `<field>_hint(s)`:
+    a secret URL (a chat webhook's) as `shown_url` shows it, which tells a
+    reader which service and channel without the part that lets one post."""
     shown = dict(destination)
     for name in SECRET_FIELDS[kind]:
         value = shown.pop(name, None)
         if isinstance(value, list):
             shown["secret_hints"] = [hint(item) for item in value]
+        elif isinstance(value, str) and name == "url":
+            shown["url_hint"] = shown_url(value) if value else ""
         elif isinstance(value, str):
             shown[f"{name}_hint"] = hint(value)
     return shown
@@ -106,13 +119,13 @@ def recorded(definition: SinkDefinition, key: bytes) -> dict[str, Any]:
     offline; a secret's last characters (what answers show) would stay in the
     log for good."""
     destination = dict(definition.destination)
+    url = destination.get("url")
     for name in SECRET_FIELDS[definition.kind]:
         value = destination.pop(name, None)
         if isinstance(value, list):
             destination["secret_fingerprints"] = [fingerprint(key, item) for item in value]
         elif isinstance(value, str):
             destination[f"{name}_fingerprint"] = fingerprint(key, value)
-    url = destination.get("url")
     if isinstance(url, str) and url:
         destination["url"] = shown_url(url)
         destination["url_fingerprint"] = fingerprint(key, url)
@@ -182,8 +195,10 @@ def _credential_error(value: str, what: str) -> str | None:
     return None
 
 
-def validate_sink_settings(*, name: str, format: str, path: str = "sink") -> list[FieldViolation]:
-    """The violations of a sink's name and format."""
+def validate_sink_settings(
+    *, name: str, format: str, kind: str | None = None, path: str = "sink"
+) -> list[FieldViolation]:
+    """The violations of a sink's name and format (for its `kind`, if known)."""
     violations = []
     if not name.strip() or len(name) > MAX_NAME or CONTROL_CHARACTERS.search(name):
         violations.append(
@@ -194,6 +209,14 @@ def validate_sink_settings(*, name: str, format: str, path: str = "sink") -> lis
         )
     if format not in ("sealtrail_json", "ocsf"):
         violations.append(FieldViolation(f"{path}.format", "unknown payload format"))
+    elif kind == "chat" and format != "sealtrail_json":
+        # A line of text is posted, not the event: OCSF would be a promise
+        # the chat's messages do not keep.
+        violations.append(
+            FieldViolation(
+                f"{path}.format", "a chat sink posts a line of text per event: leave format unset"
+            )
+        )
     return violations
 
 
@@ -201,7 +224,7 @@ def validate_sink(
     *, name: str, kind: str | None, format: str, destination: dict[str, Any], path: str = "sink"
 ) -> list[FieldViolation]:
     """Every violation of a sink's definition (empty when it is valid)."""
-    violations = validate_sink_settings(name=name, format=format, path=path)
+    violations = validate_sink_settings(name=name, format=format, kind=kind, path=path)
 
     def fail(field: str, description: str) -> None:
         violations.append(FieldViolation(f"{path}.{field}", description))
@@ -214,7 +237,7 @@ def validate_sink(
     if kind == "datadog_logs" and not url:
         url = DATADOG_DEFAULT_URL
     url_error = _url_error(url)
-    if url_error is None and kind != "webhook" and urlsplit(url).query:
+    if url_error is None and kind not in ("webhook", "chat") and urlsplit(url).query:
         # The API's path is added to the URL: after a query, it was sent as
         # part of it, to the base path (helper-126).
         url_error = "must be the base URL, without a query (the API's path is added to it)"

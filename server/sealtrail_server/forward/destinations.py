@@ -24,6 +24,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
+from ..domain.chat_text import MAX_TEXT
+from ..domain.chat_text import line as chat_line
 from ..domain.ocsf import to_ocsf
 from ..domain.sinks import DATADOG_DEFAULT_URL, Format, Kind, webhook_key
 
@@ -40,7 +42,9 @@ ANSWER_BYTES: Final[dict[Kind, int]] = {
     "splunk_hec": 64 * 1024,
     "datadog_logs": 64 * 1024,
     "elasticsearch": 4 * 1024 * 1024,
+    "chat": 64 * 1024,
 }
+_CHAT_FRAMING: Final = len('{"text":""}')
 # Per request: (events, bytes of body, the kind's framing included). Datadog's
 # intake: 1,000 entries and 5 MB; Splunk's HEC refuses bodies over its
 # max_content_length, 1,000,000 bytes on older releases (413); Elasticsearch's
@@ -50,6 +54,20 @@ LIMITS: Final[dict[Kind, tuple[int, int]]] = {
     "splunk_hec": (500, 1_000_000),
     "datadog_logs": (1000, 5 * 1000 * 1000),
     "elasticsearch": (1000, 8 * 1024 * 1024),
+    # A chat message of at most MAX_TEXT characters: each line's bytes in the
+    # body, escapes included, are at least its characters, and each line
+    # break is counted once (ADR 0062).
+    "chat": (100, MAX_TEXT + _CHAT_FRAMING),
+}
+# Bytes of stored records read for each byte a request may carry: 1 where the
+# records are sent; a chat line says of its event a few times less than the
+# record holds, so a message is filled from one read.
+READ_PER_BYTE: Final[dict[Kind, int]] = {
+    "webhook": 1,
+    "splunk_hec": 1,
+    "datadog_logs": 1,
+    "elasticsearch": 1,
+    "chat": 8,
 }
 _RETRIED_4XX: Final = frozenset({408, 429})
 # Refusals of the sink's requests rather than of their events: its credentials
@@ -246,7 +264,9 @@ def _framing(sender: Sender, last_seq: int, now: datetime) -> int:
     """The bytes of a request's body around its pieces, at most."""
     if sender.kind == "webhook":
         return len(_webhook_body(sender, last_seq, last_seq, now, ""))  # ASCII: json.dumps
-    return {"splunk_hec": 0, "datadog_logs": 2, "elasticsearch": 1}[sender.kind]
+    return {"splunk_hec": 0, "datadog_logs": 2, "elasticsearch": 1, "chat": _CHAT_FRAMING}[
+        sender.kind
+    ]
 
 
 def _webhook(sender: Sender, batch: _Batch) -> Outgoing:
@@ -347,6 +367,21 @@ def _elasticsearch(sender: Sender, batch: _Batch) -> Outgoing:
     return _outgoing(url, headers, "\n".join(batch.pieces) + "\n", batch)
 
 
+def _chat_piece(sender: Sender) -> Piece:
+    # The line as JSON string content: its quotes dropped, what is between
+    # them joined into one string with `\n` between lines.
+    return lambda data, item: json.dumps(chat_line(data), ensure_ascii=False)[1:-1]
+
+
+def _chat(sender: Sender, batch: _Batch) -> Outgoing:
+    """A chat message: `{"text": ...}`, the shape Slack's incoming webhooks
+    take, and Mattermost's, Rocket.Chat's, Google Chat's and Discord's
+    `/slack` endpoint. Nothing signs it: its URL is its credential."""
+    body = '{"text":"' + "\\n".join(batch.pieces) + '"}'
+    headers = [("Content-Type", "application/json; charset=utf-8")]
+    return _outgoing(sender.destination["url"], headers, body, batch)
+
+
 _DELAY_SECONDS: Final = re.compile(r"[0-9]{1,9}")
 
 _BUILDERS: Final = {
@@ -354,12 +389,14 @@ _BUILDERS: Final = {
     "splunk_hec": _splunk_hec,
     "datadog_logs": _datadog_logs,
     "elasticsearch": _elasticsearch,
+    "chat": _chat,
 }
 _PIECES: Final[dict[Kind, Callable[[Sender], Piece]]] = {
     "webhook": _webhook_piece,
     "splunk_hec": _splunk_piece,
     "datadog_logs": _datadog_piece,
     "elasticsearch": _elasticsearch_piece,
+    "chat": _chat_piece,
 }
 
 

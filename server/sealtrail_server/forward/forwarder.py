@@ -51,6 +51,7 @@ from ..store.tree import tree_size
 from .destinations import (
     ANSWER_BYTES,
     FORBIDDEN,
+    READ_PER_BYTE,
     Outgoing,
     PendingEvent,
     Sender,
@@ -423,7 +424,10 @@ class Forwarder:
         # was held by every sink waiting for one, memory growing with a slow
         # tenant's sinks, not with its requests in flight (helper-148).
         async with self._slots.slot(lease.tenant_id):
-            events, exhausted = await self._read(lease, event_filter, after, upto, limit, max_bytes)
+            read_bytes = max_bytes * READ_PER_BYTE[sender.kind]
+            events, exhausted = await self._read(
+                lease, event_filter, after, upto, limit, read_bytes
+            )
             if not events:
                 return _Sent(upto, 0)
             pending = [PendingEvent(e.seq, e.record, e.leaf_hash) for e in events]

@@ -110,8 +110,11 @@ _SINK_COLUMNS: Final = (
 
 def _place(tenant_id: str, sink_id: str, kind: str, destination: dict[str, Any], field: str) -> str:
     """What a sealed secret is bound to: copied to another sink, or sent to
-    another URL than the one it was given for, it does not open."""
-    return f"sinks/{tenant_id}/{sink_id}/{kind}/{field} {destination.get('url', '')}"
+    another URL than the one it was given for, it does not open. A secret URL
+    (a chat webhook's) is bound to the rest alone: as stored it is sealed, so
+    it cannot name itself."""
+    url = "" if field == "url" else destination.get("url", "")
+    return f"sinks/{tenant_id}/{sink_id}/{kind}/{field} {url}"
 
 
 def _sink(row: tuple[Any, ...], box: SecretBox) -> StoredSink:

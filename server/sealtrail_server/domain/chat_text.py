@@ -1,0 +1,63 @@
+"""What a chat sink says of an event: one line of text, for a person reading a
+channel (ADR 0062). A `security.alert` is its description (the rule's name and
+what fired it) with its severity and the event it fired on; any other event
+is `[severity] action by actor on resource_type/resource_id (outcome) at
+occurred_at`. Each line ends with the tenant and seq, which find the event
+(`sealtrail get`, the console).
+
+Every value an event carries came from a caller, a rule's name included, and
+is posted where people are notified: each is made one line (control
+characters as spaces), cut to a length a line can hold (marked `…`; the event
+keeps it whole), and escaped as Slack asks (`&`, `<`, `>`), so that no event
+can write `<!channel>`, a `<https://...|link>` or a `<@user>` mention; a
+broadcast written out (`@channel`, `@here`, `@all`, `@everyone`, which
+Mattermost and Discord take as they are) is broken with a zero-width space."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+from .event import ALERT_ACTION
+
+# Slack's advice for a message's text; Mattermost's limit is 16,383
+# characters, a Teams message's about 28 KB.
+MAX_TEXT: Final = 4000
+# Characters of one value (an actor's id, a resource's) kept in a line, and of
+# an alert's description: ten lines or so still share a message.
+MAX_VALUE: Final = 120
+MAX_DESCRIPTION: Final = 600
+ALERT_MARK: Final = "\N{POLICE CARS REVOLVING LIGHT}"
+
+_CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_BROADCAST: Final = re.compile(r"@(?=(?:channel|here|all|everyone)\b)", re.IGNORECASE)
+_SLACK_ESCAPES: Final = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+def shown(value: Any, limit: int = MAX_VALUE) -> str:
+    """A caller's `value` as a line may carry it: on one line, at most `limit`
+    characters before escaping, and unable to mention or link."""
+    text = _CONTROL.sub(" ", str(value)).strip()
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return _BROADCAST.sub("@\u200b", text.translate(_SLACK_ESCAPES))
+
+
+def line(record: dict[str, Any]) -> str:
+    """The line that tells of the event whose stored record is `record`."""
+    severity = shown(record.get("severity", "info"))
+    where = f"tenant {shown(record.get('tenant_id', ''))}, seq {record.get('seq')}"
+    if record.get("action") == ALERT_ACTION:
+        description = shown(record.get("description", "Alert"), MAX_DESCRIPTION)
+        trigger = (record.get("details") or {}).get("trigger_seq")
+        fired_on = f", fired on seq {trigger}" if isinstance(trigger, int) else ""
+        return f"{ALERT_MARK} [{severity}] {description} ({where}{fired_on})"
+    actor = record.get("actor") or {}
+    said = f"[{severity}] {shown(record.get('action', ''))} by {shown(actor.get('id', ''))}"
+    resource = record.get("resource") or {}
+    if resource.get("type") or resource.get("id"):
+        named = "/".join(shown(resource[key]) for key in ("type", "id") if resource.get(key))
+        said += f" on {named}"
+    outcome = shown(record.get("outcome", "success"))
+    occurred = shown(record.get("occurred_at", ""))
+    return f"{said} ({outcome}) at {occurred} ({where})"
