@@ -2,8 +2,8 @@
 channel (ADR 0062). A `security.alert` is its description (the rule's name and
 what fired it) with its severity and the event it fired on; any other event
 is `[severity] action by actor on resource_type/resource_id (outcome) at
-occurred_at`. Each line ends with the tenant and seq, which find the event
-(`sealtrail get`, the console).
+occurred_at`. Each line ends with the tenant and seq, which find the event in
+the log (`sealtrail tail --from-seq`).
 
 Every value an event carries came from a caller, a rule's name included, and
 is posted where people are notified: each is made one line (control
