@@ -25,27 +25,27 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19sealtrail/v1/access.proto\x12\x0csealtrail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x01\n\x08\x41piToken\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.sealtrail.v1.Role\x12\x0c\n\x04name\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\x12\x43reateTokenRequest\x12 \n\x04role\x18\x01 \x01(\x0e\x32\x12.sealtrail.v1.Role\x12\x0c\n\x04name\x18\x02 \x01(\t\"^\n\x13\x43reateTokenResponse\x12%\n\x05token\x18\x01 \x01(\x0b\x32\x16.sealtrail.v1.ApiToken\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\":\n\x11ListTokensRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x12ListTokensResponse\x12&\n\x06tokens\x18\x01 \x03(\x0b\x32\x16.sealtrail.v1.ApiToken\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\"N\n\x13RevokeTokenResponse\x12%\n\x05token\x18\x01 \x01(\x0b\x32\x16.sealtrail.v1.ApiToken\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t*c\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x11\n\rROLE_RECORDER\x10\x01\x12\x0f\n\x0bROLE_READER\x10\x02\x12\x11\n\rROLE_EXPORTER\x10\x03\x12\x0e\n\nROLE_ADMIN\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19sealtrail/v1/access.proto\x12\x0csealtrail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x02\n\x08\x41piToken\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.sealtrail.v1.Role\x12\x0c\n\x04name\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_use_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"u\n\x12\x43reateTokenRequest\x12 \n\x04role\x18\x01 \x01(\x0e\x32\x12.sealtrail.v1.Role\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"^\n\x13\x43reateTokenResponse\x12%\n\x05token\x18\x01 \x01(\x0b\x32\x16.sealtrail.v1.ApiToken\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\":\n\x11ListTokensRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x12ListTokensResponse\x12&\n\x06tokens\x18\x01 \x03(\x0b\x32\x16.sealtrail.v1.ApiToken\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\"N\n\x13RevokeTokenResponse\x12%\n\x05token\x18\x01 \x01(\x0b\x32\x16.sealtrail.v1.ApiToken\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t*c\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x11\n\rROLE_RECORDER\x10\x01\x12\x0f\n\x0bROLE_READER\x10\x02\x12\x11\n\rROLE_EXPORTER\x10\x03\x12\x0e\n\nROLE_ADMIN\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sealtrail.v1.access_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=686
-  _globals['_ROLE']._serialized_end=785
+  _globals['_ROLE']._serialized_start=835
+  _globals['_ROLE']._serialized_end=934
   _globals['_APITOKEN']._serialized_start=77
-  _globals['_APITOKEN']._serialized_end=251
-  _globals['_CREATETOKENREQUEST']._serialized_start=253
-  _globals['_CREATETOKENREQUEST']._serialized_end=321
-  _globals['_CREATETOKENRESPONSE']._serialized_start=323
-  _globals['_CREATETOKENRESPONSE']._serialized_end=417
-  _globals['_LISTTOKENSREQUEST']._serialized_start=419
-  _globals['_LISTTOKENSREQUEST']._serialized_end=477
-  _globals['_LISTTOKENSRESPONSE']._serialized_start=479
-  _globals['_LISTTOKENSRESPONSE']._serialized_end=564
-  _globals['_REVOKETOKENREQUEST']._serialized_start=566
-  _globals['_REVOKETOKENREQUEST']._serialized_end=604
-  _globals['_REVOKETOKENRESPONSE']._serialized_start=606
-  _globals['_REVOKETOKENRESPONSE']._serialized_end=684
+  _globals['_APITOKEN']._serialized_end=351
+  _globals['_CREATETOKENREQUEST']._serialized_start=353
+  _globals['_CREATETOKENREQUEST']._serialized_end=470
+  _globals['_CREATETOKENRESPONSE']._serialized_start=472
+  _globals['_CREATETOKENRESPONSE']._serialized_end=566
+  _globals['_LISTTOKENSREQUEST']._serialized_start=568
+  _globals['_LISTTOKENSREQUEST']._serialized_end=626
+  _globals['_LISTTOKENSRESPONSE']._serialized_start=628
+  _globals['_LISTTOKENSRESPONSE']._serialized_end=713
+  _globals['_REVOKETOKENREQUEST']._serialized_start=715
+  _globals['_REVOKETOKENREQUEST']._serialized_end=753
+  _globals['_REVOKETOKENRESPONSE']._serialized_start=755
+  _globals['_REVOKETOKENRESPONSE']._serialized_end=833
 # @@protoc_insertion_point(module_scope)

@@ -65,6 +65,8 @@ class ApiToken(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     REVOKE_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    LAST_USE_TIME_FIELD_NUMBER: _builtins.int
     token_id: _builtins.str
     """The token's id (a UUID): what RevokeToken and audit events name."""
     role: Global___Role.ValueType
@@ -79,6 +81,25 @@ class ApiToken(_message.Message):
     def revoke_time(self) -> _timestamp_pb2.Timestamp:
         """When it was revoked; unset while it is live."""
 
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When it expires (set at CreateToken, never changed): from then on every
+        call with it is refused UNAUTHENTICATED, reason TOKEN_EXPIRED. Unset: it
+        never expires.
+        """
+
+    @_builtins.property
+    def last_use_time(self) -> _timestamp_pb2.Timestamp:
+        """When it last authenticated a call, coarsely: each server process writes a
+        token's use at most once per SEALTRAIL_TOKEN_LAST_USE_INTERVAL (60 s by
+        default), stamped with the time of the first call of that interval, and
+        writes it behind the call within about 10 s. So it can be up to the
+        interval (plus those seconds) earlier than the token's latest call, and a
+        use in the last seconds before a server process was killed (not stopped)
+        can be missing. A stream counts as a use while it runs. Unset: no call
+        used it since it was created (or since the release that began tracking).
+        """
+
     def __init__(
         self,
         *,
@@ -87,10 +108,12 @@ class ApiToken(_message.Message):
         name: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         revoke_time: _timestamp_pb2.Timestamp | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        last_use_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "revoke_time", b"revoke_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "last_use_time", b"last_use_time", "revoke_time", b"revoke_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "name", b"name", "revoke_time", b"revoke_time", "role", b"role", "token_id", b"token_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "last_use_time", b"last_use_time", "name", b"name", "revoke_time", b"revoke_time", "role", b"role", "token_id", b"token_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -104,19 +127,29 @@ class CreateTokenRequest(_message.Message):
 
     ROLE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     role: Global___Role.ValueType
     """What the new token may do."""
     name: _builtins.str
     """A label for people, up to 256 characters."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the token expires; unset, it never does. Must lie in the future and
+        at most 730 days (two years) ahead. From that time on every call with it
+        is refused UNAUTHENTICATED, reason TOKEN_EXPIRED, on every server at once
+        (not after a cache interval).
+        """
+
     def __init__(
         self,
         *,
         role: Global___Role.ValueType = ...,
         name: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "name", b"name", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -353,16 +353,16 @@ class AuditLogServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateToken(self, request, context):
-        """Admin only: creates an API token of the caller's tenant and shows its
-        secret, once; recorded as `api_token.created`.
+        """Admin only: creates an API token of the caller's tenant, which may expire,
+        and shows its secret, once; recorded as `api_token.created`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListTokens(self, request, context):
-        """Admin only: lists the tenant's API tokens, never their secrets; recorded
-        as `api_token.listed`.
+        """Admin only: lists the tenant's API tokens with their expiry and last use,
+        never their secrets; recorded as `api_token.listed`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -97,12 +97,12 @@ class AuditLogServiceStub:
     investigator holding a secret can search the log for it.
     """
     CreateToken: _grpc.UnaryUnaryMultiCallable[_access_pb2.CreateTokenRequest, _access_pb2.CreateTokenResponse]
-    """Admin only: creates an API token of the caller's tenant and shows its
-    secret, once; recorded as `api_token.created`.
+    """Admin only: creates an API token of the caller's tenant, which may expire,
+    and shows its secret, once; recorded as `api_token.created`.
     """
     ListTokens: _grpc.UnaryUnaryMultiCallable[_access_pb2.ListTokensRequest, _access_pb2.ListTokensResponse]
-    """Admin only: lists the tenant's API tokens, never their secrets; recorded
-    as `api_token.listed`.
+    """Admin only: lists the tenant's API tokens with their expiry and last use,
+    never their secrets; recorded as `api_token.listed`.
     """
     RevokeToken: _grpc.UnaryUnaryMultiCallable[_access_pb2.RevokeTokenRequest, _access_pb2.RevokeTokenResponse]
     """Admin only: revokes a token of the caller's tenant; calls with it fail
@@ -242,12 +242,12 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     investigator holding a secret can search the log for it.
     """
     CreateToken: _aio.UnaryUnaryMultiCallable[_access_pb2.CreateTokenRequest, _access_pb2.CreateTokenResponse]  # type: ignore[assignment]
-    """Admin only: creates an API token of the caller's tenant and shows its
-    secret, once; recorded as `api_token.created`.
+    """Admin only: creates an API token of the caller's tenant, which may expire,
+    and shows its secret, once; recorded as `api_token.created`.
     """
     ListTokens: _aio.UnaryUnaryMultiCallable[_access_pb2.ListTokensRequest, _access_pb2.ListTokensResponse]  # type: ignore[assignment]
-    """Admin only: lists the tenant's API tokens, never their secrets; recorded
-    as `api_token.listed`.
+    """Admin only: lists the tenant's API tokens with their expiry and last use,
+    never their secrets; recorded as `api_token.listed`.
     """
     RevokeToken: _aio.UnaryUnaryMultiCallable[_access_pb2.RevokeTokenRequest, _access_pb2.RevokeTokenResponse]  # type: ignore[assignment]
     """Admin only: revokes a token of the caller's tenant; calls with it fail
@@ -486,8 +486,8 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _access_pb2.CreateTokenRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_access_pb2.CreateTokenResponse, _abc.Awaitable[_access_pb2.CreateTokenResponse]]:
-        """Admin only: creates an API token of the caller's tenant and shows its
-        secret, once; recorded as `api_token.created`.
+        """Admin only: creates an API token of the caller's tenant, which may expire,
+        and shows its secret, once; recorded as `api_token.created`.
         """
 
     @_abc_1.abstractmethod
@@ -496,8 +496,8 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _access_pb2.ListTokensRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_access_pb2.ListTokensResponse, _abc.Awaitable[_access_pb2.ListTokensResponse]]:
-        """Admin only: lists the tenant's API tokens, never their secrets; recorded
-        as `api_token.listed`.
+        """Admin only: lists the tenant's API tokens with their expiry and last use,
+        never their secrets; recorded as `api_token.listed`.
         """
 
     @_abc_1.abstractmethod
