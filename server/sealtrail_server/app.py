@@ -15,7 +15,7 @@ import shutil
 import signal
 import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Final, NoReturn
@@ -37,6 +37,7 @@ from .api.guard import GuardInterceptor
 from .api.health import HealthServicer
 from .api.registration import add_audit_log_service
 from .api.servicer import AuditLogServicer
+from .auth.last_use import LastUses
 from .auth.tokens import Authenticator
 from .config import Settings
 from .console.server import Console
@@ -59,7 +60,7 @@ from .store.migrations import migrate_database
 from .store.pool_metrics import measure_pool
 from .store.sinks import reseal_secrets
 from .store.tenant_settings import SettingsCache
-from .store.tokens import find_principal
+from .store.tokens import find_principal, write_last_uses
 from .store.urls import with_connection_limits
 from .stream.hub import StreamHub
 from .telemetry.interceptor import TelemetryInterceptor
@@ -145,6 +146,7 @@ class Service:
         self.console_port = 0
         self._private_dir: str | None = None
         self.evaluator: Evaluator | None = None
+        self.token_uses: LastUses | None = None
         self._hub: StreamHub | None = None
         self._guard: GuardInterceptor | None = None
         self._server: grpc.aio.Server | None = None
@@ -290,7 +292,19 @@ class Service:
         async def refuse_if_erased(tenant_id: str) -> None:
             await refuse_if_erased_now(db, tenant_id)
 
-        authenticator = Authenticator(lookup, cache_seconds=settings.token_cache_seconds)
+        async def write_uses(uses: Mapping[tuple[str, str], datetime]) -> None:
+            await write_last_uses(db, uses)
+
+        self.token_uses = LastUses(
+            write_uses, clock=self._clock, interval=settings.token_last_use_interval
+        )
+        self.token_uses.start()
+        authenticator = Authenticator(
+            lookup,
+            cache_seconds=settings.token_cache_seconds,
+            wall_clock=self._clock,
+            uses=self.token_uses,
+        )
         # Sent by this process's console only: with it, the browser's address
         # and user agent stand for the call's in its records.
         console_key = secrets.token_urlsafe(32) if settings.console_listen else ""
@@ -453,6 +467,8 @@ class Service:
             )
             await self._end_stuck_streams(stopping)
             await stopping
+        if self.token_uses is not None:  # the calls have ended: all their uses are noted
+            await self.token_uses.stop()
         if self.evaluator is not None:
             await self.evaluator.stop()
         if self.forwarder is not None:

@@ -56,6 +56,11 @@ class Settings:
     record_max_in_flight_bytes: int = 2 * 1024 * 1024 * 1024
     # How long a resolved token is trusted before it is looked up again.
     token_cache_seconds: float = 10.0
+    # A token's last use is written at most once per this many seconds per
+    # process (at most a day), behind its calls (ADR 0064): its
+    # `last_use_time` is that coarse. 0 notes every call, still written
+    # at most once per token every 10 s.
+    token_last_use_interval: float = 60.0
     # Seconds in-flight calls get to finish on SIGTERM.
     shutdown_grace: float = 10.0
     # TLS: the server's certificate chain and key (PEM files); with a client CA
@@ -243,6 +248,7 @@ _DAY: Final = 86400.0
 # the year 9999. More than a day is no use to any of them. Nor to a count's
 # statement timeout, which PostgreSQL refuses past 24.8 days (in ms, an int).
 _AT_MOST_A_DAY = (
+    "token_last_use_interval",
     "key_read_window",
     "access_denied_window",
     "forward_lease_seconds",

@@ -1,7 +1,7 @@
 """Refusals of a known tenant's token are recorded, once a window.
 
 A token whose role may not call an RPC (PERMISSION_DENIED), or that was
-revoked (UNAUTHENTICATED), belongs to a tenant: its refusal records
+revoked or has expired (UNAUTHENTICATED), belongs to a tenant: its refusal records
 `audit_log.access_denied` in that tenant's log (ADR 0060), naming the RPC,
 the reason and the token, with the caller's address, so that a security team
 sees, and can alert on, a credential probing the log. An unknown token has
@@ -22,7 +22,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from sealtrail.v1 import event_pb2
 
@@ -38,10 +38,11 @@ ACTION: Final = "audit_log.access_denied"
 # durable before the answer, never long enough to hold the answer up.
 WAIT_SECONDS: Final = 1.0
 
-Reason = Literal["role", "revoked", "operator"]
+Reason = Literal["role", "revoked", "expired", "operator"]
 _WHY: Final = {
     "role": "its role may not call it",
     "revoked": "it was revoked",
+    "expired": "it has expired",
     "operator": "this deployment's operator does that, not a token (ADR 0058)",
 }
 
@@ -55,10 +56,21 @@ class Denials:
         self._appender = appender
         self._windows = OnceAWindow(clock=clock, window=window)
 
-    async def refused(self, principal: Principal, *, rpc: str, reason: Reason) -> None:
+    async def refused(
+        self, principal: Principal, *, rpc: str, reason: Reason, expired_at: str | None = None
+    ) -> None:
         """Returns once this refusal's record is durable, failed, or waited
-        for `WAIT_SECONDS`; never raises but for a cancelled call."""
+        for `WAIT_SECONDS`; never raises but for a cancelled call.
+        `expired_at`: an expired token's expiry (RFC 3339), in the details."""
         seconds = self._windows.seconds
+        details: dict[str, Any] = {
+            "rpc": rpc,
+            "reason": reason,
+            "role": principal.role.value,
+            "window_seconds": seconds,
+        }
+        if expired_at is not None:
+            details["expire_time"] = expired_at
 
         async def record(now: datetime) -> Appended:
             try:
@@ -75,12 +87,7 @@ class Denials:
                         f"through {rpc} on the same server in the next {seconds:g} s "
                         "are not recorded again"
                     ),
-                    details={
-                        "rpc": rpc,
-                        "reason": reason,
-                        "role": principal.role.value,
-                        "window_seconds": seconds,
-                    },
+                    details=details,
                 )
             except Exception as error:
                 token = principal.token_id

@@ -2,8 +2,8 @@
 caller's token to a principal (kept in a contextvar for the servicer), afresh
 for a change of configuration and again before each message of a stream (a
 stream outlives a revocation otherwise), checks the principal's role may
-call the method (a refusal of a known tenant's token, for its role or its
-revocation, is recorded in that tenant's log: api/denials.py), keeps where the
+call the method (a refusal of a known tenant's token, for its role, its
+revocation or its expiry, is recorded in that tenant's log: api/denials.py), keeps where the
 call came from for Sealtrail's own records (api/callers.py), turns a request that cannot
 be decoded into INVALID_ARGUMENT (gRPC itself would answer INTERNAL), and turns
 the domain's errors into rich gRPC statuses, and anything else (a bug) into
@@ -23,7 +23,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from ..auth.roles import CHANGES, may_call
-from ..auth.tokens import Authenticator, RevokedToken
+from ..auth.tokens import Authenticator, ExpiredToken, RevokedToken, rfc3339
 from ..domain.access import Principal
 from ..domain.errors import (
     InvalidArgument,
@@ -151,22 +151,30 @@ class GuardInterceptor(ServiceInterceptor):
         except RevokedToken as refused:
             await self._refused(refused.principal, method, "revoked")
             raise
+        except ExpiredToken as expired:
+            await self._refused(
+                expired.principal, method, "expired", expired_at=rfc3339(expired.expires_at)
+            )
+            raise
         if not may_call(principal.role, method):
             await self._refused(principal, method, "role")
             raise PermissionDenied(f"role {principal.role.value!r} may not call {method}")
         _principal.set(principal)
 
-    async def _refused(self, principal: Principal, method: str, reason: Reason) -> None:
+    async def _refused(
+        self, principal: Principal, method: str, reason: Reason, *, expired_at: str | None = None
+    ) -> None:
         """A known token's refusal, recorded in its tenant's log (at most once
         a window); the refusal is answered as before whatever its record does."""
         if self._denials is not None:
-            await self._denials.refused(principal, rpc=method, reason=reason)
+            await self._denials.refused(principal, rpc=method, reason=reason, expired_at=expired_at)
 
     async def _still_trusted(self, authorization: str | None) -> None:
         """Before each message of a stream: a dict read while the token is
         cached; once it is not, one lookup. A revoked token's stream ends
-        within the cache's time (at once where it was revoked), an idle one at
-        its next heartbeat; an erased tenant's says so."""
+        within the cache's time (at once where it was revoked), an expired
+        one's at its expiry (TOKEN_EXPIRED), an idle one at its next
+        heartbeat; an erased tenant's says so."""
         try:
             await self._authenticator.authenticate(authorization)
         except Unauthenticated:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import grpc
@@ -15,8 +15,8 @@ import grpc
 from sealtrail.v1 import access_pb2 as pb
 from sealtrail.v1 import event_pb2
 
-from ..auth.tokens import Authenticator
-from ..domain.access import Principal, Role, token_name_problem
+from ..auth.tokens import Authenticator, rfc3339
+from ..domain.access import Principal, Role, expiry_problem, token_name_problem
 from ..domain.errors import InvalidArgument, NotFound
 from ..domain.event import parse_uuid
 from ..domain.filters import page_size
@@ -51,7 +51,26 @@ def _message(info: TokenInfo) -> pb.ApiToken:
     token.create_time.FromDatetime(info.created_at)
     if info.revoked_at is not None:
         token.revoke_time.FromDatetime(info.revoked_at)
+    if info.expires_at is not None:
+        token.expire_time.FromDatetime(info.expires_at)
+    if info.last_used_at is not None:
+        token.last_use_time.FromDatetime(info.last_used_at)
     return token
+
+
+def _expiry(request: pb.CreateTokenRequest, *, now: datetime) -> datetime | None:
+    """The new token's expiry, or None (it never expires)."""
+    if not request.HasField("expire_time"):
+        return None
+    try:
+        expires_at = request.expire_time.ToDatetime(UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument.field(
+            "expire_time", "is not a valid timestamp (years 1 to 9999)"
+        ) from None
+    if problem := expiry_problem(expires_at, now=now):
+        raise InvalidArgument.field("expire_time", problem)
+    return expires_at
 
 
 def _fingerprint(tenant_id: str) -> str:
@@ -78,7 +97,11 @@ class TokenRpcs:
             raise InvalidArgument.field("role", "must be RECORDER, READER, EXPORTER or ADMIN")
         if problem := token_name_problem(request.name):
             raise InvalidArgument.field("name", problem)
+        expires_at = _expiry(request, now=self._clock())
         token_id = str(uuid.uuid4())
+        details: dict[str, Any] = {"role": role.value}
+        if expires_at is not None:
+            details["expire_time"] = rfc3339(expires_at)
 
         async def create() -> tuple[IssuedToken, str]:
             # Recorded before the token exists: a token never lives without its
@@ -96,7 +119,7 @@ class TokenRpcs:
                 resource_id=token_id,
                 description=f"Created an API token with role {role.value}",
                 details={
-                    "role": role.value,
+                    **details,
                     "name": await self._filter_details.text(principal.tenant_id, request.name),
                 },
             )
@@ -107,13 +130,20 @@ class TokenRpcs:
                 name=request.name,
                 token_id=token_id,
                 caller=principal.token_id,
+                expires_at=expires_at,
             )
             return issued, recorded.event_id
 
         # A caller going away does not stop it halfway.
         issued, event_id = await asyncio.shield(asyncio.ensure_future(create()))
         info = TokenInfo(
-            issued.token_id, issued.tenant_id, role.value, request.name, issued.created_at, None
+            issued.token_id,
+            issued.tenant_id,
+            role.value,
+            request.name,
+            issued.created_at,
+            None,
+            expires_at=issued.expires_at,
         )
         return pb.CreateTokenResponse(token=_message(info), secret=issued.secret, event_id=event_id)
 

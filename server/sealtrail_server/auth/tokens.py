@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from ..domain.access import TOKEN_PATTERN, Principal, Revoked, token_digest
 from ..domain.errors import Unauthenticated
+from .last_use import LastUses
 
 TokenLookup = Callable[[bytes], Awaitable[Principal | Revoked | None]]
 
@@ -21,6 +23,33 @@ class RevokedToken(Unauthenticated):
         self.principal = principal
 
 
+class ExpiredToken(Unauthenticated):
+    """A token presented at or after its expiry. Unlike a revoked one's, the
+    answer says so, and when: its holder has the secret, and a service
+    whose token ran out is told what to renew rather than left to suspect
+    a revocation. Its refusal is recorded as a revoked one's (api/denials.py)."""
+
+    reason = "TOKEN_EXPIRED"
+
+    def __init__(self, principal: Principal, expires_at: datetime) -> None:
+        when = rfc3339(expires_at)
+        super().__init__(
+            f"token expired at {when}; an admin of the tenant creates a new one",
+            metadata={"expire_time": when},
+        )
+        self.principal = principal
+        self.expires_at = expires_at
+
+
+def rfc3339(moment: datetime) -> str:
+    """`moment` in UTC as RFC 3339 (Z), to the microsecond if it has any."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 _UNKNOWN = "unknown or revoked token"
 
 
@@ -30,7 +59,12 @@ class Authenticator:
     revoked token therefore stops working within that interval, but where a
     caller asks for `fresh`: a change of configuration, which a stolen token
     revoked a moment ago must not make (a new token, a sink sending the log
-    elsewhere)."""
+    elsewhere).
+
+    A token's expiry, kept with its principal, is compared with `wall_clock`
+    on every call, cached or not: an expired token stops at its expiry on
+    every process, never a cache interval later (ADR 0064). Each call a token
+    authenticates is noted in `uses` (its last use, written behind)."""
 
     def __init__(
         self,
@@ -39,11 +73,15 @@ class Authenticator:
         cache_seconds: float = 10.0,
         max_cached: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = _utc_now,
+        uses: LastUses | None = None,
     ) -> None:
         self._lookup = lookup
         self._cache_seconds = cache_seconds
         self._max_cached = max_cached
         self._clock = clock
+        self._wall_clock = wall_clock
+        self._uses = uses
         self._cache: dict[bytes, tuple[Principal, float]] = {}
         # Bumped by each forget: a lookup that began before it must not put
         # back what it forgot.
@@ -61,19 +99,27 @@ class Authenticator:
         now = self._clock()
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > now and not fresh:
-            return cached[0]
-        forgets = self._forgets
-        principal = await self._lookup(digest)
-        if not isinstance(principal, Principal):
-            self._cache.pop(digest, None)
-            if isinstance(principal, Revoked):
-                raise RevokedToken(principal.principal)
-            raise Unauthenticated(_UNKNOWN)
-        if forgets != self._forgets:
-            return principal  # true when read; not kept past a revocation since
-        if len(self._cache) >= self._max_cached:
-            self._cache.clear()
-        self._cache[digest] = (principal, now + self._cache_seconds)
+            principal = cached[0]
+        else:
+            forgets = self._forgets
+            found = await self._lookup(digest)
+            if not isinstance(found, Principal):
+                self._cache.pop(digest, None)
+                if isinstance(found, Revoked):
+                    raise RevokedToken(found.principal)
+                raise Unauthenticated(_UNKNOWN)
+            principal = found
+            # Not kept past a revocation since it was read (true when read).
+            if forgets == self._forgets:
+                if len(self._cache) >= self._max_cached:
+                    self._cache.clear()
+                self._cache[digest] = (principal, now + self._cache_seconds)
+        # Left cached: an expiry never moves, and a client retrying with an
+        # expired token in a loop costs no lookup a call.
+        if principal.expires_at is not None and principal.expires_at <= self._wall_clock():
+            raise ExpiredToken(principal, principal.expires_at)
+        if self._uses is not None:
+            self._uses.note(principal, at=now)
         return principal
 
     def forget(self, token_id: str) -> None:

@@ -11,6 +11,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
@@ -19,6 +20,10 @@ from .event import CONTROL_CHARACTERS, MAX_NAME
 TOKEN_PREFIX: Final = "stk_"
 TOKEN_PATTERN: Final = re.compile(r"stk_[A-Za-z0-9_-]{43}")
 TENANT_ID_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+# How far ahead a token's expiry may lie: two years, a rotation period no
+# security policy we know of exceeds, and which still makes a token created
+# "for good" say when it is to be looked at again (ADR 0064).
+MAX_TOKEN_LIFETIME: Final = timedelta(days=730)
 
 
 class Role(StrEnum):
@@ -32,12 +37,15 @@ class Role(StrEnum):
 class Principal:
     """The caller behind a token: its tenant is the only one it can touch.
     `name`: the token's name as Sealtrail's own records show it (redacted as
-    the tenant's events are), their `actor.display_name`."""
+    the tenant's events are), their `actor.display_name`. `expires_at`: when
+    the token stops working (None: never), kept with the principal so that a
+    cached one is refused from that moment, not from the cache's next lookup."""
 
     tenant_id: str
     token_id: str
     role: Role
     name: str = ""
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +60,15 @@ def token_name_problem(name: str) -> str | None:
     """Why `name` cannot label a token, or None."""
     if len(name) > MAX_NAME or CONTROL_CHARACTERS.search(name):
         return f"must be at most {MAX_NAME} characters, none of them control characters"
+    return None
+
+
+def expiry_problem(expires_at: datetime, *, now: datetime) -> str | None:
+    """Why a new token cannot expire at `expires_at`, or None."""
+    if expires_at <= now:
+        return "must be in the future"
+    if expires_at > now + MAX_TOKEN_LIFETIME:
+        return f"must be at most {MAX_TOKEN_LIFETIME.days} days ahead"
     return None
 
 

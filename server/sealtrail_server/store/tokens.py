@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,6 +21,7 @@ class IssuedToken:
     role: Role
     secret: str
     created_at: datetime
+    expires_at: datetime | None = None
 
 
 async def create_token(
@@ -30,10 +32,13 @@ async def create_token(
     name: str = "",
     token_id: str | None = None,
     caller: str | None = None,
+    expires_at: datetime | None = None,
 ) -> IssuedToken:
     """A new token (with `token_id`, else a new one) and its secret, shown once.
     `caller`, the id of the token creating it (None for an operator), must
-    still be live: a token revoked as it creates its successor creates none."""
+    still be live: a token revoked as it creates its successor creates none.
+    `expires_at`: when it stops working (None: never), checked by the caller
+    against its own clock (domain/access.expiry_problem)."""
     secret = new_token()
     token_id = token_id or str(uuid.uuid4())
     async with db.connection(tenant_id) as conn, conn.transaction():
@@ -45,17 +50,17 @@ async def create_token(
         if caller is not None:
             await hold_live_token(conn, tenant_id, caller, seconds=5.0)
         cursor = await conn.execute(
-            "INSERT INTO api_tokens (tenant_id, token_id, secret_sha256, role, name)"
-            " SELECT %s, %s, %s, %s, %s WHERE NOT EXISTS"
+            "INSERT INTO api_tokens (tenant_id, token_id, secret_sha256, role, name, expires_at)"
+            " SELECT %s, %s, %s, %s, %s, %s WHERE NOT EXISTS"
             " (SELECT FROM tenant_erasures WHERE tenant_id = %s) RETURNING created_at",
-            [tenant_id, token_id, token_digest(secret), role.value, name, tenant_id],
+            [tenant_id, token_id, token_digest(secret), role.value, name, expires_at, tenant_id],
         )
         row = await cursor.fetchone()
     if row is None:
         raise tenant_erased(tenant_id)
     created_at = row[0]
     assert isinstance(created_at, datetime)
-    return IssuedToken(token_id, tenant_id, role, secret, created_at)
+    return IssuedToken(token_id, tenant_id, role, secret, created_at, expires_at)
 
 
 async def find_principal(db: Database, digest: bytes) -> Principal | Revoked | None:
@@ -63,16 +68,20 @@ async def find_principal(db: Database, digest: bytes) -> Principal | Revoked | N
     was revoked; None if there is no such token."""
     async with db.system_connection() as conn:
         cursor = await conn.execute(
-            "SELECT tenant_id, token_id, role, name, revoked_at IS NOT NULL FROM api_tokens"
-            " WHERE secret_sha256 = %s",
+            "SELECT tenant_id, token_id, role, name, revoked_at IS NOT NULL, expires_at"
+            " FROM api_tokens WHERE secret_sha256 = %s",
             [digest],
         )
         row = await cursor.fetchone()
     if row is None:
         return None
-    tenant_id, token_id, role, name, revoked = row
+    tenant_id, token_id, role, name, revoked, expires_at = row
     principal = Principal(
-        tenant_id=str(tenant_id), token_id=str(token_id), role=Role(str(role)), name=str(name)
+        tenant_id=str(tenant_id),
+        token_id=str(token_id),
+        role=Role(str(role)),
+        name=str(name),
+        expires_at=expires_at,
     )
     return Revoked(principal) if revoked else principal
 
@@ -105,11 +114,13 @@ class TokenInfo:
     created_at: datetime
     revoked_at: datetime | None
     serial: int = 0
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
 
 
 _SELECT_TOKENS = (
-    "SELECT token_id::text, tenant_id, role, name, created_at, revoked_at, serial"
-    " FROM api_tokens WHERE tenant_id = %s"
+    "SELECT token_id::text, tenant_id, role, name, created_at, revoked_at, serial,"
+    " expires_at, last_used_at FROM api_tokens WHERE tenant_id = %s"
 )
 
 
@@ -151,3 +162,31 @@ async def mark_revoked(conn: Connection, *, token_id: str, tenant_id: str) -> bo
         [token_id, tenant_id],
     )
     return await cursor.fetchone() is not None
+
+
+# Forward only: several processes write the same token's use, each its own
+# latest, in whatever order their writes arrive.
+_WRITE_LAST_USES = (
+    "UPDATE api_tokens AS t SET last_used_at = u.used_at"
+    " FROM unnest(%s::text[], %s::uuid[], %s::timestamptz[]) AS u (tenant_id, token_id, used_at)"
+    " WHERE t.tenant_id = u.tenant_id AND t.token_id = u.token_id"
+    " AND (t.last_used_at IS NULL OR t.last_used_at < u.used_at)"
+)
+
+
+async def write_last_uses(db: Database, uses: Mapping[tuple[str, str], datetime]) -> None:
+    """Each (tenant, token)'s last use, in one statement: what a process noted
+    of every token it saw used since its last write (auth/last_use.py). A
+    token erased or unknown since is left out by the join."""
+    if not uses:
+        return
+    keys = sorted(uses)  # one order of the rows' locks in every process
+    async with db.system_connection() as conn:
+        await conn.execute(
+            _WRITE_LAST_USES,
+            [
+                [tenant for tenant, _ in keys],
+                [token for _, token in keys],
+                [uses[key] for key in keys],
+            ],
+        )
