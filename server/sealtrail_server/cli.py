@@ -11,6 +11,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -20,7 +21,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, NamedTuple, NoReturn
 
@@ -37,8 +38,9 @@ from .api.audited import record_event
 from .api.convert import server_view
 from .api.retention import receipt_message
 from .app import Service
+from .auth.tokens import rfc3339
 from .config import Settings
-from .domain.access import Role, token_name_problem, valid_tenant_id
+from .domain.access import Role, expiry_problem, token_name_problem, valid_tenant_id
 from .domain.errors import SealtrailError
 from .domain.event import parse_uuid
 from .domain.redaction import tenant_key
@@ -331,16 +333,58 @@ def token() -> None:
     """Manage API tokens."""
 
 
+_SPAN: Final = re.compile(r"(\d+)([smhdwy])")
+_SPAN_UNIT: Final = {
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
+    "y": timedelta(days=365),
+}
+
+
+def _expiry_after(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """--expires-in as the time it names, checked as the API checks a new
+    token's expiry (the future, at most two years ahead)."""
+    if value is None:
+        return None
+    span = _SPAN.fullmatch(value)
+    if span is None:
+        raise click.BadParameter(f"{value!r} is not a duration like 90d, 12h, 2w or 1y")
+    count, unit = span.groups()
+    now = datetime.now(UTC)
+    try:
+        expires_at = now + int(count) * _SPAN_UNIT[unit]
+    except OverflowError:
+        expires_at = datetime.max.replace(tzinfo=UTC)
+    if problem := expiry_problem(expires_at, now=now):
+        raise click.BadParameter(f"the expiry {problem}")
+    return expires_at
+
+
 @token.command("create")
 @click.option("--tenant", required=True, help="Tenant (organization) the token acts for.")
 @click.option(
     "--role", required=True, type=click.Choice([r.value for r in Role]), help="What it may do."
 )
 @click.option("--name", default="", help="A label to recognise the token by.")
+@click.option(
+    "--expires-in",
+    "expires_at",
+    callback=_expiry_after,
+    metavar="DURATION",
+    help="Stop working this long from now (90d, 12h, 2w; at most 2y). Default: never.",
+)
 @_data_dir_option
 @_database_url_option
 def token_create(
-    tenant: str, role: str, name: str, data_dir: Path | None, database_url: str | None
+    tenant: str,
+    role: str,
+    name: str,
+    expires_at: datetime | None,
+    data_dir: Path | None,
+    database_url: str | None,
 ) -> None:
     """Create a token; prints it alone on the last line. It is shown only once."""
     if problem := token_name_problem(name):
@@ -352,17 +396,27 @@ def token_create(
         )
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
     urls = _database_urls(settings)
-    issued = asyncio.run(_create_token(urls, settings, tenant, Role(role), name))
-    click.echo(f"token {issued.token_id} for tenant {tenant!r} with role {role!r}:", err=True)
+    issued = asyncio.run(_create_token(urls, settings, tenant, Role(role), name, expires_at))
+    until = f", expiring at {expires_at:%Y-%m-%d %H:%M:%S} UTC" if expires_at else ""
+    click.echo(
+        f"token {issued.token_id} for tenant {tenant!r} with role {role!r}{until}:", err=True
+    )
     click.echo(issued.secret)
 
 
 async def _create_token(
-    urls: _Urls, settings: Settings, tenant: str, role: Role, name: str
+    urls: _Urls,
+    settings: Settings,
+    tenant: str,
+    role: Role,
+    name: str,
+    expires_at: datetime | None = None,
 ) -> IssuedToken:
     async with _database(urls) as db:
         recorded_name = await _redacted_name(db, settings, tenant, name)
-        return await _recorded_token(db, tenant, role, name, recorded_name=recorded_name)
+        return await _recorded_token(
+            db, tenant, role, name, recorded_name=recorded_name, expires_at=expires_at
+        )
 
 
 async def _redacted_name(db: Database, settings: Settings, tenant: str, name: str) -> str:
@@ -382,21 +436,33 @@ async def _redacted_name(db: Database, settings: Settings, tenant: str, name: st
 
 
 async def _recorded_token(
-    db: Database, tenant: str, role: Role, name: str, *, recorded_name: str | None = None
+    db: Database,
+    tenant: str,
+    role: Role,
+    name: str,
+    *,
+    recorded_name: str | None = None,
+    expires_at: datetime | None = None,
 ) -> IssuedToken:
     """A new token, its creation recorded first (as the API does): no token
     lives without its record, even if the database fails between the two.
     `recorded_name`: the name as the record shows it, if not as given."""
     token_id = str(uuid.uuid4())
+    details: dict[str, Any] = {"role": role.value}
+    if expires_at is not None:
+        details["expire_time"] = rfc3339(expires_at)
+    details["name"] = name if recorded_name is None else recorded_name
     await _record_operator_action(
         db,
         tenant,
         action="api_token.created",
         token_id=token_id,
         description=f"Created an API token with role {role.value}",
-        details={"role": role.value, "name": name if recorded_name is None else recorded_name},
+        details=details,
     )
-    return await create_token(db, tenant_id=tenant, role=role, name=name, token_id=token_id)
+    return await create_token(
+        db, tenant_id=tenant, role=role, name=name, token_id=token_id, expires_at=expires_at
+    )
 
 
 def _operator() -> str:
@@ -492,9 +558,26 @@ def token_list(tenant: str, data_dir: Path | None, database_url: str | None) -> 
             )
             return tokens
 
+    now = datetime.now(UTC)
     for info in asyncio.run(run()):
-        state = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "live"
-        click.echo(f"{info.token_id}  {info.role:<8}  {state:<22}  {info.name}")
+        click.echo(
+            f"{info.token_id}  {info.role:<8}  {_token_state(info, now):<24}"
+            f"  {_when(info.expires_at, 'expires', 'never expires'):<24}"
+            f"  {_when(info.last_used_at, 'last used', 'never used'):<26}  {info.name}"
+        )
+
+
+def _token_state(info: TokenInfo, now: datetime) -> str:
+    if info.revoked_at is not None:
+        return f"revoked {info.revoked_at.astimezone(UTC):%Y-%m-%d %H:%M}"
+    if info.expires_at is not None and info.expires_at <= now:
+        return f"expired {info.expires_at.astimezone(UTC):%Y-%m-%d %H:%M}"
+    return "live"
+
+
+def _when(moment: datetime | None, label: str, never: str) -> str:
+    """`label` and `moment` in UTC to the minute, or `never`."""
+    return f"{label} {moment.astimezone(UTC):%Y-%m-%d %H:%M}" if moment is not None else never
 
 
 @token.command("revoke")

@@ -5,14 +5,18 @@ whose helpers it shares."""
 
 from __future__ import annotations
 
+import re
 import sys
-from typing import cast, get_args
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast, get_args
 
 import click
 
 from sealtrail._cli import (
     PlainTable,
     _client,
+    _Time,
     event_json,
     print_table,
     table_time,
@@ -21,37 +25,140 @@ from sealtrail._cli import (
 from sealtrail._convert import RedactionMode, TokenRole, enum_label
 from sealtrail.v1 import access_pb2, settings_pb2
 
+_SPAN = re.compile(r"(\d+)([smhdwy])")
+_SPAN_UNIT = {
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
+    "y": timedelta(days=365),
+}
 
-@click.group(invoke_without_command=True)
-@click.pass_context
-def tokens(ctx: click.Context) -> None:
-    """Admin: list (no subcommand), create and revoke your tenant's API tokens."""
-    if ctx.invoked_subcommand is not None:
-        return
+
+class _Span(click.ParamType[timedelta]):
+    """A length of time as the command line writes durations: 90d, 12h, 2w, 1y
+    (365 days), 30m (minutes), 45s."""
+
+    name = "DURATION"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        span = _SPAN.fullmatch(value)
+        if span is None:
+            self.fail(f"{value!r} is not a duration like 90d, 12h, 2w or 1y", param, ctx)
+        count, unit = span.groups()
+        try:
+            return int(count) * _SPAN_UNIT[unit]
+        except OverflowError:
+            self.fail(f"{value!r} is longer than any date can express", param, ctx)
+
+
+def _live(token: access_pb2.ApiToken, now: datetime) -> bool:
+    expired = token.HasField("expire_time") and token.expire_time.ToDatetime(UTC) <= now
+    return not token.HasField("revoke_time") and not expired
+
+
+def _unused_since(token: access_pb2.ApiToken) -> datetime:
+    """Its last use, or (never used) its creation."""
+    stamp = token.last_use_time if token.HasField("last_use_time") else token.create_time
+    return stamp.ToDatetime(UTC)
+
+
+def stale_tokens(
+    found: Iterable[access_pb2.ApiToken], *, unused_for: timedelta, now: datetime
+) -> list[access_pb2.ApiToken]:
+    """The live tokens (neither revoked nor expired) that no call used for
+    `unused_for`: neither since their last use nor, never used, since their
+    creation. Live ones only: a revoked or expired token is no risk left."""
+    return [t for t in found if _live(t, now) and _unused_since(t) <= now - unused_for]
+
+
+def _list_tokens(ctx: click.Context, unused_for: timedelta | None) -> None:
     with _client(ctx) as client:
         found = client.list_tokens()
-    table = PlainTable("id", "role", "name", "created (UTC)", "revoked (UTC)")
+    if unused_for is not None:
+        found = stale_tokens(found, unused_for=unused_for, now=datetime.now(UTC))
+    table = PlainTable(
+        "id", "role", "name", "created (UTC)", "expires (UTC)", "last used (UTC)", "revoked (UTC)"
+    )
     for token in found:
         table.add_row(
             token.token_id,
             enum_label(access_pb2.Role, token.role),
             token.name,
             table_time(token.create_time),
+            table_time(token.expire_time) or "never",
+            table_time(token.last_use_time) or "never",
             table_time(token.revoke_time),
         )
     print_table(table)
 
 
+_UNUSED_FOR_HELP = (
+    "Only live tokens no call used for this long (e.g. 30d): stale ones to revoke."
+    " Last use is written at most once a minute per server process, so it is that coarse."
+)
+
+
+@click.group(invoke_without_command=True)
+@click.option("--unused-for", type=_Span(), help=_UNUSED_FOR_HELP)
+@click.pass_context
+def tokens(ctx: click.Context, unused_for: timedelta | None) -> None:
+    """Admin: list (no subcommand, or `list`), create and revoke your tenant's
+    API tokens."""
+    if ctx.invoked_subcommand is not None:
+        return
+    _list_tokens(ctx, unused_for)
+
+
+@tokens.command("list")
+@click.option("--unused-for", type=_Span(), help=_UNUSED_FOR_HELP)
+@click.pass_context
+def tokens_list(ctx: click.Context, unused_for: timedelta | None) -> None:
+    """List the tokens with their expiry and last use (never their secrets).
+    Recorded in the log."""
+    _list_tokens(ctx, unused_for)
+
+
 @tokens.command("create")
 @click.option("--role", required=True, type=click.Choice(get_args(TokenRole)))
 @click.option("--name", default="", help="What it is for, e.g. billing-service.")
+@click.option(
+    "--expires-in", type=_Span(), help="Stop working this long from now (90d, 12h; at most 2y)."
+)
+@click.option(
+    "--expires-at", type=_Time(), help="Stop working at this time (RFC 3339 or YYYY-MM-DD)."
+)
 @click.pass_context
-def tokens_create(ctx: click.Context, role: str, name: str) -> None:
+def tokens_create(
+    ctx: click.Context,
+    role: str,
+    name: str,
+    expires_in: timedelta | None,
+    expires_at: datetime | None,
+) -> None:
     """Create a token; its secret is printed alone on stdout, this once
-    (TOKEN=$(sealtrail tokens create --role recorder)). Recorded in the log."""
+    (TOKEN=$(sealtrail tokens create --role recorder)). Without --expires-in
+    or --expires-at it never expires. Recorded in the log."""
+    if expires_in is not None and expires_at is not None:
+        raise click.UsageError("give --expires-in or --expires-at, not both")
+    if expires_in is not None:
+        try:
+            expires_at = datetime.now(UTC) + expires_in
+        except OverflowError:
+            raise click.BadParameter("lies past the year 9999", param_hint="--expires-in") from None
     with _client(ctx) as client:
-        created = client.create_token(cast(TokenRole, role), name=name)
-    click.echo(f"token {created.token.token_id} with role {role}:", err=True)
+        created = client.create_token(cast(TokenRole, role), name=name, expire_time=expires_at)
+    until = (
+        f", expiring at {table_time(created.token.expire_time)} UTC"
+        if created.token.HasField("expire_time")
+        else ""
+    )
+    click.echo(f"token {created.token.token_id} with role {role}{until}:", err=True)
     click.echo(created.secret)
 
 

@@ -30,6 +30,7 @@ from sealtrail._convert import (
     batch_results,
     build_event,
     count_request,
+    create_token_request,
     entries_to_resend,
     event_counts,
     inclusion_request,
@@ -41,7 +42,6 @@ from sealtrail._convert import (
     resend_request,
     retention_policy,
     stream_request,
-    token_role_value,
     update_mask,
 )
 from sealtrail._correlation import CorrelationInterceptor, current_request_id, request_id
@@ -381,15 +381,21 @@ class AuditClient:
         request = settings_pb2.HashSecretRequest(value=value)
         return (self._call(self._stub.HashSecret, request)).hmac
 
-    def create_token(self, role: TokenRole, *, name: str = "") -> access_pb2.CreateTokenResponse:
+    def create_token(
+        self, role: TokenRole, *, name: str = "", expire_time: datetime | None = None
+    ) -> access_pb2.CreateTokenResponse:
         """Admin: a new API token of your tenant. Its `secret` is in this
-        answer only; keep it. Not retried: a retry could create a second token."""
-        request = access_pb2.CreateTokenRequest(role=token_role_value(role), name=name)
+        answer only; keep it. With `expire_time` (timezone-aware; the future,
+        at most two years ahead) every call with it is refused from then on
+        (UnauthenticatedError, reason TOKEN_EXPIRED). Not retried: a retry
+        could create a second token."""
+        request = create_token_request(role, name=name, expire_time=expire_time)
         return self._call(self._stub.CreateToken, request, retry=False)
 
     def list_tokens(self) -> list[access_pb2.ApiToken]:
         """Admin: every API token of your tenant, oldest first, revoked ones
-        included (never their secrets)."""
+        included (never their secrets), each with its `expire_time` and its
+        (coarse) `last_use_time`."""
         tokens: list[access_pb2.ApiToken] = []
         request = access_pb2.ListTokensRequest(page_size=1000)
         while True:

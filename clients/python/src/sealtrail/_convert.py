@@ -85,6 +85,17 @@ def token_role_value(role: str) -> access_pb2.Role.ValueType:
         raise ValueError(f"role must be one of {', '.join(_TOKEN_ROLES)}, not {role!r}") from None
 
 
+def create_token_request(
+    role: str, *, name: str = "", expire_time: datetime | None = None
+) -> access_pb2.CreateTokenRequest:
+    """A CreateToken request; `expire_time` (timezone-aware), when the token
+    stops working: the server takes the future, at most two years ahead."""
+    request = access_pb2.CreateTokenRequest(role=token_role_value(role), name=name)
+    if expire_time is not None:
+        request.expire_time.CopyFrom(timestamp(expire_time, field="expire_time"))
+    return request
+
+
 def update_mask(fields: Iterable[str]) -> field_mask_pb2.FieldMask:
     """An update mask (AIP-134) naming `fields`; one field name alone is a
     TypeError, not a mask of its letters."""

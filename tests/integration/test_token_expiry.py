@@ -1,0 +1,344 @@
+"""API tokens may expire, and each says when it was last used (ADR 0064): a
+security team rotating credentials sets an expiry on the tokens it creates,
+and finds the live ones nothing has used for weeks.
+
+An expired token is refused UNAUTHENTICATED, reason TOKEN_EXPIRED, saying
+when, from its expiry on (a cached token too), and its refusal is recorded
+as a revoked one's. A token's last use is written behind its calls, at most
+once per interval and process, never on the calls' path."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from click.testing import CliRunner
+from google.protobuf import json_format, timestamp_pb2
+
+from sealtrail import (
+    AsyncAuditClient,
+    AuditClient,
+    InvalidArgumentError,
+    UnauthenticatedError,
+    build_filter,
+)
+from sealtrail import _cli as cli
+from sealtrail.v1 import access_pb2, audit_service_pb2_grpc, event_pb2
+from sealtrail_server import cli as server_cli
+from tests.clock import Clock
+from tests.conftest import ServerThread
+
+HOUR = timedelta(hours=1)
+
+
+@pytest.fixture(scope="module")
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(scope="module")
+def timed(migrated_database_url: str, clock: Clock) -> Iterator[ServerThread]:
+    """A server on the test's clock that trusts a resolved token for an hour
+    (its cache outlasts every expiry here) and notes a token's use once an
+    hour: what it writes in a test is what that test did."""
+    server = ServerThread(
+        migrated_database_url,
+        clock=clock,
+        token_cache_seconds=3600,
+        token_last_use_interval=3600,
+        checkpoint_interval=0,
+    )
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _eventually(find: Callable[[], list[Any]]) -> list[Any]:
+    """What `find` returns once it is not empty (within 20 s)."""
+    deadline = time.monotonic() + 20
+    while not (found := find()):
+        assert time.monotonic() < deadline, "nothing was recorded"
+        time.sleep(0.05)
+    return found
+
+
+def _listed(admin: AuditClient, token_id: str) -> access_pb2.ApiToken:
+    [token] = [t for t in admin.list_tokens() if t.token_id == token_id]
+    return token
+
+
+def test_a_cached_token_is_refused_from_its_expiry_saying_when(
+    timed: ServerThread, clock: Clock, tenant: str
+) -> None:
+    with AuditClient(timed.target, token=timed.token(tenant)) as admin:
+        expiry = clock() + HOUR
+        created = admin.create_token("recorder", name="nightly import", expire_time=expiry)
+    assert created.token.expire_time.ToDatetime(UTC) == expiry
+    with AuditClient(timed.target, token=created.secret, max_attempts=1) as recorder:
+        recorder.record(action="invoice.pay", actor_id="u")  # resolved, and cached for an hour
+        clock.advance(seconds=HOUR.total_seconds())  # its expiry, well within the cache's hour
+        with pytest.raises(UnauthenticatedError) as refused:
+            recorder.record(action="invoice.pay", actor_id="u")
+    assert refused.value.reason == "TOKEN_EXPIRED"
+    assert refused.value.metadata == {"expire_time": _rfc3339(expiry)}
+    assert f"token expired at {_rfc3339(expiry)}" in refused.value.message
+
+
+def test_an_expired_tokens_refusals_are_recorded_once_a_window(
+    timed: ServerThread, clock: Clock, tenant: str
+) -> None:
+    with AuditClient(timed.target, token=timed.token(tenant)) as admin:
+        created = admin.create_token("reader", name="q3 audit", expire_time=clock() + HOUR)
+        clock.advance(seconds=2 * HOUR.total_seconds())  # first presented after its expiry
+        with AuditClient(timed.target, token=created.secret, max_attempts=1) as reader:
+            for _ in range(3):  # a client retrying in a loop
+                with pytest.raises(UnauthenticatedError, match="token expired at"):
+                    reader.query_page()
+        denials = _eventually(
+            lambda: list(admin.query(build_filter(actions="audit_log.access_denied")))
+        )
+        time.sleep(0.2)  # a second record would have come by now
+        assert len(list(admin.query(build_filter(actions="audit_log.access_denied")))) == 1
+    [denial] = denials
+    assert (denial.actor.id, denial.actor.display_name) == (created.token.token_id, "q3 audit")
+    assert denial.outcome == event_pb2.OUTCOME_DENIED
+    assert json_format.MessageToDict(denial.details) == {
+        "rpc": "Query",
+        "reason": "expired",
+        "role": "reader",
+        "window_seconds": 600,
+        "expire_time": _rfc3339(created.token.expire_time.ToDatetime(UTC)),
+    }
+    assert "it has expired" in denial.description
+
+
+def test_a_stream_ends_at_its_tokens_expiry(timed: ServerThread, clock: Clock, tenant: str) -> None:
+    with AuditClient(timed.target, token=timed.token(tenant)) as admin:
+        created = admin.create_token("reader", expire_time=clock() + HOUR)
+        admin.record(action="doc.open", actor_id="u")
+        with AuditClient(timed.target, token=created.secret, max_attempts=1) as reader:
+            events = reader.stream(build_filter(actions=["doc.open", "doc.close"]), after_seq=0)
+            assert next(events).action == "doc.open"
+            clock.advance(seconds=HOUR.total_seconds())
+            admin.record(action="doc.close", actor_id="u")
+            with pytest.raises(UnauthenticatedError) as ended:
+                next(events)
+    assert ended.value.reason == "TOKEN_EXPIRED"
+
+
+def test_the_creation_of_an_expiring_token_records_its_expiry(
+    timed: ServerThread, clock: Clock, tenant: str
+) -> None:
+    with AuditClient(timed.target, token=timed.token(tenant)) as admin:
+        expiry = clock() + timedelta(days=90)
+        created = admin.create_token("recorder", name="ci", expire_time=expiry)
+        forever = admin.create_token("recorder", name="legacy")
+        records = {
+            e.resource.id: json_format.MessageToDict(e.details)
+            for e in admin.query(build_filter(actions="api_token.created"))
+        }
+        listed = _listed(admin, created.token.token_id)
+        unlimited = _listed(admin, forever.token.token_id)
+    assert records[created.token.token_id] == {
+        "role": "recorder",
+        "expire_time": _rfc3339(expiry),
+        "name": "ci",
+    }
+    assert "expire_time" not in records[forever.token.token_id]
+    assert listed.expire_time.ToDatetime(UTC) == expiry
+    assert not unlimited.HasField("expire_time") and not forever.token.HasField("expire_time")
+
+
+@pytest.mark.parametrize(
+    ("expiry", "why"),
+    [
+        (timedelta(seconds=-1), "must be in the future"),
+        (timedelta(0), "must be in the future"),
+        (timedelta(days=731), "must be at most 730 days ahead"),
+    ],
+)
+def test_an_expiry_not_ahead_or_too_far_ahead_is_refused_naming_the_field(
+    timed: ServerThread, clock: Clock, tenant: str, expiry: timedelta, why: str
+) -> None:
+    with AuditClient(timed.target, token=timed.token(tenant)) as admin:
+        with pytest.raises(InvalidArgumentError) as refused:
+            admin.create_token("recorder", expire_time=clock() + expiry)
+        assert [t.role for t in admin.list_tokens()] == [access_pb2.ROLE_ADMIN]  # none made
+    assert refused.value.field_violations == [("expire_time", why)]
+
+
+def test_an_expiry_no_timestamp_can_hold_is_refused_naming_the_field(
+    server: ServerThread, tenant: str
+) -> None:
+    request = access_pb2.CreateTokenRequest(
+        role=access_pb2.ROLE_RECORDER, expire_time=timestamp_pb2.Timestamp(seconds=10**12)
+    )
+    with grpc.insecure_channel(server.target) as channel:
+        stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.CreateToken(
+                request, metadata=(("authorization", f"Bearer {server.token(tenant)}"),)
+            )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "expire_time: is not a valid timestamp" in str(refused.value.details())
+
+
+def _row_version(sql: psycopg.Connection[Any], token_id: str) -> tuple[str, datetime | None]:
+    """The transaction that wrote the token's row last (its xmin: any UPDATE
+    writes a new version) and its last use."""
+    row = sql.execute(
+        "SELECT xmin::text, last_used_at FROM api_tokens WHERE token_id = %s", [token_id]
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def test_last_use_appears_after_a_call_and_is_not_written_on_every_call(
+    timed: ServerThread, clock: Clock, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    with AuditClient(timed.target, token=timed.token(tenant)) as admin:
+        created = admin.create_token("recorder", name="billing")
+        token_id = created.token.token_id
+        assert not _listed(admin, token_id).HasField("last_use_time")
+        with AuditClient(timed.target, token=created.secret) as recorder:
+            used_at = clock()
+            recorder.record(action="invoice.pay", actor_id="u")
+            clock.advance(seconds=5)
+            timed.run(timed.service.token_uses.flush())
+            assert _listed(admin, token_id).last_use_time.ToDatetime(UTC) == used_at
+            written = _row_version(sql, token_id)
+            for _ in range(20):  # within the interval: noted once, written once
+                recorder.record(action="invoice.pay", actor_id="u")
+                clock.advance(seconds=1)
+            timed.run(timed.service.token_uses.flush())
+    assert _row_version(sql, token_id) == written  # not one write more
+    assert written[1] == used_at
+
+
+def test_last_use_is_written_when_a_server_stops_and_outlives_it(
+    migrated_database_url: str, server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    stopping = ServerThread(migrated_database_url, checkpoint_interval=0)
+    try:
+        with AuditClient(stopping.target, token=stopping.token(tenant)) as admin:
+            created = admin.create_token("recorder")
+        with AuditClient(stopping.target, token=created.secret) as recorder:
+            recorder.record(action="invoice.pay", actor_id="u")
+    finally:
+        stopping.close()  # before its writer's first pass (10 s): the stop writes
+    _, last_used_at = _row_version(sql, created.token.token_id)
+    assert last_used_at is not None
+    with AuditClient(server.target, token=server.token(tenant)) as admin:  # another server
+        listed = _listed(admin, created.token.token_id)
+    assert listed.last_use_time.ToDatetime(UTC) == last_used_at
+
+
+async def test_the_async_client_creates_an_expiring_token(
+    server: ServerThread, tenant: str
+) -> None:
+    expiry = datetime.now(UTC) + timedelta(days=30)
+    async with AsyncAuditClient(server.target, token=server.token(tenant)) as admin:
+        created = await admin.create_token("reader", expire_time=expiry)
+        [listed] = [t for t in await admin.list_tokens() if t.token_id == created.token.token_id]
+    assert listed.expire_time.ToDatetime(UTC) == expiry
+
+
+def _backdate(sql: psycopg.Connection[Any], token_id: str, *, days: int) -> None:
+    """As if the token had been created `days` ago and not used since."""
+    sql.execute(
+        "UPDATE api_tokens SET created_at = now() - make_interval(days => %s),"
+        " last_used_at = NULL WHERE token_id = %s",
+        [days, token_id],
+    )
+
+
+def test_the_command_line_creates_expiring_tokens_and_lists_stale_ones(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    runner = CliRunner()
+    created = runner.invoke(
+        cli.main,
+        ["tokens", "create", "--role", "recorder", "--name", "ci", "--expires-in", "90d"],
+        env=env,
+    )
+    assert created.exit_code == 0, created.output
+    expected = (datetime.now(UTC) + timedelta(days=90)).strftime("%Y-%m-%d")
+    assert f"expiring at {expected}" in created.stderr
+    secret = created.stdout.strip()
+    with AuditClient(server.target, token=server.token(tenant)) as admin:
+        [ci] = [t for t in admin.list_tokens() if t.name == "ci"]
+        stale = admin.create_token("reader", name="forgotten")
+        gone = admin.create_token("reader", name="revoked long ago")
+        admin.revoke_token(gone.token.token_id)
+    _backdate(sql, stale.token.token_id, days=40)
+    _backdate(sql, gone.token.token_id, days=40)
+
+    listed = runner.invoke(cli.main, ["tokens", "list"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert "expires (UTC)" in listed.stdout and "last used (UTC)" in listed.stdout
+    [row] = [line for line in listed.stdout.splitlines() if ci.token_id in line]
+    assert expected in row and "never" in row  # expires in 90 days, never used
+
+    only_stale = runner.invoke(cli.main, ["tokens", "--unused-for", "30d"], env=env)
+    assert only_stale.exit_code == 0, only_stale.output
+    assert stale.token.token_id in only_stale.stdout
+    assert ci.token_id not in only_stale.stdout  # created today
+    assert gone.token.token_id not in only_stale.stdout  # revoked: no risk left
+
+    create = ["tokens", "create", "--role", "reader"]
+    both = runner.invoke(
+        cli.main, [*create, "--expires-in", "1d", "--expires-at", "2030-01-01"], env=env
+    )
+    assert both.exit_code == 2 and "not both" in both.output
+    bad = runner.invoke(cli.main, [*create, "--expires-in", "3x"], env=env)
+    assert bad.exit_code == 2 and "'3x' is not a duration" in bad.output
+    too_far = runner.invoke(cli.main, [*create, "--expires-in", "3y"], env=env)
+    assert too_far.exit_code == 2 and "expire_time" in too_far.output
+    assert secret.startswith("stk_")
+
+
+def test_the_operator_creates_an_expiring_token_and_sees_expiry_and_last_use(
+    migrated_database_url: str, server: ServerThread, tenant: str
+) -> None:
+    runner = CliRunner()
+    database = ["--database-url", migrated_database_url]
+    created = runner.invoke(
+        server_cli.main,
+        ["token", "create", "--tenant", tenant, "--role", "recorder", "--expires-in", "2w",
+         *database],
+    )  # fmt: skip
+    assert created.exit_code == 0, created.output
+    token_id = created.stderr.split()[1]
+    secret = created.stdout.strip().splitlines()[-1]
+    with AuditClient(server.target, token=secret) as recorder:
+        recorder.record(action="invoice.pay", actor_id="u")
+    server.run(server.service.token_uses.flush())
+    listed = runner.invoke(server_cli.main, ["token", "list", "--tenant", tenant, *database])
+    assert listed.exit_code == 0, listed.output
+    [row] = [line for line in listed.stdout.splitlines() if token_id in line]
+    expiry = (datetime.now(UTC) + timedelta(weeks=2)).strftime("%Y-%m-%d")
+    assert f"expires {expiry}" in row and "last used " in row and "never used" not in row
+    with AuditClient(server.target, token=server.token(tenant)) as admin:
+        [record] = [
+            e
+            for e in admin.query(build_filter(actions="api_token.created"))
+            if e.resource.id == token_id
+        ]
+    assert json_format.MessageToDict(record.details)["expire_time"].startswith(expiry)
+    too_far = runner.invoke(
+        server_cli.main,
+        ["token", "create", "--tenant", tenant, "--role", "reader", "--expires-in", "800d",
+         *database],
+    )  # fmt: skip
+    assert too_far.exit_code == 2 and "at most 730 days ahead" in too_far.output
