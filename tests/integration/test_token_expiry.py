@@ -225,6 +225,26 @@ def test_last_use_appears_after_a_call_and_is_not_written_on_every_call(
     assert written[1] == used_at
 
 
+def test_the_write_of_last_uses_passes_over_a_token_another_transaction_holds(
+    timed: ServerThread, tenant: str, migrated_database_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A revocation or an erasure holding a token's row is never waited for
+    (nor deadlocked with): that token's use is left for a later note."""
+    with AuditClient(timed.target, token=timed.token(tenant)) as admin:
+        held, free = admin.create_token("recorder"), admin.create_token("recorder")
+    for created in (held, free):
+        with AuditClient(timed.target, token=created.secret) as recorder:
+            recorder.record(action="invoice.pay", actor_id="u")
+    with psycopg.connect(migrated_database_url) as holder:  # a transaction, held open
+        holder.execute(
+            "SELECT FROM api_tokens WHERE token_id = %s FOR UPDATE", [held.token.token_id]
+        )
+        timed.run(timed.service.token_uses.flush(), timeout=5)
+        holder.rollback()
+    assert _row_version(sql, held.token.token_id)[1] is None
+    assert _row_version(sql, free.token.token_id)[1] is not None
+
+
 def test_last_use_is_written_when_a_server_stops_and_outlives_it(
     migrated_database_url: str, server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
 ) -> None:

@@ -165,22 +165,30 @@ async def mark_revoked(conn: Connection, *, token_id: str, tenant_id: str) -> bo
 
 
 # Forward only: several processes write the same token's use, each its own
-# latest, in whatever order their writes arrive.
+# latest, in whatever order their writes arrive. A row another transaction
+# holds (a revocation, an erasure, another process's write) is skipped, not
+# waited for: this statement then waits for no lock at all, so it can never
+# hold up, or deadlock with, the work that holds it; the use it skips is one
+# interval's note of a token being revoked, erased or written at that moment.
 _WRITE_LAST_USES = (
-    "UPDATE api_tokens AS t SET last_used_at = u.used_at"
-    " FROM unnest(%s::text[], %s::uuid[], %s::timestamptz[]) AS u (tenant_id, token_id, used_at)"
-    " WHERE t.tenant_id = u.tenant_id AND t.token_id = u.token_id"
-    " AND (t.last_used_at IS NULL OR t.last_used_at < u.used_at)"
+    "WITH used AS ("
+    "SELECT t.tenant_id, t.token_id, u.used_at FROM api_tokens AS t"
+    " JOIN unnest(%s::text[], %s::uuid[], %s::timestamptz[]) AS u (tenant_id, token_id, used_at)"
+    " ON t.tenant_id = u.tenant_id AND t.token_id = u.token_id"
+    " WHERE t.last_used_at IS NULL OR t.last_used_at < u.used_at"
+    " FOR UPDATE OF t SKIP LOCKED)"
+    " UPDATE api_tokens AS t SET last_used_at = used.used_at FROM used"
+    " WHERE t.tenant_id = used.tenant_id AND t.token_id = used.token_id"
 )
 
 
 async def write_last_uses(db: Database, uses: Mapping[tuple[str, str], datetime]) -> None:
     """Each (tenant, token)'s last use, in one statement: what a process noted
     of every token it saw used since its last write (auth/last_use.py). A
-    token erased or unknown since is left out by the join."""
+    token erased since is left out by the join."""
     if not uses:
         return
-    keys = sorted(uses)  # one order of the rows' locks in every process
+    keys = list(uses)
     async with db.system_connection() as conn:
         await conn.execute(
             _WRITE_LAST_USES,
