@@ -363,6 +363,7 @@ def _role_change_alerts_to_a_documents_sink(
     sink_filter: Any = None,
     *,
     paused: bool = False,
+    format: Any = "sealtrail_json",
 ) -> Iterator[tuple[Endpoint, forwarding_pb2.Sink]]:
     """A sink for document events only (or `sink_filter`), and a rule sending
     role-change alerts to it; its destination answers as `responder` says
@@ -372,7 +373,8 @@ def _role_change_alerts_to_a_documents_sink(
             receiver.responder = responder
         sink = client.create_sink(
             build_sink("documents", "webhook", url=receiver.url, secrets=["whsec_" + "A" * 44],
-                       filter=sink_filter or build_filter(actions="document.*"), paused=paused)
+                       filter=sink_filter or build_filter(actions="document.*"), paused=paused,
+                       format=format)
         ).sink  # fmt: skip
         try:
             rules(
@@ -395,6 +397,41 @@ def test_an_alert_reaches_the_rules_sinks_whatever_their_filter(
         client.record(action="member.role_changed", actor_id="admin", resource_id="bob")
         received = receiver.wait_for(lambda r: _actions(r) >= {"security.alert"})
         assert _actions(received) == {"security.alert"}  # nothing else passes its filter
+
+
+def test_an_alert_reaches_an_ocsf_sink_as_a_detection_finding(
+    client: AuditClient, rules: Any
+) -> None:
+    """A SIEM normalising on OCSF files Sealtrail's alerts with other
+    products' detections (Detection Finding, 2004), not as a change of an
+    alert rule (Entity Management)."""
+    with _role_change_alerts_to_a_documents_sink(client, rules, format="ocsf") as (receiver, _):
+        trigger = client.record(
+            action="member.role_changed", actor_id="admin", resource_id="bob", ip="198.51.100.4"
+        ).event
+        received = receiver.wait_for(lambda r: len(_ocsf_events(r)) >= 1)
+        [finding] = _ocsf_events(received)
+        [alert] = alerts(client)
+        assert (finding["class_uid"], finding["type_uid"], finding["status"]) == (
+            2004,
+            200401,
+            "New",
+        )
+        info = finding["finding_info"]
+        assert (info["uid"], info["title"]) == (alert.id, alert.description)
+        assert info["analytic"] == {
+            "type_id": 1,
+            "type": "Rule",
+            "uid": alert.resource.id,
+            "name": "role change",
+        }
+        assert info["related_events"] == [{"uid": trigger.id}]
+        assert finding["evidences"] == [{"src_endpoint": {"ip": "198.51.100.4"}}]
+        assert finding["metadata"]["sequence"] == alert.seq
+
+
+def _ocsf_events(received: list[Any]) -> list[dict[str, Any]]:
+    return [e for r in received for e in json.loads(r.body)["data"]["events"]]
 
 
 def test_an_alert_reaches_a_sink_whose_filter_searches_text(

@@ -85,6 +85,19 @@ def pending(data: dict[str, Any], *, ascii_only: bool = True) -> PendingEvent:
         ("configuration", "sso.update", 3004, 3),
         ("data_access", "document.download", 6003, 2),
         ("billing", "invoice.pay", 6003, 99),
+        # Names whose verb comes first, the outcome last (a product's own `login.failed`).
+        ("authentication", "login.failed", 3002, 1),
+        ("authentication", "login.success", 3002, 1),
+        ("authentication", "logout.success", 3002, 2),
+        ("data_access", "export.completed", 6003, 2),
+        # Verbs in the past tense, as products name what happened (`api_key.created`).
+        ("security", "api_key.created", 3004, 1),
+        ("security", "api_key.deleted", 3004, 4),
+        ("member", "member.invited", 3001, 1),
+        ("member", "member.removed", 3001, 6),
+        ("configuration", "settings.updated", 3004, 3),
+        ("authentication", "user.logged_in", 3002, 1),
+        ("security", "rate_limit.exceeded", 3004, 99),
     ],
 )
 def test_ocsf_class_and_activity_follow_category_and_verb(
@@ -125,6 +138,80 @@ def test_ocsf_account_change_names_the_user_acted_on() -> None:
         resource={"type": "member", "id": "u-9", "name": "Bob"},
     )
     assert to_ocsf(data, b"")["user"] == {"uid": "u-9", "name": "Bob", "type": "member"}
+
+
+def alert_record(**overrides: Any) -> dict[str, Any]:
+    """A `security.alert` as the alert evaluator records it (alerts/evaluator.py)."""
+    rule_id = "0192f000-0000-7000-8000-000000000001"
+    trigger = "0192f000-0000-7000-8000-000000000042"
+    fields: dict[str, Any] = dict(
+        action="security.alert",
+        category="security",
+        severity="warning",
+        actor={"id": "sealtrail-server:alerts", "type": "system"},
+        context={"ip": "203.0.113.1"},
+        description="Alert 'failed logins': at least 5 events within 60 s for ip 203.0.113.1",
+        resource={"type": "alert_rule", "id": rule_id, "name": "failed logins"},
+        details={
+            "rule_id": rule_id,
+            "rule": "failed logins",
+            "condition": "threshold",
+            "trigger_seq": 42,
+            "trigger_event_id": trigger,
+            "count": 5,
+            "window_seconds": 60,
+            "group": {"ip": "203.0.113.1"},
+            "sink_ids": [],
+        },
+        idempotency_key=f"alert:{rule_id}:42",
+    )
+    return record(seq=43, **(fields | overrides))
+
+
+def test_ocsf_a_sealtrail_alert_is_a_detection_finding() -> None:
+    """OCSF 1.3 Detection Finding (2004): finding_info with its uid and title
+    (both required in 1.3), the rule as its analytic, the event that set it off
+    as a related event; a finding's status is its triage state (New), not the
+    Success an activity's status_id 1 would mean."""
+    data = alert_record()
+    event = to_ocsf(data, b"\4" * 32)
+    assert (event["class_uid"], event["class_name"], event["category_uid"]) == (
+        2004,
+        "Detection Finding",
+        2,
+    )
+    assert (event["activity_id"], event["type_uid"]) == (1, 200401)  # Create
+    assert (event["status_id"], event["status"]) == (1, "New")
+    assert (event["severity_id"], event["severity"]) == (3, "Medium")
+    assert event["finding_info"] == {
+        "uid": data["id"],
+        "title": data["description"],
+        "analytic": {
+            "type_id": 1,
+            "type": "Rule",
+            "uid": data["resource"]["id"],
+            "name": "failed logins",
+        },
+        "related_events": [{"uid": data["details"]["trigger_event_id"]}],
+    }
+    assert event["evidences"] == [{"src_endpoint": {"ip": "203.0.113.1"}}]
+    assert event["message"] == data["description"]
+    assert event["metadata"]["uid"] == data["id"] and event["metadata"]["sequence"] == 43
+    assert event["time"] == int(datetime(2026, 11, 30, 11, 59, tzinfo=UTC).timestamp() * 1000)
+    # Attributes of other classes stay out; what has no place is kept unmapped.
+    assert not {"actor", "user", "entity", "api", "src_endpoint", "status_detail"} & set(event)
+    unmapped = event["unmapped"]
+    assert unmapped["action"] == "security.alert" and unmapped["details"] == data["details"]
+    assert unmapped["actor"] == data["actor"] and unmapped["leaf_hash"] == "04" * 32
+
+
+def test_ocsf_an_alert_without_a_trigger_or_an_address_leaves_them_out() -> None:
+    data = alert_record(context={})
+    del data["details"]["trigger_event_id"]
+    event = to_ocsf(data, b"")
+    assert "related_events" not in event["finding_info"] and "evidences" not in event
+    # Only Sealtrail records `security.alert` (the action is reserved), whatever its category.
+    assert to_ocsf(alert_record(category="system"), b"")["class_uid"] == 2004
 
 
 # --- the outbound address policy ---------------------------------------------------

@@ -1,12 +1,19 @@
 """Sealtrail events as OCSF 1.3 events, for SIEMs that normalise on OCSF.
 
 The class comes from the event's category, the activity from its action's
-verb (the last dot-separated part, `api_key.create` -> `create`):
+verb: the last dot-separated part (`api_key.create` -> `create`), or else the
+first (`login.failed` -> `login`), in the present or the past tense
+(`api_key.created`):
 
     authentication            -> Authentication (3002)     logon, logoff, other
     member                    -> Account Change (3001)     create, delete, enable, ...
     configuration, security   -> Entity Management (3004)  create, read, update, delete, ...
     anything else             -> API Activity (6003)       create, read, update, delete, other
+
+Sealtrail's own alerts (`security.alert`, alerts/evaluator.py) are findings:
+Detection Finding (2004), activity Create, with the alert as finding_info
+(uid, title: required in 1.3), the rule as its analytic and the event that set
+it off as a related event.
 
 What OCSF has no place for (details, changes, trace ids, the leaf hash) is
 kept under `unmapped`, so nothing of the event is lost on the way."""
@@ -16,6 +23,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Final
 
+from .event import ALERT_ACTION
+
 OCSF_VERSION: Final = "1.3.0"
 PRODUCT: Final = {"name": "Sealtrail", "vendor_name": "Sealtrail"}
 
@@ -23,12 +32,20 @@ AUTHENTICATION: Final = 3002
 ACCOUNT_CHANGE: Final = 3001
 ENTITY_MANAGEMENT: Final = 3004
 API_ACTIVITY: Final = 6003
-_CATEGORY_UID: Final = {AUTHENTICATION: 3, ACCOUNT_CHANGE: 3, ENTITY_MANAGEMENT: 3, API_ACTIVITY: 6}
+DETECTION_FINDING: Final = 2004
+_CATEGORY_UID: Final = {
+    AUTHENTICATION: 3,
+    ACCOUNT_CHANGE: 3,
+    ENTITY_MANAGEMENT: 3,
+    API_ACTIVITY: 6,
+    DETECTION_FINDING: 2,
+}
 _CLASS_NAMES: Final = {
     AUTHENTICATION: "Authentication",
     ACCOUNT_CHANGE: "Account Change",
     ENTITY_MANAGEMENT: "Entity Management",
     API_ACTIVITY: "API Activity",
+    DETECTION_FINDING: "Detection Finding",
 }
 _OTHER: Final = 99
 
@@ -38,41 +55,54 @@ _CLASS_OF_CATEGORY: Final = {
     "configuration": ENTITY_MANAGEMENT,
     "security": ENTITY_MANAGEMENT,
 }
-# Verbs -> activity_id, per class (OCSF 1.3 enumerations).
+# Verbs -> activity_id, per class (OCSF 1.3 enumerations), each in the
+# present and the past tense (`member.invite`, `member.invited`).
 _ACTIVITIES: Final[dict[int, dict[str, int]]] = {
     AUTHENTICATION: {
-        **dict.fromkeys(("login", "logon", "sign_in", "signin"), 1),
-        **dict.fromkeys(("logout", "logoff", "sign_out", "signout"), 2),
+        **dict.fromkeys(("login", "logon", "sign_in", "signin", "logged_in", "signed_in"), 1),
+        **dict.fromkeys(("logout", "logoff", "sign_out", "signout", "logged_out", "signed_out"), 2),
     },
     ACCOUNT_CHANGE: {
         **dict.fromkeys(("create", "add", "invite", "join", "signup"), 1),
-        **dict.fromkeys(("enable", "reactivate"), 2),
+        **dict.fromkeys(("created", "added", "invited", "joined", "signed_up"), 1),
+        **dict.fromkeys(("enable", "reactivate", "enabled", "reactivated"), 2),
         **dict.fromkeys(("password_change", "password_changed"), 3),
         **dict.fromkeys(("password_reset",), 4),
         **dict.fromkeys(("disable", "suspend", "deactivate"), 5),
-        **dict.fromkeys(("delete", "remove", "leave"), 6),
+        **dict.fromkeys(("disabled", "suspended", "deactivated"), 5),
+        **dict.fromkeys(("delete", "remove", "leave", "deleted", "removed", "left"), 6),
         **dict.fromkeys(("role_change", "role_changed", "grant", "promote"), 7),
-        **dict.fromkeys(("revoke", "demote"), 8),
-        **dict.fromkeys(("lock",), 9),
+        **dict.fromkeys(("granted", "promoted"), 7),
+        **dict.fromkeys(("revoke", "demote", "revoked", "demoted"), 8),
+        **dict.fromkeys(("lock", "locked"), 9),
         **dict.fromkeys(("mfa_enable", "mfa_enabled"), 10),
         **dict.fromkeys(("mfa_disable", "mfa_disabled"), 11),
     },
     ENTITY_MANAGEMENT: {
-        **dict.fromkeys(("create", "add"), 1),
+        **dict.fromkeys(("create", "add", "created", "added"), 1),
         **dict.fromkeys(("read", "view", "get", "list", "reveal"), 2),
+        **dict.fromkeys(("viewed", "listed", "revealed"), 2),
         **dict.fromkeys(("update", "change", "rotate", "set", "edit"), 3),
+        **dict.fromkeys(("updated", "changed", "rotated", "edited"), 3),
         **dict.fromkeys(("delete", "remove", "revoke", "destroy"), 4),
-        **dict.fromkeys(("move",), 5),
-        **dict.fromkeys(("enable",), 8),
-        **dict.fromkeys(("disable",), 9),
+        **dict.fromkeys(("deleted", "removed", "revoked", "destroyed"), 4),
+        **dict.fromkeys(("move", "moved"), 5),
+        **dict.fromkeys(("enable", "enabled"), 8),
+        **dict.fromkeys(("disable", "disabled"), 9),
     },
     API_ACTIVITY: {
         **dict.fromkeys(("create", "add", "upload", "record"), 1),
+        **dict.fromkeys(("created", "added", "uploaded", "recorded"), 1),
         **dict.fromkeys(("read", "view", "get", "list", "download", "export", "query"), 2),
+        **dict.fromkeys(("viewed", "listed", "downloaded", "exported", "queried"), 2),
         **dict.fromkeys(("update", "change", "edit", "share", "rename"), 3),
-        **dict.fromkeys(("delete", "remove", "destroy"), 4),
+        **dict.fromkeys(("updated", "changed", "edited", "shared", "renamed"), 3),
+        **dict.fromkeys(("delete", "remove", "destroy", "deleted", "removed", "destroyed"), 4),
     },
 }
+_CREATE: Final = 1  # Detection Finding: a finding was created
+_NEW: Final = (1, "New")  # a finding's status: its triage state, not the activity's outcome
+_RULE: Final = (1, "Rule")  # analytic.type_id
 _SEVERITY_ID: Final = {"info": 1, "warning": 3, "error": 4, "critical": 5}
 _SEVERITY_NAME: Final = {1: "Informational", 3: "Medium", 4: "High", 5: "Critical"}
 _STATUS: Final = {"success": (1, "Success"), "failure": (2, "Failure"), "denied": (2, "Failure")}
@@ -85,8 +115,11 @@ def ocsf_class(category: str) -> int:
 
 
 def activity_id(class_uid: int, action: str) -> int:
-    verb = action.rsplit(".", 1)[-1].lower()
-    return _ACTIVITIES[class_uid].get(verb, _OTHER)
+    """The activity of the action's verb: its last part (`user.login`), or
+    else its first (`login.failed`); Other (99) if neither is a verb of the class."""
+    parts = action.lower().split(".")
+    verbs = _ACTIVITIES[class_uid]
+    return verbs.get(parts[-1], verbs.get(parts[0], _OTHER))
 
 
 def _millis(text: str) -> int:
@@ -108,12 +141,42 @@ def _resource(resource: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in shown.items() if value is not None}
 
 
+def _endpoint(context: dict[str, Any]) -> dict[str, Any] | None:
+    endpoint: dict[str, Any] = {}
+    if "ip" in context:
+        endpoint["ip"] = context["ip"]
+    if "country" in context:
+        endpoint["location"] = {"country": context["country"]}
+    return endpoint or None
+
+
+def _finding_info(record: dict[str, Any]) -> dict[str, Any]:
+    """An alert as the finding it reports: its uid and title (required in
+    OCSF 1.3), the rule that raised it, the event that set it off."""
+    info: dict[str, Any] = {
+        "uid": record["id"],
+        "title": record.get("description", record["action"]),
+    }
+    rule = record.get("resource", {})
+    if "id" in rule:
+        type_id, type_name = _RULE
+        analytic = {"type_id": type_id, "type": type_name, "uid": rule["id"]}
+        if "name" in rule:
+            analytic["name"] = rule["name"]
+        info["analytic"] = analytic
+    trigger = record.get("details", {}).get("trigger_event_id")
+    if isinstance(trigger, str):
+        info["related_events"] = [{"uid": trigger}]
+    return info
+
+
 def to_ocsf(record: dict[str, Any], leaf_hash: bytes) -> dict[str, Any]:
     """One stored record (parsed) as an OCSF event."""
-    class_uid = ocsf_class(record.get("category", ""))
-    activity = activity_id(class_uid, record["action"])
+    finding = record["action"] == ALERT_ACTION  # reserved: only Sealtrail records it
+    class_uid = DETECTION_FINDING if finding else ocsf_class(record.get("category", ""))
+    activity = _CREATE if finding else activity_id(class_uid, record["action"])
     severity_id = _SEVERITY_ID[record["severity"]]
-    status_id, status = _STATUS[record["outcome"]]
+    status_id, status = _NEW if finding else _STATUS[record["outcome"]]
     actor = _user(record["actor"])
     metadata: dict[str, Any] = {
         "version": OCSF_VERSION,
@@ -138,17 +201,44 @@ def to_ocsf(record: dict[str, Any], leaf_hash: bytes) -> dict[str, Any]:
         "status_id": status_id,
         "status": status,
         "metadata": metadata,
-        "actor": {"user": actor},
         "message": record.get("description", record["action"]),
     }
+    endpoint = _endpoint(context)
+    unmapped: dict[str, Any] = {"action": record["action"], "leaf_hash": leaf_hash.hex()}
+    if finding:
+        # A finding has no actor, endpoint or HTTP request of its own: the
+        # address the trigger came from is evidence; the rest is unmapped.
+        event["finding_info"] = _finding_info(record)
+        if endpoint is not None:
+            event["evidences"] = [{"src_endpoint": endpoint}]
+        unmapped["actor"] = record["actor"]
+        if "user_agent" in context:
+            unmapped["user_agent"] = context["user_agent"]
+    else:
+        _activity_fields(event, record, class_uid, actor, endpoint)
+    for key in ("category", "details", "changes", "idempotency_key"):
+        if key in record:
+            unmapped[key] = record[key]
+    for key in ("trace_id", "span_id"):
+        if key in context:
+            unmapped[key] = context[key]
+    event["unmapped"] = unmapped
+    return event
+
+
+def _activity_fields(
+    event: dict[str, Any],
+    record: dict[str, Any],
+    class_uid: int,
+    actor: dict[str, Any],
+    endpoint: dict[str, Any] | None,
+) -> None:
+    """What an activity (not a finding) says of who did what, from where, to what."""
+    context = record.get("context", {})
+    event["actor"] = {"user": actor}
     if record["outcome"] == "denied":
         event["status_detail"] = "denied"
-    if "ip" in context or "country" in context:
-        endpoint: dict[str, Any] = {}
-        if "ip" in context:
-            endpoint["ip"] = context["ip"]
-        if "country" in context:
-            endpoint["location"] = {"country": context["country"]}
+    if endpoint is not None:
         event["src_endpoint"] = endpoint
     if "user_agent" in context:
         event["http_request"] = {"user_agent": context["user_agent"]}
@@ -167,12 +257,3 @@ def to_ocsf(record: dict[str, Any], leaf_hash: bytes) -> dict[str, Any]:
             event["user"] = _resource(target)
         else:
             event["user"] = actor
-    unmapped: dict[str, Any] = {"action": record["action"], "leaf_hash": leaf_hash.hex()}
-    for key in ("category", "details", "changes", "idempotency_key"):
-        if key in record:
-            unmapped[key] = record[key]
-    for key in ("trace_id", "span_id"):
-        if key in context:
-            unmapped[key] = context[key]
-    event["unmapped"] = unmapped
-    return event
