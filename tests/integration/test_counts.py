@@ -355,3 +355,26 @@ def test_a_count_past_its_time_says_to_narrow_the_time_range(
             assert reader.count_events(build_filter(actions="audit_log.queried")).total == 1
     finally:
         server.close()
+
+
+def test_counts_per_recording_token_say_which_token_wrote_what(
+    server: ServerThread,
+    tenant: str,
+    client_for: Callable[..., AuditClient],
+    sql: psycopg.Connection[Any],
+) -> None:
+    """After a token is found compromised: how much did each token write
+    (ADR 0061). Sealtrail's own records, which no token recorded, under ""."""
+    billing, other = server.token(tenant, "recorder"), server.token(tenant, "recorder")
+    for secret, events in ((billing, 3), (other, 1)):
+        with AuditClient(server.target, token=secret) as recorder:
+            recorder.record_batch([build_event(action="invoice.pay", actor_id="u1")] * events)
+    reader = client_for(tenant, "reader")
+    list(reader.query(build_filter(actions="invoice.pay")))  # recorded: audit_log.queried
+    counts = reader.count_events(group_by="recorded_by")
+    assert list(counts.groups) == [
+        EventCount(token_id_of(sql, billing), 3),
+        EventCount("", 1),
+        EventCount(token_id_of(sql, other), 1),
+    ]
+    assert counts.total == 5

@@ -115,6 +115,7 @@ def test_ocsf_keeps_what_it_has_no_place_for() -> None:
         changes=[{"field": "role", "before": "a", "after": "b"}],
         outcome="denied",
         severity="critical",
+        recorded_by={"token_id": "0190f1c2-5b7e-7d3a-9c41-2f6e8a1b3c5d", "token_name": "svc"},
     )
     event = to_ocsf(data, b"\2" * 32)
     assert event["time"] == int(datetime(2026, 11, 30, 11, 59, tzinfo=UTC).timestamp() * 1000)
@@ -129,6 +130,7 @@ def test_ocsf_keeps_what_it_has_no_place_for() -> None:
     unmapped = event["unmapped"]
     assert unmapped["details"] == {"mfa": "totp"} and unmapped["changes"] == data["changes"]
     assert unmapped["trace_id"] == "t" * 32 and unmapped["leaf_hash"] == "02" * 32
+    assert unmapped["recorded_by"] == data["recorded_by"]
 
 
 def test_ocsf_account_change_names_the_user_acted_on() -> None:

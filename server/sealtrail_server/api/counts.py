@@ -39,6 +39,7 @@ _GROUPINGS: Final[dict[int, GroupBy | None]] = {
     pb.COUNT_GROUP_BY_RESOURCE_TYPE: "resource_type",
     pb.COUNT_GROUP_BY_DAY: "day",
     pb.COUNT_GROUP_BY_HOUR: "hour",
+    pb.COUNT_GROUP_BY_RECORDED_BY: "recorded_by",
 }
 
 

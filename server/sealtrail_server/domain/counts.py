@@ -17,7 +17,15 @@ from .event import SEVERITIES
 from .filters import page_size
 
 GroupBy = Literal[
-    "action", "actor", "category", "outcome", "severity", "resource_type", "day", "hour"
+    "action",
+    "actor",
+    "category",
+    "outcome",
+    "severity",
+    "resource_type",
+    "day",
+    "hour",
+    "recorded_by",
 ]
 
 

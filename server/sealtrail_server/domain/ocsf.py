@@ -216,7 +216,7 @@ def to_ocsf(record: dict[str, Any], leaf_hash: bytes) -> dict[str, Any]:
             unmapped["user_agent"] = context["user_agent"]
     else:
         _activity_fields(event, record, class_uid, actor, endpoint)
-    for key in ("category", "details", "changes", "idempotency_key"):
+    for key in ("category", "details", "changes", "idempotency_key", "recorded_by"):
         if key in record:
             unmapped[key] = record[key]
     for key in ("trace_id", "span_id"):

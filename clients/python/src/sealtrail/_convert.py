@@ -432,7 +432,16 @@ def query_request(
 
 
 GroupBy = Literal[
-    "", "action", "actor", "category", "outcome", "severity", "resource_type", "day", "hour"
+    "",
+    "action",
+    "actor",
+    "category",
+    "outcome",
+    "severity",
+    "resource_type",
+    "day",
+    "hour",
+    "recorded_by",
 ]
 
 

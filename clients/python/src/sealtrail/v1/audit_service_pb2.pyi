@@ -75,6 +75,10 @@ class _CountGroupByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CountGro
     """By the UTC hour of `occurred_at`: the key is the hour's start in RFC 3339
     (`2026-12-05T14:00:00Z`).
     """
+    COUNT_GROUP_BY_RECORDED_BY: _CountGroupBy.ValueType  # 9
+    """By `recorded_by.token_id`: which API tokens wrote the events. Sealtrail's
+    own records, and events recorded before it stamped recorders, under "".
+    """
 
 class CountGroupBy(_CountGroupBy, metaclass=_CountGroupByEnumTypeWrapper):
     """What CountEvents groups matching events by."""
@@ -102,6 +106,10 @@ COUNT_GROUP_BY_DAY: CountGroupBy.ValueType  # 7
 COUNT_GROUP_BY_HOUR: CountGroupBy.ValueType  # 8
 """By the UTC hour of `occurred_at`: the key is the hour's start in RFC 3339
 (`2026-12-05T14:00:00Z`).
+"""
+COUNT_GROUP_BY_RECORDED_BY: CountGroupBy.ValueType  # 9
+"""By `recorded_by.token_id`: which API tokens wrote the events. Sealtrail's
+own records, and events recorded before it stamped recorders, under "".
 """
 Global___CountGroupBy: _TypeAlias = CountGroupBy  # noqa: Y015
 
