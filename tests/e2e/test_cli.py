@@ -38,15 +38,20 @@ BIN = Path(sys.executable).parent
 def run(
     *args: str, env: dict[str, str] | None = None, check: bool = True, stdin: str | None = None
 ) -> Any:
-    return subprocess.run(
+    """`args` run to completion; with `check`, a failure says what the command
+    printed (CalledProcessError alone names only its exit status)."""
+    done = subprocess.run(
         [str(BIN / args[0]), *args[1:]],
         capture_output=True,
         text=True,
         timeout=120,
-        check=check,
         env={**os.environ, **(env or {})},
         input=stdin,
     )
+    if check and done.returncode:
+        printed = f"stdout: {done.stdout}\nstderr: {done.stderr}"
+        raise AssertionError(f"{' '.join(args)} exited {done.returncode}\n{printed}")
+    return done
 
 
 def admin_token(migrated_database_url: str, tenant: str) -> str:
