@@ -214,6 +214,7 @@ class RowFactory:
             None,
             values["key"],
             _RECORDER_ID,
+            _IP,
             leaf,
             record,
             None,  # caller_view: the whole view holds it

@@ -9,8 +9,10 @@ match: 41 ms as the service, 0.25 ms as the owner (migration 0012)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,17 +33,22 @@ ACTIONS = ["document.share", "user.login", "user.logout", "member.invite", "bill
 PAGE = 10
 _INSERT = (
     "INSERT INTO events (tenant_id, seq, id, occurred_at, received_at, action, severity,"
-    " outcome, actor_id, leaf_hash, record)"
+    " outcome, actor_id, recorded_by, ip, leaf_hash, record)"
     " SELECT 't' || t, g, gen_random_uuid(), now() - g * interval '1 minute', now(),"
-    " (%s::text[])[1 + g %% 5], 1, 'success', 'u' || g %% 50, '\\x00', '{}'"
+    " (%s::text[])[1 + g %% 5], 1, 'success', 'u' || g %% 50, md5('r' || g %% 3)::uuid,"
+    " ('10.0.' || g %% 4 || '.' || g %% 250)::inet, '\\x00', '{}'"
     " FROM generate_series(1, %s) AS t, generate_series(1::bigint, %s::bigint) AS g"
 )
+# The token that recorded a third of the events (`md5('r1')::uuid` above).
+RECORDER = str(uuid.UUID(hashlib.md5(b"r1").hexdigest()))
 HOUR_AGO = datetime.now(UTC) - timedelta(hours=1)
 FILTERS = {
     "one action": EventFilter(actions=("user.login",)),
     "two actions": EventFilter(actions=("user.login", "billing.paid")),
     "an action prefix": EventFilter(action_prefixes=("user.",)),
     "an actor": EventFilter(actor="u7"),
+    "a recorder": EventFilter(recorded_by=RECORDER),
+    "a network": EventFilter(ip="10.0.1.0/24"),
     "the last hour": EventFilter(occurred_after=HOUR_AGO),
     "no filter": EventFilter(),
 }

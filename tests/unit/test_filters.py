@@ -319,6 +319,8 @@ def test_only_a_filter_that_sets_nothing_matches_every_record_unasked() -> None:
             if isinstance(default, int)
             else datetime(2026, 1, 1, tzinfo=UTC)
             if field.name.startswith("occurred")
+            else "10.0.0.0/8"  # validated as a network, as validate_filter leaves it
+            if field.name == "ip"
             else "x"
         )
         narrowed = dataclasses.replace(EventFilter(), **{field.name: value})
@@ -355,3 +357,32 @@ def test_a_stored_filter_whose_text_has_no_word_still_loads(text: str) -> None:
     assert filter_from_json({"text": text}).text == text
     with pytest.raises(InvalidArgument):
         validate_filter(FilterDraft(text=text))
+
+
+@pytest.mark.parametrize(
+    ("given", "network"),
+    [
+        ("203.0.113.9", "203.0.113.9/32"),
+        (" 203.0.113.9/24 ", "203.0.113.0/24"),
+        ("::ffff:203.0.113.9/120", "203.0.113.0/24"),
+        ("::ffff:203.0.113.9", "203.0.113.9/32"),
+        ("2001:DB8::1/32", "2001:db8::/32"),
+        ("fe80::1%eth0", "fe80::1/128"),
+    ],
+)
+def test_an_ip_filter_names_its_network_as_records_are_compared(given: str, network: str) -> None:
+    assert validate_filter(FilterDraft(ip=given)).ip == network
+
+
+def test_the_matcher_finds_a_records_address_in_the_network() -> None:
+    matcher = RecordMatcher(validate_filter(FilterDraft(ip="203.0.113.0/24")))
+    record = {"occurred_at": "2026-05-01T00:00:00.000000Z", "action": "a.b", "severity": "info"}
+    record |= {"outcome": "success", "actor": {"id": "u"}}
+    for ip, expected in (
+        ("203.0.113.7", True),
+        ("::ffff:203.0.113.7", True),
+        ("203.0.114.7", False),
+        ("2001:db8::1", False),
+    ):
+        assert matcher.matches(record | {"context": {"ip": ip}}) is expected
+    assert not matcher.matches(record)  # no address: outside every network

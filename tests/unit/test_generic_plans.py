@@ -29,6 +29,7 @@ SAMPLES: dict[str, Any] = {
     "trace_id": "0af7651916cd43dd8448eb211c80319c",
     "text": "invoice",
     "recorded_by": "0190f1c2-5b7e-7d3a-9c41-2f6e8a1b3c5d",
+    "ip": "203.0.113.0/24",
 }
 
 

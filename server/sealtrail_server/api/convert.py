@@ -192,6 +192,7 @@ def filter_draft(event_filter: event_pb2.EventFilter) -> FilterDraft:
         trace_id=event_filter.trace_id,
         text=event_filter.text,
         recorded_by=event_filter.recorded_by,
+        ip=event_filter.ip,
     )
 
 

@@ -40,6 +40,7 @@ _GROUPINGS: Final[dict[int, GroupBy | None]] = {
     pb.COUNT_GROUP_BY_DAY: "day",
     pb.COUNT_GROUP_BY_HOUR: "hour",
     pb.COUNT_GROUP_BY_RECORDED_BY: "recorded_by",
+    pb.COUNT_GROUP_BY_IP: "ip",
 }
 
 

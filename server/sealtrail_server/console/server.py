@@ -90,6 +90,7 @@ _SINGLE: Final = (
     "trace_id",
     "text",
     "recorded_by",
+    "ip",
 )
 _ENUMS: Final = {
     "categories": event_pb2.Category,

@@ -26,6 +26,7 @@ GroupBy = Literal[
     "day",
     "hour",
     "recorded_by",
+    "ip",
 ]
 
 

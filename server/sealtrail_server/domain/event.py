@@ -195,6 +195,8 @@ class ValidEvent:
     # The id of the API token that recorded it (`Recorder`), or None for
     # Sealtrail's own records.
     recorded_by: str | None = None
+    # context.ip as the `ip` filter compares it (`network_address`), or None.
+    ip: str | None = None
     # When redaction changed it and a retry may follow (it has an idempotency
     # key): the body as the tenant's other redaction mode would have stored
     # it, and as it was sent. A retry across a change of mode, or of a rule
@@ -429,6 +431,7 @@ def validate_event(
         trace_id=context.get("trace_id"),
         idempotency_key=idempotency_key,
         recorded_by=None if recorder is None else recorder.token_id,
+        ip=context_address(context["ip"]) if "ip" in context else None,
     )
 
 
@@ -463,6 +466,32 @@ def _changes(check: _Checker, changes: list[ChangeDraft]) -> list[dict[str, Any]
             entry["after"] = change.after
         result.append(entry)
     return result
+
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def network_address(text: str) -> IpAddress | None:
+    """A record's `context.ip` as the `ip` filter compares it, or None if it
+    is no address: without an IPv6 zone id (`fe80::1%eth0`, which PostgreSQL's
+    inet does not take) and an IPv4 address mapped into IPv6 as IPv4, so that
+    one client seen through a dual-stack listener matches its IPv4 network."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address.scope_id is not None:
+            return ipaddress.IPv6Address(int(address))
+    return address
+
+
+def context_address(text: str) -> str | None:
+    """`network_address` as the text the `events.ip` column is written from."""
+    address = network_address(text)
+    return None if address is None else str(address)
 
 
 def _context(check: _Checker, draft: EventDraft) -> dict[str, str]:

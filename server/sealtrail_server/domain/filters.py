@@ -9,6 +9,7 @@ tenant or caller is rejected instead of silently paging something else.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import unicodedata
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from .event import (
     SEVERITIES,
     checked_timestamp,
     format_timestamp,
+    network_address,
     parse_request_id,
     parse_uuid,
 )
@@ -60,6 +62,7 @@ class FilterDraft:
     trace_id: str = ""
     text: str = ""
     recorded_by: str = ""
+    ip: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,16 @@ class EventFilter:
     trace_id: str | None = None
     text: str | None = None
     recorded_by: str | None = None  # a token id, lowercase hyphenated
+    ip: str | None = None  # a network in CIDR notation, host bits clear (`ip_network`)
+
+    def ip_range(self) -> tuple[str, str] | None:
+        """The first and last address of the `ip` network: the filter's SQL
+        compares the column with them, not with `<<=`, which is not leakproof
+        and so no index condition under row-level security (ADR 0013)."""
+        if self.ip is None:
+            return None
+        network = ipaddress.ip_network(self.ip)
+        return str(network.network_address), str(network.broadcast_address)
 
     def fingerprint(self, *, tenant_id: str, order: str) -> str:
         """Identifies tenant, filter and order, to bind page tokens to them."""
@@ -141,6 +154,11 @@ def validate_filter(
     trace_id = draft.trace_id.lower() or None
     if trace_id is not None and not _TRACE_ID.fullmatch(trace_id):
         fail("trace_id", "must be 32 hex digits")
+    ip = None
+    if draft.ip:
+        ip = ip_network(draft.ip)
+        if ip is None:
+            fail("ip", "must be an IP address or a network in CIDR notation (203.0.113.0/24)")
     recorded_by = None
     if draft.recorded_by:
         recorded_by = parse_uuid(draft.recorded_by)
@@ -178,6 +196,7 @@ def validate_filter(
         trace_id=trace_id,
         text=draft.text.strip() or None,
         recorded_by=recorded_by,
+        ip=ip,
     )
 
 
@@ -225,6 +244,25 @@ def _enum_names(
     return tuple(sorted(set(found)))
 
 
+def ip_network(text: str) -> str | None:
+    """The network an `ip` filter names, in CIDR notation with its host bits
+    cleared (`203.0.113.9/24` is `203.0.113.0/24`, an address alone its own
+    /32 or /128), or None if it names none. An IPv4 network mapped into IPv6
+    (`::ffff:203.0.113.0/120`) is written as IPv4, and an IPv6 zone id
+    (`fe80::1%eth0`) dropped, as records' addresses are compared
+    (`network_address`)."""
+    try:
+        network = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        return None
+    if isinstance(network, ipaddress.IPv6Network):
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None and network.prefixlen >= 96:
+            return str(ipaddress.IPv4Network((mapped, network.prefixlen - 96)))
+        return str(ipaddress.IPv6Network((int(network.network_address), network.prefixlen)))
+    return str(network)
+
+
 def page_size(requested: int, *, field: str = "page_size") -> int:
     """AIP-158: 0 means the default, larger than the maximum is lowered;
     negative is INVALID_ARGUMENT on `field`."""
@@ -251,6 +289,7 @@ class RecordMatcher:
         self._categories = frozenset(f.categories)
         self._min_severity = f.min_severity
         self._outcomes = frozenset(f.outcomes)
+        self._network = None if f.ip is None else ipaddress.ip_network(f.ip)
         self._filter = f
 
     def matches(self, record: dict[str, Any]) -> bool:
@@ -286,4 +325,8 @@ class RecordMatcher:
             record.get("recorded_by", {}).get("token_id") != f.recorded_by
         ):
             return False
+        if self._network is not None:
+            address = network_address(context.get("ip", ""))
+            if address is None or address not in self._network:
+                return False
         return f.trace_id is None or context.get("trace_id") == f.trace_id

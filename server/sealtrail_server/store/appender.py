@@ -196,6 +196,7 @@ _EVENT_COLUMNS = (
     ("trace_id", "text"),
     ("idempotency_key", "text"),
     ("recorded_by", "uuid"),
+    ("ip", "inet"),
     ("leaf_hash", "bytea"),
     ("record", "text"),
     ("caller_view", "bytea"),
@@ -208,6 +209,7 @@ _Array = type[TextArray] | type[Int8Array] | type[ByteaArray]
 _ARRAY_OF: Final[dict[str, _Array]] = {
     "text": TextArray,
     "uuid": TextArray,
+    "inet": TextArray,
     "timestamptz": TextArray,
     "bigint": Int8Array,
     "smallint": Int8Array,
@@ -1065,6 +1067,7 @@ class _Lane:
                     event.trace_id,
                     key,
                     event.recorded_by,
+                    event.ip,
                     leaf,
                     text,
                     view,

@@ -31,6 +31,7 @@ _KEYS: Final[dict[GroupBy, sql.Composable]] = {
     "day": sql.SQL("date_trunc('day', occurred_at, 'UTC')"),
     "hour": sql.SQL("date_trunc('hour', occurred_at, 'UTC')"),
     "recorded_by": sql.SQL("coalesce(recorded_by::text, '')"),
+    "ip": sql.SQL("coalesce(host(ip), '')"),
 }
 # Largest first, then by key in byte order (as the client sorts strings, not
 # as the database's collation would); a severity's ties by its level; time

@@ -384,6 +384,8 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
         add("trace_id = %s", f.trace_id)
     if f.recorded_by is not None:
         add("recorded_by = %s", f.recorded_by)
+    if (ip_range := f.ip_range()) is not None:
+        add("ip >= %s::inet AND ip <= %s::inet", *ip_range)
     if f.text is not None:
         add("search_doc @@ websearch_to_tsquery('simple', %s)", f.text)
     return conditions, params

@@ -414,6 +414,11 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
             metavar="TOKEN_ID",
             help="Id of the API token that recorded the events (see `tokens list`).",
         ),
+        click.option(
+            "--ip",
+            metavar="ADDRESS|CIDR",
+            help="Client IP address, or a network: 203.0.113.0/24, 2001:db8::/32.",
+        ),
     ]
     if time_range:
         options += [

@@ -31,8 +31,8 @@ _BUCKET_SHOWN: Final = {"day": 10, "hour": 16}
     "group_by",
     type=click.Choice(list(_GROUPINGS), case_sensitive=False),
     help="Count per action, actor (id), category, outcome, severity, resource type,"
-    " UTC day or hour of occurred_at, or the API token that recorded the events"
-    " (recorded-by); without it, the total alone.",
+    " UTC day or hour of occurred_at, the API token that recorded the events"
+    " (recorded-by), or the client's IP address (ip); without it, the total alone.",
 )
 @click.option(
     "--limit",

@@ -442,6 +442,7 @@ GroupBy = Literal[
     "day",
     "hour",
     "recorded_by",
+    "ip",
 ]
 
 
@@ -505,11 +506,12 @@ def build_filter(
     trace_id: str = "",
     text: str = "",
     recorded_by: str = "",
+    ip: str = "",
 ) -> event_pb2.EventFilter:
     """Builds an EventFilter. Every given criterion must match; `actions` (exact or `prefix.*`),
     `categories` and `outcomes` match any of their values; `since` is inclusive, `until`
     exclusive; `text` is a full-text search; `recorded_by` the id of the API token that
-    recorded the events."""
+    recorded the events; `ip` an address or a network in CIDR notation."""
     event_filter = event_pb2.EventFilter(
         actions=_many(actions),
         categories=[
@@ -523,6 +525,7 @@ def build_filter(
         trace_id=trace_id,
         text=text,
         recorded_by=recorded_by,
+        ip=ip,
     )
     if min_severity is not None:
         event_filter.min_severity = enum_value(

@@ -5,7 +5,7 @@
 const TOKEN_KEY = "sealtrail.token";
 const PRESETS = { "24h": 1, "7d": 7, "30d": 30, "90d": 90 };
 const FILTER_FIELDS = ["actions", "categories", "min_severity", "outcomes", "actor", "resource_type",
-  "resource_id", "request_id", "trace_id", "text", "recorded_by"];
+  "resource_id", "request_id", "trace_id", "text", "recorded_by", "ip"];
 
 const $ = (selector) => document.querySelector(selector);
 // `generation` counts the filters applied: a page asked for under an earlier

@@ -79,6 +79,10 @@ class _CountGroupByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CountGro
     """By `recorded_by.token_id`: which API tokens wrote the events. Sealtrail's
     own records, and events recorded before it stamped recorders, under "".
     """
+    COUNT_GROUP_BY_IP: _CountGroupBy.ValueType  # 10
+    """By `context.ip` (an IPv4 address mapped into IPv6 as IPv4): which
+    addresses the events came from. Events without one under "".
+    """
 
 class CountGroupBy(_CountGroupBy, metaclass=_CountGroupByEnumTypeWrapper):
     """What CountEvents groups matching events by."""
@@ -110,6 +114,10 @@ COUNT_GROUP_BY_HOUR: CountGroupBy.ValueType  # 8
 COUNT_GROUP_BY_RECORDED_BY: CountGroupBy.ValueType  # 9
 """By `recorded_by.token_id`: which API tokens wrote the events. Sealtrail's
 own records, and events recorded before it stamped recorders, under "".
+"""
+COUNT_GROUP_BY_IP: CountGroupBy.ValueType  # 10
+"""By `context.ip` (an IPv4 address mapped into IPv6 as IPv4): which
+addresses the events came from. Events without one under "".
 """
 Global___CountGroupBy: _TypeAlias = CountGroupBy  # noqa: Y015
 

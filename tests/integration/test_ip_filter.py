@@ -1,0 +1,125 @@
+"""`EventFilter.ip`: events from one address or one network (CIDR), in one
+query, as an investigator asks "who did what from 203.0.113.9"; and
+CountEvents by address (helper-165, G7 and G8; ADR 0061's column, migration 0037)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+from click.testing import CliRunner
+
+from sealtrail import AuditClient, EventCount, InvalidArgumentError, build_event, build_filter
+from sealtrail import _cli as cli
+from tests.conftest import ServerThread
+
+# (actor, context.ip as sent)
+SENT = [
+    ("a", "203.0.113.9"),
+    ("b", "203.0.113.200"),
+    ("c", "198.51.100.1"),
+    ("d", "::ffff:203.0.113.50"),  # IPv4 seen through a dual-stack listener
+    ("e", "2001:db8::1"),
+    ("f", "fe80::1%eth0"),  # a zone id: kept in the record, dropped to compare
+    ("g", ""),
+]
+
+
+@pytest.fixture
+def recorded(client: AuditClient) -> AuditClient:
+    client.record_batch([build_event(action="doc.read", actor_id=a, ip=ip) for a, ip in SENT])
+    return client
+
+
+def _actors(client: AuditClient, ip: str) -> list[str]:
+    events = client.query(build_filter(actions="doc.read", ip=ip), order="oldest")
+    return [event.actor.id for event in events]
+
+
+@pytest.mark.parametrize(
+    ("ip", "actors"),
+    [
+        ("203.0.113.9", ["a"]),
+        ("203.0.113.0/24", ["a", "b", "d"]),
+        ("203.0.113.77/24", ["a", "b", "d"]),  # host bits ignored
+        ("::ffff:203.0.113.0/120", ["a", "b", "d"]),  # a mapped network, as IPv4
+        ("0.0.0.0/0", ["a", "b", "c", "d"]),
+        ("2001:db8::/32", ["e"]),
+        ("fe80::/10", ["f"]),
+        ("fe80::1%eth0", ["f"]),
+        ("::/0", ["e", "f"]),
+        ("192.0.2.0/24", []),
+    ],
+)
+def test_events_from_an_address_or_a_network(
+    recorded: AuditClient, ip: str, actors: list[str]
+) -> None:
+    assert _actors(recorded, ip) == actors
+
+
+def test_the_records_keep_the_address_as_sent(recorded: AuditClient) -> None:
+    [event] = recorded.query(build_filter(actions="doc.read", actor="d"))
+    assert event.context.ip == "::ffff:203.0.113.50"
+
+
+@pytest.mark.parametrize("ip", ["203.0.113", "203.0.113.0/33", "example.com", "10.0.0.1/8/8"])
+def test_an_ip_that_is_no_address_or_network_is_refused_naming_the_field(
+    client: AuditClient, ip: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.query_page(build_filter(ip=ip))
+    [(field, description)] = refused.value.field_violations
+    assert field == "filter.ip" and "CIDR" in description
+
+
+def test_a_stream_follows_one_network_live(recorded: AuditClient) -> None:
+    live = recorded.stream(build_filter(ip="198.51.100.0/24"), after_seq=len(SENT))
+    recorded.record(action="doc.read", actor_id="outside", ip="192.0.2.1")
+    recorded.record(action="doc.read", actor_id="inside", ip="198.51.100.99")
+    first = next(live)
+    live.close()  # type: ignore[attr-defined]
+    assert first.actor.id == "inside"
+
+
+def test_reads_of_the_log_are_found_by_the_readers_address(recorded: AuditClient) -> None:
+    """Sealtrail's own records carry the caller's address (ADR 0059): "who read
+    the log from this network" is the same query."""
+    list(recorded.query(build_filter(actions="doc.read")))
+    deadline = time.monotonic() + 20
+    while not (
+        reads := list(recorded.query(build_filter(actions="audit_log.*", ip="127.0.0.0/8")))
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert {event.context.ip for event in reads} == {"127.0.0.1"}
+
+
+def test_counts_per_address(recorded: AuditClient) -> None:
+    counts = recorded.count_events(build_filter(actions="doc.read"), group_by="ip")
+    assert sorted(counts.groups, key=lambda group: group.key) == sorted(
+        [
+            EventCount("", 1),
+            EventCount("198.51.100.1", 1),
+            EventCount("2001:db8::1", 1),
+            EventCount("203.0.113.200", 1),
+            EventCount("203.0.113.50", 1),  # mapped, counted as IPv4
+            EventCount("203.0.113.9", 1),
+            EventCount("fe80::1", 1),
+        ],
+        key=lambda group: group.key,
+    )
+
+
+def test_the_cli_takes_an_address_or_a_network(
+    server: ServerThread, tenant: str, client_for: Callable[..., AuditClient]
+) -> None:
+    client_for(tenant).record_batch(
+        [build_event(action="doc.read", actor_id=a, ip=ip) for a, ip in SENT]
+    )
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    found = CliRunner().invoke(
+        cli.main, ["query", "--action", "doc.read", "--ip", "203.0.113.0/24"], env=env
+    )
+    assert found.exit_code == 0, found.output
+    assert "203.0.113.9" in found.output and "198.51.100.1" not in found.output
