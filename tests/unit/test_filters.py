@@ -101,11 +101,30 @@ def test_action_exact_or_prefix(
     assert valid.action_prefixes == prefix
 
 
+def test_a_verb_on_any_resource_is_a_suffix() -> None:
+    valid = validate_filter(FilterDraft(actions=["*.delete", "*.member.remove", "*.delete"]))
+    assert valid.actions == () and valid.action_prefixes == ()
+    assert valid.action_suffixes == (".delete", ".member.remove")
+    matcher = RecordMatcher(valid)
+    record = {"occurred_at": "2026-05-01T00:00:00.000000Z", "severity": "info"}
+    record |= {"outcome": "success", "actor": {"id": "u"}}
+    for action, expected in (
+        ("api_key.delete", True),
+        ("project.member.delete", True),
+        ("org.member.remove", True),
+        ("api_key.undelete", False),  # a whole part, not the end of one
+        ("delete.api_key", False),
+        ("member.remove_all", False),
+    ):
+        assert matcher.matches(record | {"action": action}) is expected, action
+
+
 @pytest.mark.parametrize(
     "action",
     [
         *("", "*", ".*", "api_key", "Api_key.create", "api_key.", "api_key.cr*", "api_key.**"),
-        *("*.create", "api_key.*.create", "a..b", "api-key.*", "api_key.*\n", " api_key.create"),
+        *("*.Create", "api_key.*.create", "a..b", "api-key.*", "api_key.*\n", " api_key.create"),
+        *("*.", "**.delete", "*delete", "*.delete.*", "*.de-lete"),
     ],
 )
 def test_bad_action_patterns_are_rejected(action: str) -> None:

@@ -19,6 +19,7 @@ SAMPLES: dict[str, Any] = {
     "occurred_before": datetime(2026, 1, 2, tzinfo=UTC),
     "actions": ("user.login", "user.logout"),
     "action_prefixes": ("user.",),
+    "action_suffixes": (".delete",),
     "categories": ("authentication",),
     "min_severity": 3,
     "outcomes": ("failure",),

@@ -39,6 +39,8 @@ MAX_PAGE_SIZE: Final = 1000
 MAX_FILTER_VALUES: Final = 100
 MAX_TEXT: Final = 256
 _ACTION_PREFIX: Final = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*\.\*")
+# `*.delete`: every action whose last parts are these, whatever it acts on.
+_ACTION_SUFFIX: Final = re.compile(r"\*(?:\.[a-z][a-z0-9_]*)+")
 _TRACE_ID: Final = re.compile(r"[0-9a-f]{32}")
 
 _Fail = Callable[[str, str], None]
@@ -73,6 +75,7 @@ class EventFilter:
     occurred_before: datetime | None = None
     actions: tuple[str, ...] = ()
     action_prefixes: tuple[str, ...] = ()  # each ends with "." (from "api_key.*")
+    action_suffixes: tuple[str, ...] = ()  # each starts with "." (from "*.delete")
     categories: tuple[str, ...] = ()
     min_severity: int = 0
     outcomes: tuple[str, ...] = ()
@@ -127,7 +130,7 @@ def validate_filter(
         if len(values) > MAX_FILTER_VALUES:
             fail(name, f"has {len(values)} values; the limit is {MAX_FILTER_VALUES}")
 
-    actions, prefixes = [], []
+    actions, prefixes, suffixes = [], [], []
     for index, action in enumerate(draft.actions):
         if len(action) > MAX_ACTION:  # an action, or the prefix of one and `*`
             fail(
@@ -138,8 +141,13 @@ def validate_filter(
             actions.append(action)
         elif _ACTION_PREFIX.fullmatch(action):
             prefixes.append(action[:-1])
+        elif _ACTION_SUFFIX.fullmatch(action):
+            suffixes.append(action[1:])
         else:
-            fail(f"actions[{index}]", "must be an action like `api_key.create` or `api_key.*`")
+            fail(
+                f"actions[{index}]",
+                "must be an action like `api_key.create`, `api_key.*` or `*.delete`",
+            )
 
     categories = _enum_names(draft.categories, CATEGORIES, "categories", fail)
     outcomes = _enum_names(draft.outcomes, OUTCOMES, "outcomes", fail)
@@ -186,6 +194,7 @@ def validate_filter(
         occurred_before=before,
         actions=tuple(sorted(set(actions))),
         action_prefixes=tuple(sorted(set(prefixes))),
+        action_suffixes=tuple(sorted(set(suffixes))),
         categories=categories,
         min_severity=draft.min_severity,
         outcomes=outcomes,
@@ -286,6 +295,7 @@ class RecordMatcher:
         self._before = format_timestamp(f.occurred_before) if f.occurred_before else None
         self._actions = frozenset(f.actions)
         self._prefixes = f.action_prefixes
+        self._suffixes = f.action_suffixes
         self._categories = frozenset(f.categories)
         self._min_severity = f.min_severity
         self._outcomes = frozenset(f.outcomes)
@@ -300,8 +310,10 @@ class RecordMatcher:
         if self._before is not None and occurred >= self._before:
             return False
         action = record["action"]
-        if (self._actions or self._prefixes) and not (
-            action in self._actions or action.startswith(self._prefixes)
+        if (self._actions or self._prefixes or self._suffixes) and not (
+            action in self._actions
+            or action.startswith(self._prefixes)
+            or action.endswith(self._suffixes)
         ):
             return False
         if self._categories and record.get("category") not in self._categories:

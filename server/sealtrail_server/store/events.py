@@ -351,13 +351,13 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
         add("received_at >= %s", max(f.occurred_after, _EARLIEST + _SKEW) - _SKEW)
     if f.occurred_before is not None:
         add("occurred_at < %s", f.occurred_before)
-    if len(f.actions) == 1 and not f.action_prefixes:
+    if len(f.actions) == 1 and not f.action_prefixes and not f.action_suffixes:
         # An equality, not `= ANY`: with it the (tenant_id, action, seq) index
         # yields the action's events in seq order, so "the latest 100 of an
         # action" reads 100 rows however rare or common the action is (an
         # array, even of one, makes PostgreSQL read every match and sort).
         add("action = %s", f.actions[0])
-    elif f.actions or f.action_prefixes:
+    elif f.actions or f.action_prefixes or f.action_suffixes:
         alternatives: list[sql.Composable] = [sql.SQL("action = ANY(%s)")] if f.actions else []
         if f.actions:
             params.append(list(f.actions))
@@ -365,6 +365,10 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
             condition, bounds = action_prefix_range(prefix)
             alternatives.append(condition)
             params += bounds
+        for suffix in f.action_suffixes:
+            # No index serves a suffix: the other conditions choose the rows.
+            alternatives.append(sql.SQL("right(action, %s::int) = %s"))
+            params += [len(suffix), suffix]
         conditions.append(sql.SQL("({})").format(sql.SQL(" OR ").join(alternatives)))
     if f.categories:
         add("category = ANY(%s)", list(f.categories))

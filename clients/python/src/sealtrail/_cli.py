@@ -396,7 +396,10 @@ def _tail_filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Callable[..., Any]:
     options = [
         click.option(
-            "--action", "actions", multiple=True, help="Exact action or prefix.* (repeatable)."
+            "--action",
+            "actions",
+            multiple=True,
+            help="Exact action, prefix.* or *.verb (repeatable).",
         ),
         click.option("--actor", help="Actor id or email."),
         click.option("--resource-type"),

@@ -508,10 +508,10 @@ def build_filter(
     recorded_by: str = "",
     ip: str = "",
 ) -> event_pb2.EventFilter:
-    """Builds an EventFilter. Every given criterion must match; `actions` (exact or `prefix.*`),
-    `categories` and `outcomes` match any of their values; `since` is inclusive, `until`
-    exclusive; `text` is a full-text search; `recorded_by` the id of the API token that
-    recorded the events; `ip` an address or a network in CIDR notation."""
+    """Builds an EventFilter. Every given criterion must match; `actions` (exact,
+    `prefix.*` or `*.verb`), `categories` and `outcomes` match any of their values; `since`
+    is inclusive, `until` exclusive; `text` is a full-text search; `recorded_by` the id of
+    the API token that recorded the events; `ip` an address or a network in CIDR notation."""
     event_filter = event_pb2.EventFilter(
         actions=_many(actions),
         categories=[

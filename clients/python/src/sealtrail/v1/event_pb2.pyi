@@ -523,8 +523,10 @@ class EventFilter(_message.Message):
 
     @_builtins.property
     def actions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Actions to match: exact (`api_key.create`) or a prefix ending in `.*`
-        (`api_key.*` matches `api_key.create` and `api_key.rotate`).
+        """Actions to match: exact (`api_key.create`), a prefix ending in `.*`
+        (`api_key.*` matches `api_key.create` and `api_key.rotate`), or a suffix
+        starting with `*.` (`*.delete` matches `api_key.delete` and
+        `project.member.delete`: one verb on whatever resource).
         """
 
     @_builtins.property

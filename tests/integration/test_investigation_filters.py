@@ -1,6 +1,7 @@
-"""`EventFilter.ip`: events from one address or one network (CIDR), in one
-query, as an investigator asks "who did what from 203.0.113.9"; and
-CountEvents by address (helper-165, G7 and G8; ADR 0061's column, migration 0037)."""
+"""The filters an investigation asks for (helper-165, G7 and G8):
+`EventFilter.ip`, events from one address or one network (CIDR) in one query,
+"who did what from 203.0.113.9", and CountEvents by address (ADR 0065); and
+`*.verb` actions, one verb on whatever resource."""
 
 from __future__ import annotations
 
@@ -123,3 +124,20 @@ def test_the_cli_takes_an_address_or_a_network(
     )
     assert found.exit_code == 0, found.output
     assert "203.0.113.9" in found.output and "198.51.100.1" not in found.output
+
+
+def test_a_verb_on_any_resource_is_found_by_its_suffix(client: AuditClient) -> None:
+    """`*.delete`, as a "bulk deletion" rule or an investigator asks for it
+    (helper-165, G7): in SQL (Query, CountEvents) as in the streams' matcher."""
+    actions = ["api_key.delete", "project.member.delete", "api_key.undelete", "doc.read"]
+    client.record_batch([build_event(action=action, actor_id="u") for action in actions])
+    deletions = build_filter(actions=["*.delete", "doc.read"])
+    found = [event.action for event in client.query(deletions, order="oldest")]
+    assert found == ["api_key.delete", "project.member.delete", "doc.read"]
+    assert client.count_events(build_filter(actions="*.delete")).total == 2
+    live = client.stream(build_filter(actions="*.delete"), after_seq=len(actions))
+    client.record(action="api_key.undelete", actor_id="u")
+    client.record(action="bucket.delete", actor_id="u")
+    first = next(live)
+    live.close()  # type: ignore[attr-defined]
+    assert first.action == "bucket.delete"
