@@ -312,6 +312,37 @@ def test_a_rate_limited_or_failing_channel_is_retried_until_it_takes_the_message
     assert state.dead_letters == 0
 
 
+@pytest.mark.parametrize("answer", ["redirect", "echo"])
+def test_what_the_channel_answers_never_shows_the_url(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    channel: Endpoint,
+    caplog: pytest.LogCaptureFixture,
+    answer: str,
+) -> None:
+    """A redirect's Location (a trailing slash, https, a moved domain) and an
+    error page that echoes the path ("Cannot POST /services/...") repeat the
+    URL, its secret with it: the sink's error and the logs show it cut, as its
+    hint is (helper-177)."""
+    url, secret = slack_url(channel)
+    path = url.removeprefix(channel.url)
+    if answer == "redirect":
+        channel.responder = lambda received, index: Reply(
+            301, b"", {"Location": f"https://chat.example{path}/?token={secret}"}
+        )
+    else:
+        channel.responder = lambda received, index: Reply(
+            404, f"Cannot POST {received.path}?x={secret}".encode()
+        )
+    sink = sinks(build_sink("ops", "chat", url=url, filter=build_filter(actions="document.*")))
+    client.record(action="document.share", actor_id="u")
+    state = wait_for_state(client, sink.id, lambda s: bool(s.state.last_error)).state
+    assert secret not in state.last_error
+    assert ("HTTP 301" if answer == "redirect" else "Cannot POST") in state.last_error
+    assert "/services/T0123ABCD/B0456EFGH/" in state.last_error  # where, without the secret
+    assert not [r for r in caplog.records if secret in r.getMessage()]
+
+
 def test_a_channel_that_is_gone_holds_the_events_and_says_why(
     client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], channel: Endpoint
 ) -> None:

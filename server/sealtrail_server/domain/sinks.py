@@ -155,6 +155,21 @@ def shown_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{path}{rest}"
 
 
+def url_secrets(url: str) -> list[str]:
+    """The parts of `url` that `shown_url` leaves out (long path segments, the
+    query and each of its values), longest first: what a destination's answer
+    that repeats the URL (a redirect's Location, an error page echoing the
+    path) must not carry into the sink's errors and logs."""
+    parts = urlsplit(url)
+    found = {segment for segment in parts.path.split("/") if len(segment) >= _SHOWN_SEGMENT}
+    if parts.query:
+        found.add(parts.query)
+        found.update(value for _, _, value in (p.partition("=") for p in parts.query.split("&")))
+    if parts.password:
+        found.add(parts.password)
+    return sorted((secret for secret in found if secret), key=len, reverse=True)
+
+
 def sink_etag(definition: SinkDefinition, updated_at: datetime) -> str:
     """The sink's etag (AIP-154, ADR 0035): its definition as described and
     when it changed. Every change moves that time, a secret's too; a secret

@@ -27,7 +27,14 @@ from urllib.parse import urlsplit
 from ..domain.chat_text import MAX_TEXT
 from ..domain.chat_text import line as chat_line
 from ..domain.ocsf import to_ocsf
-from ..domain.sinks import DATADOG_DEFAULT_URL, Format, Kind, webhook_key
+from ..domain.sinks import (
+    DATADOG_DEFAULT_URL,
+    Format,
+    Kind,
+    shown_url,
+    url_secrets,
+    webhook_key,
+)
 
 # Also `error` and `status`: filter_path applies to an error answer (a 400 or
 # 401 of the whole request) too, which would otherwise arrive as `{}`.
@@ -433,8 +440,17 @@ def host_of(url: str) -> str:
 
 
 def answered(sent: Outgoing, status: int, body: bytes) -> str:
-    """What the destination answered `sent`, as the sink's errors say it."""
-    return f"HTTP {status} from {host_of(sent.url)}: {_excerpt(body)}"
+    """What the destination answered `sent`, as the sink's errors say it: an
+    error page may echo the URL it was sent to ("Cannot POST /hooks/<secret>"),
+    so what could be a credential of the URL is cut from it (helper-177)."""
+    return f"HTTP {status} from {host_of(sent.url)}: {_without_secrets(_excerpt(body), sent.url)}"
+
+
+def _without_secrets(text: str, url: str) -> str:
+    """`text` with every part of `url` that `shown_url` hides replaced by "…"."""
+    for secret in url_secrets(url):
+        text = text.replace(secret, "…")
+    return text
 
 
 def explained(error: str, why: str) -> str:
@@ -490,7 +506,11 @@ def verdict(
     """What an answer, received at `now`, means for the events of `sent`."""
     host = host_of(sent.url)
     if 300 <= status < 400:
-        where = printable(headers.get("location", "?")[:_MAX_LOCATION])
+        # Shown as the sink's URL is: a redirect leads to the same webhook,
+        # written again (a trailing slash, https, a moved domain), its secret
+        # and all (helper-177).
+        location = headers.get("location", "?")
+        where = printable(_without_secrets(shown_url(location), sent.url)[:_MAX_LOCATION])
         return Verdict(
             "retry",
             status,
