@@ -85,6 +85,26 @@ def test_caller_text_cannot_mention_link_or_start_a_line() -> None:
     assert "alice@example.com" in line(record(actor={"id": "alice@example.com"}))  # not a broadcast
 
 
+def test_a_broadcast_followed_by_punctuation_is_broken_too() -> None:
+    """Mattermost strips `.`, `-`, `:` and `_` off a mention's end, one at a
+    time: `@channel_` and `@all_hands` notified everyone (helper-177)."""
+    told = line(
+        record(actor={"id": "@channel_ @all_hands @here__ @everyone: ops@allstate.example"})
+    )
+    assert "@\u200bchannel_ @\u200ball_hands @\u200bhere__ @\u200beveryone:" in told
+    assert "ops@allstate.example" in told  # an address's @ starts no mention
+
+
+def test_text_direction_controls_cannot_reverse_the_rest_of_a_line() -> None:
+    """U+202E and its kin would show the outcome, tenant and seq after an
+    actor's id reversed: a spoofed line (helper-177)."""
+    told = line(record(actor={"id": "admin\u202e\u2066\u200f", "type": "user"}))
+    assert not any(
+        char in told
+        for char in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f"
+    )
+
+
 def test_a_long_value_is_cut_and_says_so() -> None:
     told = line(record(actor={"id": "a" * 5000}))
     assert "a" * 119 + "…" in told and "a" * 120 not in told

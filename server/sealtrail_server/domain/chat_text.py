@@ -29,8 +29,18 @@ MAX_VALUE: Final = 120
 MAX_DESCRIPTION: Final = 600
 ALERT_MARK: Final = "\N{POLICE CARS REVOLVING LIGHT}"
 
-_CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
-_BROADCAST: Final = re.compile(r"@(?=(?:channel|here|all|everyone)\b)", re.IGNORECASE)
+# Controls, line and paragraph separators, and the marks and embeddings that
+# change the direction of what follows (one would show the rest of a line,
+# its tenant and seq, reversed: helper-177).
+_CONTROL: Final = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]+"
+)
+# A broadcast whatever follows it: Mattermost strips `.-:_` off a mention's end
+# one at a time, so `@channel_` and `@all_hands` notified (helper-177). Not an
+# address's `@`, which starts no mention.
+_BROADCAST: Final = re.compile(
+    r"(?<![A-Za-z0-9._%+-])@(?=(?:channel|here|all|everyone))", re.IGNORECASE
+)
 _SLACK_ESCAPES: Final = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 
 
