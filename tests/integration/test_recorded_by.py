@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
+from google.protobuf import json_format
 
 from sealtrail import AuditClient, InvalidArgumentError, build_event, build_filter
 from sealtrail import _cli as cli
@@ -163,3 +164,20 @@ def test_the_cli_filters_and_shows_the_recorder(
     assert "recorded by" in result.output
     assert "plan.change" in result.output and "billing svc" in result.output
     assert "plan.view" not in result.output
+
+
+def test_the_stamp_does_not_count_against_the_callers_record_limit(
+    server: ServerThread, tenant: str
+) -> None:
+    """An event whose record fits the 64 KiB limit fits whichever token sends
+    it: the recorder the server adds is not the caller's to shorten (helper-177)."""
+    long_named = _issue(server, tenant, "n" * 256)
+    with AuditClient(server.target, token=long_named.secret) as recorder:
+        probe = recorder.record(action="doc.big", actor_id="u", details={"x": ""}).event
+        stamp = len(json.dumps(json_format.MessageToDict(probe.recorded_by))) + 40
+        # Its record, recorder aside, a few bytes under the limit.
+        padded = build_event(action="doc.big", actor_id="u", details={"x": "a" * (65536 - 600)})
+        assert recorder.record(padded).event.recorded_by.token_name == "n" * 256
+        over = build_event(action="doc.big", actor_id="u", details={"x": "a" * (65536 + stamp)})
+        with pytest.raises(InvalidArgumentError, match="the limit is 65536"):
+            recorder.record(over)

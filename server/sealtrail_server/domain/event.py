@@ -566,6 +566,16 @@ def finalize_record(event: ValidEvent, server: ServerFields) -> bytes:
     return canonical_json(record, plain=event.plain)
 
 
+def recorder_bytes(event: ValidEvent) -> int:
+    """The bytes `recorded_by` takes in the event's record (its key, value and
+    a comma), which the record limit does not count: the server stamps it, and
+    an event that fits must fit whichever token sends it (helper-177)."""
+    recorder = event.body.get("recorded_by")
+    if recorder is None:
+        return 0
+    return len(canonical_json({"recorded_by": recorder}, plain=False)) - 1  # {} out, "," in
+
+
 SERVER_FIELDS: Final = frozenset({"v", "tenant_id", "id", "seq", "received_at"})
 
 

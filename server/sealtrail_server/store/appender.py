@@ -81,6 +81,7 @@ from ..domain.event import (
     caller_part,
     finalize_record,
     format_timestamp,
+    recorder_bytes,
 )
 from ..domain.event_ids import event_id_minter
 from ..domain.merkle import EMPTY_ROOT, append_leaf, frontier_root, leaf_hash, split_frontier
@@ -1024,11 +1025,13 @@ class _Lane:
                     InvalidArgument.field(event.path, f"cannot be canonicalised: {error}")
                 )
                 continue
-            if len(record) > MAX_RECORD_BYTES:
+            if len(record) > MAX_RECORD_BYTES and (
+                size := len(record) - recorder_bytes(event)
+            ) > MAX_RECORD_BYTES:
                 outcomes.append(
                     InvalidArgument.field(
                         event.path,
-                        f"the event's record is {len(record)} bytes; the limit is"
+                        f"the event's record is {size} bytes; the limit is"
                         f" {MAX_RECORD_BYTES} (shorten details or changes)",
                     )
                 )
