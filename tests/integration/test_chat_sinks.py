@@ -8,6 +8,7 @@ refused URLs, failures retried and refusals parked as for any sink."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import re
@@ -213,6 +214,31 @@ def test_a_chat_sinks_url_is_kept_renamed_and_moved_only_when_given(
         assert secret not in str(after) and after.chat.url_hint.startswith(moved_to.url)
         seq = client.record(action="document.share", actor_id="u").event.seq
         moved_to.wait_for(lambda r: seq in [seq_of(line) for line in lines(r)])
+
+
+def test_an_ocsf_sink_moved_to_a_chat_posts_lines(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], channel: Endpoint
+) -> None:
+    """A sink's format is the events' shape; a chat posts lines whatever it
+    was: moving a sink to a chat with the destination alone named leaves OCSF
+    behind, not refused for a format the caller did not send (helper-177)."""
+    with endpoint() as siem:
+        webhook = build_sink(
+            "soc",
+            "webhook",
+            url=siem.url,
+            secrets=["whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()],
+            format="ocsf",
+            filter=build_filter(actions="document.*"),
+        )
+        sink = sinks(webhook)
+        url, _ = slack_url(channel)
+        moved = forwarding_pb2.Sink(id=sink.id, chat=forwarding_pb2.ChatDestination(url=url))
+        after = client.update_sink(moved, fields=["chat"]).sink
+    assert after.WhichOneof("destination") == "chat"
+    assert after.format == forwarding_pb2.PAYLOAD_FORMAT_SEALTRAIL_JSON
+    seq = client.record(action="document.share", actor_id="u").event.seq
+    channel.wait_for(lambda r: seq in [seq_of(line) for line in lines(r)])
 
 
 def test_an_async_client_makes_and_reads_a_chat_sink(

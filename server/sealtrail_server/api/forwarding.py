@@ -148,7 +148,9 @@ def _merged(sink: pb.Sink, current: store.StoredSink, paths: frozenset[str]) -> 
     definition = current.definition
     if "name" not in paths:
         merged.name = definition.name
-    if "format" not in paths:
+    if "format" not in paths and merged.WhichOneof("destination") != "chat":
+        # A chat posts lines whatever the format was: moved to one, a sink
+        # leaves OCSF behind rather than be refused for it (helper-177).
         merged.format = _FORMAT_NUMBERS[definition.format]
     if "filter" not in paths:
         merged.ClearField("filter")

@@ -1025,9 +1025,10 @@ class _Lane:
                     InvalidArgument.field(event.path, f"cannot be canonicalised: {error}")
                 )
                 continue
-            if len(record) > MAX_RECORD_BYTES and (
-                size := len(record) - recorder_bytes(event)
-            ) > MAX_RECORD_BYTES:
+            if (
+                len(record) > MAX_RECORD_BYTES
+                and (size := len(record) - recorder_bytes(event)) > MAX_RECORD_BYTES
+            ):
                 outcomes.append(
                     InvalidArgument.field(
                         event.path,
