@@ -196,6 +196,14 @@ def filter_draft(event_filter: event_pb2.EventFilter) -> FilterDraft:
     )
 
 
+def request_filter(request: Message) -> EventFilter:
+    """The validated `filter` of a Query, StreamEvents, Export or CountEvents
+    request; one that sets none matches every event."""
+    if not request.HasField("filter"):
+        return EventFilter()
+    return validate_filter(filter_draft(getattr(request, "filter")))  # noqa: B009
+
+
 def filter_from_json(data: dict[str, Any]) -> EventFilter:
     """A stored filter (the EventFilter message in its JSON form), validated."""
     draft = filter_draft(json_format.ParseDict(data, event_pb2.EventFilter()))

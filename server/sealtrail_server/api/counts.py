@@ -18,12 +18,11 @@ from sealtrail.v1 import audit_service_pb2 as pb
 
 from ..domain.counts import GroupBy, group_limit
 from ..domain.errors import InvalidArgument
-from ..domain.filters import EventFilter, validate_filter
 from ..store.appender import Appender
 from ..store.counts import count_events
 from ..store.database import Database
 from .audited import FilterDetails, record_access
-from .convert import filter_draft
+from .convert import request_filter
 from .guard import current_principal
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -56,11 +55,7 @@ class CountRpcs:
     ) -> pb.CountEventsResponse:
         principal = current_principal()
         tenant_id = principal.tenant_id
-        event_filter = (
-            validate_filter(filter_draft(request.filter))
-            if request.HasField("filter")
-            else EventFilter()
-        )
+        event_filter = request_filter(request)
         if request.group_by not in _GROUPINGS:
             raise InvalidArgument.field("group_by", f"unknown enum value {request.group_by}")
         group_by = _GROUPINGS[request.group_by]

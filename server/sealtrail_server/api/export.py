@@ -17,7 +17,6 @@ from sealtrail.v1 import audit_service_pb2 as pb
 
 from ..domain.access import Principal
 from ..domain.errors import InvalidArgument, ResourceExhausted
-from ..domain.filters import EventFilter, validate_filter
 from ..export.formats import CsvEncoder, Encoder, JsonEncoder, NdjsonEncoder
 from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
@@ -25,7 +24,7 @@ from ..store.changes import Changes, refuse_if_erased_now, tenant_erased
 from ..store.database import Connection, Database
 from ..store.events import recent_exports, stream_events
 from .audited import FilterDetails, record_access
-from .convert import UNREADABLE, event_from_record, filter_draft, unreadable_record
+from .convert import UNREADABLE, event_from_record, request_filter, unreadable_record
 from .guard import current_principal
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -70,11 +69,7 @@ class ExportRpcs:
         principal = current_principal()
         tenant_id = principal.tenant_id
         encoder = _encoder(request.format)
-        event_filter = (
-            validate_filter(filter_draft(request.filter))
-            if request.HasField("filter")
-            else EventFilter()
-        )
+        event_filter = request_filter(request)
         # Counted and recorded under one lock (across processes too): concurrent
         # exports once all counted the same past ones and all went ahead.
         # The filter as recorded, read before the lock: it may need a pooled

@@ -23,9 +23,7 @@ from ..auth.tokens import Authenticator
 from ..domain.errors import InvalidArgument, NotFound, SealtrailError
 from ..domain.event import Recorder, ValidEvent, correlate, parse_uuid, validate_event
 from ..domain.filters import (
-    EventFilter,
     page_size,
-    validate_filter,
 )
 from ..domain.page_tokens import PageTokens
 from ..domain.purge_summaries import SummarySeal
@@ -52,7 +50,7 @@ from .convert import (
     encoded_response,
     event_draft,
     event_from_record,
-    filter_draft,
+    request_filter,
     server_view,
     with_elements_unparsed,
     with_server_fields,
@@ -272,11 +270,7 @@ class AuditLogServicer(
         are sent as they are, without a parse and a serialization (ADR 0026)."""
         principal = current_principal()
         tenant_id = principal.tenant_id
-        event_filter = (
-            validate_filter(filter_draft(request.filter))
-            if request.HasField("filter")
-            else EventFilter()
-        )
+        event_filter = request_filter(request)
         order = _ORDERS.get(request.order)
         if order is None:
             raise InvalidArgument.field("order", f"unknown enum value {request.order}")

@@ -29,7 +29,7 @@ from ..domain.event import (
     checked_timestamp,
     format_timestamp,
 )
-from ..domain.filters import EventFilter, RecordMatcher, validate_filter
+from ..domain.filters import EventFilter, RecordMatcher
 from ..store.appender import Appender
 from ..store.changes import tenant_erased
 from ..store.database import Connection, Database
@@ -51,7 +51,7 @@ from .convert import (
     element_prefix,
     event_from_data,
     event_from_record,
-    filter_draft,
+    request_filter,
     unreadable_record,
 )
 from .guard import current_principal
@@ -106,11 +106,7 @@ class StreamRpcs:
         encoding each one has once per process (ADR 0043)."""
         principal = current_principal()
         tenant_id = principal.tenant_id
-        event_filter = (
-            validate_filter(filter_draft(request.filter))
-            if request.HasField("filter")
-            else EventFilter()
-        )
+        event_filter = request_filter(request)
         limit = _batch_limit(request.max_events_per_message)
         start = _start_details(request, now=self._clock())  # checked before it is recorded
         # Subscribed before it is recorded: a stream refused for the limits

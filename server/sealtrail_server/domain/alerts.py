@@ -18,7 +18,7 @@ from .errors import FieldViolation, InvalidArgument
 
 # Re-exported: reserved in domain/event.py; never evaluated itself (no alert on an alert).
 from .event import ALERT_ACTION as ALERT_ACTION
-from .event import MAX_FUTURE_SKEW_SECONDS
+from .event import MAX_FUTURE_SKEW_SECONDS, network_address
 from .filters import EventFilter
 
 # Files of the time zone database that are not zones: the host's own zone,
@@ -142,13 +142,10 @@ def network_of(ip: str) -> str:
     one as IPv4. Written as PostgreSQL writes the network (migration 0030
     turned the addresses learned before into these): lowercase, the longest
     run of two or more zero groups shortened to `::`, no zone."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
+    address = network_address(ip)
+    if address is None:
         return ip
     if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
         return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
     return str(address)
 
