@@ -5,6 +5,8 @@ the clients and `sealtrail stats`, against a real server and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +17,7 @@ import grpc
 import psycopg
 import pytest
 from click.testing import CliRunner
+from psycopg import sql as pgsql
 
 from sealtrail import (
     AsyncAuditClient,
@@ -23,12 +26,15 @@ from sealtrail import (
     GroupBy,
     InvalidArgumentError,
     PermissionDeniedError,
+    ResourceExhaustedError,
     RpcFailedError,
     build_event,
     build_filter,
 )
 from sealtrail import _cli as cli
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, event_pb2
+from sealtrail_server.store import counts as store_counts
+from sealtrail_server.store.counts import count_statement
 from tests.conftest import ServerThread, token_id_of
 from tests.lock_waits import until_blocked
 
@@ -378,3 +384,60 @@ def test_counts_per_recording_token_say_which_token_wrote_what(
         EventCount(token_id_of(sql, other), 1),
     ]
     assert counts.total == 5
+
+
+def test_counts_leave_the_bulk_reads_to_other_tenants(
+    migrated_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A count holds a connection of the bulk share (exports, stream catch-ups,
+    large batches) for as long as it runs, up to SEALTRAIL_COUNT_TIMEOUT: one
+    tenant's dashboard of counts took the whole share and another tenant's
+    large batch waited 9 s, its export 19 s (helper-176). A tenant runs one
+    count at a time and counts take all of the share but one: more are
+    refused RESOURCE_EXHAUSTED with a retry delay, at once."""
+    running = count_statement
+
+    def slow(*args: Any, **kwargs: Any) -> Any:  # a count of a large log
+        query, params = running(*args, **kwargs)
+        return pgsql.SQL("SELECT q.* FROM ({}) AS q CROSS JOIN pg_sleep(8)").format(query), params
+
+    server = ServerThread(migrated_database_url, pool_max_size=10)  # a bulk share of 4
+    tenants = [f"t-{uuid.uuid4().hex[:12]}" for _ in range(5)]
+    readers = [
+        AuditClient(server.target, token=server.token(t, "reader"), max_attempts=1) for t in tenants
+    ]
+    try:
+        monkeypatch.setattr(store_counts, "count_statement", slow)
+        with ThreadPoolExecutor(3) as pool:
+            counting = [pool.submit(reader.count_events) for reader in readers[:3]]
+            until_counting(migrated_database_url, 3)
+            with pytest.raises(ResourceExhaustedError, match="one count at a time") as same:
+                readers[0].count_events()
+            with pytest.raises(ResourceExhaustedError, match="counts at once") as more:
+                readers[3].count_events()
+            assert same.value.retry_after and more.value.retry_after
+            # The share's last connection reads another tenant's export meanwhile.
+            exporter = AuditClient(server.target, token=server.token(tenants[4], "exporter"))
+            with exporter:
+                assert list(exporter.export_stream())
+            assert not any(count.done() for count in counting)
+            assert [count.result(60).total for count in counting] == [0, 0, 0]  # before its record
+    finally:
+        for reader in readers:
+            reader.close()
+        server.close()
+
+
+def until_counting(database_url: str, counts: int) -> None:
+    """Returns once `counts` count statements run (within 20 s)."""
+    deadline = time.monotonic() + 20
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while True:
+            [(running,)] = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                " AND query LIKE '%%pg_sleep(8)%%' AND pid <> pg_backend_pid()"
+            ).fetchall()
+            if running >= counts:
+                return
+            assert time.monotonic() < deadline, running
+            time.sleep(0.05)

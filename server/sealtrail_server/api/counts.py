@@ -19,7 +19,7 @@ from sealtrail.v1 import audit_service_pb2 as pb
 from ..domain.counts import GroupBy, group_limit
 from ..domain.errors import InvalidArgument
 from ..store.appender import Appender
-from ..store.counts import count_events
+from ..store.counts import CountsRunning, count_events
 from ..store.database import Database
 from .audited import FilterDetails, record_access
 from .convert import request_filter
@@ -49,6 +49,7 @@ class CountRpcs:
     _clock: Callable[[], datetime]
     _filter_details: FilterDetails
     _count_timeout: float
+    _counts_running: CountsRunning
 
     async def CountEvents(
         self, request: pb.CountEventsRequest, context: Context
@@ -67,23 +68,24 @@ class CountRpcs:
         }
         if group_by is not None:
             details["group_by"] = group_by
-        recorded = await record_access(
-            self._appender,
-            principal,
-            now=self._clock(),
-            action="audit_log.queried",
-            description="Counted audit events",
-            details=details,
-        )
-        counts = await count_events(
-            self._db,
-            tenant_id=tenant_id,
-            event_filter=event_filter,
-            group_by=group_by,
-            limit=limit,
-            before_seq=recorded.seq,
-            timeout=self._count_timeout,
-        )
+        with self._counts_running.admitted(tenant_id):  # refused ones are not recorded
+            recorded = await record_access(
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="audit_log.queried",
+                description="Counted audit events",
+                details=details,
+            )
+            counts = await count_events(
+                self._db,
+                tenant_id=tenant_id,
+                event_filter=event_filter,
+                group_by=group_by,
+                limit=limit,
+                before_seq=recorded.seq,
+                timeout=self._count_timeout,
+            )
         return pb.CountEventsResponse(
             total=counts.total,
             groups=[pb.EventCount(key=key, count=count) for key, count in counts.groups],

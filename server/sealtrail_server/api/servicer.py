@@ -35,6 +35,7 @@ from ..integrity.checkpointer import Checkpointer
 from ..retention.erasure import Eraser
 from ..store.appender import Appended, Appender
 from ..store.changes import Changes, refuse_if_erased_now
+from ..store.counts import CountsRunning, count_capacity
 from ..store.database import Database
 from ..store.events import Order, ShownEvent, get_event, query_page, shown_bytes
 from ..store.node_reader import NodeReader
@@ -164,6 +165,7 @@ class AuditLogServicer(
         self._clock = clock
         self._key_reads = KeyReads(appender, clock=clock, window=key_read_window)
         self._count_timeout = count_timeout
+        self._counts_running = CountsRunning(capacity=count_capacity(db.pool.max_size))
 
     async def Record(  # type: ignore[override]  # sent as received (registration.py)
         self, request: bytes, context: Context
