@@ -1,0 +1,257 @@
+"""Which changes weaken the audit trail: Sealtrail records them at severity
+warning, the rest at info, so that a SIEM rule "severity >= warning from
+Sealtrail" pages on them (ADR 0066, docs/api.md "Changes that weaken the
+audit trail").
+
+A change weakens when, after it, some event could be forwarded, alerted on or
+kept less than before: a sink paused, narrowed or moved; an alert rule
+disabled, made to fire less or less loudly, or routed to fewer sinks; a
+retention period shortened. Each function answers *why*, as short reasons the
+record's `details.weakens` lists; none: the change does not weaken. Where
+the answer cannot be proved (two filters that overlap, a time zone swapped
+for another), the change counts as weakening: a warning too many costs a
+look, one too few a blind spot.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .alerts import NEW_ORIGIN_KINDS, Condition
+from .event import CATEGORIES, SEVERITIES
+from .filters import EventFilter
+from .retention import RetentionPolicy
+from .sinks import DATADOG_DEFAULT_URL, SinkDefinition
+
+_SEVERITY_RANKS: Final = {name: rank for rank, name in SEVERITIES.items()}
+# A threshold's groups, finest last: counted per group, a finer one fires
+# later or never; actor and ip are not comparable, so either way weakens.
+_GROUP_COARSE: Final = "none"
+
+
+def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
+    """Whether `after` may match an event `before` matched no longer: True
+    unless every criterion of `after` is one of `before`'s or wider (a
+    criterion dropped, more actions, categories or outcomes, a lower
+    min_severity, a wider time range or network). A filter is a conjunction,
+    so that proves every event `before` matches matches `after` too."""
+    return not all(
+        (
+            _time_widens(after.occurred_after, before.occurred_after, later_is_wider=False),
+            _time_widens(after.occurred_before, before.occurred_before, later_is_wider=True),
+            _actions_widen(before, after),
+            _set_widens(before.categories, after.categories),
+            after.min_severity <= before.min_severity,
+            _set_widens(before.outcomes, after.outcomes),
+            _ip_widens(before.ip, after.ip),
+            *(
+                _same_or_dropped(getattr(before, name), getattr(after, name))
+                for name in (
+                    "actor",
+                    "resource_type",
+                    "resource_id",
+                    "request_id",
+                    "trace_id",
+                    "text",
+                    "recorded_by",
+                )
+            ),
+        )
+    )
+
+
+def _time_widens(after: Any, before: Any, *, later_is_wider: bool) -> bool:
+    if after is None:
+        return True
+    if before is None:
+        return False
+    return bool(after >= before if later_is_wider else after <= before)
+
+
+def _set_widens(before: tuple[str, ...], after: tuple[str, ...]) -> bool:
+    return not after or (bool(before) and set(before) <= set(after))
+
+
+def _same_or_dropped(before: str | None, after: str | None) -> bool:
+    return after is None or after == before
+
+
+def _ip_widens(before: str | None, after: str | None) -> bool:
+    if after is None:
+        return True
+    if before is None:
+        return False
+    inner, outer = ipaddress.ip_network(before), ipaddress.ip_network(after)
+    return inner.version == outer.version and inner.subnet_of(outer)  # type: ignore[arg-type]
+
+
+def _actions_widen(before: EventFilter, after: EventFilter) -> bool:
+    """Every action `before` lets through, `after` lets through."""
+    if not (after.actions or after.action_prefixes or after.action_suffixes):
+        return True
+    if not (before.actions or before.action_prefixes or before.action_suffixes):
+        return False
+    return (
+        all(
+            action in after.actions
+            or action.startswith(after.action_prefixes)
+            or action.endswith(after.action_suffixes)
+            for action in before.actions
+        )
+        and all(prefix.startswith(after.action_prefixes) for prefix in before.action_prefixes)
+        and all(suffix.endswith(after.action_suffixes) for suffix in before.action_suffixes)
+    )
+
+
+def sink_weakenings(
+    before: SinkDefinition,
+    after: SinkDefinition,
+    *,
+    before_filter: EventFilter,
+    after_filter: EventFilter,
+) -> list[str]:
+    """Why changing sink `before` into `after` weakens it: `paused` (it
+    delivers nothing until resumed), `filter_narrowed` (`filter_narrows`),
+    `destination_moved` (its kind, URL or index changed: the events go where
+    the SIEM that read them does not look). A new name, format, secret or
+    Splunk source, Datadog service or tags does not weaken it."""
+    reasons = []
+    if after.paused and not before.paused:
+        reasons.append("paused")
+    if filter_narrows(before_filter, after_filter):
+        reasons.append("filter_narrowed")
+    if _where(before) != _where(after):
+        reasons.append("destination_moved")
+    return reasons
+
+
+def _where(sink: SinkDefinition) -> tuple[str, str, str]:
+    destination = sink.destination
+    default = DATADOG_DEFAULT_URL if sink.kind == "datadog_logs" else ""
+    return sink.kind, destination.get("url") or default, destination.get("index") or ""
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSettings:
+    """What of an alert rule decides whether, how loudly and where it fires."""
+
+    condition: Condition
+    severity: str
+    sink_ids: tuple[str, ...]
+    disabled: bool
+
+
+def rule_weakenings(before: RuleSettings, after: RuleSettings) -> list[str]:
+    """Why changing alert rule `before` into `after` weakens it: `disabled`,
+    `condition_narrowed` (`condition_narrows`), `origins_forgotten` (a new-IP
+    or new-country rule's condition changed: it forgets where each actor was
+    seen, and stays silent at each one's next address or country),
+    `severity_lowered` (its alerts fall below a SIEM's severity rule),
+    `sinks_removed` (its alerts no longer reach a sink). A new name, or a
+    rule widened, raised or given sinks, does not weaken it."""
+    reasons = []
+    if after.disabled and not before.disabled:
+        reasons.append("disabled")
+    if condition_narrows(before.condition, after.condition):
+        reasons.append("condition_narrowed")
+    if before.condition.kind in NEW_ORIGIN_KINDS and before.condition != after.condition:
+        reasons.append("origins_forgotten")
+    if _SEVERITY_RANKS[after.severity] < _SEVERITY_RANKS[before.severity]:
+        reasons.append("severity_lowered")
+    if set(before.sink_ids) - set(after.sink_ids):
+        reasons.append("sinks_removed")
+    return reasons
+
+
+def condition_narrows(before: Condition, after: Condition) -> bool:
+    """Whether the rule may fire where it fired before no longer: another kind
+    of condition, a narrower filter, or a threshold's count raised, window
+    shortened or groups made finer, or working hours that grow (earlier
+    start, later end, more working days, another time zone)."""
+    if before.kind != after.kind or filter_narrows(before.filter, after.filter):
+        return True
+    if before.kind == "threshold":
+        return (
+            after.count > before.count
+            or after.window_seconds < before.window_seconds
+            or (after.group_by != before.group_by and after.group_by != _GROUP_COARSE)
+        )
+    if before.kind == "off_hours":
+        return (
+            after.time_zone != before.time_zone
+            or after.start_hour < before.start_hour
+            or after.end_hour > before.end_hour
+            or not set(after.working_days) <= set(before.working_days)
+        )
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Shortening:
+    """Events a policy change keeps less long: which (`events`, as the policy
+    names their rule) and their days before and after (0: forever)."""
+
+    events: str
+    before_days: int
+    after_days: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "events": self.events,
+            "before_days": self.before_days,
+            "after_days": self.after_days,
+        }
+
+
+def retention_shortenings(before: RetentionPolicy, after: RetentionPolicy) -> list[Shortening]:
+    """The events `after` keeps less long than `before` (both as the purge
+    applies them: `RetentionPolicy.at_least` the deployment's floor), by the
+    rule that keeps them: a default, category or action-prefix limit made
+    shorter, forever made a number of days, a rule removed whose events fall
+    back to a shorter one (a longer prefix's, their category's, the default).
+
+    Exact: an event's limit depends only on which of the policies' action
+    prefixes its action starts with, and on its category; so one action per
+    prefix (the prefix itself, which no longer prefix matches) and none, each
+    with every category and none, stand for every event there is."""
+    prefixes = sorted(
+        {r.action_prefix for p in (before, after) for r in p.rules if r.action_prefix}
+    )
+    ruled = {r.category for p in (before, after) for r in p.rules if r.category}
+    categories: list[str | None] = [*sorted(CATEGORIES.values()), None]
+    found: list[Shortening] = []
+    for action in ["", *prefixes]:
+        pairs = {c: (_days(before, action, c), _days(after, action, c)) for c in categories}
+        shorter = {c: pair for c, pair in pairs.items() if _shorter(*pair)}
+        if not shorter:
+            continue
+        selector = f"action:{action}*" if action else ""
+        if action and len(set(pairs.values())) == 1:
+            found.append(Shortening(selector, *pairs[None]))
+            continue
+        for category, (old, new) in shorter.items():
+            name = f"category:{category}" if category in ruled else "default"
+            events = f"{selector} ({name})" if selector else name
+            if all(s.events != events for s in found):  # "default" stands for many categories
+                found.append(Shortening(events, old, new))
+    return found
+
+
+def _days(policy: RetentionPolicy, action: str, category: str | None) -> int:
+    """How long `policy` keeps an event of `action` and `category`: its
+    longest matching action prefix's limit, else its category's, else the
+    default (domain/retention.py)."""
+    matching = [r for r in policy.rules if r.action_prefix and action.startswith(r.action_prefix)]
+    if matching:
+        return max(matching, key=lambda r: len(r.action_prefix or "")).days
+    for rule in policy.rules:
+        if rule.category is not None and rule.category == category:
+            return rule.days
+    return policy.default_days
+
+
+def _shorter(before: int, after: int) -> bool:
+    """Whether a limit of `after` days keeps less than one of `before` (0: forever)."""
+    return after != 0 and (before == 0 or after < before)

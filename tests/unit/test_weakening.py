@@ -1,0 +1,213 @@
+"""Which changes weaken the audit trail (domain/weakening.py): those after
+which some event may be forwarded, alerted on or kept less than before, and
+only those (ADR 0066)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from sealtrail_server.domain.alerts import Condition
+from sealtrail_server.domain.filters import EventFilter
+from sealtrail_server.domain.retention import RetentionPolicy, RetentionRule
+from sealtrail_server.domain.sinks import SinkDefinition
+from sealtrail_server.domain.weakening import (
+    RuleSettings,
+    Shortening,
+    condition_narrows,
+    filter_narrows,
+    retention_shortenings,
+    rule_weakenings,
+    sink_weakenings,
+)
+
+JAN, FEB = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (EventFilter(actions=("doc.edit",)), EventFilter()),
+        (EventFilter(actions=("doc.edit",)), EventFilter(actions=("doc.edit", "doc.share"))),
+        (EventFilter(actions=("doc.edit",)), EventFilter(action_prefixes=("doc.",))),
+        (EventFilter(action_prefixes=("doc.page.",)), EventFilter(action_prefixes=("doc.",))),
+        (EventFilter(actions=("api_key.delete",)), EventFilter(action_suffixes=(".delete",))),
+        (
+            EventFilter(action_suffixes=(".member.delete",)),
+            EventFilter(action_suffixes=(".delete",)),
+        ),
+        (EventFilter(categories=("security",)), EventFilter(categories=("security", "billing"))),
+        (EventFilter(min_severity=3), EventFilter(min_severity=2)),
+        (EventFilter(outcomes=("failure",)), EventFilter()),
+        (EventFilter(ip="203.0.113.0/24"), EventFilter(ip="203.0.0.0/16")),
+        (EventFilter(occurred_after=FEB), EventFilter(occurred_after=JAN)),
+        (EventFilter(occurred_before=JAN), EventFilter(occurred_before=FEB)),
+        (EventFilter(actor="u-1", text="invoice"), EventFilter(actor="u-1")),
+    ],
+)
+def test_a_filter_that_lets_through_all_it_did_does_not_narrow(
+    before: EventFilter, after: EventFilter
+) -> None:
+    assert not filter_narrows(before, after)
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (EventFilter(), EventFilter(actions=("doc.edit",))),
+        (EventFilter(actions=("doc.edit", "doc.share")), EventFilter(actions=("doc.edit",))),
+        (EventFilter(action_prefixes=("doc.",)), EventFilter(action_prefixes=("doc.page.",))),
+        (EventFilter(action_prefixes=("doc.",)), EventFilter(actions=("doc.edit",))),
+        (EventFilter(action_suffixes=(".delete",)), EventFilter(action_prefixes=("api_key.",))),
+        (EventFilter(categories=("security", "billing")), EventFilter(categories=("security",))),
+        (EventFilter(), EventFilter(categories=("security",))),
+        (EventFilter(min_severity=2), EventFilter(min_severity=3)),
+        (EventFilter(actor="u-1"), EventFilter(actor="u-2")),  # another: nothing proves it wider
+        (EventFilter(ip="203.0.0.0/16"), EventFilter(ip="203.0.113.0/24")),
+        (EventFilter(ip="203.0.113.0/24"), EventFilter(ip="2001:db8::/32")),
+        (EventFilter(occurred_after=JAN), EventFilter(occurred_after=FEB)),
+        (EventFilter(), EventFilter(occurred_before=FEB)),
+        (EventFilter(), EventFilter(recorded_by="0190a2b4-0000-7000-8000-000000000000")),
+    ],
+)
+def test_a_filter_that_may_let_through_less_narrows(
+    before: EventFilter, after: EventFilter
+) -> None:
+    assert filter_narrows(before, after)
+
+
+def _sink(**changes: Any) -> SinkDefinition:
+    sink = SinkDefinition(
+        name="siem",
+        kind="splunk_hec",
+        format="sealtrail_json",
+        filter={},
+        destination={"url": "https://hec.example/services", "token": "t1", "index": "audit"},
+        paused=False,
+    )
+    return replace(sink, **changes)
+
+
+def test_a_sink_weakens_paused_narrowed_or_moved_not_renamed_reformatted_or_rotated() -> None:
+    narrow, wide = EventFilter(actions=("doc.edit",)), EventFilter()
+
+    def weakenings(after: SinkDefinition, after_filter: EventFilter = wide) -> list[str]:
+        return sink_weakenings(_sink(), after, before_filter=wide, after_filter=after_filter)
+
+    assert weakenings(_sink(name="siem 2", format="ocsf")) == []
+    rotated = {
+        "url": "https://hec.example/services",
+        "token": "t2",
+        "index": "audit",
+        "source": "x",
+    }
+    assert weakenings(_sink(destination=rotated)) == []
+    assert weakenings(_sink(paused=True)) == ["paused"]
+    assert weakenings(_sink(), narrow) == ["filter_narrowed"]
+    moved = {"url": "https://hec.example/services", "token": "t1", "index": "scratch"}
+    assert weakenings(_sink(destination=moved)) == ["destination_moved"]
+    assert weakenings(_sink(kind="webhook", destination={"url": "https://hec.example/services"}))
+    assert (
+        sink_weakenings(_sink(paused=True), _sink(), before_filter=narrow, after_filter=wide) == []
+    )  # resumed and widened: stronger
+
+
+def _rule(condition: Condition, **changes: Any) -> RuleSettings:
+    rule = RuleSettings(condition=condition, severity="error", sink_ids=("s1",), disabled=False)
+    return replace(rule, **changes)
+
+
+THRESHOLD = Condition("threshold", EventFilter(actions=("user.login",)), count=5, window_seconds=60)
+OFF_HOURS = Condition(
+    "off_hours", EventFilter(action_prefixes=("secret.",)), start_hour=8, end_hour=18
+)
+
+
+@pytest.mark.parametrize(
+    ("after", "narrows"),
+    [
+        (replace(THRESHOLD, count=4, window_seconds=120), False),
+        (replace(THRESHOLD, count=6), True),
+        (replace(THRESHOLD, window_seconds=59), True),
+        (replace(THRESHOLD, group_by="actor"), True),
+        (replace(THRESHOLD, filter=EventFilter(action_prefixes=("user.",))), False),
+        (Condition("match", THRESHOLD.filter), True),  # another kind: not comparable
+    ],
+)
+def test_a_threshold_that_may_fire_less_narrows(after: Condition, narrows: bool) -> None:
+    assert condition_narrows(THRESHOLD, after) is narrows
+    assert not condition_narrows(replace(THRESHOLD, group_by="ip"), replace(THRESHOLD))
+
+
+@pytest.mark.parametrize(
+    ("after", "narrows"),
+    [
+        (replace(OFF_HOURS, start_hour=9, end_hour=17, working_days=(1, 2, 3)), False),
+        (replace(OFF_HOURS, start_hour=7), True),
+        (replace(OFF_HOURS, end_hour=19), True),
+        (replace(OFF_HOURS, working_days=(1, 2, 3, 4, 5, 6)), True),
+        (replace(OFF_HOURS, time_zone="Europe/Paris"), True),
+    ],
+)
+def test_working_hours_that_grow_narrow_an_off_hours_rule(after: Condition, narrows: bool) -> None:
+    assert condition_narrows(OFF_HOURS, after) is narrows
+
+
+def test_a_rule_weakens_disabled_narrowed_quieter_or_routed_to_fewer_sinks() -> None:
+    rule = _rule(THRESHOLD)
+    assert rule_weakenings(rule, _rule(THRESHOLD, severity="critical", sink_ids=("s1", "s2"))) == []
+    assert rule_weakenings(rule, _rule(THRESHOLD, disabled=True)) == ["disabled"]
+    assert rule_weakenings(rule, _rule(THRESHOLD, severity="warning")) == ["severity_lowered"]
+    assert rule_weakenings(rule, _rule(THRESHOLD, sink_ids=("s2",))) == ["sinks_removed"]
+    assert rule_weakenings(_rule(THRESHOLD, disabled=True), rule) == []
+    new_ip = Condition("new_ip", EventFilter())
+    wider = _rule(replace(new_ip, filter=EventFilter()))
+    assert rule_weakenings(_rule(new_ip), wider) == []
+    learning_again = _rule(Condition("new_ip", EventFilter(categories=("authentication",))))
+    assert rule_weakenings(learning_again, _rule(new_ip)) == ["origins_forgotten"]
+
+
+def _policy(default: int, *rules: RetentionRule) -> RetentionPolicy:
+    return RetentionPolicy(default, rules)
+
+
+def test_a_period_made_shorter_or_a_rule_removed_to_a_shorter_one_is_found() -> None:
+    security = RetentionRule(3650, category="security")
+    billing = RetentionRule(0, action_prefix="billing.")
+    assert retention_shortenings(_policy(0), _policy(365)) == [Shortening("default", 0, 365)]
+    assert retention_shortenings(_policy(365), _policy(0)) == []
+    assert retention_shortenings(_policy(365), _policy(730, security, billing)) == []
+    assert retention_shortenings(_policy(730, security), _policy(730)) == [
+        Shortening("category:security", 3650, 730)
+    ]
+    assert retention_shortenings(_policy(730, billing), _policy(730)) == [
+        Shortening("action:billing.*", 0, 730)
+    ]
+
+
+def test_a_removed_prefix_whose_events_fall_back_by_category_names_each() -> None:
+    """Removed, `billing.*` events fall back to their category's rule, or the default."""
+    billing = RetentionRule(0, action_prefix="billing.")
+    auth = RetentionRule(90, category="authentication")
+    found = retention_shortenings(_policy(400, billing, auth), _policy(400, auth))
+    assert found == [
+        Shortening("action:billing.* (default)", 0, 400),
+        Shortening("action:billing.* (category:authentication)", 0, 90),
+    ]
+
+
+def test_a_longer_prefix_removed_falls_back_to_the_shorter_prefix() -> None:
+    rag = RetentionRule(30, action_prefix="rag.")
+    rag_query = RetentionRule(365, action_prefix="rag.query.")
+    assert retention_shortenings(_policy(0, rag, rag_query), _policy(0, rag)) == [
+        Shortening("action:rag.query.*", 365, 30)
+    ]
+    assert retention_shortenings(_policy(0, rag), _policy(0, rag, rag_query)) == []
+
+
+def test_under_the_deployments_floor_two_limits_are_equally_long() -> None:
+    assert retention_shortenings(_policy(10).at_least(30), _policy(20).at_least(30)) == []
+    assert retention_shortenings(_policy(10).at_least(30), _policy(0).at_least(30)) == []
