@@ -34,7 +34,7 @@ from sealtrail.tlog import Verifier
 from sealtrail.v1 import event_pb2
 
 from . import __version__
-from .api.audited import record_event
+from .api.audited import record_event, weakening_severity
 from .api.convert import server_view
 from .api.retention import receipt_message
 from .app import Service
@@ -459,6 +459,7 @@ async def _recorded_token(
         token_id=token_id,
         description=f"Created an API token with role {role.value}",
         details=details,
+        severity=weakening_severity(role is Role.ADMIN),  # a new admin credential (ADR 0066)
     )
     return await create_token(
         db, tenant_id=tenant, role=role, name=name, token_id=token_id, expires_at=expires_at
@@ -483,11 +484,13 @@ async def _record_operator_action(
     token_id: str | None = None,
     details: dict[str, Any] | None = None,
     category: event_pb2.Category.ValueType = event_pb2.CATEGORY_SECURITY,
+    severity: event_pb2.Severity.ValueType = event_pb2.SEVERITY_INFO,
     resource_type: str = "api_token",
 ) -> None:
     """Token management (or a hold's release) from this command is recorded in
     the tenant's log as the API's is, attributed to the operator (a `system`
-    actor) instead of a token."""
+    actor) instead of a token, at the API's severity (a change that weakens
+    the trail is a warning whoever makes it, ADR 0066)."""
     appender = Appender(db, server_view=server_view)
     appender.start()
     try:
@@ -500,6 +503,7 @@ async def _record_operator_action(
             action=action,
             description=description,
             category=category,
+            severity=severity,
             resource_type=resource_type,
             resource_id=token_id or "",
             details=details,
@@ -854,6 +858,7 @@ def tenant_release_hold(
                         "reason": await _redacted_name(db, settings, tenant_id, reason),
                     },
                     category=event_pb2.CATEGORY_CONFIGURATION,
+                    severity=weakening_severity(True),  # as the API's release (ADR 0066)
                     resource_type="legal_hold",
                 )
                 await write_hold(conn, tenant_id, on=False, reason="", now=datetime.now(UTC))

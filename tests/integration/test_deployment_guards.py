@@ -252,6 +252,7 @@ def test_the_operator_releases_a_legal_hold_recorded_in_the_tenants_log(
     assert not admin.get_retention_policy().legal_hold.on
     [event] = admin.query(build_filter(actions="retention.legal_hold_released"))
     assert event.actor.id.startswith("sealtrail-server:")
+    assert event.severity == event_pb2.SEVERITY_WARNING  # it weakens the trail (ADR 0066)
     assert event.details["previous_reason"] == "Case 7"
     assert event.details["reason"] == "Case 7 closed"
 

@@ -23,6 +23,7 @@ from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from ..domain.etags import etag_of, instant, require_etag
 from ..domain.event import CONTROL_CHARACTERS, MAX_NAME, SEVERITIES, ChangeDraft, parse_uuid
 from ..domain.filters import validate_filter
+from ..domain.weakening import RuleSettings, rule_weakenings
 from ..forward.forwarder import Forwarder
 from ..store import alerts as store
 from ..store import sinks as sink_store
@@ -30,7 +31,13 @@ from ..store.appender import Appender
 from ..store.changes import Changes, refuse_if_erased
 from ..store.database import Connection, Database
 from ..store.tree import tree_size
-from .audited import FilterDetails, record_access
+from .audited import (
+    FilterDetails,
+    record_access,
+    weakened,
+    weakening_details,
+    weakening_severity,
+)
 from .convert import filter_draft
 from .guard import current_principal
 from .update_mask import replaces_oneof, update_paths
@@ -130,6 +137,17 @@ def _definition(rule: store.StoredRule) -> dict[str, Any]:
         "sink_ids": rule.sink_ids,
         "disabled": rule.disabled,
     }
+
+
+def _settings(rule: store.StoredRule) -> RuleSettings:
+    """What decides whether, how loudly and where `rule` fires, to tell a
+    change that weakens it (domain/weakening.py)."""
+    return RuleSettings(
+        condition=condition_of(rule.condition),
+        severity=rule.severity,
+        sink_ids=tuple(rule.sink_ids),
+        disabled=rule.disabled,
+    )
 
 
 def _rule_id(text: str, field: str) -> str:
@@ -298,6 +316,7 @@ class AlertingRpcs:
                 await self._recorded_rule(tenant_id, before),
                 await self._recorded_rule(tenant_id, after),
             )
+            weakens = rule_weakenings(_settings(before), _settings(after))
             event_id = (
                 await record_access(
                     self._appender,
@@ -305,9 +324,11 @@ class AlertingRpcs:
                     now=self._clock(),
                     action="alert_rule.updated",
                     category=event_pb2.CATEGORY_CONFIGURATION,
+                    severity=weakening_severity(weakens),
                     resource_type="alert_rule",
                     resource_id=rule_id,
-                    description=f"Alert rule {new['name']!r} changed",
+                    description=weakened(f"Alert rule {new['name']!r} changed", weakens),
+                    details=weakening_details(weakens),
                     changes=[ChangeDraft(name, old[name], new[name]) for name in changed],
                 )
             ).event_id
@@ -350,6 +371,7 @@ class AlertingRpcs:
                     now=self._clock(),
                     action="alert_rule.deleted",
                     category=event_pb2.CATEGORY_CONFIGURATION,
+                    severity=weakening_severity(True),  # it fires no more
                     resource_type="alert_rule",
                     resource_id=rule_id,
                     description=f"Alert rule {shown['name']!r} deleted",

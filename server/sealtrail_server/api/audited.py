@@ -6,6 +6,7 @@ goes unrecorded, and if recording fails the call fails."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -73,6 +74,28 @@ class FilterDetails:
         """A caller's name or reason as Sealtrail's own records show it,
         redacted as the tenant's events are."""
         return str((await self.redacted(tenant_id, {"text": text}))["text"])
+
+
+def weakening_severity(weakens: Collection[object] | bool) -> event_pb2.Severity.ValueType:
+    """The severity of the record of a change: WARNING if it weakens the audit
+    trail (`weakens`: the reasons, or whether it does; domain/weakening.py),
+    for a SIEM rule "severity >= warning from Sealtrail" pages on those
+    changes and on no other (ADR 0066); INFO otherwise."""
+    return event_pb2.SEVERITY_WARNING if weakens else event_pb2.SEVERITY_INFO
+
+
+def weakening_details(reasons: Collection[str]) -> dict[str, Any]:
+    """What a change's record adds to its details when the change weakens the
+    trail: why, where the action alone does not say it (a `sink.updated`
+    that paused the sink); nothing otherwise."""
+    return {"weakens": list(reasons)} if reasons else {}
+
+
+def weakened(description: str, reasons: Collection[str]) -> str:
+    """`description`, with the reasons the change weakens the trail, if any."""
+    if not reasons:
+        return description
+    return f"{description}, weakening it: {', '.join(r.replace('_', ' ') for r in reasons)}"
 
 
 async def record_access(

@@ -39,6 +39,7 @@ from ..domain.sinks import (
     sink_etag,
     validate_sink_settings,
 )
+from ..domain.weakening import sink_weakenings
 from ..forward.egress import EgressDenied, EgressPolicy, Unresolvable
 from ..forward.forwarder import Forwarder
 from ..store import sinks as store
@@ -46,7 +47,13 @@ from ..store.appender import Appender
 from ..store.changes import Changes, refuse_if_erased
 from ..store.database import Connection, Database
 from ..store.tree import tree_size
-from .audited import FilterDetails, record_access
+from .audited import (
+    FilterDetails,
+    record_access,
+    weakened,
+    weakening_details,
+    weakening_severity,
+)
 from .convert import filter_draft, filter_from_json
 from .guard import current_principal
 from .update_mask import replaces_oneof, update_paths
@@ -356,6 +363,12 @@ class ForwardingRpcs:
                     )
             for shown in (old, new):
                 shown["name"] = await self._filter_details.text(tenant_id, shown["name"])
+            weakens = sink_weakenings(
+                before.definition,
+                definition,
+                before_filter=filter_from_json(before.definition.filter),
+                after_filter=filter_from_json(definition.filter),
+            )
             event_id = (
                 await record_access(
                     self._appender,
@@ -363,9 +376,11 @@ class ForwardingRpcs:
                     now=self._clock(),
                     action="sink.updated",
                     category=event_pb2.CATEGORY_CONFIGURATION,
+                    severity=weakening_severity(weakens),
                     resource_type="sink",
                     resource_id=sink_id,
-                    description=f"Sink {new['name']!r} changed",
+                    description=weakened(f"Sink {new['name']!r} changed", weakens),
+                    details=weakening_details(weakens),
                     changes=[ChangeDraft(k, old[k], new[k]) for k in changed]
                     or [ChangeDraft("destination", "(secret)", "(secret rotated)")],
                 )
@@ -440,6 +455,7 @@ class ForwardingRpcs:
                     now=self._clock(),
                     action="sink.deleted",
                     category=event_pb2.CATEGORY_CONFIGURATION,
+                    severity=weakening_severity(True),  # nothing forwarded there any more
                     resource_type="sink",
                     resource_id=sink_id,
                     description=f"Sink {shown['name']!r} deleted",

@@ -27,6 +27,7 @@ from ..domain.retention import (
     validate_hold_reason,
     validate_policy,
 )
+from ..domain.weakening import Shortening, retention_shortenings
 from ..retention.erasure import Eraser, Receipt
 from ..store.appender import Appender
 from ..store.changes import RETENTION_SUBJECT, Changes, refuse_if_erased
@@ -39,7 +40,7 @@ from ..store.retention import (
     write_hold,
     write_policy,
 )
-from .audited import FilterDetails, record_access
+from .audited import FilterDetails, record_access, weakening_details, weakening_severity
 from .denials import Denials
 from .guard import current_principal
 from .integrity import checkpoint_message
@@ -52,6 +53,8 @@ _CATEGORY_NUMBERS: Final = {name: number for number, name in CATEGORIES.items()}
 # How long a policy or hold change waits at most for a purge batch of its
 # tenant, with no deadline of its own; with one, until a second before it.
 _BATCH_WAIT_SECONDS: Final = 60.0
+# The shortenings a policy change's record lists at most (each ~80 bytes).
+SHORTENINGS_RECORDED: Final = 100
 
 
 def _batch_wait(context: Context) -> float:
@@ -99,6 +102,37 @@ def _validated(message: pb.RetentionPolicy, *, min_days: int) -> RetentionPolicy
         ],
         min_days=min_days,
     )
+
+
+def _shortened_details(shortened: list[Shortening]) -> dict[str, Any]:
+    """The details of a policy change that shortens retention: why it is a
+    warning, and which events it keeps less long (the first
+    SHORTENINGS_RECORDED; `shortened_more` counts the rest, for a policy of a
+    hundred rules must still fit its record)."""
+    if not shortened:
+        return {}
+    details = weakening_details(["retention_shortened"])
+    details["shortened"] = [s.as_json() for s in shortened[:SHORTENINGS_RECORDED]]
+    if len(shortened) > SHORTENINGS_RECORDED:
+        details["shortened_more"] = len(shortened) - SHORTENINGS_RECORDED
+    return details
+
+
+def _policy_description(shortened: list[Shortening]) -> str:
+    """The description of a policy change: which events it keeps less long
+    (the first three; the details list more), if any."""
+    if not shortened:
+        return "Retention policy changed"
+    cuts = ", ".join(
+        f"{s.events} from {_period(s.before_days)} to {_period(s.after_days)}"
+        for s in shortened[:3]
+    )
+    more = f" and {len(shortened) - 3} more" if len(shortened) > 3 else ""
+    return f"Retention policy changed, shortening {cuts}{more}"
+
+
+def _period(days: int) -> str:
+    return "forever" if days == 0 else f"{days} days"
 
 
 def describe(policy: RetentionPolicy) -> dict[str, Any]:
@@ -161,6 +195,7 @@ class RetentionRpcs:
             if before.policy == policy:
                 return pb.UpdateRetentionPolicyResponse(policy=_policy_message(before))
             old, new = describe(before.policy), describe(policy)
+            shortened = self._shortenings(before.policy, policy)
             # Recorded before it applies: a change is never without its event.
             event_id = (
                 await record_access(
@@ -169,8 +204,10 @@ class RetentionRpcs:
                     now=self._clock(),
                     action="retention.policy_updated",
                     category=event_pb2.CATEGORY_CONFIGURATION,
+                    severity=weakening_severity(shortened),
                     resource_type="retention_policy",
-                    description="Retention policy changed",
+                    description=_policy_description(shortened),
+                    details=_shortened_details(shortened),
                     changes=[
                         ChangeDraft(name, old[name], new[name])
                         for name in old
@@ -180,6 +217,13 @@ class RetentionRpcs:
             ).event_id
             after = await write_policy(conn, tenant_id, policy, now=self._clock())
         return pb.UpdateRetentionPolicyResponse(policy=_policy_message(after), event_id=event_id)
+
+    def _shortenings(self, before: RetentionPolicy, after: RetentionPolicy) -> list[Shortening]:
+        """The events `after` keeps less long than `before`, as the purge
+        applies both (the deployment's floor raises what a policy stored
+        before it says; the same limit under the floor is no shorter)."""
+        floor = self._retention_min_days
+        return retention_shortenings(before.at_least(floor), after.at_least(floor))
 
     async def PreviewRetentionPolicy(
         self, request: pb.PreviewRetentionPolicyRequest, context: Context
@@ -245,6 +289,8 @@ class RetentionRpcs:
                     if placed
                     else "retention.legal_hold_released",
                     category=event_pb2.CATEGORY_CONFIGURATION,
+                    # Released, retention and erasure take the log again.
+                    severity=weakening_severity(not placed),
                     resource_type="legal_hold",
                     description=(
                         f"Legal hold placed: {shown}" if placed else "Legal hold released"

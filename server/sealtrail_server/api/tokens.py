@@ -32,7 +32,7 @@ from ..store.tokens import (
     mark_revoked,
     read_token,
 )
-from .audited import FilterDetails, record_access
+from .audited import FilterDetails, record_access, weakening_severity
 from .guard import current_principal
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -115,6 +115,7 @@ class TokenRpcs:
                 now=self._clock(),
                 action="api_token.created",
                 category=event_pb2.CATEGORY_SECURITY,
+                severity=weakening_severity(role is Role.ADMIN),  # a new admin credential
                 resource_type="api_token",
                 resource_id=token_id,
                 description=f"Created an API token with role {role.value}",
