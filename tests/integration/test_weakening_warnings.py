@@ -44,6 +44,15 @@ def _recorded(client: AuditClient, event_id: str) -> event_pb2.Event:
     return client.get_event(event_id)
 
 
+def _eventually(find: Callable[[], list[Any]]) -> list[Any]:
+    """What `find` returns once it is not empty (within 20 s)."""
+    deadline = time.monotonic() + 20
+    while not (found := find()):
+        assert time.monotonic() < deadline, "nothing was recorded"
+        time.sleep(0.05)
+    return found
+
+
 def _weakens(event: event_pb2.Event) -> list[str]:
     return list(json_format.MessageToDict(event.details).get("weakens", []))
 
@@ -288,19 +297,20 @@ def test_a_query_for_warnings_lists_exactly_the_weakening_changes(
     ]
 
 
-def _eventually(find: Callable[[], list[Any]]) -> list[Any]:
-    """What `find` returns once it is not empty (within 20 s)."""
-    deadline = time.monotonic() + 20
-    while not (found := find()):
-        assert time.monotonic() < deadline, "nothing was recorded"
-        time.sleep(0.05)
-    return found
-
-
 def test_an_alert_rule_on_warnings_fires_on_a_weakening_change_only(
     server: ServerThread, tenant: str
 ) -> None:
-    with AuditClient(server.target, token=server.token(tenant)) as admin:
+    token = server.token(tenant)
+    # As docs/alerting.md shows it.
+    made = CliRunner().invoke(
+        client_cli.main,
+        ["alerts", "create", "audit trail weakened", "--kind", "match",
+         "--action", "sink.*", "--action", "alert_rule.*", "--action", "retention.*",
+         "--action", "api_token.*", "--severity", "warning"],
+        env={"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": token},
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    with AuditClient(server.target, token=token) as admin:
 
         def alerts() -> list[event_pb2.Event]:
             return list(admin.query(build_filter(actions="security.alert"), order="oldest"))
@@ -308,8 +318,6 @@ def test_an_alert_rule_on_warnings_fires_on_a_weakening_change_only(
         def seq(event_id: str) -> int:
             return admin.get_event(event_id).seq
 
-        watching = build_filter(actions=CHANGES, min_severity="warning")
-        admin.create_alert_rule(build_alert_rule("trail weakened", "match", filter=watching))
         sink = admin.create_sink(_webhook("siem"))  # info: no alert
         renamed = _update_sink(admin, sink.sink.id, ["name"], name="siem 2")  # info
         narrowed = _update_sink(admin, sink.sink.id, ["filter"], filter=build_filter(actions="x.y"))
