@@ -30,6 +30,8 @@ from sealtrail import (
 from sealtrail import _cli as cli
 from sealtrail.v1 import access_pb2, audit_service_pb2_grpc, event_pb2
 from sealtrail_server import cli as server_cli
+from sealtrail_server.domain.access import Role
+from sealtrail_server.store.tokens import create_token
 from tests.clock import Clock
 from tests.conftest import ServerThread
 
@@ -175,6 +177,27 @@ def test_an_expiry_not_ahead_or_too_far_ahead_is_refused_naming_the_field(
             admin.create_token("recorder", expire_time=clock() + expiry)
         assert [t.role for t in admin.list_tokens()] == [access_pb2.ROLE_ADMIN]  # none made
     assert refused.value.field_violations == [("expire_time", why)]
+
+
+def test_a_token_cannot_outlive_the_token_that_made_it(
+    timed: ServerThread, clock: Clock, tenant: str
+) -> None:
+    """A contractor's admin token of a day made an admin token that never
+    expires, which went on working after the contractor's was refused
+    (helper-176): an expiring token makes only tokens that expire no later."""
+    ends = clock() + timedelta(days=1)
+    issued = timed.run(
+        create_token(timed.database, tenant_id=tenant, role=Role.ADMIN, expires_at=ends)
+    )
+    with AuditClient(timed.target, token=issued.secret) as contractor:
+        for later in (None, ends + timedelta(seconds=1)):
+            with pytest.raises(InvalidArgumentError) as refused:
+                contractor.create_token("admin", expire_time=later)
+            [(field, why)] = refused.value.field_violations
+            assert field == "expire_time" and _rfc3339(ends) in why
+        made = contractor.create_token("recorder", expire_time=ends)
+        assert made.token.expire_time.ToDatetime(UTC) == ends
+        assert len(contractor.list_tokens()) == 2  # its own, and the one it could make
 
 
 def test_an_expiry_no_timestamp_can_hold_is_refused_naming_the_field(

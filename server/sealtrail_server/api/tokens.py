@@ -98,6 +98,14 @@ class TokenRpcs:
         if problem := token_name_problem(request.name):
             raise InvalidArgument.field("name", problem)
         expires_at = _expiry(request, now=self._clock())
+        if (ends := principal.expires_at) is not None and (expires_at is None or expires_at > ends):
+            # A day's admin token made one that never expires, and lived on
+            # through it (helper-176).
+            raise InvalidArgument.field(
+                "expire_time",
+                f"must be set and no later than {rfc3339(ends)}, when the token creating it"
+                " expires: a token cannot outlive the one that made it",
+            )
         token_id = str(uuid.uuid4())
         details: dict[str, Any] = {"role": role.value}
         if expires_at is not None:
