@@ -24,6 +24,7 @@ from sealtrail import (
     AsyncAuditClient,
     AuditClient,
     InvalidArgumentError,
+    PermissionDeniedError,
     UnauthenticatedError,
     build_filter,
 )
@@ -36,6 +37,8 @@ from tests.clock import Clock
 from tests.conftest import ServerThread
 
 HOUR = timedelta(hours=1)
+
+DENIED = "audit_log.access_denied"
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +125,32 @@ def test_an_expired_tokens_refusals_are_recorded_once_a_window(
         "expire_time": _rfc3339(created.token.expire_time.ToDatetime(UTC)),
     }
     assert "it has expired" in denial.description
+
+
+def test_an_expiry_is_recorded_after_a_refusal_for_the_role_in_the_same_window(
+    timed: ServerThread, clock: Clock, tenant: str
+) -> None:
+    """A token refused for its role, then presented after its expiry to the
+    same RPC within the window: the expiry went unrecorded, the window keyed
+    by token and RPC alone (helper-176). Each reason is recorded once."""
+    with AuditClient(timed.target, token=timed.token(tenant)) as admin:
+        ends = clock() + timedelta(minutes=5)
+        created = admin.create_token("reader", name="contractor", expire_time=ends)
+        with AuditClient(timed.target, token=created.secret, max_attempts=1) as reader:
+            with pytest.raises(PermissionDeniedError):
+                reader.create_token("admin")
+            _eventually(lambda: list(admin.query(build_filter(actions=DENIED))))
+            clock.advance(seconds=6 * 60)  # expired, within the 600 s window
+            for _ in range(2):
+                with pytest.raises(UnauthenticatedError, match="token expired"):
+                    reader.create_token("admin")
+
+        def both() -> list[str]:
+            denials = admin.query(build_filter(actions=DENIED), order="oldest")
+            reasons = [json_format.MessageToDict(e.details)["reason"] for e in denials]
+            return reasons if len(reasons) > 1 else []
+
+        assert _eventually(both) == ["role", "expired"]
 
 
 def test_a_stream_ends_at_its_tokens_expiry(timed: ServerThread, clock: Clock, tenant: str) -> None:

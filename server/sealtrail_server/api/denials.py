@@ -7,8 +7,8 @@ the reason and the token, with the caller's address, so that a security team
 sees, and can alert on, a credential probing the log. An unknown token has
 no tenant to record it in.
 
-As reads by key are (ADR 0040), a refusal is recorded once per token, RPC and
-window on a process: a client retrying a refused call in a loop adds one
+As reads by key are (ADR 0040), a refusal is recorded once per token, RPC,
+reason and window on a process: a client retrying a refused call in a loop adds one
 record a window, not one per call. Unlike an access record, it is not a
 condition of the answer: the refusal waits a moment for its record, then is
 answered as before whatever became of it; a record that failed is logged,
@@ -48,7 +48,7 @@ _WHY: Final = {
 
 
 class Denials:
-    """Records refusals of known tokens, at most once per (token, RPC) and window."""
+    """Records refusals of known tokens, at most once per (token, RPC, reason) and window."""
 
     def __init__(
         self, appender: Appender, *, clock: Callable[[], datetime], window: timedelta
@@ -94,7 +94,10 @@ class Denials:
                 log.warning("the refusal of %s to token %s went unrecorded: %s", rpc, token, error)
                 raise
 
-        covering = self._windows.covering((principal.tenant_id, principal.token_id, rpc), record)
+        # Each reason once: a refusal for the role must not hide, for the rest
+        # of its window, that the same token then came back expired (helper-176).
+        key = (principal.tenant_id, principal.token_id, rpc, reason)
+        covering = self._windows.covering(key, record)
         # Shielded: a refusal that stops waiting does not cancel the record.
         # Failed, it was logged where it failed; slow, it is still on its way.
         with contextlib.suppress(Exception):
