@@ -441,3 +441,24 @@ def until_counting(database_url: str, counts: int) -> None:
                 return
             assert time.monotonic() < deadline, running
             time.sleep(0.05)
+
+
+def test_sealtrail_stats_waits_as_long_as_it_is_told(
+    server: ServerThread, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client waits 60 s for a count; an operator who raised
+    SEALTRAIL_COUNT_TIMEOUT above that had the CLI give up first, with neither
+    the count nor the advice (helper-176): `--timeout` says how long."""
+    running = count_statement
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        query, params = running(*args, **kwargs)
+        return pgsql.SQL("SELECT q.* FROM ({}) AS q CROSS JOIN pg_sleep(3)").format(query), params
+
+    monkeypatch.setattr(store_counts, "count_statement", slow)
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant, "reader")}
+    short = CliRunner().invoke(cli.main, ["stats", "--timeout", "0.5"], env=env)
+    assert short.exit_code == 1 and "DEADLINE_EXCEEDED" in short.output
+    waited = CliRunner().invoke(cli.main, ["stats", "--timeout", "30"], env=env)
+    assert waited.exit_code == 0, waited.output
+    assert waited.stdout.splitlines()[-1] == "total: 1 events"  # the first one's record

@@ -332,7 +332,8 @@ class AsyncAuditClient:
         timeout: float = COUNT_TIMEOUT,
     ) -> EventCounts:
         """Counts the events that match `filter`: the total, and with `group_by`
-        (action, actor, category, outcome, severity, resource_type, day, hour)
+        (action, actor, category, outcome, severity, resource_type, day, hour,
+        recorded_by, ip)
         the largest `limit` groups (0: 50; at most 1,000), by count, then key;
         days and hours (UTC, of occurred_at) in time order. `group_by="action"`
         lists the actions the log holds. Recorded as a query is. Waited for up

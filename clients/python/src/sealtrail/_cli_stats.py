@@ -13,6 +13,7 @@ import click
 
 from sealtrail._cli import PlainTable, _client, _filter, _filter_options, print_table
 from sealtrail._convert import EventCounts, GroupBy, enum_names
+from sealtrail._retry import COUNT_TIMEOUT
 from sealtrail.v1 import audit_service_pb2
 
 # The groupings as the command line spells them (`resource-type`, as its
@@ -42,16 +43,32 @@ _BUCKET_SHOWN: Final = {"day": 10, "hour": 16}
     help="Groups to show at most: the largest (days and hours: the earliest).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=COUNT_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for the count: above the server's SEALTRAIL_COUNT_TIMEOUT"
+    " when that was raised.",
+)
 @click.pass_context
 def stats(
-    ctx: click.Context, /, group_by: str | None, limit: int, as_json: bool, **criteria: Any
+    ctx: click.Context,
+    /,
+    group_by: str | None,
+    limit: int,
+    as_json: bool,
+    timeout: float,
+    **criteria: Any,
 ) -> None:
     """Count matching events, in all and per group: `sealtrail stats --by actor
     --action user.login --outcome failure --since 7d`. `--by action` lists the
     actions the log holds. Counts cover the events retention has kept."""
     grouping = cast(GroupBy, _GROUPINGS[group_by.lower()] if group_by else "")
     with _client(ctx) as client:
-        counts = client.count_events(_filter(criteria), group_by=grouping, limit=limit)
+        counts = client.count_events(
+            _filter(criteria), group_by=grouping, limit=limit, timeout=timeout
+        )
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(counts)))
         return
