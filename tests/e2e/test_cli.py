@@ -863,7 +863,15 @@ def test_sinks_from_the_command_line(cli_env: dict[str, str]) -> None:
         assert "requested" in replayed.stdout
         bad = run("sealtrail", "sinks", "replay", sink_id, env=cli_env, check=False)
         assert bad.returncode == 2 and "exactly one" in bad.stderr
-        run("sealtrail", "sinks", "delete", sink_id, env=cli_env)
+        # Deleted only as it was read: a change made since (here, a pause) is not deleted unseen.
+        etag = json.loads(run("sealtrail", "sinks", "show", sink_id, env=cli_env).stdout)["etag"]
+        run("sealtrail", "sinks", "pause", sink_id, env=cli_env)
+        stale = run(
+            "sealtrail", "sinks", "delete", sink_id, "--etag", etag, env=cli_env, check=False
+        )
+        assert stale.returncode != 0 and "sealtrail sinks show" in stale.stderr
+        etag = json.loads(run("sealtrail", "sinks", "show", sink_id, env=cli_env).stdout)["etag"]
+        run("sealtrail", "sinks", "delete", sink_id, "--etag", etag, env=cli_env)
         missing = run("sealtrail", "sinks", "show", sink_id, env=cli_env, check=False)
         assert missing.returncode == 2 and "NOT_FOUND" in missing.stderr
 
@@ -1075,7 +1083,13 @@ def test_alert_rules_from_the_command_line(cli_env: dict[str, str]) -> None:
     not_read = run("sealtrail", "alerts", "update", unknown, "--count", "5", env=cli_env,
                    check=False)  # fmt: skip
     assert not_read.returncode == 2 and f"no alert rule {unknown}" in not_read.stderr
-    run("sealtrail", "alerts", "delete", rule_id, env=cli_env)
+    # Deleted only as it was read: one disabled since is not deleted unseen.
+    etag = json.loads(run("sealtrail", "alerts", "show", rule_id, env=cli_env).stdout)["etag"]
+    run("sealtrail", "alerts", "disable", rule_id, env=cli_env)
+    stale = run("sealtrail", "alerts", "delete", rule_id, "--etag", etag, env=cli_env, check=False)
+    assert stale.returncode != 0 and "sealtrail alerts show" in stale.stderr
+    etag = json.loads(run("sealtrail", "alerts", "show", rule_id, env=cli_env).stdout)["etag"]
+    run("sealtrail", "alerts", "delete", rule_id, "--etag", etag, env=cli_env)
     assert "failed logins" not in run("sealtrail", "alerts", env=cli_env).stdout
 
 

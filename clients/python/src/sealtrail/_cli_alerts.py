@@ -281,11 +281,17 @@ def _apply(
 
 @alerts.command("delete")
 @click.argument("rule_id")
+@click.option(
+    "--etag",
+    default="",
+    help="Delete the rule only if it is still as `sealtrail alerts show` showed it with this"
+    " etag; if it changed since, nothing is deleted and the command fails (ABORTED).",
+)
 @click.pass_context
-def delete(ctx: click.Context, rule_id: str) -> None:
+def delete(ctx: click.Context, rule_id: str, etag: str) -> None:
     """Delete an alert rule."""
-    with _client(ctx) as client:
-        client.delete_alert_rule(rule_id)
+    with _client(ctx) as client, unchanged_since_read(rule_id, read_with="sealtrail alerts show"):
+        client.delete_alert_rule(rule_id, etag=etag)
     click.echo(f"{rule_id} deleted")
 
 

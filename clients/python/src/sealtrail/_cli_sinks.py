@@ -299,11 +299,17 @@ def resume(ctx: click.Context, sink_id: str) -> None:
 
 @sinks.command("delete")
 @click.argument("sink_id")
+@click.option(
+    "--etag",
+    default="",
+    help="Delete the sink only if it is still as `sealtrail sinks show` showed it with this"
+    " etag; if it changed since, nothing is deleted and the command fails (ABORTED).",
+)
 @click.pass_context
-def delete(ctx: click.Context, sink_id: str) -> None:
+def delete(ctx: click.Context, sink_id: str, etag: str) -> None:
     """Stop and delete a sink, with its dead letters."""
-    with _client(ctx) as client:
-        client.delete_sink(sink_id)
+    with _client(ctx) as client, unchanged_since_read(sink_id, read_with="sealtrail sinks show"):
+        client.delete_sink(sink_id, etag=etag)
     click.echo(f"{sink_id} deleted")
 
 
