@@ -139,7 +139,7 @@ def test_small_and_large_batches_store_the_same_rows_nodes_and_heads(
             occurred_at=(1_700_000_000 + i, 123_456_789),
             severity=1 + i % 4,
             category=i % 4,
-            actor_email=f"u{i}@example.com" if i % 2 else "",
+            actor_email=f"U{i}@Example.com" if i % 2 else "",
             resource_type="doc" if i % 3 else "",
             resource_id=f"d{i}",
             request_id=str(uuid.uuid4()) if i % 2 else "",
@@ -173,7 +173,8 @@ def test_small_and_large_batches_store_the_same_rows_nodes_and_heads(
         " OR category IS DISTINCT FROM r ->> 'category'"
         " OR outcome IS DISTINCT FROM r ->> 'outcome'"
         " OR actor_id IS DISTINCT FROM r -> 'actor' ->> 'id'"
-        " OR actor_email IS DISTINCT FROM r -> 'actor' ->> 'email'"
+        # Lowered (ADR 0067): ASCII here, which lower() lowers as str.lower() does.
+        " OR actor_email IS DISTINCT FROM lower(r -> 'actor' ->> 'email')"
         " OR resource_type IS DISTINCT FROM r -> 'resource' ->> 'type'"
         " OR resource_id IS DISTINCT FROM r -> 'resource' ->> 'id'"
         " OR request_id::text IS DISTINCT FROM r -> 'context' ->> 'request_id'"

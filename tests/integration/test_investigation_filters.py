@@ -1,18 +1,32 @@
 """The filters an investigation asks for (helper-165, G7 and G8):
 `EventFilter.ip`, events from one address or one network (CIDR) in one query,
-"who did what from 203.0.113.9", and CountEvents by address (ADR 0065); and
-`*.verb` actions, one verb on whatever resource."""
+"who did what from 203.0.113.9", and CountEvents by address (ADR 0065);
+`*.verb` actions, one verb on whatever resource; and an actor's email in
+whatever case the investigator has it (ADR 0067)."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 
-from sealtrail import AuditClient, EventCount, InvalidArgumentError, build_event, build_filter
+from sealtrail import (
+    AuditClient,
+    EventCount,
+    InvalidArgumentError,
+    build_alert_rule,
+    build_event,
+    build_filter,
+)
 from sealtrail import _cli as cli
+from sealtrail_server.domain.filters import FilterDraft, validate_filter
+from sealtrail_server.store.events import query_statement
 from tests.conftest import ServerThread
 
 # (actor, context.ip as sent)
@@ -141,3 +155,122 @@ def test_a_verb_on_any_resource_is_found_by_its_suffix(client: AuditClient) -> N
     first = next(live)
     live.close()  # type: ignore[attr-defined]
     assert first.action == "bucket.delete"
+
+
+# (actor id, actor email as sent)
+PEOPLE = [
+    ("u-carol", "Carol.Smith@Example.COM"),
+    ("u-alice", "alice@example.com"),
+    ("U-Bob", "bob@example.com"),  # an id in capitals: the calling system's, kept exact
+    ("u-jorg", "JÖRG@Example.de"),  # non-ASCII: lowered as Python's str.lower does
+]
+
+
+@pytest.fixture
+def people(client: AuditClient) -> AuditClient:
+    client.record_batch(
+        [build_event(action="doc.read", actor_id=a, actor_email=email) for a, email in PEOPLE]
+    )
+    return client
+
+
+def _found(client: AuditClient, actor: str) -> list[str]:
+    events = client.query(build_filter(actions="doc.read", actor=actor), order="oldest")
+    return [event.actor.id for event in events]
+
+
+@pytest.mark.parametrize(
+    ("actor", "found"),
+    [
+        ("carol.smith@example.com", ["u-carol"]),
+        ("Carol.Smith@Example.COM", ["u-carol"]),
+        ("CAROL.SMITH@EXAMPLE.COM", ["u-carol"]),
+        ("ALICE@example.com", ["u-alice"]),
+        ("alice@example.com", ["u-alice"]),
+        ("jörg@example.de", ["u-jorg"]),
+        ("U-Bob", ["U-Bob"]),
+        ("u-bob", []),  # ids stay exact
+        ("U-CAROL", []),
+        ("carol.smith@example.org", []),
+    ],
+)
+def test_an_actors_email_is_found_in_any_case_and_an_id_only_exactly(
+    people: AuditClient, actor: str, found: list[str]
+) -> None:
+    assert _found(people, actor) == found
+
+
+def test_the_records_keep_the_email_as_sent(people: AuditClient) -> None:
+    [event] = people.query(build_filter(actions="doc.read", actor="carol.smith@example.com"))
+    assert event.actor.email == "Carol.Smith@Example.COM"
+    assert people.verify_log(check_views=True).ok
+
+
+def test_counts_and_exports_find_an_email_in_any_case(people: AuditClient, tmp_path: Path) -> None:
+    carol = build_filter(actions="doc.read", actor="CAROL.smith@example.com")
+    assert people.count_events(carol).total == 1
+    manifest = people.export(tmp_path / "carol.json", format="json", filter=carol)
+    assert manifest.row_count == 1
+    assert "Carol.Smith@Example.COM" in (tmp_path / "carol.json").read_text()
+
+
+def test_a_stream_follows_an_email_in_any_case_live(people: AuditClient) -> None:
+    live = people.stream(build_filter(actor="ALICE@EXAMPLE.COM"), after_seq=len(PEOPLE))
+    people.record(action="doc.read", actor_id="u-alicia", actor_email="alicia@example.com")
+    people.record(action="doc.edit", actor_id="u-alice", actor_email="Alice@Example.com")
+    first = next(live)
+    live.close()  # type: ignore[attr-defined]
+    assert (first.action, first.actor.email) == ("doc.edit", "Alice@Example.com")
+
+
+def test_an_alert_rule_on_an_email_fires_on_it_in_any_case(client: AuditClient) -> None:
+    """Rules match in the streams' matcher (RecordMatcher), not in SQL."""
+    rule = build_alert_rule("carol", "match", filter=build_filter(actor="carol.smith@example.com"))
+    made = client.create_alert_rule(rule).rule
+    try:
+        client.record(action="doc.read", actor_id="u-other", actor_email="carol@example.com")
+        carol = client.record(
+            action="doc.read", actor_id="u-9", actor_email="CAROL.Smith@example.com"
+        )
+        deadline = time.monotonic() + 20
+        while not (fired := list(client.query(build_filter(actions="security.alert")))):
+            assert time.monotonic() < deadline, "the rule did not fire"
+            time.sleep(0.1)
+        [alert] = fired
+        assert alert.details["trigger_event_id"] == carol.event.id
+    finally:
+        client.delete_alert_rule(made.id)
+
+
+def test_an_event_appended_before_emails_were_lowered_is_found_as_it_was(
+    sql: psycopg.Connection[Any],
+) -> None:
+    """Rows appended before the column was written lowercased hold the email as
+    sent, and stay so (the events table rejects UPDATE): the filter finds such
+    a row by its email exactly as sent, or in any case if it was sent in lower
+    case (ADR 0067, docs/api.md)."""
+    tenant = f"old-{uuid.uuid4().hex[:8]}"
+
+    def found(actor: str) -> list[str]:
+        event_filter = validate_filter(FilterDraft(actor=actor))
+        statement, params = query_statement(
+            tenant, event_filter, "oldest", None, 10, columns=psycopg.sql.SQL("actor_id")
+        )
+        return [actor_id for (actor_id,) in sql.execute(statement, params).fetchall()]
+
+    with sql.transaction(force_rollback=True):
+        sql.execute(
+            "INSERT INTO events (tenant_id, seq, id, occurred_at, received_at, action, severity,"
+            " outcome, actor_id, actor_email, leaf_hash, record)"
+            " SELECT %s, seq, gen_random_uuid(), now(), now(), 'doc.read', 1, 'success',"
+            " actor_id, actor_email, '\\x00', '{}'"
+            " FROM (VALUES (1, 'u-dave', 'Dave@Example.com'), (2, 'u-erin', 'erin@example.com'))"
+            " AS old (seq, actor_id, actor_email)",
+            [tenant],
+        )
+        sql.execute("SET LOCAL ROLE sealtrail_service")
+        sql.execute("SELECT set_config('sealtrail.tenant', %s, true)", [tenant])
+        assert found("Dave@Example.com") == ["u-dave"]
+        assert found("dave@example.com") == []  # as sent, or not at all
+        assert found("ERIN@Example.COM") == ["u-erin"]
+        assert found("erin@example.com") == ["u-erin"]

@@ -131,6 +131,14 @@ def test_full_draft_yields_the_expected_body() -> None:
     assert valid.idempotency_key == "idem-1"
 
 
+def test_the_email_is_recorded_as_sent_and_its_column_lowered() -> None:
+    """The record (hashed) keeps the caller's case; the column, which only the
+    actor filter reads, holds it lowered, so that any case finds it (ADR 0067)."""
+    valid = validate_event(minimal(actor_email="Carol.Smith@Example.COM"), now=NOW, path="event")
+    assert valid.body["actor"]["email"] == "Carol.Smith@Example.COM"
+    assert valid.actor_email == "carol.smith@example.com"
+
+
 def test_minimal_draft_takes_defaults_and_omits_empty_parts() -> None:
     valid = validate_event(minimal(), now=NOW, path="event")
     assert valid.body == {

@@ -405,3 +405,44 @@ def test_the_matcher_finds_a_records_address_in_the_network() -> None:
     ):
         assert matcher.matches(record | {"context": {"ip": ip}}) is expected
     assert not matcher.matches(record)  # no address: outside every network
+
+
+def test_the_matcher_finds_an_email_in_any_case_and_an_id_only_exactly() -> None:
+    record = {"occurred_at": "2026-05-01T00:00:00.000000Z", "action": "a.b", "severity": "info"}
+    record |= {"outcome": "success", "actor": {"id": "U-7", "email": "Carol.Smith@Example.COM"}}
+    for actor, expected in (
+        ("carol.smith@example.com", True),
+        ("CAROL.SMITH@EXAMPLE.COM", True),
+        ("Carol.Smith@Example.COM", True),
+        ("carol@example.com", False),
+        ("U-7", True),
+        ("u-7", False),  # ids are the calling system's, maybe case-sensitive
+    ):
+        assert RecordMatcher(validate_filter(FilterDraft(actor=actor))).matches(record) is expected
+
+
+@pytest.mark.parametrize(
+    ("sent", "sought", "expected"),
+    [
+        ("JÖRG@Example.de", "jörg@example.de", True),
+        ("Straße@Example.de", "STRASSE@example.de", False),  # lowered, not case-folded
+        ("Straße@Example.de", "STRAßE@example.de", True),
+    ],
+)
+def test_the_matcher_lowers_non_ascii_emails_as_the_column_is_written(
+    sent: str, sought: str, expected: bool
+) -> None:
+    """As str.lower() lowers them, whatever the database's locale: the same
+    function writes the column and lowers the filter's value (ADR 0067)."""
+    record = {"occurred_at": "2026-05-01T00:00:00.000000Z", "action": "a.b", "severity": "info"}
+    record |= {"outcome": "success", "actor": {"id": "u", "email": sent}}
+    matcher = RecordMatcher(validate_filter(FilterDraft(actor=sought)))
+    assert matcher.matches(record) is expected
+
+
+def test_the_actor_filter_keeps_the_value_as_given_and_seeks_the_email_lowered() -> None:
+    valid = validate_filter(FilterDraft(actor="Carol.Smith@Example.COM"))
+    assert valid.actor == "Carol.Smith@Example.COM"  # the id side compares it exactly
+    assert valid.actor_emails() == ("Carol.Smith@Example.COM", "carol.smith@example.com")
+    assert validate_filter(FilterDraft(actor="u-7")).actor_emails() == ("u-7",)
+    assert EventFilter().actor_emails() == ()

@@ -186,7 +186,7 @@ class ValidEvent:
     severity: int
     outcome: str
     actor_id: str
-    actor_email: str | None
+    actor_email: str | None  # lowered (`email_key`); the body keeps it as sent
     resource_type: str | None
     resource_id: str | None
     request_id: str | None
@@ -424,7 +424,7 @@ def validate_event(
         severity=draft.severity or 1,
         outcome=outcome,
         actor_id=draft.actor_id,
-        actor_email=actor_email,
+        actor_email=None if actor_email is None else email_key(actor_email),
         resource_type=resource.get("type"),
         resource_id=resource.get("id"),
         request_id=context.get("request_id"),
@@ -486,6 +486,17 @@ def network_address(text: str) -> IpAddress | None:
         if address.scope_id is not None:
             return ipaddress.IPv6Address(int(address))
     return address
+
+
+def email_key(email: str) -> str:
+    """An email address as the `actor` filter compares it: lowered, so that an
+    investigator finds it in whatever case they have it (ADR 0067). The
+    `events.actor_email` column is written so, and the filter's value and the
+    streams' matcher lower theirs with this same function: Python's str.lower,
+    the same on every server, never PostgreSQL's lower(), which follows the
+    database's locale (ASCII alone under C, `I` to a dotless i under Turkish).
+    Lowered, not case-folded: `ß` stays `ß` (casefold makes it `ss`)."""
+    return email.lower()
 
 
 def context_address(text: str) -> str | None:

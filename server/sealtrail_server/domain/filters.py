@@ -28,6 +28,7 @@ from .event import (
     OUTCOMES,
     SEVERITIES,
     checked_timestamp,
+    email_key,
     format_timestamp,
     network_address,
     parse_request_id,
@@ -96,6 +97,17 @@ class EventFilter:
             return None
         network = ipaddress.ip_network(self.ip)
         return str(network.network_address), str(network.broadcast_address)
+
+    def actor_emails(self) -> tuple[str, ...]:
+        """The values of the `events.actor_email` column that `actor` matches:
+        the email lowered, as the column is written (`email_key`), and as
+        given, which finds an event appended before the column was lowered
+        (it holds the email as sent) when given exactly so (ADR 0067). An
+        equality with each, not lower(actor_email): that is no leakproof
+        index condition under row-level security (ADR 0013)."""
+        if self.actor is None:
+            return ()
+        return tuple(dict.fromkeys((self.actor, email_key(self.actor))))
 
     def fingerprint(self, *, tenant_id: str, order: str) -> str:
         """Identifies tenant, filter and order, to bind page tokens to them."""
@@ -300,6 +312,7 @@ class RecordMatcher:
         self._min_severity = f.min_severity
         self._outcomes = frozenset(f.outcomes)
         self._network = None if f.ip is None else ipaddress.ip_network(f.ip)
+        self._actor_email = None if f.actor is None else email_key(f.actor)
         self._filter = f
 
     def matches(self, record: dict[str, Any]) -> bool:
@@ -322,8 +335,7 @@ class RecordMatcher:
             return False
         if self._outcomes and record["outcome"] not in self._outcomes:
             return False
-        actor = record["actor"]
-        if f.actor is not None and f.actor not in (actor["id"], actor.get("email")):
+        if f.actor is not None and not self._actor_matches(record["actor"]):
             return False
         resource = record.get("resource", {})
         if f.resource_type is not None and resource.get("type") != f.resource_type:
@@ -342,3 +354,13 @@ class RecordMatcher:
             if address is None or address not in self._network:
                 return False
         return f.trace_id is None or context.get("trace_id") == f.trace_id
+
+    def _actor_matches(self, actor: dict[str, Any]) -> bool:
+        """The id as given (the calling system's, maybe case-sensitive), or the
+        email in any case, as the column holds it lowered (ADR 0067). A record
+        of before then is matched in any case here, and by Query only as
+        `EventFilter.actor_emails` says: live streams see new events."""
+        email = actor.get("email")
+        return actor["id"] == self._filter.actor or (
+            email is not None and email_key(email) == self._actor_email
+        )

@@ -377,7 +377,8 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
     if f.outcomes:
         add("outcome = ANY(%s)", list(f.outcomes))
     if f.actor is not None:
-        add("(actor_id = %s OR actor_email = %s)", f.actor, f.actor)
+        # The id exactly; the email lowered, or as given (`actor_emails`).
+        add("(actor_id = %s OR actor_email = ANY(%s))", f.actor, list(f.actor_emails()))
     if f.resource_type is not None:
         add("resource_type = %s", f.resource_type)
     if f.resource_id is not None:
