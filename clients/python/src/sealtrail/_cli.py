@@ -401,7 +401,7 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
             multiple=True,
             help="Exact action, prefix.* or *.verb (repeatable).",
         ),
-        click.option("--actor", help="Actor id or email."),
+        click.option("--actor", help="Actor id (exact) or email (any case)."),
         click.option("--resource-type"),
         click.option("--resource-id"),
         click.option("--category", "categories", multiple=True, type=_choice(event_pb2.Category)),

@@ -489,7 +489,12 @@ class EventFilter(_message.Message):
     min_severity: Global___Severity.ValueType
     """Lowest severity to match; unset matches every severity."""
     actor: _builtins.str
-    """Matches events whose actor id or actor email equals this value."""
+    """Matches events whose actor id equals this value, or whose actor email
+    equals it in any case (both lowered as Python's str.lower does, so
+    `ALICE@example.com` finds `alice@example.com`). An event recorded before
+    emails were compared so is found by its email as sent, or in any case if
+    it was sent in lower case.
+    """
     resource_type: _builtins.str
     """Matches events on resources of this type."""
     resource_id: _builtins.str
