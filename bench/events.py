@@ -215,6 +215,7 @@ class RowFactory:
             values["key"],
             _RECORDER_ID,
             _IP,
+            "Q3 board deck.pdf",  # search_names: the resource's name
             leaf,
             record,
             None,  # caller_view: the whole view holds it

@@ -274,3 +274,25 @@ def test_an_event_appended_before_emails_were_lowered_is_found_as_it_was(
         assert found("dave@example.com") == []  # as sent, or not at all
         assert found("ERIN@Example.COM") == ["u-erin"]
         assert found("erin@example.com") == ["u-erin"]
+
+
+def test_text_search_finds_the_names_of_actors_and_resources(client: AuditClient) -> None:
+    """`--search production` missed a key named "Production Key v2" (helper-165,
+    G7): the names people give things are searched as description and details are."""
+    client.record_batch(
+        [
+            build_event(action="api_key.rotate", actor_id="u1", resource_type="api_key",
+                        resource_id="k2", resource_name="Production Key v2"),
+            build_event(action="member.remove", actor_id="u2", actor_display_name="Carol Smith",
+                        description="Removed a member"),
+            build_event(action="doc.read", actor_id="u3", description="Read production docs"),
+        ]
+    )  # fmt: skip
+
+    def found(text: str) -> list[str]:
+        return [e.action for e in client.query(build_filter(text=text), order="oldest")]
+
+    assert found("production") == ["api_key.rotate", "doc.read"]
+    assert found('"production key"') == ["api_key.rotate"]
+    assert found("carol removed") == ["member.remove"]  # a name and a description word
+    assert client.count_events(build_filter(text="smith")).total == 1

@@ -43,6 +43,7 @@ def _carrying(secret: str, template: str, index: int) -> list[Any]:
             changes=[{"field": "note", "before": "x", "after": text}],
         ),
         build_event(action="secret.test", actor_id="u", user_agent=text),
+        build_event(action="secret.test", actor_id="u", actor_display_name=text),
     ]
 
 
@@ -69,7 +70,7 @@ def test_no_secret_of_the_corpus_is_stored_answered_queried_or_exported(
         for result in client.record_batch(events[1:]):
             assert result.error is None
             answers.append(result.event)
-    recorded = len(SECRETS) * 5
+    recorded = len(SECRETS) * 6
     page = client.query_page(build_filter(actions="secret.test"), page_size=1000)
     assert len(page.events) == recorded
     client.export(tmp_path / "all.ndjson", format="ndjson")

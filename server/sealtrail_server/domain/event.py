@@ -197,6 +197,9 @@ class ValidEvent:
     recorded_by: str | None = None
     # context.ip as the `ip` filter compares it (`network_address`), or None.
     ip: str | None = None
+    # The actor's display name and the resource's name, which the text filter
+    # searches beside description and details; None when it has neither.
+    search_names: str | None = None
     # When redaction changed it and a retry may follow (it has an idempotency
     # key): the body as the tenant's other redaction mode would have stored
     # it, and as it was sent. A retry across a change of mode, or of a rule
@@ -432,6 +435,7 @@ def validate_event(
         idempotency_key=idempotency_key,
         recorded_by=None if recorder is None else recorder.token_id,
         ip=context_address(context["ip"]) if "ip" in context else None,
+        search_names=search_names(body),
     )
 
 
@@ -575,6 +579,15 @@ def finalize_record(event: ValidEvent, server: ServerFields) -> bytes:
         "received_at": server.received_at,
     }
     return canonical_json(record, plain=event.plain)
+
+
+def search_names(body: dict[str, Any]) -> str | None:
+    """The names in a body (its actor's display name, its resource's name)
+    that the text filter searches, joined by a space; None without either.
+    Read off the body as stored: after redaction, or a secret in a name would
+    sit in clear in the column (redaction.redact_event derives it again)."""
+    names = (body["actor"].get("display_name"), body.get("resource", {}).get("name"))
+    return " ".join(name for name in names if name) or None
 
 
 def recorder_bytes(event: ValidEvent) -> int:

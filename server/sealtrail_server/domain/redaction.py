@@ -40,7 +40,7 @@ from itertools import pairwise
 from typing import Any, Final, NamedTuple, Protocol
 
 from .canonical import canonical_json
-from .event import MAX_ID, ValidEvent
+from .event import MAX_ID, ValidEvent, search_names
 from .json_path import JsonPath, path_text
 
 FIELD_NAME_RULE: Final = "field_name"
@@ -818,6 +818,7 @@ def redact_event(event: ValidEvent, redactor: Redactor, *, hmac_key: bytes | Non
         verbatim=False,
         actor_id=body["actor"]["id"],
         resource_id=_at(body, ("resource", "id")),
+        search_names=search_names(body),
     )
 
 

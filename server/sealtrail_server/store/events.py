@@ -392,7 +392,13 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
     if (ip_range := f.ip_range()) is not None:
         add("ip >= %s::inet AND ip <= %s::inet", *ip_range)
     if f.text is not None:
-        add("search_doc @@ websearch_to_tsquery('simple', %s)", f.text)
+        # The names (migration 0038) join description and details: every word
+        # must occur in one or the other.
+        add(
+            "search_doc || to_tsvector('simple', coalesce(search_names, ''))"
+            " @@ websearch_to_tsquery('simple', %s)",
+            f.text,
+        )
     return conditions, params
 
 

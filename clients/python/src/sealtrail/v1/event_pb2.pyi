@@ -504,8 +504,9 @@ class EventFilter(_message.Message):
     trace_id: _builtins.str
     """Matches events of this W3C trace id."""
     text: _builtins.str
-    """Full-text search over description and the string and number values of
-    details: every word must occur; "quoted phrases", `or` and `-word` work as
+    """Full-text search over description, the string and number values of
+    details, the actor's display name and the resource's name: every word
+    must occur; "quoted phrases", `or` and `-word` work as
     in web search. A text with no word in it (no letter or decimal digit:
     only punctuation, symbols, or numbers such as ½ or ²) is refused.
     """

@@ -1,0 +1,11 @@
+-- The names people give things, searched as description and details are: the
+-- actor's display name and the resource's name of each event, derived from its
+-- record at append, joined by a space. `--search production` missed a key
+-- named "Production Key v2" (helper-165, G7).
+--
+-- A plain column, not a second generated one: adding a stored generated
+-- column computes it for every existing row, a rewrite of the whole log while
+-- appends wait. The text filter makes its words at query time, as it reads
+-- search_doc row by row anyway (no index serves full-text search under
+-- row-level security: migration 0028). NULL on events appended before.
+ALTER TABLE events ADD COLUMN search_names text;
