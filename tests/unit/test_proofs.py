@@ -5,12 +5,20 @@ tests/rfc6962.py, and the iterative algorithms of sealtrail.tlog."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sealtrail.tlog import LeafTree, ProofError, verify_consistency, verify_inclusion
+from sealtrail.tlog import (
+    LeafTree,
+    ProofError,
+    RangeRoot,
+    RangeTree,
+    verify_consistency,
+    verify_inclusion,
+)
 from sealtrail_server.domain.merkle import append_leaf, frontier_root
 from sealtrail_server.domain.proofs import consistency_ranges, inclusion_ranges, range_hash
 from tests.rfc6962 import leaf, mth, root_from_inclusion, roots_from_consistency
@@ -130,3 +138,89 @@ def test_a_whole_tree_proves_each_leaf_as_the_rfc_defines(size: int) -> None:
 def test_a_whole_tree_takes_whole_hashes_only() -> None:
     with pytest.raises(ValueError, match="32-byte"):
         LeafTree(b"\x00" * 33)
+
+
+def _ranges(size: int) -> Iterator[tuple[int, int]]:
+    for first in range(size):
+        for last in range(first, size):
+            yield first, last
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 8, 9, 13, 16, 17, 33])
+def test_a_range_of_a_tree_proves_each_of_its_leaves_as_the_whole_tree_does(size: int) -> None:
+    """sealtrail.tlog.RangeTree, which writes a range bundle's proofs from the
+    range's leaves and the proofs of its first and last leaves alone: the
+    same proofs, leaf by leaf, as the whole tree gives, for every range."""
+    leaves = [leaf(f"record {i}".encode()) for i in range(size)]
+    whole = LeafTree(b"".join(leaves))
+    for first, last in _ranges(size):
+        tree = RangeTree(
+            b"".join(leaves[first : last + 1]),
+            first=first,
+            tree_size=size,
+            first_proof=whole.inclusion_proof(first),
+            last_proof=whole.inclusion_proof(last),
+        )
+        assert tree.root() == whole.root(), (first, last)
+        for index in range(first, last + 1):
+            assert tree.inclusion_proof(index) == whole.inclusion_proof(index), (first, last)
+            assert tree.leaf(index) == leaves[index]
+        with pytest.raises(IndexError):
+            tree.inclusion_proof(last + 1)
+
+
+def test_a_range_tree_over_other_leaves_leads_to_another_root() -> None:
+    leaves = [leaf(f"record {i}".encode()) for i in range(100)]
+    whole = LeafTree(b"".join(leaves))
+    changed = leaves[30:61]
+    changed[7] = leaf(b"another record")
+    tree = RangeTree(
+        b"".join(changed),
+        first=30,
+        tree_size=100,
+        first_proof=whole.inclusion_proof(30),
+        last_proof=whole.inclusion_proof(60),
+    )
+    assert tree.root() != whole.root()
+    with pytest.raises(ProofError):  # the last leaf's proof given for another place
+        RangeTree(
+            b"".join(leaves[30:61]),
+            first=30,
+            tree_size=100,
+            first_proof=whole.inclusion_proof(30),
+            last_proof=whole.inclusion_proof(63)[:-1],
+        )
+
+
+def _range_root(leaves: list[bytes], whole: LeafTree, indexes: list[int], size: int) -> RangeRoot:
+    check = RangeRoot(tree_size=size, root=whole.root())
+    for index in indexes:
+        check.append(index, leaves[index], whole.inclusion_proof(index))
+    return check
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 6, 8, 11, 16, 21])
+def test_a_range_leads_to_the_root_from_its_leaves_and_its_ends_proofs(size: int) -> None:
+    """sealtrail.tlog.RangeRoot, the verifier's rebuilding of a range bundle's
+    root: every range of the tree leads to it."""
+    leaves = [leaf(f"record {i}".encode()) for i in range(size)]
+    whole = LeafTree(b"".join(leaves))
+    for first, last in _ranges(size):
+        _range_root(leaves, whole, list(range(first, last + 1)), size).check()
+
+
+def test_a_range_with_a_leaf_changed_or_missing_does_not_lead_to_the_root() -> None:
+    size = 21
+    leaves = [leaf(f"record {i}".encode()) for i in range(size)]
+    whole = LeafTree(b"".join(leaves))
+    changed = list(leaves)
+    changed[9] = leaf(b"another record")
+    check = RangeRoot(tree_size=size, root=whole.root())
+    for index in range(4, 15):  # each with its true proof: only the rebuilt root tells
+        check.append(index, changed[index], whole.inclusion_proof(index))
+    with pytest.raises(ProofError, match="another root"):
+        check.check()
+    with pytest.raises(ProofError, match="leaf 9 is missing"):
+        _range_root(leaves, whole, [*range(4, 9), *range(10, 15)], size)
+    with pytest.raises(ProofError, match="no leaf"):
+        RangeRoot(tree_size=size, root=whole.root()).check()
