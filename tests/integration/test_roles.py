@@ -30,6 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "GetConsistencyProof": {"reader", "exporter", "admin"},
     "GetVerifierKeys": {"reader", "exporter", "admin"},
     "ListPurgedLeaves": {"reader", "exporter", "admin"},
+    "GetReceivedRange": {"reader", "exporter", "admin"},
     "VerifyLog": {"admin"},
     "GetTenantSettings": {"admin"},
     "UpdateTenantSettings": {"admin"},

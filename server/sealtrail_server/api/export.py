@@ -16,13 +16,14 @@ from google.protobuf import json_format
 from sealtrail.v1 import audit_service_pb2 as pb
 
 from ..domain.access import Principal
-from ..domain.errors import InvalidArgument, ResourceExhausted
+from ..domain.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from ..export.formats import CsvEncoder, Encoder, JsonEncoder, NdjsonEncoder
 from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
 from ..store.changes import Changes, refuse_if_erased_now, tenant_erased
 from ..store.database import Connection, Database
 from ..store.events import recent_exports, stream_events
+from ..store.tree import tree_size
 from .audited import FilterDetails, record_access
 from .convert import UNREADABLE, event_from_record, request_filter, unreadable_record
 from .guard import current_principal
@@ -41,6 +42,24 @@ _FORMAT_NAMES = {
 
 def _api_json(record: str, leaf_hash: bytes) -> dict[str, Any]:
     return json_format.MessageToDict(event_from_record(record, leaf_hash))
+
+
+def seq_range(request: pb.ExportRequest) -> tuple[int, int] | None:
+    """The (first, last) seqs the request asks for, both included; None for
+    the whole log. A range needs both ends: a first seq alone would read as
+    "from there to the end", a moving end no bundle can prove."""
+    first, last = request.first_seq, request.last_seq
+    if last < 0:
+        raise InvalidArgument.field("last_seq", "must not be negative")
+    if not last:
+        if first:
+            raise InvalidArgument.field("last_seq", "must be set with first_seq")
+        return None
+    if first < 1:
+        raise InvalidArgument.field("first_seq", "must be 1 or more with last_seq")
+    if first > last:
+        raise InvalidArgument.field("first_seq", f"must not be greater than last_seq ({last})")
+    return first, last
 
 
 def _encoder(export_format: int) -> Encoder:
@@ -70,6 +89,9 @@ class ExportRpcs:
         tenant_id = principal.tenant_id
         encoder = _encoder(request.format)
         event_filter = request_filter(request)
+        seqs = seq_range(request)
+        if seqs is not None:
+            await self._within_the_log(tenant_id, seqs[1])
         # Counted and recorded under one lock (across processes too): concurrent
         # exports once all counted the same past ones and all went ahead.
         # The filter as recorded, read before the lock: it may need a pooled
@@ -90,8 +112,9 @@ class ExportRpcs:
 
         digest, sent, rows, first, last = hashlib.sha256(), 0, 0, 0, 0
         buffer = bytearray(encoder.start())
+        after, upto = (0, size) if seqs is None else (seqs[0] - 1, seqs[1])
         events = stream_events(
-            self._db, tenant_id=tenant_id, event_filter=event_filter, after_seq=0, upto_seq=size
+            self._db, tenant_id=tenant_id, event_filter=event_filter, after_seq=after, upto_seq=upto
         )
         async with aclosing(events):  # a cancelled export gives its connection back now
             async for event in events:
@@ -127,9 +150,24 @@ class ExportRpcs:
                 checkpoint=checkpoint.note,
                 export_event_id=export_event_id,
                 media_type=encoder.media_type,
+                range_first_seq=0 if seqs is None else seqs[0],
+                range_last_seq=0 if seqs is None else seqs[1],
             ),
             rows_so_far=rows,
         )
+
+    async def _within_the_log(self, tenant_id: str, last_seq: int) -> None:
+        """Refuse a range that ends beyond the log as it is before the export
+        records itself: the export's own record is no event to ask for."""
+        async with self._db.connection(tenant_id) as conn:
+            size = await tree_size(conn, tenant_id)
+        if last_seq > size:
+            await refuse_if_erased_now(self._db, tenant_id)  # a log gone, not a short one
+            raise FailedPrecondition(
+                f"last_seq {last_seq} is beyond the log's size {size}",
+                reason="BEYOND_LOG_SIZE",
+                metadata={"tree_size": str(size)},
+            )
 
     async def _check_export_rate(self, conn: Connection, tenant_id: str) -> None:
         count, oldest_age = await recent_exports(
@@ -157,6 +195,12 @@ class ExportRpcs:
                 details={
                     "format": name,
                     "filter": recorded_filter,
+                    # The seq range asked for, which the export holds whole.
+                    **(
+                        {"first_seq": request.first_seq, "last_seq": request.last_seq}
+                        if request.last_seq
+                        else {}
+                    ),
                 },
             )
         ).event_id

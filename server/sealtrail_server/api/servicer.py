@@ -65,6 +65,7 @@ from .guard import current_principal
 from .in_flight import InFlight
 from .integrity import IntegrityRpcs
 from .key_reads import KeyReads
+from .received_range import ReceivedRangeRpcs
 from .retention import RetentionRpcs
 from .settings import SettingsRpcs
 from .stream import StreamRpcs
@@ -91,6 +92,7 @@ class AuditLogServicer(
     CountRpcs,
     ExportRpcs,
     IntegrityRpcs,
+    ReceivedRangeRpcs,
     SettingsRpcs,
     TokenRpcs,
     RetentionRpcs,

@@ -26,6 +26,7 @@ METHOD_ROLES: Final[dict[str, frozenset[Role]]] = {
     "GetConsistencyProof": _READ,
     "GetVerifierKeys": _READ,
     "ListPurgedLeaves": _READ,
+    "GetReceivedRange": _READ,
     "VerifyLog": _ADMIN,
     "GetTenantSettings": _ADMIN,
     "UpdateTenantSettings": _ADMIN,

@@ -307,6 +307,48 @@ async def first_seq_received_since(db: Database, *, tenant_id: str, since: datet
     return int(row[0])
 
 
+class ReceivedRange(NamedTuple):
+    """The seqs of the events received in a period, `first` to `last` (first
+    = last + 1 when there is none), in a log of `size` events."""
+
+    first: int
+    last: int
+    size: int
+
+
+# In one statement, so at one size of the log: its size, and the first seq of
+# it received at or after each of two times (one past its end if none is).
+_RECEIVED_RANGE: Final = sql.SQL(
+    "SELECT size,"
+    " coalesce((SELECT min(seq) FROM events WHERE tenant_id = %(tenant)s"
+    "  AND received_at >= %(since)s AND seq <= size), size + 1),"
+    " CASE WHEN %(until)s::timestamptz IS NULL THEN size + 1 ELSE"
+    "  coalesce((SELECT min(seq) FROM events WHERE tenant_id = %(tenant)s"
+    "   AND received_at >= %(until)s AND seq <= size), size + 1) END"
+    " FROM (SELECT coalesce("
+    "  (SELECT tree_size FROM chain_heads WHERE tenant_id = %(tenant)s), 0) AS size) AS head"
+)
+
+
+async def received_range(
+    db: Database, *, tenant_id: str, since: datetime, until: datetime | None
+) -> ReceivedRange:
+    """The events received at or after `since` and before `until`, found as
+    `first_seq_received_since` finds where a stream starts: from the first
+    received since `since` to the one before the first received since
+    `until` (None: to the log's end). So consecutive periods meet with no seq
+    between them and none in both; and the range ends within the log as read
+    (an event committed meanwhile is after it)."""
+    async with db.connection(tenant_id) as conn:
+        cursor = await conn.execute(
+            _RECEIVED_RANGE, {"tenant": tenant_id, "since": since, "until": until}
+        )
+        row = await cursor.fetchone()
+    assert row is not None
+    size, first, end = (int(value) for value in row)
+    return ReceivedRange(first=first, last=max(end, first) - 1, size=size)
+
+
 async def recent_exports(conn: Connection, *, tenant_id: str, window: float) -> tuple[int, float]:
     """How many exports the tenant made in the last `window` seconds, and how
     many seconds ago the oldest of them was."""

@@ -36,6 +36,7 @@ from sealtrail._convert import (
     inclusion_request,
     merge_resent,
     query_request,
+    received_range_request,
     record_request,
     redaction_mode_value,
     replay_request,
@@ -354,6 +355,19 @@ class AuditClient:
             if not token:
                 return
 
+    def get_received_range(
+        self, *, since: datetime, until: datetime | None = None
+    ) -> audit_service_pb2.GetReceivedRangeResponse:
+        """The seqs of the events received from `since` to `until` (None: the
+        server's time now; a time after it, when the period has not ended, is
+        InvalidArgumentError): from the first received at or after `since` to
+        the one before the first received at or after `until`, as a stream's
+        `since` starts. `first_seq` is `last_seq + 1` when there is none. With
+        several server processes, a clock behind the others can put an event
+        on the wrong side of an end (docs/streaming-and-export.md)."""
+        request = received_range_request(since, until)
+        return self._call(self._stub.GetReceivedRange, request)
+
     def get_tenant_settings(self) -> settings_pb2.TenantSettings:
         """Admin: the tenant's settings (redaction mode)."""
         request = settings_pb2.GetTenantSettingsRequest()
@@ -599,13 +613,21 @@ class AuditClient:
         return self._call(self._stub.VerifyLog, request, retry=False, timeout=timeout)
 
     def export_stream(
-        self, filter: event_pb2.EventFilter | None = None, *, format: ExportFormat = "ndjson"
+        self,
+        filter: event_pb2.EventFilter | None = None,
+        *,
+        format: ExportFormat = "ndjson",
+        first_seq: int = 0,
+        last_seq: int = 0,
     ) -> Iterator[audit_service_pb2.ExportResponse]:
         """The raw Export stream: content chunks, then the manifest. Not retried:
-        each export is itself recorded in the log."""
+        each export is itself recorded in the log. With `first_seq` and
+        `last_seq`, only the events of that seq range (both included)."""
         if self._closed:
             raise ClientClosedError
-        request = audit_service_pb2.ExportRequest(filter=filter, format=FORMATS[format])
+        request = audit_service_pb2.ExportRequest(
+            filter=filter, format=FORMATS[format], first_seq=first_seq, last_seq=last_seq
+        )
         metadata, sent_id = stream_metadata(self._metadata, owns_channel=self._owns_channel)
         try:
             yield from self._stub.Export(request, metadata=metadata)
@@ -620,15 +642,21 @@ class AuditClient:
         filter: event_pb2.EventFilter | None = None,
         progress: Callable[[int, int], None] | None = None,
         manifest_file: bool = False,
+        first_seq: int = 0,
+        last_seq: int = 0,
     ) -> audit_service_pb2.ExportManifest:
         """Export matching events to `path`, checked against the manifest's
         checksum before it is renamed into place. `progress(rows, bytes)` is
         called after each chunk. With `manifest_file`, the manifest is kept
         beside it too, as FILE.manifest.json: its digest, counts and the log's
         signed checkpoint, for whoever receives the file to check later
-        (`check_checkpoint`, `sealtrail checkpoint --check`)."""
+        (`check_checkpoint`, `sealtrail checkpoint --check`). With `first_seq`
+        and `last_seq`, only the events of that seq range (both included);
+        the manifest's range_first_seq and range_last_seq repeat it."""
         with ExportFile(Path(path), manifest_beside=manifest_file) as target:
-            for message in self.export_stream(filter, format=format):
+            for message in self.export_stream(
+                filter, format=format, first_seq=first_seq, last_seq=last_seq
+            ):
                 target.receive(message)
                 if progress is not None:
                     progress(target.rows, target.bytes_written)

@@ -645,6 +645,17 @@ def stream_request(
     return request
 
 
+def received_range_request(
+    since: datetime, until: datetime | None
+) -> audit_service_pb2.GetReceivedRangeRequest:
+    """A GetReceivedRange request: the period from `since` to `until` (None:
+    the server's time now)."""
+    request = audit_service_pb2.GetReceivedRangeRequest(since=timestamp(since, field="since"))
+    if until is not None:
+        request.until.CopyFrom(timestamp(until, field="until"))
+    return request
+
+
 SinkKind = Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch", "chat"]
 PayloadFormat = Literal["sealtrail_json", "ocsf"]
 _PAYLOAD_FORMATS: dict[str, forwarding_pb2.PayloadFormat.ValueType] = {

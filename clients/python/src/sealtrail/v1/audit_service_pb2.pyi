@@ -787,8 +787,20 @@ class ExportRequest(_message.Message):
 
     FILTER_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
+    FIRST_SEQ_FIELD_NUMBER: _builtins.int
+    LAST_SEQ_FIELD_NUMBER: _builtins.int
     format: Global___ExportFormat.ValueType
     """The format of the exported content."""
+    first_seq: _builtins.int
+    """With last_seq: export only the events with seq from first_seq to
+    last_seq (both included), as well as matching the filter. A contiguous
+    range of the log, which a bundle can prove complete. 1 or more; 0 (unset
+    with last_seq unset) exports from the log's start.
+    """
+    last_seq: _builtins.int
+    """With first_seq: the last seq of the range, at least first_seq and within
+    the log (FAILED_PRECONDITION, reason BEYOND_LOG_SIZE, beyond it).
+    """
     @_builtins.property
     def filter(self) -> _event_pb2.EventFilter:
         """Which events to export; unset exports every event of the tenant."""
@@ -798,10 +810,12 @@ class ExportRequest(_message.Message):
         *,
         filter: _event_pb2.EventFilter | None = ...,
         format: Global___ExportFormat.ValueType = ...,
+        first_seq: _builtins.int = ...,
+        last_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "format", b"format"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "first_seq", b"first_seq", "format", b"format", "last_seq", b"last_seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -823,6 +837,8 @@ class ExportManifest(_message.Message):
     CHECKPOINT_FIELD_NUMBER: _builtins.int
     EXPORT_EVENT_ID_FIELD_NUMBER: _builtins.int
     MEDIA_TYPE_FIELD_NUMBER: _builtins.int
+    RANGE_FIRST_SEQ_FIELD_NUMBER: _builtins.int
+    RANGE_LAST_SEQ_FIELD_NUMBER: _builtins.int
     row_count: _builtins.int
     """Number of events exported."""
     byte_count: _builtins.int
@@ -845,6 +861,15 @@ class ExportManifest(_message.Message):
     """Id of the `audit_log.exported` event that records this export."""
     media_type: _builtins.str
     """The content's media type, e.g. `text/csv`."""
+    range_first_seq: _builtins.int
+    """The first seq of the range the request asked for (its first_seq); 0
+    when it asked for none. Events of the range retention removed are not
+    in the export: their leaves are listed by ListPurgedLeaves.
+    """
+    range_last_seq: _builtins.int
+    """The last seq of the range the request asked for (its last_seq); 0 when
+    it asked for none.
+    """
     def __init__(
         self,
         *,
@@ -858,14 +883,100 @@ class ExportManifest(_message.Message):
         checkpoint: _builtins.str = ...,
         export_event_id: _builtins.str = ...,
         media_type: _builtins.str = ...,
+        range_first_seq: _builtins.int = ...,
+        range_last_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["byte_count", b"byte_count", "checkpoint", b"checkpoint", "export_event_id", b"export_event_id", "first_seq", b"first_seq", "last_seq", b"last_seq", "media_type", b"media_type", "root_hash", b"root_hash", "row_count", b"row_count", "sha256", b"sha256", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["byte_count", b"byte_count", "checkpoint", b"checkpoint", "export_event_id", b"export_event_id", "first_seq", b"first_seq", "last_seq", b"last_seq", "media_type", b"media_type", "range_first_seq", b"range_first_seq", "range_last_seq", b"range_last_seq", "root_hash", b"root_hash", "row_count", b"row_count", "sha256", b"sha256", "tree_size", b"tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportManifest: _TypeAlias = ExportManifest  # noqa: Y015
+
+@_typing.final
+class GetReceivedRangeRequest(_message.Message):
+    """Request of GetReceivedRange."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """The events received at or after this time."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """And before this time; unset: the server's time now. Later than the
+        server's time is INVALID_ARGUMENT: the period has not ended, and events
+        received in the rest of it would not be in the range.
+        """
+
+    def __init__(
+        self,
+        *,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReceivedRangeRequest: _TypeAlias = GetReceivedRangeRequest  # noqa: Y015
+
+@_typing.final
+class GetReceivedRangeResponse(_message.Message):
+    """Response of GetReceivedRange. The range runs from the first event received
+    at or after `since` to the event before the first received at or after
+    `until`, so that consecutive periods' ranges meet with no seq between them.
+    Within one server process received_at follows seq; across several, a
+    clock behind the others can put an event received (by its time) just
+    before `since` after the range's first seq, or one just after `until`
+    before its last: the range is of seqs, chosen by receipt time.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_SEQ_FIELD_NUMBER: _builtins.int
+    LAST_SEQ_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    first_seq: _builtins.int
+    """The first seq of the range; last_seq + 1 when no event was received in
+    the period.
+    """
+    last_seq: _builtins.int
+    """The last seq of the range."""
+    tree_size: _builtins.int
+    """The size of the log when the range was found."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """The period's start, as given."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """The period's end: as given, or the server's time when unset."""
+
+    def __init__(
+        self,
+        *,
+        first_seq: _builtins.int = ...,
+        last_seq: _builtins.int = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        tree_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_seq", b"first_seq", "last_seq", b"last_seq", "since", b"since", "tree_size", b"tree_size", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReceivedRangeResponse: _TypeAlias = GetReceivedRangeResponse  # noqa: Y015
 
 @_typing.final
 class ExportResponse(_message.Message):

@@ -103,6 +103,11 @@ class AuditLogServiceStub:
                 request_serializer=sealtrail_dot_v1_dot_integrity__pb2.ListPurgedLeavesRequest.SerializeToString,
                 response_deserializer=sealtrail_dot_v1_dot_integrity__pb2.ListPurgedLeavesResponse.FromString,
                 _registered_method=True)
+        self.GetReceivedRange = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/GetReceivedRange',
+                request_serializer=sealtrail_dot_v1_dot_audit__service__pb2.GetReceivedRangeRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_audit__service__pb2.GetReceivedRangeResponse.FromString,
+                _registered_method=True)
         self.VerifyLog = channel.unary_unary(
                 '/sealtrail.v1.AuditLogService/VerifyLog',
                 request_serializer=sealtrail_dot_v1_dot_integrity__pb2.VerifyLogRequest.SerializeToString,
@@ -315,6 +320,16 @@ class AuditLogServiceServicer:
         """Lists the leaf hashes that retention left of the events it removed, in
         seq order, a page at a time. With an export's records they are every leaf
         of the tree, from which anyone can compute every proof.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReceivedRange(self, request, context):
+        """The range of seqs of the events received in a time range, as
+        StreamEvents' `since` finds where to start: what an Export with
+        first_seq/last_seq then proves complete ("every event received in
+        November"). Changes and records nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -578,6 +593,11 @@ def add_AuditLogServiceServicer_to_server(servicer, server):
                     servicer.ListPurgedLeaves,
                     request_deserializer=sealtrail_dot_v1_dot_integrity__pb2.ListPurgedLeavesRequest.FromString,
                     response_serializer=sealtrail_dot_v1_dot_integrity__pb2.ListPurgedLeavesResponse.SerializeToString,
+            ),
+            'GetReceivedRange': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReceivedRange,
+                    request_deserializer=sealtrail_dot_v1_dot_audit__service__pb2.GetReceivedRangeRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_audit__service__pb2.GetReceivedRangeResponse.SerializeToString,
             ),
             'VerifyLog': grpc.unary_unary_rpc_method_handler(
                     servicer.VerifyLog,
@@ -1022,6 +1042,33 @@ class AuditLogService:
             '/sealtrail.v1.AuditLogService/ListPurgedLeaves',
             sealtrail_dot_v1_dot_integrity__pb2.ListPurgedLeavesRequest.SerializeToString,
             sealtrail_dot_v1_dot_integrity__pb2.ListPurgedLeavesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReceivedRange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/GetReceivedRange',
+            sealtrail_dot_v1_dot_audit__service__pb2.GetReceivedRangeRequest.SerializeToString,
+            sealtrail_dot_v1_dot_audit__service__pb2.GetReceivedRangeResponse.FromString,
             options,
             channel_credentials,
             insecure,

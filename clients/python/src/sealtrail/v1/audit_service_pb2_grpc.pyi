@@ -81,6 +81,12 @@ class AuditLogServiceStub:
     seq order, a page at a time. With an export's records they are every leaf
     of the tree, from which anyone can compute every proof.
     """
+    GetReceivedRange: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.GetReceivedRangeRequest, _audit_service_pb2.GetReceivedRangeResponse]
+    """The range of seqs of the events received in a time range, as
+    StreamEvents' `since` finds where to start: what an Export with
+    first_seq/last_seq then proves complete ("every event received in
+    November"). Changes and records nothing.
+    """
     VerifyLog: _grpc.UnaryUnaryMultiCallable[_integrity_pb2.VerifyLogRequest, _integrity_pb2.VerifyLogResponse]
     """Admin only: recomputes every leaf from its stored record and the root at
     every stored checkpoint, and reports the first mismatch; with
@@ -225,6 +231,12 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     """Lists the leaf hashes that retention left of the events it removed, in
     seq order, a page at a time. With an export's records they are every leaf
     of the tree, from which anyone can compute every proof.
+    """
+    GetReceivedRange: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.GetReceivedRangeRequest, _audit_service_pb2.GetReceivedRangeResponse]  # type: ignore[assignment]
+    """The range of seqs of the events received in a time range, as
+    StreamEvents' `since` finds where to start: what an Export with
+    first_seq/last_seq then proves complete ("every event received in
+    November"). Changes and records nothing.
     """
     VerifyLog: _aio.UnaryUnaryMultiCallable[_integrity_pb2.VerifyLogRequest, _integrity_pb2.VerifyLogResponse]  # type: ignore[assignment]
     """Admin only: recomputes every leaf from its stored record and the root at
@@ -439,6 +451,18 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists the leaf hashes that retention left of the events it removed, in
         seq order, a page at a time. With an export's records they are every leaf
         of the tree, from which anyone can compute every proof.
+        """
+
+    @_abc_1.abstractmethod
+    def GetReceivedRange(
+        self,
+        request: _audit_service_pb2.GetReceivedRangeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_service_pb2.GetReceivedRangeResponse, _abc.Awaitable[_audit_service_pb2.GetReceivedRangeResponse]]:
+        """The range of seqs of the events received in a time range, as
+        StreamEvents' `since` finds where to start: what an Export with
+        first_seq/last_seq then proves complete ("every event received in
+        November"). Changes and records nothing.
         """
 
     @_abc_1.abstractmethod
