@@ -2,20 +2,30 @@
 log, checkable offline by anyone (docs/integrity.md, "Bundles and `sealtrail verify`").
 
     bundle.json         what the bundle holds: origin, tree size, seq range, and
-                        "complete" when it claims every record of seqs 1..tree size
+                        "complete" when it claims every record of seqs 1..tree size;
+                        (version 3) "range" when it claims every event of seqs
+                        first..last, and "received" the period that range was
+                        found for, by receipt time
     records.ndjson      the records, one per line, exactly as hashed
     proofs.ndjson       line i is {"seq": s, "proof": [base64, ...]}: the RFC 9162
                         inclusion proof of record i in the checkpoint's tree
     purged.ndjson       (version 2) events removed by retention, one per line:
                         {"seq": s, "leaf_hash": base64, "proof": [base64, ...]}
+    edges.ndjson        (version 3, a range found by receipt time) the events just
+                        before and after the range, each with its proof:
+                        {"seq": s, "record": text | null, "leaf_hash": base64,
+                        "proof": [...]}; their times show the range is the period's
     checkpoint.txt      the C2SP signed checkpoint at the tree size
     verifier-keys.txt   the server's verifier keys, one per line, active first
 
 Every record is checked against the signed root through its own proof, so a
 changed record is named exactly; a complete bundle is also checked for gaps
-and its root recomputed over all records and purged leaves. A bundle is
-written as version 1 when the log has no purged event in it, so older
-verifiers still read it.
+and its root recomputed over all records and purged leaves. A range bundle
+(ADR 0068) is checked for gaps within its range, and the signed root rebuilt
+from the range's leaves and the hashes around it that its first and last
+leaves' proofs hold. A bundle is written as version 1 when the log has no
+purged event in it, so older verifiers still read it; a range bundle as
+version 3, which verifiers before it refuse rather than take for a partial one.
 """
 
 from __future__ import annotations
@@ -41,6 +51,8 @@ from sealtrail.tlog import (
     LeafTree,
     NoteError,
     ProofError,
+    RangeRoot,
+    RangeTree,
     RemovalLedger,
     RemovedLeaves,
     TreeBuilder,
@@ -57,11 +69,13 @@ _R = TypeVar("_R")
 
 FORMAT = "sealtrail-bundle"
 VERSION = 2
-VERSIONS = (1, 2)  # what verify_bundle reads
+RANGE_VERSION = 3  # a bundle of a seq range, complete within it
+VERSIONS = (1, 2, 3)  # what verify_bundle reads
 MANIFEST = "bundle.json"
 RECORDS = "records.ndjson"
 PROOFS = "proofs.ndjson"
 PURGED = "purged.ndjson"
+EDGES = "edges.ndjson"
 CHECKPOINT = "checkpoint.txt"
 KEYS = "verifier-keys.txt"
 
@@ -95,8 +109,56 @@ class _Source(Protocol):
     def list_purged_leaves(self, *, tree_size: int = ...) -> Iterator[integrity_pb2.PurgedLeaf]: ...
 
     def export(
-        self, path: str | os.PathLike[str], *, format: Any = ...
+        self,
+        path: str | os.PathLike[str],
+        *,
+        format: Any = ...,
+        first_seq: int = ...,
+        last_seq: int = ...,
     ) -> audit_service_pb2.ExportManifest: ...
+
+    def get_received_range(
+        self, *, since: datetime, until: datetime | None = ...
+    ) -> audit_service_pb2.GetReceivedRangeResponse: ...
+
+
+@dataclass(frozen=True)
+class SeqRange:
+    """Seqs `first` to `last` of the log, both included: what a range bundle
+    holds whole. `received_since` and `received_until` say the period it was
+    found for by receipt time (`received_range`), written in the bundle so
+    that its verification says how the range was chosen."""
+
+    first: int
+    last: int
+    received_since: datetime | None = None
+    received_until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.first < 1:
+            raise ValueError(f"the first seq must be 1 or more, not {self.first}")
+        if self.first > self.last:
+            raise ValueError(f"the first seq {self.first} is after the last {self.last}")
+
+
+def received_range(source: _Source, *, since: datetime, until: datetime | None = None) -> SeqRange:
+    """The seqs of the events received from `since` to `until` (None: up to
+    the server's time now), by GetReceivedRange: a range of seqs chosen by
+    receipt time, which a range bundle then proves complete. BundleError if
+    no event was received in the period: there is nothing to prove."""
+    found = source.get_received_range(since=since, until=until)
+    start, end = found.since.ToDatetime(tzinfo=UTC), found.until.ToDatetime(tzinfo=UTC)
+    if found.first_seq > found.last_seq:
+        raise BundleError(
+            f"no event was received from {_moment(start)} to {_moment(end)}"
+            f" (the log holds {found.tree_size} events)"
+        )
+    return SeqRange(found.first_seq, found.last_seq, start, end)
+
+
+def _moment(when: datetime) -> str:
+    """A time as bundle.json and the command line show it: RFC 3339, UTC."""
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -117,6 +179,15 @@ class BundleSummary:
     # extends its last): the bundle is written against that last one, and
     # verification fails saying so, once its records are checked.
     log_refused_to_sign: bool = False
+    # A range bundle's (first, last) seqs: every event of them is in it, as a
+    # record or, removed by retention, as its leaf.
+    seq_range: tuple[int, int] | None = None
+    # The period by receipt time its range was found for, if it was.
+    received_since: datetime | None = None
+    received_until: datetime | None = None
+    # Of a period's range, the ends whose neighbouring event's time could not
+    # be checked ("start", "end"): removed by retention, or not in the log.
+    unchecked_edges: tuple[str, ...] = ()
 
     @property
     def log_fault(self) -> str | None:
@@ -130,6 +201,7 @@ def write_bundle(
     out: Path,
     *,
     event_filter: event_pb2.EventFilter | None = None,
+    seq_range: SeqRange | None = None,
     workers: int = 16,
 ) -> BundleSummary:
     """Write the events matching `event_filter` as a bundle into the new or
@@ -151,16 +223,24 @@ def write_bundle(
     A complete bundle overtaken by a retention pass is written again (see
     `_complete`); overtaken each time, BundleError says to retry.
 
+    With `seq_range` (and no filter) the bundle is every event of that range
+    of seqs, proven complete within it (ADR 0068): read by one Export of the
+    range, its proofs computed here from its leaves and its two ends' proofs;
+    or, as above, one GetInclusionProof a seq. A range that ends beyond the
+    log is a BundleError, and nothing is written.
+
     A bundle that fails midway (the server gone for good, say) leaves nothing:
     what it wrote is removed, and `out` too if this call created it."""
+    if seq_range is not None and event_filter is not None and event_filter.ByteSize():
+        raise BundleError("a bundle of a seq range holds all its events: it takes no filter")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     if any(out.iterdir()):
         raise BundleError(f"{out} is not empty")
     try:
-        return _write(source, out, event_filter, workers)
+        return _write(source, out, event_filter, seq_range, workers)
     except BaseException:
-        for name in (RECORDS, PROOFS, PURGED, CHECKPOINT, KEYS, MANIFEST):
+        for name in (RECORDS, PROOFS, PURGED, EDGES, CHECKPOINT, KEYS, MANIFEST):
             (out / name).unlink(missing_ok=True)
         if created:
             with contextlib.suppress(OSError):  # not emptied: someone else wrote in it
@@ -169,11 +249,19 @@ def write_bundle(
 
 
 def _write(
-    source: _Source, out: Path, event_filter: event_pb2.EventFilter | None, workers: int
+    source: _Source,
+    out: Path,
+    event_filter: event_pb2.EventFilter | None,
+    seq_range: SeqRange | None,
+    workers: int,
 ) -> BundleSummary:
     """`write_bundle` into `out`, which is empty."""
-    complete = event_filter is None or event_filter.ByteSize() == 0
-    if complete:
+    complete = seq_range is None and (event_filter is None or event_filter.ByteSize() == 0)
+    if seq_range is not None:
+        written = _range(source, out, seq_range, workers)
+        if seq_range.received_since is not None:
+            _write_edges(source, out, seq_range, written.checkpoint.tree_size)
+    elif complete:
         written = _complete(source, out, workers)
     else:
         written = _proven_one_by_one(source, out, event_filter, complete, workers)
@@ -198,10 +286,13 @@ def _write(
         purged=purged,
         unproven=tuple(written.unproven),
         log_refused_to_sign=written.refused,
+        seq_range=None if seq_range is None else (seq_range.first, seq_range.last),
+        received_since=None if seq_range is None else seq_range.received_since,
+        received_until=None if seq_range is None else seq_range.received_until,
     )
     manifest = {
         "format": FORMAT,
-        "version": VERSION if purged else 1,
+        "version": RANGE_VERSION if seq_range else VERSION if purged else 1,
         "origin": summary.origin,
         "tree_size": summary.tree_size,
         "count": summary.count,
@@ -209,6 +300,7 @@ def _write(
         "last_seq": summary.last_seq,
         "complete": summary.complete,
         **({"purged": purged} if purged else {}),
+        **_range_fields(seq_range),
         **({"unproven": list(summary.unproven)} if summary.unproven else {}),
         **({"log_refused_to_sign": True} if written.refused else {}),
         "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -217,6 +309,19 @@ def _write(
         json.dumps(manifest, indent=2) + "\n", encoding="utf-8", newline="\n"
     )
     return summary
+
+
+def _range_fields(seq_range: SeqRange | None) -> dict[str, Any]:
+    """What bundle.json says of a range bundle's range, and how it was chosen."""
+    if seq_range is None:
+        return {}
+    fields: dict[str, Any] = {"range": {"first_seq": seq_range.first, "last_seq": seq_range.last}}
+    if seq_range.received_since is not None and seq_range.received_until is not None:
+        fields["received"] = {
+            "since": _moment(seq_range.received_since),
+            "until": _moment(seq_range.received_until),
+        }
+    return fields
 
 
 @dataclass(frozen=True)
@@ -330,16 +435,9 @@ def _discard(out: Path) -> None:
 def _prove_exported(source: _Source, out: Path, note: str) -> _Written | None:
     """Proofs for the exported records (and the removed events' leaves)
     against the export's checkpoint `note`; None if they do not lead to it."""
-    try:  # what the note says; its signature is the verifier's business
-        checkpoint = parse_checkpoint(note.split("\n\n", 1)[0] + "\n")
-    except (NoteError, ValueError):
+    signed = _signed(note)
+    if signed is None:
         return None
-    signed = integrity_pb2.SignedCheckpoint(
-        origin=checkpoint.origin,
-        tree_size=checkpoint.tree_size,
-        root_hash=checkpoint.root_hash,
-        note=note,
-    )
     size = signed.tree_size
     leaves = bytearray(32 * size)
     seqs = array("q")
@@ -385,6 +483,142 @@ def _prove_exported(source: _Source, out: Path, note: str) -> _Written | None:
     return _Written(signed, seqs, len(removed))
 
 
+def _range(source: _Source, out: Path, seq_range: SeqRange, workers: int) -> _Written:
+    """A range bundle's records and leaves in `out`: from one Export of the
+    range, or, when that is refused or does not lead to its signed root, one
+    GetInclusionProof a seq. Its removals are not checked against retention's
+    statements, as a complete bundle's are: those are of whole purges, most
+    of whose leaves lie outside the range (docs/integrity.md)."""
+    first, last = seq_range.first, seq_range.last
+    try:
+        exported = source.export(out / RECORDS, format="ndjson", first_seq=first, last_seq=last)
+    except SealtrailError as error:
+        if error.reason == "BEYOND_LOG_SIZE":
+            raise BundleError(f"seqs {first}..{last}: {error.message}") from None
+        if not {(error.code, None), (error.code, error.reason)} & _PROVE_INSTEAD:
+            raise
+    else:
+        try:
+            written = _prove_exported_range(source, out, exported.checkpoint, first, last)
+        except BaseException:
+            _discard(out)
+            raise
+        if written is not None:
+            return written
+        _discard(out)
+    return _proven_one_by_one(source, out, None, False, workers, every=range(first, last + 1))
+
+
+def _write_edges(source: _Source, out: Path, seq_range: SeqRange, size: int) -> None:
+    """The events just before and after a range found by receipt time, with
+    their proofs at the bundle's size: the one before was received before the
+    period, the one after at or after its end, which the verifier reads from
+    their records. An edge the log does not have (the range starts at seq 1,
+    or no event followed it yet) is left out, and so is one it cannot prove:
+    verification says which end it could not check."""
+    with open(out / EDGES, "w", encoding="utf-8", newline="\n") as edges:
+        for seq in (seq_range.first - 1, seq_range.last + 1):
+            if not 1 <= seq <= size:
+                continue
+            try:
+                found = source.get_inclusion_proof(seq=seq, tree_size=size, include_purged=True)
+            except NotFoundError:
+                continue
+            except SealtrailError as error:
+                if error.code is grpc.StatusCode.DATA_LOSS:
+                    continue
+                raise
+            entry = {
+                "seq": found.seq,
+                "record": None if found.purged else found.record.decode(),
+                "leaf_hash": base64.b64encode(found.leaf_hash).decode(),
+                "proof": [base64.b64encode(h).decode() for h in found.proof],
+            }
+            edges.write(json.dumps(entry) + "\n")
+
+
+def _prove_exported_range(
+    source: _Source, out: Path, note: str, first: int, last: int
+) -> _Written | None:
+    """Proofs for the exported records of seqs `first`..`last` (and the leaves
+    of those retention removed) against the export's checkpoint `note`,
+    computed from the range's leaves and the proofs of its two ends; None if
+    they do not lead to it."""
+    signed = _signed(note)
+    if signed is None or signed.tree_size < last:
+        return None
+    size = signed.tree_size
+    leaves = bytearray(32 * (last - first + 1))
+    seqs = array("q")
+    with open(out / RECORDS, "rb") as lines:
+        for line in lines:
+            record = line.removesuffix(b"\n")
+            seq = _seq_of(record)
+            if seq is None or not max(seqs[-1] if seqs else 0, first - 1) < seq <= last:
+                return None
+            leaves[32 * (seq - first) : 32 * (seq - first + 1)] = leaf_hash(record)
+            seqs.append(seq)
+    removed = array("q")
+    try:
+        for purged in source.list_purged_leaves(tree_size=size):
+            seq = purged.seq
+            if seq > last:
+                break
+            if seq < first:
+                continue
+            at = 32 * (seq - first)
+            if (removed and seq <= removed[-1]) or len(purged.leaf_hash) != 32:
+                return None
+            if leaves[at : at + 32] != _NO_LEAF:
+                return None  # exported and removed both
+            leaves[at : at + 32] = purged.leaf_hash
+            removed.append(seq)
+        ends = [
+            source.get_inclusion_proof(seq=seq, tree_size=size, include_purged=True).proof
+            for seq in (first, last)
+        ]
+    except SealtrailError as error:
+        if error.code in (grpc.StatusCode.DATA_LOSS, grpc.StatusCode.UNIMPLEMENTED):
+            return None  # the log cannot prove it: proving each shows where
+        if isinstance(error, NotFoundError):
+            return None
+        raise
+    if len(seqs) + len(removed) != last - first + 1:
+        return None  # a seq neither exported nor removed: the server will say which
+    try:
+        tree = RangeTree(
+            leaves, first=first - 1, tree_size=size, first_proof=ends[0], last_proof=ends[1]
+        )
+    except ProofError:
+        return None
+    if tree.root() != signed.root_hash:
+        return None
+    with open(out / PROOFS, "w", encoding="utf-8", newline="\n") as proofs:
+        for seq in seqs:
+            proof = [base64.b64encode(h).decode() for h in tree.inclusion_proof(seq - 1)]
+            proofs.write(json.dumps({"seq": seq, "proof": proof}) + "\n")
+    with open(out / PURGED, "w", encoding="utf-8", newline="\n") as tombstones:
+        for seq in removed:
+            proof = [base64.b64encode(h).decode() for h in tree.inclusion_proof(seq - 1)]
+            kept = base64.b64encode(tree.leaf(seq - 1)).decode()
+            tombstones.write(json.dumps({"seq": seq, "leaf_hash": kept, "proof": proof}) + "\n")
+    return _Written(signed, seqs, len(removed))
+
+
+def _signed(note: str) -> integrity_pb2.SignedCheckpoint | None:
+    """What a checkpoint's note says (its signature is the verifier's business)."""
+    try:
+        checkpoint = parse_checkpoint(note.split("\n\n", 1)[0] + "\n")
+    except (NoteError, ValueError):
+        return None
+    return integrity_pb2.SignedCheckpoint(
+        origin=checkpoint.origin,
+        tree_size=checkpoint.tree_size,
+        root_hash=checkpoint.root_hash,
+        note=note,
+    )
+
+
 class _Removed:
     """An event retention removed after the bundle's query matched it."""
 
@@ -398,11 +632,15 @@ def _proven_one_by_one(
     event_filter: event_pb2.EventFilter | None,
     complete: bool,
     workers: int,
+    *,
+    every: range | None = None,
 ) -> _Written:
     """Each record of the bundle with its proof, from GetInclusionProof,
     against a fresh checkpoint; or, when the log refuses to sign one because
     it no longer extends its last (DATA_LOSS), against the last it signed, so
-    that the bundle still shows what changed since."""
+    that the bundle still shows what changed since. `every`: a range bundle's seqs,
+    every one proven as a complete bundle's are (a removed event's leaf, and
+    a seq the log cannot prove left for verification to name)."""
     refused = False
     try:
         checkpoint = source.get_checkpoint(fresh=True)
@@ -412,13 +650,23 @@ def _proven_one_by_one(
         checkpoint, refused = source.get_checkpoint(), True
     size = checkpoint.tree_size
     unproven: list[int] = []
-    if complete:
-        seqs: Sequence[int] = range(1, size + 1)
+    whole = complete or every is not None  # every seq proven, removed ones too
+    seqs: Sequence[int]
+    if every is not None:
+        if every.stop - 1 > size:
+            raise BundleError(
+                f"seqs {every.start}..{every.stop - 1}: last_seq {every.stop - 1} is beyond"
+                f" the log's size {size}"
+            )
+        seqs = every
+    elif complete:
+        seqs = range(1, size + 1)
     else:
-        seqs = []
+        matched: list[int] = []
+        seqs = matched
         for event in source.query(event_filter, order="oldest", page_size=1000):
             if event.seq <= size:
-                seqs.append(event.seq)
+                matched.append(event.seq)
             elif refused:
                 # Recorded since the last checkpoint the log would sign: it
                 # cannot be proven in any the log will sign now.
@@ -427,7 +675,7 @@ def _proven_one_by_one(
 
     def prove(seq: int) -> integrity_pb2.GetInclusionProofResponse | _Removed | None:
         try:
-            return source.get_inclusion_proof(seq=seq, tree_size=size, include_purged=complete)
+            return source.get_inclusion_proof(seq=seq, tree_size=size, include_purged=whole)
         except NotFoundError as error:
             if error.reason == "PURGED":  # (a partial bundle's) removed since it matched
                 return REMOVED_SINCE
@@ -449,7 +697,7 @@ def _proven_one_by_one(
             if answer is REMOVED_SINCE:
                 continue  # retention's doing, recorded in the log: not the log's fault
             if answer is None:
-                if not complete:  # a complete bundle's verification names the gap
+                if not whole:  # a complete or range bundle's verification names the gap
                     unproven.append(seq)
                 continue
             assert isinstance(answer, integrity_pb2.GetInclusionProofResponse)
@@ -522,9 +770,11 @@ def _verify_bundle(
 
     size, root = checkpoint.tree_size, checkpoint.root_hash
     complete = manifest["complete"]
+    seq_range = _range_of(manifest, size)
+    received = _received_of(manifest)
     ledger = RemovalLedger(checkpoint.origin, verifiers)
     count, purged, first, last = _verify_each(
-        path, logged_tenant, size, root, complete=complete, ledger=ledger
+        path, logged_tenant, size, root, complete=complete, seq_range=seq_range, ledger=ledger
     )
     if count != manifest["count"]:
         raise BundleError(f"bundle.json says {manifest['count']} records, the bundle has {count}")
@@ -533,6 +783,9 @@ def _verify_bundle(
             f"bundle.json says {manifest.get('purged', 0)} purged events, the bundle has {purged}"
         )
     _refuse_what_the_log_could_not_do(manifest)
+    unchecked: tuple[str, ...] = ()
+    if received is not None and seq_range is not None:
+        unchecked = _check_edges(path, logged_tenant, size, root, seq_range, received)
     return BundleSummary(
         origin=checkpoint.origin,
         tree_size=checkpoint.tree_size,
@@ -543,7 +796,117 @@ def _verify_bundle(
         signed_by=[signer.text() for signer in signers],
         trusted_own_keys=trusted_own,
         purged=purged,
+        seq_range=seq_range,
+        received_since=received[0] if received else None,
+        received_until=received[1] if received else None,
+        unchecked_edges=unchecked,
     )
+
+
+def _check_edges(
+    path: Path,
+    tenant: str,
+    size: int,
+    root: bytes,
+    seq_range: tuple[int, int],
+    received: tuple[datetime, datetime],
+) -> tuple[str, ...]:
+    """Check that the range is the period's: the event just before it was
+    received before the period, the one just after at or after its end, each
+    proven in the log. Returns the ends that could not be checked."""
+    (first, last), (since, until) = seq_range, received
+    wanted = {first - 1: "start", last + 1: "end"}
+    found: set[str] = set()  # the ends whose neighbour the bundle proves
+    timed: set[str] = set()  # and of those, the ones whose time it shows
+    try:
+        entries = (path / EDGES).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise BundleError(f"{EDGES}: missing, which a range of a period holds") from None
+    for number, line in enumerate(entries, start=1):
+        try:
+            entry = json.loads(line)
+            seq, record = entry["seq"], entry["record"]
+            leaf = base64.b64decode(entry["leaf_hash"], validate=True)
+            proof = [base64.b64decode(h, validate=True) for h in entry["proof"]]
+        except (ValueError, KeyError, TypeError):
+            raise BundleError(f"{EDGES} line {number}: not an event with its proof") from None
+        if type(seq) is not int or seq not in wanted or wanted[seq] in found:
+            raise BundleError(f"{EDGES} line {number}: seq {seq} is not just outside the range")
+        end = wanted[seq]
+        if record is not None:
+            if not isinstance(record, str):
+                raise BundleError(f"{EDGES} line {number}: its record is not text")
+            leaf = leaf_hash(record.encode())
+        try:
+            verify_inclusion(leaf_index=seq - 1, tree_size=size, leaf=leaf, proof=proof, root=root)
+        except ProofError as error:
+            raise BundleError(f"{EDGES} line {number} (seq {seq}): {error}") from None
+        found.add(end)
+        if record is None:  # removed by retention: its time went with it
+            continue
+        timed.add(end)
+        received_at = _received_at(record, tenant, seq, f"{EDGES} line {number}")
+        if end == "start" and received_at >= since:
+            raise BundleError(
+                f"seq {seq}, just before the range, was received at {_moment(received_at)}, not"
+                f" before {_moment(since)}: the range does not start where the period does"
+            )
+        if end == "end" and received_at < until:
+            raise BundleError(
+                f"seq {seq}, just after the range, was received at {_moment(received_at)}, before"
+                f" {_moment(until)}: the range ends before the period does"
+            )
+    # An end whose neighbour is not in the bundle (it could not be proven, or
+    # the log ended with the range), or was removed by retention (it proves
+    # its place, not its time), is not checked.
+    return tuple(end for seq, end in sorted(wanted.items()) if seq >= 1 and end not in timed)
+
+
+def _received_at(record: str, tenant: str, seq: int, where: str) -> datetime:
+    try:
+        parsed = json.loads(record)
+        owner, logged, text = parsed["tenant_id"], parsed["seq"], parsed["received_at"]
+        received_at = datetime.fromisoformat(text)
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise BundleError(f"{where}: not a Sealtrail record with its time") from None
+    if owner != tenant or logged != seq or received_at.tzinfo is None:
+        raise BundleError(f"{where}: not the record of seq {seq} of this log")
+    return received_at
+
+
+def _range_of(manifest: dict[str, Any], size: int) -> tuple[int, int] | None:
+    """The range a range bundle claims whole, checked to be one of the log
+    at the checkpoint's size."""
+    claimed = manifest.get("range")
+    if claimed is None:
+        return None
+    if manifest["complete"]:
+        raise BundleError(f"{MANIFEST}: it claims both the complete log and a range of it")
+    first = claimed.get("first_seq") if isinstance(claimed, dict) else None
+    last = claimed.get("last_seq") if isinstance(claimed, dict) else None
+    if type(first) is not int or type(last) is not int or not 1 <= first <= last:
+        raise BundleError(
+            f"{MANIFEST}: 'range' must be {{first_seq, last_seq}}, 1 <= first <= last"
+        )
+    if last > size:
+        raise BundleError(
+            f"{MANIFEST}: its range ends at seq {last}, beyond the checkpoint's size {size}"
+        )
+    return first, last
+
+
+def _received_of(manifest: dict[str, Any]) -> tuple[datetime, datetime] | None:
+    """The period by receipt time a range bundle says its range was found for."""
+    received = manifest.get("received")
+    if received is None:
+        return None
+    try:
+        since, until = (datetime.fromisoformat(received[end]) for end in ("since", "until"))
+    except (TypeError, KeyError, ValueError):
+        raise BundleError(f"{MANIFEST}: 'received' must be {{since, until}}, two times") from None
+    if since.tzinfo is None or until.tzinfo is None or manifest.get("range") is None:
+        raise BundleError(f"{MANIFEST}: 'received' must be two UTC times, of a range bundle")
+    return since.astimezone(UTC), until.astimezone(UTC)
 
 
 def _refuse_what_the_log_could_not_do(manifest: dict[str, Any]) -> None:
@@ -649,33 +1012,80 @@ def _purged(path: Path) -> Iterator[tuple[int, bytes, list[bytes]]]:
 
 class _Walk:
     """Leaves met in seq order: each checked against the signed root through
-    its proof, a complete bundle checked for gaps and its root recomputed."""
+    its proof; a complete bundle checked for gaps from seq 1 and its root
+    recomputed from all its leaves; a range bundle checked for gaps and
+    strays in its range, and the root rebuilt from its leaves (RangeRoot)."""
 
-    def __init__(self, size: int, root: bytes, *, complete: bool) -> None:
-        self.size, self.root, self.complete = size, root, complete
+    def __init__(
+        self, size: int, root: bytes, *, complete: bool, seq_range: tuple[int, int] | None
+    ) -> None:
+        self.size, self.root = size, root
+        # The seqs every one of which the bundle must hold, if it claims any.
+        self.bounds = (1, size) if complete else seq_range
         self.first = self.last = 0
-        self.whole = TreeBuilder()
+        self.whole = TreeBuilder() if complete else None
+        self.range = RangeRoot(tree_size=size, root=root) if seq_range else None
 
     def accept(self, what: str, seq: int, leaf: bytes, proof: list[bytes]) -> None:
-        if self.complete and seq > self.last + 1:
-            raise BundleError(f"seq {self.last + 1}: missing ({what} has seq {seq})")
+        if self.bounds is not None:
+            low, high = self.bounds
+            if not low <= seq <= high:
+                raise BundleError(f"{what} (seq {seq}): outside the bundle's range {low}..{high}")
+            expected = max(self.last, low - 1) + 1
+            if seq > expected:
+                raise BundleError(f"seq {expected}: missing ({what} has seq {seq})")
         if seq <= self.last:
             raise BundleError(f"{what} (seq {seq}): out of order or repeated")
         try:
             verify_inclusion(
                 leaf_index=seq - 1, tree_size=self.size, leaf=leaf, proof=proof, root=self.root
             )
+            if self.range is not None:
+                self.range.append(seq - 1, leaf, proof)
         except ProofError as error:
             raise BundleError(f"{what} (seq {seq}): {error}") from None
         self.first, self.last = self.first or seq, seq
-        self.whole.append(leaf)
+        if self.whole is not None:
+            self.whole.append(leaf)
+
+    def end(self) -> None:
+        """Check that nothing of what the bundle claims whole is missing at its end."""
+        if self.bounds is None:
+            return
+        low, high = self.bounds
+        if self.last < high:
+            ends = f"ends at seq {self.last}" if self.last else "holds no event"
+            claim = (
+                f"the checkpoint covers {high}"
+                if self.whole is not None
+                else f"its range ends at seq {high}"
+            )
+            raise BundleError(
+                f"seq {max(self.last, low - 1) + 1}: missing; the bundle {ends} but {claim}"
+            )
+        if self.whole is not None and self.whole.root() != self.root:
+            raise BundleError(f"the records' root differs from the checkpoint at size {self.size}")
+        if self.range is not None:
+            try:
+                self.range.check()
+            except ProofError as error:
+                raise BundleError(
+                    f"the range's leaves do not lead to the checkpoint's root: {error}"
+                ) from None
 
 
 def _verify_each(
-    path: Path, tenant: str, size: int, root: bytes, *, complete: bool, ledger: RemovalLedger
+    path: Path,
+    tenant: str,
+    size: int,
+    root: bytes,
+    *,
+    complete: bool,
+    seq_range: tuple[int, int] | None,
+    ledger: RemovalLedger,
 ) -> tuple[int, int, int, int]:
     """(records, purged leaves, first seq, last seq) of a bundle that verifies."""
-    walk = _Walk(size, root, complete=complete)
+    walk = _Walk(size, root, complete=complete, seq_range=seq_range)
     count = purged = 0
     removed = _purged(path)
     pending = next(removed, None)
@@ -717,16 +1127,12 @@ def _verify_each(
     purged_before(size + 1)
     if pending is not None:
         raise BundleError(f"purged seq {pending[0]}: beyond the checkpoint's size {size}")
-    if complete and walk.last < size:
-        raise BundleError(
-            f"seq {walk.last + 1}: missing; the bundle ends at seq {walk.last} but the"
-            f" checkpoint covers {size}"
-        )
-    if complete and walk.whole.root() != root:
-        raise BundleError(f"the records' root differs from the checkpoint at size {size}")
+    walk.end()
     # A removed leaf proves as well as its record: only retention's signed
     # statements tell a purged event from one hidden by hand (tlog._removals).
-    if not complete and purged:
+    # A range bundle holds its range's leaves, to show none is missing, but
+    # not the statements' other leaves: what removed them is not checked.
+    if not complete and seq_range is None and purged:
         raise BundleError(f"{PURGED}: a partial bundle carries no removed leaves")
     if complete and (why := ledger.unaccounted()):
         raise BundleError(why)

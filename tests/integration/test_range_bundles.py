@@ -1,0 +1,398 @@
+"""Bundles that prove a contiguous range of the log complete (ADR 0068): every
+event with seq FIRST..LAST, records for those kept and leaves for those
+retention removed, checked offline against a signed checkpoint; the Export
+of a seq range they are read by; and the range of the events received in a
+period (GetReceivedRange), so that "every event received in November" is one
+bundle an auditor can check was not cut."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from sealtrail import (
+    AsyncAuditClient,
+    AuditClient,
+    InvalidArgumentError,
+    RpcFailedError,
+    build_event,
+)
+from sealtrail._bundle import BundleError, SeqRange, received_range, verify_bundle, write_bundle
+from sealtrail.tlog import Signer, leaf_hash
+from sealtrail.v1 import audit_service_pb2
+from sealtrail_server.domain.access import Role
+from tests.clock import Clock
+from tests.conftest import SIGNING_KEY, ServerThread
+from tests.integration.test_integrity import _CountingProofs
+from tests.integration.test_retention import purge
+
+VERIFIER = Signer.parse(SIGNING_KEY).verifier.text()
+EVENTS = 40
+
+
+@pytest.fixture(scope="module")
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(scope="module")
+def clocked(migrated_database_url: str, clock: Clock) -> Iterator[ServerThread]:
+    """A server on the test's clock, purging only when told to."""
+    server = ServerThread(
+        migrated_database_url, clock=clock, retention_interval=0, checkpoint_interval=0
+    )
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def admin(clocked: ServerThread, tenant: str) -> Iterator[AuditClient]:
+    with AuditClient(clocked.target, token=clocked.token(tenant)) as client:
+        yield client
+
+
+def record_events(client: AuditClient, count: int, *, label: str = "event") -> list[int]:
+    results = client.record_batch(
+        [
+            build_event(action="range.test", actor_id="u", description=f"{label} {i}")
+            for i in range(count)
+        ]
+    )
+    return [result.event.seq for result in results]
+
+
+@pytest.fixture
+def logged(admin: AuditClient) -> AuditClient:
+    """EVENTS events at seqs 1..EVENTS (the tenant's first)."""
+    assert record_events(admin, EVENTS) == list(range(1, EVENTS + 1))
+    return admin
+
+
+def lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines(keepends=True)
+
+
+# --- Export of a seq range ---------------------------------------------------
+
+
+def test_an_export_of_a_seq_range_holds_exactly_its_events(
+    logged: AuditClient, tmp_path: Path
+) -> None:
+    manifest = logged.export(tmp_path / "range.ndjson", first_seq=10, last_seq=20)
+    seqs = [json.loads(line)["seq"] for line in lines(tmp_path / "range.ndjson")]
+    assert seqs == list(range(10, 21))
+    assert (manifest.range_first_seq, manifest.range_last_seq) == (10, 20)
+    assert (manifest.first_seq, manifest.last_seq, manifest.row_count) == (10, 20, 11)
+    assert manifest.tree_size > EVENTS  # its checkpoint holds the export's own record
+    recorded = logged.get_event(manifest.export_event_id)
+    assert (recorded.details["first_seq"], recorded.details["last_seq"]) == (10, 20)
+    # Without a range, as before: the manifest names none.
+    whole = logged.export(tmp_path / "whole.ndjson")
+    assert (whole.range_first_seq, whole.range_last_seq) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "field", "says"),
+    [
+        (20, 10, "first_seq", "greater than last_seq"),
+        (5, 0, "last_seq", "with first_seq"),
+        (0, 5, "first_seq", "1 or more"),
+        (-1, 5, "first_seq", "1 or more"),
+        (5, -3, "last_seq", "negative"),
+    ],
+)
+def test_a_bad_seq_range_is_refused_naming_the_field(
+    logged: AuditClient, tmp_path: Path, first: int, last: int, field: str, says: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as refused:
+        logged.export(tmp_path / "x.ndjson", first_seq=first, last_seq=last)
+    [(named, description)] = refused.value.field_violations
+    assert named == field and says in description
+    assert not (tmp_path / "x.ndjson").exists()
+
+
+def test_a_seq_range_beyond_the_log_is_refused_with_its_size(
+    logged: AuditClient, tmp_path: Path
+) -> None:
+    with pytest.raises(RpcFailedError) as refused:
+        logged.export(tmp_path / "x.ndjson", first_seq=5, last_seq=EVENTS + 100)
+    assert refused.value.code is grpc.StatusCode.FAILED_PRECONDITION
+    assert refused.value.reason == "BEYOND_LOG_SIZE"
+    assert f"last_seq {EVENTS + 100} is beyond the log's size" in str(refused.value)
+    with pytest.raises(BundleError, match=f"beyond the log's size {EVENTS}"):
+        write_bundle(logged, tmp_path / "b", seq_range=SeqRange(5, EVENTS + 100))
+    assert not (tmp_path / "b").exists()
+    with pytest.raises(ValueError, match="first seq 9 is after the last 3"):
+        SeqRange(9, 3)
+
+
+# --- Range bundles -----------------------------------------------------------
+
+
+def test_a_range_bundle_is_every_event_of_the_range_proven_complete(
+    logged: AuditClient,
+    client_for: Callable[..., AuditClient],
+    tenant: str,
+    tmp_path: Path,
+) -> None:
+    admin = _CountingProofs(logged)
+    written = write_bundle(admin, tmp_path / "range", seq_range=SeqRange(10, 30))
+    assert admin.proofs_asked == 2  # its ends' proofs: every other one computed here
+    assert (written.count, written.first_seq, written.last_seq) == (21, 10, 30)
+    assert written.seq_range == (10, 30) and not written.complete
+    manifest = json.loads((tmp_path / "range" / "bundle.json").read_text())
+    assert manifest["version"] == 3 and manifest["range"] == {"first_seq": 10, "last_seq": 30}
+
+    verified = verify_bundle(tmp_path / "range", key=VERIFIER)
+    assert verified.seq_range == (10, 30) and verified.count == 21
+    assert verified.tree_size > 30 and not verified.trusted_own_keys
+
+    # A reader may not export: the same bundle, proven record by record.
+    reader = _CountingProofs(client_for(tenant, Role.READER))
+    proven = write_bundle(reader, tmp_path / "proven", seq_range=SeqRange(10, 30))
+    assert reader.proofs_asked == 21 and proven.seq_range == (10, 30)
+    assert verify_bundle(tmp_path / "proven", key=VERIFIER).seq_range == (10, 30)
+
+
+def test_a_range_of_the_whole_log_and_of_one_event_verify(
+    logged: AuditClient, tmp_path: Path
+) -> None:
+    for first, last in [(1, EVENTS), (1, 1), (EVENTS, EVENTS), (17, 17)]:
+        out = tmp_path / f"{first}-{last}"
+        write_bundle(logged, out, seq_range=SeqRange(first, last))
+        verified = verify_bundle(out, key=VERIFIER)
+        assert verified.seq_range == (first, last) and verified.count == last - first + 1
+
+
+def _drop(records: list[bytes], proofs: list[bytes]) -> None:
+    del records[5], proofs[5]
+
+
+def _drop_last(records: list[bytes], proofs: list[bytes]) -> None:
+    del records[-1], proofs[-1]
+
+
+def _repeat(records: list[bytes], proofs: list[bytes]) -> None:
+    records.insert(5, records[5])
+    proofs.insert(5, proofs[5])
+
+
+def _alter(records: list[bytes], proofs: list[bytes]) -> None:
+    records[5] = records[5].replace(b"event 14", b"event 99")
+
+
+def _add_outside(records: list[bytes], proofs: list[bytes], outside: tuple[bytes, bytes]) -> None:
+    records.append(outside[0])
+    proofs.append(outside[1])
+
+
+@pytest.mark.parametrize(
+    ("change", "failure"),
+    [
+        (_drop, r"seq 15: missing \(record 6 has seq 16\)"),
+        (_drop_last, "the bundle ends at seq 29 but its range ends at seq 30"),
+        (_repeat, r"record 7 \(seq 15\): out of order or repeated"),
+        (_alter, r"record 6 \(seq 15\): the inclusion proof leads to another root"),
+        ("outside", r"record 22 \(seq 31\): outside the bundle's range 10\.\.30"),
+        ("widened", "seq 9: missing"),
+    ],
+    ids=["deleted", "last-deleted", "duplicated", "altered", "out-of-range", "range-widened"],
+)
+def test_a_range_bundle_with_a_record_missing_repeated_altered_or_outside_fails(
+    logged: AuditClient, tmp_path: Path, change: Any, failure: str
+) -> None:
+    write_bundle(logged, tmp_path / "b", seq_range=SeqRange(10, 30))
+    records, proofs = (
+        lines(tmp_path / "b" / "records.ndjson"),
+        lines(tmp_path / "b" / "proofs.ndjson"),
+    )
+    manifest_path = tmp_path / "b" / "bundle.json"
+    manifest = json.loads(manifest_path.read_text())
+    if change == "outside":
+        # seq 31, the next event, with its true proof at the bundle's size.
+        proof = logged.get_inclusion_proof(seq=31, tree_size=manifest["tree_size"])
+        entry = json.dumps(
+            {"seq": 31, "proof": [base64.b64encode(h).decode() for h in proof.proof]}
+        )
+        _add_outside(records, proofs, (proof.record + b"\n", entry.encode() + b"\n"))
+        manifest["count"] += 1
+    elif change == "widened":
+        manifest["range"]["first_seq"] = 9  # a claim the records do not bear out
+    else:
+        change(records, proofs)
+        manifest["count"] = len(records)
+    (tmp_path / "b" / "records.ndjson").write_bytes(b"".join(records))
+    (tmp_path / "b" / "proofs.ndjson").write_bytes(b"".join(proofs))
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=failure):
+        verify_bundle(tmp_path / "b", key=VERIFIER)
+
+
+def test_a_range_bundle_cannot_pass_for_a_whole_log_or_a_partial_one(
+    logged: AuditClient, tmp_path: Path
+) -> None:
+    write_bundle(logged, tmp_path / "b", seq_range=SeqRange(10, 30))
+    manifest_path = tmp_path / "b" / "bundle.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["complete"] = True
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="both the complete log and a range"):
+        verify_bundle(tmp_path / "b", key=VERIFIER)
+    for bad in ({"first_seq": 30, "last_seq": 10}, {"first_seq": 0, "last_seq": 5}, [10, 30]):
+        manifest["complete"], manifest["range"] = False, bad
+        manifest_path.write_text(json.dumps(manifest))
+        with pytest.raises(BundleError, match="'range'"):
+            verify_bundle(tmp_path / "b", key=VERIFIER)
+
+
+def test_a_range_across_events_retention_removed_verifies_with_their_kept_leaves(
+    clocked: ServerThread, admin: AuditClient, clock: Clock, tmp_path: Path
+) -> None:
+    logins = []
+    for i in range(12):
+        logins.append(admin.record(build_event(action="user.login", actor_id=f"u{i}")).event.seq)
+        admin.record(
+            build_event(action="user.login", actor_id=f"kept {i}", category="authentication")
+        )
+    admin.set_retention_policy(10, categories={"authentication": "forever"})
+    clock.advance(11)
+    purge(clocked)
+    first, last = logins[2], logins[9] + 1  # removed at both ends' neighbours, kept between
+    written = write_bundle(admin, tmp_path / "b", seq_range=SeqRange(first, last))
+    assert (written.count, written.purged) == (8, 8)
+    verified = verify_bundle(tmp_path / "b", key=VERIFIER)
+    assert (verified.count, verified.purged, verified.seq_range) == (8, 8, (first, last))
+    # A removed leaf left out is a gap as a record left out is.
+    purged = tmp_path / "b" / "purged.ndjson"
+    kept = lines(purged)
+    purged.write_bytes(b"".join(kept[:3] + kept[4:]))
+    manifest = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    manifest["purged"] -= 1
+    (tmp_path / "b" / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=f"seq {logins[5]}: missing"):
+        verify_bundle(tmp_path / "b", key=VERIFIER)
+
+
+# --- The range of a period, by receipt time ----------------------------------
+
+
+def _start_of_next_month(now: datetime) -> datetime:
+    return (
+        now.replace(day=1, hour=0, minute=0, second=0, microsecond=0) + timedelta(days=32)
+    ).replace(day=1)
+
+
+def test_a_month_by_receipt_is_exactly_the_events_received_in_it(
+    admin: AuditClient, clock: Clock, tmp_path: Path
+) -> None:
+    before = record_events(admin, 3, label="before")
+    month = _start_of_next_month(clock())
+    clock.advance(seconds=(month - clock()).total_seconds())  # the month's first instant
+    during = record_events(admin, 5, label="during")
+    clock.advance(days=20)
+    during += record_events(admin, 4, label="during")
+    end = _start_of_next_month(clock())
+    clock.advance(seconds=(end - clock()).total_seconds() - 0.001)  # its last millisecond
+    during += record_events(admin, 2, label="during")
+    clock.advance(seconds=0.001)
+    after = record_events(admin, 3, label="after")
+
+    found = received_range(admin, since=month, until=end)
+    assert (found.first, found.last) == (during[0], during[-1]) == (before[-1] + 1, after[0] - 1)
+    assert (found.received_since, found.received_until) == (month, end)
+    written = write_bundle(admin, tmp_path / "month", seq_range=found)
+    verified = verify_bundle(tmp_path / "month", key=VERIFIER)
+    assert verified.seq_range == (during[0], during[-1]) and verified.count == len(during)
+    assert (verified.received_since, verified.received_until) == (month, end)
+    assert written.received_since == month
+    descriptions = {
+        json.loads(line)["description"] for line in lines(tmp_path / "month" / "records.ndjson")
+    }
+    assert descriptions == {f"during {i}" for i in range(5)} | {f"during {i}" for i in range(4)}
+    # Its ends are checked by the events just outside it, received before and after.
+    assert verified.unchecked_edges == ()
+    edges = [json.loads(line) for line in lines(tmp_path / "month" / "edges.ndjson")]
+    assert [edge["seq"] for edge in edges] == [before[-1], after[0]]
+
+
+def test_a_months_range_cut_short_fails_by_the_time_of_the_event_after_it(
+    admin: AuditClient, clock: Clock, tmp_path: Path
+) -> None:
+    """Who writes the bundle may claim a shorter range for the same month:
+    each record left checks, but the event after the range was received
+    within the month."""
+    since = clock()
+    record_events(admin, 6)
+    clock.advance(seconds=60)
+    until = clock()
+    clock.advance(seconds=60)
+    record_events(admin, 2)
+    out = tmp_path / "month"
+    write_bundle(admin, out, seq_range=received_range(admin, since=since, until=until))
+    records, proofs = lines(out / "records.ndjson"), lines(out / "proofs.ndjson")
+    cut, cut_proof = records.pop(), json.loads(proofs.pop())
+    (out / "records.ndjson").write_bytes(b"".join(records))
+    (out / "proofs.ndjson").write_bytes(b"".join(proofs))
+    manifest = json.loads((out / "bundle.json").read_text())
+    manifest["range"]["last_seq"], manifest["count"] = 5, 5
+    (out / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"edges.ndjson line 1: seq 7 is not just outside"):
+        verify_bundle(out, key=VERIFIER)
+    # and with the record cut out put in as the event after the range:
+    leaf = base64.b64encode(leaf_hash(cut.removesuffix(b"\n"))).decode()
+    edge = {"seq": 6, "record": cut.decode().removesuffix("\n"), "leaf_hash": leaf}
+    (out / "edges.ndjson").write_text(json.dumps({**edge, "proof": cut_proof["proof"]}) + "\n")
+    with pytest.raises(
+        BundleError, match=r"seq 6, just after the range, was received at .*, before"
+    ):
+        verify_bundle(out, key=VERIFIER)
+
+
+def test_the_range_of_a_period_is_refused_or_empty_as_it_should(
+    admin: AuditClient, clock: Clock, tmp_path: Path
+) -> None:
+    now = clock()
+    with pytest.raises(InvalidArgumentError) as ahead:
+        admin.get_received_range(since=now - timedelta(days=1), until=now + timedelta(days=1))
+    assert [name for name, _ in ahead.value.field_violations] == ["until"]
+    assert "not ended" in ahead.value.field_violations[0][1]
+    with pytest.raises(InvalidArgumentError) as backwards:
+        admin.get_received_range(since=now, until=now - timedelta(hours=1))
+    assert backwards.value.field_violations[0][0] == "until"
+    with pytest.raises(InvalidArgumentError) as unset:  # as a client without a type sends it
+        admin._call(admin._stub.GetReceivedRange, audit_service_pb2.GetReceivedRangeRequest())
+    assert unset.value.field_violations[0][0] == "since"
+
+    record_events(admin, 3)
+    long_ago = now - timedelta(days=400), now - timedelta(days=399)
+    empty = admin.get_received_range(since=long_ago[0], until=long_ago[1])
+    assert empty.first_seq == empty.last_seq + 1 == 1
+    with pytest.raises(BundleError, match="no event was received"):
+        received_range(admin, since=long_ago[0], until=long_ago[1])
+    # Until unset: up to now, the log's events all received since.
+    so_far = admin.get_received_range(since=now - timedelta(minutes=1))
+    assert (so_far.first_seq, so_far.last_seq) == (1, 3)
+
+
+async def test_the_async_client_exports_a_range_and_finds_a_periods(
+    clocked: ServerThread, tenant: str, clock: Clock, tmp_path: Path
+) -> None:
+    async with AsyncAuditClient(clocked.target, token=clocked.token(tenant)) as client:
+        await client.record_batch(
+            [build_event(action="range.test", actor_id="u") for _ in range(6)]
+        )
+        found = await client.get_received_range(since=clock() - timedelta(minutes=1))
+        assert (found.first_seq, found.last_seq) == (1, 6)
+        manifest = await client.export(tmp_path / "r.ndjson", first_seq=2, last_seq=4)
+        assert (manifest.range_first_seq, manifest.range_last_seq, manifest.row_count) == (2, 4, 3)
+        with pytest.raises(InvalidArgumentError):
+            await client.export(tmp_path / "x.ndjson", first_seq=4, last_seq=2)
