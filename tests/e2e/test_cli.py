@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -436,6 +437,93 @@ def test_bundle_and_verify_from_the_command_line(
     run("sealtrail", "bundle", "-o", str(tmp_path / "whole"), env=cli_env)
     whole = run("sealtrail", "verify", str(tmp_path / "whole"), "--key", key, "--complete")
     assert whole.stdout.startswith("OK: ") and "the complete log with no gap" in whole.stdout
+
+
+def test_a_range_bundle_from_the_command_line_proves_the_range_complete(
+    cli_env: dict[str, str], tmp_path: Path, tenant: str
+) -> None:
+    with AuditClient(cli_env["SEALTRAIL_SERVER"], token=cli_env["SEALTRAIL_TOKEN"]) as client:
+        client.record_batch(
+            [sealtrail.build_event(action="doc.edit", actor_id=f"u{i}") for i in range(10)]
+        )  # seqs 2..11: seq 1 is the token's creation
+    key = run("sealtrail-server", "key", "show").stdout.strip()
+    out = str(tmp_path / "b")
+    written = run("sealtrail", "bundle", "--seq", "3-8", "-o", out, env=cli_env)
+    assert "wrote 6 records (seq 3..8)" in written.stdout
+    assert "the range seq 3..8 is complete" in written.stdout
+    verified = run("sealtrail", "verify", out, "--key", key, "--tenant", tenant, "--seq", "4-8")
+    assert verified.stdout.startswith("OK: 6 records (seq 3..8)"), verified.stdout
+    assert "the range seq 3..8 is complete and consistent with the signed checkpoint" in (
+        verified.stdout
+    )
+    assert "partial" not in verified.stderr
+    wider = run("sealtrail", "verify", out, "--key", key, "--seq", "2-8", check=False)
+    assert wider.returncode == 1
+    assert wider.stderr.startswith("FAILED: the bundle does not prove seq 2..8 complete")
+    whole = run("sealtrail", "verify", out, "--key", key, "--complete", check=False)
+    assert whole.returncode == 1
+    assert whole.stderr.startswith("FAILED: a range bundle (seq 3..8 complete) where --complete")
+
+    records, proofs = tmp_path / "b" / "records.ndjson", tmp_path / "b" / "proofs.ndjson"
+    kept = records.read_text().splitlines(keepends=True)
+    records.write_text("".join(kept[:2] + kept[3:]))
+    proven = proofs.read_text().splitlines(keepends=True)
+    proofs.write_text("".join(proven[:2] + proven[3:]))
+    manifest = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    (tmp_path / "b" / "bundle.json").write_text(json.dumps({**manifest, "count": 5}))
+    gap = run("sealtrail", "verify", out, "--key", key, check=False)
+    assert gap.returncode == 1
+    assert gap.stderr.startswith("FAILED: seq 5: missing (record 3 has seq 6)")
+
+
+@pytest.mark.parametrize(
+    ("options", "status", "says"),
+    [
+        (["--seq", "8-3"], 2, "the first seq 8 is after the last 3"),
+        (["--seq", "3"], 2, "is not FIRST-LAST"),
+        (["--seq", "3-500"], 1, "last_seq 500 is beyond the log's size"),
+        (["--seq", "3-5", "--action", "doc.edit"], 2, "takes no filter"),
+        (["--seq", "3-5", "--received", "2026-11"], 2, "each choose the range"),
+        (["--received", "2026-13"], 2, "is not a UTC year, month or day"),
+        (["--received-until", "1h"], 2, "--received-until needs --received-since"),
+        (["--received", "this month"], 2, "the period has not ended"),
+        (["--received", "last month"], 1, "no event was received from"),
+    ],
+)
+def test_a_range_bundle_asked_for_wrongly_is_refused_saying_why(
+    cli_env: dict[str, str], tmp_path: Path, options: list[str], status: int, says: str
+) -> None:
+    now = datetime.now(UTC)
+    months = {
+        "this month": now.strftime("%Y-%m"),
+        "last month": (now.replace(day=1) - timedelta(days=1)).strftime("%Y-%m"),
+    }
+    options = [months.get(option, option) for option in options]
+    refused = run(
+        "sealtrail", "bundle", *options, "-o", str(tmp_path / "b"), env=cli_env, check=False
+    )
+    assert refused.returncode == status, refused.stderr
+    assert says in refused.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_bundle_of_what_was_received_says_how_its_range_was_chosen(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    with AuditClient(cli_env["SEALTRAIL_SERVER"], token=cli_env["SEALTRAIL_TOKEN"]) as client:
+        client.record_batch([sealtrail.build_event(action="doc.edit", actor_id="u")] * 4)
+    key = run("sealtrail-server", "key", "show").stdout.strip()
+    out = str(tmp_path / "b")
+    written = run("sealtrail", "bundle", "--received-since", "1h", "-o", out, env=cli_env)
+    assert "the range seq 1..5 is complete, chosen by receipt time" in written.stdout
+    verified = run("sealtrail", "verify", out, "--key", key)
+    assert re.search(
+        r"the range seq 1\.\.5 is complete, chosen by receipt time: the events received from"
+        r" \S+Z to \S+Z and consistent with the signed checkpoint",
+        verified.stdout,
+    ), verified.stdout
+    # seq 6, the bundle's own export, shows the range ends where the period did
+    assert "warning" not in verified.stderr, verified.stderr
 
 
 def test_a_bundle_is_written_and_verified_in_a_locale_that_is_not_utf_8(

@@ -19,6 +19,7 @@ import sealtrail
 from sealtrail import RecordResult, build_event, build_filter
 from sealtrail import _cli as cli
 from sealtrail._cli_import import _with_full_enum_names
+from sealtrail._cli_ranges import PeriodParam, SeqRangeParam
 from sealtrail._convert import BatchEntryResult, batch_request, enum_value, record_request
 from sealtrail.v1 import audit_service_pb2, event_pb2
 
@@ -724,3 +725,41 @@ def test_an_import_line_with_a_key_twice_is_left_for_the_parser_to_refuse() -> N
     with one of its two actions (helper-170)."""
     line = b'{"action": "member.add", "action": "member.remove", "category": "member"}'
     assert _with_full_enum_names(line) == line
+
+
+@pytest.mark.parametrize(
+    ("given", "since", "until"),
+    [
+        ("2026-11", datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)),
+        ("2026-12", datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)),
+        ("2028-02-29", datetime(2028, 2, 29, tzinfo=UTC), datetime(2028, 3, 1, tzinfo=UTC)),
+        ("2026-12-31", datetime(2026, 12, 31, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)),
+        ("2026", datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)),
+    ],
+)
+def test_a_period_by_receipt_is_a_utc_year_month_or_day_to_the_next(
+    given: str, since: datetime, until: datetime
+) -> None:
+    assert PeriodParam().convert(given, None, None) == (since, until)
+
+
+@pytest.mark.parametrize("given", ["2026-11-31", "2026-00", "26-11", "November", "2026-11-5"])
+def test_a_period_that_is_no_year_month_or_day_is_refused(given: str) -> None:
+    with pytest.raises(click.BadParameter, match="is not a UTC year, month or day"):
+        PeriodParam().convert(given, None, None)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"), [("3-8", (3, 8)), ("1200..3400", (1200, 3400)), ("7-7", (7, 7))]
+)
+def test_a_seq_range_is_first_and_last_included(given: str, expected: tuple[int, int]) -> None:
+    assert SeqRangeParam().convert(given, None, None) == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [("8-3", "after the last"), ("0-3", "1 or more"), ("3", "not FIRST-LAST"), ("-3-4", "not")],
+)
+def test_a_seq_range_out_of_order_or_malformed_is_refused(given: str, says: str) -> None:
+    with pytest.raises(click.BadParameter, match=says):
+        SeqRangeParam().convert(given, None, None)

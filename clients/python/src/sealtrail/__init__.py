@@ -1,7 +1,14 @@
 """Python client and CLI of Sealtrail, the append-only, tamper-evident audit log service."""
 
 from sealtrail._async_client import AsyncAuditClient
-from sealtrail._bundle import BundleError, BundleSummary, verify_bundle, write_bundle
+from sealtrail._bundle import (
+    BundleError,
+    BundleSummary,
+    SeqRange,
+    received_range,
+    verify_bundle,
+    write_bundle,
+)
 from sealtrail._checkpoint_check import CheckpointCheck, CheckpointError, OtherLogError
 from sealtrail._client import AuditClient
 from sealtrail._convert import (
@@ -69,6 +76,7 @@ __all__ = [
     "ResourceExhaustedError",
     "RpcFailedError",
     "SealtrailError",
+    "SeqRange",
     "UnauthenticatedError",
     "UnavailableError",
     "aio_correlation_interceptors",
@@ -79,6 +87,7 @@ __all__ = [
     "current_request_id",
     "from_rpc_error",
     "message_to_dict",
+    "received_range",
     "request_id",
     "verify_bundle",
     "write_bundle",

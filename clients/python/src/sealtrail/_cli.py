@@ -27,13 +27,21 @@ from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedCol
 from rich.table import Table
 from rich.text import Text
 
-from sealtrail._bundle import BundleError, BundleSummary, verify_bundle, write_bundle
+from sealtrail._bundle import (
+    BundleError,
+    BundleSummary,
+    SeqRange,
+    received_range,
+    verify_bundle,
+    write_bundle,
+)
 from sealtrail._checkpoint_check import (
     CheckpointCheck,
     CheckpointError,
     OtherLogError,
     saved_checkpoint_text,
 )
+from sealtrail._cli_ranges import PeriodParam, SeqRangeParam, range_line, range_warnings
 from sealtrail._client import AuditClient
 from sealtrail._convert import (
     EventFields,
@@ -567,25 +575,99 @@ def _table(events: Iterable[event_pb2.Event]) -> Table:
     type=click.Path(file_okay=False, path_type=Path),
     help="New or empty directory to write the bundle into.",
 )
+@click.option(
+    "--seq",
+    "seqs",
+    type=SeqRangeParam(),
+    help="Every event of this seq range, FIRST-LAST, proven complete: none left out, none"
+    " added (no filter with it).",
+)
+@click.option(
+    "--received",
+    type=PeriodParam(),
+    help="Every event received in this UTC year, month or day (2026-11), as the seq range"
+    " the server finds for it, proven complete. Refused while the period has not ended.",
+)
+@click.option(
+    "--received-since",
+    type=_Time(),
+    help="As --received, for the events received from this time (same forms as --since)...",
+)
+@click.option(
+    "--received-until",
+    type=_Time(),
+    help="...to this one, excluded; without it, up to now.",
+)
 @click.pass_context
-def bundle(ctx: click.Context, /, out: Path, **criteria: Any) -> None:
-    """Write matching events as a bundle that `sealtrail verify` checks offline."""
+def bundle(
+    ctx: click.Context,
+    /,
+    out: Path,
+    seqs: tuple[int, int] | None,
+    received: tuple[datetime, datetime] | None,
+    received_since: datetime | None,
+    received_until: datetime | None,
+    **criteria: Any,
+) -> None:
+    """Write matching events as a bundle that `sealtrail verify` checks offline;
+    with --seq or --received, every event of a range of the log, proven complete."""
+    period = _period(ctx, seqs, received, received_since, received_until, criteria)
     with _client(ctx) as client:
         try:
-            summary = write_bundle(client, out, event_filter=_filter(criteria))
+            seq_range = (
+                SeqRange(*seqs)
+                if seqs is not None
+                else None
+                if period is None
+                else received_range(client, since=period[0], until=period[1])
+            )
+            summary = write_bundle(client, out, event_filter=_filter(criteria), seq_range=seq_range)
         except (BundleError, ExportError) as error:
             raise click.ClickException(terminal_safe(str(error))) from None
         except OSError as error:
             raise click.ClickException(_cannot_write(out, error)) from None
     purged = f" and {summary.purged} purged events' leaves" if summary.purged else ""
+    proven = f": {range_line(summary)}" if summary.seq_range is not None else ""
     click.echo(
         f"wrote {summary.count} records{purged} (seq {summary.first_seq}..{summary.last_seq})"
         f" of {terminal_safe(summary.origin)} with its checkpoint at size {summary.tree_size}"
-        f" to {out}"
+        f" to {out}{proven}"
     )
     if summary.log_fault is not None:
         click.echo(f"FAILED: {summary.log_fault}", err=True)
         sys.exit(1)
+
+
+def _period(
+    ctx: click.Context,
+    seqs: tuple[int, int] | None,
+    received: tuple[datetime, datetime] | None,
+    since: datetime | None,
+    until: datetime | None,
+    criteria: dict[str, Any],
+) -> tuple[datetime, datetime | None] | None:
+    """The period by receipt time a range bundle is asked for, if it is; a
+    range asked for two ways, or with a filter, is refused."""
+    ways = [
+        name
+        for name, given in (
+            ("--seq", seqs),
+            ("--received", received),
+            ("--received-since", since or until),
+        )
+        if given is not None
+    ]
+    if len(ways) > 1:
+        raise click.UsageError(f"{' and '.join(ways)} each choose the range: give one", ctx)
+    if ways and any(value not in (None, ()) for value in criteria.values()):
+        raise click.UsageError(
+            f"{ways[0]} bundles every event of a range, none left out: it takes no filter", ctx
+        )
+    if until is not None and since is None:
+        raise click.UsageError("--received-until needs --received-since", ctx)
+    if received is not None:
+        return received
+    return None if since is None else (since, until)
 
 
 @main.command()
@@ -610,9 +692,23 @@ def bundle(ctx: click.Context, /, out: Path, **criteria: Any) -> None:
     "require_complete",
     is_flag=True,
     help="Require the whole log (a bundle written without filters): a partial bundle fails,"
-    " however well its records check, since one left out of it would not be noticed.",
+    " however well its records check, since one left out of it would not be noticed; so does"
+    " a range bundle (see --seq).",
 )
-def verify(path: Path, keys: tuple[str, ...], tenant: str | None, require_complete: bool) -> None:
+@click.option(
+    "--seq",
+    "require_seqs",
+    type=SeqRangeParam(),
+    help="Require every event of this seq range, FIRST-LAST, proven complete: by a range"
+    " bundle of it (or of more), or the whole log.",
+)
+def verify(
+    path: Path,
+    keys: tuple[str, ...],
+    tenant: str | None,
+    require_complete: bool,
+    require_seqs: tuple[int, int] | None,
+) -> None:
     """Check a bundle offline: every record against the signed checkpoint.
     Exits 0 when verified against --key, 1 on a failure, 3 when verified only
     against the bundle's own keys (which a forger writes too)."""
@@ -623,19 +719,47 @@ def verify(path: Path, keys: tuple[str, ...], tenant: str | None, require_comple
         click.echo(f"FAILED: {terminal_safe(str(error))}", err=True)
         sys.exit(1)
     if require_complete and not summary.complete:
+        what = (
+            f"a range bundle (seq {summary.seq_range[0]}..{summary.seq_range[1]} complete)"
+            if summary.seq_range is not None
+            else f"a partial bundle ({summary.count} records of {summary.tree_size},"
+            " written with filters)"
+        )
+        click.echo(f"FAILED: {what} where --complete requires the whole log", err=True)
+        sys.exit(1)
+    if require_seqs is not None and not _proves(summary, require_seqs):
+        first, last = require_seqs
         click.echo(
-            f"FAILED: a partial bundle ({summary.count} records of {summary.tree_size},"
-            " written with filters) where --complete requires the whole log",
+            f"FAILED: the bundle does not prove seq {first}..{last} complete: it proves "
+            + (
+                f"seq {summary.seq_range[0]}..{summary.seq_range[1]}"
+                if summary.seq_range is not None
+                else f"the whole log of {summary.tree_size}"
+                if summary.complete
+                else "no range (a partial bundle, written with filters)"
+            ),
             err=True,
         )
         sys.exit(1)
     _report_verified(summary)
 
 
+def _proves(summary: BundleSummary, seqs: tuple[int, int]) -> bool:
+    """Whether the bundle proves every event of `seqs` is in it."""
+    first, last = seqs
+    if summary.complete:
+        return last <= summary.tree_size
+    if summary.seq_range is None:
+        return False
+    return summary.seq_range[0] <= first and last <= summary.seq_range[1]
+
+
 def _report_verified(summary: BundleSummary) -> None:
     """What was verified; its origin and key names are the bundle's, which a
     forger chooses: escaped, they cannot overwrite the verdict or its warning."""
     whole = ", the complete log with no gap" if summary.complete else ""
+    if summary.seq_range is not None:
+        whole = f"; {range_line(summary)} and consistent with the signed checkpoint"
     purged = (
         f" and the leaves of {summary.purged} events removed by retention" if summary.purged else ""
     )
@@ -645,7 +769,10 @@ def _report_verified(summary: BundleSummary) -> None:
         f" are in {terminal_safe(summary.origin)} at size {summary.tree_size}{whole};"
         f" checkpoint signed by {terminal_safe(', '.join(summary.signed_by))}"
     )
-    if not summary.complete:
+    if summary.seq_range is not None:
+        for warning in range_warnings(summary):
+            click.echo(terminal_safe(warning), err=True)
+    elif not summary.complete:
         click.echo(
             "warning: a partial bundle (a filter's selection): each record it holds is"
             " proven, but one left out would not be noticed; only a complete bundle shows"
