@@ -1030,7 +1030,12 @@ class _Walk:
         if self.bounds is not None:
             low, high = self.bounds
             if not low <= seq <= high:
-                raise BundleError(f"{what} (seq {seq}): outside the bundle's range {low}..{high}")
+                where = (
+                    f"beyond the checkpoint's size {high}"
+                    if self.whole is not None
+                    else f"outside the bundle's range {low}..{high}"
+                )
+                raise BundleError(f"{what} (seq {seq}): {where}")
             expected = max(self.last, low - 1) + 1
             if seq > expected:
                 raise BundleError(f"seq {expected}: missing ({what} has seq {seq})")
