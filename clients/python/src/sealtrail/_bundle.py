@@ -471,15 +471,7 @@ def _prove_exported(source: _Source, out: Path, note: str) -> _Written | None:
     del leaves
     if tree.root() != signed.root_hash:
         return None
-    with open(out / PROOFS, "w", encoding="utf-8", newline="\n") as proofs:
-        for seq in seqs:
-            proof = [base64.b64encode(h).decode() for h in tree.inclusion_proof(seq - 1)]
-            proofs.write(json.dumps({"seq": seq, "proof": proof}) + "\n")
-    with open(out / PURGED, "w", encoding="utf-8", newline="\n") as tombstones:
-        for seq in removed:
-            proof = [base64.b64encode(h).decode() for h in tree.inclusion_proof(seq - 1)]
-            kept = base64.b64encode(tree.leaf(seq - 1)).decode()
-            tombstones.write(json.dumps({"seq": seq, "leaf_hash": kept, "proof": proof}) + "\n")
+    _write_proofs(out, tree, seqs, removed)
     return _Written(signed, seqs, len(removed))
 
 
@@ -593,15 +585,7 @@ def _prove_exported_range(
         return None
     if tree.root() != signed.root_hash:
         return None
-    with open(out / PROOFS, "w", encoding="utf-8", newline="\n") as proofs:
-        for seq in seqs:
-            proof = [base64.b64encode(h).decode() for h in tree.inclusion_proof(seq - 1)]
-            proofs.write(json.dumps({"seq": seq, "proof": proof}) + "\n")
-    with open(out / PURGED, "w", encoding="utf-8", newline="\n") as tombstones:
-        for seq in removed:
-            proof = [base64.b64encode(h).decode() for h in tree.inclusion_proof(seq - 1)]
-            kept = base64.b64encode(tree.leaf(seq - 1)).decode()
-            tombstones.write(json.dumps({"seq": seq, "leaf_hash": kept, "proof": proof}) + "\n")
+    _write_proofs(out, tree, seqs, removed)
     return _Written(signed, seqs, len(removed))
 
 
@@ -1143,3 +1127,27 @@ def _verify_each(
         raise BundleError(why)
     first = walk.first
     return count, purged, first, walk.last
+
+
+class _ProvingTree(Protocol):
+    """A tree that proves its leaves: the whole log's or a range's."""
+
+    def inclusion_proof(self, index: int) -> list[bytes]: ...
+
+    def leaf(self, index: int) -> bytes: ...
+
+
+def _write_proofs(
+    out: Path, tree: _ProvingTree, seqs: Sequence[int], removed: Sequence[int]
+) -> None:
+    """The proof of each exported record, and each removed event's kept leaf
+    with its proof, into the bundle's files."""
+    with open(out / PROOFS, "w", encoding="utf-8", newline="\n") as proofs:
+        for seq in seqs:
+            proof = [base64.b64encode(h).decode() for h in tree.inclusion_proof(seq - 1)]
+            proofs.write(json.dumps({"seq": seq, "proof": proof}) + "\n")
+    with open(out / PURGED, "w", encoding="utf-8", newline="\n") as tombstones:
+        for seq in removed:
+            proof = [base64.b64encode(h).decode() for h in tree.inclusion_proof(seq - 1)]
+            kept = base64.b64encode(tree.leaf(seq - 1)).decode()
+            tombstones.write(json.dumps({"seq": seq, "leaf_hash": kept, "proof": proof}) + "\n")
