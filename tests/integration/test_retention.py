@@ -2159,7 +2159,17 @@ def test_purged_leaves_are_listed_in_seq_order_page_by_page(
     with pytest.raises(grpc.RpcError) as stale:  # a token goes with its tree size
         page(tree_size=size - 1, page_token=first.next_page_token)
     assert stale.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    for request, field in (({"page_size": -1}, "page_size"), ({"tree_size": -1}, "tree_size")):
+    # From a seq on, as a bundle of a range asks: none of the leaves before it.
+    after = listed[1].seq
+    later = list(admin.list_purged_leaves(tree_size=size, after_seq=after))
+    assert [leaf.seq for leaf in later] == [leaf.seq for leaf in listed if leaf.seq > after]
+    continued = page(tree_size=size, page_size=2, page_token=first.next_page_token, after_seq=1)
+    assert [leaf.seq for leaf in continued.leaves] == [leaf.seq for leaf in second.leaves]
+    for request, field in (
+        ({"page_size": -1}, "page_size"),
+        ({"tree_size": -1}, "tree_size"),
+        ({"after_seq": -1}, "after_seq"),
+    ):
         with pytest.raises(grpc.RpcError) as bad:
             page(**request)
         assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT and field in str(bad.value)

@@ -279,6 +279,7 @@ class IntegrityRpcs:
         principal = current_principal()
         tenant_id = principal.tenant_id
         size = _non_negative("tree_size", request.tree_size)
+        from_seq = _non_negative("after_seq", request.after_seq)
         limit = page_size(request.page_size)
         if size == 0:
             async with self._db.connection(tenant_id) as conn:
@@ -289,12 +290,13 @@ class IntegrityRpcs:
             await self._within_log(tenant_id, size, "tree_size")
         # A page token goes on the listing of one tree size, of one tenant.
         fingerprint = f"purged-leaves:{tenant_id}:{size}"
-        after = (
+        after = max(
+            from_seq,
             self._page_tokens.decode(
                 request.page_token, fingerprint=fingerprint, caller=principal.token_id
             )
             if request.page_token
-            else 0
+            else 0,
         )
         async with self._db.connection(tenant_id) as conn:
             found = await purged_leaves(

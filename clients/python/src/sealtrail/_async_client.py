@@ -406,14 +406,15 @@ class AsyncAuditClient:
         return list((await self._call(self._stub.GetVerifierKeys, request)).keys)
 
     async def list_purged_leaves(
-        self, *, tree_size: int = 0
+        self, *, tree_size: int = 0, after_seq: int = 0
     ) -> AsyncIterator[integrity_pb2.PurgedLeaf]:
         """Yields the leaf hash of every event retention removed, in seq order,
-        up to `tree_size` (0: the log as it is now), page after page."""
+        after seq `after_seq` and up to `tree_size` (0: the log as it is now),
+        page after page."""
         token = ""
         while True:
             request = integrity_pb2.ListPurgedLeavesRequest(
-                tree_size=tree_size, page_size=1000, page_token=token
+                tree_size=tree_size, page_size=1000, page_token=token, after_seq=after_seq
             )
             page = await self._call(self._stub.ListPurgedLeaves, request)
             for leaf in page.leaves:

@@ -106,7 +106,9 @@ class _Source(Protocol):
 
     def get_verifier_keys(self) -> list[integrity_pb2.VerifierKey]: ...
 
-    def list_purged_leaves(self, *, tree_size: int = ...) -> Iterator[integrity_pb2.PurgedLeaf]: ...
+    def list_purged_leaves(
+        self, *, tree_size: int = ..., after_seq: int = ...
+    ) -> Iterator[integrity_pb2.PurgedLeaf]: ...
 
     def export(
         self,
@@ -552,12 +554,12 @@ def _prove_exported_range(
             seqs.append(seq)
     removed = array("q")
     try:
-        for purged in source.list_purged_leaves(tree_size=size):
+        for purged in source.list_purged_leaves(tree_size=size, after_seq=first - 1):
             seq = purged.seq
             if seq > last:
                 break
             if seq < first:
-                continue
+                continue  # a server before after_seq lists from the first
             at = 32 * (seq - first)
             if (removed and seq <= removed[-1]) or len(purged.leaf_hash) != 32:
                 return None

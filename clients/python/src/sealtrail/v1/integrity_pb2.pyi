@@ -471,6 +471,7 @@ class ListPurgedLeavesRequest(_message.Message):
     TREE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
     tree_size: _builtins.int
     """Leaves of the tree of this many events only (a checkpoint's size); 0:
     the log as it is now.
@@ -479,16 +480,22 @@ class ListPurgedLeavesRequest(_message.Message):
     """At most this many leaves; 0: 50, more than 1000: 1000."""
     page_token: _builtins.str
     """The next_page_token of the previous page, to continue it."""
+    after_seq: _builtins.int
+    """Only the leaves of events after this seq (0: from the first), as a
+    bundle of a range of the log needs them; a page token continues from
+    where its page ended, and never before this.
+    """
     def __init__(
         self,
         *,
         tree_size: _builtins.int = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        after_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "page_size", b"page_size", "page_token", b"page_token", "tree_size", b"tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
