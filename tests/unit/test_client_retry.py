@@ -747,6 +747,30 @@ def test_batch_entries_refused_unavailable_are_sent_again_under_their_keys(
     assert len(sleeps) == 2 and 0 < sleeps[0] <= 0.1 and 0 < sleeps[1] <= 0.2
 
 
+def test_a_batch_entry_is_sent_again_after_the_delay_the_server_asked(
+    client: AuditClient,
+    channel: grpc_testing.Channel,
+    background: ThreadPoolExecutor,
+    sleeps: list[float],
+) -> None:
+    """An entry refused alone carries the server's retry delay, as a call's
+    RetryInfo does: resent at once, it met the same overload (the appender's
+    pending limit, a shutting-down server) a moment later."""
+    events = [event_pb2.Event(action=f"doc.{n}", actor=event_pb2.Actor(id="u")) for n in range(2)]
+    future = background.submit(client.record_batch, events)
+    _, _, rpc = channel.take_unary_unary(RECORD_BATCH)
+    answer = _entries(event_pb2.Event(id="e_0", seq=1), grpc.StatusCode.UNAVAILABLE)
+    answer.results[1].error.retry_delay.FromMilliseconds(1500)
+    rpc.terminate(answer, (), grpc.StatusCode.OK, "")
+    _, _, rpc = channel.take_unary_unary(RECORD_BATCH)
+    rpc.terminate(_entries(event_pb2.Event(id="e_1", seq=2)), (), grpc.StatusCode.OK, "")
+    assert [result.event.id for result in future.result(timeout=5) if result.event] == [
+        "e_0",
+        "e_1",
+    ]
+    assert len(sleeps) == 1 and sleeps[0] >= 1.5
+
+
 def test_batch_entries_still_unavailable_after_the_last_attempt_say_they_were_retried(
     client: AuditClient, channel: grpc_testing.Channel, background: ThreadPoolExecutor
 ) -> None:

@@ -89,7 +89,7 @@ def grpc_status(error: SealtrailError) -> grpc.Status:
 def entry_error(error: SealtrailError) -> audit_service_pb2.EntryError:
     """The error of one RecordBatch entry."""
     violations = error.violations if isinstance(error, InvalidArgument) else []
-    return audit_service_pb2.EntryError(
+    entry = audit_service_pb2.EntryError(
         code=_code(error),
         message=error.message,
         reason=error.reason,
@@ -98,3 +98,6 @@ def entry_error(error: SealtrailError) -> audit_service_pb2.EntryError:
             for v in violations
         ],
     )
+    if isinstance(error, ResourceExhausted | Unavailable):  # as a call's RetryInfo
+        entry.retry_delay.FromNanoseconds(int(error.retry_after * 1e9))
+    return entry

@@ -204,7 +204,10 @@ def from_entry_error(entry: audit_service_pb2.EntryError) -> SealtrailError:
     """Converts the error of one RecordBatch entry into the matching SealtrailError."""
     code = _CODES.get(entry.code, grpc.StatusCode.UNKNOWN)
     violations = [(v.field, v.description) for v in entry.field_violations]
-    return _make(code, entry.message, entry.reason, None, violations)
+    delay = (
+        entry.retry_delay.ToTimedelta().total_seconds() if entry.HasField("retry_delay") else None
+    )
+    return _make(code, entry.message, entry.reason, delay, violations)
 
 
 def _make(

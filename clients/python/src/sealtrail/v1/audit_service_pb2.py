@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from sealtrail.v1 import access_pb2 as sealtrail_dot_v1_dot_access__pb2
 from sealtrail.v1 import alerting_pb2 as sealtrail_dot_v1_dot_alerting__pb2
@@ -32,67 +33,67 @@ from sealtrail.v1 import retention_pb2 as sealtrail_dot_v1_dot_retention__pb2
 from sealtrail.v1 import settings_pb2 as sealtrail_dot_v1_dot_settings__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sealtrail/v1/audit_service.proto\x12\x0csealtrail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19sealtrail/v1/access.proto\x1a\x1bsealtrail/v1/alerting.proto\x1a\x18sealtrail/v1/event.proto\x1a\x1dsealtrail/v1/forwarding.proto\x1a\x1csealtrail/v1/integrity.proto\x1a\x1csealtrail/v1/retention.proto\x1a\x1bsealtrail/v1/settings.proto\"3\n\rRecordRequest\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.sealtrail.v1.Event\"J\n\x0eRecordResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.sealtrail.v1.Event\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"9\n\x12RecordBatchRequest\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.sealtrail.v1.Event\"4\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"s\n\nEntryError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x36\n\x10\x66ield_violations\x18\x04 \x03(\x0b\x32\x1c.sealtrail.v1.FieldViolation\"\x84\x01\n\x11RecordBatchResult\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.sealtrail.v1.EventH\x00\x12)\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x18.sealtrail.v1.EntryErrorH\x00\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x03 \x01(\x08\x42\x08\n\x06result\"G\n\x13RecordBatchResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.sealtrail.v1.RecordBatchResult\"\x1d\n\x0fGetEventRequest\x12\n\n\x02id\x18\x01 \x01(\t\"6\n\x10GetEventResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.sealtrail.v1.Event\"\x84\x01\n\x0cQueryRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\"\n\x05order\x18\x04 \x01(\x0e\x32\x13.sealtrail.v1.Order\"M\n\rQueryResponse\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.sealtrail.v1.Event\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"|\n\x12\x43ountEventsRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12,\n\x08group_by\x18\x02 \x01(\x0e\x32\x1a.sealtrail.v1.CountGroupBy\x12\r\n\x05limit\x18\x03 \x01(\x05\"(\n\nEventCount\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"w\n\x13\x43ountEventsResponse\x12\r\n\x05total\x18\x01 \x01(\x03\x12(\n\x06groups\x18\x02 \x03(\x0b\x32\x18.sealtrail.v1.EventCount\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12\x14\n\x0ctotal_groups\x18\x04 \x01(\x03\"\xc4\x01\n\x13StreamEventsRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12\x13\n\tafter_seq\x18\x02 \x01(\x03H\x00\x12+\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x1e\n\x16max_events_per_message\x18\x04 \x01(\x05\x12\x17\n\x0f\x61nnounce_purged\x18\x05 \x01(\x08\x42\x07\n\x05start\"D\n\x0bPurgedRange\x12\x11\n\tafter_seq\x18\x01 \x01(\x03\x12\x13\n\x0bthrough_seq\x18\x02 \x01(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"1\n\nEventBatch\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.sealtrail.v1.Event\"L\n\tHeartbeat\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x03\x12/\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xce\x01\n\x14StreamEventsResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.sealtrail.v1.EventH\x00\x12,\n\theartbeat\x18\x02 \x01(\x0b\x32\x17.sealtrail.v1.HeartbeatH\x00\x12*\n\x06\x65vents\x18\x03 \x01(\x0b\x32\x18.sealtrail.v1.EventBatchH\x00\x12+\n\x06purged\x18\x04 \x01(\x0b\x32\x19.sealtrail.v1.PurgedRangeH\x00\x42\t\n\x07payload\"\x8b\x01\n\rExportRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12*\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1a.sealtrail.v1.ExportFormat\x12\x11\n\tfirst_seq\x18\x03 \x01(\x03\x12\x10\n\x08last_seq\x18\x04 \x01(\x03\"\x84\x02\n\x0e\x45xportManifest\x12\x11\n\trow_count\x18\x01 \x01(\x03\x12\x12\n\nbyte_count\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\x12\x11\n\ttree_size\x18\x04 \x01(\x03\x12\x11\n\tfirst_seq\x18\x05 \x01(\x03\x12\x10\n\x08last_seq\x18\x06 \x01(\x03\x12\x11\n\troot_hash\x18\x07 \x01(\x0c\x12\x12\n\ncheckpoint\x18\x08 \x01(\t\x12\x17\n\x0f\x65xport_event_id\x18\t \x01(\t\x12\x12\n\nmedia_type\x18\n \x01(\t\x12\x17\n\x0frange_first_seq\x18\x0b \x01(\x03\x12\x16\n\x0erange_last_seq\x18\x0c \x01(\x03\"o\n\x17GetReceivedRangeRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa8\x01\n\x18GetReceivedRangeResponse\x12\x11\n\tfirst_seq\x18\x01 \x01(\x03\x12\x10\n\x08last_seq\x18\x02 \x01(\x03\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttree_size\x18\x05 \x01(\x03\"s\n\x0e\x45xportResponse\x12\x0f\n\x05\x63hunk\x18\x01 \x01(\x0cH\x00\x12\x30\n\x08manifest\x18\x02 \x01(\x0b\x32\x1c.sealtrail.v1.ExportManifestH\x00\x12\x13\n\x0brows_so_far\x18\x03 \x01(\x03\x42\t\n\x07payload*N\n\x05Order\x12\x15\n\x11ORDER_UNSPECIFIED\x10\x00\x12\x16\n\x12ORDER_NEWEST_FIRST\x10\x01\x12\x16\n\x12ORDER_OLDEST_FIRST\x10\x02*\xc3\x02\n\x0c\x43ountGroupBy\x12\x1e\n\x1a\x43OUNT_GROUP_BY_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43OUNT_GROUP_BY_ACTION\x10\x01\x12\x18\n\x14\x43OUNT_GROUP_BY_ACTOR\x10\x02\x12\x1b\n\x17\x43OUNT_GROUP_BY_CATEGORY\x10\x03\x12\x1a\n\x16\x43OUNT_GROUP_BY_OUTCOME\x10\x04\x12\x1b\n\x17\x43OUNT_GROUP_BY_SEVERITY\x10\x05\x12 \n\x1c\x43OUNT_GROUP_BY_RESOURCE_TYPE\x10\x06\x12\x16\n\x12\x43OUNT_GROUP_BY_DAY\x10\x07\x12\x17\n\x13\x43OUNT_GROUP_BY_HOUR\x10\x08\x12\x1e\n\x1a\x43OUNT_GROUP_BY_RECORDED_BY\x10\t\x12\x15\n\x11\x43OUNT_GROUP_BY_IP\x10\n*v\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x01\x12\x18\n\x14\x45XPORT_FORMAT_NDJSON\x10\x02\x12\x16\n\x12\x45XPORT_FORMAT_JSON\x10\x03\x32\x9c\x19\n\x0f\x41uditLogService\x12\x43\n\x06Record\x12\x1b.sealtrail.v1.RecordRequest\x1a\x1c.sealtrail.v1.RecordResponse\x12R\n\x0bRecordBatch\x12 .sealtrail.v1.RecordBatchRequest\x1a!.sealtrail.v1.RecordBatchResponse\x12I\n\x08GetEvent\x12\x1d.sealtrail.v1.GetEventRequest\x1a\x1e.sealtrail.v1.GetEventResponse\x12@\n\x05Query\x12\x1a.sealtrail.v1.QueryRequest\x1a\x1b.sealtrail.v1.QueryResponse\x12R\n\x0b\x43ountEvents\x12 .sealtrail.v1.CountEventsRequest\x1a!.sealtrail.v1.CountEventsResponse\x12W\n\x0cStreamEvents\x12!.sealtrail.v1.StreamEventsRequest\x1a\".sealtrail.v1.StreamEventsResponse0\x01\x12\x45\n\x06\x45xport\x12\x1b.sealtrail.v1.ExportRequest\x1a\x1c.sealtrail.v1.ExportResponse0\x01\x12X\n\rGetCheckpoint\x12\".sealtrail.v1.GetCheckpointRequest\x1a#.sealtrail.v1.GetCheckpointResponse\x12\x64\n\x11GetInclusionProof\x12&.sealtrail.v1.GetInclusionProofRequest\x1a\'.sealtrail.v1.GetInclusionProofResponse\x12j\n\x13GetConsistencyProof\x12(.sealtrail.v1.GetConsistencyProofRequest\x1a).sealtrail.v1.GetConsistencyProofResponse\x12^\n\x0fGetVerifierKeys\x12$.sealtrail.v1.GetVerifierKeysRequest\x1a%.sealtrail.v1.GetVerifierKeysResponse\x12\x61\n\x10ListPurgedLeaves\x12%.sealtrail.v1.ListPurgedLeavesRequest\x1a&.sealtrail.v1.ListPurgedLeavesResponse\x12\x61\n\x10GetReceivedRange\x12%.sealtrail.v1.GetReceivedRangeRequest\x1a&.sealtrail.v1.GetReceivedRangeResponse\x12L\n\tVerifyLog\x12\x1e.sealtrail.v1.VerifyLogRequest\x1a\x1f.sealtrail.v1.VerifyLogResponse\x12\x64\n\x11GetTenantSettings\x12&.sealtrail.v1.GetTenantSettingsRequest\x1a\'.sealtrail.v1.GetTenantSettingsResponse\x12m\n\x14UpdateTenantSettings\x12).sealtrail.v1.UpdateTenantSettingsRequest\x1a*.sealtrail.v1.UpdateTenantSettingsResponse\x12O\n\nHashSecret\x12\x1f.sealtrail.v1.HashSecretRequest\x1a .sealtrail.v1.HashSecretResponse\x12R\n\x0b\x43reateToken\x12 .sealtrail.v1.CreateTokenRequest\x1a!.sealtrail.v1.CreateTokenResponse\x12O\n\nListTokens\x12\x1f.sealtrail.v1.ListTokensRequest\x1a .sealtrail.v1.ListTokensResponse\x12R\n\x0bRevokeToken\x12 .sealtrail.v1.RevokeTokenRequest\x1a!.sealtrail.v1.RevokeTokenResponse\x12g\n\x12GetRetentionPolicy\x12\'.sealtrail.v1.GetRetentionPolicyRequest\x1a(.sealtrail.v1.GetRetentionPolicyResponse\x12p\n\x15UpdateRetentionPolicy\x12*.sealtrail.v1.UpdateRetentionPolicyRequest\x1a+.sealtrail.v1.UpdateRetentionPolicyResponse\x12s\n\x16PreviewRetentionPolicy\x12+.sealtrail.v1.PreviewRetentionPolicyRequest\x1a,.sealtrail.v1.PreviewRetentionPolicyResponse\x12U\n\x0cSetLegalHold\x12!.sealtrail.v1.SetLegalHoldRequest\x1a\".sealtrail.v1.SetLegalHoldResponse\x12R\n\x0b\x45raseTenant\x12 .sealtrail.v1.EraseTenantRequest\x1a!.sealtrail.v1.EraseTenantResponse\x12O\n\nCreateSink\x12\x1f.sealtrail.v1.CreateSinkRequest\x1a .sealtrail.v1.CreateSinkResponse\x12\x46\n\x07GetSink\x12\x1c.sealtrail.v1.GetSinkRequest\x1a\x1d.sealtrail.v1.GetSinkResponse\x12L\n\tListSinks\x12\x1e.sealtrail.v1.ListSinksRequest\x1a\x1f.sealtrail.v1.ListSinksResponse\x12O\n\nUpdateSink\x12\x1f.sealtrail.v1.UpdateSinkRequest\x1a .sealtrail.v1.UpdateSinkResponse\x12O\n\nDeleteSink\x12\x1f.sealtrail.v1.DeleteSinkRequest\x1a .sealtrail.v1.DeleteSinkResponse\x12^\n\x0fListDeadLetters\x12$.sealtrail.v1.ListDeadLettersRequest\x1a%.sealtrail.v1.ListDeadLettersResponse\x12O\n\nReplaySink\x12\x1f.sealtrail.v1.ReplaySinkRequest\x1a .sealtrail.v1.ReplaySinkResponse\x12^\n\x0f\x43reateAlertRule\x12$.sealtrail.v1.CreateAlertRuleRequest\x1a%.sealtrail.v1.CreateAlertRuleResponse\x12[\n\x0eListAlertRules\x12#.sealtrail.v1.ListAlertRulesRequest\x1a$.sealtrail.v1.ListAlertRulesResponse\x12^\n\x0f\x44\x65leteAlertRule\x12$.sealtrail.v1.DeleteAlertRuleRequest\x1a%.sealtrail.v1.DeleteAlertRuleResponse\x12^\n\x0fUpdateAlertRule\x12$.sealtrail.v1.UpdateAlertRuleRequest\x1a%.sealtrail.v1.UpdateAlertRuleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sealtrail/v1/audit_service.proto\x12\x0csealtrail.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19sealtrail/v1/access.proto\x1a\x1bsealtrail/v1/alerting.proto\x1a\x18sealtrail/v1/event.proto\x1a\x1dsealtrail/v1/forwarding.proto\x1a\x1csealtrail/v1/integrity.proto\x1a\x1csealtrail/v1/retention.proto\x1a\x1bsealtrail/v1/settings.proto\"3\n\rRecordRequest\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.sealtrail.v1.Event\"J\n\x0eRecordResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.sealtrail.v1.Event\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"9\n\x12RecordBatchRequest\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.sealtrail.v1.Event\"4\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\xa3\x01\n\nEntryError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x36\n\x10\x66ield_violations\x18\x04 \x03(\x0b\x32\x1c.sealtrail.v1.FieldViolation\x12.\n\x0bretry_delay\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x84\x01\n\x11RecordBatchResult\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.sealtrail.v1.EventH\x00\x12)\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x18.sealtrail.v1.EntryErrorH\x00\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x03 \x01(\x08\x42\x08\n\x06result\"G\n\x13RecordBatchResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.sealtrail.v1.RecordBatchResult\"\x1d\n\x0fGetEventRequest\x12\n\n\x02id\x18\x01 \x01(\t\"6\n\x10GetEventResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.sealtrail.v1.Event\"\x84\x01\n\x0cQueryRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\"\n\x05order\x18\x04 \x01(\x0e\x32\x13.sealtrail.v1.Order\"M\n\rQueryResponse\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.sealtrail.v1.Event\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"|\n\x12\x43ountEventsRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12,\n\x08group_by\x18\x02 \x01(\x0e\x32\x1a.sealtrail.v1.CountGroupBy\x12\r\n\x05limit\x18\x03 \x01(\x05\"(\n\nEventCount\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"w\n\x13\x43ountEventsResponse\x12\r\n\x05total\x18\x01 \x01(\x03\x12(\n\x06groups\x18\x02 \x03(\x0b\x32\x18.sealtrail.v1.EventCount\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12\x14\n\x0ctotal_groups\x18\x04 \x01(\x03\"\xc4\x01\n\x13StreamEventsRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12\x13\n\tafter_seq\x18\x02 \x01(\x03H\x00\x12+\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x1e\n\x16max_events_per_message\x18\x04 \x01(\x05\x12\x17\n\x0f\x61nnounce_purged\x18\x05 \x01(\x08\x42\x07\n\x05start\"D\n\x0bPurgedRange\x12\x11\n\tafter_seq\x18\x01 \x01(\x03\x12\x13\n\x0bthrough_seq\x18\x02 \x01(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"1\n\nEventBatch\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.sealtrail.v1.Event\"L\n\tHeartbeat\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x03\x12/\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xce\x01\n\x14StreamEventsResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.sealtrail.v1.EventH\x00\x12,\n\theartbeat\x18\x02 \x01(\x0b\x32\x17.sealtrail.v1.HeartbeatH\x00\x12*\n\x06\x65vents\x18\x03 \x01(\x0b\x32\x18.sealtrail.v1.EventBatchH\x00\x12+\n\x06purged\x18\x04 \x01(\x0b\x32\x19.sealtrail.v1.PurgedRangeH\x00\x42\t\n\x07payload\"\x8b\x01\n\rExportRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12*\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1a.sealtrail.v1.ExportFormat\x12\x11\n\tfirst_seq\x18\x03 \x01(\x03\x12\x10\n\x08last_seq\x18\x04 \x01(\x03\"\x84\x02\n\x0e\x45xportManifest\x12\x11\n\trow_count\x18\x01 \x01(\x03\x12\x12\n\nbyte_count\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\x12\x11\n\ttree_size\x18\x04 \x01(\x03\x12\x11\n\tfirst_seq\x18\x05 \x01(\x03\x12\x10\n\x08last_seq\x18\x06 \x01(\x03\x12\x11\n\troot_hash\x18\x07 \x01(\x0c\x12\x12\n\ncheckpoint\x18\x08 \x01(\t\x12\x17\n\x0f\x65xport_event_id\x18\t \x01(\t\x12\x12\n\nmedia_type\x18\n \x01(\t\x12\x17\n\x0frange_first_seq\x18\x0b \x01(\x03\x12\x16\n\x0erange_last_seq\x18\x0c \x01(\x03\"o\n\x17GetReceivedRangeRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa8\x01\n\x18GetReceivedRangeResponse\x12\x11\n\tfirst_seq\x18\x01 \x01(\x03\x12\x10\n\x08last_seq\x18\x02 \x01(\x03\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttree_size\x18\x05 \x01(\x03\"s\n\x0e\x45xportResponse\x12\x0f\n\x05\x63hunk\x18\x01 \x01(\x0cH\x00\x12\x30\n\x08manifest\x18\x02 \x01(\x0b\x32\x1c.sealtrail.v1.ExportManifestH\x00\x12\x13\n\x0brows_so_far\x18\x03 \x01(\x03\x42\t\n\x07payload*N\n\x05Order\x12\x15\n\x11ORDER_UNSPECIFIED\x10\x00\x12\x16\n\x12ORDER_NEWEST_FIRST\x10\x01\x12\x16\n\x12ORDER_OLDEST_FIRST\x10\x02*\xc3\x02\n\x0c\x43ountGroupBy\x12\x1e\n\x1a\x43OUNT_GROUP_BY_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43OUNT_GROUP_BY_ACTION\x10\x01\x12\x18\n\x14\x43OUNT_GROUP_BY_ACTOR\x10\x02\x12\x1b\n\x17\x43OUNT_GROUP_BY_CATEGORY\x10\x03\x12\x1a\n\x16\x43OUNT_GROUP_BY_OUTCOME\x10\x04\x12\x1b\n\x17\x43OUNT_GROUP_BY_SEVERITY\x10\x05\x12 \n\x1c\x43OUNT_GROUP_BY_RESOURCE_TYPE\x10\x06\x12\x16\n\x12\x43OUNT_GROUP_BY_DAY\x10\x07\x12\x17\n\x13\x43OUNT_GROUP_BY_HOUR\x10\x08\x12\x1e\n\x1a\x43OUNT_GROUP_BY_RECORDED_BY\x10\t\x12\x15\n\x11\x43OUNT_GROUP_BY_IP\x10\n*v\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x01\x12\x18\n\x14\x45XPORT_FORMAT_NDJSON\x10\x02\x12\x16\n\x12\x45XPORT_FORMAT_JSON\x10\x03\x32\x9c\x19\n\x0f\x41uditLogService\x12\x43\n\x06Record\x12\x1b.sealtrail.v1.RecordRequest\x1a\x1c.sealtrail.v1.RecordResponse\x12R\n\x0bRecordBatch\x12 .sealtrail.v1.RecordBatchRequest\x1a!.sealtrail.v1.RecordBatchResponse\x12I\n\x08GetEvent\x12\x1d.sealtrail.v1.GetEventRequest\x1a\x1e.sealtrail.v1.GetEventResponse\x12@\n\x05Query\x12\x1a.sealtrail.v1.QueryRequest\x1a\x1b.sealtrail.v1.QueryResponse\x12R\n\x0b\x43ountEvents\x12 .sealtrail.v1.CountEventsRequest\x1a!.sealtrail.v1.CountEventsResponse\x12W\n\x0cStreamEvents\x12!.sealtrail.v1.StreamEventsRequest\x1a\".sealtrail.v1.StreamEventsResponse0\x01\x12\x45\n\x06\x45xport\x12\x1b.sealtrail.v1.ExportRequest\x1a\x1c.sealtrail.v1.ExportResponse0\x01\x12X\n\rGetCheckpoint\x12\".sealtrail.v1.GetCheckpointRequest\x1a#.sealtrail.v1.GetCheckpointResponse\x12\x64\n\x11GetInclusionProof\x12&.sealtrail.v1.GetInclusionProofRequest\x1a\'.sealtrail.v1.GetInclusionProofResponse\x12j\n\x13GetConsistencyProof\x12(.sealtrail.v1.GetConsistencyProofRequest\x1a).sealtrail.v1.GetConsistencyProofResponse\x12^\n\x0fGetVerifierKeys\x12$.sealtrail.v1.GetVerifierKeysRequest\x1a%.sealtrail.v1.GetVerifierKeysResponse\x12\x61\n\x10ListPurgedLeaves\x12%.sealtrail.v1.ListPurgedLeavesRequest\x1a&.sealtrail.v1.ListPurgedLeavesResponse\x12\x61\n\x10GetReceivedRange\x12%.sealtrail.v1.GetReceivedRangeRequest\x1a&.sealtrail.v1.GetReceivedRangeResponse\x12L\n\tVerifyLog\x12\x1e.sealtrail.v1.VerifyLogRequest\x1a\x1f.sealtrail.v1.VerifyLogResponse\x12\x64\n\x11GetTenantSettings\x12&.sealtrail.v1.GetTenantSettingsRequest\x1a\'.sealtrail.v1.GetTenantSettingsResponse\x12m\n\x14UpdateTenantSettings\x12).sealtrail.v1.UpdateTenantSettingsRequest\x1a*.sealtrail.v1.UpdateTenantSettingsResponse\x12O\n\nHashSecret\x12\x1f.sealtrail.v1.HashSecretRequest\x1a .sealtrail.v1.HashSecretResponse\x12R\n\x0b\x43reateToken\x12 .sealtrail.v1.CreateTokenRequest\x1a!.sealtrail.v1.CreateTokenResponse\x12O\n\nListTokens\x12\x1f.sealtrail.v1.ListTokensRequest\x1a .sealtrail.v1.ListTokensResponse\x12R\n\x0bRevokeToken\x12 .sealtrail.v1.RevokeTokenRequest\x1a!.sealtrail.v1.RevokeTokenResponse\x12g\n\x12GetRetentionPolicy\x12\'.sealtrail.v1.GetRetentionPolicyRequest\x1a(.sealtrail.v1.GetRetentionPolicyResponse\x12p\n\x15UpdateRetentionPolicy\x12*.sealtrail.v1.UpdateRetentionPolicyRequest\x1a+.sealtrail.v1.UpdateRetentionPolicyResponse\x12s\n\x16PreviewRetentionPolicy\x12+.sealtrail.v1.PreviewRetentionPolicyRequest\x1a,.sealtrail.v1.PreviewRetentionPolicyResponse\x12U\n\x0cSetLegalHold\x12!.sealtrail.v1.SetLegalHoldRequest\x1a\".sealtrail.v1.SetLegalHoldResponse\x12R\n\x0b\x45raseTenant\x12 .sealtrail.v1.EraseTenantRequest\x1a!.sealtrail.v1.EraseTenantResponse\x12O\n\nCreateSink\x12\x1f.sealtrail.v1.CreateSinkRequest\x1a .sealtrail.v1.CreateSinkResponse\x12\x46\n\x07GetSink\x12\x1c.sealtrail.v1.GetSinkRequest\x1a\x1d.sealtrail.v1.GetSinkResponse\x12L\n\tListSinks\x12\x1e.sealtrail.v1.ListSinksRequest\x1a\x1f.sealtrail.v1.ListSinksResponse\x12O\n\nUpdateSink\x12\x1f.sealtrail.v1.UpdateSinkRequest\x1a .sealtrail.v1.UpdateSinkResponse\x12O\n\nDeleteSink\x12\x1f.sealtrail.v1.DeleteSinkRequest\x1a .sealtrail.v1.DeleteSinkResponse\x12^\n\x0fListDeadLetters\x12$.sealtrail.v1.ListDeadLettersRequest\x1a%.sealtrail.v1.ListDeadLettersResponse\x12O\n\nReplaySink\x12\x1f.sealtrail.v1.ReplaySinkRequest\x1a .sealtrail.v1.ReplaySinkResponse\x12^\n\x0f\x43reateAlertRule\x12$.sealtrail.v1.CreateAlertRuleRequest\x1a%.sealtrail.v1.CreateAlertRuleResponse\x12[\n\x0eListAlertRules\x12#.sealtrail.v1.ListAlertRulesRequest\x1a$.sealtrail.v1.ListAlertRulesResponse\x12^\n\x0f\x44\x65leteAlertRule\x12$.sealtrail.v1.DeleteAlertRuleRequest\x1a%.sealtrail.v1.DeleteAlertRuleResponse\x12^\n\x0fUpdateAlertRule\x12$.sealtrail.v1.UpdateAlertRuleRequest\x1a%.sealtrail.v1.UpdateAlertRuleResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sealtrail.v1.audit_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDER']._serialized_start=2855
-  _globals['_ORDER']._serialized_end=2933
-  _globals['_COUNTGROUPBY']._serialized_start=2936
-  _globals['_COUNTGROUPBY']._serialized_end=3259
-  _globals['_EXPORTFORMAT']._serialized_start=3261
-  _globals['_EXPORTFORMAT']._serialized_end=3379
-  _globals['_RECORDREQUEST']._serialized_start=285
-  _globals['_RECORDREQUEST']._serialized_end=336
-  _globals['_RECORDRESPONSE']._serialized_start=338
-  _globals['_RECORDRESPONSE']._serialized_end=412
-  _globals['_RECORDBATCHREQUEST']._serialized_start=414
-  _globals['_RECORDBATCHREQUEST']._serialized_end=471
-  _globals['_FIELDVIOLATION']._serialized_start=473
-  _globals['_FIELDVIOLATION']._serialized_end=525
-  _globals['_ENTRYERROR']._serialized_start=527
-  _globals['_ENTRYERROR']._serialized_end=642
-  _globals['_RECORDBATCHRESULT']._serialized_start=645
-  _globals['_RECORDBATCHRESULT']._serialized_end=777
-  _globals['_RECORDBATCHRESPONSE']._serialized_start=779
-  _globals['_RECORDBATCHRESPONSE']._serialized_end=850
-  _globals['_GETEVENTREQUEST']._serialized_start=852
-  _globals['_GETEVENTREQUEST']._serialized_end=881
-  _globals['_GETEVENTRESPONSE']._serialized_start=883
-  _globals['_GETEVENTRESPONSE']._serialized_end=937
-  _globals['_QUERYREQUEST']._serialized_start=940
-  _globals['_QUERYREQUEST']._serialized_end=1072
-  _globals['_QUERYRESPONSE']._serialized_start=1074
-  _globals['_QUERYRESPONSE']._serialized_end=1151
-  _globals['_COUNTEVENTSREQUEST']._serialized_start=1153
-  _globals['_COUNTEVENTSREQUEST']._serialized_end=1277
-  _globals['_EVENTCOUNT']._serialized_start=1279
-  _globals['_EVENTCOUNT']._serialized_end=1319
-  _globals['_COUNTEVENTSRESPONSE']._serialized_start=1321
-  _globals['_COUNTEVENTSRESPONSE']._serialized_end=1440
-  _globals['_STREAMEVENTSREQUEST']._serialized_start=1443
-  _globals['_STREAMEVENTSREQUEST']._serialized_end=1639
-  _globals['_PURGEDRANGE']._serialized_start=1641
-  _globals['_PURGEDRANGE']._serialized_end=1709
-  _globals['_EVENTBATCH']._serialized_start=1711
-  _globals['_EVENTBATCH']._serialized_end=1760
-  _globals['_HEARTBEAT']._serialized_start=1762
-  _globals['_HEARTBEAT']._serialized_end=1838
-  _globals['_STREAMEVENTSRESPONSE']._serialized_start=1841
-  _globals['_STREAMEVENTSRESPONSE']._serialized_end=2047
-  _globals['_EXPORTREQUEST']._serialized_start=2050
-  _globals['_EXPORTREQUEST']._serialized_end=2189
-  _globals['_EXPORTMANIFEST']._serialized_start=2192
-  _globals['_EXPORTMANIFEST']._serialized_end=2452
-  _globals['_GETRECEIVEDRANGEREQUEST']._serialized_start=2454
-  _globals['_GETRECEIVEDRANGEREQUEST']._serialized_end=2565
-  _globals['_GETRECEIVEDRANGERESPONSE']._serialized_start=2568
-  _globals['_GETRECEIVEDRANGERESPONSE']._serialized_end=2736
-  _globals['_EXPORTRESPONSE']._serialized_start=2738
-  _globals['_EXPORTRESPONSE']._serialized_end=2853
-  _globals['_AUDITLOGSERVICE']._serialized_start=3382
-  _globals['_AUDITLOGSERVICE']._serialized_end=6610
+  _globals['_ORDER']._serialized_start=2936
+  _globals['_ORDER']._serialized_end=3014
+  _globals['_COUNTGROUPBY']._serialized_start=3017
+  _globals['_COUNTGROUPBY']._serialized_end=3340
+  _globals['_EXPORTFORMAT']._serialized_start=3342
+  _globals['_EXPORTFORMAT']._serialized_end=3460
+  _globals['_RECORDREQUEST']._serialized_start=317
+  _globals['_RECORDREQUEST']._serialized_end=368
+  _globals['_RECORDRESPONSE']._serialized_start=370
+  _globals['_RECORDRESPONSE']._serialized_end=444
+  _globals['_RECORDBATCHREQUEST']._serialized_start=446
+  _globals['_RECORDBATCHREQUEST']._serialized_end=503
+  _globals['_FIELDVIOLATION']._serialized_start=505
+  _globals['_FIELDVIOLATION']._serialized_end=557
+  _globals['_ENTRYERROR']._serialized_start=560
+  _globals['_ENTRYERROR']._serialized_end=723
+  _globals['_RECORDBATCHRESULT']._serialized_start=726
+  _globals['_RECORDBATCHRESULT']._serialized_end=858
+  _globals['_RECORDBATCHRESPONSE']._serialized_start=860
+  _globals['_RECORDBATCHRESPONSE']._serialized_end=931
+  _globals['_GETEVENTREQUEST']._serialized_start=933
+  _globals['_GETEVENTREQUEST']._serialized_end=962
+  _globals['_GETEVENTRESPONSE']._serialized_start=964
+  _globals['_GETEVENTRESPONSE']._serialized_end=1018
+  _globals['_QUERYREQUEST']._serialized_start=1021
+  _globals['_QUERYREQUEST']._serialized_end=1153
+  _globals['_QUERYRESPONSE']._serialized_start=1155
+  _globals['_QUERYRESPONSE']._serialized_end=1232
+  _globals['_COUNTEVENTSREQUEST']._serialized_start=1234
+  _globals['_COUNTEVENTSREQUEST']._serialized_end=1358
+  _globals['_EVENTCOUNT']._serialized_start=1360
+  _globals['_EVENTCOUNT']._serialized_end=1400
+  _globals['_COUNTEVENTSRESPONSE']._serialized_start=1402
+  _globals['_COUNTEVENTSRESPONSE']._serialized_end=1521
+  _globals['_STREAMEVENTSREQUEST']._serialized_start=1524
+  _globals['_STREAMEVENTSREQUEST']._serialized_end=1720
+  _globals['_PURGEDRANGE']._serialized_start=1722
+  _globals['_PURGEDRANGE']._serialized_end=1790
+  _globals['_EVENTBATCH']._serialized_start=1792
+  _globals['_EVENTBATCH']._serialized_end=1841
+  _globals['_HEARTBEAT']._serialized_start=1843
+  _globals['_HEARTBEAT']._serialized_end=1919
+  _globals['_STREAMEVENTSRESPONSE']._serialized_start=1922
+  _globals['_STREAMEVENTSRESPONSE']._serialized_end=2128
+  _globals['_EXPORTREQUEST']._serialized_start=2131
+  _globals['_EXPORTREQUEST']._serialized_end=2270
+  _globals['_EXPORTMANIFEST']._serialized_start=2273
+  _globals['_EXPORTMANIFEST']._serialized_end=2533
+  _globals['_GETRECEIVEDRANGEREQUEST']._serialized_start=2535
+  _globals['_GETRECEIVEDRANGEREQUEST']._serialized_end=2646
+  _globals['_GETRECEIVEDRANGERESPONSE']._serialized_start=2649
+  _globals['_GETRECEIVEDRANGERESPONSE']._serialized_end=2817
+  _globals['_EXPORTRESPONSE']._serialized_start=2819
+  _globals['_EXPORTRESPONSE']._serialized_end=2934
+  _globals['_AUDITLOGSERVICE']._serialized_start=3463
+  _globals['_AUDITLOGSERVICE']._serialized_end=6691
 # @@protoc_insertion_point(module_scope)
