@@ -22,8 +22,10 @@ from sealtrail_server.forward import egress
 from sealtrail_server.forward.destinations import (
     LIMITS,
     MAX_ERROR_TEXT,
+    Outgoing,
     PendingEvent,
     Sender,
+    answered,
     forbidden_alone,
     requests,
     verdict,
@@ -645,3 +647,21 @@ def test_webhook_secrets_need_the_prefix_and_enough_key() -> None:
     )
     assert [v.field for v in violations] == ["sink.webhook.secrets", "sink.webhook.secrets[0]",
                                              "sink.webhook.secrets[1]"]  # fmt: skip
+
+
+def test_an_answer_that_echoes_the_url_never_shows_its_secrets() -> None:
+    """Cut to the error's length first, a secret across the cut kept 23 of its
+    24 characters; one echoed decoded (`a%2Bb` as `a+b`), or the URL's user,
+    was not recognised (helper-182)."""
+    secret = "Xk3ZpQ9vLm2TwRb7Yc4NdE8q"
+    url = (
+        f"https://user:pw@chat.example/services/T0ABCDEF/B02GHIJKL/{secret}?sig=a1B2c3D4%2Be5F6g7H8"
+    )
+    sent = Outgoing(url, [], b"x", [1], ("e1",))
+    for cut_at in range(MAX_ERROR_TEXT - len(secret), MAX_ERROR_TEXT + 1):
+        padding = "p" * (cut_at - len("Cannot POST /services/T0ABCDEF/B02GHIJKL/"))
+        body = f"{padding}Cannot POST /services/T0ABCDEF/B02GHIJKL/{secret}".encode()
+        error = answered(sent, 404, body)
+        assert not any(secret[:n] in error for n in range(8, len(secret) + 1)), cut_at
+    echoed = answered(sent, 401, b'{"message":"the sig a1B2c3D4+e5F6g7H8 of user is not valid"}')
+    assert "a1B2c3D4+e5F6g7H8" not in echoed and "a1B2c3D4" not in echoed

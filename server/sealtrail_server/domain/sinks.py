@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 from .errors import FieldViolation, InvalidArgument
 from .etags import etag_of, instant
@@ -165,8 +165,9 @@ def url_secrets(url: str) -> list[str]:
     if parts.query:
         found.add(parts.query)
         found.update(value for _, _, value in (p.partition("=") for p in parts.query.split("&")))
-    if parts.password:
-        found.add(parts.password)
+    found.update(part for part in (parts.username, parts.password) if part)
+    # As a page may echo them too: decoded (`a%2Bb` as `a+b`; helper-182).
+    found |= {unquote_plus(secret) for secret in found} | {unquote(secret) for secret in found}
     return sorted((secret for secret in found if secret), key=len, reverse=True)
 
 

@@ -408,7 +408,11 @@ _PIECES: Final[dict[Kind, Callable[[Sender], Piece]]] = {
 
 
 def _excerpt(body: bytes) -> str:
-    return printable(body[:MAX_ERROR_TEXT].decode("utf-8", "replace"))[:MAX_ERROR_TEXT]
+    return _excerpt_of(body[:MAX_ERROR_TEXT].decode("utf-8", "replace"))
+
+
+def _excerpt_of(text: str) -> str:
+    return printable(text[:MAX_ERROR_TEXT])[:MAX_ERROR_TEXT]
 
 
 def printable(text: str) -> str:
@@ -443,7 +447,13 @@ def answered(sent: Outgoing, status: int, body: bytes) -> str:
     """What the destination answered `sent`, as the sink's errors say it: an
     error page may echo the URL it was sent to ("Cannot POST /hooks/<secret>"),
     so what could be a credential of the URL is cut from it (helper-177)."""
-    return f"HTTP {status} from {host_of(sent.url)}: {_without_secrets(_excerpt(body), sent.url)}"
+    # Scrubbed before it is cut: a secret across the cut kept all but its
+    # last characters (helper-182). A secret is part of the URL, so reading
+    # the URL's length more is enough to see it whole.
+    text = body[: MAX_ERROR_TEXT + len(sent.url)].decode("utf-8", "replace")
+    return (
+        f"HTTP {status} from {host_of(sent.url)}: {_excerpt_of(_without_secrets(text, sent.url))}"
+    )
 
 
 def _without_secrets(text: str, url: str) -> str:
