@@ -24,6 +24,10 @@ from ..domain.event import CONTROL_CHARACTERS, MAX_USER_AGENT
 CONSOLE_KEY_HEADER: Final = "x-sealtrail-console-key"
 CLIENT_IP_HEADER: Final = "x-sealtrail-client-ip"
 CLIENT_USER_AGENT_HEADER: Final = "x-sealtrail-client-user-agent"
+# Sent back to the console only, in a unary call's initial metadata: the role
+# of the token it called with, so that its page shows an admin area to an admin
+# and no one else without a refused call (recorded, ADR 0060) to find out.
+ROLE_HEADER: Final = "x-sealtrail-role"
 _USER_AGENT: Final = "user-agent"
 
 
@@ -97,6 +101,15 @@ def user_agent(text: str) -> str:
     """`text` as a record's `context.user_agent` can hold it: cut to its
     limit, "" if it holds control characters."""
     return "" if CONTROL_CHARACTERS.search(text) else text[:MAX_USER_AGENT]
+
+
+def from_console(metadata: Iterable[tuple[str, str | bytes]], console_key: str) -> bool:
+    """Whether the call carries the key this process gave its console."""
+    for key, value in metadata:
+        if key == CONSOLE_KEY_HEADER:
+            text = value if isinstance(value, str) else value.decode("latin-1")
+            return bool(console_key) and hmac.compare_digest(text, console_key)
+    return False
 
 
 def caller_of(peer: str, metadata: Iterable[tuple[str, str | bytes]], console_key: str) -> Caller:

@@ -35,7 +35,7 @@ from ..domain.errors import (
 from ..service_interceptor import SERVICE_PREFIX, Behavior, Handler, ServiceInterceptor
 from ..store.changes import tenant_erased
 from ..telemetry.context import response_metadata
-from .callers import set_origin
+from .callers import ROLE_HEADER, from_console, set_origin
 from .denials import Denials, Reason
 from .errors import grpc_status
 
@@ -161,6 +161,14 @@ class GuardInterceptor(ServiceInterceptor):
             raise PermissionDenied(f"role {principal.role.value!r} may not call {method}")
         _principal.set(principal)
 
+    async def _role_to_console(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """Tells this process's console the role of the token it called with
+        (ROLE_HEADER), before the answer: a token's holder may know what it
+        may do, and the console need not try an admin call to find out."""
+        if from_console(context.invocation_metadata() or (), self._console_key):
+            role = current_principal().role.value
+            await context.send_initial_metadata(((ROLE_HEADER, role),))
+
     async def _refused(
         self, principal: Principal, method: str, reason: Reason, *, expired_at: str | None = None
     ) -> None:
@@ -193,6 +201,7 @@ class GuardInterceptor(ServiceInterceptor):
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 await self._admit(context, method)
+                await self._role_to_console(context)
                 _check_decoded(request)
                 return await inner(request, context)
             except grpc.aio.AbortError:

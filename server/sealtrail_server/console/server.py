@@ -15,6 +15,28 @@ travels in `Authorization: Bearer` on each request; nothing is kept here.
                                 chunks ({"chunk": base64}), then {"manifest": ...}
     GET  /api/proof             GetInclusionProof ?seq=, with the checkpoint
 
+An admin's (ADR 0069): the page shows them to an admin token only, which the
+sign-in's answer names (the API tells its console the token's role); another
+role's calls are refused by the API itself.
+
+    GET    /api/tokens                  ListTokens ?page_token=
+    POST   /api/tokens                  CreateToken {role, name, expire_time?}
+    POST   /api/tokens/{id}/revoke      RevokeToken {}
+    GET    /api/sinks                   ListSinks
+    PATCH  /api/sinks/{id}              UpdateSink {paused, etag}, `paused` only
+    DELETE /api/sinks/{id}              DeleteSink {etag}
+    GET    /api/alert-rules             ListAlertRules
+    PATCH  /api/alert-rules/{id}        UpdateAlertRule {disabled, etag}, `disabled` only
+    DELETE /api/alert-rules/{id}        DeleteAlertRule {etag}
+    GET    /api/retention               GetRetentionPolicy (the policy and the legal hold)
+    PUT    /api/legal-hold              SetLegalHold {on, reason?, etag}
+
+A change is a JSON object with the token in `Authorization` (never a cookie:
+the console sets none and reads none), from the console's own origin when the
+browser says where it comes from (Origin, Sec-Fetch-Site); a change of a sink,
+a rule or the hold carries the etag it was read with, so a page that went stale
+cannot undo what it never showed (ABORTED, 409).
+
 An error before an answer has begun is its HTTP status with a JSON body; one
 after (a stream or an export cut by a revocation, an erasure, an outage) is a
 last line {"error": ..., "code": ...}: a second answer cannot be sent, and an
@@ -31,19 +53,33 @@ import json
 import logging
 import math
 import re
+import urllib.parse
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, cast
 
 import grpc
 from aiohttp import ClientConnectionResetError, web
-from google.protobuf import json_format
+from google.protobuf import field_mask_pb2, json_format
 from google.rpc import error_details_pb2, status_pb2
 
+from sealtrail.v1 import (
+    access_pb2,
+    alerting_pb2,
+    audit_service_pb2_grpc,
+    event_pb2,
+    forwarding_pb2,
+    integrity_pb2,
+    retention_pb2,
+)
 from sealtrail.v1 import audit_service_pb2 as pb
-from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, integrity_pb2
 
-from ..api.callers import CLIENT_IP_HEADER, CLIENT_USER_AGENT_HEADER, CONSOLE_KEY_HEADER
+from ..api.callers import (
+    CLIENT_IP_HEADER,
+    CLIENT_USER_AGENT_HEADER,
+    CONSOLE_KEY_HEADER,
+    ROLE_HEADER,
+)
 from ..domain.canonical import plain_numbers
 from ..domain.event import MAX_USER_AGENT, parse_request_id
 
@@ -57,6 +93,7 @@ _STATUS: Final = {
     grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.ABORTED: 409,  # an etag no longer the resource's (google.rpc.Code's mapping)
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
     grpc.StatusCode.UNAVAILABLE: 503,
 }
@@ -157,13 +194,15 @@ def _enum(enum: Any, name: str, value: str) -> int:
         raise BadParameter(f"{name}: unknown value {value!r}") from None
 
 
-def _json(message: Any) -> dict[str, Any]:
+def _json(message: Any, *, defaults: bool = False) -> dict[str, Any]:
     """`message` as the page reads it; whole numbers in details as the record
-    and exports write them, 83 and not 83.0 (helper-165)."""
-    return cast(
-        dict[str, Any],
-        plain_numbers(json_format.MessageToDict(message, preserving_proto_field_name=True)),
+    and exports write them, 83 and not 83.0 (helper-165). With `defaults`,
+    fields at their zero value too: a sink's `"paused": false` said, not left
+    for the page to guess from its absence."""
+    as_dict = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=defaults
     )
+    return cast(dict[str, Any], plain_numbers(as_dict))
 
 
 class Console:
@@ -188,7 +227,7 @@ class Console:
         self.port = 0
 
     async def start(self) -> int:
-        app = web.Application(middlewares=[_errors])
+        app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
         app.on_response_prepare.append(_secure)
         # No HEAD on the API: one ran the call (recorded, an export's quota spent).
         app.add_routes(
@@ -199,6 +238,17 @@ class Console:
                 web.get("/api/stream", self._stream, allow_head=False),
                 web.get("/api/export", self._export, allow_head=False),
                 web.get("/api/proof", self._proof, allow_head=False),
+                web.get("/api/tokens", self._tokens, allow_head=False),
+                web.post("/api/tokens", self._create_token),
+                web.post("/api/tokens/{id}/revoke", self._revoke_token),
+                web.get("/api/sinks", self._sinks, allow_head=False),
+                web.patch("/api/sinks/{id}", self._pause_sink),
+                web.delete("/api/sinks/{id}", self._delete_sink),
+                web.get("/api/alert-rules", self._alert_rules, allow_head=False),
+                web.patch("/api/alert-rules/{id}", self._disable_alert_rule),
+                web.delete("/api/alert-rules/{id}", self._delete_alert_rule),
+                web.get("/api/retention", self._retention, allow_head=False),
+                web.put("/api/legal-hold", self._legal_hold),
                 web.static("/static", STATIC),
             ]
         )
@@ -257,10 +307,15 @@ class Console:
         return web.FileResponse(STATIC / "index.html")
 
     async def _signin(self, request: web.Request) -> web.Response:
-        await self._stub.GetVerifierKeys(
+        """Any reading role signs in; the answer names the role, which the API
+        tells its console (ROLE_HEADER): the page shows its admin area to an
+        admin only, and a reader's sign-in is no refused admin call."""
+        call = self._stub.GetVerifierKeys(
             integrity_pb2.GetVerifierKeysRequest(), metadata=self._metadata(request)
         )
-        return web.json_response({"ok": True})
+        await call
+        role = dict(await call.initial_metadata() or ()).get(ROLE_HEADER, "")
+        return web.json_response({"ok": True, "role": role})
 
     async def _events(self, request: web.Request) -> web.Response:
         query = pb.QueryRequest(
@@ -370,6 +425,229 @@ class Console:
         )
         return web.json_response({"proof": _json(answer), "keys": _json(keys)})
 
+    # --- an admin's: tokens, sinks, alert rules, the legal hold (ADR 0069) ----
+
+    async def _change(
+        self, request: web.Request
+    ) -> tuple[tuple[tuple[str, str], ...], dict[str, Any]]:
+        """The metadata and JSON body of a change, once it is known to come
+        from the console's page (or no browser) with a token of its own."""
+        _same_origin(request)
+        metadata = self._metadata(request)
+        return metadata, await _body(request)
+
+    async def _tokens(self, request: web.Request) -> web.Response:
+        answer = await self._stub.ListTokens(
+            access_pb2.ListTokensRequest(
+                page_size=PAGE_SIZE, page_token=request.query.get("page_token", "")
+            ),
+            metadata=self._metadata(request),
+        )
+        return web.json_response(
+            {
+                "tokens": [_json(token, defaults=True) for token in answer.tokens],
+                "next_page_token": answer.next_page_token,
+            }
+        )
+
+    async def _create_token(self, request: web.Request) -> web.Response:
+        """The answer holds the secret, shown once: it is kept nowhere here,
+        and no-store keeps it out of the browser's cache (_secure)."""
+        metadata, body = await self._change(request)
+        _only(body, "role", "name", "expire_time")
+        message = access_pb2.CreateTokenRequest(role=_role(body), name=_text(body, "name"))
+        expiry = _text(body, "expire_time")
+        if expiry:
+            _timestamp(message.expire_time, "expire_time", expiry)
+        answer = await self._stub.CreateToken(message, metadata=metadata)
+        return web.json_response(_json(answer, defaults=True))
+
+    async def _revoke_token(self, request: web.Request) -> web.Response:
+        metadata, body = await self._change(request)
+        _only(body)
+        answer = await self._stub.RevokeToken(
+            access_pb2.RevokeTokenRequest(token_id=request.match_info["id"]), metadata=metadata
+        )
+        return web.json_response(_json(answer, defaults=True))
+
+    async def _sinks(self, request: web.Request) -> web.Response:
+        answer = await self._stub.ListSinks(
+            forwarding_pb2.ListSinksRequest(), metadata=self._metadata(request)
+        )
+        return web.json_response({"sinks": [_json(sink, defaults=True) for sink in answer.sinks]})
+
+    async def _pause_sink(self, request: web.Request) -> web.Response:
+        """Pauses or resumes a sink as read: its `paused` only (the mask), and
+        only if it is still the sink the page showed (its etag)."""
+        metadata, body = await self._change(request)
+        _only(body, "paused", "etag")
+        sink = forwarding_pb2.Sink(
+            id=request.match_info["id"], paused=_flag(body, "paused"), etag=_etag(body, "sink")
+        )
+        answer = await self._stub.UpdateSink(
+            forwarding_pb2.UpdateSinkRequest(sink=sink, update_mask=_mask("paused")),
+            metadata=metadata,
+        )
+        return web.json_response(_json(answer, defaults=True))
+
+    async def _delete_sink(self, request: web.Request) -> web.Response:
+        metadata, body = await self._change(request)
+        _only(body, "etag")
+        answer = await self._stub.DeleteSink(
+            forwarding_pb2.DeleteSinkRequest(id=request.match_info["id"], etag=_etag(body, "sink")),
+            metadata=metadata,
+        )
+        return web.json_response(_json(answer, defaults=True))
+
+    async def _alert_rules(self, request: web.Request) -> web.Response:
+        answer = await self._stub.ListAlertRules(
+            alerting_pb2.ListAlertRulesRequest(), metadata=self._metadata(request)
+        )
+        return web.json_response({"rules": [_json(rule, defaults=True) for rule in answer.rules]})
+
+    async def _disable_alert_rule(self, request: web.Request) -> web.Response:
+        """Disables or enables a rule as read: `disabled` only, if unchanged."""
+        metadata, body = await self._change(request)
+        _only(body, "disabled", "etag")
+        rule = alerting_pb2.AlertRule(
+            id=request.match_info["id"],
+            disabled=_flag(body, "disabled"),
+            etag=_etag(body, "alert rule"),
+        )
+        answer = await self._stub.UpdateAlertRule(
+            alerting_pb2.UpdateAlertRuleRequest(rule=rule, update_mask=_mask("disabled")),
+            metadata=metadata,
+        )
+        return web.json_response(_json(answer, defaults=True))
+
+    async def _delete_alert_rule(self, request: web.Request) -> web.Response:
+        metadata, body = await self._change(request)
+        _only(body, "etag")
+        answer = await self._stub.DeleteAlertRule(
+            alerting_pb2.DeleteAlertRuleRequest(
+                id=request.match_info["id"], etag=_etag(body, "alert rule")
+            ),
+            metadata=metadata,
+        )
+        return web.json_response(_json(answer, defaults=True))
+
+    async def _retention(self, request: web.Request) -> web.Response:
+        answer = await self._stub.GetRetentionPolicy(
+            retention_pb2.GetRetentionPolicyRequest(), metadata=self._metadata(request)
+        )
+        return web.json_response(_json(answer, defaults=True))
+
+    async def _legal_hold(self, request: web.Request) -> web.Response:
+        """Places or releases the hold as read. A release the deployment keeps
+        to its operator is the API's 403, its words shown as they are."""
+        metadata, body = await self._change(request)
+        _only(body, "on", "reason", "etag")
+        message = retention_pb2.SetLegalHoldRequest(
+            on=_flag(body, "on"), reason=_text(body, "reason"), etag=_etag(body, "legal hold")
+        )
+        answer = await self._stub.SetLegalHold(message, metadata=metadata)
+        return web.json_response(_json(answer, defaults=True))
+
+
+# A change's body is a few fields: anything larger is no request of the page's.
+MAX_BODY: Final = 64 * 1024
+# Sec-Fetch-Site values of a request the console's own page (or no page) made.
+_OWN_SITES: Final = frozenset({"same-origin", "none"})
+_ROLES: Final = {
+    "recorder": access_pb2.ROLE_RECORDER,
+    "reader": access_pb2.ROLE_READER,
+    "exporter": access_pb2.ROLE_EXPORTER,
+    "admin": access_pb2.ROLE_ADMIN,
+}
+
+
+def _same_origin(request: web.Request) -> None:
+    """Refuses a change another site's page sent. The token is no cookie, so
+    such a page could not send it anyway (it cannot read this origin's
+    session storage); this keeps it so if that ever changes (ADR 0069). A
+    request that names no origin (curl, a script) comes from no page."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in _OWN_SITES:
+        raise _refused_origin(f"Sec-Fetch-Site: {site}")
+    origin = request.headers.get("Origin")
+    if origin is not None and urllib.parse.urlsplit(origin).netloc.lower() != request.host.lower():
+        raise _refused_origin(f"Origin: {origin}")
+
+
+def _refused_origin(said: str) -> web.HTTPForbidden:
+    return web.HTTPForbidden(
+        text=json.dumps({"error": f"a change must come from the console's own origin ({said})"}),
+        content_type="application/json",
+    )
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    """A change's JSON object. JSON only: a form, which any page may post
+    without asking, is no change."""
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(
+            text=json.dumps({"error": "send a change as application/json"}),
+            content_type="application/json",
+        )
+    try:
+        body = json.loads(await request.read())
+    except ValueError:  # UnicodeDecodeError included
+        raise BadParameter("body: not JSON") from None
+    if not isinstance(body, dict):
+        raise BadParameter("body: a JSON object")
+    return body
+
+
+def _only(body: dict[str, Any], *names: str) -> None:
+    """Refuses a field the change does not take: dropped unsaid, a page (or a
+    script) would believe it had changed what it had not."""
+    unknown = sorted(set(body) - set(names))
+    if unknown:
+        raise BadParameter(f"{unknown[0]}: not a field of this change")
+
+
+def _text(body: dict[str, Any], name: str) -> str:
+    value = body.get(name, "")
+    if not isinstance(value, str):
+        raise BadParameter(f"{name}: a string")
+    return value
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name)
+    if not isinstance(value, bool):
+        raise BadParameter(f"{name}: true or false")
+    return value
+
+
+def _etag(body: dict[str, Any], what: str) -> str:
+    """The etag the page read the resource with: required, so that a page
+    that went stale cannot change what it never showed (AIP-154)."""
+    value = body.get("etag")
+    if not isinstance(value, str) or not value:
+        raise BadParameter(f"etag: required, the {what}'s etag as last read")
+    return value
+
+
+def _role(body: dict[str, Any]) -> access_pb2.Role.ValueType:
+    role = _ROLES.get(_text(body, "role").lower())
+    if role is None:
+        raise BadParameter(f"role: one of {', '.join(_ROLES)}")
+    return role
+
+
+def _timestamp(field: Any, name: str, text: str) -> None:
+    """Sets the Timestamp `field` to the RFC 3339 time `text`."""
+    moment = _rfc3339(name, text)
+    try:
+        field.FromDatetime(moment)
+    except (OverflowError, ValueError):
+        raise BadParameter(f"{name}: out of range (years 1 to 9999)") from None
+
+
+def _mask(path: str) -> field_mask_pb2.FieldMask:
+    return field_mask_pb2.FieldMask(paths=[path])
+
 
 def _seq(text: str, name: str) -> int:
     """A seq from the query string; BadParameter naming `name` if it is none."""
@@ -390,17 +668,32 @@ def _stopping_error() -> web.HTTPServiceUnavailable:
     )
 
 
-def _retry_after(error: grpc.aio.AioRpcError) -> str | None:
-    """Whole seconds from the status's RetryInfo, rounded up, for Retry-After."""
+def _details(error: grpc.aio.AioRpcError) -> list[Any]:
+    """The rich status's details (google.rpc.Status, AIP-193), packed."""
     trailing = cast("grpc.aio.Metadata | None", error.trailing_metadata())  # aio's, typed as sync's
     details = trailing.get("grpc-status-details-bin") if trailing is not None else None
     if not isinstance(details, bytes):
-        return None
-    for detail in status_pb2.Status.FromString(details).details:
+        return []
+    return list(status_pb2.Status.FromString(details).details)
+
+
+def _retry_after(error: grpc.aio.AioRpcError) -> str | None:
+    """Whole seconds from the status's RetryInfo, rounded up, for Retry-After."""
+    for detail in _details(error):
         info = error_details_pb2.RetryInfo()
         if detail.Unpack(info):
             return str(max(1, math.ceil(info.retry_delay.ToTimedelta().total_seconds())))
     return None
+
+
+def _reason(error: grpc.aio.AioRpcError) -> str:
+    """The ErrorInfo's reason (ETAG_MISMATCH, HOLD_RELEASE_BY_OPERATOR): what
+    a page tells apart that one code covers."""
+    for detail in _details(error):
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info.reason
+    return ""
 
 
 class _Busy(asyncio.Protocol):
@@ -518,8 +811,12 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return web.json_response({"error": str(error)}, status=400)
     except grpc.aio.AioRpcError as error:
         retry_after = _retry_after(error)
+        answer = {"error": error.details() or error.code().name, "code": error.code().name}
+        reason = _reason(error)
+        if reason:
+            answer["reason"] = reason
         return web.json_response(
-            {"error": error.details() or error.code().name, "code": error.code().name},
+            answer,
             status=_STATUS.get(error.code(), 500),
             headers={"Retry-After": retry_after} if retry_after else None,
         )
