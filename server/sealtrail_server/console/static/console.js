@@ -1,8 +1,17 @@
 // The Sealtrail console: sign in with a token (kept in this tab's session
 // storage), filter (reflected in the URL), expand rows, follow live, export,
-// and check an event's inclusion proof against the signed checkpoint.
+// and check an event's inclusion proof against the signed checkpoint. An
+// admin token also gets the admin views (admin.js), one per URL fragment.
+
+import { clearAdmin, setUpAdmin, showAdminView } from "./admin.js";
 
 const TOKEN_KEY = "sealtrail.token";
+// The token's role, as the sign-in said: only what the page shows depends on
+// it (the API decides what each call may do, whatever the page believes).
+const ROLE_KEY = "sealtrail.role";
+// URL fragment -> the admin view's section.
+const ADMIN_VIEWS = { tokens: "admin-tokens", sinks: "admin-sinks", alerts: "admin-alerts",
+  retention: "admin-retention" };
 const PRESETS = { "24h": 1, "7d": 7, "30d": 30, "90d": 90 };
 const FILTER_FIELDS = ["actions", "categories", "min_severity", "outcomes", "actor", "resource_type",
   "resource_id", "request_id", "trace_id", "text", "recorded_by", "ip"];
@@ -14,19 +23,29 @@ const $ = (selector) => document.querySelector(selector);
 // `filter`: the API filter of the view, fixed when it was applied (see `reload`).
 const state = {
   nextToken: "", loading: false, loaded: false, generation: 0, page: null, newestSeq: 0, live: null,
-  shown: new Set(), filter: new URLSearchParams(),
+  shown: new Set(), filter: new URLSearchParams(), started: false,
 };
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
-async function api(path, params, { signal } = {}) {
+// A request to the console's API with this tab's token; a change (`method`
+// other than GET) sends `body` as JSON, the only way the API takes one. An
+// error carries the HTTP status, and the API's code and reason when it gave them.
+async function api(path, params, { signal, method = "GET", body } = {}) {
   const url = params ? `${path}?${params}` : path;
-  const response = await fetch(url, { headers: { Authorization: `Bearer ${token()}` }, signal });
+  const headers = { Authorization: `Bearer ${token()}` };
+  if (method !== "GET") headers["Content-Type"] = "application/json";
+  const response = await fetch(url, {
+    method, headers, signal, body: method === "GET" ? undefined : JSON.stringify(body ?? {}),
+  });
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
-    try { message = (await response.json()).error || message; } catch { /* not JSON */ }
+    let answer = {};
+    try { answer = await response.json(); message = answer.error || message; } catch { /* not JSON */ }
     const error = new Error(message);
     error.status = response.status;
+    error.code = answer.code || "";
+    error.reason = answer.reason || "";
     throw error;
   }
   return response;
@@ -40,7 +59,8 @@ async function signIn(event) {
   $("#signin-error").textContent = "";
   sessionStorage.setItem(TOKEN_KEY, candidate);
   try {
-    await api("/api/signin");
+    const { role } = await (await api("/api/signin")).json();
+    sessionStorage.setItem(ROLE_KEY, role || "");
   } catch (error) {
     sessionStorage.removeItem(TOKEN_KEY);
     $("#signin-error").textContent = error.status === 403
@@ -49,13 +69,17 @@ async function signIn(event) {
     return;
   }
   $("#token").value = "";
-  showLog();
+  showSignedIn();
 }
 
 function signOut() {
   sessionStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(ROLE_KEY);
   stopLive();
-  $("#log").hidden = true;
+  clearAdmin();  // a token's secret shown once goes with the session
+  state.started = false;
+  for (const view of document.querySelectorAll("section.view")) view.hidden = true;
+  $("#views").hidden = true;
   $("#signout").hidden = true;
   $("#signin").hidden = false;
   $("#token").focus();
@@ -546,12 +570,47 @@ async function exportAs(format) {
 
 // --- wiring -------------------------------------------------------------------
 
-function showLog() {
+// The views of a signed-in tab: the admin links for an admin only.
+async function showSignedIn() {
   $("#signin").hidden = true;
-  $("#log").hidden = false;
   $("#signout").hidden = false;
-  urlToForm(new URLSearchParams(location.search));
-  reload();
+  if (sessionStorage.getItem(ROLE_KEY) === null) {
+    // Signed in by an earlier version of the page, which kept no role: ask once.
+    try {
+      const { role } = await (await api("/api/signin")).json();
+      sessionStorage.setItem(ROLE_KEY, role || "");
+    } catch (error) {
+      if (error.status === 401) { signOut(); return; }
+    }
+  }
+  const admin = sessionStorage.getItem(ROLE_KEY) === "admin";
+  for (const link of document.querySelectorAll("#views a.admin")) link.hidden = !admin;
+  $("#views").hidden = false;
+  route();
+}
+
+// Shows the view the URL fragment names (#tokens, #sinks, #alerts,
+// #retention) to an admin, the events to anyone else or for any other fragment.
+function route() {
+  if (!token()) return;
+  const wanted = ADMIN_VIEWS[location.hash.slice(1)];
+  const shown = wanted && sessionStorage.getItem(ROLE_KEY) === "admin" ? wanted : "log";
+  for (const view of document.querySelectorAll("section.view")) view.hidden = view.id !== shown;
+  for (const link of document.querySelectorAll("#views a")) {
+    if (link.dataset.view === shown) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  if (shown === "log") {
+    // The events are loaded when first shown: a tab opened on an admin view
+    // makes no Query (each is recorded) it does not show.
+    if (!state.started) {
+      state.started = true;
+      urlToForm(new URLSearchParams(location.search));
+      reload();
+    }
+  } else {
+    showAdminView(shown);
+  }
 }
 
 function init() {
@@ -578,7 +637,9 @@ function init() {
   new IntersectionObserver((entries) => {
     if (entries.some((entry) => entry.isIntersecting) && state.nextToken) loadPage();
   }).observe($("#more"));
-  if (token()) showLog(); else { $("#signin").hidden = false; $("#token").focus(); }
+  window.addEventListener("hashchange", route);
+  setUpAdmin({ api, signOut });
+  if (token()) showSignedIn(); else { $("#signin").hidden = false; $("#token").focus(); }
 }
 
 init();

@@ -1,0 +1,291 @@
+"""The console's admin area in a real headless Chromium: shown to an admin
+only; a token created with its secret shown once and revoked on
+confirmation; a sink paused, refused when it changed since it was read, and
+deleted only once its name is typed; an alert rule disabled; the legal hold
+placed and released on confirmation, or its release refused with the
+server's word."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Iterator
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions as seen
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from sealtrail import AuditClient, build_alert_rule, build_filter, build_sink
+from sealtrail.v1 import access_pb2
+from tests.browser.test_console import WAIT, sign_in
+from tests.conftest import ServerThread
+
+
+@pytest.fixture
+def admin_token(console_server: ServerThread, tenant: str) -> str:
+    """The admin token the browser signs in with."""
+    return console_server.token(tenant, "admin")
+
+
+@pytest.fixture
+def admin(console_server: ServerThread, admin_token: str) -> Iterator[AuditClient]:
+    """A client of the tenant, to set up and check what the page does."""
+    with AuditClient(console_server.target, token=admin_token) as client:
+        yield client
+
+
+def open_view(browser: webdriver.Chrome, url: str, token: str, view: str) -> WebElement:
+    """Signs in and opens the admin view `view` from the navigation."""
+    sign_in(browser, url, token)
+    wait(browser).until(seen.element_to_be_clickable((By.LINK_TEXT, view))).click()
+    shown = (By.CSS_SELECTOR, "section.view:not([hidden]):not(#log)")
+    section = wait(browser).until(seen.visibility_of_element_located(shown))
+    wait(browser).until(lambda b: section.get_attribute("aria-busy") != "true")
+    return section
+
+
+def row_of(section: WebElement, name: str) -> WebElement:
+    """The table row of `section` whose first cell is `name`."""
+    for row in section.find_elements(By.CSS_SELECTOR, "tbody tr"):
+        if (
+            row.find_elements(By.CSS_SELECTOR, "td")
+            and row.find_element(By.TAG_NAME, "td").text == name
+        ):
+            return row
+    raise AssertionError(f"no row {name!r}")
+
+
+def wait(browser: webdriver.Chrome) -> WebDriverWait[webdriver.Chrome]:
+    """Past a row replaced while it was read (a view read again) or not there yet."""
+    return WebDriverWait(
+        browser, WAIT, ignored_exceptions=(StaleElementReferenceException, AssertionError)
+    )
+
+
+def token_named(admin: AuditClient, name: str) -> access_pb2.ApiToken:
+    [token] = [t for t in admin.list_tokens() if t.name == name]
+    return token
+
+
+def confirm_dialog(browser: webdriver.Chrome) -> WebElement:
+    return wait(browser).until(seen.visibility_of_element_located((By.ID, "confirm")))
+
+
+def webhook(admin: AuditClient, name: str, *, paused: bool = False) -> str:
+    sink = build_sink(
+        name,
+        "webhook",
+        url="http://127.0.0.1:9/hook",
+        secrets=["whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()],
+        filter=build_filter(actions="doc.*"),
+        paused=paused,
+    )
+    return admin.create_sink(sink).sink.id
+
+
+def test_a_reader_sees_the_investigation_views_only(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    sign_in(browser, console_url + "#tokens", console_server.token(tenant, "reader"))
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "log")))
+    nav = browser.find_element(By.ID, "views")
+    assert [link.text for link in nav.find_elements(By.TAG_NAME, "a") if link.is_displayed()] == [
+        "Events"
+    ]
+    assert not browser.find_element(By.ID, "admin-tokens").is_displayed()
+
+
+def test_a_token_is_created_its_secret_shown_once_then_revoked(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    admin: AuditClient,
+    admin_token: str,
+) -> None:
+    section = open_view(browser, console_url, admin_token, "Tokens")
+    form = section.find_element(By.ID, "token-create")
+    Select(form.find_element(By.NAME, "role")).select_by_value("exporter")
+    form.find_element(By.NAME, "name").send_keys("quarterly export")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    shown = wait(browser).until(seen.visibility_of_element_located((By.ID, "token-secret")))
+    secret = shown.find_element(By.ID, "token-secret-value").get_attribute("value") or ""
+    assert secret.startswith("stk_")
+    assert "shown only this once" in shown.text
+    browser.execute_cdp_cmd(
+        "Browser.grantPermissions",
+        {"permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]},
+    )
+    shown.find_element(By.ID, "token-copy").click()
+    wait(browser).until(lambda b: "Copied" in shown.text)
+    copied = browser.execute_async_script(
+        "navigator.clipboard.readText().then(arguments[0], () => arguments[0](null))"
+    )
+    assert copied == secret
+    # The secret works: it is a real token of this tenant, with the role asked for.
+    [made] = [t for t in admin.list_tokens() if t.name == "quarterly export"]
+    with AuditClient(console_server.target, token=secret) as exporter:
+        exporter.get_verifier_keys()
+    row = row_of(section, "quarterly export")
+    assert "exporter" in row.text and made.token_id in row.text
+
+    shown.find_element(By.ID, "token-secret-done").click()
+    wait(browser).until(lambda b: not shown.is_displayed())
+    assert secret not in browser.page_source
+    browser.refresh()  # and it is nowhere to be read again
+    section = wait(browser).until(seen.visibility_of_element_located((By.ID, "admin-tokens")))
+    wait(browser).until(lambda b: row_of(section, "quarterly export"))
+    assert secret not in browser.page_source
+
+    row_of(section, "quarterly export").find_element(By.XPATH, ".//button[.='Revoke']").click()
+    dialog = confirm_dialog(browser)
+    assert "quarterly export" in dialog.text
+    dialog.find_element(By.XPATH, ".//button[.='Cancel']").click()
+    wait(browser).until(lambda b: not dialog.is_displayed())
+    assert not token_named(admin, "quarterly export").HasField("revoke_time")
+    row_of(section, "quarterly export").find_element(By.XPATH, ".//button[.='Revoke']").click()
+    confirm_dialog(browser).find_element(By.ID, "confirm-ok").click()
+    wait(browser).until(lambda b: "revoked" in row_of(section, "quarterly export").text)
+    assert token_named(admin, "quarterly export").HasField("revoke_time")
+    assert not row_of(section, "quarterly export").find_elements(By.XPATH, ".//button")
+
+
+def test_a_sink_is_paused_and_a_stale_page_cannot_undo_a_newer_change(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    sink_id = webhook(admin, "siem")
+    section = open_view(browser, console_url, admin_token, "Sinks")
+    row = row_of(section, "siem")
+    assert "webhook" in row.text and "http://127.0.0.1:9/hook" in row.text
+    assert "actions doc.*" in row.text and "active" in row.text
+    row.find_element(By.XPATH, ".//button[.='Pause']").click()
+    wait(browser).until(lambda b: "paused" in row_of(section, "siem").text)
+    assert admin.get_sink(sink_id).paused
+    assert "sink.updated" in section.find_element(By.CSS_SELECTOR, "[role=status]").text
+
+    # Someone else resumes it; this page still shows it paused.
+    sink = admin.get_sink(sink_id)
+    sink.paused = False
+    admin.update_sink(sink, fields=["paused"])
+    row_of(section, "siem").find_element(By.XPATH, ".//button[.='Resume']").click()
+    error = section.find_element(By.CSS_SELECTOR, ".error")
+    wait(browser).until(lambda b: "changed since" in error.text)
+    assert not admin.get_sink(sink_id).paused  # nothing was changed
+    wait(browser).until(lambda b: "active" in row_of(section, "siem").text)  # read again
+
+
+def test_a_sink_is_deleted_only_once_its_name_is_typed(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    webhook(admin, "old siem", paused=True)
+    section = open_view(browser, console_url, admin_token, "Sinks")
+    row_of(section, "old siem").find_element(By.XPATH, ".//button[.='Delete']").click()
+    dialog = confirm_dialog(browser)
+    ok = dialog.find_element(By.ID, "confirm-ok")
+    assert not ok.is_enabled()
+    typed = dialog.find_element(By.ID, "confirm-typed")
+    typed.send_keys("old sie")
+    assert not ok.is_enabled()
+    typed.send_keys("m")
+    assert ok.is_enabled()
+    ok.click()
+    wait(browser).until(lambda b: "No sinks" in section.text)
+    assert admin.list_sinks() == []
+
+
+def test_an_alert_rule_is_disabled_and_shows_its_condition_and_sinks(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    sink_id = webhook(admin, "pager", paused=True)
+    rule = build_alert_rule(
+        "failed logins",
+        "threshold",
+        filter=build_filter(actions="user.login", outcomes="failure"),
+        count=5,
+        window_seconds=300,
+        group_by="ip",
+        sink_ids=[sink_id],
+    )
+    rule_id = admin.create_alert_rule(rule).rule.id
+    section = open_view(browser, console_url, admin_token, "Alert rules")
+    row = row_of(section, "failed logins")
+    assert "5 within 5 min per IP" in row.text and "outcomes failure" in row.text
+    assert "pager" in row.text and "enabled" in row.text
+    row.find_element(By.XPATH, ".//button[.='Disable']").click()
+    wait(browser).until(lambda b: "disabled" in row_of(section, "failed logins").text)
+    assert [r.disabled for r in admin.list_alert_rules() if r.id == rule_id] == [True]
+
+
+def test_the_legal_hold_is_released_on_confirmation(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    admin.set_retention_policy(365, categories={"authentication": 90})
+    admin.set_legal_hold(True, reason="matter 2026-114")
+    section = open_view(browser, console_url, admin_token, "Retention")
+    assert "365 days" in section.text and "authentication: 90 days" in section.text
+    hold = section.find_element(By.ID, "legal-hold")
+    assert "On" in hold.text and "matter 2026-114" in hold.text
+    hold.find_element(By.XPATH, ".//button[.='Release the hold']").click()
+    dialog = confirm_dialog(browser)
+    assert "purge" in dialog.text
+    dialog.find_element(By.XPATH, ".//button[.='Cancel']").click()
+    assert admin.get_retention_policy().legal_hold.on
+    hold.find_element(By.XPATH, ".//button[.='Release the hold']").click()
+    confirm_dialog(browser).find_element(By.ID, "confirm-ok").click()
+    wait(browser).until(lambda b: "Off" in hold.text)
+    assert not admin.get_retention_policy().legal_hold.on
+
+    # Placed again from the page, with its reason.
+    hold.find_element(By.NAME, "reason").send_keys("matter 2026-200")
+    hold.find_element(By.XPATH, ".//button[.='Place a hold']").click()
+    confirm_dialog(browser).find_element(By.ID, "confirm-ok").click()
+    wait(browser).until(lambda b: "On" in hold.text and "matter 2026-200" in hold.text)
+    assert admin.get_retention_policy().legal_hold.reason == "matter 2026-200"
+
+
+def test_a_release_kept_to_the_operator_shows_the_servers_word(
+    browser: webdriver.Chrome, migrated_database_url: str, tenant: str
+) -> None:
+    guarded = ServerThread(
+        migrated_database_url, console_listen="127.0.0.1:0", legal_hold_release="operator"
+    )
+    try:
+        token = guarded.token(tenant)
+        with AuditClient(guarded.target, token=token) as client:
+            client.set_legal_hold(True, reason="matter 7")
+        url = f"http://127.0.0.1:{guarded.service.console_port}/"
+        section = open_view(browser, url, token, "Retention")
+        hold = section.find_element(By.ID, "legal-hold")
+        hold.find_element(By.XPATH, ".//button[.='Release the hold']").click()
+        confirm_dialog(browser).find_element(By.ID, "confirm-ok").click()
+        error = section.find_element(By.CSS_SELECTOR, ".error")
+        wait(browser).until(lambda b: "operator releases legal holds" in error.text)
+        assert "On" in hold.text
+    finally:
+        guarded.close()
+
+
+def test_the_admin_views_fit_a_360_pixel_screen(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    webhook(admin, "a sink with a rather long name for a small screen")
+    admin.create_alert_rule(
+        build_alert_rule("any login", "match", filter=build_filter(actions="user.login"))
+    )
+    browser.set_window_size(360, 800)
+    open_view(browser, console_url, admin_token, "Tokens")
+    for view, shown in (
+        ("Tokens", "admin-tokens"),
+        ("Sinks", "admin-sinks"),
+        ("Alert rules", "admin-alerts"),
+        ("Retention", "admin-retention"),
+    ):
+        browser.find_element(By.LINK_TEXT, view).click()
+        section = wait(browser).until(seen.visibility_of_element_located((By.ID, shown)))
+        wait(browser).until(lambda b, s=section: s.get_attribute("aria-busy") != "true")
+        width = browser.execute_script("return document.documentElement.scrollWidth")
+        # The tables scroll inside their own boxes, their hidden headers too.
+        assert width <= browser.execute_script("return window.innerWidth"), view
