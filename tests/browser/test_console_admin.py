@@ -20,7 +20,7 @@ from selenium.webdriver.support import expected_conditions as seen
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from sealtrail import AuditClient, build_alert_rule, build_filter, build_sink
-from sealtrail.v1 import access_pb2
+from sealtrail.v1 import access_pb2, event_pb2
 from tests.browser.test_console import WAIT, sign_in
 from tests.conftest import ServerThread
 
@@ -164,7 +164,7 @@ def test_a_sink_is_paused_and_a_stale_page_cannot_undo_a_newer_change(
     row.find_element(By.XPATH, ".//button[.='Pause']").click()
     wait(browser).until(lambda b: "paused" in row_of(section, "siem").text)
     assert admin.get_sink(sink_id).paused
-    assert "sink.updated" in section.find_element(By.CSS_SELECTOR, "[role=status]").text
+    assert "sink.updated" in section.find_element(By.CSS_SELECTOR, ".done[role=status]").text
 
     # Someone else resumes it; this page still shows it paused.
     sink = admin.get_sink(sink_id)
@@ -175,6 +175,39 @@ def test_a_sink_is_paused_and_a_stale_page_cannot_undo_a_newer_change(
     wait(browser).until(lambda b: "changed since" in error.text)
     assert not admin.get_sink(sink_id).paused  # nothing was changed
     wait(browser).until(lambda b: "active" in row_of(section, "siem").text)  # read again
+
+
+def test_a_webhook_is_added_with_its_signing_secret_shown_once(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    section = open_view(browser, console_url, admin_token, "Sinks")
+    form = section.find_element(By.ID, "sink-create")
+    form.find_element(By.NAME, "name").send_keys("hooks")
+    form.find_element(By.NAME, "url").send_keys("http://127.0.0.1:9/hook")
+    form.find_element(By.NAME, "actions").send_keys("doc.*, user.login")
+    Select(form.find_element(By.NAME, "min_severity")).select_by_visible_text("warning")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    shown = wait(browser).until(seen.visibility_of_element_located((By.ID, "sink-secret")))
+    secret = shown.find_element(By.CSS_SELECTOR, "input").get_attribute("value") or ""
+    assert secret.startswith("whsec_") and "shown only this once" in shown.text
+    row = wait(browser).until(lambda b: row_of(section, "hooks"))
+    assert "webhook" in row.text and "actions doc.*, user.login" in row.text
+    [sink] = admin.list_sinks()
+    assert list(sink.webhook.secret_hints) == [secret[-4:]]
+    assert list(sink.filter.actions) == ["doc.*", "user.login"]
+    assert sink.filter.min_severity == event_pb2.SEVERITY_WARNING
+    shown.find_element(By.XPATH, ".//button[.='I have stored it']").click()
+    wait(browser).until(lambda b: not shown.is_displayed())
+
+    # A chat channel's URL is its credential: sent, then shown as its hint only.
+    Select(form.find_element(By.NAME, "kind")).select_by_value("chat")
+    form.find_element(By.NAME, "name").send_keys("security channel")
+    url = "http://127.0.0.1:9/services/T0000/B0000/abcdefghijklmnopqrstuvwx"
+    form.find_element(By.NAME, "url").send_keys(url)
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    row = wait(browser).until(lambda b: row_of(section, "security channel"))
+    assert "chat" in row.text and "…" in row.text and "abcdefghijklmnopqrstuvwx" not in row.text
+    assert not shown.is_displayed()
 
 
 def test_a_sink_is_deleted_only_once_its_name_is_typed(

@@ -23,6 +23,7 @@ role's calls are refused by the API itself.
     POST   /api/tokens                  CreateToken {role, name, expire_time?}
     POST   /api/tokens/{id}/revoke      RevokeToken {}
     GET    /api/sinks                   ListSinks
+    POST   /api/sinks                   CreateSink {sink: the API's Sink as JSON, from_beginning?}
     PATCH  /api/sinks/{id}              UpdateSink {paused, etag}, `paused` only
     DELETE /api/sinks/{id}              DeleteSink {etag}
     GET    /api/alert-rules             ListAlertRules
@@ -56,11 +57,12 @@ import re
 import urllib.parse
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
 import grpc
 from aiohttp import ClientConnectionResetError, web
 from google.protobuf import field_mask_pb2, json_format
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 from sealtrail.v1 import (
@@ -84,6 +86,7 @@ from ..domain.canonical import plain_numbers
 from ..domain.event import MAX_USER_AGENT, parse_request_id
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=Message)
 
 STATIC: Final = Path(__file__).parent / "static"
 PAGE_SIZE: Final = 100
@@ -242,6 +245,7 @@ class Console:
                 web.post("/api/tokens", self._create_token),
                 web.post("/api/tokens/{id}/revoke", self._revoke_token),
                 web.get("/api/sinks", self._sinks, allow_head=False),
+                web.post("/api/sinks", self._create_sink),
                 web.patch("/api/sinks/{id}", self._pause_sink),
                 web.delete("/api/sinks/{id}", self._delete_sink),
                 web.get("/api/alert-rules", self._alert_rules, allow_head=False),
@@ -476,6 +480,19 @@ class Console:
         )
         return web.json_response({"sinks": [_json(sink, defaults=True) for sink in answer.sinks]})
 
+    async def _create_sink(self, request: web.Request) -> web.Response:
+        """Creates a sink from the API's own Sink message as JSON: every kind
+        and field the API knows, with no second definition here to drift from
+        it. The answer shows its secrets as hints only, as the API does."""
+        metadata, body = await self._change(request)
+        _only(body, "sink", "from_beginning")
+        message = forwarding_pb2.CreateSinkRequest(
+            sink=_message(body, "sink", forwarding_pb2.Sink()),
+            from_beginning=_flag(body, "from_beginning", default=False),
+        )
+        answer = await self._stub.CreateSink(message, metadata=metadata)
+        return web.json_response(_json(answer, defaults=True))
+
     async def _pause_sink(self, request: web.Request) -> web.Response:
         """Pauses or resumes a sink as read: its `paused` only (the mask), and
         only if it is still the sink the page showed (its etag)."""
@@ -613,11 +630,24 @@ def _text(body: dict[str, Any], name: str) -> str:
     return value
 
 
-def _flag(body: dict[str, Any], name: str) -> bool:
-    value = body.get(name)
+def _flag(body: dict[str, Any], name: str, *, default: bool | None = None) -> bool:
+    """A true or false field; required unless it has a `default`."""
+    value = body.get(name, default)
     if not isinstance(value, bool):
         raise BadParameter(f"{name}: true or false")
     return value
+
+
+def _message(body: dict[str, Any], name: str, message: M) -> M:
+    """`message` filled from the field `name`, the API message's JSON form
+    (proto3 JSON: enum values by name); a field it has not is refused."""
+    value = body.get(name)
+    if not isinstance(value, dict):
+        raise BadParameter(f"{name}: a JSON object, the API's message")
+    try:
+        return json_format.ParseDict(value, message)
+    except json_format.ParseError as error:
+        raise BadParameter(f"{name}: {error}") from None
 
 
 def _etag(body: dict[str, Any], what: str) -> str:

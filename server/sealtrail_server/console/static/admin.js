@@ -21,8 +21,14 @@ const LOADERS = {
 export function setUpAdmin(context) {
   ({ api, signOut } = context);
   $("#token-create").addEventListener("submit", createToken);
-  $("#token-copy").addEventListener("click", copySecret);
-  $("#token-secret-done").addEventListener("click", hideSecret);
+  $("#sink-create").addEventListener("submit", createSink);
+  $("#sink-create").elements.kind.addEventListener("change", (event) => {
+    $("#sink-create").classList.toggle("kind-webhook", event.target.value === "webhook");
+  });
+  for (const box of document.querySelectorAll(".secret")) {
+    $(".secret-copy", box).addEventListener("click", () => copySecret(box));
+    $(".secret-done", box).addEventListener("click", () => hideSecret(box));
+  }
   $("#tokens-more").addEventListener("click", () => loadTokens({ more: true }));
   $("#hold-place").addEventListener("submit", placeHold);
   $("#hold-release").addEventListener("click", releaseHold);
@@ -40,9 +46,9 @@ export function showAdminView(id) {
   return LOADERS[id]();
 }
 
-// Everything the admin views hold, the secret of a new token first.
+// Everything the admin views hold, the secrets shown once first.
 export function clearAdmin() {
-  hideSecret();
+  for (const box of document.querySelectorAll(".secret")) hideSecret(box);
   for (const section of document.querySelectorAll("section.view[id^='admin-']")) {
     for (const body of section.querySelectorAll("tbody")) body.replaceChildren();
     clearMessages(section);
@@ -159,6 +165,9 @@ function filterWords(filter = {}) {
   return parts.length ? parts.join("; ") : "every event";
 }
 
+// "1 event", "2,001 events".
+const count = (n, word) => `${Number(n).toLocaleString()} ${word}${Number(n) === 1 ? "" : "s"}`;
+
 function duration(seconds) {
   const n = Number(seconds);
   for (const [size, unit] of [[86400, "d"], [3600, "h"], [60, "min"]]) {
@@ -205,6 +214,7 @@ function tokenRow(token) {
     cell(row, expired ? "expired" : "live", expired ? "bad" : "");
   }
   const actions = row.insertCell();
+  actions.className = "actions";
   if (!token.revoke_time) actions.append(button("Revoke", () => revokeToken(token), "danger"));
   return row;
 }
@@ -221,7 +231,8 @@ async function createToken(event) {
   submit.disabled = true;
   try {
     const created = await change("/api/tokens", "POST", body);
-    showSecret(created);
+    $("#token-secret-role").textContent = `an ${label(created.token.role)}`.replace(/^an ([^aeiou])/, "a $1");
+    showSecret($("#token-secret"), created.secret, created.token.name);
     form.reset();
     say(section, `Token ${created.token.name} created (recorded as api_token.created).`);
     await loadTokens();
@@ -236,27 +247,27 @@ async function createToken(event) {
   }
 }
 
-// The new token's secret: here once, in this tab's memory and page only,
-// until "I have stored it" or signing out; the API never gives it again.
-function showSecret(created) {
-  $("#token-secret-value").value = created.secret;
-  $("#token-secret-name").textContent = `“${created.token.name}”`;
-  $("#token-secret-role").textContent = `an ${label(created.token.role)}`.replace(/^an ([^aeiou])/, "a $1");
-  $("#token-copy-status").textContent = "";
-  $("#token-secret").hidden = false;
-  $("#token-secret-value").focus();
-  $("#token-secret-value").select();
+// A secret shown once (a new token's, a new webhook's signing secret): here
+// in this tab's page only, until "I have stored it" or signing out; the API
+// never gives it again.
+function showSecret(box, secret, name) {
+  $(".secret-value", box).value = secret;
+  $(".secret-name", box).textContent = `“${name}”`;
+  $(".secret-status", box).textContent = "";
+  box.hidden = false;
+  $(".secret-value", box).focus();
+  $(".secret-value", box).select();
 }
 
-function hideSecret() {
-  $("#token-secret-value").value = "";
-  $("#token-copy-status").textContent = "";
-  $("#token-secret").hidden = true;
+function hideSecret(box) {
+  $(".secret-value", box).value = "";
+  $(".secret-status", box).textContent = "";
+  box.hidden = true;
 }
 
-async function copySecret() {
-  const field = $("#token-secret-value");
-  const status = $("#token-copy-status");
+async function copySecret(box) {
+  const field = $(".secret-value", box);
+  const status = $(".secret-status", box);
   try {
     await navigator.clipboard.writeText(field.value);  // no clipboard API off a secure context
     status.textContent = "Copied to the clipboard.";
@@ -325,6 +336,7 @@ function sinkRow(sink) {
   lines(row.insertCell(), delivery(sink));
   cell(row, sink.paused ? "paused" : "active", sink.paused ? "bad" : "");
   const actions = row.insertCell();
+  actions.className = "actions";
   actions.append(
     button(sink.paused ? "Resume" : "Pause", () => pauseSink(sink)),
     button("Delete", () => deleteSink(sink), "danger"),
@@ -336,7 +348,7 @@ function sinkRow(sink) {
 function delivery(sink) {
   const state = sink.state || {};
   const lag = Number(state.lag_events || 0);
-  const parts = [[lag ? `${lag.toLocaleString()} events behind` : "up to date"]];
+  const parts = [[lag ? `${count(lag, "event")} behind` : "up to date"]];
   if (state.last_delivery_time) {
     parts.push([`last delivered ${new Date(state.last_delivery_time).toLocaleString()}`]);
   } else {
@@ -348,13 +360,57 @@ function delivery(sink) {
     const failures = Number(state.consecutive_failures || 0);
     const next = state.next_attempt_time
       ? `, next attempt ${new Date(state.next_attempt_time).toLocaleString()}` : "";
-    if (failures) parts.push([`${failures} failures in a row${next}`, "bad"]);
+    if (failures) parts.push([`${count(failures, "failure")} in a row${next}`, "bad"]);
   }
   const dead = Number(state.dead_letters || 0);
-  if (dead) parts.push([`${dead.toLocaleString()} dead letters (sealtrail sinks dead-letters)`, "bad"]);
+  if (dead) parts.push([`${count(dead, "dead letter")} (sealtrail sinks dead-letters)`, "bad"]);
   const replays = Number(state.pending_replays || 0);
-  if (replays) parts.push([`${replays} replays pending`]);
+  if (replays) parts.push([`${count(replays, "replay")} pending`]);
   return parts;
+}
+
+// A webhook's signing secret, made here as `sealtrail sinks create
+// --generate-secret` makes one: 32 random bytes, base64, after `whsec_`.
+function webhookSecret() {
+  return `whsec_${btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))))}`;
+}
+
+// The EventFilter of the form's fields, as the API's JSON names it.
+function formFilter(fields) {
+  const filter = {};
+  const actions = fields.actions.value.split(",").map((action) => action.trim()).filter(Boolean);
+  if (actions.length) filter.actions = actions;
+  if (fields.categories.value) filter.categories = [`CATEGORY_${fields.categories.value.toUpperCase()}`];
+  if (fields.min_severity.value) filter.min_severity = `SEVERITY_${fields.min_severity.value.toUpperCase()}`;
+  return filter;
+}
+
+async function createSink(event) {
+  event.preventDefault();
+  const section = $("#admin-sinks");
+  const form = event.target;
+  const fields = form.elements;
+  const submit = form.querySelector("button[type=submit]");
+  const kind = fields.kind.value;
+  const name = fields.name.value.trim();
+  const secret = kind === "webhook" ? webhookSecret() : "";
+  const sink = { name, filter: formFilter(fields) };
+  sink[kind] = secret ? { url: fields.url.value, secrets: [secret] } : { url: fields.url.value };
+  if (kind === "webhook" && fields.format.value === "ocsf") sink.format = "PAYLOAD_FORMAT_OCSF";
+  clearMessages(section);
+  submit.disabled = true;
+  try {
+    await change("/api/sinks", "POST", { sink, from_beginning: fields.from_beginning.checked });
+    if (secret) showSecret($("#sink-secret"), secret, name);
+    form.reset();
+    form.classList.add("kind-webhook");
+    say(section, `Sink ${name} added (recorded as sink.created).`);
+    await loadSinks();
+  } catch (error) {
+    failed(section, error, `The sink ${name}`);
+  } finally {
+    submit.disabled = false;
+  }
 }
 
 async function pauseSink(sink) {
@@ -443,9 +499,11 @@ function ruleRow(rule) {
   cell(row, (rule.sink_ids || []).map((id) => names.get(id) || `${id} (deleted)`).join(", ") || "none");
   const fired = Number(rule.fired || 0);
   const last = rule.last_fired_time ? `, last ${new Date(rule.last_fired_time).toLocaleString()}` : "";
-  cell(row, fired ? `${fired.toLocaleString()} times${last}` : "never");
+  cell(row, fired ? `${count(fired, "time")}${last}` : "never");
   cell(row, rule.disabled ? "disabled" : "enabled", rule.disabled ? "bad" : "");
-  row.insertCell().append(
+  const actions = row.insertCell();
+  actions.className = "actions";
+  actions.append(
     button(rule.disabled ? "Enable" : "Disable", () => disableRule(rule)),
     button("Delete", () => deleteRule(rule), "danger"),
   );
@@ -488,7 +546,7 @@ async function deleteRule(rule) {
 
 // --- retention and legal hold -------------------------------------------------------
 
-const keptFor = (days) => (Number(days) ? `${Number(days).toLocaleString()} days` : "forever");
+const keptFor = (days) => (Number(days) ? count(days, "day") : "forever");
 
 async function loadRetention() {
   const section = $("#admin-retention");
