@@ -322,3 +322,18 @@ def test_the_admin_views_fit_a_360_pixel_screen(
         width = browser.execute_script("return document.documentElement.scrollWidth")
         # The tables scroll inside their own boxes, their hidden headers too.
         assert width <= browser.execute_script("return window.innerWidth"), view
+
+
+def test_a_tab_signed_in_before_the_admin_views_learns_its_role(
+    browser: webdriver.Chrome, console_url: str, admin_token: str
+) -> None:
+    """A tab whose session holds a token but no role (signed in by the page
+    before this version) shows the admin views once it has asked."""
+    browser.get(console_url)
+    browser.execute_script("sessionStorage.setItem('sealtrail.token', arguments[0])", admin_token)
+    browser.get(console_url + "#tokens")  # the same page: only its fragment changes
+    browser.refresh()
+    section = wait(browser).until(seen.visibility_of_element_located((By.ID, "admin-tokens")))
+    wait(browser).until(lambda b: section.get_attribute("aria-busy") != "true")
+    assert browser.find_element(By.LINK_TEXT, "Retention").is_displayed()
+    assert browser.execute_script("return sessionStorage.getItem('sealtrail.role')") == "admin"

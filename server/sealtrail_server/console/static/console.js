@@ -571,22 +571,32 @@ async function exportAs(format) {
 // --- wiring -------------------------------------------------------------------
 
 // The views of a signed-in tab: the admin links for an admin only.
-async function showSignedIn() {
+function showSignedIn() {
   $("#signin").hidden = true;
   $("#signout").hidden = false;
-  if (sessionStorage.getItem(ROLE_KEY) === null) {
-    // Signed in by an earlier version of the page, which kept no role: ask once.
-    try {
-      const { role } = await (await api("/api/signin")).json();
-      sessionStorage.setItem(ROLE_KEY, role || "");
-    } catch (error) {
-      if (error.status === 401) { signOut(); return; }
-    }
+  $("#views").hidden = false;
+  showAdminLinks();
+  route();
+  if (sessionStorage.getItem(ROLE_KEY) === null) learnRole();
+}
+
+// For a tab signed in by an earlier version of the page, which kept no role:
+// asked beside the first page of events, not before it.
+async function learnRole() {
+  try {
+    const { role } = await (await api("/api/signin")).json();
+    sessionStorage.setItem(ROLE_KEY, role || "");
+  } catch (error) {
+    if (error.status === 401) signOut();
+    return;
   }
+  showAdminLinks();
+  route();
+}
+
+function showAdminLinks() {
   const admin = sessionStorage.getItem(ROLE_KEY) === "admin";
   for (const link of document.querySelectorAll("#views a.admin")) link.hidden = !admin;
-  $("#views").hidden = false;
-  route();
 }
 
 // Shows the view the URL fragment names (#tokens, #sinks, #alerts,
