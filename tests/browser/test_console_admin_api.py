@@ -452,6 +452,10 @@ def test_a_change_is_json_with_a_bearer_token_from_the_consoles_own_origin(
             **{"Content-Type": "application/json"},
         )
         assert status == 400 and answer["error"].startswith("body:"), (raw, answer)
+    status, _ = send(
+        api + "tokens", method="POST", token=admin, body={**body, "name": "x" * 70_000}
+    )
+    assert status == 413  # no change of the page's is that large
     for origin in ("http://evil.example", "null", "http://127.0.0.1:1"):
         status, answer = send(api + "tokens", method="POST", token=admin, body=body, Origin=origin)
         assert status == 403 and "origin" in answer["error"], (origin, answer)
