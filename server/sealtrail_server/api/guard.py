@@ -165,7 +165,10 @@ class GuardInterceptor(ServiceInterceptor):
         """Tells this process's console the role of the token it called with
         (ROLE_HEADER), before the answer: a token's holder may know what it
         may do, and the console need not try an admin call to find out."""
-        if from_console(context.invocation_metadata() or (), self._console_key):
+        # No console, no scan of every call's metadata (Record's among them).
+        if self._console_key and from_console(
+            context.invocation_metadata() or (), self._console_key
+        ):
             role = current_principal().role.value
             await context.send_initial_metadata(((ROLE_HEADER, role),))
 
