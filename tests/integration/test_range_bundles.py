@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 import pytest
+from click.testing import CliRunner
 
 from sealtrail import (
     AsyncAuditClient,
@@ -25,6 +26,7 @@ from sealtrail import (
     build_event,
 )
 from sealtrail._bundle import BundleError, SeqRange, received_range, verify_bundle, write_bundle
+from sealtrail._cli import main as cli
 from sealtrail.tlog import Signer, leaf_hash
 from sealtrail.v1 import audit_service_pb2
 from sealtrail_server.domain.access import Role
@@ -355,6 +357,201 @@ def test_a_months_range_cut_short_fails_by_the_time_of_the_event_after_it(
         BundleError, match=r"seq 6, just after the range, was received at .*, before"
     ):
         verify_bundle(out, key=VERIFIER)
+
+
+def _period_bundle(admin: AuditClient, clock: Clock, out: Path) -> tuple[datetime, datetime]:
+    """A bundle of the period in which seqs 1..6 were received (seqs 7 and 8
+    after it), written honestly; the period."""
+    since = clock()
+    record_events(admin, 6)
+    clock.advance(seconds=60)
+    until = clock()
+    clock.advance(seconds=60)
+    record_events(admin, 2)
+    write_bundle(admin, out, seq_range=received_range(admin, since=since, until=until))
+    return since, until
+
+
+def _claim_fewer(out: Path, kept: int) -> tuple[list[bytes], list[bytes]]:
+    """The bundle at `out` cut to its first `kept` records, its range with
+    them: what a writer hiding the period's last events hands over. The
+    records and proofs it held before."""
+    records, proofs = lines(out / "records.ndjson"), lines(out / "proofs.ndjson")
+    (out / "records.ndjson").write_bytes(b"".join(records[:kept]))
+    (out / "proofs.ndjson").write_bytes(b"".join(proofs[:kept]))
+    manifest = json.loads((out / "bundle.json").read_text())
+    manifest["range"]["last_seq"] = manifest["count"] = manifest["last_seq"] = kept
+    (out / "bundle.json").write_text(json.dumps(manifest))
+    return records, proofs
+
+
+def test_a_periods_bundle_without_the_event_after_its_range_fails(
+    admin: AuditClient, clock: Clock, tmp_path: Path
+) -> None:
+    """The edges are the writer's to hand over: one left out, a month less
+    its last week passed (helper-182). The log holds seq 5 at the bundle's
+    size, so its time must be shown."""
+    out = tmp_path / "month"
+    _period_bundle(admin, clock, out)
+    _claim_fewer(out, 4)
+    (out / "edges.ndjson").write_text("")
+    with pytest.raises(
+        BundleError, match=r"edges.ndjson: seq 5, just after the range, is missing: the log holds"
+    ):
+        verify_bundle(out, key=VERIFIER)
+
+
+def test_a_periods_end_edge_shown_as_removed_leaves_the_end_unproven(
+    admin: AuditClient, clock: Clock, tmp_path: Path
+) -> None:
+    """An event of the period handed over as the edge "removed by retention":
+    its kept leaf proves its place, not its time. The range is proven
+    complete, not that it is the period's: verify says which end is
+    unproven and exits 4, never OK."""
+    out = tmp_path / "month"
+    _period_bundle(admin, clock, out)
+    records, proofs = _claim_fewer(out, 4)
+    hidden = records[4].removesuffix(b"\n")
+    edge = {
+        "seq": 5,
+        "record": None,
+        "leaf_hash": base64.b64encode(leaf_hash(hidden)).decode(),
+        "proof": json.loads(proofs[4])["proof"],
+    }
+    (out / "edges.ndjson").write_text(json.dumps(edge) + "\n")
+    verified = verify_bundle(out, key=VERIFIER)
+    assert verified.seq_range == (1, 4) and verified.unchecked_edges == ("end",)
+    shown = CliRunner().invoke(cli, ["verify", str(out), "--key", VERIFIER])
+    assert shown.exit_code == 4, shown.output
+    assert shown.stdout.startswith("PERIOD UNPROVEN: 4 records (seq 1..4)")
+    assert "OK" not in shown.stdout
+    assert "unproven: the range's end: seq 5, just after it, is shown as removed by retention" in (
+        shown.stderr
+    )
+
+
+def test_a_periods_range_cut_at_an_older_checkpoint_leaves_the_end_unproven(
+    admin: AuditClient, clock: Clock, tmp_path: Path
+) -> None:
+    """Every file genuine: the range up to the size of a checkpoint signed
+    while the period ran. No event follows it in that log, so nothing shows
+    the period had ended there (helper-182)."""
+    since = clock()
+    record_events(admin, 4)
+    mid = admin.get_checkpoint(fresh=True)  # signed while the period runs
+    assert mid.tree_size == 4
+    clock.advance(seconds=10)
+    record_events(admin, 2)  # seqs 5, 6: in the period too
+    clock.advance(seconds=50)
+    until = clock()
+    clock.advance(seconds=60)
+    record_events(admin, 2)
+    out = tmp_path / "cut"
+    write_bundle(admin, out, seq_range=SeqRange(1, 4, since, until))
+    proofs = []
+    for seq in range(1, 5):
+        proof = admin.get_inclusion_proof(seq=seq, tree_size=4).proof
+        entry = {"seq": seq, "proof": [base64.b64encode(h).decode() for h in proof]}
+        proofs.append(json.dumps(entry) + "\n")
+    (out / "proofs.ndjson").write_text("".join(proofs))
+    (out / "checkpoint.txt").write_text(mid.note)
+    (out / "edges.ndjson").write_text("")  # seq 5: not in a log of 4
+    manifest = json.loads((out / "bundle.json").read_text())
+    (out / "bundle.json").write_text(json.dumps({**manifest, "tree_size": 4}))
+    verified = verify_bundle(out, key=VERIFIER)
+    assert verified.unchecked_edges == ("end",)
+    shown = CliRunner().invoke(cli, ["verify", str(out), "--key", VERIFIER])
+    assert shown.exit_code == 4, shown.output
+    assert "unproven: the range's end: no event follows seq 4 in the log at the checkpoint's" in (
+        shown.stderr
+    )
+
+
+def test_a_bundle_of_a_period_nothing_followed_yet_says_its_end_is_unproven(
+    clocked: ServerThread, admin: AuditClient, tenant: str, clock: Clock, tmp_path: Path
+) -> None:
+    """A writer's Export is recorded after the period, and proves its end.
+    A reader cannot export, and its refusal and reads are recorded once a
+    window (ADR 0060), here within the period: with no event after it, the
+    end is not proven, and `bundle` says so (exit 4) rather than hand over
+    what verify would not call OK. Once one follows, the same bundle proves
+    both ends."""
+    since = clock()
+    record_events(admin, 3)
+    token = clocked.token(tenant, Role.READER)
+    with AuditClient(clocked.target, token=token) as reader:
+        # Its refused Export and its reads by key recorded, at seqs 4 and 5:
+        write_bundle(reader, tmp_path / "during", seq_range=SeqRange(1, 3))
+        clock.advance(seconds=60)
+        until = clock()
+        found = received_range(reader, since=since, until=until)
+        assert (found.first, found.last) == (1, 5)
+        written = write_bundle(reader, tmp_path / "early", seq_range=found)
+        assert written.unchecked_edges == ("end",)
+        assert verify_bundle(tmp_path / "early", key=VERIFIER).unchecked_edges == ("end",)
+        env = {"SEALTRAIL_SERVER": clocked.target, "SEALTRAIL_TOKEN": token}
+        period = ["--received-since", since.isoformat(), "--received-until", until.isoformat()]
+        shown = CliRunner().invoke(cli, ["bundle", *period, "-o", str(tmp_path / "cli")], env=env)
+        assert shown.exit_code == 4, shown.output
+        assert "(found for the events received from" in shown.stdout
+        assert "its end not proven the period's)" in shown.stdout
+        assert "unproven: the range's end: no event follows seq 5 in the log" in shown.stderr
+        record_events(admin, 1)  # received after the period
+        later = write_bundle(reader, tmp_path / "later", seq_range=found)
+    assert later.unchecked_edges == ()
+    assert verify_bundle(tmp_path / "later", key=VERIFIER).unchecked_edges == ()
+
+
+def test_a_period_that_runs_backwards_is_refused(
+    admin: AuditClient, clock: Clock, tmp_path: Path
+) -> None:
+    """since after until: both edge checks then hold for any middle part of
+    the period, with its true neighbours as edges (helper-182)."""
+    out = tmp_path / "month"
+    _period_bundle(admin, clock, out)
+    manifest = json.loads((out / "bundle.json").read_text())
+    manifest["received"] = {
+        "since": manifest["received"]["until"],
+        "until": manifest["received"]["since"],
+    }
+    (out / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="'received' must be a period: since before until"):
+        verify_bundle(out, key=VERIFIER)
+
+
+def test_verify_received_demands_a_bundle_proving_that_period(
+    admin: AuditClient, clock: Clock, tmp_path: Path
+) -> None:
+    """As --seq demands a range: a script that was promised November fails
+    for a bundle of another period, or of none."""
+    month = _start_of_next_month(clock())
+    clock.advance(seconds=(month - clock()).total_seconds())
+    record_events(admin, 3)
+    end = _start_of_next_month(clock())
+    clock.advance(seconds=(end - clock()).total_seconds())
+    out = tmp_path / "month"
+    write_bundle(admin, out, seq_range=received_range(admin, since=month, until=end))
+    named, day = month.strftime("%Y-%m"), month.strftime("%Y-%m-%d")
+
+    def verify(*options: str) -> Any:
+        return CliRunner().invoke(cli, ["verify", str(out), "--key", VERIFIER, *options])
+
+    for held in (named, day):  # the period, or one within it
+        shown = verify("--received", held)
+        assert shown.exit_code == 0, shown.output
+        assert shown.stdout.startswith("OK: 3 records (seq 1..3)")
+    other = verify("--received", end.strftime("%Y-%m"))
+    assert other.exit_code == 1
+    assert other.stderr.startswith(
+        f"FAILED: the bundle does not prove the events received from {end:%Y-%m-%d}"
+    )
+    assert "it proves the events received from" in other.stderr
+    write_bundle(admin, tmp_path / "seqs", seq_range=SeqRange(1, 3))
+    seqs = CliRunner().invoke(
+        cli, ["verify", str(tmp_path / "seqs"), "--key", VERIFIER, "--received", named]
+    )
+    assert seqs.exit_code == 1
+    assert "it proves no period (a range bundle of seq 1..3, chosen by seq)" in seqs.stderr
 
 
 def test_the_range_of_a_period_is_refused_or_empty_as_it_should(

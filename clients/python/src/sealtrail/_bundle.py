@@ -187,8 +187,10 @@ class BundleSummary:
     # The period by receipt time its range was found for, if it was.
     received_since: datetime | None = None
     received_until: datetime | None = None
-    # Of a period's range, the ends whose neighbouring event's time could not
-    # be checked ("start", "end"): removed by retention, or not in the log.
+    # Of a period's range, the ends not proven to be the period's ("start",
+    # "end"): the event just outside it shown as removed by retention (its
+    # time went with it), or, at the end, none after the range in the log at
+    # the checkpoint's size. `sealtrail verify` then exits 4, not 0.
     unchecked_edges: tuple[str, ...] = ()
 
     @property
@@ -259,10 +261,12 @@ def _write(
 ) -> BundleSummary:
     """`write_bundle` into `out`, which is empty."""
     complete = seq_range is None and (event_filter is None or event_filter.ByteSize() == 0)
+    unproven_ends: tuple[str, ...] = ()
     if seq_range is not None:
         written = _range(source, out, seq_range, workers)
         if seq_range.received_since is not None:
-            _write_edges(source, out, seq_range, written.checkpoint.tree_size)
+            size = written.checkpoint.tree_size
+            unproven_ends = _write_edges(source, out, seq_range, size)
     elif complete:
         written = _complete(source, out, workers)
     else:
@@ -291,6 +295,7 @@ def _write(
         seq_range=None if seq_range is None else (seq_range.first, seq_range.last),
         received_since=None if seq_range is None else seq_range.received_since,
         received_until=None if seq_range is None else seq_range.received_until,
+        unchecked_edges=unproven_ends,
     )
     manifest = {
         "format": FORMAT,
@@ -503,15 +508,21 @@ def _range(source: _Source, out: Path, seq_range: SeqRange, workers: int) -> _Wr
     return _proven_one_by_one(source, out, None, False, workers, every=range(first, last + 1))
 
 
-def _write_edges(source: _Source, out: Path, seq_range: SeqRange, size: int) -> None:
+def _write_edges(source: _Source, out: Path, seq_range: SeqRange, size: int) -> tuple[str, ...]:
     """The events just before and after a range found by receipt time, with
     their proofs at the bundle's size: the one before was received before the
     period, the one after at or after its end, which the verifier reads from
     their records. An edge the log does not have (the range starts at seq 1,
-    or no event followed it yet) is left out, and so is one it cannot prove:
-    verification says which end it could not check."""
+    or no event followed it yet) is left out, and so is one it cannot prove
+    (verification then fails, naming it). Returns the ends the bundle does
+    not prove: an edge removed by retention, or none after the range. A
+    range read by an Export always has one: the export's own record,
+    received after the period ended (docs/integrity.md)."""
+    unproven: list[str] = []
     with open(out / EDGES, "w", encoding="utf-8", newline="\n") as edges:
-        for seq in (seq_range.first - 1, seq_range.last + 1):
+        for seq, end in ((seq_range.first - 1, "start"), (seq_range.last + 1, "end")):
+            if seq > size:
+                unproven.append(end)
             if not 1 <= seq <= size:
                 continue
             try:
@@ -522,6 +533,8 @@ def _write_edges(source: _Source, out: Path, seq_range: SeqRange, size: int) -> 
                 if error.code is grpc.StatusCode.DATA_LOSS:
                     continue
                 raise
+            if found.purged:
+                unproven.append(end)
             entry = {
                 "seq": found.seq,
                 "record": None if found.purged else found.record.decode(),
@@ -529,6 +542,7 @@ def _write_edges(source: _Source, out: Path, seq_range: SeqRange, size: int) -> 
                 "proof": [base64.b64encode(h).decode() for h in found.proof],
             }
             edges.write(json.dumps(entry) + "\n")
+    return tuple(unproven)
 
 
 def _prove_exported_range(
@@ -799,9 +813,15 @@ def _check_edges(
 ) -> tuple[str, ...]:
     """Check that the range is the period's: the event just before it was
     received before the period, the one just after at or after its end, each
-    proven in the log. Returns the ends that could not be checked."""
+    proven in the signed checkpoint as the range's records are. Whoever wrote
+    the bundle chose its edges: each one the log holds at the checkpoint's
+    size must be here, or a range cut short would pass (helper-182). Returns
+    the ends not proven: an edge shown as removed by retention (its kept leaf
+    proves its place, not its time; any writer can show one so), and the
+    end of a range that ends with the checkpoint's log (no event after it
+    shows the period had ended there)."""
     (first, last), (since, until) = seq_range, received
-    wanted = {first - 1: "start", last + 1: "end"}
+    wanted = {seq: end for seq, end in ((first - 1, "start"), (last + 1, "end")) if seq >= 1}
     found: set[str] = set()  # the ends whose neighbour the bundle proves
     timed: set[str] = set()  # and of those, the ones whose time it shows
     try:
@@ -842,10 +862,14 @@ def _check_edges(
                 f"seq {seq}, just after the range, was received at {_moment(received_at)}, before"
                 f" {_moment(until)}: the range ends before the period does"
             )
-    # An end whose neighbour is not in the bundle (it could not be proven, or
-    # the log ended with the range), or was removed by retention (it proves
-    # its place, not its time), is not checked.
-    return tuple(end for seq, end in sorted(wanted.items()) if seq >= 1 and end not in timed)
+    for seq, end in wanted.items():
+        if end not in found and seq <= size:
+            where = "before" if end == "start" else "after"
+            raise BundleError(
+                f"{EDGES}: seq {seq}, just {where} the range, is missing: the log holds it at"
+                f" the checkpoint's size {size}, and its time shows where the period's {end} is"
+            )
+    return tuple(end for seq, end in wanted.items() if end not in timed)
 
 
 def _received_at(record: str, tenant: str, seq: int, where: str) -> datetime:
@@ -892,6 +916,9 @@ def _received_of(manifest: dict[str, Any]) -> tuple[datetime, datetime] | None:
         raise BundleError(f"{MANIFEST}: 'received' must be {{since, until}}, two times") from None
     if since.tzinfo is None or until.tzinfo is None or manifest.get("range") is None:
         raise BundleError(f"{MANIFEST}: 'received' must be two UTC times, of a range bundle")
+    if until <= since:
+        # Backwards, both ends' checks hold for any part of the period (helper-182).
+        raise BundleError(f"{MANIFEST}: 'received' must be a period: since before until")
     return since.astimezone(UTC), until.astimezone(UTC)
 
 

@@ -41,7 +41,15 @@ from sealtrail._checkpoint_check import (
     OtherLogError,
     saved_checkpoint_text,
 )
-from sealtrail._cli_ranges import PeriodParam, SeqRangeParam, range_line, range_warnings
+from sealtrail._cli_ranges import (
+    PERIOD_UNPROVEN,
+    PeriodParam,
+    SeqRangeParam,
+    moment,
+    range_line,
+    range_warnings,
+    unproven_ends,
+)
 from sealtrail._client import AuditClient
 from sealtrail._convert import (
     EventFields,
@@ -636,6 +644,10 @@ def bundle(
     if summary.log_fault is not None:
         click.echo(f"FAILED: {summary.log_fault}", err=True)
         sys.exit(1)
+    if summary.unchecked_edges:  # verify would not say OK of it either
+        for reason in unproven_ends(summary):
+            click.echo(reason, err=True)
+        sys.exit(PERIOD_UNPROVEN)
 
 
 def _period(
@@ -702,16 +714,26 @@ def _period(
     help="Require every event of this seq range, FIRST-LAST, proven complete: by a range"
     " bundle of it (or of more), or the whole log.",
 )
+@click.option(
+    "--received",
+    "require_period",
+    type=PeriodParam(),
+    help="Require every event received in this UTC year, month or day (2026-11), proven"
+    " complete: by a bundle written for it (or for a period that holds it, `bundle"
+    " --received`). As without it, exits 4 if an end of the range is not proven the period's.",
+)
 def verify(
     path: Path,
     keys: tuple[str, ...],
     tenant: str | None,
     require_complete: bool,
     require_seqs: tuple[int, int] | None,
+    require_period: tuple[datetime, datetime] | None,
 ) -> None:
     """Check a bundle offline: every record against the signed checkpoint.
     Exits 0 when verified against --key, 1 on a failure, 3 when verified only
-    against the bundle's own keys (which a forger writes too)."""
+    against the bundle's own keys (which a forger writes too), 4 when a
+    period's range is proven complete but an end of it not the period's."""
     try:
         # No --key: None, the bundle's own keys (an empty list is refused).
         summary = verify_bundle(path, key=keys or None, tenant=tenant)
@@ -741,7 +763,32 @@ def verify(
             err=True,
         )
         sys.exit(1)
+    if require_period is not None and not _holds(summary, require_period):
+        since, until = require_period
+        click.echo(
+            f"FAILED: the bundle does not prove the events received from {moment(since)} to"
+            f" {moment(until)}: it proves "
+            + (
+                f"the events received from {moment(summary.received_since)} to"
+                f" {moment(summary.received_until)}"
+                if summary.received_since is not None and summary.received_until is not None
+                else f"no period (a range bundle of seq {summary.seq_range[0]}.."
+                f"{summary.seq_range[1]}, chosen by seq)"
+                if summary.seq_range is not None
+                else "no period (a bundle not written for one)"
+            ),
+            err=True,
+        )
+        sys.exit(1)
     _report_verified(summary)
+
+
+def _holds(summary: BundleSummary, period: tuple[datetime, datetime]) -> bool:
+    """Whether the bundle was written for `period`, or for one that holds it
+    (whether its ends are proven the period's is `_report_verified`'s)."""
+    if summary.received_since is None or summary.received_until is None:
+        return False
+    return summary.received_since <= period[0] and period[1] <= summary.received_until
 
 
 def _proves(summary: BundleSummary, seqs: tuple[int, int]) -> bool:
@@ -763,7 +810,10 @@ def _report_verified(summary: BundleSummary) -> None:
     purged = (
         f" and the leaves of {summary.purged} events removed by retention" if summary.purged else ""
     )
-    verdict = "SELF-CONSISTENT" if summary.trusted_own_keys else "OK"
+    unproven = summary.seq_range is not None and bool(summary.unchecked_edges)
+    verdict = (
+        "SELF-CONSISTENT" if summary.trusted_own_keys else "PERIOD UNPROVEN" if unproven else "OK"
+    )
     click.echo(
         f"{verdict}: {summary.count} records{purged} (seq {summary.first_seq}..{summary.last_seq})"
         f" are in {terminal_safe(summary.origin)} at size {summary.tree_size}{whole};"
@@ -786,6 +836,8 @@ def _report_verified(summary: BundleSummary) -> None:
             err=True,
         )
         sys.exit(3)
+    if unproven:
+        sys.exit(PERIOD_UNPROVEN)
 
 
 @main.command("verify-log")

@@ -87,11 +87,45 @@ def range_line(summary: BundleSummary) -> str:
     first, last = summary.seq_range
     line = f"the range seq {first}..{last} is complete"
     if summary.received_since is not None and summary.received_until is not None:
-        line += (
-            f", chosen by receipt time: the events received from"
-            f" {moment(summary.received_since)} to {moment(summary.received_until)}"
+        period = (
+            f"the events received from {moment(summary.received_since)}"
+            f" to {moment(summary.received_until)}"
         )
+        if summary.unchecked_edges:
+            ends = " and ".join(summary.unchecked_edges)
+            line += f" (found for {period}; its {ends} not proven the period's)"
+        else:
+            line += f", chosen by receipt time: {period}"
     return line
+
+
+# `sealtrail verify` (and `bundle`) when a period's range is proven complete
+# but an end of it not proven to be the period's: a script's check for 0
+# fails, and it can tell this from a failure (1) or own keys only (3).
+PERIOD_UNPROVEN = 4
+
+
+def unproven_ends(summary: BundleSummary) -> list[str]:
+    """Why each end of a period's range is not proven, for stderr."""
+    assert summary.seq_range is not None
+    (first, last), reasons = summary.seq_range, []
+    for end in summary.unchecked_edges:
+        if end == "end" and last >= summary.tree_size:
+            reasons.append(
+                f"unproven: the range's end: no event follows seq {last} in the log at the"
+                f" checkpoint's size {summary.tree_size}, so nothing shows the period had ended"
+                " there; write the bundle again once the log holds an event received after"
+                " the period (an exporter's bundle always does: its export is one)"
+            )
+            continue
+        seq, where = (first - 1, "before") if end == "start" else (last + 1, "after")
+        reasons.append(
+            f"unproven: the range's {end}: seq {seq}, just {where} it, is shown as removed by"
+            " retention: its kept leaf proves its place, not its time, and whoever wrote the"
+            " bundle can show any event so; nothing shows the range's"
+            f" {end} is the period's"
+        )
+    return reasons
 
 
 def range_warnings(summary: BundleSummary) -> list[str]:
@@ -103,12 +137,7 @@ def range_warnings(summary: BundleSummary) -> list[str]:
             " leaves prove them in place, not that retention removed them (a complete bundle"
             " or `sealtrail verify-log` checks that)"
         )
-    for end in summary.unchecked_edges:
-        where = "before" if end == "start" else "after"
-        warnings.append(
-            f"warning: the event just {where} the range is removed by retention or not in the"
-            f" log, so the time of the range's {end} rests on the server's word"
-        )
+    warnings += unproven_ends(summary)
     if summary.received_since is not None:
         warnings.append(
             "note: the range is of seqs; with several server processes, a clock behind the"
