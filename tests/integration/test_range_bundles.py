@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from click.testing import CliRunner
 
@@ -23,12 +26,14 @@ from sealtrail import (
     AuditClient,
     InvalidArgumentError,
     RpcFailedError,
+    UnavailableError,
     build_event,
 )
 from sealtrail._bundle import BundleError, SeqRange, received_range, verify_bundle, write_bundle
 from sealtrail._cli import main as cli
 from sealtrail.tlog import Signer, leaf_hash
 from sealtrail.v1 import audit_service_pb2
+from sealtrail_server.api import received_range as received_range_api
 from sealtrail_server.domain.access import Role
 from tests.clock import Clock
 from tests.conftest import SIGNING_KEY, ServerThread
@@ -578,6 +583,78 @@ def test_the_range_of_a_period_is_refused_or_empty_as_it_should(
     # Until unset: up to now, the log's events all received since.
     so_far = admin.get_received_range(since=now - timedelta(minutes=1))
     assert (so_far.first_seq, so_far.last_seq) == (1, 3)
+
+
+def _waiting(watch: psycopg.Connection[Any], query: str) -> bool:
+    """Whether a session waits for a lock while running a statement like `query`."""
+    row = watch.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE %s",
+        [query],
+    ).fetchone()
+    return row is not None and row[0] > 0
+
+
+def _until(condition: Callable[[], bool], *, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "waited too long"
+        time.sleep(0.02)
+
+
+def test_the_range_of_a_period_ended_waits_for_a_batch_stamped_in_it_being_committed(
+    admin: AuditClient,
+    clock: Clock,
+    sql: psycopg.Connection[Any],
+    migrated_database_url: str,
+) -> None:
+    """The appender stamps received_at under the tenant's head lock, before a
+    commit that can take long: a range read meanwhile ended before the batch,
+    and the next period's started after it, a gap between the two
+    (helper-182). The batch is held here, stamped within the period and
+    not committed, while the period ends and its range is asked for."""
+    record_events(admin, 3)  # seqs 1..3; batches of more than 64 take the head's lock
+    since, until = clock() - timedelta(hours=1), clock() + timedelta(seconds=1)
+    batch = [build_event(action="range.test", actor_id="u") for _ in range(100)]
+    with (
+        psycopg.connect(migrated_database_url, autocommit=True) as watch,
+        ThreadPoolExecutor(max_workers=2) as pool,
+    ):
+        with sql.transaction():
+            sql.execute("LOCK TABLE tree_nodes IN SHARE MODE")  # the batch's commit waits
+            sent = pool.submit(admin.record_batch, batch)
+            _until(lambda: _waiting(watch, "%UPDATE chain_heads%") or sent.done())
+            clock.advance(seconds=2)  # the period has ended, by the server's clock
+            asked = pool.submit(admin.get_received_range, since=since, until=until)
+            _until(lambda: _waiting(watch, "%chain_heads%FOR SHARE%") or asked.done())
+        seqs = [result.event.seq for result in sent.result(timeout=30)]
+        found = asked.result(timeout=30)
+    assert seqs == list(range(4, 104))
+    assert (found.first_seq, found.last_seq) == (1, 103)
+    following = admin.get_received_range(since=until)
+    assert following.first_seq == 104  # the next period meets it: no seq between
+
+
+def test_the_range_of_a_period_waits_for_a_held_head_at_most_a_while(
+    clocked: ServerThread,
+    admin: AuditClient,
+    tenant: str,
+    clock: Clock,
+    sql: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A head held longer than an append takes (a process frozen mid-append,
+    an erasure's DELETEs): UNAVAILABLE, saying when to ask again."""
+    monkeypatch.setattr(received_range_api, "HEAD_WAIT_SECONDS", 0.2, raising=False)
+    record_events(admin, 1)
+    with (
+        AuditClient(clocked.target, token=clocked.token(tenant), max_attempts=1) as once,
+        sql.transaction(),
+    ):
+        sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
+        with pytest.raises(UnavailableError) as busy:
+            once.get_received_range(since=clock() - timedelta(hours=1))
+    assert busy.value.retry_after is not None and busy.value.retry_after > 0
+    assert "an append of the log is taking long" in str(busy.value)
 
 
 async def test_the_async_client_exports_a_range_and_finds_a_periods(

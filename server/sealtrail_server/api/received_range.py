@@ -18,10 +18,15 @@ from ..domain.errors import InvalidArgument
 from ..domain.event import checked_timestamp
 from ..store.changes import refuse_if_erased_now
 from ..store.database import Database
-from ..store.events import received_range
+from ..store.events import received_range, time_once_appended
 from .guard import current_principal
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+# How long the call waits for the tenant's append in flight to commit before
+# it answers UNAVAILABLE (retry): an append commits in milliseconds, or at
+# most a large batch's second or two.
+HEAD_WAIT_SECONDS = 5.0
 
 
 class ReceivedRangeRpcs:
@@ -35,7 +40,11 @@ class ReceivedRangeRpcs:
         if not request.HasField("since"):
             raise InvalidArgument.field("since", "must be set: the period's start")
         since = checked_timestamp(request.since.seconds, request.since.nanos, field="since")
-        now = self._clock()
+        # The time once every event stamped before it is committed, so that
+        # the range read after holds each one received before `until`.
+        now = await time_once_appended(
+            self._db, tenant_id=tenant_id, clock=self._clock, seconds=HEAD_WAIT_SECONDS
+        )
         until: datetime | None = None
         if request.HasField("until"):
             until = checked_timestamp(request.until.seconds, request.until.nanos, field="until")

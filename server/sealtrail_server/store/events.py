@@ -12,6 +12,7 @@ from psycopg import sql
 from ..domain.event import MAX_FUTURE_SKEW_SECONDS, MAX_RECORD_BYTES
 from ..domain.event_ids import received_within
 from ..domain.filters import EventFilter
+from .changes import waiting_at_most
 from .database import Connection, Database
 
 Order = Literal["newest", "oldest"]
@@ -328,6 +329,31 @@ _RECEIVED_RANGE: Final = sql.SQL(
     " FROM (SELECT coalesce("
     "  (SELECT tree_size FROM chain_heads WHERE tenant_id = %(tenant)s), 0) AS size) AS head"
 )
+
+
+async def time_once_appended(
+    db: Database, *, tenant_id: str, clock: Callable[[], datetime], seconds: float
+) -> datetime:
+    """`clock()`, read once the tenant's append in flight, if any, has
+    committed, and before another can stamp its events. The appender stamps
+    received_at under the head's lock, before a commit that can take
+    hundreds of milliseconds: a period's range read meanwhile left out a
+    batch stamped within it, and the next period's started after it, a gap
+    between the two (helper-182). Sharing the head's lock waits for that
+    commit; holding it while the clock is read puts any later append's stamp
+    after the time read. So every event stamped before it, under the lock,
+    is committed when this returns; the lock is let go at once (appends
+    wait only for the clock's read). On the system role's connection:
+    FOR SHARE needs the right to update the head, which the service role has
+    not. A wait longer than `seconds` (a process frozen mid-append, an
+    erasure's DELETEs) is Unavailable, retry later."""
+    async with db.system_connection() as conn, conn.transaction():
+        busy = "an append of the log is taking long; retry"
+        async with waiting_at_most(conn, seconds, busy=busy):
+            await conn.execute(
+                "SELECT FROM chain_heads WHERE tenant_id = %s FOR SHARE", [tenant_id]
+            )
+        return clock()
 
 
 async def received_range(
