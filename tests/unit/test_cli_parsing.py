@@ -763,3 +763,17 @@ def test_a_seq_range_is_first_and_last_included(given: str, expected: tuple[int,
 def test_a_seq_range_out_of_order_or_malformed_is_refused(given: str, says: str) -> None:
     with pytest.raises(click.BadParameter, match=says):
         SeqRangeParam().convert(given, None, None)
+
+
+@pytest.mark.parametrize("text", ["90d", "12h", "now"])
+def test_an_expiry_at_a_duration_is_refused_pointing_at_expires_in(text: str) -> None:
+    """`--expires-at 90d` read as 90 days ago, and the server refused "must be
+    in the future": a time is asked for, and a duration points at --expires-in
+    (helper-176)."""
+    result = CliRunner().invoke(
+        cli.main,
+        ["tokens", "create", "--role", "recorder", "--expires-at", text],
+        env={"SEALTRAIL_SERVER": "127.0.0.1:1", "SEALTRAIL_TOKEN": "stk_x"},
+    )
+    assert result.exit_code == 2
+    assert "--expires-in" in result.output and "no time ahead" in result.output

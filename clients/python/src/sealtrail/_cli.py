@@ -109,13 +109,27 @@ def parse_time(value: str, *, now: datetime | None = None) -> datetime:
 
 
 class _Time(click.ParamType[datetime]):
+    """A time as `parse_time` reads it. `ahead`: a time to come (an expiry),
+    which a duration or `now`, read as a moment past, cannot name: `--expires-at
+    90d` was 90 days ago, and the server's refusal said only "in the future"."""
+
     name = "TIME"
+
+    def __init__(self, *, ahead: bool = False) -> None:
+        self._ahead = ahead
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> datetime:
         if isinstance(value, datetime):
             return value
+        if self._ahead and (value == "now" or _RELATIVE.fullmatch(value)):
+            self.fail(
+                f"{value!r} is no time ahead (RFC 3339 or YYYY-MM-DD); for a time from now"
+                " use --expires-in (90d)",
+                param,
+                ctx,
+            )
         try:
             return parse_time(value)
         except ValueError as exc:

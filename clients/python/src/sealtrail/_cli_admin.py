@@ -131,7 +131,9 @@ def tokens_list(ctx: click.Context, unused_for: timedelta | None) -> None:
     "--expires-in", type=_Span(), help="Stop working this long from now (90d, 12h; at most 2y)."
 )
 @click.option(
-    "--expires-at", type=_Time(), help="Stop working at this time (RFC 3339 or YYYY-MM-DD)."
+    "--expires-at",
+    type=_Time(ahead=True),
+    help="Stop working at this time (RFC 3339 or YYYY-MM-DD).",
 )
 @click.pass_context
 def tokens_create(
