@@ -196,6 +196,7 @@ def test_the_creation_of_an_expiring_token_records_its_expiry(
         (timedelta(seconds=-1), "must be in the future"),
         (timedelta(0), "must be in the future"),
         (timedelta(days=731), "must be at most 730 days ahead"),
+        (timedelta(days=730, minutes=6), "must be at most 730 days ahead"),
     ],
 )
 def test_an_expiry_not_ahead_or_too_far_ahead_is_refused_naming_the_field(
@@ -227,6 +228,16 @@ def test_a_token_cannot_outlive_the_token_that_made_it(
         made = contractor.create_token("recorder", expire_time=ends)
         assert made.token.expire_time.ToDatetime(UTC) == ends
         assert len(contractor.list_tokens()) == 2  # its own, and the one it could make
+
+
+def test_two_years_from_a_clock_a_little_ahead_is_still_two_years(
+    timed: ServerThread, clock: Clock, tenant: str
+) -> None:
+    """`--expires-in 2y` worked out by a client whose clock runs a second or
+    a minute ahead of the server's was refused "at most 730 days" (helper-176)."""
+    with AuditClient(timed.target, token=timed.token(tenant)) as admin:
+        ahead = clock() + timedelta(days=730, minutes=1)
+        assert admin.create_token("recorder", expire_time=ahead).token.HasField("expire_time")
 
 
 def test_an_expiry_no_timestamp_can_hold_is_refused_naming_the_field(

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
-from .event import CONTROL_CHARACTERS, MAX_NAME
+from .event import CONTROL_CHARACTERS, MAX_FUTURE_SKEW_SECONDS, MAX_NAME
 
 TOKEN_PREFIX: Final = "stk_"
 TOKEN_PATTERN: Final = re.compile(r"stk_[A-Za-z0-9_-]{43}")
@@ -64,10 +64,13 @@ def token_name_problem(name: str) -> str | None:
 
 
 def expiry_problem(expires_at: datetime, *, now: datetime) -> str | None:
-    """Why a new token cannot expire at `expires_at`, or None."""
+    """Why a new token cannot expire at `expires_at`, or None. The longest
+    lifetime is allowed the clock difference an event's time is (5 minutes):
+    `--expires-in 2y`, worked out on a client whose clock ran a second ahead
+    of the server's, was refused (helper-176)."""
     if expires_at <= now:
         return "must be in the future"
-    if expires_at > now + MAX_TOKEN_LIFETIME:
+    if expires_at > now + MAX_TOKEN_LIFETIME + timedelta(seconds=MAX_FUTURE_SKEW_SECONDS):
         return f"must be at most {MAX_TOKEN_LIFETIME.days} days ahead"
     return None
 
