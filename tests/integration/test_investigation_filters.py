@@ -47,8 +47,9 @@ def recorded(client: AuditClient) -> AuditClient:
     return client
 
 
-def _actors(client: AuditClient, ip: str) -> list[str]:
-    events = client.query(build_filter(actions="doc.read", ip=ip), order="oldest")
+def _actors(client: AuditClient, **criteria: str) -> list[str]:
+    """The actors of the `doc.read` events `criteria` (build_filter's) find."""
+    events = client.query(build_filter(actions="doc.read", **criteria), order="oldest")
     return [event.actor.id for event in events]
 
 
@@ -70,7 +71,7 @@ def _actors(client: AuditClient, ip: str) -> list[str]:
 def test_events_from_an_address_or_a_network(
     recorded: AuditClient, ip: str, actors: list[str]
 ) -> None:
-    assert _actors(recorded, ip) == actors
+    assert _actors(recorded, ip=ip) == actors
 
 
 def test_the_records_keep_the_address_as_sent(recorded: AuditClient) -> None:
@@ -174,11 +175,6 @@ def people(client: AuditClient) -> AuditClient:
     return client
 
 
-def _found(client: AuditClient, actor: str) -> list[str]:
-    events = client.query(build_filter(actions="doc.read", actor=actor), order="oldest")
-    return [event.actor.id for event in events]
-
-
 @pytest.mark.parametrize(
     ("actor", "found"),
     [
@@ -197,7 +193,7 @@ def _found(client: AuditClient, actor: str) -> list[str]:
 def test_an_actors_email_is_found_in_any_case_and_an_id_only_exactly(
     people: AuditClient, actor: str, found: list[str]
 ) -> None:
-    assert _found(people, actor) == found
+    assert _actors(people, actor=actor) == found
 
 
 def test_the_records_keep_the_email_as_sent(people: AuditClient) -> None:
