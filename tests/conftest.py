@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import os
 import shutil
 import tempfile
@@ -171,13 +172,25 @@ class ServerThread:
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
         return future.result(timeout)
 
+    def _tasks_waiting(self) -> str:
+        """The stack of each task of the server's loop, as `Task.print_stack` writes it."""
+        out = io.StringIO()
+        for task in asyncio.all_tasks(self.loop):
+            task.print_stack(limit=12, file=out)
+        return out.getvalue()
+
     def token(self, tenant_id: str, role: Role | str = Role.ADMIN) -> str:
         issued = self.run(create_token(self.database, tenant_id=tenant_id, role=Role(role)))
         return issued.secret
 
     def close(self) -> None:
         self.run(self.database.close())
-        self.run(self.service.stop(grace=1))
+        try:
+            self.run(self.service.stop(grace=1))
+        except TimeoutError:
+            # A stop that never ends has been seen under the full suite's load
+            # only: say where each of the server's tasks waits.
+            raise AssertionError(f"the server did not stop:\n{self._tasks_waiting()}") from None
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
