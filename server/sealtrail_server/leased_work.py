@@ -158,7 +158,8 @@ class LeasedWork(Generic[K]):
             self._fence(loop.time())
             wait = min(self._renew_every, self._until_fence(loop.time()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._claim_now.wait(), wait)
+                async with asyncio.timeout(wait):  # not wait_for: see _repeat
+                    await self._claim_now.wait()
             self._claim_now.clear()
 
     def _until_fence(self, now: float) -> float:
@@ -229,5 +230,10 @@ class LeasedWork(Generic[K]):
             if wait is None:
                 return
             if wait > 0:
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for returns
+                # the waker's result when the waker is set as the task is
+                # cancelled, and the cancelled task went on for ever (a stop that
+                # never ended, seen in CI when an alert woke its key at the stop).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waker.wait(), timeout=wait)
+                    async with asyncio.timeout(wait):
+                        await waker.wait()
