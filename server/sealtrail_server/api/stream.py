@@ -341,9 +341,10 @@ class StreamRpcs:
         while not subscription.lagging:
             quiet_for = clock() - last_sent
             try:
-                delivery = await asyncio.wait_for(
-                    subscription.next(), max(0.0, self._heartbeat_seconds - quiet_for)
-                )
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a
+                # cancellation that lands as the delivery arrives (leased_work).
+                async with asyncio.timeout(max(0.0, self._heartbeat_seconds - quiet_for)):
+                    delivery = await subscription.next()
             except TimeoutError:
                 if await self._size(tenant_id, reached=position) > position:
                     return  # a notification was lost: read the table
