@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import io
 import os
 import shutil
 import tempfile
@@ -38,6 +37,7 @@ from sealtrail.tlog import generate_signer_key
 from sealtrail_server.app import Service
 from sealtrail_server.config import Settings
 from sealtrail_server.domain.access import Role
+from sealtrail_server.leased_work import where_it_waits
 from sealtrail_server.store.database import Database
 from sealtrail_server.store.migrations import migrate
 from sealtrail_server.store.tokens import create_token
@@ -173,11 +173,10 @@ class ServerThread:
         return future.result(timeout)
 
     def _tasks_waiting(self) -> str:
-        """The stack of each task of the server's loop, as `Task.print_stack` writes it."""
-        out = io.StringIO()
-        for task in asyncio.all_tasks(self.loop):
-            task.print_stack(limit=12, file=out)
-        return out.getvalue()
+        """Where each task of the server's loop waits, down its chain of awaits."""
+        return "\n".join(
+            f"{task.get_name()}:\n{where_it_waits(task)}" for task in asyncio.all_tasks(self.loop)
+        )
 
     def token(self, tenant_id: str, role: Role | str = Role.ADMIN) -> str:
         issued = self.run(create_token(self.database, tenant_id=tenant_id, role=Role(role)))

@@ -12,7 +12,7 @@ import logging
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from .domain.errors import SealtrailError
 
@@ -28,6 +28,9 @@ RETRIED = (SealtrailError, OSError)
 # the very spike alerts exist for) ran again every second, and every commit
 # of the tenant woke it sooner.
 RETRY_CAP_SECONDS: Final = 30.0
+# How long stop() waits for its tasks to end, and how often it cancels again.
+STOP_SECONDS: Final = 10.0
+_RECANCEL_SECONDS: Final = 1.0
 
 
 class WaitingForRoom:
@@ -53,6 +56,34 @@ class WaitingForRoom:
         elif not waiting and self.count:
             self._log.info(f"{self._prefix}: no {what} waits for a process with room any more")
         self.count = waiting
+
+
+async def _cancelled(tasks: set[asyncio.Task[None]], *, within: float) -> set[asyncio.Task[None]]:
+    """Cancels `tasks` (again each second) until they end or `within` seconds
+    pass; returns those still running."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    pending = tasks
+    while pending and (left := deadline - loop.time()) > 0:
+        for task in pending:
+            task.cancel()
+        done, pending = await asyncio.wait(pending, timeout=min(_RECANCEL_SECONDS, left))
+        for task in done:  # retrieved, as gather did: no "never retrieved" at exit
+            if not task.cancelled():
+                task.exception()
+    return pending
+
+
+def where_it_waits(task: asyncio.Task[Any]) -> str:
+    """Where `task` waits, down its chain of awaits (`Task.print_stack`
+    shows only the task's own coroutine, not what it awaits)."""
+    lines = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and (frame := getattr(awaited, "cr_frame", None)) is not None:
+        code = frame.f_code
+        lines.append(f'  File "{code.co_filename}", line {frame.f_lineno}, in {code.co_qualname}')
+        awaited = getattr(awaited, "cr_await", None)
+    return "\n".join(lines)
 
 
 def new_owner() -> str:
@@ -98,23 +129,35 @@ class LeasedWork(Generic[K]):
     def start(self) -> None:
         self._main = asyncio.create_task(self._run(), name=f"sealtrail-{self._name}")
 
-    async def stop(self) -> None:
-        tasks = [
+    async def stop(self, *, stop_seconds: float = STOP_SECONDS) -> None:
+        """Cancel every task and wait for them to end, cancelling again each
+        second: a task can swallow a cancellation without meaning to (Python
+        3.11's `wait_for` did, in a stop CI saw hang). One still running after
+        `stop_seconds` is left behind, loudly, rather than holding the
+        server's stop for ever; the leases then lapse instead of being
+        released, as it may still step."""
+        tasks = {
             *self._tasks.values(),
             *self._ending,
             *([self._main] if self._main else []),
             *([self._claiming] if self._claiming else []),
-        ]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        }
+        stuck = await _cancelled(tasks, within=stop_seconds)
+        for task in stuck:
+            log.error(
+                "%s: %s did not end within %.1f s of its cancellation; left behind:\n%s",
+                self._name,
+                task.get_name(),
+                stop_seconds,
+                where_it_waits(task),
+            )
         self._claiming = None
         self._tasks.clear()
         self._wakers.clear()
-        if self._main is not None:
+        if self._main is not None and not stuck:
             with contextlib.suppress(Exception):  # another process takes over at expiry anyway
                 await self._release()
-            self._main = None
+        self._main = None
 
     def claim_soon(self) -> None:
         """Claim now rather than at the next renewal (something was added here)."""

@@ -5,8 +5,12 @@ again once a claim succeeds."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import logging
 from collections.abc import Awaitable, Callable
+
+import pytest
 
 from sealtrail_server.domain.errors import SealtrailError
 from sealtrail_server.leased_work import LeasedWork
@@ -190,3 +194,90 @@ def test_a_failing_step_backs_off_and_commits_do_not_cut_the_wait_short() -> Non
     assert 2 <= len(times) <= 7, gaps  # at every wake-up, it was over a hundred
     assert all(gap >= 0.015 * 2**i for i, gap in enumerate(gaps)), gaps
     assert third == 0.08
+
+
+def test_stop_ends_a_worker_that_dropped_its_cancellation() -> None:
+    """A worker can swallow a stop's cancellation without meaning to (Python
+    3.11's `wait_for` did, when what it waited for completed as the cancel
+    came): stop() cancels again until the worker ends, rather than waiting
+    for ever on a task that goes on stepping."""
+
+    async def run() -> int:
+        dropped: list[bool] = []
+
+        class _Dropping(_Steps):
+            async def step(self, key: str) -> float:
+                self.count += 1
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:
+                    if dropped:
+                        raise
+                    dropped.append(True)  # the cancellation lost, as wait_for lost it
+                return 0.01
+
+        steps = _Dropping()
+        work = _work(lambda: _keys("sink-1"), steps)
+        work.start()
+        await asyncio.sleep(0.1)  # the worker is in its step
+        async with asyncio.timeout(5):
+            await work.stop()
+        return len(dropped)
+
+    assert asyncio.run(run()) == 1
+
+
+def test_stop_leaves_behind_a_worker_that_never_ends_and_says_where_it_waits(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A worker that ignores every cancellation must not hold the server's
+    stop for ever: after `stop_seconds` stop() returns, logs where the worker
+    waits, and keeps the leases (they lapse; another process takes over)."""
+
+    async def run() -> tuple[bool, int]:
+        released = asyncio.Event()
+        releases: list[bool] = []
+        workers: list[asyncio.Task[None] | None] = []
+
+        class _Stubborn(_Steps):
+            async def step(self, key: str) -> float | None:  # type: ignore[override]
+                workers.append(asyncio.current_task())
+                while not released.is_set():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await released.wait()
+                return None  # released: the worker ends
+
+        async def release() -> None:
+            releases.append(True)
+
+        work = LeasedWork(
+            "test",
+            claim=lambda: _keys("sink-1"),
+            step=_Stubborn().step,
+            release=release,
+            tenant_of=lambda key: "t",
+            poll_interval=0.02,
+            lease_seconds=0.3,
+        )
+        work.start()
+        await asyncio.sleep(0.1)
+        async with asyncio.timeout(5):
+            await work.stop(stop_seconds=0.5)
+        worker = workers[0]
+        assert worker is not None
+        still_running = not worker.done()
+        released.set()  # let it end before the loop closes
+        await asyncio.gather(worker, return_exceptions=True)
+        return still_running, len(releases)
+
+    with caplog.at_level(logging.ERROR, logger="sealtrail_server.leased_work"):
+        still_running, releases = asyncio.run(run())
+    assert still_running
+    assert releases == 0  # a worker may still step: the leases are left to lapse
+    (record,) = [r for r in caplog.records if "did not end" in r.getMessage()]
+    assert "test-sink-1" in record.getMessage()
+    assert "_Stubborn.step" in record.getMessage()  # down to where it waits
+
+
+async def _keys(*keys: str) -> list[str]:
+    return list(keys)
