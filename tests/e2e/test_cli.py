@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -1033,6 +1034,27 @@ def test_a_generated_secret_is_shown_only_for_a_sink_the_server_took(
             "--token", "t", "--generate-secret", env=cli_env, check=False,
         )  # fmt: skip
         assert wrong_kind.returncode == 2 and "whsec_" not in wrong_kind.stderr
+
+
+def test_a_generated_secret_is_shown_when_the_call_may_have_applied_unanswered() -> None:
+    """A sink made with `--generate-secret` whose answer is lost (the server
+    gone, a deadline) may exist and sign with a secret nobody was shown, to be
+    rotated blind: the CLI shows it, saying the sink may not exist."""
+    with contextlib.closing(socket.socket()) as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    env = {"SEALTRAIL_SERVER": f"127.0.0.1:{port}", "SEALTRAIL_TOKEN": "st_unused"}
+    unanswered = run(
+        "sealtrail", "sinks", "create", "siem", "--kind", "webhook",
+        "--url", "https://hooks.example.com/audit", "--generate-secret", env=env, check=False,
+    )  # fmt: skip
+    assert unanswered.returncode != 0 and "UNAVAILABLE" in unanswered.stderr
+    assert "signing secret (shown once): whsec_" in unanswered.stderr
+    assert "may have" in unanswered.stderr  # not to be set up on a receiver unchecked
+    rotation_unanswered = run(
+        "sealtrail", "sinks", "update", "sink-1", "--generate-secret", env=env, check=False,
+    )  # fmt: skip
+    assert rotation_unanswered.returncode != 0 and "whsec_" not in rotation_unanswered.stderr
 
 
 def test_a_sink_is_updated_only_if_unchanged_since_its_etag_was_read(

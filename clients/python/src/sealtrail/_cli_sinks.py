@@ -6,11 +6,13 @@ from __future__ import annotations
 import base64
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import click
+import grpc
 from google.protobuf import json_format
 
 from sealtrail._cli import (
@@ -29,6 +31,7 @@ from sealtrail._convert import (
     build_sink,
     payload_format_value,
 )
+from sealtrail._errors import SealtrailError
 from sealtrail.v1 import forwarding_pb2
 
 
@@ -162,6 +165,34 @@ def _show_secret(made: str | None) -> None:
         click.echo(f"signing secret (shown once): {made}", err=True)
 
 
+# Failures after which the call may have applied, its answer lost on the way.
+_OUTCOME_UNKNOWN = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+    }
+)
+
+
+@contextmanager
+def _secret_not_lost(made: str | None) -> Iterator[None]:
+    """Shows a generated secret when the call setting it failed without an
+    answer: the sink may sign with it, and no one would have it otherwise."""
+    try:
+        yield
+    except SealtrailError as error:
+        if made is not None and error.code in _OUTCOME_UNKNOWN:
+            click.echo(
+                "the call went unanswered and may have applied; check with `sealtrail sinks`"
+                f" before giving a receiver this signing secret (shown once): {made}",
+                err=True,
+            )
+        raise
+
+
 @sinks.command("create")
 @click.argument("name")
 @click.option("--kind", type=click.Choice(list(SINK_SETTINGS)), required=True)
@@ -196,7 +227,7 @@ def create(
         )
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
-    with _client(ctx) as client:
+    with _client(ctx) as client, _secret_not_lost(made):
         made_sink = client.create_sink(sink, from_beginning=from_beginning).sink
     _show_secret(made)
     click.echo(made_sink.id)
@@ -269,7 +300,8 @@ def update(
             fields.append(kind)
         if not fields:
             raise click.UsageError("nothing to change: give a name, format, filter or setting", ctx)
-        with unchanged_since_read(sink_id, read_with="sealtrail sinks show" if etag else None):
+        read_with = "sealtrail sinks show" if etag else None
+        with unchanged_since_read(sink_id, read_with=read_with), _secret_not_lost(made):
             client.update_sink(sink, fields=fields)
     _show_secret(made)
     click.echo(f"{sink_id} updated")
