@@ -42,6 +42,7 @@ from .auth.tokens import Authenticator
 from .config import Settings
 from .console.server import Console
 from .domain.access import Revoked
+from .domain.networks import parse_networks
 from .domain.purge_summaries import SummarySeal
 from .forward.egress import EgressPolicy, OutboundClient
 from .forward.forwarder import Forwarder
@@ -308,6 +309,7 @@ class Service:
         # Sent by this process's console only: with it, the browser's address
         # and user agent stand for the call's in its records.
         console_key = secrets.token_urlsafe(32) if settings.console_listen else ""
+        trusted_proxies = parse_networks(settings.trusted_proxies)
         denials = Denials(
             self._appender,
             clock=self._clock,
@@ -317,6 +319,7 @@ class Service:
             authenticator,
             refuse_if_erased=refuse_if_erased,
             console_key=console_key,
+            trusted_proxies=trusted_proxies,
             denials=denials,
         )
         server = grpc.aio.server(
@@ -392,7 +395,12 @@ class Service:
         await server.start()
         self._server = server
         if settings.console_listen:
-            self.console = Console(console_target, listen=settings.console_listen, key=console_key)
+            self.console = Console(
+                console_target,
+                listen=settings.console_listen,
+                key=console_key,
+                trusted_proxies=trusted_proxies,
+            )
             try:
                 self.console_port = await self.console.start()
             except OSError as error:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
+from .domain.networks import parse_networks
 from .domain.retention import MAX_DAYS
 
 # Attempts at each migration at start by default (store/migrations.py).
@@ -170,6 +171,10 @@ class Settings:
     alert_max_tenants: int = 1000
     # The web console's HOST:PORT (docs/console.md); unset: no console.
     console_listen: str | None = None
+    # Proxies in front of the gRPC server and the console (comma-separated
+    # addresses or CIDRs): a call from one is recorded with the client its
+    # X-Forwarded-For names (docs/api.md); from anyone else, with its peer's.
+    trusted_proxies: str = ""
     # Server log lines: "text", or "json" (one object per line); both carry
     # the request id and trace id of the call they were logged in.
     log_format: str = "text"
@@ -202,6 +207,13 @@ class Settings:
             address = getattr(settings, name)
             if address is not None and (why := _address_problem(address)):
                 raise SystemExit(f"SEALTRAIL_{name.upper()}={address!r}: {why}")
+        for name in ("trusted_proxies", "forward_allow_networks", "forward_deny_networks"):
+            try:
+                parse_networks(getattr(settings, name))
+            except ValueError as error:
+                raise SystemExit(
+                    f"SEALTRAIL_{name.upper()}={getattr(settings, name)!r}: {error}"
+                ) from None
         for name in ("database_url", "owner_database_url"):
             if _at_in_userinfo(getattr(settings, name) or ""):
                 # libpq took what follows it for the host, and named that host

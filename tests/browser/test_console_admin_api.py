@@ -95,6 +95,32 @@ def webhook(client: AuditClient, name: str = "siem") -> dict[str, Any]:
     return {"id": client.create_sink(sink).sink.id}
 
 
+def test_behind_a_trusted_proxy_a_change_is_recorded_with_the_browser_it_forwards_for(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """Behind a reverse proxy the console's TCP peer is the proxy; with
+    SEALTRAIL_TRUSTED_PROXIES the record names the browser the proxy
+    forwards for (the nearest address it did not add itself)."""
+    server = ServerThread(
+        migrated_database_url, console_listen="127.0.0.1:0", trusted_proxies="127.0.0.1"
+    )
+    try:
+        admin = server.token(tenant, "admin")
+        api = f"http://127.0.0.1:{server.service.console_port}/api/"
+        status, created = send(
+            api + "tokens",
+            method="POST",
+            token=admin,
+            body={"role": "reader", "name": "behind the proxy"},
+            **{"X-Forwarded-For": "203.0.113.9, 198.51.100.7"},
+        )
+        assert status == 200, created
+        with AuditClient(server.target, token=admin) as client:
+            assert recorded(client, "api_token.created").context.ip == "198.51.100.7"
+    finally:
+        server.close()
+
+
 def test_signin_says_what_the_token_may_do(api: str, admin: str, reader: str) -> None:
     """The page shows its admin area to an admin only; a reader learns its
     role without a refused call recorded in the log on each sign-in."""

@@ -114,6 +114,32 @@ def test_own_records_name_the_token_and_say_where_the_call_came_from(
     assert record["context"]["user_agent"].startswith("report-job/2.1 grpc-python")
 
 
+def test_behind_a_trusted_proxy_own_records_carry_the_address_it_forwards_for(
+    migrated_database_url: str, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """Behind an ingress or a mesh sidecar every call's peer is the proxy: "who
+    read the log from where" named the proxy. With SEALTRAIL_TRUSTED_PROXIES
+    the record carries the client the proxy names in X-Forwarded-For, not one
+    the client wrote before it (here the test's loopback connection is the
+    proxy)."""
+    server = ServerThread(migrated_database_url, trusted_proxies="127.0.0.0/8")
+    try:
+        issued = server.run(create_token(server.database, tenant_id=tenant, role=Role.READER))
+        with grpc.insecure_channel(server.target) as channel:
+            audit_service_pb2_grpc.AuditLogServiceStub(channel).Query(
+                audit_service_pb2.QueryRequest(),
+                metadata=[
+                    ("authorization", f"Bearer {issued.secret}"),
+                    ("x-forwarded-for", "203.0.113.9, 198.51.100.7"),
+                ],
+                timeout=10,
+            )
+    finally:
+        server.close()
+    record = _own_record(sql, tenant, "audit_log.queried")
+    assert record["context"]["ip"] == "198.51.100.7"
+
+
 def test_a_later_page_is_read_only_by_the_token_whose_first_page_was_recorded(
     server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
 ) -> None:

@@ -160,3 +160,13 @@ def test_who_releases_legal_holds_is_admin_or_operator() -> None:
     assert Settings.load({"SEALTRAIL_LEGAL_HOLD_RELEASE": "operator"}).legal_hold_release == (
         "operator"
     )
+
+
+@pytest.mark.parametrize(
+    "name", ["TRUSTED_PROXIES", "FORWARD_ALLOW_NETWORKS", "FORWARD_DENY_NETWORKS"]
+)
+@pytest.mark.parametrize("raw", ["10.0.0.0/8, proxy.internal", "10.0.0.1/8", "::1/200"])
+def test_a_list_of_networks_naming_no_network_is_refused_by_name(name: str, raw: str) -> None:
+    with pytest.raises(SystemExit, match=f"SEALTRAIL_{name}="):
+        Settings.load({f"SEALTRAIL_{name}": raw})
+    assert getattr(Settings.load({f"SEALTRAIL_{name}": "10.0.0.0/8, 192.0.2.7"}), name.lower())

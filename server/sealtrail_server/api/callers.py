@@ -7,7 +7,12 @@ The console calls this server over a private Unix socket, whose peer has no
 address: it passes the browser's address and user agent on in metadata of its
 own, trusted only with the key this process gave its console (CONSOLE_KEY_HEADER).
 Anyone else sending those headers is ignored: a client must not be able to
-record another address than its own."""
+record another address than its own.
+
+Behind a proxy (an ingress, a mesh's sidecar) every peer is the proxy. The
+proxies the operator names (SEALTRAIL_TRUSTED_PROXIES) are believed about
+whom they forward for: X-Forwarded-For, read from the nearest hop to the first
+that is no trusted proxy (`behind_proxies`)."""
 
 from __future__ import annotations
 
@@ -15,11 +20,12 @@ import contextvars
 import hmac
 import ipaddress
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from ..domain.event import CONTROL_CHARACTERS, MAX_USER_AGENT
+from ..domain.networks import IpNetwork, within
 
 CONSOLE_KEY_HEADER: Final = "x-sealtrail-console-key"
 CLIENT_IP_HEADER: Final = "x-sealtrail-client-ip"
@@ -29,6 +35,7 @@ CLIENT_USER_AGENT_HEADER: Final = "x-sealtrail-client-user-agent"
 # and no one else without a refused call (recorded, ADR 0060) to find out.
 ROLE_HEADER: Final = "x-sealtrail-role"
 _USER_AGENT: Final = "user-agent"
+FORWARDED_FOR: Final = "x-forwarded-for"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +57,7 @@ class _Origin:
     peer: str
     metadata: Iterable[tuple[str, str | bytes]]
     console_key: str
+    trusted_proxies: tuple[IpNetwork, ...]
     caller: Caller | None = None
 
 
@@ -64,14 +72,25 @@ def current_caller() -> Caller:
     if origin is None:
         return NO_CALLER
     if origin.caller is None:
-        origin.caller = caller_of(origin.peer, origin.metadata, origin.console_key)
+        origin.caller = caller_of(
+            origin.peer,
+            origin.metadata,
+            origin.console_key,
+            trusted_proxies=origin.trusted_proxies,
+        )
     return origin.caller
 
 
-def set_origin(peer: str, metadata: Iterable[tuple[str, str | bytes]], console_key: str) -> None:
+def set_origin(
+    peer: str,
+    metadata: Iterable[tuple[str, str | bytes]],
+    console_key: str,
+    *,
+    trusted_proxies: tuple[IpNetwork, ...] = (),
+) -> None:
     """For the call being served (`caller_of`'s arguments, read when first
     asked); each gRPC call runs in a task (and context) of its own."""
-    _origin.set(_Origin(peer, metadata, console_key))
+    _origin.set(_Origin(peer, metadata, console_key, trusted_proxies))
 
 
 def address(text: str) -> str:
@@ -97,6 +116,23 @@ def peer_address(peer: str) -> str:
     return address(host.removeprefix("[").removesuffix("]"))
 
 
+def behind_proxies(peer: str, forwarded_for: Sequence[str], trusted: tuple[IpNetwork, ...]) -> str:
+    """The client's address when `peer` is a trusted proxy: the hops of
+    X-Forwarded-For (its values in order, each a comma-separated list) read
+    from the nearest, each proxy naming the next, to the first that is no
+    trusted proxy. Hops beyond it are the client's own writing and never
+    read; a hop that is no address ends the walk at the proxy that passed it.
+    `peer` itself when it is no trusted proxy or names no one."""
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
+    current = peer
+    while hops and within(current, trusted):
+        named = address(hops.pop().removeprefix("[").removesuffix("]"))
+        if not named:
+            break
+        current = named
+    return current
+
+
 def user_agent(text: str) -> str:
     """`text` as a record's `context.user_agent` can hold it: cut to its
     limit, "" if it holds control characters."""
@@ -112,20 +148,31 @@ def from_console(metadata: Iterable[tuple[str, str | bytes]], console_key: str) 
     return False
 
 
-def caller_of(peer: str, metadata: Iterable[tuple[str, str | bytes]], console_key: str) -> Caller:
-    """The call's origin: its peer and user agent, or, for a call carrying
-    the console's key, the browser's the console passed on."""
+def caller_of(
+    peer: str,
+    metadata: Iterable[tuple[str, str | bytes]],
+    console_key: str,
+    *,
+    trusted_proxies: tuple[IpNetwork, ...] = (),
+) -> Caller:
+    """The call's origin: its peer (or the client a trusted proxy forwards
+    for) and user agent, or, for a call carrying the console's key, the
+    browser's the console passed on."""
     agent = ""
     forwarded: dict[str, str] = {}
+    forwarded_for: list[str] = []
     for key, value in metadata:
         if key == _USER_AGENT or key in (
             CONSOLE_KEY_HEADER,
             CLIENT_IP_HEADER,
             CLIENT_USER_AGENT_HEADER,
+            FORWARDED_FOR,
         ):
             text = value if isinstance(value, str) else value.decode("latin-1")
             if key == _USER_AGENT:
                 agent = text
+            elif key == FORWARDED_FOR:
+                forwarded_for.append(text)
             else:
                 forwarded.setdefault(key, text)
     presented = forwarded.get(CONSOLE_KEY_HEADER)
@@ -134,4 +181,5 @@ def caller_of(peer: str, metadata: Iterable[tuple[str, str | bytes]], console_ke
             ip=address(forwarded.get(CLIENT_IP_HEADER, "")),
             user_agent=user_agent(forwarded.get(CLIENT_USER_AGENT_HEADER, "")),
         )
-    return Caller(ip=peer_address(peer), user_agent=user_agent(agent))
+    ip = behind_proxies(peer_address(peer), forwarded_for, trusted_proxies)
+    return Caller(ip=ip, user_agent=user_agent(agent))

@@ -32,6 +32,7 @@ from ..domain.errors import (
     Unauthenticated,
     unexpected_failure,
 )
+from ..domain.networks import IpNetwork
 from ..service_interceptor import SERVICE_PREFIX, Behavior, Handler, ServiceInterceptor
 from ..store.changes import tenant_erased
 from ..telemetry.context import response_metadata
@@ -110,17 +111,20 @@ class GuardInterceptor(ServiceInterceptor):
         *,
         refuse_if_erased: Callable[[str], Awaitable[None]] = _knows_no_erasures,
         console_key: str = "",
+        trusted_proxies: tuple[IpNetwork, ...] = (),
         denials: Denials | None = None,
     ) -> None:
         """`refuse_if_erased(tenant_id)` raises TENANT_ERASED if the tenant was
         erased, by whichever process (`store.changes.refuse_if_erased_now`).
         `console_key`: the key this process's console sends along with the
         browser's address and user agent ("": no console, none trusted).
+        `trusted_proxies`: peers believed about whom they forward for.
         `denials` records refusals of known tokens (None: none recorded)."""
         super().__init__()
         self._authenticator = authenticator
         self._refuse_if_erased = refuse_if_erased
         self._console_key = console_key
+        self._trusted_proxies = trusted_proxies
         self._denials = denials
         # Calls of AuditLogService begun and not ended: a stopping server ends
         # its streams early once nothing else is left (app.Service.stop).
@@ -143,7 +147,9 @@ class GuardInterceptor(ServiceInterceptor):
 
     async def _admit(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
         metadata = context.invocation_metadata() or ()
-        set_origin(context.peer(), metadata, self._console_key)
+        set_origin(
+            context.peer(), metadata, self._console_key, trusted_proxies=self._trusted_proxies
+        )
         try:
             principal = await self._authenticator.authenticate(
                 _authorization(context), fresh=method in CHANGES

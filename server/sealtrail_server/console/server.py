@@ -81,9 +81,12 @@ from ..api.callers import (
     CLIENT_USER_AGENT_HEADER,
     CONSOLE_KEY_HEADER,
     ROLE_HEADER,
+    address,
+    behind_proxies,
 )
 from ..domain.canonical import plain_numbers
 from ..domain.event import MAX_USER_AGENT, parse_request_id
+from ..domain.networks import IpNetwork
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Message)
@@ -211,15 +214,24 @@ def _json(message: Any, *, defaults: bool = False) -> dict[str, Any]:
 class Console:
     """The console's HTTP server, calling the gRPC service at `grpc_target`."""
 
-    def __init__(self, grpc_target: str, *, listen: str, key: str = "") -> None:
+    def __init__(
+        self,
+        grpc_target: str,
+        *,
+        listen: str,
+        key: str = "",
+        trusted_proxies: tuple[IpNetwork, ...] = (),
+    ) -> None:
         """`key`: what the server trusts the browser's address and user agent
-        from (api/callers.py); "" passes none on."""
+        from (api/callers.py); "" passes none on. `trusted_proxies`: peers
+        believed about the browser they forward for (X-Forwarded-For)."""
         # As the clients do: a page of 100 large events outgrows gRPC's default 4 MiB.
         self._channel = grpc.aio.insecure_channel(
             grpc_target, options=[("grpc.max_receive_message_length", 96 * 1024 * 1024)]
         )
         self._stub = audit_service_pb2_grpc.AuditLogServiceStub(self._channel)
         self._key = key
+        self._trusted_proxies = trusted_proxies
         host, _, port = listen.rpartition(":")
         self._host, self._port = host.strip("[]") or "127.0.0.1", int(port)
         self._runner: web.AppRunner | None = None
@@ -297,11 +309,14 @@ class Console:
     def _browser(self, request: web.Request) -> list[tuple[str, str]]:
         """The browser's address and user agent, for the records of the call
         (the call itself comes from a Unix socket, with the console's user
-        agent). The address is the TCP peer's: behind a proxy, the proxy's;
-        a forwarding header is not taken, anyone could send one."""
+        agent). The address is the TCP peer's, or, when the peer is a trusted
+        proxy, the browser its X-Forwarded-For names (api/callers.py): from
+        anyone else the header is not taken, anyone could send one."""
         sent = [(CONSOLE_KEY_HEADER, self._key)]
-        if request.remote:
-            sent.append((CLIENT_IP_HEADER, request.remote))
+        peer = address(request.remote or "")
+        forwarded_for = request.headers.getall("X-Forwarded-For", [])
+        if browser := behind_proxies(peer, forwarded_for, self._trusted_proxies):
+            sent.append((CLIENT_IP_HEADER, browser))
         agent = request.headers.get("User-Agent", "")
         if agent.isascii() and agent.isprintable():  # else gRPC could not carry it
             sent.append((CLIENT_USER_AGENT_HEADER, agent[:MAX_USER_AGENT]))

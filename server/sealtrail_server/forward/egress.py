@@ -30,9 +30,10 @@ from urllib.parse import urlsplit
 
 import httpcore
 
+from ..domain.networks import IpNetwork, parse_networks
+
 log = logging.getLogger(__name__)
 
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_ANSWER_BYTES: Final = 64 * 1024  # what is kept of an answer: enough for any error
@@ -149,7 +150,9 @@ class EgressPolicy:
     @classmethod
     def parse(cls, *, allow_http: bool, allowed: str, denied: str) -> EgressPolicy:
         """From comma-separated CIDR lists (settings); ValueError names a bad one."""
-        return cls(allow_http=allow_http, allowed=_networks(allowed), denied=_networks(denied))
+        return cls(
+            allow_http=allow_http, allowed=parse_networks(allowed), denied=parse_networks(denied)
+        )
 
     def permits(self, address: IpAddress) -> bool:
         if isinstance(address, ipaddress.IPv6Address):
@@ -202,10 +205,6 @@ class EgressPolicy:
                 " (allow it with SEALTRAIL_FORWARD_ALLOW_NETWORKS)"
             )
         return [str(a) for a in addresses]
-
-
-def _networks(text: str) -> tuple[IpNetwork, ...]:
-    return tuple(ipaddress.ip_network(part.strip()) for part in text.split(",") if part.strip())
 
 
 class _GuardedBackend(httpcore.AsyncNetworkBackend):

@@ -1,0 +1,50 @@
+"""Where a call came from behind proxies the operator trusts: the address the
+nearest untrusted hop of X-Forwarded-For names, never one a client wrote
+beyond it, and the peer's own when it is no trusted proxy."""
+
+from __future__ import annotations
+
+import pytest
+
+from sealtrail_server.api.callers import behind_proxies, caller_of
+from sealtrail_server.domain.networks import parse_networks
+
+PROXIES = parse_networks("10.0.0.0/8, 2001:db8::/32")
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "client"),
+    [
+        ("10.0.0.5", ["198.51.100.7"], "198.51.100.7"),
+        # a client's own header reaches the proxy, which appends what it saw
+        ("10.0.0.5", ["203.0.113.9, 198.51.100.7"], "198.51.100.7"),
+        # two proxies, each appending its peer; several header lines are one list
+        ("10.0.0.5", ["198.51.100.7, 10.0.0.6"], "198.51.100.7"),
+        ("10.0.0.5", ["198.51.100.7", "10.0.0.6"], "198.51.100.7"),
+        ("2001:db8::1", ["2001:DB8::2, [::ffff:198.51.100.7]"], "198.51.100.7"),
+        # no header, or only proxies: the farthest proxy is all that is known
+        ("10.0.0.5", [], "10.0.0.5"),
+        ("10.0.0.5", ["10.0.0.7, 10.0.0.6"], "10.0.0.7"),
+        # a hop that is no address ends the walk at the proxy that passed it
+        ("10.0.0.5", ["198.51.100.7, unknown"], "10.0.0.5"),
+        ("10.0.0.5", ["198.51.100.7:4711"], "10.0.0.5"),
+        # a peer that is no trusted proxy: its header is the client's own writing
+        ("198.51.100.8", ["203.0.113.9"], "198.51.100.8"),
+    ],
+)
+def test_the_client_is_the_nearest_hop_that_is_no_trusted_proxy(
+    peer: str, forwarded_for: list[str], client: str
+) -> None:
+    assert behind_proxies(peer, forwarded_for, PROXIES) == client
+
+
+def test_with_no_trusted_proxy_the_header_is_never_read() -> None:
+    assert behind_proxies("10.0.0.5", ["198.51.100.7"], ()) == "10.0.0.5"
+
+
+def test_a_grpc_call_from_a_trusted_proxy_is_the_client_it_names() -> None:
+    metadata = [("x-forwarded-for", "203.0.113.9, 198.51.100.7"), ("user-agent", "job/1")]
+    caller = caller_of("ipv4:10.0.0.5:41000", metadata, "", trusted_proxies=PROXIES)
+    assert (caller.ip, caller.user_agent) == ("198.51.100.7", "job/1")
+    untrusted = caller_of("ipv4:192.0.2.1:41000", metadata, "", trusted_proxies=PROXIES)
+    assert untrusted.ip == "192.0.2.1"
