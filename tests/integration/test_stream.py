@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 
 from sealtrail import (
@@ -31,6 +32,7 @@ from sealtrail.v1 import audit_service_pb2_grpc, event_pb2
 from sealtrail_server import turns as turns_module
 from sealtrail_server.api import stream as stream_api
 from sealtrail_server.store import events as events_store
+from sealtrail_server.store.appender import NOTIFY_CHANNEL
 from sealtrail_server.stream import hub as hub_module
 from sealtrail_server.stream.hub import EncodedEvent
 from tests.conftest import ServerThread
@@ -145,6 +147,23 @@ def test_an_event_recorded_through_another_process_reaches_the_subscriber(
             collector.stop()
     finally:
         other.terminate()
+
+
+def test_a_notification_claiming_more_than_the_log_holds_skips_no_event(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """Anyone who may connect to the database can NOTIFY the channel commits
+    notify on. A size the log does not have moved the live streams past
+    events not yet written, which they then never sent (helper-151): the hub
+    believes a size only as far as the log has it."""
+    with AuditClient(server.target, token=server.token(tenant)) as client:
+        client.record(action="before.notify", actor_id="u")
+        collector = Collector(client)
+        # The log holds 2 events (and the stream's own record): 50 is past it.
+        sql.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, f"{tenant}:50"])
+        recorded = [client.record(action="after.notify", actor_id="u").event for _ in range(3)]
+        assert collector.take(3, timeout=20) == recorded
+        collector.stop()
 
 
 @pytest.mark.parametrize(

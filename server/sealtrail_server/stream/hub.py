@@ -326,6 +326,27 @@ class StreamHub:
         if tenant.fetching is None and tenant.target > tenant.fetched:
             tenant.fetching = asyncio.create_task(self._fetch(tenant_id, tenant))
 
+    async def _believed(
+        self, conn: psycopg.AsyncConnection[Any], tenant_id: str, tenant: _Tenant, upto: int
+    ) -> int:
+        """How far a fetch that found fewer rows than it asked for may move
+        its subscribers: no further than the log's size. Anyone who may
+        connect can NOTIFY the channel; a size claimed beyond the log's moved
+        every live stream past events not yet written (helper-151). (Fewer
+        rows up to a true size: events the purge removed already.)"""
+        size = max(await tree_size(conn, tenant_id), tenant.fetched)
+        if size >= upto:
+            return upto
+        log.warning(
+            "stream hub: a notification said %r has %d events; it has %d (a NOTIFY sent"
+            " from outside Sealtrail?)",
+            tenant_id,
+            tenant.target,
+            size,
+        )
+        tenant.target = size
+        return size
+
     async def _fetch(self, tenant_id: str, tenant: _Tenant) -> None:
         """One read per notification, offered to every subscriber of the
         tenant; of about _FETCH_BYTES at most, parsed giving the loop a turn
@@ -344,6 +365,8 @@ class StreamHub:
                         [tenant_id, tenant.fetched, upto],
                     )
                     rows = await cursor.fetchall()
+                    if len(rows) < upto - tenant.fetched:
+                        upto = await self._believed(conn, tenant_id, tenant, upto)
                 events: list[LiveEvent] = []
                 turns = Turns()
                 for seq, record, leaf, _ in rows:
