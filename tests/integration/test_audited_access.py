@@ -378,6 +378,35 @@ def test_a_stream_ends_when_its_token_is_revoked(
         assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_a_stream_cut_by_its_tokens_revocation_is_recorded_as_a_refusal(
+    client_for: Any, tenant: str, server: ServerThread, sql: psycopg.Connection[Any]
+) -> None:
+    """A refused call of a revoked token is recorded (audit_log.access_denied);
+    a stream the revocation cut short was not, so the log did not say that a
+    departed employee's tail was still open when the token went."""
+    admin = client_for(tenant)
+    reader = admin.create_token("reader", name="laptop tail")
+    with grpc.insecure_channel(server.target) as channel:
+        stream = audit_service_pb2_grpc.AuditLogServiceStub(channel).StreamEvents(
+            audit_service_pb2.StreamEventsRequest(),
+            metadata=(("authorization", f"Bearer {reader.secret}"),),
+            timeout=30,
+        )
+        assert next(stream).HasField("heartbeat")
+        admin.revoke_token(reader.token.token_id)
+        admin.record(action="doc.read", actor_id="u1")
+        with pytest.raises(grpc.RpcError):
+            for _ in stream:
+                pass
+    [(record,)] = sql.execute(
+        "SELECT record::jsonb FROM events WHERE tenant_id = %s"
+        " AND action = 'audit_log.access_denied'",
+        [tenant],
+    ).fetchall()
+    assert record["actor"]["id"] == reader.token.token_id
+    assert (record["details"]["rpc"], record["details"]["reason"]) == ("StreamEvents", "revoked")
+
+
 def test_a_token_revoked_by_another_process_changes_nothing_meanwhile(
     client_for: Any, tenant: str, server: ServerThread
 ) -> None:

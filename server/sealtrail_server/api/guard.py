@@ -154,13 +154,8 @@ class GuardInterceptor(ServiceInterceptor):
             principal = await self._authenticator.authenticate(
                 _authorization(context), fresh=method in CHANGES
             )
-        except RevokedToken as refused:
-            await self._refused(refused.principal, method, "revoked")
-            raise
-        except ExpiredToken as expired:
-            await self._refused(
-                expired.principal, method, "expired", expired_at=rfc3339(expired.expires_at)
-            )
+        except Unauthenticated as refused:
+            await self._refused_token(refused, method)
             raise
         if not may_call(principal.role, method):
             await self._refused(principal, method, "role")
@@ -178,6 +173,16 @@ class GuardInterceptor(ServiceInterceptor):
             role = current_principal().role.value
             await context.send_initial_metadata(((ROLE_HEADER, role),))
 
+    async def _refused_token(self, refused: Unauthenticated, method: str) -> None:
+        """A revoked or expired token's refusal, recorded in its tenant's log
+        (an unknown token's has no tenant to record it in)."""
+        if isinstance(refused, RevokedToken):
+            await self._refused(refused.principal, method, "revoked")
+        elif isinstance(refused, ExpiredToken):
+            await self._refused(
+                refused.principal, method, "expired", expired_at=rfc3339(refused.expires_at)
+            )
+
     async def _refused(
         self, principal: Principal, method: str, reason: Reason, *, expired_at: str | None = None
     ) -> None:
@@ -186,21 +191,22 @@ class GuardInterceptor(ServiceInterceptor):
         if self._denials is not None:
             await self._denials.refused(principal, rpc=method, reason=reason, expired_at=expired_at)
 
-    async def _still_trusted(self, authorization: str | None) -> None:
+    async def _still_trusted(self, authorization: str | None, method: str) -> None:
         """Before each message of a stream: a dict read while the token is
         cached; once it is not, one lookup. A revoked token's stream ends
         within the cache's time (at once where it was revoked), an expired
         one's at its expiry (TOKEN_EXPIRED), an idle one at its next
-        heartbeat; an erased tenant's says so."""
+        heartbeat, each recorded as a refusal is; an erased tenant's says so."""
         try:
             await self._authenticator.authenticate(authorization)
-        except Unauthenticated:
+        except Unauthenticated as refused:
             tenant_id = current_principal().tenant_id
             if self._authenticator.erased_here(tenant_id):
                 raise tenant_erased(tenant_id) from None
             # Erased by another process, its tokens went with it: the stream
             # ends TENANT_ERASED there too, not as if its token were revoked.
             await self._refuse_if_erased(tenant_id)
+            await self._refused_token(refused, method)
             raise
 
     def _wrap_unary(self, handler: Handler, method_path: str) -> Handler:
@@ -240,7 +246,7 @@ class GuardInterceptor(ServiceInterceptor):
                 responses = inner(request, context)
                 async with aclosing(responses):  # a cancelled call closes the handler now
                     async for response in responses:
-                        await self._still_trusted(authorization)
+                        await self._still_trusted(authorization, method)
                         yield response
             except grpc.aio.AbortError:
                 raise
