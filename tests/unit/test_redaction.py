@@ -15,6 +15,7 @@ import pytest
 
 from sealtrail_server.domain.redaction import (
     HMAC_PREFIX,
+    PAYMENT_CARD,
     Redactor,
     ValuePattern,
     _either_case,
@@ -620,6 +621,10 @@ HOSTILE_RUNS = [
     ("a://a:", "b/", ""),
     ("", "PIN: ", ""),
     ("", "pwd=abcd ", ""),
+    ("", "4", ""),
+    ("", "4 ", ""),
+    ("", "4111-", ""),
+    ("", "4111 1111 1111 111. ", ""),
 ]
 
 
@@ -747,7 +752,8 @@ def test_rules_are_configurable() -> None:
 
 
 def test_the_prefilter_lets_every_secret_through() -> None:
-    assert REDACTOR._any.anchored is not None and REDACTOR._any.unanchored == ()
+    assert REDACTOR._any.anchored is not None
+    assert REDACTOR._any.unanchored == (PAYMENT_CARD.regex,)  # the one without an anchor
     for _, secret, template in SECRETS:
         assert REDACTOR.may_hold_secret(template.format(secret))
     custom = REDACTOR.with_rules(patterns=[ValuePattern("badge", re.compile(r"BADGE-\d+"))])
@@ -1130,3 +1136,54 @@ def test_an_operators_field_names_ending_in_a_digit_hide_their_values() -> None:
         "p12_count": 2,
     }
     assert redacted["changes"][0]["after"] == hidden
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "4111111111111111",  # Visa
+        "4111 1111 1111 1111",
+        "4111-1111-1111-1111",
+        "4222222222222",  # Visa, 13 digits
+        "5555555555554444",  # Mastercard
+        "2223003122003222",  # Mastercard, 2-series
+        "3782 822463 10005",  # American Express, as printed
+        "6011111111111117",  # Discover
+        "3530111333300000",  # JCB
+        "30569309025904",  # Diners Club
+        "6200000000000005",  # UnionPay
+    ],
+)
+def test_a_payment_card_number_in_text_is_removed(number: str) -> None:
+    """A card number is kept nowhere it could be read back (PCI DSS): a
+    support note quoting one, a payment's details."""
+    for body in _places(f"charged card {number}, exp 12/29"):
+        redaction = REDACTOR.redact(body)
+        assert number not in json.dumps(redaction.body), body
+        assert [rule for _, rule in redaction.hits] == ["payment_card"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "charged card 4111111111111112",  # fails the Luhn check
+        "ISBN 9780306406157",  # no card brand starts so
+        "at 1733390000000000 us",  # a timestamp in microseconds
+        "ratio 0.4111111111111111",
+        "4111 1111-1111 1111",  # two kinds of separator
+        "4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",  # not grouped as a card is
+        "call +4111111111111111",
+        "build v4111111111111111",
+        "a run 41111111111111111111",  # 20 digits
+        "order 4111111111111111x2",
+    ],
+)
+def test_numbers_that_are_not_card_numbers_are_kept(text: str) -> None:
+    assert REDACTOR.redact(_event(description=text)).hits == []
+
+
+def test_a_card_shaped_id_is_kept() -> None:
+    """Ids are kept as sent (filters compare them): an order number of a card's
+    shape as a resource id is one."""
+    body = _event(resource={"type": "order", "id": "4111111111111111"})
+    assert REDACTOR.redact(body).hits == []
