@@ -141,7 +141,8 @@ def test_an_event_cannot_ping_the_channel_or_slip_in_a_link(
     received = channel.wait_for(lambda r: attempt in [seq_of(line) for line in lines(r)])
     [first, second] = [line for line in lines(received) if seq_of(line) in (seq, attempt)]
     assert "<" not in first and ">" not in first
-    assert "by &lt;!channel&gt; &amp; &lt;@U024BE7LH&gt; on document/" in first
+    # The escaped `<@U…>` is text; its `@U024BE7LH` would still page a Mattermost user.
+    assert "by &lt;!channel&gt; &amp; &lt;@\u200bU024BE7LH&gt; on document/" in first
     assert "&lt;https://evil.example/login|Reset your password&gt;" in first
     # Broadcasts written out (Mattermost, Discord) are broken; a newline is no new line.
     assert "@here" not in second and "@everyone" not in second

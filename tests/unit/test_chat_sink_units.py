@@ -95,6 +95,21 @@ def test_a_broadcast_followed_by_punctuation_is_broken_too() -> None:
     assert "ops@allstate.example" in told  # an address's @ starts no mention
 
 
+def test_an_actor_or_resource_named_like_a_user_pages_no_one() -> None:
+    """Mattermost and Rocket.Chat notify `@username` as written, after any
+    punctuation (`(@bob)`, `x.@bob`): an event's actor or resource must never
+    page a person. Each such `@` gets a zero-width space; an address's stays."""
+    told = line(
+        record(
+            actor={"id": "@alice.smith", "type": "user"},
+            resource={"type": "doc", "id": "(@bob) x.@carol, +@dave_2 @Émile ops@example.com"},
+        )
+    )
+    assert "by @\u200balice.smith on doc/(@\u200bbob) x.@\u200bcarol," in told
+    assert "+@\u200bdave_2 @\u200bÉmile ops@example.com (success)" in told
+    assert line(record(actor={"id": "@ alone @@"})).count("\u200b") == 0  # no name follows
+
+
 def test_text_direction_controls_cannot_reverse_the_rest_of_a_line() -> None:
     """U+202E and its kin would show the outcome, tenant and seq after an
     actor's id reversed: a spoofed line (helper-177)."""

@@ -10,8 +10,10 @@ is posted where people are notified: each is made one line (control
 characters as spaces), cut to a length a line can hold (marked `…`; the event
 keeps it whole), and escaped as Slack asks (`&`, `<`, `>`), so that no event
 can write `<!channel>`, a `<https://...|link>` or a `<@user>` mention; a
-broadcast written out (`@channel`, `@here`, `@all`, `@everyone`, which
-Mattermost and Discord take as they are) is broken with a zero-width space."""
+mention written out, a broadcast (`@channel`, `@here`, `@all`, `@everyone`,
+which Mattermost and Discord take as they are) or a person (`@username`,
+which Mattermost and Rocket.Chat take as it is), is broken with a zero-width
+space, so that no actor or resource named like a user pages anyone."""
 
 from __future__ import annotations
 
@@ -35,12 +37,13 @@ ALERT_MARK: Final = "\N{POLICE CARS REVOLVING LIGHT}"
 _CONTROL: Final = re.compile(
     "[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]+"
 )
-# A broadcast whatever follows it: Mattermost strips `.-:_` off a mention's end
-# one at a time, so `@channel_` and `@all_hands` notified (helper-177). Not an
-# address's `@`, which starts no mention.
-_BROADCAST: Final = re.compile(
-    r"(?<![A-Za-z0-9._%+-])@(?=(?:channel|here|all|everyone))", re.IGNORECASE
-)
+# A mention, of a broadcast or of a person: an `@` before a letter, digit or
+# `_`, whatever follows the name (Mattermost strips `.-:_` off a mention's end
+# one at a time, so `@channel_` and `@all_hands` notified: helper-177), and
+# whatever punctuation comes before it (Mattermost splits a word at `.-:`, so
+# `x.@bob` paged bob). Not an address's `@`, after a letter or digit, which
+# starts no mention.
+_MENTION: Final = re.compile(r"(?<!\w)@(?=\w)")
 _SLACK_ESCAPES: Final = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 
 
@@ -50,7 +53,7 @@ def shown(value: Any, limit: int = MAX_VALUE) -> str:
     text = _CONTROL.sub(" ", str(value)).strip()
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
-    return _BROADCAST.sub("@\u200b", text.translate(_SLACK_ESCAPES))
+    return _MENTION.sub("@\u200b", text.translate(_SLACK_ESCAPES))
 
 
 def line(record: dict[str, Any]) -> str:
