@@ -107,6 +107,69 @@ def test_a_sink_paused_narrowed_moved_or_deleted_is_a_warning_other_changes_info
     assert (deleted.action, deleted.severity) == ("sink.deleted", WARNING)
 
 
+def test_a_sink_whose_events_move_out_of_the_socs_searches_is_a_warning_naming_the_field(
+    client: AuditClient,
+) -> None:
+    """A Splunk sourcetype or source, a Datadog service or a tag taken away
+    takes the events out of the saved searches that look for them, as a new
+    URL or index does (ADR 0066 addendum). Defaults count as what is sent."""
+    quiet = build_filter(actions="doc.edit", categories="data_access")
+
+    def update(
+        sink_id: str, kind: Any, fields: list[str], **settings: Any
+    ) -> tuple[int, list[str]]:
+        sink = build_sink("siem", kind, filter=quiet, paused=True, **settings)
+        sink.id = sink_id
+        return _severities(client, lambda: client.update_sink(sink, fields=fields).event_id)
+
+    def splunk(**settings: str) -> tuple[int, list[str]]:
+        return update(splunk_id, "splunk_hec", ["splunk_hec"], **{**hec, **settings})
+
+    hec = {"url": "http://127.0.0.1:9", "index": "audit", "sourcetype": "sealtrail:audit"}
+    splunk_id = client.create_sink(
+        build_sink("siem", "splunk_hec", filter=quiet, paused=True, token="t1", **hec)
+    ).sink.id
+    assert splunk(sourcetype="") == (INFO, [])  # the default is sealtrail:audit
+    assert splunk(sourcetype="ocsf") == (WARNING, ["sourcetype_changed"])
+    assert splunk(source="elsewhere") == (WARNING, ["source_changed", "sourcetype_changed"])
+    assert splunk(index="scratch") == (WARNING, ["destination_moved", "source_changed"])
+    # OCSF's default sourcetype is `ocsf`: a new format moves a default sourcetype.
+    assert splunk(index="scratch", sourcetype="") == (INFO, [])
+    ocsf = build_sink("siem", "splunk_hec", format="ocsf")
+    ocsf.id = splunk_id
+    assert _severities(client, lambda: client.update_sink(ocsf, fields=["format"]).event_id) == (
+        WARNING,
+        ["sourcetype_changed"],
+    )
+
+    def datadog(**settings: str) -> tuple[int, list[str]]:
+        return update(datadog_id, "datadog_logs", ["datadog_logs"], **{**dd, **settings})
+
+    dd = {"url": "http://127.0.0.1:9", "service": "sealtrail", "tags": "env:prod,team:sec"}
+    datadog_id = client.create_sink(
+        build_sink("siem", "datadog_logs", filter=quiet, paused=True, api_key="k1", **dd)
+    ).sink.id
+    # A tag added: every search that found the events still does.
+    assert datadog(tags="team:sec, env:prod,x:y") == (INFO, [])
+    assert datadog(service="audit") == (WARNING, ["service_changed", "tags_changed"])
+    assert datadog(service="audit", tags="env:prod") == (WARNING, ["tags_changed"])
+    assert datadog(service="", tags="env:prod") == (WARNING, ["service_changed"])
+    # Another site is another intake URL.
+    assert datadog(service="", tags="env:prod", url="http://127.0.0.1:10", api_key="k2") == (
+        WARNING,
+        ["destination_moved"],
+    )
+
+    elastic = {"url": "http://127.0.0.1:9", "index": "audit"}
+    elastic_id = client.create_sink(
+        build_sink("siem", "elasticsearch", filter=quiet, paused=True, **elastic)
+    ).sink.id
+    assert update(elastic_id, "elasticsearch", ["elasticsearch"], **{**elastic, "index": "x"}) == (
+        WARNING,
+        ["destination_moved"],
+    )
+
+
 def _rule(**changes: Any) -> alerting_pb2.AlertRule:
     settings: dict[str, Any] = {
         "filter": build_filter(actions="user.login", outcomes="failure"),

@@ -97,13 +97,18 @@ def test_a_sink_weakens_paused_narrowed_or_moved_not_renamed_reformatted_or_rota
     def weakenings(after: SinkDefinition, after_filter: EventFilter = wide) -> list[str]:
         return sink_weakenings(_sink(), after, before_filter=wide, after_filter=after_filter)
 
-    assert weakenings(_sink(name="siem 2", format="ocsf")) == []
-    rotated = {
-        "url": "https://hec.example/services",
-        "token": "t2",
-        "index": "audit",
-        "source": "x",
-    }
+    assert weakenings(_sink(name="siem 2")) == []
+    ocsf = {**_sink().destination, "sourcetype": "sealtrail:audit"}
+    assert (
+        sink_weakenings(
+            _sink(destination=ocsf),
+            _sink(destination=ocsf, format="ocsf"),
+            before_filter=wide,
+            after_filter=wide,
+        )
+        == []
+    )  # its sourcetype set: a new format moves nothing
+    rotated = {"url": "https://hec.example/services", "token": "t2", "index": "audit"}
     assert weakenings(_sink(destination=rotated)) == []
     assert weakenings(_sink(paused=True)) == ["paused"]
     assert weakenings(_sink(), narrow) == ["filter_narrowed"]
@@ -113,6 +118,45 @@ def test_a_sink_weakens_paused_narrowed_or_moved_not_renamed_reformatted_or_rota
     assert (
         sink_weakenings(_sink(paused=True), _sink(), before_filter=narrow, after_filter=wide) == []
     )  # resumed and widened: stronger
+
+
+def test_a_sink_relabelled_out_of_saved_searches_weakens_naming_the_field() -> None:
+    """Splunk's source and sourcetype, Datadog's service and tags are what
+    saved searches look for: changed (as sent, defaults applied), the events
+    leave them. A tag added, or a default written out, loses nothing."""
+    wide = EventFilter()
+
+    def weakenings(before: SinkDefinition, after: SinkDefinition) -> list[str]:
+        return sink_weakenings(before, after, before_filter=wide, after_filter=wide)
+
+    hec = _sink()
+    labelled = {**hec.destination, "source": "sealtrail", "sourcetype": "sealtrail:audit"}
+    assert weakenings(hec, _sink(destination=labelled)) == []
+    assert weakenings(hec, _sink(destination={**labelled, "sourcetype": "ocsf"})) == [
+        "sourcetype_changed"
+    ]
+    assert weakenings(hec, _sink(destination={**labelled, "source": "app", "index": "x"})) == [
+        "destination_moved",
+        "source_changed",
+    ]
+    assert weakenings(hec, _sink(format="ocsf")) == ["sourcetype_changed"]  # its default
+    dd = _sink(
+        kind="datadog_logs",
+        destination={"api_key": "k", "service": "sealtrail", "tags": "env:prod,team:sec"},
+    )
+    default_site = {**dd.destination, "url": "https://http-intake.logs.datadoghq.com"}
+    assert weakenings(dd, _sink(kind="datadog_logs", destination=default_site)) == []
+    eu = {**dd.destination, "url": "https://http-intake.logs.datadoghq.eu"}
+    assert weakenings(dd, _sink(kind="datadog_logs", destination=eu)) == ["destination_moved"]
+    more = {**dd.destination, "service": "", "tags": "team:sec , env:prod,x:y"}
+    assert weakenings(dd, _sink(kind="datadog_logs", destination=more)) == []
+    fewer = {**dd.destination, "service": "audit", "tags": "env:prod"}
+    assert weakenings(dd, _sink(kind="datadog_logs", destination=fewer)) == [
+        "service_changed",
+        "tags_changed",
+    ]
+    # Another kind is a move; its labels are not compared.
+    assert weakenings(hec, dd) == ["destination_moved"]
 
 
 def _rule(condition: Condition, **changes: Any) -> RuleSettings:

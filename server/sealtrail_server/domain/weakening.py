@@ -115,8 +115,12 @@ def sink_weakenings(
     """Why changing sink `before` into `after` weakens it: `paused` (it
     delivers nothing until resumed), `filter_narrowed` (`filter_narrows`),
     `destination_moved` (its kind, URL or index changed: the events go where
-    the SIEM that read them does not look). A new name, format, secret or
-    Splunk source, Datadog service or tags does not weaken it."""
+    the SIEM that read them does not look), and, of the same kind, `<field>_changed`
+    for each label its saved searches find the events by that changed as sent
+    (Splunk's `source` and `sourcetype`, Datadog's `service`; `tags_changed`
+    when a Datadog tag is taken away). A new name, a secret, a tag added, or a
+    default written out does not weaken it; a new format does only where it
+    changes a default sourcetype."""
     reasons = []
     if after.paused and not before.paused:
         reasons.append("paused")
@@ -124,6 +128,11 @@ def sink_weakenings(
         reasons.append("filter_narrowed")
     if _where(before) != _where(after):
         reasons.append("destination_moved")
+    if before.kind == after.kind:
+        old, new = _labels(before), _labels(after)
+        reasons.extend(f"{name}_changed" for name in old if old[name] != new[name])
+        if not _tags(before) <= _tags(after):
+            reasons.append("tags_changed")
     return reasons
 
 
@@ -131,6 +140,28 @@ def _where(sink: SinkDefinition) -> tuple[str, str, str]:
     destination = sink.destination
     default = DATADOG_DEFAULT_URL if sink.kind == "datadog_logs" else ""
     return sink.kind, destination.get("url") or default, destination.get("index") or ""
+
+
+def _labels(sink: SinkDefinition) -> dict[str, str]:
+    """The labels a SIEM's saved searches find `sink`'s events by, as the
+    forwarder sends them (forward/destinations.py: a default when empty)."""
+    destination = sink.destination
+    if sink.kind == "splunk_hec":
+        default_type = "ocsf" if sink.format == "ocsf" else "sealtrail:audit"
+        return {
+            "source": destination.get("source") or "sealtrail",
+            "sourcetype": destination.get("sourcetype") or default_type,
+        }
+    if sink.kind == "datadog_logs":
+        return {"service": destination.get("service") or "sealtrail"}
+    return {}
+
+
+def _tags(sink: SinkDefinition) -> set[str]:
+    """A Datadog sink's tags (`env:prod,team:security`); a search finds an
+    entry by any of them, so only one taken away loses it."""
+    tags = (sink.destination.get("tags") or "") if sink.kind == "datadog_logs" else ""
+    return {tag.strip() for tag in tags.split(",") if tag.strip()}
 
 
 @dataclass(frozen=True, slots=True)
