@@ -1343,6 +1343,29 @@ def test_a_saved_checkpoint_is_checked_against_the_log_today_from_the_command_li
     assert keyless.returncode == 2 and "--check needs --key" in keyless.stderr
 
 
+def test_a_saved_checkpoint_is_checked_from_stdin(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """`checkpoint --check -` reads the saved checkpoint from stdin, as the
+    CLI's other file arguments take `-`: piped from where the auditor keeps
+    it (a vault, another host), a checkpoint's text or an export's manifest."""
+    run("sealtrail", "record", "--action", "file.read", "--actor-id", "ops", env=cli_env)
+    saved = run("sealtrail", "checkpoint", "--fresh", env=cli_env).stdout
+    out = tmp_path / "audit.csv"
+    run("sealtrail", "export", "--action", "file.*", "-o", str(out), env=cli_env)
+    run("sealtrail", "record", "--action", "file.write", "--actor-id", "ops", env=cli_env)
+    key = run("sealtrail-server", "key", "show").stdout.strip()
+
+    checked = run("sealtrail", "checkpoint", "--check", "-", "--key", key, "--fresh",
+                  env=cli_env, stdin=saved)  # fmt: skip
+    assert checked.stdout.startswith("CONSISTENT: the saved log of "), checked.stderr
+    manifest = (tmp_path / "audit.csv.manifest.json").read_text()
+    of_manifest = run("sealtrail", "checkpoint", "--check", "-", "--key", key,
+                      env=cli_env, stdin=manifest)  # fmt: skip
+    assert of_manifest.stdout.startswith("CONSISTENT: the saved log of ")
+    empty = run("sealtrail", "checkpoint", "--check", "-", "--key", key,
+                env=cli_env, stdin="", check=False)  # fmt: skip
+    assert empty.returncode == 1 and empty.stderr.startswith("FAILED: "), empty.stderr
+
+
 def test_an_export_leaves_its_manifest_and_checkpoint_for_an_auditor_to_check_later(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:

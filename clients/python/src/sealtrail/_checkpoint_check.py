@@ -11,6 +11,7 @@ counts for nothing.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,11 +142,15 @@ class SavedCheckpoint:
 def saved_checkpoint_text(path: Path) -> str:
     """The signed checkpoint saved at `path`: a file of `sealtrail checkpoint`
     output, a bundle's directory (its checkpoint.txt), or an export's
-    manifest (FILE.manifest.json, its "checkpoint")."""
+    manifest (FILE.manifest.json, its "checkpoint"); `-`: either file's
+    text, read from stdin."""
     try:
-        if path.is_dir():
+        if str(path) == "-":
+            text = sys.stdin.buffer.read().decode("utf-8")
+        elif path.is_dir():
             return (path / _BUNDLE_CHECKPOINT).read_text(encoding="utf-8")
-        text = path.read_text(encoding="utf-8")
+        else:
+            text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise CheckpointError(f"cannot read the saved checkpoint: {error}") from None
     if not text.lstrip().startswith("{"):
@@ -155,5 +160,8 @@ def saved_checkpoint_text(path: Path) -> str:
     except (ValueError, AttributeError):
         note = None
     if not isinstance(note, str) or not note:
-        raise CheckpointError(f"{path} is JSON without a {_MANIFEST_FIELD!r} of an export manifest")
+        where = "stdin" if str(path) == "-" else path
+        raise CheckpointError(
+            f"{where} is JSON without a {_MANIFEST_FIELD!r} of an export manifest"
+        )
     return note

@@ -889,10 +889,10 @@ def verify_log(ctx: click.Context, check_views: bool) -> None:
     "--check",
     "saved",
     metavar="SAVED",
-    type=click.Path(exists=True, path_type=Path),
+    type=click.Path(exists=True, allow_dash=True, path_type=Path),
     help="Check a checkpoint saved earlier (this command's output, a bundle's directory, or"
-    " an export's FILE.manifest.json): the log it signs must be a prefix of today's."
-    " Exits 1 if the log was rewritten since.",
+    " an export's FILE.manifest.json; - reads the output or manifest from stdin): the log"
+    " it signs must be a prefix of today's. Exits 1 if the log was rewritten since.",
 )
 @click.option(
     "--key",
