@@ -47,7 +47,8 @@ from .domain.purge_summaries import SummarySeal
 from .forward.egress import EgressPolicy, OutboundClient
 from .forward.forwarder import Forwarder
 from .integrity.checkpointer import Checkpointer
-from .integrity.keys import load_signer
+from .integrity.keys import KEY_FILE_NAME as SIGNING_KEY_FILE_NAME
+from .integrity.keys import load_signer, refuse_an_unchosen_key
 from .measures import meter_of
 from .redaction_setup import load_redaction_secret, load_redactor
 from .retention.erasure import Eraser
@@ -196,6 +197,9 @@ class Service:
             self._owner_database_url, lock_attempts=settings.migration_lock_attempts
         ):
             log.info("applied migration %04d_%s", migration.version, migration.name)
+        if not settings.signing_key and settings.signing_key_file is None:
+            key_file = settings.data_dir / SIGNING_KEY_FILE_NAME
+            await refuse_an_unchosen_key(self._owner_database_url, signer, key_file)
         resealed, opened, unopenable = await reseal_secrets(self._owner_database_url, secret_box)
         if unopenable and not opened and data_dir_secrets_key is not None:
             refuse_a_new_key(data_dir_secrets_key, unopenable)

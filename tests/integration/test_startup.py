@@ -313,3 +313,57 @@ def test_two_servers_starting_at_once_issue_one_development_token(
     written = (tmp_path / cli.DEV_TOKEN_FILE).read_text().strip()
     assert digests == [(token_digest(written),)]  # one token, the one in the file
     assert [p.name for p in tmp_path.iterdir()] == [cli.DEV_TOKEN_FILE]
+
+
+def test_a_server_whose_signing_key_file_is_lost_refuses_to_sign_on_under_a_new_key(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
+    """A data dir restored without its `signing-key` made `serve` generate a
+    new key and sign on with it: to an auditor, a key change nobody chose.
+    A fresh deployment makes its key silently; one whose database holds
+    checkpoints signed by other keys refuses, naming them, at every start,
+    until the key is restored or a new one is configured deliberately (the
+    rotation path: registered beside the old ones, its first checkpoint
+    extending theirs)."""
+    from sealtrail import AuditClient
+    from sealtrail.tlog import Signer
+
+    data_dir = tmp_path / "data"
+    key_file = data_dir / "signing-key"
+    with database_of_its_own(migrated_database_url, "lostkey") as url:
+        first = ServerThread(url, signing_key=None, data_dir=data_dir)
+        try:
+            with AuditClient(first.target, token=first.token("t-keys")) as client:
+                client.record(action="file.read", actor_id="ops")
+                client.get_checkpoint(fresh=True)
+        finally:
+            first.close()
+        original = Signer.parse(key_file.read_text()).verifier
+        signed_by = f"{original.name}+{original.key_id.hex()}"
+
+        key_file.unlink()  # a restore that forgot it
+        settings = replace(first.settings, data_dir=data_dir)
+        for _ in range(2):  # the key the first refused start made refuses the next
+            refused = Service(settings, database_url=first.settings.database_url,
+                              owner_database_url=url)  # fmt: skip
+            with pytest.raises(SystemExit) as stopped:
+                asyncio.run(refused.start())
+            said = str(stopped.value)
+            assert signed_by in said and str(key_file) in said, said
+            assert "SEALTRAIL_SIGNING_KEY_FILE" in said and "docs/operations.md" in said
+        new = Signer.parse(key_file.read_text()).verifier
+        assert f"{new.name}+{new.key_id.hex()}" in said
+
+        # Chosen: the new key named for one start, as a rotation is.
+        chosen = ServerThread(url, signing_key=None, signing_key_file=key_file, data_dir=data_dir)
+        try:
+            with AuditClient(chosen.target, token=chosen.token("t-keys")) as client:
+                client.record(action="file.write", actor_id="ops")
+                client.get_checkpoint(fresh=True)  # extends the one the lost key signed
+                keys = client.get_verifier_keys()
+                assert [k.text for k in keys if k.active] == [new.text()]
+                assert original.text() in {k.text for k in keys}
+        finally:
+            chosen.close()
+        again = ServerThread(url, signing_key=None, data_dir=data_dir)  # registered now
+        again.close()

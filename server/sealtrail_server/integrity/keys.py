@@ -1,13 +1,16 @@
 """The checkpoint signing key: from SEALTRAIL_SIGNING_KEY (its text), from
 SEALTRAIL_SIGNING_KEY_FILE, or else `<data dir>/signing-key`, generated there on
-first start. Key text is the C2SP signed-note signer form
+first start (of the deployment: not where the database holds checkpoints other
+keys signed, `refuse_an_unchosen_key`). Key text is the C2SP signed-note signer form
 `PRIVATE+KEY+<name>+<hex key id>+<base64 key>`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sealtrail.tlog import NoteError, Signer, generate_signer_key
+import psycopg
+
+from sealtrail.tlog import NoteError, Signer, Verifier, generate_signer_key
 
 from ..key_files import load_key_text
 
@@ -40,3 +43,38 @@ def _parse(text: str, source: str) -> Signer:
         return Signer.parse(text)
     except NoteError as error:
         raise SystemExit(f"{source}: {error}") from None
+
+
+async def refuse_an_unchosen_key(owner_url: str, signer: Signer, key_file: Path) -> None:
+    """Stops a start whose key came from the data dir (generated there, or
+    read) while the database holds checkpoints and none of its keys is this
+    one: a data dir restored without its key, or a process set up without
+    the deployment's, would sign the log on under a key nobody chose, which
+    an auditor sees as a fork or a key change. A fresh deployment (no
+    checkpoint yet) goes on. The key file stays, as the secrets key's does
+    (sealing_setup.refuse_a_new_key): every start with it says so, until the
+    deployment's key is restored or this one is configured, as a rotation is."""
+    async with await psycopg.AsyncConnection.connect(owner_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT verifier FROM signing_keys WHERE EXISTS (SELECT FROM checkpoints)"
+            " ORDER BY first_used_at"
+        )
+        known = [Verifier.parse(verifier) for (verifier,) in await cursor.fetchall()]
+    if not known or signer.verifier in known:
+        return
+    raise SystemExit(
+        f"the checkpoint signing key in {key_file} ({_named(signer.verifier)}) is none of"
+        " the signing keys of this database, which holds checkpoints they signed"
+        f" ({', '.join(map(_named, known))}): signing on with it would show auditors a key"
+        f" change nobody chose. Restore the deployment's key to {key_file} (from the data"
+        " dir's backup), or set SEALTRAIL_SIGNING_KEY (or _FILE) to it as its other servers"
+        " have it. If it is lost, start a new key deliberately: name its file with"
+        f" SEALTRAIL_SIGNING_KEY_FILE (this one, {key_file}, will do) and give auditors its"
+        " verifier key (sealtrail-server key show); the server registers it beside the old"
+        " ones and signs on only where the log extends their checkpoints"
+        " (docs/operations.md, Losing a key)."
+    )
+
+
+def _named(key: Verifier) -> str:
+    return f"{key.name}+{key.key_id.hex()}"
