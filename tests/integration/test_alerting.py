@@ -291,6 +291,18 @@ def test_the_ipv6_addresses_a_rule_learned_before_become_the_networks_it_now_lea
     assert fired_by(client, rule.id) == []
 
 
+def test_a_rule_on_every_event_with_an_address_is_listed_with_its_condition(
+    client: AuditClient, rules: Any
+) -> None:
+    """A new-IP or new-country rule with an empty filter was answered with no
+    condition at all: the console showed an unknown condition, and an edit
+    sent back no kind to replace."""
+    rules(build_alert_rule("any new address", "new_ip"))
+    rules(build_alert_rule("any new country", "new_country"))
+    kinds = {rule.name: rule.WhichOneof("condition") for rule in client.list_alert_rules()}
+    assert kinds == {"any new address": "new_ip", "any new country": "new_country"}
+
+
 def test_new_country_fires_for_a_known_actor_from_a_new_country_only(
     client: AuditClient, rules: Any, marked: None, sql: psycopg.Connection[Any]
 ) -> None:

@@ -96,6 +96,7 @@ def _rule_message(stored: store.StoredRule) -> pb.AlertRule:
     condition = dict(stored.condition)
     kind = condition.pop("kind")
     target = getattr(message, kind)
+    target.SetInParent()  # else a new-IP rule on every event (an empty filter) showed none
     json_format.ParseDict(condition.pop("filter"), target.filter)
     if kind == "threshold":
         condition["group_by"] = _GROUP_BY_NUMBERS[condition["group_by"]]
