@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from sealtrail import AuditClient, build_alert_rule, build_filter, build_sink
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, integrity_pb2
 from sealtrail_server.api.callers import CONSOLE_KEY_HEADER, ROLE_HEADER
 from tests.conftest import ServerThread
+from tests.http_endpoint import Reply, endpoint
 
 BROWSER = "Mozilla/5.0 (console admin test)"
 
@@ -75,8 +77,7 @@ def client(console_server: ServerThread, admin: str) -> Iterator[AuditClient]:
 
 def recorded(client: AuditClient, action: str) -> event_pb2.Event:
     """The newest event of `action`, which must exist."""
-    [event] = client.query(build_filter(actions=action), page_size=1)
-    return event
+    return next(iter(client.query(build_filter(actions=action), page_size=1)))
 
 
 def from_the_browser(event: event_pb2.Event) -> bool:
@@ -532,3 +533,337 @@ def test_only_the_console_is_told_the_tokens_role(
         assert ROLE_HEADER not in dict(call.initial_metadata())
     finally:
         channel.close()
+
+
+# --- alert rules created and edited, sinks of every kind, replays, retention (ADR 0069) ----
+
+
+def rule_body(name: str, kind: str, **settings: Any) -> dict[str, Any]:
+    """A rule as the page sends it: the API's AlertRule as JSON, its filter in
+    the event search's parameters."""
+    filter_params = settings.pop("filter", {"actions": "user.login"})
+    return {"rule": {"name": name, kind: settings}, "filter": filter_params}
+
+
+def test_an_admin_creates_an_alert_rule_of_every_kind_filtered_as_a_search_is(
+    api: str, admin: str, client: AuditClient
+) -> None:
+    sink_id = webhook(client, "pager")["id"]
+    bodies = {
+        "match": rule_body("new key", "match", filter={"actions": "api_key.create"}),
+        "threshold": {
+            "rule": {
+                "name": "failed logins",
+                "threshold": {"count": 5, "window_seconds": 300, "group_by": "ALERT_GROUP_BY_IP"},
+                "severity": "SEVERITY_ERROR",
+                "sink_ids": [sink_id],
+            },
+            "filter": {"actions": "user.login", "outcomes": "failure,denied"},
+        },
+        "new_ip": rule_body("new address", "new_ip", filter={"categories": "authentication"}),
+        "new_country": rule_body("new country", "new_country", filter={}),
+        "off_hours": rule_body(
+            "night secrets",
+            "off_hours",
+            time_zone="Europe/Paris",
+            start_hour=8,
+            end_hour=19,
+            working_days=[1, 2, 3, 4, 5],
+            filter={"actions": "secret.*", "resource_type": "production"},
+        ),
+    }
+    for kind, body in bodies.items():
+        status, created = send(api + "alert-rules", method="POST", token=admin, body=body)
+        assert status == 200, (kind, created)
+        assert created["rule"]["name"] == body["rule"]["name"] and created["event_id"]
+        assert from_the_browser(recorded(client, "alert_rule.created"))
+    rules = {rule.name: rule for rule in client.list_alert_rules()}
+    assert {rule.WhichOneof("condition") for rule in rules.values()} == set(bodies)
+    failed = rules["failed logins"]
+    assert (failed.threshold.count, failed.threshold.group_by) == (5, 2)
+    assert list(failed.threshold.filter.actions) == ["user.login"]
+    assert list(failed.threshold.filter.outcomes) == [
+        event_pb2.OUTCOME_FAILURE,
+        event_pb2.OUTCOME_DENIED,
+    ]
+    assert list(failed.sink_ids) == [sink_id] and failed.severity == event_pb2.SEVERITY_ERROR
+    night = rules["night secrets"].off_hours
+    assert (night.time_zone, night.start_hour, night.end_hour) == ("Europe/Paris", 8, 19)
+    assert night.filter.resource_type == "production"
+    assert list(rules["new address"].new_ip.filter.categories) == [
+        event_pb2.CATEGORY_AUTHENTICATION
+    ]
+
+
+def test_an_admin_edits_an_alert_rule_as_last_read(
+    api: str, admin: str, client: AuditClient
+) -> None:
+    sink_id = webhook(client, "pager")["id"]
+    rule = build_alert_rule(
+        "failed logins",
+        "threshold",
+        filter=build_filter(actions="user.login", outcomes="failure"),
+        count=5,
+        window_seconds=300,
+        disabled=True,
+    )
+    read = client.create_alert_rule(rule).rule
+    edit = {
+        "rule": {
+            "name": "failed logins, raised",
+            "threshold": {"count": 10, "window_seconds": 600, "group_by": "ALERT_GROUP_BY_ACTOR"},
+            "severity": "SEVERITY_CRITICAL",
+            "sink_ids": [sink_id],
+        },
+        "filter": {"actions": "user.login,sso.login", "outcomes": "failure"},
+        "etag": read.etag,
+    }
+    status, edited = send(api + f"alert-rules/{read.id}", method="PUT", token=admin, body=edit)
+    assert status == 200, edited
+    assert edited["rule"]["etag"] != read.etag and edited["event_id"]
+    updated = recorded(client, "alert_rule.updated")
+    assert from_the_browser(updated)
+    assert updated.severity == event_pb2.SEVERITY_WARNING  # a count raised fires less
+    [now] = client.list_alert_rules()
+    assert (now.name, now.threshold.count, now.threshold.window_seconds) == (
+        "failed logins, raised",
+        10,
+        600,
+    )
+    assert list(now.threshold.filter.actions) == ["user.login", "sso.login"]
+    assert list(now.sink_ids) == [sink_id] and now.severity == event_pb2.SEVERITY_CRITICAL
+    assert now.disabled  # the edit changes the definition, never whether it is on
+
+    # Another kind replaces the condition whole.
+    status, edited = send(
+        api + f"alert-rules/{read.id}",
+        method="PUT",
+        token=admin,
+        body={**rule_body("any login", "match"), "etag": edited["rule"]["etag"]},
+    )
+    assert status == 200, edited
+    [now] = client.list_alert_rules()
+    assert now.WhichOneof("condition") == "match" and list(now.sink_ids) == []
+
+    # A page that still shows the rule as first read changes nothing.
+    status, stale = send(api + f"alert-rules/{read.id}", method="PUT", token=admin, body=edit)
+    assert (status, stale["code"], stale["reason"]) == (409, "ABORTED", "ETAG_MISMATCH")
+    assert client.list_alert_rules()[0].name == "any login"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (rule_body("spike", "threshold", count=1, window_seconds=60), "rule.threshold.count"),
+        (rule_body("", "match"), "rule.name"),
+        (rule_body("x", "match", filter={}), "rule.match.filter"),
+        (rule_body("x", "match", filter={"text": "secret"}), "rule.match.filter.text"),
+        (rule_body("x", "off_hours", time_zone="Mars/Olympus", end_hour=9), "time_zone"),
+        (rule_body("x", "match", filter={"categories": "gossip"}), "filter.categories"),
+        (rule_body("x", "match", filter={"actions": 7}), "filter.actions"),
+        (
+            {**rule_body("x", "match"), "rule": {"name": "x", "match": {}, "sink_ids": ["n"]}},
+            "rule.sink_ids[0]",
+        ),
+        ({"rule": {"name": "x", "match": {}, "colour": "red"}}, "rule"),
+        ({"rule": {"name": "x", "match": {}}, "filter": {}, "extra": 1}, "extra"),
+    ],
+)
+def test_an_alert_rule_asked_wrongly_names_the_field(
+    api: str, admin: str, client: AuditClient, body: dict[str, Any], field: str
+) -> None:
+    """The page marks the field the API (or the console) names, rather than
+    a failure that says nothing of what to put right."""
+    status, answer = send(api + "alert-rules", method="POST", token=admin, body=body)
+    assert status == 400, answer
+    assert any(field in named["field"] for named in answer["fields"]), answer
+    assert client.list_alert_rules() == []
+
+
+def test_an_edit_needs_the_etag_and_leaves_disabled_to_its_own_change(
+    api: str, admin: str, client: AuditClient
+) -> None:
+    read = client.create_alert_rule(
+        build_alert_rule("any login", "match", filter=build_filter(actions="user.login"))
+    ).rule
+    path = api + f"alert-rules/{read.id}"
+    status, answer = send(path, method="PUT", token=admin, body=rule_body("x", "match"))
+    assert status == 400 and answer["error"].startswith("etag:"), answer
+    body = {"rule": {"name": "x", "match": {}, "disabled": True}, "etag": read.etag}
+    status, answer = send(path, method="PUT", token=admin, body=body)
+    assert status == 400 and answer["fields"][0]["field"] == "rule.disabled", answer
+    assert client.list_alert_rules()[0].name == "any login"
+
+
+def test_an_admin_creates_splunk_datadog_and_elasticsearch_sinks_shown_by_hints(
+    api: str, admin: str, client: AuditClient
+) -> None:
+    secret = "hec-" + secrets.token_hex(8)
+    kinds = {
+        "splunk": {"splunk_hec": {"url": "http://127.0.0.1:9", "token": secret, "index": "audit"}},
+        "datadog": {"datadog_logs": {"api_key": secret, "tags": "env:prod"}},
+        "elastic": {
+            "elasticsearch": {"url": "http://127.0.0.1:9", "index": "audit", "api_key": secret}
+        },
+    }
+    for name, destination in kinds.items():
+        sink = {"name": name, **destination, "paused": True}
+        status, created = send(api + "sinks", method="POST", token=admin, body={"sink": sink})
+        assert status == 200, (name, created)
+        assert secret not in json.dumps(created)
+    status, listed = send(api + "sinks", token=admin)
+    assert status == 200 and secret not in json.dumps(listed)
+    shown = {sink["name"]: sink for sink in listed["sinks"]}
+    assert shown["splunk"]["splunk_hec"]["token_hint"] == secret[-4:]
+    assert shown["datadog"]["datadog_logs"]["api_key_hint"] == secret[-4:]
+    assert shown["elastic"]["elasticsearch"]["api_key_hint"] == secret[-4:]
+    status, answer = send(
+        api + "sinks",
+        method="POST",
+        token=admin,
+        body={"sink": {"name": "no key", "elasticsearch": {"url": "http://127.0.0.1:9"}}},
+    )
+    assert status == 400 and answer["fields"][0]["field"].startswith("sink.elasticsearch"), answer
+
+
+def test_an_admin_replays_a_sink_by_window_seq_range_and_dead_letter(
+    api: str, admin: str, client: AuditClient
+) -> None:
+    with endpoint() as receiver:
+        # The first request is refused for good: its event is parked as a dead letter.
+        receiver.responder = lambda received, index: Reply(400 if index == 0 else 200)
+        sink = build_sink("siem", "webhook", url=receiver.url,
+                          secrets=["whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()],
+                          filter=build_filter(actions="doc.*"))  # fmt: skip
+        sink_id = client.create_sink(sink).sink.id
+        try:
+            seqs = [client.record(action="doc.read", actor_id="u").event.seq for _ in range(3)]
+            wait_until(lambda: client.get_sink(sink_id).state.dead_letters == 1)
+            wait_until(lambda: client.get_sink(sink_id).state.cursor_seq >= seqs[-1])
+            status, letters = send(api + f"sinks/{sink_id}/dead-letters", token=admin)
+            assert status == 200, letters
+            [letter] = letters["dead_letters"]
+            assert int(letter["first_seq"]) == seqs[0] and letter["http_status"] == 400
+
+            path = api + f"sinks/{sink_id}/replay"
+            for body in (
+                {"seq_range": {"first_seq": seqs[1], "last_seq": seqs[2]}},
+                {
+                    "window": {
+                        "start_time": "2000-01-01T00:00:00Z",
+                        "end_time": "2100-01-01T00:00:00Z",
+                    }
+                },
+                {"dead_letter_id": letter["id"]},
+            ):
+                status, replayed = send(path, method="POST", token=admin, body=body)
+                assert status == 200 and replayed["replay_id"], (body, replayed)
+                assert from_the_browser(recorded(client, "sink.replay_requested"))
+            wait_until(lambda: client.get_sink(sink_id).state.dead_letters == 0)
+
+            for body, field in (
+                ({}, "selection"),
+                ({"seq_range": {"first_seq": 1}, "dead_letter_id": letter["id"]}, "body"),
+                ({"sink_id": sink_id, "dead_letter_id": letter["id"]}, "sink_id"),
+                ({"seq_range": {"first_seq": 5, "last_seq": 1}}, "seq_range"),
+            ):
+                status, answer = send(path, method="POST", token=admin, body=body)
+                assert status == 400, (body, answer)
+                assert any(field in named["field"] for named in answer["fields"]), (body, answer)
+        finally:
+            client.delete_sink(sink_id)
+
+
+def wait_until(done: Any) -> None:
+    deadline = time.monotonic() + 30
+    while not done():
+        assert time.monotonic() < deadline, "never came to pass"
+        time.sleep(0.05)
+
+
+def policy_body(default_days: int, *rules: dict[str, Any], etag: str) -> dict[str, Any]:
+    return {"policy": {"default_days": default_days, "rules": list(rules)}, "etag": etag}
+
+
+def test_an_admin_previews_then_sets_the_retention_policy_shortening_named(
+    api: str, admin: str, client: AuditClient
+) -> None:
+    client.set_retention_policy(365, categories={"authentication": "forever"})
+    read = send(api + "retention", token=admin)[1]["policy"]["etag"]
+    shorter = policy_body(
+        90,
+        {"category": "CATEGORY_AUTHENTICATION", "days": 365},
+        {"action_prefix": "rag.*", "days": 30},
+        etag=read,
+    )
+    status, preview = send(api + "retention/preview", method="POST", token=admin, body=shorter)
+    assert status == 200, preview
+    assert preview["shortened"] == [
+        {"events": "default", "before_days": 365, "after_days": 90},
+        {"events": "category:authentication", "before_days": 0, "after_days": 365},
+        {"events": "action:rag.* (default)", "before_days": 365, "after_days": 30},
+        {"events": "action:rag.* (category:authentication)", "before_days": 0, "after_days": 30},
+    ]
+    assert int(preview["events"]) == 0 and preview["legal_hold"] is False
+    assert client.get_retention_policy().policy.default_days == 365  # nothing changed
+
+    status, longer = send(
+        api + "retention/preview", method="POST", token=admin, body=policy_body(0, etag=read)
+    )
+    assert status == 200 and longer["shortened"] == [], longer
+
+    status, changed = send(api + "retention", method="PUT", token=admin, body=shorter)
+    assert status == 200 and changed["event_id"], changed
+    assert changed["policy"]["etag"] != read
+    event = recorded(client, "retention.policy_updated")
+    assert from_the_browser(event) and event.severity == event_pb2.SEVERITY_WARNING
+    policy = client.get_retention_policy().policy
+    assert policy.default_days == 90 and len(policy.rules) == 2
+
+    status, stale = send(api + "retention", method="PUT", token=admin, body=shorter)
+    assert (status, stale["code"], stale["reason"]) == (409, "ABORTED", "ETAG_MISMATCH")
+    status, stale = send(api + "retention/preview", method="POST", token=admin, body=shorter)
+    assert (status, stale["reason"]) == (409, "ETAG_MISMATCH")
+
+
+@pytest.mark.parametrize(
+    ("policy", "field"),
+    [
+        ({"default_days": 40000, "rules": []}, "policy.default_days"),
+        ({"default_days": 30, "rules": [{"action_prefix": "rag", "days": 1}]}, "policy.rules[0]"),
+        ({"default_days": 30, "rules": [{"days": 1}]}, "policy.rules[0]"),
+        ({"default_days": 30, "etag": '"x"'}, "policy.etag"),
+        ({"default_days": "a month"}, "policy"),
+    ],
+)
+def test_a_retention_policy_asked_wrongly_names_the_field(
+    api: str, admin: str, client: AuditClient, policy: dict[str, Any], field: str
+) -> None:
+    read = send(api + "retention", token=admin)[1]["policy"]["etag"]
+    for method, path in (("POST", "retention/preview"), ("PUT", "retention")):
+        body = {"policy": policy, "etag": read}
+        status, answer = send(api + path, method=method, token=admin, body=body)
+        assert status == 400, (path, answer)
+        assert any(named["field"].startswith(field) for named in answer["fields"]), answer
+    assert client.get_retention_policy().policy.update_time.seconds == 0  # never set
+
+
+def test_a_reader_may_make_none_of_the_new_changes(
+    api: str, reader: str, client: AuditClient
+) -> None:
+    sink = webhook(client)
+    rule_id = client.create_alert_rule(
+        build_alert_rule("any login", "match", filter=build_filter(actions="user.login"))
+    ).rule.id
+    for method, path, body in (
+        ("POST", "alert-rules", rule_body("mine", "match")),
+        ("PUT", f"alert-rules/{rule_id}", {**rule_body("mine", "match"), "etag": '"x"'}),
+        ("GET", f"sinks/{sink['id']}/dead-letters", None),
+        ("POST", f"sinks/{sink['id']}/replay", {"seq_range": {"first_seq": 1, "last_seq": 1}}),
+        ("POST", "retention/preview", policy_body(1, etag='"x"')),
+        ("PUT", "retention", policy_body(1, etag='"x"')),
+    ):
+        status, answer = send(api + path, method=method, token=reader, body=body)
+        assert (status, answer["code"]) == (403, "PERMISSION_DENIED"), (method, path, answer)
+    assert [r.name for r in client.list_alert_rules()] == ["any login"]
+    assert client.get_retention_policy().policy.default_days == 0

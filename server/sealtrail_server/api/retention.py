@@ -20,6 +20,7 @@ from ..domain.etags import require_etag
 from ..domain.event import CATEGORIES, ChangeDraft
 from ..domain.retention import (
     RetentionPolicy,
+    RetentionRule,
     RuleDraft,
     hold_etag,
     policy_etag,
@@ -91,6 +92,30 @@ def _hold_message(stored: StoredPolicy) -> pb.LegalHold:
     if hold.updated_at is not None:
         message.update_time.FromDatetime(hold.updated_at)
     return message
+
+
+def shortenings(
+    before: RetentionPolicy, after: RetentionPolicy, *, min_days: int
+) -> list[Shortening]:
+    """The events `after` keeps less long than `before`, as the purge
+    applies both (the deployment's floor `min_days` raises what a policy
+    stored before it says; the same limit under the floor is no shorter).
+    The console's preview lists them as the change's record will."""
+    return retention_shortenings(before.at_least(min_days), after.at_least(min_days))
+
+
+def policy_of(message: pb.RetentionPolicy) -> RetentionPolicy:
+    """The policy a message of this API shows (GetRetentionPolicy's, a
+    preview's), as stored: the inverse of `_policy_message`, unchecked, for
+    a stored policy may hold what a change may no longer set (a rule under a
+    floor raised since, an inert `retention.*` rule)."""
+    rules = []
+    for rule in message.rules:
+        if rule.WhichOneof("selector") == "category":
+            rules.append(RetentionRule(rule.days, category=CATEGORIES.get(rule.category)))
+        else:
+            rules.append(RetentionRule(rule.days, action_prefix=rule.action_prefix.rstrip("*")))
+    return RetentionPolicy(message.default_days, tuple(rules))
 
 
 def _validated(message: pb.RetentionPolicy, *, min_days: int) -> RetentionPolicy:
@@ -219,11 +244,7 @@ class RetentionRpcs:
         return pb.UpdateRetentionPolicyResponse(policy=_policy_message(after), event_id=event_id)
 
     def _shortenings(self, before: RetentionPolicy, after: RetentionPolicy) -> list[Shortening]:
-        """The events `after` keeps less long than `before`, as the purge
-        applies both (the deployment's floor raises what a policy stored
-        before it says; the same limit under the floor is no shorter)."""
-        floor = self._retention_min_days
-        return retention_shortenings(before.at_least(floor), after.at_least(floor))
+        return shortenings(before, after, min_days=self._retention_min_days)
 
     async def PreviewRetentionPolicy(
         self, request: pb.PreviewRetentionPolicyRequest, context: Context

@@ -26,17 +26,30 @@ role's calls are refused by the API itself.
     POST   /api/sinks                   CreateSink {sink: the API's Sink as JSON, from_beginning?}
     PATCH  /api/sinks/{id}              UpdateSink {paused, etag}, `paused` only
     DELETE /api/sinks/{id}              DeleteSink {etag}
+    GET    /api/sinks/{id}/dead-letters ListDeadLetters
+    POST   /api/sinks/{id}/replay       ReplaySink {seq_range | window | dead_letter_id}
     GET    /api/alert-rules             ListAlertRules
+    POST   /api/alert-rules             CreateAlertRule {rule: the API's AlertRule as JSON, filter?}
+    PUT    /api/alert-rules/{id}        UpdateAlertRule {rule, filter?, etag}: name, condition,
+                                        severity and sinks (never `disabled`)
     PATCH  /api/alert-rules/{id}        UpdateAlertRule {disabled, etag}, `disabled` only
     DELETE /api/alert-rules/{id}        DeleteAlertRule {etag}
     GET    /api/retention               GetRetentionPolicy (the policy and the legal hold)
+    POST   /api/retention/preview       PreviewRetentionPolicy {policy, etag}, with `shortened`
+    PUT    /api/retention               UpdateRetentionPolicy {policy, etag}
     PUT    /api/legal-hold              SetLegalHold {on, reason?, etag}
+
+A rule's `filter` is the event search's parameters as a JSON object of
+strings, parsed as the search's query string is (ADR 0069, addendum): the
+page builds it with the search's own filter form.
 
 A change is a JSON object with the token in `Authorization` (never a cookie:
 the console sets none and reads none), from the console's own origin when the
 browser says where it comes from (Origin, Sec-Fetch-Site); a change of a sink,
 a rule or the hold carries the etag it was read with, so a page that went stale
-cannot undo what it never showed (ABORTED, 409).
+cannot undo what it never showed (ABORTED, 409). An error names the field it
+is about (`fields`: the API's BadRequest field violations, or the console's
+own), for the page to mark the input that holds it.
 
 An error before an answer has begun is its HTTP status with a JSON body; one
 after (a stream or an export cut by a revocation, an erasure, an outage) is a
@@ -64,6 +77,7 @@ from aiohttp import ClientConnectionResetError, web
 from google.protobuf import field_mask_pb2, json_format
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
+from multidict import MultiDict
 
 from sealtrail.v1 import (
     access_pb2,
@@ -84,6 +98,7 @@ from ..api.callers import (
     address,
     behind_proxies,
 )
+from ..api.retention import policy_of, shortenings
 from ..domain.canonical import plain_numbers
 from ..domain.event import MAX_USER_AGENT, parse_request_id
 from ..domain.networks import IpNetwork
@@ -143,13 +158,34 @@ _ENUMS: Final = {
 
 
 class BadParameter(Exception):
-    """A query-string parameter the console cannot turn into a request."""
+    """A query-string parameter (or a change's field) the console cannot turn
+    into a request. Its message starts with the parameter's name and a colon
+    ("filter.actions: a string"): the answer names it apart, as the API's
+    field violations are, for the page to mark the input holding it."""
+
+    @property
+    def field(self) -> str:
+        return str(self).partition(":")[0]
+
+    @property
+    def description(self) -> str:
+        return str(self).partition(":")[2].strip()
+
+
+# The parameters `event_filter` takes: a rule's filter (a JSON object) has no other.
+FILTER_PARAMETERS: Final = (
+    *_REPEATED,
+    *_SINGLE,
+    "min_severity",
+    "occurred_after",
+    "occurred_before",
+)
 
 
 def event_filter(query: Any) -> event_pb2.EventFilter:
     """The EventFilter of a request's query string (names as the page's URL uses them)."""
     message = event_pb2.EventFilter()
-    for name in (*_REPEATED, *_SINGLE, "min_severity", "occurred_after", "occurred_before"):
+    for name in FILTER_PARAMETERS:
         if len(query.getall(name, ())) > 1:  # else all but the first were dropped unsaid
             raise BadParameter(f"{name}: given more than once (separate values with commas)")
     for name in _REPEATED:
@@ -221,10 +257,14 @@ class Console:
         listen: str,
         key: str = "",
         trusted_proxies: tuple[IpNetwork, ...] = (),
+        retention_min_days: int = 0,
     ) -> None:
         """`key`: what the server trusts the browser's address and user agent
         from (api/callers.py); "" passes none on. `trusted_proxies`: peers
-        believed about the browser they forward for (X-Forwarded-For)."""
+        believed about the browser they forward for (X-Forwarded-For).
+        `retention_min_days`: the deployment's floor (SEALTRAIL_RETENTION_MIN_DAYS),
+        under which a preview judges what a policy shortens as the change's
+        record will."""
         # As the clients do: a page of 100 large events outgrows gRPC's default 4 MiB.
         self._channel = grpc.aio.insecure_channel(
             grpc_target, options=[("grpc.max_receive_message_length", 96 * 1024 * 1024)]
@@ -232,6 +272,7 @@ class Console:
         self._stub = audit_service_pb2_grpc.AuditLogServiceStub(self._channel)
         self._key = key
         self._trusted_proxies = trusted_proxies
+        self._retention_min_days = retention_min_days
         host, _, port = listen.rpartition(":")
         self._host, self._port = host.strip("[]") or "127.0.0.1", int(port)
         self._runner: web.AppRunner | None = None
@@ -260,10 +301,16 @@ class Console:
                 web.post("/api/sinks", self._create_sink),
                 web.patch("/api/sinks/{id}", self._pause_sink),
                 web.delete("/api/sinks/{id}", self._delete_sink),
+                web.get("/api/sinks/{id}/dead-letters", self._dead_letters, allow_head=False),
+                web.post("/api/sinks/{id}/replay", self._replay_sink),
                 web.get("/api/alert-rules", self._alert_rules, allow_head=False),
+                web.post("/api/alert-rules", self._create_alert_rule),
+                web.put("/api/alert-rules/{id}", self._edit_alert_rule),
                 web.patch("/api/alert-rules/{id}", self._disable_alert_rule),
                 web.delete("/api/alert-rules/{id}", self._delete_alert_rule),
                 web.get("/api/retention", self._retention, allow_head=False),
+                web.post("/api/retention/preview", self._preview_retention),
+                web.put("/api/retention", self._set_retention),
                 web.put("/api/legal-hold", self._legal_hold),
                 web.static("/static", STATIC),
             ]
@@ -531,11 +578,70 @@ class Console:
         )
         return web.json_response(_json(answer, defaults=True))
 
+    async def _dead_letters(self, request: web.Request) -> web.Response:
+        answer = await self._stub.ListDeadLetters(
+            forwarding_pb2.ListDeadLettersRequest(sink_id=request.match_info["id"]),
+            metadata=self._metadata(request),
+        )
+        letters = [_json(letter, defaults=True) for letter in answer.dead_letters]
+        return web.json_response({"dead_letters": letters})
+
+    async def _replay_sink(self, request: web.Request) -> web.Response:
+        """Asks for a sink's events to be sent again: the API's
+        ReplaySinkRequest as JSON, its sink the path's. No etag: a replay
+        changes no definition, and sends what the sink takes when it runs,
+        whatever the sink became meanwhile (ADR 0069, addendum)."""
+        metadata, body = await self._change(request)
+        if "sink_id" in body:
+            raise BadParameter("sink_id: not a field of this change (the path names the sink)")
+        message = _parsed(
+            body, forwarding_pb2.ReplaySinkRequest(sink_id=request.match_info["id"]), "body"
+        )
+        if message.WhichOneof("selection") is None:
+            raise BadParameter("selection: one of seq_range, window and dead_letter_id")
+        answer = await self._stub.ReplaySink(message, metadata=metadata)
+        return web.json_response(_json(answer, defaults=True))
+
     async def _alert_rules(self, request: web.Request) -> web.Response:
         answer = await self._stub.ListAlertRules(
             alerting_pb2.ListAlertRulesRequest(), metadata=self._metadata(request)
         )
         return web.json_response({"rules": [_json(rule, defaults=True) for rule in answer.rules]})
+
+    async def _create_alert_rule(self, request: web.Request) -> web.Response:
+        """Creates a rule from the API's own AlertRule as JSON, as a sink is
+        made from its message: every kind of condition the API has."""
+        metadata, body = await self._change(request)
+        _only(body, "rule", "filter")
+        answer = await self._stub.CreateAlertRule(
+            alerting_pb2.CreateAlertRuleRequest(rule=_rule(body)), metadata=metadata
+        )
+        return web.json_response(_json(answer, defaults=True))
+
+    async def _edit_alert_rule(self, request: web.Request) -> web.Response:
+        """Replaces a rule's definition as read: its name, condition (of any
+        kind, the old one's settings dropped), severity and sinks, by the
+        mask; `disabled` stays as it is, for the page's edit form does not
+        show it and must not undo a Disable made meanwhile by writing it back."""
+        metadata, body = await self._change(request)
+        _only(body, "rule", "filter", "etag")
+        if isinstance(body.get("rule"), dict) and "disabled" in body["rule"]:
+            raise BadParameter(
+                "rule.disabled: not a field of an edit (PATCH {disabled, etag} changes it)"
+            )
+        rule = _rule(body)
+        rule.id, rule.etag = request.match_info["id"], _etag(body, "alert rule")
+        kind = rule.WhichOneof("condition")
+        if kind is None:
+            raise BadParameter("rule.condition: one condition is required")
+        answer = await self._stub.UpdateAlertRule(
+            alerting_pb2.UpdateAlertRuleRequest(
+                rule=rule,
+                update_mask=field_mask_pb2.FieldMask(paths=["name", "severity", "sink_ids", kind]),
+            ),
+            metadata=metadata,
+        )
+        return web.json_response(_json(answer, defaults=True))
 
     async def _disable_alert_rule(self, request: web.Request) -> web.Response:
         """Disables or enables a rule as read: `disabled` only, if unchanged."""
@@ -566,6 +672,36 @@ class Console:
     async def _retention(self, request: web.Request) -> web.Response:
         answer = await self._stub.GetRetentionPolicy(
             retention_pb2.GetRetentionPolicyRequest(), metadata=self._metadata(request)
+        )
+        return web.json_response(_json(answer, defaults=True))
+
+    async def _preview_retention(self, request: web.Request) -> web.Response:
+        """What a policy would remove now (PreviewRetentionPolicy), and which
+        events it keeps less long than the policy read (`shortened`, as the
+        change's record will list them, severity WARNING; domain/weakening.py),
+        for the page to say so before the change is made. The policy is read
+        first: a preview that passes its etag check previewed that policy."""
+        metadata, body = await self._change(request)
+        policy = _policy(body)
+        current = await self._stub.GetRetentionPolicy(
+            retention_pb2.GetRetentionPolicyRequest(), metadata=metadata
+        )
+        preview = await self._stub.PreviewRetentionPolicy(
+            retention_pb2.PreviewRetentionPolicyRequest(policy=policy), metadata=metadata
+        )
+        cut = shortenings(
+            policy_of(current.policy),
+            policy_of(preview.policy),
+            min_days=self._retention_min_days,
+        )
+        answer = _json(preview, defaults=True)
+        answer["shortened"] = [shortening.as_json() for shortening in cut]
+        return web.json_response(answer)
+
+    async def _set_retention(self, request: web.Request) -> web.Response:
+        metadata, body = await self._change(request)
+        answer = await self._stub.UpdateRetentionPolicy(
+            retention_pb2.UpdateRetentionPolicyRequest(policy=_policy(body)), metadata=metadata
         )
         return web.json_response(_json(answer, defaults=True))
 
@@ -630,12 +766,14 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _only(body: dict[str, Any], *names: str) -> None:
+def _only(body: dict[str, Any], *names: str, within: str = "") -> None:
     """Refuses a field the change does not take: dropped unsaid, a page (or a
-    script) would believe it had changed what it had not."""
+    script) would believe it had changed what it had not. `within`: the path
+    of `body` in the change, when it is one of its objects."""
     unknown = sorted(set(body) - set(names))
     if unknown:
-        raise BadParameter(f"{unknown[0]}: not a field of this change")
+        path = f"{within}.{unknown[0]}" if within else unknown[0]
+        raise BadParameter(f"{path}: not a field of this change")
 
 
 def _text(body: dict[str, Any], name: str) -> str:
@@ -659,10 +797,57 @@ def _message(body: dict[str, Any], name: str, message: M) -> M:
     value = body.get(name)
     if not isinstance(value, dict):
         raise BadParameter(f"{name}: a JSON object, the API's message")
+    return _parsed(value, message, name)
+
+
+def _parsed(value: dict[str, Any], message: M, name: str) -> M:
+    """`message` filled from `value`, proto3 JSON; an error names `name`."""
     try:
         return json_format.ParseDict(value, message)
     except json_format.ParseError as error:
         raise BadParameter(f"{name}: {error}") from None
+
+
+def _rule(body: dict[str, Any]) -> alerting_pb2.AlertRule:
+    """The AlertRule of a change: `rule`, the API's message, its condition's
+    filter from `filter` if given (the event search's parameters), else as
+    `rule` gives it, never both."""
+    rule = _message(body, "rule", alerting_pb2.AlertRule())
+    kind = rule.WhichOneof("condition")
+    if "filter" in body and kind is not None:  # with none, the API says one is required
+        condition = getattr(rule, kind)
+        if condition.HasField("filter"):
+            raise BadParameter(f"rule.{kind}.filter: give the filter once, here or as `filter`")
+        condition.filter.CopyFrom(_search_filter(body["filter"]))
+    return rule
+
+
+def _search_filter(value: Any) -> event_pb2.EventFilter:
+    """The EventFilter of the event search's parameters given as a JSON object
+    of strings (repeated ones comma-separated), parsed as the search's query
+    string is (`event_filter`): a rule's filter is built with the search's
+    own form, and means what the same filter means in a search."""
+    if not isinstance(value, dict):
+        raise BadParameter("filter: a JSON object of the event search's parameters")
+    _only(value, *FILTER_PARAMETERS, within="filter")
+    for name, given in value.items():
+        if not isinstance(given, str):
+            raise BadParameter(f"filter.{name}: a string (several values comma-separated)")
+    try:
+        return event_filter(MultiDict(value))
+    except BadParameter as error:
+        raise BadParameter(f"filter.{error}") from None
+
+
+def _policy(body: dict[str, Any]) -> retention_pb2.RetentionPolicy:
+    """The RetentionPolicy of a change: `policy`'s default and rules (the
+    API's message as JSON), with the `etag` the policy was read with."""
+    _only(body, "policy", "etag")
+    if isinstance(body.get("policy"), dict):
+        _only(body["policy"], "default_days", "rules", within="policy")
+    policy = _message(body, "policy", retention_pb2.RetentionPolicy())
+    policy.etag = _etag(body, "retention policy")
+    return policy
 
 
 def _etag(body: dict[str, Any], what: str) -> str:
@@ -729,6 +914,16 @@ def _retry_after(error: grpc.aio.AioRpcError) -> str | None:
         if detail.Unpack(info):
             return str(max(1, math.ceil(info.retry_delay.ToTimedelta().total_seconds())))
     return None
+
+
+def _violations(error: grpc.aio.AioRpcError) -> list[dict[str, str]]:
+    """The BadRequest's field violations (INVALID_ARGUMENT's): the fields the
+    page marks, `rule.threshold.count`, `policy.rules[1].days`."""
+    for detail in _details(error):
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            return [{"field": v.field, "description": v.description} for v in bad.field_violations]
+    return []
 
 
 def _reason(error: grpc.aio.AioRpcError) -> str:
@@ -853,13 +1048,20 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         response: web.StreamResponse = await handler(request)
         return response
     except BadParameter as error:
-        return web.json_response({"error": str(error)}, status=400)
+        field = {"field": error.field, "description": error.description}
+        return web.json_response({"error": str(error), "fields": [field]}, status=400)
     except grpc.aio.AioRpcError as error:
         retry_after = _retry_after(error)
-        answer = {"error": error.details() or error.code().name, "code": error.code().name}
+        answer: dict[str, Any] = {
+            "error": error.details() or error.code().name,
+            "code": error.code().name,
+        }
         reason = _reason(error)
         if reason:
             answer["reason"] = reason
+        fields = _violations(error)
+        if fields:
+            answer["fields"] = fields
         return web.json_response(
             answer,
             status=_STATUS.get(error.code(), 500),
