@@ -251,6 +251,23 @@ def test_what_the_api_refuses_the_console_refuses_clearly(
     assert _raw(api + "events", Authorization=f"bearer {reader}")[0] == 200
 
 
+def test_values_listed_with_spaces_after_their_commas_are_each_a_value(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """`user.login, sso.login` as people type it was refused (" sso.login" is
+    no action), in the search and in an alert rule's filter, which is parsed
+    as the search's."""
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        client.record(action="sso.login", actor_id="ann")
+    reader = console_server.token(tenant, "reader")
+    query = urllib.parse.urlencode({"actions": "user.login, sso.login", "outcomes": "success, "})
+    status, body = get(api + f"events?{query}", reader)
+    assert status == 200, body
+    assert [event["action"] for event in body["events"]] == ["sso.login"]
+    status, body = get(api + "events?" + urllib.parse.urlencode({"categories": " , "}), reader)
+    assert status == 200  # no value: no criterion, as an empty parameter
+
+
 def test_a_head_of_the_api_runs_nothing(
     api: str, console_server: ServerThread, tenant: str
 ) -> None:

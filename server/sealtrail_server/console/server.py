@@ -189,7 +189,7 @@ def event_filter(query: Any) -> event_pb2.EventFilter:
         if len(query.getall(name, ())) > 1:  # else all but the first were dropped unsaid
             raise BadParameter(f"{name}: given more than once (separate values with commas)")
     for name in _REPEATED:
-        values = [v for v in query.get(name, "").split(",") if v]
+        values = [v.strip() for v in query.get(name, "").split(",") if v.strip()]  # "a, b" too
         enum = _ENUMS.get(name)
         for value in values:
             if enum is None:
