@@ -337,3 +337,151 @@ def test_a_tab_signed_in_before_the_admin_views_learns_its_role(
     wait(browser).until(lambda b: section.get_attribute("aria-busy") != "true")
     assert browser.find_element(By.LINK_TEXT, "Retention").is_displayed()
     assert browser.execute_script("return sessionStorage.getItem('sealtrail.role')") == "admin"
+
+
+def test_an_alert_rule_is_created_from_the_searchs_filter_fields_then_edited(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    sink_id = webhook(admin, "pager", paused=True)
+    section = open_view(browser, console_url, admin_token, "Alert rules")
+    form = section.find_element(By.ID, "rule-form")
+    form.find_element(By.NAME, "name").send_keys("failed logins")
+    Select(form.find_element(By.NAME, "kind")).select_by_value("threshold")
+    count = form.find_element(By.NAME, "count")
+    count.clear()
+    count.send_keys("10")
+    Select(form.find_element(By.NAME, "group_by")).select_by_value("ALERT_GROUP_BY_IP")
+    Select(form.find_element(By.NAME, "severity")).select_by_visible_text("error")
+    # The event search's own filter fields, in the rule's form.
+    watched = form.find_element(By.CSS_SELECTOR, "fieldset[name=filter]")
+    assert not watched.find_elements(By.NAME, "text")  # a rule's filter takes no full text
+    watched.find_element(By.NAME, "actions").send_keys("user.login, sso.login")
+    Select(watched.find_element(By.NAME, "outcomes")).select_by_visible_text("failure")
+    form.find_element(By.XPATH, ".//label[contains(., 'pager')]/input").click()
+    form.find_element(By.XPATH, ".//button[.='Create rule']").click()
+    wait(browser).until(lambda b: "alert_rule.created" in section.text)
+
+    [rule] = admin.list_alert_rules()
+    assert (rule.name, rule.WhichOneof("condition")) == ("failed logins", "threshold")
+    assert (rule.threshold.count, rule.threshold.window_seconds) == (10, 300)
+    assert list(rule.threshold.filter.actions) == ["user.login", "sso.login"]
+    assert list(rule.threshold.filter.outcomes) == [event_pb2.OUTCOME_FAILURE]
+    assert list(rule.sink_ids) == [sink_id] and rule.severity == event_pb2.SEVERITY_ERROR
+    row = wait(browser).until(lambda b: row_of(section, "failed logins"))
+    assert "10 within 5 min per IP" in row.text and "pager" in row.text
+
+    # Edited as read: the form shows the rule, its filter in the search's fields.
+    row.find_element(By.XPATH, ".//button[.='Edit']").click()
+    assert form.find_element(By.NAME, "actions").get_attribute("value") == "user.login,sso.login"
+    assert form.find_element(By.NAME, "outcomes").get_attribute("value") == "failure"
+    Select(form.find_element(By.NAME, "kind")).select_by_value("off_hours")
+    form.find_element(By.NAME, "time_zone").send_keys("Mars/Olympus")
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    # The API's refusal names the field; the page marks it and says it by its label.
+    error = section.find_element(By.CSS_SELECTOR, ".error")
+    wait(browser).until(lambda b: "Time zone" in error.text)
+    zone = form.find_element(By.NAME, "time_zone")
+    assert zone.get_attribute("aria-invalid") == "true"
+    assert admin.list_alert_rules()[0].WhichOneof("condition") == "threshold"  # unchanged
+    zone.clear()
+    zone.send_keys("Europe/Paris")
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    wait(browser).until(lambda b: "alert_rule.updated" in section.text)
+    [rule] = admin.list_alert_rules()
+    assert (rule.WhichOneof("condition"), rule.off_hours.time_zone) == ("off_hours", "Europe/Paris")
+    assert list(rule.off_hours.filter.actions) == ["user.login", "sso.login"]
+    assert list(rule.off_hours.working_days) == [1, 2, 3, 4, 5]
+
+
+def test_an_edit_of_a_rule_changed_meanwhile_changes_nothing(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    made = admin.create_alert_rule(
+        build_alert_rule("any login", "match", filter=build_filter(actions="user.login"))
+    ).rule
+    section = open_view(browser, console_url, admin_token, "Alert rules")
+    row_of(section, "any login").find_element(By.XPATH, ".//button[.='Edit']").click()
+    form = section.find_element(By.ID, "rule-form")
+    made.name = "renamed elsewhere"
+    admin.update_alert_rule(made)
+    name = form.find_element(By.NAME, "name")
+    name.clear()
+    name.send_keys("mine")
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    error = section.find_element(By.CSS_SELECTOR, ".error")
+    wait(browser).until(lambda b: "changed since" in error.text)
+    assert [rule.name for rule in admin.list_alert_rules()] == ["renamed elsewhere"]
+    # Shown again as it is now, in the form too.
+    wait(browser).until(lambda b: name.get_attribute("value") == "renamed elsewhere")
+
+
+def test_a_splunk_sink_is_added_its_token_sent_once_and_shown_by_its_hint(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    section = open_view(browser, console_url, admin_token, "Sinks")
+    form = section.find_element(By.ID, "sink-create")
+    Select(form.find_element(By.NAME, "kind")).select_by_value("splunk_hec")
+    assert not form.find_element(By.NAME, "api_key").is_displayed()
+    form.find_element(By.NAME, "name").send_keys("splunk")
+    form.find_element(By.NAME, "url").send_keys("http://127.0.0.1:9")
+    token = "hec-" + secrets.token_hex(8)
+    form.find_element(By.NAME, "token").send_keys(token)
+    form.find_element(By.NAME, "index").send_keys("audit")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    row = wait(browser).until(lambda b: row_of(section, "splunk"))
+    assert "Splunk HEC" in row.text and f"token …{token[-4:]}" in row.text
+    assert token not in browser.page_source
+    assert form.find_element(By.NAME, "token").get_attribute("value") == ""
+    [sink] = admin.list_sinks()
+    assert (sink.splunk_hec.url, sink.splunk_hec.index) == ("http://127.0.0.1:9", "audit")
+    assert sink.splunk_hec.token_hint == token[-4:]
+
+
+def test_the_retention_policy_is_changed_after_saying_what_it_shortens(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    admin.set_retention_policy(365, categories={"authentication": 90})
+    section = open_view(browser, console_url, admin_token, "Retention")
+    form = section.find_element(By.ID, "retention-form")
+    default = form.find_element(By.CSS_SELECTOR, ".default select")
+    assert Select(default).first_selected_option.text == "1 year (1y)"
+    Select(default).select_by_visible_text("30 days (30d)")
+    form.find_element(By.XPATH, ".//button[.='Add an action-prefix rule']").click()
+    rule = form.find_elements(By.CSS_SELECTOR, ".retention-rule")[-1]
+    rule.find_element(By.NAME, "action_prefix").send_keys("billing.*")
+    Select(rule.find_element(By.CSS_SELECTOR, "select")).select_by_visible_text("forever")
+    form.find_element(By.XPATH, ".//button[.='Save the policy']").click()
+    dialog = confirm_dialog(browser)
+    assert "shortens retention" in dialog.text and "default: 365 days → 30 days" in dialog.text
+    dialog.find_element(By.XPATH, ".//button[.='Cancel']").click()
+    assert admin.get_retention_policy().policy.default_days == 365  # nothing changed
+
+    form.find_element(By.XPATH, ".//button[.='Save the policy']").click()
+    confirm_dialog(browser).find_element(By.ID, "confirm-ok").click()
+    done = section.find_element(By.CSS_SELECTOR, ".done")
+    wait(browser).until(lambda b: "a warning" in done.text)
+    policy = admin.get_retention_policy().policy
+    assert policy.default_days == 30
+    assert {(r.action_prefix, r.days) for r in policy.rules if r.action_prefix} == {
+        ("billing.*", 0)
+    }
+    wait(browser).until(lambda b: "billing.*: forever" in section.text)  # read again
+
+    # A number of days the API refuses is marked where it was typed.
+    Select(form.find_element(By.CSS_SELECTOR, ".default select")).select_by_visible_text(
+        "another number of days"
+    )
+    form.find_element(By.CSS_SELECTOR, ".default input").send_keys("36500")
+    other = form.find_elements(By.CSS_SELECTOR, ".retention-rule")[0]
+    Select(other.find_element(By.CSS_SELECTOR, ".days-preset")).select_by_visible_text(
+        "another number of days"
+    )
+    browser.execute_script(  # past the input's own max, to see the API's word
+        "arguments[0].removeAttribute('max'); arguments[0].value = '40000'",
+        other.find_element(By.CSS_SELECTOR, ".days-other"),
+    )
+    form.find_element(By.XPATH, ".//button[.='Save the policy']").click()
+    error = section.find_element(By.CSS_SELECTOR, ".error")
+    wait(browser).until(lambda b: "Rule 1, kept" in error.text)
+    assert other.find_element(By.CSS_SELECTOR, "label.days").get_attribute("aria-invalid") == "true"
+    assert admin.get_retention_policy().policy.default_days == 30

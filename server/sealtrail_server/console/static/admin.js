@@ -1,17 +1,22 @@
-// The console's admin views: API tokens, sinks, alert rules, retention and the
-// legal hold (ADR 0069). Each change is one request to the console's API, which
-// makes the RPC with this tab's token: the API checks the role, records the
-// change (with the browser's address) and refuses what it refuses, in its own
-// words. A sink, a rule or the hold is changed only as this page last read it
-// (its etag): one changed meanwhile is refused, and the view is read again.
+// The console's admin views: API tokens, sinks (and their replays), alert rules,
+// retention and the legal hold (ADR 0069). Each change is one request to the
+// console's API, which makes the RPC with this tab's token: the API checks the
+// role, records the change (with the browser's address) and refuses what it
+// refuses, in its own words, naming the field at fault, which the page marks. A
+// sink, a rule, the policy or the hold is changed only as this page last read
+// it (its etag): one changed meanwhile is refused, and the view is read again.
 
 const $ = (selector, root = document) => root.querySelector(selector);
 
 let api;  // console.js's request function
 let signOut;
+let filterFields;  // console.js's: the search's filter parameters a form holds
+let fillFilter;  // and the reverse
 
 // What each view last read: a row's buttons act on these, etags included.
-const read = { tokensNext: "", tokensShown: new Set(), sinks: [], rules: [], hold: null };
+const read = {
+  tokensNext: "", tokensShown: new Set(), sinks: [], rules: [], policy: null, hold: null,
+};
 
 const LOADERS = {
   "admin-tokens": loadTokens, "admin-sinks": loadSinks, "admin-alerts": loadAlerts,
@@ -19,12 +24,14 @@ const LOADERS = {
 };
 
 export function setUpAdmin(context) {
-  ({ api, signOut } = context);
+  ({ api, signOut, filterFields, fillFilter } = context);
   $("#token-create").addEventListener("submit", createToken);
   $("#sink-create").addEventListener("submit", createSink);
-  $("#sink-create").elements.kind.addEventListener("change", (event) => {
-    $("#sink-create").classList.toggle("kind-webhook", event.target.value === "webhook");
-  });
+  $("#sink-create").elements.kind.addEventListener("change", () => showSinkKind($("#sink-create")));
+  showSinkKind($("#sink-create"));
+  setUpReplay();
+  setUpRuleForm(context.filterRow);
+  setUpRetentionForm();
   for (const box of document.querySelectorAll(".secret")) {
     $(".secret-copy", box).addEventListener("click", () => copySecret(box));
     $(".secret-done", box).addEventListener("click", () => hideSecret(box));
@@ -55,7 +62,10 @@ export function clearAdmin() {
   }
   $("#retention-policy").replaceChildren();
   $("#legal-hold-state").replaceChildren();
-  Object.assign(read, { tokensNext: "", sinks: [], rules: [], hold: null });
+  $("#sink-replay").hidden = true;
+  resetRuleForm();
+  for (const part of $("#retention-form").querySelectorAll(".default, .rules")) part.replaceChildren();
+  Object.assign(read, { tokensNext: "", sinks: [], rules: [], policy: null, hold: null });
   read.tokensShown.clear();
   if ($("#confirm").open) $("#confirm").close("cancel");
 }
@@ -72,14 +82,80 @@ function say(section, text) {
 }
 
 // An error of a change or a read, as the API worded it; a 401 (the token was
-// revoked, by this page perhaps) signs out.
-function failed(section, error, what) {
+// revoked, by this page perhaps) signs out. The fields it names are marked in
+// `form` and said by their labels, so that what to put right is plain.
+function failed(section, error, what, form = null) {
   if (error.status === 401) { signOut(); return; }
   $(".done", section).textContent = "";
+  const named = form ? markFields(form, error.fields || []) : [];
   $(".error", section).textContent = error.reason === "ETAG_MISMATCH"
     ? `${what} changed since this page read it: nothing was changed. It is shown again as it`
       + " is now: check it and try again."
-    : error.message;
+    : named.length ? named.join("; ") : error.message;
+}
+
+// Kinds of conditions and destinations, as the API's field paths name them.
+const KIND_PATH = /^(match|threshold|new_ip|new_country|off_hours|webhook|splunk_hec|datadog_logs|elasticsearch|chat)\./;
+
+// The input (or group of inputs) of `form` that holds a field the API names:
+// rule.threshold.count, rule.match.filter.actions[0], policy.rules[1].days,
+// sink.splunk_hec.token. Those whose path is no input's name say it as
+// `data-field`, the longest matching one winning.
+function inputFor(form, path) {
+  const marked = [...form.querySelectorAll("[data-field]")].filter(({ dataset: { field } }) => (
+    path === field || path.startsWith(`${field}.`) || path.startsWith(`${field}[`)));
+  if (marked.length) return marked.sort((a, b) => b.dataset.field.length - a.dataset.field.length)[0];
+  const name = path.replace(/^(rule|sink|policy)\./, "").replace(KIND_PATH, "").replace(/^filter\./, "")
+    .split(/[.[]/)[0];
+  const found = form.elements.namedItem(name);
+  if (found instanceof RadioNodeList) return found[0]?.closest("fieldset") || null;
+  return found || form.querySelector(`[data-field^="${name}."]`);
+}
+
+// How the page labels an input: its label's words, its group's name before them.
+function fieldName(element) {
+  const holder = element.tagName === "FIELDSET" ? $("legend", element) : element.closest("label");
+  let words = "";
+  if (holder) {
+    const copy = holder.cloneNode(true);
+    for (const control of copy.querySelectorAll("input, select")) control.remove();
+    words = copy.textContent.replace(/\s+/g, " ").trim();
+  }
+  words ||= element.getAttribute("aria-label") || element.dataset.field || element.name;
+  const group = element.closest("[data-label]")?.dataset.label;
+  return group ? `${group}, ${words}` : words;
+}
+
+// Marks the inputs holding the fields an error names; their words, to show.
+function markFields(form, fields) {
+  const said = [];
+  let first = null;
+  for (const { field, description } of fields) {
+    const element = inputFor(form, field);
+    if (element) {
+      element.setAttribute("aria-invalid", "true");
+      first ??= element;
+    }
+    said.push(`${element ? fieldName(element) : field}: ${description}`);
+  }
+  if (first && first.tagName !== "FIELDSET" && first.tagName !== "DIV") first.focus();
+  return said;
+}
+
+function clearMarks(form) {
+  for (const element of form.querySelectorAll("[aria-invalid]")) element.removeAttribute("aria-invalid");
+}
+
+// Shows the fields of the kind chosen (a sink's, a rule's) and only those:
+// the others are disabled too, so that they are neither required nor sent.
+function showKind(form) {
+  const kind = form.elements.kind.value;
+  for (const element of form.querySelectorAll("[data-kinds]")) {
+    const shown = element.dataset.kinds.split(" ").includes(kind);
+    element.hidden = !shown;
+    if (element.tagName === "FIELDSET") element.disabled = !shown;
+    for (const input of element.querySelectorAll("input, select")) input.disabled = !shown;
+  }
 }
 
 // Runs `load` with the section marked busy (for assistive technology, and for
@@ -326,11 +402,9 @@ function sinkRow(sink) {
   const row = document.createElement("tr");
   row.dataset.id = sink.id;
   const kind = Object.keys(SINK_KINDS).find((name) => sink[name]);
-  const destination = sink[kind] || {};
   cell(row, sink.name);
   cell(row, SINK_KINDS[kind] || "unknown");
-  cell(row, destination.url || destination.url_hint
-    || (kind === "datadog_logs" ? "https://http-intake.logs.datadoghq.com (default)" : ""), "id");
+  lines(row.insertCell(), whereTo(kind, sink[kind] || {})).className = "id";
   const format = sink.format === "PAYLOAD_FORMAT_OCSF" ? " (OCSF)" : "";
   cell(row, filterWords(sink.filter) + format);
   lines(row.insertCell(), delivery(sink));
@@ -339,9 +413,25 @@ function sinkRow(sink) {
   actions.className = "actions";
   actions.append(
     button(sink.paused ? "Resume" : "Pause", () => pauseSink(sink)),
+    button("Replay…", () => openReplay(sink)),
     button("Delete", () => deleteSink(sink), "danger"),
   );
   return row;
+}
+
+// Where a sink sends, its credentials by their hints only (as the API answers
+// them: it never gives a secret back).
+function whereTo(kind, destination) {
+  const url = destination.url || destination.url_hint
+    || (kind === "datadog_logs" ? "https://http-intake.logs.datadoghq.com (default)" : "");
+  const parts = [[url]];
+  if (destination.index) parts.push([`index ${destination.index}`]);
+  if (destination.token_hint) parts.push([`token …${destination.token_hint}`]);
+  if (destination.api_key_hint) parts.push([`API key …${destination.api_key_hint}`]);
+  if (destination.secret_hints?.length) {
+    parts.push([`signing secret …${destination.secret_hints.join(", …")}`]);
+  }
+  return parts;
 }
 
 // A sink's delivery state in a few lines: lag, last error, dead letters.
@@ -375,6 +465,31 @@ function webhookSecret() {
   return `whsec_${btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))))}`;
 }
 
+// The fields of each kind of destination the form has; those left empty are
+// the API's defaults (Datadog's URL, Splunk's source, ...).
+const DESTINATION_FIELDS = {
+  webhook: ["url"], chat: ["url"], splunk_hec: ["url", "token", "index", "source", "sourcetype"],
+  datadog_logs: ["url", "api_key", "service", "tags"], elasticsearch: ["url", "index", "api_key"],
+};
+
+function showSinkKind(form) {
+  const kind = form.elements.kind.value;
+  showKind(form);
+  form.elements.url.required = kind !== "datadog_logs";  // empty: the account's default site
+  form.elements.index.required = kind === "elasticsearch";
+}
+
+// A credential typed here (a token, an API key) is sent once, in the request
+// that creates the sink; the form is cleared, and the API answers its hint only.
+function destinationOf(kind, fields) {
+  const destination = {};
+  for (const name of DESTINATION_FIELDS[kind]) {
+    const value = fields[name].value.trim();
+    if (value) destination[name] = value;
+  }
+  return destination;
+}
+
 // The EventFilter of the form's fields, as the API's JSON names it.
 function formFilter(fields) {
   const filter = {};
@@ -394,20 +509,21 @@ async function createSink(event) {
   const kind = fields.kind.value;
   const name = fields.name.value.trim();
   const secret = kind === "webhook" ? webhookSecret() : "";
-  const sink = { name, filter: formFilter(fields) };
-  sink[kind] = secret ? { url: fields.url.value, secrets: [secret] } : { url: fields.url.value };
-  if (kind === "webhook" && fields.format.value === "ocsf") sink.format = "PAYLOAD_FORMAT_OCSF";
+  const sink = { name, filter: formFilter(fields), [kind]: destinationOf(kind, fields) };
+  if (secret) sink.webhook.secrets = [secret];
+  if (kind !== "chat" && fields.format.value === "ocsf") sink.format = "PAYLOAD_FORMAT_OCSF";
   clearMessages(section);
+  clearMarks(form);
   submit.disabled = true;
   try {
     await change("/api/sinks", "POST", { sink, from_beginning: fields.from_beginning.checked });
     if (secret) showSecret($("#sink-secret"), secret, name);
     form.reset();
-    form.classList.add("kind-webhook");
+    showSinkKind(form);
     say(section, `Sink ${name} added (recorded as sink.created).`);
     await loadSinks();
   } catch (error) {
-    failed(section, error, `The sink ${name}`);
+    failed(section, error, `The sink ${name}`, form);
   } finally {
     submit.disabled = false;
   }
@@ -448,6 +564,88 @@ async function deleteSink(sink) {
   await loadSinks();
 }
 
+// A replay sends a sink's events again: a time range, a seq range, or a dead
+// letter's. It is no change of the sink, so it carries no etag (ADR 0069).
+function setUpReplay() {
+  const form = $("#sink-replay");
+  form.addEventListener("change", (event) => { if (event.target.name === "kind") showSelection(form); });
+  form.addEventListener("submit", requestReplay);
+  $(".cancel", form).addEventListener("click", () => { form.hidden = true; });
+}
+
+function showSelection(form) {
+  const chosen = form.elements.kind.value;
+  for (const label of form.querySelectorAll("[data-selection]")) {
+    const shown = label.dataset.selection === chosen;
+    label.hidden = !shown;
+    for (const input of label.querySelectorAll("input, select")) input.disabled = !shown;
+  }
+}
+
+async function openReplay(sink) {
+  const section = $("#admin-sinks");
+  const form = $("#sink-replay");
+  clearMessages(section);
+  clearMarks(form);
+  form.reset();
+  Object.assign(form.dataset, { id: sink.id, name: sink.name });
+  $(".sink-name", form).textContent = `“${sink.name}”`;
+  const letters = form.elements.dead_letter_id;
+  letters.replaceChildren(new Option("reading…", ""));
+  showSelection(form);
+  form.hidden = false;
+  form.scrollIntoView({ block: "nearest" });
+  form.elements.kind[0].focus();
+  try {
+    const path = `/api/sinks/${encodeURIComponent(sink.id)}/dead-letters`;
+    const found = (await (await api(path)).json()).dead_letters;
+    letters.replaceChildren(...(found.length ? found.map(deadLetterOption)
+      : [new Option("none: the destination refused nothing for good", "")]));
+  } catch (error) {
+    failed(section, error, `The sink ${sink.name}`);
+  }
+}
+
+function deadLetterOption(letter) {
+  const seqs = letter.first_seq === letter.last_seq ? `seq ${letter.first_seq}`
+    : `seqs ${letter.first_seq}–${letter.last_seq}`;
+  const when = new Date(letter.create_time).toLocaleString();
+  return new Option(`${seqs} (${count(letter.event_count, "event")}), HTTP ${letter.http_status}`
+    + ` on ${when}: ${letter.error}`, letter.id);
+}
+
+// The ReplaySinkRequest of the form, as the API's JSON names it (a range's
+// ends are instants: the inputs hold the viewer's wall-clock time).
+function selectionOf(fields) {
+  const chosen = fields.kind.value;
+  if (chosen === "window") {
+    return { window: { start_time: new Date(fields.start_time.value).toISOString(),
+      end_time: new Date(fields.end_time.value).toISOString() } };
+  }
+  if (chosen === "seq_range") {
+    return { seq_range: { first_seq: fields.first_seq.value, last_seq: fields.last_seq.value } };
+  }
+  return { dead_letter_id: fields.dead_letter_id.value };
+}
+
+async function requestReplay(event) {
+  event.preventDefault();
+  const form = event.target;
+  const section = $("#admin-sinks");
+  const { id, name } = form.dataset;
+  clearMessages(section);
+  clearMarks(form);
+  try {
+    await change(`/api/sinks/${encodeURIComponent(id)}/replay`, "POST", selectionOf(form.elements));
+    form.hidden = true;
+    say(section, `Replay of ${name} requested (recorded as sink.replay_requested): its Delivery`
+      + " shows it pending until it is sent.");
+    await loadSinks();
+  } catch (error) {
+    failed(section, error, `The sink ${name}`, form);
+  }
+}
+
 // --- alert rules ------------------------------------------------------------------
 
 const GROUPS = { ALERT_GROUP_BY_ACTOR: " per actor", ALERT_GROUP_BY_IP: " per IP" };
@@ -463,6 +661,7 @@ async function loadAlerts() {
         readSinks(),
       ]);
       read.rules = rules;
+      showSinkChoices(checkedSinks());
       $("#alerts-table tbody").replaceChildren(...rules.map(ruleRow));
       $(".empty", section).hidden = rules.length > 0;
     } catch (error) {
@@ -504,10 +703,158 @@ function ruleRow(rule) {
   const actions = row.insertCell();
   actions.className = "actions";
   actions.append(
+    button("Edit", () => editRule(rule)),
     button(rule.disabled ? "Enable" : "Disable", () => disableRule(rule)),
     button("Delete", () => deleteRule(rule), "danger"),
   );
   return row;
+}
+
+const RULE_KINDS = ["match", "threshold", "new_ip", "new_country", "off_hours"];
+const WORKING_DAYS = [1, 2, 3, 4, 5];
+
+// The rule form's filter is the event search's own fields, copied (the time
+// range and free text left out: a rule watches what comes, and the API takes
+// no text in a rule's filter), so that a rule filters as a search does, and its
+// filter is sent as the search's parameters, parsed by the console as theirs.
+function setUpRuleForm(filterRow) {
+  const form = $("#rule-form");
+  const fields = filterRow.cloneNode(true);
+  for (const name of ["range", "from", "to", "text"]) fields.querySelector(`[name="${name}"]`).closest("label").remove();
+  form.elements.namedItem("filter").append(fields);
+  form.elements.kind.addEventListener("change", () => showKind(form));
+  form.addEventListener("submit", saveRule);
+  $(".cancel", form).addEventListener("click", resetRuleForm);
+  showKind(form);
+}
+
+// The tenant's sinks to choose from, those of `chosen` ticked.
+function showSinkChoices(chosen) {
+  const box = $("#rule-form").elements.namedItem("sinks");
+  for (const old of box.querySelectorAll("label")) old.remove();
+  $(".none", box).hidden = read.sinks.length > 0;
+  for (const sink of read.sinks) {
+    const label = document.createElement("label");
+    label.className = "toggle";
+    const tick = document.createElement("input");
+    Object.assign(tick, { type: "checkbox", name: "sink_ids", value: sink.id, checked: chosen.includes(sink.id) });
+    label.append(tick, ` ${sink.name}`);
+    box.append(label);
+  }
+}
+
+function checkedSinks() {
+  return [...$("#rule-form").querySelectorAll("[name=sink_ids]:checked")].map((tick) => tick.value);
+}
+
+function resetRuleForm() {
+  const form = $("#rule-form");
+  form.reset();
+  clearMarks(form);
+  for (const key of ["id", "etag", "name"]) delete form.dataset[key];
+  showSinkChoices([]);
+  showKind(form);
+  $("#rule-form-title").textContent = "New alert rule";
+  $("button[type=submit]", form).textContent = "Create rule";
+  $(".cancel", form).hidden = true;
+}
+
+// An API filter (its JSON) as the event search's parameters: the form's values.
+function searchParams(filter) {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(filter)) {
+    const values = (Array.isArray(value) ? value : [value])
+      .map((one) => (ENUM.test(one) ? one.replace(ENUM, "").toLowerCase() : text(one)))
+      .filter((one) => one && one !== "unspecified");
+    if (values.length) params.set(key, values.join(","));
+  }
+  return params;
+}
+
+// Opens the rule in the form, as read: saving it sends the etag it was read with.
+function editRule(rule) {
+  const form = $("#rule-form");
+  const fields = form.elements;
+  const kind = RULE_KINDS.find((name) => rule[name]);
+  const condition = rule[kind] || {};
+  resetRuleForm();
+  Object.assign(form.dataset, { id: rule.id, etag: rule.etag, name: rule.name });
+  fields.name.value = rule.name;
+  fields.kind.value = kind || "match";
+  if (kind === "threshold") {
+    fields.count.value = condition.count;
+    fields.window_seconds.value = condition.window_seconds;
+    fields.group_by.value = condition.group_by === "ALERT_GROUP_BY_UNSPECIFIED" ? "" : condition.group_by;
+  } else if (kind === "off_hours") {
+    fields.time_zone.value = condition.time_zone;
+    fields.start_hour.value = condition.start_hour;
+    fields.end_hour.value = condition.end_hour;
+    const days = condition.working_days?.length ? condition.working_days : WORKING_DAYS;
+    for (const day of form.querySelectorAll("[name=day]")) day.checked = days.includes(Number(day.value));
+  }
+  fields.severity.value = ["SEVERITY_UNSPECIFIED", "SEVERITY_WARNING"].includes(rule.severity) ? "" : rule.severity;
+  fillFilter(form, searchParams(condition.filter || {}));
+  showSinkChoices(rule.sink_ids || []);
+  showKind(form);
+  $("#rule-form-title").textContent = `Edit the alert rule “${rule.name}”`;
+  $("button[type=submit]", form).textContent = "Save changes";
+  $(".cancel", form).hidden = false;
+  form.scrollIntoView({ block: "nearest" });
+  fields.name.focus();
+}
+
+// The condition the form describes, as the API's JSON names it (its filter
+// goes apart, as the search's parameters).
+function conditionOf(kind, form) {
+  const fields = form.elements;
+  if (kind === "threshold") {
+    const condition = { count: Number(fields.count.value), window_seconds: Number(fields.window_seconds.value) };
+    if (fields.group_by.value) condition.group_by = fields.group_by.value;
+    return condition;
+  }
+  if (kind === "off_hours") {
+    return {
+      time_zone: fields.time_zone.value.trim(), start_hour: Number(fields.start_hour.value),
+      end_hour: Number(fields.end_hour.value),
+      working_days: [...form.querySelectorAll("[name=day]:checked")].map((day) => Number(day.value)),
+    };
+  }
+  return {};
+}
+
+async function saveRule(event) {
+  event.preventDefault();
+  const section = $("#admin-alerts");
+  const form = event.target;
+  const submit = $("button[type=submit]", form);
+  const kind = form.elements.kind.value;
+  const rule = { name: form.elements.name.value.trim(), [kind]: conditionOf(kind, form), sink_ids: checkedSinks() };
+  if (form.elements.severity.value) rule.severity = form.elements.severity.value;
+  const body = { rule, filter: filterFields(form) };
+  const editing = form.dataset.id;
+  if (editing) body.etag = form.dataset.etag;
+  clearMessages(section);
+  clearMarks(form);
+  submit.disabled = true;
+  try {
+    const answer = editing
+      ? await change(`/api/alert-rules/${encodeURIComponent(editing)}`, "PUT", body)
+      : await change("/api/alert-rules", "POST", body);
+    say(section, !editing ? `Rule ${rule.name} created (recorded as alert_rule.created).`
+      : answer.event_id ? `Rule ${rule.name} changed (recorded as alert_rule.updated).`
+        : `Rule ${rule.name} was already so: nothing changed.`);
+    resetRuleForm();
+    await loadAlerts();
+  } catch (error) {
+    failed(section, error, `The rule ${form.dataset.name || rule.name}`, form);
+    if (error.reason === "ETAG_MISMATCH") {
+      await loadAlerts();
+      const now = read.rules.find((one) => one.id === editing);
+      if (now) editRule(now); else resetRuleForm();
+    }
+  } finally {
+    submit.disabled = false;
+  }
 }
 
 async function disableRule(rule) {
@@ -553,7 +900,9 @@ async function loadRetention() {
   await busy(section, async () => {
     try {
       const { policy, legal_hold: hold } = await (await api("/api/retention")).json();
+      read.policy = policy;
       showPolicy(policy);
+      showPolicyForm(policy);
       showHold(hold);
     } catch (error) {
       failed(section, error, "The retention policy");
@@ -582,6 +931,157 @@ function showPolicy(policy) {
   const list = document.createElement("dl");
   list.className = "fields";
   $("#retention-policy").replaceChildren(definitions(list, entries));
+}
+
+// The presets of docs/retention.md, and any number of days besides.
+const DAY_PRESETS = [[30, "30 days (30d)"], [90, "90 days (90d)"], [180, "180 days (180d)"],
+  [365, "1 year (1y)"], [0, "forever"]];
+const CATEGORIES = ["authentication", "data_access", "configuration", "member", "billing", "security",
+  "system", "api_usage"];
+
+function setUpRetentionForm() {
+  const form = $("#retention-form");
+  form.addEventListener("submit", savePolicy);
+  $(".add-category", form).addEventListener("click", () => {
+    addRetentionRule({ category: "CATEGORY_AUTHENTICATION", days: 365 }, { focus: true });
+  });
+  $(".add-prefix", form).addEventListener("click", () => {
+    addRetentionRule({ action_prefix: "", days: 90 }, { focus: true });
+  });
+}
+
+// A number of days: a preset, or another number (required once chosen: an
+// empty one must not pass for 0, which keeps forever).
+function daysPicker(words, days) {
+  const label = document.createElement("label");
+  label.className = "days";
+  const preset = document.createElement("select");
+  preset.className = "days-preset";
+  for (const [number, name] of DAY_PRESETS) preset.add(new Option(name, String(number)));
+  preset.add(new Option("another number of days", "other"));
+  const other = document.createElement("input");
+  Object.assign(other, { type: "number", min: 1, max: 36500, className: "days-other" });
+  other.setAttribute("aria-label", `${words}: days`);
+  const known = DAY_PRESETS.some(([number]) => number === days);
+  preset.value = known ? String(days) : "other";
+  other.value = known ? "" : String(days);
+  const showOther = () => {
+    other.hidden = other.disabled = preset.value !== "other";
+    other.required = !other.hidden;
+  };
+  preset.addEventListener("change", () => { showOther(); if (!other.hidden) other.focus(); });
+  showOther();
+  label.append(`${words} `, preset, other);
+  return label;
+}
+
+function daysOf(label) {
+  const preset = $(".days-preset", label).value;
+  return preset === "other" ? Number($(".days-other", label).value) : Number(preset);
+}
+
+// The editor, as the policy was read: saving sends that policy's etag.
+function showPolicyForm(policy) {
+  const form = $("#retention-form");
+  clearMarks(form);
+  $(".default", form).replaceChildren(daysPicker("Kept by default", Number(policy.default_days || 0)));
+  $(".rules", form).replaceChildren();
+  for (const rule of policy.rules || []) addRetentionRule(rule);
+}
+
+function addRetentionRule(rule, { focus = false } = {}) {
+  const row = document.createElement("div");
+  row.className = "retention-rule";
+  const label = document.createElement("label");
+  if (rule.category) {
+    const select = document.createElement("select");
+    select.name = "category";
+    for (const name of CATEGORIES) select.add(new Option(name.replace(/_/g, " "), `CATEGORY_${name.toUpperCase()}`));
+    select.value = rule.category;
+    label.append("Events of the category ", select);
+  } else {
+    const input = document.createElement("input");
+    Object.assign(input, { name: "action_prefix", placeholder: "rag.*", required: true, value: rule.action_prefix || "" });
+    label.append("Events whose action starts with ", input);
+  }
+  row.append(label, daysPicker("kept", Number(rule.days || 0)),
+    button("Remove", () => row.remove(), "danger"));
+  $("#retention-form .rules").append(row);
+  if (focus) $("input, select", row).focus();
+}
+
+// The policy the editor holds, as the API's JSON names it; each input is
+// labelled with the path the API names it by, to mark the one it refuses.
+function policyOf(form) {
+  const rules = [...form.querySelectorAll(".retention-rule")].map((row, index) => {
+    const path = `policy.rules[${index}]`;
+    Object.assign(row.dataset, { field: path, label: `Rule ${index + 1}` });
+    const selector = $("[name=category], [name=action_prefix]", row);
+    selector.dataset.field = `${path}.${selector.name}`;
+    const days = $("label.days", row);
+    days.dataset.field = `${path}.days`;
+    return { [selector.name]: selector.value.trim(), days: daysOf(days) };
+  });
+  const byDefault = $(".default label.days", form);
+  byDefault.dataset.field = "policy.default_days";
+  return { default_days: daysOf(byDefault), rules };
+}
+
+// What a preview says, in words: what the policy keeps less long than now
+// (its record will be a warning), and what it would remove now.
+function previewWords(preview) {
+  const said = [];
+  if (preview.shortened.length) {
+    said.push("It keeps these events less long than now (the change is recorded as a warning):");
+    for (const cut of preview.shortened) {
+      said.push(`• ${cut.events}: ${keptFor(cut.before_days)} → ${keptFor(cut.after_days)}`);
+    }
+  }
+  const removed = Number(preview.events || 0);
+  said.push(removed
+    ? `The next purge removes ${preview.at_least ? "at least " : ""}${count(removed, "event")} for good:`
+    : "It would remove no event now.");
+  for (const rule of preview.rules || []) {
+    if (Number(rule.events)) said.push(`• ${rule.rule}: ${rule.at_least ? "at least " : ""}${count(rule.events, "event")}`);
+  }
+  if (preview.legal_hold) said.push("The legal hold is on: nothing is removed until it is released.");
+  return said.join("\n");
+}
+
+// Previews the policy first, as `sealtrail retention set` does, and asks
+// before one that keeps anything less long or removes anything now.
+async function savePolicy(event) {
+  event.preventDefault();
+  const section = $("#admin-retention");
+  const form = event.target;
+  const submit = $("button[type=submit]", form);
+  clearMessages(section);
+  clearMarks(form);
+  const body = { policy: policyOf(form), etag: read.policy.etag };
+  submit.disabled = true;
+  try {
+    const preview = await change("/api/retention/preview", "POST", body);
+    const shortens = preview.shortened.length > 0;
+    if (shortens || Number(preview.events || 0)) {
+      const ok = await confirmed({
+        title: shortens ? "This change shortens retention" : "This policy removes events",
+        body: previewWords(preview),
+        action: "Save the policy",
+      });
+      if (!ok) return;
+    }
+    const answer = await change("/api/retention", "PUT", body);
+    say(section, !answer.event_id ? "The policy was already so: nothing changed."
+      : shortens ? "Retention policy changed, shortening retention (recorded as"
+        + " retention.policy_updated, a warning)."
+        : "Retention policy changed (recorded as retention.policy_updated).");
+    await loadRetention();
+  } catch (error) {
+    failed(section, error, "The retention policy", form);
+    if (error.reason === "ETAG_MISMATCH") await loadRetention();
+  } finally {
+    submit.disabled = false;
+  }
 }
 
 function showHold(hold) {

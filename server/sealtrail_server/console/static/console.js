@@ -30,7 +30,8 @@ function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
 // A request to the console's API with this tab's token; a change (`method`
 // other than GET) sends `body` as JSON, the only way the API takes one. An
-// error carries the HTTP status, and the API's code and reason when it gave them.
+// error carries the HTTP status, and the API's code, reason and the fields it
+// names (INVALID_ARGUMENT's) when it gave them.
 async function api(path, params, { signal, method = "GET", body } = {}) {
   const url = params ? `${path}?${params}` : path;
   const headers = { Authorization: `Bearer ${token()}` };
@@ -46,6 +47,7 @@ async function api(path, params, { signal, method = "GET", body } = {}) {
     error.status = response.status;
     error.code = answer.code || "";
     error.reason = answer.reason || "";
+    error.fields = answer.fields || [];
     throw error;
   }
   return response;
@@ -109,6 +111,14 @@ function localTime(instant) {
 
 function urlToForm(url) {
   const form = $("#filters");
+  fillFilter(form, url);
+  if (!url.has("range")) form.elements.range.value = "7d";
+  form.classList.toggle("custom-range", form.elements.range.value === "custom");
+}
+
+// Sets the filter fields of `form` (the search's, or an alert rule's copy of
+// them) that `url` names.
+function fillFilter(form, url) {
   for (const element of form.elements) {
     if (!element.name || !url.has(element.name)) continue;
     const value = url.get(element.name);
@@ -119,8 +129,17 @@ function urlToForm(url) {
     }
     element.value = INSTANTS.includes(element.name) ? localTime(value) : value;
   }
-  if (!url.has("range")) form.elements.range.value = "7d";
-  form.classList.toggle("custom-range", form.elements.range.value === "custom");
+}
+
+// The API filter parameters the filter fields of `form` hold, as the console's
+// API reads them from a search's query string (an alert rule's filter too).
+function filterFields(form) {
+  const params = {};
+  for (const name of FILTER_FIELDS) {
+    const value = form.elements[name]?.value.trim();
+    if (value) params[name] = value;
+  }
+  return params;
 }
 
 function apiFilter(url) {
@@ -648,7 +667,7 @@ function init() {
     if (entries.some((entry) => entry.isIntersecting) && state.nextToken) loadPage();
   }).observe($("#more"));
   window.addEventListener("hashchange", route);
-  setUpAdmin({ api, signOut });
+  setUpAdmin({ api, signOut, filterFields, fillFilter, filterRow: $("#filters .row") });
   if (token()) showSignedIn(); else { $("#signin").hidden = false; $("#token").focus(); }
 }
 
