@@ -63,9 +63,9 @@ export function clearAdmin() {
   $("#retention-policy").replaceChildren();
   $("#legal-hold-state").replaceChildren();
   $("#sink-replay").hidden = true;
-  resetRuleForm();
   for (const part of $("#retention-form").querySelectorAll(".default, .rules")) part.replaceChildren();
   Object.assign(read, { tokensNext: "", sinks: [], rules: [], policy: null, hold: null });
+  resetRuleForm();  // the sinks to tick gone too
   read.tokensShown.clear();
   if ($("#confirm").open) $("#confirm").close("cancel");
 }
