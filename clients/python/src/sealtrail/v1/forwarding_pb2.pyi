@@ -358,6 +358,7 @@ class Sink(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    MANAGED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The sink's id (a UUID). Output only."""
     name: _builtins.str
@@ -375,6 +376,15 @@ class Sink(_message.Message):
     one read, else the call fails with ABORTED (reason ETAG_MISMATCH) and
     changes nothing; empty, the change applies to whatever sink is current
     (AIP-154). Output only otherwise.
+    """
+    managed: _builtins.bool
+    """True for a sink the deployment's operator keeps in every tenant (a
+    deployment-wide sink, `sealtrail-server sink`): the tenant sees it and
+    its delivery state, its destination without secrets or their hints and
+    its URL only so far as it cannot hold a credential, but cannot change,
+    pause, replay or delete it (PERMISSION_DENIED, reason
+    SINK_MANAGED_BY_OPERATOR), and it does not count towards the tenant's
+    sinks. Output only.
     """
     @_builtins.property
     def filter(self) -> _event_pb2.EventFilter:
@@ -431,10 +441,11 @@ class Sink(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         state: Global___SinkState | None = ...,
         etag: _builtins.str = ...,
+        managed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "create_time", b"create_time", "datadog_logs", b"datadog_logs", "destination", b"destination", "elasticsearch", b"elasticsearch", "filter", b"filter", "splunk_hec", b"splunk_hec", "state", b"state", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "create_time", b"create_time", "datadog_logs", b"datadog_logs", "destination", b"destination", "elasticsearch", b"elasticsearch", "etag", b"etag", "filter", b"filter", "format", b"format", "id", b"id", "name", b"name", "paused", b"paused", "splunk_hec", b"splunk_hec", "state", b"state", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "create_time", b"create_time", "datadog_logs", b"datadog_logs", "destination", b"destination", "elasticsearch", b"elasticsearch", "etag", b"etag", "filter", b"filter", "format", b"format", "id", b"id", "managed", b"managed", "name", b"name", "paused", b"paused", "splunk_hec", b"splunk_hec", "state", b"state", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_destination: _TypeAlias = _typing.Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch", "chat"]  # noqa: Y015
     _WhichOneofArgType_destination: _TypeAlias = _typing.Literal["destination", b"destination"]  # noqa: Y015
