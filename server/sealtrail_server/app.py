@@ -35,12 +35,15 @@ from .api.convert import server_view
 from .api.denials import Denials
 from .api.guard import GuardInterceptor
 from .api.health import HealthServicer
+from .api.managed_sinks import ManagedSinks
 from .api.registration import add_audit_log_service
 from .api.servicer import AuditLogServicer
+from .api.sink_records import SinkRecords
 from .auth.last_use import LastUses
 from .auth.tokens import Authenticator
 from .config import Settings
 from .console.server import Console
+from .deployment_sink_job import DeploymentSinkJob
 from .domain.access import Revoked
 from .domain.networks import parse_networks
 from .domain.purge_summaries import SummarySeal
@@ -56,8 +59,9 @@ from .retention.purge_record import purge_recorder
 from .retention.purger import Purger
 from .sealing_setup import load_secrets_key, refuse_a_new_key
 from .store.appender import Appender
-from .store.changes import refuse_if_erased_now
+from .store.changes import Changes, refuse_if_erased_now
 from .store.database import Database
+from .store.deployment_sinks import reseal_definitions
 from .store.migrations import migrate_database
 from .store.pool_metrics import measure_pool
 from .store.sinks import reseal_secrets
@@ -148,6 +152,7 @@ class Service:
         self.console_port = 0
         self._private_dir: str | None = None
         self.evaluator: Evaluator | None = None
+        self.deployment_sinks: DeploymentSinkJob | None = None
         self.token_uses: LastUses | None = None
         self._hub: StreamHub | None = None
         self._guard: GuardInterceptor | None = None
@@ -283,6 +288,35 @@ class Service:
         )
         self._hub.watch(self.evaluator.wake)
         self.evaluator.start()
+        # Deployment-wide sinks: each tenant's instance (ADR 0070).
+        definitions_resealed, definitions_unopenable = await reseal_definitions(
+            self._owner_database_url, secret_box
+        )
+        if definitions_resealed:
+            log.info(
+                "sealed the secrets of %d deployment sinks under the current secrets key",
+                definitions_resealed,
+            )
+        for problem in definitions_unopenable:
+            log.error(
+                "deployment sink %s; no tenant is given an instance of it until its secrets"
+                " are set again (sealtrail-server sink update)",
+                problem,
+            )
+        forwarder = self.forwarder
+        managed = ManagedSinks(
+            Changes(db),
+            self._appender,
+            SinkRecords(names, redaction_secret=redaction_secret),
+            box=secret_box,
+            clock=self._clock,
+            changed=forwarder.sink_changed,
+        )
+        self.deployment_sinks = DeploymentSinkJob(
+            db, managed, box=secret_box, interval=settings.deployment_sink_interval
+        )
+        self._hub.watch(self.deployment_sinks.wake)
+        self.deployment_sinks.start()
 
         async def lookup(digest: bytes):  # type: ignore[no-untyped-def]
             # The token's name as its calls' records show it: redacted once a
@@ -482,6 +516,8 @@ class Service:
             await stopping
         if self.token_uses is not None:  # the calls have ended: all their uses are noted
             await self.token_uses.stop()
+        if self.deployment_sinks is not None:
+            await self.deployment_sinks.stop()
         if self.evaluator is not None:
             await self.evaluator.stop()
         if self.forwarder is not None:

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -86,12 +86,14 @@ DEV_TOKEN_FILE = "dev-admin-token"
 # pg_advisory_lock key of the development token's issue ("sealtdev" in ASCII).
 _DEV_TOKEN_LOCK = 0x7365616C74646576
 
-_data_dir_option = click.option(
+# Annotated: cli_sinks.py imports them back, and mypy cannot infer across the cycle.
+_Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+_data_dir_option: _Decorator = click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Embedded PostgreSQL data directory [env SEALTRAIL_DATA_DIR].",
 )
-_database_url_option = click.option(
+_database_url_option: _Decorator = click.option(
     "--database-url", help="PostgreSQL URL; no embedded server [env SEALTRAIL_DATABASE_URL]."
 )
 
@@ -917,3 +919,8 @@ def key_show(data_dir: Path | None) -> None:
         create=False,
     )
     click.echo(signer.verifier.text())
+
+
+from .cli_sinks import sink  # noqa: E402
+
+main.add_command(sink)

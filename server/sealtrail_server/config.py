@@ -166,6 +166,10 @@ class Settings:
     forward_backoff_base: float = 1.0
     # Sinks this process delivers at most; 0: none (a process that only serves calls).
     forward_max_sinks: int = 1000
+    # Seconds between a process's looks for tenants whose log began without an
+    # instance of each deployment-wide sink (ADR 0070); a tenant's first
+    # commit seen by the process makes it look sooner.
+    deployment_sink_interval: float = 30.0
     # Tenants whose alert rules this process evaluates at most (0: none); the
     # forwarding poll interval and lease length apply to them as well.
     alert_max_tenants: int = 1000
@@ -266,6 +270,7 @@ _AT_MOST_A_DAY = (
     "forward_lease_seconds",
     "export_rate_window",
     "count_timeout",
+    "deployment_sink_interval",
 )
 
 # Fields only the bench sets, as overrides: a variable left in a deployment's
@@ -308,6 +313,7 @@ _MORE_THAN_ZERO = (
     "forward_poll_interval",
     "forward_lease_seconds",
     "forward_backoff_base",
+    "deployment_sink_interval",
 )
 
 

@@ -12,7 +12,13 @@ from typing import Any
 import psycopg
 
 # Tables with no tenant: they become Citus reference tables.
-GLOBAL_TABLES = {"schema_migrations", "signing_keys", "deployment_markers", "deployment_jobs"}
+GLOBAL_TABLES = {
+    "schema_migrations",
+    "signing_keys",
+    "deployment_markers",
+    "deployment_jobs",
+    "deployment_sinks",
+}
 # Unique keys that do not name the tenant, each with its way to Citus in docs/scaling.md.
 TENANTLESS_UNIQUE_KEYS = {"api_tokens_secret"}  # a token's secret finds its tenant
 

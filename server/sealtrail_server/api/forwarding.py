@@ -19,11 +19,10 @@ from sealtrail.v1 import event_pb2
 from sealtrail.v1 import forwarding_pb2 as pb
 
 from ..alerts.routing import reroute_alerts
-from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from ..domain.etags import require_etag
-from ..domain.event import ChangeDraft, checked_timestamp, parse_uuid
+from ..domain.event import checked_timestamp, parse_uuid
 from ..domain.filters import validate_filter
-from ..domain.redaction import tenant_key
 from ..domain.sealing import SecretBox
 from ..domain.sinks import (
     DATADOG_DEFAULT_URL,
@@ -34,12 +33,11 @@ from ..domain.sinks import (
     SinkDefinition,
     check_sink,
     keep_secrets,
-    recorded,
     redacted_destination,
+    shown_url,
     sink_etag,
     validate_sink_settings,
 )
-from ..domain.weakening import sink_weakenings
 from ..forward.egress import EgressDenied, EgressPolicy, Unresolvable
 from ..forward.forwarder import Forwarder
 from ..store import sinks as store
@@ -47,15 +45,11 @@ from ..store.appender import Appender
 from ..store.changes import Changes, refuse_if_erased
 from ..store.database import Connection, Database
 from ..store.tree import tree_size
-from .audited import (
-    FilterDetails,
-    record_access,
-    weakened,
-    weakening_details,
-    weakening_severity,
-)
+from .audited import FilterDetails, record_access, weakening_severity
 from .convert import filter_draft, filter_from_json
+from .denials import Denials
 from .guard import current_principal
+from .sink_records import SinkRecords
 from .update_mask import replaces_oneof, update_paths
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -88,10 +82,12 @@ def _sink_message(stored: store.StoredSink, head: int) -> pb.Sink:
         name=definition.name,
         format=_FORMAT_NUMBERS[definition.format],
         paused=definition.paused,
+        managed=stored.managed,
     )
     json_format.ParseDict(definition.filter, message.filter)
+    shown = redacted_destination(definition.kind, definition.destination)
     json_format.ParseDict(
-        redacted_destination(definition.kind, definition.destination),
+        _operators_destination(shown) if stored.managed else shown,
         getattr(message, definition.kind),
     )
     message.create_time.FromDatetime(stored.created_at)
@@ -114,6 +110,88 @@ def _sink_message(stored: store.StoredSink, head: int) -> pb.Sink:
         if value is not None:
             stamp.FromDatetime(value)
     return message
+
+
+def _operators_destination(shown: dict[str, Any]) -> dict[str, Any]:
+    """A managed sink's destination as its tenant sees it (ADR 0070): the
+    operator's secrets give nothing away, not even their last characters,
+    and its URL shows only what cannot hold a credential (as the tenant's
+    log records every sink URL); a chat URL's `url_hint` is that already."""
+    shown = dict(shown)
+    for hints in ("token_hint", "api_key_hint"):
+        if hints in shown:
+            shown[hints] = ""
+    if "secret_hints" in shown:
+        shown["secret_hints"] = []
+    if shown.get("url"):
+        shown["url"] = shown_url(shown["url"])
+    return shown
+
+
+def definition_of(
+    sink: pb.Sink, *, path: str, current: SinkDefinition | None = None
+) -> SinkDefinition:
+    """`sink` as a valid definition (with `current`'s secrets where it gives
+    none): INVALID_ARGUMENT naming each field that is not. The egress policy
+    is `check_egress`'s."""
+    kind, destination = _destination(sink)
+    if current is not None and kind == current.kind:
+        destination = keep_secrets(kind, destination, current.destination)
+    if sink.format not in _FORMATS:
+        raise InvalidArgument.field(f"{path}.format", f"unknown enum value {sink.format}")
+    check_sink(
+        name=sink.name,
+        kind=kind,
+        format=_FORMATS[sink.format],
+        destination=destination,
+        path=path,
+    )
+    assert kind is not None
+    validate_filter(filter_draft(sink.filter), path=f"{path}.filter")
+    return SinkDefinition(
+        name=sink.name,
+        kind=kind,
+        format=_FORMATS[sink.format],
+        filter=json_format.MessageToDict(sink.filter),
+        destination=destination,
+        paused=sink.paused,
+    )
+
+
+async def check_egress(
+    egress: EgressPolicy, sink: pb.Sink, *, path: str, tenant_id: str | None
+) -> None:
+    """INVALID_ARGUMENT if the egress policy refuses `sink`'s destination
+    (its scheme, or the addresses its host resolves to). A URL that is not
+    one is left to the definition's checks, which name it."""
+    kind, destination = _destination(sink)
+    if kind is None:
+        return
+    url = destination.get("url") or (DATADOG_DEFAULT_URL if kind == "datadog_logs" else "")
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return
+    if not host:
+        return
+    try:
+        egress.check_scheme(url)
+        await egress.resolve(host, port or 443, tenant_id=tenant_id)
+    except Unresolvable:
+        pass  # perhaps not yet in DNS: deliveries will say so in the sink's state
+    except EgressDenied as error:
+        raise InvalidArgument.field(f"{path}.{kind}.url", str(error)) from None
+
+
+def refuse_if_managed(stored: store.StoredSink) -> None:
+    """PERMISSION_DENIED for a change of a managed sink: the operator keeps it."""
+    if stored.managed:
+        raise PermissionDenied(
+            f"sink {stored.id} is a deployment-wide sink this deployment's operator keeps"
+            " in every tenant (sealtrail-server sink update|delete): ask them to change it",
+            reason="SINK_MANAGED_BY_OPERATOR",
+        )
 
 
 # What an UpdateSink's mask may name: the settings, and the destination by its kind.
@@ -177,19 +255,21 @@ class ForwardingRpcs:
     _box: SecretBox  # seals sinks' secrets at rest
     _redaction_secret: bytes  # keys the fingerprints of sinks' secrets in the log
     _filter_details: FilterDetails
+    _denials: Denials | None
 
-    def _sink_key(self, tenant_id: str) -> bytes:
-        """The tenant's key of its sinks' recorded fingerprints."""
-        return tenant_key(self._redaction_secret, tenant_id)
+    @property
+    def _sink_records(self) -> SinkRecords:
+        return SinkRecords(self._filter_details, redaction_secret=self._redaction_secret)
 
     async def _recorded_sink(self, tenant_id: str, definition: SinkDefinition) -> dict[str, Any]:
-        """The sink as its change events record it (`recorded`), a secret in its
-        filter (a leaked token to forward the events of) or its name redacted
-        as the tenant's events are: the log keeps it for good (helper-119)."""
-        shown = recorded(definition, self._sink_key(tenant_id))
-        shown["filter"] = await self._filter_details.redacted(tenant_id, shown["filter"])
-        shown["name"] = await self._filter_details.text(tenant_id, shown["name"])
-        return shown
+        return await self._sink_records.shown(tenant_id, definition)
+
+    async def _refuse_if_managed(self, stored: store.StoredSink, rpc: str) -> None:
+        """`refuse_if_managed`, the attempt recorded for alert rules to see
+        (as any refusal of what the operator keeps)."""
+        if stored.managed and self._denials is not None:
+            await self._denials.refused(current_principal(), rpc=rpc, reason="operator")
+        refuse_if_managed(stored)
 
     async def _definition(
         self,
@@ -199,56 +279,16 @@ class ForwardingRpcs:
         current: SinkDefinition | None = None,
         check_egress: bool = True,
     ) -> SinkDefinition:
-        """`sink` as a valid definition (with `current`'s secrets where it
-        gives none), its destination checked against the egress policy unless
-        the caller did that already (`_check_egress`)."""
-        kind, destination = _destination(sink)
-        if current is not None and kind == current.kind:
-            destination = keep_secrets(kind, destination, current.destination)
-        if sink.format not in _FORMATS:
-            raise InvalidArgument.field(f"{path}.format", f"unknown enum value {sink.format}")
-        check_sink(
-            name=sink.name,
-            kind=kind,
-            format=_FORMATS[sink.format],
-            destination=destination,
-            path=path,
-        )
-        assert kind is not None
-        validate_filter(filter_draft(sink.filter), path=f"{path}.filter")
+        """`sink` as a valid definition (`definition_of`), its destination
+        checked against the egress policy unless the caller did that already
+        (`_check_egress`)."""
+        definition = definition_of(sink, path=path, current=current)
         if check_egress:
             await self._check_egress(sink, path=path)
-        return SinkDefinition(
-            name=sink.name,
-            kind=kind,
-            format=_FORMATS[sink.format],
-            filter=json_format.MessageToDict(sink.filter),
-            destination=destination,
-            paused=sink.paused,
-        )
+        return definition
 
     async def _check_egress(self, sink: pb.Sink, *, path: str) -> None:
-        """INVALID_ARGUMENT if the egress policy refuses `sink`'s destination
-        (its scheme, or the addresses its host resolves to). A URL that is not
-        one is left to the definition's checks, which name it."""
-        kind, destination = _destination(sink)
-        if kind is None:
-            return
-        url = destination.get("url") or (DATADOG_DEFAULT_URL if kind == "datadog_logs" else "")
-        try:
-            parts = urlsplit(url)
-            host, port = parts.hostname, parts.port
-        except ValueError:
-            return
-        if not host:
-            return
-        try:
-            self._egress.check_scheme(url)
-            await self._egress.resolve(host, port or 443, tenant_id=current_principal().tenant_id)
-        except Unresolvable:
-            pass  # perhaps not yet in DNS: deliveries will say so in the sink's state
-        except EgressDenied as error:
-            raise InvalidArgument.field(f"{path}.{kind}.url", str(error)) from None
+        await check_egress(self._egress, sink, path=path, tenant_id=current_principal().tenant_id)
 
     async def _stored_sink(
         self, conn: Connection, tenant_id: str, sink_id_text: str, field: str
@@ -335,6 +375,7 @@ class ForwardingRpcs:
             tenant_id, f"sink/{sink_id}", caller=principal.token_id
         ) as conn:
             before = await self._stored_sink(conn, tenant_id, sink_id, "sink.id")
+            await self._refuse_if_managed(before, "UpdateSink")
             require_etag(
                 request.sink.etag,
                 sink_etag(before.definition, before.updated_at),
@@ -352,23 +393,7 @@ class ForwardingRpcs:
             if definition == before.definition:
                 head = await tree_size(conn, tenant_id)
                 return pb.UpdateSinkResponse(sink=_sink_message(before, head))
-            key = self._sink_key(tenant_id)
-            old, new = recorded(before.definition, key), recorded(definition, key)
-            # Told apart as stored: a filter's secret changed is redacted alike.
-            changed = [name for name in old if old[name] != new[name]]
-            if "filter" in changed:
-                for shown in (old, new):
-                    shown["filter"] = await self._filter_details.redacted(
-                        tenant_id, shown["filter"]
-                    )
-            for shown in (old, new):
-                shown["name"] = await self._filter_details.text(tenant_id, shown["name"])
-            weakens = sink_weakenings(
-                before.definition,
-                definition,
-                before_filter=filter_from_json(before.definition.filter),
-                after_filter=filter_from_json(definition.filter),
-            )
+            change = await self._sink_records.change(tenant_id, before.definition, definition)
             event_id = (
                 await record_access(
                     self._appender,
@@ -376,13 +401,12 @@ class ForwardingRpcs:
                     now=self._clock(),
                     action="sink.updated",
                     category=event_pb2.CATEGORY_CONFIGURATION,
-                    severity=weakening_severity(weakens),
+                    severity=change.severity,
                     resource_type="sink",
                     resource_id=sink_id,
-                    description=weakened(f"Sink {new['name']!r} changed", weakens),
-                    details=weakening_details(weakens),
-                    changes=[ChangeDraft(k, old[k], new[k]) for k in changed]
-                    or [ChangeDraft("destination", "(secret)", "(secret rotated)")],
+                    description=change.description,
+                    details=change.details,
+                    changes=change.changes,
                 )
             ).event_id
             await store.update_sink(
@@ -442,6 +466,7 @@ class ForwardingRpcs:
             tenant_id, f"sink/{sink_id}", caller=principal.token_id
         ) as conn:
             stored = await self._stored_sink(conn, tenant_id, sink_id, "id")
+            await self._refuse_if_managed(stored, "DeleteSink")
             require_etag(
                 request.etag,
                 sink_etag(stored.definition, stored.updated_at),
@@ -500,6 +525,7 @@ class ForwardingRpcs:
             tenant_id, f"sink/{sink_id}", caller=principal.token_id
         ) as conn:
             stored = await self._stored_sink(conn, tenant_id, sink_id, "sink_id")
+            await self._refuse_if_managed(stored, "ReplaySink")
             replay = await _replay_selection(
                 conn, request, tenant_id, sink_id, stored.state.cursor_seq
             )

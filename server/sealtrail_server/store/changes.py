@@ -151,6 +151,17 @@ async def lock_subject(conn: AnyConnection, tenant_id: str, subject: str) -> Non
     )
 
 
+async def try_lock_subject(conn: AnyConnection, tenant_id: str, subject: str) -> bool:
+    """`lock_subject` where that needs no wait: whether it was taken (for
+    work any process may do, which the one holding it is doing)."""
+    cursor = await conn.execute(
+        "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, %s))",
+        [_lock_key(tenant_id, subject), _LOCK_SEED],
+    )
+    row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
 async def refuse_if_erased(conn: AnyConnection, tenant_id: str) -> None:
     """FailedPrecondition (TENANT_ERASED) if the tenant was erased. Run it after
     sharing the erasure's lock, in a statement of its own: its snapshot must

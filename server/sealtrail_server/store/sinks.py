@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 
 from ..domain.sealing import SealError, SecretBox, is_sealed
-from ..domain.sinks import SinkDefinition, with_secrets
+from ..domain.sinks import Kind, SinkDefinition, with_secrets
 from .changes import erasure_lock_key, erasure_lock_key_of, try_share_condition
 
 Connection = psycopg.AsyncConnection[Any]
@@ -67,6 +67,15 @@ class StoredSink:
     state: SinkState
     # The secret fields that could not be opened, and why (their values are empty).
     unopened: tuple[tuple[str, str], ...] = ()
+    # The deployment sink this is its tenant's instance of (a managed sink,
+    # which the operator keeps: ADR 0070), and the definition's revision it
+    # was last written from; None for the tenant's own sinks.
+    deployment_sink_id: str | None = None
+    deployment_revision: int | None = None
+
+    @property
+    def managed(self) -> bool:
+        return self.deployment_sink_id is not None
 
     def unopened_text(self) -> str:
         return "; ".join(f"{field}: {why}" for field, why in self.unopened)
@@ -104,43 +113,76 @@ _SINK_COLUMNS: Final = (
     " (SELECT count(*) FROM sink_dead_letters AS d"
     "   WHERE d.tenant_id = s.tenant_id AND d.sink_id = s.id),"
     " (SELECT count(*) FROM sink_replays AS r"
-    "   WHERE r.tenant_id = s.tenant_id AND r.sink_id = s.id)"
+    "   WHERE r.tenant_id = s.tenant_id AND r.sink_id = s.id),"
+    " s.deployment_sink_id::text, s.deployment_revision"
 )
 
 
-def _place(tenant_id: str, sink_id: str, kind: str, destination: dict[str, Any], field: str) -> str:
-    """What a sealed secret is bound to: copied to another sink, or sent to
-    another URL than the one it was given for, it does not open. A secret URL
-    (a chat webhook's) is bound to the rest alone: as stored it is sealed, so
-    it cannot name itself."""
+def secret_place(owner: str, kind: str, destination: dict[str, Any], field: str) -> str:
+    """What a sealed secret is bound to: its `owner` (`sinks/<tenant>/<sink>`,
+    or a deployment sink's), kind, field and URL. Copied to another sink, or
+    sent to another URL than the one it was given for, it does not open. A
+    secret URL (a chat webhook's) is bound to the rest alone: as stored it is
+    sealed, so it cannot name itself."""
     url = "" if field == "url" else destination.get("url", "")
-    return f"sinks/{tenant_id}/{sink_id}/{kind}/{field} {url}"
+    return f"{owner}/{kind}/{field} {url}"
+
+
+def _place(tenant_id: str, sink_id: str, kind: str, destination: dict[str, Any], field: str) -> str:
+    return secret_place(f"sinks/{tenant_id}/{sink_id}", kind, destination, field)
+
+
+def sealed_destination(
+    box: SecretBox, owner: str, kind: Kind, destination: dict[str, Any]
+) -> dict[str, Any]:
+    """`destination` with each secret sealed, bound to `owner` (`secret_place`)."""
+    return with_secrets(
+        kind,
+        destination,
+        lambda field, secret: box.seal(secret, place=secret_place(owner, kind, destination, field)),
+    )
+
+
+def opened_destination(
+    box: SecretBox, owner: str, kind: Kind, destination: dict[str, Any]
+) -> tuple[dict[str, Any], tuple[tuple[str, str], ...]]:
+    """`destination` with each secret opened, and the fields that could not
+    be, with why (their values left empty)."""
+    problems: list[tuple[str, str]] = []
+
+    def open_secret(field: str, value: str) -> str:
+        try:
+            return box.open(value, place=secret_place(owner, kind, destination, field))
+        except SealError as error:
+            problems.append((field, str(error)))
+            return ""
+
+    return with_secrets(kind, destination, open_secret), tuple(problems)
 
 
 def _sink(row: tuple[Any, ...], box: SecretBox) -> StoredSink:
     (tenant_id, sink_id, name, kind, format, filter, destination, paused, created, updated,
      cursor, delivered, last_delivery, last_error, last_error_at, failures, next_attempt,
-     dead_letters, replays) = row  # fmt: skip
-    problems: list[tuple[str, str]] = []
-
-    def open_secret(field: str, value: str) -> str:
-        try:
-            return box.open(value, place=_place(tenant_id, sink_id, kind, destination, field))
-        except SealError as error:
-            problems.append((field, str(error)))
-            return ""
-
-    opened = with_secrets(kind, destination, open_secret)
+     dead_letters, replays, deployment_sink_id, deployment_revision) = row  # fmt: skip
+    opened, problems = opened_destination(box, f"sinks/{tenant_id}/{sink_id}", kind, destination)
     definition = SinkDefinition(name, kind, format, filter, opened, paused)
     state = SinkState(
         cursor, delivered, last_delivery, last_error, last_error_at, failures, next_attempt,
         dead_letters, replays,
     )  # fmt: skip
-    return StoredSink(tenant_id, sink_id, definition, created, updated, state, tuple(problems))
+    return StoredSink(
+        tenant_id, sink_id, definition, created, updated, state, problems,
+        deployment_sink_id, deployment_revision,
+    )  # fmt: skip
 
 
 async def count_sinks(conn: Connection, tenant_id: str) -> int:
-    cursor = await conn.execute("SELECT count(*) FROM sinks WHERE tenant_id = %s", [tenant_id])
+    """The tenant's own sinks: the managed ones (ADR 0070) are the operator's,
+    and take nothing from the tenant's limit."""
+    cursor = await conn.execute(
+        "SELECT count(*) FROM sinks WHERE tenant_id = %s AND deployment_sink_id IS NULL",
+        [tenant_id],
+    )
     row = await cursor.fetchone()
     return int(row[0]) if row else 0
 
@@ -154,10 +196,15 @@ async def insert_sink(
     box: SecretBox,
     cursor_seq: int,
     now: datetime,
+    deployment_sink: tuple[str, int] | None = None,
 ) -> None:
+    """`deployment_sink`: the (id, revision) of the deployment sink this is
+    the tenant's instance of, for a managed sink."""
+    deployment_sink_id, revision = deployment_sink or (None, None)
     await conn.execute(
         "INSERT INTO sinks (tenant_id, id, name, kind, format, filter, destination, paused,"
-        " created_at, updated_at, cursor_seq) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " created_at, updated_at, cursor_seq, deployment_sink_id, deployment_revision)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         [
             tenant_id,
             sink_id,
@@ -165,6 +212,8 @@ async def insert_sink(
             now,
             now,
             cursor_seq,
+            deployment_sink_id,
+            revision,
         ],
     )
 
@@ -173,13 +222,7 @@ def _definition_values(
     tenant_id: str, sink_id: str, definition: SinkDefinition, box: SecretBox
 ) -> list[Any]:
     kind, destination = definition.kind, definition.destination
-    sealed = with_secrets(
-        kind,
-        destination,
-        lambda field, secret: box.seal(
-            secret, place=_place(tenant_id, sink_id, kind, destination, field)
-        ),
-    )
+    sealed = sealed_destination(box, f"sinks/{tenant_id}/{sink_id}", kind, destination)
     return [
         definition.name,
         definition.kind,
@@ -314,6 +357,16 @@ async def update_sink(
         " paused = %s, updated_at = %s, consecutive_failures = 0, next_attempt_at = NULL"
         " WHERE tenant_id = %s AND id = %s",
         [*_definition_values(tenant_id, sink_id, definition, box), now, tenant_id, sink_id],
+    )
+
+
+async def update_sink_revision(
+    conn: Connection, tenant_id: str, sink_id: str, revision: int
+) -> None:
+    """A managed sink is now as that revision of its deployment sink."""
+    await conn.execute(
+        "UPDATE sinks SET deployment_revision = %s WHERE tenant_id = %s AND id = %s",
+        [revision, tenant_id, sink_id],
     )
 
 

@@ -1,0 +1,245 @@
+"""The tenants' instances of the deployment-wide sinks (ADR 0070): each one
+made, changed and removed as an admin's sink is, through `Changes` on the
+tenant's own connection (row-level security, the erasure lock, an erased
+tenant refused), and recorded in the tenant's log before it applies,
+attributed to the operator (a `system` actor), so a tenant sees where its
+events go. Used by `sealtrail-server sink` and by every server's
+reconciliation (`DeploymentSinkJob`), whichever holds the definition's lock.
+
+Delivery is the forwarder's, as for any sink: an instance is an ordinary
+row of `sinks`, marked with its definition and the revision it was written
+from."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sealtrail.v1 import event_pb2
+
+from ..domain.errors import SealtrailError
+from ..domain.sealing import SecretBox
+from ..domain.sinks import SinkDefinition
+from ..store import deployment_sinks as definitions
+from ..store import sinks as store
+from ..store.appender import Appender
+from ..store.changes import Changes
+from ..store.database import Connection
+from ..store.deployment_sinks import DeploymentSink
+from ..store.tree import tree_size
+from .audited import record_event, weakening_severity
+from .sink_records import SinkRecords
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Reconciled:
+    """What a reconciliation of one definition did, tenant by tenant."""
+
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    # Tenants left for a later pass, and why (an erasure in progress, an
+    # appender refusing for now).
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    definition_deleted: bool = False
+
+
+class ManagedSinks:
+    def __init__(
+        self,
+        changes: Changes,
+        appender: Appender,
+        records: SinkRecords,
+        *,
+        box: SecretBox,
+        clock: Callable[[], datetime],
+        changed: Callable[[str], None] = lambda tenant_id: None,
+    ) -> None:
+        """`changed(tenant_id)`: a tenant's sinks changed (the forwarder of
+        this process looks at once; others at their next lease renewal)."""
+        self._changes = changes
+        self._appender = appender
+        self._records = records
+        self._box = box
+        self._clock = clock
+        self._changed = changed
+
+    async def reconcile(
+        self, conn: Connection, deployment: DeploymentSink, *, at_size: bool = False
+    ) -> Reconciled:
+        """Brings every tenant's instance to `deployment` as it stands, read
+        on `conn` (a system connection, whose transaction holds the
+        definition's lock): removed, if it is being deleted (then the
+        definition's row too, on `conn`); else each instance written from an
+        older revision rewritten, and one made for each tenant with a log and
+        none. `at_size`: those made start after the tenant's last event (a
+        definition created `--from now`, as its command makes them); else at
+        its first."""
+        done = Reconciled()
+        for instance in await definitions.instances(conn, deployment.id):
+            tenant_id = instance.tenant_id
+            try:
+                if deployment.deleting:
+                    if await self._remove(deployment, tenant_id, instance.sink_id):
+                        done.deleted.append(tenant_id)
+                elif instance.revision < deployment.revision and await self._rewrite(
+                    deployment, tenant_id, instance.sink_id
+                ):
+                    done.updated.append(tenant_id)
+            except SealtrailError as error:
+                done.failed.append((tenant_id, str(error)))
+        if deployment.deleting:
+            if not done.failed:
+                await definitions.delete_definition(conn, deployment.id)
+                done.definition_deleted = True
+            return done
+        if deployment.unopened:
+            problem = "; ".join(f"{name}: {why}" for name, why in deployment.unopened)
+            for tenant_id in await definitions.tenants_without(conn, deployment.id):
+                done.failed.append((tenant_id, f"its secrets cannot be opened ({problem})"))
+            return done
+        for tenant_id in await definitions.tenants_without(conn, deployment.id):
+            try:
+                if await self._materialise(deployment, tenant_id, at_size=at_size):
+                    done.created.append(tenant_id)
+            except SealtrailError as error:
+                done.failed.append((tenant_id, str(error)))
+        for tenant_id, why in done.failed:
+            log.warning(
+                "deployment sink %s: tenant %s left for a later pass: %s",
+                deployment.definition.name,
+                tenant_id,
+                why,
+            )
+        return done
+
+    async def _record(
+        self,
+        deployment: DeploymentSink,
+        tenant_id: str,
+        sink_id: str,
+        *,
+        action: str,
+        description: str,
+        severity: event_pb2.Severity.ValueType = event_pb2.SEVERITY_INFO,
+        details: dict[str, Any],
+        changes: Any = None,
+    ) -> None:
+        await record_event(
+            self._appender,
+            tenant_id,
+            actor_type=event_pb2.ACTOR_TYPE_SYSTEM,
+            actor_id=deployment.changed_by,
+            now=self._clock(),
+            action=action,
+            description=description,
+            category=event_pb2.CATEGORY_CONFIGURATION,
+            severity=severity,
+            resource_type="sink",
+            resource_id=sink_id,
+            details={**details, "managed": True, "deployment_sink_id": deployment.id},
+            changes=changes,
+        )
+
+    async def _materialise(
+        self, deployment: DeploymentSink, tenant_id: str, *, at_size: bool
+    ) -> bool:
+        """The tenant's instance, made unless it has one already (another
+        process made it meanwhile)."""
+        subject = definitions.definition_subject(deployment.id)
+        async with self._changes.exclusive(tenant_id, subject, caller=None) as conn:
+            if await _instance_of(conn, tenant_id, deployment.id) is not None:
+                return False
+            cursor = await tree_size(conn, tenant_id) if at_size else 0
+            sink_id = str(uuid.uuid4())
+            definition = deployment.definition
+            shown = await self._records.shown(tenant_id, definition)
+            await self._record(
+                deployment,
+                tenant_id,
+                sink_id,
+                action="sink.created",
+                description=(
+                    f"Sink {shown['name']!r} ({definition.kind}) created by the deployment's"
+                    " operator, for every tenant"
+                ),
+                details={**shown, "from_seq": cursor + 1},
+            )
+            await store.insert_sink(
+                conn,
+                tenant_id,
+                sink_id,
+                definition,
+                box=self._box,
+                cursor_seq=cursor,
+                now=self._clock(),
+                deployment_sink=(deployment.id, deployment.revision),
+            )
+        self._changed(tenant_id)
+        return True
+
+    async def _rewrite(self, deployment: DeploymentSink, tenant_id: str, sink_id: str) -> bool:
+        """The instance brought to the definition's revision; recorded if its
+        definition changes (a change of another field of the deployment sink,
+        such as its start, changes nothing of it)."""
+        async with self._changes.exclusive(tenant_id, f"sink/{sink_id}", caller=None) as conn:
+            before = await store.read_sink(conn, tenant_id, sink_id, box=self._box)
+            if before is None or (before.deployment_revision or 0) >= deployment.revision:
+                return False
+            after: SinkDefinition = deployment.definition
+            if after != before.definition:
+                change = await self._records.change(tenant_id, before.definition, after)
+                await self._record(
+                    deployment,
+                    tenant_id,
+                    sink_id,
+                    action="sink.updated",
+                    description=f"{change.description} by the deployment's operator",
+                    severity=change.severity,
+                    details=change.details,
+                    changes=change.changes,
+                )
+                await store.update_sink(
+                    conn, tenant_id, sink_id, after, box=self._box, now=self._clock()
+                )
+            await store.update_sink_revision(conn, tenant_id, sink_id, deployment.revision)
+        self._changed(tenant_id)
+        return after != before.definition
+
+    async def _remove(self, deployment: DeploymentSink, tenant_id: str, sink_id: str) -> bool:
+        async with self._changes.exclusive(tenant_id, f"sink/{sink_id}", caller=None) as conn:
+            stored = await store.read_sink(conn, tenant_id, sink_id, box=self._box)
+            if stored is None:
+                return False
+            shown = await self._records.shown(tenant_id, stored.definition)
+            await self._record(
+                deployment,
+                tenant_id,
+                sink_id,
+                action="sink.deleted",
+                description=f"Sink {shown['name']!r} deleted by the deployment's operator",
+                severity=weakening_severity(True),  # nothing forwarded there any more
+                details={
+                    **shown,
+                    "cursor_seq": stored.state.cursor_seq,
+                    "dead_letters": stored.state.dead_letters,
+                    "weakens": ["deleted"],
+                },
+            )
+            await store.delete_sink(conn, tenant_id, sink_id)
+        return True
+
+
+async def _instance_of(conn: Connection, tenant_id: str, deployment_id: str) -> str | None:
+    cursor = await conn.execute(
+        "SELECT id::text FROM sinks WHERE tenant_id = %s AND deployment_sink_id = %s",
+        [tenant_id, deployment_id],
+    )
+    row = await cursor.fetchone()
+    return None if row is None else str(row[0])

@@ -1,0 +1,549 @@
+"""`sealtrail-server sink`: the deployment-wide sinks the operator keeps
+(ADR 0070, docs/forwarding.md "Deployment-wide sinks"). Registered on the
+main command by cli.py, whose helpers it shares.
+
+Each command works under the definition's lock (the servers' passes skip
+it meanwhile), writes the definition, then brings every tenant's instance to
+it, each change recorded in that tenant's log; what it cannot reach (a
+tenant being erased, say) a server's pass finishes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import click
+from google.protobuf import json_format
+
+from sealtrail import build_sink
+from sealtrail._cli import _filter, _tail_filter_options
+from sealtrail._cli_sinks import _destination_options, _destination_settings, _show_secret
+from sealtrail._convert import SINK_SETTINGS, PayloadFormat, SinkKind
+
+from .api.audited import FilterDetails
+from .api.convert import server_view
+from .api.forwarding import check_egress, definition_of
+from .api.managed_sinks import ManagedSinks, Reconciled
+from .api.sink_records import SinkRecords
+from .cli import _data_dir_option, _database, _database_url_option, _database_urls, _operator, _Urls
+from .config import Settings
+from .domain.errors import InvalidArgument
+from .domain.sealing import SecretBox
+from .domain.sinks import SECRET_FIELDS, SinkDefinition, redacted_destination, shown_url
+from .forward.egress import EgressPolicy
+from .redaction_setup import existing_redaction_secret, load_redactor
+from .sealing_setup import KEY_FILE_NAME, load_secret_box
+from .store import deployment_sinks as definitions
+from .store.appender import Appender
+from .store.changes import Changes, lock_subject, waiting_at_most
+from .store.database import Connection, Database
+from .store.deployment_sinks import DeploymentSink
+from .store.tenant_settings import SettingsCache
+
+# How long a command waits for a server's pass over the same definition.
+_LOCK_WAIT_SECONDS = 60.0
+
+
+@click.group()
+def sink() -> None:
+    """Deployment-wide sinks: one destination (a central SOC's SIEM) that every
+    tenant's events go to, tenants created later included, which tenants see
+    but cannot change. Each tenant's instance is recorded in its own log."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Tools:
+    """What a command that changes instances works with."""
+
+    db: Database
+    box: SecretBox
+    managed: ManagedSinks
+
+
+def _secret_box(settings: Settings, urls: _Urls) -> SecretBox:
+    """The deployment's secrets key. Not made here where none is configured:
+    on a database of its own (not the embedded one), a key of this machine's
+    data dir would seal what no server can open."""
+    configured = settings.secrets_key or settings.secrets_key_file
+    if not configured and not urls.embedded and not (settings.data_dir / KEY_FILE_NAME).exists():
+        raise click.ClickException(
+            "no secrets key: set SEALTRAIL_SECRETS_KEY (or _FILE) to the deployment's, as its"
+            " servers have it (docs/forwarding.md, Secrets at rest)"
+        )
+    return load_secret_box(settings)
+
+
+def _redaction_secret(settings: Settings) -> bytes:
+    secret = existing_redaction_secret(settings)
+    if secret is None:
+        raise click.ClickException(
+            "no redaction key: set SEALTRAIL_REDACTION_KEY (or _FILE) to the deployment's, as"
+            " its servers have it: the tenants' logs fingerprint the sink's URL and secrets"
+            " with it"
+        )
+    return secret
+
+
+@asynccontextmanager
+async def _tools(settings: Settings, urls: _Urls) -> AsyncIterator[_Tools]:
+    box = _secret_box(settings, urls)
+    secret = _redaction_secret(settings)
+    # Connections: the definition's lock, a tenant's change, the appender's.
+    async with _database(urls, connections=4) as db:
+        appender = Appender(db, server_view=server_view)
+        appender.start()
+        try:
+            names = FilterDetails(
+                load_redactor(settings), SettingsCache(db), redaction_secret=secret
+            )
+            managed = ManagedSinks(
+                Changes(db),
+                appender,
+                SinkRecords(names, redaction_secret=secret),
+                box=box,
+                clock=lambda: datetime.now(UTC),
+            )
+            yield _Tools(db, box, managed)
+        finally:
+            await appender.stop()
+
+
+@asynccontextmanager
+async def _definition_locked(db: Database, definition_id: str) -> AsyncIterator[Connection]:
+    """A system connection whose transaction holds the definition's lock."""
+    async with db.system_connection() as conn, conn.transaction():
+        busy = "a server is reconciling this deployment sink's instances; try again"
+        async with waiting_at_most(conn, _LOCK_WAIT_SECONDS, busy=busy):
+            await lock_subject(conn, "", definitions.definition_subject(definition_id))
+        yield conn
+
+
+def _option_of(field: str) -> str:
+    """The option a violation's field (`sink.webhook.secrets[0]`) was given by."""
+    last = field.rsplit(".", 1)[-1].split("[", 1)[0]
+    named = {
+        "secrets": "secret",
+        "destination": "kind",
+        "actions": "action",
+        "categories": "category",
+        "outcomes": "outcome",
+        "min_severity": "severity",
+        "text": "search",
+    }.get(last, last)
+    return "--" + named.replace("_", "-")
+
+
+def _checked(sink_message: Any) -> SinkDefinition:
+    """The definition `sink_message` gives, validated as a tenant's sink is."""
+    try:
+        return definition_of(sink_message, path="sink")
+    except InvalidArgument as error:
+        said = "; ".join(
+            f"{_option_of(v.field)} ({v.field}) {v.description}" for v in error.violations
+        )
+        raise click.BadParameter(said) from None
+
+
+async def _check_egress(settings: Settings, sink_message: Any) -> None:
+    """The destination against this deployment's egress policy, as the API
+    checks a tenant's (the servers deliver under theirs)."""
+    try:
+        egress = EgressPolicy.parse(
+            allow_http=settings.forward_allow_http,
+            allowed=settings.forward_allow_networks,
+            denied=settings.forward_deny_networks,
+        )
+    except ValueError as error:
+        raise click.ClickException(f"SEALTRAIL_FORWARD_*_NETWORKS: {error}") from None
+    try:
+        await check_egress(egress, sink_message, path="sink", tenant_id=None)
+    except InvalidArgument as error:
+        raise click.BadParameter(
+            "; ".join(f"{_option_of(v.field)} {v.description}" for v in error.violations)
+        ) from None
+
+
+def _report(name: str, done: Reconciled) -> None:
+    click.echo(
+        f"{name}: made in {len(done.created)} tenants, changed in {len(done.updated)},"
+        f" removed from {len(done.deleted)}"
+    )
+    for tenant_id, why in done.failed:
+        click.echo(f"  {tenant_id}: not yet ({why}); a server's pass will finish it", err=True)
+
+
+def _sink_message(
+    name: str,
+    kind: str,
+    *,
+    payload: str,
+    settings: dict[str, Any],
+    criteria: dict[str, Any],
+    filter_message: Any = None,
+    paused: bool = False,
+) -> Any:
+    try:
+        message = build_sink(
+            name,
+            cast(SinkKind, kind),
+            filter=filter_message if filter_message is not None else _filter(criteria),
+            format=cast(PayloadFormat, payload),
+            paused=paused,
+            **settings,
+        )
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    return message
+
+
+_SETTING_NAMES = frozenset(name for names in SINK_SETTINGS.values() for name in names)
+
+
+def _split(options: dict[str, Any]) -> dict[str, Any]:
+    """The filter criteria among a command's options (the rest are settings)."""
+    return {key: value for key, value in options.items() if key not in _SETTING_NAMES}
+
+
+def _run(settings: Settings, urls: _Urls, work: Callable[[_Tools], Any]) -> Any:
+    async def run() -> Any:
+        async with _tools(settings, urls) as tools:
+            return await work(tools)
+
+    return asyncio.run(run())
+
+
+@sink.command("create")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(list(SINK_SETTINGS)), required=True)
+@_destination_options
+@click.option(
+    "--format", "payload", type=click.Choice(["sealtrail_json", "ocsf"]), default="sealtrail_json"
+)
+@click.option(
+    "--from",
+    "start",
+    type=click.Choice(["start", "now"]),
+    default="now",
+    show_default=True,
+    help="Where each existing tenant's instance starts: its first event, or the event that"
+    " records the instance (as a tenant's sink does). A tenant whose log begins later starts"
+    " at its first event either way.",
+)
+@_tail_filter_options
+@_data_dir_option
+@_database_url_option
+def sink_create(
+    name: str,
+    kind: str,
+    payload: str,
+    start: str,
+    generate_secret: bool,
+    secrets_: tuple[str, ...],
+    data_dir: Path | None,
+    database_url: str | None,
+    **options: Any,
+) -> None:
+    """Forward every tenant's matching events to one destination; makes its
+    instance in every tenant with a log now, and each server gives one to every
+    tenant whose log begins later. Prints the definition's id."""
+    config = Settings.load(data_dir=data_dir, database_url=database_url)
+    given, made = _destination_settings(options, secrets_, generate_secret)
+    message = _sink_message(name, kind, payload=payload, settings=given, criteria=_split(options))
+    definition = _checked(message)
+    urls = _database_urls(config)
+
+    async def work(tools: _Tools) -> tuple[str, Reconciled]:
+        await _check_egress(config, message)
+        definition_id = definitions.new_id()
+        async with _definition_locked(tools.db, definition_id) as conn:
+            async with tools.db.system_connection() as writer:
+                inserted = await definitions.insert_definition(
+                    writer,
+                    definition_id,
+                    definition,
+                    box=tools.box,
+                    from_start=start == "start",
+                    changed_by=f"sealtrail-server:{_operator()}",
+                )
+            if not inserted:
+                raise click.ClickException(f"there is a deployment sink named {name!r} already")
+            deployment = await definitions.find_definition(conn, definition_id, box=tools.box)
+            assert deployment is not None
+            done = await tools.managed.reconcile(conn, deployment, at_size=start == "now")
+        return definition_id, done
+
+    definition_id, done = _run(config, urls, work)
+    _show_secret(made)
+    _report(name, done)
+    click.echo(definition_id)
+
+
+def _definition_json(deployment: DeploymentSink) -> dict[str, Any]:
+    definition = deployment.definition
+    return {
+        "id": deployment.id,
+        "name": definition.name,
+        "kind": definition.kind,
+        "format": definition.format,
+        "filter": definition.filter,
+        "destination": redacted_destination(definition.kind, definition.destination),
+        "paused": definition.paused,
+        "from": "start" if deployment.from_start else "now",
+        "revision": deployment.revision,
+        "changed_by": deployment.changed_by,
+        "create_time": _utc(deployment.created_at),
+        "update_time": _utc(deployment.updated_at),
+        "deleting": deployment.deleting,
+        "unopenable_secrets": [f"{name}: {why}" for name, why in deployment.unopened],
+    }
+
+
+def _utc(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+
+
+async def _find(conn: Connection, name_or_id: str, box: SecretBox) -> DeploymentSink:
+    found = await definitions.find_definition(conn, name_or_id, box=box)
+    if found is None:
+        raise click.ClickException(f"no deployment sink {name_or_id!r}")
+    return found
+
+
+@sink.command("list")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+)
+@_data_dir_option
+@_database_url_option
+def sink_list(output: str, data_dir: Path | None, database_url: str | None) -> None:
+    """List the deployment sinks: kind, where to (what of the URL cannot hold a
+    credential), the tenants with an instance, and their lag and dead letters
+    in all. Nothing is recorded in the tenants' logs."""
+    config = Settings.load(data_dir=data_dir, database_url=database_url)
+    urls = _database_urls(config)
+    box = _secret_box(config, urls)
+
+    async def run() -> list[tuple[DeploymentSink, list[definitions.Instance]]]:
+        async with _database(urls) as db, db.system_connection() as conn:
+            found = await definitions.list_definitions(conn, box=box)
+            return [(d, await definitions.instances(conn, d.id)) for d in found]
+
+    rows = asyncio.run(run())
+    if output == "json":
+        click.echo(
+            json.dumps(
+                [{**_definition_json(d), "tenants": len(i), **_totals(i)} for d, i in rows],
+                indent=2,
+            )
+        )
+        return
+    for deployment, instances in rows:
+        definition = deployment.definition
+        url = definition.destination.get("url", "")
+        totals = _totals(instances)
+        state = "deleting" if deployment.deleting else "paused" if definition.paused else "on"
+        click.echo(
+            f"{deployment.id}  {definition.name}  {definition.kind}  {state}"
+            f"  {shown_url(url) if url else '-'}  tenants {len(instances)}"
+            f"  lag {totals['lag_events']}  dead letters {totals['dead_letters']}"
+        )
+
+
+def _totals(instances: list[definitions.Instance]) -> dict[str, int]:
+    return {
+        "lag_events": sum(max(0, i.head_seq - i.cursor_seq) for i in instances),
+        "delivered_events": sum(i.delivered_events for i in instances),
+        "dead_letters": sum(i.dead_letters for i in instances),
+    }
+
+
+@sink.command("show")
+@click.argument("name_or_id", metavar="NAME")
+@_data_dir_option
+@_database_url_option
+def sink_show(name_or_id: str, data_dir: Path | None, database_url: str | None) -> None:
+    """A deployment sink as JSON (secrets as hints), with each tenant's
+    instance: its sink id, cursor and head, delivered events, dead letters
+    and last error."""
+    config = Settings.load(data_dir=data_dir, database_url=database_url)
+    urls = _database_urls(config)
+    box = _secret_box(config, urls)
+
+    async def run() -> dict[str, Any]:
+        async with _database(urls) as db, db.system_connection() as conn:
+            deployment = await _find(conn, name_or_id, box)
+            instances = await definitions.instances(conn, deployment.id)
+        return {
+            **_definition_json(deployment),
+            "instances": [
+                {
+                    "tenant_id": i.tenant_id,
+                    "sink_id": i.sink_id,
+                    "revision": i.revision,
+                    "cursor_seq": i.cursor_seq,
+                    "head_seq": i.head_seq,
+                    "delivered_events": i.delivered_events,
+                    "dead_letters": i.dead_letters,
+                    "last_error": i.last_error,
+                }
+                for i in instances
+            ],
+        }
+
+    click.echo(json.dumps(asyncio.run(run()), indent=2))
+
+
+@sink.command("update")
+@click.argument("name_or_id", metavar="NAME")
+@click.option("--name", "new_name", help="A new name.")
+@_destination_options
+@click.option("--format", "payload", type=click.Choice(["sealtrail_json", "ocsf"]))
+@click.option("--pause/--resume", "paused", default=None, help="Stop delivery, or resume it.")
+@_tail_filter_options
+@_data_dir_option
+@_database_url_option
+def sink_update(
+    name_or_id: str,
+    new_name: str | None,
+    payload: str | None,
+    paused: bool | None,
+    generate_secret: bool,
+    secrets_: tuple[str, ...],
+    data_dir: Path | None,
+    database_url: str | None,
+    **options: Any,
+) -> None:
+    """Change a deployment sink, and every tenant's instance with it (each
+    change recorded in the tenant's log; at severity WARNING where it pauses,
+    narrows or moves it). Only what is given changes: filter options replace
+    the whole filter; destination options change those settings, the others
+    (secrets included) stay, but a new URL needs the secrets again."""
+    config = Settings.load(data_dir=data_dir, database_url=database_url)
+    given, made = _destination_settings(options, secrets_, generate_secret)
+    criteria = _split(options)
+    if not (given or any(criteria.values()) or new_name or payload or paused is not None):
+        raise click.UsageError("nothing to change: give a name, format, filter or setting")
+    urls = _database_urls(config)
+
+    async def work(tools: _Tools) -> Reconciled:
+        async with tools.db.system_connection() as conn:
+            current = await _find(conn, name_or_id, tools.box)
+        async with _definition_locked(tools.db, current.id) as conn:
+            current = await _find(conn, current.id, tools.box)
+            if current.deleting:
+                raise click.ClickException(f"deployment sink {name_or_id!r} is being deleted")
+            message, definition = _updated(current, new_name, payload, paused, given, criteria)
+            if definition.destination.get("url") != current.definition.destination.get("url"):
+                await _check_egress(config, message)
+            if definition != current.definition:
+                if await definitions.name_taken(conn, definition.name, other_than=current.id):
+                    raise click.ClickException(
+                        f"there is a deployment sink named {definition.name!r} already"
+                    )
+                await definitions.update_definition(
+                    conn,
+                    current.id,
+                    definition,
+                    box=tools.box,
+                    changed_by=f"sealtrail-server:{_operator()}",
+                )
+            current = await _find(conn, current.id, tools.box)
+            return await tools.managed.reconcile(conn, current)
+
+    done = _run(config, urls, work)
+    _show_secret(made)
+    _report(name_or_id, done)
+
+
+def _updated(
+    current: DeploymentSink,
+    new_name: str | None,
+    payload: str | None,
+    paused: bool | None,
+    given: dict[str, Any],
+    criteria: dict[str, Any],
+) -> tuple[Any, SinkDefinition]:
+    """The definition the options make of `current`, and its message (for
+    the egress check). A credential goes only where it was given for: a new
+    URL needs the secrets that go with it."""
+    old = current.definition
+    unknown = set(given) - SINK_SETTINGS[old.kind]
+    if unknown:
+        raise click.BadParameter(f"a {old.kind} sink takes no {', '.join(sorted(unknown))}")
+    if current.unopened and not all(given.get(name) for name, _ in current.unopened):
+        raise click.ClickException(
+            "the sink's secrets cannot be opened"
+            f" ({'; '.join(f'{n}: {w}' for n, w in current.unopened)}): give them again"
+        )
+    destination = {**old.destination, **given}
+    moved = destination.get("url") != old.destination.get("url")
+    kept = [f for f in SECRET_FIELDS[old.kind] if f != "url" and old.destination.get(f)]
+    if moved and any(not given.get(f) for f in kept):
+        raise click.BadParameter(
+            "the URL changes: give its secrets again ("
+            + ", ".join(_option_of(f) for f in kept)
+            + ")"
+        )
+    filter_message = _filter(criteria) if any(criteria.values()) else None
+    message = _sink_message(
+        new_name if new_name is not None else old.name,
+        old.kind,
+        payload=payload or old.format,
+        settings=destination,
+        criteria={},
+        filter_message=filter_message,
+        paused=old.paused if paused is None else paused,
+    )
+    if filter_message is None:
+        message.ClearField("filter")
+        json_format.ParseDict(old.filter, message.filter)
+    return message, _checked(message)
+
+
+@sink.command("delete")
+@click.argument("name_or_id", metavar="NAME")
+@click.option("--confirm", required=True, help="The deployment sink's name, typed again.")
+@_data_dir_option
+@_database_url_option
+def sink_delete(
+    name_or_id: str, confirm: str, data_dir: Path | None, database_url: str | None
+) -> None:
+    """Delete a deployment sink and every tenant's instance of it (each
+    deletion recorded in the tenant's log, at severity WARNING). Their
+    undelivered events and dead letters go with them."""
+    config = Settings.load(data_dir=data_dir, database_url=database_url)
+    urls = _database_urls(config)
+
+    async def work(tools: _Tools) -> Reconciled:
+        async with tools.db.system_connection() as conn:
+            current = await _find(conn, name_or_id, tools.box)
+        if confirm != current.definition.name:
+            raise click.BadParameter(
+                "must be the deployment sink's name, typed again", param_hint="--confirm"
+            )
+        async with _definition_locked(tools.db, current.id) as conn:
+            async with tools.db.system_connection() as writer:
+                # Committed at once: interrupted, the deletion is a server's to finish.
+                await definitions.mark_deleting(
+                    writer, current.id, changed_by=f"sealtrail-server:{_operator()}"
+                )
+            current = await _find(conn, current.id, tools.box)
+            return await tools.managed.reconcile(conn, current)
+
+    done = _run(config, urls, work)
+    _report(name_or_id, done)
+    if not done.definition_deleted:
+        raise click.ClickException(
+            f"{name_or_id}: some instances are left; a server's pass removes them, then the"
+            " deployment sink"
+        )

@@ -1,0 +1,264 @@
+"""Rows of deployment sinks: the definitions the operator keeps (ADR 0070),
+and what their tenants' instances (managed rows of `sinks`) look like from
+across tenants. Read and written on system connections only: no tenant's
+connection sees a definition, nor its secrets, which are sealed as a tenant
+sink's are (bound to the definition instead of a tenant's sink).
+
+A definition changes under its lock (`DEFINITION_SUBJECT`), held by the
+command changing it or by the process reconciling its instances: the two
+never write one definition's instances at once."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import psycopg
+
+from ..domain.sealing import SealError, SecretBox
+from ..domain.sinks import SinkDefinition, with_secrets
+from .sinks import opened_destination, sealed_destination, secret_place
+
+Connection = psycopg.AsyncConnection[Any]
+
+
+def definition_subject(definition_id: str) -> str:
+    """The lock subject (store/changes.py, of no tenant) of a definition."""
+    return f"deployment_sink/{definition_id}"
+
+
+def _owner(definition_id: str) -> str:
+    """What the definition's sealed secrets are bound to."""
+    return f"deployment_sinks/{definition_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentSink:
+    id: str
+    definition: SinkDefinition  # its secrets opened, those it could not left empty
+    from_start: bool
+    revision: int
+    changed_by: str
+    created_at: datetime
+    updated_at: datetime
+    deleting: bool
+    # The secret fields that could not be opened, and why (their values are empty).
+    unopened: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """A tenant's managed sink, as seen across tenants."""
+
+    tenant_id: str
+    sink_id: str
+    revision: int
+    cursor_seq: int
+    head_seq: int
+    delivered_events: int
+    dead_letters: int
+    last_error: str
+
+
+_COLUMNS: Final = (
+    "id::text, name, kind, format, filter, destination, paused, from_start, revision,"
+    " changed_by, created_at, updated_at, deleted_at IS NOT NULL"
+)
+
+
+def _row(row: tuple[Any, ...], box: SecretBox) -> DeploymentSink:
+    (definition_id, name, kind, format, filter, destination, paused, from_start, revision,
+     changed_by, created, updated, deleting) = row  # fmt: skip
+    opened, problems = opened_destination(box, _owner(definition_id), kind, destination)
+    return DeploymentSink(
+        definition_id,
+        SinkDefinition(name, kind, format, filter, opened, paused),
+        from_start,
+        revision,
+        changed_by,
+        created,
+        updated,
+        deleting,
+        problems,
+    )
+
+
+def new_id() -> str:
+    """A new definition's id: chosen before its row is written, so that its
+    command holds its lock before any process can see it."""
+    return str(uuid.uuid4())
+
+
+async def insert_definition(
+    conn: Connection,
+    definition_id: str,
+    definition: SinkDefinition,
+    *,
+    box: SecretBox,
+    from_start: bool,
+    changed_by: str,
+) -> bool:
+    """Whether the definition was written: False if its name is taken."""
+    sealed = sealed_destination(box, _owner(definition_id), definition.kind, definition.destination)
+    cursor = await conn.execute(
+        "INSERT INTO deployment_sinks (id, name, kind, format, filter, destination, paused,"
+        " from_start, changed_by, created_at, updated_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now(), now())"
+        " ON CONFLICT (name) DO NOTHING",
+        [
+            definition_id,
+            definition.name,
+            definition.kind,
+            definition.format,
+            json.dumps(definition.filter),
+            json.dumps(sealed),
+            definition.paused,
+            from_start,
+            changed_by,
+        ],
+    )
+    return cursor.rowcount == 1
+
+
+async def find_definition(
+    conn: Connection, name_or_id: str, *, box: SecretBox
+) -> DeploymentSink | None:
+    """The definition named `name_or_id`, or with that id."""
+    cursor = await conn.execute(
+        f"SELECT {_COLUMNS} FROM deployment_sinks WHERE name = %s OR id::text = %s"
+        " ORDER BY name = %s DESC LIMIT 1",
+        [name_or_id, name_or_id, name_or_id],
+    )
+    row = await cursor.fetchone()
+    return None if row is None else _row(row, box)
+
+
+async def list_definitions(conn: Connection, *, box: SecretBox) -> list[DeploymentSink]:
+    cursor = await conn.execute(f"SELECT {_COLUMNS} FROM deployment_sinks ORDER BY name")
+    return [_row(row, box) for row in await cursor.fetchall()]
+
+
+async def definition_ids(conn: Connection) -> list[str]:
+    """Every definition's id, those being deleted included."""
+    cursor = await conn.execute("SELECT id::text FROM deployment_sinks ORDER BY created_at, id")
+    return [definition_id for (definition_id,) in await cursor.fetchall()]
+
+
+async def update_definition(
+    conn: Connection,
+    definition_id: str,
+    definition: SinkDefinition,
+    *,
+    box: SecretBox,
+    changed_by: str,
+) -> int:
+    """Replaces the definition; its new revision."""
+    sealed = sealed_destination(box, _owner(definition_id), definition.kind, definition.destination)
+    cursor = await conn.execute(
+        "UPDATE deployment_sinks SET name = %s, kind = %s, format = %s, filter = %s,"
+        " destination = %s, paused = %s, changed_by = %s, updated_at = now(),"
+        " revision = revision + 1 WHERE id = %s RETURNING revision",
+        [
+            definition.name,
+            definition.kind,
+            definition.format,
+            json.dumps(definition.filter),
+            json.dumps(sealed),
+            definition.paused,
+            changed_by,
+            definition_id,
+        ],
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def name_taken(conn: Connection, name: str, *, other_than: str) -> bool:
+    cursor = await conn.execute(
+        "SELECT FROM deployment_sinks WHERE name = %s AND id <> %s", [name, other_than]
+    )
+    return await cursor.fetchone() is not None
+
+
+async def mark_deleting(conn: Connection, definition_id: str, *, changed_by: str) -> None:
+    """The definition is going: no instance is made of it any more, and each
+    reconciliation removes those left until the row goes too."""
+    await conn.execute(
+        "UPDATE deployment_sinks SET deleted_at = coalesce(deleted_at, now()), changed_by = %s"
+        " WHERE id = %s",
+        [changed_by, definition_id],
+    )
+
+
+async def delete_definition(conn: Connection, definition_id: str) -> None:
+    await conn.execute("DELETE FROM deployment_sinks WHERE id = %s", [definition_id])
+
+
+async def instances(conn: Connection, definition_id: str) -> list[Instance]:
+    """The definition's instances, by tenant, with their delivery state."""
+    cursor = await conn.execute(
+        "SELECT s.tenant_id, s.id::text, s.deployment_revision, s.cursor_seq,"
+        " coalesce(h.tree_size, 0), s.delivered_events,"
+        " (SELECT count(*) FROM sink_dead_letters AS d"
+        "   WHERE d.tenant_id = s.tenant_id AND d.sink_id = s.id), s.last_error"
+        " FROM sinks AS s LEFT JOIN chain_heads AS h ON h.tenant_id = s.tenant_id"
+        " WHERE s.deployment_sink_id = %s ORDER BY s.tenant_id",
+        [definition_id],
+    )
+    return [Instance(*row) for row in await cursor.fetchall()]
+
+
+async def tenants_without(conn: Connection, definition_id: str) -> list[str]:
+    """The tenants with a log and no instance of the definition, erased ones
+    aside (an erasure removes their log too; a log begun after it is refused)."""
+    cursor = await conn.execute(
+        "SELECT h.tenant_id FROM chain_heads AS h WHERE NOT EXISTS (SELECT FROM sinks AS s"
+        "   WHERE s.tenant_id = h.tenant_id AND s.deployment_sink_id = %s)"
+        " AND NOT EXISTS (SELECT FROM tenant_erasures AS e WHERE e.tenant_id = h.tenant_id)"
+        " ORDER BY h.tenant_id",
+        [definition_id],
+    )
+    return [tenant_id for (tenant_id,) in await cursor.fetchall()]
+
+
+async def tenants_with_logs(conn: Connection) -> set[str]:
+    cursor = await conn.execute("SELECT tenant_id FROM chain_heads")
+    return {tenant_id for (tenant_id,) in await cursor.fetchall()}
+
+
+async def reseal_definitions(owner_url: str, box: SecretBox) -> tuple[int, list[str]]:
+    """Seal again, under the sealing key, every definition's secret sealed
+    under a key being retired (store/sinks.reseal_secrets does the tenants'
+    sinks, instances included); run as the owner at start. Each row changes
+    only if it is still as read. Returns the number changed and the
+    definitions with a secret that cannot be opened."""
+    changed, unopenable = 0, []
+    async with await psycopg.AsyncConnection.connect(owner_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT id::text, name, kind, destination FROM deployment_sinks"
+        )
+        for definition_id, name, kind, destination in await cursor.fetchall():
+
+            def reseal(field: str, value: str) -> str:
+                if box.is_current(value):
+                    return value
+                place = secret_place(_owner(definition_id), kind, destination, field)  # noqa: B023
+                return box.seal(box.open(value, place=place), place=place)  # none in the clear
+
+            try:
+                resealed = with_secrets(kind, destination, reseal)
+            except SealError as error:
+                unopenable.append(f"{name} ({definition_id}): {error}")
+                continue
+            if resealed != destination:
+                updated = await conn.execute(
+                    "UPDATE deployment_sinks SET destination = %s"
+                    " WHERE id = %s AND destination = %s",
+                    [json.dumps(resealed), definition_id, json.dumps(destination)],
+                )
+                changed += updated.rowcount
+    return changed, unopenable

@@ -1,0 +1,355 @@
+"""Deployment-wide sinks (ADR 0070, docs/forwarding.md "Deployment-wide
+sinks"): the operator's `sealtrail-server sink` sends every tenant's events
+to one destination through a managed sink in each tenant, which the tenant
+sees (and sees recorded in its log) but cannot change. A database of their
+own: a deployment sink reaches every tenant of its database."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner, Result
+from google.protobuf import json_format
+
+from sealtrail import (
+    AuditClient,
+    PermissionDeniedError,
+    RpcFailedError,
+    build_event,
+    build_filter,
+    build_sink,
+)
+from sealtrail.v1 import event_pb2, forwarding_pb2
+from sealtrail_server import cli
+from tests.conftest import REDACTION_SECRET, SECRETS_KEY, ServerThread, database_of_its_own
+from tests.http_endpoint import Endpoint, Received, endpoint
+
+SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
+
+
+@pytest.fixture(scope="module")
+def own_database(database_url: str) -> Iterator[str]:
+    with database_of_its_own(database_url, "deployment_sinks") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def deployment(own_database: str) -> Iterator[ServerThread]:
+    server = ServerThread(own_database, deployment_sink_interval=0.3)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Endpoint]:
+    with endpoint() as running:
+        yield running
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path) -> Path:
+    path = tmp_path / "secret.txt"
+    path.write_text(SECRET + "\n")
+    return path
+
+
+@pytest.fixture
+def operator(own_database: str) -> Iterator[Callable[..., Result]]:
+    """`sealtrail-server ARGS` on the deployment's database; every
+    deployment sink a test made is deleted after it."""
+
+    def run(*args: str) -> Result:
+        env = {
+            "SEALTRAIL_DATABASE_URL": own_database,
+            "SEALTRAIL_REDACTION_KEY": REDACTION_SECRET.hex(),
+            "SEALTRAIL_SECRETS_KEY": SECRETS_KEY.hex(),
+            "SEALTRAIL_FORWARD_ALLOW_HTTP": "true",
+            "SEALTRAIL_FORWARD_ALLOW_NETWORKS": "127.0.0.0/8",
+        }
+        return CliRunner().invoke(cli.main, list(args), env=env, catch_exceptions=False)
+
+    yield run
+    listed = run("sink", "list", "--format", "json")
+    for definition in json.loads(listed.stdout):
+        run("sink", "delete", definition["id"], "--confirm", definition["name"])
+
+
+@pytest.fixture
+def admin_of(deployment: ServerThread) -> Iterator[Callable[[str], AuditClient]]:
+    clients: list[AuditClient] = []
+
+    def make(tenant_id: str) -> AuditClient:
+        client = AuditClient(deployment.target, token=deployment.token(tenant_id))
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def sql(own_database: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(own_database, autocommit=True) as conn:
+        yield conn
+
+
+def _tenant() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def _events_of(received: list[Received], tenant_id: str) -> list[dict[str, Any]]:
+    """The events delivered of `tenant_id`, each checked to be labelled with
+    it (the webhook's envelope and the event itself)."""
+    found = []
+    for request in received:
+        data = json.loads(request.body)["data"]
+        events = [e for e in data["events"] if e["tenant_id"] == tenant_id]
+        if events:
+            assert data["tenant_id"] == tenant_id
+            assert all(e["tenant_id"] == tenant_id for e in data["events"])
+            found += events
+    return found
+
+
+def _delivered(tenant_id: str, *actions: str) -> Callable[[list[Received]], bool]:
+    def done(received: list[Received]) -> bool:
+        got = {e["action"] for e in _events_of(received, tenant_id)}
+        return set(actions) <= got
+
+    return done
+
+
+def _create(
+    operator: Callable[..., Result], name: str, url: str, secret_file: Path, *more: str
+) -> str:
+    made = operator(
+        "sink", "create", name, "--kind", "webhook", "--url", url, "--secret", f"@{secret_file}",
+        *more,
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    return made.stdout.strip().splitlines()[-1]
+
+
+def _managed(client: AuditClient) -> list[forwarding_pb2.Sink]:
+    return [sink for sink in client.list_sinks() if sink.managed]
+
+
+def test_a_deployment_sink_forwards_every_tenants_events_labelled_with_its_tenant(
+    operator: Callable[..., Result],
+    admin_of: Callable[[str], AuditClient],
+    receiver: Endpoint,
+    secret_file: Path,
+) -> None:
+    first, second = _tenant(), _tenant()
+    for tenant_id in (first, second):
+        admin_of(tenant_id).record(build_event(action="doc.edit", actor_id="u-1"))
+
+    _create(operator, "soc", receiver.url + "/soc", secret_file, "--from", "start")
+
+    received = receiver.wait_for(
+        lambda r: (
+            _delivered(first, "doc.edit", "sink.created")(r)
+            and _delivered(second, "doc.edit", "sink.created")(r)
+        )
+    )
+    for tenant_id in (first, second):
+        assert [e["seq"] for e in _events_of(received, tenant_id)][:2] == [1, 2]
+        admin = admin_of(tenant_id)
+        [sink] = _managed(admin)
+        assert sink.name == "soc" and sink.webhook.url.startswith(receiver.url)
+        # The operator's secret gives nothing away, not even its last characters.
+        assert list(sink.webhook.secret_hints) == []
+        [created] = admin.query(build_filter(actions="sink.created"))
+        assert created.actor.type == event_pb2.ACTOR_TYPE_SYSTEM
+        assert created.actor.id.startswith("sealtrail-server:")
+        assert created.resource.id == sink.id
+        details = json_format.MessageToDict(created.details)
+        assert details["managed"] is True and details["from_seq"] == 1
+        assert SECRET not in str(created)
+
+
+def test_from_now_starts_each_existing_tenant_at_the_event_recording_its_instance(
+    operator: Callable[..., Result],
+    admin_of: Callable[[str], AuditClient],
+    receiver: Endpoint,
+    secret_file: Path,
+) -> None:
+    tenant_id = _tenant()
+    admin = admin_of(tenant_id)
+    admin.record_batch([build_event(action="doc.edit", actor_id="u-1") for _ in range(3)])
+
+    _create(operator, "soc-now", receiver.url, secret_file)  # --from now, the default
+
+    received = receiver.wait_for(_delivered(tenant_id, "sink.created"))
+    assert [e["seq"] for e in _events_of(received, tenant_id)] == [4]
+
+
+def test_a_tenant_whose_log_begins_later_is_forwarded_from_its_first_event(
+    operator: Callable[..., Result],
+    admin_of: Callable[[str], AuditClient],
+    receiver: Endpoint,
+    secret_file: Path,
+) -> None:
+    _create(operator, "soc-later", receiver.url, secret_file)
+    newcomer = _tenant()
+    admin = admin_of(newcomer)
+    admin.record_batch([build_event(action="doc.create", actor_id="u-2") for _ in range(2)])
+
+    received = receiver.wait_for(_delivered(newcomer, "doc.create", "sink.created"))
+    events = _events_of(received, newcomer)
+    assert [e["seq"] for e in events if e["action"] == "doc.create"] == [1, 2]
+    [sink] = _managed(admin)
+    assert sink.state.cursor_seq >= 2
+
+
+def test_a_tenant_admin_cannot_change_pause_replay_or_delete_a_managed_sink(
+    operator: Callable[..., Result],
+    admin_of: Callable[[str], AuditClient],
+    receiver: Endpoint,
+    secret_file: Path,
+) -> None:
+    tenant_id = _tenant()
+    admin = admin_of(tenant_id)
+    admin.record(build_event(action="doc.edit", actor_id="u-1"))
+    _create(operator, "soc-kept", receiver.url, secret_file)
+    [sink] = _managed(admin)
+
+    attempts: list[Callable[[], object]] = [
+        lambda: admin.update_sink(forwarding_pb2.Sink(id=sink.id, paused=True), fields=["paused"]),
+        lambda: admin.update_sink(forwarding_pb2.Sink(id=sink.id, name="mine"), fields=["name"]),
+        lambda: admin.delete_sink(sink.id),
+        lambda: admin.replay_sink(sink.id, seq_range=(1, 1)),
+    ]
+    for attempt in attempts:
+        with pytest.raises(PermissionDeniedError) as refused:
+            attempt()
+        assert refused.value.reason == "SINK_MANAGED_BY_OPERATOR"
+        assert "sealtrail-server sink" in str(refused.value)
+    [still] = _managed(admin)
+    assert (still.name, still.paused) == ("soc-kept", False)
+    assert [e.action for e in admin.query(build_filter(actions="sink.*"))] == ["sink.created"]
+
+
+def test_a_managed_sink_takes_nothing_from_the_tenants_own_fifty(
+    operator: Callable[..., Result],
+    admin_of: Callable[[str], AuditClient],
+    receiver: Endpoint,
+    secret_file: Path,
+) -> None:
+    tenant_id = _tenant()
+    admin = admin_of(tenant_id)
+    admin.record(build_event(action="doc.edit", actor_id="u-1"))
+    _create(operator, "soc-extra", receiver.url, secret_file)
+    for index in range(50):
+        admin.create_sink(
+            build_sink(f"own-{index}", "webhook", url=receiver.url, secrets=[SECRET], paused=True)
+        )
+    assert len(admin.list_sinks()) == 51
+    with pytest.raises(RpcFailedError) as refused:
+        admin.create_sink(build_sink("one-more", "webhook", url=receiver.url, secrets=[SECRET]))
+    assert refused.value.reason == "TOO_MANY_SINKS"
+
+
+def test_an_update_changes_every_instance_and_each_tenants_log_says_so(
+    operator: Callable[..., Result],
+    admin_of: Callable[[str], AuditClient],
+    receiver: Endpoint,
+    secret_file: Path,
+) -> None:
+    tenants = [_tenant(), _tenant()]
+    for tenant_id in tenants:
+        admin_of(tenant_id).record(build_event(action="doc.edit", actor_id="u-1"))
+    _create(operator, "soc-narrowed", receiver.url, secret_file)
+
+    changed = operator("sink", "update", "soc-narrowed", "--action", "doc.*")
+
+    assert changed.exit_code == 0, changed.output
+    for tenant_id in tenants:
+        admin = admin_of(tenant_id)
+        [sink] = _managed(admin)
+        assert list(sink.filter.actions) == ["doc.*"]
+        [updated] = admin.query(build_filter(actions="sink.updated"))
+        assert updated.severity == event_pb2.SEVERITY_WARNING  # its filter narrowed
+        assert list(updated.details["weakens"]) == ["filter_narrowed"]
+        assert updated.actor.type == event_pb2.ACTOR_TYPE_SYSTEM
+
+
+def test_erasing_a_tenant_removes_its_instance_and_no_pass_makes_it_again(
+    deployment: ServerThread,
+    operator: Callable[..., Result],
+    admin_of: Callable[[str], AuditClient],
+    receiver: Endpoint,
+    secret_file: Path,
+    sql: psycopg.Connection[Any],
+) -> None:
+    tenant_id = _tenant()
+    admin = admin_of(tenant_id)
+    admin.record(build_event(action="doc.edit", actor_id="u-1"))
+    _create(operator, "soc-erased", receiver.url, secret_file)
+    assert len(_managed(admin)) == 1
+
+    admin.erase_tenant(tenant_id)
+    assert deployment.service.deployment_sinks is not None
+    deployment.run(deployment.service.deployment_sinks.run_pass())
+
+    left = sql.execute("SELECT count(*) FROM sinks WHERE tenant_id = %s", [tenant_id]).fetchone()
+    assert left == (0,)
+    shown = json.loads(operator("sink", "show", "soc-erased").stdout)
+    assert tenant_id not in {i["tenant_id"] for i in shown["instances"]}
+
+
+def test_deleting_the_definition_removes_every_instance_with_a_warning_in_each_log(
+    operator: Callable[..., Result],
+    admin_of: Callable[[str], AuditClient],
+    receiver: Endpoint,
+    secret_file: Path,
+    sql: psycopg.Connection[Any],
+) -> None:
+    tenants = [_tenant(), _tenant()]
+    for tenant_id in tenants:
+        admin_of(tenant_id).record(build_event(action="doc.edit", actor_id="u-1"))
+    definition_id = _create(operator, "soc-gone", receiver.url, secret_file)
+
+    mistyped = operator("sink", "delete", "soc-gone", "--confirm", "soc")
+    assert mistyped.exit_code == 2 and "--confirm" in mistyped.output
+    deleted = operator("sink", "delete", "soc-gone", "--confirm", "soc-gone")
+
+    assert deleted.exit_code == 0, deleted.output
+    for tenant_id in tenants:
+        admin = admin_of(tenant_id)
+        assert _managed(admin) == []
+        [gone] = admin.query(build_filter(actions="sink.deleted"))
+        assert gone.severity == event_pb2.SEVERITY_WARNING
+        assert list(gone.details["weakens"]) == ["deleted"]
+    rows = sql.execute(
+        "SELECT count(*) FROM sinks WHERE deployment_sink_id = %s", [definition_id]
+    ).fetchone()
+    assert rows == (0,)
+    assert "soc-gone" not in operator("sink", "list").stdout
+
+
+def test_the_operator_is_told_which_option_is_wrong(
+    operator: Callable[..., Result], receiver: Endpoint, secret_file: Path
+) -> None:
+    no_secret = operator("sink", "create", "soc-bad", "--kind", "webhook", "--url", receiver.url)
+    assert no_secret.exit_code == 2 and "--secret" in no_secret.output
+    internal = operator(
+        "sink", "create", "soc-bad", "--kind", "webhook", "--url", "https://10.1.2.3/x",
+        "--secret", f"@{secret_file}",
+    )  # fmt: skip
+    assert internal.exit_code == 2 and "--url" in internal.output
+    _create(operator, "soc-twice", receiver.url, secret_file)
+    again = operator(
+        "sink", "create", "soc-twice", "--kind", "webhook", "--url", receiver.url,
+        "--secret", f"@{secret_file}",
+    )  # fmt: skip
+    assert again.exit_code == 1 and "already" in again.output
