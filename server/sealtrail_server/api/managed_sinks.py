@@ -82,6 +82,17 @@ class ManagedSinks:
         definition created `--from now`, as its command makes them); else at
         its first."""
         done = Reconciled()
+        if deployment.unopened and not deployment.deleting:
+            # Written as it is, an instance would hold the secret empty.
+            problem = "; ".join(f"{name}: {why}" for name, why in deployment.unopened)
+            log.error(
+                "deployment sink %s: its secrets cannot be opened (%s): no instance is made"
+                " or changed until `sealtrail-server sink update` gives them again",
+                deployment.definition.name,
+                problem,
+            )
+            done.failed.append(("*", f"its secrets cannot be opened ({problem})"))
+            return done
         for instance in await definitions.instances(conn, deployment.id):
             tenant_id = instance.tenant_id
             try:
@@ -98,11 +109,6 @@ class ManagedSinks:
             if not done.failed:
                 await definitions.delete_definition(conn, deployment.id)
                 done.definition_deleted = True
-            return done
-        if deployment.unopened:
-            problem = "; ".join(f"{name}: {why}" for name, why in deployment.unopened)
-            for tenant_id in await definitions.tenants_without(conn, deployment.id):
-                done.failed.append((tenant_id, f"its secrets cannot be opened ({problem})"))
             return done
         for tenant_id in await definitions.tenants_without(conn, deployment.id):
             try:
