@@ -438,7 +438,6 @@ class Service:
                 listen=settings.console_listen,
                 key=console_key,
                 trusted_proxies=trusted_proxies,
-                retention_min_days=settings.retention_min_days,
             )
             try:
                 self.console_port = await self.console.start()

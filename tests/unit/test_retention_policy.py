@@ -15,6 +15,7 @@ from sealtrail_server.domain.errors import InvalidArgument
 from sealtrail_server.domain.event import CATEGORIES
 from sealtrail_server.domain.retention import (
     MAX_DAYS,
+    RetentionLimits,
     RetentionPolicy,
     RetentionRule,
     RuleDraft,
@@ -108,6 +109,48 @@ def test_retentions_own_records_fall_under_no_selection() -> None:
     # A rule for them stored before such rules were refused selects nothing either.
     stored = RetentionPolicy(30, (RetentionRule(10, action_prefix="retention."),))
     assert not [s for s in purge_selections(stored) if _covers(s, "retention.purged", "system")]
+
+
+def test_a_limit_outside_the_operators_range_is_refused_naming_whose_it_is() -> None:
+    """The floor refuses a short limit, the tenant's plan a long one and
+    forever; both name their fields together."""
+    plan = RetentionLimits(30, 90)
+    with pytest.raises(InvalidArgument) as refused:
+        validate_policy(
+            0,
+            [
+                RuleDraft(7, category=CATEGORY_NUMBERS["authentication"]),
+                RuleDraft(91, action_prefix="rag.*"),
+                RuleDraft(90, action_prefix="doc.*"),
+            ],
+            limits=plan,
+        )
+    messages = {v.field: v.description for v in refused.value.violations}
+    assert list(messages) == ["policy.default_days", "policy.rules[0].days", "policy.rules[1].days"]
+    assert messages["policy.default_days"] == "must be at most 90 days, this tenant's plan"
+    assert messages["policy.rules[0].days"] == "must be at least 30 days, this deployment's minimum"
+    assert messages["policy.rules[1].days"] == "must be at most 90 days, this tenant's plan"
+    assert validate_policy(90, [RuleDraft(30, action_prefix="rag.*")], limits=plan)
+    # Without a ceiling, forever passes the floor, as it always did.
+    assert validate_policy(0, [], limits=RetentionLimits(30)) == RetentionPolicy()
+
+
+def test_the_purge_brings_each_limit_into_the_range_and_the_floor_wins_over_a_lower_ceiling() -> (
+    None
+):
+    stored = RetentionPolicy(
+        0, (RetentionRule(1, category="authentication"), RetentionRule(365, action_prefix="rag."))
+    )
+    assert stored.within(RetentionLimits()) == stored
+    assert stored.within(RetentionLimits(30, 90)) == RetentionPolicy(
+        90, (RetentionRule(30, category="authentication"), RetentionRule(90, action_prefix="rag."))
+    )
+    # A ceiling of 7 days under a floor raised to 30 since: 30 days, for all.
+    below = RetentionLimits(30, 7)
+    assert below.max_days == 30
+    assert {rule.days for rule in stored.within(below).rules} == {30}
+    assert stored.within(below).default_days == 30
+    assert below.problem(30) is None and below.problem(31) and below.problem(0)
 
 
 def test_too_many_rules_are_refused() -> None:

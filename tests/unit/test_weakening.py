@@ -12,13 +12,14 @@ import pytest
 
 from sealtrail_server.domain.alerts import Condition
 from sealtrail_server.domain.filters import EventFilter
-from sealtrail_server.domain.retention import RetentionPolicy, RetentionRule
+from sealtrail_server.domain.retention import RetentionLimits, RetentionPolicy, RetentionRule
 from sealtrail_server.domain.sinks import SinkDefinition
 from sealtrail_server.domain.weakening import (
     RuleSettings,
     Shortening,
     condition_narrows,
     filter_narrows,
+    limit_shortenings,
     retention_shortenings,
     rule_weakenings,
     sink_weakenings,
@@ -253,5 +254,25 @@ def test_a_longer_prefix_removed_falls_back_to_the_shorter_prefix() -> None:
 
 
 def test_under_the_deployments_floor_two_limits_are_equally_long() -> None:
-    assert retention_shortenings(_policy(10).at_least(30), _policy(20).at_least(30)) == []
-    assert retention_shortenings(_policy(10).at_least(30), _policy(0).at_least(30)) == []
+    floor = RetentionLimits(30)
+    assert retention_shortenings(_policy(10).within(floor), _policy(20).within(floor)) == []
+    assert retention_shortenings(_policy(10).within(floor), _policy(0).within(floor)) == []
+
+
+def test_a_ceiling_shortens_what_a_policy_keeps_longer_and_nothing_else() -> None:
+    """Set by the operator over a policy of forever with a 30-day rule: the
+    default and a year-long category are kept less long; clearing it, or a
+    lower ceiling above every limit of a policy, shortens nothing."""
+    policy = _policy(
+        0,
+        RetentionRule(30, action_prefix="rag."),
+        RetentionRule(365, category="authentication"),
+    )
+    none, plan = RetentionLimits(), RetentionLimits(0, 90)
+    assert limit_shortenings(policy, none, plan) == [
+        Shortening("default", 0, 90),
+        Shortening("category:authentication", 365, 90),
+    ]
+    assert limit_shortenings(policy, plan, none) == []
+    short = _policy(30)
+    assert limit_shortenings(short, RetentionLimits(0, 365), plan) == []

@@ -19,6 +19,7 @@ from ..domain.errors import InvalidArgument, PermissionDenied
 from ..domain.etags import require_etag
 from ..domain.event import CATEGORIES, ChangeDraft
 from ..domain.retention import (
+    RetentionLimits,
     RetentionPolicy,
     RetentionRule,
     RuleDraft,
@@ -95,20 +96,22 @@ def _hold_message(stored: StoredPolicy) -> pb.LegalHold:
 
 
 def shortenings(
-    before: RetentionPolicy, after: RetentionPolicy, *, min_days: int
+    before: RetentionPolicy, after: RetentionPolicy, *, limits: RetentionLimits
 ) -> list[Shortening]:
     """The events `after` keeps less long than `before`, as the purge
-    applies both (the deployment's floor `min_days` raises what a policy
-    stored before it says; the same limit under the floor is no shorter).
-    The console's preview lists them as the change's record will."""
-    return retention_shortenings(before.at_least(min_days), after.at_least(min_days))
+    applies both within the operator's `limits` (the deployment's floor
+    raises, the tenant's ceiling lowers, what a policy stored before them
+    says; the same limit raised or lowered alike is no shorter for it). The
+    console's preview lists them as the change's record will."""
+    return retention_shortenings(before.within(limits), after.within(limits))
 
 
 def policy_of(message: pb.RetentionPolicy) -> RetentionPolicy:
     """The policy a message of this API shows (GetRetentionPolicy's, a
     preview's), as stored: the inverse of `_policy_message`, unchecked, for
     a stored policy may hold what a change may no longer set (a rule under a
-    floor raised since, an inert `retention.*` rule)."""
+    floor raised since, or over a ceiling set since, an inert `retention.*`
+    rule)."""
     rules = []
     for rule in message.rules:
         if rule.WhichOneof("selector") == "category":
@@ -118,19 +121,30 @@ def policy_of(message: pb.RetentionPolicy) -> RetentionPolicy:
     return RetentionPolicy(message.default_days, tuple(rules))
 
 
-def _validated(message: pb.RetentionPolicy, *, min_days: int) -> RetentionPolicy:
+def limits_of(message: pb.RetentionLimits) -> RetentionLimits:
+    """The operator's limits a GetRetentionPolicy answer tells (`limits`),
+    as the purge applies them: `_limits_message`'s inverse."""
+    return RetentionLimits(message.min_days, message.max_days or None)
+
+
+def _limits_message(limits: RetentionLimits) -> pb.RetentionLimits:
+    return pb.RetentionLimits(min_days=limits.min_days, max_days=limits.max_days or 0)
+
+
+def _validated(message: pb.RetentionPolicy, *, limits: RetentionLimits) -> RetentionPolicy:
     return validate_policy(
         message.default_days,
         [
             RuleDraft(days=r.days, category=r.category, action_prefix=r.action_prefix)
             for r in message.rules
         ],
-        min_days=min_days,
+        limits=limits,
     )
 
 
-def _shortened_details(shortened: list[Shortening]) -> dict[str, Any]:
-    """The details of a policy change that shortens retention: why it is a
+def shortened_details(shortened: list[Shortening]) -> dict[str, Any]:
+    """The details of a change that shortens retention (of the policy, or of
+    the operator's ceiling on it): why it is a
     warning, and which events it keeps less long (the first
     SHORTENINGS_RECORDED; `shortened_more` counts the rest, for a policy of a
     hundred rules must still fit its record)."""
@@ -143,17 +157,18 @@ def _shortened_details(shortened: list[Shortening]) -> dict[str, Any]:
     return details
 
 
-def _policy_description(shortened: list[Shortening]) -> str:
-    """The description of a policy change: which events it keeps less long
-    (the first three; the details list more), if any."""
+def shortened_description(what: str, shortened: list[Shortening]) -> str:
+    """The description of a change of `what` ("Retention policy changed"):
+    which events it keeps less long (the first three; the details list
+    more), if any."""
     if not shortened:
-        return "Retention policy changed"
+        return what
     cuts = ", ".join(
         f"{s.events} from {_period(s.before_days)} to {_period(s.after_days)}"
         for s in shortened[:3]
     )
     more = f" and {len(shortened) - 3} more" if len(shortened) > 3 else ""
-    return f"Retention policy changed, shortening {cuts}{more}"
+    return f"{what}, shortening {cuts}{more}"
 
 
 def _period(days: int) -> str:
@@ -199,18 +214,33 @@ class RetentionRpcs:
             stored = await read_policy(conn, tenant_id)
             await refuse_if_erased(conn, tenant_id)  # not the defaults of no one
         return pb.GetRetentionPolicyResponse(
-            policy=_policy_message(stored), legal_hold=_hold_message(stored)
+            policy=_policy_message(stored),
+            legal_hold=_hold_message(stored),
+            limits=_limits_message(self._limits(stored)),
         )
+
+    def _limits(self, stored: StoredPolicy | None = None) -> RetentionLimits:
+        """What the operator allows the tenant whose policy is `stored`: the
+        deployment's floor, and its own ceiling (none, without `stored`)."""
+        if stored is None:
+            return RetentionLimits(self._retention_min_days)
+        return stored.limits(min_days=self._retention_min_days)
 
     async def UpdateRetentionPolicy(
         self, request: pb.UpdateRetentionPolicyRequest, context: Context
     ) -> pb.UpdateRetentionPolicyResponse:
         principal = current_principal()
-        policy = _validated(request.policy, min_days=self._retention_min_days)
+        # Checked at once as any policy is (its fields, the floor), then
+        # against the tenant's ceiling, which only a change of this subject
+        # moves (the operator's, sealtrail-server tenant retention-limit):
+        # read before the wait for a purge batch, refused without it.
+        _validated(request.policy, limits=self._limits())
         tenant_id = principal.tenant_id
         async with self._changes.exclusive(
             tenant_id, RETENTION_SUBJECT, caller=principal.token_id
         ) as conn:
+            limits = self._limits(await read_policy(conn, tenant_id))
+            policy = _validated(request.policy, limits=limits)
             before = await policy_to_change(conn, tenant_id, seconds=_batch_wait(context))
             require_etag(
                 request.policy.etag,
@@ -220,7 +250,7 @@ class RetentionRpcs:
             if before.policy == policy:
                 return pb.UpdateRetentionPolicyResponse(policy=_policy_message(before))
             old, new = describe(before.policy), describe(policy)
-            shortened = self._shortenings(before.policy, policy)
+            shortened = shortenings(before.policy, policy, limits=limits)
             # Recorded before it applies: a change is never without its event.
             event_id = (
                 await record_access(
@@ -231,8 +261,8 @@ class RetentionRpcs:
                     category=event_pb2.CATEGORY_CONFIGURATION,
                     severity=weakening_severity(shortened),
                     resource_type="retention_policy",
-                    description=_policy_description(shortened),
-                    details=_shortened_details(shortened),
+                    description=shortened_description("Retention policy changed", shortened),
+                    details=shortened_details(shortened),
                     changes=[
                         ChangeDraft(name, old[name], new[name])
                         for name in old
@@ -243,18 +273,16 @@ class RetentionRpcs:
             after = await write_policy(conn, tenant_id, policy, now=self._clock())
         return pb.UpdateRetentionPolicyResponse(policy=_policy_message(after), event_id=event_id)
 
-    def _shortenings(self, before: RetentionPolicy, after: RetentionPolicy) -> list[Shortening]:
-        return shortenings(before, after, min_days=self._retention_min_days)
-
     async def PreviewRetentionPolicy(
         self, request: pb.PreviewRetentionPolicyRequest, context: Context
     ) -> pb.PreviewRetentionPolicyResponse:
-        policy = _validated(request.policy, min_days=self._retention_min_days)
+        _validated(request.policy, limits=self._limits())  # as the change checks it
         tenant_id = current_principal().tenant_id
         now = self._clock()
-        horizons = [(s, now - timedelta(days=s.days)) for s in purge_selections(policy)]
         async with self._db.connection(tenant_id) as conn:
             current = await read_policy(conn, tenant_id)
+            policy = _validated(request.policy, limits=self._limits(current))
+            horizons = [(s, now - timedelta(days=s.days)) for s in purge_selections(policy)]
             require_etag(
                 request.policy.etag,
                 policy_etag(current.policy, current.updated_at),

@@ -98,7 +98,7 @@ from ..api.callers import (
     address,
     behind_proxies,
 )
-from ..api.retention import policy_of, shortenings
+from ..api.retention import limits_of, policy_of, shortenings
 from ..domain.canonical import plain_numbers
 from ..domain.event import MAX_USER_AGENT, parse_request_id
 from ..domain.networks import IpNetwork
@@ -257,14 +257,10 @@ class Console:
         listen: str,
         key: str = "",
         trusted_proxies: tuple[IpNetwork, ...] = (),
-        retention_min_days: int = 0,
     ) -> None:
         """`key`: what the server trusts the browser's address and user agent
         from (api/callers.py); "" passes none on. `trusted_proxies`: peers
-        believed about the browser they forward for (X-Forwarded-For).
-        `retention_min_days`: the deployment's floor (SEALTRAIL_RETENTION_MIN_DAYS),
-        under which a preview judges what a policy shortens as the change's
-        record will."""
+        believed about the browser they forward for (X-Forwarded-For)."""
         # As the clients do: a page of 100 large events outgrows gRPC's default 4 MiB.
         self._channel = grpc.aio.insecure_channel(
             grpc_target, options=[("grpc.max_receive_message_length", 96 * 1024 * 1024)]
@@ -272,7 +268,6 @@ class Console:
         self._stub = audit_service_pb2_grpc.AuditLogServiceStub(self._channel)
         self._key = key
         self._trusted_proxies = trusted_proxies
-        self._retention_min_days = retention_min_days
         host, _, port = listen.rpartition(":")
         self._host, self._port = host.strip("[]") or "127.0.0.1", int(port)
         self._runner: web.AppRunner | None = None
@@ -689,10 +684,10 @@ class Console:
         preview = await self._stub.PreviewRetentionPolicy(
             retention_pb2.PreviewRetentionPolicyRequest(policy=policy), metadata=metadata
         )
+        # Within the limits the server answered (the deployment's floor, the
+        # tenant's ceiling), under which the change's record will judge it.
         cut = shortenings(
-            policy_of(current.policy),
-            policy_of(preview.policy),
-            min_days=self._retention_min_days,
+            policy_of(current.policy), policy_of(preview.policy), limits=limits_of(current.limits)
         )
         answer = _json(preview, defaults=True)
         answer["shortened"] = [shortening.as_json() for shortening in cut]

@@ -73,19 +73,57 @@ class RetentionPolicy:
     def keeps_everything(self) -> bool:
         return self.default_days == 0 and all(rule.days == 0 for rule in self.rules)
 
-    def at_least(self, min_days: int) -> RetentionPolicy:
-        """The policy as the purge applies it under a deployment floor of
-        `min_days`: every limit shorter than the floor raised to it (forever
-        stays forever). A policy stored before the floor was raised is kept,
-        as its tenant set it, but removes nothing younger than the floor."""
-
-        def days(limit: int) -> int:
-            return max(limit, min_days) if limit else 0
-
+    def within(self, limits: RetentionLimits) -> RetentionPolicy:
+        """The policy as the purge applies it under the operator's `limits`:
+        every limit brought into their range (`RetentionLimits.applied`). A
+        policy stored before the floor was raised, or before its tenant's
+        ceiling was set or lowered, is kept as its tenant set it, but removes
+        nothing younger than the floor, and keeps nothing longer than the
+        ceiling."""
         return RetentionPolicy(
-            days(self.default_days),
-            tuple(replace(rule, days=days(rule.days)) for rule in self.rules),
+            limits.applied(self.default_days),
+            tuple(replace(rule, days=limits.applied(rule.days)) for rule in self.rules),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionLimits:
+    """The range of days the operator allows a tenant's limits (ADR 0058,
+    ADR 0072): at least `min_days`, the deployment's floor
+    (SEALTRAIL_RETENTION_MIN_DAYS; 0: none), and at most `ceiling`, the
+    tenant's plan (`sealtrail-server tenant retention-limit`; None: none).
+
+    A ceiling below the floor (the floor raised past a ceiling set before)
+    counts as the floor: the floor promises that nothing younger is removed,
+    and an event removed too early is gone for good, where one kept too long
+    goes at a later pass."""
+
+    min_days: int = 0
+    ceiling: int | None = None
+
+    @property
+    def max_days(self) -> int | None:
+        """The longest limit allowed, as it applies; None: any, and forever."""
+        return None if self.ceiling is None else max(self.ceiling, self.min_days)
+
+    def applied(self, days: int) -> int:
+        """A limit of `days` (0: forever) as the purge applies it."""
+        top = self.max_days
+        if top is not None and (days == 0 or days > top):
+            return top
+        return max(days, self.min_days) if days else 0
+
+    def problem(self, days: int) -> str | None:
+        """Why a policy may not set a limit of `days` (0: forever); None if
+        it may. The floor's and the ceiling's refusals name whose they are."""
+        top = self.max_days
+        if top is not None and (days == 0 or days > top):
+            return f"must be at most {top} days, this tenant's plan"
+        if 0 < days < self.min_days:
+            return f"must be at least {self.min_days} days, this deployment's minimum" + (
+                " (or 0 to keep forever)" if top is None else ""
+            )
+        return None
 
 
 def policy_etag(policy: RetentionPolicy, updated_at: datetime | None) -> str:
@@ -115,11 +153,12 @@ class RuleDraft:
 
 
 def validate_policy(
-    default_days: int, rules: list[RuleDraft], *, min_days: int = 0
+    default_days: int, rules: list[RuleDraft], *, limits: RetentionLimits | None = None
 ) -> RetentionPolicy:
     """A policy from request values, or InvalidArgument naming every bad field
-    (paths under `policy.`). `min_days`: the deployment's floor, which no
-    limit may be shorter than (SEALTRAIL_RETENTION_MIN_DAYS); forever passes."""
+    (paths under `policy.`). `limits`: what the operator allows (the
+    deployment's floor, the tenant's ceiling), which every limit must keep to."""
+    limits = limits or RetentionLimits()
     violations: list[FieldViolation] = []
 
     def fail(path: str, message: str) -> None:
@@ -128,12 +167,8 @@ def validate_policy(
     def check_days(path: str, days: int) -> None:
         if days > MAX_DAYS:
             fail(path, f"must be at most {MAX_DAYS} (or 0 to keep forever)")
-        elif 0 < days < min_days:
-            fail(
-                path,
-                f"must be at least {min_days} days, this deployment's minimum"
-                " (or 0 to keep forever)",
-            )
+        elif problem := limits.problem(days):
+            fail(path, problem)
 
     check_days("default_days", default_days)
     if len(rules) > MAX_RULES:

@@ -6,7 +6,8 @@ audit trail").
 A change weakens when, after it, some event could be forwarded, alerted on or
 kept less than before: a sink paused, narrowed or moved; an alert rule
 disabled, made to fire less or less loudly, or routed to fewer sinks; a
-retention period shortened. Each function answers *why*, as short reasons the
+retention period shortened (by the tenant's policy, or by the operator's
+ceiling on it). Each function answers *why*, as short reasons the
 record's `details.weakens` lists; none: the change does not weaken. Where
 the answer cannot be proved (two filters that overlap, a time zone swapped
 for another), the change counts as weakening: a warning too many costs a
@@ -22,7 +23,7 @@ from typing import Any, Final
 from .alerts import NEW_ORIGIN_KINDS, Condition
 from .event import CATEGORIES, SEVERITIES
 from .filters import EventFilter
-from .retention import RetentionPolicy
+from .retention import RetentionLimits, RetentionPolicy
 from .sinks import DATADOG_DEFAULT_URL, SinkDefinition
 
 _SEVERITY_RANKS: Final = {name: rank for rank, name in SEVERITIES.items()}
@@ -238,7 +239,7 @@ class Shortening:
 
 def retention_shortenings(before: RetentionPolicy, after: RetentionPolicy) -> list[Shortening]:
     """The events `after` keeps less long than `before` (both as the purge
-    applies them: `RetentionPolicy.at_least` the deployment's floor), by the
+    applies them: `RetentionPolicy.within` the operator's limits), by the
     rule that keeps them: a default, category or action-prefix limit made
     shorter, forever made a number of days, a rule removed whose events fall
     back to a shorter one (a longer prefix's, their category's, the default).
@@ -268,6 +269,19 @@ def retention_shortenings(before: RetentionPolicy, after: RetentionPolicy) -> li
             if all(s.events != events for s in found):  # "default" stands for many categories
                 found.append(Shortening(events, old, new))
     return found
+
+
+def limit_shortenings(
+    policy: RetentionPolicy, before: RetentionLimits, after: RetentionLimits
+) -> list[Shortening]:
+    """The events the tenant's stored `policy` keeps less long once the
+    operator's limits go from `before` to `after`: a ceiling set or lowered
+    below what the policy keeps (forever included), judged as a policy change
+    is, on the policy as the purge applies it under each. A ceiling lowered
+    but still above every limit of the policy shortens nothing: what is kept
+    is the same, and a later policy that keeps longer is refused, not
+    shortened."""
+    return retention_shortenings(policy.within(before), policy.within(after))
 
 
 def _days(policy: RetentionPolicy, action: str, category: str | None) -> int:

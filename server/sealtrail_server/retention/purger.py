@@ -514,7 +514,8 @@ class Purger:
         async with conn.transaction():
             await share_subjects(conn, [tenant_id], ERASURE_SUBJECT)
             stored = await locked_policy(conn, tenant_id)
-            default_days = stored.policy.at_least(self._min_days).default_days
+            limits = stored.limits(min_days=self._min_days)
+            default_days = stored.policy.within(limits).default_days
             if stored.hold.on or not default_days:
                 return
             cutoff = self._clock() - timedelta(days=default_days + 1)

@@ -132,7 +132,8 @@ async def purge_tenant(
 ) -> TenantPurge:
     """The tenant's expired events removed, rule by rule, one batch a
     transaction; what was removed, noted (sealed) with each batch. No limit
-    is shorter than `min_days`, the deployment's floor (`at_least`).
+    is shorter than `min_days`, the deployment's floor, nor longer than the
+    tenant's ceiling, read with its policy (`RetentionPolicy.within`).
     `on_batch(count)` is told of each batch once it committed."""
     purged = TenantPurge(tenant_id)
     now = clock()
@@ -155,7 +156,7 @@ async def purge_tenant(
             stored = await locked_policy(conn, tenant_id)
             if stored.hold.on:
                 return purged
-            selections = purge_selections(stored.policy.at_least(min_days))
+            selections = purge_selections(stored.policy.within(stored.limits(min_days=min_days)))
             pending = [s for s in selections if s.rule not in finished]
             if not pending:
                 return purged

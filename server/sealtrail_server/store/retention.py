@@ -22,7 +22,7 @@ from sealtrail.tlog import RemovedLeaves
 
 from ..domain.errors import IntegrityFailure
 from ..domain.purge_summaries import SummarySeal
-from ..domain.retention import RetentionPolicy, RetentionRule, Selection
+from ..domain.retention import RetentionLimits, RetentionPolicy, RetentionRule, Selection
 from .changes import waiting_at_most
 from .events import action_prefix_range
 
@@ -39,21 +39,29 @@ class StoredPolicy:
     policy: RetentionPolicy
     updated_at: datetime | None
     hold: LegalHoldState
+    # The most days the operator lets the tenant keep events (its plan's
+    # ceiling, ADR 0072); None: no ceiling.
+    max_days: int | None = None
+
+    def limits(self, *, min_days: int) -> RetentionLimits:
+        """What the operator allows this tenant: the deployment's floor
+        `min_days` (SEALTRAIL_RETENTION_MIN_DAYS) and its own ceiling."""
+        return RetentionLimits(min_days, self.max_days)
 
 
 _NO_POLICY = StoredPolicy(RetentionPolicy(), None, LegalHoldState())
 _SELECT = (
     "SELECT default_days, rules, policy_updated_at, legal_hold, legal_hold_reason,"
-    " legal_hold_updated_at FROM retention_policies WHERE tenant_id = %s"
+    " legal_hold_updated_at, max_days FROM retention_policies WHERE tenant_id = %s"
 )
 
 
 def _stored(row: tuple[Any, ...] | None) -> StoredPolicy:
     if row is None:
         return _NO_POLICY
-    default_days, rules, updated_at, hold, reason, hold_updated_at = row
+    default_days, rules, updated_at, hold, reason, hold_updated_at, max_days = row
     policy = RetentionPolicy(default_days, tuple(RetentionRule.from_json(r) for r in rules))
-    return StoredPolicy(policy, updated_at, LegalHoldState(hold, reason, hold_updated_at))
+    return StoredPolicy(policy, updated_at, LegalHoldState(hold, reason, hold_updated_at), max_days)
 
 
 async def read_policy(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> StoredPolicy:
@@ -106,11 +114,28 @@ async def write_hold(
     return await read_policy(conn, tenant_id)
 
 
+async def write_max_days(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, max_days: int | None
+) -> StoredPolicy:
+    """Sets the tenant's ceiling (None: none), its policy and hold as they
+    are. Waits for a purge batch of the tenant in progress: once this
+    returns, every batch keeps to it."""
+    await conn.execute(
+        "INSERT INTO retention_policies (tenant_id, max_days) VALUES (%s, %s)"
+        " ON CONFLICT (tenant_id) DO UPDATE SET max_days = excluded.max_days",
+        [tenant_id, max_days],
+    )
+    return await read_policy(conn, tenant_id)
+
+
 async def tenants_with_expiry(conn: psycopg.AsyncConnection[Any]) -> list[str]:
-    """Tenants whose policy removes anything and who have no legal hold."""
+    """Tenants whose policy removes anything, or whose plan's ceiling does
+    (a policy of forever under a ceiling removes events once they are as old
+    as the ceiling), and who have no legal hold."""
     cursor = await conn.execute(
         "SELECT tenant_id FROM retention_policies WHERE NOT legal_hold AND (default_days > 0"
-        " OR jsonb_path_exists(rules, '$[*] ? (@.days > 0)')) ORDER BY tenant_id"
+        " OR max_days IS NOT NULL OR jsonb_path_exists(rules, '$[*] ? (@.days > 0)'))"
+        " ORDER BY tenant_id"
     )
     return [row[0] for row in await cursor.fetchall()]
 

@@ -394,7 +394,9 @@ class AuditLogServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetRetentionPolicy(self, request, context):
-        """Admin only: the tenant's retention policy and legal hold.
+        """Admin only: the tenant's retention policy and legal hold, and the range
+        of days the operator allows its policy (the deployment's floor, the
+        tenant's plan's ceiling).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -402,7 +404,8 @@ class AuditLogServiceServicer:
 
     def UpdateRetentionPolicy(self, request, context):
         """Admin only: replaces the tenant's retention policy; recorded as
-        `retention.policy_updated` before it applies.
+        `retention.policy_updated` before it applies. A limit outside the range
+        the operator allows (GetRetentionPolicyResponse.limits) is refused.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

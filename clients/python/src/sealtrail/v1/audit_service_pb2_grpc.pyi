@@ -117,10 +117,14 @@ class AuditLogServiceStub:
     whose answer was lost does not fail.
     """
     GetRetentionPolicy: _grpc.UnaryUnaryMultiCallable[_retention_pb2.GetRetentionPolicyRequest, _retention_pb2.GetRetentionPolicyResponse]
-    """Admin only: the tenant's retention policy and legal hold."""
+    """Admin only: the tenant's retention policy and legal hold, and the range
+    of days the operator allows its policy (the deployment's floor, the
+    tenant's plan's ceiling).
+    """
     UpdateRetentionPolicy: _grpc.UnaryUnaryMultiCallable[_retention_pb2.UpdateRetentionPolicyRequest, _retention_pb2.UpdateRetentionPolicyResponse]
     """Admin only: replaces the tenant's retention policy; recorded as
-    `retention.policy_updated` before it applies.
+    `retention.policy_updated` before it applies. A limit outside the range
+    the operator allows (GetRetentionPolicyResponse.limits) is refused.
     """
     PreviewRetentionPolicy: _grpc.UnaryUnaryMultiCallable[_retention_pb2.PreviewRetentionPolicyRequest, _retention_pb2.PreviewRetentionPolicyResponse]
     """Admin only: what a retention policy would remove of the tenant's log if
@@ -268,10 +272,14 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     whose answer was lost does not fail.
     """
     GetRetentionPolicy: _aio.UnaryUnaryMultiCallable[_retention_pb2.GetRetentionPolicyRequest, _retention_pb2.GetRetentionPolicyResponse]  # type: ignore[assignment]
-    """Admin only: the tenant's retention policy and legal hold."""
+    """Admin only: the tenant's retention policy and legal hold, and the range
+    of days the operator allows its policy (the deployment's floor, the
+    tenant's plan's ceiling).
+    """
     UpdateRetentionPolicy: _aio.UnaryUnaryMultiCallable[_retention_pb2.UpdateRetentionPolicyRequest, _retention_pb2.UpdateRetentionPolicyResponse]  # type: ignore[assignment]
     """Admin only: replaces the tenant's retention policy; recorded as
-    `retention.policy_updated` before it applies.
+    `retention.policy_updated` before it applies. A limit outside the range
+    the operator allows (GetRetentionPolicyResponse.limits) is refused.
     """
     PreviewRetentionPolicy: _aio.UnaryUnaryMultiCallable[_retention_pb2.PreviewRetentionPolicyRequest, _retention_pb2.PreviewRetentionPolicyResponse]  # type: ignore[assignment]
     """Admin only: what a retention policy would remove of the tenant's log if
@@ -542,7 +550,10 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _retention_pb2.GetRetentionPolicyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_retention_pb2.GetRetentionPolicyResponse, _abc.Awaitable[_retention_pb2.GetRetentionPolicyResponse]]:
-        """Admin only: the tenant's retention policy and legal hold."""
+        """Admin only: the tenant's retention policy and legal hold, and the range
+        of days the operator allows its policy (the deployment's floor, the
+        tenant's plan's ceiling).
+        """
 
     @_abc_1.abstractmethod
     def UpdateRetentionPolicy(
@@ -551,7 +562,8 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_retention_pb2.UpdateRetentionPolicyResponse, _abc.Awaitable[_retention_pb2.UpdateRetentionPolicyResponse]]:
         """Admin only: replaces the tenant's retention policy; recorded as
-        `retention.policy_updated` before it applies.
+        `retention.policy_updated` before it applies. A limit outside the range
+        the operator allows (GetRetentionPolicyResponse.limits) is refused.
         """
 
     @_abc_1.abstractmethod

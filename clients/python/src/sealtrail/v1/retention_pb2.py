@@ -27,7 +27,7 @@ from sealtrail.v1 import event_pb2 as sealtrail_dot_v1_dot_event__pb2
 from sealtrail.v1 import integrity_pb2 as sealtrail_dot_v1_dot_integrity__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csealtrail/v1/retention.proto\x12\x0csealtrail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18sealtrail/v1/event.proto\x1a\x1csealtrail/v1/integrity.proto\"n\n\rRetentionRule\x12*\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32\x16.sealtrail.v1.CategoryH\x00\x12\x17\n\raction_prefix\x18\x02 \x01(\tH\x00\x12\x0c\n\x04\x64\x61ys\x18\x03 \x01(\rB\n\n\x08selector\"\x92\x01\n\x0fRetentionPolicy\x12\x14\n\x0c\x64\x65\x66\x61ult_days\x18\x01 \x01(\r\x12*\n\x05rules\x18\x02 \x03(\x0b\x32\x1b.sealtrail.v1.RetentionRule\x12/\n\x0bupdate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\"f\n\tLegalHold\x12\n\n\x02on\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12/\n\x0bupdate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\"\x1b\n\x19GetRetentionPolicyRequest\"x\n\x1aGetRetentionPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionPolicy\x12+\n\nlegal_hold\x18\x02 \x01(\x0b\x32\x17.sealtrail.v1.LegalHold\"M\n\x1cUpdateRetentionPolicyRequest\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionPolicy\"`\n\x1dUpdateRetentionPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionPolicy\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"N\n\x1dPreviewRetentionPolicyRequest\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionPolicy\"\xb8\x01\n\x1ePreviewRetentionPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionPolicy\x12\x0e\n\x06\x65vents\x18\x02 \x01(\x03\x12\x10\n\x08\x61t_least\x18\x03 \x01(\x08\x12\x31\n\x05rules\x18\x04 \x03(\x0b\x32\".sealtrail.v1.RetentionRulePreview\x12\x12\n\nlegal_hold\x18\x05 \x01(\x08\"\x89\x01\n\x14RetentionRulePreview\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ys\x18\x02 \x01(\r\x12\x33\n\x0freceived_before\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x65vents\x18\x04 \x01(\x03\x12\x10\n\x08\x61t_least\x18\x05 \x01(\x08\"?\n\x13SetLegalHoldRequest\x12\n\n\x02on\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"U\n\x14SetLegalHoldResponse\x12+\n\nlegal_hold\x18\x01 \x01(\x0b\x32\x17.sealtrail.v1.LegalHold\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"/\n\x12\x45raseTenantRequest\x12\x19\n\x11\x63onfirm_tenant_id\x18\x01 \x01(\t\"\xd4\x02\n\x0e\x45rasureReceipt\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x1a\n\x12\x65rased_by_token_id\x18\x02 \x01(\t\x12.\n\nerase_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x66inal_tree_size\x18\x04 \x01(\x03\x12\x17\n\x0f\x66inal_root_hash\x18\x05 \x01(\x0c\x12\x38\n\x10\x66inal_checkpoint\x18\x06 \x01(\x0b\x32\x1e.sealtrail.v1.SignedCheckpoint\x12\x43\n\x0cremoved_rows\x18\x07 \x03(\x0b\x32-.sealtrail.v1.ErasureReceipt.RemovedRowsEntry\x1a\x32\n\x10RemovedRowsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"D\n\x13\x45raseTenantResponse\x12-\n\x07receipt\x18\x01 \x01(\x0b\x32\x1c.sealtrail.v1.ErasureReceiptb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csealtrail/v1/retention.proto\x12\x0csealtrail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18sealtrail/v1/event.proto\x1a\x1csealtrail/v1/integrity.proto\"n\n\rRetentionRule\x12*\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32\x16.sealtrail.v1.CategoryH\x00\x12\x17\n\raction_prefix\x18\x02 \x01(\tH\x00\x12\x0c\n\x04\x64\x61ys\x18\x03 \x01(\rB\n\n\x08selector\"\x92\x01\n\x0fRetentionPolicy\x12\x14\n\x0c\x64\x65\x66\x61ult_days\x18\x01 \x01(\r\x12*\n\x05rules\x18\x02 \x03(\x0b\x32\x1b.sealtrail.v1.RetentionRule\x12/\n\x0bupdate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\"f\n\tLegalHold\x12\n\n\x02on\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12/\n\x0bupdate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\"5\n\x0fRetentionLimits\x12\x10\n\x08min_days\x18\x01 \x01(\r\x12\x10\n\x08max_days\x18\x02 \x01(\r\"\x1b\n\x19GetRetentionPolicyRequest\"\xa7\x01\n\x1aGetRetentionPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionPolicy\x12+\n\nlegal_hold\x18\x02 \x01(\x0b\x32\x17.sealtrail.v1.LegalHold\x12-\n\x06limits\x18\x03 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionLimits\"M\n\x1cUpdateRetentionPolicyRequest\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionPolicy\"`\n\x1dUpdateRetentionPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionPolicy\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"N\n\x1dPreviewRetentionPolicyRequest\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionPolicy\"\xb8\x01\n\x1ePreviewRetentionPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionPolicy\x12\x0e\n\x06\x65vents\x18\x02 \x01(\x03\x12\x10\n\x08\x61t_least\x18\x03 \x01(\x08\x12\x31\n\x05rules\x18\x04 \x03(\x0b\x32\".sealtrail.v1.RetentionRulePreview\x12\x12\n\nlegal_hold\x18\x05 \x01(\x08\"\x89\x01\n\x14RetentionRulePreview\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ys\x18\x02 \x01(\r\x12\x33\n\x0freceived_before\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x65vents\x18\x04 \x01(\x03\x12\x10\n\x08\x61t_least\x18\x05 \x01(\x08\"?\n\x13SetLegalHoldRequest\x12\n\n\x02on\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"U\n\x14SetLegalHoldResponse\x12+\n\nlegal_hold\x18\x01 \x01(\x0b\x32\x17.sealtrail.v1.LegalHold\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"/\n\x12\x45raseTenantRequest\x12\x19\n\x11\x63onfirm_tenant_id\x18\x01 \x01(\t\"\xd4\x02\n\x0e\x45rasureReceipt\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x1a\n\x12\x65rased_by_token_id\x18\x02 \x01(\t\x12.\n\nerase_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x66inal_tree_size\x18\x04 \x01(\x03\x12\x17\n\x0f\x66inal_root_hash\x18\x05 \x01(\x0c\x12\x38\n\x10\x66inal_checkpoint\x18\x06 \x01(\x0b\x32\x1e.sealtrail.v1.SignedCheckpoint\x12\x43\n\x0cremoved_rows\x18\x07 \x03(\x0b\x32-.sealtrail.v1.ErasureReceipt.RemovedRowsEntry\x1a\x32\n\x10RemovedRowsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"D\n\x13\x45raseTenantResponse\x12-\n\x07receipt\x18\x01 \x01(\x0b\x32\x1c.sealtrail.v1.ErasureReceiptb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,30 +42,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETENTIONPOLICY']._serialized_end=394
   _globals['_LEGALHOLD']._serialized_start=396
   _globals['_LEGALHOLD']._serialized_end=498
-  _globals['_GETRETENTIONPOLICYREQUEST']._serialized_start=500
-  _globals['_GETRETENTIONPOLICYREQUEST']._serialized_end=527
-  _globals['_GETRETENTIONPOLICYRESPONSE']._serialized_start=529
-  _globals['_GETRETENTIONPOLICYRESPONSE']._serialized_end=649
-  _globals['_UPDATERETENTIONPOLICYREQUEST']._serialized_start=651
-  _globals['_UPDATERETENTIONPOLICYREQUEST']._serialized_end=728
-  _globals['_UPDATERETENTIONPOLICYRESPONSE']._serialized_start=730
-  _globals['_UPDATERETENTIONPOLICYRESPONSE']._serialized_end=826
-  _globals['_PREVIEWRETENTIONPOLICYREQUEST']._serialized_start=828
-  _globals['_PREVIEWRETENTIONPOLICYREQUEST']._serialized_end=906
-  _globals['_PREVIEWRETENTIONPOLICYRESPONSE']._serialized_start=909
-  _globals['_PREVIEWRETENTIONPOLICYRESPONSE']._serialized_end=1093
-  _globals['_RETENTIONRULEPREVIEW']._serialized_start=1096
-  _globals['_RETENTIONRULEPREVIEW']._serialized_end=1233
-  _globals['_SETLEGALHOLDREQUEST']._serialized_start=1235
-  _globals['_SETLEGALHOLDREQUEST']._serialized_end=1298
-  _globals['_SETLEGALHOLDRESPONSE']._serialized_start=1300
-  _globals['_SETLEGALHOLDRESPONSE']._serialized_end=1385
-  _globals['_ERASETENANTREQUEST']._serialized_start=1387
-  _globals['_ERASETENANTREQUEST']._serialized_end=1434
-  _globals['_ERASURERECEIPT']._serialized_start=1437
-  _globals['_ERASURERECEIPT']._serialized_end=1777
-  _globals['_ERASURERECEIPT_REMOVEDROWSENTRY']._serialized_start=1727
-  _globals['_ERASURERECEIPT_REMOVEDROWSENTRY']._serialized_end=1777
-  _globals['_ERASETENANTRESPONSE']._serialized_start=1779
-  _globals['_ERASETENANTRESPONSE']._serialized_end=1847
+  _globals['_RETENTIONLIMITS']._serialized_start=500
+  _globals['_RETENTIONLIMITS']._serialized_end=553
+  _globals['_GETRETENTIONPOLICYREQUEST']._serialized_start=555
+  _globals['_GETRETENTIONPOLICYREQUEST']._serialized_end=582
+  _globals['_GETRETENTIONPOLICYRESPONSE']._serialized_start=585
+  _globals['_GETRETENTIONPOLICYRESPONSE']._serialized_end=752
+  _globals['_UPDATERETENTIONPOLICYREQUEST']._serialized_start=754
+  _globals['_UPDATERETENTIONPOLICYREQUEST']._serialized_end=831
+  _globals['_UPDATERETENTIONPOLICYRESPONSE']._serialized_start=833
+  _globals['_UPDATERETENTIONPOLICYRESPONSE']._serialized_end=929
+  _globals['_PREVIEWRETENTIONPOLICYREQUEST']._serialized_start=931
+  _globals['_PREVIEWRETENTIONPOLICYREQUEST']._serialized_end=1009
+  _globals['_PREVIEWRETENTIONPOLICYRESPONSE']._serialized_start=1012
+  _globals['_PREVIEWRETENTIONPOLICYRESPONSE']._serialized_end=1196
+  _globals['_RETENTIONRULEPREVIEW']._serialized_start=1199
+  _globals['_RETENTIONRULEPREVIEW']._serialized_end=1336
+  _globals['_SETLEGALHOLDREQUEST']._serialized_start=1338
+  _globals['_SETLEGALHOLDREQUEST']._serialized_end=1401
+  _globals['_SETLEGALHOLDRESPONSE']._serialized_start=1403
+  _globals['_SETLEGALHOLDRESPONSE']._serialized_end=1488
+  _globals['_ERASETENANTREQUEST']._serialized_start=1490
+  _globals['_ERASETENANTREQUEST']._serialized_end=1537
+  _globals['_ERASURERECEIPT']._serialized_start=1540
+  _globals['_ERASURERECEIPT']._serialized_end=1880
+  _globals['_ERASURERECEIPT_REMOVEDROWSENTRY']._serialized_start=1830
+  _globals['_ERASURERECEIPT_REMOVEDROWSENTRY']._serialized_end=1880
+  _globals['_ERASETENANTRESPONSE']._serialized_start=1882
+  _globals['_ERASETENANTRESPONSE']._serialized_end=1950
 # @@protoc_insertion_point(module_scope)

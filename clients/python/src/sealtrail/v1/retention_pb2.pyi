@@ -144,6 +144,44 @@ class LegalHold(_message.Message):
 Global___LegalHold: _TypeAlias = LegalHold  # noqa: Y015
 
 @_typing.final
+class RetentionLimits(_message.Message):
+    """What the deployment's operator allows a tenant's policy (docs/retention.md,
+    "What the operator decides"): UpdateRetentionPolicy and
+    PreviewRetentionPolicy refuse a default or rule outside this range
+    (INVALID_ARGUMENT naming each field), and the purge applies a policy stored
+    before the range changed as if each of its limits were brought into it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_DAYS_FIELD_NUMBER: _builtins.int
+    MAX_DAYS_FIELD_NUMBER: _builtins.int
+    min_days: _builtins.int
+    """The deployment's floor (SEALTRAIL_RETENTION_MIN_DAYS): no limit of days
+    may be shorter (forever, 0, may be chosen unless there is a ceiling); 0:
+    no floor.
+    """
+    max_days: _builtins.int
+    """The tenant's plan: the most days its events may be kept, set by the
+    operator (`sealtrail-server tenant retention-limit`); no limit may be
+    longer, nor forever. 0: no ceiling. A ceiling below the floor is
+    reported, and applied, as the floor.
+    """
+    def __init__(
+        self,
+        *,
+        min_days: _builtins.int = ...,
+        max_days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_days", b"max_days", "min_days", b"min_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetentionLimits: _TypeAlias = RetentionLimits  # noqa: Y015
+
+@_typing.final
 class GetRetentionPolicyRequest(_message.Message):
     """Request of GetRetentionPolicy."""
 
@@ -168,6 +206,7 @@ class GetRetentionPolicyResponse(_message.Message):
 
     POLICY_FIELD_NUMBER: _builtins.int
     LEGAL_HOLD_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def policy(self) -> Global___RetentionPolicy:
         """The caller's tenant's policy."""
@@ -176,15 +215,20 @@ class GetRetentionPolicyResponse(_message.Message):
     def legal_hold(self) -> Global___LegalHold:
         """The caller's tenant's legal hold."""
 
+    @_builtins.property
+    def limits(self) -> Global___RetentionLimits:
+        """The range of days the operator allows the caller's tenant's policy."""
+
     def __init__(
         self,
         *,
         policy: Global___RetentionPolicy | None = ...,
         legal_hold: Global___LegalHold | None = ...,
+        limits: Global___RetentionLimits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["legal_hold", b"legal_hold", "policy", b"policy"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["legal_hold", b"legal_hold", "limits", b"limits", "policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["legal_hold", b"legal_hold", "policy", b"policy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["legal_hold", b"legal_hold", "limits", b"limits", "policy", b"policy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
