@@ -36,15 +36,16 @@ from sealtrail.v1 import event_pb2
 from . import __version__
 from .api.audited import record_event, weakening_severity
 from .api.convert import server_view
-from .api.retention import receipt_message
+from .api.retention import receipt_message, shortened_description, shortened_details
 from .app import Service
 from .auth.tokens import rfc3339
 from .config import Settings
 from .domain.access import Role, expiry_problem, token_name_problem, valid_tenant_id
 from .domain.errors import SealtrailError
-from .domain.event import parse_uuid
+from .domain.event import ChangeDraft, parse_uuid
 from .domain.redaction import tenant_key
-from .domain.retention import validate_hold_reason
+from .domain.retention import MAX_DAYS, RetentionLimits, validate_hold_reason
+from .domain.weakening import Shortening, limit_shortenings
 from .embedded import start_embedded_postgres
 from .integrity.checkpointer import Checkpointer
 from .integrity.keys import load_signer
@@ -60,7 +61,7 @@ from .store.migrations import (
     UnsafeSchema,
     migrate_database,
 )
-from .store.retention import policy_to_change, write_hold
+from .store.retention import policy_to_change, write_hold, write_max_days
 from .store.tenant_settings import read_settings
 from .store.tokens import (
     IssuedToken,
@@ -488,8 +489,10 @@ async def _record_operator_action(
     category: event_pb2.Category.ValueType = event_pb2.CATEGORY_SECURITY,
     severity: event_pb2.Severity.ValueType = event_pb2.SEVERITY_INFO,
     resource_type: str = "api_token",
+    changes: list[ChangeDraft] | None = None,
 ) -> None:
-    """Token management (or a hold's release) from this command is recorded in
+    """Token management (or a hold's release, a retention ceiling's change)
+    from this command is recorded in
     the tenant's log as the API's is, attributed to the operator (a `system`
     actor) instead of a token, at the API's severity (a change that weakens
     the trail is a warning whoever makes it, ADR 0066)."""
@@ -509,6 +512,7 @@ async def _record_operator_action(
             resource_type=resource_type,
             resource_id=token_id or "",
             details=details,
+            changes=changes,
         )
     except SealtrailError as error:
         if error.reason == "TENANT_ERASED":
@@ -630,16 +634,16 @@ def token_revoke(token_id: str, data_dir: Path | None, database_url: str | None)
 @main.group()
 def tenant() -> None:
     """What the operator does to a tenant: list them, erase one, read the
-    receipts, release a legal hold."""
+    receipts, release a legal hold, limit how long its events are kept."""
 
 
 # Every tenant with a log: its size, its latest checkpoint (by the
 # checkpoints' primary key, one row read per tenant, never a scan of all
-# of them), its retention default and legal hold (no policy row: forever,
-# no hold).
+# of them), its retention default, legal hold and ceiling (no policy row:
+# forever, no hold, no ceiling).
 _TENANTS: Final = (
     "SELECT h.tenant_id, h.tree_size, c.tree_size, c.issued_at,"
-    " coalesce(p.legal_hold, false), coalesce(p.default_days, 0)"
+    " coalesce(p.legal_hold, false), coalesce(p.default_days, 0), p.max_days"
     " FROM chain_heads AS h"
     " LEFT JOIN LATERAL (SELECT tree_size, issued_at FROM checkpoints"
     "   WHERE tenant_id = h.tenant_id ORDER BY tree_size DESC LIMIT 1) AS c ON true"
@@ -659,6 +663,7 @@ class _TenantRow(NamedTuple):
     checkpoint_signed_at: datetime | None
     legal_hold: bool | None  # None: erased
     retention_default_days: int | None  # 0: forever; None: erased
+    retention_max_days: int | None  # the operator's ceiling; None: none, or erased
     erased_at: datetime | None = None
 
 
@@ -676,9 +681,10 @@ class _TenantRow(NamedTuple):
 @_database_url_option
 def tenant_list(erased: bool, output: str, data_dir: Path | None, database_url: str | None) -> None:
     """List every tenant with a log: its size in events, its latest
-    checkpoint's size and signing time (UTC), whether a legal hold is on, and
-    its retention default. With --erased, erased tenants too, marked so, with
-    their final size. Nothing is recorded in the tenants' logs."""
+    checkpoint's size and signing time (UTC), whether a legal hold is on, its
+    retention default and the ceiling its plan sets (retention-limit). With
+    --erased, erased tenants too, marked so, with their final size. Nothing
+    is recorded in the tenants' logs."""
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
     urls = _database_urls(settings)
 
@@ -689,7 +695,7 @@ def tenant_list(erased: bool, output: str, data_dir: Path | None, database_url: 
             if erased:
                 cursor = await conn.execute(_ERASED_TENANTS)
                 rows += [
-                    _TenantRow(tenant_id, size, size, signed, None, None, erased_at)
+                    _TenantRow(tenant_id, size, size, signed, None, None, None, erased_at)
                     for tenant_id, size, _, signed, erased_at in await cursor.fetchall()
                 ]
         return sorted(rows)
@@ -698,7 +704,7 @@ def tenant_list(erased: bool, output: str, data_dir: Path | None, database_url: 
     if output == "json":
         click.echo(json.dumps([_tenant_json(row) for row in rows], indent=2))
     else:
-        _echo_aligned(["TENANT", "EVENTS", "CHECKPOINT", "SIGNED", "HOLD", "RETENTION"],
+        _echo_aligned(["TENANT", "EVENTS", "CHECKPOINT", "SIGNED", "HOLD", "RETENTION", "LIMIT"],
                       [_tenant_cells(row) for row in rows])  # fmt: skip
 
 
@@ -716,11 +722,12 @@ def _tenant_json(row: _TenantRow) -> dict[str, Any]:
 
 def _tenant_cells(row: _TenantRow) -> list[str]:
     if row.erased_at is not None:
-        hold, retention = "-", f"erased {_utc(row.erased_at)}"
+        hold, retention, ceiling = "-", f"erased {_utc(row.erased_at)}", ""
     else:
         hold = "on" if row.legal_hold else "off"
         days = row.retention_default_days
         retention = f"{days} days" if days else "forever"
+        ceiling = "none" if row.retention_max_days is None else f"{row.retention_max_days} days"
     tenant_id = row.tenant if row.tenant.isprintable() else repr(row.tenant)
     return [
         tenant_id,
@@ -729,6 +736,7 @@ def _tenant_cells(row: _TenantRow) -> list[str]:
         _utc(row.checkpoint_signed_at) or "-",
         hold,
         retention,
+        ceiling,
     ]
 
 
@@ -873,6 +881,94 @@ def tenant_release_hold(
 
 # How long a release waits at most for a purge batch of the tenant (as the API's).
 _HOLD_WAIT_SECONDS = 60.0
+
+
+@tenant.command("retention-limit")
+@click.argument("tenant_id", metavar="TENANT")
+@click.option(
+    "--max-days",
+    type=click.IntRange(1, MAX_DAYS),
+    help="The most days the tenant's events are kept (its plan's ceiling).",
+)
+@click.option("--none", "no_limit", is_flag=True, help="No ceiling: the tenant's policy decides.")
+@_data_dir_option
+@_database_url_option
+def tenant_retention_limit(
+    tenant_id: str,
+    max_days: int | None,
+    no_limit: bool,
+    data_dir: Path | None,
+    database_url: str | None,
+) -> None:
+    """Set (--max-days N) or clear (--none) how long the tenant's events are
+    kept at most, its plan's ceiling: its admins can set no longer policy,
+    nor forever, and the purge keeps a policy stored before to it. Recorded
+    in the tenant's log as `retention.limit_changed`, at WARNING when the
+    purge keeps any of its events less long for it."""
+    if (max_days is not None) == no_limit:
+        raise click.UsageError("give exactly one of --max-days and --none")
+    if not valid_tenant_id(tenant_id):
+        raise click.BadParameter("not a tenant id", param_hint="TENANT")
+    settings = Settings.load(data_dir=data_dir, database_url=database_url)
+    floor = settings.retention_min_days
+    if max_days is not None and max_days < floor:
+        raise click.ClickException(
+            f"--max-days {max_days} is below this deployment's retention floor of {floor} days"
+            " (SEALTRAIL_RETENTION_MIN_DAYS), which every tenant's events are kept at least:"
+            f" a plan's ceiling must be {floor} days or more"
+        )
+    urls = _database_urls(settings)
+
+    async def run() -> tuple[bool, list[Shortening]]:
+        # Two connections: the change's, and the one its record is written on.
+        async with _database(urls, connections=2) as db:
+            if not await _tenant_known(db, tenant_id):  # a mistyped id would get a log
+                raise click.ClickException(
+                    f"tenant {tenant_id} has no log and no token: nothing to limit"
+                )
+            # As the API changes the policy: under the retention subject's
+            # lock (a policy change checks the ceiling under it), the policy's
+            # row locked (after a purge batch under way), recorded first.
+            async with Changes(db).exclusive(tenant_id, RETENTION_SUBJECT, caller=None) as conn:
+                before = await policy_to_change(conn, tenant_id, seconds=_HOLD_WAIT_SECONDS)
+                if before.max_days == max_days:
+                    return False, []
+                shortened = limit_shortenings(
+                    before.policy,
+                    RetentionLimits(floor, before.max_days),
+                    RetentionLimits(floor, max_days),
+                )
+                what = (
+                    f"Retention limited to {max_days} days by the operator"
+                    if max_days is not None
+                    else "Retention limit removed by the operator"
+                )
+                await _record_operator_action(
+                    db,
+                    tenant_id,
+                    action="retention.limit_changed",
+                    description=shortened_description(what, shortened),
+                    details=shortened_details(shortened),
+                    category=event_pb2.CATEGORY_CONFIGURATION,
+                    severity=weakening_severity(shortened),  # ADR 0066
+                    resource_type="retention_limit",
+                    changes=[ChangeDraft("max_days", before.max_days, max_days)],
+                )
+                await write_max_days(conn, tenant_id, max_days)
+            return True, shortened
+
+    changed, shortened = asyncio.run(run())
+    now = f"is limited to {max_days} days" if max_days is not None else "is no longer limited"
+    if not changed:
+        already = f"is limited to {max_days} days" if max_days is not None else "has no limit"
+        click.echo(f"the retention of {tenant_id} {already} already; nothing recorded")
+        return
+    click.echo(f"the retention of {tenant_id} {now}")
+    if shortened:
+        cuts = ", ".join(
+            f"{s.events} ({s.before_days or 'forever'} -> {s.after_days} days)" for s in shortened
+        )
+        click.echo(f"its policy keeps events longer; the next purge removes them: {cuts}", err=True)
 
 
 @tenant.command("erasures")

@@ -280,12 +280,14 @@ def test_the_operator_lists_every_tenant_with_its_log_hold_and_retention(
     listed = operator(migrated_database_url, "tenant", "list")
     assert listed.exit_code == 0, listed.output
     header, *lines = listed.stdout.splitlines()
-    assert header.split() == ["TENANT", "EVENTS", "CHECKPOINT", "SIGNED", "HOLD", "RETENTION"]
+    assert header.split() == [
+        "TENANT", "EVENTS", "CHECKPOINT", "SIGNED", "HOLD", "RETENTION", "LIMIT"
+    ]  # fmt: skip
     rows = {line.split()[0]: line.split() for line in lines}
     assert gone not in rows
     assert rows[kept][1:3] == [str(sizes[kept])] * 2
-    assert rows[kept][4:] == ["off", "forever"]
-    assert rows[held][4:] == ["on", "90", "days"]
+    assert rows[kept][4:] == ["off", "forever", "none"]
+    assert rows[held][4:] == ["on", "90", "days", "none"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rows[held][3])
     # Aligned: every column starts where its header does.
     starts = [header.index(name) for name in ("EVENTS", "CHECKPOINT", "SIGNED", "HOLD")]
@@ -300,6 +302,7 @@ def test_the_operator_lists_every_tenant_with_its_log_hold_and_retention(
     assert by_id[held]["checkpoint_size"] == sizes[held]
     assert by_id[held]["checkpoint_signed_at"].endswith("Z") and by_id[held]["erased_at"] is None
     assert by_id[kept]["retention_default_days"] == 0 and by_id[kept]["legal_hold"] is False
+    assert by_id[kept]["retention_max_days"] is None  # no ceiling (retention-limit)
     assert by_id[gone]["erased_at"].endswith("Z")
     assert by_id[gone]["events"] == by_id[gone]["checkpoint_size"] >= sizes[gone]
     assert by_id[gone]["legal_hold"] is None and by_id[gone]["retention_default_days"] is None

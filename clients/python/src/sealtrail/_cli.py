@@ -1096,8 +1096,17 @@ def retention(ctx: click.Context) -> None:
             name = f"actions {rule.action_prefix}"
         click.echo(f"{name}: {_days(rule.days)}")
     click.echo(f"etag: {policy.etag}")
+    click.echo(f"limits: {_limits_text(answer.limits)}")
     click.echo(f"legal hold: {'on (' + terminal_safe(hold.reason) + ')' if hold.on else 'off'}")
     click.echo(f"legal hold etag: {hold.etag}")
+
+
+def _limits_text(limits: retention_pb2.RetentionLimits) -> str:
+    """What the operator allows the policy: the deployment's floor, the
+    tenant's plan's ceiling (a server that predates them sends neither)."""
+    floor = f"at least {limits.min_days} days" if limits.min_days else "no minimum"
+    ceiling = f"at most {limits.max_days} days" if limits.max_days else "no maximum"
+    return f"{floor}, {ceiling} (the operator's)"
 
 
 _Answer = TypeVar("_Answer")
