@@ -17,9 +17,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 
-from sealtrail import AuditClient, build_alert_rule, build_filter, build_sink
+from sealtrail import AuditClient, build_alert_rule, build_event, build_filter, build_sink
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, integrity_pb2
 from sealtrail_server.api.callers import CONSOLE_KEY_HEADER, ROLE_HEADER
 from tests.conftest import ServerThread
@@ -824,6 +825,23 @@ def test_an_admin_previews_then_sets_the_retention_policy_shortening_named(
     assert (status, stale["code"], stale["reason"]) == (409, "ABORTED", "ETAG_MISMATCH")
     status, stale = send(api + "retention/preview", method="POST", token=admin, body=shorter)
     assert (status, stale["reason"]) == (409, "ETAG_MISMATCH")
+
+
+def test_the_preview_judges_a_policy_under_the_tenants_plan_as_its_record_will(
+    api: str, admin: str, client: AuditClient, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """Under a ceiling of 90 days (the operator's, ADR 0072) a policy of
+    forever keeps events 90 days: 30 shortens them from 90, not from forever."""
+    client.record(build_event(action="doc.edit", actor_id="u-1"))
+    sql.execute(  # as `sealtrail-server tenant retention-limit --max-days 90` sets it
+        "INSERT INTO retention_policies (tenant_id, max_days) VALUES (%s, 90)", [tenant]
+    )
+    status, shown = send(api + "retention", token=admin)
+    assert status == 200 and shown["limits"]["max_days"] == 90, shown
+    body = policy_body(30, etag=shown["policy"]["etag"])
+    status, preview = send(api + "retention/preview", method="POST", token=admin, body=body)
+    assert status == 200, preview
+    assert preview["shortened"] == [{"events": "default", "before_days": 90, "after_days": 30}]
 
 
 @pytest.mark.parametrize(
