@@ -58,6 +58,10 @@ settings.load_profile(os.environ.get("SEALTRAIL_HYPOTHESIS", "sealtrail"))
 # subprocess, as several replicas of one deployment would share theirs.
 SIGNING_KEY = generate_signer_key("sealtrail.test/log").text()
 os.environ["SEALTRAIL_SIGNING_KEY"] = SIGNING_KEY
+# And one log origin: the session's in-thread server signs every tenant's log
+# that grew, the subprocesses' tenants' too, and a subprocess of another origin
+# then found checkpoints of the same log under two names.
+os.environ["SEALTRAIL_LOG_ORIGIN"] = "sealtrail.test/log"
 REDACTION_SECRET = bytes(range(32))
 os.environ["SEALTRAIL_REDACTION_KEY"] = REDACTION_SECRET.hex()
 SECRETS_KEY = bytes(range(100, 132))  # seals sinks' secrets at rest

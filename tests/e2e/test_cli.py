@@ -1305,7 +1305,7 @@ def test_a_saved_checkpoint_is_checked_against_the_log_today_from_the_command_li
     )
     assert re.fullmatch(
         rf"CONSISTENT: the saved log of {size} events is a prefix of today's \d+"
-        r" \(sealtrail\.local/log/t-\w+\); signed by sealtrail\.test/log\n",
+        r" \(sealtrail\.test/log/t-\w+\); signed by sealtrail\.test/log\n",
         checked.stdout,
     ), checked.stdout
     of_bundle = run("sealtrail", "checkpoint", "--check", str(tmp_path / "b"), "--key", key,
