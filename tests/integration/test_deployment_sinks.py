@@ -25,6 +25,7 @@ from sealtrail import (
     build_filter,
     build_sink,
 )
+from sealtrail import _cli as client_cli
 from sealtrail.v1 import event_pb2, forwarding_pb2
 from sealtrail_server import cli
 from tests.conftest import REDACTION_SECRET, SECRETS_KEY, ServerThread, database_of_its_own
@@ -237,6 +238,24 @@ def test_a_tenant_admin_cannot_change_pause_replay_or_delete_a_managed_sink(
     [still] = _managed(admin)
     assert (still.name, still.paused) == ("soc-kept", False)
     assert [e.action for e in admin.query(build_filter(actions="sink.*"))] == ["sink.created"]
+
+
+def test_the_tenants_sink_listing_marks_the_managed_sink(
+    operator: Callable[..., Result],
+    deployment: ServerThread,
+    receiver: Endpoint,
+    secret_file: Path,
+) -> None:
+    """`sealtrail sinks` shows a tenant admin which sinks the operator keeps
+    (its pause, update and delete are refused), not as one of its own."""
+    tenant_id = _tenant()
+    env = {"SEALTRAIL_SERVER": deployment.target, "SEALTRAIL_TOKEN": deployment.token(tenant_id)}
+    recorded = ["record", "--action", "doc.edit", "--actor-id", "u"]
+    CliRunner().invoke(client_cli.main, recorded, env=env, catch_exceptions=False)
+    _create(operator, "soc-listed", receiver.url, secret_file)
+    listed = CliRunner().invoke(client_cli.main, ["sinks"], env=env, catch_exceptions=False)
+    [row] = [line for line in listed.stdout.splitlines() if "soc-listed" in line]
+    assert "on, managed" in row, listed.stdout
 
 
 def test_a_managed_sink_takes_nothing_from_the_tenants_own_fifty(

@@ -41,7 +41,7 @@ def _row(sink: forwarding_pb2.Sink) -> list[str]:
         sink.id,
         sink.name,
         sink.WhichOneof("destination") or "",
-        "paused" if sink.paused else "on",
+        ("paused" if sink.paused else "on") + (", managed" if sink.managed else ""),
         f"{state.cursor_seq:,}/{state.head_seq:,}",
         f"{state.delivered_events:,}",
         f"{state.dead_letters:,}",
@@ -52,7 +52,10 @@ def _row(sink: forwarding_pb2.Sink) -> list[str]:
 @click.group(invoke_without_command=True)
 @click.pass_context
 def sinks(ctx: click.Context) -> None:
-    """Admin: list (no subcommand), create and manage the tenant's sinks."""
+    """Admin: list (no subcommand), create and manage the tenant's sinks.
+
+    A sink listed as "managed" is the deployment operator's: it forwards this
+    tenant's events to their destination, and only they change it."""
     if ctx.invoked_subcommand is not None:
         return
     with _client(ctx) as client:
