@@ -166,6 +166,43 @@ def test_a_notification_claiming_more_than_the_log_holds_skips_no_event(
         collector.stop()
 
 
+def test_events_committed_while_the_hub_checks_a_notified_size_are_sent(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any], monkeypatch: Any
+) -> None:
+    """A forged size makes the hub's read come up short and check the log's
+    size: commits that land between the two statements are in that size and
+    were not read. The streams moved past them, which were never sent
+    (helper-191: 291 of 2,373 events lost under a NOTIFY flood)."""
+    real_tree_size = hub_module.tree_size
+    armed = threading.Event()
+    landed: list[event_pb2.Event] = []
+
+    async def size_after_three_commits(conn: Any, tenant_id: str) -> int:
+        if armed.is_set() and tenant_id == tenant:
+            armed.clear()
+
+            def commit_three() -> None:
+                with AuditClient(server.target, token=server.token(tenant)) as other:
+                    for _ in range(3):
+                        landed.append(other.record(action="in.window", actor_id="u").event)
+
+            await asyncio.to_thread(commit_three)
+        return await real_tree_size(conn, tenant_id)
+
+    with AuditClient(server.target, token=server.token(tenant)) as client:
+        client.record(action="before.notify", actor_id="u")
+        collector = Collector(client)
+        monkeypatch.setattr(hub_module, "tree_size", size_after_three_commits)
+        [(size,)] = sql.execute(
+            "SELECT tree_size FROM chain_heads WHERE tenant_id = %s", [tenant]
+        ).fetchall()
+        armed.set()
+        sql.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, f"{tenant}:{size + 3}"])
+        got = collector.take(3, timeout=20)
+        collector.stop()
+    assert [event.seq for event in got] == [event.seq for event in landed]
+
+
 @pytest.mark.parametrize(
     "bound", [{"stream_queue_capacity": 1}, {"stream_queue_bytes": 1}], ids=["deliveries", "bytes"]
 )

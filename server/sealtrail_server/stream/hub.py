@@ -173,6 +173,18 @@ class _Tenant:
     fetch_rows: int = page_rows(_FETCH_ROWS, _FETCH_BYTES, rows=1, size=MAX_RECORD_BYTES)
 
 
+async def _rows(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, after: int, upto: int
+) -> list[tuple[Any, ...]]:
+    """The tenant's rows of seqs `after` (excluded) to `upto`, in order."""
+    cursor = await conn.execute(
+        "SELECT seq, record, leaf_hash, octet_length(record) FROM events"
+        " WHERE tenant_id = %s AND seq > %s AND seq <= %s ORDER BY seq",
+        [tenant_id, after, upto],
+    )
+    return await cursor.fetchall()
+
+
 class StreamHub:
     def __init__(
         self,
@@ -359,14 +371,13 @@ class StreamHub:
                 # plan serves every fetch. Planned for each run's values, a
                 # fetch of a few rows cost more planning than reading (ADR 0032).
                 async with self._db.connection(tenant_id, generic_plans=True) as conn:
-                    cursor = await conn.execute(
-                        "SELECT seq, record, leaf_hash, octet_length(record) FROM events"
-                        " WHERE tenant_id = %s AND seq > %s AND seq <= %s ORDER BY seq",
-                        [tenant_id, tenant.fetched, upto],
-                    )
-                    rows = await cursor.fetchall()
+                    rows = await _rows(conn, tenant_id, tenant.fetched, upto)
                     if len(rows) < upto - tenant.fetched:
                         upto = await self._believed(conn, tenant_id, tenant, upto)
+                        # Read again up to the size believed: commits that
+                        # landed between the two statements are in that size
+                        # and were not in the first read (helper-191).
+                        rows = await _rows(conn, tenant_id, tenant.fetched, upto)
                 events: list[LiveEvent] = []
                 turns = Turns()
                 for seq, record, leaf, _ in rows:
