@@ -625,6 +625,9 @@ HOSTILE_RUNS = [
     ("", "4 ", ""),
     ("", "4111-", ""),
     ("", "4111 1111 1111 111. ", ""),
+    ("", "4111.", ""),
+    ("ES28 ", "2100 ", ""),
+    ("", "4111 1111 1111 1111x", ""),
 ]
 
 
@@ -1144,7 +1147,7 @@ def test_an_operators_field_names_ending_in_a_digit_hide_their_values() -> None:
         "4111111111111111",  # Visa
         "4111 1111 1111 1111",
         "4111-1111-1111-1111",
-        "4222222222222",  # Visa, 13 digits
+        "4111.1111.1111.1111",
         "5555555555554444",  # Mastercard
         "2223003122003222",  # Mastercard, 2-series
         "3782 822463 10005",  # American Express, as printed
@@ -1164,6 +1167,26 @@ def test_a_payment_card_number_in_text_is_removed(number: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("card 4111 1111 1111 1111 12/25", "card [REDACTED:payment_card] 12/25"),
+        ("card 4111111111111111 123", "card [REDACTED:payment_card] 123"),
+        ("card 4111 1111 1111 1111 123", "card [REDACTED:payment_card] 123"),
+        ("paid at 10:32 4111 1111 1111 1111", "paid at 10:32 [REDACTED:payment_card]"),
+        ("qty 1 4111111111111111", "qty 1 [REDACTED:payment_card]"),
+        ("alice,4111111111111111,12/25", "alice,[REDACTED:payment_card],12/25"),
+        ("/cards/4111111111111111/charge", "/cards/[REDACTED:payment_card]/charge"),
+        ("?card=4111111111111111&exp=1225", "?card=[REDACTED:payment_card]&exp=1225"),
+        ("cc_4111111111111111", "cc_[REDACTED:payment_card]"),
+    ],
+)
+def test_a_card_number_is_found_beside_what_is_written_with_one(text: str, redacted: str) -> None:
+    """Cards are written beside their expiry or CVV, after a time or a count,
+    in CSV, in URLs (helper-191: each of these was kept in clear)."""
+    assert REDACTOR.redact(_event(description=text)).body["description"] == redacted
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "charged card 4111111111111112",  # fails the Luhn check
@@ -1176,6 +1199,9 @@ def test_a_payment_card_number_in_text_is_removed(number: str) -> None:
         "build v4111111111111111",
         "a run 41111111111111111111",  # 20 digits
         "order 4111111111111111x2",
+        "call 4915112345603",  # 13 digits: a phone number without its +, not a Visa
+        "IBAN ES28 2100 4002 0002 0005 1332",  # a bank account's 16 digits pass Luhn
+        "IBAN ES72 2100 4009 0098 7654 3210",
     ],
 )
 def test_numbers_that_are_not_card_numbers_are_kept(text: str) -> None:

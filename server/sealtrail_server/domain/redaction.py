@@ -384,7 +384,9 @@ _DEFAULT_ASSIGNMENT: Final = _secret_assignment(DEFAULT_FIELD_NAMES)
 # Mastercard (51-55, 2221-2720), American Express, Discover, JCB, Diners Club,
 # UnionPay. A number of another prefix is taken for an id.
 _CARD_BRANDS: Final = (
-    (re.compile(r"4"), frozenset({13, 16, 19})),
+    # Visa's 13 digits are long retired, and as many unseparated digits are
+    # a phone number written without its `+` as often (helper-191).
+    (re.compile(r"4"), frozenset({16, 19})),
     (re.compile(r"5[1-5]|222[1-9]|22[3-9]\d|2[3-6]\d\d|27[01]\d|2720"), frozenset({16})),
     (re.compile(r"3[47]"), frozenset({15})),
     (re.compile(r"6011|64[4-9]|65"), frozenset(range(16, 20))),
@@ -392,22 +394,15 @@ _CARD_BRANDS: Final = (
     (re.compile(r"30[0-5]|36|38"), frozenset(range(14, 20))),
     (re.compile(r"62"), frozenset(range(16, 20))),
 )
+_CARD_SEPARATORS: Final = re.compile(r"[ .-]")
 
 
 def _payment_card(number: str) -> bool:
-    """A card number as written: its digits a brand's length and prefix
-    that pass the Luhn check, grouped (if at all) by one kind of separator
-    as cards print them (4-4-4-4, 4-6-5, ...). A random 16 digits passes the
-    check one time in ten, so the brand is required too: an order number
-    of another prefix is kept."""
-    separators = {c for c in number if not c.isdigit()}
-    digits = number.replace(" ", "").replace("-", "")
-    if len(separators) > 1:
-        return False
-    if separators:
-        groups = number.split(separators.pop())
-        if len(groups[0]) != 4 or not all(3 <= len(group) <= 6 for group in groups[1:]):
-            return False
+    """A card number as written (the pattern holds it to the groupings cards
+    print): its digits a brand's length and prefix, passing the Luhn check.
+    A random 16 digits passes the check one time in ten, so the brand is
+    required too: an order number of another prefix is kept."""
+    digits = _CARD_SEPARATORS.sub("", number)
     if not any(prefix.match(digits) and len(digits) in lengths for prefix, lengths in _CARD_BRANDS):
         return False
     total = 0
@@ -423,10 +418,26 @@ def _payment_card(number: str) -> bool:
 # matches. Not looked for in ids (an order number may look like one).
 PAYMENT_CARD: Final = ValuePattern(
     "payment_card",
-    # The first digit before the look behind: a pattern that starts with a
-    # class is scanned for in C; one that starts with a look behind is tried
-    # at every position (twice the cost of redacting an event).
-    re.compile(r"\d(?<![\w+.,/-]\d)(?:[ -]?\d){12,18}+(?![\w-]|[.,/]\d)"),
+    re.compile(
+        # The first digit before the look-behinds: a pattern that starts with
+        # a class is scanned for in C; one that starts with a look-behind is
+        # tried at every position (twice the cost of redacting an event).
+        r"\d"
+        # Not inside a word or a number (`v4111…`, `0.4111…`, `+4111…`), nor
+        # in a run of 4-digit groups, an IBAN's (`ES28 2100 4002 0002 0005`:
+        # a bank account's 16 digits pass the check one time in ten). After
+        # `_`, `/`, `,`, `:` or a short number (`cc_4111…`, `/cards/4111…/`,
+        # `10:32 4111 …`) a card may stand.
+        r"(?<![A-Za-z0-9+]\d)(?<!\d\.\d)(?<![A-Za-z]{2}\d\d[ .-]\d)(?<!\d{4}[ .-]\d)"
+        # Together, or grouped by one kind of separator as cards print them:
+        # 4-4-4-4, American Express's 4-6-5, Diners Club's 4-6-4. (Not a 19-digit
+        # card's 4-4-4-4-3: its last group is a CVV after a 16-digit one as
+        # often, and a match whose check fails is not tried shorter.)
+        r"(?:\d{12,18}|\d{3}([ .-])(?:\d{4}\1\d{4}\1\d{4}|\d{6}\1\d{4,5}))"
+        # Not run on into a word or a longer number; an expiry or a CVV may
+        # follow after a space (`4111… 12/25`, `4111… 123`), a list's comma too.
+        r"(?![A-Za-z0-9_-]|[./:]\d)"
+    ),
     check=_payment_card,
     in_identifiers=False,
 )
