@@ -37,7 +37,7 @@ from . import __version__
 from .api.audited import record_event, weakening_severity
 from .api.convert import server_view
 from .api.retention import receipt_message, shortened_description, shortened_details
-from .app import Service
+from .app import Service, abandon_stop
 from .auth.tokens import rfc3339
 from .config import Settings
 from .domain.access import Role, expiry_problem, token_name_problem, valid_tenant_id
@@ -49,6 +49,7 @@ from .domain.weakening import Shortening, limit_shortenings
 from .embedded import start_embedded_postgres
 from .integrity.checkpointer import Checkpointer
 from .integrity.keys import load_signer
+from .leased_work import cancelled_within, where_it_waits
 from .redaction_setup import existing_redaction_secret, load_redactor
 from .retention.erasure import Eraser, Receipt
 from .store.appender import Appender
@@ -83,6 +84,9 @@ log = logging.getLogger(__name__)
 DEV_TENANT = "dev"
 # What an exit waits, at most, for the last metrics and spans to be exported.
 TELEMETRY_SHUTDOWN_SECONDS = 3.0
+# How long tasks left after a finished stop are cancelled, again and again,
+# before the process exits without them.
+LEFT_TASKS_SECONDS = 10.0
 DEV_TOKEN_FILE = "dev-admin-token"
 # pg_advisory_lock key of the development token's issue ("sealtdev" in ASCII).
 _DEV_TOKEN_LOCK = 0x7365616C74646576
@@ -270,6 +274,22 @@ async def _serve(
             click.echo(f"sealtrail: metrics on http://{metrics_host}:{metrics_port}/metrics")
 
     await service.run_until_signalled(ready=announce)
+    await _end_what_is_left()
+
+
+async def _end_what_is_left(within: float = LEFT_TASKS_SECONDS) -> None:
+    """`asyncio.run` cancels the tasks left when `_serve` returns once, then
+    waits for them without a limit, past the signals that hurry a stop: a
+    task that swallows its cancellation (a worker leased work left behind)
+    held the process for ever (helper-191). Cancelled here again for a
+    while, one still running makes the process exit as `abandon_stop` does,
+    having said where it waits."""
+    left = asyncio.all_tasks() - {asyncio.current_task()}
+    stuck = await cancelled_within(left, within=within)
+    for task in stuck:
+        log.error("left running after the stop: %s\n%s", task.get_name(), where_it_waits(task))
+    if stuck:
+        abandon_stop()
 
 
 def _freeze_startup_objects() -> None:

@@ -58,7 +58,9 @@ class WaitingForRoom:
         self.count = waiting
 
 
-async def _cancelled(tasks: set[asyncio.Task[None]], *, within: float) -> set[asyncio.Task[None]]:
+async def cancelled_within(
+    tasks: set[asyncio.Task[Any]], *, within: float
+) -> set[asyncio.Task[Any]]:
     """Cancels `tasks` (again each second) until they end or `within` seconds
     pass; returns those still running."""
     loop = asyncio.get_running_loop()
@@ -142,7 +144,7 @@ class LeasedWork(Generic[K]):
             *([self._main] if self._main else []),
             *([self._claiming] if self._claiming else []),
         }
-        stuck = await _cancelled(tasks, within=stop_seconds)
+        stuck = await cancelled_within(tasks, within=stop_seconds)
         for task in stuck:
             log.error(
                 "%s: %s did not end within %.1f s of its cancellation; left behind:\n%s",
