@@ -391,3 +391,44 @@ def test_a_connection_idle_too_long_is_closed(own_console: Callable[..., ServerT
     with contextlib.ExitStack() as stack:
         [idle] = _half_requests(port, 1, stack)
         assert idle.recv(100) == b""  # closed by the console
+
+
+def _half_bodies(port: int, count: int, stack: contextlib.ExitStack) -> list[socket.socket]:
+    """`count` changes that sent their headers, with a made-up token, and part
+    of their body, then wait."""
+    sent = []
+    for _ in range(count):
+        connection = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=30))
+        connection.sendall(
+            b"POST /api/tokens HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer made-up\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"role":'
+        )
+        sent.append(connection)
+    return sent
+
+
+def test_a_body_that_stops_arriving_is_answered_408_and_its_connection_closed(
+    own_console: Callable[..., ServerThread],
+) -> None:
+    """A change whose body never finished arriving held its connection for
+    good, whatever the idle limit: enough of them, with a made-up token,
+    and the console answered 503 to everyone (helper-187)."""
+    port = own_console(connections=2, idle=0.5).service.console_port
+    page = f"http://127.0.0.1:{port}/"
+    with contextlib.ExitStack() as stack:
+        held = _half_bodies(port, 2, stack)
+        assert _raw(page)[0] == 503  # every connection is taken
+        for connection in held:
+            connection.settimeout(15)
+            answer = b""
+            while chunk := connection.recv(1000):  # to its end: closed by the console
+                answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408 "), answer
+            assert b"connection: close" in head.lower()
+            assert json.loads(body)["error"].startswith("body:")
+        # Room again once the console saw them go.
+        deadline = time.monotonic() + 10
+        while (status := _raw(page)[0]) == 503 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert status == 200

@@ -753,7 +753,19 @@ async def _body(request: web.Request) -> dict[str, Any]:
             content_type="application/json",
         )
     try:
-        body = json.loads(await request.read())
+        # Within the idle limit: a body that stops arriving held its connection
+        # for good (no timer runs while a handler waits), and enough of them,
+        # with any token, took every connection the console holds (helper-187).
+        async with asyncio.timeout(IDLE_SECONDS):
+            raw = await request.read()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(
+            text=json.dumps({"error": f"body: not received within {IDLE_SECONDS:g} s"}),
+            content_type="application/json",
+            headers={"Connection": "close"},
+        ) from None
+    try:
+        body = json.loads(raw)
     except ValueError:  # UnicodeDecodeError included
         raise BadParameter("body: not JSON") from None
     if not isinstance(body, dict):
