@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import secrets
 import time
 import urllib.error
@@ -502,6 +503,60 @@ def test_a_change_is_json_with_a_bearer_token_from_the_consoles_own_origin(
         **{"Sec-Fetch-Site": "same-origin"},
     )
     assert status == 200, answer
+
+
+_SOME_ID = "0190e8a4-0000-7000-8000-000000000000"
+
+
+@pytest.mark.parametrize("signed_in", [True, False], ids=["admin", "made-up token"])
+@pytest.mark.parametrize(
+    ("method", "path", "raw"),
+    [
+        ("POST", "tokens", b"[" * 30_000 + b"]" * 30_000),
+        (
+            "POST",
+            "sinks",
+            b'{"sink": {"name": "n", "filter": {"actions": ' + b"[" * 3000 + b"]" * 3000 + b"}}}",
+        ),
+        ("POST", "alert-rules", b'{"rule": ' + b'{"a": ' * 3000 + b"1" + b"}" * 3000 + b"}"),
+        ("POST", "tokens", b'{"role": "reader", "name": "\\ud800"}'),
+        ("PUT", "legal-hold", b'{"on": true, "reason": "\\udfff", "etag": "e"}'),
+        ("PATCH", f"sinks/{_SOME_ID}", b'{"paused": true, "etag": "\\ud800"}'),
+        ("DELETE", f"alert-rules/{_SOME_ID}", b'{"etag": "\\ud800"}'),
+        ("POST", "retention/preview", b'{"policy": {"default_days": 30}, "etag": "\\ud800"}'),
+        ("POST", f"sinks/{_SOME_ID}/replay", b'{"dead_letter_id": "\\ud800"}'),
+    ],
+    ids=[
+        "nested 30000 deep",
+        "sink filter nested",
+        "rule nested",
+        "lone surrogate in a token's name",
+        "lone surrogate in a hold's reason",
+        "lone surrogate in a sink's etag",
+        "lone surrogate in a rule's etag",
+        "lone surrogate in a policy's etag",
+        "lone surrogate in a dead letter's id",
+    ],
+)
+def test_a_body_nested_too_deep_or_with_a_lone_surrogate_is_400_naming_the_body(
+    api: str,
+    admin: str,
+    caplog: pytest.LogCaptureFixture,
+    signed_in: bool,
+    method: str,
+    path: str,
+    raw: bytes,
+) -> None:
+    """Both were a 500 in plain text, logged as the server's own error with
+    its traceback, whatever the token: the body is read before any call checks
+    it (helper-187)."""
+    token = admin if signed_in else "made-up"
+    status, answer = send(
+        api + path, method=method, token=token, raw=raw, **{"Content-Type": "application/json"}
+    )
+    assert status == 400 and answer["error"].startswith("body:"), answer
+    assert answer["fields"][0]["field"] == "body"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def test_a_change_answers_only_its_method(api: str, admin: str) -> None:

@@ -768,6 +768,12 @@ async def _body(request: web.Request) -> dict[str, Any]:
         body = json.loads(raw)
     except ValueError:  # UnicodeDecodeError included
         raise BadParameter("body: not JSON") from None
+    except RecursionError:  # was a 500, logged as the server's own error (helper-187)
+        raise BadParameter("body: nested too deep") from None
+    try:  # JSON may escape a lone surrogate, which no field can hold (it reached protobuf)
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise BadParameter("body: a string with an unpaired surrogate (\\ud800), no text") from None
     if not isinstance(body, dict):
         raise BadParameter("body: a JSON object")
     return body
