@@ -505,6 +505,15 @@ def test_a_change_is_json_with_a_bearer_token_from_the_consoles_own_origin(
     assert status == 200, answer
 
 
+def test_a_body_over_64_kib_is_413_in_json_naming_the_body(api: str, admin: str) -> None:
+    """It was aiohttp's plain-text 413, where every other error is JSON
+    (helper-187)."""
+    body = {"role": "reader", "name": "x" * 70_000}
+    status, answer = send(api + "tokens", method="POST", token=admin, body=body)
+    assert status == 413 and isinstance(answer, dict), answer
+    assert answer["error"].startswith("body:") and "65536 bytes" in answer["error"]
+
+
 _SOME_ID = "0190e8a4-0000-7000-8000-000000000000"
 
 

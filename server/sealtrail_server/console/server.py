@@ -758,6 +758,12 @@ async def _body(request: web.Request) -> dict[str, Any]:
         # with any token, took every connection the console holds (helper-187).
         async with asyncio.timeout(IDLE_SECONDS):
             raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:  # aiohttp's, in plain text
+        raise web.HTTPRequestEntityTooLarge(
+            MAX_BODY,
+            text=json.dumps({"error": f"body: over {MAX_BODY} bytes, more than any change"}),
+            content_type="application/json",
+        ) from None
     except TimeoutError:
         raise web.HTTPRequestTimeout(
             text=json.dumps({"error": f"body: not received within {IDLE_SECONDS:g} s"}),
