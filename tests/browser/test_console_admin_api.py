@@ -7,6 +7,7 @@ changes only by JSON with a bearer token, from the console's own origin."""
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import logging
 import secrets
@@ -503,6 +504,36 @@ def test_a_change_is_json_with_a_bearer_token_from_the_consoles_own_origin(
         **{"Sec-Fetch-Site": "same-origin"},
     )
     assert status == 200, answer
+
+
+@pytest.mark.parametrize("origin", ["null", "file://"])
+def test_an_origin_naming_no_host_is_refused_even_with_an_empty_host_header(
+    console_server: ServerThread, admin: str, client: AuditClient, origin: str
+) -> None:
+    """`Origin: null` (a sandboxed frame, a file) matched an empty `Host`
+    header, and the change was made (helper-187)."""
+    body = b'{"role": "admin", "name": "from no origin"}'
+    for host in (f"127.0.0.1:{console_server.service.console_port}", ""):
+        connection = http.client.HTTPConnection(
+            "127.0.0.1", console_server.service.console_port, timeout=10
+        )
+        try:
+            connection.putrequest("POST", "/api/tokens", skip_host=True)
+            for name, value in (
+                ("Host", host),
+                ("Origin", origin),
+                ("Authorization", f"Bearer {admin}"),
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+            ):
+                connection.putheader(name, value)
+            connection.endheaders(body)
+            with connection.getresponse() as answer:
+                status, said = answer.status, json.loads(answer.read())
+        finally:
+            connection.close()
+        assert status == 403 and "origin" in said["error"], (host, said)
+    assert [t.name for t in client.list_tokens()] == [""]  # none was created
 
 
 def test_a_body_over_64_kib_is_413_in_json_naming_the_body(api: str, admin: str) -> None:

@@ -733,7 +733,10 @@ def _same_origin(request: web.Request) -> None:
     if site is not None and site not in _OWN_SITES:
         raise _refused_origin(f"Sec-Fetch-Site: {site}")
     origin = request.headers.get("Origin")
-    if origin is not None and urllib.parse.urlsplit(origin).netloc.lower() != request.host.lower():
+    # An origin naming no host (`null`, `file://`) is no page of this one's, even
+    # where the Host header is empty too (helper-187).
+    named = urllib.parse.urlsplit(origin or "").netloc.lower()
+    if origin is not None and (not named or named != request.host.lower()):
         raise _refused_origin(f"Origin: {origin}")
 
 
