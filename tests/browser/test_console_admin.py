@@ -190,6 +190,7 @@ def test_a_webhook_is_added_with_its_signing_secret_shown_once(
     shown = wait(browser).until(seen.visibility_of_element_located((By.ID, "sink-secret")))
     secret = shown.find_element(By.CSS_SELECTOR, "input").get_attribute("value") or ""
     assert secret.startswith("whsec_") and "shown only this once" in shown.text
+    assert "may have been added" not in shown.text  # it was: the answer said so
     row = wait(browser).until(lambda b: row_of(section, "hooks"))
     assert "webhook" in row.text and "actions doc.*, user.login" in row.text
     [sink] = admin.list_sinks()
@@ -208,6 +209,46 @@ def test_a_webhook_is_added_with_its_signing_secret_shown_once(
     row = wait(browser).until(lambda b: row_of(section, "security channel"))
     assert "chat" in row.text and "…" in row.text and "abcdefghijklmnopqrstuvwx" not in row.text
     assert not shown.is_displayed()
+
+
+# The answer to the page's POST /api/sinks lost after the console made the call:
+# the connection cut (fetch rejects), or a proxy's 502 in its place.
+_LOSE_THE_ANSWER = """
+const how = arguments[0];
+const real = window.fetch;
+window.fetch = async (url, init = {}) => {
+  const answer = await real(url, init);
+  if (String(url) !== "/api/sinks" || init.method !== "POST") return answer;
+  await answer.text();
+  if (how === "cut") throw new TypeError("Failed to fetch");
+  return new Response("<html>Bad Gateway</html>", { status: 502, statusText: "Bad Gateway" });
+};
+"""
+
+
+@pytest.mark.parametrize("lost", ["cut", "502"])
+def test_a_webhook_whose_answer_is_lost_still_shows_its_signing_secret(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str, lost: str
+) -> None:
+    """The page makes the secret: when no answer of the API's came back, the
+    sink may exist and sign with it, and the page threw it away unshown,
+    leaving only a blind rotation from the CLI (helper-187)."""
+    section = open_view(browser, console_url, admin_token, "Sinks")
+    browser.execute_script(_LOSE_THE_ANSWER, lost)
+    form = section.find_element(By.ID, "sink-create")
+    form.find_element(By.NAME, "name").send_keys("siem")
+    form.find_element(By.NAME, "url").send_keys("http://127.0.0.1:9/hook")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    shown = wait(browser).until(seen.visibility_of_element_located((By.ID, "sink-secret")))
+    secret = shown.find_element(By.CSS_SELECTOR, "input").get_attribute("value") or ""
+    assert "may have been added" in shown.text
+    [sink] = admin.list_sinks()  # it was
+    assert secret.startswith("whsec_") and list(sink.webhook.secret_hints) == [secret[-4:]]
+    wait(browser).until(lambda b: row_of(section, "siem"))  # the list read again shows it
+    assert section.find_element(By.CSS_SELECTOR, ".error").text
+    shown.find_element(By.XPATH, ".//button[.='I have stored it']").click()
+    wait(browser).until(lambda b: not shown.is_displayed())
+    assert "may have been added" not in shown.text
 
 
 def test_a_sink_is_deleted_only_once_its_name_is_typed(

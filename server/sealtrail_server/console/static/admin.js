@@ -325,11 +325,13 @@ async function createToken(event) {
 
 // A secret shown once (a new token's, a new webhook's signing secret): here
 // in this tab's page only, until "I have stored it" or signing out; the API
-// never gives it again.
-function showSecret(box, secret, name) {
+// never gives it again. `unsure`: the change went unanswered, and may have
+// been made (its box says so, if it has words for it).
+function showSecret(box, secret, name, { unsure = false } = {}) {
   $(".secret-value", box).value = secret;
   $(".secret-name", box).textContent = `“${name}”`;
   $(".secret-status", box).textContent = "";
+  for (const words of box.querySelectorAll(".unsure")) words.hidden = !unsure;
   box.hidden = false;
   $(".secret-value", box).focus();
   $(".secret-value", box).select();
@@ -338,6 +340,7 @@ function showSecret(box, secret, name) {
 function hideSecret(box) {
   $(".secret-value", box).value = "";
   $(".secret-status", box).textContent = "";
+  for (const words of box.querySelectorAll(".unsure")) words.hidden = true;
   box.hidden = true;
 }
 
@@ -524,6 +527,13 @@ async function createSink(event) {
     await loadSinks();
   } catch (error) {
     failed(section, error, `The sink ${name}`, form);
+    // No answer of the API's (the connection cut, a proxy's 502 or 504) or a
+    // server's failure: the sink may exist, signing with this secret, which no
+    // one else has. Shown, saying so, as `sealtrail sinks create` does.
+    if (secret && (error.status === undefined || error.status >= 500)) {
+      showSecret($("#sink-secret"), secret, name, { unsure: true });
+      await loadSinks();
+    }
   } finally {
     submit.disabled = false;
   }
