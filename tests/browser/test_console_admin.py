@@ -15,6 +15,7 @@ import pytest
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as seen
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -249,6 +250,57 @@ def test_a_webhook_whose_answer_is_lost_still_shows_its_signing_secret(
     shown.find_element(By.XPATH, ".//button[.='I have stored it']").click()
     wait(browser).until(lambda b: not shown.is_displayed())
     assert "may have been added" not in shown.text
+
+
+# The named inputs of the admin views' forms that hold anything but their
+# default (a retention policy's days are shown as read, and are no input's).
+_TYPED = """
+return [...document.querySelectorAll("section.view[id^='admin-'] form")]
+  .flatMap((form) => [...form.elements].map((element) => [form.id, element]))
+  .filter(([, e]) => e.name && (e.type === "checkbox" || e.type === "radio"
+    ? e.checked !== e.defaultChecked
+    : e.tagName === "SELECT" ? e.options.length > 0
+      && e.selectedIndex !== Math.max(0, [...e.options].findIndex((o) => o.defaultSelected))
+      : "defaultValue" in e && e.value !== e.defaultValue))
+  .map(([form, e]) => `${form} ${e.name}: ${e.value}`);
+"""
+
+
+def test_what_was_typed_in_the_admin_forms_goes_with_signing_out(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    admin_token: str,
+) -> None:
+    """A Splunk token or a chat channel's URL (its credential) typed into Add
+    sink stayed in the page after signing out, and was there for whoever
+    signed into the tab next, another tenant's admin (helper-187)."""
+    section = open_view(browser, console_url, admin_token, "Sinks")
+    form = section.find_element(By.ID, "sink-create")
+    for name in ("url", "token", "api_key"):  # no browser keeps them to offer elsewhere
+        assert form.find_element(By.NAME, name).get_attribute("autocomplete") == "off", name
+    Select(form.find_element(By.NAME, "kind")).select_by_value("splunk_hec")
+    form.find_element(By.NAME, "name").send_keys("splunk")
+    form.find_element(By.NAME, "url").send_keys("https://splunk.example:8088")
+    form.find_element(By.NAME, "token").send_keys("hec-" + secrets.token_hex(8))
+    browser.find_element(By.LINK_TEXT, "Tokens").click()
+    tokens = wait(browser).until(seen.visibility_of_element_located((By.ID, "admin-tokens")))
+    tokens.find_element(By.CSS_SELECTOR, "#token-create [name=name]").send_keys("half typed")
+    browser.find_element(By.LINK_TEXT, "Retention").click()
+    reason = wait(browser).until(seen.visibility_of_element_located((By.NAME, "reason")))
+    reason.send_keys("matter 2026-114")
+    assert len(browser.execute_script(_TYPED)) == 6  # kind, name, url, token; name; reason
+
+    browser.find_element(By.ID, "signout").click()
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "token")))
+    assert browser.execute_script(_TYPED) == []
+    other = console_server.token(f"t-{secrets.token_hex(6)}", "admin")
+    browser.find_element(By.ID, "token").send_keys(other, Keys.ENTER)
+    wait(browser).until(seen.element_to_be_clickable((By.LINK_TEXT, "Sinks"))).click()
+    form = wait(browser).until(seen.visibility_of_element_located((By.ID, "sink-create")))
+    assert form.find_element(By.NAME, "url").get_attribute("value") == ""
+    assert not form.find_element(By.NAME, "token").is_displayed()  # a webhook's form again
+    assert browser.execute_script(_TYPED) == []
 
 
 def test_a_sink_is_deleted_only_once_its_name_is_typed(

@@ -53,13 +53,20 @@ export function showAdminView(id) {
   return LOADERS[id]();
 }
 
-// Everything the admin views hold, the secrets shown once first.
+// Everything the admin views hold, the secrets shown once first, and what was
+// typed in their forms (a Splunk token, a chat channel's URL): the tab's next
+// session may be another admin's, of another tenant.
 export function clearAdmin() {
   for (const box of document.querySelectorAll(".secret")) hideSecret(box);
   for (const section of document.querySelectorAll("section.view[id^='admin-']")) {
     for (const body of section.querySelectorAll("tbody")) body.replaceChildren();
+    for (const form of section.querySelectorAll("form")) {
+      form.reset();
+      clearMarks(form);
+    }
     clearMessages(section);
   }
+  showSinkKind($("#sink-create"));
   $("#retention-policy").replaceChildren();
   $("#legal-hold-state").replaceChildren();
   $("#sink-replay").hidden = true;
