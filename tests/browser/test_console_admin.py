@@ -154,6 +154,42 @@ def test_a_token_is_created_its_secret_shown_once_then_revoked(
     assert not row_of(section, "quarterly export").find_elements(By.XPATH, ".//button")
 
 
+def test_a_secret_shown_once_is_not_shown_again_when_its_view_is_reopened(
+    browser: webdriver.Chrome, console_url: str, admin_token: str
+) -> None:
+    """Leaving the view takes a secret off the page: it stayed, and reopening
+    Tokens (or Sinks) showed it again, "shown once" as often as asked
+    (helper-187)."""
+    section = open_view(browser, console_url, admin_token, "Tokens")
+    form = section.find_element(By.ID, "token-create")
+    form.find_element(By.NAME, "name").send_keys("ci deploy")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    box = wait(browser).until(seen.visibility_of_element_located((By.ID, "token-secret")))
+    secret = box.find_element(By.ID, "token-secret-value").get_attribute("value") or ""
+    assert secret.startswith("stk_")
+    browser.find_element(By.LINK_TEXT, "Events").click()
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "log")))
+    assert box.find_element(By.ID, "token-secret-value").get_attribute("value") == ""
+    browser.find_element(By.LINK_TEXT, "Tokens").click()
+    section = wait(browser).until(seen.visibility_of_element_located((By.ID, "admin-tokens")))
+    wait(browser).until(lambda b: row_of(section, "ci deploy"))
+    assert not box.is_displayed()
+
+    browser.find_element(By.LINK_TEXT, "Sinks").click()
+    sinks = wait(browser).until(seen.visibility_of_element_located((By.ID, "admin-sinks")))
+    form = sinks.find_element(By.ID, "sink-create")
+    form.find_element(By.NAME, "name").send_keys("hooks")
+    form.find_element(By.NAME, "url").send_keys("http://127.0.0.1:9/hook")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    box = wait(browser).until(seen.visibility_of_element_located((By.ID, "sink-secret")))
+    browser.find_element(By.LINK_TEXT, "Tokens").click()
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "admin-tokens")))
+    browser.find_element(By.LINK_TEXT, "Sinks").click()
+    wait(browser).until(lambda b: row_of(sinks, "hooks"))
+    assert not box.is_displayed()
+    assert box.find_element(By.ID, "sink-secret-value").get_attribute("value") == ""
+
+
 def test_a_sink_is_paused_and_a_stale_page_cannot_undo_a_newer_change(
     browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
 ) -> None:

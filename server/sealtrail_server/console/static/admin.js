@@ -53,6 +53,14 @@ export function showAdminView(id) {
   return LOADERS[id]();
 }
 
+// A secret is shown once: in the view it was made in, until that view is left.
+// Opening the view again reads it afresh, without the secret (helper-187).
+export function hideSecretsOutside(id) {
+  for (const box of document.querySelectorAll(".secret")) {
+    if (!box.closest(`#${id}`)) hideSecret(box);
+  }
+}
+
 // Everything the admin views hold, the secrets shown once first, and what was
 // typed in their forms (a Splunk token, a chat channel's URL): the tab's next
 // session may be another admin's, of another tenant.
@@ -331,8 +339,8 @@ async function createToken(event) {
 }
 
 // A secret shown once (a new token's, a new webhook's signing secret): here
-// in this tab's page only, until "I have stored it" or signing out; the API
-// never gives it again. `unsure`: the change went unanswered, and may have
+// in this tab's page only, until "I have stored it", leaving its view or
+// signing out; the API never gives it again. `unsure`: the change went unanswered, and may have
 // been made (its box says so, if it has words for it).
 function showSecret(box, secret, name, { unsure = false } = {}) {
   $(".secret-value", box).value = secret;

@@ -3,7 +3,7 @@
 // and check an event's inclusion proof against the signed checkpoint. An
 // admin token also gets the admin views (admin.js), one per URL fragment.
 
-import { clearAdmin, setUpAdmin, showAdminView } from "./admin.js";
+import { clearAdmin, hideSecretsOutside, setUpAdmin, showAdminView } from "./admin.js";
 
 const TOKEN_KEY = "sealtrail.token";
 // The token's role, as the sign-in said: only what the page shows depends on
@@ -624,6 +624,7 @@ function route() {
   if (!token()) return;
   const wanted = ADMIN_VIEWS[location.hash.slice(1)];
   const shown = wanted && sessionStorage.getItem(ROLE_KEY) === "admin" ? wanted : "log";
+  hideSecretsOutside(shown);  // shown once: leaving its view takes a secret off the page
   for (const view of document.querySelectorAll("section.view")) view.hidden = view.id !== shown;
   for (const link of document.querySelectorAll("#views a")) {
     if (link.dataset.view === shown) link.setAttribute("aria-current", "page");
