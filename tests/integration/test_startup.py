@@ -315,6 +315,29 @@ def test_two_servers_starting_at_once_issue_one_development_token(
     assert [p.name for p in tmp_path.iterdir()] == [cli.DEV_TOKEN_FILE]
 
 
+def test_a_second_fresh_server_with_a_key_of_its_own_is_refused_before_either_signs(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
+    """Two servers of a fresh deployment, each with a data dir of its own and
+    no key configured: each registered its key at start, before either had
+    signed, and both signed the same logs under two keys nobody chose
+    (helper-191). The first key is the deployment's; the second is refused."""
+    from sealtrail.tlog import Signer
+
+    with database_of_its_own(migrated_database_url, "twokeys") as url:
+        first = ServerThread(url, signing_key=None, data_dir=tmp_path / "a", checkpoint_interval=0)
+        try:
+            settings = replace(first.settings, data_dir=tmp_path / "b")
+            second = Service(settings, database_url=first.settings.database_url,
+                             owner_database_url=url)  # fmt: skip
+            with pytest.raises(SystemExit) as stopped:
+                asyncio.run(second.start())
+        finally:
+            first.close()
+        deployments = Signer.parse((tmp_path / "a" / "signing-key").read_text()).verifier
+        assert f"{deployments.name}+{deployments.key_id.hex()}" in str(stopped.value)
+
+
 def test_a_server_whose_signing_key_file_is_lost_refuses_to_sign_on_under_a_new_key(
     migrated_database_url: str, tmp_path: Path
 ) -> None:

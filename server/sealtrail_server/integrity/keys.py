@@ -13,6 +13,10 @@ import psycopg
 from sealtrail.tlog import NoteError, Signer, Verifier, generate_signer_key
 
 from ..key_files import load_key_text
+from ..store.checkpoints import register_key
+
+# pg_advisory_xact_lock key of a data dir's key's check ("sealtkey" in ASCII).
+_KEY_CHOICE_LOCK = 0x7365616C746B6579
 
 KEY_FILE_NAME = "signing-key"
 
@@ -47,24 +51,30 @@ def _parse(text: str, source: str) -> Signer:
 
 async def refuse_an_unchosen_key(owner_url: str, signer: Signer, key_file: Path) -> None:
     """Stops a start whose key came from the data dir (generated there, or
-    read) while the database holds checkpoints and none of its keys is this
-    one: a data dir restored without its key, or a process set up without
-    the deployment's, would sign the log on under a key nobody chose, which
-    an auditor sees as a fork or a key change. A fresh deployment (no
-    checkpoint yet) goes on. The key file stays, as the secrets key's does
+    read) while the database knows other signing keys and not this one: a
+    data dir restored without its key, or a second server set up without the
+    deployment's, would sign the log on under a key nobody chose, which an
+    auditor sees as a fork or a key change. The first key of a fresh
+    deployment is registered here, under a lock, so that of two fresh servers
+    started at once with data dirs of their own the second is refused too
+    (helper-191: each registered its key before either had signed, and both
+    signed). The key file stays, as the secrets key's does
     (sealing_setup.refuse_a_new_key): every start with it says so, until the
     deployment's key is restored or this one is configured, as a rotation is."""
-    async with await psycopg.AsyncConnection.connect(owner_url, autocommit=True) as conn:
-        cursor = await conn.execute(
-            "SELECT verifier FROM signing_keys WHERE EXISTS (SELECT FROM checkpoints)"
-            " ORDER BY first_used_at"
-        )
+    async with (
+        await psycopg.AsyncConnection.connect(owner_url, autocommit=True) as conn,
+        conn.transaction(),
+    ):
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", [_KEY_CHOICE_LOCK])
+        cursor = await conn.execute("SELECT verifier FROM signing_keys ORDER BY first_used_at")
         known = [Verifier.parse(verifier) for (verifier,) in await cursor.fetchall()]
+        if not known:
+            await register_key(conn, signer.verifier)
     if not known or signer.verifier in known:
         return
     raise SystemExit(
         f"the checkpoint signing key in {key_file} ({_named(signer.verifier)}) is none of"
-        " the signing keys of this database, which holds checkpoints they signed"
+        " the signing keys of this database, which the deployment's servers sign with"
         f" ({', '.join(map(_named, known))}): signing on with it would show auditors a key"
         f" change nobody chose. Restore the deployment's key to {key_file} (from the data"
         " dir's backup), or set SEALTRAIL_SIGNING_KEY (or _FILE) to it as its other servers"
