@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
@@ -22,8 +24,9 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from sealtrail import AuditClient, build_alert_rule, build_filter, build_sink
 from sealtrail.v1 import access_pb2, event_pb2
+from sealtrail_server import cli as server_cli
 from tests.browser.test_console import WAIT, sign_in
-from tests.conftest import ServerThread
+from tests.conftest import REDACTION_SECRET, SECRETS_KEY, ServerThread, database_of_its_own
 
 
 @pytest.fixture
@@ -614,3 +617,53 @@ def test_the_retention_policy_is_changed_after_saying_what_it_shortens(
     wait(browser).until(lambda b: "Rule 1, kept" in error.text)
     assert other.find_element(By.CSS_SELECTOR, "label.days").get_attribute("aria-invalid") == "true"
     assert admin.get_retention_policy().policy.default_days == 30
+
+
+def test_a_managed_sink_is_shown_as_the_operators_with_nothing_to_change(
+    browser: webdriver.Chrome, migrated_database_url: str, tmp_path: Path
+) -> None:
+    """The deployment's operator keeps a sink in every tenant (ADR 0070); the
+    API refuses a tenant's pause, replay and delete of it, so the page offers
+    none, says whose it is, and leaves it out of an alert rule's sinks."""
+    with database_of_its_own(migrated_database_url, "console_managed") as url:
+        server = ServerThread(url, console_listen="127.0.0.1:0")
+        try:
+            token = server.token("t-console-managed", "admin")
+            with AuditClient(server.target, token=token) as admin:
+                admin.record(action="doc.read", actor_id="u")  # the tenant has a log
+                webhook(admin, "own")
+            secret = tmp_path / "secret"
+            secret.write_text("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
+            env = {
+                "SEALTRAIL_DATABASE_URL": url,
+                "SEALTRAIL_REDACTION_KEY": REDACTION_SECRET.hex(),
+                "SEALTRAIL_SECRETS_KEY": SECRETS_KEY.hex(),
+                "SEALTRAIL_FORWARD_ALLOW_HTTP": "true",
+                "SEALTRAIL_FORWARD_ALLOW_NETWORKS": "127.0.0.0/8",
+            }
+            made = CliRunner().invoke(
+                server_cli.main,
+                ["sink", "create", "soc", "--kind", "webhook", "--url", "http://127.0.0.1:9/soc",
+                 "--secret", f"@{secret}"],
+                env=env,
+                catch_exceptions=False,
+            )  # fmt: skip
+            assert made.exit_code == 0, made.output
+            console = f"http://127.0.0.1:{server.service.console_port}/"
+            section = open_view(browser, console, token, "Sinks")
+            managed = wait(browser).until(lambda b: row_of(section, "soc"))
+            assert "kept by the operator" in managed.text
+            assert not managed.find_elements(By.TAG_NAME, "button")
+            assert row_of(section, "own").find_elements(By.TAG_NAME, "button")
+
+            browser.find_element(By.LINK_TEXT, "Alert rules").click()
+            offered = wait(browser).until(
+                lambda b: b.find_elements(By.CSS_SELECTOR, "#rule-form [name=sink_ids]")
+            )
+            assert [tick.get_attribute("value") for tick in offered] == [
+                sink.id
+                for sink in AuditClient(server.target, token=token).list_sinks()
+                if sink.name == "own"
+            ]
+        finally:
+            server.close()

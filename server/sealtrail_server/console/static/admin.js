@@ -429,6 +429,12 @@ function sinkRow(sink) {
   cell(row, sink.paused ? "paused" : "active", sink.paused ? "bad" : "");
   const actions = row.insertCell();
   actions.className = "actions";
+  if (sink.managed) {
+    // The deployment's operator keeps it (`sealtrail-server sink`): the API
+    // refuses this tenant's changes to it, so none is offered.
+    actions.textContent = "kept by the operator";
+    return row;
+  }
   actions.append(
     button(sink.paused ? "Resume" : "Pause", () => pauseSink(sink)),
     button("Replay…", () => openReplay(sink)),
@@ -757,8 +763,10 @@ function setUpRuleForm(filterRow) {
 function showSinkChoices(chosen) {
   const box = $("#rule-form").elements.namedItem("sinks");
   for (const old of box.querySelectorAll("label")) old.remove();
-  $(".none", box).hidden = read.sinks.length > 0;
-  for (const sink of read.sinks) {
+  // Not the operator's sinks: the API refuses a rule that routes to one.
+  const own = read.sinks.filter((sink) => !sink.managed);
+  $(".none", box).hidden = own.length > 0;
+  for (const sink of own) {
     const label = document.createElement("label");
     label.className = "toggle";
     const tick = document.createElement("input");
