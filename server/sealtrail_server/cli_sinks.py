@@ -450,13 +450,17 @@ def sink_update(
                     raise click.ClickException(
                         f"there is a deployment sink named {definition.name!r} already"
                     )
-                await definitions.update_definition(
-                    conn,
-                    current.id,
-                    definition,
-                    box=tools.box,
-                    changed_by=f"sealtrail-server:{_operator()}",
-                )
+                async with tools.db.system_connection() as writer:
+                    # Committed at once, as create and delete do: interrupted,
+                    # the change is a server's to finish (an instance already
+                    # rewritten is never ahead of a definition rolled back).
+                    await definitions.update_definition(
+                        writer,
+                        current.id,
+                        definition,
+                        box=tools.box,
+                        changed_by=f"sealtrail-server:{_operator()}",
+                    )
             current = await _find(conn, current.id, tools.box)
             return await tools.managed.reconcile(conn, current)
 

@@ -7,6 +7,7 @@ own: a deployment sink reaches every tenant of its database."""
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from sealtrail import (
 from sealtrail import _cli as client_cli
 from sealtrail.v1 import event_pb2, forwarding_pb2
 from sealtrail_server import cli
+from sealtrail_server.api import managed_sinks
 from tests.conftest import REDACTION_SECRET, SECRETS_KEY, ServerThread, database_of_its_own
 from tests.http_endpoint import Endpoint, Received, endpoint
 
@@ -300,6 +302,56 @@ def test_an_update_changes_every_instance_and_each_tenants_log_says_so(
         assert updated.severity == event_pb2.SEVERITY_WARNING  # its filter narrowed
         assert list(updated.details["weakens"]) == ["filter_narrowed"]
         assert updated.actor.type == event_pb2.ACTOR_TYPE_SYSTEM
+
+
+def test_an_interrupted_update_is_finished_by_a_pass_and_no_instance_stays_ahead(
+    deployment: ServerThread,
+    operator: Callable[..., Result],
+    admin_of: Callable[[str], AuditClient],
+    receiver: Endpoint,
+    secret_file: Path,
+    sql: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`sink update` dies (Ctrl-C, its session lost) after rewriting one
+    tenant's instance: the definition's change stands, a pass brings the
+    other instances to it, and a later update reaches every one of them
+    (helper-189: the first instance stayed ahead of a rolled-back definition,
+    and the next update, reusing its revision, skipped it)."""
+    for _ in range(2):
+        admin_of(_tenant()).record(build_event(action="doc.edit", actor_id="u-1"))
+    definition_id = _create(operator, "soc-interrupted", receiver.url, secret_file)
+    real = managed_sinks.ManagedSinks._rewrite
+    command = threading.get_ident()  # the command's thread, not the server's
+    rewritten: list[str] = []
+
+    async def dying(self: Any, deployment_: Any, tenant_id: str, sink_id: str) -> bool:
+        if threading.get_ident() == command and rewritten:
+            raise KeyboardInterrupt("the operator's command, interrupted midway")
+        rewritten.append(tenant_id)
+        return await real(self, deployment_, tenant_id, sink_id)
+
+    monkeypatch.setattr(managed_sinks.ManagedSinks, "_rewrite", dying)
+    interrupted = operator("sink", "update", "soc-interrupted", "--action", "doc.*")
+    monkeypatch.setattr(managed_sinks.ManagedSinks, "_rewrite", real)
+    assert interrupted.exit_code == 1 and len(rewritten) == 1
+
+    def instances() -> list[tuple[str, int, Any, bool]]:
+        return sql.execute(
+            "SELECT tenant_id, deployment_revision, filter, paused FROM sinks"
+            " WHERE deployment_sink_id = %s ORDER BY tenant_id",
+            [definition_id],
+        ).fetchall()
+
+    assert deployment.service.deployment_sinks is not None
+    deployment.run(deployment.service.deployment_sinks.run_pass())
+    assert {(revision, json.dumps(f)) for _, revision, f, _ in instances()} == {
+        (2, json.dumps({"actions": ["doc.*"]}))
+    }
+    paused = operator("sink", "update", "soc-interrupted", "--pause")
+    assert paused.exit_code == 0, paused.output
+    deployment.run(deployment.service.deployment_sinks.run_pass())
+    assert {(revision, p) for _, revision, _, p in instances()} == {(3, True)}
 
 
 def test_erasing_a_tenant_removes_its_instance_and_no_pass_makes_it_again(

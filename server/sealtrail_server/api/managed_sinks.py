@@ -76,8 +76,8 @@ class ManagedSinks:
         """Brings every tenant's instance to `deployment` as it stands, read
         on `conn` (a system connection, whose transaction holds the
         definition's lock): removed, if it is being deleted (then the
-        definition's row too, on `conn`); else each instance written from an
-        older revision rewritten, and one made for each tenant with a log and
+        definition's row too, on `conn`); else each instance written from
+        another revision rewritten, and one made for each tenant with a log and
         none. `at_size`: those made start after the tenant's last event (a
         definition created `--from now`, as its command makes them); else at
         its first."""
@@ -99,7 +99,7 @@ class ManagedSinks:
                 if deployment.deleting:
                     if await self._remove(deployment, tenant_id, instance.sink_id):
                         done.deleted.append(tenant_id)
-                elif instance.revision < deployment.revision and await self._rewrite(
+                elif instance.revision != deployment.revision and await self._rewrite(
                     deployment, tenant_id, instance.sink_id
                 ):
                     done.updated.append(tenant_id)
@@ -193,10 +193,14 @@ class ManagedSinks:
     async def _rewrite(self, deployment: DeploymentSink, tenant_id: str, sink_id: str) -> bool:
         """The instance brought to the definition's revision; recorded if its
         definition changes (a change of another field of the deployment sink,
-        such as its start, changes nothing of it)."""
+        such as its start, changes nothing of it). Any other revision than the
+        definition's is rewritten, one ahead of it too: an interrupted `sink
+        update` of an earlier version wrote instances before it committed the
+        definition, and one left ahead would skip the next change, which
+        reuses its revision."""
         async with self._changes.exclusive(tenant_id, f"sink/{sink_id}", caller=None) as conn:
             before = await store.read_sink(conn, tenant_id, sink_id, box=self._box)
-            if before is None or (before.deployment_revision or 0) >= deployment.revision:
+            if before is None or before.deployment_revision == deployment.revision:
                 return False
             after: SinkDefinition = deployment.definition
             if after != before.definition:
