@@ -6,10 +6,12 @@ own: a deployment sink reaches every tenant of its database."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -352,6 +354,48 @@ def test_an_interrupted_update_is_finished_by_a_pass_and_no_instance_stays_ahead
     assert paused.exit_code == 0, paused.output
     deployment.run(deployment.service.deployment_sinks.run_pass())
     assert {(revision, p) for _, revision, _, p in instances()} == {(3, True)}
+
+
+def test_a_managed_sinks_etag_gives_nothing_of_the_operators_secret_away(
+    operator: Callable[..., Result],
+    admin_of: Callable[[str], AuditClient],
+    receiver: Endpoint,
+    tmp_path: Path,
+) -> None:
+    """A tenant rebuilds what the etag was computed from out of its GetSink
+    answer and guesses the rest: the etag of a managed sink is over what
+    the tenant is shown, and its guesses of the operator's token's last four
+    characters never match (helper-189: the etag took in the token's hint,
+    found offline in 16**4 hashes)."""
+    token = str(uuid.uuid4())  # a Splunk HEC token is a UUID
+    token_file = tmp_path / "hec.txt"
+    token_file.write_text(token + "\n")
+    admin = admin_of(_tenant())
+    admin.record(build_event(action="doc.edit", actor_id="u-1"))
+    made = operator(
+        "sink", "create", "soc-etag", "--kind", "splunk_hec", "--url", receiver.url,
+        "--token", f"@{token_file}", "--index", "tenants",
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    [sink] = _managed(admin)
+    assert sink.splunk_hec.token_hint == ""
+    destination = json_format.MessageToDict(sink.splunk_hec, preserving_proto_field_name=True)
+    fields = {
+        "name": sink.name,
+        "kind": "splunk_hec",
+        "format": "sealtrail_json",
+        "filter": json_format.MessageToDict(sink.filter),
+        "paused": sink.paused,
+        "update_time": sink.update_time.ToDatetime(tzinfo=UTC).isoformat(),
+    }
+
+    def etag(token_hint: str) -> str:
+        shown = {**fields, "destination": {**destination, "token_hint": token_hint}}
+        material = json.dumps(shown, sort_keys=True, separators=(",", ":")).encode()
+        return f'"{hashlib.sha256(material).hexdigest()[:32]}"'
+
+    assert sink.etag != etag(token[-4:])
+    assert sink.etag == etag("")  # what the tenant is shown, and nothing more
 
 
 def test_erasing_a_tenant_removes_its_instance_and_no_pass_makes_it_again(

@@ -86,13 +86,14 @@ def _sink_message(stored: store.StoredSink, head: int) -> pb.Sink:
     )
     json_format.ParseDict(definition.filter, message.filter)
     shown = redacted_destination(definition.kind, definition.destination)
-    json_format.ParseDict(
-        _operators_destination(shown) if stored.managed else shown,
-        getattr(message, definition.kind),
-    )
+    if stored.managed:
+        shown = _operators_destination(shown)
+    json_format.ParseDict(shown, getattr(message, definition.kind))
     message.create_time.FromDatetime(stored.created_at)
     message.update_time.FromDatetime(stored.updated_at)
-    message.etag = sink_etag(definition, stored.updated_at)
+    # A managed sink's etag is of what its tenant sees (no change of it is
+    # the tenant's to make, nor so to condition).
+    message.etag = sink_etag(definition, stored.updated_at, shown=shown if stored.managed else None)
     state = stored.state
     message.state.cursor_seq = state.cursor_seq
     message.state.head_seq = head

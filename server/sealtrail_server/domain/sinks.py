@@ -171,11 +171,19 @@ def url_secrets(url: str) -> list[str]:
     return sorted((secret for secret in found if secret), key=len, reverse=True)
 
 
-def sink_etag(definition: SinkDefinition, updated_at: datetime) -> str:
+def sink_etag(
+    definition: SinkDefinition, updated_at: datetime, *, shown: dict[str, Any] | None = None
+) -> str:
     """The sink's etag (AIP-154, ADR 0035): its definition as described and
     when it changed. Every change moves that time, a secret's too; a secret
-    itself is never part of it, so the etag tells nothing of one."""
-    return etag_of({**described(definition), "update_time": instant(updated_at)})
+    itself is never part of it, so the etag tells nothing of one. `shown`:
+    the destination as its reader is shown it, if less than `described`
+    (a managed sink's, ADR 0070): unkeyed, the etag of what a reader does not
+    see, a hint's four characters, gives it away to a search offline."""
+    fields = described(definition)
+    if shown is not None:
+        fields["destination"] = shown
+    return etag_of({**fields, "update_time": instant(updated_at)})
 
 
 def with_secrets(
