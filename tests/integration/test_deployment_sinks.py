@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC
@@ -33,7 +34,7 @@ from sealtrail.v1 import event_pb2, forwarding_pb2
 from sealtrail_server import cli
 from sealtrail_server.api import managed_sinks
 from tests.conftest import REDACTION_SECRET, SECRETS_KEY, ServerThread, database_of_its_own
-from tests.http_endpoint import Endpoint, Received, endpoint
+from tests.http_endpoint import Endpoint, Received, Reply, endpoint
 
 SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
@@ -396,6 +397,42 @@ def test_a_managed_sinks_etag_gives_nothing_of_the_operators_secret_away(
 
     assert sink.etag != etag(token[-4:])
     assert sink.etag == etag("")  # what the tenant is shown, and nothing more
+
+
+def test_an_answer_echoing_the_request_keeps_the_operators_token_from_tenants(
+    operator: Callable[..., Result],
+    admin_of: Callable[[str], AuditClient],
+    receiver: Endpoint,
+    tmp_path: Path,
+) -> None:
+    """A proxy or collector that echoes the request's headers in its refusal:
+    the sink's last error and dead letters, which the tenant reads, say so
+    without the operator's HEC token (helper-189: they carried it whole)."""
+    token = "soc-" + uuid.uuid4().hex
+    token_file = tmp_path / "hec.txt"
+    token_file.write_text(token + "\n")
+
+    def echo(received: Received, index: int) -> Reply:
+        body = json.dumps({"text": "Bad request", "headers": received.headers}).encode()
+        return Reply(status=400, body=body)
+
+    receiver.responder = echo
+    admin = admin_of(_tenant())
+    admin.record(build_event(action="doc.edit", actor_id="u-1"))
+    made = operator(
+        "sink", "create", "soc-echoed", "--kind", "splunk_hec", "--url", receiver.url,
+        "--token", f"@{token_file}",
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    deadline = time.monotonic() + 30
+    while not (sink := _managed(admin)[0]).state.dead_letters:
+        assert time.monotonic() < deadline, f"no dead letter: {sink.state}"
+        time.sleep(0.1)
+    letters = [letter.error for letter in admin.list_dead_letters(sink.id)]
+    errors = [error for error in (sink.state.last_error, *letters) if error]
+    assert all(error.startswith("HTTP 400 from 127.0.0.1:") for error in errors), errors
+    assert not any(token in error or token[-8:] in error for error in errors), errors
+    assert all('"authorization": "Splunk \u2026"' in error for error in errors), errors
 
 
 def test_erasing_a_tenant_removes_its_instance_and_no_pass_makes_it_again(

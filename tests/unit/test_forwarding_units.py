@@ -7,9 +7,11 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import html
 import ipaddress
 import json
 import random
+import urllib.parse
 from datetime import UTC, datetime
 from typing import Any
 
@@ -647,6 +649,49 @@ def test_webhook_secrets_need_the_prefix_and_enough_key() -> None:
     )
     assert [v.field for v in violations] == ["sink.webhook.secrets", "sink.webhook.secrets[0]",
                                              "sink.webhook.secrets[1]"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "destination", "secret"),
+    [
+        ("webhook", {"url": "https://h.example/x", "secrets": [SECRET]}, SECRET),
+        ("splunk_hec", {"url": "https://h.example", "token": 'tok&en<+/"x9'}, 'tok&en<+/"x9'),
+        ("datadog_logs", {"url": "https://h.example", "api_key": "dd+k/ey=42"}, "dd+k/ey=42"),
+        (
+            "elasticsearch",
+            {"url": "https://h.example", "index": "audit", "api_key": "RVM6a2V5+/=="},
+            "RVM6a2V5+/==",
+        ),
+    ],
+)
+def test_an_answer_that_echoes_the_request_never_shows_the_sinks_secret(
+    kind: str, destination: dict[str, Any], secret: str
+) -> None:
+    """A proxy's error page may echo the request's headers: the sink's token,
+    key or secret, as sent or percent-, JSON- or HTML-encoded, never reaches
+    its errors and dead letters, which its tenant reads (a managed sink's
+    secret is the operator's; helper-189), across the cut too."""
+    [sent] = requests(sender(kind, destination), [pending(record(1))], now=NOW)
+    forms = [
+        secret,
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret),
+        json.dumps(secret)[1:-1],
+        html.escape(secret),
+    ]
+    for form in forms:
+        for cut_at in range(MAX_ERROR_TEXT - len(form), MAX_ERROR_TEXT + 1):
+            error = answered(sent, 400, ("p" * cut_at + f"Authorization: {form}").encode())
+            assert secret[:6] not in error and form[:6] not in error, (form, cut_at)
+        echoed = verdict(kind, sent, 400, f'{{"echo": "{form}"}}'.encode(), {})
+        assert secret[:6] not in echoed.error and "…" in echoed.error, form
+    if kind == "elasticsearch":
+        item = {"create": {"status": 400, "error": {"reason": f"bad header ApiKey {secret}"}}}
+        bulk = verdict(kind, sent, 200, json.dumps({"items": [item]}).encode(), {})
+        [refused] = bulk.refused
+        assert secret[:6] not in refused.error and "ApiKey …" in refused.error
+        unreadable = verdict(kind, sent, 200, f"<html>ApiKey {secret}".encode(), {})
+        assert secret[:6] not in unreadable.error and "ApiKey …" in unreadable.error
 
 
 def test_an_answer_that_echoes_the_url_never_shows_its_secrets() -> None:

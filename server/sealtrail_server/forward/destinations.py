@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import html
 import json
 import re
 from collections.abc import Callable
@@ -22,13 +23,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 from ..domain.chat_text import MAX_TEXT
 from ..domain.chat_text import line as chat_line
 from ..domain.ocsf import to_ocsf
 from ..domain.sinks import (
     DATADOG_DEFAULT_URL,
+    SECRET_FIELDS,
     Format,
     Kind,
     shown_url,
@@ -128,6 +130,9 @@ class Outgoing:
     body: bytes
     seqs: tuple[int, ...]
     event_ids: tuple[str, ...]
+    # The sink's own secrets (its token, key, signing secrets): cut, as the
+    # URL's are, from what its answers are kept as.
+    secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,14 +243,28 @@ def _size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode())  # no copy for ASCII
 
 
-def _outgoing(url: str, headers: list[tuple[str, str]], body: str, batch: _Batch) -> Outgoing:
+def _outgoing(
+    sender: Sender, url: str, headers: list[tuple[str, str]], body: str, batch: _Batch
+) -> Outgoing:
     return Outgoing(
         url=url,
         headers=headers,
         body=body.encode(),
         seqs=tuple(event.seq for event in batch.events),
         event_ids=tuple(data["id"] for data in batch.parsed),
+        secrets=_secrets_of(sender),
     )
+
+
+def _secrets_of(sender: Sender) -> tuple[str, ...]:
+    """The sink's secret values, but a URL (a chat sink's): `url_secrets`
+    says which parts of a URL may hold a credential."""
+    found: list[str] = []
+    for name in SECRET_FIELDS[sender.kind]:
+        value = sender.destination.get(name)
+        if name != "url":
+            found += [item for item in (value if isinstance(value, list) else [value]) if item]
+    return tuple(found)
 
 
 # Each kind's piece of a body for one event: given the sender, a function of
@@ -297,7 +316,7 @@ def _webhook(sender: Sender, batch: _Batch) -> Outgoing:
         ("webhook-timestamp", timestamp),
         ("webhook-signature", signatures),
     ]
-    return _outgoing(sender.destination["url"], headers, body, batch)
+    return _outgoing(sender, sender.destination["url"], headers, body, batch)
 
 
 def _hmac(key: bytes, message: bytes) -> bytes:
@@ -330,7 +349,7 @@ def _splunk_hec(sender: Sender, batch: _Batch) -> Outgoing:
         ("Content-Type", "application/json"),
         ("Authorization", f"Splunk {settings['token']}"),
     ]
-    return _outgoing(url, headers, "\n".join(batch.pieces), batch)
+    return _outgoing(sender, url, headers, "\n".join(batch.pieces), batch)
 
 
 def _datadog_piece(sender: Sender) -> Piece:
@@ -350,7 +369,7 @@ def _datadog_logs(sender: Sender, batch: _Batch) -> Outgoing:
     settings = sender.destination
     url = (settings.get("url") or DATADOG_DEFAULT_URL).rstrip("/") + "/api/v2/logs"
     headers = [("Content-Type", "application/json"), ("DD-API-KEY", settings["api_key"])]
-    return _outgoing(url, headers, "[" + ",".join(batch.pieces) + "]", batch)
+    return _outgoing(sender, url, headers, "[" + ",".join(batch.pieces) + "]", batch)
 
 
 def _elasticsearch_piece(sender: Sender) -> Piece:
@@ -371,7 +390,7 @@ def _elasticsearch(sender: Sender, batch: _Batch) -> Outgoing:
     # Only what the verdict reads: Elasticsearch answers every item, about
     # 200 bytes each even when none failed.
     url = settings["url"].rstrip("/") + "/_bulk?filter_path=" + _BULK_ANSWER_FIELDS
-    return _outgoing(url, headers, "\n".join(batch.pieces) + "\n", batch)
+    return _outgoing(sender, url, headers, "\n".join(batch.pieces) + "\n", batch)
 
 
 def _chat_piece(sender: Sender) -> Piece:
@@ -386,7 +405,7 @@ def _chat(sender: Sender, batch: _Batch) -> Outgoing:
     `/slack` endpoint. Nothing signs it: its URL is its credential."""
     body = '{"text":"' + "\\n".join(batch.pieces) + '"}'
     headers = [("Content-Type", "application/json; charset=utf-8")]
-    return _outgoing(sender.destination["url"], headers, body, batch)
+    return _outgoing(sender, sender.destination["url"], headers, body, batch)
 
 
 _DELAY_SECONDS: Final = re.compile(r"[0-9]{1,9}")
@@ -405,10 +424,6 @@ _PIECES: Final[dict[Kind, Callable[[Sender], Piece]]] = {
     "elasticsearch": _elasticsearch_piece,
     "chat": _chat_piece,
 }
-
-
-def _excerpt(body: bytes) -> str:
-    return _excerpt_of(body[:MAX_ERROR_TEXT].decode("utf-8", "replace"))
 
 
 def _excerpt_of(text: str) -> str:
@@ -446,19 +461,43 @@ def host_of(url: str) -> str:
 def answered(sent: Outgoing, status: int, body: bytes) -> str:
     """What the destination answered `sent`, as the sink's errors say it: an
     error page may echo the URL it was sent to ("Cannot POST /hooks/<secret>"),
-    so what could be a credential of the URL is cut from it (helper-177)."""
+    so what could be a credential of the URL is cut from it (helper-177), and
+    one may echo the request's headers, so the sink's own secrets are too (a
+    tenant reads its sinks' errors: a managed sink's were the operator's
+    token, helper-189)."""
+    return f"HTTP {status} from {host_of(sent.url)}: {_kept(sent, body)}"
+
+
+def _kept(sent: Outgoing, body: bytes) -> str:
+    """As much of `body` as errors keep, without `sent`'s secrets."""
+    secrets = _secrets_in_answers(sent)
     # Scrubbed before it is cut: a secret across the cut kept all but its
-    # last characters (helper-182). A secret is part of the URL, so reading
-    # the URL's length more is enough to see it whole.
-    text = body[: MAX_ERROR_TEXT + len(sent.url)].decode("utf-8", "replace")
-    return (
-        f"HTTP {status} from {host_of(sent.url)}: {_excerpt_of(_without_secrets(text, sent.url))}"
-    )
+    # last characters (helper-182). Reading the longest secret's length more
+    # is enough to see it whole (those of the URL are no longer than it).
+    reach = max([len(sent.url), *map(len, secrets)])
+    text = body[: MAX_ERROR_TEXT + reach].decode("utf-8", "replace")
+    return _excerpt_of(_without(text, secrets))
 
 
-def _without_secrets(text: str, url: str) -> str:
-    """`text` with every part of `url` that `shown_url` hides replaced by "…"."""
-    for secret in url_secrets(url):
+def _secrets_in_answers(sent: Outgoing) -> list[str]:
+    """What of `sent` an answer must not repeat, longest first: each part of
+    its URL that `shown_url` hides, and each of the sink's secrets as an
+    answer may write it (as sent, percent-encoded, escaped in JSON or HTML)."""
+    found = set(url_secrets(sent.url))
+    for secret in sent.secrets:
+        found |= {
+            secret,
+            quote(secret, safe=""),
+            quote_plus(secret),
+            json.dumps(secret)[1:-1],
+            html.escape(secret),
+        }
+    return sorted(found, key=len, reverse=True)
+
+
+def _without(text: str, secrets: list[str]) -> str:
+    """`text` with each of `secrets` replaced by "…"."""
+    for secret in secrets:
         text = text.replace(secret, "…")
     return text
 
@@ -520,7 +559,8 @@ def verdict(
         # written again (a trailing slash, https, a moved domain), its secret
         # and all (helper-177).
         location = headers.get("location", "?")
-        where = printable(_without_secrets(shown_url(location), sent.url)[:_MAX_LOCATION])
+        where = shown_url(location)
+        where = printable(_without(where, _secrets_in_answers(sent))[:_MAX_LOCATION])
         return Verdict(
             "retry",
             status,
@@ -580,7 +620,7 @@ def _bulk_verdict(sent: Outgoing, body: bytes, host: str) -> Verdict:
             # Cut where it was no longer kept (long error reasons): the same
             # batch would be answered as long again, so it goes in halves.
             return Verdict("split", 200, f"bulk answer from {host} over {len(body)} bytes")
-        return Verdict("retry", 200, f"unreadable bulk answer from {host}: {_excerpt(body)}")
+        return Verdict("retry", 200, f"unreadable bulk answer from {host}: {_kept(sent, body)}")
     # Items are asked back (filter_path keeps their status) whatever the errors:
     # an answer without them (`{}`, `{"errors": false}`: a proxy, a wrong
     # endpoint answering 200) says nothing of the events.
@@ -598,7 +638,8 @@ def _bulk_verdict(sent: Outgoing, body: bytes, host: str) -> Verdict:
             return Verdict("retry", 200, f"bulk answer from {host}: seq {seq} has no status")
         if status < 300 or status == 409:
             continue
-        error = json.dumps(result.get("error", ""))[:MAX_ERROR_TEXT]
+        error = _without(json.dumps(result.get("error", "")), _secrets_in_answers(sent))
+        error = error[:MAX_ERROR_TEXT]
         if status in _RETRIED_4XX or status >= 500:
             return Verdict("retry", status, f"bulk item HTTP {status} from {host}: {error}")
         if status in _BULK_REFUSED_INDEX:
