@@ -20,17 +20,19 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 from google.protobuf import json_format
+from psycopg.types.json import Jsonb
 
 from sealtrail import (
     AuditClient,
     PermissionDeniedError,
     RpcFailedError,
+    build_alert_rule,
     build_event,
     build_filter,
     build_sink,
 )
 from sealtrail import _cli as client_cli
-from sealtrail.v1 import event_pb2, forwarding_pb2
+from sealtrail.v1 import alerting_pb2, event_pb2, forwarding_pb2
 from sealtrail_server import cli
 from sealtrail_server.api import managed_sinks
 from tests.conftest import REDACTION_SECRET, SECRETS_KEY, ServerThread, database_of_its_own
@@ -433,6 +435,59 @@ def test_an_answer_echoing_the_request_keeps_the_operators_token_from_tenants(
     assert all(error.startswith("HTTP 400 from 127.0.0.1:") for error in errors), errors
     assert not any(token in error or token[-8:] in error for error in errors), errors
     assert all('"authorization": "Splunk \u2026"' in error for error in errors), errors
+
+
+def test_an_alert_rule_may_not_route_alerts_past_a_managed_sinks_filter(
+    operator: Callable[..., Result],
+    admin_of: Callable[[str], AuditClient],
+    receiver: Endpoint,
+    secret_file: Path,
+    sql: psycopg.Connection[Any],
+) -> None:
+    """A rule's alerts go to each of its sinks whose filter does not take them
+    as replays that bypass that filter: routed to the operator's sink, a
+    tenant's rule pushed records of its choosing past the operator's filter
+    (helper-189). Naming a managed sink in a rule is refused; a rule that
+    names one already sends it only what its filter takes."""
+    tenant_id = _tenant()
+    admin = admin_of(tenant_id)
+    admin.record(build_event(action="doc.edit", actor_id="u-1"))
+    _create(operator, "soc-alerted", receiver.url, secret_file, "--action", "soc.*")
+    # Paused: a replay queued for it stays to be seen.
+    assert operator("sink", "update", "soc-alerted", "--pause").exit_code == 0
+    [managed] = _managed(admin)
+    own = admin.create_sink(build_sink("own", "webhook", url=receiver.url, secrets=[SECRET])).sink
+    documents = build_filter(actions="doc.*")
+    routed = build_alert_rule("docs", "match", filter=documents, sink_ids=[own.id, managed.id])
+    with pytest.raises(PermissionDeniedError) as refused:
+        admin.create_alert_rule(routed)
+    assert refused.value.reason == "SINK_MANAGED_BY_OPERATOR"
+    assert "rule.sink_ids[1]" in str(refused.value)
+    assert "sealtrail-server sink" in str(refused.value)
+    rule = admin.create_alert_rule(build_alert_rule("docs", "match", filter=documents)).rule
+    with pytest.raises(PermissionDeniedError) as refused:
+        admin.update_alert_rule(
+            alerting_pb2.AlertRule(id=rule.id, sink_ids=[managed.id]), fields=["sink_ids"]
+        )
+    assert refused.value.reason == "SINK_MANAGED_BY_OPERATOR"
+    assert "rule.sink_ids[0]" in str(refused.value)
+
+    # A rule made before the refusal, naming the managed sink.
+    sql.execute(
+        "UPDATE alert_rules SET sink_ids = %s WHERE tenant_id = %s AND id = %s",
+        [Jsonb([managed.id]), tenant_id, rule.id],
+    )
+    for index in range(3):
+        admin.record(build_event(action="doc.edit", actor_id="u-1", description=f"text {index}"))
+    deadline = time.monotonic() + 30
+    while [r.fired for r in admin.list_alert_rules() if r.id == rule.id] != [3]:
+        assert time.monotonic() < deadline, "the rule did not fire three times"
+        time.sleep(0.1)
+    queued = sql.execute(
+        "SELECT count(*) FROM sink_replays WHERE tenant_id = %s AND sink_id = %s",
+        [tenant_id, managed.id],
+    ).fetchone()
+    assert queued == (0,)
 
 
 def test_erasing_a_tenant_removes_its_instance_and_no_pass_makes_it_again(

@@ -19,7 +19,7 @@ from sealtrail.v1 import event_pb2
 from ..alerts.evaluator import Evaluator, condition_of
 from ..alerts.routing import delete_rule_routing_its_alerts
 from ..domain.alerts import MAX_RULE_NAME, MAX_RULES_PER_TENANT, NEW_ORIGIN_KINDS
-from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from ..domain.etags import etag_of, instant, require_etag
 from ..domain.event import CONTROL_CHARACTERS, MAX_NAME, SEVERITIES, ChangeDraft, parse_uuid
 from ..domain.filters import validate_filter
@@ -39,6 +39,7 @@ from .audited import (
     weakening_severity,
 )
 from .convert import filter_draft
+from .denials import Denials
 from .guard import current_principal
 from .update_mask import replaces_oneof, update_paths
 
@@ -175,6 +176,23 @@ class AlertingRpcs:
     _evaluator: Evaluator
     _forwarder: Forwarder
     _filter_details: FilterDetails
+    _denials: Denials | None
+
+    async def _refuse_managed_sink(self, field: str, sink_id: str, rpc: str) -> None:
+        """PERMISSION_DENIED for a rule naming a managed sink (ADR 0070), the
+        attempt recorded as any refusal of what the operator keeps. A rule's
+        alerts reach each of its sinks whose filter does not take them as
+        replays past that filter: routed to the operator's, a tenant's rule
+        put records of its choosing past the operator's filter (helper-189)."""
+        if self._denials is not None:
+            await self._denials.refused(current_principal(), rpc=rpc, reason="operator")
+        raise PermissionDenied(
+            f"{field}: sink {sink_id} is a deployment-wide sink this deployment's operator"
+            " keeps (sealtrail-server sink): alerts reach it only as its filter takes them,"
+            " never routed by a rule",
+            reason="SINK_MANAGED_BY_OPERATOR",
+            metadata={"field": field},
+        )
 
     async def _recorded_rule(self, tenant_id: str, rule: store.StoredRule) -> dict[str, Any]:
         """A rule as its change events record it (`_definition`): a secret in
@@ -194,6 +212,7 @@ class AlertingRpcs:
         conn: Connection,
         tenant_id: str,
         *,
+        rpc: str,
         paths: frozenset[str] | None = None,
     ) -> dict[str, Any]:
         """The definition `rule` gives, as StoredRule fields, each checked
@@ -231,8 +250,15 @@ class AlertingRpcs:
             sink_ids = []
             for index, text in enumerate(rule.sink_ids):
                 sink_id = parse_uuid(text)
-                if sink_id is None or not await sink_store.sink_exists(conn, tenant_id, sink_id):
+                managed = (
+                    None
+                    if sink_id is None
+                    else await sink_store.sink_managed(conn, tenant_id, sink_id)
+                )
+                if managed is None:
                     raise InvalidArgument.field(f"rule.sink_ids[{index}]", "no such sink")
+                if managed:
+                    await self._refuse_managed_sink(f"rule.sink_ids[{index}]", text, rpc)
                 if sink_id in sink_ids:  # else each alert was queued to it twice
                     raise InvalidArgument.field(f"rule.sink_ids[{index}]", "repeats a sink")
                 sink_ids.append(sink_id)
@@ -251,7 +277,7 @@ class AlertingRpcs:
         async with self._changes.exclusive(
             tenant_id, "alert_rules", caller=principal.token_id
         ) as conn:
-            defined = await self._validated(rule, conn, tenant_id)
+            defined = await self._validated(rule, conn, tenant_id, rpc="CreateAlertRule")
             if await store.count_rules(conn, tenant_id) >= MAX_RULES_PER_TENANT:
                 raise FailedPrecondition(
                     f"the tenant has {MAX_RULES_PER_TENANT} alert rules, the most it may have",
@@ -302,7 +328,10 @@ class AlertingRpcs:
             before = await _stored_rule(conn, tenant_id, rule_id)
             require_etag(request.rule.etag, _etag(before), what=f"alert rule {rule_id}")
             after = replace(
-                before, **await self._validated(request.rule, conn, tenant_id, paths=paths)
+                before,
+                **await self._validated(
+                    request.rule, conn, tenant_id, rpc="UpdateAlertRule", paths=paths
+                ),
             )
             if after == before:
                 return pb.UpdateAlertRuleResponse(rule=_rule_message(before))

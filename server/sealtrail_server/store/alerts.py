@@ -480,12 +480,14 @@ async def deliver_to_sink(
     conn: Connection, tenant_id: str, sink_id: str, replay_id: str, seq: int, *, now: datetime
 ) -> bool:
     """Queues one event for a sink whatever its filter (a replay that bypasses
-    it); False if the tenant has no such sink."""
+    it); False if the tenant has no such sink, or it is a managed one: the
+    operator's filter says what of a tenant reaches it (ADR 0070), and a rule
+    that named it before rules were refused one sends it no more than that."""
     cursor = await conn.execute(
         "INSERT INTO sink_replays (tenant_id, sink_id, id, first_seq, last_seq, bypass_filter,"
         " cursor_seq, created_at)"
         " SELECT tenant_id, id, %s, %s, %s, true, %s, %s FROM sinks"
-        " WHERE tenant_id = %s AND id = %s",
+        " WHERE tenant_id = %s AND id = %s AND deployment_sink_id IS NULL",
         [replay_id, seq, seq, seq - 1, now, tenant_id, sink_id],
     )
     return cursor.rowcount == 1

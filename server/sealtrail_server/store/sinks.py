@@ -307,11 +307,14 @@ async def read_sink_filter(conn: Connection, tenant_id: str, sink_id: str) -> di
     return None if row is None else dict(row[0])
 
 
-async def sink_exists(conn: Connection, tenant_id: str, sink_id: str) -> bool:
+async def sink_managed(conn: Connection, tenant_id: str, sink_id: str) -> bool | None:
+    """Whether the sink is a managed one (ADR 0070); None if there is no such sink."""
     cursor = await conn.execute(
-        "SELECT FROM sinks WHERE tenant_id = %s AND id = %s", [tenant_id, sink_id]
+        "SELECT deployment_sink_id IS NOT NULL FROM sinks WHERE tenant_id = %s AND id = %s",
+        [tenant_id, sink_id],
     )
-    return await cursor.fetchone() is not None
+    row = await cursor.fetchone()
+    return None if row is None else bool(row[0])
 
 
 async def list_sinks(conn: Connection, tenant_id: str, *, box: SecretBox) -> list[StoredSink]:
