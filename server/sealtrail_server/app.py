@@ -304,8 +304,10 @@ class Service:
                 problem,
             )
         forwarder = self.forwarder
+        # One budget of changes for the process (the servicer's and the pass's).
+        changes = Changes(db)
         managed = ManagedSinks(
-            Changes(db),
+            changes,
             self._appender,
             SinkRecords(names, redaction_secret=redaction_secret),
             box=secret_box,
@@ -400,6 +402,7 @@ class Service:
                 denials=denials,
                 in_flight_bytes=settings.record_max_in_flight_bytes,
                 max_response_bytes=MAX_RESPONSE_BYTES,
+                changes=changes,
                 clock=self._clock,
             ),
             server,

@@ -5,7 +5,11 @@ left undone (a change or deletion interrupted midway).
 
 Any process may pass; one reconciles a definition at a time, the one that
 takes its lock without waiting (`try_lock_subject`), held for the
-reconciliation in a transaction of a system connection. The command
+reconciliation in a transaction of a system connection of the pass's own,
+outside the pool: held from it, it kept a connection from each tenant's
+change and the appender recording it, all of them with a pool of two
+(helper-189). The changes take theirs within the servicer's budget
+(store/changes.py), whose `Changes` the pass shares. The command
 changing a definition holds the same lock, so the two never write one
 definition's instances at once, and a definition being created `--from now`
 is not given instances from their first event by a pass meanwhile. Each
@@ -81,21 +85,26 @@ class DeploymentSinkJob:
             ids = await definitions.definition_ids(conn)
             known = await definitions.tenants_with_logs(conn) if ids else None
         self._known = known
-        for definition_id in ids:
-            async with self._db.system_connection() as conn, conn.transaction():
-                subject = definitions.definition_subject(definition_id)
-                if not await try_lock_subject(conn, "", subject):
-                    continue  # a command, or another process, is at it
-                deployment = await definitions.find_definition(conn, definition_id, box=self._box)
-                if deployment is None:
-                    continue
-                done = await self._managed.reconcile(conn, deployment)
-            if done.created or done.updated or done.deleted:
-                log.info(
-                    "deployment sink %s: instances made in %d tenants, changed in %d,"
-                    " removed from %d",
-                    deployment.definition.name,
-                    len(done.created),
-                    len(done.updated),
-                    len(done.deleted),
-                )
+        if not ids:
+            return
+        async with self._db.own_system_connection() as conn:
+            for definition_id in ids:
+                async with conn.transaction():
+                    subject = definitions.definition_subject(definition_id)
+                    if not await try_lock_subject(conn, "", subject):
+                        continue  # a command, or another process, is at it
+                    deployment = await definitions.find_definition(
+                        conn, definition_id, box=self._box
+                    )
+                    if deployment is None:
+                        continue
+                    done = await self._managed.reconcile(conn, deployment)
+                if done.created or done.updated or done.deleted:
+                    log.info(
+                        "deployment sink %s: instances made in %d tenants, changed in %d,"
+                        " removed from %d",
+                        deployment.definition.name,
+                        len(done.created),
+                        len(done.updated),
+                        len(done.deleted),
+                    )

@@ -131,8 +131,13 @@ class AuditLogServicer(
         denials: Denials | None = None,
         in_flight_bytes: int = 2 * 1024 * 1024 * 1024,
         max_response_bytes: int = 96 * 1024 * 1024,
+        changes: Changes | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """`changes`: the process's one budget of configuration changes
+        (store/changes.py), shared with its other makers of changes (the
+        deployment-sink pass): a budget each, together they could take the
+        connections the appender needs to record them (helper-189)."""
         self._in_flight = InFlight(in_flight_bytes)
         self._max_response_bytes = max_response_bytes
         self._eraser = eraser
@@ -161,7 +166,7 @@ class AuditLogServicer(
         self._export_limit = export_limit
         self._export_window = export_window
         self._db = db
-        self._changes = Changes(db)
+        self._changes = changes if changes is not None else Changes(db)
         self._appender = appender
         self._checkpointer = checkpointer
         self._clock = clock

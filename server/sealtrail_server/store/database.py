@@ -227,6 +227,32 @@ class Database:
         async with self._checkout((SYSTEM_ROLE, "", plans, self._system_lock_timeout)) as conn:
             yield conn
 
+    @asynccontextmanager
+    async def own_system_connection(self) -> AsyncIterator[Connection]:
+        """`system_connection()`, but a connection of its own, outside the
+        pool: for a lock held across work that takes pooled connections,
+        which it must not keep from them. The deployment-sink pass held the
+        definition's lock on a pooled one while it made each tenant's instance
+        on another: with a pool of two, the appender never got one to record
+        `sink.created` (helper-189)."""
+        self.refuse_if_unreachable()
+        try:
+            conn = await EagerConnection.connect(
+                self._url,
+                autocommit=True,
+                application_name="sealtrail",
+                connect_timeout=max(1, round(DEFAULT_CONNECT_TIMEOUT)),
+            )
+            async with conn:
+                await conn.execute(_NO_SEQSCAN)
+                scope = (SYSTEM_ROLE, "", _PLANS_FOR_VALUES, self._system_lock_timeout)
+                await conn.execute(_SET_SCOPE, scope)
+                yield conn
+        except psycopg.OperationalError as error:
+            log.warning("database: a connection of its own failed: %s", error)
+            told = f"the database is unavailable; {SEE_THE_LOG}"
+            raise Unavailable(told, retry_after=RETRY_AFTER_SECONDS) from error
+
     async def probe(self, *, timeout: float) -> bool:
         """Whether the database answers a query within `timeout` seconds: on a
         pooled connection, if one is free within half of that; else (all busy
