@@ -33,9 +33,12 @@ from sealtrail import (
 )
 from sealtrail import _cli as client_cli
 from sealtrail.v1 import alerting_pb2, event_pb2, forwarding_pb2
-from sealtrail_server import cli
 from sealtrail_server.api import managed_sinks
-from tests.conftest import REDACTION_SECRET, SECRETS_KEY, ServerThread, database_of_its_own
+from tests.conftest import (
+    ServerThread,
+    database_of_its_own,
+    run_operator,
+)
 from tests.http_endpoint import Endpoint, Received, Reply, endpoint
 
 SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
@@ -75,14 +78,7 @@ def operator(own_database: str) -> Iterator[Callable[..., Result]]:
     deployment sink a test made is deleted after it."""
 
     def run(*args: str) -> Result:
-        env = {
-            "SEALTRAIL_DATABASE_URL": own_database,
-            "SEALTRAIL_REDACTION_KEY": REDACTION_SECRET.hex(),
-            "SEALTRAIL_SECRETS_KEY": SECRETS_KEY.hex(),
-            "SEALTRAIL_FORWARD_ALLOW_HTTP": "true",
-            "SEALTRAIL_FORWARD_ALLOW_NETWORKS": "127.0.0.0/8",
-        }
-        return CliRunner().invoke(cli.main, list(args), env=env, catch_exceptions=False)
+        return run_operator(own_database, *args)
 
     yield run
     listed = run("sink", "list", "--format", "json")
@@ -215,8 +211,11 @@ def test_a_tenant_whose_log_begins_later_is_forwarded_from_its_first_event(
     received = receiver.wait_for(_delivered(newcomer, "doc.create", "sink.created"))
     events = _events_of(received, newcomer)
     assert [e["seq"] for e in events if e["action"] == "doc.create"] == [1, 2]
-    [sink] = _managed(admin)
-    assert sink.state.cursor_seq >= 2
+    # The cursor moves once the delivery's answer is in: after the receiver saw it.
+    deadline = time.monotonic() + 30
+    while (sink := _managed(admin)[0]).state.cursor_seq < 2:
+        assert time.monotonic() < deadline, f"the cursor stays at {sink.state.cursor_seq}"
+        time.sleep(0.05)
 
 
 def test_a_tenant_admin_cannot_change_pause_replay_or_delete_a_managed_sink(
