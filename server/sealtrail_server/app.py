@@ -174,14 +174,7 @@ class Service:
         # What this process holds of its own (rules, certificates, keys), read
         # before the database is touched: a start refused for one of them
         # leaves the database as it was.
-        try:
-            egress = EgressPolicy.parse(
-                allow_http=settings.forward_allow_http,
-                allowed=settings.forward_allow_networks,
-                denied=settings.forward_deny_networks,
-            )
-        except ValueError as error:
-            raise SystemExit(f"SEALTRAIL_FORWARD_*_NETWORKS: {error}") from None
+        egress = EgressPolicy.of(settings)
         try:
             outbound = OutboundClient(
                 egress, timeout=settings.forward_timeout, ca_file=settings.forward_ca_file

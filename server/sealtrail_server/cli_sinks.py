@@ -35,7 +35,7 @@ from .cli import _data_dir_option, _database, _database_url_option, _database_ur
 from .config import Settings
 from .domain.errors import InvalidArgument
 from .domain.sealing import SecretBox
-from .domain.sinks import SECRET_FIELDS, SinkDefinition, redacted_destination, shown_url
+from .domain.sinks import SECRET_FIELDS, SinkDefinition, described, shown_url
 from .forward.egress import EgressPolicy
 from .redaction_setup import existing_redaction_secret, load_redactor
 from .sealing_setup import KEY_FILE_NAME, load_secret_box
@@ -154,15 +154,7 @@ async def _check_egress(settings: Settings, sink_message: Any) -> None:
     """The destination against this deployment's egress policy, as the API
     checks a tenant's (the servers deliver under theirs)."""
     try:
-        egress = EgressPolicy.parse(
-            allow_http=settings.forward_allow_http,
-            allowed=settings.forward_allow_networks,
-            denied=settings.forward_deny_networks,
-        )
-    except ValueError as error:
-        raise click.ClickException(f"SEALTRAIL_FORWARD_*_NETWORKS: {error}") from None
-    try:
-        await check_egress(egress, sink_message, path="sink", tenant_id=None)
+        await check_egress(EgressPolicy.of(settings), sink_message, path="sink", tenant_id=None)
     except InvalidArgument as error:
         raise click.BadParameter(
             "; ".join(f"{_option_of(v.field)} {v.description}" for v in error.violations)
@@ -285,15 +277,9 @@ def sink_create(
 
 
 def _definition_json(deployment: DeploymentSink) -> dict[str, Any]:
-    definition = deployment.definition
     return {
         "id": deployment.id,
-        "name": definition.name,
-        "kind": definition.kind,
-        "format": definition.format,
-        "filter": definition.filter,
-        "destination": redacted_destination(definition.kind, definition.destination),
-        "paused": definition.paused,
+        **described(deployment.definition),
         "from": "start" if deployment.from_start else "now",
         "revision": deployment.revision,
         "changed_by": deployment.changed_by,

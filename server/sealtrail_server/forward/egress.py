@@ -25,12 +25,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 import httpcore
 
 from ..domain.networks import IpNetwork, parse_networks
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +155,23 @@ class EgressPolicy:
         """From comma-separated CIDR lists (settings); ValueError names a bad one."""
         return cls(
             allow_http=allow_http, allowed=parse_networks(allowed), denied=parse_networks(denied)
+        )
+
+    @classmethod
+    def of(cls, settings: Settings) -> EgressPolicy:
+        """This deployment's policy; SystemExit naming a network setting that
+        names no network (Settings.load refuses one too, but a server may be
+        given settings made otherwise)."""
+        networks: dict[str, tuple[IpNetwork, ...]] = {}
+        for name in ("forward_allow_networks", "forward_deny_networks"):
+            try:
+                networks[name] = parse_networks(getattr(settings, name))
+            except ValueError as error:
+                raise SystemExit(f"SEALTRAIL_{name.upper()}: {error}") from None
+        return cls(
+            allow_http=settings.forward_allow_http,
+            allowed=networks["forward_allow_networks"],
+            denied=networks["forward_deny_networks"],
         )
 
     def permits(self, address: IpAddress) -> bool:
