@@ -28,12 +28,14 @@ import sealtrail_server  # noqa: F401
 # isort: split
 import psycopg
 import pytest
+from click.testing import CliRunner, Result
 from hypothesis import settings
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
 from sealtrail import AuditClient
 from sealtrail.tlog import generate_signer_key
+from sealtrail_server import cli as server_cli
 from sealtrail_server.app import Service
 from sealtrail_server.config import Settings
 from sealtrail_server.domain.access import Role
@@ -100,6 +102,19 @@ def migrate_database(url: str) -> None:
             await migrate(conn)
 
     asyncio.run(run())
+
+
+def run_operator(database_url: str, *args: str) -> Result:
+    """`sealtrail-server ARGS` on `database_url`, as the deployment's operator
+    runs it: with the deployment's keys, forwarding to loopback allowed."""
+    env = {
+        "SEALTRAIL_DATABASE_URL": database_url,
+        "SEALTRAIL_REDACTION_KEY": REDACTION_SECRET.hex(),
+        "SEALTRAIL_SECRETS_KEY": SECRETS_KEY.hex(),
+        "SEALTRAIL_FORWARD_ALLOW_HTTP": "true",
+        "SEALTRAIL_FORWARD_ALLOW_NETWORKS": "127.0.0.0/8",
+    }
+    return CliRunner().invoke(server_cli.main, list(args), env=env, catch_exceptions=False)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
@@ -24,9 +23,12 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from sealtrail import AuditClient, build_alert_rule, build_filter, build_sink
 from sealtrail.v1 import access_pb2, event_pb2
-from sealtrail_server import cli as server_cli
 from tests.browser.test_console import WAIT, sign_in
-from tests.conftest import REDACTION_SECRET, SECRETS_KEY, ServerThread, database_of_its_own
+from tests.conftest import (
+    ServerThread,
+    database_of_its_own,
+    run_operator,
+)
 
 
 @pytest.fixture
@@ -634,19 +636,10 @@ def test_a_managed_sink_is_shown_as_the_operators_with_nothing_to_change(
                 webhook(admin, "own")
             secret = tmp_path / "secret"
             secret.write_text("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
-            env = {
-                "SEALTRAIL_DATABASE_URL": url,
-                "SEALTRAIL_REDACTION_KEY": REDACTION_SECRET.hex(),
-                "SEALTRAIL_SECRETS_KEY": SECRETS_KEY.hex(),
-                "SEALTRAIL_FORWARD_ALLOW_HTTP": "true",
-                "SEALTRAIL_FORWARD_ALLOW_NETWORKS": "127.0.0.0/8",
-            }
-            made = CliRunner().invoke(
-                server_cli.main,
-                ["sink", "create", "soc", "--kind", "webhook", "--url", "http://127.0.0.1:9/soc",
-                 "--secret", f"@{secret}"],
-                env=env,
-                catch_exceptions=False,
+            made = run_operator(
+                url,
+                "sink", "create", "soc", "--kind", "webhook", "--url", "http://127.0.0.1:9/soc",
+                "--secret", f"@{secret}",
             )  # fmt: skip
             assert made.exit_code == 0, made.output
             console = f"http://127.0.0.1:{server.service.console_port}/"

@@ -10,11 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from sealtrail import AuditClient, build_event, build_filter
-from sealtrail_server import cli
-from tests.conftest import REDACTION_SECRET, SECRETS_KEY, ServerThread, database_of_its_own
+from tests.conftest import (
+    ServerThread,
+    database_of_its_own,
+    run_operator,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,19 +34,10 @@ def test_a_pass_on_a_pool_of_two_gives_a_new_tenant_its_instance(
     (helper-189)."""
     secret = tmp_path / "secret.txt"
     secret.write_text("whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk=\n")
-    env = {
-        "SEALTRAIL_DATABASE_URL": own_database,
-        "SEALTRAIL_REDACTION_KEY": REDACTION_SECRET.hex(),
-        "SEALTRAIL_SECRETS_KEY": SECRETS_KEY.hex(),
-        "SEALTRAIL_FORWARD_ALLOW_HTTP": "true",
-        "SEALTRAIL_FORWARD_ALLOW_NETWORKS": "127.0.0.0/8",
-    }
-    made = CliRunner().invoke(
-        cli.main,
-        ["sink", "create", "soc", "--kind", "webhook", "--url", "http://127.0.0.1:9/x",
-         "--secret", f"@{secret}"],
-        env=env,
-        catch_exceptions=False,
+    made = run_operator(
+        own_database,
+        "sink", "create", "soc", "--kind", "webhook", "--url", "http://127.0.0.1:9/x",
+        "--secret", f"@{secret}",
     )  # fmt: skip
     assert made.exit_code == 0, made.output
     # No pass but the one a new tenant's first commit brings at once.
