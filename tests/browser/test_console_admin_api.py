@@ -934,7 +934,7 @@ def test_an_admin_previews_then_sets_the_retention_policy_shortening_named(
 def test_the_preview_judges_a_policy_under_the_tenants_plan_as_its_record_will(
     api: str, admin: str, client: AuditClient, tenant: str, sql: psycopg.Connection[Any]
 ) -> None:
-    """Under a ceiling of 90 days (the operator's, ADR 0072) a policy of
+    """Under a ceiling of 90 days (the operator's, ADR 0071) a policy of
     forever keeps events 90 days: 30 shortens them from 90, not from forever."""
     client.record(build_event(action="doc.edit", actor_id="u-1"))
     sql.execute(  # as `sealtrail-server tenant retention-limit --max-days 90` sets it

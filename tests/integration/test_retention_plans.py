@@ -1,5 +1,5 @@
 """Retention by plan (docs/retention.md, "A retention ceiling per tenant";
-ADR 0072): the operator sets how long a tenant may keep its events at most
+ADR 0071): the operator sets how long a tenant may keep its events at most
 (`sealtrail-server tenant retention-limit`), recorded in the tenant's log;
 the API refuses a policy that keeps longer, the purge applies the ceiling to a
 policy stored before it, the legal hold still wins, and the tenant is told

@@ -89,7 +89,7 @@ class RetentionPolicy:
 @dataclass(frozen=True, slots=True)
 class RetentionLimits:
     """The range of days the operator allows a tenant's limits (ADR 0058,
-    ADR 0072): at least `min_days`, the deployment's floor
+    ADR 0071): at least `min_days`, the deployment's floor
     (SEALTRAIL_RETENTION_MIN_DAYS; 0: none), and at most `ceiling`, the
     tenant's plan (`sealtrail-server tenant retention-limit`; None: none).
 

@@ -40,7 +40,7 @@ class StoredPolicy:
     updated_at: datetime | None
     hold: LegalHoldState
     # The most days the operator lets the tenant keep events (its plan's
-    # ceiling, ADR 0072); None: no ceiling.
+    # ceiling, ADR 0071); None: no ceiling.
     max_days: int | None = None
 
     def limits(self, *, min_days: int) -> RetentionLimits:
