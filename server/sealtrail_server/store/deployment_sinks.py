@@ -20,7 +20,7 @@ import psycopg
 
 from ..domain.sealing import SealError, SecretBox
 from ..domain.sinks import SinkDefinition, with_secrets
-from .sinks import opened_destination, sealed_destination, secret_place
+from .sinks import definition_values, opened_destination, secret_place
 
 Connection = psycopg.AsyncConnection[Any]
 
@@ -102,7 +102,6 @@ async def insert_definition(
     changed_by: str,
 ) -> bool:
     """Whether the definition was written: False if its name is taken."""
-    sealed = sealed_destination(box, _owner(definition_id), definition.kind, definition.destination)
     cursor = await conn.execute(
         "INSERT INTO deployment_sinks (id, name, kind, format, filter, destination, paused,"
         " from_start, changed_by, created_at, updated_at)"
@@ -110,12 +109,7 @@ async def insert_definition(
         " ON CONFLICT (name) DO NOTHING",
         [
             definition_id,
-            definition.name,
-            definition.kind,
-            definition.format,
-            json.dumps(definition.filter),
-            json.dumps(sealed),
-            definition.paused,
+            *definition_values(definition, box=box, owner=_owner(definition_id)),
             from_start,
             changed_by,
         ],
@@ -156,18 +150,12 @@ async def update_definition(
     changed_by: str,
 ) -> int:
     """Replaces the definition; its new revision."""
-    sealed = sealed_destination(box, _owner(definition_id), definition.kind, definition.destination)
     cursor = await conn.execute(
         "UPDATE deployment_sinks SET name = %s, kind = %s, format = %s, filter = %s,"
         " destination = %s, paused = %s, changed_by = %s, updated_at = now(),"
         " revision = revision + 1 WHERE id = %s RETURNING revision",
         [
-            definition.name,
-            definition.kind,
-            definition.format,
-            json.dumps(definition.filter),
-            json.dumps(sealed),
-            definition.paused,
+            *definition_values(definition, box=box, owner=_owner(definition_id)),
             changed_by,
             definition_id,
         ],

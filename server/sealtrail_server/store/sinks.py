@@ -221,14 +221,20 @@ async def insert_sink(
 def _definition_values(
     tenant_id: str, sink_id: str, definition: SinkDefinition, box: SecretBox
 ) -> list[Any]:
+    return definition_values(definition, box=box, owner=f"sinks/{tenant_id}/{sink_id}")
+
+
+def definition_values(definition: SinkDefinition, *, box: SecretBox, owner: str) -> list[Any]:
+    """A definition's name, kind, format, filter, destination (its secrets
+    sealed for `owner`) and paused, as a tenant's or the deployment's sink
+    row stores them, in that order."""
     kind, destination = definition.kind, definition.destination
-    sealed = sealed_destination(box, f"sinks/{tenant_id}/{sink_id}", kind, destination)
     return [
         definition.name,
         definition.kind,
         definition.format,
         json.dumps(definition.filter),
-        json.dumps(sealed),
+        json.dumps(sealed_destination(box, owner, kind, destination)),
         definition.paused,
     ]
 
