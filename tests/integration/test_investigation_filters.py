@@ -292,3 +292,31 @@ def test_text_search_finds_the_names_of_actors_and_resources(client: AuditClient
     assert found('"production key"') == ["api_key.rotate"]
     assert found("carol removed") == ["member.remove"]  # a name and a description word
     assert client.count_events(build_filter(text="smith")).total == 1
+
+
+def test_a_search_does_not_find_the_log_s_records_of_earlier_searches(
+    client: AuditClient, tmp_path: Path
+) -> None:
+    """Every search is recorded with its filter (ADR 0012), so searching the
+    same word again found the record of the search before, and a console user
+    refining a search saw their own searches first. A read's record is
+    searched by its description and names only, unless the filter asks for
+    such records by action: "who searched for salary" still has its answer."""
+    client.record(
+        build_event(action="payroll.update", actor_id="u1", description="Changed the salary band")
+    )
+
+    def found(text: str, **criteria: str) -> list[str]:
+        events = client.query(build_filter(text=text, **criteria), order="oldest")
+        return [event.action for event in events]
+
+    assert found("salary") == ["payroll.update"]
+    assert found("salary") == ["payroll.update"]
+    client.export(tmp_path / "found.ndjson", filter=build_filter(text="salary"))
+    assert found("salary") == ["payroll.update"]
+    assert client.count_events(build_filter(text="salary")).total == 1
+    queried, exported = "audit_log.queried", "audit_log.exported"
+    assert queried in found("-salary")  # a search for it is not about it
+    assert found("salary", actions=queried) == [queried] * 5  # three, a count, the "-salary"
+    assert found("salary", actions="audit_log.*") == [queried] * 2 + [exported] + [queried] * 4
+    assert found("queried") == [queried] * 6  # its description ("Counted ..." is the count's)

@@ -93,6 +93,13 @@ OWN_ACTIONS: Final = frozenset(
         "tenant.settings_updated",
     }
 )
+# Own records of reads that keep the reader's filter in their details. A
+# text search matches them by description and names only, unless its filter
+# asks for them by action: each search's record would match the next search
+# of the same words (`EventFilter.searches_read_filters`).
+READ_RECORD_ACTIONS: Final = frozenset(
+    {"audit_log.exported", "audit_log.queried", "audit_log.streamed"}
+)
 # Idempotency keys of Sealtrail's own records (a purge's summary, an alert per
 # rule and trigger): claimed first by a caller, the record would find the
 # caller's event under its key and take it for itself (an alert never raised).

@@ -26,6 +26,7 @@ from .event import (
     MAX_ID,
     MAX_NAME,
     OUTCOMES,
+    READ_RECORD_ACTIONS,
     SEVERITIES,
     checked_timestamp,
     email_key,
@@ -97,6 +98,19 @@ class EventFilter:
             return None
         network = ipaddress.ip_network(self.ip)
         return str(network.network_address), str(network.broadcast_address)
+
+    def searches_read_filters(self) -> bool:
+        """Whether `text` searches the filters recorded in the records of
+        reads (READ_RECORD_ACTIONS): only when the filter names such records
+        by action (`audit_log.queried`, `audit_log.*`, `*.exported`), to ask
+        who searched for what. Otherwise a search would find the records of
+        the searches before it, of the same words."""
+        return any(
+            action in self.actions
+            or action.startswith(self.action_prefixes)
+            or action.endswith(self.action_suffixes)
+            for action in READ_RECORD_ACTIONS
+        )
 
     def actor_emails(self) -> tuple[str, ...]:
         """The values of the `events.actor_email` column that `actor` matches:

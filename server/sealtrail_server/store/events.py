@@ -9,7 +9,7 @@ from typing import Any, Final, Literal, NamedTuple
 
 from psycopg import sql
 
-from ..domain.event import MAX_FUTURE_SKEW_SECONDS, MAX_RECORD_BYTES
+from ..domain.event import MAX_FUTURE_SKEW_SECONDS, MAX_RECORD_BYTES, READ_RECORD_ACTIONS
 from ..domain.event_ids import received_within
 from ..domain.filters import EventFilter
 from .changes import waiting_at_most
@@ -460,14 +460,22 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
     if (ip_range := f.ip_range()) is not None:
         add("ip >= %s::inet AND ip <= %s::inet", *ip_range)
     if f.text is not None:
-        # The names (migration 0038) join description and details: every word
-        # must occur in one or the other.
-        add(
-            "search_doc || to_tsvector('simple', coalesce(search_names, ''))"
-            " @@ websearch_to_tsquery('simple', %s)",
-            f.text,
-        )
+        if f.searches_read_filters():
+            add(f"{_SEARCHED} @@ websearch_to_tsquery('simple', %s)", f.text)
+        else:
+            add(f"{_SEARCHED_BUT_READ_FILTERS} @@ websearch_to_tsquery('simple', %s)",
+                list(READ_RECORD_ACTIONS), f.text)  # fmt: skip
     return conditions, params
+
+
+# What `text` searches: description and details, and the names (migration
+# 0038), every word in one or the other.
+_SEARCHED: Final = "(search_doc || to_tsvector('simple', coalesce(search_names, '')))"
+# The same but for the filter a read's record keeps (READ_RECORD_ACTIONS).
+_SEARCHED_BUT_READ_FILTERS: Final = (
+    "(CASE WHEN action = ANY(%s) THEN to_tsvector('simple', concat_ws(' ',"
+    " record::jsonb ->> 'description', search_names)) ELSE " + _SEARCHED + " END)"
+)
 
 
 def action_prefix_range(prefix: str) -> tuple[sql.Composable, list[str]]:

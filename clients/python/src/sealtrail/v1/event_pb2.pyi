@@ -509,6 +509,9 @@ class EventFilter(_message.Message):
     must occur; "quoted phrases", `or` and `-word` work as
     in web search. A text with no word in it (no letter or decimal digit:
     only punctuation, symbols, or numbers such as ½ or ²) is refused.
+    The records of reads (audit_log.queried, .exported, .streamed) are
+    matched by description and names, not the filter they keep, unless
+    `actions` names them: a search never finds the searches before it.
     """
     recorded_by: _builtins.str
     """Matches events recorded with the API token of this id (a UUID): after a
