@@ -244,6 +244,21 @@ def test_a_logged_value_cannot_start_a_line_of_its_own(
     assert [line["message"][-len(forged) - 1] for line in lines[-4:-1]] == list("\x85\u2028\u2029")
 
 
+def test_a_json_line_holds_no_raw_terminal_control(
+    logged: tuple[logging.Logger, dict[str, io.StringIO]],
+) -> None:
+    """JSON escapes C0 controls but leaves DEL and the C1 controls as they are:
+    `\x9b` is a terminal's CSI, so a value a tenant chose, logged and read with
+    `kubectl logs` or `tail`, could move the cursor, clear the screen or
+    rewrite the lines above. Each is written escaped, and reads back as it was."""
+    logger, streams = logged
+    controls = "\x7f\x80\x9b2J\x9d0;title\x9c"
+    logger.info("alerts: tenant %s: %s", "dev", f"Alert 'x': by {controls}")
+    line = streams["json"].getvalue().splitlines()[-1]
+    assert not any("\x7f" <= c <= "\x9f" for c in line), repr(line)
+    assert json.loads(line)["message"].endswith(controls)
+
+
 def test_the_log_format_setting_takes_text_or_json() -> None:
     assert Settings.load({}).log_format == "text"
     assert Settings.load({"SEALTRAIL_LOG_FORMAT": "json"}).log_format == "json"

@@ -20,8 +20,10 @@ LogFormat = Literal["text", "json"]
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # C0 and C1 controls, and the separators some readers end a line at.
 _LINE_BREAKERS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-# Those of them JSON does not escape.
-_JSON_SEPARATORS: Final = {c: f"\\u{c:04x}" for c in (0x85, 0x2028, 0x2029)}
+# Those of them JSON does not escape: DEL and the C1 controls (0x9b is a
+# terminal's CSI: a logged value moved the cursor of whoever tailed the log),
+# and the line separators.
+_JSON_UNESCAPED: Final = {c: f"\\u{c:04x}" for c in (*range(0x7F, 0xA0), 0x2028, 0x2029)}
 
 
 def _escaped(found: re.Match[str]) -> str:
@@ -90,8 +92,8 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = record.exc_text
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        # JSON leaves these as they are, where some readers end a line.
-        return json.dumps(entry, ensure_ascii=False, default=str).translate(_JSON_SEPARATORS)
+        # JSON leaves these as they are: some readers end a line at them, some act on them.
+        return json.dumps(entry, ensure_ascii=False, default=str).translate(_JSON_UNESCAPED)
 
 
 def log_handler(log_format: LogFormat, stream: TextIO | None = None) -> logging.Handler:
