@@ -3,16 +3,20 @@ the definitions, now and then, that gives each tenant whose log began since
 an instance of each (from its first event), and finishes what a command
 left undone (a change or deletion interrupted midway).
 
-Any process may pass; one reconciles a definition at a time, the one that
-takes its lock without waiting (`try_lock_subject`), held for the
-reconciliation in a transaction of a system connection of the pass's own,
-outside the pool: held from it, it kept a connection from each tenant's
-change and the appender recording it, all of them with a pool of two
-(helper-189). The changes take theirs within the servicer's budget
-(store/changes.py), whose `Changes` the pass shares. The command
-changing a definition holds the same lock, so the two never write one
+Any process may pass. A pass works on a definition one tenant's step at a
+time (its instance made, changed or removed, and recorded in its log), each
+step in a transaction of its own that takes the definition's lock without
+waiting (`try_lock_subject`) and lets it go as the step ends: the command
+changing a definition, which waits for the same lock, waits for one step,
+not for the pass over every tenant, and the pass leaves the definition to
+it once it holds the lock (helper-193). So the two never write one
 definition's instances at once, and a definition being created `--from now`
-is not given instances from their first event by a pass meanwhile. Each
+is not given instances by a pass meanwhile. A step that fails leaves its
+tenant for a later pass; the others go on. The lock is held on a system
+connection of the pass's own, outside the pool: held from it, it kept a
+connection from each tenant's change and the appender recording it, all of
+them with a pool of two (helper-189). The changes take theirs within the
+servicer's budget (store/changes.py), whose `Changes` the pass shares. Each
 tenant's instance is made under that tenant's lock of the definition, and
 the table allows one per tenant, so passes that overlap (two definitions,
 two processes) make none twice.
@@ -26,13 +30,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from .api.managed_sinks import ManagedSinks
+from .api.managed_sinks import ManagedSinks, Reconciled
 from .domain.sealing import SecretBox
 from .leased_work import RETRIED
 from .store import deployment_sinks as definitions
 from .store.changes import try_lock_subject
-from .store.database import Database
+from .store.database import Connection, Database
+from .store.deployment_sinks import DeploymentSink
 
 log = logging.getLogger(__name__)
 
@@ -89,22 +96,54 @@ class DeploymentSinkJob:
             return
         async with self._db.own_system_connection() as conn:
             for definition_id in ids:
-                async with conn.transaction():
-                    subject = definitions.definition_subject(definition_id)
-                    if not await try_lock_subject(conn, "", subject):
-                        continue  # a command, or another process, is at it
-                    deployment = await definitions.find_definition(
-                        conn, definition_id, box=self._box
-                    )
-                    if deployment is None:
-                        continue
-                    done = await self._managed.reconcile(conn, deployment)
+                reconciled = await self._reconcile(conn, definition_id)
+                if reconciled is None:
+                    continue
+                name, done = reconciled
                 if done.created or done.updated or done.deleted:
                     log.info(
                         "deployment sink %s: instances made in %d tenants, changed in %d,"
                         " removed from %d",
-                        deployment.definition.name,
+                        name,
                         len(done.created),
                         len(done.updated),
                         len(done.deleted),
                     )
+
+    async def _reconcile(
+        self, conn: Connection, definition_id: str
+    ) -> tuple[str, Reconciled] | None:
+        """The definition's instances brought to it, one tenant's step at a
+        time, each in a transaction of `conn` of its own that holds the
+        definition's lock: a command waits for one step, not for the pass
+        over every tenant (helper-193), and once it holds the lock the pass
+        leaves the definition to it. None if the pass could not begin."""
+        done = Reconciled()
+        async with self._locked(conn, definition_id) as deployment:
+            if deployment is None:
+                return None
+            name = deployment.definition.name
+            steps = await self._managed.steps(conn, deployment, done)
+        for step in steps:
+            async with self._locked(conn, definition_id) as deployment:
+                if deployment is None:
+                    return name, done
+                await self._managed.step(deployment, step, done)
+        async with self._locked(conn, definition_id) as deployment:
+            if deployment is not None:
+                await self._managed.finish(conn, deployment, done)
+        return name, done
+
+    @asynccontextmanager
+    async def _locked(
+        self, conn: Connection, definition_id: str
+    ) -> AsyncIterator[DeploymentSink | None]:
+        """The definition as it stands, read in a transaction of `conn` that
+        holds its lock; None if it is gone, or the lock is another's (a
+        command, or another process's pass, is at it)."""
+        async with conn.transaction():
+            subject = definitions.definition_subject(definition_id)
+            if not await try_lock_subject(conn, "", subject):
+                yield None
+            else:
+                yield await definitions.find_definition(conn, definition_id, box=self._box)

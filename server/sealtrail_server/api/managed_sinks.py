@@ -50,6 +50,15 @@ class Reconciled:
     definition_deleted: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One tenant's part of a reconciliation: its instance, or None where
+    it had none when the step was planned."""
+
+    tenant_id: str
+    sink_id: str | None
+
+
 class ManagedSinks:
     def __init__(
         self,
@@ -75,13 +84,24 @@ class ManagedSinks:
     ) -> Reconciled:
         """Brings every tenant's instance to `deployment` as it stands, read
         on `conn` (a system connection, whose transaction holds the
-        definition's lock): removed, if it is being deleted (then the
-        definition's row too, on `conn`); else each instance written from
-        another revision rewritten, and one made for each tenant with a log and
-        none. `at_size`: those made start after the tenant's last event (a
-        definition created `--from now`, as its command makes them); else at
-        its first."""
+        definition's lock throughout: a command's): `steps`, each one
+        `step`, then `finish`. `at_size`: those made start after the tenant's
+        last event (a definition created `--from now`, as its command makes
+        them)."""
         done = Reconciled()
+        for each in await self.steps(conn, deployment, done):
+            await self.step(deployment, each, done, at_size=at_size)
+        await self.finish(conn, deployment, done)
+        return done
+
+    async def steps(
+        self, conn: Connection, deployment: DeploymentSink, done: Reconciled
+    ) -> list[Step]:
+        """What a reconciliation of `deployment` (read on `conn`) has to do,
+        tenant by tenant: if it is being deleted, remove each instance; else
+        rewrite each written from another revision, and make one for each
+        tenant with a log and none. None if its secrets cannot be opened
+        (noted in `done`)."""
         if deployment.unopened and not deployment.deleting:
             # Written as it is, an instance would hold the secret empty.
             problem = "; ".join(f"{name}: {why}" for name, why in deployment.unopened)
@@ -92,38 +112,58 @@ class ManagedSinks:
                 problem,
             )
             done.failed.append(("*", f"its secrets cannot be opened ({problem})"))
-            return done
-        for instance in await definitions.instances(conn, deployment.id):
-            tenant_id = instance.tenant_id
-            try:
-                if deployment.deleting:
-                    if await self._remove(deployment, tenant_id, instance.sink_id):
-                        done.deleted.append(tenant_id)
-                elif instance.revision != deployment.revision and await self._rewrite(
-                    deployment, tenant_id, instance.sink_id
+            return []
+        found = [
+            Step(instance.tenant_id, instance.sink_id)
+            for instance in await definitions.instances(conn, deployment.id)
+            if deployment.deleting or instance.revision != deployment.revision
+        ]
+        if not deployment.deleting:
+            without = await definitions.tenants_without(conn, deployment.id)
+            found += [Step(tenant_id, None) for tenant_id in without]
+        return found
+
+    async def step(
+        self, deployment: DeploymentSink, step: Step, done: Reconciled, *, at_size: bool = False
+    ) -> None:
+        """One tenant's step, to `deployment` as it stands now (it may have
+        changed since the step was planned: its instance removed if it is
+        being deleted, else rewritten, or made if it had none). A failure
+        leaves that tenant for a later pass, noted in `done`; the other
+        tenants' steps go on."""
+        tenant_id = step.tenant_id
+        try:
+            if step.sink_id is None:
+                if not deployment.deleting and await self._materialise(
+                    deployment, tenant_id, at_size=at_size
                 ):
-                    done.updated.append(tenant_id)
-            except SealtrailError as error:
-                done.failed.append((tenant_id, str(error)))
-        if deployment.deleting:
-            if not done.failed:
-                await definitions.delete_definition(conn, deployment.id)
-                done.definition_deleted = True
-            return done
-        for tenant_id in await definitions.tenants_without(conn, deployment.id):
-            try:
-                if await self._materialise(deployment, tenant_id, at_size=at_size):
                     done.created.append(tenant_id)
-            except SealtrailError as error:
-                done.failed.append((tenant_id, str(error)))
-        for tenant_id, why in done.failed:
-            log.warning(
-                "deployment sink %s: tenant %s left for a later pass: %s",
-                deployment.definition.name,
-                tenant_id,
-                why,
-            )
-        return done
+            elif deployment.deleting:
+                if await self._remove(deployment, tenant_id, step.sink_id):
+                    done.deleted.append(tenant_id)
+            elif await self._rewrite(deployment, tenant_id, step.sink_id):
+                done.updated.append(tenant_id)
+        except SealtrailError as error:
+            why = str(error)
+        except Exception as error:  # the database, or a bug: this tenant's step only
+            log.exception("deployment sink %s: tenant %s failed", deployment.id, tenant_id)
+            why = f"{type(error).__name__}: {error}"
+        else:
+            return
+        done.failed.append((tenant_id, why))
+        log.warning(
+            "deployment sink %s: tenant %s left for a later pass: %s",
+            deployment.definition.name,
+            tenant_id,
+            why,
+        )
+
+    async def finish(self, conn: Connection, deployment: DeploymentSink, done: Reconciled) -> None:
+        """A definition being deleted goes (on `conn`, under its lock) once
+        none of its instances is left."""
+        if deployment.deleting and not await definitions.instances(conn, deployment.id):
+            await definitions.delete_definition(conn, deployment.id)
+            done.definition_deleted = True
 
     async def _record(
         self,

@@ -1,0 +1,198 @@
+"""The deployment-sink pass (ADR 0070) over many tenants: an operator's
+command waits for one tenant's step of it at most, and one tenant's failure
+leaves the others to go on. A database of each test's own, and a server whose passes
+only the tests run: its pass at start finds no definition, so no new tenant's
+commit brings one either (`DeploymentSinkJob.wake`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import Result
+
+from sealtrail import AuditClient, build_event
+from sealtrail_server.api import managed_sinks
+from sealtrail_server.deployment_sink_job import DeploymentSinkJob
+from tests.conftest import ServerThread, database_of_its_own, run_operator
+
+SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
+
+
+@pytest.fixture
+def own_database(database_url: str) -> Iterator[str]:
+    with database_of_its_own(database_url, "deployment_sink_pass") as url:
+        yield url
+
+
+@pytest.fixture
+def operator(own_database: str) -> Iterator[Callable[..., Result]]:
+    """`sealtrail-server ARGS` on the deployment's database; every
+    deployment sink a test made is deleted after it."""
+
+    def run(*args: str) -> Result:
+        return run_operator(own_database, *args)
+
+    yield run
+    listed = run("sink", "list", "--format", "json")
+    for definition in json.loads(listed.stdout):
+        run("sink", "delete", definition["id"], "--confirm", definition["name"])
+
+
+@pytest.fixture
+def server(own_database: str, operator: Callable[..., Result]) -> Iterator[ServerThread]:
+    """Started after `operator` (its cleanup runs after the server stops)."""
+    running = ServerThread(own_database, deployment_sink_interval=3600)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def _job(server: ServerThread) -> DeploymentSinkJob:
+    assert server.service.deployment_sinks is not None
+    return server.service.deployment_sinks
+
+
+def _tenants_with_logs(server: ServerThread, count: int) -> list[str]:
+    tenants = sorted(f"t-{uuid.uuid4().hex[:12]}" for _ in range(count))
+    for tenant_id in tenants:
+        with AuditClient(server.target, token=server.token(tenant_id)) as admin:
+            admin.record(build_event(action="doc.edit", actor_id="u-1"))
+    return tenants
+
+
+def _definition(operator: Callable[..., Result], name: str, tmp_path: Path) -> None:
+    """A deployment sink made while no tenant has a log: its instances are
+    all the pass's to make."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET + "\n")
+    made = operator(
+        "sink", "create", name, "--kind", "webhook", "--url", "http://127.0.0.1:9/soc",
+        "--secret", f"@{secret}",
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    assert "made in 0 tenants" in made.stdout
+
+
+def _instances(own_database: str, name: str) -> set[str]:
+    with psycopg.connect(own_database, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT s.tenant_id FROM sinks AS s JOIN deployment_sinks AS d"
+            " ON d.id = s.deployment_sink_id WHERE d.name = %s",
+            [name],
+        ).fetchall()
+    return {tenant_id for (tenant_id,) in rows}
+
+
+@contextlib.contextmanager
+def _logged(logger: logging.Logger) -> Iterator[list[logging.LogRecord]]:
+    """The records `logger` writes in the block (caplog's handler is gone once
+    `sealtrail-server` has configured logging, `force`d, in the test)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+def _wait_for_a_lock_waiter(own_database: str) -> None:
+    """Until a session of the database waits for an advisory lock (the
+    command, for the definition's), 30 s at most."""
+    deadline = time.monotonic() + 30
+    with psycopg.connect(own_database, autocommit=True) as conn:
+        while conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchone() == (0,):
+            if time.monotonic() > deadline:
+                return  # the pass goes on; the test's assertions tell what happened
+            time.sleep(0.02)
+
+
+def test_an_operators_update_waits_for_one_tenants_step_of_a_pass_not_the_whole_pass(
+    server: ServerThread,
+    operator: Callable[..., Result],
+    own_database: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pass makes four tenants' instances; `sink update` comes while it
+    makes the first. The pass held the definition's lock for all four, and
+    the command waited for the whole pass (helper-189's suspicion, helper-193):
+    it now gets the lock as that tenant's step ends, and finishes the rest."""
+    _definition(operator, "soc", tmp_path)
+    tenants = _tenants_with_logs(server, 4)
+    real = managed_sinks.ManagedSinks._materialise
+    by_pass: list[str] = []
+
+    async def first_step_meets_the_command(
+        self: Any, deployment: Any, tenant_id: str, *, at_size: bool
+    ) -> bool:
+        if threading.get_ident() == server._thread.ident:
+            by_pass.append(tenant_id)
+            if len(by_pass) == 1:  # the command comes meanwhile, and waits
+                await asyncio.to_thread(_wait_for_a_lock_waiter, own_database)
+        return await real(self, deployment, tenant_id, at_size=at_size)
+
+    monkeypatch.setattr(managed_sinks.ManagedSinks, "_materialise", first_step_meets_the_command)
+    passing = asyncio.run_coroutine_threadsafe(_job(server).run_pass(), server.loop)
+    deadline = time.monotonic() + 30
+    while not by_pass:
+        assert time.monotonic() < deadline, "the pass made no instance"
+        time.sleep(0.02)
+
+    updated = operator("sink", "update", "soc", "--action", "doc.*")
+    passing.result(60)
+
+    assert updated.exit_code == 0, updated.output
+    assert by_pass == tenants[:1]
+    assert "soc: made in 3 tenants, changed in 1, removed from 0" in updated.stdout
+    assert _instances(own_database, "soc") == set(tenants)
+
+
+def test_a_pass_that_fails_on_one_tenant_goes_on_with_the_others(
+    server: ServerThread,
+    operator: Callable[..., Result],
+    own_database: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A statement of the first tenant's step fails (its connection lost, a
+    statement timeout): that tenant is left for the next pass, which makes
+    it; the others' instances are made in this one (helper-189's suspicion,
+    helper-193: the error ended the pass)."""
+    _definition(operator, "soc-failing", tmp_path)
+    tenants = _tenants_with_logs(server, 3)
+    real = managed_sinks.ManagedSinks._materialise
+
+    async def failing_on_the_first(
+        self: Any, deployment: Any, tenant_id: str, *, at_size: bool
+    ) -> bool:
+        if tenant_id == tenants[0]:
+            raise psycopg.errors.QueryCanceled("canceling statement due to statement timeout")
+        return await real(self, deployment, tenant_id, at_size=at_size)
+
+    monkeypatch.setattr(managed_sinks.ManagedSinks, "_materialise", failing_on_the_first)
+    with _logged(managed_sinks.log) as records:
+        server.run(_job(server).run_pass())
+
+    assert _instances(own_database, "soc-failing") == set(tenants[1:])
+    [left] = [r for r in records if r.levelno == logging.WARNING and tenants[0] in r.getMessage()]
+    assert "left for a later pass: QueryCanceled" in left.getMessage()
+    monkeypatch.setattr(managed_sinks.ManagedSinks, "_materialise", real)
+    server.run(_job(server).run_pass())
+    assert _instances(own_database, "soc-failing") == set(tenants)
