@@ -21,9 +21,10 @@ import psycopg
 import pytest
 from click.testing import Result
 
-from sealtrail import AuditClient, build_event
+from sealtrail import AuditClient, build_event, build_filter
 from sealtrail_server.api import managed_sinks
 from sealtrail_server.deployment_sink_job import DeploymentSinkJob
+from sealtrail_server.domain.errors import Unavailable
 from tests.conftest import ServerThread, database_of_its_own, run_operator
 
 SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
@@ -196,3 +197,50 @@ def test_a_pass_that_fails_on_one_tenant_goes_on_with_the_others(
     monkeypatch.setattr(managed_sinks.ManagedSinks, "_materialise", real)
     server.run(_job(server).run_pass())
     assert _instances(own_database, "soc-failing") == set(tenants)
+
+
+def test_a_tenant_a_from_now_create_failed_on_starts_where_its_log_stood_at_creation(
+    server: ServerThread,
+    operator: Callable[..., Result],
+    own_database: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`sink create --from now` cannot make one tenant's instance (its
+    appender refusing, say); the next pass does. It started at the tenant's
+    first event, sending the SOC the whole history `--from now` keeps from it
+    (helper-189's suspicion, helper-193); it now starts with the first event
+    the tenant recorded after the definition was created."""
+    reached, failed = _tenants_with_logs(server, 2)
+    for tenant_id in (reached, failed):
+        with AuditClient(server.target, token=server.token(tenant_id)) as admin:
+            admin.record_batch([build_event(action="doc.edit", actor_id="u-1") for _ in range(2)])
+    real = managed_sinks.ManagedSinks._materialise
+    command = threading.get_ident()
+
+    async def refused_for_one(self: Any, deployment: Any, tenant_id: str, *, at_size: bool) -> bool:
+        if threading.get_ident() == command and tenant_id == failed:
+            raise Unavailable("the server is overloaded; retry")
+        return await real(self, deployment, tenant_id, at_size=at_size)
+
+    monkeypatch.setattr(managed_sinks.ManagedSinks, "_materialise", refused_for_one)
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET + "\n")
+    made = operator(
+        "sink", "create", "soc-now", "--kind", "webhook", "--url", "http://127.0.0.1:9/soc",
+        "--secret", f"@{secret}",
+    )  # fmt: skip
+    monkeypatch.setattr(managed_sinks.ManagedSinks, "_materialise", real)
+    assert made.exit_code == 0, made.output
+    assert f"{failed}: not yet" in made.stderr
+    with AuditClient(server.target, token=server.token(failed)) as admin:
+        admin.record(build_event(action="doc.after", actor_id="u-1"))
+
+    server.run(_job(server).run_pass())
+
+    for tenant_id, first_sent in ((reached, 4), (failed, 4)):
+        with AuditClient(server.target, token=server.token(tenant_id)) as admin:
+            [created] = admin.query(build_filter(actions="sink.created"))
+            [sink] = [sink for sink in admin.list_sinks() if sink.managed]
+        assert created.details["from_seq"] == first_sent, tenant_id
+        assert sink.state.cursor_seq == first_sent - 1, tenant_id

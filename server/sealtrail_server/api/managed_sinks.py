@@ -30,6 +30,7 @@ from ..store.appender import Appender
 from ..store.changes import Changes
 from ..store.database import Connection
 from ..store.deployment_sinks import DeploymentSink
+from ..store.events import first_seq_received_since_on
 from ..store.tree import tree_size
 from .audited import record_event, weakening_severity
 from .sink_records import SinkRecords
@@ -202,7 +203,7 @@ class ManagedSinks:
         async with self._changes.exclusive(tenant_id, subject, caller=None) as conn:
             if await _instance_of(conn, tenant_id, deployment.id) is not None:
                 return False
-            cursor = await tree_size(conn, tenant_id) if at_size else 0
+            cursor = await _start(conn, tenant_id, deployment, at_size=at_size)
             sink_id = str(uuid.uuid4())
             definition = deployment.definition
             shown = await self._records.shown(tenant_id, definition)
@@ -293,3 +294,23 @@ async def _instance_of(conn: Connection, tenant_id: str, deployment_id: str) -> 
     )
     row = await cursor.fetchone()
     return None if row is None else str(row[0])
+
+
+async def _start(
+    conn: Connection, tenant_id: str, deployment: DeploymentSink, *, at_size: bool
+) -> int:
+    """Where the tenant's new instance starts: its cursor, the last seq it is
+    not sent. `at_size` (`sink create --from now`, reaching the tenant): after
+    the log's last event, the one recording the instance coming next. Else,
+    of a definition created `--from now`: before the first event the log
+    received since the definition was created, so that a log begun since
+    starts at its first event, and one that was there, which the command did
+    not reach (it failed there, or was interrupted), is not sent the history
+    `--from now` keeps from the others (helper-193). `--from start`: at the
+    first event."""
+    if at_size:
+        return await tree_size(conn, tenant_id)
+    if deployment.from_start:
+        return 0
+    since = deployment.created_at
+    return await first_seq_received_since_on(conn, tenant_id=tenant_id, since=since) - 1

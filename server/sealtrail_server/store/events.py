@@ -297,13 +297,19 @@ async def first_seq_received_since(db: Database, *, tenant_id: str, since: datet
     """The seq of the first event received at or after `since`; one past the
     log's end if there is none."""
     async with db.connection(tenant_id) as conn:
-        cursor = await conn.execute(
-            "SELECT coalesce("
-            " (SELECT min(seq) FROM events WHERE tenant_id = %s AND received_at >= %s),"
-            " (SELECT tree_size + 1 FROM chain_heads WHERE tenant_id = %s), 1)",
-            [tenant_id, since, tenant_id],
-        )
-        row = await cursor.fetchone()
+        return await first_seq_received_since_on(conn, tenant_id=tenant_id, since=since)
+
+
+async def first_seq_received_since_on(conn: Connection, *, tenant_id: str, since: datetime) -> int:
+    """`first_seq_received_since` on `conn`, a connection of the tenant's
+    (in the transaction of a change, say)."""
+    cursor = await conn.execute(
+        "SELECT coalesce("
+        " (SELECT min(seq) FROM events WHERE tenant_id = %s AND received_at >= %s),"
+        " (SELECT tree_size + 1 FROM chain_heads WHERE tenant_id = %s), 1)",
+        [tenant_id, since, tenant_id],
+    )
+    row = await cursor.fetchone()
     assert row is not None
     return int(row[0])
 
