@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -114,7 +115,15 @@ def run_operator(database_url: str, *args: str) -> Result:
         "SEALTRAIL_FORWARD_ALLOW_HTTP": "true",
         "SEALTRAIL_FORWARD_ALLOW_NETWORKS": "127.0.0.0/8",
     }
-    return CliRunner().invoke(server_cli.main, list(args), env=env, catch_exceptions=False)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        return CliRunner().invoke(server_cli.main, list(args), env=env, catch_exceptions=False)
+    finally:
+        # The command configures logging as a process does (basicConfig with
+        # force), which took pytest's own handlers, caplog's among them, for
+        # the rest of the test (helper-193).
+        root.handlers[:], root.level = handlers, level
 
 
 @contextlib.contextmanager

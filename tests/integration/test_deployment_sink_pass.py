@@ -7,7 +7,6 @@ commit brings one either (`DeploymentSinkJob.wake`)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import threading
@@ -96,20 +95,6 @@ def _instances(own_database: str, name: str) -> set[str]:
     return {tenant_id for (tenant_id,) in rows}
 
 
-@contextlib.contextmanager
-def _logged(logger: logging.Logger) -> Iterator[list[logging.LogRecord]]:
-    """The records `logger` writes in the block (caplog's handler is gone once
-    `sealtrail-server` has configured logging, `force`d, in the test)."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    logger.addHandler(handler)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
-
-
 def _wait_for_a_lock_waiter(own_database: str) -> None:
     """Until a session of the database waits for an advisory lock (the
     command, for the definition's), 30 s at most."""
@@ -171,6 +156,7 @@ def test_a_pass_that_fails_on_one_tenant_goes_on_with_the_others(
     own_database: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A statement of the first tenant's step fails (its connection lost, a
     statement timeout): that tenant is left for the next pass, which makes
@@ -188,8 +174,9 @@ def test_a_pass_that_fails_on_one_tenant_goes_on_with_the_others(
         return await real(self, deployment, tenant_id, at_size=at_size)
 
     monkeypatch.setattr(managed_sinks.ManagedSinks, "_materialise", failing_on_the_first)
-    with _logged(managed_sinks.log) as records:
+    with caplog.at_level(logging.WARNING, logger=managed_sinks.log.name):
         server.run(_job(server).run_pass())
+    records = caplog.records
 
     assert _instances(own_database, "soc-failing") == set(tenants[1:])
     [left] = [r for r in records if r.levelno == logging.WARNING and tenants[0] in r.getMessage()]
