@@ -1,4 +1,4 @@
--- A tenant's retention ceiling, its plan's (ADR 0072, docs/retention.md): the
+-- A tenant's retention ceiling, its plan's (ADR 0071, docs/retention.md): the
 -- most days the operator lets its policy keep events, set with
 -- `sealtrail-server tenant retention-limit`; NULL: none. A column of the
 -- tenant's policy row rather than a table of its own: each purge batch reads
