@@ -114,10 +114,12 @@ class ManagedSinks:
             )
             done.failed.append(("*", f"its secrets cannot be opened ({problem})"))
             return []
+        revision = None if deployment.deleting else deployment.revision
         found = [
-            Step(instance.tenant_id, instance.sink_id)
-            for instance in await definitions.instances(conn, deployment.id)
-            if deployment.deleting or instance.revision != deployment.revision
+            Step(tenant_id, sink_id)
+            for tenant_id, sink_id in await definitions.instances_not_at(
+                conn, deployment.id, revision
+            )
         ]
         if not deployment.deleting:
             without = await definitions.tenants_without(conn, deployment.id)
@@ -162,7 +164,9 @@ class ManagedSinks:
     async def finish(self, conn: Connection, deployment: DeploymentSink, done: Reconciled) -> None:
         """A definition being deleted goes (on `conn`, under its lock) once
         none of its instances is left."""
-        if deployment.deleting and not await definitions.instances(conn, deployment.id):
+        if deployment.deleting and not await definitions.instances_not_at(
+            conn, deployment.id, None
+        ):
             await definitions.delete_definition(conn, deployment.id)
             done.definition_deleted = True
 

@@ -200,6 +200,21 @@ async def instances(conn: Connection, definition_id: str) -> list[Instance]:
     return [Instance(*row) for row in await cursor.fetchall()]
 
 
+async def instances_not_at(
+    conn: Connection, definition_id: str, revision: int | None
+) -> list[tuple[str, str]]:
+    """The (tenant, sink id) of the definition's instances written from
+    another revision than `revision` (None: every instance). What a pass
+    plans from, every 30 s on every server: none of `instances`' delivery
+    state, which counts each instance's dead letters."""
+    cursor = await conn.execute(
+        "SELECT tenant_id, id::text FROM sinks WHERE deployment_sink_id = %s"
+        " AND deployment_revision IS DISTINCT FROM coalesce(%s, -1) ORDER BY tenant_id",
+        [definition_id, revision],
+    )
+    return [(tenant_id, sink_id) for tenant_id, sink_id in await cursor.fetchall()]
+
+
 async def tenants_without(conn: Connection, definition_id: str) -> list[str]:
     """The tenants with a log and no instance of the definition, erased ones
     aside (an erasure removes their log too; a log begun after it is refused)."""
