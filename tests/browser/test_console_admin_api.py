@@ -607,6 +607,8 @@ def test_a_change_answers_only_its_method(api: str, admin: str) -> None:
         ("HEAD", "tokens"),
         ("HEAD", "sinks"),
         ("HEAD", "retention"),
+        ("GET", "erasure"),
+        ("HEAD", "erasure"),
     ):
         status, _ = send(api + path, method=method, token=admin)
         assert status == 405, (method, path)
@@ -971,7 +973,7 @@ def test_a_retention_policy_asked_wrongly_names_the_field(
 
 
 def test_a_reader_may_make_none_of_the_new_changes(
-    api: str, reader: str, client: AuditClient
+    api: str, reader: str, client: AuditClient, tenant: str
 ) -> None:
     sink = webhook(client)
     rule_id = client.create_alert_rule(
@@ -984,8 +986,219 @@ def test_a_reader_may_make_none_of_the_new_changes(
         ("POST", f"sinks/{sink['id']}/replay", {"seq_range": {"first_seq": 1, "last_seq": 1}}),
         ("POST", "retention/preview", policy_body(1, etag='"x"')),
         ("PUT", "retention", policy_body(1, etag='"x"')),
+        ("PUT", f"sinks/{sink['id']}", sink_edit("mine", "webhook", {}, '"x"')),
+        ("POST", "erasure", {"confirm_tenant_id": tenant}),
     ):
         status, answer = send(api + path, method=method, token=reader, body=body)
         assert (status, answer["code"]) == (403, "PERMISSION_DENIED"), (method, path, answer)
     assert [r.name for r in client.list_alert_rules()] == ["any login"]
     assert client.get_retention_policy().policy.default_days == 0
+    assert [s.name for s in client.list_sinks()] == ["siem"]  # not erased, not renamed
+
+
+# --- a sink edited, the tenant erased (ADR 0069, second addendum) ----------------------
+
+
+def sink_edit(name: str, kind: str, destination: dict[str, Any], etag: str, **filter_: str) -> Any:
+    """An edit as the page sends it: the API's Sink as JSON, its filter in the
+    event search's parameters, with the etag the sink was read with."""
+    return {"sink": {"name": name, kind: destination}, "filter": filter_, "etag": etag}
+
+
+def test_an_admin_edits_a_sink_of_every_kind_its_credentials_kept_unless_typed_again(
+    api: str, admin: str, client: AuditClient
+) -> None:
+    secret = "key-" + secrets.token_hex(8)
+    made = {
+        "hooks": build_sink(
+            "hooks", "webhook", url="http://127.0.0.1:9/hook",
+            secrets=["whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()],
+        ),
+        "channel": build_sink("channel", "chat", url="http://127.0.0.1:9/services/T0/B0/abcdefghijklmnopq"),
+        "splunk": build_sink("splunk", "splunk_hec", url="http://127.0.0.1:9", token=secret),
+        "datadog": build_sink("datadog", "datadog_logs", api_key=secret),
+        "elastic": build_sink(
+            "elastic", "elasticsearch", url="http://127.0.0.1:9", index="audit", api_key=secret
+        ),
+    }  # fmt: skip
+    for sink in made.values():
+        sink.paused = True
+        client.create_sink(sink)
+    listed = {sink["name"]: sink for sink in send(api + "sinks", token=admin)[1]["sinks"]}
+    edits = {
+        "hooks": ("webhook", {"url": "http://127.0.0.1:9/hook"}),
+        "channel": ("chat", {}),
+        "splunk": ("splunk_hec", {"url": "http://127.0.0.1:9", "index": "security"}),
+        "datadog": ("datadog_logs", {"service": "billing", "tags": "env:prod"}),
+        "elastic": ("elasticsearch", {"url": "http://127.0.0.1:9", "index": "audit-2026"}),
+    }
+    for name, (kind, destination) in edits.items():
+        read = listed[name]
+        body = sink_edit(
+            f"{name} 2", kind, destination, read["etag"], actions="doc.*", outcomes="failure"
+        )
+        status, edited = send(api + f"sinks/{read['id']}", method="PUT", token=admin, body=body)
+        assert status == 200, (name, edited)
+        assert edited["event_id"] and edited["sink"]["etag"] != read["etag"]
+        assert from_the_browser(recorded(client, "sink.updated"))
+        # Its credentials as they were, shown by the same hints; `paused` untouched.
+        assert edited["sink"][kind] == {**read[kind], **destination}, name
+        assert edited["sink"]["paused"] is True
+    sinks = {sink.name: sink for sink in client.list_sinks()}
+    assert set(sinks) == {f"{name} 2" for name in made}
+    assert list(sinks["hooks 2"].filter.actions) == ["doc.*"]
+    assert list(sinks["hooks 2"].filter.outcomes) == [event_pb2.OUTCOME_FAILURE]
+    assert sinks["splunk 2"].splunk_hec.index == "security"
+    assert sinks["splunk 2"].splunk_hec.token_hint == secret[-4:]
+    assert (sinks["datadog 2"].datadog_logs.service, sinks["datadog 2"].datadog_logs.tags) == (
+        "billing",
+        "env:prod",
+    )
+
+    # A credential typed again replaces the old one.
+    splunk = sinks["splunk 2"]
+    again = "key-" + secrets.token_hex(8)
+    body = sink_edit("splunk 2", "splunk_hec", {"url": "http://127.0.0.1:9", "token": again},
+                     splunk.etag)  # fmt: skip
+    status, edited = send(api + f"sinks/{splunk.id}", method="PUT", token=admin, body=body)
+    assert status == 200 and edited["sink"]["splunk_hec"]["token_hint"] == again[-4:], edited
+    assert again not in json.dumps(edited)
+    assert list(client.get_sink(splunk.id).filter.actions) == []  # the filter is the edit's
+
+    # A page that still shows the sink as first read changes nothing.
+    status, stale = send(api + f"sinks/{splunk.id}", method="PUT", token=admin, body=body)
+    assert (status, stale["code"], stale["reason"]) == (409, "ABORTED", "ETAG_MISMATCH")
+
+
+def test_a_sink_moved_elsewhere_needs_its_secrets_typed_again(
+    api: str, admin: str, client: AuditClient
+) -> None:
+    """A credential goes only where it was given for: the API refuses to
+    send the kept one to a new URL, and the console says so as it does."""
+    read = client.get_sink(webhook(client)["id"])
+    moved = {"url": "http://127.0.0.1:9/elsewhere"}
+    status, refused = send(
+        api + f"sinks/{read.id}", method="PUT", token=admin,
+        body=sink_edit("siem", "webhook", moved, read.etag),
+    )  # fmt: skip
+    assert (status, refused["reason"]) == (409, "SINK_SECRETS_REQUIRED"), refused
+    assert "give its secrets again" in refused["error"]
+    assert client.get_sink(read.id).webhook.url == "http://127.0.0.1:9/hook"
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    status, edited = send(
+        api + f"sinks/{read.id}", method="PUT", token=admin,
+        body=sink_edit("siem", "webhook", {**moved, "secrets": [secret]}, read.etag),
+    )  # fmt: skip
+    assert status == 200, edited
+    assert edited["sink"]["webhook"]["secret_hints"] == [secret[-4:]]
+    assert client.get_sink(read.id).webhook.url == "http://127.0.0.1:9/elsewhere"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"etag": None}, "etag"),
+        ({"sink": {"name": "siem", "webhook": {}, "paused": False}}, "sink.paused"),
+        ({"sink": {"name": "siem"}}, "sink.destination"),
+        ({"sink": {"name": "", "webhook": {"url": "http://127.0.0.1:9/hook"}}}, "sink.name"),
+        ({"sink": {"name": "siem", "webhook": {"url": "ftp://x"}}}, "sink.webhook.url"),
+        ({"filter": {"categories": "gossip"}}, "filter.categories"),
+        (
+            {"sink": {"name": "s", "webhook": {}, "filter": {"actions": ["a"]}}},
+            "sink.filter",
+        ),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+def test_a_sink_edited_wrongly_is_refused_naming_the_field(
+    api: str, admin: str, client: AuditClient, change: dict[str, Any], field: str
+) -> None:
+    read = client.get_sink(webhook(client)["id"])
+    body = {**sink_edit("siem", "webhook", {}, read.etag, actions="doc.*"), **change}
+    body = {key: value for key, value in body.items() if value is not None}
+    status, answer = send(api + f"sinks/{read.id}", method="PUT", token=admin, body=body)
+    assert status == 400, answer
+    assert any(named["field"].startswith(field) for named in answer["fields"]), answer
+    assert client.get_sink(read.id).etag == read.etag  # nothing changed
+
+
+def test_a_sink_is_created_with_the_searchs_filter_parameters(
+    api: str, admin: str, client: AuditClient
+) -> None:
+    """The page's sink form holds the event search's own filter fields, as
+    the rule form does: one filter form, read one way."""
+    body = {
+        "sink": {"name": "chat", "chat": {"url": "http://127.0.0.1:9/services/T0/B0/abcdefghijkl"}},
+        "filter": {"actions": "user.login, sso.login", "categories": "authentication,security",
+                   "min_severity": "warning", "actor": "alice@example.com"},
+    }  # fmt: skip
+    status, created = send(api + "sinks", method="POST", token=admin, body=body)
+    assert status == 200, created
+    [sink] = client.list_sinks()
+    assert list(sink.filter.actions) == ["user.login", "sso.login"]
+    assert list(sink.filter.categories) == [
+        event_pb2.CATEGORY_AUTHENTICATION,
+        event_pb2.CATEGORY_SECURITY,
+    ]
+    assert (sink.filter.min_severity, sink.filter.actor) == (
+        event_pb2.SEVERITY_WARNING,
+        "alice@example.com",
+    )
+    both = {**body, "sink": {**body["sink"], "filter": {"actions": ["x"]}}}
+    status, answer = send(api + "sinks", method="POST", token=admin, body=both)
+    assert status == 400 and answer["fields"][0]["field"] == "sink.filter", answer
+
+
+def test_an_admin_erases_the_tenant_with_its_id_typed_back_and_is_shown_the_receipt(
+    api: str, admin: str, client: AuditClient, tenant: str
+) -> None:
+    for actor in ("u-1", "u-2", "u-3"):
+        client.record(build_event(action="doc.read", actor_id=actor))
+    webhook(client)
+    path = api + "erasure"
+
+    status, refused = send(path, method="POST", token=admin, body={"confirm_tenant_id": "t-other"})
+    assert status == 400 and refused["fields"][0]["field"] == "confirm_tenant_id", refused
+    for body, field in (({}, "confirm_tenant_id"), ({"confirm_tenant_id": tenant, "x": 1}, "x")):
+        status, answer = send(path, method="POST", token=admin, body=body)
+        assert status == 400 and answer["fields"][0]["field"] == field, answer
+
+    # A legal hold refuses it, in the server's words.
+    client.set_legal_hold(True, reason="matter 7")
+    status, held = send(path, method="POST", token=admin, body={"confirm_tenant_id": tenant})
+    assert (status, held["code"], held["reason"]) == (409, "FAILED_PRECONDITION", "LEGAL_HOLD")
+    assert "a legal hold is on" in held["error"]
+    assert len(list(client.query(build_filter(actions="doc.read")))) == 3  # nothing removed
+    client.set_legal_hold(False)
+
+    status, erased = send(path, method="POST", token=admin, body={"confirm_tenant_id": tenant})
+    assert status == 200, erased
+    receipt = erased["receipt"]
+    assert receipt["tenant_id"] == tenant and receipt["erased_by_token_id"]
+    checkpoint = receipt["final_checkpoint"]
+    assert int(receipt["final_tree_size"]) == int(checkpoint["tree_size"]) >= 5
+    assert receipt["final_root_hash"] == checkpoint["root_hash"]
+    assert checkpoint["note"].startswith(f"sealtrail.test/log/{tenant}\n")
+    assert int(receipt["removed_rows"]["events"]) == int(receipt["final_tree_size"])
+    assert int(receipt["removed_rows"]["sinks"]) == 1
+    # The tenant's tokens are gone with it: this one signs in no more.
+    assert send(api + "signin", token=admin)[0] == 401
+
+
+def test_an_erasure_the_operator_keeps_is_refused_with_the_servers_word(
+    migrated_database_url: str, tenant: str
+) -> None:
+    guarded = ServerThread(
+        migrated_database_url, console_listen="127.0.0.1:0", tenant_erasure="operator"
+    )
+    try:
+        api = f"http://127.0.0.1:{guarded.service.console_port}/api/"
+        admin = guarded.token(tenant)
+        status, refused = send(
+            api + "erasure", method="POST", token=admin, body={"confirm_tenant_id": tenant}
+        )
+        assert (status, refused["reason"]) == (403, "ERASURE_BY_OPERATOR"), refused
+        assert "operator erases tenants" in refused["error"]
+        assert send(api + "signin", token=admin)[0] == 200
+    finally:
+        guarded.close()

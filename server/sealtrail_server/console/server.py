@@ -23,7 +23,10 @@ role's calls are refused by the API itself.
     POST   /api/tokens                  CreateToken {role, name, expire_time?}
     POST   /api/tokens/{id}/revoke      RevokeToken {}
     GET    /api/sinks                   ListSinks
-    POST   /api/sinks                   CreateSink {sink: the API's Sink as JSON, from_beginning?}
+    POST   /api/sinks                   CreateSink {sink: the API's Sink as JSON, filter?,
+                                        from_beginning?}
+    PUT    /api/sinks/{id}              UpdateSink {sink, filter?, etag}: name, filter, format
+                                        and destination (empty secrets kept; never `paused`)
     PATCH  /api/sinks/{id}              UpdateSink {paused, etag}, `paused` only
     DELETE /api/sinks/{id}              DeleteSink {etag}
     GET    /api/sinks/{id}/dead-letters ListDeadLetters
@@ -38,10 +41,11 @@ role's calls are refused by the API itself.
     POST   /api/retention/preview       PreviewRetentionPolicy {policy, etag}, with `shortened`
     PUT    /api/retention               UpdateRetentionPolicy {policy, etag}
     PUT    /api/legal-hold              SetLegalHold {on, reason?, etag}
+    POST   /api/erasure                 EraseTenant {confirm_tenant_id}: the receipt
 
-A rule's `filter` is the event search's parameters as a JSON object of
-strings, parsed as the search's query string is (ADR 0069, addendum): the
-page builds it with the search's own filter form.
+A rule's or a sink's `filter` is the event search's parameters as a JSON
+object of strings, parsed as the search's query string is (ADR 0069,
+addenda): the page builds it with the search's own filter form.
 
 A change is a JSON object with the token in `Authorization` (never a cookie:
 the console sets none and reads none), from the console's own origin when the
@@ -294,6 +298,7 @@ class Console:
                 web.post("/api/tokens/{id}/revoke", self._revoke_token),
                 web.get("/api/sinks", self._sinks, allow_head=False),
                 web.post("/api/sinks", self._create_sink),
+                web.put("/api/sinks/{id}", self._edit_sink),
                 web.patch("/api/sinks/{id}", self._pause_sink),
                 web.delete("/api/sinks/{id}", self._delete_sink),
                 web.get("/api/sinks/{id}/dead-letters", self._dead_letters, allow_head=False),
@@ -307,6 +312,7 @@ class Console:
                 web.post("/api/retention/preview", self._preview_retention),
                 web.put("/api/retention", self._set_retention),
                 web.put("/api/legal-hold", self._legal_hold),
+                web.post("/api/erasure", self._erase_tenant),
                 web.static("/static", STATIC),
             ]
         )
@@ -542,12 +548,41 @@ class Console:
         and field the API knows, with no second definition here to drift from
         it. The answer shows its secrets as hints only, as the API does."""
         metadata, body = await self._change(request)
-        _only(body, "sink", "from_beginning")
+        _only(body, "sink", "filter", "from_beginning")
         message = forwarding_pb2.CreateSinkRequest(
-            sink=_message(body, "sink", forwarding_pb2.Sink()),
-            from_beginning=_flag(body, "from_beginning", default=False),
+            sink=_sink(body), from_beginning=_flag(body, "from_beginning", default=False)
         )
         answer = await self._stub.CreateSink(message, metadata=metadata)
+        return web.json_response(_json(answer, defaults=True))
+
+    async def _edit_sink(self, request: web.Request) -> web.Response:
+        """Replaces a sink's definition as read: its name, filter, format and
+        destination (of its kind, replaced whole), by the mask. A secret left
+        empty is kept by the API (WebhookDestination.secrets), so the page
+        sends one only when it was typed again; `paused` stays as it is, for
+        the edit form does not show it and must not undo a Pause made
+        meanwhile by writing it back (ADR 0069, second addendum)."""
+        metadata, body = await self._change(request)
+        _only(body, "sink", "filter", "etag")
+        if isinstance(body.get("sink"), dict) and "paused" in body["sink"]:
+            raise BadParameter(
+                "sink.paused: not a field of an edit (PATCH {paused, etag} changes it)"
+            )
+        sink = _sink(body)
+        sink.id, sink.etag = request.match_info["id"], _etag(body, "sink")
+        kind = sink.WhichOneof("destination")
+        if kind is None:
+            raise BadParameter(
+                "sink.destination: one destination is required (webhook, chat, splunk_hec,"
+                " datadog_logs or elasticsearch)"
+            )
+        answer = await self._stub.UpdateSink(
+            forwarding_pb2.UpdateSinkRequest(
+                sink=sink,
+                update_mask=field_mask_pb2.FieldMask(paths=["name", "filter", "format", kind]),
+            ),
+            metadata=metadata,
+        )
         return web.json_response(_json(answer, defaults=True))
 
     async def _pause_sink(self, request: web.Request) -> web.Response:
@@ -711,6 +746,24 @@ class Console:
         answer = await self._stub.SetLegalHold(message, metadata=metadata)
         return web.json_response(_json(answer, defaults=True))
 
+    async def _erase_tenant(self, request: web.Request) -> web.Response:
+        """Erases the caller's tenant: its id typed back is the API's own
+        confirmation (`confirm_tenant_id`, compared by the API with the
+        token's tenant), and a legal hold or an operator who keeps erasures
+        refuses it in the API's words. No etag: there is nothing left to be
+        stale about. No deadline either, as the clients wait an hour: a large
+        tenant takes minutes, and a call cut off is rolled back. The answer
+        is the receipt, the log's signed final checkpoint in it."""
+        metadata, body = await self._change(request)
+        _only(body, "confirm_tenant_id")
+        typed = _text(body, "confirm_tenant_id")
+        if not typed:
+            raise BadParameter("confirm_tenant_id: required, this tenant's id typed back")
+        answer = await self._stub.EraseTenant(
+            retention_pb2.EraseTenantRequest(confirm_tenant_id=typed), metadata=metadata
+        )
+        return web.json_response(_json(answer, defaults=True))
+
 
 # A change's body is a few fields: anything larger is no request of the page's.
 MAX_BODY: Final = 64 * 1024
@@ -842,6 +895,18 @@ def _rule(body: dict[str, Any]) -> alerting_pb2.AlertRule:
             raise BadParameter(f"rule.{kind}.filter: give the filter once, here or as `filter`")
         condition.filter.CopyFrom(_search_filter(body["filter"]))
     return rule
+
+
+def _sink(body: dict[str, Any]) -> forwarding_pb2.Sink:
+    """The Sink of a change: `sink`, the API's message, its filter from
+    `filter` if given (the event search's parameters, as a rule's), else as
+    `sink` gives it, never both."""
+    sink = _message(body, "sink", forwarding_pb2.Sink())
+    if "filter" in body:
+        if sink.HasField("filter"):
+            raise BadParameter("sink.filter: give the filter once, here or as `filter`")
+        sink.filter.CopyFrom(_search_filter(body["filter"]))
+    return sink
 
 
 def _search_filter(value: Any) -> event_pb2.EventFilter:
