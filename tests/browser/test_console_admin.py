@@ -11,7 +11,9 @@ import base64
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
@@ -21,9 +23,16 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as seen
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from sealtrail import AuditClient, build_alert_rule, build_filter, build_sink
+from sealtrail import (
+    AuditClient,
+    UnauthenticatedError,
+    build_alert_rule,
+    build_filter,
+    build_sink,
+)
 from sealtrail.v1 import access_pb2, event_pb2
 from tests.browser.test_console import WAIT, sign_in
+from tests.browser.test_console_admin_api import send
 from tests.conftest import (
     ServerThread,
     database_of_its_own,
@@ -646,7 +655,16 @@ def test_a_managed_sink_is_shown_as_the_operators_with_nothing_to_change(
             section = open_view(browser, console, token, "Sinks")
             managed = wait(browser).until(lambda b: row_of(section, "soc"))
             assert "kept by the operator" in managed.text
-            assert not managed.find_elements(By.TAG_NAME, "button")
+            assert not managed.find_elements(By.TAG_NAME, "button")  # no Edit, Pause, ...
+            # Nor may the console's API change it: the API refuses (ADR 0070).
+            [soc] = [s for s in AuditClient(server.target, token=token).list_sinks() if s.managed]
+            status, refused = send(
+                f"{console}api/sinks/{soc.id}",
+                method="PUT",
+                token=token,
+                body={"sink": {"name": "mine", "webhook": {}}, "filter": {}, "etag": soc.etag},
+            )
+            assert (status, refused["reason"]) == (403, "SINK_MANAGED_BY_OPERATOR"), refused
             assert row_of(section, "own").find_elements(By.TAG_NAME, "button")
 
             browser.find_element(By.LINK_TEXT, "Alert rules").click()
@@ -660,3 +678,212 @@ def test_a_managed_sink_is_shown_as_the_operators_with_nothing_to_change(
             ]
         finally:
             server.close()
+
+
+def test_the_retention_view_shows_the_tenants_limits_and_says_why_a_value_is_refused(
+    browser: webdriver.Chrome, migrated_database_url: str, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """The deployment's floor and the tenant's plan are shown before the
+    admin tries a value: the presets beyond them cannot be chosen, and a
+    number typed beyond them is refused by the API in words naming whose
+    limit it is, marked where it was typed."""
+    floored = ServerThread(
+        migrated_database_url, console_listen="127.0.0.1:0", retention_min_days=30
+    )
+    try:
+        token = floored.token(tenant)
+        sql.execute(  # as `sealtrail-server tenant retention-limit --max-days 90` sets it
+            "INSERT INTO retention_policies (tenant_id, max_days) VALUES (%s, 90)", [tenant]
+        )
+        url = f"http://127.0.0.1:{floored.service.console_port}/"
+        section = open_view(browser, url, token, "Retention")
+        limits = section.find_element(By.ID, "retention-limits")
+        assert "at least 30 days" in limits.text and "this deployment's minimum" in limits.text
+        assert "at most 90 days" in limits.text and "this tenant's plan" in limits.text
+        # The policy never set keeps forever, which the plan brings to 90 days.
+        policy = section.find_element(By.ID, "retention-policy")
+        assert "forever, applied as 90 days (this tenant's plan)" in policy.text
+
+        form = section.find_element(By.ID, "retention-form")
+        assert "at least 30 and at most 90 days" in form.text
+        default = form.find_element(By.CSS_SELECTOR, ".default select")
+        offered = {
+            option.get_attribute("value"): option.is_enabled() for option in Select(default).options
+        }
+        assert offered == {"30": True, "90": True, "180": False, "365": False, "0": False,
+                           "other": True}  # fmt: skip
+        assert "over this tenant's plan" in Select(default).options[3].text
+        Select(default).select_by_value("other")
+        days = form.find_element(By.CSS_SELECTOR, ".default input")
+        assert days.get_attribute("placeholder") == "30 to 90"
+        days.send_keys("120")
+        form.find_element(By.XPATH, ".//button[.='Save the policy']").click()
+        error = section.find_element(By.CSS_SELECTOR, ".error")
+        wait(browser).until(
+            lambda b: "Kept by default: must be at most 90 days, this tenant's plan" in error.text
+        )
+        label = form.find_element(By.CSS_SELECTOR, ".default label.days")
+        assert label.get_attribute("aria-invalid") == "true"
+        days.clear()
+        days.send_keys("20")
+        form.find_element(By.XPATH, ".//button[.='Save the policy']").click()
+        wait(browser).until(lambda b: "at least 30 days, this deployment's minimum" in error.text)
+        with AuditClient(floored.target, token=token) as client:
+            assert client.get_retention_policy().policy.update_time.seconds == 0  # never set
+    finally:
+        floored.close()
+
+
+def open_sink(section: WebElement, name: str) -> WebElement:
+    """Opens the sink `name` in the sink form, as read."""
+    row_of(section, name).find_element(By.XPATH, ".//button[.='Edit']").click()
+    return section.find_element(By.ID, "sink-create")
+
+
+def test_a_sink_is_edited_as_read_its_credentials_kept_unless_typed_again(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    token = "hec-" + secrets.token_hex(8)
+    sink = build_sink(
+        "splunk", "splunk_hec", url="http://127.0.0.1:9", token=token, index="audit",
+        filter=build_filter(actions="doc.*", categories=["authentication", "security"]),
+        paused=True,
+    )  # fmt: skip
+    sink_id = admin.create_sink(sink).sink.id
+    section = open_view(browser, console_url, admin_token, "Sinks")
+    form = open_sink(section, "splunk")
+    assert "Edit the sink “splunk”" in form.text
+    fields = {name: form.find_element(By.NAME, name) for name in ("name", "url", "index", "token")}
+    assert [fields[n].get_attribute("value") for n in ("name", "url", "index")] == [
+        "splunk",
+        "http://127.0.0.1:9",
+        "audit",
+    ]
+    assert not form.find_element(By.NAME, "kind").is_enabled()  # a sink keeps its kind
+    # The token is not the page's to show: left empty, it stays as it is.
+    assert fields["token"].get_attribute("value") == ""
+    assert fields["token"].get_attribute("placeholder") == f"unchanged (…{token[-4:]})"
+    assert form.find_element(By.NAME, "categories").get_attribute("value") == (
+        "authentication,security"
+    )
+    fields["index"].clear()
+    fields["index"].send_keys("security")
+    actions = form.find_element(By.NAME, "actions")
+    actions.clear()
+    actions.send_keys("doc.*, user.login")
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    wait(browser).until(lambda b: "sink.updated" in section.text)
+    now = admin.get_sink(sink_id)
+    assert (now.splunk_hec.index, now.splunk_hec.token_hint) == ("security", token[-4:])
+    assert list(now.filter.actions) == ["doc.*", "user.login"]
+    assert list(now.filter.categories) == [
+        event_pb2.CATEGORY_AUTHENTICATION,
+        event_pb2.CATEGORY_SECURITY,
+    ]
+    assert now.paused  # an edit never pauses or resumes
+    assert "Add a sink" in form.text  # the form is back to adding one
+
+    # A token typed again replaces it, sent once and shown by its hint only.
+    again = "hec-" + secrets.token_hex(8)
+    form = open_sink(section, "splunk")
+    form.find_element(By.NAME, "token").send_keys(again)
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    wait(browser).until(lambda b: f"token …{again[-4:]}" in row_of(section, "splunk").text)
+    assert admin.get_sink(sink_id).splunk_hec.token_hint == again[-4:]
+    assert again not in browser.page_source
+    assert form.find_element(By.NAME, "token").get_attribute("value") == ""
+
+    # An edit of a sink changed meanwhile changes nothing, and shows it as it is now.
+    form = open_sink(section, "splunk")
+    current = admin.get_sink(sink_id)
+    current.name = "renamed elsewhere"
+    admin.update_sink(current, fields=["name"])
+    name = form.find_element(By.NAME, "name")
+    name.clear()
+    name.send_keys("mine")
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    error = section.find_element(By.CSS_SELECTOR, ".error")
+    wait(browser).until(lambda b: "changed since" in error.text)
+    assert admin.get_sink(sink_id).name == "renamed elsewhere"
+    wait(browser).until(lambda b: name.get_attribute("value") == "renamed elsewhere")
+
+
+def test_a_webhook_moved_elsewhere_is_given_a_new_signing_secret_shown_once(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    sink_id = webhook(admin, "hooks", paused=True)
+    hint = admin.get_sink(sink_id).webhook.secret_hints[0]
+    section = open_view(browser, console_url, admin_token, "Sinks")
+    form = open_sink(section, "hooks")
+    choice = Select(form.find_element(By.NAME, "secret"))
+    assert choice.first_selected_option.text == f"keep the current one (…{hint})"
+    url = form.find_element(By.NAME, "url")
+    url.clear()
+    url.send_keys("http://127.0.0.1:9/elsewhere")
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    # The API sends a kept secret nowhere new: the page says so, at the secret.
+    error = section.find_element(By.CSS_SELECTOR, ".error")
+    wait(browser).until(lambda b: "give its secrets again" in error.text)
+    assert error.text.startswith("Signing secret:")
+    assert form.find_element(By.NAME, "secret").get_attribute("aria-invalid") == "true"
+    assert admin.get_sink(sink_id).webhook.url == "http://127.0.0.1:9/hook"
+
+    choice.select_by_value("generate")
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    shown = wait(browser).until(seen.visibility_of_element_located((By.ID, "sink-secret")))
+    secret = shown.find_element(By.CSS_SELECTOR, "input").get_attribute("value") or ""
+    assert secret.startswith("whsec_") and "shown only this once" in shown.text
+    now = admin.get_sink(sink_id).webhook
+    assert (now.url, list(now.secret_hints)) == ("http://127.0.0.1:9/elsewhere", [secret[-4:]])
+
+
+def test_the_tenant_is_erased_with_its_id_typed_back_and_its_receipt_shown(
+    browser: webdriver.Chrome,
+    console_url: str,
+    admin: AuditClient,
+    admin_token: str,
+    tenant: str,
+) -> None:
+    for actor in ("u-1", "u-2"):
+        admin.record(action="doc.read", actor_id=actor)
+    admin.set_legal_hold(True, reason="matter 7")
+    section = open_view(browser, console_url, admin_token, "Retention")
+    zone = section.find_element(By.ID, "erasure")
+    said = zone.text
+    assert "every event" in said and "tokens" in said and "sinks" in said  # removed
+    assert "receipt" in said and "signed final checkpoint" in said  # what remains
+    assert "The legal hold is on" in said
+    typed = zone.find_element(By.NAME, "confirm_tenant_id")
+    erase = zone.find_element(By.XPATH, ".//button[.='Erase this tenant…']")
+
+    # Typed wrongly: the API's own confirmation refuses it, marked where typed.
+    typed.send_keys("t-someone-else")
+    erase.click()
+    dialog = confirm_dialog(browser)
+    assert "cannot be undone" in dialog.text and "receipt" in dialog.text
+    dialog.find_element(By.XPATH, ".//button[.='Cancel']").click()
+    erase.click()
+    confirm_dialog(browser).find_element(By.ID, "confirm-ok").click()
+    error = section.find_element(By.CSS_SELECTOR, ".error")
+    wait(browser).until(
+        lambda b: "Tenant id, typed back: must be the calling token's" in error.text
+    )
+    assert typed.get_attribute("aria-invalid") == "true"
+
+    # The legal hold refuses it, in the server's words.
+    typed.clear()
+    typed.send_keys(tenant)
+    erase.click()
+    confirm_dialog(browser).find_element(By.ID, "confirm-ok").click()
+    wait(browser).until(lambda b: "a legal hold is on: release it" in error.text)
+    assert len(list(admin.query(build_filter(actions="doc.read")))) == 2
+
+    admin.set_legal_hold(False)
+    erase.click()
+    confirm_dialog(browser).find_element(By.ID, "confirm-ok").click()
+    receipt = wait(browser).until(seen.visibility_of_element_located((By.ID, "erasure-receipt")))
+    wait(browser).until(lambda b: tenant in receipt.text)
+    assert "Final checkpoint" in receipt.text and f"sealtrail.test/log/{tenant}" in receipt.text
+    assert receipt.find_element(By.XPATH, ".//button[.='Download the receipt']").is_displayed()
+    with pytest.raises(UnauthenticatedError):
+        admin.get_retention_policy()

@@ -1,5 +1,5 @@
-// The console's admin views: API tokens, sinks (and their replays), alert rules,
-// retention and the legal hold (ADR 0069). Each change is one request to the
+// The console's admin views: API tokens, sinks (their edits and replays), alert
+// rules, retention (its limits), the legal hold and the tenant's erasure (ADR 0069). Each change is one request to the
 // console's API, which makes the RPC with this tab's token: the API checks the
 // role, records the change (with the browser's address) and refuses what it
 // refuses, in its own words, naming the field at fault, which the page marks. A
@@ -16,6 +16,7 @@ let fillFilter;  // and the reverse
 // What each view last read: a row's buttons act on these, etags included.
 const read = {
   tokensNext: "", tokensShown: new Set(), sinks: [], rules: [], policy: null, hold: null,
+  limits: { min: 0, max: 0 },
 };
 
 const LOADERS = {
@@ -26,12 +27,11 @@ const LOADERS = {
 export function setUpAdmin(context) {
   ({ api, signOut, filterFields, fillFilter } = context);
   $("#token-create").addEventListener("submit", createToken);
-  $("#sink-create").addEventListener("submit", createSink);
-  $("#sink-create").elements.kind.addEventListener("change", () => showSinkKind($("#sink-create")));
-  showSinkKind($("#sink-create"));
+  setUpSinkForm(context.filterRow);
   setUpReplay();
   setUpRuleForm(context.filterRow);
   setUpRetentionForm();
+  setUpErasure();
   for (const box of document.querySelectorAll(".secret")) {
     $(".secret-copy", box).addEventListener("click", () => copySecret(box));
     $(".secret-done", box).addEventListener("click", () => hideSecret(box));
@@ -74,12 +74,16 @@ export function clearAdmin() {
     }
     clearMessages(section);
   }
-  showSinkKind($("#sink-create"));
+  resetSinkForm();
+  resetErasure();
   $("#retention-policy").replaceChildren();
+  $("#retention-limits").replaceChildren();
   $("#legal-hold-state").replaceChildren();
   $("#sink-replay").hidden = true;
   for (const part of $("#retention-form").querySelectorAll(".default, .rules")) part.replaceChildren();
-  Object.assign(read, { tokensNext: "", sinks: [], rules: [], policy: null, hold: null });
+  Object.assign(read, {
+    tokensNext: "", sinks: [], rules: [], policy: null, hold: null, limits: { min: 0, max: 0 },
+  });
   resetRuleForm();  // the sinks to tick gone too
   read.tokensShown.clear();
   if ($("#confirm").open) $("#confirm").close("cancel");
@@ -436,6 +440,7 @@ function sinkRow(sink) {
     return row;
   }
   actions.append(
+    button("Edit", () => editSink(sink)),
     button(sink.paused ? "Resume" : "Pause", () => pauseSink(sink)),
     button("Replay…", () => openReplay(sink)),
     button("Delete", () => deleteSink(sink), "danger"),
@@ -483,6 +488,95 @@ function delivery(sink) {
   return parts;
 }
 
+// The credential of each kind, write only: the API answers its hint (its last
+// four characters, a chat URL with its secret parts elided), never the value.
+const CREDENTIALS = { chat: ["url", "url_hint"], splunk_hec: ["token", "token_hint"],
+  datadog_logs: ["api_key", "api_key_hint"], elasticsearch: ["api_key", "api_key_hint"] };
+const PLACEHOLDERS = { url: "the receiving end's https URL", token: "", api_key: "" };
+
+// The sink form adds a sink, or edits one (`dataset.id`): its filter is the
+// event search's own fields, copied (the time range left out: a sink sends what
+// comes), as the rule form's is, so that a sink filters as a search does.
+function setUpSinkForm(filterRow) {
+  const form = $("#sink-create");
+  const fields = filterRow.cloneNode(true);
+  for (const name of ["range", "from", "to"]) fields.querySelector(`[name="${name}"]`).closest("label").remove();
+  form.elements.namedItem("filter").append(fields);
+  form.addEventListener("submit", saveSink);
+  form.elements.kind.addEventListener("change", () => showSinkKind(form));
+  form.elements.secret.addEventListener("change", () => showSinkKind(form));
+  $(".cancel", form).addEventListener("click", resetSinkForm);
+  resetSinkForm();
+}
+
+function showSinkKind(form) {
+  const editing = Boolean(form.dataset.id);
+  const kind = form.elements.kind.value;
+  showKind(form);
+  // What only an edit has (the signing secret's choice), or only a new sink.
+  for (const element of form.querySelectorAll(".edit-only, .create-only")) {
+    const ofKind = !element.dataset.kinds || element.dataset.kinds.split(" ").includes(kind);
+    const shown = ofKind && editing === element.classList.contains("edit-only")
+      && (!element.classList.contains("typed-secret") || form.elements.secret.value === "typed");
+    element.hidden = !shown;
+    for (const input of element.querySelectorAll("input, select")) input.disabled = !shown;
+  }
+  // Empty: the account's default site; in an edit, a credential left as it is.
+  form.elements.url.required = kind !== "datadog_logs" && !(editing && kind === "chat");
+  form.elements.index.required = kind === "elasticsearch";
+  for (const name of ["token", "api_key"]) form.elements[name].required = !editing;
+}
+
+// The form back to adding a sink, empty.
+function resetSinkForm() {
+  const form = $("#sink-create");
+  form.reset();
+  clearMarks(form);
+  for (const key of ["id", "etag", "name", "kind", "kept"]) delete form.dataset[key];
+  form.elements.kind.disabled = false;
+  form.elements.secret.options[0].text = "keep the current one";
+  for (const [name, words] of Object.entries(PLACEHOLDERS)) form.elements[name].placeholder = words;
+  $("#sink-form-title").textContent = "Add a sink";
+  $("button[type=submit]", form).textContent = "Add sink";
+  $(".cancel", form).hidden = true;
+  showSinkKind(form);
+}
+
+// Opens the sink in the form, as read: saving sends the etag it was read with.
+// Its credentials are not the page's to show: each input is left empty, its
+// hint in its placeholder, and stays as it is unless typed again.
+function editSink(sink) {
+  const form = $("#sink-create");
+  const fields = form.elements;
+  const kind = Object.keys(SINK_KINDS).find((name) => sink[name]);
+  const destination = sink[kind] || {};
+  resetSinkForm();
+  Object.assign(form.dataset, { id: sink.id, etag: sink.etag, name: sink.name, kind });
+  fields.kind.value = kind;
+  fields.kind.disabled = true;  // a sink of another kind is another sink
+  fields.name.value = sink.name;
+  const [credential, hint] = CREDENTIALS[kind] || [];
+  for (const name of DESTINATION_FIELDS[kind]) {
+    if (name !== credential) fields[name].value = text(destination[name]);
+  }
+  if (credential) fields[credential].placeholder = `unchanged (${kind === "chat" ? "" : "…"}${destination[hint]})`;
+  const hints = destination.secret_hints || [];
+  fields.secret.options[0].text = `keep the current one${hints.length > 1 ? "s" : ""}`
+    + (hints.length ? ` (…${hints.join(", …")})` : "");
+  fields.format.value = sink.format === "PAYLOAD_FORMAT_OCSF" ? "ocsf" : "";
+  const { occurred_after: after, occurred_before: before, ...filter } = sink.filter || {};
+  // A time bound no field of the form holds is sent back as it was.
+  form.dataset.kept = JSON.stringify({ ...(after && { occurred_after: after }),
+    ...(before && { occurred_before: before }) });
+  fillFilter(form, searchParams(filter));
+  showSinkKind(form);
+  $("#sink-form-title").textContent = `Edit the sink “${sink.name}”`;
+  $("button[type=submit]", form).textContent = "Save changes";
+  $(".cancel", form).hidden = false;
+  form.scrollIntoView({ block: "nearest" });
+  fields.name.focus();
+}
+
 // A webhook's signing secret, made here as `sealtrail sinks create
 // --generate-secret` makes one: 32 random bytes, base64, after `whsec_`.
 function webhookSecret() {
@@ -490,21 +584,16 @@ function webhookSecret() {
 }
 
 // The fields of each kind of destination the form has; those left empty are
-// the API's defaults (Datadog's URL, Splunk's source, ...).
+// the API's defaults (Datadog's URL, Splunk's source, ...), or, for a
+// credential in an edit, the sink's own.
 const DESTINATION_FIELDS = {
   webhook: ["url"], chat: ["url"], splunk_hec: ["url", "token", "index", "source", "sourcetype"],
   datadog_logs: ["url", "api_key", "service", "tags"], elasticsearch: ["url", "index", "api_key"],
 };
 
-function showSinkKind(form) {
-  const kind = form.elements.kind.value;
-  showKind(form);
-  form.elements.url.required = kind !== "datadog_logs";  // empty: the account's default site
-  form.elements.index.required = kind === "elasticsearch";
-}
-
 // A credential typed here (a token, an API key) is sent once, in the request
-// that creates the sink; the form is cleared, and the API answers its hint only.
+// that creates or edits the sink; the form is cleared, and the API answers its
+// hint only.
 function destinationOf(kind, fields) {
   const destination = {};
   for (const name of DESTINATION_FIELDS[kind]) {
@@ -514,46 +603,58 @@ function destinationOf(kind, fields) {
   return destination;
 }
 
-// The EventFilter of the form's fields, as the API's JSON names it.
-function formFilter(fields) {
-  const filter = {};
-  const actions = fields.actions.value.split(",").map((action) => action.trim()).filter(Boolean);
-  if (actions.length) filter.actions = actions;
-  if (fields.categories.value) filter.categories = [`CATEGORY_${fields.categories.value.toUpperCase()}`];
-  if (fields.min_severity.value) filter.min_severity = `SEVERITY_${fields.min_severity.value.toUpperCase()}`;
-  return filter;
-}
+// What the API names when a change needs a sink's credentials typed again (its
+// URL moved, or they can no longer be opened): the input that holds them.
+const CREDENTIAL_PATHS = { webhook: "sink.webhook.secrets", chat: "sink.chat.url",
+  splunk_hec: "sink.splunk_hec.token", datadog_logs: "sink.datadog_logs.api_key",
+  elasticsearch: "sink.elasticsearch.api_key" };
 
-async function createSink(event) {
+async function saveSink(event) {
   event.preventDefault();
   const section = $("#admin-sinks");
   const form = event.target;
   const fields = form.elements;
   const submit = form.querySelector("button[type=submit]");
-  const kind = fields.kind.value;
+  const editing = form.dataset.id;
+  const kind = editing ? form.dataset.kind : fields.kind.value;
   const name = fields.name.value.trim();
-  const secret = kind === "webhook" ? webhookSecret() : "";
-  const sink = { name, filter: formFilter(fields), [kind]: destinationOf(kind, fields) };
+  const choice = editing ? fields.secret.value : "generate";
+  const secret = kind === "webhook" && choice === "generate" ? webhookSecret() : "";
+  const sink = { name, [kind]: destinationOf(kind, fields) };
   if (secret) sink.webhook.secrets = [secret];
+  if (kind === "webhook" && choice === "typed") sink.webhook.secrets = [fields.typed_secret.value.trim()];
   if (kind !== "chat" && fields.format.value === "ocsf") sink.format = "PAYLOAD_FORMAT_OCSF";
+  const filter = { ...JSON.parse(form.dataset.kept || "{}"), ...filterFields(form) };
   clearMessages(section);
   clearMarks(form);
   submit.disabled = true;
   try {
-    await change("/api/sinks", "POST", { sink, from_beginning: fields.from_beginning.checked });
+    const answer = editing
+      ? await change(`/api/sinks/${encodeURIComponent(editing)}`, "PUT", { sink, filter, etag: form.dataset.etag })
+      : await change("/api/sinks", "POST", { sink, filter, from_beginning: fields.from_beginning.checked });
     if (secret) showSecret($("#sink-secret"), secret, name);
-    form.reset();
-    showSinkKind(form);
-    say(section, `Sink ${name} added (recorded as sink.created).`);
+    resetSinkForm();
+    say(section, !editing ? `Sink ${name} added (recorded as sink.created).`
+      : answer.event_id ? `Sink ${name} changed (recorded as sink.updated).`
+        : `Sink ${name} was already so: nothing changed.`);
     await loadSinks();
   } catch (error) {
-    failed(section, error, `The sink ${name}`, form);
+    if (["SINK_SECRETS_REQUIRED", "SINK_SECRETS_UNOPENABLE"].includes(error.reason)) {
+      error.fields = [{ field: CREDENTIAL_PATHS[kind], description: error.message }];
+    }
+    failed(section, error, `The sink ${form.dataset.name || name}`, form);
     // No answer of the API's (the connection cut, a proxy's 502 or 504) or a
-    // server's failure: the sink may exist, signing with this secret, which no
-    // one else has. Shown, saying so, as `sealtrail sinks create` does.
+    // server's failure: the sink may exist, or have changed, signing with this
+    // secret, which no one else has. Shown, saying so, as `sealtrail sinks
+    // create` does.
     if (secret && (error.status === undefined || error.status >= 500)) {
       showSecret($("#sink-secret"), secret, name, { unsure: true });
       await loadSinks();
+    }
+    if (error.reason === "ETAG_MISMATCH") {
+      await loadSinks();
+      const now = read.sinks.find((one) => one.id === editing);
+      if (now) editSink(now); else resetSinkForm();
     }
   } finally {
     submit.disabled = false;
@@ -928,12 +1029,53 @@ async function deleteRule(rule) {
 
 const keptFor = (days) => (Number(days) ? count(days, "day") : "forever");
 
+// The range of days the operator allows the tenant's limits (RetentionLimits,
+// ADR 0071): `min`, the deployment's floor, and `max`, the tenant's plan; 0,
+// none. The API judges every policy; these say beforehand what it will refuse,
+// in its words, and how it applies a policy stored before the range changed
+// (domain/retention.py's RetentionLimits.problem and applied).
+const PLAN = "this tenant's plan";
+const FLOOR = "this deployment's minimum";
+
+function limitsOf(limits = {}) {
+  return { min: Number(limits.min_days || 0), max: Number(limits.max_days || 0) };
+}
+
+function refusal(days, { min, max }) {
+  if (max && (days === 0 || days > max)) return `over ${PLAN}`;
+  if (days > 0 && days < min) return `under ${FLOOR}`;
+  return "";
+}
+
+function applied(days, { min, max }) {
+  if (max && (days === 0 || days > max)) return `${keptFor(days)}, applied as ${count(max, "day")} (${PLAN})`;
+  if (days > 0 && days < min) return `${keptFor(days)}, applied as ${count(min, "day")} (${FLOOR})`;
+  return keptFor(days);
+}
+
+function showLimits(limits) {
+  const { min, max } = limits;
+  definitions($("#retention-limits"), [
+    ["Shortest allowed", min ? `at least ${count(min, "day")}, ${FLOOR}` : "any number of days"],
+    ["Longest allowed", max ? `at most ${count(max, "day")}, ${PLAN}: forever is not allowed`
+      : "forever"],
+  ]);
+  const words = min && max ? `at least ${min} and at most ${count(max, "day")} (forever is not allowed)`
+    : min ? `at least ${count(min, "day")}, or forever` : max ? `at most ${count(max, "day")} (forever is not allowed)` : "";
+  const hint = $("#retention-form .limits");
+  hint.textContent = words ? `The operator allows limits of ${words}: the choices beyond them are`
+    + " disabled, and a number typed beyond them is refused." : "";
+  hint.hidden = !words;
+}
+
 async function loadRetention() {
   const section = $("#admin-retention");
   await busy(section, async () => {
     try {
-      const { policy, legal_hold: hold } = await (await api("/api/retention")).json();
+      const { policy, legal_hold: hold, limits } = await (await api("/api/retention")).json();
       read.policy = policy;
+      read.limits = limitsOf(limits);
+      showLimits(read.limits);
       showPolicy(policy);
       showPolicyForm(policy);
       showHold(hold);
@@ -955,10 +1097,11 @@ function definitions(list, entries) {
 }
 
 function showPolicy(policy) {
-  const entries = [["Kept by default", keptFor(policy.default_days)]];
+  const days = (value) => applied(Number(value || 0), read.limits);
+  const entries = [["Kept by default", days(policy.default_days)]];
   for (const rule of policy.rules || []) {
     const what = rule.category ? `category ${label(rule.category)}` : `actions ${rule.action_prefix}`;
-    entries.push(["Except", `${what}: ${keptFor(rule.days)}`]);
+    entries.push(["Except", `${what}: ${days(rule.days)}`]);
   }
   entries.push(["Last changed", policy.update_time ? new Date(policy.update_time).toLocaleString() : "never"]);
   const list = document.createElement("dl");
@@ -984,16 +1127,25 @@ function setUpRetentionForm() {
 }
 
 // A number of days: a preset, or another number (required once chosen: an
-// empty one must not pass for 0, which keeps forever).
+// empty one must not pass for 0, which keeps forever). The presets the
+// operator's limits refuse are disabled, saying why; a number typed beyond
+// them is the API's to refuse, naming whose limit it is.
 function daysPicker(words, days) {
   const label = document.createElement("label");
   label.className = "days";
   const preset = document.createElement("select");
   preset.className = "days-preset";
-  for (const [number, name] of DAY_PRESETS) preset.add(new Option(name, String(number)));
+  for (const [number, name] of DAY_PRESETS) {
+    const why = refusal(number, read.limits);
+    const option = new Option(why ? `${name}: ${why}` : name, String(number));
+    option.disabled = Boolean(why);
+    preset.add(option);
+  }
   preset.add(new Option("another number of days", "other"));
   const other = document.createElement("input");
-  Object.assign(other, { type: "number", min: 1, max: 36500, className: "days-other" });
+  const { min, max } = read.limits;
+  Object.assign(other, { type: "number", min: 1, max: 36500, className: "days-other",
+    placeholder: min || max ? `${min || 1} ${max ? `to ${max}` : "or more"}` : "" });
   other.setAttribute("aria-label", `${words}: days`);
   const known = DAY_PRESETS.some(([number]) => number === days);
   preset.value = known ? String(days) : "other";
@@ -1127,6 +1279,7 @@ function showHold(hold) {
   ]);
   $("#hold-place").hidden = hold.on;
   $("#hold-release").hidden = !hold.on;
+  $("#erasure .hold-note").hidden = !hold.on;
 }
 
 async function setHold(body, done) {
@@ -1167,4 +1320,87 @@ async function releaseHold() {
     action: "Release the hold",
   });
   if (ok) await setHold({ on: false }, "Legal hold released (recorded as retention.legal_hold_released).");
+}
+
+// --- the tenant's erasure -----------------------------------------------------------
+
+// Erasing asks for the tenant's id typed back, the API's own confirmation
+// (EraseTenantRequest.confirm_tenant_id, compared with the token's tenant),
+// then for a confirmation saying what goes and what remains. The API refuses
+// it under a legal hold, or where the operator keeps erasures, in its words.
+function setUpErasure() {
+  $("#erasure-form").addEventListener("submit", eraseTenant);
+  $("#erasure-receipt .download").addEventListener("click", downloadReceipt);
+}
+
+async function eraseTenant(event) {
+  event.preventDefault();
+  const section = $("#admin-retention");
+  const form = event.target;
+  const typed = form.elements.confirm_tenant_id.value.trim();
+  const ok = await confirmed({
+    title: `Erase the tenant “${typed}”?`,
+    body: "Every event of its log, its tokens (this tab's included), sinks, alert rules, retention"
+      + " policy and settings are removed for good: this cannot be undone. What remains is the"
+      + " erasure's receipt, with the log's signed final checkpoint, shown here once done.",
+    action: "Erase the tenant",
+  });
+  if (!ok) return;
+  const submit = $("button[type=submit]", form);
+  clearMessages(section);
+  clearMarks(form);
+  submit.disabled = true;
+  try {
+    const { receipt } = await change("/api/erasure", "POST", { confirm_tenant_id: typed });
+    form.reset();
+    form.hidden = true;
+    showReceipt(receipt);
+    say(section, `Tenant ${receipt.tenant_id} erased: its receipt is below.`);
+  } catch (error) {
+    failed(section, error, "The tenant", form);
+  } finally {
+    submit.disabled = false;
+  }
+}
+
+const hex = (base64) => [...atob(base64 || "")].map((c) => c.charCodeAt(0).toString(16).padStart(2, "0")).join("");
+
+function showReceipt(receipt) {
+  const box = $("#erasure-receipt");
+  const removed = Object.entries(receipt.removed_rows || {}).filter(([, rows]) => Number(rows))
+    .map(([table, rows]) => `${table} ${Number(rows).toLocaleString()}`).join(", ");
+  definitions($("dl", box), [
+    ["Tenant", receipt.tenant_id],
+    ["Erased by token", receipt.erased_by_token_id],
+    ["Erased", new Date(receipt.erase_time).toLocaleString()],
+    ["Final size", count(receipt.final_tree_size || 0, "event")],
+    ["Final root hash", hex(receipt.final_root_hash)],
+    ["Rows removed", removed || "none"],
+  ]);
+  $(".note", box).textContent = receipt.final_checkpoint?.note || "(none: the log was empty)";
+  box.dataset.receipt = JSON.stringify(receipt, null, 2);
+  box.dataset.tenant = receipt.tenant_id;
+  box.hidden = false;
+  box.scrollIntoView({ block: "nearest" });
+}
+
+function downloadReceipt() {
+  const box = $("#erasure-receipt");
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(new Blob([box.dataset.receipt], { type: "application/json" }));
+  link.download = `sealtrail-erasure-${box.dataset.tenant}.json`;
+  document.body.append(link);
+  link.click();
+  link.remove();
+}
+
+function resetErasure() {
+  const box = $("#erasure-receipt");
+  box.hidden = true;
+  $("dl", box).replaceChildren();
+  $(".note", box).textContent = "";
+  delete box.dataset.receipt;
+  delete box.dataset.tenant;
+  $("#erasure-form").hidden = false;
+  $("#erasure .hold-note").hidden = true;
 }
