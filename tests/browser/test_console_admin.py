@@ -339,7 +339,9 @@ def test_what_was_typed_in_the_admin_forms_goes_with_signing_out(
     browser.find_element(By.LINK_TEXT, "Retention").click()
     reason = wait(browser).until(seen.visibility_of_element_located((By.NAME, "reason")))
     reason.send_keys("matter 2026-114")
-    assert len(browser.execute_script(_TYPED)) == 6  # kind, name, url, token; name; reason
+    browser.find_element(By.NAME, "confirm_tenant_id").send_keys("t-half-typed")
+    # kind, name, url, token; name; reason, the tenant id typed back
+    assert len(browser.execute_script(_TYPED)) == 7
 
     browser.find_element(By.ID, "signout").click()
     wait(browser).until(seen.visibility_of_element_located((By.ID, "token")))

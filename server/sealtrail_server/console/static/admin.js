@@ -439,8 +439,9 @@ function sinkRow(sink) {
     actions.textContent = "kept by the operator";
     return row;
   }
+  // A kind this page has no form for (a newer server's) is not offered to edit.
+  if (DESTINATION_FIELDS[kind]) actions.append(button("Edit", () => editSink(sink)));
   actions.append(
-    button("Edit", () => editSink(sink)),
     button(sink.paused ? "Resume" : "Pause", () => pauseSink(sink)),
     button("Replay…", () => openReplay(sink)),
     button("Delete", () => deleteSink(sink), "danger"),
