@@ -1155,6 +1155,8 @@ def test_an_operators_field_names_ending_in_a_digit_hide_their_values() -> None:
         "3530111333300000",  # JCB
         "30569309025904",  # Diners Club
         "6200000000000005",  # UnionPay
+        "6212 3456 7890 1234 569",  # a 19-digit UnionPay, grouped 4-4-4-4-3
+        "4111-1111-1111-1111-110",  # a 19-digit Visa
     ],
 )
 def test_a_payment_card_number_in_text_is_removed(number: str) -> None:
@@ -1172,6 +1174,10 @@ def test_a_payment_card_number_in_text_is_removed(number: str) -> None:
         ("card 4111 1111 1111 1111 12/25", "card [REDACTED:payment_card] 12/25"),
         ("card 4111111111111111 123", "card [REDACTED:payment_card] 123"),
         ("card 4111 1111 1111 1111 123", "card [REDACTED:payment_card] 123"),
+        # a 16-digit card and its CVV read as a 19-digit one fail the check:
+        # the 16 digits are still a card (helper-195)
+        ("card 5555 5555 5555 4444 737 ok", "card [REDACTED:payment_card] 737 ok"),
+        ("card 6011 1111 1111 1117 123", "card [REDACTED:payment_card] 123"),
         ("paid at 10:32 4111 1111 1111 1111", "paid at 10:32 [REDACTED:payment_card]"),
         ("qty 1 4111111111111111", "qty 1 [REDACTED:payment_card]"),
         ("alice,4111111111111111,12/25", "alice,[REDACTED:payment_card],12/25"),

@@ -206,7 +206,9 @@ class ValuePattern:
     `anchor`, when set, is a cheap regex that matches wherever `regex` can:
     text without it is not scanned further. Each of its alternatives should
     start with a literal character (`_prefilter` says why). `in_identifiers`: the pattern is
-    also looked for in ids (a token is one, a `name=value` is not)."""
+    also looked for in ids (a token is one, a `name=value` is not). `shorter`,
+    when set, is matched where a secret the check refused starts, and its
+    match checked in turn: a secret the longer match ran on past."""
 
     name: str
     regex: TextPattern
@@ -214,6 +216,7 @@ class ValuePattern:
     check: Any = None  # Callable[[str], bool]; Any keeps the dataclass hashable
     anchor: str | None = None
     in_identifiers: bool = True
+    shorter: re.Pattern[str] | None = None
 
 
 def _high_entropy(value: str) -> bool:
@@ -412,13 +415,9 @@ def _payment_card(number: str) -> bool:
     return total % 10 == 0
 
 
-# Not anchored: a card number starts with no literal, and an anchor of digits
-# would send every text holding one through every rule. Searched on its own,
-# this costs one scan of each string; the other rules run only where it
-# matches. Not looked for in ids (an order number may look like one).
-PAYMENT_CARD: Final = ValuePattern(
-    "payment_card",
-    re.compile(
+def _card_regex(last_group: str) -> re.Pattern[str]:
+    """Card numbers as written, with `last_group` allowed after 4-4-4-4."""
+    return re.compile(
         # The first digit before the look-behinds: a pattern that starts with
         # a class is scanned for in C; one that starts with a look-behind is
         # tried at every position (twice the cost of redacting an event).
@@ -430,16 +429,27 @@ PAYMENT_CARD: Final = ValuePattern(
         # `10:32 4111 …`) a card may stand.
         r"(?<![A-Za-z0-9+]\d)(?<!\d\.\d)(?<![A-Za-z]{2}\d\d[ .-]\d)(?<!\d{4}[ .-]\d)"
         # Together, or grouped by one kind of separator as cards print them:
-        # 4-4-4-4, American Express's 4-6-5, Diners Club's 4-6-4. (Not a 19-digit
-        # card's 4-4-4-4-3: its last group is a CVV after a 16-digit one as
-        # often, and a match whose check fails is not tried shorter.)
-        r"(?:\d{12,18}|\d{3}([ .-])(?:\d{4}\1\d{4}\1\d{4}|\d{6}\1\d{4,5}))"
+        # 4-4-4-4 (4-4-4-4-3 for 19 digits), American Express's 4-6-5, Diners
+        # Club's 4-6-4.
+        r"(?:\d{12,18}|\d{3}([ .-])(?:\d{4}\1\d{4}\1\d{4}" + last_group + r"|\d{6}\1\d{4,5}))"
         # Not run on into a word or a longer number; an expiry or a CVV may
         # follow after a space (`4111… 12/25`, `4111… 123`), a list's comma too.
         r"(?![A-Za-z0-9_-]|[./:]\d)"
-    ),
+    )
+
+
+# Not anchored: a card number starts with no literal, and an anchor of digits
+# would send every text holding one through every rule. Searched on its own,
+# this costs one scan of each string; the other rules run only where it
+# matches. Not looked for in ids (an order number may look like one).
+PAYMENT_CARD: Final = ValuePattern(
+    "payment_card",
+    _card_regex(r"(?:\1\d{3})?"),
     check=_payment_card,
     in_identifiers=False,
+    # A 4-4-4-4-3 that fails the check is a 16-digit card and its CVV as
+    # often (`4111 1111 1111 1111 123`): the 16 digits are tried alone.
+    shorter=_card_regex(""),
 )
 DEFAULT_PATTERNS: Final = (
     _pattern(
@@ -987,7 +997,12 @@ class _Run:
         if secret.startswith(("[REDACTED:", HMAC_PREFIX)) or _overlaps(replaced, start, end):
             return match.group(0)  # already replaced (by an earlier rule, or before)
         if pattern.check is not None and not pattern.check(secret):
-            return match.group(0)
+            shorter = (
+                None if pattern.shorter is None else pattern.shorter.match(match.string, start)
+            )
+            if shorter is None or shorter.end() >= end or not pattern.check(shorter.group()):
+                return match.group(0)
+            secret, end = shorter.group(), shorter.end()
         self.hits.append((path, pattern.name))
         replacement = self.replacement(secret, pattern.name)
         edits.append((start, end, len(replacement)))
