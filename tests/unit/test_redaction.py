@@ -628,6 +628,8 @@ HOSTILE_RUNS = [
     ("", "4111.", ""),
     ("ES28 ", "2100 ", ""),
     ("", "4111 1111 1111 1111x", ""),
+    ("", "4111 ", ""),
+    ("", "2024 ", ""),
 ]
 
 
@@ -1184,6 +1186,10 @@ def test_a_payment_card_number_in_text_is_removed(number: str) -> None:
         ("/cards/4111111111111111/charge", "/cards/[REDACTED:payment_card]/charge"),
         ("?card=4111111111111111&exp=1225", "?card=[REDACTED:payment_card]&exp=1225"),
         ("cc_4111111111111111", "cc_[REDACTED:payment_card]"),
+        # after 4-digit groups that are no IBAN's, with no country code at their
+        # head (helper-195)
+        ("ref 2024 4111 1111 1111 1111", "ref 2024 [REDACTED:payment_card]"),
+        ("batch 0042 0007 5555 5555 5555 4444", "batch 0042 0007 [REDACTED:payment_card]"),
     ],
 )
 def test_a_card_number_is_found_beside_what_is_written_with_one(text: str, redacted: str) -> None:
@@ -1208,6 +1214,10 @@ def test_a_card_number_is_found_beside_what_is_written_with_one(text: str, redac
         "call 4915112345603",  # 13 digits: a phone number without its +, not a Visa
         "IBAN ES28 2100 4002 0002 0005 1332",  # a bank account's 16 digits pass Luhn
         "IBAN ES72 2100 4009 0098 7654 3210",
+        # 16 digits of a card's shape from an IBAN's second, third or fourth group
+        "IBAN DE89 3704 4111 1111 1111 1111 00",
+        "IBAN LC55 HEMM 0001 4111 1111 1111 1111 00",
+        "IBAN MU17 BOMM 0101 1010 4111 1111 1111 1111",
     ],
 )
 def test_numbers_that_are_not_card_numbers_are_kept(text: str) -> None:

@@ -195,7 +195,7 @@ class TextPattern(Protocol):
 
     @property
     def pattern(self) -> str: ...
-    def search(self, string: str, /) -> TextMatch | None: ...
+    def search(self, string: str, pos: int = 0, /) -> TextMatch | None: ...
     def sub(self, repl: Callable[[Any], str], string: str, /) -> str: ...
 
 
@@ -208,7 +208,10 @@ class ValuePattern:
     start with a literal character (`_prefilter` says why). `in_identifiers`: the pattern is
     also looked for in ids (a token is one, a `name=value` is not). `shorter`,
     when set, is matched where a secret the check refused starts, and its
-    match checked in turn: a secret the longer match ran on past."""
+    match checked in turn: a secret the longer match ran on past.
+    `overlapping`: where the check refused a match (and `shorter`), the text
+    is searched again from the match's next character, not from its end: a
+    secret may start inside what was none."""
 
     name: str
     regex: TextPattern
@@ -217,6 +220,7 @@ class ValuePattern:
     anchor: str | None = None
     in_identifiers: bool = True
     shorter: re.Pattern[str] | None = None
+    overlapping: bool = False
 
 
 def _high_entropy(value: str) -> bool:
@@ -415,6 +419,15 @@ def _payment_card(number: str) -> bool:
     return total % 10 == 0
 
 
+# Where a card's first digit would stand in an IBAN (`DE89 3704 0044 0532 0130
+# 00`): in one of the 1st to 4th groups after its country code and check
+# digits (34 characters at most: the four groups of a card end by its 8th).
+# One look-behind each, as Python's are of one width.
+_IN_AN_IBAN: Final = "".join(
+    r"(?<![A-Za-z]{2}\d\d[ .-]" + r"[A-Za-z0-9]{4}[ .-]" * groups + r"\d)" for groups in range(4)
+)
+
+
 def _card_regex(last_group: str) -> re.Pattern[str]:
     """Card numbers as written, with `last_group` allowed after 4-4-4-4."""
     return re.compile(
@@ -423,15 +436,18 @@ def _card_regex(last_group: str) -> re.Pattern[str]:
         # tried at every position (twice the cost of redacting an event).
         r"\d"
         # Not inside a word or a number (`v4111…`, `0.4111…`, `+4111…`), nor
-        # in a run of 4-digit groups, an IBAN's (`ES28 2100 4002 0002 0005`:
-        # a bank account's 16 digits pass the check one time in ten). After
-        # `_`, `/`, `,`, `:` or a short number (`cc_4111…`, `/cards/4111…/`,
-        # `10:32 4111 …`) a card may stand.
-        r"(?<![A-Za-z0-9+]\d)(?<!\d\.\d)(?<![A-Za-z]{2}\d\d[ .-]\d)(?<!\d{4}[ .-]\d)"
+        # in an IBAN (`ES28 2100 4002 0002 0005`: a bank account's 16 digits
+        # pass the check one time in ten). After `_`, `/`, `,`, `:`, a number
+        # or groups of 4 digits that are no IBAN's (`cc_4111…`, `/cards/4111…/`,
+        # `10:32 4111 …`, `ref 2024 4111 …`) a card may stand.
+        r"(?<![A-Za-z0-9+]\d)(?<!\d\.\d)"
+        f"{_IN_AN_IBAN}"
         # Together, or grouped by one kind of separator as cards print them:
         # 4-4-4-4 (4-4-4-4-3 for 19 digits), American Express's 4-6-5, Diners
         # Club's 4-6-4.
-        r"(?:\d{12,18}|\d{3}([ .-])(?:\d{4}\1\d{4}\1\d{4}" + last_group + r"|\d{6}\1\d{4,5}))"
+        r"(?:\d{12,18}|\d{3}([ .-])(?:\d{4}\1\d{4}\1\d{4}"
+        f"{last_group}"
+        r"|\d{6}\1\d{4,5}))"
         # Not run on into a word or a longer number; an expiry or a CVV may
         # follow after a space (`4111… 12/25`, `4111… 123`), a list's comma too.
         r"(?![A-Za-z0-9_-]|[./:]\d)"
@@ -450,6 +466,9 @@ PAYMENT_CARD: Final = ValuePattern(
     # A 4-4-4-4-3 that fails the check is a 16-digit card and its CVV as
     # often (`4111 1111 1111 1111 123`): the 16 digits are tried alone.
     shorter=_card_regex(""),
+    # `2024 4111 1111 1111` of `ref 2024 4111 1111 1111 1111` is no card, and
+    # the card starts inside it.
+    overlapping=True,
 )
 DEFAULT_PATTERNS: Final = (
     _pattern(
@@ -969,12 +988,13 @@ class _Run:
             if pattern.regex.search(result) is None:
                 continue
             edits: list[tuple[int, int, int]] = []
-            result = pattern.regex.sub(
-                partial(
-                    self._substitute, pattern=pattern, path=path, replaced=replaced, edits=edits
-                ),
-                result,
+            substitute = partial(
+                self._substitute, pattern=pattern, path=path, replaced=replaced, edits=edits
             )
+            if pattern.overlapping:
+                result = _sub_overlapping(pattern.regex, substitute, result)
+            else:
+                result = pattern.regex.sub(substitute, result)
             if edits:
                 replaced = _moved(replaced, edits)
         return result
@@ -1075,6 +1095,21 @@ class _Run:
             else:
                 cleaned[side] = self.value(change[side], f"{path}.{side}")
         return cleaned
+
+
+def _sub_overlapping(regex: TextPattern, substitute: Callable[[Any], str], text: str) -> str:
+    """`regex.sub(substitute, text)`, but where `substitute` left a match as
+    it was, the text is searched again from the match's next character."""
+    pieces: list[str] = []
+    done = position = 0
+    while (match := regex.search(text, position)) is not None:
+        written = substitute(match)
+        if written == match.group(0):
+            position = match.start(0) + 1
+            continue
+        pieces += (text[done : match.start(0)], written)
+        done = position = match.end(0)
+    return "".join((*pieces, text[done:])) if pieces else text
 
 
 # A replacement `_Run` writes: an HMAC (64 hex digits) or `[REDACTED:<rule>]`.
