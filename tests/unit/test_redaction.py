@@ -1229,3 +1229,17 @@ def test_a_card_shaped_id_is_kept() -> None:
     shape as a resource id is one."""
     body = _event(resource={"type": "order", "id": "4111111111111111"})
     assert REDACTOR.redact(body).hits == []
+
+
+def test_in_hmac_mode_one_card_written_with_or_without_separators_joins() -> None:
+    """HMAC mode lets an investigator see that two events carried one card,
+    and find it with HashSecret: its HMAC is of its digits alone, however it
+    was grouped (helper-195: `4111 1111 1111 1111` and `4111111111111111`
+    got two HMACs)."""
+    key = b"k" * 32
+    written = ("4111 1111 1111 1111", "4111111111111111", "4111-1111-1111-1111")
+    hashed = {
+        REDACTOR.redact(_event(description=f"card {card}"), hmac_key=key).body["description"]
+        for card in written
+    }
+    assert hashed == {f"card {hmac_token(key, '4111111111111111')}"}

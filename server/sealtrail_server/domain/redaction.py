@@ -18,7 +18,7 @@ Three kinds of rule, each applied to the caller's part of the record:
 
 A replaced value becomes `[REDACTED:<rule>]`, or, in HMAC mode,
 `hmac-sha256:<hex>`: HMAC-SHA256 under a per-tenant key of the secret's text
-(of its RFC 8785 JSON when it is not a string), so equal secrets still
+(a card's digits alone; its RFC 8785 JSON when it is not a string), so equal secrets still
 correlate and an investigator holding the value can find it.
 """
 
@@ -211,7 +211,9 @@ class ValuePattern:
     match checked in turn: a secret the longer match ran on past.
     `overlapping`: where the check refused a match (and `shorter`), the text
     is searched again from the match's next character, not from its end: a
-    secret may start inside what was none."""
+    secret may start inside what was none. `hmac_input`, when set, gives the
+    text HMAC mode hashes of a secret: one written in several ways (a card
+    grouped or not) must get one HMAC, to join and to be found."""
 
     name: str
     regex: TextPattern
@@ -221,6 +223,7 @@ class ValuePattern:
     in_identifiers: bool = True
     shorter: re.Pattern[str] | None = None
     overlapping: bool = False
+    hmac_input: Any = None  # Callable[[str], str]
 
 
 def _high_entropy(value: str) -> bool:
@@ -404,12 +407,17 @@ _CARD_BRANDS: Final = (
 _CARD_SEPARATORS: Final = re.compile(r"[ .-]")
 
 
+def _card_digits(number: str) -> str:
+    """A card number as written, without its separators."""
+    return _CARD_SEPARATORS.sub("", number)
+
+
 def _payment_card(number: str) -> bool:
     """A card number as written (the pattern holds it to the groupings cards
     print): its digits a brand's length and prefix, passing the Luhn check.
     A random 16 digits passes the check one time in ten, so the brand is
     required too: an order number of another prefix is kept."""
-    digits = _CARD_SEPARATORS.sub("", number)
+    digits = _card_digits(number)
     if not any(prefix.match(digits) and len(digits) in lengths for prefix, lengths in _CARD_BRANDS):
         return False
     total = 0
@@ -469,6 +477,7 @@ PAYMENT_CARD: Final = ValuePattern(
     # `2024 4111 1111 1111` of `ref 2024 4111 1111 1111 1111` is no card, and
     # the card starts inside it.
     overlapping=True,
+    hmac_input=_card_digits,
 )
 DEFAULT_PATTERNS: Final = (
     _pattern(
@@ -1024,7 +1033,8 @@ class _Run:
                 return match.group(0)
             secret, end = shorter.group(), shorter.end()
         self.hits.append((path, pattern.name))
-        replacement = self.replacement(secret, pattern.name)
+        hashed = secret if pattern.hmac_input is None else pattern.hmac_input(secret)
+        replacement = self.replacement(hashed, pattern.name)
         edits.append((start, end, len(replacement)))
         whole, offset = match.group(0), match.start(0)
         return whole[: start - offset] + replacement + whole[end - offset :]
