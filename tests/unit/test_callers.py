@@ -25,9 +25,16 @@ PROXIES = parse_networks("10.0.0.0/8, 2001:db8::/32")
         # no header, or only proxies: the farthest proxy is all that is known
         ("10.0.0.5", [], "10.0.0.5"),
         ("10.0.0.5", ["10.0.0.7, 10.0.0.6"], "10.0.0.7"),
+        # a hop with the port its proxy saw is its address (helper-195)
+        ("10.0.0.5", ["203.0.113.7:51234"], "203.0.113.7"),
+        ("10.0.0.5", ["198.51.100.7:4711, [2001:db8::2]:443"], "198.51.100.7"),
+        ("10.0.0.5", ["[::FFFF:198.51.100.7]:4711"], "198.51.100.7"),
+        ("10.0.0.5", ["10.0.0.6:8080"], "10.0.0.6"),
         # a hop that is no address ends the walk at the proxy that passed it
         ("10.0.0.5", ["198.51.100.7, unknown"], "10.0.0.5"),
-        ("10.0.0.5", ["198.51.100.7:4711"], "10.0.0.5"),
+        ("10.0.0.5", ["unknown:4711"], "10.0.0.5"),
+        ("10.0.0.5", ["198.51.100.7:http"], "10.0.0.5"),
+        ("10.0.0.5", ["[2001:db8::2"], "10.0.0.5"),
         # a peer that is no trusted proxy: its header is the client's own writing
         ("198.51.100.8", ["203.0.113.9"], "198.51.100.8"),
     ],
@@ -48,3 +55,17 @@ def test_a_grpc_call_from_a_trusted_proxy_is_the_client_it_names() -> None:
     assert (caller.ip, caller.user_agent) == ("198.51.100.7", "job/1")
     untrusted = caller_of("ipv4:192.0.2.1:41000", metadata, "", trusted_proxies=PROXIES)
     assert untrusted.ip == "192.0.2.1"
+
+
+def test_a_trusted_ipv4_proxy_seen_as_ipv4_mapped_ipv6_is_trusted() -> None:
+    """A dual-stack listener sees an IPv4 peer as `::ffff:10.0.0.5`: still the
+    proxy `10.0.0.0/8` names, and a peer recorded as IPv4 (helper-195)."""
+    assert behind_proxies("::ffff:10.0.0.5", ["198.51.100.7"], PROXIES) == "198.51.100.7"
+    assert behind_proxies("::ffff:192.0.2.1", ["198.51.100.7"], PROXIES) == "192.0.2.1"
+    grpc_peer = caller_of(
+        "ipv6:%5B::ffff:10.0.0.5%5D:41000",
+        [("x-forwarded-for", "198.51.100.7")],
+        "",
+        trusted_proxies=PROXIES,
+    )
+    assert grpc_peer.ip == "198.51.100.7"

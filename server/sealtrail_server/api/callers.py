@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextvars
 import hmac
 import ipaddress
+import re
 import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ CLIENT_USER_AGENT_HEADER: Final = "x-sealtrail-client-user-agent"
 ROLE_HEADER: Final = "x-sealtrail-role"
 _USER_AGENT: Final = "user-agent"
 FORWARDED_FOR: Final = "x-forwarded-for"
+# A hop of X-Forwarded-For with the port its proxy saw, as some write it
+# (`203.0.113.7:51234`, `[2001:db8::1]:443`), or an IPv6 address in brackets.
+_HOP_WITH_PORT: Final = re.compile(r"\[([^\]]+)\](?::\d{1,5})?|([^:\[\]]+):\d{1,5}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,17 +120,26 @@ def peer_address(peer: str) -> str:
     return address(host.removeprefix("[").removesuffix("]"))
 
 
+def hop_address(hop: str) -> str:
+    """The address an X-Forwarded-For hop names, as `address` writes it,
+    without the port some proxies add; "" if it names none."""
+    written = _HOP_WITH_PORT.fullmatch(hop)
+    return address(hop if written is None else written[1] or written[2])
+
+
 def behind_proxies(peer: str, forwarded_for: Sequence[str], trusted: tuple[IpNetwork, ...]) -> str:
     """The client's address when `peer` is a trusted proxy: the hops of
     X-Forwarded-For (its values in order, each a comma-separated list) read
     from the nearest, each proxy naming the next, to the first that is no
     trusted proxy. Hops beyond it are the client's own writing and never
     read; a hop that is no address ends the walk at the proxy that passed it.
-    `peer` itself when it is no trusted proxy or names no one."""
+    `peer` itself when it is no trusted proxy or names no one. Addresses are
+    compared and returned as `address` writes them: a dual-stack listener's
+    `::ffff:10.0.0.5` is the proxy `10.0.0.0/8` names."""
     hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
-    current = peer
+    current = address(peer)
     while hops and within(current, trusted):
-        named = address(hops.pop().removeprefix("[").removesuffix("]"))
+        named = hop_address(hops.pop())
         if not named:
             break
         current = named
