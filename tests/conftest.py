@@ -40,7 +40,7 @@ from sealtrail_server import cli as server_cli
 from sealtrail_server.app import Service
 from sealtrail_server.config import Settings
 from sealtrail_server.domain.access import Role
-from sealtrail_server.leased_work import where_it_waits
+from sealtrail_server.stopping import where_it_waits
 from sealtrail_server.store.database import Database
 from sealtrail_server.store.migrations import migrate
 from sealtrail_server.store.tokens import create_token

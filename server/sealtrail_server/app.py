@@ -58,6 +58,7 @@ from .retention.erasure import Eraser
 from .retention.purge_record import purge_recorder
 from .retention.purger import Purger
 from .sealing_setup import load_secrets_key, refuse_a_new_key
+from .stopping import end_tasks
 from .store.appender import Appender
 from .store.changes import Changes, refuse_if_erased_now
 from .store.database import Database
@@ -492,10 +493,8 @@ class Service:
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish, commit what is pending."""
         await self._health.enter_graceful_shutdown()  # health watches told, then ended
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            await asyncio.gather(self._watchdog, return_exceptions=True)
-            self._watchdog = None
+        await end_tasks([self._watchdog])
+        self._watchdog = None
         if self.console is not None:
             await self.console.stop()
             self.console = None

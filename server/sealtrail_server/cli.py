@@ -49,9 +49,9 @@ from .domain.weakening import Shortening, limit_shortenings
 from .embedded import start_embedded_postgres
 from .integrity.checkpointer import Checkpointer
 from .integrity.keys import load_signer
-from .leased_work import cancelled_within, where_it_waits
 from .redaction_setup import existing_redaction_secret, load_redactor
 from .retention.erasure import Eraser, Receipt
+from .stopping import cancelled_within, where_it_waits
 from .store.appender import Appender
 from .store.changes import RETENTION_SUBJECT, Changes, token_subject
 from .store.database import Database, RolesMissing

@@ -36,6 +36,7 @@ from contextlib import asynccontextmanager
 from .api.managed_sinks import ManagedSinks, Reconciled
 from .domain.sealing import SecretBox
 from .leased_work import RETRIED
+from .stopping import end_tasks
 from .store import deployment_sinks as definitions
 from .store.changes import try_lock_subject
 from .store.database import Connection, Database
@@ -61,10 +62,8 @@ class DeploymentSinkJob:
         self._task = asyncio.create_task(self._run(), name="sealtrail-deployment-sinks")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await end_tasks([self._task])
+        self._task = None
 
     def wake(self, tenant_id: str) -> None:
         """Events were committed in `tenant_id`'s log: a pass soon if it is

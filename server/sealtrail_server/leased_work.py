@@ -12,9 +12,10 @@ import logging
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, Final, Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from .domain.errors import SealtrailError
+from .stopping import STOP_SECONDS, cancelled_within, where_it_waits
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,6 @@ RETRIED = (SealtrailError, OSError)
 # the very spike alerts exist for) ran again every second, and every commit
 # of the tenant woke it sooner.
 RETRY_CAP_SECONDS: Final = 30.0
-# How long stop() waits for its tasks to end, and how often it cancels again.
-STOP_SECONDS: Final = 10.0
-_RECANCEL_SECONDS: Final = 1.0
 
 
 class WaitingForRoom:
@@ -56,36 +54,6 @@ class WaitingForRoom:
         elif not waiting and self.count:
             self._log.info(f"{self._prefix}: no {what} waits for a process with room any more")
         self.count = waiting
-
-
-async def cancelled_within(
-    tasks: set[asyncio.Task[Any]], *, within: float
-) -> set[asyncio.Task[Any]]:
-    """Cancels `tasks` (again each second) until they end or `within` seconds
-    pass; returns those still running."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    pending = tasks
-    while pending and (left := deadline - loop.time()) > 0:
-        for task in pending:
-            task.cancel()
-        done, pending = await asyncio.wait(pending, timeout=min(_RECANCEL_SECONDS, left))
-        for task in done:  # retrieved, as gather did: no "never retrieved" at exit
-            if not task.cancelled():
-                task.exception()
-    return pending
-
-
-def where_it_waits(task: asyncio.Task[Any]) -> str:
-    """Where `task` waits, down its chain of awaits (`Task.print_stack`
-    shows only the task's own coroutine, not what it awaits)."""
-    lines = []
-    awaited: Any = task.get_coro()
-    while awaited is not None and (frame := getattr(awaited, "cr_frame", None)) is not None:
-        code = frame.f_code
-        lines.append(f'  File "{code.co_filename}", line {frame.f_lineno}, in {code.co_qualname}')
-        awaited = getattr(awaited, "cr_await", None)
-    return "\n".join(lines)
 
 
 def new_owner() -> str:

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Final
 
 from ..domain.access import Principal
+from ..stopping import end_tasks
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,8 @@ class LastUses:
     async def stop(self) -> None:
         """Ends the writer, then writes what is still noted (once; a failure
         is logged)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await end_tasks([self._task])
+        self._task = None
         with contextlib.suppress(Exception):  # logged by flush
             await self.flush()
 

@@ -42,6 +42,7 @@ from sealtrail.tlog import (
 
 from ..domain.errors import IntegrityFailure, SealtrailError
 from ..measures import no_meter
+from ..stopping import end_tasks
 from ..store.changes import refuse_if_erased
 from ..store.checkpoints import (
     StoredCheckpoint,
@@ -108,10 +109,8 @@ class Checkpointer:
             self._task = asyncio.create_task(self._run(), name="sealtrail-checkpointer")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await end_tasks([self._task])
+        self._task = None
 
     async def signed(self, checkpoint: StoredCheckpoint) -> Checkpoint:
         """What `checkpoint`'s note signs (its stored size and root are not

@@ -41,6 +41,7 @@ from psycopg.pq import TransactionStatus
 from ..domain.errors import Aborted, ResourceExhausted, SealtrailError, Unavailable
 from ..domain.purge_summaries import SummarySeal
 from ..measures import no_meter
+from ..stopping import end_tasks
 from ..store.changes import ERASURE_SUBJECT, share_subjects
 from ..store.deployment_jobs import note_ended, seconds_since_ended
 from ..store.partitions import create_ahead, retire_past_months
@@ -171,10 +172,8 @@ class Purger:
         self._task = asyncio.create_task(self._run(), name="sealtrail-purger")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await end_tasks([self._task])
+        self._task = None
 
     async def _run(self) -> None:
         # The upkeep (the months ahead, purges left unrecorded) runs at least

@@ -28,6 +28,7 @@ from ..domain.errors import ResourceExhausted
 from ..domain.event import MAX_RECORD_BYTES
 from ..domain.filters import RecordMatcher
 from ..measures import no_meter
+from ..stopping import end_tasks
 from ..store.appender import NOTIFY_CHANNEL
 from ..store.database import Database
 from ..store.events import StoredEvent, page_rows
@@ -233,9 +234,7 @@ class StreamHub:
         tasks = [t.fetching for t in self._tenants.values() if t.fetching is not None]
         if self._task is not None:
             tasks.append(self._task)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await end_tasks(tasks)
         self._task = None
 
     async def subscribe(self, tenant_id: str, matcher: RecordMatcher) -> Subscription:
