@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -124,6 +125,20 @@ def run_operator(database_url: str, *args: str) -> Result:
         # force), which took pytest's own handlers, caplog's among them, for
         # the rest of the test (helper-193).
         root.handlers[:], root.level = handlers, level
+
+
+@contextlib.contextmanager
+def deployment_operator(database_url: str) -> Iterator[Callable[..., Result]]:
+    """`sealtrail-server ARGS` on `database_url` (`run_operator`); every
+    deployment sink made meanwhile is deleted after."""
+
+    def run(*args: str) -> Result:
+        return run_operator(database_url, *args)
+
+    yield run
+    listed = run("sink", "list", "--format", "json")
+    for definition in json.loads(listed.stdout):
+        run("sink", "delete", definition["id"], "--confirm", definition["name"])
 
 
 @contextlib.contextmanager

@@ -7,7 +7,6 @@ commit brings one either (`DeploymentSinkJob.wake`)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -24,7 +23,7 @@ from sealtrail import AuditClient, build_event, build_filter
 from sealtrail_server.api import managed_sinks
 from sealtrail_server.deployment_sink_job import DeploymentSinkJob
 from sealtrail_server.domain.errors import Unavailable
-from tests.conftest import ServerThread, database_of_its_own, run_operator
+from tests.conftest import ServerThread, database_of_its_own, deployment_operator
 
 SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
@@ -39,14 +38,8 @@ def own_database(database_url: str) -> Iterator[str]:
 def operator(own_database: str) -> Iterator[Callable[..., Result]]:
     """`sealtrail-server ARGS` on the deployment's database; every
     deployment sink a test made is deleted after it."""
-
-    def run(*args: str) -> Result:
-        return run_operator(own_database, *args)
-
-    yield run
-    listed = run("sink", "list", "--format", "json")
-    for definition in json.loads(listed.stdout):
-        run("sink", "delete", definition["id"], "--confirm", definition["name"])
+    with deployment_operator(own_database) as run:
+        yield run
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from sealtrail_server.api import managed_sinks
 from tests.conftest import (
     ServerThread,
     database_of_its_own,
-    run_operator,
+    deployment_operator,
 )
 from tests.http_endpoint import Endpoint, Received, Reply, endpoint
 
@@ -76,14 +76,8 @@ def secret_file(tmp_path: Path) -> Path:
 def operator(own_database: str) -> Iterator[Callable[..., Result]]:
     """`sealtrail-server ARGS` on the deployment's database; every
     deployment sink a test made is deleted after it."""
-
-    def run(*args: str) -> Result:
-        return run_operator(own_database, *args)
-
-    yield run
-    listed = run("sink", "list", "--format", "json")
-    for definition in json.loads(listed.stdout):
-        run("sink", "delete", definition["id"], "--confirm", definition["name"])
+    with deployment_operator(own_database) as run:
+        yield run
 
 
 @pytest.fixture
