@@ -508,6 +508,38 @@ def test_a_range_bundle_asked_for_wrongly_is_refused_saying_why(
     assert not (tmp_path / "b").exists()
 
 
+def test_a_bundle_of_a_period_not_yet_ended_names_the_option_for_the_period_so_far(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The README's `bundle --received 2026-11`, run on the current month, said
+    the API's words cut short ("...the period has not ended; leave it…"): the
+    command line has no `until` to leave unset (helper-196)."""
+    start = datetime.now(UTC).replace(day=1)
+    refused = run(
+        "sealtrail",
+        "bundle",
+        "--received",
+        start.strftime("%Y-%m"),
+        "-o",
+        str(tmp_path / "b"),
+        env=cli_env,
+        check=False,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert f"--received-since {start:%Y-%m-%d} bundles it so far" in refused.stderr
+    assert "…" not in refused.stderr
+    written = run(
+        "sealtrail",
+        "bundle",
+        "--received-since",
+        f"{start:%Y-%m-%d}",
+        "-o",
+        str(tmp_path / "b"),
+        env=cli_env,
+    )
+    assert "is complete, chosen by receipt time" in written.stdout
+
+
 def test_a_bundle_of_what_was_received_says_how_its_range_was_chosen(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -235,8 +235,8 @@ class AlertingRpcs:
             if len(shown) > MAX_NAME:
                 raise InvalidArgument.field(
                     "rule.name",
-                    f"is {len(shown)} characters long once its secrets are redacted, as its"
-                    f" alerts show it; the limit is {MAX_NAME}",
+                    f"is {len(shown)} characters once redacted, as its alerts show it;"
+                    f" the limit is {MAX_NAME}",
                 )
             values["name"] = rule.name
         if paths is None or replaces_oneof(paths, rule, "condition", path="rule"):

@@ -130,8 +130,8 @@ def event_draft(event: event_pb2.Event, path: str) -> EventDraft:
     if size > MAX_SENT_EVENT_BYTES:
         raise InvalidArgument.field(
             path,
-            f"is {size} bytes as sent; its record may be at most {MAX_RECORD_BYTES} bytes,"
-            f" and an event over {MAX_SENT_EVENT_BYTES} bytes as sent is refused unread",
+            f"is {size} bytes as sent, over the {MAX_SENT_EVENT_BYTES} refused unread;"
+            f" a record is at most {MAX_RECORD_BYTES}",
         )
     reader = _JsonReader()
     actor, resource, context = event.actor, event.resource, event.context

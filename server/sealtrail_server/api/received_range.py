@@ -14,6 +14,7 @@ import grpc
 
 from sealtrail.v1 import audit_service_pb2 as pb
 
+from ..auth.tokens import rfc3339
 from ..domain.errors import InvalidArgument
 from ..domain.event import checked_timestamp
 from ..store.changes import refuse_if_erased_now
@@ -53,13 +54,13 @@ class ReceivedRangeRpcs:
                 # of a range that says it is the period's.
                 raise InvalidArgument.field(
                     "until",
-                    f"is after the server's time ({now.isoformat()}): the period has not ended;"
-                    " leave it unset for the period so far",
+                    "has not ended: leave it unset for the period so far (server time"
+                    f" {rfc3339(now)})",
                 )
             if until < since:
                 raise InvalidArgument.field("until", "must not be before since")
         elif since > now:
-            raise InvalidArgument.field("since", f"is after the server's time ({now.isoformat()})")
+            raise InvalidArgument.field("since", f"is after the server's time ({rfc3339(now)})")
         # Unset, the period so far: every event the log holds now (one received
         # in this very millisecond too, which a bound of `now` would leave out).
         found = await received_range(self._db, tenant_id=tenant_id, since=since, until=until)

@@ -103,8 +103,7 @@ class TokenRpcs:
             # through it (helper-176).
             raise InvalidArgument.field(
                 "expire_time",
-                f"must be set and no later than {rfc3339(ends)}, when the token creating it"
-                " expires: a token cannot outlive the one that made it",
+                f"must not outlive the token creating it: set it no later than {rfc3339(ends)}",
             )
         token_id = str(uuid.uuid4())
         details: dict[str, Any] = {"role": role.value}

@@ -57,7 +57,10 @@ class SealtrailError(Exception):
 # status details (the message again and every violation, base64) travel in the
 # trailers, which gRPC clients may refuse past 8 KiB and do past 16 KiB (then
 # reporting RESOURCE_EXHAUSTED instead of naming a field); the message is also
-# percent-encoded, up to three bytes a byte. At most about 7 KiB.
+# percent-encoded, up to three bytes a byte. At most about 7 KiB. A description
+# the server writes itself fits MAX_DESCRIPTION_BYTES whole, its values at their
+# widest (tests/unit/test_error_descriptions.py): what a cut loses is the end,
+# where it says what to do; the cut is for the text it quotes (a library's).
 MAX_VIOLATIONS = 20
 MAX_FIELD_BYTES = 80
 MAX_DESCRIPTION_BYTES = 100

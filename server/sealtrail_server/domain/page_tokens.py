@@ -81,8 +81,8 @@ class PageTokens:
         except (ValueError, TypeError, KeyError, UnicodeError, binascii.Error):
             raise InvalidArgument.field(
                 "page_token",
-                "is not a page token this service issued to this caller (tokens from before"
-                " an upgrade are not: start the query again)",
+                "is not one issued to this caller (or was issued before an upgrade):"
+                " start the query again",
             ) from None
         if bound_to != fingerprint:
             raise InvalidArgument.field(

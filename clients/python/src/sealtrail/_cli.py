@@ -60,7 +60,7 @@ from sealtrail._convert import (
     enum_names,
     message_to_dict,
 )
-from sealtrail._errors import AbortedError, SealtrailError
+from sealtrail._errors import AbortedError, InvalidArgumentError, SealtrailError
 from sealtrail._export import ExportError, ExportFormat, manifest_path
 from sealtrail.v1 import audit_service_pb2, event_pb2, retention_pb2
 
@@ -641,7 +641,7 @@ def bundle(
                 if seqs is not None
                 else None
                 if period is None
-                else received_range(client, since=period[0], until=period[1])
+                else _received(ctx, client, period, whole=received is not None)
             )
             summary = write_bundle(client, out, event_filter=_filter(criteria), seq_range=seq_range)
         except (BundleError, ExportError) as error:
@@ -662,6 +662,27 @@ def bundle(
         for reason in unproven_ends(summary):
             click.echo(reason, err=True)
         sys.exit(PERIOD_UNPROVEN)
+
+
+def _received(
+    ctx: click.Context,
+    client: AuditClient,
+    period: tuple[datetime, datetime | None],
+    *,
+    whole: bool,
+) -> SeqRange:
+    """The seqs received in `period`. A period not yet ended is refused in the
+    API's words (leave `until` unset), which name no option of this command."""
+    try:
+        return received_range(client, since=period[0], until=period[1])
+    except InvalidArgumentError as error:
+        if not whole or not any(field == "until" for field, _ in error.field_violations):
+            raise
+        raise click.UsageError(
+            f"--received: the period has not ended; --received-since {period[0]:%Y-%m-%d}"
+            " bundles it so far",
+            ctx,
+        ) from None
 
 
 def _period(
