@@ -227,6 +227,17 @@ def test_a_tenant_admin_places_a_legal_hold_but_cannot_release_it(
     _assert_denial_recorded(admin, "SetLegalHold")
 
 
+def test_an_operators_refusal_ends_saying_what_to_ask_them(admin: AuditClient, tenant: str) -> None:
+    """Both refusals ended mid-sentence, "...: ask them to" (helper-196)."""
+    admin.set_legal_hold(True, reason="Case 8")
+    with pytest.raises(PermissionDeniedError) as release:
+        admin.set_legal_hold(False)
+    assert release.value.message.endswith(": ask them to release the hold")
+    with pytest.raises(PermissionDeniedError) as erase:
+        admin.erase_tenant(tenant)
+    assert erase.value.message.endswith(": ask them to erase the tenant")
+
+
 def _assert_denial_recorded(client: AuditClient, rpc: str) -> None:
     """An attempt a stolen admin token would make is in the log, for an alert
     rule to see, as a refusal for a token's role is (ADR 0060)."""

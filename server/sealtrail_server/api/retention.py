@@ -312,7 +312,7 @@ class RetentionRpcs:
             await self._refused_to_tokens(principal, "SetLegalHold")
             raise PermissionDenied(
                 "this deployment's operator releases legal holds"
-                " (sealtrail-server tenant release-hold): ask them to",
+                " (sealtrail-server tenant release-hold): ask them to release the hold",
                 reason="HOLD_RELEASE_BY_OPERATOR",
             )
         reason = validate_hold_reason(request.on, request.reason)
@@ -361,7 +361,7 @@ class RetentionRpcs:
             await self._refused_to_tokens(principal, "EraseTenant")
             raise PermissionDenied(
                 "this deployment's operator erases tenants (sealtrail-server tenant erase):"
-                " ask them to",
+                " ask them to erase the tenant",
                 reason="ERASURE_BY_OPERATOR",
             )
         if request.confirm_tenant_id != principal.tenant_id:
