@@ -46,7 +46,7 @@ from .domain.event import ChangeDraft, parse_uuid
 from .domain.redaction import tenant_key
 from .domain.retention import MAX_DAYS, RetentionLimits, validate_hold_reason
 from .domain.weakening import Shortening, limit_shortenings
-from .embedded import start_embedded_postgres
+from .embedded import embedded_database_exists, start_embedded_postgres
 from .integrity.checkpointer import Checkpointer
 from .integrity.keys import load_signer
 from .redaction_setup import existing_redaction_secret, load_redactor
@@ -110,13 +110,22 @@ class _Urls(NamedTuple):
     migration_lock_attempts: int
 
 
-def _database_urls(settings: Settings) -> _Urls:
-    """The URLs to use, starting the embedded server when none is configured."""
+def _database_urls(settings: Settings, *, create: bool = False) -> _Urls:
+    """The URLs to use, starting the embedded server when none is configured;
+    with `create` (`serve` alone), making it where the data dir has none."""
     if settings.owner_database_url and not settings.database_url:
         # Else the owner's database was migrated, then an embedded one served.
         raise click.ClickException(
             "SEALTRAIL_OWNER_DATABASE_URL needs SEALTRAIL_DATABASE_URL (or --database-url):"
             " the embedded PostgreSQL, used without one, has an owner of its own"
+        )
+    if not settings.database_url and not create and not embedded_database_exists(settings.data_dir):
+        # An operator's shell whose data dir is not the server's made a new,
+        # empty database, and a token the server did not know (helper-196).
+        raise click.ClickException(
+            f"no Sealtrail database in {settings.data_dir / 'postgres'}: run this with the"
+            " server's SEALTRAIL_DATA_DIR (or --data-dir), or set SEALTRAIL_DATABASE_URL (or"
+            " --database-url); only `sealtrail-server serve` makes a new one"
         )
     given = settings.database_url or start_embedded_postgres(settings.data_dir)
     url = with_connection_limits(given)
@@ -189,7 +198,7 @@ def serve(
 
     atexit.register(shut_down_telemetry)  # an abandoned stop's exit runs it too
     try:
-        urls = _database_urls(settings)
+        urls = _database_urls(settings, create=True)
         asyncio.run(_serve(settings, urls, tracer_provider, metrics))
     except (UnsafeSchema, RolesMissing, MigrationBlocked, NewerSchema) as error:
         raise click.ClickException(str(error)) from None

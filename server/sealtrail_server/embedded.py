@@ -16,6 +16,12 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+def embedded_database_exists(data_dir: Path) -> bool:
+    """Whether `data_dir` holds an embedded database already (initdb's
+    PG_VERSION, written once the cluster is made)."""
+    return (data_dir / "postgres" / "PG_VERSION").is_file()
+
+
 def start_embedded_postgres(data_dir: Path) -> str:
     """Start (or join) the embedded server; return its connection URL."""
     try:

@@ -305,6 +305,30 @@ def test_embedded_server_prints_a_dev_token_and_keeps_data_across_restarts() -> 
         assert "tenant 'dev' was erased" in refused.stderr
 
 
+def test_an_operator_command_on_a_data_dir_with_no_database_refuses_to_make_one(
+    tmp_path: Path,
+) -> None:
+    """`token create` in a shell whose SEALTRAIL_DATA_DIR (or HOME, under sudo)
+    was not the server's made a new, empty embedded database there, and printed
+    a token the running server did not know (helper-196). Only `serve` makes
+    one; the others say where they looked."""
+    commands = [
+        ["token", "create", "--tenant", "dev", "--role", "admin"],
+        ["token", "list", "--tenant", "dev"],
+        ["tenant", "list"],
+        ["sink", "list"],
+    ]
+    for command in commands:
+        refused = run(
+            "sealtrail-server", *command, env={"SEALTRAIL_DATA_DIR": str(tmp_path)}, check=False
+        )
+        assert refused.returncode == 1, (command, refused.stdout, refused.stderr)
+        assert f"no Sealtrail database in {tmp_path / 'postgres'}" in refused.stderr
+        assert "SEALTRAIL_DATABASE_URL" in refused.stderr
+        assert "stk_" not in refused.stdout
+        assert not (tmp_path / "postgres").exists(), command
+
+
 def test_the_embedded_postgresql_stops_after_a_server_that_did_not_exit_cleanly() -> None:
     """pgserver stops its PostgreSQL when the last process on its list of
     handles exits. A server killed (SIGKILL, a crash, a power loss) stayed on
