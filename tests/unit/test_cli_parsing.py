@@ -89,6 +89,43 @@ def test_a_token_is_not_sent_in_plain_text_off_this_machine(
     assert local.exit_code == 0, local.output
 
 
+@pytest.mark.parametrize("server", ["127.0.0.1", "localhost", "[::1]"])
+def test_a_server_without_a_port_is_a_usage_error_not_a_call_to_port_443(
+    fake_client: list[tuple[str, Any, dict[str, Any]]], server: str
+) -> None:
+    """gRPC dials a lone host on 443, TLS's port: `--server 127.0.0.1` failed
+    as "UNAVAILABLE ... 127.0.0.1:443: Connection refused" (helper-196)."""
+    env = {"SEALTRAIL_SERVER": server, "SEALTRAIL_TOKEN": "s3cret"}
+    refused = CliRunner().invoke(cli.main, ["query"], env=env)
+    assert refused.exit_code == 2, refused.output
+    assert f"--server {server} (SEALTRAIL_SERVER) has no port" in refused.output
+    assert "HOST:PORT" in refused.output
+    assert fake_client == []
+    for target in (f"{server}:50051", "unix:/run/sealtrail.sock", "dns:///localhost:50051"):
+        given = CliRunner().invoke(cli.main, ["--server", target, "--insecure", "query"], env=env)
+        assert given.exit_code == 0, (target, given.output)
+    opened = [target for call, target, _ in fake_client if call == "open"]
+    assert opened == [f"{server}:50051", "unix:/run/sealtrail.sock", "dns:///localhost:50051"]
+
+
+def test_a_server_without_a_port_over_tls_is_dialled_on_443(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Over TLS, gRPC's port for a lone host, 443, is TLS's own (a server
+    behind a TLS proxy): it is not refused."""
+    opened: list[str] = []
+
+    class Recording(FakeClient):
+        def __init__(self, target: str, *, token: str, **connection: Any) -> None:
+            opened.append(target)
+
+    monkeypatch.setattr(cli, "AuditClient", Recording)
+    env = {"SEALTRAIL_SERVER": "audit.internal", "SEALTRAIL_TOKEN": "s3cret"}
+    result = CliRunner().invoke(cli.main, ["--tls", "query"], env=env)
+    assert result.exit_code == 0, result.output
+    assert opened == ["audit.internal"]
+
+
 def test_a_client_certificate_is_tls_off_this_machine(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -190,6 +190,16 @@ def on_this_machine(target: str) -> bool:
         return False
 
 
+def _has_port(target: str) -> bool:
+    """Whether the gRPC target `target` names its port, or needs none (a
+    scheme's: unix:PATH, dns:///HOST:PORT)."""
+    if re.match(r"(unix|unix-abstract|dns|ipv4|ipv6|vsock):", target):
+        return True
+    if target.startswith("["):  # [V6]:PORT
+        return "]:" in target
+    return ":" in target  # a bare IPv6 address is left to gRPC
+
+
 def _choice(enum: _EnumTypeWrapper[Any]) -> click.Choice[str]:
     return click.Choice(enum_names(enum), case_sensitive=False)
 
@@ -225,7 +235,8 @@ class _Settings:
     default="127.0.0.1:50051",
     show_default=True,
     metavar="HOST:PORT",
-    help="Address of the Sealtrail service (or SEALTRAIL_SERVER).",
+    help="Address of the Sealtrail service (or SEALTRAIL_SERVER); a lone HOST only with"
+    " --tls, on port 443.",
 )
 @click.option("--token", envvar="SEALTRAIL_TOKEN", help="API token (or SEALTRAIL_TOKEN).")
 @click.option("--tls", is_flag=True, envvar="SEALTRAIL_TLS", help="Connect over TLS.")
@@ -283,6 +294,13 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
         raise click.UsageError("Missing option '--token' (or SEALTRAIL_TOKEN).", ctx)
     # A client certificate means TLS, as it does to AuditClient.
     plain = not (settings.tls or settings.ca_file or settings.cert_file)
+    if plain and not _has_port(settings.server):
+        # gRPC dials a lone host on 443, TLS's port (helper-196).
+        raise click.UsageError(
+            f"--server {settings.server} (SEALTRAIL_SERVER) has no port: give HOST:PORT"
+            " (the server listens on 50051 unless told otherwise)",
+            ctx,
+        )
     if plain and not settings.insecure and not on_this_machine(settings.server):
         raise click.UsageError(
             f"{settings.server} is not this machine: the token would cross the network in plain"
