@@ -814,3 +814,30 @@ def test_an_expiry_at_a_duration_is_refused_pointing_at_expires_in(text: str) ->
     )
     assert result.exit_code == 2
     assert "--expires-in" in result.output and "no time ahead" in result.output
+
+
+def test_an_export_writes_no_progress_line_where_stderr_is_no_terminal(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Every export, and every export's error, began its stderr with an empty
+    line where stderr was a log or a pipe: the progress line, cleared
+    (helper-196). It is drawn on a terminal only."""
+
+    class Exporting(FakeClient):
+        def export(self, out: Path, **kw: Any) -> Any:
+            kw["progress"](1, 10)
+            if out.name == "refused.csv":
+                raise sealtrail.ExportError("the export was cut short")
+            out.write_text("seq\n", encoding="utf-8")
+            return audit_service_pb2.ExportManifest(
+                row_count=1, byte_count=4, sha256=bytes(32), tree_size=1
+            )
+
+    monkeypatch.setattr(cli, "AuditClient", Exporting)
+    env = {"SEALTRAIL_SERVER": "127.0.0.1:50051", "SEALTRAIL_TOKEN": "s3cret"}
+    done = CliRunner().invoke(cli.main, ["export", "-o", str(tmp_path / "a.csv")], env=env)
+    assert done.exit_code == 0, done.output
+    assert done.stdout.startswith("exported 1 event") and done.stderr == ""
+    failed = CliRunner().invoke(cli.main, ["export", "-o", str(tmp_path / "refused.csv")], env=env)
+    assert failed.exit_code == 1
+    assert failed.stderr == "Error: the export was cut short\n"

@@ -1035,6 +1035,8 @@ def export(
             TransferSpeedColumn(),
             console=Console(stderr=True),
             transient=True,
+            # Cleared, it left an empty line in a log or a pipe (helper-196).
+            disable=not sys.stderr.isatty(),
         ) as progress,
     ):
         task = progress.add_task("export", total=None, rows=0)
