@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ import grpc
 import psycopg
 import pytest
 import rfc8785
+from click.testing import CliRunner
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -28,7 +30,8 @@ from sealtrail import (
     build_event,
     build_filter,
 )
-from sealtrail._bundle import BundleError, verify_bundle, write_bundle
+from sealtrail._bundle import BundleError, SeqRange, verify_bundle, write_bundle
+from sealtrail._cli import main as cli
 from sealtrail.tlog import (
     RETENTION_ACTION,
     RETENTION_ACTOR,
@@ -698,6 +701,57 @@ def test_tampering_is_detected_online_and_offline(
     result = logged.verify_log()
     assert not result.ok
     assert (result.failure.reason, result.failure.seq in seqs) == (reason, True), result.failure
+
+
+@pytest.mark.parametrize(
+    ("tampering", "role", "fault"),
+    [
+        (change_field, Role.ADMIN, r"could not prove 1 of its records \(seq 13\)"),
+        (change_field, Role.READER, r"could not prove 1 of its records \(seq 13\)"),
+        (delete_one, Role.ADMIN, r"could not prove \d+ of its records \(seq 13\b"),
+        (hide_as_removed, Role.ADMIN, r"the log holds the leaves of 1 removed events"),
+    ],
+    ids=["field-admin", "field-reader", "delete", "hide-as-removed"],
+)
+def test_sealtrail_bundle_fails_a_complete_bundle_of_a_log_it_could_not_prove(
+    logged: AuditClient,
+    server: ServerThread,
+    tenant: str,
+    tamper: psycopg.Connection[Any],
+    tmp_path: Path,
+    tampering: Callable[[psycopg.Connection[Any], str], None],
+    role: Role,
+    fault: str,
+) -> None:
+    """It said "wrote 20 records" and exited 0, though it had left out the
+    record it could not prove, or kept leaves no retention statement accounts
+    for, and knew verification would fail; a filtered bundle of the same log
+    exited 1 (helper-197). The complete bundle is written all the same, for
+    verification to name what is wrong."""
+    tampering(tamper, tenant)
+    out = tmp_path / "complete"
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant, role)}
+    shown = CliRunner().invoke(cli, ["bundle", "-o", str(out)], env=env)
+    assert shown.exit_code == 1, shown.output
+    assert shown.stdout.startswith("wrote ")
+    assert re.search(rf"^FAILED: .*{fault}", shown.stderr), shown.stderr
+    with pytest.raises(BundleError):
+        verify_bundle(out, key=VERIFIER.text())
+
+
+def test_a_range_bundle_names_the_seqs_of_its_range_the_log_could_not_prove(
+    logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """The library's caller sees it too, as for a filtered bundle: a range
+    bundle's summary said nothing of the seq it had left out."""
+    change_field(tamper, tenant)
+    summary = write_bundle(logged, tmp_path / "range", seq_range=SeqRange(10, 20))
+    assert summary.unproven == ()  # a filtered bundle's, which bundle.json lists
+    assert summary.gaps == (13,)
+    assert summary.log_fault is not None
+    assert "could not prove 1 of its records (seq 13)" in summary.log_fault
+    with pytest.raises(BundleError, match=r"^seq 13: missing"):
+        verify_bundle(tmp_path / "range", key=VERIFIER.text())
 
 
 @pytest.mark.parametrize(

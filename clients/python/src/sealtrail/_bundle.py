@@ -39,7 +39,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
@@ -177,6 +177,13 @@ class BundleSummary:
     # Seqs the filter matched that the log could not prove (a partial bundle):
     # the records are not in it, and verification fails naming them.
     unproven: tuple[int, ...] = ()
+    # Of a complete or range bundle, the seqs the log could not prove: the
+    # records are not in it, and verification fails naming the first missing.
+    gaps: tuple[int, ...] = ()
+    # Of a complete bundle, why its records' retention statements do not
+    # account for the leaves of removed events it holds (the log's doing:
+    # it was written twice, no purge between), as verification fails with it.
+    unaccounted: str | None = None
     # The log refused to sign a checkpoint over its current state (it no longer
     # extends its last): the bundle is written against that last one, and
     # verification fails saying so, once its records are checked.
@@ -197,7 +204,12 @@ class BundleSummary:
     def log_fault(self) -> str | None:
         """What the log could not do when the bundle was written, which says
         it had been changed (the bundle fails verification with it), or None."""
-        return _log_fault(self.unproven, refused=self.log_refused_to_sign)
+        return _log_fault(
+            self.unproven,
+            refused=self.log_refused_to_sign,
+            gaps=self.gaps,
+            unaccounted=self.unaccounted,
+        )
 
 
 def write_bundle(
@@ -214,7 +226,10 @@ def write_bundle(
     is left out, and verification then names the seq that is missing. A
     filtered bundle lists the matched seqs the log could not prove (and notes
     a log that refused to sign a fresh checkpoint): the summary's `log_fault`
-    says so, and verification fails with it after checking every record.
+    says so, and verification fails with it after checking every record. A
+    complete or range bundle's `log_fault` names the seqs it left out (`gaps`)
+    and a complete one's removals retention does not account for: the bundle
+    is written, and fails verification, as `sealtrail bundle` says at once.
 
     A complete bundle is read in one Export (its own checkpoint, the export's
     record included) and ListPurgedLeaves (the leaves retention left), and its
@@ -291,6 +306,8 @@ def _write(
         trusted_own_keys=False,
         purged=purged,
         unproven=tuple(written.unproven),
+        gaps=tuple(written.gaps),
+        unaccounted=written.unaccounted,
         log_refused_to_sign=written.refused,
         seq_range=None if seq_range is None else (seq_range.first, seq_range.last),
         received_since=None if seq_range is None else seq_range.received_since,
@@ -338,6 +355,8 @@ class _Written:
     purged: int  # leaves written to PURGED
     unproven: Sequence[int] = ()  # matched by the filter, not provable
     refused: bool = False  # the log would not sign a fresh checkpoint
+    gaps: Sequence[int] = ()  # of a complete or range bundle's seqs, not provable
+    unaccounted: str | None = None  # a complete bundle's removals, not retention's
 
 
 # Writes of a complete bundle, each overtaken by a retention pass, before it
@@ -353,7 +372,7 @@ def _complete(source: _Source, out: Path, workers: int) -> _Written:
     statement, and fail verification as events hidden (helper-154). So it is
     written again, against a checkpoint that holds the statement. Removals
     unaccounted for with none made since the last write are the log's doing:
-    the bundle is kept, and verification names them."""
+    the bundle is kept, and the summary and verification name them."""
     last: RemovedLeaves | None = None
     for _ in range(_TRIES):
         written = _from_one_export(source, out)
@@ -361,7 +380,7 @@ def _complete(source: _Source, out: Path, workers: int) -> _Written:
             written = _proven_one_by_one(source, out, None, True, workers)
         removed, unaccounted = _removals(source, out, written.checkpoint.origin)
         if unaccounted is None or removed == last:
-            return written
+            return replace(written, unaccounted=unaccounted)
         last = removed
         _discard(out)
     raise BundleError(
@@ -650,6 +669,7 @@ def _proven_one_by_one(
         checkpoint, refused = source.get_checkpoint(), True
     size = checkpoint.tree_size
     unproven: list[int] = []
+    gaps: list[int] = []  # a complete or range bundle's: verification names them too
     whole = complete or every is not None  # every seq proven, removed ones too
     seqs: Sequence[int]
     if every is not None:
@@ -697,8 +717,7 @@ def _proven_one_by_one(
             if answer is REMOVED_SINCE:
                 continue  # retention's doing, recorded in the log: not the log's fault
             if answer is None:
-                if not whole:  # a complete or range bundle's verification names the gap
-                    unproven.append(seq)
+                (gaps if whole else unproven).append(seq)
                 continue
             assert isinstance(answer, integrity_pb2.GetInclusionProofResponse)
             encoded = [base64.b64encode(h).decode() for h in answer.proof]
@@ -711,7 +730,7 @@ def _proven_one_by_one(
             written.append(answer.seq)
             records.write(answer.record + b"\n")
             proofs.write(json.dumps({"seq": answer.seq, "proof": encoded}) + "\n")
-    return _Written(checkpoint, written, purged, sorted(unproven), refused)
+    return _Written(checkpoint, written, purged, sorted(unproven), refused, gaps)
 
 
 def in_order(
@@ -933,15 +952,29 @@ def _refuse_what_the_log_could_not_do(manifest: dict[str, Any]) -> None:
         raise BundleError(fault)
 
 
-def _log_fault(unproven: Sequence[int], *, refused: bool) -> str | None:
-    if unproven:
-        shown = ", ".join(str(seq) for seq in unproven[:20])
-        more = f" and {len(unproven) - 20} more" if len(unproven) > 20 else ""
+def _log_fault(
+    unproven: Sequence[int],
+    *,
+    refused: bool,
+    gaps: Sequence[int] = (),
+    unaccounted: str | None = None,
+) -> str | None:
+    """What the log could not do, from what the writer found: the seqs a
+    filter matched (`unproven`) or a complete or range bundle holds (`gaps`)
+    that it could not prove, removals retention does not account for, or a
+    fresh checkpoint it refused to sign."""
+    if unproven or gaps:
+        seqs = unproven or gaps
+        shown = ", ".join(str(seq) for seq in seqs[:20])
+        more = f" and {len(seqs) - 20} more" if len(seqs) > 20 else ""
+        which = "records the bundle's filter matched" if unproven else "of its records"
         return (
-            f"the log could not prove {len(unproven)} records the bundle's filter matched"
+            f"the log could not prove {len(seqs)} {which}"
             f" (seq {shown}{more}): they are not in the bundle, and the log no longer holds"
             " them as it signed them"
         )
+    if unaccounted is not None:
+        return unaccounted
     if refused:
         return (
             "the log refused to sign a checkpoint over its state when the bundle was written:"
