@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Final
+from typing import Any, Final
 
 import grpc
 import grpc_testing
@@ -556,6 +556,107 @@ def test_a_total_timeout_bounds_a_call_with_its_retries(channel: grpc_testing.Ch
             future.result(timeout=5)
     assert len(sleeps) == 1 and 1.6 < sleeps[0] <= 1.7  # a second wait would end past 3 s
     assert raised.value.retried
+
+
+class _Deadlines:
+    """A channel that notes the deadline each call on it is given
+    (grpc_testing's channel cannot be intercepted)."""
+
+    def __init__(self, channel: grpc_testing.Channel) -> None:
+        self._channel = channel
+        self.seen: list[float | None] = []
+
+    def unary_unary(self, *args: Any, **kwargs: Any) -> Callable[..., Any]:
+        call = self._channel.unary_unary(*args, **kwargs)
+
+        def noted(request: Any, *, timeout: float | None = None, **options: Any) -> Any:
+            self.seen.append(timeout)
+            return call(request, timeout=timeout, **options)
+
+        return noted
+
+    def __getattr__(self, name: str) -> Any:  # the stub's other kinds of call
+        return getattr(self._channel, name)
+
+
+@pytest.mark.parametrize(
+    ("method", "call"),
+    [
+        ("CountEvents", lambda client: client.count_events()),
+        ("PreviewRetentionPolicy", lambda client: client.preview_retention_policy("90d")),
+    ],
+    ids=["count_events", "preview_retention_policy"],
+)
+def test_a_total_timeout_bounds_a_count_and_a_retention_preview_too(
+    channel: grpc_testing.Channel, method: str, call: Callable[[AuditClient], object]
+) -> None:
+    """They have their own longer deadline (60 s, an hour), and the client's
+    total_timeout did not bound them: with total_timeout=1, five attempts of
+    an hour each (helper-197). Their deadline stays, within total_timeout."""
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    deadlines = _Deadlines(channel)
+    client = AuditClient(
+        "unused", token="t", channel=deadlines,  # type: ignore[arg-type]
+        timeout=10.0, total_timeout=3.0, sleep=sleep, rng=random.Random(0), clock=lambda: now[0],
+    )  # fmt: skip
+    with ThreadPoolExecutor(max_workers=1) as background:
+        future = background.submit(call, client)
+        for _ in range(2):
+            _, _, rpc = channel.take_unary_unary(SERVICE.methods_by_name[method])
+            fail(rpc, grpc.StatusCode.UNAVAILABLE, retry_info(1.6))
+        while not future.done() and len(sleeps) < 2:
+            time.sleep(0.01)
+        if not future.done():  # a third attempt past the bound: ended, so the test ends
+            _, _, rpc = channel.take_unary_unary(SERVICE.methods_by_name[method])
+            fail(rpc, grpc.StatusCode.INVALID_ARGUMENT)
+        with pytest.raises(sealtrail.SealtrailError) as raised:
+            future.result(timeout=5)
+    assert len(sleeps) == 1 and 1.6 < sleeps[0] <= 1.7  # a second wait would end past 3 s
+    assert isinstance(raised.value, UnavailableError) and raised.value.retried
+    assert deadlines.seen[0] == 3.0 and all(d is not None and d <= 3.0 for d in deadlines.seen)
+
+
+async def test_the_async_clients_total_timeout_bounds_a_count_too() -> None:
+    """As the sync client's (above), against a grpc.aio server whose every
+    CountEvents takes 2 s by the client's clock and fails UNAVAILABLE."""
+    now = [0.0]
+    attempts = 0
+
+    async def count_events(
+        request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> bytes:
+        nonlocal attempts
+        attempts += 1
+        now[0] += 2.0
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "down")
+        raise AssertionError("aborted")
+
+    server = grpc.aio.server()
+    handlers = {"CountEvents": grpc.unary_unary_rpc_method_handler(count_events)}
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    try:
+        async with AsyncAuditClient(
+            f"127.0.0.1:{port}", token="t", total_timeout=3.0, sleep=sleep, clock=lambda: now[0]
+        ) as client:
+            with pytest.raises(UnavailableError):
+                await client.count_events()
+    finally:
+        await server.stop(None)
+    assert attempts == 2  # the third would begin past 3 s
 
 
 def test_resource_exhausted_without_retry_info_is_not_retried(

@@ -104,6 +104,9 @@ class AuditClient:
     stopping mid-call; not once the client is closed), up to `max_attempts` attempts;
     with `total_timeout`, within that many seconds in all, attempts and waits included
     (each attempt gets what is left, and no retry starts that could not begin in time).
+    A count and a retention preview wait longer per attempt (60 s, an hour), within
+    `total_timeout` too; `erase_tenant` and `verify_log` wait up to their own `timeout`
+    (an hour), which `total_timeout` does not cut short, nor streams and exports.
     Failures raise SealtrailError subclasses.
 
     TLS: `tls=True` verifies the server against the system's roots, or against
@@ -278,7 +281,8 @@ class AuditClient:
         default), so that its refusal to count longer (RpcFailedError,
         FAILED_PRECONDITION, reason COUNT_TIMEOUT: narrow the time range)
         arrives rather than a deadline; not retried once cut off by that
-        deadline, as another attempt would count anew."""
+        deadline, as another attempt would count anew. Within the client's
+        total_timeout, if it has one."""
         request = count_request(filter, group_by, limit)
         response = self._call(
             self._stub.CountEvents, request, timeout=timeout, retry_on=PREVIEW_RETRYABLE
@@ -464,8 +468,9 @@ class AuditClient:
         """Admin: what `set_retention_policy` with these arguments would remove
         if it applied now, rule by rule, changing and recording nothing (a dry
         run). Counting reads at most 1,000,000 events (then `at_least`): waited
-        for up to an hour. Retried as a read is, but not once cut off by that
-        deadline: another attempt would count anew, and take as long."""
+        for up to an hour (within the client's total_timeout, if it has one).
+        Retried as a read is, but not once cut off by that deadline: another
+        attempt would count anew, and take as long."""
         policy = retention_policy(default, categories or {}, action_prefixes or {}, etag=etag)
         request = retention_pb2.PreviewRetentionPolicyRequest(policy=policy)
         return self._call(
@@ -500,7 +505,11 @@ class AuditClient:
         request = retention_pb2.EraseTenantRequest(confirm_tenant_id=confirm_tenant_id)
         try:
             answer = self._call(
-                self._stub.EraseTenant, request, timeout=timeout, retry_on=ERASURE_RETRYABLE
+                self._stub.EraseTenant,
+                request,
+                timeout=timeout,
+                retry_on=ERASURE_RETRYABLE,
+                own_deadline=True,
             )
         except UnauthenticatedError as error:
             if not error.retried:
@@ -613,7 +622,9 @@ class AuditClient:
         seconds (an hour), and not retried (each attempt would begin the scan
         again; each is recorded)."""
         request = integrity_pb2.VerifyLogRequest(check_views=check_views)
-        return self._call(self._stub.VerifyLog, request, retry=False, timeout=timeout)
+        return self._call(
+            self._stub.VerifyLog, request, retry=False, timeout=timeout, own_deadline=True
+        )
 
     def export_stream(
         self,
@@ -759,21 +770,24 @@ class AuditClient:
         retry_on: frozenset[grpc.StatusCode] = RETRYABLE,
         timeout: float | None = None,
         until: float | None = None,
+        own_deadline: bool = False,
     ) -> _Resp:
         """`method`'s answer, retried as the policy says (after the codes of
         `retry_on`) unless not to `retry`; each attempt given `timeout`
         seconds, or the client's. The error raised says whether the call was
         retried before it (`retried`): an earlier attempt may have taken effect.
         `until`: when (by the client's clock) the client's total_timeout ends
-        for a call that is part of a larger one."""
+        for a call that is part of a larger one. `own_deadline`: `timeout` is
+        not cut short by the client's total_timeout either."""
         if self._closed:
             raise ClientClosedError
         per_attempt = self._timeout if timeout is None else timeout
-        # A given `timeout` (an erasure's hour) is the call's own; the client's
-        # total_timeout bounds the calls that take the client's.
+        # The client's total_timeout bounds every call, a count's or a preview's
+        # longer deadline too (helper-197), but for an erasure's or a
+        # verification's own: cut off, an erasure is rolled back.
         ends = (
             (until if until is not None else self._clock() + self._total_timeout)
-            if self._total_timeout is not None and timeout is None
+            if self._total_timeout is not None and not own_deadline
             else None
         )
         attempt, retrying = 1, None
