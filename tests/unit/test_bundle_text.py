@@ -6,13 +6,16 @@ signed-note forbids them, and what `sealtrail verify` prints is escaped."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from sealtrail import CheckpointError
 from sealtrail import _cli as cli
+from sealtrail._checkpoint_check import saved_checkpoint_text
 from sealtrail.tlog import (
     Checkpoint,
     NoteError,
@@ -112,3 +115,56 @@ def test_sealtrail_verify_shows_an_origin_that_reorders_text_escaped(tmp_path: P
     assert failed.exit_code == 1, failed.output
     assert "(sealtrail.local/log/\\u202eKO\\u2066/acme)" in failed.output
     assert "\u202e" not in verified.output + failed.output
+
+
+# JSON nested deeper than Python's recursion limit: json.loads raises
+# RecursionError, not the ValueError of JSON otherwise malformed.
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("file", "manifest"),
+    [
+        ("bundle.json", {}),
+        ("proofs.ndjson", {}),
+        ("purged.ndjson", {"version": 2}),
+        (
+            "edges.ndjson",
+            {
+                "version": 3,
+                "complete": False,
+                "range": {"first_seq": 1, "last_seq": 1},
+                "received": {"since": "2026-01-01T00:00:00Z", "until": "2026-01-02T00:00:00Z"},
+            },
+        ),
+    ],
+)
+def test_sealtrail_verify_fails_a_bundle_of_json_nested_too_deep_saying_where(
+    tmp_path: Path, file: str, manifest: dict[str, object]
+) -> None:
+    """It crashed with a RecursionError traceback and printed no verdict; the
+    library raised RecursionError, not BundleError (helper-197)."""
+    bundle = _forge(tmp_path / "nested", "sealtrail.local/log/acme")
+    written = json.loads((bundle / "bundle.json").read_text())
+    (bundle / "bundle.json").write_text(json.dumps({**written, **manifest}))
+    (bundle / file).write_text(DEEP + "\n")
+    verified = CliRunner().invoke(cli.main, ["verify", str(bundle)])
+    assert verified.exit_code == 1, verified.output
+    assert verified.exception is None or isinstance(verified.exception, SystemExit)
+    assert verified.output.startswith(f"FAILED: {file}"), verified.output
+
+
+@pytest.mark.parametrize("given", ["file", "stdin"])
+def test_a_saved_checkpoint_of_json_nested_too_deep_is_refused_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    """`sealtrail checkpoint --check` crashed with a RecursionError traceback
+    on such a file, where other JSON without a checkpoint is refused (helper-197)."""
+    saved = tmp_path / "saved.json"
+    saved.write_text('{"a": ' + DEEP + "}")
+    if given == "stdin":
+        stdin = io.TextIOWrapper(io.BytesIO(saved.read_bytes()), encoding="utf-8")
+        monkeypatch.setattr("sys.stdin", stdin)
+        saved = Path("-")
+    with pytest.raises(CheckpointError, match="is JSON without a 'checkpoint'"):
+        saved_checkpoint_text(saved)

@@ -853,7 +853,7 @@ def _check_edges(
             seq, record = entry["seq"], entry["record"]
             leaf = base64.b64decode(entry["leaf_hash"], validate=True)
             proof = [base64.b64decode(h, validate=True) for h in entry["proof"]]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise BundleError(f"{EDGES} line {number}: not an event with its proof") from None
         if type(seq) is not int or seq not in wanted or wanted[seq] in found:
             raise BundleError(f"{EDGES} line {number}: seq {seq} is not just outside the range")
@@ -986,7 +986,7 @@ def _log_fault(
 def _manifest(path: Path) -> dict[str, Any]:
     try:
         manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:
         raise BundleError(f"{MANIFEST}: {error}") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{MANIFEST}: not a JSON object")
@@ -1049,7 +1049,7 @@ def _purged(path: Path) -> Iterator[tuple[int, bytes, list[bytes]]]:
                 seq = entry["seq"]
                 leaf = base64.b64decode(entry["leaf_hash"], validate=True)
                 proof = [base64.b64decode(h, validate=True) for h in entry["proof"]]
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 raise BundleError(f"{PURGED} line {number}: not a purged leaf") from None
             if not isinstance(seq, int) or len(leaf) != 32:
                 raise BundleError(f"{PURGED} line {number}: not a purged leaf")
@@ -1153,7 +1153,7 @@ def _verify_each(
         for number, seq, leaf, record in _records(path, tenant):
             try:
                 entry = json.loads(proofs.readline() or "null")
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise BundleError(f"{PROOFS} line {number}: not JSON") from None
             if not isinstance(entry, dict | None):
                 raise BundleError(f"{PROOFS} line {number}: not a proof")

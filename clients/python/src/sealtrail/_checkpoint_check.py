@@ -157,7 +157,7 @@ def saved_checkpoint_text(path: Path) -> str:
         return text
     try:
         note = json.loads(text).get(_MANIFEST_FIELD)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         note = None
     if not isinstance(note, str) or not note:
         where = "stdin" if str(path) == "-" else path
