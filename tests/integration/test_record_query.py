@@ -112,8 +112,16 @@ def test_leaf_hash_is_over_the_stored_canonical_record(
     assert parsed["tenant_id"] == tenant and parsed["seq"] == 1 and parsed["v"] == 1
 
 
-# Whole numbers, a fraction, the last a double holds exactly, nested, and in a change.
-NUMBERS = {"trigger_seq": 83, "ratio": 0.5, "edge": 2**53 - 1, "deep": [{"n": -2}]}
+# Whole numbers, a fraction, the bounds a client takes (±2^53, as a double holds
+# them exactly) and just inside, nested, and in a change.
+NUMBERS = {
+    "trigger_seq": 83,
+    "ratio": 0.5,
+    "edge": 2**53 - 1,
+    "top": 2**53,
+    "bottom": -(2**53),
+    "deep": [{"n": -2}],
+}
 
 
 def test_whole_numbers_in_details_read_back_as_integers_as_exports_write_them(
@@ -122,7 +130,7 @@ def test_whole_numbers_in_details_read_back_as_integers_as_exports_write_them(
     """A google.protobuf.Value holds every number as a double, and
     MessageToDict wrote `trigger_seq: 83.0`, where exports and sinks (the
     stored record) write 83: `message_to_dict` writes them as the record does
-    (helper-165)."""
+    (helper-165); ±2^53 too, which it kept as floats (helper-197)."""
     stored = client.record(
         build_event(action="a.b", actor_id="u", details=NUMBERS, changes=[("n", 1, 2)])
     ).event
@@ -135,6 +143,7 @@ def test_whole_numbers_in_details_read_back_as_integers_as_exports_write_them(
     )
     assert read["details"]["trigger_seq"] == 83 and type(read["details"]["trigger_seq"]) is int
     assert read["details"]["deep"] == [{"n": -2}] and type(read["details"]["ratio"]) is float
+    assert [type(read["details"][bound]) for bound in ("top", "bottom")] == [int, int]
     assert read["changes"] == [{"field": "n", "before": 1, "after": 2}]
     assert read["seq"] == str(stored.seq)  # otherwise as MessageToDict writes it
 

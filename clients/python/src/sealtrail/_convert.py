@@ -266,7 +266,8 @@ def message_to_dict(message: Message, **options: Any) -> dict[str, Any]:
     google.protobuf.Value, which holds every number as a double, and
     MessageToDict wrote `"trigger_seq": 83.0`, where the stored record, and so
     exports and sinks, write 83 (helper-165). A number past ±2^53 stays a
-    float: a double holds no such integer exactly."""
+    float: a double holds no such integer exactly (±2^53 itself it does, and
+    a client sends it, `_exact`)."""
     return cast(dict[str, Any], plain_numbers(json_format.MessageToDict(message, **options)))
 
 
@@ -274,7 +275,7 @@ def plain_numbers(value: Any) -> Any:
     """`value` (JSON from MessageToDict) with each whole float within ±2^53
     an int, as RFC 8785 writes the stored record's."""
     if isinstance(value, float):
-        whole = value.is_integer() and -_MAX_EXACT_INT < value < _MAX_EXACT_INT
+        whole = value.is_integer() and -_MAX_EXACT_INT <= value <= _MAX_EXACT_INT
         return int(value) if whole else value
     if isinstance(value, dict):
         return {key: plain_numbers(item) for key, item in value.items()}
