@@ -17,6 +17,7 @@ from google.protobuf import field_mask_pb2
 from sealtrail._checkpoint_check import CheckpointCheck, SavedCheckpoint
 from sealtrail._convert import (
     CHANNEL_OPTIONS,
+    Attempts,
     BatchEntryResult,
     Days,
     EventCounts,
@@ -38,6 +39,7 @@ from sealtrail._convert import (
     query_request,
     received_range_request,
     record_request,
+    record_result,
     redaction_mode_value,
     replay_request,
     resend_request,
@@ -192,8 +194,9 @@ class AuditClient:
         if event is not None and fields:
             raise TypeError("pass either an Event or keyword fields, not both")
         request = record_request(event if event is not None else build_event(**fields))
-        response = self._call(self._stub.Record, request)
-        return RecordResult(event=response.event, deduplicated=response.deduplicated)
+        attempts = Attempts()
+        response = self._call(self._stub.Record, request, attempts=attempts)
+        return record_result(response, attempts)
 
     def record_batch(self, events: Sequence[event_pb2.Event]) -> list[BatchEntryResult]:
         """Records up to 1,000 events; returns a result or an error per event, in order.
@@ -202,7 +205,9 @@ class AuditClient:
         request = batch_request(events)
         # total_timeout bounds the call and its entries' resends together.
         ends = None if self._total_timeout is None else self._clock() + self._total_timeout
-        results = batch_results(self._call(self._stub.RecordBatch, request, until=ends))
+        attempts = Attempts()
+        answer = self._call(self._stub.RecordBatch, request, until=ends, attempts=attempts)
+        results = batch_results(answer, attempts)
         attempt = 1
         while places := entries_to_resend(results):
             refused = results[places[0]].error
@@ -212,16 +217,20 @@ class AuditClient:
                 break
             self._sleep(delay)
             attempt += 1
+            attempts = Attempts()
             try:
                 resent = self._call(
-                    self._stub.RecordBatch, resend_request(request, places), until=ends
+                    self._stub.RecordBatch,
+                    resend_request(request, places),
+                    until=ends,
+                    attempts=attempts,
                 )
             except SealtrailError as error:  # the entries written before keep their results
                 merge_resent(results, places, error)
                 break
             except ClientClosedError:  # closed meanwhile: the results so far, as they are
                 break
-            merge_resent(results, places, batch_results(resent))
+            merge_resent(results, places, batch_results(resent, attempts))
         return results
 
     def get_event(self, id: str) -> event_pb2.Event:
@@ -771,6 +780,7 @@ class AuditClient:
         timeout: float | None = None,
         until: float | None = None,
         own_deadline: bool = False,
+        attempts: Attempts | None = None,
     ) -> _Resp:
         """`method`'s answer, retried as the policy says (after the codes of
         `retry_on`) unless not to `retry`; each attempt given `timeout`
@@ -778,7 +788,8 @@ class AuditClient:
         retried before it (`retried`): an earlier attempt may have taken effect.
         `until`: when (by the client's clock) the client's total_timeout ends
         for a call that is part of a larger one. `own_deadline`: `timeout` is
-        not cut short by the client's total_timeout either."""
+        not cut short by the client's total_timeout either. `attempts`: noted
+        there, for a call that records (see Attempts)."""
         if self._closed:
             raise ClientClosedError
         per_attempt = self._timeout if timeout is None else timeout
@@ -791,9 +802,14 @@ class AuditClient:
             else None
         )
         attempt, retrying = 1, None
+        callers = current_request_id()
         # One request id for every attempt: the one the caller set, else a new one.
-        with request_id(current_request_id()) as sent_id:
+        with request_id(callers) as sent_id:
+            if attempts is not None:
+                attempts.own_id = None if callers else sent_id
             while True:
+                if attempts is not None:
+                    attempts.made = attempt
                 # A wait that ran over leaves a sliver: at least 10 ms an attempt.
                 left = None if ends is None else max(ends - self._clock(), 0.01)
                 deadline = per_attempt if left is None else min(per_attempt, left)

@@ -121,10 +121,37 @@ _E = TypeVar("_E", bound=int)
 
 @dataclass(frozen=True)
 class RecordResult:
-    """The stored event, and whether its idempotency key had recorded it before."""
+    """The stored event, and whether its idempotency key had recorded it before
+    (not by an attempt of this call whose answer was lost: see `Attempts`)."""
 
     event: event_pb2.Event
     deduplicated: bool
+
+
+@dataclass
+class Attempts:
+    """What a call notes of its attempts: how many it made, and the request id
+    they all sent when it is the call's own (a new one, not one the caller set
+    around several calls, which they share). Every attempt of a call that
+    records sends the same idempotency keys: one whose answer was lost (the
+    connection reset after the server committed) has the next find its own
+    events, `deduplicated`, as if someone had recorded them before. Those
+    carry the call's own request id, which no other call sent (helper-197)."""
+
+    made: int = 0
+    own_id: str | None = None
+
+    def recorded(self, event: event_pb2.Event, deduplicated: bool) -> bool:
+        """Whether the server's `deduplicated` answer of `event` stands: not
+        when an earlier attempt of this call recorded it."""
+        mine = self.made > 1 and self.own_id is not None
+        return deduplicated and not (mine and event.context.request_id == self.own_id)
+
+
+def record_result(response: audit_service_pb2.RecordResponse, attempts: Attempts) -> RecordResult:
+    return RecordResult(
+        event=response.event, deduplicated=attempts.recorded(response.event, response.deduplicated)
+    )
 
 
 @dataclass(frozen=True)
@@ -375,15 +402,26 @@ def _too_deep(error: DecodeError) -> ValueError:
     )
 
 
-def batch_results(response: audit_service_pb2.RecordBatchResponse) -> list[BatchEntryResult]:
-    return [
-        BatchEntryResult(
-            event=r.event if r.HasField("event") else None,
-            error=from_entry_error(r.error) if r.HasField("error") else None,
-            deduplicated=r.deduplicated,
+def batch_results(
+    response: audit_service_pb2.RecordBatchResponse, attempts: Attempts
+) -> list[BatchEntryResult]:
+    """The results of a RecordBatch call. An event an earlier attempt of the
+    call recorded counts as recorded by it (`Attempts`), once: a second entry
+    of the batch with its key is deduplicated, as it would have been anyway."""
+    results, seen = [], set()
+    for r in response.results:
+        deduplicated = r.deduplicated
+        if r.HasField("event"):
+            deduplicated = r.event.seq in seen or attempts.recorded(r.event, deduplicated)
+            seen.add(r.event.seq)
+        results.append(
+            BatchEntryResult(
+                event=r.event if r.HasField("event") else None,
+                error=from_entry_error(r.error) if r.HasField("error") else None,
+                deduplicated=deduplicated,
+            )
         )
-        for r in response.results
-    ]
+    return results
 
 
 def entries_to_resend(results: Sequence[BatchEntryResult]) -> list[int]:

@@ -1,0 +1,197 @@
+"""A Record or RecordBatch whose first attempt the server committed, its answer
+lost on the way back (the connection reset), retried by the client under the
+same idempotency keys: the log holds each event once, and the caller is told
+its events were recorded, not that they had been before (helper-197).
+
+The answer is lost by an interceptor on the client's channel, after the
+server answered; the channel sends the client's request id as the client's
+own does (CorrelationInterceptor)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from click.testing import CliRunner
+
+import sealtrail
+from sealtrail import AsyncAuditClient, AuditClient, build_event, build_filter
+from sealtrail import _cli as cli
+from tests.conftest import ServerThread
+
+
+class _Lost(grpc.RpcError):
+    """What a connection reset after the server answered looks like."""
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return "connection reset (answer lost)"
+
+    def trailing_metadata(self) -> tuple[()]:
+        return ()
+
+
+class LoseFirstAnswer(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Lets the first call of `method` reach the server and be answered, then
+    fails it UNAVAILABLE, as a connection reset would."""
+
+    def __init__(self, method: str) -> None:
+        self.method, self.lost = method, 0
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        outcome = continuation(details, request)
+        if details.method.endswith(f"/{self.method}") and not self.lost:
+            outcome.result()  # the server did it
+            self.lost += 1
+            raise _Lost()
+        return outcome
+
+
+class AioLoseFirstAnswer(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """LoseFirstAnswer for a grpc.aio channel."""
+
+    def __init__(self, method: str) -> None:
+        self.method, self.lost = method, 0
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        call = await continuation(details, request)
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        if method.endswith(f"/{self.method}") and not self.lost:
+            await call  # the server did it
+            self.lost += 1
+            empty = grpc.aio.Metadata()
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.UNAVAILABLE, empty, empty, "connection reset (answer lost)"
+            )
+        return call
+
+
+def losing(server: ServerThread, tenant: str, lose: LoseFirstAnswer) -> AuditClient:
+    channel = grpc.intercept_channel(
+        grpc.insecure_channel(server.target), lose, sealtrail.CorrelationInterceptor()
+    )
+    return AuditClient(server.target, token=server.token(tenant), channel=channel)
+
+
+def stored(client: AuditClient, action: str) -> int:
+    return sum(1 for _ in client.query(build_filter(actions=action)))
+
+
+def test_a_record_whose_answer_was_lost_says_it_recorded_the_event(
+    server: ServerThread, tenant: str, client: AuditClient
+) -> None:
+    """It said `deduplicated=True`: recorded before, by someone else."""
+    lose = LoseFirstAnswer("Record")
+    result = losing(server, tenant, lose).record(action="lost.one", actor_id="u")
+    assert lose.lost == 1
+    assert result.deduplicated is False
+    assert stored(client, "lost.one") == 1
+
+
+def test_a_batch_whose_answer_was_lost_says_it_recorded_its_events(
+    server: ServerThread, tenant: str, client: AuditClient
+) -> None:
+    """The last entry repeats the first's key: recorded once, by the first."""
+    lose = LoseFirstAnswer("RecordBatch")
+    events = [
+        build_event(action="lost.batch", actor_id=f"u{n}", idempotency_key=f"lost-batch-{n}")
+        for n in range(3)
+    ]
+    events.append(build_event(action="lost.batch", actor_id="u0", idempotency_key="lost-batch-0"))
+    results = losing(server, tenant, lose).record_batch(events)
+    assert lose.lost == 1
+    assert [(result.error, result.deduplicated) for result in results] == [
+        (None, False),
+        (None, False),
+        (None, False),
+        (None, True),
+    ]
+    assert stored(client, "lost.batch") == 3
+
+
+def test_a_retried_call_still_says_deduplicated_of_what_another_call_recorded(
+    server: ServerThread, tenant: str, client: AuditClient
+) -> None:
+    """Only the events this call's own attempts recorded count as its own: an
+    event recorded before, under the same key, by another call, is said to
+    be, retried or not."""
+    earlier = build_event(action="lost.earlier", actor_id="u", idempotency_key="lost-earlier-1")
+    assert client.record(earlier).deduplicated is False
+    again = build_event(action="lost.earlier", actor_id="u", idempotency_key="lost-earlier-1")
+    fresh = build_event(action="lost.earlier", actor_id="v")
+    lose = LoseFirstAnswer("RecordBatch")
+    results = losing(server, tenant, lose).record_batch([again, fresh])
+    assert lose.lost == 1
+    assert [result.deduplicated for result in results] == [True, False]
+    assert stored(client, "lost.earlier") == 2
+
+
+def test_under_a_request_id_of_the_callers_a_retried_call_says_deduplicated_as_before(
+    server: ServerThread, tenant: str, client: AuditClient
+) -> None:
+    """A request id the caller set is shared by every call in its block: an
+    earlier call of the request could have recorded the event under that id,
+    so a retried call cannot tell it from its own lost attempt (documented)."""
+    lose = LoseFirstAnswer("Record")
+    with sealtrail.request_id():
+        result = losing(server, tenant, lose).record(action="lost.shared", actor_id="u")
+    assert lose.lost == 1 and result.deduplicated is True
+    assert stored(client, "lost.shared") == 1
+
+
+async def test_the_async_client_says_it_recorded_the_events_whose_answer_was_lost(
+    server: ServerThread, tenant: str, client: AuditClient
+) -> None:
+    token = server.token(tenant)
+    for method in ("Record", "RecordBatch"):
+        lose = AioLoseFirstAnswer(method)
+        channel = grpc.aio.insecure_channel(
+            server.target, interceptors=[lose, *sealtrail.aio_correlation_interceptors()]
+        )
+        async with AsyncAuditClient(server.target, token=token, channel=channel) as losing_client:
+            if method == "Record":
+                one = await losing_client.record(action="lost.async", actor_id="u")
+                results = [one.deduplicated]
+            else:
+                events = [build_event(action="lost.async", actor_id=f"u{n}") for n in range(2)]
+                results = [r.deduplicated for r in await losing_client.record_batch(events)]
+        await channel.close()
+        assert lose.lost == 1 and results == [False] * len(results), method
+    assert stored(client, "lost.async") == 3
+
+
+def test_sealtrail_import_whose_answer_was_lost_counts_its_events_as_recorded(
+    server: ServerThread,
+    tenant: str,
+    client: AuditClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A first import of 3 lines said "recorded 0 events, 3 events already recorded"."""
+    lose = LoseFirstAnswer("RecordBatch")
+
+    class Losing(AuditClient):
+        def __init__(self, target: str, **options: Any) -> None:
+            channel = grpc.intercept_channel(
+                grpc.insecure_channel(target), lose, sealtrail.CorrelationInterceptor()
+            )
+            super().__init__(target, token=options["token"], channel=channel)
+
+    monkeypatch.setattr(cli, "AuditClient", Losing)
+    lines = tmp_path / "events.ndjson"
+    lines.write_text(
+        "".join(
+            json.dumps({"action": "lost.import", "actor": {"id": f"u{n}"}}) + "\n" for n in range(3)
+        )
+    )
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    shown = CliRunner().invoke(cli.main, ["import", str(lines)], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert lose.lost == 1
+    assert shown.stdout.startswith("recorded 3 events from "), shown.stdout
+    assert stored(client, "lost.import") == 3
