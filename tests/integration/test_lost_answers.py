@@ -78,6 +78,19 @@ def losing(server: ServerThread, tenant: str, lose: LoseFirstAnswer) -> AuditCli
     return AuditClient(server.target, token=server.token(tenant), channel=channel)
 
 
+def losing_client_class(lose: LoseFirstAnswer) -> type[AuditClient]:
+    """An AuditClient for the command line whose channel loses an answer."""
+
+    class Losing(AuditClient):
+        def __init__(self, target: str, **options: Any) -> None:
+            channel = grpc.intercept_channel(
+                grpc.insecure_channel(target), lose, sealtrail.CorrelationInterceptor()
+            )
+            super().__init__(target, token=options["token"], channel=channel)
+
+    return Losing
+
+
 def stored(client: AuditClient, action: str) -> int:
     return sum(1 for _ in client.query(build_filter(actions=action)))
 
@@ -174,15 +187,7 @@ def test_sealtrail_import_whose_answer_was_lost_counts_its_events_as_recorded(
 ) -> None:
     """A first import of 3 lines said "recorded 0 events, 3 events already recorded"."""
     lose = LoseFirstAnswer("RecordBatch")
-
-    class Losing(AuditClient):
-        def __init__(self, target: str, **options: Any) -> None:
-            channel = grpc.intercept_channel(
-                grpc.insecure_channel(target), lose, sealtrail.CorrelationInterceptor()
-            )
-            super().__init__(target, token=options["token"], channel=channel)
-
-    monkeypatch.setattr(cli, "AuditClient", Losing)
+    monkeypatch.setattr(cli, "AuditClient", losing_client_class(lose))
     lines = tmp_path / "events.ndjson"
     lines.write_text(
         "".join(
@@ -195,3 +200,65 @@ def test_sealtrail_import_whose_answer_was_lost_counts_its_events_as_recorded(
     assert lose.lost == 1
     assert shown.stdout.startswith("recorded 3 events from "), shown.stdout
     assert stored(client, "lost.import") == 3
+
+
+def test_a_retention_policy_set_whose_answer_was_lost_says_it_was_updated(
+    server: ServerThread,
+    tenant: str,
+    client: AuditClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`sealtrail retention set --yes` (no etag, so retried) whose first
+    attempt changed the policy, its answer lost: the retry found the policy
+    as asked, and the command said "policy already as asked; nothing
+    recorded", though the call had recorded the change."""
+    lose = LoseFirstAnswer("UpdateRetentionPolicy")
+    monkeypatch.setattr(cli, "AuditClient", losing_client_class(lose))
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    shown = CliRunner().invoke(cli.main, ["retention", "set", "2y", "--yes"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert lose.lost == 1
+    assert shown.stdout == "policy updated\n"
+    assert client.get_retention_policy().policy.default_days == 730
+    # The library's caller, the same: the id of the change its call recorded.
+    lose = LoseFirstAnswer("UpdateRetentionPolicy")
+    changed = losing(server, tenant, lose).set_retention_policy("1y")
+    assert lose.lost == 1 and changed.event_id
+    assert client.set_retention_policy("1y").event_id == ""  # as asked: nothing recorded
+    updates = list(client.query(build_filter(actions="retention.policy_updated")))
+    assert len(updates) == 2 and updates[0].id == changed.event_id
+
+
+def test_a_redaction_mode_set_whose_answer_was_lost_says_it_was_updated(
+    server: ServerThread,
+    tenant: str,
+    client: AuditClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`sealtrail settings redaction-mode` (no etag, so retried), the same:
+    it said "settings already as asked; nothing recorded"."""
+    lose = LoseFirstAnswer("UpdateTenantSettings")
+    monkeypatch.setattr(cli, "AuditClient", losing_client_class(lose))
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    shown = CliRunner().invoke(cli.main, ["settings", "redaction-mode", "hmac"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert lose.lost == 1
+    assert shown.stdout == "settings updated\n"
+    assert len(list(client.query(build_filter(actions="tenant.settings_updated")))) == 1
+    assert client.set_redaction_mode("hmac").event_id == ""  # as asked: nothing recorded
+
+
+async def test_the_async_client_answers_the_change_its_lost_attempt_made(
+    server: ServerThread, tenant: str, client: AuditClient
+) -> None:
+    lose = AioLoseFirstAnswer("UpdateRetentionPolicy")
+    channel = grpc.aio.insecure_channel(
+        server.target, interceptors=[lose, *sealtrail.aio_correlation_interceptors()]
+    )
+    token = server.token(tenant)
+    async with AsyncAuditClient(server.target, token=token, channel=channel) as losing_client:
+        changed = await losing_client.set_retention_policy("2y")
+    await channel.close()
+    assert lose.lost == 1
+    [update] = client.query(build_filter(actions="retention.policy_updated"))
+    assert changed.event_id == update.id

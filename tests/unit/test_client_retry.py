@@ -258,13 +258,15 @@ def test_a_change_aborted_on_its_etag_is_raised_at_once(
 
 
 # Each change a caller can make on condition of an etag: (method, the call
-# with an etag, the same call without, its response).
+# with an etag, the same call without, its response). A retried change of the
+# policy or the settings answered without an event id looks for the one its
+# lost attempt recorded (test_lost_answers.py): these answer with one.
 CONDITIONAL_CHANGES: Final = [
     (
         "UpdateRetentionPolicy",
         lambda c: c.set_retention_policy("90d", etag='"e1"'),
         lambda c: c.set_retention_policy("90d"),
-        retention_pb2.UpdateRetentionPolicyResponse(),
+        retention_pb2.UpdateRetentionPolicyResponse(event_id="e_1"),
     ),
     (
         "SetLegalHold",
@@ -276,7 +278,7 @@ CONDITIONAL_CHANGES: Final = [
         "UpdateTenantSettings",
         lambda c: c.set_redaction_mode("hmac", etag='"e1"'),
         lambda c: c.set_redaction_mode("hmac"),
-        settings_pb2.UpdateTenantSettingsResponse(),
+        settings_pb2.UpdateTenantSettingsResponse(event_id="e_1"),
     ),
     (
         "UpdateSink",

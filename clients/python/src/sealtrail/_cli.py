@@ -1223,7 +1223,7 @@ def retention_set(
                     _echo_preview(preview, err=True)
                     _confirm_removal(ctx, legal_hold=preview.legal_hold)
             answer = with_policy(client.set_retention_policy, etag)
-    # A retried call finds what its first try set: "unchanged" read as if it had not.
+    # A retried call whose first try set it answers that try's change (helper-197).
     click.echo("policy updated" if answer.event_id else "policy already as asked; nothing recorded")
 
 

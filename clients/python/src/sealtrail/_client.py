@@ -17,6 +17,8 @@ from google.protobuf import field_mask_pb2
 from sealtrail._checkpoint_check import CheckpointCheck, SavedCheckpoint
 from sealtrail._convert import (
     CHANNEL_OPTIONS,
+    POLICY_UPDATED,
+    SETTINGS_UPDATED,
     Attempts,
     BatchEntryResult,
     Days,
@@ -36,6 +38,7 @@ from sealtrail._convert import (
     event_counts,
     inclusion_request,
     merge_resent,
+    own_change,
     query_request,
     received_range_request,
     record_request,
@@ -397,14 +400,22 @@ class AuditClient:
         is recorded in the log; asking for the current mode changes nothing.
         With `etag` (the settings', as read), it applies only to those
         settings: AbortedError if they changed since; not retried, as for
-        `set_retention_policy`."""
+        `set_retention_policy`; retried without, its earlier attempt's change
+        is found as that method finds it."""
         request = settings_pb2.UpdateTenantSettingsRequest(
             settings=settings_pb2.TenantSettings(
                 redaction_mode=redaction_mode_value(mode), etag=etag
             ),
             update_mask=field_mask_pb2.FieldMask(paths=["redaction_mode"]),
         )
-        return self._call(self._stub.UpdateTenantSettings, request, retry=not etag)
+        attempts = Attempts()
+        answer = self._call(
+            self._stub.UpdateTenantSettings, request, retry=not etag, attempts=attempts
+        )
+        if (lookup := own_change(answer.event_id, attempts, SETTINGS_UPDATED)) is not None:
+            found = self._call(self._stub.Query, lookup)
+            answer.event_id = found.events[0].id if found.events else ""
+        return answer
 
     def hash_secret(self, value: str) -> str:
         """Admin: `hmac-sha256:<hex>`, what redaction in HMAC mode writes for
@@ -461,10 +472,20 @@ class AuditClient:
         The change is recorded in the log before it applies. With `etag` (the
         policy's, as read), it applies only to that policy: AbortedError if it
         changed since. Such a call is not retried: a retry of one that applied
-        would find its own change and fail; read the policy again instead."""
+        would find its own change and fail; read the policy again instead. A
+        retried call (without `etag`) whose earlier attempt applied, its
+        answer lost, finds the policy as asked: it answers the `event_id` of
+        that attempt's change, found by one query, as recorded queries are."""
         policy = retention_policy(default, categories or {}, action_prefixes or {}, etag=etag)
         request = retention_pb2.UpdateRetentionPolicyRequest(policy=policy)
-        return self._call(self._stub.UpdateRetentionPolicy, request, retry=not etag)
+        attempts = Attempts()
+        answer = self._call(
+            self._stub.UpdateRetentionPolicy, request, retry=not etag, attempts=attempts
+        )
+        if (lookup := own_change(answer.event_id, attempts, POLICY_UPDATED)) is not None:
+            found = self._call(self._stub.Query, lookup)
+            answer.event_id = found.events[0].id if found.events else ""
+        return answer
 
     def preview_retention_policy(
         self,

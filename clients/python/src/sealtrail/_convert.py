@@ -141,11 +141,17 @@ class Attempts:
     made: int = 0
     own_id: str | None = None
 
+    @property
+    def retried_own_id(self) -> str | None:
+        """The call's own request id once it made more than one attempt: what
+        an earlier attempt recorded carries it."""
+        return self.own_id if self.made > 1 else None
+
     def recorded(self, event: event_pb2.Event, deduplicated: bool) -> bool:
         """Whether the server's `deduplicated` answer of `event` stands: not
         when an earlier attempt of this call recorded it."""
-        mine = self.made > 1 and self.own_id is not None
-        return deduplicated and not (mine and event.context.request_id == self.own_id)
+        own = self.retried_own_id
+        return deduplicated and not (own is not None and event.context.request_id == own)
 
 
 def record_result(response: audit_service_pb2.RecordResponse, attempts: Attempts) -> RecordResult:
@@ -458,6 +464,25 @@ def merge_resent(
         if result.error is not None:
             result.error.retried = True
         results[place] = result
+
+
+# The events recording a change of the retention policy, and of the settings.
+POLICY_UPDATED = "retention.policy_updated"
+SETTINGS_UPDATED = "tenant.settings_updated"
+
+
+def own_change(
+    event_id: str, attempts: Attempts, action: str
+) -> audit_service_pb2.QueryRequest | None:
+    """The query that finds the change (an `action` event) an earlier attempt
+    of a retried change recorded, its answer lost, when the attempt that
+    answered found it made (no `event_id`): else the answer would say
+    nothing was recorded (helper-197). None when there is none to look for."""
+    own = attempts.retried_own_id
+    if event_id or own is None:
+        return None
+    changes = event_pb2.EventFilter(actions=[action], request_id=own)
+    return audit_service_pb2.QueryRequest(filter=changes, page_size=1)
 
 
 def query_request(
