@@ -8,6 +8,7 @@ import random
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -293,3 +294,22 @@ async def _scripted(
         yield f"127.0.0.1:{port}"
     finally:
         await server.stop(None)
+
+
+def test_a_stream_asked_to_start_after_a_seq_and_at_a_time_is_refused() -> None:
+    """It started after the seq and ignored `since` without a word; the
+    command line refuses the two (helper-197's suspicion). No server: the
+    refusal comes before any call."""
+    since = datetime(2026, 1, 1, tzinfo=UTC)
+    with (
+        AuditClient("127.0.0.1:9", token="t", max_attempts=1) as client,
+        pytest.raises(ValueError, match="after_seq or since, not both"),
+    ):
+        next(client.stream(after_seq=5, since=since))
+
+
+async def test_an_async_stream_asked_to_start_after_a_seq_and_at_a_time_is_refused() -> None:
+    since = datetime(2026, 1, 1, tzinfo=UTC)
+    async with AsyncAuditClient("127.0.0.1:9", token="t", max_attempts=1) as client:
+        with pytest.raises(ValueError, match="after_seq or since, not both"):
+            await anext(client.stream(after_seq=5, since=since))

@@ -795,19 +795,21 @@ class AsyncAuditClient:
         on_heartbeat: Callable[[int], None] | None = None,
         on_purged: Callable[[audit_service_pb2.PurgedRange], None] | None = None,
     ) -> AsyncIterator[event_pb2.Event]:
-        """Yields matching events after seq `after_seq` (or received since
-        `since`, or from now), then live ones as they commit, until the caller
-        stops. After a disconnect it resumes from its last cursor, so nothing is
-        skipped or repeated. `on_heartbeat(cursor)` sees the idle heartbeats;
-        `on_purged(range)`, if given, each range of seqs retention removed that
-        the stream passes over (announced between the events around it, and
-        instead of a PURGED error for a cursor whose next event was removed).
-        Once connected, it reconnects while the errors are worth retrying
-        (UNAVAILABLE, ..., and an end the server chose) however many, backing
-        off more (to max_backoff, or the server's retry delay) while it makes
-        no progress, so it outlasts a server's restart; before it first
-        connects it gives up as a call does (max_attempts), and any other
-        error ends it."""
+        """Yields matching events after seq `after_seq` (or received since `since`,
+        not both: ValueError; or from now), then live ones as they commit, until
+        the caller stops. After a disconnect it resumes from its last cursor, so
+        nothing is skipped or repeated. `on_heartbeat(cursor)` sees the idle
+        heartbeats; `on_purged(range)`, if given, each range of seqs retention
+        removed that the stream passes over (announced between the events around
+        it, and instead of a PURGED error for a cursor whose next event was
+        removed). Once connected, it reconnects while the errors are worth
+        retrying (UNAVAILABLE, ..., and an end the server chose) however many,
+        backing off more (to max_backoff, or the server's retry delay) while it
+        makes no progress, so it outlasts a server's restart; before it first
+        connects it gives up as a call does (max_attempts), and any other error
+        ends it."""
+        if after_seq is not None and since is not None:  # `since` went unheeded
+            raise ValueError("a stream starts after_seq or since, not both")
         if self._closed:
             raise ClientClosedError
         cursor, attempt, retrying, connected = after_seq, 1, None, False
