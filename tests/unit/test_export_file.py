@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sealtrail import ExportError
+from sealtrail import AsyncAuditClient, AuditClient, ExportError
 from sealtrail._export import ExportFile
 from sealtrail.v1 import audit_service_pb2 as pb
 
@@ -163,3 +163,21 @@ def test_an_export_whose_manifest_cannot_be_written_leaves_nothing(
         with pytest.raises(OSError):
             target.receive(_manifest(b"a,b\n"))
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv.manifest.json"]
+
+
+async def test_an_export_in_a_format_unknown_is_refused_naming_the_formats(
+    tmp_path: Path,
+) -> None:
+    """`format="CSV"` raised KeyError: 'CSV', where an unknown query order is
+    a ValueError naming the ones known (helper-197's suspicion). Refused
+    before any call, leaving nothing; the async client alike."""
+    target = tmp_path / "events.csv"
+    with (
+        AuditClient("127.0.0.1:9", token="t", max_attempts=1) as client,
+        pytest.raises(ValueError, match=r"format: expected 'csv', 'ndjson' or 'json', got 'CSV'"),
+    ):
+        client.export(target, format="CSV")  # type: ignore[arg-type]
+    async with AsyncAuditClient("127.0.0.1:9", token="t", max_attempts=1) as aclient:
+        with pytest.raises(ValueError, match=r"format: expected .* got 'CSV'"):
+            await aclient.export(target, format="CSV")  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []

@@ -59,7 +59,7 @@ from sealtrail._errors import (
     stream_ended,
     stream_metadata,
 )
-from sealtrail._export import FORMATS, ExportFile, ExportFormat
+from sealtrail._export import ExportFile, ExportFormat, export_format
 from sealtrail._retry import (
     COUNT_TIMEOUT,
     ENTRY_RETRYABLE,
@@ -670,7 +670,7 @@ class AuditClient:
         if self._closed:
             raise ClientClosedError
         request = audit_service_pb2.ExportRequest(
-            filter=filter, format=FORMATS[format], first_seq=first_seq, last_seq=last_seq
+            filter=filter, format=export_format(format), first_seq=first_seq, last_seq=last_seq
         )
         metadata, sent_id = stream_metadata(self._metadata, owns_channel=self._owns_channel)
         try:

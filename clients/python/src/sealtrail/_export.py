@@ -23,6 +23,15 @@ FORMATS: dict[str, audit_service_pb2.ExportFormat.ValueType] = {
 }
 
 
+def export_format(format: str) -> audit_service_pb2.ExportFormat.ValueType:
+    """The ExportFormat named `format`; ValueError naming the known ones, as
+    for a query's order (it was a KeyError, of the name alone)."""
+    try:
+        return FORMATS[format]
+    except KeyError:
+        raise ValueError(f"format: expected 'csv', 'ndjson' or 'json', got {format!r}") from None
+
+
 _BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
 
 
