@@ -165,6 +165,20 @@ def test_an_export_whose_manifest_cannot_be_written_leaves_nothing(
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv.manifest.json"]
 
 
+def test_an_export_whose_file_cannot_take_its_name_leaves_no_manifest_either(
+    tmp_path: Path,
+) -> None:
+    """The manifest was kept first, then the content renamed: a rename that
+    failed left a manifest of an export that is not there, beside whatever
+    has the name (helper-197's suspicion)."""
+    (tmp_path / "out.csv").mkdir()  # the name taken by a directory
+    with ExportFile(tmp_path / "out.csv", manifest_beside=True) as target:
+        target.receive(_chunk(b"a,b\n"))
+        with pytest.raises(OSError):
+            target.receive(_manifest(b"a,b\n"))
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
 async def test_an_export_in_a_format_unknown_is_refused_naming_the_formats(
     tmp_path: Path,
 ) -> None:

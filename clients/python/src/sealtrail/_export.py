@@ -151,13 +151,19 @@ class ExportFile:
             )
         if self._manifest_beside:
             self._keep_manifest(manifest)
-        os.replace(self._temporary, self.path)
+        try:
+            os.replace(self._temporary, self.path)
+        except OSError:
+            if self._manifest_beside:  # of an export that is not there (helper-197)
+                manifest_path(self.path).unlink(missing_ok=True)
+            raise
         self.manifest = manifest
 
     def _keep_manifest(self, manifest: audit_service_pb2.ExportManifest) -> None:
         """The manifest in place before the content takes its name, so the
         export never appears without it (a manifest that cannot be written
-        fails the export, leaving nothing)."""
+        fails the export, leaving nothing; a content that then cannot take
+        its name, the manifest is removed)."""
         kept = manifest_path(self.path)
         fd, temporary = _temporary_beside(kept)
         try:
