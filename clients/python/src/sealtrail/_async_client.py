@@ -477,10 +477,17 @@ class AsyncAuditClient:
         answer = await self._call(
             self._stub.UpdateTenantSettings, request, retry=not etag, attempts=attempts
         )
-        if (lookup := own_change(answer.event_id, attempts, SETTINGS_UPDATED)) is not None:
-            found = await self._call(self._stub.Query, lookup)
-            answer.event_id = found.events[0].id if found.events else ""
+        answer.event_id = await self._own_change(answer.event_id, attempts, SETTINGS_UPDATED)
         return answer
+
+    async def _own_change(self, event_id: str, attempts: Attempts, action: str) -> str:
+        """The `event_id` a change answered, or, for a retried change that
+        found its lost attempt's change made, that change's, found by one
+        query (`own_change`)."""
+        if (lookup := own_change(event_id, attempts, action)) is None:
+            return event_id
+        found = await self._call(self._stub.Query, lookup)
+        return found.events[0].id if found.events else ""
 
     async def hash_secret(self, value: str) -> str:
         """Admin: `hmac-sha256:<hex>`, what redaction in HMAC mode writes for
@@ -547,9 +554,7 @@ class AsyncAuditClient:
         answer = await self._call(
             self._stub.UpdateRetentionPolicy, request, retry=not etag, attempts=attempts
         )
-        if (lookup := own_change(answer.event_id, attempts, POLICY_UPDATED)) is not None:
-            found = await self._call(self._stub.Query, lookup)
-            answer.event_id = found.events[0].id if found.events else ""
+        answer.event_id = await self._own_change(answer.event_id, attempts, POLICY_UPDATED)
         return answer
 
     async def preview_retention_policy(

@@ -412,10 +412,17 @@ class AuditClient:
         answer = self._call(
             self._stub.UpdateTenantSettings, request, retry=not etag, attempts=attempts
         )
-        if (lookup := own_change(answer.event_id, attempts, SETTINGS_UPDATED)) is not None:
-            found = self._call(self._stub.Query, lookup)
-            answer.event_id = found.events[0].id if found.events else ""
+        answer.event_id = self._own_change(answer.event_id, attempts, SETTINGS_UPDATED)
         return answer
+
+    def _own_change(self, event_id: str, attempts: Attempts, action: str) -> str:
+        """The `event_id` a change answered, or, for a retried change that
+        found its lost attempt's change made, that change's, found by one
+        query (`own_change`)."""
+        if (lookup := own_change(event_id, attempts, action)) is None:
+            return event_id
+        found = self._call(self._stub.Query, lookup)
+        return found.events[0].id if found.events else ""
 
     def hash_secret(self, value: str) -> str:
         """Admin: `hmac-sha256:<hex>`, what redaction in HMAC mode writes for
@@ -482,9 +489,7 @@ class AuditClient:
         answer = self._call(
             self._stub.UpdateRetentionPolicy, request, retry=not etag, attempts=attempts
         )
-        if (lookup := own_change(answer.event_id, attempts, POLICY_UPDATED)) is not None:
-            found = self._call(self._stub.Query, lookup)
-            answer.event_id = found.events[0].id if found.events else ""
+        answer.event_id = self._own_change(answer.event_id, attempts, POLICY_UPDATED)
         return answer
 
     def preview_retention_policy(
