@@ -14,6 +14,7 @@ extend them as any append would."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -30,6 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sealtrail import AuditClient, build_filter
 from sealtrail.v1 import audit_service_pb2, event_pb2
 from sealtrail_server.api.convert import element_prefix
+from sealtrail_server.domain.event import context_address, search_names
 from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.domain.merkle import append_leaf, frontier_root
 from sealtrail_server.store.events import ShownEvent, query_statement
@@ -50,10 +52,11 @@ _CHUNK = 200_000
 
 _INSERT = """
 INSERT INTO events (tenant_id, seq, id, occurred_at, received_at, action, category, severity,
-    outcome, actor_id, actor_email, resource_type, resource_id, request_id, leaf_hash, record,
-    event_view)
+    outcome, actor_id, actor_email, resource_type, resource_id, request_id, ip, search_names,
+    leaf_hash, record, event_view)
 SELECT %(tenant)s::text, g, id, t, t, a, 'data_access', 1, 'success', actor, email, 'document',
-    doc, rid, leaf, rec,
+    -- context.ip and resource.name as the appender writes them beside the record
+    doc, rid, '203.0.113.42'::inet, 'Q3 board deck.pdf', leaf, rec,
     %(fixed_view)s::bytea || (%(action_views)s::bytea[])[1 + g %% 5]
     || (%(actor_views)s::bytea[])[1 + g %% 50] || (%(resource_views)s::bytea[])[1 + g %% 997]
     || %(request_id_prefix)s::bytea || convert_to(rid::text, 'UTF8')
@@ -156,18 +159,27 @@ _USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 S
 
 
 def _check_views(conn: psycopg.Connection[Any], tenant: str) -> None:
-    """The views loaded show exactly what the server would store."""
+    """The views loaded show exactly what the server would store, and the
+    columns derived from each record (`ip`, `search_names`) hold what the
+    appender writes: rows narrower than the service's made every figure here
+    flatter than the service's own."""
     rows = conn.execute(
-        "SELECT seq, event_view, record FROM events WHERE tenant_id = %s ORDER BY seq LIMIT 1000",
+        "SELECT seq, event_view, record, host(ip), search_names FROM events"
+        " WHERE tenant_id = %s ORDER BY seq LIMIT 1000",
         [tenant],
     ).fetchall()
     check_views(
         (
             (ShownEvent(seq, view, None, None, None, None, None), record)
-            for seq, view, record in rows
+            for seq, view, record, _, _ in rows
         ),
         tenant_id=tenant,
     )
+    for seq, _, record, ip, names in rows:
+        body = json.loads(record)
+        derived = (context_address(body["context"]["ip"]), search_names(body))
+        if (ip, names) != derived:
+            raise AssertionError(f"seq {seq}: ip and names {(ip, names)}, not {derived}")
 
 
 @dataclass(frozen=True)
