@@ -1190,6 +1190,18 @@ def test_a_payment_card_number_in_text_is_removed(number: str) -> None:
         # head (helper-195)
         ("ref 2024 4111 1111 1111 1111", "ref 2024 [REDACTED:payment_card]"),
         ("batch 0042 0007 5555 5555 5555 4444", "batch 0042 0007 [REDACTED:payment_card]"),
+        # after what only looks like an IBAN's head: a booking code and a word
+        # (helper-200: each was kept in clear)
+        ("flight BA23 with 4111111111111111", "flight BA23 with [REDACTED:payment_card]"),
+        (
+            "Booking UA90 card 4111 1111 1111 1111 exp 12/29",
+            "Booking UA90 card [REDACTED:payment_card] exp 12/29",
+        ),
+        ("user ab12 paid 5555555555554444", "user ab12 paid [REDACTED:payment_card]"),
+        ("IBAN DE89 3704 4111 1111 1111 1111 00", "IBAN DE89 3704 [REDACTED:payment_card] 00"),
+        # a card and its CVV by a dash or a dot, as by a space (helper-200)
+        ("card 5555-5555-5555-4444-737", "card [REDACTED:payment_card]-737"),
+        ("card 5555.5555.5555.4444.737", "card [REDACTED:payment_card].737"),
     ],
 )
 def test_a_card_number_is_found_beside_what_is_written_with_one(text: str, redacted: str) -> None:
@@ -1215,9 +1227,10 @@ def test_a_card_number_is_found_beside_what_is_written_with_one(text: str, redac
         "IBAN ES28 2100 4002 0002 0005 1332",  # a bank account's 16 digits pass Luhn
         "IBAN ES72 2100 4009 0098 7654 3210",
         # 16 digits of a card's shape from an IBAN's second, third or fourth group
-        "IBAN DE89 3704 4111 1111 1111 1111 00",
-        "IBAN LC55 HEMM 0001 4111 1111 1111 1111 00",
-        "IBAN MU17 BOMM 0101 1010 4111 1111 1111 1111",
+        "IBAN DE06 3704 4111 1111 1111 1111 00",
+        "IBAN LC27 HEMM 0001 4111 1111 1111 1111 00",
+        "IBAN MU33 BOMM 0101 1010 4111 1111 1111 1111",
+        "IBAN DE0637044111111111111111100",  # stored without its spaces
     ],
 )
 def test_numbers_that_are_not_card_numbers_are_kept(text: str) -> None:

@@ -213,7 +213,10 @@ class ValuePattern:
     is searched again from the match's next character, not from its end: a
     secret may start inside what was none. `hmac_input`, when set, gives the
     text HMAC mode hashes of a secret: one written in several ways (a card
-    grouped or not) must get one HMAC, to join and to be found."""
+    grouped or not) must get one HMAC, to join and to be found. `kept_at`,
+    when set, tells whether a secret the check accepted, found at a position
+    of a text, is part of a larger value the rule keeps (a card's digits
+    inside an IBAN)."""
 
     name: str
     regex: TextPattern
@@ -224,6 +227,7 @@ class ValuePattern:
     shorter: re.Pattern[str] | None = None
     overlapping: bool = False
     hmac_input: Any = None  # Callable[[str], str]
+    kept_at: Any = None  # Callable[[str, int], bool]
 
 
 def _high_entropy(value: str) -> bool:
@@ -427,39 +431,64 @@ def _payment_card(number: str) -> bool:
     return total % 10 == 0
 
 
-# Where a card's first digit would stand in an IBAN (`DE89 3704 0044 0532 0130
-# 00`): in one of the 1st to 4th groups after its country code and check
-# digits (34 characters at most: the four groups of a card end by its 8th).
-# One look-behind each, as Python's are of one width.
-_IN_AN_IBAN: Final = "".join(
-    r"(?<![A-Za-z]{2}\d\d[ .-]" + r"[A-Za-z0-9]{4}[ .-]" * groups + r"\d)" for groups in range(4)
+# An IBAN as printed or stored (`DE89 3704 0044 0532 0130 00`): country code,
+# check digits, then groups of 4 (the last shorter) by one kind of separator,
+# or none; in capitals, as ISO 13616 writes it.
+_IBAN: Final = re.compile(
+    r"(?<![A-Za-z0-9])[A-Z]{2}\d\d([ .-]?)[A-Z0-9]{4}(?:\1[A-Z0-9]{4})*(?:\1[A-Z0-9]{1,3})?"
+    r"(?![A-Za-z0-9])"
 )
+_IBAN_SEPARATORS: Final = re.compile(r"[ .-]")
+# The furthest before a card's first digit an IBAN holding it starts: its
+# country code, check digits and three groups, with their separators.
+_IBAN_REACH: Final = 4 + 1 + 3 * 5
 
 
-def _card_regex(last_group: str) -> re.Pattern[str]:
-    """Card numbers as written, with `last_group` allowed after 4-4-4-4."""
-    return re.compile(
-        # The first digit before the look-behinds: a pattern that starts with
-        # a class is scanned for in C; one that starts with a look-behind is
-        # tried at every position (twice the cost of redacting an event).
-        r"\d"
-        # Not inside a word or a number (`v4111…`, `0.4111…`, `+4111…`), nor
-        # in an IBAN (`ES28 2100 4002 0002 0005`: a bank account's 16 digits
-        # pass the check one time in ten). After `_`, `/`, `,`, `:`, a number
-        # or groups of 4 digits that are no IBAN's (`cc_4111…`, `/cards/4111…/`,
-        # `10:32 4111 …`, `ref 2024 4111 …`) a card may stand.
-        r"(?<![A-Za-z0-9+]\d)(?<!\d\.\d)"
-        f"{_IN_AN_IBAN}"
-        # Together, or grouped by one kind of separator as cards print them:
-        # 4-4-4-4 (4-4-4-4-3 for 19 digits), American Express's 4-6-5, Diners
-        # Club's 4-6-4.
-        r"(?:\d{12,18}|\d{3}([ .-])(?:\d{4}\1\d{4}\1\d{4}"
-        f"{last_group}"
-        r"|\d{6}\1\d{4,5}))"
-        # Not run on into a word or a longer number; an expiry or a CVV may
-        # follow after a space (`4111… 12/25`, `4111… 123`), a list's comma too.
-        r"(?![A-Za-z0-9_-]|[./:]\d)"
-    )
+def _in_an_iban(text: str, start: int) -> bool:
+    """Whether the card-like digits at `start` of `text` are part of an IBAN
+    (`ES28 2100 4002 0002 0005 1332`: a bank account's 16 digits pass the
+    Luhn check one time in ten). Only a whole IBAN whose check digits hold
+    (ISO 7064 mod 97-10) counts: a run that only looked like one (`flight
+    BA23 with 4111 …`, helper-200) kept the card beside it in clear."""
+    for found in _IBAN.finditer(text, max(0, start - _IBAN_REACH)):
+        if found.start() >= start:
+            return False
+        if found.end() > start and _iban_checks(_IBAN_SEPARATORS.sub("", found.group())):
+            return True
+    return False
+
+
+def _iban_checks(iban: str) -> bool:
+    """An IBAN's length and check digits: moved to the end, letters as 10 to
+    35, the whole number is 1 modulo 97."""
+    if not 15 <= len(iban) <= 34:
+        return False
+    return int("".join(str(int(c, 36)) for c in iban[4:] + iban[:4])) % 97 == 1
+
+
+# Card numbers as written.
+_CARD: Final = re.compile(
+    # The first digit before the look-behinds: a pattern that starts with
+    # a class is scanned for in C; one that starts with a look-behind is
+    # tried at every position (twice the cost of redacting an event).
+    r"\d"
+    # Not inside a word or a number (`v4111…`, `0.4111…`, `+4111…`). After
+    # `_`, `/`, `,`, `:`, a number or groups of 4 digits (`cc_4111…`,
+    # `/cards/4111…/`, `10:32 4111 …`, `ref 2024 4111 …`) a card may stand;
+    # inside an IBAN it is none (`_in_an_iban`).
+    r"(?<![A-Za-z0-9+]\d)(?<!\d\.\d)"
+    # Together, or grouped by one kind of separator as cards print them:
+    # 4-4-4-4 (4-4-4-4-3 for 19 digits), American Express's 4-6-5, Diners
+    # Club's 4-6-4.
+    r"(?:\d{12,18}|\d{3}([ .-])(?:\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{6}\1\d{4,5}))"
+    # Not run on into a word or a longer number; an expiry or a CVV may
+    # follow after a space (`4111… 12/25`, `4111… 123`), a list's comma too.
+    r"(?![A-Za-z0-9_-]|[./:]\d)"
+)
+# The 16 digits of a 4-4-4-4-3 that failed the check: a card and its CVV,
+# by whatever separator (`5555-5555-5555-4444-737`; helper-200: only a space
+# was taken, the dash refused as running on).
+_CARD_BEFORE_ITS_CVV: Final = re.compile(r"\d{4}([ .-])\d{4}\1\d{4}\1\d{4}(?=\1\d{3})")
 
 
 # Not anchored: a card number starts with no literal, and an anchor of digits
@@ -468,16 +497,17 @@ def _card_regex(last_group: str) -> re.Pattern[str]:
 # matches. Not looked for in ids (an order number may look like one).
 PAYMENT_CARD: Final = ValuePattern(
     "payment_card",
-    _card_regex(r"(?:\1\d{3})?"),
+    _CARD,
     check=_payment_card,
     in_identifiers=False,
     # A 4-4-4-4-3 that fails the check is a 16-digit card and its CVV as
     # often (`4111 1111 1111 1111 123`): the 16 digits are tried alone.
-    shorter=_card_regex(""),
+    shorter=_CARD_BEFORE_ITS_CVV,
     # `2024 4111 1111 1111` of `ref 2024 4111 1111 1111 1111` is no card, and
     # the card starts inside it.
     overlapping=True,
     hmac_input=_card_digits,
+    kept_at=_in_an_iban,
 )
 DEFAULT_PATTERNS: Final = (
     _pattern(
@@ -1032,6 +1062,8 @@ class _Run:
             if shorter is None or shorter.end() >= end or not pattern.check(shorter.group()):
                 return match.group(0)
             secret, end = shorter.group(), shorter.end()
+        if pattern.kept_at is not None and pattern.kept_at(match.string, start):
+            return match.group(0)
         self.hits.append((path, pattern.name))
         hashed = secret if pattern.hmac_input is None else pattern.hmac_input(secret)
         replacement = self.replacement(hashed, pattern.name)
