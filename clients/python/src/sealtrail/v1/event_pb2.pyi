@@ -511,7 +511,8 @@ class EventFilter(_message.Message):
     only punctuation, symbols, or numbers such as ½ or ²) is refused.
     The records of reads (audit_log.queried, .exported, .streamed) are
     matched by description and names, not the filter they keep, unless
-    `actions` names them: a search never finds the searches before it.
+    `actions` names them: a search does not find earlier searches by the
+    words they searched for.
     """
     recorded_by: _builtins.str
     """Matches events recorded with the API token of this id (a UUID): after a
