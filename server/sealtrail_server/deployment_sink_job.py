@@ -127,7 +127,13 @@ class DeploymentSinkJob:
             async with self._locked(conn, definition_id) as deployment:
                 if deployment is None:
                     return name, done
-                await self._managed.step(deployment, step, done)
+                # Finished if the pass is cancelled (the server stopping), as
+                # a token's change is if its call is: cut between its record
+                # and its change, the log named an instance never made, and
+                # the next pass recorded it again (helper-200).
+                await asyncio.shield(
+                    asyncio.ensure_future(self._managed.step(deployment, step, done))
+                )
         async with self._locked(conn, definition_id) as deployment:
             if deployment is not None:
                 await self._managed.finish(conn, deployment, done)

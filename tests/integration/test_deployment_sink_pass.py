@@ -7,6 +7,8 @@ commit brings one either (`DeploymentSinkJob.wake`)."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -224,3 +226,44 @@ def test_a_tenant_a_from_now_create_failed_on_starts_where_its_log_stood_at_crea
             [sink] = [sink for sink in admin.list_sinks() if sink.managed]
         assert created.details["from_seq"] == first_sent, tenant_id
         assert sink.state.cursor_seq == first_sent - 1, tenant_id
+
+
+def test_a_pass_cancelled_midway_through_a_step_finishes_it(
+    server: ServerThread,
+    operator: Callable[..., Result],
+    own_database: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server stopping cancels its pass. Landing between a step's record
+    (`sink.created`, committed) and its change, the cancellation left the
+    tenant's log naming an instance never made, and the next pass made it
+    and recorded it again (helper-200). The step is finished, as a token's
+    change is when its call is cancelled."""
+    _definition(operator, "soc-stopped", tmp_path)
+    [tenant] = _tenants_with_logs(server, 1)
+    real = managed_sinks.store.insert_sink
+    reached, go_on = threading.Event(), threading.Event()
+
+    async def held(*args: Any, **kwargs: Any) -> None:
+        reached.set()  # the record is committed; the change is to come
+        await asyncio.to_thread(go_on.wait, 30)
+        await real(*args, **kwargs)
+
+    monkeypatch.setattr(managed_sinks.store, "insert_sink", held)
+    passing = asyncio.run_coroutine_threadsafe(_job(server).run_pass(), server.loop)
+    assert reached.wait(30), "the step did not reach its change"
+    server.loop.call_soon_threadsafe(passing.cancel)
+    with contextlib.suppress(concurrent.futures.CancelledError):
+        passing.result(30)
+    go_on.set()
+
+    deadline = time.monotonic() + 30
+    while _instances(own_database, "soc-stopped") != {tenant}:
+        assert time.monotonic() < deadline, "the cancelled step's instance was not made"
+        time.sleep(0.02)
+    monkeypatch.setattr(managed_sinks.store, "insert_sink", real)
+    server.run(_job(server).run_pass())
+    with AuditClient(server.target, token=server.token(tenant)) as admin:
+        created = list(admin.query(build_filter(actions="sink.created")))
+    assert len(created) == 1
