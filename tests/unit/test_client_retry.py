@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
@@ -624,6 +625,24 @@ def test_a_total_timeout_bounds_a_count_and_a_retention_preview_too(
     assert deadlines.seen[0] == 3.0 and all(d is not None and d <= 3.0 for d in deadlines.seen)
 
 
+@contextlib.asynccontextmanager
+async def _serving(method: str, handler: Any) -> AsyncIterator[str]:
+    """A grpc.aio server answering the service's `method` with `handler`
+    (`request bytes, context -> response bytes`), on a port of its own: the
+    target to dial."""
+    server = grpc.aio.server()
+    handlers = {method: grpc.unary_unary_rpc_method_handler(handler)}
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
+
+
 async def test_the_async_clients_total_timeout_bounds_a_count_too() -> None:
     """As the sync client's (above), against a grpc.aio server whose every
     CountEvents takes 2 s by the client's clock and fails UNAVAILABLE."""
@@ -639,25 +658,17 @@ async def test_the_async_clients_total_timeout_bounds_a_count_too() -> None:
         await context.abort(grpc.StatusCode.UNAVAILABLE, "down")
         raise AssertionError("aborted")
 
-    server = grpc.aio.server()
-    handlers = {"CountEvents": grpc.unary_unary_rpc_method_handler(count_events)}
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-
     async def sleep(seconds: float) -> None:
         now[0] += seconds
 
-    try:
-        async with AsyncAuditClient(
-            f"127.0.0.1:{port}", token="t", total_timeout=3.0, sleep=sleep, clock=lambda: now[0]
-        ) as client:
-            with pytest.raises(UnavailableError):
-                await client.count_events()
-    finally:
-        await server.stop(None)
+    async with (
+        _serving("CountEvents", count_events) as target,
+        AsyncAuditClient(
+            target, token="t", total_timeout=3.0, sleep=sleep, clock=lambda: now[0]
+        ) as client,
+    ):
+        with pytest.raises(UnavailableError):
+            await client.count_events()
     assert attempts == 2  # the third would begin past 3 s
 
 
@@ -920,24 +931,17 @@ async def test_the_async_client_sends_entries_refused_unavailable_again() -> Non
         received.append(audit_service_pb2.RecordBatchRequest.FromString(request))
         return answers[len(received) - 1].SerializeToString()
 
-    server = grpc.aio.server()
-    handlers = {"RecordBatch": grpc.unary_unary_rpc_method_handler(record_batch)}
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
     sleeps: list[float] = []
 
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
-    try:
-        async with AsyncAuditClient(f"127.0.0.1:{port}", token="t", sleep=sleep) as client:
-            events = [event_pb2.Event(action="doc.a", actor=event_pb2.Actor(id="u"))] * 3
-            results = await client.record_batch(events)
-    finally:
-        await server.stop(None)
+    async with (
+        _serving("RecordBatch", record_batch) as target,
+        AsyncAuditClient(target, token="t", sleep=sleep) as client,
+    ):
+        events = [event_pb2.Event(action="doc.a", actor=event_pb2.Actor(id="u"))] * 3
+        results = await client.record_batch(events)
     assert [result.event for result in results] == stored
     first = received[0].events
     assert [list(r.events) for r in received[1:]] == [[first[1], first[2]], [first[1]]]
