@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
@@ -40,6 +39,7 @@ from sealtrail.v1 import (
     retention_pb2,
     settings_pb2,
 )
+from tests.scripted_service import scripted
 
 SERVICE = audit_service_pb2.DESCRIPTOR.services_by_name["AuditLogService"]
 RECORD = SERVICE.methods_by_name["Record"]
@@ -625,24 +625,6 @@ def test_a_total_timeout_bounds_a_count_and_a_retention_preview_too(
     assert deadlines.seen[0] == 3.0 and all(d is not None and d <= 3.0 for d in deadlines.seen)
 
 
-@contextlib.asynccontextmanager
-async def _serving(method: str, handler: Any) -> AsyncIterator[str]:
-    """A grpc.aio server answering the service's `method` with `handler`
-    (`request bytes, context -> response bytes`), on a port of its own: the
-    target to dial."""
-    server = grpc.aio.server()
-    handlers = {method: grpc.unary_unary_rpc_method_handler(handler)}
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        await server.stop(None)
-
-
 async def test_the_async_clients_total_timeout_bounds_a_count_too() -> None:
     """As the sync client's (above), against a grpc.aio server whose every
     CountEvents takes 2 s by the client's clock and fails UNAVAILABLE."""
@@ -662,7 +644,7 @@ async def test_the_async_clients_total_timeout_bounds_a_count_too() -> None:
         now[0] += seconds
 
     async with (
-        _serving("CountEvents", count_events) as target,
+        scripted({"CountEvents": grpc.unary_unary_rpc_method_handler(count_events)}) as target,
         AsyncAuditClient(
             target, token="t", total_timeout=3.0, sleep=sleep, clock=lambda: now[0]
         ) as client,
@@ -937,7 +919,7 @@ async def test_the_async_client_sends_entries_refused_unavailable_again() -> Non
         sleeps.append(seconds)
 
     async with (
-        _serving("RecordBatch", record_batch) as target,
+        scripted({"RecordBatch": grpc.unary_unary_rpc_method_handler(record_batch)}) as target,
         AsyncAuditClient(target, token="t", sleep=sleep) as client,
     ):
         events = [event_pb2.Event(action="doc.a", actor=event_pb2.Actor(id="u"))] * 3

@@ -18,6 +18,7 @@ import pytest
 from sealtrail import AsyncAuditClient, AuditClient, PermissionDeniedError, UnavailableError
 from sealtrail._retry import RetryPolicy
 from sealtrail.v1 import audit_service_pb2, event_pb2
+from tests.scripted_service import scripted
 
 SERVICE = audit_service_pb2.DESCRIPTOR.services_by_name["AuditLogService"]
 STREAM = SERVICE.methods_by_name["StreamEvents"]
@@ -279,21 +280,9 @@ async def _scripted(
 ) -> AsyncIterator[str]:
     """A grpc.aio server on 127.0.0.1 whose StreamEvents is `stream_events`
     (raw bytes in and out); its target."""
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                SERVICE.full_name,
-                {"StreamEvents": grpc.unary_stream_rpc_method_handler(stream_events)},
-            ),
-        )
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        await server.stop(None)
+    handler = grpc.unary_stream_rpc_method_handler(stream_events)
+    async with scripted({"StreamEvents": handler}) as target:
+        yield target
 
 
 def test_a_stream_asked_to_start_after_a_seq_and_at_a_time_is_refused() -> None:
