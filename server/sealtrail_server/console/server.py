@@ -564,10 +564,7 @@ class Console:
         meanwhile by writing it back (ADR 0069, second addendum)."""
         metadata, body = await self._change(request)
         _only(body, "sink", "filter", "etag")
-        if isinstance(body.get("sink"), dict) and "paused" in body["sink"]:
-            raise BadParameter(
-                "sink.paused: not a field of an edit (PATCH {paused, etag} changes it)"
-            )
+        _not_in_an_edit(body, "sink", "paused")
         sink = _sink(body)
         sink.id, sink.etag = request.match_info["id"], _etag(body, "sink")
         kind = sink.WhichOneof("destination")
@@ -655,10 +652,7 @@ class Console:
         show it and must not undo a Disable made meanwhile by writing it back."""
         metadata, body = await self._change(request)
         _only(body, "rule", "filter", "etag")
-        if isinstance(body.get("rule"), dict) and "disabled" in body["rule"]:
-            raise BadParameter(
-                "rule.disabled: not a field of an edit (PATCH {disabled, etag} changes it)"
-            )
+        _not_in_an_edit(body, "rule", "disabled")
         rule = _rule(body)
         rule.id, rule.etag = request.match_info["id"], _etag(body, "alert rule")
         kind = rule.WhichOneof("condition")
@@ -895,6 +889,16 @@ def _rule(body: dict[str, Any]) -> alerting_pb2.AlertRule:
             raise BadParameter(f"rule.{kind}.filter: give the filter once, here or as `filter`")
         condition.filter.CopyFrom(_search_filter(body["filter"]))
     return rule
+
+
+def _not_in_an_edit(body: dict[str, Any], name: str, switch: str) -> None:
+    """Refuses `switch` (`paused`, `disabled`) in the `name` an edit sends:
+    the edit form does not show it, and written back it would undo a Pause
+    or Disable made meanwhile; its PATCH changes it alone."""
+    if isinstance(body.get(name), dict) and switch in body[name]:
+        raise BadParameter(
+            f"{name}.{switch}: not a field of an edit (PATCH {{{switch}, etag}} changes it)"
+        )
 
 
 def _sink(body: dict[str, Any]) -> forwarding_pb2.Sink:
