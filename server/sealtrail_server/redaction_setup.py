@@ -13,7 +13,8 @@ from typing import Final
 import re2
 
 from .config import Settings
-from .domain.redaction import Redactor, TextPattern, ValuePattern, names_nothing
+from .domain.redaction import Redactor, names_nothing
+from .domain.text_patterns import TextPattern, ValuePattern
 from .key_files import load_key_text
 from .python_regex_on_re2 import translate
 

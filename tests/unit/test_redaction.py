@@ -13,14 +13,10 @@ from typing import Any
 
 import pytest
 
-from sealtrail_server.domain.redaction import (
-    HMAC_PREFIX,
-    PAYMENT_CARD,
-    Redactor,
-    ValuePattern,
-    _either_case,
-    hmac_token,
-)
+from sealtrail_server.domain.payment_cards import PAYMENT_CARD
+from sealtrail_server.domain.redaction import HMAC_PREFIX, Redactor, hmac_token
+from sealtrail_server.domain.secret_shapes import either_case
+from sealtrail_server.domain.text_patterns import ValuePattern
 
 REDACTOR = Redactor()
 
@@ -951,7 +947,7 @@ def test_an_anchor_in_either_case_matches_what_the_case_insensitive_rule_does(wo
     """`(?i)` takes the long s (U+017F) for `s`, the Kelvin sign for `k`, the
     dotted and dotless i for `i`: an anchor that missed them let "BASIC" with
     a long s and credentials after it past the prefilter (helper-75)."""
-    anchor = re.compile(_either_case(word))
+    anchor = re.compile(either_case(word))
     for letter in set(word):
         folds = [
             chr(c) for c in range(0x10000) if re.fullmatch(f"(?i){letter}", chr(c)) is not None

@@ -24,24 +24,23 @@ correlate and an investigator holding the value can find it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
-import math
 import re
 import unicodedata
 from bisect import bisect_left
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import pairwise
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple
 
 from .canonical import canonical_json
 from .event import MAX_ID, ValidEvent, search_names
 from .json_path import JsonPath, path_text
+from .payment_cards import PAYMENT_CARD
+from .secret_shapes import HIGH_ENTROPY_ASSIGNMENT, KNOWN_SHAPES, basic_credentials, random_value
+from .text_patterns import TextPattern, ValuePattern, value_pattern
 
 FIELD_NAME_RULE: Final = "field_name"
 ASSIGNMENT_RULE: Final = "secret_assignment"
@@ -181,122 +180,6 @@ _LIMITS: Final = frozenset({"max", "min"})
 _WHOLE_WORD_NAMES: Final = frozenset({"pin"})
 
 
-class TextMatch(Protocol):
-    """What redaction reads of a match (Python's `re.Match`, RE2's)."""
-
-    def group(self, group: int, /) -> Any: ...
-    def start(self, group: int, /) -> int: ...
-    def end(self, group: int, /) -> int: ...
-
-
-class TextPattern(Protocol):
-    """What redaction asks of a compiled pattern: Python's `re.Pattern`, or
-    RE2's (google-re2), which an operator's patterns are compiled with."""
-
-    @property
-    def pattern(self) -> str: ...
-    def search(self, string: str, pos: int = 0, /) -> TextMatch | None: ...
-    def sub(self, repl: Callable[[Any], str], string: str, /) -> str: ...
-
-
-@dataclass(frozen=True)
-class ValuePattern:
-    """A secret inside text: `regex` finds it; the `group` (0: the whole match)
-    is what is replaced. `check`, when set, must also accept the secret.
-    `anchor`, when set, is a cheap regex that matches wherever `regex` can:
-    text without it is not scanned further. Each of its alternatives should
-    start with a literal character (`_prefilter` says why). `in_identifiers`: the pattern is
-    also looked for in ids (a token is one, a `name=value` is not). `shorter`,
-    when set, is matched where a secret the check refused starts, and its
-    match checked in turn: a secret the longer match ran on past.
-    `overlapping`: where the check refused a match (and `shorter`), the text
-    is searched again from the match's next character, not from its end: a
-    secret may start inside what was none. `hmac_input`, when set, gives the
-    text HMAC mode hashes of a secret: one written in several ways (a card
-    grouped or not) must get one HMAC, to join and to be found. `kept_at`,
-    when set, tells whether a secret the check accepted, found at a position
-    of a text, is part of a larger value the rule keeps (a card's digits
-    inside an IBAN)."""
-
-    name: str
-    regex: TextPattern
-    group: int = 0
-    check: Any = None  # Callable[[str], bool]; Any keeps the dataclass hashable
-    anchor: str | None = None
-    in_identifiers: bool = True
-    shorter: re.Pattern[str] | None = None
-    overlapping: bool = False
-    hmac_input: Any = None  # Callable[[str], str]
-    kept_at: Any = None  # Callable[[str, int], bool]
-
-
-def _high_entropy(value: str) -> bool:
-    """Random-looking: three character classes (so hex digests and UUIDs are
-    not) and at least 3.5 bits of Shannon entropy per character."""
-    classes = (
-        any(c.islower() for c in value)
-        + any(c.isupper() for c in value)
-        + any(c.isdigit() for c in value)
-        + any(not c.isalnum() for c in value)
-    )
-    if classes < 3:
-        return False
-    counts = Counter(value).values()
-    size = len(value)
-    return -sum(n / size * math.log2(n / size) for n in counts) >= 3.5
-
-
-_UUID: Final = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
-
-
-def _random_value(value: str) -> bool:
-    return _UUID.fullmatch(value) is None and _high_entropy(value)
-
-
-def _basic_credentials(value: str) -> bool:
-    """Base64 of `user:password` in printable text, not a word that follows
-    "basic" nor one that decodes to bytes with a `:` among them (`Okta`)."""
-    try:
-        decoded = base64.b64decode(value + "=" * (-len(value) % 4), validate=True).decode()
-    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
-        return False
-    user, colon, password = decoded.partition(":")
-    return bool(colon and user and password) and decoded.isprintable()
-
-
-# What else Python's case-insensitive matching takes for a letter than its two
-# cases (`(?i)s` matches the long s); a test checks this against the engine.
-_OTHER_CASES: Final = {"i": "\u0130\u0131", "k": "\u212a", "s": "\u017f"}
-
-
-def _either_case(word: str) -> str:
-    """`word` in any case, as `(?i)` matches it, in alternatives that start
-    with a literal: `bearer` -> `B[Ee][Aa]…|b[Ee][Aa]…` (where `(?i:bearer)`
-    starts with a case-insensitive one, which `_prefilter`'s fast path does
-    not take)."""
-
-    def cases(letter: str) -> str:
-        return letter.upper() + letter.lower() + _OTHER_CASES.get(letter.lower(), "")
-
-    rest = "".join(f"[{cases(c)}]" for c in word[1:])
-    return "|".join(first + rest for first in cases(word[0]))
-
-
-def _pattern(
-    name: str,
-    regex: str,
-    group: int = 0,
-    check: Any = None,
-    *,
-    anchor: str,
-    in_identifiers: bool = True,
-) -> ValuePattern:
-    return ValuePattern(name, re.compile(regex), group, check, anchor, in_identifiers)
-
-
-# Denied names `secret_assignment` does not look for in text: those the header
-# rules read with their own shape of value ("Authorization: approved by lead"
-# is prose), and plurals that count as often as they hold secrets
 # (`total_tokens: 22`).
 _NOT_ASSIGNED: Final = frozenset({"authorization", "cookie", "cookies", "setcookie"}) | {
     name for name in _COUNTABLE if name != "credentials"
@@ -338,7 +221,7 @@ def _secret_assignment(names: frozenset[str]) -> ValuePattern:
     # `=>` in prose is an arrow ("password => changed"): an assignment with
     # its name or its value quoted (PHP's `'password' => …`, Ruby's `:pin => '…'`).
     arrow = rf"{quoted}\s*+=>|\s*+=>(?=\s*+{quoted})"
-    return _pattern(
+    return value_pattern(
         ASSIGNMENT_RULE,
         rf"(?i)(?:(?:{_names(names & _PROSE_NAMES)}){number}"
         rf"(?:{quoted}?\s*+(?:=(?!>)|:)|{arrow})"
@@ -394,238 +277,10 @@ def _trie_rest(node: dict[str, Any]) -> str:
 
 _DEFAULT_ASSIGNMENT: Final = _secret_assignment(DEFAULT_FIELD_NAMES)
 
-# Card brands by their number's first digits (IIN ranges) and lengths: Visa,
-# Mastercard (51-55, 2221-2720), American Express, Discover, JCB, Diners Club,
-# UnionPay. A number of another prefix is taken for an id.
-_CARD_BRANDS: Final = (
-    # Visa's 13 digits are long retired, and as many unseparated digits are
-    # a phone number written without its `+` as often (helper-191).
-    (re.compile(r"4"), frozenset({16, 19})),
-    (re.compile(r"5[1-5]|222[1-9]|22[3-9]\d|2[3-6]\d\d|27[01]\d|2720"), frozenset({16})),
-    (re.compile(r"3[47]"), frozenset({15})),
-    (re.compile(r"6011|64[4-9]|65"), frozenset(range(16, 20))),
-    (re.compile(r"352[89]|35[3-8]\d"), frozenset(range(16, 20))),
-    (re.compile(r"30[0-5]|36|38"), frozenset(range(14, 20))),
-    (re.compile(r"62"), frozenset(range(16, 20))),
-)
-_CARD_SEPARATORS: Final = re.compile(r"[ .-]")
-
-
-def _card_digits(number: str) -> str:
-    """A card number as written, without its separators."""
-    return _CARD_SEPARATORS.sub("", number)
-
-
-def _payment_card(number: str) -> bool:
-    """A card number as written (the pattern holds it to the groupings cards
-    print): its digits a brand's length and prefix, passing the Luhn check.
-    A random 16 digits passes the check one time in ten, so the brand is
-    required too: an order number of another prefix is kept."""
-    digits = _card_digits(number)
-    if not any(prefix.match(digits) and len(digits) in lengths for prefix, lengths in _CARD_BRANDS):
-        return False
-    total = 0
-    for position, digit in enumerate(reversed(digits)):
-        value = int(digit) * (2 if position % 2 else 1)
-        total += value - 9 if value > 9 else value
-    return total % 10 == 0
-
-
-# An IBAN as printed or stored (`DE89 3704 0044 0532 0130 00`): country code,
-# check digits, then groups of 4 (the last shorter) by one kind of separator,
-# or none; in capitals, as ISO 13616 writes it.
-_IBAN: Final = re.compile(
-    r"(?<![A-Za-z0-9])[A-Z]{2}\d\d([ .-]?)[A-Z0-9]{4}(?:\1[A-Z0-9]{4})*(?:\1[A-Z0-9]{1,3})?"
-    r"(?![A-Za-z0-9])"
-)
-_IBAN_SEPARATORS: Final = re.compile(r"[ .-]")
-# The furthest before a card's first digit an IBAN holding it starts: its
-# country code, check digits and three groups, with their separators.
-_IBAN_REACH: Final = 4 + 1 + 3 * 5
-
-
-def _in_an_iban(text: str, start: int) -> bool:
-    """Whether the card-like digits at `start` of `text` are part of an IBAN
-    (`ES28 2100 4002 0002 0005 1332`: a bank account's 16 digits pass the
-    Luhn check one time in ten). Only a whole IBAN whose check digits hold
-    (ISO 7064 mod 97-10) counts: a run that only looked like one (`flight
-    BA23 with 4111 …`, helper-200) kept the card beside it in clear."""
-    for found in _IBAN.finditer(text, max(0, start - _IBAN_REACH)):
-        if found.start() >= start:
-            return False
-        if found.end() > start and _iban_checks(_IBAN_SEPARATORS.sub("", found.group())):
-            return True
-    return False
-
-
-def _iban_checks(iban: str) -> bool:
-    """An IBAN's length and check digits: moved to the end, letters as 10 to
-    35, the whole number is 1 modulo 97."""
-    if not 15 <= len(iban) <= 34:
-        return False
-    return int("".join(str(int(c, 36)) for c in iban[4:] + iban[:4])) % 97 == 1
-
-
-# Card numbers as written.
-_CARD: Final = re.compile(
-    # The first digit before the look-behinds: a pattern that starts with
-    # a class is scanned for in C; one that starts with a look-behind is
-    # tried at every position (twice the cost of redacting an event).
-    r"\d"
-    # Not inside a word or a number (`v4111…`, `0.4111…`, `+4111…`). After
-    # `_`, `/`, `,`, `:`, a number or groups of 4 digits (`cc_4111…`,
-    # `/cards/4111…/`, `10:32 4111 …`, `ref 2024 4111 …`) a card may stand;
-    # inside an IBAN it is none (`_in_an_iban`).
-    r"(?<![A-Za-z0-9+]\d)(?<!\d\.\d)"
-    # Together, or grouped by one kind of separator as cards print them:
-    # 4-4-4-4 (4-4-4-4-3 for 19 digits), American Express's 4-6-5, Diners
-    # Club's 4-6-4.
-    r"(?:\d{12,18}|\d{3}([ .-])(?:\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{6}\1\d{4,5}))"
-    # Not run on into a word or a longer number; an expiry or a CVV may
-    # follow after a space (`4111… 12/25`, `4111… 123`), a list's comma too.
-    r"(?![A-Za-z0-9_-]|[./:]\d)"
-)
-# The 16 digits of a 4-4-4-4-3 that failed the check: a card and its CVV,
-# by whatever separator (`5555-5555-5555-4444-737`; helper-200: only a space
-# was taken, the dash refused as running on).
-_CARD_BEFORE_ITS_CVV: Final = re.compile(r"\d{4}([ .-])\d{4}\1\d{4}\1\d{4}(?=\1\d{3})")
-
-
-# Not anchored: a card number starts with no literal, and an anchor of digits
-# would send every text holding one through every rule. Searched on its own,
-# this costs one scan of each string; the other rules run only where it
-# matches. Not looked for in ids (an order number may look like one).
-PAYMENT_CARD: Final = ValuePattern(
-    "payment_card",
-    _CARD,
-    check=_payment_card,
-    in_identifiers=False,
-    # A 4-4-4-4-3 that fails the check is a 16-digit card and its CVV as
-    # often (`4111 1111 1111 1111 123`): the 16 digits are tried alone.
-    shorter=_CARD_BEFORE_ITS_CVV,
-    # `2024 4111 1111 1111` of `ref 2024 4111 1111 1111 1111` is no card, and
-    # the card starts inside it.
-    overlapping=True,
-    hmac_input=_card_digits,
-    kept_at=_in_an_iban,
-)
 DEFAULT_PATTERNS: Final = (
-    _pattern(
-        "pem_private_key",
-        # To its END line, or to the end of the text when it was cut off.
-        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?"
-        r"(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)",
-        anchor="PRIVATE KEY",
-    ),
-    # Only from where a run of token characters starts (or after a URL-encoded
-    # `=`): from each `eyJ` inside a run, the run was read to its end again.
-    _pattern(
-        "jwt",
-        r"(?:(?<![A-Za-z0-9_-])|(?<=%3[Dd]))"
-        r"eyJ[A-Za-z0-9_-]{8,}+\.eyJ[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]{8,}",
-        anchor="eyJ",
-    ),
-    _pattern(
-        "bearer", r"(?i)\bbearer\s+([A-Za-z0-9._~+/-]{8,}=*)", 1, anchor=_either_case("bearer")
-    ),
-    _pattern(
-        "basic_auth",
-        r"(?i)\bbasic\s+([A-Za-z0-9+/]{8,}={0,2})",
-        1,
-        _basic_credentials,
-        anchor=_either_case("basic"),
-    ),
-    # The password runs to the authority's last `@` (`p@ss@host`); the user may
-    # be empty (`redis://:pass@host`). One with a raw `/` (`admin:pa/ss@db`, not
-    # valid in a URL but written so) runs to the last `@` within 256 characters
-    # before a space, unless it starts as a port does, digits then `/`, `?`,
-    # `#` or `,` (`https://host:443/@alice`, `mongodb://h1:27017,h2`).
-    _pattern(
-        "url_password",
-        r"(?i)(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*+://[^/\s:@\[]*:"
-        r"([^/\s]+|(?!\d*[/?#,])[^/\s]*/\S{0,255})@",
-        1,
-        anchor="://",
-    ),
-    # An access key id names a key (CloudTrail logs it as such): redacted in
-    # text, where it often sits beside its secret, but not where it is an id.
-    _pattern(
-        "aws_access_key",
-        r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b",
-        anchor="A[KSBC][IC]A",
-        in_identifiers=False,
-    ),
-    _pattern(
-        "github_token",
-        r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})",
-        anchor="gh[pousr]_|github_pat_",
-    ),
-    _pattern("stripe_key", r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}", anchor="k_live_|k_test_"),
-    _pattern("slack_token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}", anchor="xox"),
-    # OpenAI's keys (`sk-` and 48 letters and digits; `sk-proj-`, `sk-svcacct-`,
-    # `sk-admin-` and 40 or more) and Anthropic's (`sk-ant-api03-`, 80 or more):
-    # random-looking, as `sk-prod-eu-west-1-cluster-01` is not.
-    _pattern(
-        "ai_api_key",
-        r"(?<![A-Za-z0-9_-])sk-(?:[A-Za-z0-9]{48}|(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,}+"
-        r"|ant-(?:api|admin)\d\d-[A-Za-z0-9_-]{80,}+)(?![A-Za-z0-9_-])",
-        check=_random_value,
-        anchor="sk-",
-    ),
-    _pattern("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])", anchor="AIza"),
-    _pattern(
-        "gitlab_token",
-        r"\bgl(?:pat|dt|ptt|rt)-[0-9A-Za-z_-]{20,}+",
-        anchor="glpat-|gldt-|glptt-|glrt-",
-    ),
-    _pattern("npm_token", r"\bnpm_[A-Za-z0-9]{36}\b", anchor="npm_"),
-    _pattern("pypi_token", r"\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}", anchor="pypi-"),
-    _pattern("huggingface_token", r"\bhf_[A-Za-z]{34}\b", anchor="hf_"),
-    _pattern(
-        "sendgrid_key",
-        r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])",
-        anchor="SG\\.",
-    ),
-    _pattern("digitalocean_token", r"\bdo[opr]_v1_[a-f0-9]{64}\b", anchor="_v1_"),
-    _pattern(
-        "slack_webhook",
-        r"https://hooks\.slack\.com/services/[A-Za-z0-9]+/[A-Za-z0-9]+/\w+",
-        anchor="hooks\\.slack",
-    ),
-    _pattern("sealtrail_token", r"\bstk_[A-Za-z0-9_-]{20,}", anchor="stk_"),
-    _pattern(
-        "authorization_header",
-        # A credential has a digit in it; "Authorization: approved by lead" has
-        # none. Looked for within its first 256 characters: unbounded, the
-        # look from each header of a run of them read the run to its end.
-        r"(?i)\bauthorization[\"']?\s*[=:]\s*[\"']?(?:[a-z]++\s+)?"
-        r"((?=[^\s\"',;]{0,255}\d)[^\s\"',;]{8,})",
-        1,
-        anchor=_either_case("authorization"),
-        in_identifiers=False,
-    ),
-    _pattern(
-        "cookie_header",
-        # name=value...; a name holds no `:`, so the look for its `=` stops at
-        # the next header instead of reading a run of them to its end.
-        r"(?i)\b(?:set-)?cookie[\"']?\s*:\s*[\"']?([^\s\"'=;:]+=[^\r\n\"']*)",
-        1,
-        anchor=_either_case("cookie"),
-        in_identifiers=False,
-    ),
+    *KNOWN_SHAPES,
     _DEFAULT_ASSIGNMENT,  # a redactor's own names replace the defaults (`Redactor`)
-    # A name starts where a run of name characters does (the look-behind):
-    # tried from each boundary inside a run, the run was scanned again each
-    # time.
-    _pattern(
-        "high_entropy_assignment",
-        r"(?<![A-Za-z0-9_.-])[A-Za-z_-][A-Za-z0-9_.-]*+[\"']?\s*(?:=>?|:)\s*[\"']?"
-        r"([A-Za-z0-9+_~-][A-Za-z0-9+/_.~-]{19,}={0,2})",
-        1,
-        _random_value,
-        anchor="=|:",
-        in_identifiers=False,
-    ),
+    HIGH_ENTROPY_ASSIGNMENT,
     PAYMENT_CARD,
 )
 
@@ -1281,8 +936,8 @@ def _credentials_shaped(value: Any) -> bool:
     `aws:sigv4`, `Okta`), nor a URL."""
     return isinstance(value, str) and (
         _USER_AND_PASSWORD.fullmatch(value) is not None
-        or _basic_credentials(value)
-        or (len(value) >= _RANDOM_TOKEN_LENGTH and _random_value(value))
+        or basic_credentials(value)
+        or (len(value) >= _RANDOM_TOKEN_LENGTH and random_value(value))
     )
 
 

@@ -1,0 +1,194 @@
+"""Secrets of a known shape, found inside free text: private keys, JWTs,
+bearer and basic credentials, URL passwords, the token formats of the common
+providers, credential headers, and `name=value` assignments of random-looking
+values. Each rule has an anchor, a cheap literal it cannot match without
+(redaction.py's `_prefilter` says why)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+from collections import Counter
+from typing import Final
+
+from .text_patterns import value_pattern
+
+
+def _high_entropy(value: str) -> bool:
+    """Random-looking: three character classes (so hex digests and UUIDs are
+    not) and at least 3.5 bits of Shannon entropy per character."""
+    classes = (
+        any(c.islower() for c in value)
+        + any(c.isupper() for c in value)
+        + any(c.isdigit() for c in value)
+        + any(not c.isalnum() for c in value)
+    )
+    if classes < 3:
+        return False
+    counts = Counter(value).values()
+    size = len(value)
+    return -sum(n / size * math.log2(n / size) for n in counts) >= 3.5
+
+
+_UUID: Final = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+
+def random_value(value: str) -> bool:
+    return _UUID.fullmatch(value) is None and _high_entropy(value)
+
+
+def basic_credentials(value: str) -> bool:
+    """Base64 of `user:password` in printable text, not a word that follows
+    "basic" nor one that decodes to bytes with a `:` among them (`Okta`)."""
+    try:
+        decoded = base64.b64decode(value + "=" * (-len(value) % 4), validate=True).decode()
+    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
+        return False
+    user, colon, password = decoded.partition(":")
+    return bool(colon and user and password) and decoded.isprintable()
+
+
+# What else Python's case-insensitive matching takes for a letter than its two
+# cases (`(?i)s` matches the long s); a test checks this against the engine.
+_OTHER_CASES: Final = {"i": "\u0130\u0131", "k": "\u212a", "s": "\u017f"}
+
+
+def either_case(word: str) -> str:
+    """`word` in any case, as `(?i)` matches it, in alternatives that start with a literal:
+    `bearer` -> `B[Ee][Aa]…|b[Ee][Aa]…` (where `(?i:bearer)` starts with a case-insensitive one,
+    which redaction's `_prefilter` fast path does not take)."""
+
+    def cases(letter: str) -> str:
+        return letter.upper() + letter.lower() + _OTHER_CASES.get(letter.lower(), "")
+
+    rest = "".join(f"[{cases(c)}]" for c in word[1:])
+    return "|".join(first + rest for first in cases(word[0]))
+
+
+# Denied names `secret_assignment` does not look for in text: those the header
+# rules read with their own shape of value ("Authorization: approved by lead"
+
+
+# The rules, in the order redaction applies them.
+KNOWN_SHAPES: Final = (
+    value_pattern(
+        "pem_private_key",
+        # To its END line, or to the end of the text when it was cut off.
+        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?"
+        r"(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)",
+        anchor="PRIVATE KEY",
+    ),
+    # Only from where a run of token characters starts (or after a URL-encoded
+    # `=`): from each `eyJ` inside a run, the run was read to its end again.
+    value_pattern(
+        "jwt",
+        r"(?:(?<![A-Za-z0-9_-])|(?<=%3[Dd]))"
+        r"eyJ[A-Za-z0-9_-]{8,}+\.eyJ[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]{8,}",
+        anchor="eyJ",
+    ),
+    value_pattern(
+        "bearer", r"(?i)\bbearer\s+([A-Za-z0-9._~+/-]{8,}=*)", 1, anchor=either_case("bearer")
+    ),
+    value_pattern(
+        "basic_auth",
+        r"(?i)\bbasic\s+([A-Za-z0-9+/]{8,}={0,2})",
+        1,
+        basic_credentials,
+        anchor=either_case("basic"),
+    ),
+    # The password runs to the authority's last `@` (`p@ss@host`); the user may
+    # be empty (`redis://:pass@host`). One with a raw `/` (`admin:pa/ss@db`, not
+    # valid in a URL but written so) runs to the last `@` within 256 characters
+    # before a space, unless it starts as a port does, digits then `/`, `?`,
+    # `#` or `,` (`https://host:443/@alice`, `mongodb://h1:27017,h2`).
+    value_pattern(
+        "url_password",
+        r"(?i)(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*+://[^/\s:@\[]*:"
+        r"([^/\s]+|(?!\d*[/?#,])[^/\s]*/\S{0,255})@",
+        1,
+        anchor="://",
+    ),
+    # An access key id names a key (CloudTrail logs it as such): redacted in
+    # text, where it often sits beside its secret, but not where it is an id.
+    value_pattern(
+        "aws_access_key",
+        r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b",
+        anchor="A[KSBC][IC]A",
+        in_identifiers=False,
+    ),
+    value_pattern(
+        "github_token",
+        r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})",
+        anchor="gh[pousr]_|github_pat_",
+    ),
+    value_pattern(
+        "stripe_key", r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}", anchor="k_live_|k_test_"
+    ),
+    value_pattern("slack_token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}", anchor="xox"),
+    # OpenAI's keys (`sk-` and 48 letters and digits; `sk-proj-`, `sk-svcacct-`,
+    # `sk-admin-` and 40 or more) and Anthropic's (`sk-ant-api03-`, 80 or more):
+    # random-looking, as `sk-prod-eu-west-1-cluster-01` is not.
+    value_pattern(
+        "ai_api_key",
+        r"(?<![A-Za-z0-9_-])sk-(?:[A-Za-z0-9]{48}|(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,}+"
+        r"|ant-(?:api|admin)\d\d-[A-Za-z0-9_-]{80,}+)(?![A-Za-z0-9_-])",
+        check=random_value,
+        anchor="sk-",
+    ),
+    value_pattern("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])", anchor="AIza"),
+    value_pattern(
+        "gitlab_token",
+        r"\bgl(?:pat|dt|ptt|rt)-[0-9A-Za-z_-]{20,}+",
+        anchor="glpat-|gldt-|glptt-|glrt-",
+    ),
+    value_pattern("npm_token", r"\bnpm_[A-Za-z0-9]{36}\b", anchor="npm_"),
+    value_pattern("pypi_token", r"\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}", anchor="pypi-"),
+    value_pattern("huggingface_token", r"\bhf_[A-Za-z]{34}\b", anchor="hf_"),
+    value_pattern(
+        "sendgrid_key",
+        r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])",
+        anchor="SG\\.",
+    ),
+    value_pattern("digitalocean_token", r"\bdo[opr]_v1_[a-f0-9]{64}\b", anchor="_v1_"),
+    value_pattern(
+        "slack_webhook",
+        r"https://hooks\.slack\.com/services/[A-Za-z0-9]+/[A-Za-z0-9]+/\w+",
+        anchor="hooks\\.slack",
+    ),
+    value_pattern("sealtrail_token", r"\bstk_[A-Za-z0-9_-]{20,}", anchor="stk_"),
+    value_pattern(
+        "authorization_header",
+        # A credential has a digit in it; "Authorization: approved by lead" has
+        # none. Looked for within its first 256 characters: unbounded, the
+        # look from each header of a run of them read the run to its end.
+        r"(?i)\bauthorization[\"']?\s*[=:]\s*[\"']?(?:[a-z]++\s+)?"
+        r"((?=[^\s\"',;]{0,255}\d)[^\s\"',;]{8,})",
+        1,
+        anchor=either_case("authorization"),
+        in_identifiers=False,
+    ),
+    value_pattern(
+        "cookie_header",
+        # name=value...; a name holds no `:`, so the look for its `=` stops at
+        # the next header instead of reading a run of them to its end.
+        r"(?i)\b(?:set-)?cookie[\"']?\s*:\s*[\"']?([^\s\"'=;:]+=[^\r\n\"']*)",
+        1,
+        anchor=either_case("cookie"),
+        in_identifiers=False,
+    ),
+)
+
+# A name starts where a run of name characters does (the look-behind):
+# tried from each boundary inside a run, the run was scanned again each
+# time.
+HIGH_ENTROPY_ASSIGNMENT: Final = value_pattern(
+    "high_entropy_assignment",
+    r"(?<![A-Za-z0-9_.-])[A-Za-z_-][A-Za-z0-9_.-]*+[\"']?\s*(?:=>?|:)\s*[\"']?"
+    r"([A-Za-z0-9+_~-][A-Za-z0-9+/_.~-]{19,}={0,2})",
+    1,
+    random_value,
+    anchor="=|:",
+    in_identifiers=False,
+)

@@ -1,0 +1,68 @@
+"""What redaction's value rules are made of: a compiled pattern (Python's
+`re` or RE2's), and a `ValuePattern`, a rule that finds a secret in text."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class TextMatch(Protocol):
+    """What redaction reads of a match (Python's `re.Match`, RE2's)."""
+
+    def group(self, group: int, /) -> Any: ...
+    def start(self, group: int, /) -> int: ...
+    def end(self, group: int, /) -> int: ...
+
+
+class TextPattern(Protocol):
+    """What redaction asks of a compiled pattern: Python's `re.Pattern`, or
+    RE2's (google-re2), which an operator's patterns are compiled with."""
+
+    @property
+    def pattern(self) -> str: ...
+    def search(self, string: str, pos: int = 0, /) -> TextMatch | None: ...
+    def sub(self, repl: Callable[[Any], str], string: str, /) -> str: ...
+
+
+@dataclass(frozen=True)
+class ValuePattern:
+    """A secret inside text: `regex` finds it; the `group` (0: the whole match) is what is
+    replaced. `check`, when set, must also accept the secret. `anchor`, when set, is a cheap
+    regex that matches wherever `regex` can: text without it is not scanned further. Each of its
+    alternatives should start with a literal character (redaction.py's `_prefilter` says why).
+    `in_identifiers`: the pattern is also looked for in ids (a token is one, a `name=value` is
+    not). `shorter`, when set, is matched where a secret the check refused starts, and its match
+    checked in turn: a secret the longer match ran on past. `overlapping`: where the check
+    refused a match (and `shorter`), the text is searched again from the match's next character,
+    not from its end: a secret may start inside what was none. `hmac_input`, when set, gives the
+    text HMAC mode hashes of a secret: one written in several ways (a card grouped or not) must
+    get one HMAC, to join and to be found. `kept_at`, when set, tells whether a secret the check
+    accepted, found at a position of a text, is part of a larger value the rule keeps (a card's
+    digits inside an IBAN)."""
+
+    name: str
+    regex: TextPattern
+    group: int = 0
+    check: Any = None  # Callable[[str], bool]; Any keeps the dataclass hashable
+    anchor: str | None = None
+    in_identifiers: bool = True
+    shorter: re.Pattern[str] | None = None
+    overlapping: bool = False
+    hmac_input: Any = None  # Callable[[str], str]
+    kept_at: Any = None  # Callable[[str, int], bool]
+
+
+def value_pattern(
+    name: str,
+    regex: str,
+    group: int = 0,
+    check: Any = None,
+    *,
+    anchor: str,
+    in_identifiers: bool = True,
+) -> ValuePattern:
+    """A `ValuePattern` of a regex compiled by Python's `re`."""
+    return ValuePattern(name, re.compile(regex), group, check, anchor, in_identifiers)
