@@ -28,7 +28,8 @@ from sealtrail_server.domain.event import (
     validate_event,
 )
 from sealtrail_server.domain.merkle import append_leaf, frontier_root, leaf_hash
-from sealtrail_server.store.appender import _ONE_STATEMENT_EVENTS, Appended, Appender
+from sealtrail_server.store.appended import Appended
+from sealtrail_server.store.appender import _ONE_STATEMENT_EVENTS, Appender
 from sealtrail_server.store.database import Database
 from tests.conftest import ServerThread
 from tests.prepared_plans import (

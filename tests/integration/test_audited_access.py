@@ -31,7 +31,8 @@ from sealtrail import (
 from sealtrail.v1 import access_pb2, audit_service_pb2, audit_service_pb2_grpc, event_pb2
 from sealtrail_server.domain.access import Role
 from sealtrail_server.domain.event import EventDraft, ValidEvent, validate_event
-from sealtrail_server.store.appender import Appended, Appender
+from sealtrail_server.store.appended import Appended
+from sealtrail_server.store.appender import Appender
 from sealtrail_server.store.tokens import create_token, revoke_token
 from tests.conftest import ServerThread, token_id_of
 

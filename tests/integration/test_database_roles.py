@@ -21,9 +21,9 @@ from psycopg.conninfo import make_conninfo
 from psycopg.sql import SQL, Identifier, Literal
 
 from sealtrail import RpcFailedError, build_event
-from sealtrail_server.store.appender import _FIND_KEYS
 from sealtrail_server.store.database import Database, RolesMissing
 from sealtrail_server.store.events import _GET_EVENT_ANYWHERE
+from sealtrail_server.store.idempotency import _FIND_KEYS
 from sealtrail_server.store.migrations import _LOCK_KEY as MIGRATIONS_LOCK
 from sealtrail_server.store.migrations import (
     MIGRATIONS_DIR,

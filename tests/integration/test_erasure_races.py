@@ -40,7 +40,8 @@ from sealtrail_server.forward.forwarder import Forwarder
 from sealtrail_server.retention.purger import Purger
 from sealtrail_server.sealing_setup import load_secret_box
 from sealtrail_server.store import alerts as alert_store
-from sealtrail_server.store.appender import Appended, Appender
+from sealtrail_server.store.appended import Appended
+from sealtrail_server.store.appender import Appender
 from sealtrail_server.store.changes import ERASURE_SUBJECT, RETENTION_SUBJECT
 from tests.conftest import REDACTION_SECRET, ServerThread, database_of_its_own
 from tests.http_endpoint import Received, Reply, endpoint

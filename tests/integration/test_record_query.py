@@ -290,7 +290,7 @@ def test_a_repeat_that_cannot_be_compared_fails_alone(
     def broken(*args: Any) -> None:
         raise ValueError("a bug")
 
-    monkeypatch.setattr(appender_module, "_replay", broken)
+    monkeypatch.setattr(appender_module, "repeated_key_outcome", broken)
     results = client.record_batch([full_event(action="member.invite"), repeated])
     assert results[0].error is None and results[0].event is not None
     assert isinstance(results[1].error, RpcFailedError)

@@ -15,7 +15,7 @@ import pytest
 from psycopg import sql as pgsql
 
 from sealtrail_server.domain.event_ids import event_id_minter, received_within
-from sealtrail_server.store import appender, events, tree
+from sealtrail_server.store import events, idempotency, tree
 from tests.conftest import database_of_its_own
 
 ROWS = 6000
@@ -91,7 +91,7 @@ def test_key_lookups_keep_to_their_index(stale: psycopg.Connection[Any], role: s
     # would walk the tenant beside the service's policy).
     appender_role = role != "sealtrail_service"
     if appender_role:
-        assert _event_indexes(stale, appender._FIND_KEYS, [["t"], ["k5000"]]) == {
+        assert _event_indexes(stale, idempotency._FIND_KEYS, [["t"], ["k5000"]]) == {
             "events_idempotency_key"
         }
     row = stale.execute("SELECT id, received_at FROM events WHERE seq = 5000").fetchone()
@@ -111,7 +111,7 @@ def test_key_lookups_keep_to_their_index(stale: psycopg.Connection[Any], role: s
         found = stale.execute(probe, params).fetchone()
         assert found is not None and found[0] == 5000
     if appender_role:
-        assert stale.execute(appender._FIND_KEYS, [["t"], ["k77"]]).fetchone()[2] == 77
+        assert stale.execute(idempotency._FIND_KEYS, [["t"], ["k77"]]).fetchone()[2] == 77
     assert stale.execute(leaf_probe, leaf_params).fetchone()[2] == 4999  # leaf index
 
 

@@ -10,7 +10,8 @@ import psycopg
 
 from sealtrail_server.domain.event import EventDraft, validate_event
 from sealtrail_server.domain.filters import EventFilter, RecordMatcher
-from sealtrail_server.store.appender import Appended, Appender
+from sealtrail_server.store.appended import Appended
+from sealtrail_server.store.appender import Appender
 from sealtrail_server.stream.hub import StreamHub
 from tests.conftest import ServerThread
 from tests.prepared_plans import (

@@ -55,10 +55,11 @@ from ..domain.filters import EventFilter, RecordMatcher
 from ..leased_work import LeasedWork, WaitingForRoom, new_owner
 from ..measures import no_meter
 from ..store import alerts as store
-from ..store.appender import Appender, stored_under_key
+from ..store.appender import Appender
 from ..store.changes import share_erasure_at_once
 from ..store.database import Database
 from ..store.events import PAGE_BYTES, StoredEvent, page_rows, query_events, stream_events
+from ..store.idempotency import stored_under_key
 from ..store.tree import tree_size
 from .routing import route_alert
 

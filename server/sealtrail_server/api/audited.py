@@ -26,7 +26,8 @@ from ..domain.event import (
     validate_event,
 )
 from ..domain.redaction import Redactor, tenant_key
-from ..store.appender import Appended, Appender
+from ..store.appended import Appended
+from ..store.appender import Appender
 from ..store.tenant_settings import SettingsCache
 from ..telemetry.context import current_correlation
 from .callers import current_caller

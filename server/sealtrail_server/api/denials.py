@@ -27,7 +27,8 @@ from typing import Any, Final, Literal
 from sealtrail.v1 import event_pb2
 
 from ..domain.access import Principal
-from ..store.appender import Appended, Appender
+from ..store.appended import Appended
+from ..store.appender import Appender
 from .audited import record_access
 from .once_a_window import OnceAWindow
 

@@ -21,7 +21,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..domain.access import Principal
-from ..store.appender import Appended, Appender
+from ..store.appended import Appended
+from ..store.appender import Appender
 from .audited import record_access
 from .once_a_window import OnceAWindow
 

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..store.appender import Appended
+from ..store.appended import Appended
 
 
 @dataclass(frozen=True, slots=True)

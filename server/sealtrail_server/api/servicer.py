@@ -33,7 +33,8 @@ from ..forward.egress import EgressPolicy
 from ..forward.forwarder import Forwarder
 from ..integrity.checkpointer import Checkpointer
 from ..retention.erasure import Eraser
-from ..store.appender import Appended, Appender
+from ..store.appended import Appended
+from ..store.appender import Appender
 from ..store.changes import Changes, refuse_if_erased_now
 from ..store.counts import CountsRunning, count_capacity
 from ..store.database import Database

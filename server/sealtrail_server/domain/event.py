@@ -211,7 +211,7 @@ class ValidEvent:
     # key): the body as the tenant's other redaction mode would have stored
     # it, and as it was sent. A retry across a change of mode, or of a rule
     # added since the first attempt stored the body as sent, is the same
-    # request (`store.appender._replay`, ADR 0011).
+    # request (`store.idempotency.repeated_key_outcome`, ADR 0011).
     stored_otherwise: tuple[dict[str, Any], ...] = ()
 
 

@@ -25,8 +25,9 @@ from sealtrail.v1 import event_pb2
 from ..api.audited import record_event
 from ..domain.errors import AlreadyExists
 from ..integrity.checkpointer import Checkpointer
-from ..store.appender import Appender, stored_under_key
+from ..store.appender import Appender
 from ..store.database import Database
+from ..store.idempotency import stored_under_key
 from .tenant_pass import TenantPurge
 
 

@@ -48,7 +48,6 @@ rest of tracing together; the RPC's span already covers the wait.)
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import Counter, OrderedDict
@@ -64,9 +63,7 @@ from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 from psycopg import sql
 
-from ..domain.canonical import canonical_json
 from ..domain.errors import (
-    AlreadyExists,
     InvalidArgument,
     ResourceExhausted,
     SealtrailError,
@@ -77,8 +74,6 @@ from ..domain.event import (
     MAX_RECORD_BYTES,
     ServerFields,
     ValidEvent,
-    asserted_part,
-    caller_part,
     finalize_record,
     format_timestamp,
     recorder_bytes,
@@ -87,6 +82,7 @@ from ..domain.event_ids import event_id_minter
 from ..domain.merkle import EMPTY_ROOT, append_leaf, frontier_root, leaf_hash, split_frontier
 from ..turns import Turns
 from .append_measures import AppendMeasures
+from .appended import Appended, AppendOutcome, SubmissionOutcome
 from .arrays import ByteaArray, Int8Array, TextArray
 from .changes import (
     ERASURE_SUBJECT,
@@ -97,32 +93,11 @@ from .changes import (
     try_share_subjects,
 )
 from .database import Connection, Database
+from .idempotency import key_probe, repeated_key_outcome, stored_under
 from .kept import KEEP_IDLE_SECONDS, Checkout, KeptConnection
 from .partitions import OUTSIDE_MONTHS
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Appended:
-    """An event as stored: its position, canonical record and leaf hash.
-
-    A new event also carries its id and received time, so the caller can answer
-    without parsing the record back; a deduplicated one has only its record."""
-
-    seq: int
-    record: str
-    leaf_hash: bytes
-    deduplicated: bool = False
-    event_id: str = ""
-    received_at: datetime | None = None
-
-
-# Per event: the stored event, or why it was not stored.
-AppendOutcome = Appended | SealtrailError
-# A submission's outcomes, one per event; or one error for all of them (its
-# tenant was erased, or is being erased).
-SubmissionOutcome = list[AppendOutcome] | SealtrailError
 
 
 class ServerView(Protocol):
@@ -258,34 +233,19 @@ def _held_elsewhere_error(tenant_id: str, seconds: float) -> Unavailable:
     )
 
 
-def _key_probe(columns: str) -> str:
-    """The events stored under arrays of (tenant, idempotency key), each with
-    `columns` (besides tenant_id and idempotency_key) as `e`, `k` the pair.
-    LATERAL: one index probe per key, never a join plan over the table; a row
-    comparison in key order (events.KEY_PROBE; the appender works as the
-    system role, under no policy) so only the idempotency-key index serves it."""
-    return (
-        " FROM unnest(%s::text[], %s::text[]) AS k(tenant_id, idempotency_key)"
-        f" CROSS JOIN LATERAL (SELECT tenant_id, idempotency_key{columns} FROM events"
-        "  WHERE (tenant_id, idempotency_key) >= (k.tenant_id, k.idempotency_key)"
-        "  AND idempotency_key IS NOT NULL ORDER BY tenant_id, idempotency_key LIMIT 1) AS e"
-        " WHERE e.tenant_id = k.tenant_id AND e.idempotency_key = k.idempotency_key"
-    )
-
-
 # Each head is updated only if its row is still as the batch found it (size and
 # root); a tenant whose head another process extended meanwhile gets none of
 # its rows or nodes inserted, and is not in the answer (`tenant_id`s updated).
 # Under a head lock that always holds; without one it is what makes the write
 # safe (see Appender._write). Written from a kept head, the batch's idempotency
-# keys are looked up here too (`seen`, one index probe each, as _FIND_KEYS):
-# if one is stored, nothing is written and the answer says so (a row of NULL,
+# keys are looked up here too (`seen`, one index probe each, as idempotency.py
+# does): if one is stored, nothing is written and the answer says so (a row of NULL,
 # 'seen'), where a lookup of its own cost every append a round trip. A batch
 # without keys does not look (_EXTEND): a lookup plans over, and locks, every
 # partition of events, where an insert touches only the one it goes to.
 _SEEN_NOTHING = sql.SQL("SELECT WHERE false")
 # The keys alone, so the probe reads the index only.
-_SEEN_STORED = sql.SQL("SELECT" + _key_probe("") + " LIMIT 1")
+_SEEN_STORED = sql.SQL("SELECT" + key_probe("") + " LIMIT 1")
 
 
 def _extend_statement(seen: sql.SQL) -> str:
@@ -1012,7 +972,7 @@ class _Lane:
                 earlier = previous.get((tenant_id, key))
                 if earlier is not None:
                     try:
-                        outcomes.append(_replay(earlier, event))
+                        outcomes.append(repeated_key_outcome(earlier, event))
                     except ValueError:  # a bug: this event alone fails, not the whole batch
                         log.exception("appender: cannot compare a repeated event with its first")
                         outcomes.append(unexpected_failure())
@@ -1167,20 +1127,6 @@ def _columns(rows: Sequence[tuple[Any, ...]], arrays: Sequence[_Array]) -> list[
     return [array(column) for array, column in zip(arrays, zip(*rows, strict=True), strict=True)]
 
 
-_FIND_KEYS = "SELECT k.tenant_id, k.idempotency_key, e.seq, e.record, e.leaf_hash" + _key_probe(
-    ", seq, record, leaf_hash"
-)
-
-
-async def stored_under_key(db: Database, tenant_id: str, key: str) -> Appended | None:
-    """The event stored under an idempotency key, if any, whatever its
-    content: for the server's own records, which a repeat must not refuse
-    for a wording that changed since (a rule renamed between two runs)."""
-    async with db.system_connection(generic_plans=True) as conn:
-        found = await _stored_under(conn, TextArray([tenant_id]), TextArray([key]))
-    return found.get((tenant_id, key))
-
-
 async def _find_keys(
     conn: psycopg.AsyncConnection[Any], batch: list[_Submission]
 ) -> dict[tuple[str, str], Appended]:
@@ -1188,7 +1134,7 @@ async def _find_keys(
     tenants, keys = _batch_keys(batch)
     if not keys:
         return {}
-    return await _stored_under(conn, tenants, keys)
+    return await stored_under(conn, tenants, keys)
 
 
 def _batch_keys(batch: list[_Submission]) -> tuple[TextArray, TextArray]:
@@ -1200,63 +1146,6 @@ def _batch_keys(batch: list[_Submission]) -> tuple[TextArray, TextArray]:
                 tenants.append(submission.tenant_id)
                 keys.append(event.idempotency_key)
     return tenants, keys
-
-
-async def _stored_under(
-    conn: psycopg.AsyncConnection[Any], tenants: TextArray, keys: TextArray
-) -> dict[tuple[str, str], Appended]:
-    """The events stored under these (tenant, idempotency key) pairs."""
-    cursor = await conn.execute(_FIND_KEYS, [tenants, keys])
-    return {
-        (tenant, key): Appended(seq, record, bytes(leaf), deduplicated=True)
-        for tenant, key, seq, record, leaf in await cursor.fetchall()
-    }
-
-
-# The least integer RFC 8785 refuses to write (beyond it, doubles skip integers).
-_FIRST_INEXACT_INTEGER: Final = 2**53
-
-
-def _as_sent(digits: str) -> int | float:
-    """A whole number of a stored record as its caller sent it. Every number
-    of an event arrives as a double, and RFC 8785 writes one of 2**53 or
-    more (1e20) as its digits, which read back as an int it refuses to write
-    again: read as the double it was, it is written as stored (helper-120)."""
-    number = int(digits)
-    return number if abs(number) < _FIRST_INEXACT_INTEGER else float(number)
-
-
-def _replay(earlier: Appended, event: ValidEvent) -> AppendOutcome:
-    """The answer to a repeated idempotency key: the earlier event, if the
-    request is the same one (AIP-155), else ALREADY_EXISTS."""
-    stored = asserted_part(caller_part(json.loads(earlier.record, parse_int=_as_sent)))
-    if not event.explicit_time:
-        # The server chose occurred_at for this request, so it cannot match.
-        stored.pop("occurred_at", None)
-    stored_json = canonical_json(stored, plain=False)
-
-    def same(body: dict[str, Any]) -> bool:
-        sent = asserted_part(body)
-        if not event.explicit_time:
-            sent = {k: v for k, v in sent.items() if k != "occurred_at"}
-        # Compared as canonical JSON, as they are hashed: Python's == holds
-        # True == 1, so `{"admin": true}` passed for a retry of `{"admin": 1}`.
-        return canonical_json(sent, plain=False) == stored_json
-
-    # Redacted as the tenant's mode says now, or, if it changed since the
-    # first attempt, as it said then; or as sent, if the first attempt was
-    # stored so (a rule added since finds a secret in it). A body stored as
-    # `[REDACTED:…]` matches whatever the secret, in either mode now, so that
-    # resending an event with guesses under its key tells nothing of it
-    # (helper-80, helper-81); one stored in HMAC mode tells secrets apart, as
-    # HMAC mode always does.
-    if not any(same(body) for body in (event.body, *event.stored_otherwise)):
-        return AlreadyExists(
-            f"idempotency key {event.idempotency_key!r} was used for a different event"
-            f" (seq {earlier.seq})",
-            reason="IDEMPOTENCY_KEY_REUSED",
-        )
-    return Appended(earlier.seq, earlier.record, earlier.leaf_hash, deduplicated=True)
 
 
 # What the database refuses an event for (not for being unwell): a value it
