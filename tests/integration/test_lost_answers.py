@@ -9,7 +9,10 @@ own does (CorrelationInterceptor)."""
 
 from __future__ import annotations
 
+import base64
 import json
+import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,16 @@ import pytest
 from click.testing import CliRunner
 
 import sealtrail
-from sealtrail import AsyncAuditClient, AuditClient, build_event, build_filter
+from sealtrail import (
+    AsyncAuditClient,
+    AuditClient,
+    build_alert_rule,
+    build_event,
+    build_filter,
+    build_sink,
+)
 from sealtrail import _cli as cli
+from sealtrail.v1 import alerting_pb2, forwarding_pb2
 from tests.conftest import ServerThread
 
 
@@ -262,3 +273,113 @@ async def test_the_async_client_answers_the_change_its_lost_attempt_made(
     assert lose.lost == 1
     [update] = client.query(build_filter(actions="retention.policy_updated"))
     assert changed.event_id == update.id
+
+
+def _placed(admin: AuditClient) -> str:
+    admin.set_legal_hold(True, reason="litigation 42")
+    return ""
+
+
+# Changes retried without an etag whose repeat changes nothing, answered with
+# no event id: (method, what the change needs made first, the change, the
+# action that records it). Each found its lost attempt's change made and
+# answered an empty event_id, as if nothing had been recorded.
+Change = Callable[[Any, str], Any]
+RETRIED_CHANGES: list[tuple[str, Callable[[AuditClient], str], Change, str]] = [
+    (
+        "SetLegalHold",
+        lambda admin: "",
+        lambda c, _: c.set_legal_hold(True, reason="litigation 42"),
+        "retention.legal_hold_placed",
+    ),
+    (
+        "SetLegalHold",
+        _placed,
+        lambda c, _: c.set_legal_hold(False),
+        "retention.legal_hold_released",
+    ),
+    (
+        "UpdateAlertRule",
+        lambda admin: (
+            admin.create_alert_rule(
+                build_alert_rule("logins", "match", filter=build_filter(actions="user.login"))
+            ).rule.id
+        ),
+        lambda c, rule_id: c.update_alert_rule(
+            alerting_pb2.AlertRule(id=rule_id, disabled=True), fields=["disabled"]
+        ),
+        "alert_rule.updated",
+    ),
+    (
+        "UpdateSink",
+        lambda admin: (
+            admin.create_sink(
+                build_sink(
+                    "siem",
+                    "webhook",
+                    url="http://127.0.0.1:9/hook",
+                    secrets=["whsec_" + base64.b64encode(b"k" * 32).decode()],
+                    filter=build_filter(actions="doc.edit"),
+                    paused=True,
+                )
+            ).sink.id
+        ),
+        lambda c, sink_id: c.update_sink(
+            forwarding_pb2.Sink(id=sink_id, name="siem (prod)"), fields=["name"]
+        ),
+        "sink.updated",
+    ),
+    (
+        "RevokeToken",
+        lambda admin: admin.create_token("recorder", name="old deploy key").token.token_id,
+        lambda c, token_id: c.revoke_token(token_id),
+        "api_token.revoked",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "made", "change", "action"),
+    RETRIED_CHANGES,
+    ids=[action for *_, action in RETRIED_CHANGES],
+)
+def test_a_retried_change_whose_answer_was_lost_answers_the_id_of_its_change(
+    server: ServerThread,
+    tenant: str,
+    client: AuditClient,
+    method: str,
+    made: Callable[[AuditClient], str],
+    change: Change,
+    action: str,
+) -> None:
+    """A legal hold placed or released, an alert rule or a sink updated, a
+    token revoked (retried, as none carries an etag), whose first attempt
+    made the change, its answer lost: the retry found it made and answered
+    no event_id, as a repeat that changes nothing does."""
+    resource = made(client)
+    lose = LoseFirstAnswer(method)
+    changed = change(losing(server, tenant, lose), resource)
+    assert lose.lost == 1
+    [recorded] = client.query(build_filter(actions=action))
+    assert changed.event_id == recorded.id
+    assert change(client, resource).event_id == ""  # as asked: nothing recorded
+
+
+async def test_the_async_client_answers_the_id_of_each_change_its_lost_attempt_made(
+    server: ServerThread, client_for: Callable[..., AuditClient]
+) -> None:
+    for method, made, change, action in RETRIED_CHANGES:
+        admin = client_for(tenant := f"t-{uuid.uuid4().hex[:12]}")
+        resource = made(admin)
+        lose = AioLoseFirstAnswer(method)
+        channel = grpc.aio.insecure_channel(
+            server.target, interceptors=[lose, *sealtrail.aio_correlation_interceptors()]
+        )
+        token = server.token(tenant)
+        async with AsyncAuditClient(server.target, token=token, channel=channel) as losing_client:
+            answer: Awaitable[Any] = change(losing_client, resource)
+            changed = await answer
+        await channel.close()
+        assert lose.lost == 1, action
+        [recorded] = admin.query(build_filter(actions=action))
+        assert changed.event_id == recorded.id, action

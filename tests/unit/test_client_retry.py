@@ -259,9 +259,9 @@ def test_a_change_aborted_on_its_etag_is_raised_at_once(
 
 
 # Each change a caller can make on condition of an etag: (method, the call
-# with an etag, the same call without, its response). A retried change of the
-# policy or the settings answered without an event id looks for the one its
-# lost attempt recorded (test_lost_answers.py): these answer with one.
+# with an etag, the same call without, its response). A retried change
+# answered without an event id looks for the one its lost attempt recorded
+# (test_lost_answers.py): these answer with one.
 CONDITIONAL_CHANGES: Final = [
     (
         "UpdateRetentionPolicy",
@@ -273,7 +273,7 @@ CONDITIONAL_CHANGES: Final = [
         "SetLegalHold",
         lambda c: c.set_legal_hold(False, etag='"e1"'),
         lambda c: c.set_legal_hold(False),
-        retention_pb2.SetLegalHoldResponse(),
+        retention_pb2.SetLegalHoldResponse(event_id="e_1"),
     ),
     (
         "UpdateTenantSettings",
@@ -285,13 +285,13 @@ CONDITIONAL_CHANGES: Final = [
         "UpdateSink",
         lambda c: c.update_sink(forwarding_pb2.Sink(id="s", paused=True, etag='"e1"')),
         lambda c: c.update_sink(forwarding_pb2.Sink(id="s", paused=True)),
-        forwarding_pb2.UpdateSinkResponse(),
+        forwarding_pb2.UpdateSinkResponse(event_id="e_1"),
     ),
     (
         "UpdateAlertRule",
         lambda c: c.update_alert_rule(alerting_pb2.AlertRule(id="r", disabled=True, etag='"e1"')),
         lambda c: c.update_alert_rule(alerting_pb2.AlertRule(id="r", disabled=True)),
-        alerting_pb2.UpdateAlertRuleResponse(),
+        alerting_pb2.UpdateAlertRuleResponse(event_id="e_1"),
     ),
 ]
 

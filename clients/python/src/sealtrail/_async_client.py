@@ -19,8 +19,13 @@ from google.protobuf import field_mask_pb2
 from sealtrail._checkpoint_check import CheckpointCheck, SavedCheckpoint
 from sealtrail._convert import (
     CHANNEL_OPTIONS,
+    HOLD_PLACED,
+    HOLD_RELEASED,
     POLICY_UPDATED,
+    RULE_UPDATED,
     SETTINGS_UPDATED,
+    SINK_UPDATED,
+    TOKEN_REVOKED,
     Attempts,
     BatchEntryResult,
     Days,
@@ -521,9 +526,15 @@ class AsyncAuditClient:
 
     async def revoke_token(self, token_id: str) -> access_pb2.RevokeTokenResponse:
         """Admin: revoke a live token of your tenant; calls with it fail within
-        the server's token cache interval (at once on the server that revoked it)."""
+        the server's token cache interval (at once on the server that revoked it).
+        A token revoked already is answered as it is, with no `event_id`; a
+        retry whose earlier attempt revoked it, its answer lost, answers that
+        revocation's, found as `set_retention_policy` finds its change."""
         request = access_pb2.RevokeTokenRequest(token_id=token_id)
-        return await self._call(self._stub.RevokeToken, request)
+        attempts = Attempts()
+        answer = await self._call(self._stub.RevokeToken, request, attempts=attempts)
+        answer.event_id = await self._own_change(answer.event_id, attempts, TOKEN_REVOKED)
+        return answer
 
     async def get_retention_policy(self) -> retention_pb2.GetRetentionPolicyResponse:
         """Admin: the tenant's retention policy and legal hold."""
@@ -587,9 +598,16 @@ class AsyncAuditClient:
         hold; while it is on, retention removes nothing and erasure is refused.
         With `etag` (the hold's, as read), it applies only to that hold:
         AbortedError if it changed since; not retried, as for
-        `set_retention_policy`."""
+        `set_retention_policy`; retried without, its earlier attempt's change
+        is found as that method finds it."""
         request = retention_pb2.SetLegalHoldRequest(on=on, reason=reason, etag=etag)
-        return await self._call(self._stub.SetLegalHold, request, retry=not etag)
+        attempts = Attempts()
+        answer = await self._call(
+            self._stub.SetLegalHold, request, retry=not etag, attempts=attempts
+        )
+        action = HOLD_PLACED if on else HOLD_RELEASED
+        answer.event_id = await self._own_change(answer.event_id, attempts, action)
+        return answer
 
     async def erase_tenant(
         self, confirm_tenant_id: str, *, timeout: float = ERASURE_TIMEOUT
@@ -649,7 +667,12 @@ class AsyncAuditClient:
         since, and not retried; clear `sink.etag` to change whatever it is
         now. Without an etag, retried: a repeat changes nothing."""
         request = forwarding_pb2.UpdateSinkRequest(sink=sink, update_mask=update_mask(fields))
-        return await self._call(self._stub.UpdateSink, request, retry=not sink.etag)
+        attempts = Attempts()
+        answer = await self._call(
+            self._stub.UpdateSink, request, retry=not sink.etag, attempts=attempts
+        )
+        answer.event_id = await self._own_change(answer.event_id, attempts, SINK_UPDATED)
+        return answer
 
     async def delete_sink(
         self, sink_id: str, *, etag: str = ""
@@ -703,9 +726,16 @@ class AsyncAuditClient:
         applies from the next event. A `rule` that carries an etag (as one
         read with list_alert_rules does) changes only that rule: AbortedError
         if it changed since, and not retried; clear `rule.etag` to change
-        whatever it is now. Without an etag, retried: a repeat changes nothing."""
+        whatever it is now. Without an etag, retried: a repeat changes nothing,
+        and an earlier attempt's change is found as `set_retention_policy`
+        finds it."""
         request = alerting_pb2.UpdateAlertRuleRequest(rule=rule, update_mask=update_mask(fields))
-        return await self._call(self._stub.UpdateAlertRule, request, retry=not rule.etag)
+        attempts = Attempts()
+        answer = await self._call(
+            self._stub.UpdateAlertRule, request, retry=not rule.etag, attempts=attempts
+        )
+        answer.event_id = await self._own_change(answer.event_id, attempts, RULE_UPDATED)
+        return answer
 
     async def delete_alert_rule(
         self, rule_id: str, *, etag: str = ""

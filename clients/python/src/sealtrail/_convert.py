@@ -466,9 +466,16 @@ def merge_resent(
         results[place] = result
 
 
-# The events recording a change of the retention policy, and of the settings.
+# The events recording the changes a retry of which, finding them made,
+# answers no event id (own_change): of the retention policy, the settings,
+# the legal hold, an alert rule, a sink, and a token's revocation.
 POLICY_UPDATED = "retention.policy_updated"
 SETTINGS_UPDATED = "tenant.settings_updated"
+HOLD_PLACED = "retention.legal_hold_placed"
+HOLD_RELEASED = "retention.legal_hold_released"
+RULE_UPDATED = "alert_rule.updated"
+SINK_UPDATED = "sink.updated"
+TOKEN_REVOKED = "api_token.revoked"
 
 
 def own_change(
