@@ -82,6 +82,26 @@ class AioLoseFirstAnswer(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[
         return call
 
 
+class LoseAnswersAfter(LoseFirstAnswer):
+    """Lets the first `answered` calls of `method` be answered; every later
+    one reaches the server and is done, its answer lost."""
+
+    def __init__(self, method: str, *, answered: int) -> None:
+        super().__init__(method)
+        self.answered = answered
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        outcome = continuation(details, request)
+        if details.method.endswith(f"/{self.method}"):
+            if self.answered:
+                self.answered -= 1
+            else:
+                outcome.result()  # the server did it
+                self.lost += 1
+                raise _Lost()
+        return outcome
+
+
 def losing(server: ServerThread, tenant: str, lose: LoseFirstAnswer) -> AuditClient:
     channel = grpc.intercept_channel(
         grpc.insecure_channel(server.target), lose, sealtrail.CorrelationInterceptor()
@@ -211,6 +231,36 @@ def test_sealtrail_import_whose_answer_was_lost_counts_its_events_as_recorded(
     assert lose.lost == 1
     assert shown.stdout.startswith("recorded 3 events from "), shown.stdout
     assert stored(client, "lost.import") == 3
+
+
+def test_sealtrail_import_cut_short_names_the_lines_its_failed_call_may_have_recorded(
+    server: ServerThread,
+    tenant: str,
+    client: AuditClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second batch's call recorded its lines, its every answer lost: the
+    import stopped saying "every line up to 2 was dealt with", and nothing
+    of lines 3 and 4. Imported again from line 3, as that invited, lines
+    without an idempotency key were recorded twice."""
+    lose = LoseAnswersAfter("RecordBatch", answered=1)
+    monkeypatch.setattr(cli, "AuditClient", losing_client_class(lose))
+    lines = tmp_path / "events.ndjson"
+    lines.write_text(
+        "".join(
+            json.dumps({"action": "lost.cut", "actor": {"id": f"u{n}"}}) + "\n" for n in range(5)
+        )
+    )
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    shown = CliRunner().invoke(cli.main, ["import", "--batch-size", "2", str(lines)], env=env)
+    assert shown.exit_code == 1, shown.output
+    assert lose.lost > 1  # each attempt of the second batch's call
+    assert shown.stderr.splitlines()[0] == (
+        f"recorded 2 events from {lines}; every line up to 2 was dealt with;"
+        " lines 3 to 4, sent when it stopped, may have been recorded"
+    )
+    assert stored(client, "lost.cut") == 4
 
 
 def test_a_retention_policy_set_whose_answer_was_lost_says_it_was_updated(

@@ -507,14 +507,30 @@ def test_import_sends_batches_of_its_size_without_what_the_service_assigns(
     assert assigned == [("", 0, "", b"", False)] * 5
 
 
-def test_an_import_cut_short_says_how_far_it_went(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("failure", "said"),
+    [
+        # Its answer may have been lost after the service committed.
+        (
+            sealtrail.UnavailableError("down", code=grpc.StatusCode.UNAVAILABLE),
+            "; lines 4 to 5, sent when it stopped, may have been recorded",
+        ),
+        # Refused at once, as a whole: nothing of it was written.
+        (sealtrail.InvalidArgumentError("down", code=grpc.StatusCode.INVALID_ARGUMENT), ""),
+    ],
+    ids=["unavailable", "invalid"],
+)
+def test_an_import_cut_short_says_how_far_it_went(
+    monkeypatch: pytest.MonkeyPatch, failure: sealtrail.SealtrailError, said: str
+) -> None:
     """Only the error was printed: whoever imports again from where it
-    stopped (lines without keys would be recorded twice) had to guess."""
+    stopped (lines without keys would be recorded twice) had to guess. The
+    lines of the call that failed, if it may have recorded them, are named."""
 
     class FailingSecond(FakeClient):
         def record_batch(self, events: list[event_pb2.Event]) -> list[Any]:
             if any(call[0] == "record_batch" for call in self.calls):
-                raise sealtrail.RpcFailedError("down", code=grpc.StatusCode.UNAVAILABLE)
+                raise failure
             return super().record_batch(events)
 
     FakeClient.calls = []
@@ -526,11 +542,12 @@ def test_an_import_cut_short_says_how_far_it_went(monkeypatch: pytest.MonkeyPatc
     result = CliRunner().invoke(
         cli.main, ["import", "--batch-size", "2"], input="\n" + lines, env=env
     )
-    assert result.exit_code == 1
+    assert result.exit_code == (1 if said else 2)  # INVALID_ARGUMENT: a usage error
     assert result.stdout == ""
     assert result.stderr.splitlines()[:2] == [
-        "recorded 2 events from stdin; every line up to 3 was dealt with",  # line 1 is blank
-        "error: UNAVAILABLE: down",
+        # Line 1 is blank.
+        "recorded 2 events from stdin; every line up to 3 was dealt with" + said,
+        f"error: {failure.code.name}: down",
     ]
 
 
@@ -550,7 +567,10 @@ def test_an_import_stopped_by_ctrl_c_says_how_far_it_went(
     env = {"SEALTRAIL_SERVER": "127.0.0.1:1", "SEALTRAIL_TOKEN": "s3cret"}
     result = CliRunner().invoke(cli.main, ["import", "--batch-size", "2"], input=lines, env=env)
     assert result.exit_code == 130
-    assert result.stderr == "recorded 2 events from stdin; every line up to 2 was dealt with\n"
+    assert result.stderr == (
+        "recorded 2 events from stdin; every line up to 2 was dealt with;"
+        " line 3, sent when it stopped, may have been recorded\n"  # stopped mid-call
+    )
 
 
 def test_an_import_names_each_line_refused_and_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:

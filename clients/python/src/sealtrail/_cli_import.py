@@ -16,6 +16,7 @@ from sealtrail._cli import _client, _count
 from sealtrail._client import AuditClient
 from sealtrail._convert import MAX_BATCH, enum_names, enum_value
 from sealtrail._errors import SealtrailError
+from sealtrail._retry import RETRYABLE
 from sealtrail.v1 import event_pb2
 
 # A batch's events, at most, in bytes: well under the service's 64 MiB a request.
@@ -36,6 +37,7 @@ class _Tally:
     deduplicated: int = 0
     refused: int = 0  # lines
     done: int = 0  # the line up to which every line was dealt with
+    sending: int = 0  # the last line of the call in flight, 0 between calls
 
 
 @click.command("import")
@@ -63,8 +65,13 @@ def import_events(ctx: click.Context, source: BinaryIO, batch_size: int) -> None
     without a key gets a new one, and is recorded again, each time.
     Sealtrail's own records (audit_log.*, retention.*, ...) are refused: only
     it records them. Each line refused is named on stderr, and the import
-    goes on: exit 3 if any was; an import cut short by a failed call says up
-    to which line it went."""
+    goes on: exit 3 if any was. An import cut short by a failed call (or
+    Ctrl-C) says up to which line every line was dealt with, and which lines
+    after it its last call sent, which may have been recorded (its answer
+    lost). There is no resume: imported again, a line without a key is
+    recorded again; go on from the line after the last dealt with (`tail -n
+    +LINE`), where those of the last call without a key may then be recorded
+    twice. Give lines keys to import a file again safely."""
     tally = _Tally()
     name = getattr(source, "name", "-")
     where = "stdin" if name in ("-", "<stdin>") else name
@@ -78,7 +85,7 @@ def import_events(ctx: click.Context, source: BinaryIO, batch_size: int) -> None
             # refused (read ahead) go again too.
             click.echo(
                 f"recorded {_count(tally.recorded, 'event')} from {where}; every line up to"
-                f" {tally.done} was dealt with",
+                f" {tally.done} was dealt with{_in_flight(tally, stopped)}",
                 err=True,
             )
             if isinstance(stopped, KeyboardInterrupt):
@@ -87,6 +94,19 @@ def import_events(ctx: click.Context, source: BinaryIO, batch_size: int) -> None
     click.echo(_summary(tally, where))
     if tally.refused:
         ctx.exit(_LINES_REFUSED)
+
+
+def _in_flight(tally: _Tally, stopped: BaseException) -> str:
+    """The lines of the call cut short, if it may have recorded them: its
+    answer lost (a deadline, a reset, Ctrl-C) after the service committed.
+    Imported again, those without an idempotency key would be recorded twice."""
+    if not tally.sending:
+        return ""
+    if isinstance(stopped, SealtrailError) and not (stopped.retried or stopped.code in RETRYABLE):
+        return ""  # refused at once: nothing of it was written
+    first = tally.done + 1
+    lines = f"line {first}" if first == tally.sending else f"lines {first} to {tally.sending}"
+    return f"; {lines}, sent when it stopped, may have been recorded"
 
 
 def _summary(tally: _Tally, where: str) -> str:
@@ -221,7 +241,7 @@ def _batches(
 
 def _record(client: AuditClient, batch: list[tuple[int, event_pb2.Event]], tally: _Tally) -> None:
     # Every line before this call's first was dealt with (sent, or refused here).
-    tally.done = batch[0][0] - 1
+    tally.done, tally.sending = batch[0][0] - 1, batch[-1][0]
     try:
         results = client.record_batch([event for _, event in batch])
     except ValueError as error:  # an event nested too deep for a request: one at a time
@@ -230,8 +250,9 @@ def _record(client: AuditClient, batch: list[tuple[int, event_pb2.Event]], tally
                 _record(client, [numbered], tally)
             return
         _refuse(tally, batch[0][0], str(error))
-        tally.done = batch[0][0]
+        tally.done, tally.sending = batch[0][0], 0
         return
+    tally.sending = 0
     for index, ((number, _), result) in enumerate(zip(batch, results, strict=True)):
         if result.error is not None:
             entry = f"events[{index}]"  # the batch's, not the line's
