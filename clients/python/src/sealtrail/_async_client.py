@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar, Unpack
+from typing import Any, Protocol, Self, TypeVar, Unpack
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -102,6 +102,15 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
+
+
+class _ChangeAnswer(Protocol):
+    """The answer of a change: the id of the event that records it."""
+
+    event_id: str
+
+
+_Changed = TypeVar("_Changed", bound=_ChangeAnswer)
 
 
 async def _next_message(
@@ -478,21 +487,27 @@ class AsyncAuditClient:
             ),
             update_mask=field_mask_pb2.FieldMask(paths=["redaction_mode"]),
         )
-        attempts = Attempts()
-        answer = await self._call(
-            self._stub.UpdateTenantSettings, request, retry=not etag, attempts=attempts
+        return await self._change(
+            self._stub.UpdateTenantSettings, request, SETTINGS_UPDATED, retry=not etag
         )
-        answer.event_id = await self._own_change(answer.event_id, attempts, SETTINGS_UPDATED)
-        return answer
 
-    async def _own_change(self, event_id: str, attempts: Attempts, action: str) -> str:
-        """The `event_id` a change answered, or, for a retried change that
-        found its lost attempt's change made, that change's, found by one
-        query (`own_change`)."""
-        if (lookup := own_change(event_id, attempts, action)) is None:
-            return event_id
-        found = await self._call(self._stub.Query, lookup)
-        return found.events[0].id if found.events else ""
+    async def _change(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Changed],
+        request: _Req,
+        action: str,
+        *,
+        retry: bool = True,
+    ) -> _Changed:
+        """A change's answer, its `event_id` that of the change's record: for a
+        retry that found its lost attempt's change made (and so answered no
+        id), that attempt's, found by one query (`own_change`)."""
+        attempts = Attempts()
+        answer = await self._call(method, request, retry=retry, attempts=attempts)
+        if (lookup := own_change(answer.event_id, attempts, action)) is not None:
+            found = await self._call(self._stub.Query, lookup)
+            answer.event_id = found.events[0].id if found.events else ""
+        return answer
 
     async def hash_secret(self, value: str) -> str:
         """Admin: `hmac-sha256:<hex>`, what redaction in HMAC mode writes for
@@ -531,10 +546,7 @@ class AsyncAuditClient:
         retry whose earlier attempt revoked it, its answer lost, answers that
         revocation's, found as `set_retention_policy` finds its change."""
         request = access_pb2.RevokeTokenRequest(token_id=token_id)
-        attempts = Attempts()
-        answer = await self._call(self._stub.RevokeToken, request, attempts=attempts)
-        answer.event_id = await self._own_change(answer.event_id, attempts, TOKEN_REVOKED)
-        return answer
+        return await self._change(self._stub.RevokeToken, request, TOKEN_REVOKED)
 
     async def get_retention_policy(self) -> retention_pb2.GetRetentionPolicyResponse:
         """Admin: the tenant's retention policy and legal hold."""
@@ -561,12 +573,9 @@ class AsyncAuditClient:
         that attempt's change, found by one query, as recorded queries are."""
         policy = retention_policy(default, categories or {}, action_prefixes or {}, etag=etag)
         request = retention_pb2.UpdateRetentionPolicyRequest(policy=policy)
-        attempts = Attempts()
-        answer = await self._call(
-            self._stub.UpdateRetentionPolicy, request, retry=not etag, attempts=attempts
+        return await self._change(
+            self._stub.UpdateRetentionPolicy, request, POLICY_UPDATED, retry=not etag
         )
-        answer.event_id = await self._own_change(answer.event_id, attempts, POLICY_UPDATED)
-        return answer
 
     async def preview_retention_policy(
         self,
@@ -601,13 +610,9 @@ class AsyncAuditClient:
         `set_retention_policy`; retried without, its earlier attempt's change
         is found as that method finds it."""
         request = retention_pb2.SetLegalHoldRequest(on=on, reason=reason, etag=etag)
-        attempts = Attempts()
-        answer = await self._call(
-            self._stub.SetLegalHold, request, retry=not etag, attempts=attempts
+        return await self._change(
+            self._stub.SetLegalHold, request, HOLD_PLACED if on else HOLD_RELEASED, retry=not etag
         )
-        action = HOLD_PLACED if on else HOLD_RELEASED
-        answer.event_id = await self._own_change(answer.event_id, attempts, action)
-        return answer
 
     async def erase_tenant(
         self, confirm_tenant_id: str, *, timeout: float = ERASURE_TIMEOUT
@@ -667,12 +672,7 @@ class AsyncAuditClient:
         since, and not retried; clear `sink.etag` to change whatever it is
         now. Without an etag, retried: a repeat changes nothing."""
         request = forwarding_pb2.UpdateSinkRequest(sink=sink, update_mask=update_mask(fields))
-        attempts = Attempts()
-        answer = await self._call(
-            self._stub.UpdateSink, request, retry=not sink.etag, attempts=attempts
-        )
-        answer.event_id = await self._own_change(answer.event_id, attempts, SINK_UPDATED)
-        return answer
+        return await self._change(self._stub.UpdateSink, request, SINK_UPDATED, retry=not sink.etag)
 
     async def delete_sink(
         self, sink_id: str, *, etag: str = ""
@@ -730,12 +730,9 @@ class AsyncAuditClient:
         and an earlier attempt's change is found as `set_retention_policy`
         finds it."""
         request = alerting_pb2.UpdateAlertRuleRequest(rule=rule, update_mask=update_mask(fields))
-        attempts = Attempts()
-        answer = await self._call(
-            self._stub.UpdateAlertRule, request, retry=not rule.etag, attempts=attempts
+        return await self._change(
+            self._stub.UpdateAlertRule, request, RULE_UPDATED, retry=not rule.etag
         )
-        answer.event_id = await self._own_change(answer.event_id, attempts, RULE_UPDATED)
-        return answer
 
     async def delete_alert_rule(
         self, rule_id: str, *, etag: str = ""

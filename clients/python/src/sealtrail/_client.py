@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Self, TypeVar, Unpack
+from typing import Protocol, Self, TypeVar, Unpack
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -90,6 +90,15 @@ from sealtrail.v1 import (
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
+
+
+class _ChangeAnswer(Protocol):
+    """The answer of a change: the id of the event that records it."""
+
+    event_id: str
+
+
+_Changed = TypeVar("_Changed", bound=_ChangeAnswer)
 
 
 def _next_message(call: Iterator[_Resp], retrying: SealtrailError | None) -> _Resp | None:
@@ -413,21 +422,27 @@ class AuditClient:
             ),
             update_mask=field_mask_pb2.FieldMask(paths=["redaction_mode"]),
         )
-        attempts = Attempts()
-        answer = self._call(
-            self._stub.UpdateTenantSettings, request, retry=not etag, attempts=attempts
+        return self._change(
+            self._stub.UpdateTenantSettings, request, SETTINGS_UPDATED, retry=not etag
         )
-        answer.event_id = self._own_change(answer.event_id, attempts, SETTINGS_UPDATED)
-        return answer
 
-    def _own_change(self, event_id: str, attempts: Attempts, action: str) -> str:
-        """The `event_id` a change answered, or, for a retried change that
-        found its lost attempt's change made, that change's, found by one
-        query (`own_change`)."""
-        if (lookup := own_change(event_id, attempts, action)) is None:
-            return event_id
-        found = self._call(self._stub.Query, lookup)
-        return found.events[0].id if found.events else ""
+    def _change(
+        self,
+        method: grpc.UnaryUnaryMultiCallable[_Req, _Changed],
+        request: _Req,
+        action: str,
+        *,
+        retry: bool = True,
+    ) -> _Changed:
+        """A change's answer, its `event_id` that of the change's record: for a
+        retry that found its lost attempt's change made (and so answered no
+        id), that attempt's, found by one query (`own_change`)."""
+        attempts = Attempts()
+        answer = self._call(method, request, retry=retry, attempts=attempts)
+        if (lookup := own_change(answer.event_id, attempts, action)) is not None:
+            found = self._call(self._stub.Query, lookup)
+            answer.event_id = found.events[0].id if found.events else ""
+        return answer
 
     def hash_secret(self, value: str) -> str:
         """Admin: `hmac-sha256:<hex>`, what redaction in HMAC mode writes for
@@ -466,10 +481,7 @@ class AuditClient:
         retry whose earlier attempt revoked it, its answer lost, answers that
         revocation's, found as `set_retention_policy` finds its change."""
         request = access_pb2.RevokeTokenRequest(token_id=token_id)
-        attempts = Attempts()
-        answer = self._call(self._stub.RevokeToken, request, attempts=attempts)
-        answer.event_id = self._own_change(answer.event_id, attempts, TOKEN_REVOKED)
-        return answer
+        return self._change(self._stub.RevokeToken, request, TOKEN_REVOKED)
 
     def get_retention_policy(self) -> retention_pb2.GetRetentionPolicyResponse:
         """Admin: the tenant's retention policy and legal hold."""
@@ -496,12 +508,9 @@ class AuditClient:
         that attempt's change, found by one query, as recorded queries are."""
         policy = retention_policy(default, categories or {}, action_prefixes or {}, etag=etag)
         request = retention_pb2.UpdateRetentionPolicyRequest(policy=policy)
-        attempts = Attempts()
-        answer = self._call(
-            self._stub.UpdateRetentionPolicy, request, retry=not etag, attempts=attempts
+        return self._change(
+            self._stub.UpdateRetentionPolicy, request, POLICY_UPDATED, retry=not etag
         )
-        answer.event_id = self._own_change(answer.event_id, attempts, POLICY_UPDATED)
-        return answer
 
     def preview_retention_policy(
         self,
@@ -536,11 +545,9 @@ class AuditClient:
         `set_retention_policy`; retried without, its earlier attempt's change
         is found as that method finds it."""
         request = retention_pb2.SetLegalHoldRequest(on=on, reason=reason, etag=etag)
-        attempts = Attempts()
-        answer = self._call(self._stub.SetLegalHold, request, retry=not etag, attempts=attempts)
-        action = HOLD_PLACED if on else HOLD_RELEASED
-        answer.event_id = self._own_change(answer.event_id, attempts, action)
-        return answer
+        return self._change(
+            self._stub.SetLegalHold, request, HOLD_PLACED if on else HOLD_RELEASED, retry=not etag
+        )
 
     def erase_tenant(
         self, confirm_tenant_id: str, *, timeout: float = ERASURE_TIMEOUT
@@ -599,10 +606,7 @@ class AuditClient:
         since, and not retried; clear `sink.etag` to change whatever it is
         now. Without an etag, retried: a repeat changes nothing."""
         request = forwarding_pb2.UpdateSinkRequest(sink=sink, update_mask=update_mask(fields))
-        attempts = Attempts()
-        answer = self._call(self._stub.UpdateSink, request, retry=not sink.etag, attempts=attempts)
-        answer.event_id = self._own_change(answer.event_id, attempts, SINK_UPDATED)
-        return answer
+        return self._change(self._stub.UpdateSink, request, SINK_UPDATED, retry=not sink.etag)
 
     def delete_sink(self, sink_id: str, *, etag: str = "") -> forwarding_pb2.DeleteSinkResponse:
         """Admin: stop and delete a sink. Recorded as `sink.deleted`. With
@@ -658,12 +662,7 @@ class AuditClient:
         and an earlier attempt's change is found as `set_retention_policy`
         finds it."""
         request = alerting_pb2.UpdateAlertRuleRequest(rule=rule, update_mask=update_mask(fields))
-        attempts = Attempts()
-        answer = self._call(
-            self._stub.UpdateAlertRule, request, retry=not rule.etag, attempts=attempts
-        )
-        answer.event_id = self._own_change(answer.event_id, attempts, RULE_UPDATED)
-        return answer
+        return self._change(self._stub.UpdateAlertRule, request, RULE_UPDATED, retry=not rule.etag)
 
     def delete_alert_rule(
         self, rule_id: str, *, etag: str = ""
