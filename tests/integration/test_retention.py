@@ -50,6 +50,7 @@ from sealtrail import (
     write_bundle,
 )
 from sealtrail import _cli as cli
+from sealtrail import _cli_retention as cli_retention
 from sealtrail.tlog import generate_signer_key, leaf_hash, parse_checkpoint, verify_inclusion
 from sealtrail.v1 import (
     audit_service_pb2,
@@ -301,7 +302,7 @@ def test_the_command_line_asks_before_a_policy_that_removes_events(
     clock.advance(40)
     env = {"SEALTRAIL_SERVER": aged.target, "SEALTRAIL_TOKEN": aged.token(tenant)}
     at_a_terminal = False
-    monkeypatch.setattr(cli, "_at_a_terminal", lambda: at_a_terminal)
+    monkeypatch.setattr(cli_retention, "_at_a_terminal", lambda: at_a_terminal)
 
     def run(*args: str, answer: str | None = None) -> Any:
         return CliRunner().invoke(cli.main, ["retention", "set", *args], input=answer, env=env)

@@ -1,0 +1,427 @@
+"""`sealtrail bundle`, `verify`, `verify-log` and `checkpoint`: prove a log's
+integrity, online and offline. Registered on the main command by _cli.py,
+whose helpers it shares."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sealtrail._bundle import (
+    BundleError,
+    BundleSummary,
+    SeqRange,
+    received_range,
+    verify_bundle,
+    write_bundle,
+)
+from sealtrail._checkpoint_check import (
+    CheckpointCheck,
+    CheckpointError,
+    OtherLogError,
+    saved_checkpoint_text,
+)
+from sealtrail._cli import (
+    _cannot_write,
+    _client,
+    _count,
+    _filter,
+    _filter_options,
+    _Time,
+    terminal_safe,
+)
+from sealtrail._cli_ranges import (
+    PERIOD_UNPROVEN,
+    PeriodParam,
+    SeqRangeParam,
+    moment,
+    range_line,
+    range_warnings,
+    unproven_ends,
+)
+from sealtrail._client import AuditClient
+from sealtrail._errors import InvalidArgumentError
+from sealtrail._export import ExportError
+
+
+@click.command()
+@_filter_options
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="New or empty directory to write the bundle into.",
+)
+@click.option(
+    "--seq",
+    "seqs",
+    type=SeqRangeParam(),
+    help="Every event of this seq range, FIRST-LAST, proven complete: none left out, none"
+    " added (no filter with it).",
+)
+@click.option(
+    "--received",
+    type=PeriodParam(),
+    help="Every event received in this UTC year, month or day (2026-11), as the seq range"
+    " the server finds for it, proven complete. Refused while the period has not ended.",
+)
+@click.option(
+    "--received-since",
+    type=_Time(),
+    help="As --received, for the events received from this time (same forms as --since)...",
+)
+@click.option(
+    "--received-until",
+    type=_Time(),
+    help="...to this one, excluded; without it, up to now.",
+)
+@click.pass_context
+def bundle(
+    ctx: click.Context,
+    /,
+    out: Path,
+    seqs: tuple[int, int] | None,
+    received: tuple[datetime, datetime] | None,
+    received_since: datetime | None,
+    received_until: datetime | None,
+    **criteria: Any,
+) -> None:
+    """Write matching events as a bundle that `sealtrail verify` checks offline;
+    with --seq or --received, every event of a range of the log, proven complete."""
+    period = _period(ctx, seqs, received, received_since, received_until, criteria)
+    with _client(ctx) as client:
+        try:
+            seq_range = (
+                SeqRange(*seqs)
+                if seqs is not None
+                else None
+                if period is None
+                else _received(ctx, client, period, whole=received is not None)
+            )
+            summary = write_bundle(client, out, event_filter=_filter(criteria), seq_range=seq_range)
+        except (BundleError, ExportError) as error:
+            raise click.ClickException(terminal_safe(str(error))) from None
+        except OSError as error:
+            raise click.ClickException(_cannot_write(out, error)) from None
+    purged = f" and {summary.purged} purged events' leaves" if summary.purged else ""
+    proven = f": {range_line(summary)}" if summary.seq_range is not None else ""
+    click.echo(
+        f"wrote {summary.count} records{purged} (seq {summary.first_seq}..{summary.last_seq})"
+        f" of {terminal_safe(summary.origin)} with its checkpoint at size {summary.tree_size}"
+        f" to {out}{proven}"
+    )
+    if summary.log_fault is not None:
+        click.echo(f"FAILED: {summary.log_fault}", err=True)
+        sys.exit(1)
+    if summary.unchecked_edges:  # verify would not say OK of it either
+        for reason in unproven_ends(summary):
+            click.echo(reason, err=True)
+        sys.exit(PERIOD_UNPROVEN)
+
+
+def _received(
+    ctx: click.Context,
+    client: AuditClient,
+    period: tuple[datetime, datetime | None],
+    *,
+    whole: bool,
+) -> SeqRange:
+    """The seqs received in `period`. A period not yet ended is refused in the
+    API's words (leave `until` unset), which name no option of this command."""
+    try:
+        return received_range(client, since=period[0], until=period[1])
+    except InvalidArgumentError as error:
+        if not whole or not any(field == "until" for field, _ in error.field_violations):
+            raise
+        raise click.UsageError(
+            f"--received: the period has not ended; --received-since {period[0]:%Y-%m-%d}"
+            " bundles it so far",
+            ctx,
+        ) from None
+
+
+def _period(
+    ctx: click.Context,
+    seqs: tuple[int, int] | None,
+    received: tuple[datetime, datetime] | None,
+    since: datetime | None,
+    until: datetime | None,
+    criteria: dict[str, Any],
+) -> tuple[datetime, datetime | None] | None:
+    """The period by receipt time a range bundle is asked for, if it is; a
+    range asked for two ways, or with a filter, is refused."""
+    ways = [
+        name
+        for name, given in (
+            ("--seq", seqs),
+            ("--received", received),
+            ("--received-since", since or until),
+        )
+        if given is not None
+    ]
+    if len(ways) > 1:
+        raise click.UsageError(f"{' and '.join(ways)} each choose the range: give one", ctx)
+    if ways and any(value not in (None, ()) for value in criteria.values()):
+        raise click.UsageError(
+            f"{ways[0]} bundles every event of a range, none left out: it takes no filter", ctx
+        )
+    if until is not None and since is None:
+        raise click.UsageError("--received-until needs --received-since", ctx)
+    if received is not None:
+        return received
+    return None if since is None else (since, until)
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--key",
+    "keys",
+    metavar="VKEY",
+    multiple=True,
+    help="Verifier key (name+id+key) the checkpoint must be signed by. Without it the"
+    " bundle's own keys are used, which proves only that the bundle is self-consistent:"
+    " the command then says SELF-CONSISTENT, not OK, and exits 3. Repeat it for a log"
+    " whose key was rotated: what retention removed is signed by the key of its day.",
+)
+@click.option(
+    "--tenant",
+    help="Tenant whose log the bundle must be: one key signs every tenant's checkpoints,"
+    " so another tenant's bundle would verify as well.",
+)
+@click.option(
+    "--complete",
+    "require_complete",
+    is_flag=True,
+    help="Require the whole log (a bundle written without filters): a partial bundle fails,"
+    " however well its records check, since one left out of it would not be noticed; so does"
+    " a range bundle (see --seq).",
+)
+@click.option(
+    "--seq",
+    "require_seqs",
+    type=SeqRangeParam(),
+    help="Require every event of this seq range, FIRST-LAST, proven complete: by a range"
+    " bundle of it (or of more), or the whole log.",
+)
+@click.option(
+    "--received",
+    "require_period",
+    type=PeriodParam(),
+    help="Require every event received in this UTC year, month or day (2026-11), proven"
+    " complete: by a bundle written for it (or for a period that holds it, `bundle"
+    " --received`). As without it, exits 4 if an end of the range is not proven the period's.",
+)
+def verify(
+    path: Path,
+    keys: tuple[str, ...],
+    tenant: str | None,
+    require_complete: bool,
+    require_seqs: tuple[int, int] | None,
+    require_period: tuple[datetime, datetime] | None,
+) -> None:
+    """Check a bundle offline: every record against the signed checkpoint.
+    Exits 0 when verified against --key, 1 on a failure, 3 when verified only
+    against the bundle's own keys (which a forger writes too), 4 when a
+    period's range is proven complete but an end of it not the period's."""
+    try:
+        # No --key: None, the bundle's own keys (an empty list is refused).
+        summary = verify_bundle(path, key=keys or None, tenant=tenant)
+    except BundleError as error:  # which may quote the bundle's text, a forger's
+        click.echo(f"FAILED: {terminal_safe(str(error))}", err=True)
+        sys.exit(1)
+    if require_complete and not summary.complete:
+        what = (
+            f"a range bundle (seq {summary.seq_range[0]}..{summary.seq_range[1]} complete)"
+            if summary.seq_range is not None
+            else f"a partial bundle ({summary.count} records of {summary.tree_size},"
+            " written with filters)"
+        )
+        click.echo(f"FAILED: {what} where --complete requires the whole log", err=True)
+        sys.exit(1)
+    if require_seqs is not None and not _proves(summary, require_seqs):
+        first, last = require_seqs
+        click.echo(
+            f"FAILED: the bundle does not prove seq {first}..{last} complete: it proves "
+            + (
+                f"seq {summary.seq_range[0]}..{summary.seq_range[1]}"
+                if summary.seq_range is not None
+                else f"the whole log of {summary.tree_size}"
+                if summary.complete
+                else "no range (a partial bundle, written with filters)"
+            ),
+            err=True,
+        )
+        sys.exit(1)
+    if require_period is not None and not _holds(summary, require_period):
+        since, until = require_period
+        click.echo(
+            f"FAILED: the bundle does not prove the events received from {moment(since)} to"
+            f" {moment(until)}: it proves "
+            + (
+                f"the events received from {moment(summary.received_since)} to"
+                f" {moment(summary.received_until)}"
+                if summary.received_since is not None and summary.received_until is not None
+                else f"no period (a range bundle of seq {summary.seq_range[0]}.."
+                f"{summary.seq_range[1]}, chosen by seq)"
+                if summary.seq_range is not None
+                else "no period (a bundle not written for one)"
+            ),
+            err=True,
+        )
+        sys.exit(1)
+    _report_verified(summary)
+
+
+def _holds(summary: BundleSummary, period: tuple[datetime, datetime]) -> bool:
+    """Whether the bundle was written for `period`, or for one that holds it
+    (whether its ends are proven the period's is `_report_verified`'s)."""
+    if summary.received_since is None or summary.received_until is None:
+        return False
+    return summary.received_since <= period[0] and period[1] <= summary.received_until
+
+
+def _proves(summary: BundleSummary, seqs: tuple[int, int]) -> bool:
+    """Whether the bundle proves every event of `seqs` is in it."""
+    first, last = seqs
+    if summary.complete:
+        return last <= summary.tree_size
+    if summary.seq_range is None:
+        return False
+    return summary.seq_range[0] <= first and last <= summary.seq_range[1]
+
+
+def _report_verified(summary: BundleSummary) -> None:
+    """What was verified; its origin and key names are the bundle's, which a
+    forger chooses: escaped, they cannot overwrite the verdict or its warning."""
+    whole = ", the complete log with no gap" if summary.complete else ""
+    if summary.seq_range is not None:
+        whole = f"; {range_line(summary)} and consistent with the signed checkpoint"
+    purged = (
+        f" and the leaves of {summary.purged} events removed by retention" if summary.purged else ""
+    )
+    unproven = summary.seq_range is not None and bool(summary.unchecked_edges)
+    verdict = (
+        "SELF-CONSISTENT" if summary.trusted_own_keys else "PERIOD UNPROVEN" if unproven else "OK"
+    )
+    click.echo(
+        f"{verdict}: {summary.count} records{purged} (seq {summary.first_seq}..{summary.last_seq})"
+        f" are in {terminal_safe(summary.origin)} at size {summary.tree_size}{whole};"
+        f" checkpoint signed by {terminal_safe(', '.join(summary.signed_by))}"
+    )
+    if summary.seq_range is not None:
+        for warning in range_warnings(summary):
+            click.echo(terminal_safe(warning), err=True)
+    elif not summary.complete:
+        click.echo(
+            "warning: a partial bundle (a filter's selection): each record it holds is"
+            " proven, but one left out would not be noticed; only a complete bundle shows"
+            " the log has no gap",
+            err=True,
+        )
+    if summary.trusted_own_keys:
+        click.echo(
+            "not authenticated: checked against the bundle's own keys, which whoever wrote"
+            " it chose; pass --key with the log's published verifier key",
+            err=True,
+        )
+        sys.exit(3)
+    if unproven:
+        sys.exit(PERIOD_UNPROVEN)
+
+
+@click.command("verify-log")
+@click.option(
+    "--check-views",
+    is_flag=True,
+    help="Also check that what Query shows of each event is what its record says (slower).",
+)
+@click.pass_context
+def verify_log(ctx: click.Context, check_views: bool) -> None:
+    """Admin: have the server recheck every record, leaf and checkpoint root."""
+    with _client(ctx) as client:
+        result = client.verify_log(check_views=check_views)
+    if result.ok:
+        views = f", {_count(result.views_verified, 'view')}" if check_views else ""
+        click.echo(
+            f"OK: {_count(result.verified_size, 'record')}{views} and"
+            f" {_count(result.checkpoints_verified, 'checkpoint')} verified"
+        )
+        if check_views and result.verified_size and not result.views_verified:
+            click.echo(
+                "warning: no view was checked: the server predates --check-views, or its"
+                " events were all stored without views (shown from their records)",
+                err=True,
+            )
+        return
+    failure = result.failure
+    click.echo(f"FAILED at seq {failure.seq}: {failure.reason}: {failure.message}", err=True)
+    sys.exit(1)
+
+
+@click.command()
+@click.option("--fresh", is_flag=True, help="Sign a new checkpoint if the log has grown.")
+@click.option(
+    "--check",
+    "saved",
+    metavar="SAVED",
+    type=click.Path(exists=True, allow_dash=True, path_type=Path),
+    help="Check a checkpoint saved earlier (this command's output, a bundle's directory, or"
+    " an export's FILE.manifest.json; - reads the output or manifest from stdin): the log"
+    " it signs must be a prefix of today's. Exits 1 if the log was rewritten since.",
+)
+@click.option(
+    "--key",
+    "keys",
+    metavar="VKEY",
+    multiple=True,
+    help="With --check: verifier key (name+id+key) both checkpoints must be signed by."
+    " Repeat it for a log whose key was rotated since the checkpoint was saved.",
+)
+@click.pass_context
+def checkpoint(ctx: click.Context, fresh: bool, saved: Path | None, keys: tuple[str, ...]) -> None:
+    """Print the log's latest signed checkpoint, or check one saved earlier
+    against it (--check SAVED --key VKEY)."""
+    if saved is None:
+        if keys:
+            raise click.UsageError("--key goes with --check", ctx)
+        with _client(ctx) as client:
+            click.echo(client.get_checkpoint(fresh=fresh).note, nl=False)
+        return
+    if not keys:
+        # The server's own keys would prove nothing: a forger serves theirs.
+        raise click.UsageError("--check needs --key, the log's published verifier key", ctx)
+    try:
+        with _client(ctx) as client:
+            result = client.check_checkpoint(saved_checkpoint_text(saved), key=keys, fresh=fresh)
+    except OtherLogError as error:  # which quotes the saved text, a forger's perhaps
+        click.echo(f"refused: {terminal_safe(str(error))}", err=True)
+        ctx.exit(2)
+    except CheckpointError as error:
+        click.echo(f"FAILED: {terminal_safe(str(error))}", err=True)
+        sys.exit(1)
+    _report_checked(result)
+
+
+def _report_checked(result: CheckpointCheck) -> None:
+    """The verdict on a saved checkpoint, one line; its origin is the saved
+    text's, escaped."""
+    origin = terminal_safe(result.origin)
+    if not result.consistent:
+        click.echo(
+            "FAILED: the log was rewritten since the saved checkpoint: its"
+            f" {_count(result.saved_size, 'event')} are not a prefix of today's"
+            f" {result.latest_size:,} ({origin}): {terminal_safe(result.reason or '')}",
+            err=True,
+        )
+        sys.exit(1)
+    names = ", ".join(sorted({text.split("+", 1)[0] for text in result.signed_by}))
+    click.echo(
+        f"CONSISTENT: the saved log of {_count(result.saved_size, 'event')} is a prefix of"
+        f" today's {result.latest_size:,} ({origin}); signed by {terminal_safe(names)}"
+    )

@@ -1,0 +1,205 @@
+"""`sealtrail retention`, `legal-hold` and `erase-tenant`: a tenant admin's
+powers over how long its log is kept. Registered on the main command by
+_cli.py, whose helpers it shares."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import UTC
+from typing import TypeVar
+
+import click
+from google.protobuf import json_format
+
+from sealtrail._cli import _client, _count, terminal_safe, unchanged_since_read
+from sealtrail._convert import enum_label
+from sealtrail.v1 import event_pb2, retention_pb2
+
+
+def _days(value: int) -> str:
+    return "forever" if value == 0 else f"{value} days"
+
+
+def _rule_option(value: str) -> tuple[str, str]:
+    name, sep, days = value.partition("=")
+    if not sep or not name or not days:
+        raise click.BadParameter(f"{value!r} is not NAME=DAYS")
+    return name, days
+
+
+def _days_value(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+_ETAG_HELP = (
+    "Change only the {what} `sealtrail retention` showed with this etag; if it changed"
+    " since, nothing is changed and the command fails (ABORTED)."
+)
+
+
+@click.group(invoke_without_command=True)
+@click.pass_context
+def retention(ctx: click.Context) -> None:
+    """Admin: show (no subcommand) or set the tenant's retention policy."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with _client(ctx) as client:
+        answer = client.get_retention_policy()
+    policy, hold = answer.policy, answer.legal_hold
+    click.echo(f"default: {_days(policy.default_days)}")
+    for rule in policy.rules:
+        which = rule.WhichOneof("selector")
+        if which == "category":
+            name = f"category {enum_label(event_pb2.Category, rule.category)}"
+        else:
+            name = f"actions {rule.action_prefix}"
+        click.echo(f"{name}: {_days(rule.days)}")
+    click.echo(f"etag: {policy.etag}")
+    click.echo(f"limits: {_limits_text(answer.limits)}")
+    click.echo(f"legal hold: {'on (' + terminal_safe(hold.reason) + ')' if hold.on else 'off'}")
+    click.echo(f"legal hold etag: {hold.etag}")
+
+
+def _limits_text(limits: retention_pb2.RetentionLimits) -> str:
+    """What the operator allows the policy: the deployment's floor, the
+    tenant's plan's ceiling (a server that predates them sends neither)."""
+    floor = f"at least {limits.min_days} days" if limits.min_days else "no minimum"
+    ceiling = f"at most {limits.max_days} days" if limits.max_days else "no maximum"
+    return f"{floor}, {ceiling} (the operator's)"
+
+
+_Answer = TypeVar("_Answer")
+
+
+@retention.command("set")
+@click.argument("default")
+@click.option(
+    "--category",
+    "categories",
+    multiple=True,
+    metavar="NAME=DAYS",
+    help="Override for a category, e.g. authentication=1y (repeatable).",
+)
+@click.option(
+    "--action",
+    "actions",
+    multiple=True,
+    metavar="PREFIX=DAYS",
+    help="Override for an action prefix, e.g. rag.*=90 (repeatable).",
+)
+@click.option("--etag", default="", help=_ETAG_HELP.format(what="policy"))
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Only show what the policy would remove if it applied now; change nothing.",
+)
+@click.option(
+    "--yes",
+    is_flag=True,
+    help="Set it without asking, even if it removes events now.",
+)
+@click.pass_context
+def retention_set(
+    ctx: click.Context,
+    default: str,
+    categories: tuple[str, ...],
+    actions: tuple[str, ...],
+    etag: str,
+    dry_run: bool,
+    yes: bool,
+) -> None:
+    """Replace the policy: DEFAULT and every override are days (90 or 90d),
+    weeks (2w), years of 365 days (1y) or forever. Recorded in the log; with --dry-run, only
+    shows what it would remove. A policy that would remove events now shows
+    them and asks first, from a terminal; elsewhere (a script) it is refused
+    unless --yes."""
+    by_category = {name: _days_value(days) for name, days in map(_rule_option, categories)}
+    by_action = {prefix: _days_value(days) for prefix, days in map(_rule_option, actions)}
+
+    def with_policy(call: Callable[..., _Answer], etag: str) -> _Answer:
+        try:
+            return call(
+                _days_value(default), categories=by_category, action_prefixes=by_action, etag=etag
+            )
+        except ValueError as error:  # a preset or rule the client refuses
+            raise click.BadParameter(str(error)) from None
+
+    read_with: str | None = "sealtrail retention"  # where the given etag was read
+    with _client(ctx) as client:
+        if not (dry_run or yes or etag):
+            # What was shown is what is set, or nothing: both on one etag, read
+            # here (a change made while the question waits aborts the set).
+            read_with = None
+            etag = client.get_retention_policy().policy.etag
+        with unchanged_since_read("the retention policy", read_with=read_with):
+            if dry_run or not yes:
+                preview = with_policy(client.preview_retention_policy, etag)
+                if dry_run:
+                    _echo_preview(preview, err=False)
+                    return
+                if preview.events or preview.at_least:
+                    _echo_preview(preview, err=True)
+                    _confirm_removal(ctx, legal_hold=preview.legal_hold)
+            answer = with_policy(client.set_retention_policy, etag)
+    # A retried call whose first try set it answers that try's change (helper-197).
+    click.echo("policy updated" if answer.event_id else "policy already as asked; nothing recorded")
+
+
+def _confirm_removal(ctx: click.Context, *, legal_hold: bool) -> None:
+    """Asked at a terminal; refused elsewhere: events removed for good must
+    not hang on a question no one sees, nor take a line of a script's input
+    as its answer."""
+    when = "once the legal hold is released" if legal_hold else "at the next purge"
+    if not _at_a_terminal():
+        raise click.UsageError(
+            f"this policy removes events for good {when}; pass --yes to set it", ctx
+        )
+    click.confirm(f"Remove them for good {when}? (--yes answers yes)", abort=True, err=True)
+
+
+def _at_a_terminal() -> bool:
+    """Whether someone can see the question (on stderr) and answer it (on stdin)."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def _echo_preview(preview: retention_pb2.PreviewRetentionPolicyResponse, *, err: bool) -> None:
+    def events(count: int, at_least: bool) -> str:
+        return f"{'at least ' if at_least else ''}{_count(count, 'event')}"
+
+    click.echo(f"would remove {events(preview.events, preview.at_least)} now", err=err)
+    for rule in preview.rules:
+        horizon = rule.received_before.ToDatetime(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        click.echo(
+            f"  {rule.rule}: {events(rule.events, rule.at_least)}"
+            f" ({rule.days} days: received before {horizon})",
+            err=err,
+        )
+    if preview.legal_hold:
+        click.echo("legal hold on: nothing is removed until it is released", err=err)
+
+
+@click.command("legal-hold")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.option("--reason", default="", help="Why (a case or matter); required for `on`.")
+@click.option("--etag", default="", help=_ETAG_HELP.format(what="hold"))
+@click.pass_context
+def legal_hold(ctx: click.Context, state: str, reason: str, etag: str) -> None:
+    """Admin: place or release the tenant's legal hold; nothing is purged while it is on."""
+    with (
+        _client(ctx) as client,
+        unchanged_since_read("the legal hold", read_with="sealtrail retention"),
+    ):
+        answer = client.set_legal_hold(state == "on", reason=reason, etag=etag)
+    click.echo(f"legal hold {'on' if answer.legal_hold.on else 'off'}")
+
+
+@click.command("erase-tenant")
+@click.option("--confirm", required=True, metavar="TENANT", help="Your tenant id, typed back.")
+@click.pass_context
+def erase_tenant(ctx: click.Context, confirm: str) -> None:
+    """Admin: irreversibly remove every event, token and setting of your tenant.
+    Prints the receipt (keep it: it holds the log's final signed checkpoint)."""
+    with _client(ctx) as client:
+        receipt = client.erase_tenant(confirm)
+    click.echo(json_format.MessageToJson(receipt, indent=2))
