@@ -30,7 +30,9 @@ from sealtrail import (
     build_event,
     build_filter,
 )
-from sealtrail._bundle import BundleError, SeqRange, verify_bundle, write_bundle
+from sealtrail._bundle import SeqRange, write_bundle
+from sealtrail._bundle_check import verify_bundle
+from sealtrail._bundle_format import BundleError
 from sealtrail._cli import main as cli
 from sealtrail.tlog import (
     RETENTION_ACTION,

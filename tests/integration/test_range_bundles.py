@@ -29,7 +29,9 @@ from sealtrail import (
     UnavailableError,
     build_event,
 )
-from sealtrail._bundle import BundleError, SeqRange, received_range, verify_bundle, write_bundle
+from sealtrail._bundle import SeqRange, received_range, write_bundle
+from sealtrail._bundle_check import verify_bundle
+from sealtrail._bundle_format import BundleError
 from sealtrail._cli import main as cli
 from sealtrail.tlog import Signer, leaf_hash
 from sealtrail.v1 import audit_service_pb2

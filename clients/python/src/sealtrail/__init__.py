@@ -1,14 +1,9 @@
 """Python client and CLI of Sealtrail, the append-only, tamper-evident audit log service."""
 
 from sealtrail._async_client import AsyncAuditClient
-from sealtrail._bundle import (
-    BundleError,
-    BundleSummary,
-    SeqRange,
-    received_range,
-    verify_bundle,
-    write_bundle,
-)
+from sealtrail._bundle import SeqRange, received_range, write_bundle
+from sealtrail._bundle_check import verify_bundle
+from sealtrail._bundle_format import BundleError, BundleSummary
 from sealtrail._checkpoint_check import CheckpointCheck, CheckpointError, OtherLogError
 from sealtrail._client import AuditClient
 from sealtrail._convert import (

@@ -1,32 +1,5 @@
-"""Verifiable bundles: events exactly as hashed, with what proves them in the
-log, checkable offline by anyone (docs/integrity.md, "Bundles and `sealtrail verify`").
-
-    bundle.json         what the bundle holds: origin, tree size, seq range, and
-                        "complete" when it claims every record of seqs 1..tree size;
-                        (version 3) "range" when it claims every event of seqs
-                        first..last, and "received" the period that range was
-                        found for, by receipt time
-    records.ndjson      the records, one per line, exactly as hashed
-    proofs.ndjson       line i is {"seq": s, "proof": [base64, ...]}: the RFC 9162
-                        inclusion proof of record i in the checkpoint's tree
-    purged.ndjson       (version 2) events removed by retention, one per line:
-                        {"seq": s, "leaf_hash": base64, "proof": [base64, ...]}
-    edges.ndjson        (version 3, a range found by receipt time) the events just
-                        before and after the range, each with its proof:
-                        {"seq": s, "record": text | null, "leaf_hash": base64,
-                        "proof": [...]}; their times show the range is the period's
-    checkpoint.txt      the C2SP signed checkpoint at the tree size
-    verifier-keys.txt   the server's verifier keys, one per line, active first
-
-Every record is checked against the signed root through its own proof, so a
-changed record is named exactly; a complete bundle is also checked for gaps
-and its root recomputed over all records and purged leaves. A range bundle
-(ADR 0068) is checked for gaps within its range, and the signed root rebuilt
-from the range's leaves and the hashes around it that its first and last
-leaves' proofs hold. A bundle is written as version 1 when the log has no
-purged event in it, so older verifiers still read it; a range bundle as
-version 3, which verifiers before it refuse rather than take for a partial one.
-"""
+"""Writing verifiable bundles (the format: _bundle_format.py): a filter's
+records with their proofs, a whole log, or a seq range proven complete."""
 
 from __future__ import annotations
 
@@ -46,42 +19,37 @@ from typing import Any, Final, Protocol, TypeVar
 
 import grpc
 
+from sealtrail._bundle_format import (
+    CHECKPOINT,
+    EDGES,
+    FORMAT,
+    KEYS,
+    MANIFEST,
+    PROOFS,
+    PURGED,
+    RANGE_VERSION,
+    RECORDS,
+    VERSION,
+    BundleError,
+    BundleSummary,
+    bundle_time,
+)
 from sealtrail._errors import NotFoundError, SealtrailError
 from sealtrail.tlog import (
     LeafTree,
     NoteError,
     ProofError,
-    RangeRoot,
     RangeTree,
     RemovalLedger,
     RemovedLeaves,
-    TreeBuilder,
     Verifier,
     leaf_hash,
-    open_note,
     parse_checkpoint,
-    verify_inclusion,
 )
 from sealtrail.v1 import audit_service_pb2, event_pb2, integrity_pb2
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
-
-FORMAT = "sealtrail-bundle"
-VERSION = 2
-RANGE_VERSION = 3  # a bundle of a seq range, complete within it
-VERSIONS = (1, 2, 3)  # what verify_bundle reads
-MANIFEST = "bundle.json"
-RECORDS = "records.ndjson"
-PROOFS = "proofs.ndjson"
-PURGED = "purged.ndjson"
-EDGES = "edges.ndjson"
-CHECKPOINT = "checkpoint.txt"
-KEYS = "verifier-keys.txt"
-
-
-class BundleError(Exception):
-    """A bundle failed verification; the message names the record and the reason."""
 
 
 class _Source(Protocol):
@@ -152,64 +120,10 @@ def received_range(source: _Source, *, since: datetime, until: datetime | None =
     start, end = found.since.ToDatetime(tzinfo=UTC), found.until.ToDatetime(tzinfo=UTC)
     if found.first_seq > found.last_seq:
         raise BundleError(
-            f"no event was received from {_moment(start)} to {_moment(end)}"
+            f"no event was received from {bundle_time(start)} to {bundle_time(end)}"
             f" (the log holds {found.tree_size} events)"
         )
     return SeqRange(found.first_seq, found.last_seq, start, end)
-
-
-def _moment(when: datetime) -> str:
-    """A time as bundle.json and the command line show it: RFC 3339, UTC."""
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-@dataclass(frozen=True)
-class BundleSummary:
-    origin: str
-    tree_size: int
-    count: int  # records
-    first_seq: int
-    last_seq: int
-    complete: bool
-    signed_by: list[str]
-    trusted_own_keys: bool
-    purged: int = 0  # leaves of events removed by retention, each proven too
-    # Seqs the filter matched that the log could not prove (a partial bundle):
-    # the records are not in it, and verification fails naming them.
-    unproven: tuple[int, ...] = ()
-    # Of a complete or range bundle, the seqs the log could not prove: the
-    # records are not in it, and verification fails naming the first missing.
-    gaps: tuple[int, ...] = ()
-    # Of a complete bundle, why its records' retention statements do not
-    # account for the leaves of removed events it holds (the log's doing:
-    # it was written twice, no purge between), as verification fails with it.
-    unaccounted: str | None = None
-    # The log refused to sign a checkpoint over its current state (it no longer
-    # extends its last): the bundle is written against that last one, and
-    # verification fails saying so, once its records are checked.
-    log_refused_to_sign: bool = False
-    # A range bundle's (first, last) seqs: every event of them is in it, as a
-    # record or, removed by retention, as its leaf.
-    seq_range: tuple[int, int] | None = None
-    # The period by receipt time its range was found for, if it was.
-    received_since: datetime | None = None
-    received_until: datetime | None = None
-    # Of a period's range, the ends not proven to be the period's ("start",
-    # "end"): the event just outside it shown as removed by retention (its
-    # time went with it), or, at the end, none after the range in the log at
-    # the checkpoint's size. `sealtrail verify` then exits 4, not 0.
-    unchecked_edges: tuple[str, ...] = ()
-
-    @property
-    def log_fault(self) -> str | None:
-        """What the log could not do when the bundle was written, which says
-        it had been changed (the bundle fails verification with it), or None."""
-        return _log_fault(
-            self.unproven,
-            refused=self.log_refused_to_sign,
-            gaps=self.gaps,
-            unaccounted=self.unaccounted,
-        )
 
 
 def write_bundle(
@@ -342,8 +256,8 @@ def _range_fields(seq_range: SeqRange | None) -> dict[str, Any]:
     fields: dict[str, Any] = {"range": {"first_seq": seq_range.first, "last_seq": seq_range.last}}
     if seq_range.received_since is not None and seq_range.received_until is not None:
         fields["received"] = {
-            "since": _moment(seq_range.received_since),
-            "until": _moment(seq_range.received_until),
+            "since": bundle_time(seq_range.received_since),
+            "until": bundle_time(seq_range.received_until),
         }
     return fields
 
@@ -748,447 +662,6 @@ def in_order(
             yield pending.popleft().result()
     while pending:
         yield pending.popleft().result()
-
-
-def verify_bundle(
-    path: Path, *, key: str | Sequence[str] | None = None, tenant: str | None = None
-) -> BundleSummary:
-    """Check every record of the bundle at `path` against its signed checkpoint.
-    With `key` (verifier key text, or several) the checkpoint, and every
-    statement of what retention removed, must be signed by one of them (a log
-    whose key was rotated: each statement is signed by the key of its day);
-    without (None), by one of the bundle's own keys, which proves only that the
-    bundle is consistent with itself; an empty sequence of keys is refused. With
-    `tenant`, the log must be that tenant's: one key signs every tenant's
-    checkpoints, so another tenant's bundle would verify as well. Raises
-    BundleError at the first failure."""
-    try:
-        return _verify_bundle(path, key=key, tenant=tenant)
-    except (OSError, UnicodeDecodeError) as error:  # a file missing, unreadable, not text
-        raise BundleError(f"cannot read the bundle: {error}") from None
-
-
-def _verify_bundle(
-    path: Path, *, key: str | Sequence[str] | None, tenant: str | None
-) -> BundleSummary:
-    manifest = _manifest(path)
-    verifiers, trusted_own = _verifiers(path, key)
-    try:
-        text, signers = open_note((path / CHECKPOINT).read_text(encoding="utf-8"), verifiers)
-        checkpoint = parse_checkpoint(text)
-    except (NoteError, OSError) as error:
-        raise BundleError(f"checkpoint: {error}") from None
-    if (checkpoint.origin, checkpoint.tree_size) != (manifest["origin"], manifest["tree_size"]):
-        raise BundleError("checkpoint: its origin or size differs from bundle.json")
-    logged_tenant = checkpoint.origin.rsplit("/", 1)[-1]
-    if tenant is not None and logged_tenant != tenant:
-        raise BundleError(
-            f"checkpoint: the log is tenant {logged_tenant!r}'s ({checkpoint.origin}),"
-            f" not {tenant!r}'s"
-        )
-
-    size, root = checkpoint.tree_size, checkpoint.root_hash
-    complete = manifest["complete"]
-    seq_range = _range_of(manifest, size)
-    received = _received_of(manifest)
-    ledger = RemovalLedger(checkpoint.origin, verifiers)
-    count, purged, first, last = _verify_each(
-        path, logged_tenant, size, root, complete=complete, seq_range=seq_range, ledger=ledger
-    )
-    if count != manifest["count"]:
-        raise BundleError(f"bundle.json says {manifest['count']} records, the bundle has {count}")
-    if purged != manifest.get("purged", 0):
-        raise BundleError(
-            f"bundle.json says {manifest.get('purged', 0)} purged events, the bundle has {purged}"
-        )
-    _refuse_what_the_log_could_not_do(manifest)
-    unchecked: tuple[str, ...] = ()
-    if received is not None and seq_range is not None:
-        unchecked = _check_edges(path, logged_tenant, size, root, seq_range, received)
-    return BundleSummary(
-        origin=checkpoint.origin,
-        tree_size=checkpoint.tree_size,
-        count=count,
-        first_seq=first,
-        last_seq=last,
-        complete=complete,
-        signed_by=[signer.text() for signer in signers],
-        trusted_own_keys=trusted_own,
-        purged=purged,
-        seq_range=seq_range,
-        received_since=received[0] if received else None,
-        received_until=received[1] if received else None,
-        unchecked_edges=unchecked,
-    )
-
-
-def _check_edges(
-    path: Path,
-    tenant: str,
-    size: int,
-    root: bytes,
-    seq_range: tuple[int, int],
-    received: tuple[datetime, datetime],
-) -> tuple[str, ...]:
-    """Check that the range is the period's: the event just before it was
-    received before the period, the one just after at or after its end, each
-    proven in the signed checkpoint as the range's records are. Whoever wrote
-    the bundle chose its edges: each one the log holds at the checkpoint's
-    size must be here, or a range cut short would pass (helper-182). Returns
-    the ends not proven: an edge shown as removed by retention (its kept leaf
-    proves its place, not its time; any writer can show one so), and the
-    end of a range that ends with the checkpoint's log (no event after it
-    shows the period had ended there)."""
-    (first, last), (since, until) = seq_range, received
-    wanted = {seq: end for seq, end in ((first - 1, "start"), (last + 1, "end")) if seq >= 1}
-    found: set[str] = set()  # the ends whose neighbour the bundle proves
-    timed: set[str] = set()  # and of those, the ones whose time it shows
-    try:
-        entries = (path / EDGES).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise BundleError(f"{EDGES}: missing, which a range of a period holds") from None
-    for number, line in enumerate(entries, start=1):
-        try:
-            entry = json.loads(line)
-            seq, record = entry["seq"], entry["record"]
-            leaf = base64.b64decode(entry["leaf_hash"], validate=True)
-            proof = [base64.b64decode(h, validate=True) for h in entry["proof"]]
-        except (ValueError, KeyError, TypeError, RecursionError):
-            raise BundleError(f"{EDGES} line {number}: not an event with its proof") from None
-        if type(seq) is not int or seq not in wanted or wanted[seq] in found:
-            raise BundleError(f"{EDGES} line {number}: seq {seq} is not just outside the range")
-        end = wanted[seq]
-        if record is not None:
-            if not isinstance(record, str):
-                raise BundleError(f"{EDGES} line {number}: its record is not text")
-            leaf = leaf_hash(record.encode())
-        try:
-            verify_inclusion(leaf_index=seq - 1, tree_size=size, leaf=leaf, proof=proof, root=root)
-        except ProofError as error:
-            raise BundleError(f"{EDGES} line {number} (seq {seq}): {error}") from None
-        found.add(end)
-        if record is None:  # removed by retention: its time went with it
-            continue
-        timed.add(end)
-        received_at = _received_at(record, tenant, seq, f"{EDGES} line {number}")
-        if end == "start" and received_at >= since:
-            raise BundleError(
-                f"seq {seq}, just before the range, was received at {_moment(received_at)}, not"
-                f" before {_moment(since)}: the range does not start where the period does"
-            )
-        if end == "end" and received_at < until:
-            raise BundleError(
-                f"seq {seq}, just after the range, was received at {_moment(received_at)}, before"
-                f" {_moment(until)}: the range ends before the period does"
-            )
-    for seq, end in wanted.items():
-        if end not in found and seq <= size:
-            where = "before" if end == "start" else "after"
-            raise BundleError(
-                f"{EDGES}: seq {seq}, just {where} the range, is missing: the log holds it at"
-                f" the checkpoint's size {size}, and its time shows where the period's {end} is"
-            )
-    return tuple(end for seq, end in wanted.items() if end not in timed)
-
-
-def _received_at(record: str, tenant: str, seq: int, where: str) -> datetime:
-    try:
-        parsed = json.loads(record)
-        owner, logged, text = parsed["tenant_id"], parsed["seq"], parsed["received_at"]
-        received_at = datetime.fromisoformat(text)
-    except (ValueError, KeyError, TypeError, RecursionError):
-        raise BundleError(f"{where}: not a Sealtrail record with its time") from None
-    if owner != tenant or logged != seq or received_at.tzinfo is None:
-        raise BundleError(f"{where}: not the record of seq {seq} of this log")
-    return received_at
-
-
-def _range_of(manifest: dict[str, Any], size: int) -> tuple[int, int] | None:
-    """The range a range bundle claims whole, checked to be one of the log
-    at the checkpoint's size."""
-    claimed = manifest.get("range")
-    if claimed is None:
-        return None
-    if manifest["complete"]:
-        raise BundleError(f"{MANIFEST}: it claims both the complete log and a range of it")
-    first = claimed.get("first_seq") if isinstance(claimed, dict) else None
-    last = claimed.get("last_seq") if isinstance(claimed, dict) else None
-    if type(first) is not int or type(last) is not int or not 1 <= first <= last:
-        raise BundleError(
-            f"{MANIFEST}: 'range' must be {{first_seq, last_seq}}, 1 <= first <= last"
-        )
-    if last > size:
-        raise BundleError(
-            f"{MANIFEST}: its range ends at seq {last}, beyond the checkpoint's size {size}"
-        )
-    return first, last
-
-
-def _received_of(manifest: dict[str, Any]) -> tuple[datetime, datetime] | None:
-    """The period by receipt time a range bundle says its range was found for."""
-    received = manifest.get("received")
-    if received is None:
-        return None
-    try:
-        since, until = (datetime.fromisoformat(received[end]) for end in ("since", "until"))
-    except (TypeError, KeyError, ValueError):
-        raise BundleError(f"{MANIFEST}: 'received' must be {{since, until}}, two times") from None
-    if since.tzinfo is None or until.tzinfo is None or manifest.get("range") is None:
-        raise BundleError(f"{MANIFEST}: 'received' must be two UTC times, of a range bundle")
-    if until <= since:
-        # Backwards, both ends' checks hold for any part of the period (helper-182).
-        raise BundleError(f"{MANIFEST}: 'received' must be a period: since before until")
-    return since.astimezone(UTC), until.astimezone(UTC)
-
-
-def _refuse_what_the_log_could_not_do(manifest: dict[str, Any]) -> None:
-    """What the writer found the log could not do: each record here checks,
-    but the log they came from had been changed."""
-    unproven = manifest.get("unproven", [])
-    if not isinstance(unproven, list) or not all(isinstance(seq, int) for seq in unproven):
-        raise BundleError(f"{MANIFEST}: 'unproven' must be a list of seqs")
-    fault = _log_fault(unproven, refused=manifest.get("log_refused_to_sign") is True)
-    if fault is not None:
-        raise BundleError(fault)
-
-
-def _log_fault(
-    unproven: Sequence[int],
-    *,
-    refused: bool,
-    gaps: Sequence[int] = (),
-    unaccounted: str | None = None,
-) -> str | None:
-    """What the log could not do, from what the writer found: the seqs a
-    filter matched (`unproven`) or a complete or range bundle holds (`gaps`)
-    that it could not prove, removals retention does not account for, or a
-    fresh checkpoint it refused to sign."""
-    if unproven or gaps:
-        seqs = unproven or gaps
-        shown = ", ".join(str(seq) for seq in seqs[:20])
-        more = f" and {len(seqs) - 20} more" if len(seqs) > 20 else ""
-        which = "records the bundle's filter matched" if unproven else "of its records"
-        return (
-            f"the log could not prove {len(seqs)} {which}"
-            f" (seq {shown}{more}): they are not in the bundle, and the log no longer holds"
-            " them as it signed them"
-        )
-    if unaccounted is not None:
-        return unaccounted
-    if refused:
-        return (
-            "the log refused to sign a checkpoint over its state when the bundle was written:"
-            " it no longer extends its last checkpoint, against which these records verify"
-        )
-    return None
-
-
-def _manifest(path: Path) -> dict[str, Any]:
-    try:
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as error:
-        raise BundleError(f"{MANIFEST}: {error}") from None
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{MANIFEST}: not a JSON object")
-    if manifest.get("format") != FORMAT or manifest.get("version") not in VERSIONS:
-        raise BundleError(
-            f"{MANIFEST}: not a {FORMAT} of version {' or '.join(map(str, VERSIONS))}"
-        )
-    if not isinstance(manifest.get("complete"), bool):
-        raise BundleError(f"{MANIFEST}: 'complete' must be true or false")
-    if not isinstance(manifest.get("origin"), str):
-        raise BundleError(f"{MANIFEST}: 'origin' must be a string")
-    for name in ("tree_size", "count", "purged"):
-        value = manifest.get(name, 0 if name == "purged" else None)  # older bundles: no purged
-        if type(value) is not int or value < 0:
-            raise BundleError(f"{MANIFEST}: {name!r} must be a number of events")
-    return dict(manifest)
-
-
-def _verifiers(path: Path, key: str | Sequence[str] | None) -> tuple[list[Verifier], bool]:
-    given = [key] if isinstance(key, str) else list(key or ())
-    if key is not None and not given:
-        # Keys read from an empty setting: checked against the bundle's own
-        # keys instead, a forged bundle carrying its forger's key verified.
-        raise BundleError("verifier key: none given (pass None to trust the bundle's own keys)")
-    try:
-        if given:
-            return [Verifier.parse(text) for text in given], False
-        lines = (path / KEYS).read_text(encoding="utf-8").split()
-        return [Verifier.parse(line) for line in lines], True
-    except (NoteError, OSError) as error:
-        raise BundleError(f"verifier key: {error}") from None
-
-
-def _records(path: Path, tenant: str) -> Iterator[tuple[int, int, bytes, dict[str, Any]]]:
-    """(line number, seq, leaf hash, record parsed) of each record, checking
-    it belongs to `tenant`."""
-    with open(path / RECORDS, "rb") as records:
-        for number, line in enumerate(records, start=1):
-            record = line.removesuffix(b"\n")
-            try:
-                parsed = json.loads(record)
-                seq, owner = parsed["seq"], parsed["tenant_id"]
-            except (ValueError, KeyError, TypeError, RecursionError):
-                raise BundleError(f"record {number}: not a Sealtrail record") from None
-            if type(seq) is not int:
-                raise BundleError(f"record {number}: its seq is not a number")
-            if owner != tenant:
-                raise BundleError(f"record {number} (seq {seq}): belongs to tenant {owner!r}")
-            yield number, seq, leaf_hash(record), parsed
-
-
-def _purged(path: Path) -> Iterator[tuple[int, bytes, list[bytes]]]:
-    """(seq, leaf hash, proof) of each event the bundle says retention removed."""
-    if not (path / PURGED).exists():
-        return
-    with open(path / PURGED, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            try:
-                entry = json.loads(line)
-                seq = entry["seq"]
-                leaf = base64.b64decode(entry["leaf_hash"], validate=True)
-                proof = [base64.b64decode(h, validate=True) for h in entry["proof"]]
-            except (ValueError, KeyError, TypeError, RecursionError):
-                raise BundleError(f"{PURGED} line {number}: not a purged leaf") from None
-            if not isinstance(seq, int) or len(leaf) != 32:
-                raise BundleError(f"{PURGED} line {number}: not a purged leaf")
-            yield seq, leaf, proof
-
-
-class _Walk:
-    """Leaves met in seq order: each checked against the signed root through
-    its proof; a complete bundle checked for gaps from seq 1 and its root
-    recomputed from all its leaves; a range bundle checked for gaps and
-    strays in its range, and the root rebuilt from its leaves (RangeRoot)."""
-
-    def __init__(
-        self, size: int, root: bytes, *, complete: bool, seq_range: tuple[int, int] | None
-    ) -> None:
-        self.size, self.root = size, root
-        # The seqs every one of which the bundle must hold, if it claims any.
-        self.bounds = (1, size) if complete else seq_range
-        self.first = self.last = 0
-        self.whole = TreeBuilder() if complete else None
-        self.range = RangeRoot(tree_size=size, root=root) if seq_range else None
-
-    def accept(self, what: str, seq: int, leaf: bytes, proof: list[bytes]) -> None:
-        if self.bounds is not None:
-            low, high = self.bounds
-            if not low <= seq <= high:
-                where = (
-                    f"beyond the checkpoint's size {high}"
-                    if self.whole is not None
-                    else f"outside the bundle's range {low}..{high}"
-                )
-                raise BundleError(f"{what} (seq {seq}): {where}")
-            expected = max(self.last, low - 1) + 1
-            if seq > expected:
-                raise BundleError(f"seq {expected}: missing ({what} has seq {seq})")
-        if seq <= self.last:
-            raise BundleError(f"{what} (seq {seq}): out of order or repeated")
-        try:
-            verify_inclusion(
-                leaf_index=seq - 1, tree_size=self.size, leaf=leaf, proof=proof, root=self.root
-            )
-            if self.range is not None:
-                self.range.append(seq - 1, leaf, proof)
-        except ProofError as error:
-            raise BundleError(f"{what} (seq {seq}): {error}") from None
-        self.first, self.last = self.first or seq, seq
-        if self.whole is not None:
-            self.whole.append(leaf)
-
-    def end(self) -> None:
-        """Check that nothing of what the bundle claims whole is missing at its end."""
-        if self.bounds is None:
-            return
-        low, high = self.bounds
-        if self.last < high:
-            ends = f"ends at seq {self.last}" if self.last else "holds no event"
-            claim = (
-                f"the checkpoint covers {high}"
-                if self.whole is not None
-                else f"its range ends at seq {high}"
-            )
-            raise BundleError(
-                f"seq {max(self.last, low - 1) + 1}: missing; the bundle {ends} but {claim}"
-            )
-        if self.whole is not None and self.whole.root() != self.root:
-            raise BundleError(f"the records' root differs from the checkpoint at size {self.size}")
-        if self.range is not None:
-            try:
-                self.range.check()
-            except ProofError as error:
-                raise BundleError(
-                    f"the range's leaves do not lead to the checkpoint's root: {error}"
-                ) from None
-
-
-def _verify_each(
-    path: Path,
-    tenant: str,
-    size: int,
-    root: bytes,
-    *,
-    complete: bool,
-    seq_range: tuple[int, int] | None,
-    ledger: RemovalLedger,
-) -> tuple[int, int, int, int]:
-    """(records, purged leaves, first seq, last seq) of a bundle that verifies."""
-    walk = _Walk(size, root, complete=complete, seq_range=seq_range)
-    count = purged = 0
-    removed = _purged(path)
-    pending = next(removed, None)
-
-    def purged_before(seq: int) -> None:
-        nonlocal pending, purged
-        while pending is not None and pending[0] < seq:
-            walk.accept(f"purged seq {pending[0]}", *pending)
-            ledger.removed(*pending[:2])
-            purged += 1
-            pending = next(removed, None)
-
-    with open(path / PROOFS, encoding="utf-8") as proofs:
-        for number, seq, leaf, record in _records(path, tenant):
-            try:
-                entry = json.loads(proofs.readline() or "null")
-            except (ValueError, RecursionError):
-                raise BundleError(f"{PROOFS} line {number}: not JSON") from None
-            if not isinstance(entry, dict | None):
-                raise BundleError(f"{PROOFS} line {number}: not a proof")
-            if entry is None:  # past its last line
-                raise BundleError(
-                    f"record {number} (seq {seq}): no proof for it in {PROOFS} (cut short?)"
-                )
-            if entry.get("seq") != seq:
-                logged = entry.get("seq")
-                raise BundleError(
-                    f"record {number} (seq {seq}): the record says seq {seq} but sits at"
-                    f" seq {logged} of the log"
-                )
-            purged_before(seq)
-            try:
-                proof = [base64.b64decode(h, validate=True) for h in entry["proof"]]
-            except (ValueError, TypeError, KeyError) as error:
-                raise BundleError(f"record {number} (seq {seq}): {error}") from None
-            walk.accept(f"record {number}", seq, leaf, proof)
-            count += 1
-            ledger.note_record(record)
-    purged_before(size + 1)
-    if pending is not None:
-        raise BundleError(f"purged seq {pending[0]}: beyond the checkpoint's size {size}")
-    walk.end()
-    # A removed leaf proves as well as its record: only retention's signed
-    # statements tell a purged event from one hidden by hand (tlog._removals).
-    # A range bundle holds its range's leaves, to show none is missing, but
-    # not the statements' other leaves: what removed them is not checked.
-    if not complete and seq_range is None and purged:
-        raise BundleError(f"{PURGED}: a partial bundle carries no removed leaves")
-    if complete and (why := ledger.unaccounted()):
-        raise BundleError(why)
-    first = walk.first
-    return count, purged, first, walk.last
 
 
 class _ProvingTree(Protocol):

@@ -26,7 +26,7 @@ from sealtrail.tlog import (
     verify_consistency,
 )
 
-# What a bundle keeps its checkpoint in (_bundle.CHECKPOINT), and the field
+# What a bundle keeps its checkpoint in (_bundle_format.CHECKPOINT), and the field
 # of an export's manifest (FILE.manifest.json) that holds one.
 _BUNDLE_CHECKPOINT = "checkpoint.txt"
 _MANIFEST_FIELD = "checkpoint"

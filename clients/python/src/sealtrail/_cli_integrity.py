@@ -11,14 +11,9 @@ from typing import Any
 
 import click
 
-from sealtrail._bundle import (
-    BundleError,
-    BundleSummary,
-    SeqRange,
-    received_range,
-    verify_bundle,
-    write_bundle,
-)
+from sealtrail._bundle import SeqRange, received_range, write_bundle
+from sealtrail._bundle_check import verify_bundle
+from sealtrail._bundle_format import BundleError, BundleSummary
 from sealtrail._checkpoint_check import (
     CheckpointCheck,
     CheckpointError,

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from sealtrail._bundle import BundleSummary
+from sealtrail._bundle_format import BundleSummary
 
 _SEQS = re.compile(r"(\d+)(?:-|\.\.)(\d+)")
 _PERIOD = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
