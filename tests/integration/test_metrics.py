@@ -30,6 +30,7 @@ from sealtrail import (
 )
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc, forwarding_pb2
+from sealtrail_server.domain.sinks import KINDS
 from sealtrail_server.measures import SECONDS_BUCKETS
 from sealtrail_server.telemetry.metrics import Metrics, metrics_from_env
 from tests.clock import Clock
@@ -226,6 +227,23 @@ def test_the_pool_and_the_database_are_observed(measured: ServerThread, metrics:
     # The process itself, as prometheus_client describes it.
     assert value(samples, "process_resident_memory_bytes") > 0
     assert value(samples, "process_start_time_seconds") > 0
+
+
+def test_the_failures_the_documented_alerts_watch_are_counted_from_zero(
+    measured: ServerThread, metrics: Metrics
+) -> None:
+    """docs/metrics.md's alerts (`increase(...) > 0`) see a failure only if its
+    series is there before it: one that first appears at 1 has increased by
+    nothing, and the first integrity failure paged no one (helper-203)."""
+    samples = scrape(metrics)
+    assert value(samples, "sealtrail_integrity_failures_total") == 0
+    assert value(samples, "sealtrail_retention_failures_total") == 0
+    assert value(samples, "sealtrail_forward_failures_total") == 0
+    failed = {"sealtrail_append_outcome": "failed"}
+    assert value(samples, "sealtrail_append_events_total", **failed) == 0
+    for kind in KINDS:
+        parked = {"sealtrail_sink_kind": kind, "sealtrail_forward_outcome": "dead_lettered"}
+        assert value(samples, "sealtrail_forward_events_total", **parked) == 0
 
 
 def test_live_streams_are_counted_while_they_last(

@@ -52,6 +52,11 @@ class ForwardingMeasures:
             unit="{failure}",
             description="Failed attempts recorded on sinks (each followed by a backoff).",
         )
+        # Each series docs/metrics.md's alerts watch is there before its first
+        # count: one that first appears at 1 has increased by nothing.
+        self._failures.add(0)
+        for kind in KINDS:
+            self._events.add(0, {_KIND: kind, "sealtrail.forward.outcome": "dead_lettered"})
         # sink -> (kind, seqs of its log not yet passed over, when noted: monotonic)
         self._lags: dict[str, tuple[str, int, float]] = {}
         self._kept_for = kept_for

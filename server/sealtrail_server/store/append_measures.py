@@ -32,6 +32,8 @@ class AppendMeasures:
             unit="{event}",
             description="Events of batches by their callers' answers: written, failed, abandoned.",
         )
+        # There before the first failure: docs/metrics.md's alert watches it.
+        self._answers.add(0, {"sealtrail.append.outcome": "failed"})
         meter.create_observable_gauge(
             "sealtrail.append.pending",
             callbacks=[lambda _options: [Observation(waiting()[0])]],
