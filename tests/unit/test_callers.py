@@ -69,3 +69,11 @@ def test_a_trusted_ipv4_proxy_seen_as_ipv4_mapped_ipv6_is_trusted() -> None:
         trusted_proxies=PROXIES,
     )
     assert grpc_peer.ip == "198.51.100.7"
+
+
+def test_a_trusted_proxy_written_as_an_ipv4_mapped_network_is_trusted() -> None:
+    """`::ffff:10.0.0.0/104` names the IPv4 proxies `10.0.0.0/8` does: peers
+    are compared as IPv4, which a mapped network never held."""
+    mapped = parse_networks("::ffff:10.0.0.0/104, ::ffff:192.0.2.9")
+    assert behind_proxies("10.0.0.5", ["198.51.100.7"], mapped) == "198.51.100.7"
+    assert behind_proxies("::ffff:192.0.2.9", ["198.51.100.7"], mapped) == "198.51.100.7"

@@ -258,6 +258,15 @@ def test_allowed_networks_win_and_denied_networks_refuse_public_addresses() -> N
         EgressPolicy.parse(allow_http=False, allowed="10.1.0.0/33", denied="")
 
 
+def test_a_denied_network_written_as_ipv4_mapped_refuses_its_ipv4_addresses() -> None:
+    """A destination is checked as IPv4, mapped or not: a network denied as
+    `::ffff:203.0.113.0/120` held none, and its addresses were reached."""
+    policy = EgressPolicy.parse(allow_http=False, allowed="", denied="::ffff:203.0.113.0/120")
+    assert not policy.permits(ipaddress.ip_address("203.0.113.5"))
+    assert not policy.permits(ipaddress.ip_address("::ffff:203.0.113.5"))
+    assert policy.permits(ipaddress.ip_address("8.8.8.8"))
+
+
 def test_plain_http_only_when_allowed() -> None:
     with pytest.raises(EgressDenied, match="https"):
         EgressPolicy().check_scheme("http://siem.example/")

@@ -12,8 +12,20 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 def parse_networks(text: str) -> tuple[IpNetwork, ...]:
     """`text`'s networks (an address is a network of one); ValueError naming
     the first part that is neither, or a CIDR with host bits set (a typo for
-    another network more often than not)."""
-    return tuple(ipaddress.ip_network(part.strip()) for part in text.split(",") if part.strip())
+    another network more often than not). An IPv4 network mapped into IPv6
+    (`::ffff:10.0.0.0/104`) is read as the IPv4 one: addresses are compared
+    as IPv4, mapped or not, so the mapped network would hold none of them."""
+    return tuple(
+        _unmapped(ipaddress.ip_network(part.strip())) for part in text.split(",") if part.strip()
+    )
+
+
+def _unmapped(network: IpNetwork) -> IpNetwork:
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
 
 
 def within(address: str, networks: tuple[IpNetwork, ...]) -> bool:
