@@ -5,7 +5,8 @@ main command by cli.py, whose helpers it shares.
 Each command works under the definition's lock (the servers' passes skip
 it meanwhile), writes the definition, then brings every tenant's instance to
 it, each change recorded in that tenant's log; what it cannot reach (a
-tenant being erased, say) a server's pass finishes."""
+tenant being erased, say) a server's pass finishes. The definition is written
+as the tables' owner: the service's roles only read it (migration 0042)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import click
+import psycopg
 from google.protobuf import json_format
 
 from sealtrail import build_sink
@@ -112,6 +114,23 @@ async def _tools(settings: Settings, urls: _Urls) -> AsyncIterator[_Tools]:
             yield _Tools(db, box, managed)
         finally:
             await appender.stop()
+
+
+@asynccontextmanager
+async def _as_owner(urls: _Urls) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A connection of the tables' owner, to write a definition on (committed
+    at once): a stolen service login paused and re-filtered the operator's
+    sinks of every tenant while the service's roles could write them
+    (helper-203)."""
+    try:
+        async with await psycopg.AsyncConnection.connect(urls.owner, autocommit=True) as conn:
+            yield conn
+    except psycopg.errors.InsufficientPrivilege as error:
+        raise click.ClickException(
+            f"the database refused to change the deployment sink ({error.diag.message_primary}):"
+            " only the tables' owner writes deployment sinks; set SEALTRAIL_OWNER_DATABASE_URL"
+            " to the owner's, or a superuser's (docs/database.md)"
+        ) from None
 
 
 @asynccontextmanager
@@ -254,7 +273,7 @@ def sink_create(
         await _check_egress(config, message)
         definition_id = definitions.new_id()
         async with _definition_locked(tools.db, definition_id) as conn:
-            async with tools.db.system_connection() as writer:
+            async with _as_owner(urls) as writer:
                 inserted = await definitions.insert_definition(
                     writer,
                     definition_id,
@@ -436,7 +455,7 @@ def sink_update(
                     raise click.ClickException(
                         f"there is a deployment sink named {definition.name!r} already"
                     )
-                async with tools.db.system_connection() as writer:
+                async with _as_owner(urls) as writer:
                     # Committed at once, as create and delete do: interrupted,
                     # the change is a server's to finish (an instance already
                     # rewritten is never ahead of a definition rolled back).
@@ -522,7 +541,7 @@ def sink_delete(
                 "must be the deployment sink's name, typed again", param_hint="--confirm"
             )
         async with _definition_locked(tools.db, current.id) as conn:
-            async with tools.db.system_connection() as writer:
+            async with _as_owner(urls) as writer:
                 # Committed at once: interrupted, the deletion is a server's to finish.
                 await definitions.mark_deleting(
                     writer, current.id, changed_by=f"sealtrail-server:{_operator()}"

@@ -40,6 +40,7 @@ from tests.conftest import (
     deployment_operator,
 )
 from tests.http_endpoint import Endpoint, Received, Reply, endpoint
+from tests.service_login import service_login_url
 
 SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
@@ -542,6 +543,47 @@ def test_deleting_the_definition_removes_every_instance_with_a_warning_in_each_l
     ).fetchone()
     assert rows == (0,)
     assert "soc-gone" not in operator("sink", "list").stdout
+
+
+def test_the_service_login_cannot_change_the_operators_deployment_sinks(
+    own_database: str,
+    operator: Callable[..., Result],
+    admin_of: Callable[[str], AuditClient],
+    receiver: Endpoint,
+    secret_file: Path,
+) -> None:
+    """A stolen service login (SEALTRAIL_DATABASE_URL) paused and re-filtered
+    the operator's SOC sink for every tenant, each tenant's log naming an
+    operator it made up (helper-203): definitions are written as the owner,
+    and the service's roles only read them."""
+    tenant_id = _tenant()
+    admin_of(tenant_id).record(build_event(action="doc.edit", actor_id="u-1"))
+    definition_id = _create(operator, "soc-guarded", receiver.url, secret_file)
+    tampering = [
+        "UPDATE deployment_sinks SET paused = true, filter = '{}',"
+        " changed_by = 'sealtrail-server:alice@ops-box' WHERE id = %(id)s",
+        "UPDATE deployment_sinks SET deleted_at = now() WHERE id = %(id)s",
+        "INSERT INTO deployment_sinks (id, name, kind, format, filter, destination, from_start,"
+        " changed_by, created_at, updated_at) SELECT gen_random_uuid(), 'rogue', kind, format,"
+        " filter, destination, true, changed_by, now(), now() FROM deployment_sinks"
+        " WHERE id = %(id)s",
+        "DELETE FROM deployment_sinks WHERE id = %(id)s",  # not being deleted
+    ]
+    with psycopg.connect(service_login_url(own_database), autocommit=True) as login:
+        for role in (None, "sealtrail_system", "sealtrail_service"):
+            if role is not None:
+                login.execute(f"SET ROLE {role}")
+            for statement in tampering:
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    login.execute(statement, {"id": definition_id})
+
+    paused = operator("sink", "update", "soc-guarded", "--pause")
+    assert paused.exit_code == 0, paused.output
+    [sink] = _managed(admin_of(tenant_id))
+    assert sink.paused
+    deleted = operator("sink", "delete", "soc-guarded", "--confirm", "soc-guarded")
+    assert deleted.exit_code == 0, deleted.output
+    assert _managed(admin_of(tenant_id)) == []
 
 
 def test_the_operator_is_told_which_option_is_wrong(
