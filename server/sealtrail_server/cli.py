@@ -880,6 +880,10 @@ def tenant_release_hold(
     async def run() -> bool:
         # Two connections: the release's, and the one its record is written on.
         async with _database(urls, connections=2) as db:
+            if not await _tenant_known(db, tenant_id):  # a mistyped id: said as such
+                raise click.ClickException(
+                    f"tenant {tenant_id} has no log and no token: no legal hold to release"
+                )
             # As the API releases: under the retention subject's lock, the
             # policy's row locked, and recorded before it applies.
             async with Changes(db).exclusive(tenant_id, RETENTION_SUBJECT, caller=None) as conn:

@@ -268,6 +268,20 @@ def test_the_operator_releases_a_legal_hold_recorded_in_the_tenants_log(
     assert event.details["reason"] == "Case 7 closed"
 
 
+def test_releasing_the_hold_of_an_unknown_tenant_says_it_has_no_log(
+    admin: AuditClient, tenant: str, migrated_database_url: str
+) -> None:
+    """A mistyped tenant was told it "has no legal hold on", as if it were a
+    tenant, where retention-limit says it has no log (helper-203)."""
+    admin.set_legal_hold(True, reason="Case 9")
+    unknown = operator(
+        migrated_database_url, "tenant", "release-hold", f"{tenant}-x", "--reason", "closed"
+    )
+    assert unknown.exit_code == 1
+    assert f"tenant {tenant}-x has no log and no token" in unknown.output
+    assert admin.get_retention_policy().legal_hold.on
+
+
 def test_the_operator_lists_every_tenant_with_its_log_hold_and_retention(
     guarded: ServerThread, migrated_database_url: str
 ) -> None:
