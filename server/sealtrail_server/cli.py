@@ -58,6 +58,7 @@ from .store.database import Database, RolesMissing
 from .store.migrations import (
     MigrationBlocked,
     NewerSchema,
+    NotUtf8,
     OlderSchema,
     UnsafeSchema,
     migrate_database,
@@ -200,7 +201,7 @@ def serve(
     try:
         urls = _database_urls(settings, create=True)
         asyncio.run(_serve(settings, urls, tracer_provider, metrics))
-    except (UnsafeSchema, RolesMissing, MigrationBlocked, NewerSchema) as error:
+    except (UnsafeSchema, NotUtf8, RolesMissing, MigrationBlocked, NewerSchema) as error:
         raise click.ClickException(str(error)) from None
     except psycopg.Error as error:
         raise click.ClickException(_database_problem(error)) from None
@@ -562,6 +563,7 @@ async def _database(urls: _Urls, *, connections: int = 1) -> AsyncIterator[Datab
         db = await Database.open(urls.service, min_size=1, max_size=connections)
     except (
         UnsafeSchema,
+        NotUtf8,
         RolesMissing,
         MigrationBlocked,
         NewerSchema,

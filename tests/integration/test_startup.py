@@ -279,6 +279,36 @@ def test_a_start_refused_for_its_own_settings_leaves_the_database_untouched(
         sql.execute(SQL("DROP DATABASE {} WITH (FORCE)").format(Identifier(name)))
 
 
+def test_a_database_not_in_utf8_is_refused_at_start_before_any_change(
+    migrated_database_url: str, sql: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """`createdb` on a cluster made under LANG=C gives SQL_ASCII, whose text
+    psycopg reads as bytes: `serve` ended in a 40-line TypeError from the
+    partitions' code (helper-203)."""
+    name = f"ascii_{tmp_path.name[-8:].lower()}"
+    sql.execute(
+        SQL(
+            "CREATE DATABASE {} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+        ).format(Identifier(name))
+    )
+    try:
+        ascii_url = make_conninfo(migrated_database_url, dbname=name)
+        env = {"SEALTRAIL_DATABASE_URL": ascii_url, "SEALTRAIL_DATA_DIR": str(tmp_path)}
+        started = CliRunner().invoke(cli.main, ["serve", "--listen", "127.0.0.1:0"], env=env)
+        assert started.exit_code == 1, started.output
+        assert "Traceback" not in started.output
+        assert "Error: the database's encoding is SQL_ASCII; Sealtrail needs UTF8" in (
+            started.output
+        )
+        assert "ENCODING 'UTF8'" in started.output  # how to make one
+        with psycopg.connect(ascii_url) as untouched:
+            assert untouched.execute(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+            ).fetchone() == (0,)
+    finally:
+        sql.execute(SQL("DROP DATABASE {} WITH (FORCE)").format(Identifier(name)))
+
+
 def test_two_servers_starting_at_once_issue_one_development_token(
     migrated_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -73,6 +73,10 @@ class UnsafeSchema(Exception):
     """The service's roles may create objects in the tables' schema."""
 
 
+class NotUtf8(Exception):
+    """The database's encoding is not UTF8."""
+
+
 class MigrationBlocked(Exception):
     """A migration could not lock its tables in ATTEMPTS tries."""
 
@@ -123,6 +127,7 @@ async def migrate(
     try:
         # Before any change: a start it refuses leaves the database as it was.
         await _refuse_unsafe_schema(conn)
+        await _refuse_another_encoding(conn)
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version integer PRIMARY KEY,"
@@ -283,4 +288,21 @@ async def _refuse_unsafe_schema(conn: psycopg.AsyncConnection[Any]) -> None:
             " of theirs could run code as the tables' owner. As the schema's owner or a"
             f" superuser: REVOKE CREATE ON SCHEMA {schema} FROM PUBLIC (and from any role"
             " that grants it to them); see docs/database.md"
+        )
+
+
+async def _refuse_another_encoding(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The log's text is Unicode. In an SQL_ASCII database (what `createdb`
+    makes on a cluster initialised under LANG=C) psycopg reads text as bytes,
+    and `serve` ended in a TypeError's traceback from the partitions' code
+    (helper-203); another encoding would refuse characters events hold."""
+    # As bytes: in SQL_ASCII, the text itself would come back as bytes.
+    cursor = await conn.execute("SELECT convert_to(current_setting('server_encoding'), 'UTF8')")
+    row = await cursor.fetchone()
+    encoding = bytes(row[0]).decode("ascii", "replace") if row else "?"
+    if encoding != "UTF8":
+        raise NotUtf8(
+            f"the database's encoding is {encoding}; Sealtrail needs UTF8: create the database"
+            " with ENCODING 'UTF8' and a Unicode-aware LC_CTYPE (TEMPLATE template0), and"
+            " restore a dump of this one into it if it holds anything (docs/database.md)"
         )
