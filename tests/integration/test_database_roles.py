@@ -255,16 +255,21 @@ def test_a_head_only_grows_and_a_revocation_is_final(
 @pytest.mark.parametrize(
     ("grantee", "named"),
     [
-        ("sealtrail_service", r"^sealtrail_service may create .* schema public"),
+        # With the logins that are its members, which inherit it.
+        ("sealtrail_service", r"^sealtrail_service (and \S+ )*may create .* schema public"),
         # On a new cluster whose `public` lets PUBLIC create (PostgreSQL 14 and
         # earlier), the first start found no role of the service to refuse,
         # passed, and every start after was refused (helper-125).
         ("PUBLIC", r"^PUBLIC and sealtrail_service and .* public"),
+        # The login itself (SEALTRAIL_DATABASE_URL's user), which may create
+        # before it assumes either role: it started and served (helper-203).
+        (SERVICE_LOGIN, rf"^{SERVICE_LOGIN} may create .* schema public"),
     ],
 )
 def test_roles_that_may_create_in_the_schema_stop_the_start(
     migrated_database_url: str, sql: psycopg.Connection[Any], grantee: str, named: str
 ) -> None:
+    service_login_url(migrated_database_url)  # the login exists
     sql.execute(SQL("GRANT CREATE ON SCHEMA public TO {}").format(SQL(grantee)))
     try:
         with pytest.raises(UnsafeSchema, match=named):

@@ -57,15 +57,25 @@ _LOCK_HOLDER = (
 # tables; this keeps the schema closed as well). PUBLIC (every role) is asked
 # of too: PostgreSQL 13 and 14 grant it CREATE on `public`, and on a cluster's
 # first start the service's roles do not exist yet (migration 0007 creates
-# them), so the check passed, to refuse every start after.
+# them), so the check passed, to refuse every start after. So are the roles
+# that are members of theirs (the login of SEALTRAIL_DATABASE_URL), which
+# create before they assume either (helper-203): but for the migrating user
+# (with a single URL, the login owns the tables) and superusers.
+_SERVICE_ROLES: Final = "('sealtrail_service', 'sealtrail_system')"
 _ROLES_THAT_MAY_CREATE = (
     "SELECT 'PUBLIC', current_schema() FROM pg_catalog.pg_namespace AS n,"
     " aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) AS a"
     " WHERE n.nspname = current_schema() AND a.grantee = 0 AND a.privilege_type = 'CREATE'"
     " UNION ALL"
     " (SELECT rolname, current_schema() FROM pg_catalog.pg_roles"
-    " WHERE rolname IN ('sealtrail_service', 'sealtrail_system')"
+    f" WHERE rolname IN {_SERVICE_ROLES}"
     " AND has_schema_privilege(oid, current_schema(), 'CREATE') ORDER BY rolname)"
+    " UNION ALL"
+    " (SELECT r.rolname, current_schema() FROM pg_catalog.pg_roles AS r"
+    f" WHERE r.rolname NOT IN {_SERVICE_ROLES} AND r.rolname <> current_user"
+    " AND NOT r.rolsuper AND EXISTS (SELECT FROM pg_catalog.pg_roles AS s"
+    f"   WHERE s.rolname IN {_SERVICE_ROLES} AND pg_has_role(r.oid, s.oid, 'MEMBER'))"
+    " AND has_schema_privilege(r.oid, current_schema(), 'CREATE') ORDER BY r.rolname)"
 )
 
 
