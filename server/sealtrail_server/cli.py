@@ -204,7 +204,8 @@ def serve(
     except (UnsafeSchema, NotUtf8, RolesMissing, MigrationBlocked, NewerSchema) as error:
         raise click.ClickException(str(error)) from None
     except psycopg.Error as error:
-        raise click.ClickException(_database_problem(error)) from None
+        owner_url = bool(settings.owner_database_url)
+        raise click.ClickException(_database_problem(error, owner_url=owner_url)) from None
     finally:
         atexit.unregister(shut_down_telemetry)
         shut_down_telemetry()
@@ -235,16 +236,26 @@ def _shut_down_telemetry(metrics: Metrics | None, tracer_provider: TracerProvide
         flushing.join(max(0.0, deadline - time.monotonic()))
 
 
-def _database_problem(error: psycopg.Error) -> str:
+def _database_problem(error: psycopg.Error, *, owner_url: bool) -> str:
     """What a database error that stopped the server (or a command, before
     it began) says to whoever started it (a URL is never repeated: it may
-    hold a password)."""
+    hold a password). `owner_url`: SEALTRAIL_OWNER_DATABASE_URL was set."""
     log.debug("the database error that stopped the start", exc_info=error)
-    if isinstance(error, psycopg.errors.InsufficientPrivilege):
+    if isinstance(error, psycopg.errors.InsufficientPrivilege) and not owner_url:
         return (
             f"the database refused a statement of the migrations ({error.diag.message_primary}):"
             " its user is not the tables' owner; set SEALTRAIL_OWNER_DATABASE_URL to the"
             " owner's, or a superuser's (docs/database.md)"
+        )
+    if isinstance(error, psycopg.errors.InsufficientPrivilege):
+        # With the owner's URL set, told to set it (helper-203): after a
+        # restore into a cluster without the roles, their grants are gone.
+        return (
+            f"the database refused a statement ({error.diag.message_primary}): the service's"
+            " roles lack their grants on the tables, as after a restore into a cluster without"
+            " the roles (creating them after does not bring the grants back): restore again"
+            " once they exist (docs/operations.md, Restoring); or SEALTRAIL_OWNER_DATABASE_URL's"
+            " user is not the tables' owner"
         )
     if isinstance(error, psycopg.OperationalError):
         return f"cannot use the database: {' '.join(str(error).split()) or type(error).__name__}"
@@ -571,7 +582,8 @@ async def _database(urls: _Urls, *, connections: int = 1) -> AsyncIterator[Datab
     ) as error:  # the database's setup: said, not a traceback
         raise click.ClickException(str(error)) from None
     except psycopg.Error as error:  # as `serve` says it: libpq's text may quote the URL
-        raise click.ClickException(_database_problem(error)) from None
+        owner_url = urls.owner != urls.service
+        raise click.ClickException(_database_problem(error, owner_url=owner_url)) from None
     try:
         yield db
     except SealtrailError as error:  # a refusal (an erased tenant's id): no traceback

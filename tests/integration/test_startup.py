@@ -114,6 +114,30 @@ def test_a_token_command_with_the_service_login_alone_says_to_set_the_owner_url(
         assert "Traceback" not in ran.output
 
 
+def test_a_start_refused_for_lost_grants_with_the_owner_url_set_says_to_restore_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A dump restored into a cluster without the roles loses their grants;
+    creating the roles after, as the first refusal says, the next start was
+    told to set SEALTRAIL_OWNER_DATABASE_URL, which was set (helper-203)."""
+    with database_of_its_own(database_url, "lost_grants") as restored:
+        with psycopg.connect(restored, autocommit=True) as owner:
+            owner.execute(
+                "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM sealtrail_service, sealtrail_system"
+            )
+        env = {
+            "SEALTRAIL_OWNER_DATABASE_URL": restored,
+            "SEALTRAIL_DATABASE_URL": service_login_url(restored),
+            "SEALTRAIL_DATA_DIR": str(tmp_path),
+        }
+        started = CliRunner().invoke(cli.main, ["serve", "--listen", "127.0.0.1:0"], env=env)
+    assert started.exit_code == 1, started.output
+    assert "permission denied for table" in started.output
+    assert "set SEALTRAIL_OWNER_DATABASE_URL" not in started.output
+    assert "grants" in started.output and "restore" in started.output
+    assert "docs/operations.md" in started.output
+
+
 def test_a_database_that_never_answers_is_given_up_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """A host that takes the connection and says nothing (a hung server, a
     firewall dropping the rest) held a start for good: libpq waits as long as
