@@ -62,6 +62,7 @@ from .store.migrations import (
     OlderSchema,
     UnsafeSchema,
     migrate_database,
+    schema_is_current,
 )
 from .store.retention import policy_to_change, write_hold, write_max_days
 from .store.tenant_settings import read_settings
@@ -566,11 +567,13 @@ async def _record_operator_action(
 @asynccontextmanager
 async def _database(urls: _Urls, *, connections: int = 1) -> AsyncIterator[Database]:
     """A small pool for one command, on a database migrated by this release
-    (or by this command, when it had no schema yet: a fresh setup)."""
+    (or by this command, as the owner, when it had no schema yet: a fresh
+    setup). One already migrated is only read: the service's login will do."""
     try:
-        await migrate_database(
-            urls.owner, lock_attempts=urls.migration_lock_attempts, only_fresh=True
-        )
+        if not await schema_is_current(urls.service):
+            await migrate_database(
+                urls.owner, lock_attempts=urls.migration_lock_attempts, only_fresh=True
+            )
         db = await Database.open(urls.service, min_size=1, max_size=connections)
     except (
         UnsafeSchema,
@@ -825,6 +828,7 @@ def tenant_erase(
     async def run() -> Receipt:
         # Two connections: the final checkpoint's, and the existence check's.
         async with _database(urls, connections=2) as db:
+            await _refuse_unless_owner(urls, "tenant erase")
             if not await _key_registered(db, signer.verifier):  # else refused at the end
                 raise click.ClickException(
                     "this signing key is not one the deployment's servers use (no server"
@@ -846,6 +850,28 @@ def tenant_erase(
         err=True,
     )
     click.echo(json_format.MessageToJson(receipt_message(receipt), indent=2))
+
+
+async def _refuse_unless_owner(urls: _Urls, command: str) -> None:
+    """`command` works as the tables' owner: said before it begins where its
+    URL's user is not, which an erasure otherwise found as every table
+    having "another owner" (helper-203)."""
+    async with await psycopg.AsyncConnection.connect(urls.owner, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class"
+            " WHERE oid = 'events'::regclass"
+        )
+        row = await cursor.fetchone()
+    if not (row and row[0]):
+        url = (
+            "SEALTRAIL_OWNER_DATABASE_URL"
+            if urls.owner != urls.service
+            else "SEALTRAIL_DATABASE_URL"
+        )
+        raise click.ClickException(
+            f"{command} works as the tables' owner, which {url}'s user is not: set"
+            " SEALTRAIL_OWNER_DATABASE_URL to the owner's, or a superuser's (docs/database.md)"
+        )
 
 
 async def _key_registered(db: Database, key: Verifier) -> bool:

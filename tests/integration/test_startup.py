@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import stat
@@ -102,16 +103,66 @@ def test_a_token_command_names_a_database_it_cannot_use_without_its_url(
 
 
 def test_a_token_command_with_the_service_login_alone_says_to_set_the_owner_url(
-    migrated_database_url: str,
+    database_url: str, sql: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
-    """docs/database.md's application login cannot migrate: a traceback
-    (InsufficientPrivilege), where `serve` names SEALTRAIL_OWNER_DATABASE_URL."""
+    """docs/database.md's application login cannot migrate a database with no
+    schema yet: a traceback (InsufficientPrivilege), where `serve` names
+    SEALTRAIL_OWNER_DATABASE_URL."""
+    name = f"unmigrated_{tmp_path.name[-8:].lower()}"
+    sql.execute(SQL("CREATE DATABASE {}").format(Identifier(name)))
+    try:
+        login = service_login_url(make_conninfo(database_url, dbname=name))
+        for command in _TOKEN_COMMANDS:
+            ran = CliRunner().invoke(cli.main, [*command, "--database-url", login])
+            assert ran.exit_code == 1, ran.output
+            assert "set SEALTRAIL_OWNER_DATABASE_URL" in ran.output, ran.output
+            assert "Traceback" not in ran.output
+    finally:
+        sql.execute(SQL("DROP DATABASE {} WITH (FORCE)").format(Identifier(name)))
+
+
+def test_operator_commands_need_only_the_service_login_on_a_current_schema(
+    server: ServerThread, migrated_database_url: str, tenant: str
+) -> None:
+    """README: the commands run with the server's SEALTRAIL_DATABASE_URL. With
+    only the service's login, `token list`, `tenant list` and `sink list`
+    were refused as a migration needing the owner's URL, though the schema
+    was current (helper-203): they only read, and the token commands write
+    as the API does. What the owner alone may do says which URL it needs."""
     login = service_login_url(migrated_database_url)
-    for command in _TOKEN_COMMANDS:
-        ran = CliRunner().invoke(cli.main, [*command, "--database-url", login])
-        assert ran.exit_code == 1, ran.output
-        assert "set SEALTRAIL_OWNER_DATABASE_URL" in ran.output, ran.output
-        assert "Traceback" not in ran.output
+    env = {
+        "SEALTRAIL_DATABASE_URL": login,
+        "SEALTRAIL_FORWARD_ALLOW_HTTP": "true",
+        "SEALTRAIL_FORWARD_ALLOW_NETWORKS": "127.0.0.0/8",
+    }
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(cli.main, list(args), env=env)
+
+    made = run("token", "create", "--tenant", tenant, "--role", "reader")
+    assert made.exit_code == 0, made.output
+    for command in (
+        ["token", "list", "--tenant", tenant],
+        ["tenant", "list"],
+        ["tenant", "erasures"],
+        ["sink", "list"],
+    ):
+        ran = run(*command)
+        assert ran.exit_code == 0, (command, ran.output)
+    listed = run("tenant", "list", "--format", "json")
+    assert tenant in {row["tenant"] for row in json.loads(listed.stdout)}
+
+    for command in (
+        ["sink", "create", "soc", "--kind", "webhook", "--url", "http://127.0.0.1:9/hook",
+         "--generate-secret"],
+        ["tenant", "erase", tenant, "--confirm", tenant],
+    ):  # fmt: skip
+        refused = run(*command)
+        assert refused.exit_code == 1, (command, refused.output)
+        assert "set SEALTRAIL_OWNER_DATABASE_URL" in refused.output, refused.output
+        assert "Traceback" not in refused.output
+    assert "soc" not in run("sink", "list").stdout
+    assert run("token", "list", "--tenant", tenant).exit_code == 0  # not erased
 
 
 def test_a_start_refused_for_lost_grants_with_the_owner_url_set_says_to_restore_again(

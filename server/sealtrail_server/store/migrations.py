@@ -126,6 +126,31 @@ async def migrate_database(
         return await migrate(conn, lock_attempts=lock_attempts, only_fresh=only_fresh)
 
 
+async def schema_is_current(url: str) -> bool:
+    """Whether the database at `url` holds this release's migrations and no
+    other, read without a change by any user that may read schema_migrations
+    (the service's login: migration 0042). An operator's command then needs
+    no owner's URL: every one of them ran the migrations as the owner first,
+    which the service's login alone may not, and was refused (helper-203).
+    Refuses a database a newer release migrated (NewerSchema), or not in
+    UTF8. False where the table is missing, unreadable or lacks a migration:
+    `migrate` then decides, under the migrations' lock (a start may be
+    migrating meanwhile)."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await _refuse_another_encoding(conn)
+        cursor = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        row = await cursor.fetchone()
+        if not (row and row[0]):
+            return False
+        try:
+            cursor = await conn.execute("SELECT version, name FROM schema_migrations")
+        except psycopg.errors.InsufficientPrivilege:  # before 0042: the owner's alone
+            return False
+        applied = {version: name for version, name in await cursor.fetchall()}
+    _refuse_newer_schema(applied)
+    return applied.keys() == {migration.version for migration in available_migrations()}
+
+
 async def migrate(
     conn: psycopg.AsyncConnection[Any], *, lock_attempts: int = ATTEMPTS, only_fresh: bool = False
 ) -> list[Migration]:

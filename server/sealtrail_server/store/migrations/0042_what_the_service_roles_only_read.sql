@@ -1,3 +1,6 @@
+-- Two tables the service's roles only read: the deployment sinks, and which
+-- migrations were applied.
+--
 -- The deployment sinks are the operator's (ADR 0070): `sealtrail-server sink`
 -- writes them as the tables' owner. With INSERT and UPDATE, a stolen service
 -- login paused, re-filtered or re-pointed the SOC's sink of every tenant, and
@@ -21,3 +24,8 @@ END
 $$;
 CREATE TRIGGER deployment_sinks_deleted_only_once_marked BEFORE DELETE ON deployment_sinks
     FOR EACH ROW EXECUTE FUNCTION deployment_sinks_deleted_only_once_marked();
+
+-- Which migrations were applied: an operator's command on a database this
+-- release migrated reads it as the service's login, and needs no owner's URL
+-- (helper-203). Versions and names only.
+GRANT SELECT ON schema_migrations TO sealtrail_service, sealtrail_system;
