@@ -25,7 +25,9 @@ from typing import Any
 import psycopg
 
 from sealtrail import AuditClient, NotFoundError
-from sealtrail._bundle import PROOFS, RECORDS, BundleError, verify_bundle, write_bundle
+from sealtrail._bundle import write_bundle
+from sealtrail._bundle_check import verify_bundle
+from sealtrail._bundle_format import PROOFS, RECORDS, BundleError
 from sealtrail.v1 import event_pb2
 
 from .events import EventFactory
