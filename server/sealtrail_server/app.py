@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Final, NoReturn
 
 import grpc
@@ -26,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Tracer, TracerProvider
 
+from sealtrail.tlog import Signer
 from sealtrail.v1 import audit_service_pb2
 
 from . import __version__
@@ -47,6 +49,7 @@ from .deployment_sink_job import DeploymentSinkJob
 from .domain.access import Revoked
 from .domain.networks import parse_networks
 from .domain.purge_summaries import SummarySeal
+from .domain.sealing import SecretBox
 from .forward.egress import EgressPolicy, OutboundClient
 from .forward.forwarder import Forwarder
 from .integrity.checkpointer import Checkpointer
@@ -61,7 +64,7 @@ from .sealing_setup import load_secrets_key, refuse_a_new_key
 from .stopping import end_tasks
 from .store.appender import Appender
 from .store.changes import Changes, refuse_if_erased_now
-from .store.database import Database
+from .store.database import Database, check_login
 from .store.deployment_sinks import reseal_definitions
 from .store.migrations import migrate_database
 from .store.pool_metrics import measure_pool
@@ -192,16 +195,19 @@ class Service:
             name=settings.log_origin,
         )
         redactor, redaction_secret = load_redactor(settings), load_redaction_secret(settings)
+        # Then what the database must agree with, checked before migrating:
+        # a new release's process refused for its login or keys after it had
+        # migrated left every process of the running release refused its
+        # restart ("migrated by a newer release") (helper-203).
+        await check_login(self._database_url)
+        await self._refuse_keys_of_another(signer, secret_box, data_dir_secrets_key, change=False)
         for migration in await migrate_database(
             self._owner_database_url, lock_attempts=settings.migration_lock_attempts
         ):
             log.info("applied migration %04d_%s", migration.version, migration.name)
-        if not settings.signing_key and settings.signing_key_file is None:
-            key_file = settings.data_dir / SIGNING_KEY_FILE_NAME
-            await refuse_an_unchosen_key(self._owner_database_url, signer, key_file)
-        resealed, opened, unopenable = await reseal_secrets(self._owner_database_url, secret_box)
-        if unopenable and not opened and data_dir_secrets_key is not None:
-            refuse_a_new_key(data_dir_secrets_key, unopenable)
+        resealed, unopenable = await self._refuse_keys_of_another(
+            signer, secret_box, data_dir_secrets_key, change=True
+        )
         if resealed:
             log.info("sealed the secrets of %d sinks under the current secrets key", resealed)
         for problem in unopenable:
@@ -489,6 +495,32 @@ class Service:
                 await self._set_health(serving=reachable)
             except Exception:  # the watch must outlive whatever one round meets
                 log.exception("database watch: unexpected failure")
+
+    async def _refuse_keys_of_another(
+        self,
+        signer: Signer,
+        secret_box: SecretBox,
+        data_dir_secrets_key: Path | None,
+        *,
+        change: bool,
+    ) -> tuple[int, list[str]]:
+        """Stops a start whose keys, taken from its data dir, are not those
+        the database was used with (`refuse_an_unchosen_key`,
+        `refuse_a_new_key`). With `change`, the first signing key is
+        registered and the sinks' secrets sealed again; returns how many were,
+        and the sinks whose secrets cannot be opened."""
+        settings = self.settings
+        if not settings.signing_key and settings.signing_key_file is None:
+            key_file = settings.data_dir / SIGNING_KEY_FILE_NAME
+            await refuse_an_unchosen_key(
+                self._owner_database_url, signer, key_file, register=change
+            )
+        resealed, opened, unopenable = await reseal_secrets(
+            self._owner_database_url, secret_box, change=change
+        )
+        if unopenable and not opened and data_dir_secrets_key is not None:
+            refuse_a_new_key(data_dir_secrets_key, unopenable)
+        return resealed, unopenable
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish, commit what is pending."""

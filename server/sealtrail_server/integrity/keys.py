@@ -14,6 +14,7 @@ from sealtrail.tlog import NoteError, Signer, Verifier, generate_signer_key
 
 from ..key_files import load_key_text
 from ..store.checkpoints import register_key
+from ..store.migrations import has_table
 
 # pg_advisory_xact_lock key of a data dir's key's check ("sealtkey" in ASCII).
 _KEY_CHOICE_LOCK = 0x7365616C746B6579
@@ -49,7 +50,9 @@ def _parse(text: str, source: str) -> Signer:
         raise SystemExit(f"{source}: {error}") from None
 
 
-async def refuse_an_unchosen_key(owner_url: str, signer: Signer, key_file: Path) -> None:
+async def refuse_an_unchosen_key(
+    owner_url: str, signer: Signer, key_file: Path, *, register: bool = True
+) -> None:
     """Stops a start whose key came from the data dir (generated there, or
     read) while the database knows other signing keys and not this one: a
     data dir restored without its key, or a second server set up without the
@@ -60,15 +63,19 @@ async def refuse_an_unchosen_key(owner_url: str, signer: Signer, key_file: Path)
     (helper-191: each registered its key before either had signed, and both
     signed). The key file stays, as the secrets key's does
     (sealing_setup.refuse_a_new_key): every start with it says so, until the
-    deployment's key is restored or this one is configured, as a rotation is."""
+    deployment's key is restored or this one is configured, as a rotation is.
+    Without `register` (before the migrations), it only checks, and a
+    database without the table yet has no key to check against."""
     async with (
         await psycopg.AsyncConnection.connect(owner_url, autocommit=True) as conn,
         conn.transaction(),
     ):
+        if not register and not await has_table(conn, "signing_keys"):
+            return
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", [_KEY_CHOICE_LOCK])
         cursor = await conn.execute("SELECT verifier FROM signing_keys ORDER BY first_used_at")
         known = [Verifier.parse(verifier) for (verifier,) in await cursor.fetchall()]
-        if not known:
+        if not known and register:
             await register_key(conn, signer.verifier)
     if not known or signer.verifier in known:
         return

@@ -346,6 +346,18 @@ class _Scopes:
         await self.enter(conn, _NO_TENANT)
 
 
+async def check_login(url: str) -> None:
+    """Logs in once as `url`'s user, raising what the database answers if it
+    refuses (a mistyped password: the pool said only that it was not filled
+    in time, the reason left in its warnings), and RolesMissing if the user
+    cannot assume a role of the service's that exists: a fresh cluster has
+    none before the migrations create them. A start checks this before it
+    migrates, so that one refused for its login leaves the schema as it was
+    (helper-203)."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await _assume_roles(conn, missing_ok=True)
+
+
 async def _check_roles(url: str, *, timeout: float) -> None:
     """Fail clearly, before the pool retries in vain, when the URL's user
     cannot assume both roles."""
@@ -356,15 +368,23 @@ async def _check_roles(url: str, *, timeout: float) -> None:
     except psycopg.OperationalError:
         return  # unreachable: the pool reports it as it does any outage
     async with conn:
-        for role in (SYSTEM_ROLE, SERVICE_ROLE):
-            try:
-                await conn.execute("SELECT set_config('role', %s, false)", [role])
-            except (
-                psycopg.errors.InsufficientPrivilege,
-                psycopg.errors.InvalidParameterValue,
-            ) as e:
-                raise RolesMissing(
-                    f"the database user cannot work as {role}: {e.diag.message_primary}."
-                    f" Run the migrations as a superuser or the owner, and grant {SERVICE_ROLE}"
-                    f" and {SYSTEM_ROLE} to the service's user (docs/database.md)"
-                ) from e
+        await _assume_roles(conn, missing_ok=False)
+
+
+async def _assume_roles(conn: psycopg.AsyncConnection[Any], *, missing_ok: bool) -> None:
+    for role in (SYSTEM_ROLE, SERVICE_ROLE):
+        try:
+            await conn.execute("SELECT set_config('role', %s, false)", [role])
+        except psycopg.errors.InvalidParameterValue as e:  # no such role
+            if not missing_ok:
+                raise _roles_missing(role, e) from e
+        except psycopg.errors.InsufficientPrivilege as e:
+            raise _roles_missing(role, e) from e
+
+
+def _roles_missing(role: str, error: psycopg.Error) -> RolesMissing:
+    return RolesMissing(
+        f"the database user cannot work as {role}: {error.diag.message_primary}."
+        f" Run the migrations as a superuser or the owner, and grant {SERVICE_ROLE}"
+        f" and {SYSTEM_ROLE} to the service's user (docs/database.md)"
+    )

@@ -186,6 +186,14 @@ async def migrate(
     return applied_now
 
 
+async def has_table(conn: psycopg.AsyncConnection[Any], name: str) -> bool:
+    """Whether the schema holds table `name`: what a start checks against the
+    database before migrating is there only once a migration made it."""
+    cursor = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", [name])
+    row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
 async def _apply_once(
     conn: psycopg.AsyncConnection[Any], migration: Migration, attempts: int
 ) -> None:

@@ -30,6 +30,7 @@ from psycopg import sql
 from ..domain.sealing import SealError, SecretBox, is_sealed
 from ..domain.sinks import Kind, SinkDefinition, with_secrets
 from .changes import erasure_lock_key, erasure_lock_key_of, try_share_condition
+from .migrations import has_table
 
 Connection = psycopg.AsyncConnection[Any]
 
@@ -242,7 +243,9 @@ def definition_values(definition: SinkDefinition, *, box: SecretBox, owner: str)
 _CLEAR_SEALED: Final = "sink_secrets_sealed"  # deployment_markers: plaintext sealed once
 
 
-async def reseal_secrets(owner_url: str, box: SecretBox) -> tuple[int, int, list[str]]:
+async def reseal_secrets(
+    owner_url: str, box: SecretBox, *, change: bool = True
+) -> tuple[int, int, list[str]]:
     """Seal again, under the sealing key, every sink secret sealed under a key
     being retired, and, on the first start that seals at all, those older
     versions stored in the clear; run as the owner at start. A value in the
@@ -250,13 +253,19 @@ async def reseal_secrets(owner_url: str, box: SecretBox) -> tuple[int, int, list
     Each row changes only if it is still as read, so processes starting
     together, or an admin's update meanwhile, are not overwritten. Returns the
     number of sinks changed, the number with a secret sealed under the sealing
-    key (already, or now), and the sinks with a secret that cannot be opened."""
+    key (already, or now), and the sinks with a secret that cannot be opened.
+    Without `change` (before the migrations), it only counts, changing
+    nothing; a database without sinks yet has none to count."""
     changed, opened, unopenable = 0, 0, []
     async with await psycopg.AsyncConnection.connect(owner_url, autocommit=True) as conn:
-        cursor = await conn.execute(
-            "SELECT FROM deployment_markers WHERE name = %s", [_CLEAR_SEALED]
-        )
-        seal_clear = await cursor.fetchone() is None
+        if not change and not await has_table(conn, "sinks"):
+            return 0, 0, []
+        seal_clear = True  # also where the markers' table is still to be made
+        if await has_table(conn, "deployment_markers"):
+            cursor = await conn.execute(
+                "SELECT FROM deployment_markers WHERE name = %s", [_CLEAR_SEALED]
+            )
+            seal_clear = await cursor.fetchone() is None
         cursor = await conn.execute("SELECT tenant_id, id::text, kind, destination FROM sinks")
         for tenant_id, sink_id, kind, destination in await cursor.fetchall():
             sealing: list[str] = []
@@ -276,14 +285,14 @@ async def reseal_secrets(owner_url: str, box: SecretBox) -> tuple[int, int, list
                 unopenable.append(f"{tenant_id}/{sink_id}: {error}")
                 continue
             opened += bool(sealing)
-            if resealed != destination:
+            if resealed != destination and change:
                 updated = await conn.execute(
                     "UPDATE sinks SET destination = %s"
                     " WHERE tenant_id = %s AND id = %s AND destination = %s",
                     [json.dumps(resealed), tenant_id, sink_id, json.dumps(destination)],
                 )
                 changed += updated.rowcount
-        if seal_clear:
+        if seal_clear and change:
             await conn.execute(
                 "INSERT INTO deployment_markers (name) VALUES (%s) ON CONFLICT DO NOTHING",
                 [_CLEAR_SEALED],
