@@ -56,7 +56,12 @@ from .integrity.checkpointer import Checkpointer
 from .integrity.keys import KEY_FILE_NAME as SIGNING_KEY_FILE_NAME
 from .integrity.keys import load_signer, refuse_an_unchosen_key
 from .measures import meter_of
-from .redaction_setup import load_redaction_secret, load_redactor
+from .redaction_setup import (
+    data_dir_redaction_key,
+    load_redaction_secret,
+    load_redactor,
+    refuse_another_redaction_key,
+)
 from .retention.erasure import Eraser
 from .retention.purge_record import purge_recorder
 from .retention.purger import Purger
@@ -200,14 +205,13 @@ class Service:
         # migrated left every process of the running release refused its
         # restart ("migrated by a newer release") (helper-203).
         await check_login(self._database_url)
-        await self._refuse_keys_of_another(signer, secret_box, data_dir_secrets_key, change=False)
+        keys = (signer, secret_box, data_dir_secrets_key, redaction_secret)
+        await self._refuse_keys_of_another(*keys, change=False)
         for migration in await migrate_database(
             self._owner_database_url, lock_attempts=settings.migration_lock_attempts
         ):
             log.info("applied migration %04d_%s", migration.version, migration.name)
-        resealed, unopenable = await self._refuse_keys_of_another(
-            signer, secret_box, data_dir_secrets_key, change=True
-        )
+        resealed, unopenable = await self._refuse_keys_of_another(*keys, change=True)
         if resealed:
             log.info("sealed the secrets of %d sinks under the current secrets key", resealed)
         for problem in unopenable:
@@ -501,12 +505,14 @@ class Service:
         signer: Signer,
         secret_box: SecretBox,
         data_dir_secrets_key: Path | None,
+        redaction_secret: bytes,
         *,
         change: bool,
     ) -> tuple[int, list[str]]:
         """Stops a start whose keys, taken from its data dir, are not those
         the database was used with (`refuse_an_unchosen_key`,
-        `refuse_a_new_key`). With `change`, the first signing key is
+        `refuse_a_new_key`, `refuse_another_redaction_key`). With `change`,
+        the first signing key and the redaction key's fingerprint are
         registered and the sinks' secrets sealed again; returns how many were,
         and the sinks whose secrets cannot be opened."""
         settings = self.settings
@@ -520,6 +526,12 @@ class Service:
         )
         if unopenable and not opened and data_dir_secrets_key is not None:
             refuse_a_new_key(data_dir_secrets_key, unopenable)
+        await refuse_another_redaction_key(
+            self._owner_database_url,
+            redaction_secret,
+            data_dir_redaction_key(settings),
+            register=change,
+        )
         return resealed, unopenable
 
     async def stop(self, grace: float | None = None) -> None:

@@ -3,13 +3,16 @@ secret each tenant's HMAC key is derived from. Read once at startup."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import re
 import secrets
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+import psycopg
 import re2
 
 from .config import Settings
@@ -17,11 +20,23 @@ from .domain.redaction import Redactor, names_nothing
 from .domain.text_patterns import TextPattern, ValuePattern
 from .key_files import load_key_text
 from .python_regex_on_re2 import translate
+from .store.migrations import has_column
 
 log = logging.getLogger(__name__)
 
 KEY_FILE_NAME = "redaction-key"
 _KEY_BYTES = 32
+# The deployment's key's fingerprint: an HMAC of this label, which no
+# tenant's key derivation (domain/redaction.tenant_key) uses, under the key.
+_FINGERPRINT_LABEL: Final = b"sealtrail redaction key fingerprint v1\x00"
+_FINGERPRINT_MARKER: Final = "redaction_key"  # its row of deployment_markers
+_FIRST_FINGERPRINT: Final = (
+    "INSERT INTO deployment_markers (name, fingerprint) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+)
+_SET_FINGERPRINT: Final = (
+    "INSERT INTO deployment_markers (name, fingerprint) VALUES (%s, %s)"
+    " ON CONFLICT (name) DO UPDATE SET fingerprint = excluded.fingerprint, set_at = now()"
+)
 
 
 def load_redactor(settings: Settings) -> Redactor | None:
@@ -148,6 +163,72 @@ def load_redaction_secret(settings: Settings) -> bytes:
         what="redaction key",
     )
     return _parse(text, source)
+
+
+def data_dir_redaction_key(settings: Settings) -> Path | None:
+    """The data dir's key file, if the key comes from there (none configured):
+    `refuse_another_redaction_key` checks such a key against the deployment's."""
+    if settings.redaction_key or settings.redaction_key_file is not None:
+        return None
+    return settings.data_dir / KEY_FILE_NAME
+
+
+async def refuse_another_redaction_key(
+    owner_url: str, secret: bytes, key_file: Path | None, *, register: bool
+) -> None:
+    """Stops a start whose key came from the data dir (`key_file`; generated
+    there, or read) while the database keeps the fingerprint of another: a
+    process set up without the deployment's key stored HMACs of secrets
+    unlike its peers', missed by HashSecret's searches, and refused a correct
+    idempotent retry as a different event (helper-203). The first key a start
+    brings is the deployment's; a configured one is the deployment's by
+    choice (a rotation's included), and replaces the fingerprint. The key file
+    stays, as the secrets key's does (sealing_setup.refuse_a_new_key). Without
+    `register` (before the migrations) it only checks, and a database without
+    fingerprints yet has none to check against."""
+    fingerprint = hmac.new(secret, _FINGERPRINT_LABEL, hashlib.sha256).digest()
+    async with (
+        await psycopg.AsyncConnection.connect(owner_url, autocommit=True) as conn,
+        conn.transaction(),
+    ):
+        if not register and not await has_column(conn, "deployment_markers", "fingerprint"):
+            return
+        known = await _known_fingerprint(conn)
+        if known == fingerprint or (key_file is None and not register):
+            return
+        if key_file is None:
+            if known is not None:
+                log.warning(
+                    "the redaction key configured is not the one this deployment's servers"
+                    " used until now: it is the deployment's from now on (a rotation). Every"
+                    " process must have it: secrets' HMACs made under the other one no longer"
+                    " match (docs/operations.md, Losing a key)"
+                )
+            await conn.execute(_SET_FINGERPRINT, [_FINGERPRINT_MARKER, fingerprint])
+            return
+        if known is None and register:
+            await conn.execute(_FIRST_FINGERPRINT, [_FINGERPRINT_MARKER, fingerprint])
+            known = await _known_fingerprint(conn)  # another process's, if it came first
+        if known is None or known == fingerprint:
+            return
+    raise SystemExit(
+        f"the redaction key in {key_file} is not the one this deployment's servers use,"
+        " and none was configured: its HMACs of secrets would be unlike theirs, missed by"
+        " HashSecret's searches, and a retry with an idempotency key landing here refused"
+        " as another event. Set SEALTRAIL_REDACTION_KEY (or _FILE) to the deployment's"
+        " redaction key as its other servers have it (docs/scaling.md), or restore it to"
+        f" {key_file}. If it is lost, start a new one deliberately: name its file with"
+        f" SEALTRAIL_REDACTION_KEY_FILE (this one, {key_file}, will do) on every process;"
+        " secrets stored as HMACs before no longer match (docs/operations.md, Losing a key)."
+    )
+
+
+async def _known_fingerprint(conn: psycopg.AsyncConnection[Any]) -> bytes | None:
+    cursor = await conn.execute(
+        "SELECT fingerprint FROM deployment_markers WHERE name = %s", [_FINGERPRINT_MARKER]
+    )
+    row = await cursor.fetchone()
+    return None if row is None or row[0] is None else bytes(row[0])
 
 
 def existing_redaction_secret(settings: Settings) -> bytes | None:

@@ -25,7 +25,13 @@ from sealtrail_server.config import Settings
 from sealtrail_server.domain.sealing import SecretBox
 from sealtrail_server.store import migrations
 from sealtrail_server.store.database import RolesMissing
-from tests.conftest import REDACTION_SECRET, SECRETS_KEY, SIGNING_KEY, database_of_its_own
+from tests.conftest import (
+    REDACTION_SECRET,
+    SECRETS_KEY,
+    SIGNING_KEY,
+    ServerThread,
+    database_of_its_own,
+)
 from tests.integration.test_sealed_secrets import _add_sink
 from tests.service_login import service_login_url
 
@@ -33,20 +39,26 @@ _NEW = 9999
 
 
 @pytest.fixture
-def url(
-    migrated_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
-    """A database this release migrated; the release started is a newer one."""
-    with database_of_its_own(migrated_database_url, "refused_upgrade") as own:
-        newer = tmp_path / "migrations"
-        newer.mkdir()
-        for path in migrations.MIGRATIONS_DIR.glob("*.sql"):
-            (newer / path.name).symlink_to(path)
-        (newer / f"{_NEW}_a_column_more.sql").write_text(
-            "ALTER TABLE events ADD COLUMN noted text;\n"
-        )
-        monkeypatch.setattr(migrations, "MIGRATIONS_DIR", newer)
-        yield own
+def own(migrated_database_url: str) -> Iterator[str]:
+    """A database this release migrated."""
+    with database_of_its_own(migrated_database_url, "refused_upgrade") as url:
+        yield url
+
+
+@pytest.fixture
+def url(own: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """`own`, the release started a newer one."""
+    _a_newer_release(tmp_path, monkeypatch)
+    return own
+
+
+def _a_newer_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    newer = tmp_path / "migrations"
+    newer.mkdir()
+    for path in migrations.MIGRATIONS_DIR.glob("*.sql"):
+        (newer / path.name).symlink_to(path)
+    (newer / f"{_NEW}_a_column_more.sql").write_text("ALTER TABLE events ADD COLUMN noted text;\n")
+    monkeypatch.setattr(migrations, "MIGRATIONS_DIR", newer)
 
 
 def _applied(url: str) -> set[int]:
@@ -139,6 +151,18 @@ def test_a_new_release_with_a_secrets_key_of_its_own_leaves_the_schema_as_it_was
     said = _start(settings, database_url=service_login_url(url), owner_url=url)
     assert "Set SEALTRAIL_SECRETS_KEY" in said, said
     assert _NEW not in _applied(url)
+
+
+def test_a_new_release_with_a_redaction_key_of_its_own_leaves_the_schema_as_it_was(
+    own: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deployed without the deployment's redaction key, which its servers used."""
+    ServerThread(own).close()  # the running release, the deployment's key configured
+    _a_newer_release(tmp_path, monkeypatch)
+    settings = _settings(tmp_path, redaction_key=None)
+    said = _start(settings, database_url=service_login_url(own), owner_url=own)
+    assert "SEALTRAIL_REDACTION_KEY" in said, said
+    assert _NEW not in _applied(own)
 
 
 def test_a_new_release_refused_nothing_migrates_and_serves(url: str, tmp_path: Path) -> None:

@@ -194,6 +194,16 @@ async def has_table(conn: psycopg.AsyncConnection[Any], name: str) -> bool:
     return bool(row and row[0])
 
 
+async def has_column(conn: psycopg.AsyncConnection[Any], table: str, column: str) -> bool:
+    """Whether table `table` has column `column` (as `has_table`)."""
+    cursor = await conn.execute(
+        "SELECT FROM pg_catalog.pg_attribute"
+        " WHERE attrelid = to_regclass(%s) AND attname = %s AND NOT attisdropped",
+        [table, column],
+    )
+    return await cursor.fetchone() is not None
+
+
 async def _apply_once(
     conn: psycopg.AsyncConnection[Any], migration: Migration, attempts: int
 ) -> None:
