@@ -1,0 +1,435 @@
+"""`sealtrail-server tenant`: what the operator does to a tenant: list them, erase
+one, read the receipts, release a legal hold, limit how long its events are
+kept. Registered on the main command by cli.py, whose helpers it shares."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, NamedTuple
+
+import click
+import psycopg
+from google.protobuf import json_format
+
+from sealtrail.tlog import Verifier
+from sealtrail.v1 import event_pb2
+
+from .api.audited import weakening_severity
+from .api.retention import receipt_message, shortened_description, shortened_details
+from .cli import (
+    _data_dir_option,
+    _database,
+    _database_url_option,
+    _database_urls,
+    _operator,
+    _record_operator_action,
+    _redacted_name,
+    _Urls,
+)
+from .config import Settings
+from .domain.access import valid_tenant_id
+from .domain.errors import SealtrailError
+from .domain.event import ChangeDraft
+from .domain.retention import MAX_DAYS, RetentionLimits, validate_hold_reason
+from .domain.weakening import Shortening, limit_shortenings
+from .integrity.checkpointer import Checkpointer
+from .integrity.keys import load_signer
+from .retention.erasure import Eraser, Receipt
+from .store.changes import RETENTION_SUBJECT, Changes
+from .store.database import Database
+from .store.retention import policy_to_change, write_hold, write_max_days
+
+
+@click.group()
+def tenant() -> None:
+    """What the operator does to a tenant: list them, erase one, read the
+    receipts, release a legal hold, limit how long its events are kept."""
+
+
+# Every tenant with a log: its size, its latest checkpoint (by the
+# checkpoints' primary key, one row read per tenant, never a scan of all
+# of them), its retention default, legal hold and ceiling (no policy row:
+# forever, no hold, no ceiling).
+_TENANTS: Final = (
+    "SELECT h.tenant_id, h.tree_size, c.tree_size, c.issued_at,"
+    " coalesce(p.legal_hold, false), coalesce(p.default_days, 0), p.max_days"
+    " FROM chain_heads AS h"
+    " LEFT JOIN LATERAL (SELECT tree_size, issued_at FROM checkpoints"
+    "   WHERE tenant_id = h.tenant_id ORDER BY tree_size DESC LIMIT 1) AS c ON true"
+    " LEFT JOIN retention_policies AS p ON p.tenant_id = h.tenant_id"
+)
+# What is left of an erased tenant: its receipt's final size and checkpoint.
+_ERASED_TENANTS: Final = (
+    "SELECT tenant_id, final_tree_size, final_tree_size, final_checkpoint_issued_at, erased_at"
+    " FROM tenant_erasures"
+)
+
+
+class _TenantRow(NamedTuple):
+    tenant: str
+    events: int
+    checkpoint_size: int | None
+    checkpoint_signed_at: datetime | None
+    legal_hold: bool | None  # None: erased
+    retention_default_days: int | None  # 0: forever; None: erased
+    retention_max_days: int | None  # the operator's ceiling; None: none, or erased
+    erased_at: datetime | None = None
+
+
+@tenant.command("list")
+@click.option("--erased", is_flag=True, help="Also list erased tenants (their receipts).")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: aligned columns; json: one array of objects.",
+)
+@_data_dir_option
+@_database_url_option
+def tenant_list(erased: bool, output: str, data_dir: Path | None, database_url: str | None) -> None:
+    """List every tenant with a log: its size in events, its latest
+    checkpoint's size and signing time (UTC), whether a legal hold is on, its
+    retention default and the ceiling its plan sets (retention-limit). With
+    --erased, erased tenants too, marked so, with their final size. Nothing
+    is recorded in the tenants' logs."""
+    settings = Settings.load(data_dir=data_dir, database_url=database_url)
+    urls = _database_urls(settings)
+
+    async def run() -> list[_TenantRow]:
+        async with _database(urls) as db, db.system_connection() as conn:
+            cursor = await conn.execute(_TENANTS)
+            rows = [_TenantRow(*row) for row in await cursor.fetchall()]
+            if erased:
+                cursor = await conn.execute(_ERASED_TENANTS)
+                rows += [
+                    _TenantRow(tenant_id, size, size, signed, None, None, None, erased_at)
+                    for tenant_id, size, _, signed, erased_at in await cursor.fetchall()
+                ]
+        return sorted(rows)
+
+    rows = asyncio.run(run())
+    if output == "json":
+        click.echo(json.dumps([_tenant_json(row) for row in rows], indent=2))
+    else:
+        _echo_aligned(["TENANT", "EVENTS", "CHECKPOINT", "SIGNED", "HOLD", "RETENTION", "LIMIT"],
+                      [_tenant_cells(row) for row in rows])  # fmt: skip
+
+
+def _utc(moment: datetime | None) -> str | None:
+    return None if moment is None else f"{moment.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+
+
+def _tenant_json(row: _TenantRow) -> dict[str, Any]:
+    return {
+        **row._asdict(),
+        "checkpoint_signed_at": _utc(row.checkpoint_signed_at),
+        "erased_at": _utc(row.erased_at),
+    }
+
+
+def _tenant_cells(row: _TenantRow) -> list[str]:
+    if row.erased_at is not None:
+        hold, retention, ceiling = "-", f"erased {_utc(row.erased_at)}", ""
+    else:
+        hold = "on" if row.legal_hold else "off"
+        days = row.retention_default_days
+        retention = f"{days} days" if days else "forever"
+        ceiling = "none" if row.retention_max_days is None else f"{row.retention_max_days} days"
+    tenant_id = row.tenant if row.tenant.isprintable() else repr(row.tenant)
+    return [
+        tenant_id,
+        str(row.events),
+        "-" if row.checkpoint_size is None else str(row.checkpoint_size),
+        _utc(row.checkpoint_signed_at) or "-",
+        hold,
+        retention,
+        ceiling,
+    ]
+
+
+def _echo_aligned(header: list[str], rows: list[list[str]]) -> None:
+    """Columns padded to their widest cell, numbers to the right: what a
+    shell's `column -t` would give, read by eye or by `awk`."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    numeric = {1, 2}  # EVENTS, CHECKPOINT
+    for cells in [header, *rows]:
+        padded = [
+            cell.rjust(width) if at in numeric else cell.ljust(width)
+            for at, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        click.echo("  ".join(padded).rstrip())
+
+
+@tenant.command("erase")
+@click.argument("tenant_id", metavar="TENANT")
+@click.option("--confirm", required=True, help="The tenant's id, typed again.")
+@_data_dir_option
+@_database_url_option
+def tenant_erase(
+    tenant_id: str, confirm: str, data_dir: Path | None, database_url: str | None
+) -> None:
+    """Erase a tenant for good, as EraseTenant does: every row of it, leaving
+    a receipt with the log's signed final checkpoint, printed as JSON (keep
+    it). Refused while a legal hold is on. The only way to erase a tenant
+    where SEALTRAIL_TENANT_ERASURE=operator."""
+    if not valid_tenant_id(tenant_id):
+        raise click.BadParameter("not a tenant id", param_hint="TENANT")
+    if confirm != tenant_id:
+        raise click.BadParameter("must be the tenant's id, typed again", param_hint="--confirm")
+    settings = Settings.load(data_dir=data_dir, database_url=database_url)
+    signer = load_signer(
+        key_text=settings.signing_key,
+        key_file=settings.signing_key_file,
+        data_dir=settings.data_dir,
+        name=settings.log_origin,
+        create=False,  # a final checkpoint no server's key signs would prove nothing
+    )
+    urls = _database_urls(settings)
+
+    async def run() -> Receipt:
+        # Two connections: the final checkpoint's, and the existence check's.
+        async with _database(urls, connections=2) as db:
+            await _refuse_unless_owner(urls, "tenant erase")
+            if not await _key_registered(db, signer.verifier):  # else refused at the end
+                raise click.ClickException(
+                    "this signing key is not one the deployment's servers use (no server"
+                    " signed with it): set SEALTRAIL_SIGNING_KEY (or _FILE) as they have it"
+                )
+            if not await _tenant_known(db, tenant_id):  # a mistyped id would be retired
+                raise click.ClickException(
+                    f"tenant {tenant_id} has no log, no token and no receipt: nothing to erase"
+                )
+            checkpointer = Checkpointer(db, signer, origin_prefix=settings.log_origin)
+            eraser = Eraser(urls.owner, checkpointer)
+            return await eraser.erase(
+                tenant_id, erased_by=f"sealtrail-server:{_operator()}", by_operator=True
+            )
+
+    receipt = asyncio.run(run())
+    click.echo(
+        f"erased tenant {tenant_id!r} ({receipt.final_tree_size} events); keep this receipt:",
+        err=True,
+    )
+    click.echo(json_format.MessageToJson(receipt_message(receipt), indent=2))
+
+
+async def _refuse_unless_owner(urls: _Urls, command: str) -> None:
+    """`command` works as the tables' owner: said before it begins where its
+    URL's user is not, which an erasure otherwise found as every table
+    having "another owner" (helper-203)."""
+    async with await psycopg.AsyncConnection.connect(urls.owner, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class"
+            " WHERE oid = 'events'::regclass"
+        )
+        row = await cursor.fetchone()
+    if not (row and row[0]):
+        url = (
+            "SEALTRAIL_OWNER_DATABASE_URL"
+            if urls.owner != urls.service
+            else "SEALTRAIL_DATABASE_URL"
+        )
+        raise click.ClickException(
+            f"{command} works as the tables' owner, which {url}'s user is not: set"
+            " SEALTRAIL_OWNER_DATABASE_URL to the owner's, or a superuser's (docs/database.md)"
+        )
+
+
+async def _key_registered(db: Database, key: Verifier) -> bool:
+    """Whether a server registered `key` (signing_keys): a final checkpoint
+    signed with another could not be stored, nor checked by anyone."""
+    async with db.system_connection() as conn:
+        cursor = await conn.execute(
+            "SELECT EXISTS (SELECT FROM signing_keys WHERE key_name = %s AND key_id = %s)",
+            [key.name, key.key_id],
+        )
+        row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
+async def _tenant_known(db: Database, tenant_id: str) -> bool:
+    """Whether the tenant has a log, a token (revoked or not) or a receipt."""
+    async with db.system_connection() as conn:
+        cursor = await conn.execute(
+            "SELECT EXISTS (SELECT FROM chain_heads WHERE tenant_id = %s)"
+            " OR EXISTS (SELECT FROM api_tokens WHERE tenant_id = %s)"
+            " OR EXISTS (SELECT FROM tenant_erasures WHERE tenant_id = %s)",
+            [tenant_id] * 3,
+        )
+        row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
+@tenant.command("release-hold")
+@click.argument("tenant_id", metavar="TENANT")
+@click.option("--reason", required=True, help="Why it is released, recorded with it.")
+@_data_dir_option
+@_database_url_option
+def tenant_release_hold(
+    tenant_id: str, reason: str, data_dir: Path | None, database_url: str | None
+) -> None:
+    """Release a tenant's legal hold, recorded in its log as the API's release
+    is (`retention.legal_hold_released`), with the reason given. The only
+    way to release one where SEALTRAIL_LEGAL_HOLD_RELEASE=operator."""
+    try:
+        reason = validate_hold_reason(True, reason)  # as a placing reason: plain, required
+    except SealtrailError as error:
+        raise click.BadParameter(str(error), param_hint="--reason") from None
+    settings = Settings.load(data_dir=data_dir, database_url=database_url)
+    urls = _database_urls(settings)
+
+    async def run() -> bool:
+        # Two connections: the release's, and the one its record is written on.
+        async with _database(urls, connections=2) as db:
+            if not await _tenant_known(db, tenant_id):  # a mistyped id: said as such
+                raise click.ClickException(
+                    f"tenant {tenant_id} has no log and no token: no legal hold to release"
+                )
+            # As the API releases: under the retention subject's lock, the
+            # policy's row locked, and recorded before it applies.
+            async with Changes(db).exclusive(tenant_id, RETENTION_SUBJECT, caller=None) as conn:
+                hold = (await policy_to_change(conn, tenant_id, seconds=_HOLD_WAIT_SECONDS)).hold
+                if not hold.on:
+                    return False
+                previous = await _redacted_name(db, settings, tenant_id, hold.reason)
+                await _record_operator_action(
+                    db,
+                    tenant_id,
+                    action="retention.legal_hold_released",
+                    description="Legal hold released",
+                    details={
+                        "previous_reason": previous,
+                        "reason": await _redacted_name(db, settings, tenant_id, reason),
+                    },
+                    category=event_pb2.CATEGORY_CONFIGURATION,
+                    severity=weakening_severity(True),  # as the API's release (ADR 0066)
+                    resource_type="legal_hold",
+                )
+                await write_hold(conn, tenant_id, on=False, reason="", now=datetime.now(UTC))
+            return True
+
+    if not asyncio.run(run()):
+        raise click.ClickException(f"tenant {tenant_id} has no legal hold on")
+    click.echo(f"released the legal hold of {tenant_id}")
+
+
+# How long a release waits at most for a purge batch of the tenant (as the API's).
+_HOLD_WAIT_SECONDS = 60.0
+
+
+@tenant.command("retention-limit")
+@click.argument("tenant_id", metavar="TENANT")
+@click.option(
+    "--max-days",
+    type=click.IntRange(1, MAX_DAYS),
+    help="The most days the tenant's events are kept (its plan's ceiling).",
+)
+@click.option("--none", "no_limit", is_flag=True, help="No ceiling: the tenant's policy decides.")
+@_data_dir_option
+@_database_url_option
+def tenant_retention_limit(
+    tenant_id: str,
+    max_days: int | None,
+    no_limit: bool,
+    data_dir: Path | None,
+    database_url: str | None,
+) -> None:
+    """Set (--max-days N) or clear (--none) how long the tenant's events are
+    kept at most, its plan's ceiling: its admins can set no longer policy,
+    nor forever, and the purge keeps a policy stored before to it. Recorded
+    in the tenant's log as `retention.limit_changed`, at WARNING when the
+    purge keeps any of its events less long for it."""
+    if (max_days is not None) == no_limit:
+        raise click.UsageError("give exactly one of --max-days and --none")
+    if not valid_tenant_id(tenant_id):
+        raise click.BadParameter("not a tenant id", param_hint="TENANT")
+    settings = Settings.load(data_dir=data_dir, database_url=database_url)
+    floor = settings.retention_min_days
+    if max_days is not None and max_days < floor:
+        raise click.ClickException(
+            f"--max-days {max_days} is below this deployment's retention floor of {floor} days"
+            " (SEALTRAIL_RETENTION_MIN_DAYS), which every tenant's events are kept at least:"
+            f" a plan's ceiling must be {floor} days or more"
+        )
+    urls = _database_urls(settings)
+
+    async def run() -> tuple[bool, list[Shortening]]:
+        # Two connections: the change's, and the one its record is written on.
+        async with _database(urls, connections=2) as db:
+            if not await _tenant_known(db, tenant_id):  # a mistyped id would get a log
+                raise click.ClickException(
+                    f"tenant {tenant_id} has no log and no token: nothing to limit"
+                )
+            # As the API changes the policy: under the retention subject's
+            # lock (a policy change checks the ceiling under it), the policy's
+            # row locked (after a purge batch under way), recorded first.
+            async with Changes(db).exclusive(tenant_id, RETENTION_SUBJECT, caller=None) as conn:
+                before = await policy_to_change(conn, tenant_id, seconds=_HOLD_WAIT_SECONDS)
+                if before.max_days == max_days:
+                    return False, []
+                shortened = limit_shortenings(
+                    before.policy,
+                    RetentionLimits(floor, before.max_days),
+                    RetentionLimits(floor, max_days),
+                )
+                what = (
+                    f"Retention limited to {max_days} days by the operator"
+                    if max_days is not None
+                    else "Retention limit removed by the operator"
+                )
+                await _record_operator_action(
+                    db,
+                    tenant_id,
+                    action="retention.limit_changed",
+                    description=shortened_description(what, shortened),
+                    details=shortened_details(shortened),
+                    category=event_pb2.CATEGORY_CONFIGURATION,
+                    severity=weakening_severity(shortened),  # ADR 0066
+                    resource_type="retention_limit",
+                    changes=[ChangeDraft("max_days", before.max_days, max_days)],
+                )
+                await write_max_days(conn, tenant_id, max_days)
+            return True, shortened
+
+    changed, shortened = asyncio.run(run())
+    now = f"is limited to {max_days} days" if max_days is not None else "is no longer limited"
+    if not changed:
+        already = f"is limited to {max_days} days" if max_days is not None else "has no limit"
+        click.echo(f"the retention of {tenant_id} {already} already; nothing recorded")
+        return
+    click.echo(f"the retention of {tenant_id} {now}")
+    if shortened:
+        cuts = ", ".join(
+            f"{s.events} ({s.before_days or 'forever'} -> {s.after_days} days)" for s in shortened
+        )
+        click.echo(f"its policy keeps events longer; the next purge removes them: {cuts}", err=True)
+
+
+@tenant.command("erasures")
+@_data_dir_option
+@_database_url_option
+def tenant_erasures(data_dir: Path | None, database_url: str | None) -> None:
+    """List the receipts of erased tenants, oldest first: the tenant, when, by
+    whom (a token id, or the operator), the final size and root (base64)."""
+    settings = Settings.load(data_dir=data_dir, database_url=database_url)
+    urls = _database_urls(settings)
+
+    async def run() -> list[tuple[Any, ...]]:
+        async with _database(urls) as db, db.system_connection() as conn:
+            cursor = await conn.execute(
+                "SELECT tenant_id, erased_at, erased_by, final_tree_size, final_root_hash"
+                " FROM tenant_erasures ORDER BY erased_at, tenant_id"
+            )
+            return list(await cursor.fetchall())
+
+    for tenant_id, erased_at, erased_by, size, root in asyncio.run(run()):
+        when = f"{erased_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+        by = erased_by if erased_by.isprintable() else repr(erased_by)
+        root_text = base64.b64encode(bytes(root)).decode()
+        click.echo(f"{tenant_id}  {when}  {by}  size {size}  root {root_text}")
