@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import psycopg
 import pytest
@@ -415,6 +416,49 @@ def test_live_events_recorded_together_arrive_newest_first(
     )
     shown = wait_for_rows(browser, lambda r: len(r) == 3)
     assert ["batch.n3" in shown[0], "batch.n2" in shown[1], "batch.n1" in shown[2]] == [True] * 3
+
+
+def test_live_under_a_custom_range_adds_only_events_inside_it(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    """Live dropped a custom range's end: an event recorded now, after it,
+    was added at the top of a view that Query and Export left it out of
+    (helper-204)."""
+    now = datetime.now(UTC)
+    start, end = now - timedelta(hours=3), now - timedelta(hours=1)
+    recorded.record(backdated("window.read", "u-first", now - timedelta(hours=2)))
+    window = f"&from={instant(start)}&to={instant(end)}"
+    sign_in(
+        browser,
+        console_url + "?actions=window.*&range=custom" + window,
+        console_server.token(tenant, "reader"),
+    )
+    wait_for_rows(browser, lambda r: len(r) == 1)
+    hooked(browser)
+    browser.find_element(By.ID, "live").click()
+    wait(browser).until(lambda b: requested(b, "/api/stream"))
+    time.sleep(0.5)  # the stream is open once the first heartbeat or event arrives
+    recorded.record(action="window.late", actor_id="u-after-the-end")
+    # Sent after it, so shown after it had it been sent: a backdated event inside the window.
+    recorded.record(backdated("window.read", "u-backdated", now - timedelta(minutes=90)))
+    shown = wait_for_rows(browser, lambda r: len(r) == 2)
+    assert "u-backdated" in shown[0] and "u-first" in shown[1]
+    assert "occurred_before" in requested(browser, "/api/stream")[0]
+
+
+def backdated(action: str, actor_id: str, occurred_at: datetime) -> event_pb2.Event:
+    event = build_event(action=action, actor_id=actor_id)
+    event.occurred_at.FromDatetime(occurred_at)
+    return event
+
+
+def instant(moment: datetime) -> str:
+    """`moment` as the console's URL holds a custom range's end."""
+    return quote(moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
 
 
 def queried(browser: webdriver.Chrome) -> list[dict[str, list[str]]]:

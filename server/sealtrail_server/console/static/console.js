@@ -514,8 +514,9 @@ async function startLive() {
   stopLive();
   const controller = new AbortController();
   state.live = controller;
+  // The view's own filter, a custom range's end included: an event recorded
+  // now is past it, and only one dated inside the window (backdated) belongs.
   const params = new URLSearchParams(state.filter);
-  params.delete("occurred_before");
   // after_seq=0 would replay the whole log: with nothing shown, start with the next event.
   if (state.newestSeq) params.set("after_seq", String(state.newestSeq));
   try {
