@@ -110,11 +110,11 @@ class StreamRpcs:
         limit = _batch_limit(request.max_events_per_message)
         start = _start_details(request, now=self._clock())  # checked before it is recorded
         # Subscribed before it is recorded: a stream refused for the limits
-        # records nothing. Its own record then reaches it, and is skipped as
-        # before its position.
+        # records nothing. Its own record then reaches it, and is skipped: as
+        # before its position live, by its seq in a read of the table.
         subscription = await self._hub.subscribe(tenant_id, RecordMatcher(event_filter))
         try:
-            await record_access(
+            own = await record_access(
                 self._appender,
                 principal,
                 now=self._clock(),
@@ -149,6 +149,7 @@ class StreamRpcs:
                     limit,
                     resumed=resumed,
                     announce=request.announce_purged,
+                    own_seq=own.seq,
                 )
                 resumed = 0
                 async with aclosing(table):
@@ -224,6 +225,7 @@ class StreamRpcs:
         *,
         resumed: int = 0,
         announce: bool = False,
+        own_seq: int = 0,
     ) -> AsyncGenerator[list[EncodedEvent] | pb.PurgedRange | int, None]:
         """Matching events with position < seq <= upto from the table, in lists
         of up to `limit` (at least one); and, after a heartbeat's time without
@@ -245,7 +247,12 @@ class StreamRpcs:
 
         It ends (StreamEnding) as soon as `subscription` is told to, whatever
         is left to read: a long replay otherwise held the server's stop for
-        its whole grace (helper-136)."""
+        its whole grace (helper-136).
+
+        `own_seq`: the stream's own access record, not sent. A stream from a
+        cursor or a time reads it (it is written before the log's size is
+        read), and no read shows itself: a Query's first page, a count and a
+        live stream leave theirs out (helper-204)."""
 
         async def refuse_purged(conn: Connection) -> None:
             kept = await first_kept_after(conn, tenant_id, resumed)
@@ -299,6 +306,8 @@ class StreamRpcs:
                 async for stored in rows:
                     if subscription.ending:
                         raise StreamEnding
+                    if stored.seq == own_seq:
+                        continue
                     events.append(encoded := _encoded_stored(stored))
                     held += len(encoded.data)
                     # Sent by count or by bytes: a thousand events of 60 KB held
