@@ -31,7 +31,7 @@ import httpcore
 import psycopg
 import pytest
 import rfc8785
-from google.protobuf import json_format
+from google.protobuf import json_format, timestamp_pb2
 
 from sealtrail import (
     AbortedError,
@@ -859,6 +859,40 @@ def test_a_replay_resends_exactly_the_window_or_range(
     received = receiver.wait_for(lambda r: len(delivered_seqs(r[count:])) >= 2)
     assert delivered_seqs(received[count:]) == seqs[7:9]
     wait_for_state(client, sink.id, lambda s: s.state.pending_replays == 0)
+
+
+def test_a_replay_window_between_two_microseconds_takes_the_later_one_as_a_filter_does(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """Times are kept to the microsecond, and a filter's bound between two is
+    the later one; a replay window's was the earlier one, so it resent the
+    event just before its start and left out the one just before its end
+    (helper-204)."""
+    sink = sinks(
+        build_sink("replayed", "webhook", url=receiver.url, secrets=[new_secret()], filter=SHARED)
+    )
+    second = 1_764_000_000  # 2025-11-24T16:00:00Z
+    events = [build_event(action="document.share", actor_id=f"u-{n}") for n in (1, 2, 3)]
+    for n, event in enumerate(events, start=1):
+        event.occurred_at.seconds, event.occurred_at.nanos = second, n * 1000  # .00000nZ
+    seqs = [result.event.seq for result in client.record_batch(events)]
+    wait_for_state(client, sink.id, lambda s: s.state.cursor_seq >= seqs[-1])
+    count = len(receiver.requests())
+    window = forwarding_pb2.TimeWindow(
+        start_time=timestamp_pb2.Timestamp(seconds=second, nanos=1500),
+        end_time=timestamp_pb2.Timestamp(seconds=second, nanos=2500),
+    )
+    client._stub.ReplaySink(
+        forwarding_pb2.ReplaySinkRequest(sink_id=sink.id, window=window),
+        metadata=client._metadata,
+    )
+    wait_for_state(client, sink.id, lambda s: s.state.pending_replays == 0)
+    # [.000002, .000003): the second event alone, as a filter with these bounds takes.
+    assert delivered_seqs(receiver.requests()[count:]) == [seqs[1]]
+    shared = build_filter(actions="document.share")
+    shared.occurred_after.CopyFrom(window.start_time)
+    shared.occurred_before.CopyFrom(window.end_time)
+    assert [e.seq for e in client.query(shared)] == [seqs[1]]
 
 
 def refusing(

@@ -21,7 +21,7 @@ from sealtrail.v1 import forwarding_pb2 as pb
 from ..alerts.routing import reroute_alerts
 from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from ..domain.etags import require_etag
-from ..domain.event import checked_timestamp, parse_uuid
+from ..domain.event import checked_bound, parse_uuid
 from ..domain.filters import validate_filter
 from ..domain.sealing import SecretBox
 from ..domain.sinks import (
@@ -630,8 +630,9 @@ async def _replay_selection(
         if not window.HasField("start_time") or not window.HasField("end_time"):
             raise InvalidArgument.field("window", "start_time and end_time are required")
         start, end = window.start_time, window.end_time
-        after = checked_timestamp(start.seconds, start.nanos, field="window.start_time")
-        before = checked_timestamp(end.seconds, end.nanos, field="window.end_time")
+        # Bounds as a filter's: one between two microseconds is the later.
+        after = checked_bound(start.seconds, start.nanos, field="window.start_time")
+        before = checked_bound(end.seconds, end.nanos, field="window.end_time")
         if before <= after:
             raise InvalidArgument.field("window.end_time", "must be after start_time")
         first, last = await store.seq_range_of_window(conn, tenant_id, after, before)

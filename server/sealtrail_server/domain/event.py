@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from .canonical import canonical_json, plain_value
@@ -282,6 +282,20 @@ def checked_timestamp(seconds: int, nanos: int, *, field: str) -> datetime:
         return timestamp_from_parts(seconds, nanos)
     except (OverflowError, OSError, ValueError):
         raise InvalidArgument.field(field, "is not a valid time") from None
+
+
+def checked_bound(seconds: int, nanos: int, *, field: str) -> datetime:
+    """checked_timestamp of a bound on events' times (a filter's, a replay
+    window's). Times are kept to the microsecond: a bound between two is the
+    later one, so that an event before it neither passes a start nor fails an
+    end, whichever path takes the bound."""
+    moment = checked_timestamp(seconds, nanos, field=field)
+    if not nanos % 1000:
+        return moment
+    try:
+        return moment + timedelta(microseconds=1)
+    except OverflowError:  # past the last microsecond a datetime holds: no event is later
+        return moment
 
 
 class _Checker:

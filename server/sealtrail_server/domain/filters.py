@@ -14,7 +14,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Final
 
 from .errors import FieldViolation, InvalidArgument
@@ -28,7 +28,7 @@ from .event import (
     OUTCOMES,
     READ_RECORD_ACTIONS,
     SEVERITIES,
-    checked_timestamp,
+    checked_bound,
     email_key,
     format_timestamp,
     network_address,
@@ -248,22 +248,15 @@ def _in_words(char: str) -> bool:
 
 
 def _time(value: tuple[int, int] | None, name: str, fail: _Fail) -> datetime | None:
-    """A bound of the filter. Times are kept to the microsecond: a bound
-    between two is the later one, so that an event before it neither passes
-    occurred_after nor fails occurred_before."""
+    """A bound of the filter, the later microsecond if it lies between two
+    (checked_bound)."""
     if value is None:
         return None
     try:
-        moment = checked_timestamp(*value, field=name)
+        return checked_bound(*value, field=name)
     except InvalidArgument:
         fail(name, "is not a valid time")
         return None
-    if not value[1] % 1000:
-        return moment
-    try:
-        return moment + timedelta(microseconds=1)
-    except OverflowError:  # past the last microsecond a datetime holds: no event is later
-        return moment
 
 
 def _enum_names(
