@@ -97,6 +97,30 @@ def test_times_are_rfc_3339_with_an_offset(
             assert name in body["error"] and "RFC 3339" in body["error"]
 
 
+def test_a_time_to_the_nanosecond_bounds_as_the_api_s_own_bound_does(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """A bound was cut to the microsecond before it was sent: one between two
+    took the earlier, where the API takes the later (helper-204)."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        event = build_event(action="doc.read", actor_id="u-at-1us")
+        event.occurred_at.seconds, event.occurred_at.nanos = 1_764_000_000, 1000
+        c.record(event)
+    reader = console_server.token(tenant, "reader")
+
+    def found(name: str, time: str) -> list[str]:
+        query = urllib.parse.urlencode({"actions": "doc.read", name: time})
+        status, body = get(api + f"events?{query}", reader)
+        assert status == 200, body
+        return [e["actor"]["id"] for e in body["events"]]
+
+    assert found("occurred_after", "2025-11-24T16:00:00.0000015Z") == []
+    assert found("occurred_before", "2025-11-24T16:00:00.0000015Z") == ["u-at-1us"]
+    # Past the ninth digit, no Timestamp holds it: refused, not cut.
+    status, body = get(api + "events?occurred_after=2025-11-24T16:00:00.1234567891Z", reader)
+    assert status == 400 and "occurred_after" in body["error"]
+
+
 def test_a_token_sees_its_own_tenant_only(
     api: str, console_server: ServerThread, tenant: str
 ) -> None:

@@ -6,6 +6,7 @@ whatever case the investigator has it (ADR 0067)."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -139,6 +140,31 @@ def test_the_cli_takes_an_address_or_a_network(
     )
     assert found.exit_code == 0, found.output
     assert "203.0.113.9" in found.output and "198.51.100.1" not in found.output
+
+
+def test_a_time_typed_to_the_nanosecond_bounds_the_cli_s_query_as_it_bounds_the_api_s(
+    server: ServerThread, tenant: str, client_for: Callable[..., AuditClient]
+) -> None:
+    """`--since 16:00:00.0000015Z` was cut to 16:00:00.000001 before it was
+    sent: the CLI found the event at 16:00:00.000001, which the same bound
+    sent over the API (kept to the microsecond, the later one) leaves out;
+    `--until` the other way round (helper-204)."""
+    client = client_for(tenant)
+    event = build_event(action="doc.read", actor_id="u-at-1us")
+    event.occurred_at.seconds, event.occurred_at.nanos = 1_764_000_000, 1000  # 16:00:00.000001Z
+    client.record(event)
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+
+    def found(option: str) -> list[str]:
+        typed = [option, "2025-11-24T16:00:00.0000015Z"]
+        done = CliRunner().invoke(
+            cli.main, ["query", "--action", "doc.read", *typed, "--format", "jsonl"], env=env
+        )
+        assert done.exit_code == 0, done.output
+        return [json.loads(line)["actor"]["id"] for line in done.output.splitlines()]
+
+    assert found("--since") == []
+    assert found("--until") == ["u-at-1us"]
 
 
 def test_a_verb_on_any_resource_is_found_by_its_suffix(client: AuditClient) -> None:

@@ -51,6 +51,20 @@ def test_parse_time_rejects_ambiguous_or_unknown_input(text: str) -> None:
         cli.parse_time(text, now=NOW)
 
 
+def test_a_time_typed_to_the_nanosecond_is_sent_to_the_nanosecond() -> None:
+    """A datetime holds microseconds: the digits past them were dropped, so
+    the API's own rule for a bound between two microseconds never applied
+    (helper-204). The ninth digit is the last a Timestamp holds."""
+    since = cli.parse_time("2025-11-24T17:00:00.0000015+01:00")
+    until = cli.parse_time("2025-11-24T16:00:00.123456789Z")
+    sent = build_filter(since=since, until=until)
+    assert (sent.occurred_after.seconds, sent.occurred_after.nanos) == (1_764_000_000, 1500)
+    assert (sent.occurred_before.seconds, sent.occurred_before.nanos) == (1_764_000_000, 123456789)
+    assert since == datetime(2025, 11, 24, 16, 0, 0, 1, tzinfo=UTC)  # a datetime as before
+    with pytest.raises(ValueError, match="nanosecond"):
+        cli.parse_time("2025-11-24T16:00:00.1234567891Z")
+
+
 def test_a_duration_past_the_year_one_is_a_value_error_not_a_crash() -> None:
     for text in ("99999999999d", "800000d"):
         with pytest.raises(ValueError, match="before the year 1"):

@@ -208,11 +208,7 @@ def event_filter(query: Any) -> event_pb2.EventFilter:
         message.min_severity = event_pb2.Severity.ValueType(severity)
     for name in ("occurred_after", "occurred_before"):
         if query.get(name):
-            moment = _rfc3339(name, query[name])
-            try:
-                getattr(message, name).FromDatetime(moment)
-            except (OverflowError, ValueError):  # before year 1 or after 9999 in UTC
-                raise BadParameter(f"{name}: out of range (years 1 to 9999)") from None
+            _timestamp(getattr(message, name), name, query[name])
     return message
 
 
@@ -958,12 +954,20 @@ def _role(body: dict[str, Any]) -> access_pb2.Role.ValueType:
 
 
 def _timestamp(field: Any, name: str, text: str) -> None:
-    """Sets the Timestamp `field` to the RFC 3339 time `text`."""
+    """Sets the Timestamp `field` to the RFC 3339 time `text`, to the
+    nanosecond: a datetime holds microseconds, and a bound cut to one took the
+    earlier where the API takes the later (helper-204). Past the ninth digit,
+    which no Timestamp holds, BadParameter rather than another cut."""
     moment = _rfc3339(name, text)
     try:
         field.FromDatetime(moment)
-    except (OverflowError, ValueError):
+    except (OverflowError, ValueError):  # before year 1 or after 9999 in UTC
         raise BadParameter(f"{name}: out of range (years 1 to 9999)") from None
+    matched = _RFC3339.fullmatch(text)
+    digits = matched.group(1)[1:] if matched and matched.group(1) else ""
+    if len(digits) > 9:
+        raise BadParameter(f"{name}: more than 9 digits after the second (a nanosecond's)")
+    field.nanos += int(digits[6:9].ljust(3, "0"))
 
 
 def _mask(path: str) -> field_mask_pb2.FieldMask:

@@ -226,12 +226,26 @@ def _prefix(enum: _EnumTypeWrapper[_E]) -> str:
     return enum.keys()[0].removesuffix("UNSPECIFIED")
 
 
+class NanosecondTime(datetime):
+    """A datetime and the nanoseconds past its microsecond (`nanosecond`, 0 to
+    999), which a datetime cannot hold: a time typed to the nanosecond (the
+    CLI's) reaches its Timestamp whole, so the API's own rule for it applies
+    (a bound between two microseconds is the later one), not the earlier
+    microsecond. Comparisons and arithmetic are a datetime's; what arithmetic
+    makes has no nanoseconds past the microsecond."""
+
+    nanosecond: int = 0
+
+
 def timestamp(value: datetime, *, field: str) -> timestamp_pb2.Timestamp:
-    """A Timestamp from a timezone-aware datetime."""
+    """A Timestamp from a timezone-aware datetime (a NanosecondTime's to the
+    nanosecond)."""
     if value.tzinfo is None:
         raise ValueError(f"{field}: datetime must be timezone-aware")
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(value)
+    if isinstance(value, NanosecondTime):
+        ts.nanos += value.nanosecond
     return ts
 
 
