@@ -23,6 +23,7 @@ from sealtrail._bundle_format import (
     BundleError,
     BundleSummary,
     bundle_time,
+    log_fault,
 )
 from sealtrail.tlog import (
     NoteError,
@@ -239,37 +240,6 @@ def _refuse_what_the_log_could_not_do(manifest: dict[str, Any]) -> None:
     fault = log_fault(unproven, refused=manifest.get("log_refused_to_sign") is True)
     if fault is not None:
         raise BundleError(fault)
-
-
-def log_fault(
-    unproven: Sequence[int],
-    *,
-    refused: bool,
-    gaps: Sequence[int] = (),
-    unaccounted: str | None = None,
-) -> str | None:
-    """What the log could not do, from what the writer found: the seqs a
-    filter matched (`unproven`) or a complete or range bundle holds (`gaps`)
-    that it could not prove, removals retention does not account for, or a
-    fresh checkpoint it refused to sign."""
-    if unproven or gaps:
-        seqs = unproven or gaps
-        shown = ", ".join(str(seq) for seq in seqs[:20])
-        more = f" and {len(seqs) - 20} more" if len(seqs) > 20 else ""
-        which = "records the bundle's filter matched" if unproven else "of its records"
-        return (
-            f"the log could not prove {len(seqs)} {which}"
-            f" (seq {shown}{more}): they are not in the bundle, and the log no longer holds"
-            " them as it signed them"
-        )
-    if unaccounted is not None:
-        return unaccounted
-    if refused:
-        return (
-            "the log refused to sign a checkpoint over its state when the bundle was written:"
-            " it no longer extends its last checkpoint, against which these records verify"
-        )
-    return None
 
 
 def _manifest(path: Path) -> dict[str, Any]:
