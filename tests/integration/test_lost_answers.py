@@ -219,12 +219,7 @@ def test_sealtrail_import_whose_answer_was_lost_counts_its_events_as_recorded(
     """A first import of 3 lines said "recorded 0 events, 3 events already recorded"."""
     lose = LoseFirstAnswer("RecordBatch")
     monkeypatch.setattr(cli, "AuditClient", losing_client_class(lose))
-    lines = tmp_path / "events.ndjson"
-    lines.write_text(
-        "".join(
-            json.dumps({"action": "lost.import", "actor": {"id": f"u{n}"}}) + "\n" for n in range(3)
-        )
-    )
+    lines = _events_file(tmp_path, "lost.import", 3)
     env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
     shown = CliRunner().invoke(cli.main, ["import", str(lines)], env=env)
     assert shown.exit_code == 0, shown.output
@@ -246,12 +241,7 @@ def test_sealtrail_import_cut_short_names_the_lines_its_failed_call_may_have_rec
     without an idempotency key were recorded twice."""
     lose = LoseAnswersAfter("RecordBatch", answered=1)
     monkeypatch.setattr(cli, "AuditClient", losing_client_class(lose))
-    lines = tmp_path / "events.ndjson"
-    lines.write_text(
-        "".join(
-            json.dumps({"action": "lost.cut", "actor": {"id": f"u{n}"}}) + "\n" for n in range(5)
-        )
-    )
+    lines = _events_file(tmp_path, "lost.cut", 5)
     env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
     shown = CliRunner().invoke(cli.main, ["import", "--batch-size", "2", str(lines)], env=env)
     assert shown.exit_code == 1, shown.output
@@ -433,3 +423,11 @@ async def test_the_async_client_answers_the_id_of_each_change_its_lost_attempt_m
         assert lose.lost == 1, action
         [recorded] = admin.query(build_filter(actions=action))
         assert changed.event_id == recorded.id, action
+
+
+def _events_file(tmp_path: Path, action: str, count: int) -> Path:
+    """An NDJSON file of `count` keyless events of `action`, for `sealtrail import`."""
+    lines = tmp_path / "events.ndjson"
+    events = ({"action": action, "actor": {"id": f"u{n}"}} for n in range(count))
+    lines.write_text("".join(json.dumps(event) + "\n" for event in events))
+    return lines
