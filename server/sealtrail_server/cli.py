@@ -37,7 +37,7 @@ from .auth.tokens import rfc3339
 from .config import Settings
 from .domain.access import Role, expiry_problem, token_name_problem, valid_tenant_id
 from .domain.errors import SealtrailError
-from .domain.event import ChangeDraft, parse_uuid
+from .domain.event import CONTROL_CHARACTERS, MAX_ID, ChangeDraft, parse_uuid
 from .domain.redaction import tenant_key
 from .embedded import embedded_database_exists, start_embedded_postgres
 from .integrity.keys import load_signer
@@ -80,6 +80,10 @@ TELEMETRY_SHUTDOWN_SECONDS = 3.0
 # before the process exits without them.
 LEFT_TASKS_SECONDS = 10.0
 DEV_TOKEN_FILE = "dev-admin-token"
+# Who runs an operator command, as its records in the tenants' logs name them.
+OPERATOR_SETTING: Final = "SEALTRAIL_OPERATOR"
+_OPERATOR_PREFIX: Final = "sealtrail-server:"
+_MAX_OPERATOR: Final = MAX_ID - len(_OPERATOR_PREFIX)
 # pg_advisory_lock key of the development token's issue ("sealtdev" in ASCII).
 _DEV_TOKEN_LOCK = 0x7365616C74646576
 
@@ -132,8 +136,11 @@ def _database_urls(settings: Settings, *, create: bool = False) -> _Urls:
 
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
-def main(verbose: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
     """Sealtrail: an append-only, tamper-evident audit log service."""
+    if ctx.invoked_subcommand != "serve":  # which records nothing as the operator
+        _refuse_an_unfit_operator_name()
     # The format alone: the settings are read, and checked, by each command with its flags.
     json_lines = os.environ.get("SEALTRAIL_LOG_FORMAT") == "json"
     log_format: LogFormat = "json" if json_lines else "text"
@@ -503,12 +510,26 @@ async def _recorded_token(
 
 
 def _operator() -> str:
-    """Who ran the command: the operator at this machine's console."""
+    """Who ran the command, as its records in tenants' logs name them
+    (`sealtrail-server:` and SEALTRAIL_OPERATOR, checked by `main`; else the
+    user at this machine).
+    In a container, `user@host` is `root@` a pod's id: nobody."""
+    if named := os.environ.get(OPERATOR_SETTING, "").strip():
+        return _OPERATOR_PREFIX + named
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    return f"{user}@{socket.gethostname()}"
+    return f"{_OPERATOR_PREFIX}{user}@{socket.gethostname()}"
+
+
+def _refuse_an_unfit_operator_name() -> None:
+    named = os.environ.get(OPERATOR_SETTING, "").strip()
+    if len(named) > _MAX_OPERATOR or CONTROL_CHARACTERS.search(named):
+        raise click.UsageError(
+            f"{OPERATOR_SETTING}: the name of who runs the command, at most {_MAX_OPERATOR}"
+            " characters, none a control character"
+        )
 
 
 async def _record_operator_action(
@@ -536,7 +557,7 @@ async def _record_operator_action(
             appender,
             tenant,
             actor_type=event_pb2.ACTOR_TYPE_SYSTEM,
-            actor_id=f"sealtrail-server:{_operator()}",
+            actor_id=_operator(),
             now=datetime.now(UTC),
             action=action,
             description=description,

@@ -280,7 +280,7 @@ def sink_create(
                     definition,
                     box=tools.box,
                     from_start=start == "start",
-                    changed_by=f"sealtrail-server:{_operator()}",
+                    changed_by=_operator(),
                 )
             if not inserted:
                 raise click.ClickException(f"there is a deployment sink named {name!r} already")
@@ -464,7 +464,7 @@ def sink_update(
                         current.id,
                         definition,
                         box=tools.box,
-                        changed_by=f"sealtrail-server:{_operator()}",
+                        changed_by=_operator(),
                     )
             current = await _find(conn, current.id, tools.box)
             return await tools.managed.reconcile(conn, current)
@@ -543,9 +543,7 @@ def sink_delete(
         async with _definition_locked(tools.db, current.id) as conn:
             async with _as_owner(urls) as writer:
                 # Committed at once: interrupted, the deletion is a server's to finish.
-                await definitions.mark_deleting(
-                    writer, current.id, changed_by=f"sealtrail-server:{_operator()}"
-                )
+                await definitions.mark_deleting(writer, current.id, changed_by=_operator())
             current = await _find(conn, current.id, tools.box)
             return await tools.managed.reconcile(conn, current)
 

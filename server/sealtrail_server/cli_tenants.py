@@ -207,9 +207,7 @@ def tenant_erase(
                 )
             checkpointer = Checkpointer(db, signer, origin_prefix=settings.log_origin)
             eraser = Eraser(urls.owner, checkpointer)
-            return await eraser.erase(
-                tenant_id, erased_by=f"sealtrail-server:{_operator()}", by_operator=True
-            )
+            return await eraser.erase(tenant_id, erased_by=_operator(), by_operator=True)
 
     receipt = asyncio.run(run())
     click.echo(

@@ -268,6 +268,23 @@ def test_the_operator_releases_a_legal_hold_recorded_in_the_tenants_log(
     assert event.details["reason"] == "Case 7 closed"
 
 
+def test_the_operator_sealtrail_operator_names_is_the_actor_of_its_records(
+    admin: AuditClient, tenant: str, migrated_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run in a container, a command's records named `root@<the pod's id>`:
+    nobody. SEALTRAIL_OPERATOR names the person (an email, a directory name)."""
+    admin.set_legal_hold(True, reason="Case 8")
+    monkeypatch.setenv("SEALTRAIL_OPERATOR", "bad\x1bname")
+    refused = operator(migrated_database_url, "tenant", "release-hold", tenant, "--reason", "x")
+    assert refused.exit_code == 2 and "SEALTRAIL_OPERATOR" in refused.output
+    assert admin.get_retention_policy().legal_hold.on  # refused before any change
+    monkeypatch.setenv("SEALTRAIL_OPERATOR", " alice@example.com ")
+    released = operator(migrated_database_url, "tenant", "release-hold", tenant, "--reason", "x")
+    assert released.exit_code == 0, released.output
+    [event] = admin.query(build_filter(actions="retention.legal_hold_released"))
+    assert event.actor.id == "sealtrail-server:alice@example.com"
+
+
 def test_releasing_the_hold_of_an_unknown_tenant_says_it_has_no_log(
     admin: AuditClient, tenant: str, migrated_database_url: str
 ) -> None:
