@@ -31,6 +31,7 @@ from ..store.changes import (
     waiting_at_most,
 )
 from ..store.checkpoints import StoredCheckpoint
+from ..store.database import is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,9 @@ class Eraser:
         UNAUTHENTICATED once the caller's token is forgotten)."""
         try:
             return await self._erase(tenant_id, erased_by=erased_by, by_operator=by_operator)
-        except psycopg.OperationalError as error:
+        except psycopg.Error as error:
+            if not is_unavailable(error, None):  # a read-only database too (helper-202)
+                raise
             # Its text may name the database's host, port and owner role (helper-119).
             log.warning("erasure: %s failed: %s", tenant_id, error)
             raise Unavailable(

@@ -84,6 +84,18 @@ _NO_FREE_SLOT: Final = (
     "remaining connection slots are reserved",
 )
 
+# What PostgreSQL answers in a state it may leave by itself, or that an
+# operator mends, though psycopg classes it as a fault of the statement
+# (InternalError, SQLSTATE class 25), not as an OperationalError: a database
+# that takes no writes (25006: a standby after a failover, a provider's guard
+# against a full disk, default_transaction_read_only), and a transaction
+# ended for idling (25P03, idle_in_transaction_session_timeout). Answered
+# INTERNAL, which clients do not retry, a legal hold recorded was left unapplied.
+_DATABASE_STATES: Final = (
+    psycopg.errors.ReadOnlySqlTransaction,
+    psycopg.errors.IdleInTransactionSessionTimeout,
+)
+
 # Every statement of the service reads by an index. A month's partition of
 # events is empty when created, and PostgreSQL gives a partition no 10-page
 # floor: a plan cached while it looked empty sorted a sequential scan of it on
@@ -236,6 +248,7 @@ class Database:
         on another: with a pool of two, the appender never got one to record
         `sink.created` (helper-189)."""
         self.refuse_if_unreachable()
+        conn: Connection | None = None
         try:
             conn = await EagerConnection.connect(
                 self._url,
@@ -248,7 +261,9 @@ class Database:
                 scope = (SYSTEM_ROLE, "", _PLANS_FOR_VALUES, self._system_lock_timeout)
                 await conn.execute(_SET_SCOPE, scope)
                 yield conn
-        except psycopg.OperationalError as error:
+        except psycopg.Error as error:
+            if not is_unavailable(error, conn):
+                raise
             log.warning("database: a connection of its own failed: %s", error)
             told = f"the database is unavailable; {SEE_THE_LOG}"
             raise Unavailable(told, retry_after=RETRY_AFTER_SECONDS) from error
@@ -307,11 +322,14 @@ class Database:
     @asynccontextmanager
     async def _checkout(self, scope: _Scope) -> AsyncIterator[Connection]:
         self.refuse_if_unreachable()
+        conn: Connection | None = None
         try:
             async with self.pool.connection() as conn:
                 await self._scopes.enter(conn, scope)
                 yield conn
-        except psycopg.OperationalError as error:
+        except psycopg.Error as error:
+            if not is_unavailable(error, conn):
+                raise
             # PoolTimeout is an OperationalError too: no connection in time.
             if isinstance(error, PoolTimeout | TooManyRequests):
                 self.checkout_timeouts += 1
@@ -322,6 +340,16 @@ class Database:
                 log.warning("database: a call's connection failed: %s", error)
                 told = f"the database is unavailable; {SEE_THE_LOG}"
             raise Unavailable(told, retry_after=RETRY_AFTER_SECONDS) from error
+
+
+def is_unavailable(error: psycopg.Error, conn: psycopg.AsyncConnection[Any] | None) -> bool:
+    """Whether `error` (met on `conn`, if one was had) is the database's
+    trouble, worth a retry (UNAVAILABLE), not the statement's: the database
+    unreachable or the connection lost (OperationalError), a state it is in
+    (_DATABASE_STATES), or any error after which the connection is broken."""
+    return isinstance(error, (psycopg.OperationalError, *_DATABASE_STATES)) or (
+        conn is not None and conn.broken
+    )
 
 
 class _Scopes:

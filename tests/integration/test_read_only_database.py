@@ -1,0 +1,100 @@
+"""PostgreSQL that takes no writes (a standby after a failover that went the
+wrong way, a provider's guard against a full disk, default_transaction_read_only),
+on a cluster of the test's own: calls answer UNAVAILABLE with a retry delay,
+never INTERNAL (which clients do not retry), and succeed again once it is
+writable (helper-202)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from sealtrail import AuditClient, UnavailableError
+from sealtrail_server.store.migrations import migrate
+from tests.conftest import ServerThread
+from tests.integration.test_database_outage import Cluster
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    made = Cluster()
+
+    async def migrated() -> None:
+        async with await psycopg.AsyncConnection.connect(made.url, autocommit=True) as conn:
+            await migrate(conn)
+
+    asyncio.run(migrated())
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture
+def read_only_server(cluster: Cluster) -> Iterator[ServerThread]:
+    # No checkpoint of its own: a fresh one is the call's to make.
+    running = ServerThread(cluster.url, database_probe_interval=0.2, checkpoint_interval=0)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def set_read_only(cluster: Cluster, on: bool) -> None:
+    """Every session of the cluster, those open already too, made read-only
+    (or writable again): as they read the configuration again on reload."""
+    with psycopg.connect(cluster.url, autocommit=True) as admin:
+        admin.execute("SET default_transaction_read_only = off")  # this session may write
+        if on:
+            admin.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        else:
+            admin.execute("ALTER SYSTEM RESET default_transaction_read_only")
+        admin.execute("SELECT pg_reload_conf()")
+    with psycopg.connect(cluster.url, autocommit=True) as fresh:
+        [shown] = fresh.execute("SHOW default_transaction_read_only").fetchone() or [None]
+    assert shown == ("on" if on else "off")
+
+
+@contextlib.contextmanager
+def read_only(cluster: Cluster) -> Iterator[None]:
+    set_read_only(cluster, True)
+    try:
+        # Sessions open already read the configuration again before their
+        # next statement, once the postmaster has signalled them.
+        time.sleep(0.5)
+        yield
+    finally:
+        set_read_only(cluster, False)
+
+
+def answers_unavailable(call: Callable[[], Any]) -> UnavailableError:
+    with pytest.raises(UnavailableError) as refused:
+        call()
+    assert refused.value.retry_after is not None and refused.value.retry_after > 0
+    return refused.value
+
+
+def test_a_read_only_database_answers_unavailable_never_internal(
+    cluster: Cluster, read_only_server: ServerThread
+) -> None:
+    server = read_only_server
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    token = server.token(tenant)
+    with AuditClient(server.target, token=token, max_attempts=1) as client:
+        client.record(action="doc.edit", actor_id="u")  # grown since its last checkpoint
+        with read_only(cluster):
+            answers_unavailable(lambda: client.get_checkpoint(fresh=True))
+            answers_unavailable(lambda: client.set_legal_hold(True, reason="litigation"))
+            answers_unavailable(lambda: client.set_retention_policy(365))
+            answers_unavailable(lambda: client.record(action="doc.edit", actor_id="u"))
+        client.record(action="doc.edit", actor_id="u")
+        assert client.get_checkpoint(fresh=True).tree_size >= 2
+        client.set_legal_hold(True, reason="litigation")
+        client.set_retention_policy(365)
