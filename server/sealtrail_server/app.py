@@ -537,8 +537,6 @@ class Service:
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish, commit what is pending."""
         await self._health.enter_graceful_shutdown()  # health watches told, then ended
-        await end_tasks([self._watchdog])
-        self._watchdog = None
         if self.console is not None:
             await self.console.stop()
             self.console = None
@@ -568,6 +566,11 @@ class Service:
             await self._checkpointer.stop()
         if self._appender is not None:
             await self._appender.stop()
+        # The watch ends last: a database gone down with the server (a compose
+        # down, a node drain) is then found so, and each use the stop makes
+        # fails at once, not after the pool's timeout (helper-202).
+        await end_tasks([self._watchdog])
+        self._watchdog = None
         if self._db is not None:
             await self._db.close()
         if self._private_dir is not None:

@@ -23,13 +23,14 @@ import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from sealtrail import AuditClient, UnavailableError, build_event
-from sealtrail_server.store.database import Database
+from sealtrail import AuditClient, UnavailableError, build_event, build_sink
+from sealtrail_server.store.database import DEFAULT_CONNECT_TIMEOUT, Database
 from sealtrail_server.store.migrations import migrate
 from tests.conftest import ServerThread
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SECRET = "whsec_" + "A" * 44
 
 
 class Cluster:
@@ -225,3 +226,34 @@ def test_a_database_that_refuses_a_connection_for_want_of_slots_answers(
             await db.close()
 
     assert asyncio.run(probe_with_the_pool_busy())
+
+
+def test_a_stop_just_after_the_database_went_down_is_not_held_by_it(cluster: Cluster) -> None:
+    """PostgreSQL stopped with the server (a compose down, a node drain), a
+    moment before its SIGTERM: the stop ended the database watch first, so
+    the server, still taking the database for reachable, waited the pool's
+    timeout at each use the stop made (token uses, forwarding, checkpoints,
+    pending appends): about 25 s, past docker stop's 10 (helper-202)."""
+
+    def stop_after_some_work(database_down: bool) -> float:
+        server = ServerThread(cluster.url)
+        try:
+            tenant = f"t-{uuid.uuid4().hex[:8]}"
+            with AuditClient(server.target, token=server.token(tenant)) as client:
+                sink = build_sink(
+                    "audit", "webhook", url="http://127.0.0.1:9/hook", secrets=[SECRET]
+                )
+                client.create_sink(sink)
+                client.record(action="doc.edit", actor_id="u")
+        finally:
+            if database_down:
+                cluster.stop()
+            began = time.monotonic()
+            server.close()
+        return time.monotonic() - began
+
+    healthy = stop_after_some_work(database_down=False)
+    down = stop_after_some_work(database_down=True)
+    # One use may still wait the pool's timeout (5 s): it asked for a
+    # connection before the watch found the database down. Not one per use.
+    assert down < healthy + DEFAULT_CONNECT_TIMEOUT + 3, f"{healthy:.1f} s, then {down:.1f} s"
