@@ -479,9 +479,9 @@ class Service:
             await self._health.set(name, status)
 
     async def _watch_database(self, db: Database) -> None:
-        """Health follows the database: NOT_SERVING while it does not answer
-        (calls then fail at once with UNAVAILABLE and RetryInfo), SERVING again
-        once it does; the pool reconnects by itself."""
+        """Health follows the database: NOT_SERVING while it does not answer,
+        or takes no writes (calls then fail at once with UNAVAILABLE and
+        RetryInfo), SERVING again once it does; the pool reconnects by itself."""
         interval = self.settings.database_probe_interval
         while True:
             await asyncio.sleep(interval)
@@ -494,7 +494,7 @@ class Service:
                     db.reachable = True
                     await db.drop_broken()
                 else:
-                    log.error("the database does not answer: NOT_SERVING until it does")
+                    log.error("the database does not answer, or takes no writes: NOT_SERVING")
                     db.reachable = False
                 await self._set_health(serving=reachable)
             except Exception:  # the watch must outlive whatever one round meets

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,10 +17,16 @@ from typing import Any
 import psycopg
 import pytest
 
-from sealtrail import AuditClient, UnavailableError
+from sealtrail import AuditClient, UnavailableError, build_sink
 from sealtrail_server.store.migrations import migrate
 from tests.conftest import ServerThread
-from tests.integration.test_database_outage import Cluster
+from tests.integration.test_database_outage import (
+    NOT_SERVING,
+    SECRET,
+    SERVING,
+    Cluster,
+    wait_for_health,
+)
 
 
 @pytest.fixture
@@ -39,8 +46,9 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture
 def read_only_server(cluster: Cluster) -> Iterator[ServerThread]:
-    # No checkpoint of its own: a fresh one is the call's to make.
-    running = ServerThread(cluster.url, database_probe_interval=0.2, checkpoint_interval=0)
+    # No checkpoint of its own: a fresh one is the call's to make. And no
+    # probe in the test's time: each call meets the read-only database itself.
+    running = ServerThread(cluster.url, database_probe_interval=600, checkpoint_interval=0)
     try:
         yield running
     finally:
@@ -98,3 +106,31 @@ def test_a_read_only_database_answers_unavailable_never_internal(
         assert client.get_checkpoint(fresh=True).tree_size >= 2
         client.set_legal_hold(True, reason="litigation")
         client.set_retention_policy(365)
+
+
+def test_a_read_only_database_is_not_serving_and_its_loops_log_no_tracebacks(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every call writes (an access record at least), so a database that
+    takes no writes can serve none: health said SERVING all the same, load
+    balancers kept sending calls, and the checkpointer, forwarder and alert
+    claims each logged a traceback every second (helper-202)."""
+    server = ServerThread(cluster.url, database_probe_interval=0.2, checkpoint_interval=0.2)
+    try:
+        tenant = f"t-{uuid.uuid4().hex[:8]}"
+        with AuditClient(server.target, token=server.token(tenant), max_attempts=1) as client:
+            sink = build_sink("audit", "webhook", url="http://127.0.0.1:9/hook", secrets=[SECRET])
+            client.create_sink(sink)
+            client.record(action="doc.edit", actor_id="u")
+            wait_for_health(server.target, SERVING)
+            with caplog.at_level(logging.WARNING), read_only(cluster):
+                wait_for_health(server.target, NOT_SERVING)
+                answers_unavailable(lambda: client.record(action="doc.edit", actor_id="u"))
+                time.sleep(1.5)  # rounds of each background loop
+            wait_for_health(server.target, SERVING)
+            client.record(action="doc.edit", actor_id="u")
+    finally:
+        server.close()
+    tracebacks = [r.getMessage() for r in caplog.records if r.exc_info]
+    assert not tracebacks, tracebacks
+    assert "takes no writes" in caplog.text

@@ -96,6 +96,13 @@ _DATABASE_STATES: Final = (
     psycopg.errors.IdleInTransactionSessionTimeout,
 )
 
+# The probe's question: whether the database takes writes. Every call writes
+# (an access record at least), so one that answers read-only (a standby
+# after a failover, a provider's guard, default_transaction_read_only; each
+# makes a new transaction read-only) can serve none: it is no more reachable,
+# for the service, than one that does not answer.
+_TAKES_WRITES: Final = "SELECT current_setting('transaction_read_only') = 'off'"
+
 # Every statement of the service reads by an index. A month's partition of
 # events is empty when created, and PostgreSQL gives a partition no 10-page
 # floor: a plan cached while it looked empty sorted a sequential scan of it on
@@ -269,36 +276,40 @@ class Database:
             raise Unavailable(told, retry_after=RETRY_AFTER_SECONDS) from error
 
     async def probe(self, *, timeout: float) -> bool:
-        """Whether the database answers a query within `timeout` seconds: on a
-        pooled connection, if one is free within half of that; else (all busy
-        with load, which is no outage, or the one found broken) on a connection
-        of its own, whose refusal for want of a free slot is an answer too. A
-        connection of its own each time, alone, was refused at max_connections
-        or took longer than `timeout` to a distant database, and the server,
-        whose pooled connections worked, refused every call (helper-140)."""
+        """Whether the database answers a query within `timeout` seconds, and
+        takes writes (`_TAKES_WRITES`): on a pooled connection, if one is free
+        within half of that; else (all busy with load, which is no outage, or
+        the one found broken) on a connection of its own, whose refusal for
+        want of a free slot is an answer too. A connection of its own each
+        time, alone, was refused at max_connections or took longer than
+        `timeout` to a distant database, and the server, whose pooled
+        connections worked, refused every call (helper-140)."""
         try:
             async with asyncio.timeout(timeout):
-                if await self._pooled_connection_answers(wait=timeout / 2):
-                    return True
-                conn = await psycopg.AsyncConnection.connect(
-                    self._url, autocommit=True, connect_timeout=max(1, int(timeout))
-                )
-                async with conn:
-                    await conn.execute("SELECT 1")
+                writable = await self._pooled_connection_answers(wait=timeout / 2)
+                if writable is None:
+                    conn = await psycopg.AsyncConnection.connect(
+                        self._url, autocommit=True, connect_timeout=max(1, int(timeout))
+                    )
+                    async with conn:
+                        writable = await _takes_writes(conn)
         except psycopg.OperationalError as error:
             # A refusal at connection has no SQLSTATE (53300): its words tell.
             return any(words in str(error) for words in _NO_FREE_SLOT)
         except (psycopg.Error, TimeoutError, OSError):
             return False
-        return True
+        if not writable and self.reachable:  # said once, as it goes
+            log.error("database: it answers, but takes no writes (read-only)")
+        return writable
 
-    async def _pooled_connection_answers(self, *, wait: float) -> bool:
+    async def _pooled_connection_answers(self, *, wait: float) -> bool | None:
+        """Whether the database takes writes, asked on a pooled connection;
+        None if none was free in time (PoolTimeout) or the one found was broken."""
         try:
             async with self.pool.connection(timeout=wait) as conn:
-                await conn.execute("SELECT 1")
-        except psycopg.Error:  # none free in time (PoolTimeout), or a broken one
-            return False
-        return True
+                return await _takes_writes(conn)
+        except psycopg.Error:
+            return None
 
     async def drop_broken(self) -> None:
         """After an outage: discard the pool's connections that died with it
@@ -308,10 +319,11 @@ class Database:
                 await self.pool.check()
 
     def refuse_if_unreachable(self) -> None:
-        """Unavailable at once while probe() finds the database down."""
+        """Unavailable at once while probe() finds the database down (or read-only)."""
         if not self.reachable:
             raise Unavailable(
-                "the database is unreachable; the server reconnects by itself",
+                "the database is unreachable or takes no writes; the server serves"
+                " again by itself once it does",
                 retry_after=RETRY_AFTER_SECONDS,
             )
 
@@ -372,6 +384,12 @@ class _Scopes:
         plans no sequential scan where an index serves (see _NO_SEQSCAN)."""
         await conn.execute(_NO_SEQSCAN)
         await self.enter(conn, _NO_TENANT)
+
+
+async def _takes_writes(conn: psycopg.AsyncConnection[Any]) -> bool:
+    cursor = await conn.execute(_TAKES_WRITES)
+    row = await cursor.fetchone()
+    return bool(row and row[0])
 
 
 async def check_login(url: str) -> None:
