@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import secrets
 import uuid
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ from sealtrail_server.domain.merkle import append_leaf, frontier_root, leaf_hash
 from sealtrail_server.store.appended import Appended
 from sealtrail_server.store.appender import _ONE_STATEMENT_EVENTS, Appender
 from sealtrail_server.store.database import Database
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, database_of_its_own
 from tests.prepared_plans import (
     RUNS,
     Prepared,
@@ -479,6 +480,44 @@ def test_a_head_held_elsewhere_fails_its_tenant_alone_and_is_not_waited_for_agai
         ).fetchone() == (1,)
     finally:
         server.run(finish())
+
+
+def test_a_lock_on_every_head_fails_the_batch_plainly(
+    server: ServerThread, migrated_database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lock on the heads' whole table (VACUUM FULL, ALTER TABLE, pg_repack
+    on chain_heads): the look for the heads held, after the lock timeout,
+    waited it out again, and its failure was logged as a bug ("unexpected
+    failure", with a traceback) and answered "the append failed" (helper-202)."""
+    tenant = f"t-{uuid.uuid4().hex[:12]}"
+    with database_of_its_own(migrated_database_url, "heads_locked") as own_url:
+        db = server.run(
+            Database.open(
+                service_login_url(own_url), min_size=1, max_size=2, system_lock_timeout=0.2
+            )
+        )
+        appender = Appender(db, max_wait=0.01)
+
+        async def begin() -> None:
+            appender.start()
+            await appender.append(tenant, [_event("event")])  # its head exists
+
+        async def finish() -> None:
+            await appender.stop()
+            await db.close()
+
+        server.run(begin())
+        try:
+            with psycopg.connect(own_url) as holder:
+                holder.execute("LOCK TABLE chain_heads IN ACCESS EXCLUSIVE MODE")
+                with caplog.at_level(logging.WARNING), pytest.raises(Unavailable) as refused:
+                    server.run(appender.append(tenant, [_event("event")]), timeout=30)
+            assert "chain_heads" in refused.value.message and refused.value.retry_after > 0
+            assert not [r.getMessage() for r in caplog.records if r.exc_info]
+            [written] = server.run(appender.append(tenant, [_event("event")]))  # let go
+            assert written.seq == 2
+        finally:
+            server.run(finish())
 
 
 def test_a_retry_from_a_kept_head_needs_no_lock(

@@ -742,9 +742,20 @@ class _Lane:
         The one appender task otherwise waited out the timeout again on every
         batch that held one of their retries."""
         tenants = sorted({s.tenant_id for s in batch})
-        async with self._connection() as conn, conn.transaction():
-            cursor = await conn.execute(_HEADS_HELD, {"t": tenants})
-            held = [str(tenant) for (tenant,) in await cursor.fetchall()]
+        try:
+            async with self._connection() as conn, conn.transaction():
+                await conn.execute(_HEADS_HELD_LOCK_TIMEOUT)
+                cursor = await conn.execute(_HEADS_HELD, {"t": tenants})
+                held = [str(tenant) for (tenant,) in await cursor.fetchall()]
+        except SealtrailError as error:
+            if isinstance(error.__cause__, psycopg.errors.LockNotAvailable):
+                log.warning("appender: chain_heads is locked by another session (a table lock)")
+                error = Unavailable(
+                    "the log's heads (chain_heads) are locked by another session; retry",
+                    retry_after=1.0,
+                )
+            _fail(batch, error)
+            return
         until = asyncio.get_running_loop().time() + HELD_ELSEWHERE_SECONDS
         for tenant in held:
             log.warning(
@@ -1102,6 +1113,10 @@ async def _select_heads(conn: psycopg.AsyncConnection[Any], tenants: list[str]) 
 
 # Which of the heads another session holds now: those there, less those this
 # one can lock without waiting (let go again when its transaction ends).
+# The look for the heads held skips the rows locked, so it waits only for a
+# lock on the whole table (VACUUM FULL, ALTER TABLE, pg_repack): briefly,
+# where the lock timeout just waited out would have been waited out again.
+_HEADS_HELD_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', '100ms', true)"
 _HEADS_HELD = (
     "SELECT tenant_id FROM chain_heads WHERE tenant_id = ANY(%(t)s)"
     " EXCEPT SELECT tenant_id FROM (SELECT tenant_id FROM chain_heads"
