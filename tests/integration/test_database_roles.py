@@ -412,30 +412,38 @@ def test_the_service_never_plans_a_scan_of_a_fresh_partition(server: Any) -> Non
     assert "Seq Scan" not in plan, plan
 
 
-def test_a_tenants_checkout_waits_for_locks_as_the_connection_started(
+def test_each_checkout_waits_for_locks_as_its_role_does(
     server: Any, migrated_database_url: str
 ) -> None:
-    """The system role bounds its lock waits (SYSTEM_LOCK_TIMEOUT); a tenant's
-    checkout of the same connection after it works with the connection's
-    starting default again, here one the URL sets, whatever came between."""
+    """The system role bounds its lock waits (SYSTEM_LOCK_TIMEOUT), a tenant's
+    work its own (READ_LOCK_TIMEOUT: a read waited without limit for a table
+    locked whole, helper-202), whatever came between on the connection; and
+    the default a change's bounded wait goes back to after it (SET LOCAL ...
+    TO DEFAULT) is still the connection's starting one, here one the URL sets."""
     url = make_conninfo(service_login_url(migrated_database_url), options="-c lock_timeout=1234")
 
-    async def timeouts() -> list[tuple[str, str]]:
-        db = await Database.open(url, min_size=1, max_size=1)
+    async def timeouts() -> list[tuple[str, str, str]]:
+        db = await Database.open(
+            url, min_size=1, max_size=1, system_lock_timeout=2, read_lock_timeout=3
+        )
         seen = []
         try:
             for system in (False, True, False, True, True, False):
                 checkout = db.system_connection() if system else db.connection("t1")
-                async with checkout as conn:
+                async with checkout as conn, conn.transaction():
                     cursor = await conn.execute("SELECT current_setting('lock_timeout')")
                     [(timeout,)] = await cursor.fetchall()
-                    seen.append(("system" if system else "tenant", timeout))
+                    await conn.execute("SET LOCAL lock_timeout TO DEFAULT")
+                    cursor = await conn.execute("SELECT current_setting('lock_timeout')")
+                    [(default,)] = await cursor.fetchall()
+                    seen.append(("system" if system else "tenant", timeout, default))
         finally:
             await db.close()
         return seen
 
-    for checkout, timeout in server.run(timeouts()):
-        assert timeout == ("5s" if checkout == "system" else "1234ms"), checkout
+    for checkout, timeout, default in server.run(timeouts()):
+        assert timeout == ("2s" if checkout == "system" else "3s"), checkout
+        assert default == "1234ms", checkout
 
 
 def test_a_start_waiting_for_another_sessions_migrations_says_so(

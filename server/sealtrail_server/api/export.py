@@ -20,8 +20,8 @@ from ..domain.errors import FailedPrecondition, InvalidArgument, ResourceExhaust
 from ..export.formats import CsvEncoder, Encoder, JsonEncoder, NdjsonEncoder
 from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
-from ..store.changes import Changes, refuse_if_erased_now, tenant_erased
-from ..store.database import Connection, Database
+from ..store.changes import Changes, refuse_if_erased_now, tenant_erased, waiting_at_most
+from ..store.database import READ_LOCK_TIMEOUT, Connection, Database
 from ..store.events import recent_exports, stream_events
 from ..store.tree import tree_size
 from .audited import FilterDetails, record_access
@@ -170,9 +170,15 @@ class ExportRpcs:
             )
 
     async def _check_export_rate(self, conn: Connection, tenant_id: str) -> None:
-        count, oldest_age = await recent_exports(
-            conn, tenant_id=tenant_id, window=self._export_window
-        )
+        """Refuses an export past the tenant's rate. Its count of the exports
+        recorded waits for the events' table at most READ_LOCK_TIMEOUT, as a
+        read outside a change does: with the table locked whole (VACUUM FULL,
+        ALTER TABLE), an export sent nothing, not even an error, for as long."""
+        busy = "the log's events table is locked by another session; retry"
+        async with waiting_at_most(conn, READ_LOCK_TIMEOUT, busy=busy):
+            count, oldest_age = await recent_exports(
+                conn, tenant_id=tenant_id, window=self._export_window
+            )
         if count >= self._export_limit:
             raise ResourceExhausted(
                 f"at most {self._export_limit} exports per {self._export_window:g} s per tenant",

@@ -58,9 +58,17 @@ _GENERIC_PLANS: Final = "force_generic_plan"
 # A scope is (role, tenant, plan_cache_mode, lock_timeout); the system role
 # sees every tenant.
 _Scope = tuple[str, str, str, str | None]
-# The service role's waits are its own to bound (store/changes.py): its lock
-# timeout is the database's or role's default (None), whatever an operator set.
+# A fresh connection's lock timeout: the database's or role's default (None).
 _NO_LOCK_TIMEOUT: Final = None
+# How long a tenant's work waits for a lock another session holds. Its reads
+# take no row locks: what they wait for is a lock on a whole table (VACUUM
+# FULL, ALTER TABLE, pg_repack, LOCK TABLE), for minutes at times. Unbounded,
+# an Export sent nothing, not even an error, while one was held, and VerifyLog
+# ran to its deadline (an hour). It bounds waiting for a lock, not a
+# statement: a long export or verification is not cut short. The changes bound
+# their own waits (store/changes.py), and wait as the connection's default
+# after them (SET LOCAL ... TO DEFAULT is the default, not this).
+READ_LOCK_TIMEOUT: Final = 5.0
 # Fresh connections start with the least they can see: no tenant at all.
 _NO_TENANT: Final[_Scope] = (SERVICE_ROLE, "", _PLANS_FOR_VALUES, _NO_LOCK_TIMEOUT)
 # A NULL lock timeout resets it to the connection's default (the database's
@@ -145,6 +153,7 @@ class Database:
         url: str,
         *,
         system_lock_timeout: float = SYSTEM_LOCK_TIMEOUT,
+        read_lock_timeout: float = READ_LOCK_TIMEOUT,
     ):
         self.pool = pool
         self._url = url
@@ -157,7 +166,8 @@ class Database:
         # wait behind all of them.
         share = bulk_connections(pool.max_size)
         self._bulk_reads = FairShare(capacity=share, per_key=share)
-        self._system_lock_timeout = f"{max(1, round(system_lock_timeout * 1000))}ms"
+        self._system_lock_timeout = _milliseconds(system_lock_timeout)
+        self._read_lock_timeout = _milliseconds(read_lock_timeout)
         # False while probe() finds the database down: calls then fail at once
         # with UNAVAILABLE instead of each waiting out the pool's timeout.
         self.reachable = True
@@ -176,6 +186,7 @@ class Database:
         wait: bool = True,
         tracer: Tracer | None = None,
         system_lock_timeout: float = SYSTEM_LOCK_TIMEOUT,
+        read_lock_timeout: float = READ_LOCK_TIMEOUT,
     ) -> Database:
         """`tracer`: every statement run inside a recorded span becomes a
         child span of it (store/traced.py); None, no database spans.
@@ -199,7 +210,13 @@ class Database:
             open=False,
         )
         await pool.open(wait=wait, timeout=timeout if wait else 30.0)
-        return cls(pool, scopes, url, system_lock_timeout=system_lock_timeout)
+        return cls(
+            pool,
+            scopes,
+            url,
+            system_lock_timeout=system_lock_timeout,
+            read_lock_timeout=read_lock_timeout,
+        )
 
     async def close(self) -> None:
         await self.pool.close()
@@ -212,7 +229,8 @@ class Database:
         `generic_plans`: its statements are planned once for any values, not
         for each run's; only for statements whose plan no value can change."""
         plans = _GENERIC_PLANS if generic_plans else _PLANS_FOR_VALUES
-        async with self._checkout((SERVICE_ROLE, tenant_id, plans, _NO_LOCK_TIMEOUT)) as conn:
+        scope = (SERVICE_ROLE, tenant_id, plans, self._read_lock_timeout)
+        async with self._checkout(scope) as conn:
             yield conn
 
     @asynccontextmanager
@@ -346,6 +364,17 @@ class Database:
             if isinstance(error, PoolTimeout | TooManyRequests):
                 self.checkout_timeouts += 1
                 told = f"the database is unavailable: {error}".strip()  # the pool's own words
+            elif isinstance(error, psycopg.errors.LockNotAvailable):
+                log.warning(
+                    "database: a call waited past its lock timeout (%s) for a lock another"
+                    " session holds: %s",
+                    scope[3],
+                    error.diag.context or error,
+                )
+                told = (
+                    "the database kept the call waiting past its lock timeout for a lock"
+                    " another session holds (a table being rewritten or altered, say); retry"
+                )
             else:
                 # Its text may name the database's host, port, role or processes:
                 # the server's log keeps it, under the call's request id (helper-119).
@@ -362,6 +391,10 @@ def is_unavailable(error: psycopg.Error, conn: psycopg.AsyncConnection[Any] | No
     return isinstance(error, (psycopg.OperationalError, *_DATABASE_STATES)) or (
         conn is not None and conn.broken
     )
+
+
+def _milliseconds(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
 
 
 class _Scopes:
