@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from sealtrail import (
     UnavailableError,
     build_event,
 )
+from sealtrail import _cli as cli_module
 from sealtrail._bundle import SeqRange, received_range, write_bundle
 from sealtrail._bundle_check import verify_bundle
 from sealtrail._bundle_format import BundleError
@@ -298,6 +299,20 @@ def _start_of_next_month(now: datetime) -> datetime:
     return (
         now.replace(day=1, hour=0, minute=0, second=0, microsecond=0) + timedelta(days=32)
     ).replace(day=1)
+
+
+def test_a_received_range_bound_between_two_microseconds_is_the_later(
+    client: AuditClient,
+) -> None:
+    """As a filter's bound is: 500 ns after an event's receipt, the event was
+    received before it, and `bundle --received-since` so typed took it in
+    (helper-210)."""
+    before = client.record(action="doc.read", actor_id="u-before").event
+    after = client.record(action="doc.read", actor_id="u-after").event
+    received = before.received_at.ToDatetime(tzinfo=UTC)
+    since = cli_module.parse_time(f"{received:%Y-%m-%dT%H:%M:%S}.{received.microsecond:06d}500Z")
+    found = client.get_received_range(since=since)
+    assert found.first_seq == after.seq
 
 
 def test_a_month_by_receipt_is_exactly_the_events_received_in_it(

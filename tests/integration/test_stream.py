@@ -26,6 +26,7 @@ from sealtrail import (
     build_event,
     build_filter,
 )
+from sealtrail import _cli as cli
 from sealtrail._errors import from_rpc_error
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2
@@ -113,6 +114,27 @@ def test_replay_then_live_matches_query(client_for: Any, tenant: str) -> None:
     logged = list(client.query(order="oldest"))  # the query records itself after
     assert logged[30].action == "audit_log.streamed"
     assert got == logged[:30] + logged[31:]
+
+
+def test_a_start_time_between_two_microseconds_is_the_later_as_a_filters_bound_is(
+    client_for: Any, tenant: str
+) -> None:
+    """Times are kept to the microsecond. A `since` 500 ns after an event's
+    receipt took the earlier microsecond and sent that event, which a
+    filter's bound, and so the CLI's time typed to the nanosecond, leaves
+    out (helper-210)."""
+    client = client_for(tenant)
+    before = client.record(action="doc.read", actor_id="u-before").event
+    after = client.record(action="doc.read", actor_id="u-after").event
+    stream = Collector(client, filter=build_filter(actions="doc.*"), since=_just_after(before))
+    assert [event.seq for event in stream.take(1)] == [after.seq]
+    stream.stop()
+
+
+def _just_after(event: event_pb2.Event) -> datetime:
+    """500 ns after `event`'s receipt, as `sealtrail` parses a time so typed."""
+    received = event.received_at.ToDatetime(tzinfo=UTC)
+    return cli.parse_time(f"{received:%Y-%m-%dT%H:%M:%S}.{received.microsecond:06d}500Z")
 
 
 def test_a_stream_from_a_cursor_or_a_time_does_not_send_its_own_access_record(

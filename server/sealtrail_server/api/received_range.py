@@ -16,7 +16,7 @@ from sealtrail.v1 import audit_service_pb2 as pb
 
 from ..auth.tokens import rfc3339
 from ..domain.errors import InvalidArgument
-from ..domain.event import checked_timestamp
+from ..domain.event import checked_bound
 from ..store.changes import refuse_if_erased_now
 from ..store.database import Database
 from ..store.events import received_range, time_once_appended
@@ -40,7 +40,7 @@ class ReceivedRangeRpcs:
         tenant_id = current_principal().tenant_id
         if not request.HasField("since"):
             raise InvalidArgument.field("since", "must be set: the period's start")
-        since = checked_timestamp(request.since.seconds, request.since.nanos, field="since")
+        since = checked_bound(request.since.seconds, request.since.nanos, field="since")
         # The time once every event stamped before it is committed, so that
         # the range read after holds each one received before `until`.
         now = await time_once_appended(
@@ -48,7 +48,7 @@ class ReceivedRangeRpcs:
         )
         until: datetime | None = None
         if request.HasField("until"):
-            until = checked_timestamp(request.until.seconds, request.until.nanos, field="until")
+            until = checked_bound(request.until.seconds, request.until.nanos, field="until")
             if until > now:
                 # Events received in the rest of the period would be left out
                 # of a range that says it is the period's.

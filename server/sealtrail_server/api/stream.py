@@ -26,7 +26,7 @@ from ..domain.errors import FailedPrecondition, InvalidArgument, Unavailable
 from ..domain.event import (
     MAX_FUTURE_SKEW_SECONDS,
     MAX_SEQ,
-    checked_timestamp,
+    checked_bound,
     format_timestamp,
 )
 from ..domain.filters import EventFilter, RecordMatcher
@@ -202,7 +202,7 @@ class StreamRpcs:
         if start is None:
             return size  # live only
         if start == "since":
-            since = checked_timestamp(request.since.seconds, request.since.nanos, field="since")
+            since = checked_bound(request.since.seconds, request.since.nanos, field="since")
             return await first_seq_received_since(self._db, tenant_id=tenant_id, since=since) - 1
         if request.after_seq < 0:
             raise InvalidArgument.field("after_seq", "must not be negative")
@@ -448,7 +448,7 @@ def _start_details(request: pb.StreamEventsRequest, *, now: datetime) -> dict[st
             raise InvalidArgument.field("after_seq", f"must be 0 to {MAX_SEQ}")
         return {"after_seq": request.after_seq}
     if start == "since":
-        since = checked_timestamp(request.since.seconds, request.since.nanos, field="since")
+        since = checked_bound(request.since.seconds, request.since.nanos, field="since")
         if since > now + timedelta(seconds=MAX_FUTURE_SKEW_SECONDS):
             # The stream would start at the log's end and send what is received
             # before that time, which it was asked not to.
