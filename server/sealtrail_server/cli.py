@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from sealtrail.v1 import event_pb2
 
 from . import __version__
+from .alerts.evaluator import ACTOR_ID as ALERTS_ACTOR
 from .api.audited import record_event, weakening_severity
 from .api.convert import server_view
 from .app import Service, abandon_stop
@@ -37,7 +38,7 @@ from .auth.tokens import rfc3339
 from .config import Settings
 from .domain.access import Role, expiry_problem, token_name_problem, valid_tenant_id
 from .domain.errors import SealtrailError
-from .domain.event import CONTROL_CHARACTERS, MAX_ID, ChangeDraft, parse_uuid
+from .domain.event import MAX_ID, ChangeDraft, parse_uuid
 from .domain.redaction import tenant_key
 from .embedded import embedded_database_exists, start_embedded_postgres
 from .integrity.keys import load_signer
@@ -525,11 +526,15 @@ def _operator() -> str:
 
 def _refuse_an_unfit_operator_name() -> None:
     named = os.environ.get(OPERATOR_SETTING, "").strip()
-    if len(named) > _MAX_OPERATOR or CONTROL_CHARACTERS.search(named):
+    # isprintable: no control or format character, no line break (U+2028), and
+    # none of the surrogates that bytes other than UTF-8 decode to (helper-210).
+    if len(named) > _MAX_OPERATOR or not named.isprintable():
         raise click.UsageError(
             f"{OPERATOR_SETTING}: the name of who runs the command, at most {_MAX_OPERATOR}"
-            " characters, none a control character"
+            " printable characters of UTF-8"
         )
+    if _OPERATOR_PREFIX + named == ALERTS_ACTOR:  # the records would pass for its alerts'
+        raise click.UsageError(f"{OPERATOR_SETTING}: {named!r} is the alert evaluator's name")
 
 
 async def _record_operator_action(

@@ -274,9 +274,12 @@ def test_the_operator_sealtrail_operator_names_is_the_actor_of_its_records(
     """Run in a container, a command's records named `root@<the pod's id>`:
     nobody. SEALTRAIL_OPERATOR names the person (an email, a directory name)."""
     admin.set_legal_hold(True, reason="Case 8")
-    monkeypatch.setenv("SEALTRAIL_OPERATOR", "bad\x1bname")
-    refused = operator(migrated_database_url, "tenant", "release-hold", tenant, "--reason", "x")
-    assert refused.exit_code == 2 and "SEALTRAIL_OPERATOR" in refused.output
+    # A control character, a line separator, bytes that are no UTF-8, the alert
+    # evaluator's own name (helper-210).
+    for unfit in ("bad\x1bname", "two\u2028lines", "latin\udce9", "alerts"):
+        monkeypatch.setenv("SEALTRAIL_OPERATOR", unfit)
+        refused = operator(migrated_database_url, "tenant", "release-hold", tenant, "--reason", "x")
+        assert refused.exit_code == 2 and "SEALTRAIL_OPERATOR" in refused.output, unfit
     assert admin.get_retention_policy().legal_hold.on  # refused before any change
     monkeypatch.setenv("SEALTRAIL_OPERATOR", " alice@example.com ")
     released = operator(migrated_database_url, "tenant", "release-hold", tenant, "--reason", "x")
