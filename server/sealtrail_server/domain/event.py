@@ -286,9 +286,10 @@ def checked_timestamp(seconds: int, nanos: int, *, field: str) -> datetime:
 
 def checked_bound(seconds: int, nanos: int, *, field: str) -> datetime:
     """checked_timestamp of a bound on events' times (a filter's, a replay
-    window's, a stream's or a received range's start). Times are kept to the microsecond: a bound between two is the
-    later one, so that an event before it neither passes a start nor fails an
-    end, whichever path takes the bound."""
+    window's, a stream's or a received range's start). Times are kept to the
+    microsecond: a bound between two is the later one, so that an event
+    before it neither passes a start nor fails an end, whichever path takes
+    the bound."""
     moment = checked_timestamp(seconds, nanos, field=field)
     if not nanos % 1000:
         return moment
