@@ -279,6 +279,27 @@ def test_roles_that_may_create_in_the_schema_stop_the_start(
     asyncio.run(migrate_database(migrated_database_url))
 
 
+def test_a_login_that_owns_the_database_is_told_how_it_may_create_and_what_lifts_it(
+    migrated_database_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    """On PostgreSQL 15 and later, `public` belongs to pg_database_owner: a
+    login that owns the database may create there through it, and the
+    refusal's REVOKE ... FROM PUBLIC lifted nothing (helper-210)."""
+    service_login_url(migrated_database_url)
+    [(database, owner)] = sql.execute(
+        "SELECT current_database(), pg_get_userbyid(datdba) FROM pg_database"
+        " WHERE datname = current_database()"
+    ).fetchall()
+    give = SQL("ALTER DATABASE {} OWNER TO {}")
+    sql.execute(give.format(Identifier(database), Identifier(SERVICE_LOGIN)))
+    try:
+        with pytest.raises(UnsafeSchema, match=r"owns the database.*FROM pg_database_owner"):
+            asyncio.run(migrate_database(migrated_database_url))
+    finally:
+        sql.execute(give.format(Identifier(database), Identifier(owner)))
+    asyncio.run(migrate_database(migrated_database_url))
+
+
 def test_an_erasure_is_refused_while_a_tenant_table_has_another_owner(
     client_for: Any, tenant: str, sql: psycopg.Connection[Any]
 ) -> None:

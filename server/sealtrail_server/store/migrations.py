@@ -340,8 +340,32 @@ async def _refuse_unsafe_schema(conn: psycopg.AsyncConnection[Any]) -> None:
             f"{roles} may create objects in schema {schema}, where the log lives: a table"
             " of theirs could run code as the tables' owner. As the schema's owner or a"
             f" superuser: REVOKE CREATE ON SCHEMA {schema} FROM PUBLIC (and from any role"
-            " that grants it to them); see docs/database.md"
+            f" that grants it to them){await _through_database_ownership(conn, rows)};"
+            " see docs/database.md"
         )
+
+
+async def _through_database_ownership(
+    conn: psycopg.AsyncConnection[Any], rows: list[tuple[Any, ...]]
+) -> str:
+    """What lifts it when a role that may create owns the database, and the
+    schema belongs to pg_database_owner (`public` since PostgreSQL 15): REVOKE
+    ... FROM PUBLIC left its grant, and the start was refused again (helper-210)."""
+    cursor = await conn.execute(
+        "SELECT pg_get_userbyid(d.datdba), n.nspname"
+        " FROM pg_catalog.pg_database AS d, pg_catalog.pg_namespace AS n"
+        " WHERE d.datname = current_database() AND n.nspname = current_schema()"
+        " AND pg_get_userbyid(n.nspowner) = 'pg_database_owner'"
+    )
+    row = await cursor.fetchone()
+    if row is None or row[0] not in {str(role) for role, _ in rows}:
+        return ""
+    owner, schema = row
+    return (
+        f". {owner} owns the database, and {schema} belongs to pg_database_owner: REVOKE"
+        f" CREATE ON SCHEMA {schema} FROM pg_database_owner, or give the database to the"
+        " tables' owner (ALTER DATABASE ... OWNER TO)"
+    )
 
 
 async def _refuse_another_encoding(conn: psycopg.AsyncConnection[Any]) -> None:
