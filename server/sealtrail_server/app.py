@@ -10,6 +10,7 @@ import asyncio
 import atexit
 import logging
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -105,11 +106,32 @@ KEEPALIVE_OPTIONS: Final = (
     ("grpc.http2.ping_timeout_ms", 20_000),  # what gRPC's core reads of the two
     ("grpc.http2.max_pings_without_data", 0),
 )
+
 # A stopping server's streams get this long to end when told to; those still
 # running then (their clients stopped reading) are ended with the calls, once
 # they are all that is left. How often that is looked at.
 _STREAMS_END_SECONDS = 1.0
 _STREAMS_POLL_SECONDS = 0.1
+
+
+def connection_cap(most: int) -> int:
+    """`most` (SEALTRAIL_MAX_CONNECTIONS), lowered to three quarters of the
+    file descriptors the process may open, should it be above: connections
+    that took them all left none for a database connection (helper-209). The
+    other quarter is its database connections', its sinks', its console's and
+    its files'."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or most <= soft * 3 // 4:
+        return most
+    cap = max(1, soft * 3 // 4)
+    log.warning(
+        "SEALTRAIL_MAX_CONNECTIONS=%d lowered to %d, three quarters of the process's"
+        " file descriptor limit (%d): raise the limit (ulimit -n, LimitNOFILE) for more",
+        most,
+        cap,
+        soft,
+    )
+    return cap
 
 
 def abandon_stop() -> NoReturn:
@@ -378,6 +400,13 @@ class Service:
                 # one in a deploy) share the port, the kernel splitting calls.
                 ("grpc.so_reuseport", 0),
                 *KEEPALIVE_OPTIONS,
+                # A connection without a call in flight (a live stream is one)
+                # is closed, GOAWAY first; and the port holds so many at most,
+                # closing more as they come. Else a peer that sent the HTTP/2
+                # preface and answered pings was kept for good, and enough of
+                # them, with no token, took every file descriptor (helper-209).
+                ("grpc.max_connection_idle_ms", round(settings.connection_idle_seconds * 1000)),
+                ("grpc.max_allowed_incoming_connections", connection_cap(settings.max_connections)),
             ],
         )
         add_audit_log_service(

@@ -64,6 +64,14 @@ class Settings:
     token_last_use_interval: float = 60.0
     # Seconds in-flight calls get to finish on SIGTERM.
     shutdown_grace: float = 10.0
+    # Seconds a gRPC connection may go without a call in flight (a live stream
+    # is one) before the server closes it (GOAWAY); clients reconnect at their
+    # next call. One that never made a call was kept for good (helper-209).
+    connection_idle_seconds: float = 300.0
+    # gRPC connections the public port holds at once (each a file descriptor);
+    # past it, new ones are closed as they come. Lowered at start to three
+    # quarters of the process's file descriptor limit, should it be above.
+    max_connections: int = 10_000
     # TLS: the server's certificate chain and key (PEM files); with a client CA
     # as well, clients must present a certificate it signed (mutual TLS).
     tls_cert_file: Path | None = None
@@ -262,9 +270,11 @@ _DAY: Final = 86400.0
 # window's start): past the timestamps' range, every statement using them
 # failed after the start (helper-157); the key read window's end lay past
 # the year 9999. More than a day is no use to any of them. Nor to a count's
-# statement timeout, which PostgreSQL refuses past 24.8 days (in ms, an int).
+# statement timeout, which PostgreSQL refuses past 24.8 days (in ms, an int),
+# nor to the connections' idle time, which gRPC takes in ms, an int too.
 _AT_MOST_A_DAY = (
     "token_last_use_interval",
+    "connection_idle_seconds",
     "key_read_window",
     "access_denied_window",
     "forward_lease_seconds",
@@ -289,6 +299,7 @@ _AT_LEAST_ONE = (
     "stream_max_per_process",
     "retention_batch_events",
     "export_rate_limit",  # 0 refused every export
+    "max_connections",  # 0 refused every connection
 )
 
 # Counts for which 0 means none (a pool kept empty, a process that forwards
@@ -306,6 +317,7 @@ _NOT_NEGATIVE = (
 # window that cannot be; the other intervals take 0 for "off".
 _MORE_THAN_ZERO = (
     "database_probe_interval",
+    "connection_idle_seconds",  # every connection closed at once
     "stream_heartbeat_seconds",
     "export_rate_window",
     "forward_timeout",

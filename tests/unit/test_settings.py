@@ -11,6 +11,7 @@ COUNTS = [
     "STREAM_QUEUE_CAPACITY",
     "RETENTION_BATCH_EVENTS",
     "EXPORT_RATE_LIMIT",  # 0 refused every export (helper-125)
+    "MAX_CONNECTIONS",  # 0 refused every connection
 ]
 
 
@@ -44,14 +45,18 @@ def test_seconds_below_zero_or_not_finite_are_refused_by_name(name: str, raw: st
     assert getattr(Settings.load({f"SEALTRAIL_{name}": "0"}), name.lower()) == 0
 
 
-@pytest.mark.parametrize("name", ["STREAM_HEARTBEAT_SECONDS", "FORWARD_POLL_INTERVAL"])
+@pytest.mark.parametrize(
+    "name", ["STREAM_HEARTBEAT_SECONDS", "FORWARD_POLL_INTERVAL", "CONNECTION_IDLE_SECONDS"]
+)
 def test_seconds_that_zero_would_make_a_loop_of_are_refused_at_zero(name: str) -> None:
     with pytest.raises(SystemExit, match=f"SEALTRAIL_{name} must be more than 0 seconds"):
         Settings.load({f"SEALTRAIL_{name}": "0"})
 
 
 @pytest.mark.parametrize("raw", ["1e300", "86401"])
-@pytest.mark.parametrize("name", ["FORWARD_LEASE_SECONDS", "EXPORT_RATE_WINDOW"])
+@pytest.mark.parametrize(
+    "name", ["FORWARD_LEASE_SECONDS", "EXPORT_RATE_WINDOW", "CONNECTION_IDLE_SECONDS"]
+)
 def test_seconds_that_reach_a_database_interval_past_a_day_are_refused(name: str, raw: str) -> None:
     """A lease of 1e300 s passed, then every sink's and alert rule's claim
     failed with "timestamp out of range": nothing forwarded, no alert fired
