@@ -327,15 +327,21 @@ def own_console(
     migrated_database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., ServerThread]]:
     """Starts a server whose console holds at most `connections` at once,
-    each idle `idle` seconds at most."""
+    `per_address` from one address, each idle `idle` seconds at most."""
     started: list[ServerThread] = []
 
-    def start(*, connections: int = 256, idle: float = 15.0) -> ServerThread:
+    def start(
+        *, connections: int = 256, per_address: int = 32, idle: float = 15.0, **settings: Any
+    ) -> ServerThread:
         monkeypatch.setattr(console_module, "MAX_CONNECTIONS", connections)
+        monkeypatch.setattr(console_module, "MAX_CONNECTIONS_PER_ADDRESS", per_address)
         monkeypatch.setattr(console_module, "IDLE_SECONDS", idle)
         started.append(
             ServerThread(
-                migrated_database_url, console_listen="127.0.0.1:0", stream_heartbeat_seconds=0.2
+                migrated_database_url,
+                console_listen="127.0.0.1:0",
+                stream_heartbeat_seconds=0.2,
+                **settings,
             )
         )
         return started[-1]
@@ -407,6 +413,44 @@ def test_connections_past_the_most_held_are_refused(
     while (status := _raw(f"http://127.0.0.1:{port}/")[0]) == 503 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert status == 200
+
+
+def _status_from(source: str, port: int) -> int:
+    """The status of a GET of the page from the address `source` (on loopback)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)) as c:
+        c.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        return int(c.recv(100).split()[1])
+
+
+def test_connections_from_one_address_past_its_share_are_refused(
+    own_console: Callable[..., ServerThread],
+) -> None:
+    """One peer with no token held every connection the console had, and
+    everyone else got 503 (helper-209)."""
+    port = own_console(connections=6, per_address=3).service.console_port
+    with contextlib.ExitStack() as stack:
+        _half_requests(port, 3, stack)  # from 127.0.0.1
+        [extra] = _half_requests(port, 1, stack)
+        answer = extra.recv(100)
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"Retry-After: " in answer
+        assert _status_from("127.0.0.2", port) == 200  # another address has room
+    # Room again from the first once the console saw its connections go.
+    deadline = time.monotonic() + 10
+    while (status := _status_from("127.0.0.1", port)) == 503 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert status == 200
+
+
+def test_a_trusted_proxy_may_hold_more_than_one_address_s_share(
+    own_console: Callable[..., ServerThread],
+) -> None:
+    """Every browser behind a proxy comes from its address."""
+    port = own_console(
+        connections=6, per_address=3, trusted_proxies="127.0.0.1"
+    ).service.console_port
+    with contextlib.ExitStack() as stack:
+        _half_requests(port, 3, stack)
+        assert _status_from("127.0.0.1", port) == 200
 
 
 def test_a_connection_idle_too_long_is_closed(own_console: Callable[..., ServerThread]) -> None:

@@ -71,6 +71,7 @@ import json
 import logging
 import math
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -101,7 +102,7 @@ from ..api.callers import (
 from ..api.retention import limits_of, policy_of, shortenings
 from ..domain.canonical import plain_numbers
 from ..domain.event import MAX_USER_AGENT, parse_request_id
-from ..domain.networks import IpNetwork
+from ..domain.networks import IpNetwork, within
 from .parameters import (
     BadParameter,
     _etag,
@@ -137,6 +138,10 @@ _STATUS: Final = {
 # Connections the console holds at once; more are answered 503 and closed.
 # Each is a file descriptor of the process the gRPC API shares.
 MAX_CONNECTIONS: Final = 256
+# ... and from one address, unless a trusted proxy's (every browser behind it
+# comes from its address): one peer with no token held all 256, and everyone
+# else got 503 (helper-209).
+MAX_CONNECTIONS_PER_ADDRESS: Final = 32
 # Seconds a connection may sit without a request (a first one included: one
 # that sends half a request line and waits was held for good).
 IDLE_SECONDS: Final = 15.0
@@ -230,7 +235,7 @@ class Console:
             app, access_log=None, keepalive_timeout=IDLE_SECONDS, shutdown_timeout=STOP_SECONDS
         )
         await self._runner.setup()
-        site = _CappedSite(self._runner, self._host, self._port)
+        site = _CappedSite(self._runner, self._host, self._port, self._trusted_proxies)
         await site.start()
         self.port = site.port
         return self.port
@@ -790,7 +795,8 @@ def _reason(error: grpc.aio.AioRpcError) -> str:
 
 
 class _Busy(asyncio.Protocol):
-    """What a connection past MAX_CONNECTIONS gets: 503 and closed."""
+    """What a connection past MAX_CONNECTIONS (or its address's share) gets:
+    503 and closed."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         cast(asyncio.Transport, transport).write(_BUSY)
@@ -798,12 +804,32 @@ class _Busy(asyncio.Protocol):
 
 
 class _Held(asyncio.Protocol):
-    """aiohttp's handler of one connection, counted in `held` until it ends."""
+    """aiohttp's handler of one connection, counted in `held` until it ends,
+    and in `by_address` under its peer's address, unless a trusted proxy's;
+    the address's share taken, it is busy (503) instead."""
 
-    def __init__(self, handler: asyncio.Protocol, held: list[int]) -> None:
-        self._handler, self._held = handler, held
+    def __init__(
+        self,
+        handlers: Callable[[], asyncio.Protocol],
+        held: list[int],
+        by_address: dict[str, int],
+        trusted_proxies: tuple[IpNetwork, ...],
+    ) -> None:
+        self._handlers, self._held = handlers, held
+        self._by_address, self._trusted_proxies = by_address, trusted_proxies
+        self._handler: asyncio.Protocol = _Busy()
+        self._address = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        ip = address(peer[0]) if isinstance(peer, tuple) else ""
+        if ip and not within(ip, self._trusted_proxies):
+            if self._by_address.get(ip, 0) >= MAX_CONNECTIONS_PER_ADDRESS:
+                self._handler.connection_made(transport)  # busy
+                return
+            self._by_address[ip] = self._by_address.get(ip, 0) + 1
+            self._address = ip
+        self._handler = self._handlers()
         self._handler.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -820,15 +846,27 @@ class _Held(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._held[0] -= 1
+        if self._address:
+            self._by_address[self._address] -= 1
+            if not self._by_address[self._address]:
+                del self._by_address[self._address]
         self._handler.connection_lost(exc)
 
 
 class _CappedSite(web.BaseSite):
-    """A TCP site holding at most MAX_CONNECTIONS connections at once."""
+    """A TCP site holding at most MAX_CONNECTIONS connections at once, and
+    MAX_CONNECTIONS_PER_ADDRESS from one address that is no trusted proxy."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        trusted_proxies: tuple[IpNetwork, ...] = (),
+    ) -> None:
         super().__init__(runner)  # the stop's timeout is the runner's
         self._host, self._port = host, port
+        self._trusted_proxies = trusted_proxies
 
     @property
     def name(self) -> str:
@@ -845,12 +883,13 @@ class _CappedSite(web.BaseSite):
         handlers = self._runner.server
         assert handlers is not None
         held = [0]  # counted as accepted: a burst is accepted before any is made
+        by_address: dict[str, int] = {}  # counted as made: the peer is known then
 
         def connection() -> asyncio.BaseProtocol:
             if held[0] >= MAX_CONNECTIONS:
                 return _Busy()
             held[0] += 1
-            return _Held(handlers(), held)
+            return _Held(handlers, held, by_address, self._trusted_proxies)
 
         self._server = await asyncio.get_running_loop().create_server(
             connection, self._host, self._port, backlog=self._backlog
