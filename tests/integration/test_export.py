@@ -7,10 +7,12 @@ import csv
 import hashlib
 import io
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import grpc
 import psutil
 import psycopg
 import pytest
@@ -24,6 +26,9 @@ from sealtrail import (
     build_filter,
 )
 from sealtrail.tlog import Signer, open_note, parse_checkpoint
+from sealtrail.v1 import audit_service_pb2 as pb
+from sealtrail.v1 import audit_service_pb2_grpc
+from sealtrail_server.api import export as export_api
 from tests.conftest import SIGNING_KEY, ServerThread
 from tests.processes import ServerProcess
 from tests.rfc6962 import leaf, mth
@@ -148,6 +153,66 @@ def test_concurrent_exports_keep_to_the_rate(
         assert outcomes == ["exported"] * 2 + ["refused"] * 6
     finally:
         limited.close()
+
+
+def test_exports_open_at_once_past_a_tenants_or_the_servers_limit_are_refused_until_one_ends(
+    server: ServerThread,
+    client_for: Any,
+    tenant: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An export whose client stops reading waits, holding its page (about
+    6 MB), for as long as its connection lives, and the rate let a tenant
+    leave 30 more a minute so, until the server ran out of memory (helper-209).
+    Past the exports a tenant or the server may have open at once, one is
+    refused with RESOURCE_EXHAUSTED and a delay to retry after, before it is
+    recorded or counted against the rate; other tenants export on; an export
+    that ends, cancelled or read to its end, frees its place."""
+    monkeypatch.setattr(export_api, "MAX_EXPORTS_PER_TENANT", 1)
+    other = f"{tenant}-b"
+    admin, elsewhere = client_for(tenant, timeout=60), client_for(other, timeout=60)
+    blob = "x" * 12_000
+    # About 30 MB: more than gRPC sends ahead of a reader, so an export that
+    # is not read stays open.
+    for start in range(0, 2400, 200):
+        admin.record_batch(
+            [build_event(action="bulk.item", actor_id="bulk", details={"blob": blob, "n": n})
+             for n in range(start, start + 200)]
+        )  # fmt: skip
+    channel = grpc.insecure_channel(server.target)
+    try:
+        stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+        token = server.token(tenant, "exporter")
+        unread = stub.Export(
+            pb.ExportRequest(format=pb.EXPORT_FORMAT_NDJSON),
+            metadata=(("authorization", f"Bearer {token}"),),
+        )
+        assert next(unread).chunk  # open, and then not read
+        with pytest.raises(ResourceExhaustedError) as over:
+            admin.export(tmp_path / "over.ndjson")
+        assert over.value.reason == "TOO_MANY_EXPORTS", over.value
+        assert over.value.retry_after is not None and over.value.retry_after > 0
+        assert elsewhere.export(tmp_path / "other.ndjson").row_count  # another tenant exports on
+        monkeypatch.setattr(export_api, "MAX_EXPORTS_PER_PROCESS", 1)
+        with pytest.raises(ResourceExhaustedError) as full:  # ... up to the server's limit
+            elsewhere.export(tmp_path / "full.ndjson")
+        assert full.value.reason == "TOO_MANY_EXPORTS", full.value
+        unread.cancel()
+        deadline = time.monotonic() + 30
+        while True:  # its place is given back once its handler has ended
+            try:
+                admin.export(tmp_path / "after.ndjson")
+                break
+            except ResourceExhaustedError as refused:
+                assert refused.reason == "TOO_MANY_EXPORTS", refused
+                assert time.monotonic() < deadline, "a cancelled export kept its place"
+                time.sleep(0.05)
+        admin.export(tmp_path / "again.ndjson")  # one read to its end gave its place back
+    finally:
+        channel.close()
+    recorded = list(admin.query(build_filter(actions="audit_log.exported")))
+    assert len(recorded) == 3, "a refused export was recorded"
 
 
 def test_export_of_100k_events_in_constant_server_memory(

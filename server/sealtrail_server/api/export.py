@@ -5,8 +5,9 @@ check what it got. Each export is recorded in the log as `audit_log.exported`.""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import aclosing, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +33,15 @@ Context = grpc.aio.ServicerContext[Any, Any]
 CHUNK_BYTES = 64 * 1024
 # The lock under which an export is counted against the tenant's rate and recorded.
 _EXPORT_RATE_SUBJECT = "export_rate"
+# Exports open at once on this server, of one tenant and of all: past either,
+# Export is refused (RESOURCE_EXHAUSTED, TOO_MANY_EXPORTS) before it is recorded
+# or counted against the rate. An export whose client stops reading waits,
+# holding its page (about 6 MB), for as long as its connection lives, and the
+# rate alone let one tenant leave 30 more a minute so (helper-209).
+MAX_EXPORTS_PER_TENANT = 4
+MAX_EXPORTS_PER_PROCESS = 50
+# When an export refused for them may try again: a place frees when one ends.
+_FULL_RETRY_SECONDS = 5.0
 
 _FORMAT_NAMES = {
     pb.EXPORT_FORMAT_CSV: "csv",
@@ -72,6 +82,40 @@ def _encoder(export_format: int) -> Encoder:
     raise InvalidArgument.field("format", "must be EXPORT_FORMAT_CSV, _NDJSON or _JSON")
 
 
+class ExportsOpen:
+    """The exports a process has open, by tenant: at most
+    MAX_EXPORTS_PER_TENANT of one tenant and MAX_EXPORTS_PER_PROCESS in all
+    (read as each export asks)."""
+
+    def __init__(self) -> None:
+        self._open: Counter[str] = Counter()
+
+    @contextmanager
+    def admitted(self, tenant_id: str) -> Iterator[None]:
+        """Holds a place for an export of `tenant_id`'s for the block, however
+        it ends; ResourceExhausted if the tenant or the process has no more."""
+        if self._open[tenant_id] >= MAX_EXPORTS_PER_TENANT:
+            raise ResourceExhausted(
+                f"the tenant has {self._open[tenant_id]} exports open on this server,"
+                " the most it may; let one end, or retry later",
+                retry_after=_FULL_RETRY_SECONDS,
+                reason="TOO_MANY_EXPORTS",
+            )
+        if self._open.total() >= MAX_EXPORTS_PER_PROCESS:
+            raise ResourceExhausted(
+                "this server has the most exports open it may; retry later",
+                retry_after=_FULL_RETRY_SECONDS,
+                reason="TOO_MANY_EXPORTS",
+            )
+        self._open[tenant_id] += 1
+        try:
+            yield
+        finally:
+            self._open[tenant_id] -= 1
+            if not self._open[tenant_id]:
+                del self._open[tenant_id]
+
+
 class ExportRpcs:
     _db: Database
     _appender: Appender
@@ -81,6 +125,7 @@ class ExportRpcs:
     _export_limit: int
     _export_window: float
     _filter_details: FilterDetails
+    _exports_open: ExportsOpen
 
     async def Export(
         self, request: pb.ExportRequest, context: Context
@@ -90,71 +135,77 @@ class ExportRpcs:
         encoder = _encoder(request.format)
         event_filter = request_filter(request)
         seqs = seq_range(request)
-        if seqs is not None:
-            await self._within_the_log(tenant_id, seqs[1])
-        # Counted and recorded under one lock (across processes too): concurrent
-        # exports once all counted the same past ones and all went ahead.
-        # The filter as recorded, read before the lock: it may need a pooled
-        # connection of its own (the tenant's settings), which a change holding
-        # one must not wait for.
-        recorded_filter = await self._filter_details(tenant_id, request.filter)
-        async with self._changes.exclusive(
-            tenant_id, _EXPORT_RATE_SUBJECT, caller=principal.token_id
-        ) as conn:
-            await self._check_export_rate(conn, tenant_id)
-            export_event_id = await self._record_export(principal, request, recorded_filter)
-        checkpoint = await self._checkpointer.issue(tenant_id)
-        if checkpoint is None:
-            # The export's own event is in the log, so the log is gone: erased
-            # since that event was recorded.
-            raise tenant_erased(tenant_id)
-        size = checkpoint.tree_size
+        # Refused before it is recorded or counted against the rate.
+        with self._exports_open.admitted(tenant_id):
+            if seqs is not None:
+                await self._within_the_log(tenant_id, seqs[1])
+            # Counted and recorded under one lock (across processes too): concurrent
+            # exports once all counted the same past ones and all went ahead.
+            # The filter as recorded, read before the lock: it may need a pooled
+            # connection of its own (the tenant's settings), which a change holding
+            # one must not wait for.
+            recorded_filter = await self._filter_details(tenant_id, request.filter)
+            async with self._changes.exclusive(
+                tenant_id, _EXPORT_RATE_SUBJECT, caller=principal.token_id
+            ) as conn:
+                await self._check_export_rate(conn, tenant_id)
+                export_event_id = await self._record_export(principal, request, recorded_filter)
+            checkpoint = await self._checkpointer.issue(tenant_id)
+            if checkpoint is None:
+                # The export's own event is in the log, so the log is gone: erased
+                # since that event was recorded.
+                raise tenant_erased(tenant_id)
+            size = checkpoint.tree_size
 
-        digest, sent, rows, first, last = hashlib.sha256(), 0, 0, 0, 0
-        buffer = bytearray(encoder.start())
-        after, upto = (0, size) if seqs is None else (seqs[0] - 1, seqs[1])
-        events = stream_events(
-            self._db, tenant_id=tenant_id, event_filter=event_filter, after_seq=after, upto_seq=upto
-        )
-        async with aclosing(events):  # a cancelled export gives its connection back now
-            async for event in events:
-                try:
-                    buffer += encoder.row(event.record, event.leaf_hash)
-                except UNREADABLE as error:
-                    # A record rewritten in the database into something no event
-                    # is (Query's answer to the same is DATA_LOSS naming it).
-                    raise unreadable_record(event.seq, error) from None
-                rows, first, last = rows + 1, first or event.seq, event.seq
-                if len(buffer) >= CHUNK_BYTES:
-                    digest.update(buffer)
-                    sent += len(buffer)
-                    yield pb.ExportResponse(chunk=bytes(buffer), rows_so_far=rows)
-                    buffer.clear()
-        # Each page is read afresh, so an erasure that commits mid-export leaves
-        # the rest unread: end without a manifest that would pass for complete.
-        await refuse_if_erased_now(self._db, tenant_id)
-        buffer += encoder.end()
-        if buffer:
-            digest.update(buffer)
-            sent += len(buffer)
-            yield pb.ExportResponse(chunk=bytes(buffer), rows_so_far=rows)
-        yield pb.ExportResponse(
-            manifest=pb.ExportManifest(
-                row_count=rows,
-                byte_count=sent,
-                sha256=digest.digest(),
-                tree_size=size,
-                first_seq=first,
-                last_seq=last,
-                root_hash=checkpoint.root_hash,
-                checkpoint=checkpoint.note,
-                export_event_id=export_event_id,
-                media_type=encoder.media_type,
-                range_first_seq=0 if seqs is None else seqs[0],
-                range_last_seq=0 if seqs is None else seqs[1],
-            ),
-            rows_so_far=rows,
-        )
+            digest, sent, rows, first, last = hashlib.sha256(), 0, 0, 0, 0
+            buffer = bytearray(encoder.start())
+            after, upto = (0, size) if seqs is None else (seqs[0] - 1, seqs[1])
+            events = stream_events(
+                self._db,
+                tenant_id=tenant_id,
+                event_filter=event_filter,
+                after_seq=after,
+                upto_seq=upto,
+            )
+            async with aclosing(events):  # a cancelled export gives its connection back now
+                async for event in events:
+                    try:
+                        buffer += encoder.row(event.record, event.leaf_hash)
+                    except UNREADABLE as error:
+                        # A record rewritten in the database into something no event
+                        # is (Query's answer to the same is DATA_LOSS naming it).
+                        raise unreadable_record(event.seq, error) from None
+                    rows, first, last = rows + 1, first or event.seq, event.seq
+                    if len(buffer) >= CHUNK_BYTES:
+                        digest.update(buffer)
+                        sent += len(buffer)
+                        yield pb.ExportResponse(chunk=bytes(buffer), rows_so_far=rows)
+                        buffer.clear()
+            # Each page is read afresh, so an erasure that commits mid-export leaves
+            # the rest unread: end without a manifest that would pass for complete.
+            await refuse_if_erased_now(self._db, tenant_id)
+            buffer += encoder.end()
+            if buffer:
+                digest.update(buffer)
+                sent += len(buffer)
+                yield pb.ExportResponse(chunk=bytes(buffer), rows_so_far=rows)
+            yield pb.ExportResponse(
+                manifest=pb.ExportManifest(
+                    row_count=rows,
+                    byte_count=sent,
+                    sha256=digest.digest(),
+                    tree_size=size,
+                    first_seq=first,
+                    last_seq=last,
+                    root_hash=checkpoint.root_hash,
+                    checkpoint=checkpoint.note,
+                    export_event_id=export_event_id,
+                    media_type=encoder.media_type,
+                    range_first_seq=0 if seqs is None else seqs[0],
+                    range_last_seq=0 if seqs is None else seqs[1],
+                ),
+                rows_so_far=rows,
+            )
 
     async def _within_the_log(self, tenant_id: str, last_seq: int) -> None:
         """Refuse a range that ends beyond the log as it is before the export

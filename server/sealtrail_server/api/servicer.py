@@ -60,7 +60,7 @@ from .convert import (
 from .counts import CountRpcs
 from .denials import Denials
 from .errors import entry_error
-from .export import ExportRpcs
+from .export import ExportRpcs, ExportsOpen
 from .forwarding import ForwardingRpcs
 from .guard import current_principal
 from .in_flight import InFlight
@@ -166,6 +166,7 @@ class AuditLogServicer(
         self._heartbeat_seconds = heartbeat_seconds
         self._export_limit = export_limit
         self._export_window = export_window
+        self._exports_open = ExportsOpen()
         self._db = db
         self._changes = changes if changes is not None else Changes(db)
         self._appender = appender
