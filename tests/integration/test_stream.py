@@ -854,3 +854,84 @@ def test_a_live_stream_of_large_events_lets_the_servers_other_calls_run(
         assert len(encoded) == 20 and len(set(encoded)) == 20, encoded
     finally:
         live.close()
+
+
+def test_a_live_stream_held_up_takes_about_a_message_of_queued_events_and_misses_none(
+    migrated_database_url: str, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live stream took every delivery queued in its inbox into a list of
+    its own (up to SEALTRAIL_STREAM_QUEUE_BYTES of records, 16 MiB, with their
+    parsed copies, ten times that for details of many small keys), and kept
+    it while its client did not read, where an overflow of the inbox no
+    longer dropped it: subscribers that stopped one after another kept about
+    140 MB each (helper-209). It takes queued deliveries only until it holds
+    about a message's bytes of records, the rest left in the inbox, which
+    drops them when it overflows: the stream then reads them from the table,
+    and every event still arrives, in order."""
+    live = ServerThread(migrated_database_url, stream_heartbeat_seconds=60)
+    gates = [asyncio.Event(), asyncio.Event()]  # the stream's first two takes wait for them
+    parked = threading.Semaphore(0)
+    taken: list[int] = []  # bytes of records each take held
+    delivered: list[int] = []  # bytes of records of each delivery
+    next_delivery, offer, unseen = (
+        hub_module.Subscription.next,
+        hub_module.Subscription.offer,
+        stream_api.unseen_events,
+    )
+
+    async def held_up(self: Any) -> Any:
+        delivery = await next_delivery(self)
+        if self.tenant_id == tenant and len(taken) < len(gates):
+            parked.release()
+            await gates[len(taken)].wait()
+        return delivery
+
+    def spied_offer(self: Any, delivery: Any) -> None:
+        if self.tenant_id == tenant:
+            delivered.append(delivery.size)
+        offer(self, delivery)
+
+    def spied_unseen(first: Any, queued: Any, position: int) -> Any:
+        fresh, upto = unseen(first, queued, position)
+        taken.append(sum(len(live.stored.record) for live in fresh))
+        return fresh, upto
+
+    monkeypatch.setattr(hub_module.Subscription, "next", held_up)
+    monkeypatch.setattr(hub_module.Subscription, "offer", spied_offer)
+    monkeypatch.setattr(stream_api, "unseen_events", spied_unseen)
+
+    def release(gate: asyncio.Event) -> None:
+        live.loop.call_soon_threadsafe(gate.set)
+
+    try:
+        with AuditClient(live.target, token=live.token(tenant), timeout=60) as client:
+            assert live.service._hub is not None
+            hub = live.service._hub
+            collector = Collector(client)
+            assert parked.acquire(timeout=30), "the stream took no delivery"  # its own record's
+            sent: list[int] = []
+
+            def record(commits: int) -> None:
+                """Commits of 10 events of 20 KB, each its own delivery."""
+                for _ in range(commits):
+                    results = client.record_batch(events(10, details={"text": "x" * 20_000}))
+                    sent.extend(result.event.seq for result in results)
+                    deadline = time.monotonic() + 30
+                    while hub._tenants[tenant].fetched < sent[-1]:
+                        assert time.monotonic() < deadline, "the hub never fetched a commit"
+                        time.sleep(0.005)
+
+            record(20)  # 4 MB queued while the stream is held up
+            release(gates[0])
+            record(70)  # more than the inbox holds (16 MiB, 64 deliveries): it overflows
+            assert parked.acquire(timeout=30), "the stream took no more"
+            [subscription] = hub._tenants[tenant].subscribers
+            assert subscription.lagging, "the inbox did not overflow"
+            release(gates[1])
+            got = collector.take(len(sent))
+            collector.stop()
+        assert [event.seq for event in got] == sent == list(range(sent[0], sent[-1] + 1))
+        assert max(delivered) < 300_000, delivered  # one commit's
+        assert max(taken) <= stream_api._HELD_BYTES + max(delivered), taken
+    finally:
+        live.close()

@@ -72,7 +72,8 @@ _ANNOUNCED_EVERY = 1000
 # and about how much of records one page of its read holds: a stream whose
 # client stops reading keeps both, and 4 MiB and 8 MiB (with gRPC's share)
 # came to 21 MB a stream, any reader token opening as many as it liked
-# (helper-136).
+# (helper-136). A live stream takes about as many bytes of records from its
+# inbox at a time (helper-209).
 _HELD_BYTES = MAX_BATCH_BYTES
 _PAGE_BYTES = MAX_BATCH_BYTES
 # Seqs a stream reads from the table at a time, saying where it got to
@@ -360,7 +361,8 @@ class StreamRpcs:
                 yield position
                 last_sent = clock()
                 continue
-            # Deliveries that queued while this stream was writing go out together.
+            # Deliveries that queued while this stream was writing go out together,
+            # about a message's bytes of records at a time (the rest stay queued).
             fresh, upto = unseen_events(delivery, subscription, position)
             sent = False
             matcher = subscription.matcher
@@ -406,16 +408,24 @@ def unseen_events(
     """The events of `first` and of the deliveries queued behind it with a seq
     beyond `position`, and the position they all reach.
 
+    Deliveries are taken until they hold _HELD_BYTES of records, the rest left
+    queued: taken, they were the stream's own, which an overflow of its inbox
+    does not drop, and a stream whose client stopped reading kept them all (up
+    to the inbox's 16 MiB of records, with their parsed copies 140 MB for
+    details of many small keys: helper-209).
+
     Each delivery is filtered by everything before it, the stream's position
     included: the hub may have fetched events that the stream then also read
     from the table (a new subscriber catches up while writers commit), so a
     delivery queued behind a stale one can repeat what the stream has sent."""
     fresh: list[LiveEvent] = []
     delivery: Delivery | None = first
+    held = 0
     while delivery is not None:
         fresh.extend(e for e in delivery.events if e.stored.seq > position)
         position = max(position, delivery.upto)
-        delivery = queued.next_queued()
+        held += delivery.size
+        delivery = queued.next_queued() if held < _HELD_BYTES else None
     return fresh, position
 
 
