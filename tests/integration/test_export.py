@@ -172,14 +172,9 @@ def test_exports_open_at_once_past_a_tenants_or_the_servers_limit_are_refused_un
     monkeypatch.setattr(export_api, "MAX_EXPORTS_PER_TENANT", 1)
     other = f"{tenant}-b"
     admin, elsewhere = client_for(tenant, timeout=60), client_for(other, timeout=60)
-    blob = "x" * 12_000
     # About 30 MB: more than gRPC sends ahead of a reader, so an export that
     # is not read stays open.
-    for start in range(0, 2400, 200):
-        admin.record_batch(
-            [build_event(action="bulk.item", actor_id="bulk", details={"blob": blob, "n": n})
-             for n in range(start, start + 200)]
-        )  # fmt: skip
+    _record_bulk(admin)
     channel = grpc.insecure_channel(server.target)
     try:
         stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
@@ -246,15 +241,10 @@ def test_an_export_overtaken_by_an_erasure_ends_without_a_manifest(
     nothing. The export must not end as if complete, with a manifest and a
     valid checkpoint for the first page's rows."""
     admin = client_for(tenant, timeout=60)
-    blob = "x" * 12_000
     # More than a page of rows (2,000), and about 30 MB: more than gRPC sends
     # ahead of a reader, so the server is still in its first page when the
     # erasure commits.
-    for start in range(0, 2400, 200):
-        admin.record_batch(
-            [build_event(action="bulk.item", actor_id="bulk", details={"blob": blob, "n": n})
-             for n in range(start, start + 200)]
-        )  # fmt: skip
+    _record_bulk(admin)
     export = admin.export_stream(format="ndjson")
     assert next(export).chunk
     admin.erase_tenant(tenant)
@@ -335,3 +325,13 @@ async def test_an_export_keeps_its_manifest_beside_it_when_asked_by_either_clien
     assert kept["checkpoint"] == manifest.checkpoint and kept["file"] == "async.csv"
     key = Signer.parse(SIGNING_KEY).verifier.text()
     assert client.check_checkpoint(kept["checkpoint"], key=key).consistent
+
+
+def _record_bulk(client: AuditClient) -> None:
+    """2,400 events of 12 KB each (about 30 MB), 200 a batch."""
+    blob = "x" * 12_000
+    for start in range(0, 2400, 200):
+        client.record_batch(
+            [build_event(action="bulk.item", actor_id="bulk", details={"blob": blob, "n": n})
+             for n in range(start, start + 200)]
+        )  # fmt: skip
