@@ -72,19 +72,26 @@ class Cluster:
         shutil.rmtree(self.data, ignore_errors=True)
 
 
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
+@contextlib.contextmanager
+def migrated_cluster() -> Iterator[Cluster]:
+    """A Cluster of the test's own, migrated; closed after."""
     made = Cluster()
 
     async def migrated() -> None:
         async with await psycopg.AsyncConnection.connect(made.url, autocommit=True) as conn:
             await migrate(conn)
 
-    asyncio.run(migrated())
     try:
+        asyncio.run(migrated())
         yield made
     finally:
         made.close()
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    with migrated_cluster() as made:
+        yield made
 
 
 def health(target: str) -> Any:

@@ -6,7 +6,6 @@ writable (helper-202)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -18,30 +17,21 @@ import psycopg
 import pytest
 
 from sealtrail import AuditClient, UnavailableError, build_sink
-from sealtrail_server.store.migrations import migrate
 from tests.conftest import ServerThread
 from tests.integration.test_database_outage import (
     NOT_SERVING,
     SECRET,
     SERVING,
     Cluster,
+    migrated_cluster,
     wait_for_health,
 )
 
 
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
-    made = Cluster()
-
-    async def migrated() -> None:
-        async with await psycopg.AsyncConnection.connect(made.url, autocommit=True) as conn:
-            await migrate(conn)
-
-    asyncio.run(migrated())
-    try:
+    with migrated_cluster() as made:
         yield made
-    finally:
-        made.close()
 
 
 @pytest.fixture
