@@ -691,14 +691,23 @@ def test_a_stopping_server_ends_a_stream_whose_client_stopped_reading(
             stub = audit_service_pb2_grpc.AuditLogServiceStub(reader._channel)
             stream = stub.StreamEvents(pb.StreamEventsRequest(), metadata=reader._metadata)
             next(stream)  # following live; never read again
-            for _ in range(20):  # far more than the client's and the transport's buffers
-                writer.record_batch(events(1000, description="x" * 1000))
-            deadline = time.monotonic() + 30
-            while stopping.service._hub is not None and not any(  # the handler is writing
-                s.lagging for t in stopping.service._hub._tenants.values() for s in t.subscribers
-            ):
-                assert time.monotonic() < deadline, "the stream never fell behind"
-                time.sleep(0.05)
+            hub = stopping.service._hub
+            assert hub is not None
+
+            def behind() -> bool:  # the handler is writing, its inbox overflowed
+                return any(s.lagging for t in hub._tenants.values() for s in t.subscribers)
+
+            # Until the client's and the transport's buffers and the inbox's 16 MiB
+            # are full: how much the transport takes varies (20 MB once was not enough).
+            for _ in range(80):
+                results = writer.record_batch(events(1000, description="x" * 1000))
+                deadline = time.monotonic() + 5  # the hub has fetched and offered it
+                while hub._tenants[tenant].fetched < results[-1].event.seq and not behind():
+                    assert time.monotonic() < deadline, "the hub never fetched a commit"
+                    time.sleep(0.01)
+                if behind():
+                    break
+            assert behind(), "the stream never fell behind"
             stopped = asyncio.run_coroutine_threadsafe(stopping.service.stop(), stopping.loop)
             stopped.result(timeout=30)  # not the grace's 60 s
             stream.cancel()
