@@ -174,6 +174,8 @@ class Database:
         # Checkouts refused for want of a connection in time, or of room to
         # wait for one (a call cancelled while it waited is not counted).
         self.checkout_timeouts = 0
+        # Connections on their way back to the pool (`_give_back`).
+        self._returning: set[asyncio.Future[None]] = set()
 
     @classmethod
     async def open(
@@ -219,6 +221,7 @@ class Database:
         )
 
     async def close(self) -> None:
+        await asyncio.gather(*self._returning, return_exceptions=True)
         await self.pool.close()
 
     @asynccontextmanager
@@ -324,7 +327,7 @@ class Database:
         """Whether the database takes writes, asked on a pooled connection;
         None if none was free in time (PoolTimeout) or the one found was broken."""
         try:
-            async with self.pool.connection(timeout=wait) as conn:
+            async with self._pooled(timeout=wait) as conn:
                 return await _takes_writes(conn)
         except psycopg.Error:
             return None
@@ -354,7 +357,7 @@ class Database:
         self.refuse_if_unreachable()
         conn: Connection | None = None
         try:
-            async with self.pool.connection() as conn:
+            async with self._pooled() as conn:
                 await self._scopes.enter(conn, scope)
                 yield conn
         except psycopg.Error as error:
@@ -381,6 +384,40 @@ class Database:
                 log.warning("database: a call's connection failed: %s", error)
                 told = f"the database is unavailable; {SEE_THE_LOG}"
             raise Unavailable(told, retry_after=RETRY_AFTER_SECONDS) from error
+
+    @asynccontextmanager
+    async def _pooled(self, timeout: float | None = None) -> AsyncIterator[Connection]:
+        """`pool.connection()`, but the connection comes back whatever ends
+        the block. A call cancelled twice (its client gone, then a stop's, a
+        timeout's or a task group's cancel) left `pool.connection()` while it
+        gave the connection back, and the pool lost it for good
+        (tests/integration/test_pool_returns.py). Connections are autocommit:
+        a transaction block ends its own transaction, and the pool rolls
+        back one left open, or closes one left mid-statement."""
+        conn = await self.pool.getconn(timeout)
+        try:
+            yield conn
+        finally:
+            await self._give_back(conn)
+
+    async def _give_back(self, conn: Connection) -> None:
+        """`conn` back to the pool, however many cancellations land
+        meanwhile: the return goes on in a task of its own, which a caller
+        cancelled again leaves behind to finish (`close` waits for it)."""
+        returning = asyncio.ensure_future(self.pool.putconn(conn))
+        self._returning.add(returning)
+        returning.add_done_callback(self._returning.discard)
+        try:
+            await asyncio.shield(returning)
+        except asyncio.CancelledError:
+            if not returning.done():
+                returning.add_done_callback(_log_failed_return)
+            raise
+
+
+def _log_failed_return(returning: asyncio.Future[None]) -> None:
+    if not returning.cancelled() and (error := returning.exception()) is not None:
+        log.warning("database: a connection's return to the pool failed: %r", error)
 
 
 def is_unavailable(error: psycopg.Error, conn: psycopg.AsyncConnection[Any] | None) -> bool:
