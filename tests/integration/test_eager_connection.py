@@ -6,11 +6,11 @@ alternating through it."""
 
 from __future__ import annotations
 
-import array
 import asyncio
-import fcntl
+import contextlib
 import hashlib
-import termios
+import os
+import socket
 import time
 from typing import Any
 
@@ -25,6 +25,7 @@ _ROWS = 3000  # of 1 KB: 3 MB, several socket buffers, well past the budget
 # About 100 KB: within a socket's buffer (so all of it can be there before the
 # read), and six times libpq's 16 KB input buffer (so a read takes several).
 _IN_THE_SOCKET = "SELECT repeat('x', 1000) FROM generate_series(1, 100)"
+_READY_FOR_QUERY = b"Z\x00\x00\x00\x05I"  # the protocol's last message of a result, idle
 
 
 def test_the_pool_reads_through_read_eagerly(server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,14 +91,16 @@ def test_a_result_already_in_the_socket_is_read_without_the_loop(
 
 
 def _wait_until_sent(fileno: int, *, timeout: float = 10.0) -> None:
-    """Until PostgreSQL has put the whole result in the socket: its size there
-    stops growing past 100 KB."""
+    """Until PostgreSQL has put the whole result in the socket: what waits
+    there ends with its ReadyForQuery. (A size that stopped growing for 50 ms
+    was once a result cut short by a busy machine.)"""
     deadline = time.monotonic() + timeout
-    waiting, seen = array.array("i", [0]), -1
-    while time.monotonic() < deadline:
-        fcntl.ioctl(fileno, termios.FIONREAD, waiting)
-        if waiting[0] >= 100_000 and waiting[0] == seen:
-            return
-        seen = waiting[0]
-        time.sleep(0.05)
-    raise AssertionError(f"only {waiting[0]} bytes of the result arrived in {timeout} s")
+    held = b""
+    with socket.socket(fileno=os.dup(fileno)) as peer:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(BlockingIOError):
+                held = peer.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            if held.endswith(_READY_FOR_QUERY):
+                return
+            time.sleep(0.01)
+    raise AssertionError(f"only {len(held)} bytes of the result arrived in {timeout} s")
