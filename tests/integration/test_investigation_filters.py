@@ -167,6 +167,36 @@ def test_a_time_typed_to_the_nanosecond_bounds_the_cli_s_query_as_it_bounds_the_
     assert found("--until") == ["u-at-1us"]
 
 
+def test_a_time_typed_with_a_decimal_comma_bounds_the_cli_s_query_to_the_nanosecond_too(
+    server: ServerThread, tenant: str, client_for: Callable[..., AuditClient]
+) -> None:
+    """`--since 16:00:00,0000015Z` (ISO 8601's decimal comma) was cut to
+    16:00:00.000001 without a word, and found the event at that microsecond
+    which the same bound typed with a point leaves out; a form in which the
+    CLI cannot read the nanoseconds is refused, not cut (helper-215)."""
+    client = client_for(tenant)
+    event = build_event(action="doc.read", actor_id="u-at-1us")
+    event.occurred_at.seconds, event.occurred_at.nanos = 1_764_000_000, 1000  # 16:00:00.000001Z
+    client.record(event)
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+
+    def run(*typed: str) -> Any:
+        return CliRunner().invoke(
+            cli.main, ["query", "--action", "doc.read", *typed, "--format", "jsonl"], env=env
+        )
+
+    def found(*typed: str) -> list[str]:
+        done = run(*typed)
+        assert done.exit_code == 0, done.output
+        return [json.loads(line)["actor"]["id"] for line in done.output.splitlines()]
+
+    assert found("--since", "2025-11-24T16:00:00,0000015Z") == []
+    assert found("--until", "2025-11-24T16:00:00,0000015Z") == ["u-at-1us"]
+    assert found("--since", "2025-11-24T16:00:00,000001Z") == ["u-at-1us"]
+    refused = run("--since", "2025-11-24T17:00:00.0000015+0100")
+    assert refused.exit_code == 2 and "RFC 3339" in refused.output, refused.output
+
+
 def test_a_verb_on_any_resource_is_found_by_its_suffix(client: AuditClient) -> None:
     """`*.delete`, as a "bulk deletion" rule or an investigator asks for it
     (helper-165, G7): in SQL (Query, CountEvents) as in the streams' matcher."""

@@ -20,7 +20,13 @@ from sealtrail import RecordResult, build_event, build_filter
 from sealtrail import _cli as cli
 from sealtrail._cli_import import _with_full_enum_names
 from sealtrail._cli_ranges import PeriodParam, SeqRangeParam
-from sealtrail._convert import BatchEntryResult, batch_request, enum_value, record_request
+from sealtrail._convert import (
+    BatchEntryResult,
+    NanosecondTime,
+    batch_request,
+    enum_value,
+    record_request,
+)
 from sealtrail.v1 import audit_service_pb2, event_pb2
 
 NOW = datetime(2026, 11, 22, 12, 30, tzinfo=UTC)
@@ -60,9 +66,97 @@ def test_a_time_typed_to_the_nanosecond_is_sent_to_the_nanosecond() -> None:
     sent = build_filter(since=since, until=until)
     assert (sent.occurred_after.seconds, sent.occurred_after.nanos) == (1_764_000_000, 1500)
     assert (sent.occurred_before.seconds, sent.occurred_before.nanos) == (1_764_000_000, 123456789)
-    assert since == datetime(2025, 11, 24, 16, 0, 0, 1, tzinfo=UTC)  # a datetime as before
+    # A datetime as before, and 500 ns past its microsecond (helper-215).
+    assert isinstance(since, NanosecondTime) and since.nanosecond == 500
+    assert since.replace(nanosecond=0) == datetime(2025, 11, 24, 16, 0, 0, 1, tzinfo=UTC)
     with pytest.raises(ValueError, match="nanosecond"):
         cli.parse_time("2025-11-24T16:00:00.1234567891Z")
+
+
+def _sent(moment: datetime) -> tuple[int, int]:
+    stamp = build_filter(since=moment).occurred_after
+    return stamp.seconds, stamp.nanos
+
+
+def test_an_iso_8601_decimal_comma_keeps_its_nanoseconds_too() -> None:
+    """`16:00:00,123456789Z` (ISO 8601's decimal comma, which fromisoformat
+    takes) was cut to 16:00:00.123456 without a word: only the RFC 3339 form
+    with a point was read to the nanosecond, and a tenth digit was not
+    refused either (helper-215)."""
+    assert _sent(cli.parse_time("2025-11-24T16:00:00,123456789Z")) == (1_764_000_000, 123456789)
+    assert _sent(cli.parse_time("2025-11-24 16:00:00,0000015Z")) == (1_764_000_000, 1500)
+    with pytest.raises(ValueError, match="nanosecond"):
+        cli.parse_time("2025-11-24T16:00:00,1234567891Z")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2025-11-24T18:00:00.123456789+0200",
+        "2025-11-24T18:00:00.123456789+02",
+        "2025-11-24T18:00:00.123456789+02:00:00",
+        "2025-11-24T16:00:00.123456789-0000",
+        "20251124T160000.123456789Z",
+        "2025-W48-1T16:00:00.123456789Z",
+    ],
+)
+def test_digits_past_the_microsecond_in_another_iso_form_are_refused_not_cut(text: str) -> None:
+    """fromisoformat reads these ISO 8601 forms, and cut each to the
+    microsecond without a word (a bound then the earlier microsecond, where
+    the API takes the later): RFC 3339's form, in which the CLI reads the
+    nanoseconds, is asked for instead (helper-215)."""
+    with pytest.raises(ValueError, match="RFC 3339"):
+        cli.parse_time(text)
+
+
+def test_a_utc_offset_with_a_fraction_of_a_second_reaches_the_timestamp_whole() -> None:
+    """ISO 8601 offsets may have seconds and their fraction, and Timestamp's
+    FromDatetime added the local time's microseconds to the UTC second: the
+    offset's fraction went missing (here half a second, then a microsecond).
+    Python 3.11's fromisoformat reads an offset of a fraction alone
+    (+00:00:00.5) as none: the CLI refuses such offsets, RFC 3339 has none
+    (helper-215)."""
+    half = timezone(timedelta(hours=2, seconds=30, microseconds=500_000))
+    assert _sent(datetime(2025, 11, 24, 16, 0, 0, 250_000, tzinfo=half)) == (
+        1_763_992_769,
+        750_000_000,
+    )
+    odd = timezone(timedelta(hours=-1, microseconds=1))  # -00:59:59.999999
+    assert _sent(datetime(2025, 11, 24, 15, tzinfo=odd)) == (1_763_999_999, 999_999_000)
+    for text in ("2025-11-24T16:00:00.25+00:00:00.5", "2025-11-24T16:00:00.25+02:00:30.5"):
+        with pytest.raises(ValueError, match="offset"):
+            cli.parse_time(text)
+
+
+def test_a_nanosecond_time_keeps_its_nanoseconds_through_what_a_datetime_does() -> None:
+    """A NanosecondTime's astimezone (to another zone), replace and
+    timedelta arithmetic made one with no nanoseconds, and it compared
+    equal to the microsecond before it, so code handling a bound cut it to
+    the earlier microsecond as the API never does (helper-215)."""
+    typed = cli.parse_time("2025-11-24T16:00:00.123456789Z")
+    assert isinstance(typed, NanosecondTime)
+    wire = (1_764_000_000, 123456789)
+    paris = timezone(timedelta(hours=1))
+    assert _sent(typed.astimezone(paris)) == wire
+    assert _sent(typed.astimezone(paris).astimezone(UTC)) == wire
+    assert _sent(typed.replace(tzinfo=UTC)) == wire
+    assert _sent(typed.replace(tzinfo=paris)) == (1_763_996_400, 123456789)
+    assert _sent(typed.replace(microsecond=0)) == (1_764_000_000, 0)
+    assert _sent(typed.replace(nanosecond=5)) == (1_764_000_000, 123456005)
+    assert _sent(typed + timedelta(hours=1)) == (1_764_003_600, 123456789)
+    assert _sent(timedelta(hours=1) + typed) == (1_764_003_600, 123456789)
+    assert _sent(typed - timedelta(seconds=1)) == (1_763_999_999, 123456789)
+    cut = datetime(2025, 11, 24, 16, 0, 0, 123456, tzinfo=UTC)
+    assert typed != cut and cut != typed
+    assert cut < typed and typed > cut and typed >= cut and cut <= typed
+    assert not typed < cut and not typed <= cut
+    assert max(cut, typed) is typed and sorted([typed, cut]) == [cut, typed]
+    same = cli.parse_time("2025-11-24T17:00:00.123456789+01:00")
+    assert same == typed and hash(same) == hash(typed)
+    assert typed.replace(nanosecond=0) == cut and hash(typed.replace(nanosecond=0)) == hash(cut)
+    assert typed - cut == timedelta(0)  # a timedelta holds microseconds, as said
+    assert typed.isoformat() == "2025-11-24T16:00:00.123456789+00:00"
+    assert str(typed.astimezone(paris)) == "2025-11-24 17:00:00.123456789+01:00"
 
 
 def test_a_duration_past_the_year_one_is_a_value_error_not_a_crash() -> None:

@@ -48,11 +48,17 @@ if TYPE_CHECKING:
 
 _RELATIVE = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-# An RFC 3339 time's fraction of a second, whose digits past the sixth a datetime drops.
+# An RFC 3339 time's fraction of a second (or ISO 8601's, after a decimal
+# comma), whose digits past the sixth a datetime drops.
 _RFC3339_FRACTION = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}\.([0-9]+)"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}[.,]([0-9]+)"
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
+# Digits past a microsecond's, in any form fromisoformat reads (and cuts them in).
+_PAST_MICROSECOND = re.compile(r"[.,][0-9]{7,}")
+# A UTC offset to a fraction of a second (ISO 8601's), which Python 3.11's
+# fromisoformat reads as none when it has no whole second, minute or hour.
+_FRACTIONAL_OFFSET = re.compile(r"[+-][0-9]{2}:?[0-9]{2}:?[0-9]{2}[.,][0-9]+")
 # Errors the caller can fix by changing the command, as opposed to failures of the service.
 _USAGE_CODES = {
     grpc.StatusCode.INVALID_ARGUMENT,
@@ -85,6 +91,8 @@ def parse_time(value: str, *, now: datetime | None = None) -> datetime:
         ) from None
     if parsed.tzinfo is None:
         raise ValueError(f"{value!r} has no UTC offset; add Z or e.g. +02:00")
+    if _FRACTIONAL_OFFSET.search(value):  # +00:00:00.5 was +00:00, without a word
+        raise ValueError(f"{value!r} has a UTC offset to a fraction of a second: give +HH:MM")
     try:
         parsed.astimezone(UTC)  # what a Timestamp is made of
     except OverflowError:
@@ -92,18 +100,23 @@ def parse_time(value: str, *, now: datetime | None = None) -> datetime:
     nanosecond = _nanosecond(value)
     if not nanosecond:
         return parsed
-    precise = NanosecondTime.fromisoformat(value)
-    precise.nanosecond = nanosecond
-    return precise
+    return NanosecondTime.of(parsed, nanosecond)
 
 
 def _nanosecond(value: str) -> int:
     """The nanoseconds past the microsecond of the RFC 3339 time `value` (0 in
     other forms). Cut to the microsecond, a bound between two took the earlier,
     where the API takes the later (helper-204). Past the ninth digit, which no
-    Timestamp holds, a ValueError rather than another cut."""
+    Timestamp holds, a ValueError rather than another cut; so too for digits
+    past the microsecond in another ISO 8601 form (+0200, basic, week date),
+    which fromisoformat reads and cut without a word (helper-215)."""
     match = _RFC3339_FRACTION.fullmatch(value)
     if match is None:
+        if _PAST_MICROSECOND.search(value):
+            raise ValueError(
+                f"{value!r} has digits past the microsecond: give such a time in RFC 3339's"
+                " form, e.g. 2026-01-01T00:00:00.123456789Z or +02:00"
+            )
         return 0
     digits = match.group(1)
     if len(digits) > 9:

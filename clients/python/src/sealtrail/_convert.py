@@ -7,8 +7,18 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack, cast
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    Self,
+    TypedDict,
+    TypeVar,
+    Unpack,
+    cast,
+    overload,
+)
 
 from google.protobuf import field_mask_pb2, json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import DecodeError, Message
@@ -231,19 +241,123 @@ class NanosecondTime(datetime):
     999), which a datetime cannot hold: a time typed to the nanosecond (the
     CLI's) reaches its Timestamp whole, so the API's own rule for it applies
     (a bound between two microseconds is the later one), not the earlier
-    microsecond. Comparisons and arithmetic are a datetime's; what arithmetic
-    makes has no nanoseconds past the microsecond."""
+    microsecond. What a datetime does keeps them: astimezone, replace (but
+    of the microsecond, which gives `nanosecond=`, else 0), adding or taking
+    a timedelta, comparisons (to a datetime, one past its microsecond is
+    later, not equal), hashing, isoformat (nine digits). Once these made a
+    time with none, and compared equal to the earlier microsecond
+    (helper-215). The difference of two times is a datetime's, a timedelta,
+    which holds microseconds."""
 
     nanosecond: int = 0
+
+    @classmethod
+    def of(cls, moment: datetime, nanosecond: int = 0) -> Self:
+        """`moment` with `nanosecond` nanoseconds past its microsecond."""
+        if not 0 <= nanosecond <= 999:
+            raise ValueError(f"nanosecond must be 0 to 999, not {nanosecond}")
+        made = cls(
+            moment.year,
+            moment.month,
+            moment.day,
+            moment.hour,
+            moment.minute,
+            moment.second,
+            moment.microsecond,
+            moment.tzinfo,
+            fold=moment.fold,
+        )
+        made.nanosecond = nanosecond
+        return made
+
+    def astimezone(self, tz: tzinfo | None = None) -> Self:
+        return self.of(datetime.astimezone(self, tz), self.nanosecond)
+
+    def replace(self, *args: Any, nanosecond: int | None = None, **changes: Any) -> Self:
+        if nanosecond is None:
+            # A new microsecond (positional: the seventh) starts its nanoseconds at 0.
+            nanosecond = 0 if "microsecond" in changes or len(args) >= 7 else self.nanosecond
+        return self.of(datetime.replace(self, *args, **changes), nanosecond)
+
+    def __add__(self, other: timedelta) -> Self:
+        if not isinstance(other, timedelta):
+            return NotImplemented
+        return self.of(datetime.__add__(self, other), self.nanosecond)
+
+    __radd__ = __add__
+
+    @overload  # type: ignore[override]
+    def __sub__(self, other: Self) -> timedelta: ...
+    @overload
+    def __sub__(self, other: timedelta) -> Self: ...
+    def __sub__(self, other: Any) -> Any:
+        if isinstance(other, timedelta):
+            return self.of(datetime.__sub__(self, other), self.nanosecond)
+        return datetime.__sub__(self, other)
+
+    def _order(self, other: object) -> int | None:
+        """-1, 0 or 1 as self is before, at or after `other`, None if it is no
+        datetime; a TypeError of a naive and an aware one, as a datetime's."""
+        if not isinstance(other, datetime):
+            return None
+        if datetime.__lt__(self, other):
+            return -1
+        if datetime.__gt__(self, other):
+            return 1
+        theirs = getattr(other, "nanosecond", 0)
+        return (self.nanosecond > theirs) - (self.nanosecond < theirs)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, datetime):
+            return NotImplemented
+        if not datetime.__eq__(self, other):  # naive against aware too: unequal
+            return False
+        return self.nanosecond == getattr(other, "nanosecond", 0)
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __lt__(self, other: object) -> bool:
+        order = self._order(other)
+        return NotImplemented if order is None else order < 0
+
+    def __le__(self, other: object) -> bool:
+        order = self._order(other)
+        return NotImplemented if order is None else order <= 0
+
+    def __gt__(self, other: object) -> bool:
+        order = self._order(other)
+        return NotImplemented if order is None else order > 0
+
+    def __ge__(self, other: object) -> bool:
+        order = self._order(other)
+        return NotImplemented if order is None else order >= 0
+
+    def __hash__(self) -> int:
+        whole = datetime.__hash__(self)
+        return hash((whole, self.nanosecond)) if self.nanosecond else whole
+
+    def isoformat(self, sep: str = "T", timespec: str = "auto") -> str:
+        if not self.nanosecond or timespec != "auto":
+            return datetime.isoformat(self, sep, timespec)
+        text = datetime.isoformat(self, sep, "microseconds")
+        point = text.index(".", 10 + len(sep))  # the fraction's, past the date and separator
+        return f"{text[: point + 7]}{self.nanosecond:03d}{text[point + 7 :]}"
+
+    def __str__(self) -> str:
+        return self.isoformat(" ")
 
 
 def timestamp(value: datetime, *, field: str) -> timestamp_pb2.Timestamp:
     """A Timestamp from a timezone-aware datetime (a NanosecondTime's to the
-    nanosecond)."""
+    nanosecond). In UTC first: FromDatetime adds the local time's
+    microseconds to the UTC second, which an offset with a fraction of a
+    second (ISO 8601 has them) made wrong by that fraction (helper-215)."""
     if value.tzinfo is None:
         raise ValueError(f"{field}: datetime must be timezone-aware")
     ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
+    ts.FromDatetime(datetime.astimezone(value, UTC))
     if isinstance(value, NanosecondTime):
         ts.nanos += value.nanosecond
     return ts
