@@ -16,7 +16,7 @@ import tempfile
 import threading
 import uuid
 import warnings
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
@@ -106,15 +106,19 @@ def migrate_database(url: str) -> None:
     asyncio.run(run())
 
 
-def run_operator(database_url: str, *args: str) -> Result:
+def run_operator(
+    database_url: str, *args: str, env: Mapping[str, str | None] | None = None
+) -> Result:
     """`sealtrail-server ARGS` on `database_url`, as the deployment's operator
-    runs it: with the deployment's keys, forwarding to loopback allowed."""
+    runs it: with the deployment's keys, forwarding to loopback allowed; `env`
+    changes that environment (None unsets a variable)."""
     env = {
         "SEALTRAIL_DATABASE_URL": database_url,
         "SEALTRAIL_REDACTION_KEY": REDACTION_SECRET.hex(),
         "SEALTRAIL_SECRETS_KEY": SECRETS_KEY.hex(),
         "SEALTRAIL_FORWARD_ALLOW_HTTP": "true",
         "SEALTRAIL_FORWARD_ALLOW_NETWORKS": "127.0.0.0/8",
+        **(env or {}),
     }
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level

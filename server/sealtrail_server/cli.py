@@ -42,7 +42,14 @@ from .domain.event import MAX_ID, ChangeDraft, parse_uuid
 from .domain.redaction import tenant_key
 from .embedded import embedded_database_exists, start_embedded_postgres
 from .integrity.keys import load_signer
-from .redaction_setup import existing_redaction_secret, load_redactor
+from .redaction_setup import (
+    another_redaction_key,
+    data_dir_redaction_key,
+    existing_redaction_secret,
+    load_redactor,
+    recorded_redaction_fingerprint,
+    redaction_key_fingerprint,
+)
 from .stopping import cancelled_within, where_it_waits
 from .store.appender import Appender
 from .store.changes import Changes, token_subject
@@ -475,8 +482,25 @@ async def _redacted_name(db: Database, settings: Settings, tenant: str, name: st
     async with db.connection(tenant) as conn:
         mode = (await read_settings(conn, tenant)).redaction_mode
     secret = existing_redaction_secret(settings) if mode == "hmac" else None
+    if secret is not None:
+        await refuse_another_redaction_key_here(db, settings, secret)
     key = tenant_key(secret, tenant) if secret is not None else None
     return str(redactor.redact({"details": {"text": name}}, hmac_key=key).body["details"]["text"])
+
+
+async def refuse_another_redaction_key_here(
+    db: Database, settings: Settings, secret: bytes
+) -> None:
+    """Stops a command about to redact with `secret`, the configured key or
+    the data dir's, if the database keeps the fingerprint of another, in
+    `serve`'s words (a configured key too: a command makes no rotation). It
+    recorded HMACs under any key, unlike the servers', for the service's
+    roles could not read the fingerprint (helper-215). None kept yet: no word,
+    as `serve` says none."""
+    async with db.system_connection() as conn:
+        known = await recorded_redaction_fingerprint(conn)
+    if known is not None and known != redaction_key_fingerprint(secret):
+        raise click.ClickException(another_redaction_key(data_dir_redaction_key(settings)))
 
 
 async def _recorded_token(

@@ -33,7 +33,15 @@ from .api.convert import server_view
 from .api.forwarding import check_egress, definition_of
 from .api.managed_sinks import ManagedSinks, Reconciled
 from .api.sink_records import SinkRecords
-from .cli import _data_dir_option, _database, _database_url_option, _database_urls, _operator, _Urls
+from .cli import (
+    _data_dir_option,
+    _database,
+    _database_url_option,
+    _database_urls,
+    _operator,
+    _Urls,
+    refuse_another_redaction_key_here,
+)
 from .config import Settings
 from .domain.errors import InvalidArgument
 from .domain.sealing import SecretBox
@@ -98,6 +106,9 @@ async def _tools(settings: Settings, urls: _Urls) -> AsyncIterator[_Tools]:
     secret = _redaction_secret(settings)
     # Connections: the definition's lock, a tenant's change, the appender's.
     async with _database(urls, connections=4) as db:
+        # Before anything is recorded with it: a sink's URL and secrets'
+        # fingerprints, under another key, unlike the servers' (helper-215).
+        await refuse_another_redaction_key_here(db, settings, secret)
         appender = Appender(db, server_view=server_view)
         appender.start()
         try:

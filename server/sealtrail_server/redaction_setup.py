@@ -186,7 +186,7 @@ async def refuse_another_redaction_key(
     stays, as the secrets key's does (sealing_setup.refuse_a_new_key). Without
     `register` (before the migrations) it only checks, and a database without
     fingerprints yet has none to check against."""
-    fingerprint = hmac.new(secret, _FINGERPRINT_LABEL, hashlib.sha256).digest()
+    fingerprint = redaction_key_fingerprint(secret)
     async with (
         await psycopg.AsyncConnection.connect(owner_url, autocommit=True) as conn,
         conn.transaction(),
@@ -211,7 +211,37 @@ async def refuse_another_redaction_key(
             known = await _known_fingerprint(conn)  # another process's, if it came first
         if known is None or known == fingerprint:
             return
-    raise SystemExit(
+    raise SystemExit(another_redaction_key(key_file))
+
+
+def redaction_key_fingerprint(secret: bytes) -> bytes:
+    """What the database keeps of the deployment's key (deployment_markers)."""
+    return hmac.new(secret, _FINGERPRINT_LABEL, hashlib.sha256).digest()
+
+
+async def recorded_redaction_fingerprint(conn: psycopg.AsyncConnection[Any]) -> bytes | None:
+    """The deployment's key's fingerprint as the service's system role reads
+    it (migration 0044); None if no start has registered one yet."""
+    cursor = await conn.execute("SELECT fingerprint FROM redaction_key_fingerprint")
+    row = await cursor.fetchone()
+    return None if row is None or row[0] is None else bytes(row[0])
+
+
+def another_redaction_key(key_file: Path | None) -> str:
+    """Why a process whose redaction key is not the deployment's stops:
+    `key_file`, the data dir's it took (none configured), else a configured
+    one, which only an operator's command refuses (a server's start makes it
+    the deployment's, a rotation)."""
+    if key_file is None:
+        return (
+            "the redaction key configured (SEALTRAIL_REDACTION_KEY or _FILE) is not the one"
+            " this deployment's servers use: its HMACs of secrets would be unlike theirs, equal"
+            " secrets would no longer correlate, and HashSecret's searches would miss them."
+            " Set SEALTRAIL_REDACTION_KEY (or _FILE) to the deployment's redaction key as its"
+            " servers have it (docs/scaling.md). A new key becomes the deployment's when a"
+            " server starts with it configured (docs/operations.md, Losing a key)."
+        )
+    return (
         f"the redaction key in {key_file} is not the one this deployment's servers use,"
         " and none was configured: its HMACs of secrets would be unlike theirs, missed by"
         " HashSecret's searches, and a retry with an idempotency key landing here refused"

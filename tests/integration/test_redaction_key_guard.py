@@ -9,14 +9,22 @@ data dir's key is another refuses to start."""
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import psycopg
 import pytest
+from google.protobuf import json_format
 
+from sealtrail import AuditClient, build_filter
 from sealtrail_server.app import Service
-from tests.conftest import ServerThread, database_of_its_own
+from sealtrail_server.domain.redaction import hmac_token, tenant_key
+from tests.conftest import REDACTION_SECRET, ServerThread, database_of_its_own, run_operator
+from tests.service_login import service_login_url
 
 
 @pytest.fixture
@@ -73,3 +81,86 @@ def test_a_redaction_key_named_deliberately_becomes_the_deployments(
     _serves(own_url, redaction_key=None, redaction_key_file=key_file, data_dir=tmp_path)
     assert "is the deployment's from now on" in caplog.text
     _serves(own_url, redaction_key=None, data_dir=tmp_path)  # the data dir's, now the one
+
+
+def test_the_operators_commands_refuse_another_redaction_key_as_serve_does(
+    own_url: str, tmp_path: Path
+) -> None:
+    """`token create --name`, `tenant release-hold` and the `sink` commands
+    redact what they record with the redaction key, as the service's login,
+    whose roles could not read the deployment's fingerprint: run with another
+    key, they recorded HMACs no server's match (equal secrets no longer
+    correlate, HashSecret misses them). They refuse now, in serve's words for
+    a data dir's key, before recording anything; with none recorded yet they
+    say nothing, as serve does (helper-215)."""
+    tenant = f"t-{uuid.uuid4().hex[:12]}"
+    server = ServerThread(own_url)  # registers the deployment's key's fingerprint
+    try:
+        with AuditClient(server.target, token=server.token(tenant)) as admin:
+            admin.set_redaction_mode("hmac")
+            admin.set_legal_hold(True, reason="Case 9")
+            _refused_with_another_key(own_url, tmp_path, tenant)
+            assert admin.get_retention_policy().legal_hold.on
+            recorded = [event.action for event in admin.query(order="oldest")]
+            assert recorded == [
+                "tenant.settings_updated",
+                "retention.legal_hold_placed",
+            ], recorded
+            service = service_login_url(own_url)
+            named = run_operator(service, *_TOKEN, tenant, "--name", "password=hunter22")
+            assert named.exit_code == 0, named.output
+            [created] = admin.query(build_filter(actions="api_token.created"))
+            expected = hmac_token(tenant_key(REDACTION_SECRET, tenant), "hunter22")
+            assert expected in json_format.MessageToDict(created.details)["name"]
+    finally:
+        server.close()
+    with psycopg.connect(own_url, autocommit=True) as owner:  # as before any start registered one
+        owner.execute("DELETE FROM deployment_markers WHERE name = 'redaction_key'")
+    another = {"SEALTRAIL_REDACTION_KEY": secrets.token_hex(32)}
+    unchecked = run_operator(service, *_TOKEN, tenant, "--name", "password=x", env=another)
+    assert unchecked.exit_code == 0 and "redaction key" not in unchecked.output, unchecked.output
+
+
+_TOKEN = ("token", "create", "--role", "reader", "--tenant")
+
+
+def test_the_service_roles_read_the_redaction_keys_fingerprint_and_no_other_marker(
+    own_url: str,
+) -> None:
+    """What migration 0044 grants, no more: the one fingerprint, through its view."""
+    ServerThread(own_url).close()  # registers it
+    with psycopg.connect(service_login_url(own_url), autocommit=True) as login:
+        login.execute("SET ROLE sealtrail_system")
+        [(fingerprint,)] = login.execute("SELECT * FROM redaction_key_fingerprint").fetchall()
+        assert len(fingerprint) == 32
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            login.execute("SELECT name FROM deployment_markers")
+        login.execute("SET ROLE sealtrail_service")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            login.execute("SELECT * FROM redaction_key_fingerprint")
+
+
+def _refused_with_another_key(own_url: str, data_dir: Path, tenant: str) -> None:
+    """Each command that redacts with the key, run with another one (a data
+    dir's, then one configured), is refused saying so."""
+    serve_said = _refused(own_url, data_dir)  # and the data dir keeps the key it made
+    service = service_login_url(own_url)
+    for env, said in (
+        ({"SEALTRAIL_REDACTION_KEY": None, "SEALTRAIL_DATA_DIR": str(data_dir)}, serve_said),
+        (
+            {"SEALTRAIL_REDACTION_KEY": secrets.token_hex(32)},
+            "the redaction key configured (SEALTRAIL_REDACTION_KEY or _FILE) is not the one"
+            " this deployment's servers use",
+        ),
+    ):
+        for command in (
+            [*_TOKEN, tenant, "--name", "password=hunter22"],
+            ["tenant", "release-hold", tenant, "--reason", "password=hunter22"],
+            ["sink", "create", "soc", "--kind", "webhook", "--url", "http://127.0.0.1:9/hook",
+             "--generate-secret"],
+        ):  # fmt: skip
+            refused = run_operator(service, *command, env=env)
+            assert refused.exit_code == 1, (command, refused.output)
+            assert said in " ".join(refused.output.split()), (command, refused.output)
+    listed = run_operator(service, "sink", "list", "--format", "json")
+    assert listed.exit_code == 0 and json.loads(listed.stdout) == [], listed.output
