@@ -13,6 +13,7 @@ reflection) pass untouched."""
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -138,12 +139,20 @@ class GuardInterceptor(ServiceInterceptor):
         """Counts a call from its headers, ended where its behaviour ends: a
         call whose request was still arriving (a large batch from a slow
         client) was not counted, and a stop that found stuck streams all that
-        was left cut it (helper-147). A call cancelled before its behaviour
-        runs stays counted, which only keeps streams to the grace's end."""
+        was left cut it (helper-147). Uncounted as the call's task ends,
+        however it ends: a call cancelled before its behaviour ran (its
+        client gone while its request arrived) stayed counted for good, and a
+        stop never again found stuck streams all that was left."""
         handler = await super().intercept_service(continuation, details)
         if handler is not None and details.method.startswith(SERVICE_PREFIX):
+            call = asyncio.current_task()  # gRPC's task of the call, its behaviour's too
+            assert call is not None
             self.calls += 1
+            call.add_done_callback(self._ended)
         return handler
+
+    def _ended(self, _call: asyncio.Task[Any]) -> None:
+        self.calls -= 1
 
     async def _admit(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
         metadata = context.invocation_metadata() or ()
@@ -223,8 +232,6 @@ class GuardInterceptor(ServiceInterceptor):
                 raise
             except Exception as error:
                 await _fail(context, method, error)
-            finally:
-                self.calls -= 1
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
@@ -252,8 +259,6 @@ class GuardInterceptor(ServiceInterceptor):
                 raise
             except Exception as error:
                 await _fail(context, method, error)
-            finally:
-                self.calls -= 1
 
         return grpc.unary_stream_rpc_method_handler(
             guarded,
