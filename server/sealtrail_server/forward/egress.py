@@ -265,6 +265,31 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+class _ReclaimingPool(httpcore.AsyncConnectionPool):
+    """httpcore's pool, which also closes the connections no request holds
+    that are neither idle nor closed: a request cancelled after its
+    connection was assigned and before it went out on it (a delivery's
+    deadline, a lease fenced off, a stop's cancels) left its connection so,
+    and httpcore's pool kept it for good (encode/httpcore#1093). Once every
+    slot was held so, every delivery of every tenant failed with
+    PoolTimeout until the process restarted."""
+
+    def _assign_requests_to_connections(self) -> list[httpcore.AsyncConnectionInterface]:
+        # Each connection serves one request at a time (HTTP/1.1 only): one
+        # that no request holds is idle, closed, or orphaned.
+        held = {id(request.connection) for request in self._requests}
+        orphans = [
+            connection
+            for connection in self._connections
+            if id(connection) not in held
+            and not connection.is_idle()
+            and not connection.is_closed()
+        ]
+        for connection in orphans:
+            self._connections.remove(connection)
+        return [*orphans, *super()._assign_requests_to_connections()]
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     status: int
@@ -291,7 +316,9 @@ class OutboundClient:
         if ca_file is not None:
             trust.load_verify_locations(cafile=ca_file)
         self.max_connections = max_connections
-        self._pool = httpcore.AsyncConnectionPool(
+        # Exchanges under way, abandoned ones among them (`post`).
+        self._exchanges: set[asyncio.Future[Answer]] = set()
+        self._pool = _ReclaimingPool(
             ssl_context=trust,
             max_connections=max_connections,
             keepalive_expiry=30.0,
@@ -313,20 +340,37 @@ class OutboundClient:
         exchange has a deadline: a destination that trickles its answer a byte
         at a time cannot hold a connection of the shared pool for long."""
         self.policy.check_scheme(url)
-        behalf = lookups_for.set(tenant_id)  # httpcore connects in this task
+        # In a task of its own, which is cancelled once at most, and then
+        # cleans up in its own time: httpcore's pool, cancelled again while a
+        # request gave its connection back (a stop cancels each second, a
+        # deadline lands as a lease is fenced off), kept that connection in
+        # use for good.
+        exchange = asyncio.ensure_future(
+            self._exchange(url, headers=headers, body=body, keep=keep, tenant_id=tenant_id)
+        )
+        self._exchanges.add(exchange)
+        exchange.add_done_callback(self._exchanges.discard)
+        exchange.add_done_callback(_retrieved)
         try:
             async with asyncio.timeout(_DEADLINE_TIMEOUTS * self._timeout):
-                return await self._exchange(url, headers=headers, body=body, keep=keep)
+                return await asyncio.shield(exchange)
         except TimeoutError:
             raise httpcore.ReadTimeout(
                 f"no complete answer within {_DEADLINE_TIMEOUTS * self._timeout:g} s"
             ) from None
         finally:
-            lookups_for.reset(behalf)
+            exchange.cancel()  # done, or abandoned: this once
 
     async def _exchange(
-        self, url: str, *, headers: list[tuple[str, str]], body: bytes, keep: int
+        self,
+        url: str,
+        *,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        keep: int,
+        tenant_id: str | None,
     ) -> Answer:
+        lookups_for.set(tenant_id)  # httpcore connects in this task (its context a copy)
         timeouts = dict.fromkeys(("connect", "read", "write", "pool"), self._timeout)
         async with self._pool.stream(
             "POST",
@@ -349,4 +393,11 @@ class OutboundClient:
             )
 
     async def close(self) -> None:
+        await asyncio.gather(*self._exchanges, return_exceptions=True)
         await self._pool.aclose()
+
+
+def _retrieved(exchange: asyncio.Future[Answer]) -> None:
+    """An abandoned exchange's failure, looked at: not logged as never retrieved."""
+    if not exchange.cancelled():
+        exchange.exception()
