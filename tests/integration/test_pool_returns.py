@@ -7,9 +7,9 @@ suite once saw four lost on the shared server (test_client_disconnects)."""
 from __future__ import annotations
 
 import asyncio
-import random
 
 from sealtrail_server.store.database import Database
+from tests.cancels import cancelled_twice
 from tests.service_login import service_login_url
 
 _ROUNDS = 200
@@ -26,18 +26,9 @@ async def test_calls_cancelled_twice_give_every_connection_back(
                 await conn.execute("SELECT pg_sleep(0.02)")
                 await conn.execute("SELECT 1")
 
-        timing = random.Random(7)
-        for _ in range(_ROUNDS):
-            calls = [asyncio.create_task(call()) for _ in range(8)]
-            # Cancelled anywhere: waiting for a connection, mid-statement, in
-            # the rollback, and again while each gives its connection back.
-            await asyncio.sleep(timing.random() * 0.03)
-            for task in calls:
-                task.cancel()
-            await asyncio.sleep(timing.random() * 0.003)
-            for task in calls:
-                task.cancel()
-            await asyncio.gather(*calls, return_exceptions=True)
+        # Cancelled anywhere: waiting for a connection, mid-statement, in the
+        # rollback, and again while each gives its connection back.
+        await cancelled_twice(call, calls=8, rounds=_ROUNDS, within=0.03, seed=7)
         async with asyncio.timeout(10):  # every connection is back, or replaced
             while (stats := db.pool.get_stats())["pool_available"] < 4:
                 await asyncio.sleep(0.05)

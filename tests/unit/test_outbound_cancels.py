@@ -9,9 +9,9 @@ every tenant failed with PoolTimeout until the process restarted."""
 from __future__ import annotations
 
 import asyncio
-import random
 
 from sealtrail_server.forward.egress import EgressPolicy, OutboundClient
+from tests.cancels import cancelled_twice
 
 _ROUNDS = 300
 _SLOTS = 3
@@ -38,21 +38,15 @@ def test_requests_cancelled_at_any_moment_give_their_connections_back() -> None:
         policy = EgressPolicy.parse(allow_http=True, allowed="127.0.0.0/8", denied="")
         client = OutboundClient(policy, timeout=1.0, max_connections=_SLOTS)
         try:
-            timing = random.Random(5)
-            for _ in range(_ROUNDS):
-                posts = [
-                    asyncio.create_task(client.post(url, headers=[], body=b"{}"))
-                    for _ in range(2 * _SLOTS)
-                ]
-                # Cancelled anywhere: waiting for a slot, connecting, sending,
-                # reading, and again while each cleans up.
-                await asyncio.sleep(timing.random() * 0.02)
-                for post in posts:
-                    post.cancel()
-                await asyncio.sleep(timing.random() * 0.003)
-                for post in posts:
-                    post.cancel()
-                await asyncio.gather(*posts, return_exceptions=True)
+            # Cancelled anywhere: waiting for a slot, connecting, sending,
+            # reading, and again while each cleans up.
+            await cancelled_twice(
+                lambda: client.post(url, headers=[], body=b"{}"),
+                calls=2 * _SLOTS,
+                rounds=_ROUNDS,
+                within=0.02,
+                seed=5,
+            )
             # Every slot serves again: as many requests at once as there are slots.
             async with asyncio.timeout(10):
                 answers = await asyncio.gather(
