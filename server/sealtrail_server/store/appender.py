@@ -223,6 +223,18 @@ _IDLE_CHECK_SECONDS = 0.05
 # timeout are refused without a try: each try may cost the whole process a
 # lock timeout's wait.
 HELD_ELSEWHERE_SECONDS = 30.0
+# How long a write holding heads may sit idle in its transaction, between two
+# of its statements, before PostgreSQL ends its session, rolling it back and
+# letting its heads go. A process frozen there (SIGSTOP, `docker pause`, a
+# debugger, a host swapping hard) kept them for as long as its host's TCP
+# answered for it, which is for ever when only the process stopped: every
+# other process refused the tenants' appends as held elsewhere, for as long.
+# Between its statements a write only builds and hashes records, a turn of
+# milliseconds at a time; its batch, should it run out, is answered
+# UNAVAILABLE, never as written. About HELD_ELSEWHERE_SECONDS: the others'
+# first try after refusing the tenant then finds its head free.
+IDLE_IN_WRITE_SECONDS = 30.0
+_IDLE_IN_WRITE = "SELECT set_config('idle_in_transaction_session_timeout', %s, true)"
 
 
 def _held_elsewhere_error(tenant_id: str, seconds: float) -> Unavailable:
@@ -737,7 +749,8 @@ class _Lane:
 
     async def _commit_around_held_heads(self, batch: list[_Submission]) -> None:
         """After a lock timeout: the tenants whose heads another session holds
-        (a process frozen mid-append keeps its lock until TCP gives up) are
+        (a process frozen mid-append keeps its lock until its session idles
+        out, IDLE_IN_WRITE_SECONDS, or mid-COPY until TCP gives up) are
         refused for a while without a try, and the rest of the batch written.
         The one appender task otherwise waited out the timeout again on every
         batch that held one of their retries."""
@@ -1065,6 +1078,10 @@ class _Lane:
         two lockings would be locked out of order); and the tenants being
         erased, whose heads were not created."""
         unknown = [t for t in tenants if t not in self._known_tenants]
+        if unknown:
+            # Before the heads it creates are locked; _SELECT_HEADS sets it
+            # again, in the statement that locks the others.
+            await conn.execute(_IDLE_IN_WRITE, [_idle_in_write()])
         erasing = await _create_heads(conn, unknown) if unknown else frozenset()
         heads = await _select_heads(conn, tenants)
         # A head seen before and not locked: gone since (an erasure), or held
@@ -1104,7 +1121,9 @@ async def _select_heads(conn: psycopg.AsyncConnection[Any], tenants: list[str]) 
     """The heads of `tenants`, locked, but those of tenants being erased: their
     erasure holds the head for as long as its DELETEs take, and a wait here
     would hold up every batch of the process behind this one (ADR 0034)."""
-    cursor = await conn.execute(_SELECT_HEADS, [tenants, erasure_lock_keys(tenants)])
+    cursor = await conn.execute(
+        _SELECT_HEADS, [_idle_in_write(), tenants, erasure_lock_keys(tenants)]
+    )
     return {
         tenant: _Head(size, bytes(root), split_frontier(bytes(frontier)))
         for tenant, size, root, frontier in await cursor.fetchall()
@@ -1123,16 +1142,24 @@ _HEADS_HELD = (
     "  WHERE tenant_id = ANY(%(t)s) FOR UPDATE SKIP LOCKED) AS free"
 )
 
+# The session's idle timeout (IDLE_IN_WRITE_SECONDS) set in the statement
+# that locks the heads: it costs the write no round trip of its own.
 _SELECT_HEADS = (
     sql.SQL(
         "SELECT h.tenant_id, h.tree_size, h.root_hash, h.frontier"
-        " FROM unnest(%s::text[], %s::text[]) AS k(tenant_id, erasure_key)"
+        " FROM (SELECT set_config('idle_in_transaction_session_timeout', %s, true)) AS idle,"
+        " unnest(%s::text[], %s::text[]) AS k(tenant_id, erasure_key)"
         " JOIN chain_heads AS h ON h.tenant_id = k.tenant_id"
         " WHERE {not_being_erased} ORDER BY h.tenant_id FOR UPDATE OF h"
     )
     .format(not_being_erased=try_share_condition(sql.SQL("k.erasure_key")))
     .as_string(None)
 )
+
+
+def _idle_in_write() -> str:
+    """IDLE_IN_WRITE_SECONDS as the setting takes it (read at each write)."""
+    return f"{max(1, round(IDLE_IN_WRITE_SECONDS * 1000))}ms"
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], arrays: Sequence[_Array]) -> list[list[Any]]:

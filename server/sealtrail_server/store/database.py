@@ -81,7 +81,8 @@ _SET_SCOPE: Final = (
 )
 # How long the system role's work (the appender above all: one task writes
 # every tenant of the process) waits for a row another session holds. A head
-# locked by a process that froze mid-transaction (until TCP gives up: hours)
+# locked by a process that froze mid-transaction (until its session idles out:
+# store/appender.py, IDLE_IN_WRITE_SECONDS; or mid-COPY, until TCP gives up)
 # stalled every append of this one; now the appender refuses that tenant for a
 # while and writes the rest. Other processes append to a tenant in milliseconds.
 SYSTEM_LOCK_TIMEOUT: Final = 5.0

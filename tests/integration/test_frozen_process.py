@@ -1,0 +1,78 @@
+"""A server process frozen mid-append (SIGSTOP, `docker pause`, a debugger, a
+host swapping hard) beside others on one database (docs/scaling.md)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+import pytest
+
+from sealtrail import AuditClient, UnavailableError, build_event
+from sealtrail_server.store import appender as appender_module
+from tests.conftest import ServerThread
+from tests.integration.test_log_integrity import assert_log_is_sound
+from tests.lock_waits import until_blocked
+
+FROZEN_SECONDS = 12  # past the other process's lock timeout (5 s), and its answer
+
+
+@pytest.mark.parametrize("known", [False, True], ids=["first-write-here", "written-here-before"])
+def test_a_process_frozen_holding_a_head_lets_it_go_and_the_others_append(
+    migrated_database_url: str,
+    sql: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    known: bool,
+) -> None:
+    """Frozen with its transaction open, a process's session stayed for as long
+    as its host's TCP answered for it (for ever, if only the process stopped:
+    its kernel keeps the connection alive), and with it the tenant's head:
+    every other process refused the tenant's appends, UNAVAILABLE, for as long.
+    The session now ends itself once idle in its transaction that long, and
+    the others append; the frozen one's batch, rolled back, was never answered
+    as written. Its first write of the tenant creates the head; a later one
+    (more than 64 events: no write from a kept head) only locks it."""
+    monkeypatch.setattr(appender_module, "IDLE_IN_WRITE_SECONDS", 1.0)
+    tenant = f"t-{uuid.uuid4().hex[:12]}"
+    frozen = ServerThread(migrated_database_url)
+    other = ServerThread(migrated_database_url)
+    token = frozen.token(tenant, "recorder")
+    try:
+        with (
+            AuditClient(frozen.target, token=token, timeout=60, max_attempts=1) as first,
+            AuditClient(other.target, token=token, timeout=60, max_attempts=1) as second,
+            ThreadPoolExecutor(1) as pool,
+        ):
+            before = []
+            if known:
+                first.record(action="frozen.before", actor_id="a")
+                before.append("frozen.before")
+            second.record(action="frozen.before", actor_id="b")  # the last to write
+            before.append("frozen.before")
+            batch = [build_event(action="frozen.first", actor_id="a") for _ in range(65)]
+            with sql.transaction():
+                # The frozen process's batch takes the head, then waits at the
+                # insert of its tree's nodes: frozen there, its session goes
+                # idle in its transaction, the head still locked, once this
+                # lets go.
+                sql.execute("LOCK TABLE tree_nodes IN SHARE MODE")
+                pending = pool.submit(first.record_batch, batch if known else batch[:1])
+                until_blocked(sql, pending)
+                frozen.loop.call_soon_threadsafe(time.sleep, FROZEN_SECONDS)
+            started = time.monotonic()
+            stored = second.record(action="frozen.other", actor_id="b").event
+            assert time.monotonic() - started < FROZEN_SECONDS
+            with pytest.raises(UnavailableError):
+                pending.result(timeout=60)
+            assert first.record(action="frozen.again", actor_id="a").event.seq == stored.seq + 1
+        rows = sql.execute(
+            "SELECT action FROM events WHERE tenant_id = %s ORDER BY seq", [tenant]
+        ).fetchall()
+        assert [action for (action,) in rows] == [*before, "frozen.other", "frozen.again"]
+        assert_log_is_sound(sql, tenant, len(rows))
+    finally:
+        other.close()
+        frozen.close()
