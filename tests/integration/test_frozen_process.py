@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from sealtrail import AuditClient, UnavailableError, build_event
+from sealtrail_server.integrity import checkpointer as checkpointer_module
 from sealtrail_server.store import appender as appender_module
 from tests.conftest import ServerThread
 from tests.integration.test_log_integrity import assert_log_is_sound
@@ -73,6 +74,49 @@ def test_a_process_frozen_holding_a_head_lets_it_go_and_the_others_append(
         ).fetchall()
         assert [action for (action,) in rows] == [*before, "frozen.other", "frozen.again"]
         assert_log_is_sound(sql, tenant, len(rows))
+    finally:
+        other.close()
+        frozen.close()
+
+
+def test_a_process_frozen_signing_a_checkpoint_lets_the_others_sign(
+    migrated_database_url: str, sql: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One issuer per tenant at a time, across processes: the issuer's lock
+    (held in its transaction) was held by a process frozen while signing for
+    as long as it stayed frozen, and every other process's fresh checkpoint of
+    the tenant, its exports and the checkpointer's passes failed meanwhile.
+    The session now ends itself once idle in that transaction as long as an
+    append's would, and the others sign."""
+    monkeypatch.setattr(checkpointer_module, "IDLE_IN_ISSUE_SECONDS", 1.0)
+    tenant = f"t-{uuid.uuid4().hex[:12]}"
+    frozen = ServerThread(migrated_database_url, checkpoint_interval=0)
+    other = ServerThread(migrated_database_url, checkpoint_interval=0)
+    token = frozen.token(tenant, "admin")
+    try:
+        with (
+            AuditClient(frozen.target, token=token, timeout=60, max_attempts=1) as first,
+            AuditClient(other.target, token=token, timeout=60, max_attempts=1) as second,
+            ThreadPoolExecutor(1) as pool,
+        ):
+            first.record(action="frozen.event", actor_id="a")
+            with sql.transaction():
+                # The frozen process takes the issuer's lock, then waits to read
+                # the checkpoints: frozen there, its session goes idle in its
+                # transaction, the lock still held, once this lets go.
+                sql.execute("LOCK TABLE checkpoints IN ACCESS EXCLUSIVE MODE")
+                pending = pool.submit(first.get_checkpoint, fresh=True)
+                until_blocked(sql, pending)
+                frozen.loop.call_soon_threadsafe(time.sleep, FROZEN_SECONDS)
+            started = time.monotonic()
+            signed = second.get_checkpoint(fresh=True)
+            assert time.monotonic() - started < FROZEN_SECONDS
+            with pytest.raises(UnavailableError):
+                pending.result(timeout=60)
+        (size,) = sql.execute(
+            "SELECT tree_size FROM chain_heads WHERE tenant_id = %s", [tenant]
+        ).fetchone()  # type: ignore[misc]
+        assert signed.tree_size == size
     finally:
         other.close()
         frozen.close()

@@ -60,6 +60,15 @@ log = logging.getLogger(__name__)
 # Tenants whose latest checkpoint a process remembers (the least recently
 # signed or served forgotten first): about 200 bytes each, 20 MB at most.
 REMEMBERED_TENANTS = 100_000
+# How long an issuer may sit idle in its transaction, holding the tenant's
+# issuer lock, before PostgreSQL ends its session: a process frozen there
+# (SIGSTOP, `docker pause`) held the lock for as long as its host's TCP
+# answered for it, for ever if only the process stopped, and every other
+# process's checkpoint of the tenant (a fresh one, an export's, an erasure's
+# final one, the checkpointer's) failed meanwhile. As the appender's writes
+# (store/appender.py, IDLE_IN_WRITE_SECONDS): its statements follow one
+# another, with a signature's milliseconds between.
+IDLE_IN_ISSUE_SECONDS = 30.0
 
 
 class Checkpointer:
@@ -165,7 +174,11 @@ class Checkpointer:
             conn.transaction(),
         ):
             # One issuer per tenant at a time, across processes.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", [tenant_id])
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 7)),"
+                " set_config('idle_in_transaction_session_timeout', %s, true)",
+                [tenant_id, f"{max(1, round(IDLE_IN_ISSUE_SECONDS * 1000))}ms"],
+            )
             cursor = await conn.execute(
                 "SELECT tree_size, root_hash FROM chain_heads WHERE tenant_id = %s", [tenant_id]
             )
