@@ -418,6 +418,8 @@ class Service:
                 heartbeat_seconds=settings.stream_heartbeat_seconds,
                 export_limit=settings.export_rate_limit,
                 export_window=settings.export_rate_window,
+                export_max_per_tenant=settings.export_max_per_tenant,
+                export_max_per_process=settings.export_max_per_process,
                 key_read_window=timedelta(seconds=settings.key_read_window),
                 count_timeout=settings.count_timeout,
                 settings_cache=settings_cache,

@@ -104,6 +104,12 @@ class Settings:
     # (at most a day).
     export_rate_limit: int = 30
     export_rate_window: float = 60.0
+    # Exports open at once on this server, of one tenant and of all: past
+    # either, Export is refused (RESOURCE_EXHAUSTED, TOO_MANY_EXPORTS, retry
+    # later) before it is recorded. Each export holds its page of records and
+    # gRPC's buffers, about 6 MB, while it runs.
+    export_max_per_tenant: int = 4
+    export_max_per_process: int = 50
     # Reads by key (GetEvent, GetInclusionProof) are recorded once per token,
     # RPC and process within this many seconds (at most a day); 0 records
     # every read.
@@ -299,6 +305,8 @@ _AT_LEAST_ONE = (
     "stream_max_per_process",
     "retention_batch_events",
     "export_rate_limit",  # 0 refused every export
+    "export_max_per_tenant",  # 0 would refuse every export
+    "export_max_per_process",
     "max_connections",  # 0 refused every connection
 )
 

@@ -28,7 +28,6 @@ from sealtrail import (
 from sealtrail.tlog import Signer, open_note, parse_checkpoint
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc
-from sealtrail_server.api import export as export_api
 from tests.conftest import SIGNING_KEY, ServerThread
 from tests.processes import ServerProcess
 from tests.rfc6962 import leaf, mth
@@ -155,44 +154,64 @@ def test_concurrent_exports_keep_to_the_rate(
         limited.close()
 
 
+def _unread_export(target: str, token: str) -> tuple[grpc.Channel, Any]:
+    """An export opened on a channel of its own, its first chunk read, and then
+    not read: with about 30 MB in the log (_record_bulk), more than gRPC sends
+    ahead of a reader, it stays open."""
+    channel = grpc.insecure_channel(target)
+    stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+    unread = stub.Export(
+        pb.ExportRequest(format=pb.EXPORT_FORMAT_NDJSON),
+        metadata=(("authorization", f"Bearer {token}"),),
+    )
+    assert next(unread).chunk
+    return channel, unread
+
+
 def test_exports_open_at_once_past_a_tenants_or_the_servers_limit_are_refused_until_one_ends(
-    server: ServerThread,
-    client_for: Any,
-    tenant: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    migrated_database_url: str, tenant: str, tmp_path: Path
 ) -> None:
     """An export whose client stops reading waits, holding its page (about
     6 MB), for as long as its connection lives, and the rate let a tenant
     leave 30 more a minute so, until the server ran out of memory (helper-209).
-    Past the exports a tenant or the server may have open at once, one is
-    refused with RESOURCE_EXHAUSTED and a delay to retry after, before it is
-    recorded or counted against the rate; other tenants export on; an export
-    that ends, cancelled or read to its end, frees its place."""
-    monkeypatch.setattr(export_api, "MAX_EXPORTS_PER_TENANT", 1)
+    Past the exports a tenant (SEALTRAIL_EXPORT_MAX_PER_TENANT) or the server
+    (SEALTRAIL_EXPORT_MAX_PER_PROCESS) may have open at once, one is refused
+    with RESOURCE_EXHAUSTED, a delay to retry after and the limit it met,
+    before it is recorded or counted against the rate; other tenants export
+    on; an export that ends, cancelled or read to its end, frees its place."""
     other = f"{tenant}-b"
-    admin, elsewhere = client_for(tenant, timeout=60), client_for(other, timeout=60)
-    # About 30 MB: more than gRPC sends ahead of a reader, so an export that
-    # is not read stays open.
-    _record_bulk(admin)
-    channel = grpc.insecure_channel(server.target)
+    per_tenant = ServerThread(migrated_database_url, export_max_per_tenant=1)
+    per_process = ServerThread(migrated_database_url, export_max_per_process=1)
+    channels: list[grpc.Channel] = []
     try:
-        stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
-        token = server.token(tenant, "exporter")
-        unread = stub.Export(
-            pb.ExportRequest(format=pb.EXPORT_FORMAT_NDJSON),
-            metadata=(("authorization", f"Bearer {token}"),),
-        )
-        assert next(unread).chunk  # open, and then not read
+        # One attempt each: a refusal is what is looked at, not a retry's end.
+        admin = AuditClient(per_tenant.target, token=per_tenant.token(tenant), max_attempts=1)
+        elsewhere = AuditClient(per_tenant.target, token=per_tenant.token(other), max_attempts=1)
+        _record_bulk(admin)
+        channel, unread = _unread_export(per_tenant.target, per_tenant.token(tenant, "exporter"))
+        channels.append(channel)
         with pytest.raises(ResourceExhaustedError) as over:
             admin.export(tmp_path / "over.ndjson")
         assert over.value.reason == "TOO_MANY_EXPORTS", over.value
         assert over.value.retry_after is not None and over.value.retry_after > 0
+        assert "the tenant has 1 exports open" in over.value.message, over.value
+        assert "a tenant may have 1 at once" in over.value.message, over.value
         assert elsewhere.export(tmp_path / "other.ndjson").row_count  # another tenant exports on
-        monkeypatch.setattr(export_api, "MAX_EXPORTS_PER_PROCESS", 1)
-        with pytest.raises(ResourceExhaustedError) as full:  # ... up to the server's limit
-            elsewhere.export(tmp_path / "full.ndjson")
+
+        # ... up to the server's limit, whichever tenant the exports are of.
+        full_channel, _ = _unread_export(per_process.target, per_process.token(tenant))
+        channels.append(full_channel)
+        with (
+            AuditClient(
+                per_process.target, token=per_process.token(other), max_attempts=1
+            ) as refused_client,
+            pytest.raises(ResourceExhaustedError) as full,
+        ):
+            refused_client.export(tmp_path / "full.ndjson")
         assert full.value.reason == "TOO_MANY_EXPORTS", full.value
+        assert "this server has 1 exports open" in full.value.message, full.value
+        assert "it may have 1 at once" in full.value.message, full.value
+
         unread.cancel()
         deadline = time.monotonic() + 30
         while True:  # its place is given back once its handler has ended
@@ -204,10 +223,16 @@ def test_exports_open_at_once_past_a_tenants_or_the_servers_limit_are_refused_un
                 assert time.monotonic() < deadline, "a cancelled export kept its place"
                 time.sleep(0.05)
         admin.export(tmp_path / "again.ndjson")  # one read to its end gave its place back
+        recorded = list(admin.query(build_filter(actions="audit_log.exported")))
+        # The two left unread, and the two read to their end: no refused one.
+        assert len(recorded) == 4, "a refused export was recorded"
+        admin.close()
+        elsewhere.close()
     finally:
-        channel.close()
-    recorded = list(admin.query(build_filter(actions="audit_log.exported")))
-    assert len(recorded) == 3, "a refused export was recorded"
+        for channel in channels:
+            channel.close()
+        per_process.close()
+        per_tenant.close()
 
 
 def test_export_of_100k_events_in_constant_server_memory(

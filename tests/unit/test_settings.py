@@ -11,6 +11,8 @@ COUNTS = [
     "STREAM_QUEUE_CAPACITY",
     "RETENTION_BATCH_EVENTS",
     "EXPORT_RATE_LIMIT",  # 0 refused every export (helper-125)
+    "EXPORT_MAX_PER_TENANT",  # 0 would refuse every export
+    "EXPORT_MAX_PER_PROCESS",
     "MAX_CONNECTIONS",  # 0 refused every connection
 ]
 
@@ -20,6 +22,17 @@ def test_a_count_of_zero_is_refused_by_name(name: str) -> None:
     with pytest.raises(SystemExit, match=f"SEALTRAIL_{name} must be at least 1"):
         Settings.load({f"SEALTRAIL_{name}": "0"})
     assert getattr(Settings.load({f"SEALTRAIL_{name}": "1"}), name.lower()) == 1
+
+
+def test_the_exports_open_at_once_are_settings_with_the_limits_as_they_were() -> None:
+    """4 a tenant and 50 a process were constants of the code (helper-209)."""
+    settings = Settings.load({})
+    assert (settings.export_max_per_tenant, settings.export_max_per_process) == (4, 50)
+    env = {"SEALTRAIL_EXPORT_MAX_PER_TENANT": "2", "SEALTRAIL_EXPORT_MAX_PER_PROCESS": "7"}
+    settings = Settings.load(env)
+    assert (settings.export_max_per_tenant, settings.export_max_per_process) == (2, 7)
+    with pytest.raises(SystemExit, match=r"SEALTRAIL_EXPORT_MAX_PER_TENANT='x' is not a valid"):
+        Settings.load({"SEALTRAIL_EXPORT_MAX_PER_TENANT": "x"})
 
 
 def test_a_count_given_as_an_override_is_checked_too() -> None:

@@ -33,13 +33,6 @@ Context = grpc.aio.ServicerContext[Any, Any]
 CHUNK_BYTES = 64 * 1024
 # The lock under which an export is counted against the tenant's rate and recorded.
 _EXPORT_RATE_SUBJECT = "export_rate"
-# Exports open at once on this server, of one tenant and of all: past either,
-# Export is refused (RESOURCE_EXHAUSTED, TOO_MANY_EXPORTS) before it is recorded
-# or counted against the rate. An export whose client stops reading waits,
-# holding its page (about 6 MB), for as long as its connection lives, and the
-# rate alone let one tenant leave 30 more a minute so (helper-209).
-MAX_EXPORTS_PER_TENANT = 4
-MAX_EXPORTS_PER_PROCESS = 50
 # When an export refused for them may try again: a place frees when one ends.
 _FULL_RETRY_SECONDS = 5.0
 
@@ -83,27 +76,33 @@ def _encoder(export_format: int) -> Encoder:
 
 
 class ExportsOpen:
-    """The exports a process has open, by tenant: at most
-    MAX_EXPORTS_PER_TENANT of one tenant and MAX_EXPORTS_PER_PROCESS in all
-    (read as each export asks)."""
+    """The exports a process has open, by tenant: at most `per_tenant` of one
+    tenant and `per_process` in all (SEALTRAIL_EXPORT_MAX_PER_TENANT and
+    _PER_PROCESS). Past either, Export is refused before it is recorded or
+    counted against the rate. An export whose client stops reading waits,
+    holding its page (about 6 MB), and the rate alone let one tenant leave 30
+    more a minute so (helper-209)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, per_tenant: int = 4, per_process: int = 50) -> None:
+        self._per_tenant = per_tenant
+        self._per_process = per_process
         self._open: Counter[str] = Counter()
 
     @contextmanager
     def admitted(self, tenant_id: str) -> Iterator[None]:
         """Holds a place for an export of `tenant_id`'s for the block, however
         it ends; ResourceExhausted if the tenant or the process has no more."""
-        if self._open[tenant_id] >= MAX_EXPORTS_PER_TENANT:
+        if self._open[tenant_id] >= self._per_tenant:
             raise ResourceExhausted(
-                f"the tenant has {self._open[tenant_id]} exports open on this server,"
-                " the most it may; let one end, or retry later",
+                f"the tenant has {self._open[tenant_id]} exports open on this server;"
+                f" a tenant may have {self._per_tenant} at once: let one end, or retry later",
                 retry_after=_FULL_RETRY_SECONDS,
                 reason="TOO_MANY_EXPORTS",
             )
-        if self._open.total() >= MAX_EXPORTS_PER_PROCESS:
+        if self._open.total() >= self._per_process:
             raise ResourceExhausted(
-                "this server has the most exports open it may; retry later",
+                f"this server has {self._open.total()} exports open;"
+                f" it may have {self._per_process} at once, of all tenants: retry later",
                 retry_after=_FULL_RETRY_SECONDS,
                 reason="TOO_MANY_EXPORTS",
             )

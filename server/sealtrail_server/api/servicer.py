@@ -115,6 +115,8 @@ class AuditLogServicer(
         heartbeat_seconds: float = 5.0,
         export_limit: int = 30,
         export_window: float = 60.0,
+        export_max_per_tenant: int = 4,
+        export_max_per_process: int = 50,
         key_read_window: timedelta = timedelta(minutes=10),
         count_timeout: float = 30.0,
         settings_cache: SettingsCache,
@@ -166,7 +168,9 @@ class AuditLogServicer(
         self._heartbeat_seconds = heartbeat_seconds
         self._export_limit = export_limit
         self._export_window = export_window
-        self._exports_open = ExportsOpen()
+        self._exports_open = ExportsOpen(
+            per_tenant=export_max_per_tenant, per_process=export_max_per_process
+        )
         self._db = db
         self._changes = changes if changes is not None else Changes(db)
         self._appender = appender
