@@ -420,6 +420,7 @@ class Service:
                 export_window=settings.export_rate_window,
                 export_max_per_tenant=settings.export_max_per_tenant,
                 export_max_per_process=settings.export_max_per_process,
+                export_stall_seconds=settings.export_stall_seconds,
                 key_read_window=timedelta(seconds=settings.key_read_window),
                 count_timeout=settings.count_timeout,
                 settings_cache=settings_cache,

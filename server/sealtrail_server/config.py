@@ -110,6 +110,11 @@ class Settings:
     # gRPC's buffers, about 6 MB, while it runs.
     export_max_per_tenant: int = 4
     export_max_per_process: int = 50
+    # Seconds an export may wait to hand a chunk to the transport (its client
+    # not reading, or gone silent) before it is ended (ABORTED, EXPORT_STALLED),
+    # its place and memory given back (ADR 0072); a reader that takes a chunk
+    # (64 KiB) within them, however slowly in all, is never cut. At most a day.
+    export_stall_seconds: float = 300.0
     # Reads by key (GetEvent, GetInclusionProof) are recorded once per token,
     # RPC and process within this many seconds (at most a day); 0 records
     # every read.
@@ -285,6 +290,7 @@ _AT_MOST_A_DAY = (
     "access_denied_window",
     "forward_lease_seconds",
     "export_rate_window",
+    "export_stall_seconds",  # no database interval: past a day it bounds nothing
     "count_timeout",
     "deployment_sink_interval",
 )
@@ -328,6 +334,7 @@ _MORE_THAN_ZERO = (
     "connection_idle_seconds",  # every connection closed at once
     "stream_heartbeat_seconds",
     "export_rate_window",
+    "export_stall_seconds",  # every export ended at its first chunk
     "forward_timeout",
     "count_timeout",
     "forward_poll_interval",

@@ -3,10 +3,12 @@ manifest, recorded in the log, rate limited, in constant server memory."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,12 +27,15 @@ from sealtrail import (
     build_event,
     build_filter,
 )
+from sealtrail._errors import from_rpc_error
+from sealtrail._export import ExportFile
 from sealtrail.tlog import Signer, open_note, parse_checkpoint
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc
 from tests.conftest import SIGNING_KEY, ServerThread
 from tests.processes import ServerProcess
 from tests.rfc6962 import leaf, mth
+from tests.silent_proxy import SilentProxy
 
 # "-3" and "'-3" differ only by the `'` a neutralised cell gains: their cells
 # must differ too, or the recorded value could not be read back.
@@ -233,6 +238,94 @@ def test_exports_open_at_once_past_a_tenants_or_the_servers_limit_are_refused_un
             channel.close()
         per_process.close()
         per_tenant.close()
+
+
+def _export_when_a_place_frees(client: AuditClient, path: Path, *, within: float) -> None:
+    """An export by `client`, tried until its tenant's place frees (within
+    `within` seconds), a refusal for the exports open the only one allowed."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            client.export(path)
+            return
+        except ResourceExhaustedError as refused:
+            assert refused.reason == "TOO_MANY_EXPORTS", refused
+            assert time.monotonic() < deadline, "an export whose client stopped kept its place"
+            time.sleep(0.1)
+
+
+def test_an_export_whose_client_stops_reading_is_ended_and_one_read_slowly_is_not(
+    migrated_database_url: str, tenant: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An export whose client stops reading, its connection kept (keepalive
+    answered), or gone silent, waited for as long as the connection lived,
+    holding its place among the exports open and its page (about 6 MB)
+    (helper-214). One that cannot hand a chunk to the transport for
+    SEALTRAIL_EXPORT_STALL_SECONDS is ended, its place given back and the
+    server's log saying so; a client that reads on is told (ABORTED,
+    EXPORT_STALLED) after what it had been sent. A reader that takes chunk
+    after chunk is never cut, however long the export takes."""
+    stall = 1.0
+    stalling = ServerThread(
+        migrated_database_url, export_max_per_tenant=1, export_stall_seconds=stall
+    )
+    channels: list[grpc.Channel] = []
+    try:
+        admin = AuditClient(
+            stalling.target, token=stalling.token(tenant), max_attempts=1, timeout=60
+        )
+        _record_bulk(admin)
+
+        # Slowly, chunk after chunk: many times the stall in all. The server sees
+        # a reader take chunks as its flow-control window opens, in steps of up
+        # to about 3 MB with gRPC's defaults (seconds apart at this pace), so
+        # this client keeps its window small: a chunk taken is seen at once.
+        began = time.monotonic()
+        with (
+            grpc.insecure_channel(
+                stalling.target,
+                options=[("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 256 * 1024)],
+            ) as small_window,
+            ExportFile(tmp_path / "slow.ndjson") as slow,
+        ):
+            channels.append(small_window)
+            stub = audit_service_pb2_grpc.AuditLogServiceStub(small_window)
+            token = stalling.token(tenant, "exporter")
+            for message in stub.Export(
+                pb.ExportRequest(format=pb.EXPORT_FORMAT_NDJSON),
+                metadata=(("authorization", f"Bearer {token}"),),
+            ):
+                slow.receive(message)
+                time.sleep(0.02)
+            assert slow.result().row_count > 2400
+        assert time.monotonic() - began > 3 * stall, "read too fast to show it"
+
+        # Stopped reading, its connection kept.
+        with caplog.at_level(logging.WARNING, logger="sealtrail_server"):
+            channel, unread = _unread_export(stalling.target, stalling.token(tenant, "exporter"))
+            channels.append(channel)
+            _export_when_a_place_frees(admin, tmp_path / "after.ndjson", within=30)
+        assert f"took no chunk for {stall:g} s" in caplog.text, caplog.text
+        received = 0
+        with pytest.raises(grpc.RpcError) as ended:  # read on: what it was sent, then why
+            for message in unread:
+                assert not message.HasField("manifest")
+                received += 1
+        error = from_rpc_error(ended.value)
+        assert (error.code, error.reason) == (grpc.StatusCode.ABORTED, "EXPORT_STALLED"), error
+        assert "SEALTRAIL_EXPORT_STALL_SECONDS" in error.message, error
+
+        # Gone silent (no FIN, no RST): ended after the stall, not keepalive's 80 s.
+        with contextlib.closing(SilentProxy(("127.0.0.1", stalling.port))) as proxy:
+            silent, _ = _unread_export(proxy.target, stalling.token(tenant, "exporter"))
+            channels.append(silent)
+            proxy.silence()
+            _export_when_a_place_frees(admin, tmp_path / "after-silent.ndjson", within=30)
+        admin.close()
+    finally:
+        for open_channel in channels:
+            open_channel.close()
+        stalling.close()
 
 
 def test_export_of_100k_events_in_constant_server_memory(

@@ -35,6 +35,15 @@ def test_the_exports_open_at_once_are_settings_with_the_limits_as_they_were() ->
         Settings.load({"SEALTRAIL_EXPORT_MAX_PER_TENANT": "x"})
 
 
+def test_an_export_stalled_for_five_minutes_is_ended_by_default() -> None:
+    """A bound of the time a stopped reader holds its export (ADR 0072); past
+    a day it would bound nothing."""
+    assert Settings.load({}).export_stall_seconds == 300
+    assert Settings.load({"SEALTRAIL_EXPORT_STALL_SECONDS": "0.5"}).export_stall_seconds == 0.5
+    with pytest.raises(SystemExit, match="SEALTRAIL_EXPORT_STALL_SECONDS must be at most 86400"):
+        Settings.load({"SEALTRAIL_EXPORT_STALL_SECONDS": "86401"})
+
+
 def test_a_count_given_as_an_override_is_checked_too() -> None:
     with pytest.raises(SystemExit, match="SEALTRAIL_RETENTION_BATCH_EVENTS must be at least 1"):
         Settings.load({}, retention_batch_events=-5)
@@ -59,7 +68,13 @@ def test_seconds_below_zero_or_not_finite_are_refused_by_name(name: str, raw: st
 
 
 @pytest.mark.parametrize(
-    "name", ["STREAM_HEARTBEAT_SECONDS", "FORWARD_POLL_INTERVAL", "CONNECTION_IDLE_SECONDS"]
+    "name",
+    [
+        "STREAM_HEARTBEAT_SECONDS",
+        "FORWARD_POLL_INTERVAL",
+        "CONNECTION_IDLE_SECONDS",
+        "EXPORT_STALL_SECONDS",  # every export ended at its first chunk
+    ],
 )
 def test_seconds_that_zero_would_make_a_loop_of_are_refused_at_zero(name: str) -> None:
     with pytest.raises(SystemExit, match=f"SEALTRAIL_{name} must be more than 0 seconds"):

@@ -4,9 +4,12 @@ check what it got. Each export is recorded in the log as `audit_log.exported`.""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import hashlib
+import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import aclosing, contextmanager
 from datetime import datetime
 from typing import Any
@@ -17,7 +20,8 @@ from google.protobuf import json_format
 from sealtrail.v1 import audit_service_pb2 as pb
 
 from ..domain.access import Principal
-from ..domain.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from ..domain.errors import Aborted, FailedPrecondition, InvalidArgument, ResourceExhausted
+from ..domain.filters import EventFilter
 from ..export.formats import CsvEncoder, Encoder, JsonEncoder, NdjsonEncoder
 from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
@@ -27,7 +31,9 @@ from ..store.events import recent_exports, stream_events
 from ..store.tree import tree_size
 from .audited import FilterDetails, record_access
 from .convert import UNREADABLE, event_from_record, request_filter, unreadable_record
-from .guard import current_principal
+from .guard import abort_call, current_principal
+
+log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 CHUNK_BYTES = 64 * 1024
@@ -81,7 +87,7 @@ class ExportsOpen:
     _PER_PROCESS). Past either, Export is refused before it is recorded or
     counted against the rate. An export whose client stops reading waits,
     holding its page (about 6 MB), and the rate alone let one tenant leave 30
-    more a minute so (helper-209)."""
+    more a minute so (helper-209); it waits so until StallWatch ends it."""
 
     def __init__(self, *, per_tenant: int = 4, per_process: int = 50) -> None:
         self._per_tenant = per_tenant
@@ -115,6 +121,82 @@ class ExportsOpen:
                 del self._open[tenant_id]
 
 
+class StallWatch:
+    """Ends an export that cannot hand a chunk to the transport for `seconds`
+    (SEALTRAIL_EXPORT_STALL_SECONDS, ADR 0072): its client stopped reading,
+    its connection kept (keepalive answered), or went silent. Such an export
+    waited inside gRPC's write for as long as its connection lived, holding
+    its place among the exports open and its page (about 6 MB) (helper-214).
+    Armed as a response is handed over (`handing`), disarmed once gRPC asks for
+    the next (`handed`): a reader that takes chunk after chunk, however slowly
+    in all, is never cut.
+
+    A handler waiting in gRPC's write is reached by neither its own end nor
+    an abort, which waits behind the unsent data (ADR 0072): the call's task
+    is cancelled, which ends the handler now (its place, page and cursor
+    given back as a cancelled call's are), and the abort's status, sent
+    first, reaches a client that reads on after what it had been sent."""
+
+    def __init__(self, seconds: float, context: Context, *, tenant_id: str) -> None:
+        self._seconds = seconds
+        self._context = context
+        self._tenant_id = tenant_id
+        self._loop = asyncio.get_running_loop()
+        # The call's task: gRPC writes each response in it.
+        self._task = asyncio.current_task()
+        # The call's own (its request id in the log line).
+        self._call_context = contextvars.copy_context()
+        self._timer: asyncio.TimerHandle | None = None
+        self.rows = 0
+        self.sent = 0
+
+    def handing(self, response: pb.ExportResponse) -> None:
+        self.rows = response.rows_so_far
+        self.sent += len(response.chunk)
+        self._timer = self._loop.call_later(self._seconds, self._end, context=self._call_context)
+
+    def handed(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _end(self) -> None:
+        self._timer = None
+        log.warning(
+            "ending an export of tenant %s: its client took no chunk for %g s"
+            " (SEALTRAIL_EXPORT_STALL_SECONDS); %d rows, %d bytes sent",
+            self._tenant_id,
+            self._seconds,
+            self.rows,
+            self.sent,
+        )
+        error = Aborted(
+            f"the export was ended: its client took no chunk for {self._seconds:g} s"
+            " (SEALTRAIL_EXPORT_STALL_SECONDS); export again",
+            reason="EXPORT_STALLED",
+        )
+        self._context.set_code(grpc.StatusCode.ABORTED)  # as the call's span and metrics say
+        # Its status waits behind the data the client has not taken; the task
+        # ends once it is sent or the connection closes, kept till then.
+        ending = self._loop.create_task(abort_call(self._context, error))
+        _ENDING.add(ending)
+        ending.add_done_callback(_the_end_sent)
+        if self._task is not None:
+            self._task.cancel()
+
+
+# The aborts of ended exports whose status is not sent yet.
+_ENDING: set[asyncio.Task[None]] = set()
+
+
+def _the_end_sent(ending: asyncio.Task[None]) -> None:
+    """An abort ends in an exception however it goes (AbortError once sent; a
+    failed batch once the connection is gone): nothing is left to tell."""
+    _ENDING.discard(ending)
+    if not ending.cancelled():
+        ending.exception()
+
+
 class ExportRpcs:
     _db: Database
     _appender: Appender
@@ -125,6 +207,7 @@ class ExportRpcs:
     _export_window: float
     _filter_details: FilterDetails
     _exports_open: ExportsOpen
+    _export_stall_seconds: float
 
     async def Export(
         self, request: pb.ExportRequest, context: Context
@@ -136,75 +219,95 @@ class ExportRpcs:
         seqs = seq_range(request)
         # Refused before it is recorded or counted against the rate.
         with self._exports_open.admitted(tenant_id):
-            if seqs is not None:
-                await self._within_the_log(tenant_id, seqs[1])
-            # Counted and recorded under one lock (across processes too): concurrent
-            # exports once all counted the same past ones and all went ahead.
-            # The filter as recorded, read before the lock: it may need a pooled
-            # connection of its own (the tenant's settings), which a change holding
-            # one must not wait for.
-            recorded_filter = await self._filter_details(tenant_id, request.filter)
-            async with self._changes.exclusive(
-                tenant_id, _EXPORT_RATE_SUBJECT, caller=principal.token_id
-            ) as conn:
-                await self._check_export_rate(conn, tenant_id)
-                export_event_id = await self._record_export(principal, request, recorded_filter)
-            checkpoint = await self._checkpointer.issue(tenant_id)
-            if checkpoint is None:
-                # The export's own event is in the log, so the log is gone: erased
-                # since that event was recorded.
-                raise tenant_erased(tenant_id)
-            size = checkpoint.tree_size
-
-            digest, sent, rows, first, last = hashlib.sha256(), 0, 0, 0, 0
-            buffer = bytearray(encoder.start())
-            after, upto = (0, size) if seqs is None else (seqs[0] - 1, seqs[1])
-            events = stream_events(
-                self._db,
-                tenant_id=tenant_id,
-                event_filter=event_filter,
-                after_seq=after,
-                upto_seq=upto,
-            )
-            async with aclosing(events):  # a cancelled export gives its connection back now
-                async for event in events:
+            watch = StallWatch(self._export_stall_seconds, context, tenant_id=tenant_id)
+            responses = self._exported(principal, request, encoder, event_filter, seqs)
+            async with aclosing(responses):
+                async for response in responses:
+                    watch.handing(response)
                     try:
-                        buffer += encoder.row(event.record, event.leaf_hash)
-                    except UNREADABLE as error:
-                        # A record rewritten in the database into something no event
-                        # is (Query's answer to the same is DATA_LOSS naming it).
-                        raise unreadable_record(event.seq, error) from None
-                    rows, first, last = rows + 1, first or event.seq, event.seq
-                    if len(buffer) >= CHUNK_BYTES:
-                        digest.update(buffer)
-                        sent += len(buffer)
-                        yield pb.ExportResponse(chunk=bytes(buffer), rows_so_far=rows)
-                        buffer.clear()
-            # Each page is read afresh, so an erasure that commits mid-export leaves
-            # the rest unread: end without a manifest that would pass for complete.
-            await refuse_if_erased_now(self._db, tenant_id)
-            buffer += encoder.end()
-            if buffer:
-                digest.update(buffer)
-                sent += len(buffer)
-                yield pb.ExportResponse(chunk=bytes(buffer), rows_so_far=rows)
-            yield pb.ExportResponse(
-                manifest=pb.ExportManifest(
-                    row_count=rows,
-                    byte_count=sent,
-                    sha256=digest.digest(),
-                    tree_size=size,
-                    first_seq=first,
-                    last_seq=last,
-                    root_hash=checkpoint.root_hash,
-                    checkpoint=checkpoint.note,
-                    export_event_id=export_event_id,
-                    media_type=encoder.media_type,
-                    range_first_seq=0 if seqs is None else seqs[0],
-                    range_last_seq=0 if seqs is None else seqs[1],
-                ),
-                rows_so_far=rows,
-            )
+                        yield response
+                    finally:
+                        watch.handed()
+
+    async def _exported(
+        self,
+        principal: Principal,
+        request: pb.ExportRequest,
+        encoder: Encoder,
+        event_filter: EventFilter,
+        seqs: tuple[int, int] | None,
+    ) -> AsyncGenerator[pb.ExportResponse]:
+        """The export's responses: its chunks, then its manifest."""
+        tenant_id = principal.tenant_id
+        if seqs is not None:
+            await self._within_the_log(tenant_id, seqs[1])
+        # Counted and recorded under one lock (across processes too): concurrent
+        # exports once all counted the same past ones and all went ahead.
+        # The filter as recorded, read before the lock: it may need a pooled
+        # connection of its own (the tenant's settings), which a change holding
+        # one must not wait for.
+        recorded_filter = await self._filter_details(tenant_id, request.filter)
+        async with self._changes.exclusive(
+            tenant_id, _EXPORT_RATE_SUBJECT, caller=principal.token_id
+        ) as conn:
+            await self._check_export_rate(conn, tenant_id)
+            export_event_id = await self._record_export(principal, request, recorded_filter)
+        checkpoint = await self._checkpointer.issue(tenant_id)
+        if checkpoint is None:
+            # The export's own event is in the log, so the log is gone: erased
+            # since that event was recorded.
+            raise tenant_erased(tenant_id)
+        size = checkpoint.tree_size
+
+        digest, sent, rows, first, last = hashlib.sha256(), 0, 0, 0, 0
+        buffer = bytearray(encoder.start())
+        after, upto = (0, size) if seqs is None else (seqs[0] - 1, seqs[1])
+        events = stream_events(
+            self._db,
+            tenant_id=tenant_id,
+            event_filter=event_filter,
+            after_seq=after,
+            upto_seq=upto,
+        )
+        async with aclosing(events):  # a cancelled export gives its connection back now
+            async for event in events:
+                try:
+                    buffer += encoder.row(event.record, event.leaf_hash)
+                except UNREADABLE as error:
+                    # A record rewritten in the database into something no event
+                    # is (Query's answer to the same is DATA_LOSS naming it).
+                    raise unreadable_record(event.seq, error) from None
+                rows, first, last = rows + 1, first or event.seq, event.seq
+                if len(buffer) >= CHUNK_BYTES:
+                    digest.update(buffer)
+                    sent += len(buffer)
+                    yield pb.ExportResponse(chunk=bytes(buffer), rows_so_far=rows)
+                    buffer.clear()
+        # Each page is read afresh, so an erasure that commits mid-export leaves
+        # the rest unread: end without a manifest that would pass for complete.
+        await refuse_if_erased_now(self._db, tenant_id)
+        buffer += encoder.end()
+        if buffer:
+            digest.update(buffer)
+            sent += len(buffer)
+            yield pb.ExportResponse(chunk=bytes(buffer), rows_so_far=rows)
+        yield pb.ExportResponse(
+            manifest=pb.ExportManifest(
+                row_count=rows,
+                byte_count=sent,
+                sha256=digest.digest(),
+                tree_size=size,
+                first_seq=first,
+                last_seq=last,
+                root_hash=checkpoint.root_hash,
+                checkpoint=checkpoint.note,
+                export_event_id=export_event_id,
+                media_type=encoder.media_type,
+                range_first_seq=0 if seqs is None else seqs[0],
+                range_last_seq=0 if seqs is None else seqs[1],
+            ),
+            rows_so_far=rows,
+        )
 
     async def _within_the_log(self, tenant_id: str, last_seq: int) -> None:
         """Refuse a range that ends beyond the log as it is before the export

@@ -59,7 +59,7 @@ def _authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
     return None
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: SealtrailError) -> None:
+async def abort_call(context: grpc.aio.ServicerContext[Any, Any], error: SealtrailError) -> None:
     """End the call with `error`'s rich status. An abort replaces the trailing
     metadata set before it, so the request id is sent along again."""
     status = grpc_status(error)
@@ -73,7 +73,7 @@ async def _fail(context: grpc.aio.ServicerContext[Any, Any], method: str, error:
     if not isinstance(error, SealtrailError):
         log.exception("%s failed unexpectedly", method, exc_info=error)
         error = unexpected_failure()
-    await _abort(context, error)
+    await abort_call(context, error)
 
 
 class _Undecodable:

@@ -117,6 +117,7 @@ class AuditLogServicer(
         export_window: float = 60.0,
         export_max_per_tenant: int = 4,
         export_max_per_process: int = 50,
+        export_stall_seconds: float = 300.0,
         key_read_window: timedelta = timedelta(minutes=10),
         count_timeout: float = 30.0,
         settings_cache: SettingsCache,
@@ -168,6 +169,7 @@ class AuditLogServicer(
         self._heartbeat_seconds = heartbeat_seconds
         self._export_limit = export_limit
         self._export_window = export_window
+        self._export_stall_seconds = export_stall_seconds
         self._exports_open = ExportsOpen(
             per_tenant=export_max_per_tenant, per_process=export_max_per_process
         )

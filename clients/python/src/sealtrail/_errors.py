@@ -7,7 +7,8 @@ SealtrailError                 every failed call; .code, .message, .reason, .met
 ├── AlreadyExistsError         ALREADY_EXISTS
 ├── UnauthenticatedError       UNAUTHENTICATED
 ├── PermissionDeniedError      PERMISSION_DENIED
-├── AbortedError               ABORTED (a change on condition of an etag lost a race)
+├── AbortedError               ABORTED (a change on condition of an etag lost a race,
+│                              or an export whose reader stopped was ended)
 ├── ResourceExhaustedError     RESOURCE_EXHAUSTED; .retry_after
 ├── UnavailableError           UNAVAILABLE; .retry_after
 └── RpcFailedError             any other status (INTERNAL, DEADLINE_EXCEEDED, ...)
@@ -109,7 +110,9 @@ class PermissionDeniedError(SealtrailError):
 
 class AbortedError(SealtrailError):
     """A change made on condition of an etag found the resource changed since it
-    was read (reason ETAG_MISMATCH): nothing was changed; read it again."""
+    was read (reason ETAG_MISMATCH): nothing was changed; read it again. Or an
+    export whose reader took no chunk for the server's stall setting was ended
+    (reason EXPORT_STALLED): export again."""
 
 
 class ResourceExhaustedError(SealtrailError):
