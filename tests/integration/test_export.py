@@ -26,6 +26,8 @@ from sealtrail import (
     RpcFailedError,
     build_event,
     build_filter,
+    verify_bundle,
+    write_bundle,
 )
 from sealtrail._errors import from_rpc_error
 from sealtrail._export import ExportFile
@@ -325,6 +327,33 @@ def test_an_export_whose_client_stops_reading_is_ended_and_one_read_slowly_is_no
     finally:
         for open_channel in channels:
             open_channel.close()
+        stalling.close()
+
+
+def test_a_bundle_waits_for_a_place_among_the_exports_open(
+    migrated_database_url: str, tenant: str, tmp_path: Path
+) -> None:
+    """A bundle whose Export was refused for the exports the tenant had open
+    (TOO_MANY_EXPORTS, retry after 5 s) failed with it at once (helper-214).
+    It waits the server's delay and tries again, as a call is retried: here
+    the export that held the place is ended meanwhile, its client having
+    stopped reading, and the bundle is written from one export."""
+    stalling = ServerThread(
+        migrated_database_url, export_max_per_tenant=1, export_stall_seconds=1.0
+    )
+    channel: grpc.Channel | None = None
+    try:
+        with AuditClient(stalling.target, token=stalling.token(tenant), timeout=60) as admin:
+            _record_bulk(admin)
+            channel, _ = _unread_export(stalling.target, stalling.token(tenant, "exporter"))
+            written = write_bundle(admin, tmp_path / "bundle")
+            assert written.complete and written.count > 2400
+            exported = list(admin.query(build_filter(actions="audit_log.exported")))
+            assert len(exported) == 2, "the bundle was not read by an export"
+        assert verify_bundle(tmp_path / "bundle").count == written.count
+    finally:
+        if channel is not None:
+            channel.close()
         stalling.close()
 
 

@@ -74,6 +74,7 @@ from sealtrail._retry import (
     ENTRY_RETRYABLE,
     ERASURE_RETRYABLE,
     ERASURE_TIMEOUT,
+    EXPORT_NOT_RETRIED,
     PREVIEW_RETRYABLE,
     RETRYABLE,
     WHOLE_LOG_TIMEOUT,
@@ -764,24 +765,47 @@ class AsyncAuditClient:
         first_seq: int = 0,
         last_seq: int = 0,
     ) -> AsyncIterator[audit_service_pb2.ExportResponse]:
-        """The raw Export stream: content chunks, then the manifest. Not retried:
-        each export is itself recorded in the log. With `first_seq` and
-        `last_seq`, only the events of that seq range (both included)."""
+        """The raw Export stream: content chunks, then the manifest. With
+        `first_seq` and `last_seq`, only the events of that seq range (both
+        included). Retried as a call is (the server's delay, max_attempts)
+        until its first message arrives: refused for the exports the tenant
+        or the server has open (TOO_MANY_EXPORTS), say. Not once under way,
+        nor refused for the tenant's export rate (EXPORT_RATE_LIMITED, its
+        `retry_after` the window's rest): see EXPORT_NOT_RETRIED."""
         if self._closed:
             raise ClientClosedError
         request = audit_service_pb2.ExportRequest(
             filter=filter, format=export_format(format), first_seq=first_seq, last_seq=last_seq
         )
         metadata, sent_id = stream_metadata(self._metadata, owns_channel=self._owns_channel)
-        try:
-            async for message in self._stub.Export(request, metadata=metadata):
-                yield message
-        except grpc.RpcError as exc:
-            raise failed_call(exc, sent_id=sent_id, retried=False) from exc
-        except asyncio.CancelledError:
-            if (closed := self._closed_under(sent_id, retried=False)) is None:
-                raise
-            raise closed from None
+        attempt, retrying = 1, None
+        while True:
+            received = False
+            try:
+                call = aiter(self._stub.Export(request, metadata=metadata))
+            # grpc.aio's "Channel is closed." (a given channel), or the client closed.
+            except (grpc.aio.UsageError, ClientClosedError) as exc:
+                if retrying is None:  # closed before the first attempt
+                    raise
+                raise retrying from exc  # closed while the client waited to retry
+            try:
+                while (message := await _next_message(call, retrying)) is not None:
+                    received = True
+                    yield message
+                return
+            except grpc.RpcError as exc:
+                error = failed_call(exc, sent_id=sent_id, retried=retrying is not None)
+                under_way = received or error.reason in EXPORT_NOT_RETRIED
+                delay = None if under_way else self._backoff(attempt, error)
+                if delay is None:
+                    raise error from exc
+            except asyncio.CancelledError:
+                if (closed := self._closed_under(sent_id, retried=retrying is not None)) is None:
+                    raise
+                raise closed from None
+            retrying = error
+            await self._sleep(delay)
+            attempt += 1
 
     async def export(
         self,

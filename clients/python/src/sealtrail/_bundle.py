@@ -154,7 +154,11 @@ def write_bundle(
     exporter's), an export refused by the rate limit, or a log that does not
     match its checkpoint (which then shows which records it cannot prove).
     A complete bundle overtaken by a retention pass is written again (see
-    `_complete`); overtaken each time, BundleError says to retry.
+    `_complete`); overtaken each time, BundleError says to retry. An Export
+    refused for the exports the tenant or the server has open at once
+    (TOO_MANY_EXPORTS) is asked again after the server's delay, as the client
+    retries a call (up to its max_attempts), then raised: proving each record
+    would load a server already busy with exports.
 
     With `seq_range` (and no filter) the bundle is every event of that range
     of seqs, proven complete within it (ADR 0068): read by one Export of the
@@ -323,7 +327,9 @@ def _removals(source: _Source, out: Path, origin: str) -> tuple[RemovedLeaves, s
 
 
 # Export refusals after which the bundle is still written, one proof per record
-# (not a server overloaded, OVERLOADED: a proof a record would load it more).
+# (not a server overloaded, OVERLOADED, nor one with as many exports open as it
+# may, TOO_MANY_EXPORTS, which `source.export` retried: a proof a record would
+# load it more).
 _PROVE_INSTEAD = frozenset(
     {
         (grpc.StatusCode.PERMISSION_DENIED, None),  # a reader's token

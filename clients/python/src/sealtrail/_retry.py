@@ -57,6 +57,16 @@ def erased_meanwhile(error: UnauthenticatedError) -> UnauthenticatedError:
     return said
 
 
+# An export is retried as a call is, but only before its first message (under
+# way, it would begin anew: what was received would come again), and never
+# after a refusal for the tenant's export rate, whose delay runs to its
+# window's end (a minute by default, up to a day): the caller decides, and a
+# bundle proves its records one by one instead. A refusal for the exports open
+# at once (TOO_MANY_EXPORTS) comes before the export is recorded; a retry after
+# a server failed past its record records it again, as a retried Query does.
+EXPORT_NOT_RETRIED = frozenset({"EXPORT_RATE_LIMITED"})
+
+
 # Seconds a call that reads a tenant's whole log (VerifyLog; a retention
 # preview, up to a million events) is waited for: minutes for a large log,
 # where the client's default deadline cut it off, and each retry began anew.

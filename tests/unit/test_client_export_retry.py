@@ -1,0 +1,194 @@
+"""When the clients retry an export: before its first message, as a call is
+(the server's delay, then max_attempts), but never a refusal for the export
+rate, and nothing once a message has arrived. Against grpcio-testing's fake
+channel (the sync client) and a scripted server (the async one)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import grpc_testing
+import pytest
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from sealtrail import AsyncAuditClient, AuditClient, ResourceExhaustedError, UnavailableError
+from sealtrail.v1 import audit_service_pb2
+from tests.scripted_service import scripted
+
+SERVICE = audit_service_pb2.DESCRIPTOR.services_by_name["AuditLogService"]
+EXPORT = SERVICE.methods_by_name["Export"]
+CONTENT = b'{"seq":1}\n'
+
+
+def _refusal(code: grpc.StatusCode, reason: str, retry_after: float) -> status_pb2.Status:
+    status = status_pb2.Status(code=code.value[0], message=f"refused: {reason}")
+    status.details.add().Pack(error_details_pb2.ErrorInfo(reason=reason, domain="sealtrail"))
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(int(retry_after * 1e9))
+    status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    return status
+
+
+def _trailers(status: status_pb2.Status) -> tuple[tuple[str, bytes], ...]:
+    return (("grpc-status-details-bin", status.SerializeToString()),)
+
+
+TOO_MANY = _refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_EXPORTS", 5.0)
+RATE = _refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, "EXPORT_RATE_LIMITED", 50.0)
+STOPPING = _refusal(grpc.StatusCode.UNAVAILABLE, "SERVER_STOPPING", 1.0)
+
+
+def _chunk() -> audit_service_pb2.ExportResponse:
+    return audit_service_pb2.ExportResponse(chunk=CONTENT, rows_so_far=1)
+
+
+def _manifest() -> audit_service_pb2.ExportResponse:
+    return audit_service_pb2.ExportResponse(
+        manifest=audit_service_pb2.ExportManifest(
+            row_count=1, byte_count=len(CONTENT), sha256=hashlib.sha256(CONTENT).digest()
+        ),
+        rows_so_far=1,
+    )
+
+
+@pytest.fixture
+def channel() -> grpc_testing.Channel:
+    return grpc_testing.channel([SERVICE], grpc_testing.strict_real_time())
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def client(channel: grpc_testing.Channel, sleeps: list[float]) -> Iterator[AuditClient]:
+    with AuditClient(
+        "unused",
+        token="s3cret",
+        max_attempts=3,
+        channel=channel,
+        sleep=sleeps.append,
+        rng=random.Random(0),
+    ) as client:
+        yield client
+
+
+def _refuse(channel: grpc_testing.Channel, status: status_pb2.Status) -> bytes:
+    _, request, rpc = channel.take_unary_stream(EXPORT)
+    rpc.terminate(_trailers(status), grpc.StatusCode(_code(status)), status.message)
+    return bytes(request.SerializeToString())
+
+
+def _code(status: status_pb2.Status) -> grpc.StatusCode:
+    return next(code for code in grpc.StatusCode if code.value[0] == status.code)
+
+
+def test_an_export_refused_for_the_exports_open_is_retried_after_the_servers_delay(
+    client: AuditClient, channel: grpc_testing.Channel, sleeps: list[float], tmp_path: Path
+) -> None:
+    """TOO_MANY_EXPORTS comes before the export is recorded, with the delay
+    after which a place may be free: it was raised at once, and a bundle
+    failed with it (helper-214). It is retried as a call is."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        exported = pool.submit(client.export, tmp_path / "out.ndjson")
+        first = _refuse(channel, TOO_MANY)
+        _, request, rpc = channel.take_unary_stream(EXPORT)
+        assert request.SerializeToString() == first  # the same export asked again
+        rpc.send_response(_chunk())
+        rpc.send_response(_manifest())
+        rpc.terminate((), grpc.StatusCode.OK, "")
+        assert exported.result(timeout=10).row_count == 1
+    assert (tmp_path / "out.ndjson").read_bytes() == CONTENT
+    assert len(sleeps) == 1 and 5.0 < sleeps[0] <= 5.1  # the server's delay, and jitter
+
+
+def test_an_export_still_refused_after_max_attempts_says_it_was_retried(
+    client: AuditClient, channel: grpc_testing.Channel, sleeps: list[float]
+) -> None:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        exported = pool.submit(lambda: list(client.export_stream()))
+        for _ in range(3):
+            _refuse(channel, TOO_MANY)
+        with pytest.raises(ResourceExhaustedError) as refused:
+            exported.result(timeout=10)
+    assert refused.value.reason == "TOO_MANY_EXPORTS" and refused.value.retried
+    assert len(sleeps) == 2
+
+
+def test_an_export_past_the_rate_is_raised_at_once(
+    client: AuditClient, channel: grpc_testing.Channel, sleeps: list[float]
+) -> None:
+    """The rate's delay runs to its window's end (a minute, up to a day): the
+    caller decides, and a bundle proves its records one by one instead."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        exported = pool.submit(lambda: list(client.export_stream()))
+        _refuse(channel, RATE)
+        with pytest.raises(ResourceExhaustedError) as refused:
+            exported.result(timeout=10)
+    assert refused.value.reason == "EXPORT_RATE_LIMITED" and not refused.value.retried
+    assert refused.value.retry_after == 50.0 and sleeps == []
+
+
+def test_an_export_that_fails_after_its_first_message_is_not_retried(
+    client: AuditClient, channel: grpc_testing.Channel, sleeps: list[float], tmp_path: Path
+) -> None:
+    """Under way, an export is not begun again: what was received would come
+    again, and the caller has it."""
+    taken = threading.Event()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        exported = pool.submit(
+            client.export, tmp_path / "out.ndjson", progress=lambda rows, size: taken.set()
+        )
+        _, _, rpc = channel.take_unary_stream(EXPORT)
+        rpc.send_response(_chunk())
+        assert taken.wait(10)  # received (a status set before drops what is unread)
+        rpc.terminate(_trailers(STOPPING), grpc.StatusCode.UNAVAILABLE, STOPPING.message)
+        with pytest.raises(UnavailableError) as failed:
+            exported.result(timeout=10)
+    assert not failed.value.retried and sleeps == []
+    assert not (tmp_path / "out.ndjson").exists()
+
+
+async def test_the_async_client_retries_an_export_before_its_first_message_only(
+    tmp_path: Path,
+) -> None:
+    """The same with the async client: refused for the exports open, then
+    exported; then an export failing after its first message, not retried."""
+    attempts: list[audit_service_pb2.ExportRequest] = []
+    waited: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waited.append(seconds)
+
+    async def export(
+        request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> AsyncIterator[bytes]:
+        attempts.append(audit_service_pb2.ExportRequest.FromString(request))
+        if len(attempts) == 1:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY.message, _trailers(TOO_MANY)
+            )
+        yield _chunk().SerializeToString()
+        if len(attempts) == 3:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, STOPPING.message, _trailers(STOPPING))
+        yield _manifest().SerializeToString()
+
+    handler = grpc.unary_stream_rpc_method_handler(export)
+    async with (
+        scripted({"Export": handler}) as target,
+        AsyncAuditClient(target, token="s3cret", sleep=sleep, rng=random.Random(0)) as client,
+    ):
+        manifest = await client.export(tmp_path / "out.ndjson")
+        assert manifest.row_count == 1 and len(attempts) == 2
+        assert len(waited) == 1 and 5.0 < waited[0] <= 5.1
+        with pytest.raises(UnavailableError) as failed:
+            await client.export(tmp_path / "again.ndjson")
+        assert not failed.value.retried and len(attempts) == 3 and len(waited) == 1
