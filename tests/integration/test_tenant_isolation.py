@@ -3,18 +3,24 @@ it: event ids, page tokens, stream cursors, proofs, exports, token ids."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from sealtrail import (
+    AuditClient,
     InvalidArgumentError,
     NotFoundError,
+    ResourceExhaustedError,
     RpcFailedError,
     build_event,
     build_filter,
 )
+from tests.conftest import ServerThread
+from tests.lock_waits import until, until_blocked
 
 
 @pytest.fixture
@@ -86,3 +92,55 @@ def test_token_ids_of_another_tenant_cannot_be_revoked(
     with pytest.raises(NotFoundError):
         b.revoke_token(victim.token.token_id)
     assert not a.list_tokens()[-1].HasField("revoke_time")
+
+
+def test_one_tenants_flood_of_writes_leaves_room_for_another_tenants_calls(
+    migrated_database_url: str, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A recorder of one tenant sending batch after batch faster than they are
+    written filled what a process lets wait to be written
+    (SEALTRAIL_APPEND_MAX_PENDING_EVENTS), and every other tenant's calls were
+    refused OVERLOADED meanwhile: their writes, and their reads, each of which
+    waits for its access record. One tenant's own waiting events now take at
+    most half of either bound: past it, its next call is refused, and the other
+    half is left to the others."""
+    own = ServerThread(migrated_database_url, append_max_pending_events=20)
+    flooder, other = tenant, f"{tenant}-other"
+    a = AuditClient(own.target, token=own.token(flooder, "recorder"), max_attempts=1)
+    b = AuditClient(own.target, token=own.token(other, "reader"), max_attempts=1)
+    appender = own.service._appender
+    assert appender is not None
+
+    def waiting() -> int:
+        return appender._waiting()[0]
+
+    def batch(label: str) -> list[Any]:
+        return [build_event(action="bulk.write", actor_id=label) for _ in range(10)]
+
+    pool = ThreadPoolExecutor(4)
+    try:
+        a.record(build_event(action="bulk.write", actor_id="first"))  # the heads exist
+        b.query_page(page_size=1)
+        with sql.transaction():
+            # The appender's next batch of the flooding tenant waits for its head;
+            # what is handed in after it waits to be written.
+            sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [flooder])
+            held = pool.submit(a.record, build_event(action="bulk.write", actor_id="held"))
+            until_blocked(sql, held)
+            first = pool.submit(a.record_batch, batch("first"))
+            until(lambda: waiting() == 10, first)
+            second = pool.submit(a.record_batch, batch("second"))
+            until(lambda: second.done() or waiting() == 20, held)
+            read = pool.submit(b.query_page, page_size=1)
+            until(lambda: read.done() or waiting() > 10 + (0 if second.done() else 10), held)
+        assert len(held.result(timeout=30).event.id) == 36
+        assert len(first.result(timeout=30)) == 10
+        assert read.result(timeout=30) is not None  # the other tenant read on
+        with pytest.raises(ResourceExhaustedError) as refused:
+            second.result(timeout=30)  # the flooding tenant waits for its own
+        assert refused.value.reason == "OVERLOADED"
+    finally:
+        pool.shutdown(wait=True)
+        a.close()
+        b.close()
+        own.close()

@@ -150,6 +150,32 @@ class _Pending:
     submissions: list[_Submission] = field(default_factory=list)
     events: int = 0
     size: int = 0
+    # The same, of each tenant with submissions waiting.
+    tenant_events: Counter[str] = field(default_factory=Counter)
+    tenant_size: Counter[str] = field(default_factory=Counter)
+
+    def add(self, submission: _Submission) -> None:
+        self.submissions.append(submission)
+        self.events += len(submission.events)
+        self.size += submission.size
+        self.tenant_events[submission.tenant_id] += len(submission.events)
+        self.tenant_size[submission.tenant_id] += submission.size
+
+    def taken(self, batch: list[_Submission]) -> None:
+        """`batch`, the first submissions, is no longer waiting."""
+        self.submissions = self.submissions[len(batch) :]
+        for submission in batch:
+            self.events -= len(submission.events)
+            self.size -= submission.size
+            tenant = submission.tenant_id
+            self.tenant_events[tenant] -= len(submission.events)
+            self.tenant_size[tenant] -= submission.size
+            if not self.tenant_events[tenant] and not self.tenant_size[tenant]:
+                del self.tenant_events[tenant], self.tenant_size[tenant]
+
+    def of(self, tenant_id: str) -> tuple[int, int]:
+        """The events of `tenant_id` waiting, and their size in bytes."""
+        return self.tenant_events.get(tenant_id, 0), self.tenant_size.get(tenant_id, 0)
 
 
 # Committed appends are announced here as `tenant:tree size` (stream/hub.py).
@@ -356,6 +382,7 @@ class Appender:
                 checkout=checkout,
                 keep=keep,
                 waiting=self._waiting,
+                waiting_of=self._waiting_of,
                 measures=self._measures,
                 max_wait=max_wait,
                 batch_events=batch_events,
@@ -383,6 +410,10 @@ class Appender:
 
     def _waiting(self) -> tuple[int, int]:
         small, large = self._small.waiting, self._large.waiting
+        return small[0] + large[0], small[1] + large[1]
+
+    def _waiting_of(self, tenant_id: str) -> tuple[int, int]:
+        small, large = self._small.waiting_of(tenant_id), self._large.waiting_of(tenant_id)
         return small[0] + large[0], small[1] + large[1]
 
     @property
@@ -441,6 +472,7 @@ class _Lane:
         checkout: Checkout,
         keep: bool,
         waiting: Callable[[], tuple[int, int]],
+        waiting_of: Callable[[str], tuple[int, int]],
         measures: AppendMeasures,
         max_wait: float,
         batch_events: int,
@@ -458,6 +490,7 @@ class _Lane:
         self._checkout = checkout
         self._kept = KeptConnection(db, checkout) if keep else None
         self._waiting_in_all = waiting  # the events and bytes waiting in every lane
+        self._waiting_of_tenant = waiting_of  # ... of one tenant
         # Its tenants' submissions handed in and not yet written (or failed),
         # whether or not their callers still wait; `_batch_done` after each batch.
         self._tenants: Counter[str] = Counter()
@@ -506,9 +539,7 @@ class _Lane:
             await self._batch_done.wait()
 
     def _handed_in(self, submission: _Submission) -> None:
-        self._pending.submissions.append(submission)
-        self._pending.events += len(submission.events)
-        self._pending.size += submission.size
+        self._pending.add(submission)
         self._tenants[submission.tenant_id] += 1
 
     def _done_with(self, batch: list[_Submission]) -> None:
@@ -524,6 +555,10 @@ class _Lane:
     def waiting(self) -> tuple[int, int]:
         """The events handed in and not yet taken, and their size in bytes."""
         return self._pending.events, self._pending.size
+
+    def waiting_of(self, tenant_id: str) -> tuple[int, int]:
+        """`waiting`, of one tenant."""
+        return self._pending.of(tenant_id)
 
     def start(self) -> None:
         if self._task is None:
@@ -578,6 +613,22 @@ class _Lane:
             raise ResourceExhausted(
                 f"{waiting} events ({waiting_size} bytes) are waiting to be written on this"
                 " server; retry shortly",
+                retry_after=_OVERLOADED_RETRY_SECONDS,
+                reason="OVERLOADED",
+            )
+        own, own_size = self._waiting_of_tenant(tenant_id)
+        if own and (
+            own + len(events) > self._max_pending_events // 2
+            or own_size + size > self._max_pending_bytes // 2
+        ):
+            # One tenant's waiting events take at most half of either bound
+            # (but for its first submission, taken as above): a recorder
+            # sending batches faster than they are written filled it all, and
+            # every other tenant's writes, and reads (each waits for its
+            # access record), were refused meanwhile.
+            raise ResourceExhausted(
+                f"{own} events ({own_size} bytes) of this tenant are waiting to be written on"
+                " this server, as many as one tenant may have waiting; retry shortly",
                 retry_after=_OVERLOADED_RETRY_SECONDS,
                 reason="OVERLOADED",
             )
@@ -681,9 +732,8 @@ class _Lane:
             count += len(pending.submissions[taken].events)
             size += pending.submissions[taken].size
             taken += 1
-        batch, pending.submissions = pending.submissions[:taken], pending.submissions[taken:]
-        pending.events -= count
-        pending.size -= size
+        batch = pending.submissions[:taken]
+        pending.taken(batch)
         if pending.events < self._batch_events:
             self._batch_full.clear()
         if not pending.submissions:
