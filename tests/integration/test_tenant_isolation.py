@@ -144,3 +144,64 @@ def test_one_tenants_flood_of_writes_leaves_room_for_another_tenants_calls(
         a.close()
         b.close()
         own.close()
+
+
+def test_one_tenants_writes_in_flight_leave_room_for_another_tenants_writes(
+    migrated_database_url: str, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """What the Record and RecordBatch calls being handled may hold
+    (SEALTRAIL_RECORD_MAX_IN_FLIGHT_BYTES) was one budget for every tenant: a
+    recorder keeping calls in flight until its next was refused held it all,
+    and every other tenant's writes were refused OVERLOADED meanwhile. One
+    tenant's calls now hold at most half of it (its first call, whatever its
+    size, is taken as before while the budget has room)."""
+    own = ServerThread(migrated_database_url, record_max_in_flight_bytes=2_000_000)
+    flooder, other = tenant, f"{tenant}-other"
+    a = AuditClient(own.target, token=own.token(flooder, "recorder"), max_attempts=1)
+    b = AuditClient(own.target, token=own.token(other, "recorder"), max_attempts=1)
+    appender = own.service._appender
+    assert appender is not None
+
+    def waiting() -> int:
+        return appender._waiting()[0]
+
+    def large(count: int) -> list[Any]:  # each event about 4 KB, 72 KB as counted
+        return [build_event(action="bulk.write", actor_id="a", description="x" * 4000)] * count
+
+    pool = ThreadPoolExecutor(64)
+    calls: list[Any] = []
+    try:
+        a.record(build_event(action="bulk.write", actor_id="first"))  # the heads exist
+        b.record(build_event(action="bulk.write", actor_id="first"))
+        with sql.transaction():
+            # The flooding tenant's writes wait for its head, in flight.
+            sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [flooder])
+            held = pool.submit(a.record, build_event(action="bulk.write", actor_id="held"))
+            until_blocked(sql, held)
+            expected = 0
+
+            def send(size: int) -> Any:
+                call = pool.submit(a.record_batch, large(size))
+                calls.append(call)
+                until(lambda: call.done() or waiting() == expected + size, held)
+                return call
+
+            # Batches of ten until one is refused, then single events until one is:
+            # the budget is then as full as the flooding tenant can make it.
+            for size in (10, 1):
+                for _ in range(30):
+                    if send(size).done():
+                        break
+                    expected += size
+            write = pool.submit(b.record, large(1)[0])
+            until(lambda: write.done() or waiting() == expected + 1, held)
+        assert len(held.result(timeout=30).event.id) == 36
+        assert write.result(timeout=30).event.seq == 2  # the other tenant wrote on
+        refused = [call.exception(timeout=30) for call in calls]
+        assert isinstance(refused[-1], ResourceExhaustedError)  # the flooder waits for its own
+        assert refused[-1].reason == "OVERLOADED"
+    finally:
+        pool.shutdown(wait=True)
+        a.close()
+        b.close()
+        own.close()

@@ -10,6 +10,7 @@ handed, after all that (helper-138)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
@@ -25,27 +26,41 @@ RETRY_SECONDS: Final = 1.0
 
 
 class InFlight:
-    """What the calls being handled hold, against `limit` bytes."""
+    """What the calls being handled hold, against `limit` bytes, and of that
+    at most half by one tenant's calls."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self.held = 0
+        self._held_by: Counter[str] = Counter()
 
     @contextmanager
-    def holding(self, received: int) -> Iterator[None]:
-        """Counts a call whose request is `received` bytes while the block
-        runs. A call is taken, however large, when no other is held: a batch
-        at the request size limit is never refused by the budget alone."""
+    def holding(self, received: int, tenant_id: str) -> Iterator[None]:
+        """Counts a call of `tenant_id` whose request is `received` bytes while
+        the block runs. A call is taken, however large, when no other is held:
+        a batch at the request size limit is never refused by the budget
+        alone. A tenant's calls hold at most half of it, but for its first
+        (one call of any size, as the budget has room): one recorder keeping
+        calls in flight until its next was refused held it all, and every
+        other tenant's writes were refused meanwhile."""
         size = received * EXPANSION
-        if self.held and self.held + size > self._limit:
+        own = self._held_by[tenant_id]
+        if self.held and (
+            self.held + size > self._limit or (own and own + size > self._limit // 2)
+        ):
+            whose = "of this tenant " if self.held + size <= self._limit else ""
             raise ResourceExhausted(
-                f"the writes being handled on this server hold about {self.held >> 20} MiB;"
-                " retry shortly",
+                f"the writes {whose}being handled on this server hold about"
+                f" {(own if whose else self.held) >> 20} MiB; retry shortly",
                 retry_after=RETRY_SECONDS,
                 reason="OVERLOADED",
             )
         self.held += size
+        self._held_by[tenant_id] += size
         try:
             yield
         finally:
             self.held -= size
+            self._held_by[tenant_id] -= size
+            if not self._held_by[tenant_id]:
+                del self._held_by[tenant_id]

@@ -186,7 +186,7 @@ class AuditLogServicer(
         self, request: bytes, context: Context
     ) -> pb.RecordResponse:
         """The request arrives as its encoding, counted before it is parsed."""
-        with self._in_flight.holding(len(request)):
+        with self._in_flight.holding(len(request), current_principal().tenant_id):
             return await self._record(_parsed(pb.RecordRequest, request))
 
     async def _record(self, request: pb.RecordRequest) -> pb.RecordResponse:
@@ -213,7 +213,7 @@ class AuditLogServicer(
         details took 15 s, every other call of the process waiting, and then
         building and serializing the answer at once took a second more
         (helper-138). Counted before it is parsed (InFlight)."""
-        with self._in_flight.holding(len(request)):
+        with self._in_flight.holding(len(request), current_principal().tenant_id):
             return await self._record_batch(request)
 
     async def _record_batch(self, request: bytes) -> bytes:
