@@ -18,7 +18,6 @@ from google.protobuf import field_mask_pb2
 
 from sealtrail._checkpoint_check import CheckpointCheck, SavedCheckpoint
 from sealtrail._convert import (
-    CHANNEL_OPTIONS,
     HOLD_PLACED,
     HOLD_RELEASED,
     POLICY_UPDATED,
@@ -39,6 +38,7 @@ from sealtrail._convert import (
     batch_request,
     batch_results,
     build_event,
+    channel_options,
     count_request,
     create_token_request,
     entries_to_resend,
@@ -196,6 +196,7 @@ class AsyncAuditClient:
             if tls or root_certificates is not None or client_certificate is not None
             else None
         )
+        self._options = channel_options(max_backoff=max_backoff)
         self._channel = channel
         self._stub_made: audit_service_pb2_grpc.AuditLogServiceAsyncStub | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the own channel's
@@ -258,11 +259,11 @@ class AsyncAuditClient:
         interceptors: Any = aio_correlation_interceptors()
         channel = (
             grpc.aio.insecure_channel(
-                self._target, options=CHANNEL_OPTIONS, interceptors=interceptors
+                self._target, options=self._options, interceptors=interceptors
             )
             if self._credentials is None
             else grpc.aio.secure_channel(
-                self._target, self._credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
+                self._target, self._credentials, options=self._options, interceptors=interceptors
             )
         )
         self._loop = loop

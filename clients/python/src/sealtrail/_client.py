@@ -16,7 +16,6 @@ from google.protobuf import field_mask_pb2
 
 from sealtrail._checkpoint_check import CheckpointCheck, SavedCheckpoint
 from sealtrail._convert import (
-    CHANNEL_OPTIONS,
     HOLD_PLACED,
     HOLD_RELEASED,
     POLICY_UPDATED,
@@ -37,6 +36,7 @@ from sealtrail._convert import (
     batch_request,
     batch_results,
     build_event,
+    channel_options,
     count_request,
     create_token_request,
     entries_to_resend,
@@ -172,13 +172,14 @@ class AuditClient:
         if channel is None:
             if (client_certificate is None) != (client_key is None):
                 raise ValueError("client_certificate and client_key go together")
+            options = channel_options(max_backoff=max_backoff)
             if tls or root_certificates is not None or client_certificate is not None:
                 credentials = grpc.ssl_channel_credentials(
                     root_certificates, client_key, client_certificate
                 )
-                channel = grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+                channel = grpc.secure_channel(target, credentials, options=options)
             else:
-                channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+                channel = grpc.insecure_channel(target, options=options)
             channel = grpc.intercept_channel(channel, CorrelationInterceptor())
         self._channel = channel
         self._stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)

@@ -50,11 +50,36 @@ KEEPALIVE_SECONDS = 30.0
 KEEPALIVE_TIMEOUT_SECONDS = 10.0
 
 
+# Seconds gRPC waits before it first tries again a server it could not reach,
+# and at most between tries (its own defaults).
+_FIRST_RECONNECT_SECONDS = 1.0
+_MAX_RECONNECT_SECONDS = 120.0
+
+
 def channel_options(
-    *, keepalive: float = KEEPALIVE_SECONDS, keepalive_timeout: float = KEEPALIVE_TIMEOUT_SECONDS
+    *,
+    keepalive: float = KEEPALIVE_SECONDS,
+    keepalive_timeout: float = KEEPALIVE_TIMEOUT_SECONDS,
+    max_backoff: float = 5.0,
 ) -> tuple[tuple[str, int], ...]:
-    """The options of a channel the client makes (`keepalive`s shorter for tests)."""
+    """The options of a channel the client makes (`keepalive`s shorter for tests),
+    whose connection to a server it could not reach is tried again at least
+    every `max_backoff` seconds (the client's)."""
     return (
+        # gRPC's own backoff between connection attempts grows to 2 minutes,
+        # and a call meanwhile fails at once (UNAVAILABLE) without one: a
+        # server back after a minute's outage went unseen by every channel
+        # of the process to its address (they share the connection) for up
+        # to 2 minutes more, a stream that had outlasted the restart silent
+        # and every retry wasted (helper-217). Bounded as the client's own.
+        (
+            "grpc.initial_reconnect_backoff_ms",
+            round(min(_FIRST_RECONNECT_SECONDS, max_backoff) * 1000),
+        ),
+        (
+            "grpc.max_reconnect_backoff_ms",
+            round(min(_MAX_RECONNECT_SECONDS, max_backoff) * 1000),
+        ),
         # RecordBatch's answer holds each event as stored, ids and times added,
         # so a batch of a few MB outgrew gRPC's default 4 MiB, and the client
         # refused the answer to a batch it had recorded (its retries got the
@@ -68,8 +93,6 @@ def channel_options(
         ("grpc.http2.max_pings_without_data", 0),
     )
 
-
-CHANNEL_OPTIONS = channel_options()
 
 Order = Literal["newest", "oldest"]
 RedactionMode = Literal["replace", "hmac"]
