@@ -648,6 +648,31 @@ def test_a_revoked_token_is_refused(cli_env: dict[str, str], migrated_database_u
         assert begun.fetchone() == (0,)
 
 
+def test_a_refusal_with_a_retry_delay_says_when_to_retry(
+    migrated_database_url: str, tenant: str, tmp_path: Path
+) -> None:
+    """An export past the tenant's rate is refused with the rest of the
+    window as its retry delay: the command says it, not only the rate
+    (the delay was dropped, and a user could only guess, helper-217)."""
+    token = admin_token(migrated_database_url, tenant)
+    process = ServerProcess(migrated_database_url, env={"SEALTRAIL_EXPORT_RATE_LIMIT": "1"})
+    try:
+        env = {"SEALTRAIL_SERVER": process.target, "SEALTRAIL_TOKEN": token}
+        run("sealtrail", "export", "-o", str(tmp_path / "first.ndjson"), env=env)
+        refused = run(
+            "sealtrail", "export", "-o", str(tmp_path / "second.ndjson"), env=env, check=False
+        )
+    finally:
+        process.terminate()
+    assert refused.returncode == 1
+    assert "RESOURCE_EXHAUSTED (EXPORT_RATE_LIMITED)" in refused.stderr
+    told = re.search(r"^  retry after: (\d+(?:\.\d)?) s$", refused.stderr, re.MULTILINE)
+    assert told is not None, refused.stderr
+    assert 50 <= float(told[1]) <= 60  # the window's rest: 60 s less the first export's age
+    assert "Traceback" not in refused.stderr
+    assert not (tmp_path / "second.ndjson").exists()
+
+
 def test_export_and_tail_from_the_command_line(cli_env: dict[str, str], tmp_path: Path) -> None:
     for action in ("file.read", "file.write"):
         run("sealtrail", "record", "--action", action, "--actor-id", "ops", env=cli_env)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import math
 import os
 import re
 import sys
@@ -299,6 +300,11 @@ def main(
     ctx.obj = _Settings(server, token, tls, ca_file, cert_file, key_file, insecure)
 
 
+def _seconds(seconds: float) -> str:
+    """A retry delay as said: to the tenth of a second above, never 0."""
+    return f"{max(math.ceil(seconds * 10) / 10, 0.1):g}"
+
+
 def _cannot_write(out: Path, error: OSError) -> str:
     return f"cannot write {error.filename or out}: {error.strerror or error}"
 
@@ -336,6 +342,8 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
             click.echo(f"  {field}: {description}", err=True)
         for key, value in sorted(exc.metadata.items()):
             click.echo(f"  {key}: {value}", err=True)
+        if exc.retry_after is not None:  # when the server asks to be tried again
+            click.echo(f"  retry after: {_seconds(exc.retry_after)} s", err=True)
         if exc.request_id:  # what the server's logs and spans know the call by
             click.echo(f"  request id: {exc.request_id}", err=True)
         ctx.exit(2 if exc.code in _USAGE_CODES else 1)
