@@ -818,6 +818,47 @@ def test_an_inclusion_proof_of_an_event_deleted_inside_the_signed_log_is_data_lo
         logged.get_inclusion_proof(seq=EVENTS + 100)
 
 
+def swap_ids(conn: psycopg.Connection[Any], tenant: str) -> tuple[str, str]:
+    """The `id` columns of seqs 13 and 20 swapped (the records, hashed, keep
+    their own): the ids of seqs 13 and 20, as the records name them."""
+    ids = dict(
+        conn.execute(
+            "SELECT seq, id::text FROM events WHERE tenant_id = %s AND seq IN (13, 20)", [tenant]
+        ).fetchall()
+    )
+    placeholder = str(uuid.uuid4())
+    for seq, value in ((13, placeholder), (20, ids[13]), (13, ids[20])):
+        conn.execute(
+            "UPDATE events SET id = %s WHERE tenant_id = %s AND seq = %s", [value, tenant, seq]
+        )
+    return ids[13], ids[20]
+
+
+def test_an_event_asked_by_id_whose_row_holds_another_record_is_data_loss(
+    logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any]
+) -> None:
+    """The id column, which finds an event by id, is a copy of the record's
+    id that a superuser can change: GetInclusionProof by id answered another
+    event's record with a proof that checks (of that other event), and
+    GetEvent that other event, as the event asked for (helper-219)."""
+    first, second = swap_ids(tamper, tenant)
+    for asked, seq in ((first, 20), (second, 13)):
+        with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
+            logged.get_inclusion_proof(event_id=asked)
+        assert refused.value.reason == "INTEGRITY_FAILURE"
+        assert f"seq {seq}" in str(refused.value) and asked in str(refused.value)
+        with pytest.raises(RpcFailedError) as refused:
+            logged.get_event(asked)
+        assert refused.value.reason == "INTEGRITY_FAILURE"
+        assert f"seq {seq}" in str(refused.value) and asked in str(refused.value)
+    # By seq, each record is still proven as what it is.
+    proven = logged.get_inclusion_proof(seq=13)
+    assert json.loads(proven.record)["id"] == first
+    intact = logged.get_inclusion_proof(seq=12)
+    assert logged.get_event(json.loads(intact.record)["id"]).seq == 12
+    assert logged.get_inclusion_proof(event_id=json.loads(intact.record)["id"]).seq == 12
+
+
 def test_a_filtered_bundle_names_the_matched_records_the_log_could_not_prove(
     logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any], tmp_path: Path
 ) -> None:

@@ -378,11 +378,21 @@ def test_get_event_finds_an_event_whose_id_names_another_time(
     stored = client.record(full_event()).event
     elsewhen = event_id_minter(datetime(2020, 1, 1, tzinfo=UTC))()
     sql.execute("SET session_replication_role = replica")  # past the refusal of UPDATE
+    # Its row and its record name the id alike, as such an event's do: an id
+    # column naming another record is refused (helper-219).
+    (record,) = sql.execute(
+        "SELECT record FROM events WHERE tenant_id = %s AND seq = %s", [tenant, stored.seq]
+    ).fetchone()  # type: ignore[misc]
+    record = record.replace(f'"id":"{stored.id}"', f'"id":"{elsewhen}"')
+    leaf = hashlib.sha256(b"\x00" + record.encode()).digest()
     sql.execute(
-        "UPDATE events SET id = %s WHERE tenant_id = %s AND seq = %s",
-        [elsewhen, tenant, stored.seq],
+        "UPDATE events SET id = %s, record = %s, leaf_hash = %s WHERE tenant_id = %s AND seq = %s",
+        [elsewhen, record, leaf, tenant, stored.seq],
     )
-    assert client.get_event(elsewhen) == stored  # as its record says, with its own id
+    expected = event_pb2.Event()
+    expected.CopyFrom(stored)
+    expected.id, expected.leaf_hash = elsewhen, leaf
+    assert client.get_event(elsewhen) == expected
     with pytest.raises(NotFoundError):
         client.get_event(stored.id)
 

@@ -4,6 +4,7 @@ and VerifyLog. A mixin of the servicer, kept apart so each file has one job."""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from functools import lru_cache, partial
@@ -24,7 +25,7 @@ from ..store.appender import Appender
 from ..store.changes import refuse_if_erased, refuse_if_erased_now
 from ..store.checkpoints import StoredCheckpoint, checkpoint_at, known_keys, latest_checkpoint
 from ..store.database import Database
-from ..store.events import get_event
+from ..store.events import get_event, refuse_if_another_event
 from ..store.node_reader import NodeReader
 from ..store.tree import (
     inclusion_proof,
@@ -54,6 +55,15 @@ def checkpoint_message(stored: StoredCheckpoint) -> pb.SignedCheckpoint:
     )
     checkpoint.issued_at.FromDatetime(stored.issued_at)
     return checkpoint
+
+
+def _id_of(record: str) -> object:
+    """The id a record names (None if it names none)."""
+    try:
+        parsed = json.loads(record)
+    except (ValueError, RecursionError):
+        return None
+    return parsed.get("id") if isinstance(parsed, dict) else None
 
 
 def _non_negative(name: str, value: int) -> int:
@@ -151,6 +161,8 @@ class IntegrityRpcs:
         read = inclusion_read(tenant_id, seq=seq, tree_size=size)
         async with self._erasure_explains(tenant_id):
             found = inclusion_proof(read, await self._node_reader.read(read), tree_size=size)
+        if found.record is not None and leaf == "event_id":
+            refuse_if_another_event(request.event_id.lower(), seq, _id_of(found.record))
         if found.record is None and not request.include_purged:
             raise NotFound(
                 f"event {seq} was removed by retention; set include_purged for its leaf's proof",

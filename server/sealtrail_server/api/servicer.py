@@ -38,7 +38,14 @@ from ..store.appender import Appender
 from ..store.changes import Changes, refuse_if_erased_now
 from ..store.counts import CountsRunning, count_capacity
 from ..store.database import Database
-from ..store.events import Order, ShownEvent, get_event, query_page, shown_bytes
+from ..store.events import (
+    Order,
+    ShownEvent,
+    get_event,
+    query_page,
+    refuse_if_another_event,
+    shown_bytes,
+)
 from ..store.node_reader import NodeReader
 from ..store.tenant_settings import SettingsCache
 from ..stream.hub import StreamHub
@@ -278,7 +285,9 @@ class AuditLogServicer(
             # window of one recorded writes nothing that would find it).
             await refuse_if_erased_now(self._db, principal.tenant_id)
             raise NotFound(f"no event {event_id}")
-        return pb.GetEventResponse(event=event_from_record(stored.record, stored.leaf_hash))
+        event = event_from_record(stored.record, stored.leaf_hash)
+        refuse_if_another_event(event_id, stored.seq, event.id or None)
+        return pb.GetEventResponse(event=event)
 
     async def Query(  # type: ignore[override]  # answered encoded (registration.py)
         self, request: pb.QueryRequest, context: Context

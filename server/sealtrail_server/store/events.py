@@ -9,6 +9,7 @@ from typing import Any, Final, Literal, NamedTuple
 
 from psycopg import sql
 
+from ..domain.errors import IntegrityFailure
 from ..domain.event import MAX_FUTURE_SKEW_SECONDS, MAX_RECORD_BYTES, READ_RECORD_ACTIONS
 from ..domain.event_ids import received_within
 from ..domain.filters import EventFilter
@@ -124,6 +125,19 @@ async def get_event(db: Database, *, tenant_id: str, event_id: str) -> StoredEve
             cursor = await conn.execute(_GET_EVENT_ANYWHERE, params)
             row = await cursor.fetchone()
     return None if row is None else _stored(row)
+
+
+def refuse_if_another_event(event_id: str, seq: int, named: object) -> None:
+    """IntegrityFailure unless `named`, the id the record found for
+    `event_id` names (None: none), is `event_id`. An event is found by its
+    row's `id` column, a copy of its record's id that a superuser can change:
+    the record of another event, served as the one asked for, carries a proof
+    that checks (of that other event), helper-219."""
+    if named != event_id:
+        raise IntegrityFailure(
+            f"event {event_id} was looked up by its row's id, which leads to seq {seq}, whose"
+            f" record is of another event ({named}): the row was changed outside Sealtrail"
+        )
 
 
 async def query_events(
