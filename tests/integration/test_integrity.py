@@ -622,7 +622,8 @@ def rewrite_consistently(conn: psycopg.Connection[Any], tenant: str) -> None:
         # bundle goes without it.
         (change_field, "LEAF_MISMATCH", {13}, r"^seq 13: missing"),
         (change_record_and_leaf, "PAIR_MISMATCH", {13}, r"^record 13 \(seq 13\)"),
-        (swap_records, "RECORD_MISPLACED", {13}, r"^record 13 \(seq 20\)"),
+        # Nor one that names another seq (helper-219).
+        (swap_records, "RECORD_MISPLACED", {13}, r"^seq 13: missing"),
         (delete_one, "RECORD_MISSING", {13}, r"^seq 13: missing"),
         (
             hide_as_removed,
@@ -816,6 +817,24 @@ def test_an_inclusion_proof_of_an_event_deleted_inside_the_signed_log_is_data_lo
         assert refused.value.reason == "INTEGRITY_FAILURE"
     with pytest.raises(NotFoundError):  # beyond the log: never recorded
         logged.get_inclusion_proof(seq=EVENTS + 100)
+
+
+def test_an_inclusion_proof_of_a_record_moved_to_another_seq_is_data_loss(
+    logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any]
+) -> None:
+    """Two records swapped with their leaf hashes: each hashes to its row's
+    leaf, and was served as the record at its row's seq beside that seq's
+    proof, which leads to another root; the client found only "the inclusion
+    proof leads to another root", of a record naming another seq than the
+    answer's (helper-219)."""
+    swap_records(tamper, tenant)
+    for seq, names in ((13, 20), (20, 13)):
+        with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
+            logged.get_inclusion_proof(seq=seq, tree_size=EVENTS)
+        assert refused.value.reason == "INTEGRITY_FAILURE"
+        assert f"at seq {seq} names seq {names}" in str(refused.value)
+    intact = logged.get_inclusion_proof(seq=12, tree_size=EVENTS)
+    assert json.loads(intact.record)["seq"] == 12
 
 
 def swap_ids(conn: psycopg.Connection[Any], tenant: str) -> tuple[str, str]:

@@ -569,6 +569,16 @@ def _context(check: _Checker, draft: EventDraft) -> dict[str, str]:
     return context
 
 
+_SEQ_KEY: Final = b'"seq":'
+
+
+def record_names_seq(record: bytes, seq: int) -> bool:
+    """Whether a canonical record's top-level `seq` is `seq`. Keys are sorted,
+    and after `seq` only `severity`, `tenant_id` and `v` follow, none of which
+    can hold `"seq":`, so the last occurrence is the top-level one."""
+    return record.startswith(b'"seq":%d,' % seq, record.rfind(_SEQ_KEY))
+
+
 def parse_uuid(text: str) -> str | None:
     """The lowercase 8-4-4-4-12 form of a UUID in that form, else None."""
     return text.lower() if _UUID.fullmatch(text) else None

@@ -25,6 +25,7 @@ from sealtrail.tlog import (
     parse_checkpoint,
 )
 
+from ..domain.event import record_names_seq
 from ..domain.merkle import append_leaf, frontier_root
 from ..domain.purge_summaries import SummarySeal
 from .checkpoints import all_checkpoints
@@ -33,7 +34,6 @@ from .events import ShownEvent
 from .retention import pending_purges
 
 _FETCH_ROWS = 5000
-_SEQ_KEY = b'"seq":'
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +89,6 @@ class _ReadAhead:
     def read_ahead(self) -> None:
         """Start reading the chunk after the one just taken."""
         self._ahead = asyncio.create_task(self._cursor.fetchmany(_FETCH_ROWS))
-
-
-def _names_seq(record: bytes, seq: int) -> bool:
-    """Whether a canonical record's top-level `seq` is `seq`. Keys are sorted,
-    and after `seq` only `severity`, `tenant_id` and `v` follow, none of which
-    can hold `"seq":`, so the last occurrence is the top-level one."""
-    return record.startswith(b'"seq":%d,' % seq, record.rfind(_SEQ_KEY))
 
 
 async def verify_log(
@@ -309,7 +302,7 @@ async def _verify(
                     "LEAF_MISMATCH",
                     "the leaf hash is not that of the record",
                 )
-            if not _names_seq(record, seq):
+            if not record_names_seq(record, seq):
                 return fail(seq, "RECORD_MISPLACED", "the record names another seq")
             if failure := advance(seq, leaf):
                 return failure
