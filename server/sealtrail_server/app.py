@@ -74,6 +74,7 @@ from .store.database import Database, check_login
 from .store.deployment_sinks import reseal_definitions
 from .store.migrations import migrate_database
 from .store.pool_metrics import measure_pool
+from .store.probe_verdicts import ProbeVerdicts
 from .store.sinks import reseal_secrets
 from .store.tenant_settings import SettingsCache
 from .store.tokens import find_principal, write_last_uses
@@ -513,12 +514,14 @@ class Service:
     async def _watch_database(self, db: Database) -> None:
         """Health follows the database: NOT_SERVING while it does not answer,
         or takes no writes (calls then fail at once with UNAVAILABLE and
-        RetryInfo), SERVING again once it does; the pool reconnects by itself."""
+        RetryInfo), SERVING again once it does; the pool reconnects by itself.
+        Down after two failed probes in a row (ProbeVerdicts), up after one."""
         interval = self.settings.database_probe_interval
+        verdicts = ProbeVerdicts()
         while True:
             await asyncio.sleep(interval)
             try:
-                reachable = await db.probe(timeout=max(interval, 1.0))
+                reachable = verdicts.after(await db.probe(timeout=max(interval, 1.0)))
                 if reachable == db.reachable:
                     continue
                 if reachable:
