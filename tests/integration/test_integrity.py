@@ -1191,3 +1191,61 @@ def test_a_saved_checkpoint_is_refused_when_it_cannot_be_checked(
         logged.check_checkpoint("not a checkpoint\n", key=VERIFIER.text())
     with pytest.raises(CheckpointError, match="verifier key: none given"):
         logged.check_checkpoint(ours, key=[])
+
+
+def plant_checkpoint(
+    conn: psycopg.Connection[Any], tenant: str, size: int, note: str, root: bytes
+) -> None:
+    """A checkpoints row of `tenant` at `size` holding `note` as its signed
+    note, as a superuser may insert one (the key is the real one's)."""
+    conn.execute(
+        "INSERT INTO checkpoints (tenant_id, tree_size, root_hash, note, key_name, key_id)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        [tenant, size, root, note, VERIFIER.name, VERIFIER.key_id],
+    )
+
+
+def test_a_stored_checkpoint_whose_note_signs_another_size_is_not_served(
+    logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any]
+) -> None:
+    """A superuser's row at size 60 holding the genuine note of size 40:
+    GetCheckpoint by size served it as size 60 (VerifyLog said
+    CHECKPOINT_INVALID, GetCheckpoint answered it), and so did GetCheckpoint
+    and a proof, which took it for the latest (helper-221)."""
+    genuine = logged.get_checkpoint()
+    record_events(logged, 20, start=EVENTS)  # the log holds 60: the row is not beyond it
+    plant_checkpoint(tamper, tenant, EVENTS + 20, genuine.note, genuine.root_hash)
+    for ask in (
+        lambda: logged.get_checkpoint(tree_size=EVENTS + 20),
+        logged.get_checkpoint,
+        lambda: logged.get_checkpoint(fresh=True),
+        lambda: logged.get_inclusion_proof(seq=5),
+        lambda: logged.get_inclusion_proof(seq=5, tree_size=EVENTS + 20),
+    ):
+        with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
+            ask()
+        assert refused.value.code == grpc.StatusCode.DATA_LOSS
+        assert refused.value.reason == "INTEGRITY_FAILURE"
+        assert f"at size {EVENTS + 20}" in str(refused.value)
+        assert f"signs size {EVENTS}" in str(refused.value)
+    assert logged.get_checkpoint(tree_size=EVENTS) == genuine  # the genuine row still served
+
+
+def test_a_stored_checkpoint_whose_note_is_another_logs_is_not_served(
+    logged: AuditClient,
+    tenant: str,
+    tamper: psycopg.Connection[Any],
+    client_for: Callable[..., AuditClient],
+) -> None:
+    """Another tenant's genuine checkpoint (one key signs every tenant's)
+    planted as this tenant's row at its size: served as this log's
+    (helper-221)."""
+    other = client_for(f"t-{uuid.uuid4().hex[:12]}")
+    record_events(other, 3)
+    theirs = other.get_checkpoint(fresh=True)
+    plant_checkpoint(tamper, tenant, 3, theirs.note, theirs.root_hash)
+    with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
+        logged.get_checkpoint(tree_size=3)
+    assert refused.value.code == grpc.StatusCode.DATA_LOSS
+    assert refused.value.reason == "INTEGRITY_FAILURE"
+    assert f"signs the log {theirs.origin!r}" in str(refused.value)

@@ -95,7 +95,7 @@ class IntegrityRpcs:
         remembered = self._checkpointer.remembered(tenant_id)
         if remembered is not None and (latest is None or latest.tree_size < remembered[0]):
             return await self._checkpointer.issue(tenant_id)
-        return latest
+        return None if latest is None else await self._checkpointer.served(latest)
 
     async def _covering(self, tenant_id: str, seq: int) -> StoredCheckpoint:
         """The latest checkpoint if it covers `seq`, else a freshly signed one."""
@@ -117,6 +117,7 @@ class IntegrityRpcs:
                 found = await checkpoint_at(conn, tenant_id, size)
             if found is None:
                 raise await self._not_found(tenant_id, f"no checkpoint was signed at size {size}")
+            found = await self._checkpointer.served(found)
         elif request.fresh:
             found = await self._checkpointer.issue(tenant_id)
         else:
@@ -204,14 +205,16 @@ class IntegrityRpcs:
         return NotFound(message)
 
     async def _checkpoint_at(self, tenant_id: str, size: int) -> StoredCheckpoint | None:
-        """The checkpoint signed at `size`, if any; signed ones never change, so
-        they are kept in memory once read."""
+        """The checkpoint signed at `size`, if any, once its note is found to
+        sign what its row says (IntegrityFailure if not); signed ones never
+        change, so they are kept in memory once read."""
         key = (tenant_id, size)
         cached = self._signed_checkpoints.get(key)
         if cached is None:
             async with self._db.connection(tenant_id) as conn:
                 cached = await checkpoint_at(conn, tenant_id, size)
             if cached is not None:
+                cached = await self._checkpointer.served(cached)
                 if len(self._signed_checkpoints) >= _CACHED_CHECKPOINTS:
                     self._signed_checkpoints.clear()
                 self._signed_checkpoints[key] = cached

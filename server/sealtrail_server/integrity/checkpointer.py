@@ -69,6 +69,9 @@ REMEMBERED_TENANTS = 100_000
 # (store/appender.py, IDLE_IN_WRITE_SECONDS): its statements follow one
 # another, with a signature's milliseconds between.
 IDLE_IN_ISSUE_SECONDS = 30.0
+# Stored checkpoints found to hold what their rows say, kept so that a proof
+# served often does not check its checkpoint's signature each time.
+CHECKED_CHECKPOINTS = 10_000
 
 
 class Checkpointer:
@@ -91,6 +94,7 @@ class Checkpointer:
         self._task: asyncio.Task[None] | None = None
         # {tenant: (size, root)} of the latest checkpoint signed or served here.
         self._remembered: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        self._checked: set[StoredCheckpoint] = set()
         meter = meter or no_meter()
         self._signed = meter.create_counter(
             "sealtrail.checkpoints.signed",
@@ -122,17 +126,51 @@ class Checkpointer:
         await end_tasks([self._task])
         self._task = None
 
-    async def signed(self, checkpoint: StoredCheckpoint) -> Checkpoint:
+    async def signed(
+        self, checkpoint: StoredCheckpoint, verifiers: list[Verifier] | None = None
+    ) -> Checkpoint:
         """What `checkpoint`'s note signs (its stored size and root are not
-        signed); IntegrityFailure if no known key signed it."""
+        signed); IntegrityFailure if no known key (of `verifiers`, if given)
+        signed it."""
         try:
-            text, _ = open_note(checkpoint.note, await self.verifiers())
+            if verifiers is None:
+                verifiers = await self.verifiers()
+            text, _ = open_note(checkpoint.note, verifiers)
             return parse_checkpoint(text)
         except NoteError as error:
             raise IntegrityFailure(
                 f"the checkpoint of {checkpoint.tenant_id!r} at size {checkpoint.tree_size}"
                 f" does not verify: {error}"
             ) from error
+
+    async def served(
+        self, checkpoint: StoredCheckpoint, verifiers: list[Verifier] | None = None
+    ) -> StoredCheckpoint:
+        """`checkpoint`, once its note is found to sign what its row says: a
+        known key's signature over the row's tenant's log (whatever the
+        origin's prefix then: SEALTRAIL_LOG_ORIGIN may change), its size and
+        its root; else IntegrityFailure naming what differs. A row is a
+        database superuser's to write: one at size 60 holding the genuine note
+        of size 40, or another tenant's (one key signs every tenant's), was
+        served as is, with the row's size and root beside it (helper-221)."""
+        if checkpoint in self._checked:
+            return checkpoint
+        signed = await self.signed(checkpoint, verifiers)
+        tenant_id, size = checkpoint.tenant_id, checkpoint.tree_size
+        stored = f"the checkpoint stored at size {size} of {tenant_id!r}"
+        prefix, separator, tenant = signed.origin.rpartition("/")
+        if not separator or not prefix or tenant != tenant_id:
+            raise IntegrityFailure(
+                f"{stored} signs the log {signed.origin!r}: it is another log's checkpoint"
+            )
+        if signed.tree_size != size:
+            raise IntegrityFailure(f"{stored} signs size {signed.tree_size}, not the row's")
+        if signed.root_hash != checkpoint.root_hash:
+            raise IntegrityFailure(f"{stored} signs another root than the row's")
+        if len(self._checked) >= CHECKED_CHECKPOINTS:
+            self._checked.clear()
+        self._checked.add(checkpoint)
+        return checkpoint
 
     async def verifiers(self) -> list[Verifier]:
         """Every key known to have signed checkpoints, the active one first."""
@@ -186,7 +224,7 @@ class Checkpointer:
             latest = await latest_checkpoint(conn, tenant_id)
             if head is None:  # erased (or never written): nothing to sign
                 self._remembered.pop(tenant_id, None)
-                return latest
+                return None if latest is None else await self.served(latest, verifiers)
             size, head_root = int(head[0]), bytes(head[1])
             if latest is not None and latest.tree_size > size:
                 raise IntegrityFailure(
@@ -194,6 +232,7 @@ class Checkpointer:
                     f" at size {latest.tree_size} signs: it was cut back"
                 )
             if latest is not None and latest.tree_size == size:
+                await self.served(latest, verifiers)  # answered as it is stored
                 await self._check_remembered(conn, tenant_id, size, latest.root_hash)
                 return latest
             if size == 0:
