@@ -38,8 +38,9 @@ from .domain.retention import MAX_DAYS, RetentionLimits, validate_hold_reason
 from .domain.weakening import Shortening, limit_shortenings
 from .integrity.checkpointer import Checkpointer
 from .integrity.keys import load_signer
-from .retention.erasure import Eraser, Receipt
+from .retention.erasure import Eraser, Receipt, check_receipt
 from .store.changes import RETENTION_SUBJECT, Changes
+from .store.checkpoints import known_keys
 from .store.database import Database
 from .store.retention import policy_to_change, write_hold, write_max_days
 
@@ -414,20 +415,40 @@ def tenant_retention_limit(
 @_database_url_option
 def tenant_erasures(data_dir: Path | None, database_url: str | None) -> None:
     """List the receipts of erased tenants, oldest first: the tenant, when, by
-    whom (a token id, or the operator), the final size and root (base64)."""
+    whom (a token id, or the operator), the final size and root (base64), and
+    whether the receipt's signature states it (`signed`), does not (`SIGNATURE
+    DOES NOT MATCH`, edited behind the service's back), or is missing
+    (`unsigned`: kept before receipts were signed, which nothing proves).
+    Checked with the keys the database knows, which a superuser can add: an
+    auditor checks a receipt with the keys they pinned (`sealtrail
+    verify-erasure`)."""
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
     urls = _database_urls(settings)
 
-    async def run() -> list[tuple[Any, ...]]:
+    async def run() -> tuple[list[tuple[Any, ...]], list[Verifier]]:
         async with _database(urls) as db, db.system_connection() as conn:
             cursor = await conn.execute(
-                "SELECT tenant_id, erased_at, erased_by, final_tree_size, final_root_hash"
-                " FROM tenant_erasures ORDER BY erased_at, tenant_id"
+                "SELECT tenant_id, erased_at, erased_by, final_tree_size, final_root_hash,"
+                " removed_rows, signed_receipt FROM tenant_erasures ORDER BY erased_at, tenant_id"
             )
-            return list(await cursor.fetchall())
+            rows = list(await cursor.fetchall())
+            keys = [Verifier.parse(key.verifier) for key in await known_keys(conn)]
+            return rows, keys
 
-    for tenant_id, erased_at, erased_by, size, root in asyncio.run(run()):
+    rows, keys = asyncio.run(run())
+    for tenant_id, erased_at, erased_by, size, root, removed, signed in rows:
         when = f"{erased_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
         by = erased_by if erased_by.isprintable() else repr(erased_by)
         root_text = base64.b64encode(bytes(root)).decode()
-        click.echo(f"{tenant_id}  {when}  {by}  size {size}  root {root_text}")
+        receipt = Receipt(
+            tenant_id, erased_by, erased_at, size, bytes(root), None, dict(removed), signed or ""
+        )
+        problem = check_receipt(receipt, keys)
+        status = (
+            "signed"
+            if problem is None
+            else "unsigned (kept before receipts were signed: nothing proves it)"
+            if not signed
+            else f"SIGNATURE DOES NOT MATCH: the receipt {problem}"
+        )
+        click.echo(f"{tenant_id}  {when}  {by}  size {size}  root {root_text}  {status}")

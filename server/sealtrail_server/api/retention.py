@@ -378,13 +378,16 @@ class RetentionRpcs:
 def receipt_message(receipt: Receipt) -> pb.ErasureReceipt:
     """An erasure's receipt as the API answers it, and `sealtrail-server
     tenant erase` prints it. `erased_by_token_id`: the token's id, or the
-    operator's `sealtrail-server:user@host`."""
+    operator's `sealtrail-server:user@host`. `signed_receipt`: the receipt
+    signed by the deployment's key (ADR 0073), empty in one kept before
+    receipts were signed, which nothing proves."""
     message = pb.ErasureReceipt(
         tenant_id=receipt.tenant_id,
         erased_by_token_id=receipt.erased_by,
         final_tree_size=receipt.final_tree_size,
         final_root_hash=receipt.final_root_hash,
         removed_rows=receipt.removed_rows,
+        signed_receipt=receipt.signed_receipt,  # "" in one kept before receipts were signed
     )
     message.erase_time.FromDatetime(receipt.erased_at)
     if receipt.final_checkpoint is not None:

@@ -5,6 +5,7 @@ it from then on, so no second log can ever contradict the final checkpoint."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -14,6 +15,8 @@ from typing import Any, Final
 
 import psycopg
 from psycopg import sql
+
+from sealtrail.tlog import ErasureStatement, NoteError, Verifier, open_note, sign_note
 
 from ..domain.errors import (
     SEE_THE_LOG,
@@ -83,6 +86,21 @@ class Receipt:
     final_root_hash: bytes
     final_checkpoint: StoredCheckpoint | None
     removed_rows: dict[str, int]
+    # The receipt signed by the deployment's key (ADR 0073); "" in one kept
+    # before receipts were signed (migration 0045), which nothing proves.
+    signed_receipt: str = ""
+
+    def statement(self, origin: str) -> ErasureStatement:
+        """What the receipt's signature states, of the log `origin`."""
+        return ErasureStatement(
+            origin=origin,
+            tenant_id=self.tenant_id,
+            final_tree_size=self.final_tree_size,
+            final_root_hash=self.final_root_hash,
+            erased_by=self.erased_by,
+            erased_at=self.erased_at,
+            removed_rows=self.removed_rows,
+        )
 
 
 class Eraser:
@@ -138,7 +156,7 @@ class Eraser:
                 await lock_subject(conn, tenant_id, ERASURE_SUBJECT)
             if earlier := await _kept_receipt(conn, tenant_id):  # by a call before this one
                 log.info("tenant %s was erased already; answering its receipt", tenant_id)
-                return earlier
+                return await self._checked(earlier)
             if not by_operator:
                 await _require_live_token(conn, tenant_id, erased_by)
             cursor = await conn.execute(
@@ -185,19 +203,27 @@ class Eraser:
                     [tenant_id],
                 )
                 removed[table] = cursor.rowcount
-            receipt = Receipt(
+            # To the microsecond, as the column keeps it and the receipt signs it.
+            unsigned = Receipt(
                 tenant_id=tenant_id,
                 erased_by=erased_by,
-                erased_at=self._clock(),
+                erased_at=self._clock().astimezone(UTC),
                 final_tree_size=size,
                 final_root_hash=root,
                 final_checkpoint=final,
                 removed_rows=removed,
             )
+            # Signed as a whole, not only its final checkpoint: who, when, and
+            # which log at which size and root (ADR 0073).
+            signer = self._checkpointer.signer
+            note = sign_note(
+                unsigned.statement(self._checkpointer.origin(tenant_id)).text(), signer
+            )
+            receipt = dataclasses.replace(unsigned, signed_receipt=note)
             await conn.execute(
                 "INSERT INTO tenant_erasures (tenant_id, erased_at, erased_by, final_tree_size,"
-                " final_root_hash, final_checkpoint, final_checkpoint_issued_at, removed_rows)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                " final_root_hash, final_checkpoint, final_checkpoint_issued_at, removed_rows,"
+                " signed_receipt) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [
                     tenant_id,
                     receipt.erased_at,
@@ -207,10 +233,31 @@ class Eraser:
                     final.note if final else "",
                     final.issued_at if final else None,
                     json.dumps(removed),
+                    note,
                 ],
             )
         log.warning("erased tenant %s (%d events) for %s", tenant_id, size, erased_by)
         return receipt
+
+    async def _checked(self, kept: Receipt) -> Receipt:
+        """`kept`, as `tenant_erasures` holds it, once its signature is found
+        to state its fields; IntegrityFailure if it does not (a row edited
+        behind the service's back). One kept before receipts were signed has
+        no signature: answered as it is, with a warning, as nothing proves it."""
+        if not kept.signed_receipt:
+            log.warning(
+                "the receipt of tenant %s is not signed (kept before receipts were signed,"
+                " migration 0045, or written by hand): nothing proves it",
+                kept.tenant_id,
+            )
+            return kept
+        problem = check_receipt(kept, await self._checkpointer.verifiers())
+        if problem is not None:
+            raise IntegrityFailure(
+                f"the receipt kept of tenant {kept.tenant_id!r} {problem}: it was changed"
+                " behind the service's back"
+            )
+        return kept
 
     async def _check_states_head(self, final: StoredCheckpoint, size: int, root: bytes) -> None:
         """IntegrityFailure unless the final checkpoint's signed note states the
@@ -228,6 +275,24 @@ class Eraser:
                 f"the final checkpoint of {tenant_id!r} does not state its head (size {size}):"
                 f" it signs size {signed.tree_size}{other_root}; nothing was erased"
             )
+
+
+def check_receipt(receipt: Receipt, verifiers: list[Verifier]) -> str | None:
+    """What is wrong with a kept receipt's signature, or None when a known
+    key signed a receipt stating its fields: "is not signed", "bears no
+    signature by a known key: ...", or "does not match its signature in
+    FIELDS"."""
+    if not receipt.signed_receipt:
+        return "is not signed"
+    try:
+        text, _ = open_note(receipt.signed_receipt, verifiers)
+        signed = ErasureStatement.parse(text)
+    except NoteError as error:
+        return f"bears no signed receipt by a known key: {error}"
+    differ = receipt.statement(signed.origin).differences(signed)
+    if differ:
+        return f"does not match its signature in {', '.join(differ)}"
+    return None
 
 
 async def _require_live_token(
@@ -252,13 +317,14 @@ async def _kept_receipt(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> R
     the repeat is refused, saying when and by whom."""
     cursor = await conn.execute(
         "SELECT erased_at, erased_by, final_tree_size, final_root_hash, final_checkpoint,"
-        " final_checkpoint_issued_at, removed_rows FROM tenant_erasures WHERE tenant_id = %s",
+        " final_checkpoint_issued_at, removed_rows, signed_receipt FROM tenant_erasures"
+        " WHERE tenant_id = %s",
         [tenant_id],
     )
     row = await cursor.fetchone()
     if row is None:
         return None
-    erased_at, erased_by, size, root, note, issued_at, removed = row
+    erased_at, erased_by, size, root, note, issued_at, removed, signed = row
     if note and issued_at is None:
         raise FailedPrecondition(
             f"tenant {tenant_id!r} was erased at {erased_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
@@ -274,4 +340,5 @@ async def _kept_receipt(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> R
         final_root_hash=bytes(root),
         final_checkpoint=final,
         removed_rows=dict(removed),
+        signed_receipt=signed or "",
     )

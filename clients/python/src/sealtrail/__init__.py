@@ -26,6 +26,15 @@ from sealtrail._correlation import (
     current_request_id,
     request_id,
 )
+from sealtrail._erasure_check import (
+    ErasureReceiptCheck,
+    ErasureReceiptError,
+    ReceiptKeyError,
+    ReceiptMismatchError,
+    ReceiptSignatureError,
+    UnsignedReceiptError,
+    verify_erasure_receipt,
+)
 from sealtrail._errors import (
     AbortedError,
     AlreadyExistsError,
@@ -55,6 +64,8 @@ __all__ = [
     "CheckpointError",
     "ClientClosedError",
     "CorrelationInterceptor",
+    "ErasureReceiptCheck",
+    "ErasureReceiptError",
     "EventCount",
     "EventCounts",
     "EventFields",
@@ -67,6 +78,9 @@ __all__ = [
     "Order",
     "OtherLogError",
     "PermissionDeniedError",
+    "ReceiptKeyError",
+    "ReceiptMismatchError",
+    "ReceiptSignatureError",
     "RecordResult",
     "ResourceExhaustedError",
     "RpcFailedError",
@@ -74,6 +88,7 @@ __all__ = [
     "SeqRange",
     "UnauthenticatedError",
     "UnavailableError",
+    "UnsignedReceiptError",
     "aio_correlation_interceptors",
     "build_alert_rule",
     "build_event",
@@ -85,5 +100,6 @@ __all__ = [
     "received_range",
     "request_id",
     "verify_bundle",
+    "verify_erasure_receipt",
     "write_bundle",
 ]

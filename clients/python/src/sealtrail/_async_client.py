@@ -58,6 +58,7 @@ from sealtrail._convert import (
     update_mask,
 )
 from sealtrail._correlation import aio_correlation_interceptors, current_request_id, request_id
+from sealtrail._erasure_check import ErasureReceiptCheck, verify_erasure_receipt
 from sealtrail._errors import (
     ClientClosedError,
     EventLoopError,
@@ -641,6 +642,22 @@ class AsyncAuditClient:
                 raise
             raise erased_meanwhile(error) from error
         return answer.receipt
+
+    async def verify_erasure_receipt(
+        self,
+        receipt: retention_pb2.ErasureReceipt | str | bytes | Mapping[str, Any],
+        *,
+        key: str | Sequence[str],
+    ) -> ErasureReceiptCheck:
+        """Check an erasure receipt (as `erase_tenant` returns it, or its
+        JSON) offline against `key`, the deployment's verifier key you pinned
+        (or several, after a rotation), never the server's: what its signature
+        proves (who erased which log, when, at which size and root). Asks the
+        server nothing. Raises an ErasureReceiptError: UnsignedReceiptError for
+        a receipt kept before receipts were signed (or written by hand),
+        ReceiptKeyError, ReceiptSignatureError or ReceiptMismatchError
+        (`sealtrail.verify_erasure_receipt`, docs/integrity.md)."""
+        return verify_erasure_receipt(receipt, key=key)
 
     async def create_sink(
         self, sink: forwarding_pb2.Sink, *, from_beginning: bool = False

@@ -748,7 +748,12 @@ from sealtrail._cli_admin import get_event, hash_secret, settings, tokens  # noq
 from sealtrail._cli_alerts import alerts  # noqa: E402
 from sealtrail._cli_import import import_events  # noqa: E402
 from sealtrail._cli_integrity import bundle, checkpoint, verify, verify_log  # noqa: E402
-from sealtrail._cli_retention import erase_tenant, legal_hold, retention  # noqa: E402
+from sealtrail._cli_retention import (  # noqa: E402
+    erase_tenant,
+    legal_hold,
+    retention,
+    verify_erasure,
+)
 from sealtrail._cli_sinks import sinks  # noqa: E402
 from sealtrail._cli_stats import stats  # noqa: E402
 
@@ -760,6 +765,7 @@ main.add_command(checkpoint)
 main.add_command(retention)
 main.add_command(legal_hold)
 main.add_command(erase_tenant)
+main.add_command(verify_erasure)
 main.add_command(stats)
 main.add_command(import_events)
 main.add_command(sinks)

@@ -1,19 +1,22 @@
-"""`sealtrail retention`, `legal-hold` and `erase-tenant`: a tenant admin's
+"""`sealtrail retention`, `legal-hold`, `erase-tenant` and `verify-erasure`: a tenant admin's
 powers over how long its log is kept. Registered on the main command by
 _cli.py, whose helpers it shares."""
 
 from __future__ import annotations
 
+import base64
 import sys
 from collections.abc import Callable
 from datetime import UTC
-from typing import TypeVar
+from typing import TextIO, TypeVar
 
 import click
 from google.protobuf import json_format
 
 from sealtrail._cli import _client, _count, terminal_safe, unchanged_since_read
 from sealtrail._convert import enum_label
+from sealtrail._erasure_check import ErasureReceiptError, verify_erasure_receipt
+from sealtrail.tlog import receipt_time
 from sealtrail.v1 import event_pb2, retention_pb2
 
 
@@ -203,3 +206,35 @@ def erase_tenant(ctx: click.Context, confirm: str) -> None:
     with _client(ctx) as client:
         receipt = client.erase_tenant(confirm)
     click.echo(json_format.MessageToJson(receipt, indent=2))
+
+
+@click.command("verify-erasure")
+@click.argument("receipt", type=click.File("r"))
+@click.option(
+    "--key",
+    "keys",
+    metavar="VKEY",
+    multiple=True,
+    required=True,
+    help="The deployment's verifier key (name+id+key) you pinned, never one taken from the"
+    " server; repeat it after a key rotation.",
+)
+def verify_erasure(receipt: TextIO, keys: tuple[str, ...]) -> None:
+    """Check an erasure receipt offline (RECEIPT: the JSON `erase-tenant` or
+    `sealtrail-server tenant erase` printed, or - for stdin): its signature by
+    --key, and that its fields are what is signed. Exits 0 when verified, 1
+    when not (unsigned, signed by no given key, a signature that does not
+    verify, or fields edited since it was signed)."""
+    try:
+        check = verify_erasure_receipt(receipt.read(), key=keys)
+    except ErasureReceiptError as error:  # which may quote the receipt's text, a forger's
+        click.echo(f"FAILED: {terminal_safe(str(error))}", err=True)
+        sys.exit(1)
+    root = base64.b64encode(check.final_root_hash).decode()
+    click.echo(
+        terminal_safe(
+            f"OK: tenant {check.tenant_id} was erased at {receipt_time(check.erased_at)} by"
+            f" {check.erased_by} ({check.final_tree_size} events, root {root}) from the log"
+            f" {check.origin}; receipt signed by {', '.join(check.signed_by)}"
+        )
+    )

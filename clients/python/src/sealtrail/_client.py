@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self, TypeVar, Unpack
+from typing import Any, Protocol, Self, TypeVar, Unpack
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -56,6 +56,7 @@ from sealtrail._convert import (
     update_mask,
 )
 from sealtrail._correlation import CorrelationInterceptor, current_request_id, request_id
+from sealtrail._erasure_check import ErasureReceiptCheck, verify_erasure_receipt
 from sealtrail._errors import (
     ClientClosedError,
     SealtrailError,
@@ -576,6 +577,22 @@ class AuditClient:
                 raise
             raise erased_meanwhile(error) from error
         return answer.receipt
+
+    def verify_erasure_receipt(
+        self,
+        receipt: retention_pb2.ErasureReceipt | str | bytes | Mapping[str, Any],
+        *,
+        key: str | Sequence[str],
+    ) -> ErasureReceiptCheck:
+        """Check an erasure receipt (as `erase_tenant` returns it, or its
+        JSON) offline against `key`, the deployment's verifier key you pinned
+        (or several, after a rotation), never the server's: what its signature
+        proves (who erased which log, when, at which size and root). Asks the
+        server nothing. Raises an ErasureReceiptError: UnsignedReceiptError for
+        a receipt kept before receipts were signed (or written by hand),
+        ReceiptKeyError, ReceiptSignatureError or ReceiptMismatchError
+        (`sealtrail.verify_erasure_receipt`, docs/integrity.md)."""
+        return verify_erasure_receipt(receipt, key=key)
 
     def create_sink(
         self, sink: forwarding_pb2.Sink, *, from_beginning: bool = False

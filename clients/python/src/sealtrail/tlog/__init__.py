@@ -3,6 +3,7 @@ no server and no database: RFC 6962 / RFC 9162 Merkle hashing and proof
 verification, C2SP signed notes (Ed25519) and C2SP tlog checkpoints."""
 
 from sealtrail.tlog._checkpoint import Checkpoint, format_checkpoint, parse_checkpoint
+from sealtrail.tlog._erasure import ERASURE_RECEIPT_HEADER, ErasureStatement, receipt_time
 from sealtrail.tlog._merkle import (
     EMPTY_ROOT,
     LeafTree,
@@ -36,10 +37,12 @@ from sealtrail.tlog._removals import (
 
 __all__ = [
     "EMPTY_ROOT",
+    "ERASURE_RECEIPT_HEADER",
     "RETENTION_ACTION",
     "RETENTION_ACTOR",
     "STATEMENT_HEADER",
     "Checkpoint",
+    "ErasureStatement",
     "LeafTree",
     "NoteError",
     "ProofError",
@@ -58,6 +61,7 @@ __all__ = [
     "open_note",
     "parse_checkpoint",
     "purge_key",
+    "receipt_time",
     "root_from_leaves",
     "sign_note",
     "verify_consistency",

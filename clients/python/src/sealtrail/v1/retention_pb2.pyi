@@ -541,6 +541,7 @@ class ErasureReceipt(_message.Message):
     FINAL_ROOT_HASH_FIELD_NUMBER: _builtins.int
     FINAL_CHECKPOINT_FIELD_NUMBER: _builtins.int
     REMOVED_ROWS_FIELD_NUMBER: _builtins.int
+    SIGNED_RECEIPT_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """The erased tenant."""
     erased_by_token_id: _builtins.str
@@ -549,6 +550,19 @@ class ErasureReceipt(_message.Message):
     """The log's size when it was erased."""
     final_root_hash: _builtins.bytes
     """The log's root hash at that size (32 bytes)."""
+    signed_receipt: _builtins.str
+    """The receipt signed by the deployment's signing key (the key that signs
+    the log's checkpoints): a C2SP signed note whose text is the line
+    `sealtrail erasure receipt v1`, then the log's origin, the tenant id, the
+    final tree size (decimal), the final root hash (base64), who erased it
+    (erased_by_token_id), when (erase_time, RFC 3339 UTC with microseconds)
+    and removed_rows (JSON, keys sorted), one a line (docs/integrity.md,
+    "Erasure receipts"). It is not a checkpoint, and no checkpoint is a
+    receipt. Empty in a receipt kept before receipts were signed (migration
+    0045): nothing then proves who erased the tenant, when, or that the
+    receipt is not a database superuser's. Check it offline with
+    `verify_erasure_receipt` or `sealtrail verify-erasure`.
+    """
     @_builtins.property
     def erase_time(self) -> _timestamp_pb2.Timestamp:
         """When it was erased."""
@@ -571,10 +585,11 @@ class ErasureReceipt(_message.Message):
         final_root_hash: _builtins.bytes = ...,
         final_checkpoint: _integrity_pb2.SignedCheckpoint | None = ...,
         removed_rows: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        signed_receipt: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["erase_time", b"erase_time", "final_checkpoint", b"final_checkpoint"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["erase_time", b"erase_time", "erased_by_token_id", b"erased_by_token_id", "final_checkpoint", b"final_checkpoint", "final_root_hash", b"final_root_hash", "final_tree_size", b"final_tree_size", "removed_rows", b"removed_rows", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erase_time", b"erase_time", "erased_by_token_id", b"erased_by_token_id", "final_checkpoint", b"final_checkpoint", "final_root_hash", b"final_root_hash", "final_tree_size", b"final_tree_size", "removed_rows", b"removed_rows", "signed_receipt", b"signed_receipt", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,266 @@
+"""Erasure receipts signed by the deployment's key, and checked offline
+against pinned verifier keys: a real erasure's receipt verifies; a database
+superuser's receipt (a `tenant_erasures` row reusing the tenant's genuine
+latest checkpoint), a receipt edited in the database, or a checkpoint's
+signature presented as a receipt's, is refused (helper-221)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+from google.protobuf import json_format
+
+from sealtrail import (
+    AsyncAuditClient,
+    AuditClient,
+    ErasureReceiptError,
+    ReceiptKeyError,
+    ReceiptMismatchError,
+    ReceiptSignatureError,
+    UnsignedReceiptError,
+    build_event,
+    verify_erasure_receipt,
+)
+from sealtrail._cli import main as cli
+from sealtrail.tlog import (
+    ERASURE_RECEIPT_HEADER,
+    Signer,
+    generate_signer_key,
+    open_note,
+    parse_checkpoint,
+)
+from sealtrail.v1 import retention_pb2
+from tests.conftest import SIGNING_KEY, ServerThread, run_operator, token_id_of
+from tests.tenant_rows import rows_of, tenant_tables
+
+VERIFIER = Signer.parse(SIGNING_KEY).verifier
+KEY = VERIFIER.text()
+
+
+def logged_tenant(server: ServerThread, tenant: str, events: int = 5) -> str:
+    """The tenant with `events` events signed at their size; its admin token."""
+    token = server.token(tenant)
+    with AuditClient(server.target, token=token) as client:
+        client.record_batch([build_event(action="doc.edit", actor_id="u") for _ in range(events)])
+        client.get_checkpoint(fresh=True)
+    return token
+
+
+def erased(server: ServerThread, tenant: str) -> retention_pb2.ErasureReceipt:
+    """The receipt of the tenant's erasure, by the API, its log of 5 events."""
+    token = logged_tenant(server, tenant)
+    with AuditClient(server.target, token=token) as client:
+        return client.erase_tenant(tenant)
+
+
+def kept_receipt(database_url: str, tenant: str) -> retention_pb2.ErasureReceipt:
+    """The receipt kept of the tenant, as `sealtrail-server tenant erase`
+    answers it for an id erased already (it reads `tenant_erasures`)."""
+    result = run_operator(database_url, "tenant", "erase", tenant, "--confirm", tenant)
+    assert result.exit_code == 0, result.output
+    return json_format.Parse(result.stdout, retention_pb2.ErasureReceipt())
+
+
+def test_a_real_erasures_receipt_verifies_offline(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any], migrated_database_url: str
+) -> None:
+    token = logged_tenant(server, tenant)
+    token_id = token_id_of(sql, token)  # gone with the tenant
+    with AuditClient(server.target, token=token) as client:
+        receipt = client.erase_tenant(tenant)
+        check = client.verify_erasure_receipt(receipt, key=KEY)
+    assert receipt.signed_receipt.startswith(f"{ERASURE_RECEIPT_HEADER}\n")
+    assert check.tenant_id == tenant and check.origin == f"sealtrail.test/log/{tenant}"
+    assert (check.final_tree_size, check.final_root_hash) == (
+        receipt.final_tree_size,
+        receipt.final_root_hash,
+    )
+    assert check.erased_by == token_id == receipt.erased_by_token_id
+    assert check.erased_at == receipt.erase_time.ToDatetime(tzinfo=UTC)
+    assert check.removed_rows == dict(receipt.removed_rows)
+    assert check.signed_by == [KEY]
+    # Its JSON, as `sealtrail erase-tenant` prints it; the receipt kept, as the
+    # operator's command answers it again; the async client's twin.
+    printed = json_format.MessageToJson(receipt, indent=2)
+    assert verify_erasure_receipt(printed, key=[KEY]) == check
+    assert verify_erasure_receipt(kept_receipt(migrated_database_url, tenant), key=KEY) == check
+
+    async def on_the_async_client() -> Any:
+        async with AsyncAuditClient(server.target, token="unused") as client:
+            return await client.verify_erasure_receipt(receipt, key=KEY)
+
+    assert asyncio.run(on_the_async_client()) == check
+    stranger = generate_signer_key("sealtrail.test/log").verifier.text()
+    with pytest.raises(ReceiptKeyError, match="no given key") as unknown:
+        verify_erasure_receipt(receipt, key=stranger)
+    assert f"sealtrail.test/log+{VERIFIER.key_id.hex()}" in str(unknown.value)
+
+
+def test_an_operators_erasure_receipt_names_the_operator_and_verifies(
+    server: ServerThread, tenant: str, migrated_database_url: str
+) -> None:
+    logged_tenant(server, tenant)
+    receipt = kept_receipt(migrated_database_url, tenant)  # the erasure itself, the first time
+    check = verify_erasure_receipt(receipt, key=KEY)
+    assert check.erased_by.startswith("sealtrail-server:") and check.final_tree_size == 5
+
+
+def test_a_superusers_receipt_reusing_a_genuine_checkpoint_is_refused(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any], migrated_database_url: str
+) -> None:
+    """The tenant's rows deleted by hand and a `tenant_erasures` row written,
+    its final checkpoint the tenant's latest genuine one: indistinguishable
+    from a real erasure's receipt, whose signed checkpoint was all it had."""
+    logged_tenant(server, tenant)
+    size, root, note, issued_at = sql.execute(
+        "SELECT tree_size, root_hash, note, issued_at FROM checkpoints WHERE tenant_id = %s"
+        " ORDER BY tree_size DESC LIMIT 1",
+        [tenant],
+    ).fetchone()  # type: ignore[misc]
+    with sql.transaction():
+        sql.execute("SET LOCAL session_replication_role = replica")  # past the refusals
+        for table in tenant_tables(sql):
+            sql.execute(
+                psycopg.sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(
+                    psycopg.sql.Identifier(table)
+                ),
+                [tenant],
+            )
+        sql.execute(
+            "INSERT INTO tenant_erasures (tenant_id, erased_at, erased_by, final_tree_size,"
+            " final_root_hash, final_checkpoint, final_checkpoint_issued_at, removed_rows)"
+            " VALUES (%s, now(), %s, %s, %s, %s, %s, '{\"events\": 5}')",
+            [tenant, str(uuid.uuid4()), size, root, note, issued_at],
+        )
+    assert not any(rows_of(sql, tenant).values())
+    forged = kept_receipt(migrated_database_url, tenant)
+    assert forged.final_checkpoint.note == note  # a genuine checkpoint in it
+    with pytest.raises(UnsignedReceiptError, match="not signed"):
+        verify_erasure_receipt(forged, key=KEY)
+    # A genuine receipt of another tenant's erasure copied into the row.
+    other = f"{tenant}-other"
+    theirs = erased(server, other)
+    sql.execute(
+        "UPDATE tenant_erasures SET signed_receipt = %s WHERE tenant_id = %s",
+        [theirs.signed_receipt, tenant],
+    )
+    listed = run_operator(migrated_database_url, "tenant", "erasures")
+    assert listed.exit_code == 0, listed.output
+    line = next(line for line in listed.stdout.splitlines() if line.startswith(f"{tenant} "))
+    assert "SIGNATURE DOES NOT MATCH" in line
+    refused = run_operator(migrated_database_url, "tenant", "erase", tenant, "--confirm", tenant)
+    assert refused.exit_code == 1 and "does not match" in refused.output
+    forged.signed_receipt = theirs.signed_receipt
+    with pytest.raises(ReceiptMismatchError, match="tenant_id"):
+        verify_erasure_receipt(forged, key=KEY)
+
+
+def test_an_unsigned_receipt_is_said_so_where_receipts_are_listed(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any], migrated_database_url: str
+) -> None:
+    """A receipt kept before receipts were signed (migration 0045) has none:
+    `tenant erasures` says so on its line."""
+    erased(server, tenant)
+    sql.execute("UPDATE tenant_erasures SET signed_receipt = NULL WHERE tenant_id = %s", [tenant])
+    listed = run_operator(migrated_database_url, "tenant", "erasures")
+    line = next(line for line in listed.stdout.splitlines() if line.startswith(f"{tenant} "))
+    assert line.endswith("unsigned (kept before receipts were signed: nothing proves it)")
+    assert kept_receipt(migrated_database_url, tenant).signed_receipt == ""
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "field"),
+    [
+        ("erased_by", "sealtrail-server:someone-else", "erased_by"),
+        ("erased_at", datetime(2026, 1, 1, tzinfo=UTC), "erase_time"),
+        ("final_tree_size", 3, "final_tree_size"),
+        ("final_root_hash", b"\x07" * 32, "final_root_hash"),
+        ("removed_rows", '{"events": 1}', "removed_rows"),
+    ],
+)
+def test_a_receipt_edited_in_the_database_is_refused(
+    server: ServerThread,
+    tenant: str,
+    sql: psycopg.Connection[Any],
+    migrated_database_url: str,
+    column: str,
+    value: object,
+    field: str,
+) -> None:
+    genuine = erased(server, tenant)
+    sql.execute(
+        psycopg.sql.SQL("UPDATE tenant_erasures SET {} = %s WHERE tenant_id = %s").format(
+            psycopg.sql.Identifier(column)
+        ),
+        [value, tenant],
+    )
+    # The server refuses to answer it; a copy of it edited alike is refused offline.
+    refused = run_operator(migrated_database_url, "tenant", "erase", tenant, "--confirm", tenant)
+    assert refused.exit_code == 1 and "does not match" in refused.output, refused.output
+    assert field in refused.output
+    edited = retention_pb2.ErasureReceipt()
+    edited.CopyFrom(genuine)
+    if field == "erase_time":
+        edited.erase_time.FromDatetime(genuine.erase_time.ToDatetime() + timedelta(seconds=1))
+    elif field == "removed_rows":
+        edited.removed_rows["events"] = 1
+    elif field == "final_root_hash":
+        edited.final_root_hash = b"\x07" * 32
+    else:
+        setattr(edited, {"erased_by": "erased_by_token_id"}.get(field, field), value)
+    with pytest.raises(ReceiptMismatchError, match=field):
+        verify_erasure_receipt(edited, key=KEY)
+
+
+def test_a_checkpoint_signature_presented_as_a_receipts_is_refused(
+    server: ServerThread, tenant: str
+) -> None:
+    """One key signs both: a checkpoint's note is a valid signature, of
+    another statement; and a receipt's is no checkpoint."""
+    receipt = erased(server, tenant)
+    as_receipt = retention_pb2.ErasureReceipt()
+    as_receipt.CopyFrom(receipt)
+    as_receipt.signed_receipt = receipt.final_checkpoint.note
+    with pytest.raises(ReceiptSignatureError, match="not an erasure receipt"):
+        verify_erasure_receipt(as_receipt, key=KEY)
+    text, _ = open_note(receipt.signed_receipt, [VERIFIER])
+    with pytest.raises(ValueError, match="size"):
+        parse_checkpoint(text)
+    tampered = receipt.signed_receipt.replace(
+        f"\n{receipt.final_tree_size}\n", f"\n{receipt.final_tree_size + 1}\n", 1
+    )
+    assert tampered != receipt.signed_receipt
+    as_receipt.signed_receipt = tampered
+    with pytest.raises(ReceiptSignatureError, match="does not verify"):
+        verify_erasure_receipt(as_receipt, key=KEY)
+    assert issubclass(ReceiptSignatureError, ErasureReceiptError)
+
+
+def test_sealtrail_verify_erasure_checks_a_saved_receipt(
+    server: ServerThread, tenant: str, tmp_path: Path
+) -> None:
+    receipt = erased(server, tenant)
+    saved = tmp_path / "receipt.json"
+    saved.write_text(json_format.MessageToJson(receipt, indent=2))
+    verified = CliRunner().invoke(cli, ["verify-erasure", str(saved), "--key", KEY])
+    assert verified.exit_code == 0, verified.output
+    assert verified.stdout.startswith(f"OK: tenant {tenant} was erased at ")
+    assert f"(5 events, root {base64.b64encode(receipt.final_root_hash).decode()})" in (
+        verified.stdout
+    )
+    forged = json.loads(saved.read_text())
+    forged["erasedByTokenId"] = "someone-else"
+    refused = CliRunner().invoke(
+        cli, ["verify-erasure", "-", "--key", KEY], input=json.dumps(forged)
+    )
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith("FAILED: ") and "erased_by" in refused.stderr
