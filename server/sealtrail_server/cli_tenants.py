@@ -112,7 +112,10 @@ def tenant_list(erased: bool, output: str, data_dir: Path | None, database_url: 
                     _TenantRow(tenant_id, size, size, signed, None, None, None, erased_at)
                     for tenant_id, size, _, signed, erased_at in await cursor.fetchall()
                 ]
-        return sorted(rows)
+        # By tenant, a live log before an erased one's receipt: both exist only
+        # if someone wrote a receipt behind the service, and a sort of whole
+        # rows then compared a datetime or a hold with None (a TypeError).
+        return sorted(rows, key=lambda row: (row.tenant, row.erased_at is not None))
 
     rows = asyncio.run(run())
     if output == "json":

@@ -354,3 +354,29 @@ def test_the_operator_lists_every_tenant_with_its_log_hold_and_retention(
     text = operator(migrated_database_url, "tenant", "list", "--erased").stdout
     [gone_line] = [line for line in text.splitlines() if line.startswith(f"{gone} ")]
     assert gone_line.split()[4:6] == ["-", "erased"]
+
+
+def test_tenant_list_shows_a_tenant_both_live_and_erased_as_two_rows(
+    guarded: ServerThread, migrated_database_url: str, sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    """A receipt beside a log of the same tenant exists only if someone wrote
+    it behind the service (a superuser); `tenant list --erased` then failed
+    with a TypeError (its sort compared the live row's checkpoint time with
+    the erased row's None), where an operator needs the list most. Both rows
+    are shown."""
+    with AuditClient(guarded.target, token=guarded.token(tenant)) as client:
+        client.record(action="doc.edit", actor_id="u")
+        checkpoint = client.get_checkpoint(fresh=True)
+    sql.execute(
+        "INSERT INTO tenant_erasures (tenant_id, erased_at, erased_by, final_tree_size,"
+        " final_root_hash, final_checkpoint, removed_rows) VALUES (%s, now(), 'someone', %s,"
+        " %s, %s, '{}')",
+        [tenant, checkpoint.tree_size, checkpoint.root_hash, checkpoint.note],
+    )
+    try:
+        listed = operator(migrated_database_url, "tenant", "list", "--erased")
+    finally:
+        sql.execute("DELETE FROM tenant_erasures WHERE tenant_id = %s", [tenant])
+    assert listed.exit_code == 0, listed.output
+    lines = [line.split() for line in listed.stdout.splitlines() if line.startswith(f"{tenant} ")]
+    assert [line[4] for line in lines] == ["off", "-"]  # live first, then its receipt
