@@ -63,9 +63,10 @@ def import_events(ctx: click.Context, source: BinaryIO, batch_size: int) -> None
     line with its idempotency_key is recorded once however often the file is
     imported (one without occurred_at at the time of its first import); one
     without a key gets a new one, and is recorded again, each time.
-    Sealtrail's own records (audit_log.*, retention.*, ...) are refused: only
-    it records them. Each line refused is named on stderr, and the import
-    goes on: exit 3 if any was. An import cut short by a failed call (or
+    Sealtrail's own records (retention.*, security.alert, audit_log.queried
+    and the other records of its own API) are refused: only it records them.
+    Each line refused is named on stderr, and the import goes on: exit 3 if
+    any was. An import cut short by a failed call (or
     Ctrl-C) says up to which line every line was dealt with, and which lines
     after it its last call sent, which may have been recorded (its answer
     lost). There is no resume: imported again, a line without a key is
