@@ -4,7 +4,6 @@ and VerifyLog. A mixin of the servicer, kept apart so each file has one job."""
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from functools import lru_cache, partial
@@ -16,7 +15,7 @@ from sealtrail.v1 import event_pb2
 from sealtrail.v1 import integrity_pb2 as pb
 
 from ..domain.errors import FailedPrecondition, IntegrityFailure, InvalidArgument, NotFound
-from ..domain.event import MAX_SEQ, parse_uuid
+from ..domain.event import MAX_SEQ, named_in_record, parse_uuid
 from ..domain.filters import page_size
 from ..domain.page_tokens import PageTokens
 from ..domain.purge_summaries import SummarySeal
@@ -55,15 +54,6 @@ def checkpoint_message(stored: StoredCheckpoint) -> pb.SignedCheckpoint:
     )
     checkpoint.issued_at.FromDatetime(stored.issued_at)
     return checkpoint
-
-
-def _id_of(record: str) -> object:
-    """The id a record names (None if it names none)."""
-    try:
-        parsed = json.loads(record)
-    except (ValueError, RecursionError):
-        return None
-    return parsed.get("id") if isinstance(parsed, dict) else None
 
 
 def _non_negative(name: str, value: int) -> int:
@@ -163,7 +153,9 @@ class IntegrityRpcs:
         async with self._erasure_explains(tenant_id):
             found = inclusion_proof(read, await self._node_reader.read(read), tree_size=size)
         if found.record is not None and leaf == "event_id":
-            refuse_if_another_event(request.event_id.lower(), seq, _id_of(found.record))
+            refuse_if_another_event(
+                request.event_id.lower(), seq, named_in_record(found.record, "id")
+            )
         if found.record is None and not request.include_purged:
             raise NotFound(
                 f"event {seq} was removed by retention; set include_purged for its leaf's proof",

@@ -11,6 +11,7 @@ are stored verbatim and hashed. docs/record-format.md describes the record.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -577,6 +578,16 @@ def record_names_seq(record: bytes, seq: int) -> bool:
     and after `seq` only `severity`, `tenant_id` and `v` follow, none of which
     can hold `"seq":`, so the last occurrence is the top-level one."""
     return record.startswith(b'"seq":%d,' % seq, record.rfind(_SEQ_KEY))
+
+
+def named_in_record(record: str, key: str) -> object:
+    """The top-level `key` a stored record names (None if it names none, or
+    is no JSON object): what an error about a moved or swapped record quotes."""
+    try:
+        parsed = json.loads(record)
+    except (ValueError, RecursionError):
+        return None
+    return parsed.get(key) if isinstance(parsed, dict) else None
 
 
 def parse_uuid(text: str) -> str | None:

@@ -4,7 +4,6 @@ folded from them, each with one read of O(log n) rows."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import psycopg
 
 from ..domain.errors import IntegrityFailure
-from ..domain.event import record_names_seq
+from ..domain.event import named_in_record, record_names_seq
 from ..domain.merkle import leaf_hash
 from ..domain.proofs import (
     Node,
@@ -196,15 +195,6 @@ class ProvenLeaf:
     proof: list[bytes]
 
 
-def _named_seq(record: str) -> object:
-    """The seq a record names (None if it names none)."""
-    try:
-        parsed = json.loads(record)
-    except (ValueError, RecursionError):
-        return None
-    return parsed.get("seq") if isinstance(parsed, dict) else None
-
-
 def inclusion_proof(read: NodeRead, found: NodesRead, *, tree_size: int) -> ProvenLeaf:
     """The leaf of `read` and its inclusion proof at `tree_size`, from what
     its read found. IntegrityFailure if its leaf or hashes of its path are
@@ -226,7 +216,7 @@ def inclusion_proof(read: NodeRead, found: NodesRead, *, tree_size: int) -> Prov
             # leads elsewhere than that record's leaf, to another root.
             raise IntegrityFailure(
                 f"the record of {read.tenant_id!r} at seq {seq} names seq"
-                f" {_named_seq(found.record)}: it was moved from its place in the log"
+                f" {named_in_record(found.record, 'seq')}: it was moved from its place in the log"
             )
     proof = [
         range_hash(start, end, found.hashes) for start, end in inclusion_ranges(seq - 1, tree_size)
