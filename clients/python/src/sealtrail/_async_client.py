@@ -7,7 +7,15 @@ import functools
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -113,6 +121,21 @@ class _ChangeAnswer(Protocol):
 
 
 _Changed = TypeVar("_Changed", bound=_ChangeAnswer)
+
+
+def _started(
+    start: Callable[[_Req], AsyncIterable[_Resp]], request: _Req, retrying: SealtrailError | None
+) -> AsyncIterator[_Resp]:
+    """The stream `start` makes of `request`. On a channel closed (grpc.aio's "Channel is
+    closed.", a given channel's) or a client closed while the stream waited to
+    retry, the failure is the one it was retrying (`retrying`); before the
+    first attempt, that closing's."""
+    try:
+        return aiter(start(request))
+    except (grpc.aio.UsageError, ClientClosedError) as exc:
+        if retrying is None:  # closed before the first attempt
+            raise
+        raise retrying from exc  # closed while the client waited to retry
 
 
 async def _next_message(
@@ -799,13 +822,7 @@ class AsyncAuditClient:
         attempt, retrying = 1, None
         while True:
             received = False
-            try:
-                call = aiter(self._stub.Export(request, metadata=metadata))
-            # grpc.aio's "Channel is closed." (a given channel), or the client closed.
-            except (grpc.aio.UsageError, ClientClosedError) as exc:
-                if retrying is None:  # closed before the first attempt
-                    raise
-                raise retrying from exc  # closed while the client waited to retry
+            call = _started(lambda r: self._stub.Export(r, metadata=metadata), request, retrying)
             try:
                 while (message := await _next_message(call, retrying)) is not None:
                     received = True
@@ -890,13 +907,9 @@ class AsyncAuditClient:
         metadata, sent_id = stream_metadata(self._metadata, owns_channel=self._owns_channel)
         while True:
             request = stream_request(filter, cursor, since, announce_purged=on_purged is not None)
-            try:
-                call = aiter(self._stub.StreamEvents(request, metadata=metadata))
-            # grpc.aio's "Channel is closed." (a given channel), or the client closed.
-            except (grpc.aio.UsageError, ClientClosedError) as exc:
-                if retrying is None:  # closed before the first attempt
-                    raise
-                raise retrying from exc  # closed while the client waited to retry
+            call = _started(
+                lambda r: self._stub.StreamEvents(r, metadata=metadata), request, retrying
+            )
             try:
                 while (message := await _next_message(call, retrying)) is not None:
                     connected, before = True, cursor

@@ -103,6 +103,20 @@ class _ChangeAnswer(Protocol):
 _Changed = TypeVar("_Changed", bound=_ChangeAnswer)
 
 
+def _started(
+    start: Callable[[_Req], Iterable[_Resp]], request: _Req, retrying: SealtrailError | None
+) -> Iterator[_Resp]:
+    """The stream `start` makes of `request`. On a channel closed while the stream waited
+    to retry, the failure is the one it was retrying (`retrying`), not grpc's
+    ValueError; before the first attempt, grpc's."""
+    try:
+        return iter(start(request))
+    except ValueError as exc:  # grpc's "Cannot invoke RPC on closed channel!"
+        if retrying is None:  # closed before the first attempt
+            raise
+        raise retrying from exc  # closed while the client waited to retry
+
+
 def _next_message(call: Iterator[_Resp], retrying: SealtrailError | None) -> _Resp | None:
     """A stream's next message, None at its end. On a channel with an
     interceptor (the client's own has one) grpc starts the call when it is
@@ -729,12 +743,7 @@ class AuditClient:
         attempt, retrying = 1, None
         while True:
             received = False
-            try:
-                call = iter(self._stub.Export(request, metadata=metadata))
-            except ValueError as exc:  # grpc's "Cannot invoke RPC on closed channel!"
-                if retrying is None:  # closed before the first attempt
-                    raise
-                raise retrying from exc  # closed while the client waited to retry
+            call = _started(lambda r: self._stub.Export(r, metadata=metadata), request, retrying)
             try:
                 while (message := _next_message(call, retrying)) is not None:
                     received = True
@@ -808,12 +817,9 @@ class AuditClient:
         metadata, sent_id = stream_metadata(self._metadata, owns_channel=self._owns_channel)
         while True:
             request = stream_request(filter, cursor, since, announce_purged=on_purged is not None)
-            try:
-                call = iter(self._stub.StreamEvents(request, metadata=metadata))
-            except ValueError as exc:  # grpc's "Cannot invoke RPC on closed channel!"
-                if retrying is None:  # closed before the first attempt
-                    raise
-                raise retrying from exc  # closed while the client waited to retry
+            call = _started(
+                lambda r: self._stub.StreamEvents(r, metadata=metadata), request, retrying
+            )
             try:
                 while (message := _next_message(call, retrying)) is not None:
                     connected, before = True, cursor
