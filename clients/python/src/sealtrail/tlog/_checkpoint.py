@@ -40,12 +40,18 @@ def parse_checkpoint(text: str) -> Checkpoint:
     origin, size, root = lines[:3]
     if not origin:
         raise NoteError("the checkpoint has no origin")
+    return Checkpoint(origin, *parse_size_and_root(size, root, of="the checkpoint"))
+
+
+def parse_size_and_root(size: str, root: str, *, of: str) -> tuple[int, bytes]:
+    """A tree size (decimal) and root hash (base64 of 32 bytes) as a note's
+    lines give them; NoteError naming them `of` ("the checkpoint") if not."""
     if not _SIZE.fullmatch(size):
-        raise NoteError(f"the checkpoint size {size!r} is not a decimal number")
+        raise NoteError(f"{of} size {size!r} is not a decimal number")
     try:
         root_hash = base64.b64decode(root, validate=True)
     except (binascii.Error, ValueError):
-        raise NoteError("the checkpoint root is not base64") from None
+        raise NoteError(f"{of} root is not base64") from None
     if len(root_hash) != 32:
-        raise NoteError("the checkpoint root is not a SHA-256 hash")
-    return Checkpoint(origin, int(size), root_hash)
+        raise NoteError(f"{of} root is not a SHA-256 hash")
+    return int(size), root_hash

@@ -21,17 +21,15 @@ reusing the tenant's latest genuine checkpoint looked the same (ADR 0073).
 from __future__ import annotations
 
 import base64
-import binascii
 import json
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
+from sealtrail.tlog._checkpoint import parse_size_and_root
 from sealtrail.tlog._note import NoteError, refuse_controls
 
 ERASURE_RECEIPT_HEADER: Final = "sealtrail erasure receipt v1"
-_SIZE = re.compile(r"0|[1-9][0-9]{0,19}")
 _TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
@@ -84,14 +82,7 @@ class ErasureStatement:
         origin, tenant_id, size, root, erased_by, when, removed = lines[1:8]
         if not origin or not tenant_id or not erased_by:
             raise NoteError("an erasure receipt names a log, a tenant and who erased it")
-        if not _SIZE.fullmatch(size):
-            raise NoteError(f"the receipt's final size {size!r} is not a decimal number")
-        try:
-            root_hash = base64.b64decode(root, validate=True)
-        except (binascii.Error, ValueError):
-            raise NoteError("the receipt's final root is not base64") from None
-        if len(root_hash) != 32:
-            raise NoteError("the receipt's final root is not a SHA-256 hash")
+        final_size, root_hash = parse_size_and_root(size, root, of="the receipt's final")
         try:
             erased_at = datetime.strptime(when, _TIME_FORMAT).replace(tzinfo=UTC)
         except ValueError:
@@ -106,7 +97,7 @@ class ErasureStatement:
             type(count) is not int or count < 0 for count in rows.values()
         ):
             raise NoteError("the receipt's removed rows are not a JSON object of counts")
-        return cls(origin, tenant_id, int(size), root_hash, erased_by, erased_at, rows)
+        return cls(origin, tenant_id, final_size, root_hash, erased_by, erased_at, rows)
 
     def differences(self, other: ErasureStatement) -> list[str]:
         """The fields (by their names in the API's ErasureReceipt) in which
