@@ -15,11 +15,11 @@ from pathlib import Path
 import grpc
 import grpc_testing
 import pytest
-from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from sealtrail import AsyncAuditClient, AuditClient, ResourceExhaustedError, UnavailableError
 from sealtrail.v1 import audit_service_pb2
+from tests.rpc_status import retry_info, status_of, status_trailers
 from tests.scripted_service import scripted
 
 SERVICE = audit_service_pb2.DESCRIPTOR.services_by_name["AuditLogService"]
@@ -28,16 +28,8 @@ CONTENT = b'{"seq":1}\n'
 
 
 def _refusal(code: grpc.StatusCode, reason: str, retry_after: float) -> status_pb2.Status:
-    status = status_pb2.Status(code=code.value[0], message=f"refused: {reason}")
-    status.details.add().Pack(error_details_pb2.ErrorInfo(reason=reason, domain="sealtrail"))
-    delay = duration_pb2.Duration()
-    delay.FromNanoseconds(int(retry_after * 1e9))
-    status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-    return status
-
-
-def _trailers(status: status_pb2.Status) -> tuple[tuple[str, bytes], ...]:
-    return (("grpc-status-details-bin", status.SerializeToString()),)
+    info = error_details_pb2.ErrorInfo(reason=reason, domain="sealtrail")
+    return status_of(code, f"refused: {reason}", info, retry_info(retry_after))
 
 
 TOO_MANY = _refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_EXPORTS", 5.0)
@@ -83,7 +75,7 @@ def client(channel: grpc_testing.Channel, sleeps: list[float]) -> Iterator[Audit
 
 def _refuse(channel: grpc_testing.Channel, status: status_pb2.Status) -> bytes:
     _, request, rpc = channel.take_unary_stream(EXPORT)
-    rpc.terminate(_trailers(status), grpc.StatusCode(_code(status)), status.message)
+    rpc.terminate(status_trailers(status), grpc.StatusCode(_code(status)), status.message)
     return bytes(request.SerializeToString())
 
 
@@ -150,7 +142,7 @@ def test_an_export_that_fails_after_its_first_message_is_not_retried(
         _, _, rpc = channel.take_unary_stream(EXPORT)
         rpc.send_response(_chunk())
         assert taken.wait(10)  # received (a status set before drops what is unread)
-        rpc.terminate(_trailers(STOPPING), grpc.StatusCode.UNAVAILABLE, STOPPING.message)
+        rpc.terminate(status_trailers(STOPPING), grpc.StatusCode.UNAVAILABLE, STOPPING.message)
         with pytest.raises(UnavailableError) as failed:
             exported.result(timeout=10)
     assert not failed.value.retried and sleeps == []
@@ -174,11 +166,13 @@ async def test_the_async_client_retries_an_export_before_its_first_message_only(
         attempts.append(audit_service_pb2.ExportRequest.FromString(request))
         if len(attempts) == 1:
             await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY.message, _trailers(TOO_MANY)
+                grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY.message, status_trailers(TOO_MANY)
             )
         yield _chunk().SerializeToString()
         if len(attempts) == 3:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, STOPPING.message, _trailers(STOPPING))
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, STOPPING.message, status_trailers(STOPPING)
+            )
         yield _manifest().SerializeToString()
 
     handler = grpc.unary_stream_rpc_method_handler(export)

@@ -14,7 +14,7 @@ from typing import Any, Final
 import grpc
 import grpc_testing
 import pytest
-from google.protobuf import duration_pb2, message
+from google.protobuf import message
 from google.rpc import error_details_pb2, status_pb2
 
 import sealtrail
@@ -39,6 +39,7 @@ from sealtrail.v1 import (
     retention_pb2,
     settings_pb2,
 )
+from tests.rpc_status import retry_info, status_of, status_trailers
 from tests.scripted_service import scripted
 
 SERVICE = audit_service_pb2.DESCRIPTOR.services_by_name["AuditLogService"]
@@ -79,15 +80,8 @@ def background() -> Iterator[ThreadPoolExecutor]:
 def fail(
     rpc: grpc_testing.UnaryUnaryChannelRpc, code: grpc.StatusCode, *details: message.Message
 ) -> None:
-    status = status_pb2.Status(code=code.value[0], message="it failed")
-    for detail in details:
-        status.details.add().Pack(detail)
-    trailers = (("grpc-status-details-bin", status.SerializeToString()),)
-    rpc.terminate(None, trailers, code, status.message)
-
-
-def retry_info(seconds: float) -> error_details_pb2.RetryInfo:
-    return error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=int(seconds * 1e9)))
+    status = status_of(code, "it failed", *details)
+    rpc.terminate(None, status_trailers(status), code, status.message)
 
 
 def test_record_retries_with_one_key_and_time_and_the_token(
