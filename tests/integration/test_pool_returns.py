@@ -7,6 +7,7 @@ suite once saw four lost on the shared server (test_client_disconnects)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from sealtrail_server.store.database import Database
 from tests.cancels import cancelled_twice
@@ -37,3 +38,32 @@ async def test_calls_cancelled_twice_give_every_connection_back(
             await conn.execute("SELECT 1")
     finally:
         await db.close()
+
+
+def test_a_task_dropped_holding_a_connection_gives_it_back_as_it_is_collected(
+    migrated_database_url: str,
+) -> None:
+    """A task left pending as its loop stopped (a stop's, in the full suite) is
+    closed by the garbage collector, with no loop running: the return in a
+    task of its own could not start there ("no current event loop"; "coroutine
+    ignored GeneratorExit" where a loop ran), and the connection was lost."""
+    loop = asyncio.new_event_loop()
+    try:
+        url = service_login_url(migrated_database_url)
+        db = loop.run_until_complete(Database.open(url, min_size=1, max_size=2))
+        held = asyncio.Event()
+
+        async def hold() -> None:
+            async with db.connection("t-dropped"):
+                held.set()
+                await asyncio.Event().wait()  # for ever
+
+        task = loop.create_task(hold())
+        loop.run_until_complete(held.wait())
+        del task  # dropped, never cancelled
+        gc.collect()
+        stats = db.pool.get_stats()
+        assert stats["pool_size"] == stats["pool_available"], stats
+        loop.run_until_complete(db.close())
+    finally:
+        loop.close()

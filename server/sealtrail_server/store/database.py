@@ -398,8 +398,19 @@ class Database:
         conn = await self.pool.getconn(timeout)
         try:
             yield conn
-        finally:
+        except GeneratorExit:
+            # Closed, not cancelled: an async generator's aclose, or a task
+            # dropped with its loop (a stop), its coroutine closed by the
+            # garbage collector, which may wait for nothing (a task of its own
+            # failed there: no loop runs). Given back in place, as psycopg_pool
+            # does; no cancel lands in a close, and an idle connection goes
+            # back without a wait.
+            await self.pool.putconn(conn)
+            raise
+        except BaseException:
             await self._give_back(conn)
+            raise
+        await self._give_back(conn)
 
     async def _give_back(self, conn: Connection) -> None:
         """`conn` back to the pool, however many cancellations land
