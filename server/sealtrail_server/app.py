@@ -372,6 +372,7 @@ class Service:
             cache_seconds=settings.token_cache_seconds,
             wall_clock=self._clock,
             uses=self.token_uses,
+            meter=self._meter,
         )
         # Sent by this process's console only: with it, the browser's address
         # and user agent stand for the call's in its records.

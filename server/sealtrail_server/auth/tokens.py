@@ -6,8 +6,11 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from opentelemetry.metrics import Meter
+
 from ..domain.access import TOKEN_PATTERN, Principal, Revoked, token_digest
 from ..domain.errors import Unauthenticated
+from ..measures import no_meter
 from .last_use import LastUses
 
 TokenLookup = Callable[[bytes], Awaitable[Principal | Revoked | None]]
@@ -52,6 +55,14 @@ def _utc_now() -> datetime:
 
 _UNKNOWN = "unknown or revoked token"
 
+OUTCOME = "sealtrail.token.lookup.outcome"
+
+
+def _outcome(found: Principal | Revoked | None) -> str:
+    if isinstance(found, Principal):
+        return "found"
+    return "revoked" if isinstance(found, Revoked) else "unknown"
+
 
 class Authenticator:
     """Resolves presented tokens to principals, caching hits for `cache_seconds`
@@ -64,7 +75,8 @@ class Authenticator:
     A token's expiry, kept with its principal, is compared with `wall_clock`
     on every call, cached or not: an expired token stops at its expiry on
     every process, never a cache interval later (ADR 0064). Each call a token
-    authenticates is noted in `uses` (its last use, written behind)."""
+    authenticates is noted in `uses` (its last use, written behind). Each
+    lookup is counted on `meter` by its outcome (found, revoked, unknown)."""
 
     def __init__(
         self,
@@ -75,6 +87,7 @@ class Authenticator:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = _utc_now,
         uses: LastUses | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self._lookup = lookup
         self._cache_seconds = cache_seconds
@@ -88,6 +101,11 @@ class Authenticator:
         self._forgets = 0
         # Tenants erased here (at most `max_cached`): a stream of one ends saying so.
         self._erased: dict[str, None] = {}
+        self._lookups = (meter or no_meter()).create_counter(
+            "sealtrail.tokens.lookups",
+            unit="{lookup}",
+            description="Presented tokens looked up in the database, by outcome.",
+        )
 
     async def authenticate(self, authorization: str | None, *, fresh: bool = False) -> Principal:
         if not authorization:
@@ -103,6 +121,7 @@ class Authenticator:
         else:
             forgets = self._forgets
             found = await self._lookup(digest)
+            self._lookups.add(1, {OUTCOME: _outcome(found)})
             if not isinstance(found, Principal):
                 self._cache.pop(digest, None)
                 if isinstance(found, Revoked):
