@@ -370,6 +370,7 @@ class Service:
         authenticator = Authenticator(
             lookup,
             cache_seconds=settings.token_cache_seconds,
+            max_cached=settings.token_cache_size,
             wall_clock=self._clock,
             uses=self.token_uses,
             meter=self._meter,

@@ -57,6 +57,9 @@ class Settings:
     record_max_in_flight_bytes: int = 2 * 1024 * 1024 * 1024
     # How long a resolved token is trusted before it is looked up again.
     token_cache_seconds: float = 10.0
+    # Resolved tokens a process keeps at most; past it, the one used longest
+    # ago makes room.
+    token_cache_size: int = 10_000
     # A token's last use is written at most once per this many seconds per
     # process (at most a day), behind its calls (ADR 0064): its
     # `last_use_time` is that coarse. 0 notes every call, still written
@@ -314,6 +317,7 @@ _AT_LEAST_ONE = (
     "export_max_per_tenant",  # 0 would refuse every export
     "export_max_per_process",
     "max_connections",  # 0 refused every connection
+    "token_cache_size",
 )
 
 # Counts for which 0 means none (a pool kept empty, a process that forwards

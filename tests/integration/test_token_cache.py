@@ -75,3 +75,25 @@ def test_each_lookup_is_counted_by_its_outcome(counted: Counted, tenant: str) ->
     assert counted.lookups() == {"found": 1}  # then cached
     assert counted.call(new_token()) == grpc.StatusCode.UNAUTHENTICATED
     assert counted.lookups() == {"found": 1, "unknown": 1}
+
+
+def test_a_full_cache_keeps_the_tokens_in_use(migrated_database_url: str, tenant: str) -> None:
+    """A process that sees more tokens than its cache holds (many tenants,
+    each calling now and then) drops the one used longest ago: a busy token
+    stays cached. The cache was emptied instead each time it filled, and
+    every token in use was looked up again."""
+    counted = Counted(migrated_database_url, token_cache_seconds=3600, token_cache_size=4)
+    try:
+        busy = counted.server.token(tenant, Role.RECORDER)
+        assert counted.call(busy) == grpc.StatusCode.INVALID_ARGUMENT
+        others = [counted.server.token(f"{tenant}-{n}", Role.RECORDER) for n in range(12)]
+        busy_lookups = 0
+        for other in others:
+            assert counted.call(other) == grpc.StatusCode.INVALID_ARGUMENT
+            before = counted.lookups()["found"]
+            assert counted.call(busy) == grpc.StatusCode.INVALID_ARGUMENT
+            busy_lookups += counted.lookups()["found"] - before
+        assert busy_lookups == 0
+        assert counted.lookups() == {"found": 13}  # each token once
+    finally:
+        counted.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -75,7 +76,10 @@ class Authenticator:
     A token's expiry, kept with its principal, is compared with `wall_clock`
     on every call, cached or not: an expired token stops at its expiry on
     every process, never a cache interval later (ADR 0064). Each call a token
-    authenticates is noted in `uses` (its last use, written behind). Each
+    authenticates is noted in `uses` (its last use, written behind). At most
+    `max_cached` tokens are kept: past it, the one used longest ago makes room
+    (emptied instead, the cache had every token in use looked up again each
+    time a process that sees many tokens filled it). Each
     lookup is counted on `meter` by its outcome (found, revoked, unknown)."""
 
     def __init__(
@@ -95,7 +99,8 @@ class Authenticator:
         self._clock = clock
         self._wall_clock = wall_clock
         self._uses = uses
-        self._cache: dict[bytes, tuple[Principal, float]] = {}
+        # Least recently used first.
+        self._cache: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
         # Bumped by each forget: a lookup that began before it must not put
         # back what it forgot.
         self._forgets = 0
@@ -118,6 +123,7 @@ class Authenticator:
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > now and not fresh:
             principal = cached[0]
+            self._cache.move_to_end(digest)
         else:
             forgets = self._forgets
             found = await self._lookup(digest)
@@ -130,9 +136,10 @@ class Authenticator:
             principal = found
             # Not kept past a revocation since it was read (true when read).
             if forgets == self._forgets:
-                if len(self._cache) >= self._max_cached:
-                    self._cache.clear()
                 self._cache[digest] = (principal, now + self._cache_seconds)
+                self._cache.move_to_end(digest)
+                while len(self._cache) > self._max_cached:
+                    self._cache.popitem(last=False)
         # Left cached: an expiry never moves, and a client retrying with an
         # expired token in a loop costs no lookup a call.
         if principal.expires_at is not None and principal.expires_at <= self._wall_clock():
