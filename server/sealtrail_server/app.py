@@ -371,6 +371,7 @@ class Service:
             lookup,
             cache_seconds=settings.token_cache_seconds,
             max_cached=settings.token_cache_size,
+            unknown_per_minute=settings.unknown_tokens_per_minute,
             wall_clock=self._clock,
             uses=self.token_uses,
             meter=self._meter,

@@ -60,6 +60,10 @@ class Settings:
     # Resolved tokens a process keeps at most; past it, the one used longest
     # ago makes room.
     token_cache_size: int = 10_000
+    # Tokens that do not exist a caller (an IP address; an IPv6 /64) may
+    # present per minute, each a lookup; past it, its tokens this process
+    # has not seen are refused (RESOURCE_EXHAUSTED) unlooked. 0: no limit.
+    unknown_tokens_per_minute: int = 60
     # A token's last use is written at most once per this many seconds per
     # process (at most a day), behind its calls (ADR 0064): its
     # `last_use_time` is that coarse. 0 notes every call, still written
@@ -328,6 +332,7 @@ _NOT_NEGATIVE = (
     "retention_min_days",  # no floor
     "forward_max_sinks",
     "alert_max_tenants",
+    "unknown_tokens_per_minute",  # no limit
 )
 
 # Seconds that 0 would turn into a loop without a pause (a heartbeat, a

@@ -15,6 +15,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc
 from sealtrail_server.domain.access import Role, new_token
+from tests.clock import Clock
 from tests.conftest import ServerThread
 
 LOOKUPS = "sealtrail.tokens.lookups"
@@ -32,11 +33,15 @@ class Counted:
         self.channel = grpc.insecure_channel(self.server.target)
         self.stub = audit_service_pb2_grpc.AuditLogServiceStub(self.channel)
 
-    def call(self, token: str) -> grpc.StatusCode:
+    def call(self, token: str, *, source: str = "") -> grpc.StatusCode:
         """A Record with no event, refused INVALID_ARGUMENT once its token is
-        accepted, before anything is written: the token's cost alone."""
+        accepted, before anything is written: the token's cost alone. From
+        `source`, as a trusted proxy in front of the server tells it."""
+        metadata = [("authorization", f"Bearer {token}")]
+        if source:
+            metadata.append(("x-forwarded-for", source))
         try:
-            self.stub.Record(pb.RecordRequest(), metadata=[("authorization", f"Bearer {token}")])
+            self.stub.Record(pb.RecordRequest(), metadata=metadata)
         except grpc.RpcError as error:
             return error.code()  # type: ignore[no-any-return]
         raise AssertionError("an empty Record was accepted")
@@ -95,5 +100,89 @@ def test_a_full_cache_keeps_the_tokens_in_use(migrated_database_url: str, tenant
             busy_lookups += counted.lookups()["found"] - before
         assert busy_lookups == 0
         assert counted.lookups() == {"found": 13}  # each token once
+    finally:
+        counted.close()
+
+
+def test_an_unknown_token_is_looked_up_once_a_cache_interval(counted: Counted) -> None:
+    """A client left with a token that does not exist (mistyped, or its
+    tenant's erasure took it), retrying in a loop, costs one lookup."""
+    unknown = new_token()
+    for _ in range(20):
+        assert counted.call(unknown) == grpc.StatusCode.UNAUTHENTICATED
+    assert counted.lookups() == {"unknown": 1}
+
+
+@pytest.fixture
+def budgeted(migrated_database_url: str) -> Iterator[tuple[Counted, Clock]]:
+    """A server behind a trusted proxy (the test) that looks up 5 unknown
+    tokens a minute per caller address, on a clock the test moves."""
+    clock = Clock()
+    made = Counted(
+        migrated_database_url,
+        clock=clock,
+        token_cache_seconds=3600,
+        unknown_tokens_per_minute=5,
+        trusted_proxies="127.0.0.1/32",
+    )
+    try:
+        yield made, clock
+    finally:
+        made.close()
+
+
+ATTACKER = "203.0.113.7"
+
+
+def test_a_caller_sending_random_tokens_is_not_looked_up_for_each(
+    budgeted: tuple[Counted, Clock], tenant: str
+) -> None:
+    """Every token made up anew was a lookup: a caller with no token at all
+    could keep the pool busy at will. Past its budget of unknown tokens, a
+    caller's tokens this process never saw are refused RESOURCE_EXHAUSTED
+    unlooked, until its budget refills; other callers are not affected, a
+    token created a moment ago by another process among them."""
+    counted, clock = budgeted
+    codes = [counted.call(new_token(), source=ATTACKER) for _ in range(40)]
+    refused = grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 5 + [refused] * 35
+    assert counted.lookups() == {"unknown": 5}
+    created = counted.server.token(tenant, Role.RECORDER)  # by another process, as it were
+    assert counted.call(created, source="198.51.100.1") == grpc.StatusCode.INVALID_ARGUMENT
+    assert counted.call(created, source="2001:db8::1") == grpc.StatusCode.INVALID_ARGUMENT
+    # Once seen, a token is no stranger to the attacker's address either.
+    assert counted.call(created, source=ATTACKER) == grpc.StatusCode.INVALID_ARGUMENT
+    # One unknown token more a twelfth of a minute.
+    clock.advance(seconds=12)
+    assert counted.call(new_token(), source=ATTACKER) == grpc.StatusCode.UNAUTHENTICATED
+    assert counted.call(new_token(), source=ATTACKER) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert counted.lookups() == {"unknown": 6, "found": 1}
+
+
+def test_an_ipv6_caller_is_budgeted_by_its_network(budgeted: tuple[Counted, Clock]) -> None:
+    """A host given an IPv6 /64 has as many addresses as it likes: the
+    budget is the network's."""
+    counted, _ = budgeted
+    codes = [counted.call(new_token(), source=f"2001:db8:0:1::{n:x}") for n in range(1, 8)]
+    assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 5 + [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2
+    assert counted.call(new_token(), source="2001:db8:0:2::1") == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_token_in_use_is_looked_up_again_over_budget(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """A token this process saw is looked up again as its cache interval
+    ends, whatever its caller's budget: an attacker sharing an address
+    with a service (a proxy that is not trusted) cannot lock it out."""
+    counted = Counted(migrated_database_url, token_cache_seconds=0.001, unknown_tokens_per_minute=2)
+    try:
+        token = counted.server.token(tenant, Role.RECORDER)
+        assert counted.call(token) == grpc.StatusCode.INVALID_ARGUMENT
+        for _ in range(3):
+            counted.call(new_token())
+        assert counted.call(new_token()) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        for _ in range(3):
+            assert counted.call(token) == grpc.StatusCode.INVALID_ARGUMENT
+        assert counted.lookups()["found"] == 4
     finally:
         counted.close()

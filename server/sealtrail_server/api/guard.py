@@ -37,7 +37,7 @@ from ..domain.networks import IpNetwork
 from ..service_interceptor import SERVICE_PREFIX, Behavior, Handler, ServiceInterceptor
 from ..store.changes import tenant_erased
 from ..telemetry.context import response_metadata
-from .callers import ROLE_HEADER, from_console, set_origin
+from .callers import ROLE_HEADER, current_caller, from_console, set_origin
 from .denials import Denials, Reason
 from .errors import grpc_status
 
@@ -101,6 +101,11 @@ def _check_decoded(request: Any) -> None:
         raise InvalidArgument.field("request", f"is not a valid message: {request.error}")
 
 
+def _caller_ip() -> str:
+    """The address of the call's caller (asked only of a token unseen)."""
+    return current_caller().ip
+
+
 async def _knows_no_erasures(tenant_id: str) -> None:
     pass
 
@@ -161,7 +166,7 @@ class GuardInterceptor(ServiceInterceptor):
         )
         try:
             principal = await self._authenticator.authenticate(
-                _authorization(context), fresh=method in CHANGES
+                _authorization(context), fresh=method in CHANGES, caller=_caller_ip
             )
         except Unauthenticated as refused:
             await self._refused_token(refused, method)
@@ -207,7 +212,7 @@ class GuardInterceptor(ServiceInterceptor):
         one's at its expiry (TOKEN_EXPIRED), an idle one at its next
         heartbeat, each recorded as a refusal is; an erased tenant's says so."""
         try:
-            await self._authenticator.authenticate(authorization)
+            await self._authenticator.authenticate(authorization, caller=_caller_ip)
         except Unauthenticated as refused:
             tenant_id = current_principal().tenant_id
             if self._authenticator.erased_here(tenant_id):

@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 from opentelemetry.metrics import Meter
 
 from ..domain.access import TOKEN_PATTERN, Principal, Revoked, token_digest
-from ..domain.errors import Unauthenticated
+from ..domain.errors import ResourceExhausted, Unauthenticated
 from ..measures import no_meter
 from .last_use import LastUses
+from .unknown_tokens import UnknownTokenBudgets, caller_key
 
 TokenLookup = Callable[[bytes], Awaitable[Principal | Revoked | None]]
 
@@ -80,7 +81,16 @@ class Authenticator:
     `max_cached` tokens are kept: past it, the one used longest ago makes room
     (emptied instead, the cache had every token in use looked up again each
     time a process that sees many tokens filled it). Each
-    lookup is counted on `meter` by its outcome (found, revoked, unknown)."""
+    lookup is counted on `meter` by its outcome (found, revoked, unknown).
+
+    A token found to be unknown is remembered so for `cache_seconds` too: a
+    client retrying with one in a loop costs a lookup an interval, not a
+    call. (No token is refused for it that exists: a secret exists only once
+    its token is created, and can be presented only after.) And each caller
+    may present `unknown_per_minute` unknown tokens (0: any number): past
+    it, a token this process has not seen is refused unlooked (unknown_tokens.py),
+    but one it has is looked up again as its interval ends, whoever
+    presents it."""
 
     def __init__(
         self,
@@ -92,6 +102,7 @@ class Authenticator:
         wall_clock: Callable[[], datetime] = _utc_now,
         uses: LastUses | None = None,
         meter: Meter | None = None,
+        unknown_per_minute: int = 0,
     ) -> None:
         self._lookup = lookup
         self._cache_seconds = cache_seconds
@@ -106,13 +117,27 @@ class Authenticator:
         self._forgets = 0
         # Tenants erased here (at most `max_cached`): a stream of one ends saying so.
         self._erased: dict[str, None] = {}
+        # Digests found to be no token -> until when they are taken as none,
+        # least recently found first (at most `max_cached`).
+        self._unknown: OrderedDict[bytes, float] = OrderedDict()
+        self._budgets = UnknownTokenBudgets(per_minute=unknown_per_minute, clock=wall_clock)
         self._lookups = (meter or no_meter()).create_counter(
             "sealtrail.tokens.lookups",
             unit="{lookup}",
             description="Presented tokens looked up in the database, by outcome.",
         )
 
-    async def authenticate(self, authorization: str | None, *, fresh: bool = False) -> Principal:
+    async def authenticate(
+        self,
+        authorization: str | None,
+        *,
+        fresh: bool = False,
+        caller: Callable[[], str] = str,
+    ) -> Principal:
+        """The principal `authorization` stands for, or Unauthenticated (an
+        ExpiredToken, a RevokedToken); ResourceExhausted for a token this
+        process has not seen from a `caller()` (its IP address, asked only
+        then) past its budget of unknown tokens."""
         if not authorization:
             raise Unauthenticated("missing `authorization: Bearer <token>` metadata")
         scheme, _, token = authorization.partition(" ")
@@ -125,21 +150,13 @@ class Authenticator:
             principal = cached[0]
             self._cache.move_to_end(digest)
         else:
-            forgets = self._forgets
-            found = await self._lookup(digest)
-            self._lookups.add(1, {OUTCOME: _outcome(found)})
+            found = await self._look_up(digest, now, caller)
             if not isinstance(found, Principal):
                 self._cache.pop(digest, None)
                 if isinstance(found, Revoked):
                     raise RevokedToken(found.principal)
                 raise Unauthenticated(_UNKNOWN)
             principal = found
-            # Not kept past a revocation since it was read (true when read).
-            if forgets == self._forgets:
-                self._cache[digest] = (principal, now + self._cache_seconds)
-                self._cache.move_to_end(digest)
-                while len(self._cache) > self._max_cached:
-                    self._cache.popitem(last=False)
         # Left cached: an expiry never moves, and a client retrying with an
         # expired token in a loop costs no lookup a call.
         if principal.expires_at is not None and principal.expires_at <= self._wall_clock():
@@ -147,6 +164,42 @@ class Authenticator:
         if self._uses is not None:
             self._uses.note(principal, at=now)
         return principal
+
+    async def _look_up(
+        self, digest: bytes, now: float, caller: Callable[[], str]
+    ) -> Principal | Revoked | None:
+        """`digest` looked up (a principal then cached), or taken as no token
+        (found so lately), or refused unlooked (an unseen token of a caller
+        past its budget)."""
+        until = self._unknown.get(digest)
+        if until is not None and until > now:
+            return None
+        # Kept past its interval (until the cache is full), a token in use is
+        # no stranger: only one this process has not seen spends a budget.
+        budget = "" if digest in self._cache else caller_key(caller())
+        if budget and (wait := self._budgets.wait(budget)) > 0:
+            raise ResourceExhausted(
+                "too many unknown tokens from this address; retry later",
+                retry_after=wait,
+                reason="TOO_MANY_UNKNOWN_TOKENS",
+            )
+        forgets = self._forgets
+        found = await self._lookup(digest)
+        self._lookups.add(1, {OUTCOME: _outcome(found)})
+        if found is None:
+            self._unknown.pop(digest, None)
+            self._unknown[digest] = now + self._cache_seconds
+            if len(self._unknown) > self._max_cached:
+                self._unknown.popitem(last=False)
+            if budget:
+                self._budgets.spent(budget)
+        # Not kept past a revocation since it was read (true when read).
+        if isinstance(found, Principal) and forgets == self._forgets:
+            self._cache[digest] = (found, now + self._cache_seconds)
+            self._cache.move_to_end(digest)
+            while len(self._cache) > self._max_cached:
+                self._cache.popitem(last=False)
+        return found
 
     def forget(self, token_id: str) -> None:
         """Stop trusting a cached token at once (it was revoked here)."""
