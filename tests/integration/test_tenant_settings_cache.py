@@ -54,3 +54,29 @@ def test_a_read_that_began_before_a_change_here_does_not_put_the_old_settings_ba
     read, then = server.run(scenario())
     assert read == "replace"  # true when it was read
     assert then == "hmac"
+
+
+def test_settings_read_and_left_are_forgotten_once_stale(server: ServerThread, tenant: str) -> None:
+    """Each tenant whose settings were read stayed in the cache for good,
+    long after they were stale (100,000 tenants, each calling once, left
+    some 30 MB in every process). Once past their time, they go as others are
+    kept; and a tenant read again after is read afresh, as a new one is."""
+    now = [0.0]
+
+    async def scenario() -> tuple[int, int, str, str]:
+        cache = SettingsCache(server.database, ttl=10, clock=lambda: now[0])
+        for n in range(200):
+            await cache.get(f"{tenant}-{n}")
+        kept_while_fresh = len(cache)
+        async with server.database.connection(tenant + "-0") as conn:  # as another process
+            await write_settings(conn, tenant + "-0", redaction_mode="hmac")
+        before = (await cache.get(tenant + "-0")).redaction_mode  # cached: not yet
+        now[0] = 11.0
+        await cache.get(tenant)
+        kept_after = len(cache)
+        return kept_while_fresh, kept_after, before, (await cache.get(tenant + "-0")).redaction_mode
+
+    kept_while_fresh, kept_after, before, after = server.run(scenario())
+    assert kept_while_fresh == 200
+    assert kept_after == 1  # the tenant just read
+    assert (before, after) == ("replace", "hmac")

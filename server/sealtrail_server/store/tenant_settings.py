@@ -4,6 +4,7 @@ path (a tenant without a row has the defaults)."""
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,7 +54,9 @@ async def write_settings(
 
 class SettingsCache:
     """Each tenant's settings, read at most once per `ttl` seconds per process:
-    a change made through another process applies here within `ttl`."""
+    a change made through another process applies here within `ttl`. Settings
+    past their time are forgotten as others are kept (a tenant's next call
+    reads them afresh either way): each tenant ever read stayed for good."""
 
     def __init__(
         self, db: Database, *, ttl: float = 10.0, clock: Callable[[], float] = time.monotonic
@@ -61,7 +64,8 @@ class SettingsCache:
         self._db = db
         self._ttl = ttl
         self._clock = clock
-        self._entries: dict[str, tuple[float, TenantSettings]] = {}
+        # Tenant -> (until when, its settings), the soonest stale first.
+        self._entries: OrderedDict[str, tuple[float, TenantSettings]] = OrderedDict()
         # Bumped by each put: a read that began before it must not put back
         # what it replaced (helper-156).
         self._puts = 0
@@ -78,10 +82,19 @@ class SettingsCache:
             self._keep(tenant_id, settings)
         return settings  # true when read; not kept past a change made here since
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
     def put(self, tenant_id: str, settings: TenantSettings) -> None:
         """What this process just wrote applies here at once."""
         self._puts += 1
         self._keep(tenant_id, settings)
 
     def _keep(self, tenant_id: str, settings: TenantSettings) -> None:
-        self._entries[tenant_id] = (self._clock() + self._ttl, settings)
+        now = self._clock()
+        entries = self._entries
+        entries[tenant_id] = (now + self._ttl, settings)
+        entries.move_to_end(tenant_id)
+        # Each kept once and forgotten once: no sweep of every tenant.
+        while entries and next(iter(entries.values()))[0] <= now:
+            entries.popitem(last=False)
