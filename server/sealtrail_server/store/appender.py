@@ -51,7 +51,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -513,8 +513,11 @@ class _Lane:
         # Heads as this process last wrote or locked them (ADR 0024).
         self._heads: OrderedDict[str, _Head] = OrderedDict()
         self._last_batch_calls = 0  # calls the previous commit served
-        # Tenants whose head this process has seen: the others' may need creating.
-        self._known_tenants: set[str] = set()
+        # Tenants whose head this process has seen: the others' may need
+        # creating. As many as the heads kept, the least recently written
+        # making room (each tenant ever written stayed for good): one
+        # forgotten is written as one never seen.
+        self._known_tenants: OrderedDict[str, None] = OrderedDict()
         # Tenants whose head another session held past the lock timeout, and
         # until when their appends are refused without a try (loop time).
         self._held_elsewhere: dict[str, float] = {}
@@ -925,7 +928,7 @@ class _Lane:
             outcomes, written, _ = await self._write_from(heads, conn, writable)
             if written.keys() != {tenant for tenant, head in heads.items() if head.changed}:
                 raise RuntimeError(f"a locked head changed under the lock: {tenants}")
-        self._known_tenants.update(heads)
+        self._know(heads)
         self._keep({**heads, **written})
         if not refused:
             return outcomes
@@ -1016,6 +1019,13 @@ class _Lane:
         plans as one) and spent several times longer planning that probe of
         every partition's index than running it (ADR 0032)."""
         return self._checkout() if self._kept is None else self._kept.use()
+
+    def _know(self, tenants: Iterable[str]) -> None:
+        for tenant in tenants:
+            self._known_tenants[tenant] = None
+            self._known_tenants.move_to_end(tenant)
+        while len(self._known_tenants) > _KEPT_HEADS:
+            self._known_tenants.popitem(last=False)
 
     def _keep(self, heads: dict[str, _Head]) -> None:
         """Keep `heads` as the latest known, evicting the least recently written."""
