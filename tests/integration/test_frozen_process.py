@@ -11,9 +11,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from sealtrail import AuditClient, UnavailableError, build_event
+from sealtrail import AuditClient, SealtrailError, UnavailableError, build_event
 from sealtrail_server.integrity import checkpointer as checkpointer_module
 from sealtrail_server.store import appender as appender_module
+from sealtrail_server.store import changes as changes_module
 from tests.conftest import ServerThread
 from tests.integration.test_log_integrity import assert_log_is_sound
 from tests.lock_waits import until_blocked
@@ -117,6 +118,80 @@ def test_a_process_frozen_signing_a_checkpoint_lets_the_others_sign(
             "SELECT tree_size FROM chain_heads WHERE tenant_id = %s", [tenant]
         ).fetchone()  # type: ignore[misc]
         assert signed.tree_size == size
+    finally:
+        other.close()
+        frozen.close()
+
+
+@pytest.mark.parametrize(
+    ("table", "mode", "action"),
+    [
+        ("retention_policies", "ACCESS EXCLUSIVE", "retention.policy_updated"),
+        ("retention_policies", "SHARE", "retention.policy_updated"),
+        ("api_tokens", "SHARE", "api_token.created"),
+    ],
+    ids=["policy-before-its-record", "policy-after-its-record", "token-after-its-record"],
+)
+def test_a_process_frozen_mid_change_lets_its_token_be_revoked_and_records_nothing_undone(
+    migrated_database_url: str,
+    sql: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    table: str,
+    mode: str,
+    action: str,
+) -> None:
+    """A change holds its subject's lock and, shared, its calling token's
+    (a revocation waits for the changes the token is making). A process
+    frozen mid-change held both for as long as it stayed frozen: the token's
+    revocation through any other process failed meanwhile. Ended once idle
+    that long, the frozen change, woken, went on to record itself through its
+    own appender and then failed to apply: the log said a revoked token
+    changed the policy, which it never did. The change is now recorded in its
+    own transaction, so both or neither commit. Frozen before it reads the
+    policy (ACCESS EXCLUSIVE), or as it writes it, its record already made
+    (SHARE); or as it inserts a token it creates, recorded before that
+    transaction began."""
+    monkeypatch.setattr(changes_module, "IDLE_IN_CHANGE_SECONDS", 1.0, raising=False)
+    tenant = f"t-{uuid.uuid4().hex[:12]}"
+    frozen = ServerThread(migrated_database_url)
+    other = ServerThread(migrated_database_url)
+    changing = frozen.token(tenant, "admin")
+    revoking = other.token(tenant, "admin")
+    try:
+        with (
+            AuditClient(frozen.target, token=changing, timeout=60, max_attempts=1) as first,
+            AuditClient(other.target, token=revoking, timeout=60, max_attempts=1) as second,
+            ThreadPoolExecutor(1) as pool,
+        ):
+            first.record(action="frozen.before", actor_id="a")
+            (token_id,) = sql.execute(
+                "SELECT token_id::text FROM api_tokens WHERE tenant_id = %s"
+                " ORDER BY created_at LIMIT 1",
+                [tenant],
+            ).fetchone()  # type: ignore[misc]
+            with sql.transaction():
+                sql.execute(f"LOCK TABLE {table} IN {mode} MODE")
+                if table == "api_tokens":
+                    pending = pool.submit(first.create_token, "reader")
+                else:
+                    pending = pool.submit(first.set_retention_policy, 30)
+                until_blocked(sql, pending)
+                frozen.loop.call_soon_threadsafe(time.sleep, FROZEN_SECONDS)
+            started = time.monotonic()
+            revoked = second.revoke_token(token_id)
+            assert time.monotonic() - started < FROZEN_SECONDS
+            assert revoked.event_id
+            with pytest.raises(SealtrailError):
+                pending.result(timeout=60)
+            assert second.get_retention_policy().policy.default_days == 0  # forever
+            assert len(second.list_tokens()) == 2
+        rows = sql.execute(
+            "SELECT action FROM events WHERE tenant_id = %s ORDER BY seq", [tenant]
+        ).fetchall()
+        actions = [recorded for (recorded,) in rows]
+        assert action not in actions
+        assert actions.count("api_token.revoked") == 1
+        assert_log_is_sound(sql, tenant, len(rows))
     finally:
         other.close()
         frozen.close()

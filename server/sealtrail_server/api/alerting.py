@@ -394,6 +394,12 @@ class AlertingRpcs:
             found = await _stored_rule(conn, tenant_id, rule_id)
             require_etag(request.etag, _etag(found), what=f"alert rule {rule_id}")
             shown = await self._recorded_rule(tenant_id, found)
+            queued = await delete_rule_routing_its_alerts(
+                conn, tenant_id, rule_id, now=self._clock()
+            )
+            # Recorded last, in the same transaction (ADR 0075): the routing
+            # may wait for an alert's count, and the record holds the tenant's
+            # head until the commit.
             event_id = (
                 await record_access(
                     self._appender,
@@ -412,9 +418,6 @@ class AlertingRpcs:
                     },
                 )
             ).event_id
-            queued = await delete_rule_routing_its_alerts(
-                conn, tenant_id, rule_id, now=self._clock()
-            )
         self._evaluator.rules_changed()
         if queued:
             self._forwarder.sinks_changed()

@@ -28,6 +28,7 @@ from ..domain.event import (
 from ..domain.redaction import Redactor, tenant_key
 from ..store.appended import Appended
 from ..store.appender import Appender
+from ..store.changes import change_connection
 from ..store.tenant_settings import SettingsCache
 from ..telemetry.context import current_correlation
 from .callers import current_caller
@@ -188,7 +189,14 @@ async def record_event(
     correlate(draft, current_correlation())
     valid = validate_event(draft, now=now, path=action, own=True)
     view = caller_view(valid).SerializeToString()
-    [appended] = await appender.append(tenant_id, [valid], [view])
+    # Made by a change (store/changes.py), it commits with the change's
+    # transaction, or not at all (ADR 0075).
+    within = change_connection(tenant_id)
+    [appended] = await (
+        appender.append(tenant_id, [valid], [view])
+        if within is None
+        else appender.append_within(within, tenant_id, [valid], [view])
+    )
     if isinstance(appended, SealtrailError):
         raise appended
     return appended

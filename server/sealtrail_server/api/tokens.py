@@ -111,26 +111,32 @@ class TokenRpcs:
             details["expire_time"] = rfc3339(expires_at)
 
         async def create() -> tuple[IssuedToken, str]:
-            # Recorded before the token exists: a token never lives without its
-            # record. (Recorded after, a failed record's undo could fail too,
-            # the database being down, and leave it live and unrecorded.) A
-            # creation failing after its record leaves the record of a token
-            # that never worked.
-            recorded = await record_access(
-                self._appender,
-                principal,
-                now=self._clock(),
-                action="api_token.created",
-                category=event_pb2.CATEGORY_SECURITY,
-                severity=weakening_severity(role is Role.ADMIN),  # a new admin credential
-                resource_type="api_token",
-                resource_id=token_id,
-                description=f"Created an API token with role {role.value}",
-                details={
-                    **details,
-                    "name": await self._filter_details.text(principal.tenant_id, request.name),
-                },
-            )
+            # Read before the transaction: it may need a pooled connection of
+            # its own (the tenant's settings), which a change holding one must
+            # not wait for.
+            name = await self._filter_details.text(principal.tenant_id, request.name)
+            event_ids: list[str] = []
+
+            async def record() -> None:
+                # In the creation's transaction: the token and its record
+                # commit together, or neither does. (Recorded first, in a
+                # transaction of its own, a creation failing after it, or a
+                # process frozen there whose session ended meanwhile, left
+                # the record of a token that never existed; ADR 0075.)
+                recorded = await record_access(
+                    self._appender,
+                    principal,
+                    now=self._clock(),
+                    action="api_token.created",
+                    category=event_pb2.CATEGORY_SECURITY,
+                    severity=weakening_severity(role is Role.ADMIN),  # a new admin credential
+                    resource_type="api_token",
+                    resource_id=token_id,
+                    description=f"Created an API token with role {role.value}",
+                    details={**details, "name": name},
+                )
+                event_ids.append(recorded.event_id)
+
             issued = await create_token(
                 self._db,
                 tenant_id=principal.tenant_id,
@@ -139,8 +145,9 @@ class TokenRpcs:
                 token_id=token_id,
                 caller=principal.token_id,
                 expires_at=expires_at,
+                record=record,
             )
-            return issued, recorded.event_id
+            return issued, event_ids[0]
 
         # A caller going away does not stop it halfway.
         issued, event_id = await asyncio.shield(asyncio.ensure_future(create()))

@@ -92,7 +92,7 @@ from .changes import (
     try_share_condition,
     try_share_subjects,
 )
-from .database import Connection, Database
+from .database import SYSTEM_LOCK_TIMEOUT, SYSTEM_ROLE, Connection, Database
 from .idempotency import key_probe, repeated_key_outcome, stored_under
 from .kept import KEEP_IDLE_SECONDS, Checkout, KeptConnection
 from .partitions import OUTSIDE_MONTHS
@@ -458,6 +458,25 @@ class Appender:
                 del self._joining_large[tenant_id]
         return await self._large.append(tenant_id, events, views, size)
 
+    async def append_within(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        tenant_id: str,
+        events: Sequence[ValidEvent],
+        views: Sequence[bytes | None] | None = None,
+    ) -> list[AppendOutcome]:
+        """As `append`, but in `conn`'s transaction (a tenant's, open): the
+        events commit when it does, or not at all. For a change's record
+        (store/changes.py, `recorded_within`; ADR 0075), which must commit
+        with the change. It locks the tenant's head for the rest of the
+        transaction, as the system role, then leaves the transaction's role,
+        lock timeout and idle timeout as it found them."""
+        if views is None:
+            views = [None] * len(events)
+        elif len(views) != len(events):
+            raise ValueError(f"{len(views)} views for {len(events)} events")
+        return await self._small.append_within(conn, tenant_id, events, views)
+
 
 class _Lane:
     """One task's group commit: the appends handed to it, gathered and
@@ -644,6 +663,43 @@ class _Lane:
         if self._pending.events >= self._batch_events:
             self._batch_full.set()
         return await future
+
+    async def append_within(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        tenant_id: str,
+        events: Sequence[ValidEvent],
+        views: Sequence[bytes | None],
+    ) -> list[AppendOutcome]:
+        """As Appender.append_within."""
+        submission = _Submission(
+            tenant_id, events, views, asyncio.get_running_loop().create_future()
+        )
+        # The head it moves is no longer the one kept: the next write of the
+        # tenant here locks it, as after another process's.
+        self._heads.pop(tenant_id, None)
+        cursor = await conn.execute(_WITHIN, [SYSTEM_ROLE, _system_lock_timeout()])
+        found = await cursor.fetchone()
+        assert found is not None
+        try:
+            heads, erasing = await self._lock_heads(conn, [tenant_id])
+        except psycopg.errors.LockNotAvailable as error:
+            raise Unavailable(
+                f"tenant {tenant_id!r}'s log is being written by another process; retry",
+                retry_after=1.0,
+            ) from error
+        if tenant_id not in heads:
+            raise tenant_being_erased(tenant_id) if erasing else tenant_erased(tenant_id)
+        try:
+            [outcomes], _, _ = await self._write_from(heads, conn, [submission])
+        except psycopg.Error as error:
+            # The change rolls back with it: nothing recorded, nothing applied.
+            log.error("appender: the database refused a change's record: %s", error)
+            raise Unavailable(
+                "the database refused the change's record", retry_after=1.0
+            ) from error
+        await conn.execute(_AS_FOUND, list(found[:3]))
+        return outcomes
 
     async def _run(self) -> None:
         try:
@@ -1215,6 +1271,24 @@ _SELECT_HEADS = (
     .format(not_being_erased=try_share_condition(sql.SQL("k.erasure_key")))
     .as_string(None)
 )
+
+
+# A change's record (append_within): its transaction's settings as found,
+# and the system role's, under which it writes; then those found set back.
+_WITHIN = (
+    "SELECT found.*, set_config('role', %s, true), set_config('lock_timeout', %s, true)"
+    " FROM (SELECT current_setting('role') AS role, current_setting('lock_timeout') AS wait,"
+    " current_setting('idle_in_transaction_session_timeout') AS idle) AS found"
+)
+_AS_FOUND = (
+    "SELECT set_config('role', %s, true), set_config('lock_timeout', %s, true),"
+    " set_config('idle_in_transaction_session_timeout', %s, true)"
+)
+
+
+def _system_lock_timeout() -> str:
+    """SYSTEM_LOCK_TIMEOUT as the setting takes it."""
+    return f"{max(1, round(SYSTEM_LOCK_TIMEOUT * 1000))}ms"
 
 
 def _idle_in_write() -> str:

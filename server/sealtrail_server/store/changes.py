@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -50,6 +51,14 @@ ERASURE_SUBJECT: Final = "erasure"
 RETENTION_SUBJECT: Final = "retention"
 # How long a change waits for one of another process before giving up.
 DEFAULT_WAIT_SECONDS: Final = 5.0
+# How long a change may sit idle in its transaction, between two of its
+# statements, before PostgreSQL ends its session and rolls it back. A process
+# frozen mid-change (SIGSTOP, `docker pause`, a debugger) held its subject's
+# lock, and shared its calling token's, for as long as it stayed frozen: that
+# token's revocation through any other process failed meanwhile. Between its
+# statements a change only builds its record, milliseconds. As the appender's
+# writes (store/appender.py, IDLE_IN_WRITE_SECONDS).
+IDLE_IN_CHANGE_SECONDS = 30.0
 
 
 class Changes:
@@ -84,6 +93,7 @@ class Changes:
             self._db.connection(tenant_id) as conn,
             conn.transaction(),
         ):
+            await end_when_idle(conn)
             busy = f"another change of {subject} is still being applied; retry"
             async with waiting_at_most(conn, self._wait_seconds, busy=busy):
                 await lock_subject(conn, tenant_id, subject)
@@ -95,7 +105,57 @@ class Changes:
             await refuse_if_erased(conn, tenant_id)
             if caller is not None:
                 await hold_live_token(conn, tenant_id, caller, seconds=self._wait_seconds)
-            yield conn
+            with recorded_within(conn, tenant_id):
+                yield conn
+
+
+class _Change:
+    """A change in progress: its tenant and its connection, while it is open."""
+
+    __slots__ = ("conn", "open", "tenant_id")
+
+    def __init__(self, tenant_id: str, conn: AnyConnection) -> None:
+        self.tenant_id = tenant_id
+        self.conn = conn
+        self.open = True
+
+
+_CHANGE: ContextVar[_Change | None] = ContextVar("sealtrail_change", default=None)
+
+
+@contextmanager
+def recorded_within(conn: AnyConnection, tenant_id: str) -> Iterator[None]:
+    """The tenant's events recorded in the block (api/audited.py's
+    `record_event`) are appended in `conn`'s transaction, so that they commit
+    with the change or not at all (ADR 0075). Recorded through the appender
+    in a transaction of their own, they committed before the change: a
+    process frozen between the two, its session ended meanwhile (or dying
+    there), left the log saying something that never happened."""
+    change = _Change(tenant_id, conn)
+    token = _CHANGE.set(change)
+    try:
+        yield
+    finally:
+        change.open = False  # a task the block started keeps the variable
+        _CHANGE.reset(token)
+
+
+def change_connection(tenant_id: str) -> AnyConnection | None:
+    """The connection of the change of `tenant_id` in progress in this task
+    (`recorded_within`), if any: where its records are appended."""
+    change = _CHANGE.get()
+    if change is None or not change.open or change.tenant_id != tenant_id:
+        return None
+    return change.conn
+
+
+async def end_when_idle(conn: AnyConnection) -> None:
+    """`conn`'s session ends, rolling its transaction back and letting its
+    locks go, once idle in it for IDLE_IN_CHANGE_SECONDS (read at each change)."""
+    await conn.execute(
+        "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
+        [f"{max(1, round(IDLE_IN_CHANGE_SECONDS * 1000))}ms"],
+    )
 
 
 def token_subject(token_id: str) -> str:

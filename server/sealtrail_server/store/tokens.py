@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from ..domain.access import Principal, Revoked, Role, new_token, token_digest
-from .changes import hold_live_token, refuse_if_erased, share_erasure, tenant_erased
+from .changes import (
+    end_when_idle,
+    hold_live_token,
+    recorded_within,
+    refuse_if_erased,
+    share_erasure,
+    tenant_erased,
+)
 from .database import Connection, Database
 
 
@@ -33,8 +40,11 @@ async def create_token(
     token_id: str | None = None,
     caller: str | None = None,
     expires_at: datetime | None = None,
+    record: Callable[[], Awaitable[object]] | None = None,
 ) -> IssuedToken:
     """A new token (with `token_id`, else a new one) and its secret, shown once.
+    `record`, the creation's record, is made in the creation's transaction
+    (`recorded_within`): both commit, or neither.
     `caller`, the id of the token creating it (None for an operator), must
     still be live: a token revoked as it creates its successor creates none.
     `expires_at`: when it stops working (None: never), checked by the caller
@@ -42,6 +52,7 @@ async def create_token(
     secret = new_token()
     token_id = token_id or str(uuid.uuid4())
     async with db.connection(tenant_id) as conn, conn.transaction():
+        await end_when_idle(conn)  # a process frozen here holds the caller's token
         # An erasure of the tenant in progress is waited for (a while, holding
         # a pooled connection): created before its commit, the token would
         # outlive it.
@@ -49,6 +60,9 @@ async def create_token(
         await refuse_if_erased(conn, tenant_id)  # before the caller's token, which it removed
         if caller is not None:
             await hold_live_token(conn, tenant_id, caller, seconds=5.0)
+        if record is not None:
+            with recorded_within(conn, tenant_id):
+                await record()
         cursor = await conn.execute(
             "INSERT INTO api_tokens (tenant_id, token_id, secret_sha256, role, name, expires_at)"
             " SELECT %s, %s, %s, %s, %s, %s WHERE NOT EXISTS"
