@@ -152,12 +152,21 @@ def user_agent(text: str) -> str:
     return "" if CONTROL_CHARACTERS.search(text) else text[:MAX_USER_AGENT]
 
 
+def _is_key(presented: str | bytes, console_key: str) -> bool:
+    """Whether `presented` is `console_key`, in constant time. Compared as
+    bytes: hmac.compare_digest refuses a str that is not ASCII (TypeError),
+    and any HTTP/2 peer may send a header in any bytes, which gRPC hands on
+    decoded (UTF-8, else Latin-1): every such call failed INTERNAL."""
+    if isinstance(presented, str):
+        presented = presented.encode("utf-8", "surrogatepass")
+    return bool(console_key) and hmac.compare_digest(presented, console_key.encode())
+
+
 def from_console(metadata: Iterable[tuple[str, str | bytes]], console_key: str) -> bool:
     """Whether the call carries the key this process gave its console."""
     for key, value in metadata:
         if key == CONSOLE_KEY_HEADER:
-            text = value if isinstance(value, str) else value.decode("latin-1")
-            return bool(console_key) and hmac.compare_digest(text, console_key)
+            return _is_key(value, console_key)
     return False
 
 
@@ -189,7 +198,7 @@ def caller_of(
             else:
                 forwarded.setdefault(key, text)
     presented = forwarded.get(CONSOLE_KEY_HEADER)
-    if console_key and presented is not None and hmac.compare_digest(presented, console_key):
+    if presented is not None and _is_key(presented, console_key):
         return Caller(
             ip=address(forwarded.get(CLIENT_IP_HEADER, "")),
             user_agent=user_agent(forwarded.get(CLIENT_USER_AGENT_HEADER, "")),
