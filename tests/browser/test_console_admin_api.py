@@ -536,6 +536,18 @@ def test_an_origin_naming_no_host_is_refused_even_with_an_empty_host_header(
     assert [t.name for t in client.list_tokens()] == [""]  # none was created
 
 
+@pytest.mark.parametrize("origin", ["http://[::1", "http://[", "https://x]:1["])
+def test_an_origin_no_url_parser_reads_is_refused_not_a_failure(
+    api: str, admin: str, client: AuditClient, origin: str
+) -> None:
+    """urlsplit raises ValueError on an unclosed IPv6 bracket: such an
+    Origin was a 500 in plain text, logged as the console's own failure."""
+    body = {"role": "admin", "name": "from a broken origin"}
+    status, answer = send(api + "tokens", method="POST", token=admin, body=body, Origin=origin)
+    assert status == 403 and "origin" in answer["error"], answer
+    assert [t.name for t in client.list_tokens()] == [""]  # none was created
+
+
 def test_a_body_over_64_kib_is_413_in_json_naming_the_body(api: str, admin: str) -> None:
     """It was aiohttp's plain-text 413, where every other error is JSON
     (helper-187)."""

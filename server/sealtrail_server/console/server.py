@@ -690,8 +690,12 @@ def _same_origin(request: web.Request) -> None:
         raise _refused_origin(f"Sec-Fetch-Site: {site}")
     origin = request.headers.get("Origin")
     # An origin naming no host (`null`, `file://`) is no page of this one's, even
-    # where the Host header is empty too (helper-187).
-    named = urllib.parse.urlsplit(origin or "").netloc.lower()
+    # where the Host header is empty too (helper-187); nor one no URL can be read
+    # from (`http://[::1`: urlsplit's ValueError was a 500).
+    try:
+        named = urllib.parse.urlsplit(origin or "").netloc.lower()
+    except ValueError:
+        named = ""
     if origin is not None and (not named or named != request.host.lower()):
         raise _refused_origin(f"Origin: {origin}")
 
