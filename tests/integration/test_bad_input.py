@@ -166,6 +166,33 @@ def test_a_request_the_parser_refuses_is_invalid_argument_not_internal(
             assert violations(caught.value) == ["request"]
 
 
+def test_text_that_is_not_utf8_is_refused_naming_its_field(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """No protobuf class builds such a request, any client sending bytes
+    does: it was refused naming `request` (or `events[1]`) whatever the field."""
+    marker = "~marker~"
+    batch = pb.RecordBatchRequest(events=[valid_event(), valid_event(resource__id=marker)])
+    query = pb.QueryRequest(filter=event_pb2.EventFilter(actions=["a.b", marker]))
+    sent = {
+        "Record": (pb.RecordRequest(event=valid_event(actor__id=marker)), "event.actor.id"),
+        "RecordBatch": (batch, "events[1].resource.id"),
+        "Query": (query, "filter.actions[1]"),
+    }
+    metadata = (("authorization", f"Bearer {server.token(tenant)}"),)
+    with grpc.insecure_channel(server.target) as channel:
+        for method, (request, field) in sent.items():
+            payload = request.SerializeToString().replace(marker.encode(), b"ok\xc3\x28\xff\x80ok")
+            with pytest.raises(grpc.RpcError) as caught:
+                channel.unary_unary(f"/sealtrail.v1.AuditLogService/{method}")(
+                    payload, metadata=metadata, timeout=30
+                )
+            assert violations(caught.value) == [field], method
+    assert sql.execute("SELECT count(*) FROM events WHERE tenant_id = %s", [tenant]).fetchone() == (
+        0,
+    )
+
+
 def test_record_over_64_kib_is_rejected_without_using_a_seq(
     call: Any, client: Any, sql: psycopg.Connection[Any], tenant: str
 ) -> None:

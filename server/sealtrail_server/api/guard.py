@@ -40,6 +40,7 @@ from ..telemetry.context import response_metadata
 from .callers import ROLE_HEADER, current_caller, from_console, set_origin
 from .denials import Denials, Reason
 from .errors import grpc_status
+from .undecodable import refusal
 
 log = logging.getLogger(__name__)
 
@@ -79,26 +80,28 @@ async def _fail(context: grpc.aio.ServicerContext[Any, Any], method: str, error:
 class _Undecodable:
     """Stands in for a request whose bytes did not parse."""
 
-    def __init__(self, error: DecodeError) -> None:
-        self.error = error
+    def __init__(self, refusal: InvalidArgument) -> None:
+        self.refusal = refusal
 
 
 def _tolerant(decode: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
     if decode is None:
         return None
+    # The request's message type (`decode` is its FromString), for the field at fault.
+    kind = getattr(getattr(decode, "__self__", None), "DESCRIPTOR", None)
 
     def tolerant_decode(data: bytes) -> Any:
         try:
             return decode(data)
         except DecodeError as error:
-            return _Undecodable(error)
+            return _Undecodable(refusal(kind, data, error, field="request"))
 
     return tolerant_decode
 
 
 def _check_decoded(request: Any) -> None:
     if isinstance(request, _Undecodable):
-        raise InvalidArgument.field("request", f"is not a valid message: {request.error}")
+        raise request.refusal
 
 
 def _caller_ip() -> str:

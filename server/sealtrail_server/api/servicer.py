@@ -78,6 +78,7 @@ from .retention import RetentionRpcs
 from .settings import SettingsRpcs
 from .stream import StreamRpcs
 from .tokens import TokenRpcs
+from .undecodable import refusal
 
 log = logging.getLogger(__name__)
 A = TypeVar("A")
@@ -417,11 +418,12 @@ async def _together(first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B
 
 
 def _parsed(kind: type[M], request: bytes) -> M:
-    """`request` parsed as a `kind`; INVALID_ARGUMENT naming `request` if it is not one."""
+    """`request` parsed as a `kind`; INVALID_ARGUMENT naming the field at
+    fault (else `request`) if it is not one."""
     try:
         return kind.FromString(request)
     except DecodeError as error:
-        raise InvalidArgument.field("request", f"is not a valid message: {error}") from None
+        raise refusal(kind.DESCRIPTOR, request, error, field="request") from None
 
 
 async def _batch_entries(request: bytes, turns: Turns) -> list[event_pb2.Event]:
@@ -429,7 +431,7 @@ async def _batch_entries(request: bytes, turns: Turns) -> list[event_pb2.Event]:
     try:
         unparsed: Any = _UNPARSED_BATCH.FromString(request)
     except DecodeError as error:
-        raise InvalidArgument.field("request", f"is not a valid message: {error}") from None
+        raise refusal(_UNPARSED_BATCH.DESCRIPTOR, request, error, field="request") from None
     count = len(unparsed.events)
     if not 1 <= count <= MAX_BATCH_EVENTS:
         raise InvalidArgument.field("events", f"has {count} entries; send 1 to {MAX_BATCH_EVENTS}")
@@ -438,8 +440,8 @@ async def _batch_entries(request: bytes, turns: Turns) -> list[event_pb2.Event]:
         try:
             entries.append(event_pb2.Event.FromString(encoded))
         except DecodeError as error:
-            raise InvalidArgument.field(
-                f"events[{index}]", f"is not a valid message: {error}"
+            raise refusal(
+                event_pb2.Event.DESCRIPTOR, encoded, error, field=f"events[{index}]"
             ) from None
         await turns.take()
     return entries
