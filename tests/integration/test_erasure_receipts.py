@@ -264,3 +264,14 @@ def test_sealtrail_verify_erasure_checks_a_saved_receipt(
     )
     assert refused.exit_code == 1
     assert refused.stderr.startswith("FAILED: ") and "erased_by" in refused.stderr
+
+
+def test_sealtrail_verify_erasure_refuses_a_file_that_is_no_text(tmp_path: Path) -> None:
+    """A receipt file in bytes that are no UTF-8 (a download gone wrong, an
+    archive) ended in a UnicodeDecodeError's traceback."""
+    saved = tmp_path / "receipt.json"
+    saved.write_bytes(b'{"tenantId": "\xff\xfe"}')
+    refused = CliRunner().invoke(cli, ["verify-erasure", str(saved), "--key", KEY])
+    assert refused.exit_code == 1 and not isinstance(refused.exception, UnicodeDecodeError)
+    assert refused.stderr.startswith(f"FAILED: {saved}: not a receipt (not UTF-8 text")
+    assert "Traceback" not in refused.output

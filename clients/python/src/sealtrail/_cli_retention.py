@@ -226,7 +226,16 @@ def verify_erasure(receipt: TextIO, keys: tuple[str, ...]) -> None:
     when not (unsigned, signed by no given key, a signature that does not
     verify, or fields edited since it was signed)."""
     try:
-        check = verify_erasure_receipt(receipt.read(), key=keys)
+        text = receipt.read()
+    except UnicodeDecodeError as error:  # was a traceback
+        click.echo(
+            f"FAILED: {terminal_safe(receipt.name)}: not a receipt (not UTF-8 text:"
+            f" byte {error.start})",
+            err=True,
+        )
+        sys.exit(1)
+    try:
+        check = verify_erasure_receipt(text, key=keys)
     except ErasureReceiptError as error:  # which may quote the receipt's text, a forger's
         click.echo(f"FAILED: {terminal_safe(str(error))}", err=True)
         sys.exit(1)
