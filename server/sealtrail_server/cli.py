@@ -142,6 +142,10 @@ def _database_urls(settings: Settings, *, create: bool = False) -> _Urls:
     )
 
 
+# What a tenant id is, as the operator is told (domain.access.TENANT_ID_PATTERN).
+TENANT_ID_RULE: Final = "1-63 characters of a-z 0-9 . _ - starting with a letter or digit"
+
+
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 @click.pass_context
@@ -441,10 +445,7 @@ def token_create(
     if problem := token_name_problem(name):
         raise click.BadParameter(problem, param_hint="--name")
     if not valid_tenant_id(tenant):
-        raise click.BadParameter(
-            "1-63 characters of a-z 0-9 . _ - starting with a letter or digit",
-            param_hint="--tenant",
-        )
+        raise click.BadParameter(TENANT_ID_RULE, param_hint="--tenant")
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
     urls = _database_urls(settings)
     issued = asyncio.run(_create_token(urls, settings, tenant, Role(role), name, expires_at))
@@ -642,6 +643,8 @@ async def _database(urls: _Urls, *, connections: int = 1) -> AsyncIterator[Datab
 @_database_url_option
 def token_list(tenant: str, data_dir: Path | None, database_url: str | None) -> None:
     """List a tenant's tokens (never their secrets)."""
+    if not valid_tenant_id(tenant):  # a NUL in it was psycopg's DataError, a traceback
+        raise click.BadParameter(f"not a tenant id ({TENANT_ID_RULE})", param_hint="--tenant")
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
     urls = _database_urls(settings)
 

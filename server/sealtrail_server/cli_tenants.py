@@ -283,6 +283,8 @@ def tenant_release_hold(
         reason = validate_hold_reason(True, reason)  # as a placing reason: plain, required
     except SealtrailError as error:
         raise click.BadParameter(str(error), param_hint="--reason") from None
+    if not valid_tenant_id(tenant_id):  # a NUL in it was psycopg's DataError, a traceback
+        raise click.BadParameter("not a tenant id", param_hint="TENANT")
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
     urls = _database_urls(settings)
 

@@ -380,3 +380,19 @@ def test_tenant_list_shows_a_tenant_both_live_and_erased_as_two_rows(
     assert listed.exit_code == 0, listed.output
     lines = [line.split() for line in listed.stdout.splitlines() if line.startswith(f"{tenant} ")]
     assert [line[4] for line in lines] == ["off", "-"]  # live first, then its receipt
+
+
+@pytest.mark.parametrize("given", ["a\x00b", "\x00", "Acme Corp", "x" * 64])
+def test_a_tenant_id_that_is_none_is_refused_before_the_database(
+    migrated_database_url: str, given: str
+) -> None:
+    """`token list --tenant` and `tenant release-hold TENANT` took any text:
+    a NUL in it ended in psycopg's DataError, a traceback."""
+    commands = (
+        ("token", "list", "--tenant", given),
+        ("tenant", "release-hold", "--reason", "released", "--", given),
+    )
+    for args in commands:
+        refused = operator(migrated_database_url, *args)
+        assert refused.exception is None or isinstance(refused.exception, SystemExit), args
+        assert refused.exit_code == 2 and "not a tenant id" in refused.output, refused.output
