@@ -602,3 +602,18 @@ def test_the_operator_is_told_which_option_is_wrong(
         "--secret", f"@{secret_file}",
     )  # fmt: skip
     assert again.exit_code == 1 and "already" in again.output
+
+
+def test_a_sink_name_with_a_nul_is_no_sink_not_a_traceback(
+    operator: Callable[..., Result],
+) -> None:
+    """No name holds a NUL: looking one up ended in PostgreSQL's refusal
+    (psycopg's DataError), a traceback."""
+    for args in (
+        ("sink", "show", "soc\x00"),
+        ("sink", "update", "soc\x00", "--name", "other"),
+        ("sink", "delete", "soc\x00", "--confirm", "soc\x00"),
+    ):
+        refused = operator(*args)
+        assert refused.exit_code == 1, (args, refused.output)
+        assert "no deployment sink 'soc\\x00'" in refused.output, refused.output

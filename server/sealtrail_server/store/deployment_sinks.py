@@ -120,7 +120,11 @@ async def insert_definition(
 async def find_definition(
     conn: Connection, name_or_id: str, *, box: SecretBox
 ) -> DeploymentSink | None:
-    """The definition named `name_or_id`, or with that id."""
+    """The definition named `name_or_id`, or with that id. None for a text
+    with a NUL, which no name holds (PostgreSQL refuses it in a parameter:
+    the operator's mistyped name was a traceback)."""
+    if "\x00" in name_or_id:
+        return None
     cursor = await conn.execute(
         f"SELECT {_COLUMNS} FROM deployment_sinks WHERE name = %s OR id::text = %s"
         " ORDER BY name = %s DESC LIMIT 1",
