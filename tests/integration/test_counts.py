@@ -462,3 +462,19 @@ def test_sealtrail_stats_waits_as_long_as_it_is_told(
     waited = CliRunner().invoke(cli.main, ["stats", "--timeout", "30"], env=env)
     assert waited.exit_code == 0, waited.output
     assert waited.stdout.splitlines()[-1] == "total: 1 events"  # the first one's record
+
+
+@pytest.mark.parametrize("given", ["nan", "inf", "1e308", "86401", "0", "-1"])
+def test_sealtrail_stats_refuses_a_timeout_no_deadline_can_hold(
+    server: ServerThread, tenant: str, given: str
+) -> None:
+    """`--timeout nan` passed click's range check (nan compares false), and
+    it and `1e308` (past what a deadline holds) ended at once in
+    DEADLINE_EXCEEDED, as if the server were slow."""
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant, "reader")}
+    refused = CliRunner().invoke(cli.main, ["stats", "--timeout", given], env=env)
+    assert refused.exit_code == 2, refused.output
+    assert "Invalid value for '--timeout'" in refused.output
+    assert "DEADLINE_EXCEEDED" not in refused.output
+    a_day = CliRunner().invoke(cli.main, ["stats", "--timeout", "86400"], env=env)
+    assert a_day.exit_code == 0, a_day.output

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, Final, cast
 
 import click
@@ -23,6 +24,16 @@ _GROUPINGS: Final = {
 } | {name: name for name in enum_names(audit_service_pb2.CountGroupBy)}
 # How the table shows a time bucket's start (UTC), from its RFC 3339 key.
 _BUCKET_SHOWN: Final = {"day": 10, "hour": 16}
+# The longest wait: a day, the longest count a server allows (SEALTRAIL_COUNT_TIMEOUT).
+_MAX_WAIT: Final = 86400.0
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """`nan` passes click's range (it compares false), and then no deadline
+    held it: the count ended at once in DEADLINE_EXCEEDED."""
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds", ctx, param)
+    return value
 
 
 @click.command()
@@ -45,7 +56,8 @@ _BUCKET_SHOWN: Final = {"day": 10, "hour": 16}
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, min_open=True, max=_MAX_WAIT),
+    callback=_finite,
     default=COUNT_TIMEOUT,
     show_default=True,
     help="Seconds to wait for the count: above the server's SEALTRAIL_COUNT_TIMEOUT"
