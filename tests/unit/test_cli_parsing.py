@@ -197,6 +197,21 @@ def test_a_token_is_not_sent_in_plain_text_off_this_machine(
     assert local.exit_code == 0, local.output
 
 
+@pytest.mark.parametrize("token", ["s3cr\u00e9t", "s3cret\n", "s3\x00cret", "s3\x1bcret"])
+def test_a_token_no_header_can_carry_is_a_usage_error_not_internal(
+    fake_client: list[tuple[str, Any, dict[str, Any]]], token: str
+) -> None:
+    """gRPC refuses a header value that is not printable ASCII before it is
+    sent: such a token (a line break pasted with it) failed every command with
+    "INTERNAL: Invalid metadata", as if the server had failed."""
+    env = {"SEALTRAIL_SERVER": "127.0.0.1:1"}
+    refused = CliRunner().invoke(cli.main, ["--token", token, "query"], env=env)
+    assert refused.exit_code == 2, refused.output
+    assert "--token (SEALTRAIL_TOKEN) is not a token" in refused.output
+    assert "s3" not in refused.output  # the secret is not repeated
+    assert fake_client == []
+
+
 @pytest.mark.parametrize("server", ["127.0.0.1", "localhost", "[::1]"])
 def test_a_server_without_a_port_is_a_usage_error_not_a_call_to_port_443(
     fake_client: list[tuple[str, Any, dict[str, Any]]], server: str

@@ -314,6 +314,14 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
     settings: _Settings = ctx.obj
     if not settings.token:
         raise click.UsageError("Missing option '--token' (or SEALTRAIL_TOKEN).", ctx)
+    if not (settings.token.isascii() and settings.token.isprintable()):
+        # gRPC refuses such a header before sending it: every command failed
+        # "INTERNAL: Invalid metadata", as if the server had. Not repeated: a secret.
+        raise click.UsageError(
+            "--token (SEALTRAIL_TOKEN) is not a token: it holds a character no header can"
+            " carry (a line break, a control character, a letter outside ASCII)",
+            ctx,
+        )
     # A client certificate means TLS, as it does to AuditClient.
     plain = not (settings.tls or settings.ca_file or settings.cert_file)
     if plain and not _has_port(settings.server):
