@@ -399,6 +399,17 @@ def test_an_erasure_whose_retry_finds_its_token_gone_says_it_probably_completed(
     assert raised.value.code is grpc.StatusCode.UNAUTHENTICATED and raised.value.retried
 
 
+@pytest.mark.parametrize("token", ["s3cr\u00e9t", "s3cret\n", "s3\x00cret", "s3cret\t"])
+def test_a_token_no_header_can_carry_is_refused_as_the_client_is_made(token: str) -> None:
+    """gRPC refuses such a header before sending it: every call failed
+    INTERNAL "Invalid metadata", as if the server had (helper-222). Refused
+    at once, by both clients, without repeating the secret."""
+    for make in (AuditClient, sealtrail.AsyncAuditClient):
+        with pytest.raises(ValueError, match="no header can carry") as raised:
+            make("127.0.0.1:1", token=token)
+        assert token not in str(raised.value)
+
+
 def test_a_closed_client_makes_no_call() -> None:
     """grpc's intercepted channel, closed, crashed the process (SIGSEGV) on the
     first call of a method not called before; the async client raised grpc's

@@ -43,6 +43,7 @@ from sealtrail._convert import (
     RecordResult,
     RedactionMode,
     TokenRole,
+    authorization_metadata,
     batch_request,
     batch_results,
     build_event,
@@ -201,6 +202,7 @@ class AsyncAuditClient:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        metadata = authorization_metadata(token)  # before a channel is made
         if total_timeout is not None and total_timeout <= 0:
             raise ValueError("total_timeout must be more than 0 seconds")
         self._total_timeout = total_timeout
@@ -224,7 +226,7 @@ class AsyncAuditClient:
         self._channel = channel
         self._stub_made: audit_service_pb2_grpc.AuditLogServiceAsyncStub | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the own channel's
-        self._metadata = (("authorization", f"Bearer {token}"),)
+        self._metadata = metadata
         self._timeout = timeout
         self._sleep = sleep
         self._closed = False

@@ -39,6 +39,7 @@ from sealtrail._convert import (
     enum_label,
     enum_names,
     message_to_dict,
+    token_fits_a_header,
 )
 from sealtrail._errors import AbortedError, SealtrailError
 from sealtrail._export import ExportError, ExportFormat, manifest_path
@@ -314,9 +315,7 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
     settings: _Settings = ctx.obj
     if not settings.token:
         raise click.UsageError("Missing option '--token' (or SEALTRAIL_TOKEN).", ctx)
-    if not (settings.token.isascii() and settings.token.isprintable()):
-        # gRPC refuses such a header before sending it: every command failed
-        # "INTERNAL: Invalid metadata", as if the server had. Not repeated: a secret.
+    if not token_fits_a_header(settings.token):  # not repeated: a secret
         raise click.UsageError(
             "--token (SEALTRAIL_TOKEN) is not a token: it holds a character no header can"
             " carry (a line break, a control character, a letter outside ASCII)",

@@ -33,6 +33,7 @@ from sealtrail._convert import (
     RecordResult,
     RedactionMode,
     TokenRole,
+    authorization_metadata,
     batch_request,
     batch_results,
     build_event,
@@ -173,6 +174,7 @@ class AuditClient:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        metadata = authorization_metadata(token)  # before a channel is made
         if total_timeout is not None and total_timeout <= 0:
             raise ValueError("total_timeout must be more than 0 seconds")
         self._total_timeout = total_timeout
@@ -198,7 +200,7 @@ class AuditClient:
             channel = grpc.intercept_channel(channel, CorrelationInterceptor())
         self._channel = channel
         self._stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
-        self._metadata = (("authorization", f"Bearer {token}"),)
+        self._metadata = metadata
         self._timeout = timeout
         self._sleep = sleep
         self._closed = False

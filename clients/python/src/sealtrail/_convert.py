@@ -56,6 +56,24 @@ _FIRST_RECONNECT_SECONDS = 1.0
 _MAX_RECONNECT_SECONDS = 120.0
 
 
+def token_fits_a_header(token: str) -> bool:
+    """Whether gRPC can send `token` in a header: printable ASCII. It refuses
+    any other before sending it, and the call fails INTERNAL "Invalid
+    metadata", as if the server had."""
+    return token.isascii() and token.isprintable()
+
+
+def authorization_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    """The metadata that presents `token`; ValueError (not repeating it: a
+    secret) for one no header can carry."""
+    if not token_fits_a_header(token):
+        raise ValueError(
+            "token holds a character no header can carry"
+            " (a line break, a control character, a letter outside ASCII)"
+        )
+    return (("authorization", f"Bearer {token}"),)
+
+
 def channel_options(
     *,
     keepalive: float = KEEPALIVE_SECONDS,
