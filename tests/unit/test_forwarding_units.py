@@ -12,7 +12,7 @@ import ipaddress
 import json
 import random
 import urllib.parse
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpcore
@@ -411,15 +411,32 @@ def test_two_sets_of_events_between_the_same_seqs_have_two_webhook_ids() -> None
     assert dict(again[0].headers)["webhook-id"] in ids  # the same events: the same id
 
 
+def test_other_events_at_the_same_seqs_after_a_restore_have_another_webhook_id() -> None:
+    """A database restored from an older backup gives its next events the seqs
+    of the events lost with it, and the sink sends from its restored cursor:
+    the id was made of the sink and the seqs alone, so a receiver that had the
+    lost events dropped the new ones as their repeat (docs/operations.md)."""
+    webhook = sender("webhook", {"url": "https://h.example/x", "secrets": [SECRET]})
+    lost = [pending(record(seq)) for seq in (7, 8)]
+    new = [pending(record(seq, id=f"00000000-0000-7000-9000-{seq:012d}")) for seq in (7, 8)]
+    [before] = requests(webhook, lost, now=NOW)
+    [after] = requests(webhook, new, now=NOW)
+    assert dict(before.headers)["webhook-id"] != dict(after.headers)["webhook-id"]
+    [again] = requests(webhook, new, now=NOW + timedelta(minutes=5))
+    assert dict(again.headers)["webhook-id"] == dict(after.headers)["webhook-id"]  # a retry
+
+
 def test_webhook_requests_are_signed_with_every_secret_over_id_timestamp_and_body() -> None:
     other = "whsec_" + base64.b64encode(b"o" * 32).decode()
+    events = [pending(record(1)), pending(record(2))]
     [sent] = requests(
         sender("webhook", {"url": "https://h.example/x", "secrets": [SECRET, other]}),
-        [pending(record(1)), pending(record(2))],
+        events,
         now=NOW,
     )
     headers = dict(sent.headers)
-    message_id = "msg_s-1_1_2_" + hashlib.sha256(b"1,2").hexdigest()[:12]
+    listed = ",".join(f"{event.seq}:{event.leaf_hash.hex()}" for event in events)
+    message_id = "msg_s-1_1_2_" + hashlib.sha256(listed.encode()).hexdigest()[:12]
     assert headers["webhook-id"] == message_id
     assert headers["webhook-timestamp"] == str(int(NOW.timestamp()))
     signed = f"{message_id}.{int(NOW.timestamp())}.".encode() + sent.body

@@ -299,10 +299,13 @@ def _webhook(sender: Sender, batch: _Batch) -> Outgoing:
     first, last = batch.events[0].seq, batch.events[-1].seq
     body = _webhook_body(sender, first, last, batch.now, ",".join(batch.pieces))
     # The same id on every attempt of these events: receivers deduplicate by
-    # it. The seqs' digest tells apart two sets of events between the same
-    # first and last (a filter changed, a replay through it), which a receiver
-    # would otherwise drop as the message it already has.
-    listed = ",".join(str(event.seq) for event in batch.events).encode()
+    # it. The digest of the seqs tells apart two sets of events between the
+    # same first and last (a filter changed, a replay through it), and that of
+    # their leaf hashes other events at the same seqs: a database restored
+    # from an older backup gives its next events the seqs of those lost with
+    # it, and the sink sends them from its restored cursor, under the lost
+    # events' id; a receiver dropped them as the message it already had.
+    listed = ",".join(f"{event.seq}:{event.leaf_hash.hex()}" for event in batch.events).encode()
     message_id = f"msg_{sender.sink_id}_{first}_{last}_{hashlib.sha256(listed).hexdigest()[:12]}"
     timestamp = str(int(batch.now.timestamp()))
     signed = f"{message_id}.{timestamp}.".encode() + body.encode()
