@@ -6,6 +6,7 @@ loop. Tests stay independent by using tenants of their own."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import hashlib
 import json
@@ -66,6 +67,11 @@ os.environ["SEALTRAIL_SIGNING_KEY"] = SIGNING_KEY
 # that grew, the subprocesses' tenants' too, and a subprocess of another origin
 # then found checkpoints of the same log under two names.
 os.environ["SEALTRAIL_LOG_ORIGIN"] = "sealtrail.test/log"
+# And one directory of what the key signed of each log (ADR 0080), as the
+# processes of one data dir share theirs: never the user's own data dir.
+SIGNED_CHECKPOINTS_DIR = tempfile.mkdtemp(prefix="sealtrail-test-signed-")
+atexit.register(shutil.rmtree, SIGNED_CHECKPOINTS_DIR, ignore_errors=True)
+os.environ["SEALTRAIL_SIGNED_CHECKPOINTS_DIR"] = SIGNED_CHECKPOINTS_DIR
 REDACTION_SECRET = bytes(range(32))
 os.environ["SEALTRAIL_REDACTION_KEY"] = REDACTION_SECRET.hex()
 SECRETS_KEY = bytes(range(100, 132))  # seals sinks' secrets at rest
@@ -182,6 +188,7 @@ class ServerThread:
             "redaction_key": REDACTION_SECRET.hex(),
             "secrets_key": SECRETS_KEY.hex(),
             "log_origin": "sealtrail.test/log",
+            "signed_checkpoints_dir": Path(SIGNED_CHECKPOINTS_DIR),
             # Every test server may forward to the tests' endpoints on 127.0.0.1
             # (any of them may hold a sink's lease), and retries come quickly.
             "forward_allow_http": True,

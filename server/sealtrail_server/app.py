@@ -56,6 +56,7 @@ from .forward.forwarder import Forwarder
 from .integrity.checkpointer import Checkpointer
 from .integrity.keys import KEY_FILE_NAME as SIGNING_KEY_FILE_NAME
 from .integrity.keys import load_signer, refuse_an_unchosen_key
+from .integrity.signed_sizes import open_signed_sizes
 from .measures import meter_of
 from .redaction_setup import (
     data_dir_redaction_key,
@@ -266,6 +267,7 @@ class Service:
             interval=settings.checkpoint_interval,
             clock=self._clock,
             meter=self._meter,
+            signed_sizes=open_signed_sizes(settings, signer.verifier),
         )
         await self._checkpointer.start()
         self.purger = Purger(

@@ -38,6 +38,7 @@ from .domain.retention import MAX_DAYS, RetentionLimits, validate_hold_reason
 from .domain.weakening import Shortening, limit_shortenings
 from .integrity.checkpointer import Checkpointer
 from .integrity.keys import load_signer
+from .integrity.signed_sizes import open_signed_sizes
 from .retention.erasure import Eraser, Receipt, check_receipt
 from .store.changes import RETENTION_SUBJECT, Changes
 from .store.checkpoints import known_keys
@@ -209,7 +210,12 @@ def tenant_erase(
                 raise click.ClickException(
                     f"tenant {tenant_id} has no log, no token and no receipt: nothing to erase"
                 )
-            checkpointer = Checkpointer(db, signer, origin_prefix=settings.log_origin)
+            checkpointer = Checkpointer(
+                db,
+                signer,
+                origin_prefix=settings.log_origin,
+                signed_sizes=open_signed_sizes(settings, signer.verifier),
+            )
             eraser = Eraser(urls.owner, checkpointer)
             return await eraser.erase(tenant_id, erased_by=_operator(), by_operator=True)
 

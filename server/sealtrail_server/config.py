@@ -91,6 +91,10 @@ class Settings:
     # The signing key's text, or a file holding it; else <data_dir>/signing-key.
     signing_key: str | None = None
     signing_key_file: Path | None = None
+    # Where the largest checkpoint the key signed of each tenant's log is kept,
+    # outside the database (ADR 0080); else <data_dir>/signed-checkpoints.
+    # Every process that signs with the key should share it (docs/integrity.md).
+    signed_checkpoints_dir: Path | None = None
     # False only to measure what storing Merkle nodes costs (make bench, by
     # `serve --bench-no-tree-nodes`; never read from the environment): proofs,
     # checkpoints and VerifyLog need the nodes, and events appended without

@@ -288,6 +288,9 @@ def test_embedded_server_prints_a_dev_token_and_keeps_data_across_restarts() -> 
         found = run("sealtrail", "query", "--format", "jsonl", env=env).stdout.splitlines()
         # newest first; the development token's creation is recorded as any token's
         assert [json.loads(x)["action"] for x in found] == ["server.start", "api_token.created"]
+        # What its key signed is kept in the data dir (ADR 0080).
+        run("sealtrail", "checkpoint", "--fresh", env=env)
+        assert list((data_dir / "signed-checkpoints").glob("*/dev"))
 
         # Once its tenant is erased (its id retired), there is no development
         # token to make, and the server still starts, saying so.
@@ -401,7 +404,13 @@ def _serve_embedded(data_dir: Path, running: contextlib.ExitStack) -> dict[str, 
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
-            env={**os.environ, "SEALTRAIL_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"},
+            env={
+                # A deployment of its own: what its key signed kept in its data
+                # dir, as by default, not in the test session's directory.
+                **{k: v for k, v in os.environ.items() if k != "SEALTRAIL_SIGNED_CHECKPOINTS_DIR"},
+                "SEALTRAIL_DATA_DIR": str(data_dir),
+                "PYTHONUNBUFFERED": "1",
+            },
         )
     running.callback(stop, process)
     assert process.stdout is not None

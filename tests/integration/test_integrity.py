@@ -1151,10 +1151,16 @@ def test_a_saved_checkpoint_is_proven_a_prefix_of_the_log_today(logged: AuditCli
 
 
 def test_a_checkpoint_saved_before_the_log_was_rewritten_shows_the_rewrite(
-    logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any], migrated_database_url: str
+    logged: AuditClient,
+    tenant: str,
+    tamper: psycopg.Connection[Any],
+    migrated_database_url: str,
+    tmp_path: Path,
 ) -> None:
-    """The log rewritten to match, its checkpoints deleted, and a server that
-    remembers nothing it signed (a restart) signs the fork with the real key:
+    """The log rewritten to match, its checkpoints deleted: a restarted server
+    of the data dir refuses to sign the fork (the sizes its key signed are kept
+    outside the database, ADR 0080), but one that knows nothing the key signed
+    (another host's, with a directory of its own) signs it with the real key:
     only a checkpoint kept outside shows it, and the check says so."""
     saved = logged.get_checkpoint().note
     rewrite_and_forget_checkpoints(tamper, tenant)
@@ -1162,9 +1168,17 @@ def test_a_checkpoint_saved_before_the_log_was_rewritten_shows_the_rewrite(
     try:
         with AuditClient(restarted.target, token=restarted.token(tenant)) as client:
             record_events(client, 2, start=EVENTS)
-            check = client.check_checkpoint(saved, key=VERIFIER.text(), fresh=True)
+            with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
+                client.get_checkpoint(fresh=True)
+            assert refused.value.reason == "INTEGRITY_FAILURE"
     finally:
         restarted.close()
+    elsewhere = ServerThread(migrated_database_url, signed_checkpoints_dir=tmp_path)
+    try:
+        with AuditClient(elsewhere.target, token=elsewhere.token(tenant)) as client:
+            check = client.check_checkpoint(saved, key=VERIFIER.text(), fresh=True)
+    finally:
+        elsewhere.close()
     assert not check.consistent
     assert check.saved_size == EVENTS and check.latest_size > EVENTS
     assert check.reason == "the consistency proof does not lead to the old root"

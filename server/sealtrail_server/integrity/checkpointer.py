@@ -13,11 +13,20 @@ remembers the latest checkpoint it signed or served of each tenant, outside
 the database, and signs or serves only what extends it (helper-123). What a
 process that never signed for the tenant, or one restarted since, cannot
 know, a checkpoint held outside the service can (docs/integrity.md).
+
+Nor does a database restored from an older backup, or a replica promoted that
+lagged, know the checkpoints signed after it: its next events take the lost
+events' seqs, and the key signed, at sizes it had signed, other roots. So the
+largest size the key signed (or served) of each tenant, and its root, are kept
+in files outside the database too (`SignedSizes`, ADR 0080), written before a
+signature is released: the key signs only what extends them, whichever process
+asks after whatever restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -40,7 +49,7 @@ from sealtrail.tlog import (
     verify_consistency,
 )
 
-from ..domain.errors import IntegrityFailure, SealtrailError
+from ..domain.errors import IntegrityFailure, SealtrailError, Unavailable
 from ..measures import no_meter
 from ..stopping import end_tasks
 from ..store.changes import refuse_if_erased
@@ -54,6 +63,7 @@ from ..store.checkpoints import (
 )
 from ..store.database import Database
 from ..store.tree import consistency_proof, root_at
+from .signed_sizes import SignedSizes, SignedSizesError
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +79,9 @@ REMEMBERED_TENANTS = 100_000
 # (store/appender.py, IDLE_IN_WRITE_SECONDS): its statements follow one
 # another, with a signature's milliseconds between.
 IDLE_IN_ISSUE_SECONDS = 30.0
+# Seconds a call refused for want of SEALTRAIL_SIGNED_CHECKPOINTS_DIR (a full
+# or failed disk) is told to wait before it tries again.
+SIGNED_SIZES_RETRY_SECONDS = 5.0
 # Stored checkpoints found to hold what their rows say, kept so that a proof
 # served often does not check its checkpoint's signature each time.
 CHECKED_CHECKPOINTS = 10_000
@@ -84,9 +97,13 @@ class Checkpointer:
         interval: float = 10.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         meter: Meter | None = None,
+        signed_sizes: SignedSizes | None = None,
     ) -> None:
-        """`meter`: checkpoints signed, and integrity failures met (docs/metrics.md)."""
+        """`meter`: checkpoints signed, and integrity failures met (docs/metrics.md).
+        `signed_sizes`: what the key signed, kept outside the database (ADR 0080);
+        without it, only this process's memory knows."""
         self._db = db
+        self._signed_sizes = signed_sizes
         self.signer = signer
         self._origin_prefix = origin_prefix
         self._interval = interval
@@ -119,6 +136,7 @@ class Checkpointer:
     async def start(self) -> None:
         async with self._db.system_connection() as conn:
             await register_key(conn, self.signer.verifier)
+        await self._find_restored_logs()
         if self._interval > 0:
             self._task = asyncio.create_task(self._run(), name="sealtrail-checkpointer")
 
@@ -233,9 +251,12 @@ class Checkpointer:
                 )
             if latest is not None and latest.tree_size == size:
                 await self.served(latest, verifiers)  # answered as it is stored
+                await self._check_signed_sizes(conn, tenant_id, size, latest.root_hash)
                 await self._check_remembered(conn, tenant_id, size, latest.root_hash)
+                await self._keep_signed_size(tenant_id, size, latest.root_hash)
                 return latest
             if size == 0:
+                await self._check_signed_sizes(conn, tenant_id, 0, b"")
                 await self._check_remembered(conn, tenant_id, 0, b"")
                 return latest
             root = await root_at(conn, tenant_id, size)
@@ -246,10 +267,13 @@ class Checkpointer:
             proven = None
             if latest is not None:
                 proven = await self._check_extends(conn, tenant_id, latest, size, root, verifiers)
+            await self._check_signed_sizes(conn, tenant_id, size, root, proven=proven)
             await self._check_remembered(conn, tenant_id, size, root, proven=proven)
             note = sign_note(
                 format_checkpoint(Checkpoint(self.origin(tenant_id), size, root)), self.signer
             )
+            # Kept before the signature leaves: in the database, or to the caller.
+            await self._keep_signed_size(tenant_id, size, root)
             checkpoint = StoredCheckpoint(tenant_id, size, root, note, self._clock())
             await insert_checkpoint(conn, checkpoint, key=self.signer.verifier)
         self._signed.add(1)
@@ -272,7 +296,7 @@ class Checkpointer:
         signed or served that one."""
         remembered = self._remembered.get(tenant_id)
         if remembered is not None and remembered not in ((size, root), proven):
-            known_size, known_root = remembered
+            known_size = remembered[0]
             where = f"{self.origin(tenant_id)} at size {size}"
             if size <= known_size:
                 raise IntegrityFailure(
@@ -280,26 +304,155 @@ class Checkpointer:
                     f" ({'a different root' if size == known_size else 'a longer log'});"
                     " the log or its checkpoints were changed behind its back"
                 )
-            try:
-                verify_consistency(
-                    old_size=known_size,
-                    new_size=size,
-                    old_root=known_root,
-                    new_root=root,
-                    proof=await consistency_proof(
-                        conn, tenant_id, old_size=known_size, new_size=size
-                    ),
-                )
-            except ProofError as error:
+            if why := await self._not_extending(conn, tenant_id, remembered, size, root):
                 raise IntegrityFailure(
                     f"refusing {where}: it does not extend the checkpoint at size"
-                    f" {known_size} this server signed or served ({error})"
-                ) from error
+                    f" {known_size} this server signed or served ({why})"
+                )
         if size:
             self._remembered[tenant_id] = (size, root)
             self._remembered.move_to_end(tenant_id)
             if len(self._remembered) > REMEMBERED_TENANTS:
                 self._remembered.popitem(last=False)
+
+    async def _not_extending(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        tenant_id: str,
+        known: tuple[int, bytes],
+        size: int,
+        root: bytes,
+    ) -> str | None:
+        """Why the log at (`size`, `root`), `size` beyond `known`'s, does not
+        extend `known`; None if it does."""
+        known_size, known_root = known
+        try:
+            verify_consistency(
+                old_size=known_size,
+                new_size=size,
+                old_root=known_root,
+                new_root=root,
+                proof=await consistency_proof(conn, tenant_id, old_size=known_size, new_size=size),
+            )
+        except ProofError as error:
+            return str(error)
+        return None
+
+    async def _check_signed_sizes(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        tenant_id: str,
+        size: int,
+        root: bytes,
+        *,
+        proven: tuple[int, bytes] | None = None,
+    ) -> None:
+        """IntegrityFailure unless (`size`, `root`) is, or extends, the largest
+        checkpoint of the tenant's log the key signed or served, as kept
+        outside the database (`proven`: what it was just proven to extend).
+        The database forgot it: restored from an older backup, a lagging
+        replica promoted, or its rows deleted. Signing on would give two
+        checkpoints of one log that disagree, under one key (ADR 0080)."""
+        if self._signed_sizes is None:
+            return
+        kept = await self._read_signed_size(tenant_id)
+        if kept is None or kept in ((size, root), proven):
+            return
+        kept_size, kept_root = kept
+        if size > kept_size:
+            why = await self._not_extending(conn, tenant_id, kept, size, root)
+            if why is None:
+                return
+            what = f"the log at size {size} does not extend it ({why})"
+        elif size == kept_size:
+            what = "the log holds another root at that size"
+        else:
+            what = f"the log holds {size} events"
+        # Remembered as signed here: its stored checkpoints are refused too,
+        # and VerifyLog checks the log against it.
+        self._remembered[tenant_id] = kept
+        self._remembered.move_to_end(tenant_id)
+        raise IntegrityFailure(restored_message(self.origin(tenant_id), kept_size, kept_root, what))
+
+    async def _read_signed_size(self, tenant_id: str) -> tuple[int, bytes] | None:
+        assert self._signed_sizes is not None
+        try:
+            return await self._signed_sizes.read_async(tenant_id)
+        except SignedSizesError as error:  # the disk's fault, not the log's
+            log.error("checkpointer: %s", error)
+            raise Unavailable(
+                f"refusing to sign {self.origin(tenant_id)}: what the key signed of it cannot"
+                f" be read ({error})",
+                retry_after=SIGNED_SIZES_RETRY_SECONDS,
+            ) from error
+
+    async def _keep_signed_size(self, tenant_id: str, size: int, root: bytes) -> None:
+        """(`size`, `root`) kept outside the database as the largest the key
+        signed or served of the tenant's log; a signature not kept is not
+        released (IntegrityFailure)."""
+        if self._signed_sizes is None or not size:
+            return
+        try:
+            await self._signed_sizes.write_async(tenant_id, size, root)
+        except SignedSizesError as error:
+            log.error("checkpointer: %s", error)
+            raise Unavailable(
+                f"refusing to sign {self.origin(tenant_id)} at size {size}: it cannot be noted"
+                f" outside the database first ({error})",
+                retry_after=SIGNED_SIZES_RETRY_SECONDS,
+            ) from error
+
+    async def _find_restored_logs(self) -> None:
+        """At start: each tenant whose largest checkpoint kept outside the
+        database is not in it (no stored checkpoint at that size with that
+        root, nor the root at that size of its log: a checkpoint's row lost
+        alone is no loss), named in an error and remembered as signed, so that
+        this process refuses to serve or prove what the database holds of it
+        as it refuses to sign it. A tenant erased since is left alone."""
+        if self._signed_sizes is None:
+            return
+        signed_sizes = self._signed_sizes
+        try:
+            tenants = await asyncio.to_thread(signed_sizes.tenants)
+        except SignedSizesError as error:
+            raise SystemExit(f"SEALTRAIL_SIGNED_CHECKPOINTS_DIR: {error}") from None
+        for start in range(0, len(tenants), 1000):
+            kept: dict[str, tuple[int, bytes]] = {}
+            for tenant_id in tenants[start : start + 1000]:
+                try:  # one unreadable file: that tenant's checkpoints refused, not the start
+                    size_and_root = await signed_sizes.read_async(tenant_id)
+                except SignedSizesError as error:
+                    log.error("checkpointer: %s; its checkpoints are refused", error)
+                    continue
+                if size_and_root is not None:
+                    kept[tenant_id] = size_and_root
+            async with self._db.system_connection() as conn:
+                cursor = await conn.execute(
+                    "SELECT t.id, coalesce(h.tree_size, 0)"
+                    " FROM unnest(%s::text[], %s::bigint[], %s::bytea[]) AS t(id, size, root)"
+                    " LEFT JOIN chain_heads h ON h.tenant_id = t.id"
+                    " WHERE NOT EXISTS (SELECT FROM checkpoints c WHERE c.tenant_id = t.id"
+                    "   AND c.tree_size = t.size AND c.root_hash = t.root)"
+                    " AND NOT EXISTS (SELECT FROM tenant_erasures e WHERE e.tenant_id = t.id)",
+                    [
+                        list(kept),
+                        [size for size, _ in kept.values()],
+                        [r for _, r in kept.values()],
+                    ],
+                )
+                for tenant_id, head_size in await cursor.fetchall():
+                    kept_size, kept_root = kept[tenant_id]
+                    if head_size < kept_size:
+                        what = f"the log holds {head_size} events"
+                    elif await root_at(conn, tenant_id, kept_size) != kept_root:
+                        what = "the log holds another root at that size"
+                    else:
+                        continue  # its checkpoint's row lost, not its log
+                    log.error(
+                        "%s", restored_message(self.origin(tenant_id), kept_size, kept_root, what)
+                    )
+                    self._remembered[tenant_id] = (kept_size, kept_root)
+                    self._remembered.move_to_end(tenant_id)
 
     async def _check_extends(
         self,
@@ -352,3 +505,18 @@ class Checkpointer:
                     log.error("checkpointer: %s", error.message)
                 except Exception:
                     log.exception("checkpointer: unexpected failure for %r", tenant_id)
+
+
+def restored_message(origin: str, kept_size: int, kept_root: bytes, what: str) -> str:
+    """Why a log is refused that does not extend what the key signed of it."""
+    return (
+        f"refusing to sign {origin}: this signing key signed it at size {kept_size}"
+        f" (root {base64.b64encode(kept_root).decode()}), and {what}: the database no longer"
+        " holds the log the key signed. It was restored from an older backup, a replica that"
+        " lagged was promoted, or the log was cut back or rewritten. Signing it on would give"
+        " auditors two checkpoints of one log that disagree, under one key, so nothing more"
+        " is signed of it with this key. Restore the lost transactions if they are anywhere"
+        " (the archived WAL, the old primary); else sign the restored log with a new key and"
+        " tell the auditors which sizes were lost (docs/operations.md, Restoring an older"
+        " backup)"
+    )

@@ -1,0 +1,131 @@
+"""What the signing key signed, kept outside the database (ADR 0080).
+
+For each tenant, the largest size at which a checkpoint of its log was signed
+(or served) here, and the root signed at it: one small file a tenant, in a
+directory of the key's own (`<dir>/<key id>/<tenant>`), written whole to a
+temporary file, fsync'ed, renamed over the old one and the directory fsync'ed,
+before the signature is released. A database restored from an older backup (or
+a replica promoted that lagged) forgets the checkpoints signed after it; these
+files do not, so the key never signs another root at a size it signed, nor a
+log that does not extend what it signed.
+
+Every process on one data dir shares the directory (each reads a tenant's file
+afresh before it signs; the tenant's issuer lock in the database orders the
+writes). Processes on other hosts keep their own unless it is put on storage
+they share (SEALTRAIL_SIGNED_CHECKPOINTS_DIR): docs/integrity.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+from sealtrail.tlog import Verifier
+
+from ..config import Settings
+from ..domain.access import valid_tenant_id
+
+# The file's one line: "<size> <base64 root>\n".
+_MAX_FILE_BYTES = 256
+
+
+class SignedSizesError(Exception):
+    """The directory cannot be read or written: nothing may be signed."""
+
+
+class SignedSizes:
+    def __init__(self, directory: Path, key: Verifier) -> None:
+        self.directory = directory
+        self._dir = directory / key.key_id.hex()
+
+    @classmethod
+    def open(cls, directory: Path, key: Verifier) -> SignedSizes:
+        """The key's directory, made (mode 0700) if it is not there; SystemExit
+        naming it if it cannot be."""
+        signed = cls(directory, key)
+        try:
+            signed._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            probe = signed._dir / ".writable"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise SystemExit(
+                f"SEALTRAIL_SIGNED_CHECKPOINTS_DIR: cannot keep what the signing key signed"
+                f" in {signed._dir}: {error}. The server signs no checkpoint it cannot"
+                " note there first (docs/integrity.md)"
+            ) from None
+        return signed
+
+    def _file(self, tenant_id: str) -> Path:
+        # Tenant ids are file names already ([a-z0-9][a-z0-9._-]*); any other
+        # (never stored by the API) by its digest.
+        if valid_tenant_id(tenant_id):
+            return self._dir / tenant_id
+        return self._dir / ("~" + hashlib.sha256(tenant_id.encode()).hexdigest())
+
+    def read(self, tenant_id: str) -> tuple[int, bytes] | None:
+        """The largest size signed of the tenant's log and its root, or None."""
+        try:
+            with self._file(tenant_id).open("rb") as file:
+                text = file.read(_MAX_FILE_BYTES).decode("ascii")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as error:
+            raise SignedSizesError(f"{self._file(tenant_id)}: {error}") from error
+        try:
+            size, root = text.split()
+            return int(size), base64.b64decode(root, validate=True)
+        except ValueError as error:
+            raise SignedSizesError(
+                f"{self._file(tenant_id)} holds no size and root: {text!r}"
+            ) from error
+
+    def write(self, tenant_id: str, size: int, root: bytes) -> None:
+        """(`size`, `root`) kept as the tenant's, durably, if larger than the
+        one kept (two processes that signed one after the other: the later
+        one, which extends the other, stays)."""
+        kept = self.read(tenant_id)
+        if kept is not None and kept[0] >= size:
+            return
+        path = self._file(tenant_id)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(descriptor, f"{size} {base64.b64encode(root).decode()}\n".encode())
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            os.replace(temporary, path)
+            directory = os.open(self._dir, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        except OSError as error:
+            raise SignedSizesError(f"{path}: {error}") from error
+
+    def tenants(self) -> list[str]:
+        """The tenants with a size kept (of valid ids: those the files name)."""
+        try:
+            return [name for name in os.listdir(self._dir) if valid_tenant_id(name)]
+        except OSError as error:
+            raise SignedSizesError(f"{self._dir}: {error}") from error
+
+    async def read_async(self, tenant_id: str) -> tuple[int, bytes] | None:
+        return await asyncio.to_thread(self.read, tenant_id)
+
+    async def write_async(self, tenant_id: str, size: int, root: bytes) -> None:
+        await asyncio.to_thread(self.write, tenant_id, size, root)
+
+
+DIR_NAME = "signed-checkpoints"
+
+
+def open_signed_sizes(settings: Settings, key: Verifier) -> SignedSizes:
+    """`key`'s sizes in SEALTRAIL_SIGNED_CHECKPOINTS_DIR, else the data dir's."""
+    return SignedSizes.open(settings.signed_checkpoints_dir or settings.data_dir / DIR_NAME, key)

@@ -1,0 +1,236 @@
+"""A database restored from an older backup (or a lagging replica promoted)
+gives back a log shorter than the one the service signed: its next events take
+the lost events' seqs, and a checkpoint of them would sign, at a size the key
+had already signed, another root. These tests take a real backup (`pg_dump`)
+and restore it (`pg_restore` into a new database of the same name), as
+docs/operations.md does."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from sealtrail import AuditClient, RpcFailedError, UnavailableError, build_event
+from sealtrail.tlog import Signer, generate_signer_key, open_note
+from sealtrail.v1 import integrity_pb2
+from tests.conftest import SIGNED_CHECKPOINTS_DIR, SIGNING_KEY, ServerThread, database_of_its_own
+
+
+def _postgres_bin(program: str) -> str:
+    import pgserver._commands as commands
+
+    return str(Path(commands.POSTGRES_BIN_PATH) / program)
+
+
+def backup(url: str, dump: Path) -> None:
+    """`pg_dump -Fc` of the database at `url`, as docs/operations.md takes one."""
+    subprocess.run(
+        [_postgres_bin("pg_dump"), "-Fc", "-f", str(dump), "-d", url],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def restore(url: str, dump: Path) -> None:
+    """The database at `url` dropped, made again empty, and `dump` restored
+    into it (docs/operations.md, Restoring)."""
+    name = conninfo_to_dict(url)["dbname"]
+    assert isinstance(name, str)
+    maintenance = psycopg.conninfo.make_conninfo(url, dbname="postgres")
+    with psycopg.connect(maintenance, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    subprocess.run(
+        [_postgres_bin("pg_restore"), "--exit-on-error", "-d", url, str(dump)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def own_database(migrated_database_url: str) -> Iterator[str]:
+    with database_of_its_own(migrated_database_url, "restored") as url:
+        yield url
+
+
+def record(client: AuditClient, count: int, *, action: str) -> None:
+    results = client.record_batch(
+        [build_event(action=action, actor_id="u", description=f"event {n}") for n in range(count)]
+    )
+    assert [result.error for result in results] == [None] * count
+
+
+def stored_roots(url: str, tenant: str) -> dict[int, bytes]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows: list[Any] = conn.execute(
+            "SELECT tree_size, root_hash FROM checkpoints WHERE tenant_id = %s", [tenant]
+        ).fetchall()
+    return {int(size): bytes(root) for size, root in rows}
+
+
+@dataclass(frozen=True)
+class Restored:
+    url: str
+    lost: integrity_pb2.SignedCheckpoint  # signed at size 10, lost with the restore to size 5
+
+
+@pytest.fixture
+def restored(own_database: str, tenant: str, tmp_path: Path) -> Restored:
+    """The tenant's log signed at 5, backed up, signed at 10, and the backup
+    restored: the database holds the log and checkpoint at 5."""
+    dump = tmp_path / "sealtrail.dump"
+    before = ServerThread(own_database)
+    try:
+        with AuditClient(before.target, token=before.token(tenant)) as client:
+            record(client, 5, action="restore.before_backup")
+            assert client.get_checkpoint(fresh=True).tree_size == 5
+            backup(own_database, dump)
+            record(client, 5, action="restore.lost")
+            lost = client.get_checkpoint(fresh=True)
+            assert lost.tree_size == 10
+    finally:
+        before.close()
+    restore(own_database, dump)
+    assert max(stored_roots(own_database, tenant)) == 5
+    return Restored(own_database, lost)
+
+
+def test_a_restored_log_is_never_signed_at_a_size_already_signed_with_another_root(
+    restored: Restored, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Restored from a backup taken at size 5 after size 10 was signed, the log
+    took 5 new events at seqs 6..10 and a new process signed size 10 again,
+    with another root: two valid checkpoints of one log and size that no
+    auditor can tell from the operator's tampering."""
+    with caplog.at_level(logging.ERROR, logger="sealtrail_server.integrity.checkpointer"):
+        after = ServerThread(restored.url)  # a new process: it remembers nothing
+    origin = f"sealtrail.test/log/{tenant}"
+    told = [r.getMessage() for r in caplog.records if origin in r.getMessage()]
+    assert told, "the start names the restored log"
+    assert "signed it at size 10" in told[0] and "the log holds 5 events" in told[0]
+    try:
+        with AuditClient(after.target, token=after.token(tenant)) as client:
+            with pytest.raises(RpcFailedError) as refused:  # the restored checkpoint at 5
+                client.get_checkpoint()
+            assert refused.value.reason == "INTEGRITY_FAILURE"
+            record(client, 5, action="restore.after")  # seqs 6..10 again
+            for fresh in (True, False):
+                with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
+                    client.get_checkpoint(fresh=fresh)
+                assert refused.value.reason == "INTEGRITY_FAILURE"
+            assert "this signing key signed it at size 10" in refused.value.message
+            with pytest.raises(RpcFailedError):
+                client.get_inclusion_proof(seq=8)
+            result = client.verify_log()
+            assert (result.ok, result.failure.reason) == (False, "ROOT_MISMATCH")
+    finally:
+        after.close()
+    # Nothing signed at a size the key signed before, with another root.
+    assert stored_roots(restored.url, tenant).get(10, restored.lost.root_hash) == (
+        restored.lost.root_hash
+    )
+
+
+def test_a_process_that_never_signed_the_lost_size_refuses_it_too(
+    own_database: str, tenant: str, tmp_path: Path
+) -> None:
+    """Two processes of one data dir: one signed size 10, the other, running on
+    across the restore, had signed and served nothing beyond 5 and remembered
+    nothing more; it reads what the other signed before it signs."""
+    dump = tmp_path / "sealtrail.dump"
+    signer, other = ServerThread(own_database), ServerThread(own_database)
+    try:
+        token = other.token(tenant)  # in the backup: it works after the restore
+        with AuditClient(other.target, token=token) as client:
+            record(client, 5, action="restore.before_backup")
+            assert client.get_checkpoint(fresh=True).tree_size == 5
+        backup(own_database, dump)
+        with AuditClient(signer.target, token=token) as client:
+            record(client, 5, action="restore.lost")
+            assert client.get_checkpoint(fresh=True).tree_size == 10
+        signer.close()
+        restore(own_database, dump)  # under the other, running
+        with AuditClient(other.target, token=token) as client:
+            record(client, 6, action="restore.after")  # seqs 6..11: beyond the lost 10
+            with pytest.raises(RpcFailedError) as refused:
+                client.get_checkpoint(fresh=True)
+            assert refused.value.reason == "INTEGRITY_FAILURE"
+            assert "signed it at size 10" in refused.value.message
+            assert "does not extend it" in refused.value.message
+            with pytest.raises(RpcFailedError) as refused:  # the stored one at 5, too
+                client.get_checkpoint()
+            assert refused.value.reason == "INTEGRITY_FAILURE"
+            result = client.verify_log()
+            assert (result.ok, result.failure.reason) == (False, "ROOT_MISMATCH")
+    finally:
+        other.close()
+    assert max(stored_roots(own_database, tenant)) == 5
+
+
+def test_a_new_key_signs_the_restored_log_and_the_old_one_never_signs_it_again(
+    restored: Restored, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The way on after a restore (docs/operations.md): a new key, whose
+    checkpoints extend the restored ones; the old key still refuses."""
+    new_key = generate_signer_key("sealtrail.test/log")
+    rotated = ServerThread(restored.url, signing_key=new_key.text())
+    try:
+        with AuditClient(rotated.target, token=rotated.token(tenant)) as client:
+            record(client, 5, action="restore.after")
+            signed = client.get_checkpoint(fresh=True)
+            assert signed.tree_size == 10 and signed.root_hash != restored.lost.root_hash
+            _, signers = open_note(signed.note, [new_key.verifier])
+            assert signers == [new_key.verifier]
+            client.get_inclusion_proof(seq=8)
+            assert client.verify_log().ok
+    finally:
+        rotated.close()
+    with caplog.at_level(logging.ERROR, logger="sealtrail_server.integrity.checkpointer"):
+        old = ServerThread(restored.url)
+    told = [r.getMessage() for r in caplog.records if f"/log/{tenant}:" in r.getMessage()]
+    assert told and "the log holds another root at that size" in told[0]
+    try:
+        with AuditClient(old.target, token=old.token(tenant)) as client:
+            record(client, 1, action="restore.after")
+            with pytest.raises(RpcFailedError) as refused:
+                client.get_checkpoint(fresh=True)
+            assert refused.value.reason == "INTEGRITY_FAILURE"
+    finally:
+        old.close()
+
+
+def test_a_checkpoint_that_cannot_be_checked_against_what_the_key_signed_is_not_signed(
+    client_for: Callable[..., AuditClient],
+    tenant: str,
+    sql: psycopg.Connection[Any],
+    migrated_database_url: str,
+) -> None:
+    """What the key signed is read before a signature leaves: a file that
+    cannot be read (a failed disk) refuses the checkpoint, UNAVAILABLE, and
+    nothing is signed; a start logs it and serves the other tenants."""
+    client = client_for(tenant, max_attempts=1)
+    record(client, 3, action="restore.unreadable")
+    key_id = Signer.parse(SIGNING_KEY).verifier.key_id.hex()
+    unreadable = Path(SIGNED_CHECKPOINTS_DIR) / key_id / tenant
+    unreadable.mkdir(parents=True)
+    try:
+        with pytest.raises(UnavailableError, match="what the key signed of it cannot be read"):
+            client.get_checkpoint(fresh=True)
+        assert (
+            sql.execute("SELECT FROM checkpoints WHERE tenant_id = %s", [tenant]).fetchall() == []
+        )
+        ServerThread(migrated_database_url).close()  # a start logs it, and goes on
+    finally:
+        unreadable.rmdir()
+    assert client.get_checkpoint(fresh=True).tree_size == 3

@@ -1,0 +1,44 @@
+"""What the signing key signed, kept outside the database (ADR 0080)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sealtrail.tlog import generate_signer_key
+from sealtrail_server.integrity.signed_sizes import SignedSizes, SignedSizesError
+
+KEY = generate_signer_key("sealtrail.test/log").verifier
+
+
+def test_the_largest_size_stays_and_each_key_keeps_its_own(tmp_path: Path) -> None:
+    signed = SignedSizes.open(tmp_path, KEY)
+    assert signed.read("acme") is None
+    signed.write("acme", 10, b"a" * 32)
+    signed.write("acme", 7, b"b" * 32)  # a process behind another: the larger stays
+    assert signed.read("acme") == (10, b"a" * 32)
+    signed.write("acme", 12, b"c" * 32)
+    assert SignedSizes.open(tmp_path, KEY).read("acme") == (12, b"c" * 32)  # a restart
+    assert signed.tenants() == ["acme"]
+    other = SignedSizes.open(tmp_path, generate_signer_key("sealtrail.test/log").verifier)
+    assert other.read("acme") is None
+    assert [p.name for p in (tmp_path / KEY.key_id.hex()).iterdir()] == ["acme"]  # no temporaries
+
+
+def test_a_kept_size_that_cannot_be_read_or_written_is_an_error(tmp_path: Path) -> None:
+    signed = SignedSizes.open(tmp_path, KEY)
+    (tmp_path / KEY.key_id.hex() / "acme").write_text("not a size\n")
+    with pytest.raises(SignedSizesError, match="holds no size and root"):
+        signed.read("acme")
+    (tmp_path / KEY.key_id.hex() / "beta").mkdir()
+    with pytest.raises(SignedSizesError):
+        signed.read("beta")
+    with pytest.raises(SignedSizesError):
+        signed.write("beta", 3, b"r" * 32)
+
+
+def test_a_directory_that_cannot_be_made_stops_the_start(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit, match="SEALTRAIL_SIGNED_CHECKPOINTS_DIR"):
+        SignedSizes.open(tmp_path / "file", KEY)
