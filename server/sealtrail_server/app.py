@@ -81,6 +81,7 @@ from .store.tenant_settings import SettingsCache
 from .store.tokens import find_principal, write_last_uses
 from .store.urls import with_connection_limits
 from .stream.hub import StreamHub
+from .stream_scope import StreamScope
 from .telemetry.interceptor import TelemetryInterceptor
 from .tls import server_credentials
 
@@ -189,6 +190,7 @@ class Service:
         self.token_uses: LastUses | None = None
         self._hub: StreamHub | None = None
         self._guard: GuardInterceptor | None = None
+        self._servicer: AuditLogServicer | None = None
         self._server: grpc.aio.Server | None = None
         self._health = HealthServicer()
         self.port = 0
@@ -396,6 +398,8 @@ class Service:
         )
         server = grpc.aio.server(
             interceptors=[
+                # First: a stream's handler closed in its call's task, as the call ends.
+                StreamScope(),
                 TelemetryInterceptor(tracer=self._tracer, meter=self._meter),
                 self._guard,
             ],
@@ -415,40 +419,38 @@ class Service:
                 ("grpc.max_allowed_incoming_connections", connection_cap(settings.max_connections)),
             ],
         )
-        add_audit_log_service(
-            AuditLogServicer(
-                db=db,
-                appender=self._appender,
-                checkpointer=self._checkpointer,
-                hub=self._hub,
-                heartbeat_seconds=settings.stream_heartbeat_seconds,
-                export_limit=settings.export_rate_limit,
-                export_window=settings.export_rate_window,
-                export_max_per_tenant=settings.export_max_per_tenant,
-                export_max_per_process=settings.export_max_per_process,
-                export_stall_seconds=settings.export_stall_seconds,
-                key_read_window=timedelta(seconds=settings.key_read_window),
-                count_timeout=settings.count_timeout,
-                settings_cache=settings_cache,
-                redactor=redactor,
-                redaction_secret=redaction_secret,
-                authenticator=authenticator,
-                eraser=Eraser(self._owner_database_url, self._checkpointer, clock=self._clock),
-                forwarder=self.forwarder,
-                egress=egress,
-                secret_box=secret_box,
-                evaluator=self.evaluator,
-                retention_min_days=settings.retention_min_days,
-                tenant_erasure=settings.tenant_erasure,
-                legal_hold_release=settings.legal_hold_release,
-                denials=denials,
-                in_flight_bytes=settings.record_max_in_flight_bytes,
-                max_response_bytes=MAX_RESPONSE_BYTES,
-                changes=changes,
-                clock=self._clock,
-            ),
-            server,
+        self._servicer = AuditLogServicer(
+            db=db,
+            appender=self._appender,
+            checkpointer=self._checkpointer,
+            hub=self._hub,
+            heartbeat_seconds=settings.stream_heartbeat_seconds,
+            export_limit=settings.export_rate_limit,
+            export_window=settings.export_rate_window,
+            export_max_per_tenant=settings.export_max_per_tenant,
+            export_max_per_process=settings.export_max_per_process,
+            export_stall_seconds=settings.export_stall_seconds,
+            key_read_window=timedelta(seconds=settings.key_read_window),
+            count_timeout=settings.count_timeout,
+            settings_cache=settings_cache,
+            redactor=redactor,
+            redaction_secret=redaction_secret,
+            authenticator=authenticator,
+            eraser=Eraser(self._owner_database_url, self._checkpointer, clock=self._clock),
+            forwarder=self.forwarder,
+            egress=egress,
+            secret_box=secret_box,
+            evaluator=self.evaluator,
+            retention_min_days=settings.retention_min_days,
+            tenant_erasure=settings.tenant_erasure,
+            legal_hold_release=settings.legal_hold_release,
+            denials=denials,
+            in_flight_bytes=settings.record_max_in_flight_bytes,
+            max_response_bytes=MAX_RESPONSE_BYTES,
+            changes=changes,
+            clock=self._clock,
         )
+        add_audit_log_service(self._servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -496,7 +498,7 @@ class Service:
 
     def resources(self) -> dict[str, int]:
         """What a leak would grow: this loop's tasks, the pool's connections in
-        use, live stream subscriptions. Call it on the service's loop."""
+        use, live stream subscriptions, exports open. Call it on the service's loop."""
         stats = self._db.pool.get_stats() if self._db is not None else {}
         in_use = stats.get("pool_size", 0) - stats.get("pool_available", 0)
         if self._appender is not None:
@@ -505,6 +507,7 @@ class Service:
             "tasks": len(asyncio.all_tasks()),
             "connections_in_use": in_use,
             "subscribers": self._hub.subscriber_count() if self._hub is not None else 0,
+            "exports": self._servicer.exports_open.count() if self._servicer is not None else 0,
         }
 
     async def _set_health(self, *, serving: bool) -> None:

@@ -178,7 +178,7 @@ class AuditLogServicer(
         self._export_limit = export_limit
         self._export_window = export_window
         self._export_stall_seconds = export_stall_seconds
-        self._exports_open = ExportsOpen(
+        self.exports_open = ExportsOpen(
             per_tenant=export_max_per_tenant, per_process=export_max_per_process
         )
         self._db = db

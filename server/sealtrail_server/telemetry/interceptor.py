@@ -127,8 +127,9 @@ class _Call:
         )
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s in %.1f ms", self.method, code.name, elapsed * 1000)
-        # A stream the client left is sometimes closed by the garbage collector,
-        # in another task's context: nothing of ours is attached there to undo.
+        # A stream closed outside its call's task (by the garbage collector, had
+        # StreamScope not closed it in the call's) runs in another task's context:
+        # nothing of ours is attached there to undo.
         # That context may hold our trace context too (a task started while it
         # was attached inherits it), so the task is compared, not the value.
         if (
