@@ -288,6 +288,7 @@ class Service:
             database_url=self._database_url,
             queue_capacity=settings.stream_queue_capacity,
             queue_bytes=settings.stream_queue_bytes,
+            stall_bytes=settings.stream_stall_bytes,
             max_per_tenant=settings.stream_max_per_tenant,
             max_per_process=settings.stream_max_per_process,
             meter=self._meter,

@@ -106,6 +106,11 @@ class Settings:
     stream_queue_capacity: int = 64
     # ... and bytes of their records (one delivery however large is taken).
     stream_queue_bytes: int = 16 * 1024 * 1024
+    # Bytes of records (as stored) the log may grow by while a live stream's client
+    # takes nothing, for a heartbeat's time at least, before the stream is ended
+    # (UNAVAILABLE, STREAM_STALLED), what it holds given back; its client resumes
+    # from its cursor as it reads on (ADR 0076).
+    stream_stall_bytes: int = 4 * 1024 * 1024
     # Streams open at once on this server, of one tenant and of all: past
     # either, StreamEvents is refused (RESOURCE_EXHAUSTED, retry later). Each
     # stream whose client stops reading pins a few MB of memory.
@@ -318,6 +323,7 @@ _AT_LEAST_ONE = (
     "record_max_in_flight_bytes",
     "stream_queue_capacity",
     "stream_queue_bytes",
+    "stream_stall_bytes",  # 0 ended every stream that waited a heartbeat to write
     "stream_max_per_tenant",  # 0 refused every stream
     "stream_max_per_process",
     "retention_batch_events",

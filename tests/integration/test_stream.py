@@ -688,8 +688,9 @@ def test_a_stopping_server_ends_a_stream_whose_client_stopped_reading(
 ) -> None:
     """A handler waiting to write to a client that stopped reading (a paused
     `sealtrail tail | less`) never saw the stop: the stop waited its whole
-    grace (helper-136). Such a stream is ended a second after the others."""
-    stopping = ServerThread(migrated_database_url, shutdown_grace=60)
+    grace (helper-136). Such a stream is ended a second after the others.
+    (Not for stalling: SEALTRAIL_STREAM_STALL_BYTES would end it before the stop.)"""
+    stopping = ServerThread(migrated_database_url, shutdown_grace=60, stream_stall_bytes=1 << 40)
     try:
         with (
             AuditClient(stopping.target, token=stopping.token(tenant, "reader")) as reader,
@@ -728,8 +729,9 @@ def test_a_stopping_server_ends_stuck_streams_only_once_the_calls_still_arriving
     """Stuck streams end the stop early once they are all the calls left. A
     call whose request was still arriving (a RecordBatch from a slow client)
     was not yet counted, and was cut a second into the stop though its grace
-    had 60 s to run (helper-147): calls are counted from their headers."""
-    stopping = ServerThread(migrated_database_url, shutdown_grace=60)
+    had 60 s to run (helper-147): calls are counted from their headers.
+    (Not for stalling: SEALTRAIL_STREAM_STALL_BYTES would end it before the stop.)"""
+    stopping = ServerThread(migrated_database_url, shutdown_grace=60, stream_stall_bytes=1 << 40)
     try:
         with (
             AuditClient(stopping.target, token=stopping.token(tenant, "reader")) as reader,

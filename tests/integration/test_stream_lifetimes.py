@@ -3,7 +3,8 @@ the tenant's and the process's stream and export limits, pooled connections,
 its hub subscription, its page and cursor. gRPC does not close a handler's
 generator when its call is cancelled while gRPC itself waits (to send a
 response its client has not taken): the generator was closed once it was
-collected, in another task, a moment after its call had ended."""
+collected, in another task, a moment after its call had ended. And how long
+a live stream whose client stopped reading holds what it was sending (ADR 0076)."""
 
 from __future__ import annotations
 
@@ -151,5 +152,70 @@ def test_cancelled_streams_and_exports_give_their_places_back_as_they_end(
             if streams + exports > calls
         ]
         assert not overheld, "(calls, streams, exports) as a call ended"
+    finally:
+        server.close()
+
+
+def _subscribers(server: ServerThread) -> int:
+    hub = server.service._hub
+    assert hub is not None
+    return hub.subscriber_count()
+
+
+def test_a_live_stream_whose_client_takes_nothing_while_the_log_grows_is_ended_to_resume(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """A stream whose client stopped reading (a paused `sealtrail tail | less`)
+    kept what it was sending, and a busy log's deliveries queued behind it,
+    for as long as the pause lasted: with large events some 40 MB of parsed
+    records a stream, for hours. Once its client has taken nothing for a
+    heartbeat's time while the log grew by more than SEALTRAIL_STREAM_STALL_BYTES,
+    it is ended, UNAVAILABLE (STREAM_STALLED), after what it had been sent:
+    the client resumes from its cursor as it reads on, missing nothing."""
+    server = ServerThread(
+        migrated_database_url, stream_heartbeat_seconds=0.5, stream_stall_bytes=1 << 20
+    )
+    try:
+        with (
+            AuditClient(server.target, token=server.token(tenant, "reader")) as reader,
+            AuditClient(server.target, token=server.token(tenant)) as writer,
+        ):
+            stub = audit_service_pb2_grpc.AuditLogServiceStub(reader._channel)
+            paused = stub.StreamEvents(
+                pb.StreamEventsRequest(max_events_per_message=500), metadata=reader._metadata
+            )
+            start = next(paused).heartbeat.cursor  # following live; not read again for now
+            # And a tail of the client's own, paused after its first event.
+            tail = reader.stream(after_seq=start)
+            first = writer.record(action="doc.first", actor_id="u").event.seq
+            assert next(tail).seq == first
+            written = first
+            deadline = time.monotonic() + 60
+            # Until the transport's buffers are full and the log grew past the bound.
+            while _subscribers(server):
+                assert time.monotonic() < deadline, "the paused streams were never ended"
+                results = writer.record_batch(
+                    [
+                        build_event(action="doc.edit", actor_id="u", description="x" * 4000)
+                        for _ in range(500)
+                    ]
+                )
+                written = results[-1].event.seq
+                time.sleep(0.1)
+            # Read on: what it had been sent, in order, then the end to resume from.
+            seqs: list[int] = []
+            with pytest.raises(grpc.RpcError) as ended:
+                for message in paused:
+                    seqs += [event.seq for event in message.events.events]
+            assert ended.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert "STREAM_STALLED" in str(ended.value.trailing_metadata())
+            assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))
+            assert set(seqs) <= set(range(start + 1, written + 1))
+            # The paused tail, read on, resumes by itself: every event, once.
+            # (Its own audit_log.streamed, recorded as it connected after `first`,
+            # is no event it is sent; its reconnect's comes after `written`.)
+            rest = [next(tail).seq for _ in range(written - first - 1)]
+            assert rest == list(range(first + 2, written + 1))
+            tail.close()
     finally:
         server.close()

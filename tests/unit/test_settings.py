@@ -9,6 +9,7 @@ from sealtrail_server.config import Settings
 COUNTS = [
     "APPEND_BATCH_EVENTS",
     "STREAM_QUEUE_CAPACITY",
+    "STREAM_STALL_BYTES",  # 0 would end every stream that waited to write
     "RETENTION_BATCH_EVENTS",
     "EXPORT_RATE_LIMIT",  # 0 refused every export (helper-125)
     "EXPORT_MAX_PER_TENANT",  # 0 would refuse every export

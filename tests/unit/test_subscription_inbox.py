@@ -93,3 +93,52 @@ def test_a_stream_told_to_end_still_ends_when_a_failed_fetch_then_drops_its_inbo
 
     with pytest.raises(StreamEnding):
         asyncio.run(woken())
+
+
+def test_a_subscriber_whose_client_takes_nothing_is_ended_once_the_log_moved_on() -> None:
+    """ADR 0076: a heartbeat's time (here 0.05 s) and the stall bytes both
+    passed while a response waits for the client; then it is told to end,
+    once, and holds nothing more."""
+
+    async def run() -> None:
+        ended: list[bool] = []
+        inbox = Subscription(
+            "t", RecordMatcher(EventFilter()), capacity=64, max_bytes=1 << 20, stall_bytes=1000
+        )
+        inbox.on_stall(0.05, lambda: ended.append(True))
+        inbox.offer(_delivery(1, 5000))  # not writing: queued as ever
+        inbox.writing()
+        inbox.offer(_delivery(2, 5000))  # past the bytes, but not yet the time
+        assert not ended and not inbox.stalled
+        await asyncio.sleep(0.06)
+        inbox.offer(_delivery(3, 1))
+        assert ended == [True] and inbox.stalled and _drained(inbox) == []
+        inbox.offer(_delivery(4, 1))  # nothing more, and told once
+        inbox.caught_up()
+        inbox.offer(_delivery(5, 1))
+        assert ended == [True] and _drained(inbox) == []
+
+    asyncio.run(run())
+
+
+def test_a_client_that_takes_what_it_is_sent_is_never_ended_for_a_stall() -> None:
+    async def run() -> None:
+        ended: list[bool] = []
+        inbox = Subscription(
+            "t", RecordMatcher(EventFilter()), capacity=64, max_bytes=1 << 20, stall_bytes=1000
+        )
+        inbox.on_stall(0.05, lambda: ended.append(True))
+        inbox.writing()
+        await asyncio.sleep(0.06)
+        inbox.offer(_delivery(1, 1000))  # waited long, but the log grew by the bound only
+        inbox.written()
+        inbox.offer(_delivery(2, 5000))  # not waiting for its client
+        for seq in range(3, 6):  # each response taken: counted afresh
+            inbox.writing()
+            inbox.offer(_delivery(seq, 900))
+            await asyncio.sleep(0.06)
+            inbox.written()
+        assert not ended and not inbox.stalled
+        assert _drained(inbox) == [1, 2, 3, 4, 5]
+
+    asyncio.run(run())

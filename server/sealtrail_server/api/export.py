@@ -31,7 +31,7 @@ from ..store.events import recent_exports, stream_events
 from ..store.tree import tree_size
 from .audited import FilterDetails, record_access
 from .convert import UNREADABLE, event_from_record, request_filter, unreadable_record
-from .guard import abort_call, current_principal
+from .guard import current_principal, end_waiting_call
 
 log = logging.getLogger(__name__)
 
@@ -179,26 +179,7 @@ class StallWatch:
             " (SEALTRAIL_EXPORT_STALL_SECONDS); export again",
             reason="EXPORT_STALLED",
         )
-        self._context.set_code(grpc.StatusCode.ABORTED)  # as the call's span and metrics say
-        # Its status waits behind the data the client has not taken; the task
-        # ends once it is sent or the connection closes, kept till then.
-        ending = self._loop.create_task(abort_call(self._context, error))
-        _ENDING.add(ending)
-        ending.add_done_callback(_the_end_sent)
-        if self._task is not None:
-            self._task.cancel()
-
-
-# The aborts of ended exports whose status is not sent yet.
-_ENDING: set[asyncio.Task[None]] = set()
-
-
-def _the_end_sent(ending: asyncio.Task[None]) -> None:
-    """An abort ends in an exception however it goes (AbortError once sent; a
-    failed batch once the connection is gone): nothing is left to tell."""
-    _ENDING.discard(ending)
-    if not ending.cancelled():
-        ending.exception()
+        end_waiting_call(self._context, self._task, error)
 
 
 class ExportRpcs:

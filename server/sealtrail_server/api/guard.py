@@ -68,6 +68,39 @@ async def abort_call(context: grpc.aio.ServicerContext[Any, Any], error: Sealtra
     await context.abort(status.code, status.details, trailing)
 
 
+# The aborts of calls ended as they waited to write whose status is not sent yet.
+_ENDING: set[asyncio.Task[None]] = set()
+
+
+def end_waiting_call(
+    context: grpc.aio.ServicerContext[Any, Any],
+    call: asyncio.Task[Any] | None,
+    error: SealtrailError,
+) -> None:
+    """End a call whose handler may be waiting in gRPC's write for a client
+    that takes nothing, which neither its own end nor an abort reaches (ADR
+    0072): its code set to `error`'s (as its span and metrics say), an abort
+    with `error` begun in a task of its own, and the call's task `call`
+    cancelled, which ends its handler now. The abort's status waits behind the
+    data the client has not taken: a client that reads on gets what it had
+    been sent, then the status. Call it in the call's context (its request id
+    is sent with the status)."""
+    context.set_code(grpc_status(error).code)
+    ending = asyncio.get_running_loop().create_task(abort_call(context, error))
+    _ENDING.add(ending)
+    ending.add_done_callback(_the_end_sent)
+    if call is not None:
+        call.cancel()
+
+
+def _the_end_sent(ending: asyncio.Task[None]) -> None:
+    """An abort ends in an exception however it goes (AbortError once sent; a
+    failed batch once the connection is gone): nothing is left to tell."""
+    _ENDING.discard(ending)
+    if not ending.cancelled():
+        ending.exception()
+
+
 async def _fail(context: grpc.aio.ServicerContext[Any, Any], method: str, error: Exception) -> None:
     """End the call with `error`'s status; anything but the domain's errors (a
     bug) as INTERNAL, logged here, its text kept out of the answer."""

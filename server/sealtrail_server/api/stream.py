@@ -12,6 +12,8 @@ Heartbeats carry `position`, from which a client resumes exactly.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import aclosing
@@ -54,7 +56,9 @@ from .convert import (
     request_filter,
     unreadable_record,
 )
-from .guard import current_principal
+from .guard import current_principal, end_waiting_call
+
+log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -104,7 +108,10 @@ class StreamRpcs:
         self, request: pb.StreamEventsRequest, context: Context
     ) -> AsyncIterator[bytes]:
         """The stream's responses as their encodings: events framed around the
-        encoding each one has once per process (ADR 0043)."""
+        encoding each one has once per process (ADR 0043). Ended, for its
+        client to resume, once its client has taken nothing for a heartbeat's
+        time while the log grew by more than SEALTRAIL_STREAM_STALL_BYTES (ADR
+        0076): until then it holds what it was sending and what queued behind."""
         principal = current_principal()
         tenant_id = principal.tenant_id
         event_filter = request_filter(request)
@@ -114,69 +121,16 @@ class StreamRpcs:
         # records nothing. Its own record then reaches it, and is skipped: as
         # before its position live, by its seq in a read of the table.
         subscription = await self._hub.subscribe(tenant_id, RecordMatcher(event_filter))
+        subscription.on_stall(self._heartbeat_seconds, _ends_when_stalled(context, subscription))
         try:
-            own = await record_access(
-                self._appender,
-                principal,
-                now=self._clock(),
-                action="audit_log.streamed",
-                description="Subscribed to audit events",
-                details={
-                    "filter": await self._filter_details(tenant_id, request.filter),
-                    "start": start,
-                },
-            )
-            position = await self._start_position(tenant_id, request)
-            # A client's cursor must not have missed an event retention removed
-            # (from 0 is whatever is kept); checked with the first read.
-            resumed = position if request.WhichOneof("start") == "after_seq" else 0
-            yield _heartbeat(position)  # the client knows where it starts, even if idle
-            while True:
-                if subscription.ending:  # ended while it read the table
-                    raise StreamEnding
-                # Deliveries count again from here, so all that commits after the
-                # size read below reaches the inbox; what is older, the table has.
-                subscription.caught_up()
-                size = await self._size(tenant_id, reached=position)
-                caught_up_from = position
-                # aclosing: a stream cancelled mid-read must give its cursor and
-                # connection back now, not whenever the generator is collected.
-                table = self._from_table(
-                    tenant_id,
-                    subscription,
-                    event_filter,
-                    position,
-                    size,
-                    limit,
-                    resumed=resumed,
-                    announce=request.announce_purged,
-                    own_seq=own.seq,
-                )
-                resumed = 0
-                async with aclosing(table):
-                    async for read in table:
-                        if isinstance(read, int):  # all up to it sent: a heartbeat's cursor
-                            yield _heartbeat(read)
-                        elif isinstance(read, pb.PurgedRange):
-                            yield pb.StreamEventsResponse(purged=read).SerializeToString()
-                        else:
-                            for response in _responses(read, limit):
-                                yield response
-                position = max(position, size)
-                if request.announce_purged and position > caught_up_from:
-                    # Its last range reaches `size`: a client that reconnects
-                    # from here is not told of it again.
-                    yield _heartbeat(position)
-                live = self._live(tenant_id, subscription, event_filter, position, limit)
-                async with aclosing(live):
-                    async for item in live:
-                        if isinstance(item, int):
-                            position = max(position, item)
-                            yield _heartbeat(position)
-                        else:
-                            for response in _responses(item, limit):
-                                yield response
-                            position = item[-1].seq
+            responses = self._streamed(request, subscription, event_filter, limit, start)
+            async with aclosing(responses):
+                async for response in responses:
+                    subscription.writing()
+                    try:
+                        yield response
+                    finally:
+                        subscription.written()
         except StreamEnding:
             raise Unavailable(
                 "the server is stopping: resume after the last seq received",
@@ -185,6 +139,81 @@ class StreamRpcs:
             ) from None
         finally:
             self._hub.unsubscribe(subscription)
+
+    async def _streamed(
+        self,
+        request: pb.StreamEventsRequest,
+        subscription: Subscription,
+        event_filter: EventFilter,
+        limit: int,
+        start: dict[str, Any],
+    ) -> AsyncGenerator[bytes, None]:
+        """The stream's responses: recorded, then its start, then what it reads
+        from the table and what the hub delivers, without end."""
+        principal = current_principal()
+        tenant_id = principal.tenant_id
+        own = await record_access(
+            self._appender,
+            principal,
+            now=self._clock(),
+            action="audit_log.streamed",
+            description="Subscribed to audit events",
+            details={
+                "filter": await self._filter_details(tenant_id, request.filter),
+                "start": start,
+            },
+        )
+        position = await self._start_position(tenant_id, request)
+        # A client's cursor must not have missed an event retention removed
+        # (from 0 is whatever is kept); checked with the first read.
+        resumed = position if request.WhichOneof("start") == "after_seq" else 0
+        yield _heartbeat(position)  # the client knows where it starts, even if idle
+        while True:
+            if subscription.ending:  # ended while it read the table
+                raise StreamEnding
+            # Deliveries count again from here, so all that commits after the
+            # size read below reaches the inbox; what is older, the table has.
+            subscription.caught_up()
+            size = await self._size(tenant_id, reached=position)
+            caught_up_from = position
+            # aclosing: a stream cancelled mid-read must give its cursor and
+            # connection back now, not whenever the generator is collected.
+            table = self._from_table(
+                tenant_id,
+                subscription,
+                event_filter,
+                position,
+                size,
+                limit,
+                resumed=resumed,
+                announce=request.announce_purged,
+                own_seq=own.seq,
+            )
+            resumed = 0
+            async with aclosing(table):
+                async for read in table:
+                    if isinstance(read, int):  # all up to it sent: a heartbeat's cursor
+                        yield _heartbeat(read)
+                    elif isinstance(read, pb.PurgedRange):
+                        yield pb.StreamEventsResponse(purged=read).SerializeToString()
+                    else:
+                        for response in _responses(read, limit):
+                            yield response
+            position = max(position, size)
+            if request.announce_purged and position > caught_up_from:
+                # Its last range reaches `size`: a client that reconnects
+                # from here is not told of it again.
+                yield _heartbeat(position)
+            live = self._live(tenant_id, subscription, event_filter, position, limit)
+            async with aclosing(live):
+                async for item in live:
+                    if isinstance(item, int):
+                        position = max(position, item)
+                        yield _heartbeat(position)
+                    else:
+                        for response in _responses(item, limit):
+                            yield response
+                        position = item[-1].seq
 
     async def _size(self, tenant_id: str, *, reached: int = 0) -> int:
         """The log's size. Below `reached`, where the stream got to (or below
@@ -400,6 +429,42 @@ class StreamRpcs:
             elif clock() - last_sent >= self._heartbeat_seconds:
                 yield position
                 last_sent = clock()
+
+
+def _ends_when_stalled(context: Context, subscription: Subscription) -> Callable[[], None]:
+    """What ends the stream of `subscription`, called by the hub once its
+    client has taken nothing for a heartbeat's time while the log grew by
+    more than SEALTRAIL_STREAM_STALL_BYTES (ADR 0076). It waits in gRPC's
+    write, out of reach of anything but its task's cancellation (ADR 0072):
+    UNAVAILABLE (`STREAM_STALLED`), after what it had been sent, which the
+    clients resume from their cursor as they read on; what the stream holds,
+    its place among the streams open and its subscription are given back
+    now. Made in the call's task: the end runs there, in the call's context
+    (the log line and the status name its request id)."""
+    loop = asyncio.get_running_loop()
+    call = asyncio.current_task()
+    call_context = contextvars.copy_context()
+
+    def end() -> None:
+        log.info(
+            "ending a live stream of tenant %s: its client took nothing while the log grew"
+            " by more than %d bytes (SEALTRAIL_STREAM_STALL_BYTES); it may resume",
+            subscription.tenant_id,
+            subscription.stall_bytes,
+        )
+        error = Unavailable(
+            "the stream was ended: its client took nothing while the log grew by more than"
+            f" {subscription.stall_bytes} bytes (SEALTRAIL_STREAM_STALL_BYTES);"
+            " resume after the last seq received",
+            retry_after=1.0,
+            reason="STREAM_STALLED",
+        )
+        end_waiting_call(context, call, error)
+
+    def stalled() -> None:  # called from the hub's fetch, in its task
+        loop.call_soon(end, context=call_context)
+
+    return stalled
 
 
 def unseen_events(

@@ -102,7 +102,13 @@ class Subscription:
     gigabytes. Overflowing either marks the subscriber lagging."""
 
     def __init__(
-        self, tenant_id: str, matcher: RecordMatcher, *, capacity: int, max_bytes: int
+        self,
+        tenant_id: str,
+        matcher: RecordMatcher,
+        *,
+        capacity: int,
+        max_bytes: int,
+        stall_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.tenant_id = tenant_id
         self.matcher = matcher
@@ -111,9 +117,52 @@ class Subscription:
         self._queued_bytes = 0
         self.lagging = False
         self.ending = False
+        # A stall (see `writing`): the log may grow by `stall_bytes` of records
+        # while the subscriber's client takes nothing for `_stall_seconds`.
+        self.stall_bytes = stall_bytes
+        self._stall_seconds = 0.0
+        self._on_stalled: Callable[[], None] | None = None
+        self._writing_since: float | None = None
+        self._offered_since = 0  # bytes of records offered since `_writing_since`
+        self.stalled = False
+
+    def on_stall(self, seconds: float, ended: Callable[[], None]) -> None:
+        """Call `ended()` once, and take nothing more, when the log has grown by
+        more than the hub's stall bytes while one response waited at least
+        `seconds` for the subscriber's client to take it (`writing`)."""
+        self._stall_seconds = seconds
+        self._on_stalled = ended
+
+    def writing(self) -> None:
+        """A response is handed to the subscriber's client, which may take it
+        only as its flow-control window opens (never, if it stopped reading)."""
+        self._writing_since = asyncio.get_running_loop().time()
+        self._offered_since = 0
+
+    def written(self) -> None:
+        """The client took it (gRPC asked for the next response)."""
+        self._writing_since = None
+
+    def _stalls(self, delivery: Delivery) -> bool:
+        """Whether `delivery` is past what the subscriber may have offered while
+        its client takes nothing; if so it is told to end, its inbox dropped."""
+        since = self._writing_since
+        if since is None or self._on_stalled is None:
+            return False
+        self._offered_since += delivery.size
+        if self._offered_since <= self.stall_bytes:
+            return False
+        if asyncio.get_running_loop().time() - since < self._stall_seconds:
+            return False
+        self.stalled = True
+        self.fall_behind()
+        self._on_stalled()
+        return True
 
     def offer(self, delivery: Delivery) -> None:
-        if self.lagging or self.ending:
+        if self.ending or self.stalled or self._stalls(delivery):
+            return
+        if self.lagging:
             return
         # One delivery however large is taken into an empty inbox: a subscriber
         # keeping up is not sent to the table for the size of one fetch.
@@ -194,6 +243,7 @@ class StreamHub:
         database_url: str,
         queue_capacity: int = 64,
         queue_bytes: int = 16 * 1024 * 1024,
+        stall_bytes: int = 4 * 1024 * 1024,
         max_per_tenant: int = 100,
         max_per_process: int = 1000,
         meter: Meter | None = None,
@@ -202,6 +252,7 @@ class StreamHub:
         self._url = database_url
         self._capacity = queue_capacity
         self._queue_bytes = queue_bytes
+        self._stall_bytes = stall_bytes
         self._max_per_tenant = max_per_tenant
         self._max_per_process = max_per_process
         self._tenants: dict[str, _Tenant] = {}
@@ -242,7 +293,11 @@ class StreamHub:
         the process may have: each stream whose client stops reading pins
         megabytes, and any reader token could open them without end."""
         subscription = Subscription(
-            tenant_id, matcher, capacity=self._capacity, max_bytes=self._queue_bytes
+            tenant_id,
+            matcher,
+            capacity=self._capacity,
+            max_bytes=self._queue_bytes,
+            stall_bytes=self._stall_bytes,
         )
         tenant = self._tenants.get(tenant_id)
         if tenant is None:
