@@ -137,6 +137,36 @@ def test_exports_are_rate_limited_per_tenant(
         limited.close()
 
 
+def test_an_export_cut_after_its_record_counts_against_the_rate_and_one_refused_before_does_not(
+    migrated_database_url: str, tenant: str, tmp_path: Path
+) -> None:
+    """As docs/streaming-and-export.md says: the rate counts the exports
+    recorded, whichever way they ended (one cut before its manifest may have
+    sent all its rows), and the refusal says when the next may go: the
+    oldest in the window leaves it. One refused before it is recorded
+    (BEYOND_LOG_SIZE, TOO_MANY_EXPORTS) is not counted."""
+    limited = ServerThread(migrated_database_url, export_rate_limit=2, export_rate_window=600)
+    try:
+        with AuditClient(limited.target, token=limited.token(tenant)) as client:
+            seed(client)
+            with pytest.raises(RpcFailedError) as beyond:
+                client.export(tmp_path / "far.csv", format="csv", first_seq=1, last_seq=10**6)
+            assert beyond.value.reason == "BEYOND_LOG_SIZE"
+            stub = audit_service_pb2_grpc.AuditLogServiceStub(client._channel)
+            for _ in range(2):  # cut after their first chunk, as a network failure would
+                cut = stub.Export(
+                    pb.ExportRequest(format=pb.EXPORT_FORMAT_CSV), metadata=client._metadata
+                )
+                assert next(cut).chunk
+                cut.cancel()
+            with pytest.raises(ResourceExhaustedError) as refused:
+                client.export(tmp_path / "again.csv", format="csv")
+            assert refused.value.reason == "EXPORT_RATE_LIMITED"
+            assert refused.value.retry_after is not None and 1 <= refused.value.retry_after <= 600
+    finally:
+        limited.close()
+
+
 def test_concurrent_exports_keep_to_the_rate(
     migrated_database_url: str, tenant: str, tmp_path: Path
 ) -> None:
