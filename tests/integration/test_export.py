@@ -9,6 +9,10 @@ import hashlib
 import io
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -512,3 +516,92 @@ def _record_bulk(client: AuditClient) -> None:
             [build_event(action="bulk.item", actor_id="bulk", details={"blob": blob, "n": n})
              for n in range(start, start + 200)]
         )  # fmt: skip
+
+
+# The CLI's export in a process of its own that SIGKILLs itself just before
+# the KILL_AT-th change it makes to the directory's names (a rename or an
+# unlink), where a crash can stop it.
+_KILLED_AT_A_RENAME = """
+import os, signal, sys
+
+calls = 0
+kill_at = int(os.environ["KILL_AT"])
+
+def killing(change):
+    def changed(*args, **kwargs):
+        global calls
+        calls += 1
+        if calls == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return change(*args, **kwargs)
+    return changed
+
+for name in ("replace", "rename", "unlink", "remove", "rmdir"):
+    setattr(os, name, killing(getattr(os, name)))
+
+from sealtrail._cli import main
+main(sys.argv[1:], prog_name="sealtrail")
+"""
+
+
+def _pair_at(path: Path) -> tuple[bytes | None, dict[str, Any] | None]:
+    """The bytes of the export at `path` and its manifest beside it, each
+    None where it is not there."""
+    kept = path.with_name(path.name + ".manifest.json")
+    content = path.read_bytes() if path.exists() else None
+    manifest = json.loads(kept.read_text(encoding="utf-8")) if kept.exists() else None
+    return content, manifest
+
+
+def test_a_re_export_killed_at_any_point_leaves_no_file_beside_a_manifest_it_does_not_match(
+    client: AuditClient, server: ServerThread, tenant: str, tmp_path: Path
+) -> None:
+    """The manifest took its name, then the file: a `sealtrail export -o FILE`
+    over an earlier one, killed between the two, left the new manifest beside
+    the old file. Its checkpoint checks out (`sealtrail checkpoint --check`
+    reads no file), its sha256 is not the file's: to an auditor, a file
+    altered since its export. Killed just before each rename or unlink it
+    makes, the export leaves the old pair, the new one, or one of the two
+    alone (an export visibly not there), never both names on a mismatch."""
+    seed(client)
+    out = tmp_path / "audit.ndjson"
+    client.export(out, manifest_file=True)
+    old = _pair_at(out)
+    assert old[0] is not None and old[1] is not None
+    client.record(action="report.download", actor_id="later")
+    env = {**os.environ, "SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    argv = [sys.executable, "-c", _KILLED_AT_A_RENAME, "export", "--format", "ndjson", "-o"]
+    seen: list[tuple[int, str]] = []
+    for kill_at in range(1, 20):
+        for leftover in tmp_path.iterdir():  # the old pair back, and nothing else
+            leftover.unlink()
+        out.write_bytes(old[0])
+        out.with_name(out.name + ".manifest.json").write_text(json.dumps(old[1]), "utf-8")
+        done = subprocess.run(
+            [*argv, str(out)], env={**env, "KILL_AT": str(kill_at)},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        content, manifest = _pair_at(out)
+        if content is not None and manifest is not None:
+            assert manifest["sha256"] == hashlib.sha256(content).hexdigest(), (
+                f"killed before change {kill_at}: a manifest beside a file it does not describe"
+            )
+            state = "old pair" if (content, manifest) == old else "new pair"
+        else:
+            alone = "file" if content is not None else "manifest" if manifest else "neither"
+            state = f"{alone} alone"
+        if done.returncode != -signal.SIGKILL:  # it made fewer changes: it finished
+            assert done.returncode == 0, done.stderr
+            assert state == "new pair" and sorted(p.name for p in tmp_path.iterdir()) == [
+                out.name, out.name + ".manifest.json"
+            ]  # fmt: skip
+            break
+        seen.append((kill_at, state))
+    else:
+        raise AssertionError(f"the export never finished: {seen}")
+    # In that order: the old pair, the new manifest alone (the old file moved
+    # aside, hidden), then the new pair.
+    states = [state for _, state in seen]
+    order = ["old pair", "manifest alone", "new pair"]
+    assert set(states) <= set(order) and states[0] == "old pair", seen
+    assert states == sorted(states, key=order.index), seen

@@ -179,6 +179,21 @@ def test_an_export_whose_file_cannot_take_its_name_leaves_no_manifest_either(
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
 
 
+def test_a_re_export_whose_manifest_cannot_take_its_name_puts_the_old_file_back(
+    tmp_path: Path,
+) -> None:
+    """The file being replaced is moved aside before the new manifest takes
+    its name: a manifest that then cannot, the old file is back as it was."""
+    (tmp_path / "out.csv").write_bytes(b"old\n")
+    with ExportFile(tmp_path / "out.csv", manifest_beside=True) as target:
+        target.receive(_chunk(b"a,b\n"))
+        (tmp_path / "out.csv.manifest.json").mkdir()  # the name taken by a directory
+        with pytest.raises(OSError):
+            target.receive(_manifest(b"a,b\n"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv", "out.csv.manifest.json"]
+    assert (tmp_path / "out.csv").read_bytes() == b"old\n"
+
+
 async def test_an_export_in_a_format_unknown_is_refused_naming_the_formats(
     tmp_path: Path,
 ) -> None:

@@ -5,6 +5,7 @@ interrupted export never leaves a truncated file that looks complete."""
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import os
@@ -39,6 +40,27 @@ class ExportError(Exception):
     """An export ended without a manifest, or its content does not match it."""
 
 
+def _name_beside(path: Path) -> Path:
+    """A hidden name, not yet taken, beside `path`: `.NAME.` and 12 hex digits."""
+    while True:
+        name = (path.parent or Path(".")) / f".{path.name}.{secrets.token_hex(6)}"
+        if not os.path.lexists(name):
+            return name
+
+
+def _sync_directory(path: Path) -> None:
+    """The directory of `path` on disk, with the names changed in it: a rename
+    is not durable, nor ordered with the next one, until it is. Windows has
+    no such call (a directory cannot be opened so): there, nothing."""
+    if os.name == "nt":
+        return
+    fd = os.open(path.parent or Path("."), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _temporary_beside(path: Path) -> tuple[int, Path]:
     """A new file beside `path` (its descriptor, open to write, and its path)
     with the mode a plain write to `path` would leave: the mode of the file it
@@ -49,7 +71,7 @@ def _temporary_beside(path: Path) -> tuple[int, Path]:
     except FileNotFoundError:
         mode = None
     while True:
-        temporary = (path.parent or Path(".")) / f".{path.name}.{secrets.token_hex(6)}"
+        temporary = _name_beside(path)
         try:
             # Created no more open than it ends (the umask may narrow it, the
             # chmod then sets it exactly): opened 0666 and narrowed after, a
@@ -150,30 +172,54 @@ class ExportFile:
                 f" ({manifest.byte_count} bytes, sha256 {manifest.sha256.hex()})"
             )
         if self._manifest_beside:
-            self._keep_manifest(manifest)
-        try:
+            self._put_in_place_with(manifest)
+        else:
             os.replace(self._temporary, self.path)
-        except OSError:
-            if self._manifest_beside:  # of an export that is not there (helper-197)
-                manifest_path(self.path).unlink(missing_ok=True)
-            raise
+            _sync_directory(self.path)
         self.manifest = manifest
 
-    def _keep_manifest(self, manifest: audit_service_pb2.ExportManifest) -> None:
-        """The manifest in place before the content takes its name, so the
-        export never appears without it (a manifest that cannot be written
-        fails the export, leaving nothing; a content that then cannot take
-        its name, the manifest is removed)."""
+    def _put_in_place_with(self, manifest: audit_service_pb2.ExportManifest) -> None:
+        """The content and its manifest take their names, so that however the
+        process ends (SIGKILL, power lost) the two names hold the old pair,
+        the new pair, or a manifest alone: never a file beside a manifest
+        that does not describe it. Two names cannot change in one step: the
+        manifest took its name first, then the file, and a process killed
+        between the two left the new manifest beside the old file, its
+        checkpoint good and its sha256 not the file's, what a file altered
+        since its export looks like. So the file being replaced is moved
+        aside (kept, hidden, until the end: a manifest alone), the new
+        manifest takes its name (still alone), then the file; each step on
+        disk before the next. A step that fails puts the old file back."""
         kept = manifest_path(self.path)
-        fd, temporary = _temporary_beside(kept)
+        fd, written = _temporary_beside(kept)
+        aside: Path | None = None
         try:
             with os.fdopen(fd, "wb") as file:
                 file.write(manifest_json(self.path, manifest).encode())
                 file.flush()
                 os.fsync(file.fileno())
-            os.replace(temporary, kept)
+            if self.path.is_dir():  # not moved aside: a directory is not replaced
+                raise IsADirectoryError(errno.EISDIR, "Is a directory", str(self.path))
+            if os.path.lexists(self.path):
+                aside = _name_beside(self.path)
+                os.rename(self.path, aside)
+                _sync_directory(self.path)
+            try:
+                os.replace(written, kept)
+                _sync_directory(kept)
+                os.replace(self._temporary, self.path)
+            except OSError:  # of an export that is not there (helper-197)
+                if not os.path.lexists(written):
+                    kept.unlink(missing_ok=True)
+                if aside is not None and not os.path.lexists(self.path):
+                    os.rename(aside, self.path)
+                    aside = None
+                raise
+            _sync_directory(self.path)
         finally:
-            temporary.unlink(missing_ok=True)
+            written.unlink(missing_ok=True)
+            if aside is not None:
+                aside.unlink(missing_ok=True)
 
     def result(self) -> audit_service_pb2.ExportManifest:
         if self.manifest is None:
