@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -267,3 +268,59 @@ def test_a_pass_cancelled_midway_through_a_step_finishes_it(
     with AuditClient(server.target, token=server.token(tenant)) as admin:
         created = list(admin.query(build_filter(actions="sink.created")))
     assert len(created) == 1
+
+
+@pytest.mark.parametrize("skew_minutes", [-2, 2])
+def test_a_tenant_a_from_now_create_failed_on_starts_where_its_log_stood_whatever_the_clocks(
+    server: ServerThread,
+    operator: Callable[..., Result],
+    own_database: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    skew_minutes: int,
+) -> None:
+    """The pass started such a tenant's instance with the first event its log
+    received at or after the definition's creation: the events' receipt by
+    the clock of the server that recorded them, the creation by the
+    database's. A server 2 minutes behind recorded events after the creation
+    as received before it, which the sink never got; one 2 minutes ahead,
+    events before it as received after, history `--from now` keeps from the
+    sink. It now starts where the tenant's log stood at the creation, as the
+    database saw it, whatever any clock says."""
+    skewed = ServerThread(
+        own_database,
+        deployment_sink_interval=3600,
+        clock=lambda: datetime.now(UTC) + timedelta(minutes=skew_minutes),
+    )
+    try:
+        [failed] = _tenants_with_logs(server, 1)
+        with AuditClient(skewed.target, token=skewed.token(failed)) as admin:
+            admin.record_batch([build_event(action="doc.before", actor_id="u-1") for _ in range(2)])
+        real = managed_sinks.ManagedSinks._materialise
+        command = threading.get_ident()
+
+        async def refused(self: Any, deployment: Any, tenant_id: str, *, at_size: bool) -> bool:
+            if threading.get_ident() == command and tenant_id == failed:
+                raise Unavailable("the server is overloaded; retry")
+            return await real(self, deployment, tenant_id, at_size=at_size)
+
+        monkeypatch.setattr(managed_sinks.ManagedSinks, "_materialise", refused)
+        secret = tmp_path / "secret.txt"
+        secret.write_text(SECRET + "\n")
+        made = operator(
+            "sink", "create", "soc-skewed", "--kind", "webhook", "--url",
+            "http://127.0.0.1:9/soc", "--secret", f"@{secret}",
+        )  # fmt: skip
+        monkeypatch.setattr(managed_sinks.ManagedSinks, "_materialise", real)
+        assert made.exit_code == 0, made.output
+        assert f"{failed}: not yet" in made.stderr
+        with AuditClient(skewed.target, token=skewed.token(failed)) as admin:
+            admin.record(build_event(action="doc.after", actor_id="u-1"))  # seq 4
+        server.run(_job(server).run_pass())
+    finally:
+        skewed.close()
+    with AuditClient(server.target, token=server.token(failed)) as admin:
+        [created] = admin.query(build_filter(actions="sink.created"))
+        [sink] = [sink for sink in admin.list_sinks() if sink.managed]
+    assert created.details["from_seq"] == 4
+    assert sink.state.cursor_seq == 3

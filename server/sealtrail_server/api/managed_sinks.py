@@ -208,6 +208,7 @@ class ManagedSinks:
             if await _instance_of(conn, tenant_id, deployment.id) is not None:
                 return False
             cursor = await _start(conn, tenant_id, deployment, at_size=at_size)
+            await definitions.forget_instance_start(conn, tenant_id, deployment.id)
             sink_id = str(uuid.uuid4())
             definition = deployment.definition
             shown = await self._records.shown(tenant_id, definition)
@@ -310,11 +311,17 @@ async def _start(
     received since the definition was created, so that a log begun since
     starts at its first event, and one that was there, which the command did
     not reach (it failed there, or was interrupted), is not sent the history
-    `--from now` keeps from the others (helper-193). `--from start`: at the
-    first event."""
+    `--from now` keeps from the others (helper-193): where its log stood as
+    the definition was created, read in the same snapshot (the first event
+    received since, by the clock of the server that recorded it, set against
+    the database's: a server 2 minutes behind lost those minutes' events, one
+    ahead sent history); by receipt only for a definition made before those
+    were kept. `--from start`: at the first event."""
     if at_size:
         return await tree_size(conn, tenant_id)
     if deployment.from_start:
         return 0
+    if deployment.starts_kept:
+        return await definitions.instance_start(conn, tenant_id, deployment.id)
     since = deployment.created_at
     return await first_seq_received_since_on(conn, tenant_id=tenant_id, since=since) - 1

@@ -47,6 +47,9 @@ class DeploymentSink:
     deleting: bool
     # The secret fields that could not be opened, and why (their values are empty).
     unopened: tuple[tuple[str, str], ...] = ()
+    # Where each tenant's log stood at its creation is kept (migration 0056):
+    # not for a definition made before.
+    starts_kept: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +68,13 @@ class Instance:
 
 _COLUMNS: Final = (
     "id::text, name, kind, format, filter, destination, paused, from_start, revision,"
-    " changed_by, created_at, updated_at, deleted_at IS NOT NULL"
+    " changed_by, created_at, updated_at, deleted_at IS NOT NULL, starts_kept"
 )
 
 
 def _row(row: tuple[Any, ...], box: SecretBox) -> DeploymentSink:
     (definition_id, name, kind, format, filter, destination, paused, from_start, revision,
-     changed_by, created, updated, deleting) = row  # fmt: skip
+     changed_by, created, updated, deleting, starts_kept) = row  # fmt: skip
     opened, problems = opened_destination(box, _owner(definition_id), kind, destination)
     return DeploymentSink(
         definition_id,
@@ -83,6 +86,7 @@ def _row(row: tuple[Any, ...], box: SecretBox) -> DeploymentSink:
         updated,
         deleting,
         problems,
+        starts_kept,
     )
 
 
@@ -101,20 +105,56 @@ async def insert_definition(
     from_start: bool,
     changed_by: str,
 ) -> bool:
-    """Whether the definition was written: False if its name is taken."""
+    """Whether the definition was written: False if its name is taken. On
+    `conn`, the tables' owner's (it reads every tenant's log head). Not
+    `from_start`: with where each tenant's log stands, in the same statement
+    (one snapshot), where the instances `sink create` does not make start
+    (`instance_start`). Its time of creation was compared with the events'
+    receipt: the clocks of the servers that recorded them, not the database's
+    (a server 2 minutes behind lost the sink those minutes' events)."""
     cursor = await conn.execute(
-        "INSERT INTO deployment_sinks (id, name, kind, format, filter, destination, paused,"
-        " from_start, changed_by, created_at, updated_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now(), now())"
-        " ON CONFLICT (name) DO NOTHING",
-        [
-            definition_id,
-            *definition_values(definition, box=box, owner=_owner(definition_id)),
-            from_start,
-            changed_by,
-        ],
+        "WITH made AS (INSERT INTO deployment_sinks (id, name, kind, format, filter,"
+        " destination, paused, from_start, changed_by, created_at, updated_at, starts_kept)"
+        " VALUES (%(id)s, %(name)s, %(kind)s, %(format)s, %(filter)s, %(destination)s,"
+        " %(paused)s, %(from_start)s, %(changed_by)s, now(), now(), true)"
+        " ON CONFLICT (name) DO NOTHING RETURNING id),"
+        " starts AS (INSERT INTO deployment_sink_starts (tenant_id, deployment_sink_id, tree_size)"
+        " SELECT h.tenant_id, made.id, h.tree_size FROM made, chain_heads AS h"
+        " WHERE NOT %(from_start)s)"
+        " SELECT count(*) FROM made",
+        dict(
+            zip(
+                ("name", "kind", "format", "filter", "destination", "paused"),
+                definition_values(definition, box=box, owner=_owner(definition_id)),
+                strict=True,
+            ),
+            id=definition_id,
+            from_start=from_start,
+            changed_by=changed_by,
+        ),
     )
-    return cursor.rowcount == 1
+    row = await cursor.fetchone()
+    return row is not None and row[0] == 1
+
+
+async def instance_start(conn: Connection, tenant_id: str, definition_id: str) -> int:
+    """Where the tenant's log stood as the definition was created (0: it had
+    none then), on `conn`, the tenant's: of a definition that keeps them."""
+    cursor = await conn.execute(
+        "SELECT tree_size FROM deployment_sink_starts"
+        " WHERE tenant_id = %s AND deployment_sink_id = %s",
+        [tenant_id, definition_id],
+    )
+    row = await cursor.fetchone()
+    return 0 if row is None else int(row[0])
+
+
+async def forget_instance_start(conn: Connection, tenant_id: str, definition_id: str) -> None:
+    """The tenant's start of the definition, not needed once its instance is made."""
+    await conn.execute(
+        "DELETE FROM deployment_sink_starts WHERE tenant_id = %s AND deployment_sink_id = %s",
+        [tenant_id, definition_id],
+    )
 
 
 async def find_definition(
