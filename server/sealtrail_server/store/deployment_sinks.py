@@ -47,7 +47,7 @@ class DeploymentSink:
     deleting: bool
     # The secret fields that could not be opened, and why (their values are empty).
     unopened: tuple[tuple[str, str], ...] = ()
-    # Where each tenant's log stood at its creation is kept (migration 0056):
+    # Where each tenant's log stood at its creation is kept (migration 0046):
     # not for a definition made before.
     starts_kept: bool = True
 
