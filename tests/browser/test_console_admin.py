@@ -886,6 +886,15 @@ def test_the_tenant_is_erased_with_its_id_typed_back_and_its_receipt_shown(
     receipt = wait(browser).until(seen.visibility_of_element_located((By.ID, "erasure-receipt")))
     wait(browser).until(lambda b: tenant in receipt.text)
     assert "Final checkpoint" in receipt.text and f"sealtrail.test/log/{tenant}" in receipt.text
+    # The receipt signed as a whole, shown, and whether its signature verifies
+    # (the server's check, which only a key the auditor pinned makes a proof).
+    signed = receipt.find_element(By.CSS_SELECTOR, "pre.signed-note").text
+    assert signed.startswith(f"sealtrail erasure receipt v1\nsealtrail.test/log/{tenant}\n{tenant}")
+    assert "Signed: its signature verifies against this deployment's registered keys" in (
+        receipt.text
+    )
+    assert "only a verifier key you pinned proves" in receipt.text
+    assert "sealtrail verify-erasure" in receipt.text
     assert receipt.find_element(By.XPATH, ".//button[.='Download the receipt']").is_displayed()
     with pytest.raises(UnauthenticatedError):
         admin.get_retention_policy()

@@ -22,10 +22,19 @@ import grpc
 import psycopg
 import pytest
 
-from sealtrail import AuditClient, build_alert_rule, build_event, build_filter, build_sink
+from sealtrail import (
+    AuditClient,
+    build_alert_rule,
+    build_event,
+    build_filter,
+    build_sink,
+    verify_erasure_receipt,
+)
+from sealtrail.tlog import Signer, generate_signer_key
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, integrity_pb2
 from sealtrail_server.api.callers import CONSOLE_KEY_HEADER, ROLE_HEADER
-from tests.conftest import ServerThread
+from sealtrail_server.console.server import receipt_check
+from tests.conftest import SIGNING_KEY, ServerThread
 from tests.http_endpoint import Reply, endpoint
 
 BROWSER = "Mozilla/5.0 (console admin test)"
@@ -1193,6 +1202,16 @@ def test_an_admin_erases_the_tenant_with_its_id_typed_back_and_is_shown_the_rece
     assert checkpoint["note"].startswith(f"sealtrail.test/log/{tenant}\n")
     assert int(receipt["removed_rows"]["events"]) == int(receipt["final_tree_size"])
     assert int(receipt["removed_rows"]["sinks"]) == 1
+    # The receipt signed as a whole, its signature checked by the console
+    # with the keys the deployment registers (read before the erasure took
+    # the token): the page says so, and that only a pinned key proves it.
+    assert receipt["signed_receipt"].startswith("sealtrail erasure receipt v1\n")
+    check = erased["check"]
+    assert (check["signed"], check["verified"], check["problem"]) == (True, True, ""), check
+    assert check["signed_by"] and check["signed_by"][0].startswith("sealtrail.test")
+    # As the page downloads it, it verifies offline with the key an auditor pinned.
+    pinned = Signer.parse(SIGNING_KEY).verifier.text()
+    assert verify_erasure_receipt(json.dumps(receipt), key=pinned).tenant_id == tenant
     # The tenant's tokens are gone with it: this one signs in no more.
     assert send(api + "signin", token=admin)[0] == 401
 
@@ -1214,3 +1233,35 @@ def test_an_erasure_the_operator_keeps_is_refused_with_the_servers_word(
         assert send(api + "signin", token=admin)[0] == 200
     finally:
         guarded.close()
+
+
+def test_the_consoles_check_of_a_receipt_says_unsigned_and_edited_ones_apart(
+    client: AuditClient, tenant: str
+) -> None:
+    """What the console says of a receipt, from a real one: signed and
+    verified by the deployment's keys; one kept before receipts were signed
+    (no signed receipt) is unsigned; one edited since it was signed, or
+    signed by no registered key, is signed but does not verify, saying why."""
+    client.record(build_event(action="doc.read", actor_id="u-1"))
+    keys = [key.text for key in client.get_verifier_keys()]
+    receipt = client.erase_tenant(tenant)
+    assert receipt_check(receipt, keys)["verified"] is True
+
+    unsigned = type(receipt)()
+    unsigned.CopyFrom(receipt)
+    unsigned.signed_receipt = ""
+    check = receipt_check(unsigned, keys)
+    assert (check["signed"], check["verified"], check["signed_by"]) == (False, False, [])
+    assert "not signed" in check["problem"], check
+
+    edited = type(receipt)()
+    edited.CopyFrom(receipt)
+    edited.final_tree_size += 1
+    check = receipt_check(edited, keys)
+    assert (check["signed"], check["verified"]) == (True, False)
+    assert "final_tree_size" in check["problem"], check
+
+    other = generate_signer_key("sealtrail.test/log").verifier.text()
+    check = receipt_check(receipt, [other])
+    assert (check["signed"], check["verified"]) == (True, False)
+    assert "no given key" in check["problem"], check

@@ -41,7 +41,9 @@ role's calls are refused by the API itself.
     POST   /api/retention/preview       PreviewRetentionPolicy {policy, etag}, with `shortened`
     PUT    /api/retention               UpdateRetentionPolicy {policy, etag}
     PUT    /api/legal-hold              SetLegalHold {on, reason?, etag}
-    POST   /api/erasure                 EraseTenant {confirm_tenant_id}: the receipt
+    POST   /api/erasure                 EraseTenant {confirm_tenant_id}: the receipt, and
+                                        `check`, its signature checked with the keys
+                                        the deployment registers (GetVerifierKeys)
 
 A rule's or a sink's `filter` is the event search's parameters as a JSON
 object of strings, parsed as the search's query string is (ADR 0069,
@@ -80,6 +82,7 @@ from aiohttp import ClientConnectionResetError, web
 from google.protobuf import field_mask_pb2, json_format
 from google.rpc import error_details_pb2, status_pb2
 
+from sealtrail import ErasureReceiptError, UnsignedReceiptError, verify_erasure_receipt
 from sealtrail.v1 import (
     access_pb2,
     alerting_pb2,
@@ -662,16 +665,42 @@ class Console:
         refuses it in the API's words. No etag: there is nothing left to be
         stale about. No deadline either, as the clients wait an hour: a large
         tenant takes minutes, and a call cut off is rolled back. The answer
-        is the receipt, the log's signed final checkpoint in it."""
+        is the receipt, the log's signed final checkpoint in it, and `check`:
+        whether the receipt is signed and its signature verifies against the
+        keys the deployment registers (receipt_check)."""
         metadata, body = await self._change(request)
         _only(body, "confirm_tenant_id")
         typed = _text(body, "confirm_tenant_id")
         if not typed:
             raise BadParameter("confirm_tenant_id: required, this tenant's id typed back")
+        # The keys the deployment registers, read while the token still
+        # works: the erasure takes it, and the receipt is checked with them.
+        keys = await self._stub.GetVerifierKeys(
+            integrity_pb2.GetVerifierKeysRequest(), metadata=metadata
+        )
         answer = await self._stub.EraseTenant(
             retention_pb2.EraseTenantRequest(confirm_tenant_id=typed), metadata=metadata
         )
-        return web.json_response(_json(answer, defaults=True))
+        erased = _json(answer, defaults=True)
+        erased["check"] = receipt_check(answer.receipt, [key.text for key in keys.keys])
+        return web.json_response(erased)
+
+
+def receipt_check(receipt: retention_pb2.ErasureReceipt, keys: list[str]) -> dict[str, Any]:
+    """What the page says of an erasure receipt's signature: `signed` (a
+    receipt kept before receipts were signed, migration 0045, is not),
+    `verified` (by one of `keys`, the keys the deployment registers, and
+    stating the receipt's fields), `signed_by` (those keys) and `problem`
+    (why not, in the verifier's words). The server's own check: a database
+    superuser can register a key, so only a key an auditor pinned proves the
+    receipt (`sealtrail verify-erasure`, docs/integrity.md)."""
+    try:
+        check = verify_erasure_receipt(receipt, key=keys)
+    except UnsignedReceiptError as error:
+        return {"signed": False, "verified": False, "signed_by": [], "problem": str(error)}
+    except ErasureReceiptError as error:
+        return {"signed": True, "verified": False, "signed_by": [], "problem": str(error)}
+    return {"signed": True, "verified": True, "signed_by": check.signed_by, "problem": ""}
 
 
 # A change's body is a few fields: anything larger is no request of the page's.

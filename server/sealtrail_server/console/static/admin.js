@@ -1352,10 +1352,10 @@ async function eraseTenant(event) {
   clearMarks(form);
   submit.disabled = true;
   try {
-    const { receipt } = await change("/api/erasure", "POST", { confirm_tenant_id: typed });
+    const { receipt, check } = await change("/api/erasure", "POST", { confirm_tenant_id: typed });
     form.reset();
     form.hidden = true;
-    showReceipt(receipt);
+    showReceipt(receipt, check);
     say(section, `Tenant ${receipt.tenant_id} erased: its receipt is below.`);
   } catch (error) {
     failed(section, error, "The tenant", form);
@@ -1366,7 +1366,24 @@ async function eraseTenant(event) {
 
 const hex = (base64) => [...atob(base64 || "")].map((c) => c.charCodeAt(0).toString(16).padStart(2, "0")).join("");
 
-function showReceipt(receipt) {
+// Whether the receipt is signed, and whether its signature verifies against
+// the keys the deployment registers (the console server's check): one kept
+// before receipts were signed has none, and nothing proves it.
+function signatureWords(check = {}) {
+  if (!check.signed) {
+    return ["Unsigned: this receipt was kept before erasure receipts were signed. Nothing proves"
+      + " who erased the tenant, when, or that it was erased.", "bad"];
+  }
+  if (!check.verified) {
+    return [`Signed, but its signature DOES NOT VERIFY against this deployment's registered keys: ${
+      check.problem}`, "bad"];
+  }
+  const names = (check.signed_by || []).map((key) => key.split("+").slice(0, 2).join("+"));
+  return [`Signed: its signature verifies against this deployment's registered keys`
+    + ` (${names.join(", ")}).`, ""];
+}
+
+function showReceipt(receipt, check) {
   const box = $("#erasure-receipt");
   const removed = Object.entries(receipt.removed_rows || {}).filter(([, rows]) => Number(rows))
     .map(([table, rows]) => `${table} ${Number(rows).toLocaleString()}`).join(", ");
@@ -1377,7 +1394,12 @@ function showReceipt(receipt) {
     ["Final size", count(receipt.final_tree_size || 0, "event")],
     ["Final root hash", hex(receipt.final_root_hash)],
     ["Rows removed", removed || "none"],
+    ["Signature", signatureWords(check)[0]],
   ]);
+  const signature = [...$("dl", box).querySelectorAll("dd")].at(-1);
+  signature.className = signatureWords(check)[1];
+  $(".signed-note", box).textContent = receipt.signed_receipt
+    || "(none: kept before erasure receipts were signed)";
   $(".note", box).textContent = receipt.final_checkpoint?.note || "(none: the log was empty)";
   box.dataset.receipt = JSON.stringify(receipt, null, 2);
   box.dataset.tenant = receipt.tenant_id;
@@ -1399,6 +1421,7 @@ function resetErasure() {
   const box = $("#erasure-receipt");
   box.hidden = true;
   $("dl", box).replaceChildren();
+  $(".signed-note", box).textContent = "";
   $(".note", box).textContent = "";
   delete box.dataset.receipt;
   delete box.dataset.tenant;
