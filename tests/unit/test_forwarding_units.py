@@ -736,3 +736,27 @@ def test_an_answer_that_echoes_the_url_never_shows_its_secrets() -> None:
         assert not any(secret[:n] in error for n in range(8, len(secret) + 1)), cut_at
     echoed = answered(sent, 401, b'{"message":"the sig a1B2c3D4+e5F6g7H8 of user is not valid"}')
     assert "a1B2c3D4+e5F6g7H8" not in echoed and "a1B2c3D4" not in echoed
+
+
+def test_a_refusal_with_an_empty_answer_says_so_without_a_dangling_colon() -> None:
+    """A destination that refuses with no body: the sink's last error and its
+    dead letter's read "HTTP 400 from host", not "HTTP 400 from host: "
+    (nothing after the colon); one with words keeps them after it."""
+    sent = Outgoing("https://hooks.example.com/in", [], b"x", [1], ("e1",))
+    assert answered(sent, 400, b"") == "HTTP 400 from hooks.example.com (an empty answer)"
+    assert answered(sent, 400, b" \r\n") == "HTTP 400 from hooks.example.com (an empty answer)"
+    assert answered(sent, 400, b"no such hook") == "HTTP 400 from hooks.example.com: no such hook"
+    parked = verdict("webhook", sent, 400, b"", {})
+    assert parked.error == "HTTP 400 from hooks.example.com (an empty answer)", parked
+
+
+def test_a_bulk_item_refused_without_words_says_so_without_an_empty_quote() -> None:
+    """An Elasticsearch item refused with no error: "bulk item HTTP 400 from
+    host", not "...from host: \"\"" (the JSON of nothing)."""
+    sent = Outgoing("https://es.example.com/_bulk", [], b"x", [7], ("e7",))
+    body = json.dumps({"errors": True, "items": [{"index": {"status": 400}}]}).encode()
+    [refused] = verdict("elasticsearch", sent, 200, body, {}).refused
+    assert refused.error == "bulk item HTTP 400 from es.example.com", refused
+    body = json.dumps({"items": [{"index": {"status": 400, "error": {"type": "x"}}}]}).encode()
+    [refused] = verdict("elasticsearch", sent, 200, body, {}).refused
+    assert refused.error == 'bulk item HTTP 400 from es.example.com: {"type": "x"}', refused

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sealtrail._words import detailed
 from sealtrail.v1 import event_pb2
 
 from ..domain.errors import SealtrailError
@@ -150,7 +151,7 @@ class ManagedSinks:
             why = str(error)
         except Exception as error:  # the database, or a bug: this tenant's step only
             log.exception("deployment sink %s: tenant %s failed", deployment.id, tenant_id)
-            why = f"{type(error).__name__}: {error}"
+            why = detailed(type(error).__name__, error)
         else:
             return
         done.failed.append((tenant_id, why))

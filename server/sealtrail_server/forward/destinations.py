@@ -25,6 +25,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Final, Literal
 from urllib.parse import quote, quote_plus, urlsplit
 
+from sealtrail._words import detailed
+
 from ..domain.chat_text import MAX_TEXT
 from ..domain.chat_text import line as chat_line
 from ..domain.ocsf import to_ocsf
@@ -468,7 +470,9 @@ def answered(sent: Outgoing, status: int, body: bytes) -> str:
     one may echo the request's headers, so the sink's own secrets are too (a
     tenant reads its sinks' errors: a managed sink's were the operator's
     token, helper-189)."""
-    return f"HTTP {status} from {host_of(sent.url)}: {_kept(sent, body)}"
+    head = f"HTTP {status} from {host_of(sent.url)}"
+    # Nothing after a colon when it said nothing ("from host: " was a dead letter's error).
+    return detailed(head, _kept(sent, body)) if body.strip() else f"{head} (an empty answer)"
 
 
 def _kept(sent: Outgoing, body: bytes) -> str:
@@ -641,13 +645,13 @@ def _bulk_verdict(sent: Outgoing, body: bytes, host: str) -> Verdict:
             return Verdict("retry", 200, f"bulk answer from {host}: seq {seq} has no status")
         if status < 300 or status == 409:
             continue
-        error = _without(json.dumps(result.get("error", "")), _secrets_in_answers(sent))
-        error = error[:MAX_ERROR_TEXT]
+        said = result.get("error")  # none, or an empty one: no `: ""` after the host
+        error = _without(json.dumps(said), _secrets_in_answers(sent)) if said else ""
+        error = detailed(f"bulk item HTTP {status} from {host}", error[:MAX_ERROR_TEXT])
         if status in _RETRIED_4XX or status >= 500:
-            return Verdict("retry", status, f"bulk item HTTP {status} from {host}: {error}")
+            return Verdict("retry", status, error)
         if status in _BULK_REFUSED_INDEX:
             why = f"; a refusal of the sink's index (its permissions, or no such index){_WAITS}"
-            error = f"bulk item HTTP {status} from {host}: {error}"
             return Verdict("retry", status, explained(error, why), needs_fixing=True)
-        refused.append(ItemRefusal(seq, status, f"bulk item HTTP {status} from {host}: {error}"))
+        refused.append(ItemRefusal(seq, status, error))
     return Verdict("delivered", 200, refused=tuple(refused))

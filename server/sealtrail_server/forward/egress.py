@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 
 import httpcore
 
+from sealtrail._words import detailed
+
 from ..domain.networks import IpNetwork, parse_networks
 
 if TYPE_CHECKING:
@@ -139,7 +141,7 @@ async def _getaddrinfo(host: str, port: int, tenant_id: str | None) -> list[str]
     try:
         return await asyncio.wrap_future(submitted)
     except (OSError, UnicodeError, ValueError) as error:  # UnicodeError: a label too long
-        raise Unresolvable(f"cannot resolve {host}: {error}") from None
+        raise Unresolvable(detailed(f"cannot resolve {host}", error)) from None
 
 
 @dataclass(frozen=True, slots=True)

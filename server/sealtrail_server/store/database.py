@@ -39,6 +39,8 @@ import psycopg
 from opentelemetry.trace import Tracer
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
+from sealtrail._words import detailed
+
 from ..domain.errors import SEE_THE_LOG, Unavailable
 from ..fair_share import FairShare
 from .eager import EagerConnection
@@ -367,7 +369,7 @@ class Database:
             # PoolTimeout is an OperationalError too: no connection in time.
             if isinstance(error, PoolTimeout | TooManyRequests):
                 self.checkout_timeouts += 1
-                told = f"the database is unavailable: {error}".strip()  # the pool's own words
+                told = detailed("the database is unavailable", error)  # the pool's own words
             elif isinstance(error, psycopg.errors.LockNotAvailable):
                 log.warning(
                     "database: a call waited past its lock timeout (%s) for a lock another"

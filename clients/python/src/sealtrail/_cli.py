@@ -43,6 +43,7 @@ from sealtrail._convert import (
 )
 from sealtrail._errors import AbortedError, SealtrailError
 from sealtrail._export import ExportError, ExportFormat, manifest_path
+from sealtrail._words import detailed
 from sealtrail.v1 import audit_service_pb2, event_pb2
 
 if TYPE_CHECKING:
@@ -344,7 +345,7 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
             yield client
     except SealtrailError as exc:
         reason = f" ({exc.reason})" if exc.reason and exc.reason != exc.code.name else ""
-        click.echo(f"error: {exc.code.name}{reason}: {exc.message}", err=True)
+        click.echo(detailed(f"error: {exc.code.name}{reason}", exc.message), err=True)
         for field, description in exc.field_violations:
             click.echo(f"  {field}: {description}", err=True)
         for key, value in sorted(exc.metadata.items()):

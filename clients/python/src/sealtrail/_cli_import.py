@@ -17,6 +17,7 @@ from sealtrail._client import AuditClient
 from sealtrail._convert import MAX_BATCH, enum_names, enum_value
 from sealtrail._errors import SealtrailError
 from sealtrail._retry import RETRYABLE
+from sealtrail._words import detailed
 from sealtrail.v1 import event_pb2
 
 # A batch's events, at most, in bytes: well under the service's 64 MiB a request.
@@ -262,7 +263,7 @@ def _record(client: AuditClient, batch: list[tuple[int, event_pb2.Event]], tally
                 for path, why in result.error.field_violations
             )
             reason = violations or result.error.message
-            _refuse(tally, number, f"{result.error.code.name}: {reason}")
+            _refuse(tally, number, detailed(result.error.code.name, reason))
         elif result.deduplicated:
             tally.deduplicated += 1
         else:

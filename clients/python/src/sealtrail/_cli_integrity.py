@@ -41,6 +41,7 @@ from sealtrail._cli_ranges import (
 from sealtrail._client import AuditClient
 from sealtrail._errors import InvalidArgumentError
 from sealtrail._export import ExportError
+from sealtrail._words import detailed
 
 
 @click.command()
@@ -408,12 +409,12 @@ def _report_checked(result: CheckpointCheck) -> None:
     text's, escaped."""
     origin = terminal_safe(result.origin)
     if not result.consistent:
-        click.echo(
+        failed = (
             "FAILED: the log was rewritten since the saved checkpoint: its"
             f" {_count(result.saved_size, 'event')} are not a prefix of today's"
-            f" {result.latest_size:,} ({origin}): {terminal_safe(result.reason or '')}",
-            err=True,
+            f" {result.latest_size:,} ({origin})"
         )
+        click.echo(detailed(failed, terminal_safe(result.reason or "")), err=True)
         sys.exit(1)
     names = ", ".join(sorted({text.split("+", 1)[0] for text in result.signed_by}))
     click.echo(

@@ -24,6 +24,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from sealtrail._correlation import REQUEST_ID_HEADER, current_request_id
+from sealtrail._words import detailed
 from sealtrail.v1 import audit_service_pb2
 
 _DETAILS_KEY = "grpc-status-details-bin"
@@ -85,7 +86,7 @@ class SealtrailError(Exception):
         self.retried = False
 
     def __str__(self) -> str:
-        return f"{self.code.name}: {self.message}"
+        return detailed(self.code.name, self.message)
 
 
 class InvalidArgumentError(SealtrailError):
