@@ -27,6 +27,7 @@ from sealtrail import build_sink
 from sealtrail._cli import _filter, _tail_filter_options
 from sealtrail._cli_sinks import _destination_options, _destination_settings, _show_secret
 from sealtrail._convert import SINK_SETTINGS, PayloadFormat, SinkKind
+from sealtrail._words import counted
 
 from .api.audited import FilterDetails
 from .api.convert import server_view
@@ -193,7 +194,7 @@ async def _check_egress(settings: Settings, sink_message: Any) -> None:
 
 def _report(name: str, done: Reconciled) -> None:
     click.echo(
-        f"{name}: made in {len(done.created)} tenants, changed in {len(done.updated)},"
+        f"{name}: made in {counted(len(done.created), 'tenant')}, changed in {len(done.updated)},"
         f" removed from {len(done.deleted)}"
     )
     for tenant_id, why in done.failed:

@@ -15,6 +15,7 @@ import click
 import psycopg
 from google.protobuf import json_format
 
+from sealtrail._words import counted
 from sealtrail.tlog import Verifier
 from sealtrail.v1 import event_pb2
 
@@ -144,8 +145,10 @@ def _tenant_cells(row: _TenantRow) -> list[str]:
     else:
         hold = "on" if row.legal_hold else "off"
         days = row.retention_default_days
-        retention = f"{days} days" if days else "forever"
-        ceiling = "none" if row.retention_max_days is None else f"{row.retention_max_days} days"
+        retention = counted(days, "day") if days else "forever"
+        ceiling = (
+            "none" if row.retention_max_days is None else counted(row.retention_max_days, "day")
+        )
     tenant_id = row.tenant if row.tenant.isprintable() else repr(row.tenant)
     return [
         tenant_id,
@@ -221,7 +224,8 @@ def tenant_erase(
 
     receipt = asyncio.run(run())
     click.echo(
-        f"erased tenant {tenant_id!r} ({receipt.final_tree_size} events); keep this receipt:",
+        f"erased tenant {tenant_id!r} ({counted(receipt.final_tree_size, 'event')});"
+        " keep this receipt:",
         err=True,
     )
     click.echo(json_format.MessageToJson(receipt_message(receipt), indent=2))
@@ -363,9 +367,10 @@ def tenant_retention_limit(
     floor = settings.retention_min_days
     if max_days is not None and max_days < floor:
         raise click.ClickException(
-            f"--max-days {max_days} is below this deployment's retention floor of {floor} days"
+            f"--max-days {max_days} is below this deployment's retention floor of"
+            f" {counted(floor, 'day')}"
             " (SEALTRAIL_RETENTION_MIN_DAYS), which every tenant's events are kept at least:"
-            f" a plan's ceiling must be {floor} days or more"
+            f" a plan's ceiling must be {counted(floor, 'day')} or more"
         )
     urls = _database_urls(settings)
 
@@ -389,7 +394,7 @@ def tenant_retention_limit(
                     RetentionLimits(floor, max_days),
                 )
                 what = (
-                    f"Retention limited to {max_days} days by the operator"
+                    f"Retention limited to {counted(max_days, 'day')} by the operator"
                     if max_days is not None
                     else "Retention limit removed by the operator"
                 )
@@ -408,15 +413,22 @@ def tenant_retention_limit(
             return True, shortened
 
     changed, shortened = asyncio.run(run())
-    now = f"is limited to {max_days} days" if max_days is not None else "is no longer limited"
+    now = (
+        f"is limited to {counted(max_days, 'day')}"
+        if max_days is not None
+        else "is no longer limited"
+    )
     if not changed:
-        already = f"is limited to {max_days} days" if max_days is not None else "has no limit"
+        already = (
+            f"is limited to {counted(max_days, 'day')}" if max_days is not None else "has no limit"
+        )
         click.echo(f"the retention of {tenant_id} {already} already; nothing recorded")
         return
     click.echo(f"the retention of {tenant_id} {now}")
     if shortened:
         cuts = ", ".join(
-            f"{s.events} ({s.before_days or 'forever'} -> {s.after_days} days)" for s in shortened
+            f"{s.events} ({s.before_days or 'forever'} -> {counted(s.after_days, 'day')})"
+            for s in shortened
         )
         click.echo(f"its policy keeps events longer; the next purge removes them: {cuts}", err=True)
 

@@ -675,6 +675,7 @@ def test_a_refusal_with_a_retry_delay_says_when_to_retry(
         process.terminate()
     assert refused.returncode == 1
     assert "RESOURCE_EXHAUSTED (EXPORT_RATE_LIMITED)" in refused.stderr
+    assert "at most 1 export per 60 s per tenant" in refused.stderr  # not "1 exports"
     told = re.search(r"^  retry after: (\d+(?:\.\d)?) s$", refused.stderr, re.MULTILINE)
     assert told is not None, refused.stderr
     assert 50 <= float(told[1]) <= 60  # the window's rest: 60 s less the first export's age

@@ -461,7 +461,7 @@ def test_sealtrail_stats_waits_as_long_as_it_is_told(
     assert short.exit_code == 1 and "DEADLINE_EXCEEDED" in short.output
     waited = CliRunner().invoke(cli.main, ["stats", "--timeout", "30"], env=env)
     assert waited.exit_code == 0, waited.output
-    assert waited.stdout.splitlines()[-1] == "total: 1 events"  # the first one's record
+    assert waited.stdout.splitlines()[-1] == "total: 1 event"  # the first one's record
 
 
 @pytest.mark.parametrize("given", ["nan", "inf", "1e308", "86401", "0", "-1"])

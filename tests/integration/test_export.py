@@ -235,7 +235,7 @@ def test_exports_open_at_once_past_a_tenants_or_the_servers_limit_are_refused_un
             admin.export(tmp_path / "over.ndjson")
         assert over.value.reason == "TOO_MANY_EXPORTS", over.value
         assert over.value.retry_after is not None and over.value.retry_after > 0
-        assert "the tenant has 1 exports open" in over.value.message, over.value
+        assert "the tenant has 1 export open" in over.value.message, over.value
         assert "a tenant may have 1 at once" in over.value.message, over.value
         assert elsewhere.export(tmp_path / "other.ndjson").row_count  # another tenant exports on
 
@@ -250,7 +250,7 @@ def test_exports_open_at_once_past_a_tenants_or_the_servers_limit_are_refused_un
         ):
             refused_client.export(tmp_path / "full.ndjson")
         assert full.value.reason == "TOO_MANY_EXPORTS", full.value
-        assert "this server has 1 exports open" in full.value.message, full.value
+        assert "this server has 1 export open" in full.value.message, full.value
         assert "it may have 1 at once" in full.value.message, full.value
 
         unread.cancel()

@@ -629,22 +629,22 @@ def rewrite_consistently(conn: psycopg.Connection[Any], tenant: str) -> None:
             hide_as_removed,
             "REMOVALS_UNACCOUNTED",
             {13},
-            r"^the log holds the leaves of 1 removed events, but retention's statements"
+            r"^the log holds the leaves of 1 removed event, but retention's statements"
             r" account for 0",
         ),
         (
             hide_as_purged,
             "REMOVALS_UNACCOUNTED",
             {13},
-            r"^the log holds the leaves of 1 removed events, but retention's statements"
+            r"^the log holds the leaves of 1 removed event, but retention's statements"
             r" account for 0",
         ),
         (
             hide_under_a_forged_purge,
             "REMOVALS_UNACCOUNTED",
             {13},
-            r"^the log holds the leaves of 1 removed events, but retention's statements"
-            r" account for 0: .*; 1 retention records bear no statement signed by a trusted key",
+            r"^the log holds the leaves of 1 removed event, but retention's statements"
+            r" account for 0: .*; 1 retention record bears no statement signed by a trusted key",
         ),
         # Nothing can be proven at the signed size once its tail is gone. The
         # log ends at 32: the 30 kept, the bundle's export, recorded before it
@@ -712,7 +712,7 @@ def test_tampering_is_detected_online_and_offline(
         (change_field, Role.ADMIN, r"could not prove 1 of its records \(seq 13\)"),
         (change_field, Role.READER, r"could not prove 1 of its records \(seq 13\)"),
         (delete_one, Role.ADMIN, r"could not prove \d+ of its records \(seq 13\b"),
-        (hide_as_removed, Role.ADMIN, r"the log holds the leaves of 1 removed events"),
+        (hide_as_removed, Role.ADMIN, r"the log holds the leaves of 1 removed event"),
     ],
     ids=["field-admin", "field-reader", "delete", "hide-as-removed"],
 )

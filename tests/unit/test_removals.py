@@ -92,7 +92,7 @@ def test_removed_leaves_match_the_statements_that_name_them() -> None:
     assert ledger_of(records, (2, 3, 7)).purge_ids == {"p-1", "p-2"}
     # A record of anyone else's naming the action is no record of retention.
     impostor = purge_record((9,), purge_id="p-3", actor={"type": "user", "id": "mallory"})
-    assert "1 were removed outside retention" in str(
+    assert "1 was removed outside retention" in str(
         ledger_of([*records, impostor], (2, 3, 7, 9)).unaccounted()
     )
 
@@ -133,7 +133,7 @@ def test_a_record_without_a_trusted_statement_of_its_own_accounts_for_nothing(
     record.update(forged)
     why = ledger_of([genuine, record], (2, 5)).unaccounted([])
     assert (
-        why is not None and "1 retention records bear no statement signed by a trusted key" in why
+        why is not None and "1 retention record bears no statement signed by a trusted key" in why
     )
 
 

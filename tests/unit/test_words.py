@@ -5,9 +5,14 @@ destination said nothing."""
 from __future__ import annotations
 
 import grpc
+import pytest
 
 from sealtrail import SealtrailError
+from sealtrail._cli_retention import _days
 from sealtrail._words import counted, detailed, noun
+from sealtrail_server.api.managed_sinks import Reconciled
+from sealtrail_server.cli_sinks import _report
+from sealtrail_server.domain.retention import RetentionLimits
 
 
 def test_a_count_takes_the_noun_its_number_needs() -> None:
@@ -31,3 +36,19 @@ def test_an_error_without_a_message_is_its_code_alone() -> None:
     assert str(SealtrailError("", code=grpc.StatusCode.UNAVAILABLE)) == "UNAVAILABLE"
     said = SealtrailError("the log is busy", code=grpc.StatusCode.UNAVAILABLE)
     assert str(said) == "UNAVAILABLE: the log is busy"
+
+
+def test_the_messages_that_said_one_in_the_plural_say_it_in_the_singular(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """ "made in 1 tenants", "at most 1 days": a count of one takes the
+    singular wherever the server and the CLIs put a count before a noun."""
+    _report("soc", Reconciled(created=["t-1"], updated=["t-2"]))
+    assert capsys.readouterr().out == "soc: made in 1 tenant, changed in 1, removed from 0\n"
+    _report("soc", Reconciled(created=["t-1", "t-2"]))
+    assert capsys.readouterr().out.startswith("soc: made in 2 tenants,")
+
+    assert RetentionLimits(ceiling=1).problem(5) == "must be at most 1 day, this tenant's plan"
+    floor = RetentionLimits(min_days=1, ceiling=30).problem(0)
+    assert floor == "must be at most 30 days, this tenant's plan"
+    assert _days(1) == "1 day" and _days(7) == "7 days" and _days(0) == "forever"

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
+from sealtrail._words import counted
 from sealtrail.v1 import audit_service_pb2 as pb
 
 from ..domain.access import Principal
@@ -104,14 +105,14 @@ class ExportsOpen:
         it ends; ResourceExhausted if the tenant or the process has no more."""
         if self._open[tenant_id] >= self._per_tenant:
             raise ResourceExhausted(
-                f"the tenant has {self._open[tenant_id]} exports open on this server;"
+                f"the tenant has {counted(self._open[tenant_id], 'export')} open on this server;"
                 f" a tenant may have {self._per_tenant} at once: let one end, or retry later",
                 retry_after=_FULL_RETRY_SECONDS,
                 reason="TOO_MANY_EXPORTS",
             )
         if self._open.total() >= self._per_process:
             raise ResourceExhausted(
-                f"this server has {self._open.total()} exports open;"
+                f"this server has {counted(self._open.total(), 'export')} open;"
                 f" it may have {self._per_process} at once, of all tenants: retry later",
                 retry_after=_FULL_RETRY_SECONDS,
                 reason="TOO_MANY_EXPORTS",
@@ -319,7 +320,8 @@ class ExportRpcs:
             )
         if count >= self._export_limit:
             raise ResourceExhausted(
-                f"at most {self._export_limit} exports per {self._export_window:g} s per tenant",
+                f"at most {counted(self._export_limit, 'export')}"
+                f" per {self._export_window:g} s per tenant",
                 retry_after=max(1.0, self._export_window - oldest_age),
                 reason="EXPORT_RATE_LIMITED",
             )

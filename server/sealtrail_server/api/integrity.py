@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from sealtrail._words import counted
 from sealtrail.v1 import event_pb2
 from sealtrail.v1 import integrity_pb2 as pb
 
@@ -247,7 +248,7 @@ class IntegrityRpcs:
         await refuse_if_erased_now(self._db, tenant_id)
         if signed_size > current:
             raise IntegrityFailure(
-                f"the log holds {current} events but a checkpoint was signed at size"
+                f"the log holds {counted(current, 'event')} but a checkpoint was signed at size"
                 f" {signed_size}: events were removed behind the service's back"
             )
         raise FailedPrecondition(

@@ -10,6 +10,7 @@ from typing import Any, Final
 
 import grpc
 
+from sealtrail._words import counted
 from sealtrail.v1 import event_pb2
 from sealtrail.v1 import retention_pb2 as pb
 
@@ -172,7 +173,7 @@ def shortened_description(what: str, shortened: list[Shortening]) -> str:
 
 
 def _period(days: int) -> str:
-    return "forever" if days == 0 else f"{days} days"
+    return "forever" if days == 0 else counted(days, "day")
 
 
 def describe(policy: RetentionPolicy) -> dict[str, Any]:

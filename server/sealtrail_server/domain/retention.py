@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Final
 
+from sealtrail._words import counted
+
 from .errors import FieldViolation, InvalidArgument
 from .etags import etag_of, instant
 from .event import CATEGORIES, CONTROL_CHARACTERS, MAX_ACTION, RESERVED_ACTION_PREFIX
@@ -118,10 +120,11 @@ class RetentionLimits:
         it may. The floor's and the ceiling's refusals name whose they are."""
         top = self.max_days
         if top is not None and (days == 0 or days > top):
-            return f"must be at most {top} days, this tenant's plan"
+            return f"must be at most {counted(top, 'day')}, this tenant's plan"
         if 0 < days < self.min_days:
-            return f"must be at least {self.min_days} days, this deployment's minimum" + (
-                " (or 0 to keep forever)" if top is None else ""
+            return (
+                f"must be at least {counted(self.min_days, 'day')}, this deployment's minimum"
+                + (" (or 0 to keep forever)" if top is None else "")
             )
         return None
 

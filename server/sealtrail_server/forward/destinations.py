@@ -25,7 +25,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Final, Literal
 from urllib.parse import quote, quote_plus, urlsplit
 
-from sealtrail._words import detailed
+from sealtrail._words import counted, detailed
 
 from ..domain.chat_text import MAX_TEXT
 from ..domain.chat_text import line as chat_line
@@ -634,7 +634,10 @@ def _bulk_verdict(sent: Outgoing, body: bytes, host: str) -> Verdict:
     if not isinstance(items, list) or len(items) != len(sent.seqs):
         count = len(items) if isinstance(items, list) else 0
         return Verdict(
-            "retry", 200, f"bulk answer from {host}: {count} items for {len(sent.seqs)} events"
+            "retry",
+            200,
+            f"bulk answer from {host}: {counted(count, 'item')}"
+            f" for {counted(len(sent.seqs), 'event')}",
         )
     refused = []
     for seq, item in zip(sent.seqs, items, strict=True):

@@ -36,6 +36,7 @@ from typing import Any
 import psycopg
 from opentelemetry.metrics import Meter
 
+from sealtrail._words import counted
 from sealtrail.tlog import (
     Checkpoint,
     NoteError,
@@ -246,8 +247,8 @@ class Checkpointer:
             size, head_root = int(head[0]), bytes(head[1])
             if latest is not None and latest.tree_size > size:
                 raise IntegrityFailure(
-                    f"the log of {tenant_id!r} holds {size} events, fewer than its checkpoint"
-                    f" at size {latest.tree_size} signs: it was cut back"
+                    f"the log of {tenant_id!r} holds {counted(size, 'event')}, fewer than its"
+                    f" checkpoint at size {latest.tree_size} signs: it was cut back"
                 )
             if latest is not None and latest.tree_size == size:
                 await self.served(latest, verifiers)  # answered as it is stored

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from sealtrail._words import counted
 from sealtrail.tlog import (
     RETENTION_ACTION,
     RETENTION_ACTOR,
@@ -56,7 +57,7 @@ def purge_recorder(
                 actor_id=RETENTION_ACTOR["id"],  # what the verifiers count (tlog._removals)
                 now=clock(),
                 action=RETENTION_ACTION,
-                description=f"Retention removed {purged.count} events",
+                description=f"Retention removed {counted(purged.count, 'event')}",
                 category=event_pb2.CATEGORY_SYSTEM,
                 resource_type="audit_log",
                 resource_id=purged.tenant_id,

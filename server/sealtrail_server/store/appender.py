@@ -63,6 +63,8 @@ from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 from psycopg import sql
 
+from sealtrail._words import counted, noun
+
 from ..domain.errors import (
     InvalidArgument,
     ResourceExhausted,
@@ -633,8 +635,9 @@ class _Lane:
             # them (events of up to 64 KiB). Refused now, nothing written; one
             # batch however large is taken when nothing waits.
             raise ResourceExhausted(
-                f"{waiting} events ({waiting_size} bytes) are waiting to be written on this"
-                " server; retry shortly",
+                f"{counted(waiting, 'event')} ({counted(waiting_size, 'byte')})"
+                f" {noun(waiting, 'is', 'are')} waiting to be written on this server;"
+                " retry shortly",
                 retry_after=_OVERLOADED_RETRY_SECONDS,
                 reason="OVERLOADED",
             )
@@ -649,8 +652,9 @@ class _Lane:
             # every other tenant's writes, and reads (each waits for its
             # access record), were refused meanwhile.
             raise ResourceExhausted(
-                f"{own} events ({own_size} bytes) of this tenant are waiting to be written on"
-                " this server, as many as one tenant may have waiting; retry shortly",
+                f"{counted(own, 'event')} ({counted(own_size, 'byte')}) of this tenant"
+                f" {noun(own, 'is', 'are')} waiting to be written on this server, as many as one"
+                " tenant may have waiting; retry shortly",
                 retry_after=_OVERLOADED_RETRY_SECONDS,
                 reason="OVERLOADED",
             )

@@ -24,6 +24,8 @@ import psycopg
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from psycopg import sql
 
+from sealtrail._words import counted
+
 from ..domain.errors import ResourceExhausted
 from ..domain.event import MAX_RECORD_BYTES
 from ..domain.filters import RecordMatcher
@@ -307,7 +309,7 @@ class StreamHub:
         # Counted after the wait above, with nothing to wait for until it is added.
         if len(tenant.subscribers) >= self._max_per_tenant:
             raise ResourceExhausted(
-                f"the tenant has {len(tenant.subscribers)} streams open on this server,"
+                f"the tenant has {counted(len(tenant.subscribers), 'stream')} open on this server,"
                 " the most it may; close one, or retry later",
                 retry_after=_FULL_RETRY_SECONDS,
                 reason="TOO_MANY_STREAMS",

@@ -35,6 +35,7 @@ from sealtrail._bundle_format import (
     bundle_time,
 )
 from sealtrail._errors import NotFoundError, SealtrailError
+from sealtrail._words import counted
 from sealtrail.tlog import (
     LeafTree,
     NoteError,
@@ -121,7 +122,7 @@ def received_range(source: _Source, *, since: datetime, until: datetime | None =
     if found.first_seq > found.last_seq:
         raise BundleError(
             f"no event was received from {bundle_time(start)} to {bundle_time(end)}"
-            f" (the log holds {found.tree_size} events)"
+            f" (the log holds {counted(found.tree_size, 'event')})"
         )
     return SeqRange(found.first_seq, found.last_seq, start, end)
 

@@ -25,6 +25,7 @@ from sealtrail._bundle_format import (
     bundle_time,
     log_fault,
 )
+from sealtrail._words import counted
 from sealtrail.tlog import (
     NoteError,
     ProofError,
@@ -85,10 +86,13 @@ def _verify_bundle(
         path, logged_tenant, size, root, complete=complete, seq_range=seq_range, ledger=ledger
     )
     if count != manifest["count"]:
-        raise BundleError(f"bundle.json says {manifest['count']} records, the bundle has {count}")
+        raise BundleError(
+            f"bundle.json says {counted(manifest['count'], 'record')}, the bundle has {count}"
+        )
     if purged != manifest.get("purged", 0):
         raise BundleError(
-            f"bundle.json says {manifest.get('purged', 0)} purged events, the bundle has {purged}"
+            f"bundle.json says {counted(manifest.get('purged', 0), 'purged event')},"
+            f" the bundle has {purged}"
         )
     _refuse_what_the_log_could_not_do(manifest)
     unchecked: tuple[str, ...] = ()

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sealtrail._words import counted
 from sealtrail.tlog import (
     Checkpoint,
     NoteError,
@@ -117,7 +118,8 @@ class SavedCheckpoint:
         saved = self.checkpoint
         reason: str | None = None
         if latest.tree_size < saved.tree_size:
-            reason = f"the log is shorter than the saved checkpoint ({latest.tree_size} events)"
+            events = counted(latest.tree_size, "event")
+            reason = f"the log is shorter than the saved checkpoint ({events})"
         else:
             try:
                 verify_consistency(

@@ -43,7 +43,7 @@ from sealtrail._convert import (
 )
 from sealtrail._errors import AbortedError, SealtrailError
 from sealtrail._export import ExportError, ExportFormat, manifest_path
-from sealtrail._words import detailed
+from sealtrail._words import counted, detailed
 from sealtrail.v1 import audit_service_pb2, event_pb2
 
 if TYPE_CHECKING:
@@ -639,7 +639,7 @@ def _table(events: Iterable[event_pb2.Event]) -> Table:
 
 
 def _count(number: int, noun: str) -> str:
-    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+    return counted(number, noun, grouped=True)
 
 
 @main.command()
@@ -710,7 +710,7 @@ def export(
         except OSError as error:  # the file cannot be written: a reason, not a traceback
             raise click.ClickException(_cannot_write(out, error)) from None
     click.echo(
-        f"exported {_count(manifest.row_count, 'event')} ({manifest.byte_count:,} bytes,"
+        f"exported {_count(manifest.row_count, 'event')} ({_count(manifest.byte_count, 'byte')},"
         f" sha256 {manifest.sha256.hex()}) of a log of {manifest.tree_size:,} to {out},"
         f" its manifest and signed checkpoint to {manifest_path(out)}"
     )

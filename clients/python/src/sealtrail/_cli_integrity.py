@@ -41,7 +41,7 @@ from sealtrail._cli_ranges import (
 from sealtrail._client import AuditClient
 from sealtrail._errors import InvalidArgumentError
 from sealtrail._export import ExportError
-from sealtrail._words import detailed
+from sealtrail._words import counted, detailed, noun
 
 
 @click.command()
@@ -104,10 +104,13 @@ def bundle(
             raise click.ClickException(terminal_safe(str(error))) from None
         except OSError as error:
             raise click.ClickException(_cannot_write(out, error)) from None
-    purged = f" and {summary.purged} purged events' leaves" if summary.purged else ""
+    purged = (
+        f" and the leaves of {counted(summary.purged, 'purged event')}" if summary.purged else ""
+    )
     proven = f": {range_line(summary)}" if summary.seq_range is not None else ""
     click.echo(
-        f"wrote {summary.count} records{purged} (seq {summary.first_seq}..{summary.last_seq})"
+        f"wrote {counted(summary.count, 'record')}{purged}"
+        f" (seq {summary.first_seq}..{summary.last_seq})"
         f" of {terminal_safe(summary.origin)} with its checkpoint at size {summary.tree_size}"
         f" to {out}{proven}"
     )
@@ -235,7 +238,7 @@ def verify(
         what = (
             f"a range bundle (seq {summary.seq_range[0]}..{summary.seq_range[1]} complete)"
             if summary.seq_range is not None
-            else f"a partial bundle ({summary.count} records of {summary.tree_size},"
+            else f"a partial bundle ({counted(summary.count, 'record')} of {summary.tree_size},"
             " written with filters)"
         )
         click.echo(f"FAILED: {what} where --complete requires the whole log", err=True)
@@ -299,15 +302,19 @@ def _report_verified(summary: BundleSummary) -> None:
     if summary.seq_range is not None:
         whole = f"; {range_line(summary)} and consistent with the signed checkpoint"
     purged = (
-        f" and the leaves of {summary.purged} events removed by retention" if summary.purged else ""
+        f" and the leaves of {counted(summary.purged, 'event')} removed by retention"
+        if summary.purged
+        else ""
     )
     unproven = summary.seq_range is not None and bool(summary.unchecked_edges)
     verdict = (
         "SELF-CONSISTENT" if summary.trusted_own_keys else "PERIOD UNPROVEN" if unproven else "OK"
     )
     click.echo(
-        f"{verdict}: {summary.count} records{purged} (seq {summary.first_seq}..{summary.last_seq})"
-        f" are in {terminal_safe(summary.origin)} at size {summary.tree_size}{whole};"
+        f"{verdict}: {counted(summary.count, 'record')}{purged}"
+        f" (seq {summary.first_seq}..{summary.last_seq})"
+        f" {noun(summary.count, 'is', 'are')} in {terminal_safe(summary.origin)}"
+        f" at size {summary.tree_size}{whole};"
         f" checkpoint signed by {terminal_safe(', '.join(summary.signed_by))}"
     )
     if summary.seq_range is not None:

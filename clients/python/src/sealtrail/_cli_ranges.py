@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from sealtrail._bundle_format import BundleSummary
+from sealtrail._words import counted, noun
 
 _SEQS = re.compile(r"(\d+)(?:-|\.\.)(\d+)")
 _PERIOD = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
@@ -133,9 +134,10 @@ def range_warnings(summary: BundleSummary) -> list[str]:
     warnings = []
     if summary.purged:
         warnings.append(
-            f"note: {summary.purged} events of the range were removed by retention: their kept"
-            " leaves prove them in place, not that retention removed them (a complete bundle"
-            " or `sealtrail verify-log` checks that)"
+            f"note: {counted(summary.purged, 'event')} of the range"
+            f" {noun(summary.purged, 'was', 'were')} removed by retention: their kept leaves"
+            " prove them in place, not that retention removed them (a complete bundle or"
+            " `sealtrail verify-log` checks that)"
         )
     warnings += unproven_ends(summary)
     if summary.received_since is not None:

@@ -16,12 +16,13 @@ from google.protobuf import json_format
 from sealtrail._cli import _client, _count, terminal_safe, unchanged_since_read
 from sealtrail._convert import enum_label
 from sealtrail._erasure_check import ErasureReceiptError, verify_erasure_receipt
+from sealtrail._words import counted
 from sealtrail.tlog import receipt_time
 from sealtrail.v1 import event_pb2, retention_pb2
 
 
 def _days(value: int) -> str:
-    return "forever" if value == 0 else f"{value} days"
+    return "forever" if value == 0 else counted(value, "day")
 
 
 def _rule_option(value: str) -> tuple[str, str]:
@@ -67,8 +68,8 @@ def retention(ctx: click.Context) -> None:
 def _limits_text(limits: retention_pb2.RetentionLimits) -> str:
     """What the operator allows the policy: the deployment's floor, the
     tenant's plan's ceiling (a server that predates them sends neither)."""
-    floor = f"at least {limits.min_days} days" if limits.min_days else "no minimum"
-    ceiling = f"at most {limits.max_days} days" if limits.max_days else "no maximum"
+    floor = f"at least {counted(limits.min_days, 'day')}" if limits.min_days else "no minimum"
+    ceiling = f"at most {counted(limits.max_days, 'day')}" if limits.max_days else "no maximum"
     return f"{floor}, {ceiling} (the operator's)"
 
 
@@ -175,7 +176,7 @@ def _echo_preview(preview: retention_pb2.PreviewRetentionPolicyResponse, *, err:
         horizon = rule.received_before.ToDatetime(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         click.echo(
             f"  {rule.rule}: {events(rule.events, rule.at_least)}"
-            f" ({rule.days} days: received before {horizon})",
+            f" ({counted(rule.days, 'day')}: received before {horizon})",
             err=err,
         )
     if preview.legal_hold:
@@ -243,7 +244,7 @@ def verify_erasure(receipt: TextIO, keys: tuple[str, ...]) -> None:
     click.echo(
         terminal_safe(
             f"OK: tenant {check.tenant_id} was erased at {receipt_time(check.erased_at)} by"
-            f" {check.erased_by} ({check.final_tree_size} events, root {root}) from the log"
-            f" {check.origin}; receipt signed by {', '.join(check.signed_by)}"
+            f" {check.erased_by} ({counted(check.final_tree_size, 'event')}, root {root})"
+            f" from the log {check.origin}; receipt signed by {', '.join(check.signed_by)}"
         )
     )

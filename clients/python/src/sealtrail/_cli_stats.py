@@ -15,6 +15,7 @@ import click
 from sealtrail._cli import PlainTable, _client, _filter, _filter_options, print_table
 from sealtrail._convert import EventCounts, GroupBy, enum_names
 from sealtrail._retry import COUNT_TIMEOUT
+from sealtrail._words import counted
 from sealtrail.v1 import audit_service_pb2
 
 # The groupings as the command line spells them (`resource-type`, as its
@@ -86,10 +87,10 @@ def stats(
         return
     if grouping:
         print_table(_table(counts, grouping))
-    click.echo(f"total: {counts.total} events")
+    click.echo(f"total: {counted(counts.total, 'event')}")
     if counts.truncated:
         click.echo(
-            f"{counts.total_groups} groups: showing the first {len(counts.groups)};"
+            f"{counted(counts.total_groups, 'group')}: showing the first {len(counts.groups)};"
             " raise --limit or narrow the filter",
             err=True,
         )

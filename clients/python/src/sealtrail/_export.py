@@ -14,6 +14,7 @@ import stat
 from pathlib import Path
 from typing import Literal
 
+from sealtrail._words import counted
 from sealtrail.v1 import audit_service_pb2
 
 ExportFormat = Literal["csv", "ndjson", "json"]
@@ -168,8 +169,8 @@ class ExportFile:
         self._file.close()
         if manifest.byte_count != self._bytes or manifest.sha256 != self._digest.digest():
             raise ExportError(
-                f"received {self._bytes} bytes that do not match the manifest"
-                f" ({manifest.byte_count} bytes, sha256 {manifest.sha256.hex()})"
+                f"received {counted(self._bytes, 'byte')} that do not match the manifest"
+                f" ({counted(manifest.byte_count, 'byte')}, sha256 {manifest.sha256.hex()})"
             )
         if self._manifest_beside:
             self._put_in_place_with(manifest)

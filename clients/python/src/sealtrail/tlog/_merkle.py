@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 
+from sealtrail._words import counted
+
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 
@@ -43,7 +45,8 @@ class TreeBuilder:
         are not one for each bit set in `size`."""
         if size < 0 or len(frontier) != size.bit_count():
             raise ProofError(
-                f"a tree of {size} leaves has {max(size, 0).bit_count()} perfect subtrees"
+                f"a tree of {counted(size, 'leaf', 'leaves')} has"
+                f" {counted(max(size, 0).bit_count(), 'perfect subtree')}"
             )
         builder = cls()
         builder.size, builder._frontier = size, list(frontier)

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from sealtrail._words import counted, noun
 from sealtrail.tlog._note import NoteError, Verifier, open_note
 
 RETENTION_ACTION: Final = "retention.purged"
@@ -186,10 +187,11 @@ class RemovalLedger:
         if leaves in (stated, with_pending):
             return None
         unproven = (
-            f"; {self.unproven} retention records bear no statement signed by a trusted key"
+            f"; {counted(self.unproven, 'retention record')}"
+            f" {noun(self.unproven, 'bears', 'bear')} no statement signed by a trusted key"
             f" for this log (forged, repeated, signed by a key not trusted here, or written by a"
             f" release before statements),"
-            f" and their {self._unproven_claimed} removals count for nothing"
+            f" and their {counted(self._unproven_claimed, 'removal')} count for nothing"
             if self.unproven
             else ""
         )
@@ -203,17 +205,20 @@ class RemovalLedger:
                 else ""
             )
             return (
-                f"the log holds the leaves of {leaves.count} removed events, but retention's"
-                f" statements account for {accounted}: {leaves.count - accounted} were removed"
+                f"the log holds the leaves of {counted(leaves.count, 'removed event')}, but"
+                f" retention's statements account for {accounted}: {leaves.count - accounted}"
+                f" {noun(leaves.count - accounted, 'was', 'were')} removed"
                 f" outside retention (hidden){unproven}{unless}"
             )
         if leaves.count not in (stated.count, accounted):
             return (
-                f"retention's statements account for {stated.count} removed events, but the log"
+                f"retention's statements account for {counted(stated.count, 'removed event')},"
+                " but the log"
                 f" holds the leaves of {leaves.count}{unproven}"
             )
         return (
-            f"the log holds the leaves of {leaves.count} removed events, as many as retention's"
+            f"the log holds the leaves of {counted(leaves.count, 'removed event')}, as many as"
+            " retention's"
             " statements account for, but not the ones they name: events were removed outside"
             f" retention and others put back in their place{unproven}"
         )
