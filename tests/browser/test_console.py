@@ -219,9 +219,10 @@ def test_export_downloads_the_current_filter(
 ) -> None:
     sign_in(browser, console_url + "?actions=user.*", console_server.token(tenant, "exporter"))
     wait_for_rows(browser, lambda r: len(r) == 1)
-    _, saved = exported(browser, downloads, "csv")
+    said, saved = exported(browser, downloads, "csv")
     lines = saved.decode().splitlines()
     assert len(lines) == 2 and "user.login" in lines[1] and "api_key" not in "\n".join(lines)
+    assert said.startswith("Exported 1 event, "), said  # not "1 events"
 
 
 def test_an_export_of_nothing_is_an_empty_file(

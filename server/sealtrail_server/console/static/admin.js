@@ -260,8 +260,9 @@ function filterWords(filter = {}) {
   return parts.length ? parts.join("; ") : "every event";
 }
 
-// "1 event", "2,001 events".
-const count = (n, word) => `${Number(n).toLocaleString()} ${word}${Number(n) === 1 ? "" : "s"}`;
+// "1 event", "2,001 events": the page's one way to put a count before a noun
+// (console.js's too).
+export const count = (n, word) => `${Number(n).toLocaleString()} ${word}${Number(n) === 1 ? "" : "s"}`;
 
 function duration(seconds) {
   const n = Number(seconds);

@@ -3,7 +3,7 @@
 // and check an event's inclusion proof against the signed checkpoint. An
 // admin token also gets the admin views (admin.js), one per URL fragment.
 
-import { clearAdmin, hideSecretsOutside, setUpAdmin, showAdminView } from "./admin.js";
+import { clearAdmin, count, hideSecretsOutside, setUpAdmin, showAdminView } from "./admin.js";
 
 const TOKEN_KEY = "sealtrail.token";
 // The token's role, as the sign-in said: only what the page shows depends on
@@ -472,7 +472,7 @@ function proofButton(event) {
       result.textContent = differing.length
         ? ` FAILED: the row shown differs from the record the proof covers (${differing.join(", ")})`
         : ok && signed
-          ? ` verified: in the log of ${sizeLine} events, checkpoint signed by ${originLine}`
+          ? ` verified: in the log of ${count(sizeLine, "event")}, checkpoint signed by ${originLine}`
             + " with a key this server publishes (pin it with `sealtrail verify --key` to check"
             + " against the server itself)"
           : ok ? " the proof leads to the checkpoint's root, but its signature did not verify here"
@@ -560,14 +560,14 @@ async function exportAs(format) {
     let received = 0;
     let manifest = null;
     for await (const line of lines(response)) {
-      if (line.error) throw new Error(`${line.error} (cut short after ${received.toLocaleString()} bytes)`);
+      if (line.error) throw new Error(`${line.error} (cut short after ${count(received, "byte")})`);
       if (line.manifest) { manifest = line.manifest; continue; }
       const chunk = bytes(line.chunk);
       chunks.push(chunk);
       received += chunk.length;
-      status.textContent = `Exporting… ${received.toLocaleString()} bytes`;
+      status.textContent = `Exporting… ${count(received, "byte")}`;
     }
-    if (!manifest) throw new Error(`cut short after ${received.toLocaleString()} bytes`);
+    if (!manifest) throw new Error(`cut short after ${count(received, "byte")}`);
     const file = new Blob(chunks, { type: format === "csv" ? "text/csv" : "application/x-ndjson" });
     const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", await file.arrayBuffer()));
     // Zero fields are left out of the manifest's JSON (an empty NDJSON export).
@@ -580,8 +580,8 @@ async function exportAs(format) {
     document.body.append(link);
     link.click();
     link.remove();
-    status.textContent = `Exported ${Number(manifest.row_count || 0).toLocaleString()} events,`
-      + ` ${received.toLocaleString()} bytes (${format.toUpperCase()}), checked against its manifest.`;
+    status.textContent = `Exported ${count(manifest.row_count || 0, "event")},`
+      + ` ${count(received, "byte")} (${format.toUpperCase()}), checked against its manifest.`;
   } catch (error) {
     status.textContent = "";
     $("#error").textContent = `Export failed: ${error.message}`;
