@@ -1,0 +1,100 @@
+"""Whatever a caller or an admin can set is shown as text in every view of
+the console, never read as markup: an event's fields (its actor, resource,
+description, details, changes, user agent), a token's, a sink's and an alert
+rule's names, the legal hold's reason. Markup that became elements would be
+found by its `data-xss` attribute (the page's CSP would stop a script, not a
+forged link or form)."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from pathlib import Path
+
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as seen
+
+from sealtrail import AuditClient, build_alert_rule, build_event, build_filter, build_sink
+from tests.browser.test_console import sign_in, wait, wait_for_rows
+from tests.conftest import ServerThread
+
+MARKUP = '<b data-xss="1">x</b><script>window.__xss=1</script><img src=x data-xss="2">'
+SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def injected(browser: webdriver.Chrome) -> list[str]:
+    """What of the markup became elements (or ran)."""
+    found = browser.execute_script(
+        "return [...document.querySelectorAll('[data-xss]')].map((e) => e.outerHTML)"
+        ".concat(window.__xss ? ['window.__xss'] : [])"
+    )
+    return list(found)
+
+
+def test_what_callers_and_admins_set_is_shown_as_text_in_every_view(
+    browser: webdriver.Chrome, console_server: ServerThread, console_url: str, tenant: str
+) -> None:
+    admin_token = console_server.token(tenant, "admin")
+    with AuditClient(console_server.target, token=admin_token) as admin:
+        admin.record(
+            build_event(
+                action="doc.share",
+                description=f"shared {MARKUP}",
+                actor_id=f"u-{MARKUP}",
+                actor_email=f"{MARKUP}@example.com",
+                actor_display_name=MARKUP,
+                resource_type=f"doc{MARKUP}",
+                resource_id=MARKUP,
+                resource_name=MARKUP,
+                user_agent=MARKUP,
+                details={MARKUP: MARKUP},
+                changes=[(MARKUP, MARKUP, [MARKUP])],
+            )
+        )
+        admin.create_token("reader", name=MARKUP)
+        sink = build_sink(
+            MARKUP,
+            "webhook",
+            url="http://127.0.0.1:9/hook",
+            secrets=["whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()],
+            filter=build_filter(actor=MARKUP),
+            paused=True,
+        )
+        admin.create_sink(sink)
+        admin.create_alert_rule(
+            build_alert_rule(MARKUP, "match", filter=build_filter(actions="doc.*", actor=MARKUP))
+        )
+        admin.set_legal_hold(True, reason=MARKUP)
+
+    sign_in(browser, console_url, admin_token)
+    shown = wait_for_rows(browser, lambda r: any("doc.share" in row for row in r))
+    assert any(MARKUP in row for row in shown), shown
+    row = next(
+        r
+        for r in browser.find_elements(By.CSS_SELECTOR, "#events tbody tr.event")
+        if "doc.share" in r.text
+    )
+    row.click()
+    detail = wait(browser).until(
+        seen.visibility_of_element_located((By.CSS_SELECTOR, "#events tr.detail"))
+    )
+    assert f"shared {MARKUP}" in detail.text
+    detail.find_element(By.XPATH, ".//button[contains(., 'Check inclusion proof')]").click()
+    wait(browser).until(lambda b: "verified" in detail.text or "FAILED" in detail.text)
+    assert "verified" in detail.text, detail.text
+    SHOTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(SHOTS / "escaping-events.png"))
+    assert injected(browser) == []
+
+    for view in ("Tokens", "Sinks", "Alert rules", "Retention"):
+        browser.find_element(By.LINK_TEXT, view).click()
+        shown = (By.CSS_SELECTOR, "section.view:not([hidden]):not(#log)")
+        section = wait(browser).until(seen.visibility_of_element_located(shown))
+        wait(browser).until(lambda b, s=section: s.get_attribute("aria-busy") != "true")
+        wait(browser).until(lambda b, s=section: MARKUP in s.text)
+        if view == "Sinks":
+            section.find_element(By.XPATH, ".//button[.='Replay…']").click()
+            section.find_element(By.XPATH, ".//button[.='Edit']").click()
+        browser.save_screenshot(str(SHOTS / f"escaping-{view.replace(' ', '-').lower()}.png"))
+        assert injected(browser) == [], view
