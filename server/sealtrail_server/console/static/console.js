@@ -13,6 +13,9 @@ const ROLE_KEY = "sealtrail.role";
 const ADMIN_VIEWS = { tokens: "admin-tokens", sinks: "admin-sinks", alerts: "admin-alerts",
   retention: "admin-retention" };
 const PRESETS = { "24h": 1, "7d": 7, "30d": 30, "90d": 90 };
+// The most events the table holds (index.html's #capped says it): paged past
+// or followed live, a busy tenant's events grew the page until the tab gave out.
+const MAX_ROWS = 1000;
 const FILTER_FIELDS = ["actions", "categories", "min_severity", "outcomes", "actor", "resource_type",
   "resource_id", "request_id", "trace_id", "text", "recorded_by", "ip"];
 
@@ -200,18 +203,35 @@ function addEvents(events, { atTop = false } = {}) {
   const body = $("#events tbody");
   const rows = [];
   for (const event of events) {
-    if (state.shown.has(event.seq)) continue;
-    state.shown.add(event.seq);
+    if (state.shown.has(String(event.seq))) continue;
+    state.shown.add(String(event.seq));
     state.newestSeq = Math.max(state.newestSeq, Number(event.seq));
     rows.push(eventRow(event, { fresh: atTop }));
   }
   // Live events come oldest first: reversed, the newest goes on top.
   if (atTop) body.prepend(...rows.reverse()); else body.append(...rows);
+  keepNewest(body);
   $("#empty").hidden = body.rows.length > 0;
   // When the first rows showed, for whoever measures the page (make bench).
   if (rows.length && !performance.getEntriesByName("sealtrail-first-rows").length) {
     performance.mark("sealtrail-first-rows");
   }
+}
+
+// The newest MAX_ROWS events only: the oldest (at the bottom) go, an open
+// detail with its row, and paging ends there, for a next page would follow
+// the rows taken off.
+function keepNewest(body) {
+  const shown = body.querySelectorAll("tr.event");
+  if (shown.length < MAX_ROWS) return;
+  for (const row of [...shown].slice(MAX_ROWS)) {
+    if (row.nextElementSibling?.classList.contains("detail")) row.nextElementSibling.remove();
+    state.shown.delete(row.dataset.seq);
+    row.remove();
+  }
+  state.nextToken = "";
+  $("#more").hidden = true;
+  $("#capped").hidden = false;
 }
 
 // Whether a page of the current filter was loaded (false when it failed or
@@ -228,8 +248,8 @@ async function loadPage() {
     if (state.nextToken) params.set("page_token", state.nextToken);
     const page = await (await api("/api/events", params, { signal: controller.signal })).json();
     if (generation !== state.generation) return false;
-    addEvents(page.events);
     state.nextToken = page.next_page_token;
+    addEvents(page.events);  // which ends paging at MAX_ROWS
     $("#more").hidden = !state.nextToken;
     state.loaded = true;
     return true;
@@ -257,6 +277,7 @@ function reload() {
   state.shown.clear();
   $("#events tbody").replaceChildren();
   $("#more").hidden = true;
+  $("#capped").hidden = true;
   const generation = state.generation;
   loadPage().then((loaded) => {
     if (generation !== state.generation || !$("#live").checked) return;
