@@ -128,6 +128,11 @@ def test_a_row_expands_into_every_field_the_diff_and_the_json(
     detail.find_element(By.XPATH, ".//button[contains(., 'Check inclusion proof')]").click()
     wait(browser).until(lambda b: "verified" in detail.text or "FAILED" in detail.text)
     assert "verified: in the log of" in detail.text
+    # Signed by the key (its name), not by the log: the origin is no signer.
+    assert f"of sealtrail.test/log/{tenant}; its checkpoint is signed by sealtrail.test/log," in (
+        detail.text
+    )
+    assert "only a verifier key you pinned proves it" in detail.text
 
 
 @pytest.mark.parametrize(

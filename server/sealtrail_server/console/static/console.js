@@ -387,7 +387,8 @@ async function rootFrom(index, size, leaf, proof) {
   return sn === 0n ? r : null;
 }
 
-// C2SP signed note: does a line of `note` verify with one of the keys?
+// C2SP signed note: the name of the key one of whose lines of `note` verifies
+// with it, or "" if none does.
 async function signatureChecks(note, keys) {
   const split = note.indexOf("\n\n");
   const body = new TextEncoder().encode(note.slice(0, split + 1));
@@ -403,10 +404,10 @@ async function signatureChecks(note, keys) {
       const id = (await sha256(new TextEncoder().encode(`${name}\n`), raw)).slice(0, 4);
       if (!equal(id, signature.slice(0, 4))) continue;
       const publicKey = await crypto.subtle.importKey("raw", raw.slice(1), { name: "Ed25519" }, false, ["verify"]);
-      if (await crypto.subtle.verify({ name: "Ed25519" }, publicKey, signature.slice(4), body)) return true;
+      if (await crypto.subtle.verify({ name: "Ed25519" }, publicKey, signature.slice(4), body)) return name;
     }
   }
-  return false;
+  return "";
 }
 
 // An RFC 3339 UTC time with nine fractional digits: the API drops trailing
@@ -487,15 +488,16 @@ function proofButton(event) {
       const differing = differences(event, proven);
       // One key signs every tenant's checkpoints: the note must be of this record's log.
       if (!originLine.endsWith(`/${proven.tenant_id}`)) differing.push("the checkpoint's log");
-      let signed = false;
-      try { signed = await signatureChecks(checkpoint.note, keys.keys || []); } catch { signed = false; }
+      let signed = "";
+      try { signed = await signatureChecks(checkpoint.note, keys.keys || []); } catch { signed = ""; }
       result.className = ok && signed && !differing.length ? "proof-ok" : "proof-bad";
       result.textContent = differing.length
         ? ` FAILED: the row shown differs from the record the proof covers (${differing.join(", ")})`
         : ok && signed
-          ? ` verified: in the log of ${count(sizeLine, "event")}, checkpoint signed by ${originLine}`
-            + " with a key this server publishes (pin it with `sealtrail verify --key` to check"
-            + " against the server itself)"
+          ? ` verified: in the log of ${count(sizeLine, "event")} of ${originLine}; its checkpoint is`
+            + ` signed by ${signed}, a key this server publishes. Whoever can write its database can`
+            + " register a key: only a verifier key you pinned proves it (`sealtrail bundle`, then"
+            + " `sealtrail verify --key`; docs/integrity.md)"
           : ok ? " the proof leads to the checkpoint's root, but its signature did not verify here"
             : " FAILED: this event does not lead to the signed root";
     } catch (error) {
