@@ -898,3 +898,37 @@ def test_the_tenant_is_erased_with_its_id_typed_back_and_its_receipt_shown(
     assert receipt.find_element(By.XPATH, ".//button[.='Download the receipt']").is_displayed()
     with pytest.raises(UnauthenticatedError):
         admin.get_retention_policy()
+
+
+def test_a_sinks_dead_letters_past_the_thousand_listed_are_said_to_be_there(
+    browser: webdriver.Chrome,
+    console_url: str,
+    admin: AuditClient,
+    admin_token: str,
+    migrated_database_url: str,
+    tenant: str,
+) -> None:
+    """ListDeadLetters answers the oldest 1,000: the replay form listed them
+    as if they were all, a sink with 1,005 showing no sign of the 5 others."""
+    sink_id = webhook(admin, "siem", paused=True)
+    with psycopg.connect(migrated_database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO sink_dead_letters (tenant_id, sink_id, id, first_seq, last_seq,"
+            " event_count, http_status, error, created_at) SELECT %s, %s, gen_random_uuid(),"
+            " n, n, 1, 400, 'refused', now() - (1006 - n) * interval '1 second'"
+            " FROM generate_series(1, 1005) AS n",
+            [tenant, sink_id],
+        )
+    section = open_view(browser, console_url, admin_token, "Sinks")
+    wait(browser).until(lambda b: "1,005 dead letters" in row_of(section, "siem").text)
+    row_of(section, "siem").find_element(By.XPATH, ".//button[.='Replay…']").click()
+    form = section.find_element(By.ID, "sink-replay")
+    letters = form.find_element(By.NAME, "dead_letter_id")
+    wait(browser).until(lambda b: len(Select(letters).options) > 1)
+    options = Select(letters).options
+    assert len(options) == 1001, len(options)
+    last = options[-1]
+    assert not last.is_enabled()
+    assert "the oldest 1,000 of this sink's 1,005 dead letters" in (
+        last.get_attribute("textContent") or ""
+    )

@@ -735,6 +735,15 @@ async function openReplay(sink) {
     const found = (await (await api(path)).json()).dead_letters;
     letters.replaceChildren(...(found.length ? found.map(deadLetterOption)
       : [new Option("none: the destination refused nothing for good", "")]));
+    // The API lists the oldest 1,000: the others are said to be there, not
+    // left out as if there were none (a replayed one makes room for the next).
+    const all = Number(sink.state?.dead_letters || 0);
+    if (all > found.length) {
+      const rest = new Option(`… the oldest ${found.length.toLocaleString()} of this sink's`
+        + ` ${count(all, "dead letter")} are listed; replayed, they make room for the others`, "");
+      rest.disabled = true;
+      letters.add(rest);
+    }
   } catch (error) {
     failed(section, error, `The sink ${sink.name}`);
   }
