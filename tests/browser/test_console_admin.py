@@ -932,3 +932,16 @@ def test_a_sinks_dead_letters_past_the_thousand_listed_are_said_to_be_there(
     assert "the oldest 1,000 of this sink's 1,005 dead letters" in (
         last.get_attribute("textContent") or ""
     )
+
+
+def test_a_token_in_use_whose_use_is_not_written_yet_is_not_said_unused(
+    browser: webdriver.Chrome, console_url: str, admin_token: str
+) -> None:
+    """A token's last use is noted once a minute and written behind (ADR
+    0064): the very token this tab uses showed "not since created", as if no
+    call had used it. The page says none is recorded yet, and why."""
+    section = open_view(browser, console_url, admin_token, "Tokens")
+    row = next(r for r in section.find_elements(By.CSS_SELECTOR, "tbody tr") if r.text)
+    assert "not since created" not in row.text
+    assert "none recorded yet" in row.text
+    assert "written behind the calls, up to a minute or so late" in section.text

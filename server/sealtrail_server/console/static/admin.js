@@ -302,7 +302,7 @@ function tokenRow(token) {
   cell(row, token.token_id, "id");
   timeCell(row, token.create_time, "");
   timeCell(row, token.expire_time, "never");
-  timeCell(row, token.last_use_time, "not since created");
+  timeCell(row, token.last_use_time, "none recorded yet");
   const expired = token.expire_time && new Date(token.expire_time) <= new Date();
   if (token.revoke_time) {
     timeCell(row, token.revoke_time).textContent = `revoked ${new Date(token.revoke_time).toLocaleString()}`;
