@@ -110,13 +110,15 @@ class Changes:
 
 
 class _Change:
-    """A change in progress: its tenant and its connection, while it is open."""
+    """A change in progress: its tenant, its connection, and the task making
+    it, while it is open."""
 
-    __slots__ = ("conn", "open", "tenant_id")
+    __slots__ = ("conn", "open", "task", "tenant_id")
 
     def __init__(self, tenant_id: str, conn: AnyConnection) -> None:
         self.tenant_id = tenant_id
         self.conn = conn
+        self.task = asyncio.current_task()
         self.open = True
 
 
@@ -142,9 +144,21 @@ def recorded_within(conn: AnyConnection, tenant_id: str) -> Iterator[None]:
 
 def change_connection(tenant_id: str) -> AnyConnection | None:
     """The connection of the change of `tenant_id` in progress in this task
-    (`recorded_within`), if any: where its records are appended."""
+    (`recorded_within`), if any: where its records are appended.
+
+    Only in the task making the change: a task it starts inherits the
+    variable, but records something else, on its own time. A refusal inside
+    a change (a managed sink's, ADR 0070) is recorded by a task of its own
+    (api/denials.py): appended in the change's transaction, it was rolled
+    back with the refused change, and, still running as the change ended,
+    wrote on a connection back in the pool."""
     change = _CHANGE.get()
-    if change is None or not change.open or change.tenant_id != tenant_id:
+    if (
+        change is None
+        or not change.open
+        or change.tenant_id != tenant_id
+        or change.task is not asyncio.current_task()
+    ):
         return None
     return change.conn
 
