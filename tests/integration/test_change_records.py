@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import random
 import secrets
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -71,3 +74,121 @@ def test_a_refusal_inside_a_change_is_recorded_though_the_change_rolls_back(
         sql.execute("DELETE FROM sinks WHERE tenant_id = %s", [tenant])
         with contextlib.suppress(Exception):
             client.close()
+
+
+def _dense(client: AuditClient) -> list[int]:
+    """Every seq of the tenant's log, checked to run 1..N without a gap or a repeat."""
+    seqs = sorted(e.seq for e in client.query(build_filter()))
+    assert seqs == list(range(1, len(seqs) + 1)), "seqs not dense"
+    return seqs
+
+
+def _churn(
+    recorders: list[Callable[[int], list[int]]],
+    changers: list[Callable[[random.Random], object]],
+    *,
+    seconds: float,
+    seed: int,
+) -> tuple[list[int], list[BaseException], int]:
+    """Each recorder (its round -> the seqs acknowledged) and each changer
+    (a seeded draw of which change) run in a loop of its own thread for
+    `seconds`: the seqs acknowledged, the failures, the changes made."""
+    ends = time.monotonic() + seconds
+    acknowledged: list[int] = []
+    failures: list[BaseException] = []
+    changes = [0]
+    lock = threading.Lock()
+
+    def record(recorder: Callable[[int], list[int]]) -> None:
+        round_ = 0
+        while time.monotonic() < ends:
+            try:
+                seqs = recorder(round_)
+            except BaseException as error:
+                with lock:
+                    failures.append(error)
+                return
+            with lock:
+                acknowledged.extend(seqs)
+            round_ += 1
+
+    def change(changer: Callable[[random.Random], object], draws: random.Random) -> None:
+        while time.monotonic() < ends:
+            try:
+                changer(draws)
+            except BaseException as error:
+                with lock:
+                    failures.append(error)
+                return
+            with lock:
+                changes[0] += 1
+
+    seeds = random.Random(seed)
+    threads = [threading.Thread(target=record, args=(r,)) for r in recorders] + [
+        threading.Thread(target=change, args=(c, random.Random(seeds.random()))) for c in changers
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds + 60)
+    assert not any(thread.is_alive() for thread in threads)
+    return acknowledged, failures, changes[0]
+
+
+def _changer(admin: AuditClient) -> Callable[[random.Random], object]:
+    """A seeded change of the tenant's configuration, each recorded."""
+
+    def change(draws: random.Random) -> object:
+        match draws.randrange(4):
+            case 0:
+                return admin.set_retention_policy(draws.choice(["forever", 400, 500, 600]))
+            case 1:
+                return admin.set_redaction_mode(draws.choice(["replace", "hmac"]))
+            case 2:
+                made = admin.create_token("reader", name=f"n{draws.randrange(1000)}")
+                return admin.revoke_token(made.token.token_id)
+            case _:
+                return admin.set_legal_hold(True, reason=f"case {draws.randrange(1000)}")
+
+    return change
+
+
+def _recorders(client: AuditClient, tag: str) -> list[Callable[[int], list[int]]]:
+    def one(n: int) -> Callable[[int], list[int]]:
+        def record(round_: int) -> list[int]:
+            event = build_event(
+                action="doc.edit", actor_id=f"u-{n}", idempotency_key=f"{tag}-{n}-{round_}"
+            )
+            return [client.record(event).event.seq]
+
+        return record
+
+    def batch(round_: int) -> list[int]:
+        events = [
+            build_event(action="doc.view", actor_id="b", idempotency_key=f"{tag}-b-{round_}-{i}")
+            for i in range(20)
+        ]
+        results = client.record_batch(events)
+        if errors := [r.error for r in results if r.error is not None]:
+            raise errors[0]
+        return [r.event.seq for r in results if r.event is not None]
+
+    return [one(0), one(1), one(2), batch]
+
+
+def test_records_and_changes_of_one_tenant_interleaved_in_one_process(
+    client_for: Callable[..., AuditClient], tenant: str
+) -> None:
+    """The changes append through the change's transaction while the
+    process's appender writes the tenant's Records from the head it keeps:
+    none is refused, none written twice, and the log verifies."""
+    records = client_for(tenant, max_attempts=1)  # an UNAVAILABLE is seen, not retried
+    admin = client_for(tenant)
+    acknowledged, failures, changes = _churn(
+        _recorders(records, "one"), [_changer(admin)], seconds=4.0, seed=231
+    )
+    assert not failures, failures
+    assert changes > 3 and len(acknowledged) > 50
+    assert len(set(acknowledged)) == len(acknowledged)
+    assert set(acknowledged) <= set(_dense(admin))
+    assert admin.verify_log().ok

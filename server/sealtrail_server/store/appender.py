@@ -680,8 +680,13 @@ class _Lane:
             tenant_id, events, views, asyncio.get_running_loop().create_future()
         )
         # The head it moves is no longer the one kept: the next write of the
-        # tenant here locks it, as after another process's.
-        self._heads.pop(tenant_id, None)
+        # tenant here locks it, as after another process's. Unless this lane
+        # is writing the tenant now: that write reads and drops the kept head
+        # as it goes (a KeyError there failed its whole batch UNAVAILABLE), so
+        # it is left to it; whatever it keeps, a write from a head the change
+        # moved writes nothing, and is written again under lock (ADR 0024).
+        if not self.holds(tenant_id):
+            self._heads.pop(tenant_id, None)
         cursor = await conn.execute(_WITHIN, [SYSTEM_ROLE, _system_lock_timeout()])
         found = await cursor.fetchone()
         assert found is not None
