@@ -3,6 +3,7 @@ what is routed there, and what must not be; and the appender around it."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import random
@@ -10,6 +11,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -25,9 +27,15 @@ from sealtrail import (
     build_filter,
     build_sink,
 )
-from sealtrail.v1 import forwarding_pb2
+from sealtrail.v1 import event_pb2, forwarding_pb2
+from sealtrail_server.api.audited import record_event
+from sealtrail_server.domain.errors import FailedPrecondition
+from sealtrail_server.store.appender import Appender
+from sealtrail_server.store.changes import recorded_within
+from sealtrail_server.store.database import Database
 from tests.conftest import ServerThread
 from tests.http_endpoint import Endpoint, endpoint
+from tests.service_login import service_login_url
 
 
 @pytest.fixture
@@ -299,3 +307,52 @@ def test_an_erasure_amid_records_and_changes_of_the_tenant_through_two_processes
 
 class _Erased(Exception):
     """The erasing thread's end."""
+
+
+def _record_a_change(appender: Appender, tenant_id: str) -> Any:
+    return record_event(
+        appender,
+        tenant_id,
+        actor_type=event_pb2.ACTOR_TYPE_SYSTEM,
+        actor_id="test",
+        now=datetime.now(UTC),
+        action="retention.policy_updated",
+        description="a change",
+        category=event_pb2.CATEGORY_CONFIGURATION,
+        resource_type="retention_policy",
+        resource_id=tenant_id,
+    )
+
+
+def test_a_change_record_refused_leaves_its_transaction_as_it_was(
+    migrated_database_url: str, client: AuditClient, tenant: str
+) -> None:
+    """Refused without a database error (the tenant erased), so that the
+    transaction goes on if its caller catches the refusal: it goes on as the
+    service role, seeing its tenant's rows alone, not as the system role the
+    record was being written as, which sees every tenant's."""
+    client.erase_tenant(tenant)
+
+    async def run() -> tuple[str, str]:
+        db = await Database.open(service_login_url(migrated_database_url), max_size=2)
+        appender = Appender(db)
+        appender.start()
+        try:
+            async with db.connection(tenant) as conn, conn.transaction():
+                with (
+                    recorded_within(conn, tenant),
+                    pytest.raises(FailedPrecondition, match="was erased"),
+                ):
+                    await _record_a_change(appender, tenant)
+                cursor = await conn.execute(
+                    "SELECT current_user::text,"
+                    " current_setting('idle_in_transaction_session_timeout')"
+                )
+                found = await cursor.fetchone()
+                assert found is not None
+                return str(found[0]), str(found[1])
+        finally:
+            await appender.stop()
+            await db.close()
+
+    assert asyncio.run(run()) == ("sealtrail_service", "0")

@@ -691,6 +691,23 @@ class _Lane:
         found = await cursor.fetchone()
         assert found is not None
         try:
+            outcomes = await self._write_within(conn, tenant_id, submission)
+        except Exception:
+            # Refused with the transaction still good (the tenant erased, or
+            # being erased), its caller may catch that and go on: as it was,
+            # not as the system role, which sees every tenant's rows. After a
+            # database error nothing more runs in it.
+            if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+                await conn.execute(_AS_FOUND, list(found[:3]))
+            raise
+        await conn.execute(_AS_FOUND, list(found[:3]))
+        return outcomes
+
+    async def _write_within(
+        self, conn: psycopg.AsyncConnection[Any], tenant_id: str, submission: _Submission
+    ) -> list[AppendOutcome]:
+        """append_within's write, as the system role."""
+        try:
             heads, erasing = await self._lock_heads(conn, [tenant_id])
         except psycopg.errors.LockNotAvailable as error:
             raise Unavailable(
@@ -707,7 +724,6 @@ class _Lane:
             raise Unavailable(
                 "the database refused the change's record", retry_after=1.0
             ) from error
-        await conn.execute(_AS_FOUND, list(found[:3]))
         return outcomes
 
     async def _run(self) -> None:
