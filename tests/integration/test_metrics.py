@@ -178,6 +178,28 @@ def test_calls_are_counted_by_method_and_status_and_appends_by_batch(
     assert value(after, bucket, **record_ok, le="60.0") == calls(after, RECORD, "OK")
 
 
+def test_a_changes_record_is_counted_as_the_appenders_are(
+    measured: ServerThread, metrics: Metrics, tenant: str
+) -> None:
+    """Appended in the change's own transaction (ADR 0075), a change's record
+    went uncounted: docs/metrics.md counts the service's own records, and
+    its alert on failed appends missed the changes' records refused."""
+    client = AuditClient(measured.target, token=measured.token(tenant))
+    written = {"sealtrail_append_outcome": "written"}
+    try:
+        client.record(build_event(action="metrics.one", actor_id="u"))
+        before = scrape(metrics)
+        assert client.set_retention_policy(400).event_id
+        assert client.set_redaction_mode("hmac").event_id
+        after = scrape(metrics)
+    finally:
+        client.close()
+    grown = total(after, "sealtrail_append_events_total", **written) - total(
+        before, "sealtrail_append_events_total", **written
+    )
+    assert grown == 2
+
+
 def test_a_call_cut_off_by_its_deadline_is_told_from_one_cancelled(
     measured: ServerThread, metrics: Metrics, tenant: str
 ) -> None:

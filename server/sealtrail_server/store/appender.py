@@ -693,6 +693,9 @@ class _Lane:
         try:
             outcomes = await self._write_within(conn, tenant_id, submission)
         except Exception:
+            # Counted as the appender's own appends are (docs/metrics.md): its
+            # failures are what the alert on failed appends watches.
+            self._measures.answered({"failed": len(events)})
             # Refused with the transaction still good (the tenant erased, or
             # being erased), its caller may catch that and go on: as it was,
             # not as the system role, which sees every tenant's rows. After a
@@ -700,6 +703,8 @@ class _Lane:
             if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
                 await conn.execute(_AS_FOUND, list(found[:3]))
             raise
+        failed = sum(isinstance(outcome, SealtrailError) for outcome in outcomes)
+        self._measures.answered({"written": len(outcomes) - failed, "failed": failed})
         await conn.execute(_AS_FOUND, list(found[:3]))
         return outcomes
 
