@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import queue
 import random
 import secrets
 import threading
@@ -31,7 +32,7 @@ from sealtrail.v1 import event_pb2, forwarding_pb2
 from sealtrail_server.api.audited import record_event
 from sealtrail_server.domain.errors import FailedPrecondition
 from sealtrail_server.store.appender import Appender
-from sealtrail_server.store.changes import recorded_within
+from sealtrail_server.store.changes import Changes, recorded_within
 from sealtrail_server.store.database import Database
 from tests.conftest import ServerThread
 from tests.http_endpoint import Endpoint, endpoint
@@ -309,7 +310,7 @@ class _Erased(Exception):
     """The erasing thread's end."""
 
 
-def _record_a_change(appender: Appender, tenant_id: str) -> Any:
+def _record_a_change(appender: Appender, tenant_id: str, *, key: str = "") -> Any:
     return record_event(
         appender,
         tenant_id,
@@ -321,6 +322,7 @@ def _record_a_change(appender: Appender, tenant_id: str) -> Any:
         category=event_pb2.CATEGORY_CONFIGURATION,
         resource_type="retention_policy",
         resource_id=tenant_id,
+        idempotency_key=key,
     )
 
 
@@ -356,3 +358,73 @@ def test_a_change_record_refused_leaves_its_transaction_as_it_was(
             await db.close()
 
     assert asyncio.run(run()) == ("sealtrail_service", "0")
+
+
+class _Stream:
+    """A tenant's live stream of change records, consumed in a thread."""
+
+    def __init__(self, client: AuditClient) -> None:
+        self.received: queue.Queue[Any] = queue.Queue()
+        subscribed = threading.Event()
+
+        def run() -> None:
+            with contextlib.suppress(SealtrailError):  # its client closed under it
+                for event in client.stream(
+                    build_filter(actions="retention.policy_updated"),
+                    on_heartbeat=lambda _: subscribed.set(),
+                ):
+                    self.received.put(event)
+
+        threading.Thread(target=run, daemon=True).start()
+        assert subscribed.wait(30), "the stream never started"
+
+    def take(self, count: int, timeout: float = 30) -> list[int]:
+        return [self.received.get(timeout=timeout).seq for _ in range(count)]
+
+
+def test_a_changes_records_reach_streams_as_it_commits_and_others_as_they_do(
+    server: ServerThread, client_for: Callable[..., AuditClient], tenant: str
+) -> None:
+    """Two records of one change (one of them again under its key) are
+    streamed once the change commits, not before; a record of another tenant
+    made inside the change is its own, written and streamed at once; one a
+    task started inside the change makes after it is written by the
+    appender. The log of each verifies."""
+    other = f"{tenant}-b"
+    mine, theirs = client_for(tenant), client_for(other)
+    mine.record(build_event(action="doc.edit", actor_id="u-1"))
+    theirs.record(build_event(action="doc.edit", actor_id="u-1"))
+    mine_streamed, theirs_streamed = _Stream(mine), _Stream(theirs)
+
+    async def run() -> tuple[list[int], list[int], int]:
+        db = await Database.open(service_login_url(server.settings.owner_database_url), max_size=3)
+        appender = Appender(db)
+        appender.start()
+        try:
+            async with Changes(db).exclusive(tenant, "test", caller=None):
+                first = await _record_a_change(appender, tenant, key="k-1")
+                again = await _record_a_change(appender, tenant, key="k-1")
+                second = await _record_a_change(appender, tenant)
+                assert again.deduplicated and again.seq == first.seq
+                aside = await _record_a_change(appender, other)
+                assert await asyncio.to_thread(theirs_streamed.take, 1) == [aside.seq]
+
+                async def after_it() -> Any:
+                    await asyncio.sleep(0.3)
+                    return await _record_a_change(appender, tenant)
+
+                later = asyncio.ensure_future(after_it())
+                await asyncio.sleep(0.5)  # nothing of the change streamed meanwhile
+                assert mine_streamed.received.empty()
+            streamed = await asyncio.to_thread(mine_streamed.take, 2)
+            return [first.seq, second.seq], streamed, (await later).seq
+        finally:
+            await appender.stop()
+            await db.close()
+
+    recorded, streamed, later = asyncio.run(run())
+    assert streamed == recorded
+    assert mine_streamed.take(1) == [later] and later == recorded[-1] + 1
+    for client in (mine, theirs):
+        _dense(client)
+        assert client.verify_log().ok
