@@ -513,25 +513,35 @@ async def _recorded_token(
     recorded_name: str | None = None,
     expires_at: datetime | None = None,
 ) -> IssuedToken:
-    """A new token, its creation recorded first (as the API does): no token
-    lives without its record, even if the database fails between the two.
+    """A new token, its creation recorded in the transaction that creates it
+    (as the API does, ADR 0075): both commit, or neither; no token lives
+    without its record, nor a record without its token.
     `recorded_name`: the name as the record shows it, if not as given."""
     token_id = str(uuid.uuid4())
     details: dict[str, Any] = {"role": role.value}
     if expires_at is not None:
         details["expire_time"] = rfc3339(expires_at)
     details["name"] = name if recorded_name is None else recorded_name
-    await _record_operator_action(
-        db,
-        tenant,
-        action="api_token.created",
-        token_id=token_id,
-        description=f"Created an API token with role {role.value}",
-        details=details,
-        severity=weakening_severity(role is Role.ADMIN),  # a new admin credential (ADR 0066)
-    )
+
+    async def record() -> None:
+        await _record_operator_action(
+            db,
+            tenant,
+            action="api_token.created",
+            token_id=token_id,
+            description=f"Created an API token with role {role.value}",
+            details=details,
+            severity=weakening_severity(role is Role.ADMIN),  # a new admin credential (ADR 0066)
+        )
+
     return await create_token(
-        db, tenant_id=tenant, role=role, name=name, token_id=token_id, expires_at=expires_at
+        db,
+        tenant_id=tenant,
+        role=role,
+        name=name,
+        token_id=token_id,
+        expires_at=expires_at,
+        record=record,
     )
 
 

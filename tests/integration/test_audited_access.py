@@ -34,7 +34,7 @@ from sealtrail_server.domain.event import EventDraft, ValidEvent, validate_event
 from sealtrail_server.store.appended import Appended
 from sealtrail_server.store.appender import Appender
 from sealtrail_server.store.tokens import create_token, revoke_token
-from tests.conftest import ServerThread, token_id_of
+from tests.conftest import ServerThread, run_operator, token_id_of
 
 
 def _audit_events(sql: psycopg.Connection[Any], tenant: str) -> list[tuple[str, str]]:
@@ -302,6 +302,40 @@ def test_a_token_whose_creation_cannot_be_recorded_is_never_created(
         )
     assert sql.execute(tokens, [tenant]).fetchone() == before
     assert admin.create_token("reader").token.role  # and the next one is created
+
+
+def test_an_operators_token_that_cannot_be_created_leaves_no_record(
+    migrated_database_url: str, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """`sealtrail-server token create` recorded the token's creation in a
+    transaction of its own, committed before the token was made: a creation
+    failing then left the record of a token that never existed. Both now
+    commit together, as the API's (ADR 0075)."""
+    refuse = psycopg.sql.SQL(
+        "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN IF NEW.tenant_id = {tenant} THEN"
+        " RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$;"
+        " CREATE TRIGGER refuse_tokens BEFORE INSERT ON api_tokens"
+        " FOR EACH ROW EXECUTE FUNCTION {function}()"
+    ).format(function=psycopg.sql.Identifier(f"refuse_{tenant}"), tenant=tenant)
+    sql.execute(refuse)
+    try:
+        with pytest.raises(psycopg.errors.RaiseException):
+            run_operator(
+                migrated_database_url, "token", "create", "--tenant", tenant, "--role", "admin"
+            )
+    finally:
+        sql.execute("DROP TRIGGER refuse_tokens ON api_tokens")
+        sql.execute(
+            psycopg.sql.SQL("DROP FUNCTION {}()").format(psycopg.sql.Identifier(f"refuse_{tenant}"))
+        )
+    created = "SELECT count(*) FROM events WHERE tenant_id = %s AND action = 'api_token.created'"
+    assert sql.execute(created, [tenant]).fetchone() == (0,)
+    made = run_operator(
+        migrated_database_url, "token", "create", "--tenant", tenant, "--role", "admin"
+    )
+    assert made.exit_code == 0, made.output
+    assert sql.execute(created, [tenant]).fetchone() == (1,)
 
 
 def test_verify_log_is_recorded_with_its_outcome(
