@@ -702,15 +702,14 @@ def token_revoke(token_id: str, data_dir: Path | None, database_url: str | None)
     urls = _database_urls(settings)
 
     async def run() -> bool:
-        # Two connections: the revocation's, and the one its record is written on.
-        async with _database(urls, connections=2) as db:
+        async with _database(urls) as db:
             tenant = await live_token_tenant(db, token_id)
             if tenant is None:
                 return False
             # As the API revokes: under the token's subject lock, which the
             # changes it is making hold shared (they end first; those it begins
-            # now wait, then find it revoked), and recorded before it applies
-            # (a revocation is never without its event).
+            # now wait, then find it revoked), and recorded in its transaction
+            # (ADR 0075: a revocation is never without its event, nor the reverse).
             subject = token_subject(token_id)
             async with Changes(db).exclusive(tenant, subject, caller=None) as conn:
                 found = await read_token(conn, tenant_id=tenant, token_id=token_id)

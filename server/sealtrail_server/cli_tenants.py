@@ -299,14 +299,15 @@ def tenant_release_hold(
     urls = _database_urls(settings)
 
     async def run() -> bool:
-        # Two connections: the release's, and the one its record is written on.
+        # Two connections: the release's (its record written in its
+        # transaction, ADR 0075), and one the reason's redaction reads settings on.
         async with _database(urls, connections=2) as db:
             if not await _tenant_known(db, tenant_id):  # a mistyped id: said as such
                 raise click.ClickException(
                     f"tenant {tenant_id} has no log and no token: no legal hold to release"
                 )
             # As the API releases: under the retention subject's lock, the
-            # policy's row locked, and recorded before it applies.
+            # policy's row locked, and recorded in its transaction.
             async with Changes(db).exclusive(tenant_id, RETENTION_SUBJECT, caller=None) as conn:
                 hold = (await policy_to_change(conn, tenant_id, seconds=_HOLD_WAIT_SECONDS)).hold
                 if not hold.on:
@@ -375,15 +376,15 @@ def tenant_retention_limit(
     urls = _database_urls(settings)
 
     async def run() -> tuple[bool, list[Shortening]]:
-        # Two connections: the change's, and the one its record is written on.
-        async with _database(urls, connections=2) as db:
+        async with _database(urls) as db:
             if not await _tenant_known(db, tenant_id):  # a mistyped id would get a log
                 raise click.ClickException(
                     f"tenant {tenant_id} has no log and no token: nothing to limit"
                 )
             # As the API changes the policy: under the retention subject's
             # lock (a policy change checks the ceiling under it), the policy's
-            # row locked (after a purge batch under way), recorded first.
+            # row locked (after a purge batch under way), recorded in its
+            # transaction (ADR 0075).
             async with Changes(db).exclusive(tenant_id, RETENTION_SUBJECT, caller=None) as conn:
                 before = await policy_to_change(conn, tenant_id, seconds=_HOLD_WAIT_SECONDS)
                 if before.max_days == max_days:
