@@ -234,3 +234,35 @@ def test_a_checkpoint_that_cannot_be_checked_against_what_the_key_signed_is_not_
     finally:
         unreadable.rmdir()
     assert client.get_checkpoint(fresh=True).tree_size == 3
+
+
+def test_a_restored_tenant_erased_is_refused_a_receipt_its_checkpoints_contradict(
+    own_database: str, tenant: str, tmp_path: Path
+) -> None:
+    """Backed up before the tenant's first event; its log then signed at size
+    5, and the backup restored. The erasure of the restored (empty) log signed
+    a receipt that its log ended at size 0, under the key that had signed it
+    at size 5: two statements of one log that cannot both be true. It is
+    refused as a checkpoint would be; nothing is erased."""
+    dump = tmp_path / "sealtrail.dump"
+    before = ServerThread(own_database)
+    try:
+        token = before.token(tenant)  # in the backup: it erases after the restore
+        backup(own_database, dump)
+        with AuditClient(before.target, token=token) as client:
+            record(client, 5, action="restore.lost")
+            assert client.get_checkpoint(fresh=True).tree_size == 5
+    finally:
+        before.close()
+    restore(own_database, dump)
+    after = ServerThread(own_database)
+    try:
+        with AuditClient(after.target, token=token) as client:
+            with pytest.raises(RpcFailedError) as refused:
+                client.erase_tenant(tenant)
+            assert refused.value.reason == "INTEGRITY_FAILURE"
+            assert "signed it at size 5" in refused.value.message
+    finally:
+        after.close()
+    with psycopg.connect(own_database, autocommit=True) as conn:
+        assert conn.execute("SELECT FROM tenant_erasures").fetchall() == []

@@ -222,6 +222,33 @@ class Checkpointer:
             if await cursor.fetchone() is None:
                 await refuse_if_erased(conn, tenant_id)
 
+    async def check_may_state(
+        self, tenant_id: str, *, head: tuple[int, bytes] | None = None
+    ) -> None:
+        """IntegrityFailure unless the tenant's log, at `head` (its size and
+        root) or as it stands, is or extends the largest checkpoint of it the
+        key signed or served, as kept outside the database. What else the key
+        signs of a log (a purge's statement, an erasure's receipt) must not
+        contradict what it signed of it, as a checkpoint must not: after a
+        restore, a receipt that the log ended at size 0, under the key that
+        signed it at size 5 (ADR 0083)."""
+        async with (
+            self._db.system_connection(generic_plans=True) as conn,
+            conn.transaction(),
+        ):
+            if head is None:
+                cursor = await conn.execute(
+                    "SELECT tree_size, root_hash FROM chain_heads WHERE tenant_id = %s",
+                    [tenant_id],
+                )
+                row = await cursor.fetchone()
+                head = (int(row[0]), bytes(row[1])) if row else (0, b"")
+            try:
+                await self._check_signed_sizes(conn, tenant_id, *head)
+            except IntegrityFailure:
+                self._integrity_failures.add(1)
+                raise
+
     async def _issue(self, tenant_id: str) -> StoredCheckpoint | None:
         verifiers = await self.verifiers()
         # Every read and write by key: a generic plan serves every tenant and

@@ -185,6 +185,10 @@ class Eraser:
             )
             head = await cursor.fetchone()
             size, root = (int(head[0]), bytes(head[1])) if head else (0, EMPTY_ROOT)
+            # The receipt states the log's final size and root: never one that
+            # contradicts a checkpoint the key signed (a log restored shorter;
+            # the final checkpoint's issue checks its own size too).
+            await self._checkpointer.check_may_state(tenant_id, head=(size, root))
             final = await self._checkpointer.issue(tenant_id) if size else None
             if final is not None:
                 await self._check_states_head(final, size, root)
