@@ -13,15 +13,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from sealtrail import AuditClient, RpcFailedError, UnavailableError, build_event
-from sealtrail.tlog import Signer, generate_signer_key, open_note
+from sealtrail import AuditClient, RpcFailedError, UnavailableError, build_event, build_filter
+from sealtrail.tlog import PurgeStatement, Signer, generate_signer_key, open_note
 from sealtrail.v1 import integrity_pb2
+from sealtrail_server.retention import tenant_pass
+from sealtrail_server.store.retention import purge_batch
+from tests.clock import Clock
 from tests.conftest import SIGNED_CHECKPOINTS_DIR, SIGNING_KEY, ServerThread, database_of_its_own
 
 
@@ -266,3 +270,78 @@ def test_a_restored_tenant_erased_is_refused_a_receipt_its_checkpoints_contradic
         after.close()
     with psycopg.connect(own_database, autocommit=True) as conn:
         assert conn.execute("SELECT FROM tenant_erasures").fetchall() == []
+
+
+def _purge_statements(client: AuditClient, key: str = SIGNING_KEY) -> list[tuple[str, int]]:
+    """The purge id and count each `retention.purged` record's statement signs."""
+    statements = []
+    for event in client.query(build_filter(actions="retention.purged")):
+        text, _ = open_note(event.details["statement"], [Signer.parse(key).verifier])
+        stated = PurgeStatement.parse(text)
+        statements.append((stated.purge_id, stated.removed.count))
+    return statements
+
+
+def test_a_purge_left_to_record_in_a_restored_log_is_not_stated_again_otherwise(
+    own_database: str, tenant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backup taken between two batches of a purge keeps its summary as the
+    first left it. The pass went on, and the key signed that the purge
+    removed 5 events, and a checkpoint of the log recording it; restored, the
+    summary was recorded, and the key signed that the same purge removed 3:
+    two statements of one purge of one log that disagree. A log that does
+    not extend what the key signed gets no statement of the key's."""
+    dump = tmp_path / "sealtrail.dump"
+    clock = Clock()
+    batches = 0
+
+    async def backed_up_after_the_first(conn: Any, tenant_id: str, *args: Any, **kw: Any) -> Any:
+        nonlocal batches
+        if tenant_id == tenant:
+            batches += 1
+            if batches == 2:  # the first committed, with its summary
+                backup(own_database, dump)
+        return await purge_batch(conn, tenant_id, *args, **kw)
+
+    monkeypatch.setattr(tenant_pass, "purge_batch", backed_up_after_the_first)
+    settings: dict[str, Any] = {"clock": clock, "retention_batch_events": 3}
+    before = ServerThread(own_database, **settings)
+    try:
+        token = before.token(tenant)
+        with AuditClient(before.target, token=token) as client:
+            client.set_retention_policy(30)
+            record(client, 5, action="restore.expiring")
+            clock.advance(31)
+            assert before.service.purger is not None
+            before.run(before.service.purger.run_once())
+            assert batches >= 2
+            [(purge_id, count)] = _purge_statements(client)
+            assert count == 5
+            client.get_checkpoint(fresh=True)  # of the log recording it
+    finally:
+        before.close()
+    restore(own_database, dump)
+    after = ServerThread(own_database, **settings)
+    try:
+        assert after.service.purger is not None
+        after.run(after.service.purger.run_once())
+        with AuditClient(after.target, token=token) as client:
+            assert _purge_statements(client) == []  # not (purge_id, 3)
+    finally:
+        after.close()
+    with psycopg.connect(own_database, autocommit=True) as conn:
+        [(left,)] = conn.execute(  # kept, for a new key to record
+            "SELECT purge_id::text FROM retention_pending_purges WHERE tenant_id = %s", [tenant]
+        ).fetchall()
+    assert left == purge_id
+    new_key = generate_signer_key("sealtrail.test/log").text()
+    rotated = ServerThread(own_database, **settings, signing_key=new_key)
+    try:
+        assert rotated.service.purger is not None
+        rotated.run(rotated.service.purger.run_once())
+        with AuditClient(rotated.target, token=token) as client:
+            # The summary the backup kept, then the rest as a purge of its own.
+            stated = _purge_statements(client, new_key)
+            assert sorted(stated, key=lambda s: s[0] != purge_id) == [(purge_id, 3), (ANY, 2)]
+    finally:
+        rotated.close()

@@ -42,6 +42,10 @@ def purge_recorder(
     """What records a purge in its tenant's log (the Purger's `record`)."""
 
     async def record(purged: TenantPurge) -> None:
+        # Never of a log that does not extend what the key signed of it (a
+        # restored one: its summary left as an earlier batch wrote it would
+        # be stated again, of the same purge, with other leaves): ADR 0083.
+        await checkpointer.check_may_state(purged.tenant_id)
         statement = purged.statement(checkpointer.origin(purged.tenant_id))
         details = {
             **purged.details(),
