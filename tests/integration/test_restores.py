@@ -345,3 +345,58 @@ def test_a_purge_left_to_record_in_a_restored_log_is_not_stated_again_otherwise(
             assert sorted(stated, key=lambda s: s[0] != purge_id) == [(purge_id, 3), (ANY, 2)]
     finally:
         rotated.close()
+
+
+def test_a_purge_stated_before_any_checkpoint_covered_it_is_not_stated_again_otherwise(
+    own_database: str, tenant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, but no checkpoint was signed after the purge's record (the
+    checkpointer's 10 s had not come): the restored log extends all the key
+    signed of it, and only what the key stated of the purge tells the two
+    apart. Its statement is kept before it is signed, as a checkpoint is."""
+    dump = tmp_path / "sealtrail.dump"
+    clock = Clock()
+    batches = 0
+
+    async def backed_up_after_the_first(conn: Any, tenant_id: str, *args: Any, **kw: Any) -> Any:
+        nonlocal batches
+        if tenant_id == tenant:
+            batches += 1
+            if batches == 2:
+                backup(own_database, dump)
+        return await purge_batch(conn, tenant_id, *args, **kw)
+
+    monkeypatch.setattr(tenant_pass, "purge_batch", backed_up_after_the_first)
+    settings: dict[str, Any] = {
+        "clock": clock,
+        "retention_batch_events": 3,
+        "checkpoint_interval": 0,
+    }
+    before = ServerThread(own_database, **settings)
+    try:
+        token = before.token(tenant)
+        with AuditClient(before.target, token=token) as client:
+            client.set_retention_policy(30)
+            record(client, 5, action="restore.expiring")
+            clock.advance(31)
+            assert before.service.purger is not None
+            before.run(before.service.purger.run_once())
+            [(purge_id, count)] = _purge_statements(client)
+            assert count == 5
+    finally:
+        before.close()
+    restore(own_database, dump)
+    after = ServerThread(own_database, **settings)
+    try:
+        assert after.service.purger is not None
+        after.run(after.service.purger.run_once())
+        with AuditClient(after.target, token=token) as client:
+            assert _purge_statements(client) == []  # not (purge_id, 3)
+    finally:
+        after.close()
+    assert stored_roots(own_database, tenant) == {}
+    with psycopg.connect(own_database, autocommit=True) as conn:
+        [(left,)] = conn.execute(
+            "SELECT purge_id::text FROM retention_pending_purges WHERE tenant_id = %s", [tenant]
+        ).fetchall()
+    assert left == purge_id

@@ -42,3 +42,20 @@ def test_a_directory_that_cannot_be_made_stops_the_start(tmp_path: Path) -> None
     (tmp_path / "file").write_text("")
     with pytest.raises(SystemExit, match="SEALTRAIL_SIGNED_CHECKPOINTS_DIR"):
         SignedSizes.open(tmp_path / "file", KEY)
+
+
+def test_what_the_key_stated_of_a_purge_is_kept_and_never_stated_otherwise(
+    tmp_path: Path,
+) -> None:
+    signed = SignedSizes.open(tmp_path, KEY)
+    assert signed.keep_purge("acme", "p-1", "5 d5") is None
+    assert signed.keep_purge("acme", "p-1", "5 d5") is None  # the same again: a retry
+    assert signed.keep_purge("acme", "p-1", "3 d3") == "5 d5"
+    assert signed.keep_purge("beta", "p-1", "3 d3") is None  # another log
+    assert signed.tenants() == []  # no tenant's name
+    kept = tmp_path / KEY.key_id.hex() / ".purges" / "acme"
+    with kept.open("a") as file:
+        file.write("p-2 7 d")  # torn: never fsync'ed, so never signed
+    assert signed.keep_purge("acme", "p-2", "2 d2") is None
+    assert signed.keep_purge("acme", "p-2", "7 d7") == "2 d2"
+    assert SignedSizes.open(tmp_path, KEY).keep_purge("acme", "p-1", "3 d3") == "5 d5"

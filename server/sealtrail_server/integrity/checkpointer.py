@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -41,6 +42,7 @@ from sealtrail.tlog import (
     Checkpoint,
     NoteError,
     ProofError,
+    PurgeStatement,
     Signer,
     Verifier,
     format_checkpoint,
@@ -248,6 +250,43 @@ class Checkpointer:
             except IntegrityFailure:
                 self._integrity_failures.add(1)
                 raise
+
+    async def keep_purge_statement(self, tenant_id: str, statement: PurgeStatement) -> None:
+        """`statement` noted outside the database as what the key states of
+        its purge, before it is signed; IntegrityFailure if the key stated
+        that purge of the log otherwise. A purge's summary a backup kept from
+        between two of its batches, restored, would be stated again with
+        fewer leaves, of a log that extends all the key signed of it if no
+        checkpoint was signed after the first statement (ADR 0083)."""
+        if self._signed_sizes is None:
+            return
+        removed = statement.removed
+        stated = f"{removed.count} {hashlib.sha256(str(removed.digest).encode()).hexdigest()}"
+        try:
+            before = await self._signed_sizes.keep_purge_async(
+                tenant_id, statement.purge_id, stated
+            )
+        except SignedSizesError as error:
+            log.error("checkpointer: %s", error)
+            raise Unavailable(
+                f"refusing to sign a statement of purge {statement.purge_id} of"
+                f" {self.origin(tenant_id)}: it cannot be noted outside the database first"
+                f" ({error})",
+                retry_after=SIGNED_SIZES_RETRY_SECONDS,
+            ) from error
+        if before is not None:
+            self._integrity_failures.add(1)
+            raise IntegrityFailure(
+                f"refusing to sign a statement of purge {statement.purge_id} of"
+                f" {self.origin(tenant_id)}: this signing key stated that it removed"
+                f" {before.split()[0]} events, and its summary now says {removed.count}, with"
+                " other leaves: the database no longer holds what the purge removed when the"
+                " key stated it. It was restored from an older backup, or a replica that"
+                " lagged was promoted. Signing it would give auditors two statements of one"
+                " purge that disagree, under one key. Restore the lost transactions if they"
+                " are anywhere; else record it with a new key (docs/operations.md, Restoring"
+                " an older backup)"
+            )
 
     async def _issue(self, tenant_id: str) -> StoredCheckpoint | None:
         verifiers = await self.verifiers()

@@ -31,6 +31,8 @@ from ..domain.access import valid_tenant_id
 
 # The file's one line: "<size> <base64 root>\n".
 _MAX_FILE_BYTES = 256
+# The directory (no tenant's name) of what the key stated of each log's purges.
+_PURGES = ".purges"
 
 
 class SignedSizesError(Exception):
@@ -108,6 +110,49 @@ class SignedSizes:
                 os.close(directory)
         except OSError as error:
             raise SignedSizesError(f"{path}: {error}") from error
+
+    def keep_purge(self, tenant_id: str, purge_id: str, removed: str) -> str | None:
+        """Note, durably, that the key states that purge `purge_id` of the
+        tenant's log removed `removed` (its count and digest), before the
+        statement is signed; or, if the key stated that purge otherwise
+        before, what it stated then (and nothing is noted). One line a purge,
+        "<purge id> <removed> .", in `<key dir>/.purges/<tenant>` (ADR 0083)."""
+        path = self._dir / _PURGES / self._file(tenant_id).name
+        try:
+            try:
+                text = path.read_bytes().decode("ascii")
+            except FileNotFoundError:
+                text = ""
+            for line in text.splitlines(keepends=True):
+                # A line torn (by a crash or a full disk) was never fsync'ed, so
+                # never signed: its end, " .", is missing, whatever follows it.
+                if not line.endswith(" .\n"):
+                    continue
+                stated_id, _, stated = line.removesuffix(" .\n").partition(" ")
+                if stated_id == purge_id:
+                    return None if stated == removed else stated
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            # After a torn line, on a line of its own.
+            line = ("\n" if text and not text.endswith("\n") else "") + f"{purge_id} {removed} .\n"
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(descriptor, line.encode())
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            if not text:  # the file new, perhaps its directory too
+                for directory in (path.parent, self._dir):
+                    handle = os.open(directory, os.O_RDONLY)
+                    try:
+                        os.fsync(handle)
+                    finally:
+                        os.close(handle)
+        except (OSError, UnicodeDecodeError) as error:
+            raise SignedSizesError(f"{path}: {error}") from error
+        return None
+
+    async def keep_purge_async(self, tenant_id: str, purge_id: str, removed: str) -> str | None:
+        return await asyncio.to_thread(self.keep_purge, tenant_id, purge_id, removed)
 
     def tenants(self) -> list[str]:
         """The tenants with a size kept (of valid ids: those the files name)."""

@@ -24,7 +24,7 @@ from sealtrail.tlog import (
 from sealtrail.v1 import event_pb2
 
 from ..api.audited import record_event
-from ..domain.errors import AlreadyExists
+from ..domain.errors import AlreadyExists, IntegrityFailure
 from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
 from ..store.database import Database
@@ -47,12 +47,21 @@ def purge_recorder(
         # be stated again, of the same purge, with other leaves): ADR 0083.
         await checkpointer.check_may_state(purged.tenant_id)
         statement = purged.statement(checkpointer.origin(purged.tenant_id))
+        key = purge_key(purged.purge_id)
+        # Kept before it is signed: never stated otherwise after a restore.
+        try:
+            await checkpointer.keep_purge_statement(purged.tenant_id, statement)
+        except IntegrityFailure:
+            # The log records the purge already (a summary copied back after
+            # its record): the log's refusal below names what differs, and
+            # the statement signed for it never leaves.
+            if await stored_under_key(db, purged.tenant_id, key) is None:
+                raise
         details = {
             **purged.details(),
             # What the verifiers trust: which leaves, signed by the log's key.
             "statement": sign_note(statement.text(), signer),
         }
-        key = purge_key(purged.purge_id)
         try:
             await record_event(
                 appender,
