@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import base64
 import gc
 import getpass
+import json
 import logging
 import os
 import re
@@ -41,7 +43,10 @@ from .domain.errors import SealtrailError
 from .domain.event import MAX_ID, ChangeDraft, parse_uuid
 from .domain.redaction import tenant_key
 from .embedded import embedded_database_exists, start_embedded_postgres
+from .integrity.checkpointer import RestoredLog, restored_logs
 from .integrity.keys import load_signer
+from .integrity.signed_sizes import DIR_NAME as SIGNED_DIR_NAME
+from .integrity.signed_sizes import SignedSizes, SignedSizesError
 from .redaction_setup import (
     another_redaction_key,
     data_dir_redaction_key,
@@ -750,6 +755,106 @@ def key_show(data_dir: Path | None) -> None:
         create=False,
     )
     click.echo(signer.verifier.text())
+
+
+@key.command("restored")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: aligned columns; json: one array of objects.",
+)
+@_data_dir_option
+@_database_url_option
+def key_restored(output: str, data_dir: Path | None, database_url: str | None) -> None:
+    """List each tenant whose log does not extend what the signing key signed
+    of it, as kept outside the database (SEALTRAIL_SIGNED_CHECKPOINTS_DIR):
+    the database was restored from an older backup, a replica that lagged
+    was promoted, or the log was cut back. For each: the size and root
+    (base64) the key signed, the log's size now, and the sizes lost, from the
+    first at which the key's checkpoints are not the log's to the size it
+    signed. The key signs nothing more of those logs; the way on is a new key
+    (docs/operations.md, Restoring an older backup). Erased tenants are left
+    out. Exits 1 if what the key signed of a tenant cannot be read. Nothing is
+    recorded in the tenants' logs."""
+    settings = Settings.load(data_dir=data_dir, database_url=database_url)
+    signer = load_signer(
+        key_text=settings.signing_key,
+        key_file=settings.signing_key_file,
+        data_dir=settings.data_dir,
+        name=settings.log_origin,
+        create=False,
+    )
+    signed = SignedSizes(
+        settings.signed_checkpoints_dir or settings.data_dir / SIGNED_DIR_NAME, signer.verifier
+    )
+    unreadable: list[str] = []
+
+    def kept_sizes() -> dict[str, tuple[int, bytes]]:
+        try:
+            tenants = signed.tenants()
+        except SignedSizesError as error:
+            if isinstance(error.__cause__, FileNotFoundError):
+                return {}  # the key signed nothing here
+            raise click.ClickException(str(error)) from None
+        kept = {}
+        for tenant_id in tenants:
+            try:
+                size_and_root = signed.read(tenant_id)
+            except SignedSizesError as error:
+                unreadable.append(str(error))
+                continue
+            if size_and_root is not None:
+                kept[tenant_id] = size_and_root
+        return kept
+
+    kept = kept_sizes()
+    urls = _database_urls(settings)
+
+    async def run() -> list[RestoredLog]:
+        async with _database(urls) as db, db.system_connection() as conn:
+            return await restored_logs(conn, signer.verifier, kept)
+
+    found = asyncio.run(run()) if kept else []
+    rows = [
+        {
+            "tenant": restored.tenant_id,
+            "signed_size": restored.signed_size,
+            "signed_root": base64.b64encode(restored.signed_root).decode(),
+            "log_size": restored.log_size,
+            "lost_sizes": [restored.lost_from, restored.signed_size],
+        }
+        for restored in found
+    ]
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        click.echo("every tenant's log extends what this key signed of it", err=True)
+    else:
+        header = ["TENANT", "SIGNED", "LOG", "LOST", "SIGNED ROOT"]
+        cells = [
+            [
+                str(row["tenant"]),
+                str(row["signed_size"]),
+                str(row["log_size"]),
+                f"{restored.lost_from}..{restored.signed_size}",
+                str(row["signed_root"]),
+            ]
+            for row, restored in zip(rows, found, strict=True)
+        ]
+        widths = [max(len(cell) for cell in column) for column in zip(header, *cells, strict=True)]
+        for line in [header, *cells]:
+            padded = [
+                cell.rjust(width) if at in (1, 2) else cell.ljust(width)
+                for at, (cell, width) in enumerate(zip(line, widths, strict=True))
+            ]
+            click.echo("  ".join(padded).rstrip())
+    for problem in unreadable:
+        click.echo(f"cannot read what the key signed: {problem}", err=True)
+    if unreadable:
+        raise SystemExit(1)
 
 
 from .cli_sinks import sink  # noqa: E402

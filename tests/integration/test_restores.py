@@ -7,6 +7,8 @@ docs/operations.md does."""
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import subprocess
 from collections.abc import Callable, Iterator
@@ -17,12 +19,14 @@ from unittest.mock import ANY
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from sealtrail import AuditClient, RpcFailedError, UnavailableError, build_event, build_filter
 from sealtrail.tlog import PurgeStatement, Signer, generate_signer_key, open_note
 from sealtrail.v1 import integrity_pb2
+from sealtrail_server import cli as server_cli
 from sealtrail_server.retention import tenant_pass
 from sealtrail_server.store.retention import purge_batch
 from tests.clock import Clock
@@ -400,3 +404,45 @@ def test_a_purge_stated_before_any_checkpoint_covered_it_is_not_stated_again_oth
             "SELECT purge_id::text FROM retention_pending_purges WHERE tenant_id = %s", [tenant]
         ).fetchall()
     assert left == purge_id
+
+
+def test_the_operator_lists_the_logs_restored_behind_the_key(
+    restored: Restored, tenant: str
+) -> None:
+    """`sealtrail-server key restored`: each tenant whose log does not extend
+    what the configured key signed of it, what the key signed, the log's size
+    now and the sizes lost; a log that extends it is not listed."""
+    runner = CliRunner()
+    database = ["--database-url", restored.url]
+    healthy = f"{tenant}-healthy"
+    after = ServerThread(restored.url)
+    try:
+        with AuditClient(after.target, token=after.token(healthy)) as client:
+            record(client, 3, action="restore.after")
+            client.get_checkpoint(fresh=True)
+    finally:
+        after.close()
+    listed = runner.invoke(server_cli.main, ["key", "restored", "--format", "json", *database])
+    assert listed.exit_code == 0, listed.output
+    rows = {row["tenant"]: row for row in json.loads(listed.stdout)}
+    assert healthy not in rows
+    assert rows[tenant] == {
+        "tenant": tenant,
+        "signed_size": 10,
+        "signed_root": base64.b64encode(restored.lost.root_hash).decode(),
+        "log_size": 5,
+        "lost_sizes": [6, 10],  # the checkpoint at 5 the backup held still proves 1..5
+    }
+    listed = runner.invoke(server_cli.main, ["key", "restored", *database])
+    assert listed.exit_code == 0, listed.output
+    [line] = [line for line in listed.stdout.splitlines() if line.startswith(f"{tenant} ")]
+    assert line.split() == [tenant, "10", "5", "6..10", rows[tenant]["signed_root"]]
+    # Under a new key, which signed none of it, nothing is listed of the tenant.
+    new_key = generate_signer_key("sealtrail.test/log").text()
+    listed = runner.invoke(
+        server_cli.main,
+        ["key", "restored", "--format", "json", *database],
+        env={"SEALTRAIL_SIGNING_KEY": new_key},
+    )
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout) == []

@@ -31,6 +31,7 @@ import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -494,32 +495,19 @@ class Checkpointer:
                 if size_and_root is not None:
                     kept[tenant_id] = size_and_root
             async with self._db.system_connection() as conn:
-                cursor = await conn.execute(
-                    "SELECT t.id, coalesce(h.tree_size, 0)"
-                    " FROM unnest(%s::text[], %s::bigint[], %s::bytea[]) AS t(id, size, root)"
-                    " LEFT JOIN chain_heads h ON h.tenant_id = t.id"
-                    " WHERE NOT EXISTS (SELECT FROM checkpoints c WHERE c.tenant_id = t.id"
-                    "   AND c.tree_size = t.size AND c.root_hash = t.root)"
-                    " AND NOT EXISTS (SELECT FROM tenant_erasures e WHERE e.tenant_id = t.id)",
-                    [
-                        list(kept),
-                        [size for size, _ in kept.values()],
-                        [r for _, r in kept.values()],
-                    ],
+                found = await restored_logs(conn, self.signer.verifier, kept)
+            for restored in found:
+                log.error(
+                    "%s",
+                    restored_message(
+                        self.origin(restored.tenant_id),
+                        restored.signed_size,
+                        restored.signed_root,
+                        restored.what,
+                    ),
                 )
-                for tenant_id, head_size in await cursor.fetchall():
-                    kept_size, kept_root = kept[tenant_id]
-                    if head_size < kept_size:
-                        what = f"the log holds {head_size} events"
-                    elif await root_at(conn, tenant_id, kept_size) != kept_root:
-                        what = "the log holds another root at that size"
-                    else:
-                        continue  # its checkpoint's row lost, not its log
-                    log.error(
-                        "%s", restored_message(self.origin(tenant_id), kept_size, kept_root, what)
-                    )
-                    self._remembered[tenant_id] = (kept_size, kept_root)
-                    self._remembered.move_to_end(tenant_id)
+                self._remembered[restored.tenant_id] = (restored.signed_size, restored.signed_root)
+                self._remembered.move_to_end(restored.tenant_id)
 
     async def _check_extends(
         self,
@@ -572,6 +560,69 @@ class Checkpointer:
                     log.error("checkpointer: %s", error.message)
                 except Exception:
                     log.exception("checkpointer: unexpected failure for %r", tenant_id)
+
+
+@dataclass(frozen=True, slots=True)
+class RestoredLog:
+    """A tenant's log that does not extend the largest checkpoint of it the
+    key signed (ADR 0080): the database forgot what the key signed."""
+
+    tenant_id: str
+    signed_size: int  # the largest size the key signed (or served) of the log
+    signed_root: bytes  # and the root it signed at that size
+    log_size: int  # the log's size now
+    # The first size at which the key's checkpoints are not this log's: one
+    # past the largest checkpoint by the key the database still holds and the
+    # log still has (1 if none). From there to `signed_size`, what auditors
+    # hold of the key's is of the lost log.
+    lost_from: int
+    what: str  # what the log holds instead, for messages
+
+
+async def restored_logs(
+    conn: psycopg.AsyncConnection[Any], key: Verifier, kept: dict[str, tuple[int, bytes]]
+) -> list[RestoredLog]:
+    """Of `kept` (tenant: the size and root `key` signed of its log, as kept
+    outside the database), the logs that do not hold them: no stored
+    checkpoint at that size with that root, and not the root at that size of
+    the log (a checkpoint's row lost alone is no loss). Erased tenants are left
+    alone. A thousand tenants a query; `conn` a system connection."""
+    found: list[RestoredLog] = []
+    tenants = list(kept)
+    for start in range(0, len(tenants), 1000):
+        some = tenants[start : start + 1000]
+        cursor = await conn.execute(
+            "SELECT t.id, coalesce(h.tree_size, 0)"
+            " FROM unnest(%s::text[], %s::bigint[], %s::bytea[]) AS t(id, size, root)"
+            " LEFT JOIN chain_heads h ON h.tenant_id = t.id"
+            " WHERE NOT EXISTS (SELECT FROM checkpoints c WHERE c.tenant_id = t.id"
+            "   AND c.tree_size = t.size AND c.root_hash = t.root)"
+            " AND NOT EXISTS (SELECT FROM tenant_erasures e WHERE e.tenant_id = t.id)"
+            " ORDER BY t.id",
+            [some, [kept[t][0] for t in some], [kept[t][1] for t in some]],
+        )
+        for tenant_id, head_size in await cursor.fetchall():
+            kept_size, kept_root = kept[tenant_id]
+            if head_size < kept_size:
+                what = f"the log holds {head_size} events"
+            elif await root_at(conn, tenant_id, kept_size) != kept_root:
+                what = "the log holds another root at that size"
+            else:
+                continue  # its checkpoint's row lost, not its log
+            cursor = await conn.execute(
+                "SELECT tree_size, root_hash FROM checkpoints WHERE tenant_id = %s"
+                " AND key_id = %s AND tree_size < %s AND tree_size <= %s"
+                " ORDER BY tree_size DESC LIMIT 1",
+                [tenant_id, key.key_id, kept_size, head_size],
+            )
+            held = await cursor.fetchone()
+            lost_from = 1
+            if held is not None and await root_at(conn, tenant_id, int(held[0])) == bytes(held[1]):
+                lost_from = int(held[0]) + 1
+            found.append(
+                RestoredLog(tenant_id, kept_size, kept_root, int(head_size), lost_from, what)
+            )
+    return found
 
 
 def restored_message(origin: str, kept_size: int, kept_root: bytes, what: str) -> str:
