@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,58 @@ def test_what_the_key_stated_of_a_purge_is_kept_and_never_stated_otherwise(
     assert signed.keep_purge("acme", "p-2", "2 d2") is None
     assert signed.keep_purge("acme", "p-2", "7 d7") == "2 d2"
     assert SignedSizes.open(tmp_path, KEY).keep_purge("acme", "p-1", "3 d3") == "5 d5"
+
+
+_FILL_THE_DISK = """
+import resource, sys
+from pathlib import Path
+from sealtrail.tlog import Verifier
+from sealtrail_server.integrity.signed_sizes import SignedSizes, SignedSizesError
+signed = SignedSizes.open(Path(sys.argv[1]), Verifier.parse(sys.argv[2]))
+# What the disk can still take: {room} bytes more of any file (a short write,
+# then EFBIG, as a full disk gives ENOSPC).
+resource.setrlimit(resource.RLIMIT_FSIZE, ({room}, {room}))
+try:
+    {call}
+except SignedSizesError as error:
+    print("refused:", error)
+else:
+    print("kept")
+"""
+
+
+@pytest.mark.parametrize("room", [0, 19])
+def test_a_size_the_disk_cannot_take_whole_is_not_kept_and_leaves_nothing_behind(
+    tmp_path: Path, room: int
+) -> None:
+    """A disk that takes part of the line (a short write: the call does not
+    fail) kept a size with a root cut short: a 12-byte root at size 10 that
+    no log holds, refused for ever as a restore. One that takes none of it
+    left its temporary file, one more at each attempt."""
+    script = _FILL_THE_DISK.format(room=room, call='signed.write("acme", 10, b"r" * 32)')
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), KEY.text()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.startswith("refused:"), done.stdout
+    assert SignedSizes.open(tmp_path, KEY).read("acme") is None
+    assert list((tmp_path / KEY.key_id.hex()).iterdir()) == []
+
+
+def test_a_purge_the_disk_cannot_take_whole_is_not_kept(tmp_path: Path) -> None:
+    """A line appended in part is no statement kept: the purge is not to be
+    signed (the call fails), and the line counts for nothing."""
+    call = 'signed.keep_purge("acme", "p-1", "5 " + "d" * 64)'
+    done = subprocess.run(
+        [sys.executable, "-c", _FILL_THE_DISK.format(room=40, call=call), str(tmp_path),
+         KEY.text()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )  # fmt: skip
+    assert done.stdout.startswith("refused:"), done.stdout
+    assert SignedSizes.open(tmp_path, KEY).keep_purge("acme", "p-1", "3 d3") is None

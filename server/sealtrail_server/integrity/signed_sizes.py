@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -98,11 +100,17 @@ class SignedSizes:
         try:
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                os.write(descriptor, f"{size} {base64.b64encode(root).decode()}\n".encode())
+                _write_all(descriptor, f"{size} {base64.b64encode(root).decode()}\n".encode())
                 os.fsync(descriptor)
             finally:
                 os.close(descriptor)
             os.replace(temporary, path)
+        except OSError as error:
+            # Not left behind: a full disk would gather one at each attempt.
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise SignedSizesError(f"{path}: {error}") from error
+        try:
             directory = os.open(self._dir, os.O_RDONLY)
             try:
                 os.fsync(directory)
@@ -136,7 +144,7 @@ class SignedSizes:
             line = ("\n" if text and not text.endswith("\n") else "") + f"{purge_id} {removed} .\n"
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
-                os.write(descriptor, line.encode())
+                _write_all(descriptor, line.encode())
                 os.fsync(descriptor)
             finally:
                 os.close(descriptor)
@@ -166,6 +174,17 @@ class SignedSizes:
 
     async def write_async(self, tenant_id: str, size: int, root: bytes) -> None:
         await asyncio.to_thread(self.write, tenant_id, size, root)
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    """All of `data`, or OSError: a disk nearly full (or a network file
+    system) takes part of a write without failing it, and what it took,
+    fsync'ed, read as a size and a root cut short."""
+    while data:
+        written = os.write(descriptor, data)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, "nothing written")
+        data = data[written:]
 
 
 DIR_NAME = "signed-checkpoints"
