@@ -27,6 +27,7 @@ from sealtrail import AuditClient, RpcFailedError, UnavailableError, build_event
 from sealtrail.tlog import PurgeStatement, Signer, generate_signer_key, open_note
 from sealtrail.v1 import integrity_pb2
 from sealtrail_server import cli as server_cli
+from sealtrail_server.integrity import checkpointer as checkpointer_module
 from sealtrail_server.retention import tenant_pass
 from sealtrail_server.store.retention import purge_batch
 from tests.clock import Clock
@@ -446,3 +447,82 @@ def test_the_operator_lists_the_logs_restored_behind_the_key(
     )
     assert listed.exit_code == 0, listed.output
     assert json.loads(listed.stdout) == []
+
+
+class _ProcessDied(BaseException):
+    """The process ending between the kept file's write and the row's insert."""
+
+
+def test_a_signature_kept_but_never_released_is_no_restore(
+    own_database: str, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The file is written before the checkpoint's row; a process that died
+    between left a size kept that no row holds. Nobody holds that signature,
+    and the log still holds that root at that size: the next start does not
+    take it for a restore, and the log is signed on, at that size and past it."""
+    dying = ServerThread(own_database, checkpoint_interval=0)
+    try:
+        with AuditClient(dying.target, token=dying.token(tenant)) as client:
+            record(client, 5, action="restore.unreleased")
+            checkpointer = dying.service._checkpointer
+            assert checkpointer is not None
+            with pytest.MonkeyPatch.context() as patch:
+
+                async def die(*_: Any, **__: Any) -> None:
+                    raise _ProcessDied
+
+                patch.setattr(checkpointer_module, "insert_checkpoint", die)
+                with pytest.raises(_ProcessDied):
+                    dying.run(checkpointer.issue(tenant))
+    finally:
+        dying.close()
+    assert stored_roots(own_database, tenant) == {}
+    key_id = Signer.parse(SIGNING_KEY).verifier.key_id.hex()
+    kept = (Path(SIGNED_CHECKPOINTS_DIR) / key_id / tenant).read_text().split()
+    assert kept[0] == "5"  # kept, never released
+    with caplog.at_level(logging.ERROR, logger="sealtrail_server.integrity.checkpointer"):
+        after = ServerThread(own_database)
+    assert not [r for r in caplog.records if f"/log/{tenant}:" in r.getMessage()]
+    try:
+        with AuditClient(after.target, token=after.token(tenant)) as client:
+            signed = client.get_checkpoint(fresh=True)
+            assert (signed.tree_size, base64.b64encode(signed.root_hash).decode()) == (5, kept[1])
+            record(client, 3, action="restore.unreleased")
+            assert client.get_checkpoint(fresh=True).tree_size == 8
+            assert client.verify_log().ok
+    finally:
+        after.close()
+
+
+def test_an_erased_tenant_brought_back_by_a_restore_is_refused(
+    own_database: str, tenant: str, tmp_path: Path
+) -> None:
+    """What the key signed of an erased tenant stays after the erasure (a
+    size and a root, no event): a restore from before the erasure brings the
+    tenant back, shorter than its final checkpoint, and the key signs none of
+    it, nor a second receipt."""
+    dump = tmp_path / "sealtrail.dump"
+    before = ServerThread(own_database)
+    try:
+        token = before.token(tenant)
+        with AuditClient(before.target, token=token) as client:
+            record(client, 5, action="restore.before_backup")
+            assert client.get_checkpoint(fresh=True).tree_size == 5
+            backup(own_database, dump)
+            record(client, 5, action="restore.lost")
+            assert client.erase_tenant(tenant).final_tree_size == 10
+    finally:
+        before.close()
+    restore(own_database, dump)
+    after = ServerThread(own_database)
+    try:
+        with AuditClient(after.target, token=token) as client:
+            record(client, 5, action="restore.after")
+            with pytest.raises(RpcFailedError) as refused:
+                client.get_checkpoint(fresh=True)
+            assert "signed it at size 10" in refused.value.message
+            with pytest.raises(RpcFailedError) as refused:
+                client.erase_tenant(tenant)
+            assert refused.value.reason == "INTEGRITY_FAILURE"
+    finally:
+        after.close()
