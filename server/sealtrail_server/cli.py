@@ -775,10 +775,12 @@ def key_restored(output: str, data_dir: Path | None, database_url: str | None) -
     was promoted, or the log was cut back. For each: the size and root
     (base64) the key signed, the log's size now, and the sizes lost, from the
     first at which the key's checkpoints are not the log's to the size it
-    signed. The key signs nothing more of those logs; the way on is a new key
-    (docs/operations.md, Restoring an older backup). Erased tenants are left
-    out. Exits 1 if what the key signed of a tenant cannot be read. Nothing is
-    recorded in the tenants' logs."""
+    signed; or `erased`, a tenant whose erasure the key signed (at that size)
+    that the database holds again. The key signs nothing more of those logs;
+    the way on is a new key (docs/operations.md, Restoring an older backup).
+    Tenants the database holds erased are left out. Exits 1 if what the key
+    signed of a tenant cannot be read. Nothing is recorded in the tenants'
+    logs."""
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
     signer = load_signer(
         key_text=settings.signing_key,
@@ -811,20 +813,26 @@ def key_restored(output: str, data_dir: Path | None, database_url: str | None) -
         return kept
 
     kept = kept_sizes()
+    try:
+        erased = signed.erasures()
+    except SignedSizesError as error:
+        unreadable.append(str(error))
+        erased = {}
     urls = _database_urls(settings)
 
     async def run() -> list[RestoredLog]:
         async with _database(urls) as db, db.system_connection() as conn:
-            return await restored_logs(conn, signer.verifier, kept)
+            return await restored_logs(conn, signer.verifier, kept, erased)
 
-    found = asyncio.run(run()) if kept else []
+    found = asyncio.run(run()) if kept or erased else []
     rows = [
         {
             "tenant": restored.tenant_id,
             "signed_size": restored.signed_size,
             "signed_root": base64.b64encode(restored.signed_root).decode(),
             "log_size": restored.log_size,
-            "lost_sizes": [restored.lost_from, restored.signed_size],
+            "lost_sizes": None if restored.erased else [restored.lost_from, restored.signed_size],
+            "erased": restored.erased,
         }
         for restored in found
     ]
@@ -839,7 +847,7 @@ def key_restored(output: str, data_dir: Path | None, database_url: str | None) -
                 str(row["tenant"]),
                 str(row["signed_size"]),
                 str(row["log_size"]),
-                f"{restored.lost_from}..{restored.signed_size}",
+                "erased" if restored.erased else f"{restored.lost_from}..{restored.signed_size}",
                 str(row["signed_root"]),
             ]
             for row, restored in zip(rows, found, strict=True)

@@ -28,6 +28,7 @@ from sealtrail.tlog import PurgeStatement, Signer, generate_signer_key, open_not
 from sealtrail.v1 import integrity_pb2
 from sealtrail_server import cli as server_cli
 from sealtrail_server.integrity import checkpointer as checkpointer_module
+from sealtrail_server.retention import erasure as erasure_module
 from sealtrail_server.retention import tenant_pass
 from sealtrail_server.store.retention import purge_batch
 from tests.clock import Clock
@@ -433,6 +434,7 @@ def test_the_operator_lists_the_logs_restored_behind_the_key(
         "signed_root": base64.b64encode(restored.lost.root_hash).decode(),
         "log_size": 5,
         "lost_sizes": [6, 10],  # the checkpoint at 5 the backup held still proves 1..5
+        "erased": False,
     }
     listed = runner.invoke(server_cli.main, ["key", "restored", *database])
     assert listed.exit_code == 0, listed.output
@@ -520,9 +522,86 @@ def test_an_erased_tenant_brought_back_by_a_restore_is_refused(
             record(client, 5, action="restore.after")
             with pytest.raises(RpcFailedError) as refused:
                 client.get_checkpoint(fresh=True)
-            assert "signed it at size 10" in refused.value.message
+            assert "signed the erasure of it, at size 10" in refused.value.message
             with pytest.raises(RpcFailedError) as refused:
                 client.erase_tenant(tenant)
             assert refused.value.reason == "INTEGRITY_FAILURE"
     finally:
         after.close()
+
+
+def test_a_tenant_erased_after_the_backup_at_its_size_is_never_signed_on(
+    own_database: str, tenant: str, tmp_path: Path
+) -> None:
+    """Backed up at size 5, then erased at size 5: the key signed a receipt
+    that the log ended there. Restored, the tenant was back, at the size and
+    root the key signed, and the key signed on past it (a log it had called
+    erased) and a second receipt of it (another time, another eraser). The
+    key's word that the log ended stands: neither is signed."""
+    dump = tmp_path / "sealtrail.dump"
+    before = ServerThread(own_database)
+    try:
+        token = before.token(tenant)
+        with AuditClient(before.target, token=token) as client:
+            record(client, 5, action="restore.before_backup")
+            assert client.get_checkpoint(fresh=True).tree_size == 5
+            backup(own_database, dump)
+            assert client.erase_tenant(tenant).final_tree_size == 5
+    finally:
+        before.close()
+    restore(own_database, dump)
+    after = ServerThread(own_database)
+    try:
+        with AuditClient(after.target, token=token) as client:
+            with pytest.raises(RpcFailedError) as refused:
+                client.erase_tenant(tenant)
+            assert refused.value.reason == "INTEGRITY_FAILURE"
+            assert "signed the erasure" in refused.value.message
+            record(client, 3, action="restore.after")
+            with pytest.raises(RpcFailedError) as refused:
+                client.get_checkpoint(fresh=True)
+            assert refused.value.reason == "INTEGRITY_FAILURE"
+            assert "signed the erasure" in refused.value.message
+    finally:
+        after.close()
+    assert max(stored_roots(own_database, tenant)) == 5
+    with psycopg.connect(own_database, autocommit=True) as conn:
+        assert conn.execute("SELECT FROM tenant_erasures").fetchall() == []
+    listed = CliRunner().invoke(
+        server_cli.main, ["key", "restored", "--format", "json", "--database-url", own_database]
+    )
+    assert listed.exit_code == 0, listed.output
+    [row] = [row for row in json.loads(listed.stdout) if row["tenant"] == tenant]
+    assert (row["signed_size"], row["log_size"], row["lost_sizes"], row["erased"]) == (
+        5,
+        8,
+        None,
+        True,
+    )
+
+
+def test_an_erasure_that_never_committed_leaves_the_log_signed_on(
+    own_database: str, tenant: str
+) -> None:
+    """What the key is about to sign of an erasure is kept before the receipt
+    is signed; an erasure that dies before its commit released no receipt,
+    and the log goes on, signed, and can be erased after."""
+    server = ServerThread(own_database)
+    try:
+        with AuditClient(server.target, token=server.token(tenant)) as client:
+            record(client, 5, action="restore.unreleased")
+            with pytest.MonkeyPatch.context() as patch:
+
+                def die(*_: Any, **__: Any) -> str:
+                    raise _ProcessDied
+
+                patch.setattr(erasure_module, "sign_note", die)
+                assert server.service._checkpointer is not None
+                eraser = erasure_module.Eraser(own_database, server.service._checkpointer)
+                with pytest.raises(_ProcessDied):
+                    server.run(eraser.erase(tenant, erased_by="op", by_operator=True))
+            record(client, 3, action="restore.unreleased")
+            assert client.get_checkpoint(fresh=True).tree_size == 8
+            assert client.erase_tenant(tenant).final_tree_size == 8
+    finally:
+        server.close()

@@ -116,3 +116,14 @@ def test_a_purge_the_disk_cannot_take_whole_is_not_kept(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.stdout.startswith("refused:"), done.stdout
     assert SignedSizes.open(tmp_path, KEY).keep_purge("acme", "p-1", "3 d3") is None
+
+
+def test_an_erasure_is_kept_about_to_be_signed_then_released(tmp_path: Path) -> None:
+    signed = SignedSizes.open(tmp_path, KEY)
+    assert signed.read_erasure("acme") is None
+    signed.write_erasure("acme", 5, b"r" * 32, released=False)
+    assert signed.read_erasure("acme") == (5, b"r" * 32, False)
+    assert signed.erasures() == {}  # never released: it refuses nothing
+    signed.write_erasure("acme", 5, b"r" * 32, released=True)
+    assert SignedSizes.open(tmp_path, KEY).erasures() == {"acme": (5, b"r" * 32)}
+    assert signed.tenants() == []

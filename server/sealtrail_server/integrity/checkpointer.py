@@ -423,6 +423,10 @@ class Checkpointer:
         checkpoints of one log that disagree, under one key (ADR 0080)."""
         if self._signed_sizes is None:
             return
+        erased = await self._read_erasure(tenant_id)
+        if erased is not None and erased[2]:
+            self._integrity_failures.add(1)
+            raise IntegrityFailure(erased_message(self.origin(tenant_id), erased[0], erased[1]))
         kept = await self._read_signed_size(tenant_id)
         if kept is None or kept in ((size, root), proven):
             return
@@ -451,6 +455,37 @@ class Checkpointer:
             raise Unavailable(
                 f"refusing to sign {self.origin(tenant_id)}: what the key signed of it cannot"
                 f" be read ({error})",
+                retry_after=SIGNED_SIZES_RETRY_SECONDS,
+            ) from error
+
+    async def _read_erasure(self, tenant_id: str) -> tuple[int, bytes, bool] | None:
+        assert self._signed_sizes is not None
+        try:
+            return await self._signed_sizes.read_erasure_async(tenant_id)
+        except SignedSizesError as error:  # the disk's fault, not the log's
+            log.error("checkpointer: %s", error)
+            raise Unavailable(
+                f"refusing to sign {self.origin(tenant_id)}: what the key signed of it cannot"
+                f" be read ({error})",
+                retry_after=SIGNED_SIZES_RETRY_SECONDS,
+            ) from error
+
+    async def keep_erasure(self, tenant_id: str, size: int, root: bytes, *, released: bool) -> None:
+        """The tenant's erasure at (`size`, `root`) kept outside the database:
+        before its receipt is signed (Unavailable if it cannot be), and, once
+        the erasure committed, as `released`: from then on the key signs
+        nothing more of the log, should a restore bring it back. One never
+        released (the erasure died before its commit) refuses nothing: nobody
+        holds that receipt (ADR 0083)."""
+        if self._signed_sizes is None:
+            return
+        try:
+            await self._signed_sizes.write_erasure_async(tenant_id, size, root, released=released)
+        except SignedSizesError as error:
+            log.error("checkpointer: %s", error)
+            raise Unavailable(
+                f"refusing to sign the erasure of {self.origin(tenant_id)}: it cannot be"
+                f" noted outside the database ({error})",
                 retry_after=SIGNED_SIZES_RETRY_SECONDS,
             ) from error
 
@@ -484,7 +519,12 @@ class Checkpointer:
             tenants = await asyncio.to_thread(signed_sizes.tenants)
         except SignedSizesError as error:
             raise SystemExit(f"SEALTRAIL_SIGNED_CHECKPOINTS_DIR: {error}") from None
-        for start in range(0, len(tenants), 1000):
+        try:
+            erased = await asyncio.to_thread(signed_sizes.erasures)
+        except SignedSizesError as error:  # each attempt to sign says it again
+            log.error("checkpointer: %s; erasures the key signed are not checked", error)
+            erased = {}
+        for start in range(0, max(len(tenants), 1), 1000):
             kept: dict[str, tuple[int, bytes]] = {}
             for tenant_id in tenants[start : start + 1000]:
                 try:  # one unreadable file: that tenant's checkpoints refused, not the start
@@ -495,16 +535,16 @@ class Checkpointer:
                 if size_and_root is not None:
                     kept[tenant_id] = size_and_root
             async with self._db.system_connection() as conn:
-                found = await restored_logs(conn, self.signer.verifier, kept)
+                found = await restored_logs(conn, self.signer.verifier, kept, erased)
+                erased = {}  # all of them with the first thousand
             for restored in found:
+                origin = self.origin(restored.tenant_id)
+                size, root = restored.signed_size, restored.signed_root
                 log.error(
                     "%s",
-                    restored_message(
-                        self.origin(restored.tenant_id),
-                        restored.signed_size,
-                        restored.signed_root,
-                        restored.what,
-                    ),
+                    erased_message(origin, size, root)
+                    if restored.erased
+                    else restored_message(origin, size, root, restored.what),
                 )
                 self._remembered[restored.tenant_id] = (restored.signed_size, restored.signed_root)
                 self._remembered.move_to_end(restored.tenant_id)
@@ -577,18 +617,39 @@ class RestoredLog:
     # hold of the key's is of the lost log.
     lost_from: int
     what: str  # what the log holds instead, for messages
+    # The key signed the log's erasure at `signed_size` (none of its sizes was
+    # lost: it is past them that the key signs nothing); `lost_from` is 0.
+    erased: bool = False
 
 
 async def restored_logs(
-    conn: psycopg.AsyncConnection[Any], key: Verifier, kept: dict[str, tuple[int, bytes]]
+    conn: psycopg.AsyncConnection[Any],
+    key: Verifier,
+    kept: dict[str, tuple[int, bytes]],
+    erased: dict[str, tuple[int, bytes]] | None = None,
 ) -> list[RestoredLog]:
     """Of `kept` (tenant: the size and root `key` signed of its log, as kept
     outside the database), the logs that do not hold them: no stored
     checkpoint at that size with that root, and not the root at that size of
     the log (a checkpoint's row lost alone is no loss). Erased tenants are left
-    alone. A thousand tenants a query; `conn` a system connection."""
+    alone. And of `erased` (tenant: the final size and root of its erasure the
+    key signed), those the database holds no erasure of. A thousand tenants a
+    query; `conn` a system connection."""
+    erased = erased or {}
     found: list[RestoredLog] = []
-    tenants = list(kept)
+    back = list(erased)
+    for start in range(0, len(back), 1000):
+        cursor = await conn.execute(
+            "SELECT t.id, coalesce(h.tree_size, 0) FROM unnest(%s::text[]) AS t(id)"
+            " LEFT JOIN chain_heads h ON h.tenant_id = t.id"
+            " WHERE NOT EXISTS (SELECT FROM tenant_erasures e WHERE e.tenant_id = t.id)",
+            [back[start : start + 1000]],
+        )
+        for tenant_id, head_size in await cursor.fetchall():
+            size, root = erased[tenant_id]
+            what = "the key signed its erasure at that size"
+            found.append(RestoredLog(tenant_id, size, root, int(head_size), 0, what, True))
+    tenants = [tenant_id for tenant_id in kept if tenant_id not in erased]
     for start in range(0, len(tenants), 1000):
         some = tenants[start : start + 1000]
         cursor = await conn.execute(
@@ -622,7 +683,20 @@ async def restored_logs(
             found.append(
                 RestoredLog(tenant_id, kept_size, kept_root, int(head_size), lost_from, what)
             )
-    return found
+    return sorted(found, key=lambda restored: restored.tenant_id)
+
+
+def erased_message(origin: str, size: int, root: bytes) -> str:
+    """Why a log is refused whose erasure the key signed."""
+    return (
+        f"refusing to sign {origin}: this signing key signed the erasure of it, at size"
+        f" {size} (root {base64.b64encode(root).decode()}): the log ended there, and the"
+        " database holds it still. It was restored from a backup taken before the"
+        " erasure, or a replica that lagged was promoted. Signing it on would give auditors"
+        " a receipt that the log ended and another statement of it, under one key, so"
+        " nothing more is signed of it with this key. Erase the tenant again with a new"
+        " key (docs/operations.md, Restoring an older backup)"
+    )
 
 
 def restored_message(origin: str, kept_size: int, kept_root: bytes, what: str) -> str:

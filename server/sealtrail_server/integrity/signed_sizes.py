@@ -33,8 +33,10 @@ from ..domain.access import valid_tenant_id
 
 # The file's one line: "<size> <base64 root>\n".
 _MAX_FILE_BYTES = 256
-# The directory (no tenant's name) of what the key stated of each log's purges.
+# The directories (no tenant's name) of what the key stated of each log's
+# purges, and of its erasure.
 _PURGES = ".purges"
+_ERASURES = ".erasures"
 
 
 class SignedSizesError(Exception):
@@ -95,29 +97,38 @@ class SignedSizes:
         kept = self.read(tenant_id)
         if kept is not None and kept[0] >= size:
             return
-        path = self._file(tenant_id)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        _replace(self._file(tenant_id), f"{size} {base64.b64encode(root).decode()}\n")
+
+    def read_erasure(self, tenant_id: str) -> tuple[int, bytes, bool] | None:
+        """The final size and root of the tenant's log the key signed (or was
+        about to sign) an erasure's receipt of, and whether the receipt was
+        released (its erasure committed); None if none (ADR 0083)."""
+        path = self._dir / _ERASURES / self._file(tenant_id).name
         try:
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                _write_all(descriptor, f"{size} {base64.b64encode(root).decode()}\n".encode())
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
-            os.replace(temporary, path)
-        except OSError as error:
-            # Not left behind: a full disk would gather one at each attempt.
-            with contextlib.suppress(OSError):
-                temporary.unlink()
+            with path.open("rb") as file:
+                text = file.read(_MAX_FILE_BYTES).decode("ascii")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as error:
             raise SignedSizesError(f"{path}: {error}") from error
         try:
-            directory = os.open(self._dir, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            size, root, state = text.split()
+            if state not in ("erasing", "erased"):
+                raise ValueError(state)
+            return int(size), base64.b64decode(root, validate=True), state == "erased"
+        except ValueError as error:
+            raise SignedSizesError(f"{path} holds no erasure: {text!r}") from error
+
+    def write_erasure(self, tenant_id: str, size: int, root: bytes, *, released: bool) -> None:
+        """The tenant's erasure at (`size`, `root`) kept, durably: before its
+        receipt is signed (not `released`), and once its erasure committed."""
+        path = self._dir / _ERASURES / self._file(tenant_id).name
+        try:
+            path.parent.mkdir(mode=0o700, exist_ok=True)
         except OSError as error:
-            raise SignedSizesError(f"{path}: {error}") from error
+            raise SignedSizesError(f"{path.parent}: {error}") from error
+        state = "erased" if released else "erasing"
+        _replace(path, f"{size} {base64.b64encode(root).decode()} {state}\n")
 
     def keep_purge(self, tenant_id: str, purge_id: str, removed: str) -> str | None:
         """Note, durably, that the key states that purge `purge_id` of the
@@ -159,6 +170,14 @@ class SignedSizes:
             raise SignedSizesError(f"{path}: {error}") from error
         return None
 
+    async def read_erasure_async(self, tenant_id: str) -> tuple[int, bytes, bool] | None:
+        return await asyncio.to_thread(self.read_erasure, tenant_id)
+
+    async def write_erasure_async(
+        self, tenant_id: str, size: int, root: bytes, *, released: bool
+    ) -> None:
+        await asyncio.to_thread(self.write_erasure, tenant_id, size, root, released=released)
+
     async def keep_purge_async(self, tenant_id: str, purge_id: str, removed: str) -> str | None:
         return await asyncio.to_thread(self.keep_purge, tenant_id, purge_id, removed)
 
@@ -169,11 +188,55 @@ class SignedSizes:
         except OSError as error:
             raise SignedSizesError(f"{self._dir}: {error}") from error
 
+    def erasures(self) -> dict[str, tuple[int, bytes]]:
+        """The tenants whose erasure the key signed and released, with the
+        final size and root; an erasure's file that cannot be read is
+        SignedSizesError."""
+        try:
+            names = os.listdir(self._dir / _ERASURES)
+        except FileNotFoundError:
+            return {}
+        except OSError as error:
+            raise SignedSizesError(f"{self._dir / _ERASURES}: {error}") from error
+        erased = {}
+        for name in filter(valid_tenant_id, names):
+            kept = self.read_erasure(name)
+            if kept is not None and kept[2]:
+                erased[name] = kept[:2]
+        return erased
+
     async def read_async(self, tenant_id: str) -> tuple[int, bytes] | None:
         return await asyncio.to_thread(self.read, tenant_id)
 
     async def write_async(self, tenant_id: str, size: int, root: bytes) -> None:
         await asyncio.to_thread(self.write, tenant_id, size, root)
+
+
+def _replace(path: Path, text: str) -> None:
+    """`path` holding `text`, durably: written whole to a temporary file,
+    fsync'ed, renamed over it, and its directory fsync'ed."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            _write_all(descriptor, text.encode())
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, path)
+    except OSError as error:
+        # Not left behind: a full disk would gather one at each attempt.
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise SignedSizesError(f"{path}: {error}") from error
+    try:
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError as error:
+        raise SignedSizesError(f"{path}: {error}") from error
 
 
 def _write_all(descriptor: int, data: bytes) -> None:

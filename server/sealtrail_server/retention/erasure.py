@@ -156,7 +156,10 @@ class Eraser:
                 await lock_subject(conn, tenant_id, ERASURE_SUBJECT)
             if earlier := await _kept_receipt(conn, tenant_id):  # by a call before this one
                 log.info("tenant %s was erased already; answering its receipt", tenant_id)
-                return await self._checked(earlier)
+                checked = await self._checked(earlier)
+                # Kept as released, should the call that signed it have failed to.
+                await self._keep_released(checked)
+                return checked
             if not by_operator:
                 await _require_live_token(conn, tenant_id, erased_by)
             cursor = await conn.execute(
@@ -217,6 +220,9 @@ class Eraser:
                 final_checkpoint=final,
                 removed_rows=removed,
             )
+            # Kept before it is signed: a restore that brings the tenant back
+            # gets nothing more signed of it (ADR 0083).
+            await self._checkpointer.keep_erasure(tenant_id, size, root, released=False)
             # Signed as a whole, not only its final checkpoint: who, when, and
             # which log at which size and root (ADR 0073).
             signer = self._checkpointer.signer
@@ -241,7 +247,27 @@ class Eraser:
                 ],
             )
         log.warning("erased tenant %s (%d events) for %s", tenant_id, size, erased_by)
+        await self._keep_released(receipt)
         return receipt
+
+    async def _keep_released(self, receipt: Receipt) -> None:
+        """The receipt is out (signed, or served again), the service's word
+        that the log ended: kept so outside the database, as checkpoints
+        served are (ADR 0083); a failure said, not raised."""
+        try:
+            await self._checkpointer.keep_erasure(
+                receipt.tenant_id,
+                receipt.final_tree_size,
+                receipt.final_root_hash,
+                released=True,
+            )
+        except Unavailable as error:
+            log.error(
+                "erasure: %s; should a restore bring tenant %s back, this key could sign"
+                " more of its log",
+                error.message,
+                receipt.tenant_id,
+            )
 
     async def _checked(self, kept: Receipt) -> Receipt:
         """`kept`, as `tenant_erasures` holds it, once its signature is found
