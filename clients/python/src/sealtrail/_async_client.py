@@ -126,17 +126,31 @@ _Changed = TypeVar("_Changed", bound=_ChangeAnswer)
 
 def _started(
     start: Callable[[_Req], AsyncIterable[_Resp]], request: _Req, retrying: SealtrailError | None
-) -> AsyncIterator[_Resp]:
-    """The stream `start` makes of `request`. On a channel closed (grpc.aio's "Channel is
-    closed.", a given channel's) or a client closed while the stream waited to
-    retry, the failure is the one it was retrying (`retrying`); before the
-    first attempt, that closing's."""
+) -> tuple[AsyncIterable[_Resp], AsyncIterator[_Resp]]:
+    """The stream `start` makes of `request`: its call, and its messages. On a
+    channel closed (grpc.aio's "Channel is closed.", a given channel's) or a
+    client closed while the stream waited to retry, the failure is the one it
+    was retrying (`retrying`); before the first attempt, that closing's."""
     try:
-        return aiter(start(request))
+        call = start(request)
+        return call, aiter(call)
     except (grpc.aio.UsageError, ClientClosedError) as exc:
         if retrying is None:  # closed before the first attempt
             raise
         raise retrying from exc  # closed while the client waited to retry
+
+
+def _cancel(call: AsyncIterable[_Resp]) -> None:
+    """Ends a stream's call, if it has not ended: as its generator ends
+    (`aclose()`, `contextlib.aclosing`, a `break` once the event loop closes
+    the generator left). Closing the generator that read it left grpc.aio's
+    call open, on the server too (its place among the tenant's streams, its
+    subscription; an export's place), until the client's channel was
+    closed: the garbage collector's runs made no difference, and a service
+    that left a stream now and then ran out of the tenant's streams."""
+    cancel = getattr(call, "cancel", None)
+    if cancel is not None:
+        cancel()
 
 
 async def _next_message(
@@ -824,9 +838,11 @@ class AsyncAuditClient:
         attempt, retrying = 1, None
         while True:
             received = False
-            call = _started(lambda r: self._stub.Export(r, metadata=metadata), request, retrying)
+            call, messages = _started(
+                lambda r: self._stub.Export(r, metadata=metadata), request, retrying
+            )
             try:
-                while (message := await _next_message(call, retrying)) is not None:
+                while (message := await _next_message(messages, retrying)) is not None:
                     received = True
                     yield message
                 return
@@ -840,6 +856,8 @@ class AsyncAuditClient:
                 if (closed := self._closed_under(sent_id, retried=retrying is not None)) is None:
                     raise
                 raise closed from None
+            finally:  # the caller stopped (aclose(), an error): the export ends now
+                _cancel(call)
             retrying = error
             await self._sleep(delay)
             attempt += 1
@@ -909,11 +927,11 @@ class AsyncAuditClient:
         metadata, sent_id = stream_metadata(self._metadata, owns_channel=self._owns_channel)
         while True:
             request = stream_request(filter, cursor, since, announce_purged=on_purged is not None)
-            call = _started(
+            call, messages = _started(
                 lambda r: self._stub.StreamEvents(r, metadata=metadata), request, retrying
             )
             try:
-                while (message := await _next_message(call, retrying)) is not None:
+                while (message := await _next_message(messages, retrying)) is not None:
                     connected, before = True, cursor
                     payload = message.WhichOneof("payload")
                     if payload == "events":
@@ -945,6 +963,8 @@ class AsyncAuditClient:
                 cause: grpc.RpcError | None = exc
             else:  # ended (OK): retried as a failure is, not at once
                 error, cause = stream_ended(sent_id=sent_id, retried=retrying is not None), None
+            finally:  # the caller stopped (aclose(), an error): the stream ends now
+                _cancel(call)
             # Bounded until the stream first connects: an address that never
             # answers is an error to report. Then it runs until the caller stops it.
             delay = self._backoff(attempt, error, bounded=not connected)

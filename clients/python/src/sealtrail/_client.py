@@ -118,6 +118,19 @@ def _started(
         raise retrying from exc  # closed while the client waited to retry
 
 
+def _cancel(call: Iterator[_Resp]) -> None:
+    """Ends a stream's call, if it has not ended (a grpc call is its own
+    iterator): as its generator ends, not once the call is collected. Left
+    to be collected, a call its caller stopped reading stayed open, on the
+    server too, for as long as anything held its generator's frame: the
+    traceback of a KeyboardInterrupt or a callback's error raised inside it
+    (an interactive session keeps the last; a Future, the error it was
+    given), or a cycle with the collector off."""
+    cancel = getattr(call, "cancel", None)
+    if cancel is not None:
+        cancel()
+
+
 def _next_message(call: Iterator[_Resp], retrying: SealtrailError | None) -> _Resp | None:
     """A stream's next message, None at its end. On a channel with an
     interceptor (the client's own has one) grpc starts the call when it is
@@ -757,6 +770,8 @@ class AuditClient:
                 delay = None if under_way else self._backoff(attempt, error)
                 if delay is None:
                     raise error from exc
+            finally:  # the caller stopped (close(), an error): the export ends now
+                _cancel(call)
             retrying = error
             self._sleep(delay)
             attempt += 1
@@ -851,6 +866,8 @@ class AuditClient:
                 cause: grpc.RpcError | None = exc
             else:  # ended (OK): retried as a failure is, not at once
                 error, cause = stream_ended(sent_id=sent_id, retried=retrying is not None), None
+            finally:  # the caller stopped (close(), an error): the stream ends now
+                _cancel(call)
             # Bounded until the stream first connects: an address that never
             # answers is an error to report. Then it runs until the caller stops it.
             delay = self._backoff(attempt, error, bounded=not connected)

@@ -1,0 +1,157 @@
+"""A caller that stops reading a stream or an export, or is interrupted in
+one, ends its call there and then: the server gives back the stream's place
+among the tenant's streams and its subscription, the export's place among
+those open, without waiting for the garbage collector (off here) to find
+the call."""
+
+from __future__ import annotations
+
+import _thread
+import asyncio
+import contextlib
+import gc
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from sealtrail import AsyncAuditClient, AuditClient, build_event
+from tests.conftest import ServerThread
+
+
+@pytest.fixture
+def no_collector() -> Iterator[None]:
+    """The cyclic garbage collector off: a call must end as its caller stops,
+    not whenever something collects it."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect()
+
+
+def _held(server: ServerThread) -> dict[str, int]:
+    async def read() -> dict[str, int]:
+        return server.service.resources()
+
+    return server.run(read())
+
+
+def _back_to(server: ServerThread, what: str, count: int, *, within: float = 3.0) -> None:
+    """`what` (subscribers, exports) back to `count` on the server within
+    `within` seconds: the time a cancellation takes to reach it."""
+    deadline = time.monotonic() + within
+    while (now := _held(server))[what] != count:
+        assert time.monotonic() < deadline, f"still held: {now}"
+        time.sleep(0.02)
+
+
+def _reached(server: ServerThread, what: str, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while _held(server)[what] != count:
+        assert time.monotonic() < deadline, f"never reached {count} {what}: {_held(server)}"
+        time.sleep(0.02)
+
+
+def _a_long_log(token: str, server: ServerThread) -> None:
+    """About 3 MB of log: more than an export's flow-control window, so that
+    an export whose reader stops stays open on the server."""
+    with AuditClient(server.target, token=token) as client:
+        for _ in range(3):
+            client.record_batch(
+                [
+                    build_event(action="doc.edit", actor_id="u", description="x" * 1000)
+                    for _ in range(1000)
+                ]
+            )
+
+
+async def test_an_async_stream_or_export_left_or_closed_ends_its_call_at_once(
+    server: ServerThread, tenant: str, no_collector: None
+) -> None:
+    """`async for ...: break` and `aclose()` (or `contextlib.aclosing`) ended
+    the generator, not its gRPC call: the server kept the stream subscribed,
+    the export open, until the client's channel was closed (the collector's
+    runs, when on, made no difference)."""
+    token = server.token(tenant)
+    _a_long_log(token, server)
+    await asyncio.to_thread(_reached, server, "subscribers", 0)
+    async with AsyncAuditClient(server.target, token=token) as client:
+        stream = client.stream(after_seq=0)
+        async for _ in stream:
+            break
+        await asyncio.to_thread(_reached, server, "subscribers", 1)
+        await stream.aclose()
+        await asyncio.to_thread(_back_to, server, "subscribers", 0)
+
+        async with contextlib.aclosing(client.stream(after_seq=0)) as events:
+            async for _ in events:
+                break
+            await asyncio.to_thread(_reached, server, "subscribers", 1)
+        await asyncio.to_thread(_back_to, server, "subscribers", 0)
+
+        # Left unreferenced: the event loop closes the generator, which ends its call.
+        async for _ in client.stream(after_seq=0):
+            break
+        await asyncio.to_thread(_back_to, server, "subscribers", 0)
+
+        exports_before = _held(server)["exports"]
+        chunks = client.export_stream(format="csv")
+        async for _ in chunks:
+            break
+        await asyncio.to_thread(_reached, server, "exports", exports_before + 1)
+        await chunks.aclose()
+        await asyncio.to_thread(_back_to, server, "exports", exports_before)
+
+
+def test_a_sync_stream_or_export_interrupted_ends_its_call_though_its_error_is_kept(
+    server: ServerThread, tenant: str, no_collector: None
+) -> None:
+    """A KeyboardInterrupt (or a callback's error) raised inside the stream
+    left its call open for as long as the error lived: its traceback holds
+    the generator's frame, and that frame the call (an interactive session
+    keeps the last one, a Future the error it was given)."""
+    token = server.token(tenant)
+    _a_long_log(token, server)
+    _reached(server, "subscribers", 0)
+    kept: list[BaseException] = []
+    with AuditClient(server.target, token=token) as client:
+        # A live stream waiting for its next event, interrupted as Ctrl-C would.
+        live = client.stream()
+        started = threading.Event()
+        interrupter = threading.Thread(
+            target=lambda: (started.wait(10), _reached(server, "subscribers", 1),
+                            _thread.interrupt_main()),
+        )  # fmt: skip
+        interrupter.start()
+        try:
+            started.set()
+            for _ in live:
+                pytest.fail("no event was recorded")
+        except KeyboardInterrupt as interrupted:
+            kept.append(interrupted)
+        interrupter.join()
+        _back_to(server, "subscribers", 0)
+
+        # A callback's error, raised inside the stream.
+        def refuse(cursor: int) -> None:
+            raise RuntimeError(f"heartbeat at {cursor}")
+
+        with pytest.raises(RuntimeError) as refused:
+            for _ in client.stream(after_seq=3000, on_heartbeat=refuse):
+                pytest.fail("no event was recorded")
+        kept.append(refused.value)
+        _back_to(server, "subscribers", 0)
+
+        exports_before = _held(server)["exports"]
+        chunks = client.export_stream(format="csv")
+        next(chunks)
+        _reached(server, "exports", exports_before + 1)
+        with pytest.raises(KeyboardInterrupt) as interrupted_export:
+            chunks.throw(KeyboardInterrupt())  # as Ctrl-C while it waits for a chunk
+        kept.append(interrupted_export.value)
+        _back_to(server, "exports", exports_before)
+    assert len(kept) == 3
