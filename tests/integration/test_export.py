@@ -605,3 +605,72 @@ def test_a_re_export_killed_at_any_point_leaves_no_file_beside_a_manifest_it_doe
     order = ["old pair", "manifest alone", "new pair"]
     assert set(states) <= set(order) and states[0] == "old pair", seen
     assert states == sorted(states, key=order.index), seen
+
+
+# An export to a file without its manifest, from Python, in a process of its
+# own killed as _KILLED_AT_A_RENAME's is.
+_PLAIN_EXPORT_KILLED_AT_A_RENAME = _KILLED_AT_A_RENAME.replace(
+    """from sealtrail._cli import main
+main(sys.argv[1:], prog_name="sealtrail")
+""",
+    """from sealtrail import AuditClient
+with AuditClient(os.environ["SEALTRAIL_SERVER"], token=os.environ["SEALTRAIL_TOKEN"]) as client:
+    client.export(sys.argv[1])
+""",
+)
+
+
+def test_an_export_without_its_manifest_over_one_with_a_manifest_leaves_no_stale_manifest(
+    client: AuditClient, server: ServerThread, tenant: str, tmp_path: Path
+) -> None:
+    """`export(FILE)` without `manifest_file` over an earlier `sealtrail export
+    -o FILE` left the earlier FILE.manifest.json beside the new FILE: a
+    manifest that describes another content, whose checkpoint `sealtrail
+    checkpoint --check` still passes. The stale manifest goes as the new
+    file takes its name, first: killed at any point, the export leaves the
+    old pair or a file alone (the old, then the new), never a file beside a
+    manifest that does not describe it."""
+    seed(client)
+    out = tmp_path / "audit.ndjson"
+    client.export(out, manifest_file=True)
+    old = _pair_at(out)
+    assert old[0] is not None and old[1] is not None
+    client.record(action="report.download", actor_id="later")
+
+    client.export(out)  # in this process, to the end
+    content, manifest = _pair_at(out)
+    assert content is not None and content != old[0]
+    assert manifest is None, "the earlier export's manifest beside a file it does not describe"
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+    env = {**os.environ, "SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    argv = [sys.executable, "-c", _PLAIN_EXPORT_KILLED_AT_A_RENAME, str(out)]
+    seen: list[tuple[int, str]] = []
+    for kill_at in range(1, 20):
+        for leftover in tmp_path.iterdir():  # the old pair back, and nothing else
+            leftover.unlink()
+        out.write_bytes(old[0])
+        out.with_name(out.name + ".manifest.json").write_text(json.dumps(old[1]), "utf-8")
+        done = subprocess.run(
+            argv, env={**env, "KILL_AT": str(kill_at)}, capture_output=True, text=True, timeout=60
+        )
+        content, manifest = _pair_at(out)
+        assert content is not None, f"killed before change {kill_at}: no file"
+        if manifest is not None:
+            assert manifest["sha256"] == hashlib.sha256(content).hexdigest(), (
+                f"killed before change {kill_at}: a manifest beside a file it does not describe"
+            )
+            state = "old pair"
+        else:
+            state = "old file alone" if content == old[0] else "new file alone"
+        if done.returncode != -signal.SIGKILL:  # it made fewer changes: it finished
+            assert done.returncode == 0, done.stderr
+            assert state == "new file alone" and [p.name for p in tmp_path.iterdir()] == [out.name]
+            break
+        seen.append((kill_at, state))
+    else:
+        raise AssertionError(f"the export never finished: {seen}")
+    states = [state for _, state in seen]
+    order = ["old pair", "old file alone", "new file alone"]
+    assert set(states) <= set(order) and states[0] == "old pair", seen
+    assert states == sorted(states, key=order.index), seen

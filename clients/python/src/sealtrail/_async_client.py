@@ -880,9 +880,11 @@ class AsyncAuditClient:
         hold up the event loop. With `manifest_file`, the manifest is kept
         beside it too, as FILE.manifest.json: its digest, counts and the log's
         signed checkpoint, for whoever receives the file to check later
-        (`check_checkpoint`, `sealtrail checkpoint --check`). With `first_seq`
-        and `last_seq`, only the events of that seq range (both included);
-        the manifest's range_first_seq and range_last_seq repeat it."""
+        (`check_checkpoint`, `sealtrail checkpoint --check`); without, the
+        manifest an earlier export kept there, if any, is removed as the new
+        file takes its name (it described the content replaced). With
+        `first_seq` and `last_seq`, only the events of that seq range (both
+        included); the manifest's range_first_seq and range_last_seq repeat it."""
         target = await asyncio.to_thread(
             functools.partial(ExportFile, Path(path), manifest_beside=manifest_file)
         )

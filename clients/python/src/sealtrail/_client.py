@@ -792,9 +792,11 @@ class AuditClient:
         called after each chunk. With `manifest_file`, the manifest is kept
         beside it too, as FILE.manifest.json: its digest, counts and the log's
         signed checkpoint, for whoever receives the file to check later
-        (`check_checkpoint`, `sealtrail checkpoint --check`). With `first_seq`
-        and `last_seq`, only the events of that seq range (both included);
-        the manifest's range_first_seq and range_last_seq repeat it."""
+        (`check_checkpoint`, `sealtrail checkpoint --check`); without, the
+        manifest an earlier export kept there, if any, is removed as the new
+        file takes its name (it described the content replaced). With
+        `first_seq` and `last_seq`, only the events of that seq range (both
+        included); the manifest's range_first_seq and range_last_seq repeat it."""
         with ExportFile(Path(path), manifest_beside=manifest_file) as target:
             for message in self.export_stream(
                 filter, format=format, first_seq=first_seq, last_seq=last_seq

@@ -95,6 +95,18 @@ def manifest_path(path: Path) -> Path:
     return path.with_name(path.name + MANIFEST_SUFFIX)
 
 
+def _is_export_manifest(path: Path) -> bool:
+    """Whether `path` holds an export's manifest (a file of
+    `manifest_json`'s format), not some other file that took its name."""
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode) or path.lstat().st_size > 1 << 20:
+            return False
+        kept = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(kept, dict) and kept.get("format") == MANIFEST_FORMAT
+
+
 def manifest_json(path: Path, manifest: audit_service_pb2.ExportManifest) -> str:
     """The server's manifest of the export at `path`, as kept beside it: its
     digest, counts and the log's signed checkpoint, which `sealtrail
@@ -175,9 +187,37 @@ class ExportFile:
         if self._manifest_beside:
             self._put_in_place_with(manifest)
         else:
-            os.replace(self._temporary, self.path)
-            _sync_directory(self.path)
+            self._put_in_place_alone()
         self.manifest = manifest
+
+    def _put_in_place_alone(self) -> None:
+        """The content takes its name, and the manifest an earlier export
+        kept beside the file it replaces (FILE.manifest.json) goes: left, it
+        described other content, its checkpoint good and its sha256 not the
+        file's, what a file altered since its export looks like. It is
+        moved aside first, on disk before the file takes its name, so that
+        however the process ends the names hold the old pair or a file alone
+        (the old, then the new); a rename that fails puts it back."""
+        stale = manifest_path(self.path)
+        aside: Path | None = None
+        try:
+            if _is_export_manifest(stale):
+                if self.path.is_dir():  # not replaced: the manifest stays with it
+                    raise IsADirectoryError(errno.EISDIR, "Is a directory", str(self.path))
+                aside = _name_beside(stale)
+                os.rename(stale, aside)
+                _sync_directory(stale)
+            try:
+                os.replace(self._temporary, self.path)
+            except OSError:
+                if aside is not None and not os.path.lexists(stale):
+                    os.rename(aside, stale)
+                    aside = None
+                raise
+            _sync_directory(self.path)
+        finally:
+            if aside is not None:
+                aside.unlink(missing_ok=True)
 
     def _put_in_place_with(self, manifest: audit_service_pb2.ExportManifest) -> None:
         """The content and its manifest take their names, so that however the
