@@ -210,3 +210,75 @@ async def test_an_export_in_a_format_unknown_is_refused_naming_the_formats(
         with pytest.raises(ValueError, match=r"format: expected .* got 'CSV'"):
             await aclient.export(target, format="CSV")  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("interrupted_at", [1, 2, 3])
+def test_a_re_export_interrupted_between_its_renames_keeps_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interrupted_at: int
+) -> None:
+    """A Ctrl-C (KeyboardInterrupt, not an OSError) between the renames of an
+    export over an earlier one deleted the old file, moved aside, where a
+    kill keeps it and a failed step puts it back: the previous export lost,
+    its manifest left alone or the new one beside nothing. Now it is put
+    back as for a failed step; once the new file has its name, the new pair
+    stands."""
+    out = tmp_path / "out.csv"
+    out.write_bytes(b"old\n")
+    (tmp_path / "out.csv.manifest.json").write_text('{"old": true}\n', encoding="utf-8")
+    renames = 0
+    real_replace = os.replace
+
+    def replace(source: Any, target: Any) -> None:
+        nonlocal renames
+        renames += 1
+        if renames == interrupted_at:
+            raise KeyboardInterrupt
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    real_rename = os.rename
+
+    def rename(source: Any, target: Any) -> None:  # the old file moved aside, or back
+        nonlocal renames
+        if Path(source) == out:
+            renames += 1
+            if renames == interrupted_at:
+                raise KeyboardInterrupt
+        real_rename(source, target)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with ExportFile(out, manifest_beside=True) as target:
+        target.receive(_chunk(b"a,b\n"))
+        with pytest.raises(KeyboardInterrupt):
+            target.receive(_manifest(b"a,b\n"))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert out.read_bytes() == b"old\n", names
+    # The old manifest, or none (the new one removed): never one beside a file it does not describe.
+    assert names in (["out.csv"], ["out.csv", "out.csv.manifest.json"]), names
+    kept = tmp_path / "out.csv.manifest.json"
+    assert not kept.exists() or json.loads(kept.read_text(encoding="utf-8")) == {"old": True}
+
+
+def test_a_re_export_interrupted_once_its_file_has_its_name_keeps_the_new_pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted just after the new file took its name, the new pair stands:
+    neither the manifest removed from beside it nor the old file back."""
+    out = tmp_path / "out.csv"
+    out.write_bytes(b"old\n")
+    real_replace = os.replace
+
+    def replace(source: Any, target: Any) -> None:
+        real_replace(source, target)
+        if Path(target) == out:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", replace)
+    with ExportFile(out, manifest_beside=True) as target:
+        target.receive(_chunk(b"a,b\n"))
+        with pytest.raises(KeyboardInterrupt):
+            target.receive(_manifest(b"a,b\n"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv", "out.csv.manifest.json"]
+    assert out.read_bytes() == b"a,b\n"
+    kept = json.loads((tmp_path / "out.csv.manifest.json").read_text(encoding="utf-8"))
+    assert kept["sha256"] == hashlib.sha256(b"a,b\n").hexdigest()

@@ -209,7 +209,7 @@ class ExportFile:
                 _sync_directory(stale)
             try:
                 os.replace(self._temporary, self.path)
-            except OSError:
+            except BaseException:  # a failed rename, a Ctrl-C: as _put_in_place_with
                 if aside is not None and not os.path.lexists(stale):
                     os.rename(aside, stale)
                     aside = None
@@ -230,7 +230,8 @@ class ExportFile:
         since its export looks like. So the file being replaced is moved
         aside (kept, hidden, until the end: a manifest alone), the new
         manifest takes its name (still alone), then the file; each step on
-        disk before the next. A step that fails puts the old file back."""
+        disk before the next. A step that fails, or is interrupted (Ctrl-C),
+        puts the old file back."""
         kept = manifest_path(self.path)
         fd, written = _temporary_beside(kept)
         aside: Path | None = None
@@ -249,12 +250,15 @@ class ExportFile:
                 os.replace(written, kept)
                 _sync_directory(kept)
                 os.replace(self._temporary, self.path)
-            except OSError:  # of an export that is not there (helper-197)
-                if not os.path.lexists(written):
-                    kept.unlink(missing_ok=True)
-                if aside is not None and not os.path.lexists(self.path):
-                    os.rename(aside, self.path)
-                    aside = None
+            # Any exception: a Ctrl-C (KeyboardInterrupt) deleted the old file,
+            # moved aside, below, where a kill keeps it and a failed step puts it back.
+            except BaseException:  # of an export that is not there (helper-197)
+                if os.path.lexists(self._temporary):  # else the new pair stands
+                    if not os.path.lexists(written):
+                        kept.unlink(missing_ok=True)
+                    if aside is not None and not os.path.lexists(self.path):
+                        os.rename(aside, self.path)
+                        aside = None
                 raise
             _sync_directory(self.path)
         finally:
