@@ -12,11 +12,13 @@ import contextlib
 import gc
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from sealtrail import AsyncAuditClient, AuditClient, build_event
+from sealtrail import AsyncAuditClient, AuditClient, _export, build_event
 from tests.conftest import ServerThread
 
 
@@ -155,3 +157,64 @@ def test_a_sync_stream_or_export_interrupted_ends_its_call_though_its_error_is_k
         kept.append(interrupted_export.value)
         _back_to(server, "exports", exports_before)
     assert len(kept) == 3
+
+
+async def test_an_async_export_cancelled_leaves_no_thread_at_its_file_nor_a_temporary_file(
+    server: ServerThread, tenant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The async export writes its file in worker threads, which a task's
+    cancellation does not stop: cancelled while one created the temporary
+    file, the export raised at once and the file stayed, open, for good;
+    cancelled while one wrote or synced it (a large file's fsync takes
+    seconds), the export removed the file under that thread, still working
+    on it after the caller was told the export was over. Now a cancellation
+    waits for the thread's step, then cleans up and is raised."""
+    token = server.token(tenant)
+    with AuditClient(server.target, token=token) as client:
+        client.record_batch([build_event(action="doc.edit", actor_id="u") for _ in range(20)])
+    out = tmp_path / "audit.csv"
+    slow = threading.Event()
+    busy = threading.Semaphore(0)  # released as a slowed step starts
+    working = 0  # threads inside the export's file steps
+    count = threading.Lock()
+
+    def slowed(step: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            nonlocal working
+            with count:
+                working += 1
+            try:
+                result = step(*args, **kwargs)
+                busy.release()
+                slow.wait(10)  # the disk, slow
+                return result
+            finally:
+                with count:
+                    working -= 1
+
+        return run
+
+    async def cancelled_in_a_step() -> None:
+        slow.clear()
+        async with AsyncAuditClient(server.target, token=token) as audit:
+            task = asyncio.create_task(audit.export(out, format="csv", manifest_file=True))
+            await asyncio.to_thread(busy.acquire, True, 10)
+            task.cancel()
+            asyncio.get_running_loop().call_later(0.3, slow.set)
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert working == 0, "a thread still at the export's file after its cancellation"
+
+    # Cancelled while the temporary file is made.
+    monkeypatch.setattr(_export, "_temporary_beside", slowed(_export._temporary_beside))
+    await cancelled_in_a_step()
+    await asyncio.to_thread(time.sleep, 0.5)  # what a thread still running would do
+    assert list(tmp_path.iterdir()) == [], "a temporary file left behind"
+    monkeypatch.undo()
+
+    # Cancelled while a chunk is written.
+    monkeypatch.setattr(_export.ExportFile, "receive", slowed(_export.ExportFile.receive))
+    await cancelled_in_a_step()
+    await asyncio.to_thread(time.sleep, 0.5)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left in ([], ["audit.csv", "audit.csv.manifest.json"]), left

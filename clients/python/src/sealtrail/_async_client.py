@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import random
 import time
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Awaitable,
@@ -113,6 +115,31 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
+_Done = TypeVar("_Done")
+
+
+async def _in_thread(
+    step: Callable[[], _Done], *, undo: Callable[[_Done], object] | None = None
+) -> _Done:
+    """`step()` in a worker thread, waited for to its end even when the task
+    is cancelled meanwhile; the cancellation is raised then, after
+    `undo(result)` (in a thread too) if given. A thread cannot be stopped:
+    an export's file step left to run on (a large file's fsync takes
+    seconds) worked on a file its export had removed under it, after the
+    caller was told the export was over, and one cancelled while it made the
+    temporary file left that file, open, for good."""
+    work = asyncio.ensure_future(asyncio.to_thread(step))
+    cancelled: asyncio.CancelledError | None = None
+    while not work.done():
+        try:
+            await asyncio.wait([work])
+        except asyncio.CancelledError as exc:  # the task's: the step runs on, waited for
+            cancelled = exc
+    if cancelled is None:
+        return work.result()
+    if undo is not None and work.exception() is None:
+        await _in_thread(functools.partial(undo, work.result()))
+    raise cancelled
 
 
 class _ChangeAnswer(Protocol):
@@ -821,7 +848,7 @@ class AsyncAuditClient:
         format: ExportFormat = "ndjson",
         first_seq: int = 0,
         last_seq: int = 0,
-    ) -> AsyncIterator[audit_service_pb2.ExportResponse]:
+    ) -> AsyncGenerator[audit_service_pb2.ExportResponse, None]:
         """The raw Export stream: content chunks, then the manifest. With
         `first_seq` and `last_seq`, only the events of that seq range (both
         included). Retried as a call is (the server's delay, max_attempts)
@@ -885,19 +912,23 @@ class AsyncAuditClient:
         file takes its name (it described the content replaced). With
         `first_seq` and `last_seq`, only the events of that seq range (both
         included); the manifest's range_first_seq and range_last_seq repeat it."""
-        target = await asyncio.to_thread(
-            functools.partial(ExportFile, Path(path), manifest_beside=manifest_file)
+        # Each step waited for to its end, cancelled or not (see _in_thread).
+        target = await _in_thread(
+            functools.partial(ExportFile, Path(path), manifest_beside=manifest_file),
+            undo=lambda made: made.__exit__(None, None, None),
         )
         try:
-            async for message in self.export_stream(
+            messages = self.export_stream(
                 filter, format=format, first_seq=first_seq, last_seq=last_seq
-            ):
-                await asyncio.to_thread(target.receive, message)
-                if progress is not None:
-                    progress(target.rows, target.bytes_written)
+            )
+            async with contextlib.aclosing(messages):  # its call ended with it
+                async for message in messages:
+                    await _in_thread(functools.partial(target.receive, message))
+                    if progress is not None:
+                        progress(target.rows, target.bytes_written)
             return target.result()
         finally:
-            await asyncio.to_thread(target.__exit__, None, None, None)
+            await _in_thread(functools.partial(target.__exit__, None, None, None))
 
     async def stream(
         self,
@@ -907,7 +938,7 @@ class AsyncAuditClient:
         since: datetime | None = None,
         on_heartbeat: Callable[[int], None] | None = None,
         on_purged: Callable[[audit_service_pb2.PurgedRange], None] | None = None,
-    ) -> AsyncIterator[event_pb2.Event]:
+    ) -> AsyncGenerator[event_pb2.Event, None]:
         """Yields matching events after seq `after_seq` (or received since `since`,
         not both: ValueError; or from now), then live ones as they commit, until
         the caller stops. After a disconnect it resumes from its last cursor, so

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -741,7 +742,7 @@ class AuditClient:
         format: ExportFormat = "ndjson",
         first_seq: int = 0,
         last_seq: int = 0,
-    ) -> Iterator[audit_service_pb2.ExportResponse]:
+    ) -> Generator[audit_service_pb2.ExportResponse, None, None]:
         """The raw Export stream: content chunks, then the manifest. With
         `first_seq` and `last_seq`, only the events of that seq range (both
         included). Retried as a call is (the server's delay, max_attempts)
@@ -797,10 +798,13 @@ class AuditClient:
         file takes its name (it described the content replaced). With
         `first_seq` and `last_seq`, only the events of that seq range (both
         included); the manifest's range_first_seq and range_last_seq repeat it."""
-        with ExportFile(Path(path), manifest_beside=manifest_file) as target:
-            for message in self.export_stream(
-                filter, format=format, first_seq=first_seq, last_seq=last_seq
-            ):
+        with (
+            ExportFile(Path(path), manifest_beside=manifest_file) as target,
+            contextlib.closing(  # its call ended with it, whatever stops it
+                self.export_stream(filter, format=format, first_seq=first_seq, last_seq=last_seq)
+            ) as messages,
+        ):
+            for message in messages:
                 target.receive(message)
                 if progress is not None:
                     progress(target.rows, target.bytes_written)
@@ -814,7 +818,7 @@ class AuditClient:
         since: datetime | None = None,
         on_heartbeat: Callable[[int], None] | None = None,
         on_purged: Callable[[audit_service_pb2.PurgedRange], None] | None = None,
-    ) -> Iterator[event_pb2.Event]:
+    ) -> Generator[event_pb2.Event, None, None]:
         """Yields matching events after seq `after_seq` (or received since `since`,
         not both: ValueError; or from now), then live ones as they commit, until
         the caller stops. After a disconnect it resumes from its last cursor, so
