@@ -10,6 +10,11 @@ import _thread
 import asyncio
 import contextlib
 import gc
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -218,3 +223,79 @@ async def test_an_async_export_cancelled_leaves_no_thread_at_its_file_nor_a_temp
     await asyncio.to_thread(time.sleep, 0.5)
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left in ([], ["audit.csv", "audit.csv.manifest.json"]), left
+
+
+# The CLI in a process of its own. With HOLD_MARK, its export holds its first
+# message (as a slow disk would) after saying so in that file: a SIGINT then
+# lands mid-export, every time.
+_CLI = """
+import os, sys, time
+
+if os.environ.get("HOLD_MARK"):
+    from sealtrail._export import ExportFile
+
+    received = ExportFile.receive
+
+    def held(self, message):
+        with open(os.environ["HOLD_MARK"], "w") as mark:
+            mark.write("held")
+        time.sleep(30)
+        received(self, message)
+
+    ExportFile.receive = held
+
+from sealtrail._cli import main
+main(sys.argv[1:], prog_name="sealtrail")
+"""
+
+
+def _interrupted(process: subprocess.Popen[str]) -> tuple[int, str, float]:
+    """SIGINT, as Ctrl-C sends it: the exit status, stderr, and how long it took."""
+    process.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    _, err = process.communicate(timeout=30)
+    return process.returncode, err, time.monotonic() - sent
+
+
+def test_sealtrail_tail_and_export_interrupted_exit_at_once_saying_so(
+    server: ServerThread, tenant: str, tmp_path: Path
+) -> None:
+    """Ctrl-C in `sealtrail export` printed click's bare `Aborted!` and exited
+    1, as any failure does, without a word of the file; `sealtrail tail`
+    exited 130, as a shell reports a command Ctrl-C ended. Both exit 130 at
+    once now, without a traceback, the export saying it left no partial
+    file (and leaving none)."""
+    token = server.token(tenant)
+    with AuditClient(server.target, token=token) as client:
+        client.record_batch([build_event(action="doc.edit", actor_id="u") for _ in range(20)])
+    env = {**os.environ, "SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": token}
+    work = tmp_path / "out"
+    work.mkdir()
+
+    tail = subprocess.Popen(
+        [sys.executable, "-c", _CLI, "tail", "--from-seq", "0"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert tail.stdout is not None
+    assert json.loads(tail.stdout.readline())["seq"] == "1"  # streaming
+    code, err, took = _interrupted(tail)
+    assert (code, took < 5) == (130, True), err
+    assert "Traceback" not in err, err
+
+    mark = tmp_path / "held"
+    out = work / "audit.csv"
+    export = subprocess.Popen(
+        [sys.executable, "-c", _CLI, "export", "-o", str(out)],
+        env={**env, "HOLD_MARK": str(mark)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not mark.exists():
+        assert export.poll() is None, export.communicate()
+        assert time.monotonic() < deadline, "the export never received a message"
+        time.sleep(0.02)
+    code, err, took = _interrupted(export)
+    assert "Traceback" not in err, err
+    assert (code, took < 5) == (130, True), err
+    assert f"export interrupted: no partial file was left at {out}" in err, err
+    assert list(work.iterdir()) == []

@@ -709,6 +709,12 @@ def export(
             raise click.ClickException(str(error)) from None
         except OSError as error:  # the file cannot be written: a reason, not a traceback
             raise click.ClickException(_cannot_write(out, error)) from None
+        except KeyboardInterrupt:
+            # Not click's bare "Aborted!" (and 1, as any failure): what is left,
+            # and 130, as a shell reports a command Ctrl-C ended (as tail does).
+            progress.stop()
+            click.echo(f"export interrupted: no partial file was left at {out}", err=True)
+            ctx.exit(130)
     click.echo(
         f"exported {_count(manifest.row_count, 'event')} ({_count(manifest.byte_count, 'byte')},"
         f" sha256 {manifest.sha256.hex()}) of a log of {manifest.tree_size:,} to {out},"
