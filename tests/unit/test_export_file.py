@@ -282,3 +282,25 @@ def test_a_re_export_interrupted_once_its_file_has_its_name_keeps_the_new_pair(
     assert out.read_bytes() == b"a,b\n"
     kept = json.loads((tmp_path / "out.csv.manifest.json").read_text(encoding="utf-8"))
     assert kept["sha256"] == hashlib.sha256(b"a,b\n").hexdigest()
+
+
+@pytest.mark.parametrize(
+    "failure", [PermissionError(1, "Operation not permitted"), KeyboardInterrupt()]
+)
+def test_an_export_whose_temporary_file_cannot_be_set_up_leaves_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: BaseException
+) -> None:
+    """The temporary file was made, then given the mode of the file it
+    replaces: a chmod refused (a mount that keeps no modes) or a Ctrl-C
+    between the two left it, open, for good: no ExportFile was made to
+    remove it."""
+    out = tmp_path / "out.csv"
+    out.write_bytes(b"old\n")
+
+    def chmod(*args: Any, **kwargs: Any) -> None:
+        raise failure
+
+    monkeypatch.setattr(os, "chmod", chmod)
+    with pytest.raises(type(failure)):
+        ExportFile(out)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]

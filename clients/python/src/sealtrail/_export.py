@@ -81,9 +81,19 @@ def _temporary_beside(path: Path) -> tuple[int, Path]:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY, created)
         except FileExistsError:  # a name taken: another
             continue
-        if mode is not None:
-            os.chmod(temporary, mode)
+        try:
+            if mode is not None:
+                os.chmod(temporary, mode)
+        except BaseException:  # refused (a mount that keeps no modes), a Ctrl-C: not left
+            _discard(fd, temporary)
+            raise
         return fd, temporary
+
+
+def _discard(fd: int, path: Path) -> None:
+    """A temporary file no ExportFile took: closed and removed."""
+    os.close(fd)
+    path.unlink(missing_ok=True)
 
 
 MANIFEST_FORMAT = "sealtrail-export-manifest"
@@ -143,7 +153,11 @@ class ExportFile:
         if not (path.parent or Path(".")).is_dir():
             raise ExportError(f"{path.parent} is not a directory to write {path.name} in")
         fd, self._temporary = _temporary_beside(path)
-        self._file = os.fdopen(fd, "wb")
+        try:
+            self._file = os.fdopen(fd, "wb")
+        except BaseException:
+            _discard(fd, self._temporary)
+            raise
         self._digest = hashlib.sha256()
         self._bytes = 0
         self.rows = 0
