@@ -831,7 +831,8 @@ class AuditClient:
         backing off more (to max_backoff, or the server's retry delay) while it
         makes no progress, so it outlasts a server's restart; before it first
         connects it gives up as a call does (max_attempts), and any other error
-        ends it."""
+        ends it. Its call ends as the generator does: `stream.close()` (or a
+        `for` loop left, nothing else holding the generator) ends it at once."""
         if after_seq is not None and since is not None:  # `since` went unheeded
             raise ValueError("a stream starts after_seq or since, not both")
         if self._closed:
