@@ -10,6 +10,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from contextlib import closing
 from typing import Any
 
@@ -68,12 +69,15 @@ def test_sigterm_finishes_what_is_in_flight_and_refuses_the_rest(
     writers = [threading.Thread(target=write, args=(w,)) for w in range(8)]
     for writer in writers:
         writer.start()
-    time.sleep(1.5)
+    # Busy before the signal, and refused after it: waited for, not slept for
+    # (1.5 s of writes and 0.5 s of refusals, which a loaded machine's writers
+    # may not have got going in).
+    _until(lambda: len(acknowledged) >= 100 or bool(failures), "100 events acknowledged")
     before = len(acknowledged)
     began = time.monotonic()
     status = process.terminate(timeout=30)
     took = time.monotonic() - began
-    time.sleep(0.5)
+    _until(lambda: bool(refused) or bool(failures), "a call refused after the stop")
     stop.set()
     for writer in writers:
         writer.join(30)
@@ -91,6 +95,13 @@ def test_sigterm_finishes_what_is_in_flight_and_refuses_the_rest(
     # A cancelled call may or may not have been stored; a retry (same key) would
     # find it: never twice.
     assert len(rows) == len(set(rows))
+
+
+def _until(condition: Callable[[], bool], what: str, *, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        time.sleep(0.01)
 
 
 def test_a_stopped_server_refuses_with_unavailable(migrated_database_url: str, server: Any) -> None:
