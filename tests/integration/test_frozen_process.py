@@ -3,6 +3,9 @@ host swapping hard) beside others on one database (docs/scaling.md)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -12,14 +15,17 @@ import psycopg
 import pytest
 
 from sealtrail import AuditClient, SealtrailError, UnavailableError, build_event
+from sealtrail_server.domain.purge_summaries import SummarySeal
 from sealtrail_server.integrity import checkpointer as checkpointer_module
+from sealtrail_server.retention.purger import LOCK_KEY, Purger
 from sealtrail_server.store import appender as appender_module
 from sealtrail_server.store import changes as changes_module
-from tests.conftest import ServerThread
+from tests.conftest import REDACTION_SECRET, ServerThread
 from tests.integration.test_log_integrity import assert_log_is_sound
 from tests.lock_waits import until_blocked
 
 FROZEN_SECONDS = 12  # past the other process's lock timeout (5 s), and its answer
+SEAL = SummarySeal(REDACTION_SECRET)
 
 
 @pytest.mark.parametrize("known", [False, True], ids=["first-write-here", "written-here-before"])
@@ -195,3 +201,59 @@ def test_a_process_frozen_mid_change_lets_its_token_be_revoked_and_records_nothi
     finally:
         other.close()
         frozen.close()
+
+
+def test_a_purge_pass_cancelled_twice_on_a_frozen_backend_lets_the_job_go_at_once(
+    migrated_database_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    """The purge job's lock is held by its session (pg_advisory_lock), so
+    it must end with the job's connection, not with the garbage collector. A
+    pass cancelled twice (the server stopping, then stopping harder) while
+    its backend stood frozen (SIGSTOP: a database host swapping hard) cuts
+    psycopg's wait for the cancel request it sent, on the way out of the
+    job's unlock and its connection's rollback, which only catches
+    Exception: whichever of them it cuts, the connection must still be
+    closed, and another session take the job as soon as the backend wakes.
+    (Seen to hold with psycopg 3.2 and 3.3: the rollback of the job's
+    connection, in autocommit, never waits; a cancel cut in a query's wait
+    leaves it ACTIVE, so the unlock and rollback fail at once, and close.)"""
+
+    async def nothing_to_record(_purged: Any) -> None:
+        raise AssertionError("nothing is purged")
+
+    purger = Purger(migrated_database_url, record=nothing_to_record, seal=SEAL)
+    held = (
+        "SELECT a.pid FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid)"
+        " WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = %s"
+        " AND (l.classid::bigint << 32 | l.objid::bigint) = %s"
+    )
+
+    async def cancelled_twice() -> asyncio.Task[list[Any]]:
+        pass_ = asyncio.create_task(purger.run_once())
+        deadline = time.monotonic() + 10
+        while not (row := sql.execute(held, ["sealtrail-retention", LOCK_KEY]).fetchone()):
+            assert time.monotonic() < deadline and not pass_.done(), "the pass took no lock"
+            await asyncio.sleep(0.001)
+        (pid,) = row
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(0.3)  # the pass waits for its frozen backend
+            assert not pass_.done()
+            for _ in range(2):
+                pass_.cancel()
+                await asyncio.sleep(0.3)
+            assert pass_.done()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        return pass_
+
+    cancelled = asyncio.run(cancelled_twice())  # kept: its frames hold what it held
+    assert cancelled.cancelled()
+    deadline = time.monotonic() + 5
+    with psycopg.connect(migrated_database_url, autocommit=True) as other:
+        while not other.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY]).fetchone()[0]:  # type: ignore[index]
+            assert time.monotonic() < deadline, "the cancelled pass still holds the job"
+            time.sleep(0.05)
+        other.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
+    del cancelled
+
