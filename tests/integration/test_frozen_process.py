@@ -257,3 +257,55 @@ def test_a_purge_pass_cancelled_twice_on_a_frozen_backend_lets_the_job_go_at_onc
         other.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
     del cancelled
 
+
+def test_a_process_frozen_mid_erasure_lets_the_tenant_write_and_erases_nothing(
+    migrated_database_url: str,
+    sql: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An erasure holds the tenant's retention and erasure locks from its
+    first statements to its commit: every change of the tenant waits for it
+    (then UNAVAILABLE), and every append of it is refused as being erased. A
+    process frozen mid-erasure held them for as long as it stayed frozen; the
+    erasure's session now ends itself once idle in its transaction as long
+    as a change's would, and the tenant is written through the others. The
+    frozen erasure, woken, fails (UNAVAILABLE) and erases nothing."""
+    monkeypatch.setattr(changes_module, "IDLE_IN_CHANGE_SECONDS", 1.0)
+    tenant = f"t-{uuid.uuid4().hex[:12]}"
+    frozen = ServerThread(migrated_database_url)
+    other = ServerThread(migrated_database_url)
+    token = frozen.token(tenant, "admin")
+    try:
+        with (
+            AuditClient(frozen.target, token=token, timeout=60, max_attempts=1) as first,
+            AuditClient(other.target, token=token, timeout=60, max_attempts=1) as second,
+            ThreadPoolExecutor(1) as pool,
+        ):
+            first.record(action="frozen.before", actor_id="a")
+            with sql.transaction():
+                # The erasure takes its locks, then waits to read the receipts
+                # kept: frozen there, its session goes idle in its transaction,
+                # the locks still held, once this lets go.
+                sql.execute("LOCK TABLE tenant_erasures IN ACCESS EXCLUSIVE MODE")
+                pending = pool.submit(first.erase_tenant, tenant, timeout=60)
+                until_blocked(sql, pending)
+                frozen.loop.call_soon_threadsafe(time.sleep, FROZEN_SECONDS)
+            time.sleep(3)  # the idle timeout, and a margin
+            started = time.monotonic()
+            second.record(action="frozen.other", actor_id="b")
+            assert second.set_retention_policy(30).event_id
+            assert time.monotonic() - started < FROZEN_SECONDS - 3
+            with pytest.raises(UnavailableError):
+                pending.result(timeout=60)
+        assert not sql.execute(
+            "SELECT FROM tenant_erasures WHERE tenant_id = %s", [tenant]
+        ).fetchone()
+        rows = sql.execute(
+            "SELECT action FROM events WHERE tenant_id = %s ORDER BY seq", [tenant]
+        ).fetchall()
+        actions = [action for (action,) in rows]
+        assert actions[0] == "frozen.before" and "frozen.other" in actions
+        assert_log_is_sound(sql, tenant, len(rows))
+    finally:
+        other.close()
+        frozen.close()

@@ -30,6 +30,7 @@ from ..integrity.checkpointer import Checkpointer
 from ..store.changes import (
     ERASURE_SUBJECT,
     RETENTION_SUBJECT,
+    end_when_idle,
     lock_subject,
     waiting_at_most,
 )
@@ -142,6 +143,12 @@ class Eraser:
             conn.transaction(),
         ):
             await conn.execute("SET LOCAL sealtrail.removal = 'erasure'")
+            # Its locks hold every change and append of the tenant off: a
+            # process frozen mid-erasure (SIGSTOP, `docker pause`, a debugger)
+            # held them for as long as it stayed frozen. Its session now ends
+            # once idle in the transaction as long as a change's would, rolling
+            # the erasure back; between its statements it only signs (ms).
+            await end_when_idle(conn)
             # No legal hold placed meanwhile (a hold change holds the retention
             # subject from its read to its commit), no change of the tenant in
             # flight (each shares the erasure's lock after its subject's), and
