@@ -4,25 +4,36 @@ host swapping hard) beside others on one database (docs/scaling.md)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import secrets
 import signal
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 import pytest
 
-from sealtrail import AuditClient, SealtrailError, UnavailableError, build_event
+from sealtrail import (
+    AuditClient,
+    SealtrailError,
+    UnavailableError,
+    build_event,
+    build_sink,
+)
+from sealtrail.v1 import forwarding_pb2
 from sealtrail_server.domain.purge_summaries import SummarySeal
+from sealtrail_server.forward import forwarder as forwarder_module
 from sealtrail_server.integrity import checkpointer as checkpointer_module
 from sealtrail_server.retention.purger import LOCK_KEY, Purger
 from sealtrail_server.store import appender as appender_module
 from sealtrail_server.store import changes as changes_module
 from tests.conftest import REDACTION_SECRET, ServerThread
+from tests.http_endpoint import endpoint
 from tests.integration.test_log_integrity import assert_log_is_sound
-from tests.lock_waits import until_blocked
+from tests.lock_waits import count_now, until, until_blocked
 
 FROZEN_SECONDS = 12  # past the other process's lock timeout (5 s), and its answer
 SEAL = SummarySeal(REDACTION_SECRET)
@@ -309,3 +320,69 @@ def test_a_process_frozen_mid_erasure_lets_the_tenant_write_and_erases_nothing(
     finally:
         other.close()
         frozen.close()
+
+
+def _blocked_running(sql: psycopg.Connection[Any], pending: Future[Any], start: str) -> None:
+    """Returns once a session whose statement begins with `start` waits for a
+    lock this one holds."""
+    blocked = (
+        "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+        " AND query LIKE %s"
+    )
+    until(lambda: count_now(sql, blocked, [start + "%"]) > 0, pending)
+
+
+def test_a_process_frozen_moving_a_sinks_cursor_lets_the_sink_be_changed(
+    migrated_database_url: str,
+    sql: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A forwarder moves its sink's cursor over what it delivered, in a
+    transaction holding the sink's row (and sharing the tenant's erasure
+    lock) to its commit. A process frozen there held them for as long as it
+    stayed frozen: the sink's UpdateSink and DeleteSink, through any other
+    process, failed UNAVAILABLE meanwhile (and the tenant's erasure). The
+    move's session now ends itself once idle in its transaction; the move is
+    rolled back, so the events are sent again (at least once)."""
+    monkeypatch.setattr(forwarder_module, "IDLE_IN_MOVE_SECONDS", 1.0, raising=False)
+    tenant = f"t-{uuid.uuid4().hex[:12]}"
+    frozen = ServerThread(migrated_database_url)
+    token = frozen.token(tenant, "admin")
+    other: ServerThread | None = None
+    try:
+        with (
+            endpoint() as receiver,
+            AuditClient(frozen.target, token=token, timeout=60, max_attempts=1) as first,
+            ThreadPoolExecutor(1) as pool,
+        ):
+            secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+            sink = first.create_sink(
+                build_sink("soc", "webhook", url=receiver.url, secrets=[secret])
+            ).sink
+            first.record(action="frozen.before", actor_id="a")
+            receiver.wait_for(lambda received: len(received) >= 1)
+            other = ServerThread(migrated_database_url)  # the lease is the frozen one's
+            with sql.transaction():
+                # The frozen process's move waits for the sink's row: frozen
+                # there, its session goes idle in its transaction, the row
+                # locked, once this lets go.
+                sql.execute("SELECT FROM sinks WHERE tenant_id = %s FOR SHARE", [tenant])
+                pending = pool.submit(first.record, action="frozen.moved", actor_id="a")
+                assert pending.result(timeout=30).event.seq
+                moving = pool.submit(time.sleep, 30)  # only a clock for `until`
+                _blocked_running(sql, moving, "UPDATE sinks SET cursor_seq")
+                frozen.loop.call_soon_threadsafe(time.sleep, FROZEN_SECONDS)
+            with AuditClient(other.target, token=token, timeout=60, max_attempts=1) as second:
+                started = time.monotonic()
+                renamed = forwarding_pb2.Sink(id=sink.id, name="renamed")
+                second.update_sink(renamed, fields=["name"])
+                assert time.monotonic() - started < FROZEN_SECONDS
+                assert second.get_sink(sink.id).name == "renamed"
+            receiver.wait_for(
+                lambda received: sum(b"frozen.moved" in r.body for r in received) >= 1, timeout=60
+            )
+    finally:
+        if other is not None:
+            other.close()
+        frozen.close()
+

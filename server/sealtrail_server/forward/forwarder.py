@@ -75,6 +75,14 @@ BACKOFF_CAP: Final = 300.0
 # a tenant whose destinations are slow (or made slow on purpose) holds up its
 # own deliveries, never every other tenant's.
 TENANT_REQUESTS: Final = 10
+# How long a cursor's move may sit idle in its transaction, between two of its
+# statements, before PostgreSQL ends its session and rolls it back. The move
+# holds the sink's row (and shares the tenant's erasure lock) to its commit: a
+# process frozen there (SIGSTOP, `docker pause`, a debugger) held them for as
+# long as it stayed frozen, and the sink's changes and the tenant's erasure,
+# through any process, waited or failed meanwhile. Between its statements a
+# move does nothing but note its letters. As a change's (store/changes.py).
+IDLE_IN_MOVE_SECONDS = 30.0
 _TRANSPORT_ERRORS: Final = (
     httpcore.TimeoutException,
     httpcore.NetworkError,
@@ -368,6 +376,10 @@ class Forwarder:
         filter (a replay that bypasses it), and are replayed so."""
         moved = False
         async with self._db.system_connection() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
+                [f"{max(1, round(IDLE_IN_MOVE_SECONDS * 1000))}ms"],
+            )
             if not await move(conn):
                 raise psycopg.Rollback
             # The move locked the sink's row and checked its lease, definition
