@@ -20,10 +20,13 @@ from sealtrail import (
     AuditClient,
     SealtrailError,
     UnavailableError,
+    build_alert_rule,
     build_event,
+    build_filter,
     build_sink,
 )
-from sealtrail.v1 import forwarding_pb2
+from sealtrail.v1 import alerting_pb2, forwarding_pb2
+from sealtrail_server.alerts import evaluator as evaluator_module
 from sealtrail_server.domain.purge_summaries import SummarySeal
 from sealtrail_server.forward import forwarder as forwarder_module
 from sealtrail_server.integrity import checkpointer as checkpointer_module
@@ -386,3 +389,58 @@ def test_a_process_frozen_moving_a_sinks_cursor_lets_the_sink_be_changed(
             other.close()
         frozen.close()
 
+
+def test_a_process_frozen_counting_an_alert_lets_its_rule_be_changed(
+    migrated_database_url: str,
+    sql: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An evaluator counts a rule's alert and routes it in a transaction
+    holding the rule's row to its commit. A process frozen there held it for
+    as long as it stayed frozen: the rule's changes and deletion, through any
+    other process, waited for the whole freeze. The count's session now ends
+    itself once idle in its transaction; the alert, recorded, is counted by
+    the step run again."""
+    monkeypatch.setattr(evaluator_module, "IDLE_IN_COUNT_SECONDS", 1.0, raising=False)
+    tenant = f"t-{uuid.uuid4().hex[:12]}"
+    frozen = ServerThread(migrated_database_url)
+    token = frozen.token(tenant, "admin")
+    other: ServerThread | None = None
+    try:
+        with (
+            AuditClient(frozen.target, token=token, timeout=60, max_attempts=1) as first,
+            ThreadPoolExecutor(1) as pool,
+        ):
+            rule = first.create_alert_rule(
+                build_alert_rule("m", "match", filter=build_filter(actions="frozen.alert"))
+            ).rule
+            first.record(action="frozen.before", actor_id="a")
+            leased = "SELECT lease_owner IS NOT NULL FROM alert_cursors WHERE tenant_id = %s"
+            deadline = time.monotonic() + 30
+            while sql.execute(leased, [tenant]).fetchone() != (True,):
+                assert time.monotonic() < deadline, "the process took no lease"
+                time.sleep(0.05)
+            other = ServerThread(migrated_database_url)  # the lease is the frozen one's
+            with sql.transaction():
+                # The frozen process's count waits for the rule's row: frozen
+                # there, its session goes idle in its transaction, the row
+                # locked, once this lets go.
+                sql.execute("SELECT FROM alert_rules WHERE tenant_id = %s FOR SHARE", [tenant])
+                assert first.record(action="frozen.alert", actor_id="a").event.seq
+                counting = pool.submit(time.sleep, 30)  # only a clock for `until`
+                _blocked_running(sql, counting, "UPDATE alert_rules SET fired")
+                frozen.loop.call_soon_threadsafe(time.sleep, FROZEN_SECONDS)
+            with AuditClient(other.target, token=token, timeout=60, max_attempts=1) as second:
+                started = time.monotonic()
+                renamed = alerting_pb2.AlertRule(id=rule.id, name="renamed")
+                second.update_alert_rule(renamed, fields=["name"])
+                assert time.monotonic() - started < FROZEN_SECONDS
+            fired = "SELECT fired FROM alert_rules WHERE tenant_id = %s"
+            deadline = time.monotonic() + 60
+            while sql.execute(fired, [tenant]).fetchone() != (1,):
+                assert time.monotonic() < deadline, "the alert was never counted"
+                time.sleep(0.05)
+    finally:
+        if other is not None:
+            other.close()
+        frozen.close()

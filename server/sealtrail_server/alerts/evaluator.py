@@ -70,6 +70,14 @@ _PRIME_PAGE: Final = 1000  # events read per query when a threshold's window is 
 _PRIME_EVENTS: Final = 100_000  # and at most this many in all
 _SEVERITY_NUMBERS: Final = {name: number for number, name in SEVERITIES.items()}
 ACTOR_ID: Final = "sealtrail-server:alerts"
+# How long an alert's count may sit idle in its transaction, between two of
+# its statements, before PostgreSQL ends its session and rolls it back. The
+# count holds the rule's row to its commit: a process frozen there (SIGSTOP,
+# `docker pause`, a debugger) held it for as long as it stayed frozen, and the
+# rule's changes and deletion, through any process, waited meanwhile. Between
+# its statements a count only matches the alert to its sinks' filters. As a
+# change's (store/changes.py); the step runs again and counts it then.
+IDLE_IN_COUNT_SECONDS = 30.0
 
 
 @dataclass(slots=True)
@@ -507,6 +515,10 @@ class Evaluator:
         # the rest: counted and queued for the rule's sinks together, once.
         alert = json.loads(outcome.record)
         async with self._db.system_connection() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
+                [f"{max(1, round(IDLE_IN_COUNT_SECONDS * 1000))}ms"],
+            )
             # No wait for an erasure's lock on the rule or its sinks: refused
             # instead, the step runs again (store/alerts.py).
             await share_erasure_at_once(conn, tenant_id)
