@@ -44,6 +44,15 @@ from .store.deployment_sinks import DeploymentSink
 
 log = logging.getLogger(__name__)
 
+# How long the pass's transaction around a step may sit idle (its step runs on
+# other connections meanwhile) before PostgreSQL ends its session, letting the
+# definition's lock go. A process frozen midway through a step (SIGSTOP,
+# `docker pause`, a debugger) held it for as long as it stayed frozen, and the
+# operator's commands on the definition, from any host, waited meanwhile. A
+# step is one change of one tenant, whose waits are bounded (store/changes.py,
+# 5 s each): a pass whose step outlasts this fails, and the next goes on.
+IDLE_IN_STEP_SECONDS = 30.0
+
 
 class DeploymentSinkJob:
     def __init__(
@@ -147,6 +156,10 @@ class DeploymentSinkJob:
         holds its lock; None if it is gone, or the lock is another's (a
         command, or another process's pass, is at it)."""
         async with conn.transaction():
+            await conn.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
+                [f"{max(1, round(IDLE_IN_STEP_SECONDS * 1000))}ms"],
+            )
             subject = definitions.definition_subject(definition_id)
             if not await try_lock_subject(conn, "", subject):
                 yield None

@@ -23,10 +23,14 @@ import pytest
 from click.testing import Result
 
 from sealtrail import AuditClient, build_event, build_filter
+from sealtrail_server import deployment_sink_job
 from sealtrail_server.api import managed_sinks
 from sealtrail_server.deployment_sink_job import DeploymentSinkJob
 from sealtrail_server.domain.errors import Unavailable
+from sealtrail_server.store import changes as changes_module
+from sealtrail_server.store import deployment_sinks as definitions
 from tests.conftest import ServerThread, database_of_its_own, deployment_operator
+from tests.lock_waits import SUBJECT_LOCK, until_waiting
 
 SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
@@ -268,6 +272,47 @@ def test_a_pass_cancelled_midway_through_a_step_finishes_it(
     with AuditClient(server.target, token=server.token(tenant)) as admin:
         created = list(admin.query(build_filter(actions="sink.created")))
     assert len(created) == 1
+
+
+def test_a_pass_frozen_midway_through_a_step_lets_the_operator_change_the_definition(
+    server: ServerThread,
+    operator: Callable[..., Result],
+    own_database: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pass holds the definition's lock, on a connection of its own, in a
+    transaction around each tenant's step. A process frozen midway through a
+    step (SIGSTOP, `docker pause`, a debugger) held it for as long as it
+    stayed frozen: the operator's `sink update`, from any host, waited for
+    the whole freeze (60 s at most, then refused). That transaction's session
+    now ends itself once idle in it; the command goes on."""
+    frozen_seconds = 12
+    monkeypatch.setattr(deployment_sink_job, "IDLE_IN_STEP_SECONDS", 1.0, raising=False)
+    monkeypatch.setattr(changes_module, "IDLE_IN_CHANGE_SECONDS", 1.0)
+    _definition(operator, "soc-frozen", tmp_path)
+    [tenant] = _tenants_with_logs(server, 1)
+    with psycopg.connect(own_database, autocommit=True) as sql:
+        (definition_id,) = sql.execute(
+            "SELECT id FROM deployment_sinks WHERE name = 'soc-frozen'"
+        ).fetchone()  # type: ignore[misc]
+        subject = definitions.definition_subject(str(definition_id))
+        with sql.transaction():
+            # The step's change waits for its tenant's lock of the definition:
+            # frozen there, the pass's transaction sits idle holding the
+            # definition's lock, once this lets go.
+            sql.execute(SUBJECT_LOCK, [f"{tenant}/{subject}"])
+            passing = asyncio.run_coroutine_threadsafe(_job(server).run_pass(), server.loop)
+            until_waiting(sql, passing)  # type: ignore[arg-type]
+            server.loop.call_soon_threadsafe(time.sleep, frozen_seconds)
+    started = time.monotonic()
+    updated = operator("sink", "update", "soc-frozen", "--action", "doc.*")
+    assert updated.exit_code == 0, updated.output
+    assert time.monotonic() - started < frozen_seconds
+    with contextlib.suppress(Exception):
+        passing.result(60)  # woken, its sessions ended: the step failed, or not
+    server.run(_job(server).run_pass())
+    assert _instances(own_database, "soc-frozen") == {tenant}
 
 
 @pytest.mark.parametrize("skew_minutes", [-2, 2])
