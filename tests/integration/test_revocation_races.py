@@ -87,10 +87,10 @@ def test_a_token_created_by_a_token_revoked_meanwhile_is_not_created(
     tenant: str,
     sql: psycopg.Connection[Any],
 ) -> None:
-    """A caller revoked while its CreateToken waits creates no token, and
-    records none: the record is made in the creation's transaction, after the
-    caller's token is held live (ADR 0075). (Recorded first, in a transaction
-    of its own, it left the record of a token that never existed.)"""
+    """A caller revoked while its CreateToken waits for its token's lock makes
+    no token, and leaves no record of one: the record is made in the
+    creation's transaction, after its row, and rolls back with it (ADR 0075;
+    recorded apart and first, it named a token that never existed)."""
     admin = client_for(tenant)
     created = admin.create_token("admin", name="stolen")
     token_id = created.token.token_id
@@ -107,4 +107,4 @@ def test_a_token_created_by_a_token_revoked_meanwhile_is_not_created(
             creating.result(timeout=30)
     names = sql.execute("SELECT name FROM api_tokens WHERE tenant_id = %s", [tenant]).fetchall()
     assert ("successor",) not in names
-    assert _recorded(sql, tenant, "api_token.created") == 1  # "stolen" alone
+    assert _recorded(sql, tenant, "api_token.created") == 1  # "stolen" only
