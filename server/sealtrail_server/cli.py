@@ -713,13 +713,14 @@ def token_revoke(token_id: str, data_dir: Path | None, database_url: str | None)
                 return False
             # As the API revokes: under the token's subject lock, which the
             # changes it is making hold shared (they end first; those it begins
-            # now wait, then find it revoked), and recorded in its transaction
-            # (ADR 0075: a revocation is never without its event, nor the reverse).
+            # now wait, then find it revoked), and recorded in its transaction,
+            # last (a revocation is never without its event; ADR 0075).
             subject = token_subject(token_id)
             async with Changes(db).exclusive(tenant, subject, caller=None) as conn:
                 found = await read_token(conn, tenant_id=tenant, token_id=token_id)
                 if found is None or found.revoked_at is not None:
                     return False
+                await mark_revoked(conn, token_id=token_id, tenant_id=tenant)
                 await _record_operator_action(
                     db,
                     tenant,
@@ -727,7 +728,6 @@ def token_revoke(token_id: str, data_dir: Path | None, database_url: str | None)
                     token_id=token_id,
                     description="Revoked an API token",
                 )
-                await mark_revoked(conn, token_id=token_id, tenant_id=tenant)
             return True
 
     if not asyncio.run(run()):

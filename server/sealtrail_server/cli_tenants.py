@@ -307,26 +307,24 @@ def tenant_release_hold(
                     f"tenant {tenant_id} has no log and no token: no legal hold to release"
                 )
             # As the API releases: under the retention subject's lock, the
-            # policy's row locked, and recorded in its transaction.
+            # policy's row locked, and recorded last, in its transaction.
             async with Changes(db).exclusive(tenant_id, RETENTION_SUBJECT, caller=None) as conn:
                 hold = (await policy_to_change(conn, tenant_id, seconds=_HOLD_WAIT_SECONDS)).hold
                 if not hold.on:
                     return False
                 previous = await _redacted_name(db, settings, tenant_id, hold.reason)
+                given = await _redacted_name(db, settings, tenant_id, reason)
+                await write_hold(conn, tenant_id, on=False, reason="", now=datetime.now(UTC))
                 await _record_operator_action(
                     db,
                     tenant_id,
                     action="retention.legal_hold_released",
                     description="Legal hold released",
-                    details={
-                        "previous_reason": previous,
-                        "reason": await _redacted_name(db, settings, tenant_id, reason),
-                    },
+                    details={"previous_reason": previous, "reason": given},
                     category=event_pb2.CATEGORY_CONFIGURATION,
                     severity=weakening_severity(True),  # as the API's release (ADR 0066)
                     resource_type="legal_hold",
                 )
-                await write_hold(conn, tenant_id, on=False, reason="", now=datetime.now(UTC))
             return True
 
     if not asyncio.run(run()):
@@ -383,8 +381,7 @@ def tenant_retention_limit(
                 )
             # As the API changes the policy: under the retention subject's
             # lock (a policy change checks the ceiling under it), the policy's
-            # row locked (after a purge batch under way), recorded in its
-            # transaction (ADR 0075).
+            # row locked (after a purge batch under way), recorded last.
             async with Changes(db).exclusive(tenant_id, RETENTION_SUBJECT, caller=None) as conn:
                 before = await policy_to_change(conn, tenant_id, seconds=_HOLD_WAIT_SECONDS)
                 if before.max_days == max_days:
@@ -399,6 +396,7 @@ def tenant_retention_limit(
                     if max_days is not None
                     else "Retention limit removed by the operator"
                 )
+                await write_max_days(conn, tenant_id, max_days)
                 await _record_operator_action(
                     db,
                     tenant_id,
@@ -410,7 +408,6 @@ def tenant_retention_limit(
                     resource_type="retention_limit",
                     changes=[ChangeDraft("max_days", before.max_days, max_days)],
                 )
-                await write_max_days(conn, tenant_id, max_days)
             return True, shortened
 
     changed, shortened = asyncio.run(run())

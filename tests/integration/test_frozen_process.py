@@ -150,7 +150,7 @@ def test_a_process_frozen_signing_a_checkpoint_lets_the_others_sign(
         ("retention_policies", "SHARE", "retention.policy_updated"),
         ("api_tokens", "SHARE", "api_token.created"),
     ],
-    ids=["policy-before-its-record", "policy-after-its-record", "token-after-its-record"],
+    ids=["policy-before-its-read", "policy-at-its-write", "token-at-its-insert"],
 )
 def test_a_process_frozen_mid_change_lets_its_token_be_revoked_and_records_nothing_undone(
     migrated_database_url: str,
@@ -167,10 +167,9 @@ def test_a_process_frozen_mid_change_lets_its_token_be_revoked_and_records_nothi
     that long, the frozen change, woken, went on to record itself through its
     own appender and then failed to apply: the log said a revoked token
     changed the policy, which it never did. The change is now recorded in its
-    own transaction, so both or neither commit. Frozen before it reads the
-    policy (ACCESS EXCLUSIVE), or as it writes it, its record already made
-    (SHARE); or as it inserts a token it creates, recorded before that
-    transaction began."""
+    own transaction, last, so both or neither commit. Frozen before it reads
+    the policy (ACCESS EXCLUSIVE), or as it writes it (SHARE), or as it
+    inserts a token it creates, each before its record."""
     monkeypatch.setattr(changes_module, "IDLE_IN_CHANGE_SECONDS", 1.0, raising=False)
     tenant = f"t-{uuid.uuid4().hex[:12]}"
     frozen = ServerThread(migrated_database_url)

@@ -298,6 +298,8 @@ class AlertingRpcs:
             )
             shown = await self._recorded_rule(tenant_id, stored)
             rule_kind = stored.condition["kind"]
+            await store.insert_rule(conn, stored)
+            # Recorded last, in the change's transaction (ADR 0075).
             event_id = (
                 await record_access(
                     self._appender,
@@ -311,7 +313,6 @@ class AlertingRpcs:
                     details=shown,
                 )
             ).event_id
-            await store.insert_rule(conn, stored)
         self._evaluator.rules_changed()
         return pb.CreateAlertRuleResponse(rule=_rule_message(stored), event_id=event_id)
 
@@ -347,6 +348,14 @@ class AlertingRpcs:
                 await self._recorded_rule(tenant_id, after),
             )
             weakens = rule_weakenings(_settings(before), _settings(after))
+            # What a new-IP or new-country rule learned was learned under its
+            # old condition.
+            forget = (
+                before.condition["kind"] in NEW_ORIGIN_KINDS and before.condition != after.condition
+            )
+            after = replace(after, updated_at=self._clock())
+            await store.update_rule(conn, after, forget_origins=forget)
+            # Recorded last, in the change's transaction (ADR 0075).
             event_id = (
                 await record_access(
                     self._appender,
@@ -362,13 +371,6 @@ class AlertingRpcs:
                     changes=[ChangeDraft(name, old[name], new[name]) for name in changed],
                 )
             ).event_id
-            # What a new-IP or new-country rule learned was learned under its
-            # old condition.
-            forget = (
-                before.condition["kind"] in NEW_ORIGIN_KINDS and before.condition != after.condition
-            )
-            after = replace(after, updated_at=self._clock())
-            await store.update_rule(conn, after, forget_origins=forget)
             current = await _stored_rule(conn, tenant_id, rule_id)
         self._evaluator.rules_changed()
         return pb.UpdateAlertRuleResponse(rule=_rule_message(current), event_id=event_id)

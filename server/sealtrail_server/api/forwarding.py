@@ -318,6 +318,16 @@ class ForwardingRpcs:
             sink_id = str(uuid.uuid4())
             cursor = 0 if request.from_beginning else head
             shown = await self._recorded_sink(tenant_id, definition)
+            await store.insert_sink(
+                conn,
+                tenant_id,
+                sink_id,
+                definition,
+                box=self._box,
+                cursor_seq=cursor,
+                now=self._clock(),
+            )
+            # Recorded last, in the change's transaction (ADR 0075).
             event_id = (
                 await record_access(
                     self._appender,
@@ -331,15 +341,6 @@ class ForwardingRpcs:
                     details={**shown, "from_seq": cursor + 1},
                 )
             ).event_id
-            await store.insert_sink(
-                conn,
-                tenant_id,
-                sink_id,
-                definition,
-                box=self._box,
-                cursor_seq=cursor,
-                now=self._clock(),
-            )
             stored = await store.read_sink(conn, tenant_id, sink_id, box=self._box)
         assert stored is not None
         self._forwarder.sink_changed(tenant_id)
@@ -395,21 +396,6 @@ class ForwardingRpcs:
                 head = await tree_size(conn, tenant_id)
                 return pb.UpdateSinkResponse(sink=_sink_message(before, head))
             change = await self._sink_records.change(tenant_id, before.definition, definition)
-            event_id = (
-                await record_access(
-                    self._appender,
-                    principal,
-                    now=self._clock(),
-                    action="sink.updated",
-                    category=event_pb2.CATEGORY_CONFIGURATION,
-                    severity=change.severity,
-                    resource_type="sink",
-                    resource_id=sink_id,
-                    description=change.description,
-                    details=change.details,
-                    changes=change.changes,
-                )
-            ).event_id
             await store.update_sink(
                 conn,
                 tenant_id,
@@ -427,6 +413,22 @@ class ForwardingRpcs:
                     now_filter=filter_from_json(definition.filter),
                     now=self._clock(),
                 )
+            # Recorded last, in the change's transaction (ADR 0075).
+            event_id = (
+                await record_access(
+                    self._appender,
+                    principal,
+                    now=self._clock(),
+                    action="sink.updated",
+                    category=event_pb2.CATEGORY_CONFIGURATION,
+                    severity=change.severity,
+                    resource_type="sink",
+                    resource_id=sink_id,
+                    description=change.description,
+                    details=change.details,
+                    changes=change.changes,
+                )
+            ).event_id
             after = await self._stored_sink(conn, tenant_id, sink_id, "sink.id")
             head = await tree_size(conn, tenant_id)
         self._forwarder.sink_changed(tenant_id)
@@ -474,6 +476,8 @@ class ForwardingRpcs:
                 what=f"sink {sink_id}",
             )
             shown = await self._recorded_sink(tenant_id, stored.definition)
+            await store.delete_sink(conn, tenant_id, sink_id)
+            # Recorded last, in the change's transaction (ADR 0075).
             event_id = (
                 await record_access(
                     self._appender,
@@ -492,7 +496,6 @@ class ForwardingRpcs:
                     },
                 )
             ).event_id
-            await store.delete_sink(conn, tenant_id, sink_id)
         return pb.DeleteSinkResponse(event_id=event_id)
 
     async def ListDeadLetters(
@@ -543,6 +546,21 @@ class ForwardingRpcs:
             if replay.dead_letter_id is not None:
                 details["dead_letter_id"] = replay.dead_letter_id
             name = await self._filter_details.text(tenant_id, stored.definition.name)
+            replay_id = str(uuid.uuid4())
+            await store.insert_replay(
+                conn,
+                tenant_id,
+                sink_id,
+                replay_id,
+                first_seq=replay.first_seq,
+                last_seq=replay.last_seq,
+                occurred_after=replay.occurred_after,
+                occurred_before=replay.occurred_before,
+                dead_letter_id=replay.dead_letter_id,
+                bypass_filter=replay.bypass_filter,
+                now=self._clock(),
+            )
+            # Recorded last, in the change's transaction (ADR 0075).
             event_id = (
                 await record_access(
                     self._appender,
@@ -558,20 +576,6 @@ class ForwardingRpcs:
                     details=details,
                 )
             ).event_id
-            replay_id = str(uuid.uuid4())
-            await store.insert_replay(
-                conn,
-                tenant_id,
-                sink_id,
-                replay_id,
-                first_seq=replay.first_seq,
-                last_seq=replay.last_seq,
-                occurred_after=replay.occurred_after,
-                occurred_before=replay.occurred_before,
-                dead_letter_id=replay.dead_letter_id,
-                bypass_filter=replay.bypass_filter,
-                now=self._clock(),
-            )
         self._forwarder.sink_changed(tenant_id)
         return pb.ReplaySinkResponse(replay_id=replay_id, event_id=event_id)
 

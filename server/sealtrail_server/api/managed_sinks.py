@@ -213,6 +213,17 @@ class ManagedSinks:
             sink_id = str(uuid.uuid4())
             definition = deployment.definition
             shown = await self._records.shown(tenant_id, definition)
+            await store.insert_sink(
+                conn,
+                tenant_id,
+                sink_id,
+                definition,
+                box=self._box,
+                cursor_seq=cursor,
+                now=self._clock(),
+                deployment_sink=(deployment.id, deployment.revision),
+            )
+            # Recorded last, in the change's transaction (ADR 0075).
             await self._record(
                 deployment,
                 tenant_id,
@@ -223,16 +234,6 @@ class ManagedSinks:
                     " operator, for every tenant"
                 ),
                 details={**shown, "from_seq": cursor + 1},
-            )
-            await store.insert_sink(
-                conn,
-                tenant_id,
-                sink_id,
-                definition,
-                box=self._box,
-                cursor_seq=cursor,
-                now=self._clock(),
-                deployment_sink=(deployment.id, deployment.revision),
             )
         self._changed(tenant_id)
         return True
@@ -250,8 +251,14 @@ class ManagedSinks:
             if before is None or before.deployment_revision == deployment.revision:
                 return False
             after: SinkDefinition = deployment.definition
+            change = None
             if after != before.definition:
                 change = await self._records.change(tenant_id, before.definition, after)
+                await store.update_sink(
+                    conn, tenant_id, sink_id, after, box=self._box, now=self._clock()
+                )
+            await store.update_sink_revision(conn, tenant_id, sink_id, deployment.revision)
+            if change is not None:  # recorded last, in the change's transaction (ADR 0075)
                 await self._record(
                     deployment,
                     tenant_id,
@@ -262,10 +269,6 @@ class ManagedSinks:
                     details=change.details,
                     changes=change.changes,
                 )
-                await store.update_sink(
-                    conn, tenant_id, sink_id, after, box=self._box, now=self._clock()
-                )
-            await store.update_sink_revision(conn, tenant_id, sink_id, deployment.revision)
         self._changed(tenant_id)
         return after != before.definition
 
@@ -275,6 +278,8 @@ class ManagedSinks:
             if stored is None:
                 return False
             shown = await self._records.shown(tenant_id, stored.definition)
+            await store.delete_sink(conn, tenant_id, sink_id)
+            # Recorded last, in the change's transaction (ADR 0075).
             await self._record(
                 deployment,
                 tenant_id,
@@ -289,7 +294,6 @@ class ManagedSinks:
                     "weakens": ["deleted"],
                 },
             )
-            await store.delete_sink(conn, tenant_id, sink_id)
         return True
 
 

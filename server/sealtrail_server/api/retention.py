@@ -252,7 +252,9 @@ class RetentionRpcs:
                 return pb.UpdateRetentionPolicyResponse(policy=_policy_message(before))
             old, new = describe(before.policy), describe(policy)
             shortened = shortenings(before.policy, policy, limits=limits)
-            # Recorded before it applies: a change is never without its event.
+            after = await write_policy(conn, tenant_id, policy, now=self._clock())
+            # Recorded last, in the change's transaction (ADR 0075): the
+            # tenant's head, locked by the record, is held only to the commit.
             event_id = (
                 await record_access(
                     self._appender,
@@ -271,7 +273,6 @@ class RetentionRpcs:
                     ],
                 )
             ).event_id
-            after = await write_policy(conn, tenant_id, policy, now=self._clock())
         return pb.UpdateRetentionPolicyResponse(policy=_policy_message(after), event_id=event_id)
 
     async def PreviewRetentionPolicy(
@@ -330,6 +331,10 @@ class RetentionRpcs:
             if hold.on == placed and (not placed or hold.reason == reason):
                 return pb.SetLegalHoldResponse(legal_hold=_hold_message(before))
             shown = await self._filter_details.text(tenant_id, reason if placed else hold.reason)
+            after = await write_hold(
+                conn, tenant_id, on=placed, reason=reason if placed else "", now=self._clock()
+            )
+            # Recorded last (ADR 0075).
             event_id = (
                 await record_access(
                     self._appender,
@@ -348,9 +353,6 @@ class RetentionRpcs:
                     details={"reason": shown} if placed else {"previous_reason": shown},
                 )
             ).event_id
-            after = await write_hold(
-                conn, tenant_id, on=placed, reason=reason if placed else "", now=self._clock()
-            )
         return pb.SetLegalHoldResponse(legal_hold=_hold_message(after), event_id=event_id)
 
     async def EraseTenant(

@@ -123,9 +123,9 @@ class SettingsRpcs:
             require_etag(request.settings.etag, _etag(before), what="tenant settings")
             if before.redaction_mode == mode:
                 return pb.UpdateTenantSettingsResponse(settings=_message(before))
-            # Recorded before it applies: a change is never without its event.
-            event_id = await self._record_change(principal, before.redaction_mode, mode)
             after = await write_settings(conn, principal.tenant_id, redaction_mode=mode)
+            # Recorded last, in the change's transaction (ADR 0075).
+            event_id = await self._record_change(principal, before.redaction_mode, mode)
         self._settings_cache.put(principal.tenant_id, after)
         return pb.UpdateTenantSettingsResponse(settings=_message(after), event_id=event_id)
 

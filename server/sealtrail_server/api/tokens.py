@@ -227,7 +227,12 @@ class TokenRpcs:
                 raise NotFound("no token with that id in this tenant")
             if found.revoked_at is not None:
                 return pb.RevokeTokenResponse(token=_message(found))
-            # Recorded before it applies: a revocation is never without its event.
+            name = await self._filter_details.text(tenant_id, found.name)
+            await mark_revoked(conn, token_id=token_id, tenant_id=tenant_id)
+            revoked = await read_token(conn, tenant_id=tenant_id, token_id=token_id)
+            # Recorded last, in the revocation's transaction: both commit, or
+            # neither; the tenant's head, locked by the record, is held only
+            # to the commit (ADR 0075).
             event_id = (
                 await record_access(
                     self._appender,
@@ -238,14 +243,9 @@ class TokenRpcs:
                     resource_type="api_token",
                     resource_id=token_id,
                     description=f"Revoked an API token with role {found.role}",
-                    details={
-                        "role": found.role,
-                        "name": await self._filter_details.text(tenant_id, found.name),
-                    },
+                    details={"role": found.role, "name": name},
                 )
             ).event_id
-            await mark_revoked(conn, token_id=token_id, tenant_id=tenant_id)
-            revoked = await read_token(conn, tenant_id=tenant_id, token_id=token_id)
         # Committed: this process stops honouring it now (forgotten earlier, a
         # check meanwhile could have cached it again as live).
         if self._authenticator is not None:

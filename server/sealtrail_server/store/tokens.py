@@ -60,9 +60,6 @@ async def create_token(
         await refuse_if_erased(conn, tenant_id)  # before the caller's token, which it removed
         if caller is not None:
             await hold_live_token(conn, tenant_id, caller, seconds=5.0)
-        if record is not None:
-            with recorded_within(conn, tenant_id):
-                await record()
         cursor = await conn.execute(
             "INSERT INTO api_tokens (tenant_id, token_id, secret_sha256, role, name, expires_at)"
             " SELECT %s, %s, %s, %s, %s, %s WHERE NOT EXISTS"
@@ -70,8 +67,13 @@ async def create_token(
             [tenant_id, token_id, token_digest(secret), role.value, name, expires_at, tenant_id],
         )
         row = await cursor.fetchone()
-    if row is None:
-        raise tenant_erased(tenant_id)
+        if row is None:
+            raise tenant_erased(tenant_id)
+        if record is not None:
+            # Last: the tenant's head, which the record locks, is held only
+            # to the commit, not while the token's row is written (ADR 0075).
+            with recorded_within(conn, tenant_id):
+                await record()
     created_at = row[0]
     assert isinstance(created_at, datetime)
     return IssuedToken(token_id, tenant_id, role, secret, created_at, expires_at)
