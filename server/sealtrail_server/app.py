@@ -55,7 +55,7 @@ from .forward.egress import EgressPolicy, OutboundClient
 from .forward.forwarder import Forwarder
 from .integrity.checkpointer import Checkpointer
 from .integrity.keys import KEY_FILE_NAME as SIGNING_KEY_FILE_NAME
-from .integrity.keys import load_signer, refuse_an_unchosen_key
+from .integrity.keys import configured_signer, refuse_an_unchosen_key
 from .integrity.signed_sizes import open_signed_sizes
 from .measures import meter_of
 from .redaction_setup import (
@@ -219,12 +219,7 @@ class Service:
         credentials = server_credentials(settings)
         # Then the keys, any of which may be generated here.
         secret_box, data_dir_secrets_key = load_secrets_key(settings)
-        signer = load_signer(
-            key_text=settings.signing_key,
-            key_file=settings.signing_key_file,
-            data_dir=settings.data_dir,
-            name=settings.log_origin,
-        )
+        signer = configured_signer(settings)
         redactor, redaction_secret = load_redactor(settings), load_redaction_secret(settings)
         # Then what the database must agree with, checked before migrating:
         # a new release's process refused for its login or keys after it had

@@ -44,7 +44,7 @@ from .domain.event import MAX_ID, ChangeDraft, parse_uuid
 from .domain.redaction import tenant_key
 from .embedded import embedded_database_exists, start_embedded_postgres
 from .integrity.checkpointer import RestoredLog, restored_logs
-from .integrity.keys import load_signer
+from .integrity.keys import configured_signer
 from .integrity.signed_sizes import DIR_NAME as SIGNED_DIR_NAME
 from .integrity.signed_sizes import SignedSizes, SignedSizesError
 from .redaction_setup import (
@@ -110,6 +110,14 @@ _data_dir_option: _Decorator = click.option(
 )
 _database_url_option: _Decorator = click.option(
     "--database-url", help="PostgreSQL URL; no embedded server [env SEALTRAIL_DATABASE_URL]."
+)
+_output_format_option: _Decorator = click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: aligned columns; json: one array of objects.",
 )
 
 
@@ -747,25 +755,12 @@ def key_show(data_dir: Path | None) -> None:
     `sealtrail verify --key`. Where no key is configured and none is in the
     data directory yet, it fails rather than make one no server signs with."""
     settings = Settings.load(data_dir=data_dir)
-    signer = load_signer(
-        key_text=settings.signing_key,
-        key_file=settings.signing_key_file,
-        data_dir=settings.data_dir,
-        name=settings.log_origin,
-        create=False,
-    )
+    signer = configured_signer(settings, create=False)
     click.echo(signer.verifier.text())
 
 
 @key.command("restored")
-@click.option(
-    "--format",
-    "output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text: aligned columns; json: one array of objects.",
-)
+@_output_format_option
 @_data_dir_option
 @_database_url_option
 def key_restored(output: str, data_dir: Path | None, database_url: str | None) -> None:
@@ -782,13 +777,7 @@ def key_restored(output: str, data_dir: Path | None, database_url: str | None) -
     signed of a tenant cannot be read. Nothing is recorded in the tenants'
     logs."""
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
-    signer = load_signer(
-        key_text=settings.signing_key,
-        key_file=settings.signing_key_file,
-        data_dir=settings.data_dir,
-        name=settings.log_origin,
-        create=False,
-    )
+    signer = configured_signer(settings, create=False)
     signed = SignedSizes(
         settings.signed_checkpoints_dir or settings.data_dir / SIGNED_DIR_NAME, signer.verifier
     )

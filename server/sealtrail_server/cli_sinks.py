@@ -40,6 +40,7 @@ from .cli import (
     _database_url_option,
     _database_urls,
     _operator,
+    _output_format_option,
     _Urls,
     refuse_another_redaction_key_here,
 )
@@ -333,13 +334,7 @@ async def _find(conn: Connection, name_or_id: str, box: SecretBox) -> Deployment
 
 
 @sink.command("list")
-@click.option(
-    "--format",
-    "output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-)
+@_output_format_option
 @_data_dir_option
 @_database_url_option
 def sink_list(output: str, data_dir: Path | None, database_url: str | None) -> None:

@@ -27,6 +27,7 @@ from .cli import (
     _database_url_option,
     _database_urls,
     _operator,
+    _output_format_option,
     _record_operator_action,
     _redacted_name,
     _Urls,
@@ -38,7 +39,7 @@ from .domain.event import ChangeDraft
 from .domain.retention import MAX_DAYS, RetentionLimits, validate_hold_reason
 from .domain.weakening import Shortening, limit_shortenings
 from .integrity.checkpointer import Checkpointer
-from .integrity.keys import load_signer
+from .integrity.keys import configured_signer
 from .integrity.signed_sizes import open_signed_sizes
 from .retention.erasure import Eraser, Receipt, check_receipt
 from .store.changes import RETENTION_SUBJECT, Changes
@@ -85,14 +86,7 @@ class _TenantRow(NamedTuple):
 
 @tenant.command("list")
 @click.option("--erased", is_flag=True, help="Also list erased tenants (their receipts).")
-@click.option(
-    "--format",
-    "output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text: aligned columns; json: one array of objects.",
-)
+@_output_format_option
 @_data_dir_option
 @_database_url_option
 def tenant_list(erased: bool, output: str, data_dir: Path | None, database_url: str | None) -> None:
@@ -191,13 +185,8 @@ def tenant_erase(
     if confirm != tenant_id:
         raise click.BadParameter("must be the tenant's id, typed again", param_hint="--confirm")
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
-    signer = load_signer(
-        key_text=settings.signing_key,
-        key_file=settings.signing_key_file,
-        data_dir=settings.data_dir,
-        name=settings.log_origin,
-        create=False,  # a final checkpoint no server's key signs would prove nothing
-    )
+    # create=False: a final checkpoint no server's key signs would prove nothing.
+    signer = configured_signer(settings, create=False)
     urls = _database_urls(settings)
 
     async def run() -> Receipt:

@@ -7,6 +7,7 @@ keys signed, `refuse_an_unchosen_key`). Key text is the C2SP signed-note signer 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -16,10 +17,25 @@ from ..key_files import load_key_text
 from ..store.checkpoints import register_key
 from ..store.migrations import has_table
 
+if TYPE_CHECKING:
+    from ..config import Settings
+
 # pg_advisory_xact_lock key of a data dir's key's check ("sealtkey" in ASCII).
 _KEY_CHOICE_LOCK = 0x7365616C746B6579
 
 KEY_FILE_NAME = "signing-key"
+
+
+def configured_signer(settings: Settings, *, create: bool = True) -> Signer:
+    """The signer the settings configure (SEALTRAIL_SIGNING_KEY, _FILE, or the
+    data dir's key), as `load_signer` loads it."""
+    return load_signer(
+        key_text=settings.signing_key,
+        key_file=settings.signing_key_file,
+        data_dir=settings.data_dir,
+        name=settings.log_origin,
+        create=create,
+    )
 
 
 def load_signer(
