@@ -75,13 +75,9 @@ class SignedSizes:
 
     def read(self, tenant_id: str) -> tuple[int, bytes] | None:
         """The largest size signed of the tenant's log and its root, or None."""
-        try:
-            with self._file(tenant_id).open("rb") as file:
-                text = file.read(_MAX_FILE_BYTES).decode("ascii")
-        except FileNotFoundError:
+        text = _read_text(self._file(tenant_id))
+        if text is None:
             return None
-        except (OSError, UnicodeDecodeError) as error:
-            raise SignedSizesError(f"{self._file(tenant_id)}: {error}") from error
         try:
             size, root = text.split()
             return int(size), base64.b64decode(root, validate=True)
@@ -104,13 +100,9 @@ class SignedSizes:
         about to sign) an erasure's receipt of, and whether the receipt was
         released (its erasure committed); None if none (ADR 0083)."""
         path = self._dir / _ERASURES / self._file(tenant_id).name
-        try:
-            with path.open("rb") as file:
-                text = file.read(_MAX_FILE_BYTES).decode("ascii")
-        except FileNotFoundError:
+        text = _read_text(path)
+        if text is None:
             return None
-        except (OSError, UnicodeDecodeError) as error:
-            raise SignedSizesError(f"{path}: {error}") from error
         try:
             size, root, state = text.split()
             if state not in ("erasing", "erased"):
@@ -160,12 +152,8 @@ class SignedSizes:
             finally:
                 os.close(descriptor)
             if not text:  # the file new, perhaps its directory too
-                for directory in (path.parent, self._dir):
-                    handle = os.open(directory, os.O_RDONLY)
-                    try:
-                        os.fsync(handle)
-                    finally:
-                        os.close(handle)
+                _fsync_directory(path.parent)
+                _fsync_directory(self._dir)
         except (OSError, UnicodeDecodeError) as error:
             raise SignedSizesError(f"{path}: {error}") from error
         return None
@@ -230,13 +218,30 @@ def _replace(path: Path, text: str) -> None:
             temporary.unlink()
         raise SignedSizesError(f"{path}: {error}") from error
     try:
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        _fsync_directory(path.parent)
     except OSError as error:
         raise SignedSizesError(f"{path}: {error}") from error
+
+
+def _read_text(path: Path) -> str | None:
+    """The small file's text (its first _MAX_FILE_BYTES), None if there is
+    none; SignedSizesError naming it if it cannot be read as ASCII."""
+    try:
+        with path.open("rb") as file:
+            return file.read(_MAX_FILE_BYTES).decode("ascii")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SignedSizesError(f"{path}: {error}") from error
+
+
+def _fsync_directory(directory: Path) -> None:
+    """What `directory` lists made durable (a file renamed or made in it)."""
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def _write_all(descriptor: int, data: bytes) -> None:
