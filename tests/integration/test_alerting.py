@@ -1243,16 +1243,31 @@ def _logins_threshold(client: AuditClient) -> alerting_pb2.AlertRule:
 
 
 def _step_again(
-    server: ServerThread, evaluator: Evaluator, tenant: str, *, afresh: bool
+    server: ServerThread, evaluator: Evaluator, tenant: str, *, afresh: bool, from_log: bool = False
 ) -> Evaluator:
     """Runs a step of the tenant; `afresh`, by a process that takes it over
-    (a restart, a lease moving, a failed step: the windows rebuilt from the log)."""
+    (a restart, a lease moving, a failed step: the windows taken up as kept);
+    `from_log`, with no window kept (as after a rule's change, or of a rule
+    evaluated by a release that kept none): the windows rebuilt from the log."""
     if afresh:
+        if from_log:
+            with psycopg.connect(server.settings.owner_database_url, autocommit=True) as sql:
+                sql.execute("DELETE FROM alert_rule_windows WHERE tenant_id = %s", [tenant])
         server.run(evaluator._release())
         evaluator = Evaluator(server.database, evaluator._appender)
         assert tenant in server.run(evaluator._claim())
     server.run(evaluator._step(tenant))
     return evaluator
+
+
+# How the step after the first runs: in the same process; by one that takes
+# the tenant over (the windows taken up as kept); or by one that finds no
+# window kept (rebuilt from the log).
+_TAKEN_UP = pytest.mark.parametrize(
+    ("afresh", "from_log"),
+    [(False, False), (True, False), (True, True)],
+    ids=["same-process", "taken-over", "rebuilt-from-log"],
+)
 
 
 @pytest.mark.parametrize(
@@ -1296,7 +1311,7 @@ def test_a_record_rewritten_in_the_database_stops_no_alerting(
     client.close()
 
 
-@pytest.mark.parametrize("afresh", [False, True], ids=["same-process", "taken-over"])
+@_TAKEN_UP
 @pytest.mark.parametrize(
     ("late", "before", "after", "fires"),
     # An actor's logins `late` seconds ago, `before` of them evaluated before
@@ -1308,6 +1323,7 @@ def test_a_backdated_burst_that_straddles_a_restart_fires_as_it_would_without_on
     unevaluated: ServerThread,
     tenant: str,
     afresh: bool,
+    from_log: bool,
     late: int,
     before: int,
     after: int,
@@ -1336,7 +1352,7 @@ def test_a_backdated_burst_that_straddles_a_restart_fires_as_it_would_without_on
             client.record(action="user.login", actor_id="current", occurred_at=now)
             server.run(evaluator._step(tenant))
             burst(range(before, before + after))
-            evaluator = _step_again(server, evaluator, tenant, afresh=afresh)
+            evaluator = _step_again(server, evaluator, tenant, afresh=afresh, from_log=from_log)
         finally:
             server.run(evaluator._release())
     assert [alert["trigger_seq"] for alert in fired_by(client, rule.id)] == [
@@ -1345,10 +1361,10 @@ def test_a_backdated_burst_that_straddles_a_restart_fires_as_it_would_without_on
     client.close()
 
 
-@pytest.mark.parametrize("afresh", [False, True], ids=["same-process", "taken-over"])
+@_TAKEN_UP
 @pytest.mark.parametrize("before", [0, 2], ids=["burst-after", "burst-straddling"])
 def test_a_late_burst_within_reach_fires_though_its_group_saw_a_newer_event(
-    unevaluated: ServerThread, tenant: str, afresh: bool, before: int
+    unevaluated: ServerThread, tenant: str, afresh: bool, from_log: bool, before: int
 ) -> None:
     """An actor's login at the present (a source that sends at once), then
     three of that actor's that occurred two minutes before (a buffered source
@@ -1374,7 +1390,7 @@ def test_a_late_burst_within_reach_fires_though_its_group_saw_a_newer_event(
             burst(range(before))
             server.run(evaluator._step(tenant))
             burst(range(before, 3))
-            evaluator = _step_again(server, evaluator, tenant, afresh=afresh)
+            evaluator = _step_again(server, evaluator, tenant, afresh=afresh, from_log=from_log)
         finally:
             server.run(evaluator._release())
     [fired] = fired_by(client, rule.id)
@@ -1382,9 +1398,9 @@ def test_a_late_burst_within_reach_fires_though_its_group_saw_a_newer_event(
     client.close()
 
 
-@pytest.mark.parametrize("afresh", [False, True], ids=["same-process", "taken-over"])
+@_TAKEN_UP
 def test_a_window_is_rebuilt_from_far_enough_back_for_an_event_late_by_minutes(
-    migrated_database_url: str, tenant: str, afresh: bool
+    migrated_database_url: str, tenant: str, afresh: bool, from_log: bool
 ) -> None:
     """The rebuild went back a window and the skew (6 minutes here) from the
     rule's newest event, but a burst's first login received 400 s before it
@@ -1414,7 +1430,9 @@ def test_a_window_is_rebuilt_from_far_enough_back_for_an_event_late_by_minutes(
                     server.run(evaluator._step(tenant))
                     login("x", 41)  # late, yet within a window and the skew of the newest
                     third = login("x", 45)  # 0, 41 and 45: three within a minute
-                    evaluator = _step_again(server, evaluator, tenant, afresh=afresh)
+                    evaluator = _step_again(
+                        server, evaluator, tenant, afresh=afresh, from_log=from_log
+                    )
                 finally:
                     server.run(evaluator._release())
             assert [alert["trigger_seq"] for alert in fired_by(client, rule.id)] == [third]
@@ -1533,7 +1551,8 @@ def test_a_windows_rebuild_reads_no_event_before_the_rules_start(
             assert tenant in server.run(evaluator._claim())
             server.run(evaluator._step(tenant))  # the failures evaluated
             monkeypatch.setattr(evaluator_module, "query_events", recorded)
-            evaluator = _step_again(server, evaluator, tenant, afresh=True)  # and replayed
+            # and replayed, as by a process that finds no window kept
+            evaluator = _step_again(server, evaluator, tenant, afresh=True, from_log=True)
         finally:
             server.run(evaluator._release())
     [read] = reads
@@ -1550,6 +1569,73 @@ def test_a_windows_rebuild_reads_no_event_before_the_rules_start(
     assert plan[0].startswith("Limit (actual rows=2 ")  # the two failures
     removed = [int(line.split(":")[1]) for line in plan if "Rows Removed" in line]
     assert sum(removed) < 10, "\n".join(plan)
+    client.close()
+
+
+def test_a_kept_window_holds_what_it_still_needs_and_goes_when_its_rule_changes(
+    unevaluated: ServerThread, own_sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    """A threshold's window is kept beside the cursor (ADR 0086), group by
+    group, as the window holds it: a group goes from it as the window drops
+    it (no event still to be counted can reach it), and the whole window
+    goes when its rule changes its condition, is disabled or deleted."""
+    server, client = unevaluated, AuditClient(unevaluated.target, token=unevaluated.token(tenant))
+    rule = _logins_threshold(client)  # 3 of an actor within a minute
+    other = _keys_threshold(client, count=2, window_seconds=60)
+    now = datetime.now(UTC)
+
+    def groups(rule_id: str) -> list[str]:
+        rows = own_sql.execute(
+            "SELECT group_key FROM alert_rule_window_groups WHERE tenant_id = %s"
+            " AND rule_id = %s ORDER BY 1",
+            [tenant, rule_id],
+        ).fetchall()
+        return [key for (key,) in rows]
+
+    def windows() -> list[str]:
+        rows = own_sql.execute(
+            "SELECT rule_id::text FROM alert_rule_windows WHERE tenant_id = %s ORDER BY 1",
+            [tenant],
+        ).fetchall()
+        return [rule_id for (rule_id,) in rows]
+
+    def logins(actors: list[str], at: datetime) -> None:
+        for start in range(0, len(actors), 500):
+            client.record_batch([
+                build_event(action="user.login", actor_id=actor, occurred_at=at)
+                for actor in actors[start : start + 500]
+            ])  # fmt: skip
+
+    with _appender_of(server) as appender:
+        evaluator = Evaluator(server.database, appender)
+        try:
+            assert tenant in server.run(evaluator._claim())
+            logins(["early"], now - timedelta(minutes=10))
+            client.record(action="api_key.create", actor_id="u", occurred_at=now)
+            server.run(evaluator._step(tenant))
+            assert groups(rule.id) == ["early"] and groups(other.id) == [""]
+            # Ten minutes on: "early" is out of reach (a window and the skew,
+            # and a window before) once the window sweeps, 1,024 events on.
+            logins([f"later-{n % 3}" for n in range(1100)], now)
+            while server.run(evaluator._step(tenant)) == 0.0:
+                pass
+            assert groups(rule.id) == ["later-0", "later-1", "later-2"]
+            client.update_alert_rule(
+                alerting_pb2.AlertRule(id=rule.id, disabled=True), fields=["disabled"]
+            )
+            assert windows() == [other.id] and groups(rule.id) == []
+            changed = alerting_pb2.AlertRule(id=other.id)
+            changed.threshold.CopyFrom(other.threshold)
+            changed.threshold.count = 3
+            client.update_alert_rule(changed, fields=["threshold"])
+            assert windows() == []
+            client.record(action="api_key.create", actor_id="u", occurred_at=now)
+            server.run(evaluator._step(tenant))  # rebuilt from the log, kept whole
+            assert windows() == [other.id] and groups(other.id) == [""]
+            client.delete_alert_rule(other.id)
+            assert windows() == [] and groups(other.id) == []
+        finally:
+            server.run(evaluator._release())
     client.close()
 
 
@@ -1826,54 +1912,104 @@ def test_a_bad_update_mask_is_refused_naming_it(client: AuditClient, rules: Any)
     assert unchanged.name == "keys" and unchanged.WhichOneof("condition") == "match"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/alerting.md (threshold rebuilds, retention): a window rebuilt after its"
-    " alert was purged no longer knows the group fired; fixing it needs the firings kept"
-    " apart from the log (a migration), left to a later change",
-)
-def test_a_threshold_rebuilt_after_its_alert_was_purged_keeps_the_group_quiet(
-    migrated_database_url: str, tenant: str
-) -> None:
-    """A threshold of 2 events in 3 days fires for an actor; retention keeps
-    `security.*` a day, so two days on its alert is purged while the events
-    that made it are kept. A third event of the actor within the group's
-    quiet period (a window from the newest counted): the window that fired
-    stays quiet; rebuilt from the log (a restart, a lease moved), it fires
-    again, counting the same spike a second time."""
+def _purged_then_evaluated(
+    migrated_database_url: str,
+    tenant: str,
+    *,
+    kept_for: dict[str, int],
+    before: tuple[int, ...],
+    after: tuple[int, ...],
+    afresh: bool,
+) -> tuple[list[int], list[int]]:
+    """A threshold of 2 api_key.create events in 3 days, on a server whose
+    clock the test moves: the events `before` (hours from the start) are
+    evaluated, two days pass and retention (`kept_for`, days by action
+    prefix) purges what it keeps for less, then the events `after` are
+    evaluated by the same window (`afresh` False) or by one rebuilt (a
+    restart, a lease moved). The trigger seqs of the alerts the events
+    `after` fired, and the seqs of those events."""
     clock = Clock()
     start = clock()
-    with database_of_its_own(migrated_database_url, "alert_purged") as url:
+    seqs: list[int] = []
+    with database_of_its_own(migrated_database_url, "window_purged") as url:
         server = ServerThread(url, clock=clock, alert_max_tenants=0, forward_max_sinks=0)
         client = AuditClient(server.target, token=server.token(tenant))
         try:
-            client.set_retention_policy("forever", action_prefixes={"security.*": 1})
+            client.set_retention_policy("forever", action_prefixes=kept_for)
             rule = _keys_threshold(client, count=2, window_seconds=3 * 86400)
 
-            def key(hours: int) -> int:
+            def key(hours: int) -> None:
                 at = start + timedelta(hours=hours)
                 if clock() < at:
                     clock.advance(seconds=(at - clock()).total_seconds())
                 made = client.record(action="api_key.create", actor_id="u", occurred_at=at)
-                return made.event.seq
+                seqs.append(made.event.seq)
 
             with _appender_of(server) as appender:
                 evaluator = Evaluator(server.database, appender)
                 try:
                     assert tenant in server.run(evaluator._claim())
-                    key(0)
-                    second = key(1)
+                    for hours in before:
+                        key(hours)
                     server.run(evaluator._step(tenant))
-                    assert [a["trigger_seq"] for a in fired_by(client, rule.id)] == [second]
-                    clock.advance(days=2)  # the alert, received an hour in, 2 days old
+                    clock.advance(days=2)
                     assert server.service.purger is not None
-                    server.run(server.service.purger.run_once())
-                    assert fired_by(client, rule.id) == []  # the alert purged, its events kept
-                    key(48)
-                    evaluator = _step_again(server, evaluator, tenant, afresh=True)
+                    [purged] = server.run(server.service.purger.run_once())
+                    assert purged.count > 0
+                    seqs.clear()
+                    for hours in after:
+                        key(hours)
+                    evaluator = _step_again(server, evaluator, tenant, afresh=afresh)
                 finally:
                     server.run(evaluator._release())
-            assert fired_by(client, rule.id) == []  # quiet until 3 days after the second
+            triggers = [int(alert["trigger_seq"]) for alert in fired_by(client, rule.id)]
+            return [seq for seq in triggers if seq in seqs], seqs
         finally:
             client.close()
             server.close()
+
+
+def test_a_threshold_rebuilt_after_its_alert_was_purged_keeps_the_group_quiet(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """A threshold of 2 events in 3 days fires; retention keeps `security.*`
+    a day, so two days on its alert is purged while the events that made it
+    are kept. A third event within the group's quiet period (a window from
+    the newest counted): the window that fired stays quiet; rebuilt from the
+    log (a restart, a lease moved), it fired again, counting the same spike a
+    second time: it knew of the firing only from the purged alert."""
+    fired, _ = _purged_then_evaluated(
+        migrated_database_url, tenant, kept_for={"security.*": 1},
+        before=(0, 1), after=(48,), afresh=True,
+    )  # fmt: skip
+    assert fired == []  # the alert purged; quiet until 3 days after the second
+
+
+@pytest.mark.parametrize("afresh", [False, True], ids=["kept", "rebuilt"])
+@pytest.mark.parametrize(
+    ("before", "after", "fires_at"),
+    # Hours of the events evaluated before the purge, then after it; which
+    # of the latter fires (its place among them), if any.
+    [((0, 1), (48, 49), None), ((0,), (48,), 0)],
+    ids=["quiet-after-its-alert", "burst-completed-by-purged-events"],
+)
+def test_a_threshold_whose_events_were_purged_decides_as_the_window_that_counted_them(
+    migrated_database_url: str,
+    tenant: str,
+    afresh: bool,
+    before: tuple[int, ...],
+    after: tuple[int, ...],
+    fires_at: int | None,
+) -> None:
+    """Retention keeps the events a threshold counts (`api_key.*`) a day,
+    its alerts for ever. Two days on, the events are purged, though still
+    within a window of 3 days of those to come. The window that counted them
+    is quiet for the group that fired (two more events within its quiet
+    period fire nothing), and counts an event purged with a later one (a
+    burst of 2 completed); a window rebuilt from the log counted none of
+    them: it fired in the quiet period, and missed the burst."""
+    fired, seqs = _purged_then_evaluated(
+        migrated_database_url, tenant, kept_for={"api_key.*": 1},
+        before=before, after=after, afresh=afresh,
+    )  # fmt: skip
+    assert fired == ([] if fires_at is None else [seqs[fires_at]])

@@ -1678,7 +1678,7 @@ def _add_a_sink_and_an_alert_rule(client: AuditClient) -> None:
 def _fill_what_the_calls_leave_empty(sql: psycopg.Connection[Any], tenant: str) -> None:
     """A row in each table the calls above leave empty for the tenant (a dead
     letter, a replay, what an alert rule learned, a deleted rule's tombstone, a
-    purge's summary and mark),
+    purge's summary and mark, a threshold's kept window),
     written directly: an erasure must remove those too, and a count of zero
     after it proves that only where there was a row before (helper-85)."""
     [(sink,)] = sql.execute("SELECT id FROM sinks WHERE tenant_id = %s", [tenant]).fetchall()
@@ -1719,6 +1719,16 @@ def _fill_what_the_calls_leave_empty(sql: psycopg.Connection[Any], tenant: str) 
             "INSERT INTO alert_rule_tombstones (tenant_id, rule_id, counted_alert_seq)"
             " VALUES (%s, gen_random_uuid(), 0)",
             [tenant],
+        ),
+        (
+            "INSERT INTO alert_rule_windows (tenant_id, rule_id, condition, start_seq, newest,"
+            " observed) VALUES (%s, %s, '{}', 0, 0, 1)",
+            [tenant, rule],
+        ),
+        (
+            "INSERT INTO alert_rule_window_groups (tenant_id, rule_id, group_key, times, seen)"
+            " VALUES (%s, %s, 'alice', int8send(0), 1)",
+            [tenant, rule],
         ),
     ]:
         sql.execute(statement, params)

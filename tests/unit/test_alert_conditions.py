@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import tracemalloc
+from array import array
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,8 @@ from sealtrail_server.domain import alerts
 from sealtrail_server.domain.alerts import (
     MAX_GROUPS,
     Condition,
+    KeptGroup,
+    KeptWindow,
     ThresholdWindow,
     group_key,
     outside_working_hours,
@@ -189,6 +192,67 @@ def test_what_fires_is_what_a_look_at_every_window_holding_the_event_finds(
             quiet_until = most[-1] + span
         assert window.observe("a", moment) == expected
         kept = kept[-count:]
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 900)), max_size=80),
+    st.sets(st.integers(0, 80)),
+    st.integers(min_value=2, max_value=4),
+)
+def test_a_window_taken_up_as_kept_decides_as_the_one_that_went_on(
+    events: list[tuple[str, int]], cuts: set[int], count: int
+) -> None:
+    """Kept (what changed since it last was) and taken up again at any point,
+    a window decides every event after as the one that was never put down
+    would, and holds what it does: the same groups, times and quiet periods,
+    sweeps and evictions included (made frequent here: a sweep every 4
+    events, 2 groups at most)."""
+    span = timedelta(seconds=60)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(alerts, "_SWEEP_EVERY", 4)
+        patch.setattr(alerts, "MAX_GROUPS", 2)
+        went_on, window = ThresholdWindow(count, span), ThresholdWindow(count, span)
+        store: dict[str, KeptGroup] = {}
+        newest: int | None = None
+        observed = 0
+
+        def keep(window: ThresholdWindow) -> None:
+            nonlocal newest, observed
+            changes = window.changes()
+            if changes is None:
+                return
+            if changes.whole:
+                store.clear()
+            for key in changes.dropped:  # perhaps never kept (come and gone since)
+                store.pop(key, None)
+            for group in changes.groups:  # copied, as a database keeps them
+                times = None if group.times is None else array("q", group.times)
+                store[group.key] = KeptGroup(group.key, times, group.seen, group.quiet_until)
+            newest, observed = changes.newest, changes.observed
+            window.kept()
+
+        def taken_up() -> ThresholdWindow:
+            window = ThresholdWindow(count, span)
+            window.restore(KeptWindow(newest, observed, list(store.values())))
+            return window
+
+        for index, (key, second) in enumerate(events):
+            if index in cuts:
+                keep(window)
+                window = taken_up()
+            moment = T0 + timedelta(seconds=second)
+            assert window.observe(key, moment) == went_on.observe(key, moment), index
+        keep(window)
+        assert window.changes() is None  # all kept
+        restored = taken_up()
+        for held in (window, restored):
+            assert (held._groups, held._quiet, held._newest, held._observed) == (
+                went_on._groups,
+                went_on._quiet,
+                went_on._newest,
+                went_on._observed,
+            )
+            assert list(held._groups) == list(went_on._groups)  # in the order of eviction
 
 
 def test_a_time_kept_takes_8_bytes() -> None:

@@ -9,12 +9,16 @@ re-evaluation after a crash (the cursor not yet moved) finds that event
 instead of recording a second one. The alert then goes to the rule's sinks
 (routing.py).
 
-Threshold windows live in memory, but their state is the log's: whenever a
-process takes a threshold rule up (at its start, when a lease moves to it,
-when the rule's condition changes) it first replays the rule's matching
-events already evaluated, back a few windows before the newest of them, with
-the decisions the log records. A spike that straddles a restart fires as it
-would have without it."""
+Threshold windows live in memory, and are kept beside the cursor: each step
+that moves the cursor keeps, in the same transaction, what changed in them
+(ADR 0086). Whenever a process takes a threshold rule up (at its start, when
+a lease moves to it, after a step that failed) it takes the window up as
+kept, so it decides as the window that evaluated every event before would
+have, whatever retention purged of the log since. A rule whose window was
+never kept (its condition changed, or kept by no release before) replays its
+matching events already evaluated instead, back a few windows before the
+newest of them, with the decisions the log records. A spike that straddles a
+restart fires as it would have without it."""
 
 from __future__ import annotations
 
@@ -261,12 +265,28 @@ class Evaluator:
             async with contextlib.aclosing(stream):
                 async for event in stream:
                     await self._evaluate(tenant_id, rules, event, watched_after)
-            async with self._db.system_connection() as conn:
+            changed = [
+                (rule, changes)
+                for rule in rules
+                if rule.window is not None and (changes := rule.window.changes()) is not None
+            ]
+            kept: set[str] = set()
+            # The windows kept with the cursor, as they stand past its events:
+            # a window taken up stands where the cursor does.
+            async with self._db.system_connection() as conn, conn.transaction():
                 moved = await store.advance(
                     conn, tenant_id, owner=self.owner, from_seq=cursor, to_seq=upto
                 )
+                if moved and changed:
+                    kept = await store.keep_windows(
+                        conn, tenant_id, [(rule.stored, changes) for rule, changes in changed]
+                    )
             if moved:
                 self._windows_at[tenant_id] = upto
+                for rule, _ in changed:
+                    if rule.stored.id in kept:
+                        assert rule.window is not None
+                        rule.window.kept()
         finally:
             if not moved:
                 # The step runs again from the same cursor (here or where the
@@ -325,11 +345,17 @@ class Evaluator:
         return list(current.values())
 
     async def _prime(self, tenant_id: str, rule: _Rule, cursor: int) -> None:
-        """Replay into a threshold's window the matching events up to `cursor`
-        (since the rule's start), back to the first received four windows and
-        twice the allowed clock skew before the newest occurred: at most
-        _PRIME_EVENTS read. Each group fired where an alert was recorded for
-        the rule and that event, and nowhere else.
+        """Takes a threshold's window up as the steps up to `cursor` kept it.
+        Kept with the cursor, it is the window that evaluated every event up
+        to it, whatever retention purged of them or of the rule's alerts since.
+
+        A window not kept (the rule changed since, or its window was kept by
+        no release before), is rebuilt from the log: the matching events up
+        to `cursor` (since the rule's start) are replayed into it, back to the
+        first received four windows and twice the allowed clock skew before
+        the newest occurred: at most _PRIME_EVENTS read. Each group fired
+        where an alert was recorded for the rule and that event, and nowhere
+        else. It is kept whole at the step's end.
 
         Why the window then judges every event to come as the one that
         evaluated them all would: received in seq order, and occurring at most
@@ -345,6 +371,11 @@ class Evaluator:
         period silence it. Any other firing leaves the same quiet period in
         both, as the replay takes it from the log, not from its own count."""
         assert rule.window is not None
+        kept = await store.kept_window(self._db, tenant_id=tenant_id, rule=rule.stored)
+        if kept is not None:
+            rule.window.restore(kept)
+            rule.primed = True
+            return
         condition = rule.condition
         window = timedelta(seconds=condition.window_seconds)
         back = rule.window.reach + 3 * window + timedelta(seconds=MAX_FUTURE_SKEW_SECONDS)

@@ -164,6 +164,43 @@ def _microseconds(moment: datetime) -> int:
 @dataclass(slots=True)
 class _Group:
     times: array[int] = field(default_factory=lambda: array(_TIMES))  # sorted
+    seen: int = 0  # the window's `observed` when an event of it was last taken
+
+
+@dataclass(frozen=True, slots=True)
+class KeptGroup:
+    """A group of a threshold's window as it is kept: its times (microseconds,
+    sorted; None for a group kept only for its quiet period), when it was
+    last seen (the window's count of events taken then: the order of
+    eviction), and until when it is quiet (None: it is not)."""
+
+    key: str
+    times: array[int] | None
+    seen: int | None
+    quiet_until: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeptWindow:
+    """A threshold's window as it is kept (ADR 0086): the newest time it has
+    taken (None: none), how many events it has taken, and its groups."""
+
+    newest: int | None
+    observed: int
+    groups: list[KeptGroup]
+
+
+@dataclass(frozen=True, slots=True)
+class WindowChanges:
+    """What changed in a window since it was last kept: `whole`, every group
+    (none of it was kept: `groups` are all it holds); else the groups that
+    changed, and the keys of those it dropped."""
+
+    whole: bool
+    newest: int | None
+    observed: int
+    groups: list[KeptGroup]
+    dropped: list[str]
 
 
 # An event may occur this long after it is received (domain/event.py).
@@ -196,7 +233,12 @@ class ThresholdWindow:
     The cut-off is the rule's, not each group's, so that what an event still
     to come is judged by lies a few windows back from the newest event, and a
     window rebuilt from the log's recent events (`replay`) judges it as the
-    window that saw them all (docs/alerting.md, the rebuild's bound)."""
+    window that saw them all (docs/alerting.md, the rebuild's bound).
+
+    It is kept as it is (`changes`, `kept`) and taken up again from that
+    (`restore`): the same groups, in the same order, with the same times and
+    quiet periods, so the window taken up decides as this one would have,
+    whatever retention purged of the log since (ADR 0086)."""
 
     count: int
     window: timedelta
@@ -206,6 +248,12 @@ class ThresholdWindow:
     _quiet: dict[str, int] = field(default_factory=dict)
     _newest: int | None = None
     _observed: int = 0
+    # The keys of the groups changed or dropped since the window was last
+    # kept, and its newest and observed then; all of it when it never was
+    # (`_whole`).
+    _changed: set[str] = field(default_factory=set)
+    _whole: bool = True
+    _kept_at: tuple[int | None, int] = (None, 0)
     _span: int = field(init=False)  # the window, and its reach, in microseconds
     _reach: int = field(init=False)
 
@@ -244,6 +292,9 @@ class ThresholdWindow:
             if len(self._groups) >= MAX_GROUPS:
                 self._evict_one()
         self._groups[key] = group
+        group.seen = self._observed
+        if not self._whole:
+            self._changed.add(key)
         times = group.times
         bisect.insort(times, occurred_at)
         # Back to a window before the oldest event still counted: trimmed a
@@ -302,21 +353,72 @@ class ThresholdWindow:
         if self._observed % _SWEEP_EVERY:
             return
         oldest_counted = self._newest - self._reach
+        groups, quiet = self._groups, self._quiet
         self._groups = {
             key: group
-            for key, group in self._groups.items()
+            for key, group in groups.items()
             if group.times[-1] >= oldest_counted - self._span
         }
-        self._quiet = {key: until for key, until in self._quiet.items() if until > oldest_counted}
+        self._quiet = {key: until for key, until in quiet.items() if until > oldest_counted}
+        if not self._whole:
+            self._changed.update(groups.keys() - self._groups.keys())
+            self._changed.update(quiet.keys() - self._quiet.keys())
 
     def _evict_one(self) -> None:
         sample = itertools.islice(self._groups.items(), _EVICTION_SAMPLE)
         key, _ = min(sample, key=lambda item: len(item[1].times))
         del self._groups[key]
+        if not self._whole:
+            self._changed.add(key)
 
     def groups(self) -> int:
         """How many groups are kept."""
         return len(self._groups)
+
+    def _kept_group(self, key: str) -> KeptGroup | None:
+        group = self._groups.get(key)
+        quiet = self._quiet.get(key)
+        if group is None and quiet is None:
+            return None
+        if group is None:
+            return KeptGroup(key, None, None, quiet)
+        return KeptGroup(key, group.times, group.seen, quiet)
+
+    def changes(self) -> WindowChanges | None:
+        """What changed since the window was last kept (`kept`), or taken up
+        (`restore`); None if nothing did."""
+        if not (self._whole or self._changed) and self._kept_at == (self._newest, self._observed):
+            return None
+        keys = (self._groups.keys() | self._quiet.keys()) if self._whole else self._changed
+        groups, dropped = [], []
+        for key in sorted(keys):
+            kept = self._kept_group(key)
+            if kept is None:
+                dropped.append(key)
+            else:
+                groups.append(kept)
+        return WindowChanges(self._whole, self._newest, self._observed, groups, dropped)
+
+    def kept(self) -> None:
+        """The `changes` last read are kept (committed): none are left."""
+        self._changed.clear()
+        self._whole = False
+        self._kept_at = (self._newest, self._observed)
+
+    def restore(self, kept: KeptWindow) -> None:
+        """Takes the window up as it was kept: as it stood then, every group
+        in its place."""
+        self._newest, self._observed = kept.newest, kept.observed
+        counted = [group for group in kept.groups if group.times is not None]
+        counted.sort(key=lambda group: group.seen or 0)  # least recently seen first
+        self._groups = {
+            group.key: _Group(array(_TIMES, group.times or ()), group.seen or 0)
+            for group in counted
+        }
+        self._quiet = {
+            group.key: group.quiet_until for group in kept.groups if group.quiet_until is not None
+        }
+        self.kept()
 
 
 def outside_working_hours(condition: Condition, occurred_at: datetime) -> bool:

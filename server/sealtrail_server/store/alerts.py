@@ -17,6 +17,8 @@ again from its cursor."""
 from __future__ import annotations
 
 import json
+import sys
+from array import array
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -24,7 +26,9 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
+from ..domain.alerts import KeptGroup, KeptWindow, WindowChanges
 from ..domain.event import ALERT_ACTION
+from .arrays import ByteaArray, Int8Array, TextArray
 from .changes import (
     erasure_lock_key,
     erasure_lock_key_of,
@@ -113,12 +117,24 @@ async def read_rule(conn: Connection, tenant_id: str, rule_id: str) -> StoredRul
 async def update_rule(conn: Connection, rule: StoredRule, *, forget_origins: bool) -> None:
     """Replaces the rule's definition (name, condition, severity, sinks,
     disabled, the seq it watches from) and when it changed; with
-    `forget_origins`, the addresses or countries it learned go too. The caller
-    holds the rule's change lock (store/changes.py), so the rule is there."""
+    `forget_origins`, the addresses or countries it learned go too. A kept
+    threshold window goes unless the rule still counts as it was built to
+    (enabled, the same condition and start): taken up afresh, the rule
+    rebuilds it, and a rule that is off keeps nothing of its events. The
+    caller holds the rule's change lock (store/changes.py), so the rule is
+    there."""
     await conn.execute(
         "UPDATE alert_rules SET name = %s, condition = %s, severity = %s, sink_ids = %s,"
         " disabled = %s, start_seq = %s, updated_at = %s WHERE tenant_id = %s AND id = %s",
         [*_definition_values(rule), rule.updated_at, rule.tenant_id, rule.id],
+    )
+    # After the rule's row is written (and locked): an evaluation step that
+    # keeps the window holds the row FOR SHARE until it commits, so it either
+    # committed before (its rows go now) or finds the rule changed.
+    await conn.execute(
+        "DELETE FROM alert_rule_windows WHERE tenant_id = %s AND rule_id = %s"
+        " AND (%s OR condition <> %s::jsonb OR start_seq <> %s)",
+        [rule.tenant_id, rule.id, rule.disabled, json.dumps(rule.condition), rule.start_seq],
     )
     if forget_origins:
         for table, _ in _KNOWN.values():
@@ -194,6 +210,108 @@ async def alert_triggers(
 
 
 # --- the evaluator's side (system connections) ----------------------------------
+
+
+def _packed(times: array[int]) -> bytes:
+    """A group's times as kept: big-endian int64s."""
+    packed = array(times.typecode, times)
+    if sys.byteorder == "little":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def _unpacked(data: bytes) -> array[int]:
+    times = array("q")
+    times.frombytes(data)
+    if sys.byteorder == "little":
+        times.byteswap()
+    return times
+
+
+async def kept_window(db: Database, *, tenant_id: str, rule: StoredRule) -> KeptWindow | None:
+    """The rule's threshold window as the last evaluation step kept it, if it
+    was built under the rule's condition and start as they are now."""
+    async with db.system_connection() as conn, conn.transaction():
+        cursor = await conn.execute(
+            "SELECT condition, start_seq, newest, observed FROM alert_rule_windows"
+            " WHERE tenant_id = %s AND rule_id = %s",
+            [tenant_id, rule.id],
+        )
+        row = await cursor.fetchone()
+        if row is None or (row[0], row[1]) != (rule.condition, rule.start_seq):
+            return None
+        cursor = await conn.execute(
+            "SELECT group_key, times, seen, quiet_until FROM alert_rule_window_groups"
+            " WHERE tenant_id = %s AND rule_id = %s",
+            [tenant_id, rule.id],
+        )
+        groups = [
+            KeptGroup(key, None if times is None else _unpacked(bytes(times)), seen, quiet)
+            for key, times, seen, quiet in await cursor.fetchall()
+        ]
+    return KeptWindow(None if row[2] is None else int(row[2]), int(row[3]), groups)
+
+
+async def keep_windows(
+    conn: Connection, tenant_id: str, windows: list[tuple[StoredRule, WindowChanges]]
+) -> set[str]:
+    """Keeps what changed in the rules' threshold windows, in the transaction
+    that moves the tenant's cursor past the events that changed them; the ids
+    of the rules whose windows were kept. A rule disabled, deleted or changed
+    since the step read it keeps nothing (its window was built for what it
+    was): its row is held FOR SHARE until the commit, so a change racing
+    this waits for it, then removes what this kept (`update_rule`)."""
+    cursor = await conn.execute(
+        "SELECT id::text, condition, start_seq FROM alert_rules"
+        " WHERE tenant_id = %s AND id = ANY(%s::uuid[]) AND NOT disabled"
+        " ORDER BY id FOR SHARE",
+        [tenant_id, TextArray(rule.id for rule, _ in windows)],
+    )
+    current = {rule_id: (condition, start) for rule_id, condition, start in await cursor.fetchall()}
+    kept: set[str] = set()
+    for rule, changes in windows:
+        if current.get(rule.id) != (rule.condition, rule.start_seq):
+            continue
+        keys = [tenant_id, rule.id]
+        if changes.whole:
+            await conn.execute(
+                "DELETE FROM alert_rule_window_groups WHERE tenant_id = %s AND rule_id = %s", keys
+            )
+        await conn.execute(
+            "INSERT INTO alert_rule_windows"
+            " (tenant_id, rule_id, condition, start_seq, newest, observed)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id, rule_id) DO UPDATE"
+            " SET condition = excluded.condition, start_seq = excluded.start_seq,"
+            " newest = excluded.newest, observed = excluded.observed",
+            [*keys, json.dumps(rule.condition), rule.start_seq, changes.newest, changes.observed],
+        )
+        if changes.dropped:
+            await conn.execute(
+                "DELETE FROM alert_rule_window_groups WHERE tenant_id = %s AND rule_id = %s"
+                " AND group_key = ANY(%s)",
+                [*keys, TextArray(changes.dropped)],
+            )
+        if changes.groups:
+            groups = changes.groups
+            await conn.execute(
+                "INSERT INTO alert_rule_window_groups"
+                " (tenant_id, rule_id, group_key, times, seen, quiet_until)"
+                " SELECT %s, %s, * FROM unnest(%s::text[], %s::bytea[], %s::int8[], %s::int8[])"
+                " ON CONFLICT (tenant_id, rule_id, group_key) DO UPDATE"
+                " SET times = excluded.times, seen = excluded.seen,"
+                " quiet_until = excluded.quiet_until",
+                [
+                    *keys,
+                    TextArray(group.key for group in groups),
+                    ByteaArray(
+                        None if group.times is None else _packed(group.times) for group in groups
+                    ),
+                    Int8Array(group.seen for group in groups),
+                    Int8Array(group.quiet_until for group in groups),
+                ],
+            )
+        kept.add(rule.id)
+    return kept
 
 
 # A tenant is evaluated while it has an enabled rule.
