@@ -1639,6 +1639,85 @@ def test_a_kept_window_holds_what_it_still_needs_and_goes_when_its_rule_changes(
     client.close()
 
 
+def test_a_window_kept_behind_the_cursor_is_rebuilt_from_the_log(
+    unevaluated: ServerThread, own_sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    """A window is kept where the cursor stands. A cursor moved by anything
+    that does not keep windows (a process of the release before, during a
+    rolling deploy; an operator setting it back) leaves the kept window
+    behind it: taken up as kept, it lacked the events evaluated meanwhile
+    (or counted them twice). It is rebuilt from the log instead."""
+    server, client = unevaluated, AuditClient(unevaluated.target, token=unevaluated.token(tenant))
+    rule = _keys_threshold(client, count=3, window_seconds=3600)
+    seqs: list[int] = []
+
+    def key() -> None:
+        seqs.append(client.record(action="api_key.create", actor_id="u").event.seq)
+
+    with _appender_of(server) as appender:
+        evaluator = Evaluator(server.database, appender)
+        try:
+            assert tenant in server.run(evaluator._claim())
+            key()
+            server.run(evaluator._step(tenant))  # kept with the first
+            server.run(evaluator._release())
+            key()  # evaluated by a process of the release before (it fires nothing)
+            own_sql.execute(
+                "UPDATE alert_cursors SET cursor_seq = %s WHERE tenant_id = %s", [seqs[1], tenant]
+            )
+            key()  # the third within the hour
+            evaluator = Evaluator(server.database, appender)
+            assert tenant in server.run(evaluator._claim())
+            server.run(evaluator._step(tenant))
+        finally:
+            server.run(evaluator._release())
+    assert [alert["trigger_seq"] for alert in fired_by(client, rule.id)] == [seqs[2]]
+    client.close()
+
+
+def test_a_step_keeping_a_window_and_a_change_of_its_rule_wait_for_each_other_in_turn(
+    unevaluated: ServerThread, own_sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    """An update of a rule writes its row, then removes its kept window; a
+    step that moved the window with the cursor first, then held the rule's
+    row to check it still counts as its window was built to, waited for the
+    update while the update waited for it: a deadlock, which PostgreSQL
+    broke by failing one of them. The step holds the rule first."""
+    server, sql = unevaluated, own_sql
+    client = AuditClient(server.target, token=server.token(tenant))
+    rule = _keys_threshold(client, count=3, window_seconds=3600)
+    with _appender_of(server) as appender:
+        evaluator = Evaluator(server.database, appender)
+        try:
+            assert tenant in server.run(evaluator._claim())
+            client.record(action="api_key.create", actor_id="u")
+            server.run(evaluator._step(tenant))  # its window kept
+            client.record(action="api_key.create", actor_id="u")
+            with ThreadPoolExecutor(1) as pool:
+                with sql.transaction():  # as `update_rule` does
+                    sql.execute(
+                        "UPDATE alert_rules SET name = 'renamed' WHERE tenant_id = %s AND id = %s",
+                        [tenant, rule.id],
+                    )
+                    stepped = pool.submit(server.run, evaluator._step(tenant))
+                    until_blocked(sql, stepped)
+                    sql.execute(
+                        "DELETE FROM alert_rule_windows WHERE tenant_id = %s AND rule_id = %s",
+                        [tenant, rule.id],
+                    )
+                assert stepped.result(30) == 0.0  # the cursor moved
+            kept = "SELECT count(*) FROM alert_rule_windows WHERE tenant_id = %s AND rule_id = %s"
+            # Its changes not kept over the window removed (they are not all of it) ...
+            assert count_now(sql, kept, [tenant, rule.id]) == 0
+            third = client.record(action="api_key.create", actor_id="u").event.seq
+            server.run(evaluator._step(tenant))  # ... but the whole window, at the next step
+            assert count_now(sql, kept, [tenant, rule.id]) == 1
+        finally:
+            server.run(evaluator._release())
+    assert [alert["trigger_seq"] for alert in fired_by(client, rule.id)] == [third]
+    client.close()
+
+
 @pytest.mark.parametrize("earlier", [False, True], ids=["alone", "beside-an-earlier-rule"])
 def test_a_rule_created_after_a_pause_watches_at_once_not_after_the_backlog(
     unevaluated: ServerThread, tenant: str, earlier: bool

@@ -1721,8 +1721,8 @@ def _fill_what_the_calls_leave_empty(sql: psycopg.Connection[Any], tenant: str) 
             [tenant],
         ),
         (
-            "INSERT INTO alert_rule_windows (tenant_id, rule_id, condition, start_seq, newest,"
-            " observed) VALUES (%s, %s, '{}', 0, 0, 1)",
+            "INSERT INTO alert_rule_windows (tenant_id, rule_id, condition, start_seq,"
+            " cursor_seq, newest, observed) VALUES (%s, %s, '{}', 0, 0, 0, 1)",
             [tenant, rule],
         ),
         (

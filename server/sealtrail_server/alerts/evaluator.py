@@ -97,6 +97,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _is_threshold(rule: store.StoredRule) -> bool:
+    """Whether the rule keeps a window (only an enabled threshold rule does)."""
+    return bool(rule.condition.get("kind") == "threshold")
+
+
 def _fitted(name: str) -> str:
     """A rule's name as its alerts show it, cut to a resource's name's limit.
     Redacted, a name may grow past it (a secret's replacement is longer than
@@ -229,9 +234,15 @@ class Evaluator:
             # read starts after all of these.)
             watched_from = min((rule.start_seq for rule in stored_rules), default=cursor + 1)
             if watched_from - 1 > cursor:
-                if not await store.advance(
-                    conn, tenant_id, owner=self.owner, from_seq=cursor, to_seq=watched_from - 1
-                ):
+                async with conn.transaction():
+                    moved = await store.advance(
+                        conn, tenant_id, owner=self.owner, from_seq=cursor, to_seq=watched_from - 1
+                    )
+                    if moved and any(_is_threshold(rule) for rule in stored_rules):
+                        await store.keep_windows(  # windows kept at the cursor move with it
+                            conn, tenant_id, from_seq=cursor, to_seq=watched_from - 1, windows=[]
+                        )
+                if not moved:
                     return None
                 if self._windows_at.get(tenant_id) == cursor:
                     self._windows_at[tenant_id] = watched_from - 1  # they counted nothing past
@@ -277,16 +288,19 @@ class Evaluator:
                 moved = await store.advance(
                     conn, tenant_id, owner=self.owner, from_seq=cursor, to_seq=upto
                 )
-                if moved and changed:
+                if moved and any(rule.window is not None for rule in rules):
                     kept = await store.keep_windows(
-                        conn, tenant_id, [(rule.stored, changes) for rule, changes in changed]
-                    )
+                        conn, tenant_id, from_seq=cursor, to_seq=upto,
+                        windows=[(rule.stored, changes) for rule, changes in changed],
+                    )  # fmt: skip
             if moved:
                 self._windows_at[tenant_id] = upto
                 for rule, _ in changed:
+                    assert rule.window is not None
                     if rule.stored.id in kept:
-                        assert rule.window is not None
                         rule.window.kept()
+                    else:  # kept whole at the next step, if it is still the rule's
+                        rule.window.unkept()
         finally:
             if not moved:
                 # The step runs again from the same cursor (here or where the
@@ -349,8 +363,9 @@ class Evaluator:
         Kept with the cursor, it is the window that evaluated every event up
         to it, whatever retention purged of them or of the rule's alerts since.
 
-        A window not kept (the rule changed since, or its window was kept by
-        no release before), is rebuilt from the log: the matching events up
+        A window not kept at `cursor` (the rule changed since; kept by no
+        release before; left behind by a cursor moved otherwise, as by a
+        process of the release before) is rebuilt from the log: the matching events up
         to `cursor` (since the rule's start) are replayed into it, back to the
         first received four windows and twice the allowed clock skew before
         the newest occurred: at most _PRIME_EVENTS read. Each group fired
@@ -371,7 +386,7 @@ class Evaluator:
         period silence it. Any other firing leaves the same quiet period in
         both, as the replay takes it from the log, not from its own count."""
         assert rule.window is not None
-        kept = await store.kept_window(self._db, tenant_id=tenant_id, rule=rule.stored)
+        kept = await store.kept_window(self._db, tenant_id=tenant_id, rule=rule.stored, at=cursor)
         if kept is not None:
             rule.window.restore(kept)
             rule.primed = True

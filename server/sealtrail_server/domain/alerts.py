@@ -405,6 +405,10 @@ class ThresholdWindow:
         self._whole = False
         self._kept_at = (self._newest, self._observed)
 
+    def unkept(self) -> None:
+        """What was kept of the window is gone: `changes` is all of it."""
+        self._whole = True
+
     def restore(self, kept: KeptWindow) -> None:
         """Takes the window up as it was kept: as it stood then, every group
         in its place."""

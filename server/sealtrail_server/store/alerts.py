@@ -228,14 +228,17 @@ def _unpacked(data: bytes) -> array[int]:
     return times
 
 
-async def kept_window(db: Database, *, tenant_id: str, rule: StoredRule) -> KeptWindow | None:
-    """The rule's threshold window as the last evaluation step kept it, if it
-    was built under the rule's condition and start as they are now."""
+async def kept_window(
+    db: Database, *, tenant_id: str, rule: StoredRule, at: int
+) -> KeptWindow | None:
+    """The rule's threshold window as evaluation steps kept it, if it stands
+    at the tenant's cursor `at` and was built under the rule's condition and
+    start as they are now."""
     async with db.system_connection() as conn, conn.transaction():
         cursor = await conn.execute(
             "SELECT condition, start_seq, newest, observed FROM alert_rule_windows"
-            " WHERE tenant_id = %s AND rule_id = %s",
-            [tenant_id, rule.id],
+            " WHERE tenant_id = %s AND rule_id = %s AND cursor_seq = %s",
+            [tenant_id, rule.id, at],
         )
         row = await cursor.fetchone()
         if row is None or (row[0], row[1]) != (rule.condition, rule.start_seq):
@@ -253,21 +256,44 @@ async def kept_window(db: Database, *, tenant_id: str, rule: StoredRule) -> Kept
 
 
 async def keep_windows(
-    conn: Connection, tenant_id: str, windows: list[tuple[StoredRule, WindowChanges]]
+    conn: Connection,
+    tenant_id: str,
+    *,
+    from_seq: int,
+    to_seq: int,
+    windows: list[tuple[StoredRule, WindowChanges]],
 ) -> set[str]:
-    """Keeps what changed in the rules' threshold windows, in the transaction
-    that moves the tenant's cursor past the events that changed them; the ids
-    of the rules whose windows were kept. A rule disabled, deleted or changed
-    since the step read it keeps nothing (its window was built for what it
-    was): its row is held FOR SHARE until the commit, so a change racing
-    this waits for it, then removes what this kept (`update_rule`)."""
+    """In the transaction that moves the tenant's cursor from `from_seq` to
+    `to_seq` (after `advance`): the threshold windows kept at `from_seq`
+    move with it, and what changed in `windows` over its events is kept;
+    the ids of the rules whose windows were kept. A window kept anywhere
+    else was left behind by a cursor moved otherwise (a process of the
+    release before): it stays behind, and goes if it changed here (kept
+    whole at the next step instead).
+
+    A rule disabled, deleted or changed since the step read it keeps
+    nothing (its window was built for what it was). The rules are held FOR
+    SHARE until the commit, before any window is touched (as `update_rule`
+    writes the rule, then removes its window: the other way round, each
+    waited for the other), so a change racing this waits for it, then
+    removes what this kept."""
     cursor = await conn.execute(
-        "SELECT id::text, condition, start_seq FROM alert_rules"
-        " WHERE tenant_id = %s AND id = ANY(%s::uuid[]) AND NOT disabled"
+        "SELECT id::text, condition, start_seq, disabled FROM alert_rules"
+        " WHERE tenant_id = %(tenant)s AND (id = ANY(%(changed)s::uuid[])"
+        "   OR id IN (SELECT rule_id FROM alert_rule_windows WHERE tenant_id = %(tenant)s))"
         " ORDER BY id FOR SHARE",
-        [tenant_id, TextArray(rule.id for rule, _ in windows)],
+        {"tenant": tenant_id, "changed": TextArray(rule.id for rule, _ in windows)},
     )
-    current = {rule_id: (condition, start) for rule_id, condition, start in await cursor.fetchall()}
+    current = {
+        rule_id: (condition, start)
+        for rule_id, condition, start, disabled in await cursor.fetchall()
+        if not disabled
+    }
+    await conn.execute(
+        "UPDATE alert_rule_windows SET cursor_seq = %s WHERE tenant_id = %s AND cursor_seq = %s",
+        [to_seq, tenant_id, from_seq],
+    )
+    at = to_seq
     kept: set[str] = set()
     for rule, changes in windows:
         if current.get(rule.id) != (rule.condition, rule.start_seq):
@@ -277,14 +303,27 @@ async def keep_windows(
             await conn.execute(
                 "DELETE FROM alert_rule_window_groups WHERE tenant_id = %s AND rule_id = %s", keys
             )
-        await conn.execute(
-            "INSERT INTO alert_rule_windows"
-            " (tenant_id, rule_id, condition, start_seq, newest, observed)"
-            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id, rule_id) DO UPDATE"
-            " SET condition = excluded.condition, start_seq = excluded.start_seq,"
-            " newest = excluded.newest, observed = excluded.observed",
-            [*keys, json.dumps(rule.condition), rule.start_seq, changes.newest, changes.observed],
-        )
+            await conn.execute(
+                "INSERT INTO alert_rule_windows"
+                " (tenant_id, rule_id, condition, start_seq, cursor_seq, newest, observed)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id, rule_id) DO UPDATE"
+                " SET condition = excluded.condition, start_seq = excluded.start_seq,"
+                " cursor_seq = excluded.cursor_seq, newest = excluded.newest,"
+                " observed = excluded.observed",
+                [*keys, json.dumps(rule.condition), rule.start_seq, at, changes.newest,
+                 changes.observed],
+            )  # fmt: skip
+        else:
+            cursor = await conn.execute(
+                "UPDATE alert_rule_windows SET newest = %s, observed = %s"
+                " WHERE tenant_id = %s AND rule_id = %s AND cursor_seq = %s",
+                [changes.newest, changes.observed, *keys, at],
+            )
+            if cursor.rowcount != 1:  # not where the cursor stood: what it holds is not this
+                await conn.execute(
+                    "DELETE FROM alert_rule_windows WHERE tenant_id = %s AND rule_id = %s", keys
+                )
+                continue
         if changes.dropped:
             await conn.execute(
                 "DELETE FROM alert_rule_window_groups WHERE tenant_id = %s AND rule_id = %s"
@@ -425,7 +464,9 @@ async def advance(
     conn: Connection, tenant_id: str, *, owner: str, from_seq: int, to_seq: int
 ) -> bool:
     """Moves this owner's cursor from `from_seq` to `to_seq`; False if the
-    lease or the cursor moved meanwhile, or while the tenant is being erased."""
+    lease or the cursor moved meanwhile, or while the tenant is being erased.
+    The evaluator's threshold windows move with it, in the same transaction
+    (`keep_windows`)."""
     cursor = await conn.execute(
         sql.SQL(
             "UPDATE alert_cursors SET cursor_seq = %(to)s"

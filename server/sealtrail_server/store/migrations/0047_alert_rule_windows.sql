@@ -8,15 +8,19 @@
 -- spike (its alert purged), or lost the quiet period and the counts (its
 -- events purged).
 --
--- Times are microseconds since the epoch (the window's own unit), valid for
--- the rule's condition and start as they were when the window was built
--- (`condition`, `start_seq`): a changed rule is taken up afresh, and its
--- rows go with the change.
+-- Times are microseconds since the epoch (the window's own unit). A window is
+-- valid for the rule's condition and start as they were when it was built
+-- (`condition`, `start_seq`: a changed rule is taken up afresh, and its rows
+-- go with the change), at the tenant's cursor it stands at (`cursor_seq`,
+-- moved with the cursor by the statement that moves it): one left behind by
+-- a cursor moved otherwise (a process of the release before, in a rolling
+-- deploy) lacks what was evaluated meanwhile, and is not taken up.
 CREATE TABLE alert_rule_windows (
     tenant_id text   NOT NULL,
     rule_id   uuid   NOT NULL,
     condition jsonb  NOT NULL,
     start_seq bigint NOT NULL,
+    cursor_seq bigint NOT NULL,
     newest    bigint,           -- the newest occurred_at the rule has taken (NULL: none)
     observed  bigint NOT NULL,  -- how many events it has taken (when it sweeps)
     PRIMARY KEY (tenant_id, rule_id),
