@@ -288,6 +288,73 @@ def _purge_statements(client: AuditClient, key: str = SIGNING_KEY) -> list[tuple
     return statements
 
 
+def _purge_stated_then_restored(
+    url: str,
+    tenant: str,
+    dump: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clock: Clock,
+    settings: dict[str, Any],
+    *,
+    then_checkpoint: bool,
+) -> tuple[str, str]:
+    """The tenant's 5 expired events purged in batches of 3 (`settings`), a
+    backup taken between the first batch (committed, with its summary) and
+    the second, the key's statement that the purge removed 5 (and a
+    checkpoint of the log recording it, if `then_checkpoint`), and the backup
+    restored: a new process's pass states nothing of the purge. The tenant's
+    token and the purge's id."""
+    batches = 0
+
+    async def backed_up_after_the_first(conn: Any, tenant_id: str, *args: Any, **kw: Any) -> Any:
+        nonlocal batches
+        if tenant_id == tenant:
+            batches += 1
+            if batches == 2:  # the first committed, with its summary
+                backup(url, dump)
+        return await purge_batch(conn, tenant_id, *args, **kw)
+
+    monkeypatch.setattr(tenant_pass, "purge_batch", backed_up_after_the_first)
+    before = ServerThread(url, **settings)
+    try:
+        token = before.token(tenant)
+        with AuditClient(before.target, token=token) as client:
+            client.set_retention_policy(30)
+            record(client, 5, action="restore.expiring")
+            clock.advance(31)
+            _purge_pass(before)
+            assert batches >= 2
+            [(purge_id, count)] = _purge_statements(client)
+            assert count == 5
+            if then_checkpoint:
+                client.get_checkpoint(fresh=True)  # of the log recording it
+    finally:
+        before.close()
+    restore(url, dump)
+    after = ServerThread(url, **settings)
+    try:
+        _purge_pass(after)
+        with AuditClient(after.target, token=token) as client:
+            assert _purge_statements(client) == []  # not (purge_id, 3)
+    finally:
+        after.close()
+    return token, purge_id
+
+
+def _purge_pass(server: ServerThread) -> None:
+    assert server.service.purger is not None
+    server.run(server.service.purger.run_once())
+
+
+def _purge_left_to_record(url: str, tenant: str) -> str:
+    """The id of the tenant's purge whose summary is kept, to record."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        [(left,)] = conn.execute(
+            "SELECT purge_id::text FROM retention_pending_purges WHERE tenant_id = %s", [tenant]
+        ).fetchall()
+    return str(left)
+
+
 def test_a_purge_left_to_record_in_a_restored_log_is_not_stated_again_otherwise(
     own_database: str, tenant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -297,54 +364,22 @@ def test_a_purge_left_to_record_in_a_restored_log_is_not_stated_again_otherwise(
     summary was recorded, and the key signed that the same purge removed 3:
     two statements of one purge of one log that disagree. A log that does
     not extend what the key signed gets no statement of the key's."""
-    dump = tmp_path / "sealtrail.dump"
     clock = Clock()
-    batches = 0
-
-    async def backed_up_after_the_first(conn: Any, tenant_id: str, *args: Any, **kw: Any) -> Any:
-        nonlocal batches
-        if tenant_id == tenant:
-            batches += 1
-            if batches == 2:  # the first committed, with its summary
-                backup(own_database, dump)
-        return await purge_batch(conn, tenant_id, *args, **kw)
-
-    monkeypatch.setattr(tenant_pass, "purge_batch", backed_up_after_the_first)
     settings: dict[str, Any] = {"clock": clock, "retention_batch_events": 3}
-    before = ServerThread(own_database, **settings)
-    try:
-        token = before.token(tenant)
-        with AuditClient(before.target, token=token) as client:
-            client.set_retention_policy(30)
-            record(client, 5, action="restore.expiring")
-            clock.advance(31)
-            assert before.service.purger is not None
-            before.run(before.service.purger.run_once())
-            assert batches >= 2
-            [(purge_id, count)] = _purge_statements(client)
-            assert count == 5
-            client.get_checkpoint(fresh=True)  # of the log recording it
-    finally:
-        before.close()
-    restore(own_database, dump)
-    after = ServerThread(own_database, **settings)
-    try:
-        assert after.service.purger is not None
-        after.run(after.service.purger.run_once())
-        with AuditClient(after.target, token=token) as client:
-            assert _purge_statements(client) == []  # not (purge_id, 3)
-    finally:
-        after.close()
-    with psycopg.connect(own_database, autocommit=True) as conn:
-        [(left,)] = conn.execute(  # kept, for a new key to record
-            "SELECT purge_id::text FROM retention_pending_purges WHERE tenant_id = %s", [tenant]
-        ).fetchall()
-    assert left == purge_id
+    token, purge_id = _purge_stated_then_restored(
+        own_database,
+        tenant,
+        tmp_path / "sealtrail.dump",
+        monkeypatch,
+        clock,
+        settings,
+        then_checkpoint=True,
+    )
+    assert _purge_left_to_record(own_database, tenant) == purge_id  # kept, for a new key
     new_key = generate_signer_key("sealtrail.test/log").text()
     rotated = ServerThread(own_database, **settings, signing_key=new_key)
     try:
-        assert rotated.service.purger is not None
-        rotated.run(rotated.service.purger.run_once())
+        _purge_pass(rotated)
         with AuditClient(rotated.target, token=token) as client:
             # The summary the backup kept, then the rest as a purge of its own.
             stated = _purge_statements(client, new_key)
@@ -360,52 +395,23 @@ def test_a_purge_stated_before_any_checkpoint_covered_it_is_not_stated_again_oth
     checkpointer's 10 s had not come): the restored log extends all the key
     signed of it, and only what the key stated of the purge tells the two
     apart. Its statement is kept before it is signed, as a checkpoint is."""
-    dump = tmp_path / "sealtrail.dump"
     clock = Clock()
-    batches = 0
-
-    async def backed_up_after_the_first(conn: Any, tenant_id: str, *args: Any, **kw: Any) -> Any:
-        nonlocal batches
-        if tenant_id == tenant:
-            batches += 1
-            if batches == 2:
-                backup(own_database, dump)
-        return await purge_batch(conn, tenant_id, *args, **kw)
-
-    monkeypatch.setattr(tenant_pass, "purge_batch", backed_up_after_the_first)
     settings: dict[str, Any] = {
         "clock": clock,
         "retention_batch_events": 3,
         "checkpoint_interval": 0,
     }
-    before = ServerThread(own_database, **settings)
-    try:
-        token = before.token(tenant)
-        with AuditClient(before.target, token=token) as client:
-            client.set_retention_policy(30)
-            record(client, 5, action="restore.expiring")
-            clock.advance(31)
-            assert before.service.purger is not None
-            before.run(before.service.purger.run_once())
-            [(purge_id, count)] = _purge_statements(client)
-            assert count == 5
-    finally:
-        before.close()
-    restore(own_database, dump)
-    after = ServerThread(own_database, **settings)
-    try:
-        assert after.service.purger is not None
-        after.run(after.service.purger.run_once())
-        with AuditClient(after.target, token=token) as client:
-            assert _purge_statements(client) == []  # not (purge_id, 3)
-    finally:
-        after.close()
+    _, purge_id = _purge_stated_then_restored(
+        own_database,
+        tenant,
+        tmp_path / "sealtrail.dump",
+        monkeypatch,
+        clock,
+        settings,
+        then_checkpoint=False,
+    )
     assert stored_roots(own_database, tenant) == {}
-    with psycopg.connect(own_database, autocommit=True) as conn:
-        [(left,)] = conn.execute(
-            "SELECT purge_id::text FROM retention_pending_purges WHERE tenant_id = %s", [tenant]
-        ).fetchall()
-    assert left == purge_id
+    assert _purge_left_to_record(own_database, tenant) == purge_id
 
 
 def test_the_operator_lists_the_logs_restored_behind_the_key(
