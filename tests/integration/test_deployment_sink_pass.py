@@ -72,17 +72,56 @@ def _tenants_with_logs(server: ServerThread, count: int) -> list[str]:
     return tenants
 
 
-def _definition(operator: Callable[..., Result], name: str, tmp_path: Path) -> None:
-    """A deployment sink made while no tenant has a log: its instances are
-    all the pass's to make."""
+def _create(operator: Callable[..., Result], name: str, tmp_path: Path) -> Result:
+    """`sealtrail-server sink create NAME`, a webhook to a closed port."""
     secret = tmp_path / "secret.txt"
     secret.write_text(SECRET + "\n")
-    made = operator(
+    return operator(
         "sink", "create", name, "--kind", "webhook", "--url", "http://127.0.0.1:9/soc",
         "--secret", f"@{secret}",
     )  # fmt: skip
+
+
+def _definition(operator: Callable[..., Result], name: str, tmp_path: Path) -> None:
+    """A deployment sink made while no tenant has a log: its instances are
+    all the pass's to make."""
+    made = _create(operator, name, tmp_path)
     assert made.exit_code == 0, made.output
     assert "made in 0 tenants" in made.stdout
+
+
+def _created_but_for(
+    operator: Callable[..., Result],
+    name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    failed: str,
+) -> None:
+    """`sink create NAME` (`_create`), its making of `failed`'s instance
+    refused (that tenant's appender overloaded, say): the command succeeds,
+    and says the instance is not made yet. Passes make it as they did."""
+    real = managed_sinks.ManagedSinks._materialise
+    command = threading.get_ident()
+
+    async def refused_for_one(self: Any, deployment: Any, tenant_id: str, *, at_size: bool) -> bool:
+        if threading.get_ident() == command and tenant_id == failed:
+            raise Unavailable("the server is overloaded; retry")
+        return await real(self, deployment, tenant_id, at_size=at_size)
+
+    monkeypatch.setattr(managed_sinks.ManagedSinks, "_materialise", refused_for_one)
+    made = _create(operator, name, tmp_path)
+    monkeypatch.setattr(managed_sinks.ManagedSinks, "_materialise", real)
+    assert made.exit_code == 0, made.output
+    assert f"{failed}: not yet" in made.stderr
+
+
+def _started_at(server: ServerThread, tenant_id: str) -> tuple[int, int]:
+    """The first seq the tenant's one managed sink was made to send (its
+    `sink.created` record's from_seq), and the sink's cursor."""
+    with AuditClient(server.target, token=server.token(tenant_id)) as admin:
+        [created] = admin.query(build_filter(actions="sink.created"))
+        [sink] = [sink for sink in admin.list_sinks() if sink.managed]
+    return created.details["from_seq"], sink.state.cursor_seq
 
 
 def _instances(own_database: str, name: str) -> set[str]:
@@ -202,35 +241,14 @@ def test_a_tenant_a_from_now_create_failed_on_starts_where_its_log_stood_at_crea
     for tenant_id in (reached, failed):
         with AuditClient(server.target, token=server.token(tenant_id)) as admin:
             admin.record_batch([build_event(action="doc.edit", actor_id="u-1") for _ in range(2)])
-    real = managed_sinks.ManagedSinks._materialise
-    command = threading.get_ident()
-
-    async def refused_for_one(self: Any, deployment: Any, tenant_id: str, *, at_size: bool) -> bool:
-        if threading.get_ident() == command and tenant_id == failed:
-            raise Unavailable("the server is overloaded; retry")
-        return await real(self, deployment, tenant_id, at_size=at_size)
-
-    monkeypatch.setattr(managed_sinks.ManagedSinks, "_materialise", refused_for_one)
-    secret = tmp_path / "secret.txt"
-    secret.write_text(SECRET + "\n")
-    made = operator(
-        "sink", "create", "soc-now", "--kind", "webhook", "--url", "http://127.0.0.1:9/soc",
-        "--secret", f"@{secret}",
-    )  # fmt: skip
-    monkeypatch.setattr(managed_sinks.ManagedSinks, "_materialise", real)
-    assert made.exit_code == 0, made.output
-    assert f"{failed}: not yet" in made.stderr
+    _created_but_for(operator, "soc-now", tmp_path, monkeypatch, failed)
     with AuditClient(server.target, token=server.token(failed)) as admin:
         admin.record(build_event(action="doc.after", actor_id="u-1"))
 
     server.run(_job(server).run_pass())
 
     for tenant_id, first_sent in ((reached, 4), (failed, 4)):
-        with AuditClient(server.target, token=server.token(tenant_id)) as admin:
-            [created] = admin.query(build_filter(actions="sink.created"))
-            [sink] = [sink for sink in admin.list_sinks() if sink.managed]
-        assert created.details["from_seq"] == first_sent, tenant_id
-        assert sink.state.cursor_seq == first_sent - 1, tenant_id
+        assert _started_at(server, tenant_id) == (first_sent, first_sent - 1), tenant_id
 
 
 def test_a_pass_cancelled_midway_through_a_step_finishes_it(
@@ -341,31 +359,10 @@ def test_a_tenant_a_from_now_create_failed_on_starts_where_its_log_stood_whateve
         [failed] = _tenants_with_logs(server, 1)
         with AuditClient(skewed.target, token=skewed.token(failed)) as admin:
             admin.record_batch([build_event(action="doc.before", actor_id="u-1") for _ in range(2)])
-        real = managed_sinks.ManagedSinks._materialise
-        command = threading.get_ident()
-
-        async def refused(self: Any, deployment: Any, tenant_id: str, *, at_size: bool) -> bool:
-            if threading.get_ident() == command and tenant_id == failed:
-                raise Unavailable("the server is overloaded; retry")
-            return await real(self, deployment, tenant_id, at_size=at_size)
-
-        monkeypatch.setattr(managed_sinks.ManagedSinks, "_materialise", refused)
-        secret = tmp_path / "secret.txt"
-        secret.write_text(SECRET + "\n")
-        made = operator(
-            "sink", "create", "soc-skewed", "--kind", "webhook", "--url",
-            "http://127.0.0.1:9/soc", "--secret", f"@{secret}",
-        )  # fmt: skip
-        monkeypatch.setattr(managed_sinks.ManagedSinks, "_materialise", real)
-        assert made.exit_code == 0, made.output
-        assert f"{failed}: not yet" in made.stderr
+        _created_but_for(operator, "soc-skewed", tmp_path, monkeypatch, failed)
         with AuditClient(skewed.target, token=skewed.token(failed)) as admin:
             admin.record(build_event(action="doc.after", actor_id="u-1"))  # seq 4
         server.run(_job(server).run_pass())
     finally:
         skewed.close()
-    with AuditClient(server.target, token=server.token(failed)) as admin:
-        [created] = admin.query(build_filter(actions="sink.created"))
-        [sink] = [sink for sink in admin.list_sinks() if sink.managed]
-    assert created.details["from_seq"] == 4
-    assert sink.state.cursor_seq == 3
+    assert _started_at(server, failed) == (4, 3)
