@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -553,6 +554,65 @@ def _pair_at(path: Path) -> tuple[bytes | None, dict[str, Any] | None]:
     return content, manifest
 
 
+def _exported_with_its_manifest(
+    client: AuditClient, tmp_path: Path
+) -> tuple[Path, tuple[bytes, dict[str, Any]]]:
+    """The seeded log exported with its manifest, and the pair kept; an event
+    recorded since, so that an export now has another content."""
+    seed(client)
+    out = tmp_path / "audit.ndjson"
+    client.export(out, manifest_file=True)
+    content, manifest = _pair_at(out)
+    assert content is not None and manifest is not None
+    client.record(action="report.download", actor_id="later")
+    return out, (content, manifest)
+
+
+def _killed_at_each_change(
+    server: ServerThread,
+    tenant: str,
+    argv: list[str],
+    out: Path,
+    old: tuple[bytes, dict[str, Any]],
+    state: Callable[[int, bytes | None, dict[str, Any] | None], str],
+    order: list[str],
+    finished: list[str],
+) -> None:
+    """An export to `out` in a process of its own (`argv`, one of
+    _KILLED_AT_A_RENAME's kind, as the tenant) over the `old` pair, and
+    nothing else in its folder: killed before its first change of the names,
+    then before its second, and so on, until it runs to the end, leaving
+    `order[-1]` and the files `finished` only. Each time, a manifest left
+    beside a file describes it, and `state` names what is left; the states
+    come in `order`, from the old pair."""
+    env = {**os.environ, "SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    seen: list[tuple[int, str]] = []
+    for kill_at in range(1, 20):
+        for leftover in out.parent.iterdir():  # the old pair back, and nothing else
+            leftover.unlink()
+        out.write_bytes(old[0])
+        out.with_name(out.name + ".manifest.json").write_text(json.dumps(old[1]), "utf-8")
+        done = subprocess.run(
+            argv, env={**env, "KILL_AT": str(kill_at)}, capture_output=True, text=True, timeout=60
+        )
+        content, manifest = _pair_at(out)
+        if content is not None and manifest is not None:
+            assert manifest["sha256"] == hashlib.sha256(content).hexdigest(), (
+                f"killed before change {kill_at}: a manifest beside a file it does not describe"
+            )
+        left = state(kill_at, content, manifest)
+        if done.returncode != -signal.SIGKILL:  # it made fewer changes: it finished
+            assert done.returncode == 0, done.stderr
+            assert left == order[-1] and sorted(p.name for p in out.parent.iterdir()) == finished
+            break
+        seen.append((kill_at, left))
+    else:
+        raise AssertionError(f"the export never finished: {seen}")
+    states = [named for _, named in seen]
+    assert set(states) <= set(order) and states[0] == "old pair", seen
+    assert states == sorted(states, key=order.index), seen
+
+
 def test_a_re_export_killed_at_any_point_leaves_no_file_beside_a_manifest_it_does_not_match(
     client: AuditClient, server: ServerThread, tenant: str, tmp_path: Path
 ) -> None:
@@ -563,48 +623,27 @@ def test_a_re_export_killed_at_any_point_leaves_no_file_beside_a_manifest_it_doe
     altered since its export. Killed just before each rename or unlink it
     makes, the export leaves the old pair, the new one, or one of the two
     alone (an export visibly not there), never both names on a mismatch."""
-    seed(client)
-    out = tmp_path / "audit.ndjson"
-    client.export(out, manifest_file=True)
-    old = _pair_at(out)
-    assert old[0] is not None and old[1] is not None
-    client.record(action="report.download", actor_id="later")
-    env = {**os.environ, "SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    out, old = _exported_with_its_manifest(client, tmp_path)
     argv = [sys.executable, "-c", _KILLED_AT_A_RENAME, "export", "--format", "ndjson", "-o"]
-    seen: list[tuple[int, str]] = []
-    for kill_at in range(1, 20):
-        for leftover in tmp_path.iterdir():  # the old pair back, and nothing else
-            leftover.unlink()
-        out.write_bytes(old[0])
-        out.with_name(out.name + ".manifest.json").write_text(json.dumps(old[1]), "utf-8")
-        done = subprocess.run(
-            [*argv, str(out)], env={**env, "KILL_AT": str(kill_at)},
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        content, manifest = _pair_at(out)
+
+    def state(kill_at: int, content: bytes | None, manifest: dict[str, Any] | None) -> str:
         if content is not None and manifest is not None:
-            assert manifest["sha256"] == hashlib.sha256(content).hexdigest(), (
-                f"killed before change {kill_at}: a manifest beside a file it does not describe"
-            )
-            state = "old pair" if (content, manifest) == old else "new pair"
-        else:
-            alone = "file" if content is not None else "manifest" if manifest else "neither"
-            state = f"{alone} alone"
-        if done.returncode != -signal.SIGKILL:  # it made fewer changes: it finished
-            assert done.returncode == 0, done.stderr
-            assert state == "new pair" and sorted(p.name for p in tmp_path.iterdir()) == [
-                out.name, out.name + ".manifest.json"
-            ]  # fmt: skip
-            break
-        seen.append((kill_at, state))
-    else:
-        raise AssertionError(f"the export never finished: {seen}")
+            return "old pair" if (content, manifest) == old else "new pair"
+        alone = "file" if content is not None else "manifest" if manifest else "neither"
+        return f"{alone} alone"
+
     # In that order: the old pair, the new manifest alone (the old file moved
     # aside, hidden), then the new pair.
-    states = [state for _, state in seen]
-    order = ["old pair", "manifest alone", "new pair"]
-    assert set(states) <= set(order) and states[0] == "old pair", seen
-    assert states == sorted(states, key=order.index), seen
+    _killed_at_each_change(
+        server,
+        tenant,
+        [*argv, str(out)],
+        out,
+        old,
+        state,
+        order=["old pair", "manifest alone", "new pair"],
+        finished=[out.name, out.name + ".manifest.json"],
+    )
 
 
 # An export to a file without its manifest, from Python, in a process of its
@@ -630,12 +669,7 @@ def test_an_export_without_its_manifest_over_one_with_a_manifest_leaves_no_stale
     file takes its name, first: killed at any point, the export leaves the
     old pair or a file alone (the old, then the new), never a file beside a
     manifest that does not describe it."""
-    seed(client)
-    out = tmp_path / "audit.ndjson"
-    client.export(out, manifest_file=True)
-    old = _pair_at(out)
-    assert old[0] is not None and old[1] is not None
-    client.record(action="report.download", actor_id="later")
+    out, old = _exported_with_its_manifest(client, tmp_path)
 
     client.export(out)  # in this process, to the end
     content, manifest = _pair_at(out)
@@ -643,34 +677,19 @@ def test_an_export_without_its_manifest_over_one_with_a_manifest_leaves_no_stale
     assert manifest is None, "the earlier export's manifest beside a file it does not describe"
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
 
-    env = {**os.environ, "SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
-    argv = [sys.executable, "-c", _PLAIN_EXPORT_KILLED_AT_A_RENAME, str(out)]
-    seen: list[tuple[int, str]] = []
-    for kill_at in range(1, 20):
-        for leftover in tmp_path.iterdir():  # the old pair back, and nothing else
-            leftover.unlink()
-        out.write_bytes(old[0])
-        out.with_name(out.name + ".manifest.json").write_text(json.dumps(old[1]), "utf-8")
-        done = subprocess.run(
-            argv, env={**env, "KILL_AT": str(kill_at)}, capture_output=True, text=True, timeout=60
-        )
-        content, manifest = _pair_at(out)
+    def state(kill_at: int, content: bytes | None, manifest: dict[str, Any] | None) -> str:
         assert content is not None, f"killed before change {kill_at}: no file"
         if manifest is not None:
-            assert manifest["sha256"] == hashlib.sha256(content).hexdigest(), (
-                f"killed before change {kill_at}: a manifest beside a file it does not describe"
-            )
-            state = "old pair"
-        else:
-            state = "old file alone" if content == old[0] else "new file alone"
-        if done.returncode != -signal.SIGKILL:  # it made fewer changes: it finished
-            assert done.returncode == 0, done.stderr
-            assert state == "new file alone" and [p.name for p in tmp_path.iterdir()] == [out.name]
-            break
-        seen.append((kill_at, state))
-    else:
-        raise AssertionError(f"the export never finished: {seen}")
-    states = [state for _, state in seen]
-    order = ["old pair", "old file alone", "new file alone"]
-    assert set(states) <= set(order) and states[0] == "old pair", seen
-    assert states == sorted(states, key=order.index), seen
+            return "old pair"
+        return "old file alone" if content == old[0] else "new file alone"
+
+    _killed_at_each_change(
+        server,
+        tenant,
+        [sys.executable, "-c", _PLAIN_EXPORT_KILLED_AT_A_RENAME, str(out)],
+        out,
+        old,
+        state,
+        order=["old pair", "old file alone", "new file alone"],
+        finished=[out.name],
+    )
