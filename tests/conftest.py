@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -266,6 +267,20 @@ def server(migrated_database_url: str) -> Iterator[ServerThread]:
 def tenant() -> str:
     """A tenant no other test uses."""
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def no_collector() -> Iterator[None]:
+    """The cyclic garbage collector off: what a call holds must come back as
+    its call ends (its caller stops, or is cancelled), not whenever something
+    collects the call or its generator."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import _thread
 import asyncio
 import contextlib
-import gc
 import json
 import os
 import signal
@@ -17,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +24,6 @@ import pytest
 
 from sealtrail import AsyncAuditClient, AuditClient, _export, build_event
 from tests.conftest import ServerThread
-
-
-@pytest.fixture
-def no_collector() -> Iterator[None]:
-    """The cyclic garbage collector off: a call must end as its caller stops,
-    not whenever something collects it."""
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-        gc.collect()
 
 
 def _held(server: ServerThread) -> dict[str, int]:

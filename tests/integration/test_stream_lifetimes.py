@@ -9,10 +9,8 @@ a live stream whose client stopped reading holds what it was sending (ADR 0076).
 from __future__ import annotations
 
 import asyncio
-import gc
 import random
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -25,19 +23,6 @@ from tests.conftest import ServerThread
 
 _CALLS = 50  # of each, streams and exports
 _AT_ONCE = 10
-
-
-@pytest.fixture
-def no_collector() -> Iterator[None]:
-    """The cyclic garbage collector off: what a call holds must come back as
-    its call ends, not whenever something collects its generator."""
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-        gc.collect()
 
 
 def _held(server: ServerThread) -> dict[str, int]:
