@@ -8,17 +8,15 @@ were refused UNAVAILABLE after 5 s. Made last, they wait for its commit only."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 import pytest
 
 from sealtrail import AuditClient, build_alert_rule, build_filter, build_sink
-from tests.conftest import ServerThread
 from tests.lock_waits import until_blocked
+from tests.two_processes import two_processes
 
 SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
@@ -79,32 +77,23 @@ def test_a_change_waiting_for_its_write_holds_no_append_of_its_tenant(
     the test holds); an append of the tenant through another goes through
     meanwhile, and the change's record, made once it is written, comes after."""
     lock, action, make = _CHANGES[change]
-    tenant = f"t-{uuid.uuid4().hex[:12]}"
-    changing, appending = ServerThread(migrated_database_url), ServerThread(migrated_database_url)
-    token = changing.token(tenant, "admin")
-    try:
-        with (
-            AuditClient(changing.target, token=token, timeout=60, max_attempts=1) as first,
-            AuditClient(appending.target, token=token, timeout=3, max_attempts=1) as second,
-            ThreadPoolExecutor(1) as pool,
-        ):
-            second.record(action="x.before", actor_id="a")
-            with sql.transaction():
-                if lock:
-                    sql.execute(lock)
-                run = make(first, sql, tenant)
-                pending = pool.submit(run)
-                until_blocked(sql, pending)
-                started = time.monotonic()
-                appended = second.record(action="x.meanwhile", actor_id="a").event.seq
-                waited = time.monotonic() - started
-                assert not pending.done()
-            assert waited < 2, f"the append waited {waited:.1f} s behind the change"
-            pending.result(timeout=60)
+    # The first process changes, the second appends.
+    with two_processes(migrated_database_url, second_timeout=3) as both:
+        tenant, second = both.tenant, both.second
+        second.record(action="x.before", actor_id="a")
+        with sql.transaction():
+            if lock:
+                sql.execute(lock)
+            run = make(both.first, sql, tenant)
+            pending = both.pool.submit(run)
+            until_blocked(sql, pending)
+            started = time.monotonic()
+            appended = second.record(action="x.meanwhile", actor_id="a").event.seq
+            waited = time.monotonic() - started
+            assert not pending.done()
+        assert waited < 2, f"the append waited {waited:.1f} s behind the change"
+        pending.result(timeout=60)
         (recorded,) = sql.execute(
             "SELECT seq FROM events WHERE tenant_id = %s AND action = %s", [tenant, action]
         ).fetchone()  # type: ignore[misc]
         assert recorded > appended
-    finally:
-        appending.close()
-        changing.close()

@@ -10,6 +10,7 @@ import secrets
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -37,9 +38,30 @@ from tests.conftest import REDACTION_SECRET, ServerThread
 from tests.http_endpoint import endpoint
 from tests.integration.test_log_integrity import assert_log_is_sound
 from tests.lock_waits import count_now, until, until_blocked
+from tests.two_processes import TwoProcesses, two_processes
 
 FROZEN_SECONDS = 12  # past the other process's lock timeout (5 s), and its answer
 SEAL = SummarySeal(REDACTION_SECRET)
+
+
+def _frozen_waiting(
+    sql: psycopg.Connection[Any],
+    both: TwoProcesses,
+    lock: str,
+    call: Callable[..., Any],
+    *args: Any,
+    **kwargs: Any,
+) -> Future[Any]:
+    """`call(*args, **kwargs)`, a call through the first process, run once
+    `lock` is taken here, in a transaction; once the call waits for it, the
+    first process is frozen (FROZEN_SECONDS) as this lets go, whatever the
+    call holds still held."""
+    with sql.transaction():
+        sql.execute(lock)
+        pending = both.pool.submit(call, *args, **kwargs)
+        until_blocked(sql, pending)
+        both.first_server.loop.call_soon_threadsafe(time.sleep, FROZEN_SECONDS)
+    return pending
 
 
 @pytest.mark.parametrize("known", [False, True], ids=["first-write-here", "written-here-before"])
@@ -58,46 +80,36 @@ def test_a_process_frozen_holding_a_head_lets_it_go_and_the_others_append(
     as written. Its first write of the tenant creates the head; a later one
     (more than 64 events: no write from a kept head) only locks it."""
     monkeypatch.setattr(appender_module, "IDLE_IN_WRITE_SECONDS", 1.0)
-    tenant = f"t-{uuid.uuid4().hex[:12]}"
-    frozen = ServerThread(migrated_database_url)
-    other = ServerThread(migrated_database_url)
-    token = frozen.token(tenant, "recorder")
-    try:
-        with (
-            AuditClient(frozen.target, token=token, timeout=60, max_attempts=1) as first,
-            AuditClient(other.target, token=token, timeout=60, max_attempts=1) as second,
-            ThreadPoolExecutor(1) as pool,
-        ):
-            before = []
-            if known:
-                first.record(action="frozen.before", actor_id="a")
-                before.append("frozen.before")
-            second.record(action="frozen.before", actor_id="b")  # the last to write
+    with two_processes(migrated_database_url, "recorder") as both:
+        first, second = both.first, both.second
+        before = []
+        if known:
+            first.record(action="frozen.before", actor_id="a")
             before.append("frozen.before")
-            batch = [build_event(action="frozen.first", actor_id="a") for _ in range(65)]
-            with sql.transaction():
-                # The frozen process's batch takes the head, then waits at the
-                # insert of its tree's nodes: frozen there, its session goes
-                # idle in its transaction, the head still locked, once this
-                # lets go.
-                sql.execute("LOCK TABLE tree_nodes IN SHARE MODE")
-                pending = pool.submit(first.record_batch, batch if known else batch[:1])
-                until_blocked(sql, pending)
-                frozen.loop.call_soon_threadsafe(time.sleep, FROZEN_SECONDS)
-            started = time.monotonic()
-            stored = second.record(action="frozen.other", actor_id="b").event
-            assert time.monotonic() - started < FROZEN_SECONDS
-            with pytest.raises(UnavailableError):
-                pending.result(timeout=60)
-            assert first.record(action="frozen.again", actor_id="a").event.seq == stored.seq + 1
+        second.record(action="frozen.before", actor_id="b")  # the last to write
+        before.append("frozen.before")
+        batch = [build_event(action="frozen.first", actor_id="a") for _ in range(65)]
+        # The frozen process's batch takes the head, then waits at the insert
+        # of its tree's nodes: frozen there, its session goes idle in its
+        # transaction, the head still locked, once this lets go.
+        pending = _frozen_waiting(
+            sql,
+            both,
+            "LOCK TABLE tree_nodes IN SHARE MODE",
+            first.record_batch,
+            batch if known else batch[:1],
+        )
+        started = time.monotonic()
+        stored = second.record(action="frozen.other", actor_id="b").event
+        assert time.monotonic() - started < FROZEN_SECONDS
+        with pytest.raises(UnavailableError):
+            pending.result(timeout=60)
+        assert first.record(action="frozen.again", actor_id="a").event.seq == stored.seq + 1
         rows = sql.execute(
-            "SELECT action FROM events WHERE tenant_id = %s ORDER BY seq", [tenant]
+            "SELECT action FROM events WHERE tenant_id = %s ORDER BY seq", [both.tenant]
         ).fetchall()
         assert [action for (action,) in rows] == [*before, "frozen.other", "frozen.again"]
-        assert_log_is_sound(sql, tenant, len(rows))
-    finally:
-        other.close()
-        frozen.close()
+        assert_log_is_sound(sql, both.tenant, len(rows))
 
 
 def test_a_process_frozen_signing_a_checkpoint_lets_the_others_sign(
@@ -110,37 +122,27 @@ def test_a_process_frozen_signing_a_checkpoint_lets_the_others_sign(
     The session now ends itself once idle in that transaction as long as an
     append's would, and the others sign."""
     monkeypatch.setattr(checkpointer_module, "IDLE_IN_ISSUE_SECONDS", 1.0)
-    tenant = f"t-{uuid.uuid4().hex[:12]}"
-    frozen = ServerThread(migrated_database_url, checkpoint_interval=0)
-    other = ServerThread(migrated_database_url, checkpoint_interval=0)
-    token = frozen.token(tenant, "admin")
-    try:
-        with (
-            AuditClient(frozen.target, token=token, timeout=60, max_attempts=1) as first,
-            AuditClient(other.target, token=token, timeout=60, max_attempts=1) as second,
-            ThreadPoolExecutor(1) as pool,
-        ):
-            first.record(action="frozen.event", actor_id="a")
-            with sql.transaction():
-                # The frozen process takes the issuer's lock, then waits to read
-                # the checkpoints: frozen there, its session goes idle in its
-                # transaction, the lock still held, once this lets go.
-                sql.execute("LOCK TABLE checkpoints IN ACCESS EXCLUSIVE MODE")
-                pending = pool.submit(first.get_checkpoint, fresh=True)
-                until_blocked(sql, pending)
-                frozen.loop.call_soon_threadsafe(time.sleep, FROZEN_SECONDS)
-            started = time.monotonic()
-            signed = second.get_checkpoint(fresh=True)
-            assert time.monotonic() - started < FROZEN_SECONDS
-            with pytest.raises(UnavailableError):
-                pending.result(timeout=60)
+    with two_processes(migrated_database_url, checkpoint_interval=0) as both:
+        both.first.record(action="frozen.event", actor_id="a")
+        # The frozen process takes the issuer's lock, then waits to read the
+        # checkpoints: frozen there, its session goes idle in its
+        # transaction, the lock still held, once this lets go.
+        pending = _frozen_waiting(
+            sql,
+            both,
+            "LOCK TABLE checkpoints IN ACCESS EXCLUSIVE MODE",
+            both.first.get_checkpoint,
+            fresh=True,
+        )
+        started = time.monotonic()
+        signed = both.second.get_checkpoint(fresh=True)
+        assert time.monotonic() - started < FROZEN_SECONDS
+        with pytest.raises(UnavailableError):
+            pending.result(timeout=60)
         (size,) = sql.execute(
-            "SELECT tree_size FROM chain_heads WHERE tenant_id = %s", [tenant]
+            "SELECT tree_size FROM chain_heads WHERE tenant_id = %s", [both.tenant]
         ).fetchone()  # type: ignore[misc]
         assert signed.tree_size == size
-    finally:
-        other.close()
-        frozen.close()
 
 
 @pytest.mark.parametrize(
@@ -171,49 +173,34 @@ def test_a_process_frozen_mid_change_lets_its_token_be_revoked_and_records_nothi
     the policy (ACCESS EXCLUSIVE), or as it writes it (SHARE), or as it
     inserts a token it creates, each before its record."""
     monkeypatch.setattr(changes_module, "IDLE_IN_CHANGE_SECONDS", 1.0, raising=False)
-    tenant = f"t-{uuid.uuid4().hex[:12]}"
-    frozen = ServerThread(migrated_database_url)
-    other = ServerThread(migrated_database_url)
-    changing = frozen.token(tenant, "admin")
-    revoking = other.token(tenant, "admin")
-    try:
-        with (
-            AuditClient(frozen.target, token=changing, timeout=60, max_attempts=1) as first,
-            AuditClient(other.target, token=revoking, timeout=60, max_attempts=1) as second,
-            ThreadPoolExecutor(1) as pool,
-        ):
-            first.record(action="frozen.before", actor_id="a")
-            (token_id,) = sql.execute(
-                "SELECT token_id::text FROM api_tokens WHERE tenant_id = %s"
-                " ORDER BY created_at LIMIT 1",
-                [tenant],
-            ).fetchone()  # type: ignore[misc]
-            with sql.transaction():
-                sql.execute(f"LOCK TABLE {table} IN {mode} MODE")
-                if table == "api_tokens":
-                    pending = pool.submit(first.create_token, "reader")
-                else:
-                    pending = pool.submit(first.set_retention_policy, 30)
-                until_blocked(sql, pending)
-                frozen.loop.call_soon_threadsafe(time.sleep, FROZEN_SECONDS)
-            started = time.monotonic()
-            revoked = second.revoke_token(token_id)
-            assert time.monotonic() - started < FROZEN_SECONDS
-            assert revoked.event_id
-            with pytest.raises(SealtrailError):
-                pending.result(timeout=60)
-            assert second.get_retention_policy().policy.default_days == 0  # forever
-            assert len(second.list_tokens()) == 2
+    with two_processes(migrated_database_url, second_token=True) as both:
+        first, second = both.first, both.second
+        first.record(action="frozen.before", actor_id="a")
+        (token_id,) = sql.execute(
+            "SELECT token_id::text FROM api_tokens WHERE tenant_id = %s"
+            " ORDER BY created_at LIMIT 1",
+            [both.tenant],
+        ).fetchone()  # type: ignore[misc]
+        lock = f"LOCK TABLE {table} IN {mode} MODE"
+        if table == "api_tokens":
+            pending = _frozen_waiting(sql, both, lock, first.create_token, "reader")
+        else:
+            pending = _frozen_waiting(sql, both, lock, first.set_retention_policy, 30)
+        started = time.monotonic()
+        revoked = second.revoke_token(token_id)
+        assert time.monotonic() - started < FROZEN_SECONDS
+        assert revoked.event_id
+        with pytest.raises(SealtrailError):
+            pending.result(timeout=60)
+        assert second.get_retention_policy().policy.default_days == 0  # forever
+        assert len(second.list_tokens()) == 2
         rows = sql.execute(
-            "SELECT action FROM events WHERE tenant_id = %s ORDER BY seq", [tenant]
+            "SELECT action FROM events WHERE tenant_id = %s ORDER BY seq", [both.tenant]
         ).fetchall()
         actions = [recorded for (recorded,) in rows]
         assert action not in actions
         assert actions.count("api_token.revoked") == 1
-        assert_log_is_sound(sql, tenant, len(rows))
-    finally:
-        other.close()
-        frozen.close()
+        assert_log_is_sound(sql, both.tenant, len(rows))
 
 
 def test_a_purge_pass_cancelled_twice_on_a_frozen_backend_lets_the_job_go_at_once(
@@ -284,32 +271,27 @@ def test_a_process_frozen_mid_erasure_lets_the_tenant_write_and_erases_nothing(
     as a change's would, and the tenant is written through the others. The
     frozen erasure, woken, fails (UNAVAILABLE) and erases nothing."""
     monkeypatch.setattr(changes_module, "IDLE_IN_CHANGE_SECONDS", 1.0)
-    tenant = f"t-{uuid.uuid4().hex[:12]}"
-    frozen = ServerThread(migrated_database_url)
-    other = ServerThread(migrated_database_url)
-    token = frozen.token(tenant, "admin")
-    try:
-        with (
-            AuditClient(frozen.target, token=token, timeout=60, max_attempts=1) as first,
-            AuditClient(other.target, token=token, timeout=60, max_attempts=1) as second,
-            ThreadPoolExecutor(1) as pool,
-        ):
-            first.record(action="frozen.before", actor_id="a")
-            with sql.transaction():
-                # The erasure takes its locks, then waits to read the receipts
-                # kept: frozen there, its session goes idle in its transaction,
-                # the locks still held, once this lets go.
-                sql.execute("LOCK TABLE tenant_erasures IN ACCESS EXCLUSIVE MODE")
-                pending = pool.submit(first.erase_tenant, tenant, timeout=60)
-                until_blocked(sql, pending)
-                frozen.loop.call_soon_threadsafe(time.sleep, FROZEN_SECONDS)
-            time.sleep(3)  # the idle timeout, and a margin
-            started = time.monotonic()
-            second.record(action="frozen.other", actor_id="b")
-            assert second.set_retention_policy(30).event_id
-            assert time.monotonic() - started < FROZEN_SECONDS - 3
-            with pytest.raises(UnavailableError):
-                pending.result(timeout=60)
+    with two_processes(migrated_database_url) as both:
+        tenant, second = both.tenant, both.second
+        both.first.record(action="frozen.before", actor_id="a")
+        # The erasure takes its locks, then waits to read the receipts kept:
+        # frozen there, its session goes idle in its transaction, the locks
+        # still held, once this lets go.
+        pending = _frozen_waiting(
+            sql,
+            both,
+            "LOCK TABLE tenant_erasures IN ACCESS EXCLUSIVE MODE",
+            both.first.erase_tenant,
+            tenant,
+            timeout=60,
+        )
+        time.sleep(3)  # the idle timeout, and a margin
+        started = time.monotonic()
+        second.record(action="frozen.other", actor_id="b")
+        assert second.set_retention_policy(30).event_id
+        assert time.monotonic() - started < FROZEN_SECONDS - 3
+        with pytest.raises(UnavailableError):
+            pending.result(timeout=60)
         assert not sql.execute(
             "SELECT FROM tenant_erasures WHERE tenant_id = %s", [tenant]
         ).fetchone()
@@ -319,9 +301,6 @@ def test_a_process_frozen_mid_erasure_lets_the_tenant_write_and_erases_nothing(
         actions = [action for (action,) in rows]
         assert actions[0] == "frozen.before" and "frozen.other" in actions
         assert_log_is_sound(sql, tenant, len(rows))
-    finally:
-        other.close()
-        frozen.close()
 
 
 def _blocked_running(sql: psycopg.Connection[Any], pending: Future[Any], start: str) -> None:
