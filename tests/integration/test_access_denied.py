@@ -27,6 +27,7 @@ from sealtrail.v1 import event_pb2
 from sealtrail_server.domain.access import Role
 from sealtrail_server.store.tokens import create_token
 from tests.conftest import ServerThread
+from tests.refused_inserts import inserts_refused
 
 ACTION = "audit_log.access_denied"
 
@@ -107,25 +108,12 @@ def test_a_refusal_whose_record_fails_is_answered_as_any_refusal(
     answer: a refusal that turned into UNAVAILABLE would send a client into
     retries. A failed record covers nothing: the next refusal records."""
     recorder_token = server.token(tenant, "recorder")
-    refuse = psycopg.sql.SQL(
-        "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$"
-        " BEGIN IF NEW.tenant_id = {tenant} AND NEW.action = 'audit_log.access_denied' THEN"
-        " RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$;"
-        " CREATE TRIGGER refuse_denial_records BEFORE INSERT ON events"
-        " FOR EACH ROW EXECUTE FUNCTION {function}()"
-    ).format(function=psycopg.sql.Identifier(f"refuse_{tenant}"), tenant=tenant)
-    sql.execute(refuse)
     with AuditClient(server.target, token=recorder_token, max_attempts=1) as recorder:
-        try:
-            with pytest.raises(PermissionDeniedError):
-                recorder.query_page()
-        finally:
-            sql.execute("DROP TRIGGER refuse_denial_records ON events")
-            sql.execute(
-                psycopg.sql.SQL("DROP FUNCTION {}()").format(
-                    psycopg.sql.Identifier(f"refuse_{tenant}")
-                )
-            )
+        with (
+            inserts_refused(sql, "events", tenant, action="audit_log.access_denied"),
+            pytest.raises(PermissionDeniedError),
+        ):
+            recorder.query_page()
         with AuditClient(server.target, token=server.token(tenant)) as admin:
             assert _denials(admin) == []
             with pytest.raises(PermissionDeniedError):

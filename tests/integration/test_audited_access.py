@@ -35,6 +35,7 @@ from sealtrail_server.store.appended import Appended
 from sealtrail_server.store.appender import Appender
 from sealtrail_server.store.tokens import create_token, revoke_token
 from tests.conftest import ServerThread, run_operator, token_id_of
+from tests.refused_inserts import inserts_refused
 
 
 def _audit_events(sql: psycopg.Connection[Any], tenant: str) -> list[tuple[str, str]]:
@@ -257,22 +258,11 @@ def test_a_query_whose_record_the_database_refuses_answers_no_page(
 ) -> None:
     client = client_for(tenant, max_attempts=1)
     client.record(action="doc.read", actor_id="u")
-    refuse = psycopg.sql.SQL(
-        "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$"
-        " BEGIN IF NEW.tenant_id = {tenant} AND NEW.action = 'audit_log.queried' THEN"
-        " RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$;"
-        " CREATE TRIGGER refuse_access_records BEFORE INSERT ON events"
-        " FOR EACH ROW EXECUTE FUNCTION {function}()"
-    ).format(function=psycopg.sql.Identifier(f"refuse_{tenant}"), tenant=tenant)
-    sql.execute(refuse)
-    try:
-        with pytest.raises(UnavailableError):
-            client.query_page()
-    finally:
-        sql.execute("DROP TRIGGER refuse_access_records ON events")
-        sql.execute(
-            psycopg.sql.SQL("DROP FUNCTION {}()").format(psycopg.sql.Identifier(f"refuse_{tenant}"))
-        )
+    with (
+        inserts_refused(sql, "events", tenant, action="audit_log.queried"),
+        pytest.raises(UnavailableError),
+    ):
+        client.query_page()
     assert [event.action for event in client.query()] == ["doc.read"]
 
 
@@ -284,22 +274,11 @@ def test_a_token_whose_creation_cannot_be_recorded_is_never_created(
     admin = client_for(tenant, max_attempts=1)
     tokens = "SELECT count(*) FROM api_tokens WHERE tenant_id = %s"
     before = sql.execute(tokens, [tenant]).fetchone()
-    refuse = psycopg.sql.SQL(
-        "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$"
-        " BEGIN IF NEW.tenant_id = {tenant} AND NEW.action = 'api_token.created' THEN"
-        " RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$;"
-        " CREATE TRIGGER refuse_token_records BEFORE INSERT ON events"
-        " FOR EACH ROW EXECUTE FUNCTION {function}()"
-    ).format(function=psycopg.sql.Identifier(f"refuse_{tenant}"), tenant=tenant)
-    sql.execute(refuse)
-    try:
-        with pytest.raises(UnavailableError):
-            admin.create_token("admin")
-    finally:
-        sql.execute("DROP TRIGGER refuse_token_records ON events")
-        sql.execute(
-            psycopg.sql.SQL("DROP FUNCTION {}()").format(psycopg.sql.Identifier(f"refuse_{tenant}"))
-        )
+    with (
+        inserts_refused(sql, "events", tenant, action="api_token.created"),
+        pytest.raises(UnavailableError),
+    ):
+        admin.create_token("admin")
     assert sql.execute(tokens, [tenant]).fetchone() == before
     assert admin.create_token("reader").token.role  # and the next one is created
 
@@ -311,23 +290,12 @@ def test_an_operators_token_that_cannot_be_created_leaves_no_record(
     transaction of its own, committed before the token was made: a creation
     failing then left the record of a token that never existed. Both now
     commit together, as the API's (ADR 0075)."""
-    refuse = psycopg.sql.SQL(
-        "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$"
-        " BEGIN IF NEW.tenant_id = {tenant} THEN"
-        " RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$;"
-        " CREATE TRIGGER refuse_tokens BEFORE INSERT ON api_tokens"
-        " FOR EACH ROW EXECUTE FUNCTION {function}()"
-    ).format(function=psycopg.sql.Identifier(f"refuse_{tenant}"), tenant=tenant)
-    sql.execute(refuse)
-    try:
-        with pytest.raises(psycopg.errors.RaiseException):
-            run_operator(
-                migrated_database_url, "token", "create", "--tenant", tenant, "--role", "admin"
-            )
-    finally:
-        sql.execute("DROP TRIGGER refuse_tokens ON api_tokens")
-        sql.execute(
-            psycopg.sql.SQL("DROP FUNCTION {}()").format(psycopg.sql.Identifier(f"refuse_{tenant}"))
+    with (
+        inserts_refused(sql, "api_tokens", tenant),
+        pytest.raises(psycopg.errors.RaiseException),
+    ):
+        run_operator(
+            migrated_database_url, "token", "create", "--tenant", tenant, "--role", "admin"
         )
     created = "SELECT count(*) FROM events WHERE tenant_id = %s AND action = 'api_token.created'"
     assert sql.execute(created, [tenant]).fetchone() == (0,)

@@ -14,6 +14,7 @@ import pytest
 from sealtrail import AuditClient, UnavailableError, build_event
 from tests.clock import Clock
 from tests.conftest import ServerThread, token_id_of
+from tests.refused_inserts import inserts_refused
 
 WINDOW_SECONDS = 60
 
@@ -102,26 +103,13 @@ def test_a_read_whose_record_is_refused_fails_and_the_next_records_again(
     timed: ServerThread, tenant: str, sql: psycopg.Connection[Any]
 ) -> None:
     [event_id] = _recorded_events(timed, tenant, 1)
-    function = psycopg.sql.Identifier(f"refuse_{tenant}")
-    sql.execute(
-        psycopg.sql.SQL(
-            "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$"
-            " BEGIN IF NEW.tenant_id = {tenant} AND NEW.action = 'audit_log.read_by_key' THEN"
-            " RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$;"
-            " CREATE TRIGGER refuse_key_reads BEFORE INSERT ON events"
-            " FOR EACH ROW EXECUTE FUNCTION {function}()"
-        ).format(function=function, tenant=tenant)
-    )
     reader = AuditClient(timed.target, token=timed.token(tenant, "reader"), max_attempts=1)
     with reader:
-        try:
+        with inserts_refused(sql, "events", tenant, action="audit_log.read_by_key"):
             with pytest.raises(UnavailableError):
                 reader.get_event(event_id)
             with pytest.raises(UnavailableError):
                 reader.get_inclusion_proof(seq=1)
-        finally:
-            sql.execute("DROP TRIGGER refuse_key_reads ON events")
-            sql.execute(psycopg.sql.SQL("DROP FUNCTION {}()").format(function))
         assert reader.get_event(event_id).id == event_id
     assert [details["rpc"] for _, details in _key_reads(sql, tenant)] == ["GetEvent"]
 
