@@ -263,6 +263,16 @@ def server(migrated_database_url: str) -> Iterator[ServerThread]:
         running.close()
 
 
+@pytest.fixture(scope="module")
+def console_server(migrated_database_url: str) -> Iterator[ServerThread]:
+    """A server with its console on, for a module's tests."""
+    running = ServerThread(migrated_database_url, console_listen="127.0.0.1:0")
+    try:
+        yield running
+    finally:
+        running.close()
+
+
 @pytest.fixture
 def tenant() -> str:
     """A tenant no other test uses."""

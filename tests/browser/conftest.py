@@ -19,15 +19,6 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
-@pytest.fixture(scope="module")
-def console_server(migrated_database_url: str) -> Iterator[ServerThread]:
-    running = ServerThread(migrated_database_url, console_listen="127.0.0.1:0")
-    try:
-        yield running
-    finally:
-        running.close()
-
-
 @pytest.fixture
 def console_url(console_server: ServerThread) -> str:
     return f"http://127.0.0.1:{console_server.service.console_port}/"

@@ -44,15 +44,6 @@ VALUES = (
 )
 
 
-@pytest.fixture(scope="module")
-def console_server(migrated_database_url: str) -> Iterator[ServerThread]:
-    running = ServerThread(migrated_database_url, console_listen="127.0.0.1:0")
-    try:
-        yield running
-    finally:
-        running.close()
-
-
 @pytest.fixture(autouse=True)
 def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     yield
