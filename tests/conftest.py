@@ -274,6 +274,19 @@ def console_server(migrated_database_url: str) -> Iterator[ServerThread]:
 
 
 @pytest.fixture
+def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """The servers in this process log no error of their own (a module's
+    tests take it with `pytestmark = pytest.mark.usefixtures(...)`)."""
+    yield
+    errors = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.ERROR and r.name.startswith("sealtrail")
+    ]
+    assert errors == []
+
+
+@pytest.fixture
 def tenant() -> str:
     """A tenant no other test uses."""
     return f"t-{uuid.uuid4().hex[:12]}"

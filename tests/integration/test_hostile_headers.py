@@ -8,8 +8,6 @@ console's key is one of the headers read."""
 from __future__ import annotations
 
 import base64
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -19,6 +17,7 @@ from sealtrail.v1 import audit_service_pb2 as pb
 from tests import raw_grpc
 from tests.conftest import ServerThread
 
+pytestmark = pytest.mark.usefixtures("no_server_errors")
 SERVICE = "/sealtrail.v1.AuditLogService/"
 OK, INTERNAL, UNKNOWN, UNAUTHENTICATED = 0, 13, 2, 16
 # What the server reads of a call's metadata (api/guard.py, api/callers.py,
@@ -42,17 +41,6 @@ VALUES = (
     b"a\x01b\x7fc",  # control characters
     b"x" * 6000,  # within gRPC's metadata limit (8 KiB), far past any value read
 )
-
-
-@pytest.fixture(autouse=True)
-def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    yield
-    errors = [
-        r.getMessage()
-        for r in caplog.records
-        if r.levelno >= logging.ERROR and r.name.startswith("sealtrail")
-    ]
-    assert errors == []
 
 
 def _own_records(sql: psycopg.Connection[Any], tenant: str) -> list[dict[str, Any]]:
