@@ -12,6 +12,7 @@ import json
 import logging
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,35 @@ def record(client: AuditClient, count: int, *, action: str) -> None:
     assert [result.error for result in results] == [None] * count
 
 
+def _signed_at_5_and_backed_up(client: AuditClient, url: str, dump: Path) -> None:
+    """5 events recorded and a checkpoint of them signed, then the database
+    at `url` backed up to `dump`."""
+    record(client, 5, action="restore.before_backup")
+    assert client.get_checkpoint(fresh=True).tree_size == 5
+    backup(url, dump)
+
+
+@contextmanager
+def _restored_and_served(url: str, dump: Path, token: str) -> Iterator[AuditClient]:
+    """`dump` restored at `url`, and a client (`token`) of a new process
+    serving it; the process stopped after."""
+    restore(url, dump)
+    after = ServerThread(url)
+    try:
+        with AuditClient(after.target, token=token) as client:
+            yield client
+    finally:
+        after.close()
+
+
+def _integrity_failure(call: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
+    """`call(*args, **kwargs)` refused INTEGRITY_FAILURE (DATA_LOSS): its message."""
+    with pytest.raises(RpcFailedError) as refused:
+        call(*args, **kwargs)
+    assert refused.value.reason == "INTEGRITY_FAILURE"
+    return refused.value.message
+
+
 def stored_roots(url: str, tenant: str) -> dict[int, bytes]:
     with psycopg.connect(url, autocommit=True) as conn:
         rows: list[Any] = conn.execute(
@@ -103,9 +133,7 @@ def restored(own_database: str, tenant: str, tmp_path: Path) -> Restored:
     before = ServerThread(own_database)
     try:
         with AuditClient(before.target, token=before.token(tenant)) as client:
-            record(client, 5, action="restore.before_backup")
-            assert client.get_checkpoint(fresh=True).tree_size == 5
-            backup(own_database, dump)
+            _signed_at_5_and_backed_up(client, own_database, dump)
             record(client, 5, action="restore.lost")
             lost = client.get_checkpoint(fresh=True)
             assert lost.tree_size == 10
@@ -131,15 +159,11 @@ def test_a_restored_log_is_never_signed_at_a_size_already_signed_with_another_ro
     assert "signed it at size 10" in told[0] and "the log holds 5 events" in told[0]
     try:
         with AuditClient(after.target, token=after.token(tenant)) as client:
-            with pytest.raises(RpcFailedError) as refused:  # the restored checkpoint at 5
-                client.get_checkpoint()
-            assert refused.value.reason == "INTEGRITY_FAILURE"
+            _integrity_failure(client.get_checkpoint)  # the restored checkpoint at 5
             record(client, 5, action="restore.after")  # seqs 6..10 again
             for fresh in (True, False):
-                with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
-                    client.get_checkpoint(fresh=fresh)
-                assert refused.value.reason == "INTEGRITY_FAILURE"
-            assert "this signing key signed it at size 10" in refused.value.message
+                refused = _integrity_failure(client.get_checkpoint, fresh=fresh)
+            assert "this signing key signed it at size 10" in refused
             with pytest.raises(RpcFailedError):
                 client.get_inclusion_proof(seq=8)
             result = client.verify_log()
@@ -173,14 +197,10 @@ def test_a_process_that_never_signed_the_lost_size_refuses_it_too(
         restore(own_database, dump)  # under the other, running
         with AuditClient(other.target, token=token) as client:
             record(client, 6, action="restore.after")  # seqs 6..11: beyond the lost 10
-            with pytest.raises(RpcFailedError) as refused:
-                client.get_checkpoint(fresh=True)
-            assert refused.value.reason == "INTEGRITY_FAILURE"
-            assert "signed it at size 10" in refused.value.message
-            assert "does not extend it" in refused.value.message
-            with pytest.raises(RpcFailedError) as refused:  # the stored one at 5, too
-                client.get_checkpoint()
-            assert refused.value.reason == "INTEGRITY_FAILURE"
+            refused = _integrity_failure(client.get_checkpoint, fresh=True)
+            assert "signed it at size 10" in refused
+            assert "does not extend it" in refused
+            _integrity_failure(client.get_checkpoint)  # the stored one at 5, too
             result = client.verify_log()
             assert (result.ok, result.failure.reason) == (False, "ROOT_MISMATCH")
     finally:
@@ -213,9 +233,7 @@ def test_a_new_key_signs_the_restored_log_and_the_old_one_never_signs_it_again(
     try:
         with AuditClient(old.target, token=old.token(tenant)) as client:
             record(client, 1, action="restore.after")
-            with pytest.raises(RpcFailedError) as refused:
-                client.get_checkpoint(fresh=True)
-            assert refused.value.reason == "INTEGRITY_FAILURE"
+            _integrity_failure(client.get_checkpoint, fresh=True)
     finally:
         old.close()
 
@@ -264,16 +282,8 @@ def test_a_restored_tenant_erased_is_refused_a_receipt_its_checkpoints_contradic
             assert client.get_checkpoint(fresh=True).tree_size == 5
     finally:
         before.close()
-    restore(own_database, dump)
-    after = ServerThread(own_database)
-    try:
-        with AuditClient(after.target, token=token) as client:
-            with pytest.raises(RpcFailedError) as refused:
-                client.erase_tenant(tenant)
-            assert refused.value.reason == "INTEGRITY_FAILURE"
-            assert "signed it at size 5" in refused.value.message
-    finally:
-        after.close()
+    with _restored_and_served(own_database, dump, token) as client:
+        assert "signed it at size 5" in _integrity_failure(client.erase_tenant, tenant)
     with psycopg.connect(own_database, autocommit=True) as conn:
         assert conn.execute("SELECT FROM tenant_erasures").fetchall() == []
 
@@ -514,26 +524,17 @@ def test_an_erased_tenant_brought_back_by_a_restore_is_refused(
     try:
         token = before.token(tenant)
         with AuditClient(before.target, token=token) as client:
-            record(client, 5, action="restore.before_backup")
-            assert client.get_checkpoint(fresh=True).tree_size == 5
-            backup(own_database, dump)
+            _signed_at_5_and_backed_up(client, own_database, dump)
             record(client, 5, action="restore.lost")
             assert client.erase_tenant(tenant).final_tree_size == 10
     finally:
         before.close()
-    restore(own_database, dump)
-    after = ServerThread(own_database)
-    try:
-        with AuditClient(after.target, token=token) as client:
-            record(client, 5, action="restore.after")
-            with pytest.raises(RpcFailedError) as refused:
-                client.get_checkpoint(fresh=True)
-            assert "signed the erasure of it, at size 10" in refused.value.message
-            with pytest.raises(RpcFailedError) as refused:
-                client.erase_tenant(tenant)
-            assert refused.value.reason == "INTEGRITY_FAILURE"
-    finally:
-        after.close()
+    with _restored_and_served(own_database, dump, token) as client:
+        record(client, 5, action="restore.after")
+        with pytest.raises(RpcFailedError) as refused:
+            client.get_checkpoint(fresh=True)
+        assert "signed the erasure of it, at size 10" in refused.value.message
+        _integrity_failure(client.erase_tenant, tenant)
 
 
 def test_a_tenant_erased_after_the_backup_at_its_size_is_never_signed_on(
@@ -549,27 +550,15 @@ def test_a_tenant_erased_after_the_backup_at_its_size_is_never_signed_on(
     try:
         token = before.token(tenant)
         with AuditClient(before.target, token=token) as client:
-            record(client, 5, action="restore.before_backup")
-            assert client.get_checkpoint(fresh=True).tree_size == 5
-            backup(own_database, dump)
+            _signed_at_5_and_backed_up(client, own_database, dump)
             assert client.erase_tenant(tenant).final_tree_size == 5
     finally:
         before.close()
-    restore(own_database, dump)
-    after = ServerThread(own_database)
-    try:
-        with AuditClient(after.target, token=token) as client:
-            with pytest.raises(RpcFailedError) as refused:
-                client.erase_tenant(tenant)
-            assert refused.value.reason == "INTEGRITY_FAILURE"
-            assert "signed the erasure" in refused.value.message
-            record(client, 3, action="restore.after")
-            with pytest.raises(RpcFailedError) as refused:
-                client.get_checkpoint(fresh=True)
-            assert refused.value.reason == "INTEGRITY_FAILURE"
-            assert "signed the erasure" in refused.value.message
-    finally:
-        after.close()
+    with _restored_and_served(own_database, dump, token) as client:
+        assert "signed the erasure" in _integrity_failure(client.erase_tenant, tenant)
+        record(client, 3, action="restore.after")
+        refused = _integrity_failure(client.get_checkpoint, fresh=True)
+        assert "signed the erasure" in refused
     assert max(stored_roots(own_database, tenant)) == 5
     with psycopg.connect(own_database, autocommit=True) as conn:
         assert conn.execute("SELECT FROM tenant_erasures").fetchall() == []
