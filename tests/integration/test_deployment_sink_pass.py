@@ -31,6 +31,7 @@ from sealtrail_server.store import changes as changes_module
 from sealtrail_server.store import deployment_sinks as definitions
 from tests.conftest import ServerThread, database_of_its_own, deployment_operator
 from tests.lock_waits import SUBJECT_LOCK, until_waiting
+from tests.tenant_rows import rows_of
 
 SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
@@ -249,6 +250,27 @@ def test_a_tenant_a_from_now_create_failed_on_starts_where_its_log_stood_at_crea
 
     for tenant_id, first_sent in ((reached, 4), (failed, 4)):
         assert _started_at(server, tenant_id) == (first_sent, first_sent - 1), tenant_id
+
+
+def test_an_erasure_removes_where_the_tenants_instance_was_to_start(
+    server: ServerThread,
+    operator: Callable[..., Result],
+    own_database: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where an instance `sink create` did not make is to start is the
+    tenant's row (migration 0046): its erasure removes it with every other
+    (test_retention's erasure test cannot hold one: it needs a definition of
+    the whole deployment, on a database of its own)."""
+    [erased] = _tenants_with_logs(server, 1)
+    _created_but_for(operator, "soc-erased", tmp_path, monkeypatch, erased)
+    with psycopg.connect(own_database, autocommit=True) as sql:
+        assert rows_of(sql, erased)["deployment_sink_starts"] == 1
+        with AuditClient(server.target, token=server.token(erased)) as admin:
+            admin.erase_tenant(erased)
+        left = rows_of(sql, erased)
+    assert not any(left.values()), left
 
 
 def test_a_pass_cancelled_midway_through_a_step_finishes_it(
