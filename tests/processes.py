@@ -10,6 +10,7 @@ import sys
 import threading
 from typing import IO
 
+from .conftest import signed_checkpoints_dir_of
 from .service_login import service_login_url
 
 READY_PREFIX = "sealtrail: serving gRPC on "
@@ -42,6 +43,7 @@ class ServerProcess:
             **os.environ,
             "PYTHONUNBUFFERED": "1",
             "SEALTRAIL_OWNER_DATABASE_URL": database_url,
+            "SEALTRAIL_SIGNED_CHECKPOINTS_DIR": str(signed_checkpoints_dir_of(database_url)),
             # As every test server: any may hold the lease of a test's sink.
             "SEALTRAIL_FORWARD_ALLOW_HTTP": "true",
             "SEALTRAIL_FORWARD_ALLOW_NETWORKS": "127.0.0.0/8",

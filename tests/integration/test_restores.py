@@ -33,7 +33,12 @@ from sealtrail_server.retention import erasure as erasure_module
 from sealtrail_server.retention import tenant_pass
 from sealtrail_server.store.retention import purge_batch
 from tests.clock import Clock
-from tests.conftest import SIGNED_CHECKPOINTS_DIR, SIGNING_KEY, ServerThread, database_of_its_own
+from tests.conftest import (
+    SIGNING_KEY,
+    ServerThread,
+    database_of_its_own,
+    signed_checkpoints_dir_of,
+)
 
 
 def _postgres_bin(program: str) -> str:
@@ -250,7 +255,7 @@ def test_a_checkpoint_that_cannot_be_checked_against_what_the_key_signed_is_not_
     client = client_for(tenant, max_attempts=1)
     record(client, 3, action="restore.unreadable")
     key_id = Signer.parse(SIGNING_KEY).verifier.key_id.hex()
-    unreadable = Path(SIGNED_CHECKPOINTS_DIR) / key_id / tenant
+    unreadable = signed_checkpoints_dir_of(migrated_database_url) / key_id / tenant
     unreadable.mkdir(parents=True)
     try:
         with pytest.raises(UnavailableError, match="what the key signed of it cannot be read"):
@@ -430,7 +435,10 @@ def test_the_operator_lists_the_logs_restored_behind_the_key(
     """`sealtrail-server key restored`: each tenant whose log does not extend
     what the configured key signed of it, what the key signed, the log's size
     now and the sizes lost; a log that extends it is not listed."""
-    runner = CliRunner()
+    # Where the servers on that database keep what the key signed.
+    runner = CliRunner(
+        env={"SEALTRAIL_SIGNED_CHECKPOINTS_DIR": str(signed_checkpoints_dir_of(restored.url))}
+    )
     database = ["--database-url", restored.url]
     healthy = f"{tenant}-healthy"
     after = ServerThread(restored.url)
@@ -496,7 +504,7 @@ def test_a_signature_kept_but_never_released_is_no_restore(
         dying.close()
     assert stored_roots(own_database, tenant) == {}
     key_id = Signer.parse(SIGNING_KEY).verifier.key_id.hex()
-    kept = (Path(SIGNED_CHECKPOINTS_DIR) / key_id / tenant).read_text().split()
+    kept = (signed_checkpoints_dir_of(own_database) / key_id / tenant).read_text().split()
     assert kept[0] == "5"  # kept, never released
     with caplog.at_level(logging.ERROR, logger="sealtrail_server.integrity.checkpointer"):
         after = ServerThread(own_database)
@@ -562,7 +570,9 @@ def test_a_tenant_erased_after_the_backup_at_its_size_is_never_signed_on(
     assert max(stored_roots(own_database, tenant)) == 5
     with psycopg.connect(own_database, autocommit=True) as conn:
         assert conn.execute("SELECT FROM tenant_erasures").fetchall() == []
-    listed = CliRunner().invoke(
+    listed = CliRunner(
+        env={"SEALTRAIL_SIGNED_CHECKPOINTS_DIR": str(signed_checkpoints_dir_of(own_database))}
+    ).invoke(
         server_cli.main, ["key", "restored", "--format", "json", "--database-url", own_database]
     )
     assert listed.exit_code == 0, listed.output
