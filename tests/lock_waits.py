@@ -43,9 +43,16 @@ def until_waiting(sql: psycopg.Connection[Any], pending: Future[Any], *, session
     until(lambda: count_now(sql, waiting) >= sessions, pending)
 
 
-def until_blocked(sql: psycopg.Connection[Any], pending: Future[Any]) -> None:
-    """Returns once another session waits for any lock this one holds."""
+def until_blocked(
+    sql: psycopg.Connection[Any], pending: Future[Any], *, waiter: str | None = None
+) -> None:
+    """Returns once another session waits for any lock this one holds; with
+    `waiter`, a session of that application_name ("sealtrail" for a server's
+    pool, "sealtrail-retention" for a purge, "sealtrail-erasure"): else a
+    purge pass of any server on the database, waiting there first, passed for
+    the call the test meant to hold up."""
     blocked = (
         "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+        " AND (%s::text IS NULL OR application_name = %s)"
     )
-    until(lambda: count_now(sql, blocked) > 0, pending)
+    until(lambda: count_now(sql, blocked, [waiter, waiter]) > 0, pending)

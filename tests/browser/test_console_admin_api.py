@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import logging
 import secrets
 import time
 import urllib.error
@@ -34,7 +33,7 @@ from sealtrail.tlog import Signer, generate_signer_key
 from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, integrity_pb2
 from sealtrail_server.api.callers import CONSOLE_KEY_HEADER, ROLE_HEADER
 from sealtrail_server.console.server import receipt_check
-from tests.conftest import SIGNING_KEY, ServerThread
+from tests.conftest import SIGNING_KEY, ServerThread, errors_logged
 from tests.http_endpoint import Reply, endpoint
 
 BROWSER = "Mozilla/5.0 (console admin test)"
@@ -617,7 +616,7 @@ def test_a_body_nested_too_deep_or_with_a_lone_surrogate_is_400_naming_the_body(
     )
     assert status == 400 and answer["error"].startswith("body:"), answer
     assert answer["fields"][0]["field"] == "body"
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert errors_logged(caplog) == []
 
 
 def test_a_change_answers_only_its_method(api: str, admin: str) -> None:

@@ -8,7 +8,6 @@ import contextlib
 import hashlib
 import http.client
 import json
-import logging
 import re
 import socket
 import time
@@ -22,7 +21,7 @@ import pytest
 
 from sealtrail import AuditClient, build_event, build_filter
 from sealtrail_server.console import server as console_module
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, errors_logged
 
 
 def get(url: str, token: str | None = None) -> tuple[int, Any]:
@@ -385,7 +384,7 @@ def test_a_browser_leaving_a_stream_is_no_error(
     with _streaming(server, server.token(tenant, "reader")):
         pass
     time.sleep(1)  # heartbeats written meanwhile to the connection gone
-    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert errors_logged(caplog) == []
 
 
 def _half_requests(port: int, count: int, stack: contextlib.ExitStack) -> list[socket.socket]:

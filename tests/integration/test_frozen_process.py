@@ -50,16 +50,17 @@ def _frozen_waiting(
     lock: str,
     call: Callable[..., Any],
     *args: Any,
+    waiter: str = "sealtrail",
     **kwargs: Any,
 ) -> Future[Any]:
     """`call(*args, **kwargs)`, a call through the first process, run once
-    `lock` is taken here, in a transaction; once the call waits for it, the
-    first process is frozen (FROZEN_SECONDS) as this lets go, whatever the
-    call holds still held."""
+    `lock` is taken here, in a transaction; once the call waits for it (a
+    session of application_name `waiter`), the first process is frozen
+    (FROZEN_SECONDS) as this lets go, whatever the call holds still held."""
     with sql.transaction():
         sql.execute(lock)
         pending = both.pool.submit(call, *args, **kwargs)
-        until_blocked(sql, pending)
+        until_blocked(sql, pending, waiter=waiter)
         both.first_server.loop.call_soon_threadsafe(time.sleep, FROZEN_SECONDS)
     return pending
 
@@ -283,6 +284,7 @@ def test_a_process_frozen_mid_erasure_lets_the_tenant_write_and_erases_nothing(
             "LOCK TABLE tenant_erasures IN ACCESS EXCLUSIVE MODE",
             both.first.erase_tenant,
             tenant,
+            waiter="sealtrail-erasure",
             timeout=60,
         )
         time.sleep(3)  # the idle timeout, and a margin

@@ -10,7 +10,6 @@ SEALTRAIL_HOSTILE_EXAMPLES for many more."""
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -25,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sealtrail.v1 import audit_service_pb2
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, errors_logged
 
 SERVICE = audit_service_pb2.DESCRIPTOR.services_by_name["AuditLogService"]
 EXAMPLES = int(os.environ.get("SEALTRAIL_HOSTILE_EXAMPLES", "25"))
@@ -151,8 +150,7 @@ def head(sql: psycopg.Connection[Any], tenant: str) -> int:
 def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """The server (in this process) logs no error: no servicer raised, the appender held."""
     yield
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert errors == []
+    assert errors_logged(caplog) == []
 
 
 def assert_serving(channel: grpc.Channel) -> None:
