@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 GEN_DIR := clients/python/src
 PROTOS := $(shell find proto -name '*.proto' | sort)
+# pytest processes of `make test`, each with a PostgreSQL of its own (most tests
+# wait on servers, databases and timeouts; two halve the run on two cores).
+TEST_PROCESSES ?= 2
 
 .PHONY: run test proto proto-check proto-breaking lint typecheck bench soak clean
 
@@ -31,7 +34,8 @@ $(CHROMEDRIVER):
 
 ## Run every check CI runs: the contract, generated code, lint, types, tests.
 test: $(STAMP) $(CHROMEDRIVER) lint proto-check proto-breaking typecheck
-	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_PROCESSES) --dist loadfile \
+	  --durations=25; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
 ## Regenerate the Python client's protobuf and gRPC modules (committed).

@@ -93,9 +93,18 @@ os.environ["SEALTRAIL_SECRETS_KEY"] = SECRETS_KEY.hex()
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
+    """The session's database: in a temp dir of its own, or the one at
+    SEALTRAIL_TEST_DATABASE_URL. `make test` runs the tests in several
+    processes (pytest-xdist); each has a database of its own, so that what a
+    test sets for the whole deployment meets no other process's tests."""
     url = os.environ.get("SEALTRAIL_TEST_DATABASE_URL")
     if url:
-        yield url
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        if worker is None:
+            yield url
+        else:
+            with database_of_its_own(url, f"sealtrail_test_{worker}") as own_url:
+                yield own_url
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # platformdirs: no XDG_RUNTIME_DIR
@@ -165,6 +174,9 @@ def deployment_operator(database_url: str) -> Iterator[Callable[..., Result]]:
         run("sink", "delete", definition["id"], "--confirm", definition["name"])
 
 
+_OWN_DATABASE_MIGRATIONS = 0x5EA17E57  # an advisory lock key of the tests' own
+
+
 @contextlib.contextmanager
 def database_of_its_own(url: str, prefix: str) -> Iterator[str]:
     """A new, migrated database beside the one at `url` (for a test that needs
@@ -175,7 +187,12 @@ def database_of_its_own(url: str, prefix: str) -> Iterator[str]:
         admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(quoted))
     try:
         own_url = psycopg.conninfo.make_conninfo(url, dbname=name)
-        migrate_database(own_url)
+        # The migrations create and grant roles, which the whole cluster
+        # shares: two test processes migrating at once on one cluster
+        # (SEALTRAIL_TEST_DATABASE_URL) would race there. One at a time.
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("SELECT pg_advisory_lock(%s)", [_OWN_DATABASE_MIGRATIONS])
+            migrate_database(own_url)
         yield own_url
     finally:
         with psycopg.connect(url, autocommit=True) as admin:
