@@ -6,6 +6,7 @@ caller sending tokens that do not exist cannot make every call a lookup."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -14,7 +15,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc
-from sealtrail_server.domain.access import Role, new_token
+from sealtrail_server.domain.access import Principal, Role, new_token, token_digest
+from sealtrail_server.store.tokens import create_token, find_principal, revoke_token
 from tests.clock import Clock
 from tests.conftest import ServerThread
 
@@ -186,3 +188,40 @@ def test_a_token_in_use_is_looked_up_again_over_budget(
         assert counted.lookups()["found"] == 4
     finally:
         counted.close()
+
+
+def test_a_revoked_token_is_looked_up_once_a_cache_interval(counted: Counted, tenant: str) -> None:
+    """A fleet left with a token revoked (its secret rotated away), retrying
+    in a loop, costs one lookup an interval, as an unknown token does: it was
+    looked up on every call, the pool kept busy by a token that can never
+    work again. Each call is still refused as revoked."""
+    token = counted.server.token(tenant, Role.RECORDER)
+    token_id = counted.server.run(_token_id(counted.server, token))
+    assert counted.server.run(
+        revoke_token(counted.server.database, token_id=token_id, tenant_id=tenant)
+    )
+    for _ in range(20):
+        assert counted.call(token) == grpc.StatusCode.UNAUTHENTICATED
+    assert counted.lookups() == {"revoked": 1}
+
+
+def test_an_expired_token_is_looked_up_once_a_cache_interval(counted: Counted, tenant: str) -> None:
+    """A fleet left with a token past its expiry costs one lookup an
+    interval: each call is refused TOKEN_EXPIRED from what is cached."""
+    issued = counted.server.run(
+        create_token(
+            counted.server.database,
+            tenant_id=tenant,
+            role=Role.RECORDER,
+            expires_at=datetime.now(UTC) - timedelta(seconds=1),
+        )
+    )
+    for _ in range(20):
+        assert counted.call(issued.secret) == grpc.StatusCode.UNAUTHENTICATED
+    assert counted.lookups() == {"found": 1}
+
+
+async def _token_id(server: ServerThread, secret: str) -> str:
+    found = await find_principal(server.database, token_digest(secret))
+    assert isinstance(found, Principal)
+    return found.token_id

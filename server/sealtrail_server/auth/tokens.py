@@ -83,10 +83,12 @@ class Authenticator:
     time a process that sees many tokens filled it). Each
     lookup is counted on `meter` by its outcome (found, revoked, unknown).
 
-    A token found to be unknown is remembered so for `cache_seconds` too: a
-    client retrying with one in a loop costs a lookup an interval, not a
-    call. (No token is refused for it that exists: a secret exists only once
-    its token is created, and can be presented only after.) And each caller
+    A token found to be unknown, or revoked, is remembered so for
+    `cache_seconds` too: a client retrying with one in a loop (a fleet whose
+    secret was rotated away) costs a lookup an interval, not a call. (No
+    token is refused for it that exists: a secret exists only once its token
+    is created, and can be presented only after; and a revocation is final,
+    migration 0027.) And each caller
     may present `unknown_per_minute` unknown tokens (0: any number): past
     it, a token this process has not seen is refused unlooked (unknown_tokens.py),
     but one it has is looked up again as its interval ends, whoever
@@ -117,9 +119,9 @@ class Authenticator:
         self._forgets = 0
         # Tenants erased here (at most `max_cached`): a stream of one ends saying so.
         self._erased: dict[str, None] = {}
-        # Digests found to be no token -> until when they are taken as none,
-        # least recently found first (at most `max_cached`).
-        self._unknown: OrderedDict[bytes, float] = OrderedDict()
+        # Digests found to be no token (None) or a revoked one -> until when
+        # they are taken so, least recently found first (at most `max_cached`).
+        self._refused: OrderedDict[bytes, tuple[Revoked | None, float]] = OrderedDict()
         self._budgets = UnknownTokenBudgets(per_minute=unknown_per_minute, clock=wall_clock)
         self._lookups = (meter or no_meter()).create_counter(
             "sealtrail.tokens.lookups",
@@ -169,11 +171,11 @@ class Authenticator:
         self, digest: bytes, now: float, caller: Callable[[], str]
     ) -> Principal | Revoked | None:
         """`digest` looked up (a principal then cached), or taken as no token
-        (found so lately), or refused unlooked (an unseen token of a caller
-        past its budget)."""
-        until = self._unknown.get(digest)
-        if until is not None and until > now:
-            return None
+        or a revoked one (found so lately), or refused unlooked (an unseen
+        token of a caller past its budget)."""
+        refused = self._refused.get(digest)
+        if refused is not None and refused[1] > now:
+            return refused[0]
         # Kept past its interval (until the cache is full), a token in use is
         # no stranger: only one this process has not seen spends a budget.
         budget = "" if digest in self._cache else caller_key(caller())
@@ -186,13 +188,13 @@ class Authenticator:
         forgets = self._forgets
         found = await self._lookup(digest)
         self._lookups.add(1, {OUTCOME: _outcome(found)})
-        if found is None:
-            self._unknown.pop(digest, None)
-            self._unknown[digest] = now + self._cache_seconds
-            if len(self._unknown) > self._max_cached:
-                self._unknown.popitem(last=False)
-            if budget:
-                self._budgets.spent(budget)
+        if not isinstance(found, Principal):
+            self._refused.pop(digest, None)
+            self._refused[digest] = (found, now + self._cache_seconds)
+            if len(self._refused) > self._max_cached:
+                self._refused.popitem(last=False)
+        if found is None and budget:
+            self._budgets.spent(budget)
         # Not kept past a revocation since it was read (true when read).
         if isinstance(found, Principal) and forgets == self._forgets:
             self._cache[digest] = (found, now + self._cache_seconds)
@@ -217,6 +219,10 @@ class Authenticator:
         for digest, (principal, _) in list(self._cache.items()):
             if principal.tenant_id == tenant_id:
                 del self._cache[digest]
+        # Its tokens are gone: no longer known, not even as revoked.
+        for digest, (revoked, _) in list(self._refused.items()):
+            if revoked is not None and revoked.principal.tenant_id == tenant_id:
+                del self._refused[digest]
 
     def erased_here(self, tenant_id: str) -> bool:
         """Whether this process erased `tenant_id` (lately)."""
