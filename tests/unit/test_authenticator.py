@@ -14,7 +14,7 @@ import pytest
 from sealtrail_server.auth.last_use import LastUses, Uses
 from sealtrail_server.auth.tokens import Authenticator, ExpiredToken
 from sealtrail_server.domain.access import Principal, Role, new_token, token_digest
-from sealtrail_server.domain.errors import Unauthenticated
+from sealtrail_server.domain.errors import Unauthenticated, Unavailable
 from tests.clock import Clock
 
 TOKEN = new_token()
@@ -162,5 +162,94 @@ def test_a_failed_write_keeps_the_uses_for_the_next_and_a_stop_writes_what_is_le
         writes.failing = False
         await uses.stop()
         assert writes.writes == [{("t1", "k1"): wall()}]
+
+    asyncio.run(scenario())
+
+
+def test_calls_that_miss_the_cache_together_share_one_lookup() -> None:
+    """A busy token's cache interval ends with many calls in flight: each of
+    them looked the token up, and with the pool busy (each lookup waiting for
+    a connection) every call arriving meanwhile added a lookup more. Calls
+    that miss together now wait for the one lookup in progress; a change of
+    configuration (`fresh`) still reads the token itself."""
+
+    async def scenario() -> None:
+        tokens = Tokens()
+        authenticator = Authenticator(tokens.lookup, cache_seconds=60)
+        tokens.gate = asyncio.Event()
+        calls = [
+            asyncio.create_task(authenticator.authenticate(f"Bearer {TOKEN}")) for _ in range(10)
+        ]
+        await asyncio.sleep(0)
+        fresh = asyncio.create_task(authenticator.authenticate(f"Bearer {TOKEN}", fresh=True))
+        await asyncio.sleep(0)
+        tokens.gate.set()
+        assert await asyncio.gather(*calls, fresh) == [PRINCIPAL] * 11
+        assert tokens.lookups == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_call_waiting_for_a_lookup_its_first_caller_left_looks_the_token_up_itself() -> None:
+    async def scenario() -> None:
+        tokens = Tokens()
+        authenticator = Authenticator(tokens.lookup, cache_seconds=60)
+        tokens.gate = asyncio.Event()
+        first = asyncio.create_task(authenticator.authenticate(f"Bearer {TOKEN}"))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(authenticator.authenticate(f"Bearer {TOKEN}"))
+        await asyncio.sleep(0)
+        first.cancel()  # its client gone
+        await asyncio.sleep(0)
+        tokens.gate.set()
+        assert await second == PRINCIPAL
+        assert first.cancelled()
+        assert tokens.lookups == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_call_after_a_revocation_here_does_not_wait_for_a_lookup_begun_before_it() -> None:
+    async def scenario() -> None:
+        tokens = Tokens()
+        authenticator = Authenticator(tokens.lookup, cache_seconds=60)
+        tokens.gate = asyncio.Event()
+        racing = asyncio.create_task(authenticator.authenticate(f"Bearer {TOKEN}"))
+        await asyncio.sleep(0)  # its lookup has read the token live
+        tokens.live = False
+        authenticator.forget(PRINCIPAL.token_id)  # revoked here meanwhile
+        after = asyncio.create_task(authenticator.authenticate(f"Bearer {TOKEN}"))
+        await asyncio.sleep(0)
+        tokens.gate.set()
+        assert await racing == PRINCIPAL  # true when read
+        with pytest.raises(Unauthenticated):
+            await after
+
+    asyncio.run(scenario())
+
+
+def test_calls_sharing_a_lookup_that_fails_each_get_its_failure() -> None:
+    """The database down as the one lookup runs: every call waiting for it is
+    answered its error (UNAVAILABLE), none left waiting or told anything else."""
+
+    async def scenario() -> None:
+        gate = asyncio.Event()
+        lookups = 0
+
+        async def failing(digest: bytes) -> Principal | None:
+            nonlocal lookups
+            lookups += 1
+            await gate.wait()
+            raise Unavailable("the database is unavailable", retry_after=1.0)
+
+        authenticator = Authenticator(failing, cache_seconds=60)
+        calls = [
+            asyncio.create_task(authenticator.authenticate(f"Bearer {TOKEN}")) for _ in range(5)
+        ]
+        await asyncio.sleep(0)
+        gate.set()
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(answer, Unavailable) for answer in answers), answers
+        assert lookups == 1
 
     asyncio.run(scenario())

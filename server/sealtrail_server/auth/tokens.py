@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -80,8 +81,9 @@ class Authenticator:
     authenticates is noted in `uses` (its last use, written behind). At most
     `max_cached` tokens are kept: past it, the one used longest ago makes room
     (emptied instead, the cache had every token in use looked up again each
-    time a process that sees many tokens filled it). Each
-    lookup is counted on `meter` by its outcome (found, revoked, unknown).
+    time a process that sees many tokens filled it). Calls that miss the
+    cache while a token's lookup is in progress share it (but a `fresh` one).
+    Each lookup is counted on `meter` by its outcome (found, revoked, unknown).
 
     A token found to be unknown, or revoked, is remembered so for
     `cache_seconds` too: a client retrying with one in a loop (a fleet whose
@@ -117,6 +119,9 @@ class Authenticator:
         # Bumped by each forget: a lookup that began before it must not put
         # back what it forgot.
         self._forgets = 0
+        # Lookups in progress, by digest and the forgets before them: a call
+        # missing the cache meanwhile waits for the one, not a lookup more.
+        self._in_flight: dict[tuple[bytes, int], asyncio.Future[Principal | Revoked | None]] = {}
         # Tenants erased here (at most `max_cached`): a stream of one ends saying so.
         self._erased: dict[str, None] = {}
         # Digests found to be no token (None) or a revoked one -> until when
@@ -152,7 +157,7 @@ class Authenticator:
             principal = cached[0]
             self._cache.move_to_end(digest)
         else:
-            found = await self._look_up(digest, now, caller)
+            found = await self._look_up(digest, now, caller, fresh=fresh)
             if not isinstance(found, Principal):
                 self._cache.pop(digest, None)
                 if isinstance(found, Revoked):
@@ -168,14 +173,41 @@ class Authenticator:
         return principal
 
     async def _look_up(
-        self, digest: bytes, now: float, caller: Callable[[], str]
+        self, digest: bytes, now: float, caller: Callable[[], str], *, fresh: bool = False
     ) -> Principal | Revoked | None:
         """`digest` looked up (a principal then cached), or taken as no token
         or a revoked one (found so lately), or refused unlooked (an unseen
-        token of a caller past its budget)."""
+        token of a caller past its budget). A call finding a lookup of it in
+        progress (begun after the latest `forget`) takes its answer, but for
+        a `fresh` one, which reads the token itself: as a busy token's
+        interval ended, every call in flight looked it up, and with the pool
+        busy every call arriving while the lookups waited for it added one."""
         refused = self._refused.get(digest)
         if refused is not None and refused[1] > now:
             return refused[0]
+        key = (digest, self._forgets)
+        shared = None if fresh else self._in_flight.get(key)
+        if shared is not None:
+            try:
+                return await asyncio.shield(shared)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not shared.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                # Its first caller left (cancelled) before the answer: looked
+                # up anew, by the first of those waiting, shared by the others.
+                return await self._look_up(digest, now, caller)
+        return await self._look_up_first(digest, now, caller, key)
+
+    async def _look_up_first(
+        self,
+        digest: bytes,
+        now: float,
+        caller: Callable[[], str],
+        key: tuple[bytes, int],
+    ) -> Principal | Revoked | None:
+        """`digest` looked up by this call, whose answer the calls missing the
+        cache meanwhile share (`_in_flight[key]`)."""
         # Kept past its interval (until the cache is full), a token in use is
         # no stranger: only one this process has not seen spends a budget.
         budget = "" if digest in self._cache else caller_key(caller())
@@ -186,7 +218,25 @@ class Authenticator:
                 reason="TOO_MANY_UNKNOWN_TOKENS",
             )
         forgets = self._forgets
-        found = await self._lookup(digest)
+        shared: asyncio.Future[Principal | Revoked | None] | None = None
+        if key not in self._in_flight:
+            shared = asyncio.get_running_loop().create_future()
+            self._in_flight[key] = shared
+        try:
+            found = await self._lookup(digest)
+        except BaseException as error:
+            if shared is not None:
+                if isinstance(error, Exception):
+                    shared.set_exception(error)  # Unavailable: theirs too
+                    shared.exception()  # retrieved, whether anyone waits or not
+                else:
+                    shared.cancel()  # cancelled: those waiting look it up themselves
+            raise
+        finally:
+            if shared is not None:
+                del self._in_flight[key]
+        if shared is not None:
+            shared.set_result(found)
         self._lookups.add(1, {OUTCOME: _outcome(found)})
         if not isinstance(found, Principal):
             self._refused.pop(digest, None)
