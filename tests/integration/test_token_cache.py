@@ -225,3 +225,31 @@ async def _token_id(server: ServerThread, secret: str) -> str:
     found = await find_principal(server.database, token_digest(secret))
     assert isinstance(found, Principal)
     return found.token_id
+
+
+def test_calls_with_the_pool_exhausted_share_a_lookup_and_are_told_unavailable(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """Every connection of the server's pool held (by work that outlasts the
+    pool's wait): calls presenting a token to look up are answered
+    UNAVAILABLE, never INTERNAL, and however many arrive together they queue
+    one lookup for a connection, not one each."""
+    counted = Counted(migrated_database_url, pool_min_size=2, pool_max_size=2)
+    db = counted.server.service._db
+    assert db is not None
+    held = [counted.server.run(db.pool.getconn()) for _ in range(2)]
+    try:
+        token = counted.server.token(tenant, Role.RECORDER)
+        metadata = [("authorization", f"Bearer {token}")]
+        calls = [
+            counted.stub.Record.future(pb.RecordRequest(), metadata=metadata) for _ in range(8)
+        ]
+        codes = [call.exception().code() for call in calls]  # type: ignore[union-attr]
+        assert codes == [grpc.StatusCode.UNAVAILABLE] * 8
+        assert counted.lookups() == {}  # none made it to the database
+        # One lookup waited (the server's own jobs may have waited too): one a call was 8.
+        assert db.checkout_timeouts < len(calls)
+    finally:
+        for conn in held:
+            counted.server.run(db.pool.putconn(conn))
+        counted.close()
