@@ -31,10 +31,10 @@ from sealtrail import (
 from sealtrail import _cli as cli
 from sealtrail.v1 import access_pb2, audit_service_pb2_grpc, event_pb2
 from sealtrail_server import cli as server_cli
-from sealtrail_server.domain.access import Role
-from sealtrail_server.store.tokens import create_token
+from sealtrail_server.domain.access import Principal, Role, token_digest
+from sealtrail_server.store.tokens import create_token, find_principal
 from tests.clock import Clock
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, run_operator
 
 HOUR = timedelta(hours=1)
 
@@ -414,12 +414,9 @@ def test_the_operator_creates_an_expiring_token_and_sees_expiry_and_last_use(
          *database],
     )  # fmt: skip
     assert created.exit_code == 0, created.output
-    # Its line, not stderr's first word: the command points the process's log
-    # at its stderr, so a line the test's servers log meanwhile (a forwarder's
-    # retry) comes first there, and its time was taken for the token's id.
-    [announced] = [line for line in created.stderr.splitlines() if line.startswith("token ")]
-    token_id = announced.split()[1]
+    token_id = _announced_token_id(created.stderr)
     secret = created.stdout.strip().splitlines()[-1]
+    assert _token_id_of(server, secret) == token_id
     with AuditClient(server.target, token=secret) as recorder:
         recorder.record(action="invoice.pay", actor_id="u")
     server.run(server.service.token_uses.flush())
@@ -432,7 +429,8 @@ def test_the_operator_creates_an_expiring_token_and_sees_expiry_and_last_use(
     with AuditClient(server.target, token=server.token(tenant)) as admin:
         created_records = list(admin.query(build_filter(actions="api_token.created")))
         everything = [(e.seq, e.action, e.resource.id) for e in admin.query(order="oldest")]
-    # Once (in a full run) no record of this token was found: say what there was.
+    # Once (in a full run) no record of this token was found: the id looked
+    # for was a log line's time (test_token_create_names_its_token_after_what_was_logged).
     found = [e for e in created_records if e.resource.id == token_id]
     assert len(found) == 1, (token_id, created.stderr, everything)
     [record] = found
@@ -443,3 +441,39 @@ def test_the_operator_creates_an_expiring_token_and_sees_expiry_and_last_use(
          *database],
     )  # fmt: skip
     assert too_far.exit_code == 2 and "at most 730 days ahead" in too_far.output
+
+
+def _announced_token_id(stderr: str) -> str:
+    """The id `token create` announces on its line of stderr ("token <id> for
+    tenant ..."): not stderr's second word, for the command points the
+    process's log at its stderr, and what any thread logs as it runs comes first."""
+    [announced] = [line for line in stderr.splitlines() if line.startswith("token ")]
+    return announced.split()[1]
+
+
+def _token_id_of(server: ServerThread, secret: str) -> str:
+    found = server.run(find_principal(server.database, token_digest(secret)))
+    assert isinstance(found, Principal)
+    return found.token_id
+
+
+def test_token_create_names_its_token_after_what_was_logged(
+    migrated_database_url: str, server: ServerThread, tenant: str
+) -> None:
+    """What the process logs as `token create` runs comes before its line on
+    stderr: here the command's own debug lines (-v), in a full run of the
+    suite a line another thread logged meanwhile (a forwarder's retry).
+    The operator's token test took stderr's second word for the token's id,
+    and so looked once for the records of a log line's time: none (ccde7c3;
+    the record itself commits with the token, 04c2c5a). The id is read from
+    the command's own line, which names the token its secret opens."""
+    created = run_operator(
+        migrated_database_url, "-v", "token", "create", "--tenant", tenant, "--role", "reader"
+    )
+    assert created.exit_code == 0, created.output
+    logged_first = created.stderr.split()
+    assert logged_first[0] != "token"  # the line the old reading took the id from
+    secret = created.stdout.strip().splitlines()[-1]
+    token_id = _token_id_of(server, secret)
+    assert logged_first[1] != token_id
+    assert _announced_token_id(created.stderr) == token_id
