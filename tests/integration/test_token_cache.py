@@ -5,10 +5,13 @@ caller sending tokens that do not exist cannot make every call a lookup."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -253,3 +256,32 @@ def test_calls_with_the_pool_exhausted_share_a_lookup_and_are_told_unavailable(
         for conn in held:
             counted.server.run(db.pool.putconn(conn))
         counted.close()
+
+
+def test_a_lookup_whose_connection_is_lost_answers_unavailable(
+    counted: Counted, tenant: str, sql: psycopg.Connection[Any], migrated_database_url: str
+) -> None:
+    """The database drops the lookup's session as it runs (a restart, a
+    failover): the call is answered UNAVAILABLE, never INTERNAL, nothing is
+    remembered of the token, and the next call looks it up and is served."""
+    token = counted.server.token(tenant, Role.RECORDER)
+    metadata = [("authorization", f"Bearer {token}")]
+    with psycopg.connect(migrated_database_url) as blocker:
+        # The lookup waits behind this lock, long enough to be found and ended.
+        blocker.execute("LOCK TABLE api_tokens IN ACCESS EXCLUSIVE MODE")
+        call = counted.stub.Record.future(pb.RecordRequest(), metadata=metadata)
+        deadline = time.monotonic() + 4
+        pids: list[Any] = []
+        while not pids and time.monotonic() < deadline:
+            pids = sql.execute(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+                ["%FROM api_tokens WHERE secret_sha256%"],
+            ).fetchall()
+            time.sleep(0.01)
+        assert len(pids) == 1, "the lookup never waited for the lock"
+        sql.execute("SELECT pg_terminate_backend(%s)", [pids[0][0]])
+        assert call.exception().code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[union-attr]
+        blocker.rollback()
+    assert counted.lookups() == {}
+    assert counted.call(token) == grpc.StatusCode.INVALID_ARGUMENT
+    assert counted.lookups() == {"found": 1}
