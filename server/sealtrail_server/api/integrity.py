@@ -83,7 +83,7 @@ class IntegrityRpcs:
         again)."""
         async with self._db.connection(tenant_id) as conn:
             latest = await latest_checkpoint(conn, tenant_id)
-        remembered = self._checkpointer.remembered(tenant_id)
+        remembered = await self._checkpointer.remembered(tenant_id)
         if remembered is not None and (latest is None or latest.tree_size < remembered[0]):
             return await self._checkpointer.issue(tenant_id)
         return None if latest is None else await self._checkpointer.served(latest)
@@ -240,7 +240,7 @@ class IntegrityRpcs:
             if size <= current:
                 return
         # The latest checkpoint signed, as stored or as this process remembers it.
-        remembered = self._checkpointer.remembered(tenant_id)
+        remembered = await self._checkpointer.remembered(tenant_id)
         signed_size = max(
             0 if signed is None else signed.tree_size, 0 if remembered is None else remembered[0]
         )
@@ -349,7 +349,7 @@ class IntegrityRpcs:
             tenant_id=principal.tenant_id,
             origin=self._checkpointer.origin(principal.tenant_id),
             verifiers=await self._checkpointer.verifiers(),
-            remembered=self._checkpointer.remembered(principal.tenant_id),
+            remembered=await self._checkpointer.remembered(principal.tenant_id),
             seal=self._summary_seal,
             view_matches=(
                 partial(view_matches, tenant_id=principal.tenant_id)
