@@ -1263,3 +1263,46 @@ def test_a_stored_checkpoint_whose_note_is_another_logs_is_not_served(
     assert refused.value.code == grpc.StatusCode.DATA_LOSS
     assert refused.value.reason == "INTEGRITY_FAILURE"
     assert f"signs the log {theirs.origin!r}" in str(refused.value)
+
+
+def test_checked_checkpoints_full_drop_only_the_least_recently_served(
+    server: ServerThread, client: AuditClient, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stored checkpoints found to hold what their rows say are kept so a
+    checkpoint served often is not checked each time. Full, they were all
+    forgotten at once, and every checkpoint served next was checked again (a
+    query for the keys and a signature each), the ones served a moment
+    before too; now only the least recently served is dropped."""
+    from sealtrail_server.integrity import checkpointer as checkpointer_module
+    from sealtrail_server.store.checkpoints import checkpoint_at
+
+    monkeypatch.setattr(checkpointer_module, "CHECKED_CHECKPOINTS", 3)
+    for _ in range(4):
+        record_events(client, 1)
+        client.get_checkpoint(fresh=True)
+    checkpointer = checkpointer_module.Checkpointer(
+        server.database, Signer.parse(SIGNING_KEY), origin_prefix="sealtrail.test/log", interval=0
+    )
+    checks: list[int] = []
+    signed = checkpointer.signed
+
+    async def counted(checkpoint: Any, verifiers: Any = None) -> Any:
+        checks.append(checkpoint.tree_size)
+        return await signed(checkpoint, verifiers)
+
+    checkpointer.signed = counted  # type: ignore[method-assign]
+
+    async def serve(*sizes: int) -> None:
+        async with server.database.connection(tenant) as conn:
+            for size in sizes:
+                stored = await checkpoint_at(conn, tenant, size)
+                assert stored is not None
+                await checkpointer.served(stored)
+
+    server.run(serve(1, 2, 3, 3, 1))
+    assert checks == [1, 2, 3]  # each checked once
+    server.run(serve(4))  # one more than it keeps: 2, served least recently, dropped
+    server.run(serve(1, 3, 4))
+    assert checks == [1, 2, 3, 4]
+    server.run(serve(2))
+    assert checks == [1, 2, 3, 4, 2]

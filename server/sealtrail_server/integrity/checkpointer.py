@@ -92,7 +92,8 @@ SIGNED_SIZES_RETRY_SECONDS = 5.0
 # a time), and a tenant a call asks about before then on its own.
 RESTORED_SCAN_BATCH = 1000
 # Stored checkpoints found to hold what their rows say, kept so that a proof
-# served often does not check its checkpoint's signature each time.
+# served often does not check its checkpoint's signature each time; the least
+# recently served dropped first (all of them were, at once, once full).
 CHECKED_CHECKPOINTS = 10_000
 
 
@@ -120,7 +121,9 @@ class Checkpointer:
         self._task: asyncio.Task[None] | None = None
         # {tenant: (size, root)} of the latest checkpoint signed or served here.
         self._remembered: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
-        self._checked: set[StoredCheckpoint] = set()
+        # Stored checkpoints found to hold what their rows say, the least
+        # recently served first.
+        self._checked: OrderedDict[StoredCheckpoint, None] = OrderedDict()
         # While the kept checkpoints of a start are checked after it: the
         # first tenant (in order) left to check, those checked meanwhile on
         # their own, and those whose erasure the key signed (checked at start).
@@ -206,6 +209,7 @@ class Checkpointer:
         of size 40, or another tenant's (one key signs every tenant's), was
         served as is, with the row's size and root beside it (helper-221)."""
         if checkpoint in self._checked:
+            self._checked.move_to_end(checkpoint)
             return checkpoint
         signed = await self.signed(checkpoint, verifiers)
         tenant_id, size = checkpoint.tenant_id, checkpoint.tree_size
@@ -219,9 +223,9 @@ class Checkpointer:
             raise IntegrityFailure(f"{stored} signs size {signed.tree_size}, not the row's")
         if signed.root_hash != checkpoint.root_hash:
             raise IntegrityFailure(f"{stored} signs another root than the row's")
-        if len(self._checked) >= CHECKED_CHECKPOINTS:
-            self._checked.clear()
-        self._checked.add(checkpoint)
+        self._checked[checkpoint] = None
+        while len(self._checked) > CHECKED_CHECKPOINTS:
+            self._checked.popitem(last=False)
         return checkpoint
 
     async def verifiers(self) -> list[Verifier]:
