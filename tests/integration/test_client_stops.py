@@ -285,3 +285,47 @@ def test_sealtrail_tail_and_export_interrupted_exit_at_once_saying_so(
     assert (code, took < 5) == (130, True), err
     assert f"export interrupted: no partial file was left at {out}" in err, err
     assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["bundle"], ["export", "--format", "bundle"]],
+    ids=["bundle", "export-as-bundle"],
+)
+def test_sealtrail_bundle_interrupted_exits_130_saying_it_left_nothing(
+    server: ServerThread, tenant: str, tmp_path: Path, command: list[str]
+) -> None:
+    """Ctrl-C in `sealtrail bundle` (and `export --format bundle`, which runs
+    it) printed click's bare `Aborted!` and exited 1, as any failure does,
+    without a word of the directory. It exits 130 now, saying no partial
+    bundle was left, and leaves none: the directory it made is gone, one
+    given empty is left empty."""
+    with AuditClient(server.target, token=server.token(tenant)) as client:
+        client.record_batch([build_event(action="doc.edit", actor_id="u") for _ in range(20)])
+    token = server.token(tenant, "exporter")
+    env = {**os.environ, "SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": token}
+    for made in (True, False):
+        mark = tmp_path / "held"
+        mark.unlink(missing_ok=True)
+        out = tmp_path / f"bundle-{made}"
+        if not made:
+            out.mkdir()
+        process = subprocess.Popen(
+            [sys.executable, "-c", _CLI, *command, "-o", str(out)],
+            env={**env, "HOLD_MARK": str(mark)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not mark.exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the bundle's export never received a message"
+            time.sleep(0.02)
+        assert any(out.iterdir())  # the export's temporary file: under way
+        code, err, took = _interrupted(process)
+        assert "Traceback" not in err and "Aborted!" not in err, err
+        assert (code, took < 5) == (130, True), err
+        assert f"bundle interrupted: no partial bundle was left at {out}" in err, err
+        if made:
+            assert not out.exists(), list(out.iterdir())
+        else:
+            assert list(out.iterdir()) == []
