@@ -247,6 +247,139 @@ def test_an_export_of_nothing_is_an_empty_file(
     assert "Exported 0 events, 0 bytes" in said and saved == b""
 
 
+def held_export(browser: webdriver.Chrome, *, corrupt: bool = False) -> None:
+    """Puts the test between the page and its export: the answer's lines reach
+    the page at once but its last (the manifest), which waits until the test
+    sets `window.releaseExport`; `window.exportBytes` is the file's size. With
+    `corrupt`, a byte of the file is changed on the way."""
+    browser.execute_script(
+        """
+        const corrupt = arguments[0];
+        window.releaseExport = false;
+        const real = window.fetch;
+        window.fetch = async (url, options) => {
+          const response = await real(url, options);
+          if (!String(url).startsWith("/api/export") || !response.ok) return response;
+          const lines = (await response.text()).split("\\n").filter((line) => line);
+          window.exportBytes = 0;
+          for (const [index, line] of lines.entries()) {
+            const parsed = JSON.parse(line);
+            if (!parsed.chunk) continue;
+            const bytes = Uint8Array.from(atob(parsed.chunk), (c) => c.charCodeAt(0));
+            window.exportBytes += bytes.length;
+            if (corrupt && index === 0) {
+              bytes[0] ^= 1;
+              lines[index] = JSON.stringify({ chunk: btoa(String.fromCharCode(...bytes)) });
+            }
+          }
+          const manifest = lines.pop();
+          const encoder = new TextEncoder();
+          const body = new ReadableStream({
+            async start(controller) {
+              controller.enqueue(encoder.encode(lines.map((line) => line + "\\n").join("")));
+              while (!window.releaseExport) await new Promise((done) => setTimeout(done, 20));
+              controller.enqueue(encoder.encode(manifest + "\\n"));
+              controller.close();
+            },
+          });
+          return new Response(body, { status: response.status, headers: response.headers });
+        };
+        """,
+        corrupt,
+    )
+
+
+def on_disk(downloads: Path) -> int:
+    """The bytes the browser has written in `downloads`, in whatever files."""
+    return sum(path.stat().st_size for path in downloads.iterdir() if path.is_file())
+
+
+def test_an_export_is_written_to_disk_as_it_arrives(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    downloads: Path,
+) -> None:
+    """The page gathered the whole file in the tab's memory (a Blob) and saved
+    it only once the manifest had come: an export of a million events, some
+    hundreds of MB, took the tab's memory or failed. It is a download now,
+    written to disk as it arrives, and completed only once it matches its
+    manifest."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        c.record_batch([build_event(action="doc.read", actor_id=f"u{n}") for n in range(300)])
+    sign_in(browser, console_url + "?actions=doc.read", console_server.token(tenant, "exporter"))
+    wait_for_rows(browser, lambda r: len(r) == 100)
+    held_export(browser)
+    browser.find_element(By.ID, "export-csv").click()
+    wait(browser).until(lambda b: b.execute_script("return window.exportBytes") is not None)
+    size = browser.execute_script("return window.exportBytes")
+    # The manifest has not come: the file is on disk all the same, not yet complete.
+    wait(browser).until(lambda b: on_disk(downloads) == size)
+    assert "Exporting" in browser.find_element(By.ID, "status").text
+    assert not (downloads / "sealtrail-export.csv").exists()
+    browser.execute_script("window.releaseExport = true")
+    wait(browser).until(lambda b: "Exported" in b.find_element(By.ID, "status").text)
+    said = browser.find_element(By.ID, "status").text
+    assert said.startswith("Exported 300 events, ") and "checked against its manifest" in said
+    saved = downloads / "sealtrail-export.csv"
+    wait(browser).until(lambda b: saved.exists())
+    lines = saved.read_bytes().decode().splitlines()
+    assert len(lines) == 1 + 300 and all("doc.read" in line for line in lines[1:])
+    assert len(saved.read_bytes()) == size
+
+
+def test_an_export_that_does_not_match_its_manifest_is_no_download(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    downloads: Path,
+) -> None:
+    """Written to disk as it arrives, a file that then fails its manifest's
+    check is a failed download: never a file that looks complete, nor a
+    part of one left behind."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        c.record_batch([build_event(action="doc.read", actor_id=f"u{n}") for n in range(300)])
+    sign_in(browser, console_url + "?actions=doc.read", console_server.token(tenant, "exporter"))
+    wait_for_rows(browser, lambda r: len(r) == 100)
+    held_export(browser, corrupt=True)
+    browser.find_element(By.ID, "export-csv").click()
+    wait(browser).until(lambda b: b.execute_script("return window.exportBytes") is not None)
+    size = browser.execute_script("return window.exportBytes")
+    wait(browser).until(lambda b: on_disk(downloads) == size)  # begun
+    browser.execute_script("window.releaseExport = true")
+    wait(browser).until(lambda b: "Export failed" in b.find_element(By.ID, "error").text)
+    assert "does not match its manifest" in browser.find_element(By.ID, "error").text
+    assert browser.find_element(By.ID, "status").text == ""
+    # The browser ends the download as failed and removes what it had written.
+    wait(browser).until(lambda b: not any(downloads.iterdir()))
+    time.sleep(0.5)
+    assert not any(downloads.iterdir()), list(downloads.iterdir())
+
+
+def test_a_page_that_may_run_no_worker_still_exports(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+    downloads: Path,
+) -> None:
+    """Not a secure context (plain HTTP to another host), the page may run no
+    service worker: it keeps the file in memory and saves it once checked."""
+    sign_in(browser, console_url + "?actions=user.*", console_server.token(tenant, "exporter"))
+    wait_for_rows(browser, lambda r: len(r) == 1)
+    browser.execute_script("Object.defineProperty(window, 'isSecureContext', { value: false })")
+    said, saved = exported(browser, downloads, "csv")
+    assert said.startswith("Exported 1 event, ") and "checked against its manifest" in said
+    assert len(saved.decode().splitlines()) == 2 and "user.login" in saved.decode()
+    registered = browser.execute_async_script(
+        "navigator.serviceWorker.getRegistrations().then((r) => arguments[0](r.length))"
+    )
+    assert registered == 0
+
+
 def test_a_reader_may_not_export(
     browser: webdriver.Chrome,
     console_url: str,

@@ -4,6 +4,7 @@
 // admin token also gets the admin views (admin.js), one per URL fragment.
 
 import { clearAdmin, count, hideSecretsOutside, setUpAdmin, showAdminView } from "./admin.js";
+import { Sha256 } from "./sha256.js";
 
 const TOKEN_KEY = "sealtrail.token";
 // The token's role, as the sign-in said: only what the page shows depends on
@@ -572,40 +573,106 @@ function liveToggled(event) {
 
 // --- export -------------------------------------------------------------------
 
+const EXPORT_TYPES = { csv: "text/csv", ndjson: "application/x-ndjson" };
+let exportWorker = null;  // the promise of export-worker.js running, or of null
+
+// The worker that serves exports as downloads (export-worker.js, ADR 0090),
+// once it runs; null where the page may run none (not a secure context).
+function downloadWorker() {
+  exportWorker ??= startWorker().catch(() => null);
+  return exportWorker;
+}
+
+async function startWorker() {
+  if (!window.isSecureContext || !("serviceWorker" in navigator)) return null;
+  const registration = await navigator.serviceWorker.register("/static/export-worker.js");
+  const worker = registration.installing ?? registration.waiting ?? registration.active;
+  while (worker.state !== "activated") {
+    if (worker.state === "redundant") return null;
+    await new Promise((changed) => worker.addEventListener("statechange", changed, { once: true }));
+  }
+  return worker;
+}
+
+// Where an export's bytes go as they arrive: a download the browser writes to
+// disk as they do, completed by `close`, failed by `abort`. Where the page may
+// run no worker, the bytes are kept in this tab's memory and saved at `close`.
+async function exportFile(name, type) {
+  const worker = await downloadWorker();
+  if (!worker) return keptFile(name, type);
+  const { readable, writable } = new TransformStream();
+  const id = crypto.randomUUID();  // names the stream for the worker: it grants nothing
+  await new Promise((ready) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = ready;
+    worker.postMessage({ id, name, type, stream: readable }, [channel.port2, readable]);
+  });
+  const frame = document.createElement("iframe");
+  frame.hidden = true;
+  frame.src = `/static/export-download/${id}`;
+  document.body.append(frame);
+  // An idle worker is stopped, and the download with it: a message now and then.
+  const pings = setInterval(() => worker.postMessage({ ping: true }), 10e3);
+  const writer = writable.getWriter();
+  const done = () => { clearInterval(pings); setTimeout(() => frame.remove(), 1e3); };
+  return {
+    async write(chunk) { await writer.ready; await writer.write(chunk); },
+    async close() { done(); await writer.close(); },
+    abort(error) { done(); writer.abort(error).catch(() => {}); },
+  };
+}
+
+function keptFile(name, type) {
+  const chunks = [];
+  return {
+    async write(chunk) { chunks.push(chunk); },
+    async close() {
+      const link = document.createElement("a");
+      link.href = URL.createObjectURL(new Blob(chunks, { type }));
+      link.download = name;
+      document.body.append(link);
+      link.click();
+      link.remove();
+    },
+    abort() { chunks.length = 0; },
+  };
+}
+
 async function exportAs(format) {
   const status = $("#status");
   const params = new URLSearchParams(state.filter);  // the rows shown, not a later window
   params.set("format", format);
+  let file = null;
   try {
     const response = await api("/api/export", params);
     // NDJSON lines: the file's chunks, then its manifest; or an error that cut it short.
-    const chunks = [];
+    // The download starts with the first line that is not an error: a refusal starts none.
+    const hash = new Sha256();
     let received = 0;
-    let manifest = null;
     for await (const line of lines(response)) {
       if (line.error) throw new Error(`${line.error} (cut short after ${count(received, "byte")})`);
-      if (line.manifest) { manifest = line.manifest; continue; }
+      file ??= await exportFile(`sealtrail-export.${format}`, EXPORT_TYPES[format]);
+      if (line.manifest) {
+        const { manifest } = line;
+        // Zero fields are left out of the manifest's JSON (an empty NDJSON export).
+        if (received !== Number(manifest.byte_count || 0)
+          || !equal(hash.digest(), bytes(manifest.sha256 || ""))) {
+          throw new Error("the file does not match its manifest (size or SHA-256)");
+        }
+        await file.close();
+        status.textContent = `Exported ${count(manifest.row_count || 0, "event")},`
+          + ` ${count(received, "byte")} (${format.toUpperCase()}), checked against its manifest.`;
+        return;
+      }
       const chunk = bytes(line.chunk);
-      chunks.push(chunk);
+      hash.update(chunk);
+      await file.write(chunk);
       received += chunk.length;
       status.textContent = `Exporting… ${count(received, "byte")}`;
     }
-    if (!manifest) throw new Error(`cut short after ${count(received, "byte")}`);
-    const file = new Blob(chunks, { type: format === "csv" ? "text/csv" : "application/x-ndjson" });
-    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", await file.arrayBuffer()));
-    // Zero fields are left out of the manifest's JSON (an empty NDJSON export).
-    if (received !== Number(manifest.byte_count || 0) || !equal(digest, bytes(manifest.sha256))) {
-      throw new Error("the file does not match its manifest (size or SHA-256)");
-    }
-    const link = document.createElement("a");
-    link.href = URL.createObjectURL(file);
-    link.download = `sealtrail-export.${format}`;
-    document.body.append(link);
-    link.click();
-    link.remove();
-    status.textContent = `Exported ${count(manifest.row_count || 0, "event")},`
-      + ` ${count(received, "byte")} (${format.toUpperCase()}), checked against its manifest.`;
+    throw new Error(`cut short after ${count(received, "byte")}`);
   } catch (error) {
+    file?.abort(error);  // a download begun fails: never a file that looks complete
     status.textContent = "";
     $("#error").textContent = `Export failed: ${error.message}`;
   }
