@@ -358,6 +358,72 @@ def test_an_export_that_does_not_match_its_manifest_is_no_download(
     assert not any(downloads.iterdir()), list(downloads.iterdir())
 
 
+def test_a_download_cancelled_in_the_browser_ends_its_export(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    downloads: Path,
+) -> None:
+    """A download the person cancels (the browser's downloads list) ends the
+    export: the page stops, says so, and lets go of the answer, so the console
+    ends the export's call at once. Left unread, the export held one of the
+    tenant's few places among exports open until the server's stall timeout
+    (five minutes) ended it."""
+
+    async def exports_open() -> int:
+        return console_server.service.resources()["exports"]
+
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        for _ in range(10):  # about 15 MB: more than the connections between hold
+            c.record_batch(
+                [
+                    build_event(action="doc.edit", actor_id="u", description="x" * 1500)
+                    for _ in range(1000)
+                ]
+            )
+    sign_in(browser, console_url + "?actions=doc.edit", console_server.token(tenant, "exporter"))
+    wait_for_rows(browser, lambda r: len(r) == 100)
+    # Named by their ids on disk, which the browser's command to cancel one takes.
+    browser.execute_cdp_cmd(
+        "Browser.setDownloadBehavior",
+        {"behavior": "allowAndName", "downloadPath": str(downloads), "eventsEnabled": True},
+    )
+    browser.execute_script(
+        """
+        window.releaseExport = false;
+        const real = window.fetch;
+        window.fetch = async (url, options) => {
+          const response = await real(url, options);
+          if (!String(url).startsWith("/api/export")) return response;
+          let passed = 0;  // the page reads on once the test has cancelled the download
+          const gate = new TransformStream({
+            async transform(chunk, controller) {
+              while (passed > 100000 && !window.releaseExport) {
+                await new Promise((done) => setTimeout(done, 20));
+              }
+              passed += chunk.length;
+              controller.enqueue(chunk);
+            },
+          });
+          return new Response(response.body.pipeThrough(gate), { headers: response.headers });
+        };
+        """
+    )
+    browser.find_element(By.ID, "export-csv").click()
+    wait(browser).until(lambda b: on_disk(downloads) > 0)
+    assert console_server.run(exports_open()) == 1
+    [guid] = [path.name.removesuffix(".crdownload") for path in downloads.iterdir()]
+    browser.execute_cdp_cmd("Browser.cancelDownload", {"guid": guid})
+    browser.execute_script("window.releaseExport = true")
+    wait(browser).until(lambda b: "Export failed" in b.find_element(By.ID, "error").text)
+    assert "download was stopped" in browser.find_element(By.ID, "error").text
+    deadline = time.monotonic() + 10
+    while console_server.run(exports_open()):
+        assert time.monotonic() < deadline, "the export is still open on the server"
+        time.sleep(0.05)
+
+
 def test_a_page_that_may_run_no_worker_still_exports(
     browser: webdriver.Chrome,
     console_url: str,

@@ -513,18 +513,24 @@ function proofButton(event) {
 // --- reading NDJSON answers (live updates, exports) ----------------------------
 
 // The parsed NDJSON lines of a response, as they arrive: those of each read together.
+// A reader that stops early (an export that failed) lets go of the answer: the
+// console then ends its call, which would otherwise wait, unread.
 async function* batches(response) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let pending = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    pending += value;
-    const complete = pending.split("\n");
-    pending = complete.pop();
-    yield complete.filter((line) => line.trim()).map((line) => JSON.parse(line));
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      pending += value;
+      const complete = pending.split("\n");
+      pending = complete.pop();
+      yield complete.filter((line) => line.trim()).map((line) => JSON.parse(line));
+    }
+    if (pending.trim()) yield [JSON.parse(pending)];
+  } finally {
+    reader.cancel().catch(() => {});
   }
-  if (pending.trim()) yield [JSON.parse(pending)];
 }
 
 // The parsed NDJSON lines of a response, one at a time.
@@ -602,9 +608,17 @@ async function exportFile(name, type) {
   if (!worker) return keptFile(name, type);
   const { readable, writable } = new TransformStream();
   const id = crypto.randomUUID();  // names the stream for the worker: it grants nothing
+  // Rejected if the browser stops reading the download (the person cancelled
+  // it): a write would wait for good, and the export with it.
+  let stop;
+  const stopped = new Promise((_, reject) => { stop = reject; });
+  stopped.catch(() => {});
   await new Promise((ready) => {
     const channel = new MessageChannel();
-    channel.port1.onmessage = ready;
+    channel.port1.onmessage = ({ data }) => {
+      if (data === "ready") ready();
+      else stop(new Error("the download was stopped in the browser"));
+    };
     worker.postMessage({ id, name, type, stream: readable }, [channel.port2, readable]);
   });
   const frame = document.createElement("iframe");
@@ -616,7 +630,9 @@ async function exportFile(name, type) {
   const writer = writable.getWriter();
   const done = () => { clearInterval(pings); setTimeout(() => frame.remove(), 1e3); };
   return {
-    async write(chunk) { await writer.ready; await writer.write(chunk); },
+    async write(chunk) {
+      await Promise.race([stopped, (async () => { await writer.ready; await writer.write(chunk); })()]);
+    },
     async close() { done(); await writer.close(); },
     abort(error) { done(); writer.abort(error).catch(() => {}); },
   };

@@ -11,15 +11,20 @@
 // asked for. It grants nothing: it names a stream of this browser, not a call.
 
 const PREFIX = "/static/export-download/";
-const waiting = new Map();  // ID -> { stream, name, type }
+const waiting = new Map();  // ID -> { stream, name, type, port }
 
 self.addEventListener("install", () => self.skipWaiting());
 
+// The page sends a port with each stream: "ready" once it is kept, "stopped"
+// if the browser stops reading the download (cancelled in its downloads list):
+// the page then ends the export, which would otherwise wait on a download
+// that no longer reads (a stream handed over is not told of it).
 self.addEventListener("message", (event) => {
   const { id, stream, name, type } = event.data || {};
-  if (!id || !stream) return;  // the page's pings, which keep this worker running
-  waiting.set(id, { stream, name, type });
-  event.ports[0]?.postMessage("ready");
+  const [port] = event.ports;
+  if (!id || !stream || !port) return;  // the page's pings, which keep this worker running
+  waiting.set(id, { stream, name, type, port });
+  port.postMessage("ready");
 });
 
 self.addEventListener("fetch", (event) => {
@@ -33,7 +38,18 @@ self.addEventListener("fetch", (event) => {
     return;
   }
   const name = download.name.replace(/[^\w.-]/g, "_");
-  event.respondWith(new Response(download.stream, {
+  const reader = download.stream.getReader();
+  const body = new ReadableStream({
+    async pull(controller) {
+      const { value, done } = await reader.read();
+      if (done) controller.close(); else controller.enqueue(value);
+    },
+    cancel(reason) {
+      download.port.postMessage("stopped");
+      return reader.cancel(reason);
+    },
+  });
+  event.respondWith(new Response(body, {
     headers: {
       "Content-Type": download.type,
       "Content-Disposition": `attachment; filename="${name}"`,
