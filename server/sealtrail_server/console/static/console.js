@@ -4,7 +4,7 @@
 // admin token also gets the admin views (admin.js), one per URL fragment.
 
 import { clearAdmin, count, hideSecretsOutside, setUpAdmin, showAdminView } from "./admin.js";
-import { Sha256 } from "./sha256.js";
+import { sha256 as sha256Pieces } from "./vendor/noble-hashes/sha2.js";
 
 const TOKEN_KEY = "sealtrail.token";
 // The token's role, as the sign-in said: only what the page shows depends on
@@ -663,7 +663,7 @@ async function exportAs(format) {
     const response = await api("/api/export", params);
     // NDJSON lines: the file's chunks, then its manifest; or an error that cut it short.
     // The download starts with the first line that is not an error: a refusal starts none.
-    const hash = new Sha256();
+    const hash = sha256Pieces.create();
     let received = 0;
     for await (const line of lines(response)) {
       if (line.error) throw new Error(`${line.error} (cut short after ${count(received, "byte")})`);
