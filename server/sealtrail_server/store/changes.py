@@ -25,6 +25,8 @@ anything.
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -39,6 +41,7 @@ from ..domain.errors import FailedPrecondition, Unauthenticated, Unavailable
 from .database import Connection, Database, change_connections
 
 AnyConnection = psycopg.AsyncConnection[Any]
+log = logging.getLogger(__name__)
 
 # Seed of the advisory lock keys (the checkpointer locks tenants with seed 7).
 _LOCK_SEED: Final = 0x5EA1C4A9
@@ -93,7 +96,12 @@ class Changes:
             self._db.connection(tenant_id) as conn,
             conn.transaction(),
         ):
-            await end_when_idle(conn)
+            # Every lock wait of the change is bounded, its first ones (below)
+            # as much as those of its reads, writes and record: after them the
+            # wait was reset to the database's default (none), and a change
+            # whose row another session held waited for it to its caller's
+            # deadline, or for ever without one.
+            await end_when_idle(conn, lock_wait=self._wait_seconds)
             busy = f"another change of {subject} is still being applied; retry"
             async with waiting_at_most(conn, self._wait_seconds, busy=busy):
                 await lock_subject(conn, tenant_id, subject)
@@ -106,7 +114,10 @@ class Changes:
             if caller is not None:
                 await hold_live_token(conn, tenant_id, caller, seconds=self._wait_seconds)
             with recorded_within(conn, tenant_id):
-                yield conn
+                try:
+                    yield conn
+                except psycopg.errors.LockNotAvailable as error:
+                    raise waited_too_long(error, self._wait_seconds) from error
 
 
 class _Change:
@@ -163,12 +174,40 @@ def change_connection(tenant_id: str) -> AnyConnection | None:
     return change.conn
 
 
-async def end_when_idle(conn: AnyConnection) -> None:
+async def end_when_idle(conn: AnyConnection, *, lock_wait: float | None = None) -> None:
     """`conn`'s session ends, rolling its transaction back and letting its
-    locks go, once idle in it for IDLE_IN_CHANGE_SECONDS (read at each change)."""
+    locks go, once idle in it for IDLE_IN_CHANGE_SECONDS (read at each change).
+    `lock_wait`: each lock wait of the transaction gives up after that many
+    seconds (LockNotAvailable; `waiting_at_most` sets another for a block)."""
+    idle = f"{max(1, round(IDLE_IN_CHANGE_SECONDS * 1000))}ms"
+    if lock_wait is None:
+        await conn.execute(
+            "SELECT set_config('idle_in_transaction_session_timeout', %s, true)", [idle]
+        )
+        return
     await conn.execute(
-        "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
-        [f"{max(1, round(IDLE_IN_CHANGE_SECONDS * 1000))}ms"],
+        "SELECT set_config('idle_in_transaction_session_timeout', %s, true),"
+        " set_config('lock_timeout', %s, true)",
+        [idle, _milliseconds(lock_wait)],
+    )
+
+
+def waited_too_long(error: psycopg.errors.LockNotAvailable, seconds: float) -> Unavailable:
+    """The answer to a change that waited past its lock timeout (`seconds`)
+    for a lock another session holds: retry, naming the table whose row it
+    waited for, when PostgreSQL says."""
+    found = re.search(r'relation "([^"]+)"', error.diag.context or "")
+    what = f"a row of {found[1]}" if found else "a lock"
+    log.warning(
+        "changes: a change waited past its lock timeout (%g s) for %s another session holds: %s",
+        seconds,
+        what,
+        error.diag.context or error,
+    )
+    return Unavailable(
+        f"the change waited more than {seconds:g} s for {what} that another session holds"
+        " (another change, a purge, a delivery or maintenance); nothing was changed; retry",
+        retry_after=1.0,
     )
 
 
@@ -205,15 +244,29 @@ async def hold_live_token(
 @asynccontextmanager
 async def waiting_at_most(conn: AnyConnection, seconds: float, *, busy: str) -> AsyncIterator[None]:
     """Lock waits in the block (of `conn`'s transaction) give up after
-    `seconds`, answered Unavailable(`busy`); after it, waits are unbounded again."""
-    await conn.execute(
-        "SELECT set_config('lock_timeout', %s, true)", [f"{max(1, round(seconds * 1000))}ms"]
-    )
+    `seconds`, answered Unavailable(`busy`); after it, they wait as long as
+    they did before it. (It set the database's default after it, `SET LOCAL
+    ... TO DEFAULT`, which is none, not the connection's: every lock wait of
+    the transaction after the block was unbounded.)"""
+    cursor = await conn.execute(_WAIT_AT_MOST, [_milliseconds(seconds)])
+    found = await cursor.fetchone()
+    assert found is not None
     try:
         yield
     except psycopg.errors.LockNotAvailable as error:
         raise Unavailable(busy, retry_after=1.0) from error
-    await conn.execute("SET LOCAL lock_timeout TO DEFAULT")
+    await conn.execute("SELECT set_config('lock_timeout', %s, true)", [found[0]])
+
+
+# The transaction's lock timeout as found, and the block's set.
+_WAIT_AT_MOST: Final = (
+    "SELECT found.wait, set_config('lock_timeout', %s, true)"
+    " FROM (SELECT current_setting('lock_timeout') AS wait) AS found"
+)
+
+
+def _milliseconds(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
 
 
 async def lock_subject(conn: AnyConnection, tenant_id: str, subject: str) -> None:

@@ -68,8 +68,7 @@ _NO_LOCK_TIMEOUT: Final = None
 # an Export sent nothing, not even an error, while one was held, and VerifyLog
 # ran to its deadline (an hour). It bounds waiting for a lock, not a
 # statement: a long export or verification is not cut short. The changes bound
-# their own waits (store/changes.py), and wait as the connection's default
-# after them (SET LOCAL ... TO DEFAULT is the default, not this).
+# their own waits (store/changes.py, `Changes.wait_seconds`).
 READ_LOCK_TIMEOUT: Final = 5.0
 # Fresh connections start with the least they can see: no tenant at all.
 _NO_TENANT: Final[_Scope] = (SERVICE_ROLE, "", _PLANS_FOR_VALUES, _NO_LOCK_TIMEOUT)

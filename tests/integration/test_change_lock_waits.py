@@ -1,0 +1,77 @@
+"""How long a change waits for a lock another session holds, at any step of
+its transaction, and what its caller is told when that is too long."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from sealtrail import AuditClient, UnavailableError
+from sealtrail_server.domain.errors import Unavailable
+from sealtrail_server.store.changes import Changes
+from tests.conftest import ServerThread
+
+
+def test_a_change_waiting_for_a_row_another_session_holds_is_answered_unavailable(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A token's revocation whose row another session holds (here, the test's
+    transaction; a frozen process's until its session idles out) waited with
+    no limit: the lock timeout bounded the change's first waits only (its
+    subject's lock, the erasure's, the caller's token), then was reset to
+    the database's default, none. The caller got DEADLINE_EXCEEDED at its
+    deadline, or nothing, ever, without one. It waits as long as for the
+    subject's lock, and is answered UNAVAILABLE, retry, naming the table."""
+    with AuditClient(
+        server.target, token=server.token(tenant, "admin"), timeout=30, max_attempts=1
+    ) as client:
+        token_id = client.create_token("reader").token.token_id
+        with sql.transaction():
+            sql.execute("SELECT FROM api_tokens WHERE token_id = %s FOR SHARE", [token_id])
+            started = time.monotonic()
+            with pytest.raises(UnavailableError) as refused:
+                client.revoke_token(token_id)
+            waited = time.monotonic() - started
+        assert waited < 20, f"the revocation waited {waited:.1f} s"
+        assert refused.value.retry_after is not None and refused.value.retry_after > 0
+        assert "api_tokens" in refused.value.message
+        # Nothing of it was applied or recorded; once the row is let go, it is.
+        assert not _token(client, token_id).HasField("revoke_time")
+        assert client.revoke_token(token_id).event_id
+        assert _token(client, token_id).HasField("revoke_time")
+
+
+def _token(client: AuditClient, token_id: str) -> Any:
+    [token] = [t for t in client.list_tokens() if t.token_id == token_id]
+    return token
+
+
+def test_every_wait_of_a_change_is_bounded_by_its_wait(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A statement of the change, after its locks are taken, waiting for a row
+    another session holds: given up after the change's wait, not the
+    database's default (none)."""
+    changes = Changes(server.database, wait_seconds=0.3)
+    sql.execute(
+        "INSERT INTO tenant_settings (tenant_id) VALUES (%s) ON CONFLICT DO NOTHING", [tenant]
+    )
+
+    async def change() -> None:
+        async with changes.exclusive(tenant, "settings", caller=None) as conn:
+            await conn.execute(
+                "UPDATE tenant_settings SET updated_at = now() WHERE tenant_id = %s", [tenant]
+            )
+
+    with sql.transaction():
+        sql.execute("SELECT FROM tenant_settings WHERE tenant_id = %s FOR UPDATE", [tenant])
+        started = time.monotonic()
+        with pytest.raises(Unavailable) as refused:
+            server.run(asyncio.wait_for(change(), 10))
+        waited = time.monotonic() - started
+    assert waited < 5
+    assert "tenant_settings" in refused.value.message and refused.value.retry_after > 0
