@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -12,8 +13,12 @@ import pytest
 
 from sealtrail import AuditClient, UnavailableError
 from sealtrail_server.domain.errors import Unavailable
+from sealtrail_server.domain.event import EventDraft, validate_event
+from sealtrail_server.store.appender import Appender
 from sealtrail_server.store.changes import Changes
+from sealtrail_server.store.database import Database
 from tests.conftest import ServerThread
+from tests.service_login import service_login_url
 
 
 def test_a_change_waiting_for_a_row_another_session_holds_is_answered_unavailable(
@@ -75,3 +80,51 @@ def test_every_wait_of_a_change_is_bounded_by_its_wait(
         waited = time.monotonic() - started
     assert waited < 5
     assert "tenant_settings" in refused.value.message and refused.value.retry_after > 0
+
+
+def test_a_changes_record_waits_for_the_head_as_long_as_the_appender_is_configured_to(
+    server: ServerThread, tenant: str, migrated_database_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A change's record (append_within) waited for the tenant's head the
+    fixed 5 s of SYSTEM_LOCK_TIMEOUT, whatever the database's connections were
+    opened with (`system_lock_timeout`), which the appender's other writes
+    wait. It waits as they do."""
+    db = server.run(
+        Database.open(
+            service_login_url(migrated_database_url),
+            min_size=1,
+            max_size=4,
+            system_lock_timeout=0.3,
+        )
+    )
+    appender = Appender(db, max_wait=0.01)
+    changes = Changes(db, wait_seconds=30)
+
+    async def begin() -> None:
+        appender.start()
+        await appender.append(tenant, [_event("before")])  # its head exists
+
+    async def change() -> None:
+        async with changes.exclusive(tenant, "settings", caller=None) as conn:
+            await appender.append_within(conn, tenant, [_event("change")])
+
+    async def finish() -> None:
+        await appender.stop()
+        await db.close()
+
+    server.run(begin())
+    try:
+        with sql.transaction():
+            sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
+            started = time.monotonic()
+            with pytest.raises(Unavailable, match="being written by another process"):
+                server.run(asyncio.wait_for(change(), 20))
+            waited = time.monotonic() - started
+        assert waited < 2.5, f"the change's record waited {waited:.1f} s for the head"
+    finally:
+        server.run(finish())
+
+
+def _event(action: str) -> Any:
+    draft = EventDraft(action=f"lock_waits.{action}", actor_id="u")
+    return validate_event(draft, now=datetime.now(UTC), path=action)

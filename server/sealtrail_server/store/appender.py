@@ -94,7 +94,7 @@ from .changes import (
     try_share_condition,
     try_share_subjects,
 )
-from .database import SYSTEM_LOCK_TIMEOUT, SYSTEM_ROLE, Connection, Database
+from .database import SYSTEM_ROLE, Connection, Database
 from .idempotency import key_probe, repeated_key_outcome, stored_under
 from .kept import KEEP_IDLE_SECONDS, Checkout, KeptConnection
 from .partitions import OUTSIDE_MONTHS
@@ -687,7 +687,10 @@ class _Lane:
         # moved writes nothing, and is written again under lock (ADR 0024).
         if not self.holds(tenant_id):
             self._heads.pop(tenant_id, None)
-        cursor = await conn.execute(_WITHIN, [SYSTEM_ROLE, _system_lock_timeout()])
+        # The head waited for as the appender's other writes wait for theirs:
+        # the database's `system_lock_timeout`, not the default of it (a
+        # database opened with another waited SYSTEM_LOCK_TIMEOUT here).
+        cursor = await conn.execute(_WITHIN, [SYSTEM_ROLE, self._db.system_lock_timeout])
         found = await cursor.fetchone()
         assert found is not None
         try:
@@ -1314,11 +1317,6 @@ _AS_FOUND = (
     "SELECT set_config('role', %s, true), set_config('lock_timeout', %s, true),"
     " set_config('idle_in_transaction_session_timeout', %s, true)"
 )
-
-
-def _system_lock_timeout() -> str:
-    """SYSTEM_LOCK_TIMEOUT as the setting takes it."""
-    return f"{max(1, round(SYSTEM_LOCK_TIMEOUT * 1000))}ms"
 
 
 def _idle_in_write() -> str:

@@ -222,6 +222,14 @@ class Database:
             read_lock_timeout=read_lock_timeout,
         )
 
+    @property
+    def system_lock_timeout(self) -> str:
+        """How long the system role's work waits for a lock another session
+        holds, as `lock_timeout` takes it (`system_lock_timeout` at open): for
+        work on another scope's connection as the system role (a change's
+        record, store/appender.py)."""
+        return self._system_lock_timeout
+
     async def close(self) -> None:
         await asyncio.gather(*self._returning, return_exceptions=True)
         await self.pool.close()
