@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from sealtrail_server.store.appender import Appender
 from sealtrail_server.store.changes import Changes
 from sealtrail_server.store.database import Database
 from tests.conftest import ServerThread
+from tests.lock_waits import until_blocked
 from tests.service_login import service_login_url
 
 
@@ -128,3 +130,121 @@ def test_a_changes_record_waits_for_the_head_as_long_as_the_appender_is_configur
 def _event(action: str) -> Any:
     draft = EventDraft(action=f"lock_waits.{action}", actor_id="u")
     return validate_event(draft, now=datetime.now(UTC), path=action)
+
+
+def test_appends_of_a_tenant_whose_change_holds_its_head_wait_for_it_alone(
+    server: ServerThread, tenant: str, migrated_database_url: str
+) -> None:
+    """A change's record holds the tenant's head until the change ends. The
+    appender's write of a batch holding that tenant waited for it, every
+    other tenant of the batch (of the process) with it; past the lock timeout
+    it answered the tenant's events as held by another process that stopped
+    answering, and refused its appends for 30 s more, though the change was
+    this process's own and ended a moment later. The tenant's appends now
+    wait for the change to end, and are written after its record; the
+    others' are written meanwhile."""
+    other = f"{tenant}-other"
+    db = server.run(
+        Database.open(
+            service_login_url(migrated_database_url),
+            min_size=1,
+            max_size=4,
+            system_lock_timeout=3,
+        )
+    )
+    appender = Appender(db, max_wait=0.2)
+    changes = Changes(db, wait_seconds=30)
+
+    async def begin() -> None:
+        appender.start()
+        for each in (tenant, other):
+            await appender.append(each, [_event("before")])  # both heads exist
+
+    async def run() -> tuple[Any, Any, Any, Any, float, bool]:
+        loop = asyncio.get_running_loop()
+        async with changes.exclusive(tenant, "settings", caller=None) as conn:
+            [recorded] = await appender.append_within(conn, tenant, [_event("change")])
+            during = asyncio.create_task(appender.append(tenant, [_event("during")]))
+            started = loop.time()
+            [neighbour] = await appender.append(other, [_event("during")])
+            waited = loop.time() - started
+            await asyncio.sleep(0.5)  # the tenant's append, meanwhile, waits
+            waiting = not during.done()
+        [meanwhile] = await asyncio.wait_for(during, 20)
+        [after] = await appender.append(tenant, [_event("after")])
+        return recorded, meanwhile, neighbour, after, waited, waiting
+
+    async def finish() -> None:
+        await appender.stop()
+        await db.close()
+
+    server.run(begin())
+    try:
+        recorded, meanwhile, neighbour, after, waited, waiting = server.run(run(), timeout=60)
+    finally:
+        server.run(finish())
+    assert (recorded.seq, meanwhile.seq, after.seq) == (2, 3, 4)
+    assert neighbour.seq == 2 and waited < 1.5, f"the other tenant waited {waited:.1f} s"
+    assert waiting
+
+
+def test_a_batch_taken_before_a_change_held_its_tenants_head_waits_for_the_change(
+    server: ServerThread, tenant: str, migrated_database_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A batch already being written when a change of one of its tenants took
+    that tenant's head (here: the batch held up by another tenant's head, the
+    test's) waited for the change past the lock timeout, and the tenant was
+    refused for 30 s as held by a process that stopped answering. Its
+    submissions now wait for the change to end, then are written after its
+    record; the rest of the batch is written after the lock timeout, as before."""
+    first, changed = f"{tenant}-a", f"{tenant}-b"  # locked in this order
+    db = server.run(
+        Database.open(
+            service_login_url(migrated_database_url),
+            min_size=1,
+            max_size=4,
+            system_lock_timeout=4,
+        )
+    )
+    appender = Appender(db, max_wait=0.2)
+    changes = Changes(db, wait_seconds=30)
+    recorded: Future[Any] = Future()
+
+    async def begin() -> None:
+        appender.start()
+        for each in (first, changed):
+            await appender.append(each, [_event("before")])  # both heads exist
+
+    async def both() -> tuple[asyncio.Task[Any], asyncio.Task[Any]]:
+        return (
+            asyncio.create_task(appender.append(first, [_event("batch")])),
+            asyncio.create_task(appender.append(changed, [_event("batch")])),
+        )
+
+    async def change(neighbour: asyncio.Task[Any]) -> None:
+        async with changes.exclusive(changed, "settings", caller=None) as conn:
+            [record] = await appender.append_within(conn, changed, [_event("change")])
+            recorded.set_result(record)
+            await neighbour  # the batch goes on while the change is open
+
+    async def finish() -> None:
+        await appender.stop()
+        await db.close()
+
+    server.run(begin())
+    try:
+        with sql.transaction():
+            sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [first])
+            neighbour, waiting = server.run(both())
+            batch = asyncio.run_coroutine_threadsafe(asyncio.wait([neighbour]), server.loop)
+            until_blocked(sql, batch)
+            changing = asyncio.run_coroutine_threadsafe(change(neighbour), server.loop)
+            record = recorded.result(timeout=10)
+        changing.result(timeout=30)
+        [written] = server.run(asyncio.wait_for(waiting, 20))
+        [after] = server.run(appender.append(changed, [_event("after")]))
+        [beside] = server.run(asyncio.wait_for(neighbour, 1))
+    finally:
+        server.run(finish())
+    assert (record.seq, written.seq, after.seq) == (2, 3, 4)
+    assert beside.seq == 2

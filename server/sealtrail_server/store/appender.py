@@ -93,6 +93,7 @@ from .changes import (
     tenant_erased,
     try_share_condition,
     try_share_subjects,
+    when_change_ends,
 )
 from .database import SYSTEM_ROLE, Connection, Database
 from .idempotency import key_probe, repeated_key_outcome, stored_under
@@ -163,9 +164,23 @@ class _Pending:
         self.tenant_events[submission.tenant_id] += len(submission.events)
         self.tenant_size[submission.tenant_id] += submission.size
 
+    def add_first(self, submissions: list[_Submission]) -> None:
+        """`submissions` wait again, ahead of the others."""
+        self.submissions[:0] = submissions
+        for submission in submissions:
+            self.events += len(submission.events)
+            self.size += submission.size
+            self.tenant_events[submission.tenant_id] += len(submission.events)
+            self.tenant_size[submission.tenant_id] += submission.size
+
     def taken(self, batch: list[_Submission]) -> None:
-        """`batch`, the first submissions, is no longer waiting."""
-        self.submissions = self.submissions[len(batch) :]
+        """`batch`, submissions in the order they wait (the first ones, most
+        often), is no longer waiting."""
+        if all(a is b for a, b in zip(batch, self.submissions, strict=False)):
+            self.submissions = self.submissions[len(batch) :]
+        else:
+            gone = {id(submission) for submission in batch}
+            self.submissions = [s for s in self.submissions if id(s) not in gone]
         for submission in batch:
             self.events -= len(submission.events)
             self.size -= submission.size
@@ -376,6 +391,10 @@ class Appender:
         of `large_bytes` of views or more goes to the large lane. The pending
         limits hold for both lanes together."""
         self._measures = AppendMeasures(meter, waiting=self._waiting)
+        # Tenants whose head a change of this process holds, from its record
+        # (`append_within`) to its transaction's end: the lanes leave their
+        # submissions waiting until then (`_Lane._take_batch`).
+        self._held_by_changes: Counter[str] = Counter()
 
         def lane(name: str, checkout: Checkout, *, keep: bool) -> _Lane:
             return _Lane(
@@ -383,6 +402,7 @@ class Appender:
                 name=name,
                 checkout=checkout,
                 keep=keep,
+                held_by_changes=self._held_by_changes,
                 waiting=self._waiting,
                 waiting_of=self._waiting_of,
                 measures=self._measures,
@@ -477,7 +497,23 @@ class Appender:
             views = [None] * len(events)
         elif len(views) != len(events):
             raise ValueError(f"{len(views)} views for {len(events)} events")
+        # The head it locks stays locked until the change ends, and a lane's
+        # write waited for it there, every other tenant of its batch with it;
+        # past the lock timeout the tenant was refused for
+        # HELD_ELSEWHERE_SECONDS, as if another process had frozen holding it.
+        # The lanes leave the tenant's writes waiting until the change ends.
+        if when_change_ends(conn, tenant_id, lambda: self._change_ended(tenant_id)):
+            self._held_by_changes[tenant_id] += 1
         return await self._small.append_within(conn, tenant_id, events, views)
+
+    def _change_ended(self, tenant_id: str) -> None:
+        """A change that recorded itself for `tenant_id` has ended: its head
+        is free of it."""
+        self._held_by_changes[tenant_id] -= 1
+        if self._held_by_changes[tenant_id] <= 0:
+            del self._held_by_changes[tenant_id]
+            self._small.resume(tenant_id)
+            self._large.resume(tenant_id)
 
 
 class _Lane:
@@ -492,6 +528,7 @@ class _Lane:
         name: str,
         checkout: Checkout,
         keep: bool,
+        held_by_changes: Counter[str],
         waiting: Callable[[], tuple[int, int]],
         waiting_of: Callable[[str], tuple[int, int]],
         measures: AppendMeasures,
@@ -510,6 +547,9 @@ class _Lane:
         self._name = name
         self._checkout = checkout
         self._kept = KeptConnection(db, checkout) if keep else None
+        self._held_by_changes = held_by_changes  # shared by the lanes (Appender)
+        # Submissions of the batch being written that wait again (ids).
+        self._left_waiting: set[int] = set()
         self._waiting_in_all = waiting  # the events and bytes waiting in every lane
         self._waiting_of_tenant = waiting_of  # ... of one tenant
         # Its tenants' submissions handed in and not yet written (or failed),
@@ -583,6 +623,14 @@ class _Lane:
     def waiting_of(self, tenant_id: str) -> tuple[int, int]:
         """`waiting`, of one tenant."""
         return self._pending.of(tenant_id)
+
+    def resume(self, tenant_id: str) -> None:
+        """The tenant's head is no longer held by a change of this process:
+        its submissions left waiting are taken again."""
+        if self._pending.of(tenant_id)[0]:
+            self._has_work.set()
+            if self._pending.events >= self._batch_events:
+                self._batch_full.set()
 
     def start(self) -> None:
         if self._task is None:
@@ -782,11 +830,15 @@ class _Lane:
                 await self._batch_full.wait()
                 timer.cancel()
             batch = self._take_batch()
+            if not batch:  # all of tenants whose head a change here holds
+                continue
             self._last_batch_calls = len(batch)
             started = time.perf_counter()
+            self._left_waiting.clear()
             try:
                 await self._commit_traced(batch)
             except asyncio.CancelledError:
+                batch = self._finished(batch)
                 self._done_with(batch)
                 # Stopped mid-commit: rolled back, unless the COMMIT had already
                 # reached the database, which no one here can tell. A retry with
@@ -803,9 +855,25 @@ class _Lane:
                 raise
             except Exception:  # keep the appender alive whatever happens
                 log.exception("appender: unexpected failure")
+                batch = self._finished(batch)
                 _fail(batch, Unavailable("the append failed; retry", retry_after=1.0))
+            else:
+                batch = self._finished(batch)
             self._done_with(batch)
             self._measure(batch, started)
+
+    def _finished(self, batch: list[_Submission]) -> list[_Submission]:
+        """`batch` but its submissions the commit left waiting again (`_leave_waiting`)."""
+        if not self._left_waiting:
+            return batch
+        return [s for s in batch if id(s) not in self._left_waiting]
+
+    def _leave_waiting(self, submissions: list[_Submission]) -> None:
+        """`submissions` of the batch being written wait again, ahead of the
+        rest, for a change of their tenant in this process to end: taken
+        once it has (`resume`), each still handed in (`holds`)."""
+        self._pending.add_first(submissions)
+        self._left_waiting.update(id(s) for s in submissions)
 
     def _alone(self) -> bool:
         """A lone caller after a lone commit: nobody else is writing, so waiting
@@ -814,7 +882,13 @@ class _Lane:
         return len(self._pending.submissions) == 1 and self._last_batch_calls <= 1
 
     def _take_batch(self) -> list[_Submission]:
+        """The next batch; empty if every submission waiting is of a tenant
+        whose head a change of this process holds (they wait for it to end,
+        `resume`)."""
         pending = self._pending
+        held = self._held_by_changes
+        if held:
+            return self._take_batch_around(held)
         taken, count, size = 0, 0, 0
         while (
             taken < len(pending.submissions)
@@ -829,6 +903,25 @@ class _Lane:
         if pending.events < self._batch_events:
             self._batch_full.clear()
         if not pending.submissions:
+            self._has_work.clear()
+        return batch
+
+    def _take_batch_around(self, held: Counter[str]) -> list[_Submission]:
+        """`_take_batch`, leaving the submissions of the `held` tenants waiting."""
+        pending = self._pending
+        batch: list[_Submission] = []
+        count, size = 0, 0
+        for submission in pending.submissions:
+            if count >= self._max_commit_events or size >= self._max_commit_bytes:
+                break
+            if submission.tenant_id not in held:
+                batch.append(submission)
+                count += len(submission.events)
+                size += submission.size
+        pending.taken(batch)
+        if pending.events < self._batch_events:
+            self._batch_full.clear()
+        if all(submission.tenant_id in held for submission in pending.submissions):
             self._has_work.clear()
         return batch
 
@@ -911,6 +1004,13 @@ class _Lane:
                 )
             _fail(batch, error)
             return
+        # A head a change of this process holds is no frozen process's: its
+        # writes wait for the change to end (it took the head after the batch
+        # was taken), not refused for HELD_ELSEWHERE_SECONDS.
+        if here := [tenant for tenant in held if tenant in self._held_by_changes]:
+            self._leave_waiting([s for s in batch if s.tenant_id in here])
+            held = [tenant for tenant in held if tenant not in here]
+            batch = [s for s in batch if s.tenant_id not in here]
         until = asyncio.get_running_loop().time() + HELD_ELSEWHERE_SECONDS
         for tenant in held:
             log.warning(
@@ -925,7 +1025,7 @@ class _Lane:
                 _held_elsewhere_error(tenant, HELD_ELSEWHERE_SECONDS),
             )
         rest = [s for s in batch if s.tenant_id not in held]
-        if rest and held:
+        if rest and (held or here):
             await self._commit(rest)
         elif rest:  # freed meanwhile: worth one more try, later
             _fail(rest, Unavailable("a tenant's log was locked elsewhere; retry", retry_after=1.0))

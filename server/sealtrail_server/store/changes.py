@@ -28,7 +28,7 @@ import asyncio
 import logging
 import re
 import weakref
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -90,6 +90,23 @@ class Changes:
         lock = self._local.get(key)
         if lock is None:
             lock = self._local[key] = asyncio.Lock()
+        ended: list[Callable[[], None]] = []
+        try:
+            async with self._exclusive(tenant_id, subject, caller, lock, ended) as conn:
+                yield conn
+        finally:
+            changes_ended(ended)
+
+    @asynccontextmanager
+    async def _exclusive(
+        self,
+        tenant_id: str,
+        subject: str,
+        caller: str | None,
+        lock: asyncio.Lock,
+        ended: list[Callable[[], None]],
+    ) -> AsyncIterator[Connection]:
+        """`exclusive`; `ended` called once its transaction has ended."""
         async with (
             lock,
             self._connections,
@@ -113,7 +130,7 @@ class Changes:
             await refuse_if_erased(conn, tenant_id)
             if caller is not None:
                 await hold_live_token(conn, tenant_id, caller, seconds=self._wait_seconds)
-            with recorded_within(conn, tenant_id):
+            with recorded_within(conn, tenant_id, ended=ended):
                 try:
                     yield conn
                 except psycopg.errors.LockNotAvailable as error:
@@ -121,36 +138,70 @@ class Changes:
 
 
 class _Change:
-    """A change in progress: its tenant, its connection, and the task making
-    it, while it is open."""
+    """A change in progress: its tenant, its connection, the task making it,
+    while it is open, and what to call once its transaction has ended."""
 
-    __slots__ = ("conn", "open", "task", "tenant_id")
+    __slots__ = ("conn", "ended", "open", "task", "tenant_id")
 
-    def __init__(self, tenant_id: str, conn: AnyConnection) -> None:
+    def __init__(
+        self, tenant_id: str, conn: AnyConnection, ended: list[Callable[[], None]]
+    ) -> None:
         self.tenant_id = tenant_id
         self.conn = conn
         self.task = asyncio.current_task()
         self.open = True
+        self.ended = ended
 
 
 _CHANGE: ContextVar[_Change | None] = ContextVar("sealtrail_change", default=None)
 
 
 @contextmanager
-def recorded_within(conn: AnyConnection, tenant_id: str) -> Iterator[None]:
+def recorded_within(
+    conn: AnyConnection, tenant_id: str, *, ended: list[Callable[[], None]] | None = None
+) -> Iterator[None]:
     """The tenant's events recorded in the block (api/audited.py's
     `record_event`) are appended in `conn`'s transaction, so that they commit
     with the change or not at all (ADR 0075). Recorded through the appender
     in a transaction of their own, they committed before the change: a
     process frozen between the two, its session ended meanwhile (or dying
-    there), left the log saying something that never happened."""
-    change = _Change(tenant_id, conn)
+    there), left the log saying something that never happened.
+
+    `ended`: where `when_change_ends` puts what is to be called once the
+    transaction has ended, for the caller to call then (`changes_ended`, once
+    it committed or rolled back); None, they are called as the block ends."""
+    change = _Change(tenant_id, conn, [] if ended is None else ended)
     token = _CHANGE.set(change)
     try:
         yield
     finally:
         change.open = False  # a task the block started keeps the variable
         _CHANGE.reset(token)
+        if ended is None:
+            changes_ended(change.ended)
+
+
+def when_change_ends(conn: AnyConnection, tenant_id: str, callback: Callable[[], None]) -> bool:
+    """Calls `callback` once the transaction of the change of `tenant_id` in
+    progress in this task, on `conn`, has ended (committed or rolled back);
+    False, and never calls it, if there is no such change."""
+    if change_connection(tenant_id) is not conn:
+        return False
+    change = _CHANGE.get()
+    assert change is not None
+    change.ended.append(callback)
+    return True
+
+
+def changes_ended(ended: list[Callable[[], None]]) -> None:
+    """Calls each of `ended` (`when_change_ends`), each once, whatever the
+    others do."""
+    while ended:
+        callback = ended.pop(0)
+        try:
+            callback()
+        except Exception:
+            log.exception("changes: a call at a change's end failed")
 
 
 def change_connection(tenant_id: str) -> AnyConnection | None:

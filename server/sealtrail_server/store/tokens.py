@@ -9,6 +9,7 @@ from datetime import datetime
 
 from ..domain.access import Principal, Revoked, Role, new_token, token_digest
 from .changes import (
+    changes_ended,
     end_when_idle,
     hold_live_token,
     recorded_within,
@@ -51,29 +52,36 @@ async def create_token(
     against its own clock (domain/access.expiry_problem)."""
     secret = new_token()
     token_id = token_id or str(uuid.uuid4())
-    async with db.connection(tenant_id) as conn, conn.transaction():
-        await end_when_idle(conn)  # a process frozen here holds the caller's token
-        # An erasure of the tenant in progress is waited for (a while, holding
-        # a pooled connection): created before its commit, the token would
-        # outlive it.
-        await share_erasure(conn, tenant_id, seconds=5.0)
-        await refuse_if_erased(conn, tenant_id)  # before the caller's token, which it removed
-        if caller is not None:
-            await hold_live_token(conn, tenant_id, caller, seconds=5.0)
-        cursor = await conn.execute(
-            "INSERT INTO api_tokens (tenant_id, token_id, secret_sha256, role, name, expires_at)"
-            " SELECT %s, %s, %s, %s, %s, %s WHERE NOT EXISTS"
-            " (SELECT FROM tenant_erasures WHERE tenant_id = %s) RETURNING created_at",
-            [tenant_id, token_id, token_digest(secret), role.value, name, expires_at, tenant_id],
-        )
-        row = await cursor.fetchone()
-        if row is None:
-            raise tenant_erased(tenant_id)
-        if record is not None:
-            # Last: the tenant's head, which the record locks, is held only
-            # to the commit, not while the token's row is written (ADR 0075).
-            with recorded_within(conn, tenant_id):
-                await record()
+    ended: list[Callable[[], None]] = []  # called once its transaction has ended
+    try:
+        async with db.connection(tenant_id) as conn, conn.transaction():
+            await end_when_idle(conn)  # a process frozen here holds the caller's token
+            # An erasure of the tenant in progress is waited for (a while, holding
+            # a pooled connection): created before its commit, the token would
+            # outlive it.
+            await share_erasure(conn, tenant_id, seconds=5.0)
+            # Before the caller's token, which it removed.
+            await refuse_if_erased(conn, tenant_id)
+            if caller is not None:
+                await hold_live_token(conn, tenant_id, caller, seconds=5.0)
+            row_values = [tenant_id, token_id, token_digest(secret), role.value, name, expires_at]
+            cursor = await conn.execute(
+                "INSERT INTO api_tokens"
+                " (tenant_id, token_id, secret_sha256, role, name, expires_at)"
+                " SELECT %s, %s, %s, %s, %s, %s WHERE NOT EXISTS"
+                " (SELECT FROM tenant_erasures WHERE tenant_id = %s) RETURNING created_at",
+                [*row_values, tenant_id],
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                raise tenant_erased(tenant_id)
+            if record is not None:
+                # Last: the tenant's head, which the record locks, is held only
+                # to the commit, not while the token's row is written (ADR 0075).
+                with recorded_within(conn, tenant_id, ended=ended):
+                    await record()
+    finally:
+        changes_ended(ended)
     created_at = row[0]
     assert isinstance(created_at, datetime)
     return IssuedToken(token_id, tenant_id, role, secret, created_at, expires_at)
