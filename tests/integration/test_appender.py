@@ -34,6 +34,7 @@ from sealtrail_server.store.appended import Appended
 from sealtrail_server.store.appender import _ONE_STATEMENT_EVENTS, Appender
 from sealtrail_server.store.database import Database
 from tests.conftest import ServerThread, database_of_its_own
+from tests.lock_waits import count_now, until
 from tests.prepared_plans import (
     RUNS,
     Prepared,
@@ -510,6 +511,60 @@ def test_a_head_held_elsewhere_fails_its_tenant_alone_and_is_not_waited_for_agai
         ).fetchone() == (1,)
     finally:
         server.run(finish())
+
+
+def test_a_head_let_go_after_the_lock_timeout_fails_no_one(
+    server: ServerThread,
+    tenant: str,
+    migrated_database_url: str,
+    sql: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A head held a little past the lock timeout (a change committing, an
+    append of another process), let go before the appender looked which
+    heads were held: none was, and the whole batch, every tenant's events in
+    it, was failed UNAVAILABLE. It is written now. (The look is made to take
+    a second here, for the test to let the head go meanwhile.)"""
+    slow_look = "SELECT set_config('lock_timeout', '100ms', true), pg_sleep(1)"
+    monkeypatch.setattr(appender_module, "_HEADS_HELD_LOCK_TIMEOUT", slow_look)
+    other = f"{tenant}-other"
+    db = server.run(
+        Database.open(
+            service_login_url(migrated_database_url), min_size=1, max_size=2,
+            system_lock_timeout=0.3,
+        )
+    )  # fmt: skip
+    appender = Appender(db, max_wait=0.2)
+
+    async def begin() -> None:
+        appender.start()
+        for each in (tenant, other):
+            await appender.append(each, [_event("event")])  # both heads exist
+
+    async def one_batch() -> list[Any]:
+        return await asyncio.gather(
+            *(appender.append(each, [_event("event")]) for each in (tenant, other)),
+            return_exceptions=True,
+        )
+
+    async def finish() -> None:
+        await appender.stop()
+        await db.close()
+
+    looking = (
+        "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+        " AND state = 'active' AND query LIKE %s"
+    )
+    server.run(begin())
+    try:
+        with sql.transaction():
+            sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
+            batch = asyncio.run_coroutine_threadsafe(one_batch(), server.loop)
+            until(lambda: count_now(sql, looking, ["%pg_sleep(1)%"]) > 0, batch)
+        answers = batch.result(timeout=30)
+    finally:
+        server.run(finish())
+    assert [answer[0].seq for answer in answers] == [2, 2], answers
 
 
 def test_a_lock_on_every_head_fails_the_batch_plainly(

@@ -944,7 +944,9 @@ class _Lane:
                 caller.add_link(span.get_span_context())
             await self._commit(batch)
 
-    async def _commit(self, batch: list[_Submission]) -> None:
+    async def _commit(self, batch: list[_Submission], *, tried_again: bool = False) -> None:
+        """`batch` written, and its callers answered; `tried_again`: after a
+        lock timeout whose heads were let go before the appender looked."""
         try:
             outcomes = await self._write(batch)
         except SealtrailError as error:
@@ -952,7 +954,7 @@ class _Lane:
             if refusal is not None:
                 await self._isolate(batch, refusal)
             elif isinstance(error.__cause__, psycopg.errors.LockNotAvailable):
-                await self._commit_around_held_heads(batch)
+                await self._commit_around_held_heads(batch, tried_again=tried_again)
             else:
                 _fail(batch, error)
             return
@@ -982,13 +984,16 @@ class _Lane:
         else:
             _fail(batch, _refused(submission.events[0], error))
 
-    async def _commit_around_held_heads(self, batch: list[_Submission]) -> None:
+    async def _commit_around_held_heads(
+        self, batch: list[_Submission], *, tried_again: bool = False
+    ) -> None:
         """After a lock timeout: the tenants whose heads another session holds
         (a process frozen mid-append keeps its lock until its session idles
         out, IDLE_IN_WRITE_SECONDS, or mid-COPY until TCP gives up) are
         refused for a while without a try, and the rest of the batch written.
         The one appender task otherwise waited out the timeout again on every
-        batch that held one of their retries."""
+        batch that held one of their retries. If none is held any more, the
+        batch is written again, once (`tried_again`)."""
         tenants = sorted({s.tenant_id for s in batch})
         try:
             async with self._connection() as conn, conn.transaction():
@@ -1027,7 +1032,12 @@ class _Lane:
         rest = [s for s in batch if s.tenant_id not in held]
         if rest and (held or here):
             await self._commit(rest)
-        elif rest:  # freed meanwhile: worth one more try, later
+        elif rest and not tried_again:
+            # Let go since the timeout (held a little past it: a change
+            # committing, another process's append): written now. Failed, the
+            # batch's every caller, of every tenant in it, was told to retry.
+            await self._commit(rest, tried_again=True)
+        elif rest:  # let go and held again: worth one more try, later
             _fail(rest, Unavailable("a tenant's log was locked elsewhere; retry", retry_after=1.0))
 
     async def _write_alone(
