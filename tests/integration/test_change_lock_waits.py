@@ -248,3 +248,29 @@ def test_a_batch_taken_before_a_change_held_its_tenants_head_waits_for_the_chang
         server.run(finish())
     assert (record.seq, written.seq, after.seq) == (2, 3, 4)
     assert beside.seq == 2
+
+
+def test_an_erasure_waiting_for_a_head_another_session_holds_is_answered_unavailable(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """An erasure waited for its locks at most 10 s, then for the tenant's
+    head, and each row it removes, with no limit: behind a process frozen in
+    the middle of an append's COPY (which keeps the head until it is woken or
+    killed), EraseTenant sent nothing until its caller's deadline (an hour).
+    Every lock wait of the erasure gives up after the 10 s, answered
+    UNAVAILABLE, retry, naming the table; nothing is erased."""
+    with AuditClient(
+        server.target, token=server.token(tenant, "admin"), timeout=60, max_attempts=1
+    ) as client:
+        client.record(action="x.before", actor_id="a")
+        with sql.transaction():
+            sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
+            started = time.monotonic()
+            with pytest.raises(UnavailableError) as refused:
+                client.erase_tenant(tenant, timeout=40)
+            waited = time.monotonic() - started
+        assert waited < 30, f"the erasure waited {waited:.1f} s"
+        assert refused.value.retry_after is not None and refused.value.retry_after > 0
+        assert "chain_heads" in refused.value.message
+        assert client.record(action="x.after", actor_id="a").event.seq == 2  # not erased
+        assert client.erase_tenant(tenant).final_tree_size >= 2

@@ -32,6 +32,7 @@ from ..store.changes import (
     RETENTION_SUBJECT,
     end_when_idle,
     lock_subject,
+    waited_too_long,
     waiting_at_most,
 )
 from ..store.checkpoints import StoredCheckpoint
@@ -39,7 +40,8 @@ from ..store.database import is_unavailable
 
 log = logging.getLogger(__name__)
 
-# How long an erasure waits for a change of the tenant in progress.
+# How long an erasure waits for a change of the tenant in progress, and for
+# any other lock another session holds (its head, a row it removes).
 _LOCK_WAIT_SECONDS: Final = 10.0
 
 # Every table with a tenant_id column but the receipts: found in the catalog at
@@ -126,6 +128,8 @@ class Eraser:
         UNAUTHENTICATED once the caller's token is forgotten)."""
         try:
             return await self._erase(tenant_id, erased_by=erased_by, by_operator=by_operator)
+        except psycopg.errors.LockNotAvailable as error:
+            raise waited_too_long(error, _LOCK_WAIT_SECONDS, what="erasure") from error
         except psycopg.Error as error:
             if not is_unavailable(error, None):  # a read-only database too (helper-202)
                 raise
@@ -148,7 +152,11 @@ class Eraser:
             # held them for as long as it stayed frozen. Its session now ends
             # once idle in the transaction as long as a change's would, rolling
             # the erasure back; between its statements it only signs (ms).
-            await end_when_idle(conn)
+            # Every lock wait of it is bounded: its head, held by a process
+            # frozen in the middle of an append's COPY (until woken or killed),
+            # or a table locked whole, held it with no limit, and its caller
+            # got nothing until its deadline (an hour).
+            await end_when_idle(conn, lock_wait=_LOCK_WAIT_SECONDS)
             # No legal hold placed meanwhile (a hold change holds the retention
             # subject from its read to its commit), no change of the tenant in
             # flight (each shares the erasure's lock after its subject's), and

@@ -243,21 +243,25 @@ async def end_when_idle(conn: AnyConnection, *, lock_wait: float | None = None) 
     )
 
 
-def waited_too_long(error: psycopg.errors.LockNotAvailable, seconds: float) -> Unavailable:
-    """The answer to a change that waited past its lock timeout (`seconds`)
-    for a lock another session holds: retry, naming the table whose row it
-    waited for, when PostgreSQL says."""
+def waited_too_long(
+    error: psycopg.errors.LockNotAvailable, seconds: float, *, what: str = "change"
+) -> Unavailable:
+    """The answer to a change (or `what` else) that waited past its lock
+    timeout (`seconds`) for a lock another session holds: retry, naming the
+    table whose row it waited for, when PostgreSQL says."""
     found = re.search(r'relation "([^"]+)"', error.diag.context or "")
-    what = f"a row of {found[1]}" if found else "a lock"
+    lock = f"a row of {found[1]}" if found else "a lock"
     log.warning(
-        "changes: a change waited past its lock timeout (%g s) for %s another session holds: %s",
-        seconds,
+        "changes: %s waited past its lock timeout (%g s) for %s another session holds: %s",
         what,
+        seconds,
+        lock,
         error.diag.context or error,
     )
     return Unavailable(
-        f"the change waited more than {seconds:g} s for {what} that another session holds"
-        " (another change, a purge, a delivery or maintenance); nothing was changed; retry",
+        f"the {what} waited more than {seconds:g} s for {lock} that another session holds"
+        " (another change, a purge, a delivery, an append or maintenance); nothing was"
+        " changed; retry",
         retry_after=1.0,
     )
 
