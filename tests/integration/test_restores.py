@@ -704,3 +704,146 @@ def test_a_start_over_many_tenants_serves_before_it_has_read_them_all(
     # None for the tenants it read after it served.
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert [m for m in errors if "b-slow" in m or "a-0" in m] == []
+
+
+# --- A log removed entirely by a database superuser ----------------------------
+
+
+def _remove_log(url: str, tenant: str) -> None:
+    """The tenant's log gone from the database, as a superuser with triggers
+    off removes it: its head, events, tree nodes and checkpoints; no erasure
+    (its tokens are left, so that its callers still call)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        for table in ("chain_heads", "events", "tree_nodes", "checkpoints"):
+            conn.execute(
+                sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(sql.Identifier(table)),
+                [tenant],
+            )
+
+
+def _removed_log_is_refused(client: AuditClient, signed: integrity_pb2.SignedCheckpoint) -> None:
+    """The log the key signed at `signed`'s size, removed: neither its absence
+    ("no checkpoint", "the log is empty") nor a new log at seq 1 is answered
+    as what the key signed, and VerifyLog finds it short."""
+    for fresh in (False, True):
+        refused = _integrity_failure(client.get_checkpoint, fresh=fresh)
+        assert f"signed it at size {signed.tree_size}" in refused
+        assert "the log holds 0 events" in refused
+    result = client.verify_log()  # its own record comes after: the log was empty
+    assert (result.ok, result.failure.reason) == (False, "RECORD_MISSING")
+    record(client, 2, action="removed.after")  # appends go on, at seqs 2..3 (ADR 0080)
+    assert "signed it at size 5" in _integrity_failure(client.get_checkpoint, fresh=True)
+    with pytest.raises(RpcFailedError):
+        client.get_inclusion_proof(seq=1)
+
+
+def test_a_log_removed_entirely_is_refused_by_the_process_that_signed_it(
+    own_database: str, tenant: str
+) -> None:
+    """A superuser deleted the tenant's head with its events, nodes and
+    checkpoints: the process that signed the log at 5 forgot it, and answered
+    "the log is empty", as of a tenant that never wrote (helper-241)."""
+    server = ServerThread(own_database)
+    try:
+        with AuditClient(server.target, token=server.token(tenant)) as client:
+            record(client, 5, action="removed.before")
+            signed = client.get_checkpoint(fresh=True)
+            _remove_log(own_database, tenant)
+            _removed_log_is_refused(client, signed)
+    finally:
+        server.close()
+
+
+def test_a_log_removed_entirely_is_refused_by_a_process_that_never_served_it(
+    own_database: str, tenant: str
+) -> None:
+    """Another process of the data dir, running across the removal, had
+    neither signed nor served the log: it read nothing of what the key
+    signed, and answered "the log is empty" (helper-241)."""
+    signer, other = ServerThread(own_database), ServerThread(own_database)
+    try:
+        token = signer.token(tenant)
+        with AuditClient(signer.target, token=token) as client:
+            record(client, 5, action="removed.before")
+            signed = client.get_checkpoint(fresh=True)
+        _remove_log(own_database, tenant)
+        with AuditClient(other.target, token=token) as client:
+            _removed_log_is_refused(client, signed)
+    finally:
+        signer.close()
+        other.close()
+
+
+def test_a_log_removed_entirely_is_named_at_start_and_listed_as_restored(
+    own_database: str, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A start finds the removed log, as it finds a restored one, and names
+    it; then refuses it, and `sealtrail-server key restored` lists it, all of
+    its sizes lost (helper-241)."""
+    before = ServerThread(own_database)
+    try:
+        token = before.token(tenant)
+        with AuditClient(before.target, token=token) as client:
+            record(client, 5, action="removed.before")
+            signed = client.get_checkpoint(fresh=True)
+    finally:
+        before.close()
+    _remove_log(own_database, tenant)
+    with caplog.at_level(logging.ERROR, logger="sealtrail_server.integrity.checkpointer"):
+        after = ServerThread(own_database)
+    told = [r.getMessage() for r in caplog.records if f"/log/{tenant}:" in r.getMessage()]
+    assert told and "signed it at size 5" in told[0] and "the log holds 0 events" in told[0]
+    listed = CliRunner(
+        env={"SEALTRAIL_SIGNED_CHECKPOINTS_DIR": str(signed_checkpoints_dir_of(own_database))}
+    ).invoke(
+        server_cli.main, ["key", "restored", "--format", "json", "--database-url", own_database]
+    )
+    assert listed.exit_code == 0, listed.output
+    [row] = [row for row in json.loads(listed.stdout) if row["tenant"] == tenant]
+    assert (row["signed_size"], row["log_size"], row["lost_sizes"], row["erased"]) == (
+        5,
+        0,
+        [1, 5],
+        False,
+    )
+    try:
+        with AuditClient(after.target, token=token) as client:
+            _removed_log_is_refused(client, signed)
+    finally:
+        after.close()
+
+
+def test_an_erased_log_is_not_taken_for_one_removed(
+    own_database: str, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An erasure removes the log too, with its receipt: that is no removal
+    behind the key's back. Nothing is refused or named of it, at once or at
+    the next start, and `key restored` does not list it."""
+    server = ServerThread(own_database)
+    try:
+        with AuditClient(server.target, token=server.token(tenant)) as client:
+            record(client, 5, action="removed.before")
+            client.get_checkpoint(fresh=True)
+            assert client.erase_tenant(tenant).final_tree_size == 5
+        checkpointer = server.service._checkpointer
+        assert checkpointer is not None
+        assert server.run(checkpointer.issue(tenant)) is None  # erased: nothing to sign
+    finally:
+        server.close()
+    with caplog.at_level(logging.ERROR, logger="sealtrail_server.integrity.checkpointer"):
+        after = ServerThread(own_database)
+    try:
+        assert not [r for r in caplog.records if f"/log/{tenant}:" in r.getMessage()]
+        checkpointer = after.service._checkpointer
+        assert checkpointer is not None
+        assert after.run(checkpointer.issue(tenant)) is None
+    finally:
+        after.close()
+    listed = CliRunner(
+        env={"SEALTRAIL_SIGNED_CHECKPOINTS_DIR": str(signed_checkpoints_dir_of(own_database))}
+    ).invoke(
+        server_cli.main, ["key", "restored", "--format", "json", "--database-url", own_database]
+    )
+    assert listed.exit_code == 0, listed.output
+    assert [row for row in json.loads(listed.stdout) if row["tenant"] == tenant] == []

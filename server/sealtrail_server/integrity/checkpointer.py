@@ -150,8 +150,10 @@ class Checkpointer:
     async def remembered(self, tenant_id: str) -> tuple[int, bytes] | None:
         """The size and root of the tenant's latest checkpoint this process
         signed or served, as it remembers them (not read from the database);
-        or, of a log restored behind the key, what the key signed of it. A
-        tenant the start has yet to check (ADR 0080) is checked first."""
+        or, of a log restored behind the key, what the key signed of it; or
+        the largest the key signed of it, as kept outside the database (ADR
+        0080), if larger. A tenant the start has yet to check is checked
+        first. Unavailable if the kept file cannot be read."""
         unchecked_from = self._unchecked_from
         if (
             unchecked_from is not None
@@ -162,7 +164,16 @@ class Checkpointer:
             await self._check_kept([tenant_id], {})
             if self._unchecked_from is not None:
                 self._checked_alone.add(tenant_id)
-        return self._remembered.get(tenant_id)
+        remembered = self._remembered.get(tenant_id)
+        if self._signed_sizes is None:
+            return remembered
+        # What another process of the data dir signed, or this one before a
+        # restart, of a log changed since under this one (restored, removed):
+        # it answered and proved from what the database said instead.
+        kept = await self._read_signed_size(tenant_id)
+        if kept is not None and (remembered is None or kept[0] > remembered[0]):
+            return kept
+        return remembered
 
     async def restored_logs_checked(self) -> None:
         """Once the kept checkpoint of every tenant is checked (at start, and
@@ -342,10 +353,18 @@ class Checkpointer:
             )
             head = await cursor.fetchone()
             latest = await latest_checkpoint(conn, tenant_id)
-            if head is None:  # erased (or never written): nothing to sign
-                self._remembered.pop(tenant_id, None)
-                return None if latest is None else await self.served(latest, verifiers)
-            size, head_root = int(head[0]), bytes(head[1])
+            if head is None:
+                cursor = await conn.execute(
+                    "SELECT FROM tenant_erasures WHERE tenant_id = %s", [tenant_id]
+                )
+                if await cursor.fetchone() is not None:  # erased: nothing to sign
+                    self._remembered.pop(tenant_id, None)
+                    return None if latest is None else await self.served(latest, verifiers)
+            # No head and no erasure: never written, or its log removed behind
+            # the key's back (its head, events and checkpoints deleted), which
+            # is a log of size 0 that must extend what the key signed of it as
+            # any other. It was forgotten here, and answered "the log is empty".
+            size, head_root = (int(head[0]), bytes(head[1])) if head else (0, b"")
             if latest is not None and latest.tree_size > size:
                 raise IntegrityFailure(
                     f"the log of {tenant_id!r} holds {counted(size, 'event')}, fewer than its"
