@@ -847,3 +847,71 @@ def test_an_erased_log_is_not_taken_for_one_removed(
     )
     assert listed.exit_code == 0, listed.output
     assert [row for row in json.loads(listed.stdout) if row["tenant"] == tenant] == []
+
+
+def _plant(url: str, tenant: str, checkpoint: integrity_pb2.SignedCheckpoint) -> None:
+    """`checkpoint`'s note (and its root) as the tenant's row at its size, as a
+    superuser writes one: the row of the active key there replaced."""
+    verifier = Signer.parse(SIGNING_KEY).verifier
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute(
+            "DELETE FROM checkpoints WHERE tenant_id = %s AND tree_size = %s",
+            [tenant, checkpoint.tree_size],
+        )
+        conn.execute(
+            "INSERT INTO checkpoints (tenant_id, tree_size, root_hash, note, key_name, key_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            [
+                tenant,
+                checkpoint.tree_size,
+                checkpoint.root_hash,
+                checkpoint.note,
+                verifier.name,
+                verifier.key_id,
+            ],
+        )
+
+
+def test_a_stored_checkpoint_of_an_older_key_is_not_served_against_what_the_key_signed(
+    own_database: str, tenant: str
+) -> None:
+    """The old key signed the log at 3 and 5; the log was removed and the new
+    key (the way on, ADR 0080) signed the log written since at 5, another
+    root. A superuser put the old key's genuine checkpoints back as the rows
+    at 3 and 5: their signatures check, and they were served, by size, as the
+    latest and with proofs, though the active key signed another log at those
+    sizes (helper-241)."""
+    old = ServerThread(own_database)
+    try:
+        token = old.token(tenant)
+        with AuditClient(old.target, token=token) as client:
+            record(client, 3, action="older.before")
+            at_3 = client.get_checkpoint(fresh=True)
+            record(client, 2, action="older.before")
+            at_5 = client.get_checkpoint(fresh=True)
+    finally:
+        old.close()
+    _remove_log(own_database, tenant)
+    new_key = generate_signer_key("sealtrail.test/log").text()
+    for restarted in (False, True):
+        rotated = ServerThread(own_database, signing_key=new_key)
+        try:
+            with AuditClient(rotated.target, token=token) as client:
+                if not restarted:
+                    record(client, 5, action="older.after")
+                    signed = client.get_checkpoint(fresh=True)
+                    assert signed.tree_size == 5 and signed.root_hash != at_5.root_hash
+                    assert client.get_checkpoint(tree_size=5) == signed
+                    _plant(own_database, tenant, at_3)
+                    _plant(own_database, tenant, at_5)
+                for ask in (
+                    lambda: client.get_checkpoint(tree_size=5),
+                    lambda: client.get_checkpoint(tree_size=3),
+                    client.get_checkpoint,
+                    lambda: client.get_inclusion_proof(seq=2, tree_size=5),
+                    lambda: client.get_inclusion_proof(seq=2, tree_size=3),
+                ):
+                    _integrity_failure(ask)
+        finally:
+            rotated.close()

@@ -86,7 +86,9 @@ class IntegrityRpcs:
         remembered = await self._checkpointer.remembered(tenant_id)
         if remembered is not None and (latest is None or latest.tree_size < remembered[0]):
             return await self._checkpointer.issue(tenant_id)
-        return None if latest is None else await self._checkpointer.served(latest)
+        if latest is None:
+            return None
+        return await self._checkpointer.answered_against(latest, remembered)
 
     async def _covering(self, tenant_id: str, seq: int) -> StoredCheckpoint:
         """The latest checkpoint if it covers `seq`, else a freshly signed one."""
@@ -108,7 +110,7 @@ class IntegrityRpcs:
                 found = await checkpoint_at(conn, tenant_id, size)
             if found is None:
                 raise await self._not_found(tenant_id, f"no checkpoint was signed at size {size}")
-            found = await self._checkpointer.served(found)
+            found = await self._checkpointer.answered(found)
         elif request.fresh:
             found = await self._checkpointer.issue(tenant_id)
         else:
@@ -207,7 +209,7 @@ class IntegrityRpcs:
             async with self._db.connection(tenant_id) as conn:
                 cached = await checkpoint_at(conn, tenant_id, size)
             if cached is not None:
-                cached = await self._checkpointer.served(cached)
+                cached = await self._checkpointer.answered(cached)
                 if len(self._signed_checkpoints) >= _CACHED_CHECKPOINTS:
                     self._signed_checkpoints.clear()
                 self._signed_checkpoints[key] = cached

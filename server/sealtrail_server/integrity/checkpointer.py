@@ -124,6 +124,9 @@ class Checkpointer:
         # Stored checkpoints found to hold what their rows say, the least
         # recently served first.
         self._checked: OrderedDict[StoredCheckpoint, None] = OrderedDict()
+        # Of those, the ones found to agree with what the key signed of their
+        # log (`answered`), the least recently served first.
+        self._agreed: OrderedDict[StoredCheckpoint, None] = OrderedDict()
         # While the kept checkpoints of a start are checked after it: the
         # first tenant (in order) left to check, those checked meanwhile on
         # their own, and those whose erasure the key signed (checked at start).
@@ -238,6 +241,65 @@ class Checkpointer:
         while len(self._checked) > CHECKED_CHECKPOINTS:
             self._checked.popitem(last=False)
         return checkpoint
+
+    async def answered(self, checkpoint: StoredCheckpoint) -> StoredCheckpoint:
+        """`answered_against` what `remembered` says the key signed."""
+        if checkpoint in self._agreed:
+            self._agreed.move_to_end(checkpoint)
+            return checkpoint
+        return await self.answered_against(checkpoint, await self.remembered(checkpoint.tenant_id))
+
+    async def answered_against(
+        self, checkpoint: StoredCheckpoint, signed: tuple[int, bytes] | None
+    ) -> StoredCheckpoint:
+        """`served(checkpoint)`, once found to agree with the largest the key
+        signed of the tenant's log (`signed`: its size and root, as
+        `remembered` says; None if none): the same root at its size, or a
+        consistency proof between the two from the stored hashes; else
+        IntegrityFailure. A stored checkpoint's signature may be any known
+        key's: a superuser's row of the old key, at a size the active key
+        signed of another log since (the way on after a restore, ADR 0080),
+        was served by size, as the latest and with proofs (helper-241)."""
+        checkpoint = await self.served(checkpoint)
+        if checkpoint in self._agreed:
+            self._agreed.move_to_end(checkpoint)
+            return checkpoint
+        if signed is None:
+            return checkpoint
+        if why := await self._disagreement(checkpoint, signed):
+            self._integrity_failures.add(1)
+            raise IntegrityFailure(
+                f"the checkpoint stored at size {checkpoint.tree_size} of"
+                f" {checkpoint.tenant_id!r} is not of the log this server's key signed at size"
+                f" {signed[0]}: {why}"
+            )
+        # Proven once, for good: what the key signs later extends what it signed.
+        self._agreed[checkpoint] = None
+        while len(self._agreed) > CHECKED_CHECKPOINTS:
+            self._agreed.popitem(last=False)
+        return checkpoint
+
+    async def _disagreement(
+        self, checkpoint: StoredCheckpoint, signed: tuple[int, bytes]
+    ) -> str | None:
+        """Why `checkpoint` is not of the log the key signed at `signed`; None
+        if it is."""
+        size, root = checkpoint.tree_size, checkpoint.root_hash
+        signed_size, signed_root = signed
+        if size == signed_size:
+            return None if root == signed_root else "another root at that size"
+        old, new = sorted([(size, root), (signed_size, signed_root)])
+        try:
+            async with self._db.system_connection(generic_plans=True) as conn:
+                proof = await consistency_proof(
+                    conn, checkpoint.tenant_id, old_size=old[0], new_size=new[0]
+                )
+            verify_consistency(
+                old_size=old[0], new_size=new[0], old_root=old[1], new_root=new[1], proof=proof
+            )
+        except (IntegrityFailure, ProofError) as error:
+            return f"no consistency proof between them ({error})"
+        return None
 
     async def verifiers(self) -> list[Verifier]:
         """Every key known to have signed checkpoints, the active one first."""
