@@ -909,6 +909,22 @@ def test_the_signer_refuses_to_extend_a_rewritten_log(
     assert logged.get_checkpoint() == before
 
 
+def test_a_log_rewritten_under_its_latest_checkpoint_is_not_answered_that_checkpoint(
+    logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any]
+) -> None:
+    """Rewritten consistently (records, tree and head) with the checkpoint at
+    its size kept, and nothing appended: a fresh checkpoint was that one, the
+    signer having checked only that the sizes matched, so the log was answered
+    as signed with a root it no longer holds (helper-241)."""
+    before = logged.get_checkpoint()
+    rewrite_consistently(tamper, tenant)
+    with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
+        logged.get_checkpoint(fresh=True)
+    assert refused.value.reason == "INTEGRITY_FAILURE"
+    assert f"the head of the log of {tenant!r} at size {EVENTS}" in refused.value.message
+    assert logged.get_checkpoint() == before  # what the key signed, still served as signed
+
+
 def cut_back_and_forget_checkpoints(conn: psycopg.Connection[Any], tenant: str) -> None:
     truncate_tail(conn, tenant)
     conn.execute("DELETE FROM checkpoints WHERE tenant_id = %s", [tenant])

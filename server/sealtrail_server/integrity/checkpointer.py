@@ -434,6 +434,11 @@ class Checkpointer:
                 )
             if latest is not None and latest.tree_size == size:
                 await self.served(latest, verifiers)  # answered as it is stored
+                if head_root != latest.root_hash:  # rewritten under it, head and all
+                    raise IntegrityFailure(
+                        f"the head of the log of {tenant_id!r} at size {size} holds another"
+                        " root than its checkpoint at that size signs: the log was rewritten"
+                    )
                 await self._check_signed_sizes(conn, tenant_id, size, latest.root_hash)
                 await self._check_remembered(conn, tenant_id, size, latest.root_hash)
                 await self._keep_signed_size(tenant_id, size, latest.root_hash)
