@@ -113,3 +113,56 @@ def test_the_hub_listens_on_after_its_connections_died_under_it(
                 await hub.stop()
 
     server.run(run())
+
+
+def test_a_fetch_its_last_subscriber_left_is_held_until_it_ends(
+    server: ServerThread, tenant: str, migrated_database_url: str
+) -> None:
+    """The last subscriber of a tenant leaving cancelled the tenant's fetch in
+    progress and dropped it, its only reference (asyncio keeps none of its
+    own): a fetch cancelled while its query ran awaits the query's cancel,
+    and the collector could destroy it there ("Task was destroyed but it is
+    pending!", its connection closed mid-cancel; seen in a full run, a browser
+    leaving a stream); nor did a stop wait for it. The hub keeps each until
+    it ends, and a stop waits for it."""
+
+    async def run() -> None:
+        async with (
+            one_connection_database(migrated_database_url) as db,
+            await psycopg.AsyncConnection.connect(migrated_database_url) as locker,
+        ):
+            hub = StreamHub(db, database_url=service_login_url(migrated_database_url))
+            subscription = await hub.subscribe(tenant, RecordMatcher(EventFilter()))
+            hub.start()
+            try:
+                # The fetch a notification starts waits at its read of the events.
+                await locker.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+                hub._notified(f"{tenant}:1")
+                [fetch] = [t for t in asyncio.all_tasks() if _fetch_of(hub, t)]
+                for _ in range(200):
+                    blocked = await locker.execute(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+                    )
+                    if (row := await blocked.fetchone()) and row[0]:
+                        break
+                    await asyncio.sleep(0.01)
+                else:
+                    raise AssertionError("the fetch never waited")
+                hub.unsubscribe(subscription)  # the last: its fetch is cancelled
+                assert not fetch.done()
+            finally:
+                await hub.stop()
+                await locker.rollback()
+            assert fetch.done()  # waited for, not left to the collector
+
+    server.run(run())
+
+
+def _fetch_of(hub: StreamHub, task: asyncio.Task[Any]) -> bool:
+    """Whether `task` is a fetch of `hub` (not of the session server's)."""
+    coro = task.get_coro()
+    frame = getattr(coro, "cr_frame", None)
+    return getattr(coro, "__qualname__", "") == "StreamHub._fetch" and (
+        frame is not None and frame.f_locals.get("self") is hub
+    )

@@ -258,6 +258,10 @@ class StreamHub:
         self._max_per_tenant = max_per_tenant
         self._max_per_process = max_per_process
         self._tenants: dict[str, _Tenant] = {}
+        # Fetches cancelled as their tenant's last subscriber left, until they
+        # end: asyncio keeps no reference of its own, and one awaiting its
+        # query's cancel was destroyed there by the collector, pending.
+        self._cancelled_fetches: set[asyncio.Task[None]] = set()
         self._ending = False  # the server is stopping: every stream ends
         self._task: asyncio.Task[None] | None = None
         self._watchers: list[Callable[[str], None]] = []
@@ -285,6 +289,7 @@ class StreamHub:
 
     async def stop(self) -> None:
         tasks = [t.fetching for t in self._tenants.values() if t.fetching is not None]
+        tasks.extend(self._cancelled_fetches)
         if self._task is not None:
             tasks.append(self._task)
         await end_tasks(tasks)
@@ -346,6 +351,8 @@ class StreamHub:
         if tenant is not None and not tenant.subscribers:
             if tenant.fetching is not None:
                 tenant.fetching.cancel()
+                self._cancelled_fetches.add(tenant.fetching)
+                tenant.fetching.add_done_callback(self._cancelled_fetches.discard)
             del self._tenants[tenant_id]
 
     async def _listen(self) -> None:
