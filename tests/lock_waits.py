@@ -44,15 +44,23 @@ def until_waiting(sql: psycopg.Connection[Any], pending: Future[Any], *, session
 
 
 def until_blocked(
-    sql: psycopg.Connection[Any], pending: Future[Any], *, waiter: str | None = None
+    sql: psycopg.Connection[Any],
+    pending: Future[Any],
+    *,
+    waiter: str | None = None,
+    running: str = "",
 ) -> None:
     """Returns once another session waits for any lock this one holds; with
     `waiter`, a session of that application_name ("sealtrail" for a server's
     pool, "sealtrail-retention" for a purge, "sealtrail-erasure"): else a
     purge pass of any server on the database, waiting there first, passed for
-    the call the test meant to hold up."""
+    the call the test meant to hold up. With `running`, a session whose
+    statement begins so: every server in the process has a pool of
+    "sealtrail" sessions, and on a table locked whole the session server's
+    loops wait too (its forwarder's lease renewal, about every second, on
+    `sinks`; its checkpointer's pass, every 10 s, on `checkpoints`)."""
     blocked = (
         "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
-        " AND (%s::text IS NULL OR application_name = %s)"
+        " AND (%s::text IS NULL OR application_name = %s) AND starts_with(query, %s)"
     )
-    until(lambda: count_now(sql, blocked, [waiter, waiter]) > 0, pending)
+    until(lambda: count_now(sql, blocked, [waiter, waiter, running]) > 0, pending)
