@@ -30,26 +30,33 @@ def _revoke_one(
     return lambda: client.revoke_token(token_id)
 
 
-_CHANGES: dict[str, tuple[str, str, Callable[..., Callable[[], Any]]]] = {
-    # name: (lock taken by the test, the change's action, the change)
+_CHANGES: dict[str, tuple[str, str, str, Callable[..., Callable[[], Any]]]] = {
+    # name: (lock taken by the test, the statement of the change that waits
+    # for it, the change's action, the change)
     "retention-policy": (
         "LOCK TABLE retention_policies IN SHARE MODE",
+        "INSERT INTO retention_policies",
         "retention.policy_updated",
         lambda client, sql, tenant: lambda: client.set_retention_policy(30),
     ),
     "legal-hold": (
         "LOCK TABLE retention_policies IN SHARE MODE",
+        "INSERT INTO retention_policies",
         "retention.legal_hold_placed",
         lambda client, sql, tenant: lambda: client.set_legal_hold(True, reason="case 7"),
     ),
     "settings": (
         "LOCK TABLE tenant_settings IN SHARE MODE",
+        "INSERT INTO tenant_settings",
         "tenant.settings_updated",
         lambda client, sql, tenant: lambda: client.set_redaction_mode("hmac"),
     ),
-    "token-revocation": ("", "api_token.revoked", _revoke_one),
+    "token-revocation": ("", "UPDATE api_tokens", "api_token.revoked", _revoke_one),
     "sink": (
+        # Every server's forwarder renews its leases about every second, and
+        # waits on the table too: not taken for the change.
         "LOCK TABLE sinks IN SHARE MODE",
+        "INSERT INTO sinks",
         "sink.created",
         lambda client, sql, tenant: (
             lambda: client.create_sink(
@@ -59,6 +66,7 @@ _CHANGES: dict[str, tuple[str, str, Callable[..., Callable[[], Any]]]] = {
     ),
     "alert-rule": (
         "LOCK TABLE alert_rules IN SHARE MODE",
+        "INSERT INTO alert_rules",
         "alert_rule.created",
         lambda client, sql, tenant: (
             lambda: client.create_alert_rule(
@@ -76,7 +84,7 @@ def test_a_change_waiting_for_its_write_holds_no_append_of_its_tenant(
     """A change of the tenant through one process waits at its write (a lock
     the test holds); an append of the tenant through another goes through
     meanwhile, and the change's record, made once it is written, comes after."""
-    lock, action, make = _CHANGES[change]
+    lock, statement, action, make = _CHANGES[change]
     # The first process changes, the second appends.
     with two_processes(migrated_database_url, second_timeout=3) as both:
         tenant, second = both.tenant, both.second
@@ -86,7 +94,7 @@ def test_a_change_waiting_for_its_write_holds_no_append_of_its_tenant(
                 sql.execute(lock)
             run = make(both.first, sql, tenant)
             pending = both.pool.submit(run)
-            until_blocked(sql, pending)
+            until_blocked(sql, pending, waiter="sealtrail", running=statement)
             started = time.monotonic()
             appended = second.record(action="x.meanwhile", actor_id="a").event.seq
             waited = time.monotonic() - started
