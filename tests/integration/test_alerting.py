@@ -593,7 +593,7 @@ def test_an_alert_recorded_while_its_rule_is_deleted_reaches_its_sinks(
                     [tenant, sink.id],
                 )
                 deleted = pool.submit(client.delete_alert_rule, first.resource.id)
-                until_blocked(sql, deleted)
+                until_blocked(sql, deleted, waiter="sealtrail")
                 client.record(action="member.role_changed", actor_id="admin", resource_id="eve")
                 until(lambda: count_now(sql, counting) == 1, deleted)
             deleted.result(30)
@@ -1700,7 +1700,7 @@ def test_a_step_keeping_a_window_and_a_change_of_its_rule_wait_for_each_other_in
                         [tenant, rule.id],
                     )
                     stepped = pool.submit(server.run, evaluator._step(tenant))
-                    until_blocked(sql, stepped)
+                    until_blocked(sql, stepped, waiter="sealtrail")
                     sql.execute(
                         "DELETE FROM alert_rule_windows WHERE tenant_id = %s AND rule_id = %s",
                         [tenant, rule.id],

@@ -350,7 +350,7 @@ def test_a_count_past_its_time_says_to_narrow_the_time_range(
                 sql.execute("LOCK TABLE events_default IN ACCESS EXCLUSIVE MODE")
                 with ThreadPoolExecutor(1) as pool:
                     pending = pool.submit(reader.count_events, group_by="action")
-                    until_blocked(sql, pending)
+                    until_blocked(sql, pending, waiter="sealtrail")
                     with pytest.raises(RpcFailedError) as refused:
                         pending.result(timeout=30)
             assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION

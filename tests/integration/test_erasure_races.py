@@ -404,7 +404,7 @@ def test_an_erasure_waits_for_a_change_in_flight_and_removes_its_row(
         with sql.transaction():  # the change's event waits for the log's head
             sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
             changing = pool.submit(_change_settings, admin)
-            until_blocked(sql, changing)
+            until_blocked(sql, changing, waiter="sealtrail")
             erasing = pool.submit(admin.erase_tenant, tenant)
             until(lambda: count_now(sql, erasure_waits_for_a_change) > 0, erasing)
         changing.result(timeout=30)
@@ -435,7 +435,7 @@ def test_an_erasure_waits_for_a_rule_in_use_before_it_deletes_what_the_rule_lear
                 [tenant, rule.id],
             )
             erasing = pool.submit(admin.erase_tenant, tenant)
-            until_blocked(sql, erasing)
+            until_blocked(sql, erasing, waiter="sealtrail-erasure")
             sql.execute(  # alice seen again from the address
                 "UPDATE alert_known_ips SET last_seen_at = now() WHERE tenant_id = %s", [tenant]
             )

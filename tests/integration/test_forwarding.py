@@ -1662,7 +1662,7 @@ def test_a_claim_renews_a_sink_its_process_is_writing_to(
                     with sql.transaction():  # as the process's own cursor update holds it
                         sql.execute("SELECT FROM sinks WHERE id = %s FOR UPDATE", [sink.id])
                         claiming = pool.submit(server.run, claim())
-                        until_blocked(sql, claiming)
+                        until_blocked(sql, claiming, waiter="sealtrail")
                     assert claiming.result(timeout=10) == [sink_store.Lease(tenant, sink.id)]
         finally:
             server.close()

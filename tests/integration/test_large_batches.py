@@ -180,7 +180,7 @@ def test_writes_past_the_memory_budget_are_refused_before_they_are_parsed(
     with ThreadPoolExecutor(1) as pool, sql.transaction():
         sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
         first = pool.submit(send, budgeted, tenant, encoded_batch(3, 100, first=3))
-        until_blocked(sql, first)  # in flight, waiting for the tenant's head
+        until_blocked(sql, first, waiter="sealtrail")  # in flight, waiting for the tenant's head
         for method in ("RecordBatch", "Record"):
             with pytest.raises(grpc.RpcError) as refused:
                 send(budgeted, f"{tenant}-other", b"\xff\xff\xff", method)  # unparsable
@@ -278,7 +278,7 @@ def test_a_large_batch_being_written_holds_up_no_other_tenant(
         with sql.transaction():
             sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
             batch = pool.submit(send, server, tenant, large)
-            until_blocked(sql, batch)
+            until_blocked(sql, batch, waiter="sealtrail")
             # A small write of the same tenant after it waits behind it, in its lane.
             behind = pool.submit(record, server, tenant, 100, 60)
             time.sleep(0.2)

@@ -130,7 +130,7 @@ def test_one_tenants_flood_of_writes_leaves_room_for_another_tenants_calls(
             # what is handed in after it waits to be written.
             sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [flooder])
             held = pool.submit(a.record, build_event(action="bulk.write", actor_id="held"))
-            until_blocked(sql, held)
+            until_blocked(sql, held, waiter="sealtrail")
             first = pool.submit(a.record_batch, batch("first"))
             until(lambda: waiting() == 10, first)
             second = pool.submit(a.record_batch, batch("second"))
@@ -181,7 +181,7 @@ def test_one_tenants_writes_in_flight_leave_room_for_another_tenants_writes(
             # The flooding tenant's writes wait for its head, in flight.
             sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [flooder])
             held = pool.submit(a.record, build_event(action="bulk.write", actor_id="held"))
-            until_blocked(sql, held)
+            until_blocked(sql, held, waiter="sealtrail")
             expected = 0
 
             def send(size: int) -> Any:
