@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 # First, before the client imports grpc: importing it turns gRPC's fork support
 # off, without which a pg_ctl forked beside a test server's busy gRPC threads
@@ -309,22 +309,32 @@ def console_server(migrated_database_url: str) -> Iterator[ServerThread]:
 CHECKPOINTER_LOGGER = "sealtrail_server.integrity.checkpointer"
 
 
-def errors_logged(caplog: pytest.LogCaptureFixture, *, by: str = "") -> list[str]:
-    """The errors logged in this process during the test by loggers whose
-    names start with `by`, the checkpointer's reports on the logs aside."""
+def errors_logged(
+    caplog: pytest.LogCaptureFixture,
+    *,
+    by: str = "",
+    during: Literal["setup", "call", "teardown"] | None = None,
+) -> list[str]:
+    """The errors logged in this process during the test (`during` one of its
+    phases, "setup", "call" or "teardown"; else the phase running) by loggers
+    whose names start with `by`, the checkpointer's reports on the logs aside."""
+    records = caplog.records if during is None else caplog.get_records(during)
     return [
         r.getMessage()
-        for r in caplog.records
+        for r in records
         if r.levelno >= logging.ERROR and r.name.startswith(by) and r.name != CHECKPOINTER_LOGGER
     ]
 
 
 @pytest.fixture
 def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """The servers in this process log no error of their own (a module's
-    tests take it with `pytestmark = pytest.mark.usefixtures(...)`)."""
+    """The servers in this process log no error of their own while the test
+    runs (a module's tests take it with `pytestmark =
+    pytest.mark.usefixtures(...)`). Checked after it, in the teardown, where
+    `caplog.records` holds the teardown's records alone: the call's are asked
+    for by name."""
     yield
-    assert errors_logged(caplog, by="sealtrail") == []
+    assert errors_logged(caplog, by="sealtrail", during="call") == []
 
 
 @pytest.fixture
