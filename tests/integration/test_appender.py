@@ -35,6 +35,7 @@ from sealtrail_server.store.appender import _ONE_STATEMENT_EVENTS, Appender
 from sealtrail_server.store.database import Database
 from tests.conftest import ServerThread, database_of_its_own
 from tests.lock_waits import count_now, until
+from tests.own_appender import own_appender
 from tests.prepared_plans import (
     RUNS,
     Prepared,
@@ -48,6 +49,14 @@ from tests.service_login import service_login_url
 def _event(path: str, **fields: Any) -> Any:
     draft = EventDraft(action="appender.test", actor_id="u", **fields)
     return validate_event(draft, now=datetime.now(UTC), path=path)
+
+
+async def _one_batch(appender: Appender, *tenants: str) -> list[Any]:
+    """An event of each of `tenants`, appended at once: one batch; an error as its answer."""
+    return await asyncio.gather(
+        *(appender.append(each, [_event("event")]) for each in tenants),
+        return_exceptions=True,
+    )
 
 
 @pytest.mark.parametrize("refused_for", ["a NUL", "an index entry over a page"])
@@ -473,34 +482,13 @@ def test_a_head_held_elsewhere_fails_its_tenant_alone_and_is_not_waited_for_agai
     (UNAVAILABLE, retry later) and, for a while, without another wait; the
     rest of its batch is written."""
     other = f"{tenant}-other"
-    db = server.run(
-        Database.open(
-            service_login_url(migrated_database_url), min_size=1, max_size=2,
-            system_lock_timeout=0.2,
-        )
-    )  # fmt: skip
-    appender = Appender(db, max_wait=0.2)
-
-    async def begin() -> None:
-        appender.start()
-        for each in (tenant, other):
-            await appender.append(each, [_event("event")])  # both heads exist
-
-    async def one_batch() -> list[Any]:
-        return await asyncio.gather(
-            *(appender.append(each, [_event("event")]) for each in (tenant, other)),
-            return_exceptions=True,
-        )
-
-    async def finish() -> None:
-        await appender.stop()
-        await db.close()
-
-    server.run(begin())
-    try:
+    with own_appender(
+        server, migrated_database_url, tenant, other, first_event=lambda: _event("event"),
+        system_lock_timeout=0.2, max_wait=0.2,
+    ) as (_, appender):  # fmt: skip
         with sql.transaction():
             sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
-            held, [written] = server.run(one_batch(), timeout=30)
+            held, [written] = server.run(_one_batch(appender, tenant, other), timeout=30)
         assert isinstance(held, Unavailable) and held.retry_after >= 10
         assert written.seq == 2  # its neighbour in the batch
         # Let go now, but not tried again for a while: no wait for a frozen process.
@@ -509,8 +497,6 @@ def test_a_head_held_elsewhere_fails_its_tenant_alone_and_is_not_waited_for_agai
         assert sql.execute(
             "SELECT tree_size FROM chain_heads WHERE tenant_id = %s", [tenant]
         ).fetchone() == (1,)
-    finally:
-        server.run(finish())
 
 
 def test_a_head_let_go_after_the_lock_timeout_fails_no_one(
@@ -528,42 +514,21 @@ def test_a_head_let_go_after_the_lock_timeout_fails_no_one(
     slow_look = "SELECT set_config('lock_timeout', '100ms', true), pg_sleep(1)"
     monkeypatch.setattr(appender_module, "_HEADS_HELD_LOCK_TIMEOUT", slow_look)
     other = f"{tenant}-other"
-    db = server.run(
-        Database.open(
-            service_login_url(migrated_database_url), min_size=1, max_size=2,
-            system_lock_timeout=0.3,
-        )
-    )  # fmt: skip
-    appender = Appender(db, max_wait=0.2)
-
-    async def begin() -> None:
-        appender.start()
-        for each in (tenant, other):
-            await appender.append(each, [_event("event")])  # both heads exist
-
-    async def one_batch() -> list[Any]:
-        return await asyncio.gather(
-            *(appender.append(each, [_event("event")]) for each in (tenant, other)),
-            return_exceptions=True,
-        )
-
-    async def finish() -> None:
-        await appender.stop()
-        await db.close()
-
     looking = (
         "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
         " AND state = 'active' AND query LIKE %s"
     )
-    server.run(begin())
-    try:
+    with own_appender(
+        server, migrated_database_url, tenant, other, first_event=lambda: _event("event"),
+        system_lock_timeout=0.3, max_wait=0.2,
+    ) as (_, appender):  # fmt: skip
         with sql.transaction():
             sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
-            batch = asyncio.run_coroutine_threadsafe(one_batch(), server.loop)
+            batch = asyncio.run_coroutine_threadsafe(
+                _one_batch(appender, tenant, other), server.loop
+            )
             until(lambda: count_now(sql, looking, ["%pg_sleep(1)%"]) > 0, batch)
         answers = batch.result(timeout=30)
-    finally:
-        server.run(finish())
     assert [answer[0].seq for answer in answers] == [2, 2], answers
 
 
@@ -575,34 +540,21 @@ def test_a_lock_on_every_head_fails_the_batch_plainly(
     waited it out again, and its failure was logged as a bug ("unexpected
     failure", with a traceback) and answered "the append failed" (helper-202)."""
     tenant = f"t-{uuid.uuid4().hex[:12]}"
-    with database_of_its_own(migrated_database_url, "heads_locked") as own_url:
-        db = server.run(
-            Database.open(
-                service_login_url(own_url), min_size=1, max_size=2, system_lock_timeout=0.2
-            )
-        )
-        appender = Appender(db, max_wait=0.01)
-
-        async def begin() -> None:
-            appender.start()
-            await appender.append(tenant, [_event("event")])  # its head exists
-
-        async def finish() -> None:
-            await appender.stop()
-            await db.close()
-
-        server.run(begin())
-        try:
-            with psycopg.connect(own_url) as holder:
-                holder.execute("LOCK TABLE chain_heads IN ACCESS EXCLUSIVE MODE")
-                with caplog.at_level(logging.WARNING), pytest.raises(Unavailable) as refused:
-                    server.run(appender.append(tenant, [_event("event")]), timeout=30)
-            assert "chain_heads" in refused.value.message and refused.value.retry_after > 0
-            assert not [r.getMessage() for r in caplog.records if r.exc_info]
-            [written] = server.run(appender.append(tenant, [_event("event")]))  # let go
-            assert written.seq == 2
-        finally:
-            server.run(finish())
+    with (
+        database_of_its_own(migrated_database_url, "heads_locked") as own_url,
+        own_appender(
+            server, own_url, tenant, first_event=lambda: _event("event"),
+            system_lock_timeout=0.2, max_wait=0.01,
+        ) as (_, appender),
+    ):  # fmt: skip
+        with psycopg.connect(own_url) as holder:
+            holder.execute("LOCK TABLE chain_heads IN ACCESS EXCLUSIVE MODE")
+            with caplog.at_level(logging.WARNING), pytest.raises(Unavailable) as refused:
+                server.run(appender.append(tenant, [_event("event")]), timeout=30)
+        assert "chain_heads" in refused.value.message and refused.value.retry_after > 0
+        assert not [r.getMessage() for r in caplog.records if r.exc_info]
+        [written] = server.run(appender.append(tenant, [_event("event")]))  # let go
+        assert written.seq == 2
 
 
 def test_a_retry_from_a_kept_head_needs_no_lock(

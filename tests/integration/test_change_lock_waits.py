@@ -15,12 +15,10 @@ import pytest
 from sealtrail import AuditClient, UnavailableError
 from sealtrail_server.domain.errors import Unavailable
 from sealtrail_server.domain.event import EventDraft, validate_event
-from sealtrail_server.store.appender import Appender
 from sealtrail_server.store.changes import Changes
-from sealtrail_server.store.database import Database
 from tests.conftest import ServerThread
 from tests.lock_waits import until_blocked
-from tests.service_login import service_login_url
+from tests.own_appender import own_appender
 
 
 def test_a_change_waiting_for_a_row_another_session_holds_is_answered_unavailable(
@@ -91,31 +89,16 @@ def test_a_changes_record_waits_for_the_head_as_long_as_the_appender_is_configur
     fixed 5 s of SYSTEM_LOCK_TIMEOUT, whatever the database's connections were
     opened with (`system_lock_timeout`), which the appender's other writes
     wait. It waits as they do."""
-    db = server.run(
-        Database.open(
-            service_login_url(migrated_database_url),
-            min_size=1,
-            max_size=4,
-            system_lock_timeout=0.3,
-        )
-    )
-    appender = Appender(db, max_wait=0.01)
-    changes = Changes(db, wait_seconds=30)
-
-    async def begin() -> None:
-        appender.start()
-        await appender.append(tenant, [_event("before")])  # its head exists
 
     async def change() -> None:
         async with changes.exclusive(tenant, "settings", caller=None) as conn:
             await appender.append_within(conn, tenant, [_event("change")])
 
-    async def finish() -> None:
-        await appender.stop()
-        await db.close()
-
-    server.run(begin())
-    try:
+    with own_appender(
+        server, migrated_database_url, tenant, first_event=lambda: _event("before"),
+        system_lock_timeout=0.3, max_wait=0.01, max_size=4,
+    ) as (db, appender):  # fmt: skip
+        changes = Changes(db, wait_seconds=30)
         with sql.transaction():
             sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
             started = time.monotonic()
@@ -123,8 +106,6 @@ def test_a_changes_record_waits_for_the_head_as_long_as_the_appender_is_configur
                 server.run(asyncio.wait_for(change(), 20))
             waited = time.monotonic() - started
         assert waited < 2.5, f"the change's record waited {waited:.1f} s for the head"
-    finally:
-        server.run(finish())
 
 
 def _event(action: str) -> Any:
@@ -144,21 +125,6 @@ def test_appends_of_a_tenant_whose_change_holds_its_head_wait_for_it_alone(
     wait for the change to end, and are written after its record; the
     others' are written meanwhile."""
     other = f"{tenant}-other"
-    db = server.run(
-        Database.open(
-            service_login_url(migrated_database_url),
-            min_size=1,
-            max_size=4,
-            system_lock_timeout=3,
-        )
-    )
-    appender = Appender(db, max_wait=0.2)
-    changes = Changes(db, wait_seconds=30)
-
-    async def begin() -> None:
-        appender.start()
-        for each in (tenant, other):
-            await appender.append(each, [_event("before")])  # both heads exist
 
     async def run() -> tuple[Any, Any, Any, Any, float, bool]:
         loop = asyncio.get_running_loop()
@@ -174,15 +140,12 @@ def test_appends_of_a_tenant_whose_change_holds_its_head_wait_for_it_alone(
         [after] = await appender.append(tenant, [_event("after")])
         return recorded, meanwhile, neighbour, after, waited, waiting
 
-    async def finish() -> None:
-        await appender.stop()
-        await db.close()
-
-    server.run(begin())
-    try:
+    with own_appender(
+        server, migrated_database_url, tenant, other, first_event=lambda: _event("before"),
+        system_lock_timeout=3, max_wait=0.2, max_size=4,
+    ) as (db, appender):  # fmt: skip
+        changes = Changes(db, wait_seconds=30)
         recorded, meanwhile, neighbour, after, waited, waiting = server.run(run(), timeout=60)
-    finally:
-        server.run(finish())
     assert (recorded.seq, meanwhile.seq, after.seq) == (2, 3, 4)
     assert neighbour.seq == 2 and waited < 1.5, f"the other tenant waited {waited:.1f} s"
     assert waiting
@@ -198,22 +161,7 @@ def test_a_batch_taken_before_a_change_held_its_tenants_head_waits_for_the_chang
     submissions now wait for the change to end, then are written after its
     record; the rest of the batch is written after the lock timeout, as before."""
     first, changed = f"{tenant}-a", f"{tenant}-b"  # locked in this order
-    db = server.run(
-        Database.open(
-            service_login_url(migrated_database_url),
-            min_size=1,
-            max_size=4,
-            system_lock_timeout=4,
-        )
-    )
-    appender = Appender(db, max_wait=0.2)
-    changes = Changes(db, wait_seconds=30)
     recorded: Future[Any] = Future()
-
-    async def begin() -> None:
-        appender.start()
-        for each in (first, changed):
-            await appender.append(each, [_event("before")])  # both heads exist
 
     async def both() -> tuple[asyncio.Task[Any], asyncio.Task[Any]]:
         return (
@@ -227,12 +175,11 @@ def test_a_batch_taken_before_a_change_held_its_tenants_head_waits_for_the_chang
             recorded.set_result(record)
             await neighbour  # the batch goes on while the change is open
 
-    async def finish() -> None:
-        await appender.stop()
-        await db.close()
-
-    server.run(begin())
-    try:
+    with own_appender(
+        server, migrated_database_url, first, changed, first_event=lambda: _event("before"),
+        system_lock_timeout=4, max_wait=0.2, max_size=4,
+    ) as (db, appender):  # fmt: skip
+        changes = Changes(db, wait_seconds=30)
         with sql.transaction():
             sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [first])
             neighbour, waiting = server.run(both())
@@ -244,8 +191,6 @@ def test_a_batch_taken_before_a_change_held_its_tenants_head_waits_for_the_chang
         [written] = server.run(asyncio.wait_for(waiting, 20))
         [after] = server.run(appender.append(changed, [_event("after")]))
         [beside] = server.run(asyncio.wait_for(neighbour, 1))
-    finally:
-        server.run(finish())
     assert (record.seq, written.seq, after.seq) == (2, 3, 4)
     assert beside.seq == 2
 
