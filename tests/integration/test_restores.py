@@ -575,13 +575,7 @@ def test_a_tenant_erased_after_the_backup_at_its_size_is_never_signed_on(
     assert max(stored_roots(own_database, tenant)) == 5
     with psycopg.connect(own_database, autocommit=True) as conn:
         assert conn.execute("SELECT FROM tenant_erasures").fetchall() == []
-    listed = CliRunner(
-        env={"SEALTRAIL_SIGNED_CHECKPOINTS_DIR": str(signed_checkpoints_dir_of(own_database))}
-    ).invoke(
-        server_cli.main, ["key", "restored", "--format", "json", "--database-url", own_database]
-    )
-    assert listed.exit_code == 0, listed.output
-    [row] = [row for row in json.loads(listed.stdout) if row["tenant"] == tenant]
+    [row] = _listed_restored(own_database, tenant)
     assert (row["signed_size"], row["log_size"], row["lost_sizes"], row["erased"]) == (
         5,
         8,
@@ -709,6 +703,16 @@ def test_a_start_over_many_tenants_serves_before_it_has_read_them_all(
 # --- A log removed entirely by a database superuser ----------------------------
 
 
+def _listed_restored(url: str, tenant: str) -> list[dict[str, Any]]:
+    """The rows of `sealtrail-server key restored --format json` of `tenant`,
+    run on the database at `url` and its servers' directory."""
+    listed = CliRunner(
+        env={"SEALTRAIL_SIGNED_CHECKPOINTS_DIR": str(signed_checkpoints_dir_of(url))}
+    ).invoke(server_cli.main, ["key", "restored", "--format", "json", "--database-url", url])
+    assert listed.exit_code == 0, listed.output
+    return [row for row in json.loads(listed.stdout) if row["tenant"] == tenant]
+
+
 def _remove_log(url: str, tenant: str) -> None:
     """The tenant's log gone from the database, as a superuser with triggers
     off removes it: its head, events, tree nodes and checkpoints; no erasure
@@ -794,13 +798,7 @@ def test_a_log_removed_entirely_is_named_at_start_and_listed_as_restored(
         after = ServerThread(own_database)
     told = [r.getMessage() for r in caplog.records if f"/log/{tenant}:" in r.getMessage()]
     assert told and "signed it at size 5" in told[0] and "the log holds 0 events" in told[0]
-    listed = CliRunner(
-        env={"SEALTRAIL_SIGNED_CHECKPOINTS_DIR": str(signed_checkpoints_dir_of(own_database))}
-    ).invoke(
-        server_cli.main, ["key", "restored", "--format", "json", "--database-url", own_database]
-    )
-    assert listed.exit_code == 0, listed.output
-    [row] = [row for row in json.loads(listed.stdout) if row["tenant"] == tenant]
+    [row] = _listed_restored(own_database, tenant)
     assert (row["signed_size"], row["log_size"], row["lost_sizes"], row["erased"]) == (
         5,
         0,
@@ -840,13 +838,7 @@ def test_an_erased_log_is_not_taken_for_one_removed(
         assert after.run(checkpointer.issue(tenant)) is None
     finally:
         after.close()
-    listed = CliRunner(
-        env={"SEALTRAIL_SIGNED_CHECKPOINTS_DIR": str(signed_checkpoints_dir_of(own_database))}
-    ).invoke(
-        server_cli.main, ["key", "restored", "--format", "json", "--database-url", own_database]
-    )
-    assert listed.exit_code == 0, listed.output
-    assert [row for row in json.loads(listed.stdout) if row["tenant"] == tenant] == []
+    assert _listed_restored(own_database, tenant) == []
 
 
 def _plant(url: str, tenant: str, checkpoint: integrity_pb2.SignedCheckpoint) -> None:

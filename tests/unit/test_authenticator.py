@@ -56,15 +56,24 @@ def test_a_cached_token_is_looked_up_again_only_when_fresh_is_asked() -> None:
     asyncio.run(scenario())
 
 
+async def _revoked_while_looked_up(
+    tokens: Tokens, authenticator: Authenticator
+) -> asyncio.Task[Principal]:
+    """A call whose lookup has read the token live and waits at the gate,
+    the token revoked here meanwhile."""
+    tokens.gate = asyncio.Event()
+    racing = asyncio.create_task(authenticator.authenticate(f"Bearer {TOKEN}"))
+    await asyncio.sleep(0)  # its lookup has read the token live
+    tokens.live = False
+    authenticator.forget(PRINCIPAL.token_id)  # revoked here meanwhile
+    return racing
+
+
 def test_a_lookup_that_began_before_a_revocation_does_not_cache_the_token() -> None:
     async def scenario() -> None:
         tokens = Tokens()
         authenticator = Authenticator(tokens.lookup, cache_seconds=60)
-        tokens.gate = asyncio.Event()
-        racing = asyncio.create_task(authenticator.authenticate(f"Bearer {TOKEN}"))
-        await asyncio.sleep(0)  # its lookup has read the token live
-        tokens.live = False
-        authenticator.forget(PRINCIPAL.token_id)  # revoked here meanwhile
+        racing = await _revoked_while_looked_up(tokens, authenticator)
         tokens.gate.set()
         assert await racing == PRINCIPAL  # true when read
         tokens.gate = None
@@ -213,11 +222,7 @@ def test_a_call_after_a_revocation_here_does_not_wait_for_a_lookup_begun_before_
     async def scenario() -> None:
         tokens = Tokens()
         authenticator = Authenticator(tokens.lookup, cache_seconds=60)
-        tokens.gate = asyncio.Event()
-        racing = asyncio.create_task(authenticator.authenticate(f"Bearer {TOKEN}"))
-        await asyncio.sleep(0)  # its lookup has read the token live
-        tokens.live = False
-        authenticator.forget(PRINCIPAL.token_id)  # revoked here meanwhile
+        racing = await _revoked_while_looked_up(tokens, authenticator)
         after = asyncio.create_task(authenticator.authenticate(f"Bearer {TOKEN}"))
         await asyncio.sleep(0)
         tokens.gate.set()
