@@ -80,3 +80,44 @@ def test_settings_read_and_left_are_forgotten_once_stale(server: ServerThread, t
     assert kept_while_fresh == 200
     assert kept_after == 1  # the tenant just read
     assert (before, after) == ("replace", "hmac")
+
+
+class CountedConnections:
+    """The database, counting the connections taken from it."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.taken = 0
+
+    @asynccontextmanager
+    async def connection(self, tenant_id: str) -> AsyncIterator[Any]:
+        self.taken += 1
+        async with self._db.connection(tenant_id) as conn:
+            yield conn
+
+
+def test_calls_missing_the_cache_at_once_share_one_read(server: ServerThread, tenant: str) -> None:
+    """As a tenant's settings went stale, every Record in flight read them
+    (64 calls, 64 reads, each waiting for a connection of the pool beside
+    the appender's): one read now, its answer shared. A caller leaving
+    before the answer does not end the read for the others."""
+    now = [0.0]
+
+    async def scenario() -> tuple[int, int, list[str]]:
+        counted = CountedConnections(server.database)
+        cache = SettingsCache(counted, ttl=10, clock=lambda: now[0])  # type: ignore[arg-type]
+        await cache.get(tenant)
+        now[0] = 11.0  # stale
+        leaving = asyncio.create_task(cache.get(tenant))
+        await asyncio.sleep(0)  # its read began
+        staying = [asyncio.create_task(cache.get(tenant)) for _ in range(63)]
+        leaving.cancel()
+        read = await asyncio.gather(*staying)
+        reads_at_expiry = counted.taken - 1
+        await cache.get(tenant)  # fresh again: no read
+        return reads_at_expiry, counted.taken - 1, [s.redaction_mode for s in read]
+
+    at_expiry, after, modes = server.run(scenario())
+    assert at_expiry == 1
+    assert after == 1
+    assert modes == ["replace"] * 63

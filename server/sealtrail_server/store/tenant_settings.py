@@ -3,6 +3,7 @@ path (a tenant without a row has the defaults)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -69,18 +70,38 @@ class SettingsCache:
         # Bumped by each put: a read that began before it must not put back
         # what it replaced (helper-156).
         self._puts = 0
+        # Tenant -> the read of its settings in progress, shared by callers.
+        self._reading: dict[str, asyncio.Task[TenantSettings]] = {}
 
     async def get(self, tenant_id: str) -> TenantSettings:
+        """The tenant's settings: kept ones, or one read shared by every call
+        missing them meanwhile. As a busy tenant's settings went stale, each
+        call in flight read them (64 calls, 64 reads, each waiting for a
+        connection beside the appender's)."""
         entry = self._entries.get(tenant_id)
-        now = self._clock()
-        if entry is not None and entry[0] > now:
+        if entry is not None and entry[0] > self._clock():
             return entry[1]
+        reading = self._reading.get(tenant_id)
+        if reading is None:
+            reading = asyncio.create_task(self._read(tenant_id))
+            self._reading[tenant_id] = reading
+            reading.add_done_callback(lambda done: self._read_ended(tenant_id, done))
+        # A caller leaving does not end the read the others wait for.
+        return await asyncio.shield(reading)
+
+    async def _read(self, tenant_id: str) -> TenantSettings:
         puts = self._puts
         async with self._db.connection(tenant_id) as conn:
             settings = await read_settings(conn, tenant_id)
         if puts == self._puts:
             self._keep(tenant_id, settings)
         return settings  # true when read; not kept past a change made here since
+
+    def _read_ended(self, tenant_id: str, read: asyncio.Task[TenantSettings]) -> None:
+        if self._reading.get(tenant_id) is read:
+            del self._reading[tenant_id]
+        if not read.cancelled():
+            read.exception()  # retrieved, whether anyone still waits or not
 
     def __len__(self) -> int:
         return len(self._entries)
