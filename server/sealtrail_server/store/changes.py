@@ -7,9 +7,12 @@ value. Two such changes of the same thing at once would both read the same
 value: the log would state changes from a value that was no longer current,
 and its last word could differ from what was applied last.
 
-`Changes.exclusive` serialises them: in this process with an asyncio lock (so
-waiting callers hold no pooled connection), across processes with a
-transaction-level advisory lock, held from the read to the write's commit.
+`Changes.exclusive` serialises them: in this process with an asyncio
+semaphore of one (so waiting callers hold no pooled connection), across
+processes with a transaction-level advisory lock, held from the read to the
+write's commit. A change waits for its turn at most `wait_seconds` (5 s) in
+all, for those ahead of it in its process and in the others alike, then is
+refused UNAVAILABLE, retry (ADR 0093).
 
 A change holds its pooled connection while the appender records it, and the
 appender needs a connection of the same pool: at most half the pool is given
@@ -70,10 +73,14 @@ class Changes:
     def __init__(self, db: Database, *, wait_seconds: float = DEFAULT_WAIT_SECONDS) -> None:
         self._db = db
         self._wait_seconds = wait_seconds
-        self._local: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+        # A semaphore of one, not a lock: whether it can be taken without a
+        # wait (`locked`) is exact, so a change that need not wait sets no
+        # timer (`_take_turn`).
+        self._local: weakref.WeakValueDictionary[tuple[str, str], asyncio.Semaphore] = (
             weakref.WeakValueDictionary()
         )
-        self._connections = asyncio.Semaphore(change_connections(db.pool.max_size))
+        self._most = change_connections(db.pool.max_size)
+        self._connections = asyncio.Semaphore(self._most)
 
     @asynccontextmanager
     async def exclusive(
@@ -89,7 +96,7 @@ class Changes:
         key = (tenant_id, subject)
         lock = self._local.get(key)
         if lock is None:
-            lock = self._local[key] = asyncio.Lock()
+            lock = self._local[key] = asyncio.Semaphore(1)
         ended: list[Callable[[], None]] = []
         try:
             async with self._exclusive(tenant_id, subject, caller, lock, ended) as conn:
@@ -103,38 +110,72 @@ class Changes:
         tenant_id: str,
         subject: str,
         caller: str | None,
-        lock: asyncio.Lock,
+        lock: asyncio.Semaphore,
         ended: list[Callable[[], None]],
     ) -> AsyncIterator[Connection]:
         """`exclusive`; `ended` called once its transaction has ended."""
-        async with (
-            lock,
-            self._connections,
-            self._db.connection(tenant_id) as conn,
-            conn.transaction(),
-        ):
-            # Every lock wait of the change is bounded, its first ones (below)
-            # as much as those of its reads, writes and record: after them the
-            # wait was reset to the database's default (none), and a change
-            # whose row another session held waited for it to its caller's
-            # deadline, or for ever without one.
-            await end_when_idle(conn, lock_wait=self._wait_seconds)
-            busy = f"another change of {subject} is still being applied; retry"
-            async with waiting_at_most(conn, self._wait_seconds, busy=busy):
-                await lock_subject(conn, tenant_id, subject)
-            # An erasure waits for a change in flight, whose row it would
-            # otherwise miss (written after its DELETEs, committed after it);
-            # a change that waited for an erasure finds it done. The subject
-            # first, as the erasure takes retention's before its own.
-            await share_erasure(conn, tenant_id, seconds=self._wait_seconds)
-            await refuse_if_erased(conn, tenant_id)
-            if caller is not None:
-                await hold_live_token(conn, tenant_id, caller, seconds=self._wait_seconds)
-            with recorded_within(conn, tenant_id, ended=ended):
-                try:
-                    yield conn
-                except psycopg.errors.LockNotAvailable as error:
-                    raise waited_too_long(error, self._wait_seconds) from error
+        busy = f"another change of {subject} is still being applied; retry"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._wait_seconds
+        if lock.locked() or self._connections.locked():
+            await self._take_turn(lock, deadline, busy=busy)
+        else:  # both taken at once, without a wait
+            await lock.acquire()
+            await self._connections.acquire()
+        try:
+            async with self._db.connection(tenant_id) as conn, conn.transaction():
+                # Every lock wait of the change is bounded, its first ones
+                # (below) as much as those of its reads, writes and record:
+                # after them the wait was reset to the database's default
+                # (none), and a change whose row another session held waited
+                # for it to its caller's deadline, or for ever without one.
+                await end_when_idle(conn, lock_wait=self._wait_seconds)
+                # Its turn at the subject, in this process and in the others,
+                # is waited for at most `wait_seconds` in all.
+                left = max(deadline - loop.time(), 0.001)
+                async with waiting_at_most(conn, left, busy=busy):
+                    await lock_subject(conn, tenant_id, subject)
+                # An erasure waits for a change in flight, whose row it would
+                # otherwise miss (written after its DELETEs, committed after
+                # it); a change that waited for an erasure finds it done. The
+                # subject first, as the erasure takes retention's before its own.
+                await share_erasure(conn, tenant_id, seconds=self._wait_seconds)
+                await refuse_if_erased(conn, tenant_id)
+                if caller is not None:
+                    await hold_live_token(conn, tenant_id, caller, seconds=self._wait_seconds)
+                with recorded_within(conn, tenant_id, ended=ended):
+                    try:
+                        yield conn
+                    except psycopg.errors.LockNotAvailable as error:
+                        raise waited_too_long(error, self._wait_seconds) from error
+        finally:
+            self._connections.release()
+            lock.release()
+
+    async def _take_turn(self, lock: asyncio.Semaphore, deadline: float, *, busy: str) -> None:
+        """Takes `lock` (the subject's in this process), then one of the
+        changes' connections, by `deadline` (the loop's time), else
+        Unavailable, holding neither. The changes of one subject in one
+        process queued here with no bound but their callers' deadlines, each
+        behind every one ahead of it, where one of another process waits
+        `wait_seconds` for the subject's lock (ADR 0093)."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                await lock.acquire()
+        except TimeoutError as error:
+            raise Unavailable(busy, retry_after=1.0) from error
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._connections.acquire()
+        except BaseException as error:
+            lock.release()
+            if isinstance(error, TimeoutError):
+                raise Unavailable(
+                    "this server process is applying as many changes at once as it may"
+                    f" ({self._most}); retry",
+                    retry_after=1.0,
+                ) from error
+            raise
 
 
 class _Change:

@@ -1,0 +1,157 @@
+"""How long a change waits for the changes ahead of it in its own server
+process: as long as for one in another process (ADR 0093)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+import pytest
+
+from sealtrail import AuditClient, UnavailableError
+from sealtrail_server.domain.errors import Unavailable
+from sealtrail_server.store.changes import DEFAULT_WAIT_SECONDS, RETENTION_SUBJECT, Changes
+from sealtrail_server.store.database import change_connections
+from tests.conftest import ServerThread
+from tests.lock_waits import SUBJECT_LOCK, until_blocked, until_waiting
+
+BUSY = "another change of {} is still being applied; retry"
+
+
+def test_changes_queued_in_one_process_wait_as_long_as_one_of_another_process(
+    server: ServerThread,
+    client_for: Callable[..., AuditClient],
+    tenant: str,
+    sql: psycopg.Connection[Any],
+) -> None:
+    """The retention policy's subject held by another process (the test's
+    session), three calls changing it through one server, each with a 30 s
+    deadline. The first waited for the subject's lock 5 s, and was answered
+    UNAVAILABLE, retry; the others queued behind it in the process, on a lock
+    of its own, with no bound but their deadlines: 10 and 15 s, each then
+    waiting its own 5 s for the database's lock (a longer holder: to the
+    deadline, DEADLINE_EXCEEDED). Each is now answered as the first is,
+    5 s after it began."""
+    calls = 3
+
+    def change(client: AuditClient) -> tuple[float, UnavailableError]:
+        started = time.monotonic()
+        with pytest.raises(UnavailableError) as refused:
+            client.set_retention_policy("1y")
+        return time.monotonic() - started, refused.value
+
+    clients = [client_for(tenant, timeout=30, max_attempts=1) for _ in range(calls)]
+    clients[0].list_tokens()  # connected: the calls begin together
+    # The subject held by a change of another process (the test's session).
+    with ThreadPoolExecutor(calls) as pool, sql.transaction():
+        sql.execute(SUBJECT_LOCK, [f"{tenant}/{RETENTION_SUBJECT}"])
+        first = pool.submit(change, clients[0])
+        until_waiting(sql, first)
+        answers = [first] + [pool.submit(change, client) for client in clients[1:]]
+        outcomes = [answer.result(timeout=60) for answer in answers]
+    waits = [round(waited, 1) for waited, _ in outcomes]
+    assert max(waits) < DEFAULT_WAIT_SECONDS + 2.5, f"the changes waited {waits} s"
+    for _, refused in outcomes:
+        assert refused.message == BUSY.format(RETENTION_SUBJECT)
+        assert refused.retry_after is not None and refused.retry_after > 0
+    # Nothing of them applied or recorded.
+    assert clients[0].get_retention_policy().policy.default_days == 0
+    assert _recorded(sql, tenant, "retention.policy_updated") == 0
+
+
+def test_changes_queued_behind_one_of_their_process_held_mid_change_wait_at_most_their_wait(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A change of the tenant's settings held mid-transaction (its row locked
+    by the test's session, as by a purge or a process frozen holding it), four
+    more of them queued behind it in the same process. Each held change is
+    bounded (its wait, 1 s here), but the queue was not: the last of the four
+    waited for every one ahead, 5 s. A change now waits at most its wait for
+    those ahead of it in its process, then for the row, as one of another
+    process does for the subject's lock."""
+    wait = 1.0
+    changes = Changes(server.database, wait_seconds=wait)
+    sql.execute(
+        "INSERT INTO tenant_settings (tenant_id) VALUES (%s) ON CONFLICT DO NOTHING", [tenant]
+    )
+
+    async def change() -> tuple[float, Unavailable]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(Unavailable) as refused:
+            async with changes.exclusive(tenant, "settings", caller=None) as conn:
+                await conn.execute(
+                    "UPDATE tenant_settings SET updated_at = now() WHERE tenant_id = %s", [tenant]
+                )
+        return loop.time() - started, refused.value
+
+    async def queued() -> list[tuple[float, Unavailable]]:
+        return await asyncio.wait_for(asyncio.gather(*(change() for _ in range(4))), 30)
+
+    with sql.transaction():
+        sql.execute("SELECT FROM tenant_settings WHERE tenant_id = %s FOR UPDATE", [tenant])
+        held = asyncio.run_coroutine_threadsafe(change(), server.loop)
+        until_blocked(sql, held, waiter="sealtrail", running="UPDATE tenant_settings")
+        outcomes = server.run(queued(), timeout=60)
+        held.result(timeout=30)
+    waits = [round(waited, 1) for waited, _ in outcomes]
+    # One of them may find its turn just before its wait is out, then waits
+    # its wait again, for the row, as one of another process would.
+    assert max(waits) < 2 * wait + 1.2, f"the queued changes waited {waits} s"
+    assert [r.message for _, r in outcomes].count(BUSY.format("settings")) >= 3
+    assert all(r.retry_after > 0 for _, r in outcomes)
+
+
+def test_a_change_waiting_for_the_changes_share_of_the_pool_waits_at_most_its_wait(
+    server: ServerThread, tenant: str
+) -> None:
+    """As many changes of other subjects in progress in the process as it
+    lets hold a connection at once (half its pool): one more waited for one
+    of them to end, with no bound but its caller's deadline. It waits its wait,
+    then is answered UNAVAILABLE, retry."""
+    wait = 0.5
+    changes = Changes(server.database, wait_seconds=wait)
+    holders = change_connections(server.database.pool.max_size)
+
+    async def run() -> tuple[float, Unavailable | None]:
+        loop = asyncio.get_running_loop()
+        release = asyncio.Event()
+        entered: list[str] = []
+
+        async def hold(subject: str) -> None:
+            async with changes.exclusive(tenant, subject, caller=None):
+                entered.append(subject)
+                await release.wait()
+
+        held = [asyncio.create_task(hold(f"held/{n}")) for n in range(holders)]
+        while len(entered) < holders:
+            await asyncio.sleep(0.01)
+        loop.call_later(4, release.set)  # before the test fails outright
+        started = loop.time()
+        try:
+            async with changes.exclusive(tenant, "another", caller=None):
+                refused = None
+        except Unavailable as error:
+            refused = error
+        waited = loop.time() - started
+        release.set()
+        await asyncio.gather(*held)
+        return waited, refused
+
+    waited, refused = server.run(run(), timeout=60)
+    assert refused is not None, f"the change waited {waited:.1f} s, then was made"
+    assert waited < wait + 1.5
+    assert "changes" in refused.message and refused.message.endswith("; retry")
+    assert refused.retry_after > 0
+
+
+def _recorded(sql: psycopg.Connection[Any], tenant: str, action: str) -> int:
+    row = sql.execute(
+        "SELECT count(*) FROM events WHERE tenant_id = %s AND action = %s", [tenant, action]
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
