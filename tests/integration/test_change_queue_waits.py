@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -14,10 +15,12 @@ import pytest
 
 from sealtrail import AuditClient, UnavailableError
 from sealtrail_server.domain.errors import Unavailable
+from sealtrail_server.domain.event import EventDraft, validate_event
 from sealtrail_server.store.changes import DEFAULT_WAIT_SECONDS, RETENTION_SUBJECT, Changes
 from sealtrail_server.store.database import change_connections
 from tests.conftest import ServerThread
 from tests.lock_waits import SUBJECT_LOCK, until_blocked, until_waiting
+from tests.own_appender import own_appender
 
 BUSY = "another change of {} is still being applied; retry"
 
@@ -155,3 +158,46 @@ def _recorded(sql: psycopg.Connection[Any], tenant: str, action: str) -> int:
     ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def test_an_append_of_the_changes_own_tenant_through_the_appender_inside_it_is_refused(
+    server: ServerThread, tenant: str, migrated_database_url: str
+) -> None:
+    """A change awaiting `Appender.append` (not `append_within`) of its own
+    tenant: once the change had recorded itself, the append waited for the
+    change to end, which waited for the append, until its caller's deadline
+    (ADR 0087); before, it was written outside the change's transaction, and
+    stayed if the change rolled back. It is refused at once, a mistake no test
+    of such code can miss; another tenant's append, or one from a task of its
+    own (a refusal recorded in a change, api/denials.py), is written."""
+    other = f"{tenant}-other"
+
+    async def run() -> tuple[list[str], Any, Any]:
+        refused: list[str] = []
+        async with changes.exclusive(tenant, "settings", caller=None) as conn:
+            for record in (False, True):
+                if record:
+                    await appender.append_within(conn, tenant, [_event("change")])
+                try:  # in this task: wait_for would run it in a task of its own
+                    async with asyncio.timeout(5):
+                        await appender.append(tenant, [_event("inside")])
+                except AssertionError as error:
+                    refused.append(str(error))
+            [beside] = await appender.append(other, [_event("beside")])
+            own = asyncio.create_task(appender.append(tenant, [_event("own_task")]))
+        [later] = await asyncio.wait_for(own, 10)
+        return refused, beside, later
+
+    with own_appender(
+        server, migrated_database_url, tenant, other, first_event=lambda: _event("before"),
+        system_lock_timeout=3, max_wait=0.01, max_size=4,
+    ) as (db, appender):  # fmt: skip
+        changes = Changes(db, wait_seconds=5)
+        refused, beside, later = server.run(run(), timeout=60)
+    assert len(refused) == 2 and all("append_within" in message for message in refused)
+    assert beside.seq == 2 and later.seq == 3  # after the change's record (seq 2)
+
+
+def _event(action: str) -> Any:
+    draft = EventDraft(action=f"queue_waits.{action}", actor_id="u")
+    return validate_event(draft, now=datetime.now(UTC), path=action)

@@ -88,6 +88,7 @@ from .appended import Appended, AppendOutcome, SubmissionOutcome
 from .arrays import ByteaArray, Int8Array, TextArray
 from .changes import (
     ERASURE_SUBJECT,
+    change_connection,
     erasure_lock_keys,
     tenant_being_erased,
     tenant_erased,
@@ -463,7 +464,18 @@ class Appender:
         `views`, one per event, are what Query shows of each: the API's
         serialized caller view (ADR 0022), stored with the server's fields
         after it (`server_view`; ADR 0025) or as given; None stores none, and
-        the event is shown from its record."""
+        the event is shown from its record.
+
+        Not for the tenant of a change in progress in this task
+        (store/changes.py): AssertionError, at once. Its records commit with
+        it, `append_within`; this one, made after the change's record, waited
+        for the change to end, which waited for it (ADR 0087), and made
+        before, committed though the change might roll back (ADR 0075)."""
+        if change_connection(tenant_id) is not None:
+            raise AssertionError(
+                f"an append of tenant {tenant_id!r} through the appender inside a change of it"
+                " would wait for the change to end; record it with append_within (record_event)"
+            )
         size = sum(len(view) for view in views if view is not None) if views else 0
         follows = tenant_id in self._joining_large or self._large.holds(tenant_id)
         if not follows and (self._large_bytes is None or size < self._large_bytes):
