@@ -907,3 +907,68 @@ def test_a_stored_checkpoint_of_an_older_key_is_not_served_against_what_the_key_
                     _integrity_failure(ask)
         finally:
             rotated.close()
+
+
+# --- Consistency proofs answered of what the key signed ------------------------
+
+
+def _consistency_refused(client: AuditClient, old: int, new: int) -> str:
+    refused = _integrity_failure(client.get_consistency_proof, old_size=old, new_size=new)
+    assert f"size {new}" in refused
+    return refused
+
+
+def test_a_consistency_proof_of_a_log_rewritten_behind_the_key_is_refused(
+    own_database: str, tenant: str
+) -> None:
+    """The key signed the log at 5; a superuser removed it and wrote another
+    log of 5 events (then 7) in its place. GetConsistencyProof answered that
+    log's roots, and a proof between them that verifies, as the log's: a
+    history the key never signed, handed out by the process that signed the
+    other and by one that never served it (helper-242)."""
+    signer, other = ServerThread(own_database), ServerThread(own_database)
+    try:
+        token = signer.token(tenant)
+        with AuditClient(signer.target, token=token) as client:
+            record(client, 5, action="rewritten.before")
+            signed = client.get_checkpoint(fresh=True)
+            genuine = client.get_consistency_proof(old_size=2, new_size=5)
+            assert genuine.new_root == signed.root_hash
+        _remove_log(own_database, tenant)
+        for server in (signer, other):
+            with AuditClient(server.target, token=token) as client:
+                if server is signer:
+                    record(client, 5, action="rewritten.after")
+                for old, new in ((2, 5), (2, 3), (3, 3)):
+                    refused = _consistency_refused(client, old, new)
+                    assert "not of the log this server's key signed at size 5" in refused
+        with AuditClient(signer.target, token=token) as client:
+            record(client, 2, action="rewritten.after")
+            assert "signed at size 5" in _consistency_refused(client, 2, 7)
+    finally:
+        signer.close()
+        other.close()
+
+
+def test_a_consistency_proof_from_a_rewritten_hash_is_refused(
+    own_database: str, tenant: str
+) -> None:
+    """A superuser rewrote the leaf hash of seq 3: the root at 4 is a stored
+    node, still the one the key's log has, but the root at 3 is computed from
+    the rewritten leaf. The old root answered was of a history the key never
+    signed, beside a proof that does not lead from it to the new root."""
+    server = ServerThread(own_database)
+    try:
+        with AuditClient(server.target, token=server.token(tenant)) as client:
+            record(client, 5, action="rewritten.leaf")
+            client.get_checkpoint(fresh=True)
+            with psycopg.connect(own_database, autocommit=True) as conn:
+                conn.execute("SET session_replication_role = replica")
+                conn.execute(
+                    "UPDATE events SET leaf_hash = %s WHERE tenant_id = %s AND seq = 3",
+                    [hashlib.sha256(b"forged").digest(), tenant],
+                )
+            refused = _consistency_refused(client, 3, 4)
+            assert "size 3" in refused
+    finally:
+        server.close()

@@ -267,14 +267,26 @@ class IntegrityRpcs:
         new = _non_negative("new_size", request.new_size)
         if old < 1:
             raise InvalidArgument.field("old_size", "must be 1 or more")
+        covering = None
         if new == 0:  # the latest checkpoint: old_size must be within the log
             await self._within_log(tenant_id, old, "old_size")
-            new = (await self._covering(tenant_id, old)).tree_size
+            covering = await self._covering(tenant_id, old)
+            new = covering.tree_size
         if new < old:
             raise InvalidArgument.field("new_size", "must not be smaller than old_size")
         await self._within_log(tenant_id, new, "new_size")
         async with self._erasure_explains(tenant_id):
             found = await read_consistency(self._db, tenant_id, old_size=old, new_size=new)
+            # Answered as the log's: of the log the key signed, not the database's word.
+            await self._checkpointer.proven_consistency(
+                tenant_id,
+                old_size=old,
+                new_size=new,
+                old_root=found.old_root,
+                new_root=found.new_root,
+                proof=found.proof,
+                covering=covering,
+            )
         return pb.GetConsistencyProofResponse(
             old_size=old,
             new_size=new,

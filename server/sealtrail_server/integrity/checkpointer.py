@@ -133,6 +133,10 @@ class Checkpointer:
         # Of those, the ones found to agree with what the key signed of their
         # log (`answered`), the least recently served first.
         self._agreed: OrderedDict[StoredCheckpoint, None] = OrderedDict()
+        # Consistency proofs' answers found to be of the log the key signed
+        # (tenant, old size, new size, old root, new root: `proven_consistency`),
+        # the least recently answered first.
+        self._consistent: OrderedDict[tuple[str, int, int, bytes, bytes], None] = OrderedDict()
         # {tenant: (what the key signed of its log, as kept outside the
         # database, or None; until when taken as read)} (`remembered`).
         self._kept_lately: OrderedDict[str, tuple[tuple[int, bytes] | None, float]] = OrderedDict()
@@ -293,7 +297,9 @@ class Checkpointer:
             return checkpoint
         if signed is None:
             return checkpoint
-        if why := await self._disagreement(checkpoint, signed):
+        if why := await self._disagreement(
+            checkpoint.tenant_id, checkpoint.tree_size, checkpoint.root_hash, signed
+        ):
             self._integrity_failures.add(1)
             raise IntegrityFailure(
                 f"the checkpoint stored at size {checkpoint.tree_size} of"
@@ -307,26 +313,83 @@ class Checkpointer:
         return checkpoint
 
     async def _disagreement(
-        self, checkpoint: StoredCheckpoint, signed: tuple[int, bytes]
+        self, tenant_id: str, size: int, root: bytes, signed: tuple[int, bytes]
     ) -> str | None:
-        """Why `checkpoint` is not of the log the key signed at `signed`; None
-        if it is."""
-        size, root = checkpoint.tree_size, checkpoint.root_hash
+        """Why the tenant's log at `size`, of root `root`, is not the log the
+        key signed at `signed`; None if it is."""
         signed_size, signed_root = signed
         if size == signed_size:
             return None if root == signed_root else "another root at that size"
         old, new = sorted([(size, root), (signed_size, signed_root)])
         try:
             async with self._db.system_connection(generic_plans=True) as conn:
-                proof = await consistency_proof(
-                    conn, checkpoint.tenant_id, old_size=old[0], new_size=new[0]
-                )
+                proof = await consistency_proof(conn, tenant_id, old_size=old[0], new_size=new[0])
             verify_consistency(
                 old_size=old[0], new_size=new[0], old_root=old[1], new_root=new[1], proof=proof
             )
         except (IntegrityFailure, ProofError) as error:
             return f"no consistency proof between them ({error})"
         return None
+
+    async def proven_consistency(
+        self,
+        tenant_id: str,
+        *,
+        old_size: int,
+        new_size: int,
+        old_root: bytes,
+        new_root: bytes,
+        proof: list[bytes],
+        covering: StoredCheckpoint | None = None,
+    ) -> None:
+        """IntegrityFailure unless the roots of the tenant's log at `old_size`
+        and `new_size`, as the database gives them, are of the log the key
+        signed: `proof` (the stored hashes between them) leads from the old to
+        the new, and the new is the root at its size of the log `covering` (a
+        checkpoint answered at `new_size`) or `remembered` says the key signed,
+        or a consistency proof from the stored hashes ties them. A superuser
+        who rewrote the log (or a hash of it) had GetConsistencyProof answer
+        roots, and a proof, of a history the key never signed (helper-242).
+        Each answer proven so against what the key signed is proven once."""
+        fact = (tenant_id, old_size, new_size, old_root, new_root)
+        if fact in self._consistent:
+            self._consistent.move_to_end(fact)
+            return
+        try:
+            verify_consistency(
+                old_size=old_size,
+                new_size=new_size,
+                old_root=old_root,
+                new_root=new_root,
+                proof=proof,
+            )
+        except ProofError as error:
+            self._integrity_failures.add(1)
+            raise IntegrityFailure(
+                f"the stored hashes of the log of {tenant_id!r} do not prove its size {old_size}"
+                f" a prefix of its size {new_size} ({error}): they were changed behind the"
+                " service's back"
+            ) from error
+        if covering is not None and covering.tree_size == new_size:
+            signed: tuple[int, bytes] | None = (covering.tree_size, covering.root_hash)
+            why = None if new_root == covering.root_hash else "another root at that size"
+        else:
+            signed = await self.remembered(tenant_id)
+            why = (
+                None
+                if signed is None
+                else await self._disagreement(tenant_id, new_size, new_root, signed)
+            )
+        if signed is not None and why:
+            self._integrity_failures.add(1)
+            raise IntegrityFailure(
+                f"the log of {tenant_id!r} at size {new_size}, as the database holds it, is not"
+                f" of the log this server's key signed at size {signed[0]}: {why}"
+            )
+        if signed is not None and new_size <= signed[0]:  # of what the key signed, for good
+            self._consistent[fact] = None
+            while len(self._consistent) > CHECKED_CHECKPOINTS:
+                self._consistent.popitem(last=False)
 
     async def verifiers(self) -> list[Verifier]:
         """Every key known to have signed checkpoints, the active one first."""
