@@ -972,3 +972,39 @@ def test_a_consistency_proof_from_a_rewritten_hash_is_refused(
             assert "size 3" in refused
     finally:
         server.close()
+
+
+def test_an_erased_tenant_restored_from_before_its_first_event_is_refused_as_such(
+    own_database: str, tenant: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Backed up before its first event, then signed at 5 and erased: restored,
+    the database holds neither the log nor its erasure. The key's receipt that
+    the log ended at 5 stands, and the refusal said "the database holds it
+    still" of a log it holds nothing of (helper-242)."""
+    dump = tmp_path / "sealtrail.dump"
+    before = ServerThread(own_database)
+    try:
+        token = before.token(tenant)
+        backup(own_database, dump)
+        with AuditClient(before.target, token=token) as client:
+            record(client, 5, action="restore.erased")
+            assert client.erase_tenant(tenant).final_tree_size == 5
+    finally:
+        before.close()
+    with caplog.at_level(logging.ERROR, logger="sealtrail_server.integrity.checkpointer"):
+        restored = _restored_and_served(own_database, dump, token)
+        client = restored.__enter__()
+    try:
+        told = [r.getMessage() for r in caplog.records if f"/log/{tenant}:" in r.getMessage()]
+        assert told  # named at start
+        for fresh in (True, False):
+            told.append(_integrity_failure(client.get_checkpoint, fresh=fresh))
+        for message in told:
+            assert "signed the erasure of it, at size 5" in message
+            assert "holds it still" not in message
+            assert "the database holds no event of it and no record of that erasure" in message
+        record(client, 2, action="restore.after")
+        refused = _integrity_failure(client.get_checkpoint, fresh=True)
+        assert "the database holds 2 events of it still" in refused
+    finally:
+        restored.__exit__(None, None, None)

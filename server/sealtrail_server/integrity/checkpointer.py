@@ -636,7 +636,9 @@ class Checkpointer:
         erased = await self._read_erasure(tenant_id)
         if erased is not None and erased[2]:
             self._integrity_failures.add(1)
-            raise IntegrityFailure(erased_message(self.origin(tenant_id), erased[0], erased[1]))
+            raise IntegrityFailure(
+                erased_message(self.origin(tenant_id), erased[0], erased[1], size)
+            )
         kept = await self._read_signed_size(tenant_id)
         if kept is None or kept in ((size, root), proven):
             return
@@ -789,7 +791,7 @@ class Checkpointer:
             size, root = restored.signed_size, restored.signed_root
             log.error(
                 "%s",
-                erased_message(origin, size, root)
+                erased_message(origin, size, root, restored.log_size)
                 if restored.erased
                 else restored_message(origin, size, root, restored.what),
             )
@@ -949,13 +951,27 @@ async def restored_logs(
     return sorted(found, key=lambda restored: restored.tenant_id)
 
 
-def erased_message(origin: str, size: int, root: bytes) -> str:
-    """Why a log is refused whose erasure the key signed."""
+def erased_message(origin: str, size: int, root: bytes, log_size: int) -> str:
+    """Why a log is refused whose erasure the key signed, the database holding
+    `log_size` events of it and no record of that erasure. With none, the
+    database holds nothing of the log either: it said "the database holds it
+    still" of a tenant restored from before its first event (helper-242)."""
+    if log_size:
+        held = (
+            f" the database holds {counted(log_size, 'event')} of it still. It was restored from"
+            " a backup taken before the erasure, or a replica that lagged was promoted."
+        )
+    else:
+        held = (
+            " the database holds no event of it and no record of that erasure. It was"
+            " restored from a backup taken before the tenant's first event, a replica that"
+            " lagged was promoted, or the tenant's rows (its erasure's with them) were"
+            " removed behind the service's back."
+        )
     return (
         f"refusing to sign {origin}: this signing key signed the erasure of it, at size"
-        f" {size} (root {base64.b64encode(root).decode()}): the log ended there, and the"
-        " database holds it still. It was restored from a backup taken before the"
-        " erasure, or a replica that lagged was promoted. Signing it on would give auditors"
+        f" {size} (root {base64.b64encode(root).decode()}): the log ended there, and"
+        f"{held} Signing it on would give auditors"
         " a receipt that the log ended and another statement of it, under one key, so"
         " nothing more is signed of it with this key. Erase the tenant again with a new"
         " key (docs/operations.md, Restoring an older backup)"
