@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from sealtrail import (
     InvalidArgumentError,
     NotFoundError,
     RpcFailedError,
+    SeqRange,
     UnauthenticatedError,
     UnavailableError,
     build_alert_rule,
@@ -1895,6 +1897,52 @@ def test_the_offline_verifier_checks_a_purged_log(
     _hide_as_removed(tmp_path / "hidden", kept)
     with pytest.raises(BundleError, match="removed outside retention"):
         verify_bundle(tmp_path / "hidden", key=key)
+
+
+def test_a_tombstone_tampered_with_in_the_database_is_caught_by_the_offline_verifier(
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    sql: psycopg.Connection[Any],
+    tenant: str,
+    tmp_path: Path,
+) -> None:
+    """ListPurgedLeaves answers the tombstones as the database holds them: one
+    a superuser rewrote is listed as it is (the server proves nothing of a
+    listing), but a bundle's leaves must lead to the signed root: the bundle
+    written from it, complete or a range, fails verification (`verify_bundle`
+    and `sealtrail verify`) at the first leaf whose proof holds the forged
+    hash, and a complete one's writer says its removals are not retention's
+    (helper-242)."""
+    purged = [record(admin, "doc.edit") for _ in range(3)]
+    assert purged == [1, 2, 3]
+    record(admin, "user.login", "authentication")
+    admin.set_retention_policy(10, categories={"authentication": "forever"})
+    clock.advance(11)
+    purge(aged)
+    size = admin.get_checkpoint(fresh=True).tree_size
+    forged = hashlib.sha256(b"forged").digest()
+    with sql.transaction():
+        sql.execute("SET LOCAL session_replication_role = replica")
+        sql.execute(
+            "UPDATE tree_nodes SET hash = %s WHERE tenant_id = %s AND level = 0 AND idx = %s",
+            [forged, tenant, purged[1] - 1],
+        )
+    listed = {leaf.seq: leaf.leaf_hash for leaf in admin.list_purged_leaves(tree_size=size)}
+    assert listed[purged[1]] == forged  # served as the database holds it
+    key = admin.get_verifier_keys()[0].text
+    for name, seq_range in (("complete", None), ("range", SeqRange(purged[0], purged[2]))):
+        written = write_bundle(admin, tmp_path / name, seq_range=seq_range)
+        # The first leaf named is the first whose proof holds the forged hash:
+        # seq 1's, for which seq 2's leaf is the sibling.
+        caught = "purged seq 1 (seq 1): the inclusion proof leads to another root"
+        with pytest.raises(BundleError, match=re.escape(caught)):
+            verify_bundle(tmp_path / name, key=key)
+        checked = CliRunner().invoke(cli.main, ["verify", str(tmp_path / name), "--key", key])
+        assert (checked.exit_code, caught in checked.output) == (1, True), checked.output
+        if seq_range is None:  # and the writer said so, by retention's statements
+            assert written.unaccounted and "removed outside retention" in written.unaccounted
+    assert not admin.verify_log().ok  # as VerifyLog, online, finds
 
 
 def test_a_purged_event_put_back_for_a_kept_one_hidden_is_caught(
