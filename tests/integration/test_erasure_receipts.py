@@ -105,6 +105,16 @@ def test_a_real_erasures_receipt_verifies_offline(
     assert f"sealtrail.test/log+{VERIFIER.key_id.hex()}" in str(unknown.value)
 
 
+def test_an_erasure_is_logged_with_its_events_counted(
+    server: ServerThread, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server's line of an erasure said "(1 events)" (helper-247)."""
+    token = logged_tenant(server, tenant, events=1)
+    with caplog.at_level("WARNING"), AuditClient(server.target, token=token) as client:
+        client.erase_tenant(tenant)
+    assert f"erased tenant {tenant} (1 event) for " in caplog.text
+
+
 def test_an_operators_erasure_receipt_names_the_operator_and_verifies(
     server: ServerThread, tenant: str, migrated_database_url: str
 ) -> None:

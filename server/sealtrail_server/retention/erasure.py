@@ -16,6 +16,7 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
+from sealtrail._words import counted
 from sealtrail.tlog import ErasureStatement, NoteError, Verifier, open_note, sign_note
 
 from ..domain.errors import (
@@ -261,7 +262,7 @@ class Eraser:
                     note,
                 ],
             )
-        log.warning("erased tenant %s (%d events) for %s", tenant_id, size, erased_by)
+        log.warning("erased tenant %s (%s) for %s", tenant_id, counted(size, "event"), erased_by)
         await self._keep_released(receipt)
         return receipt
 
