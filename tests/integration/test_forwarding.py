@@ -961,6 +961,107 @@ def test_a_range_replay_delivering_parked_events_takes_their_dead_letters(
     assert done.state.dead_letters == 0 and client.list_dead_letters(sink.id) == []
 
 
+def _park_directly(
+    sql: psycopg.Connection[Any], tenant: str, sink_id: str, count: int
+) -> list[str]:
+    """`count` dead letters of the sink written directly (a destination
+    refusing them one by one would take minutes), ten parked at each instant
+    and two of those on one seq (a replay of it refused again), their ids in
+    the order listed: oldest first, then by seq, then by id."""
+    rows = sql.execute(
+        "INSERT INTO sink_dead_letters (tenant_id, sink_id, id, first_seq, last_seq,"
+        " event_count, http_status, error, created_at)"
+        " SELECT %s, %s, gen_random_uuid(), 1 + n / 2, 1 + n / 2, 1, 400, 'refused',"
+        "   '2026-01-01T00:00:00Z'::timestamptz + (n / 10) * interval '1 millisecond'"
+        " FROM generate_series(0, %s - 1) AS n"
+        " RETURNING id::text, created_at, first_seq",
+        [tenant, sink_id, count],
+    ).fetchall()
+    return [row[0] for row in sorted(rows, key=lambda row: (row[1], row[2], row[0]))]
+
+
+def _dead_letter_page(
+    client: AuditClient, sink_id: str, page_token: str = "", page_size: int = 0
+) -> forwarding_pb2.ListDeadLettersResponse:
+    request = forwarding_pb2.ListDeadLettersRequest(
+        sink_id=sink_id, page_size=page_size, page_token=page_token
+    )
+    return client._call(client._stub.ListDeadLetters, request)
+
+
+def test_a_sinks_dead_letters_are_read_whole_page_after_page(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+    sql: psycopg.Connection[Any],
+    tenant: str,
+) -> None:
+    """ListDeadLetters answered the oldest 1,000 and no more: a sink that
+    parked more (a destination down for a day) had the rest listed nowhere.
+    A request without page_size still gets the oldest 1,000, and now a token
+    for the next page; pages follow the letters' order (ties of instant and
+    seq included), none missing and none twice."""
+    sink = paused_webhook(sinks, receiver, "parked")
+    neighbour = paused_webhook(sinks, receiver, "neighbour")
+    parked = _park_directly(sql, tenant, sink.id, 2500)
+    _park_directly(sql, tenant, neighbour.id, 3)
+
+    first = _dead_letter_page(client, sink.id)  # as a client of before paging asks
+    assert [letter.id for letter in first.dead_letters] == parked[:1000]
+    assert first.next_page_token
+    listed, token, pages = [], "", 0
+    while True:
+        page = _dead_letter_page(client, sink.id, token, page_size=700)
+        assert len(page.dead_letters) <= 700
+        listed += [letter.id for letter in page.dead_letters]
+        pages += 1
+        if not (token := page.next_page_token):
+            break
+    assert listed == parked and pages == 4
+    assert {letter.sink_id for letter in first.dead_letters} == {sink.id}
+    # The default page after a token is 1,000 again.
+    assert [letter.id for letter in _dead_letter_page(client, sink.id, first.next_page_token)
+            .dead_letters] == parked[1000:2000]  # fmt: skip
+
+
+def test_a_dead_letter_page_token_serves_its_own_sink_and_caller_only(
+    client: AuditClient,
+    client_for: Callable[..., AuditClient],
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+    sql: psycopg.Connection[Any],
+    tenant: str,
+) -> None:
+    """A token lists the rest of the sink it was issued for, to the token it
+    was issued to (ADR 0042): another sink's, another admin's, another
+    tenant's or one written by hand is INVALID_ARGUMENT on page_token."""
+    sink = paused_webhook(sinks, receiver, "parked")
+    neighbour = paused_webhook(sinks, receiver, "neighbour")
+    _park_directly(sql, tenant, sink.id, 3)
+    _park_directly(sql, tenant, neighbour.id, 3)
+    token = _dead_letter_page(client, sink.id, page_size=1).next_page_token
+    assert token
+    stranger = client_for(f"{tenant}-other")
+    theirs = stranger.create_sink(
+        build_sink("theirs", "webhook", url=receiver.url, secrets=[new_secret()], paused=True)
+    ).sink
+    refusals = [
+        (client, neighbour.id, token),
+        (client_for(tenant), sink.id, token),  # another admin token of the tenant
+        (stranger, theirs.id, token),
+        (client, sink.id, "e30.AAAAAAAAAAAAAAAAAAAAAA"),  # "{}", unsigned
+    ]
+    for caller, sink_id, offered in refusals:
+        with pytest.raises(InvalidArgumentError) as refused:
+            _dead_letter_page(caller, sink_id, offered)
+        assert refused.value.field_violations[0][0] == "page_token"
+    with pytest.raises(InvalidArgumentError) as refused:
+        _dead_letter_page(client, sink.id, page_size=-1)
+    assert refused.value.field_violations[0][0] == "page_size"
+    assert len(_dead_letter_page(client, sink.id, token, page_size=1).dead_letters) == 1
+    stranger.delete_sink(theirs.id)
+
+
 def test_a_range_replay_stops_at_the_sinks_cursor(
     client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
 ) -> None:

@@ -223,3 +223,49 @@ def test_a_token_not_issued_to_this_caller_for_this_query_is_refused(forged: str
         decode(forged)
     assert [v.field for v in caught.value.violations] == ["page_token"]
     assert "issued to this caller" in caught.value.message
+
+
+# --- tokens holding a key of several columns (a sink's dead letters) -----------
+
+KINDS = (int, int, str)
+KEY = [1767225600123456, 42, "0b0d9a4e-9c3a-4c55-9d0e-2f1b6a7c8d90"]
+
+
+def decode_key(token: str, *, fingerprint: str = FINGERPRINT) -> list[Any]:
+    return TOKENS.decode_key(token, fingerprint=fingerprint, caller=CALLER, kinds=KINDS)
+
+
+def test_a_key_token_round_trips_and_is_bound_as_a_seq_token_is() -> None:
+    token = TOKENS.encode_key(fingerprint=FINGERPRINT, key=KEY, caller=CALLER)
+    assert decode_key(token) == KEY
+    with pytest.raises(InvalidArgument, match="another filter") as caught:
+        decode_key(token, fingerprint=FILTER.fingerprint(tenant_id="globex", order="asc"))
+    assert [v.field for v in caught.value.violations] == ["page_token"]
+    with pytest.raises(InvalidArgument, match="issued to this caller"):
+        TOKENS.decode_key(token, fingerprint=FINGERPRINT, caller="another", kinds=KINDS)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"v": 2, "f": FINGERPRINT, "s": 7},  # a seq token where a key is read
+        {"v": 2, "f": FINGERPRINT, "k": KEY[:2]},
+        {"v": 2, "f": FINGERPRINT, "k": [*KEY, 1]},
+        {"v": 2, "f": FINGERPRINT, "k": ["1", 42, KEY[2]]},
+        {"v": 2, "f": FINGERPRINT, "k": [True, 42, KEY[2]]},
+        {"v": 2, "f": FINGERPRINT, "k": [-1, 42, KEY[2]]},
+        {"v": 2, "f": FINGERPRINT, "k": [1, 42, 3]},
+        {"v": 2, "f": FINGERPRINT, "k": {"a": 1}},
+        {"v": 1, "f": FINGERPRINT, "k": KEY},
+    ],
+)
+def test_a_key_token_holding_anything_else_is_invalid(payload: Any) -> None:
+    with pytest.raises(InvalidArgument, match="issued to this caller") as caught:
+        decode_key(token_of(payload))
+    assert [v.field for v in caught.value.violations] == ["page_token"]
+
+
+def test_a_key_token_is_no_seq_token() -> None:
+    token = TOKENS.encode_key(fingerprint=FINGERPRINT, key=KEY, caller=CALLER)
+    with pytest.raises(InvalidArgument, match="issued to this caller"):
+        decode(token)

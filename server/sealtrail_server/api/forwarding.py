@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -22,7 +22,8 @@ from ..alerts.routing import reroute_alerts
 from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from ..domain.etags import require_etag
 from ..domain.event import checked_bound, parse_uuid
-from ..domain.filters import validate_filter
+from ..domain.filters import MAX_PAGE_SIZE, page_size, validate_filter
+from ..domain.page_tokens import PageTokens
 from ..domain.sealing import SecretBox
 from ..domain.sinks import (
     DATADOG_DEFAULT_URL,
@@ -197,6 +198,9 @@ def refuse_if_managed(stored: store.StoredSink) -> None:
 
 # What an UpdateSink's mask may name: the settings, and the destination by its kind.
 _SETTINGS: Final = ("name", "filter", "format", "paused")
+# A dead letter's instant in a page token: whole microseconds since the epoch.
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
 _UPDATABLE: Final = (
     *_SETTINGS,
     *(f.name for f in pb.Sink.DESCRIPTOR.oneofs_by_name["destination"].fields),
@@ -257,6 +261,7 @@ class ForwardingRpcs:
     _redaction_secret: bytes  # keys the fingerprints of sinks' secrets in the log
     _filter_details: FilterDetails
     _denials: Denials | None
+    _page_tokens: PageTokens
 
     @property
     def _sink_records(self) -> SinkRecords:
@@ -501,12 +506,36 @@ class ForwardingRpcs:
     async def ListDeadLetters(
         self, request: pb.ListDeadLettersRequest, context: Context
     ) -> pb.ListDeadLettersResponse:
-        tenant_id = current_principal().tenant_id
+        principal = current_principal()
+        tenant_id = principal.tenant_id
+        # A request without page_size gets the 1,000 it got before paging.
+        limit = page_size(request.page_size or MAX_PAGE_SIZE)
         async with self._db.connection(tenant_id) as conn:
             stored = await self._stored_sink(conn, tenant_id, request.sink_id, "sink_id")
-            rows = await store.list_dead_letters(conn, tenant_id, stored.id)
+            # A page token goes on the listing of one sink of one tenant.
+            fingerprint = f"dead-letters:{tenant_id}:{stored.id}"
+            after = None
+            if request.page_token:
+                micros, seq, letter_id = self._page_tokens.decode_key(
+                    request.page_token,
+                    fingerprint=fingerprint,
+                    caller=principal.token_id,
+                    kinds=(int, int, str),
+                )
+                after = (_EPOCH + timedelta(microseconds=micros), seq, letter_id)
+            rows = await store.list_dead_letters(
+                conn, tenant_id, stored.id, after=after, limit=limit + 1
+            )
+        page = rows[:limit]
         response = pb.ListDeadLettersResponse()
-        for row in rows:
+        if len(rows) > limit:
+            last = page[-1]
+            response.next_page_token = self._page_tokens.encode_key(
+                fingerprint=fingerprint,
+                key=[(last.created_at - _EPOCH) // _MICROSECOND, last.first_seq, last.id],
+                caller=principal.token_id,
+            )
+        for row in page:
             letter = response.dead_letters.add(
                 id=row.id,
                 sink_id=row.sink_id,

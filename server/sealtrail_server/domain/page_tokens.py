@@ -11,7 +11,9 @@ first page this caller's query read and the log recorded.
 
     base64url(JSON {"v": 2, "f": <fingerprint>, "s": <last seq>}) "." base64url(HMAC[:16])
 
-The HMAC-SHA256 covers the JSON and the caller's token id.
+The HMAC-SHA256 covers the JSON and the caller's token id. A listing ordered
+by more than one column (a sink's dead letters: when parked, seq, id) holds
+the last row's key instead of a seq: {"v": 2, "f": ..., "k": [<int or str>, ...]}.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import binascii
 import hashlib
 import hmac
 import json
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 from .errors import InvalidArgument
 
@@ -60,9 +63,47 @@ class PageTokens:
         payload = json.dumps({"v": _VERSION, "f": fingerprint, "s": last_seq}).encode()
         return self.signed(payload, caller=caller)
 
+    def encode_key(self, *, fingerprint: str, key: Sequence[int | str], caller: str) -> str:
+        """The token of the page after the row whose key (in the listing's
+        order) is `key`, of the listing `fingerprint` names, for `caller` alone."""
+        payload = json.dumps({"v": _VERSION, "f": fingerprint, "k": list(key)}).encode()
+        return self.signed(payload, caller=caller)
+
     def decode(self, token: str, *, fingerprint: str, caller: str) -> int:
         """The last seq of the previous page, if `token` was issued to
         `caller` for this query; InvalidArgument on `page_token` if not."""
+        seq: int = self._read(token, "s", _is_seq, fingerprint=fingerprint, caller=caller)
+        return seq
+
+    def decode_key(
+        self, token: str, *, fingerprint: str, caller: str, kinds: Sequence[type[int | str]]
+    ) -> list[Any]:
+        """The key of the last row of the previous page (one value of each of
+        `kinds`), if `token` was issued to `caller` for this listing;
+        InvalidArgument on `page_token` if not."""
+
+        def is_key(key: object) -> bool:
+            return (
+                isinstance(key, list)
+                and len(key) == len(kinds)
+                and all(
+                    type(value) is kind and (kind is not int or _is_seq(value))
+                    for value, kind in zip(key, kinds, strict=True)
+                )
+            )
+
+        key: list[Any] = self._read(token, "k", is_key, fingerprint=fingerprint, caller=caller)
+        return key
+
+    def _read(
+        self,
+        token: str,
+        field: str,
+        valid: Callable[[Any], bool],
+        *,
+        fingerprint: str,
+        caller: str,
+    ) -> Any:
         try:
             if len(token) > _MAX_TOKEN_LENGTH:
                 raise ValueError
@@ -75,8 +116,8 @@ class PageTokens:
             fields = json.loads(payload)
             if type(fields["v"]) is not int or fields["v"] != _VERSION:
                 raise ValueError
-            seq, bound_to = fields["s"], fields["f"]
-            if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**63:
+            position, bound_to = fields[field], fields["f"]
+            if not valid(position):
                 raise ValueError
         except (ValueError, TypeError, KeyError, UnicodeError, binascii.Error):
             raise InvalidArgument.field(
@@ -86,6 +127,12 @@ class PageTokens:
             ) from None
         if bound_to != fingerprint:
             raise InvalidArgument.field(
-                "page_token", "belongs to a query with another filter, order or tenant"
+                "page_token",
+                "belongs to a query with another filter, order or tenant"
+                " (or to another sink's dead letters)",
             )
-        return seq
+        return position
+
+
+def _is_seq(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63

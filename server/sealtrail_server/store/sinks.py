@@ -396,13 +396,30 @@ async def delete_sink(conn: Connection, tenant_id: str, sink_id: str) -> bool:
 
 
 async def list_dead_letters(
-    conn: Connection, tenant_id: str, sink_id: str, *, limit: int = 1000
+    conn: Connection,
+    tenant_id: str,
+    sink_id: str,
+    *,
+    after: tuple[datetime, int, str] | None = None,
+    limit: int = 1000,
 ) -> list[DeadLetterRow]:
+    """The sink's dead letters in their order, oldest first (when parked,
+    then seq, then id: a total order, two parked at one instant on one seq
+    when a replay of one was refused again), after the one whose key is
+    `after` (a keyset: a page reads its own rows, not those before it)."""
+    keyset, params = "", list[object]([tenant_id, sink_id])
+    if after is not None:
+        keyset = " AND (d.created_at, d.first_seq, d.id) > (%s, %s, %s::uuid)"
+        params += after
+    # The columns qualified: ORDER BY id alone sorts by the output column
+    # `id::text` names, not by the uuid the keyset compares.
     cursor = await conn.execute(
-        "SELECT id::text, sink_id::text, first_seq, last_seq, event_count, http_status, error,"
-        " created_at FROM sink_dead_letters WHERE tenant_id = %s AND sink_id = %s"
-        " ORDER BY created_at, first_seq LIMIT %s",
-        [tenant_id, sink_id, limit],
+        "SELECT d.id::text, d.sink_id::text, d.first_seq, d.last_seq, d.event_count,"
+        " d.http_status, d.error, d.created_at FROM sink_dead_letters AS d"
+        " WHERE d.tenant_id = %s AND d.sink_id = %s"
+        + keyset
+        + " ORDER BY d.created_at, d.first_seq, d.id LIMIT %s",
+        [*params, limit],
     )
     return [DeadLetterRow(*row) for row in await cursor.fetchall()]
 
