@@ -35,6 +35,7 @@ from google.protobuf import json_format, timestamp_pb2
 
 from sealtrail import (
     AbortedError,
+    AsyncAuditClient,
     AuditClient,
     InvalidArgumentError,
     NotFoundError,
@@ -1060,6 +1061,35 @@ def test_a_dead_letter_page_token_serves_its_own_sink_and_caller_only(
     assert refused.value.field_violations[0][0] == "page_size"
     assert len(_dead_letter_page(client, sink.id, token, page_size=1).dead_letters) == 1
     stranger.delete_sink(theirs.id)
+
+
+def test_list_dead_letters_returns_every_dead_letter_of_the_sink(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+    sql: psycopg.Connection[Any],
+    tenant: str,
+) -> None:
+    """`list_dead_letters` (and `sealtrail sinks dead-letters`, which prints
+    it) returned the oldest 1,000 and said nothing of the rest: it reads
+    every page, as `list_tokens` does."""
+    sink = paused_webhook(sinks, receiver, "parked")
+    parked = _park_directly(sql, tenant, sink.id, 2500)
+    assert [letter.id for letter in client.list_dead_letters(sink.id)] == parked
+
+
+async def test_the_async_clients_list_dead_letters_returns_every_dead_letter_too(
+    server: ServerThread,
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+    sql: psycopg.Connection[Any],
+    tenant: str,
+) -> None:
+    sink = paused_webhook(sinks, receiver, "parked")
+    parked = _park_directly(sql, tenant, sink.id, 1001)
+    async with AsyncAuditClient(server.target, token=server.token(tenant)) as audit:
+        assert [letter.id for letter in await audit.list_dead_letters(sink.id)] == parked
 
 
 def test_a_range_replay_stops_at_the_sinks_cursor(

@@ -769,9 +769,16 @@ class AsyncAuditClient:
         return await self._call(self._stub.DeleteSink, request, retry=False)
 
     async def list_dead_letters(self, sink_id: str) -> list[forwarding_pb2.DeadLetter]:
-        """Admin: the events a sink's destination refused for good."""
-        request = forwarding_pb2.ListDeadLettersRequest(sink_id=sink_id)
-        return list((await self._call(self._stub.ListDeadLetters, request)).dead_letters)
+        """Admin: every dead letter of a sink (the events its destination
+        refused for good), oldest first, read a page of 1,000 at a time."""
+        letters: list[forwarding_pb2.DeadLetter] = []
+        request = forwarding_pb2.ListDeadLettersRequest(sink_id=sink_id, page_size=1000)
+        while True:
+            page = await self._call(self._stub.ListDeadLetters, request)
+            letters.extend(page.dead_letters)
+            if not page.next_page_token:
+                return letters
+            request.page_token = page.next_page_token
 
     async def replay_sink(
         self,

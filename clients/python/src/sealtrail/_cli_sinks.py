@@ -352,7 +352,8 @@ def delete(ctx: click.Context, sink_id: str, etag: str) -> None:
 @click.argument("sink_id")
 @click.pass_context
 def dead_letters(ctx: click.Context, sink_id: str) -> None:
-    """The events the destination refused for good (replay them with `replay --dead-letter`)."""
+    """Every dead letter of the sink, oldest first: the events the destination refused for
+    good (replay them with `replay --dead-letter`)."""
     with _client(ctx) as client:
         letters = client.list_dead_letters(sink_id)
     table = PlainTable("id", "seq", "events", "HTTP", "error", "at")
