@@ -900,7 +900,7 @@ def test_the_tenant_is_erased_with_its_id_typed_back_and_its_receipt_shown(
         admin.get_retention_policy()
 
 
-def test_a_sinks_dead_letters_past_the_thousand_listed_are_said_to_be_there(
+def test_a_sinks_dead_letters_past_the_thousand_listed_are_listed_on_asking(
     browser: webdriver.Chrome,
     console_url: str,
     admin: AuditClient,
@@ -908,30 +908,43 @@ def test_a_sinks_dead_letters_past_the_thousand_listed_are_said_to_be_there(
     migrated_database_url: str,
     tenant: str,
 ) -> None:
-    """ListDeadLetters answers the oldest 1,000: the replay form listed them
-    as if they were all, a sink with 1,005 showing no sign of the 5 others."""
+    """ListDeadLetters answered the oldest 1,000 and no more: the replay form
+    listed those and said the others were there, with no way to reach them (a
+    sink with 1,005 could not have its 5 newest replayed from the page). It
+    lists them 1,000 at a time, says how many there are, and More dead
+    letters lists the next."""
     sink_id = webhook(admin, "siem", paused=True)
     with psycopg.connect(migrated_database_url, autocommit=True) as conn:
-        conn.execute(
+        newest = conn.execute(
             "INSERT INTO sink_dead_letters (tenant_id, sink_id, id, first_seq, last_seq,"
             " event_count, http_status, error, created_at) SELECT %s, %s, gen_random_uuid(),"
             " n, n, 1, 400, 'refused', now() - (1006 - n) * interval '1 second'"
-            " FROM generate_series(1, 1005) AS n",
+            " FROM generate_series(1, 1005) AS n RETURNING id::text, first_seq",
             [tenant, sink_id],
-        )
+        ).fetchall()
     section = open_view(browser, console_url, admin_token, "Sinks")
     wait(browser).until(lambda b: "1,005 dead letters" in row_of(section, "siem").text)
     row_of(section, "siem").find_element(By.XPATH, ".//button[.='Replay…']").click()
     form = section.find_element(By.ID, "sink-replay")
+    form.find_element(By.CSS_SELECTOR, "input[name=kind][value=dead_letter_id]").click()
     letters = form.find_element(By.NAME, "dead_letter_id")
     wait(browser).until(lambda b: len(Select(letters).options) > 1)
     options = Select(letters).options
     assert len(options) == 1001, len(options)
     last = options[-1]
     assert not last.is_enabled()
-    assert "the oldest 1,000 of this sink's 1,005 dead letters" in (
+    assert "the oldest 1,000 of this sink's 1,005 dead letters are listed" in (
         last.get_attribute("textContent") or ""
     )
+    more = form.find_element(By.ID, "dead-letters-more")
+    assert more.is_displayed()
+    more.click()
+    wait(browser).until(lambda b: len(Select(letters).options) == 1005)
+    options = Select(letters).options
+    assert all(option.is_enabled() for option in options)
+    assert "seq 1005 " in (options[-1].get_attribute("textContent") or "")
+    assert options[-1].get_attribute("value") == max(newest, key=lambda row: row[1])[0]
+    assert not more.is_displayed()
 
 
 def test_a_token_in_use_whose_use_is_not_written_yet_is_not_said_unused(

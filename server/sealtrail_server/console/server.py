@@ -29,7 +29,7 @@ role's calls are refused by the API itself.
                                         and destination (empty secrets kept; never `paused`)
     PATCH  /api/sinks/{id}              UpdateSink {paused, etag}, `paused` only
     DELETE /api/sinks/{id}              DeleteSink {etag}
-    GET    /api/sinks/{id}/dead-letters ListDeadLetters
+    GET    /api/sinks/{id}/dead-letters ListDeadLetters ?page_token=
     POST   /api/sinks/{id}/replay       ReplaySink {seq_range | window | dead_letter_id}
     GET    /api/alert-rules             ListAlertRules
     POST   /api/alert-rules             CreateAlertRule {rule: the API's AlertRule as JSON, filter?}
@@ -524,12 +524,18 @@ class Console:
         return web.json_response(_json(answer, defaults=True))
 
     async def _dead_letters(self, request: web.Request) -> web.Response:
+        """A page of the sink's dead letters, oldest first: the API's 1,000
+        (the replay form's list grows by as many at a time)."""
         answer = await self._stub.ListDeadLetters(
-            forwarding_pb2.ListDeadLettersRequest(sink_id=request.match_info["id"]),
+            forwarding_pb2.ListDeadLettersRequest(
+                sink_id=request.match_info["id"], page_token=request.query.get("page_token", "")
+            ),
             metadata=self._metadata(request),
         )
         letters = [_json(letter, defaults=True) for letter in answer.dead_letters]
-        return web.json_response({"dead_letters": letters})
+        return web.json_response(
+            {"dead_letters": letters, "next_page_token": answer.next_page_token}
+        )
 
     async def _replay_sink(self, request: web.Request) -> web.Response:
         """Asks for a sink's events to be sent again: the API's

@@ -16,7 +16,7 @@ let fillFilter;  // and the reverse
 // What each view last read: a row's buttons act on these, etags included.
 const read = {
   tokensNext: "", tokensShown: new Set(), sinks: [], rules: [], policy: null, hold: null,
-  limits: { min: 0, max: 0 },
+  limits: { min: 0, max: 0 }, deadLetters: null,  // the replay form's: { sink, next }
 };
 
 const LOADERS = {
@@ -83,6 +83,7 @@ export function clearAdmin() {
   for (const part of $("#retention-form").querySelectorAll(".default, .rules")) part.replaceChildren();
   Object.assign(read, {
     tokensNext: "", sinks: [], rules: [], policy: null, hold: null, limits: { min: 0, max: 0 },
+    deadLetters: null,
   });
   resetRuleForm();  // the sinks to tick gone too
   read.tokensShown.clear();
@@ -705,6 +706,7 @@ function setUpReplay() {
   form.addEventListener("change", (event) => { if (event.target.name === "kind") showSelection(form); });
   form.addEventListener("submit", requestReplay);
   $(".cancel", form).addEventListener("click", () => { form.hidden = true; });
+  $("#dead-letters-more").addEventListener("click", listDeadLetters);
 }
 
 function showSelection(form) {
@@ -726,26 +728,52 @@ async function openReplay(sink) {
   $(".sink-name", form).textContent = `“${sink.name}”`;
   const letters = form.elements.dead_letter_id;
   letters.replaceChildren(new Option("reading…", ""));
+  $("#dead-letters-more").hidden = true;
+  read.deadLetters = { sink, next: "" };
   showSelection(form);
   form.hidden = false;
   form.scrollIntoView({ block: "nearest" });
   form.elements.kind[0].focus();
+  await listDeadLetters();
+}
+
+// The API lists a sink's dead letters oldest first, 1,000 a page: the others
+// are said to be there, not left out as if there were none, and More dead
+// letters lists the next page below those listed.
+async function listDeadLetters() {
+  const section = $("#admin-sinks");
+  const letters = $("#sink-replay").elements.dead_letter_id;
+  const more = $("#dead-letters-more");
+  const listing = read.deadLetters;
+  const { sink, next } = listing;
+  more.disabled = true;
   try {
     const path = `/api/sinks/${encodeURIComponent(sink.id)}/dead-letters`;
-    const found = (await (await api(path)).json()).dead_letters;
-    letters.replaceChildren(...(found.length ? found.map(deadLetterOption)
-      : [new Option("none: the destination refused nothing for good", "")]));
-    // The API lists the oldest 1,000: the others are said to be there, not
-    // left out as if there were none (a replayed one makes room for the next).
-    const all = Number(sink.state?.dead_letters || 0);
-    if (all > found.length) {
-      const rest = new Option(`… the oldest ${found.length.toLocaleString()} of this sink's`
-        + ` ${count(all, "dead letter")} are listed; replayed, they make room for the others`, "");
+    const params = next ? new URLSearchParams({ page_token: next }) : null;
+    const page = await (await api(path, params)).json();
+    if (read.deadLetters !== listing) return;  // the form was opened again meanwhile
+    const found = page.dead_letters.map(deadLetterOption);
+    if (next) {
+      letters.lastElementChild?.remove();  // the line saying others are there
+      letters.append(...found);
+    } else {
+      letters.replaceChildren(...(found.length ? found
+        : [new Option("none: the destination refused nothing for good", "")]));
+    }
+    listing.next = page.next_page_token;
+    if (listing.next) {
+      const listed = letters.options.length;
+      const all = Math.max(Number(sink.state?.dead_letters || 0), listed + 1);
+      const rest = new Option(`… the oldest ${listed.toLocaleString()} of this sink's`
+        + ` ${count(all, "dead letter")} are listed: More dead letters lists the next`, "");
       rest.disabled = true;
       letters.add(rest);
     }
+    more.hidden = !listing.next;
   } catch (error) {
     failed(section, error, `The sink ${sink.name}`);
+  } finally {
+    more.disabled = false;
   }
 }
 
