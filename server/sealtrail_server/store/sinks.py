@@ -407,21 +407,29 @@ async def list_dead_letters(
     then seq, then id: a total order, two parked at one instant on one seq
     when a replay of one was refused again), after the one whose key is
     `after` (a keyset: a page reads its own rows, not those before it)."""
+    statement, params = dead_letters_statement(tenant_id, sink_id, after=after, limit=limit)
+    cursor = await conn.execute(statement, params)
+    return [DeadLetterRow(*row) for row in await cursor.fetchall()]
+
+
+def dead_letters_statement(
+    tenant_id: str, sink_id: str, *, after: tuple[datetime, int, str] | None, limit: int
+) -> tuple[str, list[object]]:
+    """list_dead_letters' statement and its parameters."""
     keyset, params = "", list[object]([tenant_id, sink_id])
     if after is not None:
         keyset = " AND (d.created_at, d.first_seq, d.id) > (%s, %s, %s::uuid)"
         params += after
     # The columns qualified: ORDER BY id alone sorts by the output column
     # `id::text` names, not by the uuid the keyset compares.
-    cursor = await conn.execute(
+    statement = (
         "SELECT d.id::text, d.sink_id::text, d.first_seq, d.last_seq, d.event_count,"
         " d.http_status, d.error, d.created_at FROM sink_dead_letters AS d"
         " WHERE d.tenant_id = %s AND d.sink_id = %s"
         + keyset
-        + " ORDER BY d.created_at, d.first_seq, d.id LIMIT %s",
-        [*params, limit],
+        + " ORDER BY d.created_at, d.first_seq, d.id LIMIT %s"
     )
-    return [DeadLetterRow(*row) for row in await cursor.fetchall()]
+    return statement, [*params, limit]
 
 
 async def read_dead_letter(
