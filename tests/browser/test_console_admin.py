@@ -8,6 +8,7 @@ server's word."""
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -886,6 +887,10 @@ def test_the_tenant_is_erased_with_its_id_typed_back_and_its_receipt_shown(
     receipt = wait(browser).until(seen.visibility_of_element_located((By.ID, "erasure-receipt")))
     wait(browser).until(lambda b: tenant in receipt.text)
     assert "Final checkpoint" in receipt.text and f"sealtrail.test/log/{tenant}" in receipt.text
+    # The root hash in hex, decoded from the receipt's base64 (console/static/base64.js).
+    kept = json.loads(receipt.get_attribute("data-receipt") or "{}")
+    shown = receipt.find_element(By.XPATH, ".//dt[.='Final root hash']/following-sibling::dd[1]")
+    assert shown.text == base64.b64decode(kept["final_root_hash"]).hex() and len(shown.text) == 64
     # The receipt signed as a whole, shown, and whether its signature verifies
     # (the server's check, which only a key the auditor pinned makes a proof).
     signed = receipt.find_element(By.CSS_SELECTOR, "pre.signed-note").text

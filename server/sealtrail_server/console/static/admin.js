@@ -6,6 +6,8 @@
 // sink, a rule, the policy or the hold is changed only as this page last read
 // it (its etag): one changed meanwhile is refused, and the view is read again.
 
+import { hexOf } from "./base64.js";
+
 const $ = (selector, root = document) => root.querySelector(selector);
 
 let api;  // console.js's request function
@@ -1402,7 +1404,7 @@ async function eraseTenant(event) {
   }
 }
 
-const hex = (base64) => [...atob(base64 || "")].map((c) => c.charCodeAt(0).toString(16).padStart(2, "0")).join("");
+const hex = (base64) => hexOf(base64 || "");
 
 // Whether the receipt is signed, and whether its signature verifies against
 // the keys the deployment registers (the console server's check): one kept

@@ -4,6 +4,7 @@
 // admin token also gets the admin views (admin.js), one per URL fragment.
 
 import { clearAdmin, count, hideSecretsOutside, setUpAdmin, showAdminView } from "./admin.js";
+import { fromBase64 as bytes, hexOf as hex } from "./base64.js";
 import { sha256 as sha256Pieces } from "./vendor/noble-hashes/sha2.js";
 
 const TOKEN_KEY = "sealtrail.token";
@@ -163,7 +164,6 @@ function apiFilter(url) {
 
 const label = (value) => (value || "")
   .replace(/^(ACTOR_TYPE|CATEGORY|SEVERITY|OUTCOME)_/, "").toLowerCase().replace(/_/g, " ");
-const hex = (b64) => Array.from(bytes(b64), (b) => b.toString(16).padStart(2, "0")).join("");
 const text = (value) => (value === undefined || value === null ? "" : String(value));
 
 function cell(row, value, className) {
@@ -363,7 +363,6 @@ function json(event) {
 
 // --- inclusion proof, checked here ------------------------------------------------
 
-const bytes = (b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
 const equal = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
 async function sha256(...parts) {
   const joined = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
