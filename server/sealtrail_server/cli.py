@@ -43,7 +43,7 @@ from .domain.errors import SealtrailError
 from .domain.event import MAX_ID, ChangeDraft, parse_uuid
 from .domain.redaction import tenant_key
 from .embedded import embedded_database_exists, start_embedded_postgres
-from .integrity.checkpointer import RestoredLog, restored_logs
+from .integrity.checkpointer import RESTORED_SCAN_BATCH, RestoredLog, restored_logs
 from .integrity.keys import configured_signer
 from .integrity.signed_sizes import DIR_NAME as SIGNED_DIR_NAME
 from .integrity.signed_sizes import SignedSizes, SignedSizesError
@@ -782,16 +782,22 @@ def key_restored(output: str, data_dir: Path | None, database_url: str | None) -
         settings.signed_checkpoints_dir or settings.data_dir / SIGNED_DIR_NAME, signer.verifier
     )
     unreadable: list[str] = []
-
-    def kept_sizes() -> dict[str, tuple[int, bytes]]:
-        try:
-            tenants = signed.tenants()
-        except SignedSizesError as error:
-            if isinstance(error.__cause__, FileNotFoundError):
-                return {}  # the key signed nothing here
+    try:
+        tenants = sorted(signed.tenants())
+    except SignedSizesError as error:
+        if not isinstance(error.__cause__, FileNotFoundError):
             raise click.ClickException(str(error)) from None
+        tenants = []  # the key signed nothing here
+    try:
+        erased = signed.erasures()
+    except SignedSizesError as error:
+        unreadable.append(str(error))
+        erased = {}
+    tenants = [tenant_id for tenant_id in tenants if tenant_id not in erased]
+
+    def kept_sizes(some: list[str]) -> dict[str, tuple[int, bytes]]:
         kept = {}
-        for tenant_id in tenants:
+        for tenant_id in some:
             try:
                 size_and_root = signed.read(tenant_id)
             except SignedSizesError as error:
@@ -801,19 +807,32 @@ def key_restored(output: str, data_dir: Path | None, database_url: str | None) -
                 kept[tenant_id] = size_and_root
         return kept
 
-    kept = kept_sizes()
-    try:
-        erased = signed.erasures()
-    except SignedSizesError as error:
-        unreadable.append(str(error))
-        erased = {}
     urls = _database_urls(settings)
+    batch = RESTORED_SCAN_BATCH
 
+    # A batch of files read (in a thread) while the database checks the one
+    # before; how far it has got said on stderr, every ten batches and at the
+    # end. Over 100,000 tenants it read them all, then asked, silent: 16-37 s.
     async def run() -> list[RestoredLog]:
+        found: list[RestoredLog] = []
         async with _database(urls) as db, db.system_connection() as conn:
-            return await restored_logs(conn, signer.verifier, kept, erased)
+            found += await restored_logs(conn, signer.verifier, {}, erased)
+            reading = asyncio.ensure_future(asyncio.to_thread(kept_sizes, tenants[:batch]))
+            for start in range(0, len(tenants), batch):
+                kept = await reading
+                following = tenants[start + batch : start + 2 * batch]
+                reading = asyncio.ensure_future(asyncio.to_thread(kept_sizes, following))
+                found += await restored_logs(conn, signer.verifier, kept)
+                checked = min(start + batch, len(tenants))
+                if len(tenants) > batch and (checked % (10 * batch) == 0 or not following):
+                    click.echo(
+                        f"checked what the key signed of {checked:,} of {len(tenants):,} tenants",
+                        err=True,
+                    )
+            await reading
+        return sorted(found, key=lambda restored: restored.tenant_id)
 
-    found = asyncio.run(run()) if kept or erased else []
+    found = asyncio.run(run()) if tenants or erased else []
     rows = [
         {
             "tenant": restored.tenant_id,

@@ -226,13 +226,26 @@ def _replace(path: Path, text: str) -> None:
 def _read_text(path: Path) -> str | None:
     """The small file's text (its first _MAX_FILE_BYTES), None if there is
     none; SignedSizesError naming it if it cannot be read as ASCII."""
+    # os.open and os.read rather than Path.open (a buffered file object): a
+    # third of the time a file, which `key restored` pays once a tenant.
     try:
-        with path.open("rb") as file:
-            return file.read(_MAX_FILE_BYTES).decode("ascii")
+        descriptor = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
+    except OSError as error:
+        raise SignedSizesError(f"{path}: {error}") from error
+    try:
+        data = b""
+        while len(data) < _MAX_FILE_BYTES:
+            piece = os.read(descriptor, _MAX_FILE_BYTES - len(data))
+            if not piece:
+                break
+            data += piece
+        return data.decode("ascii")
     except (OSError, UnicodeDecodeError) as error:
         raise SignedSizesError(f"{path}: {error}") from error
+    finally:
+        os.close(descriptor)
 
 
 def _fsync_directory(directory: Path) -> None:
