@@ -1791,6 +1791,10 @@ def test_a_process_at_its_most_sinks_keeps_those_it_holds(
             server.close()
 
 
+# The application_name of the session of a claim a test makes itself.
+CLAIMANT = "sealtrail-test-claim"
+
+
 def test_a_claim_renews_a_sink_its_process_is_writing_to(
     migrated_database_url: str, receiver: Endpoint
 ) -> None:
@@ -1817,15 +1821,22 @@ def test_a_claim_renews_a_sink_its_process_is_writing_to(
 
                 async def claim() -> list[sink_store.Lease]:
                     async with server.database.system_connection() as conn:
-                        return await sink_store.claim_sinks(
-                            conn, owner=owner, lease_seconds=30, limit=1
-                        )
+                        # The server's forwarder renews the same lease by the same
+                        # statement, and writes the row, from the same pool: a name
+                        # of its own tells this claim's session from the forwarder's.
+                        await conn.execute(f"SET application_name = '{CLAIMANT}'")
+                        try:
+                            return await sink_store.claim_sinks(
+                                conn, owner=owner, lease_seconds=30, limit=1
+                            )
+                        finally:
+                            await conn.execute("SET application_name = 'sealtrail'")
 
                 with ThreadPoolExecutor(1) as pool:
                     with sql.transaction():  # as the process's own cursor update holds it
                         sql.execute("SELECT FROM sinks WHERE id = %s FOR UPDATE", [sink.id])
                         claiming = pool.submit(server.run, claim())
-                        until_blocked(sql, claiming, waiter="sealtrail")
+                        until_blocked(sql, claiming, waiter=CLAIMANT)
                     assert claiming.result(timeout=10) == [sink_store.Lease(tenant, sink.id)]
         finally:
             server.close()
