@@ -160,6 +160,25 @@ def run_operator(
         root.handlers[:], root.level = handlers, level
 
 
+@pytest.fixture(autouse=True)
+def loggers_as_they_were() -> Iterator[None]:
+    """Every logger's level as it was before the test, after it. A command run
+    in the test's process (`run_operator`, or click's CliRunner on the
+    server's CLI) configures logging as a process does, and quietens
+    OpenTelemetry's loggers of callers' headers (telemetry/logs.py) for good:
+    a later test of those warnings met them silenced, and could not fail."""
+    manager = logging.Logger.manager
+    levels = {
+        name: logger.level
+        for name, logger in manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+    yield
+    for name, logger in list(manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger):
+            logger.setLevel(levels.get(name, logging.NOTSET))
+
+
 @contextlib.contextmanager
 def deployment_operator(database_url: str) -> Iterator[Callable[..., Result]]:
     """`sealtrail-server ARGS` on `database_url` (`run_operator`); every
