@@ -1031,3 +1031,31 @@ def test_an_erased_tenant_restored_from_before_its_first_event_is_refused_as_suc
         assert "the database holds 2 events of it still" in refused
     finally:
         restored.__exit__(None, None, None)
+
+
+def test_a_consistency_proof_answered_before_is_refused_once_a_hash_of_it_is_rewritten(
+    own_database: str, tenant: str
+) -> None:
+    """GetConsistencyProof(3, 4) answered, then a superuser rewrote the leaf
+    hash of seq 4: a hash of the proof alone (the root at 4 is a stored node,
+    the root at 3 does not hold it). The same call again was answered that
+    proof, which does not lead from the old root to the new, unchecked: the
+    answer's roots had been proven once, and so the proof was taken as proven
+    too. The proof is checked on every answer."""
+    server = ServerThread(own_database)
+    try:
+        with AuditClient(server.target, token=server.token(tenant)) as client:
+            record(client, 5, action="rewritten.proof")
+            client.get_checkpoint(fresh=True)
+            genuine = client.get_consistency_proof(old_size=3, new_size=4)
+            with psycopg.connect(own_database, autocommit=True) as conn:
+                conn.execute("SET session_replication_role = replica")
+                conn.execute(
+                    "UPDATE events SET leaf_hash = %s WHERE tenant_id = %s AND seq = 4",
+                    [hashlib.sha256(b"forged").digest(), tenant],
+                )
+            refused = _integrity_failure(client.get_consistency_proof, old_size=3, new_size=4)
+            assert "do not prove its size 3 a prefix of its size 4" in refused
+            assert genuine.proof  # what it answered before the hash was rewritten
+    finally:
+        server.close()

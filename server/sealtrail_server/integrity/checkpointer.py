@@ -350,11 +350,10 @@ class Checkpointer:
         or a consistency proof from the stored hashes ties them. A superuser
         who rewrote the log (or a hash of it) had GetConsistencyProof answer
         roots, and a proof, of a history the key never signed (helper-242).
-        Each answer proven so against what the key signed is proven once."""
+        The proof is checked on every answer (some 2 log n hashes); the roots
+        tied to what the key signed, once: a hash of the proof alone rewritten
+        after the roots were proven had the proof answered unchecked."""
         fact = (tenant_id, old_size, new_size, old_root, new_root)
-        if fact in self._consistent:
-            self._consistent.move_to_end(fact)
-            return
         try:
             verify_consistency(
                 old_size=old_size,
@@ -370,6 +369,9 @@ class Checkpointer:
                 f" a prefix of its size {new_size} ({error}): they were changed behind the"
                 " service's back"
             ) from error
+        if fact in self._consistent:
+            self._consistent.move_to_end(fact)
+            return
         if covering is not None and covering.tree_size == new_size:
             signed: tuple[int, bytes] | None = (covering.tree_size, covering.root_hash)
             why = None if new_root == covering.root_hash else "another root at that size"
