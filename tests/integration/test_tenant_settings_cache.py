@@ -121,3 +121,30 @@ def test_calls_missing_the_cache_at_once_share_one_read(server: ServerThread, te
     assert at_expiry == 1
     assert after == 1
     assert modes == ["replace"] * 63
+
+
+def test_a_call_after_a_change_here_does_not_share_a_read_begun_before_it(
+    server: ServerThread, tenant: str
+) -> None:
+    """Settings kept for no time (SEALTRAIL_SETTINGS_CACHE_SECONDS=0) are read
+    on every call. A read began, UpdateTenantSettings committed HMAC mode
+    here, then a Record began: it shared the read begun before the change and
+    was answered `replace`, the change not applied at once on the process that
+    made it. A call beginning after a change here reads afresh."""
+
+    async def scenario() -> tuple[str, str]:
+        held = HeldAfterReading(server.database)
+        cache = SettingsCache(held, ttl=0)  # type: ignore[arg-type]
+        before = asyncio.create_task(cache.get(tenant))
+        await held.read.wait()  # it read the settings as they were: the defaults
+        async with server.database.connection(tenant) as conn:  # as UpdateTenantSettings
+            changed = await write_settings(conn, tenant, redaction_mode="hmac")
+        cache.put(tenant, changed)
+        after = asyncio.create_task(cache.get(tenant))  # a Record begun after the change
+        await asyncio.sleep(0.1)
+        held.release.set()
+        return (await before).redaction_mode, (await after).redaction_mode
+
+    before, after = server.run(scenario())
+    assert before == "replace"  # true when it was read
+    assert after == "hmac"

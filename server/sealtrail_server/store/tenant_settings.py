@@ -107,8 +107,11 @@ class SettingsCache:
         return len(self._entries)
 
     def put(self, tenant_id: str, settings: TenantSettings) -> None:
-        """What this process just wrote applies here at once."""
+        """What this process just wrote applies here at once: to calls that
+        begin after it, even with settings kept for no time (`ttl` 0), which
+        shared a read begun before it and were answered the old settings."""
         self._puts += 1
+        self._reading.pop(tenant_id, None)  # its callers keep it; no one joins it
         self._keep(tenant_id, settings)
 
     def _keep(self, tenant_id: str, settings: TenantSettings) -> None:
