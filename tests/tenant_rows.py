@@ -1,4 +1,5 @@
-"""Counting a tenant's rows in every table, as an erasure must leave none."""
+"""Counting a tenant's rows: in every table, as an erasure must leave none; and its
+events of one action."""
 
 from __future__ import annotations
 
@@ -30,3 +31,12 @@ def rows_of(sql: psycopg.Connection[Any], tenant: str) -> dict[str, int]:
         assert row is not None
         counts[table] = row[0]
     return counts
+
+
+def events_of_action(sql: psycopg.Connection[Any], tenant: str, action: str) -> int:
+    """How many of the tenant's events in the log are of `action`."""
+    row = sql.execute(
+        "SELECT count(*) FROM events WHERE tenant_id = %s AND action = %s", [tenant, action]
+    ).fetchone()
+    assert row is not None
+    return int(row[0])

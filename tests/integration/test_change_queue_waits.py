@@ -21,6 +21,7 @@ from sealtrail_server.store.database import change_connections
 from tests.conftest import ServerThread
 from tests.lock_waits import SUBJECT_LOCK, until_blocked, until_waiting
 from tests.own_appender import own_appender
+from tests.tenant_rows import events_of_action
 
 BUSY = "another change of {} is still being applied; retry"
 
@@ -63,7 +64,7 @@ def test_changes_queued_in_one_process_wait_as_long_as_one_of_another_process(
         assert refused.retry_after is not None and refused.retry_after > 0
     # Nothing of them applied or recorded.
     assert clients[0].get_retention_policy().policy.default_days == 0
-    assert _recorded(sql, tenant, "retention.policy_updated") == 0
+    assert events_of_action(sql, tenant, "retention.policy_updated") == 0
 
 
 def test_changes_queued_behind_one_of_their_process_held_mid_change_wait_at_most_their_wait(
@@ -150,14 +151,6 @@ def test_a_change_waiting_for_the_changes_share_of_the_pool_waits_at_most_its_wa
     assert waited < wait + 1.5
     assert "changes" in refused.message and refused.message.endswith("; retry")
     assert refused.retry_after > 0
-
-
-def _recorded(sql: psycopg.Connection[Any], tenant: str, action: str) -> int:
-    row = sql.execute(
-        "SELECT count(*) FROM events WHERE tenant_id = %s AND action = %s", [tenant, action]
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def test_an_append_of_the_changes_own_tenant_through_the_appender_inside_it_is_refused(

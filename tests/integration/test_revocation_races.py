@@ -16,14 +16,7 @@ from sealtrail import AuditClient, UnauthenticatedError
 from sealtrail_server.store.changes import RETENTION_SUBJECT, token_subject
 from tests.conftest import ServerThread
 from tests.lock_waits import SHARED_SUBJECT_LOCK, SUBJECT_LOCK, until_waiting
-
-
-def _recorded(sql: psycopg.Connection[Any], tenant: str, action: str) -> int:
-    row = sql.execute(
-        "SELECT count(*) FROM events WHERE tenant_id = %s AND action = %s", [tenant, action]
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
+from tests.tenant_rows import events_of_action
 
 
 def test_a_change_whose_token_is_revoked_while_it_waits_is_refused(
@@ -46,7 +39,7 @@ def test_a_change_whose_token_is_revoked_while_it_waits_is_refused(
         with pytest.raises(UnauthenticatedError, match="revoked"):
             changing.result(timeout=30)
     assert admin.get_retention_policy().policy.default_days == 0  # forever, as it was
-    assert _recorded(sql, tenant, "retention.policy_updated") == 0
+    assert events_of_action(sql, tenant, "retention.policy_updated") == 0
 
 
 def test_a_revocation_waits_for_the_changes_its_token_is_making_and_those_after_it_are_refused(
@@ -71,14 +64,14 @@ def test_a_revocation_waits_for_the_changes_its_token_is_making_and_those_after_
             sql.execute(SHARED_SUBJECT_LOCK, [subject])
             revoking = pool.submit(admin.revoke_token, token_id)
             until_waiting(sql, revoking)
-            assert _recorded(sql, tenant, "api_token.revoked") == 0
+            assert events_of_action(sql, tenant, "api_token.revoked") == 0
             changing = pool.submit(busy.set_retention_policy, "1y")  # queues behind it
             until_waiting(sql, changing, sessions=2)
         assert revoking.result(timeout=30).token.HasField("revoke_time")
         with pytest.raises(UnauthenticatedError, match="revoked"):
             changing.result(timeout=30)
-    assert _recorded(sql, tenant, "api_token.revoked") == 1
-    assert _recorded(sql, tenant, "retention.policy_updated") == 0
+    assert events_of_action(sql, tenant, "api_token.revoked") == 1
+    assert events_of_action(sql, tenant, "retention.policy_updated") == 0
 
 
 def test_a_token_created_by_a_token_revoked_meanwhile_is_not_created(
@@ -107,4 +100,4 @@ def test_a_token_created_by_a_token_revoked_meanwhile_is_not_created(
             creating.result(timeout=30)
     names = sql.execute("SELECT name FROM api_tokens WHERE tenant_id = %s", [tenant]).fetchall()
     assert ("successor",) not in names
-    assert _recorded(sql, tenant, "api_token.created") == 1  # "stolen" only
+    assert events_of_action(sql, tenant, "api_token.created") == 1  # "stolen" only
