@@ -115,6 +115,23 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
+_Item = TypeVar("_Item")
+
+
+class _PagedRequest(Protocol):
+    """The request of a paged listing (ListTokens, ListDeadLetters)."""
+
+    page_token: str
+
+
+class _Page(Protocol):
+    """A page of such a listing."""
+
+    next_page_token: str
+
+
+_PagedReq = TypeVar("_PagedReq", bound=_PagedRequest)
+_PageResp = TypeVar("_PageResp", bound=_Page)
 _Done = TypeVar("_Done")
 
 
@@ -599,14 +616,8 @@ class AsyncAuditClient:
         """Admin: every API token of your tenant, oldest first, revoked ones
         included (never their secrets), each with its `expire_time` and its
         (coarse) `last_use_time`."""
-        tokens: list[access_pb2.ApiToken] = []
         request = access_pb2.ListTokensRequest(page_size=1000)
-        while True:
-            page = await self._call(self._stub.ListTokens, request)
-            tokens.extend(page.tokens)
-            if not page.next_page_token:
-                return tokens
-            request.page_token = page.next_page_token
+        return await self._every_page(self._stub.ListTokens, request, lambda page: page.tokens)
 
     async def revoke_token(self, token_id: str) -> access_pb2.RevokeTokenResponse:
         """Admin: revoke a live token of your tenant; calls with it fail within
@@ -771,14 +782,10 @@ class AsyncAuditClient:
     async def list_dead_letters(self, sink_id: str) -> list[forwarding_pb2.DeadLetter]:
         """Admin: every dead letter of a sink (the events its destination
         refused for good), oldest first, read a page of 1,000 at a time."""
-        letters: list[forwarding_pb2.DeadLetter] = []
         request = forwarding_pb2.ListDeadLettersRequest(sink_id=sink_id, page_size=1000)
-        while True:
-            page = await self._call(self._stub.ListDeadLetters, request)
-            letters.extend(page.dead_letters)
-            if not page.next_page_token:
-                return letters
-            request.page_token = page.next_page_token
+        return await self._every_page(
+            self._stub.ListDeadLetters, request, lambda page: page.dead_letters
+        )
 
     async def replay_sink(
         self,
@@ -1044,6 +1051,22 @@ class AsyncAuditClient:
         if self._closed:
             return None
         return self._policy.backoff(attempt, error, bounded=bounded, codes=codes)
+
+    async def _every_page(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[_PagedReq, _PageResp],
+        request: _PagedReq,
+        items: Callable[[_PageResp], Iterable[_Item]],
+    ) -> list[_Item]:
+        """Every item of a paged listing (`items` of each page), read a page
+        after another."""
+        found: list[_Item] = []
+        while True:
+            page = await self._call(method, request)
+            found.extend(items(page))
+            if not page.next_page_token:
+                return found
+            request.page_token = page.next_page_token
 
     async def _call(
         self,
