@@ -68,6 +68,7 @@ from sealtrail._errors import (
     stream_metadata,
 )
 from sealtrail._export import ExportFile, ExportFormat, export_format
+from sealtrail._paged import Item, PagedReq, PageResp
 from sealtrail._retry import (
     COUNT_TIMEOUT,
     ENTRY_RETRYABLE,
@@ -94,23 +95,6 @@ from sealtrail.v1 import (
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
-_Item = TypeVar("_Item")
-
-
-class _PagedRequest(Protocol):
-    """The request of a paged listing (ListTokens, ListDeadLetters)."""
-
-    page_token: str
-
-
-class _Page(Protocol):
-    """A page of such a listing."""
-
-    next_page_token: str
-
-
-_PagedReq = TypeVar("_PagedReq", bound=_PagedRequest)
-_PageResp = TypeVar("_PageResp", bound=_Page)
 
 
 class _ChangeAnswer(Protocol):
@@ -911,13 +895,13 @@ class AuditClient:
 
     def _every_page(
         self,
-        method: grpc.UnaryUnaryMultiCallable[_PagedReq, _PageResp],
-        request: _PagedReq,
-        items: Callable[[_PageResp], Iterable[_Item]],
-    ) -> list[_Item]:
+        method: grpc.UnaryUnaryMultiCallable[PagedReq, PageResp],
+        request: PagedReq,
+        items: Callable[[PageResp], Iterable[Item]],
+    ) -> list[Item]:
         """Every item of a paged listing (`items` of each page), read a page
         after another."""
-        found: list[_Item] = []
+        found: list[Item] = []
         while True:
             page = self._call(method, request)
             found.extend(items(page))
