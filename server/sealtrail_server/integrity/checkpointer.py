@@ -433,23 +433,27 @@ class Checkpointer:
         signs of a log (a purge's statement, an erasure's receipt) must not
         contradict what it signed of it, as a checkpoint must not: after a
         restore, a receipt that the log ended at size 0, under the key that
-        signed it at size 5 (ADR 0083)."""
-        async with (
-            self._db.system_connection(generic_plans=True) as conn,
-            conn.transaction(),
-        ):
-            if head is None:
-                cursor = await conn.execute(
-                    "SELECT tree_size, root_hash FROM chain_heads WHERE tenant_id = %s",
-                    [tenant_id],
-                )
-                row = await cursor.fetchone()
-                head = (int(row[0]), bytes(row[1])) if row else (0, b"")
-            try:
+        signed it at size 5 (ADR 0083). TENANT_ERASED, as `issue` says, if
+        the tenant was erased as this read its log: a purge recorded just
+        after its tenant's erasure is no log changed behind the service's
+        back (it counted an integrity failure naming a restore)."""
+        try:
+            async with (
+                self._db.system_connection(generic_plans=True) as conn,
+                conn.transaction(),
+            ):
+                if head is None:
+                    cursor = await conn.execute(
+                        "SELECT tree_size, root_hash FROM chain_heads WHERE tenant_id = %s",
+                        [tenant_id],
+                    )
+                    row = await cursor.fetchone()
+                    head = (int(row[0]), bytes(row[1])) if row else (0, b"")
                 await self._check_signed_sizes(conn, tenant_id, *head)
-            except IntegrityFailure:
-                self._integrity_failures.add(1)
-                raise
+        except IntegrityFailure:
+            await self._refuse_if_erased_meanwhile(tenant_id)
+            self._integrity_failures.add(1)
+            raise
 
     async def keep_purge_statement(self, tenant_id: str, statement: PurgeStatement) -> None:
         """`statement` noted outside the database as what the key states of

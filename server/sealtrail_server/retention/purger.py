@@ -58,7 +58,8 @@ from .tenant_pass import TenantPurge, purge_tenant
 log = logging.getLogger(__name__)
 
 # How recording a purge went: recorded; to try again later (the appender
-# refused it for now); or never, as its summary stands.
+# refused it for now; or its tenant was erased since, its summary with it); or
+# never, as its summary stands.
 _Outcome = Literal["recorded", "later", "never"]
 # A summary left to record as it stands: tenant, purge and seal (the service's
 # seal changes with the contents; one put right in place bears a new one).
@@ -477,6 +478,15 @@ class Purger:
         try:
             await self.record(purged)
         except SealtrailError as error:
+            if error.reason == "TENANT_ERASED":
+                # Erased since its batches: the erasure removed its summary
+                # with the rest of its rows, and its log will take nothing.
+                log.info(
+                    "retention: %s was erased before its purge was recorded; nothing is"
+                    " left to record",
+                    purged.tenant_id,
+                )
+                return "later"
             if error.reason == "IDEMPOTENCY_KEY_REUSED":
                 # Recorded already, with other counts: not the summary this
                 # service last wrote of that purge (an earlier version copied
