@@ -463,7 +463,39 @@ def test_bad_start_positions_are_refused(client_for: Any, tenant: str) -> None:
     with pytest.raises(RpcFailedError) as beyond:  # FAILED_PRECONDITION
         next(client.stream(after_seq=5))
     assert beyond.value.reason == "BEYOND_LOG_SIZE"
-    assert beyond.value.metadata == {"tree_size": "2"}  # its event and the stream's record
+    assert beyond.value.metadata == {"tree_size": "1"}  # its event, not the stream's record
+
+
+def test_a_cursor_past_the_logs_end_is_refused_though_the_streams_own_record_fills_it(
+    server: ServerThread, client_for: Any, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A cursor one past the log's end was taken: the stream's own access
+    record, written before the cursor was checked, made the log long enough.
+    A client whose cursor outlived the log's end (a restore cut the last
+    event off, a cursor of another tenant's log) was then served from there,
+    unwarned, and missed the next event recorded at the seq it held; with
+    writers busy, a cursor as far past the end as they wrote meanwhile. It is
+    checked against the log as it was before the stream's record, as an
+    export's range is, and a refused stream records nothing."""
+    client = client_for(tenant)
+    client.record(action="one.event", actor_id="u")  # seq 1: the log's end
+    metadata = [("authorization", f"Bearer {server.token(tenant)}")]
+    with grpc.insecure_channel(server.target) as channel:
+        stream = audit_service_pb2_grpc.AuditLogServiceStub(channel).StreamEvents(
+            pb.StreamEventsRequest(after_seq=2), metadata=metadata, timeout=30
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            first = next(stream)  # a heartbeat, once taken
+            raise AssertionError(f"taken: {first}")
+    beyond = from_rpc_error(refused.value)
+    assert beyond.reason == "BEYOND_LOG_SIZE", refused.value
+    assert beyond.metadata == {"tree_size": "1"}
+    recorded = sql.execute("SELECT seq FROM events WHERE tenant_id = %s", [tenant]).fetchall()
+    assert recorded == [(1,)]  # the refused stream recorded nothing
+    from_end = Collector(client, after_seq=1)  # its own record is seq 2, not sent
+    client.record(action="two.event", actor_id="u")  # seq 3
+    assert [e.seq for e in from_end.take(1)] == [3]
+    from_end.stop()
 
 
 def test_resume_after_server_restarts_under_writers_is_exact(

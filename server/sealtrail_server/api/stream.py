@@ -33,7 +33,7 @@ from ..domain.event import (
 )
 from ..domain.filters import EventFilter, RecordMatcher
 from ..store.appender import Appender
-from ..store.changes import tenant_erased
+from ..store.changes import refuse_if_erased_now, tenant_erased
 from ..store.database import Connection, Database
 from ..store.events import StoredEvent, first_seq_received_since, stream_events
 from ..store.retention import first_kept_after, purged_between
@@ -152,6 +152,8 @@ class StreamRpcs:
         from the table and what the hub delivers, without end."""
         principal = current_principal()
         tenant_id = principal.tenant_id
+        if request.WhichOneof("start") == "after_seq":
+            await self._within_the_log(tenant_id, request.after_seq)
         own = await record_access(
             self._appender,
             principal,
@@ -236,13 +238,24 @@ class StreamRpcs:
             return await first_seq_received_since(self._db, tenant_id=tenant_id, since=since) - 1
         if request.after_seq < 0:
             raise InvalidArgument.field("after_seq", "must not be negative")
-        if request.after_seq > size:
+        return request.after_seq  # within the log: `_within_the_log`
+
+    async def _within_the_log(self, tenant_id: str, after_seq: int) -> None:
+        """Refuse a cursor beyond the log as it is before the stream records
+        itself, as an export's range is: checked after, against a log its own
+        record (and any written meanwhile) had lengthened, a cursor one past
+        the end (a restore cut the last event off) was taken, and its client
+        missed the event next recorded at that seq; and the refused stream
+        was recorded."""
+        async with self._db.connection(tenant_id) as conn:
+            size = await tree_size(conn, tenant_id)
+        if after_seq > size:
+            await refuse_if_erased_now(self._db, tenant_id)  # a log gone, not a short one
             raise FailedPrecondition(
-                f"after_seq {request.after_seq} is beyond the log's size {size}",
+                f"after_seq {after_seq} is beyond the log's size {size}",
                 reason="BEYOND_LOG_SIZE",
                 metadata={"tree_size": str(size)},
             )
-        return request.after_seq
 
     async def _from_table(
         self,
