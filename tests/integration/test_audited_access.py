@@ -33,7 +33,7 @@ from sealtrail_server.domain.access import Role
 from sealtrail_server.domain.event import EventDraft, ValidEvent, validate_event
 from sealtrail_server.store.appended import Appended
 from sealtrail_server.store.appender import Appender
-from sealtrail_server.store.tokens import create_token, revoke_token
+from sealtrail_server.store.tokens import create_token, revoke_token, tokens_statement
 from tests.conftest import ServerThread, run_operator, token_id_of
 from tests.refused_inserts import inserts_refused
 
@@ -452,16 +452,76 @@ def test_token_pages_tell_nothing_of_other_tenants(client_for: Any, tenant: str)
     """A page token's payload is signed, not hidden: it held the last
     token's serial, one counter for every tenant, so a tenant's admin counted
     the tokens other tenants created between two of its own (helper-151). It
-    holds the place in the tenant's own listing."""
+    holds the id of the last token the page listed, which the page showed."""
     admin, other = client_for(tenant), client_for(f"{tenant}-other")
     for _ in range(5):  # after the admin's own token
         other.create_token("reader")
     admin.create_token("reader")
     admin.create_token("reader")
-    places = []
+    places, listed = [], []
     request = access_pb2.ListTokensRequest(page_size=1)
     while (page := admin._call(admin._stub.ListTokens, request)).next_page_token:
         payload = page.next_page_token.partition(".")[0] + "=="
-        places.append(json.loads(base64.urlsafe_b64decode(payload))["s"])
+        places.append(json.loads(base64.urlsafe_b64decode(payload))["k"])
+        listed.append([page.tokens[-1].token_id])
         request.page_token = page.next_page_token
-    assert places == [1, 2]  # after its first token, then its second: nothing between
+    assert places == listed  # after its first token, then its second: nothing else
+
+
+def test_a_token_listing_in_progress_repeats_nothing_committed_out_of_serial_order(
+    client_for: Any, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A token's serial is taken when its row is written, not when it
+    commits: one created as a listing began, committed after a later one, came
+    to be listed before it. A page token held a count of the tokens listed, so
+    the next page began one token early and listed again the last one of the
+    page before. A page now begins after the last token it listed: tokens
+    created meanwhile, wherever their serial falls, repeat nothing."""
+    admin = client_for(tenant)
+    listed_first = [admin.create_token("reader", name="b").token.token_id]
+    with sql.transaction():
+        # A creation in flight: its serial taken, its row not yet committed.
+        sql.execute(
+            "INSERT INTO api_tokens (tenant_id, token_id, secret_sha256, role)"
+            " VALUES (%s, %s, %s, 'reader')",
+            [tenant, str(uuid.uuid4()), uuid.uuid4().bytes],
+        )
+        listed_first += [admin.create_token("reader", name=n).token.token_id for n in "yz"]
+        first = admin._call(admin._stub.ListTokens, access_pb2.ListTokensRequest(page_size=3))
+    created_between = admin.create_token("reader", name="w").token.token_id
+    seen = [t.token_id for t in first.tokens]
+    request = access_pb2.ListTokensRequest(page_size=3, page_token=first.next_page_token)
+    while True:
+        page = admin._call(admin._stub.ListTokens, request)
+        seen.extend(t.token_id for t in page.tokens)
+        if not page.next_page_token:
+            break
+        request.page_token = page.next_page_token
+    assert len(seen) == len(set(seen)), f"listed twice: {seen}"
+    assert set(listed_first) | {created_between} <= set(seen)
+
+
+def test_a_page_of_tokens_reads_its_own_rows_not_those_before_it(
+    tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A page of ListTokens skipped the tokens before it (OFFSET): the
+    hundredth page of a tenant's tokens read all 10,000 before it. Explained
+    as the service runs it, a page reads the rows it answers and one more."""
+    ids = [str(uuid.uuid4()) for _ in range(2500)]
+    with sql.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO api_tokens (tenant_id, token_id, secret_sha256, role)"
+            " VALUES (%s, %s, %s, 'reader')",
+            [(tenant, token_id, uuid.UUID(token_id).bytes) for token_id in ids],
+        )
+    sql.execute("ANALYZE api_tokens")
+    statement, params = tokens_statement(tenant, after=ids[999], limit=101)
+    sql.execute("SET enable_seqscan = off")  # as the service's connections
+    plan = [line for (line,) in sql.execute(
+        "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + statement, params  # type: ignore[operator]
+    )]  # fmt: skip
+    sql.execute("RESET enable_seqscan")
+    read = [int(line.split("actual rows=")[1].split()[0]) for line in plan if "rows=" in line]
+    assert max(read) <= 101, "\n".join(plan)
+    assert not any("Sort" in line for line in plan), "\n".join(plan)
+    assert [row[0] for row in sql.execute(statement, params)] == ids[1000:1101]  # type: ignore[arg-type]

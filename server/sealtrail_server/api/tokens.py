@@ -74,9 +74,10 @@ def _expiry(request: pb.CreateTokenRequest, *, now: datetime) -> datetime | None
 
 
 def _fingerprint(tenant_id: str) -> str:
-    # "v2": its pages are counted in the tenant's listing, no longer after a
-    # serial; a page token of before is refused, not read as a count.
-    return f"tokens/v2/{tenant_id}"
+    # "v3": a page begins after the last token listed, named by its id (v2
+    # counted the tokens listed; v1 held a serial): a page token of before is
+    # refused, not read as another kind of place.
+    return f"tokens/v3/{tenant_id}"
 
 
 class TokenRpcs:
@@ -168,15 +169,13 @@ class TokenRpcs:
         principal = current_principal()
         limit = page_size(request.page_size)
         fingerprint = _fingerprint(principal.tenant_id)
-        after = (
-            self._page_tokens.decode(
-                request.page_token, fingerprint=fingerprint, caller=principal.token_id
+        after = None
+        if request.page_token:
+            [after] = self._page_tokens.decode_key(
+                request.page_token, fingerprint=fingerprint, caller=principal.token_id, kinds=(str,)
             )
-            if request.page_token
-            else 0
-        )
         rows = await list_tokens(
-            self._db, tenant_id=principal.tenant_id, listed=after, limit=limit + 1
+            self._db, tenant_id=principal.tenant_id, after=after, limit=limit + 1
         )
         page = rows[:limit]
         if not request.page_token:  # a listing is recorded once, not once per page
@@ -192,8 +191,8 @@ class TokenRpcs:
         return pb.ListTokensResponse(
             tokens=[_message(info) for info in page],
             next_page_token=(
-                self._page_tokens.encode(
-                    fingerprint=fingerprint, last_seq=after + len(page), caller=principal.token_id
+                self._page_tokens.encode_key(
+                    fingerprint=fingerprint, key=[page[-1].token_id], caller=principal.token_id
                 )
                 if len(rows) > limit
                 else ""

@@ -149,19 +149,34 @@ _SELECT_TOKENS = (
 
 
 async def list_tokens(
-    db: Database, *, tenant_id: str, listed: int = 0, limit: int | None = None
+    db: Database, *, tenant_id: str, after: str | None = None, limit: int | None = None
 ) -> list[TokenInfo]:
-    """The tenant's tokens in creation order, after the first `listed`. A
-    place in the tenant's own listing (its tokens are only ever added, and a
-    tenant has few), never the serial, one counter for every tenant: a page
-    token holds it, and showed how many tokens other tenants made between
-    two of one's own (helper-151)."""
+    """The tenant's tokens in creation order (serial), after the token
+    `after` (a keyset: a page reads its own rows, not those before it)."""
+    statement, params = tokens_statement(tenant_id, after=after, limit=limit)
     async with db.connection(tenant_id) as conn:
-        cursor = await conn.execute(
-            _SELECT_TOKENS + " ORDER BY serial OFFSET %s LIMIT %s",
-            [tenant_id, listed, limit],
-        )
+        cursor = await conn.execute(statement, params)
         return [TokenInfo(*row) for row in await cursor.fetchall()]
+
+
+def tokens_statement(
+    tenant_id: str, *, after: str | None, limit: int | None
+) -> tuple[str, list[object]]:
+    """list_tokens' statement and its parameters. A page is read after the
+    last token it listed, found by its id: never by a count of those listed
+    (OFFSET read every token before the page, and a token committed out of
+    serial order shifted the count: the next page listed one token again), nor
+    by a serial held in the page token, one counter for every tenant, which
+    showed how many tokens other tenants made between two of one's own
+    (helper-151). A tenant's tokens are never deleted but by its erasure."""
+    keyset, params = "", list[object]([tenant_id])
+    if after is not None:
+        keyset = (
+            " AND serial > (SELECT serial FROM api_tokens"
+            " WHERE tenant_id = %s AND token_id = %s::uuid)"
+        )
+        params += [tenant_id, after]
+    return _SELECT_TOKENS + keyset + " ORDER BY serial LIMIT %s", [*params, limit]
 
 
 async def read_token(conn: Connection, *, tenant_id: str, token_id: str) -> TokenInfo | None:
