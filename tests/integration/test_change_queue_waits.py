@@ -17,10 +17,11 @@ from sealtrail import AuditClient, UnavailableError
 from sealtrail_server.domain.errors import Unavailable
 from sealtrail_server.domain.event import EventDraft, validate_event
 from sealtrail_server.store.changes import DEFAULT_WAIT_SECONDS, RETENTION_SUBJECT, Changes
-from sealtrail_server.store.database import change_connections
+from sealtrail_server.store.database import Database, change_connections
 from tests.conftest import ServerThread
 from tests.lock_waits import SUBJECT_LOCK, until_blocked, until_waiting
 from tests.own_appender import own_appender
+from tests.service_login import service_login_url
 from tests.tenant_rows import events_of_action
 
 BUSY = "another change of {} is still being applied; retry"
@@ -150,6 +151,50 @@ def test_a_change_waiting_for_the_changes_share_of_the_pool_waits_at_most_its_wa
     assert refused is not None, f"the change waited {waited:.1f} s, then was made"
     assert waited < wait + 1.5
     assert "changes" in refused.message and refused.message.endswith("; retry")
+    assert refused.retry_after > 0
+
+
+def test_a_change_waiting_for_a_connection_of_its_pool_waits_at_most_what_is_left_of_its_wait(
+    tenant: str, migrated_database_url: str
+) -> None:
+    """The pool held empty (appends, reads and sweeps holding every
+    connection), a change had its turn at once, then waited for a pooled
+    connection as long as the pool lets anyone wait (its timeout, 5 s here),
+    on top of its own wait, and was answered in the pool's words. Its wait
+    now bounds that too: it is refused UNAVAILABLE, retry, when its wait is
+    out, nothing written."""
+    wait = 0.5
+
+    async def run() -> tuple[float, Unavailable | None]:
+        db = await Database.open(
+            service_login_url(migrated_database_url), min_size=2, max_size=2, timeout=5.0
+        )
+        try:
+            changes = Changes(db, wait_seconds=wait)
+            held = [await db.pool.getconn() for _ in range(2)]
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                async with changes.exclusive(tenant, "settings", caller=None) as conn:
+                    await conn.execute(
+                        "INSERT INTO tenant_settings (tenant_id, redaction_mode)"
+                        " VALUES (%s, 'hmac')",
+                        [tenant],
+                    )
+                refused = None
+            except Unavailable as error:
+                refused = error
+            waited = loop.time() - started
+            for conn in held:
+                await db.pool.putconn(conn)
+            return waited, refused
+        finally:
+            await db.close()
+
+    waited, refused = asyncio.run(asyncio.wait_for(run(), 60))
+    assert refused is not None, f"the change waited {waited:.1f} s, then was made"
+    assert waited < wait + 1.0, f"the change waited {waited:.1f} s"
+    assert "for a connection" in refused.message and refused.message.endswith("; retry")
     assert refused.retry_after > 0
 
 

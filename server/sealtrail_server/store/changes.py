@@ -39,6 +39,7 @@ from typing import Any, Final
 
 import psycopg
 from psycopg import sql
+from psycopg_pool import PoolTimeout, TooManyRequests
 
 from ..domain.errors import FailedPrecondition, Unauthenticated, Unavailable
 from .database import Connection, Database, change_connections
@@ -123,7 +124,7 @@ class Changes:
             await lock.acquire()
             await self._connections.acquire()
         try:
-            async with self._db.connection(tenant_id) as conn, conn.transaction():
+            async with self._connection(tenant_id, deadline) as conn, conn.transaction():
                 # Every lock wait of the change is bounded, its first ones
                 # (below) as much as those of its reads, writes and record:
                 # after them the wait was reset to the database's default
@@ -151,6 +152,27 @@ class Changes:
         finally:
             self._connections.release()
             lock.release()
+
+    @asynccontextmanager
+    async def _connection(self, tenant_id: str, deadline: float) -> AsyncIterator[Connection]:
+        """A connection of `tenant_id`, waited for until `deadline` (the loop's
+        time), else Unavailable: after its turn, a change waited for one of the
+        pool as long as the pool lets anyone (its timeout), on top of its own
+        wait, every connection held by appends, reads and sweeps."""
+        left = max(deadline - asyncio.get_running_loop().time(), 0.001)
+        given = False
+        try:
+            async with self._db.connection(tenant_id, timeout=left) as conn:
+                given = True
+                yield conn
+        except Unavailable as error:
+            if given or not isinstance(error.__cause__, PoolTimeout | TooManyRequests):
+                raise
+            raise Unavailable(
+                f"the change waited more than {self._wait_seconds:g} s for a connection to the"
+                " database (this server process's are all in use); nothing was changed; retry",
+                retry_after=1.0,
+            ) from error
 
     async def _take_turn(self, lock: asyncio.Semaphore, deadline: float, *, busy: str) -> None:
         """Takes `lock` (the subject's in this process), then one of the

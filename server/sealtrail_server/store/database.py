@@ -236,14 +236,15 @@ class Database:
 
     @asynccontextmanager
     async def connection(
-        self, tenant_id: str, *, generic_plans: bool = False
+        self, tenant_id: str, *, generic_plans: bool = False, timeout: float | None = None
     ) -> AsyncIterator[Connection]:
         """A pooled connection that sees `tenant_id`'s rows and no other's.
         `generic_plans`: its statements are planned once for any values, not
-        for each run's; only for statements whose plan no value can change."""
+        for each run's; only for statements whose plan no value can change.
+        `timeout`: how long to wait for one (None: the pool's timeout)."""
         plans = _GENERIC_PLANS if generic_plans else _PLANS_FOR_VALUES
         scope = (SERVICE_ROLE, tenant_id, plans, self._read_lock_timeout)
-        async with self._checkout(scope) as conn:
+        async with self._checkout(scope, timeout=timeout) as conn:
             yield conn
 
     @asynccontextmanager
@@ -363,11 +364,13 @@ class Database:
         return self.pool.get_stats().get("requests_waiting", 0) > 0
 
     @asynccontextmanager
-    async def _checkout(self, scope: _Scope) -> AsyncIterator[Connection]:
+    async def _checkout(
+        self, scope: _Scope, *, timeout: float | None = None
+    ) -> AsyncIterator[Connection]:
         self.refuse_if_unreachable()
         conn: Connection | None = None
         try:
-            async with self._pooled() as conn:
+            async with self._pooled(timeout) as conn:
                 await self._scopes.enter(conn, scope)
                 yield conn
         except psycopg.Error as error:
