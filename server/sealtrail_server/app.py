@@ -301,7 +301,7 @@ class Service:
         )
         self._hub.watch(self.forwarder.wake)
         self.forwarder.start()
-        settings_cache = SettingsCache(db, ttl=settings.settings_cache_seconds)
+        settings_cache = SettingsCache(db, ttl=settings.settings_cache_seconds, tracer=self._tracer)
         names = FilterDetails(redactor, settings_cache, redaction_secret=redaction_secret)
         self.evaluator = Evaluator(
             db,

@@ -4,13 +4,20 @@ once, even when a read of the settings began before it and ends after it."""
 from __future__ import annotations
 
 import asyncio
+import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from sealtrail_server.domain.errors import Unavailable
 from sealtrail_server.store.database import Database
 from sealtrail_server.store.tenant_settings import SettingsCache, write_settings
 from tests.conftest import ServerThread
+from tests.service_login import service_login_url
 
 
 class HeldAfterReading:
@@ -148,3 +155,85 @@ def test_a_call_after_a_change_here_does_not_share_a_read_begun_before_it(
     before, after = server.run(scenario())
     assert before == "replace"  # true when it was read
     assert after == "hmac"
+
+
+def test_a_shared_read_is_in_no_callers_trace_and_linked_to_each(
+    tenant: str, migrated_database_url: str
+) -> None:
+    """The read shared by the calls missing a tenant's settings at once ran
+    in a task that took the context of the call that began it: its statement
+    was a span of that call's trace, and the other calls' traces showed
+    nothing of the read they waited for. It is a trace of its own, as the
+    appender's batches are, linked to each call it answers and each call to it."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer(__name__)
+
+    async def scenario() -> None:
+        db = await Database.open(
+            service_login_url(migrated_database_url), min_size=1, max_size=2, tracer=tracer
+        )
+        try:
+            cache = SettingsCache(db, ttl=10, tracer=tracer)
+
+            async def call(name: str) -> None:
+                with tracer.start_as_current_span(name):
+                    await cache.get(tenant)
+
+            await asyncio.wait_for(asyncio.gather(call("first"), call("second")), 30)
+        finally:
+            await db.close()
+
+    asyncio.run(scenario())
+    provider.shutdown()
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    calls = [spans["first"], spans["second"]]
+    statement = spans["SELECT tenant_settings"]
+    assert statement.context is not None and statement.parent is not None
+    assert statement.context.trace_id not in {c.context.trace_id for c in calls if c.context}
+    [read] = [
+        s for s in spans.values() if s.context and s.context.span_id == statement.parent.span_id
+    ]
+    assert read.parent is None  # a trace of its own
+    linked = {link.context.span_id for link in read.links}
+    assert linked == {c.context.span_id for c in calls if c.context}
+    for call in calls:
+        assert [link.context.span_id for link in call.links] == [read.context.span_id]
+
+
+def test_each_call_sharing_a_failed_read_gets_an_exception_of_its_own(
+    tenant: str, migrated_database_url: str
+) -> None:
+    """A shared read that failed raised its one exception object in every
+    call waiting for it: each raise added that call's frames to the one
+    traceback, and a call's error report showed the frames of unrelated
+    calls. Each call now raises one of its own, whose cause is the read's."""
+
+    async def scenario() -> list[BaseException]:
+        db = await Database.open(service_login_url(migrated_database_url), min_size=1, max_size=2)
+        db.reachable = False  # as probe() finds the database down
+        try:
+            cache = SettingsCache(db, ttl=10)
+
+            async def call_of_one_caller() -> None:
+                await cache.get(tenant)
+
+            async def call_of_another() -> None:
+                await cache.get(tenant)
+
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(call_of_one_caller(), call_of_another(), return_exceptions=True), 30
+            )
+            return [o for o in outcomes if isinstance(o, BaseException)]
+        finally:
+            await db.close()
+
+    one, another = asyncio.run(scenario())
+    assert isinstance(one, Unavailable) and isinstance(another, Unavailable)
+    assert one is not another
+    assert one.__cause__ is not None and one.__cause__ is another.__cause__
+    assert one.message == another.message == one.__cause__.message  # type: ignore[attr-defined]
+    assert one.retry_after == another.retry_after > 0
+    shared = [frame.name for frame in traceback.extract_tb(one.__cause__.__traceback__)]
+    assert not {"call_of_one_caller", "call_of_another"} & set(shared), shared

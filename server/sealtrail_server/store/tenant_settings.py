@@ -4,6 +4,7 @@ path (a tenant without a row has the defaults)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -12,8 +13,12 @@ from datetime import datetime
 from typing import Any, Final
 
 import psycopg
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span, Tracer
 from psycopg.rows import class_row
 
+from ..domain.errors import unexpected_failure
 from .database import Database
 
 REDACTION_MODES: Final = ("replace", "hmac")
@@ -57,39 +62,83 @@ class SettingsCache:
     """Each tenant's settings, read at most once per `ttl` seconds per process:
     a change made through another process applies here within `ttl`. Settings
     past their time are forgotten as others are kept (a tenant's next call
-    reads them afresh either way): each tenant ever read stayed for good."""
+    reads them afresh either way): each tenant ever read stayed for good.
+
+    Traced (a `tracer` given), a read shared by many calls is a
+    `sealtrail.settings.read` span of its own trace, parent of its statement,
+    linked to the span of each call it answers, and each of those to it (as
+    the appender's batches are): it ran in the context of the call that began
+    it, a span of that call's trace, and the others showed nothing of it."""
 
     def __init__(
-        self, db: Database, *, ttl: float = 10.0, clock: Callable[[], float] = time.monotonic
+        self,
+        db: Database,
+        *,
+        ttl: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        tracer: Tracer | None = None,
     ) -> None:
         self._db = db
         self._ttl = ttl
         self._clock = clock
+        self._tracer = tracer
         # Tenant -> (until when, its settings), the soonest stale first.
         self._entries: OrderedDict[str, tuple[float, TenantSettings]] = OrderedDict()
         # Bumped by each put: a read that began before it must not put back
         # what it replaced (helper-156).
         self._puts = 0
         # Tenant -> the read of its settings in progress, shared by callers.
-        self._reading: dict[str, asyncio.Task[TenantSettings]] = {}
+        self._reading: dict[str, _Read] = {}
 
     async def get(self, tenant_id: str) -> TenantSettings:
         """The tenant's settings: kept ones, or one read shared by every call
         missing them meanwhile. As a busy tenant's settings went stale, each
         call in flight read them (64 calls, 64 reads, each waiting for a
-        connection beside the appender's)."""
+        connection beside the appender's). A read that fails raises in each
+        call an exception of its own, caused by the read's: the one object
+        raised in every call gathered each call's frames in its traceback."""
         entry = self._entries.get(tenant_id)
         if entry is not None and entry[0] > self._clock():
             return entry[1]
+        caller = trace.get_current_span() if self._tracer is not None else None
+        if caller is not None and not caller.is_recording():
+            caller = None
         reading = self._reading.get(tenant_id)
         if reading is None:
-            reading = asyncio.create_task(self._read(tenant_id))
-            self._reading[tenant_id] = reading
-            reading.add_done_callback(lambda done: self._read_ended(tenant_id, done))
+            reading = self._begin(tenant_id, caller)
+        elif caller is not None and reading.span is not None and reading.span.is_recording():
+            reading.span.add_link(caller.get_span_context())
+        if caller is not None and reading.span is not None:
+            caller.add_link(reading.span.get_span_context())
         # A caller leaving does not end the read the others wait for.
-        return await asyncio.shield(reading)
+        await asyncio.wait([reading.task])
+        read = reading.task
+        if not read.cancelled() and (error := read.exception()) is not None:
+            raise _own(error) from error
+        return read.result()
 
-    async def _read(self, tenant_id: str) -> TenantSettings:
+    def _begin(self, tenant_id: str, caller: Span | None) -> _Read:
+        """The read of the tenant's settings, in a task of its own, in a
+        context of its own: no caller's span, nor any other of its context."""
+        span = None
+        if self._tracer is not None:
+            span = self._tracer.start_span(
+                "sealtrail.settings.read",
+                context=otel_context.Context(),  # no parent: a trace of its own
+                links=[Link(caller.get_span_context())] if caller is not None else None,
+            )
+        task = asyncio.create_task(self._read(tenant_id, span), context=contextvars.Context())
+        reading = self._reading[tenant_id] = _Read(task, span)
+        task.add_done_callback(lambda done: self._read_ended(tenant_id, done))
+        return reading
+
+    async def _read(self, tenant_id: str, span: Span | None) -> TenantSettings:
+        if span is None:
+            return await self._read_settings(tenant_id)
+        with trace.use_span(span, end_on_exit=True):
+            return await self._read_settings(tenant_id)
+
+    async def _read_settings(self, tenant_id: str) -> TenantSettings:
         puts = self._puts
         async with self._db.connection(tenant_id) as conn:
             settings = await read_settings(conn, tenant_id)
@@ -98,7 +147,8 @@ class SettingsCache:
         return settings  # true when read; not kept past a change made here since
 
     def _read_ended(self, tenant_id: str, read: asyncio.Task[TenantSettings]) -> None:
-        if self._reading.get(tenant_id) is read:
+        reading = self._reading.get(tenant_id)
+        if reading is not None and reading.task is read:
             del self._reading[tenant_id]
         if not read.cancelled():
             read.exception()  # retrieved, whether anyone still waits or not
@@ -122,3 +172,22 @@ class SettingsCache:
         # Each kept once and forgotten once: no sweep of every tenant.
         while entries and next(iter(entries.values()))[0] <= now:
             entries.popitem(last=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """A read of a tenant's settings in progress, and its span (traced)."""
+
+    task: asyncio.Task[TenantSettings]
+    span: Span | None
+
+
+def _own(error: BaseException) -> BaseException:
+    """A copy of `error` (its type, arguments and attributes) for one caller
+    to raise, with a traceback of its own."""
+    try:
+        own = type(error).__new__(type(error), *error.args)
+        own.__dict__.update(vars(error))
+    except (TypeError, AttributeError):  # a type that cannot be copied so
+        return unexpected_failure()
+    return own
