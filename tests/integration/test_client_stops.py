@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +148,36 @@ def test_a_sync_stream_or_export_interrupted_ends_its_call_though_its_error_is_k
         kept.append(interrupted_export.value)
         _back_to(server, "exports", exports_before)
     assert len(kept) == 3
+
+
+def test_a_sync_stream_closed_from_another_thread_ends_its_call_and_its_reader(
+    server: ServerThread, tenant: str, no_collector: None
+) -> None:
+    """A stream read in a worker thread, closed by another while it waited
+    for its next event (a service stopping its tail), raised ValueError
+    ("generator already executing") in the closing thread and went on: its
+    call open on the server, its reader waiting for good. Likewise an export
+    closed while it waited to retry (refused for the exports open at once)."""
+    token = server.token(tenant)
+    _reached(server, "subscribers", 0)
+    read: list[object] = []
+
+    def read_all(items: Iterator[Any]) -> None:
+        try:
+            read.extend(items)
+        except BaseException as exc:  # what the reader saw, reported
+            read.append(exc)
+
+    with AuditClient(server.target, token=token) as client:
+        live = client.stream()  # waits for an event no one records
+        reader = threading.Thread(target=read_all, args=(live,), name="stream-reader")
+        reader.start()
+        _reached(server, "subscribers", 1)
+        live.close()  # from this thread, while the reader waits inside it
+        _back_to(server, "subscribers", 0)
+        reader.join(5)
+        assert not reader.is_alive(), "the reader still waits in a closed stream"
+        assert read == []  # ended, as a stream closed between events ends
 
 
 async def test_an_async_export_cancelled_leaves_no_thread_at_its_file_nor_a_temporary_file(

@@ -102,6 +102,37 @@ def test_an_export_refused_for_the_exports_open_is_retried_after_the_servers_del
     assert len(sleeps) == 1 and 5.0 < sleeps[0] <= 5.1  # the server's delay, and jitter
 
 
+def test_an_export_closed_from_another_thread_while_it_waits_to_retry_ends_there(
+    channel: grpc_testing.Channel,
+) -> None:
+    """Its generator's close() from another thread, while its reader waited
+    inside it to retry, raised ValueError ("generator already executing"),
+    and the export went on to its next attempt. Now the closing thread's
+    close() returns, and the reader's loop ends after its wait, with no
+    other attempt made (one would wait here for an answer never sent)."""
+    waiting, go_on = threading.Event(), threading.Event()
+
+    def wait_to_retry(seconds: float) -> None:
+        waiting.set()
+        go_on.wait(10)
+
+    read: list[object] = []
+    with AuditClient("unused", token="s3cret", channel=channel, sleep=wait_to_retry) as client:
+        chunks = client.export_stream()
+        # A daemon: one that made another attempt waits for its answer for good.
+        reader = threading.Thread(target=lambda: read.extend(chunks), daemon=True)
+        reader.start()
+        _refuse(channel, TOO_MANY)
+        assert waiting.wait(10)
+        try:
+            chunks.close()
+        finally:
+            go_on.set()
+        reader.join(5)
+        assert not reader.is_alive(), "the export made another attempt after its close()"
+        assert read == []
+
+
 def test_an_export_still_refused_after_max_attempts_says_it_was_retried(
     client: AuditClient, channel: grpc_testing.Channel, sleeps: list[float]
 ) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar, Unpack
+from typing import Any, Generic, Protocol, Self, TypeVar, Unpack, overload
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -95,6 +96,7 @@ from sealtrail.v1 import (
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
+_Item = TypeVar("_Item")
 
 
 class _ChangeAnswer(Protocol):
@@ -145,6 +147,82 @@ def _next_message(call: Iterator[_Resp], retrying: SealtrailError | None) -> _Re
         if retrying is None:  # closed before the first attempt
             raise
         raise retrying from exc
+
+
+class _Stop:
+    """How a stream's generator learns that another thread closed it: the
+    flag, and the call it reads now, cancelled as it is set."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._call: Iterator[Any] | None = None
+        self.stopped = False
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped, call = True, self._call
+        if call is not None:
+            _cancel(call)
+
+    def watch(self, call: Iterator[Any]) -> None:
+        """`call` is the one read now: cancelled at once if stopped already."""
+        with self._lock:
+            self._call, stopped = call, self.stopped
+        if stopped:
+            _cancel(call)
+
+
+class _Closable(Generator[_Item, None, None], Generic[_Item]):
+    """A stream's generator that any thread may close. A generator's own
+    close() from another thread, while its reader waited inside it for the
+    next message, raised ValueError ("generator already executing") and did
+    nothing: the call stayed open, on the server too, and its reader waited
+    on. Here the call is cancelled, and the reader's loop ends as it would
+    have ended closed between messages (one waiting to retry ends at the
+    end of its wait, before another attempt)."""
+
+    def __init__(self, run: Callable[[_Stop], Generator[_Item, None, None]]) -> None:
+        self._stop = _Stop()
+        self._run = run(self._stop)
+
+    def __next__(self) -> _Item:
+        return next(self._run)
+
+    def send(self, value: None) -> _Item:
+        return self._run.send(value)
+
+    @overload
+    def throw(
+        self,
+        typ: type[BaseException],
+        val: BaseException | object = None,
+        tb: TracebackType | None = None,
+        /,
+    ) -> _Item: ...
+    @overload
+    def throw(
+        self, typ: BaseException, val: None = None, tb: TracebackType | None = None, /
+    ) -> _Item: ...
+    def throw(
+        self,
+        typ: type[BaseException] | BaseException,
+        val: BaseException | object = None,
+        tb: TracebackType | None = None,
+        /,
+    ) -> _Item:
+        if isinstance(typ, BaseException):
+            return self._run.throw(typ)
+        return self._run.throw(typ, val, tb)
+
+    def close(self) -> None:
+        self._stop.stop()
+        try:
+            self._run.close()
+        except ValueError:
+            if not getattr(self._run, "gi_running", False):
+                raise
+            # Read in another thread (or closed from inside, by a callback):
+            # its call cancelled, it ends there.
 
 
 class AuditClient:
@@ -745,7 +823,24 @@ class AuditClient:
         until its first message arrives: refused for the exports the tenant
         or the server has open (TOO_MANY_EXPORTS), say. Not once under way,
         nor refused for the tenant's export rate (EXPORT_RATE_LIMITED, its
-        `retry_after` the window's rest): see EXPORT_NOT_RETRIED."""
+        `retry_after` the window's rest): see EXPORT_NOT_RETRIED. Any thread
+        may close it (see _Closable)."""
+        return _Closable(
+            lambda stop: self._export_messages(
+                stop, filter, format=format, first_seq=first_seq, last_seq=last_seq
+            )
+        )
+
+    def _export_messages(
+        self,
+        stop: _Stop,
+        filter: event_pb2.EventFilter | None,
+        *,
+        format: ExportFormat,
+        first_seq: int,
+        last_seq: int,
+    ) -> Generator[audit_service_pb2.ExportResponse, None, None]:
+        """export_stream's messages, until `stop` says another thread closed it."""
         if self._closed:
             raise ClientClosedError
         request = audit_service_pb2.ExportRequest(
@@ -753,15 +848,18 @@ class AuditClient:
         )
         metadata, sent_id = stream_metadata(self._metadata, owns_channel=self._owns_channel)
         attempt, retrying = 1, None
-        while True:
+        while not stop.stopped:
             received = False
             call = _started(lambda r: self._stub.Export(r, metadata=metadata), request, retrying)
+            stop.watch(call)
             try:
                 while (message := _next_message(call, retrying)) is not None:
                     received = True
                     yield message
                 return
             except grpc.RpcError as exc:
+                if stop.stopped:  # cancelled by a close() from another thread
+                    return
                 error = failed_call(exc, sent_id=sent_id, retried=retrying is not None)
                 under_way = received or error.reason in EXPORT_NOT_RETRIED
                 delay = None if under_way else self._backoff(attempt, error)
@@ -828,18 +926,43 @@ class AuditClient:
         makes no progress, so it outlasts a server's restart; before it first
         connects it gives up as a call does (max_attempts), and any other error
         ends it. Its call ends as the generator does: `stream.close()` (or a
-        `for` loop left, nothing else holding the generator) ends it at once."""
+        `for` loop left, nothing else holding the generator) ends it at once,
+        from any thread: a reader waiting inside it in another thread sees its
+        loop end."""
+        return _Closable(
+            lambda stop: self._stream_events(
+                stop,
+                filter,
+                after_seq=after_seq,
+                since=since,
+                on_heartbeat=on_heartbeat,
+                on_purged=on_purged,
+            )
+        )
+
+    def _stream_events(
+        self,
+        stop: _Stop,
+        filter: event_pb2.EventFilter | None,
+        *,
+        after_seq: int | None,
+        since: datetime | None,
+        on_heartbeat: Callable[[int], None] | None,
+        on_purged: Callable[[audit_service_pb2.PurgedRange], None] | None,
+    ) -> Generator[event_pb2.Event, None, None]:
+        """stream's events, until `stop` says another thread closed it."""
         if after_seq is not None and since is not None:  # `since` went unheeded
             raise ValueError("a stream starts after_seq or since, not both")
         if self._closed:
             raise ClientClosedError
         cursor, attempt, retrying, connected = after_seq, 1, None, False
         metadata, sent_id = stream_metadata(self._metadata, owns_channel=self._owns_channel)
-        while True:
+        while not stop.stopped:
             request = stream_request(filter, cursor, since, announce_purged=on_purged is not None)
             call = _started(
                 lambda r: self._stub.StreamEvents(r, metadata=metadata), request, retrying
             )
+            stop.watch(call)
             try:
                 while (message := _next_message(call, retrying)) is not None:
                     connected, before = True, cursor
@@ -871,6 +994,8 @@ class AuditClient:
                 error, cause = stream_ended(sent_id=sent_id, retried=retrying is not None), None
             finally:  # the caller stopped (close(), an error): the stream ends now
                 _cancel(call)
+            if stop.stopped:  # cancelled by a close() from another thread
+                return
             # Bounded until the stream first connects: an address that never
             # answers is an error to report. Then it runs until the caller stops it.
             delay = self._backoff(attempt, error, bounded=not connected)
