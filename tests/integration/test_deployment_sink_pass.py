@@ -27,10 +27,15 @@ from sealtrail_server import deployment_sink_job
 from sealtrail_server.api import managed_sinks
 from sealtrail_server.deployment_sink_job import DeploymentSinkJob
 from sealtrail_server.domain.errors import Unavailable
+from sealtrail_server.domain.event import EventDraft, validate_event
+from sealtrail_server.domain.sinks import SinkDefinition
+from sealtrail_server.sealing_setup import load_secret_box
 from sealtrail_server.store import changes as changes_module
 from sealtrail_server.store import deployment_sinks as definitions
+from sealtrail_server.store.appended import Appended
+from sealtrail_server.store.appender import Appender
 from tests.conftest import ServerThread, database_of_its_own, deployment_operator
-from tests.lock_waits import SUBJECT_LOCK, until_waiting
+from tests.lock_waits import SUBJECT_LOCK, count_now, until_blocked, until_waiting
 from tests.tenant_rows import rows_of
 
 SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
@@ -388,3 +393,176 @@ def test_a_tenant_a_from_now_create_failed_on_starts_where_its_log_stood_whateve
     finally:
         skewed.close()
     assert _started_at(server, failed) == (4, 3)
+
+
+def test_a_definition_created_mid_erasure_keeps_no_start_of_the_erased_tenant(
+    server: ServerThread,
+    operator: Callable[..., Result],
+    own_database: str,
+    tmp_path: Path,
+) -> None:
+    """`sink create --from now` while an erasure is past its DELETEs but not
+    committed (a large tenant's takes a while): the definition's statement
+    read every tenant's head from a snapshot that still saw the erased one's,
+    and kept where its instance was to start, a row of the tenant the
+    erasure then left behind (nothing read it: the pass leaves erased tenants
+    out). The definition now reads the heads locked against their deletion:
+    it waits for the erasure, and skips the head it removed. The erasure is
+    held before its receipt by one of the test's own, uncommitted, until the
+    command is seen waiting for it, or done."""
+    erased, kept = _tenants_with_logs(server, 2)
+    with (
+        psycopg.connect(own_database, autocommit=True) as sql,
+        psycopg.connect(own_database, autocommit=True) as receipt,
+        concurrent.futures.ThreadPoolExecutor(2) as pool,
+    ):
+        with contextlib.ExitStack() as held:
+            held.enter_context(receipt.transaction(force_rollback=True))
+            receipt.execute(
+                "INSERT INTO tenant_erasures (tenant_id, erased_at, erased_by, final_tree_size,"
+                " final_root_hash, final_checkpoint, removed_rows)"
+                " VALUES (%s, now(), 'test', 0, sha256(''), '', '{}')",
+                [erased],
+            )
+            with AuditClient(server.target, token=server.token(erased)) as admin:
+                erasing = pool.submit(admin.erase_tenant, erased)
+                until_blocked(receipt, erasing, waiter="sealtrail-erasure")
+                assert rows_of(sql, erased)["chain_heads"] == 1  # not committed yet
+
+                def let_go_once_created_or_waiting() -> None:
+                    deadline = time.monotonic() + 30
+                    while not count_now(sql, _CREATED_OR_WAITING):
+                        assert time.monotonic() < deadline, "the definition was not written"
+                        time.sleep(0.01)
+                    held.close()  # the erasure goes on, and commits
+
+                letting_go = pool.submit(let_go_once_created_or_waiting)
+                made = _create(operator, "soc-mid-erasure", tmp_path)
+                letting_go.result(timeout=30)
+                assert erasing.result(timeout=30).tenant_id == erased
+        assert made.exit_code == 0, made.output
+        left = rows_of(sql, erased)
+        assert {table: rows for table, rows in left.items() if rows} == {}
+    assert _instances(own_database, "soc-mid-erasure") == {kept}
+
+
+# The definition's statement committed, or waiting for a lock (the erasure's).
+_CREATED_OR_WAITING = (
+    "SELECT (SELECT count(*) FROM deployment_sinks) + (SELECT count(*) FROM pg_stat_activity"
+    " WHERE starts_with(query, 'WITH made AS (INSERT INTO deployment_sinks')"
+    " AND cardinality(pg_blocking_pids(pid)) > 0)"
+)
+
+
+def test_appends_go_on_while_a_definition_reads_the_heads(
+    server: ServerThread,
+    operator: Callable[..., Result],
+    own_database: str,
+    tmp_path: Path,
+) -> None:
+    """The definition's statement holds every head it has read FOR KEY SHARE
+    until it commits, and the appender locks a head to move it. Were that
+    lock FOR UPDATE, each tenant's appends would wait on the statement (over
+    many tenants, for as long as it takes), past its lock timeout. It is FOR
+    NO KEY UPDATE, which a key share does not hold up: an append, by a
+    process new to the tenant (which locks its head), is written while the
+    statement is held on the last head it reads, by a lock of the test's."""
+    _tenants_with_logs(server, 3)
+    with (
+        psycopg.connect(own_database, autocommit=True) as sql,
+        psycopg.connect(own_database, autocommit=True) as blocker,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        # The statement reads the heads in the table's order: the last is read last.
+        [(last,), *read] = sql.execute(
+            "SELECT tenant_id FROM chain_heads ORDER BY ctid DESC"
+        ).fetchall()
+        with contextlib.ExitStack() as held:
+            held.enter_context(blocker.transaction(force_rollback=True))
+            blocker.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [last])
+
+            def append_while_held() -> float:
+                try:
+                    deadline = time.monotonic() + 30
+                    while not count_now(blocker, _WAITING_DEFINITION):
+                        assert time.monotonic() < deadline, "the definition did not wait"
+                        time.sleep(0.01)
+                    for (tenant_id,) in read:  # read, and held by the statement
+                        with pytest.raises(psycopg.errors.LockNotAvailable), sql.transaction():
+                            sql.execute(
+                                "SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE NOWAIT",
+                                [tenant_id],
+                            )
+                    started = time.monotonic()
+                    [appended] = asyncio.run_coroutine_threadsafe(
+                        _append_as_a_new_process(server, read[0][0]), server.loop
+                    ).result(timeout=30)
+                    assert isinstance(appended, Appended), appended
+                    assert count_now(blocker, _WAITING_DEFINITION) == 1  # still held
+                    return time.monotonic() - started
+                finally:
+                    held.close()
+
+            appending = pool.submit(append_while_held)
+            made = _create(operator, "soc-beside-appends", tmp_path)
+            took = appending.result(timeout=60)
+    assert made.exit_code == 0, made.output
+    assert took < 2.0  # no lock wait (the appender's gives up after 5 s)
+
+
+# The definition's statement, waiting for a lock.
+_WAITING_DEFINITION = (
+    "SELECT count(*) FROM pg_stat_activity"
+    " WHERE starts_with(query, 'WITH made AS (INSERT INTO deployment_sinks')"
+    " AND cardinality(pg_blocking_pids(pid)) > 0"
+)
+
+
+async def _append_as_a_new_process(server: ServerThread, tenant_id: str) -> list[Any]:
+    """An event appended to the tenant by a new appender, which never wrote
+    its head: it locks the head to read it."""
+    event = validate_event(EventDraft(action="doc.edit", actor_id="u"), now=datetime.now(UTC))
+    appender = Appender(server.database)
+    appender.start()
+    try:
+        return await appender.append(tenant_id, [event])
+    finally:
+        await appender.stop()
+
+
+def test_a_definition_does_not_wait_for_an_append_in_progress(
+    server: ServerThread, own_database: str
+) -> None:
+    """A head held as the appender holds it while it writes (FOR NO KEY
+    UPDATE, here by the test, until the end) does not hold up the
+    definition's statement reading it (a lock wait is refused after 2 s);
+    its start is where the log stood."""
+    [tenant] = _tenants_with_logs(server, 1)
+    definition = SinkDefinition(
+        "soc-beside-a-write",
+        "webhook",
+        "sealtrail_json",
+        {},
+        {"url": "http://127.0.0.1:9/soc", "secrets": [SECRET]},
+        False,
+    )
+
+    async def create() -> bool:
+        async with await psycopg.AsyncConnection.connect(own_database, autocommit=True) as owner:
+            await owner.execute("SET lock_timeout = '2s'")
+            return await definitions.insert_definition(
+                owner,
+                definitions.new_id(),
+                definition,
+                box=load_secret_box(server.settings),
+                from_start=False,
+                changed_by="test",
+            )
+
+    with psycopg.connect(own_database, autocommit=True) as sql, sql.transaction():
+        sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR NO KEY UPDATE", [tenant])
+        assert server.run(create(), timeout=30)
+        starts = sql.execute(
+            "SELECT tree_size FROM deployment_sink_starts WHERE tenant_id = %s", [tenant]
+        ).fetchall()
+    assert starts == [(1,)]

@@ -5,8 +5,10 @@ process gathers what arrives within `max_wait` seconds (or until `batch_events`
 events are waiting; at once for a lone caller when the previous commit served
 one too) and writes it all in ONE transaction:
 
-1. lock each touched tenant's `chain_heads` row FOR UPDATE, in tenant order
-   (this serialises every writer of a tenant across all server processes);
+1. lock each touched tenant's `chain_heads` row FOR NO KEY UPDATE, in tenant
+   order (this serialises every writer of a tenant across all server
+   processes; a key share, a deployment sink's creation reading every head,
+   is no writer and goes on beside it);
 2. look up the batch's idempotency keys; a repeated key answers with the
    event recorded before;
 3. give each new event the next seq, its id and received time, build its
@@ -1410,7 +1412,7 @@ _HEADS_HELD_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', '100ms', true)"
 _HEADS_HELD = (
     "SELECT tenant_id FROM chain_heads WHERE tenant_id = ANY(%(t)s)"
     " EXCEPT SELECT tenant_id FROM (SELECT tenant_id FROM chain_heads"
-    "  WHERE tenant_id = ANY(%(t)s) FOR UPDATE SKIP LOCKED) AS free"
+    "  WHERE tenant_id = ANY(%(t)s) FOR NO KEY UPDATE SKIP LOCKED) AS free"
 )
 
 # The session's idle timeout (IDLE_IN_WRITE_SECONDS) set in the statement
@@ -1421,7 +1423,7 @@ _SELECT_HEADS = (
         " FROM (SELECT set_config('idle_in_transaction_session_timeout', %s, true)) AS idle,"
         " unnest(%s::text[], %s::text[]) AS k(tenant_id, erasure_key)"
         " JOIN chain_heads AS h ON h.tenant_id = k.tenant_id"
-        " WHERE {not_being_erased} ORDER BY h.tenant_id FOR UPDATE OF h"
+        " WHERE {not_being_erased} ORDER BY h.tenant_id FOR NO KEY UPDATE OF h"
     )
     .format(not_being_erased=try_share_condition(sql.SQL("k.erasure_key")))
     .as_string(None)

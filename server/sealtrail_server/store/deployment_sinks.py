@@ -111,7 +111,15 @@ async def insert_definition(
     (one snapshot), where the instances `sink create` does not make start
     (`instance_start`). Its time of creation was compared with the events'
     receipt: the clocks of the servers that recorded them, not the database's
-    (a server 2 minutes behind lost the sink those minutes' events)."""
+    (a server 2 minutes behind lost the sink those minutes' events).
+
+    The heads are read FOR KEY SHARE: a tenant's erasure, which locks its head
+    and deletes it, is waited for, and its head skipped once it commits. Read
+    from the snapshot alone, an erasure past its DELETEs but not committed
+    left the erased tenant's start behind it, a row of the tenant in no
+    tenant's table any more (helper-256). The lock conflicts with no append's
+    (the appender holds the heads FOR NO KEY UPDATE): appends and this go on
+    past each other."""
     cursor = await conn.execute(
         "WITH made AS (INSERT INTO deployment_sinks (id, name, kind, format, filter,"
         " destination, paused, from_start, changed_by, created_at, updated_at, starts_kept)"
@@ -120,7 +128,7 @@ async def insert_definition(
         " ON CONFLICT (name) DO NOTHING RETURNING id),"
         " starts AS (INSERT INTO deployment_sink_starts (tenant_id, deployment_sink_id, tree_size)"
         " SELECT h.tenant_id, made.id, h.tree_size FROM made, chain_heads AS h"
-        " WHERE NOT %(from_start)s)"
+        " WHERE NOT %(from_start)s FOR KEY SHARE OF h)"
         " SELECT count(*) FROM made",
         dict(
             zip(
