@@ -548,11 +548,21 @@ class AuditClient:
     ) -> _Changed:
         """A change's answer, its `event_id` that of the change's record: for a
         retry that found its lost attempt's change made (and so answered no
-        id), that attempt's, found by one query (`own_change`)."""
+        id), that attempt's, found by one query (`own_change`). The query is
+        part of the call: within what is left of the client's total_timeout
+        (it had a bound of its own, and the call took up to twice the one
+        documented), and its failure says the call was retried (`retried`):
+        the change was made."""
+        # total_timeout bounds the change and its lookup together.
+        ends = None if self._total_timeout is None else self._clock() + self._total_timeout
         attempts = Attempts()
-        answer = self._call(method, request, retry=retry, attempts=attempts)
+        answer = self._call(method, request, retry=retry, until=ends, attempts=attempts)
         if (lookup := own_change(answer.event_id, attempts, action)) is not None:
-            found = self._call(self._stub.Query, lookup)
+            try:
+                found = self._call(self._stub.Query, lookup, until=ends)
+            except SealtrailError as error:
+                error.retried = True
+                raise
             answer.event_id = found.events[0].id if found.events else ""
         return answer
 

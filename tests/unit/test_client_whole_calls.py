@@ -1,0 +1,111 @@
+"""A client method that makes more than one RPC is one call for the
+client's `total_timeout`: its later RPCs get what is left of the bound,
+not a bound of their own. Against a scripted grpc.aio server (real
+deadlines, real connections) that never answers the later RPC, the call's
+duration measured by the client's clock: one that jumps ahead as the
+earlier RPC is answered, so that the earlier part spends most of the bound
+without the test waiting for it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from sealtrail import AsyncAuditClient, AuditClient, SealtrailError
+from sealtrail.v1 import access_pb2
+from tests.scripted_service import scripted
+
+BOUND = 4.0  # the clients' total_timeout
+SPENT = 3.0  # of it, by the client's clock, before the RPC never answered
+# What the whole call may take by the client's clock: the bound, and half of
+# it again for a slow machine's own delays. A later RPC given a bound of its
+# own takes SPENT + BOUND, past it.
+WITHIN = BOUND * 1.5
+
+
+class _Clock:
+    """time.monotonic, moved ahead by `jump`."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.ahead
+
+    def jump(self, seconds: float) -> None:
+        self.ahead += seconds
+
+
+async def _never_answered(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+    await asyncio.sleep(60)  # cancelled when the call's deadline passes, or the server stops
+    raise AssertionError("answered")
+
+
+def _revoke_handlers(clock: _Clock) -> dict[str, grpc.RpcMethodHandler]:
+    """RevokeToken's first attempt fails UNAVAILABLE once SPENT of the bound
+    is spent (its answer lost, as far as the client knows); the retry finds
+    the token revoked already (no event_id), so the client looks for the
+    revocation its first attempt recorded: a Query never answered."""
+    attempts = 0
+
+    async def revoke(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            clock.jump(SPENT)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset")
+        return access_pb2.RevokeTokenResponse().SerializeToString()
+
+    return {
+        "RevokeToken": grpc.unary_unary_rpc_method_handler(revoke),
+        "Query": grpc.unary_unary_rpc_method_handler(_never_answered),
+    }
+
+
+def _options(clock: _Clock) -> dict[str, Any]:
+    return {
+        "token": "t",
+        "total_timeout": BOUND,
+        "initial_backoff": 0.01,
+        "max_backoff": 0.01,
+        "clock": clock,
+    }
+
+
+async def _timed(clock: _Clock, call: Callable[[], Awaitable[object]]) -> tuple[float, Exception]:
+    began = clock()
+    with pytest.raises(SealtrailError) as raised:
+        await call()
+    return clock() - began, raised.value
+
+
+async def test_a_retried_changes_lookup_of_its_own_record_gets_what_is_left_of_the_bound() -> None:
+    """A change (revoke_token here; set_retention_policy and the others go
+    the same way) retried after a lost answer looks up the record its lost
+    attempt made: that Query had a total_timeout of its own, and the whole
+    call took up to twice the bound. Now it gets what is left; cut off, the
+    call's error says it was retried (the change may have been made)."""
+    clock = _Clock()
+    async with scripted(_revoke_handlers(clock)) as target:
+        with AuditClient(target, **_options(clock)) as client:
+            took, error = await _timed(
+                clock, lambda: asyncio.to_thread(client.revoke_token, "tok_1")
+            )
+        assert took < WITHIN, f"the sync client's call took {took:.1f} s of a {BOUND} s bound"
+        assert isinstance(error, SealtrailError)
+        assert error.code is grpc.StatusCode.DEADLINE_EXCEEDED and error.retried
+
+    clock = _Clock()
+    async with (
+        scripted(_revoke_handlers(clock)) as target,
+        AsyncAuditClient(target, **_options(clock)) as aclient,
+    ):
+        took, error = await _timed(clock, lambda: aclient.revoke_token("tok_1"))
+    assert took < WITHIN, f"the async client's call took {took:.1f} s of a {BOUND} s bound"
+    assert isinstance(error, SealtrailError)
+    assert error.code is grpc.StatusCode.DEADLINE_EXCEEDED and error.retried
