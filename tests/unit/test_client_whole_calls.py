@@ -17,7 +17,8 @@ import grpc
 import pytest
 
 from sealtrail import AsyncAuditClient, AuditClient, SealtrailError
-from sealtrail.v1 import access_pb2
+from sealtrail.tlog import Checkpoint, format_checkpoint, generate_signer_key, sign_note
+from sealtrail.v1 import access_pb2, integrity_pb2
 from tests.scripted_service import scripted
 
 BOUND = 4.0  # the clients' total_timeout
@@ -109,3 +110,51 @@ async def test_a_retried_changes_lookup_of_its_own_record_gets_what_is_left_of_t
     assert took < WITHIN, f"the async client's call took {took:.1f} s of a {BOUND} s bound"
     assert isinstance(error, SealtrailError)
     assert error.code is grpc.StatusCode.DEADLINE_EXCEEDED and error.retried
+
+
+SIGNER = generate_signer_key("sealtrail.test/log")
+
+
+def _signed(size: int) -> str:
+    """A checkpoint of the log at `size`, signed by SIGNER."""
+    checkpoint = Checkpoint("sealtrail.test/log/acme", size, bytes([size]) * 32)
+    return sign_note(format_checkpoint(checkpoint), SIGNER)
+
+
+def _checkpoint_handlers(clock: _Clock) -> dict[str, grpc.RpcMethodHandler]:
+    """Today's checkpoint, answered once SPENT of the bound is spent; the
+    consistency proof to it from a saved one, never answered."""
+
+    async def checkpoint(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        clock.jump(SPENT)
+        latest = integrity_pb2.SignedCheckpoint(note=_signed(7))
+        return integrity_pb2.GetCheckpointResponse(checkpoint=latest).SerializeToString()
+
+    return {
+        "GetCheckpoint": grpc.unary_unary_rpc_method_handler(checkpoint),
+        "GetConsistencyProof": grpc.unary_unary_rpc_method_handler(_never_answered),
+    }
+
+
+async def test_checking_a_saved_checkpoint_is_one_call_for_the_bound() -> None:
+    """check_checkpoint reads today's checkpoint, then the consistency proof
+    to it: each RPC had a total_timeout of its own, and the check took up
+    to twice the bound."""
+    key = SIGNER.verifier.text()
+    clock = _Clock()
+    async with scripted(_checkpoint_handlers(clock)) as target:
+        with AuditClient(target, **_options(clock)) as client:
+            took, error = await _timed(
+                clock, lambda: asyncio.to_thread(client.check_checkpoint, _signed(5), key=key)
+            )
+        assert took < WITHIN, f"the sync client's check took {took:.1f} s of a {BOUND} s bound"
+        assert error.code is grpc.StatusCode.DEADLINE_EXCEEDED
+
+    clock = _Clock()
+    async with (
+        scripted(_checkpoint_handlers(clock)) as target,
+        AsyncAuditClient(target, **_options(clock)) as aclient,
+    ):
+        took, error = await _timed(clock, lambda: aclient.check_checkpoint(_signed(5), key=key))
+    assert took < WITHIN, f"the async client's check took {took:.1f} s of a {BOUND} s bound"
+    assert error.code is grpc.StatusCode.DEADLINE_EXCEEDED

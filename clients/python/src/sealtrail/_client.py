@@ -465,17 +465,22 @@ class AuditClient:
         verified here. With `fresh`, today's checkpoint is signed now if the
         log has grown. CheckpointError (OtherLogError for another tenant's
         log) when it cannot be checked; a rewritten log is a result, with
-        `consistent` False and its `reason`."""
+        `consistent` False and its `reason`. One call for the client's
+        total_timeout: its two RPCs (today's checkpoint, then the proof)
+        together end within it."""
         check = SavedCheckpoint.open(saved, key)
-        latest, signers = check.latest((self.get_checkpoint(fresh=fresh)).note)
+        ends = None if self._total_timeout is None else self._clock() + self._total_timeout
+        today = integrity_pb2.GetCheckpointRequest(fresh=fresh)
+        note = self._call(self._stub.GetCheckpoint, today, until=ends).checkpoint.note
+        latest, signers = check.latest(note)
         proof: Sequence[bytes] = ()
         if check.needs_proof(latest):
             # Between the two sizes signed: new_size 0 would be whatever the
             # server's latest is by the time it answers.
-            answer = self.get_consistency_proof(
+            between = integrity_pb2.GetConsistencyProofRequest(
                 old_size=check.checkpoint.tree_size, new_size=latest.tree_size
             )
-            proof = answer.proof
+            proof = self._call(self._stub.GetConsistencyProof, between, until=ends).proof
         return check.verdict(latest, signers, proof)
 
     def get_verifier_keys(self) -> list[integrity_pb2.VerifierKey]:
