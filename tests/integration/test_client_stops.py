@@ -180,6 +180,37 @@ def test_a_sync_stream_closed_from_another_thread_ends_its_call_and_its_reader(
         assert read == []  # ended, as a stream closed between events ends
 
 
+async def test_an_async_stream_closed_from_another_task_ends_its_call_and_its_reader(
+    server: ServerThread, tenant: str, no_collector: None
+) -> None:
+    """A stream read in one task, closed by another while it waited for its
+    next event (a service stopping its tail): `aclose()` raised RuntimeError
+    ("asynchronous generator is already running") and did nothing, the call
+    open on the server, the reader waiting for good. Now its call ends, and
+    the reader's loop, as one closed between events ends."""
+    token = server.token(tenant)
+    await asyncio.to_thread(_reached, server, "subscribers", 0)
+    read: list[object] = []
+    async with AsyncAuditClient(server.target, token=token) as client:
+        live = client.stream()  # waits for an event no one records
+
+        async def read_all() -> None:
+            async for event in live:
+                read.append(event)
+
+        reader = asyncio.create_task(read_all(), name="stream-reader")
+        try:
+            await asyncio.to_thread(_reached, server, "subscribers", 1)
+            await live.aclose()  # from this task, while the reader waits inside it
+            await asyncio.to_thread(_back_to, server, "subscribers", 0)
+            done, _ = await asyncio.wait([reader], timeout=5)
+            assert done, "the reader still waits in a closed stream"
+            await reader  # ended, not cancelled nor failed
+        finally:
+            reader.cancel()
+    assert read == []
+
+
 async def test_an_async_export_cancelled_leaves_no_thread_at_its_file_nor_a_temporary_file(
     server: ServerThread, tenant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

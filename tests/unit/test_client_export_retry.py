@@ -5,6 +5,7 @@ channel (the sync client) and a scripted server (the async one)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import threading
@@ -217,3 +218,53 @@ async def test_the_async_client_retries_an_export_before_its_first_message_only(
         with pytest.raises(UnavailableError) as failed:
             await client.export(tmp_path / "again.ndjson")
         assert not failed.value.retried and len(attempts) == 3 and len(waited) == 1
+
+
+async def test_an_async_export_closed_from_another_task_waiting_to_retry_ends_there() -> None:
+    """Its `aclose()` from another task, while its reader waited inside it to
+    retry, raised RuntimeError ("asynchronous generator is already running"),
+    and the export went on to its next attempt. Now the closing task's
+    aclose() returns, and the reader's loop ends after its wait, with no
+    other attempt made."""
+    attempts = 0
+    waiting, go_on = asyncio.Event(), asyncio.Event()
+
+    async def wait_to_retry(seconds: float) -> None:
+        waiting.set()
+        await go_on.wait()
+
+    async def export(
+        request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> AsyncIterator[bytes]:
+        nonlocal attempts
+        attempts += 1
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY.message, status_trailers(TOO_MANY)
+        )
+        yield b""  # never: a generator, as an Export handler is
+
+    read: list[object] = []
+    handler = grpc.unary_stream_rpc_method_handler(export)
+    async with (
+        scripted({"Export": handler}) as target,
+        AsyncAuditClient(target, token="s3cret", sleep=wait_to_retry) as client,
+    ):
+        chunks = client.export_stream()
+
+        async def read_all() -> None:
+            async for chunk in chunks:
+                read.append(chunk)
+
+        reader = asyncio.create_task(read_all())
+        try:
+            await asyncio.wait_for(waiting.wait(), 10)
+            try:
+                await chunks.aclose()
+            finally:
+                go_on.set()
+            done, _ = await asyncio.wait([reader], timeout=5)
+            assert done, "the export still runs after its aclose()"
+            await reader  # ended, not cancelled nor failed
+        finally:
+            reader.cancel()
+    assert read == [] and attempts == 1

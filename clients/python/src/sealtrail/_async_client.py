@@ -21,7 +21,7 @@ from collections.abc import (
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar, Unpack
+from typing import Any, Generic, Protocol, Self, TypeVar, Unpack, overload
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -195,6 +195,90 @@ async def _next_message(
         if retrying is None:  # closed before the first attempt
             raise
         raise retrying from exc
+
+
+_Item = TypeVar("_Item")
+
+
+class _Stop:
+    """How a stream's generator learns that another task closed it: the
+    flag, and the call it reads now, cancelled as it is set."""
+
+    def __init__(self) -> None:
+        self._call: AsyncIterable[Any] | None = None
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self._call is not None:
+            _cancel(self._call)
+
+    def watch(self, call: AsyncIterable[Any]) -> None:
+        """`call` is the one read now: cancelled at once if stopped already."""
+        self._call = call
+        if self.stopped:
+            _cancel(call)
+
+    def ended(self) -> bool:
+        """Whether a cancellation met inside the stream is its closing by
+        another task (its call cancelled, which grpc.aio raises as
+        CancelledError), not one of the reading task's own."""
+        task = asyncio.current_task()
+        return self.stopped and not (task is not None and task.cancelling())
+
+
+class _Closable(AsyncGenerator[_Item, None], Generic[_Item]):
+    """A stream's generator that any task may close. An async generator's
+    own aclose() from another task, while its reader waited inside it for
+    the next message, raised RuntimeError ("asynchronous generator is
+    already running") and did nothing: the call stayed open, on the server
+    too, and its reader waited on. Here the call is cancelled, and the
+    reader's loop ends as it would have ended closed between messages (one
+    waiting to retry ends at the end of its wait, before another attempt).
+    Cancelling the reading task ends it too, that task cancelled."""
+
+    def __init__(self, run: Callable[[_Stop], AsyncGenerator[_Item, None]]) -> None:
+        self._stop = _Stop()
+        self._run = run(self._stop)
+
+    async def __anext__(self) -> _Item:
+        return await self._run.__anext__()
+
+    async def asend(self, value: None) -> _Item:
+        return await self._run.asend(value)
+
+    @overload
+    async def athrow(
+        self,
+        typ: type[BaseException],
+        val: BaseException | object = None,
+        tb: TracebackType | None = None,
+        /,
+    ) -> _Item: ...
+    @overload
+    async def athrow(
+        self, typ: BaseException, val: None = None, tb: TracebackType | None = None, /
+    ) -> _Item: ...
+    async def athrow(
+        self,
+        typ: type[BaseException] | BaseException,
+        val: BaseException | object = None,
+        tb: TracebackType | None = None,
+        /,
+    ) -> _Item:
+        if isinstance(typ, BaseException):
+            return await self._run.athrow(typ)
+        return await self._run.athrow(typ, val, tb)
+
+    async def aclose(self) -> None:
+        self._stop.stop()
+        try:
+            await self._run.aclose()
+        except RuntimeError:
+            if not getattr(self._run, "ag_running", False):
+                raise
+            # Read in another task (or closed from inside, by a callback):
+            # its call cancelled, it ends there.
 
 
 class AsyncAuditClient:
@@ -854,7 +938,7 @@ class AsyncAuditClient:
             self._stub.VerifyLog, request, retry=False, timeout=timeout, own_deadline=True
         )
 
-    async def export_stream(
+    def export_stream(
         self,
         filter: event_pb2.EventFilter | None = None,
         *,
@@ -868,7 +952,24 @@ class AsyncAuditClient:
         until its first message arrives: refused for the exports the tenant
         or the server has open (TOO_MANY_EXPORTS), say. Not once under way,
         nor refused for the tenant's export rate (EXPORT_RATE_LIMITED, its
-        `retry_after` the window's rest): see EXPORT_NOT_RETRIED."""
+        `retry_after` the window's rest): see EXPORT_NOT_RETRIED. Any task
+        may close it (see _Closable)."""
+        return _Closable(
+            lambda stop: self._export_messages(
+                stop, filter, format=format, first_seq=first_seq, last_seq=last_seq
+            )
+        )
+
+    async def _export_messages(
+        self,
+        stop: _Stop,
+        filter: event_pb2.EventFilter | None,
+        *,
+        format: ExportFormat,
+        first_seq: int,
+        last_seq: int,
+    ) -> AsyncGenerator[audit_service_pb2.ExportResponse, None]:
+        """export_stream's messages, until `stop` says another task closed it."""
         if self._closed:
             raise ClientClosedError
         request = audit_service_pb2.ExportRequest(
@@ -876,23 +977,28 @@ class AsyncAuditClient:
         )
         metadata, sent_id = stream_metadata(self._metadata, owns_channel=self._owns_channel)
         attempt, retrying = 1, None
-        while True:
+        while not stop.stopped:
             received = False
             call, messages = _started(
                 lambda r: self._stub.Export(r, metadata=metadata), request, retrying
             )
+            stop.watch(call)
             try:
                 while (message := await _next_message(messages, retrying)) is not None:
                     received = True
                     yield message
                 return
             except grpc.RpcError as exc:
+                if stop.stopped:  # cancelled by an aclose() from another task
+                    return
                 error = failed_call(exc, sent_id=sent_id, retried=retrying is not None)
                 under_way = received or error.reason in EXPORT_NOT_RETRIED
                 delay = None if under_way else self._backoff(attempt, error)
                 if delay is None:
                     raise error from exc
             except asyncio.CancelledError:
+                if stop.ended():  # its call cancelled by an aclose() from another task
+                    return
                 if (closed := self._closed_under(sent_id, retried=retrying is not None)) is None:
                     raise
                 raise closed from None
@@ -943,7 +1049,7 @@ class AsyncAuditClient:
         finally:
             await _in_thread(functools.partial(target.__exit__, None, None, None))
 
-    async def stream(
+    def stream(
         self,
         filter: event_pb2.EventFilter | None = None,
         *,
@@ -965,18 +1071,42 @@ class AsyncAuditClient:
         makes no progress, so it outlasts a server's restart; before it first
         connects it gives up as a call does (max_attempts), and any other error
         ends it. Its call ends as the generator does: `await stream.aclose()`
-        (or `contextlib.aclosing`) ends it at once."""
+        (or `contextlib.aclosing`) ends it at once, from any task: a reader
+        waiting inside it in another task sees its loop end."""
+        return _Closable(
+            lambda stop: self._stream_events(
+                stop,
+                filter,
+                after_seq=after_seq,
+                since=since,
+                on_heartbeat=on_heartbeat,
+                on_purged=on_purged,
+            )
+        )
+
+    async def _stream_events(
+        self,
+        stop: _Stop,
+        filter: event_pb2.EventFilter | None,
+        *,
+        after_seq: int | None,
+        since: datetime | None,
+        on_heartbeat: Callable[[int], None] | None,
+        on_purged: Callable[[audit_service_pb2.PurgedRange], None] | None,
+    ) -> AsyncGenerator[event_pb2.Event, None]:
+        """stream's events, until `stop` says another task closed it."""
         if after_seq is not None and since is not None:  # `since` went unheeded
             raise ValueError("a stream starts after_seq or since, not both")
         if self._closed:
             raise ClientClosedError
         cursor, attempt, retrying, connected = after_seq, 1, None, False
         metadata, sent_id = stream_metadata(self._metadata, owns_channel=self._owns_channel)
-        while True:
+        while not stop.stopped:
             request = stream_request(filter, cursor, since, announce_purged=on_purged is not None)
             call, messages = _started(
                 lambda r: self._stub.StreamEvents(r, metadata=metadata), request, retrying
             )
+            stop.watch(call)
             try:
                 while (message := await _next_message(messages, retrying)) is not None:
                     connected, before = True, cursor
@@ -1002,6 +1132,8 @@ class AsyncAuditClient:
                     if cursor != before:  # progress: the next failure backs off from the start
                         attempt = 1
             except asyncio.CancelledError:
+                if stop.ended():  # its call cancelled by an aclose() from another task
+                    return
                 if (closed := self._closed_under(sent_id, retried=retrying is not None)) is None:
                     raise
                 raise closed from None
@@ -1012,6 +1144,8 @@ class AsyncAuditClient:
                 error, cause = stream_ended(sent_id=sent_id, retried=retrying is not None), None
             finally:  # the caller stopped (aclose(), an error): the stream ends now
                 _cancel(call)
+            if stop.stopped:  # cancelled by an aclose() from another task
+                return
             # Bounded until the stream first connects: an address that never
             # answers is an error to report. Then it runs until the caller stops it.
             delay = self._backoff(attempt, error, bounded=not connected)
