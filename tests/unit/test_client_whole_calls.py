@@ -158,3 +158,39 @@ async def test_checking_a_saved_checkpoint_is_one_call_for_the_bound() -> None:
         took, error = await _timed(clock, lambda: aclient.check_checkpoint(_signed(5), key=key))
     assert took < WITHIN, f"the async client's check took {took:.1f} s of a {BOUND} s bound"
     assert error.code is grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def _listing_handlers(clock: _Clock) -> dict[str, grpc.RpcMethodHandler]:
+    """ListTokens' first page, answered once SPENT of the bound is spent and
+    naming a next page; the next page, never answered."""
+
+    async def tokens(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        if access_pb2.ListTokensRequest.FromString(request).page_token:
+            return await _never_answered(request, context)
+        clock.jump(SPENT)
+        first = access_pb2.ApiToken(token_id="tok_1")
+        page = access_pb2.ListTokensResponse(tokens=[first], next_page_token="page-2")
+        return page.SerializeToString()
+
+    return {"ListTokens": grpc.unary_unary_rpc_method_handler(tokens)}
+
+
+async def test_a_listing_read_page_after_page_is_one_call_for_the_bound() -> None:
+    """list_tokens (and the other methods returning every page of a listing)
+    is one method, one list: each page had a total_timeout of its own, and
+    the listing took as many bounds as it had pages."""
+    clock = _Clock()
+    async with scripted(_listing_handlers(clock)) as target:
+        with AuditClient(target, **_options(clock)) as client:
+            took, error = await _timed(clock, lambda: asyncio.to_thread(client.list_tokens))
+        assert took < WITHIN, f"the sync client's listing took {took:.1f} s of a {BOUND} s bound"
+        assert error.code is grpc.StatusCode.DEADLINE_EXCEEDED
+
+    clock = _Clock()
+    async with (
+        scripted(_listing_handlers(clock)) as target,
+        AsyncAuditClient(target, **_options(clock)) as aclient,
+    ):
+        took, error = await _timed(clock, aclient.list_tokens)
+    assert took < WITHIN, f"the async client's listing took {took:.1f} s of a {BOUND} s bound"
+    assert error.code is grpc.StatusCode.DEADLINE_EXCEEDED

@@ -1040,10 +1040,12 @@ class AuditClient:
         items: Callable[[PageResp], Iterable[Item]],
     ) -> list[Item]:
         """Every item of a paged listing (`items` of each page), read a page
-        after another."""
+        after another: one call for total_timeout (each page had a bound of
+        its own, and a listing took as many bounds as it had pages)."""
+        ends = None if self._total_timeout is None else self._clock() + self._total_timeout
         found: list[Item] = []
         while True:
-            page = self._call(method, request)
+            page = self._call(method, request, until=ends)
             found.extend(items(page))
             if not page.next_page_token:
                 return found
