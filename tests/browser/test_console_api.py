@@ -499,3 +499,24 @@ def test_a_body_that_stops_arriving_is_answered_408_and_its_connection_closed(
         while (status := _raw(page)[0]) == 503 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert status == 200
+
+
+def test_a_request_no_http_parser_reads_is_the_client_s_error_not_the_server_s(
+    console_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anyone who reaches the port sends these (a scanner, a broken proxy):
+    each was logged as the server's own error, with a traceback, and a client
+    could fill the log with them before any token was asked for."""
+    port = int(urllib.parse.urlsplit(console_url).port or 0)
+    malformed = (
+        b"GET /api/events?actions=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"b" * 9000 + b"\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nno header\r\n\r\n",
+        b"POST /api/tokens HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n",
+        b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    for request in malformed:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(request)
+            assert connection.recv(100).split()[1] == b"400", request[:40]
+    assert errors_logged(caplog) == []

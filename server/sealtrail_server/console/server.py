@@ -79,6 +79,7 @@ from typing import Any, Final, cast
 
 import grpc
 from aiohttp import ClientConnectionResetError, web
+from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf import field_mask_pb2, json_format
 from google.rpc import error_details_pb2, status_pb2
 
@@ -235,7 +236,11 @@ class Console:
             ]
         )
         self._runner = web.AppRunner(
-            app, access_log=None, keepalive_timeout=IDLE_SECONDS, shutdown_timeout=STOP_SECONDS
+            app,
+            access_log=None,
+            logger=_HttpLog(log),
+            keepalive_timeout=IDLE_SECONDS,
+            shutdown_timeout=STOP_SECONDS,
         )
         await self._runner.setup()
         site = _CappedSite(self._runner, self._host, self._port, self._trusted_proxies)
@@ -831,6 +836,22 @@ def _reason(error: grpc.aio.AioRpcError) -> str:
         if detail.Unpack(info):
             return info.reason
     return ""
+
+
+class _HttpLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's log of the console's connections: a request its parser
+    cannot read (a line or header over its limit, a malformed one) is the
+    client's error, answered 400, and logged at DEBUG in a line. aiohttp
+    logged each as the server's own error, with a traceback, before any
+    token was asked for: whoever reached the port could fill the log. A
+    handler's own failure (a 500) is still an error, under this module's name."""
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info")
+        if isinstance(error, HttpProcessingError):
+            self.debug("a request no HTTP parser reads (400): %s", error.message or error)
+            return
+        super().exception(msg, *args, **kwargs)
 
 
 class _Busy(asyncio.Protocol):
