@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import http.client
 import json
+import logging
 import re
 import socket
 import time
@@ -520,3 +521,22 @@ def test_a_request_no_http_parser_reads_is_the_client_s_error_not_the_server_s(
             connection.sendall(request)
             assert connection.recv(100).split()[1] == b"400", request[:40]
     assert errors_logged(caplog) == []
+
+
+def test_a_console_on_another_address_than_loopback_is_warned_of(
+    migrated_database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It serves plain HTTP: a browser's token crosses the network in clear.
+    Started on every address, nothing said so."""
+    warnings = []
+    for listen in ("127.0.0.1:0", "localhost:0", "0.0.0.0:0"):
+        caplog.clear()
+        running = ServerThread(migrated_database_url, console_listen=listen)
+        try:
+            console = [r for r in caplog.records if r.name.startswith("sealtrail_server.console")]
+            warnings.append([r.getMessage() for r in console if r.levelno == logging.WARNING])
+        finally:
+            running.close()
+    assert warnings[:2] == [[], []], warnings
+    [warning] = warnings[2]
+    assert "0.0.0.0" in warning and "plain HTTP" in warning and "TLS" in warning, warning

@@ -69,6 +69,7 @@ from __future__ import annotations
 import asyncio
 import asyncio.base_events
 import base64
+import ipaddress
 import json
 import logging
 import math
@@ -246,6 +247,15 @@ class Console:
         site = _CappedSite(self._runner, self._host, self._port, self._trusted_proxies)
         await site.start()
         self.port = site.port
+        if exposed := site.beyond_loopback():
+            # Not refused: a TLS-terminating proxy on another host is a way to serve it.
+            log.warning(
+                "the console listens on %s (%s), beyond loopback, and serves plain HTTP:"
+                " a browser's token crosses the network in clear. Put a TLS-terminating proxy"
+                " in front of it (and let nothing else reach the port), or listen on 127.0.0.1",
+                f"{self._host}:{self.port}",
+                ", ".join(exposed),
+            )
         return self.port
 
     async def stop(self) -> None:
@@ -937,6 +947,13 @@ class _CappedSite(web.BaseSite):
         """The port bound (one picked for port 0)."""
         server = cast(asyncio.base_events.Server, self._server)
         return int(server.sockets[0].getsockname()[1])
+
+    def beyond_loopback(self) -> list[str]:
+        """The addresses bound that are no loopback address (all of them for a
+        wildcard such as 0.0.0.0)."""
+        server = cast(asyncio.base_events.Server, self._server)
+        bound = [str(socket.getsockname()[0]) for socket in server.sockets]
+        return [ip for ip in bound if not ipaddress.ip_address(ip.partition("%")[0]).is_loopback]
 
     async def start(self) -> None:
         await super().start()
