@@ -135,6 +135,31 @@ def test_a_row_expands_into_every_field_the_diff_and_the_json(
     assert "only a verifier key you pinned proves it" in detail.text
 
 
+def test_the_events_shown_go_with_signing_out(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    """The admin views were emptied, not the events: a signed-out tab held
+    the rows and an open event's JSON, hidden, for whoever used it next."""
+    sign_in(browser, console_url, console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: any("ann@example.com" in row for row in r))
+    row = next(
+        r
+        for r in browser.find_elements(By.CSS_SELECTOR, "#events tbody tr.event")
+        if "ann@example.com" in r.text
+    )
+    row.click()
+    wait(browser).until(seen.visibility_of_element_located((By.CSS_SELECTOR, "#events tr.detail")))
+    browser.find_element(By.ID, "signout").click()
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "token")))
+    kept = browser.execute_script("return document.body.innerHTML")
+    assert "ann@example.com" not in kept and "key_7" not in kept
+    assert browser.find_elements(By.CSS_SELECTOR, "#events tbody tr") == []
+
+
 @pytest.mark.parametrize(
     ("forged", "shown", "named"),
     [

@@ -83,6 +83,9 @@ function signOut() {
   sessionStorage.removeItem(TOKEN_KEY);
   sessionStorage.removeItem(ROLE_KEY);
   stopLive();
+  forgetEvents();  // the rows shown (an event open among them) go with the session, as
+  $("#error").textContent = "";  // the admin views' do: the next may be another tenant's
+  $("#status").textContent = "";
   clearAdmin();  // a token's secret shown once goes with the session
   state.started = false;
   for (const view of document.querySelectorAll("section.view")) view.hidden = true;
@@ -263,22 +266,28 @@ async function loadPage() {
   }
 }
 
-function reload() {
-  stopLive();
+// Takes the rows off the table, and drops a page on its way (`loadPage` drops
+// one of an earlier generation when it arrives).
+function forgetEvents() {
   state.generation += 1;
   state.page?.abort();
   state.page = null;
   state.loading = false;
   state.loaded = false;
   state.nextToken = "";
-  // Computed once: a preset range ("the last 7 days") read from the clock for
-  // each page gave the next page another filter, and its page token was refused.
-  state.filter = apiFilter(new URLSearchParams(location.search));
   state.newestSeq = 0;
   state.shown.clear();
   $("#events tbody").replaceChildren();
   $("#more").hidden = true;
   $("#capped").hidden = true;
+}
+
+function reload() {
+  stopLive();
+  forgetEvents();
+  // Computed once: a preset range ("the last 7 days") read from the clock for
+  // each page gave the next page another filter, and its page token was refused.
+  state.filter = apiFilter(new URLSearchParams(location.search));
   const generation = state.generation;
   loadPage().then((loaded) => {
     if (generation !== state.generation || !$("#live").checked) return;
