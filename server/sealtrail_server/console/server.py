@@ -147,6 +147,10 @@ MAX_CONNECTIONS: Final = 256
 # comes from its address): one peer with no token held all 256, and everyone
 # else got 503 (helper-209).
 MAX_CONNECTIONS_PER_ADDRESS: Final = 32
+# Bytes of a request line: a search as long as the API takes (100 actions of
+# 128 characters, an actor and a resource of 256 percent-encoded) and its page
+# token. aiohttp's 8190 refused one in plain text, naming no parameter.
+MAX_REQUEST_LINE: Final = 32 * 1024
 # Seconds a connection may sit without a request (a first one included: one
 # that sends half a request line and waits was held for good).
 IDLE_SECONDS: Final = 15.0
@@ -240,6 +244,7 @@ class Console:
             app,
             access_log=None,
             logger=_HttpLog(log),
+            max_line_size=MAX_REQUEST_LINE,
             keepalive_timeout=IDLE_SECONDS,
             shutdown_timeout=STOP_SECONDS,
         )
