@@ -151,6 +151,26 @@ class _Head:
         return _Head(self.size, frontier_root(self.frontier), self.frontier)
 
 
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """A write whose commit was sent (the statement that commits it, or its
+    COMMIT): what it answers once committed, the heads it moves, and the last
+    event it appends of each tenant (seq, leaf hash), by which the database
+    tells whether it committed (`_Lane._landed`)."""
+
+    outcomes: list[list[AppendOutcome]]
+    written: dict[str, _Head]
+    last: dict[str, tuple[int, bytes]]
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class _Doubt:
+    """Of one write: what it sent with its commit, if it got that far (`_extend`)."""
+
+    sent: _Sent | None = None
+
+
 @dataclass(slots=True)
 class _Pending:
     submissions: list[_Submission] = field(default_factory=list)
@@ -1106,19 +1126,28 @@ class _Lane:
         """`batch`, all of `tenant`, written from its kept head; None, and
         nothing written, if its head is not as kept."""
         heads = {tenant: self._heads[tenant].copy()}
-        async with self._connection() as conn:
-            # Keys stored before the kept head are seen by the statement; one
-            # stored since moved the head, and the statement writes nothing.
-            outcomes, written, seen = await self._write_from(
-                heads, conn, batch, keys_looked_up=False
-            )
-            if seen or (not heads[tenant].changed and _batch_keys(batch)[1]):
-                # A retry among them (found stored), or nothing to write, so
-                # no statement looked its keys up: looked up apart, and
-                # written again from the kept head (replays need no statement,
-                # and no lock another process may hold, helper-78).
-                heads = {tenant: self._heads[tenant].copy()}
-                outcomes, written, _ = await self._write_from(heads, conn, batch)
+        doubt = _Doubt()
+        try:
+            async with self._connection() as conn:
+                # Keys stored before the kept head are seen by the statement; one
+                # stored since moved the head, and the statement writes nothing.
+                outcomes, written, seen = await self._write_from(
+                    heads, conn, batch, keys_looked_up=False, doubt=doubt
+                )
+                if seen or (not heads[tenant].changed and _batch_keys(batch)[1]):
+                    # A retry among them (found stored), or nothing to write, so
+                    # no statement looked its keys up: looked up apart, and
+                    # written again from the kept head (replays need no statement,
+                    # and no lock another process may hold, helper-78).
+                    heads = {tenant: self._heads[tenant].copy()}
+                    outcomes, written, _ = await self._write_from(heads, conn, batch, doubt=doubt)
+        except (SealtrailError, psycopg.Error) as error:
+            # The statement is its own commit: lost with its connection, it
+            # may have committed all the same.
+            sent = await self._committed_after_all(doubt, error)
+            if sent is None:
+                raise
+            outcomes, written = sent.outcomes, sent.written
         if heads[tenant].changed and not written:
             del self._heads[tenant]  # moved by another process, or erased
             return None
@@ -1128,19 +1157,29 @@ class _Lane:
     async def _write_locked(self, batch: list[_Submission]) -> Sequence[SubmissionOutcome]:
         """`batch` written in one transaction holding its tenants' head locks."""
         tenants = sorted({s.tenant_id for s in batch})
-        async with self._connection() as conn, conn.transaction():
-            heads, erasing = await self._lock_heads(conn, tenants)
-            # A tenant without a head was erased, or is being erased: its
-            # submissions are refused whole, the others written.
-            refused = {
-                tenant: tenant_being_erased(tenant) if tenant in erasing else tenant_erased(tenant)
-                for tenant in tenants
-                if tenant not in heads
-            }
-            writable = [s for s in batch if s.tenant_id not in refused]
-            outcomes, written, _ = await self._write_from(heads, conn, writable)
-            if written.keys() != {tenant for tenant, head in heads.items() if head.changed}:
-                raise RuntimeError(f"a locked head changed under the lock: {tenants}")
+        doubt = _Doubt()
+        try:
+            async with self._connection() as conn, conn.transaction():
+                heads, erasing = await self._lock_heads(conn, tenants)
+                # A tenant without a head was erased, or is being erased: its
+                # submissions are refused whole, the others written.
+                refused = {
+                    tenant: tenant_being_erased(tenant)
+                    if tenant in erasing
+                    else tenant_erased(tenant)
+                    for tenant in tenants
+                    if tenant not in heads
+                }
+                writable = [s for s in batch if s.tenant_id not in refused]
+                outcomes, written, _ = await self._write_from(heads, conn, writable, doubt=doubt)
+                if written.keys() != {tenant for tenant, head in heads.items() if head.changed}:
+                    raise RuntimeError(f"a locked head changed under the lock: {tenants}")
+        except (SealtrailError, psycopg.Error) as error:
+            # Its COMMIT lost with its connection may have committed all the same.
+            sent = await self._committed_after_all(doubt, error)
+            if sent is None:
+                raise
+            outcomes, written = sent.outcomes, sent.written
         self._know(heads)
         self._keep({**heads, **written})
         if not refused:
@@ -1155,12 +1194,14 @@ class _Lane:
         batch: list[_Submission],
         *,
         keys_looked_up: bool = True,
+        doubt: _Doubt | None = None,
     ) -> tuple[list[list[AppendOutcome]], dict[str, _Head], bool]:
         """`batch` appended to `heads` (extended in place; each of its tenants
         has one): each submission's outcomes, the heads written (`_extend`),
         and whether one of its idempotency keys was found stored, in which
         case nothing was written. Its keys are looked up first, or, unless
-        `keys_looked_up`, by the statement that writes it."""
+        `keys_looked_up`, by the statement that writes it. `doubt` is told
+        what the write sends with its commit, as it sends it."""
         previous = await _find_keys(conn, batch) if keys_looked_up else {}
         received = _Received.at_time(self._clock())
         outcomes: list[list[AppendOutcome]] = []
@@ -1182,8 +1223,63 @@ class _Lane:
                         await copy.write_row(row)
                     rows.clear()
         keys = (TextArray(), TextArray()) if keys_looked_up else _batch_keys(batch)
+        if doubt is not None:
+            changed = {tenant: head.written() for tenant, head in heads.items() if head.changed}
+            last = _last_appended(batch, outcomes)
+            doubt.sent = _Sent(outcomes, changed, last, received.time) if changed else None
         written, seen = await self._extend(conn, heads, rows, nodes, keys)
         return outcomes, written, seen
+
+    async def _committed_after_all(self, doubt: _Doubt, error: Exception) -> _Sent | None:
+        """After a write failed with `error`: what it wrote, if its commit was
+        sent and the connection lost before its answer came, and the
+        database shows it committed. Its callers were answered UNAVAILABLE,
+        and the retry of an event without an idempotency key recorded it
+        again. None (the error stands) if it did not commit, or the database
+        cannot tell now."""
+        sent = doubt.sent
+        if sent is None or not _commit_in_doubt(error):
+            return None
+        landed = await self._landed(sent)
+        log.warning(
+            "appender: the connection was lost while a write of %s committed; it %s",
+            counted(len(sent.written), "tenant"),
+            "had committed, and is answered as written"
+            if landed
+            else "had not committed"
+            if landed is False
+            else "may or may not have committed: the database could not be asked",
+        )
+        return sent if landed else None
+
+    async def _landed(self, sent: _Sent) -> bool | None:
+        """Whether the write `sent` committed, asked of the database once the
+        session that sent it has let its heads go (a session whose client is
+        gone may still be committing); None if it cannot be told now."""
+        tenants = sorted(sent.last)
+        try:
+            async with self._connection() as conn, conn.transaction(force_rollback=True):
+                await conn.execute(_LOCK_HEADS, [tenants])
+                cursor = await conn.execute(
+                    _LANDED,
+                    [
+                        tenants,
+                        [sent.last[tenant][0] for tenant in tenants],
+                        [sent.last[tenant][1] for tenant in tenants],
+                        sent.received_at,
+                    ],
+                )
+                row = await cursor.fetchone()
+        except (SealtrailError, psycopg.Error) as error:
+            log.warning("appender: whether a lost write committed cannot be told: %s", error)
+            return None
+        found = 0 if row is None else int(row[0])
+        if found == len(tenants):
+            return True
+        if found == 0:
+            return False
+        log.error("appender: a lost write committed for some of its tenants: %s", tenants)
+        return None
 
     async def _extend(
         self,
@@ -1414,6 +1510,46 @@ _HEADS_HELD = (
     " EXCEPT SELECT tenant_id FROM (SELECT tenant_id FROM chain_heads"
     "  WHERE tenant_id = ANY(%(t)s) FOR NO KEY UPDATE SKIP LOCKED) AS free"
 )
+
+# Whether a write whose answer was lost committed (_Lane._landed): its heads
+# locked first, which waits (for the lock timeout at most) for a session
+# still committing it, then the last event it appended of each tenant looked
+# for, by its leaf hash, which names it alone (its id is in it).
+_LOCK_HEADS = "SELECT FROM chain_heads WHERE tenant_id = ANY(%s::text[]) FOR UPDATE"
+_LANDED = (
+    "SELECT count(*) FROM unnest(%s::text[], %s::bigint[], %s::bytea[]) AS w(tenant_id, seq, leaf)"
+    " JOIN events AS e ON e.tenant_id = w.tenant_id AND e.seq = w.seq"
+    " AND e.received_at = %s::timestamptz AND e.leaf_hash = w.leaf"
+)
+# An error after which a commit sent may or may not have landed: the
+# connection lost (no SQLSTATE: closed, reset), or ended by the server
+# (class 08, connection exception; 57P, an operator's or a crash's shutdown).
+_CONNECTION_LOST: Final = ("08", "57P")
+
+
+def _commit_in_doubt(error: Exception) -> bool:
+    """Whether `error` (a psycopg error, or a SealtrailError raised from one)
+    leaves a commit sent in doubt: not an error the server answered the
+    statement with, which rolled it back."""
+    cause = error.__cause__ if isinstance(error, SealtrailError) else error
+    if not isinstance(cause, psycopg.OperationalError):
+        return False
+    return cause.sqlstate is None or cause.sqlstate.startswith(_CONNECTION_LOST)
+
+
+def _last_appended(
+    batch: Sequence[_Submission], outcomes: Sequence[Sequence[AppendOutcome]]
+) -> dict[str, tuple[int, bytes]]:
+    """The last event appended of each tenant of `batch`: its seq and leaf hash."""
+    last: dict[str, tuple[int, bytes]] = {}
+    for submission, answers in zip(batch, outcomes, strict=True):
+        for answer in answers:
+            if isinstance(answer, Appended) and not answer.deduplicated:
+                known = last.get(submission.tenant_id)
+                if known is None or answer.seq > known[0]:
+                    last[submission.tenant_id] = (answer.seq, answer.leaf_hash)
+    return last
+
 
 # The session's idle timeout (IDLE_IN_WRITE_SECONDS) set in the statement
 # that locks the heads: it costs the write no round trip of its own.

@@ -1,0 +1,117 @@
+"""The appender's connection lost while its batch commits: the server cannot
+tell from the error whether the commit landed, so it asks the database, and
+answers a batch that landed as written (an event without an idempotency key
+was answered UNAVAILABLE, and its caller's retry recorded it twice)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+
+from sealtrail_server.domain.event import EventDraft, ValidEvent, validate_event
+from sealtrail_server.store.appended import Appended
+from sealtrail_server.store.appender import Appender
+from sealtrail_server.store.database import Database
+from tests.integration.test_database_outage import Cluster, migrated_cluster
+from tests.service_login import service_login_url
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    """A cluster of the test's own: waiting for a standby is set for all of it."""
+    with migrated_cluster() as made:
+        yield made
+
+
+def _event() -> ValidEvent:  # no idempotency key: a retry could not find it
+    draft = EventDraft(action="lost.commit", actor_id="u")
+    return validate_event(draft, now=datetime.now(UTC), path="event")
+
+
+@asynccontextmanager
+async def _commits_held(su: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]:
+    """Every commit waits for a standby that never comes, after it committed
+    locally: a backend ended there has committed, and its client never hears."""
+    await su.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+    await su.execute("SELECT pg_reload_conf()")
+    await asyncio.sleep(0.5)  # every backend has read it
+    try:
+        yield
+    finally:
+        await su.execute("ALTER SYSTEM RESET synchronous_standby_names")
+        await su.execute("SELECT pg_reload_conf()")
+
+
+async def _end_the_waiting_commit(su: psycopg.AsyncConnection[Any]) -> None:
+    for _ in range(200):
+        cursor = await su.execute("SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'")
+        if rows := await cursor.fetchall():
+            [(pid,)] = rows
+            await su.execute("SELECT pg_terminate_backend(%s)", [pid])
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no commit waited for the standby")
+
+
+async def _lost_commit(url: str, tenants: list[str]) -> tuple[list[Any], list[Any]]:
+    """One event of each of `tenants` appended (after one each before, so the
+    first is written from its kept head), its commit's answer lost: the
+    answers, and the events stored."""
+    su = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    db = await Database.open(service_login_url(url), min_size=2, max_size=4)
+    appender = Appender(db)
+    appender.start()
+    try:
+        for tenant in tenants:
+            await appender.append(tenant, [_event()])
+        async with _commits_held(su):
+            answers = asyncio.gather(
+                *(appender.append(tenant, [_event()]) for tenant in tenants),
+                return_exceptions=True,
+            )
+            await _end_the_waiting_commit(su)
+            answered = await answers
+        for tenant in tenants:  # the chain goes on from the head stored
+            [after] = await appender.append(tenant, [_event()])
+            assert after.seq == 3
+    finally:
+        await appender.stop()
+        await db.close()
+    cursor = await su.execute(
+        "SELECT tenant_id, seq, id::text, leaf_hash FROM events ORDER BY tenant_id, seq"
+    )
+    stored = await cursor.fetchall()
+    await su.close()
+    return answered, stored
+
+
+def _as_stored(tenant: str, answer: Any) -> tuple[str, int, str, bytes]:
+    assert isinstance(answer, list), answer
+    [appended] = answer
+    assert isinstance(appended, Appended)
+    return tenant, appended.seq, str(appended.event_id), appended.leaf_hash
+
+
+def test_a_write_from_a_kept_head_whose_commit_was_lost_is_answered_as_written(
+    cluster: Cluster,
+) -> None:
+    """One tenant's write from its kept head is one statement, its own commit."""
+    [answer], stored = asyncio.run(_lost_commit(cluster.url, ["t1"]))
+    assert len(stored) == 3
+    assert _as_stored("t1", answer) == stored[1]
+
+
+def test_a_batch_of_several_tenants_whose_commit_was_lost_is_answered_as_written(
+    cluster: Cluster,
+) -> None:
+    """Several tenants' batch is written under lock, and COMMITted."""
+    answers, stored = asyncio.run(_lost_commit(cluster.url, ["t1", "t2"]))
+    assert len(stored) == 6
+    assert _as_stored("t1", answers[0]) == stored[1]
+    assert _as_stored("t2", answers[1]) == stored[4]
