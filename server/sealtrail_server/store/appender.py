@@ -300,7 +300,21 @@ HELD_ELSEWHERE_SECONDS = 30.0
 # UNAVAILABLE, never as written. About HELD_ELSEWHERE_SECONDS: the others'
 # first try after refusing the tenant then finds its head free.
 IDLE_IN_WRITE_SECONDS = 30.0
-_IDLE_IN_WRITE = "SELECT set_config('idle_in_transaction_session_timeout', %s, true)"
+# A write under lock runs its statements after the first for as long as they
+# take, whatever the database's or role's `statement_timeout` (a DBA's guard
+# against runaway queries; a write from a kept head, of 64 events at most, is
+# one statement, the database's work alone, and stays under it): a large
+# batch's COPY stays open while the server builds and hashes its records, and
+# gives the process's other calls their turns meanwhile, so its length is the
+# server's own doing; cut short, the batch (every caller in it) was answered
+# UNAVAILABLE, and cut short again at each retry. Its waits for locks are
+# bounded by the lock timeout, and its idling by IDLE_IN_WRITE_SECONDS.
+_NO_STATEMENT_TIMEOUT: Final = "0"
+# Both set for the rest of the transaction; a statement timeout of None, as it is.
+_IDLE_IN_WRITE = (
+    "SELECT set_config('idle_in_transaction_session_timeout', %s, true),"
+    " set_config('statement_timeout', coalesce(%s, current_setting('statement_timeout')), true)"
+)
 
 
 def _held_elsewhere_error(tenant_id: str, seconds: float) -> Unavailable:
@@ -1160,7 +1174,9 @@ class _Lane:
         doubt = _Doubt()
         try:
             async with self._connection() as conn, conn.transaction():
-                heads, erasing = await self._lock_heads(conn, tenants)
+                heads, erasing = await self._lock_heads(
+                    conn, tenants, statement_timeout=_NO_STATEMENT_TIMEOUT
+                )
                 # A tenant without a head was erased, or is being erased: its
                 # submissions are refused whole, the others written.
                 refused = {
@@ -1440,19 +1456,24 @@ class _Lane:
         return outcomes
 
     async def _lock_heads(
-        self, conn: psycopg.AsyncConnection[Any], tenants: list[str]
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        tenants: list[str],
+        *,
+        statement_timeout: str | None = None,
     ) -> tuple[dict[str, _Head], frozenset[str]]:
         """The heads of `tenants`, locked in the database's order, created
         first where this process has not seen them (a head created between
         two lockings would be locked out of order); and the tenants being
-        erased, whose heads were not created."""
+        erased, whose heads were not created. The transaction's statements
+        after the first are given `statement_timeout` (None: left as it is)."""
         unknown = [t for t in tenants if t not in self._known_tenants]
         if unknown:
             # Before the heads it creates are locked; _SELECT_HEADS sets it
             # again, in the statement that locks the others.
-            await conn.execute(_IDLE_IN_WRITE, [_idle_in_write()])
+            await conn.execute(_IDLE_IN_WRITE, [_idle_in_write(), statement_timeout])
         erasing = await _create_heads(conn, unknown) if unknown else frozenset()
-        heads = await _select_heads(conn, tenants)
+        heads = await _select_heads(conn, tenants, statement_timeout)
         # A head seen before and not locked: gone since (an erasure), or held
         # by an erasure still running. Created again, or not: either way
         # _create_heads tries the erasure's lock. One created just now cannot
@@ -1460,7 +1481,7 @@ class _Lane:
         vanished = [t for t in tenants if t not in heads and t not in unknown]
         if vanished:
             erasing |= await _create_heads(conn, vanished)
-            heads = await _select_heads(conn, tenants)
+            heads = await _select_heads(conn, tenants, statement_timeout)
         return heads, erasing
 
 
@@ -1486,12 +1507,15 @@ async def _create_heads(conn: psycopg.AsyncConnection[Any], tenants: list[str]) 
     return erasing
 
 
-async def _select_heads(conn: psycopg.AsyncConnection[Any], tenants: list[str]) -> dict[str, _Head]:
+async def _select_heads(
+    conn: psycopg.AsyncConnection[Any], tenants: list[str], statement_timeout: str | None
+) -> dict[str, _Head]:
     """The heads of `tenants`, locked, but those of tenants being erased: their
     erasure holds the head for as long as its DELETEs take, and a wait here
-    would hold up every batch of the process behind this one (ADR 0034)."""
+    would hold up every batch of the process behind this one (ADR 0034).
+    `statement_timeout` as for `_Lane._lock_heads`."""
     cursor = await conn.execute(
-        _SELECT_HEADS, [_idle_in_write(), tenants, erasure_lock_keys(tenants)]
+        _SELECT_HEADS, [_idle_in_write(), statement_timeout, tenants, erasure_lock_keys(tenants)]
     )
     return {
         tenant: _Head(size, bytes(root), split_frontier(bytes(frontier)))
@@ -1551,12 +1575,15 @@ def _last_appended(
     return last
 
 
-# The session's idle timeout (IDLE_IN_WRITE_SECONDS) set in the statement
-# that locks the heads: it costs the write no round trip of its own.
+# The session's idle timeout (IDLE_IN_WRITE_SECONDS), and the statement
+# timeout of a lane's write (_NO_STATEMENT_TIMEOUT), set in the statement that
+# locks the heads: it costs the write no round trip of its own.
 _SELECT_HEADS = (
     sql.SQL(
         "SELECT h.tenant_id, h.tree_size, h.root_hash, h.frontier"
-        " FROM (SELECT set_config('idle_in_transaction_session_timeout', %s, true)) AS idle,"
+        " FROM (SELECT set_config('idle_in_transaction_session_timeout', %s, true),"
+        " set_config('statement_timeout', coalesce(%s, current_setting('statement_timeout')),"
+        " true)) AS settings,"
         " unnest(%s::text[], %s::text[]) AS k(tenant_id, erasure_key)"
         " JOIN chain_heads AS h ON h.tenant_id = k.tenant_id"
         " WHERE {not_being_erased} ORDER BY h.tenant_id FOR NO KEY UPDATE OF h"

@@ -1,0 +1,69 @@
+"""A `statement_timeout` of the database or the service's role (a DBA's guard
+against runaway queries) does not cut the appender's writes short: a large
+batch's COPY runs while the server builds and hashes its records, giving other
+calls their turns, so it lasted as long as the server's own work took, and a
+batch cut short was cut short again at every retry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from sealtrail_server.domain.event import EventDraft, ValidEvent, validate_event
+from sealtrail_server.store.appended import Appended
+from sealtrail_server.store.appender import Appender
+from sealtrail_server.store.database import Database
+from tests.conftest import ServerThread, database_of_its_own
+from tests.service_login import service_login_url
+
+_TIMEOUT = "200ms"
+
+
+@pytest.fixture
+def guarded_database(server: ServerThread, migrated_database_url: str) -> Iterator[Database]:
+    """A database of its own whose sessions start with a short statement timeout."""
+    with database_of_its_own(migrated_database_url, "statement_timeout") as url:
+        with psycopg.connect(url, autocommit=True) as admin:
+            name = admin.info.dbname
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} SET statement_timeout = {}").format(
+                    sql.Identifier(name), sql.Literal(_TIMEOUT)
+                )
+            )
+        db = server.run(Database.open(service_login_url(url), min_size=2, max_size=4))
+        try:
+            yield db
+        finally:
+            server.run(db.close())
+
+
+def _event(n: int) -> ValidEvent:
+    details = {f"detail_{i}": "x" * 40 for i in range(300)}
+    draft = EventDraft(action="timeout.test", actor_id=f"u{n}", details=details)
+    return validate_event(draft, now=datetime.now(UTC), path=f"events[{n}]")
+
+
+def test_a_large_batch_outlasting_a_statement_timeout_is_written(
+    server: ServerThread, guarded_database: Database, tenant: str
+) -> None:
+    async def run() -> tuple[list[Any], str]:
+        async with guarded_database.system_connection() as conn:
+            row = await (await conn.execute("SHOW statement_timeout")).fetchone()
+            assert row is not None
+        appender = Appender(guarded_database)
+        appender.start()
+        try:
+            return await appender.append(tenant, [_event(n) for n in range(400)]), str(row[0])
+        finally:
+            await appender.stop()
+
+    outcomes, timeout = server.run(run(), timeout=60)
+    assert timeout == _TIMEOUT  # the guard is in force for the appender's sessions
+    assert [outcome.seq for outcome in outcomes if isinstance(outcome, Appended)] == list(
+        range(1, 401)
+    )
