@@ -6,6 +6,7 @@ batch cut short was cut short again at every retry."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from sealtrail_server.domain.errors import Unavailable
 from sealtrail_server.domain.event import EventDraft, ValidEvent, validate_event
 from sealtrail_server.store.appended import Appended
 from sealtrail_server.store.appender import Appender
@@ -67,3 +69,39 @@ def test_a_large_batch_outlasting_a_statement_timeout_is_written(
     assert [outcome.seq for outcome in outcomes if isinstance(outcome, Appended)] == list(
         range(1, 401)
     )
+
+
+def test_a_head_held_past_a_statement_timeout_fails_its_tenant_alone(
+    server: ServerThread, guarded_database: Database, tenant: str
+) -> None:
+    """A statement timeout shorter than the lock timeout ends the wait for a
+    head another session holds (a process frozen mid-append) before the lock
+    timeout does: the whole batch, every tenant in it, was answered
+    UNAVAILABLE, and the held tenant's retries failed their batches again.
+    It is a wait for a head as the lock timeout's is: its tenant alone is
+    refused, for a while, and the rest written."""
+    other = f"{tenant}-other"
+    appender = Appender(guarded_database, max_wait=0.2)
+
+    async def run() -> list[Any]:
+        appender.start()
+        try:
+            for each in (tenant, other):
+                await appender.append(each, [_event(0)])
+            async with (
+                guarded_database.system_connection() as holder,
+                holder.transaction(),
+            ):
+                await holder.execute(
+                    "SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant]
+                )
+                return await asyncio.gather(
+                    *(appender.append(each, [_event(1)]) for each in (tenant, other)),
+                    return_exceptions=True,
+                )
+        finally:
+            await appender.stop()
+
+    held, written = server.run(run(), timeout=60)
+    assert isinstance(held, Unavailable) and held.retry_after >= 10, held
+    assert isinstance(written, list) and written[0].seq == 2, written

@@ -289,6 +289,14 @@ _IDLE_CHECK_SECONDS = 0.05
 # timeout are refused without a try: each try may cost the whole process a
 # lock timeout's wait.
 HELD_ELSEWHERE_SECONDS = 30.0
+# A write that waited out its time: the lock timeout, or a statement timeout
+# of the database's or role's shorter than it (the first statement of a write
+# under lock, and a write from a kept head, are under it: _NO_STATEMENT_TIMEOUT),
+# which ended its wait for a head another session holds as well. Either is
+# looked into as a head held elsewhere; ended by the statement timeout, a
+# whole batch was failed UNAVAILABLE, and each of the held tenant's retries
+# held up the process and failed its batch again.
+_WAITED_OUT: Final = (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
 # How long a write holding heads may sit idle in its transaction, between two
 # of its statements, before PostgreSQL ends its session, rolling it back and
 # letting its heads go. A process frozen there (SIGSTOP, `docker pause`, a
@@ -1001,7 +1009,7 @@ class _Lane:
             refusal = _refusal(error)
             if refusal is not None:
                 await self._isolate(batch, refusal)
-            elif isinstance(error.__cause__, psycopg.errors.LockNotAvailable):
+            elif isinstance(error.__cause__, _WAITED_OUT):
                 await self._commit_around_held_heads(batch, tried_again=tried_again)
             else:
                 _fail(batch, error)
