@@ -19,6 +19,7 @@ from sealtrail_server.store.appended import Appended
 from sealtrail_server.store.appender import Appender
 from sealtrail_server.store.database import Database
 from tests.integration.test_database_outage import Cluster, migrated_cluster
+from tests.rfc6962 import leaf, mth
 from tests.service_login import service_login_url
 
 
@@ -84,11 +85,20 @@ async def _lost_commit(url: str, tenants: list[str]) -> tuple[list[Any], list[An
         await appender.stop()
         await db.close()
     cursor = await su.execute(
-        "SELECT tenant_id, seq, id::text, leaf_hash FROM events ORDER BY tenant_id, seq"
+        "SELECT tenant_id, seq, id::text, leaf_hash, record FROM events ORDER BY tenant_id, seq"
     )
     stored = await cursor.fetchall()
+    cursor = await su.execute("SELECT tenant_id, tree_size, root_hash FROM chain_heads")
+    heads = await cursor.fetchall()
     await su.close()
-    return answered, stored
+    # Each tenant's log as a verifier sees it: its head is the Merkle root
+    # (RFC 6962) of its records, in seq order, and no event is there twice.
+    assert len(heads) == len(tenants)
+    for tenant, size, root in heads:
+        records = [row[4].encode() for row in stored if row[0] == tenant]
+        assert size == len(records) == 3
+        assert bytes(root) == mth([leaf(record) for record in records])
+    return answered, [row[:4] for row in stored]
 
 
 def _as_stored(tenant: str, answer: Any) -> tuple[str, int, str, bytes]:
