@@ -105,3 +105,40 @@ def test_a_head_held_past_a_statement_timeout_fails_its_tenant_alone(
     held, written = server.run(run(), timeout=60)
     assert isinstance(held, Unavailable) and held.retry_after >= 10, held
     assert isinstance(written, list) and written[0].seq == 2, written
+
+
+def test_a_write_from_a_kept_head_outlasting_a_statement_timeout_is_written_under_lock(
+    server: ServerThread, guarded_database: Database, migrated_database_url: str, tenant: str
+) -> None:
+    """A write from a kept head is one statement, under the statement timeout.
+    Cut short (a trigger makes each insert into events take longer here), it
+    is written again once, under lock, which runs free of the timeout: it was
+    answered UNAVAILABLE, as was each retry."""
+    with psycopg.connect(
+        psycopg.conninfo.make_conninfo(migrated_database_url, dbname=_dbname(guarded_database)),
+        autocommit=True,
+    ) as admin:
+        admin.execute(
+            "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN PERFORM pg_sleep(0.4); RETURN NULL; END $$"
+        )
+        admin.execute(
+            "CREATE TRIGGER slow_insert BEFORE INSERT ON events"
+            " FOR EACH STATEMENT EXECUTE FUNCTION slow_insert()"
+        )
+    appender = Appender(guarded_database)
+
+    async def run() -> list[Any]:
+        appender.start()
+        try:
+            await appender.append(tenant, [_event(0)])  # under lock: its head made
+            return await appender.append(tenant, [_event(1)])  # from its kept head
+        finally:
+            await appender.stop()
+
+    [written] = server.run(run(), timeout=60)
+    assert isinstance(written, Appended) and written.seq == 2
+
+
+def _dbname(db: Database) -> str:
+    return str(psycopg.conninfo.conninfo_to_dict(db.pool.conninfo)["dbname"])

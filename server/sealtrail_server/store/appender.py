@@ -295,7 +295,9 @@ HELD_ELSEWHERE_SECONDS = 30.0
 # which ended its wait for a head another session holds as well. Either is
 # looked into as a head held elsewhere; ended by the statement timeout, a
 # whole batch was failed UNAVAILABLE, and each of the held tenant's retries
-# held up the process and failed its batch again.
+# held up the process and failed its batch again. With no head held, the
+# batch is written again under lock: a write from a kept head cut short by the
+# statement timeout (its statement outlasted it) is then written free of it.
 _WAITED_OUT: Final = (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
 # How long a write holding heads may sit idle in its transaction, between two
 # of its statements, before PostgreSQL ends its session, rolling it back and
@@ -311,7 +313,8 @@ IDLE_IN_WRITE_SECONDS = 30.0
 # A write under lock runs its statements after the first for as long as they
 # take, whatever the database's or role's `statement_timeout` (a DBA's guard
 # against runaway queries; a write from a kept head, of 64 events at most, is
-# one statement, the database's work alone, and stays under it): a large
+# one statement, the database's work alone, and stays under it: cut short, it
+# is written again under lock, _WAITED_OUT): a large
 # batch's COPY stays open while the server builds and hashes its records, and
 # gives the process's other calls their turns meanwhile, so its length is the
 # server's own doing; cut short, the batch (every caller in it) was answered
@@ -1002,9 +1005,11 @@ class _Lane:
 
     async def _commit(self, batch: list[_Submission], *, tried_again: bool = False) -> None:
         """`batch` written, and its callers answered; `tried_again`: after a
-        lock timeout whose heads were let go before the appender looked."""
+        lock timeout whose heads were let go before the appender looked, or
+        a statement timeout (its head held by none: a write from a kept head
+        cut short), written under lock."""
         try:
-            outcomes = await self._write(batch)
+            outcomes = await self._write(batch, under_lock=tried_again)
         except SealtrailError as error:
             refusal = _refusal(error)
             if refusal is not None:
@@ -1120,7 +1125,9 @@ class _Lane:
         [outcome] = written
         return outcome
 
-    async def _write(self, batch: list[_Submission]) -> Sequence[SubmissionOutcome]:
+    async def _write(
+        self, batch: list[_Submission], *, under_lock: bool = False
+    ) -> Sequence[SubmissionOutcome]:
         """Each submission's outcomes, once written and committed.
 
         A small batch of one tenant whose head this process wrote last (kept in
@@ -1130,10 +1137,12 @@ class _Lane:
         check fails and nothing is written; the batch is then written under
         lock, from the head as it is now. (One tenant: the statement then waits
         for at most one row lock while holding none, so it cannot deadlock; and
-        a batch is written whole or not at all, never in part.)"""
+        a batch is written whole or not at all, never in part.) `under_lock`:
+        under lock whatever its heads."""
         [tenant, *others] = {s.tenant_id for s in batch}
         if (
-            not others
+            not under_lock
+            and not others
             and tenant in self._heads
             and sum(len(s.events) for s in batch) <= _ONE_STATEMENT_EVENTS
         ):
