@@ -1556,7 +1556,7 @@ _HEADS_HELD = (
 # locked first, which waits (for the lock timeout at most) for a session
 # still committing it, then the last event it appended of each tenant looked
 # for, by its leaf hash, which names it alone (its id is in it).
-_LOCK_HEADS = "SELECT FROM chain_heads WHERE tenant_id = ANY(%s::text[]) FOR UPDATE"
+_LOCK_HEADS = "SELECT FROM chain_heads WHERE tenant_id = ANY(%s::text[]) FOR NO KEY UPDATE"
 _LANDED = (
     "SELECT count(*) FROM unnest(%s::text[], %s::bigint[], %s::bytea[]) AS w(tenant_id, seq, leaf)"
     " JOIN events AS e ON e.tenant_id = w.tenant_id AND e.seq = w.seq"
