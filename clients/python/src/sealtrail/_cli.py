@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import itertools
 import json
 import math
 import os
@@ -549,7 +550,7 @@ def query(ctx: click.Context, /, limit: int, order: Order, output: str, **criter
             for event in events:
                 click.echo(event_json(event))
         else:
-            print_table(_table(events))
+            _print_tables(events)
 
 
 @contextlib.contextmanager
@@ -616,6 +617,25 @@ def print_table(table: Table) -> None:
 def table_time(stamp: Timestamp) -> str:
     """A time as the tables show it (UTC, to the second); "" for one unset."""
     return stamp.ToDatetime(UTC).strftime("%Y-%m-%d %H:%M:%S") if stamp.seconds else ""
+
+
+# Rows of one table of `query`, at most. Rich measures a table whole before
+# it prints it: `--limit 0` held every event, and each one's rendering (some
+# 9 KB), printing nothing until the last had come.
+_TABLE_ROWS: Final = 1000
+
+
+def _print_tables(events: Iterable[event_pb2.Event]) -> None:
+    """`events` as tables of at most _TABLE_ROWS rows, each printed as it
+    fills: one table (with no row if there is no event) for an answer that
+    fits in one, as before."""
+    remaining = iter(events)
+    chunk = list(itertools.islice(remaining, _TABLE_ROWS))
+    while True:
+        print_table(_table(chunk))
+        chunk = list(itertools.islice(remaining, _TABLE_ROWS))
+        if not chunk:
+            return
 
 
 def _table(events: Iterable[event_pb2.Event]) -> Table:
