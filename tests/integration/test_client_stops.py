@@ -296,9 +296,12 @@ main(sys.argv[1:], prog_name="sealtrail")
 """
 
 
-def _interrupted(process: subprocess.Popen[str]) -> tuple[int, str, float]:
-    """SIGINT, as Ctrl-C sends it: the exit status, stderr, and how long it took."""
-    process.send_signal(signal.SIGINT)
+def _interrupted(
+    process: subprocess.Popen[str], signum: int = signal.SIGINT
+) -> tuple[int, str, float]:
+    """SIGINT, as Ctrl-C sends it (or `signum`): the exit status, stderr, and
+    how long it took."""
+    process.send_signal(signum)
     sent = time.monotonic()
     _, err = process.communicate(timeout=30)
     return process.returncode, err, time.monotonic() - sent
@@ -390,3 +393,50 @@ def test_sealtrail_bundle_interrupted_exits_130_saying_it_left_nothing(
             assert not out.exists(), list(out.iterdir())
         else:
             assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "signum"),
+    [
+        (["export"], signal.SIGTERM),
+        (["export"], signal.SIGHUP),
+        (["bundle"], signal.SIGTERM),
+        (["export", "--format", "bundle"], signal.SIGHUP),
+    ],
+    ids=["export-SIGTERM", "export-SIGHUP", "bundle-SIGTERM", "export-as-bundle-SIGHUP"],
+)
+def test_sealtrail_export_and_bundle_stopped_by_a_signal_leave_nothing_behind(
+    server: ServerThread, tenant: str, tmp_path: Path, command: list[str], signum: int
+) -> None:
+    """SIGTERM (`timeout`, `kill`, a CI job or a systemd unit stopped) or SIGHUP
+    (the terminal closed) ended `sealtrail export` and `bundle` where they
+    were, cleaning up nothing: the export's hidden temporary file was left,
+    as large as it had grown (16 MB after 1.5 s), and so was the partial
+    bundle (records and proofs without bundle.json), which `verify` failed
+    and a `bundle` into the same directory refused as not empty. They clean
+    up as after Ctrl-C now, say so, and exit 128 plus the signal's number,
+    as a shell reports a command a signal ended."""
+    with AuditClient(server.target, token=server.token(tenant)) as client:
+        client.record_batch([build_event(action="doc.edit", actor_id="u") for _ in range(20)])
+    token = server.token(tenant, "exporter")
+    env = {**os.environ, "SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": token}
+    mark = tmp_path / "held"
+    work = tmp_path / "work"
+    work.mkdir()
+    out = work / ("audit.csv" if command == ["export"] else "bundle")
+    process = subprocess.Popen(
+        [sys.executable, "-c", _CLI, *command, "-o", str(out)],
+        env={**env, "HOLD_MARK": str(mark)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not mark.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the export never received a message"
+        time.sleep(0.02)
+    assert any(work.iterdir())  # under way
+    code, err, took = _interrupted(process, signum)
+    assert "Traceback" not in err and "Aborted!" not in err, err
+    assert (code, took < 5) == (128 + signum, True), err
+    assert f"no partial {'file' if command == ['export'] else 'bundle'} was left" in err, err
+    assert list(work.iterdir()) == []

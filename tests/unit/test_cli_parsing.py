@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -802,6 +803,33 @@ def test_a_missing_token_is_a_usage_error(
     assert result.exit_code == 2
     assert "--token" in result.output
     assert fake_client == []
+
+
+def test_a_command_gives_back_the_signal_handlers_it_took(
+    fake_client: list[tuple[str, Any, dict[str, Any]]],
+) -> None:
+    """A command takes SIGTERM and SIGHUP, to clean up as after a Ctrl-C, for
+    as long as it runs: run in a process that goes on (a test, a script
+    calling main), it leaves them as they were; one ignored (nohup) it
+    leaves ignored."""
+    before = signal.getsignal(signal.SIGTERM)
+    previous_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    seen: list[Any] = []
+
+    def while_it_runs(criteria: dict[str, Any]) -> event_pb2.EventFilter:
+        seen.extend(signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP))
+        return build_filter()
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(cli, "_filter", while_it_runs)
+            result = CliRunner().invoke(cli.main, ["--token", "stk_x", "query"])
+        assert result.exit_code == 0, result.output
+        assert seen[0] not in (before, signal.SIG_DFL) and seen[1] == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) == before
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous_hup)
 
 
 CORRELATION = event_pb2.EventFilter(

@@ -5,13 +5,16 @@ registered at the end of this one)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import itertools
 import json
 import math
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -248,7 +251,20 @@ class _Settings:
         }
 
 
-@click.group()
+class _Commands(click.Group):
+    """The main command, which ends a command Stopped ends that said nothing
+    of it (query, verify, ...) as those that do (export, bundle, tail): exit
+    128 and the signal's number, not click's "Aborted!" and 1 of a Ctrl-C."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Stopped as stopped:
+            click.echo(f"stopped by {stopped}", err=True)
+            ctx.exit(stopped.status)
+
+
+@click.group(cls=_Commands)
 @click.option(
     "--server",
     envvar="SEALTRAIL_SERVER",
@@ -301,6 +317,42 @@ def main(
     if (cert_file is None) != (key_file is None):
         raise click.UsageError("--cert-file and --key-file go together.", ctx)
     ctx.obj = _Settings(server, token, tls, ca_file, cert_file, key_file, insecure)
+    _stop_as_ctrl_c_does(ctx)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised as a Ctrl-C is: what a command removes when
+    interrupted (an export's temporary file, a bundle's files) it removes
+    then too. `status`: 128 and the signal's number, as a shell reports it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.status = 128 + signum
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
+def _stop_as_ctrl_c_does(ctx: click.Context) -> None:
+    """SIGTERM (`timeout`, `kill`, a CI job or service stopped) and SIGHUP (the
+    terminal closed) raise Stopped in this command, until it ends. Their
+    default ended the process where it was: an export's hidden temporary
+    file was left as large as it had grown, a bundle's directory half
+    written. A signal handled or ignored already (`nohup`) is left so, as is
+    a thread other than the main one, which cannot take a handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, _stop)
+            ctx.call_on_close(functools.partial(signal.signal, signum, signal.SIG_DFL))
+
+
+def interrupted_status(interrupt: KeyboardInterrupt) -> int:
+    """The exit status of a command `interrupt` ended: 130 for a Ctrl-C, as a
+    shell reports a command it ended; 128 and the signal's number for another."""
+    return interrupt.status if isinstance(interrupt, Stopped) else 130
 
 
 def _seconds(seconds: float) -> str:
@@ -729,12 +781,12 @@ def export(
             raise click.ClickException(str(error)) from None
         except OSError as error:  # the file cannot be written: a reason, not a traceback
             raise click.ClickException(_cannot_write(out, error)) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             # Not click's bare "Aborted!" (and 1, as any failure): what is left,
             # and 130, as a shell reports a command Ctrl-C ended (as tail does).
             progress.stop()
             click.echo(f"export interrupted: no partial file was left at {out}", err=True)
-            ctx.exit(130)
+            ctx.exit(interrupted_status(interrupt))
     click.echo(
         f"exported {_count(manifest.row_count, 'event')} ({_count(manifest.byte_count, 'byte')},"
         f" sha256 {manifest.sha256.hex()}) of a log of {manifest.tree_size:,} to {out},"
@@ -773,8 +825,8 @@ def tail(
         try:
             for event in events:
                 click.echo(event_json(event))
-        except KeyboardInterrupt:
-            ctx.exit(130)  # as a shell reports a command Ctrl-C ended
+        except KeyboardInterrupt as interrupt:
+            ctx.exit(interrupted_status(interrupt))  # as a shell reports a command a signal ended
 
 
 # Registered last: the commands of these modules use this module's helpers.

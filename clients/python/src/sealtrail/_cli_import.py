@@ -12,7 +12,7 @@ from typing import Any, BinaryIO, Final
 import click
 from google.protobuf import json_format
 
-from sealtrail._cli import _client, _count
+from sealtrail._cli import _client, _count, interrupted_status
 from sealtrail._client import AuditClient
 from sealtrail._convert import MAX_BATCH, enum_names, enum_value
 from sealtrail._errors import SealtrailError
@@ -91,7 +91,7 @@ def import_events(ctx: click.Context, source: BinaryIO, batch_size: int) -> None
                 err=True,
             )
             if isinstance(stopped, KeyboardInterrupt):
-                ctx.exit(130)
+                ctx.exit(interrupted_status(stopped))
             raise
     click.echo(_summary(tally, where))
     if tally.refused:

@@ -27,6 +27,7 @@ from sealtrail._cli import (
     _filter,
     _filter_options,
     _Time,
+    interrupted_status,
     terminal_safe,
 )
 from sealtrail._cli_ranges import (
@@ -104,13 +105,13 @@ def bundle(
             raise click.ClickException(terminal_safe(str(error))) from None
         except OSError as error:
             raise click.ClickException(_cannot_write(out, error)) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             # write_bundle removed what it wrote (and `out`, if it made it).
             # Not click's bare "Aborted!" (and 1, as any failure): what is
             # left, and 130, as a shell reports a command Ctrl-C ended (as
             # export and tail do).
             click.echo(f"bundle interrupted: no partial bundle was left at {out}", err=True)
-            ctx.exit(130)
+            ctx.exit(interrupted_status(interrupt))
     purged = (
         f" and the leaves of {counted(summary.purged, 'purged event')}" if summary.purged else ""
     )
