@@ -58,6 +58,21 @@ def test_parse_time_rejects_ambiguous_or_unknown_input(text: str) -> None:
         cli.parse_time(text, now=NOW)
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-22t10:00:00z", datetime(2026, 11, 22, 10, tzinfo=UTC)),
+        ("2026-11-22T10:00:00.250z", datetime(2026, 11, 22, 10, 0, 0, 250000, tzinfo=UTC)),
+    ],
+)
+def test_rfc_3339_lower_case_t_and_z_are_read_as_capitals(text: str, expected: datetime) -> None:
+    """RFC 3339 (5.6) lets T and Z be written t and z. A lower-case z was
+    refused, --since '...z' told it "is not an RFC 3339 time", which it is."""
+    assert cli.parse_time(text) == expected
+    nanos = cli.parse_time("2026-11-22t10:00:00.123456789z")
+    assert _sent(nanos) == (1_795_341_600, 123456789)
+
+
 def test_a_time_typed_to_the_nanosecond_is_sent_to_the_nanosecond() -> None:
     """A datetime holds microseconds: the digits past them were dropped, so
     the API's own rule for a bound between two microseconds never applied

@@ -91,7 +91,8 @@ def parse_time(value: str, *, now: datetime | None = None) -> datetime:
     except ValueError:
         pass
     try:
-        parsed = datetime.fromisoformat(value)
+        # RFC 3339's z, which fromisoformat reads only as Z (its t it reads).
+        parsed = datetime.fromisoformat(value[:-1] + "Z" if value.endswith("z") else value)
     except ValueError:
         raise ValueError(
             f"{value!r} is not an RFC 3339 time, a YYYY-MM-DD date, a duration like 24h or now"
