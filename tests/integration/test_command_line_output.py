@@ -14,6 +14,9 @@ from pathlib import Path
 from sealtrail import AuditClient, build_event
 from tests.conftest import ServerThread
 
+# The CLI in a process of its own.
+_CLI = "import sys; from sealtrail._cli import main; main(sys.argv[1:], prog_name='sealtrail')"
+
 # The CLI in a process of its own, saying on stderr, last, the most memory
 # Python objects took at once while it ran.
 _MEASURED_CLI = """
@@ -77,3 +80,20 @@ def test_a_table_of_every_match_is_printed_as_it_comes_in_bounded_memory(
     assert len(re.findall(r"│ (\d+) +│ doc\.edit", small_text)) == 400
     # Six times the events, not six times the memory.
     assert large_peak < 1.5 * small_peak, (small_peak, large_peak)
+
+
+def test_an_export_that_cannot_be_written_names_the_file_asked_for(
+    server: ServerThread, tenant: str
+) -> None:
+    """`sealtrail export -o /proc/audit.csv` said "cannot write
+    /proc/.audit.csv.82fa81d24428: ...": the hidden temporary file it writes
+    first, a name the user never gave and cannot find. It names the file
+    asked for, with the reason."""
+    env = {**os.environ, "SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    # /proc takes no file of ours, even root's (as CI runs).
+    done = subprocess.run(
+        [sys.executable, "-c", _CLI, "export", "-o", "/proc/audit.csv"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "Error: cannot write /proc/audit.csv: No such file or directory\n"

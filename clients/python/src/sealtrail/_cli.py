@@ -362,7 +362,14 @@ def _seconds(seconds: float) -> str:
 
 
 def _cannot_write(out: Path, error: OSError) -> str:
-    return f"cannot write {error.filename or out}: {error.strerror or error}"
+    """Why `out` cannot be written, naming the file that could not (a bundle's,
+    in its directory); `out` itself for the hidden temporary files beside it
+    an export writes first (`.NAME.` and 12 hex digits), which the user never
+    named and cannot find."""
+    named = error.filename
+    if named is None or os.fsdecode(Path(named).name).startswith(f".{out.name}."):
+        named = out
+    return f"cannot write {os.fsdecode(named)}: {error.strerror or error}"
 
 
 @contextmanager
