@@ -4,10 +4,12 @@ it: event ids, page tokens, stream cursors, proofs, exports, token ids."""
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import grpc
 import psycopg
 import pytest
 
@@ -20,8 +22,10 @@ from sealtrail import (
     build_event,
     build_filter,
 )
+from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc
+from sealtrail_server.store.database import bulk_connections
 from tests.conftest import ServerThread
-from tests.lock_waits import until, until_blocked
+from tests.lock_waits import count_now, until, until_blocked
 
 
 @pytest.fixture
@@ -209,3 +213,56 @@ def test_one_tenants_writes_in_flight_leave_room_for_another_tenants_writes(
         a.close()
         b.close()
         own.close()
+
+
+def test_one_tenants_slow_searches_leave_room_for_another_tenants_writes(
+    migrated_database_url: str, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """Query read its pages on any pooled connection: one tenant's searches
+    that take long (a word found nowhere in a log of millions, a suffix no
+    index serves) took every connection of the pool, the one left for the
+    appender and single reads included, and every other tenant's writes
+    failed UNAVAILABLE meanwhile. A page of a search is a page of many
+    events: it is read within the bulk reads' share, taken fairly among
+    tenants, as a stream's catching up or an export's are. Here the searches
+    are held by a lock on a partition the other tenant's write (sent without
+    an idempotency key, so no probe reads every partition) never touches."""
+    own = ServerThread(migrated_database_url, pool_max_size=6)
+    searcher, other = tenant, f"{tenant}-other"
+    a = AuditClient(own.target, token=own.token(searcher, "reader"), max_attempts=1)
+    recorder = own.token(other, "recorder")
+    channel = grpc.insecure_channel(own.target)
+    stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+
+    def write(actor: str) -> Any:
+        event = build_event(action="bulk.write", actor_id=actor)
+        event.ClearField("idempotency_key")
+        metadata = (("authorization", f"Bearer {recorder}"),)
+        return stub.Record(audit_service_pb2.RecordRequest(event=event), metadata=metadata)
+
+    searching = (
+        "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+        " AND application_name = 'sealtrail' AND starts_with(query, 'SELECT seq, event_view')"
+    )
+    pool = ThreadPoolExecutor(10)
+    try:
+        a.query_page(page_size=1)  # the searcher's head exists
+        write("first")
+        with sql.transaction():
+            sql.execute("LOCK TABLE events_default IN ACCESS EXCLUSIVE MODE")
+            searches = [
+                pool.submit(a.query_page, build_filter(actions=["x.*", "*.y"]), page_size=10)
+                for _ in range(8)
+            ]
+            until_blocked(sql, searches[0], waiter="sealtrail", running="SELECT seq, event_view")
+            time.sleep(0.3)  # the other searches, had they room, would be waiting too
+            written = pool.submit(write, "during")
+            assert written.result(timeout=4).event.seq == 2  # the other tenant wrote on
+            assert count_now(sql, searching) <= bulk_connections(6)
+        assert all(search.result(timeout=30).events == [] for search in searches)
+    finally:
+        pool.shutdown(wait=True)
+        channel.close()
+        a.close()
+        own.close()
+

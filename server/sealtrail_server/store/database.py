@@ -10,7 +10,8 @@ what it is for, and the connection assumes the matching role first:
 - `system_connection()`: the cross-tenant machinery (appender, checkpointer,
   forwarding, alerts, token lookup), as `sealtrail_system`.
 - `bulk_connection(tenant_id)`: `connection(tenant_id)` for reading a page of
-  many events (streams catching up, exports, forwarding, alerts); at most
+  many events (streams catching up, exports, forwarding, alerts, Query pages
+  no one index yields); at most
   `bulk_connections` of the pool do that at once, so that with the changes'
   share (`change_connections`, store/changes.py) one is always left for the
   appender and the reads of single calls.

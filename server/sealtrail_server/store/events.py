@@ -190,7 +190,15 @@ async def query_page(
     # for the values given: about 1 ms of planning for a page that reads in a
     # fraction of that (latest 100 of an action: 2.5 -> 1.0 ms p50 generic).
     generic = plan_fixed_by_index(event_filter)
-    async with db.connection(tenant_id, generic_plans=generic) as conn:
+    # A page one index yields reads its rows and no more. Any other may read
+    # the tenant's whole log to fill it (a word found nowhere, an action
+    # suffix): within the bulk reads' share, fairly among tenants. On any
+    # pooled connection, one tenant's slow searches took them all, the
+    # appender's too, and every other tenant's writes failed meanwhile.
+    checkout = (
+        db.connection(tenant_id, generic_plans=True) if generic else db.bulk_connection(tenant_id)
+    )
+    async with checkout as conn:
         # Binary: bytea arrives as its bytes, not as hex twice their size to
         # decode (a page of 1,000 events reads in three quarters of the time).
         cursor = await conn.execute(query, params, binary=True)
