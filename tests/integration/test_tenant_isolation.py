@@ -266,3 +266,49 @@ def test_one_tenants_slow_searches_leave_room_for_another_tenants_writes(
         a.close()
         own.close()
 
+
+def test_one_tenants_verifications_leave_room_for_another_tenants_writes(
+    migrated_database_url: str, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """VerifyLog reads the whole log, minutes of a large one, and read it on
+    any pooled connection: one tenant's admin verifying again and again (a
+    script retrying as each seemed slow) took every connection of the pool,
+    and every other tenant's writes failed UNAVAILABLE meanwhile. A tenant
+    verifies one log at a time in a process (the others wait their turn
+    holding no connection), on a connection of the bulk reads' share, and
+    those of all tenants leave that share a connection for other reads."""
+    own = ServerThread(migrated_database_url, pool_max_size=6)
+    verifier, other = tenant, f"{tenant}-other"
+    a = AuditClient(own.target, token=own.token(verifier, "admin"), max_attempts=1)
+    recorder = own.token(other, "recorder")
+    channel = grpc.insecure_channel(own.target)
+    stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+
+    def write(actor: str) -> Any:
+        event = build_event(action="bulk.write", actor_id=actor)
+        event.ClearField("idempotency_key")  # no probe of every partition for it
+        metadata = (("authorization", f"Bearer {recorder}"),)
+        return stub.Record(audit_service_pb2.RecordRequest(event=event), metadata=metadata)
+
+    verifying = (
+        "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+        " AND application_name = 'sealtrail' AND query ILIKE '%%sealtrail_verify_log%%'"
+    )
+    pool = ThreadPoolExecutor(10)
+    try:
+        a.record(build_event(action="bulk.write", actor_id="first"))
+        write("first")
+        with sql.transaction():
+            sql.execute("LOCK TABLE events_default IN ACCESS EXCLUSIVE MODE")
+            verifications = [pool.submit(a.verify_log, timeout=30) for _ in range(8)]
+            until(lambda: count_now(sql, verifying) > 0, verifications[0])
+            time.sleep(0.3)  # the other verifications, had they room, would be waiting too
+            written = pool.submit(write, "during")
+            assert written.result(timeout=4).event.seq == 2  # the other tenant wrote on
+            assert count_now(sql, verifying) == 1
+        assert all(verification.result(timeout=30).ok for verification in verifications)
+    finally:
+        pool.shutdown(wait=True)
+        channel.close()
+        a.close()
+        own.close()

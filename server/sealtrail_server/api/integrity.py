@@ -20,6 +20,7 @@ from ..domain.event import MAX_SEQ, named_in_record, parse_uuid
 from ..domain.filters import page_size
 from ..domain.page_tokens import PageTokens
 from ..domain.purge_summaries import SummarySeal
+from ..fair_share import FairShare
 from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
 from ..store.changes import refuse_if_erased, refuse_if_erased_now
@@ -74,6 +75,7 @@ class IntegrityRpcs:
     _sizes_seen: dict[str, int]
     _key_reads: KeyReads
     _summary_seal: SummarySeal
+    _verifications: FairShare
 
     async def _latest(self, tenant_id: str) -> StoredCheckpoint | None:
         """The tenant's latest checkpoint. If this process signed or served a
@@ -358,19 +360,23 @@ class IntegrityRpcs:
         self, request: pb.VerifyLogRequest, context: Context
     ) -> pb.VerifyLogResponse:
         principal = current_principal()
-        result = await verify_log(
-            self._db,
-            tenant_id=principal.tenant_id,
-            origin=self._checkpointer.origin(principal.tenant_id),
-            verifiers=await self._checkpointer.verifiers(),
-            remembered=await self._checkpointer.remembered(principal.tenant_id),
-            seal=self._summary_seal,
-            view_matches=(
-                partial(view_matches, tenant_id=principal.tenant_id)
-                if request.check_views
-                else None
-            ),
-        )
+        # Its turn taken holding no connection: a tenant's verifications, each
+        # minutes of a large log, took every pooled connection, and every other
+        # tenant's writes failed meanwhile.
+        async with self._verifications.slot(principal.tenant_id):
+            result = await verify_log(
+                self._db,
+                tenant_id=principal.tenant_id,
+                origin=self._checkpointer.origin(principal.tenant_id),
+                verifiers=await self._checkpointer.verifiers(),
+                remembered=await self._checkpointer.remembered(principal.tenant_id),
+                seal=self._summary_seal,
+                view_matches=(
+                    partial(view_matches, tenant_id=principal.tenant_id)
+                    if request.check_views
+                    else None
+                ),
+            )
         outcome: dict[str, Any] = {
             "ok": result.failure is None,
             "verified_size": result.verified_size,

@@ -29,6 +29,7 @@ from ..domain.page_tokens import PageTokens
 from ..domain.purge_summaries import SummarySeal
 from ..domain.redaction import Redactor
 from ..domain.sealing import SecretBox
+from ..fair_share import FairShare
 from ..forward.egress import EgressPolicy
 from ..forward.forwarder import Forwarder
 from ..integrity.checkpointer import Checkpointer
@@ -189,6 +190,9 @@ class AuditLogServicer(
         self._key_reads = KeyReads(appender, clock=clock, window=key_read_window)
         self._count_timeout = count_timeout
         self._counts_running = CountsRunning(capacity=count_capacity(db.pool.max_size))
+        # One verification of a tenant's log at a time, and as many in all as
+        # counts: each holds a bulk connection for as long as it reads.
+        self._verifications = FairShare(capacity=count_capacity(db.pool.max_size), per_key=1)
 
     async def Record(  # type: ignore[override]  # sent as received (registration.py)
         self, request: bytes, context: Context

@@ -105,7 +105,9 @@ async def verify_log(
     remembers them: a log whose checkpoint rows were deleted with the log cut
     back or rewritten to match is checked against it too (helper-123)."""
     async with (
-        db.connection(tenant_id) as conn,
+        # Within the bulk reads' share: never the connection left for the
+        # appender, however many logs are verified at once.
+        db.bulk_connection(tenant_id) as conn,
         conn.transaction(),
         # Binary: records come as the UTF-8 bytes that were hashed, never decoded.
         conn.cursor(name="sealtrail_verify_log", binary=True) as cursor,
