@@ -475,14 +475,26 @@ def answered(sent: Outgoing, status: int, body: bytes) -> str:
     return detailed(head, _kept(sent, body)) if body.strip() else f"{head} (an empty answer)"
 
 
-def _kept(sent: Outgoing, body: bytes) -> str:
+def unanswered(sent: Outgoing, error: str) -> str:
+    """Why `sent` got no answer (`error`: the HTTP client's words), as the
+    sink's errors say it. The client names what it could not read of the
+    answer, and a port that echoes what it is sent (a TCP echo, a service
+    that is not HTTP) answers with the request's own first line: the URL's
+    path and query, a chat sink's credential or a webhook's `?token=`. So it
+    is kept as an answer is, without them."""
+    return f"{host_of(sent.url)}: {_kept(sent, error)}"
+
+
+def _kept(sent: Outgoing, body: bytes | str) -> str:
     """As much of `body` as errors keep, without `sent`'s secrets."""
     secrets = _secrets_in_answers(sent)
     # Scrubbed before it is cut: a secret across the cut kept all but its
     # last characters (helper-182). Reading the longest secret's length more
     # is enough to see it whole (those of the URL are no longer than it).
     reach = max([len(sent.url), *map(len, secrets)])
-    text = body[: MAX_ERROR_TEXT + reach].decode("utf-8", "replace")
+    text = body[: MAX_ERROR_TEXT + reach]
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
     return _excerpt_of(_without(text, secrets))
 
 

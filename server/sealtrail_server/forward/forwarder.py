@@ -59,8 +59,8 @@ from .destinations import (
     answered,
     explained,
     forbidden_alone,
-    host_of,
     requests,
+    unanswered,
     verdict,
 )
 from .egress import Answer, EgressDenied, OutboundClient, Unresolvable
@@ -655,13 +655,13 @@ class Forwarder:
                 tenant_id=sender.tenant_id,
             )
         except _TRANSPORT_ERRORS as error:
-            host = host_of(outgoing.url)
             # An address the egress policy refuses stays refused until the
             # sink's URL or the policy changes; a name that does not resolve
             # (not yet in DNS, lookups all busy) may the next time.
             needs_fixing = isinstance(error, EgressDenied) and not isinstance(error, Unresolvable)
             self._measures.request(sender.kind, started, {"error.type": type(error).__name__})
-            return _NoAnswer(f"{host}: {str(error) or type(error).__name__}", needs_fixing)
+            said = str(error) or type(error).__name__
+            return _NoAnswer(unanswered(outgoing, said), needs_fixing)
         self._measures.request(sender.kind, started, {"http.response.status_code": answer.status})
         return answer
 

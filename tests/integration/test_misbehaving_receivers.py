@@ -1,0 +1,92 @@
+"""Receivers that misbehave at the socket level, on 127.0.0.1: what the sink
+says of them, and that it says nothing it must keep."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from sealtrail import AuditClient, build_event, build_sink
+from sealtrail.v1 import forwarding_pb2
+from tests.integration.test_forwarding import SHARED, new_secret, sinks, wait_for_state
+
+__all__ = ["sinks"]  # the fixture, used by name
+
+
+@contextlib.contextmanager
+def raw_receiver(answer: Callable[[bytes], bytes]) -> Iterator[int]:
+    """A TCP server on 127.0.0.1 that reads each request's head and body and
+    writes back `answer(request)` (raw bytes, HTTP or not), then closes; its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            with contextlib.suppress(OSError):
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)  # fmt: skip
+                while len(body) < length:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    body += chunk
+                conn.sendall(answer(head + b"\r\n\r\n" + body))
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+def test_a_receiver_echoing_the_request_never_shows_the_urls_secret(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A port that echoes what it is sent (a TCP echo, a service that is not
+    HTTP) answers with the request's own first line, which the HTTP client
+    names in its error: the path and query of the sink's URL."""
+    token = "tok_SuperSecretToken1234567890"
+    chat_path = "/services/T0123ABCD/B0456EFGH/ChatSecretPart0123456789"
+    with raw_receiver(lambda request: request) as port, caplog.at_level(logging.INFO):
+        webhook = sinks(build_sink("echoed", "webhook", url=f"http://127.0.0.1:{port}/hook?token={token}",
+                                   secrets=[new_secret()], filter=SHARED))  # fmt: skip
+        chat = sinks(build_sink("echoed chat", "chat", url=f"http://127.0.0.1:{port}{chat_path}",
+                                filter=SHARED))  # fmt: skip
+        client.record(build_event(action="document.share", actor_id="u"))
+        failed = [wait_for_state(client, s.id, lambda s: s.state.last_error != "")
+                  for s in (webhook, chat)]  # fmt: skip
+    for sink in failed:  # what it said, all but the URL's secret parts
+        assert sink.state.last_error.startswith(f"127.0.0.1:{port}: illegal status line")
+    assert failed[0].state.last_error.endswith("POST /hook?… HTTP/1.1')")
+    assert failed[1].state.last_error.endswith("POST /services/T0123ABCD/B0456EFGH/… HTTP/1.1')")
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("sealtrail_server")]
+    assert any(f"127.0.0.1:{port}: illegal status line" in message for message in logged)
+    for secret in (token, "ChatSecretPart0123456789"):
+        assert not any(secret in message for message in logged)
