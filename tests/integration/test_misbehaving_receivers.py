@@ -90,3 +90,71 @@ def test_a_receiver_echoing_the_request_never_shows_the_urls_secret(
     assert any(f"127.0.0.1:{port}: illegal status line" in message for message in logged)
     for secret in (token, "ChatSecretPart0123456789"):
         assert not any(secret in message for message in logged)
+
+
+@contextlib.contextmanager
+def trickling_receiver(head: bytes, every: float) -> Iterator[tuple[int, list[bytes]]]:
+    """A TCP server on 127.0.0.1 that reads each request whole, answers `head`
+    at once, then a byte of body every `every` seconds, for as long as the
+    connection stays open; its port, and the requests' bodies."""
+    bodies: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(5)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            request_head, _, body = data.partition(b"\r\n\r\n")
+            length = next((int(line.split(b":", 1)[1]) for line in request_head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)  # fmt: skip
+            while len(body) < length:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                body += chunk
+            bodies.append(body)
+            conn.sendall(head)
+            while not stop.wait(every):
+                conn.sendall(b" ")
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], bodies
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+def test_a_200_whose_body_never_ends_delivers_the_batch(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink]
+) -> None:
+    """A receiver that says 200 at once and then trickles a body that never
+    ends (a byte every half second, never a read timeout): the status is the
+    answer a webhook's delivery needs. Waiting for the body to end, the
+    exchange met its deadline, the batch counted as failed, and it was sent
+    again and again, the sink never getting past it."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
+    with trickling_receiver(head, every=0.5) as (port, bodies):
+        sink = sinks(build_sink("trickled", "webhook", url=f"http://127.0.0.1:{port}/hook",
+                                secrets=[new_secret()], filter=SHARED))  # fmt: skip
+        client.record(build_event(action="document.share", actor_id="u"))
+        done = wait_for_state(client, sink.id, lambda s: s.state.delivered_events == 1)
+        assert done.state.lag_events == 0 and done.state.consecutive_failures == 0
+        assert len(bodies) == 1  # taken once, not sent again

@@ -55,6 +55,9 @@ ANSWER_BYTES: Final[dict[Kind, int]] = {
     "elasticsearch": 4 * 1024 * 1024,
     "chat": 64 * 1024,
 }
+# The kinds whose 2xx answers are read (an Elasticsearch bulk answer's items);
+# for the others the status is the whole verdict, whatever the body.
+SUCCESS_READ: Final[frozenset[Kind]] = frozenset({"elasticsearch"})
 _CHAT_FRAMING: Final = len('{"text":""}')
 # Per request: (events, bytes of body, the kind's framing included). Datadog's
 # intake: 1,000 entries and 5 MB; Splunk's HEC refuses bodies over its

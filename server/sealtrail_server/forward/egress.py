@@ -299,6 +299,27 @@ class Answer:
     headers: dict[str, str]
 
 
+# What an answer's body may fail with once its status is in: a body that
+# stalls, or ends before its length. Of a 2xx whose body its reader does not
+# need, the status is the answer all the same.
+_BODY_CUT: Final = (httpcore.ReadTimeout, httpcore.ReadError, httpcore.RemoteProtocolError)
+
+
+@dataclass(slots=True)
+class _Reading:
+    """What an exchange has read of its answer so far."""
+
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    kept: bytearray = field(default_factory=bytearray)
+    # A 2xx whose body is not needed: its status is the answer.
+    complete_without_body: bool = False
+
+    def answer(self) -> Answer:
+        assert self.status is not None
+        return Answer(status=self.status, body=bytes(self.kept), headers=self.headers)
+
+
 class OutboundClient:
     """POSTs to destinations under the policy; one connection pool per process."""
 
@@ -334,21 +355,37 @@ class OutboundClient:
         headers: list[tuple[str, str]],
         body: bytes,
         keep: int = MAX_ANSWER_BYTES,
+        success_needs_body: bool = True,
         tenant_id: str | None = None,
     ) -> Answer:
         """The destination's answer, its first `keep` bytes. EgressDenied for a
         refused destination; httpcore's errors for a failed connection, a
         timeout or a broken answer. Besides each step's timeout, the whole
         exchange has a deadline: a destination that trickles its answer a byte
-        at a time cannot hold a connection of the shared pool for long."""
+        at a time cannot hold a connection of the shared pool for long.
+        `success_needs_body`: False when a 2xx's status is all the caller
+        reads of it. Its body is then read (so that the connection can serve
+        another request) for one timeout at most, and a body that stalls,
+        trickles or breaks off leaves the answer a 2xx with what was read of
+        it: a receiver that said 200 and then dribbled its body for ever had
+        its requests count as failed, and sent again, for good."""
         self.policy.check_scheme(url)
+        reading = _Reading()
         # In a task of its own, which is cancelled once at most, and then
         # cleans up in its own time: httpcore's pool, cancelled again while a
         # request gave its connection back (a stop cancels each second, a
         # deadline lands as a lease is fenced off), kept that connection in
         # use for good.
         exchange = asyncio.ensure_future(
-            self._exchange(url, headers=headers, body=body, keep=keep, tenant_id=tenant_id)
+            self._exchange(
+                url,
+                headers=headers,
+                body=body,
+                keep=keep,
+                success_needs_body=success_needs_body,
+                tenant_id=tenant_id,
+                reading=reading,
+            )
         )
         self._exchanges.add(exchange)
         exchange.add_done_callback(self._exchanges.discard)
@@ -357,6 +394,8 @@ class OutboundClient:
             async with asyncio.timeout(_DEADLINE_TIMEOUTS * self._timeout):
                 return await asyncio.shield(exchange)
         except TimeoutError:
+            if reading.complete_without_body:  # its status in: its body is not waited for
+                return reading.answer()
             raise httpcore.ReadTimeout(
                 f"no complete answer within {_DEADLINE_TIMEOUTS * self._timeout:g} s"
             ) from None
@@ -370,7 +409,9 @@ class OutboundClient:
         headers: list[tuple[str, str]],
         body: bytes,
         keep: int,
+        success_needs_body: bool,
         tenant_id: str | None,
+        reading: _Reading,
     ) -> Answer:
         lookups_for.set(tenant_id)  # httpcore connects in this task (its context a copy)
         timeouts = dict.fromkeys(("connect", "read", "write", "pool"), self._timeout)
@@ -381,22 +422,32 @@ class OutboundClient:
             content=body,
             extensions={"timeout": timeouts},
         ) as response:
-            kept = bytearray()
-            async for chunk in response.aiter_stream():
-                kept += chunk[: keep - len(kept)]
-                if len(kept) >= keep:
-                    break
-            return Answer(
-                status=response.status,
-                body=bytes(kept),
-                headers={
-                    k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers
-                },
-            )
+            reading.headers = {
+                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers
+            }
+            reading.status = response.status
+            if success_needs_body or not 200 <= response.status < 300:
+                await _read_body(response, reading.kept, keep)
+                return reading.answer()
+            reading.complete_without_body = True
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await _read_body(response, reading.kept, keep)
+            except (TimeoutError, *_BODY_CUT):
+                pass  # the status is the answer; the connection is closed, not kept
+            return reading.answer()
 
     async def close(self) -> None:
         await asyncio.gather(*self._exchanges, return_exceptions=True)
         await self._pool.aclose()
+
+
+async def _read_body(response: httpcore.Response, kept: bytearray, keep: int) -> None:
+    """Up to `keep` bytes of `response`'s body, into `kept`."""
+    async for chunk in response.aiter_stream():
+        kept += chunk[: keep - len(kept)]
+        if len(kept) >= keep:
+            break
 
 
 def _retrieved(exchange: asyncio.Future[Answer]) -> None:

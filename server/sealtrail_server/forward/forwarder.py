@@ -52,6 +52,7 @@ from .destinations import (
     ANSWER_BYTES,
     FORBIDDEN,
     READ_PER_BYTE,
+    SUCCESS_READ,
     Outgoing,
     PendingEvent,
     Sender,
@@ -652,6 +653,7 @@ class Forwarder:
                 headers=outgoing.headers,
                 body=outgoing.body,
                 keep=ANSWER_BYTES[sender.kind],
+                success_needs_body=sender.kind in SUCCESS_READ,
                 tenant_id=sender.tenant_id,
             )
         except _TRANSPORT_ERRORS as error:
