@@ -8,11 +8,13 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC
 
 import pytest
 
 from sealtrail import AuditClient, build_event, build_sink
 from sealtrail.v1 import forwarding_pb2
+from tests.http_endpoint import Reply, endpoint
 from tests.integration.test_forwarding import SHARED, new_secret, sinks, wait_for_state
 
 __all__ = ["sinks"]  # the fixture, used by name
@@ -158,3 +160,21 @@ def test_a_200_whose_body_never_ends_delivers_the_batch(
         done = wait_for_state(client, sink.id, lambda s: s.state.delivered_events == 1)
         assert done.state.lag_events == 0 and done.state.consecutive_failures == 0
         assert len(bodies) == 1  # taken once, not sent again
+
+
+@pytest.mark.parametrize("asked", ["9999999999", "1796532560"], ids=["huge", "epoch"])
+def test_a_retry_after_of_more_seconds_than_nine_digits_is_waited_for_five_minutes(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], asked: str
+) -> None:
+    """Retry-After in seconds of ten digits or more (a destination asking for
+    a very long wait, or, as some do, naming the Unix time to come back at)
+    was ignored: the sink came back after its backoff alone, a second later,
+    where a date however far ahead is waited for five minutes."""
+    with endpoint() as receiver:
+        receiver.responder = lambda received, index: Reply(503, b"busy", {"Retry-After": asked})
+        sink = sinks(build_sink("told", "webhook", url=receiver.url, secrets=[new_secret()],
+                                filter=SHARED))  # fmt: skip
+        client.record(build_event(action="document.share", actor_id="u"))
+        state = wait_for_state(client, sink.id, lambda s: s.state.consecutive_failures > 0).state
+    wait = state.next_attempt_time.ToDatetime(UTC) - state.last_error_time.ToDatetime(UTC)
+    assert 298 <= wait.total_seconds() <= 300.5, wait

@@ -582,9 +582,11 @@ def test_retry_after_is_read() -> None:
     [sent] = requests(sender("webhook", {"url": "https://h.example", "secrets": [SECRET]}),
                       [pending(record())], now=NOW)  # fmt: skip
     assert verdict("webhook", sent, 429, b"", {"retry-after": "7"}).retry_after == 7.0
-    for unreadable in ("\xb2", "1.5", "Wed, 21 Oct 2015 07:28:00 GMT", "9" * 30):
+    for unreadable in ("\xb2", "1.5", "Wed, 21 Oct 2015 07:28:00 GMT", "-5"):
         # "²" passed str.isdigit and failed float(): a traceback every 5 s, no backoff.
         assert verdict("webhook", sent, 429, b"", {"retry-after": unreadable}).retry_after is None
+    for huge in ("9" * 30, "9" * 400):  # the longest wait (the forwarder's cap), not none
+        assert verdict("webhook", sent, 429, b"", {"retry-after": huge}).retry_after == float(huge)
 
 
 def test_bulk_item_errors() -> None:

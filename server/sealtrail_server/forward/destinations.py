@@ -416,7 +416,10 @@ def _chat(sender: Sender, batch: _Batch) -> Outgoing:
     return _outgoing(sender, sender.destination["url"], headers, body, batch)
 
 
-_DELAY_SECONDS: Final = re.compile(r"[0-9]{1,9}")
+# Any number of digits: ten or more (a very long wait, or the Unix time to
+# come back at, as some destinations write it) asked for the longest wait, not
+# none (the forwarder waits five minutes at most).
+_DELAY_SECONDS: Final = re.compile(r"[0-9]+")
 
 _BUILDERS: Final = {
     "webhook": _webhook,
@@ -550,8 +553,9 @@ def _hec_answer_code(kind: Kind, body: bytes) -> int | None:
 
 def _retry_after(headers: dict[str, str], now: datetime) -> float | None:
     """Retry-After's seconds from `now`: delay-seconds (ASCII digits: `isdigit`
-    took "²", which float() refuses) or an HTTP date (RFC 9110); None when
-    absent, unreadable or already past (then the backoff alone applies)."""
+    took "²", which float() refuses; however many, which float() takes, up to
+    `inf`) or an HTTP date (RFC 9110); None when absent, unreadable or already
+    past (then the backoff alone applies)."""
     value = headers.get("retry-after", "").strip()
     if _DELAY_SECONDS.fullmatch(value):
         return float(value)
