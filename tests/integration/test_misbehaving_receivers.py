@@ -14,8 +14,14 @@ import pytest
 
 from sealtrail import AuditClient, build_event, build_sink
 from sealtrail.v1 import forwarding_pb2
-from tests.http_endpoint import Reply, endpoint
-from tests.integration.test_forwarding import SHARED, new_secret, sinks, wait_for_state
+from tests.http_endpoint import Received, Reply, endpoint
+from tests.integration.test_forwarding import (
+    SHARED,
+    delivered_seqs,
+    new_secret,
+    sinks,
+    wait_for_state,
+)
 
 __all__ = ["sinks"]  # the fixture, used by name
 
@@ -178,3 +184,39 @@ def test_a_retry_after_of_more_seconds_than_nine_digits_is_waited_for_five_minut
         state = wait_for_state(client, sink.id, lambda s: s.state.consecutive_failures > 0).state
     wait = state.next_attempt_time.ToDatetime(UTC) - state.last_error_time.ToDatetime(UTC)
     assert 298 <= wait.total_seconds() <= 300.5, wait
+
+
+def test_no_event_goes_to_a_sinks_old_url_once_its_move_is_acknowledged(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink]
+) -> None:
+    """A 403 of one event sends the events after it, each alone, to tell the
+    sink's token from a firewall's rule (ADR 0054): up to 64 requests in one
+    step. Moved to another URL while they went, the sink went on sending
+    them to the old one, each after the move was acknowledged: events to a
+    destination its admin had just taken them from. Only the request on its
+    way when the sink changes goes by the old definition (docs/forwarding.md)."""
+    with endpoint() as old, endpoint() as new:
+        moved_after: list[int] = []  # the old URL's requests when the move was acknowledged
+
+        def refuse_and_move_at_the_first_probe(received: Received, index: int) -> Reply:
+            carried = delivered_seqs([received])
+            if carried == [seqs[1]] and not moved_after:  # the first probe, after seqs[0]'s 403
+                client.update_sink(
+                    forwarding_pb2.Sink(id=sink.id, webhook=forwarding_pb2.WebhookDestination(
+                        url=new.url, secrets=[new_secret()])),
+                    fields=["webhook"],
+                )  # fmt: skip
+                moved_after.append(index + 1)
+            return Reply(403, b"Forbidden")
+
+        old.responder = refuse_and_move_at_the_first_probe
+        sink = sinks(build_sink("moving", "webhook", url=old.url, secrets=[new_secret()],
+                                filter=SHARED, paused=True))  # fmt: skip
+        events = [build_event(action="document.share", actor_id=f"u-{n}") for n in range(6)]
+        seqs = [result.event.seq for result in client.record_batch(events)]
+        client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+        received = new.wait_for(lambda r: set(seqs) <= set(delivered_seqs(r)))
+        assert sorted(set(delivered_seqs(received))) == seqs
+        assert moved_after and len(old.requests()) == moved_after[0], [
+            delivered_seqs([r]) for r in old.requests()
+        ]

@@ -514,7 +514,7 @@ class Forwarder:
         refused_alone = [event]
         for stored in got:
             probe = PendingEvent(stored.seq, stored.record, stored.leaf_hash)
-            sent, reply, result = await self._alone(sender, lease, probe)
+            sent, reply, result = await self._alone(sender, lease, defined_at, probe)
             if isinstance(reply, Answer) and forbidden_alone(
                 sender.kind, sent, reply.status, reply.body
             ):
@@ -566,7 +566,7 @@ class Forwarder:
         delivered = 0
         letters: list[Parking] = []
         for event in refused_alone:
-            sent, reply, result = await self._alone(sender, lease, event)
+            sent, reply, result = await self._alone(sender, lease, defined_at, event)
             if result.outcome == "delivered":
                 self._memory.note_outcome(lease.sink_id, defined_at, sent, 1, result.status)
                 delivered += 1 - len(result.refused)
@@ -585,10 +585,20 @@ class Forwarder:
         return delivered, tuple(letters)
 
     async def _alone(
-        self, sender: Sender, lease: store.Lease, event: PendingEvent
+        self, sender: Sender, lease: store.Lease, defined_at: datetime, event: PendingEvent
     ) -> tuple[Outgoing, Answer | _NoAnswer, Verdict]:
         """`event` sent in a request of its own, the answer, and what it means
-        (no answer: a failure, retried)."""
+        (no answer: a failure, retried). _Refused, nothing sent, if the sink
+        is no longer as the step read it, of `defined_at`: a probe, or a
+        second try, is one of up to 65 requests of a step, and the sink's
+        URL or token changed, or the sink deleted, meanwhile, the rest went
+        to the old destination, each after the change was acknowledged. Only
+        the request on its way when the sink changes goes by the old
+        definition."""
+        async with self._db.system_connection() as conn:
+            unchanged = await store.as_read(conn, lease, owner=self.owner, defined_at=defined_at)
+        if not unchanged:
+            raise _Refused(defined_at)
         async with self._slots.slot(lease.tenant_id):
             [sent] = requests(sender, [event], now=_now())  # signed once a connection is free
             reply = await self._exchange(sender, sent)

@@ -663,6 +663,17 @@ async def changed_since(
     return bool(row and row[0])
 
 
+async def as_read(conn: Connection, lease: Lease, *, owner: str, defined_at: datetime) -> bool:
+    """Whether the sink is still leased to `owner`, as its definition of
+    `defined_at` was read: not changed, nor deleted."""
+    cursor = await conn.execute(
+        "SELECT 1 FROM sinks WHERE tenant_id = %s AND id = %s AND lease_owner = %s"
+        " AND updated_at = %s",
+        [lease.tenant_id, lease.sink_id, owner, defined_at],
+    )
+    return await cursor.fetchone() is not None
+
+
 async def record_failure(
     conn: Connection,
     lease: Lease,
