@@ -220,3 +220,21 @@ def test_no_event_goes_to_a_sinks_old_url_once_its_move_is_acknowledged(
         assert moved_after and len(old.requests()) == moved_after[0], [
             delivered_seqs([r]) for r in old.requests()
         ]
+
+
+def test_a_503_whose_body_stalls_is_waited_for_as_its_retry_after_says(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink]
+) -> None:
+    """An overloaded receiver answers 503 with Retry-After at once, then
+    dribbles its error page: waiting for the page to end, the exchange met
+    its deadline with no answer, and the sink came back after its backoff
+    alone (a second), not after the two minutes it was asked to wait."""
+    head = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 120\r\nContent-Length: 100000\r\n\r\n"
+    with trickling_receiver(head, every=0.5) as (port, _):
+        sink = sinks(build_sink("overloaded", "webhook", url=f"http://127.0.0.1:{port}/hook",
+                                secrets=[new_secret()], filter=SHARED))  # fmt: skip
+        client.record(build_event(action="document.share", actor_id="u"))
+        state = wait_for_state(client, sink.id, lambda s: s.state.consecutive_failures > 0).state
+    assert state.last_error.startswith(f"HTTP 503 from 127.0.0.1:{port}"), state.last_error
+    wait = state.next_attempt_time.ToDatetime(UTC) - state.last_error_time.ToDatetime(UTC)
+    assert 118 <= wait.total_seconds() <= 120.5, wait

@@ -55,9 +55,6 @@ ANSWER_BYTES: Final[dict[Kind, int]] = {
     "elasticsearch": 4 * 1024 * 1024,
     "chat": 64 * 1024,
 }
-# The kinds whose 2xx answers are read (an Elasticsearch bulk answer's items);
-# for the others the status is the whole verdict, whatever the body.
-SUCCESS_READ: Final[frozenset[Kind]] = frozenset({"elasticsearch"})
 _CHAT_FRAMING: Final = len('{"text":""}')
 # Per request: (events, bytes of body, the kind's framing included). Datadog's
 # intake: 1,000 entries and 5 MB; Splunk's HEC refuses bodies over its
@@ -567,6 +564,17 @@ def _retry_after(headers: dict[str, str], now: datetime) -> float | None:
         when = when.replace(tzinfo=UTC)
     seconds = (when - now).total_seconds()
     return seconds if seconds > 0 else None
+
+
+def needs_body(kind: Kind, status: int) -> bool:
+    """Whether `verdict` reads an answer of `status` by its body: a 4xx's (a
+    HEC's code, what a dead letter keeps) and an Elasticsearch bulk answer's
+    (its items). Of others the status (and headers: Retry-After, Location)
+    decides, the body only words shown in an error: a delivery's 2xx, a
+    retried 408, 429 or 5xx, a redirect."""
+    if 200 <= status < 300:
+        return kind == "elasticsearch"
+    return 400 <= status < 500 and status not in _RETRIED_4XX
 
 
 def verdict(

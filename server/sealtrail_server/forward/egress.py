@@ -20,7 +20,7 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -300,8 +300,8 @@ class Answer:
 
 
 # What an answer's body may fail with once its status is in: a body that
-# stalls, or ends before its length. Of a 2xx whose body its reader does not
-# need, the status is the answer all the same.
+# stalls, or ends before its length. Of an answer whose body its reader does
+# not need, the status is the answer all the same.
 _BODY_CUT: Final = (httpcore.ReadTimeout, httpcore.ReadError, httpcore.RemoteProtocolError)
 
 
@@ -312,7 +312,7 @@ class _Reading:
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     kept: bytearray = field(default_factory=bytearray)
-    # A 2xx whose body is not needed: its status is the answer.
+    # An answer whose body its reader does not need: its status is the answer.
     complete_without_body: bool = False
 
     def answer(self) -> Answer:
@@ -355,7 +355,7 @@ class OutboundClient:
         headers: list[tuple[str, str]],
         body: bytes,
         keep: int = MAX_ANSWER_BYTES,
-        success_needs_body: bool = True,
+        needs_body: Callable[[int], bool] = lambda status: True,
         tenant_id: str | None = None,
     ) -> Answer:
         """The destination's answer, its first `keep` bytes. EgressDenied for a
@@ -363,12 +363,15 @@ class OutboundClient:
         timeout or a broken answer. Besides each step's timeout, the whole
         exchange has a deadline: a destination that trickles its answer a byte
         at a time cannot hold a connection of the shared pool for long.
-        `success_needs_body`: False when a 2xx's status is all the caller
-        reads of it. Its body is then read (so that the connection can serve
-        another request) for one timeout at most, and a body that stalls,
-        trickles or breaks off leaves the answer a 2xx with what was read of
-        it: a receiver that said 200 and then dribbled its body for ever had
-        its requests count as failed, and sent again, for good."""
+        `needs_body(status)`: False when the caller reads an answer of that
+        status by its status and headers (a delivery's 2xx, a 503's
+        Retry-After), its body only as words to show. Such a body is read (so
+        that the connection can serve another request) for one timeout at
+        most, and a body that stalls, trickles or breaks off leaves the answer
+        with what was read of it: a receiver that said 200 and then dribbled
+        its body for ever had its requests count as failed, and sent again,
+        for good; one that said 503 with a Retry-After, waited for as if it
+        had not."""
         self.policy.check_scheme(url)
         reading = _Reading()
         # In a task of its own, which is cancelled once at most, and then
@@ -382,7 +385,7 @@ class OutboundClient:
                 headers=headers,
                 body=body,
                 keep=keep,
-                success_needs_body=success_needs_body,
+                needs_body=needs_body,
                 tenant_id=tenant_id,
                 reading=reading,
             )
@@ -409,7 +412,7 @@ class OutboundClient:
         headers: list[tuple[str, str]],
         body: bytes,
         keep: int,
-        success_needs_body: bool,
+        needs_body: Callable[[int], bool],
         tenant_id: str | None,
         reading: _Reading,
     ) -> Answer:
@@ -426,7 +429,7 @@ class OutboundClient:
                 k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers
             }
             reading.status = response.status
-            if success_needs_body or not 200 <= response.status < 300:
+            if needs_body(response.status):
                 await _read_body(response, reading.kept, keep)
                 return reading.answer()
             reading.complete_without_body = True

@@ -31,6 +31,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Final
 
 import httpcore
@@ -52,7 +53,6 @@ from .destinations import (
     ANSWER_BYTES,
     FORBIDDEN,
     READ_PER_BYTE,
-    SUCCESS_READ,
     Outgoing,
     PendingEvent,
     Sender,
@@ -60,6 +60,7 @@ from .destinations import (
     answered,
     explained,
     forbidden_alone,
+    needs_body,
     requests,
     unanswered,
     verdict,
@@ -663,7 +664,7 @@ class Forwarder:
                 headers=outgoing.headers,
                 body=outgoing.body,
                 keep=ANSWER_BYTES[sender.kind],
-                success_needs_body=sender.kind in SUCCESS_READ,
+                needs_body=partial(needs_body, sender.kind),
                 tenant_id=sender.tenant_id,
             )
         except _TRANSPORT_ERRORS as error:
