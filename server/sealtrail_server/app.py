@@ -115,6 +115,10 @@ KEEPALIVE_OPTIONS: Final = (
 # they are all that is left. How often that is looked at.
 _STREAMS_END_SECONDS = 1.0
 _STREAMS_POLL_SECONDS = 0.1
+# Exports still running this long before a stop's grace runs out (half the
+# grace at most) are ended, SERVER_STOPPING: time for a reader to take what
+# is left in its window, and then the status, before gRPC cancels what remains.
+_EXPORTS_CUT_BEFORE_GRACE_SECONDS = 1.0
 
 
 def connection_cap(most: int) -> int:
@@ -584,11 +588,16 @@ class Service:
             # grace. Told to end now, their clients resume elsewhere.
             self._hub.end_streams()
         if self._server is not None:
-            stopping = asyncio.create_task(
-                self._server.stop(self.settings.shutdown_grace if grace is None else grace)
+            grace = self.settings.shutdown_grace if grace is None else grace
+            stopping = asyncio.create_task(self._server.stop(grace))
+            cut = asyncio.get_running_loop().call_later(
+                grace - min(_EXPORTS_CUT_BEFORE_GRACE_SECONDS, grace / 2), self._cut_exports
             )
-            await self._end_stuck_streams(stopping)
-            await stopping
+            try:
+                await self._end_stuck_streams(stopping)
+                await stopping
+            finally:
+                cut.cancel()
         if self.token_uses is not None:  # the calls have ended: all their uses are noted
             await self.token_uses.stop()
         if self.deployment_sinks is not None:
@@ -615,6 +624,14 @@ class Service:
         if self._private_dir is not None:
             shutil.rmtree(self._private_dir, ignore_errors=True)
             self._private_dir = None
+
+    def _cut_exports(self) -> None:
+        """Ends the exports still running as the grace is about to run out,
+        as streams end (UNAVAILABLE, `SERVER_STOPPING`, with a retry delay and
+        how to export the rest), their status sent while there is time: gRPC
+        cancelled them as it ran out, in its own words ("Cancelling all calls")."""
+        if self._servicer is not None:
+            self._servicer.exports_open.cut_for_stop()
 
     async def _end_stuck_streams(self, stopping: asyncio.Task[None]) -> None:
         """Once the streams told to end had a moment to, and they are all that

@@ -12,11 +12,12 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import psycopg
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sealtrail import AuditClient, RpcFailedError, UnavailableError, build_event
@@ -261,3 +262,90 @@ def test_a_third_signal_exits_though_the_stop_waits_on_the_database(
             [tenant],
         ).fetchall()
     assert kept == 0
+
+
+def _details(error: grpc.RpcError) -> tuple[error_details_pb2.ErrorInfo, float | None]:
+    """The ErrorInfo of a call's status, and its RetryInfo's delay (None: none)."""
+    call = cast(grpc.Call, error)
+    found = dict(call.trailing_metadata() or ()).get("grpc-status-details-bin")
+    info, delay = error_details_pb2.ErrorInfo(), None
+    if found is None:
+        return info, delay
+    status = status_pb2.Status.FromString(cast(bytes, found))
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            detail.Unpack(info)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            delay = retry.retry_delay.ToNanoseconds() / 1e9
+    return info, delay
+
+
+def test_an_export_the_grace_cannot_hold_ends_as_streams_do_before_it_runs_out(
+    migrated_database_url: str, tenant: str, server: Any
+) -> None:
+    """An export still read (slowly) as the grace ran out ended UNAVAILABLE in
+    gRPC's words ("Cancelling all calls"), with no reason and no retry delay.
+    It ends SERVER_STOPPING, with RetryInfo, before the grace runs out, saying
+    how to export the rest; an export that finishes within the grace is not cut."""
+    grace = 4.0
+    process = ServerProcess(migrated_database_url, env={"SEALTRAIL_SHUTDOWN_GRACE": f"{grace:g}"})
+    token = server.token(tenant)
+    metadata = [("authorization", f"Bearer {token}")]
+    # No BDP probe: the client's window stays at 64 KiB, and the export is sent
+    # only as fast as it is read.
+    options = [("grpc.http2.bdp_probe", 0)]
+    try:
+        with (
+            AuditClient(process.target, token=token, timeout=60) as client,
+            grpc.insecure_channel(process.target, options=options) as channel,
+        ):
+            blob = "x" * 12_000
+            for start in range(0, 600, 200):  # about 7 MB
+                results = client.record_batch(
+                    [
+                        build_event(action="bulk.item", actor_id="u", details={"b": blob, "n": n})
+                        for n in range(start, start + 200)
+                    ]
+                )
+                assert all(result.error is None for result in results)
+            stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+            ndjson = audit_service_pb2.EXPORT_FORMAT_NDJSON
+            slow = stub.Export(audit_service_pb2.ExportRequest(format=ndjson), metadata=metadata)
+            quick = stub.Export(
+                audit_service_pb2.ExportRequest(format=ndjson, first_seq=1, last_seq=40),
+                metadata=metadata,
+            )
+            content = bytearray(next(slow).chunk)
+            assert content
+            first = next(quick)
+            process.proc.send_signal(signal.SIGTERM)
+            began = time.monotonic()
+            rest = list(quick)  # read at once: done well within the grace
+            assert rest[-1].HasField("manifest") and rest[-1].manifest.row_count == 40
+            assert first.chunk
+            # 64 KiB every 0.1 s: the 7 MB would take some 11 s, past the grace.
+            with pytest.raises(grpc.RpcError) as ended:
+                for response in slow:
+                    content += response.chunk
+                    time.sleep(0.1)
+            took = time.monotonic() - began
+            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value.details()
+            info, delay = _details(ended.value)
+            assert info.reason == "SERVER_STOPPING", ended.value.details()
+            assert delay is not None and delay > 0
+            assert took < grace, took  # before the grace ran out
+            # It says how to export the rest: after the last seq received, up to
+            # the end of what it was exporting.
+            received = [
+                int(line.split(b'"seq":')[-1].split(b",")[0]) for line in content.split(b"\n")[:-1]
+            ]
+            assert received == list(range(1, len(received) + 1))
+            resume_to = int(info.metadata["last_seq"])
+            assert resume_to > received[-1]
+            said = ended.value.details() or ""
+            assert "first_seq" in said and f"last_seq {resume_to}" in said, said
+            assert process.proc.wait(30) == 0
+    finally:
+        process.kill()

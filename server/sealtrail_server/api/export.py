@@ -21,7 +21,13 @@ from sealtrail._words import counted
 from sealtrail.v1 import audit_service_pb2 as pb
 
 from ..domain.access import Principal
-from ..domain.errors import Aborted, FailedPrecondition, InvalidArgument, ResourceExhausted
+from ..domain.errors import (
+    Aborted,
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
 from ..domain.filters import EventFilter
 from ..export.formats import CsvEncoder, Encoder, JsonEncoder, NdjsonEncoder
 from ..integrity.checkpointer import Checkpointer
@@ -42,6 +48,8 @@ CHUNK_BYTES = 64 * 1024
 _EXPORT_RATE_SUBJECT = "export_rate"
 # When an export refused for them may try again: a place frees when one ends.
 _FULL_RETRY_SECONDS = 5.0
+# When an export cut by a stop may try again (a stream ended so waits as long).
+_STOPPING_RETRY_SECONDS = 1.0
 
 _FORMAT_NAMES = {
     pb.EXPORT_FORMAT_CSV: "csv",
@@ -94,10 +102,29 @@ class ExportsOpen:
         self._per_tenant = per_tenant
         self._per_process = per_process
         self._open: Counter[str] = Counter()
+        self._running: set[StallWatch] = set()
 
     def count(self) -> int:
         """The exports open in this process (a leak shows here)."""
         return self._open.total()
+
+    @contextmanager
+    def running(self, watch: StallWatch) -> Iterator[None]:
+        """`watch`'s export is one `cut_for_stop` ends, for the block."""
+        self._running.add(watch)
+        try:
+            yield
+        finally:
+            self._running.discard(watch)
+
+    def cut_for_stop(self) -> None:
+        """Ends every export still running, UNAVAILABLE (`SERVER_STOPPING`):
+        the server is stopping, and its grace is about to run out. Else gRPC
+        cancelled them as it ran out, in its own words ("Cancelling all
+        calls"), with no reason and no retry delay, nor a word of how to
+        export the rest."""
+        for watch in list(self._running):
+            watch.cut_for_stop()
 
     @contextmanager
     def admitted(self, tenant_id: str) -> Iterator[None]:
@@ -154,6 +181,9 @@ class StallWatch:
         self._timer: asyncio.TimerHandle | None = None
         self.rows = 0
         self.sent = 0
+        # The seq the export reads up to (its checkpoint's size, or its range's
+        # end), once known: where the rest of a cut export ends.
+        self.upto = 0
 
     def handing(self, response: pb.ExportResponse) -> None:
         self.rows = response.rows_so_far
@@ -182,6 +212,41 @@ class StallWatch:
         )
         end_waiting_call(self._context, self._task, error)
 
+    def cut_for_stop(self) -> None:
+        """Ends the export now, UNAVAILABLE (`SERVER_STOPPING`): the server is
+        stopping. As a stalled one is ended: its client, reading on, gets
+        what it had been sent, then the status, which says how to export the
+        rest (its rows carry their seqs)."""
+        self.handed()
+        self._loop.call_soon(self._cut, context=self._call_context)
+
+    def _cut(self) -> None:
+        if self._task is not None and self._task.done():
+            return  # it ended meanwhile
+        log.info(
+            "ending an export of tenant %s: the server is stopping; %d rows, %d bytes sent",
+            self._tenant_id,
+            self.rows,
+            self.sent,
+        )
+        if self.upto:
+            error = Unavailable(
+                f"the server is stopping: the export was cut short after {self.rows} rows;"
+                " export the rest (the same filter, format) with first_seq one past the last"
+                f" seq received and last_seq {self.upto}, or export again",
+                retry_after=_STOPPING_RETRY_SECONDS,
+                reason="SERVER_STOPPING",
+                metadata={"last_seq": str(self.upto)},
+            )
+        else:
+            error = Unavailable(
+                "the server is stopping: the export was cut short before its first row;"
+                " export again",
+                retry_after=_STOPPING_RETRY_SECONDS,
+                reason="SERVER_STOPPING",
+            )
+        end_waiting_call(self._context, self._task, error)
+
 
 class ExportRpcs:
     _db: Database
@@ -206,14 +271,15 @@ class ExportRpcs:
         # Refused before it is recorded or counted against the rate.
         with self.exports_open.admitted(tenant_id):
             watch = StallWatch(self._export_stall_seconds, context, tenant_id=tenant_id)
-            responses = self._exported(principal, request, encoder, event_filter, seqs)
-            async with aclosing(responses):
-                async for response in responses:
-                    watch.handing(response)
-                    try:
-                        yield response
-                    finally:
-                        watch.handed()
+            responses = self._exported(principal, request, encoder, event_filter, seqs, watch)
+            with self.exports_open.running(watch):
+                async with aclosing(responses):
+                    async for response in responses:
+                        watch.handing(response)
+                        try:
+                            yield response
+                        finally:
+                            watch.handed()
 
     async def _exported(
         self,
@@ -222,8 +288,10 @@ class ExportRpcs:
         encoder: Encoder,
         event_filter: EventFilter,
         seqs: tuple[int, int] | None,
+        watch: StallWatch,
     ) -> AsyncGenerator[pb.ExportResponse]:
-        """The export's responses: its chunks, then its manifest."""
+        """The export's responses: its chunks, then its manifest; `watch`
+        told the seq it reads up to."""
         tenant_id = principal.tenant_id
         if seqs is not None:
             await self._within_the_log(tenant_id, seqs[1])
@@ -248,6 +316,7 @@ class ExportRpcs:
         digest, sent, rows, first, last = hashlib.sha256(), 0, 0, 0, 0
         buffer = bytearray(encoder.start())
         after, upto = (0, size) if seqs is None else (seqs[0] - 1, seqs[1])
+        watch.upto = upto
         events = stream_events(
             self._db,
             tenant_id=tenant_id,

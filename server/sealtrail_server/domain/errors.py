@@ -141,8 +141,15 @@ class IntegrityFailure(SealtrailError):
 
 
 class _Retryable(SealtrailError):
-    def __init__(self, message: str, *, retry_after: float, reason: str | None = None) -> None:
-        super().__init__(message, reason=reason)
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
         self.retry_after = retry_after
 
 
