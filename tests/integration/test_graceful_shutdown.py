@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sealtrail import AuditClient, RpcFailedError, UnavailableError, build_event
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc
+from tests.conftest import ServerThread
 from tests.processes import ServerProcess
 from tests.silent_proxy import SilentProxy, database_upstream, through
 
@@ -349,3 +350,63 @@ def test_an_export_the_grace_cannot_hold_ends_as_streams_do_before_it_runs_out(
             assert process.proc.wait(30) == 0
     finally:
         process.kill()
+
+
+def test_a_stream_or_export_refused_as_the_server_stops_records_nothing(
+    migrated_database_url: str, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A call that reaches its handler as the server stops (its headers came
+    before gRPC refused new calls) is refused, SERVER_STOPPING, as is any
+    stream once streams are told to end and any export once exports are cut:
+    a StreamEvents was recorded (`audit_log.streamed`) before it ended so, and
+    an export would have been recorded, then cut by gRPC as the grace ran out."""
+    server = ServerThread(migrated_database_url)
+    try:
+        token = server.token(tenant)
+        metadata = [("authorization", f"Bearer {token}")]
+
+        async def stopping() -> None:  # as a stop does, before gRPC's own stop
+            hub, servicer = server.service._hub, server.service._servicer
+            assert hub is not None and servicer is not None
+            hub.end_streams()
+            servicer.exports_open.cut_for_stop()
+
+        server.run(stopping())
+        with grpc.insecure_channel(server.target) as channel:
+            stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+            calls = {
+                "stream": lambda: list(
+                    stub.StreamEvents(
+                        audit_service_pb2.StreamEventsRequest(), metadata=metadata, timeout=30
+                    )
+                ),
+                "stream after_seq": lambda: list(
+                    stub.StreamEvents(
+                        audit_service_pb2.StreamEventsRequest(after_seq=0),
+                        metadata=metadata,
+                        timeout=30,
+                    )
+                ),
+                "export": lambda: list(
+                    stub.Export(
+                        audit_service_pb2.ExportRequest(
+                            format=audit_service_pb2.EXPORT_FORMAT_NDJSON
+                        ),
+                        metadata=metadata,
+                        timeout=30,
+                    )
+                ),
+            }
+            for name, call in calls.items():
+                with pytest.raises(grpc.RpcError) as refused:
+                    call()
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, name
+                info, delay = _details(refused.value)
+                assert info.reason == "SERVER_STOPPING" and delay, (name, refused.value.details())
+        recorded = sql.execute(
+            "SELECT action FROM events WHERE tenant_id = %s AND action LIKE 'audit_log.%%'",
+            [tenant],
+        ).fetchall()
+        assert recorded == []
+    finally:
+        server.close()

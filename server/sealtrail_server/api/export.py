@@ -103,6 +103,8 @@ class ExportsOpen:
         self._per_process = per_process
         self._open: Counter[str] = Counter()
         self._running: set[StallWatch] = set()
+        # The server is stopping and its exports were cut: any to come is refused.
+        self.cut = False
 
     def count(self) -> int:
         """The exports open in this process (a leak shows here)."""
@@ -122,14 +124,23 @@ class ExportsOpen:
         the server is stopping, and its grace is about to run out. Else gRPC
         cancelled them as it ran out, in its own words ("Cancelling all
         calls"), with no reason and no retry delay, nor a word of how to
-        export the rest."""
+        export the rest. Any export to come is refused, before it is recorded:
+        it would have been recorded, then cut by gRPC."""
+        self.cut = True
         for watch in list(self._running):
             watch.cut_for_stop()
 
     @contextmanager
     def admitted(self, tenant_id: str) -> Iterator[None]:
         """Holds a place for an export of `tenant_id`'s for the block, however
-        it ends; ResourceExhausted if the tenant or the process has no more."""
+        it ends; ResourceExhausted if the tenant or the process has no more,
+        Unavailable (`SERVER_STOPPING`) once exports are cut for a stop."""
+        if self.cut:
+            raise Unavailable(
+                "the server is stopping: export at another server, or here once it is back",
+                retry_after=_STOPPING_RETRY_SECONDS,
+                reason="SERVER_STOPPING",
+            )
         if self._open[tenant_id] >= self._per_tenant:
             raise ResourceExhausted(
                 f"the tenant has {counted(self._open[tenant_id], 'export')} open on this server;"

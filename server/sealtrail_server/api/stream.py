@@ -154,6 +154,10 @@ class StreamRpcs:
         tenant_id = principal.tenant_id
         if request.WhichOneof("start") == "after_seq":
             await self._within_the_log(tenant_id, request.after_seq)
+        if subscription.ending:
+            # The server is stopping: refused, as for the limits, with nothing
+            # recorded (it was recorded, then ended at once).
+            raise StreamEnding
         own = await record_access(
             self._appender,
             principal,
