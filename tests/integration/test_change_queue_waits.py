@@ -14,10 +14,17 @@ import psycopg
 import pytest
 
 from sealtrail import AuditClient, UnavailableError
+from sealtrail_server.domain.access import Role
 from sealtrail_server.domain.errors import Unavailable
 from sealtrail_server.domain.event import EventDraft, validate_event
-from sealtrail_server.store.changes import DEFAULT_WAIT_SECONDS, RETENTION_SUBJECT, Changes
+from sealtrail_server.store.changes import (
+    DEFAULT_WAIT_SECONDS,
+    ERASURE_SUBJECT,
+    RETENTION_SUBJECT,
+    Changes,
+)
 from sealtrail_server.store.database import Database, change_connections
+from sealtrail_server.store.tokens import create_token
 from tests.conftest import ServerThread
 from tests.lock_waits import SUBJECT_LOCK, until_blocked, until_waiting
 from tests.own_appender import own_appender
@@ -239,3 +246,52 @@ def test_an_append_of_the_changes_own_tenant_through_the_appender_inside_it_is_r
 def _event(action: str) -> Any:
     draft = EventDraft(action=f"queue_waits.{action}", actor_id="u")
     return validate_event(draft, now=datetime.now(UTC), path=action)
+
+
+def test_a_token_creation_waits_at_most_its_wait_for_a_connection_and_an_erasure_together(
+    tenant: str, migrated_database_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    """Token creation outside a change (`create_token`) waited for a pooled
+    connection as long as the pool lets anyone (its timeout), then up to its
+    5 s for an erasure in progress, then up to 5 s more for its caller's
+    token: about twice its bound and more. The pool held empty 4 s and an
+    erasure held throughout, it was answered after some 9 s; its 5 s now
+    bound the waits together, answered UNAVAILABLE, retry, nothing written."""
+
+    async def run() -> tuple[float, Unavailable | None]:
+        db = await Database.open(
+            service_login_url(migrated_database_url), min_size=2, max_size=2, timeout=5.0
+        )
+        try:
+            held = [await db.pool.getconn() for _ in range(2)]
+
+            async def give_back() -> None:
+                await asyncio.sleep(4.0)
+                for conn in held:
+                    await db.pool.putconn(conn)
+
+            giving_back = asyncio.create_task(give_back())
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                await create_token(db, tenant_id=tenant, role=Role.READER, token_id=TOKEN_ID)
+                refused = None
+            except Unavailable as error:
+                refused = error
+            waited = loop.time() - started
+            await giving_back
+            return waited, refused
+        finally:
+            await db.close()
+
+    with sql.transaction():
+        sql.execute(SUBJECT_LOCK, [f"{tenant}/{ERASURE_SUBJECT}"])  # an erasure in progress
+        waited, refused = asyncio.run(asyncio.wait_for(run(), 60))
+    assert refused is not None, f"the token was created after {waited:.1f} s"
+    assert waited < DEFAULT_WAIT_SECONDS + 1.5, f"the creation waited {waited:.1f} s"
+    assert refused.retry_after > 0
+    written = sql.execute("SELECT count(*) FROM api_tokens WHERE token_id = %s", [TOKEN_ID])
+    assert written.fetchone() == (0,)
+
+
+TOKEN_ID = "0b6f1c9e-6a43-4c8e-9d0e-262000000001"

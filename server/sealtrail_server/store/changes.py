@@ -159,20 +159,12 @@ class Changes:
         time), else Unavailable: after its turn, a change waited for one of the
         pool as long as the pool lets anyone (its timeout), on top of its own
         wait, every connection held by appends, reads and sweeps."""
-        left = max(deadline - asyncio.get_running_loop().time(), 0.001)
-        given = False
-        try:
-            async with self._db.connection(tenant_id, timeout=left) as conn:
-                given = True
-                yield conn
-        except Unavailable as error:
-            if given or not isinstance(error.__cause__, PoolTimeout | TooManyRequests):
-                raise
-            raise Unavailable(
-                f"the change waited more than {self._wait_seconds:g} s for a connection to the"
-                " database (this server process's are all in use); nothing was changed; retry",
-                retry_after=1.0,
-            ) from error
+        busy = (
+            f"the change waited more than {self._wait_seconds:g} s for a connection to the"
+            " database (this server process's are all in use); nothing was changed; retry"
+        )
+        async with connection_by(self._db, tenant_id, deadline, busy=busy) as conn:
+            yield conn
 
     async def _take_turn(self, lock: asyncio.Semaphore, deadline: float, *, busy: str) -> None:
         """Takes `lock` (the subject's in this process), then one of the
@@ -286,6 +278,25 @@ def change_connection(tenant_id: str) -> AnyConnection | None:
     ):
         return None
     return change.conn
+
+
+@asynccontextmanager
+async def connection_by(
+    db: Database, tenant_id: str, deadline: float, *, busy: str
+) -> AsyncIterator[Connection]:
+    """A pooled connection of `tenant_id`, waited for until `deadline` (the
+    loop's time), else Unavailable(`busy`), with a retry delay: not the
+    pool's own timeout on top of a wait the caller bounds."""
+    left = max(deadline - asyncio.get_running_loop().time(), 0.001)
+    given = False
+    try:
+        async with db.connection(tenant_id, timeout=left) as conn:
+            given = True
+            yield conn
+    except Unavailable as error:
+        if given or not isinstance(error.__cause__, PoolTimeout | TooManyRequests):
+            raise
+        raise Unavailable(busy, retry_after=1.0) from error
 
 
 async def end_when_idle(conn: AnyConnection, *, lock_wait: float | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -9,7 +10,9 @@ from datetime import datetime
 
 from ..domain.access import Principal, Revoked, Role, new_token, token_digest
 from .changes import (
+    DEFAULT_WAIT_SECONDS,
     changes_ended,
+    connection_by,
     end_when_idle,
     hold_live_token,
     recorded_within,
@@ -49,21 +52,34 @@ async def create_token(
     `caller`, the id of the token creating it (None for an operator), must
     still be live: a token revoked as it creates its successor creates none.
     `expires_at`: when it stops working (None: never), checked by the caller
-    against its own clock (domain/access.expiry_problem)."""
+    against its own clock (domain/access.expiry_problem).
+    It waits DEFAULT_WAIT_SECONDS at most, for a pooled connection, an erasure
+    in progress and the caller's token together, then Unavailable, nothing
+    written: each waited its own, the pool's timeout and 5 s and 5 s more."""
     secret = new_token()
     token_id = token_id or str(uuid.uuid4())
     ended: list[Callable[[], None]] = []  # called once its transaction has ended
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEFAULT_WAIT_SECONDS
+
+    def left() -> float:
+        return max(deadline - loop.time(), 0.001)
+
+    busy = (
+        f"the token's creation waited more than {DEFAULT_WAIT_SECONDS:g} s for a connection to"
+        " the database (this server process's are all in use); nothing was created; retry"
+    )
     try:
-        async with db.connection(tenant_id) as conn, conn.transaction():
+        async with connection_by(db, tenant_id, deadline, busy=busy) as conn, conn.transaction():
             await end_when_idle(conn)  # a process frozen here holds the caller's token
-            # An erasure of the tenant in progress is waited for (a while, holding
-            # a pooled connection): created before its commit, the token would
-            # outlive it.
-            await share_erasure(conn, tenant_id, seconds=5.0)
+            # An erasure of the tenant in progress is waited for (what is left
+            # of the wait, holding a pooled connection): created before its
+            # commit, the token would outlive it.
+            await share_erasure(conn, tenant_id, seconds=left())
             # Before the caller's token, which it removed.
             await refuse_if_erased(conn, tenant_id)
             if caller is not None:
-                await hold_live_token(conn, tenant_id, caller, seconds=5.0)
+                await hold_live_token(conn, tenant_id, caller, seconds=left())
             row_values = [tenant_id, token_id, token_digest(secret), role.value, name, expires_at]
             cursor = await conn.execute(
                 "INSERT INTO api_tokens"
