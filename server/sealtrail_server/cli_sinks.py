@@ -171,10 +171,11 @@ def _option_of(field: str) -> str:
     return "--" + named.replace("_", "-")
 
 
-def _checked(sink_message: Any) -> SinkDefinition:
-    """The definition `sink_message` gives, validated as a tenant's sink is."""
+def _checked(sink_message: Any, *, kept_name: str | None = None) -> SinkDefinition:
+    """The definition `sink_message` gives, validated as a tenant's sink is
+    (`kept_name`, the definition's stored name, not refused again)."""
     try:
-        return definition_of(sink_message, path="sink")
+        return definition_of(sink_message, path="sink", kept_name=kept_name)
     except InvalidArgument as error:
         said = "; ".join(
             f"{_option_of(v.field)} ({v.field}) {v.description}" for v in error.violations
@@ -523,7 +524,7 @@ def _updated(
     if filter_message is None:
         message.ClearField("filter")
         json_format.ParseDict(old.filter, message.filter)
-    return message, _checked(message)
+    return message, _checked(message, kept_name=old.name)
 
 
 @sink.command("delete")

@@ -1264,3 +1264,25 @@ def test_the_consoles_check_of_a_receipt_says_unsigned_and_edited_ones_apart(
     check = receipt_check(receipt, [other])
     assert (check["signed"], check["verified"]) == (True, False)
     assert "no given key" in check["problem"], check
+
+
+def test_a_name_holding_an_invisible_or_bidi_character_is_refused_naming_the_field(
+    api: str, admin: str, client: AuditClient
+) -> None:
+    """A zero-width space or a bidi override in a new name is the API's
+    INVALID_ARGUMENT, which the console answers as a 400 naming the field and
+    the character (docs/api.md, "Names")."""
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    hook = {"url": "http://127.0.0.1:9/hook", "secrets": [secret]}
+    sink = {"name": "si\u200bem", "webhook": hook}
+    asked = (
+        ("sinks", {"sink": sink}, "sink.name", "U+200B"),
+        ("alert-rules", rule_body("keys\u202e", "match"), "rule.name", "U+202E"),
+        ("tokens", {"role": "reader", "name": "ci\u2067"}, "name", "U+2067"),
+    )
+    for path, body, field, said in asked:
+        status, answer = send(api + path, method="POST", token=admin, body=body)
+        assert status == 400, answer
+        assert [named["field"] for named in answer["fields"]] == [field], answer
+        assert said in answer["fields"][0]["description"], answer
+    assert client.list_sinks() == [] and client.list_alert_rules() == []

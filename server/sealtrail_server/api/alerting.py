@@ -21,8 +21,9 @@ from ..alerts.routing import delete_rule_routing_its_alerts
 from ..domain.alerts import MAX_RULE_NAME, MAX_RULES_PER_TENANT, NEW_ORIGIN_KINDS
 from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from ..domain.etags import etag_of, instant, require_etag
-from ..domain.event import CONTROL_CHARACTERS, MAX_NAME, SEVERITIES, ChangeDraft, parse_uuid
+from ..domain.event import MAX_NAME, SEVERITIES, ChangeDraft, parse_uuid
 from ..domain.filters import validate_filter
+from ..domain.names import name_problem
 from ..domain.weakening import RuleSettings, rule_weakenings
 from ..forward.forwarder import Forwarder
 from ..store import alerts as store
@@ -214,21 +215,18 @@ class AlertingRpcs:
         *,
         rpc: str,
         paths: frozenset[str] | None = None,
+        kept_name: str | None = None,
     ) -> dict[str, Any]:
         """The definition `rule` gives, as StoredRule fields, each checked
         (INVALID_ARGUMENT naming it): all of it, or only what an update mask
-        names (the rest, unread, stays as stored, even a sink deleted since)."""
+        names (the rest, unread, stays as stored, even a sink deleted since).
+        `kept_name`: the rule's stored name, not refused again (`name_problem`)."""
         values: dict[str, Any] = {}
         if paths is None or "name" in paths:
-            if (
-                not rule.name.strip()
-                or len(rule.name) > MAX_RULE_NAME
-                or CONTROL_CHARACTERS.search(rule.name)
+            if problem := name_problem(
+                rule.name, limit=MAX_RULE_NAME, required=True, kept=kept_name
             ):
-                raise InvalidArgument.field(
-                    "rule.name",
-                    f"must be 1 to {MAX_RULE_NAME} characters, none of them control characters",
-                )
+                raise InvalidArgument.field("rule.name", problem)
             # Its alerts show it redacted, as their resource's name: longer than
             # one may be, each was refused, and the tenant's alerting stalled.
             shown = await self._filter_details.text(tenant_id, rule.name)
@@ -331,7 +329,12 @@ class AlertingRpcs:
             after = replace(
                 before,
                 **await self._validated(
-                    request.rule, conn, tenant_id, rpc="UpdateAlertRule", paths=paths
+                    request.rule,
+                    conn,
+                    tenant_id,
+                    rpc="UpdateAlertRule",
+                    paths=paths,
+                    kept_name=before.name,
                 ),
             )
             if after == before:

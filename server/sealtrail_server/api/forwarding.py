@@ -131,11 +131,18 @@ def _operators_destination(shown: dict[str, Any]) -> dict[str, Any]:
 
 
 def definition_of(
-    sink: pb.Sink, *, path: str, current: SinkDefinition | None = None
+    sink: pb.Sink,
+    *,
+    path: str,
+    current: SinkDefinition | None = None,
+    kept_name: str | None = None,
 ) -> SinkDefinition:
     """`sink` as a valid definition (with `current`'s secrets where it gives
-    none): INVALID_ARGUMENT naming each field that is not. The egress policy
-    is `check_egress`'s."""
+    none): INVALID_ARGUMENT naming each field that is not. Its name, if
+    `current`'s (or `kept_name`), is not refused for a character a name made
+    before today's rule may hold. The egress policy is `check_egress`'s."""
+    if kept_name is None and current is not None:
+        kept_name = current.name
     kind, destination = _destination(sink)
     if current is not None and kind == current.kind:
         destination = keep_secrets(kind, destination, current.destination)
@@ -147,6 +154,7 @@ def definition_of(
         format=_FORMATS[sink.format],
         destination=destination,
         path=path,
+        kept_name=kept_name,
     )
     assert kind is not None
     validate_filter(filter_draft(sink.filter), path=f"{path}.filter")
@@ -224,7 +232,7 @@ def _with_settings(sink: pb.Sink, current: SinkDefinition, paths: frozenset[str]
         changed["paused"] = sink.paused
     definition = replace(current, **changed)
     violations = validate_sink_settings(
-        name=definition.name, format=definition.format, kind=definition.kind
+        name=definition.name, format=definition.format, kind=definition.kind, kept_name=current.name
     )
     if violations:
         raise InvalidArgument(violations)

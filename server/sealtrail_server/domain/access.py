@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
-from .event import CONTROL_CHARACTERS, MAX_FUTURE_SKEW_SECONDS, MAX_NAME
+from .event import MAX_FUTURE_SKEW_SECONDS, MAX_NAME
+from .names import name_problem
 
 TOKEN_PREFIX: Final = "stk_"
 TOKEN_PATTERN: Final = re.compile(r"stk_[A-Za-z0-9_-]{43}")
@@ -58,9 +59,7 @@ class Revoked:
 
 def token_name_problem(name: str) -> str | None:
     """Why `name` cannot label a token, or None."""
-    if len(name) > MAX_NAME or CONTROL_CHARACTERS.search(name):
-        return f"must be at most {MAX_NAME} characters, none of them control characters"
-    return None
+    return name_problem(name, limit=MAX_NAME, required=False)
 
 
 def expiry_problem(expires_at: datetime, *, now: datetime) -> str | None:

@@ -21,6 +21,7 @@ from urllib.parse import unquote, unquote_plus, urlsplit
 from .errors import FieldViolation, InvalidArgument
 from .etags import etag_of, instant
 from .event import CONTROL_CHARACTERS
+from .names import name_problem
 
 Kind = Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch", "chat"]
 Format = Literal["sealtrail_json", "ocsf"]
@@ -220,17 +221,18 @@ def _credential_error(value: str, what: str) -> str | None:
 
 
 def validate_sink_settings(
-    *, name: str, format: str, kind: str | None = None, path: str = "sink"
+    *,
+    name: str,
+    format: str,
+    kind: str | None = None,
+    path: str = "sink",
+    kept_name: str | None = None,
 ) -> list[FieldViolation]:
-    """The violations of a sink's name and format (for its `kind`, if known)."""
+    """The violations of a sink's name and format (for its `kind`, if known).
+    `kept_name`: the sink's stored name, not refused again (`name_problem`)."""
     violations = []
-    if not name.strip() or len(name) > MAX_NAME or CONTROL_CHARACTERS.search(name):
-        violations.append(
-            FieldViolation(
-                f"{path}.name",
-                f"must be 1 to {MAX_NAME} characters, not blank, none of them control characters",
-            )
-        )
+    if problem := name_problem(name, limit=MAX_NAME, required=True, kept=kept_name):
+        violations.append(FieldViolation(f"{path}.name", problem))
     if format not in ("sealtrail_json", "ocsf"):
         violations.append(FieldViolation(f"{path}.format", "unknown payload format"))
     elif kind == "chat" and format != "sealtrail_json":
@@ -245,10 +247,18 @@ def validate_sink_settings(
 
 
 def validate_sink(
-    *, name: str, kind: str | None, format: str, destination: dict[str, Any], path: str = "sink"
+    *,
+    name: str,
+    kind: str | None,
+    format: str,
+    destination: dict[str, Any],
+    path: str = "sink",
+    kept_name: str | None = None,
 ) -> list[FieldViolation]:
     """Every violation of a sink's definition (empty when it is valid)."""
-    violations = validate_sink_settings(name=name, format=format, kind=kind, path=path)
+    violations = validate_sink_settings(
+        name=name, format=format, kind=kind, path=path, kept_name=kept_name
+    )
 
     def fail(field: str, description: str) -> None:
         violations.append(FieldViolation(f"{path}.{field}", description))
