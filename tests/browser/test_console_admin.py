@@ -393,6 +393,59 @@ def test_a_sink_is_deleted_only_once_its_name_is_typed(
     assert admin.list_sinks() == []
 
 
+def test_a_sink_named_with_hidden_characters_before_the_rule_is_told_apart_and_deleted(
+    browser: webdriver.Chrome,
+    console_url: str,
+    admin: AuditClient,
+    admin_token: str,
+    sql: psycopg.Connection[Any],
+) -> None:
+    """A name stored before hidden characters were refused (docs/api.md,
+    "Names"): the table and the dialog show them as \\u escapes, so it is
+    not taken for its look-alike; the dialog's title keeps the name's bidi
+    override inside it (a <bdi>); the escaped name, typed back, deletes it."""
+    webhook(admin, "siem", paused=True)
+    old_id = webhook(admin, "old", paused=True)
+    old = "si\u200bem\u202e"
+    sql.execute("UPDATE sinks SET name = %s WHERE id = %s", [old, old_id])
+    escaped = "si\\u200bem\\u202e"
+    section = open_view(browser, console_url, admin_token, "Sinks")
+    row_of(section, escaped).find_element(By.XPATH, ".//button[.='Delete']").click()
+    dialog = confirm_dialog(browser)
+    isolated = browser.execute_script(
+        "return [...document.querySelectorAll('#confirm-title bdi')].map((e) => e.textContent)"
+    )
+    assert isolated == [escaped]
+    title = dialog.find_element(By.ID, "confirm-title").text
+    assert title == f"Delete the sink \u201c{escaped}\u201d?"
+    assert dialog.find_element(By.ID, "confirm-name").text == escaped
+    ok = dialog.find_element(By.ID, "confirm-ok")
+    typed = dialog.find_element(By.ID, "confirm-typed")
+    typed.send_keys("siem")
+    assert not ok.is_enabled()
+    typed.clear()
+    typed.send_keys(escaped)
+    assert ok.is_enabled()
+    ok.click()
+    wait(browser).until(lambda b: escaped not in section.text)
+    assert [s.name for s in admin.list_sinks()] == ["siem"]
+
+
+def test_a_confirmation_title_isolates_the_name_it_shows(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    """A right-to-left name in a title stays inside its quotes: isolated."""
+    admin.create_token("reader", name="\u0633\u062c\u0644")
+    section = open_view(browser, console_url, admin_token, "Tokens")
+    row = row_of(section, "\u0633\u062c\u0644")
+    row.find_element(By.XPATH, ".//button[.='Revoke']").click()
+    confirm_dialog(browser)
+    isolated = browser.execute_script(
+        "return [...document.querySelectorAll('#confirm-title bdi')].map((e) => e.textContent)"
+    )
+    assert isolated == ["\u0633\u062c\u0644"]
+
+
 def test_an_alert_rule_is_disabled_and_shows_its_condition_and_sinks(
     browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
 ) -> None:

@@ -43,7 +43,9 @@ export function setUpAdmin(context) {
   $("#hold-release").addEventListener("click", releaseHold);
   $("#confirm-cancel").addEventListener("click", () => $("#confirm").close("cancel"));
   $("#confirm-typed").addEventListener("input", () => {
-    $("#confirm-ok").disabled = $("#confirm-typed").value !== $("#confirm").dataset.typed;
+    const { typed, shown } = $("#confirm").dataset;
+    const value = $("#confirm-typed").value;
+    $("#confirm-ok").disabled = value !== typed && value !== shown;
   });
 }
 
@@ -229,17 +231,40 @@ function button(words, onClick, className) {
   return made;
 }
 
+// What a name may not hold (server/sealtrail_server/domain/names.py): characters
+// that show nothing or reorder the text around them. A name stored before the
+// API refused them may still hold one: shown, each is a \u escape.
+const HIDDEN = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\u115F\u1160\u3164\uFFA0]/gu;
+
+function visibleName(name) {
+  return text(name).replace(HIDDEN, (char) => {
+    const code = char.codePointAt(0).toString(16).padStart(4, "0");
+    return code.length > 4 ? `\\u{${code}}` : `\\u${code}`;
+  });
+}
+
+// A name within words, shown as `visibleName` and isolated from them: a
+// right-to-left name cannot move the words around it.
+function isolated(name) {
+  const made = document.createElement("bdi");
+  made.textContent = visibleName(name);
+  return made;
+}
+
 // Asks before a change that cannot be taken back; with `typed`, the OK stays
-// disabled until that name is typed (a sink's deletion). Resolves true on OK.
+// disabled until that name is typed (a sink's deletion), as it is or as shown
+// (`visibleName`). `title`: words, or an array of words and `isolated` names.
+// Resolves true on OK.
 function confirmed({ title, body, action, typed = "" }) {
   const dialog = $("#confirm");
-  $("#confirm-title").textContent = title;
+  $("#confirm-title").replaceChildren(...[title].flat());
   $("#confirm-text").textContent = body;
   $("#confirm-ok").textContent = action;
   $("#confirm-typed-label").hidden = !typed;
-  $("#confirm-name").textContent = typed;
+  $("#confirm-name").replaceChildren(isolated(typed));
   $("#confirm-typed").value = "";
   dialog.dataset.typed = typed;
+  dialog.dataset.shown = visibleName(typed);
   $("#confirm-ok").disabled = Boolean(typed);
   dialog.returnValue = "";
   return new Promise((resolve) => {
@@ -300,7 +325,7 @@ async function loadTokens({ more = false } = {}) {
 function tokenRow(token) {
   const row = document.createElement("tr");
   row.dataset.id = token.token_id;
-  cell(row, token.name || "(no name)");
+  cell(row, visibleName(token.name) || "(no name)");
   cell(row, label(token.role));
   cell(row, token.token_id, "id");
   timeCell(row, token.create_time, "");
@@ -384,7 +409,7 @@ async function revokeToken(token) {
   const section = $("#admin-tokens");
   const name = token.name || token.token_id;
   const ok = await confirmed({
-    title: `Revoke the token “${name}”?`,
+    title: ["Revoke the token “", isolated(name), "”?"],
     body: `Every call made with this ${label(token.role)} token is refused from now on (within`
       + " 10 seconds on other server processes). A revoked token cannot be restored: whoever"
       + " uses it needs a new one. If it is the token this tab signed in with, you are signed out.",
@@ -428,7 +453,7 @@ function sinkRow(sink) {
   const row = document.createElement("tr");
   row.dataset.id = sink.id;
   const kind = Object.keys(SINK_KINDS).find((name) => sink[name]);
-  cell(row, sink.name);
+  cell(row, visibleName(sink.name));
   cell(row, SINK_KINDS[kind] || "unknown");
   lines(row.insertCell(), whereTo(kind, sink[kind] || {})).className = "id";
   const format = sink.format === "PAYLOAD_FORMAT_OCSF" ? " (OCSF)" : "";
@@ -683,7 +708,7 @@ async function pauseSink(sink) {
 async function deleteSink(sink) {
   const section = $("#admin-sinks");
   const ok = await confirmed({
-    title: `Delete the sink “${sink.name}”?`,
+    title: ["Delete the sink “", isolated(sink.name), "”?"],
     body: "Forwarding to it stops, and its cursor, dead letters and pending replays are deleted"
       + " with it: events it has not delivered yet never will be. The log keeps every event.",
     action: "Delete the sink",
@@ -864,7 +889,7 @@ function ruleRow(rule) {
   const row = document.createElement("tr");
   row.dataset.id = rule.id;
   const names = new Map(read.sinks.map((sink) => [sink.id, sink.name]));
-  cell(row, rule.name);
+  cell(row, visibleName(rule.name));
   cell(row, condition(rule));
   const severity = rule.severity === "SEVERITY_UNSPECIFIED" ? "warning" : label(rule.severity);
   cell(row, severity, `severity-${severity}`);
@@ -1049,7 +1074,7 @@ async function disableRule(rule) {
 async function deleteRule(rule) {
   const section = $("#admin-alerts");
   const ok = await confirmed({
-    title: `Delete the alert rule “${rule.name}”?`,
+    title: ["Delete the alert rule “", isolated(rule.name), "”?"],
     body: "It stops watching at once and its count of alerts is lost; the alerts it fired stay"
       + " in the log. Disabling it instead keeps it for later.",
     action: "Delete the rule",
@@ -1380,7 +1405,7 @@ async function eraseTenant(event) {
   const form = event.target;
   const typed = form.elements.confirm_tenant_id.value.trim();
   const ok = await confirmed({
-    title: `Erase the tenant “${typed}”?`,
+    title: ["Erase the tenant “", isolated(typed), "”?"],
     body: "Every event of its log, its tokens (this tab's included), sinks, alert rules, retention"
       + " policy and settings are removed for good: this cannot be undone. What remains is the"
       + " erasure's receipt, with the log's signed final checkpoint, shown here once done.",
