@@ -131,7 +131,9 @@ class CreateTokenRequest(_message.Message):
     role: Global___Role.ValueType
     """What the new token may do."""
     name: _builtins.str
-    """A label for people, up to 256 characters."""
+    """A label for people, up to 256 characters, none of them control, format
+    (invisible or bidi), line or paragraph separator characters.
+    """
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When the token expires; unset, it never does. Must lie in the future and

@@ -247,8 +247,9 @@ class AlertRule(_message.Message):
     id: _builtins.str
     """The rule's id (a UUID). Output only."""
     name: _builtins.str
-    """A name for people, 1 to 128 characters, none of them control characters;
-    the alert's description names it.
+    """A name for people, 1 to 128 characters, none of them control, format
+    (invisible or bidi), line or paragraph separator characters; the alert's
+    description names it.
     """
     severity: _event_pb2.Severity.ValueType
     """The severity of the `security.alert` events; unset: warning."""

@@ -362,7 +362,9 @@ class Sink(_message.Message):
     id: _builtins.str
     """The sink's id (a UUID). Output only."""
     name: _builtins.str
-    """A name for people, 1 to 128 characters, none of them control characters."""
+    """A name for people, 1 to 128 characters, none of them control, format
+    (invisible or bidi), line or paragraph separator characters.
+    """
     format: Global___PayloadFormat.ValueType
     """How each event is written. A chat sink writes a line of text per event,
     whatever its format; it refuses OCSF.
