@@ -7,6 +7,7 @@ batch cut short was cut short again at every retry."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -21,22 +22,31 @@ from sealtrail_server.store.appended import Appended
 from sealtrail_server.store.appender import Appender
 from sealtrail_server.store.database import Database
 from tests.conftest import ServerThread, database_of_its_own
+from tests.own_appender import own_appender
 from tests.service_login import service_login_url
 
 _TIMEOUT = "200ms"
 
 
-@pytest.fixture
-def guarded_database(server: ServerThread, migrated_database_url: str) -> Iterator[Database]:
-    """A database of its own whose sessions start with a short statement timeout."""
+@contextlib.contextmanager
+def _guarded(migrated_database_url: str, timeout: str) -> Iterator[str]:
+    """A database of its own whose sessions start with `timeout` as their
+    statement timeout: its URL (a superuser's)."""
     with database_of_its_own(migrated_database_url, "statement_timeout") as url:
         with psycopg.connect(url, autocommit=True) as admin:
             name = admin.info.dbname
             admin.execute(
                 sql.SQL("ALTER DATABASE {} SET statement_timeout = {}").format(
-                    sql.Identifier(name), sql.Literal(_TIMEOUT)
+                    sql.Identifier(name), sql.Literal(timeout)
                 )
             )
+        yield url
+
+
+@pytest.fixture
+def guarded_database(server: ServerThread, migrated_database_url: str) -> Iterator[Database]:
+    """A database of its own whose sessions start with a short statement timeout."""
+    with _guarded(migrated_database_url, _TIMEOUT) as url:
         db = server.run(Database.open(service_login_url(url), min_size=2, max_size=4))
         try:
             yield db
@@ -142,3 +152,27 @@ def test_a_write_from_a_kept_head_outlasting_a_statement_timeout_is_written_unde
 
 def _dbname(db: Database) -> str:
     return str(psycopg.conninfo.conninfo_to_dict(db.pool.conninfo)["dbname"])
+
+
+def test_a_statement_timeout_below_the_look_for_held_heads_leaves_it_its_lock_timeout(
+    server: ServerThread, migrated_database_url: str, tenant: str
+) -> None:
+    """The look for the heads another session holds waits 100 ms at most for
+    a lock on their whole table: a statement timeout shorter than that cut
+    it short, and the batch was failed as if the database were unavailable
+    ("see the log"). It runs free of the statement timeout, as the writes
+    under lock do, and the batch is told the heads' table is locked."""
+    with (
+        _guarded(migrated_database_url, "40ms") as url,
+        own_appender(
+            server, url, tenant, first_event=lambda: _event(0),
+            system_lock_timeout=0.2, max_wait=0.01,
+        ) as (_, appender),
+    ):  # fmt: skip
+        with psycopg.connect(url) as holder:
+            holder.execute("LOCK TABLE chain_heads IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(Unavailable) as refused:
+                server.run(appender.append(tenant, [_event(1)]), timeout=30)
+        assert "chain_heads" in refused.value.message, refused.value.message
+        [written] = server.run(appender.append(tenant, [_event(2)]))  # let go
+        assert written.seq == 2

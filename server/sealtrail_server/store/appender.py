@@ -1545,7 +1545,12 @@ async def _select_heads(
 # The look for the heads held skips the rows locked, so it waits only for a
 # lock on the whole table (VACUUM FULL, ALTER TABLE, pg_repack): briefly,
 # where the lock timeout just waited out would have been waited out again.
-_HEADS_HELD_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', '100ms', true)"
+# Free of the database's or role's statement_timeout, as a write under lock
+# is (_NO_STATEMENT_TIMEOUT): one below 100 ms cut the look short, and the
+# batch was failed as if the database were unavailable.
+_HEADS_HELD_LOCK_TIMEOUT = (
+    "SELECT set_config('lock_timeout', '100ms', true), set_config('statement_timeout', '0', true)"
+)
 _HEADS_HELD = (
     "SELECT tenant_id FROM chain_heads WHERE tenant_id = ANY(%(t)s)"
     " EXCEPT SELECT tenant_id FROM (SELECT tenant_id FROM chain_heads"
