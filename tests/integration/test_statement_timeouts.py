@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -176,3 +177,35 @@ def test_a_statement_timeout_below_the_look_for_held_heads_leaves_it_its_lock_ti
         assert "chain_heads" in refused.value.message, refused.value.message
         [written] = server.run(appender.append(tenant, [_event(2)]))  # let go
         assert written.seq == 2
+
+
+def test_a_call_cut_short_by_the_statement_timeout_is_said_so(
+    server: ServerThread, guarded_database: Database, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A statement the database cut short after its statement_timeout was
+    logged as "a call's connection failed", and answered as the database
+    unavailable: an operator looked for an outage. Said as what it is, on
+    every checkout, the pool's and a connection of its own."""
+
+    async def run() -> list[Unavailable]:
+        refused: list[Unavailable] = []
+        for checkout in (
+            lambda: guarded_database.connection(tenant),
+            guarded_database.system_connection,
+            guarded_database.own_system_connection,
+        ):
+            try:
+                async with checkout() as conn:
+                    await conn.execute("SELECT pg_sleep(1)")
+            except Unavailable as error:
+                refused.append(error)
+        return refused
+
+    with caplog.at_level(logging.WARNING, logger="sealtrail_server.store.database"):
+        refused = server.run(run(), timeout=60)
+    assert len(refused) == 3
+    for error in refused:
+        assert "statement_timeout" in error.message and error.retry_after > 0, error
+    said = [r.getMessage() for r in caplog.records if r.name == "sealtrail_server.store.database"]
+    assert len(said) == 3 and all("statement_timeout" in line for line in said), said
+    assert not any("failed" in line for line in said), said

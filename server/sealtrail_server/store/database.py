@@ -304,8 +304,12 @@ class Database:
         except psycopg.Error as error:
             if not is_unavailable(error, conn):
                 raise
-            log.warning("database: a connection of its own failed: %s", error)
-            told = f"the database is unavailable; {SEE_THE_LOG}"
+            if _cut_short(error):
+                log.warning(_CUT_SHORT_LOGGED, "a connection of its own", error)
+                told = _CUT_SHORT_TOLD
+            else:
+                log.warning("database: a connection of its own failed: %s", error)
+                told = f"the database is unavailable; {SEE_THE_LOG}"
             raise Unavailable(told, retry_after=RETRY_AFTER_SECONDS) from error
 
     async def probe(self, *, timeout: float) -> bool:
@@ -392,6 +396,9 @@ class Database:
                     "the database kept the call waiting past its lock timeout for a lock"
                     " another session holds (a table being rewritten or altered, say); retry"
                 )
+            elif _cut_short(error):
+                log.warning(_CUT_SHORT_LOGGED, "a call", error)
+                told = _CUT_SHORT_TOLD
             else:
                 # Its text may name the database's host, port, role or processes:
                 # the server's log keeps it, under the call's request id (helper-119).
@@ -452,6 +459,29 @@ def is_unavailable(error: psycopg.Error, conn: psycopg.AsyncConnection[Any] | No
     (_DATABASE_STATES), or any error after which the connection is broken."""
     return isinstance(error, (psycopg.OperationalError, *_DATABASE_STATES)) or (
         conn is not None and conn.broken
+    )
+
+
+# A statement the database cut short after its `statement_timeout` (the
+# database's or the role's: a DBA's guard against runaway queries). psycopg
+# classes it as operational (QueryCanceled, 57014), and it was logged as "a
+# call's connection failed" and answered as the database unavailable: an
+# operator looked for an outage. Told apart from a cancel by request (an
+# operator's pg_cancel_backend), which shares its SQLSTATE, by its words.
+_CUT_SHORT_LOGGED: Final = (
+    "database: %s ran a statement past the statement_timeout the database or its role"
+    " sets, and the database cut it short: %s"
+)
+_CUT_SHORT_TOLD: Final = (
+    "the database cut the call's statement short after its statement_timeout (a limit"
+    " the database or its role sets); retry, and if it recurs, ask the operator to raise it"
+)
+
+
+def _cut_short(error: psycopg.Error) -> bool:
+    """Whether `error` is a statement cut short by the statement timeout."""
+    return isinstance(error, psycopg.errors.QueryCanceled) and "statement timeout" in (
+        error.diag.message_primary or ""
     )
 
 
