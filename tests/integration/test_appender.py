@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import logging
 import secrets
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -781,3 +782,37 @@ def test_the_pending_limits_hold_for_both_lanes_together(
     waiting, outcomes = server.run(run(), timeout=60)
     assert waiting <= 3
     assert any(isinstance(outcome, ResourceExhausted) for outcome in outcomes)
+
+
+def test_a_lock_on_the_events_table_is_waited_for_once_and_named(
+    server: ServerThread, migrated_database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lock on the events table itself (an operator's `LOCK TABLE events`),
+    not on the heads: the write waited out the lock timeout, found no head
+    held, was written again and waited it out again (about 10 s by default),
+    then was answered "a tenant's log was locked elsewhere". It waits once,
+    and the answer and the log say which table is locked, and by whom."""
+    tenant = f"t-{uuid.uuid4().hex[:12]}"
+    lock_timeout = 1.5
+    with (
+        database_of_its_own(migrated_database_url, "events_locked") as own_url,
+        own_appender(
+            server, own_url, tenant, first_event=lambda: _event("event"),
+            system_lock_timeout=lock_timeout, max_wait=0.01,
+        ) as (_, appender),
+    ):  # fmt: skip
+        with psycopg.connect(own_url, application_name="the-operator") as holder:
+            holder.execute("LOCK TABLE events")
+            began = time.monotonic()
+            with caplog.at_level(logging.WARNING), pytest.raises(Unavailable) as refused:
+                server.run(appender.append(tenant, [_event("event")]), timeout=30)
+            took = time.monotonic() - began
+            pid = holder.info.backend_pid
+        told = refused.value.message
+        assert "events table" in told and str(pid) in told and "the-operator" in told, told
+        assert refused.value.retry_after > 0
+        assert took < 1.8 * lock_timeout, took  # once, not twice
+        said = " ".join(r.getMessage() for r in caplog.records)
+        assert "events table" in said and str(pid) in said, said
+        [written] = server.run(appender.append(tenant, [_event("event")]))  # let go
+        assert written.seq == 2

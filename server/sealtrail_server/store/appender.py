@@ -1061,6 +1061,8 @@ class _Lane:
                 await conn.execute(_HEADS_HELD_LOCK_TIMEOUT)
                 cursor = await conn.execute(_HEADS_HELD, {"t": tenants})
                 held = [str(tenant) for (tenant,) in await cursor.fetchall()]
+                cursor = await conn.execute(_TABLE_LOCKED)
+                table_lock = await cursor.fetchone()
         except SealtrailError as error:
             if isinstance(error.__cause__, psycopg.errors.LockNotAvailable):
                 log.warning("appender: chain_heads is locked by another session (a table lock)")
@@ -1091,7 +1093,11 @@ class _Lane:
                 _held_elsewhere_error(tenant, HELD_ELSEWHERE_SECONDS),
             )
         rest = [s for s in batch if s.tenant_id not in held]
-        if rest and (held or here):
+        if rest and table_lock is not None:
+            # Written again, it waited the lock timeout out a second time
+            # (about 10 s in all), then was told a tenant's log was locked.
+            _fail(rest, _table_locked(*table_lock))
+        elif rest and (held or here):
             await self._commit(rest)
         elif rest and not tried_again:
             # Let go since the timeout (held a little past it: a change
@@ -1556,6 +1562,44 @@ _HEADS_HELD = (
     " EXCEPT SELECT tenant_id FROM (SELECT tenant_id FROM chain_heads"
     "  WHERE tenant_id = ANY(%(t)s) FOR NO KEY UPDATE SKIP LOCKED) AS free"
 )
+
+# A lock another session holds, or waits for ahead of the appender's, on a
+# table a write inserts into whole (an operator's LOCK TABLE, VACUUM FULL,
+# ALTER TABLE, pg_repack of events or tree_nodes, or of a partition of
+# them), in a mode that keeps out its inserts: which table (and the table it
+# is a partition of), and the session's pid and application_name. Read after
+# a write waited out its time and found no head held; a holder first.
+# The partitions are found in the catalog, which takes no lock on the tables
+# (pg_partition_tree does, and waited for the very lock it was to find).
+_TABLE_LOCKED = (
+    "WITH RECURSIVE tables(root, relid) AS ("
+    " SELECT r, r FROM unnest(ARRAY['events'::regclass, 'tree_nodes'::regclass]) AS r"
+    " UNION ALL SELECT t.root, i.inhrelid::regclass FROM pg_inherits AS i"
+    " JOIN tables AS t ON i.inhparent = t.relid)"
+    " SELECT t.root::text, t.relid::text, l.pid, a.application_name"
+    " FROM pg_locks AS l JOIN tables AS t ON t.relid = l.relation"
+    " LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid"
+    " WHERE l.locktype = 'relation' AND l.pid <> pg_backend_pid()"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock',"
+    " 'AccessExclusiveLock')"
+    " ORDER BY l.granted DESC, t.relid <> t.root, l.pid LIMIT 1"
+)
+
+
+def _table_locked(root: str, table: str, pid: int, application: str | None) -> Unavailable:
+    """The answer to a batch that waited out its time for a lock on `table`
+    (of `root`, if a partition of it) that session `pid` holds."""
+    what = f"the {root} table" + (f" (its partition {table})" if table != root else "")
+    who = f"pid {pid}" + (f", application_name {application!r}" if application else "")
+    log.warning(
+        "appender: %s is locked by another session (%s); the batch waiting for it is"
+        " answered UNAVAILABLE",
+        what,
+        who,
+    )
+    return Unavailable(f"{what} is locked by another session ({who}); retry", retry_after=1.0)
+
 
 # Whether a write whose answer was lost committed (_Lane._landed): its heads
 # locked first, which waits (for the lock timeout at most) for a session
