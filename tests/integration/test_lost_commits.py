@@ -6,6 +6,8 @@ was answered UNAVAILABLE, and its caller's retry recorded it twice)."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -125,3 +127,68 @@ def test_a_batch_of_several_tenants_whose_commit_was_lost_is_answered_as_written
     assert len(stored) == 6
     assert _as_stored("t1", answers[0]) == stored[1]
     assert _as_stored("t2", answers[1]) == stored[4]
+
+
+async def _stopped_mid_commit(url: str, tenants: list[str]) -> tuple[list[Any], list[Any], float]:
+    """One event of each of `tenants` appended (after one each before), the
+    appender stopped while its commit waits for the standby: the answers,
+    the events stored, and how long the stop took."""
+    su = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    db = await Database.open(service_login_url(url), min_size=2, max_size=4)
+    appender = Appender(db)
+    appender.start()
+    try:
+        for tenant in tenants:
+            await appender.append(tenant, [_event()])
+        async with _commits_held(su):
+            answers = asyncio.gather(
+                *(appender.append(tenant, [_event()]) for tenant in tenants),
+                return_exceptions=True,
+            )
+            await _until_a_commit_waits(su)
+            began = time.monotonic()
+            # Its grace runs out: the write is cancelled, and psycopg cancels
+            # the wait for the standby, after the commit landed locally.
+            await appender.stop(timeout=0.5)
+            took = time.monotonic() - began
+            answered = await answers
+    finally:
+        await appender.stop()
+        await db.close()
+    cursor = await su.execute(
+        "SELECT tenant_id, seq, id::text, leaf_hash FROM events ORDER BY tenant_id, seq"
+    )
+    stored = await cursor.fetchall()
+    await su.close()
+    return answered, stored, took
+
+
+async def _until_a_commit_waits(su: psycopg.AsyncConnection[Any]) -> None:
+    for _ in range(200):
+        cursor = await su.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+        )
+        row = await cursor.fetchone()
+        if row is not None and row[0]:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no commit waited for the standby")
+
+
+@pytest.mark.parametrize("tenants", [["t1"], ["t1", "t2"]], ids=["kept-head", "under-lock"])
+def test_a_write_the_stop_cut_off_as_it_committed_is_answered_as_written(
+    cluster: Cluster, tenants: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stop whose time ran out mid-commit answered the batch "the server
+    stopped during the write, which may or may not have committed" without
+    asking: the database is asked (within a bound) and a write that landed
+    is answered as written."""
+    with caplog.at_level(logging.WARNING):
+        answers, stored, took = asyncio.run(_stopped_mid_commit(cluster.url, tenants))
+    assert len(stored) == 2 * len(tenants)  # every write committed
+    for n, (tenant, answer) in enumerate(zip(tenants, answers, strict=True)):
+        assert _as_stored(tenant, answer) == stored[2 * n + 1]
+    assert took < 10, took
+    assert any(
+        "stopped" in r.getMessage() and "committed" in r.getMessage() for r in caplog.records
+    )

@@ -162,6 +162,7 @@ class _Sent:
     written: dict[str, _Head]
     last: dict[str, tuple[int, bytes]]
     received_at: datetime
+    submissions: Sequence[_Submission]  # whose outcomes they are, in order
 
 
 @dataclass(slots=True)
@@ -283,6 +284,10 @@ MAX_COMMIT_BYTES: Final = 4 << 20
 _LEAST_POOL_FOR_TWO_LANES: Final = 3
 # When an overloaded process asks callers to come back: a few batches' time.
 _OVERLOADED_RETRY_SECONDS = 1.0
+# How long a stop whose time ran out mid-commit asks the database at most
+# whether the write committed (`_Lane._answer_stopped`), within the stop's
+# own timeout too: a database that does not answer must not hold the stop.
+_STOPPED_WRITE_ASK_SECONDS = 5.0
 # How often an idle appender looks whether a caller waits for its kept connection.
 _IDLE_CHECK_SECONDS = 0.05
 # How long appends of a tenant whose head another session held past the lock
@@ -642,6 +647,10 @@ class _Lane:
         # until when their appends are refused without a try (loop time).
         self._held_elsewhere: dict[str, float] = {}
         self._measures = measures
+        # Of the write under way (`_write_from_kept`, `_write_locked`): what it
+        # sent with its commit, if it got that far, for a stop that cancels it.
+        self._doubt: _Doubt | None = None
+        self._stop_ask_seconds = _STOPPED_WRITE_ASK_SECONDS
 
     def _measure(self, batch: list[_Submission], started: float) -> None:
         self._measures.batch(sum(len(s.events) for s in batch), time.perf_counter() - started)
@@ -702,6 +711,7 @@ class _Lane:
         self._batch_full.set()
         if self._task is None:
             return
+        self._stop_ask_seconds = min(timeout, _STOPPED_WRITE_ASK_SECONDS)
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
         except TimeoutError:
@@ -894,14 +904,19 @@ class _Lane:
             self._last_batch_calls = len(batch)
             started = time.perf_counter()
             self._left_waiting.clear()
+            self._doubt = None
             try:
                 await self._commit_traced(batch)
             except asyncio.CancelledError:
                 batch = self._finished(batch)
-                self._done_with(batch)
                 # Stopped mid-commit: rolled back, unless the COMMIT had already
-                # reached the database, which no one here can tell. A retry with
-                # the event's idempotency key is answered from what was written.
+                # reached the database, which is asked, as after a connection
+                # lost (`_landed`), within a bound. Landed, its callers are
+                # answered as written; else, or if the database cannot tell, a
+                # retry with the event's idempotency key is answered from what
+                # was written.
+                await self._answer_stopped()
+                self._done_with(batch)
                 _fail(
                     batch,
                     Unavailable(
@@ -920,6 +935,36 @@ class _Lane:
                 batch = self._finished(batch)
             self._done_with(batch)
             self._measure(batch, started)
+
+    async def _answer_stopped(self) -> None:
+        """After a stop cancelled the write under way: if it sent its commit,
+        whether that committed, asked of the database for at most the stop's
+        bound (`_stop_ask_seconds`); if so, its callers are answered as
+        written. They were answered that it may or may not have committed,
+        though it had (a commit waiting for a synchronous standby, say, whose
+        wait psycopg cancels once the commit has landed)."""
+        doubt, self._doubt = self._doubt, None
+        sent = None if doubt is None else doubt.sent
+        if sent is None:
+            return
+        landed: bool | None = None
+        try:
+            async with asyncio.timeout(self._stop_ask_seconds):
+                landed = await self._landed(sent)
+        except (TimeoutError, asyncio.CancelledError):  # the stop ends now
+            pass
+        log.warning(
+            "appender: the server stopped while a write of %s committed; it %s",
+            counted(len(sent.written), "tenant"),
+            "had committed, and is answered as written"
+            if landed
+            else "had not committed"
+            if landed is False
+            else "may or may not have committed: the database could not be asked in time",
+        )
+        if landed:
+            self._keep(sent.written)
+            _resolve(list(sent.submissions), sent.outcomes)
 
     def _finished(self, batch: list[_Submission]) -> list[_Submission]:
         """`batch` but its submissions the commit left waiting again (`_leave_waiting`)."""
@@ -1163,7 +1208,7 @@ class _Lane:
         """`batch`, all of `tenant`, written from its kept head; None, and
         nothing written, if its head is not as kept."""
         heads = {tenant: self._heads[tenant].copy()}
-        doubt = _Doubt()
+        doubt = self._doubt = _Doubt()
         try:
             async with self._connection() as conn:
                 # Keys stored before the kept head are seen by the statement; one
@@ -1194,7 +1239,7 @@ class _Lane:
     async def _write_locked(self, batch: list[_Submission]) -> Sequence[SubmissionOutcome]:
         """`batch` written in one transaction holding its tenants' head locks."""
         tenants = sorted({s.tenant_id for s in batch})
-        doubt = _Doubt()
+        doubt = self._doubt = _Doubt()
         try:
             async with self._connection() as conn, conn.transaction():
                 heads, erasing = await self._lock_heads(
@@ -1265,7 +1310,7 @@ class _Lane:
         if doubt is not None:
             changed = {tenant: head.written() for tenant, head in heads.items() if head.changed}
             last = _last_appended(batch, outcomes)
-            doubt.sent = _Sent(outcomes, changed, last, received.time) if changed else None
+            doubt.sent = _Sent(outcomes, changed, last, received.time, batch) if changed else None
         written, seen = await self._extend(conn, heads, rows, nodes, keys)
         return outcomes, written, seen
 
