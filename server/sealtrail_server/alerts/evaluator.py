@@ -510,7 +510,21 @@ class Evaluator:
         reason: str,
         details: dict[str, Any],
     ) -> None:
-        stored = rule.stored
+        # The step read its rules once, before up to a batch of events (each
+        # alert an append: seconds for a busy rule): a rule deleted, disabled
+        # or changed since went on firing under its old definition long after
+        # the change had answered. Read again as the alert is made (a change
+        # in flight waited for); what the alert shows (name, severity, sinks)
+        # is the rule's now. A change made between this read and the alert's
+        # commit, milliseconds, still sees it (docs/alerting.md).
+        async with self._db.system_connection() as conn, conn.transaction():
+            # No wait for an erasure's lock on the rule: refused instead, the
+            # step runs again.
+            await share_erasure_at_once(conn, tenant_id)
+            current = await store.firing_rule(conn, rule.stored)
+        if current is None:
+            return
+        stored = current
         # A secret pasted into a rule's name stays out of its alerts, as out
         # of the records of its changes (helper-133).
         name = _fitted(

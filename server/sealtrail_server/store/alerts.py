@@ -460,6 +460,20 @@ async def enabled_rules(conn: Connection, tenant_id: str) -> list[StoredRule]:
     return [StoredRule(*row) for row in await cursor.fetchall()]
 
 
+async def firing_rule(conn: Connection, rule: StoredRule) -> StoredRule | None:
+    """The rule as it stands now, if it still fires as `rule` (read by an
+    evaluation step) did: there, enabled, with the same condition and start;
+    else None. FOR SHARE: a change of the rule in flight is waited for, and
+    seen."""
+    cursor = await conn.execute(
+        f"SELECT {_COLUMNS} FROM alert_rules WHERE tenant_id = %s AND id = %s AND NOT disabled"
+        " AND condition = %s::jsonb AND start_seq = %s FOR SHARE",
+        [rule.tenant_id, rule.id, json.dumps(rule.condition), rule.start_seq],
+    )
+    row = await cursor.fetchone()
+    return None if row is None else StoredRule(*row)
+
+
 async def advance(
     conn: Connection, tenant_id: str, *, owner: str, from_seq: int, to_seq: int
 ) -> bool:
