@@ -1882,7 +1882,41 @@ def test_a_process_at_its_most_tenants_keeps_those_it_evaluates_and_says_others_
             server.close()
 
 
+def test_how_far_evaluation_is_behind_the_log_is_measured(
+    unevaluated: ServerThread, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rule on a busy tenant's every event, its alerts each an append,
+    leaves the evaluator behind the log: alerts late by minutes, and nothing
+    said so (a sink's lag is measured; a tenant's evaluation was not)."""
+    monkeypatch.setattr(evaluator_module, "_BATCH", 2)  # a step takes two events
+    server = unevaluated
+    client = AuditClient(server.target, token=server.token(tenant))
+    client.create_alert_rule(  # it fires on none of them: no alert joins the log
+        build_alert_rule("keys", "match", filter=build_filter(actions="api_key.create"))
+    )
+    for n in range(5):
+        client.record(action="user.login", actor_id=f"u{n}")
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("test")
+    lags = []
+    with _appender_of(server) as appender:
+        evaluator = Evaluator(server.database, appender, meter=meter)
+        try:
+            assert tenant in server.run(evaluator._claim())
+            for _ in range(3):
+                server.run(evaluator._step(tenant))
+                lags.append(_gauge(reader, "sealtrail.alerts.lag"))
+        finally:
+            server.run(evaluator._release())
+    assert lags == [3, 1, 0]
+    client.close()
+
+
 def _tenants_waiting(reader: InMemoryMetricReader) -> float:
+    return _gauge(reader, "sealtrail.alerts.tenants.waiting")
+
+
+def _gauge(reader: InMemoryMetricReader, name: str) -> float:
     data = reader.get_metrics_data()
     assert data is not None
     [value] = [
@@ -1890,7 +1924,7 @@ def _tenants_waiting(reader: InMemoryMetricReader) -> float:
         for resource in data.resource_metrics
         for scope in resource.scope_metrics
         for metric in scope.metrics
-        if metric.name == "sealtrail.alerts.tenants.waiting"
+        if metric.name == name
         for point in metric.data.data_points
     ]
     return value

@@ -162,6 +162,15 @@ class Evaluator:
             description="Tenants with rules no process had room for, as this one's last claim"
             " at its limit saw.",
         )
+        # tenant -> the events of its log past the cursor, as of its last step
+        self._behind: dict[str, int] = {}
+        meter.create_observable_gauge(
+            "sealtrail.alerts.lag",
+            callbacks=[lambda _options: [Observation(max(self._behind.values(), default=0))]],
+            unit="{event}",
+            description="The most events of its log a tenant this process evaluates has yet to"
+            " have evaluated by its alert rules, as of its last step.",
+        )
         self._sinks_changed = sinks_changed
         self._appender = appender
         self._poll = poll_interval
@@ -208,16 +217,20 @@ class Evaluator:
         for tenant_id in set(self._rules) - set(held):
             del self._rules[tenant_id]  # another process's now: its windows go with it
             self._windows_at.pop(tenant_id, None)
+        for tenant_id in set(self._behind) - set(held):
+            del self._behind[tenant_id]  # measured by the process that holds it
         return held
 
     async def _release(self) -> None:
         async with self._db.system_connection() as conn:
             await store.release_leases(conn, owner=self.owner)
+        self._behind.clear()
 
     async def _step(self, tenant_id: str) -> float | None:
         async with self._db.system_connection() as conn:
             cursor = await store.leased_cursor(conn, tenant_id, owner=self.owner)
             if cursor is None:
+                self._behind.pop(tenant_id, None)
                 return None
             # The head before the rules: an event recorded after a rule's
             # creation (or enabling) answered is past this head, or else the
@@ -259,6 +272,7 @@ class Evaluator:
                 await self._prime(tenant_id, rule, cursor)
         self._windows_at[tenant_id] = cursor
         if cursor >= head:
+            self._behind[tenant_id] = 0
             return self._poll
         upto = min(head, cursor + _BATCH)
         # Events before every rule's start (a rule enabled again after a long
@@ -295,6 +309,7 @@ class Evaluator:
                     )  # fmt: skip
             if moved:
                 self._windows_at[tenant_id] = upto
+                self._behind[tenant_id] = head - upto
                 for rule, _ in changed:
                     assert rule.window is not None
                     if rule.stored.id in kept:
