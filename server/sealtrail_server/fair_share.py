@@ -1,8 +1,9 @@
 """Slots of one shared capacity, handed out fairly among the keys that want them.
 
-Two users: the forwarder's outbound connections, and the pooled connections
+Three users: the forwarder's outbound connections, the pooled connections
 pages of many events are read on (`store.database.Database.bulk_connection`),
-each keyed by tenant. The forwarder's requests share one pool of outbound
+and the long reads among them (`store.long_reads.LongReads`), each keyed by
+tenant. The forwarder's requests share one pool of outbound
 connections. A tenant
 whose destinations are slow (or made slow on purpose) holds each of its
 connections until its request ends, at worst at its deadline; with only a
@@ -26,8 +27,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Hashable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Hashable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 
 class FairShare:
@@ -61,13 +62,7 @@ class FairShare:
     @asynccontextmanager
     async def slot(self, key: Hashable) -> AsyncIterator[None]:
         """Holds one of `key`'s slots for the block, once it is given one."""
-        # A slot is free only while every waiting key has its most (hand-out
-        # keeps it so), unless this key's own requests already queue.
-        if (
-            key not in self._waiters
-            and self._held.total() < self._capacity
-            and self._held[key] < self._per_key
-        ):
+        if self._free_for(key):
             self._take(key)
         else:
             await self._wait(key)
@@ -75,6 +70,28 @@ class FairShare:
             yield
         finally:
             self._give_back(key)
+
+    @contextmanager
+    def slot_now(self, key: Hashable) -> Iterator[bool]:
+        """Holds one of `key`'s slots for the block if one is free now (True),
+        ahead of no waiting request; else none, and does not wait (False)."""
+        if not self._free_for(key):
+            yield False
+            return
+        self._take(key)
+        try:
+            yield True
+        finally:
+            self._give_back(key)
+
+    def _free_for(self, key: Hashable) -> bool:
+        # A slot is free only while every waiting key has its most (hand-out
+        # keeps it so), unless this key's own requests already queue.
+        return (
+            key not in self._waiters
+            and self._held.total() < self._capacity
+            and self._held[key] < self._per_key
+        )
 
     async def _wait(self, key: Hashable) -> None:
         given: asyncio.Future[None] = asyncio.get_running_loop().create_future()

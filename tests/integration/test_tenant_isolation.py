@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
+from psycopg import sql as pgsql
 
 from sealtrail import (
     AuditClient,
@@ -23,6 +25,8 @@ from sealtrail import (
     build_filter,
 )
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc
+from sealtrail_server.store import counts as store_counts
+from sealtrail_server.store.counts import count_statement
 from sealtrail_server.store.database import bulk_connections
 from tests.conftest import ServerThread
 from tests.lock_waits import count_now, until, until_blocked
@@ -311,4 +315,68 @@ def test_one_tenants_verifications_leave_room_for_another_tenants_writes(
         pool.shutdown(wait=True)
         channel.close()
         a.close()
+        own.close()
+
+
+def test_long_readers_together_leave_a_bulk_connection_for_pages(
+    migrated_database_url: str, sql: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counts and VerifyLog each hold a bulk connection for as long as they
+    read (a count up to SEALTRAIL_COUNT_TIMEOUT, a verification minutes of a
+    large log), and each kind left the share a connection for pages: but
+    apart, so three verifications and a count held all four of a pool of 10,
+    and every other tenant's export pages, stream catch-ups and filtered
+    Query pages waited until one ended. Long readers of every kind share one
+    capacity, the share but one. Here the verifications are held by a lock on
+    the checkpoints they read first (a Query page never reads them); the
+    count, had it room, would read for 8 s."""
+    running = count_statement
+
+    def slow(*args: Any, **kwargs: Any) -> Any:  # a count of a large log
+        query, params = running(*args, **kwargs)
+        return pgsql.SQL("SELECT q.* FROM ({}) AS q CROSS JOIN pg_sleep(8)").format(query), params
+
+    monkeypatch.setattr(store_counts, "count_statement", slow)
+    own = ServerThread(migrated_database_url, pool_max_size=10, checkpoint_interval=0)
+    tenants = [f"t-{uuid.uuid4().hex[:12]}" for _ in range(5)]
+    verifiers = [
+        AuditClient(own.target, token=own.token(t, "admin"), max_attempts=1) for t in tenants[:3]
+    ]
+    counter = AuditClient(own.target, token=own.token(tenants[3], "reader"), max_attempts=1)
+    searcher = AuditClient(
+        own.target, token=own.token(tenants[4], "reader"), max_attempts=1, timeout=4
+    )
+    verifying = (
+        "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+        " AND application_name = 'sealtrail' AND starts_with(query, 'SELECT tenant_id, tree_size')"
+    )
+    counting = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sealtrail'"
+        " AND state = 'active' AND query LIKE '%%pg_sleep(8)%%'"
+    )
+    pool = ThreadPoolExecutor(4)
+    try:
+        for client in verifiers:
+            client.record(build_event(action="bulk.write", actor_id="first"))
+        searcher.query_page(page_size=1)  # the searcher's head exists
+        with sql.transaction():
+            sql.execute("LOCK TABLE checkpoints IN ACCESS EXCLUSIVE MODE")
+            verifications = [pool.submit(client.verify_log, timeout=30) for client in verifiers]
+            until(lambda: count_now(sql, verifying) == 3, verifications[0])
+            count = pool.submit(counter.count_events)
+            deadline = time.monotonic() + 10
+            while not count.done() and not count_now(sql, counting):
+                assert time.monotonic() < deadline, "the count neither ran nor was refused"
+                time.sleep(0.01)
+            # Another tenant's search, read within the bulk share, finds its connection.
+            page = searcher.query_page(build_filter(actions=["x.*", "*.y"]), page_size=10)
+            assert list(page.events) == []
+            with pytest.raises(ResourceExhaustedError, match="at once") as refused:
+                count.result(timeout=30)
+            assert refused.value.retry_after
+        assert all(verification.result(timeout=30).ok for verification in verifications)
+    finally:
+        pool.shutdown(wait=True)
+        for client in [*verifiers, counter, searcher]:
+            client.close()
         own.close()

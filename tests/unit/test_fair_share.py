@@ -172,3 +172,21 @@ async def test_a_slot_goes_past_a_share_when_nobody_under_theirs_waits() -> None
 def test_a_share_needs_a_slot_to_split() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         FairShare(capacity=0, per_key=1)
+
+
+async def test_a_slot_taken_now_or_not_at_all_goes_ahead_of_no_waiter() -> None:
+    """slot_now (the counts and previews of store/long_reads.py): a slot if
+    one is free, none else, and never one a waiting request is owed."""
+    share = FairShare(capacity=2, per_key=2)
+    with share.slot_now("a") as taken:
+        assert taken and share.in_use() == 1
+        held = await requests(share, "b", 2)  # one given, one waits
+        assert sending(held) == 1 and share.queued() == 1
+        with share.slot_now("c") as full:
+            assert not full and share.in_use() == 2
+    await settle()
+    assert sending(held) == 2  # the slot given back went to the waiter
+    await answer(held[0])
+    with share.slot_now("b") as behind_none:
+        assert behind_none
+    await finish(share, held)

@@ -19,8 +19,9 @@ from sealtrail.v1 import audit_service_pb2 as pb
 from ..domain.counts import GroupBy, group_limit
 from ..domain.errors import InvalidArgument
 from ..store.appender import Appender
-from ..store.counts import CountsRunning, count_events
+from ..store.counts import count_events
 from ..store.database import Database
+from ..store.long_reads import LongReads
 from .audited import FilterDetails, record_access
 from .convert import request_filter
 from .guard import current_principal
@@ -49,7 +50,7 @@ class CountRpcs:
     _clock: Callable[[], datetime]
     _filter_details: FilterDetails
     _count_timeout: float
-    _counts_running: CountsRunning
+    _long_reads: LongReads
 
     async def CountEvents(
         self, request: pb.CountEventsRequest, context: Context
@@ -68,7 +69,7 @@ class CountRpcs:
         }
         if group_by is not None:
             details["group_by"] = group_by
-        with self._counts_running.admitted(tenant_id):  # refused ones are not recorded
+        with self._long_reads.admitted(tenant_id, "count"):  # refused ones are not recorded
             recorded = await record_access(
                 self._appender,
                 principal,

@@ -27,6 +27,7 @@ from ..store.changes import refuse_if_erased, refuse_if_erased_now
 from ..store.checkpoints import StoredCheckpoint, checkpoint_at, known_keys, latest_checkpoint
 from ..store.database import Database
 from ..store.events import get_event, refuse_if_another_event
+from ..store.long_reads import LongReads
 from ..store.node_reader import NodeReader
 from ..store.tree import (
     inclusion_proof,
@@ -76,6 +77,7 @@ class IntegrityRpcs:
     _key_reads: KeyReads
     _summary_seal: SummarySeal
     _verifications: FairShare
+    _long_reads: LongReads
 
     async def _latest(self, tenant_id: str) -> StoredCheckpoint | None:
         """The tenant's latest checkpoint. If this process signed or served a
@@ -362,8 +364,12 @@ class IntegrityRpcs:
         principal = current_principal()
         # Its turn taken holding no connection: a tenant's verifications, each
         # minutes of a large log, took every pooled connection, and every other
-        # tenant's writes failed meanwhile.
-        async with self._verifications.slot(principal.tenant_id):
+        # tenant's writes failed meanwhile. Then one of the long reads' (with
+        # counts and previews, the bulk share but one: pages find the last).
+        async with (
+            self._verifications.slot(principal.tenant_id),
+            self._long_reads.turn(principal.tenant_id),
+        ):
             result = await verify_log(
                 self._db,
                 tenant_id=principal.tenant_id,

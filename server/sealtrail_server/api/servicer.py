@@ -37,7 +37,6 @@ from ..retention.erasure import Eraser
 from ..store.appended import Appended
 from ..store.appender import Appender
 from ..store.changes import Changes, refuse_if_erased_now
-from ..store.counts import CountsRunning, count_capacity
 from ..store.database import Database
 from ..store.events import (
     Order,
@@ -47,6 +46,7 @@ from ..store.events import (
     refuse_if_another_event,
     shown_bytes,
 )
+from ..store.long_reads import LongReads, long_read_capacity
 from ..store.node_reader import NodeReader
 from ..store.tenant_settings import SettingsCache
 from ..stream.hub import StreamHub
@@ -189,10 +189,12 @@ class AuditLogServicer(
         self._clock = clock
         self._key_reads = KeyReads(appender, clock=clock, window=key_read_window)
         self._count_timeout = count_timeout
-        self._counts_running = CountsRunning(capacity=count_capacity(db.pool.max_size))
-        # One verification of a tenant's log at a time, and as many in all as
-        # counts: each holds a bulk connection for as long as it reads.
-        self._verifications = FairShare(capacity=count_capacity(db.pool.max_size), per_key=1)
+        # Counts, verifications and retention previews hold a bulk connection
+        # for as long as they read: together, the bulk share but one.
+        self._long_reads = LongReads(capacity=long_read_capacity(db.pool.max_size))
+        # One verification of a tenant's log at a time, waiting for its turn
+        # holding no connection.
+        self._verifications = FairShare(capacity=self._long_reads.capacity, per_key=1)
 
     async def Record(  # type: ignore[override]  # sent as received (registration.py)
         self, request: bytes, context: Context

@@ -7,66 +7,16 @@ that new months' partitions wait for, for as long as it took (ADR 0063)."""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, Final
 
 import psycopg
 from psycopg import sql
 
 from ..domain.counts import Counts, GroupBy, group_key
-from ..domain.errors import FailedPrecondition, ResourceExhausted
+from ..domain.errors import FailedPrecondition
 from ..domain.filters import EventFilter
-from .database import Database, bulk_connections
+from .database import Database
 from .events import filter_conditions
-
-# What a count refused for want of room is told to wait before it asks again.
-COUNT_RETRY_SECONDS: Final = 1.0
-
-
-class CountsRunning:
-    """Which counts a process runs: one per tenant at a time, and at most
-    `capacity` in all, the bulk share's connections but one (`count_capacity`).
-    A count holds its bulk connection for as long as it runs, up to
-    SEALTRAIL_COUNT_TIMEOUT: one tenant's dashboard of counts held the whole
-    share, and every other tenant's exports, stream catch-ups and large
-    batches waited behind them (helper-176). One more is refused at once,
-    RESOURCE_EXHAUSTED with a retry delay, rather than queued without bound
-    where its client's deadline would end it."""
-
-    def __init__(self, *, capacity: int) -> None:
-        self._capacity = capacity
-        self._running: Counter[str] = Counter()
-
-    @contextmanager
-    def admitted(self, tenant_id: str) -> Iterator[None]:
-        """Holds a count of `tenant_id`'s for the block; ResourceExhausted if
-        the tenant's count or the process's `capacity` of them is running."""
-        if self._running[tenant_id]:
-            raise ResourceExhausted(
-                "your tenant runs one count at a time and one is running; count again when it ends",
-                retry_after=COUNT_RETRY_SECONDS,
-            )
-        if self._running.total() >= self._capacity:
-            raise ResourceExhausted(
-                f"this server runs {self._capacity} counts at once, and they are running;"
-                " count again shortly",
-                retry_after=COUNT_RETRY_SECONDS,
-            )
-        self._running[tenant_id] += 1
-        try:
-            yield
-        finally:
-            del self._running[tenant_id]
-
-
-def count_capacity(pool_size: int) -> int:
-    """The counts a process with a pool of `pool_size` runs at once: all of
-    its bulk share but one, which exports, stream catch-ups and large batches
-    always find (one, when the share is one)."""
-    return max(1, bulk_connections(pool_size) - 1)
-
 
 # What each grouping groups on. Columns that may be NULL are grouped with ""
 # (no category, no resource type), the key the answer gives them. Buckets are
@@ -139,8 +89,8 @@ async def count_events(
 ) -> Counts:
     """The count of `count_statement`, run within `timeout` seconds; past
     them, FailedPrecondition (COUNT_TIMEOUT) telling the caller to narrow the
-    time range. On a bulk connection, within the process's `CountsRunning`,
-    which leaves the bulk share a connection for other reads."""
+    time range. On a bulk connection, as one of the process's `LongReads`
+    (store/long_reads.py), which leave the bulk share a connection for pages."""
     query, params = count_statement(
         tenant_id, event_filter, group_by=group_by, limit=limit, before_seq=before_seq
     )
