@@ -318,6 +318,70 @@ def test_one_tenants_verifications_leave_room_for_another_tenants_writes(
         own.close()
 
 
+def test_retention_previews_leave_room_for_another_tenants_writes(
+    migrated_database_url: str, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """PreviewRetentionPolicy reads up to a million events, and read them on
+    any pooled connection: a few admins previewing at once (or a console's
+    edits, each previewed) took every connection of the pool, the one left
+    for the appender included, and every other tenant's writes failed
+    UNAVAILABLE meanwhile. A preview is one of the long reads, as a count
+    is: on a bulk connection, one a tenant at a time, and with counts and
+    verifications the bulk share but one; one more is refused at once,
+    RESOURCE_EXHAUSTED with a retry delay. Here the previews are held by a
+    lock on a partition the other tenant's write never touches."""
+    own = ServerThread(migrated_database_url, pool_max_size=6)  # a bulk share of 2
+    admins = [
+        AuditClient(own.target, token=own.token(f"{tenant}-{i}", "admin"), max_attempts=1)
+        for i in range(4)
+    ]
+    recorder = own.token(f"{tenant}-other", "recorder")
+    channel = grpc.insecure_channel(own.target)
+    stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+
+    def write(actor: str) -> Any:
+        event = build_event(action="bulk.write", actor_id=actor)
+        event.ClearField("idempotency_key")  # no probe of every partition for it
+        metadata = (("authorization", f"Bearer {recorder}"),)
+        return stub.Record(audit_service_pb2.RecordRequest(event=event), metadata=metadata)
+
+    previewing = (
+        "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+        " AND application_name = 'sealtrail' AND starts_with(query, 'SELECT count(*) FILTER')"
+    )
+    pool = ThreadPoolExecutor(10)
+    try:
+        write("first")
+        with sql.transaction():
+            sql.execute("LOCK TABLE events_default IN ACCESS EXCLUSIVE MODE")
+            previews = [pool.submit(admin.preview_retention_policy, "30d") for admin in admins]
+            until(lambda: count_now(sql, previewing) > 0, previews[0])
+            previews += [pool.submit(admin.preview_retention_policy, "30d") for admin in admins]
+            time.sleep(0.3)  # the other previews, had they room, would be waiting too
+            written = pool.submit(write, "during")
+            assert written.result(timeout=4).event.seq == 2  # the other tenant wrote on
+            assert count_now(sql, previewing) == 1
+        answered, refused = [], []
+        for preview in previews:
+            try:
+                answered.append(preview.result(timeout=30))
+            except ResourceExhaustedError as error:
+                refused.append(error)
+        assert len(answered) == 1 and answered[0].events == 0
+        assert len(refused) == 7 and all(error.retry_after for error in refused)
+        # The running one's tenant previewed again; the others found the capacity used.
+        assert sorted("one retention policy at a time" in error.message for error in refused) == [
+            False
+        ] * 6 + [True]
+        assert sum("long reads at once" in error.message for error in refused) == 6
+    finally:
+        pool.shutdown(wait=True)
+        channel.close()
+        for admin in admins:
+            admin.close()
+        own.close()
+
+
 def test_long_readers_together_leave_a_bulk_connection_for_pages(
     migrated_database_url: str, sql: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

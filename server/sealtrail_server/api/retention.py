@@ -35,6 +35,7 @@ from ..retention.erasure import Eraser, Receipt
 from ..store.appender import Appender
 from ..store.changes import RETENTION_SUBJECT, Changes, refuse_if_erased
 from ..store.database import Database
+from ..store.long_reads import LongReads
 from ..store.retention import (
     StoredPolicy,
     count_expired,
@@ -192,6 +193,7 @@ class RetentionRpcs:
     _eraser: Eraser
     _authenticator: Authenticator | None
     _filter_details: FilterDetails
+    _long_reads: LongReads
     # The deployment's retention floor in days (SEALTRAIL_RETENTION_MIN_DAYS).
     _retention_min_days: int
     # Who erases tenants: "admin" (this API) or "operator" (SEALTRAIL_TENANT_ERASURE).
@@ -281,17 +283,23 @@ class RetentionRpcs:
         _validated(request.policy, limits=self._limits())  # as the change checks it
         tenant_id = current_principal().tenant_id
         now = self._clock()
-        async with self._db.connection(tenant_id) as conn:
-            current = await read_policy(conn, tenant_id)
-            policy = _validated(request.policy, limits=self._limits(current))
-            horizons = [(s, now - timedelta(days=s.days)) for s in purge_selections(policy)]
-            require_etag(
-                request.policy.etag,
-                policy_etag(current.policy, current.updated_at),
-                what="retention policy",
-            )
-            counts = await count_expired(conn, tenant_id, horizons, read_limit=PREVIEW_READ_LIMIT)
-            await refuse_if_erased(conn, tenant_id)  # not an empty log's preview
+        # Up to PREVIEW_READ_LIMIT events, seconds of reading: read on any
+        # pooled connection, a few previews at once took the pool, the
+        # appender's connection too. One of the long reads, as a count is.
+        with self._long_reads.admitted(tenant_id, "preview"):
+            async with self._db.bulk_connection(tenant_id) as conn:
+                current = await read_policy(conn, tenant_id)
+                policy = _validated(request.policy, limits=self._limits(current))
+                horizons = [(s, now - timedelta(days=s.days)) for s in purge_selections(policy)]
+                require_etag(
+                    request.policy.etag,
+                    policy_etag(current.policy, current.updated_at),
+                    what="retention policy",
+                )
+                counts = await count_expired(
+                    conn, tenant_id, horizons, read_limit=PREVIEW_READ_LIMIT
+                )
+                await refuse_if_erased(conn, tenant_id)  # not an empty log's preview
         proposed = _policy_message(StoredPolicy(policy, None, current.hold))
         proposed.ClearField("etag")  # nothing was stored
         answer = pb.PreviewRetentionPolicyResponse(policy=proposed, legal_hold=current.hold.on)

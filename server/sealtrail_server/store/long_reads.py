@@ -1,18 +1,19 @@
 """Reads that hold a connection of the bulk reads' share (`bulk_connections`,
 `Database.bulk_connection`) for their whole run, not a page's: counts (up to
-SEALTRAIL_COUNT_TIMEOUT) and VerifyLog (minutes of a large log). Pages of
-many events (exports, stream catch-ups, forwarding, filtered Query pages)
-hold one only while a page is read, and find one as long as one is left:
-these readers of every kind share one capacity, the share's connections but
-one (`long_read_capacity`). Each kind apart left that one, and together
-they took the whole share (three verifications and a count of a pool of
-10), and every tenant's pages waited until one ended (helper-266).
+SEALTRAIL_COUNT_TIMEOUT), VerifyLog (minutes of a large log) and retention
+previews (up to a million events). Pages of many events (exports, stream
+catch-ups, forwarding, filtered Query pages) hold one only while a page is
+read, and find one as long as one is left: these readers of every kind
+share one capacity, the share's connections but one (`long_read_capacity`).
+Each kind apart left that one, and together they took the whole share
+(three verifications and a count of a pool of 10), and every tenant's pages
+waited until one ended (helper-266).
 
-A count finding the capacity used is refused at once, RESOURCE_EXHAUSTED
-with a retry delay (the clients wait and retry), rather than queued without
-bound where its client's deadline would end it; a tenant runs one at a
-time. VerifyLog, which the clients do not retry, waits its turn instead
-(`turn`), fairly among tenants."""
+A count or a preview finding the capacity used is refused at once,
+RESOURCE_EXHAUSTED with a retry delay (the clients wait and retry), rather
+than queued without bound where its client's deadline would end it; a
+tenant runs one of each at a time. VerifyLog, which the clients do not
+retry, waits its turn instead (`turn`), fairly among tenants."""
 
 from __future__ import annotations
 
@@ -28,12 +29,17 @@ from .database import bulk_connections
 # What a long read refused for want of room is told to wait before it asks again.
 LONG_READ_RETRY_SECONDS: Final = 1.0
 
-Refusable = Literal["count"]
+Refusable = Literal["count", "preview"]
 # What a refused one is told: (the tenant's one at a time, the server's all in use).
 _REFUSALS: Final[dict[Refusable, tuple[str, str]]] = {
     "count": (
         "your tenant runs one count at a time and one is running; count again when it ends",
         "count again shortly",
+    ),
+    "preview": (
+        "your tenant previews one retention policy at a time and one is running;"
+        " preview again when it ends",
+        "preview again shortly",
     ),
 }
 
@@ -67,7 +73,7 @@ class LongReads:
             if not taken:
                 raise ResourceExhausted(
                     f"this server runs {self.capacity} long reads at once (counts, log"
-                    f" verifications), and they are running; {again}",
+                    f" verifications, retention previews), and they are running; {again}",
                     retry_after=LONG_READ_RETRY_SECONDS,
                 )
             self._running[kind, tenant_id] += 1
