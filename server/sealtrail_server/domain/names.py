@@ -52,5 +52,5 @@ def name_problem(name: str, *, limit: int, required: bool, kept: str | None = No
     if (char := hidden_character(name)) is not None:
         at = name.index(char) + 1
         # Short: a description past 100 characters is cut (errors.py).
-        return f"holds U+{ord(char):04X} (character {at}): invisible or bidi characters are refused"
+        return f"holds U+{ord(char):04X} (character {at}), an invisible or bidi character"
     return None
