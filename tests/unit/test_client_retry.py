@@ -45,6 +45,7 @@ from tests.scripted_service import scripted
 SERVICE = audit_service_pb2.DESCRIPTOR.services_by_name["AuditLogService"]
 RECORD = SERVICE.methods_by_name["Record"]
 QUERY = SERVICE.methods_by_name["Query"]
+REQUEST_ID: Final = "5f0c6f0e-8d1a-4c35-9a57-2b7c1c0d9e11"
 
 
 @pytest.fixture
@@ -934,6 +935,59 @@ async def test_the_async_client_sends_entries_refused_unavailable_again() -> Non
     first = received[0].events
     assert [list(r.events) for r in received[1:]] == [[first[1], first[2]], [first[1]]]
     assert len(sleeps) == 2
+
+
+def _request_id_of(metadata: Any) -> str | None:
+    return next((str(value) for key, value in metadata or () if key == "x-request-id"), None)
+
+
+async def test_a_batchs_entries_are_sent_again_under_the_batchs_request_id() -> None:
+    """Each resend of entries refused UNAVAILABLE went out under a request id
+    of its own: the events of one record_batch were split between ids, and a
+    query by the id the batch was sent under missed those sent again. The
+    resends now carry the batch's id (its own, or the one the caller set),
+    from either client."""
+    unavailable = grpc.StatusCode.UNAVAILABLE
+    stored = [event_pb2.Event(id=f"e_{n}", seq=n + 1) for n in range(3)]
+    answers = [
+        _entries(stored[0], unavailable, unavailable),
+        _entries(stored[1], unavailable),
+        _entries(stored[2]),
+    ]
+    sent: list[str | None] = []
+
+    async def record_batch(
+        request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> bytes:
+        sent.append(_request_id_of(context.invocation_metadata()))
+        return answers[(len(sent) - 1) % len(answers)].SerializeToString()
+
+    async def no_wait(seconds: float) -> None:
+        pass
+
+    events = [event_pb2.Event(action=f"doc.{n}", actor=event_pb2.Actor(id="u")) for n in range(3)]
+
+    def recorded(results: list[Any]) -> list[str | None]:
+        assert [result.event for result in results] == stored
+        batch, sent[:] = list(sent), []
+        return batch
+
+    handlers = {"RecordBatch": grpc.unary_unary_rpc_method_handler(record_batch)}
+    async with scripted(handlers) as target:
+        with AuditClient(target, token="t", sleep=lambda _: None) as client:
+            own = recorded(await asyncio.to_thread(client.record_batch, events))
+            assert len(set(own)) == 1 and uuid.UUID(str(own[0])), own
+
+            def inside_a_request() -> list[Any]:
+                with sealtrail.request_id(REQUEST_ID):
+                    return client.record_batch(events)
+
+            assert recorded(await asyncio.to_thread(inside_a_request)) == [REQUEST_ID] * 3
+        async with AsyncAuditClient(target, token="t", sleep=no_wait) as aio_client:
+            own = recorded(await aio_client.record_batch(events))
+            assert len(set(own)) == 1 and uuid.UUID(str(own[0])), own
+            with sealtrail.request_id(REQUEST_ID):
+                assert recorded(await aio_client.record_batch(events)) == [REQUEST_ID] * 3
 
 
 def test_a_total_timeout_bounds_a_batch_with_its_entries_resends(

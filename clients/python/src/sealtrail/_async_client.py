@@ -437,9 +437,19 @@ class AsyncAuditClient:
         Entries refused alone for a passing reason (UNAVAILABLE: not written) are
         sent again under their idempotency keys, as the retry policy says."""
         request = batch_request(events)
+        callers = current_request_id()
+        # One request id for the call and its entries' resends, as for a call's
+        # attempts: the one the caller set, else the call's own.
+        with request_id(callers) as sent_id:
+            own = None if callers else sent_id
+            return await self._record_batch(request, own)
+
+    async def _record_batch(
+        self, request: audit_service_pb2.RecordBatchRequest, own_id: str | None
+    ) -> list[BatchEntryResult]:
         # total_timeout bounds the call and its entries' resends together.
         ends = None if self._total_timeout is None else self._clock() + self._total_timeout
-        attempts = Attempts()
+        attempts = Attempts(own_id=own_id)
         answer = await self._call(self._stub.RecordBatch, request, until=ends, attempts=attempts)
         results = batch_results(answer, attempts)
         attempt = 1
@@ -451,7 +461,7 @@ class AsyncAuditClient:
                 break
             await self._sleep(delay)
             attempt += 1
-            attempts = Attempts()
+            attempts = Attempts(own_id=own_id)
             try:
                 resent = await self._call(
                     self._stub.RecordBatch,
@@ -1238,8 +1248,8 @@ class AsyncAuditClient:
         callers = current_request_id()
         # One request id for every attempt: the one the caller set, else a new one.
         with request_id(callers) as sent_id:
-            if attempts is not None:
-                attempts.own_id = None if callers else sent_id
+            if attempts is not None and not callers:
+                attempts.own_id = sent_id
             while True:
                 if attempts is not None:
                     attempts.made = attempt

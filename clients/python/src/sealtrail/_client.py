@@ -332,9 +332,19 @@ class AuditClient:
         Entries refused alone for a passing reason (UNAVAILABLE: not written) are
         sent again under their idempotency keys, as the retry policy says."""
         request = batch_request(events)
+        callers = current_request_id()
+        # One request id for the call and its entries' resends, as for a call's
+        # attempts: the one the caller set, else the call's own.
+        with request_id(callers) as sent_id:
+            own = None if callers else sent_id
+            return self._record_batch(request, own)
+
+    def _record_batch(
+        self, request: audit_service_pb2.RecordBatchRequest, own_id: str | None
+    ) -> list[BatchEntryResult]:
         # total_timeout bounds the call and its entries' resends together.
         ends = None if self._total_timeout is None else self._clock() + self._total_timeout
-        attempts = Attempts()
+        attempts = Attempts(own_id=own_id)
         answer = self._call(self._stub.RecordBatch, request, until=ends, attempts=attempts)
         results = batch_results(answer, attempts)
         attempt = 1
@@ -346,7 +356,7 @@ class AuditClient:
                 break
             self._sleep(delay)
             attempt += 1
-            attempts = Attempts()
+            attempts = Attempts(own_id=own_id)
             try:
                 resent = self._call(
                     self._stub.RecordBatch,
@@ -1086,8 +1096,8 @@ class AuditClient:
         callers = current_request_id()
         # One request id for every attempt: the one the caller set, else a new one.
         with request_id(callers) as sent_id:
-            if attempts is not None:
-                attempts.own_id = None if callers else sent_id
+            if attempts is not None and not callers:
+                attempts.own_id = sent_id
             while True:
                 if attempts is not None:
                     attempts.made = attempt

@@ -187,7 +187,8 @@ class Attempts:
     records sends the same idempotency keys: one whose answer was lost (the
     connection reset after the server committed) has the next find its own
     events, `deduplicated`, as if someone had recorded them before. Those
-    carry the call's own request id, which no other call sent (helper-197)."""
+    carry the call's own request id, which no other call sent (helper-197).
+    A batch's entries sent again share the batch's: `own_id` is given then."""
 
     made: int = 0
     own_id: str | None = None
