@@ -347,6 +347,18 @@ def test_a_call_ended_by_a_task_that_inherited_its_context_leaves_it_alone(
         ('SELECT 1 FROM "events" WHERE seq = %s', "SELECT events"),
         # A retention batch: deleted, with tombstones kept (it read `INSERT tree_nodes`).
         (_PURGE.format(conditions=SQL("true")).as_string(), "DELETE events"),
+        # A function's FROM is no table's: an export's check of the tenant's
+        # recent exports read `SELECT clock_timestamp`.
+        (
+            "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(received_at)), 0)"
+            " FROM events WHERE tenant_id = %s AND action = 'audit_log.exported'",
+            "SELECT events",
+        ),
+        (
+            "SELECT extract(epoch FROM clock_timestamp() - (SELECT last_ended_at"
+            " FROM deployment_jobs WHERE name = %s))::float8",
+            "SELECT deployment_jobs",
+        ),
     ],
 )
 def test_a_statements_span_is_named_for_what_it_does_to_which_table(

@@ -24,8 +24,14 @@ _OPERATION: Final = re.compile(r"\s*(\w+)")
 _DATA_CHANGE: Final = re.compile(
     r'\b(INSERT\s+INTO|(?<!FOR\s)(?<!KEY\s)UPDATE|DELETE\s+FROM)\s+"?([a-z_][a-z0-9_]*)\b', re.I
 )
-# A table's name, bare or quoted (as sql.Identifier writes it).
-_TARGET: Final = re.compile(r'\b(?:FROM|INTO|UPDATE|COPY|JOIN)\s+"?([a-z_][a-z0-9_]*)\b', re.I)
+# A table's name, bare or quoted (as sql.Identifier writes it). A name called
+# after FROM is a function's (`extract(epoch FROM clock_timestamp() ...)`,
+# `FROM unnest(...)`); after INTO or COPY, a column list may follow.
+_TARGET: Final = re.compile(
+    r'\b(?:(?:FROM|JOIN)\s+"?([a-z_][a-z0-9_]*)\b(?!"?\s*\()'
+    r'|(?:INTO|UPDATE|COPY)\s+"?([a-z_][a-z0-9_]*)\b)',
+    re.I,
+)
 _NOT_TABLES: Final = frozenset({"stdin", "stdout", "unnest", "lateral", "select"})
 
 
@@ -42,7 +48,7 @@ def describe(text: str) -> tuple[str, dict[str, str]]:
         else:
             operation, table = change.group(1).split()[0].upper(), change.group(2).lower()
     if table is None:
-        targets = (found.group(1).lower() for found in _TARGET.finditer(text))
+        targets = (found[found.lastindex or 0].lower() for found in _TARGET.finditer(text))
         table = next((name for name in targets if name not in _NOT_TABLES), None)
     attributes = {
         "db.system.name": "postgresql",
