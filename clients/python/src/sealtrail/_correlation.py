@@ -1,10 +1,11 @@
 """Correlation of every call with the caller's request and trace.
 
 Interceptors on both clients add to each call's metadata:
-- `traceparent` (and `tracestate`, `baggage`) from the caller's current
-  OpenTelemetry context, through the globally configured propagator (W3C
-  trace context by default; OTEL_PROPAGATORS). Only the API is needed: with
-  no SDK installed, a context the caller's framework put there still goes out.
+- `traceparent` (and `tracestate`) from the caller's current OpenTelemetry
+  context, through the globally configured propagator (W3C trace context by
+  default; OTEL_PROPAGATORS), never `baggage`, which is the caller's own.
+  Only the API is needed: with no SDK installed, a context the caller's
+  framework put there still goes out.
 - `x-request-id`: the one set with `request_id(...)` for the calls inside it,
   else a new UUID per call.
 Metadata the caller passed itself is never replaced, and a caller who passed
