@@ -305,7 +305,7 @@ class ExportRpcs:
         told the seq it reads up to."""
         tenant_id = principal.tenant_id
         if seqs is not None:
-            await self._within_the_log(tenant_id, seqs[1])
+            await self._range_within_the_log(tenant_id, seqs[1])
         # Counted and recorded under one lock (across processes too): concurrent
         # exports once all counted the same past ones and all went ahead.
         # The filter as recorded, read before the lock: it may need a pooled
@@ -375,7 +375,7 @@ class ExportRpcs:
             rows_so_far=rows,
         )
 
-    async def _within_the_log(self, tenant_id: str, last_seq: int) -> None:
+    async def _range_within_the_log(self, tenant_id: str, last_seq: int) -> None:
         """Refuse a range that ends beyond the log as it is before the export
         records itself: the export's own record is no event to ask for."""
         async with self._db.connection(tenant_id) as conn:

@@ -153,7 +153,7 @@ class StreamRpcs:
         principal = current_principal()
         tenant_id = principal.tenant_id
         if request.WhichOneof("start") == "after_seq":
-            await self._within_the_log(tenant_id, request.after_seq)
+            await self._cursor_within_the_log(tenant_id, request.after_seq)
         if subscription.ending:
             # The server is stopping: refused, as for the limits, with nothing
             # recorded (it was recorded, then ended at once).
@@ -242,9 +242,9 @@ class StreamRpcs:
             return await first_seq_received_since(self._db, tenant_id=tenant_id, since=since) - 1
         if request.after_seq < 0:
             raise InvalidArgument.field("after_seq", "must not be negative")
-        return request.after_seq  # within the log: `_within_the_log`
+        return request.after_seq  # within the log: `_cursor_within_the_log`
 
-    async def _within_the_log(self, tenant_id: str, after_seq: int) -> None:
+    async def _cursor_within_the_log(self, tenant_id: str, after_seq: int) -> None:
         """Refuse a cursor beyond the log as it is before the stream records
         itself, as an export's range is: checked after, against a log its own
         record (and any written meanwhile) had lengthened, a cursor one past
