@@ -11,6 +11,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 from sealtrail import AuditClient, build_event
 from tests.conftest import ServerThread
 
@@ -97,3 +99,38 @@ def test_an_export_that_cannot_be_written_names_the_file_asked_for(
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert done.stderr == "Error: cannot write /proc/audit.csv: No such file or directory\n"
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_output_that_cannot_be_written_is_one_line_on_stderr_and_a_failure(
+    server: ServerThread, tenant: str, buffered: bool
+) -> None:
+    """`sealtrail query > /dev/full` (a full disk: ENOSPC; EIO alike) ended in
+    a traceback from click.echo, or rich's, and Python's own "Exception
+    ignored" as it flushed stdout on the way out (exit 120). Each command
+    says in one line on stderr that it cannot write its output, why, and
+    fails, stopping its call: `tail` too, which otherwise streams on."""
+    token = server.token(tenant)
+    with AuditClient(server.target, token=token) as client:
+        client.record_batch([build_event(action="doc.edit", actor_id="u") for _ in range(5)])
+    env = {**os.environ, "SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": token}
+    env.pop("PYTHONUNBUFFERED", None)
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    commands = [
+        ["query"],
+        ["query", "--format", "jsonl"],
+        ["tail", "--from-seq", "0"],
+        ["record", "--action", "doc.view", "--actor-id", "u"],
+        ["tokens"],
+    ]
+    ended = []
+    with open("/dev/full", "w", encoding="utf-8") as full:
+        for command in commands:
+            done = subprocess.run(
+                [sys.executable, "-c", _CLI, *command],
+                env=env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60,
+            )  # fmt: skip
+            ended.append((command, done.returncode, done.stderr))
+    said = "sealtrail: cannot write the output: No space left on device\n"
+    assert ended == [(command, 1, said) for command in commands]

@@ -5,6 +5,7 @@ registered at the end of this one)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import ipaddress
 import itertools
@@ -255,7 +256,9 @@ class _Settings:
 class _Commands(click.Group):
     """The main command, which ends a command Stopped ends that said nothing
     of it (query, verify, ...) as those that do (export, bundle, tail): exit
-    128 and the signal's number, not click's "Aborted!" and 1 of a Ctrl-C."""
+    128 and the signal's number, not click's "Aborted!" and 1 of a Ctrl-C;
+    and one whose output cannot be written (a full disk, an I/O error) in a
+    line, not a traceback (a closed pipe, EPIPE, click ends as `head` expects)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -263,6 +266,47 @@ class _Commands(click.Group):
         except Stopped as stopped:
             click.echo(f"stopped by {stopped}", err=True)
             ctx.exit(stopped.status)
+        except OSError as error:
+            if error.errno == errno.EPIPE or not _writing_the_output(error):
+                raise
+            # Out of the command, its call ended (the client closed): nothing
+            # more is asked of the server for output that would go nowhere.
+            with contextlib.suppress(OSError):  # stderr, as full: the exit status says it
+                click.echo(
+                    f"sealtrail: cannot write the output: {error.strerror or error}", err=True
+                )
+            _drop_the_output()
+            ctx.exit(1)
+
+
+# The modules that write a command's output: click.echo's and rich's (tables).
+_OUTPUT_WRITERS: Final = ("click.utils", "rich.console")
+
+
+def _writing_the_output(error: OSError) -> bool:
+    """Whether `error` came from writing a command's output, not from a file
+    the command read or wrote (which names it, and which the command says)."""
+    if error.filename is not None or error.__traceback__ is None:
+        return False
+    last = error.__traceback__
+    while last.tb_next is not None:
+        last = last.tb_next
+    return last.tb_frame.f_globals.get("__name__") in _OUTPUT_WRITERS
+
+
+def _drop_the_output() -> None:
+    """What stdout still holds, which it could not write, goes to /dev/null:
+    flushed on the way out, it failed again, Python saying so with a
+    traceback of its own ("Exception ignored ...") and exit status 120. As
+    Python's documentation has it for a broken pipe; nothing where stdout is
+    no file (click's CliRunner)."""
+    with contextlib.suppress(OSError, ValueError):
+        fileno = sys.stdout.fileno()
+        nowhere = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(nowhere, fileno)
+        finally:
+            os.close(nowhere)
 
 
 @click.group(cls=_Commands)
