@@ -440,3 +440,57 @@ def test_sealtrail_export_and_bundle_stopped_by_a_signal_leave_nothing_behind(
     assert (code, took < 5) == (128 + signum, True), err
     assert f"no partial {'file' if command == ['export'] else 'bundle'} was left" in err, err
     assert list(work.iterdir()) == []
+
+
+# The CLI in a process of its own, whose query holds after the answer's first
+# event (as a slow server would) once it said so in HOLD_MARK.
+_HELD_QUERY_CLI = """
+import os, sys, time
+
+from sealtrail._client import AuditClient
+
+queried = AuditClient.query
+
+def held(self, *args, **kwargs):
+    for event in queried(self, *args, **kwargs):
+        yield event
+        with open(os.environ["HOLD_MARK"], "w") as mark:
+            mark.write("held")
+        time.sleep(30)
+
+AuditClient.query = held
+
+from sealtrail._cli import main
+main(sys.argv[1:], prog_name="sealtrail")
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["query"], ["query", "--format", "jsonl", "--limit", "0"]],
+    ids=["table", "jsonl"],
+)
+def test_sealtrail_query_interrupted_exits_130_as_the_others_do(
+    server: ServerThread, tenant: str, tmp_path: Path, command: list[str]
+) -> None:
+    """Ctrl-C in `sealtrail query` (and in every command but export, bundle,
+    tail and import) printed click's bare `Aborted!` and exited 1, as any
+    failure does, where those exit 130, as a shell reports a command Ctrl-C
+    ended, and SIGTERM 143. It exits 130 too now, saying so in a line."""
+    token = server.token(tenant)
+    with AuditClient(server.target, token=token) as client:
+        client.record_batch([build_event(action="doc.edit", actor_id="u") for _ in range(20)])
+    env = {**os.environ, "SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": token}
+    mark = tmp_path / "held"
+    process = subprocess.Popen(
+        [sys.executable, "-c", _HELD_QUERY_CLI, *command],
+        env={**env, "HOLD_MARK": str(mark)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not mark.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the query never received an event"
+        time.sleep(0.02)
+    code, err, took = _interrupted(process)
+    assert (code, err, took < 5) == (130, "stopped by SIGINT\n", True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 from collections.abc import Iterator
@@ -1027,3 +1028,40 @@ def test_an_export_writes_no_progress_line_where_stderr_is_no_terminal(
     failed = CliRunner().invoke(cli.main, ["export", "-o", str(tmp_path / "refused.csv")], env=env)
     assert failed.exit_code == 1
     assert failed.stderr == "Error: the export was cut short\n"
+
+
+class _CtrlCAtThePrompt(io.BytesIO):
+    """A terminal's input, where the user presses Ctrl-C at the question."""
+
+    def isatty(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if size == 0:  # click's look at what kind of stream it is
+            return b""
+        raise KeyboardInterrupt
+
+    read1 = read
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_any_command_or_at_its_prompt_exits_130(
+    fake_client: list[tuple[str, Any, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in a command other than export, bundle, tail and import, or at a
+    question (`hash-secret`'s, `retention set`'s), printed click's bare
+    `Aborted!` and exited 1, as any failure does. It exits 130, as a shell
+    reports a command Ctrl-C ended, and as those do."""
+    env = {"SEALTRAIL_TOKEN": "s3cret"}
+    asked = CliRunner().invoke(cli.main, ["hash-secret"], input=_CtrlCAtThePrompt(), env=env)
+    assert (asked.exit_code, "Aborted!" in asked.output) == (130, False), asked.output
+    assert asked.output.endswith("stopped by SIGINT\n"), asked.output
+
+    def interrupted(self: FakeClient, event: event_pb2.Event) -> RecordResult:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(FakeClient, "record", interrupted)
+    recorded = CliRunner().invoke(cli.main, ["record", "--action", "a", "--actor-id", "u"], env=env)
+    assert (recorded.exit_code, recorded.output) == (130, "stopped by SIGINT\n")

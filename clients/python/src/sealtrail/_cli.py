@@ -254,18 +254,24 @@ class _Settings:
 
 
 class _Commands(click.Group):
-    """The main command, which ends a command Stopped ends that said nothing
-    of it (query, verify, ...) as those that do (export, bundle, tail): exit
-    128 and the signal's number, not click's "Aborted!" and 1 of a Ctrl-C;
-    and one whose output cannot be written (a full disk, an I/O error) in a
-    line, not a traceback (a closed pipe, EPIPE, click ends as `head` expects)."""
+    """The main command, which ends a command Ctrl-C or Stopped ends that said
+    nothing of it (query, verify, ...), or a question it asked (click's Abort
+    of a Ctrl-C at a prompt), as those that do (export, bundle, tail): exit
+    130, or 128 and the signal's number, in a line; not click's "Aborted!"
+    and 1, the status of any failure. A question declined (no, or the end of
+    its input) is click's still. And one whose output cannot be written (a
+    full disk, an I/O error) in a line, not a traceback (a closed pipe,
+    EPIPE, click ends as `head` expects)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except Stopped as stopped:
-            click.echo(f"stopped by {stopped}", err=True)
-            ctx.exit(stopped.status)
+        except KeyboardInterrupt as interrupt:
+            _stopped(ctx, interrupt)
+        except click.Abort as abort:
+            if not isinstance(abort.__context__, KeyboardInterrupt):
+                raise
+            _stopped(ctx, abort.__context__)
         except OSError as error:
             if error.errno == errno.EPIPE or not _writing_the_output(error):
                 raise
@@ -277,6 +283,15 @@ class _Commands(click.Group):
                 )
             _drop_the_output()
             ctx.exit(1)
+
+
+def _stopped(ctx: click.Context, interrupt: KeyboardInterrupt) -> None:
+    """Ends the command `interrupt` ended, in a line, as a shell reports it."""
+    if not isinstance(interrupt, Stopped) and sys.stderr.isatty():
+        click.echo(err=True)  # past the terminal's ^C
+    name = str(interrupt) if isinstance(interrupt, Stopped) else "SIGINT"
+    click.echo(f"stopped by {name}", err=True)
+    ctx.exit(interrupted_status(interrupt))
 
 
 # The modules that write a command's output: click.echo's and rich's (tables).
