@@ -287,6 +287,90 @@ def test_a_client_certificate_is_tls_off_this_machine(
     assert [(o["client_certificate"], o["client_key"]) for o in opened] == [(b"cert", b"key")]
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("SEALTRAIL_TLS_CA_FILE", "{tmp}/nowhere.pem", "File '{tmp}/nowhere.pem' does not exist"),
+        ("SEALTRAIL_CLIENT_CERT_FILE", "{tmp}", "File '{tmp}' is a directory"),
+        ("SEALTRAIL_CLIENT_KEY_FILE", "{tmp}/no.key", "File '{tmp}/no.key' does not exist"),
+        ("SEALTRAIL_TLS", "maybe", "'maybe' is not a valid boolean"),
+        ("SEALTRAIL_INSECURE", "maybe", "'maybe' is not a valid boolean"),
+    ],
+)
+def test_a_bad_value_from_the_environment_names_its_variable(
+    fake_client: list[tuple[str, Any, dict[str, Any]]],
+    tmp_path: Path,
+    variable: str,
+    value: str,
+    said: str,
+) -> None:
+    """A bad path (or flag) in SEALTRAIL_TLS_CA_FILE and the other variables
+    was refused naming only its option, `Invalid value for '--ca-file'`: one
+    not on the command line, set in a profile or a CI job's environment. The
+    variable is named too when the value came from it; only the option when
+    it came from the command line."""
+    option = {
+        "SEALTRAIL_TLS_CA_FILE": "--ca-file",
+        "SEALTRAIL_CLIENT_CERT_FILE": "--cert-file",
+        "SEALTRAIL_CLIENT_KEY_FILE": "--key-file",
+        "SEALTRAIL_TLS": "--tls",
+        "SEALTRAIL_INSECURE": "--insecure",
+    }[variable]
+    value, said = value.format(tmp=tmp_path), said.format(tmp=tmp_path)
+    (tmp_path / "c.pem").write_text("cert")
+    (tmp_path / "k.pem").write_text("key")
+    # Its partner, where it needs one, given well.
+    partners = {
+        "SEALTRAIL_CLIENT_CERT_FILE": {"SEALTRAIL_CLIENT_KEY_FILE": str(tmp_path / "k.pem")},
+        "SEALTRAIL_CLIENT_KEY_FILE": {"SEALTRAIL_CLIENT_CERT_FILE": str(tmp_path / "c.pem")},
+    }
+    env = {"SEALTRAIL_TOKEN": "s3cret", variable: value, **partners.get(variable, {})}
+    refused = CliRunner().invoke(cli.main, ["query"], env=env)
+    assert refused.exit_code == 2, refused.output
+    assert f"Invalid value for '{option}' (from {variable}): {said}" in refused.output
+    assert fake_client == []
+    if option in ("--tls", "--insecure"):
+        return  # a flag takes no value on the command line
+    given = CliRunner().invoke(cli.main, [option, value, "query"], env={"SEALTRAIL_TOKEN": "s"})
+    assert given.exit_code == 2, given.output
+    assert f"Invalid value for '{option}': {said}" in given.output
+
+
+def test_every_option_set_from_the_environment_names_its_variable_when_bad() -> None:
+    """Every option with an environment variable, in every command, is one
+    whose bad value from there names the variable (a new one included)."""
+
+    def options(command: click.Command) -> Iterator[click.Parameter]:
+        yield from command.params
+        if isinstance(command, click.Group):
+            for sub in command.commands.values():
+                yield from options(sub)
+
+    with_a_variable = [param for param in options(cli.main) if param.envvar]
+    assert len(with_a_variable) >= 7
+    assert [p.name for p in with_a_variable if not isinstance(p, cli._Option)] == []
+
+
+def test_a_client_certificate_without_its_key_names_the_variable_it_came_from(
+    fake_client: list[tuple[str, Any, dict[str, Any]]], tmp_path: Path
+) -> None:
+    """A client certificate in SEALTRAIL_CLIENT_CERT_FILE, without its key, was
+    refused as `--cert-file and --key-file go together.`, naming an option
+    the command did not have."""
+    (tmp_path / "c.pem").write_text("cert")
+    env = {"SEALTRAIL_TOKEN": "s3cret", "SEALTRAIL_CLIENT_CERT_FILE": str(tmp_path / "c.pem")}
+    refused = CliRunner().invoke(cli.main, ["query"], env=env)
+    assert refused.exit_code == 2, refused.output
+    assert (
+        "--cert-file (from SEALTRAIL_CLIENT_CERT_FILE) and --key-file go together."
+        in refused.output
+    )
+    given = CliRunner().invoke(cli.main, ["--key-file", str(tmp_path / "c.pem"), "query"])
+    assert given.exit_code == 2, given.output
+    assert "Error: --cert-file and --key-file go together." in given.output
+    assert fake_client == []
+
+
 def test_a_query_cut_short_by_its_limit_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     events = [event_pb2.Event(seq=seq) for seq in (3, 2, 1)]
     assert [event.seq for event in cli._at_most(events, 2)] == [3, 2]

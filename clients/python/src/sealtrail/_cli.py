@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 import click
 import grpc
+from click.core import ParameterSource
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import context as otel_context
@@ -253,6 +254,37 @@ class _Settings:
         }
 
 
+class _Option(click.Option):
+    """An option that may be set in the environment (every option with an
+    envvar is one): a bad value from there is refused naming the variable
+    too, `'--ca-file' (from SEALTRAIL_TLS_CA_FILE)`, where it named the
+    option alone, which the command line did not have."""
+
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        hint = super().get_error_hint(ctx)
+        variable = from_the_environment(ctx, self) if ctx is not None else None
+        return f"{hint} (from {variable})" if variable else hint
+
+
+def from_the_environment(ctx: click.Context, param: click.Parameter) -> str | None:
+    """The environment variable `param`'s value came from, if it did."""
+    if param.name is None:
+        return None
+    if ctx.get_parameter_source(param.name) is not ParameterSource.ENVIRONMENT:
+        return None
+    variables = [param.envvar] if isinstance(param.envvar, str) else param.envvar or []
+    return next((name for name in variables if os.environ.get(name)), None)
+
+
+def _named(ctx: click.Context, name: str) -> str:
+    """Option `name` as said in an error: its flag, and the variable its
+    value came from, if it did."""
+    param = next(param for param in ctx.command.params if param.name == name)
+    flag = param.opts[0]
+    variable = from_the_environment(ctx, param)
+    return f"{flag} (from {variable})" if variable else flag
+
+
 class _Commands(click.Group):
     """The main command, which ends a command Ctrl-C or Stopped ends that said
     nothing of it (query, verify, ...), or a question it asked (click's Abort
@@ -327,6 +359,7 @@ def _drop_the_output() -> None:
 @click.group(cls=_Commands)
 @click.option(
     "--server",
+    cls=_Option,
     envvar="SEALTRAIL_SERVER",
     default="127.0.0.1:50051",
     show_default=True,
@@ -334,16 +367,20 @@ def _drop_the_output() -> None:
     help="Address of the Sealtrail service (or SEALTRAIL_SERVER); a lone HOST only with"
     " --tls, on port 443.",
 )
-@click.option("--token", envvar="SEALTRAIL_TOKEN", help="API token (or SEALTRAIL_TOKEN).")
-@click.option("--tls", is_flag=True, envvar="SEALTRAIL_TLS", help="Connect over TLS.")
+@click.option(
+    "--token", cls=_Option, envvar="SEALTRAIL_TOKEN", help="API token (or SEALTRAIL_TOKEN)."
+)
+@click.option("--tls", cls=_Option, is_flag=True, envvar="SEALTRAIL_TLS", help="Connect over TLS.")
 @click.option(
     "--ca-file",
+    cls=_Option,
     envvar="SEALTRAIL_TLS_CA_FILE",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="PEM roots to verify the server with (implies --tls).",
 )
 @click.option(
     "--cert-file",
+    cls=_Option,
     # Not SEALTRAIL_TLS_CERT_FILE: that is the server's own certificate, which
     # a shell set up for the server would present as this client's.
     envvar="SEALTRAIL_CLIENT_CERT_FILE",
@@ -352,12 +389,14 @@ def _drop_the_output() -> None:
 )
 @click.option(
     "--key-file",
+    cls=_Option,
     envvar="SEALTRAIL_CLIENT_KEY_FILE",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="PEM client key, for mutual TLS (with --cert-file).",
 )
 @click.option(
     "--insecure",
+    cls=_Option,
     is_flag=True,
     envvar="SEALTRAIL_INSECURE",
     help="Send the token without TLS to a server that is not on this machine.",
@@ -375,7 +414,9 @@ def main(
 ) -> None:
     """Record and query Sealtrail audit events."""
     if (cert_file is None) != (key_file is None):
-        raise click.UsageError("--cert-file and --key-file go together.", ctx)
+        raise click.UsageError(
+            f"{_named(ctx, 'cert_file')} and {_named(ctx, 'key_file')} go together.", ctx
+        )
     ctx.obj = _Settings(server, token, tls, ca_file, cert_file, key_file, insecure)
     _stop_as_ctrl_c_does(ctx)
 
