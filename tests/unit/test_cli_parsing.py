@@ -30,6 +30,7 @@ from sealtrail._convert import (
     record_request,
 )
 from sealtrail.v1 import audit_service_pb2, event_pb2
+from sealtrail_server.config import Settings
 
 NOW = datetime(2026, 11, 22, 12, 30, tzinfo=UTC)
 
@@ -1149,3 +1150,16 @@ def test_ctrl_c_in_any_command_or_at_its_prompt_exits_130(
     monkeypatch.setattr(FakeClient, "record", interrupted)
     recorded = CliRunner().invoke(cli.main, ["record", "--action", "a", "--actor-id", "u"], env=env)
     assert (recorded.exit_code, recorded.output) == (130, "stopped by SIGINT\n")
+
+
+@pytest.mark.parametrize("command", [["tokens"], ["tokens", "list"]])
+def test_unused_for_says_how_coarse_last_use_is_as_the_server_is_set(command: list[str]) -> None:
+    """`--unused-for` said last use is written "at most once a minute": the
+    default only, which the server's SEALTRAIL_TOKEN_LAST_USE_INTERVAL
+    changes (up to a day). It names the setting, with its default."""
+    shown = CliRunner().invoke(cli.main, [*command, "--help"])
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())
+    assert "once a minute" not in text
+    assert "SEALTRAIL_TOKEN_LAST_USE_INTERVAL" in text
+    assert f"({Settings().token_last_use_interval:g} s unless set" in text

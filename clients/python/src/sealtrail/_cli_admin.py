@@ -100,7 +100,10 @@ def _list_tokens(ctx: click.Context, unused_for: timedelta | None) -> None:
 
 _UNUSED_FOR_HELP = (
     "Only live tokens no call used for this long (e.g. 30d): stale ones to revoke."
-    " Last use is written at most once a minute per server process, so it is that coarse."
+    " Each server process writes a token's last use at most once per"
+    " SEALTRAIL_TOKEN_LAST_USE_INTERVAL, the server's setting (60 s unless set, up to a"
+    " day; 0: every 10 s), so last use is that coarse: a shorter span may list tokens"
+    " still in use."
 )
 
 
