@@ -279,13 +279,15 @@ def test_a_client_certificate_is_tls_off_this_machine(
             opened.append(connection)
 
     monkeypatch.setattr(cli, "AuditClient", Recording)
-    (tmp_path / "c.pem").write_text("cert")
-    (tmp_path / "k.pem").write_text("key")
+    cert, key = "-----BEGIN CERTIFICATE-----\n", "-----BEGIN PRIVATE KEY-----\n"
+    (tmp_path / "c.pem").write_text(cert)
+    (tmp_path / "k.pem").write_text(key)
     env = {"SEALTRAIL_SERVER": "audit.internal:443", "SEALTRAIL_TOKEN": "s3cret"}
     args = ["--cert-file", str(tmp_path / "c.pem"), "--key-file", str(tmp_path / "k.pem"), "query"]
     result = CliRunner().invoke(cli.main, args, env=env)
     assert result.exit_code == 0, result.output
-    assert [(o["client_certificate"], o["client_key"]) for o in opened] == [(b"cert", b"key")]
+    expected = [(cert.encode(), key.encode())]
+    assert [(o["client_certificate"], o["client_key"]) for o in opened] == expected
 
 
 @pytest.mark.parametrize(
@@ -318,8 +320,8 @@ def test_a_bad_value_from_the_environment_names_its_variable(
         "SEALTRAIL_INSECURE": "--insecure",
     }[variable]
     value, said = value.format(tmp=tmp_path), said.format(tmp=tmp_path)
-    (tmp_path / "c.pem").write_text("cert")
-    (tmp_path / "k.pem").write_text("key")
+    (tmp_path / "c.pem").write_text(_PEM)
+    (tmp_path / "k.pem").write_text(_PEM)
     # Its partner, where it needs one, given well.
     partners = {
         "SEALTRAIL_CLIENT_CERT_FILE": {"SEALTRAIL_CLIENT_KEY_FILE": str(tmp_path / "k.pem")},
@@ -352,13 +354,60 @@ def test_every_option_set_from_the_environment_names_its_variable_when_bad() -> 
     assert [p.name for p in with_a_variable if not isinstance(p, cli._Option)] == []
 
 
+# What the CLI takes as PEM (gRPC reads it when it connects).
+_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+@pytest.mark.parametrize(
+    ("option", "variable"),
+    [
+        ("--ca-file", "SEALTRAIL_TLS_CA_FILE"),
+        ("--cert-file", "SEALTRAIL_CLIENT_CERT_FILE"),
+        ("--key-file", "SEALTRAIL_CLIENT_KEY_FILE"),
+    ],
+)
+def test_a_tls_file_that_is_not_pem_is_refused_naming_it(
+    fake_client: list[tuple[str, Any, dict[str, Any]]],
+    tmp_path: Path,
+    option: str,
+    variable: str,
+) -> None:
+    """A CA, certificate or key file that is not PEM (DER, a file given in its
+    place) was taken: gRPC then logged its own errors ("Cannot load server
+    root certificates", "Handshaker factory creation failed") and the call
+    failed UNAVAILABLE, "failed to connect to all addresses", as if the
+    server were down. It is refused before any call, naming the file (and
+    the variable it came from)."""
+    der = tmp_path / "ca.der"
+    der.write_bytes(b"\x30\x82\x01\x0a")
+    pem = tmp_path / "good.pem"
+    pem.write_text(_PEM)
+    given = {"--ca-file": pem, "--cert-file": pem, "--key-file": pem} | {option: der}
+    env = {"SEALTRAIL_TOKEN": "s3cret", variable: str(der)}
+    args = [
+        flag_value
+        for flag, path in given.items()
+        if flag != option
+        for flag_value in (flag, str(path))
+    ]
+    refused = CliRunner().invoke(cli.main, [*args, "query"], env=env)
+    assert refused.exit_code == 2, refused.output
+    assert f"Invalid value for '{option}' (from {variable}): {der} is not PEM" in refused.output
+    refused = CliRunner().invoke(
+        cli.main, [*args, option, str(der), "query"], env={"SEALTRAIL_TOKEN": "s"}
+    )
+    assert refused.exit_code == 2, refused.output
+    assert f"Invalid value for '{option}': {der} is not PEM" in refused.output
+    assert fake_client == []
+
+
 def test_a_client_certificate_without_its_key_names_the_variable_it_came_from(
     fake_client: list[tuple[str, Any, dict[str, Any]]], tmp_path: Path
 ) -> None:
     """A client certificate in SEALTRAIL_CLIENT_CERT_FILE, without its key, was
     refused as `--cert-file and --key-file go together.`, naming an option
     the command did not have."""
-    (tmp_path / "c.pem").write_text("cert")
+    (tmp_path / "c.pem").write_text(_PEM)
     env = {"SEALTRAIL_TOKEN": "s3cret", "SEALTRAIL_CLIENT_CERT_FILE": str(tmp_path / "c.pem")}
     refused = CliRunner().invoke(cli.main, ["query"], env=env)
     assert refused.exit_code == 2, refused.output

@@ -230,6 +230,27 @@ def _choice(enum: _EnumTypeWrapper[Any]) -> click.Choice[str]:
     return click.Choice(enum_names(enum), case_sensitive=False)
 
 
+class _PemFile(click.Path):
+    """A PEM file of TLS's (roots, a client certificate or key). One that is
+    not (DER, another file given in its place) gRPC reads only as it
+    connects: it logged errors of its own and the call failed UNAVAILABLE,
+    "failed to connect to all addresses", as if the server were down."""
+
+    def __init__(self) -> None:
+        super().__init__(exists=True, dir_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        path = super().convert(value, param, ctx)
+        name = os.fsdecode(path)
+        try:
+            pem = Path(name).read_bytes()
+        except OSError as error:
+            self.fail(f"cannot read {name}: {error.strerror or error}", param, ctx)
+        if b"-----BEGIN " not in pem:
+            self.fail(f"{name} is not PEM (it has no -----BEGIN line)", param, ctx)
+        return path
+
+
 @dataclass(frozen=True)
 class _Settings:
     server: str
@@ -375,7 +396,7 @@ def _drop_the_output() -> None:
     "--ca-file",
     cls=_Option,
     envvar="SEALTRAIL_TLS_CA_FILE",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=_PemFile(),
     help="PEM roots to verify the server with (implies --tls).",
 )
 @click.option(
@@ -384,14 +405,14 @@ def _drop_the_output() -> None:
     # Not SEALTRAIL_TLS_CERT_FILE: that is the server's own certificate, which
     # a shell set up for the server would present as this client's.
     envvar="SEALTRAIL_CLIENT_CERT_FILE",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=_PemFile(),
     help="PEM client certificate, for mutual TLS (with --key-file).",
 )
 @click.option(
     "--key-file",
     cls=_Option,
     envvar="SEALTRAIL_CLIENT_KEY_FILE",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=_PemFile(),
     help="PEM client key, for mutual TLS (with --cert-file).",
 )
 @click.option(
