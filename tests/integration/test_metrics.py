@@ -11,11 +11,26 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import grpc
 import psycopg
 import pytest
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import (
+    Counter,
+    Histogram,
+    Meter,
+    MeterProvider,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sealtrail import (
@@ -415,3 +430,127 @@ def test_forwarding_alerts_checkpoints_and_retention_are_measured(
         assert total(samples, "sealtrail_retention_failures_total") == 0
     finally:
         client.close()
+
+
+class _Recording(MeterProvider):
+    """A provider whose meters note every instrument made (name -> kind,
+    unit), whether or not it has measured anything yet."""
+
+    def __init__(self, inner: MeterProvider) -> None:
+        self._inner = inner
+        self.made: dict[str, tuple[object, str]] = {}
+
+    def get_meter(
+        self,
+        name: str,
+        version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Any = None,
+    ) -> Meter:
+        meter = self._inner.get_meter(name, version, schema_url, attributes)
+        made = self.made
+
+        class Noting:  # the meter's every method, its create_* noting what they made
+            def __getattr__(self, attribute: str) -> Any:
+                found = getattr(meter, attribute)
+                if not attribute.startswith("create_"):
+                    return found
+
+                def create(name: str, *args: Any, **kwargs: Any) -> Any:
+                    instrument = found(name, *args, **kwargs)
+                    made[name] = (instrument, kwargs.get("unit", ""))
+                    return instrument
+
+                return create
+
+        return cast(Meter, Noting())
+
+
+# docs/metrics.md's kinds, synchronous or observed.
+_KINDS: dict[str, tuple[type, ...]] = {
+    "histogram": (Histogram,),
+    "counter": (Counter, ObservableCounter),
+    "up-down": (UpDownCounter, ObservableUpDownCounter),
+    "gauge": (ObservableGauge,),
+}
+
+
+def _unit_as_documented(unit: str) -> str:
+    if unit in ("", "1"):
+        return ""
+    if unit == "By":
+        return "bytes"
+    if unit.startswith("{") and unit.endswith("}"):
+        return unit[1:-1] + "s"
+    return unit
+
+
+def documented_instruments() -> dict[str, list[str]]:
+    """docs/metrics.md's table of instruments: name -> its Prometheus name,
+    kind and unit, attributes."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text("utf-8")
+    section = text.split("\n## Instruments\n", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, list[str]] = {}
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            rows[cells[0].strip("`")] = [cells[1].strip("`"), *cells[2:4]]
+    return rows
+
+
+def test_every_instrument_is_documented_as_it_is_made(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """Each instrument the server makes is in docs/metrics.md's table, with
+    its kind, unit, attributes and Prometheus name; each there is made."""
+    registry = CollectorRegistry(auto_describe=True)
+    memory = InMemoryMetricReader()
+    sdk = SdkMeterProvider(metric_readers=[memory, PrometheusMetricReader(registry=registry)])
+    provider = _Recording(sdk)
+    server = ServerThread(
+        migrated_database_url, meter_provider=provider, alert_max_tenants=0, forward_max_sinks=0
+    )
+    try:
+        with AuditClient(server.target, token=server.token(tenant)) as client:
+            client.record(build_event(action="metrics.docs", actor_id="u"))
+        documented = documented_instruments()
+        made = provider.made
+        assert sorted(set(made) - set(documented)) == [], "made, not documented"
+        assert sorted(set(documented) - set(made)) == [], "documented, never made"
+        wrong = []
+        for name, (instrument, unit) in made.items():
+            kind, _, documented_unit = documented[name][1].partition(", ")
+            if not isinstance(instrument, _KINDS[kind]):
+                wrong.append(f"{name}: not a {kind}")
+            if _unit_as_documented(unit) != documented_unit:
+                wrong.append(f"{name}: in {unit!r}, documented {documented_unit!r}")
+        # Each attribute a measurement carried is its instrument's documented one.
+        data = memory.get_metrics_data()
+        assert data is not None
+        carried: dict[str, set[str]] = {}
+        for resource in data.resource_metrics:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    keys = carried.setdefault(metric.name, set())
+                    for point in metric.data.data_points:
+                        keys.update(point.attributes or {})
+        shorthand = {
+            "db.client.connection.pool.name": "pool name",
+            "sealtrail.sink.kind": "sink kind",
+        }
+        for name, keys in carried.items():
+            attributes = documented[name][2]
+            for key in sorted(keys):
+                if f"`{key}`" not in attributes and shorthand.get(key, key) not in attributes:
+                    wrong.append(f"{name}: carries {key}, not documented")
+        # Prometheus shows each as named there.
+        text = generate_latest(registry).decode()
+        shown = {family.name for family in text_string_to_metric_families(text)}
+        for name in carried:
+            family = documented[name][0].removesuffix("_total")
+            if family not in shown:
+                wrong.append(f"{name}: shown by Prometheus as none of {sorted(shown)}")
+        assert wrong == [], "\n".join(wrong)
+    finally:
+        server.close()
+        sdk.shutdown()
