@@ -437,3 +437,37 @@ def test_a_secret_in_a_tokens_name_is_not_in_the_records_of_its_calls(
     [queried] = admin.query(build_filter(actions="audit_log.queried"))
     assert queried.actor.display_name.startswith("ci ")
     assert queried.actor.display_name != f"ci {leaked}"
+
+
+def test_a_denied_key_spelled_with_look_alike_letters_is_not_stored(
+    client: AuditClient, tenant: str, sql: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """Keys that read as `password`, `api_key`, `token` or `pin` but hold a
+    Cyrillic or Greek letter that looks like a Latin one (NFKC leaves them
+    as they are) were stored in clear, their values with them."""
+    carriers: dict[str, dict[str, Any]] = {
+        "Cyr-a-hunter2": {"details": {"p\u0430ssword": "Cyr-a-hunter2"}},
+        "Cyr-P-hunter2": {"details": {"db": {"DB_\u0420ASSWORD": "Cyr-P-hunter2"}}},
+        "Cyr-e-key-123": {"details": {"headers": {"x-api-k\u0435y": "Cyr-e-key-123"}}},
+        "Greek-o-tok-1": {"details": {"refresh_t\u03bfken": "Greek-o-tok-1"}},
+        "Cyr-i-pin-482": {"details": {"card_p\u0456n": "Cyr-i-pin-482"}},
+        "Cyr-pair-val1": {"details": {"env": [{"name": "S\u0415CRET", "value": "Cyr-pair-val1"}]}},
+        "Cyr-change-01": {
+            "changes": [{"field": "smtp.p\u0430ssword", "before": "Cyr-change-01", "after": "x"}]
+        },
+    }
+    answers = [
+        client.record(build_event(action="lookalike.test", actor_id="u", **fields))
+        for fields in carriers.values()
+    ]
+    page = client.query_page(build_filter(actions="lookalike.test"), page_size=100)
+    client.export(tmp_path / "all.ndjson", format="ndjson")
+    answered = json.dumps([json_format.MessageToDict(answer.event) for answer in answers])
+    queried = json.dumps([json_format.MessageToDict(event) for event in page.events])
+    exported = (tmp_path / "all.ndjson").read_text()
+    for secret in carriers:
+        assert _found_in_database(sql, tenant, secret) == 0, secret
+        for where, text in (("answer", answered), ("query", queried), ("export", exported)):
+            assert secret not in text, (secret, where)
+    # One value each, and both sides of the change.
+    assert queried.count("[REDACTED:field_name]") == len(carriers) + 1

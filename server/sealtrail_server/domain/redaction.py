@@ -314,6 +314,29 @@ def names_nothing(name: str) -> bool:
     return not _normalized(name)
 
 
+# Letters of other scripts that read as a Latin one (Unicode's confusables),
+# which NFKC leaves as they are: `p\u0430ssword` with a Cyrillic a (U+0430),
+# `t\u03bfken` with a Greek omicron. Capitals map to capitals, so camelCase keeps its words.
+_LOOK_ALIKES: Final = str.maketrans(
+    # Cyrillic
+    "\u0430\u0435\u043e\u0440\u0441\u0443\u0445\u043a\u0456\u0458\u0455\u0501\u051b\u051d\u04bb\u04cf"
+    "\u0410\u0412\u0415\u041a\u041c\u041d\u041e\u0420\u0421\u0422\u0425\u0406\u0408\u0405\u04ae"
+    # Greek
+    "\u03b1\u03bf\u03c1\u03bd\u03b9\u03ba\u03c5\u03c7\u03c4"
+    "\u0391\u0392\u0395\u0396\u0397\u0399\u039a\u039c\u039d\u039f\u03a1\u03a4\u03a5\u03a7"
+    # Latin letters that read as others: dotless i, script a and g
+    "\u0131\u0251\u0261",
+    "aeopcyxkijsdqwhlABEKMHOPCTXIJSYaopvikuxtABEZHIKMNOPTYXiag",
+)
+
+
+def _latin(key: str) -> str:
+    """A key that is not ASCII as its Latin look-alike: NFKC-normalized
+    (fullwidth letters), then each letter that reads as a Latin one taken
+    for it."""
+    return key if key.isascii() else unicodedata.normalize("NFKC", key).translate(_LOOK_ALIKES)
+
+
 def _normalized(name: str) -> str:
     if name.isascii():
         return name.lower().replace("_", "").replace("-", "").replace(".", "").replace(" ", "")
@@ -422,17 +445,18 @@ class Redactor:
         verdict = self._verdicts.get(key)
         if verdict is not None:
             return verdict
-        name = _normalized(key)
+        latin = _latin(key)  # `p\u0430ssword` (a Cyrillic a) is a password
+        name = _normalized(latin)
         bare = _to_last_letter(name)  # `token2`, `GITHUB_TOKEN_2`, `Authorization:`
-        words = _words(key)
+        words = _words(latin)
         verdict = _KeyVerdict(
             # `name` too: an operator's name may end with digits (`pkcs12`).
             denied=bare.endswith(self._suffixes)
             or name.endswith(self._suffixes)
-            or _last_word(key) in self._whole_words
+            or _last_word(latin) in self._whole_words
             or (_STRONG.search(name) is not None and not _about_the_secret(name, words)),
             counts=bare.endswith(self._countable) or (bool(words) and words[0] in _LIMITS),
-            short_word=_short_word(name, key),
+            short_word=_short_word(name, latin),
             whole_word=name in _SHORT_WORDS,
             may_hold_secret=self.may_hold_secret(key),
         )
