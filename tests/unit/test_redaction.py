@@ -56,6 +56,14 @@ SECRETS: list[tuple[str, str, str]] = [
     ("stripe_key", "rk_test_51H8x2eF4kLmNoPqRsTuVwXyZ", "restricted {}"),
     ("slack_token", "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", "bot {}"),
     ("slack_token", "xoxp-123456789012-123456789012-123456789012-abcdef1234567890", "{}"),
+    # An app-level token (Socket Mode) and a rotating refresh token.
+    (
+        "slack_token",
+        "xapp-1-A0123ABCDEF-4567890123456-0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a6978",
+        "SLACK_APP_TOKEN {}",
+    ),
+    ("slack_token", "xoxe-1-My0xLTA0NTY3ODkwMTIzNC1hYmNkZWYxMjM0NTY3ODkw", "refreshed with {}"),
+    ("stripe_key", "whsec_5f8Kd2LmQ9xTz3Wv7Rb1Nc6Hy4Jp0Ase", "webhook signed by {}"),
     (
         "slack_webhook",
         "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX",

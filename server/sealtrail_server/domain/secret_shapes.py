@@ -123,10 +123,17 @@ KNOWN_SHAPES: Final = (
         r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})",
         anchor="gh[pousr]_|github_pat_",
     ),
+    # A secret or restricted key, or a webhook endpoint's signing secret.
     value_pattern(
-        "stripe_key", r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}", anchor="k_live_|k_test_"
+        "stripe_key",
+        r"\b(?:(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}|whsec_[A-Za-z0-9]{24,})",
+        anchor="k_live_|k_test_|whsec_",
     ),
-    value_pattern("slack_token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}", anchor="xox"),
+    # Bot, user and other tokens (`xoxb-`, `xoxp-`…), a rotating refresh token
+    # (`xoxe-1-`) and an app-level token (`xapp-1-`, Socket Mode).
+    value_pattern(
+        "slack_token", r"\b(?:xox[abposre]-|xapp-\d-)[A-Za-z0-9-]{10,}", anchor="xox|xapp-"
+    ),
     # OpenAI's keys (`sk-` and 48 letters and digits; `sk-proj-`, `sk-svcacct-`,
     # `sk-admin-` and 40 or more) and Anthropic's (`sk-ant-api03-`, 80 or more):
     # random-looking, as `sk-prod-eu-west-1-cluster-01` is not.
