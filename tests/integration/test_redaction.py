@@ -471,3 +471,28 @@ def test_a_denied_key_spelled_with_look_alike_letters_is_not_stored(
             assert secret not in text, (secret, where)
     # One value each, and both sides of the change.
     assert queried.count("[REDACTED:field_name]") == len(carriers) + 1
+
+
+def test_a_cards_security_code_under_its_other_names_is_not_stored(
+    client: AuditClient, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """The code on a card's back, which PCI DSS forbids keeping after
+    authorization, is `cvc` to Stripe and Adyen and `security_code` to
+    PayPal and others: only `cvv` was denied, and the others were stored.
+    (Each code is marked, as four digits alone may stand in an id or a hash.)"""
+    carriers: dict[str, dict[str, Any]] = {
+        "code-7391": {"details": {"card": {"number": "tok_visa", "cvc": "code-7391", "exp": 12}}},
+        "code-7392": {"details": {"form": {"card[cvc]": "code-7392"}}},
+        "code-7393": {"details": {"paymentMethod": {"securityCode": "code-7393"}}},
+        "code-7394": {"changes": [{"field": "card.cvc", "before": "code-7394", "after": "x"}]},
+        "code-7395": {"description": 'charge params {"cvc": "code-7395", "amount": 500}'},
+        "code-7396": {"details": {"form": [{"name": "security_code", "value": "code-7396"}]}},
+    }
+    for secret, fields in carriers.items():
+        event = client.record(build_event(action="card.charged", actor_id="u", **fields)).event
+        assert secret not in json.dumps(json_format.MessageToDict(event)), secret
+        assert _found_in_database(sql, tenant, secret) == 0, secret
+    shown = json.dumps(
+        [json_format.MessageToDict(e) for e in client.query(build_filter(actions="card.charged"))]
+    )
+    assert not any(secret in shown for secret in carriers)

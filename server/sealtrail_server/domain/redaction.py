@@ -74,7 +74,11 @@ DEFAULT_FIELD_NAMES: Final = frozenset(
         "credential",
         "credentials",
         "sessionid",
+        # A card's security code: `cvv` to Visa, `cvc` to Mastercard, Stripe
+        # and Adyen, `security_code` to PayPal and others.
         "cvv",
+        "cvc",
+        "securitycode",
         "encryptionkey",
         "signingkey",
         # One-time and recovery codes, PINs and wallet phrases: each a credential.
