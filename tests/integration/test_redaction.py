@@ -496,3 +496,39 @@ def test_a_cards_security_code_under_its_other_names_is_not_stored(
         [json_format.MessageToDict(e) for e in client.query(build_filter(actions="card.charged"))]
     )
     assert not any(secret in shown for secret in carriers)
+
+
+def test_a_secret_in_an_xml_element_of_a_denied_name_is_not_stored(
+    client: AuditClient, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A SOAP call's WS-Security password, a Maven settings file's, an XML
+    request's API key: the text rules read a name followed by `=`, `:` or
+    `=>`, never `<name>value</name>`, and XML bodies were stored whole."""
+    soap = (
+        '<wsse:UsernameToken><wsse:Username>svc</wsse:Username><wsse:Password Type="'
+        "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0"
+        '#PasswordText">Soap pass 1!</wsse:Password></wsse:UsernameToken>'
+    )
+    carriers: dict[str, dict[str, Any]] = {
+        "Soap pass 1!": {"details": {"request": soap}},
+        "mvn-hunter2": {
+            "description": "settings.xml: <server><id>nexus</id><username>ci</username>"
+            "<password>mvn-hunter2</password></server>"
+        },
+        "xml-key-123": {
+            "changes": [{"field": "body", "before": "<Auth><ApiKey>xml-key-123</ApiKey></Auth>"}]
+        },
+        "pin-48213": {"details": {"xml": "<card><pin>pin-48213</pin></card>"}},
+    }
+    for secret, fields in carriers.items():
+        event = client.record(build_event(action="xml.sent", actor_id="u", **fields)).event
+        shown = json.dumps(json_format.MessageToDict(event))
+        assert secret not in shown, secret
+        assert _found_in_database(sql, tenant, secret) == 0, secret
+    queried = json.dumps(
+        [json_format.MessageToDict(e) for e in client.query(build_filter(actions="xml.sent"))]
+    )
+    assert not any(secret in queried for secret in carriers)
+    # The rest of the XML stays readable.
+    assert "<wsse:Username>svc</wsse:Username>" in queried
+    assert "<id>nexus</id><username>ci</username>" in queried

@@ -572,6 +572,10 @@ def test_an_access_key_id_as_a_resource_id_is_kept() -> None:
         "--password ",
         'password="\\',
         "pin=>",
+        "pwd ",
+        "pwd>a</",
+        "<pwd a></",
+        "pwd>a</b",
     ],
 )
 def test_redaction_time_grows_linearly_with_the_text(unit: str, tail: str) -> None:
@@ -1265,3 +1269,26 @@ def test_in_hmac_mode_one_card_written_with_or_without_separators_joins() -> Non
         for card in written
     }
     assert hashed == {f"card {hmac_token(key, '4111111111111111')}"}
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        # An element's text up to its own closing tag, not what follows it.
+        (
+            "<a><password>x y</password>tail</a>",
+            "<a><password>[REDACTED:secret_assignment]</password>tail</a>",
+        ),
+        # Names about the secret and counts are other elements.
+        ("<passwordPolicy>strong</passwordPolicy><tokens>3</tokens>", None),
+        ("<spin>3</spin><p>a password>8 chars</p>", None),
+        # An operator's name, as the defaults.
+        ("<ssn>078-05-1120</ssn>", "<ssn>[REDACTED:secret_assignment]</ssn>"),
+    ],
+)
+def test_an_xml_elements_text_is_replaced_only_under_a_denied_name(
+    text: str, shown: str | None
+) -> None:
+    body = _event(description=text)
+    redaction = REDACTOR.with_rules(field_names=["ssn"]).redact(body)
+    assert redaction.body["description"] == (text if shown is None else shown)

@@ -246,6 +246,29 @@ def _secret_assignment(names: frozenset[str]) -> ValuePattern:
     )
 
 
+def _secret_element(names: frozenset[str]) -> ValuePattern:
+    """The text of an XML element of a denied name (normalized `names`),
+    `<password>…</password>`, `<wsse:Password Type="…">…</wsse:Password>` as
+    SOAP's WS-Security sends it, to its closing tag, which must name it too:
+    `</password>tail</a>` is the end of one, and `tail` is kept. A closing
+    tag may be escaped as JSON writes it (`<\\/password>`).
+
+    Linear: a name's attributes are read for 256 characters at most, the
+    closing tag's prefix (`wsse:`, `db_`) for 64, so that few names reach
+    one `>`, and the text after it to the next `<` or `>`: a run of
+    `pwd pwd pwd …` read each to its end."""
+    return ValuePattern(
+        ASSIGNMENT_RULE,
+        re.compile(
+            rf"(?i)((?:{_names(names)})(?:[_-]?\d++)?)(?:\s[^<>]{{0,256}}+)?>"
+            r"([^<>]++)<\\?/[^<>\s]{0,64}?\1>"
+        ),
+        2,
+        anchor="</|<\\\\/",
+        in_identifiers=False,
+    )
+
+
 def _names(names: frozenset[str]) -> str:
     """One regex for `names` in text, `_` or `-` allowed between letters
     (`(?!)`, which matches nothing, for none)."""
@@ -280,10 +303,12 @@ def _trie_rest(node: dict[str, Any]) -> str:
 
 
 _DEFAULT_ASSIGNMENT: Final = _secret_assignment(DEFAULT_FIELD_NAMES)
+_DEFAULT_ELEMENT: Final = _secret_element(DEFAULT_FIELD_NAMES)
 
 DEFAULT_PATTERNS: Final = (
     *KNOWN_SHAPES,
     _DEFAULT_ASSIGNMENT,  # a redactor's own names replace the defaults (`Redactor`)
+    _DEFAULT_ELEMENT,  # ... as here
     HIGH_ENTROPY_ASSIGNMENT,
     PAYMENT_CARD,
 )
@@ -395,12 +420,13 @@ class Redactor:
         object.__setattr__(self, "_whole_words", frozenset(whole_words))
         object.__setattr__(self, "_countable", (*_COUNTABLE, *plurals))
         # `secret_assignment` looks for this redactor's names (an operator's too).
-        assignment = _DEFAULT_ASSIGNMENT
+        own = {_DEFAULT_ASSIGNMENT: _DEFAULT_ASSIGNMENT, _DEFAULT_ELEMENT: _DEFAULT_ELEMENT}
         if names != DEFAULT_FIELD_NAMES:
-            assignment = _secret_assignment(frozenset(names))
-        patterns = tuple(
-            assignment if pattern is _DEFAULT_ASSIGNMENT else pattern for pattern in self.patterns
-        )
+            own = {
+                _DEFAULT_ASSIGNMENT: _secret_assignment(frozenset(names)),
+                _DEFAULT_ELEMENT: _secret_element(frozenset(names)),
+            }
+        patterns = tuple(own.get(pattern, pattern) for pattern in self.patterns)
         object.__setattr__(self, "_patterns", patterns)
         object.__setattr__(self, "_any", _prefilter(patterns))
         in_ids = tuple(pattern for pattern in patterns if pattern.in_identifiers)
