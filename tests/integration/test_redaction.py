@@ -532,3 +532,29 @@ def test_a_secret_in_an_xml_element_of_a_denied_name_is_not_stored(
     # The rest of the XML stays readable.
     assert "<wsse:Username>svc</wsse:Username>" in queried
     assert "<id>nexus</id><username>ci</username>" in queried
+
+
+def test_a_secret_in_a_percent_encoded_query_string_is_not_stored(
+    client: AuditClient, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A URL inside a URL's query (a login's `next=`, an OAuth `redirect_uri`)
+    is percent-encoded, its `=` written `%3D`: `token%3D…` was not read as an
+    assignment, and the token was stored."""
+    carriers: dict[str, dict[str, Any]] = {
+        "opaque-Tok-9931": {
+            "description": "GET /login?next=%2Fcb%3Faccess_token%3Dopaque-Tok-9931%26state%3Dq1"
+        },
+        "Hunter2pw-77": {
+            "details": {"url": "https://sso.example/?RelayState=%2Fapp%3Fpassword%3DHunter2pw-77"}
+        },
+        "k3y-abc-555": {"resource_name": "/proxy?u=https%3A%2F%2Fapi%2Fv1%3Fapi_key%3Dk3y-abc-555"},
+    }
+    for secret, fields in carriers.items():
+        event = client.record(build_event(action="url.sent", actor_id="u", **fields)).event
+        assert secret not in json.dumps(json_format.MessageToDict(event)), secret
+        assert _found_in_database(sql, tenant, secret) == 0, secret
+    queried = json.dumps(
+        [json_format.MessageToDict(e) for e in client.query(build_filter(actions="url.sent"))]
+    )
+    assert not any(secret in queried for secret in carriers)
+    assert "%26state%3Dq1" in queried  # the next parameter stays

@@ -576,6 +576,8 @@ def test_an_access_key_id_as_a_resource_id_is_kept() -> None:
         "pwd>a</",
         "<pwd a></",
         "pwd>a</b",
+        "pwd%3D",
+        "pwd%3Da%",
     ],
 )
 def test_redaction_time_grows_linearly_with_the_text(unit: str, tail: str) -> None:

@@ -225,23 +225,27 @@ def _secret_assignment(names: frozenset[str]) -> ValuePattern:
     # `=>` in prose is an arrow ("password => changed"): an assignment with
     # its name or its value quoted (PHP's `'password' => …`, Ruby's `:pin => '…'`).
     arrow = rf"{quoted}\s*+=>|\s*+=>(?=\s*+{quoted})"
+    # `=` percent-encoded, as in a URL inside a URL's query (`next=%2Fcb%3Ftoken%3D…`).
+    encoded = "%3d"
     return value_pattern(
         ASSIGNMENT_RULE,
         rf"(?i)(?:(?:{_names(names & _PROSE_NAMES)}){number}"
-        rf"(?:{quoted}?\s*+(?:=(?!>)|:)|{arrow})"
+        rf"(?:{quoted}?\s*+(?:=(?!>)|:)|{arrow}|{encoded})"
         # The other names (`pin`, `session_id`, an operator's): quoted, or with
         # `=`, or with `:` and a value quoted or of digits (`PIN: 4821`).
         rf"|(?:{_names(names - _PROSE_NAMES)}){number}(?:{quoted}\s*+:|{quoted}?\s*+=(?!>)"
-        rf"|{arrow}|\s*+:(?=\s*+(?:{quoted}|\d++{_WORD_END})))"
+        rf"|{arrow}|{encoded}|\s*+:(?=\s*+(?:{quoted}|\d++{_WORD_END})))"
         # A long flag (`--password`, `--db-password`; `--no-password` says there
         # is none) where an argument starts, and a value that is no flag nor a
         # lowercase word: quoted, or with a capital, a digit or a symbol in it.
         rf"|--(?<![^\s\"']--)(?!no-)(?:[a-z0-9]+-)*(?:{_names(names)})\s++(?!-)"
         rf"(?={quoted}|(?!(?-i:[a-z])*+{_WORD_END})))\s*+{quoted}?"
-        r"((?<=\\\")(?:[^\"\\]|\\[^\"])+|(?<=\")(?<!\\\")(?:[^\"\\]|\\.)+"
+        # A percent-encoded value, to the `%26` (`&`) that ends it.
+        rf"((?<={encoded})(?:[^\s\"'&,;%]|%(?!26))*+"
+        r"|(?<=\\\")(?:[^\"\\]|\\[^\"])+|(?<=\")(?<!\\\")(?:[^\"\\]|\\.)+"
         r"|(?<=')(?:[^'\\]|\\.)+|[^\s\"'&,;]{4,})",
         1,
-        anchor="=|:|--",
+        anchor="=|:|--|%3[Dd]",
         in_identifiers=False,
     )
 
