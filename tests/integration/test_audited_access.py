@@ -235,6 +235,57 @@ def test_a_first_page_is_the_log_before_its_own_record_when_the_read_sees_it_and
     assert [event.seq for event in own.events] == [8]
 
 
+@pytest.mark.parametrize("order", ["newest", "oldest"])
+def test_a_first_page_is_the_log_before_its_own_record_when_events_commit_after_the_read(
+    client_for: Any,
+    tenant: str,
+    sql: psycopg.Connection[Any],
+    migrated_database_url: str,
+    order: Literal["newest", "oldest"],
+) -> None:
+    """The read's snapshot is taken before events queued ahead of the access
+    record commit: they are in the log before the record, and the query's
+    pages show them. The read saw neither them nor the record, and its pages,
+    newest first, went on below what it saw; oldest first, ended there: a
+    batch written while an investigator searched was on no page of the
+    search (helper-272)."""
+    client = client_for(tenant, max_attempts=1)
+    client.record_batch([build_event(action="doc.read", actor_id=f"u{i}") for i in range(7)])
+    with ThreadPoolExecutor(2) as pool, psycopg.connect(migrated_database_url) as locker:
+        # The head's lock holds the batch, and the access record queued behind it.
+        locker.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [tenant])
+        batch = pool.submit(
+            client.record_batch, [build_event(action="doc.later", actor_id="u") for _ in range(3)]
+        )
+        deadline = time.monotonic() + 30
+        while not _waiting_for_a_lock(sql):
+            assert time.monotonic() < deadline and not batch.done()
+            time.sleep(0.01)
+        # Newest first, pages of three; oldest first, one the whole log fits.
+        size = 3 if order == "newest" else 1000
+        answer = pool.submit(client.query_page, page_size=size, order=order)
+        time.sleep(0.5)  # the read is done, its snapshot without the batch
+        assert not answer.done()
+        locker.rollback()
+        assert [result.event.seq for result in batch.result(timeout=30)] == [8, 9, 10]
+        page = answer.result(timeout=30)
+    seqs = [event.seq for event in page.events]
+    while page.next_page_token:
+        page = client.query_page(page_size=size, order=order, page_token=page.next_page_token)
+        seqs += [event.seq for event in page.events]
+    assert seqs == (list(range(10, 0, -1)) if order == "newest" else list(range(1, 11)))
+    own = client.query_page(build_filter(actions="audit_log.queried"), order="oldest")
+    assert [event.seq for event in own.events][:1] == [11]
+
+
+def _waiting_for_a_lock(sql: psycopg.Connection[Any]) -> bool:
+    row = sql.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND query LIKE '%%chain_heads%%'"
+    ).fetchone()
+    return row is not None and row[0] > 0
+
+
 def _plain_event(action: str) -> ValidEvent:
     return validate_event(EventDraft(action=action, actor_id="u"), now=datetime.now(UTC), path="e")
 

@@ -117,7 +117,15 @@ def test_a_query_page_reads_about_the_events_it_answers_whatever_its_size(
         read.append(len(rows))
         return rows
 
+    real_first = servicer.query_first_page
+
+    async def counted_first(*args: Any, **kwargs: Any) -> tuple[list[ShownEvent], int]:
+        rows, size = await real_first(*args, **kwargs)
+        read.append(len(rows))
+        return rows, size
+
     monkeypatch.setattr(servicer, "query_page", counted)
+    monkeypatch.setattr(servicer, "query_first_page", counted_first)
 
     def pages(size: int) -> list[list[int]]:
         found, token = [], ""

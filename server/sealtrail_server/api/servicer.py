@@ -42,6 +42,7 @@ from ..store.events import (
     Order,
     ShownEvent,
     get_event,
+    query_first_page,
     query_page,
     refuse_if_another_event,
     shown_bytes,
@@ -322,11 +323,11 @@ class AuditLogServicer(
             tenant_id=tenant_id,
             event_filter=event_filter,
             order=order,
-            after_seq=after_seq,
             page_bytes=QUERY_PAGE_BYTES,
         )
         if request.page_token:
-            rows = await read(limit=limit + 1)  # one more tells whether another page exists
+            # One more row tells whether another page exists.
+            rows = await read(limit=limit + 1, after_seq=after_seq)
             if not rows:
                 # Erased since the first page (by a token this process still
                 # trusts): an error, not an end that passes for the whole answer.
@@ -348,7 +349,28 @@ class AuditLogServicer(
                     "order": order,
                 },
             )
-            rows, recorded = await _together(read(limit=limit + _FIRST_PAGE_EXTRA), record)
+            first = query_first_page(
+                self._db,
+                tenant_id=tenant_id,
+                event_filter=event_filter,
+                order=order,
+                limit=limit + _FIRST_PAGE_EXTRA,
+                page_bytes=QUERY_PAGE_BYTES,
+            )
+            (rows, seen), recorded = await _together(first, record)
+            if seen + 1 < recorded.seq and (order == "newest" or not _filled(rows, limit)):
+                # Events committed after the read began and before its own
+                # record (a batch the record queued behind): in the log before
+                # it, and so in the answer, newest first ahead of what the read
+                # saw, oldest first after it (if the read reached its end).
+                if order == "newest":
+                    missed = await read(limit=limit + _FIRST_PAGE_EXTRA, after_seq=recorded.seq,
+                                        seq_above=seen)  # fmt: skip
+                    rows = missed if _past_bytes(missed) else missed + rows
+                else:
+                    missed = await read(limit=limit + _FIRST_PAGE_EXTRA, after_seq=seen,
+                                        seq_below=recorded.seq)  # fmt: skip
+                    rows = rows + missed
             page, after = _page_before(rows, recorded.seq, limit=limit, order=order)
         page, after = _within_bytes(page, after)
         next_token = (
@@ -389,6 +411,12 @@ def _past_bytes(rows: list[ShownEvent]) -> bool:
     return sum(map(shown_bytes, rows)) > QUERY_PAGE_BYTES
 
 
+def _filled(rows: list[ShownEvent], limit: int) -> bool:
+    """Whether a first page's read (of `limit` and `_FIRST_PAGE_EXTRA` rows)
+    stopped at its rows or its bytes, before the last match it could see."""
+    return len(rows) >= limit + _FIRST_PAGE_EXTRA or _past_bytes(rows)
+
+
 def _page_before(
     rows: list[ShownEvent], own_seq: int, *, limit: int, order: Order
 ) -> tuple[list[ShownEvent], int | None]:
@@ -401,8 +429,7 @@ def _page_before(
     page = before[:limit]
     if len(before) > limit:
         return page, page[-1].seq
-    filled = len(rows) == limit + _FIRST_PAGE_EXTRA or _past_bytes(rows)
-    if order == "newest" and filled:
+    if order == "newest" and _filled(rows, limit):
         # Newer events filled the read (its rows, or its bytes: `query_page`
         # stops there): older ones remain below what it reached.
         return page, page[-1].seq if page else own_seq

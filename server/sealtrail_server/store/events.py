@@ -173,19 +173,76 @@ async def query_page(
     after_seq: int | None,
     limit: int,
     page_bytes: int,
+    seq_above: int | None = None,
+    seq_below: int | None = None,
 ) -> list[ShownEvent]:
     """Up to `limit` matching events as Query shows them, strictly past
-    `after_seq` in `order`; no further than the first row past `page_bytes`
-    (by `shown_bytes`, the second row at least). A page answers about that
+    `after_seq` in `order` (and above `seq_above`, below `seq_below`, if
+    given); no further than the first row past `page_bytes` (by
+    `shown_bytes`, the second row at least). A page answers about that
     many bytes: reading its whole `limit` read a thousand events of 60 KB
     (60 MB) to answer 17 of them (helper-153)."""
+    rows, _ = await _read_page(
+        db, tenant_id=tenant_id, event_filter=event_filter, order=order, after_seq=after_seq,
+        limit=limit, page_bytes=page_bytes, seq_above=seq_above, seq_below=seq_below,
+    )  # fmt: skip
+    return rows
+
+
+async def query_first_page(
+    db: Database,
+    *,
+    tenant_id: str,
+    event_filter: EventFilter,
+    order: Order,
+    limit: int,
+    page_bytes: int,
+) -> tuple[list[ShownEvent], int]:
+    """`query_page` from the start, and the size of the log the read saw (in
+    the same statement, so of the same snapshot): an event of a higher seq
+    committed after the read began."""
+    rows, size = await _read_page(
+        db, tenant_id=tenant_id, event_filter=event_filter, order=order, after_seq=None,
+        limit=limit, page_bytes=page_bytes, log_size=True,
+    )  # fmt: skip
+    assert size is not None
+    return rows, size
+
+
+# A page (`_WITHIN_BYTES`) with the size of the log its snapshot holds on each
+# row; one row of NULLs but the size when no event matches.
+_WITH_LOG_SIZE = sql.SQL(
+    "SELECT seq, event_view, event_id, received, leaf, caller_view, whole_record, head.size"
+    " FROM (SELECT coalesce("
+    " (SELECT tree_size FROM chain_heads WHERE tenant_id = %s), 0) AS size) AS head"
+    " LEFT JOIN ({page}) AS page ON true ORDER BY seq {direction}"
+)
+
+
+async def _read_page(
+    db: Database,
+    *,
+    tenant_id: str,
+    event_filter: EventFilter,
+    order: Order,
+    after_seq: int | None,
+    limit: int,
+    page_bytes: int,
+    seq_above: int | None = None,
+    seq_below: int | None = None,
+    log_size: bool = False,
+) -> tuple[list[ShownEvent], int | None]:
     page, params = query_statement(
         tenant_id, event_filter, order, after_seq, limit,
         columns=sql.SQL("{}, {} AS size").format(_SHOWN_COLUMNS, _SHOWN_BYTES),
+        seq_above=seq_above, seq_below=seq_below,
     )  # fmt: skip
     direction = sql.SQL("DESC" if order == "newest" else "ASC")
-    query = _WITHIN_BYTES.format(page=page, direction=direction)
+    query: sql.Composed = _WITHIN_BYTES.format(page=page, direction=direction)
     params = [*params, page_bytes]
+    if log_size:
+        query = _WITH_LOG_SIZE.format(page=query, direction=direction)
+        params = [tenant_id, *params]
     # PostgreSQL plans a statement on the partitioned table anew at each run,
     # for the values given: about 1 ms of planning for a page that reads in a
     # fraction of that (latest 100 of an action: 2.5 -> 1.0 ms p50 generic).
@@ -203,7 +260,10 @@ async def query_page(
         # decode (a page of 1,000 events reads in three quarters of the time).
         cursor = await conn.execute(query, params, binary=True)
         rows = await cursor.fetchall()
-    return list(map(ShownEvent._make, rows))
+    if not log_size:
+        return list(map(ShownEvent._make, rows)), None
+    size = int(rows[0][-1])
+    return [ShownEvent._make(row[:-1]) for row in rows if row[0] is not None], size
 
 
 def shown_bytes(row: ShownEvent) -> int:
@@ -236,6 +296,7 @@ def query_statement(
     columns: sql.Composable = _SHOWN_COLUMNS,
     seq_above: int | None = None,
     received_from: datetime | None = None,
+    seq_below: int | None = None,
 ) -> tuple[sql.Composed, list[Any]]:
     """The SQL of one Query page and its parameters (the bench runs it directly too)."""
     conditions, params = filter_conditions(tenant_id, event_filter)
@@ -245,6 +306,9 @@ def query_statement(
     if seq_above is not None:
         conditions.append(sql.SQL("seq > %s"))
         params.append(seq_above)
+    if seq_below is not None:
+        conditions.append(sql.SQL("seq < %s"))
+        params.append(seq_below)
     if received_from is not None:
         conditions.append(sql.SQL("received_at >= %s"))
         params.append(received_from)
