@@ -982,6 +982,28 @@ def test_a_command_gives_back_the_signal_handlers_it_took(
         signal.signal(signal.SIGHUP, previous_hup)
 
 
+def test_a_command_runs_where_the_platform_has_no_sighup(
+    fake_client: list[tuple[str, Any, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows has SIGTERM but no SIGHUP (the client runs there: an export's
+    directory is not synced on it). Every command looked `signal.SIGHUP` up
+    to take it, and failed with AttributeError before doing anything; it
+    takes SIGTERM alone there."""
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.delattr(signal, "SIGHUP")
+    seen: list[Any] = []
+
+    def while_it_runs(criteria: dict[str, Any]) -> event_pb2.EventFilter:
+        seen.append(signal.getsignal(signal.SIGTERM))
+        return build_filter()
+
+    monkeypatch.setattr(cli, "_filter", while_it_runs)
+    result = CliRunner().invoke(cli.main, ["--token", "stk_x", "query"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert seen and seen[0] not in (before, signal.SIG_DFL)
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 CORRELATION = event_pb2.EventFilter(
     request_id="5f0c6f0e-8d1a-4c35-9a57-2b7c1c0d9e11", trace_id="4bf92f3577b34da6a3ce929d0e0e4736"
 )

@@ -462,10 +462,14 @@ def _stop_as_ctrl_c_does(ctx: click.Context) -> None:
     default ended the process where it was: an export's hidden temporary
     file was left as large as it had grown, a bundle's directory half
     written. A signal handled or ignored already (`nohup`) is left so, as is
-    a thread other than the main one, which cannot take a handler."""
+    a thread other than the main one, which cannot take a handler. Windows
+    has no SIGHUP: there SIGTERM alone is taken."""
     if threading.current_thread() is not threading.main_thread():
         return
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    taken = [signal.SIGTERM]
+    if (hangup := getattr(signal, "SIGHUP", None)) is not None:
+        taken.append(hangup)
+    for signum in taken:
         if signal.getsignal(signum) is signal.SIG_DFL:
             signal.signal(signum, _stop)
             ctx.call_on_close(functools.partial(signal.signal, signum, signal.SIG_DFL))
