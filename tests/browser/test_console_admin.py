@@ -431,6 +431,43 @@ def test_a_sink_named_with_hidden_characters_before_the_rule_is_told_apart_and_d
     assert [s.name for s in admin.list_sinks()] == ["siem"]
 
 
+def test_a_rule_shows_its_sinks_named_with_hidden_characters_as_the_sinks_view_does(
+    browser: webdriver.Chrome,
+    console_url: str,
+    admin: AuditClient,
+    admin_token: str,
+    sql: psycopg.Connection[Any],
+) -> None:
+    """The sinks view showed a name stored before hidden characters were
+    refused with its \\u escapes, but a rule's Sinks column and the rule
+    form's sink choices showed it as it is: the two look-alikes were one
+    name twice, and a rule was routed to the one not meant."""
+    webhook(admin, "siem", paused=True)
+    old_id = webhook(admin, "old", paused=True)
+    sql.execute("UPDATE sinks SET name = %s WHERE id = %s", ["si\u200bem", old_id])
+    escaped = "si\\u200bem"
+    rule = build_alert_rule("pages", "match", filter=build_filter(actions="x.y"), sink_ids=[old_id])
+    rule_id = admin.create_alert_rule(rule).rule.id
+    # The rule's own name, of before too: its form's title keeps its bidi in place.
+    sql.execute("UPDATE alert_rules SET name = %s WHERE id = %s", ["pages\u202e", rule_id])
+    section = open_view(browser, console_url, admin_token, "Alert rules")
+    row = wait(browser).until(lambda b: row_of(section, "pages\\u202e"))
+    assert escaped in row.text, row.text
+    row.find_element(By.XPATH, ".//button[.='Edit']").click()
+    isolated = browser.execute_script(
+        "return [...document.querySelectorAll('#rule-form-title bdi')].map((e) => e.textContent)"
+    )
+    assert isolated == ["pages\\u202e"]
+    offered = {
+        tick.get_attribute("value"): tick.find_element(By.XPATH, "..").text.strip()
+        for tick in wait(browser).until(
+            lambda b: b.find_elements(By.CSS_SELECTOR, "#rule-form [name=sink_ids]")
+        )
+    }
+    assert offered[old_id] == escaped, offered
+    assert sorted(offered.values()) == sorted(["siem", escaped]), offered
+
+
 def test_a_confirmation_title_isolates_the_name_it_shows(
     browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
 ) -> None:

@@ -600,7 +600,7 @@ function editSink(sink) {
     ...(before && { occurred_before: before }) });
   fillFilter(form, searchParams(filter));
   showSinkKind(form);
-  $("#sink-form-title").textContent = `Edit the sink “${sink.name}”`;
+  $("#sink-form-title").replaceChildren("Edit the sink “", isolated(sink.name), "”");
   $("button[type=submit]", form).textContent = "Save changes";
   $(".cancel", form).hidden = false;
   form.scrollIntoView({ block: "nearest" });
@@ -752,7 +752,7 @@ async function openReplay(sink) {
   clearMarks(form);
   form.reset();
   Object.assign(form.dataset, { id: sink.id, name: sink.name });
-  $(".sink-name", form).textContent = `“${sink.name}”`;
+  $(".sink-name", form).replaceChildren("“", isolated(sink.name), "”");
   const letters = form.elements.dead_letter_id;
   letters.replaceChildren(new Option("reading…", ""));
   $("#dead-letters-more").hidden = true;
@@ -893,7 +893,7 @@ function ruleRow(rule) {
   cell(row, condition(rule));
   const severity = rule.severity === "SEVERITY_UNSPECIFIED" ? "warning" : label(rule.severity);
   cell(row, severity, `severity-${severity}`);
-  cell(row, (rule.sink_ids || []).map((id) => names.get(id) || `${id} (deleted)`).join(", ") || "none");
+  cell(row, (rule.sink_ids || []).map((id) => (names.has(id) ? visibleName(names.get(id)) : `${id} (deleted)`)).join(", ") || "none");
   const fired = Number(rule.fired || 0);
   const last = rule.last_fired_time ? `, last ${new Date(rule.last_fired_time).toLocaleString()}` : "";
   cell(row, fired ? `${count(fired, "time")}${last}` : "never");
@@ -938,7 +938,7 @@ function showSinkChoices(chosen) {
     label.className = "toggle";
     const tick = document.createElement("input");
     Object.assign(tick, { type: "checkbox", name: "sink_ids", value: sink.id, checked: chosen.includes(sink.id) });
-    label.append(tick, ` ${sink.name}`);
+    label.append(tick, ` ${visibleName(sink.name)}`);
     box.append(label);
   }
 }
@@ -996,7 +996,7 @@ function editRule(rule) {
   fillFilter(form, searchParams(condition.filter || {}));
   showSinkChoices(rule.sink_ids || []);
   showKind(form);
-  $("#rule-form-title").textContent = `Edit the alert rule “${rule.name}”`;
+  $("#rule-form-title").replaceChildren("Edit the alert rule “", isolated(rule.name), "”");
   $("button[type=submit]", form).textContent = "Save changes";
   $(".cancel", form).hidden = false;
   form.scrollIntoView({ block: "nearest" });
