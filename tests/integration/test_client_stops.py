@@ -180,6 +180,63 @@ def test_a_sync_stream_closed_from_another_thread_ends_its_call_and_its_reader(
         assert read == []  # ended, as a stream closed between events ends
 
 
+def test_a_sync_stream_read_on_while_another_thread_closes_it_ends_its_readers_loop(
+    server: ServerThread, tenant: str, no_collector: None
+) -> None:
+    """A reader back for its next event while another thread's close() was
+    still running the stream's generator (its call cancelled there) was told
+    ValueError ("generator already executing"), not that the stream ended:
+    a worker thread reading a tail died of it as the tail was stopped. Its
+    loop ends, as after a close between events. The close is held in the
+    generator (at its GeneratorExit) until the reader has asked."""
+    token = server.token(tenant)
+    _reached(server, "subscribers", 0)
+    got_one, closing, asked = threading.Event(), threading.Event(), threading.Event()
+    read: list[object] = []
+
+    def read_on(items: Iterator[Any]) -> None:
+        try:
+            for item in items:
+                read.append(item)
+                got_one.set()
+                assert closing.wait(10), "the close never reached the generator"
+        except BaseException as exc:  # what the reader saw, reported
+            read.append(exc)
+        finally:
+            asked.set()
+
+    def held_at_its_generator_exit(frame: Any, event: str, arg: Any) -> Any:
+        if event == "call" and frame.f_code.co_name == "_stream_events":
+            return held_at_its_generator_exit
+        if event == "exception" and arg[0] is GeneratorExit:
+            closing.set()
+            asked.wait(10)  # the reader asks while the close runs the generator
+        return None if event == "call" else held_at_its_generator_exit
+
+    def close(items: Any) -> None:
+        sys.settrace(held_at_its_generator_exit)
+        try:
+            items.close()
+        finally:
+            sys.settrace(None)
+
+    with AuditClient(server.target, token=token) as client:
+        live = client.stream()
+        reader = threading.Thread(target=read_on, args=(live,), name="stream-reader")
+        reader.start()
+        _reached(server, "subscribers", 1)
+        client.record(action="doc.edit", actor_id="u")
+        assert got_one.wait(10), "the stream delivered nothing"
+        closer = threading.Thread(target=close, args=(live,), name="stream-closer")
+        closer.start()
+        closer.join(15)
+        reader.join(15)
+        assert not reader.is_alive() and not closer.is_alive()
+        assert closing.is_set()
+        _back_to(server, "subscribers", 0)
+    assert [type(item).__name__ for item in read] == ["Event"], read
+
+
 async def test_an_async_stream_closed_from_another_task_ends_its_call_and_its_reader(
     server: ServerThread, tenant: str, no_collector: None
 ) -> None:

@@ -179,17 +179,27 @@ class _Closable(Generator[_Item, None, None], Generic[_Item]):
     nothing: the call stayed open, on the server too, and its reader waited
     on. Here the call is cancelled, and the reader's loop ends as it would
     have ended closed between messages (one waiting to retry ends at the
-    end of its wait, before another attempt)."""
+    end of its wait, before another attempt). A reader back for its next
+    message while another thread's close() still runs the generator is
+    told the stream ended, as once that close is done (it was told
+    ValueError, "generator already executing")."""
 
     def __init__(self, run: Callable[[_Stop], Generator[_Item, None, None]]) -> None:
         self._stop = _Stop()
         self._run = run(self._stop)
 
     def __next__(self) -> _Item:
-        return next(self._run)
+        return self.send(None)
 
     def send(self, value: None) -> _Item:
-        return self._run.send(value)
+        try:
+            return self._run.send(value)
+        except ValueError as error:
+            # Raised by send itself, not from inside the generator: it runs
+            # in another thread, which is closing it.
+            if self._stop.stopped and error.__traceback__ and not error.__traceback__.tb_next:
+                raise StopIteration from None
+            raise
 
     @overload
     def throw(
