@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -192,3 +194,69 @@ def test_a_write_the_stop_cut_off_as_it_committed_is_answered_as_written(
     assert any(
         "stopped" in r.getMessage() and "committed" in r.getMessage() for r in caplog.records
     )
+
+
+async def _lost_mid_commit_under_a_statement_timeout(url: str) -> list[Any]:
+    """Two tenants' batch (written under lock) whose connection the server
+    loses as its COMMIT waits for the standby, the session going on holding
+    the heads for longer than the database's 200 ms statement_timeout before
+    it commits: the answers."""
+    su = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    await su.execute("ALTER DATABASE postgres SET statement_timeout = '200ms'")
+    db = await Database.open(service_login_url(url), min_size=2, max_size=4)
+    appender = Appender(db)
+    appender.start()
+    tenants = ["t1", "t2"]
+    try:
+        for tenant in tenants:
+            await appender.append(tenant, [_event()])
+        async with _commits_held(su):
+            answers = asyncio.gather(
+                *(appender.append(tenant, [_event()]) for tenant in tenants),
+                return_exceptions=True,
+            )
+            await _until_a_commit_waits(su)
+            # The connection lost on the server's side alone: the session
+            # that sent the COMMIT goes on waiting, the heads locked.
+            kept = appender._small._kept  # the connection the lane writes on
+            assert kept is not None and kept._conn is not None
+            with socket.socket(fileno=os.dup(kept._conn.pgconn.socket)) as lost:
+                lost.shutdown(socket.SHUT_RDWR)
+            # The server asks whether it landed, waiting for the heads...
+            for _ in range(200):
+                cursor = await su.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND application_name = 'sealtrail'"
+                )
+                row = await cursor.fetchone()
+                if row is not None and row[0]:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("nobody waited for the heads")
+            # ... past the statement timeout, which ends no wait for a lock
+            # of the appender's (the lock timeout, 5 s, does).
+            await asyncio.sleep(0.6)
+        answered = await answers  # the standby no longer waited for: committed
+        for tenant in tenants:
+            [after] = await appender.append(tenant, [_event()])
+            assert after.seq == 3
+    finally:
+        await appender.stop()
+        await db.close()
+        await su.close()
+    return answered
+
+
+def test_a_lost_commit_is_asked_about_free_of_the_statement_timeout(cluster: Cluster) -> None:
+    """Whether a write whose connection was lost committed is asked once its
+    session has let the heads go, which it does only once its commit ends:
+    a statement_timeout of the database's or role's shorter than that cut
+    the wait short, and the write, committed, was answered UNAVAILABLE (its
+    keyless events recorded again by their callers' retries). The wait is the
+    lock timeout's, as the appender's other waits for heads are."""
+    answers = asyncio.run(_lost_mid_commit_under_a_statement_timeout(cluster.url))
+    for tenant, answer in zip(["t1", "t2"], answers, strict=True):
+        assert isinstance(answer, list), answer
+        [appended] = answer
+        assert isinstance(appended, Appended) and appended.seq == 2, (tenant, appended)

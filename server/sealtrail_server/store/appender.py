@@ -1343,6 +1343,7 @@ class _Lane:
         tenants = sorted(sent.last)
         try:
             async with self._connection() as conn, conn.transaction(force_rollback=True):
+                await conn.execute(_LANDED_STATEMENT_TIMEOUT)
                 await conn.execute(_LOCK_HEADS, [tenants])
                 cursor = await conn.execute(
                     _LANDED,
@@ -1650,6 +1651,11 @@ def _table_locked(root: str, table: str, pid: int, application: str | None) -> U
 # locked first, which waits (for the lock timeout at most) for a session
 # still committing it, then the last event it appended of each tenant looked
 # for, by its leaf hash, which names it alone (its id is in it).
+# The wait is the lock timeout's, free of the database's or role's
+# statement_timeout, as the appender's other waits for heads are
+# (_NO_STATEMENT_TIMEOUT): one shorter than the commit still under way cut it
+# short, and a write that committed was answered UNAVAILABLE.
+_LANDED_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', '0', true)"
 _LOCK_HEADS = "SELECT FROM chain_heads WHERE tenant_id = ANY(%s::text[]) FOR NO KEY UPDATE"
 _LANDED = (
     "SELECT count(*) FROM unnest(%s::text[], %s::bigint[], %s::bytea[]) AS w(tenant_id, seq, leaf)"
