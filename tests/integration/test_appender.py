@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import secrets
 import time
+import tracemalloc
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -816,3 +818,41 @@ def test_a_lock_on_the_events_table_is_waited_for_once_and_named(
         assert "events table" in said and str(pid) in said, said
         [written] = server.run(appender.append(tenant, [_event("event")]))  # let go
         assert written.seq == 2
+
+
+def test_a_batch_answered_is_not_held_by_the_appender(migrated_database_url: str) -> None:
+    """A lane kept what its last write sent with its commit (its callers'
+    submissions, their events and records, for a stop that cuts a write off
+    mid-commit) until its next batch began: an idle process held its last
+    batch, up to a large lane's one submission however large, for as long as
+    it stayed idle. Once a batch is answered, nothing of it is held."""
+    tenant = f"t-{uuid.uuid4().hex[:12]}"
+    details = {f"detail_{i}": secrets.token_hex(100) for i in range(150)}  # ~30 KB a record
+
+    async def run() -> int:
+        db = await Database.open(service_login_url(migrated_database_url), min_size=1, max_size=4)
+        appender = Appender(db)
+        appender.start()
+        try:
+            await appender.append(tenant, [_event("first")])  # its head made
+            tracemalloc.start(1)
+            try:
+                events = [_event(f"events[{n}]", details=details) for n in range(100)]
+                answered = await appender.append(tenant, events)
+                assert [outcome.seq for outcome in answered] == list(range(2, 102))
+                del events, answered
+                # A step of its own: the one the answer woke holds its future.
+                await asyncio.sleep(0)
+                gc.collect()
+                snapshot = tracemalloc.take_snapshot()
+            finally:
+                tracemalloc.stop()
+        finally:
+            await appender.stop()
+            await db.close()
+        # What the server's code allocated for the batch and still holds.
+        held = snapshot.filter_traces([tracemalloc.Filter(True, "*sealtrail_server*")])
+        return sum(stat.size for stat in held.statistics("filename"))
+
+    held = asyncio.run(run())
+    assert held < 1_000_000, f"{held} bytes of a batch of some 3 MB still held"

@@ -935,6 +935,11 @@ class _Lane:
                 batch = self._finished(batch)
             self._done_with(batch)
             self._measure(batch, started)
+            # Answered, the batch is let go: held (here, and by what its write
+            # sent) until the next began, an idle lane kept its last one, its
+            # events and records, a large lane's one submission however large.
+            self._doubt = None
+            del batch
 
     async def _answer_stopped(self) -> None:
         """After a stop cancelled the write under way: if it sent its commit,
