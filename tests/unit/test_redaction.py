@@ -138,6 +138,36 @@ SECRETS: list[tuple[str, str, str]] = [
         "dop_v1_6d10f35970d13a48f1b763357840fc1878d1fa0141312f12fa5a2bcc9b86ad34",
         "doctl auth init -t {}",
     ),
+    # Vault's service, batch and recovery tokens; Google's OAuth access tokens
+    # and client secrets; Shopify's app tokens and secrets; age's secret keys;
+    # a Twilio API key's SID beside its secret (helper-275).
+    (
+        "vault_token",
+        "hvs.pVLOwQqTT6439DAfTyOCSZv95yU-lEz31pXpvQ3PxbCCdmIk08GGCc2o4ClYJoM0TSQawqqc9XMtR-qdEunpBIUc-Oa",
+        "vault login {}",
+    ),
+    (
+        "vault_token",
+        "hvb.M6bwBDbhmbBvx_1Vkak-_qgxWV7ORhFpSY8RXwUllkTv92w_OSLGRPI1G06SqVc4ZsN_HBzHnMCbXOJo7DbGGP56"
+        "XwuAoBJMDwldc_NMyEGLB0ECYcc3uHo98wu0MsHVuv-ulpeIGZQQ",
+        "batch token {} issued",
+    ),
+    ("vault_token", "hvr.TPvXAqbVLqJJHLeJWbqEFcbI", "vault operator generate-root gave {}"),
+    (
+        "google_oauth",
+        "ya29.pPVg2J4H5vr-3sFcAtGFd1plIG2yboBjyO8ElB5RqeT7RtbGq1sABhi0ZJFFcCY8nhxd_9y9SCU0DwP-jQPufYF"
+        "rfNvNdOmYaNij5oXtqJ_z57uJ55IoYtG6",
+        "gcloud printed {}",
+    ),
+    ("google_oauth", "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", "oauth client secret {} rotated"),
+    ("shopify_token", "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", "X-Shopify-Access-Token {}"),
+    ("shopify_token", "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", "app secret {}"),
+    (
+        "age_secret_key",
+        "AGE-SECRET-KEY-1E83H3JY48R0U5K96ZAH97XD7YG050FF9X4Z7D66WUC5X3X63UAS8WUTR4Q",
+        "# created: 2026-12-06\n{}\n",
+    ),
+    ("twilio_api_key", "SK2de860461af1ada0b417ef600daaa14c", "twilio key {} with its secret"),
     # A raw `/` in the password: not valid in a URL, written so all the same.
     ("url_password", "pa/ss:w0rd", "postgres://admin:{}@db.internal/app"),
     ("url_password", "s3cr/et", "redis://:{}@cache:6379/0"),
@@ -197,6 +227,10 @@ ORDINARY = [
     "see docs for --passphrase option",
     "see docs for --passphrase option. Or --token-file",
     "The user's password => changed",
+    # Near the token shapes added by helper-275, none of them.
+    "hvs.example.com answered; ya29.x; GOCSPX- is the prefix of a client secret",
+    "shpat_ tokens expire; AGE-SECRET-KEY-1 starts a key; SKU SK-1234, TASK 12, DISK0",
+    "order SK123 shipped; hash SKdeadbeef; SK2de860461af1ada0b417ef600daaa14cX",
 ]
 
 
@@ -566,6 +600,12 @@ def test_an_access_key_id_as_a_resource_id_is_kept() -> None:
         "authorization: Bearer ",
         "sk-",
         "glpat-",
+        "hvs.a",
+        "ya29.",
+        "shpat_0",
+        "SK0",
+        "AGE-SECRET-KEY-1Q",
+        "GOCSPX-",
         "p://a:b/",
         "p://a:b/c",
         "--a-",

@@ -159,6 +159,41 @@ KNOWN_SHAPES: Final = (
         anchor="SG\\.",
     ),
     value_pattern("digitalocean_token", r"\bdo[opr]_v1_[a-f0-9]{64}\b", anchor="_v1_"),
+    # HashiCorp Vault's service, batch and recovery tokens (`hvs.`, `hvb.`,
+    # `hvr.` and 24 or more): not a host name (`hvs.example.com`), whose
+    # labels are shorter and end at a dot.
+    value_pattern(
+        "vault_token",
+        r"(?<![A-Za-z0-9_.-])hv[sbr]\.[A-Za-z0-9_-]{24,}+",
+        anchor="hv[sbr]\\.",
+    ),
+    # Google's OAuth access tokens (`ya29.`) and OAuth clients' secrets (`GOCSPX-`).
+    value_pattern(
+        "google_oauth",
+        r"\b(?:ya29\.[A-Za-z0-9_-]{20,}+|GOCSPX-[A-Za-z0-9_-]{24,}+)",
+        anchor="ya29\\.|GOCSPX-",
+    ),
+    # Shopify's admin API, custom app and private app tokens and an app's
+    # shared secret: the prefix and 32 hex digits.
+    value_pattern(
+        "shopify_token", r"\bshp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}\b", anchor="shp(?:at|ca|pa|ss)_"
+    ),
+    # age's X25519 identity: Bech32, upper-case as age writes it.
+    value_pattern(
+        "age_secret_key",
+        r"\bAGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}\b",
+        anchor="AGE-SECRET-KEY-1",
+    ),
+    # A Twilio API key's SID (`SK` and 32 lower-case hex digits, as Twilio
+    # writes them): the key's user name beside its secret, which has no shape
+    # of its own. As `aws_access_key`, in text where the secret often stands
+    # beside it, not where it is an id.
+    value_pattern(
+        "twilio_api_key",
+        r"\bSK[0-9a-f]{32}\b",
+        anchor="SK[0-9a-f]{32}",
+        in_identifiers=False,
+    ),
     value_pattern(
         "slack_webhook",
         r"https://hooks\.slack\.com/services/[A-Za-z0-9]+/[A-Za-z0-9]+/\w+",
