@@ -168,6 +168,38 @@ SECRETS: list[tuple[str, str, str]] = [
         "# created: 2026-12-06\n{}\n",
     ),
     ("twilio_api_key", "SK2de860461af1ada0b417ef600daaa14c", "twilio key {} with its secret"),
+    # A signed URL's signature (S3's, Cloud Storage's, an Azure SAS's) and
+    # the response of Digest authentication, which a password can be
+    # guessed against offline (helper-275).
+    (
+        "url_signature",
+        "fe5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024",
+        "GET https://b.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date="
+        "20261206T000000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Signature={}",
+    ),
+    (
+        "url_signature",
+        "8a2f0b4c1d3e5f6a7b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c",
+        "https://storage.googleapis.com/b/o?X-Goog-Algorithm=GOOG4-RSA-SHA256"
+        "&X-Goog-Signature={}&X-Goog-Expires=600",
+    ),
+    (
+        "url_signature",
+        "Xb%2B8k3Lq%2FzR0vN6yB3dH5sG0aE2cU9iO7kXqYGh4%3D",
+        "https://acct.blob.core.windows.net/c/b.txt?sv=2022-11-02&ss=b&srt=o&sp=r"
+        "&se=2026-12-07T00:00:00Z&spr=https&sig={}",
+    ),
+    (
+        "url_signature",
+        "Qm9i%2Fc2lnbmF0dXJlK3NhcyE%3D",
+        '<a href="https://acct.blob.core.windows.net/c?sig={}&amp;sp=r&amp;sv=2022-11-02">',
+    ),
+    (
+        "digest_response",
+        "6629fae49393a05397450978507c4ef1",
+        'Authorization: Digest username="bob", realm="api", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c'
+        '093", uri="/", qop=auth, nc=00000001, cnonce="0a4f113b", response="{}", opaque="5ccc069c"',
+    ),
     # A raw `/` in the password: not valid in a URL, written so all the same.
     ("url_password", "pa/ss:w0rd", "postgres://admin:{}@db.internal/app"),
     ("url_password", "s3cr/et", "redis://:{}@cache:6379/0"),
@@ -231,6 +263,12 @@ ORDINARY = [
     "hvs.example.com answered; ya29.x; GOCSPX- is the prefix of a client secret",
     "shpat_ tokens expire; AGE-SECRET-KEY-1 starts a key; SKU SK-1234, TASK 12, DISK0",
     "order SK123 shipped; hash SKdeadbeef; SK2de860461af1ada0b417ef600daaa14cX",
+    # `sig=` outside an Azure SAS, a signature named in prose, a `response=`
+    # outside Digest authentication.
+    "unsubscribe at https://mail.example.com/u?id=42&sig=4f2a9c0d1e2b3a4c&ref=footer",
+    "presigned URLs carry X-Amz-Signature and X-Goog-Signature; sig=ok; sv=2 se=1",
+    'health check response="6629fae49393a05397450978507c4ef1"; Digest auth failed: '
+    "response mismatch",
 ]
 
 
@@ -606,6 +644,16 @@ def test_an_access_key_id_as_a_resource_id_is_kept() -> None:
         "SK0",
         "AGE-SECRET-KEY-1Q",
         "GOCSPX-",
+        "&sig=",
+        "?sv=a&",
+        "&sv=&sig=a",
+        "?sv=a",
+        ";se=a",
+        "?sig=a",
+        "sig=a&",
+        "X-Amz-Signature=a",
+        'response="0',
+        'Digest response="0123456789abcdef0123456789abcdef" ',
         "p://a:b/",
         "p://a:b/c",
         "--a-",
@@ -684,6 +732,14 @@ HOSTILE_RUNS = [
     ("", "4111 1111 1111 1111x", ""),
     ("", "4111 ", ""),
     ("", "2024 ", ""),
+    ("?sv=", "&a", ""),
+    ("", "&sig=a", ""),
+    ("?sig=a", "&", ""),
+    ("", "?sv=a", ""),
+    ("", "&amp;", "sig=a"),
+    ("Digest ", 'response="0', ""),
+    ("", "response = ", ""),
+    ("", "X-Amz-Signature=", ""),
 ]
 
 

@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from typing import Final
 
-from .text_patterns import value_pattern
+from .text_patterns import ValuePattern, value_pattern
 
 
 def _high_entropy(value: str) -> bool:
@@ -69,6 +69,25 @@ def either_case(word: str) -> str:
 
 # Denied names `secret_assignment` does not look for in text: those the header
 # rules read with their own shape of value ("Authorization: approved by lead"
+
+
+# A character of a URL query's parameter (a value ends at `&`, a space, a quote,
+# `#`, `<` or `>`; for an Azure SAS also at `?` and `;`, so that a run of
+# `?sv=a` is not read to its end from each), and at most how many parameters
+# stand between an Azure SAS's `sig` and the `sv` or `se` that tell it one.
+_QUERY_CHAR: Final = r"[^\s&\"'#<>\\]"
+_SAS_CHAR: Final = r"[^\s&\"'#<>\\?;]"
+_SAS_PARAMETERS: Final = 32
+# How far before a Digest `response=` its `Digest` scheme is looked for.
+_DIGEST_REACH: Final = 1024
+_DIGEST: Final = re.compile(r"(?i)\bdigest\s")
+
+
+def _outside_digest(text: str, start: int) -> bool:
+    """Whether a `response="…"` at `start` is no Digest authentication's (no
+    `Digest ` within the 1,024 characters before it): looked for in a bounded
+    slice, so that a run of them stays linear."""
+    return _DIGEST.search(text, max(0, start - _DIGEST_REACH), start) is None
 
 
 # The rules, in the order redaction applies them.
@@ -200,6 +219,34 @@ KNOWN_SHAPES: Final = (
         anchor="hooks\\.slack",
     ),
     value_pattern("sealtrail_token", r"\bstk_[A-Za-z0-9_-]{20,}", anchor="stk_"),
+    # A signed URL's signature: S3's and Cloud Storage's (`X-Amz-Signature=`,
+    # `X-Goog-Signature=`), and an Azure SAS's `sig=` in a query with an
+    # `sv=` or `se=` within 32 parameters of it (the SAS's version and
+    # expiry: `sig=` in another query is kept). `&amp;` as HTML writes `&`.
+    value_pattern(
+        "url_signature",
+        rf"\b(?:X-Amz|x-amz|X-Goog|x-goog)-[Ss]ignature=({_QUERY_CHAR}++)",
+        1,
+        anchor="X-Amz-[Ss]ignature=|x-amz-[Ss]ignature=|X-Goog-[Ss]ignature=|x-goog-[Ss]ignature=",
+    ),
+    value_pattern(
+        "url_signature",
+        rf"(?<=[?&;])(?:s[ve]={_SAS_CHAR}*+(?:&(?:amp;)?+{_SAS_CHAR}*+){{0,{_SAS_PARAMETERS}}}?"
+        rf"&(?:amp;)?sig=|sig=(?={_SAS_CHAR}*+(?:&(?:amp;)?+{_SAS_CHAR}*+){{0,{_SAS_PARAMETERS}}}?"
+        rf"&(?:amp;)?s[ve]=))({_QUERY_CHAR}++)",
+        1,
+        anchor="sig=",
+    ),
+    # Digest authentication's response (RFC 7616), a hash of the password with
+    # the nonce: the password can be guessed against it offline.
+    ValuePattern(
+        "digest_response",
+        re.compile(r"\b[Rr]esponse\s*+=\s*+\\?\"([0-9a-fA-F]{32,128})\\?\""),
+        1,
+        anchor="response\\s*=|Response\\s*=",
+        in_identifiers=False,
+        kept_at=_outside_digest,
+    ),
     value_pattern(
         "authorization_header",
         # A credential has a digit in it; "Authorization: approved by lead" has
