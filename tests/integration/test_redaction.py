@@ -558,3 +558,33 @@ def test_a_secret_in_a_percent_encoded_query_string_is_not_stored(
     )
     assert not any(secret in queried for secret in carriers)
     assert "%26state%3Dq1" in queried  # the next parameter stays
+
+
+def test_a_secret_in_an_attribute_pair_of_a_denied_key_is_not_stored(
+    client: AuditClient, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """.NET keeps its settings as `<add key="…" value="…"/>`: the value of
+    one whose key names a secret was stored in clear (the text rules read
+    `name=value` and `<name>value</name>`, not two attributes)."""
+    config = (
+        '<configuration><appSettings><add key="DbPassword" value="net-hunter2"/>'
+        '<add key="Env" value="prod"/></appSettings><connectionStrings><add name="Main" '
+        'connectionString="Server=db;User Id=sa;Password=conn-hunter3;"/></connectionStrings>'
+        "</configuration>"
+    )
+    carriers: dict[str, dict[str, Any]] = {
+        "net-hunter2": {"details": {"web.config": config}},
+        "conn-hunter3": {"description": config},
+        "k3y-abc-556": {
+            "changes": [{"field": "app.config", "after": "<add key='ApiKey' value='k3y-abc-556'/>"}]
+        },
+    }
+    for secret, fields in carriers.items():
+        event = client.record(build_event(action="config.sent", actor_id="u", **fields)).event
+        assert secret not in json.dumps(json_format.MessageToDict(event)), secret
+        assert _found_in_database(sql, tenant, secret) == 0, secret
+    queried = json.dumps(
+        [json_format.MessageToDict(e) for e in client.query(build_filter(actions="config.sent"))]
+    )
+    assert not any(secret in queried for secret in carriers)
+    assert '<add key=\\"Env\\" value=\\"prod\\"/>' in queried  # the rest stays

@@ -650,6 +650,11 @@ def test_an_access_key_id_as_a_resource_id_is_kept() -> None:
         "?sv=a",
         ";se=a",
         "?sig=a",
+        '<a key="pwd" ',
+        '<a key="pwd" value="',
+        '<a value="x" ',
+        ' key="pwd"',
+        '<a b="',
         "sig=a&",
         "X-Amz-Signature=a",
         'response="0',
@@ -740,6 +745,9 @@ HOSTILE_RUNS = [
     ("Digest ", 'response="0', ""),
     ("", "response = ", ""),
     ("", "X-Amz-Signature=", ""),
+    ("<a", ' key="pwd"', ""),
+    ("<a key='password' value='", "x", ""),
+    ("", "<a b='", ""),
 ]
 
 
@@ -1387,6 +1395,56 @@ def test_in_hmac_mode_one_card_written_with_or_without_separators_joins() -> Non
 def test_an_xml_elements_text_is_replaced_only_under_a_denied_name(
     text: str, shown: str | None
 ) -> None:
+    body = _event(description=text)
+    redaction = REDACTOR.with_rules(field_names=["ssn"]).redact(body)
+    assert redaction.body["description"] == (text if shown is None else shown)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        # .NET's appSettings: the value of an entry whose key names a secret.
+        (
+            '<appSettings><add key="Password" value="hunter2 net!"/>'
+            '<add key="Host" value="db1"/></appSettings>',
+            '<appSettings><add key="Password" value="[REDACTED:secret_assignment]"/>'
+            '<add key="Host" value="db1"/></appSettings>',
+        ),
+        (
+            "<add key='Smtp:ApiKey' value='k3y-abc-555' />",
+            "<add key='Smtp:ApiKey' value='[REDACTED:secret_assignment]' />",
+        ),
+        # Other attributes between, `name` as the key, the value first.
+        (
+            '<param name="db.password" type="string" value="s3cr3t"/>',
+            '<param name="db.password" type="string" value="[REDACTED:secret_assignment]"/>',
+        ),
+        (
+            '<add value="pin-4821" key="card_pin"/>',
+            '<add value="[REDACTED:secret_assignment]" key="card_pin"/>',
+        ),
+        # As JSON writes XML inside a string.
+        (
+            '<add key=\\"ClientSecret\\" value=\\"cs-77\\"/>',
+            '<add key=\\"ClientSecret\\" value=\\"[REDACTED:secret_assignment]\\"/>',
+        ),
+        # An operator's name, as the defaults.
+        (
+            '<add key="SSN" value="078-05-1120"/>',
+            '<add key="SSN" value="[REDACTED:secret_assignment]"/>',
+        ),
+        # Keys about the secret, counts, words ending in `pin`, another element's value.
+        ('<add key="PasswordPolicy" value="strong"/><add key="Tokens" value="3"/>', None),
+        ('<add key="Spin" value="42"/><add key="ApiKeyName" value="ci"/>', None),
+        ('<add key="Password"/><add key="Host" value="db1"/>', None),
+    ],
+)
+def test_an_attribute_pairs_value_is_replaced_only_under_a_denied_key(
+    text: str, shown: str | None
+) -> None:
+    """`<add key="Password" value="…"/>`, as .NET's configuration files keep
+    their settings, was stored in clear (helper-275): the text rules read a
+    name followed by `=`, `:` or `=>`, or an element of that name."""
     body = _event(description=text)
     redaction = REDACTOR.with_rules(field_names=["ssn"]).redact(body)
     assert redaction.body["description"] == (text if shown is None else shown)

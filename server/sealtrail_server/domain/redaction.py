@@ -273,6 +273,32 @@ def _secret_element(names: frozenset[str]) -> ValuePattern:
     )
 
 
+def _secret_attribute(names: frozenset[str]) -> ValuePattern:
+    """The `value` attribute of an element whose `key` or `name` attribute
+    ends with a denied name (normalized `names`): `<add key="Password"
+    value="…"/>` as .NET's configuration files keep settings, `<param
+    name="db.password" value="…"/>`, either attribute first. A quote may be
+    escaped as JSON writes it (`key=\\"Password\\"`).
+
+    Linear: the attributes are read within one tag (to its `<` or `>`), for
+    512 characters at most, the key's prefix (`Smtp:`, `Db`) for 64."""
+    quote = r"\\?[\"']"
+    key = (
+        rf"\s(?:key|name)\s*+=\s*+({quote})[^\"'<>\\]{{0,64}}?"
+        rf"(?:{_names(names)})(?:[_-]?\d++)?\1"
+    )
+    value = rf"\svalue\s*+=\s*+({quote})((?:(?!\2)[^<>])++)\2"
+    return ValuePattern(
+        ASSIGNMENT_RULE,
+        # The key looked for ahead from the tag's name, so that it may stand
+        # before the value or after it.
+        re.compile(rf"(?i)<[a-z][\w:.-]*+(?=[^<>]{{0,512}}?{key})[^<>]{{0,512}}?{value}"),
+        3,
+        anchor="=",
+        in_identifiers=False,
+    )
+
+
 def _names(names: frozenset[str]) -> str:
     """One regex for `names` in text, `_` or `-` allowed between letters
     (`(?!)`, which matches nothing, for none)."""
@@ -308,11 +334,13 @@ def _trie_rest(node: dict[str, Any]) -> str:
 
 _DEFAULT_ASSIGNMENT: Final = _secret_assignment(DEFAULT_FIELD_NAMES)
 _DEFAULT_ELEMENT: Final = _secret_element(DEFAULT_FIELD_NAMES)
+_DEFAULT_ATTRIBUTE: Final = _secret_attribute(DEFAULT_FIELD_NAMES)
 
 DEFAULT_PATTERNS: Final = (
     *KNOWN_SHAPES,
     _DEFAULT_ASSIGNMENT,  # a redactor's own names replace the defaults (`Redactor`)
     _DEFAULT_ELEMENT,  # ... as here
+    _DEFAULT_ATTRIBUTE,  # ... and here
     HIGH_ENTROPY_ASSIGNMENT,
     PAYMENT_CARD,
 )
@@ -424,11 +452,12 @@ class Redactor:
         object.__setattr__(self, "_whole_words", frozenset(whole_words))
         object.__setattr__(self, "_countable", (*_COUNTABLE, *plurals))
         # `secret_assignment` looks for this redactor's names (an operator's too).
-        own = {_DEFAULT_ASSIGNMENT: _DEFAULT_ASSIGNMENT, _DEFAULT_ELEMENT: _DEFAULT_ELEMENT}
+        own: dict[ValuePattern, ValuePattern] = {}
         if names != DEFAULT_FIELD_NAMES:
             own = {
                 _DEFAULT_ASSIGNMENT: _secret_assignment(frozenset(names)),
                 _DEFAULT_ELEMENT: _secret_element(frozenset(names)),
+                _DEFAULT_ATTRIBUTE: _secret_attribute(frozenset(names)),
             }
         patterns = tuple(own.get(pattern, pattern) for pattern in self.patterns)
         object.__setattr__(self, "_patterns", patterns)
