@@ -588,3 +588,41 @@ def test_a_secret_in_an_attribute_pair_of_a_denied_key_is_not_stored(
     )
     assert not any(secret in queried for secret in carriers)
     assert '<add key=\\"Env\\" value=\\"prod\\"/>' in queried  # the rest stays
+
+
+def test_a_hash_of_a_password_or_a_pin_is_not_stored(
+    client: AuditClient, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A password's or a PIN's hash can be cracked offline: under `pwd_hash`,
+    `pin_hash` or `otp_hash`, and after `password_hash=` in text, it was
+    stored in clear (only the key `password_hash` was denied)."""
+    bcrypt = "$2b$12$KIXQJ3xQ8kJ9v9Qx1Xy8eO7u6TlZQ1Wc2R3e4f5g6h7i8j9k0l1m2"
+    carriers: dict[str, dict[str, Any]] = {
+        bcrypt: {"details": {"user": {"name": "bob", "pwd_hash": bcrypt}}},
+        "81dc9bdb52d04dc20036dbd8313ed055": {
+            "changes": [
+                {
+                    "field": "card.pin_hash",
+                    "before": "x",
+                    "after": "81dc9bdb52d04dc20036dbd8313ed055",
+                }
+            ]
+        },
+        "$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHQ$Rdescud": {
+            "description": "migrated row password_hash="
+            "$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHQ$Rdescud"
+        },
+    }
+    for secret, fields in carriers.items():
+        event = client.record(build_event(action="hash.sent", actor_id="u", **fields)).event
+        assert secret not in json.dumps(json_format.MessageToDict(event)), secret
+        assert _found_in_database(sql, tenant, secret) == 0, secret
+    queried = json.dumps(
+        [json_format.MessageToDict(e) for e in client.query(build_filter(actions="hash.sent"))]
+    )
+    assert not any(secret in queried for secret in carriers)
+    # A token's hash is what services look a token up by, and cannot be cracked: kept.
+    kept = client.record(
+        build_event(action="hash.sent", actor_id="u", details={"token_hash": "9f86d081884c7d65"})
+    ).event
+    assert "9f86d081884c7d65" in json.dumps(json_format.MessageToDict(kept))

@@ -655,6 +655,10 @@ def test_an_access_key_id_as_a_resource_id_is_kept() -> None:
         '<a value="x" ',
         ' key="pwd"',
         '<a b="',
+        "pwd_hash ",
+        "pin_hash=",
+        "pwd_hashed_",
+        "<pin_hash>a</",
         "sig=a&",
         "X-Amz-Signature=a",
         'response="0',
@@ -1448,3 +1452,71 @@ def test_an_attribute_pairs_value_is_replaced_only_under_a_denied_key(
     body = _event(description=text)
     redaction = REDACTOR.with_rules(field_names=["ssn"]).redact(body)
     assert redaction.body["description"] == (text if shown is None else shown)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "pwd_hash",
+        "pwdHash",
+        "passwd_hash",
+        "db_pass_hash",
+        "pw_hash",
+        "PIN_HASH",
+        "cardPinHash",
+        "pin_hashed",
+        "otp_hash",
+        "cvv_digest",
+        "passcode_hash",
+        "secret_hash",
+        "recovery_code_hash",
+        "ssn_hash",  # an operator's name
+        "pwd_hash_2",
+    ],
+)
+def test_a_hash_of_a_secret_that_can_be_guessed_is_a_secret(key: str) -> None:
+    """A password's, a PIN's, a CVV's hash can be cracked offline (a PIN's
+    or a CVV's in a moment): under `pwd_hash`, `pin_hash`… it was stored in
+    clear, only `password_hash` was denied (helper-275)."""
+    redactor = REDACTOR.with_rules(field_names=["ssn"])
+    bcrypt = "$2b$12$KIXQJ3xQ8kJ9v9Qx1Xy8eO7u6TlZQ1Wc2R3e4f5g6h7i8j9k0l1m2"
+    assert redactor.redact(_event(details={key: bcrypt})).hits == [(f"details.{key}", "field_name")]
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["token_hash", "refresh_token_hash", "session_id_hash", "spin_hash", "content_hash", "hash"],
+)
+def test_a_hash_of_a_random_token_or_of_no_secret_is_kept(key: str) -> None:
+    """A token's or a session id's hash cannot be cracked: services keep it
+    to look the token up by, and it correlates events as an id does."""
+    body = _event(details={key: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"})
+    assert REDACTOR.redact(body).hits == []
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (
+            "row: pwd_hash=$2b$12$KIXQJ3xQ8kJ9v9Qx1Xy8eO7u6TlZQ1Wc2R3e4f5g6h7i8j9k0l1m2 id=7",
+            "row: pwd_hash=[REDACTED:secret_assignment] id=7",
+        ),
+        (
+            '{"password_hash": "$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHQ$RdescudvJCsgt3ub"}',
+            '{"password_hash": "[REDACTED:secret_assignment]"}',
+        ),
+        ("PIN_HASH: '81dc9bdb52d04dc2'", "PIN_HASH: '[REDACTED:secret_assignment]'"),
+        (
+            "<pin_hash>81dc9bdb52d04dc2</pin_hash>",
+            "<pin_hash>[REDACTED:secret_assignment]</pin_hash>",
+        ),
+        # A token's hash, a hash after a word ending in `pin`: kept.
+        ("token_hash=9f86d081884c7d65 spin_hash=9f86d081884c7d65", None),
+    ],
+)
+def test_a_hash_of_a_secret_that_can_be_guessed_is_hidden_in_text(
+    text: str, shown: str | None
+) -> None:
+    assert REDACTOR.redact(_event(description=text)).body["description"] == (
+        text if shown is None else shown
+    )

@@ -188,6 +188,30 @@ _WHOLE_WORD_NAMES: Final = frozenset({"pin"})
 _NOT_ASSIGNED: Final = frozenset({"authorization", "cookie", "cookies", "setcookie"}) | {
     name for name in _COUNTABLE if name != "credentials"
 }
+# A hash of a secret that can be guessed (a password, a PIN, a card's security
+# code, a one-time code, an operator's name such as `ssn`) is a secret too: the
+# secret can be found from it offline by hashing guesses (a PIN's or a CVV's in
+# a moment). A key that is such a name and then one of these words denies, as
+# does the name in text (`pwd_hash`, `cardPinHash`, `otp_digest`, `pin_hash=`).
+_HASH_WORDS: Final = ("hash", "hashed", "digest")
+# Secrets a machine makes at random, whose hash cannot be cracked: it is what
+# services look a token up by (`token_hash`, `session_id_hash` are kept, but
+# for the words denied wherever they stand: `api_key_hash`).
+_RANDOM_SECRETS: Final = _NOT_ASSIGNED | {
+    "token",
+    "tokens",
+    "apikey",
+    "accesskey",
+    "privatekey",
+    "secretkey",
+    "credential",
+    "credentials",
+    "sessionid",
+    "encryptionkey",
+    "signingkey",
+    "mnemonic",
+    "seedphrase",
+}
 # What may stand between two letters of a name in text (`session_id`, `API-KEY`).
 _NAME_GAP: Final = "[_-]?"
 # The names `secret_assignment` looked for before helper-129 (c9cd2e0): with a
@@ -302,8 +326,10 @@ def _secret_attribute(names: frozenset[str]) -> ValuePattern:
 def _names(names: frozenset[str]) -> str:
     """One regex for `names` in text, `_` or `-` allowed between letters
     (`(?!)`, which matches nothing, for none)."""
+    names |= {name + word for name in names - _RANDOM_SECRETS - {""} for word in _HASH_WORDS}
+    whole_words = {name for name in names if _unhashed(name) in _WHOLE_WORD_NAMES}
     tree: dict[str, Any] = {}
-    for name in names - _NOT_ASSIGNED - _WHOLE_WORD_NAMES - {""}:
+    for name in names - _NOT_ASSIGNED - whole_words - {""}:
         node = tree
         for char in name:
             node = node.setdefault(char, {})
@@ -312,9 +338,17 @@ def _names(names: frozenset[str]) -> str:
     alternatives += [
         f"{re.escape(name[0])}(?<![a-z]{re.escape(name[0])})"
         + "".join(f"{_NAME_GAP}{re.escape(char)}" for char in name[1:])
-        for name in sorted(names & _WHOLE_WORD_NAMES)
+        for name in sorted(whole_words)
     ]
     return "|".join(alternatives) or "(?!)"
+
+
+def _unhashed(name: str) -> str:
+    """A normalized name without the word for a hash that ends it (`pinhash` -> `pin`)."""
+    for word in _HASH_WORDS:
+        if name.endswith(word) and name != word:
+            return name.removesuffix(word)
+    return name
 
 
 def _trie(node: dict[str, Any]) -> str:
@@ -436,6 +470,7 @@ class Redactor:
     patterns: tuple[ValuePattern, ...] = DEFAULT_PATTERNS
     _suffixes: tuple[str, ...] = field(init=False, repr=False)
     _whole_words: frozenset[str] = field(init=False, repr=False)
+    _guessable: tuple[str, ...] = field(init=False, repr=False)
     _countable: tuple[str, ...] = field(init=False, repr=False)
     _patterns: tuple[ValuePattern, ...] = field(init=False, repr=False)
     _any: _Prefilter = field(init=False, repr=False)
@@ -450,6 +485,8 @@ class Redactor:
         suffixes = sorted((names | plurals) - whole_words, key=len, reverse=True)
         object.__setattr__(self, "_suffixes", tuple(suffixes))
         object.__setattr__(self, "_whole_words", frozenset(whole_words))
+        guessable = sorted(names - _RANDOM_SECRETS - whole_words - {""}, key=len, reverse=True)
+        object.__setattr__(self, "_guessable", tuple(guessable))
         object.__setattr__(self, "_countable", (*_COUNTABLE, *plurals))
         # `secret_assignment` looks for this redactor's names (an operator's too).
         own: dict[ValuePattern, ValuePattern] = {}
@@ -517,7 +554,8 @@ class Redactor:
             denied=bare.endswith(self._suffixes)
             or name.endswith(self._suffixes)
             or _last_word(latin) in self._whole_words
-            or (_STRONG.search(name) is not None and not _about_the_secret(name, words)),
+            or (_STRONG.search(name) is not None and not _about_the_secret(name, words))
+            or self._hash_of_a_guessable_secret(words),
             counts=bare.endswith(self._countable) or (bool(words) and words[0] in _LIMITS),
             short_word=_short_word(name, latin),
             whole_word=name in _SHORT_WORDS,
@@ -528,6 +566,22 @@ class Redactor:
                 self._verdicts.clear()
             self._verdicts[key] = verdict
         return verdict
+
+    def _hash_of_a_guessable_secret(self, words: list[str]) -> bool:
+        """Whether a key (its `words`) is the hash of a secret that can be
+        guessed: `pwd_hash`, `cardPinHash`, `db_pass_hash`, `otp_digest_2`
+        (not `token_hash`, `spin_hash`)."""
+        end = len(words)
+        while end and words[end - 1].isdigit():
+            end -= 1
+        if end < 2 or words[end - 1] not in _HASH_WORDS:
+            return False
+        secret = words[end - 2]
+        return (
+            "".join(words[: end - 1]).endswith(self._guessable)
+            or secret in self._whole_words
+            or secret in PASSWORD_WORDS
+        )
 
     def _clean(self, value: Any) -> bool:
         """Whether a JSON value certainly needs nothing redacted (most do not:
