@@ -195,6 +195,12 @@ SECRETS: list[tuple[str, str, str]] = [
         '<a href="https://acct.blob.core.windows.net/c?sig={}&amp;sp=r&amp;sv=2022-11-02">',
     ),
     (
+        "url_signature",
+        "5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7",
+        "Authorization: AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261206/us-east-1/s3/aws4_request,"
+        " SignedHeaders=host;x-amz-date, Signature={}",
+    ),
+    (
         "digest_response",
         "6629fae49393a05397450978507c4ef1",
         'Authorization: Digest username="bob", realm="api", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c'
@@ -267,6 +273,7 @@ ORDINARY = [
     # outside Digest authentication.
     "unsubscribe at https://mail.example.com/u?id=42&sig=4f2a9c0d1e2b3a4c&ref=footer",
     "presigned URLs carry X-Amz-Signature and X-Goog-Signature; sig=ok; sv=2 se=1",
+    "Signature=valid; Signature=6629fae4 checked; SignedHeaders=host",
     'health check response="6629fae49393a05397450978507c4ef1"; Digest auth failed: '
     "response mismatch",
 ]
@@ -749,6 +756,8 @@ HOSTILE_RUNS = [
     ("Digest ", 'response="0', ""),
     ("", "response = ", ""),
     ("", "X-Amz-Signature=", ""),
+    ("", "Signature=", ""),
+    ("", "Signature=0123456789abcdef", ""),
     ("<a", ' key="pwd"', ""),
     ("<a key='password' value='", "x", ""),
     ("", "<a b='", ""),

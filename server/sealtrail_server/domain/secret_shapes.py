@@ -237,6 +237,15 @@ KNOWN_SHAPES: Final = (
         1,
         anchor="sig=",
     ),
+    # AWS Signature Version 4 in an Authorization header (`AWS4-HMAC-SHA256
+    # Credential=…, SignedHeaders=…, Signature=<64 hex>`): authorization_header
+    # takes its first word with a digit, the scheme, and left the signature.
+    value_pattern(
+        "url_signature",
+        r"\bSignature=([0-9a-f]{64})\b",
+        1,
+        anchor="Signature=",
+    ),
     # Digest authentication's response (RFC 7616), a hash of the password with
     # the nonce: the password can be guessed against it offline.
     ValuePattern(
