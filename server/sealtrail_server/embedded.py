@@ -13,6 +13,8 @@ import warnings
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import psutil
+
 log = logging.getLogger(__name__)
 
 
@@ -37,6 +39,7 @@ def start_embedded_postgres(data_dir: Path) -> str:
         import pgserver
     lock = pgserver.PostgresServer._lock  # type: ignore[attr-defined]
     _forget_dead_handles(data_dir / "postgres", lock)
+    _forget_stale_lock_files(data_dir / "postgres", lock)
     get_server = pgserver.get_server  # type: ignore[attr-defined]
     server = get_server(data_dir / "postgres", cleanup_mode="stop")
     url: str = server.get_uri()
@@ -64,6 +67,73 @@ def _forget_dead_handles(pgdata: Path, lock: AbstractContextManager[object]) -> 
             gone = [pid for pid in pids if pid not in alive]
             log.info("embedded PostgreSQL: processes %s are gone, not waited for", gone)
             handles.write_text(json.dumps(alive), encoding="utf-8")
+
+
+def _forget_stale_lock_files(pgdata: Path, lock: AbstractContextManager[object]) -> None:
+    """Removes PostgreSQL's lock files (`postmaster.pid`, and its socket's
+    `.s.PGSQL.<port>.lock`) that name a process that is not a PostgreSQL on
+    `pgdata`, when none runs on it. PostgreSQL killed with its server (a kill
+    of the process group, the OOM killer, a power loss) leaves them behind,
+    and by the next start their pid can be another process's (a container's
+    pids begin again at 1), or a zombie nobody reaped. pgserver took that
+    process for its PostgreSQL: the start failed on a socket nobody listened
+    on, and its exit, stopping "its" PostgreSQL, killed that process; and
+    PostgreSQL refused to start while it lived (helper-271). A pid no process
+    has is left to PostgreSQL, which removes such a file itself."""
+    pid_file = pgdata / "postmaster.pid"
+    with lock:
+        try:
+            lines = pid_file.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return  # none (or unreadable: left to pgserver and PostgreSQL)
+        socket_dir = Path(lines[4].strip()) if len(lines) > 4 and lines[4].strip() else pgdata
+        files = [pid_file, *sorted(socket_dir.glob(".s.PGSQL.*.lock"))]
+        stale = {file: pid for file in files if (pid := _another_process_named(file, pgdata))}
+        if not stale:
+            return
+        for process in psutil.process_iter():
+            running = _command_line(process.pid)
+            if running and _runs_on(running, pgdata):
+                return  # a PostgreSQL runs there, whatever the files say: left to it
+        for file, pid in stale.items():
+            log.warning(
+                "embedded PostgreSQL: %s names process %d, which is not PostgreSQL: removed"
+                " (left by a PostgreSQL that did not stop)",
+                file,
+                pid,
+            )
+            file.unlink(missing_ok=True)
+
+
+def _another_process_named(lock_file: Path, pgdata: Path) -> int | None:
+    """The pid `lock_file` names (its first line) if a process has it that is
+    not a PostgreSQL on `pgdata` (a zombie included); else None."""
+    try:
+        pid = int(lock_file.read_text(encoding="utf-8").split()[0])
+    except (OSError, ValueError, IndexError):
+        return None  # gone, or not one this reads: left to PostgreSQL
+    named = _command_line(pid)
+    if named is None or _runs_on(named, pgdata):
+        return None  # no such process (PostgreSQL's to judge), or PostgreSQL, or cannot tell
+    return pid
+
+
+def _command_line(pid: int) -> list[str] | None:
+    """Process `pid`'s arguments: none for a zombie (it has ended, and runs
+    nothing); None if there is no such process, or they cannot be read."""
+    try:
+        arguments: list[str] = psutil.Process(pid).cmdline()
+    except psutil.ZombieProcess:  # before NoSuchProcess, its base class
+        return []
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    return arguments
+
+
+def _runs_on(arguments: list[str], pgdata: Path) -> bool:
+    """Whether a process of these arguments names `pgdata` (as pgserver's
+    PostgreSQL does: `postgres -D <pgdata> ...`)."""
+    return str(pgdata.resolve()) in arguments or str(pgdata) in arguments
 
 
 def _alive(pid: int) -> bool:

@@ -370,6 +370,55 @@ def test_the_embedded_postgresql_stops_after_a_server_that_did_not_exit_cleanly(
         assert not (pgdata / "postmaster.pid").exists(), "PostgreSQL still runs"
 
 
+def test_a_postmaster_pid_naming_a_process_that_is_not_its_postgresql_is_not_trusted() -> None:
+    """PostgreSQL killed with its server (a kill of the whole group, the OOM
+    killer, a power loss) leaves its postmaster.pid behind, and by the next
+    start its pid can be another process's (a container's pids begin again at
+    1). pgserver took that process for PostgreSQL: the start failed ("Connection
+    refused" on a socket nobody listened on), and its exit, to stop "its"
+    PostgreSQL, killed that process, whatever it was (helper-271)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="sealtrail-e2e-"))
+    pgdata = data_dir / "postgres"
+    pid_file = pgdata / "postmaster.pid"
+    with contextlib.ExitStack() as running:
+        running.callback(shutil.rmtree, data_dir, ignore_errors=True)  # once all have stopped
+        running.callback(_stop_postmaster, pgdata)  # if the test left it running
+        crashed = _serve_embedded(data_dir, running)["process"]
+        postmaster = int(pid_file.read_text().split()[0])
+        crashed.kill()
+        crashed.wait(30)
+        os.kill(postmaster, signal.SIGKILL)
+        _wait_until_gone(postmaster)
+        # PostgreSQL's user's, as when not run as root: a process PostgreSQL may signal.
+        as_postgresql = "pgserver" if os.geteuid() == 0 else None
+        bystander = subprocess.Popen(["sleep", "300"], user=as_postgresql)
+        running.callback(stop, bystander)
+        # As left, but for its pid, now the bystander's (the socket's lock file too).
+        for lock_file in [pid_file, *pgdata.glob(".s.PGSQL.*.lock")]:
+            left = lock_file.read_text().splitlines()
+            lock_file.write_text("\n".join([str(bystander.pid), *left[1:]]) + "\n")
+
+        restarted = _serve_embedded(data_dir, running)["process"]
+        restarted.terminate()
+        assert restarted.wait(60) == 0
+        assert bystander.poll() is None, "the process named in the stale postmaster.pid was killed"
+        assert not pid_file.exists(), "PostgreSQL still runs"
+
+
+def _wait_until_gone(pid: int) -> None:
+    """Until process `pid` has ended (a zombie nobody reaps counts as ended)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return
+        except FileNotFoundError:
+            return
+        assert time.monotonic() < deadline, f"process {pid} still runs"
+        time.sleep(0.05)
+
+
 def _handle_pids(handles: Path) -> list[int]:
     """The pids on pgserver's list ([] while it is being written)."""
     try:
@@ -420,10 +469,12 @@ def _serve_embedded(data_dir: Path, running: contextlib.ExitStack) -> dict[str, 
         if line.startswith(READY_PREFIX):
             break
     process.stdout.close()
-    target = lines[-1].removeprefix(READY_PREFIX).strip()
 
     def read_stderr() -> str:
         return stderr_path.read_text()
+
+    assert lines and lines[-1].startswith(READY_PREFIX), f"did not serve: {read_stderr()}"
+    target = lines[-1].removeprefix(READY_PREFIX).strip()
 
     return {"process": process, "target": target, "stdout": "".join(lines), "stderr": read_stderr}
 
