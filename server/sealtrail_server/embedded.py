@@ -6,16 +6,22 @@ not waited for (it is forgotten at the next start)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import warnings
 from contextlib import AbstractContextManager
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 
 log = logging.getLogger(__name__)
+
+# The system user pgserver runs PostgreSQL as when it runs as root.
+_PGSERVER_USER = "pgserver"
 
 
 def embedded_database_exists(data_dir: Path) -> bool:
@@ -40,11 +46,66 @@ def start_embedded_postgres(data_dir: Path) -> str:
     lock = pgserver.PostgresServer._lock  # type: ignore[attr-defined]
     _forget_dead_handles(data_dir / "postgres", lock)
     _forget_stale_lock_files(data_dir / "postgres", lock)
+    _make_the_cluster_whole(data_dir / "postgres", lock)
     get_server = pgserver.get_server  # type: ignore[attr-defined]
     server = get_server(data_dir / "postgres", cleanup_mode="stop")
     url: str = server.get_uri()
     log.info("embedded PostgreSQL in %s", data_dir / "postgres")
     return url
+
+
+def _make_the_cluster_whole(pgdata: Path, lock: AbstractContextManager[object]) -> None:
+    """Makes the PostgreSQL cluster (initdb) in `<pgdata>.initdb`, then renames
+    it `pgdata`, where there is none yet: a first start stopped while initdb ran
+    (SIGTERM, Ctrl-C) left half a cluster in `pgdata`, its PG_VERSION written
+    early, and every start after it skipped initdb and failed (helper-271).
+    What such a start left in `<pgdata>.initdb` is made again."""
+    if (pgdata / "PG_VERSION").is_file():
+        return
+    making = pgdata.with_name(f"{pgdata.name}.initdb")
+    with lock:
+        if (pgdata / "PG_VERSION").is_file():  # another start made it meanwhile
+            return
+        if making.exists():
+            log.warning("embedded PostgreSQL: %s, left by a start cut off, made again", making)
+            _end_initdb_left_running(making)  # a start killed outright leaves it writing there
+            shutil.rmtree(making)
+        making.mkdir()
+        # pgserver's initdb step alone (as its own user when run as root), on
+        # what it reads of a server: its directory, system user and superuser.
+        import pgserver.utils  # imported already, its warning silenced: start_embedded_postgres
+        from pgserver.postgres_server import PostgresServer
+
+        root = os.name == "posix" and os.geteuid() == 0
+        if root:
+            pgserver.utils.ensure_user_exists(_PGSERVER_USER)
+        making_server = SimpleNamespace(
+            pgdata=making.resolve(),
+            system_user=_PGSERVER_USER if root else None,
+            postgres_user="postgres",
+        )
+        # The attributes it reads, not a server: none is started here.
+        PostgresServer.ensure_pgdata_inited(making_server)  # type: ignore[arg-type]
+        try:
+            os.rename(making, pgdata)  # an empty `pgdata` (a pgserver's before) is replaced
+        except OSError as error:
+            raise SystemExit(
+                f"{pgdata} is not empty and holds no PostgreSQL cluster (no PG_VERSION):"
+                " what a first start cut off left there, or not the data dir meant; move it"
+                f" away, or set SEALTRAIL_DATA_DIR to the server's ({error.strerror})"
+            ) from None
+
+
+def _end_initdb_left_running(making: Path) -> None:
+    """Kills an initdb left making a cluster in `making` by a start killed
+    outright (SIGKILL): it went on writing there, and on failing removed what
+    was there, the cluster made again after it included."""
+    for process in psutil.process_iter():
+        arguments = _command_line(process.pid)
+        if arguments and Path(arguments[0]).name == "initdb" and _runs_on(arguments, making):
+            with contextlib.suppress(psutil.Error):  # gone already; or not this user's
+                process.kill()
+                process.wait(10)
 
 
 def _forget_dead_handles(pgdata: Path, lock: AbstractContextManager[object]) -> None:

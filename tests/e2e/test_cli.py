@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import pytest
 from opentelemetry import trace
@@ -403,6 +404,44 @@ def test_a_postmaster_pid_naming_a_process_that_is_not_its_postgresql_is_not_tru
         assert restarted.wait(60) == 0
         assert bystander.poll() is None, "the process named in the stale postmaster.pid was killed"
         assert not pid_file.exists(), "PostgreSQL still runs"
+
+
+def test_a_first_start_stopped_while_its_database_is_made_leaves_none_half_made() -> None:
+    """A SIGTERM (or Ctrl-C) while the first start's initdb ran left half a
+    cluster in `postgres/`, its PG_VERSION written early: every start after
+    it skipped initdb and failed (database "postgres" does not exist), until
+    the operator found and deleted the directory (helper-271)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="sealtrail-e2e-"))
+    with contextlib.ExitStack() as running:
+        running.callback(shutil.rmtree, data_dir, ignore_errors=True)  # once all have stopped
+        running.callback(_stop_postmaster, data_dir / "postgres")  # if the test left it running
+        starting = subprocess.Popen(
+            [str(BIN / "sealtrail-server"), "serve", "--listen", "127.0.0.1:0"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "SEALTRAIL_DATA_DIR": str(data_dir)},
+        )
+        running.callback(stop, starting)
+        deadline = time.monotonic() + 60
+        while not (_initdb_runs_in(data_dir) and list(data_dir.glob("*/PG_VERSION"))):
+            assert time.monotonic() < deadline and starting.poll() is None
+            time.sleep(0.005)
+        starting.terminate()
+        assert starting.wait(60) == 128 + signal.SIGTERM
+        assert not _initdb_runs_in(data_dir)
+
+        restarted = _serve_embedded(data_dir, running)
+        assert "development admin token" in restarted["stdout"]
+
+
+def _initdb_runs_in(data_dir: Path) -> bool:
+    """Whether an initdb runs on a directory in `data_dir`."""
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] == "initdb" and str(data_dir) in " ".join(
+            process.info["cmdline"] or []
+        ):
+            return True
+    return False
 
 
 def _wait_until_gone(pid: int) -> None:
