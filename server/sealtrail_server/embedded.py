@@ -7,6 +7,7 @@ not waited for (it is forgotten at the next start)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -19,6 +20,9 @@ from types import SimpleNamespace
 import psutil
 
 log = logging.getLogger(__name__)
+
+# Characters a shell reads for more than themselves, besides white space.
+_READ_BY_A_SHELL = frozenset("\"'\\$`;&|<>()*?[]{}#~!")
 
 # The system user pgserver runs PostgreSQL as when it runs as root.
 _PGSERVER_USER = "pgserver"
@@ -43,6 +47,7 @@ def start_embedded_postgres(data_dir: Path) -> str:
         # platformdirs warns when XDG_RUNTIME_DIR is unset, as on most servers.
         warnings.simplefilter("ignore", UserWarning)
         import pgserver
+    _socket_directories_a_shell_need_not_quote()
     lock = pgserver.PostgresServer._lock  # type: ignore[attr-defined]
     _forget_dead_handles(data_dir / "postgres", lock)
     _forget_stale_lock_files(data_dir / "postgres", lock)
@@ -52,6 +57,45 @@ def start_embedded_postgres(data_dir: Path) -> str:
     url: str = server.get_uri()
     log.info("embedded PostgreSQL in %s", data_dir / "postgres")
     return url
+
+
+def _socket_directories_a_shell_need_not_quote() -> None:
+    """pgserver hands PostgreSQL its socket directory, the data dir unless its
+    path is too long for a socket's, through pg_ctl's shell unquoted
+    (`-o "-k <dir>"`): a data dir whose path has a space (a home "/home/Jo
+    Smith", macOS's "Application Support"), a quote or another character a
+    shell reads never started (helper-271). Such a data dir's socket goes
+    where pgserver puts one too long: its runtime directory, in a directory
+    named by a hash of the data dir's path."""
+    import pgserver.postgres_server as postgres_server
+
+    choose = postgres_server.find_suitable_socket_dir  # type: ignore[attr-defined]
+    if getattr(choose, "sealtrail_quoting", False):
+        return
+
+    def choose_one_unquoted(pgdata: Path, runtime_path: Path) -> Path:
+        if _unquoted(str(pgdata)):
+            chosen: Path = choose(pgdata, runtime_path)
+            return chosen
+        if not _unquoted(str(runtime_path)):
+            raise SystemExit(
+                f"the embedded PostgreSQL's socket can be neither in {pgdata} nor in"
+                f" {runtime_path}: each path holds a character a shell reads (a space, a"
+                " quote): set SEALTRAIL_DATA_DIR, or XDG_RUNTIME_DIR, to one without"
+            )
+        digest = hashlib.sha256(str(pgdata).encode()).hexdigest()[:10]
+        of_its_own = runtime_path / f"sealtrail-{digest}"
+        of_its_own.mkdir(parents=True, exist_ok=True)
+        chosen = choose(of_its_own, runtime_path)
+        return chosen
+
+    choose_one_unquoted.sealtrail_quoting = True  # type: ignore[attr-defined]
+    postgres_server.find_suitable_socket_dir = choose_one_unquoted  # type: ignore[attr-defined]
+
+
+def _unquoted(path: str) -> bool:
+    """Whether a shell reads `path` as the one word it is, unquoted."""
+    return not any(c.isspace() or c in _READ_BY_A_SHELL for c in path)
 
 
 def _make_the_cluster_whole(pgdata: Path, lock: AbstractContextManager[object]) -> None:

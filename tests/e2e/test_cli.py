@@ -434,6 +434,25 @@ def test_a_first_start_stopped_while_its_database_is_made_leaves_none_half_made(
         assert "development admin token" in restarted["stdout"]
 
 
+def test_a_data_dir_whose_path_a_shell_would_split_runs_its_postgresql() -> None:
+    """pgserver hands PostgreSQL its socket directory, the data dir, through
+    pg_ctl's shell unquoted: a data dir with a space in its path (a home
+    "/home/Jo Smith", macOS's "Application Support") or a quote never started,
+    `postgres: invalid argument: "Smith/..."` under a traceback (helper-271)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="sealtrail e2e o'neil "))
+    pgdata = data_dir / "postgres"
+    with contextlib.ExitStack() as running:
+        running.callback(shutil.rmtree, data_dir, ignore_errors=True)  # once all have stopped
+        running.callback(_stop_postmaster, pgdata)  # if the test left it running
+        first = _serve_embedded(data_dir, running)
+        token = (data_dir / "dev-admin-token").read_text().strip()
+        env = {"SEALTRAIL_SERVER": first["target"], "SEALTRAIL_TOKEN": token}
+        run("sealtrail", "record", "--action", "server.start", "--actor-id", "ops", env=env)
+        first["process"].terminate()
+        assert first["process"].wait(60) == 0
+        assert not (pgdata / "postmaster.pid").exists(), "PostgreSQL still runs"
+
+
 def _initdb_runs_in(data_dir: Path) -> bool:
     """Whether an initdb runs on a directory in `data_dir`."""
     for process in psutil.process_iter(["name", "cmdline"]):
