@@ -11,7 +11,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import subprocess
 import warnings
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -48,15 +50,85 @@ def start_embedded_postgres(data_dir: Path) -> str:
         warnings.simplefilter("ignore", UserWarning)
         import pgserver
     _socket_directories_a_shell_need_not_quote()
-    lock = pgserver.PostgresServer._lock  # type: ignore[attr-defined]
-    _forget_dead_handles(data_dir / "postgres", lock)
-    _forget_stale_lock_files(data_dir / "postgres", lock)
-    _make_the_cluster_whole(data_dir / "postgres", lock)
-    get_server = pgserver.get_server  # type: ignore[attr-defined]
-    server = get_server(data_dir / "postgres", cleanup_mode="stop")
+    pgdata = data_dir / "postgres"
+    log_file = pgdata / "log"  # PostgreSQL's, every start's appended
+    try:
+        logged_before = log_file.stat().st_size
+    except OSError:
+        logged_before = 0
+    pgserver_log = logging.getLogger("pgserver")
+    failures = _PgserverFailures()
+    if not pgserver_log.isEnabledFor(logging.DEBUG):  # -v shows them
+        pgserver_log.addFilter(failures)
+    try:
+        lock = pgserver.PostgresServer._lock  # type: ignore[attr-defined]
+        _forget_dead_handles(pgdata, lock)
+        _forget_stale_lock_files(pgdata, lock)
+        _make_the_cluster_whole(pgdata, lock)
+        get_server = pgserver.get_server  # type: ignore[attr-defined]
+        server = get_server(pgdata, cleanup_mode="stop")
+    except (subprocess.SubprocessError, OSError) as error:
+        said = _said_of_this_start(log_file, logged_before) or failures.said() or [str(error)]
+        within = " within 10 s" if isinstance(error, subprocess.TimeoutExpired) else ""
+        where = f" (its log: {log_file})" if log_file.is_file() else ""  # none before initdb
+        raise SystemExit(
+            f"the embedded PostgreSQL in {pgdata} did not start{within}: {'; '.join(said)}{where}"
+        ) from None
+    finally:
+        pgserver_log.removeFilter(failures)
     url: str = server.get_uri()
-    log.info("embedded PostgreSQL in %s", data_dir / "postgres")
+    log.info("embedded PostgreSQL in %s", pgdata)
     return url
+
+
+# PostgreSQL's log lines that tell of any start, not of what failed one.
+_ROUTINE = re.compile(
+    r"LOG: (starting PostgreSQL|listening on|database system is shut down|redirecting log)"
+)
+# What PostgreSQL's log puts before each line's severity: time, zone, [pid].
+_LOG_LINE_PREFIX = re.compile(r"^\S+ \S+ \S+ \[\d+\] ")
+
+
+def _said_of_this_start(log_file: Path, offset: int) -> list[str]:
+    """What PostgreSQL logged past `offset` (this start's), but what every
+    start logs; the last lines, on one line each."""
+    try:
+        with log_file.open("rb") as logged:
+            logged.seek(offset)
+            text = logged.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    lines = [_one_line(line) for line in text.splitlines()]
+    return [line for line in lines if line and not _ROUTINE.match(line)][-6:]
+
+
+def _one_line(logged: str) -> str:
+    """A line PostgreSQL logged (or printed), without its time and pid."""
+    return " ".join(_LOG_LINE_PREFIX.sub("", logged).split())
+
+
+class _PgserverFailures(logging.Filter):
+    """Keeps pgserver's errors (a failed command's output, and after a failed
+    start the whole of PostgreSQL's log: every start it ever made) off the
+    log: a failed start says what failed in one line (start_embedded_postgres),
+    from PostgreSQL's log, else from a failed command's standard error, kept
+    here. Its other records pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stderr: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        message = record.getMessage()
+        if "stderr:\n" in message:  # "Failed postgres command ...": what it printed
+            printed = message.rsplit("stderr:\n", 1)[1].rsplit("\n---", 1)[0]
+            self.stderr += [_one_line(line) for line in printed.splitlines()]
+        return False
+
+    def said(self) -> list[str]:
+        return [line for line in self.stderr if line][-6:]
 
 
 def _socket_directories_a_shell_need_not_quote() -> None:

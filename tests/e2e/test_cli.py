@@ -453,6 +453,35 @@ def test_a_data_dir_whose_path_a_shell_would_split_runs_its_postgresql() -> None
         assert not (pgdata / "postmaster.pid").exists(), "PostgreSQL still runs"
 
 
+def test_an_embedded_postgresql_that_does_not_start_is_named_with_its_reason() -> None:
+    """An embedded PostgreSQL that would not start (a setting mistyped in its
+    postgresql.conf, a data dir of another PostgreSQL major version) stopped
+    the server with a traceback of pg_ctl's command line, after the whole of
+    PostgreSQL's log, every start it ever made, and nowhere what failed
+    (helper-271)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="sealtrail-e2e-"))
+    pgdata = data_dir / "postgres"
+    with contextlib.ExitStack() as running:
+        running.callback(shutil.rmtree, data_dir, ignore_errors=True)  # once all have stopped
+        running.callback(_stop_postmaster, pgdata)  # if the test left it running
+        first = _serve_embedded(data_dir, running)["process"]
+        first.terminate()
+        assert first.wait(60) == 0
+        with (pgdata / "postgresql.conf").open("a", encoding="utf-8") as conf:
+            conf.write("max_connections = 10O\n")
+
+        refused = run("sealtrail-server", "serve", "--listen", "127.0.0.1:0",
+            env={"SEALTRAIL_DATA_DIR": str(data_dir)}, check=False,
+        )  # fmt: skip
+        assert refused.returncode == 1
+        assert "Traceback" not in refused.stderr
+        said = refused.stderr.strip().splitlines()
+        assert len(said) == 1, refused.stderr
+        assert said[0].startswith(f"the embedded PostgreSQL in {pgdata} did not start: ")
+        assert 'invalid value for parameter "max_connections": "10O"' in said[0]
+        assert f"(its log: {pgdata / 'log'})" in said[0]
+
+
 def _initdb_runs_in(data_dir: Path) -> bool:
     """Whether an initdb runs on a directory in `data_dir`."""
     for process in psutil.process_iter(["name", "cmdline"]):
