@@ -29,7 +29,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 import sealtrail
 import sealtrail_server
-from sealtrail import AuditClient
+from sealtrail import AuditClient, build_filter
 from sealtrail_server.domain.redaction import hmac_token, tenant_key
 from tests.conftest import REDACTION_SECRET
 from tests.http_endpoint import Reply, endpoint
@@ -1136,6 +1136,53 @@ def test_an_import_takes_enum_values_as_the_command_line_flags_do(
         {"id": "u_2", "type": "ACTOR_TYPE_USER"},
     ]
     assert (events[0]["severity"], events[0]["outcome"]) == ("SEVERITY_WARNING", "OUTCOME_FAILURE")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_import_from_a_pipe_waiting_for_lines_is_stopped_saying_how_far_it_went(
+    cli_env: dict[str, str], stop: signal.Signals
+) -> None:
+    """The thread reading ahead (the next batch is read while the last is
+    sent) waits on the pipe for a fourth line when the import is stopped.
+    Reading stdin's own file, it held that file's lock, and Python aborted at
+    exit, after saying how far the import went: "Fatal Python error: could not
+    acquire lock for <_io.BufferedReader name='<stdin>'>", SIGABRT where
+    Ctrl-C ends an import with 130 (and SIGTERM with 143)."""
+    line = json.dumps({"action": "import.waiting", "actor": {"id": "u"}}) + "\n"
+    importing = subprocess.Popen(
+        [str(BIN / "sealtrail"), "import", "--batch-size", "2", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **cli_env},
+    )
+    try:
+        assert importing.stdin is not None
+        importing.stdin.write((line * 3).encode())
+        importing.stdin.flush()  # and left open: the import waits for a fourth line
+        with AuditClient(cli_env["SEALTRAIL_SERVER"], token=cli_env["SEALTRAIL_TOKEN"]) as client:
+            deadline = time.monotonic() + 60
+            while len(client.query_page(build_filter(actions="import.waiting")).events) < 2:
+                assert time.monotonic() < deadline, "the first batch was never recorded"
+                time.sleep(0.05)
+        importing.send_signal(stop)
+        importing.wait(60)  # stdin left open: no end of file ends the reading
+        assert importing.stdout is not None and importing.stderr is not None
+        out, err = importing.stdout.read(), importing.stderr.read()
+    finally:
+        if importing.poll() is None:
+            importing.kill()
+            importing.wait(60)
+        for pipe in (importing.stdin, importing.stdout, importing.stderr):
+            if pipe is not None:
+                pipe.close()
+    assert (importing.returncode, out) == (128 + stop, b""), err
+    assert err in (
+        b"recorded 2 events from stdin; every line up to 2 was dealt with\n",
+        # Stopped before the first call's answer, stored already, reached it.
+        b"recorded 0 events from stdin; every line up to 0 was dealt with;"
+        b" lines 1 to 2, sent when it stopped, may have been recorded\n",
+    )
 
 
 def test_sinks_from_the_command_line(cli_env: dict[str, str]) -> None:

@@ -4,8 +4,13 @@ the main command by _cli.py, whose helpers it shares."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
-from collections.abc import Iterator
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Final
 
@@ -39,6 +44,12 @@ class _Tally:
     refused: int = 0  # lines
     done: int = 0  # the line up to which every line was dealt with
     sending: int = 0  # the last line of the call in flight, 0 between calls
+    # Lines are refused by the thread reading the file and by the one recording.
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+
+# A batch: its events, each with the number of its line.
+_Batch = list[tuple[int, event_pb2.Event]]
 
 
 @click.command("import")
@@ -79,8 +90,10 @@ def import_events(ctx: click.Context, source: BinaryIO, batch_size: int) -> None
     where = "stdin" if name in ("-", "<stdin>") else name
     with _client(ctx) as client:
         try:
-            for batch in _batches(_events(ctx, source, tally), batch_size):
-                _record(client, batch, tally)
+            own, close = _own_file(source)
+            with _read_ahead(_batches(_events(ctx, own, tally), batch_size), close) as batches:
+                for batch in batches:
+                    _record(client, batch, tally)
         except (SealtrailError, KeyboardInterrupt) as stopped:
             # How far the import went, before _client says why (or Ctrl-C
             # ends it, as a shell reports); lines past it already named as
@@ -221,14 +234,13 @@ def _not_another_format(ctx: click.Context, first_line: bytes) -> None:
 
 
 def _refuse(tally: _Tally, number: int, why: str) -> None:
-    click.echo(f"line {number}: {why}", err=True)
-    tally.refused += 1
+    with tally.lock:
+        click.echo(f"line {number}: {why}", err=True)
+        tally.refused += 1
 
 
-def _batches(
-    events: Iterator[tuple[int, event_pb2.Event]], size: int
-) -> Iterator[list[tuple[int, event_pb2.Event]]]:
-    batch: list[tuple[int, event_pb2.Event]] = []
+def _batches(events: Iterator[tuple[int, event_pb2.Event]], size: int) -> Iterator[_Batch]:
+    batch: _Batch = []
     held = 0
     for numbered in events:
         event_bytes = numbered[1].ByteSize()
@@ -241,7 +253,81 @@ def _batches(
         yield batch
 
 
-def _record(client: AuditClient, batch: list[tuple[int, event_pb2.Event]], tally: _Tally) -> None:
+@dataclass
+class _Raised:
+    """What reading the file raised, to be raised where the batches are taken."""
+
+    error: BaseException
+
+
+def _own_file(source: BinaryIO) -> tuple[BinaryIO, Callable[[], None] | None]:
+    """`source` as the thread reading ahead may read it, and be left waiting
+    in when the import stops (a pipe, a terminal): a file of its own on a
+    duplicate of its descriptor, and how to close it once read. Reading stdin's
+    own file, a thread still waiting in it held its lock, and Python aborted
+    at exit ("could not acquire lock for <_io.BufferedReader name='<stdin>'>",
+    SIGABRT, where Ctrl-C ends an import with 130). A source without a
+    descriptor (no pipe, nothing to wait for) is read as it is."""
+    try:
+        descriptor = source.fileno()
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is both
+        return source, None
+    own = os.fdopen(os.dup(descriptor), "rb")
+    return own, own.close
+
+
+@contextlib.contextmanager
+def _read_ahead(
+    batches: Iterator[_Batch], then: Callable[[], None] | None = None
+) -> Iterator[Iterator[_Batch]]:
+    """`batches`, read by a thread of their own a batch ahead of the caller: the
+    next batch's lines are read, parsed and checked while the service records
+    the last. Read in turn, with the service idle meanwhile, an import ran at
+    half a plain RecordBatch loop's rate. What reading raises (a usage error, a
+    file unreadable) is raised to the caller as it takes the batch it stopped;
+    on leaving, the thread stops at its next batch, and calls `then` (closing
+    what it read) once it stopped reading: a thread still waiting for a line
+    is left to the process's exit."""
+    ready: queue.Queue[_Batch | _Raised | None] = queue.Queue(maxsize=1)  # None: the end
+    stop = threading.Event()
+
+    def put(item: _Batch | _Raised | None) -> bool:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                ready.put(item, timeout=0.1)
+                return True
+        return False
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                if not put(batch):
+                    return
+        except BaseException as error:  # raised to the caller, in its thread
+            put(_Raised(error))
+            return
+        finally:
+            if then is not None:
+                then()
+        put(None)
+
+    def taken() -> Iterator[_Batch]:
+        while (item := ready.get()) is not None:
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item
+
+    reader = threading.Thread(target=read, name="sealtrail-import-reader", daemon=True)
+    reader.start()
+    try:
+        yield taken()
+    finally:
+        stop.set()
+        # Not longer: it may be waiting for a line on stdin, the user for the prompt.
+        reader.join(timeout=0.25)
+
+
+def _record(client: AuditClient, batch: _Batch, tally: _Tally) -> None:
     # Every line before this call's first was dealt with (sent, or refused here).
     tally.done, tally.sending = batch[0][0] - 1, batch[-1][0]
     try:
