@@ -153,9 +153,8 @@ def _events(
         if not line.lstrip().startswith(b"{"):  # Parse takes `[]` for an empty Event
             _refuse(tally, number, "not an Event: one JSON object a line")
             continue
-        event = event_pb2.Event()
         try:
-            json_format.Parse(_with_full_enum_names(line), event)
+            event = _parsed(line)
         except (json_format.ParseError, UnicodeDecodeError, RecursionError) as error:
             _refuse(tally, number, f"not an Event: {error}")
             continue
@@ -178,27 +177,52 @@ _ENUMS: Final = {
 }
 
 
-def _with_full_enum_names(line: bytes) -> bytes | str:
-    """`line` with an enum value given as the command line's flags take it
-    (`"category": "member"`, any case) as proto JSON names it
-    (`CATEGORY_MEMBER`): only that was taken, "Invalid enum value member".
-    A line it cannot read, or with nothing to change, is left as it is, for
-    Parse to read (and name what is wrong with it)."""
+# Each enum's values as the command line's flags take them, by where they stand.
+_FULL_NAMES: Final = {
+    path: {short: enum.Name(enum_value(enum, short, field=path[-1])) for short in enum_names(enum)}
+    for path, enum in _ENUMS.items()
+}
+
+
+def _parsed(line: bytes) -> event_pb2.Event:
+    """The Event of `line`, read once: ParseError (UnicodeDecodeError,
+    RecursionError) saying why it is none, in Parse's words. (Read as JSON to
+    rewrite its enum values, then again by Parse, a line cost twice its
+    reading: the better part of an import's time.)"""
+    data = _with_full_enum_names(line)
+    if isinstance(data, bytes):  # unreadable: Parse says why
+        return json_format.Parse(data, event_pb2.Event())
     try:
-        data: Any = json.loads(line, object_pairs_hook=_once_each)
+        return json_format.ParseDict(data, event_pb2.Event())
+    except json_format.ParseError:
+        raise
+    except Exception as error:  # as Parse words what ParseDict raises
+        raise json_format.ParseError(
+            f"Failed to parse JSON: {type(error).__name__}: {error}."
+        ) from error
+
+
+def _with_full_enum_names(line: bytes) -> bytes | dict[str, Any]:
+    """`line` read as JSON, with an enum value given as the command line's
+    flags take it (`"category": "member"`, any case) as proto JSON names it
+    (`CATEGORY_MEMBER`): only that was taken, "Invalid enum value member".
+    A line it cannot read as one JSON object (strict UTF-8, each key once, as
+    Parse reads it) is returned as it is, for Parse to name what is wrong."""
+    try:
+        data: Any = json.loads(line.decode("utf-8"), object_pairs_hook=_once_each)
     except (ValueError, RecursionError):  # a repeated key too: Parse refuses it
         return line
-    changed = False
-    for path, enum in _ENUMS.items():
+    if not isinstance(data, dict):
+        return line
+    for path, names in _FULL_NAMES.items():
         *parents, name = path
-        holder = data
+        holder: Any = data
         for parent in parents:
             holder = holder.get(parent) if isinstance(holder, dict) else None
         value = holder.get(name) if isinstance(holder, dict) else None
-        if isinstance(value, str) and value.isascii() and value.lower() in enum_names(enum):
-            holder[name] = enum.Name(enum_value(enum, value, field=name))
-            changed = True
-    return json.dumps(data) if changed else line
+        if isinstance(value, str) and value.isascii() and (full := names.get(value.lower())):
+            holder[name] = full
+    return data
 
 
 def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
