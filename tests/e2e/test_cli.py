@@ -1150,7 +1150,7 @@ def test_an_import_from_a_pipe_waiting_for_lines_is_stopped_saying_how_far_it_we
     Ctrl-C ends an import with 130 (and SIGTERM with 143)."""
     line = json.dumps({"action": "import.waiting", "actor": {"id": "u"}}) + "\n"
     importing = subprocess.Popen(
-        [str(BIN / "sealtrail"), "import", "--batch-size", "2", "-"],
+        [str(BIN / "sealtrail"), "import", "--batch-size", "2", "--import-id", "a-pipe-import-id"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -1177,11 +1177,12 @@ def test_an_import_from_a_pipe_waiting_for_lines_is_stopped_saying_how_far_it_we
             if pipe is not None:
                 pipe.close()
     assert (importing.returncode, out) == (128 + stop, b""), err
+    go_on = b"; to go on, import it again with --import-id a-pipe-import-id: no line is recorded"
     assert err in (
-        b"recorded 2 events from stdin; every line up to 2 was dealt with\n",
+        b"recorded 2 events from stdin; every line up to 2 was dealt with" + go_on + b" twice\n",
         # Stopped before the first call's answer, stored already, reached it.
         b"recorded 0 events from stdin; every line up to 0 was dealt with;"
-        b" lines 1 to 2, sent when it stopped, may have been recorded\n",
+        b" lines 1 to 2, sent when it stopped, may have been recorded" + go_on + b" twice\n",
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from sealtrail import AuditClient, _cli_import, build_filter
 from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
+from tests.integration.test_lost_answers import LoseAnswersAfter, losing_client_class, stored
 
 
 def test_an_import_reads_its_next_batch_while_the_service_records_the_last(
@@ -55,3 +57,46 @@ def test_an_import_reads_its_next_batch_while_the_service_records_the_last(
     assert shown.stdout == f"recorded 4 events from {lines}; 1 line refused\n"
     assert shown.stderr.startswith("line 4: not an Event")
     assert sum(1 for _ in client.query(build_filter(actions="import.ahead"))) == 4
+
+
+def test_an_import_cut_short_and_run_again_with_its_import_id_records_no_line_twice(
+    server: ServerThread,
+    tenant: str,
+    client: AuditClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second batch's call recorded lines 3 and 4 of 5, keyless, its
+    every answer lost. There was no resume: imported again (whole, or from
+    line 3 as the import invited), lines 1 to 4 or 3 and 4 were recorded
+    twice. Lines without a key get ID:LINE, the id printed when the import
+    stops; run again with it, each line is recorded once."""
+    lose = LoseAnswersAfter("RecordBatch", answered=1)
+    monkeypatch.setattr(cli, "AuditClient", losing_client_class(lose))
+    lines = tmp_path / "events.ndjson"
+    lines.write_text(
+        "".join(
+            json.dumps({"action": "import.again", "actor": {"id": f"u{n}"}}) + "\n"
+            for n in range(5)
+        )
+    )
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    cut = CliRunner().invoke(cli.main, ["import", "--batch-size", "2", str(lines)], env=env)
+    assert cut.exit_code == 1, cut.output
+    said = re.fullmatch(
+        f"recorded 2 events from {re.escape(str(lines))}; every line up to 2 was dealt with;"
+        " lines 3 to 4, sent when it stopped, may have been recorded; to go on, import it again"
+        " with --import-id ([0-9a-f]{32}): no line is recorded twice",
+        cut.stderr.splitlines()[0],
+    )
+    assert said is not None, cut.stderr
+    assert stored(client, "import.again") == 4
+
+    monkeypatch.setattr(cli, "AuditClient", AuditClient)
+    again = ["import", "--batch-size", "2", "--import-id", said[1], str(lines)]
+    resumed = CliRunner().invoke(cli.main, again, env=env)
+    assert resumed.exit_code == 0, resumed.output
+    assert resumed.stdout == f"recorded 1 event, 4 events already recorded from {lines}\n"
+    assert stored(client, "import.again") == 5
+    keys = {e.idempotency_key for e in client.query(build_filter(actions="import.again"))}
+    assert keys == {f"{said[1]}:{n}" for n in range(1, 6)}

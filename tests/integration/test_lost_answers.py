@@ -243,12 +243,14 @@ def test_sealtrail_import_cut_short_names_the_lines_its_failed_call_may_have_rec
     monkeypatch.setattr(cli, "AuditClient", losing_client_class(lose))
     lines = _events_file(tmp_path, "lost.cut", 5)
     env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
-    shown = CliRunner().invoke(cli.main, ["import", "--batch-size", "2", str(lines)], env=env)
+    args = ["import", "--batch-size", "2", "--import-id", "import-of-tests-1", str(lines)]
+    shown = CliRunner().invoke(cli.main, args, env=env)
     assert shown.exit_code == 1, shown.output
     assert lose.lost > 1  # each attempt of the second batch's call
     assert shown.stderr.splitlines()[0] == (
         f"recorded 2 events from {lines}; every line up to 2 was dealt with;"
-        " lines 3 to 4, sent when it stopped, may have been recorded"
+        " lines 3 to 4, sent when it stopped, may have been recorded; to go on, import it"
+        " again with --import-id import-of-tests-1: no line is recorded twice"
     )
     assert stored(client, "lost.cut") == 4
 

@@ -814,6 +814,18 @@ def test_an_import_reads_each_line_as_json_once(
     ]
 
 
+@pytest.mark.parametrize("given", ["short", "x" * 65, "an id: with a colon"])
+def test_an_import_id_that_no_import_printed_is_refused(
+    fake_client: list[tuple[str, Any, dict[str, Any]]], given: str
+) -> None:
+    """Its keys would be guessable (a short id), longer than a key's 128
+    characters for a long file, or not one an import prints."""
+    env = {"SEALTRAIL_SERVER": "127.0.0.1:1", "SEALTRAIL_TOKEN": "s3cret"}
+    result = CliRunner().invoke(cli.main, ["import", "--import-id", given], input="", env=env)
+    assert result.exit_code == 2 and "is not an import's id" in result.output
+    assert fake_client == []
+
+
 @pytest.mark.parametrize(
     ("failure", "said"),
     [
@@ -847,13 +859,19 @@ def test_an_import_cut_short_says_how_far_it_went(
     )
     env = {"SEALTRAIL_SERVER": "127.0.0.1:1", "SEALTRAIL_TOKEN": "s3cret"}
     result = CliRunner().invoke(
-        cli.main, ["import", "--batch-size", "2"], input="\n" + lines, env=env
+        cli.main,
+        ["import", "--batch-size", "2", "--import-id", "import-of-tests-1"],
+        input="\n" + lines,
+        env=env,
     )
     assert result.exit_code == (1 if said else 2)  # INVALID_ARGUMENT: a usage error
     assert result.stdout == ""
     assert result.stderr.splitlines()[:2] == [
         # Line 1 is blank.
-        "recorded 2 events from stdin; every line up to 3 was dealt with" + said,
+        "recorded 2 events from stdin; every line up to 3 was dealt with"
+        + said
+        + "; to go on, import it again with --import-id import-of-tests-1: no line is recorded"
+        " twice",
         f"error: {failure.code.name}: down",
     ]
 
@@ -872,11 +890,14 @@ def test_an_import_stopped_by_ctrl_c_says_how_far_it_went(
     line = json.dumps({"action": "doc.edit", "actor": {"id": "u"}}) + "\n"
     lines = line * 3
     env = {"SEALTRAIL_SERVER": "127.0.0.1:1", "SEALTRAIL_TOKEN": "s3cret"}
-    result = CliRunner().invoke(cli.main, ["import", "--batch-size", "2"], input=lines, env=env)
+    args = ["import", "--batch-size", "2", "--import-id", "import-of-tests-1"]
+    result = CliRunner().invoke(cli.main, args, input=lines, env=env)
     assert result.exit_code == 130
     assert result.stderr == (
         "recorded 2 events from stdin; every line up to 2 was dealt with;"
-        " line 3, sent when it stopped, may have been recorded\n"  # stopped mid-call
+        " line 3, sent when it stopped, may have been recorded"  # stopped mid-call
+        "; to go on, import it again with --import-id import-of-tests-1: no line is recorded"
+        " twice\n"
     )
 
 

@@ -9,7 +9,9 @@ import dataclasses
 import json
 import os
 import queue
+import re
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Final
@@ -61,8 +63,16 @@ _Batch = list[tuple[int, event_pb2.Event]]
     show_default=True,
     help="Events a RecordBatch call carries, at most.",
 )
+@click.option(
+    "--import-id",
+    callback=lambda ctx, param, value: _import_id(value),
+    metavar="ID",
+    help="Give each line without an idempotency key the key ID:LINE (its line number), as"
+    " the import cut short that printed ID did: run again on the same file, it records no"
+    " line twice. A new ID each import unless given.",
+)
 @click.pass_context
-def import_events(ctx: click.Context, source: BinaryIO, batch_size: int) -> None:
+def import_events(ctx: click.Context, source: BinaryIO, batch_size: int, import_id: str) -> None:
     """Record the events of SOURCE (NDJSON; - or none: stdin), one Event a
     line in the proto JSON mapping, as `sealtrail query --format jsonl
     --order oldest --limit 0` prints them (not an export's stored records).
@@ -74,24 +84,27 @@ def import_events(ctx: click.Context, source: BinaryIO, batch_size: int) -> None
     is kept a full retention period from its import, however old. A
     line with its idempotency_key is recorded once however often the file is
     imported (one without occurred_at at the time of its first import); one
-    without a key gets a new one, and is recorded again, each time.
+    without a key gets the key ID:LINE, its line number after the import's
+    ID (--import-id; a new one each import, so such a line is recorded again
+    each time the file is imported without it).
     Sealtrail's own records (retention.*, security.alert, audit_log.queried
     and the other records of its own API) are refused: only it records them.
     Each line refused is named on stderr, and the import goes on: exit 3 if
     any was. An import cut short by a failed call (or
-    Ctrl-C) says up to which line every line was dealt with, and which lines
-    after it its last call sent, which may have been recorded (its answer
-    lost). There is no resume: imported again, a line without a key is
-    recorded again; go on from the line after the last dealt with (`tail -n
-    +LINE`), where those of the last call without a key may then be recorded
-    twice. Give lines keys to import a file again safely."""
+    Ctrl-C, SIGTERM) says up to which line every line was dealt with, which
+    lines after it its last call sent, which may have been recorded (its
+    answer lost), and its ID: the same file imported again with
+    --import-id ID records each line once, those recorded already answered
+    as such (from its first line: a line's key is its number in the file,
+    so not `tail -n +LINE`, whose lines are numbered anew)."""
     tally = _Tally()
     name = getattr(source, "name", "-")
     where = "stdin" if name in ("-", "<stdin>") else name
     with _client(ctx) as client:
         try:
             own, close = _own_file(source)
-            with _read_ahead(_batches(_events(ctx, own, tally), batch_size), close) as batches:
+            events = _events(ctx, own, tally, import_id)
+            with _read_ahead(_batches(events, batch_size), close) as batches:
                 for batch in batches:
                     _record(client, batch, tally)
         except (SealtrailError, KeyboardInterrupt) as stopped:
@@ -100,7 +113,8 @@ def import_events(ctx: click.Context, source: BinaryIO, batch_size: int) -> None
             # refused (read ahead) go again too.
             click.echo(
                 f"recorded {_count(tally.recorded, 'event')} from {where}; every line up to"
-                f" {tally.done} was dealt with{_in_flight(tally, stopped)}",
+                f" {tally.done} was dealt with{_in_flight(tally, stopped)}; to go on, import it"
+                f" again with --import-id {import_id}: no line is recorded twice",
                 err=True,
             )
             if isinstance(stopped, KeyboardInterrupt):
@@ -111,10 +125,29 @@ def import_events(ctx: click.Context, source: BinaryIO, batch_size: int) -> None
         ctx.exit(_LINES_REFUSED)
 
 
+# An import's id: long enough that the keys it gives are unguessable (a
+# recorder token that sends a used key learns that it is used: docs/api.md),
+# short enough that ID:LINE fits an idempotency key's 128 characters.
+_IMPORT_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+def _import_id(given: str | None) -> str:
+    """The id of this import's keys: the one given (an earlier import's), or a new one."""
+    if given is None:
+        return uuid.uuid4().hex
+    if not _IMPORT_ID.fullmatch(given):
+        raise click.BadParameter(
+            f"{given!r} is not an import's id: 16 to 64 letters, digits, - or _, as an"
+            " import cut short printed it"
+        )
+    return given
+
+
 def _in_flight(tally: _Tally, stopped: BaseException) -> str:
     """The lines of the call cut short, if it may have recorded them: its
     answer lost (a deadline, a reset, Ctrl-C) after the service committed.
-    Imported again, those without an idempotency key would be recorded twice."""
+    Imported again without the import's id, those without an idempotency key
+    would be recorded twice."""
     if not tally.sending:
         return ""
     if isinstance(stopped, SealtrailError) and not (stopped.retried or stopped.code in RETRYABLE):
@@ -135,9 +168,9 @@ def _summary(tally: _Tally, where: str) -> str:
 
 
 def _events(
-    ctx: click.Context, source: BinaryIO, tally: _Tally
+    ctx: click.Context, source: BinaryIO, tally: _Tally, import_id: str
 ) -> Iterator[tuple[int, event_pb2.Event]]:
-    """(line number, event) of each line that is one; the others reported."""
+    """(line number, event) of each line that is one, keyed; the others reported."""
     first = True
     for number, line in enumerate(source, start=1):
         if number == 1:
@@ -162,6 +195,13 @@ def _events(
         # query --format jsonl` prints them): dropped, it assigns them anew.
         for field in ("id", "seq", "received_at", "leaf_hash", "tenant_id"):
             event.ClearField(field)
+        if not event.idempotency_key:
+            # The same in every run of the import under its id, unlike the
+            # client's random key: run again, it finds the line recorded. Set
+            # here, the client stamps no time on a line without one: the
+            # service gives it the time it first recorded it, the same on a
+            # run again.
+            event.idempotency_key = f"{import_id}:{number}"
         if (size := event.ByteSize()) > _MAX_EVENT_BYTES:
             _refuse(tally, number, f"{size} bytes as sent; an event is at most {_MAX_EVENT_BYTES}")
             continue
