@@ -945,6 +945,23 @@ def test_an_import_names_each_line_refused_and_goes_on(monkeypatch: pytest.Monke
     assert "line 5: 600" in result.stderr and "an event is at most 524288" in result.stderr
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_an_import_of_a_utf16_file_says_it_reads_utf8(
+    fake_client: list[tuple[str, Any, dict[str, Any]]], encoding: str
+) -> None:
+    """`sealtrail query --format jsonl > events.ndjson` in Windows PowerShell
+    5.1 writes UTF-16: every line of it was refused, each as "not an Event:
+    one JSON object a line", exit 3, though the file looked right."""
+    line = json.dumps({"action": "doc.edit", "actor": {"id": "u"}}) + "\r\n"
+    env = {"SEALTRAIL_SERVER": "127.0.0.1:1", "SEALTRAIL_TOKEN": "s3cret"}
+    given = (line * 3).encode(encoding)
+    result = CliRunner().invoke(cli.main, ["import"], input=given, env=env)
+    assert result.exit_code == 2, result.output
+    assert "SOURCE is UTF-16 or UTF-32" in result.output
+    assert "not an Event" not in result.output
+    assert [call[0] for call in fake_client] == ["open"]
+
+
 @pytest.mark.parametrize(
     ("first", "said"),
     [

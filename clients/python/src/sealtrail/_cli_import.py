@@ -277,7 +277,16 @@ def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _not_another_format(ctx: click.Context, first_line: bytes) -> None:
     """A usage error if the file is one of the other formats Sealtrail
     writes, where every line would be refused: an export's JSON array, or
-    its stored records (NDJSON, keyed by `v`, with lowercase enum names)."""
+    its stored records (NDJSON, keyed by `v`, with lowercase enum names); or
+    one in UTF-16 or UTF-32 (Windows PowerShell's `>`), not UTF-8."""
+    # A byte-order mark, or a NUL beside the first `{`: no UTF-8 line starts so.
+    if first_line.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00", b"{\x00")):
+        raise click.UsageError(
+            "SOURCE is UTF-16 or UTF-32 (as Windows PowerShell's > and Out-File write it),"
+            " not UTF-8: convert it first, e.g. Get-Content FILE | Set-Content -Encoding utf8"
+            " NEW",
+            ctx,
+        )
     if first_line.lstrip().startswith(b"["):
         raise click.UsageError(
             "SOURCE is a JSON array (an export's --format json?); import takes one Event a"
