@@ -958,15 +958,7 @@ class _Lane:
                 landed = await self._landed(sent)
         except (TimeoutError, asyncio.CancelledError):  # the stop ends now
             pass
-        log.warning(
-            "appender: the server stopped while a write of %s committed; it %s",
-            counted(len(sent.written), "tenant"),
-            "had committed, and is answered as written"
-            if landed
-            else "had not committed"
-            if landed is False
-            else "may or may not have committed: the database could not be asked in time",
-        )
+        _log_doubt(sent, landed, while_="the server stopped", unasked=" in time")
         if landed:
             self._keep(sent.written)
             _resolve(list(sent.submissions), sent.outcomes)
@@ -1330,15 +1322,7 @@ class _Lane:
         if sent is None or not _commit_in_doubt(error):
             return None
         landed = await self._landed(sent)
-        log.warning(
-            "appender: the connection was lost while a write of %s committed; it %s",
-            counted(len(sent.written), "tenant"),
-            "had committed, and is answered as written"
-            if landed
-            else "had not committed"
-            if landed is False
-            else "may or may not have committed: the database could not be asked",
-        )
+        _log_doubt(sent, landed, while_="the connection was lost")
         return sent if landed else None
 
     async def _landed(self, sent: _Sent) -> bool | None:
@@ -1671,6 +1655,21 @@ _LANDED = (
 # connection lost (no SQLSTATE: closed, reset), or ended by the server
 # (class 08, connection exception; 57P, an operator's or a crash's shutdown).
 _CONNECTION_LOST: Final = ("08", "57P")
+
+
+def _log_doubt(sent: _Sent, landed: bool | None, *, while_: str, unasked: str = "") -> None:
+    """What the database said of a write whose commit was in doubt (`landed`:
+    None, it could not be asked)."""
+    log.warning(
+        "appender: %s while a write of %s committed; it %s",
+        while_,
+        counted(len(sent.written), "tenant"),
+        "had committed, and is answered as written"
+        if landed
+        else "had not committed"
+        if landed is False
+        else f"may or may not have committed: the database could not be asked{unasked}",
+    )
 
 
 def _commit_in_doubt(error: Exception) -> bool:
