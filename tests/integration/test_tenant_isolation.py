@@ -219,6 +219,26 @@ def test_one_tenants_writes_in_flight_leave_room_for_another_tenants_writes(
         own.close()
 
 
+class _KeylessWriter:
+    """Records of one tenant sent straight through gRPC without an
+    idempotency key, so that no probe reads every partition for one: a lock
+    on a partition the write never touches does not hold it."""
+
+    def __init__(self, server: ServerThread, tenant: str) -> None:
+        self._metadata = (("authorization", f"Bearer {server.token(tenant, 'recorder')}"),)
+        self._channel = grpc.insecure_channel(server.target)
+        self._stub = audit_service_pb2_grpc.AuditLogServiceStub(self._channel)
+
+    def __call__(self, actor: str) -> Any:
+        event = build_event(action="bulk.write", actor_id=actor)
+        event.ClearField("idempotency_key")
+        request = audit_service_pb2.RecordRequest(event=event)
+        return self._stub.Record(request, metadata=self._metadata)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
 def test_one_tenants_slow_searches_leave_room_for_another_tenants_writes(
     migrated_database_url: str, tenant: str, sql: psycopg.Connection[Any]
 ) -> None:
@@ -234,15 +254,7 @@ def test_one_tenants_slow_searches_leave_room_for_another_tenants_writes(
     own = ServerThread(migrated_database_url, pool_max_size=6)
     searcher, other = tenant, f"{tenant}-other"
     a = AuditClient(own.target, token=own.token(searcher, "reader"), max_attempts=1)
-    recorder = own.token(other, "recorder")
-    channel = grpc.insecure_channel(own.target)
-    stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
-
-    def write(actor: str) -> Any:
-        event = build_event(action="bulk.write", actor_id=actor)
-        event.ClearField("idempotency_key")
-        metadata = (("authorization", f"Bearer {recorder}"),)
-        return stub.Record(audit_service_pb2.RecordRequest(event=event), metadata=metadata)
+    write = _KeylessWriter(own, other)
 
     searching = (
         "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
@@ -266,7 +278,7 @@ def test_one_tenants_slow_searches_leave_room_for_another_tenants_writes(
         assert all(search.result(timeout=30).events == [] for search in searches)
     finally:
         pool.shutdown(wait=True)
-        channel.close()
+        write.close()
         a.close()
         own.close()
 
@@ -284,15 +296,7 @@ def test_one_tenants_verifications_leave_room_for_another_tenants_writes(
     own = ServerThread(migrated_database_url, pool_max_size=6)
     verifier, other = tenant, f"{tenant}-other"
     a = AuditClient(own.target, token=own.token(verifier, "admin"), max_attempts=1)
-    recorder = own.token(other, "recorder")
-    channel = grpc.insecure_channel(own.target)
-    stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
-
-    def write(actor: str) -> Any:
-        event = build_event(action="bulk.write", actor_id=actor)
-        event.ClearField("idempotency_key")  # no probe of every partition for it
-        metadata = (("authorization", f"Bearer {recorder}"),)
-        return stub.Record(audit_service_pb2.RecordRequest(event=event), metadata=metadata)
+    write = _KeylessWriter(own, other)
 
     verifying = (
         "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
@@ -313,7 +317,7 @@ def test_one_tenants_verifications_leave_room_for_another_tenants_writes(
         assert all(verification.result(timeout=30).ok for verification in verifications)
     finally:
         pool.shutdown(wait=True)
-        channel.close()
+        write.close()
         a.close()
         own.close()
 
@@ -335,15 +339,7 @@ def test_retention_previews_leave_room_for_another_tenants_writes(
         AuditClient(own.target, token=own.token(f"{tenant}-{i}", "admin"), max_attempts=1)
         for i in range(4)
     ]
-    recorder = own.token(f"{tenant}-other", "recorder")
-    channel = grpc.insecure_channel(own.target)
-    stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
-
-    def write(actor: str) -> Any:
-        event = build_event(action="bulk.write", actor_id=actor)
-        event.ClearField("idempotency_key")  # no probe of every partition for it
-        metadata = (("authorization", f"Bearer {recorder}"),)
-        return stub.Record(audit_service_pb2.RecordRequest(event=event), metadata=metadata)
+    write = _KeylessWriter(own, f"{tenant}-other")
 
     previewing = (
         "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
@@ -376,7 +372,7 @@ def test_retention_previews_leave_room_for_another_tenants_writes(
         assert sum("long reads at once" in error.message for error in refused) == 6
     finally:
         pool.shutdown(wait=True)
-        channel.close()
+        write.close()
         for admin in admins:
             admin.close()
         own.close()
