@@ -53,6 +53,29 @@ async def _commits_held(su: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]
         await su.execute("SELECT pg_reload_conf()")
 
 
+@asynccontextmanager
+async def _appender_of(url: str, tenants: list[str]) -> AsyncIterator[Appender]:
+    """An appender on the cluster, each of `tenants` given one event by it:
+    one tenant's next write alone is then written from its kept head."""
+    db = await Database.open(service_login_url(url), min_size=2, max_size=4)
+    appender = Appender(db)
+    appender.start()
+    try:
+        for tenant in tenants:
+            await appender.append(tenant, [_event()])
+        yield appender
+    finally:
+        await appender.stop()
+        await db.close()
+
+
+def _one_each(appender: Appender, tenants: list[str]) -> asyncio.Future[list[Any]]:
+    """An event of each of `tenants` appended at once: the answers, errors too."""
+    return asyncio.gather(
+        *(appender.append(tenant, [_event()]) for tenant in tenants), return_exceptions=True
+    )
+
+
 async def _end_the_waiting_commit(su: psycopg.AsyncConnection[Any]) -> None:
     for _ in range(200):
         cursor = await su.execute("SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'")
@@ -69,25 +92,14 @@ async def _lost_commit(url: str, tenants: list[str]) -> tuple[list[Any], list[An
     first is written from its kept head), its commit's answer lost: the
     answers, and the events stored."""
     su = await psycopg.AsyncConnection.connect(url, autocommit=True)
-    db = await Database.open(service_login_url(url), min_size=2, max_size=4)
-    appender = Appender(db)
-    appender.start()
-    try:
-        for tenant in tenants:
-            await appender.append(tenant, [_event()])
+    async with _appender_of(url, tenants) as appender:
         async with _commits_held(su):
-            answers = asyncio.gather(
-                *(appender.append(tenant, [_event()]) for tenant in tenants),
-                return_exceptions=True,
-            )
+            answers = _one_each(appender, tenants)
             await _end_the_waiting_commit(su)
             answered = await answers
         for tenant in tenants:  # the chain goes on from the head stored
             [after] = await appender.append(tenant, [_event()])
             assert after.seq == 3
-    finally:
-        await appender.stop()
-        await db.close()
     cursor = await su.execute(
         "SELECT tenant_id, seq, id::text, leaf_hash, record FROM events ORDER BY tenant_id, seq"
     )
@@ -136,27 +148,15 @@ async def _stopped_mid_commit(url: str, tenants: list[str]) -> tuple[list[Any], 
     appender stopped while its commit waits for the standby: the answers,
     the events stored, and how long the stop took."""
     su = await psycopg.AsyncConnection.connect(url, autocommit=True)
-    db = await Database.open(service_login_url(url), min_size=2, max_size=4)
-    appender = Appender(db)
-    appender.start()
-    try:
-        for tenant in tenants:
-            await appender.append(tenant, [_event()])
-        async with _commits_held(su):
-            answers = asyncio.gather(
-                *(appender.append(tenant, [_event()]) for tenant in tenants),
-                return_exceptions=True,
-            )
-            await _until_a_commit_waits(su)
-            began = time.monotonic()
-            # Its grace runs out: the write is cancelled, and psycopg cancels
-            # the wait for the standby, after the commit landed locally.
-            await appender.stop(timeout=0.5)
-            took = time.monotonic() - began
-            answered = await answers
-    finally:
-        await appender.stop()
-        await db.close()
+    async with _appender_of(url, tenants) as appender, _commits_held(su):
+        answers = _one_each(appender, tenants)
+        await _until_a_commit_waits(su)
+        began = time.monotonic()
+        # Its grace runs out: the write is cancelled, and psycopg cancels
+        # the wait for the standby, after the commit landed locally.
+        await appender.stop(timeout=0.5)
+        took = time.monotonic() - began
+        answered = await answers
     cursor = await su.execute(
         "SELECT tenant_id, seq, id::text, leaf_hash FROM events ORDER BY tenant_id, seq"
     )
@@ -203,47 +203,38 @@ async def _lost_mid_commit_under_a_statement_timeout(url: str) -> list[Any]:
     it commits: the answers."""
     su = await psycopg.AsyncConnection.connect(url, autocommit=True)
     await su.execute("ALTER DATABASE postgres SET statement_timeout = '200ms'")
-    db = await Database.open(service_login_url(url), min_size=2, max_size=4)
-    appender = Appender(db)
-    appender.start()
     tenants = ["t1", "t2"]
     try:
-        for tenant in tenants:
-            await appender.append(tenant, [_event()])
-        async with _commits_held(su):
-            answers = asyncio.gather(
-                *(appender.append(tenant, [_event()]) for tenant in tenants),
-                return_exceptions=True,
-            )
-            await _until_a_commit_waits(su)
-            # The connection lost on the server's side alone: the session
-            # that sent the COMMIT goes on waiting, the heads locked.
-            kept = appender._small._kept  # the connection the lane writes on
-            assert kept is not None and kept._conn is not None
-            with socket.socket(fileno=os.dup(kept._conn.pgconn.socket)) as lost:
-                lost.shutdown(socket.SHUT_RDWR)
-            # The server asks whether it landed, waiting for the heads...
-            for _ in range(200):
-                cursor = await su.execute(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE wait_event_type = 'Lock' AND application_name = 'sealtrail'"
-                )
-                row = await cursor.fetchone()
-                if row is not None and row[0]:
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("nobody waited for the heads")
-            # ... past the statement timeout, which ends no wait for a lock
-            # of the appender's (the lock timeout, 5 s, does).
-            await asyncio.sleep(0.6)
-        answered = await answers  # the standby no longer waited for: committed
-        for tenant in tenants:
-            [after] = await appender.append(tenant, [_event()])
-            assert after.seq == 3
+        async with _appender_of(url, tenants) as appender:
+            async with _commits_held(su):
+                answers = _one_each(appender, tenants)
+                await _until_a_commit_waits(su)
+                # The connection lost on the server's side alone: the session
+                # that sent the COMMIT goes on waiting, the heads locked.
+                kept = appender._small._kept  # the connection the lane writes on
+                assert kept is not None and kept._conn is not None
+                with socket.socket(fileno=os.dup(kept._conn.pgconn.socket)) as lost:
+                    lost.shutdown(socket.SHUT_RDWR)
+                # The server asks whether it landed, waiting for the heads...
+                for _ in range(200):
+                    cursor = await su.execute(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE wait_event_type = 'Lock' AND application_name = 'sealtrail'"
+                    )
+                    row = await cursor.fetchone()
+                    if row is not None and row[0]:
+                        break
+                    await asyncio.sleep(0.05)
+                else:
+                    raise AssertionError("nobody waited for the heads")
+                # ... past the statement timeout, which ends no wait for a lock
+                # of the appender's (the lock timeout, 5 s, does).
+                await asyncio.sleep(0.6)
+            answered = await answers  # the standby no longer waited for: committed
+            for tenant in tenants:
+                [after] = await appender.append(tenant, [_event()])
+                assert after.seq == 3
     finally:
-        await appender.stop()
-        await db.close()
         await su.close()
     return answered
 
