@@ -353,6 +353,24 @@ main(sys.argv[1:], prog_name="sealtrail")
 """
 
 
+def _cli_held(
+    script: str, args: list[str], env: dict[str, str], mark: Path, what: str
+) -> subprocess.Popen[str]:
+    """`script` (the CLI, held as it says) run with `args` in a process of its
+    own, once it has written `mark`: held where a signal is to land."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        env={**env, "HOLD_MARK": str(mark)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not mark.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{what} was never held"
+        time.sleep(0.02)
+    return process
+
+
 def _interrupted(
     process: subprocess.Popen[str], signum: int = signal.SIGINT
 ) -> tuple[int, str, float]:
@@ -391,16 +409,7 @@ def test_sealtrail_tail_and_export_interrupted_exit_at_once_saying_so(
 
     mark = tmp_path / "held"
     out = work / "audit.csv"
-    export = subprocess.Popen(
-        [sys.executable, "-c", _CLI, "export", "-o", str(out)],
-        env={**env, "HOLD_MARK": str(mark)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not mark.exists():
-        assert export.poll() is None, export.communicate()
-        assert time.monotonic() < deadline, "the export never received a message"
-        time.sleep(0.02)
+    export = _cli_held(_CLI, ["export", "-o", str(out)], env, mark, "the export")
     code, err, took = _interrupted(export)
     assert "Traceback" not in err, err
     assert (code, took < 5) == (130, True), err
@@ -431,16 +440,7 @@ def test_sealtrail_bundle_interrupted_exits_130_saying_it_left_nothing(
         out = tmp_path / f"bundle-{made}"
         if not made:
             out.mkdir()
-        process = subprocess.Popen(
-            [sys.executable, "-c", _CLI, *command, "-o", str(out)],
-            env={**env, "HOLD_MARK": str(mark)},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while not mark.exists():
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the bundle's export never received a message"
-            time.sleep(0.02)
+        process = _cli_held(_CLI, [*command, "-o", str(out)], env, mark, "the bundle's export")
         assert any(out.iterdir())  # the export's temporary file: under way
         code, err, took = _interrupted(process)
         assert "Traceback" not in err and "Aborted!" not in err, err
@@ -481,16 +481,7 @@ def test_sealtrail_export_and_bundle_stopped_by_a_signal_leave_nothing_behind(
     work = tmp_path / "work"
     work.mkdir()
     out = work / ("audit.csv" if command == ["export"] else "bundle")
-    process = subprocess.Popen(
-        [sys.executable, "-c", _CLI, *command, "-o", str(out)],
-        env={**env, "HOLD_MARK": str(mark)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not mark.exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the export never received a message"
-        time.sleep(0.02)
+    process = _cli_held(_CLI, [*command, "-o", str(out)], env, mark, "the export")
     assert any(work.iterdir())  # under way
     code, err, took = _interrupted(process, signum)
     assert "Traceback" not in err and "Aborted!" not in err, err
@@ -539,15 +530,6 @@ def test_sealtrail_query_interrupted_exits_130_as_the_others_do(
         client.record_batch([build_event(action="doc.edit", actor_id="u") for _ in range(20)])
     env = {**os.environ, "SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": token}
     mark = tmp_path / "held"
-    process = subprocess.Popen(
-        [sys.executable, "-c", _HELD_QUERY_CLI, *command],
-        env={**env, "HOLD_MARK": str(mark)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not mark.exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the query never received an event"
-        time.sleep(0.02)
+    process = _cli_held(_HELD_QUERY_CLI, command, env, mark, "the query")
     code, err, took = _interrupted(process)
     assert (code, err, took < 5) == (130, "stopped by SIGINT\n", True)
