@@ -26,33 +26,33 @@ from tests.integration.test_forwarding import (
 __all__ = ["sinks"]  # the fixture, used by name
 
 
+def _request(conn: socket.socket) -> tuple[bytes, bytes] | None:
+    """The head and body of the request `conn` sends (its body as long as
+    Content-Length says, or as much as came); None if it closed first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)  # fmt: skip
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head, body
+
+
 @contextlib.contextmanager
-def raw_receiver(answer: Callable[[bytes], bytes]) -> Iterator[int]:
-    """A TCP server on 127.0.0.1 that reads each request's head and body and
-    writes back `answer(request)` (raw bytes, HTTP or not), then closes; its port."""
+def _tcp_server(serve: Callable[[socket.socket, threading.Event], None]) -> Iterator[int]:
+    """A TCP server on 127.0.0.1 whose each connection `serve` takes, in a
+    thread of its own, with the event set as the server stops; its port."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
     stop = threading.Event()
-
-    def serve(conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(5)
-            data = b""
-            with contextlib.suppress(OSError):
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
-                head, _, body = data.partition(b"\r\n\r\n")
-                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)  # fmt: skip
-                while len(body) < length:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    body += chunk
-                conn.sendall(answer(head + b"\r\n\r\n" + body))
 
     def accept() -> None:
         while not stop.is_set():
@@ -60,7 +60,7 @@ def raw_receiver(answer: Callable[[bytes], bytes]) -> Iterator[int]:
                 conn, _ = listener.accept()
             except TimeoutError:
                 continue
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+            threading.Thread(target=serve, args=(conn, stop), daemon=True).start()
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
@@ -70,6 +70,21 @@ def raw_receiver(answer: Callable[[bytes], bytes]) -> Iterator[int]:
         stop.set()
         thread.join()
         listener.close()
+
+
+@contextlib.contextmanager
+def raw_receiver(answer: Callable[[bytes], bytes]) -> Iterator[int]:
+    """A TCP server on 127.0.0.1 that reads each request's head and body and
+    writes back `answer(request)` (raw bytes, HTTP or not), then closes; its port."""
+
+    def serve(conn: socket.socket, stop: threading.Event) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(5)
+            if (request := _request(conn)) is not None:
+                conn.sendall(answer(request[0] + b"\r\n\r\n" + request[1]))
+
+    with _tcp_server(serve) as port:
+        yield port
 
 
 def test_a_receiver_echoing_the_request_never_shows_the_urls_secret(
@@ -106,48 +121,19 @@ def trickling_receiver(head: bytes, every: float) -> Iterator[tuple[int, list[by
     at once, then a byte of body every `every` seconds, for as long as the
     connection stays open; its port, and the requests' bodies."""
     bodies: list[bytes] = []
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
 
-    def serve(conn: socket.socket) -> None:
+    def serve(conn: socket.socket, stop: threading.Event) -> None:
         with conn, contextlib.suppress(OSError):
             conn.settimeout(5)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            request_head, _, body = data.partition(b"\r\n\r\n")
-            length = next((int(line.split(b":", 1)[1]) for line in request_head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")), 0)  # fmt: skip
-            while len(body) < length:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                body += chunk
-            bodies.append(body)
+            if (request := _request(conn)) is None:
+                return
+            bodies.append(request[1])
             conn.sendall(head)
             while not stop.wait(every):
                 conn.sendall(b" ")
 
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1], bodies
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
+    with _tcp_server(serve) as port:
+        yield port, bodies
 
 
 def test_a_200_whose_body_never_ends_delivers_the_batch(
