@@ -473,6 +473,27 @@ def test_a_denied_key_spelled_with_look_alike_letters_is_not_stored(
     assert queried.count("[REDACTED:field_name]") == len(carriers) + 1
 
 
+def _stored_without(
+    client: AuditClient,
+    sql: psycopg.Connection[Any],
+    tenant: str,
+    action: str,
+    carriers: dict[str, dict[str, Any]],
+) -> str:
+    """Each of `carriers` (a secret, the fields of an event carrying it)
+    recorded as `action`: the secret is in neither the answer nor any row
+    of the tenant, nor in what a Query of them shows, which is returned."""
+    for secret, fields in carriers.items():
+        event = client.record(build_event(action=action, actor_id="u", **fields)).event
+        assert secret not in json.dumps(json_format.MessageToDict(event)), secret
+        assert _found_in_database(sql, tenant, secret) == 0, secret
+    queried = json.dumps(
+        [json_format.MessageToDict(e) for e in client.query(build_filter(actions=action))]
+    )
+    assert not any(secret in queried for secret in carriers)
+    return queried
+
+
 def test_a_cards_security_code_under_its_other_names_is_not_stored(
     client: AuditClient, tenant: str, sql: psycopg.Connection[Any]
 ) -> None:
@@ -488,14 +509,7 @@ def test_a_cards_security_code_under_its_other_names_is_not_stored(
         "code-7395": {"description": 'charge params {"cvc": "code-7395", "amount": 500}'},
         "code-7396": {"details": {"form": [{"name": "security_code", "value": "code-7396"}]}},
     }
-    for secret, fields in carriers.items():
-        event = client.record(build_event(action="card.charged", actor_id="u", **fields)).event
-        assert secret not in json.dumps(json_format.MessageToDict(event)), secret
-        assert _found_in_database(sql, tenant, secret) == 0, secret
-    shown = json.dumps(
-        [json_format.MessageToDict(e) for e in client.query(build_filter(actions="card.charged"))]
-    )
-    assert not any(secret in shown for secret in carriers)
+    _stored_without(client, sql, tenant, "card.charged", carriers)
 
 
 def test_a_secret_in_an_xml_element_of_a_denied_name_is_not_stored(
@@ -520,15 +534,7 @@ def test_a_secret_in_an_xml_element_of_a_denied_name_is_not_stored(
         },
         "pin-48213": {"details": {"xml": "<card><pin>pin-48213</pin></card>"}},
     }
-    for secret, fields in carriers.items():
-        event = client.record(build_event(action="xml.sent", actor_id="u", **fields)).event
-        shown = json.dumps(json_format.MessageToDict(event))
-        assert secret not in shown, secret
-        assert _found_in_database(sql, tenant, secret) == 0, secret
-    queried = json.dumps(
-        [json_format.MessageToDict(e) for e in client.query(build_filter(actions="xml.sent"))]
-    )
-    assert not any(secret in queried for secret in carriers)
+    queried = _stored_without(client, sql, tenant, "xml.sent", carriers)
     # The rest of the XML stays readable.
     assert "<wsse:Username>svc</wsse:Username>" in queried
     assert "<id>nexus</id><username>ci</username>" in queried
@@ -549,14 +555,7 @@ def test_a_secret_in_a_percent_encoded_query_string_is_not_stored(
         },
         "k3y-abc-555": {"resource_name": "/proxy?u=https%3A%2F%2Fapi%2Fv1%3Fapi_key%3Dk3y-abc-555"},
     }
-    for secret, fields in carriers.items():
-        event = client.record(build_event(action="url.sent", actor_id="u", **fields)).event
-        assert secret not in json.dumps(json_format.MessageToDict(event)), secret
-        assert _found_in_database(sql, tenant, secret) == 0, secret
-    queried = json.dumps(
-        [json_format.MessageToDict(e) for e in client.query(build_filter(actions="url.sent"))]
-    )
-    assert not any(secret in queried for secret in carriers)
+    queried = _stored_without(client, sql, tenant, "url.sent", carriers)
     assert "%26state%3Dq1" in queried  # the next parameter stays
 
 
@@ -579,14 +578,7 @@ def test_a_secret_in_an_attribute_pair_of_a_denied_key_is_not_stored(
             "changes": [{"field": "app.config", "after": "<add key='ApiKey' value='k3y-abc-556'/>"}]
         },
     }
-    for secret, fields in carriers.items():
-        event = client.record(build_event(action="config.sent", actor_id="u", **fields)).event
-        assert secret not in json.dumps(json_format.MessageToDict(event)), secret
-        assert _found_in_database(sql, tenant, secret) == 0, secret
-    queried = json.dumps(
-        [json_format.MessageToDict(e) for e in client.query(build_filter(actions="config.sent"))]
-    )
-    assert not any(secret in queried for secret in carriers)
+    queried = _stored_without(client, sql, tenant, "config.sent", carriers)
     assert '<add key=\\"Env\\" value=\\"prod\\"/>' in queried  # the rest stays
 
 
@@ -613,14 +605,7 @@ def test_a_hash_of_a_password_or_a_pin_is_not_stored(
             "$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHQ$Rdescud"
         },
     }
-    for secret, fields in carriers.items():
-        event = client.record(build_event(action="hash.sent", actor_id="u", **fields)).event
-        assert secret not in json.dumps(json_format.MessageToDict(event)), secret
-        assert _found_in_database(sql, tenant, secret) == 0, secret
-    queried = json.dumps(
-        [json_format.MessageToDict(e) for e in client.query(build_filter(actions="hash.sent"))]
-    )
-    assert not any(secret in queried for secret in carriers)
+    _stored_without(client, sql, tenant, "hash.sent", carriers)
     # A token's hash is what services look a token up by, and cannot be cracked: kept.
     kept = client.record(
         build_event(action="hash.sent", actor_id="u", details={"token_hash": "9f86d081884c7d65"})
