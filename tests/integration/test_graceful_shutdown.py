@@ -27,6 +27,19 @@ from tests.processes import ServerProcess
 from tests.silent_proxy import SilentProxy, database_upstream, through
 
 
+def _record_7_mb(client: AuditClient) -> None:
+    """600 events of 12 KB each: an export of them outlasts a reader's window."""
+    blob = "x" * 12_000
+    for start in range(0, 600, 200):
+        results = client.record_batch(
+            [
+                build_event(action="bulk.item", actor_id="u", details={"b": blob, "n": n})
+                for n in range(start, start + 200)
+            ]
+        )
+        assert all(result.error is None for result in results)
+
+
 def test_sigterm_finishes_what_is_in_flight_and_refuses_the_rest(
     migrated_database_url: str, tenant: str, sql: psycopg.Connection[Any], server: Any
 ) -> None:
@@ -184,16 +197,7 @@ def test_a_second_signal_ends_the_calls_in_flight_at_once(
             AuditClient(process.target, token=token, timeout=60) as client,
             grpc.insecure_channel(process.target, options=options) as channel,
         ):
-            blob = "x" * 12_000
-            for start in range(0, 600, 200):  # about 7 MB
-                batch = range(start, start + 200)
-                results = client.record_batch(
-                    [
-                        build_event(action="bulk.item", actor_id="u", details={"b": blob, "n": n})
-                        for n in batch
-                    ]
-                )
-                assert all(result.error is None for result in results)
+            _record_7_mb(client)
             export = audit_service_pb2_grpc.AuditLogServiceStub(channel).Export(
                 audit_service_pb2.ExportRequest(format=audit_service_pb2.EXPORT_FORMAT_NDJSON),
                 metadata=[("authorization", f"Bearer {token}")],
@@ -302,15 +306,7 @@ def test_an_export_the_grace_cannot_hold_ends_as_streams_do_before_it_runs_out(
             AuditClient(process.target, token=token, timeout=60) as client,
             grpc.insecure_channel(process.target, options=options) as channel,
         ):
-            blob = "x" * 12_000
-            for start in range(0, 600, 200):  # about 7 MB
-                results = client.record_batch(
-                    [
-                        build_event(action="bulk.item", actor_id="u", details={"b": blob, "n": n})
-                        for n in range(start, start + 200)
-                    ]
-                )
-                assert all(result.error is None for result in results)
+            _record_7_mb(client)
             stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
             ndjson = audit_service_pb2.EXPORT_FORMAT_NDJSON
             slow = stub.Export(audit_service_pb2.ExportRequest(format=ndjson), metadata=metadata)
