@@ -36,6 +36,7 @@ from sealtrail_server.store import appender as appender_module
 from sealtrail_server.store.appended import Appended
 from sealtrail_server.store.appender import _ONE_STATEMENT_EVENTS, Appender
 from sealtrail_server.store.database import Database
+from sealtrail_server.store.events import time_once_appended
 from tests.conftest import ServerThread, database_of_its_own
 from tests.lock_waits import count_now, until
 from tests.own_appender import own_appender
@@ -351,6 +352,57 @@ def test_a_tenant_the_process_wrote_last_is_written_without_a_lock(
     # Found stored: nothing written, and the key's own lookup answers with the event,
     # no lock taken (helper-78).
     assert replayed == ["UPDATE chain_heads", "SELECT events"]
+
+
+def test_a_write_from_a_head_kept_before_a_periods_time_was_read_is_written_under_lock(
+    server: ServerThread, tenant: str, migrated_database_url: str
+) -> None:
+    """A range of a period reads its time while it rewrites the tenant's head
+    as it is (a new row version; store/events.py, `time_once_appended`), here
+    from another pool, as another process would. The write from the head
+    kept before it writes nothing, and is written under lock, stamped after
+    the time read: a write stamped before it that had not yet taken the head
+    cannot commit into the period after its range. The next is from the
+    kept head again."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer(__name__)
+
+    def statements() -> list[str]:
+        names = [s.name for s in exporter.get_finished_spans() if s.name.split()[0].isupper()]
+        exporter.clear()
+        return names
+
+    async def run() -> tuple[list[list[str]], datetime, datetime]:
+        db = await Database.open(
+            service_login_url(migrated_database_url), min_size=1, max_size=2, tracer=tracer
+        )
+        traced = Appender(db, tracer=tracer)
+        traced.start()
+        seen = []
+        try:
+            for _ in range(2):  # the head unknown, then kept
+                await traced.append(tenant, [_event("event")])
+                seen.append(statements())
+            read = await time_once_appended(
+                server.database, tenant_id=tenant, clock=lambda: datetime.now(UTC), seconds=5
+            )
+            for _ in range(2):
+                [outcome] = await traced.append(tenant, [_event("event")])
+                assert isinstance(outcome, Appended)
+                seen.append(statements())
+                if len(seen) == 3:
+                    received = outcome.received_at
+        finally:
+            await traced.stop()
+            await db.close()
+        return seen, read, received
+
+    (_, kept, fenced, kept_again), read, received = server.run(run())
+    assert kept == kept_again == ["UPDATE chain_heads"]
+    assert fenced == ["UPDATE chain_heads", "SELECT chain_heads", "UPDATE chain_heads"]
+    assert received > read  # stamped anew, under the lock
 
 
 def test_the_appenders_statements_are_planned_once(

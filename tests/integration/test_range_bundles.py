@@ -643,13 +643,51 @@ def test_the_range_of_a_period_ended_waits_for_a_batch_stamped_in_it_being_commi
             _until(lambda: _waiting(watch, "%UPDATE chain_heads%") or sent.done())
             clock.advance(seconds=2)  # the period has ended, by the server's clock
             asked = pool.submit(admin.get_received_range, since=since, until=until)
-            _until(lambda: _waiting(watch, "%chain_heads%FOR SHARE%") or asked.done())
+            rewrite = "UPDATE chain_heads SET tree_size = tree_size%"  # the range's, held
+            _until(lambda: _waiting(watch, rewrite) or asked.done())
         seqs = [result.event.seq for result in sent.result(timeout=30)]
         found = asked.result(timeout=30)
     assert seqs == list(range(4, 104))
     assert (found.first_seq, found.last_seq) == (1, 103)
     following = admin.get_received_range(since=until)
     assert following.first_seq == 104  # the next period meets it: no seq between
+
+
+def test_the_range_of_a_period_holds_an_event_stamped_in_it_from_a_kept_head(
+    admin: AuditClient,
+    clock: Clock,
+    sql: psycopg.Connection[Any],
+    migrated_database_url: str,
+) -> None:
+    """A small batch of a tenant whose head the process wrote last is written
+    from the head it kept, with no lock (ADR 0024): stamped, then its one
+    statement takes the head. Held between the two (by a lock on tree_nodes,
+    which its statement takes first and the range's path never), a range read
+    meanwhile found the head free, read a time after the stamp and ended
+    before the event, which then committed received within the period: a
+    range proven complete for it that left out an event received in it."""
+    record_events(admin, 3)  # seqs 1..3; the tenant's head is kept
+    since, until = clock() - timedelta(hours=1), clock() + timedelta(seconds=1)
+    with (
+        psycopg.connect(migrated_database_url, autocommit=True) as watch,
+        ThreadPoolExecutor(max_workers=1) as pool,
+    ):
+        with sql.transaction():
+            sql.execute("LOCK TABLE tree_nodes IN SHARE MODE")  # the statement waits
+            sent = pool.submit(admin.record, action="range.test", actor_id="u")
+            _until(lambda: _waiting(watch, "WITH seen AS%UPDATE chain_heads%") or sent.done())
+            assert not sent.done()
+            clock.advance(seconds=2)  # the period has ended, by the server's clock
+            found = admin.get_received_range(since=since, until=until)
+        event = sent.result(timeout=30).event
+    received = event.received_at.ToDatetime(tzinfo=UTC)
+    in_period = since <= received < until
+    assert in_period == (found.first_seq <= event.seq <= found.last_seq), (
+        f"seq {event.seq}, received at {received} (the period ends at {until}), and the"
+        f" period's range {found.first_seq}..{found.last_seq}"
+    )
+    following = admin.get_received_range(since=until)
+    assert following.first_seq == found.last_seq + 1  # the next period meets it
 
 
 def test_the_range_of_a_period_waits_for_a_held_head_at_most_a_while(

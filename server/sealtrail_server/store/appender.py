@@ -127,13 +127,15 @@ class _Submission:
 
 @dataclass(slots=True)
 class _Head:
-    """A tenant's head as its row has it (`stored_size`, `stored_root`), and
-    as the batch being written extends it (`size`, `frontier`)."""
+    """A tenant's head as its row has it (`stored_size`, `stored_root`, and
+    `version`, the xmin of the row's version: None if not known), and as the
+    batch being written extends it (`size`, `frontier`)."""
 
     stored_size: int
     stored_root: bytes
     frontier: list[bytes]
     size: int = -1
+    version: str | None = None
 
     def __post_init__(self) -> None:
         if self.size < 0:
@@ -144,10 +146,11 @@ class _Head:
         return self.size != self.stored_size
 
     def copy(self) -> _Head:
-        return _Head(self.stored_size, self.stored_root, list(self.frontier))
+        return _Head(self.stored_size, self.stored_root, list(self.frontier), version=self.version)
 
     def written(self) -> _Head:
-        """The head its row has once the batch is committed."""
+        """The head its row has once the batch is committed (the version of
+        its row is known once the statement answers)."""
         return _Head(self.size, frontier_root(self.frontier), self.frontier)
 
 
@@ -342,10 +345,15 @@ def _held_elsewhere_error(tenant_id: str, seconds: float) -> Unavailable:
 
 
 # Each head is updated only if its row is still as the batch found it (size and
-# root); a tenant whose head another process extended meanwhile gets none of
-# its rows or nodes inserted, and is not in the answer (`tenant_id`s updated).
-# Under a head lock that always holds; without one it is what makes the write
-# safe (see Appender._write). Written from a kept head, the batch's idempotency
+# root, and the very row version: its xmin); a tenant whose head another
+# process extended meanwhile gets none of its rows or nodes inserted, and is
+# not in the answer (`tenant_id`s updated, with the xmin of the version each
+# now has). Under a head lock that always holds; without one it is what makes
+# the write safe (see Appender._write). The version is also how a range of a
+# period (store/events.py, `time_once_appended`) fences off the writes from a
+# kept head stamped before its time: it rewrites the head as it is, and a
+# write stamped before that, which had not yet taken the head, writes nothing
+# and is written again under lock, stamped anew. Written from a kept head, the batch's idempotency
 # keys are looked up here too (`seen`, one index probe each, as idempotency.py
 # does): if one is stored, nothing is written and the answer says so (a row of NULL,
 # 'seen'), where a lookup of its own cost every append a round trip. A batch
@@ -363,15 +371,15 @@ def _extend_statement(seen: sql.SQL) -> str:
             " updated AS ("
             " UPDATE chain_heads AS h SET tree_size = u.tree_size, root_hash = u.root_hash,"
             " frontier = u.frontier, updated_at = now()"
-            " FROM unnest(%b::text[], %b::bigint[], %b::bytea[], %b::bigint[], %b::bytea[],"
-            " %b::bytea[], %b::text[])"
-            " AS u(tenant_id, stored_size, stored_root, tree_size, root_hash, frontier,"
-            " erasure_key)"
+            " FROM unnest(%b::text[], %b::bigint[], %b::bytea[], %b::text[], %b::bigint[],"
+            " %b::bytea[], %b::bytea[], %b::text[])"
+            " AS u(tenant_id, stored_size, stored_root, stored_version, tree_size, root_hash,"
+            " frontier, erasure_key)"
             " WHERE h.tenant_id = u.tenant_id AND h.tree_size = u.stored_size"
-            " AND h.root_hash = u.stored_root"
+            " AND h.root_hash = u.stored_root AND h.xmin = u.stored_version::xid"
             # Of u alone, so tried before any head is locked: never wait for an erasure.
             " AND {not_being_erased} AND NOT EXISTS (SELECT FROM seen)"
-            " RETURNING h.tenant_id, h.tree_size),"
+            " RETURNING h.tenant_id, h.tree_size, h.xmin),"
             " appended AS ("
             " INSERT INTO events ({columns}) SELECT * FROM unnest({event_arrays}) AS e({columns})"
             " WHERE e.tenant_id IN (SELECT tenant_id FROM updated)),"
@@ -380,8 +388,8 @@ def _extend_statement(seen: sql.SQL) -> str:
             " SELECT * FROM unnest(%b::text[], %b::smallint[], %b::bigint[], %b::bytea[])"
             " AS n(tenant_id, level, idx, hash)"
             " WHERE n.tenant_id IN (SELECT tenant_id FROM updated))"
-            " SELECT tenant_id, pg_notify({channel}, tenant_id || ':' || tree_size)::text"
-            " FROM updated UNION ALL SELECT NULL, 'seen' FROM seen"
+            " SELECT tenant_id, pg_notify({channel}, tenant_id || ':' || tree_size)::text,"
+            " xmin::text FROM updated UNION ALL SELECT NULL, 'seen', NULL FROM seen"
         )
         .format(
             seen=seen,
@@ -1381,6 +1389,7 @@ class _Lane:
                 TextArray(changed),
                 Int8Array(head.stored_size for head in changed.values()),
                 ByteaArray(head.stored_root for head in changed.values()),
+                TextArray(head.version for head in changed.values()),
                 Int8Array(head.stored_size for head in written.values()),
                 ByteaArray(head.stored_root for head in written.values()),
                 ByteaArray(b"".join(head.frontier) for head in written.values()),
@@ -1390,8 +1399,13 @@ class _Lane:
             ],
         )
         answer = await cursor.fetchall()
-        seen = any(tenant is None for tenant, _ in answer)
-        return {tenant: written[tenant] for tenant, _ in answer if tenant is not None}, seen
+        seen = any(tenant is None for tenant, _, _ in answer)
+        moved: dict[str, _Head] = {}
+        for tenant, _, version in answer:
+            if tenant is not None:
+                moved[tenant] = written[tenant]
+                moved[tenant].version = version
+        return moved, seen
 
     def _connection(self) -> AbstractAsyncContextManager[Connection]:
         """The connection batches are written on, kept between batches (ADR
@@ -1576,8 +1590,8 @@ async def _select_heads(
         _SELECT_HEADS, [_idle_in_write(), statement_timeout, tenants, erasure_lock_keys(tenants)]
     )
     return {
-        tenant: _Head(size, bytes(root), split_frontier(bytes(frontier)))
-        for tenant, size, root, frontier in await cursor.fetchall()
+        tenant: _Head(size, bytes(root), split_frontier(bytes(frontier)), version=version)
+        for tenant, size, root, frontier, version in await cursor.fetchall()
     }
 
 
@@ -1701,7 +1715,7 @@ def _last_appended(
 # locks the heads: it costs the write no round trip of its own.
 _SELECT_HEADS = (
     sql.SQL(
-        "SELECT h.tenant_id, h.tree_size, h.root_hash, h.frontier"
+        "SELECT h.tenant_id, h.tree_size, h.root_hash, h.frontier, h.xmin::text"
         " FROM (SELECT set_config('idle_in_transaction_session_timeout', %s, true),"
         " set_config('statement_timeout', coalesce(%s, current_setting('statement_timeout')),"
         " true)) AS settings,"

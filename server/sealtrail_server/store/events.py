@@ -426,24 +426,38 @@ _RECEIVED_RANGE: Final = sql.SQL(
 async def time_once_appended(
     db: Database, *, tenant_id: str, clock: Callable[[], datetime], seconds: float
 ) -> datetime:
-    """`clock()`, read once the tenant's append in flight, if any, has
-    committed, and before another can stamp its events. The appender stamps
-    received_at under the head's lock, before a commit that can take
-    hundreds of milliseconds: a period's range read meanwhile left out a
-    batch stamped within it, and the next period's started after it, a gap
-    between the two (helper-182). Sharing the head's lock waits for that
-    commit; holding it while the clock is read puts any later append's stamp
-    after the time read. So every event stamped before it, under the lock,
-    is committed when this returns; the lock is let go at once (appends
-    wait only for the clock's read). On the system role's connection:
-    FOR SHARE needs the right to update the head, which the service role has
-    not. A wait longer than `seconds` (a process frozen mid-append, an
-    erasure's DELETEs) is Unavailable, retry later."""
+    """`clock()`, read once every append of the tenant stamped before it has
+    committed, or will be stamped anew after it.
+
+    An append under the head's lock stamps received_at under it, before a
+    commit that can take hundreds of milliseconds: a period's range read
+    meanwhile left out a batch stamped within it, and the next period's
+    started after it, a gap between the two (helper-182). A small append
+    from a head its process kept (ADR 0024) stamps received_at before its
+    one statement takes the head, with no lock: such a write stamped within
+    the period, held there (its hashing, a round trip, a process paused),
+    found the head free, and committed after the range was read, received in
+    the period and outside its range.
+
+    So the head's row is rewritten as it is (`SET tree_size = tree_size`: a
+    new version of it, nothing changed), and the clock read while its lock
+    is held. The lock waits for the commit of an append that holds the head;
+    any later append's stamp, under the lock, is after the time read. The
+    new version fences off a write from a kept head stamped before: it moves
+    the head only from the row version it kept (its xmin), so it writes
+    nothing, and is written again under the lock, stamped anew, after the
+    time read (in every process: the fence is the row's). The lock is let go
+    at once (appends wait only for the clock's read); a write from a kept
+    head of the tenant next goes under the lock, once.
+
+    On the system role's connection: the service role may not update heads.
+    A wait longer than `seconds` (a process frozen mid-append, an erasure's
+    DELETEs) is Unavailable, retry later."""
     async with db.system_connection() as conn, conn.transaction():
         busy = "an append of the log is taking long; retry"
         async with waiting_at_most(conn, seconds, busy=busy):
             await conn.execute(
-                "SELECT FROM chain_heads WHERE tenant_id = %s FOR SHARE", [tenant_id]
+                "UPDATE chain_heads SET tree_size = tree_size WHERE tenant_id = %s", [tenant_id]
             )
         return clock()
 
