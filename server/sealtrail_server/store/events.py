@@ -210,12 +210,14 @@ async def query_first_page(
 
 
 # A page (`_WITHIN_BYTES`) with the size of the log its snapshot holds on each
-# row; one row of NULLs but the size when no event matches.
+# row; one row of NULLs but the size when no event matches. The page comes
+# first: a statement's span is named after the first table it reads from
+# (store/traced.py), and this one's is a page of events.
 _WITH_LOG_SIZE = sql.SQL(
     "SELECT seq, event_view, event_id, received, leaf, caller_view, whole_record, head.size"
-    " FROM (SELECT coalesce("
+    " FROM ({page}) AS page RIGHT JOIN (SELECT coalesce("
     " (SELECT tree_size FROM chain_heads WHERE tenant_id = %s), 0) AS size) AS head"
-    " LEFT JOIN ({page}) AS page ON true ORDER BY seq {direction}"
+    " ON true ORDER BY seq {direction}"
 )
 
 
@@ -242,7 +244,7 @@ async def _read_page(
     params = [*params, page_bytes]
     if log_size:
         query = _WITH_LOG_SIZE.format(page=query, direction=direction)
-        params = [tenant_id, *params]
+        params = [*params, tenant_id]
     # PostgreSQL plans a statement on the partitioned table anew at each run,
     # for the values given: about 1 ms of planning for a page that reads in a
     # fraction of that (latest 100 of an action: 2.5 -> 1.0 ms p50 generic).
