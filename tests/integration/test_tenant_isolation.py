@@ -21,13 +21,14 @@ from sealtrail import (
     NotFoundError,
     ResourceExhaustedError,
     RpcFailedError,
+    UnavailableError,
     build_event,
     build_filter,
 )
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc
 from sealtrail_server.store import counts as store_counts
 from sealtrail_server.store.counts import count_statement
-from sealtrail_server.store.database import bulk_connections
+from sealtrail_server.store.database import DEFAULT_CONNECT_TIMEOUT, bulk_connections
 from tests.conftest import ServerThread
 from tests.lock_waits import count_now, until, until_blocked
 
@@ -279,6 +280,56 @@ def test_one_tenants_slow_searches_leave_room_for_another_tenants_writes(
     finally:
         pool.shutdown(wait=True)
         write.close()
+        a.close()
+        own.close()
+
+
+def test_a_search_waits_for_a_bulk_read_no_longer_than_for_a_connection(
+    migrated_database_url: str, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A Query page no one index yields waits for a slot of the bulk reads'
+    share; that wait had no bound but the caller's deadline (before, the
+    pool's timeout bounded it: UNAVAILABLE with RetryInfo). A page behind
+    searches that hold every bulk read waits the pool's timeout at most, slot
+    and connection together, then is told to retry, naming the cause, before
+    anything is read. Here the share (2) is held by searches waiting for a lock
+    on a partition (until their lock timeout, 5 s), and two more queue ahead of
+    the page, which then hold it as long again: unbounded, the page waited
+    about 10 s for a slot."""
+    own = ServerThread(migrated_database_url, pool_max_size=6)
+    a = AuditClient(own.target, token=own.token(tenant, "reader"), max_attempts=1)
+    searching = (
+        "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+        " AND application_name = 'sealtrail' AND starts_with(query, 'SELECT seq, event_view')"
+    )
+    search = build_filter(actions=["x.*", "*.y"])
+    pool = ThreadPoolExecutor(6)
+    try:
+        a.query_page(page_size=1)  # the tenant's head exists
+        with sql.transaction():
+            sql.execute("LOCK TABLE events_default IN ACCESS EXCLUSIVE MODE")
+            holding = [pool.submit(a.query_page, search, page_size=10) for _ in range(2)]
+            until(lambda: count_now(sql, searching) == bulk_connections(6), holding[0])
+            # Queued well after the holders' lock waits began, so that the
+            # holders' lock timeouts hand the share to these, not to the page.
+            time.sleep(1)
+            queued = [pool.submit(a.query_page, search, page_size=10) for _ in range(2)]
+            time.sleep(0.3)
+            sent = time.monotonic()
+            page = pool.submit(a.query_page, search, page_size=10)
+            with pytest.raises(UnavailableError) as refused:
+                page.result(timeout=DEFAULT_CONNECT_TIMEOUT + 2.5)
+            waited = time.monotonic() - sent
+            assert waited >= DEFAULT_CONNECT_TIMEOUT - 0.5  # it waited its turn first
+            assert "bulk reads" in refused.value.message
+            assert refused.value.retry_after is not None and refused.value.retry_after > 0
+            assert count_now(sql, searching) == bulk_connections(6)  # the queued two, not it
+        assert all(q.result(timeout=30).events == [] for q in queued)
+        for held in holding:  # past their lock timeout, or through once the lock went
+            failed = held.exception(timeout=30)
+            assert failed is None or isinstance(failed, UnavailableError)
+    finally:
+        pool.shutdown(wait=True)
         a.close()
         own.close()
 

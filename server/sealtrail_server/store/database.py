@@ -249,13 +249,43 @@ class Database:
             yield conn
 
     @asynccontextmanager
-    async def bulk_connection(self, tenant_id: str) -> AsyncIterator[Connection]:
+    async def bulk_connection(
+        self, tenant_id: str, *, bounded: bool = False
+    ) -> AsyncIterator[Connection]:
         """`connection(tenant_id)`, for reading a page of many events: at most
         `bulk_connections` of the pool do that at once; the others wait their
         turn here, not in the pool's queue ahead of appends, and a tenant's
-        turn comes before another's that holds more of them (FairShare)."""
+        turn comes before another's that holds more of them (FairShare).
+
+        `bounded`: the whole wait, for a turn and then a connection, lasts
+        no longer than the pool's timeout, as `connection`'s alone does, then
+        Unavailable: for a call's page (Query's), whose caller waited that
+        long at most before the share, not up to its deadline. Unbounded, a
+        reader (an export's, a stream's catching up, the forwarder) waits
+        its turn however long the others read."""
         self.refuse_if_unreachable()  # at once, not after those ahead time out
-        async with self._bulk_reads.slot(tenant_id), self.connection(tenant_id) as conn:
+        if not bounded:
+            async with self._bulk_reads.slot(tenant_id), self.connection(tenant_id) as conn:
+                yield conn
+            return
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.pool.timeout
+        async with contextlib.AsyncExitStack() as held:
+            try:
+                async with asyncio.timeout_at(give_up_at):
+                    await held.enter_async_context(self._bulk_reads.slot(tenant_id))
+            except TimeoutError:
+                self.checkout_timeouts += 1
+                raise Unavailable(
+                    f"the server's bulk reads (pages of many events, {self._bulk_reads.in_use()}"
+                    f" at once) are all in use; none was free within {self.pool.timeout:g} s;"
+                    " retry",
+                    retry_after=RETRY_AFTER_SECONDS,
+                ) from None
+            # What is left of the wait, and at least a moment: a connection
+            # free now is taken, however long the turn took.
+            left = max(0.01, give_up_at - loop.time())
+            conn = await held.enter_async_context(self.connection(tenant_id, timeout=left))
             yield conn
 
     @asynccontextmanager

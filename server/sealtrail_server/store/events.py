@@ -253,9 +253,13 @@ async def _read_page(
     # the tenant's whole log to fill it (a word found nowhere, an action
     # suffix): within the bulk reads' share, fairly among tenants. On any
     # pooled connection, one tenant's slow searches took them all, the
-    # appender's too, and every other tenant's writes failed meanwhile.
+    # appender's too, and every other tenant's writes failed meanwhile. Its
+    # turn is waited for as long as a connection would be, no longer: the
+    # caller is told to retry then, as the pool's timeout told it before.
     checkout = (
-        db.connection(tenant_id, generic_plans=True) if generic else db.bulk_connection(tenant_id)
+        db.connection(tenant_id, generic_plans=True)
+        if generic
+        else db.bulk_connection(tenant_id, bounded=True)
     )
     async with checkout as conn:
         # Binary: bytea arrives as its bytes, not as hex twice their size to
