@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sealtrail import AuditClient, RpcFailedError, UnavailableError, build_event
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc
+from sealtrail_server.api.export import StallWatch
 from tests.conftest import ServerThread
 from tests.processes import ServerProcess
 from tests.silent_proxy import SilentProxy, database_upstream, through
@@ -404,5 +405,59 @@ def test_a_stream_or_export_refused_as_the_server_stops_records_nothing(
             [tenant],
         ).fetchall()
         assert recorded == []
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("cut_first", [False, True], ids=["handed, then cut", "cut, then handed"])
+def test_an_export_that_handed_its_manifest_is_not_cut_by_a_stop(
+    migrated_database_url: str, tenant: str, monkeypatch: pytest.MonkeyPatch, cut_first: bool
+) -> None:
+    """Exports cut for a stop a moment after one handed its manifest (its last
+    response) to gRPC, before gRPC finished its call, or just before (the cut
+    comes a loop pass later): it was ended UNAVAILABLE (`SERVER_STOPPING`), so
+    its client, which got every row and the manifest, then an error, reported
+    a complete export as failed. It ends OK."""
+    server = ServerThread(migrated_database_url)
+    try:
+        token = server.token(tenant)
+        servicer = server.service._servicer
+        assert servicer is not None
+        handing = StallWatch.handing
+        cut: list[bool] = []
+
+        def and_cut(watch: StallWatch, response: audit_service_pb2.ExportResponse) -> None:
+            if not cut_first:
+                handing(watch, response)
+            if response.HasField("manifest"):  # the stop's cut comes now
+                servicer.exports_open.cut_for_stop()
+                cut.append(True)
+            if cut_first:
+                handing(watch, response)
+
+        monkeypatch.setattr(StallWatch, "handing", and_cut)
+        with AuditClient(server.target, token=token, timeout=30) as client:
+            client.record_batch(
+                [build_event(action="doc.edit", actor_id="u", details={"n": n}) for n in range(3)]
+            )
+        with grpc.insecure_channel(server.target) as channel:
+            stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+            responses = stub.Export(
+                audit_service_pb2.ExportRequest(format=audit_service_pb2.EXPORT_FORMAT_NDJSON),
+                metadata=[("authorization", f"Bearer {token}")],
+                timeout=30,
+            )
+            received: list[audit_service_pb2.ExportResponse] = []
+            try:
+                received.extend(responses)
+            except grpc.RpcError as error:
+                manifest = any(response.HasField("manifest") for response in received)
+                got = "the manifest" if manifest else "no manifest"
+                raise AssertionError(f"{got}, then {error.code()}: {error.details()}") from None
+        assert cut == [True]
+        assert received[-1].HasField("manifest") and received[-1].manifest.row_count == 4
+        content = b"".join(response.chunk for response in received)
+        assert content.count(b"\n") == 4
+        assert responses.code() == grpc.StatusCode.OK
     finally:
         server.close()

@@ -195,9 +195,12 @@ class StallWatch:
         # The seq the export reads up to (its checkpoint's size, or its range's
         # end), once known: where the rest of a cut export ends.
         self.upto = 0
+        # Its manifest, its last response, was handed to gRPC: it is complete.
+        self.complete = False
 
     def handing(self, response: pb.ExportResponse) -> None:
         self.rows = response.rows_so_far
+        self.complete = response.HasField("manifest")
         self.sent += len(response.chunk)
         self._timer = self._loop.call_later(self._seconds, self._end, context=self._call_context)
 
@@ -227,13 +230,20 @@ class StallWatch:
         """Ends the export now, UNAVAILABLE (`SERVER_STOPPING`): the server is
         stopping. As a stalled one is ended: its client, reading on, gets
         what it had been sent, then the status, which says how to export the
-        rest (its rows carry their seqs)."""
+        rest (its rows carry their seqs). An export that has handed its
+        manifest is left to end: its client has, or is about to have, the
+        whole of it; cut, it got the manifest, then an error, and reported a
+        complete export as failed."""
+        if self.complete:
+            return
         self.handed()
         self._loop.call_soon(self._cut, context=self._call_context)
 
     def _cut(self) -> None:
         if self._task is not None and self._task.done():
             return  # it ended meanwhile
+        if self.complete:
+            return  # it handed its manifest meanwhile
         log.info(
             "ending an export of tenant %s: the server is stopping; %d rows, %d bytes sent",
             self._tenant_id,
