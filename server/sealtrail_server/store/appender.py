@@ -1312,12 +1312,14 @@ class _Lane:
                         await copy.write_row(row)
                     rows.clear()
         keys = (TextArray(), TextArray()) if keys_looked_up else _batch_keys(batch)
+        # Each head the batch moves, as its row will have it: one Merkle root
+        # per tenant, for the statement and for a commit in doubt alike.
+        written = {tenant: head.written() for tenant, head in heads.items() if head.changed}
         if doubt is not None:
-            changed = {tenant: head.written() for tenant, head in heads.items() if head.changed}
             last = _last_appended(batch, outcomes)
-            doubt.sent = _Sent(outcomes, changed, last, received.time, batch) if changed else None
-        written, seen = await self._extend(conn, heads, rows, nodes, keys)
-        return outcomes, written, seen
+            doubt.sent = _Sent(outcomes, written, last, received.time, batch) if written else None
+        moved, seen = await self._extend(conn, heads, written, rows, nodes, keys)
+        return outcomes, moved, seen
 
     async def _committed_after_all(self, doubt: _Doubt, error: Exception) -> _Sent | None:
         """After a write failed with `error`: what it wrote, if its commit was
@@ -1367,20 +1369,21 @@ class _Lane:
         self,
         conn: psycopg.AsyncConnection[Any],
         heads: dict[str, _Head],
+        written: dict[str, _Head],
         rows: list[tuple[Any, ...]],
         nodes: list[tuple[str, int, int, bytes]],
         keys: tuple[TextArray, TextArray],
     ) -> tuple[dict[str, _Head], bool]:
         """One statement (_EXTEND): insert `rows` (events not COPYed) and
-        `nodes`, and move every head the batch extended, of each tenant whose
-        head is still as `heads` found it; notify `tenant:size` on
-        NOTIFY_CHANNEL for each (PostgreSQL delivers that at commit). Nothing
-        of it if one of `keys` (tenants, idempotency keys) is stored. The heads
-        written, by tenant, and whether a key was."""
-        changed = {tenant: head for tenant, head in heads.items() if head.changed}
-        if not changed:
+        `nodes`, and move every head the batch extended to `written` (by
+        tenant, `_Head.written`), of each tenant whose head is still as
+        `heads` found it; notify `tenant:size` on NOTIFY_CHANNEL for each
+        (PostgreSQL delivers that at commit). Nothing of it if one of `keys`
+        (tenants, idempotency keys) is stored. The heads written, with their
+        rows' versions, by tenant, and whether a key was."""
+        if not written:
             return {}, False
-        written = {tenant: head.written() for tenant, head in changed.items()}
+        changed = {tenant: heads[tenant] for tenant in written}
         tenants, idempotency_keys = keys
         cursor = await conn.execute(
             _EXTEND_UNLESS_SEEN if idempotency_keys else _EXTEND,
@@ -1402,9 +1405,9 @@ class _Lane:
         seen = any(tenant is None for tenant, _, _ in answer)
         moved: dict[str, _Head] = {}
         for tenant, _, version in answer:
-            if tenant is not None:
-                moved[tenant] = written[tenant]
-                moved[tenant].version = version
+            if tenant is not None:  # a copy: a commit in doubt keeps its version unknown
+                head = written[tenant]
+                moved[tenant] = _Head(head.size, head.stored_root, head.frontier, version=version)
         return moved, seen
 
     def _connection(self) -> AbstractAsyncContextManager[Connection]:
