@@ -19,12 +19,16 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from sealtrail import (
     AuditClient,
+    CheckpointError,
     InvalidArgumentError,
     NotFoundError,
     RpcFailedError,
     build_event,
 )
+from sealtrail.tlog import NoteError, Signer, open_note
 from tests.conftest import SIGNING_KEY
+
+VERIFIER = Signer.parse(SIGNING_KEY).verifier
 
 SIZES = sorted(
     {1, 2, 3, 1100} | {n for k in range(2, 11) for n in (2**k - 1, 2**k, 2**k + 1)}
@@ -263,3 +267,31 @@ def test_requests_at_the_edges_of_the_log(client: AuditClient, tenant: str) -> N
     assert beyond.value.reason == "BEYOND_LOG_SIZE"
     with pytest.raises(NotFoundError):
         client.get_checkpoint(tree_size=size + 1)
+
+
+def test_a_checkpoint_carrying_a_bad_signature_by_a_trusted_key_is_refused(
+    client: AuditClient,
+) -> None:
+    """C2SP signed notes (and Go's note.Open, the reference): a signature
+    line by a known key (its name and key id) that does not verify refuses
+    the whole note, and repeated signatures by one key count once. A
+    checkpoint with a forged line by the trusted key beside the genuine one
+    was accepted here as signed by that key (and a repeated genuine line
+    named it twice), where every other C2SP verifier refuses it."""
+    _record(client, 3)
+    note = client.get_checkpoint(fresh=True).note
+    key = VERIFIER.text()
+    text, _, line = note.rpartition("\n\n")
+    genuine = base64.b64decode(line.split(" ")[-1])
+    forged_signature = genuine[:4] + bytes(64)  # the key's id, a signature of zeros
+    forged_line = f"\u2014 {VERIFIER.name} {base64.b64encode(forged_signature).decode()}\n"
+    forged = f"{text}\n\n{forged_line}{line}"  # the forged line first
+    with pytest.raises(NoteError, match="does not verify"):
+        open_note(forged, [VERIFIER])
+    with pytest.raises(CheckpointError, match="does not verify"):
+        client.check_checkpoint(forged, key=key)
+    # After the key's first signature its others are skipped, forged or not.
+    assert open_note(note + forged_line, [VERIFIER])[1] == [VERIFIER]
+    doubled = note + line  # the genuine line twice
+    assert open_note(doubled, [VERIFIER])[1] == [VERIFIER]
+    assert client.check_checkpoint(doubled, key=key).signed_by == [key]

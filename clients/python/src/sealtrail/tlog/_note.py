@@ -150,8 +150,13 @@ def sign_note(text: str, signer: Signer) -> str:
 
 
 def open_note(note: str, verifiers: list[Verifier]) -> tuple[str, list[Verifier]]:
-    """The text of `note` and the verifiers whose signature on it is valid.
-    Raises NoteError if the note is malformed or no known key signed it."""
+    """The text of `note` and the verifiers whose signature on it is valid,
+    each once. Raises NoteError if the note is malformed, if a signature by a
+    known key (its name and key id) does not verify, or if no known key
+    signed it. Signatures by other keys are ignored, and a known key's
+    repeated ones after its first, as C2SP and Go's note.Open say: a note
+    with a forged line by a trusted key before its genuine one was accepted
+    here, and refused by every other verifier of signed notes."""
     refuse_controls(note, "the note")
     text, separator, signatures = note.rpartition("\n\n")
     if not separator or not signatures.endswith("\n"):
@@ -159,6 +164,7 @@ def open_note(note: str, verifiers: list[Verifier]) -> tuple[str, list[Verifier]
     text += "\n"
     message = text.encode()
     valid: list[Verifier] = []
+    seen: set[tuple[str, bytes]] = set()
     for line in signatures[:-1].split("\n"):
         if not line.startswith(_DASH):
             raise NoteError(f"malformed signature line {line!r}")
@@ -166,13 +172,16 @@ def open_note(note: str, verifiers: list[Verifier]) -> tuple[str, list[Verifier]
         raw = _decode(encoded, "a signature")
         if len(raw) < 5:
             raise NoteError("a signature is too short")
-        for verifier in verifiers:
-            if (
-                verifier.name == name
-                and verifier.key_id == raw[:4]
-                and verifier.verify(message, raw[4:])
-            ):
-                valid.append(verifier)
+        known = [v for v in verifiers if v.name == name and v.key_id == raw[:4]]
+        if not known or (name, raw[:4]) in seen:
+            continue  # another key's, or the key's signature again
+        seen.add((name, raw[:4]))
+        signer = next((v for v in known if v.verify(message, raw[4:])), None)
+        if signer is None:
+            raise NoteError(
+                f"the signature by the known key {name}+{raw[:4].hex()} does not verify"
+            )
+        valid.append(signer)
     if not valid:
         raise NoteError("no signature by a known key verifies this note")
     return text, valid
