@@ -16,8 +16,9 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from sealtrail import AuditClient
 from sealtrail.v1 import audit_service_pb2 as pb
-from sealtrail.v1 import audit_service_pb2_grpc
+from sealtrail.v1 import audit_service_pb2_grpc, retention_pb2
 from sealtrail_server.domain.access import Principal, Role, new_token, token_digest
 from sealtrail_server.store.tokens import create_token, find_principal, revoke_token
 from tests.clock import Clock
@@ -189,6 +190,63 @@ def test_a_token_in_use_is_looked_up_again_over_budget(
         for _ in range(3):
             assert counted.call(token) == grpc.StatusCode.INVALID_ARGUMENT
         assert counted.lookups()["found"] == 4
+    finally:
+        counted.close()
+
+
+# A service's host that records for several tenants, each with tokens of its own.
+SERVICE = "198.51.100.9"
+
+
+def test_an_erased_tenants_tokens_spend_no_budget_of_their_callers(
+    budgeted: tuple[Counted, Clock], tenant: str
+) -> None:
+    """A tenant's tokens the process saw in use are no strangers once its
+    erasure took them: a fleet still calling with them (not told yet) is
+    refused UNAUTHENTICATED, and spends no budget of unknown tokens. They
+    spent it, each once a cache interval, and a host recording for several
+    tenants (a shared service, or a NAT) was then refused RESOURCE_EXHAUSTED
+    for another tenant's token it had not presented yet."""
+    counted, _ = budgeted
+    fleet = [counted.server.token(tenant, Role.RECORDER) for _ in range(6)]
+    for token in fleet:
+        assert counted.call(token, source=SERVICE) == grpc.StatusCode.INVALID_ARGUMENT
+    admin = counted.server.token(tenant, Role.ADMIN)
+    counted.stub.EraseTenant(
+        retention_pb2.EraseTenantRequest(confirm_tenant_id=tenant),
+        metadata=[("authorization", f"Bearer {admin}")],
+    )
+    for token in fleet:
+        assert counted.call(token, source=SERVICE) == grpc.StatusCode.UNAUTHENTICATED
+    other = counted.server.token(f"{tenant}-other", Role.RECORDER)
+    assert counted.call(other, source=SERVICE) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_tokens_erased_by_another_process_spend_no_budget_of_their_callers(
+    migrated_database_url: str, tenant: str, server: ServerThread
+) -> None:
+    """As above, the erasure made by another process (or the operator's
+    `sealtrail-server tenant erase`): this one finds each token gone as its
+    cache interval ends, and again as the interval of that answer ends."""
+    counted = Counted(
+        migrated_database_url,
+        clock=Clock(),  # the budgets refill on it: not at all
+        token_cache_seconds=0.2,
+        unknown_tokens_per_minute=5,
+        trusted_proxies="127.0.0.1/32",
+    )
+    try:
+        fleet = [counted.server.token(tenant, Role.RECORDER) for _ in range(6)]
+        for token in fleet:
+            assert counted.call(token, source=SERVICE) == grpc.StatusCode.INVALID_ARGUMENT
+        with AuditClient(server.target, token=server.token(tenant, Role.ADMIN)) as admin:
+            admin.erase_tenant(tenant)
+        for _ in range(3):
+            time.sleep(0.3)  # the cache's interval, then the interval of its answer
+            for token in fleet:
+                assert counted.call(token, source=SERVICE) == grpc.StatusCode.UNAUTHENTICATED
+        other = counted.server.token(f"{tenant}-other", Role.RECORDER)
+        assert counted.call(other, source=SERVICE) == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         counted.close()
 

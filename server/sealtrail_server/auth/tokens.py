@@ -127,6 +127,10 @@ class Authenticator:
         # Digests found to be no token (None) or a revoked one -> until when
         # they are taken so, least recently found first (at most `max_cached`).
         self._refused: OrderedDict[bytes, tuple[Revoked | None, float]] = OrderedDict()
+        # Digests of tokens this process saw that no longer work (revoked, or
+        # gone with their tenant's erasure), least recently added first (at
+        # most `max_cached`): no strangers, they spend no caller's budget.
+        self._seen_gone: OrderedDict[bytes, None] = OrderedDict()
         self._budgets = UnknownTokenBudgets(per_minute=unknown_per_minute, clock=wall_clock)
         self._lookups = (meter or no_meter()).create_counter(
             "sealtrail.tokens.lookups",
@@ -159,7 +163,8 @@ class Authenticator:
         else:
             found = await self._look_up(digest, now, caller, fresh=fresh)
             if not isinstance(found, Principal):
-                self._cache.pop(digest, None)
+                if self._cache.pop(digest, None) is not None:
+                    self._keep_seen_gone(digest)
                 if isinstance(found, Revoked):
                     raise RevokedToken(found.principal)
                 raise Unauthenticated(_UNKNOWN)
@@ -210,7 +215,12 @@ class Authenticator:
         cache meanwhile share (`_in_flight[key]`)."""
         # Kept past its interval (until the cache is full), a token in use is
         # no stranger: only one this process has not seen spends a budget.
-        budget = "" if digest in self._cache else caller_key(caller())
+        # So is one it saw that no longer works: an erased tenant's fleet
+        # still calling with its tokens spent its address's budget, each
+        # token once an interval, and that address (a service recording for
+        # several tenants, a NAT) was then refused other tenants' new tokens.
+        seen = digest in self._cache or digest in self._seen_gone
+        budget = "" if seen else caller_key(caller())
         if budget and (wait := self._budgets.wait(budget)) > 0:
             raise ResourceExhausted(
                 "too many unknown tokens from this address; retry later",
@@ -269,10 +279,18 @@ class Authenticator:
         for digest, (principal, _) in list(self._cache.items()):
             if principal.tenant_id == tenant_id:
                 del self._cache[digest]
+                self._keep_seen_gone(digest)
         # Its tokens are gone: no longer known, not even as revoked.
         for digest, (revoked, _) in list(self._refused.items()):
             if revoked is not None and revoked.principal.tenant_id == tenant_id:
                 del self._refused[digest]
+                self._keep_seen_gone(digest)
+
+    def _keep_seen_gone(self, digest: bytes) -> None:
+        self._seen_gone.pop(digest, None)
+        self._seen_gone[digest] = None
+        if len(self._seen_gone) > self._max_cached:
+            self._seen_gone.popitem(last=False)
 
     def erased_here(self, tenant_id: str) -> bool:
         """Whether this process erased `tenant_id` (lately)."""
