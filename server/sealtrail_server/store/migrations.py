@@ -22,7 +22,7 @@ from typing import Any, Final
 import psycopg
 
 from ..config import MIGRATION_LOCK_ATTEMPTS
-from .partitions import create_ahead
+from .partitions import PARTITION_BOUNDS_DATESTYLE, create_ahead
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # pg_advisory_lock key shared by every Sealtrail process ("sealtrai" in ASCII).
@@ -212,6 +212,8 @@ async def _apply_once(
             "SELECT set_config('lock_timeout', %s, true)",
             [LOCK_TIMEOUT if attempts else "0"],
         )
+        # 0009 creates the first months of events (PARTITION_BOUNDS_DATESTYLE).
+        await conn.execute("SELECT set_config('DateStyle', %s, true)", [PARTITION_BOUNDS_DATESTYLE])
         await conn.execute(migration.path.read_bytes())
         await conn.execute(
             "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",

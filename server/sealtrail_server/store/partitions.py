@@ -48,6 +48,15 @@ log = logging.getLogger(__name__)
 MOVE_MAX_ROWS: Final = 50_000
 _MOVE_TIMEOUT: Final = "5s"
 
+# What sealtrail_create_event_partitions (migration 0020) writes a month's
+# bounds in: it formats them as text, which PostgreSQL then reads back. In
+# another DateStyle ('SQL', 'Postgres', 'German') a time is written with its
+# zone's abbreviation, and read back by PostgreSQL's own table of them: India's
+# IST as Israel's, 3.5 hours off. The months then started and ended at 03:30
+# UTC, and a month created later in ISO overlapped the one before it: its
+# creation failed, at every start and every pass.
+PARTITION_BOUNDS_DATESTYLE: Final = "ISO"
+
 # The longest a pass waits for a table lock. Statements queue behind a lock
 # request, so a pass that waited behind a long reader (an Export, VerifyLog)
 # would stall every Record meanwhile: it gives up instead, until the next pass.
@@ -64,10 +73,12 @@ async def create_ahead(conn: psycopg.AsyncConnection[Any], *, now: datetime | No
     months ahead of `now` (None: the database's clock); how many were created.
     0 as well if `events` could not be locked at once (the next pass tries)."""
     if now is None:
-        cursor = await conn.execute("SELECT now()")
+        # As seconds: a session's DateStyle other than ISO writes a time that
+        # psycopg cannot read.
+        cursor = await conn.execute("SELECT extract(epoch FROM now())::float8")
         row = await cursor.fetchone()
         assert row is not None
-        now = row[0]
+        now = datetime.fromtimestamp(row[0], UTC)
     now = now.astimezone(UTC)
     existing = set((await _monthly_partitions(conn)).values())
     this_month = datetime(now.year, now.month, 1, tzinfo=UTC)
@@ -86,6 +97,7 @@ async def create_ahead(conn: psycopg.AsyncConnection[Any], *, now: datetime | No
     try:
         async with conn.transaction():
             await conn.execute("SELECT set_config('lock_timeout', %s, true)", [_LOCK_TIMEOUT])
+            await _bounds_in_utc(conn)
             for month in missing:
                 if month not in apart:
                     cursor = await conn.execute(
@@ -192,6 +204,7 @@ async def _create_over_its_rows(
             await conn.execute("SELECT set_config('lock_timeout', %s, true)", [_LOCK_TIMEOUT])
             await conn.execute("SELECT set_config('statement_timeout', %s, true)", [_MOVE_TIMEOUT])
             await conn.execute("SET LOCAL sealtrail.removal = 'retention'")
+            await _bounds_in_utc(conn)
             await conn.execute("LOCK TABLE ONLY events, events_default IN ACCESS EXCLUSIVE MODE")
             cursor = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", [name])
             if (exists := await cursor.fetchone()) and exists[0]:
@@ -311,6 +324,12 @@ async def _drop_the_default_check(conn: psycopg.AsyncConnection[Any]) -> None:
                 sql.Identifier(OUTSIDE_MONTHS)
             )
         )
+
+
+async def _bounds_in_utc(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Months created in the caller's transaction get UTC bounds, whatever the
+    session's DateStyle (PARTITION_BOUNDS_DATESTYLE)."""
+    await conn.execute("SELECT set_config('DateStyle', %s, true)", [PARTITION_BOUNDS_DATESTYLE])
 
 
 def _outside(months: Iterable[datetime]) -> sql.Composable:
