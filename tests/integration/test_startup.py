@@ -19,12 +19,15 @@ from click.testing import CliRunner
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.sql import SQL, Identifier
 
+from sealtrail import AuditClient, build_event
 from sealtrail_server import cli
 from sealtrail_server.app import Service
 from sealtrail_server.config import Settings
-from sealtrail_server.domain.access import token_digest
+from sealtrail_server.domain.access import Role, token_digest
 from sealtrail_server.key_files import load_key_text
 from sealtrail_server.store import urls
+from sealtrail_server.store.database import Database
+from sealtrail_server.store.tokens import create_token
 from tests.conftest import ServerThread, database_of_its_own
 from tests.service_login import service_login_url
 
@@ -495,3 +498,42 @@ def test_a_server_whose_signing_key_file_is_lost_refuses_to_sign_on_under_a_new_
             chosen.close()
         again = ServerThread(url, signing_key=None, data_dir=data_dir)  # registered now
         again.close()
+
+
+def test_a_database_that_writes_times_in_another_datestyle_is_served(
+    migrated_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psycopg reads times written in ISO only: on a database whose DateStyle
+    is another (`SQL, DMY`, as some DBAs set it), a start made its months of
+    events then failed on the first time it read, and so did every call and
+    command. Every connection now asks for ISO, after the URL's own options."""
+    monkeypatch.delenv("PGSERVICE", raising=False)
+    monkeypatch.delenv("PGOPTIONS", raising=False)
+    with database_of_its_own(migrated_database_url, "datestyle") as url:
+        with psycopg.connect(url, autocommit=True) as owner:
+            name = Identifier(str(owner.info.dbname))
+            owner.execute(SQL("ALTER DATABASE {} SET DateStyle = 'SQL, DMY'").format(name))
+        server = ServerThread(url)
+        try:
+            login = urls.with_connection_limits(service_login_url(url))
+            database = server.run(Database.open(login, min_size=1, max_size=1))
+            try:
+                issued = server.run(create_token(database, tenant_id="t-dates", role=Role.ADMIN))
+            finally:
+                server.run(database.close())
+            with AuditClient(server.target, token=issued.secret) as client:
+                stored = client.record(build_event(action="doc.edit", actor_id="u-1")).event
+                assert [event.seq for event in client.query()] == [stored.seq]
+                assert client.get_event(stored.id) == stored
+        finally:
+            server.close()
+    # Beside the URL's own options, and PGOPTIONS, which options in a URL replace.
+    given = "postgresql://sealtrail@db.internal/sealtrail?options=-c%20search_path%3Dlog"
+    options = conninfo_to_dict(urls.with_connection_limits(given))["options"]
+    assert options == "-c search_path=log -c DateStyle=ISO"
+    monkeypatch.setenv("PGOPTIONS", "-c work_mem=64MB")
+    given = "postgresql://sealtrail@db.internal/sealtrail"
+    options = conninfo_to_dict(urls.with_connection_limits(given))["options"]
+    assert options == "-c work_mem=64MB -c DateStyle=ISO"
+    once = urls.with_connection_limits(given)
+    assert urls.with_connection_limits(once) == once

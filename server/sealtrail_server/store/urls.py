@@ -28,12 +28,21 @@ SILENCE_LIMITS: Final = {
 }
 
 
+# psycopg reads a time PostgreSQL writes in ISO only: in another DateStyle
+# ('SQL, DMY', 'German', 'Postgres', set for the database or a role) every
+# statement that read one failed (NotImplementedError), after a start had
+# migrated. Every connection asks for ISO, after any options of its own.
+ISO_DATES: Final = "-c DateStyle=ISO"
+
+
 def with_connection_limits(url: str) -> str:
     """`url` with libpq's `connect_timeout` (CONNECT_TIMEOUT_SECONDS) and the
     keepalive and TCP timeout settings of SILENCE_LIMITS, each unless the URL
     sets it, or a service file may (a `service` named, or PGSERVICE), or for
-    the first, PGCONNECT_TIMEOUT does; a URL libpq cannot read is returned as
-    it is, for the connection to name what is wrong with it."""
+    the first, PGCONNECT_TIMEOUT does; and ISO_DATES after the URL's options
+    (else PGOPTIONS', which options in the URL replace). A URL libpq cannot
+    read is returned as it is, for the connection to name what is wrong with
+    it."""
     if "PGSERVICE" in os.environ:
         return url
     try:
@@ -45,4 +54,9 @@ def with_connection_limits(url: str) -> str:
     limits: dict[str, int] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **SILENCE_LIMITS}
     if "PGCONNECT_TIMEOUT" in os.environ:
         del limits["connect_timeout"]
-    return make_conninfo(url, **{k: v for k, v in limits.items() if k not in given})
+    missing: dict[str, int | str] = {k: v for k, v in limits.items() if k not in given}
+    own = str(given.get("options") or os.environ.get("PGOPTIONS", "")).strip()
+    if not own.endswith(ISO_DATES):
+        missing["options"] = f"{own} {ISO_DATES}".strip()
+    # Nothing missing: the URL as it is (the commands compare URLs this returned).
+    return make_conninfo(url, **missing) if missing else url
