@@ -1,0 +1,283 @@
+"""StreamEvents against Query: streams of every filter field, open while
+writers record varied events across tenants, each receive exactly what a
+Query of the same filter finds afterwards, in order, none twice."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from sealtrail import AuditClient, build_event, build_filter
+from sealtrail.v1 import event_pb2
+from tests.conftest import ServerThread, token_id_of
+from tests.integration.test_database_outage import Cluster, migrated_cluster
+
+_BASE = datetime(2026, 1, 1, tzinfo=UTC)
+_ACTIONS = ("doc.edit", "doc.delete", "api_key.create", "api_key.revoke", "member.invite")
+_CATEGORIES = ("authentication", "data_access", "configuration", "member", "security")
+_SEVERITIES = ("info", "warning", "error", "critical")
+_OUTCOMES = ("success", "failure", "denied")
+_REQUEST_IDS = ("0f8fad5b-d9cb-469f-a165-70867728950e", "7c9e6679-7425-40de-944b-e07fc1f90ae7")
+_TRACE_IDS = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b700f067aa0ba902b7")
+_IPS = ("10.1.2.3", "10.9.0.1", "192.0.2.7", "2001:db8::5", "::ffff:10.1.9.9", "2001:db8:1::1")
+_WORDS = ("invoice", "password", "rotation", "export", "payroll")
+
+
+def _varied(rng: random.Random, n: int) -> event_pb2.Event:
+    fields: dict[str, Any] = {
+        "action": rng.choice(_ACTIONS),
+        "actor_id": rng.choice(("alice", "Alice", "bob")),
+        "description": f"{rng.choice(_WORDS)} {rng.choice(_WORDS)} {n}",
+        "occurred_at": _BASE + timedelta(minutes=rng.randrange(120)),
+        "severity": rng.choice(_SEVERITIES),
+        "outcome": rng.choice(_OUTCOMES),
+    }
+    if rng.random() < 0.8:
+        fields["category"] = rng.choice(_CATEGORIES)
+    if rng.random() < 0.5:
+        fields["actor_email"] = rng.choice(("Alice@Example.com", "bob@example.com"))
+    if rng.random() < 0.7:
+        fields["resource_type"] = rng.choice(("document", "api_key"))
+        fields["resource_id"] = rng.choice(("d1", "d2", "k1"))
+    if rng.random() < 0.5:
+        fields["request_id"] = rng.choice(_REQUEST_IDS).upper().replace("-", "")
+    if rng.random() < 0.5:
+        fields["trace_id"] = rng.choice(_TRACE_IDS).upper()
+    if rng.random() < 0.7:
+        fields["ip"] = rng.choice(_IPS)
+    return build_event(**fields)
+
+
+def _filters(recorder: str) -> dict[str, event_pb2.EventFilter]:
+    return {
+        "all": build_filter(),
+        "action": build_filter(actions="doc.edit"),
+        "actions": build_filter(actions=["doc.delete", "member.invite"]),
+        "prefix": build_filter(actions="api_key.*"),
+        "suffix": build_filter(actions="*.delete"),
+        "categories": build_filter(categories=["member", "security"]),
+        "min_severity": build_filter(min_severity="error"),
+        "outcomes": build_filter(outcomes=["failure", "denied"]),
+        "actor_id": build_filter(actor="Alice"),
+        "actor_email": build_filter(actor="alice@EXAMPLE.com"),
+        "resource": build_filter(resource_type="document", resource_id="d2"),
+        "request_id": build_filter(request_id=_REQUEST_IDS[0]),
+        "trace_id": build_filter(trace_id=_TRACE_IDS[1]),
+        "ip_v4": build_filter(ip="10.0.0.0/8"),
+        "ip_v6": build_filter(ip="2001:db8::/48"),
+        "recorded_by": build_filter(recorded_by=recorder),
+        "time": build_filter(
+            since=_BASE + timedelta(minutes=30), until=_BASE + timedelta(minutes=75)
+        ),
+        "text": build_filter(text="payroll"),
+        "mixed": build_filter(actions="doc.*", min_severity="warning", ip="10.0.0.0/8"),
+    }
+
+
+class _Stream:
+    """A sync stream read in a thread: its events' seqs and its last cursor."""
+
+    def __init__(self, client: AuditClient, **options: Any) -> None:
+        self.events: list[tuple[int, str]] = []
+        self.start: int | None = None  # its first cursor
+        self.cursor = 0
+        self.started = threading.Event()
+        self._stream = client.stream(on_heartbeat=self._beat, **options)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.started.wait(30), "the stream never started"
+
+    def _beat(self, cursor: int) -> None:
+        if self.start is None:
+            self.start = cursor
+        self.cursor = cursor
+        self.started.set()
+
+    def _run(self) -> None:
+        for event in self._stream:
+            self.events.append((event.seq, event.action))
+            self.cursor = event.seq
+
+    def close(self) -> None:
+        self._stream.close()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def quick_server(migrated_database_url: str) -> Iterator[ServerThread]:
+    # Short heartbeats say where each stream got to; small inboxes overflow
+    # under the writers, sending streams back to the table mid-flight.
+    running = ServerThread(
+        migrated_database_url, stream_heartbeat_seconds=0.3, stream_queue_capacity=3
+    )
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+@pytest.mark.usefixtures("no_server_errors")
+def test_streams_of_every_filter_receive_what_query_finds(
+    quick_server: ServerThread, migrated_database_url: str
+) -> None:
+    server = quick_server
+    tenants = [f"t-{uuid.uuid4().hex[:12]}" for _ in range(2)]
+    recorders = {t: server.token(t, "recorder") for t in tenants}
+    with psycopg.connect(migrated_database_url, autocommit=True) as sql:
+        recorder_ids = {t: token_id_of(sql, recorders[t]) for t in tenants}
+    clients = {t: AuditClient(server.target, token=server.token(t), timeout=30) for t in tenants}
+    streams: dict[tuple[str, str, str], _Stream] = {}
+    try:
+
+        def write(tenant: str, seed: int, count: int) -> None:
+            rng = random.Random(seed)
+            with AuditClient(server.target, token=recorders[tenant], timeout=30) as writer:
+                n = 0
+                while n < count:
+                    batch = rng.choice((1, 1, 3, 20))
+                    writer.record_batch([_varied(rng, n + i) for i in range(batch)])
+                    n += batch
+
+        # A head start; then every filter streamed from now (live alone) and,
+        # as four writers go on, from the start (a catch-up meeting the hub).
+        for index, tenant in enumerate(tenants):
+            write(tenant, 1000 + index, 150)
+        writers = [
+            threading.Thread(target=write, args=(tenant, seed, 300))
+            for seed, tenant in enumerate(tenants * 2)
+        ]
+        for tenant in tenants:
+            for name, event_filter in _filters(recorder_ids[tenant]).items():
+                streams[tenant, name, "live"] = _Stream(clients[tenant], filter=event_filter)
+        for writer in writers:
+            writer.start()
+        for tenant in tenants:
+            for name, event_filter in _filters(recorder_ids[tenant]).items():
+                streams[tenant, name, "replay"] = _Stream(
+                    clients[tenant], filter=event_filter, after_seq=0
+                )
+        for writer in writers:
+            writer.join(120)
+        size: dict[str, int] = {}
+        with psycopg.connect(migrated_database_url, autocommit=True) as sql:
+            for t in tenants:
+                row = sql.execute(
+                    "SELECT max(seq) FROM events WHERE tenant_id = %s", [t]
+                ).fetchone()
+                assert row is not None
+                size[t] = row[0]
+        deadline = time.monotonic() + 60
+        for (tenant, *_), stream in streams.items():
+            while stream.cursor < size[tenant]:
+                assert time.monotonic() < deadline, "a stream never caught up"
+                time.sleep(0.05)
+        mismatched = []
+        for tenant in tenants:
+            for name, event_filter in _filters(recorder_ids[tenant]).items():
+                # The streams' and the queries' own records aside.
+                found = [
+                    e.seq
+                    for e in clients[tenant].query(event_filter, order="oldest", page_size=1000)
+                    if not e.action.startswith("audit_log.") and e.seq <= size[tenant]
+                ]
+                for how in ("replay", "live"):
+                    stream = streams[tenant, name, how]
+                    seqs = [seq for seq, _ in stream.events]
+                    assert seqs == sorted(set(seqs)), (name, how, "out of order or repeated")
+                    got = [
+                        seq
+                        for seq, action in stream.events
+                        if not action.startswith("audit_log.") and seq <= size[tenant]
+                    ]
+                    assert stream.start is not None
+                    expected = [seq for seq in found if seq > stream.start]
+                    if got != expected:
+                        missed = sorted(set(expected) - set(got))
+                        mismatched.append((name, how, missed, sorted(set(got) - set(expected))))
+        assert mismatched == []
+    finally:
+        for stream in streams.values():
+            stream.close()
+        for client in clients.values():
+            client.close()
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[Cluster]:
+    with migrated_cluster() as made:
+        yield made
+
+
+def test_streams_resume_exactly_across_a_database_restart(own_cluster: Cluster) -> None:
+    """The LISTEN connection and every pooled one die with the database:
+    the streams, live and catching up, go on (or resume from their cursor)
+    and receive every event written before, during the reconnects and after,
+    in order, none twice."""
+    cluster = own_cluster
+    server = ServerThread(cluster.url, database_probe_interval=0.2, stream_heartbeat_seconds=0.3)
+    tenant = f"t-{uuid.uuid4().hex[:12]}"
+    recorder, admin = server.token(tenant, "recorder"), server.token(tenant)
+    stop = threading.Event()
+    options: dict[str, Any] = {"timeout": 5, "max_attempts": 1000, "max_backoff": 0.2}
+
+    def write(worker: int) -> None:
+        with AuditClient(server.target, token=recorder, **options) as writer:
+            n = 0
+            while not stop.is_set():
+                key = f"{worker}-{n}"
+                writer.record(build_event(action="doc.edit", actor_id="u", idempotency_key=key))
+                n += 1
+
+    reader = AuditClient(server.target, token=admin, **options)
+    streams: list[_Stream] = []
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(3)]
+    try:
+        reader.record(action="doc.edit", actor_id="u")
+        streams += [
+            _Stream(reader, filter=build_filter(actions="doc.*")),
+            _Stream(reader, after_seq=0),
+        ]
+        for writer in writers:
+            writer.start()
+        time.sleep(1.0)
+        cluster.stop()
+        time.sleep(1.5)
+        cluster.start()
+        time.sleep(2.0)
+        stop.set()
+        for writer in writers:
+            writer.join(60)
+        with psycopg.connect(cluster.url, autocommit=True) as sql:
+            logged = sql.execute(
+                "SELECT seq, action FROM events WHERE tenant_id = %s ORDER BY seq", [tenant]
+            ).fetchall()
+        last = logged[-1][0]
+        deadline = time.monotonic() + 60
+        for stream in streams:
+            while stream.cursor < last:
+                assert time.monotonic() < deadline, "a stream never caught up"
+                time.sleep(0.05)
+        edits = [seq for seq, action in logged if action == "doc.edit"]
+        live, replay = streams
+        assert live.start is not None
+        assert [seq for seq, _ in live.events if seq <= last] == [
+            seq for seq in edits if seq > live.start
+        ]
+        seqs = [seq for seq, _ in replay.events if seq <= last]
+        assert seqs == sorted(set(seqs))
+        # Every event but the replay's own access records (one per connection).
+        assert [seq for seq, a in replay.events if a == "doc.edit" and seq <= last] == edits
+    finally:
+        stop.set()
+        for stream in streams:
+            stream.close()
+        reader.close()
+        server.close()
