@@ -306,6 +306,51 @@ def test_heartbeats_go_on_while_a_busy_log_sends_a_filtered_stream_nothing(
         quick.close()
 
 
+def test_heartbeats_go_on_while_the_hub_runs_behind_a_busy_log(
+    migrated_database_url: str, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live stream whose heartbeat's time ran out found the log ahead of
+    it (commits the hub had yet to deliver, as on any busy log), went to the
+    table without a heartbeat, and counted a heartbeat's time afresh from
+    there: while each look found the log ahead, the stream sent none at all
+    (seen: 3 to 5 times the heartbeat's time between two on a busy log)."""
+    rows = hub_module._rows
+
+    async def behind(*args: Any) -> Any:  # a hub half a second behind the log
+        await asyncio.sleep(0.5)
+        return await rows(*args)
+
+    monkeypatch.setattr(hub_module, "_rows", behind)
+    quick = ServerThread(migrated_database_url, stream_heartbeat_seconds=0.2)
+    try:
+        with AuditClient(quick.target, token=quick.token(tenant)) as client:
+            beats: queue.Queue[float] = queue.Queue()
+
+            def run() -> None:
+                with contextlib.suppress(SealtrailError):  # ends when the client closes
+                    for _ in client.stream(
+                        build_filter(actions="never.happens"),
+                        on_heartbeat=lambda _: beats.put(time.monotonic()),
+                    ):
+                        pass
+
+            threading.Thread(target=run, daemon=True).start()
+            beats.get(timeout=10)
+            busy_from = time.monotonic()
+            busy_until = busy_from + 3
+            while time.monotonic() < busy_until:  # a commit every 0.05 s
+                client.record(action="stream.test", actor_id="u")
+                time.sleep(0.05)
+            during = [busy_from]
+            while not beats.empty():
+                if busy_from < (at := beats.get()) < busy_until:
+                    during.append(at)
+            gaps = [b - a for a, b in itertools.pairwise([*during, busy_until])]
+            assert max(gaps) < 1.0, gaps  # a heartbeat's time, and the table's read
+    finally:
+        quick.close()
+
+
 def test_heartbeats_carry_the_cursor_of_an_idle_filtered_stream(
     migrated_database_url: str, tenant: str
 ) -> None:

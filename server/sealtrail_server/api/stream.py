@@ -174,6 +174,10 @@ class StreamRpcs:
         # (from 0 is whatever is kept); checked with the first read.
         resumed = position if request.WhichOneof("start") == "after_seq" else 0
         yield _heartbeat(position)  # the client knows where it starts, even if idle
+        # When the last message went: a heartbeat's time is counted from it
+        # across the stream's reads of the table and its spells live.
+        clock = asyncio.get_running_loop().time
+        last_sent = clock()
         while True:
             if subscription.ending:  # ended while it read the table
                 raise StreamEnding
@@ -205,12 +209,21 @@ class StreamRpcs:
                     else:
                         for response in _responses(read, limit):
                             yield response
+                    last_sent = clock()
             position = max(position, size)
-            if request.announce_purged and position > caught_up_from:
-                # Its last range reaches `size`: a client that reconnects
-                # from here is not told of it again.
+            if (request.announce_purged and position > caught_up_from) or (
+                clock() - last_sent >= self._heartbeat_seconds
+            ):
+                # Announced: its last range reaches `size`, and a client that
+                # reconnects from here is not told of it again. Else a live
+                # spell ended for the table when a heartbeat was due (the log
+                # was ahead of it, as a busy log's is of its hub): counted
+                # afresh, a stream that found it ahead at each look sent none.
                 yield _heartbeat(position)
-            live = self._live(tenant_id, subscription, event_filter, position, limit)
+                last_sent = clock()
+            live = self._live(
+                tenant_id, subscription, event_filter, position, limit, last_sent=last_sent
+            )
             async with aclosing(live):
                 async for item in live:
                     if isinstance(item, int):
@@ -220,6 +233,7 @@ class StreamRpcs:
                         for response in _responses(item, limit):
                             yield response
                         position = item[-1].seq
+                    last_sent = clock()
 
     async def _size(self, tenant_id: str, *, reached: int = 0) -> int:
         """The log's size. Below `reached`, where the stream got to (or below
@@ -386,14 +400,16 @@ class StreamRpcs:
         event_filter: EventFilter,
         position: int,
         limit: int,
+        *,
+        last_sent: float,
     ) -> AsyncGenerator[list[EncodedEvent] | int, None]:
         """Matching events from the hub, a delivery's at a time, and positions
-        to report as heartbeats: after a heartbeat's time without a message,
-        whether or not the log grew meanwhile (a busy log none of whose events
-        match is no reason to fall silent). Returns when the stream must read
-        the table to catch up."""
+        to report as heartbeats: after a heartbeat's time without a message
+        (the last went at `last_sent`, the event loop's time), whether or not
+        the log grew meanwhile (a busy log none of whose events match is no
+        reason to fall silent). Returns when the stream must read the table to
+        catch up."""
         clock = asyncio.get_running_loop().time
-        last_sent = clock()
         while not subscription.lagging:
             quiet_for = clock() - last_sent
             try:
