@@ -542,6 +542,32 @@ def test_a_period_that_runs_backwards_is_refused(
         verify_bundle(out, key=VERIFIER)
 
 
+@pytest.mark.parametrize(
+    "received",
+    [
+        {"since": "0001-01-01T00:00:00+01:00"},  # before year 1 in UTC
+        {"until": "9999-12-31T23:59:59-01:00"},  # after year 9999 in UTC
+    ],
+    ids=["since", "until"],
+)
+def test_a_period_beyond_what_a_time_holds_in_utc_is_a_failure_named_not_a_traceback(
+    admin: AuditClient, clock: Clock, tmp_path: Path, received: dict[str, str]
+) -> None:
+    """A time with an offset that puts it outside years 1..9999 in UTC: taking
+    it to UTC raised OverflowError, and `sealtrail verify` crashed with a
+    traceback (helper-282)."""
+    out = tmp_path / "month"
+    _period_bundle(admin, clock, out)
+    manifest = json.loads((out / "bundle.json").read_text())
+    manifest["received"].update(received)
+    (out / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="'received' must be two UTC times"):
+        verify_bundle(out, key=VERIFIER)
+    shown = CliRunner().invoke(cli, ["verify", str(out), "--key", VERIFIER])
+    assert isinstance(shown.exception, SystemExit) and shown.exit_code == 1
+    assert "FAILED: bundle.json: 'received' must be two UTC times" in shown.output
+
+
 def test_verify_received_demands_a_bundle_proving_that_period(
     admin: AuditClient, clock: Clock, tmp_path: Path
 ) -> None:

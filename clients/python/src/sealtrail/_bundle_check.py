@@ -229,10 +229,16 @@ def _received_of(manifest: dict[str, Any]) -> tuple[datetime, datetime] | None:
         raise BundleError(f"{MANIFEST}: 'received' must be {{since, until}}, two times") from None
     if since.tzinfo is None or until.tzinfo is None or manifest.get("range") is None:
         raise BundleError(f"{MANIFEST}: 'received' must be two UTC times, of a range bundle")
+    try:
+        since, until = since.astimezone(UTC), until.astimezone(UTC)
+    except OverflowError:  # an offset that takes it before year 1 or past 9999 (helper-282)
+        raise BundleError(
+            f"{MANIFEST}: 'received' must be two UTC times, within years 1 to 9999 in UTC"
+        ) from None
     if until <= since:
         # Backwards, both ends' checks hold for any part of the period (helper-182).
         raise BundleError(f"{MANIFEST}: 'received' must be a period: since before until")
-    return since.astimezone(UTC), until.astimezone(UTC)
+    return since, until
 
 
 def _refuse_what_the_log_could_not_do(manifest: dict[str, Any]) -> None:
