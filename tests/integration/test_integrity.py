@@ -427,6 +427,31 @@ def test_an_edited_bundle_names_the_record(logged: AuditClient, tmp_path: Path) 
         verify_bundle(tmp_path / "b", key=VERIFIER.text())
 
 
+@pytest.mark.parametrize(
+    ("claim", "message"),
+    [
+        ({"first_seq": 1}, "bundle.json says its records run seq 1..34, they run seq 8..34"),
+        ({"last_seq": EVENTS}, f"bundle.json says its records run seq 8..{EVENTS}, they run"),
+        ({"first_seq": 34, "last_seq": 8}, "says its records run seq 34..8, they run seq 8..34"),
+        ({"first_seq": "8"}, "'first_seq' must be a seq"),
+        ({"last_seq": None}, "'last_seq' must be a seq"),
+    ],
+    ids=["first-earlier", "last-later", "reversed", "first-text", "last-missing"],
+)
+def test_a_bundle_json_claiming_seqs_its_records_do_not_run_is_refused(
+    logged: AuditClient, tmp_path: Path, claim: dict[str, Any], message: str
+) -> None:
+    """bundle.json's first_seq and last_seq were never checked: a partial
+    bundle of seqs 8 and 34 that said it ran 1..40 verified (helper-282)."""
+    write_bundle(logged, tmp_path / "b", event_filter=build_filter(text="event 7 or event 33"))
+    path = tmp_path / "b" / "bundle.json"
+    manifest = json.loads(path.read_text())
+    assert (manifest["first_seq"], manifest["last_seq"]) == (8, 34)
+    path.write_text(json.dumps({**manifest, **claim}))
+    with pytest.raises(BundleError, match=re.escape(message)):
+        verify_bundle(tmp_path / "b", key=VERIFIER.text())
+
+
 def test_a_bundle_whose_proofs_are_cut_short_says_the_proof_is_missing(
     logged: AuditClient, tmp_path: Path
 ) -> None:

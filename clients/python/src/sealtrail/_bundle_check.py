@@ -82,12 +82,18 @@ def _verify_bundle(
     seq_range = _range_of(manifest, size)
     received = _received_of(manifest)
     ledger = RemovalLedger(checkpoint.origin, verifiers)
-    count, purged, first, last = _verify_each(
+    count, purged, first, last, held = _verify_each(
         path, logged_tenant, size, root, complete=complete, seq_range=seq_range, ledger=ledger
     )
     if count != manifest["count"]:
         raise BundleError(
             f"bundle.json says {counted(manifest['count'], 'record')}, the bundle has {count}"
+        )
+    claimed = (manifest["first_seq"], manifest["last_seq"])
+    if claimed != held:  # never checked, whatever it said verified (helper-282)
+        raise BundleError(
+            f"bundle.json says its records run seq {claimed[0]}..{claimed[1]}, they run"
+            f" seq {held[0]}..{held[1]}"
         )
     if purged != manifest.get("purged", 0):
         raise BundleError(
@@ -271,6 +277,12 @@ def _manifest(path: Path) -> dict[str, Any]:
         value = manifest.get(name, 0 if name == "purged" else None)  # older bundles: no purged
         if type(value) is not int or value < 0:
             raise BundleError(f"{MANIFEST}: {name!r} must be a number of events")
+    for name in ("first_seq", "last_seq"):
+        value = manifest.get(name)
+        if type(value) is not int or value < 0:
+            raise BundleError(
+                f"{MANIFEST}: {name!r} must be a seq of its records (0 when it holds none)"
+            )
     return dict(manifest)
 
 
@@ -403,10 +415,12 @@ def _verify_each(
     complete: bool,
     seq_range: tuple[int, int] | None,
     ledger: RemovalLedger,
-) -> tuple[int, int, int, int]:
-    """(records, purged leaves, first seq, last seq) of a bundle that verifies."""
+) -> tuple[int, int, int, int, tuple[int, int]]:
+    """(records, purged leaves, first seq, last seq, and the first and last
+    seq of its records alone, 0 for none) of a bundle that verifies."""
     walk = _Walk(size, root, complete=complete, seq_range=seq_range)
     count = purged = 0
+    held = (0, 0)
     removed = _purged(path)
     pending = next(removed, None)
 
@@ -443,6 +457,7 @@ def _verify_each(
                 raise BundleError(f"record {number} (seq {seq}): {error}") from None
             walk.accept(f"record {number}", seq, leaf, proof)
             count += 1
+            held = (held[0] or seq, seq)
             ledger.note_record(record)
     purged_before(size + 1)
     if pending is not None:
@@ -456,5 +471,4 @@ def _verify_each(
         raise BundleError(f"{PURGED}: a partial bundle carries no removed leaves")
     if complete and (why := ledger.unaccounted()):
         raise BundleError(why)
-    first = walk.first
-    return count, purged, first, walk.last
+    return count, purged, walk.first, walk.last, held
