@@ -452,6 +452,45 @@ def test_a_bundle_json_claiming_seqs_its_records_do_not_run_is_refused(
         verify_bundle(tmp_path / "b", key=VERIFIER.text())
 
 
+@pytest.mark.parametrize(
+    "proof",
+    [..., None, 5, "AAAA", [5], [None], ["=="], ["not base64!"], {"a": "AAAA"}],
+    ids=["missing", "null", "number", "text", "numbers", "nulls", "padding", "not-base64", "map"],
+)
+def test_a_proof_that_is_no_list_of_hashes_is_named_so(
+    logged: AuditClient, tmp_path: Path, proof: Any
+) -> None:
+    """The reason was Python's own: 'NoneType' object is not iterable,
+    argument should be a bytes-like object or ASCII string, not 'int', or
+    the bare key 'proof' (helper-282)."""
+    write_bundle(logged, tmp_path / "b")
+    path = tmp_path / "b" / "proofs.ndjson"
+    lines = path.read_text().splitlines(keepends=True)
+    entry = {"seq": 3} if proof is ... else {"seq": 3, "proof": proof}
+    lines[2] = json.dumps(entry) + "\n"
+    path.write_text("".join(lines))
+    with pytest.raises(BundleError) as failed:
+        verify_bundle(tmp_path / "b", key=VERIFIER.text())
+    assert str(failed.value) == (
+        "record 3 (seq 3): proofs.ndjson line 3 holds no proof: a list of base64 hashes"
+    )
+
+
+def test_a_removed_leaf_whose_seq_is_true_is_not_taken_for_seq_1(
+    logged: AuditClient, tmp_path: Path
+) -> None:
+    """JSON's true is a Python int: a removed leaf at seq `true` was checked
+    as seq 1 (and named "purged seq True"), where every other seq of a bundle
+    must be a number (helper-282)."""
+    write_bundle(logged, tmp_path / "b")
+    leaf = base64.b64encode(bytes(32)).decode()
+    (tmp_path / "b" / "purged.ndjson").write_text(
+        json.dumps({"seq": True, "leaf_hash": leaf, "proof": []}) + "\n"
+    )
+    with pytest.raises(BundleError, match=r"^purged\.ndjson line 1: not a purged leaf$"):
+        verify_bundle(tmp_path / "b", key=VERIFIER.text())
+
+
 def test_a_bundle_whose_proofs_are_cut_short_says_the_proof_is_missing(
     logged: AuditClient, tmp_path: Path
 ) -> None:

@@ -319,6 +319,16 @@ def _records(path: Path, tenant: str) -> Iterator[tuple[int, int, bytes, dict[st
             yield number, seq, leaf_hash(record), parsed
 
 
+def _hashes(value: object) -> list[bytes] | None:
+    """A proof's hashes, from their base64 in a list; None if it is none."""
+    if not isinstance(value, list) or not all(isinstance(h, str) for h in value):
+        return None
+    try:
+        return [base64.b64decode(h, validate=True) for h in value]
+    except ValueError:  # binascii.Error, or a character beyond ASCII
+        return None
+
+
 def _purged(path: Path) -> Iterator[tuple[int, bytes, list[bytes]]]:
     """(seq, leaf hash, proof) of each event the bundle says retention removed."""
     if not (path / PURGED).exists():
@@ -332,7 +342,7 @@ def _purged(path: Path) -> Iterator[tuple[int, bytes, list[bytes]]]:
                 proof = [base64.b64decode(h, validate=True) for h in entry["proof"]]
             except (ValueError, KeyError, TypeError, RecursionError):
                 raise BundleError(f"{PURGED} line {number}: not a purged leaf") from None
-            if not isinstance(seq, int) or len(leaf) != 32:
+            if type(seq) is not int or len(leaf) != 32:  # not true, which is an int
                 raise BundleError(f"{PURGED} line {number}: not a purged leaf")
             yield seq, leaf, proof
 
@@ -451,10 +461,12 @@ def _verify_each(
                     f" seq {logged} of the log"
                 )
             purged_before(seq)
-            try:
-                proof = [base64.b64decode(h, validate=True) for h in entry["proof"]]
-            except (ValueError, TypeError, KeyError) as error:
-                raise BundleError(f"record {number} (seq {seq}): {error}") from None
+            proof = _hashes(entry.get("proof"))
+            if proof is None:  # said in Python's words ('NoneType' object is not iterable)
+                raise BundleError(
+                    f"record {number} (seq {seq}): {PROOFS} line {number} holds no proof:"
+                    " a list of base64 hashes"
+                )
             walk.accept(f"record {number}", seq, leaf, proof)
             count += 1
             held = (held[0] or seq, seq)
