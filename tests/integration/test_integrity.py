@@ -476,6 +476,30 @@ def test_a_proof_that_is_no_list_of_hashes_is_named_so(
     )
 
 
+@pytest.mark.parametrize("file", ["records.ndjson", "proofs.ndjson", "purged.ndjson"])
+def test_a_line_longer_than_any_record_is_refused_without_reading_it_whole(
+    logged: AuditClient, tmp_path: Path, file: str
+) -> None:
+    """A bundle is checked a line at a time, in memory that does not grow
+    with it; but a line was read whole, however long: a forged bundle of one
+    line of gigabytes took the verifying machine's memory (helper-282)."""
+    import tracemalloc
+
+    write_bundle(logged, tmp_path / "b")
+    path = tmp_path / "b" / file
+    with open(path, "wb") as forged:  # 64 MiB without a newline
+        for _ in range(64):
+            forged.write(b"0" * (1 << 20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(BundleError, match=rf"^{file} line 1: longer than 4 MiB, which no"):
+            verify_bundle(tmp_path / "b", key=VERIFIER.text())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"{peak >> 20} MiB at the peak"
+
+
 def test_a_removed_leaf_whose_seq_is_true_is_not_taken_for_seq_1(
     logged: AuditClient, tmp_path: Path
 ) -> None:

@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Final
 
 from sealtrail._bundle_format import (
     CHECKPOINT,
@@ -301,11 +301,37 @@ def _verifiers(path: Path, key: str | Sequence[str] | None) -> tuple[list[Verifi
         raise BundleError(f"verifier key: {error}") from None
 
 
+# Longer than any line of a bundle: a record is at most 64 KiB (and the
+# recorder's token), a proof some 3 KB. A line is read no further, so a forged
+# one of gigabytes does not take the memory of the machine checking it.
+_MAX_LINE: Final = 4 << 20
+
+
+def _line(file: IO[bytes], name: str, number: int) -> bytes:
+    """Line `number` of the bundle's file `name`, read from `file` (b"" past
+    its end); BundleError if it is longer than _MAX_LINE."""
+    line = file.readline(_MAX_LINE + 1)
+    if len(line) > _MAX_LINE:
+        raise BundleError(
+            f"{name} line {number}: longer than {_MAX_LINE >> 20} MiB, which no line of a"
+            " bundle is (a record is at most 64 KiB)"
+        )
+    return line
+
+
+def _lines(file: IO[bytes], name: str) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of each line of the bundle's file `name`."""
+    number = 1
+    while line := _line(file, name, number):
+        yield number, line
+        number += 1
+
+
 def _records(path: Path, tenant: str) -> Iterator[tuple[int, int, bytes, dict[str, Any]]]:
     """(line number, seq, leaf hash, record parsed) of each record, checking
     it belongs to `tenant`."""
     with open(path / RECORDS, "rb") as records:
-        for number, line in enumerate(records, start=1):
+        for number, line in _lines(records, RECORDS):
             record = line.removesuffix(b"\n")
             try:
                 parsed = json.loads(record)
@@ -333,8 +359,8 @@ def _purged(path: Path) -> Iterator[tuple[int, bytes, list[bytes]]]:
     """(seq, leaf hash, proof) of each event the bundle says retention removed."""
     if not (path / PURGED).exists():
         return
-    with open(path / PURGED, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
+    with open(path / PURGED, "rb") as lines:
+        for number, line in _lines(lines, PURGED):
             try:
                 entry = json.loads(line)
                 seq = entry["seq"]
@@ -442,10 +468,10 @@ def _verify_each(
             purged += 1
             pending = next(removed, None)
 
-    with open(path / PROOFS, encoding="utf-8") as proofs:
+    with open(path / PROOFS, "rb") as proofs:
         for number, seq, leaf, record in _records(path, tenant):
             try:
-                entry = json.loads(proofs.readline() or "null")
+                entry = json.loads(_line(proofs, PROOFS, number) or b"null")
             except (ValueError, RecursionError):
                 raise BundleError(f"{PROOFS} line {number}: not JSON") from None
             if not isinstance(entry, dict | None):
