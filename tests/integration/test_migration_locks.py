@@ -178,3 +178,48 @@ def test_an_operator_command_sets_up_a_database_with_no_schema(
     finally:
         with psycopg.connect(migrated_database_url, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_a_migration_runs_past_the_owner_s_statement_timeout_and_waits_its_lock_timeout(
+    migrated_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DBA's `statement_timeout` for the owner (a guard against runaway
+    queries) cut short a migration's work that outlasted it (an index built
+    over the whole log, 0009's copy of it): rolled back, not tried again, and
+    so at every start after, and the release could never be started. It also
+    ended each wait for a lock before LOCK_TIMEOUT, as a statement timeout
+    not tried again. A migration's statements run for as long as they take;
+    its lock waits are bounded by LOCK_TIMEOUT alone (ADR 0050)."""
+    with database_of_its_own(migrated_database_url, "migration_timeouts") as own:
+        for path in migrations.MIGRATIONS_DIR.glob("*.sql"):
+            (tmp_path / path.name).symlink_to(path)
+        # Its work takes a second: the owner's statements may take a tenth.
+        (tmp_path / "9999_a_long_rewrite.sql").write_text(
+            "SELECT pg_sleep(1);\nALTER TABLE events ADD COLUMN noted text;\n"
+        )
+        monkeypatch.setattr(migrations, "MIGRATIONS_DIR", tmp_path)
+        monkeypatch.setattr(migrations, "LOCK_TIMEOUT", "500ms")
+        monkeypatch.setattr(migrations, "FIRST_PAUSE", 0.05)
+        with psycopg.connect(own, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} SET statement_timeout = '100ms'").format(
+                    sql.Identifier(admin.info.dbname)
+                )
+            )
+        applied = asyncio.run(asyncio.wait_for(migrations.migrate_database(own), 30))
+        assert [migration.version for migration in applied] == [9999]
+
+        # Behind a reader, each attempt waits out its lock timeout (the
+        # statement timeout would have ended it at 0.1 s, for good).
+        (tmp_path / "9999_a_long_rewrite.sql").unlink()
+        (tmp_path / "9999_a_column_more.sql").write_text(
+            "ALTER TABLE events ADD COLUMN more text;\n"
+        )
+        with psycopg.connect(own) as conn:
+            conn.execute("DELETE FROM schema_migrations WHERE version = 9999")
+            conn.commit()
+            conn.execute("SELECT FROM events LIMIT 1")  # a reader holds events
+            began = time.monotonic()
+            with pytest.raises(migrations.MigrationBlocked, match="lock timeout"):
+                asyncio.run(asyncio.wait_for(migrations.migrate_database(own, lock_attempts=2), 30))
+            assert time.monotonic() - began >= 1.0  # two waits of 0.5 s

@@ -3,12 +3,13 @@ start under an advisory lock, each in its own transaction. Running them again
 applies nothing: applied versions are kept in schema_migrations. Each start
 also creates the months of event partitions ahead that are missing.
 
-A migration waits for each lock at most LOCK_TIMEOUT at a time: every
-statement of the running processes on that table queues behind its request,
-so one that waited behind a long reader (an Export, VerifyLog, a check's
-validation) would stall every Record meanwhile. It gives up, rolls back, and
-tries again a little later (as after a deadlock), `lock_attempts` times in
-all, before the start fails saying so (ADR 0050)."""
+A migration's statements run for as long as they take, whatever the
+owner's statement_timeout. It waits for each lock at most LOCK_TIMEOUT at a
+time: every statement of the running processes on that table queues behind
+its request, so one that waited behind a long reader (an Export, VerifyLog, a
+check's validation) would stall every Record meanwhile. It gives up, rolls
+back, and tries again a little later (as after a deadlock), `lock_attempts`
+times in all, before the start fails saying so (ADR 0050)."""
 
 from __future__ import annotations
 
@@ -208,8 +209,14 @@ async def _apply_once(
     conn: psycopg.AsyncConnection[Any], migration: Migration, attempts: int
 ) -> None:
     async with conn.transaction():
-        await conn.execute(  # 0: no limit, whatever the role's or database's
-            "SELECT set_config('lock_timeout', %s, true)",
+        # Lock timeout 0: no limit, whatever the role's or database's. And no
+        # statement timeout: a DBA's guard against runaway queries cut short
+        # a migration's own work that outlasted it (an index built over the
+        # whole log), at every start, and ended its lock waits before
+        # LOCK_TIMEOUT, for good; they are bounded by the lock timeout alone.
+        await conn.execute(
+            "SELECT set_config('lock_timeout', %s, true),"
+            " set_config('statement_timeout', '0', true)",
             [LOCK_TIMEOUT if attempts else "0"],
         )
         # 0009 creates the first months of events (PARTITION_BOUNDS_DATESTYLE).
