@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ from psycopg import sql
 from sealtrail_server import cli
 from sealtrail_server.store import migrations
 from tests.conftest import database_of_its_own
+from tests.processes import stop
 
 _BUSY = "its tables are busy"
 
@@ -223,3 +227,52 @@ def test_a_migration_runs_past_the_owner_s_statement_timeout_and_waits_its_lock_
             with pytest.raises(migrations.MigrationBlocked, match="lock timeout"):
                 asyncio.run(asyncio.wait_for(migrations.migrate_database(own, lock_attempts=2), 30))
             assert time.monotonic() - began >= 1.0  # two waits of 0.5 s
+
+
+_MIGRATE_FROM = """
+import asyncio, sys
+from pathlib import Path
+from sealtrail_server.store import migrations
+migrations.MIGRATIONS_DIR = Path(sys.argv[2])
+asyncio.run(migrations.migrate_database(sys.argv[1]))
+"""
+
+
+def test_a_start_killed_mid_migration_leaves_nothing_running_for_the_next(
+    migrated_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start killed while a migration worked (SIGKILL: a start probe's
+    limit; Ctrl-C after a long silence) left the database's session running
+    the migration to its end, a dead client's, holding the migrations' lock:
+    the next start waited, "held by the database session of pid N (another
+    process migrating)" when none was, for the whole of that work, then
+    found it rolled back and did it all again. The session now notices its
+    client gone within a second, and rolls back at once."""
+    with database_of_its_own(migrated_database_url, "migration_killed") as own:
+        for path in migrations.MIGRATIONS_DIR.glob("*.sql"):
+            (tmp_path / path.name).symlink_to(path)
+        long = tmp_path / "9999_a_long_rewrite.sql"
+        long.write_text("ALTER TABLE events ADD COLUMN noted text;\nSELECT pg_sleep(60);\n")
+        process = subprocess.Popen(
+            [sys.executable, "-c", _MIGRATE_FROM, own, str(tmp_path)],
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        try:
+            with psycopg.connect(own, autocommit=True) as watcher:
+                deadline = time.monotonic() + 30
+                while not watcher.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%'"
+                    " AND pid <> pg_backend_pid()"
+                ).fetchone():
+                    assert time.monotonic() < deadline and process.poll() is None
+                    time.sleep(0.05)
+            process.kill()  # mid-migration
+            process.wait(10)
+        finally:
+            stop(process)
+        # The next start, with the same migration made quick: it waited the
+        # dead one's minute out, and timed out here.
+        long.write_text("ALTER TABLE events ADD COLUMN noted text;\n")
+        monkeypatch.setattr(migrations, "MIGRATIONS_DIR", tmp_path)
+        applied = asyncio.run(asyncio.wait_for(migrations.migrate_database(own), 10))
+        assert [migration.version for migration in applied] == [9999]

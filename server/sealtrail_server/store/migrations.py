@@ -33,6 +33,8 @@ LOCK_TIMEOUT: Final = "2s"
 # Attempts at a migration by default (SEALTRAIL_MIGRATION_LOCK_ATTEMPTS):
 # about two minutes in all; 0 waits for its locks without a limit, once.
 ATTEMPTS: Final = MIGRATION_LOCK_ATTEMPTS
+# How often a migrating session checks that its process is still there.
+CLIENT_CHECK: Final = "1s"
 # Seconds between attempts: the first, doubling up to the last.
 FIRST_PAUSE: Final = 1.0
 LONGEST_PAUSE: Final = 10.0
@@ -122,8 +124,18 @@ def available_migrations() -> list[Migration]:
 async def migrate_database(
     url: str, *, lock_attempts: int = ATTEMPTS, only_fresh: bool = False
 ) -> list[Migration]:
-    """Connect to `url` (as the owner: ADR 0013) and apply what is missing."""
+    """Connect to `url` (as the owner: ADR 0013) and apply what is missing.
+    The session checks that its client is still there every CLIENT_CHECK: a
+    database's session learns of its client's end only when it answers, and
+    one whose process was killed mid-migration (a start probe's SIGKILL)
+    worked the migration on to its end under the migrations' lock, which the
+    next start waited for (as "another process migrating") before it did the
+    same work again (helper-285). PostgreSQL 14 and later."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        if conn.info.server_version >= 140000:
+            await conn.execute(
+                "SELECT set_config('client_connection_check_interval', %s, false)", [CLIENT_CHECK]
+            )
         return await migrate(conn, lock_attempts=lock_attempts, only_fresh=only_fresh)
 
 
