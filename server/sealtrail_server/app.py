@@ -232,10 +232,9 @@ class Service:
         await check_login(self._database_url)
         keys = (signer, secret_box, data_dir_secrets_key, redaction_secret)
         await self._refuse_keys_of_another(*keys, change=False)
-        for migration in await migrate_database(
+        await migrate_database(  # which says each migration as it applies it
             self._owner_database_url, lock_attempts=settings.migration_lock_attempts
-        ):
-            log.info("applied migration %04d_%s", migration.version, migration.name)
+        )
         resealed, unopenable = await self._refuse_keys_of_another(*keys, change=True)
         if resealed:
             log.info("sealed the secrets of %d sinks under the current secrets key", resealed)

@@ -6,6 +6,7 @@ behind its request; the start fails saying so if the reader outlasts it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import subprocess
@@ -276,3 +277,32 @@ def test_a_start_killed_mid_migration_leaves_nothing_running_for_the_next(
         monkeypatch.setattr(migrations, "MIGRATIONS_DIR", tmp_path)
         applied = asyncio.run(asyncio.wait_for(migrations.migrate_database(own), 10))
         assert [migration.version for migration in applied] == [9999]
+
+
+def test_a_start_names_each_migration_as_it_begins_it(
+    url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A start said which migrations it applied once every one was: over a
+    large log, minutes without a line, a start its operator could not tell
+    from a hung one (and killed), and a failure with no migration named
+    before it. Each is said as it begins."""
+    (tmp_path / "9999_a_column_more.sql").unlink()  # the fixture's: this one takes a while
+    (tmp_path / "9999_a_long_rewrite.sql").write_text(
+        "ALTER TABLE events ADD COLUMN noted text;\nSELECT pg_sleep(30);\n"
+    )
+
+    async def run() -> None:
+        migrating = asyncio.create_task(migrations.migrate_database(url))
+        try:
+            deadline = time.monotonic() + 20
+            while "applying migration 9999_a_long_rewrite" not in caplog.text:
+                assert time.monotonic() < deadline and not migrating.done(), "said nothing"
+                await asyncio.sleep(0.05)
+        finally:
+            migrating.cancel()  # the 30 s it would take are not waited for
+            with contextlib.suppress(asyncio.CancelledError):
+                await migrating
+
+    with caplog.at_level(logging.INFO, migrations.__name__):
+        asyncio.run(run())
+    assert 9999 not in _applied(url)

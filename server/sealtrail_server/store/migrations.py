@@ -190,6 +190,11 @@ async def migrate(
         for migration in available_migrations():
             if migration.version in applied:
                 continue
+            # Said before, not after: a start said nothing of the migrations
+            # until every one was applied, minutes of silence over a large
+            # log, in which its operator could not tell it from a hang, and
+            # the last line before a failure named none of them.
+            log.info("applying migration %04d_%s", migration.version, migration.name)
             await _apply(conn, migration, lock_attempts)
             applied_now.append(migration)
         # Months of events ahead (0009); the retention pass keeps this up.
