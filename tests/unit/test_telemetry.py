@@ -417,3 +417,30 @@ def test_baggage_is_never_parsed(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         _correlation_of_a_call(("traceparent", PARENT), ("baggage", "a," * 180))
     assert [record for record in caplog.records if record.thread == threading.get_ident()] == []
+
+
+@pytest.mark.parametrize(
+    ("metadata", "parent"),
+    [
+        # Too long to be one (the W3C propagator's bound): no parent.
+        ((("traceparent", PARENT + "-" + "x" * 600),), ""),
+        # A tracestate that is none is dropped, the traceparent kept (W3C).
+        ((("traceparent", PARENT), ("tracestate", "=,=,===")), PARENT[3:35]),
+        ((("traceparent", PARENT), ("tracestate", "k=v," + "UPPER=case")), PARENT[3:35]),
+        (
+            (("traceparent", PARENT), ("tracestate", ",".join(f"k{i}=v" for i in range(40)))),
+            PARENT[3:35],
+        ),
+        ((("traceparent", PARENT), ("tracestate", "k=" + "v" * 9000)), PARENT[3:35]),
+    ],
+)
+def test_a_malformed_trace_context_is_dropped_without_a_warning(
+    caplog: pytest.LogCaptureFixture, metadata: tuple[tuple[str, str], ...], parent: str
+) -> None:
+    """The W3C propagator warned of each malformed traceparent or tracestate,
+    most with the caller's text, before any token was checked: a line in the
+    server's log per call, for anyone who can reach the port to send."""
+    with caplog.at_level(logging.WARNING):
+        correlation = _correlation_of_a_call(*metadata)
+    assert correlation.trace_id == parent
+    assert [record for record in caplog.records if record.thread == threading.get_ident()] == []

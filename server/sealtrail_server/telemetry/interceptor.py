@@ -9,7 +9,10 @@ traced and answered with their request id too.
 A request id that is not a UUID is replaced by a new one, never refused: a
 malformed correlation header must not cost an audit record. The span keeps
 what was received (`sealtrail.request_id.invalid`). An invalid traceparent is
-ignored (the W3C propagator drops it) and the call starts a trace of its own.
+ignored (the W3C propagator drops it) and the call starts a trace of its own;
+an invalid tracestate is dropped, its traceparent kept. Neither is logged: the
+propagator's warnings, most quoting the caller's text, would be a line of the
+server's log per call for anyone who can reach the port, token or none.
 Health checks and reflection are not traced: probes would flood the traces.
 
 Every call's duration is measured (`rpc.server.call.duration`, OpenTelemetry's
@@ -19,6 +22,7 @@ tracing; health checks and reflection are not measured either."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -173,6 +177,36 @@ def _code(
 
 _TRACEPARENT: Final = "traceparent"
 
+# Set while a call's trace context is read off its metadata: what the
+# propagators warn of then is the caller's malformed header, not theirs.
+_extracting: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "sealtrail_extracting", default=False
+)
+
+
+class _CallersTraceContext(logging.Filter):
+    """Drops the warnings a call's own trace headers cause (a tracestate
+    member that is none, a traceparent or tracestate over the length bound):
+    logged, each would be a line per call for any caller to write, most with
+    its text. What the propagators log at other times passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _extracting.get()
+
+
+def _extract(carrier: dict[str, str]) -> TraceContext:
+    token = _extracting.set(True)
+    try:
+        return propagate.extract(carrier)
+    finally:
+        _extracting.reset(token)
+
+
+# The W3C trace context propagator's logger, and that of TraceState, which it
+# parses the tracestate with.
+for _name in ("opentelemetry.trace.propagation.tracecontext", "opentelemetry.trace.span"):
+    logging.getLogger(_name).addFilter(_CallersTraceContext())
+
 
 class TelemetryInterceptor(ServiceInterceptor):
     """`tracer` None: no spans at all (tracing off); request ids and the
@@ -206,7 +240,7 @@ class TelemetryInterceptor(ServiceInterceptor):
                 carrier[key] = value if earlier is None else f"{earlier},{value}"
         if carrier is not None and "," in carrier.get(_TRACEPARENT, ""):
             del carrier[_TRACEPARENT]
-        parent = propagate.extract(carrier) if carrier is not None else None
+        parent = _extract(carrier) if carrier is not None else None
         caller = trace.get_current_span(parent).get_span_context() if parent else None
         request_id = parse_request_id(received) if received is not None else None
         invalid = received if received is not None and request_id is None else None
