@@ -8,6 +8,8 @@ import contextvars
 import io
 import json
 import logging
+import os
+import re
 import threading
 from collections.abc import Iterator
 
@@ -136,6 +138,61 @@ def test_an_unknown_exporter_or_protocol_is_a_clear_error(
 ) -> None:
     with pytest.raises(TracingConfigError, match=message):
         tracer_provider_from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("sampler", "argument", "message"),
+    [
+        ("traceidration", None, "OTEL_TRACES_SAMPLER names 'traceidration', which is not"),
+        ("jaeger_remote", "endpoint=http://x", "OTEL_TRACES_SAMPLER names 'jaeger_remote'"),
+        # A percentage, a rate out of range: the SDK sampled every trace.
+        ("traceidratio", "10%", "OTEL_TRACES_SAMPLER_ARG='10%' is no sampling rate"),
+        ("parentbased_traceidratio", "10", "OTEL_TRACES_SAMPLER_ARG='10' is no sampling rate"),
+        ("traceidratio", "-0.1", "OTEL_TRACES_SAMPLER_ARG='-0.1' is no sampling rate"),
+        ("traceidratio", "nan", "OTEL_TRACES_SAMPLER_ARG='nan' is no sampling rate"),
+    ],
+)
+def test_a_sampler_that_cannot_be_set_up_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, sampler: str, argument: str | None, message: str
+) -> None:
+    """The SDK warned and sampled every trace, where the operator asked for
+    fewer to spare the collector."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    if argument is not None:
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", argument)
+    with pytest.raises(TracingConfigError, match=re.escape(message)):
+        tracer_provider_from_env({**os.environ, "OTEL_TRACES_EXPORTER": "none"})
+
+
+@pytest.mark.parametrize(
+    ("env", "description"),
+    [
+        ({}, "ParentBased{root:AlwaysOnSampler,"),
+        ({"OTEL_TRACES_SAMPLER": " Always_Off "}, "AlwaysOffSampler"),
+        ({"OTEL_TRACES_SAMPLER": "traceidratio"}, "TraceIdRatioBased{1.0}"),
+        (
+            {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": " 0.25 "},
+            "TraceIdRatioBased{0.25}",
+        ),
+        (
+            {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0"},
+            "ParentBased{root:TraceIdRatioBased{0.0},",
+        ),
+    ],
+)
+def test_the_sampler_is_the_one_the_environment_names(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], description: str
+) -> None:
+    for name in ("OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    provider = tracer_provider_from_env({**os.environ, "OTEL_TRACES_EXPORTER": "none"})
+    assert provider is not None
+    try:
+        assert provider.sampler.get_description().startswith(description)
+    finally:
+        provider.shutdown()
 
 
 @pytest.mark.parametrize(

@@ -11,19 +11,32 @@ records spans (for log correlation and sampling) without exporting them.
 `otlp` speaks gRPC unless OTEL_EXPORTER_OTLP_TRACES_PROTOCOL (or
 OTEL_EXPORTER_OTLP_PROTOCOL) is `http/protobuf`; any other name is looked up
 among the installed `opentelemetry_traces_exporter` entry points (`console`,
-`zipkin`, ...). The sampler (OTEL_TRACES_SAMPLER, default parent-based
-always-on), the batch processor (OTEL_BSP_*), the resource (OTEL_SERVICE_NAME,
+`zipkin`, ...). The sampler is the one OTEL_TRACES_SAMPLER names (default
+parent-based always-on), at the rate OTEL_TRACES_SAMPLER_ARG gives; a name the
+SDK does not know, or a rate that is none, stops the start, where the SDK
+warned and sampled every trace (the operator asked for fewer to spare the
+collector). The batch processor (OTEL_BSP_*), the resource (OTEL_SERVICE_NAME,
 OTEL_RESOURCE_ATTRIBUTES; service.name defaults to `sealtrail`) and each
 exporter's endpoint, headers, TLS and timeout are read by the SDK itself."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_OFF,
+    DEFAULT_ON,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    TraceIdRatioBased,
+)
 
 from .otel_env import exporter_names as signal_exporters
 from .otel_env import exporter_plugin
@@ -44,6 +57,18 @@ _BSP_VARIABLES: Final = {
 }
 
 
+# The samplers OTEL_TRACES_SAMPLER may name (those the SDK knows), each a
+# sampler or, given the rate OTEL_TRACES_SAMPLER_ARG gives, what makes one.
+_SAMPLERS: Final[dict[str, Sampler | Callable[[float], Sampler]]] = {
+    "always_on": ALWAYS_ON,
+    "always_off": ALWAYS_OFF,
+    "parentbased_always_on": DEFAULT_ON,
+    "parentbased_always_off": DEFAULT_OFF,
+    "traceidratio": TraceIdRatioBased,
+    "parentbased_traceidratio": ParentBasedTraceIdRatio,
+}
+
+
 def exporter_names(env: Mapping[str, str]) -> list[str] | None:
     """The exporters the environment asks for ([] for `none`), or None when
     tracing is off."""
@@ -57,8 +82,9 @@ def tracer_provider_from_env(env: Mapping[str, str], *, version: str = "") -> Tr
     names = exporter_names(env)
     if names is None:
         return None
+    sampler = _sampler(env)
     exporters = [_exporter(name, env) for name in names]
-    provider = TracerProvider(resource=service_resource(version))
+    provider = TracerProvider(sampler=sampler, resource=service_resource(version))
     try:
         for exporter in exporters:
             provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -81,6 +107,31 @@ def service_resource(version: str = "") -> Resource:
     if version and SERVICE_VERSION not in resource.attributes:
         defaults[SERVICE_VERSION] = version
     return resource.merge(Resource(defaults)) if defaults else resource
+
+
+def _sampler(env: Mapping[str, str]) -> Sampler:
+    """The sampler OTEL_TRACES_SAMPLER names, at OTEL_TRACES_SAMPLER_ARG's rate
+    (1.0 when unset); TracingConfigError for a name or rate it cannot be."""
+    name = env.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
+    made = _SAMPLERS.get(name)
+    if made is None:
+        raise TracingConfigError(
+            f"OTEL_TRACES_SAMPLER names {name!r}, which is not a sampler of the SDK;"
+            f" known: {', '.join(_SAMPLERS)}"
+        )
+    if isinstance(made, Sampler):
+        return made
+    argument = env.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+    try:
+        rate = float(argument) if argument else 1.0
+    except ValueError:
+        rate = math.nan
+    if not 0.0 <= rate <= 1.0:  # nan included
+        raise TracingConfigError(
+            f"OTEL_TRACES_SAMPLER_ARG={argument!r} is no sampling rate: use a number from 0 to 1"
+            " (0.1 samples a tenth of the traces)"
+        )
+    return made(rate)
 
 
 def _exporter(name: str, env: Mapping[str, str]) -> SpanExporter:
