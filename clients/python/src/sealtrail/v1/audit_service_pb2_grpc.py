@@ -404,7 +404,8 @@ class AuditLogServiceServicer:
 
     def UpdateRetentionPolicy(self, request, context):
         """Admin only: replaces the tenant's retention policy; recorded as
-        `retention.policy_updated` before it applies. A limit outside the range
+        `retention.policy_updated` in the change's own transaction (both commit,
+        or neither). A limit outside the range
         the operator allows (GetRetentionPolicyResponse.limits) is refused.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

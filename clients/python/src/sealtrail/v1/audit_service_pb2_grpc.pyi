@@ -123,7 +123,8 @@ class AuditLogServiceStub:
     """
     UpdateRetentionPolicy: _grpc.UnaryUnaryMultiCallable[_retention_pb2.UpdateRetentionPolicyRequest, _retention_pb2.UpdateRetentionPolicyResponse]
     """Admin only: replaces the tenant's retention policy; recorded as
-    `retention.policy_updated` before it applies. A limit outside the range
+    `retention.policy_updated` in the change's own transaction (both commit,
+    or neither). A limit outside the range
     the operator allows (GetRetentionPolicyResponse.limits) is refused.
     """
     PreviewRetentionPolicy: _grpc.UnaryUnaryMultiCallable[_retention_pb2.PreviewRetentionPolicyRequest, _retention_pb2.PreviewRetentionPolicyResponse]
@@ -278,7 +279,8 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     """
     UpdateRetentionPolicy: _aio.UnaryUnaryMultiCallable[_retention_pb2.UpdateRetentionPolicyRequest, _retention_pb2.UpdateRetentionPolicyResponse]  # type: ignore[assignment]
     """Admin only: replaces the tenant's retention policy; recorded as
-    `retention.policy_updated` before it applies. A limit outside the range
+    `retention.policy_updated` in the change's own transaction (both commit,
+    or neither). A limit outside the range
     the operator allows (GetRetentionPolicyResponse.limits) is refused.
     """
     PreviewRetentionPolicy: _aio.UnaryUnaryMultiCallable[_retention_pb2.PreviewRetentionPolicyRequest, _retention_pb2.PreviewRetentionPolicyResponse]  # type: ignore[assignment]
@@ -562,7 +564,8 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_retention_pb2.UpdateRetentionPolicyResponse, _abc.Awaitable[_retention_pb2.UpdateRetentionPolicyResponse]]:
         """Admin only: replaces the tenant's retention policy; recorded as
-        `retention.policy_updated` before it applies. A limit outside the range
+        `retention.policy_updated` in the change's own transaction (both commit,
+        or neither). A limit outside the range
         the operator allows (GetRetentionPolicyResponse.limits) is refused.
         """
 
