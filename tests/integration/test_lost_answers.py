@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -247,12 +248,20 @@ def test_sealtrail_import_cut_short_names_the_lines_its_failed_call_may_have_rec
     shown = CliRunner().invoke(cli.main, args, env=env)
     assert shown.exit_code == 1, shown.output
     assert lose.lost > 1  # each attempt of the second batch's call
-    assert shown.stderr.splitlines()[0] == (
+    said = shown.stderr.splitlines()[0]
+    assert said == (
         f"recorded 2 events from {lines}; every line up to 2 was dealt with;"
         " lines 3 to 4, sent when it stopped, may have been recorded; to go on, import it"
         " again with --import-id import-of-tests-1: no line is recorded twice"
     )
     assert stored(client, "lost.cut") == 4
+    # The client's README quotes the message whole, its way on included: it
+    # quoted the lines alone, and went on to advise `tail -n +3`, after which
+    # the lines sent when it stopped were recorded twice.
+    readme = (Path(__file__).resolve().parents[2] / "clients/python/README.md").read_text("utf-8")
+    (quoted,) = re.findall(r'"(every line up to 2 [^"]*)"', readme)
+    quoted = re.sub(r"--import-id \S+:", "--import-id import-of-tests-1:", " ".join(quoted.split()))
+    assert said.endswith(f"; {quoted}"), quoted
 
 
 def test_a_retention_policy_set_whose_answer_was_lost_says_it_was_updated(
