@@ -173,3 +173,17 @@ def test_substitutions_pipelines_and_redirections_are_taken_apart() -> None:
         ["sealtrail", "query", "--format", "jsonl"],
         None,  # jq
     ]
+
+
+def make_targets() -> set[str]:
+    """The Makefile's targets, as its `.PHONY` line names them."""
+    (line,) = re.findall(r"^\.PHONY:(.*)$", (ROOT / "Makefile").read_text("utf-8"), re.M)
+    return set(line.split())
+
+
+def test_every_make_target_is_in_contributings_table() -> None:
+    """CONTRIBUTING.md's table is where a contributor finds the Makefile's
+    targets: `make soak` and `make clean` were not in it."""
+    rows = re.findall(r"^\|([^|\n]*)\|", (ROOT / "CONTRIBUTING.md").read_text("utf-8"), re.M)
+    listed = {target for row in rows for target in re.findall(r"`make ([a-z-]+)`", row)}
+    assert make_targets() - listed == set()
