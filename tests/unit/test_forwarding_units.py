@@ -220,6 +220,70 @@ def test_ocsf_an_alert_without_a_trigger_or_an_address_leaves_them_out() -> None
     assert to_ocsf(alert_record(category="system"), b"")["class_uid"] == 2004
 
 
+# What OCSF 1.3 requires of each class Sealtrail maps to (its `required`
+# attributes), and of the objects in them (their `at_least_one` constraints):
+# an event without them fails a schema validator (ocsf-validator, a data lake's
+# ingestion) however well the rest is mapped.
+_OCSF_REQUIRED = {
+    3001: ("user",),
+    3002: ("user",),
+    3004: ("entity",),
+    6003: ("actor", "api", "src_endpoint"),
+    2004: ("finding_info",),
+}
+_ENTITY_IDS = ("name", "uid")
+_ENDPOINT_IDS = ("ip", "uid", "name", "hostname", "instance_uid", "interface_uid", "interface_name")
+
+
+def _ocsf_violations(event: dict[str, Any]) -> list[str]:
+    """What of OCSF 1.3's required attributes and constraints `event` lacks."""
+    found = [
+        name
+        for name in ("class_uid", "category_uid", "type_uid", "activity_id", "time",
+                     "severity_id", "metadata")
+        if name not in event
+    ]  # fmt: skip
+    found += [name for name in _OCSF_REQUIRED[event["class_uid"]] if name not in event]
+    entities = [("entity", event.get("entity")), ("user", event.get("user"))]
+    entities += [("actor.user", event.get("actor", {}).get("user"))]
+    entities += [("resources[]", item) for item in event.get("resources", [])]
+    for where, entity in entities:
+        if entity is not None and not any(key in entity for key in _ENTITY_IDS):
+            found.append(f"{where} without name or uid: {entity}")
+    endpoints = [("src_endpoint", event.get("src_endpoint"))]
+    endpoints += [("evidences[].src_endpoint", item.get("src_endpoint"))
+                  for item in event.get("evidences", [])]  # fmt: skip
+    for where, endpoint in endpoints:
+        if endpoint is not None and not any(key in endpoint for key in _ENDPOINT_IDS):
+            found.append(f"{where} without an ip, name or other identity: {endpoint}")
+    if "api" in event and "operation" not in event["api"]:
+        found.append("api without operation")
+    return found
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # A caller that gave no address: API Activity's src_endpoint is required.
+        record(category="data_access", action="document.download", context={}),
+        record(category="billing", action="invoice.pay", context={"request_id": "r-2"}),
+        # A country without an address: an endpoint must say which it is.
+        record(category="data_access", action="document.share", context={"country": "FR"}),
+        record(category="authentication", action="user.login", context={"country": "FR"}),
+        # A resource named by its type alone, or none: the entity must have a name or uid.
+        record(category="security", action="settings.updated", context={}),
+        record(category="configuration", action="sso.update", resource={"type": "sso"}),
+        record(category="data_access", action="document.view", resource={"type": "document"}),
+        record(category="member", action="member.remove", resource={"type": "member"}),
+        alert_record(context={"country": "FR"}),
+        alert_record(context={}),
+    ],
+    ids=lambda data: f"{data['action']}-{sorted(data.get('context', {}))}",
+)
+def test_ocsf_events_have_what_their_class_requires(data: dict[str, Any]) -> None:
+    assert _ocsf_violations(to_ocsf(data, b"\5" * 32)) == []
+
+
 # --- the outbound address policy ---------------------------------------------------
 
 

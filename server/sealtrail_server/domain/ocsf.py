@@ -48,6 +48,9 @@ _CLASS_NAMES: Final = {
     DETECTION_FINDING: "Detection Finding",
 }
 _OTHER: Final = 99
+# An endpoint of no known address: OCSF 1.3 wants one named (`ip`, `name`,
+# ...), and an API Activity's `src_endpoint` whatever its caller gave.
+UNKNOWN_ENDPOINT: Final = {"name": "unknown"}
 
 _CLASS_OF_CATEGORY: Final = {
     "authentication": AUTHENTICATION,
@@ -137,17 +140,24 @@ def _user(actor: dict[str, Any]) -> dict[str, Any]:
 
 
 def _resource(resource: dict[str, Any]) -> dict[str, Any]:
+    """A resource as an OCSF entity, which must have a `uid` or a `name`: one
+    known by its type alone (`settings`) is named by it."""
     shown = {"uid": resource.get("id"), "name": resource.get("name"), "type": resource.get("type")}
+    if shown["uid"] is None and shown["name"] is None:
+        shown["name"] = shown["type"]
     return {key: value for key, value in shown.items() if value is not None}
 
 
 def _endpoint(context: dict[str, Any]) -> dict[str, Any] | None:
-    endpoint: dict[str, Any] = {}
-    if "ip" in context:
-        endpoint["ip"] = context["ip"]
+    """Where the event came from: its address, its country. An OCSF endpoint
+    must say which it is (an `ip`, a `name`, ...): one known by its country
+    alone is named `unknown`."""
+    if "ip" not in context and "country" not in context:
+        return None
+    endpoint: dict[str, Any] = {"ip": context["ip"]} if "ip" in context else dict(UNKNOWN_ENDPOINT)
     if "country" in context:
         endpoint["location"] = {"country": context["country"]}
-    return endpoint or None
+    return endpoint
 
 
 def _finding_info(record: dict[str, Any]) -> dict[str, Any]:
@@ -244,13 +254,15 @@ def _activity_fields(
         event["http_request"] = {"user_agent": context["user_agent"]}
     resource = _resource(record["resource"]) if "resource" in record else None
     if class_uid == API_ACTIVITY:
+        # Required of an API Activity, whose caller may not have given its address.
+        event.setdefault("src_endpoint", dict(UNKNOWN_ENDPOINT))
         event["api"] = {"operation": record["action"]}
         if "request_id" in context:
             event["api"]["request"] = {"uid": context["request_id"]}
         if resource is not None:
             event["resources"] = [resource]
     elif class_uid == ENTITY_MANAGEMENT:
-        event["entity"] = resource or {"type": record["action"].rsplit(".", 1)[0]}
+        event["entity"] = resource or _resource({"type": record["action"].rsplit(".", 1)[0]})
     else:  # Authentication, Account Change: the user acted on
         target = record.get("resource", {})
         if target.get("type") in _USER_RESOURCES and "id" in target:
