@@ -113,10 +113,12 @@ def test_an_actor_or_resource_named_like_a_user_pages_no_one() -> None:
 def test_text_direction_controls_cannot_reverse_the_rest_of_a_line() -> None:
     """U+202E and its kin would show the outcome, tenant and seq after an
     actor's id reversed: a spoofed line (helper-177)."""
-    told = line(record(actor={"id": "admin\u202e\u2066\u200f", "type": "user"}))
+    told = line(record(actor={"id": "admin\u202e\u2066\u200f\u061c", "type": "user"}))
+    # Unicode's Bidi_Control characters, every one: the Arabic letter mark
+    # (U+061C) is a right-to-left mark as U+200F is.
     assert not any(
         char in told
-        for char in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f"
+        for char in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
     )
 
 

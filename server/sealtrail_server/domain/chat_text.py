@@ -33,9 +33,10 @@ ALERT_MARK: Final = "\N{POLICE CARS REVOLVING LIGHT}"
 
 # Controls, line and paragraph separators, and the marks and embeddings that
 # change the direction of what follows (one would show the rest of a line,
-# its tenant and seq, reversed: helper-177).
+# its tenant and seq, reversed: helper-177): Unicode's Bidi_Control, the
+# Arabic letter mark (U+061C, a right-to-left mark as U+200F is) included.
 _CONTROL: Final = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]+"
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]+"
 )
 # A mention, of a broadcast or of a person: an `@` before a letter, digit or
 # `_`, whatever follows the name (Mattermost strips `.-:_` off a mention's end
