@@ -8,6 +8,8 @@ forged link or form)."""
 from __future__ import annotations
 
 import base64
+import json
+import re
 import secrets
 from pathlib import Path
 
@@ -98,3 +100,55 @@ def test_what_callers_and_admins_set_is_shown_as_text_in_every_view(
             section.find_element(By.XPATH, ".//button[.='Edit']").click()
         browser.save_screenshot(str(SHOTS / f"escaping-{view.replace(' ', '-').lower()}.png"))
         assert injected(browser) == [], view
+
+
+# Characters that show nothing or reorder the text around them.
+HIDDEN = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2028\u2029\u2060-\u2069\ufeff]"
+)
+SPOOFED = "\u202emoc.elpmaxe@nimda"  # a right-to-left override: shown raw, "admin@example.com"
+
+
+def test_an_events_hidden_and_bidi_characters_are_shown_as_escapes_not_obeyed(
+    browser: webdriver.Chrome, console_server: ServerThread, console_url: str, tenant: str
+) -> None:
+    """An event's fields are whatever its recorder sent, often a user's own
+    words: a bidi override made one actor read as another in the table, its
+    detail and its JSON, and a zero-width space made two actors look alike.
+    The admin views showed names so since 9ebaaa4; the events did not."""
+    admin_token = console_server.token(tenant, "admin")
+    with AuditClient(console_server.target, token=admin_token) as admin:
+        admin.record(
+            build_event(
+                action="doc.spoof",
+                description="paid \u2066\u202e0001\u2069 EUR",
+                actor_id="u-\u200bann",
+                actor_email=SPOOFED,
+                resource_type="doc\u202e",
+                resource_id="key",
+                user_agent="agent\u2028two",
+                details={"note\u202e": "x\u200by"},
+                changes=[("owner\u202e", "ann", "b\u202eob")],
+            )
+        )
+    sign_in(browser, console_url + "?actions=doc.spoof", admin_token)
+    shown = wait_for_rows(browser, lambda r: len(r) == 1)
+    assert not HIDDEN.search(shown[0]), ascii(shown[0])
+    assert "\\u202emoc.elpmaxe@nimda" in shown[0] and "doc\\u202e: key" in shown[0], shown
+    browser.find_element(By.CSS_SELECTOR, "#events tbody tr.event").click()
+    detail = wait(browser).until(
+        seen.visibility_of_element_located((By.CSS_SELECTOR, "#events tr.detail"))
+    )
+    cells = [
+        e.get_attribute("textContent") or ""
+        for e in detail.find_elements(By.CSS_SELECTOR, "dd, td")
+    ]
+    for text in cells:
+        assert not HIDDEN.search(text.replace("\n", "")), ascii(text)
+    assert "u-\\u200bann" in cells and "agent\\u2028two" in cells, cells
+    pre = detail.find_element(By.TAG_NAME, "pre").get_attribute("textContent") or ""
+    assert not HIDDEN.search(pre.replace("\n", "")), ascii(pre)
+    # Still the event's JSON, its values as recorded.
+    event = json.loads(pre)
+    assert event["actor"]["email"] == SPOOFED and event["details"] == {"note\u202e": "x\u200by"}
+    assert event["changes"][0]["after"] == "b\u202eob"

@@ -233,14 +233,25 @@ function button(words, onClick, className) {
 
 // What a name may not hold (server/sealtrail_server/domain/names.py): characters
 // that show nothing or reorder the text around them. A name stored before the
-// API refused them may still hold one: shown, each is a \u escape.
+// API refused them may still hold one: shown, each is a \u escape. An event's
+// fields may hold any (console.js): they are shown so too.
 const HIDDEN = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\u115F\u1160\u3164\uFFA0]/gu;
+// The same but C0 controls, which JSON.stringify escapes itself but for the
+// line breaks of its indentation.
+const HIDDEN_IN_JSON = /[\u007F-\u009F\p{Cf}\p{Zl}\p{Zp}\u115F\u1160\u3164\uFFA0]/gu;
 
-function visibleName(name) {
+export function visibleName(name) {
   return text(name).replace(HIDDEN, (char) => {
     const code = char.codePointAt(0).toString(16).padStart(4, "0");
     return code.length > 4 ? `\\u{${code}}` : `\\u${code}`;
   });
+}
+
+// `value` as indented JSON, those characters in it as JSON's own \u escapes
+// (a character past U+FFFF as its two halves): still JSON, of the same value.
+export function visibleJson(value) {
+  return JSON.stringify(value, null, 2).replace(HIDDEN_IN_JSON, (char) => Array.from(char.split(""),
+    (half) => `\\u${half.charCodeAt(0).toString(16).padStart(4, "0")}`).join(""));
 }
 
 // A name within words, shown as `visibleName` and isolated from them: a

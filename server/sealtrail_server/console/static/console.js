@@ -3,7 +3,9 @@
 // and check an event's inclusion proof against the signed checkpoint. An
 // admin token also gets the admin views (admin.js), one per URL fragment.
 
-import { clearAdmin, count, hideSecretsOutside, setUpAdmin, showAdminView } from "./admin.js";
+import {
+  clearAdmin, count, hideSecretsOutside, setUpAdmin, showAdminView, visibleJson, visibleName,
+} from "./admin.js";
 import { fromBase64 as bytes, hexOf as hex } from "./base64.js";
 import { sha256 as sha256Pieces } from "./vendor/noble-hashes/sha2.js";
 
@@ -169,9 +171,13 @@ const label = (value) => (value || "")
   .replace(/^(ACTOR_TYPE|CATEGORY|SEVERITY|OUTCOME)_/, "").toLowerCase().replace(/_/g, " ");
 const text = (value) => (value === undefined || value === null ? "" : String(value));
 
+// An event's field as text: its hidden and bidi characters as \u escapes
+// (`visibleName`), for whoever recorded it may have sent any: an override
+// turned "\u202emoc.elpmaxe@nimda" into admin@example.com, and a zero-width
+// space made two actors one.
 function cell(row, value, className) {
   const td = row.insertCell();
-  td.textContent = text(value);
+  td.textContent = visibleName(text(value));
   if (className) td.className = className;
   return td;
 }
@@ -184,7 +190,8 @@ function eventRow(event, { fresh = false } = {}) {
   row.setAttribute("aria-expanded", "false");
   row.dataset.seq = event.seq;
   const time = new Date(event.occurred_at);
-  const when = cell(row, time.toLocaleString());
+  const when = row.insertCell();
+  when.textContent = time.toLocaleString();  // the browser's words: some locales' hold marks
   when.title = `${event.occurred_at} (UTC)`;
   cell(row, event.action);
   cell(row, event.actor?.email || event.actor?.id);
@@ -322,7 +329,7 @@ function fields(event) {
     const dt = document.createElement("dt");
     dt.textContent = name;
     const dd = document.createElement("dd");
-    dd.textContent = text(value);
+    dd.textContent = visibleName(text(value));
     list.append(dt, dd);
   };
   add("id", event.id);
@@ -356,8 +363,10 @@ function changes(event) {
   for (const change of event.changes) {
     const row = body.insertRow();
     cell(row, change.field);
-    cell(row, "before" in change ? JSON.stringify(change.before, null, 2) : "—", "before");
-    cell(row, "after" in change ? JSON.stringify(change.after, null, 2) : "—", "after");
+    const before = cell(row, "", "before");
+    before.textContent = "before" in change ? visibleJson(change.before) : "—";
+    const after = cell(row, "", "after");
+    after.textContent = "after" in change ? visibleJson(change.after) : "—";
   }
   wrapper.append(table);
   return wrapper;
@@ -365,7 +374,7 @@ function changes(event) {
 
 function json(event) {
   const pre = document.createElement("pre");
-  pre.textContent = JSON.stringify(event, null, 2);
+  pre.textContent = visibleJson(event);
   pre.setAttribute("aria-label", "The event as JSON");
   return pre;
 }
