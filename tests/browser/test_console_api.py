@@ -523,6 +523,41 @@ def test_a_request_no_http_parser_reads_is_the_client_s_error_not_the_server_s(
     assert errors_logged(caplog) == []
 
 
+def test_a_request_no_http_parser_reads_is_answered_without_its_bytes_and_kept_from_sniffing(
+    console_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp's answer quoted the bytes it could not read (a path, a header
+    line, a bearer token in it) in text/plain without the headers every other
+    answer has (nosniff, the CSP's frame-ancestors, no-store), and its DEBUG
+    line logged them: the token of a malformed Authorization header too."""
+    port = int(urllib.parse.urlsplit(console_url).port or 0)
+    token = "stk_" + "s3cr3t" * 4
+    markup = b"<script>alert(1)</script>"
+    malformed = (
+        b"GET /" + markup * 2000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + markup * 400 + b"\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token.encode() + b"\x01\r\n\r\n",
+        b"POST /api/tokens HTTP/1.1\r\nHost: x\r\nContent-Length: " + markup + b"\r\n\r\n",
+        b"G" + markup + b"ET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    caplog.set_level(logging.DEBUG, logger=console_module.__name__)
+    for request in malformed:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(request)
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.split()[1] == b"400", answer[:200]
+        assert b"<script>" not in body and token.encode() not in body, body
+        headers = head.decode("latin-1").lower()
+        assert "x-content-type-options: nosniff" in headers, head
+        assert "frame-ancestors 'none'" in headers and "cache-control: no-store" in headers, head
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "<script>" not in logged and token not in logged, logged
+    assert errors_logged(caplog) == []
+
+
 def test_a_console_on_another_address_than_loopback_is_warned_of(
     migrated_database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -75,6 +75,7 @@ import logging
 import math
 import urllib.parse
 from collections.abc import Callable
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -240,16 +241,16 @@ class Console:
                 web.static("/static", STATIC),
             ]
         )
-        self._runner = web.AppRunner(
-            app,
-            access_log=None,
-            logger=_HttpLog(log),
-            max_line_size=MAX_REQUEST_LINE,
-            keepalive_timeout=IDLE_SECONDS,
-            shutdown_timeout=STOP_SECONDS,
-        )
+        # Each connection's handler's (_Handler's), given to the runner's server too.
+        options: dict[str, Any] = {
+            "access_log": None,
+            "logger": _HttpLog(log),
+            "max_line_size": MAX_REQUEST_LINE,
+            "keepalive_timeout": IDLE_SECONDS,
+        }
+        self._runner = web.AppRunner(app, shutdown_timeout=STOP_SECONDS, **options)
         await self._runner.setup()
-        site = _CappedSite(self._runner, self._host, self._port, self._trusted_proxies)
+        site = _CappedSite(self._runner, self._host, self._port, self._trusted_proxies, options)
         await site.start()
         self.port = site.port
         if exposed := site.beyond_loopback():
@@ -864,9 +865,42 @@ class _HttpLog(logging.LoggerAdapter[logging.Logger]):
     def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
         error = kwargs.get("exc_info")
         if isinstance(error, HttpProcessingError):
-            self.debug("a request no HTTP parser reads (400): %s", error.message or error)
+            self.debug("a request no HTTP parser reads (%s): %s", error.code, _unquoted(error))
             return
         super().exception(msg, *args, **kwargs)
+
+
+def _unquoted(error: HttpProcessingError) -> str:
+    """What aiohttp's parser says of a request it cannot read, without the
+    bytes it quotes after a colon (a header line, a bearer token in it):
+    "Invalid header value char", "Got more than 8190 bytes when reading"."""
+    said = str(error.message or type(error).__name__)
+    return said.partition(":")[0].partition("\n")[0].strip() or type(error).__name__
+
+
+class _Handler(web.RequestHandler):
+    """aiohttp's handler of one connection, but for its answer to a request
+    its parser cannot read: aiohttp's quoted the bytes it could not read (a
+    path, a header line, a bearer token in it), and came without the
+    headers every other answer has (_secure runs for routed requests only).
+    Now its status in words, with them."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        said = f"{status}: {HTTPStatus(status).phrase}" if status in _PHRASES else str(status)
+        answer = super().handle_error(request, status, exc, said)
+        answer.headers.update(_SECURE_HEADERS)
+        return answer
+
+
+_PHRASES: Final = frozenset(status.value for status in HTTPStatus)
 
 
 class _Busy(asyncio.Protocol):
@@ -938,10 +972,14 @@ class _CappedSite(web.BaseSite):
         host: str,
         port: int,
         trusted_proxies: tuple[IpNetwork, ...] = (),
+        options: dict[str, Any] | None = None,
     ) -> None:
+        """`options`: each connection's handler's (RequestHandler's), as the
+        runner's server was given them."""
         super().__init__(runner)  # the stop's timeout is the runner's
         self._host, self._port = host, port
         self._trusted_proxies = trusted_proxies
+        self._options = options or {}
 
     @property
     def name(self) -> str:
@@ -962,8 +1000,13 @@ class _CappedSite(web.BaseSite):
 
     async def start(self) -> None:
         await super().start()
-        handlers = self._runner.server
-        assert handlers is not None
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+
+        def handlers() -> asyncio.Protocol:  # the server's, as it makes them, but _Handler
+            return _Handler(server, loop=loop, **self._options)
+
         held = [0]  # counted as accepted: a burst is accepted before any is made
         by_address: dict[str, int] = {}  # counted as made: the peer is known then
 
