@@ -121,6 +121,31 @@ def test_json_export_and_the_export_is_itself_audited(client: AuditClient, tmp_p
     assert audit.details["filter"]["actor"] == "u2@example.com"
 
 
+def test_json_export_writes_whole_numbers_as_the_record_and_the_cli_do(
+    client: AuditClient, tenant: str, tmp_path: Path, sql: psycopg.Connection[Any]
+) -> None:
+    """A google.protobuf.Value holds every number as a double, and the JSON
+    export wrote the API's mapping as MessageToDict gives it: `"n": 83.0`,
+    `"before": 10.0`, where the record (NDJSON, CSV, sinks), `sealtrail
+    query` and the console write 83 and 10."""
+    details = {"n": 83, "half": 0.5, "deep": [{"n": -2}], "edge": 2**53 - 1, "top": 2**53, "": 1}
+    stored = client.record(
+        build_event(action="a.b", actor_id="u", details=details, changes=[("limit", 10, 20)])
+    ).event
+    client.export(tmp_path / "out.json", format="json", filter=build_filter(actions="a.b"))
+    [exported] = json.loads((tmp_path / "out.json").read_text())
+    [record] = sql.execute(
+        "SELECT record FROM events WHERE tenant_id = %s AND id = %s", [tenant, stored.id]
+    ).fetchone()  # type: ignore[misc]
+
+    def typed(value: Any) -> str:  # the JSON text, where 83 and 83.0 differ
+        return json.dumps(value, sort_keys=True)
+
+    assert typed(exported["details"]) == typed(json.loads(record)["details"])
+    assert typed(exported["changes"]) == typed([{"field": "limit", "before": 10, "after": 20}])
+    assert exported["seq"] == str(stored.seq)  # otherwise the API's JSON mapping, as before
+
+
 def test_exports_are_rate_limited_per_tenant(
     migrated_database_url: str, tenant: str, tmp_path: Path
 ) -> None:

@@ -21,6 +21,7 @@ from sealtrail._words import counted
 from sealtrail.v1 import audit_service_pb2 as pb
 
 from ..domain.access import Principal
+from ..domain.canonical import plain_numbers
 from ..domain.errors import (
     Aborted,
     FailedPrecondition,
@@ -59,7 +60,13 @@ _FORMAT_NAMES = {
 
 
 def _api_json(record: str, leaf_hash: bytes) -> dict[str, Any]:
-    return json_format.MessageToDict(event_from_record(record, leaf_hash))
+    """The API's JSON mapping of a record, its whole numbers written as the
+    record writes them (83, not MessageToDict's 83.0), as `sealtrail query`
+    and the console write them."""
+    as_dict: dict[str, Any] = plain_numbers(
+        json_format.MessageToDict(event_from_record(record, leaf_hash))
+    )
+    return as_dict
 
 
 def seq_range(request: pb.ExportRequest) -> tuple[int, int] | None:

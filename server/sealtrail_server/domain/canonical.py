@@ -45,10 +45,12 @@ def plain_numbers(value: Any) -> Any:
     """`value` (JSON off protobuf, from MessageToDict) with each float
     `plain_number` makes an int made one: a google.protobuf.Value holds every
     number as a double, which MessageToDict writes `83.0` where the record,
-    and so exports and sinks, write 83."""
+    and so exports and sinks, write 83. ±2**53 too, which the record writes
+    as digits (a double holds it exactly), as the client's plain_numbers does."""
     if isinstance(value, float):
-        whole = plain_number(value)
-        return value if whole is None else whole
+        if value.is_integer() and -_MAX_EXACT_INT <= value <= _MAX_EXACT_INT:
+            return int(value)
+        return value
     if isinstance(value, dict):
         return {key: plain_numbers(item) for key, item in value.items()}
     if isinstance(value, list):
