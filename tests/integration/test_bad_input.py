@@ -154,6 +154,37 @@ def test_a_detail_without_a_value_is_rejected(call: Any) -> None:
     assert violations(call("Record", pb.RecordRequest(event=event))) == ["event.details.empty"]
 
 
+def test_a_bad_value_under_a_key_with_a_dot_or_no_name_is_named_unambiguously(
+    call: Any, server: ServerThread, tenant: str
+) -> None:
+    """A bad value's path wrote each key after a `.`: the key `a.b` read as
+    `a` then `b` (`events[0].details.a.b.c` for either tree), and the empty
+    key left a dangling `.`. Keys a plain `.` cannot carry are written in
+    backticks, a backtick in them doubled (AIP-161's map keys)."""
+    dotted, nested, empty, quoted = (valid_event() for _ in range(4))
+    dotted.details.update({"a.b": {"c": float("nan")}})
+    nested.details.update({"a": {"b": {"c": float("nan")}}})
+    empty.details.update({"": [float("inf")]})
+    quoted.details.update({"`x[0]`": float("inf")})
+    with grpc.insecure_channel(server.target) as channel:
+        answer = audit_service_pb2_grpc.AuditLogServiceStub(channel).RecordBatch(
+            pb.RecordBatchRequest(events=[dotted, nested, empty, quoted]),
+            metadata=(("authorization", f"Bearer {server.token(tenant)}"),),
+            timeout=30,
+        )
+    assert [[v.field for v in r.error.field_violations] for r in answer.results] == [
+        ["events[0].details.`a.b`.c"],
+        ["events[1].details.a.b.c"],
+        ["events[2].details.``[0]"],
+        ["events[3].details.```x[0]```"],
+    ]
+    change = valid_event()
+    change.changes.add(field="f").before.struct_value.update({"x.y": float("nan")})
+    assert violations(call("Record", pb.RecordRequest(event=change))) == [
+        "event.changes[0].before.`x.y`"
+    ]
+
+
 def test_a_request_the_parser_refuses_is_invalid_argument_not_internal(
     server: ServerThread, tenant: str
 ) -> None:
