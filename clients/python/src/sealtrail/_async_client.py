@@ -348,7 +348,7 @@ class AsyncAuditClient:
             if tls or root_certificates is not None or client_certificate is not None
             else None
         )
-        self._options = channel_options(max_backoff=max_backoff)
+        self._options = channel_options(initial_backoff=initial_backoff, max_backoff=max_backoff)
         self._channel = channel
         self._stub_made: audit_service_pb2_grpc.AuditLogServiceAsyncStub | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the own channel's

@@ -292,7 +292,7 @@ class AuditClient:
         if channel is None:
             if (client_certificate is None) != (client_key is None):
                 raise ValueError("client_certificate and client_key go together")
-            options = channel_options(max_backoff=max_backoff)
+            options = channel_options(initial_backoff=initial_backoff, max_backoff=max_backoff)
             if tls or root_certificates is not None or client_certificate is not None:
                 credentials = grpc.ssl_channel_credentials(
                     root_certificates, client_key, client_certificate
