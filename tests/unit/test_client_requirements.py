@@ -77,3 +77,28 @@ def test_the_client_requires_what_its_generated_modules_ask(
     floor = lowest_admitted(distribution)
     too_new = {name: str(v) for name, v in versions.items() if v > floor}
     assert not too_new, f"clients/python requires {distribution}>={floor}, but {too_new}"
+
+
+# What the client's code uses that older releases of a dependency lack: the
+# distribution, the first release that has it, and how the client's source
+# shows the use.
+USED_SINCE = [
+    # ParamType generic over the value it converts: click 8.4. Before, subclassing
+    # `click.ParamType[datetime]` raised TypeError ("type 'ParamType' is not
+    # subscriptable") as the command line's module was imported.
+    ("click", Version("8.4"), "click.ParamType["),
+]
+
+
+@pytest.mark.parametrize(("distribution", "since", "use"), USED_SINCE)
+def test_the_client_requires_the_releases_its_code_uses(
+    distribution: str, since: Version, use: str
+) -> None:
+    users = sorted(
+        str(path.relative_to(CLIENT))
+        for path in (CLIENT / "src").rglob("*.py")
+        if use in path.read_text("utf-8")
+    )
+    assert users, f"nothing uses {use} now: drop it from USED_SINCE"
+    floor = lowest_admitted(distribution)
+    assert floor >= since, f"{users} use {use}, of {distribution} {since}; required: >={floor}"
