@@ -1,8 +1,9 @@
-"""The client distribution asks for the grpcio and protobuf its generated modules
-need: each `*_pb2_grpc.py` refuses, at import, a grpcio older than the grpcio-tools
-that generated it, and each `*_pb2.py` a protobuf runtime older than its protoc. A
-requirement that admits an older one installs (pip is content with the grpcio
-already there) and then `import sealtrail` fails with a RuntimeError."""
+"""The client and server distributions ask for the grpcio and protobuf the
+generated modules need: each `*_pb2_grpc.py` refuses, at import, a grpcio older
+than the grpcio-tools that generated it, and each `*_pb2.py` a protobuf runtime
+older than its protoc. A requirement that admits an older one installs (pip is
+content with the grpcio already there) and then `import sealtrail` fails with a
+RuntimeError."""
 
 from __future__ import annotations
 
@@ -15,13 +16,18 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-CLIENT = Path(__file__).resolve().parents[2] / "clients" / "python"
+ROOT = Path(__file__).resolve().parents[2]
+CLIENT = ROOT / "clients" / "python"
 GENERATED = CLIENT / "src" / "sealtrail" / "v1"
+# The server imports the generated modules and the client's command line too, so
+# its own requirements may not admit less than the client's.
+DISTRIBUTIONS = [pytest.param(CLIENT, id="client"), pytest.param(ROOT, id="server")]
 
 
-def lowest_admitted(distribution: str) -> Version:
-    """The lowest version of `distribution` the client's requirement admits."""
-    project = tomllib.loads((CLIENT / "pyproject.toml").read_text("utf-8"))["project"]
+def lowest_admitted(distribution: str, project_dir: Path = CLIENT) -> Version:
+    """The lowest version of `distribution` the requirement of the project in
+    `project_dir` admits."""
+    project = tomllib.loads((project_dir / "pyproject.toml").read_text("utf-8"))["project"]
     (requirement,) = (
         parsed
         for parsed in map(Requirement, project["dependencies"])
@@ -65,18 +71,20 @@ def protobuf_runtime_versions() -> dict[str, Version]:
     return found
 
 
+@pytest.mark.parametrize("project_dir", DISTRIBUTIONS)
 @pytest.mark.parametrize(
     ("distribution", "asked"),
     [("grpcio", grpc_generated_versions), ("protobuf", protobuf_runtime_versions)],
 )
-def test_the_client_requires_what_its_generated_modules_ask(
-    distribution: str, asked: Callable[[], dict[str, Version]]
+def test_each_distribution_requires_what_the_generated_modules_ask(
+    distribution: str, asked: Callable[[], dict[str, Version]], project_dir: Path
 ) -> None:
     versions = asked()
     assert versions, f"no generated module names the {distribution} it needs"
-    floor = lowest_admitted(distribution)
+    floor = lowest_admitted(distribution, project_dir)
     too_new = {name: str(v) for name, v in versions.items() if v > floor}
-    assert not too_new, f"clients/python requires {distribution}>={floor}, but {too_new}"
+    where = project_dir.relative_to(ROOT).as_posix() or "the server"
+    assert not too_new, f"{where} requires {distribution}>={floor}, but {too_new}"
 
 
 # What the client's code uses that older releases of a dependency lack: the
@@ -90,9 +98,10 @@ USED_SINCE = [
 ]
 
 
+@pytest.mark.parametrize("project_dir", DISTRIBUTIONS)
 @pytest.mark.parametrize(("distribution", "since", "use"), USED_SINCE)
-def test_the_client_requires_the_releases_its_code_uses(
-    distribution: str, since: Version, use: str
+def test_each_distribution_requires_the_releases_the_clients_code_uses(
+    distribution: str, since: Version, use: str, project_dir: Path
 ) -> None:
     users = sorted(
         str(path.relative_to(CLIENT))
@@ -100,5 +109,8 @@ def test_the_client_requires_the_releases_its_code_uses(
         if use in path.read_text("utf-8")
     )
     assert users, f"nothing uses {use} now: drop it from USED_SINCE"
-    floor = lowest_admitted(distribution)
-    assert floor >= since, f"{users} use {use}, of {distribution} {since}; required: >={floor}"
+    floor = lowest_admitted(distribution, project_dir)
+    where = project_dir.relative_to(ROOT).as_posix() or "the server"
+    assert floor >= since, (
+        f"{users} use {use}, of {distribution} {since}; {where} requires >={floor}"
+    )
