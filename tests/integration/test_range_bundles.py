@@ -110,6 +110,24 @@ def test_an_export_of_a_seq_range_holds_exactly_its_events(
     assert (whole.range_first_seq, whole.range_last_seq) == (0, 0)
 
 
+def test_the_manifest_kept_beside_a_range_export_names_its_range(
+    logged: AuditClient, tmp_path: Path
+) -> None:
+    """The manifest kept beside the file (FILE.manifest.json) named no range:
+    a receiver of events 10..20 of a log of 41, its manifest saying
+    `tree_size` 41, took it for every event up to 41 (that matched the
+    filter), the events after 20 missing without a word."""
+    out = tmp_path / "range.ndjson"
+    logged.export(out, first_seq=10, last_seq=20, manifest_file=True)
+    kept = json.loads((tmp_path / "range.ndjson.manifest.json").read_text(encoding="utf-8"))
+    assert (kept["range_first_seq"], kept["range_last_seq"]) == (10, 20)
+    assert (kept["first_seq"], kept["last_seq"], kept["row_count"]) == (10, 20, 11)
+    # A whole log's names none, as before.
+    logged.export(out, manifest_file=True)
+    kept = json.loads((tmp_path / "range.ndjson.manifest.json").read_text(encoding="utf-8"))
+    assert "range_first_seq" not in kept and "range_last_seq" not in kept
+
+
 @pytest.mark.parametrize(
     ("first", "last", "field", "says"),
     [

@@ -121,8 +121,8 @@ def manifest_json(path: Path, manifest: audit_service_pb2.ExportManifest) -> str
     """The server's manifest of the export at `path`, as kept beside it: its
     digest, counts and the log's signed checkpoint, which `sealtrail
     checkpoint --check` reads (hashes as `sha256sum` and the checkpoint show
-    them: hex, base64)."""
-    kept = {
+    them: hex, base64), and for an export of a seq range, that range."""
+    kept: dict[str, object] = {
         "format": MANIFEST_FORMAT,
         "version": 1,
         "file": path.name,
@@ -137,6 +137,11 @@ def manifest_json(path: Path, manifest: audit_service_pb2.ExportManifest) -> str
         "checkpoint": manifest.checkpoint,
         "export_event_id": manifest.export_event_id,
     }
+    if manifest.range_last_seq:
+        # An export of a seq range holds that range only: without it, the file
+        # passed for every (matching) event up to tree_size.
+        kept["range_first_seq"] = manifest.range_first_seq
+        kept["range_last_seq"] = manifest.range_last_seq
     return json.dumps(kept, indent=2, ensure_ascii=False) + "\n"
 
 
