@@ -304,3 +304,40 @@ def test_an_export_whose_temporary_file_cannot_be_set_up_leaves_none(
     with pytest.raises(type(failure)):
         ExportFile(out)
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def _special_files(tmp_path: Path) -> list[Path]:
+    """Names that are no regular file: a pipe, a name linked to one (as
+    /dev/stdout is to the process's output), and where this may make one (as
+    root), a character device as /dev/null is."""
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "stdout").symlink_to(tmp_path / "pipe")
+    names = [tmp_path / "pipe", tmp_path / "stdout"]
+    try:
+        os.mknod(tmp_path / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pass
+    else:
+        names.append(tmp_path / "null")
+    return names
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_an_export_to_a_device_or_a_pipe_is_refused_and_leaves_it_be(tmp_path: Path) -> None:
+    """`sealtrail export -o /dev/null` (a trial run) or `-o /dev/stdout` (to
+    pipe it on) renamed the checked export over the name: /dev/null, as root,
+    became a regular file holding the audit events, readable and writable by
+    everyone (it took the device's mode), with a manifest beside it in /dev;
+    /dev/stdout's link was replaced and nothing reached the output. It is
+    refused before anything is written, naming the file."""
+    names = _special_files(tmp_path)
+    before = {path: os.lstat(path) for path in names}
+    for path in names:
+        for beside in (False, True):
+            with pytest.raises(ExportError, match="not a regular file") as refused:
+                ExportFile(path, manifest_beside=beside)
+            assert str(path) in str(refused.value)
+    assert sorted(tmp_path.iterdir()) == sorted(names)  # no temporary file, no manifest
+    for path, was in before.items():
+        now = os.lstat(path)
+        assert (now.st_mode, now.st_ino, now.st_rdev) == (was.st_mode, was.st_ino, was.st_rdev)

@@ -145,6 +145,26 @@ def manifest_json(path: Path, manifest: audit_service_pb2.ExportManifest) -> str
     return json.dumps(kept, indent=2, ensure_ascii=False) + "\n"
 
 
+def _refuse_unless_a_file(path: Path) -> None:
+    """ExportError if `path` names something other than a regular file (what
+    it links to, for a link): a device (/dev/null), a pipe, a socket, a
+    terminal (/dev/stdout). The checked export is renamed over the name,
+    which replaced /dev/null, as root, with a file of the audit events
+    readable by everyone, and /dev/stdout's link, nothing reaching the output."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return  # a new file (or a link to none): written as any
+    except OSError:
+        return  # what it is cannot be told: left to the write, which says why
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise ExportError(
+            f"{path} is not a regular file (a device, a pipe or a terminal): an export is"
+            " written to a file, which takes the name once complete and checked;"
+            " name a file to write"
+        )
+
+
 class ExportFile:
     """Receives an export's messages and, on its manifest, puts the checked
     content at `path`. Use as a context manager: on error nothing is left.
@@ -157,6 +177,7 @@ class ExportFile:
         self._manifest_beside = manifest_beside
         if not (path.parent or Path(".")).is_dir():
             raise ExportError(f"{path.parent} is not a directory to write {path.name} in")
+        _refuse_unless_a_file(path)
         fd, self._temporary = _temporary_beside(path)
         try:
             self._file = os.fdopen(fd, "wb")
