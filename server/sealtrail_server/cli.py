@@ -719,6 +719,15 @@ def token_revoke(token_id: str, data_dir: Path | None, database_url: str | None)
             tenant = await live_token_tenant(db, token_id)
             if tenant is None:
                 return False
+            # Named in the record as the API names it: its role, and its name
+            # redacted as the tenant's events are (it recorded neither). Read
+            # first: a token's role and name never change, and the redaction
+            # may read the tenant's settings on this command's one connection.
+            async with db.connection(tenant) as conn:
+                known = await read_token(conn, tenant_id=tenant, token_id=token_id)
+            if known is None:
+                return False
+            name = await _redacted_name(db, settings, tenant, known.name)
             # As the API revokes: under the token's subject lock, which the
             # changes it is making hold shared (they end first; those it begins
             # now wait, then find it revoked), and recorded in its transaction,
@@ -734,7 +743,8 @@ def token_revoke(token_id: str, data_dir: Path | None, database_url: str | None)
                     tenant,
                     action="api_token.revoked",
                     token_id=token_id,
-                    description="Revoked an API token",
+                    description=f"Revoked an API token with role {found.role}",
+                    details={"role": found.role, "name": name},
                 )
             return True
 
