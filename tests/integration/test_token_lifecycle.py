@@ -4,9 +4,10 @@ which servers stop honouring it when."""
 
 from __future__ import annotations
 
+import pytest
 from google.protobuf import json_format
 
-from sealtrail import AuditClient, build_filter
+from sealtrail import AuditClient, UnauthenticatedError, build_filter
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread, run_operator
 
@@ -51,3 +52,27 @@ def test_the_operators_revocation_names_the_tokens_role_and_name_as_the_apis_doe
     # As its creation's record names it: redacted as the tenant's events are.
     assert details["name"] == created_name
     assert _LEAKED not in details["name"] and details["name"].startswith("team admin, was ")
+
+
+def test_a_revocation_answered_as_done_already_stops_the_token_on_the_server_answering(
+    migrated_database_url: str, server: ServerThread, tenant: str
+) -> None:
+    """A revocation whose answer was lost is sent again (the Python client
+    does it itself), and behind a load balancer the retry reaches another
+    server process, which answers the token revoked: yet that process went
+    on honouring the token it had cached, for its whole cache interval, where
+    a revocation it answers stops the token on it at once."""
+    other = ServerThread(migrated_database_url, token_cache_seconds=3600)
+    try:
+        with AuditClient(server.target, token=server.token(tenant)) as admin:
+            reader = admin.create_token("reader", name="departed employee")
+            with AuditClient(other.target, token=reader.secret, max_attempts=1) as departed:
+                departed.get_verifier_keys()  # resolved there, cached for an hour
+                admin.revoke_token(reader.token.token_id)  # its answer lost, say
+                with AuditClient(other.target, token=server.token(tenant)) as retrying:
+                    again = retrying.revoke_token(reader.token.token_id)
+                assert again.token.HasField("revoke_time")
+                with pytest.raises(UnauthenticatedError):
+                    departed.get_verifier_keys()
+    finally:
+        other.close()

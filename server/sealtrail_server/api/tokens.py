@@ -225,6 +225,11 @@ class TokenRpcs:
             if found is None:
                 raise NotFound("no token with that id in this tenant")
             if found.revoked_at is not None:
+                # A retry whose answer was lost, here or on another process:
+                # this one stops honouring the token now too (it trusted a
+                # token it had cached for its interval, while answering it
+                # revoked).
+                self._forget(token_id)
                 return pb.RevokeTokenResponse(token=_message(found))
             name = await self._filter_details.text(tenant_id, found.name)
             await mark_revoked(conn, token_id=token_id, tenant_id=tenant_id)
@@ -247,7 +252,10 @@ class TokenRpcs:
             ).event_id
         # Committed: this process stops honouring it now (forgotten earlier, a
         # check meanwhile could have cached it again as live).
-        if self._authenticator is not None:
-            self._authenticator.forget(token_id)
+        self._forget(token_id)
         assert revoked is not None
         return pb.RevokeTokenResponse(token=_message(revoked), event_id=event_id)
+
+    def _forget(self, token_id: str) -> None:
+        if self._authenticator is not None:
+            self._authenticator.forget(token_id)
