@@ -27,7 +27,9 @@ fsync and round trips are paid once per batch instead of once per event.
 
 Two lanes each do all of the above, with a connection of their own: one for
 large submissions (LARGE_SUBMISSION_BYTES of events or more: a RecordBatch of
-large events, which PostgreSQL may take seconds to write) and one for the rest.
+large events, which PostgreSQL may take seconds to write, or as much with its
+tenant's submissions waiting in the other lane, or LARGE_BACKLOG_EVENTS: a
+flood of smaller batches) and one for the rest.
 A large submission waits for the small lane's writes of its tenant already
 handed in; while a tenant has a submission in the large lane (until it is
 written, whether or not its caller still waits), its next ones follow it
@@ -280,6 +282,12 @@ _KEPT_HEADS = 10_000
 # A submission of this many bytes of events or more is written by the large
 # lane: about a third of a second of PostgreSQL's time (46 MB took 15 s).
 LARGE_SUBMISSION_BYTES: Final = 1 << 20
+# ... and so is one whose tenant has so much waiting in the small lane with
+# it, in bytes or in events (2,000 small ones, about a third of a second to
+# write too): a tenant sending RecordBatches of 1,000 small events faster than
+# they are written filled the small lane's commits of 5,000 events, and every
+# other tenant's Record waited behind its backlog, 1.4 s rather than 2 ms.
+LARGE_BACKLOG_EVENTS: Final = 2000
 # A commit takes submissions up to this many bytes (and one, however large).
 MAX_COMMIT_BYTES: Final = 4 << 20
 # The least pool with room for the large lane beside the changes' share and
@@ -439,6 +447,7 @@ class Appender:
         max_commit_events: int = 5000,
         max_commit_bytes: int = MAX_COMMIT_BYTES,
         large_bytes: int = LARGE_SUBMISSION_BYTES,
+        large_events: int = LARGE_BACKLOG_EVENTS,
         store_tree_nodes: bool = True,
         server_view: ServerView | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -449,7 +458,9 @@ class Appender:
         stored with its whole view (the caller view, then this; ADR 0025);
         None, with the caller view alone (ADR 0022). `meter`: what each
         batch held and took, and what waits (docs/metrics.md). A submission
-        of `large_bytes` of views or more goes to the large lane. The pending
+        of `large_bytes` of views or more goes to the large lane, as does one
+        whose tenant has waiting in the small lane, with it, `large_bytes` or
+        `large_events` (its backlog: `_goes_large`). The pending
         limits hold for both lanes together."""
         self._measures = AppendMeasures(meter, waiting=self._waiting)
         # Tenants whose head a change of this process holds, from its record
@@ -487,17 +498,25 @@ class Appender:
         self._large = lane("sealtrail-appender-large", db.bulk_system_connection, keep=False)
         two_lanes = db.pool.max_size >= _LEAST_POOL_FOR_TWO_LANES
         self._large_bytes = large_bytes if two_lanes else None
+        self._large_events = large_events
         # Tenants whose large submission waits for the small lane's writes of
         # them: their next writes follow it.
         self._joining_large: Counter[str] = Counter()
+        # ... their events and bytes, counted in the pending limits as they
+        # wait: a flood of a tenant's batches following its backlog waited
+        # there without bound, rather than being refused OVERLOADED.
+        self._joining_events: Counter[str] = Counter()
+        self._joining_size: Counter[str] = Counter()
 
     def _waiting(self) -> tuple[int, int]:
         small, large = self._small.waiting, self._large.waiting
-        return small[0] + large[0], small[1] + large[1]
+        joining = self._joining_events.total(), self._joining_size.total()
+        return small[0] + large[0] + joining[0], small[1] + large[1] + joining[1]
 
     def _waiting_of(self, tenant_id: str) -> tuple[int, int]:
         small, large = self._small.waiting_of(tenant_id), self._large.waiting_of(tenant_id)
-        return small[0] + large[0], small[1] + large[1]
+        joining = self._joining_events[tenant_id], self._joining_size[tenant_id]
+        return small[0] + large[0] + joining[0], small[1] + large[1] + joining[1]
 
     @property
     def kept_connections(self) -> int:
@@ -538,18 +557,24 @@ class Appender:
             )
         size = sum(len(view) for view in views if view is not None) if views else 0
         follows = tenant_id in self._joining_large or self._large.holds(tenant_id)
-        if not follows and (self._large_bytes is None or size < self._large_bytes):
+        if not follows and not self._goes_large(tenant_id, len(events), size):
             return await self._small.append(tenant_id, events, views, size)
         # Its head must be free of the small lane's writes before the large
         # lane locks it: a small batch waiting for it held up every tenant in
         # it, and ended with the tenant refused as held by another process.
+        self._large.refuse_if_full(tenant_id, len(events), size)
         self._joining_large[tenant_id] += 1
+        self._joining_events[tenant_id] += len(events)
+        self._joining_size[tenant_id] += size
         try:
             await self._small.written(tenant_id)
         finally:
             self._joining_large[tenant_id] -= 1
+            self._joining_events[tenant_id] -= len(events)
+            self._joining_size[tenant_id] -= size
             if not self._joining_large[tenant_id]:
                 del self._joining_large[tenant_id]
+                del self._joining_events[tenant_id], self._joining_size[tenant_id]
         return await self._large.append(tenant_id, events, views, size)
 
     async def append_within(
@@ -577,6 +602,20 @@ class Appender:
         if when_change_ends(conn, tenant_id, lambda: self._change_ended(tenant_id)):
             self._held_by_changes[tenant_id] += 1
         return await self._small.append_within(conn, tenant_id, events, views)
+
+    def _goes_large(self, tenant_id: str, events: int, size: int) -> bool:
+        """Whether a submission of `events` and `size` bytes of views is for
+        the large lane: large itself, or its tenant's backlog in the small lane
+        with it is. The small lane then holds at most about that much of any
+        tenant ahead of another's Record; the backlog follows it to the large
+        lane, in order, and comes back once that is written."""
+        if self._large_bytes is None:
+            return False
+        waiting_events, waiting_size = self._small.waiting_of(tenant_id)
+        return (
+            waiting_size + size >= self._large_bytes
+            or waiting_events + events >= self._large_events
+        )
 
     def _change_ended(self, tenant_id: str) -> None:
         """A change that recorded itself for `tenant_id` has ended: its head
@@ -750,9 +789,24 @@ class _Lane:
             views = [None] * len(events)
         elif len(views) != len(events):
             raise ValueError(f"{len(views)} views for {len(events)} events")
+        self.refuse_if_full(tenant_id, len(events), size)
+        future: asyncio.Future[list[AppendOutcome]] = asyncio.get_running_loop().create_future()
+        caller = trace.get_current_span() if self._tracer is not None else None
+        if caller is not None and not caller.is_recording():
+            caller = None
+        self._handed_in(_Submission(tenant_id, events, views, future, caller, size))
+        self._has_work.set()
+        if self._pending.events >= self._batch_events:
+            self._batch_full.set()
+        return await future
+
+    def refuse_if_full(self, tenant_id: str, events: int, size: int) -> None:
+        """ResourceExhausted (OVERLOADED) if `events` of `size` bytes more of
+        `tenant_id` would take what waits to be written past the pending
+        limits, of all tenants or of the tenant's half."""
         waiting, waiting_size = self._waiting_in_all()
         if waiting and (
-            waiting + len(events) > self._max_pending_events
+            waiting + events > self._max_pending_events
             or waiting_size + size > self._max_pending_bytes
         ):
             # Overloaded: more would wait past callers' deadlines (whose retries
@@ -768,7 +822,7 @@ class _Lane:
             )
         own, own_size = self._waiting_of_tenant(tenant_id)
         if own and (
-            own + len(events) > self._max_pending_events // 2
+            own + events > self._max_pending_events // 2
             or own_size + size > self._max_pending_bytes // 2
         ):
             # One tenant's waiting events take at most half of either bound
@@ -783,15 +837,6 @@ class _Lane:
                 retry_after=_OVERLOADED_RETRY_SECONDS,
                 reason="OVERLOADED",
             )
-        future: asyncio.Future[list[AppendOutcome]] = asyncio.get_running_loop().create_future()
-        caller = trace.get_current_span() if self._tracer is not None else None
-        if caller is not None and not caller.is_recording():
-            caller = None
-        self._handed_in(_Submission(tenant_id, events, views, future, caller, size))
-        self._has_work.set()
-        if self._pending.events >= self._batch_events:
-            self._batch_full.set()
-        return await future
 
     async def append_within(
         self,
