@@ -1,7 +1,10 @@
 """The memory a process's Record and RecordBatch calls hold, bounded: each is
 counted from its request's size as received, before it is parsed, and a call
 that would take the count past the process's limit is refused at once
-(RESOURCE_EXHAUSTED, OVERLOADED, with a retry delay), having cost nothing.
+(RESOURCE_EXHAUSTED, OVERLOADED, with a retry delay), having cost nothing but
+its request's bytes: gRPC receives the whole message (up to 64 MiB) before a
+call is counted, and many arriving at once hold that much whatever the count
+(docs/reliability.md).
 
 Eight RecordBatch calls of 52 MB each, within every limit, took one server to
 7 GiB: each was parsed, validated and redacted whatever the others held, and
