@@ -491,3 +491,54 @@ def test_long_readers_together_leave_a_bulk_connection_for_pages(
         for client in [*verifiers, counter, searcher]:
             client.close()
         own.close()
+
+
+def test_one_tenants_long_reads_leave_another_tenant_room(
+    migrated_database_url: str, sql: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tenant runs one count, one retention preview and one verification at
+    a time: three long reads, the whole capacity of a pool of 10 (the bulk
+    share but one). One tenant's admin running all three (a VerifyLog of a
+    large log takes minutes) had every other tenant's count and preview
+    refused, and their verifications waiting, for as long. A tenant's long
+    reads now leave the others one of the capacity: its third waits (a
+    verification) or is refused (a count, a preview), and another tenant's
+    count runs. Here the busy tenant's reads are held: its count by a sleep,
+    its preview by a lock on the retention policies, its verification by one
+    on the checkpoints."""
+    running = count_statement
+    busy, other = (f"t-{uuid.uuid4().hex[:12]}" for _ in range(2))
+
+    def slow(tenant_id: str, *args: Any, **kwargs: Any) -> Any:  # a count of a large log
+        query, params = running(tenant_id, *args, **kwargs)
+        if tenant_id != busy:
+            return query, params
+        return pgsql.SQL("SELECT q.* FROM ({}) AS q CROSS JOIN pg_sleep(4)").format(query), params
+
+    monkeypatch.setattr(store_counts, "count_statement", slow)
+    own = ServerThread(migrated_database_url, pool_max_size=10, checkpoint_interval=0)
+    admin = AuditClient(own.target, token=own.token(busy, "admin"), max_attempts=1)
+    counter = AuditClient(own.target, token=own.token(other, "reader"), max_attempts=1)
+    long_reads = own.service._servicer._long_reads  # type: ignore[union-attr]
+    assert long_reads.capacity == 3
+    pool = ThreadPoolExecutor(3)
+    try:
+        for client in (admin, counter):  # its first event: the reader's access record
+            client.query_page(page_size=1)
+        with sql.transaction():
+            sql.execute("LOCK TABLE retention_policies, checkpoints IN ACCESS EXCLUSIVE MODE")
+            reads = [pool.submit(admin.count_events)]
+            until(lambda: long_reads._slots.in_use() == 1, reads[0])
+            reads.append(pool.submit(admin.preview_retention_policy, "30d"))
+            until(lambda: long_reads._slots.in_use() == 2, reads[1])
+            reads.append(pool.submit(admin.verify_log, timeout=30))
+            until(lambda: long_reads._slots.in_use() == 3 or long_reads._slots.queued(), reads[2])
+            assert counter.count_events().total == 1  # its count ran beside them
+        assert reads[0].result(timeout=30).total == 1
+        assert reads[1].result(timeout=30).events == 0
+        assert reads[2].result(timeout=30).ok
+    finally:
+        pool.shutdown(wait=True)
+        for client in (admin, counter):
+            client.close()
+        own.close()

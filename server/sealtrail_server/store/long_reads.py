@@ -12,8 +12,12 @@ waited until one ended (helper-266).
 A count or a preview finding the capacity used is refused at once,
 RESOURCE_EXHAUSTED with a retry delay (the clients wait and retry), rather
 than queued without bound where its client's deadline would end it; a
-tenant runs one of each at a time. VerifyLog, which the clients do not
-retry, waits its turn instead (`turn`), fairly among tenants."""
+tenant runs one of each at a time, and of all kinds together the capacity
+but one (one, when the capacity is one): a pool of 10 runs three, and one
+tenant's admin running a count, a preview and a verification held them all,
+every other tenant's counts and previews refused for as long (a large log's
+verification takes minutes). VerifyLog, which the clients do not retry,
+waits its turn instead (`turn`), fairly among tenants."""
 
 from __future__ import annotations
 
@@ -58,7 +62,8 @@ class LongReads:
 
     def __init__(self, *, capacity: int) -> None:
         self.capacity = capacity
-        self._slots = FairShare(capacity=capacity, per_key=capacity)
+        self.per_tenant = max(1, capacity - 1)
+        self._slots = FairShare(capacity=capacity, per_key=self.per_tenant)
         self._running: Counter[tuple[Refusable, str]] = Counter()
 
     @contextmanager
@@ -70,6 +75,13 @@ class LongReads:
         if self._running[kind, tenant_id]:
             raise ResourceExhausted(one_at_a_time, retry_after=LONG_READ_RETRY_SECONDS)
         with self._slots.slot_now(tenant_id) as taken:
+            if not taken and self._slots.held(tenant_id) >= self.per_tenant:
+                raise ResourceExhausted(
+                    f"your tenant runs {self.per_tenant} long reads at once on this server"
+                    " (counts, log verifications, retention previews), the most one tenant"
+                    f" may, and they are running; {again}",
+                    retry_after=LONG_READ_RETRY_SECONDS,
+                )
             if not taken:
                 raise ResourceExhausted(
                     f"this server runs {self.capacity} long reads at once (counts, log"
