@@ -187,7 +187,7 @@ def test_writes_past_the_memory_budget_are_refused_before_they_are_parsed(
     """Eight RecordBatch calls of 52 MB at once took the server 7 GiB: each
     was parsed and validated whatever the others held. A process now counts
     what its Record and RecordBatch calls hold, from their size as received
-    (before it parses them, so a call refused costs nothing), and refuses a
+    (before it parses them, so a call refused costs its bytes alone), and refuses a
     call past SEALTRAIL_RECORD_MAX_IN_FLIGHT_BYTES with a retry delay. One
     call alone is taken however large."""
     send(budgeted, tenant, encoded_batch(3, 100))  # alone, over the budget: taken
