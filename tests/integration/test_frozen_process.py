@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import secrets
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -31,10 +33,11 @@ from sealtrail_server.alerts import evaluator as evaluator_module
 from sealtrail_server.domain.purge_summaries import SummarySeal
 from sealtrail_server.forward import forwarder as forwarder_module
 from sealtrail_server.integrity import checkpointer as checkpointer_module
+from sealtrail_server.integrity import signed_sizes as signed_sizes_module
 from sealtrail_server.retention.purger import LOCK_KEY, Purger
 from sealtrail_server.store import appender as appender_module
 from sealtrail_server.store import changes as changes_module
-from tests.conftest import REDACTION_SECRET, ServerThread
+from tests.conftest import REDACTION_SECRET, ServerThread, signed_checkpoints_dir_of
 from tests.http_endpoint import endpoint
 from tests.integration.test_log_integrity import assert_log_is_sound
 from tests.lock_waits import count_now, until, until_blocked
@@ -150,6 +153,57 @@ def test_a_process_frozen_signing_a_checkpoint_lets_the_others_sign(
             "SELECT tree_size FROM chain_heads WHERE tenant_id = %s", [both.tenant]
         ).fetchone()  # type: ignore[misc]
         assert signed.tree_size == size
+
+
+def test_a_process_frozen_noting_what_the_key_signed_does_not_put_it_back_once_woken(
+    migrated_database_url: str, sql: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The largest checkpoint the key signed of a log is kept in a file that
+    every process of the data dir shares (ADR 0080), read and replaced under
+    the tenant's issuer lock. A process frozen between the two (SIGSTOP, or an
+    fsync that hangs on shared storage) lost that lock with its session once
+    idle in its transaction; another process signed a larger checkpoint and
+    kept it; woken, the first put its smaller size back over it, and the key's
+    guard against a restored database forgot what it had signed since."""
+    frozen, woken = threading.Event(), threading.Event()
+    replace = signed_sizes_module._replace
+
+    def freezing_replace(path: Any, text: str) -> None:
+        if path.name == both.tenant and text.startswith("2 ") and not frozen.is_set():
+            frozen.set()
+            woken.wait(60)
+        replace(path, text)
+
+    monkeypatch.setattr(signed_sizes_module, "_replace", freezing_replace)
+    with two_processes(migrated_database_url, checkpoint_interval=0) as both:
+        both.first.record(action="frozen.event", actor_id="a")
+        both.first.get_checkpoint(fresh=True)
+        both.first.record(action="frozen.event", actor_id="a")
+        pending = both.pool.submit(both.first.get_checkpoint, fresh=True)
+        assert frozen.wait(30), "the first process never noted size 2"
+        # Its session ended as its idle timeout ends it, letting go of the lock.
+        (ended,) = sql.execute(
+            "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a"
+            " JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory' AND l.granted"
+            " CROSS JOIN hashtextextended(%s, 7) AS k"
+            " WHERE a.state = 'idle in transaction'"
+            " AND l.classid::bigint = (k >> 32) & 4294967295 AND l.objid::bigint = k & 4294967295",
+            [both.tenant],
+        ).fetchone()  # type: ignore[misc]
+        assert ended == 1
+        both.second.record(action="frozen.other", actor_id="b")
+        with ThreadPoolExecutor(1) as other:
+            signing = other.submit(both.second.get_checkpoint, fresh=True)
+            with contextlib.suppress(TimeoutError):
+                signing.result(timeout=2)  # waits for the frozen one, or not
+            woken.set()
+            signed = signing.result(timeout=60)
+        with pytest.raises(UnavailableError):
+            pending.result(timeout=60)
+        assert signed.tree_size == 3
+        (kept,) = signed_checkpoints_dir_of(migrated_database_url).glob(f"*/{both.tenant}")
+        size, root = kept.read_text().split()
+        assert (int(size), base64.b64decode(root)) == (3, signed.root_hash)
 
 
 @pytest.mark.parametrize(

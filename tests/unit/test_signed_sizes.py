@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from sealtrail.tlog import generate_signer_key
+from sealtrail_server.integrity import signed_sizes as signed_sizes_module
 from sealtrail_server.integrity.signed_sizes import SignedSizes, SignedSizesError
 
 KEY = generate_signer_key("sealtrail.test/log").verifier
@@ -25,7 +29,30 @@ def test_the_largest_size_stays_and_each_key_keeps_its_own(tmp_path: Path) -> No
     assert signed.tenants() == ["acme"]
     other = SignedSizes.open(tmp_path, generate_signer_key("sealtrail.test/log").verifier)
     assert other.read("acme") is None
-    assert [p.name for p in (tmp_path / KEY.key_id.hex()).iterdir()] == ["acme"]  # no temporaries
+    # No temporaries; each write took the tenant's lock beside.
+    assert sorted(p.name for p in (tmp_path / KEY.key_id.hex()).iterdir()) == [".locks", "acme"]
+
+
+def test_a_write_waits_for_the_tenants_lock_and_fails_past_its_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process amid a write of the tenant's file (frozen there, say)
+    holds its lock: a write waits for it, LOCK_WAIT_SECONDS at most, then
+    fails rather than replace what the other may be writing."""
+    monkeypatch.setattr(signed_sizes_module, "LOCK_WAIT_SECONDS", 0.3)
+    signed = SignedSizes.open(tmp_path, KEY)
+    signed.write("acme", 10, b"a" * 32)
+    lock = tmp_path / KEY.key_id.hex() / ".locks" / "acme"
+    with lock.open("a") as other:  # another open file: flock refuses this one's
+        fcntl.flock(other, fcntl.LOCK_EX)
+        started = time.monotonic()
+        with pytest.raises(SignedSizesError, match="held by another process"):
+            signed.write("acme", 12, b"c" * 32)
+        assert time.monotonic() - started >= 0.3
+        signed.write("beta", 3, b"b" * 32)  # another tenant's is not held up
+        threading.Timer(0.1, fcntl.flock, (other, fcntl.LOCK_UN)).start()
+        signed.write("acme", 12, b"c" * 32)  # once let go
+    assert signed.read("acme") == (12, b"c" * 32)
 
 
 def test_a_kept_size_that_cannot_be_read_or_written_is_an_error(tmp_path: Path) -> None:
@@ -99,7 +126,7 @@ def test_a_size_the_disk_cannot_take_whole_is_not_kept_and_leaves_nothing_behind
     )
     assert done.stdout.startswith("refused:"), done.stdout
     assert SignedSizes.open(tmp_path, KEY).read("acme") is None
-    assert list((tmp_path / KEY.key_id.hex()).iterdir()) == []
+    assert [p.name for p in (tmp_path / KEY.key_id.hex()).iterdir()] == [".locks"]
 
 
 def test_a_purge_the_disk_cannot_take_whole_is_not_kept(tmp_path: Path) -> None:

@@ -11,7 +11,9 @@ log that does not extend what it signed.
 
 Every process on one data dir shares the directory (each reads a tenant's file
 afresh before it signs; the tenant's issuer lock in the database orders the
-writes). Processes on other hosts keep their own unless it is put on storage
+writes, and a lock on the tenant's file, `.locks/<tenant>`, the read and the
+replacement of each write: a process frozen between the two loses the issuer
+lock with its session). Processes on other hosts keep their own unless it is put on storage
 they share (SEALTRAIL_SIGNED_CHECKPOINTS_DIR): docs/integrity.md.
 """
 
@@ -21,9 +23,12 @@ import asyncio
 import base64
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import secrets
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from sealtrail.tlog import Verifier
@@ -37,6 +42,12 @@ _MAX_FILE_BYTES = 256
 # purges, and of its erasure.
 _PURGES = ".purges"
 _ERASURES = ".erasures"
+# The directory of each tenant's lock, held while its size is read and replaced.
+_LOCKS = ".locks"
+# How long a write waits for another process's write of the same tenant's
+# file (milliseconds, but for a process frozen amid it, or an fsync hung on
+# shared storage) before it fails, and its signature with it.
+LOCK_WAIT_SECONDS = 10.0
 
 
 class SignedSizesError(Exception):
@@ -90,10 +101,43 @@ class SignedSizes:
         """(`size`, `root`) kept as the tenant's, durably, if larger than the
         one kept (two processes that signed one after the other: the later
         one, which extends the other, stays)."""
-        kept = self.read(tenant_id)
-        if kept is not None and kept[0] >= size:
-            return
-        _replace(self._file(tenant_id), f"{size} {base64.b64encode(root).decode()}\n")
+        # Read and replaced under the tenant's file lock: the issuer lock in the
+        # database alone let a process frozen between the two (its session
+        # ended meanwhile, another process's larger size kept) put its smaller
+        # size back over the larger once woken.
+        with self._locked(tenant_id):
+            kept = self.read(tenant_id)
+            if kept is not None and kept[0] >= size:
+                return
+            _replace(self._file(tenant_id), f"{size} {base64.b64encode(root).decode()}\n")
+
+    @contextlib.contextmanager
+    def _locked(self, tenant_id: str) -> Iterator[None]:
+        """The tenant's file lock (flock, let go when its holder ends, SIGKILL
+        included), waited for LOCK_WAIT_SECONDS at most: SignedSizesError after."""
+        path = self._dir / _LOCKS / self._file(tenant_id).name
+        try:
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            raise SignedSizesError(f"{path}: {error}") from error
+        try:
+            deadline = time.monotonic() + LOCK_WAIT_SECONDS
+            while True:
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise SignedSizesError(
+                            f"{path}: held by another process for {LOCK_WAIT_SECONDS:.0f} s"
+                        ) from None
+                    time.sleep(0.01)
+                except OSError as error:
+                    raise SignedSizesError(f"{path}: {error}") from error
+            yield
+        finally:
+            os.close(descriptor)  # and with it the lock
 
     def read_erasure(self, tenant_id: str) -> tuple[int, bytes, bool] | None:
         """The final size and root of the tenant's log the key signed (or was
