@@ -4,6 +4,7 @@ retries of and take work over from, SIGKILL or not."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -11,14 +12,16 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
 
 from sealtrail import AuditClient, build_alert_rule, build_event, build_filter, build_sink
+from sealtrail_server.forward import forwarder as forwarder_module
 from tests.conftest import ServerThread, database_of_its_own, run_operator
-from tests.http_endpoint import Endpoint, endpoint
+from tests.http_endpoint import Endpoint, Reply, always_ok, endpoint
 from tests.integration.test_log_integrity import assert_log_is_sound, run_writers
 from tests.processes import ServerProcess
 
@@ -232,3 +235,52 @@ def test_sigkill_of_the_process_holding_the_leases_under_load(own_database: str)
                 process.terminate()
             processes[0].kill()
         assert_log_is_sound(sql, tenant, _whole_log(sql, tenant))
+
+
+def test_a_sinks_backoff_runs_by_the_databases_clock_whatever_its_holders(
+    own_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sink's next attempt after a failure was stamped by the clock of the
+    process that failed, and awaited by the clock of the one holding the sink
+    next: a process an hour ahead made the sink wait an hour more once another
+    took it over (its lease moved, or the process restarted with its clock
+    put right), though its backoff was a fraction of a second. Lease times
+    are the database's; the backoff's now is too."""
+    ahead = timedelta(hours=1)
+    real_now = forwarder_module._now
+    skewed: set[asyncio.AbstractEventLoop] = set()
+
+    def now() -> datetime:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        return real_now() + (ahead if loop in skewed else timedelta())
+
+    monkeypatch.setattr(forwarder_module, "_now", now)
+    tenant = f"t-{uuid.uuid4().hex[:12]}"
+    with endpoint() as receiver, psycopg.connect(own_database, autocommit=True) as sql:
+        receiver.responder = lambda received, index: Reply(status=503)
+        first = ServerThread(own_database)
+        skewed.add(first.loop)
+        try:
+            with AuditClient(first.target, token=first.token(tenant), max_attempts=1) as client:
+                secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+                client.create_sink(
+                    build_sink("soc", "webhook", url=receiver.url, secrets=[secret])
+                )  # fmt: skip
+                client.record(action="clock.event", actor_id="a")
+                failed = "SELECT consecutive_failures > 0 FROM sinks WHERE tenant_id = %s"
+                deadline = time.monotonic() + 30
+                while sql.execute(failed, [tenant]).fetchone() != (True,):
+                    assert time.monotonic() < deadline, "the sink never failed"
+                    time.sleep(0.02)
+        finally:
+            first.close()  # its leases given up
+        receiver.responder = always_ok
+        refused = len(receiver.requests())
+        second = ServerThread(own_database)
+        try:
+            receiver.wait_for(lambda got: len(got) > refused, timeout=15)
+        finally:
+            second.close()

@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from typing import Final
 
@@ -149,8 +149,10 @@ class _Sent:
 
 
 def _now() -> datetime:
-    # Wall-clock time, not the service's clock: leases, backoff and webhook
-    # timestamps are about real time, whatever clock stamps events.
+    # Wall-clock time, not the service's clock: webhook timestamps and the
+    # times a sink's state shows are about real time, whatever clock stamps
+    # events. Leases and backoff run by the database's clock instead, which
+    # every process shares however far theirs drift.
     return datetime.now(UTC)
 
 
@@ -260,15 +262,16 @@ class Forwarder:
         if sink is None:
             self._measures.forget(lease.sink_id)
             return None
+        due = sink.state.next_attempt_at
         async with self._db.connection(lease.tenant_id) as conn:
             head = await tree_size(conn, lease.tenant_id)
+            # By the database's clock, which set it (store.record_failure).
+            wait = None if due is None else await store.seconds_until(conn, due)
         cursor = sink.state.cursor_seq
         # Seen at each step, waiting (a backoff, secrets to set) or not.
         self._measures.lag(lease.sink_id, sink.definition.kind, head - cursor)
-        now = _now()
-        due = sink.state.next_attempt_at
-        if due is not None and due > now:
-            return min((due - now).total_seconds(), self._poll * 5)
+        if wait is not None and wait > 0:
+            return min(wait, self._poll * 5)
         if sink.unopened:  # nothing is sent, or parked, until its secrets can be used
             failures = sink.state.consecutive_failures
             problem = sink.unopened_text()  # each field named: "secrets: why", "token: why"
@@ -789,7 +792,6 @@ class Forwarder:
         delay = backoff(failures, base=self._backoff_base, chance=self._chance)
         if retry_after is not None:
             delay = max(delay, min(retry_after, BACKOFF_CAP))
-        now = _now()
         log.log(logging.WARNING if needs_fixing else logging.INFO,
                 "forwarder: sink %s failed (%s); retrying in %.1f s",
                 lease.sink_id, error, delay)  # fmt: skip
@@ -800,8 +802,7 @@ class Forwarder:
                 owner=self.owner,
                 defined_at=defined_at,
                 error=error[:1024],
-                now=now,
-                retry_at=now + timedelta(seconds=delay),
+                retry_in=delay,
             )
         if not recorded:
             raise _Refused(defined_at)

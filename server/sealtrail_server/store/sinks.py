@@ -681,23 +681,26 @@ async def record_failure(
     owner: str,
     defined_at: datetime,
     error: str,
-    now: datetime,
-    retry_at: datetime,
+    retry_in: float,
 ) -> bool:
-    """Records a failed attempt and when to try again; False, nothing done,
+    """Records a failed attempt and when to try again, `retry_in` seconds
+    from now by the database's clock, as leases are: whichever process holds
+    the sink next waits for it by that clock (`seconds_until`), not by its
+    own. Stamped by the failing process's clock, a process an hour ahead made
+    the next holder wait an hour more. False, nothing done,
     if this owner lost the lease, the tenant is being erased, or the sink was
     changed since its definition of `defined_at` was read (the failure is the
     old definition's: a token since fixed must not hold the new one back)."""
     cursor = await conn.execute(
         sql.SQL(
-            "UPDATE sinks SET last_error = %s, last_error_at = %s,"
-            " consecutive_failures = consecutive_failures + 1, next_attempt_at = %s"
+            "UPDATE sinks SET last_error = %s, last_error_at = clock_timestamp(),"
+            " consecutive_failures = consecutive_failures + 1,"
+            " next_attempt_at = clock_timestamp() + make_interval(secs => %s)"
             " WHERE tenant_id = %s AND id = %s AND lease_owner = %s AND updated_at = %s AND {}"
         ).format(_NOT_BEING_ERASED),
         [
             error,
-            now,
-            retry_at,
+            retry_in,
             lease.tenant_id,
             lease.sink_id,
             owner,
@@ -706,6 +709,16 @@ async def record_failure(
         ],
     )
     return cursor.rowcount == 1
+
+
+async def seconds_until(conn: Connection, at: datetime) -> float:
+    """Seconds from now to `at` by the database's clock (negative once past)."""
+    cursor = await conn.execute(
+        "SELECT extract(epoch FROM %s::timestamptz - clock_timestamp())::float8", [at]
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return float(row[0])
 
 
 @dataclass(frozen=True, slots=True)
