@@ -472,6 +472,14 @@ def test_a_start_waiting_for_another_sessions_migrations_says_so(
 ) -> None:
     """A process frozen holding the migrations' lock held every start up
     without a word (helper-125); the wait is logged, naming the holder."""
+    _a_start_waits_naming_the_holder(migrated_database_url, sql, caplog)
+
+
+def _a_start_waits_naming_the_holder(
+    migrated_database_url: str, sql: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`sql` holds the migrations' lock while a start migrates: it waits,
+    says so naming `sql`'s session, and migrates once the lock is let go."""
     sql.execute("SELECT pg_advisory_lock(%s)", [MIGRATIONS_LOCK])
     try:
         with caplog.at_level(logging.WARNING), ThreadPoolExecutor(1) as pool:
@@ -486,6 +494,30 @@ def test_a_start_waiting_for_another_sessions_migrations_says_so(
         sql.execute("SELECT pg_advisory_unlock_all()")
     [said] = [r.getMessage() for r in caplog.records if "waiting for their lock" in r.getMessage()]
     assert f"pid {sql.info.backend_pid}" in said
+
+
+def test_the_waiting_start_names_the_holder_in_its_own_database(
+    migrated_database_url: str, sql: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lock is each database's, but pg_locks shows the whole cluster's:
+    with sessions of another database holding the same key (its own
+    migrations, or here, a dozen sharing it), the line named one of them
+    as the holder, a pid the operator then looked for in vain."""
+    other = f"other_{time.monotonic_ns()}"
+    with psycopg.connect(migrated_database_url, autocommit=True) as admin:
+        admin.execute(SQL("CREATE DATABASE {}").format(Identifier(other)))
+    holders: list[psycopg.Connection[Any]] = []
+    try:
+        for _ in range(12):
+            holder = psycopg.connect(make_conninfo(migrated_database_url, dbname=other))
+            holder.execute("SELECT pg_advisory_lock_shared(%s)", [MIGRATIONS_LOCK])
+            holders.append(holder)
+        _a_start_waits_naming_the_holder(migrated_database_url, sql, caplog)
+    finally:
+        for holder in holders:
+            holder.close()
+        with psycopg.connect(migrated_database_url, autocommit=True) as admin:
+            admin.execute(SQL("DROP DATABASE {} WITH (FORCE)").format(Identifier(other)))
 
 
 def test_two_databases_of_a_new_cluster_may_start_at_once(tmp_path: Path) -> None:

@@ -48,8 +48,11 @@ LOCK_NOTICE_EVERY: Final = 30.0
 # The index of role names: roles are the cluster's, the migrations' lock each
 # database's own.
 _ROLE_NAMES: Final = "pg_authid_rolname_index"
+# Of this database: pg_locks shows the whole cluster's, and another
+# database's sessions may hold the same key (their own migrations).
 _LOCK_HOLDER = (
     "SELECT pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted"
+    " AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())"
     " AND classid = %s AND objid = %s AND objsubid = 1 LIMIT 1"
 )
 
