@@ -5,6 +5,7 @@ refuses a row that events_default must take."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Iterator
@@ -110,6 +111,86 @@ class _CreationFails(psycopg.AsyncConnection[Any]):
         if "sealtrail_create_event_partitions" in str(query):
             raise psycopg.errors.QueryCanceled("canceling statement due to statement timeout")
         return await super().execute(query, *args, **kwargs)
+
+
+class _Pausing(psycopg.AsyncConnection[Any]):
+    """A connection that stops at its first statement holding `pause_at`,
+    before running it (or just after, with `after`), until `go_on` is set."""
+
+    pause_at = ""
+    after = False
+
+    async def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+        pausing = self.pause_at and self.pause_at in str(query)
+        if pausing and not self.after:
+            await self._pause()
+        done = await super().execute(query, *args, **kwargs)
+        if pausing and self.after:
+            await self._pause()
+        return done
+
+    async def _pause(self) -> None:
+        self.pause_at = ""
+        self.reached.set()
+        await self.go_on.wait()
+
+    def pause(self, at: str, *, after: bool = False) -> None:
+        self.pause_at, self.after = at, after
+        self.reached, self.go_on = asyncio.Event(), asyncio.Event()
+
+
+_CREATING = "sealtrail_create_event_partitions"
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "said_before"),
+    [
+        # The second holds events and events_default, creating the months,
+        # when the first goes on to create them.
+        ((_CREATING, False), (_CREATING, True), "events is busy"),
+        # The first's creation drops the check the second has just added.
+        ((_CREATING, False), ("VALIDATE CONSTRAINT", False), "holds rows of a month to create"),
+    ],
+)
+def test_two_processes_creating_the_same_months_say_nothing(
+    url: str,
+    caplog: pytest.LogCaptureFixture,
+    first: tuple[str, bool],
+    second: tuple[str, bool],
+    said_before: str,
+) -> None:
+    """A start (under the migrations' lock) and another process's upkeep
+    (under the job's) both found the months missing: the one behind said at
+    WARNING that events was busy and the months would be created at the
+    next pass, or that events_default "holds rows of a month to create" (the
+    other had dropped the check it had just added), though the other had
+    just created them, a false alarm at every such start. Neither says
+    anything now: the months are created once, by one of them."""
+    now = datetime(_YEAR, 6, 15, tzinfo=UTC)
+
+    async def run() -> list[int]:
+        async with (
+            await _Pausing.connect(url, autocommit=True) as one,
+            await _Pausing.connect(url, autocommit=True) as other,
+        ):
+            one.pause(first[0], after=first[1])
+            other.pause(second[0], after=second[1])
+            ones = asyncio.create_task(create_ahead(one, now=now))
+            await asyncio.wait_for(one.reached.wait(), 10)
+            others = asyncio.create_task(create_ahead(other, now=now))
+            with contextlib.suppress(TimeoutError):  # it may wait for the first
+                await asyncio.wait_for(other.reached.wait(), 1)
+            one.go_on.set()
+            await asyncio.sleep(0.5)  # the first goes on, past any lock's wait (200 ms)
+            other.go_on.set()
+            return sorted([await ones, await others])
+
+    with caplog.at_level(logging.DEBUG, logger=partitions.__name__):
+        assert asyncio.run(run()) == [0, 4]
+    assert said_before not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO], caplog.text
+    with psycopg.connect(url, autocommit=True) as sql:
+        assert _check(sql) is None
 
 
 def test_a_creation_that_fails_otherwise_leaves_no_check_either(url: str) -> None:

@@ -67,11 +67,22 @@ _LOCK_TIMEOUT: Final = "200ms"
 # it: the months are then created with the scan.
 _VALIDATE_LOCK_TIMEOUT: Final = "5s"
 
+# Sessions creating the months take turns, under this advisory lock (the
+# database's, for as long as one creates them): a start, under the
+# migrations' lock, and another process's upkeep, under the job's, both
+# found them missing, and the one behind met the other's locks, or its
+# dropped check, and said at WARNING that events was busy or that
+# events_default held rows of the months, though the other had just created
+# them. The one behind now waits, up to _CREATION_WAIT, and finds them there.
+_CREATION_LOCK: Final = 0x7365616C6D6F6E74
+_CREATION_WAIT: Final = "10s"
+
 
 async def create_ahead(conn: psycopg.AsyncConnection[Any], *, now: datetime | None) -> int:
     """Create the missing partitions from this month to PARTITION_MONTHS_AHEAD
     months ahead of `now` (None: the database's clock); how many were created.
-    0 as well if `events` could not be locked at once (the next pass tries)."""
+    0 as well if `events` could not be locked at once, or another session was
+    creating months for longer than _CREATION_WAIT (the next pass tries)."""
     if now is None:
         # As seconds: a session's DateStyle other than ISO writes a time that
         # psycopg cannot read.
@@ -80,12 +91,58 @@ async def create_ahead(conn: psycopg.AsyncConnection[Any], *, now: datetime | No
         assert row is not None
         now = datetime.fromtimestamp(row[0], UTC)
     now = now.astimezone(UTC)
-    existing = set((await _monthly_partitions(conn)).values())
     this_month = datetime(now.year, now.month, 1, tzinfo=UTC)
     wanted = [_months_after(this_month, n) for n in range(PARTITION_MONTHS_AHEAD + 1)]
-    missing = [month for month in wanted if month not in existing]
-    if not missing:
+    if not await _missing(conn, wanted):
         return 0
+    if not await _take_the_creation_lock(conn):
+        level = logging.WARNING if wanted[1] in await _missing(conn, wanted) else logging.INFO
+        log.log(
+            level,
+            "partitions: another session has been creating months for %s; creating months"
+            " ahead at the next pass",
+            _CREATION_WAIT,
+        )
+        return 0
+    try:
+        # Created by the session this one waited for, as a rule.
+        if not (missing := await _missing(conn, wanted)):
+            log.debug("partitions: the months ahead were created by another session meanwhile")
+            return 0
+        return await _create(conn, now=now, wanted=wanted, missing=missing)
+    finally:
+        if not conn.closed:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", [_CREATION_LOCK])
+
+
+async def _missing(conn: psycopg.AsyncConnection[Any], wanted: list[datetime]) -> list[datetime]:
+    """Which of the months `wanted` have no partition."""
+    existing = set((await _monthly_partitions(conn)).values())
+    return [month for month in wanted if month not in existing]
+
+
+async def _take_the_creation_lock(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """The lock of the months' creation taken, for the session, within
+    _CREATION_WAIT; False if another session held it all that time."""
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('lock_timeout', %s, true)", [_CREATION_WAIT])
+            await conn.execute("SELECT pg_advisory_lock(%s)", [_CREATION_LOCK])
+    except psycopg.errors.LockNotAvailable:
+        return False
+    return True
+
+
+async def _create(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    now: datetime,
+    wanted: list[datetime],
+    missing: list[datetime],
+) -> int:
+    """`create_ahead` of the months `missing` of those `wanted` (this month
+    first), holding the creation's lock."""
+    this_month = wanted[0]
     # What events_default took of them already (a clock ahead): no check can
     # name such a month, and none can be created over its rows but by moving
     # them in (ADR 0049). None if uncounted: every month is tried as before.
