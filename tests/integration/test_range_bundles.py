@@ -319,6 +319,50 @@ def _start_of_next_month(now: datetime) -> datetime:
     ).replace(day=1)
 
 
+@pytest.mark.parametrize("kept_in_it", [0, 2])
+def test_a_period_whose_first_events_retention_removed_is_proven_by_their_leaves(
+    clocked: ServerThread, admin: AuditClient, clock: Clock, tmp_path: Path, kept_in_it: int
+) -> None:
+    """Events were received in the period, then retention removed them: a
+    period it emptied was answered "no event was received from ... to ...",
+    untrue, and one whose first events it removed started at the first event
+    left, after a removed leaf, its start unproven though the leaves are
+    kept. The range starts after the last event the log holds of before the
+    period: every event received in it is within, its removed ones as their
+    leaves, and both ends are proven."""
+
+    def kept(actor: str) -> int:
+        event = build_event(action="user.login", actor_id=actor, category="authentication")
+        return admin.record(event).event.seq
+
+    before = kept("kept before")
+    clock.advance(seconds=60)
+    since = clock()
+    removed = [
+        admin.record(build_event(action="user.login", actor_id=f"u{i}")).event.seq for i in range(4)
+    ]
+    during = [kept(f"kept {i}") for i in range(kept_in_it)]
+    clock.advance(seconds=60)
+    until = clock()
+    after = kept("kept after")
+    admin.set_retention_policy(10, categories={"authentication": "forever"})
+    clock.advance(days=11)
+    purge(clocked)
+
+    found = received_range(admin, since=since, until=until)
+    assert (
+        (found.first, found.last) == (before + 1, after - 1) == (removed[0], (removed + during)[-1])
+    )
+    written = write_bundle(admin, tmp_path / "b", seq_range=found)
+    assert (written.count, written.purged, written.unchecked_edges) == (kept_in_it, 4, ())
+    verified = verify_bundle(tmp_path / "b", key=VERIFIER)
+    assert (verified.count, verified.purged) == (kept_in_it, 4)
+    assert (verified.seq_range, verified.unchecked_edges) == ((before + 1, after - 1), ())
+    shown = CliRunner().invoke(cli, ["verify", str(tmp_path / "b"), "--key", VERIFIER])
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.startswith("OK: "), shown.stdout
+
+
 def test_a_received_range_bound_between_two_microseconds_is_the_later(
     client: AuditClient,
 ) -> None:

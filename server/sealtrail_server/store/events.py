@@ -415,17 +415,24 @@ class ReceivedRange(NamedTuple):
     size: int
 
 
-# In one statement, so at one size of the log: its size, and the first seq of
-# it received at or after each of two times (one past its end if none is).
+# In one statement, so at one size of the log: its size, one past the last
+# event it holds from before the first received at or after `since` (0 if
+# none: 1), and the first seq received at or after `until` (one past its end
+# if none is, or if `until` is unset). Every seq below that first one was
+# received before `since`: the index on (tenant_id, seq, received_at) reads
+# the months before it only, one row each.
 _RECEIVED_RANGE: Final = sql.SQL(
-    "SELECT size,"
-    " coalesce((SELECT min(seq) FROM events WHERE tenant_id = %(tenant)s"
-    "  AND received_at >= %(since)s AND seq <= size), size + 1),"
-    " CASE WHEN %(until)s::timestamptz IS NULL THEN size + 1 ELSE"
+    "SELECT size, coalesce((SELECT max(seq) FROM events WHERE tenant_id = %(tenant)s"
+    "  AND received_at < %(since)s AND seq < start), 0) + 1, finish"
+    " FROM (SELECT size,"
     "  coalesce((SELECT min(seq) FROM events WHERE tenant_id = %(tenant)s"
-    "   AND received_at >= %(until)s AND seq <= size), size + 1) END"
-    " FROM (SELECT coalesce("
-    "  (SELECT tree_size FROM chain_heads WHERE tenant_id = %(tenant)s), 0) AS size) AS head"
+    "   AND received_at >= %(since)s AND seq <= size), size + 1) AS start,"
+    "  CASE WHEN %(until)s::timestamptz IS NULL THEN size + 1 ELSE"
+    "   coalesce((SELECT min(seq) FROM events WHERE tenant_id = %(tenant)s"
+    "    AND received_at >= %(until)s AND seq <= size), size + 1) END AS finish"
+    "  FROM (SELECT coalesce("
+    "   (SELECT tree_size FROM chain_heads WHERE tenant_id = %(tenant)s), 0) AS size) AS head"
+    " ) AS found"
 )
 
 
@@ -471,12 +478,17 @@ async def time_once_appended(
 async def received_range(
     db: Database, *, tenant_id: str, since: datetime, until: datetime | None
 ) -> ReceivedRange:
-    """The events received at or after `since` and before `until`, found as
-    `first_seq_received_since` finds where a stream starts: from the first
-    received since `since` to the one before the first received since
-    `until` (None: to the log's end). So consecutive periods meet with no seq
-    between them and none in both; and the range ends within the log as read
-    (an event committed meanwhile is after it)."""
+    """The events received at or after `since` and before `until`: from the
+    one after the last event the log holds of those received before `since`
+    to the one before the first received since `until` (None: to the log's
+    end). Retention's tombstones keep no time: the events it removed just
+    before the first received since `since` may have been received in the
+    period, so the range starts with them, after an event the log holds and
+    shows received before (a period retention emptied is the range of the
+    leaves it left there, not "none"). So consecutive periods meet with no
+    seq between them, and none in both but such removed events, in both;
+    and the range ends within the log as read (an event committed meanwhile
+    is after it)."""
     async with db.connection(tenant_id) as conn:
         cursor = await conn.execute(
             _RECEIVED_RANGE, {"tenant": tenant_id, "since": since, "until": until}

@@ -530,9 +530,11 @@ class AuditClient:
     ) -> audit_service_pb2.GetReceivedRangeResponse:
         """The seqs of the events received from `since` to `until` (None: the
         server's time now; a time after it, when the period has not ended, is
-        InvalidArgumentError): from the first received at or after `since` to
-        the one before the first received at or after `until`, as a stream's
-        `since` starts. `first_seq` is `last_seq + 1` when there is none. With
+        InvalidArgumentError): from just after the last event the log holds of
+        those received before `since` (the events retention removed just before
+        the period's first left, which may have been received in it, are in it
+        as leaves) to the one before the first received at or after `until`.
+        `first_seq` is `last_seq + 1` when there is none. With
         several server processes, a clock behind the others can put an event
         on the wrong side of an end (docs/streaming-and-export.md)."""
         request = received_range_request(since, until)

@@ -939,9 +939,12 @@ Global___GetReceivedRangeRequest: _TypeAlias = GetReceivedRangeRequest  # noqa: 
 
 @_typing.final
 class GetReceivedRangeResponse(_message.Message):
-    """Response of GetReceivedRange. The range runs from the first event received
-    at or after `since` to the event before the first received at or after
-    `until`, so that consecutive periods' ranges meet with no seq between them.
+    """Response of GetReceivedRange. The range runs from just after the last
+    event the log holds of those received before `since` (events retention
+    removed keep no time, and those just before the first left of the period
+    may have been received in it) to the event before the first received at
+    or after `until`, so that consecutive periods' ranges meet with no seq
+    between them (and none in both but such removed events).
     Within one server process received_at follows seq; across several, a
     clock behind the others can put an event received (by its time) just
     before `since` after the range's first seq, or one just after `until`
