@@ -361,6 +361,24 @@ def test_a_period_whose_first_events_retention_removed_is_proven_by_their_leaves
     shown = CliRunner().invoke(cli, ["verify", str(tmp_path / "b"), "--key", VERIFIER])
     assert shown.exit_code == 0, shown.output
     assert shown.stdout.startswith("OK: "), shown.stdout
+    # The writer and the verifier say the same of the seqs it holds.
+    assert (written.first_seq, written.last_seq) == (verified.first_seq, verified.last_seq)
+    assert (verified.first_seq, verified.last_seq) == (before + 1, after - 1)
+
+
+def test_an_empty_bundle_names_no_seq(
+    clocked: ServerThread, logged: AuditClient, tenant: str, tmp_path: Path
+) -> None:
+    """A filter that matched nothing: "wrote 0 records (seq 0..0)" and
+    "OK: 0 records (seq 0..0) are in ...", a seq no log has."""
+    out = tmp_path / "empty"
+    connect = ["--server", clocked.target, "--token", clocked.token(tenant)]
+    wrote = CliRunner().invoke(cli, [*connect, "bundle", "--action", "no.such", "-o", str(out)])
+    assert wrote.exit_code == 0, wrote.output
+    shown = CliRunner().invoke(cli, ["verify", str(out), "--key", VERIFIER])
+    assert shown.exit_code == 0, shown.output
+    for said in (wrote.stdout, shown.stdout):
+        assert "seq 0" not in said and "0 records" in said, said
 
 
 def test_a_received_range_bound_between_two_microseconds_is_the_later(

@@ -205,6 +205,7 @@ def _write(
         written = _complete(source, out, workers)
     else:
         written = _proven_one_by_one(source, out, event_filter, complete, workers)
+    removed = _first_and_last_removed(out) if written.purged else None
     if not written.purged:
         (out / PURGED).unlink()
     (out / CHECKPOINT).write_text(written.checkpoint.note, encoding="utf-8", newline="\n")
@@ -214,12 +215,15 @@ def _write(
         newline="\n",
     )
     seqs, purged = written.seqs, written.purged
+    # The seqs it holds, records and leaves, as verify_bundle says them;
+    # bundle.json's first_seq and last_seq are its records' alone.
+    held = [*seqs[:1], *seqs[-1:], *(removed or ())]
     summary = BundleSummary(
         origin=written.checkpoint.origin,
         tree_size=written.checkpoint.tree_size,
         count=len(seqs),
-        first_seq=seqs[0] if seqs else 0,
-        last_seq=seqs[-1] if seqs else 0,
+        first_seq=min(held, default=0),
+        last_seq=max(held, default=0),
         complete=complete,
         signed_by=[],
         trusted_own_keys=False,
@@ -239,8 +243,8 @@ def _write(
         "origin": summary.origin,
         "tree_size": summary.tree_size,
         "count": summary.count,
-        "first_seq": summary.first_seq,
-        "last_seq": summary.last_seq,
+        "first_seq": seqs[0] if seqs else 0,
+        "last_seq": seqs[-1] if seqs else 0,
         "complete": summary.complete,
         **({"purged": purged} if purged else {}),
         **_range_fields(seq_range),
@@ -252,6 +256,18 @@ def _write(
         json.dumps(manifest, indent=2) + "\n", encoding="utf-8", newline="\n"
     )
     return summary
+
+
+def _first_and_last_removed(out: Path) -> tuple[int, int]:
+    """The seqs of the first and last leaves in the bundle's PURGED, which
+    is written in seq order and is not empty: its first line and its last,
+    found in its tail (a line is a seq, a leaf and a proof, well under
+    64 KiB)."""
+    with open(out / PURGED, "rb") as tombstones:
+        first = json.loads(tombstones.readline())["seq"]
+        tombstones.seek(max(0, tombstones.seek(0, os.SEEK_END) - 65536))
+        last = json.loads(tombstones.read().rstrip(b"\n").rsplit(b"\n", 1)[-1])["seq"]
+    return int(first), int(last)
 
 
 def _range_fields(seq_range: SeqRange | None) -> dict[str, Any]:

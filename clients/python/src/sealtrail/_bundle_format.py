@@ -61,6 +61,8 @@ class BundleSummary:
     origin: str
     tree_size: int
     count: int  # records
+    # The first and last seq it holds, of its records and the leaves of
+    # removed events alike (bundle.json's are its records' alone); 0 if none.
     first_seq: int
     last_seq: int
     complete: bool

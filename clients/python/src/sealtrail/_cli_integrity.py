@@ -34,6 +34,7 @@ from sealtrail._cli_ranges import (
     PERIOD_UNPROVEN,
     PeriodParam,
     SeqRangeParam,
+    held_seqs,
     moment,
     range_line,
     range_warnings,
@@ -118,7 +119,7 @@ def bundle(
     proven = f": {range_line(summary)}" if summary.seq_range is not None else ""
     click.echo(
         f"wrote {counted(summary.count, 'record')}{purged}"
-        f" (seq {summary.first_seq}..{summary.last_seq})"
+        f"{held_seqs(summary)}"
         f" of {terminal_safe(summary.origin)} with its checkpoint at size {summary.tree_size}"
         f" to {out}{proven}"
     )
@@ -320,7 +321,7 @@ def _report_verified(summary: BundleSummary) -> None:
     )
     click.echo(
         f"{verdict}: {counted(summary.count, 'record')}{purged}"
-        f" (seq {summary.first_seq}..{summary.last_seq})"
+        f"{held_seqs(summary)}"
         f" {noun(summary.count, 'is', 'are')} in {terminal_safe(summary.origin)}"
         f" at size {summary.tree_size}{whole};"
         f" checkpoint signed by {terminal_safe(', '.join(summary.signed_by))}"

@@ -82,6 +82,14 @@ def moment(when: datetime) -> str:
     return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def held_seqs(summary: BundleSummary) -> str:
+    """The seqs a bundle holds, records and leaves, after what it holds: none
+    for an empty bundle (there is no seq 0)."""
+    if not summary.first_seq:
+        return ""
+    return f" (seq {summary.first_seq}..{summary.last_seq})"
+
+
 def range_line(summary: BundleSummary) -> str:
     """What a range bundle proves, after the records it holds."""
     assert summary.seq_range is not None
