@@ -922,6 +922,74 @@ def test_a_disabled_rule_is_silent_until_enabled_and_a_repeat_changes_nothing(
     assert fired["trigger_event_id"] == after.event.id
 
 
+@pytest.mark.parametrize("change", ["disabled", "narrowed", "quieted", "deleted"])
+def test_the_change_that_silences_a_rule_on_rule_changes_is_its_last_alert(
+    client: AuditClient, rules: Any, marked: None, change: str
+) -> None:
+    """The documented watchdog (a match on `alert_rule.*` of severity warning,
+    docs/alerting.md), sending to a SIEM, and a rule it keeps an eye on. A
+    token that disables (and takes the SIEM off), narrows, quiets (its
+    severity lowered, the SIEM taken off) or deletes the watchdog itself is
+    the first thing to catch: the record of that change (a warning) is
+    judged by the watchdog as it was before it, and fires once, to its sinks
+    as they were, at its severity of before. It fired on the other rule's
+    disabling, never on its own (or only where the change sent it: nowhere,
+    as info): the evaluation that reached the record found the watchdog
+    disabled, changed or gone."""
+    changes = build_filter(actions="alert_rule.*", min_severity="warning")
+    with endpoint() as siem:
+        sink = client.create_sink(
+            build_sink("siem", "webhook", url=siem.url, secrets=["whsec_" + "A" * 44],
+                       filter=build_filter(actions="document.*"))
+        ).sink  # fmt: skip
+        watchdog = rules(
+            build_alert_rule("audit trail weakened", "match", filter=changes, sink_ids=[sink.id])
+        )
+        other = rules(
+            build_alert_rule("keys", "match", filter=build_filter(actions="api_key.create"))
+        )
+        other.disabled = True
+        disabled_other = client.update_alert_rule(other).event_id
+        settle(client)  # evaluated while the watchdog watches
+        if change == "deleted":
+            silenced = client.delete_alert_rule(watchdog.id).event_id
+        else:
+            if change == "disabled":
+                watchdog.disabled = True
+                del watchdog.sink_ids[:]
+            elif change == "quieted":
+                watchdog.severity = event_pb2.SEVERITY_INFO
+                del watchdog.sink_ids[:]
+            else:  # narrowed: sinks' changes only, no longer rules'
+                narrower = build_filter(actions="sink.*", min_severity="warning")
+                watchdog.match.filter.CopyFrom(narrower)
+            silenced = client.update_alert_rule(watchdog).event_id
+        assert client.get_event(silenced).severity == event_pb2.SEVERITY_WARNING
+        other.disabled = False
+        other.etag = ""
+        client.update_alert_rule(other)  # info: after the watchdog, and no alert in any case
+        settle(client)
+        triggers = [fired["trigger_event_id"] for fired in fired_by(client, watchdog.id)]
+        assert triggers == [disabled_other, silenced]
+        last = [a for a in alerts(client) if a.resource.id == watchdog.id][-1]
+        shown = (last.severity, list(last.details["sink_ids"]))
+        assert shown == (event_pb2.SEVERITY_WARNING, [sink.id])  # as it was
+        if change != "deleted":
+            [listed] = [rule for rule in client.list_alert_rules() if rule.id == watchdog.id]
+            assert listed.fired == 2
+        siem.wait_for(lambda r: len(_sent_triggers(r)) >= 2)
+        time.sleep(0.5)  # one sent twice would be in by now
+        assert _sent_triggers(siem.requests()) == [disabled_other, silenced]
+
+
+def _sent_triggers(received: list[Any]) -> list[str]:
+    return [
+        e["details"]["trigger_event_id"]
+        for r in received
+        for e in json.loads(r.body)["data"]["events"]
+    ]
+
+
 def test_a_rule_change_on_a_stale_etag_is_aborted_and_changes_nothing(
     client: AuditClient, rules: Any
 ) -> None:

@@ -59,9 +59,10 @@ from ..domain.filters import EventFilter, RecordMatcher
 from ..leased_work import LeasedWork, WaitingForRoom, new_owner
 from ..measures import no_meter
 from ..store import alerts as store
+from ..store.appended import Appended
 from ..store.appender import Appender
 from ..store.changes import share_erasure_at_once
-from ..store.database import Database
+from ..store.database import Connection, Database
 from ..store.events import PAGE_BYTES, StoredEvent, page_rows, query_events, stream_events
 from ..store.idempotency import stored_under_key
 from ..store.tree import tree_size
@@ -470,8 +471,12 @@ class Evaluator:
         condition = rule.condition
         occurred = datetime.fromisoformat(record["occurred_at"])
         details: dict[str, Any] = {"trigger_seq": event.seq, "trigger_event_id": record["id"]}
-        if condition.kind == "match":
-            reason = f"{record['action']} by {record['actor']['id']}"
+        if condition.kind in _JUDGED_ALONE:
+            judged = judged_alone(condition, record)
+            if judged is None:
+                return
+            reason, alone = judged
+            details |= alone
         elif condition.kind == "threshold":
             key = group_key(condition, record)
             assert rule.window is not None
@@ -510,10 +515,7 @@ class Evaluator:
                 details |= {"actor_id": actor, "country": origin}
                 reason = f"{actor} seen from a new country {origin}"
         else:
-            if not outside_working_hours(condition, occurred):
-                return
-            details |= {"time_zone": condition.time_zone}
-            reason = f"{record['action']} by {record['actor']['id']} outside working hours"
+            raise AssertionError(f"no such kind: {condition.kind}")
         await self._fire(tenant_id, rule, event, record, reason, details)
 
     async def _fire(
@@ -540,34 +542,8 @@ class Evaluator:
         if current is None:
             return
         stored = current
-        # A secret pasted into a rule's name stays out of its alerts, as out
-        # of the records of its changes (helper-133).
-        name = _fitted(
-            stored.name
-            if self._shown_name is None
-            else await self._shown_name(tenant_id, stored.name)
-        )
-        alert_details = {
-            "rule_id": stored.id,
-            "rule": name,
-            "condition": rule.condition.kind,
-            **details,
-            "sink_ids": list(stored.sink_ids),
-        }
-        draft = EventDraft(
-            action=ALERT_ACTION,
-            category=event_pb2.CATEGORY_SECURITY,
-            severity=_SEVERITY_NUMBERS[stored.severity],
-            actor_type=event_pb2.ACTOR_TYPE_SYSTEM,
-            actor_id=ACTOR_ID,
-            description=f"Alert {name!r}: {reason}",
-            resource_type="alert_rule",
-            resource_id=stored.id,
-            resource_name=name,
-            details=alert_details,
-            ip=record.get("context", {}).get("ip", ""),
-            idempotency_key=store.alert_key(stored.id, event.seq),
-            plain=plain_values(alert_details, []),
+        draft = await self._alert_draft(
+            tenant_id, stored, rule.condition.kind, event.seq, record, reason, details
         )
         now = _now()
         valid = validate_event(draft, now=now, path=ALERT_ACTION, own=True)
@@ -608,6 +584,110 @@ class Evaluator:
             queued = await route_alert(conn, tenant_id, alert, routed, now=now)
         if queued:
             self._sinks_changed()
+
+    async def _alert_draft(
+        self,
+        tenant_id: str,
+        stored: store.StoredRule,
+        kind: str,
+        trigger_seq: int,
+        record: dict[str, Any],
+        reason: str,
+        details: dict[str, Any],
+    ) -> EventDraft:
+        """The `security.alert` event of `stored` (the rule as it fires) on
+        the event `record` at `trigger_seq`."""
+        # A secret pasted into a rule's name stays out of its alerts, as out
+        # of the records of its changes (helper-133).
+        name = _fitted(
+            stored.name
+            if self._shown_name is None
+            else await self._shown_name(tenant_id, stored.name)
+        )
+        alert_details = {
+            "rule_id": stored.id,
+            "rule": name,
+            "condition": kind,
+            **details,
+            "sink_ids": list(stored.sink_ids),
+        }
+        return EventDraft(
+            action=ALERT_ACTION,
+            category=event_pb2.CATEGORY_SECURITY,
+            severity=_SEVERITY_NUMBERS[stored.severity],
+            actor_type=event_pb2.ACTOR_TYPE_SYSTEM,
+            actor_id=ACTOR_ID,
+            description=f"Alert {name!r}: {reason}",
+            resource_type="alert_rule",
+            resource_id=stored.id,
+            resource_name=name,
+            details=alert_details,
+            ip=record.get("context", {}).get("ip", ""),
+            idempotency_key=store.alert_key(stored.id, trigger_seq),
+            plain=plain_values(alert_details, []),
+        )
+
+    async def last_word(
+        self, conn: Connection, rule: store.StoredRule, change: Appended, *, now: datetime
+    ) -> bool:
+        """The alert of `rule`, as it was before a change of it (or its
+        deletion), on that change's own record (`change`), if its condition
+        takes the record: made in the change's transaction (`conn`, the
+        rule's row written or its tombstone left), after the record, counted
+        and routed there. Evaluated later, the record found the rule
+        disabled, gone or changed (its sinks taken off, its severity
+        lowered), and a watchdog on rule changes never saw the change that
+        silenced it. Only a match or off-hours rule, which judge an event
+        alone; one disabled before fires nothing. An evaluation that reaches
+        the record under the rule's definition of after finds this alert
+        (its key) counted, and routes nothing again. Whether an alert was
+        queued for a sink (its sinks as the rule had them)."""
+        if rule.disabled or change.seq <= rule.start_seq:
+            return False
+        try:
+            condition = condition_of(rule.condition)
+        except SealtrailError:
+            return False  # never evaluated either (`_refresh`)
+        record = json.loads(change.record)
+        if condition.kind not in _JUDGED_ALONE or not RecordMatcher(condition.filter).matches(
+            record
+        ):
+            return False
+        judged = judged_alone(condition, record)
+        if judged is None:
+            return False
+        reason, alone = judged
+        details = {"trigger_seq": change.seq, "trigger_event_id": record["id"], **alone}
+        tenant_id = rule.tenant_id
+        draft = await self._alert_draft(
+            tenant_id, rule, condition.kind, change.seq, record, reason, details
+        )
+        valid = validate_event(draft, now=now, path=ALERT_ACTION, own=True)
+        view = caller_view(valid).SerializeToString()
+        [outcome] = await self._appender.append_within(conn, tenant_id, [valid], [view])
+        if isinstance(outcome, SealtrailError):
+            raise outcome
+        log.info("alerts: tenant %s: %s", tenant_id, draft.description)
+        self._raised.add(1, {"sealtrail.alert.severity": rule.severity})
+        queued = False
+        for alert, sink_ids in await store.count_uncounted_within(conn, tenant_id, rule.id, at=now):
+            queued |= await route_alert(conn, tenant_id, alert, sink_ids, now=now)
+        return queued
+
+
+# The kinds that judge an event alone (no window, nothing learned).
+_JUDGED_ALONE: Final = ("match", "off_hours")
+
+
+def judged_alone(condition: Condition, record: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """Whether a match or off-hours condition fires on `record` (taken by its
+    filter): why, and what its alert adds to its details; None if not."""
+    by = f"{record['action']} by {record['actor']['id']}"
+    if condition.kind == "match":
+        return by, {}
+    if not outside_working_hours(condition, datetime.fromisoformat(record["occurred_at"])):
+        return None
+    return f"{by} outside working hours", {"time_zone": condition.time_zone}
 
 
 def _unreadable(tenant_id: str, seq: int, error: Exception) -> None:

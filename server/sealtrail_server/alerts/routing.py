@@ -56,6 +56,17 @@ async def route_alert(
     return queued
 
 
+async def hold_sinks(conn: Connection, tenant_id: str, sink_ids: Sequence[str]) -> None:
+    """Reads each of `sink_ids` FOR SHARE, as `route_alert` does: in a
+    change's transaction, before it records itself (which holds the tenant's
+    head to its commit), when it is to route an alert after that record
+    (`Evaluator.last_word`). A sink's change takes its row, then the head
+    for its own record: a routing that took the head first, then waited for
+    the row, would deadlock with it."""
+    for sink_id in sink_ids:
+        await read_sink_filter(conn, tenant_id, sink_id)
+
+
 async def delete_rule_routing_its_alerts(
     conn: Connection, tenant_id: str, rule_id: str, *, now: datetime
 ) -> bool:

@@ -17,7 +17,7 @@ from sealtrail.v1 import alerting_pb2 as pb
 from sealtrail.v1 import event_pb2
 
 from ..alerts.evaluator import Evaluator, condition_of
-from ..alerts.routing import delete_rule_routing_its_alerts
+from ..alerts.routing import delete_rule_routing_its_alerts, hold_sinks
 from ..domain.alerts import MAX_RULE_NAME, MAX_RULES_PER_TENANT, NEW_ORIGIN_KINDS
 from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from ..domain.etags import etag_of, instant, require_etag
@@ -356,27 +356,35 @@ class AlertingRpcs:
             forget = (
                 before.condition["kind"] in NEW_ORIGIN_KINDS and before.condition != after.condition
             )
+            # The rule judges this change's record as it was before it: its
+            # last word, should the change silence it (Evaluator.last_word).
+            silenced = not before.disabled
+            if silenced:
+                await hold_sinks(conn, tenant_id, before.sink_ids)
             after = replace(after, updated_at=self._clock())
             await store.update_rule(conn, after, forget_origins=forget)
             # Recorded last, in the change's transaction (ADR 0075).
-            event_id = (
-                await record_access(
-                    self._appender,
-                    principal,
-                    now=self._clock(),
-                    action="alert_rule.updated",
-                    category=event_pb2.CATEGORY_CONFIGURATION,
-                    severity=weakening_severity(weakens),
-                    resource_type="alert_rule",
-                    resource_id=rule_id,
-                    description=weakened(f"Alert rule {new['name']!r} changed", weakens),
-                    details=weakening_details(weakens),
-                    changes=[ChangeDraft(name, old[name], new[name]) for name in changed],
-                )
-            ).event_id
+            recorded = await record_access(
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="alert_rule.updated",
+                category=event_pb2.CATEGORY_CONFIGURATION,
+                severity=weakening_severity(weakens),
+                resource_type="alert_rule",
+                resource_id=rule_id,
+                description=weakened(f"Alert rule {new['name']!r} changed", weakens),
+                details=weakening_details(weakens),
+                changes=[ChangeDraft(name, old[name], new[name]) for name in changed],
+            )
+            queued = silenced and await self._evaluator.last_word(
+                conn, before, recorded, now=self._clock()
+            )
             current = await _stored_rule(conn, tenant_id, rule_id)
         self._evaluator.rules_changed()
-        return pb.UpdateAlertRuleResponse(rule=_rule_message(current), event_id=event_id)
+        if queued:
+            self._forwarder.sinks_changed()
+        return pb.UpdateAlertRuleResponse(rule=_rule_message(current), event_id=recorded.event_id)
 
     async def ListAlertRules(
         self, request: pb.ListAlertRulesRequest, context: Context
@@ -402,28 +410,29 @@ class AlertingRpcs:
             queued = await delete_rule_routing_its_alerts(
                 conn, tenant_id, rule_id, now=self._clock()
             )
+            if not found.disabled:  # its last word is on the deletion's record
+                await hold_sinks(conn, tenant_id, found.sink_ids)
             # Recorded last, in the same transaction (ADR 0075): the routing
             # may wait for an alert's count, and the record holds the tenant's
             # head until the commit.
-            event_id = (
-                await record_access(
-                    self._appender,
-                    principal,
-                    now=self._clock(),
-                    action="alert_rule.deleted",
-                    category=event_pb2.CATEGORY_CONFIGURATION,
-                    severity=weakening_severity(True),  # it fires no more
-                    resource_type="alert_rule",
-                    resource_id=rule_id,
-                    description=f"Alert rule {shown['name']!r} deleted",
-                    details={
-                        "name": shown["name"],
-                        "condition": shown["condition"],
-                        "fired": found.fired,
-                    },
-                )
-            ).event_id
+            recorded = await record_access(
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="alert_rule.deleted",
+                category=event_pb2.CATEGORY_CONFIGURATION,
+                severity=weakening_severity(True),  # it fires no more
+                resource_type="alert_rule",
+                resource_id=rule_id,
+                description=f"Alert rule {shown['name']!r} deleted",
+                details={
+                    "name": shown["name"],
+                    "condition": shown["condition"],
+                    "fired": found.fired,
+                },
+            )
+            queued |= await self._evaluator.last_word(conn, found, recorded, now=self._clock())
         self._evaluator.rules_changed()
         if queued:
             self._forwarder.sinks_changed()
-        return pb.DeleteAlertRuleResponse(event_id=event_id)
+        return pb.DeleteAlertRuleResponse(event_id=recorded.event_id)

@@ -35,7 +35,7 @@ from .changes import (
     tenant_being_erased,
     try_share_condition,
 )
-from .database import Database
+from .database import SYSTEM_ROLE, Database
 
 Connection = psycopg.AsyncConnection[Any]
 
@@ -519,6 +519,51 @@ async def count_firing(
         [alert_seq, tenant_id, rule_id, alert_seq],
     )
     return cursor.rowcount == 1
+
+
+# In a change's transaction, as the system role, which alone counts alerts;
+# the role and lock timeout the transaction had are given back after.
+_AS_SYSTEM: Final = "SELECT current_setting('role'), set_config('role', %s, true)"
+_ROLE_AS_FOUND: Final = "SELECT set_config('role', %s, true)"
+
+
+async def count_uncounted_within(
+    conn: Connection, tenant_id: str, rule_id: str, *, at: datetime
+) -> list[tuple[dict[str, Any], list[str]]]:
+    """In the transaction of a change of the rule (its row written, or its
+    tombstone left), once the change has recorded the rule's last alert
+    (`Evaluator.last_word`): counts every alert of the rule its count had yet
+    to reach, that one and any an evaluation step recorded as the change
+    began and had yet to count (its count, later, finds them counted and
+    routes nothing), in the rule's row or its tombstone. Returns them, oldest
+    first, each with the sinks it goes to (those it names, else the rule's),
+    for the caller to route in the same transaction: each is routed once."""
+    cursor = await conn.execute(_AS_SYSTEM, [SYSTEM_ROLE])
+    row = await cursor.fetchone()
+    assert row is not None
+    cursor = await conn.execute(
+        "WITH mark AS (SELECT counted, sink_ids FROM ("
+        "   SELECT coalesce(counted_alert_seq, start_seq) AS counted, sink_ids, 0 AS o"
+        "   FROM alert_rules WHERE tenant_id = %(tenant)s AND id = %(rule)s"
+        "   UNION ALL SELECT counted_alert_seq, '[]'::jsonb, 1 FROM alert_rule_tombstones"
+        "   WHERE tenant_id = %(tenant)s AND rule_id = %(rule)s) AS marks ORDER BY o LIMIT 1),"
+        " uncounted AS (SELECT e.seq, e.record,"
+        "   coalesce((e.record::jsonb) -> 'details' -> 'sink_ids', mark.sink_ids) AS sinks"
+        "   FROM mark JOIN events e ON e.tenant_id = %(tenant)s"
+        "   AND e.resource_type = 'alert_rule' AND e.resource_id = %(rule)s::text"
+        "   AND e.action = %(action)s AND e.seq > mark.counted),"
+        " counted AS (UPDATE alert_rules SET fired = fired + (SELECT count(*) FROM uncounted),"
+        "   last_fired_at = %(at)s, counted_alert_seq = (SELECT max(seq) FROM uncounted)"
+        "   WHERE tenant_id = %(tenant)s AND id = %(rule)s AND EXISTS (SELECT FROM uncounted)),"
+        " tombstone AS (UPDATE alert_rule_tombstones"
+        "   SET counted_alert_seq = (SELECT max(seq) FROM uncounted)"
+        "   WHERE tenant_id = %(tenant)s AND rule_id = %(rule)s AND EXISTS (SELECT FROM uncounted))"
+        " SELECT record, sinks FROM uncounted ORDER BY seq",
+        {"tenant": tenant_id, "rule": rule_id, "action": ALERT_ACTION, "at": at},
+    )
+    found = [(json.loads(record), list(sinks)) for record, sinks in await cursor.fetchall()]
+    await conn.execute(_ROLE_AS_FOUND, [row[0]])
+    return found
 
 
 async def alerts_routed_ahead_of(
