@@ -1101,6 +1101,37 @@ def test_an_address_learned_while_the_condition_changes_does_not_outlive_it(
     assert sql.execute(known, [rule.id]).fetchone() == (1,)
 
 
+def test_an_address_a_step_meets_after_its_rule_was_disabled_is_not_learned(
+    server: ServerThread, client: AuditClient, rules: Any, marked: None,
+    sql: psycopg.Connection[Any], tenant: str,
+) -> None:  # fmt: skip
+    """A step reads the tenant's rules once, then evaluates up to 1,000
+    events. One that read a new-IP rule before it was disabled, and reached
+    an event recorded after that (alice from a new address), fired nothing
+    but learned the address: once the rule was enabled again, alice from
+    that address was known, and never fired. A disabled rule learns nothing,
+    as it fires on nothing; nor does a step still holding the rule as it was
+    before it was enabled again (it starts anew)."""
+    rule = rules(
+        build_alert_rule("new address", "new_ip", filter=build_filter(actions="user.login"))
+    )
+    client.record(action="user.login", actor_id="alice", ip="198.51.100.1")  # her first
+    settle(client)
+    held = server.run(_read_rule(server, tenant, rule.id))  # as a step holds it
+    client.update_alert_rule(alerting_pb2.AlertRule(id=rule.id, disabled=True), fields=["disabled"])
+    head = client.record(action="test.marker", actor_id="marker").event.seq
+    new, _ = server.run(_learn(server, held, seq=head + 1))
+    assert not new  # nothing noted
+    client.update_alert_rule(alerting_pb2.AlertRule(id=rule.id), fields=["disabled"])  # enabled
+    new, _ = server.run(_learn(server, held, seq=head + 2))  # its start of before
+    assert not new
+    known = "SELECT ip FROM alert_known_ips WHERE rule_id = %s"
+    assert sql.execute(known, [rule.id]).fetchall() == [("198.51.100.1",)]
+    login = client.record(action="user.login", actor_id="alice", ip="198.51.100.9").event
+    settle(client)
+    assert [f["trigger_seq"] for f in fired_by(client, rule.id)] == [login.seq]
+
+
 async def _read_rule(server: ServerThread, tenant: str, rule_id: str) -> alert_store.StoredRule:
     async with server.database.system_connection() as conn:
         found = await alert_store.read_rule(conn, tenant, rule_id)

@@ -636,7 +636,11 @@ async def learn_origin(
     New means first shown by this event: noted now, or by an earlier run of
     the same step that failed before its alert was recorded.
     Nothing is noted (the first is False) if the rule's stored condition is
-    no longer `rule`'s. An update that changes the condition forgets what
+    no longer `rule`'s, or the rule is disabled, or enabled again since
+    (its start moved): a step reads its rules once, then evaluates up to
+    1,000 events, and one that read the rule before it was disabled learned
+    the addresses of events recorded after, which the rule enabled again
+    then knew (helper-293). An update that changes the condition forgets what
     the rule learned; FOR SHARE makes a call racing it wait for its commit
     and then see the new condition, so nothing learned under the old one
     outlives it. A known origin's last sighting moves to `received` when it
@@ -650,7 +654,7 @@ async def learn_origin(
         "WITH guard AS MATERIALIZED (SELECT {not_being_erased} AS held),"
         " current AS (SELECT 1 FROM alert_rules"
         "   WHERE tenant_id = %(tenant)s AND id = %(rule)s AND condition = %(condition)s::jsonb"
-        "   AND (SELECT held FROM guard) FOR SHARE),"
+        "   AND NOT disabled AND start_seq = %(start)s AND (SELECT held FROM guard) FOR SHARE),"
         " added AS (INSERT INTO {table}"
         "   (tenant_id, rule_id, actor_id, {column}, first_seen_at, last_seen_at, first_seq)"
         "   SELECT %(tenant)s::text, %(rule)s::uuid, %(actor)s::text, %(origin)s::text,"
@@ -679,6 +683,7 @@ async def learn_origin(
             "tenant": rule.tenant_id,
             "rule": rule.id,
             "condition": json.dumps(rule.condition),
+            "start": rule.start_seq,
             "actor": actor_id,
             "origin": origin,
             "seq": seq,
