@@ -709,7 +709,8 @@ def rewrite_consistently(conn: psycopg.Connection[Any], tenant: str) -> None:
         # The server refuses to prove a record its leaf does not hash: the
         # bundle goes without it.
         (change_field, "LEAF_MISMATCH", {13}, r"^seq 13: missing"),
-        (change_record_and_leaf, "PAIR_MISMATCH", {13}, r"^record 13 \(seq 13\)"),
+        # Nor one whose path does not lead to the checkpoint beside it (helper-298).
+        (change_record_and_leaf, "PAIR_MISMATCH", {13}, r"^seq 13: missing"),
         # Nor one that names another seq (helper-219).
         (swap_records, "RECORD_MISPLACED", {13}, r"^seq 13: missing"),
         (delete_one, "RECORD_MISSING", {13}, r"^seq 13: missing"),
@@ -738,7 +739,7 @@ def rewrite_consistently(conn: psycopg.Connection[Any], tenant: str) -> None:
         # log ends at 32: the 30 kept, the bundle's export, recorded before it
         # found the log could not be signed, and its first proof read by key.
         (truncate_tail, "RECORD_MISSING", {33}, r"^seq 1: missing"),
-        (rewrite_consistently, "ROOT_MISMATCH", {EVENTS}, r"^record 1 \(seq 1\)"),
+        (rewrite_consistently, "ROOT_MISMATCH", {EVENTS}, r"^seq 1: missing"),
     ],
     ids=[
         "field",
@@ -923,6 +924,29 @@ def test_an_inclusion_proof_of_a_record_moved_to_another_seq_is_data_loss(
         assert f"at seq {seq} names seq {names}" in str(refused.value)
     intact = logged.get_inclusion_proof(seq=12, tree_size=EVENTS)
     assert json.loads(intact.record)["seq"] == 12
+
+
+def test_an_inclusion_proof_of_a_log_rewritten_to_match_is_data_loss(
+    logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any]
+) -> None:
+    """A record rewritten with its leaf, every node above it and the head to
+    match: each record hashes to its leaf and names its seq, so the forged
+    record was served beside the genuine checkpoint, with a path (from the
+    rewritten nodes) that leads to another root than the one signed. A
+    client that did not check the proof itself took the forged record as
+    the log's; the path of any record through the rewritten nodes led away
+    too (helper-298)."""
+    rewrite_consistently(tamper, tenant)
+    signed = logged.get_checkpoint()
+    assert signed.tree_size == EVENTS
+    for seq, size in ((13, 0), (13, EVENTS), (5, EVENTS)):
+        with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
+            logged.get_inclusion_proof(seq=seq, tree_size=size)
+        assert refused.value.reason == "INTEGRITY_FAILURE"
+        assert (
+            f"the stored hashes of the log of {tenant!r} do not lead seq {seq} to the root"
+            f" its checkpoint at size {EVENTS} signs"
+        ) in refused.value.message
 
 
 def swap_ids(conn: psycopg.Connection[Any], tenant: str) -> tuple[str, str]:

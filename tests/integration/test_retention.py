@@ -1912,8 +1912,8 @@ def test_a_tombstone_tampered_with_in_the_database_is_caught_by_the_offline_veri
     listing), but a bundle's leaves must lead to the signed root: the bundle
     written from it, complete or a range, fails verification (`verify_bundle`
     and `sealtrail verify`) at the first leaf whose proof holds the forged
-    hash, and a complete one's writer says its removals are not retention's
-    (helper-242)."""
+    hash (helper-242); the server proves none of the leaves whose paths hold
+    it, and the writer names them (helper-298)."""
     purged = [record(admin, "doc.edit") for _ in range(3)]
     assert purged == [1, 2, 3]
     record(admin, "user.login", "authentication")
@@ -1933,15 +1933,15 @@ def test_a_tombstone_tampered_with_in_the_database_is_caught_by_the_offline_veri
     key = admin.get_verifier_keys()[0].text
     for name, seq_range in (("complete", None), ("range", SeqRange(purged[0], purged[2]))):
         written = write_bundle(admin, tmp_path / name, seq_range=seq_range)
-        # The first leaf named is the first whose proof holds the forged hash:
-        # seq 1's, for which seq 2's leaf is the sibling.
-        caught = "purged seq 1 (seq 1): the inclusion proof leads to another root"
+        # The server proves no leaf whose path holds the forged hash (their
+        # proofs lead to another root than the checkpoint's, helper-298): the
+        # first is seq 1's, for which seq 2's leaf is the sibling.
+        caught = "seq 1: missing"
         with pytest.raises(BundleError, match=re.escape(caught)):
             verify_bundle(tmp_path / name, key=key)
         checked = CliRunner().invoke(cli.main, ["verify", str(tmp_path / name), "--key", key])
         assert (checked.exit_code, caught in checked.output) == (1, True), checked.output
-        if seq_range is None:  # and the writer said so, by retention's statements
-            assert written.unaccounted and "removed outside retention" in written.unaccounted
+        assert list(written.gaps) == purged[:2]  # the writer said so
     assert not admin.verify_log().ok  # as VerifyLog, online, finds
 
 

@@ -159,6 +159,10 @@ class IntegrityRpcs:
         read = inclusion_read(tenant_id, seq=seq, tree_size=size)
         async with self._erasure_explains(tenant_id):
             found = inclusion_proof(read, await self._node_reader.read(read), tree_size=size)
+            if checkpoint is not None:  # answered beside it: its proof leads to its root
+                self._checkpointer.proven_inclusion(
+                    checkpoint, seq=seq, leaf=found.leaf_hash, proof=found.proof
+                )
         if found.record is not None and leaf == "event_id":
             refuse_if_another_event(
                 request.event_id.lower(), seq, named_in_record(found.record, "id")

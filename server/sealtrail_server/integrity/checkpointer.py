@@ -52,6 +52,7 @@ from sealtrail.tlog import (
     parse_checkpoint,
     sign_note,
     verify_consistency,
+    verify_inclusion,
 )
 
 from ..domain.errors import IntegrityFailure, SealtrailError, Unavailable
@@ -392,6 +393,32 @@ class Checkpointer:
             self._consistent[fact] = None
             while len(self._consistent) > CHECKED_CHECKPOINTS:
                 self._consistent.popitem(last=False)
+
+    def proven_inclusion(
+        self, checkpoint: StoredCheckpoint, *, seq: int, leaf: bytes, proof: list[bytes]
+    ) -> None:
+        """IntegrityFailure unless `proof` (from the stored hashes) leads the
+        leaf of `seq` to the root `checkpoint` (answered beside it, so found
+        to be what the key signed) signs. A record rewritten with its leaf,
+        the nodes above it and the head to match hashes to its leaf and names
+        its seq: it was served beside the genuine checkpoint, its path leading
+        to another root, and a client that did not check the proof took the
+        forged record as the log's (helper-298). Some log n hashes a proof."""
+        try:
+            verify_inclusion(
+                leaf_index=seq - 1,
+                tree_size=checkpoint.tree_size,
+                leaf=leaf,
+                proof=proof,
+                root=checkpoint.root_hash,
+            )
+        except ProofError as error:
+            self._integrity_failures.add(1)
+            raise IntegrityFailure(
+                f"the stored hashes of the log of {checkpoint.tenant_id!r} do not lead seq {seq}"
+                f" to the root its checkpoint at size {checkpoint.tree_size} signs ({error}):"
+                " they were changed behind the service's back"
+            ) from error
 
     async def verifiers(self) -> list[Verifier]:
         """Every key known to have signed checkpoints, the active one first."""
