@@ -949,6 +949,35 @@ def test_an_inclusion_proof_of_a_log_rewritten_to_match_is_data_loss(
         ) in refused.value.message
 
 
+@pytest.mark.parametrize(
+    ("seq", "said"),
+    [
+        (13, "seq 13 holds its event, and beside it a leaf stored as retention's of it removed"),
+        (EVENTS + 3, f"seq {EVENTS + 3} has a leaf stored as retention's of it removed, beyond"),
+    ],
+    ids=["beside-a-kept-event", "beyond-the-log"],
+)
+def test_a_removed_leaf_stored_where_no_event_was_removed_fails_verify_log(
+    logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any], seq: int, said: str
+) -> None:
+    """A tombstone (a removed event's leaf, tree_nodes level 0) written by hand
+    beside an event the log keeps: ListPurgedLeaves lists the event as one
+    retention removed, with whatever leaf was written, and every retention
+    pass over the tenant fails on it; VerifyLog walked past it and passed, as
+    it did one beyond the log's end, which stands beside the event appended
+    at its seq (helper-298)."""
+    tamper.execute(
+        "INSERT INTO tree_nodes (tenant_id, level, idx, hash) VALUES (%s, 0, %s, %s)",
+        [tenant, seq - 1, leaf(b"never removed")],
+    )
+    if seq <= EVENTS:
+        assert [removed.seq for removed in logged.list_purged_leaves()] == [seq]
+    result = logged.verify_log()
+    assert not result.ok
+    assert (result.failure.reason, result.failure.seq) == ("REMOVALS_UNACCOUNTED", seq)
+    assert said in result.failure.message
+
+
 def swap_ids(conn: psycopg.Connection[Any], tenant: str) -> tuple[str, str]:
     """The `id` columns of seqs 13 and 20 swapped (the records, hashed, keep
     their own): the ids of seqs 13 and 20, as the records name them."""

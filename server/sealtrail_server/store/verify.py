@@ -16,6 +16,7 @@ from typing import Any
 
 from psycopg import AsyncServerCursor
 
+from sealtrail._words import counted
 from sealtrail.tlog import (
     NoteError,
     RemovalLedger,
@@ -253,19 +254,49 @@ async def _verify(
         [tenant_id],
     )
     pairs_done = tombs_done = False
+    # The first tombstone of a seq never asked for: one whose event the log
+    # keeps. Retention deletes an event and stores its leaf in one statement;
+    # one written beside a kept event is listed by ListPurgedLeaves as removed
+    # and fails every purge of the tenant, and was walked past (helper-298).
+    stray: int | None = None
 
     async def tombstone(seq: int) -> bytes | None:
         """The tombstone of `seq`, if it has one (asked in seq order)."""
-        nonlocal tombs_done
+        nonlocal tombs_done, stray
         while not tombs_done and (not tombstones or tombstones[-1][0] < seq):
             more = await tombs.fetchmany(_FETCH_ROWS)
             tombs_done = not more
             tombstones.extend((index, bytes(leaf)) for index, leaf in more)
         while tombstones and tombstones[0][0] < seq:
+            if stray is None:
+                stray = tombstones[0][0]
             tombstones.popleft()
         if tombstones and tombstones[0][0] == seq:
             return tombstones.popleft()[1]
         return None
+
+    async def tombstone_beyond(end: int) -> int | None:
+        """The seq of the first tombstone left past `end`, if any (once the
+        events are walked: none is left in a log not tampered with)."""
+        nonlocal tombs_done
+        while True:
+            beyond = next((seq for seq, _ in tombstones if seq > end), None)
+            if beyond is not None or tombs_done:
+                return beyond
+            tombstones.clear()
+            more = await tombs.fetchmany(_FETCH_ROWS)
+            tombs_done = not more
+            tombstones.extend((index, bytes(leaf)) for index, leaf in more)
+
+    def stray_failure() -> Verification | None:
+        if stray is None:
+            return None
+        return fail(
+            stray,
+            "REMOVALS_UNACCOUNTED",
+            f"seq {stray} holds its event, and beside it a leaf stored as retention's of it"
+            " removed: ListPurgedLeaves lists the event as removed, and no purge can remove it",
+        )
 
     while True:
         rows = await chunks.next_chunk()
@@ -288,10 +319,24 @@ async def _verify(
             while (leaf := await tombstone(size + 1)) is not None:
                 if failure := removed_leaf(size + 1, leaf):
                     return failure
+            if failure := stray_failure():
+                return failure
+            # Nor any beyond the head: the event appended at its seq would
+            # stand beside it. (One after a gap within it: the head's check.)
+            if (beyond := await tombstone_beyond(head_size)) is not None:
+                return fail(
+                    beyond,
+                    "REMOVALS_UNACCOUNTED",
+                    f"seq {beyond} has a leaf stored as retention's of it removed, beyond the"
+                    f" log's {counted(head_size, 'event')}: no event was appended there to"
+                    " remove",
+                )
             break
         for seq, record, stored_leaf, event_id, received_at, view, whole_view in rows:
             while seq != size + 1:
                 leaf = await tombstone(size + 1)
+                if failure := stray_failure():
+                    return failure
                 if leaf is None:
                     expected = size + 1
                     return fail(expected, "RECORD_MISSING", f"seq {expected} is missing")
