@@ -4,7 +4,9 @@ the clients and `sealtrail stats`, against a real server and PostgreSQL."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
 import time
 import uuid
 from collections import Counter
@@ -23,6 +25,7 @@ from sealtrail import (
     AsyncAuditClient,
     AuditClient,
     EventCount,
+    EventCounts,
     GroupBy,
     InvalidArgumentError,
     PermissionDeniedError,
@@ -33,6 +36,7 @@ from sealtrail import (
 )
 from sealtrail import _cli as cli
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, event_pb2
+from sealtrail.v1.event_pb2 import EventFilter
 from sealtrail_server.store import counts as store_counts
 from sealtrail_server.store.counts import count_statement
 from tests.conftest import ServerThread, token_id_of
@@ -222,6 +226,63 @@ def test_a_count_is_recorded_as_a_query_naming_its_rpc(
     ]
 
 
+def test_a_count_names_the_size_of_the_log_it_counted_while_events_are_recorded(
+    client_for: Callable[..., AuditClient], tenant: str
+) -> None:
+    """A dashboard counts while the log grows: each answer is of one size of
+    the log, which it names, so that the count can be told apart from the
+    next and checked against the events (the same filter's Query results up
+    to that seq). Without it, an answer said nothing of what it had read."""
+    writers = [client_for(tenant, "recorder") for _ in range(2)]
+    reader = client_for(tenant, "reader")
+    a_only = build_filter(actions="a.*")
+    stop = threading.Event()
+    batches = [0, 0]  # recorded by each writer so far
+
+    def record(index: int, actions: list[str]) -> None:
+        for n in itertools.count():
+            if stop.is_set():
+                return
+            writers[index].record_batch(
+                [build_event(action=actions[(n + k) % 3], actor_id="u1") for k in range(n % 7 + 1)]
+            )
+            batches[index] += 1
+
+    def counted_after_more_writes(event_filter: EventFilter) -> EventCounts:
+        seen = sum(batches)
+        deadline = time.monotonic() + 20
+        while sum(batches) < seen + 2:
+            assert time.monotonic() < deadline, "the writers stalled"
+            time.sleep(0.005)
+        return reader.count_events(event_filter, group_by="action", limit=1000)
+
+    threads = [
+        threading.Thread(target=record, args=(0, ["a.one", "a.two", "a.three"])),
+        threading.Thread(target=record, args=(1, ["b.one", "b.two", "a.one"])),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        answers = [(f, counted_after_more_writes(f)) for f in [EventFilter(), a_only] * 6]
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    for event_filter, counted in answers:
+        found = reader.query(event_filter, order="oldest", page_size=1000)
+        kept = [event for event in found if event.seq <= counted.tree_size]
+        assert counted.total == len(kept)
+        assert {group.key: group.count for group in counted.groups} == Counter(
+            event.action for event in kept
+        )
+    # Each count's own record comes right after the log it counted, and the
+    # log grew by more than that record between two counts.
+    queried = reader.query(build_filter(actions="audit_log.queried"), order="oldest")
+    sizes = [counted.tree_size for _, counted in answers]
+    assert [event.seq - 1 for event in queried][: len(sizes)] == sizes
+    assert all(later > earlier + 2 for earlier, later in itertools.pairwise(sizes))
+
+
 def test_another_tenants_events_are_never_counted(
     client_for: Callable[..., AuditClient], tenant: str
 ) -> None:
@@ -327,6 +388,7 @@ def test_sealtrail_stats_prints_the_counts_and_the_total(
         "groups": [{"key": "session", "count": 6}, {"key": "document", "count": 2}],
         "truncated": True,
         "total_groups": 4,
+        "tree_size": len(EVENTS) + 2,  # EVENTS, and the records of the two counts before
     }
     shortened = CliRunner().invoke(
         cli.main, ["stats", "--by", "resource_type", "--limit", "2", *since], env=env

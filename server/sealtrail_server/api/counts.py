@@ -92,4 +92,5 @@ class CountRpcs:
             groups=[pb.EventCount(key=key, count=count) for key, count in counts.groups],
             truncated=counts.truncated,
             total_groups=counts.total_groups,
+            tree_size=recorded.seq - 1,  # the log before its record, as counted
         )

@@ -707,12 +707,15 @@ class EventCount:
 class EventCounts:
     """What `count_events` found: the `total` of matching events, the largest
     `groups` (time buckets in time order), whether the limit left groups out
-    (`truncated`), and how many groups there are in all (`total_groups`)."""
+    (`truncated`), how many groups there are in all (`total_groups`), and the
+    size of the log it counted (`tree_size`: the events of seq 1 to it, none
+    recorded later; 0 from a server that does not say)."""
 
     total: int
     groups: tuple[EventCount, ...]
     truncated: bool
     total_groups: int
+    tree_size: int = 0
 
 
 def count_request(
@@ -734,6 +737,7 @@ def event_counts(response: audit_service_pb2.CountEventsResponse) -> EventCounts
         groups=tuple(EventCount(key=group.key, count=group.count) for group in response.groups),
         truncated=response.truncated,
         total_groups=response.total_groups,
+        tree_size=response.tree_size,
     )
 
 

@@ -551,6 +551,7 @@ class CountEventsResponse(_message.Message):
     GROUPS_FIELD_NUMBER: _builtins.int
     TRUNCATED_FIELD_NUMBER: _builtins.int
     TOTAL_GROUPS_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
     total: _builtins.int
     """How many events match the filter, in every group (those cut off by the
     limit included).
@@ -561,6 +562,13 @@ class CountEventsResponse(_message.Message):
     """
     total_groups: _builtins.int
     """How many groups there are in all, returned or not (0 without group_by)."""
+    tree_size: _builtins.int
+    """The size of the log the count read: it counted the matching events of
+    seq 1 to tree_size that retention kept, and none recorded after them,
+    however many were being recorded meanwhile (its own `audit_log.queried`
+    record is seq tree_size + 1). The same filter's Query results of seq at
+    most tree_size are exactly the events counted.
+    """
     @_builtins.property
     def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___EventCount]:
         """The groups, at most `limit` of them: by count, largest first, then by
@@ -575,10 +583,11 @@ class CountEventsResponse(_message.Message):
         groups: _abc.Iterable[Global___EventCount] | None = ...,
         truncated: _builtins.bool = ...,
         total_groups: _builtins.int = ...,
+        tree_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups", "total", b"total", "total_groups", b"total_groups", "truncated", b"truncated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups", "total", b"total", "total_groups", b"total_groups", "tree_size", b"tree_size", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
