@@ -267,6 +267,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--stream-batch-size must be 1 to {MAX_BATCH} and at most --stream-rate")
     if options.export_events < 1:
         parser.error("--export-events must be at least 1")
+    fewest = scale.fewest_events(options.figures)
+    if options.scale_events < fewest:  # else a page's assertion fails mid-run
+        parser.error(f"{', '.join(sorted(NEEDS_SCALE & set(options.figures)))} need"
+                     f" --scale-events of at least {fewest:,} (a page in each tenant)")  # fmt: skip
     if options.duration <= 0 or options.warmup < 0:
         parser.error("--duration must be positive and --warmup not negative")
     return options

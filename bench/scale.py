@@ -50,6 +50,19 @@ CALLS = int(os.environ.get("BENCH_SCALE_CALLS", "200"))  # more, to profile the 
 WARMUP_CALLS = 20
 _CHUNK = 200_000
 
+
+def fewest_events(figures: list[str]) -> int:
+    """The least --scale-events whose tenants each hold what `figures` read:
+    a page of LATEST events of ACTION (a fifth of a tenant's events), two for
+    a next page, and an event in every day (DAYS of them) for a day's page."""
+    pages = 2 if {"query-next", "query-one"} & set(figures) else 1
+    latest = {"sql-latest", "sql-latest-generic", "query-latest", "floor-latest"}
+    fewest = TENANTS * DAYS if {"sql-day", "query-day", "floor-day"} & set(figures) else 0
+    if latest & set(figures) or pages > 1:
+        fewest = max(fewest, TENANTS * len(_ACTIONS) * LATEST * pages)
+    return fewest
+
+
 _INSERT = """
 INSERT INTO events (tenant_id, seq, id, occurred_at, received_at, action, category, severity,
     outcome, actor_id, actor_email, resource_type, resource_id, request_id, ip, search_names,
