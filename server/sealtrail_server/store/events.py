@@ -234,17 +234,10 @@ async def _read_page(
     seq_below: int | None = None,
     log_size: bool = False,
 ) -> tuple[list[ShownEvent], int | None]:
-    page, params = query_statement(
-        tenant_id, event_filter, order, after_seq, limit,
-        columns=sql.SQL("{}, {} AS size").format(_SHOWN_COLUMNS, _SHOWN_BYTES),
-        seq_above=seq_above, seq_below=seq_below,
+    query, params = page_statement(
+        tenant_id, event_filter, order, after_seq, limit, page_bytes,
+        seq_above=seq_above, seq_below=seq_below, log_size=log_size,
     )  # fmt: skip
-    direction = sql.SQL("DESC" if order == "newest" else "ASC")
-    query: sql.Composed = _WITHIN_BYTES.format(page=page, direction=direction)
-    params = [*params, page_bytes]
-    if log_size:
-        query = _WITH_LOG_SIZE.format(page=query, direction=direction)
-        params = [*params, tenant_id]
     # PostgreSQL plans a statement on the partitioned table anew at each run,
     # for the values given: about 1 ms of planning for a page that reads in a
     # fraction of that (latest 100 of an action: 2.5 -> 1.0 ms p50 generic).
@@ -270,6 +263,34 @@ async def _read_page(
         return list(map(ShownEvent._make, rows)), None
     size = int(rows[0][-1])
     return [ShownEvent._make(row[:-1]) for row in rows if row[0] is not None], size
+
+
+def page_statement(
+    tenant_id: str,
+    event_filter: EventFilter,
+    order: Order,
+    after_seq: int | None,
+    limit: int,
+    page_bytes: int,
+    *,
+    seq_above: int | None = None,
+    seq_below: int | None = None,
+    log_size: bool = False,
+) -> tuple[sql.Composed, list[Any]]:
+    """The statement `_read_page` runs and its parameters (the bench runs it
+    directly too, as the baseline of Query's)."""
+    page, params = query_statement(
+        tenant_id, event_filter, order, after_seq, limit,
+        columns=sql.SQL("{}, {} AS size").format(_SHOWN_COLUMNS, _SHOWN_BYTES),
+        seq_above=seq_above, seq_below=seq_below,
+    )  # fmt: skip
+    direction = sql.SQL("DESC" if order == "newest" else "ASC")
+    query: sql.Composed = _WITHIN_BYTES.format(page=page, direction=direction)
+    params = [*params, page_bytes]
+    if log_size:
+        query = _WITH_LOG_SIZE.format(page=query, direction=direction)
+        params = [*params, tenant_id]
+    return query, params
 
 
 def shown_bytes(row: ShownEvent) -> int:
