@@ -951,8 +951,10 @@ class Bench:
         tenant = self.tenant(f"purge-r{self.round}")
         count = self.options.purge_events
         retention.load_expired(self.database.url, tenant, count)
-        work = retention.purge(self.database.url, tenant, count)
-        return run_once(f"retention purge ({count:,} events)", "events/s", work, self._watched())
+        work = retention.purge(self.database.url, tenant)
+        check = retention.check_purge(self.database.url, tenant, count)
+        name = f"retention purge ({count:,} events)"
+        return run_once(name, "events/s", work, self._watched(), check=check)
 
     def raw_csv(self) -> PhaseResult:
         """Baseline for Export: this process reads the export log's rows

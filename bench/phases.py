@@ -138,6 +138,11 @@ class FigureFailed(Exception):
     of an untampered log failed): reported in the figure's errors."""
 
 
+# Whether timed work did what it should, once its timing is over: given its
+# notes and count; raises FigureFailed if not.
+Check = Callable[[dict[str, Any], int], None]
+
+
 def run_once(
     name: str,
     unit: str,
@@ -145,9 +150,11 @@ def run_once(
     watched: cpu.Watched,
     *,
     in_flight: int = 1,
+    check: Check | None = None,
 ) -> PhaseResult:
     """Time `work` once from start to end; it returns how many events (or
-    records) it handled and may add notes. Its CPU is accounted as a window's."""
+    records) it handled and may add notes. Its CPU is accounted as a window's.
+    `check`, if given, looks at what it did after the timing, untimed."""
     notes: dict[str, Any] = {}
     errors: dict[str, int] = {}
     with cpu.Meter(watched) as meter:
@@ -157,6 +164,11 @@ def run_once(
         except FigureFailed as failure:
             count, errors = 0, {str(failure): 1}
         seconds = time.perf_counter() - started
+    if check is not None and not errors:
+        try:
+            check(notes, count)
+        except FigureFailed as failure:
+            count, errors = 0, {str(failure): 1}
     return PhaseResult(
         name=name,
         unit=unit,
