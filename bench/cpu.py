@@ -28,12 +28,15 @@ class Watched:
     clients: list[int]
 
 
-def _cpu_seconds(pid: int) -> float:
+def _cpu_seconds(pid: int, *, reaped: bool = False) -> float:
+    """The process's CPU seconds; `reaped`: with those of its children that
+    ended (and it waited for), as the postmaster's hold its backends'."""
     try:
         times = psutil.Process(pid).cpu_times()
     except psutil.Error:
         return 0.0
-    return times.user + times.system
+    spent = times.user + times.system
+    return spent + times.children_user + times.children_system if reaped else spent
 
 
 def _postgres_pids(postmaster: int | None) -> list[int]:
@@ -49,7 +52,7 @@ def _postgres_pids(postmaster: int | None) -> list[int]:
 def _snapshot(watched: Watched) -> dict[str, dict[int, float]]:
     server = [watched.server] if watched.server is not None else []
     return {
-        group: {pid: _cpu_seconds(pid) for pid in pids}
+        group: {pid: _cpu_seconds(pid, reaped=pid == watched.postmaster) for pid in pids}
         for group, pids in (
             ("server", server),
             ("postgres", _postgres_pids(watched.postmaster)),
@@ -107,6 +110,11 @@ def _usage(before_sample: Sample, after_sample: Sample, elapsed: float) -> dict[
     for group, pids in after.items():
         # A process born inside the window (e.g. autovacuum) counts from zero.
         spent = sum(seconds - before[group].get(pid, 0.0) for pid, seconds in pids.items())
+        if group == "postgres":
+            # A backend that ended in the window (a connection the work opened
+            # and closed) is in the postmaster's children's times, the whole of
+            # its life: what it had spent at the start is taken off.
+            spent -= sum(seconds for pid, seconds in before[group].items() if pid not in pids)
         ours += spent
         if pids and group != "bench":
             usage[f"{group}_pct_of_core"] = 100 * spent / elapsed
