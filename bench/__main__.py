@@ -99,12 +99,14 @@ PHASES = (
     "purge",
     "sql-latest",
     "sql-latest-generic",
+    "sql-latest-page",
     "query-latest",
     "query-next",
     "query-one",
     "empty-one",
     "sql-commit",
     "sql-day",
+    "sql-day-page",
     "query-day",
     "floor-day",
     "floor-latest",
@@ -139,10 +141,12 @@ NEEDS_SCALE = frozenset(
     {
         "sql-latest",
         "sql-latest-generic",
+        "sql-latest-page",
         "query-latest",
         "query-next",
         "query-one",
         "sql-day",
+        "sql-day-page",
         "query-day",
         "floor-day",
         "floor-latest",
@@ -407,12 +411,14 @@ class Bench:
             "purge": self.purge,
             "sql-latest": self.sql_latest,
             "sql-latest-generic": self.sql_latest_generic,
+            "sql-latest-page": self.sql_latest_page,
             "query-latest": self.query_latest,
             "query-next": self.query_next,
             "query-one": self.query_one,
             "empty-one": self.empty_one,
             "sql-commit": self.sql_commit,
             "sql-day": self.sql_day,
+            "sql-day-page": self.sql_day_page,
             "query-day": self.query_day,
             "floor-day": self.floor_day,
             "floor-latest": self.floor_latest,
@@ -809,6 +815,14 @@ class Bench:
             "raw SQL, latest 100 of an action, generic plan", plan_cache_mode="force_generic_plan"
         )
 
+    def sql_latest_page(self) -> PhaseResult:
+        """The page's SELECT alone (scale._bare_page): the raw SQL of the
+        figures measured before sql-latest ran Query's whole statement."""
+        assert self.scale_log is not None
+        with psycopg.connect(self.database.url, autocommit=True) as conn:
+            call = scale.latest_page_by_sql(self.scale_log, conn)
+            return scale.measure("raw SQL, the page alone, latest 100", call, self._watched())
+
     def _latest_by_sql(self, name: str, *, plan_cache_mode: str) -> PhaseResult:
         assert self.scale_log is not None
         with psycopg.connect(self.database.url, autocommit=True) as conn:
@@ -853,6 +867,13 @@ class Bench:
         with psycopg.connect(self.database.url, autocommit=True) as conn:
             call = scale.day_by_sql(self.scale_log, conn)
             return scale.measure("raw SQL, one day of a tenant", call, self._watched())
+
+    def sql_day_page(self) -> PhaseResult:
+        """The page's SELECT alone, as sql_latest_page."""
+        assert self.scale_log is not None
+        with psycopg.connect(self.database.url, autocommit=True) as conn:
+            call = scale.day_page_by_sql(self.scale_log, conn)
+            return scale.measure("raw SQL, the page alone, one day", call, self._watched())
 
     def floor_day(self) -> PhaseResult:
         """The least a Query of one day could take: its raw SQL, framed, an
