@@ -376,6 +376,7 @@ function json(event) {
   const pre = document.createElement("pre");
   pre.textContent = visibleJson(event);
   pre.setAttribute("aria-label", "The event as JSON");
+  pre.tabIndex = 0;  // it scrolls: a keyboard must reach it to read what is below
   return pre;
 }
 

@@ -1,0 +1,172 @@
+"""The console against WCAG 2.1 AA, as axe-core (Deque's rules engine, run in
+the page) reads it: each page and state an investigator or an admin meets
+(signed out and refused, the events with a row open on its diff, an error,
+each admin view with its forms, a secret shown once, the confirmation
+dialog), in the light colour scheme and the dark one. Any violation fails.
+
+axe-core is vendored in tests/browser/vendor (axe.min.js, MPL-2.0, its
+licence header kept, the licence beside it)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as seen
+from selenium.webdriver.support.ui import WebDriverWait
+
+from sealtrail import AuditClient, build_event
+from tests.browser.test_console import WAIT, sign_in, wait_for_rows
+from tests.conftest import ServerThread
+
+AXE = Path(__file__).with_name("vendor") / "axe.min.js"
+# WCAG 2.0 and 2.1, levels A and AA, and axe's best practices (landmarks,
+# one main, headings in order, scrolled regions a keyboard reaches).
+TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
+RUN_AXE = """
+const done = arguments[arguments.length - 1];
+axe.run(document, {runOnly: {type: "tag", values: arguments[0]}, resultTypes: ["violations"]})
+  .then((r) => done(r.violations), (e) => done([{id: "axe", help: String(e), nodes: []}]));
+"""
+
+
+def wait(browser: webdriver.Chrome) -> WebDriverWait[webdriver.Chrome]:
+    return WebDriverWait(browser, WAIT)
+
+
+def violations(browser: webdriver.Chrome) -> list[str]:
+    """What axe finds wrong with the page as it is now, one line a node."""
+    if not browser.execute_script("return typeof window.axe === 'object'"):
+        browser.execute_script(AXE.read_text())
+    found: list[dict[str, Any]] = browser.execute_async_script(RUN_AXE, TAGS)
+    return [
+        f"{v['id']} ({v['help']}): {node['target']} {node.get('failureSummary', '')}"
+        for v in found
+        for node in v["nodes"] or [{"target": "", "failureSummary": ""}]
+    ]
+
+
+def check(browser: webdriver.Chrome, state: str, found: dict[str, list[str]]) -> None:
+    """Notes what axe finds in `state`, in both colour schemes."""
+    for scheme in ("light", "dark"):
+        browser.execute_cdp_cmd(
+            "Emulation.setEmulatedMedia",
+            {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
+        )
+        problems = violations(browser)
+        if problems:
+            found[f"{state} ({scheme})"] = problems
+
+
+def report(found: dict[str, list[str]]) -> str:
+    return json.dumps(found, indent=1)
+
+
+@pytest.fixture
+def axe_browser(browser: webdriver.Chrome) -> Iterator[webdriver.Chrome]:
+    if not AXE.exists():
+        pytest.skip("tests/browser/vendor/axe.min.js is missing")
+    browser.set_script_timeout(60)
+    yield browser
+
+
+def test_the_investigation_views_have_no_violation(
+    axe_browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+) -> None:
+    browser = axe_browser
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        c.record(
+            build_event(
+                action="api_key.create",
+                actor_id="u-ann",
+                actor_email="ann@example.com",
+                resource_type="api_key",
+                resource_id="key_7",
+                ip="203.0.113.9",
+                changes=[("scopes", ["read"], ["read", "write"])],
+            )
+        )
+        c.record(action="user.login", actor_id="u-bob", outcome="failure", severity="error")
+    found: dict[str, list[str]] = {}
+    browser.get(console_url)
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "token")))
+    check(browser, "signed out", found)
+    browser.find_element(By.ID, "token").send_keys("stk_nonsense", Keys.ENTER)
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "signin-error")))
+    wait(browser).until(lambda b: b.find_element(By.ID, "signin-error").text)
+    check(browser, "sign-in refused", found)
+
+    sign_in(browser, console_url, console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: len(r) == 2)
+    check(browser, "events", found)
+    browser.find_elements(By.CSS_SELECTOR, "#events tbody tr.event")[-1].send_keys(Keys.ENTER)
+    detail = wait(browser).until(
+        seen.visibility_of_element_located((By.CSS_SELECTOR, "#events tr.detail"))
+    )
+    detail.find_element(By.TAG_NAME, "button").click()  # the inclusion proof
+    wait(browser).until(lambda b: "verified" in detail.text)
+    check(browser, "an event's detail", found)
+    browser.find_element(By.ID, "live").click()
+    check(browser, "live", found)
+
+    # An error: a filter the API refuses.
+    browser.get(console_url + "?range=custom&from=2026-01-01T00:00:00Z&ip=not-an-ip")
+    wait(browser).until(lambda b: b.find_element(By.ID, "error").text)
+    check(browser, "an error", found)
+    assert not found, report(found)
+
+
+def test_the_admin_views_have_no_violation(
+    axe_browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+) -> None:
+    browser = axe_browser
+    found: dict[str, list[str]] = {}
+    sign_in(browser, console_url, console_server.token(tenant, "admin"))
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "log")))
+    for name, view in (
+        ("Tokens", "admin-tokens"),
+        ("Sinks", "admin-sinks"),
+        ("Alert rules", "admin-alerts"),
+        ("Retention", "admin-retention"),
+    ):
+        browser.find_element(By.LINK_TEXT, name).click()
+        section = wait(browser).until(seen.visibility_of_element_located((By.ID, view)))
+        wait(browser).until(lambda b, s=section: s.get_attribute("aria-busy") != "true")
+        check(browser, name, found)
+
+    # A token made, its secret shown once; then its revocation asked for.
+    browser.find_element(By.LINK_TEXT, "Tokens").click()
+    form = wait(browser).until(seen.visibility_of_element_located((By.ID, "token-create")))
+    form.find_element(By.NAME, "name").send_keys("ci", Keys.ENTER)
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "token-secret")))
+    check(browser, "a token's secret", found)
+    browser.find_element(By.ID, "token-secret-done").click()
+    revoke = wait(browser).until(
+        seen.element_to_be_clickable((By.XPATH, "//tr[td[text()='ci']]//button"))
+    )
+    revoke.click()
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "confirm")))
+    check(browser, "the confirmation dialog", found)
+    browser.find_element(By.ID, "confirm-cancel").click()
+
+    # A form refused, its fields named.
+    browser.find_element(By.LINK_TEXT, "Alert rules").click()
+    form = wait(browser).until(seen.visibility_of_element_located((By.ID, "rule-form")))
+    form.find_element(By.NAME, "name").send_keys("r")
+    form.find_element(By.NAME, "ip").send_keys("not-an-ip")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(browser).until(lambda b: b.find_element(By.CSS_SELECTOR, "#admin-alerts .error").text)
+    check(browser, "a rule refused", found)
+    assert not found, report(found)
