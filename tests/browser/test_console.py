@@ -796,6 +796,27 @@ def test_a_shared_custom_range_means_the_same_instants_in_every_zone(
     assert shown == "2026-12-01T15:00"  # in the viewer's own zone
 
 
+def test_each_time_shown_names_its_zone(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """The times were the viewer's wall clock, with no zone said: a colleague
+    in another office, a screenshot in a report, or a SIEM's UTC read 15:00
+    as their own, hours off. The UTC was on hover only, which a keyboard or a
+    touch screen never shows."""
+    browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Kolkata"})
+    moment = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+    admin = console_server.token(tenant, "admin")
+    with AuditClient(console_server.target, token=admin) as client:
+        client.record(backdated("door.open", "u-kim", moment))
+    sign_in(browser, console_url + "?actions=door.open", admin)
+    [shown] = wait_for_rows(browser, lambda r: len(r) == 1)
+    local = moment + timedelta(hours=5, minutes=30)
+    assert f"{local:%-I:%M}" in shown and "GMT+5:30" in shown
+    browser.get(console_url + "#tokens")
+    created = (By.CSS_SELECTOR, "#tokens-table tbody td:nth-child(4)")
+    wait(browser).until(lambda b: "GMT+5:30" in b.find_element(*created).text)
+
+
 def test_a_url_filter_the_form_has_no_choice_for_is_shown_and_kept(
     browser: webdriver.Chrome,
     console_url: str,

@@ -205,9 +205,14 @@ function cell(row, value, className) {
   return td;
 }
 
+// An instant as the console shows it: in the viewer's zone, the zone named
+// ("GMT+5:30", "CET"): without it a screenshot, or a colleague elsewhere, read
+// the time as their own.
+export const when = (time) => new Date(time).toLocaleString(undefined, { timeZoneName: "short" });
+
 // A time in the viewer's zone, UTC on hover; `none` when there is none.
 function timeCell(row, time, none) {
-  const td = cell(row, time ? new Date(time).toLocaleString() : none);
+  const td = cell(row, time ? when(time) : none);
   if (time) td.title = `${time} (UTC)`;
   return td;
 }
@@ -293,7 +298,7 @@ function filterWords(filter = {}) {
     if (Array.isArray(value) ? !value.length : !value || value === "SEVERITY_UNSPECIFIED") continue;
     const name = key === "min_severity" ? "severity at least" : key.replace(/_/g, " ");
     const shown = Array.isArray(value) ? value.map(label).join(", ")
-      : key.startsWith("occurred_") ? new Date(value).toLocaleString() : label(value);
+      : key.startsWith("occurred_") ? when(value) : label(value);
     parts.push(`${name} ${shown}`);
   }
   return parts.length ? parts.join("; ") : "every event";
@@ -344,7 +349,7 @@ function tokenRow(token) {
   timeCell(row, token.last_use_time, "none recorded yet");
   const expired = token.expire_time && new Date(token.expire_time) <= new Date();
   if (token.revoke_time) {
-    timeCell(row, token.revoke_time).textContent = `revoked ${new Date(token.revoke_time).toLocaleString()}`;
+    timeCell(row, token.revoke_time).textContent = `revoked ${when(token.revoke_time)}`;
   } else {
     cell(row, expired ? "expired" : "live", expired ? "bad" : "");
   }
@@ -510,16 +515,16 @@ function delivery(sink) {
   const lag = Number(state.lag_events || 0);
   const parts = [[lag ? `${count(lag, "event")} behind` : "up to date"]];
   if (state.last_delivery_time) {
-    parts.push([`last delivered ${new Date(state.last_delivery_time).toLocaleString()}`]);
+    parts.push([`last delivered ${when(state.last_delivery_time)}`]);
   } else {
     parts.push(["nothing delivered yet"]);
   }
   if (state.last_error) {
-    const when = state.last_error_time ? ` (${new Date(state.last_error_time).toLocaleString()})` : "";
-    parts.push([`last error${when}: ${state.last_error}`, "bad"]);
+    const at = state.last_error_time ? ` (${when(state.last_error_time)})` : "";
+    parts.push([`last error${at}: ${state.last_error}`, "bad"]);
     const failures = Number(state.consecutive_failures || 0);
     const next = state.next_attempt_time
-      ? `, next attempt ${new Date(state.next_attempt_time).toLocaleString()}` : "";
+      ? `, next attempt ${when(state.next_attempt_time)}` : "";
     if (failures) parts.push([`${count(failures, "failure")} in a row${next}`, "bad"]);
   }
   const dead = Number(state.dead_letters || 0);
@@ -818,9 +823,8 @@ async function listDeadLetters() {
 function deadLetterOption(letter) {
   const seqs = letter.first_seq === letter.last_seq ? `seq ${letter.first_seq}`
     : `seqs ${letter.first_seq}–${letter.last_seq}`;
-  const when = new Date(letter.create_time).toLocaleString();
   return new Option(`${seqs} (${count(letter.event_count, "event")}), HTTP ${letter.http_status}`
-    + ` on ${when}: ${letter.error}`, letter.id);
+    + ` on ${when(letter.create_time)}: ${letter.error}`, letter.id);
 }
 
 // The ReplaySinkRequest of the form, as the API's JSON names it (a range's
@@ -906,7 +910,7 @@ function ruleRow(rule) {
   cell(row, severity, `severity-${severity}`);
   cell(row, (rule.sink_ids || []).map((id) => (names.has(id) ? visibleName(names.get(id)) : `${id} (deleted)`)).join(", ") || "none");
   const fired = Number(rule.fired || 0);
-  const last = rule.last_fired_time ? `, last ${new Date(rule.last_fired_time).toLocaleString()}` : "";
+  const last = rule.last_fired_time ? `, last ${when(rule.last_fired_time)}` : "";
   cell(row, fired ? `${count(fired, "time")}${last}` : "never");
   cell(row, rule.disabled ? "disabled" : "enabled", rule.disabled ? "bad" : "");
   const actions = row.insertCell();
@@ -1180,7 +1184,7 @@ function showPolicy(policy) {
     const what = rule.category ? `category ${label(rule.category)}` : `actions ${rule.action_prefix}`;
     entries.push(["Except", `${what}: ${days(rule.days)}`]);
   }
-  entries.push(["Last changed", policy.update_time ? new Date(policy.update_time).toLocaleString() : "never"]);
+  entries.push(["Last changed", policy.update_time ? when(policy.update_time) : "never"]);
   const list = document.createElement("dl");
   list.className = "fields";
   $("#retention-policy").replaceChildren(definitions(list, entries));
@@ -1348,11 +1352,11 @@ async function savePolicy(event) {
 
 function showHold(hold) {
   read.hold = hold;
-  const when = hold.update_time ? new Date(hold.update_time).toLocaleString() : "never";
+  const changed = hold.update_time ? when(hold.update_time) : "never";
   definitions($("#legal-hold-state"), [
     ["Status", hold.on ? "On: nothing of this tenant is purged or erased" : "Off"],
     ...(hold.on ? [["Reason", hold.reason]] : []),
-    [hold.on ? "Placed" : "Last changed", when],
+    [hold.on ? "Placed" : "Last changed", changed],
   ]);
   $("#hold-place").hidden = hold.on;
   $("#hold-release").hidden = !hold.on;
@@ -1466,7 +1470,7 @@ function showReceipt(receipt, check) {
   definitions($("dl", box), [
     ["Tenant", receipt.tenant_id],
     ["Erased by token", receipt.erased_by_token_id],
-    ["Erased", new Date(receipt.erase_time).toLocaleString()],
+    ["Erased", when(receipt.erase_time)],
     ["Final size", count(receipt.final_tree_size || 0, "event")],
     ["Final root hash", hex(receipt.final_root_hash)],
     ["Rows removed", removed || "none"],

@@ -4,7 +4,7 @@
 // admin token also gets the admin views (admin.js), one per URL fragment.
 
 import {
-  clearAdmin, count, hideSecretsOutside, setUpAdmin, showAdminView, visibleJson, visibleName,
+  clearAdmin, count, hideSecretsOutside, setUpAdmin, showAdminView, visibleJson, visibleName, when,
 } from "./admin.js";
 import { fromBase64 as bytes, hexOf as hex } from "./base64.js";
 import { sha256 as sha256Pieces } from "./vendor/noble-hashes/sha2.js";
@@ -189,10 +189,9 @@ function eventRow(event, { fresh = false } = {}) {
   row.setAttribute("role", "button");
   row.setAttribute("aria-expanded", "false");
   row.dataset.seq = event.seq;
-  const time = new Date(event.occurred_at);
-  const when = row.insertCell();
-  when.textContent = time.toLocaleString();  // the browser's words: some locales' hold marks
-  when.title = `${event.occurred_at} (UTC)`;
+  const time = row.insertCell();
+  time.textContent = when(event.occurred_at);  // the browser's words: some locales' hold marks
+  time.title = `${event.occurred_at} (UTC)`;
   cell(row, event.action);
   cell(row, event.actor?.email || event.actor?.id);
   const resource = event.resource || {};
