@@ -226,6 +226,32 @@ def test_a_live_event_arrives_at_the_top(
     )
 
 
+def test_live_events_are_announced_to_a_screen_reader(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    """Rows added at the top said nothing to whoever does not see the table:
+    a screen reader's user following Live heard nothing, ever (WCAG 4.1.3)."""
+    sign_in(browser, console_url + "?actions=secret.*", console_server.token(tenant, "reader"))
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "empty")))
+    browser.find_element(By.ID, "live").click()
+    time.sleep(0.5)  # the stream is open once the first heartbeat or event arrives
+    live = "[role=status], [aria-live=polite], [aria-live=assertive], [role=alert]"
+
+    def said(b: webdriver.Chrome) -> list[str]:
+        return [r.get_attribute("textContent") for r in b.find_elements(By.CSS_SELECTOR, live)]
+
+    recorded.record(action="secret.read", actor_id="u-night")
+    wait_for_rows(browser, lambda r: len(r) == 1)
+    wait(browser).until(lambda b: any("1 new event" in words for words in said(b)))
+    recorded.record(action="secret.write", actor_id="u-night")
+    wait_for_rows(browser, lambda r: len(r) == 2)
+    wait(browser).until(lambda b: any("2 new events" in words for words in said(b)))
+
+
 def exported(browser: webdriver.Chrome, downloads: Path, format: str) -> tuple[str, bytes]:
     """Clicks the page's export button of `format`: what the page then says,
     and the file it saved."""

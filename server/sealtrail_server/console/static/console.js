@@ -30,7 +30,7 @@ const $ = (selector) => document.querySelector(selector);
 // `filter`: the API filter of the view, fixed when it was applied (see `reload`).
 const state = {
   nextToken: "", loading: false, loaded: false, generation: 0, page: null, newestSeq: 0, live: null,
-  shown: new Set(), filter: new URLSearchParams(), started: false,
+  shown: new Set(), filter: new URLSearchParams(), started: false, liveAdded: 0,
 };
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
@@ -220,6 +220,12 @@ function addEvents(events, { atTop = false } = {}) {
   }
   // Live events come oldest first: reversed, the newest goes on top.
   if (atTop) body.prepend(...rows.reverse()); else body.append(...rows);
+  // Said, not only shown: rows added at the top told a screen reader nothing.
+  // A count since Live started, so each addition changes the words and is read.
+  if (atTop && rows.length) {
+    state.liveAdded += rows.length;
+    $("#live-status").textContent = `${count(state.liveAdded, "new event")} since Live started`;
+  }
   keepNewest(body);
   $("#empty").hidden = body.rows.length > 0;
   // When the first rows showed, for whoever measures the page (make bench).
@@ -585,6 +591,8 @@ async function startLive() {
 function stopLive() {
   state.live?.abort();
   state.live = null;
+  state.liveAdded = 0;
+  $("#live-status").textContent = "";
 }
 
 function liveToggled(event) {
