@@ -242,6 +242,10 @@ class Settings:
         for name in _NOT_NEGATIVE:
             if getattr(settings, name) < 0:
                 raise SystemExit(f"SEALTRAIL_{name.upper()} must be 0 or more")
+        for spec in fields(settings):
+            count = spec.type in ("int", int) and not spec.name.endswith("_bytes")
+            if count and getattr(settings, spec.name) > _MOST_COUNT:
+                raise SystemExit(f"SEALTRAIL_{spec.name.upper()} must be at most {_MOST_COUNT}")
         for name in ("listen", "console_listen"):
             address = getattr(settings, name)
             if address is not None and (why := _address_problem(address)):
@@ -310,6 +314,12 @@ _AT_MOST_A_DAY = (
     "count_timeout",
     "deployment_sink_interval",
 )
+
+# Counts (bytes aside) reach statements (a LIMIT, a scan's window added to a
+# sequence number) and gRPC's options (a C int): past a 32-bit integer, the
+# server started, and its forwarder and alert evaluator failed every claim
+# ("bigint out of range"), delivering nothing (helper-296). No count needs more.
+_MOST_COUNT: Final = 2**31 - 1
 
 # Fields only the bench sets, as overrides: a variable left in a deployment's
 # environment turned off what the log's integrity rests on (helper-157).

@@ -204,3 +204,31 @@ def test_a_list_of_networks_naming_no_network_is_refused_by_name(name: str, raw:
     with pytest.raises(SystemExit, match=f"SEALTRAIL_{name}="):
         Settings.load({f"SEALTRAIL_{name}": raw})
     assert getattr(Settings.load({f"SEALTRAIL_{name}": "10.0.0.0/8, 192.0.2.7"}), name.lower())
+
+
+# Counts written into statements (a LIMIT, a scan's window) or gRPC's options.
+LARGE_COUNTS = [
+    "FORWARD_MAX_SINKS",
+    "ALERT_MAX_TENANTS",
+    "RETENTION_BATCH_EVENTS",
+    "MAX_CONNECTIONS",
+    "POOL_MAX_SIZE",
+    "MIGRATION_LOCK_ATTEMPTS",
+]
+
+
+@pytest.mark.parametrize("name", LARGE_COUNTS)
+def test_a_count_past_a_32_bit_integer_is_refused_by_name(name: str) -> None:
+    """SEALTRAIL_FORWARD_MAX_SINKS=100000000000000000000 started a server
+    whose forwarder failed each claim ("bigint out of range") and delivered
+    nothing, a traceback logged every poll (helper-296)."""
+    with pytest.raises(SystemExit, match=f"SEALTRAIL_{name} must be at most 2147483647"):
+        Settings.load({f"SEALTRAIL_{name}": str(2**31)})
+    assert getattr(Settings.load({f"SEALTRAIL_{name}": str(2**31 - 1)}), name.lower()) == 2**31 - 1
+
+
+def test_bytes_may_be_set_past_a_32_bit_integer() -> None:
+    """The default in-flight memory, 2 GiB, is past one already."""
+    assert Settings.load({}).record_max_in_flight_bytes == 2**31
+    big = Settings.load({"SEALTRAIL_APPEND_MAX_PENDING_BYTES": str(2**40)})
+    assert big.append_max_pending_bytes == 2**40
