@@ -41,8 +41,18 @@ def load_key_text(
             f" run this where the server runs, or name the key with {setting}(_FILE)"
         )
     generated = generate()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not _create(path, generated + "\n"):
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        created = _create(path, generated + "\n")
+    except OSError as error:
+        # A file in the way, a read-only file system (a container's): a
+        # traceback stopped the start (helper-296).
+        raise SystemExit(
+            f"cannot write the {what} {path} (SEALTRAIL_DATA_DIR={str(path.parent)!r}):"
+            f" {error.strerror or error}; make that directory writable, or set {setting}"
+            " (or _FILE) to the deployment's key"
+        ) from None
+    if not created:
         # A server starting beside this one wrote it first: its key is the one.
         return _read(path, what=what, named=named), str(path)
     log.warning("generated a new %s in %s", what, path)

@@ -254,6 +254,30 @@ def test_a_data_dir_that_is_not_a_directory_is_named_not_traced(tmp_path: Path) 
         assert "Traceback" not in started.output
 
 
+def test_a_data_dir_a_key_cannot_be_written_in_is_named_not_traced(tmp_path: Path) -> None:
+    """With a database URL, the data dir holds only the keys a first start
+    generates: one that could not be made (a file in the way; a read-only
+    file system, as a container's) stopped the start with a traceback
+    (helper-296). Keys are read before the database is touched."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    url = {"SEALTRAIL_DATABASE_URL": "postgresql://127.0.0.1:1/sealtrail"}
+    no_keys: dict[str, str | None] = {
+        f"SEALTRAIL_{name}_KEY": None for name in ("SECRETS", "SIGNING", "REDACTION")
+    }
+    for data_dir in (a_file, a_file / "under"):
+        env = {**url, **no_keys, "SEALTRAIL_DATA_DIR": str(data_dir)}
+        started = CliRunner().invoke(cli.main, ["serve"], env=env)
+        assert started.exit_code == 1, started.output
+        assert "Traceback" not in started.output and started.exception is not None
+        assert started.output.startswith(
+            f"cannot write the secrets key {data_dir / 'secrets-key'}"
+            f" (SEALTRAIL_DATA_DIR={str(data_dir)!r}): "
+        ), started.output
+        assert "set SEALTRAIL_SECRETS_KEY (or _FILE)" in started.output
+        assert started.output.count("\n") == 1  # one line
+
+
 def test_a_key_file_that_cannot_be_read_names_its_setting(tmp_path: Path) -> None:
     def load(file: Path) -> tuple[str, str]:
         return load_key_text(
