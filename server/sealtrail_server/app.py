@@ -224,6 +224,9 @@ class Service:
         # Then the keys, any of which may be generated here.
         secret_box, data_dir_secrets_key = load_secrets_key(settings)
         signer = configured_signer(settings)
+        # Where it notes what it signs: a directory of this process's too, its
+        # refusal once migrated had changed the database (helper-296).
+        signed_sizes = open_signed_sizes(settings, signer.verifier)
         redactor, redaction_secret = load_redactor(settings), load_redaction_secret(settings)
         # Then what the database must agree with, checked before migrating:
         # a new release's process refused for its login or keys after it had
@@ -267,7 +270,7 @@ class Service:
             interval=settings.checkpoint_interval,
             clock=self._clock,
             meter=self._meter,
-            signed_sizes=open_signed_sizes(settings, signer.verifier),
+            signed_sizes=signed_sizes,
         )
         await self._checkpointer.start()
         self.purger = Purger(

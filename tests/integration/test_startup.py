@@ -381,6 +381,30 @@ def test_a_start_refused_for_its_own_settings_leaves_the_database_untouched(
         sql.execute(SQL("DROP DATABASE {} WITH (FORCE)").format(Identifier(name)))
 
 
+def test_a_signed_checkpoints_dir_that_cannot_be_written_is_refused_before_migrating(
+    server: ServerThread, sql: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """It was opened after every migration had been applied, the signing key
+    registered: a release's start refused for a directory of its own had
+    changed the database the running release's processes restart on (helper-296)."""
+    name = f"unsigned_{tmp_path.name[-8:].lower()}"
+    sql.execute(SQL("CREATE DATABASE {}").format(Identifier(name)))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    try:
+        fresh = make_conninfo(sql.info.dsn, dbname=name)
+        settings = replace(server.settings, signed_checkpoints_dir=a_file / "under")
+        refused = Service(settings, database_url=fresh, owner_database_url=fresh)
+        with pytest.raises(SystemExit, match="SEALTRAIL_SIGNED_CHECKPOINTS_DIR: cannot keep"):
+            asyncio.run(refused.start())
+        with psycopg.connect(fresh) as untouched:
+            assert untouched.execute(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+            ).fetchone() == (0,)
+    finally:
+        sql.execute(SQL("DROP DATABASE {} WITH (FORCE)").format(Identifier(name)))
+
+
 def test_a_database_not_in_utf8_is_refused_at_start_before_any_change(
     migrated_database_url: str, sql: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
