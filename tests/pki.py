@@ -50,9 +50,10 @@ class Authority:
         )
         self.pem = self.cert.public_bytes(serialization.Encoding.PEM)
 
-    def issue(self, name: str, *, server: bool) -> Issued:
+    def issue(self, name: str, *, server: bool, expired: bool = False) -> Issued:
+        """`expired`: valid for an hour that ended a minute ago."""
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.now(UTC)
+        now = datetime.now(UTC) - (timedelta(minutes=61) if expired else timedelta())
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(name))

@@ -4,9 +4,11 @@ TLS, or mutual TLS when a client CA is configured."""
 from __future__ import annotations
 
 import ssl
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
+from cryptography import x509
 
 from .config import Settings
 
@@ -36,6 +38,7 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     if cert is None or key is None:
         raise SystemExit("SEALTRAIL_TLS_CERT_FILE and SEALTRAIL_TLS_KEY_FILE go together")
     pair = (_read(key, "TLS key"), _read(cert, "TLS certificate"))
+    _refuse_expired(cert, pair[1])
     if client_ca is None:
         _check(cert, key, None)
         return grpc.ssl_server_credentials([pair])
@@ -68,3 +71,20 @@ def _check(cert: Path, key: Path, client_ca: Path | None) -> None:
             f"SEALTRAIL_TLS_CLIENT_CA_FILE ({client_ca}) holds no CA certificate:"
             f" {error.reason or error}"
         ) from None
+
+
+def _refuse_expired(path: Path, pem: bytes) -> None:
+    """SystemExit when the server's certificate (the chain's first) has
+    expired: it served, and every client refused it at the handshake
+    ("certificate has expired"), the server saying nothing (helper-296).
+    One that will expire while serving is the operator's to renew."""
+    try:
+        leaf = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        return  # not a certificate: _check names it
+    expired_at = leaf.not_valid_after_utc
+    if expired_at < datetime.now(UTC):
+        raise SystemExit(
+            f"SEALTRAIL_TLS_CERT_FILE ({path}): its certificate expired at"
+            f" {expired_at:%Y-%m-%d %H:%M:%S} UTC; every client would refuse it: renew it"
+        )

@@ -23,12 +23,15 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("pki")
     ca, stranger = Authority("sealtrail test CA"), Authority("another CA")
     server = ca.issue("sealtrail server", server=True)
+    expired = ca.issue("sealtrail server", server=True, expired=True)
     client = ca.issue("billing-service", server=False)
     foreign = stranger.issue("billing-service", server=False)
     files = {
         "ca": ca.pem,
         "server.crt": server.cert,
         "server.key": server.key,
+        "expired.crt": expired.cert,
+        "expired.key": expired.key,
         "client.crt": client.cert,
         "client.key": client.key,
         "foreign.crt": foreign.cert,
@@ -171,4 +174,14 @@ def test_a_key_that_is_not_its_certificates_is_named_not_the_address(
     )
     wrong = pki[client_ca or key].name
     with pytest.raises(SystemExit, match=f"^{named} .*{wrong}"):
+        server_credentials(settings)
+
+
+def test_an_expired_server_certificate_is_refused_at_start(pki: dict[str, Path]) -> None:
+    """It served, and every client refused it ("certificate has expired"),
+    health checks over the port failing as well, the server saying nothing
+    of why (helper-296)."""
+    settings = Settings(tls_cert_file=pki["expired.crt"], tls_key_file=pki["expired.key"])
+    named = r"^SEALTRAIL_TLS_CERT_FILE \(.*expired\.crt\): its certificate expired at "
+    with pytest.raises(SystemExit, match=named):
         server_credentials(settings)
