@@ -27,6 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Tracer, TracerProvider
+from psycopg_pool import PoolTimeout
 
 from sealtrail.tlog import Signer
 from sealtrail.v1 import audit_service_pb2
@@ -71,7 +72,7 @@ from .sealing_setup import load_secrets_key, refuse_a_new_key
 from .stopping import end_tasks
 from .store.appender import Appender
 from .store.changes import Changes, refuse_if_erased_now
-from .store.database import Database, check_login
+from .store.database import DEFAULT_CONNECT_TIMEOUT, Database, check_login
 from .store.deployment_sinks import reseal_definitions
 from .store.migrations import migrate_database
 from .store.pool_metrics import measure_pool
@@ -151,6 +152,22 @@ def abandon_stop() -> NoReturn:
     log.critical("shutting down: exiting now, without finishing the stop")
     atexit._run_exitfuncs()  # what a normal exit runs, which os._exit skips
     os._exit(1)
+
+
+class _ConnectionRefusals(logging.Filter):
+    """Keeps the pool's warnings of connections the database refused off the
+    log while it opens, the last one kept to say why it did not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("error connecting in"):
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        self.last = " ".join(str(args[-1] if args else record.getMessage()).split())
+        return False
 
 
 class Service:
@@ -243,12 +260,7 @@ class Service:
             log.info("sealed the secrets of %d sinks under the current secrets key", resealed)
         for problem in unopenable:
             log.error("sink %s; it delivers nothing until its secrets are set again", problem)
-        self._db = db = await Database.open(
-            self._database_url,
-            min_size=settings.pool_min_size,
-            max_size=settings.pool_max_size,
-            tracer=self._tracer,
-        )
+        self._db = db = await self._open_pool()
         measure_pool(db, self._meter)
         self._appender = Appender(
             db,
@@ -497,6 +509,33 @@ class Service:
         await self._set_health(serving=True)
         self._watchdog = asyncio.create_task(self._watch_database(db), name="sealtrail-db-watch")
         return self.port
+
+    async def _open_pool(self) -> Database:
+        """The pool, its SEALTRAIL_POOL_MIN_SIZE connections open; SystemExit
+        naming the setting, and what the database last answered, if they are
+        not within DEFAULT_CONNECT_TIMEOUT. It said "pool initialization
+        incomplete after 5.0 sec", after a warning for each connection the
+        database refused ("too many clients already"): hundreds (helper-296)."""
+        settings = self.settings
+        refusals = _ConnectionRefusals()
+        pool_log = logging.getLogger("psycopg.pool")
+        pool_log.addFilter(refusals)
+        try:
+            return await Database.open(
+                self._database_url,
+                min_size=settings.pool_min_size,
+                max_size=settings.pool_max_size,
+                tracer=self._tracer,
+            )
+        except PoolTimeout:
+            raise SystemExit(
+                f"cannot open SEALTRAIL_POOL_MIN_SIZE={settings.pool_min_size} connections to"
+                f" the database within {DEFAULT_CONNECT_TIMEOUT:g} s: "
+                f"{refusals.last or 'it did not answer'} (lower the setting, or raise the"
+                " database's max_connections or the CONNECTION LIMIT of its database or role)"
+            ) from None
+        finally:
+            pool_log.removeFilter(refusals)
 
     def resources(self) -> dict[str, int]:
         """What a leak would grow: this loop's tasks, the pool's connections in

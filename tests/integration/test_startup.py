@@ -405,6 +405,37 @@ def test_a_signed_checkpoints_dir_that_cannot_be_written_is_refused_before_migra
         sql.execute(SQL("DROP DATABASE {} WITH (FORCE)").format(Identifier(name)))
 
 
+def test_a_pool_the_database_cannot_hold_names_its_setting(
+    server: ServerThread, sql: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """SEALTRAIL_POOL_MIN_SIZE past the connections the database takes
+    stopped the start saying "pool initialization incomplete after 5.0 sec",
+    naming neither the setting nor what the database answered (helper-296)."""
+    name = f"small_{tmp_path.name[-8:].lower()}"
+    sql.execute(SQL("CREATE DATABASE {}").format(Identifier(name)))
+    try:
+        fresh = make_conninfo(sql.info.dsn, dbname=name)
+        sql.execute(SQL("ALTER DATABASE {} CONNECTION LIMIT 3").format(Identifier(name)))
+        settings = replace(server.settings, pool_min_size=5, pool_max_size=5)
+        # Not a superuser's, whom no connection limit holds.
+        login = service_login_url(fresh)
+        refused = Service(settings, database_url=login, owner_database_url=fresh)
+
+        async def start_and_stop() -> None:
+            await refused.start()
+            await refused.stop(grace=0)
+
+        with pytest.raises(SystemExit) as stopped:
+            asyncio.run(start_and_stop())
+        said = str(stopped.value)
+        assert said.startswith(
+            "cannot open SEALTRAIL_POOL_MIN_SIZE=5 connections to the database within 5 s: "
+        ), said
+        assert "too many connections for database" in said
+    finally:
+        sql.execute(SQL("DROP DATABASE {} WITH (FORCE)").format(Identifier(name)))
+
+
 def test_a_database_not_in_utf8_is_refused_at_start_before_any_change(
     migrated_database_url: str, sql: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
