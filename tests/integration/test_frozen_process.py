@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import fcntl
 import os
 import secrets
 import signal
@@ -484,3 +485,35 @@ def test_a_process_frozen_counting_an_alert_lets_its_rule_be_changed(
         if other is not None:
             other.close()
         frozen.close()
+
+
+def test_a_process_frozen_noting_what_the_key_signed_holds_up_no_answer_of_a_log_not_grown(
+    server: ServerThread,
+    client_for: Callable[..., AuditClient],
+    tenant: str,
+    migrated_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A log that has not grown since its checkpoint needs nothing noted of
+    what the key signed: its size is kept already. The tenant's file lock was
+    taken all the same, so a process frozen amid a write of it (here, the lock
+    held from another open file) made every fresh checkpoint, export and proof
+    of the log wait out LOCK_WAIT_SECONDS and fail UNAVAILABLE, as a read-only
+    directory failed them outright, though nothing was to be written."""
+    monkeypatch.setattr(signed_sizes_module, "LOCK_WAIT_SECONDS", 1.0)
+    client = client_for(tenant, max_attempts=1)
+    client.record(build_event(action="frozen.event", actor_id="a"))
+    signed = client.get_checkpoint(fresh=True)
+    assert signed.tree_size == 1
+    (lock,) = signed_checkpoints_dir_of(migrated_database_url).glob(f"*/.locks/{tenant}")
+    with lock.open("a") as frozen:  # another open file: its flock stands for a process's
+        fcntl.flock(frozen, fcntl.LOCK_EX)
+        started = time.monotonic()
+        again = client.get_checkpoint(fresh=True)
+        assert time.monotonic() - started < 1.0
+        assert (again.tree_size, again.root_hash) == (1, signed.root_hash)
+        # A larger size is still noted under the lock only: refused meanwhile.
+        client.record(build_event(action="frozen.event", actor_id="a"))
+        with pytest.raises(UnavailableError):
+            client.get_checkpoint(fresh=True)
+    assert client.get_checkpoint(fresh=True).tree_size == 2

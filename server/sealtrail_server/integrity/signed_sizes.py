@@ -12,7 +12,7 @@ log that does not extend what it signed.
 Every process on one data dir shares the directory (each reads a tenant's file
 afresh before it signs; the tenant's issuer lock in the database orders the
 writes, and a lock on the tenant's file, `.locks/<tenant>`, the read and the
-replacement of each write: a process frozen between the two loses the issuer
+replacement of each write that grows it: a process frozen between the two loses the issuer
 lock with its session). Processes on other hosts keep their own unless it is put on storage
 they share (SEALTRAIL_SIGNED_CHECKPOINTS_DIR): docs/integrity.md.
 """
@@ -105,6 +105,13 @@ class SignedSizes:
         # database alone let a process frozen between the two (its session
         # ended meanwhile, another process's larger size kept) put its smaller
         # size back over the larger once woken.
+        # A size kept already needs no lock: what is kept only grows, under
+        # it. Taken all the same, a log that had not grown (a fresh
+        # checkpoint, an export, a proof of it) waited out another process
+        # frozen amid its write and failed, as it failed on a read-only disk.
+        kept = self.read(tenant_id)
+        if kept is not None and kept[0] >= size:
+            return
         with self._locked(tenant_id):
             kept = self.read(tenant_id)
             if kept is not None and kept[0] >= size:
