@@ -21,10 +21,13 @@ _YEAR = datetime.now(UTC).year + 3
 
 
 @pytest.fixture
-def url(migrated_database_url: str) -> Iterator[str]:
+def url(migrated_database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A database of its own whose sessions write times as `SQL, DMY` in
     India's time: '01/12/2026 05:30:00 IST', which PostgreSQL's default
-    abbreviations read back as Israel's time (UTC+2), 3.5 hours off."""
+    abbreviations read back as Israel's time (UTC+2), 3.5 hours off. Its
+    sessions here do not ask for ISO, as a server of this process made every
+    connection do (PGDATESTYLE)."""
+    monkeypatch.delenv("PGDATESTYLE", raising=False)
     name = f"bounds_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(migrated_database_url, autocommit=True) as admin:
         admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))

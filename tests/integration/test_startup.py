@@ -9,6 +9,9 @@ import json
 import os
 import socket
 import stat
+import struct
+import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -585,11 +588,18 @@ def test_a_database_that_writes_times_in_another_datestyle_is_served(
     """psycopg reads times written in ISO only: on a database whose DateStyle
     is another (`SQL, DMY`, as some DBAs set it), a start made its months of
     events then failed on the first time it read, and so did every call and
-    command. Every connection now asks for ISO, after the URL's own options."""
+    command. Every connection now asks for ISO, as a startup parameter of its
+    own (PGDATESTYLE): asked in `options`, a pooler that takes none (PgBouncer
+    before 1.20, Debian 12's) refused every connection, "unsupported startup
+    parameter: options", where the server had been served through it."""
     monkeypatch.delenv("PGSERVICE", raising=False)
     monkeypatch.delenv("PGOPTIONS", raising=False)
-    with database_of_its_own(migrated_database_url, "datestyle") as url:
-        with psycopg.connect(url, autocommit=True) as owner:
+    monkeypatch.delenv("PGDATESTYLE", raising=False)
+    with (
+        database_of_its_own(migrated_database_url, "datestyle") as direct,
+        _pooler_without_options(direct) as (url, refused),
+    ):
+        with psycopg.connect(direct, autocommit=True) as owner:
             name = Identifier(str(owner.info.dbname))
             owner.execute(SQL("ALTER DATABASE {} SET DateStyle = 'SQL, DMY'").format(name))
         server = ServerThread(url)
@@ -606,13 +616,74 @@ def test_a_database_that_writes_times_in_another_datestyle_is_served(
                 assert client.get_event(stored.id) == stored
         finally:
             server.close()
-    # Beside the URL's own options, and PGOPTIONS, which options in a URL replace.
+        assert refused == []
+    # The URL's own options and PGOPTIONS are sent as they are.
     given = "postgresql://sealtrail@db.internal/sealtrail?options=-c%20search_path%3Dlog"
     options = conninfo_to_dict(urls.with_connection_limits(given))["options"]
-    assert options == "-c search_path=log -c DateStyle=ISO"
-    monkeypatch.setenv("PGOPTIONS", "-c work_mem=64MB")
-    given = "postgresql://sealtrail@db.internal/sealtrail"
-    options = conninfo_to_dict(urls.with_connection_limits(given))["options"]
-    assert options == "-c work_mem=64MB -c DateStyle=ISO"
+    assert options == "-c search_path=log"
     once = urls.with_connection_limits(given)
     assert urls.with_connection_limits(once) == once
+
+
+@contextlib.contextmanager
+def _pooler_without_options(url: str) -> Iterator[tuple[str, list[bytes]]]:
+    """A pooler in front of the database at `url`, on 127.0.0.1, that takes
+    no `options` startup parameter, as PgBouncer before 1.20: a connection
+    asking for one is refused as PgBouncer 1.18 refuses it; the others are
+    passed through. Yields its URL of the database, and the startup packets
+    it refused."""
+    target = conninfo_to_dict(url)
+    socket_dir, port = str(target["host"]), int(target.get("port") or 5432)
+    listener = socket.create_server(("127.0.0.1", 0))
+    refused: list[bytes] = []
+
+    def exactly(conn: socket.socket, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            piece = conn.recv(size - len(data))
+            if not piece:
+                raise ConnectionError("closed")
+            data += piece
+        return data
+
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def serve(client: socket.socket) -> None:
+        with client, contextlib.suppress(OSError):
+            while True:
+                head = exactly(client, 8)
+                length, code = struct.unpack("!ii", head)
+                body = exactly(client, length - 8)
+                if code not in (80877103, 80877104):  # SSLRequest, GSSENCRequest
+                    break
+                client.sendall(b"N")
+            names = body.split(b"\0")[0::2]
+            if b"options" in names:
+                refused.append(head + body)
+                error = b"SFATAL\0VFATAL\0C08P01\0Munsupported startup parameter: options\0\0"
+                client.sendall(b"E" + struct.pack("!i", len(error) + 4) + error)
+                return
+            with socket.socket(socket.AF_UNIX) as upstream:
+                upstream.connect(f"{socket_dir}/.s.PGSQL.{port}")
+                upstream.sendall(head + body)
+                back = threading.Thread(target=pump, args=(upstream, client), daemon=True)
+                back.start()
+                pump(client, upstream)
+                back.join(30)
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = listener.accept()
+                threading.Thread(target=serve, args=(client,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield make_conninfo(url, host="127.0.0.1", port=listener.getsockname()[1]), refused
+    finally:
+        listener.close()

@@ -31,18 +31,30 @@ SILENCE_LIMITS: Final = {
 # psycopg reads a time PostgreSQL writes in ISO only: in another DateStyle
 # ('SQL, DMY', 'German', 'Postgres', set for the database or a role) every
 # statement that read one failed (NotImplementedError), after a start had
-# migrated. Every connection asks for ISO, after any options of its own.
-ISO_DATES: Final = "-c DateStyle=ISO"
+# migrated. Every connection asks for ISO, as a startup parameter of its own:
+# libpq sends PGDATESTYLE as `datestyle`, which PostgreSQL applies over the
+# URL's and PGOPTIONS' options and the database's and role's settings, and
+# which poolers pass on (PgBouncer tracks DateStyle). Asked in `options`,
+# every connection through a PgBouncer before 1.20 (Debian 12's 1.18) was
+# refused: "unsupported startup parameter: options".
+ISO_DATES: Final = "ISO"
+
+
+def ask_for_iso_dates() -> None:
+    """Every connection of this process from now on asks for DateStyle ISO
+    (PGDATESTYLE, unless it asks for an ISO one already, as `ISO, DMY`)."""
+    if not os.environ.get("PGDATESTYLE", "").strip().upper().startswith(ISO_DATES):
+        os.environ["PGDATESTYLE"] = ISO_DATES
 
 
 def with_connection_limits(url: str) -> str:
     """`url` with libpq's `connect_timeout` (CONNECT_TIMEOUT_SECONDS) and the
     keepalive and TCP timeout settings of SILENCE_LIMITS, each unless the URL
     sets it, or a service file may (a `service` named, or PGSERVICE), or for
-    the first, PGCONNECT_TIMEOUT does; and ISO_DATES after the URL's options
-    (else PGOPTIONS', which options in the URL replace). A URL libpq cannot
-    read is returned as it is, for the connection to name what is wrong with
-    it."""
+    the first, PGCONNECT_TIMEOUT does. A URL libpq cannot read is returned as
+    it is, for the connection to name what is wrong with it. Whatever the
+    URL, its connections ask for DateStyle ISO (`ask_for_iso_dates`)."""
+    ask_for_iso_dates()
     if "PGSERVICE" in os.environ:
         return url
     try:
@@ -54,9 +66,6 @@ def with_connection_limits(url: str) -> str:
     limits: dict[str, int] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **SILENCE_LIMITS}
     if "PGCONNECT_TIMEOUT" in os.environ:
         del limits["connect_timeout"]
-    missing: dict[str, int | str] = {k: v for k, v in limits.items() if k not in given}
-    own = str(given.get("options") or os.environ.get("PGOPTIONS", "")).strip()
-    if not own.endswith(ISO_DATES):
-        missing["options"] = f"{own} {ISO_DATES}".strip()
+    missing = {k: v for k, v in limits.items() if k not in given}
     # Nothing missing: the URL as it is (the commands compare URLs this returned).
     return make_conninfo(url, **missing) if missing else url
