@@ -260,6 +260,28 @@ def test_a_secret_in_a_name_or_a_reason_is_not_committed_in_clear(
     assert json_format.MessageToDict(revoked.details)["name"].startswith("ci ")
 
 
+def test_a_legal_hold_whose_reason_redaction_lengthens_past_a_description_is_placed(
+    client: AuditClient,
+) -> None:
+    """A reason of 1,024 characters, each `pwd=` in it an 8-character secret
+    that HMAC mode writes as 76: the record's description would be 6,336
+    characters, past the 4,096 a description holds. The hold was refused,
+    INVALID_ARGUMENT on `retention.legal_hold_placed.description`, a field
+    the caller never sent, for a reason the API takes."""
+    client.set_redaction_mode("hmac")
+    reason = ("pwd=12345678 " * 78).strip()
+    assert len(reason) <= 1024
+    placed = client.set_legal_hold(True, reason=reason)
+    assert placed.legal_hold.on and placed.legal_hold.reason == reason
+    record = client.get_event(placed.event_id)
+    assert len(record.description) == 4096 and record.description.endswith("…")
+    assert record.description.startswith("Legal hold placed: pwd=hmac-sha256:")
+    shown = json_format.MessageToDict(record.details)["reason"]  # whole, redacted
+    assert shown.count("hmac-sha256:") == 78 and "12345678" not in shown
+    assert record.description[:-1] == f"Legal hold placed: {shown}"[:4095]
+    client.set_legal_hold(False)
+
+
 def test_a_settings_change_on_a_stale_etag_is_aborted_and_changes_nothing(
     client: AuditClient,
 ) -> None:

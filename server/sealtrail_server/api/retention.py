@@ -18,7 +18,7 @@ from ..auth.tokens import Authenticator
 from ..domain.access import Principal
 from ..domain.errors import InvalidArgument, PermissionDenied
 from ..domain.etags import require_etag
-from ..domain.event import CATEGORIES, ChangeDraft
+from ..domain.event import CATEGORIES, MAX_DESCRIPTION, ChangeDraft
 from ..domain.retention import (
     RetentionLimits,
     RetentionPolicy,
@@ -175,6 +175,19 @@ def shortened_description(what: str, shortened: list[Shortening]) -> str:
 
 def _period(days: int) -> str:
     return "forever" if days == 0 else counted(days, "day")
+
+
+def hold_placed_description(shown_reason: str) -> str:
+    """The description of a hold's placement, naming its reason as the
+    tenant's events show it: cut to what a description holds (MAX_DESCRIPTION,
+    ending in `…`) where redaction lengthened it past that, for a reason the
+    API takes (1,024 characters) grows in HMAC mode (an 8-character password
+    written as 76), and the placement was refused for its own record
+    (helper-308); its details hold the reason whole."""
+    description = f"Legal hold placed: {shown_reason}"
+    if len(description) <= MAX_DESCRIPTION:
+        return description
+    return description[: MAX_DESCRIPTION - 1] + "…"
 
 
 def describe(policy: RetentionPolicy) -> dict[str, Any]:
@@ -356,7 +369,7 @@ class RetentionRpcs:
                     severity=weakening_severity(not placed),
                     resource_type="legal_hold",
                     description=(
-                        f"Legal hold placed: {shown}" if placed else "Legal hold released"
+                        hold_placed_description(shown) if placed else "Legal hold released"
                     ),
                     details={"reason": shown} if placed else {"previous_reason": shown},
                 )
