@@ -739,7 +739,8 @@ class AsyncAuditClient:
         """Admin: replace the retention policy. Days are a number or a preset
         ("30d", "90d", "180d", "1y", "forever"); overrides go by category name
         (`{"authentication": "1y"}`) and by action prefix (`{"rag.*": 90}`).
-        The change is recorded in the log before it applies. With `etag` (the
+        The change and its record in the log commit together, or neither
+        does. With `etag` (the
         policy's, as read), it applies only to that policy: AbortedError if it
         changed since. Such a call is not retried: a retry of one that applied
         would find its own change and fail; read the policy again instead. A
