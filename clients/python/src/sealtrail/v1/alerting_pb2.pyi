@@ -494,9 +494,9 @@ class UpdateAlertRuleRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """The fields to change: `name`, `severity`, `sink_ids`, `disabled`, and
-        the condition by its kind (`match`, `threshold`, `new_ip` or
-        `off_hours`, which must be the one `rule` sets; the whole condition is
-        replaced). Empty (or `*`): every field, as `rule` gives it.
+        the condition by its kind (`match`, `threshold`, `new_ip`,
+        `new_country` or `off_hours`, which must be the one `rule` sets; the
+        whole condition is replaced). Empty (or `*`): every field, as `rule` gives it.
         """
 
     def __init__(

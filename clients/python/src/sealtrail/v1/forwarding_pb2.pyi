@@ -646,7 +646,9 @@ class ListSinksResponse(_message.Message):
     SINKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def sinks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Sink]:
-        """The tenant's sinks (at most 50), oldest first, with their state."""
+        """The tenant's sinks (at most 50 of its own, beside the deployment-wide
+        ones its operator keeps in every tenant), oldest first, with their state.
+        """
 
     def __init__(
         self,
