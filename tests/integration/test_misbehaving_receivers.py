@@ -224,3 +224,29 @@ def test_a_503_whose_body_stalls_is_waited_for_as_its_retry_after_says(
     assert state.last_error.startswith(f"HTTP 503 from 127.0.0.1:{port}"), state.last_error
     wait = state.next_attempt_time.ToDatetime(UTC) - state.last_error_time.ToDatetime(UTC)
     assert 118 <= wait.total_seconds() <= 120.5, wait
+
+
+@pytest.mark.parametrize(
+    "location", ["https://siem.example:99999/hook", "https://[::1/hook"], ids=["port", "ipv6"]
+)
+def test_a_redirect_to_no_url_is_a_failure_the_sink_shows(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    caplog: pytest.LogCaptureFixture,
+    location: str,
+) -> None:
+    """A redirect's Location is shown as the sink's URL is; one that is no
+    URL (a port out of range, an IPv6 address without its bracket) made that
+    raise: each attempt ended in a logged traceback, and the sink showed no
+    error, no failure and no backoff, retried every few seconds for good."""
+    head = f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n".encode()
+    with raw_receiver(lambda request: head) as port, caplog.at_level(logging.INFO):
+        sink = sinks(build_sink("redirected", "webhook", url=f"http://127.0.0.1:{port}/hook",
+                                secrets=[new_secret()], filter=SHARED))  # fmt: skip
+        client.record(build_event(action="document.share", actor_id="u"))
+        state = wait_for_state(client, sink.id, lambda s: s.state.last_error != "").state
+    assert state.last_error == (
+        f"HTTP 302 from 127.0.0.1:{port}: redirect to a location that is no URL not followed"
+    )
+    assert state.consecutive_failures >= 1
+    assert not any(record.exc_info for record in caplog.records)

@@ -593,7 +593,12 @@ def verdict(
         # written again (a trailing slash, https, a moved domain), its secret
         # and all (helper-177).
         location = headers.get("location", "?")
-        where = shown_url(location)
+        try:
+            where = shown_url(location)
+        except ValueError:
+            # A port out of range, an IPv6 address without its bracket: it
+            # raised here, and the attempt went unrecorded (helper-307).
+            where = "a location that is no URL"
         where = printable(_without(where, _secrets_in_answers(sent))[:_MAX_LOCATION])
         return Verdict(
             "retry",
