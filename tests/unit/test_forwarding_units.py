@@ -312,6 +312,28 @@ def test_ipv6_that_reaches_an_internal_ipv4_host_is_refused(address: str, reache
     assert allowed.permits(ipaddress.ip_address("64:ff9b:1:808:808::"))
 
 
+@pytest.mark.parametrize(
+    "address",
+    ["192.0.0.192", "192.0.0.8", "192.0.0.100", "::ffff:192.0.0.192", "64:ff9b::c000:c0",
+     "3fff::1", "5f00::1"],
+)  # fmt: skip
+def test_special_purpose_ranges_are_refused_whatever_pythons_release(address: str) -> None:
+    """IANA's special-purpose ranges that are not globally reachable, which
+    older Python releases (3.11.7 among them) count as global: 192.0.0.0/24
+    (a cloud's metadata service answers at 192.0.0.192), and ranges assigned
+    since, the documentation prefix 3fff::/20 and SRv6's 5f00::/16. Whether
+    they were reached depended on the Python the server ran on."""
+    assert not EgressPolicy().permits(ipaddress.ip_address(address))
+
+
+def test_special_purpose_ranges_are_reached_when_allowed_and_their_anycast_is_global() -> None:
+    allowed = EgressPolicy.parse(allow_http=False, allowed="192.0.0.192,3fff::/20", denied="")
+    for address in ("192.0.0.192", "3fff::1"):
+        assert allowed.permits(ipaddress.ip_address(address))
+    for anycast in ("192.0.0.9", "192.0.0.10"):  # globally reachable, as IANA lists them
+        assert EgressPolicy().permits(ipaddress.ip_address(anycast))
+
+
 def test_allowed_networks_win_and_denied_networks_refuse_public_addresses() -> None:
     policy = EgressPolicy.parse(allow_http=False, allowed="10.1.0.0/16", denied="203.0.113.0/24")
     assert policy.permits(ipaddress.ip_address("10.1.2.3"))

@@ -61,6 +61,29 @@ _REACH_UNSEEN: Final = (
     ipaddress.IPv6Network("fec0::/10"),
 )
 
+# IANA's special-purpose ranges that are not globally reachable, and that
+# Python's `is_global` counts as global on older releases (3.11.7 among them:
+# the whole of 192.0.0.0/24 but a /29 and a /31, where a cloud's metadata
+# service answers at 192.0.0.192) or on every release so far (3fff::/20,
+# documentation, RFC 9637; 5f00::/16, SRv6, RFC 9602). Whether they were
+# reached depended on the Python the server ran on (helper-307). Refused
+# unless allowed, but for the two anycast addresses IANA lists as global.
+_NOT_GLOBAL: Final = (
+    ipaddress.IPv4Network("192.0.0.0/24"),
+    ipaddress.IPv6Network("3fff::/20"),
+    ipaddress.IPv6Network("5f00::/16"),
+)
+_GLOBAL_ANYCAST: Final = (ipaddress.IPv4Address("192.0.0.9"), ipaddress.IPv4Address("192.0.0.10"))
+
+
+def _globally_reachable(address: IpAddress) -> bool:
+    """Whether `address` is public, as IANA's registry has it."""
+    if address in _GLOBAL_ANYCAST:
+        return True
+    # is_global lets 224/4 through.
+    special = any(address in network for network in _NOT_GLOBAL)
+    return address.is_global and not address.is_multicast and not special
+
 
 def _tunnelled_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 host an IPv6 address reaches through a translator or a tunnel
@@ -188,8 +211,8 @@ class EgressPolicy:
                 return False
         if any(address in network for network in self.allowed):
             return True
-        public = address.is_global and not address.is_multicast  # is_global lets 224/4 through
-        return public and not any(address in network for network in self.denied)
+        denied = any(address in network for network in self.denied)
+        return _globally_reachable(address) and not denied
 
     def check_scheme(self, url: str) -> None:
         scheme = urlsplit(url).scheme
