@@ -114,10 +114,11 @@ def test_the_client_readmes_samples_run_as_written(
     printed = run(doc, read, **{'"0193..."': repr(warning.id)})
     assert printed == f"{warning.seq} api_key.revoke u\n"
 
-    # Counting: failed logins per actor, largest first, after the total.
+    # Counting: failed logins per actor, largest first, after the total and the
+    # size of the log counted (up to the last of them).
     for actor in ("u_9", "u_9", "u_7"):
-        client.record(action="user.login", outcome="failure", actor_id=actor)
-    assert run(doc, count) == "3 False\nu_9 2\nu_7 1\n"
+        last = client.record(action="user.login", outcome="failure", actor_id=actor).event
+    assert run(doc, count) == f"3 False\n{last.seq}\nu_9 2\nu_7 1\n"
 
     # A saved checkpoint, checked against the log today.
     saved = client.get_checkpoint(fresh=True)
