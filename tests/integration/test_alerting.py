@@ -990,6 +990,52 @@ def _sent_triggers(received: list[Any]) -> list[str]:
     ]
 
 
+def test_a_watchdog_changed_as_it_fires_and_as_its_sink_changes_deadlocks_with_neither(
+    client: AuditClient, rules: Any, marked: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A watchdog on `alert_rule.*` with a SIEM, changed over and over while
+    it fires on another rule's changes and while the SIEM's filter changes.
+    Each change held the SIEM's row (FOR SHARE, for its last word) before
+    the watchdog's, which an evaluation step counting an alert held before
+    the SIEM's: with the forwarder or the sink's change waiting for the SIEM
+    between them, PostgreSQL found a deadlock, most runs, and killed one of
+    them a second later (the step, the change, or the forwarder's renewal of
+    its lease). The change takes the watchdog's row first, as the step does."""
+    with endpoint() as siem:
+        sink = client.create_sink(
+            build_sink("siem", "webhook", url=siem.url, secrets=["whsec_" + "A" * 44],
+                       filter=build_filter(actions="document.*"))
+        ).sink  # fmt: skip
+        changes = build_filter(actions="alert_rule.*")
+        watchdog = rules(build_alert_rule("wd", "match", filter=changes, sink_ids=[sink.id]))
+        other = rules(build_alert_rule("other", "match", filter=build_filter(actions="x.y")))
+
+        def rename(rule: alerting_pb2.AlertRule) -> None:
+            for n in range(25):
+                rule.name = f"{rule.name.rstrip('0123456789')}{n}"
+                rule.etag = ""
+                client.update_alert_rule(rule)
+
+        def refilter() -> None:
+            for n in range(25):
+                changed = forwarding_pb2.Sink()
+                changed.CopyFrom(sink)
+                changed.filter.CopyFrom(build_filter(actions=("user.*", "document.*")[n % 2]))
+                changed.etag = ""
+                client.update_sink(changed)
+
+        with caplog.at_level(logging.WARNING), ThreadPoolExecutor(3) as pool:
+            done = [pool.submit(rename, rule) for rule in (watchdog, other)]
+            done.append(pool.submit(refilter))
+            for each in done:
+                each.result()
+            settle(client)
+        assert not [r.getMessage() for r in caplog.records if "deadlock" in r.getMessage()]
+        [listed] = [rule for rule in client.list_alert_rules() if rule.id == watchdog.id]
+        triggers = [fired["trigger_seq"] for fired in fired_by(client, watchdog.id)]
+        assert listed.fired == len(triggers) == len(set(triggers)) == 51  # each change once
+
+
 def test_a_rule_change_on_a_stale_etag_is_aborted_and_changes_nothing(
     client: AuditClient, rules: Any
 ) -> None:

@@ -62,7 +62,10 @@ async def hold_sinks(conn: Connection, tenant_id: str, sink_ids: Sequence[str]) 
     head to its commit), when it is to route an alert after that record
     (`Evaluator.last_word`). A sink's change takes its row, then the head
     for its own record: a routing that took the head first, then waited for
-    the row, would deadlock with it."""
+    the row, would deadlock with it. And after the rule's row is written
+    (or deleted), as an evaluation step's count takes the rule's row, then
+    its sinks: the other way round, with the forwarder or a sink's change
+    waiting for a sink's row between the two, the three deadlocked."""
     for sink_id in sink_ids:
         await read_sink_filter(conn, tenant_id, sink_id)
 

@@ -356,13 +356,16 @@ class AlertingRpcs:
             forget = (
                 before.condition["kind"] in NEW_ORIGIN_KINDS and before.condition != after.condition
             )
+            after = replace(after, updated_at=self._clock())
+            await store.update_rule(conn, after, forget_origins=forget)
             # The rule judges this change's record as it was before it: its
             # last word, should the change silence it (Evaluator.last_word).
+            # Its sinks are held after its row, as an evaluation step's count
+            # takes them: held before, with the forwarder or a sink's change
+            # waiting for a sink between the two, the three deadlocked.
             silenced = not before.disabled
             if silenced:
                 await hold_sinks(conn, tenant_id, before.sink_ids)
-            after = replace(after, updated_at=self._clock())
-            await store.update_rule(conn, after, forget_origins=forget)
             # Recorded last, in the change's transaction (ADR 0075).
             recorded = await record_access(
                 self._appender,
