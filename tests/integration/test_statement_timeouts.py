@@ -209,3 +209,95 @@ def test_a_call_cut_short_by_the_statement_timeout_is_said_so(
     said = [r.getMessage() for r in caplog.records if r.name == "sealtrail_server.store.database"]
     assert len(said) == 3 and all("statement_timeout" in line for line in said), said
     assert not any("failed" in line for line in said), said
+
+
+# What PostgreSQL says, with `lc_messages = 'de_DE.UTF-8'`, for a statement its
+# statement_timeout cut short (its de.po; the embedded cluster is built
+# without NLS, so a PL/pgSQL RAISE says it, with the same SQLSTATE, 57014).
+_GERMAN_STATEMENT_TIMEOUT = "storniere Anfrage wegen Zeitüberschreitung der Anweisung"
+
+
+def test_a_statement_cut_short_is_said_so_whatever_the_language_of_the_database(
+    server: ServerThread, guarded_database: Database, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A statement timeout was told by the English words of its message: a
+    database whose lc_messages is German, French, ... says them in its own
+    language, and its statement timeouts were logged as "a call's connection
+    failed" and answered as the database unavailable again. Its SQLSTATE
+    (57014, query_canceled) tells, in any language."""
+    raise_it = sql.SQL(
+        "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'query_canceled', MESSAGE = {}; END $$"
+    ).format(sql.Literal(_GERMAN_STATEMENT_TIMEOUT))
+
+    async def run() -> list[Unavailable]:
+        refused: list[Unavailable] = []
+        for checkout in (
+            lambda: guarded_database.connection(tenant),
+            guarded_database.system_connection,
+            guarded_database.own_system_connection,
+        ):
+            try:
+                async with checkout() as conn:
+                    await conn.execute(raise_it)
+            except Unavailable as error:
+                refused.append(error)
+        return refused
+
+    with caplog.at_level(logging.WARNING, logger="sealtrail_server.store.database"):
+        refused = server.run(run(), timeout=60)
+    assert len(refused) == 3
+    for error in refused:
+        assert "statement_timeout" in error.message and error.retry_after > 0, error
+    said = [r.getMessage() for r in caplog.records if r.name == "sealtrail_server.store.database"]
+    assert len(said) == 3 and all("statement_timeout" in line for line in said), said
+    assert all(_GERMAN_STATEMENT_TIMEOUT in line for line in said), said  # its own words
+    assert not any("failed" in line for line in said), said
+
+
+def test_a_statement_an_operator_cancelled_is_not_said_to_be_a_connection_failure(
+    server: ServerThread, migrated_database_url: str, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator's pg_cancel_backend (57014 as well) was logged as "a call's
+    connection failed" and answered as the database unavailable: an operator
+    who had just cancelled a runaway statement was sent to look for an outage."""
+    with _guarded(migrated_database_url, "0") as url:
+        db = server.run(Database.open(service_login_url(url), min_size=1, max_size=2))
+
+        async def run() -> Unavailable | None:
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
+                try:
+                    async with db.connection(tenant) as conn:
+                        pid = conn.info.backend_pid
+
+                        async def cancel() -> None:
+                            while True:  # once the statement runs
+                                row = await (
+                                    await admin.execute(
+                                        "SELECT pg_cancel_backend(pid) FROM pg_stat_activity"
+                                        " WHERE pid = %s AND query LIKE '%%pg_sleep%%'"
+                                        " AND state = 'active'",
+                                        [pid],
+                                    )
+                                ).fetchone()
+                                if row is not None and row[0]:
+                                    return
+                                await asyncio.sleep(0.01)
+
+                        canceller = asyncio.ensure_future(cancel())
+                        try:
+                            await conn.execute("SELECT pg_sleep(30)")
+                        finally:
+                            await canceller
+                except Unavailable as error:
+                    return error
+            return None
+
+        try:
+            with caplog.at_level(logging.WARNING, logger="sealtrail_server.store.database"):
+                refused = server.run(run(), timeout=60)
+        finally:
+            server.run(db.close())
+    assert refused is not None and refused.retry_after > 0
+    assert "cancelled" in refused.message, refused
+    said = [r.getMessage() for r in caplog.records if r.name == "sealtrail_server.store.database"]
+    assert len(said) == 1 and "cancel" in said[0] and "failed" not in said[0], said

@@ -496,23 +496,28 @@ def is_unavailable(error: psycopg.Error, conn: psycopg.AsyncConnection[Any] | No
 # database's or the role's: a DBA's guard against runaway queries). psycopg
 # classes it as operational (QueryCanceled, 57014), and it was logged as "a
 # call's connection failed" and answered as the database unavailable: an
-# operator looked for an outage. Told apart from a cancel by request (an
-# operator's pg_cancel_backend), which shares its SQLSTATE, by its words.
+# operator looked for an outage. Told by its SQLSTATE alone: its words were
+# English only where the database's lc_messages is, and a German or French
+# database's timeouts were outages again. An operator's cancel
+# (pg_cancel_backend) shares the SQLSTATE, and no field but the (translated)
+# words tells the two apart: both are said, the database's own words logged.
 _CUT_SHORT_LOGGED: Final = (
-    "database: %s ran a statement past the statement_timeout the database or its role"
-    " sets, and the database cut it short: %s"
+    "database: the database cancelled a statement of %s (SQLSTATE 57014): the"
+    " statement_timeout the database or its role sets cut it short, or an operator"
+    " cancelled it (pg_cancel_backend); it said: %s"
 )
 _CUT_SHORT_TOLD: Final = (
-    "the database cut the call's statement short after its statement_timeout (a limit"
-    " the database or its role sets); retry, and if it recurs, ask the operator to raise it"
+    "the database cancelled the call's statement: its statement_timeout (a limit the"
+    " database or its role sets) cut it short, or an operator cancelled it; retry, and if"
+    " it recurs, ask the operator to raise the statement_timeout"
 )
 
 
 def _cut_short(error: psycopg.Error) -> bool:
-    """Whether `error` is a statement cut short by the statement timeout."""
-    return isinstance(error, psycopg.errors.QueryCanceled) and "statement timeout" in (
-        error.diag.message_primary or ""
-    )
+    """Whether `error` is a statement the database cancelled: cut short by
+    the statement timeout, or cancelled by an operator (57014, in any
+    language the database speaks)."""
+    return isinstance(error, psycopg.errors.QueryCanceled)
 
 
 def _milliseconds(seconds: float) -> str:
