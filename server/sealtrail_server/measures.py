@@ -33,6 +33,19 @@ SECONDS_BUCKETS: Final = (
     30.0,
     60.0,
 )
+# A call's duration, from its metadata to its last message: those of seconds,
+# then on to a day. A StreamEvents stream lives for minutes to hours (an
+# export or a verification of a large log for minutes too): with buckets
+# ending at 60 s every stream fell in +Inf, and no quantile of them was read.
+CALL_SECONDS_BUCKETS: Final = (
+    *SECONDS_BUCKETS,
+    300.0,
+    900.0,
+    3600.0,
+    4 * 3600.0,
+    12 * 3600.0,
+    24 * 3600.0,
+)
 # Events a batch held: a lone call's 1 to a RecordBatch's 1,000 or a commit's 5,000.
 EVENTS_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 5000)
 

@@ -46,7 +46,7 @@ from sealtrail import (
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc, forwarding_pb2
 from sealtrail_server.domain.sinks import KINDS
-from sealtrail_server.measures import SECONDS_BUCKETS
+from sealtrail_server.measures import CALL_SECONDS_BUCKETS
 from sealtrail_server.telemetry.metrics import Metrics, metrics_from_env
 from tests.clock import Clock
 from tests.conftest import ServerThread, database_of_its_own
@@ -188,7 +188,7 @@ def test_calls_are_counted_by_method_and_status_and_appends_by_batch(
         for (name, labels), _ in after.items()
         if name == "rpc_server_call_duration_seconds_bucket" and set(record_ok.items()) <= labels
     }
-    assert bounds == {str(float(b)) for b in SECONDS_BUCKETS} | {"+Inf"}
+    assert bounds == {str(float(b)) for b in CALL_SECONDS_BUCKETS} | {"+Inf"}
     bucket = "rpc_server_call_duration_seconds_bucket"
     assert value(after, bucket, **record_ok, le="60.0") == calls(after, RECORD, "OK")
 
@@ -233,6 +233,34 @@ def test_a_call_cut_off_by_its_deadline_is_told_from_one_cancelled(
         left.cancel()
     wait_for(lambda: calls(scrape(metrics), stream, "DEADLINE_EXCEEDED"), 1)
     wait_for(lambda: calls(scrape(metrics), stream, "CANCELLED"), 1)
+
+
+def test_a_stream_that_lasts_hours_has_buckets_to_tell_how_many(
+    measured: ServerThread, metrics: Metrics, tenant: str
+) -> None:
+    """A call's duration had buckets up to 60 s: a StreamEvents stream lives
+    for minutes to hours (docs/streaming.md), and every one fell in +Inf, so
+    no quantile of a stream's duration could be read. They go on to a day."""
+    stream = "sealtrail.v1.AuditLogService/StreamEvents"
+    metadata = (("authorization", f"Bearer {measured.token(tenant)}"),)
+    with grpc.insecure_channel(measured.target) as channel:
+        stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+        timed = stub.StreamEvents(pb.StreamEventsRequest(), metadata=metadata, timeout=0.5)
+        with pytest.raises(grpc.RpcError):
+            for _message in timed:
+                pass
+    wait_for(lambda: calls(scrape(metrics), stream, "DEADLINE_EXCEEDED"), 1)
+    bounds = sorted(
+        float(dict(labels)["le"])
+        for (name, labels), _ in scrape(metrics).items()
+        if name == "rpc_server_call_duration_seconds_bucket"
+        and ("rpc_method", stream) in labels
+        and dict(labels)["le"] != "+Inf"
+    )
+    assert bounds[-1] >= 24 * 3600, bounds  # a day
+    # An hour's stream told from a minute's and from a day's.
+    assert [b for b in bounds if 60 < b < 24 * 3600], bounds
+    assert len([b for b in bounds if 600 <= b <= 4 * 3600]) >= 2, bounds
 
 
 def test_a_request_that_cannot_be_parsed_is_measured_as_invalid_argument(

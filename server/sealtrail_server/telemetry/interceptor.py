@@ -38,7 +38,7 @@ from opentelemetry.trace import SpanKind, Status, Tracer
 from opentelemetry.trace import StatusCode as SpanStatus
 
 from ..domain.event import parse_request_id
-from ..measures import SECONDS_BUCKETS, no_meter
+from ..measures import CALL_SECONDS_BUCKETS, no_meter
 from ..service_interceptor import Behavior, Handler, ServiceInterceptor
 from .context import (
     REQUEST_ID_HEADER,
@@ -220,7 +220,7 @@ class TelemetryInterceptor(ServiceInterceptor):
             "rpc.server.call.duration",
             unit="s",
             description="How long each call took, from its metadata to its last message.",
-            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+            explicit_bucket_boundaries_advisory=CALL_SECONDS_BUCKETS,
         )
         # Sealtrail never reads baggage: parsing it costs a warning per bad entry.
         self._fields = frozenset(propagate.get_global_textmap().fields) - {"baggage"}
