@@ -446,6 +446,7 @@ class Service:
             export_stall_seconds=settings.export_stall_seconds,
             key_read_window=timedelta(seconds=settings.key_read_window),
             count_timeout=settings.count_timeout,
+            query_timeout=settings.query_timeout,
             settings_cache=settings_cache,
             redactor=redactor,
             redaction_secret=redaction_secret,

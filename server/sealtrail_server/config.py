@@ -139,6 +139,11 @@ class Settings:
     # (FAILED_PRECONDITION, COUNT_TIMEOUT: narrow the time range). A count
     # reads every match, and holds a connection while it does.
     count_timeout: float = 30.0
+    # Seconds a Query page of any filter but none or one exact action (an
+    # action suffix, a word, an actor) may read for; past them it is refused
+    # (FAILED_PRECONDITION, QUERY_TIMEOUT: narrow the time range or the
+    # filter). Such a page may read the tenant's whole log to fill itself.
+    query_timeout: float = 30.0
     # A token refused (its role may not call the RPC, or it was revoked) is
     # recorded once per token, RPC and process within this many seconds (at
     # most a day); 0 records every refusal.
@@ -312,6 +317,7 @@ _AT_MOST_A_DAY = (
     "export_rate_window",
     "export_stall_seconds",  # no database interval: past a day it bounds nothing
     "count_timeout",
+    "query_timeout",
     "deployment_sink_interval",
 )
 
@@ -366,6 +372,7 @@ _MORE_THAN_ZERO = (
     "export_stall_seconds",  # every export ended at its first chunk
     "forward_timeout",
     "count_timeout",
+    "query_timeout",
     "forward_poll_interval",
     "forward_lease_seconds",
     "forward_backoff_base",

@@ -232,3 +232,14 @@ def test_bytes_may_be_set_past_a_32_bit_integer() -> None:
     assert Settings.load({}).record_max_in_flight_bytes == 2**31
     big = Settings.load({"SEALTRAIL_APPEND_MAX_PENDING_BYTES": str(2**40)})
     assert big.append_max_pending_bytes == 2**40
+
+
+def test_a_query_timeout_is_more_than_zero_and_at_most_a_day() -> None:
+    """0 would refuse every filtered page; past 24.8 days PostgreSQL refuses
+    the statement timeout itself, and every filtered page failed."""
+    assert Settings.load({}).query_timeout == 30
+    assert Settings.load({"SEALTRAIL_QUERY_TIMEOUT": "2.5"}).query_timeout == 2.5
+    with pytest.raises(SystemExit, match="SEALTRAIL_QUERY_TIMEOUT must be more than 0 seconds"):
+        Settings.load({"SEALTRAIL_QUERY_TIMEOUT": "0"})
+    with pytest.raises(SystemExit, match="SEALTRAIL_QUERY_TIMEOUT must be at most 86400"):
+        Settings.load({"SEALTRAIL_QUERY_TIMEOUT": "3e6"})

@@ -130,6 +130,7 @@ class AuditLogServicer(
         export_stall_seconds: float = 300.0,
         key_read_window: timedelta = timedelta(minutes=10),
         count_timeout: float = 30.0,
+        query_timeout: float = 30.0,
         settings_cache: SettingsCache,
         redactor: Redactor | None = None,
         redaction_secret: bytes,
@@ -190,6 +191,7 @@ class AuditLogServicer(
         self._clock = clock
         self._key_reads = KeyReads(appender, clock=clock, window=key_read_window)
         self._count_timeout = count_timeout
+        self._query_timeout = query_timeout
         # Counts, verifications and retention previews hold a bulk connection
         # for as long as they read: together, the bulk share but one.
         self._long_reads = LongReads(capacity=long_read_capacity(db.pool.max_size))
@@ -324,6 +326,7 @@ class AuditLogServicer(
             event_filter=event_filter,
             order=order,
             page_bytes=QUERY_PAGE_BYTES,
+            timeout=self._query_timeout,
         )
         if request.page_token:
             # One more row tells whether another page exists.
@@ -356,6 +359,7 @@ class AuditLogServicer(
                 order=order,
                 limit=limit + _FIRST_PAGE_EXTRA,
                 page_bytes=QUERY_PAGE_BYTES,
+                timeout=self._query_timeout,
             )
             (rows, seen), recorded = await _together(first, record)
             if seen + 1 < recorded.seq and (order == "newest" or not _filled(rows, limit)):

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple
 
+import psycopg
 from psycopg import sql
 
-from ..domain.errors import IntegrityFailure
+from ..domain.errors import FailedPrecondition, IntegrityFailure
 from ..domain.event import MAX_FUTURE_SKEW_SECONDS, MAX_RECORD_BYTES, READ_RECORD_ACTIONS
 from ..domain.event_ids import received_within
 from ..domain.filters import EventFilter
@@ -175,16 +176,22 @@ async def query_page(
     page_bytes: int,
     seq_above: int | None = None,
     seq_below: int | None = None,
+    timeout: float | None = None,
 ) -> list[ShownEvent]:
     """Up to `limit` matching events as Query shows them, strictly past
     `after_seq` in `order` (and above `seq_above`, below `seq_below`, if
     given); no further than the first row past `page_bytes` (by
     `shown_bytes`, the second row at least). A page answers about that
     many bytes: reading its whole `limit` read a thousand events of 60 KB
-    (60 MB) to answer 17 of them (helper-153)."""
+    (60 MB) to answer 17 of them (helper-153).
+
+    `timeout`: the seconds a read that no index yields may take (a page
+    of any other filter may read the tenant's whole log to fill itself);
+    past them FailedPrecondition (QUERY_TIMEOUT). None: no bound of its own."""
     rows, _ = await _read_page(
         db, tenant_id=tenant_id, event_filter=event_filter, order=order, after_seq=after_seq,
         limit=limit, page_bytes=page_bytes, seq_above=seq_above, seq_below=seq_below,
+        timeout=timeout,
     )  # fmt: skip
     return rows
 
@@ -197,13 +204,14 @@ async def query_first_page(
     order: Order,
     limit: int,
     page_bytes: int,
+    timeout: float | None = None,
 ) -> tuple[list[ShownEvent], int]:
     """`query_page` from the start, and the size of the log the read saw (in
     the same statement, so of the same snapshot): an event of a higher seq
     committed after the read began."""
     rows, size = await _read_page(
         db, tenant_id=tenant_id, event_filter=event_filter, order=order, after_seq=None,
-        limit=limit, page_bytes=page_bytes, log_size=True,
+        limit=limit, page_bytes=page_bytes, log_size=True, timeout=timeout,
     )  # fmt: skip
     assert size is not None
     return rows, size
@@ -233,6 +241,7 @@ async def _read_page(
     seq_above: int | None = None,
     seq_below: int | None = None,
     log_size: bool = False,
+    timeout: float | None = None,
 ) -> tuple[list[ShownEvent], int | None]:
     query, params = page_statement(
         tenant_id, event_filter, order, after_seq, limit, page_bytes,
@@ -249,20 +258,54 @@ async def _read_page(
     # appender's too, and every other tenant's writes failed meanwhile. Its
     # turn is waited for as long as a connection would be, no longer: the
     # caller is told to retry then, as the pool's timeout told it before.
-    checkout = (
-        db.connection(tenant_id, generic_plans=True)
-        if generic
-        else db.bulk_connection(tenant_id, bounded=True)
-    )
-    async with checkout as conn:
-        # Binary: bytea arrives as its bytes, not as hex twice their size to
-        # decode (a page of 1,000 events reads in three quarters of the time).
-        cursor = await conn.execute(query, params, binary=True)
-        rows = await cursor.fetchall()
+    # And it reads for `timeout` at most: a caller without a deadline (the
+    # console's, grpcurl's) held that connection until the whole log was
+    # read, minutes of a large one; the caller's cancel ends it sooner.
+    if generic:
+        async with db.connection(tenant_id, generic_plans=True) as conn:
+            # Binary: bytea arrives as its bytes, not as hex twice their size
+            # to decode (a page of 1,000 events reads in three quarters of the time).
+            cursor = await conn.execute(query, params, binary=True)
+            rows = await cursor.fetchall()
+    else:
+        async with db.bulk_connection(tenant_id, bounded=True) as conn:
+            if timeout is None:
+                cursor = await conn.execute(query, params, binary=True)
+                rows = await cursor.fetchall()
+            else:
+                try:
+                    async with conn.transaction():
+                        await conn.execute(_STATEMENT_TIMEOUT, [_milliseconds(timeout)])
+                        cursor = await conn.execute(query, params, binary=True)
+                        rows = await cursor.fetchall()
+                except psycopg.errors.QueryCanceled:
+                    raise query_timed_out(timeout) from None
     if not log_size:
         return list(map(ShownEvent._make, rows)), None
     size = int(rows[0][-1])
     return [ShownEvent._make(row[:-1]) for row in rows if row[0] is not None], size
+
+
+# The statement timeout of a page read's transaction.
+_STATEMENT_TIMEOUT: Final = "SELECT set_config('statement_timeout', %s, true)"
+
+
+def query_timed_out(timeout: float) -> FailedPrecondition:
+    """What a Query page past its time answers: not retried by the clients
+    (another attempt would read as long), and saying what makes it cheaper."""
+    seconds = f"{timeout:g}"
+    return FailedPrecondition(
+        f"reading the page took longer than the {seconds} s a filtered page may read for"
+        " (SEALTRAIL_QUERY_TIMEOUT): no index yields this filter's events; narrow the time"
+        " range (filter.occurred_after, filter.occurred_before) or the filter (one action),"
+        " and query again",
+        reason="QUERY_TIMEOUT",
+        metadata={"timeout_seconds": seconds},
+    )
+
+
+def _milliseconds(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
 
 
 def page_statement(
