@@ -682,6 +682,20 @@ def test_an_access_key_id_as_a_resource_id_is_kept() -> None:
         "pwd>a</b",
         "pwd%3D",
         "pwd%3Da%",
+        "<pwd><![CDATA[",
+        "pwd><![CDATA[a",
+        "pwd><![CDATA[a]",
+        "pwd ><![CDATA[]]",
+        "<![CDATA[",
+        '<e key="pwd">',
+        '<e key="pwd">a',
+        '<e key="pwd"><![CDATA[a',
+        '<e key="pwd" ',
+        "mysql -p",
+        "mysql ",
+        "mysql -pa ",
+        "mysql -p'a",
+        "mysql -p'",
     ],
 )
 def test_redaction_time_grows_linearly_with_the_text(unit: str, tail: str) -> None:
@@ -1460,6 +1474,71 @@ def test_an_attribute_pairs_value_is_replaced_only_under_a_denied_key(
     name followed by `=`, `:` or `=>`, or an element of that name."""
     body = _event(description=text)
     redaction = REDACTOR.with_rules(field_names=["ssn"]).redact(body)
+    assert redaction.body["description"] == (text if shown is None else shown)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        # A CDATA section, whose text may hold `<` and `>` unescaped.
+        (
+            "<password><![CDATA[s3cr<et>]]></password>",
+            "<password><![CDATA[[REDACTED:secret_assignment]]]></password>",
+        ),
+        (
+            '<wsse:Password Type="PasswordText"><![CDATA[hunter2 ]]x]]></wsse:Password>',
+            '<wsse:Password Type="PasswordText"><![CDATA[[REDACTED:secret_assignment]]]>'
+            "</wsse:Password>",
+        ),
+        # Java's properties as XML, Spring's and Hibernate's properties: the
+        # text of an element whose `key` or `name` attribute ends with a denied name.
+        (
+            '<properties><entry key="db.user">app</entry><entry key="db.password">hunter2'
+            "</entry></properties>",
+            '<properties><entry key="db.user">app</entry><entry key="db.password">'
+            "[REDACTED:secret_assignment]</entry></properties>",
+        ),
+        (
+            '<property name="hibernate.connection.password"><![CDATA[p<w>d]]></property>',
+            '<property name="hibernate.connection.password">'
+            "<![CDATA[[REDACTED:secret_assignment]]]></property>",
+        ),
+        (
+            '<entry key=\\"ApiKey\\">k3y-abc<\\/entry>',
+            '<entry key=\\"ApiKey\\">[REDACTED:secret_assignment]<\\/entry>',
+        ),
+        # mysql's password glued to its `-p`, as a command line in a text says it.
+        (
+            "mysql -h db -u root -pS3cr3t! app",
+            "mysql -h db -u root -p[REDACTED:secret_assignment] app",
+        ),
+        (
+            "run: mysqldump -uroot -p'hunter 2' app > dump.sql",
+            "run: mysqldump -uroot -p'[REDACTED:secret_assignment]' app > dump.sql",
+        ),
+        (
+            '/usr/bin/mariadb --host=db -p"pa ss" -e "select 1"',
+            '/usr/bin/mariadb --host=db -p"[REDACTED:secret_assignment]" -e "select 1"',
+        ),
+        # Kept: a key about the secret, an element that closes itself, another
+        # element's text after it, psql's `-p` (a port), mysql's `-P` (a port)
+        # and its `-p` alone (it asks), another command's `-p`.
+        ('<entry key="password.policy">strong</entry><entry key="tokens">3</entry>', None),
+        ('<add key="Password" value=""/> <b>text</b>', None),
+        ("psql -h db -p5432 app; mysql -P 3306 -u root -p app", None),
+        ("mkdir -p/tmp/x; mysql -u root -p\nthen -pX", None),
+        ("<![CDATA[hunter2]]> in <note>password</note>", None),
+    ],
+)
+def test_cdata_keyed_elements_and_mysqls_glued_password_are_replaced(
+    text: str, shown: str | None
+) -> None:
+    """docs/redaction.md listed them as kept: `<password><![CDATA[…]]></password>`,
+    `<entry key="password">…</entry>` (Java's properties as XML) and
+    `mysql -p…` on a command line. Each is read in time linear in the text
+    (test_redaction_time_grows_linearly_with_the_text has their worst runs)."""
+    body = _event(description=text)
+    redaction = REDACTOR.redact(body)
     assert redaction.body["description"] == (text if shown is None else shown)
 
 

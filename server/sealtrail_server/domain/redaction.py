@@ -274,12 +274,24 @@ def _secret_assignment(names: frozenset[str]) -> ValuePattern:
     )
 
 
+# An element's text: a CDATA section's (which may hold `<` and `>`: to its
+# `]]>`, not past another section's start, so that a run of openings is read
+# once), or the text to the next `<` or `>`. One group, the text alone.
+_ELEMENT_TEXT: Final = (
+    r"(?:<!\[CDATA\[)?+"
+    r"((?<=<!\[CDATA\[)(?:[^\]<]|\](?!\]>)|<(?!!\[CDATA\[))++(?=\]\]>)"
+    r"|(?<!<!\[CDATA\[)[^<>]++)"
+    r"(?:\]\]>)?+"
+)
+
+
 def _secret_element(names: frozenset[str]) -> ValuePattern:
     """The text of an XML element of a denied name (normalized `names`),
     `<password>…</password>`, `<wsse:Password Type="…">…</wsse:Password>` as
     SOAP's WS-Security sends it, to its closing tag, which must name it too:
     `</password>tail</a>` is the end of one, and `tail` is kept. A closing
-    tag may be escaped as JSON writes it (`<\\/password>`).
+    tag may be escaped as JSON writes it (`<\\/password>`). A CDATA
+    section's text (`<password><![CDATA[…]]></password>`), without its markup.
 
     Linear: a name's attributes are read for 256 characters at most, the
     closing tag's prefix (`wsse:`, `db_`) for 64, so that few names reach
@@ -289,7 +301,7 @@ def _secret_element(names: frozenset[str]) -> ValuePattern:
         ASSIGNMENT_RULE,
         re.compile(
             rf"(?i)((?:{_names(names)})(?:[_-]?\d++)?)(?:\s[^<>]{{0,256}}+)?>"
-            r"([^<>]++)<\\?/[^<>\s]{0,64}?\1>"
+            rf"{_ELEMENT_TEXT}<\\?/[^<>\s]{{0,64}}?\1>"
         ),
         2,
         anchor="</|<\\\\/",
@@ -321,6 +333,53 @@ def _secret_attribute(names: frozenset[str]) -> ValuePattern:
         anchor="=",
         in_identifiers=False,
     )
+
+
+def _secret_keyed_element(names: frozenset[str]) -> ValuePattern:
+    """The text of an element whose `key` or `name` attribute ends with a
+    denied name (normalized `names`), to its closing tag: `<entry
+    key="db.password">…</entry>` as Java's properties are kept in XML,
+    `<property name="hibernate.connection.password">…</property>` (Spring's,
+    Hibernate's, Ant's), a CDATA section's text too. An element that closes
+    itself has none (`<add key="Password" value="…"/>`: `_secret_attribute`).
+
+    Linear: the attributes are read within one tag, for 512 characters at
+    most (the key's prefix for 64), and the text as `_secret_element` reads it."""
+    quote = r"\\?[\"']"
+    key = (
+        rf"\s(?:key|name)\s*+=\s*+({quote})[^\"'<>\\]{{0,64}}?"
+        rf"(?:{_names(names)})(?:[_-]?\d++)?\2"
+    )
+    return ValuePattern(
+        ASSIGNMENT_RULE,
+        re.compile(
+            rf"(?i)<([a-z][\w:.-]*+)(?=[^<>]{{0,512}}?{key})[^<>]{{0,512}}+(?<!/)>"
+            rf"{_ELEMENT_TEXT}<\\?/\1>"
+        ),
+        3,
+        anchor="</|<\\\\/",
+        in_identifiers=False,
+    )
+
+
+# mysql's password glued to its `-p` on a command line (`mysql -u root
+# -pS3cret`, `mysqldump -p'…'`): within 256 characters of the program's name,
+# on its line and in its command (not past `|`, `;` or `&`). Lowercase: `-P`
+# is its port; and only after mysql's programs: `-p` is psql's port, mkdir's
+# parents. Linear: from each name, 256 characters at most, then the value to
+# its quote or space.
+_MYSQL_PASSWORD: Final = ValuePattern(
+    ASSIGNMENT_RULE,
+    re.compile(
+        r"(?<![\w.-])(?:mysql(?:dump|admin|import|show|check|binlog|slap)?"
+        r"|mariadb(?:-?dump|-?admin|-?import|-?show|-?check|-?binlog|-?slap)?)(?![\w.-])"
+        r"[^\n|;&]{0,256}?\s-p[\"']?+"
+        r"((?<=')[^'\n]++(?=')|(?<=\")[^\"\n]++(?=\")|(?<![\"'])[^\s\"'&;|]++)"
+    ),
+    1,
+    anchor="mysql|mariadb",
+    in_identifiers=False,
+)
 
 
 def _names(names: frozenset[str]) -> str:
@@ -369,12 +428,15 @@ def _trie_rest(node: dict[str, Any]) -> str:
 _DEFAULT_ASSIGNMENT: Final = _secret_assignment(DEFAULT_FIELD_NAMES)
 _DEFAULT_ELEMENT: Final = _secret_element(DEFAULT_FIELD_NAMES)
 _DEFAULT_ATTRIBUTE: Final = _secret_attribute(DEFAULT_FIELD_NAMES)
+_DEFAULT_KEYED_ELEMENT: Final = _secret_keyed_element(DEFAULT_FIELD_NAMES)
 
 DEFAULT_PATTERNS: Final = (
     *KNOWN_SHAPES,
     _DEFAULT_ASSIGNMENT,  # a redactor's own names replace the defaults (`Redactor`)
     _DEFAULT_ELEMENT,  # ... as here
     _DEFAULT_ATTRIBUTE,  # ... and here
+    _DEFAULT_KEYED_ELEMENT,  # ... and here
+    _MYSQL_PASSWORD,
     HIGH_ENTROPY_ASSIGNMENT,
     PAYMENT_CARD,
 )
@@ -495,6 +557,7 @@ class Redactor:
                 _DEFAULT_ASSIGNMENT: _secret_assignment(frozenset(names)),
                 _DEFAULT_ELEMENT: _secret_element(frozenset(names)),
                 _DEFAULT_ATTRIBUTE: _secret_attribute(frozenset(names)),
+                _DEFAULT_KEYED_ELEMENT: _secret_keyed_element(frozenset(names)),
             }
         patterns = tuple(own.get(pattern, pattern) for pattern in self.patterns)
         object.__setattr__(self, "_patterns", patterns)
