@@ -340,8 +340,7 @@ def own_console(
             ServerThread(
                 migrated_database_url,
                 console_listen="127.0.0.1:0",
-                stream_heartbeat_seconds=0.2,
-                **settings,
+                **{"stream_heartbeat_seconds": 0.2, **settings},
             )
         )
         return started[-1]
@@ -386,6 +385,24 @@ def test_a_browser_leaving_a_stream_is_no_error(
         pass
     time.sleep(1)  # heartbeats written meanwhile to the connection gone
     assert errors_logged(caplog) == []
+
+
+def test_a_stop_after_a_browser_left_its_stream_is_no_error(
+    own_console: Callable[..., ServerThread], tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A browser closed while Live was on, then the server stopped before the
+    next heartbeat found the connection gone: the stop's last line, written to
+    the closed connection, was logged as an ERROR ("Cannot write to closing
+    transport") with a traceback, an error no one could act on."""
+    server = own_console(stream_heartbeat_seconds=60)  # no heartbeat finds it gone first
+    with _streaming(server, server.token(tenant, "reader")):
+        pass
+    time.sleep(0.3)  # the console has seen the connection close
+    caplog.set_level(logging.DEBUG, logger=console_module.__name__)
+    server.run(server.service.console.stop())  # type: ignore[union-attr]
+    assert errors_logged(caplog) == []
+    said = [r.getMessage() for r in caplog.records if r.name == console_module.__name__]
+    assert any("stream" in line and "gone" in line for line in said), said
 
 
 def _half_requests(port: int, count: int, stack: contextlib.ExitStack) -> list[socket.socket]:

@@ -356,7 +356,7 @@ class Console:
         except grpc.aio.AioRpcError as error:
             if response is None:
                 raise
-            await response.write(_error_line(error))
+            await _last_line(response, _error_line(error), "stream")
         except ClientConnectionResetError:
             pass  # the browser went (Live turned off, the filter changed, the tab closed)
         except asyncio.CancelledError:
@@ -364,7 +364,7 @@ class Console:
                 raise
             if response is None:
                 raise _stopping_error() from None
-            await response.write(_STOPPING_LINE)
+            await _last_line(response, _STOPPING_LINE, "stream")
         finally:
             call.cancel()
             self._calls.discard(call)
@@ -403,7 +403,8 @@ class Console:
         except grpc.aio.AioRpcError as error:
             if response is None:
                 raise
-            await response.write(_error_line(error))
+            if not await _last_line(response, _error_line(error), "export"):
+                return response
         except ClientConnectionResetError:
             return response or web.Response(status=204)  # the browser went
         except asyncio.CancelledError:
@@ -411,7 +412,9 @@ class Console:
                 raise
             if response is None:
                 raise _stopping_error() from None
-            await response.write(_STOPPING_LINE)  # no manifest: not complete
+            # No manifest: not complete.
+            if not await _last_line(response, _STOPPING_LINE, "export"):
+                return response
         finally:
             call.cancel()
             self._calls.discard(call)
@@ -1025,6 +1028,19 @@ def _error_line(error: grpc.aio.AioRpcError) -> bytes:
     """The last line of an answer a gRPC error cut short."""
     line = {"error": error.details() or error.code().name, "code": error.code().name}
     return json.dumps(line).encode() + b"\n"
+
+
+async def _last_line(response: web.StreamResponse, line: bytes, what: str) -> bool:
+    """Writes the line that says why a stream or an export ended; whether the
+    browser was still there to read it. One gone (a tab closed while Live was
+    on, then the server stopped before a heartbeat found it gone) is no error
+    of the server's: it was logged as one, "Cannot write to closing transport"."""
+    try:
+        await response.write(line)
+    except ClientConnectionResetError:
+        log.debug("the browser of a console %s had gone before its last line", what)
+        return False
+    return True
 
 
 def _events_of(message: pb.StreamEventsResponse) -> list[event_pb2.Event]:
