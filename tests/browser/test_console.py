@@ -113,11 +113,12 @@ def test_a_row_expands_into_every_field_the_diff_and_the_json(
     )
     wait_for_rows(browser, lambda r: len(r) == 1)
     row = browser.find_element(By.CSS_SELECTOR, "#events tbody tr.event")
-    row.send_keys(Keys.ENTER)  # keyboard, not only the mouse
+    opener = row.find_element(By.CSS_SELECTOR, "button.opener")
+    opener.send_keys(Keys.ENTER)  # keyboard, not only the mouse
     detail = wait(browser).until(
         seen.visibility_of_element_located((By.CSS_SELECTOR, "#events tr.detail"))
     )
-    assert row.get_attribute("aria-expanded") == "true"
+    assert opener.get_attribute("aria-expanded") == "true"
     assert "ann@example.com" in detail.text and "key_7" in detail.text
     before = detail.find_element(By.CSS_SELECTOR, "td.before").text
     after = detail.find_element(By.CSS_SELECTOR, "td.after").text
@@ -195,7 +196,9 @@ def test_a_row_rewritten_in_the_database_fails_its_proof_check(
     )
     sign_in(browser, console_url + "?actions=member.invite", console_server.token(tenant, "reader"))
     wait_for_rows(browser, lambda r: len(r) == 1)
-    browser.find_element(By.CSS_SELECTOR, "#events tbody tr.event").send_keys(Keys.ENTER)
+    browser.find_element(By.CSS_SELECTOR, "#events tbody tr.event button.opener").send_keys(
+        Keys.ENTER
+    )
     detail = wait(browser).until(
         seen.visibility_of_element_located((By.CSS_SELECTOR, "#events tr.detail"))
     )

@@ -108,7 +108,8 @@ def test_the_investigation_views_have_no_violation(
     sign_in(browser, console_url, console_server.token(tenant, "reader"))
     wait_for_rows(browser, lambda r: len(r) == 2)
     check(browser, "events", found)
-    browser.find_elements(By.CSS_SELECTOR, "#events tbody tr.event")[-1].send_keys(Keys.ENTER)
+    openers = browser.find_elements(By.CSS_SELECTOR, "#events tbody tr.event button.opener")
+    openers[-1].send_keys(Keys.ENTER)
     detail = wait(browser).until(
         seen.visibility_of_element_located((By.CSS_SELECTOR, "#events tr.detail"))
     )
@@ -170,3 +171,66 @@ def test_the_admin_views_have_no_violation(
     wait(browser).until(lambda b: b.find_element(By.CSS_SELECTOR, "#admin-alerts .error").text)
     check(browser, "a rule refused", found)
     assert not found, report(found)
+
+
+def ax_nodes(browser: webdriver.Chrome, selector: str) -> list[dict[str, Any]]:
+    """What the browser gives a screen reader for each element `selector`
+    matches: its accessibility node's role, name and properties."""
+    root = browser.execute_cdp_cmd("DOM.getDocument", {"depth": -1})["root"]["nodeId"]
+    found = browser.execute_cdp_cmd("DOM.querySelectorAll", {"nodeId": root, "selector": selector})
+    nodes = []
+    for node_id in found["nodeIds"]:
+        tree = browser.execute_cdp_cmd(
+            "Accessibility.getPartialAXTree", {"nodeId": node_id, "fetchRelatives": False}
+        )
+        [node] = [n for n in tree["nodes"] if not n.get("ignored")] or [{"role": {}}]
+        nodes.append(
+            {
+                "role": node["role"].get("value"),
+                "name": node.get("name", {}).get("value", ""),
+                **{p["name"]: p["value"].get("value") for p in node.get("properties", [])},
+            }
+        )
+    return nodes
+
+
+def test_an_event_row_is_a_row_of_cells_its_opener_a_button(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+) -> None:
+    """Each row was a `<tr role="button">`: a button's content is
+    presentational, so a screen reader heard one long button, its cells no
+    cells and no column header named for them (WCAG 1.3.1). The row is a row
+    now, and its first cell holds a real button that opens it, said expanded
+    or collapsed, reached with Tab and pressed with Enter or Space."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        c.record(action="door.open", actor_id="u-kim", ip="203.0.113.9")
+    sign_in(browser, console_url + "?actions=door.open", console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: len(r) == 1)
+    [row] = ax_nodes(browser, "#events tbody tr.event")
+    assert row["role"] == "row", row
+    cells = ax_nodes(browser, "#events tbody tr.event td")
+    assert [cell["role"] for cell in cells] == ["cell"] * 7, cells
+    assert "door.open" in cells[1]["name"] and "203.0.113.9" in cells[6]["name"]
+    [opener] = ax_nodes(browser, "#events tbody tr.event td:first-child button")
+    assert opener["role"] == "button" and opener["expanded"] is False, opener
+    assert "UTC" in opener["name"], opener  # the event's time: what it opens
+
+    # The keyboard: Tab from the form's last control reaches the opener, not the row.
+    browser.find_element(By.ID, "export-ndjson").send_keys(Keys.TAB)
+    focused = browser.switch_to.active_element
+    assert focused.tag_name == "button" and focused.get_attribute("aria-expanded") == "false"
+    assert browser.execute_script("return document.activeElement.closest('tr.event') !== null")
+    focused.send_keys(Keys.ENTER)
+    wait(browser).until(seen.visibility_of_element_located((By.CSS_SELECTOR, "#events tr.detail")))
+    [opener] = ax_nodes(browser, "#events tbody tr.event td:first-child button")
+    assert opener["expanded"] is True, opener
+    focused.send_keys(Keys.SPACE)
+    wait(browser).until(lambda b: not b.find_elements(By.CSS_SELECTOR, "#events tr.detail"))
+    assert focused.get_attribute("aria-expanded") == "false"
+    # A mouse may still click anywhere on the row.
+    browser.find_elements(By.CSS_SELECTOR, "#events tbody tr.event td")[2].click()
+    wait(browser).until(seen.visibility_of_element_located((By.CSS_SELECTOR, "#events tr.detail")))
+    assert focused.get_attribute("aria-expanded") == "true"
