@@ -825,6 +825,39 @@ def test_a_shared_custom_range_means_the_same_instants_in_every_zone(
     assert shown == "2026-12-01T15:00"  # in the viewer's own zone
 
 
+def test_a_custom_range_says_its_zone_and_keeps_a_shared_links_seconds(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    """From and To are the viewer's wall clock, but their labels named no
+    zone: read as UTC (as the times beside them in a SIEM are), they were
+    hours off. And a shared link's ends to the second (from=...T09:00:30.250Z)
+    were shown to the minute, so Apply pressed again widened the window to
+    09:00:00: events left out by the link's author came in."""
+    browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "America/New_York"})
+    shared = "?range=custom&from=2026-12-01T09:00:30.250Z&to=2026-12-01T17:45:59.999Z"
+    sign_in(browser, console_url + shared, console_server.token(tenant, "reader"))
+    wait(browser).until(lambda b: queried(b))
+    form = browser.find_element(By.ID, "filters")
+    for name in ("from", "to"):
+        label = form.find_element(By.XPATH, f".//label[.//input[@name='{name}']]")
+        assert "America/New_York" in label.text, label.text
+    assert (
+        form.find_element(By.NAME, "from")
+        .get_attribute("value")
+        .startswith("2026-12-01T04:00:30.25")
+    )
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(browser).until(lambda b: len(queried(b)) == 2)
+    again = queried(browser)[1]
+    assert again["occurred_after"] == ["2026-12-01T09:00:30.250Z"], again
+    assert again["occurred_before"] == ["2026-12-01T17:45:59.999Z"], again
+    assert parse_qs(urlsplit(browser.current_url).query)["from"] == ["2026-12-01T09:00:30.250Z"]
+
+
 def test_each_time_shown_names_its_zone(
     browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
 ) -> None:

@@ -112,11 +112,21 @@ function formToUrl() {
   return url;
 }
 
-// An instant as a datetime-local input shows it: in the viewer's zone, to the minute.
+// An instant as a datetime-local input shows it: in the viewer's zone, to the
+// minute, or to the second or millisecond it has. Cut to the minute, a shared
+// link's 09:00:30.250 became 09:00 at the next Apply: a wider window.
 function localTime(instant) {
   const time = new Date(instant);
   if (Number.isNaN(time.getTime())) return "";
-  return new Date(time.getTime() - time.getTimezoneOffset() * 60e3).toISOString().slice(0, 16);
+  const local = new Date(time.getTime() - time.getTimezoneOffset() * 60e3).toISOString();
+  return local.slice(0, 23).replace(/\.000$/, "").replace(/T(\d\d:\d\d):00$/, "T$1");
+}
+
+// The zone From and To are read in, named beside them: the viewer's wall clock,
+// which their labels did not say (read as UTC, they were hours off).
+function nameZone() {
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "local";
+  for (const span of document.querySelectorAll("#filters .zone")) span.textContent = `(your time, ${zone})`;
 }
 
 function urlToForm(url) {
@@ -778,6 +788,7 @@ function route() {
 }
 
 function init() {
+  nameZone();
   $("#signin").addEventListener("submit", signIn);
   $("#signout").addEventListener("click", signOut);
   $("#filters").addEventListener("submit", (event) => {
