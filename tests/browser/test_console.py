@@ -657,6 +657,54 @@ def test_a_filter_changed_while_a_page_loads_shows_the_new_filter_only(
     assert browser.execute_script("return !document.querySelector('#more').hidden") is False
 
 
+def test_a_page_on_its_way_says_so_and_one_that_never_comes_is_an_error(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    """While a slow server answered, the table was empty with nothing said:
+    neither "No events match" nor any word of loading, no aria-busy for a
+    screen reader, and no end to the wait: a server that never answered left
+    the page so for good. The page now says "Loading…", marks the table busy,
+    and gives up after PAGE_SECONDS (60 s, docs/console.md), saying so."""
+    browser.get(console_url + "?actions=user.login")
+    field = wait(browser).until(seen.visibility_of_element_located((By.ID, "token")))
+    hooked(browser, hold="/api/events")
+    field.send_keys(console_server.token(tenant, "reader"), Keys.ENTER)
+    wait(browser).until(lambda b: requested(b, "/api/events"))
+    loading = browser.find_element(By.ID, "loading")
+    table = browser.find_element(By.ID, "events")
+    wait(browser).until(lambda b: loading.is_displayed() and "Loading" in loading.text)
+    assert table.get_attribute("aria-busy") == "true"
+    assert not browser.find_element(By.ID, "empty").is_displayed()
+    browser.execute_script("window.release = true")
+    wait_for_rows(browser, lambda r: len(r) == 1)
+    assert table.get_attribute("aria-busy") != "true" and not loading.is_displayed()
+
+    # A server that never answers: the page's own clock is sped up 60 times
+    # for its long waits, so its 60 s bound passes in one.
+    browser.execute_script(
+        """
+        const real = window.setTimeout;
+        window.setTimeout = (work, ms, ...rest) => real(work, ms >= 10e3 ? ms / 60 : ms, ...rest);
+        """
+    )
+    hooked(browser, hold="/api/events")
+    apply_filter(browser, "member.invite")
+    wait(browser).until(lambda b: "did not answer" in b.find_element(By.ID, "error").text)
+    said = browser.find_element(By.ID, "error").text
+    assert "60 s" in said, said
+    assert table.get_attribute("aria-busy") != "true" and not loading.is_displayed()
+    assert not browser.find_element(By.ID, "empty").is_displayed()  # nothing is known to match
+    # The next Apply asks again, and its answer is shown.
+    browser.execute_script("window.release = true")
+    apply_filter(browser, "user.login")
+    wait_for_rows(browser, lambda r: len(r) == 1)
+    assert browser.find_element(By.ID, "error").text == ""
+
+
 def newest_seq(browser: webdriver.Chrome) -> int:
     seqs = browser.execute_script(
         "return [...document.querySelectorAll('#events tbody tr.event')].map((r) => r.dataset.seq)"

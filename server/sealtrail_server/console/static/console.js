@@ -20,6 +20,9 @@ const PRESETS = { "24h": 1, "7d": 7, "30d": 30, "90d": 90 };
 // The most events the table holds (index.html's #capped says it): paged past
 // or followed live, a busy tenant's events grew the page until the tab gave out.
 const MAX_ROWS = 1000;
+// The longest a page of events is waited for (docs/console.md): past it, the
+// page says the server did not answer, and Apply or Load more asks again.
+const PAGE_SECONDS = 60;
 const FILTER_FIELDS = ["actions", "categories", "min_severity", "outcomes", "actor", "resource_type",
   "resource_id", "request_id", "trace_id", "text", "recorded_by", "ip"];
 
@@ -262,8 +265,10 @@ function keepNewest(body) {
   $("#capped").hidden = false;
 }
 
-// Whether a page of the current filter was loaded (false when it failed or
-// another filter took its place).
+// Whether a page of the current filter was loaded (false when it failed, took
+// longer than PAGE_SECONDS, or another filter took its place). While it comes
+// the page says so: an empty table with nothing said was read as "no events"
+// or a page that hung, and a server that never answered left it so for good.
 async function loadPage() {
   if (state.loading) return false;
   state.loading = true;
@@ -271,10 +276,20 @@ async function loadPage() {
   const controller = new AbortController();
   state.page = controller;
   $("#error").textContent = "";
+  showLoading(true);
+  let late;
+  const timedOut = new Promise((_, reject) => {
+    late = setTimeout(() => {
+      reject(new Error(`The server did not answer within ${PAGE_SECONDS} s: try again, or narrow`
+        + " the filter (a shorter time range)"));
+      controller.abort();
+    }, PAGE_SECONDS * 1e3);
+  });
   try {
     const params = new URLSearchParams(state.filter);
     if (state.nextToken) params.set("page_token", state.nextToken);
-    const page = await (await api("/api/events", params, { signal: controller.signal })).json();
+    const page = await Promise.race([timedOut, (async () => (
+      await api("/api/events", params, { signal: controller.signal })).json())()]);
     if (generation !== state.generation) return false;
     state.nextToken = page.next_page_token;
     addEvents(page.events);  // which ends paging at MAX_ROWS
@@ -286,8 +301,20 @@ async function loadPage() {
     if (error.status === 401) signOut(); else $("#error").textContent = error.message;
     return false;
   } finally {
-    if (generation === state.generation) { state.loading = false; state.page = null; }
+    clearTimeout(late);
+    if (generation === state.generation) {
+      state.loading = false;
+      state.page = null;
+      showLoading(false);
+    }
   }
+}
+
+function showLoading(loading) {
+  const table = $("#events");
+  if (loading) table.setAttribute("aria-busy", "true"); else table.removeAttribute("aria-busy");
+  $("#loading").textContent = loading ? "Loading…" : "";
+  if (loading) $("#empty").hidden = true;  // until the answer says nothing matches
 }
 
 // Takes the rows off the table, and drops a page on its way (`loadPage` drops
@@ -297,6 +324,8 @@ function forgetEvents() {
   state.page?.abort();
   state.page = null;
   state.loading = false;
+  showLoading(false);
+  $("#empty").hidden = true;
   state.loaded = false;
   state.nextToken = "";
   state.newestSeq = 0;
