@@ -106,10 +106,14 @@ function signOut() {
 // time of the viewer's zone, which a shared link would mean elsewhere in another.
 const INSTANTS = ["from", "to"];
 
+// Each value trimmed, as an alert rule's copy of the filter is (`filterFields`):
+// an email pasted with a space after it was searched for with the space, and
+// matched nothing.
 function formToUrl() {
   const form = new FormData($("#filters"));
   const url = new URLSearchParams();
-  for (const [name, value] of form) {
+  for (const [name, raw] of form) {
+    const value = raw.trim();
     if (value) url.set(name, INSTANTS.includes(name) ? new Date(value).toISOString() : value);
   }
   return url;
