@@ -65,6 +65,7 @@ from .store.migrations import (
     NotUtf8,
     OlderSchema,
     UnsafeSchema,
+    has_a_schema,
     migrate_database,
     schema_is_current,
 )
@@ -477,7 +478,7 @@ async def _create_token(
     name: str,
     expires_at: datetime | None = None,
 ) -> IssuedToken:
-    async with _database(urls) as db:
+    async with _database(urls, set_up=True) as db:  # a fresh setup may begin here
         recorded_name = await _redacted_name(db, settings, tenant, name)
         return await _recorded_token(
             db, tenant, role, name, recorded_name=recorded_name, expires_at=expires_at
@@ -629,13 +630,28 @@ async def _record_operator_action(
         await appender.stop()
 
 
+# What a command that sets nothing up says of a database with no schema.
+NO_SCHEMA: Final = (
+    "the database has no Sealtrail schema (no migration was ever applied to it): it is not"
+    " the servers' database (check SEALTRAIL_DATABASE_URL, or --database-url), or nothing"
+    " was set up on it yet (`sealtrail-server serve` or `token create` sets up a new one)"
+)
+
+
 @asynccontextmanager
-async def _database(urls: _Urls, *, connections: int = 1) -> AsyncIterator[Database]:
+async def _database(
+    urls: _Urls, *, connections: int = 1, set_up: bool = False
+) -> AsyncIterator[Database]:
     """A small pool for one command, on a database migrated by this release
-    (or by this command, as the owner, when it had no schema yet: a fresh
-    setup). One already migrated is only read: the service's login will do."""
+    (or, with `set_up`, by this command, as the owner, when it had no schema
+    yet: a fresh setup). One already migrated is only read: the service's
+    login will do. Without `set_up`, a database with no schema is refused:
+    `tenant list` on a mistyped URL made the whole schema there, then said
+    it held no tenant."""
     try:
         if not await schema_is_current(urls.service):
+            if not set_up and not await has_a_schema(urls.service):
+                raise click.ClickException(NO_SCHEMA)
             await migrate_database(
                 urls.owner, lock_attempts=urls.migration_lock_attempts, only_fresh=True
             )

@@ -103,11 +103,11 @@ def _redaction_secret(settings: Settings) -> bytes:
 
 
 @asynccontextmanager
-async def _tools(settings: Settings, urls: _Urls) -> AsyncIterator[_Tools]:
+async def _tools(settings: Settings, urls: _Urls, *, set_up: bool = False) -> AsyncIterator[_Tools]:
     box = _secret_box(settings, urls)
     secret = _redaction_secret(settings)
     # Connections: the definition's lock, a tenant's change, the appender's.
-    async with _database(urls, connections=4) as db:
+    async with _database(urls, connections=4, set_up=set_up) as db:
         # Before anything is recorded with it: a sink's URL and secrets'
         # fingerprints, under another key, unlike the servers' (helper-215).
         await refuse_another_redaction_key_here(db, settings, secret)
@@ -235,9 +235,14 @@ def _split(options: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in options.items() if key not in _SETTING_NAMES}
 
 
-def _run(settings: Settings, urls: _Urls, work: Callable[[_Tools], Any]) -> Any:
+def _run(
+    settings: Settings, urls: _Urls, work: Callable[[_Tools], Any], *, set_up: bool = False
+) -> Any:
+    """`work` with the tools; `set_up` (`sink create`): on a database with no
+    schema yet, a fresh setup, made first."""
+
     async def run() -> Any:
-        async with _tools(settings, urls) as tools:
+        async with _tools(settings, urls, set_up=set_up) as tools:
             return await work(tools)
 
     return asyncio.run(run())
@@ -303,7 +308,7 @@ def sink_create(
             done = await tools.managed.reconcile(conn, deployment, at_size=start == "now")
         return definition_id, done
 
-    definition_id, done = _run(config, urls, work)
+    definition_id, done = _run(config, urls, work, set_up=True)
     _show_secret(made)
     _report(name, done)
     click.echo(definition_id)

@@ -185,6 +185,44 @@ def test_an_operator_command_sets_up_a_database_with_no_schema(
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["tenant", "list"],
+        ["tenant", "erasures"],
+        ["token", "list", "--tenant", "acme"],
+        ["token", "revoke", "7d444840-9dc0-11d1-b245-5ffdce74fad2"],
+        ["tenant", "release-hold", "acme", "--reason", "closed"],
+        ["tenant", "retention-limit", "acme", "--none"],
+        ["sink", "list"],
+    ],
+)
+def test_a_command_that_sets_nothing_up_leaves_a_database_with_no_schema_as_it_is(
+    migrated_database_url: str, tmp_path: Path, command: list[str]
+) -> None:
+    """`tenant list` with a mistyped URL (the cluster's `postgres` database,
+    not the servers') applied every migration there without a word and
+    printed an empty table, exit 0: no tenant at all, at 3 a.m. Only the
+    commands that set a deployment up (`token create`, `sink create`) make a
+    schema; the others refuse, changing nothing."""
+    name = f"no_schema_{time.monotonic_ns()}"
+    with psycopg.connect(migrated_database_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        empty = psycopg.conninfo.make_conninfo(migrated_database_url, dbname=name)
+        env = {"SEALTRAIL_DATABASE_URL": empty, "SEALTRAIL_DATA_DIR": str(tmp_path)}
+        refused = CliRunner().invoke(cli.main, command, env=env)
+        assert refused.exit_code == 1, refused.output
+        assert "Error: the database has no Sealtrail schema" in refused.output
+        assert "Traceback" not in refused.output
+        with psycopg.connect(empty) as conn:
+            cursor = conn.execute("SELECT to_regclass('schema_migrations') IS NULL")
+            assert cursor.fetchone() == (True,)  # nothing was made
+    finally:
+        with psycopg.connect(migrated_database_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 def test_a_migration_runs_past_the_owner_s_statement_timeout_and_waits_its_lock_timeout(
     migrated_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

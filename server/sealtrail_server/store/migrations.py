@@ -167,6 +167,23 @@ async def schema_is_current(url: str) -> bool:
     return applied.keys() == {migration.version for migration in available_migrations()}
 
 
+async def has_a_schema(url: str) -> bool:
+    """Whether a migration was ever applied to the database at `url`, read
+    without a change by any user: an operator's command that sets nothing
+    up refuses a database with none (most likely not the servers')."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cursor = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        row = await cursor.fetchone()
+        if not (row and row[0]):
+            return False
+        try:
+            cursor = await conn.execute("SELECT EXISTS (SELECT FROM schema_migrations)")
+        except psycopg.errors.InsufficientPrivilege:  # before 0042: the owner's alone
+            return True
+        row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
 async def migrate(
     conn: psycopg.AsyncConnection[Any], *, lock_attempts: int = ATTEMPTS, only_fresh: bool = False
 ) -> list[Migration]:
