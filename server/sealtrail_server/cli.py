@@ -167,6 +167,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
     """Sealtrail: an append-only, tamper-evident audit log service."""
     if ctx.invoked_subcommand != "serve":  # which records nothing as the operator
         _refuse_an_unfit_operator_name()
+        _exit_on_ending_signals(ctx)  # `serve` takes its own
     # The format alone: the settings are read, and checked, by each command with its flags.
     json_lines = os.environ.get("SEALTRAIL_LOG_FORMAT") == "json"
     log_format: LogFormat = "json" if json_lines else "text"
@@ -234,6 +235,25 @@ def serve(
     finally:
         atexit.unregister(shut_down_telemetry)
         shut_down_telemetry()
+
+
+def _exit_on_ending_signals(ctx: click.Context) -> None:
+    """An operator's command ended by SIGTERM (`timeout`, a container's stop)
+    or SIGHUP (its terminal or SSH session gone) exits as `serve` does before
+    it serves: status 128 + the signal, through SystemExit, its exit handlers
+    run. It died without them, and an embedded PostgreSQL it had started, or
+    joined, ran on after every other process on the data dir had exited. A
+    signal ignored when the command began (`nohup`) stays ignored; the
+    handlers taken are given back when the command ends (run in a process
+    that goes on, as a test's)."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may take a signal (a command run in a thread)
+    for name in ("SIGTERM", "SIGHUP"):  # no SIGHUP on Windows
+        signum = getattr(signal, name, None)
+        if signum is None or signal.getsignal(signum) is not signal.SIG_DFL:
+            continue
+        signal.signal(signum, _exit_on_sigterm)
+        ctx.call_on_close(lambda signum=signum: signal.signal(signum, signal.SIG_DFL))
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> NoReturn:

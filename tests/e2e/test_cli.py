@@ -371,6 +371,56 @@ def test_the_embedded_postgresql_stops_after_a_server_that_did_not_exit_cleanly(
         assert not (pgdata / "postmaster.pid").exists(), "PostgreSQL still runs"
 
 
+def test_an_operator_command_ended_by_sigterm_or_sighup_lets_go_of_the_embedded_postgresql() -> (
+    None
+):
+    """The embedded PostgreSQL stops when the last process on the data dir
+    exits, SIGTERM included (docs/operations.md). An operator's command ended
+    by SIGTERM (`timeout 30 sealtrail-server ...`, a container's stop) or
+    SIGHUP (its SSH session lost) died without its exit handlers: it stayed
+    on pgserver's list, and PostgreSQL ran on after every other process on
+    the data dir had stopped (a copy of the data dir then was no backup).
+    It exits as a shell says of one killed by the signal, its handle let go."""
+    data_dir = Path(tempfile.mkdtemp(prefix="sealtrail-e2e-"))
+    pgdata = data_dir / "postgres"
+    handles = pgdata / ".handle_pids.json"
+    with contextlib.ExitStack() as running:
+        running.callback(shutil.rmtree, data_dir, ignore_errors=True)  # once all have stopped
+        running.callback(_stop_postmaster, pgdata)  # if the test left it running
+        serving = _serve_embedded(data_dir, running)["process"]
+        socket_dir = (pgdata / "postmaster.pid").read_text().splitlines()[4]
+        url = f"postgresql://postgres@/postgres?host={socket_dir}"
+        with psycopg.connect(url, autocommit=True) as holder:
+            for signum in (signal.SIGTERM, signal.SIGHUP):
+                # The command waits for the tenants' heads, which this session holds.
+                holder.execute("BEGIN")
+                holder.execute("LOCK TABLE chain_heads IN ACCESS EXCLUSIVE MODE")
+                command = subprocess.Popen(
+                    [str(BIN / "sealtrail-server"), "tenant", "list"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    env={**os.environ, "SEALTRAIL_DATA_DIR": str(data_dir)},
+                )
+                running.callback(stop, command)
+                deadline = time.monotonic() + 60
+                waiting = (
+                    "SELECT EXISTS (SELECT FROM pg_locks WHERE NOT granted"
+                    " AND relation = 'chain_heads'::regclass)"
+                )
+                while holder.execute(waiting).fetchone() != (True,):
+                    assert time.monotonic() < deadline and command.poll() is None
+                    time.sleep(0.01)
+                assert command.pid in _handle_pids(handles)
+                command.send_signal(signum)
+                assert command.wait(60) == 128 + signum
+                holder.execute("ROLLBACK")
+                assert command.pid not in _handle_pids(handles)
+        serving.terminate()
+        assert serving.wait(60) == 0
+        assert _handle_pids(handles) == []
+        assert not (pgdata / "postmaster.pid").exists(), "PostgreSQL still runs"
+
+
 def test_a_postmaster_pid_naming_a_process_that_is_not_its_postgresql_is_not_trusted() -> None:
     """PostgreSQL killed with its server (a kill of the whole group, the OOM
     killer, a power loss) leaves its postmaster.pid behind, and by the next
