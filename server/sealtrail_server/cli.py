@@ -160,7 +160,36 @@ def _database_urls(settings: Settings, *, create: bool = False) -> _Urls:
 TENANT_ID_RULE: Final = "1-63 characters of a-z 0-9 . _ - starting with a letter or digit"
 
 
-@click.group()
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP in an operator's command, raised as a Ctrl-C is.
+    `status`: 128 and the signal's number, as a shell reports it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.status = 128 + signum
+
+
+class _Commands(click.Group):
+    """The main command, which ends an operator's command that Ctrl-C,
+    SIGTERM or SIGHUP stopped in a line, `stopped by SIGINT`, with 130 (or
+    128 and the signal's number), as a shell reports it and as the `sealtrail`
+    commands do: not click's "Aborted!" and 1, the status of any failure.
+    `serve` stops on them as it says itself."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as interrupt:
+            if ctx.invoked_subcommand == "serve":
+                raise
+            if not isinstance(interrupt, _Stopped) and sys.stderr.isatty():
+                click.echo(err=True)  # past the terminal's ^C
+            name = str(interrupt) if isinstance(interrupt, _Stopped) else "SIGINT"
+            click.echo(f"stopped by {name}", err=True)
+            ctx.exit(interrupt.status if isinstance(interrupt, _Stopped) else 130)
+
+
+@click.group(cls=_Commands)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 @click.pass_context
 def main(ctx: click.Context, verbose: bool) -> None:
@@ -239,10 +268,10 @@ def serve(
 
 def _exit_on_ending_signals(ctx: click.Context) -> None:
     """An operator's command ended by SIGTERM (`timeout`, a container's stop)
-    or SIGHUP (its terminal or SSH session gone) exits as `serve` does before
-    it serves: status 128 + the signal, through SystemExit, its exit handlers
-    run. It died without them, and an embedded PostgreSQL it had started, or
-    joined, ran on after every other process on the data dir had exited. A
+    or SIGHUP (its terminal or SSH session gone) ends as a Ctrl-C does
+    (`_Stopped`): status 128 + the signal, its exit handlers run. It died
+    without them, and an embedded PostgreSQL it had started, or joined, ran
+    on after every other process on the data dir had exited. A
     signal ignored when the command began (`nohup`) stays ignored; the
     handlers taken are given back when the command ends (run in a process
     that goes on, as a test's)."""
@@ -252,8 +281,12 @@ def _exit_on_ending_signals(ctx: click.Context) -> None:
         signum = getattr(signal, name, None)
         if signum is None or signal.getsignal(signum) is not signal.SIG_DFL:
             continue
-        signal.signal(signum, _exit_on_sigterm)
+        signal.signal(signum, _stop)
         ctx.call_on_close(lambda signum=signum: signal.signal(signum, signal.SIG_DFL))
+
+
+def _stop(signum: int, frame: object) -> NoReturn:
+    raise _Stopped(signum)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> NoReturn:

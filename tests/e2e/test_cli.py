@@ -371,7 +371,7 @@ def test_the_embedded_postgresql_stops_after_a_server_that_did_not_exit_cleanly(
         assert not (pgdata / "postmaster.pid").exists(), "PostgreSQL still runs"
 
 
-def test_an_operator_command_ended_by_sigterm_or_sighup_lets_go_of_the_embedded_postgresql() -> (
+def test_an_operator_command_ended_by_a_signal_says_so_and_lets_go_of_the_embedded_postgresql() -> (
     None
 ):
     """The embedded PostgreSQL stops when the last process on the data dir
@@ -380,7 +380,9 @@ def test_an_operator_command_ended_by_sigterm_or_sighup_lets_go_of_the_embedded_
     SIGHUP (its SSH session lost) died without its exit handlers: it stayed
     on pgserver's list, and PostgreSQL ran on after every other process on
     the data dir had stopped (a copy of the data dir then was no backup).
-    It exits as a shell says of one killed by the signal, its handle let go."""
+    It exits as a shell says of one killed by the signal, its handle let go,
+    saying what stopped it; Ctrl-C too, which printed click's "Aborted!" and
+    exited 1, the status of any failure."""
     data_dir = Path(tempfile.mkdtemp(prefix="sealtrail-e2e-"))
     pgdata = data_dir / "postgres"
     handles = pgdata / ".handle_pids.json"
@@ -391,14 +393,15 @@ def test_an_operator_command_ended_by_sigterm_or_sighup_lets_go_of_the_embedded_
         socket_dir = (pgdata / "postmaster.pid").read_text().splitlines()[4]
         url = f"postgresql://postgres@/postgres?host={socket_dir}"
         with psycopg.connect(url, autocommit=True) as holder:
-            for signum in (signal.SIGTERM, signal.SIGHUP):
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 # The command waits for the tenants' heads, which this session holds.
                 holder.execute("BEGIN")
                 holder.execute("LOCK TABLE chain_heads IN ACCESS EXCLUSIVE MODE")
                 command = subprocess.Popen(
                     [str(BIN / "sealtrail-server"), "tenant", "list"],
                     stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
                     env={**os.environ, "SEALTRAIL_DATA_DIR": str(data_dir)},
                 )
                 running.callback(stop, command)
@@ -412,7 +415,10 @@ def test_an_operator_command_ended_by_sigterm_or_sighup_lets_go_of_the_embedded_
                     time.sleep(0.01)
                 assert command.pid in _handle_pids(handles)
                 command.send_signal(signum)
-                assert command.wait(60) == 128 + signum
+                _, said = command.communicate(timeout=60)
+                assert command.returncode == 128 + signum, said
+                assert said.splitlines()[-1] == f"stopped by {signum.name}", said
+                assert "Aborted!" not in said and "Traceback" not in said
                 holder.execute("ROLLBACK")
                 assert command.pid not in _handle_pids(handles)
         serving.terminate()
