@@ -34,7 +34,7 @@ from .cli import (
 )
 from .config import Settings
 from .domain.access import valid_tenant_id
-from .domain.errors import SealtrailError
+from .domain.errors import InvalidArgument
 from .domain.event import ChangeDraft
 from .domain.retention import MAX_DAYS, RetentionLimits, validate_hold_reason
 from .domain.weakening import Shortening, limit_shortenings
@@ -278,10 +278,16 @@ def tenant_release_hold(
     """Release a tenant's legal hold, recorded in its log as the API's release
     is (`retention.legal_hold_released`), with the reason given. The only
     way to release one where SEALTRAIL_LEGAL_HOLD_RELEASE=operator."""
+    # As a placing reason is checked (plain, at most its length), said in this
+    # command's words: the API's were "invalid request: reason: is required
+    # to place a legal hold", told to an operator releasing one.
+    if not reason.strip():
+        raise click.BadParameter("is required: why the hold is released", param_hint="--reason")
     try:
-        reason = validate_hold_reason(True, reason)  # as a placing reason: plain, required
-    except SealtrailError as error:
-        raise click.BadParameter(str(error), param_hint="--reason") from None
+        reason = validate_hold_reason(True, reason)
+    except InvalidArgument as error:
+        said = "; ".join(violation.description for violation in error.violations)
+        raise click.BadParameter(said, param_hint="--reason") from None
     if not valid_tenant_id(tenant_id):  # a NUL in it was psycopg's DataError, a traceback
         raise click.BadParameter("not a tenant id", param_hint="TENANT")
     settings = Settings.load(data_dir=data_dir, database_url=database_url)

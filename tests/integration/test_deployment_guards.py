@@ -396,3 +396,26 @@ def test_a_tenant_id_that_is_none_is_refused_before_the_database(
         refused = operator(migrated_database_url, *args)
         assert refused.exception is None or isinstance(refused.exception, SystemExit), args
         assert refused.exit_code == 2 and "not a tenant id" in refused.output, refused.output
+
+
+@pytest.mark.parametrize(
+    ("reason", "said"),
+    [
+        ("   ", "Invalid value for --reason: is required: why the hold is released"),
+        ("x" * 1025, "Invalid value for --reason: must be at most 1024 characters"),
+        ("closed\x1b[2J", "Invalid value for --reason: must not contain control characters"),
+    ],
+)
+def test_a_release_without_a_fit_reason_is_refused_saying_what_a_release_needs(
+    admin: AuditClient, tenant: str, migrated_database_url: str, reason: str, said: str
+) -> None:
+    """A blank reason was refused as "invalid request: reason: is required to
+    place a legal hold": the API's words for a hold being placed, told to an
+    operator releasing one, behind a prefix naming a field of a request they
+    never made."""
+    admin.set_legal_hold(True, reason="Case 10")
+    refused = operator(migrated_database_url, "tenant", "release-hold", tenant, "--reason", reason)
+    assert refused.exit_code == 2, refused.output
+    assert refused.output.rstrip().endswith(f"Error: {said}"), refused.output
+    assert "place" not in refused.output and "invalid request" not in refused.output
+    assert admin.get_retention_policy().legal_hold.on
