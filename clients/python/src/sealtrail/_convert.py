@@ -944,7 +944,9 @@ def build_sink(
     **settings: str | list[str],
 ) -> forwarding_pb2.Sink:
     """A Sink message: `build_sink("siem", "webhook", url=..., secrets=["whsec_..."])`.
-    Each kind takes the settings of SINK_SETTINGS; others are a ValueError."""
+    Each kind takes the settings of SINK_SETTINGS; others are a ValueError, as
+    is a value not a string (a list of them for `secrets`, or one string as
+    the only secret)."""
     if kind not in SINK_SETTINGS:
         raise ValueError(f"kind: {kind!r} is not one of {', '.join(SINK_SETTINGS)}")
     unknown = set(settings) - SINK_SETTINGS[kind]
@@ -954,8 +956,26 @@ def build_sink(
     sink = forwarding_pb2.Sink(
         id=sink_id, name=name, filter=filter, format=payload_format_value(format), paused=paused
     )
-    json_format.ParseDict(settings, getattr(sink, kind))
+    destination = getattr(sink, kind)
+    for key, value in settings.items():
+        _set_setting(destination, key, value)
     return sink
+
+
+def _set_setting(destination: Message, key: str, value: object) -> None:
+    """Sets a destination's setting `key`: a ValueError naming it for a value
+    that is not a string (its strings, for a list such as `secrets`), not
+    protobuf's ParseError (no ValueError) naming the message's field."""
+    if not isinstance(getattr(destination, key), str):  # repeated: secrets
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
+            raise ValueError(f"{key}: a list of strings, not {value!r}")
+        getattr(destination, key).extend(values)
+    elif isinstance(value, str):
+        setattr(destination, key, value)
+    else:
+        hint = " (one string, such as 'env:prod,team:security')" if key == "tags" else ""
+        raise ValueError(f"{key}: a string{hint}, not {value!r}")
 
 
 def replay_request(

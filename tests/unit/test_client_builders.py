@@ -1,0 +1,33 @@
+"""The client's message builders refuse what they cannot build with an error
+naming the argument (a ValueError for a value, a TypeError for an argument
+they do not take), never protobuf's own exception nor a message built
+without what was given."""
+
+from __future__ import annotations
+
+import pytest
+
+from sealtrail import build_sink
+
+
+@pytest.mark.parametrize(
+    ("kind", "settings", "named"),
+    [
+        ("datadog_logs", {"tags": ["env:prod", "team:sec"]}, "tags"),
+        ("webhook", {"url": 443}, "url"),
+        ("splunk_hec", {"index": ["main"]}, "index"),
+        ("webhook", {"secrets": [1]}, "secrets"),
+    ],
+)
+def test_a_sink_setting_of_the_wrong_type_is_a_value_error_naming_it(
+    kind: str, settings: dict[str, object], named: str
+) -> None:
+    with pytest.raises(ValueError, match=f"^{named}: ") as raised:
+        build_sink("siem", kind, **{"url": "https://siem.example.com/in", **settings})  # type: ignore[arg-type]
+    assert type(raised.value) is ValueError  # not protobuf's ParseError (no ValueError)
+
+
+def test_one_secret_given_as_a_string_is_that_secret() -> None:
+    secret = "whsec_" + "A" * 32
+    sink = build_sink("siem", "webhook", url="https://siem.example.com/in", secrets=secret)
+    assert list(sink.webhook.secrets) == [secret]
