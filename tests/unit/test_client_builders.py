@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from sealtrail import build_sink
+from sealtrail import build_alert_rule, build_sink
 
 
 @pytest.mark.parametrize(
@@ -31,3 +31,8 @@ def test_one_secret_given_as_a_string_is_that_secret() -> None:
     secret = "whsec_" + "A" * 32
     sink = build_sink("siem", "webhook", url="https://siem.example.com/in", secrets=secret)
     assert list(sink.webhook.secrets) == [secret]
+
+
+def test_one_sink_id_given_as_a_string_is_that_sink() -> None:
+    rule = build_alert_rule("logins", "match", sink_ids="snk_1")  # as build_filter's actions=
+    assert list(rule.sink_ids) == ["snk_1"]  # not one sink id per character

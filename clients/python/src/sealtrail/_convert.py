@@ -1021,16 +1021,17 @@ def build_alert_rule(
     end_hour: int = 0,
     working_days: Iterable[int] = (),
     severity: str = "warning",
-    sink_ids: Iterable[str] = (),
+    sink_ids: str | Iterable[str] = (),
     disabled: bool = False,
 ) -> alerting_pb2.AlertRule:
     """An AlertRule message, e.g. `build_alert_rule("failed logins", "threshold",
     filter=build_filter(actions="user.login", outcomes="failure"), count=5,
-    window_seconds=300, group_by="ip")`."""
+    window_seconds=300, group_by="ip")`. `sink_ids`: the sinks its alerts go to
+    (one given as a string is that one)."""
     rule = alerting_pb2.AlertRule(
         name=name,
         severity=enum_value(event_pb2.Severity, severity, field="severity"),
-        sink_ids=list(sink_ids),
+        sink_ids=_many(sink_ids),
         disabled=disabled,
     )
     if kind == "match":
