@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from sealtrail import build_alert_rule, build_sink
+from sealtrail import build_alert_rule, build_event, build_sink
 
 
 @pytest.mark.parametrize(
@@ -36,3 +36,9 @@ def test_one_secret_given_as_a_string_is_that_secret() -> None:
 def test_one_sink_id_given_as_a_string_is_that_sink() -> None:
     rule = build_alert_rule("logins", "match", sink_ids="snk_1")  # as build_filter's actions=
     assert list(rule.sink_ids) == ["snk_1"]  # not one sink id per character
+
+
+def test_a_field_no_event_has_is_a_type_error_naming_it() -> None:
+    # `actor` for actor_id: the event was built, and recorded, with no actor.
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'actor'.*actor_id"):
+        build_event(action="doc.share", actor="u_1")  # type: ignore[call-arg]

@@ -412,8 +412,15 @@ def timestamp(value: datetime, *, field: str) -> timestamp_pb2.Timestamp:
 
 def build_event(**fields: Unpack[EventFields]) -> event_pb2.Event:
     """Builds an Event from keyword shorthand, e.g. `build_event(action="member.invite",
-    actor_id="u_1", category="member", details={"role": "admin"})`."""
+    actor_id="u_1", category="member", details={"role": "admin"})`. A keyword
+    that is none of EventFields' is a TypeError, as for any function."""
     f = fields
+    if unknown := sorted(set(f) - EventFields.__annotations__.keys()):
+        # Unread, it left out what it held: `actor=` recorded an event with no actor.
+        raise TypeError(
+            f"unexpected keyword argument {unknown[0]!r}: an event's fields are"
+            f" {', '.join(EventFields.__annotations__)}"
+        )
     event = event_pb2.Event(
         action=f.get("action", ""),
         description=f.get("description", ""),
