@@ -186,6 +186,12 @@ _CONDITION_SETTINGS = {
     help="Of the security.alert events (--severity filters the events watched).",
 )
 @click.option("--sink", "sink_ids", multiple=True, help="The sinks the alerts go to (all of them).")
+@click.option(
+    "--etag",
+    default="",
+    help="Change the rule only if it is still as `sealtrail alerts show` showed it with this"
+    " etag; if it changed since, nothing is changed and the command fails (ABORTED).",
+)
 @_tail_filter_options
 @click.pass_context
 def update(
@@ -201,6 +207,7 @@ def update(
     days_text: str | None,
     alert_severity: str | None,
     sink_ids: tuple[str, ...],
+    etag: str,
     **criteria: Any,
 ) -> None:
     """Change an alert rule in place, keeping its id and count of alerts: only
@@ -210,7 +217,7 @@ def update(
     current one). --sink replaces the rule's sinks likewise. Condition
     settings change those of the current condition, which applies from the
     next event."""
-    rule = alerting_pb2.AlertRule(id=rule_id)
+    rule = alerting_pb2.AlertRule(id=rule_id, etag=etag)
     fields = []
     if name is not None:
         rule.name = name
@@ -243,7 +250,10 @@ def update(
                 raise click.BadParameter(
                     f"a {kind} rule takes no {', '.join(sorted(unknown))}", ctx
                 )
-            rule.etag = current.etag  # as for sinks: a change made meanwhile is not overwritten
+            # As for sinks: changed only if it is still the rule just read (or
+            # the one the given etag was read with): a change made meanwhile
+            # is not overwritten with what this read held.
+            rule.etag = etag or current.etag
             condition = getattr(rule, kind)
             condition.CopyFrom(getattr(current, kind))
             _apply(condition, settings, _filter(criteria) if any(criteria.values()) else None)
@@ -252,7 +262,8 @@ def update(
             raise click.UsageError(
                 "nothing to change: give a name, severity, sink or condition", ctx
             )
-        with unchanged_since_read(rule_id):
+        read_with = "sealtrail alerts show" if etag else None
+        with unchanged_since_read(rule_id, read_with=read_with):
             client.update_alert_rule(rule, fields=fields)
     click.echo(f"{rule_id} updated")
 
