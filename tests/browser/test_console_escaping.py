@@ -13,6 +13,7 @@ import re
 import secrets
 from pathlib import Path
 
+import psycopg
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as seen
@@ -152,3 +153,62 @@ def test_an_events_hidden_and_bidi_characters_are_shown_as_escapes_not_obeyed(
     event = json.loads(pre)
     assert event["actor"]["email"] == SPOOFED and event["details"] == {"note\u202e": "x\u200by"}
     assert event["changes"][0]["after"] == "b\u202eob"
+
+
+def test_a_destinations_errors_and_a_hold_reason_show_hidden_characters_as_escapes(
+    browser: webdriver.Chrome,
+    console_server: ServerThread,
+    console_url: str,
+    tenant: str,
+    migrated_database_url: str,
+) -> None:
+    """A sink's last error and its dead letters' errors hold what the
+    destination answered (its control characters escaped, no more), and a
+    legal hold's reason is free text (Persian takes a zero-width non-joiner):
+    a bidi override in either reordered the page around it, as one in a name
+    would, where names are shown with escapes."""
+    admin_token = console_server.token(tenant, "admin")
+    with AuditClient(console_server.target, token=admin_token) as admin:
+        sink_id = admin.create_sink(
+            build_sink(
+                "siem",
+                "webhook",
+                url="http://127.0.0.1:9/hook",
+                secrets=["whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()],
+                paused=True,
+            )
+        ).sink.id
+        admin.set_legal_hold(True, reason="case \u202e4321-ESAC")
+    with psycopg.connect(migrated_database_url, autocommit=True) as sql:
+        sql.execute(
+            "UPDATE sinks SET last_error = %s, last_error_at = now() WHERE id = %s",
+            ["HTTP 400 from siem: \u202edeliftiton\u2066 ok", sink_id],
+        )
+        sql.execute(
+            "INSERT INTO sink_dead_letters (tenant_id, sink_id, id, first_seq, last_seq,"
+            " event_count, http_status, error, created_at)"
+            " VALUES (%s, %s, gen_random_uuid(), 1, 1, 1, 400, %s, now())",
+            [tenant, sink_id, "HTTP 400 from siem: bad\u200bfield \u202eyek"],
+        )
+    sign_in(browser, console_url, admin_token)
+    wait(browser).until(seen.element_to_be_clickable((By.LINK_TEXT, "Sinks"))).click()
+    section = wait(browser).until(seen.visibility_of_element_located((By.ID, "admin-sinks")))
+    wait(browser).until(lambda b: "last error" in section.text)
+    row = section.get_attribute("textContent") or ""
+    assert not HIDDEN.search(row.replace("\n", "")), ascii(row)
+    assert "\\u202edeliftiton\\u2066 ok" in row, row
+    section.find_element(By.XPATH, ".//button[.='Replay…']").click()
+    form = section.find_element(By.ID, "sink-replay")
+    form.find_element(By.CSS_SELECTOR, "input[name=kind][value=dead_letter_id]").click()
+    letters = form.find_element(By.NAME, "dead_letter_id")
+    wait(browser).until(lambda b: "seq 1 " in (letters.get_attribute("textContent") or ""))
+    options = letters.find_elements(By.TAG_NAME, "option")
+    texts = [option.get_attribute("textContent") or "" for option in options]
+    assert not any(HIDDEN.search(text) for text in texts), [ascii(t) for t in texts]
+    assert any("bad\\u200bfield \\u202eyek" in text for text in texts), texts
+    browser.find_element(By.LINK_TEXT, "Retention").click()
+    hold = wait(browser).until(seen.visibility_of_element_located((By.ID, "legal-hold-state")))
+    wait(browser).until(lambda b: "Reason" in hold.text)
+    shown = hold.get_attribute("textContent") or ""
+    assert not HIDDEN.search(shown), ascii(shown)
+    assert "case \\u202e4321-ESAC" in shown, shown

@@ -521,7 +521,8 @@ function delivery(sink) {
   }
   if (state.last_error) {
     const at = state.last_error_time ? ` (${when(state.last_error_time)})` : "";
-    parts.push([`last error${at}: ${state.last_error}`, "bad"]);
+    // The destination's words: its bidi and invisible characters escaped, as a name's.
+    parts.push([`last error${at}: ${visibleName(state.last_error)}`, "bad"]);
     const failures = Number(state.consecutive_failures || 0);
     const next = state.next_attempt_time
       ? `, next attempt ${when(state.next_attempt_time)}` : "";
@@ -824,7 +825,7 @@ function deadLetterOption(letter) {
   const seqs = letter.first_seq === letter.last_seq ? `seq ${letter.first_seq}`
     : `seqs ${letter.first_seq}–${letter.last_seq}`;
   return new Option(`${seqs} (${count(letter.event_count, "event")}), HTTP ${letter.http_status}`
-    + ` on ${when(letter.create_time)}: ${letter.error}`, letter.id);
+    + ` on ${when(letter.create_time)}: ${visibleName(letter.error)}`, letter.id);
 }
 
 // The ReplaySinkRequest of the form, as the API's JSON names it (a range's
@@ -1355,7 +1356,7 @@ function showHold(hold) {
   const changed = hold.update_time ? when(hold.update_time) : "never";
   definitions($("#legal-hold-state"), [
     ["Status", hold.on ? "On: nothing of this tenant is purged or erased" : "Off"],
-    ...(hold.on ? [["Reason", hold.reason]] : []),
+    ...(hold.on ? [["Reason", visibleName(hold.reason)]] : []),  // free text: shown as a name is
     [hold.on ? "Placed" : "Last changed", changed],
   ]);
   $("#hold-place").hidden = hold.on;
