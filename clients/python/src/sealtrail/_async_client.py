@@ -871,7 +871,8 @@ class AsyncAuditClient:
     ) -> forwarding_pb2.DeleteSinkResponse:
         """Admin: stop and delete a sink. Recorded as `sink.deleted`. With
         `etag` (the sink's, as read), only if it is still that sink:
-        AbortedError if it changed since."""
+        AbortedError if it changed since. Not retried, with or without `etag`:
+        an attempt whose answer was lost may have deleted it."""
         request = forwarding_pb2.DeleteSinkRequest(id=sink_id, etag=etag)
         return await self._call(self._stub.DeleteSink, request, retry=False)
 
@@ -934,7 +935,8 @@ class AsyncAuditClient:
     ) -> alerting_pb2.DeleteAlertRuleResponse:
         """Admin: delete an alert rule. Recorded as `alert_rule.deleted`. With
         `etag` (the rule's, as read), only if it is still that rule:
-        AbortedError if it changed since."""
+        AbortedError if it changed since. Not retried, with or without `etag`:
+        an attempt whose answer was lost may have deleted it."""
         request = alerting_pb2.DeleteAlertRuleRequest(id=rule_id, etag=etag)
         return await self._call(self._stub.DeleteAlertRule, request, retry=False)
 

@@ -771,7 +771,8 @@ class AuditClient:
     def delete_sink(self, sink_id: str, *, etag: str = "") -> forwarding_pb2.DeleteSinkResponse:
         """Admin: stop and delete a sink. Recorded as `sink.deleted`. With
         `etag` (the sink's, as read), only if it is still that sink:
-        AbortedError if it changed since."""
+        AbortedError if it changed since. Not retried, with or without `etag`:
+        an attempt whose answer was lost may have deleted it."""
         request = forwarding_pb2.DeleteSinkRequest(id=sink_id, etag=etag)
         return self._call(self._stub.DeleteSink, request, retry=False)
 
@@ -830,7 +831,8 @@ class AuditClient:
     ) -> alerting_pb2.DeleteAlertRuleResponse:
         """Admin: delete an alert rule. Recorded as `alert_rule.deleted`. With
         `etag` (the rule's, as read), only if it is still that rule:
-        AbortedError if it changed since."""
+        AbortedError if it changed since. Not retried, with or without `etag`:
+        an attempt whose answer was lost may have deleted it."""
         request = alerting_pb2.DeleteAlertRuleRequest(id=rule_id, etag=etag)
         return self._call(self._stub.DeleteAlertRule, request, retry=False)
 
