@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -158,6 +160,37 @@ async def test_closing_the_async_client_fails_its_calls_in_flight_as_the_sync_on
             await client.close()
     [error] = failed.value.exceptions
     assert isinstance(error, RpcFailedError) and error.code == grpc.StatusCode.CANCELLED
+    assert str(error) == "CANCELLED: the client was closed during the call"
+
+
+@pytest.mark.parametrize("use", ["record", "stream", "export"])
+def test_closing_the_sync_client_fails_its_calls_in_flight_in_the_async_ones_words(
+    silent: str, use: str
+) -> None:
+    """A call another thread's close() cut said grpc's "Channel closed!";
+    the async client's, that the client was closed during the call."""
+    client = AuditClient(silent, token="t")
+    failed: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            if use == "record":
+                client.record(action="doc.edit", actor_id="u")
+            elif use == "stream":
+                next(iter(client.stream()))
+            else:
+                list(client.export_stream())
+        except BaseException as error:
+            failed.append(error)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(0.2)  # in flight
+    client.close()
+    caller.join(10)
+    [error] = failed
+    assert isinstance(error, RpcFailedError) and error.code == grpc.StatusCode.CANCELLED
+    assert str(error) == "CANCELLED: the client was closed during the call"
 
 
 async def test_a_call_its_caller_cancels_is_cancelled_even_if_the_client_is_closed(

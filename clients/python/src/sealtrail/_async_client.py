@@ -73,9 +73,9 @@ from sealtrail._erasure_check import ErasureReceiptCheck, verify_erasure_receipt
 from sealtrail._errors import (
     ClientClosedError,
     EventLoopError,
-    RpcFailedError,
     SealtrailError,
     UnauthenticatedError,
+    closed_during_call,
     failed_call,
     stream_ended,
     stream_metadata,
@@ -1179,13 +1179,7 @@ class AsyncAuditClient:
         task = asyncio.current_task()
         if not self._closed or (task is not None and task.cancelling()):
             return None
-        error = RpcFailedError(
-            "the client was closed during the call",
-            code=grpc.StatusCode.CANCELLED,
-            request_id=sent_id,
-        )
-        error.retried = retried
-        return error
+        return closed_during_call(sent_id=sent_id, retried=retried)
 
     def _backoff(
         self,

@@ -64,6 +64,7 @@ from sealtrail._errors import (
     ClientClosedError,
     SealtrailError,
     UnauthenticatedError,
+    closed_during_call,
     failed_call,
     stream_ended,
     stream_metadata,
@@ -900,7 +901,7 @@ class AuditClient:
             except grpc.RpcError as exc:
                 if stop.stopped:  # cancelled by a close() from another thread
                     return
-                error = failed_call(exc, sent_id=sent_id, retried=retrying is not None)
+                error = self._failed(exc, sent_id=sent_id, retried=retrying is not None)
                 under_way = received or error.reason in EXPORT_NOT_RETRIED
                 delay = None if under_way else self._backoff(attempt, error)
                 if delay is None:
@@ -1028,7 +1029,7 @@ class AuditClient:
                     if cursor != before:  # progress: the next failure backs off from the start
                         attempt = 1
             except grpc.RpcError as exc:
-                error = failed_call(exc, sent_id=sent_id, retried=retrying is not None)
+                error = self._failed(exc, sent_id=sent_id, retried=retrying is not None)
                 cause: grpc.RpcError | None = exc
             else:  # ended (OK): retried as a failure is, not at once
                 error, cause = stream_ended(sent_id=sent_id, retried=retrying is not None), None
@@ -1044,6 +1045,13 @@ class AuditClient:
             retrying = error
             self._sleep(delay)
             attempt += 1
+
+    def _failed(self, exc: grpc.RpcError, *, sent_id: str, retried: bool) -> SealtrailError:
+        """`failed_call`, but a call the client's close() cut (CANCELLED once
+        it is closed) says so, in the async client's words, not its channel's."""
+        if self._closed and exc.code() == grpc.StatusCode.CANCELLED:
+            return closed_during_call(sent_id=sent_id, retried=retried)
+        return failed_call(exc, sent_id=sent_id, retried=retried)
 
     def _backoff(
         self,
@@ -1123,7 +1131,7 @@ class AuditClient:
                     return method(request, timeout=deadline, metadata=self._metadata)
                 except grpc.RpcError as exc:
                     # The id sent by the client's own channel (a given one may not send one).
-                    error = failed_call(
+                    error = self._failed(
                         exc,
                         sent_id=sent_id if self._owns_channel else "",
                         retried=retrying is not None,

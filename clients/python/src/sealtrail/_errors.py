@@ -178,6 +178,18 @@ def failed_call(err: grpc.RpcError, *, sent_id: str, retried: bool) -> Sealtrail
     return error
 
 
+def closed_during_call(*, sent_id: str, retried: bool) -> RpcFailedError:
+    """What a call the client's own close() cut raises, in both clients'
+    words (grpc's are its channel's: "Channel closed!")."""
+    error = RpcFailedError(
+        "the client was closed during the call",
+        code=grpc.StatusCode.CANCELLED,
+        request_id=sent_id,
+    )
+    error.retried = retried
+    return error
+
+
 def stream_ended(*, sent_id: str, retried: bool) -> UnavailableError:
     """What a stream the server ended (status OK) is taken for: a failure worth
     retrying, waited for as one. Sealtrail's server never ends a stream, but a
