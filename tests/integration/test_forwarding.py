@@ -2429,6 +2429,12 @@ def test_a_bad_update_mask_is_refused_naming_it(
         (forwarding_pb2.Sink(id=sink.id), ["destination"], "'destination'"),
         (hec, ["webhook"], "sink sets splunk_hec"),
         (forwarding_pb2.Sink(id=sink.id), ["webhook"], "sink sets no destination"),
+        # Not as if `*` were never allowed: it is, alone.
+        (
+            forwarding_pb2.Sink(id=sink.id, name="x"),
+            ["*", "name"],
+            "'*' (every field) stands alone",
+        ),
     ]:
         with pytest.raises(InvalidArgumentError) as refused:
             client.update_sink(sent, fields=fields)

@@ -15,10 +15,15 @@ def update_paths(
     mask: field_mask_pb2.FieldMask, settable: Collection[str]
 ) -> frozenset[str] | None:
     """The fields `mask` names, each one of `settable`; None when it names
-    none, or only `*` (the request replaces every field)."""
+    none, or only `*` (the request replaces every field), which names no
+    other beside it."""
     paths = frozenset(mask.paths)
     if paths == {"*"}:
         return None
+    if "*" in paths:  # not as one of the fields it may name: it names them all
+        raise InvalidArgument.field(
+            "update_mask", "names '*' and other fields; '*' (every field) stands alone"
+        )
     for path in sorted(paths - frozenset(settable)):
         raise InvalidArgument.field(
             "update_mask", f"names {path!r}; the fields it may name: {', '.join(settable)}"
