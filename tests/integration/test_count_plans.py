@@ -77,15 +77,34 @@ def _months_from(start: datetime) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("group_by", [None, "action", "actor", "severity", "day", "hour"])
+@pytest.mark.parametrize(
+    ("group_by", "time_zone"),
+    [
+        (None, ""),
+        ("action", ""),
+        ("actor", ""),
+        ("severity", ""),
+        ("day", ""),
+        ("hour", ""),
+        ("day", "Asia/Kathmandu"),  # the days and hours of a zone (ADR 0103)
+        ("hour", "America/New_York"),
+    ],
+)
 def test_a_count_since_a_time_reads_only_the_months_since(
-    as_service: psycopg.Connection[Any], group_by: GroupBy | None
+    as_service: psycopg.Connection[Any], group_by: GroupBy | None, time_zone: str
 ) -> None:
-    everything, params = count_statement("t1", EventFilter(), group_by=group_by, limit=1000)
+    everything, params = count_statement(
+        "t1", EventFilter(), group_by=group_by, limit=1000, time_zone=time_zone
+    )
     every_month = _scanned(_plan(as_service, everything, params))
     since = datetime.now(UTC) - timedelta(days=20)
     recent, params = count_statement(
-        "t1", EventFilter(occurred_after=since), group_by=group_by, limit=1000, before_seq=EVENTS
+        "t1",
+        EventFilter(occurred_after=since),
+        group_by=group_by,
+        limit=1000,
+        before_seq=EVENTS,
+        time_zone=time_zone,
     )
     read = _scanned(_plan(as_service, recent, params))
     # Without a time bound a count reads every month of the six (so the test
@@ -113,3 +132,19 @@ def test_a_count_is_grouped_by_the_database_and_matches_the_rows(
     assert rows[0][3] == 20 and len(rows) == 5  # groups in all, and those returned
     plan = _plan(as_service, statement, params)
     assert plan["Actual Rows"] == 5  # five rows leave the database, not the matches
+
+
+def test_a_count_by_a_zones_hours_is_grouped_by_the_database_too(
+    as_service: psycopg.Connection[Any],
+) -> None:
+    since = datetime.now(UTC) - timedelta(hours=47)
+    statement, params = count_statement(
+        "t1", EventFilter(occurred_after=since), group_by="hour", limit=5, time_zone="Asia/Kolkata"
+    )
+    rows = as_service.execute(statement, params).fetchall()
+    # An event every 1.5 hours, each in an hour of its own: 31 in 47 hours.
+    assert len(rows) == 5 and rows[0][3] == 31
+    # Local hours of +05:30 start at half past a UTC hour.
+    assert {(key.minute, key.second) for key, _, _, _ in rows} == {(30, 0)}
+    plan = _plan(as_service, statement, params)
+    assert plan["Actual Rows"] == 5

@@ -2,9 +2,10 @@
 and grouped, counted by the database (store/counts.py). It reads the log as
 Query does, so it is recorded as Query is (ADR 0012): `audit_log.queried`,
 its details naming the RPC, the filter (redacted as the tenant's events are),
-the grouping and the limit. The record is written first and the count is of
-the log before it: a count never counts itself, and an investigator's counts
-are as visible as their queries (ADR 0063)."""
+the grouping, the limit, and the time zone of its days and hours if it names
+one (ADR 0103). The record is written first and the count is of the log
+before it: a count never counts itself, and an investigator's counts are as
+visible as their queries (ADR 0063)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from sealtrail.v1 import audit_service_pb2 as pb
 
 from ..domain.counts import GroupBy, group_limit
 from ..domain.errors import InvalidArgument
+from ..domain.zones import is_time_zone, not_a_time_zone
 from ..store.appender import Appender
 from ..store.counts import count_events
 from ..store.database import Database
@@ -62,6 +64,8 @@ class CountRpcs:
             raise InvalidArgument.field("group_by", f"unknown enum value {request.group_by}")
         group_by = _GROUPINGS[request.group_by]
         limit = group_limit(request.limit)
+        if request.time_zone and not is_time_zone(request.time_zone):
+            raise InvalidArgument.field("time_zone", not_a_time_zone(request.time_zone))
         details: dict[str, Any] = {
             "rpc": "CountEvents",
             "filter": await self._filter_details(tenant_id, request.filter),
@@ -69,6 +73,8 @@ class CountRpcs:
         }
         if group_by is not None:
             details["group_by"] = group_by
+        if request.time_zone:
+            details["time_zone"] = request.time_zone
         with self._long_reads.admitted(tenant_id, "count"):  # refused ones are not recorded
             recorded = await record_access(
                 self._appender,
@@ -86,6 +92,7 @@ class CountRpcs:
                 limit=limit,
                 before_seq=recorded.seq,
                 timeout=self._count_timeout,
+                time_zone=request.time_zone,
             )
         return pb.CountEventsResponse(
             total=counts.total,

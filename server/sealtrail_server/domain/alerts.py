@@ -5,14 +5,13 @@ them, and what a firing records, is the evaluator's (alerts/)."""
 from __future__ import annotations
 
 import bisect
-import functools
 import ipaddress
 import itertools
 from array import array
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, cast
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import FieldViolation, InvalidArgument
 
@@ -20,18 +19,7 @@ from .errors import FieldViolation, InvalidArgument
 from .event import ALERT_ACTION as ALERT_ACTION
 from .event import MAX_FUTURE_SKEW_SECONDS, network_address
 from .filters import EventFilter
-
-# Files of the time zone database that are not zones: the host's own zone,
-# whatever it is, and placeholders.
-_NOT_ZONES: Final = frozenset({"localtime", "Factory", "posixrules", "posix", "right"})
-
-
-@functools.cache
-def _time_zones() -> frozenset[str]:
-    """The IANA time zones a rule may name: read once, as each read walks the
-    zone files (5 to 40 ms, at every rule's validation, in the event loop)."""
-    return frozenset(available_timezones() - _NOT_ZONES)
-
+from .zones import is_time_zone, not_a_time_zone
 
 MAX_RULES_PER_TENANT: Final = 100
 MAX_RULE_NAME: Final = 128
@@ -90,8 +78,8 @@ def validate_condition(
             fail("window_seconds", f"must be 1 to {MAX_WINDOW_SECONDS:,} (7 days)")
     zone = time_zone or "UTC"
     if kind == "off_hours":
-        if zone not in _time_zones() and zone != "UTC":
-            fail("time_zone", f"{time_zone!r} is not an IANA time zone such as Europe/Paris")
+        if not is_time_zone(zone):
+            fail("time_zone", not_a_time_zone(time_zone))
         if not 0 <= start_hour <= 23:
             fail("start_hour", "must be 0 to 23")
         if not start_hour < end_hour <= 24:

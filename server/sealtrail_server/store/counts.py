@@ -3,7 +3,9 @@ events Query's conditions select (`filter_conditions`), so no row leaves the
 database, and a time bound prunes the months before it as it does for Query
 (ADR 0015). It runs under a statement timeout of its own: a count reads every
 match, and one over years of a busy log would hold a connection, and a lock
-that new months' partitions wait for, for as long as it took (ADR 0063)."""
+that new months' partitions wait for, for as long as it took (ADR 0063).
+Days and hours may be those of a time zone (ADR 0103): the grouping changes,
+the conditions, and so the months and index entries read, do not."""
 
 from __future__ import annotations
 
@@ -13,14 +15,15 @@ import psycopg
 from psycopg import sql
 
 from ..domain.counts import Counts, GroupBy, group_key
-from ..domain.errors import FailedPrecondition
+from ..domain.errors import FailedPrecondition, InvalidArgument
 from ..domain.filters import EventFilter
 from .database import Database
 from .events import filter_conditions
 
 # What each grouping groups on. Columns that may be NULL are grouped with ""
 # (no category, no resource type), the key the answer gives them. Buckets are
-# days and hours of UTC, whatever the session's time zone.
+# days and hours of UTC, whatever the session's time zone (of another zone:
+# _ZONED_KEYS).
 _KEYS: Final[dict[GroupBy, sql.Composable]] = {
     "action": sql.SQL("action"),
     "actor": sql.SQL("actor_id"),
@@ -32,6 +35,22 @@ _KEYS: Final[dict[GroupBy, sql.Composable]] = {
     "hour": sql.SQL("date_trunc('hour', occurred_at, 'UTC')"),
     "recorded_by": sql.SQL("coalesce(recorded_by::text, '')"),
     "ip": sql.SQL("coalesce(host(ip), '')"),
+}
+# Days and hours of a time zone ({zone}, a literal: a name is_time_zone took).
+# A day is grouped on as the local date (domain/counts.py writes its first
+# instant): not date_trunc('day', occurred_at, zone), which turns a local
+# midnight that comes twice (America/Havana's day the clocks go back at 01:00)
+# into the later one, after the events of the hour before it. An hour is the
+# event's time less the minutes and seconds of its local clock past the hour:
+# its start as the event's own offset tells it, so the two hours of a change
+# back (02:00 CEST, then 02:00 CET) stay two, and at +05:30 hours start at
+# half past a UTC hour.
+_ZONED_KEYS: Final[dict[GroupBy, sql.SQL]] = {
+    "day": sql.SQL("(occurred_at AT TIME ZONE {zone})::date"),
+    "hour": sql.SQL(
+        "occurred_at - ((occurred_at AT TIME ZONE {zone})"
+        " - date_trunc('hour', occurred_at AT TIME ZONE {zone}))"
+    ),
 }
 # Largest first, then by key in byte order (as the client sorts strings, not
 # as the database's collation would); a severity's ties by its level; time
@@ -60,11 +79,13 @@ def count_statement(
     group_by: GroupBy | None,
     limit: int,
     before_seq: int | None = None,
+    time_zone: str = "",
 ) -> tuple[sql.Composed, list[Any]]:
     """The SQL of a count and its parameters (the plan tests EXPLAIN it):
     `tenant_id`'s events that match `event_filter` and come before
     `before_seq`, if given; grouped by `group_by` into at most `limit`
-    groups, or the total alone (None)."""
+    groups, or the total alone (None); days and hours those of `time_zone`
+    (an IANA name, validated by the caller), "" for UTC's."""
     conditions, params = filter_conditions(tenant_id, event_filter)
     if before_seq is not None:
         conditions.append(sql.SQL("seq < %s"))
@@ -73,7 +94,10 @@ def count_statement(
     if group_by is None:
         return _TOTAL.format(conditions=where), params
     order = _ORDERS.get(group_by, _TEXT_ORDER)
-    query = _GROUPED.format(key=_KEYS[group_by], conditions=where, order=order)
+    key: sql.Composable = _KEYS[group_by]
+    if time_zone and group_by in _ZONED_KEYS:
+        key = _ZONED_KEYS[group_by].format(zone=sql.Literal(time_zone))
+    query = _GROUPED.format(key=key, conditions=where, order=order)
     return query, [*params, limit]
 
 
@@ -86,13 +110,21 @@ async def count_events(
     limit: int,
     before_seq: int,
     timeout: float,
+    time_zone: str = "",
 ) -> Counts:
     """The count of `count_statement`, run within `timeout` seconds; past
     them, FailedPrecondition (COUNT_TIMEOUT) telling the caller to narrow the
-    time range. On a bulk connection, as one of the process's `LongReads`
+    time range. A `time_zone` the database does not know (its own copy of
+    the zone database may be older than the server's) is INVALID_ARGUMENT on
+    `time_zone`. On a bulk connection, as one of the process's `LongReads`
     (store/long_reads.py), which leave the bulk share a connection for pages."""
     query, params = count_statement(
-        tenant_id, event_filter, group_by=group_by, limit=limit, before_seq=before_seq
+        tenant_id,
+        event_filter,
+        group_by=group_by,
+        limit=limit,
+        before_seq=before_seq,
+        time_zone=time_zone,
     )
     async with db.bulk_connection(tenant_id) as conn:
         try:
@@ -102,12 +134,18 @@ async def count_events(
                 rows = await cursor.fetchall()
         except psycopg.errors.QueryCanceled:
             raise count_timed_out(timeout) from None
+        except psycopg.errors.InvalidParameterValue as error:
+            if not time_zone:
+                raise
+            raise InvalidArgument.field(
+                "time_zone", f"{time_zone!r} is not a time zone the database knows"
+            ) from error
     if group_by is None:
         [(total,)] = rows
         return Counts(total=int(total), groups=[], total_groups=0)
     if not rows:
         return Counts(total=0, groups=[], total_groups=0)
-    groups = [(group_key(group_by, key), int(n)) for key, n, _, _ in rows]
+    groups = [(group_key(group_by, key, time_zone), int(n)) for key, n, _, _ in rows]
     return Counts(total=int(rows[0][2]), groups=groups, total_groups=int(rows[0][3]))
 
 

@@ -23,7 +23,9 @@ from sealtrail.v1 import audit_service_pb2
 _GROUPINGS: Final = {
     name.replace("_", "-"): name for name in enum_names(audit_service_pb2.CountGroupBy)
 } | {name: name for name in enum_names(audit_service_pb2.CountGroupBy)}
-# How the table shows a time bucket's start (UTC), from its RFC 3339 key.
+# How the table shows a time bucket's start, from its RFC 3339 key: the date,
+# or the date and the hour (and in a time zone, its offset, which tells apart
+# the two hours of the night the clocks go back).
 _BUCKET_SHOWN: Final = {"day": 10, "hour": 16}
 # The longest wait: a day, the longest count a server allows (SEALTRAIL_COUNT_TIMEOUT).
 _MAX_WAIT: Final = 86400.0
@@ -44,7 +46,7 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
     "group_by",
     type=click.Choice(list(_GROUPINGS), case_sensitive=False),
     help="Count per action, actor (id), category, outcome, severity, resource type,"
-    " UTC day or hour of occurred_at, the API token that recorded the events"
+    " day or hour of occurred_at (UTC's, or --time-zone's), the API token that recorded the events"
     " (recorded-by), or the client's IP address (ip); without it, the total alone.",
 )
 @click.option(
@@ -53,6 +55,14 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
     default=50,
     show_default=True,
     help="Groups to show at most: the largest (days and hours: the earliest).",
+)
+@click.option(
+    "--time-zone",
+    default="",
+    metavar="ZONE",
+    help="The IANA time zone (Europe/Berlin, Asia/Kolkata) whose days and hours"
+    " --by day and --by hour count: local days (23 or 25 hours when the clocks"
+    " change) and hours. Default: UTC.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
 @click.option(
@@ -70,6 +80,7 @@ def stats(
     /,
     group_by: str | None,
     limit: int,
+    time_zone: str,
     as_json: bool,
     timeout: float,
     **criteria: Any,
@@ -80,13 +91,17 @@ def stats(
     grouping = cast(GroupBy, _GROUPINGS[group_by.lower()] if group_by else "")
     with _client(ctx) as client:
         counts = client.count_events(
-            _filter(criteria), group_by=grouping, limit=limit, timeout=timeout
+            _filter(criteria),
+            group_by=grouping,
+            limit=limit,
+            time_zone=time_zone,
+            timeout=timeout,
         )
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(counts)))
         return
     if grouping:
-        print_table(_table(counts, grouping))
+        print_table(_table(counts, grouping, time_zone))
     click.echo(f"total: {counted(counts.total, 'event')}")
     if counts.truncated:
         click.echo(
@@ -96,16 +111,19 @@ def stats(
         )
 
 
-def _table(counts: EventCounts, grouping: str) -> PlainTable:
+def _table(counts: EventCounts, grouping: str, time_zone: str) -> PlainTable:
     header = grouping.replace("_", " ")
+    if grouping in _BUCKET_SHOWN:
+        header = f"{header} ({time_zone or 'UTC'})"
     table = PlainTable()
-    table.add_column(f"{header} (UTC)" if grouping in _BUCKET_SHOWN else header, overflow="fold")
+    table.add_column(header, overflow="fold")
     table.add_column("events", justify="right")
     table.add_column("share", justify="right")
     for group in counts.groups:
         key = group.key or "(none)"
         if grouping in _BUCKET_SHOWN:
-            key = key[: _BUCKET_SHOWN[grouping]].replace("T", " ")
+            shown = key[: _BUCKET_SHOWN[grouping]].replace("T", " ")
+            key = f"{shown} {key[19:]}" if time_zone and grouping == "hour" else shown
         share = f"{100 * group.count / counts.total:.1f}%" if counts.total else ""
         table.add_row(key, str(group.count), share)
     return table

@@ -428,13 +428,18 @@ class AuditClient:
         *,
         group_by: GroupBy = "",
         limit: int = 0,
+        time_zone: str = "",
         timeout: float = COUNT_TIMEOUT,
     ) -> EventCounts:
         """Counts the events that match `filter`: the total, and with `group_by`
         (action, actor, category, outcome, severity, resource_type, day, hour,
         recorded_by, ip)
         the largest `limit` groups (0: 50; at most 1,000), by count, then key;
-        days and hours (UTC, of occurred_at) in time order. `group_by="action"`
+        days and hours of occurred_at in time order: UTC's, or with
+        `time_zone` (an IANA name, `Europe/Berlin`) that zone's local days
+        (23 or 25 hours when the clocks change) and hours, keyed by their
+        start with its offset (`2026-03-29T00:00:00+01:00`; INVALID_ARGUMENT
+        for a name that is no zone). `group_by="action"`
         lists the actions the log holds. Recorded as a query is. Waited for up
         to `timeout` seconds: longer than the server gives a count (30 s by
         default), so that its refusal to count longer (RpcFailedError,
@@ -442,7 +447,7 @@ class AuditClient:
         arrives rather than a deadline; not retried once cut off by that
         deadline, as another attempt would count anew. Within the client's
         total_timeout, if it has one."""
-        request = count_request(filter, group_by, limit)
+        request = count_request(filter, group_by, limit, time_zone)
         response = self._call(
             self._stub.CountEvents, request, timeout=timeout, retry_on=PREVIEW_RETRYABLE
         )

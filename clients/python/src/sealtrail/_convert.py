@@ -726,16 +726,22 @@ class EventCounts:
 
 
 def count_request(
-    filter: event_pb2.EventFilter | None, group_by: GroupBy | str, limit: int
+    filter: event_pb2.EventFilter | None,
+    group_by: GroupBy | str,
+    limit: int,
+    time_zone: str = "",
 ) -> audit_service_pb2.CountEventsRequest:
     """A CountEventsRequest; `group_by` is a CountGroupBy's shorthand name
-    (`actor`, `resource_type`, `day`), "" for the total alone."""
+    (`actor`, `resource_type`, `day`), "" for the total alone; `time_zone`
+    the IANA zone of its days and hours, "" for UTC."""
     grouping = (
         enum_value(audit_service_pb2.CountGroupBy, group_by, field="group_by")
         if group_by
         else audit_service_pb2.COUNT_GROUP_BY_UNSPECIFIED
     )
-    return audit_service_pb2.CountEventsRequest(filter=filter, group_by=grouping, limit=limit)
+    return audit_service_pb2.CountEventsRequest(
+        filter=filter, group_by=grouping, limit=limit, time_zone=time_zone
+    )
 
 
 def event_counts(response: audit_service_pb2.CountEventsResponse) -> EventCounts:

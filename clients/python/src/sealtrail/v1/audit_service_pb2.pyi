@@ -69,11 +69,12 @@ class _CountGroupByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CountGro
     COUNT_GROUP_BY_RESOURCE_TYPE: _CountGroupBy.ValueType  # 6
     """By `resource.type`; events without one under ""."""
     COUNT_GROUP_BY_DAY: _CountGroupBy.ValueType  # 7
-    """By the UTC day of `occurred_at`: the key is the day's start in RFC 3339
-    (`2026-12-05T00:00:00Z`).
+    """By the UTC day of `occurred_at` (or the day of the request's time_zone):
+    the key is the day's start in RFC 3339 (`2026-12-05T00:00:00Z`).
     """
     COUNT_GROUP_BY_HOUR: _CountGroupBy.ValueType  # 8
-    """By the UTC hour of `occurred_at`: the key is the hour's start in RFC 3339
+    """By the UTC hour of `occurred_at` (or the hour of the request's
+    time_zone): the key is the hour's start in RFC 3339
     (`2026-12-05T14:00:00Z`).
     """
     COUNT_GROUP_BY_RECORDED_BY: _CountGroupBy.ValueType  # 9
@@ -105,11 +106,12 @@ COUNT_GROUP_BY_SEVERITY: CountGroupBy.ValueType  # 5
 COUNT_GROUP_BY_RESOURCE_TYPE: CountGroupBy.ValueType  # 6
 """By `resource.type`; events without one under ""."""
 COUNT_GROUP_BY_DAY: CountGroupBy.ValueType  # 7
-"""By the UTC day of `occurred_at`: the key is the day's start in RFC 3339
-(`2026-12-05T00:00:00Z`).
+"""By the UTC day of `occurred_at` (or the day of the request's time_zone):
+the key is the day's start in RFC 3339 (`2026-12-05T00:00:00Z`).
 """
 COUNT_GROUP_BY_HOUR: CountGroupBy.ValueType  # 8
-"""By the UTC hour of `occurred_at`: the key is the hour's start in RFC 3339
+"""By the UTC hour of `occurred_at` (or the hour of the request's
+time_zone): the key is the hour's start in RFC 3339
 (`2026-12-05T14:00:00Z`).
 """
 COUNT_GROUP_BY_RECORDED_BY: CountGroupBy.ValueType  # 9
@@ -485,11 +487,24 @@ class CountEventsRequest(_message.Message):
     FILTER_FIELD_NUMBER: _builtins.int
     GROUP_BY_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
     group_by: Global___CountGroupBy.ValueType
     """What to group the matching events by; unset answers the total alone."""
     limit: _builtins.int
     """Maximum number of groups to return: default 50, at most 1,000 (a larger
     value is lowered to 1,000), never negative.
+    """
+    time_zone: _builtins.str
+    """The IANA time zone (`Europe/Berlin`, `Asia/Kolkata`) whose days and hours
+    DAY and HOUR count by; unset counts UTC's, with keys ending in `Z`. A day
+    is a local calendar day, from its first instant (local midnight, or the
+    end of a change to summer time that skips it) to the next day's: 23 or
+    25 hours on a day the clocks change. An hour is a local hour: at
+    `Asia/Kolkata` (+05:30) it starts at half past a UTC hour, and the hour
+    the clocks go back twice is two buckets. Keys are the bucket's start in
+    RFC 3339 with the zone's offset at it (`2026-03-29T00:00:00+01:00`,
+    `2026-10-25T02:00:00+01:00`; `+00:00` where that is zero). Other groupings
+    ignore it. A name that is not an IANA time zone is INVALID_ARGUMENT.
     """
     @_builtins.property
     def filter(self) -> _event_pb2.EventFilter:
@@ -503,10 +518,11 @@ class CountEventsRequest(_message.Message):
         filter: _event_pb2.EventFilter | None = ...,
         group_by: Global___CountGroupBy.ValueType = ...,
         limit: _builtins.int = ...,
+        time_zone: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "group_by", b"group_by", "limit", b"limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "group_by", b"group_by", "limit", b"limit", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -522,7 +538,8 @@ class EventCount(_message.Message):
     COUNT_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The value the events share: an action, an actor id, an enum value's name
-    in lower case, a resource type, or a time bucket's start (RFC 3339, UTC).
+    in lower case, a resource type, or a time bucket's start (RFC 3339, UTC;
+    with the request's time_zone, its offset).
     "" for events that have none (no category, no resource type).
     """
     count: _builtins.int
