@@ -15,14 +15,21 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
 
 import grpc
 import psycopg
 import pytest
 from click.testing import CliRunner
 
-from sealtrail import AsyncAuditClient, AuditClient, EventCount, build_event, build_filter
+from sealtrail import (
+    AsyncAuditClient,
+    AuditClient,
+    EventCount,
+    InvalidArgumentError,
+    build_event,
+    build_filter,
+)
 from sealtrail import _cli as cli
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc
 from tests.conftest import ServerThread
@@ -234,3 +241,30 @@ def test_sealtrail_stats_counts_in_a_time_zone(
         cli.main, ["stats", "--by", "day", "--time-zone", "Mars/Olympus_Mons"], env=env
     )
     assert refused.exit_code != 0 and "time_zone" in refused.output
+
+
+def _zone_the_database_lacks(sql: psycopg.Connection[Any]) -> str:
+    """A zone of the server's zone database that the database's own copy
+    does not have (it is older: America/Coyhaique came in 2025b)."""
+    known = {name for (name,) in sql.execute("SELECT name FROM pg_timezone_names").fetchall()}
+    lacking = sorted(name for name in available_timezones() if name not in known)
+    lacking = [name for name in lacking if name not in ("localtime", "Factory", "posixrules")]
+    if not lacking:
+        pytest.skip("the database knows every zone the server does")
+    return lacking[0]
+
+
+@pytest.mark.parametrize("with_events", [False, True])
+def test_a_zone_the_database_does_not_know_is_refused_whatever_there_is_to_count(
+    client_for: Callable[..., AuditClient],
+    tenant: str,
+    sql: psycopg.Connection[Any],
+    with_events: bool,
+) -> None:
+    zone = _zone_the_database_lacks(sql)
+    if with_events:
+        client_for(tenant, "recorder").record(build_event(action="user.login", actor_id="u1"))
+    reader = client_for(tenant, "reader")
+    with pytest.raises(InvalidArgumentError) as refused:
+        reader.count_events(group_by="day", time_zone=zone)
+    assert [field for field, _ in refused.value.field_violations] == ["time_zone"]
