@@ -268,3 +268,48 @@ def test_a_zone_the_database_does_not_know_is_refused_whatever_there_is_to_count
     with pytest.raises(InvalidArgumentError) as refused:
         reader.count_events(group_by="day", time_zone=zone)
     assert [field for field, _ in refused.value.field_violations] == ["time_zone"]
+
+
+def _zone_the_database_tells_otherwise(sql: psycopg.Connection[Any], moment: datetime) -> str:
+    """A zone whose offset at `moment` the database's copy of the zone data
+    gives otherwise than the server's (an older release: Paraguay kept -03 all
+    year from October 2024, 2024b)."""
+    names = sorted(name for name in available_timezones() if "/" in name)
+    rows = sql.execute(
+        "SELECT z, %s::timestamptz AT TIME ZONE z FROM unnest(%s::text[]) AS z"
+        " WHERE z IN (SELECT name FROM pg_timezone_names)",
+        [moment, names],
+    ).fetchall()
+    for name, local in rows:
+        if local != moment.astimezone(ZoneInfo(name)).replace(tzinfo=None):
+            return str(name)
+    pytest.skip("the database's zone data and the server's agree")
+
+
+def test_each_day_holds_the_events_between_its_key_and_the_next_whatever_zone_data(
+    client_for: Callable[..., AuditClient], tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    first = datetime(2026, 6, 9, tzinfo=UTC)
+    zone = _zone_the_database_tells_otherwise(sql, first + timedelta(days=1))
+    # Every 20 minutes, and each day more of them between 03:00 and 04:00 UTC
+    # than the day before (Paraguay's midnight at -03 and at -04, where zone
+    # data tell it otherwise).
+    moments = [first + timedelta(minutes=20 * n) for n in range(3 * 72)]
+    moments += [
+        first + timedelta(days=day, hours=3, minutes=minute)
+        for day in range(4)
+        for minute in range(1, 60, 20 - 6 * day)
+    ]
+    client_for(tenant, "recorder").record_batch(
+        [build_event(action="user.login", actor_id="u1", occurred_at=m) for m in moments]
+    )
+    days = client_for(tenant, "reader").count_events(
+        build_filter(since=first - timedelta(days=1), until=first + timedelta(days=4)),
+        group_by="day",
+        time_zone=zone,
+    )
+    starts = [datetime.fromisoformat(group.key) for group in days.groups]
+    # The days between the first and the last are whole: each holds the events
+    # from its key to the next one's, as the keys say.
+    for start, end, group in zip(starts[1:-1], starts[2:], days.groups[1:-1], strict=False):
+        assert group.count == sum(start <= m < end for m in moments), (zone, group.key)

@@ -7,14 +7,14 @@ canonical record writes it (`failure`), a resource type, or a time bucket's
 start in RFC 3339, UTC, to the second (`2026-12-05T14:00:00Z`), which sorts as
 text as it does in time (ADR 0063). Counted in a time zone, a bucket is a day
 or an hour of its clocks, and its key carries the zone's offset at its start
-(`2026-03-29T00:00:00+01:00`; ADR 0103)."""
+(`2026-03-29T00:00:00+01:00`), written by the database that grouped it
+(store/counts.py, ADR 0103)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime
 from typing import Literal
-from zoneinfo import ZoneInfo
 
 from .event import SEVERITIES
 from .filters import page_size
@@ -54,21 +54,12 @@ def group_limit(requested: int) -> int:
     return page_size(requested, field="limit")
 
 
-def group_key(group_by: GroupBy, value: object, time_zone: str = "") -> str:
+def group_key(group_by: GroupBy, value: object) -> str:
     """A group's key as the answer writes it, from the value the database
-    grouped on (a severity's rank, a bucket's start; "" for none). In a
-    `time_zone`, a day is grouped on as its local date, and its key is the
-    day's first instant: its midnight, or where a change to summer time skips
-    midnight, the end of the gap (`fold` 0 reads a time that does not exist
-    with the offset before the change, and one that comes twice as the first)."""
+    grouped on (a severity's rank, a bucket's start; "" for none; a zoned
+    bucket's key as the database wrote it)."""
     if group_by == "severity" and isinstance(value, int):
         return SEVERITIES[value]
-    if time_zone and group_by in ("day", "hour"):
-        zone = ZoneInfo(time_zone)
-        if not isinstance(value, datetime) and isinstance(value, date):
-            value = datetime.combine(value, time(), tzinfo=zone)
-        if isinstance(value, datetime):
-            return value.astimezone(UTC).astimezone(zone).isoformat(timespec="seconds")
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return "" if value is None else str(value)

@@ -37,14 +37,13 @@ _KEYS: Final[dict[GroupBy, sql.Composable]] = {
     "ip": sql.SQL("coalesce(host(ip), '')"),
 }
 # Days and hours of a time zone ({zone}, a literal: a name is_time_zone took).
-# A day is grouped on as the local date (domain/counts.py writes its first
-# instant): not date_trunc('day', occurred_at, zone), which turns a local
-# midnight that comes twice (America/Havana's day the clocks go back at 01:00)
-# into the later one, after the events of the hour before it. An hour is the
-# event's time less the minutes and seconds of its local clock past the hour:
-# its start as the event's own offset tells it, so the two hours of a change
-# back (02:00 CEST, then 02:00 CET) stay two, and at +05:30 hours start at
-# half past a UTC hour.
+# A day is grouped on as the local date: not date_trunc('day', occurred_at,
+# zone), which turns a local midnight that comes twice (America/Havana's day
+# the clocks go back at 01:00) into the later one, after the events of the
+# hour before it. An hour is the event's time less the minutes and seconds of
+# its local clock past the hour: its start as the event's own offset tells it,
+# so the two hours of a change back (02:00 CEST, then 02:00 CET) stay two, and
+# at +05:30 hours start at half past a UTC hour.
 _ZONED_KEYS: Final[dict[GroupBy, sql.SQL]] = {
     "day": sql.SQL("(occurred_at AT TIME ZONE {zone})::date"),
     "hour": sql.SQL(
@@ -52,6 +51,38 @@ _ZONED_KEYS: Final[dict[GroupBy, sql.SQL]] = {
         " - date_trunc('hour', occurred_at AT TIME ZONE {zone}))"
     ),
 }
+# Where each bucket returned starts (`start`), from the key it was grouped on.
+# An hour's is its key. A day's is its first instant: local midnight as the
+# database reads it, which where midnight comes twice is the later one; so
+# the midnight with the offset of three hours before, if that is one too, and
+# earlier. Where the clocks skip midnight the database reads it with the
+# offset before, which is the end of the gap: the day's first instant.
+_STARTS: Final[dict[GroupBy, sql.SQL]] = {
+    "day": sql.SQL(
+        "(SELECT CASE WHEN e < c AND (e AT TIME ZONE {zone}) = key::timestamp THEN e ELSE c END"
+        " FROM (SELECT c, (key::timestamp - ((p AT TIME ZONE {zone}) - (p AT TIME ZONE 'UTC')))"
+        " AT TIME ZONE 'UTC' AS e"
+        " FROM (SELECT c, c - interval '3 hours' AS p"
+        " FROM (SELECT key::timestamp AT TIME ZONE {zone} AS c) AS c) AS p) AS e)"
+    ),
+    "hour": sql.SQL("key"),
+}
+# A zoned count's groups, keyed by the database (not zoneinfo: the database
+# grouped them by its own copy of the zone data, which may be another release
+# than the server's, and a key must name the bucket the events were counted
+# in): the start in RFC 3339 with the zone's offset at it (`+00:00` for zero).
+_ZONED_GROUPED: Final = sql.SQL(
+    "SELECT to_char(start AT TIME ZONE {zone}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
+    " || CASE WHEN off < interval '0' THEN '-' ELSE '+' END"
+    " || to_char(CASE WHEN off < interval '0' THEN -off ELSE off END, 'HH24:MI'),"
+    " n, total, groups FROM ("
+    " SELECT key, n, sum(n) OVER ()::bigint AS total, count(*) OVER () AS groups FROM ("
+    " SELECT {key} AS key, count(*) AS n FROM events WHERE {conditions} GROUP BY 1) AS g"
+    " ORDER BY key LIMIT %s) AS l,"
+    " LATERAL (SELECT {start} AS start) AS s,"
+    " LATERAL (SELECT (start AT TIME ZONE {zone}) - (start AT TIME ZONE 'UTC') AS off) AS o"
+    " ORDER BY key"
+)
 # Largest first, then by key in byte order (as the client sorts strings, not
 # as the database's collation would); a severity's ties by its level; time
 # buckets in time order.
@@ -97,10 +128,16 @@ def count_statement(
     if group_by is None:
         return _TOTAL.format(conditions=where), params
     order = _ORDERS.get(group_by, _TEXT_ORDER)
-    key: sql.Composable = _KEYS[group_by]
     if time_zone and group_by in _ZONED_KEYS:
-        key = _ZONED_KEYS[group_by].format(zone=sql.Literal(time_zone))
-    query = _GROUPED.format(key=key, conditions=where, order=order)
+        zone = sql.Literal(time_zone)
+        query = _ZONED_GROUPED.format(
+            key=_ZONED_KEYS[group_by].format(zone=zone),
+            start=_STARTS[group_by].format(zone=zone),
+            zone=zone,
+            conditions=where,
+        )
+        return query, [*params, limit]
+    query = _GROUPED.format(key=_KEYS[group_by], conditions=where, order=order)
     return query, [*params, limit]
 
 
@@ -150,7 +187,7 @@ async def count_events(
         return Counts(total=int(total), groups=[], total_groups=0)
     if not rows:
         return Counts(total=0, groups=[], total_groups=0)
-    groups = [(group_key(group_by, key, time_zone), int(n)) for key, n, _, _ in rows]
+    groups = [(group_key(group_by, key), int(n)) for key, n, _, _ in rows]
     return Counts(total=int(rows[0][2]), groups=groups, total_groups=int(rows[0][3]))
 
 
