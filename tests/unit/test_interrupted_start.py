@@ -1,0 +1,53 @@
+"""Ctrl-C in the first seconds of `sealtrail-server` (or `make run`), while its
+modules are still being imported (seconds on a busy machine), stops it as a
+Ctrl-C later in the start does: `Aborted!`, status 1, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+# The console script's entry point, called as its generated wrapper calls it,
+# with a SIGINT sent as the import of psycopg (one of the server's first
+# heavy imports) begins: the moment is the same at every run.
+_PROGRAM = textwrap.dedent(
+    """
+    import importlib, os, signal, sys
+
+    class InterruptAtPsycopg:
+        def find_spec(self, name, path=None, target=None):
+            if name == "psycopg":
+                sys.meta_path.remove(self)
+                os.kill(os.getpid(), signal.SIGINT)
+            return None
+
+    sys.meta_path.insert(0, InterruptAtPsycopg())
+    module, _, function = {target!r}.partition(":")
+    sys.argv = ["sealtrail-server", "serve"]
+    sys.exit(getattr(importlib.import_module(module), function)())
+    """
+)
+
+
+def _entry_point(name: str) -> str:
+    project = tomllib.loads((_ROOT / "pyproject.toml").read_text())
+    target: str = project["project"]["scripts"][name]
+    return target
+
+
+def test_ctrl_c_while_the_server_imports_its_modules_aborts_without_a_traceback() -> None:
+    program = _PROGRAM.format(target=_entry_point("sealtrail-server"))
+    ended = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "Traceback" not in ended.stderr, ended.stderr
+    assert (ended.returncode, ended.stderr.strip()) == (1, "Aborted!")
