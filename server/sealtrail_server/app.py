@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import errno
 import logging
 import os
 import resource
 import secrets
 import shutil
 import signal
+import socket
 import ssl
 import tempfile
 from collections.abc import Callable, Mapping
@@ -140,6 +142,38 @@ def connection_cap(most: int) -> int:
         soft,
     )
     return cap
+
+
+def address_in_use(address: str) -> bool:
+    """Whether another socket listens on every address HOST:PORT resolves to,
+    found binding each as gRPC would (SO_REUSEADDR, no SO_REUSEPORT), so that
+    the start refuses it in its own words: gRPC's refusal came after its C++
+    log line (`E1206 ... add_port.cc:83] Failed to add port to server ...`),
+    printed above them (helper-311). False where gRPC would say more (a port
+    of 0, a host that does not resolve): gRPC binds it, or refuses it."""
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or int(port) == 0:
+        return False
+    try:
+        found = socket.getaddrinfo(
+            host.removeprefix("[").removesuffix("]"),
+            int(port),
+            type=socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE,
+        )
+    except (OSError, UnicodeError):
+        return False
+    for family, kind, protocol, _, where in found:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(where)
+            except OSError as error:
+                if error.errno != errno.EADDRINUSE:
+                    return False
+            else:
+                return False
+    return bool(found)
 
 
 def abandon_stop() -> NoReturn:
@@ -483,6 +517,8 @@ class Service:
                     " set TMPDIR to a shorter directory"
                 ) from None
         try:
+            if address_in_use(settings.listen):  # refused as gRPC does, without its log line
+                raise RuntimeError(f"{settings.listen} is in use")
             if credentials is None:
                 self.port = server.add_insecure_port(settings.listen)
             else:

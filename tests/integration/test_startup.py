@@ -52,6 +52,27 @@ def test_a_port_another_server_listens_on_is_refused(
     assert "SEALTRAIL_LISTEN" in str(refused.value)  # what to change
 
 
+def test_a_port_in_use_is_refused_in_one_line_without_grpcs_own_error(
+    server: ServerThread, migrated_database_url: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A second `make run` beside the first printed gRPC's C++ log line
+    (`E1206 ... add_port.cc:83] Failed to add port to server: No address
+    added out of total 1 resolved for '127.0.0.1:50051' ...`) above the
+    refusal, which says the same in words that name what to change
+    (helper-311)."""
+    taken = f"127.0.0.1:{server.port}"
+    second = Service(
+        replace(server.settings, listen=taken),
+        database_url=server.settings.database_url,
+        owner_database_url=migrated_database_url,
+    )
+    capfd.readouterr()
+    with pytest.raises(SystemExit, match=f"cannot listen on {taken}: in use"):
+        asyncio.run(second.start())
+    printed = capfd.readouterr().err
+    assert "add_port" not in printed and "Failed to add port" not in printed, printed
+
+
 @pytest.mark.parametrize(
     ("url", "said"),
     [
