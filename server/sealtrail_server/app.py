@@ -541,7 +541,9 @@ class Service:
                 self.console_port = await self.console.start()
             except OSError as error:
                 raise SystemExit(
-                    f"cannot serve the console on {settings.console_listen}: {error}"
+                    f"cannot serve the console on {settings.console_listen}: {error} (set"
+                    " SEALTRAIL_CONSOLE_LISTEN, or serve --console, to another HOST:PORT;"
+                    " set empty, `make run` serves no console)"
                 ) from None
         await self._set_health(serving=True)
         self._watchdog = asyncio.create_task(self._watch_database(db), name="sealtrail-db-watch")

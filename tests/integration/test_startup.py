@@ -73,6 +73,28 @@ def test_a_port_in_use_is_refused_in_one_line_without_grpcs_own_error(
     assert "add_port" not in printed and "Failed to add port" not in printed, printed
 
 
+def test_a_console_port_in_use_is_refused_naming_what_to_change(
+    server: ServerThread, migrated_database_url: str
+) -> None:
+    """`make run` serves the console on 127.0.0.1:8080: with that port taken
+    (another `make run` given another SEALTRAIL_LISTEN, or any web server),
+    the start said only `cannot serve the console on 127.0.0.1:8080: [Errno
+    98] ... address already in use`, not how to move it or do without it, as
+    the gRPC port's refusal does (helper-311)."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        console = f"127.0.0.1:{taken.getsockname()[1]}"
+        second = Service(
+            replace(server.settings, listen="127.0.0.1:0", console_listen=console),
+            database_url=server.settings.database_url,
+            owner_database_url=migrated_database_url,
+        )
+        with pytest.raises(SystemExit, match=f"cannot serve the console on {console}") as refused:
+            asyncio.run(second.start())  # what it started, stopped again
+    said = str(refused.value)
+    assert "in use" in said and "SEALTRAIL_CONSOLE_LISTEN" in said, said
+    assert "empty" in said, said  # `make run` serves one unless told not to
+
+
 @pytest.mark.parametrize(
     ("url", "said"),
     [
