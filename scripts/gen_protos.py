@@ -21,9 +21,13 @@ PACKAGE_DIR = Path("sealtrail") / "v1"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 
 
-def generate(out: Path) -> None:
+def generate(out: Path, *, quiet: bool = False) -> None:
+    """The modules of proto/ into `out`; `quiet`: without mypy-protobuf's
+    `Writing mypy to ...` line per stub, which a check into a temporary
+    directory printed as if it rewrote the committed ones."""
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
     bin_dir = Path(sys.executable).parent
+    mypy_options = "quiet:" if quiet else ""
     args = [
         "grpc_tools.protoc",
         f"--proto_path={PROTO_ROOT}",
@@ -32,8 +36,8 @@ def generate(out: Path) -> None:
         f"--plugin=protoc-gen-mypy_grpc={bin_dir / 'protoc-gen-mypy_grpc'}",
         f"--python_out={out}",
         f"--grpc_python_out={out}",
-        f"--mypy_out={out}",
-        f"--mypy_grpc_out={out}",
+        f"--mypy_out={mypy_options}{out}",
+        f"--mypy_grpc_out={mypy_options}{out}",
         *protos,
     ]
     if protoc.main(args) != 0:
@@ -64,7 +68,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp)
         (fresh / PACKAGE_DIR).mkdir(parents=True)
-        generate(fresh)
+        generate(fresh, quiet=True)
         want, have = generated_files(fresh), generated_files(committed)
         stale = sorted(want ^ have)
         differing = sorted(
