@@ -415,6 +415,11 @@ async def _issue_dev_token_alone(settings: Settings, url: str) -> None:
     db = await Database.open(url, min_size=1, max_size=1)
     try:
         if await count_tokens(db):
+            if token_file.exists():  # the first start's output long gone
+                click.echo(
+                    f"sealtrail: the admin token its first start made for tenant {DEV_TENANT!r}"
+                    f" is in {token_file}"
+                )
             return
         issued = await _recorded_token(db, DEV_TENANT, Role.ADMIN, "development")
     except SealtrailError as error:

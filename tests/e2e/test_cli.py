@@ -285,6 +285,10 @@ def test_embedded_server_prints_a_dev_token_and_keeps_data_across_restarts() -> 
 
         second = _serve_embedded(data_dir, running)
         assert "development admin token" not in second["stdout"]
+        # No new token, but where the first is: a restart said nothing of it,
+        # and its secret had scrolled away with the first start's output.
+        assert token not in second["stdout"]
+        assert f"is in {data_dir / 'dev-admin-token'}" in second["stdout"]
         env["SEALTRAIL_SERVER"] = second["target"]
         found = run("sealtrail", "query", "--format", "jsonl", env=env).stdout.splitlines()
         # newest first; the development token's creation is recorded as any token's
