@@ -1,6 +1,7 @@
 """Ctrl-C in the first seconds of `sealtrail-server` (or `make run`), while its
 modules are still being imported (seconds on a busy machine), stops it as a
-Ctrl-C later in the start does: `Aborted!`, status 1, no traceback."""
+Ctrl-C a moment later does, without a traceback: `serve` with `Aborted!` and
+status 1, an operator's command with `stopped by SIGINT` and 130."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sys
 import textwrap
 import tomllib
 from pathlib import Path
+
+import pytest
 
 _ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +31,7 @@ _PROGRAM = textwrap.dedent(
 
     sys.meta_path.insert(0, InterruptAtPsycopg())
     module, _, function = {target!r}.partition(":")
-    sys.argv = ["sealtrail-server", "serve"]
+    sys.argv = ["sealtrail-server", *{arguments!r}]
     sys.exit(getattr(importlib.import_module(module), function)())
     """
 )
@@ -40,8 +43,18 @@ def _entry_point(name: str) -> str:
     return target
 
 
-def test_ctrl_c_while_the_server_imports_its_modules_aborts_without_a_traceback() -> None:
-    program = _PROGRAM.format(target=_entry_point("sealtrail-server"))
+@pytest.mark.parametrize(
+    ("arguments", "status", "said"),
+    [
+        (["serve"], 1, "Aborted!"),
+        (["-v", "serve", "--listen", "127.0.0.1:0"], 1, "Aborted!"),
+        (["tenant", "list"], 130, "stopped by SIGINT"),
+    ],
+)
+def test_ctrl_c_while_the_server_imports_its_modules_aborts_without_a_traceback(
+    arguments: list[str], status: int, said: str
+) -> None:
+    program = _PROGRAM.format(target=_entry_point("sealtrail-server"), arguments=arguments)
     ended = subprocess.run(
         [sys.executable, "-c", program],
         capture_output=True,
@@ -50,4 +63,4 @@ def test_ctrl_c_while_the_server_imports_its_modules_aborts_without_a_traceback(
         check=False,
     )
     assert "Traceback" not in ended.stderr, ended.stderr
-    assert (ended.returncode, ended.stderr.strip()) == (1, "Aborted!")
+    assert (ended.returncode, ended.stderr.strip()) == (status, said)
