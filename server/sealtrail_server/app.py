@@ -48,6 +48,7 @@ from .api.sink_records import SinkRecords
 from .auth.last_use import LastUses
 from .auth.tokens import Authenticator
 from .config import Settings
+from .console.hosts import parse_allowed_hosts
 from .console.server import Console
 from .deployment_sink_job import DeploymentSinkJob
 from .domain.access import Revoked
@@ -536,6 +537,7 @@ class Service:
                 listen=settings.console_listen,
                 key=console_key,
                 trusted_proxies=trusted_proxies,
+                allowed_hosts=parse_allowed_hosts(settings.console_allowed_hosts),
             )
             try:
                 self.console_port = await self.console.start()

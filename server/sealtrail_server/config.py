@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
+from .console.hosts import parse_allowed_hosts
 from .domain.networks import parse_networks
 from .domain.retention import MAX_DAYS
 
@@ -219,6 +220,10 @@ class Settings:
     # addresses or CIDRs): a call from one is recorded with the client its
     # X-Forwarded-For names (docs/api.md); from anyone else, with its peer's.
     trusted_proxies: str = ""
+    # Names the console answers under besides its own (comma-separated
+    # host[:port]): a proxy's public name, a port published under another
+    # number (ADR 0102, docs/console.md). Any other Host is 421.
+    console_allowed_hosts: str = ""
     # Server log lines: "text", or "json" (one object per line); both carry
     # the request id and trace id of the call they were logged in.
     log_format: str = "text"
@@ -262,6 +267,10 @@ class Settings:
                 raise SystemExit(
                     f"SEALTRAIL_{name.upper()}={getattr(settings, name)!r}: {error}"
                 ) from None
+        try:
+            parse_allowed_hosts(settings.console_allowed_hosts)
+        except ValueError as error:
+            raise SystemExit(f"SEALTRAIL_CONSOLE_ALLOWED_HOSTS: {error}") from None
         for name in ("database_url", "owner_database_url"):
             if _at_in_userinfo(getattr(settings, name) or ""):
                 # libpq took what follows it for the host, and named that host

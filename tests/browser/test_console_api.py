@@ -435,7 +435,7 @@ def test_connections_past_the_most_held_are_refused(
 def _status_from(source: str, port: int) -> int:
     """The status of a GET of the page from the address `source` (on loopback)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)) as c:
-        c.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        c.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
         return int(c.recv(100).split()[1])
 
 
@@ -485,7 +485,8 @@ def _half_bodies(port: int, count: int, stack: contextlib.ExitStack) -> list[soc
     for _ in range(count):
         connection = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=30))
         connection.sendall(
-            b"POST /api/tokens HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer made-up\r\n"
+            f"POST /api/tokens HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode()
+            + b"Authorization: Bearer made-up\r\n"
             b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"role":'
         )
         sent.append(connection)

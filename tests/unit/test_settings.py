@@ -243,3 +243,16 @@ def test_a_query_timeout_is_more_than_zero_and_at_most_a_day() -> None:
         Settings.load({"SEALTRAIL_QUERY_TIMEOUT": "0"})
     with pytest.raises(SystemExit, match="SEALTRAIL_QUERY_TIMEOUT must be at most 86400"):
         Settings.load({"SEALTRAIL_QUERY_TIMEOUT": "3e6"})
+
+
+@pytest.mark.parametrize(
+    "raw", ["*", "*.example.com", "http://audit.example.com", "audit.example.com:x", "::1", "a b"]
+)
+def test_a_console_host_that_is_no_host_port_is_refused_at_start(raw: str) -> None:
+    """Else it matched no request, and the console refused every one unsaid (ADR 0102)."""
+    env = {"SEALTRAIL_CONSOLE_ALLOWED_HOSTS": f"localhost:8443, {raw}"}
+    with pytest.raises(
+        SystemExit, match=r"SEALTRAIL_CONSOLE_ALLOWED_HOSTS: .* \(host or host:port\)"
+    ):
+        Settings.load(env)
+    assert Settings.load({"SEALTRAIL_CONSOLE_ALLOWED_HOSTS": " a.example., [::1]:80 ,"})

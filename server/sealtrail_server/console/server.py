@@ -80,7 +80,7 @@ from pathlib import Path
 from typing import Any, Final, cast
 
 import grpc
-from aiohttp import ClientConnectionResetError, web
+from aiohttp import ClientConnectionResetError, HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf import field_mask_pb2, json_format
 from google.rpc import error_details_pb2, status_pb2
@@ -109,6 +109,7 @@ from ..api.retention import limits_of, policy_of, shortenings
 from ..domain.canonical import plain_numbers
 from ..domain.event import MAX_USER_AGENT, parse_request_id
 from ..domain.networks import IpNetwork, within
+from .hosts import Host, is_allowed, parse_host
 from .parameters import (
     BadParameter,
     _etag,
@@ -186,10 +187,12 @@ class Console:
         listen: str,
         key: str = "",
         trusted_proxies: tuple[IpNetwork, ...] = (),
+        allowed_hosts: tuple[Host, ...] = (),
     ) -> None:
         """`key`: what the server trusts the browser's address and user agent
         from (api/callers.py); "" passes none on. `trusted_proxies`: peers
-        believed about the browser they forward for (X-Forwarded-For)."""
+        believed about the browser they forward for (X-Forwarded-For).
+        `allowed_hosts`: the names it answers under besides its own (hosts.py)."""
         # As the clients do: a page of 100 large events outgrows gRPC's default 4 MiB.
         self._channel = grpc.aio.insecure_channel(
             grpc_target, options=[("grpc.max_receive_message_length", 96 * 1024 * 1024)]
@@ -197,6 +200,8 @@ class Console:
         self._stub = audit_service_pb2_grpc.AuditLogServiceStub(self._channel)
         self._key = key
         self._trusted_proxies = trusted_proxies
+        self._allowed_hosts = allowed_hosts
+        self._refusals_logged = 0
         host, _, port = listen.rpartition(":")
         self._host, self._port = host.strip("[]") or "127.0.0.1", int(port)
         self._runner: web.AppRunner | None = None
@@ -207,7 +212,8 @@ class Console:
         self.port = 0
 
     async def start(self) -> int:
-        app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
+        # The host first: a request for another name reaches nothing, a 404 included.
+        app = web.Application(middlewares=[self._own_host, _errors], client_max_size=MAX_BODY)
         app.on_response_prepare.append(_secure)
         # No HEAD on the API: one ran the call (recorded, an export's quota spent).
         app.add_routes(
@@ -271,6 +277,55 @@ class Console:
         if self._runner is not None:
             await self._runner.cleanup()
         await self._channel.close(None)
+
+    @web.middleware
+    async def _own_host(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Serves a request for one of the console's own names only (hosts.py,
+        ADR 0102): any other is 421, whatever its path, before any call is
+        made. The name sent is not said back (the log has it, cut)."""
+        sent = request.headers.getall("Host", [])
+        if (
+            len(sent) > 1
+            or (sent and not sent[0].strip())
+            or (not sent and request.version >= HttpVersion11)
+        ):
+            # RFC 9112, 3.2: an HTTP/1.1 request names its host, once. HTTP/1.0
+            # needs none, and no browser sends a request without one.
+            return web.json_response(
+                {"error": "a request must name the host it is for (Host), once"}, status=400
+            )
+        if sent and not self._own(request, sent[0].strip()):
+            level = logging.WARNING if not self._refusals_logged else logging.DEBUG
+            self._refusals_logged += 1
+            log.log(
+                level,
+                "the console refused a request for another host than its own (Host %.80r):"
+                " behind a proxy or a published port, list the name the browser uses in"
+                " SEALTRAIL_CONSOLE_ALLOWED_HOSTS (further refusals are logged at DEBUG)",
+                sent[0],
+            )
+            return web.json_response(
+                {
+                    "error": "this console does not answer under the name this request was"
+                    " sent to (Host): only a loopback name with its port, the address it"
+                    " listens on, or a name in SEALTRAIL_CONSOLE_ALLOWED_HOSTS"
+                },
+                status=HTTPStatus.MISDIRECTED_REQUEST,
+            )
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    def _own(self, request: web.Request, sent: str) -> bool:
+        """Whether `sent`, a Host header, names this console."""
+        try:
+            host = parse_host(sent)
+        except ValueError:
+            return False
+        local = request.transport.get_extra_info("sockname") if request.transport else None
+        came_to, port = (str(local[0]), int(local[1])) if isinstance(local, tuple) else ("", 0)
+        if not came_to:  # the connection is gone
+            return False
+        return is_allowed(host, came_to=came_to, port=port, listed=self._allowed_hosts)
 
     def _metadata(self, request: web.Request) -> tuple[tuple[str, str], ...]:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
