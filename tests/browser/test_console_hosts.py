@@ -247,3 +247,34 @@ def test_beyond_loopback_the_address_the_connection_came_to_is_served(
     # Come to loopback, loopback's names are the console's.
     assert served(port, f"localhost:{port}", reader) == [200, 200, 200]
     assert send(port, [f"Host: {address}:{port}"])[0] == 421
+
+
+def _own_name() -> str:
+    """This machine's name, if it resolves to an address of it (else "")."""
+    name = socket.gethostname().lower()
+    try:
+        socket.getaddrinfo(name, None)
+    except OSError:
+        return ""
+    return "" if name == "localhost" else name
+
+
+def test_the_name_the_console_was_told_to_listen_on_is_its_own(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """SEALTRAIL_CONSOLE_LISTEN takes a name (`audit-host.corp:8080`): the
+    browser then uses that name, which was refused 421 unless listed too."""
+    name = _own_name()
+    if not name:
+        pytest.skip("this machine's name does not resolve")
+    running = ServerThread(migrated_database_url, console_listen=f"{name}:0")
+    try:
+        port = running.service.console_port
+        came_to = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)[0][4][0]
+        reader = running.token(tenant, "reader")
+        for host in (f"{name}:{port}", f"{name.upper()}.:{port}"):
+            assert served(port, host, reader, to=came_to) == [200, 200, 200], host
+        for host in (name, f"{name}:{port + 1}", f"x.{name}:{port}"):
+            assert send(port, [f"Host: {host}"], to=came_to)[0] == 421, host
+    finally:
+        running.close()

@@ -11,6 +11,8 @@ recorded under the browser's address. The browser sends the name it used in
 - a loopback name (`localhost`, 127.0.0.0/8, `[::1]`) with the console's port,
   on a connection that came to a loopback address;
 - the address the connection came to, with the console's port;
+- the name the console was told to listen on (SEALTRAIL_CONSOLE_LISTEN's
+  host, when a name), with the console's port;
 - a name the operator lists (SEALTRAIL_CONSOLE_ALLOWED_HOSTS): a proxy's
   public name, a port published under another number. A name listed without
   a port is its at any port; with one, at that port only.
@@ -87,15 +89,36 @@ def parse_allowed_hosts(text: str) -> tuple[Host, ...]:
     return tuple(listed)
 
 
-def is_allowed(host: Host, *, came_to: str, port: int, listed: tuple[Host, ...]) -> bool:
+def listen_name(host: str) -> str:
+    """The name of a host to listen on, as compared ("" for an address, or
+    for no name a browser could send)."""
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        pass
+    else:
+        return ""
+    try:
+        name, _ = parse_host(host)
+    except ValueError:
+        return ""
+    return name
+
+
+def is_allowed(
+    host: Host, *, came_to: str, port: int, listed: tuple[Host, ...], listens_on: str = ""
+) -> bool:
     """Whether the console serves a request for `host` on a connection that
-    came to the address `came_to` (the socket's own) and `port`."""
+    came to the address `came_to` (the socket's own) and `port`; `listens_on`
+    the name it was told to listen on (listen_name's), if one."""
     name, said = host
     sent_to = HTTP_PORT if said is None else said
     if any(name == other and other_port in (None, sent_to) for other, other_port in listed):
         return True
     if sent_to != port:
         return False
+    if listens_on and name == listens_on:
+        return True
     local = _address(came_to)
     try:
         address = _address(name)

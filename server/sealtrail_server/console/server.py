@@ -109,7 +109,7 @@ from ..api.retention import limits_of, policy_of, shortenings
 from ..domain.canonical import plain_numbers
 from ..domain.event import MAX_USER_AGENT, parse_request_id
 from ..domain.networks import IpNetwork, within
-from .hosts import Host, is_allowed, parse_host
+from .hosts import Host, is_allowed, listen_name, parse_host
 from .parameters import (
     BadParameter,
     _etag,
@@ -204,6 +204,8 @@ class Console:
         self._refusals_logged = 0
         host, _, port = listen.rpartition(":")
         self._host, self._port = host.strip("[]") or "127.0.0.1", int(port)
+        # A name to listen on is one of the console's (`audit-host.corp:8080`).
+        self._listen_name = listen_name(self._host)
         self._runner: web.AppRunner | None = None
         # The streams and exports under way, ended first by a stop: they never
         # end on their own, and held the stop (the process's) two minutes.
@@ -325,7 +327,13 @@ class Console:
         came_to, port = (str(local[0]), int(local[1])) if isinstance(local, tuple) else ("", 0)
         if not came_to:  # the connection is gone
             return False
-        return is_allowed(host, came_to=came_to, port=port, listed=self._allowed_hosts)
+        return is_allowed(
+            host,
+            came_to=came_to,
+            port=port,
+            listed=self._allowed_hosts,
+            listens_on=self._listen_name,
+        )
 
     def _metadata(self, request: web.Request) -> tuple[tuple[str, str], ...]:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
