@@ -134,6 +134,10 @@ def test_a_loopback_name_with_the_console_s_port_or_a_listed_one_is_served(
         "192.0.2.77:8080",  # listed with port 80 only
         "audit.example.com.evil.example",
         "sub.audit.example.com",
+        # Sent as UTF-8: a no-break space (U+00A0) and an ideographic one (U+3000)
+        # after the name, which no HTTP parser strips (Python's str.strip did).
+        "localhost:{port}\xc2\xa0",
+        "\xe3\x80\x80localhost:{port}",
     ],
 )
 def test_any_other_host_is_421_on_every_path_and_no_call_is_made(

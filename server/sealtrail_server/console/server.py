@@ -285,10 +285,12 @@ class Console:
         """Serves a request for one of the console's own names only (hosts.py,
         ADR 0102): any other is 421, whatever its path, before any call is
         made. The name sent is not said back (the log has it, cut)."""
-        sent = request.headers.getall("Host", [])
+        # Its optional whitespace only (HTTP's, RFC 9110, 5.6.3): str.strip's
+        # took a no-break space after `localhost:8080` for none.
+        sent = [value.strip(" \t") for value in request.headers.getall("Host", [])]
         if (
             len(sent) > 1
-            or (sent and not sent[0].strip())
+            or (sent and not sent[0])
             or (not sent and request.version >= HttpVersion11)
         ):
             # RFC 9112, 3.2: an HTTP/1.1 request names its host, once. HTTP/1.0
@@ -296,7 +298,7 @@ class Console:
             return web.json_response(
                 {"error": "a request must name the host it is for (Host), once"}, status=400
             )
-        if sent and not self._own(request, sent[0].strip()):
+        if sent and not self._own(request, sent[0]):
             level = logging.WARNING if not self._refusals_logged else logging.DEBUG
             self._refusals_logged += 1
             log.log(
