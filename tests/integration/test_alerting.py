@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
 import tracemalloc
 import uuid
@@ -530,6 +531,71 @@ def test_a_sinks_filter_changes_before_its_alert_is_sent_route_it_once(
             [sink.id, alert.seq],
         ).fetchall()
         assert queued == replays
+
+
+def test_an_alert_sent_alone_ahead_of_its_sinks_backlog_is_not_queued_again_by_a_filter_change(
+    client: AuditClient, rules: Any, marked: None, sql: psycopg.Connection[Any]
+) -> None:
+    """A sink's replays go a batch each step beside its live events, so an
+    alert its filter does not take is sent alone while the forwarder's cursor
+    is still behind it (a backlog). A change of the filter then took it for
+    an alert the forwarder had yet to reach, not taken and not waiting, and
+    queued it again: sent twice, and once more at each change for as long as
+    the cursor stayed behind it. The old filter tells: one it did not take
+    went alone, and waits or went."""
+    second = threading.Event()  # the second request of documents waits for it
+    documents: list[int] = []
+
+    def hold_the_second(received: Any, index: int) -> Reply:
+        events = json.loads(received.body)["data"]["events"]
+        if any(e["action"].startswith("document.") for e in events):
+            documents.append(index)
+            if len(documents) == 2:
+                second.wait(30)
+        return Reply()
+
+    with _role_change_alerts_to_a_documents_sink(client, rules, hold_the_second, paused=True) as (
+        receiver,
+        sink,
+    ):
+        docs = [build_event(action="document.read", actor_id="u") for _ in range(1000)]
+        client.record_batch(docs)  # two requests' worth (500 events each)
+        client.record(action="member.role_changed", actor_id="admin", resource_id="bob")
+        settle(client)  # the alert routed: queued alone, past the filter
+        [alert] = [a for a in alerts(client) if a.resource.name == "role change"]
+        queued = "SELECT count(*) FROM sink_replays WHERE sink_id = %s AND first_seq = %s"
+        assert sql.execute(queued, [sink.id, alert.seq]).fetchone() == (1,)
+        client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
+        try:
+            # The first 500 documents, then the alert alone; the next 500 held.
+            receiver.wait_for(lambda r: "security.alert" in _actions(r) and len(documents) == 2)
+            _wait_for(lambda: sql.execute(queued, [sink.id, alert.seq]).fetchone() == (0,))
+            [(cursor,)] = sql.execute("SELECT cursor_seq FROM sinks WHERE id = %s", [sink.id])
+            assert cursor < alert.seq  # sent, and still ahead of the cursor
+            for actions in ("user.*", "document.*"):
+                changed = forwarding_pb2.Sink(id=sink.id, filter=build_filter(actions=actions))
+                client.update_sink(changed, fields=["filter"])
+                assert sql.execute(queued, [sink.id, alert.seq]).fetchone() == (0,)
+        finally:
+            second.set()
+        head = client.record(action="document.read", actor_id="u").event.seq
+        receiver.wait_for(lambda r: any(
+            e["seq"] == head for q in r for e in json.loads(q.body)["data"]["events"]
+        ))  # fmt: skip
+        pending = "SELECT count(*) FROM sink_replays WHERE sink_id = %s"
+        _wait_for(lambda: sql.execute(pending, [sink.id]).fetchone() == (0,))
+        sent = [
+            e["id"] for r in receiver.requests() for e in json.loads(r.body)["data"]["events"]
+            if e["action"] == "security.alert"
+        ]  # fmt: skip
+        assert sent == [alert.id]
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.02)
 
 
 def test_an_alert_its_rule_had_yet_to_count_reaches_its_sinks_though_the_rule_is_deleted(

@@ -6,7 +6,7 @@ alert's record names the sinks it was routed to (`details.sink_ids`).
 A sink's filter changed before its forwarder reached an alert would leave
 that alert on neither road (the old filter took it, the new does not) or on
 both (the other way round): the change routes the alerts ahead of the
-sink's cursor again by the new filter (`reroute_alerts`). Sink rows are read
+sink's cursor again by the old and the new filter (`reroute_alerts`). Sink rows are read
 FOR SHARE when an alert is routed, so a routing and a filter change are one
 before the other: the change sees the routing's decision, or the routing
 sees the new filter.
@@ -83,25 +83,44 @@ async def delete_rule_routing_its_alerts(
 
 
 async def reroute_alerts(
-    conn: Connection, tenant_id: str, sink_id: str, *, now_filter: EventFilter, now: datetime
+    conn: Connection,
+    tenant_id: str,
+    sink_id: str,
+    *,
+    was_filter: EventFilter,
+    now_filter: EventFilter,
+    now: datetime,
 ) -> int:
-    """In the transaction that changed the sink's filter to `now_filter` (its
-    row locked): each alert routed to the sink that its forwarder has yet to
-    reach goes by the forwarder if the new filter takes it (a replay of it
-    still to send is dropped), else by a replay of its own (queued unless one
-    waits). Whatever the filters were before, and however often they
-    changed, each such alert is then sent once. How many were queued."""
+    """In the transaction that changed the sink's filter from `was_filter` to
+    `now_filter` (its row locked): each alert routed to the sink that its
+    forwarder has yet to reach goes by the forwarder if the new filter takes
+    it (a replay of it still to send is dropped), else by a replay of its own
+    (queued unless one waits, or it went alone already). How many were
+    queued.
+
+    An alert the old filter did not take went by a replay of its own: one
+    that waits, or one already sent (replays go a batch each step beside the
+    live events, so one is sent ahead of a cursor still behind a backlog) or
+    parked. Taken for one still to send, it was queued again at each change
+    of the filter and sent again each time the cursor was still behind it
+    (helper-315). Whatever the filters were before, and however often they
+    changed, each such alert is then sent once; but one sent alone, ahead of
+    the cursor, that a widened filter now takes is sent again by the
+    forwarder as it passes it (nothing records what a finished replay
+    sent)."""
     alerts = await store.alerts_routed_ahead_of(conn, tenant_id, sink_id)
     if not alerts:
         return 0
     seqs = [int(alert["seq"]) for alert in alerts]
     taken = await taken_by(conn, tenant_id, now_filter, alerts)
+    left_to_forwarder = await taken_by(conn, tenant_id, was_filter, alerts)
     waiting = await store.queued_alone(conn, tenant_id, sink_id, seqs)
     if sent_twice := sorted(waiting & taken):
         await store.unqueue(conn, tenant_id, sink_id, sent_twice)
     queued = 0
     for seq in seqs:
-        if seq not in taken and seq not in waiting:
+        # Not left to the forwarder before: its replay waits, or went.
+        if seq in left_to_forwarder and seq not in taken and seq not in waiting:
             queued += await store.deliver_to_sink(
                 conn, tenant_id, sink_id, str(uuid.uuid4()), seq, now=now
             )

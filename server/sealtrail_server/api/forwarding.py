@@ -423,6 +423,7 @@ class ForwardingRpcs:
                     conn,
                     tenant_id,
                     sink_id,
+                    was_filter=filter_from_json(before.definition.filter),
                     now_filter=filter_from_json(definition.filter),
                     now=self._clock(),
                 )
