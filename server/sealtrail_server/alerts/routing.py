@@ -104,10 +104,13 @@ async def reroute_alerts(
     parked. Taken for one still to send, it was queued again at each change
     of the filter and sent again each time the cursor was still behind it
     (helper-315). Whatever the filters were before, and however often they
-    changed, each such alert is then sent once; but one sent alone, ahead of
-    the cursor, that a widened filter now takes is sent again by the
+    changed, each such alert is then queued once; but one sent alone, ahead
+    of the cursor, that a widened filter now takes is sent again by the
     forwarder as it passes it (nothing records what a finished replay
-    sent)."""
+    sent). Queued once is not sent once: a request on its way as the sink
+    changes (its replay's too) goes again after the change, as any does,
+    once for each change committed while it is on its way
+    (forward/forwarder.py, docs/alerting.md)."""
     alerts = await store.alerts_routed_ahead_of(conn, tenant_id, sink_id)
     if not alerts:
         return 0
