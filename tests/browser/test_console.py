@@ -45,20 +45,24 @@ def wait_for_rows(browser: webdriver.Chrome, done: Callable[[list[str]], bool]) 
     return rows(browser)
 
 
+def key_widened() -> event_pb2.Event:
+    """Ann's API key made with its scopes widened: an event whose row opens on
+    an actor, a resource, an IP and a diff."""
+    return build_event(
+        action="api_key.create",
+        actor_id="u-ann",
+        actor_email="ann@example.com",
+        resource_type="api_key",
+        resource_id="key_7",
+        ip="203.0.113.9",
+        changes=[("scopes", ["read"], ["read", "write"])],
+    )
+
+
 @pytest.fixture
 def recorded(console_server: ServerThread, tenant: str) -> AuditClient:
     client = AuditClient(console_server.target, token=console_server.token(tenant, "recorder"))
-    client.record(
-        build_event(
-            action="api_key.create",
-            actor_id="u-ann",
-            actor_email="ann@example.com",
-            resource_type="api_key",
-            resource_id="key_7",
-            ip="203.0.113.9",
-            changes=[("scopes", ["read"], ["read", "write"])],
-        )
-    )
+    client.record(key_widened())
     client.record(action="member.invite", actor_id="u-bob", resource_type="member")
     client.record(action="user.login", actor_id="u-bob", outcome="failure", ip="198.51.100.4")
     return client

@@ -21,8 +21,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as seen
 from selenium.webdriver.support.ui import WebDriverWait
 
-from sealtrail import AuditClient, build_event
-from tests.browser.test_console import WAIT, sign_in, wait_for_rows
+from sealtrail import AuditClient
+from tests.browser.test_console import WAIT, key_widened, sign_in, wait_for_rows
 from tests.conftest import ServerThread
 
 AXE = Path(__file__).with_name("vendor") / "axe.min.js"
@@ -84,17 +84,7 @@ def test_the_investigation_views_have_no_violation(
 ) -> None:
     browser = axe_browser
     with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
-        c.record(
-            build_event(
-                action="api_key.create",
-                actor_id="u-ann",
-                actor_email="ann@example.com",
-                resource_type="api_key",
-                resource_id="key_7",
-                ip="203.0.113.9",
-                changes=[("scopes", ["read"], ["read", "write"])],
-            )
-        )
+        c.record(key_widened())
         c.record(action="user.login", actor_id="u-bob", outcome="failure", severity="error")
     found: dict[str, list[str]] = {}
     browser.get(console_url)
