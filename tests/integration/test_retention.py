@@ -102,20 +102,28 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(scope="module")
-def aged(migrated_database_url: str, clock: Clock) -> Iterator[ServerThread]:
-    """A server on the test's clock, purging only when told to."""
+@contextlib.contextmanager
+def aged_server(database_url: str, clock: Clock, *, batch_events: int) -> Iterator[ServerThread]:
+    """A server on the test's clock, purging only when told to (`purge`),
+    `batch_events` events a batch; closed after."""
     server = ServerThread(
-        migrated_database_url,
+        database_url,
         clock=clock,
         retention_interval=0,
         checkpoint_interval=0,
-        retention_batch_events=3,  # several batches even for a few events
+        retention_batch_events=batch_events,
     )
     try:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="module")
+def aged(migrated_database_url: str, clock: Clock) -> Iterator[ServerThread]:
+    # Several batches even for a few events.
+    with aged_server(migrated_database_url, clock, batch_events=3) as server:
+        yield server
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from sealtrail_server.domain.purge_summaries import SummarySeal
 from sealtrail_server.retention.purger import Purger
 from tests.clock import Clock
 from tests.conftest import REDACTION_SECRET, ServerThread
+from tests.integration.test_retention import aged_server, purge
 
 ACTIONS = [
     "user.login",
@@ -44,28 +45,14 @@ def clock() -> Clock:
 
 @pytest.fixture(scope="module")
 def aged(migrated_database_url: str, clock: Clock) -> Iterator[ServerThread]:
-    server = ServerThread(
-        migrated_database_url,
-        clock=clock,
-        retention_interval=0,
-        checkpoint_interval=0,
-        retention_batch_events=7,
-    )
-    try:
+    with aged_server(migrated_database_url, clock, batch_events=7) as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
 def admin(aged: ServerThread, tenant: str) -> Iterator[AuditClient]:
     with AuditClient(aged.target, token=aged.token(tenant)) as client:
         yield client
-
-
-def purge(server: ServerThread) -> list[Any]:
-    assert server.service.purger is not None
-    return server.run(server.service.purger.run_once())
 
 
 def _days(policy: dict[str, Any], action: str, category: str | None) -> tuple[str, int] | None:
