@@ -42,6 +42,7 @@ from tests.conftest import REDACTION_SECRET, ServerThread, signed_checkpoints_di
 from tests.http_endpoint import endpoint
 from tests.integration.test_log_integrity import assert_log_is_sound
 from tests.lock_waits import count_now, until, until_blocked
+from tests.polls import until_true
 from tests.two_processes import TwoProcesses, two_processes
 
 FROZEN_SECONDS = 12  # past the other process's lock timeout (5 s), and its answer
@@ -457,10 +458,7 @@ def test_a_process_frozen_counting_an_alert_lets_its_rule_be_changed(
             ).rule
             first.record(action="frozen.before", actor_id="a")
             leased = "SELECT lease_owner IS NOT NULL FROM alert_cursors WHERE tenant_id = %s"
-            deadline = time.monotonic() + 30
-            while sql.execute(leased, [tenant]).fetchone() != (True,):
-                assert time.monotonic() < deadline, "the process took no lease"
-                time.sleep(0.05)
+            until_true(sql, leased, [tenant], "the process took no lease")
             other = ServerThread(migrated_database_url)  # the lease is the frozen one's
             with sql.transaction():
                 # The frozen process's count waits for the rule's row: frozen

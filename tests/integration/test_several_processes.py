@@ -23,6 +23,7 @@ from sealtrail_server.forward import forwarder as forwarder_module
 from tests.conftest import ServerThread, database_of_its_own, run_operator
 from tests.http_endpoint import Endpoint, Reply, always_ok, endpoint
 from tests.integration.test_log_integrity import assert_log_is_sound, run_writers
+from tests.polls import until_true
 from tests.processes import ServerProcess
 
 
@@ -151,10 +152,7 @@ def test_sigkill_of_the_process_holding_the_leases_under_load(own_database: str)
                 "SELECT (SELECT lease_owner FROM sinks WHERE tenant_id = %(t)s) IS NOT NULL"
                 " AND (SELECT lease_owner FROM alert_cursors WHERE tenant_id = %(t)s) IS NOT NULL"
             )
-            deadline = time.monotonic() + 30
-            while sql.execute(leases, {"t": tenant}).fetchone() != (True,):
-                assert time.monotonic() < deadline, "the only process took no lease"
-                time.sleep(0.05)
+            until_true(sql, leases, {"t": tenant}, "the only process took no lease")
             processes += [ServerProcess(own_database, env=env) for _ in range(2)]
             clients += [AuditClient(p.target, token=token, max_attempts=1) for p in processes[1:]]
             acknowledged: dict[str, str] = {}
@@ -271,10 +269,7 @@ def test_a_sinks_backoff_runs_by_the_databases_clock_whatever_its_holders(
                 )  # fmt: skip
                 client.record(action="clock.event", actor_id="a")
                 failed = "SELECT consecutive_failures > 0 FROM sinks WHERE tenant_id = %s"
-                deadline = time.monotonic() + 30
-                while sql.execute(failed, [tenant]).fetchone() != (True,):
-                    assert time.monotonic() < deadline, "the sink never failed"
-                    time.sleep(0.02)
+                until_true(sql, failed, [tenant], "the sink never failed", every=0.02)
         finally:
             first.close()  # its leases given up
         receiver.responder = always_ok
