@@ -25,7 +25,7 @@ from sealtrail import AuditClient, build_alert_rule, build_event, build_filter
 from sealtrail_server.alerts.evaluator import Evaluator
 from tests.clock import Clock
 from tests.conftest import ServerThread, database_of_its_own
-from tests.integration.test_alerting import _appender_of, _wait_until_evaluated
+from tests.integration.test_alerting import _appender_of, _stepped, _wait_until_evaluated
 
 SKEW = timedelta(minutes=5)
 ACTORS = ("alice", "Alice", "bob", "carol")
@@ -278,31 +278,23 @@ def test_alerts_fire_where_the_documented_semantics_say(
     as kept); or with the kept windows removed first (rebuilt from the log,
     as after a release that kept none)."""
     clock = Clock()
-    with database_of_its_own(migrated_database_url, "alert_model") as url:
-        server = ServerThread(url, clock=clock, alert_max_tenants=0, forward_max_sinks=0)
-        client = AuditClient(server.target, token=server.token(tenant))
-        try:
-            names = _rules(client)
-            events = _events(random.Random(293), clock() + timedelta(seconds=1), 300)
-            with _appender_of(server) as appender, psycopg.connect(url, autocommit=True) as sql:
-                evaluator = Evaluator(server.database, appender)
-                assert tenant in server.run(evaluator._claim())
-                for first in range(0, len(events), 25):
-                    _record(client, clock, events[first : first + 25])
-                    if steps != "one-process":
-                        if steps == "rebuilt":
-                            sql.execute(
-                                "DELETE FROM alert_rule_windows WHERE tenant_id = %s", [tenant]
-                            )
-                        server.run(evaluator._release())
-                        evaluator = Evaluator(server.database, appender)
-                        assert tenant in server.run(evaluator._claim())
-                    server.run(evaluator._step(tenant))
-                server.run(evaluator._release())
-            _compare(url, tenant, names, events)
-        finally:
-            client.close()
-            server.close()
+    with _stepped(migrated_database_url, "alert_model", clock, tenant) as (url, server, client):
+        names = _rules(client)
+        events = _events(random.Random(293), clock() + timedelta(seconds=1), 300)
+        with _appender_of(server) as appender, psycopg.connect(url, autocommit=True) as sql:
+            evaluator = Evaluator(server.database, appender)
+            assert tenant in server.run(evaluator._claim())
+            for first in range(0, len(events), 25):
+                _record(client, clock, events[first : first + 25])
+                if steps != "one-process":
+                    if steps == "rebuilt":
+                        sql.execute("DELETE FROM alert_rule_windows WHERE tenant_id = %s", [tenant])
+                    server.run(evaluator._release())
+                    evaluator = Evaluator(server.database, appender)
+                    assert tenant in server.run(evaluator._claim())
+                server.run(evaluator._step(tenant))
+            server.run(evaluator._release())
+        _compare(url, tenant, names, events)
 
 
 def test_two_processes_evaluating_in_turn_fire_each_alert_once_where_documented(

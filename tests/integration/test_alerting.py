@@ -1392,6 +1392,24 @@ def _appender_of(server: ServerThread) -> Iterator[Appender]:
         server.run(appender.stop())
 
 
+@contextlib.contextmanager
+def _stepped(
+    migrated_database_url: str, name: str, clock: Clock, tenant: str
+) -> Iterator[tuple[str, ServerThread, AuditClient]]:
+    """A database of its own (`name`) and a server on `clock` that evaluates
+    no tenant's alerts and forwards to no sink by itself (the test steps an
+    Evaluator of its own), with an admin client of `tenant`: the database's
+    URL, the server and the client, closed after."""
+    with database_of_its_own(migrated_database_url, name) as url:
+        server = ServerThread(url, clock=clock, alert_max_tenants=0, forward_max_sinks=0)
+        client = AuditClient(server.target, token=server.token(tenant))
+        try:
+            yield url, server, client
+        finally:
+            client.close()
+            server.close()
+
+
 @pytest.mark.parametrize(
     ("before", "meanwhile", "fires_at"),
     # The events process A counts, then those B evaluates while A's lease has
@@ -1624,35 +1642,27 @@ def test_a_window_is_rebuilt_from_far_enough_back_for_an_event_late_by_minutes(
     minutes apart."""
     clock = Clock()
     start = clock()
-    with database_of_its_own(migrated_database_url, "rebuild") as url:
-        server = ServerThread(url, clock=clock, alert_max_tenants=0, forward_max_sinks=0)
-        client = AuditClient(server.target, token=server.token(tenant))
-        try:
-            rule = _logins_threshold(client)
+    with _stepped(migrated_database_url, "rebuild", clock, tenant) as (_, server, client):
+        rule = _logins_threshold(client)
 
-            def login(actor: str, second: int) -> int:
-                at = start + timedelta(seconds=second)
-                return client.record(action="user.login", actor_id=actor, occurred_at=at).event.seq
+        def login(actor: str, second: int) -> int:
+            at = start + timedelta(seconds=second)
+            return client.record(action="user.login", actor_id=actor, occurred_at=at).event.seq
 
-            with _appender_of(server) as appender:
-                evaluator = Evaluator(server.database, appender)
-                try:
-                    assert tenant in server.run(evaluator._claim())
-                    login("x", 0)
-                    clock.advance(seconds=400)
-                    login("current", 400)
-                    server.run(evaluator._step(tenant))
-                    login("x", 41)  # late, yet within a window and the skew of the newest
-                    third = login("x", 45)  # 0, 41 and 45: three within a minute
-                    evaluator = _step_again(
-                        server, evaluator, tenant, afresh=afresh, from_log=from_log
-                    )
-                finally:
-                    server.run(evaluator._release())
-            assert [alert["trigger_seq"] for alert in fired_by(client, rule.id)] == [third]
-        finally:
-            client.close()
-            server.close()
+        with _appender_of(server) as appender:
+            evaluator = Evaluator(server.database, appender)
+            try:
+                assert tenant in server.run(evaluator._claim())
+                login("x", 0)
+                clock.advance(seconds=400)
+                login("current", 400)
+                server.run(evaluator._step(tenant))
+                login("x", 41)  # late, yet within a window and the skew of the newest
+                third = login("x", 45)  # 0, 41 and 45: three within a minute
+                evaluator = _step_again(server, evaluator, tenant, afresh=afresh, from_log=from_log)
+            finally:
+                server.run(evaluator._release())
+        assert [alert["trigger_seq"] for alert in fired_by(client, rule.id)] == [third]
 
 
 def test_a_rules_alerts_are_read_back_from_the_oldest_event_a_priming_replays(
@@ -2308,42 +2318,36 @@ def _purged_then_evaluated(
     clock = Clock()
     start = clock()
     seqs: list[int] = []
-    with database_of_its_own(migrated_database_url, "window_purged") as url:
-        server = ServerThread(url, clock=clock, alert_max_tenants=0, forward_max_sinks=0)
-        client = AuditClient(server.target, token=server.token(tenant))
-        try:
-            client.set_retention_policy("forever", action_prefixes=kept_for)
-            rule = _keys_threshold(client, count=2, window_seconds=3 * 86400)
+    with _stepped(migrated_database_url, "window_purged", clock, tenant) as (_, server, client):
+        client.set_retention_policy("forever", action_prefixes=kept_for)
+        rule = _keys_threshold(client, count=2, window_seconds=3 * 86400)
 
-            def key(hours: int) -> None:
-                at = start + timedelta(hours=hours)
-                if clock() < at:
-                    clock.advance(seconds=(at - clock()).total_seconds())
-                made = client.record(action="api_key.create", actor_id="u", occurred_at=at)
-                seqs.append(made.event.seq)
+        def key(hours: int) -> None:
+            at = start + timedelta(hours=hours)
+            if clock() < at:
+                clock.advance(seconds=(at - clock()).total_seconds())
+            made = client.record(action="api_key.create", actor_id="u", occurred_at=at)
+            seqs.append(made.event.seq)
 
-            with _appender_of(server) as appender:
-                evaluator = Evaluator(server.database, appender)
-                try:
-                    assert tenant in server.run(evaluator._claim())
-                    for hours in before:
-                        key(hours)
-                    server.run(evaluator._step(tenant))
-                    clock.advance(days=2)
-                    assert server.service.purger is not None
-                    [purged] = server.run(server.service.purger.run_once())
-                    assert purged.count > 0
-                    seqs.clear()
-                    for hours in after:
-                        key(hours)
-                    evaluator = _step_again(server, evaluator, tenant, afresh=afresh)
-                finally:
-                    server.run(evaluator._release())
-            triggers = [int(alert["trigger_seq"]) for alert in fired_by(client, rule.id)]
-            return [seq for seq in triggers if seq in seqs], seqs
-        finally:
-            client.close()
-            server.close()
+        with _appender_of(server) as appender:
+            evaluator = Evaluator(server.database, appender)
+            try:
+                assert tenant in server.run(evaluator._claim())
+                for hours in before:
+                    key(hours)
+                server.run(evaluator._step(tenant))
+                clock.advance(days=2)
+                assert server.service.purger is not None
+                [purged] = server.run(server.service.purger.run_once())
+                assert purged.count > 0
+                seqs.clear()
+                for hours in after:
+                    key(hours)
+                evaluator = _step_again(server, evaluator, tenant, afresh=afresh)
+            finally:
+                server.run(evaluator._release())
+        triggers = [int(alert["trigger_seq"]) for alert in fired_by(client, rule.id)]
+        return [seq for seq in triggers if seq in seqs], seqs
 
 
 def test_a_threshold_rebuilt_after_its_alert_was_purged_keeps_the_group_quiet(
