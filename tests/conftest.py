@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 # First, before the client imports grpc: importing it turns gRPC's fork support
 # off, without which a pg_ctl forked beside a test server's busy gRPC threads
@@ -290,6 +290,12 @@ class ServerThread:
         issued = self.run(create_token(self.database, tenant_id=tenant_id, role=Role(role)))
         return issued.secret
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self.run(self.database.close())
         try:
@@ -305,21 +311,15 @@ class ServerThread:
 
 @pytest.fixture(scope="session")
 def server(migrated_database_url: str) -> Iterator[ServerThread]:
-    running = ServerThread(migrated_database_url)
-    try:
+    with ServerThread(migrated_database_url) as running:
         yield running
-    finally:
-        running.close()
 
 
 @pytest.fixture(scope="module")
 def console_server(migrated_database_url: str) -> Iterator[ServerThread]:
     """A server with its console on, for a module's tests."""
-    running = ServerThread(migrated_database_url, console_listen="127.0.0.1:0")
-    try:
+    with ServerThread(migrated_database_url, console_listen="127.0.0.1:0") as running:
         yield running
-    finally:
-        running.close()
 
 
 # Its passes report each log of the database that does not check out, and

@@ -21,16 +21,13 @@ LISTED = "Audit.Example.com., proxy.example.org:8443, [fd00::5], 192.0.2.77:80"
 
 @pytest.fixture(scope="module")
 def listed_console(migrated_database_url: str) -> Iterator[ServerThread]:
-    running = ServerThread(
+    with ServerThread(
         migrated_database_url,
         console_listen="127.0.0.1:0",
         console_allowed_hosts=LISTED,
         stream_heartbeat_seconds=0.2,
-    )
-    try:
+    ) as running:
         yield running
-    finally:
-        running.close()
 
 
 def send(
@@ -216,11 +213,8 @@ def test_the_first_refusal_is_logged_as_a_warning_the_others_at_debug(
 
 @pytest.fixture(scope="module")
 def wildcard_console(migrated_database_url: str) -> Iterator[ServerThread]:
-    running = ServerThread(migrated_database_url, console_listen="0.0.0.0:0")
-    try:
+    with ServerThread(migrated_database_url, console_listen="0.0.0.0:0") as running:
         yield running
-    finally:
-        running.close()
 
 
 def _own_address() -> str:
@@ -271,8 +265,7 @@ def test_the_name_the_console_was_told_to_listen_on_is_its_own(
     name = _own_name()
     if not name:
         pytest.skip("this machine's name does not resolve")
-    running = ServerThread(migrated_database_url, console_listen=f"{name}:0")
-    try:
+    with ServerThread(migrated_database_url, console_listen=f"{name}:0") as running:
         port = running.service.console_port
         came_to = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)[0][4][0]
         reader = running.token(tenant, "reader")
@@ -280,5 +273,3 @@ def test_the_name_the_console_was_told_to_listen_on_is_its_own(
             assert served(port, host, reader, to=came_to) == [200, 200, 200], host
         for host in (name, f"{name}:{port + 1}", f"x.{name}:{port}"):
             assert send(port, [f"Host: {host}"], to=came_to)[0] == 421, host
-    finally:
-        running.close()
