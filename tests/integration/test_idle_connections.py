@@ -96,22 +96,16 @@ def _served(server: ServerThread) -> bool:
 
 @pytest.fixture
 def quick(migrated_database_url: str) -> Iterator[ServerThread]:
-    running = ServerThread(
+    with ServerThread(
         migrated_database_url, connection_idle_seconds=0.5, stream_heartbeat_seconds=0.2
-    )
-    try:
+    ) as running:
         yield running
-    finally:
-        running.close()
 
 
 @pytest.fixture
 def few(migrated_database_url: str) -> Iterator[ServerThread]:
-    running = ServerThread(migrated_database_url, max_connections=3)
-    try:
+    with ServerThread(migrated_database_url, max_connections=3) as running:
         yield running
-    finally:
-        running.close()
 
 
 def test_a_connection_that_makes_no_call_is_closed_after_the_idle_time(

@@ -115,13 +115,10 @@ class _Stream:
 def quick_server(migrated_database_url: str) -> Iterator[ServerThread]:
     # Short heartbeats say where each stream got to; small inboxes overflow
     # under the writers, sending streams back to the table mid-flight.
-    running = ServerThread(
+    with ServerThread(
         migrated_database_url, stream_heartbeat_seconds=0.3, stream_queue_capacity=3
-    )
-    try:
+    ) as running:
         yield running
-    finally:
-        running.close()
 
 
 @pytest.mark.usefixtures("no_server_errors")
