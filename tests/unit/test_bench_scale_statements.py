@@ -12,13 +12,13 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bench import scale
 from sealtrail import AuditClient, build_filter
 from tests.conftest import ServerThread
+from tests.traced_server import traced_server_of
 
 QUERY_SPAN = "sealtrail.v1.AuditLogService/Query"
 
@@ -32,14 +32,8 @@ def exporter() -> InMemorySpanExporter:
 def traced_server(
     migrated_database_url: str, exporter: InMemorySpanExporter
 ) -> Iterator[ServerThread]:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    running = ServerThread(migrated_database_url, tracer_provider=provider)
-    try:
+    with traced_server_of(migrated_database_url, exporter) as running:
         yield running
-    finally:
-        running.close()
-        provider.shutdown()
 
 
 @pytest.fixture(scope="module")
