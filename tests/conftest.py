@@ -197,15 +197,25 @@ _OWN_DATABASE_MIGRATIONS = 0x5EA17E57  # an advisory lock key of the tests' own
 
 
 @contextlib.contextmanager
-def database_of_its_own(url: str, prefix: str) -> Iterator[str]:
-    """A new, migrated database beside the one at `url` (for a test that needs
-    the whole events table to itself: its own statistics); dropped after."""
+def database_with_no_schema(url: str, prefix: str) -> Iterator[str]:
+    """The URL of a new, empty database (no migration applied) beside the one
+    at `url`; dropped after."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     quoted = psycopg.sql.Identifier(name)
     with psycopg.connect(url, autocommit=True) as admin:
         admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(quoted))
     try:
-        own_url = psycopg.conninfo.make_conninfo(url, dbname=name)
+        yield psycopg.conninfo.make_conninfo(url, dbname=name)
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(psycopg.sql.SQL("DROP DATABASE {} WITH (FORCE)").format(quoted))
+
+
+@contextlib.contextmanager
+def database_of_its_own(url: str, prefix: str) -> Iterator[str]:
+    """A new, migrated database beside the one at `url` (for a test that needs
+    the whole events table to itself: its own statistics); dropped after."""
+    with database_with_no_schema(url, prefix) as own_url:
         # The migrations create and grant roles, which the whole cluster
         # shares: two test processes migrating at once on one cluster
         # (SEALTRAIL_TEST_DATABASE_URL) would race there. One at a time.
@@ -213,9 +223,6 @@ def database_of_its_own(url: str, prefix: str) -> Iterator[str]:
             admin.execute("SELECT pg_advisory_lock(%s)", [_OWN_DATABASE_MIGRATIONS])
             migrate_database(own_url)
         yield own_url
-    finally:
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(psycopg.sql.SQL("DROP DATABASE {} WITH (FORCE)").format(quoted))
 
 
 class ServerThread:

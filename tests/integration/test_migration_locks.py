@@ -22,7 +22,7 @@ from psycopg import sql
 
 from sealtrail_server import cli
 from sealtrail_server.store import migrations
-from tests.conftest import database_of_its_own
+from tests.conftest import database_of_its_own, database_with_no_schema
 from tests.processes import stop
 
 _BUSY = "its tables are busy"
@@ -169,20 +169,13 @@ def test_an_operator_command_sets_up_a_database_with_no_schema(
     migrated_database_url: str, tmp_path: Path
 ) -> None:
     """A fresh setup may begin with `token create`: it applies every migration."""
-    name = f"fresh_{time.monotonic_ns()}"
-    with psycopg.connect(migrated_database_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        fresh = psycopg.conninfo.make_conninfo(migrated_database_url, dbname=name)
+    with database_with_no_schema(migrated_database_url, "fresh") as fresh:
         env = {"SEALTRAIL_DATABASE_URL": fresh, "SEALTRAIL_DATA_DIR": str(tmp_path)}
         created = CliRunner().invoke(
             cli.main, ["token", "create", "--tenant", "acme", "--role", "admin"], env=env
         )
         assert created.exit_code == 0, created.output
         assert {m.version for m in migrations.available_migrations()} <= _applied(fresh)
-    finally:
-        with psycopg.connect(migrated_database_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.mark.parametrize(
@@ -205,11 +198,7 @@ def test_a_command_that_sets_nothing_up_leaves_a_database_with_no_schema_as_it_i
     printed an empty table, exit 0: no tenant at all, at 3 a.m. Only the
     commands that set a deployment up (`token create`, `sink create`) make a
     schema; the others refuse, changing nothing."""
-    name = f"no_schema_{time.monotonic_ns()}"
-    with psycopg.connect(migrated_database_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        empty = psycopg.conninfo.make_conninfo(migrated_database_url, dbname=name)
+    with database_with_no_schema(migrated_database_url, "no_schema") as empty:
         env = {"SEALTRAIL_DATABASE_URL": empty, "SEALTRAIL_DATA_DIR": str(tmp_path)}
         refused = CliRunner().invoke(cli.main, command, env=env)
         assert refused.exit_code == 1, refused.output
@@ -218,9 +207,6 @@ def test_a_command_that_sets_nothing_up_leaves_a_database_with_no_schema_as_it_i
         with psycopg.connect(empty) as conn:
             cursor = conn.execute("SELECT to_regclass('schema_migrations') IS NULL")
             assert cursor.fetchone() == (True,)  # nothing was made
-    finally:
-        with psycopg.connect(migrated_database_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def test_a_migration_runs_past_the_owner_s_statement_timeout_and_waits_its_lock_timeout(
