@@ -31,7 +31,7 @@ from sealtrail_server.key_files import load_key_text
 from sealtrail_server.store import urls
 from sealtrail_server.store.database import Database
 from sealtrail_server.store.tokens import create_token
-from tests.conftest import ServerThread, database_of_its_own
+from tests.conftest import ServerThread, database_of_its_own, database_with_no_schema
 from tests.service_login import service_login_url
 
 
@@ -408,10 +408,7 @@ def test_a_start_refused_for_its_own_settings_leaves_the_database_untouched(
 ) -> None:
     """A signing key file missing was found only after every migration had
     been applied, and a secrets key generated (helper-125)."""
-    name = f"untouched_{tmp_path.name[-8:].lower()}"
-    sql.execute(SQL("CREATE DATABASE {}").format(Identifier(name)))
-    try:
-        fresh = make_conninfo(sql.info.dsn, dbname=name)
+    with database_with_no_schema(sql.info.dsn, "untouched") as fresh:
         settings = replace(
             server.settings,
             signing_key=None,
@@ -419,15 +416,19 @@ def test_a_start_refused_for_its_own_settings_leaves_the_database_untouched(
             secrets_key=None,
             data_dir=tmp_path,
         )
-        refused = Service(settings, database_url=fresh, owner_database_url=fresh)
-        with pytest.raises(SystemExit, match="SEALTRAIL_SIGNING_KEY_FILE"):
-            asyncio.run(refused.start())
-        with psycopg.connect(fresh) as untouched:
-            assert untouched.execute(
-                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
-            ).fetchone() == (0,)
-    finally:
-        sql.execute(SQL("DROP DATABASE {} WITH (FORCE)").format(Identifier(name)))
+        _refused_before_any_change(settings, fresh, said="SEALTRAIL_SIGNING_KEY_FILE")
+
+
+def _refused_before_any_change(settings: Settings, url: str, *, said: str) -> None:
+    """A server of `settings` on the database at `url`, which has no schema,
+    refuses to start, saying `said`, and leaves that database without a table."""
+    refused = Service(settings, database_url=url, owner_database_url=url)
+    with pytest.raises(SystemExit, match=said):
+        asyncio.run(refused.start())
+    with psycopg.connect(url) as untouched:
+        assert untouched.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchone() == (0,)
 
 
 def test_a_signed_checkpoints_dir_that_cannot_be_written_is_refused_before_migrating(
@@ -436,22 +437,13 @@ def test_a_signed_checkpoints_dir_that_cannot_be_written_is_refused_before_migra
     """It was opened after every migration had been applied, the signing key
     registered: a release's start refused for a directory of its own had
     changed the database the running release's processes restart on (helper-296)."""
-    name = f"unsigned_{tmp_path.name[-8:].lower()}"
-    sql.execute(SQL("CREATE DATABASE {}").format(Identifier(name)))
     a_file = tmp_path / "a-file"
     a_file.write_text("")
-    try:
-        fresh = make_conninfo(sql.info.dsn, dbname=name)
+    with database_with_no_schema(sql.info.dsn, "unsigned") as fresh:
         settings = replace(server.settings, signed_checkpoints_dir=a_file / "under")
-        refused = Service(settings, database_url=fresh, owner_database_url=fresh)
-        with pytest.raises(SystemExit, match="SEALTRAIL_SIGNED_CHECKPOINTS_DIR: cannot keep"):
-            asyncio.run(refused.start())
-        with psycopg.connect(fresh) as untouched:
-            assert untouched.execute(
-                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
-            ).fetchone() == (0,)
-    finally:
-        sql.execute(SQL("DROP DATABASE {} WITH (FORCE)").format(Identifier(name)))
+        _refused_before_any_change(
+            settings, fresh, said="SEALTRAIL_SIGNED_CHECKPOINTS_DIR: cannot keep"
+        )
 
 
 def test_a_pool_the_database_cannot_hold_names_its_setting(
