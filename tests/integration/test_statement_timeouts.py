@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.abc import Query
 
 from sealtrail_server.domain.errors import Unavailable
 from sealtrail_server.domain.event import EventDraft, ValidEvent, validate_event
@@ -186,6 +187,22 @@ def test_a_call_cut_short_by_the_statement_timeout_is_said_so(
     logged as "a call's connection failed", and answered as the database
     unavailable: an operator looked for an outage. Said as what it is, on
     every checkout, the pool's and a connection of its own."""
+    _said_cut_short_on_every_checkout(
+        server, guarded_database, tenant, caplog, "SELECT pg_sleep(1)"
+    )
+
+
+def _said_cut_short_on_every_checkout(
+    server: ServerThread,
+    guarded_database: Database,
+    tenant: str,
+    caplog: pytest.LogCaptureFixture,
+    statement: Query,
+) -> list[str]:
+    """`statement`, run on every checkout of `guarded_database` (the pool's
+    and a connection of its own), is refused as cut short by the
+    statement_timeout, with a time to retry after, and logged once each as
+    such, never as a connection that failed: the lines logged."""
 
     async def run() -> list[Unavailable]:
         refused: list[Unavailable] = []
@@ -196,7 +213,7 @@ def test_a_call_cut_short_by_the_statement_timeout_is_said_so(
         ):
             try:
                 async with checkout() as conn:
-                    await conn.execute("SELECT pg_sleep(1)")
+                    await conn.execute(statement)
             except Unavailable as error:
                 refused.append(error)
         return refused
@@ -209,6 +226,7 @@ def test_a_call_cut_short_by_the_statement_timeout_is_said_so(
     said = [r.getMessage() for r in caplog.records if r.name == "sealtrail_server.store.database"]
     assert len(said) == 3 and all("statement_timeout" in line for line in said), said
     assert not any("failed" in line for line in said), said
+    return said
 
 
 # What PostgreSQL says, with `lc_messages = 'de_DE.UTF-8'`, for a statement its
@@ -229,29 +247,8 @@ def test_a_statement_cut_short_is_said_so_whatever_the_language_of_the_database(
         "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'query_canceled', MESSAGE = {}; END $$"
     ).format(sql.Literal(_GERMAN_STATEMENT_TIMEOUT))
 
-    async def run() -> list[Unavailable]:
-        refused: list[Unavailable] = []
-        for checkout in (
-            lambda: guarded_database.connection(tenant),
-            guarded_database.system_connection,
-            guarded_database.own_system_connection,
-        ):
-            try:
-                async with checkout() as conn:
-                    await conn.execute(raise_it)
-            except Unavailable as error:
-                refused.append(error)
-        return refused
-
-    with caplog.at_level(logging.WARNING, logger="sealtrail_server.store.database"):
-        refused = server.run(run(), timeout=60)
-    assert len(refused) == 3
-    for error in refused:
-        assert "statement_timeout" in error.message and error.retry_after > 0, error
-    said = [r.getMessage() for r in caplog.records if r.name == "sealtrail_server.store.database"]
-    assert len(said) == 3 and all("statement_timeout" in line for line in said), said
+    said = _said_cut_short_on_every_checkout(server, guarded_database, tenant, caplog, raise_it)
     assert all(_GERMAN_STATEMENT_TIMEOUT in line for line in said), said  # its own words
-    assert not any("failed" in line for line in said), said
 
 
 def test_a_statement_an_operator_cancelled_is_not_said_to_be_a_connection_failure(
