@@ -4,6 +4,7 @@ the real database."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -11,6 +12,7 @@ import secrets
 import time
 import tracemalloc
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -683,6 +685,22 @@ def test_a_retry_whose_event_the_batch_cannot_write_is_answered_with_the_stored_
 _LARGE = [b"x" * 1000]  # over `large_bytes=1000`: a large submission in these tests
 
 
+@contextlib.asynccontextmanager
+async def _small_lane_held(
+    appender: Appender, sql: psycopg.Connection[Any], blocker: str
+) -> AsyncIterator[asyncio.Task[Any]]:
+    """The small lane held on `blocker`'s head, which `sql` locks: a write of
+    `blocker`'s taken by the lane and waiting for the lock, till the end of
+    the block, when the lock goes. That write (its task)."""
+    with sql.transaction():
+        sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [blocker])
+        held = asyncio.create_task(appender.append(blocker, [_event("held")], [b"v"]))
+        await asyncio.sleep(0)  # handed in
+        while appender._small._pending.events:  # taken, and waiting for the lock
+            await asyncio.sleep(0.01)
+        yield held
+
+
 async def _lanes(url: str, *, pool: int = 4, **options: Any) -> tuple[Database, Appender]:
     """An appender over a pool of `pool`, which waits 2 s for a connection."""
     db = await Database.open(service_login_url(url), min_size=1, max_size=pool, timeout=2)
@@ -768,12 +786,7 @@ def test_a_tenants_backlog_of_small_writes_is_not_ahead_of_another_tenants_recor
         try:
             for name in (tenant, quiet, blocker):
                 await appender.append(name, [_event("first")], [b"v"])
-            with sql.transaction():
-                sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [blocker])
-                held = asyncio.create_task(appender.append(blocker, [_event("held")], [b"v"]))
-                await asyncio.sleep(0)  # handed in
-                while appender._small._pending.events:  # taken, and waiting for the lock
-                    await asyncio.sleep(0.01)
+            async with _small_lane_held(appender, sql, blocker) as held:
                 backlog = []
                 for n in range(3):
                     two = [_event(f"b{n}"), _event(f"c{n}")]
@@ -808,12 +821,7 @@ def test_writes_waiting_to_follow_their_tenants_backlog_count_in_the_pending_lim
         try:
             for name in (tenant, blocker):
                 await appender.append(name, [_event("first")], [b"v"])
-            with sql.transaction():
-                sql.execute("SELECT FROM chain_heads WHERE tenant_id = %s FOR UPDATE", [blocker])
-                held = asyncio.create_task(appender.append(blocker, [_event("held")], [b"v"]))
-                await asyncio.sleep(0)  # handed in
-                while appender._small._pending.events:  # taken, and waiting for the lock
-                    await asyncio.sleep(0.01)
+            async with _small_lane_held(appender, sql, blocker) as held:
                 for n in range(6):
                     one = appender.append(tenant, [_event(f"e{n}")], [b"v"])
                     tasks.append(asyncio.create_task(one))
