@@ -142,6 +142,14 @@ async def migrate_database(
         return await migrate(conn, lock_attempts=lock_attempts, only_fresh=only_fresh)
 
 
+async def _has_migrations_table(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether the database of `conn` has a schema_migrations table, whoever
+    may read it."""
+    cursor = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
 async def schema_is_current(url: str) -> bool:
     """Whether the database at `url` holds this release's migrations and no
     other, read without a change by any user that may read schema_migrations
@@ -154,9 +162,7 @@ async def schema_is_current(url: str) -> bool:
     migrating meanwhile)."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await _refuse_another_encoding(conn)
-        cursor = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
-        row = await cursor.fetchone()
-        if not (row and row[0]):
+        if not await _has_migrations_table(conn):
             return False
         try:
             cursor = await conn.execute("SELECT version, name FROM schema_migrations")
@@ -172,9 +178,7 @@ async def has_a_schema(url: str) -> bool:
     without a change by any user: an operator's command that sets nothing
     up refuses a database with none (most likely not the servers')."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        cursor = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
-        row = await cursor.fetchone()
-        if not (row and row[0]):
+        if not await _has_migrations_table(conn):
             return False
         try:
             cursor = await conn.execute("SELECT EXISTS (SELECT FROM schema_migrations)")
