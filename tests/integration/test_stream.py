@@ -9,6 +9,7 @@ import itertools
 import queue
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -269,6 +270,21 @@ def test_a_slow_subscriber_receives_everything_in_order(
         tight.close()
 
 
+def _stream_of_nothing(client: AuditClient, *, on_heartbeat: Callable[[int], None]) -> None:
+    """A stream of `client`'s, filtered on an action never recorded, in a
+    thread of its own: its heartbeats (their cursors) to `on_heartbeat`,
+    till the client closes."""
+
+    def run() -> None:
+        with contextlib.suppress(SealtrailError):  # ends when the client closes
+            for _ in client.stream(
+                build_filter(actions="never.happens"), on_heartbeat=on_heartbeat
+            ):
+                pass
+
+    threading.Thread(target=run, daemon=True).start()
+
+
 def test_heartbeats_go_on_while_a_busy_log_sends_a_filtered_stream_nothing(
     migrated_database_url: str, tenant: str
 ) -> None:
@@ -280,16 +296,9 @@ def test_heartbeats_go_on_while_a_busy_log_sends_a_filtered_stream_nothing(
     try:
         with AuditClient(quick.target, token=quick.token(tenant)) as client:
             beats: queue.Queue[tuple[float, int]] = queue.Queue()
-
-            def run() -> None:
-                with contextlib.suppress(SealtrailError):  # ends when the client closes
-                    for _ in client.stream(
-                        build_filter(actions="never.happens"),
-                        on_heartbeat=lambda cursor: beats.put((time.monotonic(), cursor)),
-                    ):
-                        pass
-
-            threading.Thread(target=run, daemon=True).start()
+            _stream_of_nothing(
+                client, on_heartbeat=lambda cursor: beats.put((time.monotonic(), cursor))
+            )
             assert beats.get(timeout=10)[1] == 1  # after its own audit_log.streamed
             busy_until = time.monotonic() + 3
             while time.monotonic() < busy_until:  # a commit every 0.1 s
@@ -325,16 +334,7 @@ def test_heartbeats_go_on_while_the_hub_runs_behind_a_busy_log(
     try:
         with AuditClient(quick.target, token=quick.token(tenant)) as client:
             beats: queue.Queue[float] = queue.Queue()
-
-            def run() -> None:
-                with contextlib.suppress(SealtrailError):  # ends when the client closes
-                    for _ in client.stream(
-                        build_filter(actions="never.happens"),
-                        on_heartbeat=lambda _: beats.put(time.monotonic()),
-                    ):
-                        pass
-
-            threading.Thread(target=run, daemon=True).start()
+            _stream_of_nothing(client, on_heartbeat=lambda _: beats.put(time.monotonic()))
             beats.get(timeout=10)
             busy_from = time.monotonic()
             busy_until = busy_from + 3
@@ -358,15 +358,7 @@ def test_heartbeats_carry_the_cursor_of_an_idle_filtered_stream(
     try:
         with AuditClient(quick.target, token=quick.token(tenant)) as client:
             beats: queue.Queue[int] = queue.Queue()
-
-            def run() -> None:
-                with contextlib.suppress(SealtrailError):  # ends when the client closes
-                    for _ in client.stream(
-                        build_filter(actions="never.happens"), on_heartbeat=beats.put
-                    ):
-                        pass
-
-            threading.Thread(target=run, daemon=True).start()
+            _stream_of_nothing(client, on_heartbeat=beats.put)
             assert beats.get(timeout=10) == 1  # after its own audit_log.streamed
             client.record_batch(events(5))
             deadline = time.monotonic() + 10
