@@ -343,12 +343,9 @@ def test_the_embedded_postgresql_stops_after_a_server_that_did_not_exit_cleanly(
     that list for good, and PostgreSQL ran on after every clean stop after it;
     a SIGTERM during a start skipped the exit handlers that take a server off
     it (helper-140)."""
-    data_dir = Path(tempfile.mkdtemp(prefix="sealtrail-e2e-"))
-    pgdata = data_dir / "postgres"
-    handles = pgdata / ".handle_pids.json"
-    with contextlib.ExitStack() as running:
-        running.callback(shutil.rmtree, data_dir, ignore_errors=True)  # once all have stopped
-        running.callback(_stop_postmaster, pgdata)  # if the test left it running
+    with _embedded_data_dir() as (data_dir, running):
+        pgdata = data_dir / "postgres"
+        handles = pgdata / ".handle_pids.json"
         crashed = _serve_embedded(data_dir, running)["process"]
         crashed.kill()
         crashed.wait(30)
@@ -387,12 +384,9 @@ def test_an_operator_command_ended_by_a_signal_says_so_and_lets_go_of_the_embedd
     It exits as a shell says of one killed by the signal, its handle let go,
     saying what stopped it; Ctrl-C too, which printed click's "Aborted!" and
     exited 1, the status of any failure."""
-    data_dir = Path(tempfile.mkdtemp(prefix="sealtrail-e2e-"))
-    pgdata = data_dir / "postgres"
-    handles = pgdata / ".handle_pids.json"
-    with contextlib.ExitStack() as running:
-        running.callback(shutil.rmtree, data_dir, ignore_errors=True)  # once all have stopped
-        running.callback(_stop_postmaster, pgdata)  # if the test left it running
+    with _embedded_data_dir() as (data_dir, running):
+        pgdata = data_dir / "postgres"
+        handles = pgdata / ".handle_pids.json"
         serving = _serve_embedded(data_dir, running)["process"]
         socket_dir = (pgdata / "postmaster.pid").read_text().splitlines()[4]
         url = f"postgresql://postgres@/postgres?host={socket_dir}"
@@ -438,12 +432,9 @@ def test_a_postmaster_pid_naming_a_process_that_is_not_its_postgresql_is_not_tru
     1). pgserver took that process for PostgreSQL: the start failed ("Connection
     refused" on a socket nobody listened on), and its exit, to stop "its"
     PostgreSQL, killed that process, whatever it was (helper-271)."""
-    data_dir = Path(tempfile.mkdtemp(prefix="sealtrail-e2e-"))
-    pgdata = data_dir / "postgres"
-    pid_file = pgdata / "postmaster.pid"
-    with contextlib.ExitStack() as running:
-        running.callback(shutil.rmtree, data_dir, ignore_errors=True)  # once all have stopped
-        running.callback(_stop_postmaster, pgdata)  # if the test left it running
+    with _embedded_data_dir() as (data_dir, running):
+        pgdata = data_dir / "postgres"
+        pid_file = pgdata / "postmaster.pid"
         crashed = _serve_embedded(data_dir, running)["process"]
         postmaster = int(pid_file.read_text().split()[0])
         crashed.kill()
@@ -471,10 +462,7 @@ def test_a_first_start_stopped_while_its_database_is_made_leaves_none_half_made(
     cluster in `postgres/`, its PG_VERSION written early: every start after
     it skipped initdb and failed (database "postgres" does not exist), until
     the operator found and deleted the directory (helper-271)."""
-    data_dir = Path(tempfile.mkdtemp(prefix="sealtrail-e2e-"))
-    with contextlib.ExitStack() as running:
-        running.callback(shutil.rmtree, data_dir, ignore_errors=True)  # once all have stopped
-        running.callback(_stop_postmaster, data_dir / "postgres")  # if the test left it running
+    with _embedded_data_dir() as (data_dir, running):
         starting = subprocess.Popen(
             [str(BIN / "sealtrail-server"), "serve", "--listen", "127.0.0.1:0"],
             stdout=subprocess.DEVNULL,
@@ -499,11 +487,8 @@ def test_a_data_dir_whose_path_a_shell_would_split_runs_its_postgresql() -> None
     pg_ctl's shell unquoted: a data dir with a space in its path (a home
     "/home/Jo Smith", macOS's "Application Support") or a quote never started,
     `postgres: invalid argument: "Smith/..."` under a traceback (helper-271)."""
-    data_dir = Path(tempfile.mkdtemp(prefix="sealtrail e2e o'neil "))
-    pgdata = data_dir / "postgres"
-    with contextlib.ExitStack() as running:
-        running.callback(shutil.rmtree, data_dir, ignore_errors=True)  # once all have stopped
-        running.callback(_stop_postmaster, pgdata)  # if the test left it running
+    with _embedded_data_dir("sealtrail e2e o'neil ") as (data_dir, running):
+        pgdata = data_dir / "postgres"
         first = _serve_embedded(data_dir, running)
         token = (data_dir / "dev-admin-token").read_text().strip()
         env = {"SEALTRAIL_SERVER": first["target"], "SEALTRAIL_TOKEN": token}
@@ -519,11 +504,8 @@ def test_an_embedded_postgresql_that_does_not_start_is_named_with_its_reason() -
     the server with a traceback of pg_ctl's command line, after the whole of
     PostgreSQL's log, every start it ever made, and nowhere what failed
     (helper-271)."""
-    data_dir = Path(tempfile.mkdtemp(prefix="sealtrail-e2e-"))
-    pgdata = data_dir / "postgres"
-    with contextlib.ExitStack() as running:
-        running.callback(shutil.rmtree, data_dir, ignore_errors=True)  # once all have stopped
-        running.callback(_stop_postmaster, pgdata)  # if the test left it running
+    with _embedded_data_dir() as (data_dir, running):
+        pgdata = data_dir / "postgres"
         first = _serve_embedded(data_dir, running)["process"]
         first.terminate()
         assert first.wait(60) == 0
@@ -564,6 +546,20 @@ def _wait_until_gone(pid: int) -> None:
             return
         assert time.monotonic() < deadline, f"process {pid} still runs"
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _embedded_data_dir(
+    prefix: str = "sealtrail-e2e-",
+) -> Iterator[tuple[Path, contextlib.ExitStack]]:
+    """A new data dir, and the stack its test's processes go on: on leaving,
+    they are stopped, then the PostgreSQL they started if it still runs, and
+    the data dir removed."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    with contextlib.ExitStack() as running:
+        running.callback(shutil.rmtree, data_dir, ignore_errors=True)  # once all have stopped
+        running.callback(_stop_postmaster, data_dir / "postgres")  # if the test left it running
+        yield data_dir, running
 
 
 def _handle_pids(handles: Path) -> list[int]:
